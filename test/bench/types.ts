@@ -1,0 +1,5 @@
+export interface BenchSection {
+  title: string;
+  notes?: string[];
+  rows: Record<string, string | number>[];
+}

@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+
+// Unit tests are pure and fast; integration/chaos/e2e tests start real nats-server and child processes,
+// so they get generous timeouts and run with at most two workers on this 2-core machine.
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    pool: 'forks',
+    maxWorkers: 2,
+    fileParallelism: true,
+    reporters: ['default'],
+  },
+});
