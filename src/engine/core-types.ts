@@ -1,0 +1,79 @@
+/**
+ * Contract of the continuous-batching core (implemented in src/engine/core.ts). The core is pure and
+ * clock-driven: it never reads wall time and never sets timers. The emulator drives it with real timers
+ * (scaled by --time-scale); the simulator drives many of them on a virtual clock.
+ */
+import type { RequestType } from '../../protocols/request-types.ts';
+import type { PerfModel } from '../model/types.ts';
+
+export interface CoreRequest {
+  id: string;
+  /** arrival time on the driver's clock, ms. */
+  arrivalMs: number;
+  promptTokens: number;
+  /** tokens this request will generate (the emulator draws it from max_tokens / ignore_eos; the sim from the trace). */
+  outputTokens: number;
+  type?: RequestType;
+  /** absolute deadline for the first token on the driver's clock, ms (for emergency reordering). */
+  ttftDeadlineMs?: number;
+}
+
+export interface CoreOptions {
+  perf: PerfModel;
+  tp: number;
+  clockMhz: number;
+  /** vLLM max_num_seqs; default 256. */
+  maxNumSeqs?: number;
+  /** vLLM max_num_batched_tokens (chunked prefill budget per step); default 8192. */
+  maxNumBatchedTokens?: number;
+  /** KV capacity in tokens; default perf.kvCapacityTokens(tp). */
+  kvCapacityTokens?: number;
+  /** bound of the waiting queue; submit() beyond it throws QueueFullError. default 4096. */
+  maxWaiting?: number;
+}
+
+/** What happened to requests during one step; times are the step's end time. */
+export type CoreEvent =
+  | { kind: 'first_token'; id: string; atMs: number }
+  | { kind: 'token'; id: string; atMs: number; index: number }
+  | { kind: 'finished'; id: string; atMs: number; promptTokens: number; outputTokens: number; energyJ: number }
+  | { kind: 'preempted'; id: string; atMs: number };
+
+export interface StepResult {
+  startMs: number;
+  durationMs: number;
+  /** instance power (all its GPUs) during the step, W. */
+  powerW: number;
+  prefillTokens: number;
+  decodeSeqs: number;
+  events: CoreEvent[];
+}
+
+export interface CoreStats {
+  waiting: number;
+  running: number;
+  kvUsedTokens: number;
+  kvCapacityTokens: number;
+  /** cumulative energy of the instance since creation, J (steps + idle time advanced via idleUntil). */
+  energyJ: number;
+  clockMhz: number;
+  tp: number;
+}
+
+export interface BatchingCoreApi {
+  submit(req: CoreRequest): void;
+  /** Remove a request (client gone); true if it was known. */
+  cancel(id: string): boolean;
+  /** Form the next batch starting at nowMs and execute it; null when there is nothing to run. */
+  step(nowMs: number): StepResult | null;
+  /** Account idle energy from the last activity up to nowMs (model-loaded idle power). */
+  idleUntil(nowMs: number): void;
+  setClock(mhz: number): void;
+  /** Not-yet-started requests, in queue order. */
+  waiting(): readonly CoreRequest[];
+  /** Take not-yet-started requests out (emergency move to a peer). */
+  takeWaiting(ids: readonly string[]): CoreRequest[];
+  /** Reorder the waiting queue (emergency step 1: earliest deadline first). */
+  reorderWaiting(compare: (a: CoreRequest, b: CoreRequest) => number): void;
+  stats(): CoreStats;
+}
