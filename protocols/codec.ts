@@ -1,0 +1,62 @@
+/**
+ * msgpack codec with validation. `encode` checks the value against the schema too (a sender bug is caught
+ * at the sender); `decode` turns any failure (garbage bytes, truncation, wrong version, wrong shape) into a
+ * ProtocolError naming the subject and the fields at fault.
+ */
+import { Packr } from 'msgpackr';
+import type { z } from 'zod';
+import { ProtocolError, VersionMismatchError } from './errors.ts';
+
+export const PROTOCOL_VERSION = 1 as const;
+
+// useRecords=false keeps payloads plain msgpack maps, readable by any msgpack implementation.
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
+
+export interface Codec<T> {
+  readonly name: string;
+  encode(value: T): Uint8Array;
+  decode(bytes: Uint8Array, subject?: string): T;
+  /** Validate a value already in memory (e.g. built from JSON). */
+  check(value: unknown, subject?: string): T;
+}
+
+export function codec<S extends z.ZodTypeAny>(name: string, schema: S): Codec<z.infer<S>> {
+  const check = (value: unknown, subject?: string): z.infer<S> => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      throw new ProtocolError(`${name}: payload is not a map`, { subject });
+    }
+    const v = (value as { v?: unknown }).v;
+    if (v !== PROTOCOL_VERSION) throw new VersionMismatchError(v, PROTOCOL_VERSION, subject);
+    const r = schema.safeParse(value);
+    if (!r.success) {
+      const issues = r.error.issues.map((i: z.ZodIssue) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+      throw new ProtocolError(`${name}: invalid payload (${issues.slice(0, 3).join('; ')})`, { subject, issues });
+    }
+    return r.data;
+  };
+  return {
+    name,
+    check,
+    encode(value) {
+      check(value);
+      return packr.pack(value);
+    },
+    decode(bytes, subject) {
+      let raw: unknown;
+      try {
+        raw = packr.unpack(bytes);
+      } catch (cause) {
+        throw new ProtocolError(`${name}: undecodable msgpack (${(cause as Error).message})`, { subject, cause });
+      }
+      return check(raw, subject);
+    },
+  };
+}
+
+/** Raw msgpack, for tests and tools that must craft bad payloads. */
+export function packRaw(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+export function unpackRaw(bytes: Uint8Array): unknown {
+  return packr.unpack(bytes);
+}

@@ -1,0 +1,5 @@
+export * from './errors.ts';
+export * from './codec.ts';
+export * from './subjects.ts';
+export * from './messages.ts';
+export * from './request-types.ts';

@@ -1,0 +1,76 @@
+/**
+ * Every NATS subject of dynamollm, rooted at `dyn.v1` (the protocol version is part of the subject).
+ * Nothing outside protocols/ spells a subject. Ids are validated so a hostile id cannot inject tokens
+ * (`.`, `*`, `>`, whitespace) into a subject.
+ */
+import { ProtocolError } from './errors.ts';
+
+export const ROOT = 'dyn.v1' as const;
+
+const TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** Throws when `id` cannot be used as one subject token. */
+export function token(id: string, what = 'id'): string {
+  if (!TOKEN.test(id)) throw new ProtocolError(`invalid ${what} '${id}': use 1-128 of [A-Za-z0-9_-]`);
+  return id;
+}
+
+export const ACTOR_KINDS = ['gateway', 'cluster', 'pool', 'instance', 'node', 'observer'] as const;
+export type ActorKind = (typeof ACTOR_KINDS)[number];
+
+export const subjects = {
+  /** gateway -> cluster managers (queue group CLUSTER_INTAKE_QUEUE): InferenceRequest -> Admission. */
+  clusterIntake: () => `${ROOT}.cluster.intake`,
+  /** anyone -> cluster leader: StatusRequest -> ClusterStatus. */
+  clusterStatus: () => `${ROOT}.cluster.status`,
+  /** cluster manager -> pool leader: InferenceRequest -> Admission. */
+  poolDispatch: (pool: string) => `${ROOT}.pool.${token(pool, 'pool')}.dispatch`,
+  /** cluster leader -> pool leader: PoolCommand -> Ack. */
+  poolControl: (pool: string) => `${ROOT}.pool.${token(pool, 'pool')}.ctl`,
+  /** instance -> pool leader (emergency step 3): MoveRequest -> MoveReply. */
+  poolMove: (pool: string) => `${ROOT}.pool.${token(pool, 'pool')}.move`,
+  /** pool leader -> instance manager: InferenceRequest -> Admission. */
+  instanceAdmit: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.admit`,
+  /** pool leader -> instance manager: InstanceCommand -> Ack. */
+  instanceControl: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.ctl`,
+  /** cluster/pool leader -> node agent (owns a server's GPUs): NodeCommand -> Ack. */
+  nodeControl: (node: string) => `${ROOT}.node.${token(node, 'node')}.ctl`,
+  /** instance -> gateway: TokenChunk stream of one request. */
+  stream: (requestId: string) => `${ROOT}.stream.${token(requestId, 'request id')}`,
+  /** gateway -> whoever holds the request: Cancel. */
+  cancel: (requestId: string) => `${ROOT}.cancel.${token(requestId, 'request id')}`,
+  /** Heartbeat of one actor. */
+  heartbeat: (kind: ActorKind, id: string) => `${ROOT}.hb.${kind}.${token(id)}`,
+  heartbeatAll: () => `${ROOT}.hb.>`,
+  /** Telemetry. */
+  telInstance: (instance: string) => `${ROOT}.tel.inst.${token(instance, 'instance')}`,
+  telInstanceAll: () => `${ROOT}.tel.inst.*`,
+  telRequest: (pool: string) => `${ROOT}.tel.req.${token(pool, 'pool')}`,
+  telRequestAll: () => `${ROOT}.tel.req.*`,
+  telPool: (pool: string) => `${ROOT}.tel.pool.${token(pool, 'pool')}`,
+  telCluster: () => `${ROOT}.tel.cluster`,
+  telAll: () => `${ROOT}.tel.>`,
+  /** Decision and reconfiguration events (kept in the EVENTS_STREAM JetStream stream). */
+  event: (kind: EventKind, actor: string) => `${ROOT}.evt.${kind}.${token(actor)}`,
+  eventAll: () => `${ROOT}.evt.>`,
+} as const;
+
+export const CLUSTER_INTAKE_QUEUE = 'cluster-intake';
+
+export const EVENT_KINDS = ['scale', 'merge', 'reshard', 'clock', 'emergency', 'instance', 'lease', 'failure', 'plan'] as const;
+export type EventKind = (typeof EVENT_KINDS)[number];
+
+/** JetStream names. */
+export const jetstream = {
+  eventsStream: 'DYN_V1_EVENTS',
+  eventsSubjects: [`${ROOT}.evt.>`],
+  leasesBucket: 'dyn_v1_leases',
+  membersBucket: 'dyn_v1_members',
+  inventoryBucket: 'dyn_v1_inventory',
+} as const;
+
+/** Lease keys (KV keys: letters, digits, -, _, /, =, .). */
+export const leaseKeys = {
+  clusterPlanner: () => 'cluster.planner',
+  poolLeader: (pool: string) => `pool.${token(pool, 'pool')}`,
+} as const;
