@@ -32,7 +32,12 @@ export interface CoreOptions {
   maxWaiting?: number;
 }
 
-/** What happened to requests during one step; times are the step's end time. */
+/**
+ * What happened to requests during one step; times are the step's end time. `first_token` is the output
+ * token of index 0; `token` events carry indexes >= 1 (one event per generated token, so a consumer that
+ * streams text emits one token for `first_token` and one per `token`). `preempted` requests went back to
+ * the front of the waiting queue (vLLM recompute) and re-emit no tokens they already produced.
+ */
 export type CoreEvent =
   | { kind: 'first_token'; id: string; atMs: number }
   | { kind: 'token'; id: string; atMs: number; index: number }

@@ -1,0 +1,317 @@
+/**
+ * The continuous-batching core: a pure, clock-driven model of vLLM's (v1) scheduler. No timers, no wall
+ * clock; the caller passes `nowMs` (the emulator: scaled wall time; the simulator: a virtual clock).
+ *
+ * Scheduling per step, as vLLM v1 does it:
+ *  1. running requests first, oldest first, each asks for `(prompt + generated) - computed` tokens (1 for a
+ *     decode, the rest of the prompt for a chunked prefill), clipped by the step's token budget
+ *     (max_num_batched_tokens); KV blocks (16 tokens) are allocated as tokens grow; when the cache is full
+ *     the newest running request is preempted back to the front of the waiting queue (recompute: its KV
+ *     is freed and its prompt plus generated tokens are prefilled again later);
+ *  2. if nothing was preempted, waiting requests are admitted in queue order while the budget, the
+ *     max_num_seqs cap and free KV blocks allow (the last one admitted may get a partial prefill chunk).
+ * A request samples a token when its computed tokens reach prompt + generated (end of prefill, or a decode).
+ *
+ * Step duration and per-GPU power come from the PerfModel at the current SM clock; instance power is
+ * per-GPU power x TP. Energy (modelled, not measured) accumulates per step and over idle gaps at the
+ * model-loaded idle power (or unloaded idle power while sleeping). Each finished request is attributed a
+ * share of every step it took part in, split by the tokens it processed in that step.
+ */
+import type { BatchingCoreApi, CoreEvent, CoreOptions, CoreRequest, CoreStats, StepResult } from './core-types.ts';
+import type { PerfModel, StepBatch } from '../model/types.ts';
+import { QueueFullError } from './errors.ts';
+
+/** KV-cache block size in tokens (vLLM's default). */
+export const KV_BLOCK_TOKENS = 16;
+
+interface Seq {
+  req: CoreRequest;
+  /** tokens whose KV is computed. */
+  computed: number;
+  /** output tokens sampled so far. */
+  generated: number;
+  /** KV blocks held. */
+  blocks: number;
+  /** modelled energy attributed so far, J. */
+  energyJ: number;
+  /** tokens scheduled in the current step (scratch). */
+  sched: number;
+}
+
+export class BatchingCore implements BatchingCoreApi {
+  private readonly perf: PerfModel;
+  readonly tp: number;
+  private clockMhz: number;
+  readonly maxNumSeqs: number;
+  readonly maxNumBatchedTokens: number;
+  readonly kvCapacityTokens: number;
+  readonly maxWaiting: number;
+  private readonly totalBlocks: number;
+  private freeBlocks: number;
+
+  private waitingQ: Seq[] = [];
+  private running: Seq[] = [];
+  private readonly byId = new Map<string, Seq>();
+  /** time up to which energy is accounted (end of the last step or idle accounting), ms. */
+  private accountedMs: number | null = null;
+  private energyJ = 0;
+  private sleeping = false;
+  private lastPowerW = 0;
+  private preemptions = 0;
+
+  constructor(opts: CoreOptions) {
+    this.perf = opts.perf;
+    this.tp = opts.tp;
+    this.clockMhz = opts.clockMhz;
+    this.maxNumSeqs = opts.maxNumSeqs ?? 256;
+    this.maxNumBatchedTokens = opts.maxNumBatchedTokens ?? 8192;
+    this.kvCapacityTokens = opts.kvCapacityTokens ?? this.perf.kvCapacityTokens(this.tp);
+    this.maxWaiting = opts.maxWaiting ?? 4096;
+    if (!(this.tp >= 1) || !Number.isInteger(this.tp)) throw new RangeError(`tp must be a positive integer, got ${this.tp}`);
+    if (!(this.maxNumSeqs >= 1)) throw new RangeError(`maxNumSeqs must be >= 1, got ${this.maxNumSeqs}`);
+    if (!(this.maxNumBatchedTokens >= 1)) throw new RangeError(`maxNumBatchedTokens must be >= 1`);
+    this.totalBlocks = Math.floor(this.kvCapacityTokens / KV_BLOCK_TOKENS);
+    if (this.totalBlocks < 1) throw new RangeError(`KV capacity ${this.kvCapacityTokens} tokens is below one block`);
+    this.freeBlocks = this.totalBlocks;
+    this.lastPowerW = this.idlePowerW();
+  }
+
+  submit(req: CoreRequest): void {
+    if (this.byId.has(req.id)) throw new Error(`duplicate request id '${req.id}'`);
+    if (!(req.promptTokens >= 1) || !(req.outputTokens >= 1)) {
+      throw new RangeError(`request '${req.id}' needs promptTokens >= 1 and outputTokens >= 1`);
+    }
+    // A request whose full context can never fit the cache would be preempted forever: refuse it now.
+    if (Math.ceil((req.promptTokens + req.outputTokens) / KV_BLOCK_TOKENS) > this.totalBlocks) {
+      throw new RangeError(`request '${req.id}' needs ${req.promptTokens + req.outputTokens} tokens of KV, capacity is ${this.kvCapacityTokens}`);
+    }
+    if (this.waitingQ.length >= this.maxWaiting) throw new QueueFullError(this.maxWaiting);
+    const s: Seq = { req, computed: 0, generated: 0, blocks: 0, energyJ: 0, sched: 0 };
+    this.byId.set(req.id, s);
+    this.waitingQ.push(s);
+  }
+
+  cancel(id: string): boolean {
+    const s = this.byId.get(id);
+    if (!s) return false;
+    this.byId.delete(id);
+    this.freeBlocks += s.blocks;
+    s.blocks = 0;
+    let i = this.running.indexOf(s);
+    if (i >= 0) this.running.splice(i, 1);
+    else if ((i = this.waitingQ.indexOf(s)) >= 0) this.waitingQ.splice(i, 1);
+    return true;
+  }
+
+  /** True when a step would do work. */
+  hasWork(): boolean {
+    return !this.sleeping && (this.running.length > 0 || this.waitingQ.length > 0);
+  }
+
+  step(nowMs: number): StepResult | null {
+    if (!this.hasWork()) return null;
+    // A step cannot start before the previous one ended; the gap before it (if any) was idle.
+    this.idleUntil(nowMs);
+    const startMs = this.accountedMs === null ? nowMs : Math.max(nowMs, this.accountedMs);
+
+    let budget = this.maxNumBatchedTokens;
+    const scheduled: Seq[] = [];
+    let preempted: Seq[] | null = null;
+
+    // 1. running requests, oldest first
+    for (let i = 0; i < this.running.length && budget > 0; i++) {
+      const s = this.running[i];
+      const n = Math.min(s.req.promptTokens + s.generated - s.computed, budget);
+      let ok = this.allocate(s, n);
+      while (!ok) {
+        // preempt the newest running request (possibly s itself)
+        const victim = this.running.pop()!;
+        this.freeBlocks += victim.blocks;
+        victim.blocks = 0;
+        victim.computed = 0;
+        (preempted ??= []).push(victim);
+        this.preemptions++;
+        if (victim === s) break;
+        ok = this.allocate(s, n);
+      }
+      if (!ok) break;
+      s.sched = n;
+      budget -= n;
+      scheduled.push(s);
+    }
+    if (preempted) {
+      // back to the front of the waiting queue, oldest first
+      for (let i = 0; i < preempted.length; i++) this.waitingQ.unshift(preempted[i]);
+    } else {
+      // 2. admit waiting requests
+      while (budget > 0 && this.waitingQ.length > 0 && this.running.length < this.maxNumSeqs) {
+        const s = this.waitingQ[0];
+        const n = Math.min(s.req.promptTokens + s.generated - s.computed, budget);
+        if (!this.allocate(s, n)) break;
+        this.waitingQ.shift();
+        this.running.push(s);
+        s.sched = n;
+        budget -= n;
+        scheduled.push(s);
+      }
+    }
+
+    // Classify the batch for the perf model: a decode is a sequence with exactly its last sampled token to
+    // compute; everything else is a prefill chunk (first prefill, or recompute after preemption).
+    let prefillTokens = 0;
+    let prefillContextTokens = 0;
+    let decodeSeqs = 0;
+    let decodeContextTokens = 0;
+    for (let i = 0; i < scheduled.length; i++) {
+      const s = scheduled[i];
+      if (s.generated > 0 && s.sched === 1 && s.computed === s.req.promptTokens + s.generated - 1) {
+        decodeSeqs++;
+        decodeContextTokens += s.req.promptTokens + s.generated;
+      } else {
+        prefillTokens += s.sched;
+        prefillContextTokens += s.computed;
+      }
+    }
+    const events: CoreEvent[] = [];
+    if (scheduled.length === 0) {
+      // Nothing fits (e.g. the cache is full of preempted work that was just requeued): report an empty
+      // step of zero length so the driver tries again; preemption events still matter.
+      if (preempted) for (const v of preempted) events.push({ kind: 'preempted', id: v.req.id, atMs: startMs });
+      return { startMs, durationMs: 0, powerW: this.lastPowerW, prefillTokens: 0, decodeSeqs: 0, events };
+    }
+    const batch: StepBatch = { prefillTokens, prefillContextTokens, decodeSeqs, decodeContextTokens };
+    const durationMs = this.perf.stepTimeMs(batch, this.tp, this.clockMhz);
+    const powerW = this.perf.stepPowerW(batch, this.tp, this.clockMhz) * this.tp;
+    const endMs = startMs + durationMs;
+    const stepJ = (powerW * durationMs) / 1000;
+    this.energyJ += stepJ;
+    this.accountedMs = endMs;
+    this.lastPowerW = powerW;
+    const perToken = stepJ / (this.maxNumBatchedTokens - budget);
+
+    if (preempted) for (const v of preempted) events.push({ kind: 'preempted', id: v.req.id, atMs: startMs });
+    let finished = 0;
+    for (let i = 0; i < scheduled.length; i++) {
+      const s = scheduled[i];
+      s.energyJ += perToken * s.sched;
+      s.computed += s.sched;
+      s.sched = 0;
+      if (s.computed === s.req.promptTokens + s.generated) {
+        const index = s.generated++;
+        events.push(index === 0 ? { kind: 'first_token', id: s.req.id, atMs: endMs } : { kind: 'token', id: s.req.id, atMs: endMs, index });
+        if (s.generated >= s.req.outputTokens) {
+          events.push({
+            kind: 'finished', id: s.req.id, atMs: endMs,
+            promptTokens: s.req.promptTokens, outputTokens: s.generated, energyJ: s.energyJ,
+          });
+          this.freeBlocks += s.blocks;
+          s.blocks = 0;
+          s.computed = -1; // marker: finished
+          this.byId.delete(s.req.id);
+          finished++;
+        }
+      }
+    }
+    if (finished > 0) this.running = this.running.filter((s) => s.computed >= 0);
+    return { startMs, durationMs, powerW, prefillTokens, decodeSeqs, events };
+  }
+
+  idleUntil(nowMs: number): void {
+    if (this.accountedMs === null) {
+      this.accountedMs = nowMs;
+      return;
+    }
+    if (nowMs <= this.accountedMs) return;
+    const p = this.idlePowerW();
+    this.energyJ += (p * (nowMs - this.accountedMs)) / 1000;
+    this.accountedMs = nowMs;
+    this.lastPowerW = p;
+  }
+
+  setClock(mhz: number): void {
+    if (!(mhz > 0)) throw new RangeError(`clock must be > 0 MHz, got ${mhz}`);
+    this.clockMhz = mhz;
+  }
+
+  /**
+   * vLLM sleep mode (level 1): weights offloaded, KV cache discarded, so idle power drops to the unloaded
+   * idle power. Sleeping with requests in the core is refused (the driver must drain first). Idle energy up
+   * to `nowMs` is accounted at the previous power before the switch.
+   */
+  setSleeping(sleeping: boolean, nowMs: number): void {
+    if (sleeping && (this.running.length > 0 || this.waitingQ.length > 0)) {
+      throw new Error('cannot sleep with requests in the engine');
+    }
+    this.idleUntil(nowMs);
+    this.sleeping = sleeping;
+    this.lastPowerW = this.idlePowerW();
+  }
+
+  isSleeping(): boolean {
+    return this.sleeping;
+  }
+
+  waiting(): readonly CoreRequest[] {
+    return this.waitingQ.map((s) => s.req);
+  }
+
+  takeWaiting(ids: readonly string[]): CoreRequest[] {
+    const want = new Set(ids);
+    const out: CoreRequest[] = [];
+    // Only never-started requests move (a preempted one has generated tokens a peer does not know).
+    this.waitingQ = this.waitingQ.filter((s) => {
+      if (want.has(s.req.id) && s.generated === 0 && s.blocks === 0) {
+        out.push(s.req);
+        this.byId.delete(s.req.id);
+        return false;
+      }
+      return true;
+    });
+    return out;
+  }
+
+  reorderWaiting(compare: (a: CoreRequest, b: CoreRequest) => number): void {
+    this.waitingQ.sort((a, b) => compare(a.req, b.req));
+  }
+
+  stats(): CoreStats {
+    return {
+      waiting: this.waitingQ.length,
+      running: this.running.length,
+      kvUsedTokens: (this.totalBlocks - this.freeBlocks) * KV_BLOCK_TOKENS,
+      kvCapacityTokens: this.totalBlocks * KV_BLOCK_TOKENS,
+      energyJ: this.energyJ,
+      clockMhz: this.clockMhz,
+      tp: this.tp,
+    };
+  }
+
+  /** Instance power of the last step, or idle power after idle accounting, W (all GPUs). */
+  powerW(): number {
+    return this.lastPowerW;
+  }
+
+  /** Cumulative number of preemptions (vllm:num_preemptions_total). */
+  preemptionCount(): number {
+    return this.preemptions;
+  }
+
+  /** Generated-token count of a known request (for the emulator's streaming), or -1. */
+  generatedOf(id: string): number {
+    return this.byId.get(id)?.generated ?? -1;
+  }
+
+  private idlePowerW(): number {
+    return this.perf.idlePowerW(this.tp, this.clockMhz, !this.sleeping) * this.tp;
+  }
+
+  /** Ensure s holds blocks for computed + n tokens; false (and nothing changed) if the cache is short. */
+  private allocate(s: Seq, n: number): boolean {
+    const need = Math.ceil((s.computed + n) / KV_BLOCK_TOKENS) - s.blocks;
+    if (need <= 0) return true;
+    if (need > this.freeBlocks) return false;
+    this.freeBlocks -= need;
+    s.blocks += need;
+    return true;
+  }
+}
