@@ -1,0 +1,191 @@
+/**
+ * Control-plane messages between the cluster, pool and instance managers and the node agents (issue 5):
+ * pool assignments, instance and node commands, emergency moves, instance status and the GPU inventory.
+ * Each carries `v: 1` like every other message; subjects for them are spelled here too (control plane
+ * only: `dyn.v1.ctl.>`), everything else stays in subjects.ts.
+ */
+import { z } from 'zod';
+import { codec } from './codec.ts';
+import { REQUEST_TYPES } from './request-types.ts';
+import { ROOT, token } from './subjects.ts';
+import { inferenceRequest, wireError } from './messages.ts';
+
+const v = z.literal(1);
+const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9_-]+$/);
+const nonneg = z.number().finite().nonnegative();
+const int = z.number().int().nonnegative();
+const requestType = z.enum(REQUEST_TYPES);
+const tp = z.union([z.literal(1), z.literal(2), z.literal(4), z.literal(8)]);
+
+export const controlSubjects = {
+  /** instance manager -> pool leader (and observers): InstanceStatus, every status interval. */
+  instanceStatus: (pool: string) => `${ROOT}.ctl.istat.${token(pool, 'pool')}`,
+  instanceStatusAll: () => `${ROOT}.ctl.istat.*`,
+  /** node agent -> cluster leader: NodeStatus, every status interval (also kept in the inventory KV). */
+  nodeStatus: (node: string) => `${ROOT}.ctl.nstat.${token(node, 'node')}`,
+  nodeStatusAll: () => `${ROOT}.ctl.nstat.*`,
+  /** pool leader -> cluster leader: PoolStatus (load by type, instances, GPUs in use), every status interval. */
+  poolStatus: (pool: string) => `${ROOT}.ctl.pstat.${token(pool, 'pool')}`,
+  poolStatusAll: () => `${ROOT}.ctl.pstat.*`,
+} as const;
+
+/** KV keys of the inventory bucket (jetstream.inventoryBucket). */
+export const inventoryKeys = {
+  node: (node: string) => `node.${token(node, 'node')}`,
+  pool: (pool: string) => `pool.${token(pool, 'pool')}`,
+} as const;
+
+/** GPUs of one server given to a pool. */
+export const gpuGrant = z.object({ node: id, gpuIds: z.array(int).max(64) });
+export type GpuGrant = z.infer<typeof gpuGrant>;
+
+/**
+ * What a pool owns, decided by the cluster leader: its request types and its GPUs. Kept in the inventory
+ * KV under inventoryKeys.pool(pool) so a new pool leader (or cluster leader) picks it up after a failover.
+ * `epoch` increases with every cluster decision; a pool ignores an assignment older than the one it has.
+ */
+export const poolAssignment = z.object({
+  v,
+  pool: id,
+  types: z.array(requestType).min(1),
+  grants: z.array(gpuGrant),
+  epoch: int,
+  /** 'active' serves; 'retired' was merged into `mergedInto`: drain and stop its instances. */
+  state: z.enum(['active', 'retired']),
+  mergedInto: id.optional(),
+  /** forecast peak load the cluster planned for, req/s by type (for the pool's re-shard epoch). */
+  forecast: z.record(requestType, nonneg).optional(),
+  issuedBy: z.string().max(128),
+  atMs: nonneg,
+});
+export type PoolAssignment = z.infer<typeof poolAssignment>;
+export const PoolAssignment = codec('PoolAssignment', poolAssignment);
+
+/** cluster leader -> pool leader (poolControl): apply this assignment; or report. Reply: Ack. */
+export const poolCommand = z.object({
+  v,
+  op: z.enum(['assign', 'reshard_now']),
+  assignment: poolAssignment.optional(),
+  reason: z.string().max(512),
+});
+export type PoolCommand = z.infer<typeof poolCommand>;
+export const PoolCommand = codec('PoolCommand', poolCommand);
+
+/**
+ * pool leader -> instance manager (instanceControl). Reply: Ack.
+ * - set_clock: lock this SM clock (MHz, clamped) until the next epoch decides (the instance's own epoch
+ *   keeps running; used by the pool to force max clock during a re-shard).
+ * - drain: accept no new requests, finish the running and queued ones (re-shard/scale-in step).
+ * - resume: accept again.
+ */
+export const instanceCommand = z.object({
+  v,
+  op: z.enum(['set_clock', 'drain', 'resume']),
+  clockMhz: nonneg.optional(),
+  reason: z.string().max(512),
+});
+export type InstanceCommand = z.infer<typeof instanceCommand>;
+export const InstanceCommand = codec('InstanceCommand', instanceCommand);
+
+/** cluster/pool leader -> node agent (nodeControl). Reply: Ack (detail: {instanceId}). */
+export const nodeCommand = z.object({
+  v,
+  op: z.enum(['start_instance', 'stop_instance']),
+  instanceId: id,
+  pool: id.optional(),
+  tp: tp.optional(),
+  gpuIds: z.array(int).max(64).optional(),
+  /** stop_instance: ms the instance gets to finish its requests before it is killed. */
+  graceMs: nonneg.optional(),
+  reason: z.string().max(512),
+});
+export type NodeCommand = z.infer<typeof nodeCommand>;
+export const NodeCommand = codec('NodeCommand', nodeCommand);
+
+/** instance -> pool leader (subjects.poolMove): place these not-yet-started requests on peers. */
+export const moveRequest = z.object({
+  v,
+  from: id,
+  pool: id,
+  requests: z.array(inferenceRequest).max(256),
+  reason: z.string().max(512),
+});
+export type MoveRequest = z.infer<typeof moveRequest>;
+export const MoveRequest = codec('MoveRequest', moveRequest);
+
+/** Which requests now live on a peer (the sender forgets them) and which stay with the sender. */
+export const moveReply = z.object({
+  v,
+  placed: z.array(z.object({ id, instance: id })),
+  refused: z.array(z.object({ id, error: wireError })),
+});
+export type MoveReply = z.infer<typeof moveReply>;
+export const MoveReply = codec('MoveReply', moveReply);
+
+export const instanceStates = ['starting', 'ready', 'restarting', 'draining', 'stopped', 'failed'] as const;
+
+/**
+ * An instance as it reports itself to its pool leader every status interval: the dispatcher's view and
+ * the ids of its not-yet-started (queued) and running requests, so that when it dies the pool leader knows
+ * which requests can be re-dispatched (queued) and which streams must end with a retryable error (running).
+ */
+export const instanceStatus = z.object({
+  v,
+  id,
+  pool: id,
+  node: z.string().max(128).optional(),
+  tp,
+  gpuIds: z.array(int).max(64),
+  state: z.enum(instanceStates),
+  startedMs: nonneg,
+  seq: int,
+  sentMs: nonneg,
+  clockMhz: nonneg,
+  maxClockMhz: nonneg,
+  queued: int,
+  running: int,
+  /** ids of requests admitted but not yet started (<= admission queue bound). */
+  queuedIds: z.array(id).max(1024),
+  /** ids of requests streaming now, with the seq of the next chunk each would publish. */
+  runningIds: z.array(id).max(1024),
+  runningSeqs: z.array(int).max(1024).optional(),
+  /** offered load, req/s by (classified) type, EWMA. */
+  loadByType: z.record(requestType, nonneg),
+  /** current emergency step, if any. */
+  emergency: z.string().max(64).optional(),
+});
+export type InstanceStatus = z.infer<typeof instanceStatus>;
+export const InstanceStatus = codec('InstanceStatus', instanceStatus);
+
+/** A server's GPUs as its node agent reports them (published and kept in the inventory KV). */
+export const nodeStatus = z.object({
+  v,
+  node: id,
+  gpus: int,
+  free: z.array(int).max(64),
+  instances: z.array(z.object({ id, pool: id, tp, gpuIds: z.array(int).max(64), state: z.string().max(32) })),
+  startedMs: nonneg,
+  sentMs: nonneg,
+});
+export type NodeStatus = z.infer<typeof nodeStatus>;
+export const NodeStatus = codec('NodeStatus', nodeStatus);
+
+/** A pool as its leader reports it to the cluster leader. */
+export const poolStatus = z.object({
+  v,
+  pool: id,
+  leader: z.string().max(128),
+  types: z.array(requestType),
+  /** measured offered load of the pool, req/s by type (sum over instances, EWMA). */
+  loadByType: z.record(requestType, nonneg),
+  instances: z.array(z.object({ id, tp, node: z.string().max(128).optional(), gpuIds: z.array(int), state: z.string().max(32), clockMhz: nonneg, queued: int, running: int })),
+  gpus: int,
+  epoch: int,
+  sentMs: nonneg,
+});
+export type PoolStatus = z.infer<typeof poolStatus>;
+export const PoolStatus = codec('PoolStatus', poolStatus);
+
+export const CONTROL_CODECS = {
+  PoolAssignment, PoolCommand, InstanceCommand, NodeCommand, MoveRequest, MoveReply, InstanceStatus, NodeStatus, PoolStatus,
+} as const;
