@@ -20,6 +20,8 @@ export interface ModelSpec {
   activeParamsB: number; // parameters touched per token, billions
   dtypeBytes: number; // bytes per parameter (2 for bf16/fp16)
   maxContext: number;
+  /** per-head dimension when it is not hiddenSize/heads (e.g. Qwen3); optional, compatible extension. */
+  headDim?: number;
 }
 
 /** A GPU SKU. */

@@ -1,0 +1,10 @@
+/** Public API of the performance and power model (pure; file I/O lives in profile-io.ts). */
+export * from './types.ts';
+export * from './profile-types.ts';
+export { MODELS, GPUS, getModelSpec, getGpuSpec, UnknownIdError, kvBytesPerToken, headDimOf } from './catalog.ts';
+export { DEFAULT_REQUEST_TYPES, DEFAULT_THRESHOLDS, TTFT_SLO_MS, TBT_SLO_MS, classifyLengths, RequestLengthError } from './request-types.ts';
+export { createPerfModel, paramsFor, ModelInputError, type DetailedPerfModel, type PerfModelOptions, type StepBreakdown } from './perf.ts';
+export * from './profile.ts';
+export { generateProfile, steadyState, maxFeasibleLoad, PAPER_CLOCKS_MHZ, SATURATED_MS, type GenerateOptions, type SteadyState } from './generate.ts';
+export type { EngineParams, PowerParams, ModelParams } from './params.ts';
+export { CALIBRATION } from './calibration.ts';

@@ -1,0 +1,223 @@
+/**
+ * Profiles (format v1, see profiles/README.md): validation, interpolation in load and clock, and the
+ * derived queries the controllers make (max load under SLO, feasibility, idle power). Pure.
+ * Queries outside the profiled grid throw ProfileRangeError: never a silent extrapolation.
+ */
+import { z } from 'zod';
+import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
+import { PROFILE_VERSION, type Profile, type ProfileCell } from './profile-types.ts';
+
+/** A profile document is malformed; the message names the bad field. */
+export class ProfileError extends Error {
+  override name = 'ProfileError';
+  readonly retryable = false;
+}
+
+/** A query outside the profiled grid (TP not profiled, clock outside [min,max], load outside the type's grid). */
+export class ProfileRangeError extends Error {
+  override name = 'ProfileRangeError';
+  readonly retryable = false;
+}
+
+const num = z.number().finite();
+const nonneg = num.nonnegative();
+const reqType = z.enum(REQUEST_TYPES);
+
+const profileSchema = z.object({
+  version: z.literal(PROFILE_VERSION),
+  model: z.string().min(1),
+  gpu: z.string().min(1),
+  source: z.object({
+    kind: z.enum(['model', 'measured']),
+    generatedBy: z.string(),
+    calibration: z.string().optional(),
+    date: z.string(),
+    notes: z.string().optional(),
+  }),
+  tpDegrees: z.array(z.number().int().positive()).nonempty(),
+  clocksMhz: z.array(num.positive()).nonempty(),
+  requestTypes: z.array(z.object({ type: reqType, inputTokens: nonneg, outputTokens: nonneg, ttftSloMs: num.positive(), tbtSloMs: num.positive() })).nonempty(),
+  loads: z.record(reqType, z.array(nonneg)),
+  cells: z.array(z.object({
+    type: reqType, tp: z.number().int().positive(), clockMhz: num, load: nonneg,
+    powerW: nonneg, energyPerRequestJ: nonneg, ttftP50Ms: nonneg, ttftP99Ms: nonneg, tbtP50Ms: nonneg, tbtP99Ms: nonneg, meetsSlo: z.boolean(),
+  })),
+  maxLoad: z.array(z.object({ type: reqType, tp: z.number().int().positive(), clockMhz: num, maxLoad: nonneg })),
+  idlePowerW: z.array(z.object({ tp: z.number().int().positive(), clockMhz: num, powerW: nonneg })).optional(),
+});
+
+function ascending(xs: number[], field: string): void {
+  for (let i = 1; i < xs.length; i++) {
+    if (!(xs[i]! > xs[i - 1]!)) throw new ProfileError(`${field} must be strictly ascending (index ${i}: ${xs[i - 1]} then ${xs[i]})`);
+  }
+}
+
+interface Index {
+  /** key type|tp|clock -> cells in load-grid order */
+  cells: Map<string, ProfileCell[]>;
+  maxLoad: Map<string, number>;
+  idle: Map<string, number>;
+}
+const indexes = new WeakMap<Profile, Index>();
+const key = (type: string, tp: number, clock: number) => `${type}|${tp}|${clock}`;
+
+/** Validate a parsed JSON document as a v1 profile. Throws ProfileError naming the bad field. */
+export function parseProfile(json: unknown): Profile {
+  if (json && typeof json === 'object' && 'version' in json && (json as { version: unknown }).version !== PROFILE_VERSION) {
+    throw new ProfileError(`version: unsupported profile version ${JSON.stringify((json as { version: unknown }).version)} (this build reads ${PROFILE_VERSION})`);
+  }
+  const r = profileSchema.safeParse(json);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new ProfileError(`${i.path.join('.') || '(root)'}: ${i.message}`);
+  }
+  const p = r.data as Profile;
+  ascending(p.tpDegrees, 'tpDegrees');
+  ascending(p.clocksMhz, 'clocksMhz');
+  const types = new Set<RequestType>();
+  for (const [i, t] of p.requestTypes.entries()) {
+    if (types.has(t.type)) throw new ProfileError(`requestTypes.${i}.type: duplicate type ${t.type}`);
+    types.add(t.type);
+    const loads = p.loads[t.type];
+    if (!loads || loads.length === 0) throw new ProfileError(`loads.${t.type}: missing load grid for profiled type ${t.type}`);
+    ascending(loads, `loads.${t.type}`);
+    if (loads[0] !== 0) throw new ProfileError(`loads.${t.type}: the grid must start at 0 (lone-request latency, loaded-idle power), got ${loads[0]}`);
+  }
+  const idx: Index = { cells: new Map(), maxLoad: new Map(), idle: new Map() };
+  const loadPos = new Map<string, Map<number, number>>();
+  for (const t of types) loadPos.set(t, new Map(p.loads[t]!.map((l, i) => [l, i])));
+  for (const [i, c] of p.cells.entries()) {
+    const where = `cells.${i}`;
+    if (!types.has(c.type)) throw new ProfileError(`${where}.type: ${c.type} is not among requestTypes`);
+    if (!p.tpDegrees.includes(c.tp)) throw new ProfileError(`${where}.tp: ${c.tp} is not among tpDegrees`);
+    if (!p.clocksMhz.includes(c.clockMhz)) throw new ProfileError(`${where}.clockMhz: ${c.clockMhz} is not among clocksMhz`);
+    const pos = loadPos.get(c.type)!.get(c.load);
+    if (pos === undefined) throw new ProfileError(`${where}.load: ${c.load} is not on the load grid of ${c.type}`);
+    const k = key(c.type, c.tp, c.clockMhz);
+    let arr = idx.cells.get(k);
+    if (!arr) idx.cells.set(k, (arr = new Array(p.loads[c.type]!.length)));
+    if (arr[pos]) throw new ProfileError(`${where}: duplicate cell ${c.type} tp${c.tp} ${c.clockMhz} MHz load ${c.load}`);
+    arr[pos] = c;
+  }
+  for (const t of types) for (const tp of p.tpDegrees) for (const f of p.clocksMhz) {
+    const arr = idx.cells.get(key(t, tp, f));
+    const n = p.loads[t]!.length;
+    if (!arr || arr.filter(Boolean).length !== n) throw new ProfileError(`cells: missing cells for ${t} tp${tp} ${f} MHz (need one per load of loads.${t})`);
+  }
+  for (const [i, m] of p.maxLoad.entries()) {
+    if (!types.has(m.type) || !p.tpDegrees.includes(m.tp) || !p.clocksMhz.includes(m.clockMhz)) {
+      throw new ProfileError(`maxLoad.${i}: (${m.type}, tp${m.tp}, ${m.clockMhz} MHz) is not on the profile grid`);
+    }
+    idx.maxLoad.set(key(m.type, m.tp, m.clockMhz), m.maxLoad);
+  }
+  for (const t of types) for (const tp of p.tpDegrees) for (const f of p.clocksMhz) {
+    if (!idx.maxLoad.has(key(t, tp, f))) throw new ProfileError(`maxLoad: missing entry for ${t} tp${tp} ${f} MHz`);
+  }
+  for (const e of p.idlePowerW ?? []) idx.idle.set(`${e.tp}|${e.clockMhz}`, e.powerW);
+  indexes.set(p, idx);
+  return p;
+}
+
+function indexOf(p: Profile): Index {
+  let idx = indexes.get(p);
+  if (!idx) {
+    // an object that did not come from parseProfile: validate it, and index it under the caller's object
+    idx = indexes.get(parseProfile(p))!;
+    indexes.set(p, idx);
+  }
+  return idx;
+}
+
+/** Bracketing positions of x in ascending xs: [i0, i1, weight of i1]. Exact grid points give w = 0. */
+function bracket(xs: number[], x: number): [number, number, number] {
+  for (let i = 0; i < xs.length; i++) {
+    if (x === xs[i]) return [i, i, 0];
+    if (x < xs[i]!) return [i - 1, i, (x - xs[i - 1]!) / (xs[i]! - xs[i - 1]!)];
+  }
+  return [xs.length - 1, xs.length - 1, 0];
+}
+
+function checkTpClock(p: Profile, tp: number, clockMhz: number): void {
+  if (!p.tpDegrees.includes(tp)) throw new ProfileRangeError(`tp ${tp} is not profiled for ${p.model} on ${p.gpu} (profiled: ${p.tpDegrees.join(', ')})`);
+  const lo = p.clocksMhz[0]!, hi = p.clocksMhz[p.clocksMhz.length - 1]!;
+  if (!(clockMhz >= lo && clockMhz <= hi)) throw new ProfileRangeError(`clock ${clockMhz} MHz is outside the profiled range [${lo}, ${hi}] MHz`);
+}
+
+function loadsOf(p: Profile, type: RequestType): number[] {
+  const loads = p.loads[type];
+  if (!loads || !p.requestTypes.some((t) => t.type === type)) throw new ProfileRangeError(`request type ${type} is not profiled`);
+  return loads;
+}
+
+export interface InterpolatedCell {
+  powerW: number;
+  energyPerRequestJ: number;
+  ttftP50Ms: number;
+  ttftP99Ms: number;
+  tbtP50Ms: number;
+  tbtP99Ms: number;
+  meetsSlo: boolean;
+}
+
+const METRICS = ['powerW', 'energyPerRequestJ', 'ttftP50Ms', 'ttftP99Ms', 'tbtP50Ms', 'tbtP99Ms'] as const;
+
+/**
+ * Bilinear interpolation (load x clock) of a profile cell; exact on grid points. meetsSlo is
+ * load <= maxLoadOf(...) (the same answer as isFeasible), so it never disagrees with the controllers.
+ */
+export function interpolate(p: Profile, type: RequestType, tp: number, clockMhz: number, load: number): InterpolatedCell {
+  const idx = indexOf(p);
+  const loads = loadsOf(p, type);
+  checkTpClock(p, tp, clockMhz);
+  const maxGrid = loads[loads.length - 1]!;
+  if (!(load >= 0 && load <= maxGrid)) throw new ProfileRangeError(`load ${load} req/s is outside the profiled grid of ${type} [0, ${maxGrid}]`);
+  const [c0, c1, wc] = bracket(p.clocksMhz, clockMhz);
+  const [l0, l1, wl] = bracket(loads, load);
+  const at = (ci: number, li: number) => idx.cells.get(key(type, tp, p.clocksMhz[ci]!))![li]!;
+  const out = {} as InterpolatedCell;
+  for (const m of METRICS) {
+    const v0 = at(c0, l0)[m] * (1 - wl) + at(c0, l1)[m] * wl;
+    const v1 = at(c1, l0)[m] * (1 - wl) + at(c1, l1)[m] * wl;
+    out[m] = v0 * (1 - wc) + v1 * wc;
+  }
+  out.meetsSlo = wc === 0 && wl === 0 ? at(c0, l0).meetsSlo : load <= maxLoadOf(p, type, tp, clockMhz);
+  return out;
+}
+
+/**
+ * Highest load (req/s per instance) of this type meeting the SLO at (tp, clock). Between grid clocks it
+ * interpolates linearly when max load rises with clock, and otherwise takes the lower of the two neighbours.
+ */
+export function maxLoadOf(p: Profile, type: RequestType, tp: number, clockMhz: number): number {
+  const idx = indexOf(p);
+  loadsOf(p, type);
+  checkTpClock(p, tp, clockMhz);
+  const [c0, c1, wc] = bracket(p.clocksMhz, clockMhz);
+  const m0 = idx.maxLoad.get(key(type, tp, p.clocksMhz[c0]!))!;
+  const m1 = idx.maxLoad.get(key(type, tp, p.clocksMhz[c1]!))!;
+  if (wc === 0) return m0;
+  return m1 >= m0 ? m0 + (m1 - m0) * wc : Math.min(m0, m1);
+}
+
+/** Whether an instance at (tp, clock) meets the SLO of this type at this load. */
+export function isFeasible(p: Profile, type: RequestType, tp: number, clockMhz: number, load: number): boolean {
+  if (!(load >= 0)) throw new ProfileRangeError(`load must be >= 0, got ${load}`);
+  const m = maxLoadOf(p, type, tp, clockMhz);
+  return m > 0 && load <= m;
+}
+
+/** Instance power (W, all its GPUs) with the model loaded and no requests, at (tp, clock). */
+export function idlePowerOf(p: Profile, tp: number, clockMhz: number): number {
+  const idx = indexOf(p);
+  checkTpClock(p, tp, clockMhz);
+  const [c0, c1, wc] = bracket(p.clocksMhz, clockMhz);
+  const get = (ci: number) => {
+    const f = p.clocksMhz[ci]!;
+    const v = idx.idle.get(`${tp}|${f}`);
+    if (v !== undefined) return v * tp;
+    // fall back to the load-0 power of any type (identical by construction: nothing is running)
+    const t = p.requestTypes[0]!.type;
+    return idx.cells.get(key(t, tp, f))![0]!.powerW;
+  };
+  return get(c0) * (1 - wc) + get(c1) * wc;
+}

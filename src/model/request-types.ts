@@ -1,0 +1,65 @@
+/**
+ * The nine request types with their token thresholds and SLOs (paper Table IV), and the representative
+ * lengths used to profile each type.
+ */
+import { REQUEST_TYPES, requestTypeOf, type LengthClass, type RequestType } from '../../protocols/request-types.ts';
+import type { ClassThresholds, RequestTypeSpec } from './types.ts';
+
+/**
+ * Table IV: input S < 256, M < 1024, L <= 8192 tokens; output S < 100, M < 350, L >= 350 (unbounded).
+ * inputUpper/outputUpper are exclusive upper bounds for S and M; L's input bound (8192) is inclusive.
+ */
+export const DEFAULT_THRESHOLDS: ClassThresholds = Object.freeze({
+  inputUpper: Object.freeze({ S: 256, M: 1024, L: 8192 }),
+  outputUpper: Object.freeze({ S: 100, M: 350, L: Number.POSITIVE_INFINITY }),
+}) as ClassThresholds;
+
+/** TTFT SLO (p99) by input class, ms (Table IV). */
+export const TTFT_SLO_MS: Readonly<Record<LengthClass, number>> = Object.freeze({ S: 250, M: 400, L: 2000 });
+/** TBT SLO (p99), ms, all classes (Table IV). */
+export const TBT_SLO_MS = 100;
+
+/**
+ * Representative (input, output) tokens per type: the mean over the Azure LLM inference trace 2023
+ * (conversation, 19,366 rows; rows with input > 8192 dropped) of the rows of that type.
+ * Counts: SS 693, SM 1898, SL 10, MS 3680, MM 2016, ML 1498, LS 2921, LM 1699, LL 4950.
+ */
+const REPRESENTATIVE: Readonly<Record<RequestType, [number, number]>> = Object.freeze({
+  SS: [181, 55], SM: [168, 170], SL: [181, 766],
+  MS: [446, 78], MM: [455, 122], ML: [985, 421],
+  LS: [2978, 61], LM: [2160, 152], LL: [1111, 428],
+});
+
+export const DEFAULT_REQUEST_TYPES: RequestTypeSpec[] = REQUEST_TYPES.map((type) => ({
+  type,
+  inputTokens: REPRESENTATIVE[type][0],
+  outputTokens: REPRESENTATIVE[type][1],
+  ttftSloMs: TTFT_SLO_MS[type[0] as LengthClass],
+  tbtSloMs: TBT_SLO_MS,
+}));
+
+export class RequestLengthError extends Error {
+  override name = 'RequestLengthError';
+  readonly retryable = false;
+}
+
+function classOf(n: number, upper: Record<LengthClass, number>, lastInclusive: boolean): LengthClass | undefined {
+  if (n < upper.S) return 'S';
+  if (n < upper.M) return 'M';
+  if (lastInclusive ? n <= upper.L : n < upper.L) return 'L';
+  return undefined;
+}
+
+/**
+ * The request type of a request with these (predicted) lengths. Inputs above the L bound (8192 by default)
+ * are an error: no pool of the paper serves them. Output has no upper bound.
+ */
+export function classifyLengths(inputTokens: number, outputTokens: number, thresholds: ClassThresholds = DEFAULT_THRESHOLDS): RequestType {
+  if (!(inputTokens >= 0) || !(outputTokens >= 0)) {
+    throw new RequestLengthError(`token counts must be >= 0, got input=${inputTokens} output=${outputTokens}`);
+  }
+  const i = classOf(inputTokens, thresholds.inputUpper, true);
+  if (!i) throw new RequestLengthError(`input of ${inputTokens} tokens exceeds the longest class (<= ${thresholds.inputUpper.L})`);
+  const o = classOf(outputTokens, { ...thresholds.outputUpper, L: Number.POSITIVE_INFINITY }, true) as LengthClass;
+  return requestTypeOf(i, o);
+}
