@@ -1,0 +1,111 @@
+/** Options and results of the trace-driven simulator. */
+import type { RequestType } from '../../protocols/request-types.ts';
+import type { SynthOptions } from './trace.ts';
+
+export const POLICY_NAMES = ['single-pool', 'multi-pool', 'scale-inst', 'scale-shard', 'scale-freq', 'dynamollm', 'oracle'] as const;
+export type PolicyName = (typeof POLICY_NAMES)[number];
+export type Fidelity = 'step' | 'fluid';
+
+/** Energy vs single-pool the paper reports (Fig. 7, 1-hour conversation trace), %. */
+export const PAPER_ENERGY_VS_SINGLE: Partial<Record<PolicyName, number>> = {
+  'multi-pool': +20, 'scale-inst': -2, 'scale-shard': -6, 'scale-freq': -19, dynamollm: -35,
+};
+
+/** Serializable trace source (it crosses into worker threads). */
+export type TraceSource =
+  | { kind: 'file'; path: string; startMs?: number; durationMs?: number; limit?: number; skipBad?: boolean }
+  | ({ kind: 'synth' } & Omit<SynthOptions, 'lengthsFrom'> & { lengthsFromFile?: string });
+
+export interface SimEpochs {
+  /** cluster (scale-out/in) epoch, s; default 1800. */
+  clusterS: number;
+  /** pool (re-shard) epoch, s; default 300. */
+  poolS: number;
+  /** instance (clock) epoch, s; default 5. */
+  instanceS: number;
+}
+
+/** Reconfiguration costs (paper Tables V and VI). */
+export interface SimCosts {
+  /** new instance start with weights cached in-cluster, s; default 300 (Table V: 6-8 min naive; engine setup + weight load ~35 s; VM/distributed init dominate). */
+  instanceStartS: number;
+  /** tau, time to move 1/8 of the weights over NVLink, ms; default 50 (Table VI). */
+  tauMs: number;
+  /** engine re-synchronisation after a re-shard, ms; default 2000. */
+  resyncMs: number;
+  /** SM clock change, ms (instance keeps the old clock meanwhile); default 65 (50-80 ms). */
+  clockChangeMs: number;
+}
+
+export interface SimOptions {
+  policy: PolicyName;
+  trace: TraceSource;
+  model: string;
+  gpu: string;
+  servers: number;
+  fidelity: Fidelity;
+  /** multiplies the SLOs of Table IV; default 1 (the paper's 5x-unloaded SLO). */
+  sloScale?: number;
+  /** multiplies the arrival rate (time compression); default 1. */
+  rateScale?: number;
+  /** USD per GPU-hour; default 2.5. */
+  gpuHourPrice?: number;
+  /** carbon intensity: a constant gCO2/kWh (default 400) or a CSV file `time_s,gco2_per_kwh`. */
+  carbon?: number | string;
+  /** path of a Profile v1 JSON; default profiles/<model>.<gpu>.json, else generated from the model. */
+  profilePath?: string;
+  epochs?: Partial<SimEpochs>;
+  costs?: Partial<SimCosts>;
+  /** fluid tick, s; default 5. */
+  fluidTickS?: number;
+  /** accuracy of the output-length class prediction, 0..1; default 0.81 (the paper's BERT proxy). */
+  predictorAccuracy?: number;
+  seed?: number;
+  /** series sample period, s; default 60 for traces over 6 h, else 10. */
+  sampleS?: number;
+}
+
+export interface LatencyStats {
+  ttftP50Ms: number;
+  ttftP99Ms: number;
+  tbtP50Ms: number;
+  tbtP99Ms: number;
+  requests: number;
+}
+
+export interface SimSeries {
+  tS: number[];
+  powerW: number[];
+  energyKWh: number[];
+  gpusByPool: Record<string, number[]>;
+  clockByPool: Record<string, number[]>;
+}
+
+export interface SimResult {
+  policy: PolicyName;
+  fidelity: Fidelity;
+  /** where energy comes from: always 'modelled' here, with the profile's source and calibration. */
+  energySource: { kind: 'modelled'; profile: string; calibration: string };
+  durationS: number;
+  requests: number;
+  energyKWh: number;
+  avgPowerW: number;
+  p99PowerW: number;
+  gpuHours: number;
+  costUsd: number;
+  carbonKg: number;
+  latency: LatencyStats & { byType: Partial<Record<RequestType, LatencyStats>> };
+  /** fraction of requests of a type with TTFT and mean TBT within the SLO. */
+  sloAttainment: Partial<Record<RequestType, number>>;
+  /** p99 TTFT and TBT of every type within its SLO. */
+  p99WithinSlo: boolean;
+  reconfigurations: { instanceStart: number; instanceStop: number; reshard: number; clock: number; emergency: number };
+  rejected: number;
+  /** requests no pool can serve (input over the longest class). */
+  unservable: number;
+  misclassified: number;
+  wallS: number;
+  series: SimSeries;
+  cdf: { ttft: { ms: number; p: number }[]; tbt: { ms: number; p: number }[] };
+  notes: string[];
+}
