@@ -1,0 +1,247 @@
+/**
+ * Drives a BatchingCore in (scaled) real time for the emulator process: each step is executed on the
+ * core, then the driver waits durationMs / timeScale of wall time and delivers the step's events (tokens
+ * appear at the step's end, as on a GPU). The core's timeline is "virtual ms" = wall ms x timeScale since
+ * the driver started. Consecutive steps start exactly where the previous one ended on that timeline, so
+ * timer jitter delays delivery but never accumulates into the modelled latencies.
+ *
+ * Also the emulated GPU: SM clock lock / reset within the supported list, instantaneous power and
+ * cumulative energy per GPU (modelled, from the PerfModel; not measured).
+ */
+import { performance } from 'node:perf_hooks';
+import { BatchingCore } from '../core.ts';
+import type { CoreEvent, CoreRequest } from '../core-types.ts';
+import type { PerfModel } from '../../model/types.ts';
+
+export interface DriverOptions {
+  perf: PerfModel;
+  tp: number;
+  /** wall-time speed-up; default 1. */
+  timeScale?: number;
+  /** steps take no wall time (deliver events at once); default false. */
+  zeroDelay?: boolean;
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  maxWaiting?: number;
+}
+
+/** Prometheus-style cumulative histogram in seconds. */
+export class LatencyHistogram {
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  constructor(readonly bounds: readonly number[]) {
+    this.counts = new Array<number>(bounds.length).fill(0);
+  }
+  observe(v: number): void {
+    this.sum += v;
+    this.count++;
+    for (let i = 0; i < this.bounds.length; i++) if (v <= this.bounds[i]) this.counts[i]++;
+  }
+}
+
+/** vLLM's bucket bounds (seconds). */
+export const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640, 2560];
+export const ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+
+export type DriverListener = (ev: CoreEvent) => void;
+
+interface Tracked {
+  listener: DriverListener;
+  arrivalMs: number;
+  lastTokenMs: number;
+}
+
+export interface GpuState {
+  gpuCount: number;
+  supportedClocksMhz: number[];
+  clockMhz: number;
+  lockedMinMhz: number | null;
+  lockedMaxMhz: number | null;
+  maxClockMhz: number;
+  powerMw: number[];
+  energyMj: number[];
+}
+
+/** Largest wall lag (ms) the core timeline may trail the wall clock before it is pulled forward. */
+const MAX_LAG_WALL_MS = 250;
+
+export class RealtimeDriver {
+  readonly core: BatchingCore;
+  readonly timeScale: number;
+  private readonly zeroDelay: boolean;
+  private readonly t0 = performance.now();
+  private busy = false;
+  private stepPowerW = 0;
+  private readonly tracked = new Map<string, Tracked>();
+  private readonly clocks: number[];
+  private lockedMin: number | null = null;
+  private lockedMax: number | null = null;
+  private closed = false;
+  private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
+  readonly ttft = new LatencyHistogram(TTFT_BUCKETS);
+  readonly itl = new LatencyHistogram(ITL_BUCKETS);
+  promptTokensTotal = 0;
+  generationTokensTotal = 0;
+
+  constructor(readonly opts: DriverOptions) {
+    this.timeScale = opts.timeScale ?? 1;
+    if (!(this.timeScale > 0)) throw new RangeError(`timeScale must be > 0, got ${this.timeScale}`);
+    this.zeroDelay = opts.zeroDelay ?? false;
+    this.clocks = opts.perf.supportedClocks();
+    this.core = new BatchingCore({
+      perf: opts.perf, tp: opts.tp, clockMhz: this.clocks[this.clocks.length - 1],
+      maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, maxWaiting: opts.maxWaiting,
+    });
+    this.core.idleUntil(0);
+  }
+
+  /** Current time on the core's timeline, virtual ms. */
+  now(): number {
+    return (performance.now() - this.t0) * this.timeScale;
+  }
+
+  /** Submit; throws QueueFullError / RangeError from the core. */
+  submit(req: Omit<CoreRequest, 'arrivalMs'>, listener: DriverListener): number {
+    const arrivalMs = this.now();
+    this.core.submit({ ...req, arrivalMs });
+    this.tracked.set(req.id, { listener, arrivalMs, lastTokenMs: arrivalMs });
+    this.promptTokensTotal += req.promptTokens;
+    this.kick();
+    return arrivalMs;
+  }
+
+  cancel(id: string): void {
+    this.tracked.delete(id);
+    this.core.cancel(id);
+  }
+
+  inFlight(): number {
+    return this.tracked.size;
+  }
+
+  private kick(): void {
+    if (this.busy || this.closed || !this.core.hasWork()) return;
+    this.runStep(this.now());
+  }
+
+  private runStep(startMs: number): void {
+    const r = this.core.step(startMs);
+    if (!r) {
+      this.busy = false;
+      return;
+    }
+    this.busy = true;
+    this.stepPowerW = r.powerW;
+    const endMs = r.startMs + r.durationMs;
+    const fire = () => {
+      this.timer = null;
+      for (const ev of r.events) this.deliver(ev);
+      if (this.closed) return;
+      if (this.core.hasWork()) {
+        // continue on the core timeline; pull it forward only when badly behind (process was starved)
+        this.runStep(Math.max(endMs, this.now() - MAX_LAG_WALL_MS * this.timeScale));
+      } else this.busy = false;
+    };
+    if (this.zeroDelay) this.timer = setImmediate(fire);
+    else this.timer = setTimeout(fire, Math.max(0, (endMs - this.now()) / this.timeScale));
+  }
+
+  private deliver(ev: CoreEvent): void {
+    const t = this.tracked.get(ev.id);
+    if (!t) return;
+    if (ev.kind === 'first_token') {
+      this.ttft.observe((ev.atMs - t.arrivalMs) / 1000);
+      t.lastTokenMs = ev.atMs;
+      this.generationTokensTotal++;
+    } else if (ev.kind === 'token') {
+      this.itl.observe((ev.atMs - t.lastTokenMs) / 1000);
+      t.lastTokenMs = ev.atMs;
+      this.generationTokensTotal++;
+    } else if (ev.kind === 'finished') {
+      this.tracked.delete(ev.id);
+    }
+    t.listener(ev);
+  }
+
+  // ---- emulated GPU ----
+
+  /** Instance power now, W: the executing step's, or idle. */
+  powerW(): number {
+    if (this.busy) return this.stepPowerW;
+    this.core.idleUntil(this.now());
+    return this.core.powerW();
+  }
+
+  energyJ(): number {
+    if (!this.busy) this.core.idleUntil(this.now());
+    return this.core.stats().energyJ;
+  }
+
+  gpuState(): GpuState {
+    const tp = this.opts.tp;
+    const pw = this.powerW();
+    const ej = this.energyJ();
+    return {
+      gpuCount: tp,
+      supportedClocksMhz: [...this.clocks],
+      clockMhz: this.core.stats().clockMhz,
+      lockedMinMhz: this.lockedMin,
+      lockedMaxMhz: this.lockedMax,
+      maxClockMhz: this.clocks[this.clocks.length - 1],
+      powerMw: new Array<number>(tp).fill(Math.round((pw / tp) * 1000)),
+      energyMj: new Array<number>(tp).fill(Math.round((ej / tp) * 1000)),
+    };
+  }
+
+  /** Clamp [min, max] to the supported list (as NVML does) and run at the clamped max. */
+  lockClocks(minMhz: number, maxMhz: number): GpuState {
+    if (!Number.isFinite(minMhz) || !Number.isFinite(maxMhz)) throw new RangeError('minMhz and maxMhz must be numbers');
+    if (minMhz > maxMhz) throw new RangeError(`minMhz ${minMhz} > maxMhz ${maxMhz}`);
+    const lo = this.clocks[0];
+    const hi = this.clocks[this.clocks.length - 1];
+    // highest supported <= max; lowest supported >= min (after clamping into the range)
+    const cmax = this.clocks.filter((c) => c <= Math.max(lo, Math.min(hi, maxMhz))).at(-1) ?? lo;
+    const cmin = Math.min(cmax, this.clocks.find((c) => c >= Math.max(lo, Math.min(hi, minMhz))) ?? hi);
+    this.setCoreClock(cmax);
+    this.lockedMin = cmin;
+    this.lockedMax = cmax;
+    return this.gpuState();
+  }
+
+  resetClocks(): GpuState {
+    this.setCoreClock(this.clocks[this.clocks.length - 1]);
+    this.lockedMin = null;
+    this.lockedMax = null;
+    return this.gpuState();
+  }
+
+  private setCoreClock(mhz: number): void {
+    // idle time before the change is accounted at the old clock's idle power
+    if (!this.busy) this.core.idleUntil(this.now());
+    this.core.setClock(mhz);
+  }
+
+  /** vLLM sleep mode; refused while requests are in flight. */
+  sleep(): void {
+    if (this.busy || this.core.hasWork()) throw new RangeError('engine has requests in flight; drain before sleeping');
+    this.core.setSleeping(true, this.now());
+  }
+
+  wakeUp(): void {
+    this.core.setSleeping(false, this.now());
+    this.kick();
+  }
+
+  isSleeping(): boolean {
+    return this.core.isSleeping();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) {
+      clearTimeout(this.timer as NodeJS.Timeout);
+      clearImmediate(this.timer as NodeJS.Immediate);
+    }
+  }
+}

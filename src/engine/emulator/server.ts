@@ -1,0 +1,348 @@
+/**
+ * The emulator's HTTP surface, the subset of vLLM's OpenAI-compatible server the control plane uses:
+ * /v1/completions and /v1/chat/completions (stream, stream_options.include_usage), /v1/models, /health,
+ * /metrics (vllm: names), /sleep, /wake_up, /is_sleeping; plus the emulated GPU's admin endpoints
+ * (/admin/gpu, /admin/gpu/lock-clocks, /admin/gpu/reset-clocks). Latencies and energy are modelled.
+ *
+ * The final usage object carries a non-standard `energy_joules`: the request's modelled energy (its
+ * token share of every step it took part in), next to the standard fields.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { PerfModel } from '../../model/types.ts';
+import { QueueFullError } from '../errors.ts';
+import { RealtimeDriver, type LatencyHistogram } from './driver.ts';
+import { countChatTokens, countTextTokens, outputLength, tokenText } from './text.ts';
+
+export interface EmulatorOptions {
+  perf: PerfModel;
+  tp: number;
+  /** name clients must send as `model`; default perf.model.name. */
+  servedModelName?: string;
+  /** wall-time speed-up; default 1. */
+  timeScale?: number;
+  /** PRNG seed of output lengths and text; default 1. */
+  seed?: number;
+  /** modelled weight-loading time before /health turns 200, ms (divided by timeScale); default 0. */
+  startupDelayMs?: number;
+  /** vLLM max_num_seqs; default 256. */
+  maxNumSeqs?: number;
+  /** vLLM max_num_batched_tokens; default 8192. */
+  maxNumBatchedTokens?: number;
+  /** bound of the waiting queue; default 4096. */
+  maxWaiting?: number;
+  zeroDelay?: boolean;
+  /** largest accepted request body, bytes; default 8 MiB. */
+  maxBodyBytes?: number;
+}
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string, readonly type = 'BadRequestError') {
+    super(message);
+  }
+}
+
+interface ParsedRequest {
+  chat: boolean;
+  promptTokens: number;
+  maxTokens: number;
+  minTokens: number;
+  ignoreEos: boolean;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+export class EmulatorServer {
+  readonly driver: RealtimeDriver;
+  readonly server: Server;
+  readonly servedModelName: string;
+  private readonly seed: number;
+  private ready = false;
+  private reqNo = 0;
+  private readonly successByReason = new Map<string, number>();
+  private readonly created = Math.floor(Date.now() / 1000);
+  private loadTimer: NodeJS.Timeout | null = null;
+
+  constructor(readonly opts: EmulatorOptions) {
+    this.driver = new RealtimeDriver({
+      perf: opts.perf, tp: opts.tp, timeScale: opts.timeScale, zeroDelay: opts.zeroDelay,
+      maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, maxWaiting: opts.maxWaiting,
+    });
+    this.servedModelName = opts.servedModelName ?? opts.perf.model.name;
+    this.seed = opts.seed ?? 1;
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => this.fail(res, err));
+    });
+  }
+
+  /** Listen, then "load weights" for startupDelayMs / timeScale before turning healthy. */
+  async listen(port: number, host = '127.0.0.1'): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => resolve());
+    });
+    const delay = (this.opts.startupDelayMs ?? 0) / this.driver.timeScale;
+    if (delay > 0) this.loadTimer = setTimeout(() => (this.ready = true), delay);
+    else this.ready = true;
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    if (this.loadTimer) clearTimeout(this.loadTimer);
+    this.driver.close();
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  private fail(res: ServerResponse, err: unknown): void {
+    const status = err instanceof HttpError ? err.status : err instanceof QueueFullError ? 503 : 500;
+    const type = err instanceof HttpError ? err.type : err instanceof QueueFullError ? 'ServiceUnavailableError' : 'InternalServerError';
+    const message = (err as Error)?.message ?? String(err);
+    if (res.headersSent) {
+      if (!res.writableEnded) res.end();
+      return;
+    }
+    this.json(res, status, { error: { message, type, param: null, code: status } });
+  }
+
+  private json(res: ServerResponse, status: number, body: unknown): void {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const route = `${req.method} ${url.pathname}`;
+    switch (route) {
+      case 'GET /health':
+        res.writeHead(this.ready ? 200 : 503).end();
+        return;
+      case 'GET /v1/models':
+        return this.json(res, 200, {
+          object: 'list',
+          data: [{ id: this.servedModelName, object: 'model', created: this.created, owned_by: 'dynamollm', root: this.opts.perf.model.name, parent: null, max_model_len: this.opts.perf.model.maxContext }],
+        });
+      case 'GET /metrics':
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(this.metricsText());
+        return;
+      case 'POST /v1/completions':
+      case 'POST /v1/chat/completions':
+        return this.completion(req, res, url.pathname === '/v1/chat/completions');
+      case 'POST /sleep':
+        await this.readBody(req);
+        this.requireReady();
+        try {
+          this.driver.sleep();
+        } catch (e) {
+          throw new HttpError(409, (e as Error).message, 'ConflictError');
+        }
+        res.writeHead(200).end();
+        return;
+      case 'POST /wake_up':
+        await this.readBody(req);
+        this.driver.wakeUp();
+        res.writeHead(200).end();
+        return;
+      case 'GET /is_sleeping':
+        return this.json(res, 200, { is_sleeping: this.driver.isSleeping() });
+      case 'GET /admin/gpu':
+        return this.json(res, 200, this.driver.gpuState());
+      case 'POST /admin/gpu/lock-clocks': {
+        const body = await this.readJson(req);
+        const { minMhz, maxMhz } = body as { minMhz?: unknown; maxMhz?: unknown };
+        if (typeof minMhz !== 'number' || typeof maxMhz !== 'number') throw new HttpError(400, 'body must be {"minMhz": number, "maxMhz": number}');
+        try {
+          return this.json(res, 200, this.driver.lockClocks(minMhz, maxMhz));
+        } catch (e) {
+          throw new HttpError(400, (e as Error).message);
+        }
+      }
+      case 'POST /admin/gpu/reset-clocks':
+        await this.readBody(req);
+        return this.json(res, 200, this.driver.resetClocks());
+      default:
+        throw new HttpError(404, `no route ${route}`, 'NotFoundError');
+    }
+  }
+
+  private requireReady(): void {
+    if (!this.ready) throw new HttpError(503, 'engine is loading', 'ServiceUnavailableError');
+  }
+
+  private async readBody(req: IncomingMessage): Promise<string> {
+    const limit = this.opts.maxBodyBytes ?? 8 * 1024 * 1024;
+    const parts: Buffer[] = [];
+    let n = 0;
+    for await (const c of req) {
+      n += (c as Buffer).length;
+      if (n > limit) throw new HttpError(413, `request body over ${limit} bytes`);
+      parts.push(c as Buffer);
+    }
+    return Buffer.concat(parts).toString('utf8');
+  }
+
+  private async readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+    const text = await this.readBody(req);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new HttpError(400, 'request body is not valid JSON');
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'request body must be a JSON object');
+    return body as Record<string, unknown>;
+  }
+
+  private parse(body: Record<string, unknown>, chat: boolean): ParsedRequest {
+    if (body.model !== this.servedModelName) {
+      throw new HttpError(404, `The model \`${String(body.model)}\` does not exist.`, 'NotFoundError');
+    }
+    let promptTokens: number;
+    if (chat) {
+      const msgs = body.messages;
+      if (!Array.isArray(msgs) || msgs.length === 0) throw new HttpError(400, "'messages' must be a non-empty array");
+      const contents = msgs.map((m: unknown, i) => {
+        const mm = m as { role?: unknown; content?: unknown };
+        if (typeof mm?.role !== 'string') throw new HttpError(400, `messages[${i}].role must be a string`);
+        if (typeof mm.content === 'string') return { content: mm.content };
+        if (Array.isArray(mm.content)) {
+          // content parts: count the text parts
+          const text = mm.content.map((p: { type?: string; text?: string }) => (p?.type === 'text' && typeof p.text === 'string' ? p.text : '')).join('');
+          return { content: text };
+        }
+        if (mm.content === null || mm.content === undefined) return { content: '' };
+        throw new HttpError(400, `messages[${i}].content must be a string or an array of parts`);
+      });
+      promptTokens = countChatTokens(contents);
+    } else {
+      const p = body.prompt;
+      if (typeof p === 'string') promptTokens = countTextTokens(p);
+      else if (Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0)) promptTokens = p.length;
+      else throw new HttpError(400, "'prompt' must be a string or a non-empty array of token ids (batched prompts are not supported)");
+    }
+    const intField = (name: string, dflt: number, min: number): number => {
+      const v = body[name];
+      if (v === undefined || v === null) return dflt;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new HttpError(400, `'${name}' must be an integer >= ${min}`);
+      return v;
+    };
+    const maxTokens = body.max_completion_tokens !== undefined ? intField('max_completion_tokens', 16, 1) : intField('max_tokens', 16, 1);
+    const minTokens = intField('min_tokens', 0, 0);
+    if (minTokens > maxTokens) throw new HttpError(400, `min_tokens (${minTokens}) must be <= max_tokens (${maxTokens})`);
+    const n = intField('n', 1, 1);
+    if (n !== 1) throw new HttpError(400, "only 'n': 1 is supported");
+    const maxLen = this.opts.perf.model.maxContext;
+    if (promptTokens + maxTokens > maxLen) {
+      throw new HttpError(400, `This model's maximum context length is ${maxLen} tokens. However, you requested ${promptTokens + maxTokens} tokens (${promptTokens} in the messages, ${maxTokens} in the completion).`);
+    }
+    const so = body.stream_options as { include_usage?: unknown } | undefined | null;
+    return {
+      chat,
+      promptTokens,
+      maxTokens,
+      minTokens,
+      ignoreEos: body.ignore_eos === true,
+      stream: body.stream === true,
+      includeUsage: so?.include_usage === true,
+    };
+  }
+
+  private async completion(req: IncomingMessage, res: ServerResponse, chat: boolean): Promise<void> {
+    const body = await this.readJson(req);
+    this.requireReady();
+    if (this.driver.isSleeping()) throw new HttpError(503, 'engine is sleeping', 'ServiceUnavailableError');
+    const p = this.parse(body, chat);
+    const reqNo = ++this.reqNo;
+    const id = `${chat ? 'chatcmpl' : 'cmpl'}-${reqNo.toString(16).padStart(8, '0')}`;
+    const outputTokens = outputLength(this.seed, reqNo, p.maxTokens, p.minTokens, p.ignoreEos);
+    const finishReason = outputTokens >= p.maxTokens ? 'length' : 'stop';
+    const created = Math.floor(Date.now() / 1000);
+    const model = this.servedModelName;
+    const object = chat ? 'chat.completion.chunk' : 'text_completion';
+    let finished = false;
+    const texts: string[] = [];
+
+    const sse = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    const tokenChunk = (text: string, fr: string | null) =>
+      chat
+        ? { id, object, created, model, choices: [{ index: 0, delta: { content: text }, logprobs: null, finish_reason: fr }] }
+        : { id, object, created, model, choices: [{ index: 0, text, logprobs: null, finish_reason: fr, stop_reason: null }] };
+    const usageOf = (energyJ: number) => ({
+      prompt_tokens: p.promptTokens,
+      completion_tokens: outputTokens,
+      total_tokens: p.promptTokens + outputTokens,
+      energy_joules: Math.round(energyJ * 1e6) / 1e6,
+    });
+
+    const onToken = (index: number) => {
+      const text = tokenText(this.seed, reqNo, index);
+      if (p.stream) sse(tokenChunk(text, index + 1 >= outputTokens ? finishReason : null));
+      else texts.push(text);
+    };
+
+    try {
+      this.driver.submit({ id, promptTokens: p.promptTokens, outputTokens }, (ev) => {
+        if (ev.kind === 'first_token') onToken(0);
+        else if (ev.kind === 'token') onToken(ev.index);
+        else if (ev.kind === 'finished') {
+          finished = true;
+          this.successByReason.set(finishReason, (this.successByReason.get(finishReason) ?? 0) + 1);
+          const usage = usageOf(ev.energyJ);
+          if (p.stream) {
+            if (p.includeUsage) sse({ id, object, created, model, choices: [], usage });
+            res.end('data: [DONE]\n\n');
+          } else {
+            const text = texts.join('');
+            this.json(res, 200, chat
+              ? { id, object: 'chat.completion', created, model, choices: [{ index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: finishReason }], usage }
+              : { id, object: 'text_completion', created, model, choices: [{ index: 0, text, logprobs: null, finish_reason: finishReason, stop_reason: null }], usage });
+          }
+        }
+      });
+    } catch (e) {
+      if (e instanceof RangeError) throw new HttpError(400, e.message);
+      throw e;
+    }
+    // the client went away: free the engine's work (vLLM aborts the request the same way)
+    res.on('close', () => {
+      if (!finished) this.driver.cancel(id);
+    });
+    if (p.stream) {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      if (chat) sse({ id, object, created, model, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
+    }
+  }
+
+  /** Prometheus text with vLLM's metric names (latencies in modelled seconds, i.e. on the GPU's timeline). */
+  metricsText(): string {
+    const lbl = `model_name="${this.servedModelName.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+    const st = this.driver.core.stats();
+    const kv = st.kvCapacityTokens > 0 ? st.kvUsedTokens / st.kvCapacityTokens : 0;
+    const out: string[] = [];
+    const gauge = (name: string, help: string, v: number) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name}{${lbl}} ${v}`);
+    const counter = (name: string, help: string, v: number) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name}_total{${lbl}} ${v}`);
+    const hist = (name: string, help: string, h: LatencyHistogram) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
+      h.bounds.forEach((b, i) => out.push(`${name}_bucket{${lbl},le="${b}"} ${h.counts[i]}`));
+      out.push(`${name}_bucket{${lbl},le="+Inf"} ${h.count}`, `${name}_sum{${lbl}} ${h.sum}`, `${name}_count{${lbl}} ${h.count}`);
+    };
+    gauge('vllm:num_requests_running', 'Number of requests in model execution batches.', st.running);
+    gauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed.', st.waiting);
+    gauge('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', kv);
+    gauge('vllm:gpu_cache_usage_perc', 'GPU KV-cache usage (deprecated name). 1 means 100 percent usage.', kv);
+    counter('vllm:prompt_tokens', 'Number of prefill tokens processed.', this.driver.promptTokensTotal);
+    counter('vllm:generation_tokens', 'Number of generation tokens processed.', this.driver.generationTokensTotal);
+    counter('vllm:num_preemptions', 'Cumulative number of preemptions.', this.driver.core.preemptionCount());
+    out.push('# HELP vllm:request_success Count of successfully processed requests.', '# TYPE vllm:request_success counter');
+    for (const r of ['stop', 'length']) out.push(`vllm:request_success_total{${lbl},finished_reason="${r}"} ${this.successByReason.get(r) ?? 0}`);
+    hist('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', this.driver.ttft);
+    hist('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', this.driver.itl);
+    hist('vllm:time_per_output_token_seconds', 'Histogram of time per output token in seconds (deprecated name).', this.driver.itl);
+    counter('dynamollm_emulator_energy_joules', 'Modelled cumulative energy of the instance (all GPUs), J.', this.driver.energyJ());
+    gauge('dynamollm_emulator_power_watts', 'Modelled instantaneous power of the instance (all GPUs), W.', this.driver.powerW());
+    gauge('dynamollm_emulator_sm_clock_mhz', 'SM clock the emulated GPUs run at, MHz.', st.clockMhz);
+    return out.join('\n') + '\n';
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * The engine interface the instance manager codes against. One implementation (VllmEngine) manages any
+ * process that speaks vLLM's OpenAI-compatible HTTP API: `vllm serve` on GPUs, or our emulator
+ * (`dynamollm engine-emulator`), so the instance manager's code path is identical in both cases.
+ */
+import type { EventEmitter } from 'node:events';
+import type { EngineMetrics } from './metrics-parse.ts';
+
+export type { EngineMetrics, Histogram } from './metrics-parse.ts';
+
+/**
+ * Lifecycle: created -> starting -> ready <-> sleeping; ready -> restarting (after a crash) -> ready;
+ * any -> stopping -> stopped; failed when a start is refused or the restart budget is spent.
+ */
+export type EngineState = 'created' | 'starting' | 'ready' | 'sleeping' | 'restarting' | 'stopping' | 'stopped' | 'failed';
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | 'tool' | 'developer';
+  content: string;
+}
+
+export interface EngineCompletionRequest {
+  /** served model name (vLLM's `model` field). */
+  model: string;
+  /** prompt text, or token ids (vLLM accepts both); ignored when `chat` is given. */
+  prompt?: string | number[];
+  /** chat messages: when set, /v1/chat/completions is used. */
+  chat?: ChatMessage[];
+  /** maximum tokens to generate (vLLM max_tokens). */
+  maxTokens: number;
+  /** tokens to generate before EOS may stop the request (vLLM min_tokens); default 0. */
+  minTokens?: number;
+  /** keep generating past EOS up to maxTokens (vLLM ignore_eos), for exact output lengths. */
+  ignoreEos?: boolean;
+  temperature?: number;
+  /** engine-side request id (vLLM echoes it in the X-Request-Id header); for logs. */
+  requestId?: string;
+  /** total deadline of the call, ms; default EngineConfig.requestTimeoutMs (600 000). */
+  timeoutMs?: number;
+}
+
+export interface EngineUsage {
+  promptTokens: number;
+  completionTokens: number;
+  /** modelled energy of the request, J (the emulator's non-standard `energy_joules`); absent on vLLM. */
+  energyJoules?: number;
+}
+
+export interface EngineChunk {
+  /** text of this chunk (one token in vLLM's and the emulator's streaming); '' for the usage-only chunk. */
+  text: string;
+  /** index of this chunk's first token in the output, counted by the client (0-based). */
+  tokenIndex: number;
+  /** set on the last token's chunk: 'stop' | 'length' | ... as the engine reports it. */
+  finishReason?: string;
+  /** set on the final usage chunk. */
+  usage?: EngineUsage;
+}
+
+export interface EngineExitInfo {
+  code: number | null;
+  signal: string | null;
+  /** true when we asked it to stop (stop()), false for a crash. */
+  expected: boolean;
+}
+
+export interface EngineLogLine {
+  stream: 'stdout' | 'stderr';
+  line: string;
+  atMs: number;
+}
+
+export interface EngineEvents {
+  exit: [EngineExitInfo];
+  crash: [EngineExitInfo];
+  /** a crashed engine is healthy again; attempt counts restarts since the last stable period. */
+  restarted: [{ attempt: number }];
+  /** the restart budget is spent; the engine stays 'failed'. */
+  failed: [Error];
+  log: [EngineLogLine];
+}
+
+export interface Engine extends EventEmitter<EngineEvents> {
+  readonly state: EngineState;
+  /** http://host:port of the engine; valid after start(). */
+  readonly baseUrl: string;
+  /** Spawn the process and wait until healthy (EngineStartError on refusal or health deadline). */
+  start(): Promise<void>;
+  /** Poll /health until 200 or the deadline (ms from now). */
+  waitHealthy(deadlineMs: number): Promise<void>;
+  /** Stream a completion; throws EngineCrashedError if the process dies mid-stream. */
+  completion(req: EngineCompletionRequest, signal?: AbortSignal): AsyncIterable<EngineChunk>;
+  /** Scrape and parse /metrics (MetricsParseError on bad text). */
+  metrics(): Promise<EngineMetrics>;
+  /** vLLM sleep mode (level 1: offload weights, drop KV). Requires enableSleep. */
+  sleep(level?: 1 | 2): Promise<void>;
+  wakeUp(): Promise<void>;
+  isSleeping(): Promise<boolean>;
+  /** SIGTERM, then SIGKILL after graceMs (default 10 000). Idempotent. */
+  stop(graceMs?: number): Promise<void>;
+  /** The last captured log lines of the process (bounded ring buffer). */
+  logs(): readonly string[];
+}
+
+export interface RestartPolicy {
+  /** restarts allowed within windowMs before the engine is declared failed; default 5. */
+  maxRestarts: number;
+  /** window of the restart budget, ms; default 600 000. */
+  windowMs: number;
+  /** first backoff, ms; default 500; doubles per consecutive restart up to maxBackoffMs. */
+  initialBackoffMs: number;
+  /** default 30 000 ms. */
+  maxBackoffMs: number;
+}
+
+export interface EngineConfig {
+  kind: 'vllm' | 'emulator';
+  /** model: for vllm the HF name passed to `vllm serve`; for the emulator a model id known to src/model (e.g. 'llama2-70b'). */
+  model: string;
+  /** GPU id for the emulator's performance model ('h100'); default 'h100'. */
+  gpu?: string;
+  /** tensor parallelism degree. */
+  tp: number;
+  /** physical GPU indexes, exported as CUDA_VISIBLE_DEVICES. */
+  gpuIds: number[];
+  /** HTTP port; 0 lets the process pick one (the emulator prints it; vllm needs a real port). */
+  port: number;
+  /** host the engine listens on / we connect to; default 127.0.0.1. */
+  host?: string;
+  /** command to spawn instead of the default (`vllm`, or `node bin/dynamollm.js` for the emulator). */
+  command?: string;
+  /** replaces the default arguments entirely when given. */
+  args?: string[];
+  /** appended to the default arguments. */
+  extraArgs?: string[];
+  /** extra environment for the process (merged over process.env). */
+  env?: Record<string, string>;
+  /** served model name (vLLM --served-model-name); default: model. */
+  servedModelName?: string;
+  /** emulator only: speed-up factor of wall time; default 1. */
+  timeScale?: number;
+  /** emulator only: modelled weight-loading delay, ms; default 0. */
+  startupDelayMs?: number;
+  /** emulator only: PRNG seed; default 1. */
+  seed?: number;
+  /** emulator only: steps take no wall time. */
+  zeroDelay?: boolean;
+  /** deadline for /health after spawn, ms (a real 70B instance takes minutes). */
+  healthDeadlineMs: number;
+  /** pass --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1, and allow sleep()/wakeUp(). */
+  enableSleep?: boolean;
+  /** restart crashed engines; default true. */
+  autoRestart?: boolean;
+  restart?: Partial<RestartPolicy>;
+  /** default total deadline of a completion, ms; default 600 000. */
+  requestTimeoutMs?: number;
+  /** deadline of /metrics, /health probes and admin calls, ms; default 5 000. */
+  probeTimeoutMs?: number;
+  /** captured log lines kept; default 500. */
+  logLines?: number;
+}

@@ -1,0 +1,420 @@
+/**
+ * VllmEngine: manages one process that speaks vLLM's OpenAI-compatible HTTP API (`vllm serve`, or the
+ * emulator). Spawns it with CUDA_VISIBLE_DEVICES, captures its log lines, waits on /health, streams
+ * completions over SSE, scrapes /metrics, drives sleep mode, notices exits and restarts with exponential
+ * backoff under a restart budget.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { createInterface } from 'node:readline';
+import type {
+  Engine, EngineChunk, EngineCompletionRequest, EngineEvents, EngineExitInfo, EngineState, RestartPolicy,
+} from './engine.ts';
+import { parseVllmMetrics, type EngineMetrics } from './metrics-parse.ts';
+import { sseData } from './sse.ts';
+import {
+  EngineCrashedError, EngineError, EngineHttpError, EngineStartError, EngineStateError, EngineStreamError, EngineTimeoutError,
+} from './errors.ts';
+
+export interface ProcessEngineSpec {
+  command: string;
+  args: string[];
+  /** full environment of the child. */
+  env: NodeJS.ProcessEnv;
+  host: string;
+  /** 0: learn the port from the process's output (`{"event":"listening","port":N}` or uvicorn's line). */
+  port: number;
+  healthDeadlineMs: number;
+  enableSleep: boolean;
+  autoRestart: boolean;
+  restart: RestartPolicy;
+  requestTimeoutMs: number;
+  probeTimeoutMs: number;
+  logLines: number;
+}
+
+export const DEFAULT_RESTART: RestartPolicy = { maxRestarts: 5, windowMs: 600_000, initialBackoffMs: 500, maxBackoffMs: 30_000 };
+
+const PORT_PATTERNS = [/"event"\s*:\s*"listening".*?"port"\s*:\s*(\d+)/, /Uvicorn running on https?:\/\/[^\s]+:(\d+)/];
+/** how long a broken stream waits for the process exit that would explain it, ms. */
+const CRASH_ATTRIBUTION_MS = 1_000;
+const HEALTH_POLL_MS = 100;
+
+const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
+  private _state: EngineState = 'created';
+  private child: ChildProcess | null = null;
+  /** increments per spawn; exit handlers of older processes are ignored. */
+  private generation = 0;
+  private port: number;
+  private readonly ring: string[] = [];
+  private stopping = false;
+  private exited = true;
+  private lastExit: EngineExitInfo | null = null;
+  private exitWaiters: (() => void)[] = [];
+  private portWaiters: (() => void)[] = [];
+  private readonly inflight = new Set<AbortController>();
+  private restartTimes: number[] = [];
+  private restartTimer: NodeJS.Timeout | null = null;
+
+  constructor(readonly spec: ProcessEngineSpec) {
+    super();
+    this.port = spec.port;
+  }
+
+  get state(): EngineState {
+    return this._state;
+  }
+
+  get baseUrl(): string {
+    return `http://${this.spec.host}:${this.port}`;
+  }
+
+  logs(): readonly string[] {
+    return this.ring;
+  }
+
+  async start(): Promise<void> {
+    if (!['created', 'stopped', 'failed'].includes(this._state)) throw new EngineStateError(`start() in state ${this._state}`);
+    this.stopping = false;
+    this.restartTimes = [];
+    this._state = 'starting';
+    try {
+      await this.launch();
+    } catch (err) {
+      this._state = 'failed';
+      throw err;
+    }
+    this._state = 'ready';
+  }
+
+  /** Spawn and wait until healthy; on failure the process is killed and EngineStartError thrown. */
+  private async launch(): Promise<void> {
+    const gen = this.spawnChild();
+    const deadline = Date.now() + this.spec.healthDeadlineMs;
+    try {
+      if (this.spec.port === 0) await this.waitPort(gen, deadline);
+      await this.waitHealthy(deadline - Date.now(), gen);
+    } catch (err) {
+      await this.killChild(2_000);
+      throw err;
+    }
+  }
+
+  private spawnChild(): number {
+    const gen = ++this.generation;
+    this.port = this.spec.port;
+    this.exited = false;
+    this.lastExit = null;
+    let child: ChildProcess;
+    // detached: its own process group, so stop() also reaches vLLM's worker processes.
+    child = spawn(this.spec.command, this.spec.args, { env: this.spec.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    this.child = child;
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const rl = createInterface({ input: child[stream]! });
+      rl.on('line', (line) => this.onLine(gen, stream, line));
+    }
+    let done = false;
+    const onGone = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (done) return;
+      done = true;
+      this.onExit(gen, code, signal);
+    };
+    child.on('exit', onGone);
+    child.on('error', (err) => {
+      this.onLine(gen, 'stderr', `spawn error: ${err.message}`);
+      onGone(null, null);
+    });
+    return gen;
+  }
+
+  private onLine(gen: number, stream: 'stdout' | 'stderr', line: string): void {
+    this.ring.push(line);
+    if (this.ring.length > this.spec.logLines) this.ring.shift();
+    if (gen === this.generation && this.spec.port === 0 && this.port === 0) {
+      for (const re of PORT_PATTERNS) {
+        const m = re.exec(line);
+        if (m) {
+          this.port = Number(m[1]);
+          for (const w of this.portWaiters.splice(0)) w();
+          break;
+        }
+      }
+    }
+    this.emit('log', { stream, line, atMs: Date.now() });
+  }
+
+  private onExit(gen: number, code: number | null, signal: NodeJS.Signals | null): void {
+    if (gen !== this.generation) return;
+    const info: EngineExitInfo = { code, signal, expected: this.stopping };
+    this.exited = true;
+    this.lastExit = info;
+    this.child = null;
+    for (const w of this.exitWaiters.splice(0)) w();
+    for (const w of this.portWaiters.splice(0)) w();
+    const crash = new EngineCrashedError(`engine process exited (code ${code}, signal ${signal}) while serving`, code, signal);
+    for (const ac of this.inflight) ac.abort(crash);
+    this.emit('exit', info);
+    if (!info.expected && (this._state === 'ready' || this._state === 'sleeping')) {
+      this.emit('crash', info);
+      if (this.spec.autoRestart) this.scheduleRestart();
+      else this._state = 'failed';
+    }
+  }
+
+  private scheduleRestart(): void {
+    const now = Date.now();
+    this.restartTimes = this.restartTimes.filter((t) => now - t < this.spec.restart.windowMs);
+    if (this.restartTimes.length >= this.spec.restart.maxRestarts) {
+      this._state = 'failed';
+      this.emit('failed', new EngineError(`restart budget spent: ${this.restartTimes.length} restarts within ${this.spec.restart.windowMs} ms`));
+      return;
+    }
+    const attempt = this.restartTimes.length + 1;
+    this.restartTimes.push(now);
+    const backoff = Math.min(this.spec.restart.maxBackoffMs, this.spec.restart.initialBackoffMs * 2 ** (attempt - 1));
+    this._state = 'restarting';
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      if (this.stopping) return;
+      this.launch().then(
+        () => {
+          if (this.stopping) return;
+          this._state = 'ready';
+          this.emit('restarted', { attempt });
+        },
+        () => {
+          if (!this.stopping) this.scheduleRestart();
+        },
+      );
+    }, backoff);
+  }
+
+  private waitPort(gen: number, deadline: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const check = () => {
+        clearTimeout(timer);
+        if (gen !== this.generation || this.exited) reject(this.startError('engine process exited before it listened'));
+        else if (this.port !== 0) resolve();
+        else reject(this.startError('engine did not report its port before the deadline'));
+      };
+      const timer = setTimeout(check, Math.max(0, deadline - Date.now()));
+      if (this.port !== 0 || this.exited) check();
+      else this.portWaiters.push(check);
+    });
+  }
+
+  private startError(msg: string): EngineStartError {
+    const tail = this.ring.slice(-20);
+    const exit = this.lastExit ? ` (exit code ${this.lastExit.code}, signal ${this.lastExit.signal})` : '';
+    return new EngineStartError(`${msg}${exit}; last log lines:\n${tail.join('\n')}`, tail);
+  }
+
+  async waitHealthy(deadlineMs: number, gen = this.generation): Promise<void> {
+    const deadline = Date.now() + deadlineMs;
+    for (;;) {
+      if (gen !== this.generation || this.exited) throw this.startError('engine process exited before it was healthy');
+      const left = deadline - Date.now();
+      if (left <= 0) throw this.startError(`engine not healthy within ${deadlineMs} ms`);
+      try {
+        const res = await fetch(`${this.baseUrl}/health`, { signal: AbortSignal.timeout(Math.min(left, this.spec.probeTimeoutMs)) });
+        await res.arrayBuffer();
+        if (res.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      await Promise.race([sleepMs(Math.min(HEALTH_POLL_MS, Math.max(0, deadline - Date.now()))), this.exitPromise(gen)]);
+    }
+  }
+
+  /** Resolves when process `gen` has exited (immediately if it has). */
+  private exitPromise(gen: number): Promise<void> {
+    if (gen !== this.generation || this.exited) return Promise.resolve();
+    return new Promise((r) => this.exitWaiters.push(r));
+  }
+
+  completion(req: EngineCompletionRequest, signal?: AbortSignal): AsyncIterable<EngineChunk> {
+    return this.stream(req, signal);
+  }
+
+  private async *stream(req: EngineCompletionRequest, signal?: AbortSignal): AsyncGenerator<EngineChunk> {
+    if (this._state !== 'ready') throw new EngineStateError(`completion() while engine is ${this._state}`);
+    if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
+    const gen = this.generation;
+    const chat = req.chat !== undefined;
+    const body: Record<string, unknown> = {
+      model: req.model,
+      max_tokens: req.maxTokens,
+      stream: true,
+      stream_options: { include_usage: true },
+    };
+    if (chat) body.messages = req.chat;
+    else if (req.prompt !== undefined) body.prompt = req.prompt;
+    else throw new RangeError('completion needs prompt or chat');
+    if (req.minTokens !== undefined) body.min_tokens = req.minTokens;
+    if (req.ignoreEos !== undefined) body.ignore_eos = req.ignoreEos;
+    if (req.temperature !== undefined) body.temperature = req.temperature;
+    const timeoutMs = req.timeoutMs ?? this.spec.requestTimeoutMs;
+    const ac = new AbortController();
+    const timeout = new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`);
+    const timer = setTimeout(() => ac.abort(timeout), timeoutMs);
+    const onAbort = () => ac.abort(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+    this.inflight.add(ac);
+    let tokenIndex = 0;
+    try {
+      let done = false;
+      try {
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (req.requestId) headers['x-request-id'] = req.requestId;
+        const res = await fetch(`${this.baseUrl}${chat ? '/v1/chat/completions' : '/v1/completions'}`, {
+          method: 'POST', headers, body: JSON.stringify(body), signal: ac.signal,
+        });
+        if (!res.ok || !res.body) throw new EngineHttpError(res.status, await res.text(), 'completion');
+        for await (const data of sseData(res.body)) {
+          if (data === '[DONE]') {
+            done = true;
+            break;
+          }
+          let obj: StreamChunkJson;
+          try {
+            obj = JSON.parse(data) as StreamChunkJson;
+          } catch (cause) {
+            throw new EngineStreamError(`engine sent a non-JSON SSE event: ${data.slice(0, 100)}`, { cause });
+          }
+          if (obj.error) throw new EngineStreamError(`engine reported an error mid-stream: ${JSON.stringify(obj.error).slice(0, 300)}`);
+          const choice = obj.choices?.[0];
+          const text = (chat ? choice?.delta?.content : choice?.text) ?? '';
+          const finishReason = choice?.finish_reason ?? undefined;
+          const usage = obj.usage
+            ? {
+                promptTokens: obj.usage.prompt_tokens,
+                completionTokens: obj.usage.completion_tokens,
+                ...(typeof obj.usage.energy_joules === 'number' ? { energyJoules: obj.usage.energy_joules } : {}),
+              }
+            : undefined;
+          if (text === '' && !finishReason && !usage) continue; // e.g. the chat role-only first delta
+          const chunk: EngineChunk = { text, tokenIndex };
+          if (finishReason) chunk.finishReason = finishReason;
+          if (usage) chunk.usage = usage;
+          if (text !== '') tokenIndex++;
+          yield chunk;
+        }
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason ?? err;
+        const reason = ac.signal.reason as unknown;
+        if (ac.signal.aborted && reason instanceof EngineError) throw reason;
+        if (err instanceof EngineHttpError || err instanceof EngineStreamError) throw err;
+        throw await this.classifyBreak(gen, err);
+      }
+      if (!done) throw await this.classifyBreak(gen, new Error('stream ended without [DONE]'));
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      this.inflight.delete(ac);
+      if (!ac.signal.aborted) ac.abort(); // release the connection if the consumer stopped early
+    }
+  }
+
+  /** A broken stream is a crash if the process exits shortly after; otherwise a plain stream error. */
+  private async classifyBreak(gen: number, cause: unknown): Promise<EngineError> {
+    await Promise.race([this.exitPromise(gen), sleepMs(CRASH_ATTRIBUTION_MS)]);
+    if (gen !== this.generation || this.exited) {
+      const e = this.lastExit;
+      return new EngineCrashedError(`engine process exited mid-stream (code ${e?.code ?? null}, signal ${e?.signal ?? null})`, e?.code ?? null, e?.signal ?? null, { cause });
+    }
+    return new EngineStreamError(`stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+  }
+
+  async metrics(): Promise<EngineMetrics> {
+    const text = await this.get('/metrics', 'metrics');
+    return parseVllmMetrics(text);
+  }
+
+  async sleep(level: 1 | 2 = 1): Promise<void> {
+    this.requireSleep();
+    await this.post(`/sleep?level=${level}`, 'sleep');
+    this._state = 'sleeping';
+  }
+
+  async wakeUp(): Promise<void> {
+    this.requireSleep();
+    await this.post('/wake_up', 'wake_up');
+    if (this._state === 'sleeping') this._state = 'ready';
+  }
+
+  async isSleeping(): Promise<boolean> {
+    this.requireSleep();
+    const body = JSON.parse(await this.get('/is_sleeping', 'is_sleeping')) as { is_sleeping?: unknown };
+    if (typeof body.is_sleeping !== 'boolean') throw new EngineStreamError('/is_sleeping answered without is_sleeping');
+    return body.is_sleeping;
+  }
+
+  private requireSleep(): void {
+    if (!this.spec.enableSleep) throw new EngineStateError('sleep mode is not enabled for this engine (enableSleep)');
+    if (this._state !== 'ready' && this._state !== 'sleeping') throw new EngineStateError(`sleep mode call while engine is ${this._state}`);
+  }
+
+  private async get(path: string, what: string): Promise<string> {
+    return this.call(path, { method: 'GET' }, what);
+  }
+
+  private async post(path: string, what: string): Promise<string> {
+    return this.call(path, { method: 'POST' }, what);
+  }
+
+  private async call(path: string, init: RequestInit, what: string): Promise<string> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}${path}`, { ...init, signal: AbortSignal.timeout(this.spec.probeTimeoutMs) });
+    } catch (err) {
+      if ((err as Error)?.name === 'TimeoutError') throw new EngineTimeoutError(`${what}: no answer within ${this.spec.probeTimeoutMs} ms`, { cause: err });
+      throw new EngineStreamError(`${what}: ${(err as Error)?.message}`, { cause: err });
+    }
+    const text = await res.text();
+    if (!res.ok) throw new EngineHttpError(res.status, text, what);
+    return text;
+  }
+
+  async stop(graceMs = 10_000): Promise<void> {
+    if (this._state === 'stopped' || this._state === 'created') {
+      this._state = 'stopped';
+      return;
+    }
+    this.stopping = true;
+    this._state = 'stopping';
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    await this.killChild(graceMs);
+    this._state = 'stopped';
+  }
+
+  /** SIGTERM the process group, SIGKILL after graceMs, and wait for the exit. */
+  private async killChild(graceMs: number): Promise<void> {
+    const child = this.child;
+    if (!child || this.exited) return;
+    const gen = this.generation;
+    const signal = (sig: NodeJS.Signals) => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, sig);
+      } catch {
+        child.kill(sig);
+      }
+    };
+    const wasStopping = this.stopping;
+    this.stopping = true; // an exit we cause is expected
+    signal('SIGTERM');
+    const timer = setTimeout(() => signal('SIGKILL'), graceMs);
+    await this.exitPromise(gen);
+    clearTimeout(timer);
+    this.stopping = wasStopping;
+  }
+}
+
+interface StreamChunkJson {
+  choices?: { text?: string; delta?: { content?: string | null }; finish_reason?: string | null }[];
+  usage?: { prompt_tokens: number; completion_tokens: number; energy_joules?: number } | null;
+  error?: unknown;
+}
