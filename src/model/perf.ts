@@ -66,7 +66,8 @@ export function stepFlops(m: ModelSpec, b: StepBatch): number {
   const qDim = m.heads * headDimOf(m);
   const linear = 2 * m.activeParamsB * 1e9 * tokens;
   const n = b.prefillTokens;
-  const prefillAttn = 4 * m.layers * qDim * (n * (b.prefillContextTokens ?? 0) + (n * n) / 2);
+  const seqs = Math.max(1, b.prefillSeqs ?? 1);
+  const prefillAttn = 4 * m.layers * qDim * (n * (b.prefillContextTokens ?? 0) + (n * n) / (2 * seqs));
   const decodeAttn = 4 * m.layers * qDim * b.decodeContextTokens;
   return linear + prefillAttn + decodeAttn;
 }

@@ -46,6 +46,8 @@ export interface StepBatch {
   prefillTokens: number;
   /** tokens of context already in KV cache for the prefill chunks (sum), for attention cost. */
   prefillContextTokens?: number;
+  /** number of prompts the prefill tokens belong to (attention is quadratic per prompt); default 1. Compatible extension. */
+  prefillSeqs?: number;
   /** sequences producing one token this step. */
   decodeSeqs: number;
   /** sum of context lengths (prompt + generated so far) of the decode sequences. */
