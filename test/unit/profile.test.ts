@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { createPerfModel, generateProfile, idlePowerOf, interpolate, isFeasible, maxLoadOf, parseProfile, ProfileError, ProfileRangeError, type Profile } from '../../src/model/index.ts';
+import { loadProfile } from '../../src/model/profile-io.ts';
+
+const perf = createPerfModel('llama2-70b', 'h100');
+const small = generateProfile(perf, { tpDegrees: [4, 8], clocksMhz: [800, 1200, 1980], loadSteps: 6 });
+const shipped = loadProfile(new URL('../../profiles/llama2-70b.h100.json', import.meta.url).pathname);
+
+describe('profile parse', () => {
+  it('round-trips a generated profile and names bad fields', () => {
+    expect(parseProfile(JSON.parse(JSON.stringify(small))).cells.length).toBe(small.cells.length);
+    const bad = JSON.parse(JSON.stringify(small));
+    bad.cells[3].ttftP99Ms = 'fast';
+    expect(() => parseProfile(bad)).toThrow(/cells\.3\.ttftP99Ms/);
+    const v2 = { ...JSON.parse(JSON.stringify(small)), version: 2 };
+    expect(() => parseProfile(v2)).toThrow(ProfileError);
+    const missing = JSON.parse(JSON.stringify(small));
+    missing.cells.pop();
+    expect(() => parseProfile(missing)).toThrow(/missing cells/);
+  });
+  it('shipped profiles are valid, small and state their provenance', () => {
+    expect(shipped.source.kind).toBe('model');
+    expect(shipped.tpDegrees).toEqual([2, 4, 8]);
+    expect(shipped.clocksMhz[0]).toBe(800);
+    expect(shipped.clocksMhz.at(-1)).toBe(1980);
+    expect(JSON.stringify(shipped).length).toBeLessThan(1.5e6);
+  });
+});
+
+describe('interpolation', () => {
+  it('is exact on grid points', () => {
+    for (const c of small.cells.filter((_, i) => i % 7 === 0)) {
+      const v = interpolate(small, c.type, c.tp, c.clockMhz, c.load);
+      expect(v.powerW).toBe(c.powerW);
+      expect(v.ttftP99Ms).toBe(c.ttftP99Ms);
+      expect(v.tbtP50Ms).toBe(c.tbtP50Ms);
+      expect(v.meetsSlo).toBe(c.meetsSlo);
+    }
+  });
+  it('is linear between clocks and between loads', () => {
+    const l = small.loads.MM!;
+    const at = (f: number, load: number) => small.cells.find((c) => c.type === 'MM' && c.tp === 8 && c.clockMhz === f && c.load === load)!;
+    const mid = interpolate(small, 'MM', 8, 1000, l[1]!);
+    expect(mid.powerW).toBeCloseTo((at(800, l[1]!).powerW + at(1200, l[1]!).powerW) / 2, 6);
+    const midL = interpolate(small, 'MM', 8, 1200, (l[1]! + l[2]!) / 2);
+    expect(midL.tbtP50Ms).toBeCloseTo((at(1200, l[1]!).tbtP50Ms + at(1200, l[2]!).tbtP50Ms) / 2, 6);
+  });
+  it('throws ProfileRangeError outside the grid, never extrapolates', () => {
+    const maxL = small.loads.SS!.at(-1)!;
+    const cases: [number, number, number][] = [[2, 1200, 0.1], [4, 700, 0.1], [4, 2000, 0.1], [4, 1200, maxL * 1.01], [4, 1200, -1]];
+    for (const [tp, f, l] of cases) {
+      try {
+        interpolate(small, 'SS', tp, f, l);
+        expect.unreachable(`tp${tp} ${f} ${l} should throw`);
+      } catch (err) {
+        expect(err).toBeInstanceOf(ProfileRangeError);
+        expect((err as ProfileRangeError).retryable).toBe(false);
+      }
+    }
+  });
+});
+
+describe('derived queries', () => {
+  it('maxLoad, feasibility and idle power agree with the cells', () => {
+    const m = maxLoadOf(small, 'MM', 8, 1980);
+    expect(m).toBeGreaterThan(0);
+    expect(isFeasible(small, 'MM', 8, 1980, m * 0.99)).toBe(true);
+    expect(isFeasible(small, 'MM', 8, 1980, m * 1.01)).toBe(false);
+    for (const c of small.cells.filter((c) => c.type === 'MM' && c.tp === 8 && c.clockMhz === 1980)) expect(c.meetsSlo).toBe(c.load <= m);
+    const between = maxLoadOf(small, 'MM', 8, 1000);
+    const lo = maxLoadOf(small, 'MM', 8, 800), hi = maxLoadOf(small, 'MM', 8, 1200);
+    expect(between).toBeGreaterThanOrEqual(Math.min(lo, hi));
+    expect(between).toBeLessThanOrEqual(Math.max(lo, hi));
+    expect(idlePowerOf(small, 8, 1980)).toBeCloseTo(small.cells.find((c) => c.tp === 8 && c.clockMhz === 1980 && c.load === 0)!.powerW, 0);
+    expect(idlePowerOf(small, 8, 800)).toBeLessThan(idlePowerOf(small, 8, 1980));
+  });
+  it('power rises with load and clock in the profile', () => {
+    const p: Profile = shipped;
+    expect(interpolate(p, 'SS', 4, 1980, p.loads.SS![3]!).powerW).toBeGreaterThan(interpolate(p, 'SS', 4, 1980, p.loads.SS![1]!).powerW);
+    expect(interpolate(p, 'SS', 4, 1980, p.loads.SS![3]!).powerW).toBeGreaterThan(interpolate(p, 'SS', 4, 800, p.loads.SS![3]!).powerW);
+  });
+});
