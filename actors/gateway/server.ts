@@ -1,0 +1,460 @@
+/**
+ * The gateway's HTTP layer: OpenAI-compatible endpoints in front of an injectable backend (NATS to the
+ * cluster in production, a fake or the emulator in tests), plus /healthz, /metrics, the dashboard at `/`
+ * and its WebSocket telemetry stream at `/ws`.
+ *
+ * Flow of one request: auth (Bearer, when keys are configured) -> body read with a size limit -> OpenAI
+ * validation -> in-flight bound -> backend.submit (admission; a refusal becomes 429/503 with Retry-After)
+ * -> tokens streamed as SSE, or collected into one JSON response. A client that disconnects aborts the
+ * request's AbortSignal, which the backend turns into a Cancel downstream.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Logger } from 'pino';
+import { DynError } from '../../protocols/errors.ts';
+import { PROTOCOL_VERSION } from '../../protocols/codec.ts';
+import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
+import type { LiveState } from '../../src/telemetry/live.ts';
+import {
+  HttpError, badRequest, chatResponse, completionResponse, httpErrorOfWire, parseOpenAiRequest,
+  streamChunk, usageChunk, usageOut, DEFAULT_LIMITS, type ApiKind, type FinishReason, type ParsedRequest, type ValidationLimits,
+} from './openai.ts';
+import { countPromptTokens } from './tokens.ts';
+
+/** What the gateway needs from the cluster. */
+export interface GatewayBackend {
+  /**
+   * Admits the request. Resolves once the cluster accepted it, with the request's token stream (ends after
+   * a chunk with `done` or `error`); rejects with a DynError when refused. Aborting `signal` cancels it
+   * downstream and ends the stream.
+   */
+  submit(req: InferenceRequest, signal: AbortSignal): Promise<AsyncIterable<TokenChunk>>;
+  /** false while the backend cannot reach the cluster (healthz answers 503). Default true. */
+  ready?(): boolean;
+}
+
+export interface GatewayServerOptions {
+  backend: GatewayBackend;
+  /** TCP port; 0 picks a free one. Default 8000. */
+  port?: number;
+  /** bind address. Default '0.0.0.0'. */
+  host?: string;
+  /** accepted API keys (Authorization: Bearer <key>); empty = no auth. Default []. */
+  apiKeys?: string[];
+  /** largest request body, bytes (413 above). Default 1 MiB. */
+  bodyLimitBytes?: number;
+  /** requests in flight at this replica before 429. Default 1024. */
+  maxInflight?: number;
+  /** a request (admission to last token) gets this long before its deadline, ms. Default 600000. */
+  requestTimeoutMs?: number;
+  /** model ids served; a request for another model gets 404. Default ['llama2-70b']. */
+  models?: string[];
+  limits?: Partial<ValidationLimits>;
+  metrics?: TelemetryMetrics;
+  live?: LiveState;
+  /** WebSocket snapshot period, ms. Default 1000. */
+  liveTickMs?: number;
+  log?: Logger;
+  /** id of this replica (logs, headers). */
+  replicaId?: string;
+}
+
+const STATIC_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'telemetry', 'dashboard');
+const STATIC: Record<string, string> = {
+  '/': 'index.html',
+  '/index.html': 'index.html',
+  '/dashboard.js': 'dashboard.js',
+  '/dashboard.css': 'dashboard.css',
+};
+const MIME: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+
+export function newRequestId(): string {
+  return randomBytes(12).toString('base64url');
+}
+
+export class GatewayServer {
+  readonly server: Server;
+  private readonly wss: WebSocketServer;
+  private readonly opts: Required<Pick<GatewayServerOptions, 'port' | 'host' | 'bodyLimitBytes' | 'maxInflight' | 'requestTimeoutMs' | 'models' | 'liveTickMs'>> & GatewayServerOptions;
+  private readonly limits: ValidationLimits;
+  private readonly keys: Buffer[];
+  private inflight = 0;
+  private draining = false;
+  private liveTimer: NodeJS.Timeout | null = null;
+  private readonly aborts = new Set<AbortController>();
+
+  constructor(opts: GatewayServerOptions) {
+    this.opts = {
+      port: 8000, host: '0.0.0.0', bodyLimitBytes: 1 << 20, maxInflight: 1024, requestTimeoutMs: 600_000,
+      models: ['llama2-70b'], liveTickMs: 1000, ...opts,
+    };
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.keys = (opts.apiKeys ?? []).filter((k) => k.length > 0).map((k) => Buffer.from(k));
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err) => {
+        this.opts.log?.error({ err }, 'gateway handler failed');
+        if (!res.headersSent) this.sendError(res, '/?', new HttpError(500, 'internal error', 'internal_error', 'internal'));
+        else res.destroy();
+      });
+    });
+    this.server.keepAliveTimeout = 65_000;
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: 4096 });
+    this.server.on('upgrade', (req, socket, head) => {
+      if (new URL(req.url ?? '/', 'http://x').pathname !== '/ws' || !this.opts.live) {
+        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.onWs(ws));
+    });
+  }
+
+  /** Starts listening; resolves with the bound port. */
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.port, this.opts.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    if (this.opts.live) {
+      this.liveTimer = setInterval(() => this.broadcast(), this.opts.liveTickMs);
+      this.liveTimer.unref();
+    }
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  get inflightCount(): number {
+    return this.inflight;
+  }
+
+  /**
+   * Stops taking requests (new ones get 503), waits up to graceMs for in-flight ones, then cancels the rest
+   * and closes every connection.
+   */
+  async close(graceMs = 10_000): Promise<void> {
+    this.draining = true;
+    if (this.liveTimer) clearInterval(this.liveTimer);
+    this.liveTimer = null;
+    const until = Date.now() + graceMs;
+    while (this.inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    for (const a of this.aborts) a.abort(new DynError('unavailable', 'gateway shutting down', { retryable: true }));
+    for (const c of this.wss.clients) c.terminate();
+    this.wss.close();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  // ---- live stream ----
+
+  private onWs(ws: WebSocket): void {
+    ws.on('error', () => ws.terminate());
+    ws.on('message', () => {
+      /* the stream is one-way; client messages are ignored */
+    });
+    if (this.opts.live) ws.send(JSON.stringify(this.opts.live.snapshot(Date.now(), 600)));
+  }
+
+  private broadcast(): void {
+    const live = this.opts.live;
+    if (!live) return;
+    live.tick();
+    if (this.wss.clients.size === 0) return;
+    const msg = JSON.stringify(live.snapshot());
+    for (const c of this.wss.clients) {
+      // a slow client is skipped rather than buffered without bound
+      if (c.readyState === c.OPEN && c.bufferedAmount < 1 << 20) c.send(msg);
+    }
+  }
+
+  // ---- HTTP ----
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (this.opts.replicaId) res.setHeader('x-dynamollm-gateway', this.opts.replicaId);
+
+    if (method === 'GET' && path === '/healthz') {
+      const ok = !this.draining && (this.opts.backend.ready?.() ?? true);
+      return this.sendJson(res, path, ok ? 200 : 503, { status: ok ? 'ok' : this.draining ? 'draining' : 'backend unavailable', inflight: this.inflight, protocol: PROTOCOL_VERSION });
+    }
+    if (method === 'GET' && path === '/metrics') {
+      if (!this.opts.metrics) return this.sendError(res, path, new HttpError(404, 'metrics are not enabled', 'invalid_request_error', 'not_found'));
+      const body = await this.opts.metrics.text();
+      this.count(path, 200);
+      res.writeHead(200, { 'content-type': this.opts.metrics.contentType });
+      res.end(body);
+      return;
+    }
+    if (method === 'GET' && STATIC[path]) return this.serveStatic(res, path, STATIC[path]!);
+    if (method === 'GET' && path === '/api/live') {
+      if (!this.opts.live) return this.sendError(res, path, new HttpError(404, 'live telemetry is not enabled', 'invalid_request_error', 'not_found'));
+      return this.sendJson(res, path, 200, this.opts.live.snapshot());
+    }
+
+    if (path.startsWith('/v1/')) {
+      const authErr = this.checkAuth(req);
+      if (authErr) return this.sendError(res, path, authErr);
+      if (path === '/v1/models') {
+        if (method !== 'GET') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
+        const created = Math.floor(Date.now() / 1000);
+        return this.sendJson(res, path, 200, { object: 'list', data: this.opts.models.map((id) => ({ id, object: 'model', created, owned_by: 'dynamollm' })) });
+      }
+      if (path === '/v1/completions' || path === '/v1/chat/completions') {
+        if (method !== 'POST') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
+        return this.inference(req, res, path, path === '/v1/completions' ? 'completion' : 'chat');
+      }
+    }
+    return this.sendError(res, path, new HttpError(404, `no route for ${method} ${path}`, 'invalid_request_error', 'not_found'));
+  }
+
+  private checkAuth(req: IncomingMessage): HttpError | null {
+    if (this.keys.length === 0) return null;
+    const h = req.headers.authorization;
+    const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
+    if (!m) return new HttpError(401, 'missing API key: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key');
+    const given = Buffer.from(m[1]!);
+    // constant-time comparison so a key cannot be guessed byte by byte from response times
+    const ok = this.keys.some((k) => k.length === given.length && timingSafeEqual(k, given));
+    return ok ? null : new HttpError(401, 'invalid API key', 'invalid_request_error', 'invalid_api_key');
+  }
+
+  private readBody(req: IncomingMessage): Promise<Buffer> {
+    const limit = this.opts.bodyLimitBytes;
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) {
+      return Promise.reject(new HttpError(413, `request body of ${declared} bytes exceeds the limit of ${limit} bytes`, 'invalid_request_error', 'request_too_large'));
+    }
+    return new Promise((resolve, reject) => {
+      const parts: Buffer[] = [];
+      let size = 0;
+      let done = false;
+      req.on('data', (c: Buffer) => {
+        if (done) return;
+        size += c.length;
+        if (size > limit) {
+          done = true;
+          reject(new HttpError(413, `request body exceeds the limit of ${limit} bytes`, 'invalid_request_error', 'request_too_large'));
+          req.resume();
+          return;
+        }
+        parts.push(c);
+      });
+      req.on('end', () => {
+        if (!done) {
+          done = true;
+          resolve(Buffer.concat(parts));
+        }
+      });
+      req.on('error', (err) => {
+        if (!done) {
+          done = true;
+          reject(err);
+        }
+      });
+    });
+  }
+
+  private async inference(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {
+    const ct = req.headers['content-type'] ?? '';
+    let parsed: ParsedRequest;
+    try {
+      if (this.draining) throw new HttpError(503, 'gateway is shutting down', 'service_unavailable', 'unavailable', null, 1);
+      if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
+      const raw = await this.readBody(req);
+      let body: unknown;
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch (e) {
+        throw badRequest(`request body is not valid JSON: ${(e as Error).message}`);
+      }
+      parsed = parseOpenAiRequest(kind, body, this.limits);
+      if (!this.opts.models.includes(parsed.model)) {
+        throw new HttpError(404, `The model '${parsed.model}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
+      }
+      if (this.inflight >= this.opts.maxInflight) {
+        this.opts.metrics?.gatewayRejections.inc({ reason: 'inflight_limit' });
+        throw new HttpError(429, `gateway at its in-flight limit (${this.opts.maxInflight})`, 'rate_limit_error', 'overloaded', null, 1);
+      }
+    } catch (err) {
+      // a refused body may still be arriving; answer and close rather than read it
+      if (err instanceof HttpError && err.status === 413) res.setHeader('connection', 'close');
+      return this.sendError(res, route, err);
+    }
+
+    const id = newRequestId();
+    const now = Date.now();
+    const inputTokens = countPromptTokens(parsed.prompt, parsed.messages);
+    const ir: InferenceRequest = {
+      v: 1,
+      id,
+      model: parsed.model,
+      kind,
+      inputTokens,
+      maxTokens: parsed.maxTokens,
+      arrivalMs: now,
+      deadlineMs: now + this.opts.requestTimeoutMs,
+      streamSubject: '',
+    };
+    if (parsed.kind === 'chat') ir.messages = parsed.messages;
+    else ir.prompt = parsed.prompt;
+    if (parsed.minTokens !== undefined) ir.minTokens = parsed.minTokens;
+    if (parsed.ignoreEos !== undefined) ir.ignoreEos = parsed.ignoreEos;
+    if (parsed.temperature !== undefined) ir.temperature = parsed.temperature;
+    if (parsed.user !== undefined) ir.tenant = parsed.user;
+
+    const ac = new AbortController();
+    this.aborts.add(ac);
+    this.inflight++;
+    this.opts.metrics?.gatewayInflight.set(this.inflight);
+    const onClose = () => {
+      if (!res.writableEnded) ac.abort(new DynError('cancelled', 'client disconnected', { retryable: false }));
+    };
+    res.on('close', onClose);
+    try {
+      let stream: AsyncIterable<TokenChunk>;
+      try {
+        stream = await this.opts.backend.submit(ir, ac.signal);
+      } catch (err) {
+        if (ac.signal.aborted && !res.writable) return;
+        this.opts.metrics?.gatewayRejections.inc({ reason: err instanceof DynError ? err.code : 'internal' });
+        return this.sendError(res, route, toHttp(err));
+      }
+      const created = Math.floor(now / 1000);
+      if (parsed.stream) await this.streamSse(res, route, parsed, id, created, inputTokens, stream, ac);
+      else await this.collect(res, route, parsed, id, created, inputTokens, stream, ac);
+    } finally {
+      res.off('close', onClose);
+      this.inflight--;
+      this.aborts.delete(ac);
+      this.opts.metrics?.gatewayInflight.set(this.inflight);
+    }
+  }
+
+  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController): Promise<void> {
+    let text = '';
+    let tokens = 0;
+    let last: TokenChunk | undefined;
+    try {
+      for await (const c of stream) {
+        if (c.error) return this.sendError(res, route, httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
+        text += c.text;
+        tokens += c.tokens;
+        last = c;
+        if (c.done) break;
+      }
+    } catch (err) {
+      if (ac.signal.aborted) return;
+      return this.sendError(res, route, toHttp(err));
+    }
+    if (ac.signal.aborted) return;
+    if (!last?.done) return this.sendError(res, route, new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
+    if (last.finishReason === 'error' || last.finishReason === 'cancelled') {
+      return this.sendError(res, route, new HttpError(503, `request ended early (${last.finishReason})`, 'service_unavailable', last.finishReason, null, 1));
+    }
+    const usage = usageOut(last.usage, inputTokens, tokens);
+    const body = p.kind === 'chat' ? chatResponse(id, created, p.model, text, last.finishReason, usage) : completionResponse(id, created, p.model, text, last.finishReason, usage);
+    this.sendJson(res, route, 200, body);
+  }
+
+  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController): Promise<void> {
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
+    this.count(route, 200);
+    const send = (obj: unknown) => {
+      if (!res.writableEnded) res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    };
+    let first = true;
+    let tokens = 0;
+    try {
+      for await (const c of stream) {
+        if (ac.signal.aborted) return;
+        if (c.error) {
+          // mid-stream failure: an OpenAI-style error event, then close (no [DONE]: the answer is incomplete)
+          const e = httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS);
+          send({ error: { ...e.body().error, retryable: c.error.retryable } });
+          res.end();
+          return;
+        }
+        tokens += c.tokens;
+        if (c.text.length > 0 || (first && p.kind === 'chat')) {
+          send(streamChunk(p.kind, id, created, p.model, { text: c.text, first }));
+          first = false;
+        }
+        if (c.done) {
+          if (c.finishReason === 'error' || c.finishReason === 'cancelled') {
+            send({ error: { message: `request ended early (${c.finishReason})`, type: 'service_unavailable', param: null, code: c.finishReason, retryable: true } });
+            res.end();
+            return;
+          }
+          send(streamChunk(p.kind, id, created, p.model, { finish: (c.finishReason ?? 'stop') as FinishReason, first }));
+          if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOut(c.usage, inputTokens, tokens)));
+          res.end('data: [DONE]\n\n');
+          return;
+        }
+      }
+      if (!ac.signal.aborted) {
+        send({ error: { message: 'token stream ended without a final chunk', type: 'internal_error', param: null, code: 'incomplete_stream', retryable: true } });
+        res.end();
+      }
+    } catch (err) {
+      if (ac.signal.aborted) return;
+      const e = toHttp(err);
+      send({ error: { ...e.body().error, retryable: e.retryable } });
+      res.end();
+    }
+  }
+
+  private async serveStatic(res: ServerResponse, route: string, file: string): Promise<void> {
+    try {
+      const body = await readFile(join(STATIC_DIR, file));
+      this.count(route, 200);
+      res.writeHead(200, { 'content-type': MIME[file.split('.').pop()!] ?? 'application/octet-stream', 'cache-control': 'no-cache' });
+      res.end(body);
+    } catch {
+      this.sendError(res, route, new HttpError(404, `${file} not found`, 'invalid_request_error', 'not_found'));
+    }
+  }
+
+  private count(route: string, code: number): void {
+    // routes are a closed set (unknown paths collapse) so a scanner cannot blow up label cardinality
+    const r = route.startsWith('/v1/') || route === '/healthz' || route === '/metrics' || STATIC[route] || route === '/api/live' ? route : 'other';
+    this.opts.metrics?.httpRequests.inc({ route: r, code: String(code) });
+  }
+
+  private sendJson(res: ServerResponse, route: string, status: number, body: unknown): void {
+    this.count(route, status);
+    const s = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
+    res.end(s);
+  }
+
+  private sendError(res: ServerResponse, route: string, err: unknown): void {
+    const e = toHttp(err);
+    if (res.headersSent || res.destroyed) return;
+    if (e.retryAfterS !== undefined) res.setHeader('retry-after', String(Math.max(1, Math.ceil(e.retryAfterS))));
+    if (e.status === 401) res.setHeader('www-authenticate', 'Bearer');
+    this.sendJson(res, route, e.status, e.body());
+  }
+}
+
+function toHttp(err: unknown): HttpError {
+  if (err instanceof HttpError) return err;
+  if (err instanceof DynError) {
+    const code = (err as DynError & { remoteCode?: string }).remoteCode ?? err.code;
+    return httpErrorOfWire(code, err.message, err.retryAfterS);
+  }
+  return new HttpError(500, (err as Error)?.message ?? 'internal error', 'internal_error', 'internal');
+}

@@ -1,0 +1,167 @@
+/**
+ * Prometheus metrics of a dynamollm cluster (prom-client), fed from the telemetry the actors publish on
+ * NATS (InstanceTelemetry, RequestRecord, DecisionEvent) and from the gateway's own HTTP layer.
+ *
+ * Names follow Prometheus conventions: base units (seconds, joules, watts, hertz), `_total` for counters.
+ * Every energy series has a `source` label: 'measured' (GPU counter) or 'modelled' (emulated GPU).
+ *
+ * Each gateway replica aggregates the whole cluster's telemetry, so scrape one replica (or sum with
+ * `max by` across replicas); the request counters from HTTP (`dynamollm_gateway_*`) are per replica.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
+
+/** TTFT buckets, seconds: 10 ms .. 30 s (SLOs are 250 ms / 400 ms / 2 s). */
+const TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 1, 1.5, 2, 3, 5, 10, 30];
+/** TBT buckets, seconds: 1 ms .. 2 s (SLO 100 ms). */
+const TBT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2];
+
+/** Event kinds that change the cluster's configuration (counted as reconfigurations). */
+export const RECONFIGURATION_KINDS = new Set(['scale', 'merge', 'reshard', 'clock', 'instance', 'emergency']);
+
+export interface TelemetryMetricsOptions {
+  /** also export Node process metrics (CPU, memory, event loop). Default true. */
+  processMetrics?: boolean;
+  /** an instance silent this long loses its gauges (it was stopped or re-sharded away), ms. Default 30000. */
+  staleAfterMs?: number;
+}
+
+interface InstanceSeen {
+  pool: string;
+  gpus: number[];
+  energyJ: number;
+  source: string;
+  seenMs: number;
+}
+
+export class TelemetryMetrics {
+  readonly registry = new Registry();
+  private readonly staleAfterMs: number;
+  private readonly seen = new Map<string, InstanceSeen>();
+
+  readonly requests: Counter<'type' | 'pool' | 'outcome'>;
+  readonly ttft: Histogram<'type' | 'pool'>;
+  readonly tbt: Histogram<'type' | 'pool'>;
+  readonly sloViolations: Counter<'type' | 'pool'>;
+  readonly rejections: Counter<'type' | 'pool'>;
+  readonly requestEnergy: Counter<'type' | 'pool' | 'source'>;
+  readonly energy: Counter<'pool' | 'instance' | 'source'>;
+  readonly gpuPower: Gauge<'pool' | 'instance' | 'gpu'>;
+  readonly gpuClock: Gauge<'pool' | 'instance' | 'gpu'>;
+  readonly instanceQueued: Gauge<'pool' | 'instance'>;
+  readonly instanceRunning: Gauge<'pool' | 'instance'>;
+  readonly instanceTp: Gauge<'pool' | 'instance'>;
+  readonly clusterPower: Gauge<string>;
+  readonly reconfigurations: Counter<'kind'>;
+  readonly events: Counter<'kind'>;
+  readonly httpRequests: Counter<'route' | 'code'>;
+  readonly gatewayRejections: Counter<'reason'>;
+  readonly gatewayInflight: Gauge<string>;
+
+  constructor(opts: TelemetryMetricsOptions = {}) {
+    this.staleAfterMs = opts.staleAfterMs ?? 30_000;
+    const registers = [this.registry];
+    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'dynamollm_process_' });
+    this.requests = new Counter({ name: 'dynamollm_requests_total', help: 'Finished requests by request type, pool and outcome (ok, rejected, failed, cancelled).', labelNames: ['type', 'pool', 'outcome'], registers });
+    this.ttft = new Histogram({ name: 'dynamollm_request_ttft_seconds', help: 'Time to first token of finished requests, seconds.', labelNames: ['type', 'pool'], buckets: TTFT_BUCKETS, registers });
+    this.tbt = new Histogram({ name: 'dynamollm_request_tbt_seconds', help: 'Mean time between tokens of each finished request, seconds.', labelNames: ['type', 'pool'], buckets: TBT_BUCKETS, registers });
+    this.sloViolations = new Counter({ name: 'dynamollm_slo_violations_total', help: 'Finished requests that missed their TTFT or TBT SLO.', labelNames: ['type', 'pool'], registers });
+    this.rejections = new Counter({ name: 'dynamollm_rejections_total', help: 'Requests the cluster refused (admission control / emergency step 4).', labelNames: ['type', 'pool'], registers });
+    this.requestEnergy = new Counter({ name: 'dynamollm_request_energy_joules_total', help: 'GPU energy attributed to finished requests, joules (source: measured or modelled).', labelNames: ['type', 'pool', 'source'], registers });
+    this.energy = new Counter({ name: 'dynamollm_energy_joules_total', help: 'GPU energy of each instance since its manager started, joules (source: measured GPU counter or modelled).', labelNames: ['pool', 'instance', 'source'], registers });
+    this.gpuPower = new Gauge({ name: 'dynamollm_gpu_power_watts', help: 'GPU power, watts (instance power split evenly over its GPUs).', labelNames: ['pool', 'instance', 'gpu'], registers });
+    this.gpuClock = new Gauge({ name: 'dynamollm_gpu_sm_clock_hertz', help: 'Locked SM clock of each GPU, hertz.', labelNames: ['pool', 'instance', 'gpu'], registers });
+    this.instanceQueued = new Gauge({ name: 'dynamollm_instance_queued_requests', help: 'Requests waiting in the engine queue of an instance.', labelNames: ['pool', 'instance'], registers });
+    this.instanceRunning = new Gauge({ name: 'dynamollm_instance_running_requests', help: 'Requests in the running batch of an instance.', labelNames: ['pool', 'instance'], registers });
+    this.instanceTp = new Gauge({ name: 'dynamollm_instance_tensor_parallelism', help: 'Tensor parallelism (GPUs) of an instance.', labelNames: ['pool', 'instance'], registers });
+    this.clusterPower = new Gauge({ name: 'dynamollm_cluster_power_watts', help: 'Sum of the power of all live instances, watts.', registers });
+    this.reconfigurations = new Counter({ name: 'dynamollm_reconfigurations_total', help: 'Reconfigurations by kind (scale, merge, reshard, clock, instance, emergency).', labelNames: ['kind'], registers });
+    this.events = new Counter({ name: 'dynamollm_decision_events_total', help: 'Decision events on the event stream, by kind.', labelNames: ['kind'], registers });
+    this.httpRequests = new Counter({ name: 'dynamollm_gateway_http_requests_total', help: 'HTTP requests answered by this gateway replica, by route and status code.', labelNames: ['route', 'code'], registers });
+    this.gatewayRejections = new Counter({ name: 'dynamollm_gateway_rejections_total', help: 'Requests this gateway refused before or at admission, by reason.', labelNames: ['reason'], registers });
+    this.gatewayInflight = new Gauge({ name: 'dynamollm_gateway_inflight_requests', help: 'Requests in flight at this gateway replica.', registers });
+  }
+
+  onInstance(t: InstanceTelemetry, nowMs = Date.now()): void {
+    const prev = this.seen.get(t.id);
+    const labels = { pool: t.pool, instance: t.id, source: t.energySource };
+    // energyJ is cumulative per manager; a smaller value means the manager restarted: count it from zero.
+    const delta = prev && prev.source === t.energySource ? (t.energyJ >= prev.energyJ ? t.energyJ - prev.energyJ : t.energyJ) : t.energyJ;
+    if (prev && (prev.pool !== t.pool || prev.gpus.join() !== t.gpus.join())) this.dropInstance(t.id, prev);
+    if (delta > 0) this.energy.inc(labels, delta);
+    else this.energy.inc(labels, 0);
+    const n = Math.max(1, t.gpus.length);
+    for (const g of t.gpus) {
+      const gl = { pool: t.pool, instance: t.id, gpu: String(g) };
+      this.gpuPower.set(gl, t.powerW / n);
+      this.gpuClock.set(gl, t.clockMhz * 1e6);
+    }
+    const il = { pool: t.pool, instance: t.id };
+    this.instanceQueued.set(il, t.queued);
+    this.instanceRunning.set(il, t.running);
+    this.instanceTp.set(il, t.tp);
+    this.seen.set(t.id, { pool: t.pool, gpus: [...t.gpus], energyJ: t.energyJ, source: t.energySource, seenMs: nowMs });
+    this.lastPower.set(t.id, t.powerW);
+    this.updateClusterPower(nowMs);
+  }
+
+  /** latest power per instance, W; cluster power sums the instances not yet stale. */
+  private readonly lastPower = new Map<string, number>();
+  private updateClusterPower(nowMs: number): void {
+    let sum = 0;
+    for (const [id, s] of this.seen) {
+      if (nowMs - s.seenMs > this.staleAfterMs) continue;
+      sum += this.lastPower.get(id) ?? 0;
+    }
+    this.clusterPower.set(sum);
+  }
+
+  private dropInstance(id: string, s: InstanceSeen): void {
+    for (const g of s.gpus) {
+      const gl = { pool: s.pool, instance: id, gpu: String(g) };
+      this.gpuPower.remove(gl);
+      this.gpuClock.remove(gl);
+    }
+    const il = { pool: s.pool, instance: id };
+    this.instanceQueued.remove(il);
+    this.instanceRunning.remove(il);
+    this.instanceTp.remove(il);
+  }
+
+  /** Removes the gauges of instances silent for staleAfterMs (counters stay: they are cumulative). */
+  sweep(nowMs = Date.now()): void {
+    for (const [id, s] of this.seen) {
+      if (nowMs - s.seenMs > this.staleAfterMs) {
+        this.dropInstance(id, s);
+        this.seen.delete(id);
+        this.lastPower.delete(id);
+      }
+    }
+    this.updateClusterPower(nowMs);
+  }
+
+  onRequest(r: RequestRecord): void {
+    const l = { type: r.type, pool: r.pool };
+    this.requests.inc({ ...l, outcome: r.outcome });
+    if (r.outcome === 'rejected') this.rejections.inc(l);
+    if (r.outcome === 'ok') {
+      if (r.ttftMs !== undefined) this.ttft.observe(l, r.ttftMs / 1000);
+      if (r.tbtMeanMs !== undefined) this.tbt.observe(l, r.tbtMeanMs / 1000);
+      if (!r.sloMet) this.sloViolations.inc(l);
+    }
+    this.requestEnergy.inc({ ...l, source: r.energySource }, r.energyJ);
+  }
+
+  onEvent(e: DecisionEvent): void {
+    this.events.inc({ kind: e.kind });
+    if (RECONFIGURATION_KINDS.has(e.kind)) this.reconfigurations.inc({ kind: e.kind });
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

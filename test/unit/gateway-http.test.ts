@@ -1,0 +1,202 @@
+/**
+ * The gateway's HTTP layer against a scripted backend: the official `openai` client for completions and
+ * chat (streaming and not, include_usage, energy in usage), OpenAI-style errors (400/401/404/413/429/503
+ * with Retry-After), mid-stream errors, and client disconnect aborting the request downstream.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import OpenAI from 'openai';
+import { request as httpRequest } from 'node:http';
+import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
+import { DynError } from '../../protocols/errors.ts';
+import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
+
+/** Scripted backend: the prompt text selects the behaviour; otherwise it streams maxTokens words. */
+class ScriptedBackend implements GatewayBackend {
+  seen: InferenceRequest[] = [];
+  aborted: string[] = [];
+  async submit(req: InferenceRequest, signal: AbortSignal): Promise<AsyncIterable<TokenChunk>> {
+    this.seen.push(req);
+    signal.addEventListener('abort', () => this.aborted.push(req.id), { once: true });
+    const text = typeof req.prompt === 'string' ? req.prompt : (req.messages?.map((m) => m.content).join(' ') ?? '');
+    if (text.includes('OVERLOAD')) throw new DynError('overloaded', 'all pools are full', { retryable: true, retryAfterS: 3 });
+    if (text.includes('NOBODY')) throw new DynError('no_responders', 'no cluster manager', { retryable: true });
+    const slow = text.includes('SLOW');
+    const midError = text.includes('MIDERROR');
+    async function* gen(): AsyncGenerator<TokenChunk> {
+      let seq = 0;
+      for (let i = 0; i < req.maxTokens; i++) {
+        if (signal.aborted) return;
+        if (midError && i === 2) {
+          yield { v: 1, id: req.id, seq: seq++, text: '', tokens: 0, done: true, finishReason: 'error', error: { code: 'engine_crashed', message: 'engine died', retryable: true } };
+          return;
+        }
+        if (slow) await new Promise((r) => setTimeout(r, 20));
+        yield { v: 1, id: req.id, seq: seq++, text: ` w${i}`, tokens: 1 };
+      }
+      yield {
+        v: 1, id: req.id, seq, text: '', tokens: 0, done: true, finishReason: 'length',
+        usage: { promptTokens: req.inputTokens, completionTokens: req.maxTokens, energyJ: 12.5 * req.maxTokens, energySource: 'modelled' },
+      };
+    }
+    return gen();
+  }
+}
+
+const backend = new ScriptedBackend();
+const metrics = new TelemetryMetrics({ processMetrics: false });
+let gw: GatewayServer;
+let base: string;
+const KEY = 'sk-test-123';
+
+beforeAll(async () => {
+  gw = new GatewayServer({ backend, port: 0, host: '127.0.0.1', apiKeys: [KEY], bodyLimitBytes: 4096, models: ['m1'], metrics });
+  const port = await gw.listen();
+  base = `http://127.0.0.1:${port}`;
+});
+afterAll(async () => {
+  await gw.close(100);
+});
+
+const client = () => new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0 });
+
+async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
+  const r = await fetch(base + path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}`, ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: r.status, headers: r.headers, body: (await r.json()) as { error?: { message: string; type: string; code: string | null; param: string | null } } };
+}
+
+describe('gateway OpenAI API (openai client)', () => {
+  it('non-streaming completion carries text, finish reason and energy usage', async () => {
+    const r = await client().completions.create({ model: 'm1', prompt: 'hello there world', max_tokens: 5 });
+    expect(r.object).toBe('text_completion');
+    expect(r.choices[0]!.text).toBe(' w0 w1 w2 w3 w4');
+    expect(r.choices[0]!.finish_reason).toBe('length');
+    expect(r.usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 5, total_tokens: 10, energy_joules: 62.5, energy_source: 'modelled' });
+    const seen = backend.seen.at(-1)!;
+    expect(seen.inputTokens).toBe(5); // ceil(17 chars / 4), the emulator's tokenizer stand-in
+    expect(seen.deadlineMs).toBeGreaterThan(seen.arrivalMs);
+  });
+
+  it('streaming chat with include_usage: role first, content deltas, finish, usage chunk', async () => {
+    const s = await client().chat.completions.create({ model: 'm1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, stream: true, stream_options: { include_usage: true } });
+    const chunks = [];
+    for await (const c of s) chunks.push(c);
+    expect(chunks[0]!.choices[0]!.delta.role).toBe('assistant');
+    const text = chunks.map((c) => c.choices[0]?.delta.content ?? '').join('');
+    expect(text).toBe(' w0 w1 w2 w3');
+    const fin = chunks.find((c) => c.choices[0]?.finish_reason);
+    expect(fin?.choices[0]!.finish_reason).toBe('length');
+    const last = chunks.at(-1)!;
+    expect(last.choices).toEqual([]);
+    expect(last.usage).toMatchObject({ completion_tokens: 4, energy_joules: 50, energy_source: 'modelled' });
+  });
+
+  it('non-streaming chat and streaming completion', async () => {
+    const c = await client().chat.completions.create({ model: 'm1', messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: [{ type: 'text', text: 'hi' }] }], max_tokens: 3 });
+    expect(c.choices[0]!.message).toMatchObject({ role: 'assistant', content: ' w0 w1 w2' });
+    expect(backend.seen.at(-1)!.inputTokens).toBe(3 + 4 + 2 + 4 + 1);
+    const s = await client().completions.create({ model: 'm1', prompt: [1, 2, 3, 4, 5, 6, 7], max_tokens: 2, stream: true });
+    let t = '';
+    for await (const ch of s) t += ch.choices[0]?.text ?? '';
+    expect(t).toBe(' w0 w1');
+    expect(backend.seen.at(-1)!.inputTokens).toBe(7);
+  });
+
+  it('lists models', async () => {
+    const m = await client().models.list();
+    expect(m.data.map((x) => x.id)).toEqual(['m1']);
+  });
+});
+
+describe('gateway errors', () => {
+  it('401 without or with a wrong key (OpenAI error body)', async () => {
+    const none = await post('/v1/completions', { model: 'm1', prompt: 'x' }, { authorization: '' });
+    expect(none.status).toBe(401);
+    expect(none.body.error?.code).toBe('invalid_api_key');
+    const bad = new OpenAI({ apiKey: 'sk-wrong', baseURL: `${base}/v1`, maxRetries: 0 });
+    await expect(bad.completions.create({ model: 'm1', prompt: 'x' })).rejects.toMatchObject({ status: 401 });
+  });
+
+  it('400 for invalid bodies, naming the parameter', async () => {
+    expect((await post('/v1/completions', '{not json')).status).toBe(400);
+    const noPrompt = await post('/v1/completions', { model: 'm1' });
+    expect(noPrompt.status).toBe(400);
+    expect(noPrompt.body.error?.param).toBe('prompt');
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'x', max_tokens: -1 })).body.error?.param).toBe('max_tokens');
+    expect((await post('/v1/chat/completions', { model: 'm1', messages: [] })).status).toBe(400);
+    expect((await post('/v1/chat/completions', { model: 'm1', messages: [{ role: 'wizard', content: 'x' }] })).status).toBe(400);
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'x', n: 2 })).body.error?.param).toBe('n');
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'x', stream_options: { include_usage: true } })).status).toBe(400);
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'x', temperature: 9 })).body.error?.param).toBe('temperature');
+    await expect(client().completions.create({ model: 'm1', prompt: 'x', max_tokens: 0 })).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('404 for an unknown model and an unknown route', async () => {
+    const r = await post('/v1/completions', { model: 'gpt-9', prompt: 'x' });
+    expect(r.status).toBe(404);
+    expect(r.body.error?.code).toBe('model_not_found');
+    expect((await fetch(base + '/v1/nope')).status).toBe(401); // auth is checked first under /v1
+    expect((await fetch(base + '/nope')).status).toBe(404);
+  });
+
+  it('413 above the body limit', async () => {
+    const r = await post('/v1/completions', { model: 'm1', prompt: 'x'.repeat(10_000) });
+    expect(r.status).toBe(413);
+    expect(r.body.error?.code).toBe('request_too_large');
+  });
+
+  it('429 with Retry-After when the cluster is overloaded, 503 when nobody answers', async () => {
+    const o = await post('/v1/completions', { model: 'm1', prompt: 'OVERLOAD' });
+    expect(o.status).toBe(429);
+    expect(o.headers.get('retry-after')).toBe('3');
+    const n = await post('/v1/completions', { model: 'm1', prompt: 'NOBODY' });
+    expect(n.status).toBe(503);
+    expect(Number(n.headers.get('retry-after'))).toBeGreaterThan(0);
+  });
+
+  it('a mid-stream engine failure ends the SSE stream with an error event (the client throws)', async () => {
+    const s = await client().completions.create({ model: 'm1', prompt: 'MIDERROR', max_tokens: 10, stream: true });
+    const got: string[] = [];
+    await expect(
+      (async () => {
+        for await (const c of s) got.push(c.choices[0]?.text ?? '');
+      })(),
+    ).rejects.toThrow(/engine died/);
+    expect(got.join('')).toBe(' w0 w1');
+    // non-streaming: the same failure is a 503 with Retry-After
+    const r = await post('/v1/completions', { model: 'm1', prompt: 'MIDERROR', max_tokens: 10 });
+    expect(r.status).toBe(503);
+  });
+
+  it('client disconnect aborts the request downstream', async () => {
+    const before = backend.aborted.length;
+    await new Promise<void>((resolve, reject) => {
+      const u = new URL(base + '/v1/completions');
+      const req = httpRequest({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` } }, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', () => {});
+      req.end(JSON.stringify({ model: 'm1', prompt: 'SLOW', max_tokens: 200, stream: true }));
+      setTimeout(() => reject(new Error('no data')), 5000);
+    });
+    const until = Date.now() + 3000;
+    while (backend.aborted.length === before && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(backend.aborted.length).toBe(before + 1);
+    expect(gw.inflightCount).toBe(0);
+  });
+
+  it('healthz answers and metrics count HTTP outcomes', async () => {
+    const h = await fetch(base + '/healthz');
+    expect(h.status).toBe(200);
+    const m = await (await fetch(base + '/metrics')).text();
+    expect(m).toMatch(/dynamollm_gateway_http_requests_total\{route="\/v1\/completions",code="401"\} [1-9]/);
+    expect(m).toMatch(/dynamollm_gateway_rejections_total\{reason="overloaded"\} 1/);
+  });
+});
