@@ -1,0 +1,14 @@
+/** Worker-thread entry: exposes `simulate` over comlink (src/sim/parallel.ts starts it). */
+import { parentPort } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
+import { simulate } from './index.ts';
+import type { SimOptions } from './types.ts';
+
+const api = {
+  async run(opts: SimOptions, progress?: (f: number) => void) {
+    return simulate(opts, progress ? (f) => void progress(f) : undefined);
+  },
+};
+export type WorkerApi = typeof api;
+if (parentPort) Comlink.expose(api, nodeEndpoint(parentPort));
