@@ -1,0 +1,114 @@
+/**
+ * Telemetry -> Prometheus metrics and the dashboard's live state: families present and parseable by a
+ * strict text-format parser, energy counters from cumulative per-instance counters (incl. restarts),
+ * stale instances dropped, SinglePool baseline above the cluster's own power at low load.
+ */
+import { describe, expect, it } from 'vitest';
+import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
+import { LiveState } from '../../src/telemetry/live.ts';
+import { parsePrometheusText, PromParseError } from '../../src/telemetry/prom-parse.ts';
+import { loadProfile } from '../../src/model/profile-io.ts';
+import type { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
+
+const inst = (id: string, energyJ: number, over: Partial<InstanceTelemetry> = {}): InstanceTelemetry => ({
+  v: 1, id, pool: 'p-short', tp: 4, gpus: [0, 1, 2, 3], clockMhz: 1200, maxClockMhz: 1980, powerW: 1600, energyJ,
+  energySource: 'modelled', queued: 2, running: 5, loadByType: { SS: 1 }, state: 'running', sentMs: 0, ...over,
+});
+const rec = (over: Partial<RequestRecord> = {}): RequestRecord => ({
+  v: 1, id: 'r1', type: 'SS', pool: 'p-short', outcome: 'ok', promptTokens: 100, completionTokens: 50, ttftMs: 120,
+  tbtMeanMs: 30, tbtMaxMs: 60, energyJ: 40, energySource: 'modelled', sloMet: true, finishedMs: 0, ...over,
+});
+const evt = (kind: DecisionEvent['kind']): DecisionEvent => ({ v: 1, kind, actor: 'pool-a', atMs: 1, summary: `${kind} happened`, decision: {}, inputs: {} });
+
+const value = (fams: ReturnType<typeof parsePrometheusText>, fam: string, name: string, labels: Record<string, string>) =>
+  fams.get(fam)?.samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+
+describe('TelemetryMetrics', () => {
+  it('exposes every family, parseable, with the right values', async () => {
+    const m = new TelemetryMetrics();
+    m.onInstance(inst('i1', 1000), 0);
+    m.onInstance(inst('i1', 1500), 1000);
+    m.onInstance(inst('i2', 200, { pool: 'p-long', tp: 8, gpus: [4, 5, 6, 7, 8, 9, 10, 11], powerW: 4000, clockMhz: 1980 }), 1000);
+    m.onRequest(rec());
+    m.onRequest(rec({ ttftMs: 900, sloMet: false }));
+    m.onRequest(rec({ outcome: 'rejected', ttftMs: undefined, tbtMeanMs: undefined, energyJ: 0 }));
+    m.onEvent(evt('reshard'));
+    m.onEvent(evt('clock'));
+    m.onEvent(evt('lease'));
+    m.httpRequests.inc({ route: '/v1/completions', code: '200' });
+    const fams = parsePrometheusText(await m.text());
+    for (const f of [
+      'dynamollm_requests_total', 'dynamollm_request_ttft_seconds', 'dynamollm_request_tbt_seconds', 'dynamollm_slo_violations_total',
+      'dynamollm_rejections_total', 'dynamollm_energy_joules_total', 'dynamollm_request_energy_joules_total', 'dynamollm_gpu_power_watts',
+      'dynamollm_gpu_sm_clock_hertz', 'dynamollm_reconfigurations_total', 'dynamollm_cluster_power_watts', 'dynamollm_gateway_http_requests_total',
+    ]) expect(fams.has(f), f).toBe(true);
+    expect(fams.get('dynamollm_request_ttft_seconds')!.type).toBe('histogram');
+    expect(fams.get('dynamollm_energy_joules_total')!.type).toBe('counter');
+    // first message counts the manager's cumulative energy, the next adds the delta
+    expect(value(fams, 'dynamollm_energy_joules_total', 'dynamollm_energy_joules_total', { instance: 'i1', source: 'modelled' })).toBe(1500);
+    expect(value(fams, 'dynamollm_gpu_power_watts', 'dynamollm_gpu_power_watts', { instance: 'i1', gpu: '2' })).toBe(400);
+    expect(value(fams, 'dynamollm_gpu_sm_clock_hertz', 'dynamollm_gpu_sm_clock_hertz', { instance: 'i2', gpu: '11' })).toBe(1.98e9);
+    expect(value(fams, 'dynamollm_cluster_power_watts', 'dynamollm_cluster_power_watts', {})).toBe(5600);
+    expect(value(fams, 'dynamollm_requests_total', 'dynamollm_requests_total', { type: 'SS', outcome: 'ok' })).toBe(2);
+    expect(value(fams, 'dynamollm_slo_violations_total', 'dynamollm_slo_violations_total', { type: 'SS' })).toBe(1);
+    expect(value(fams, 'dynamollm_rejections_total', 'dynamollm_rejections_total', { type: 'SS' })).toBe(1);
+    expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_bucket', { le: '0.25' })).toBe(1);
+    expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_count', {})).toBe(2);
+    expect(value(fams, 'dynamollm_reconfigurations_total', 'dynamollm_reconfigurations_total', { kind: 'reshard' })).toBe(1);
+    expect(fams.get('dynamollm_reconfigurations_total')!.samples.some((s) => s.labels.kind === 'lease')).toBe(false);
+  });
+
+  it('a manager restart (energy counter drops) keeps the counter monotonic', async () => {
+    const m = new TelemetryMetrics({ processMetrics: false });
+    m.onInstance(inst('i1', 1000), 0);
+    m.onInstance(inst('i1', 30), 1000);
+    m.onInstance(inst('i1', 50), 2000);
+    const fams = parsePrometheusText(await m.text());
+    expect(value(fams, 'dynamollm_energy_joules_total', 'dynamollm_energy_joules_total', { instance: 'i1' })).toBe(1050);
+  });
+
+  it('drops the gauges of a silent instance, keeps its energy', async () => {
+    const m = new TelemetryMetrics({ processMetrics: false, staleAfterMs: 5000 });
+    m.onInstance(inst('i1', 10), 0);
+    m.onInstance(inst('i2', 10, { gpus: [4, 5, 6, 7] }), 6000);
+    m.sweep(6000);
+    const fams = parsePrometheusText(await m.text());
+    expect(fams.get('dynamollm_gpu_power_watts')!.samples.every((s) => s.labels.instance === 'i2')).toBe(true);
+    expect(value(fams, 'dynamollm_cluster_power_watts', 'dynamollm_cluster_power_watts', {})).toBe(1600);
+    expect(value(fams, 'dynamollm_energy_joules_total', 'dynamollm_energy_joules_total', { instance: 'i1' })).toBe(10);
+  });
+
+  it('the parser rejects malformed exposition text', () => {
+    expect(() => parsePrometheusText('x{a="b} 1')).toThrow(PromParseError);
+    expect(() => parsePrometheusText('x 1 2 3')).toThrow(PromParseError);
+    expect(() => parsePrometheusText('# TYPE x histogram\nx_bucket{le="1"} 5\nx_bucket{le="+Inf"} 3')).toThrow(/cumulative/);
+    expect(parsePrometheusText('a_b{x="q\\"r"} +Inf').get('a_b')!.samples[0]).toEqual({ name: 'a_b', labels: { x: 'q"r' }, value: Infinity });
+  });
+});
+
+describe('LiveState', () => {
+  it('integrates energy from counter deltas and a modelled SinglePool baseline', () => {
+    const profile = loadProfile('profiles/llama2-70b.h100.json');
+    const live = new LiveState({ profile, clusterGpus: 32 });
+    live.onInstance(inst('i1', 1000, { powerW: 1200 }), 0);
+    live.tick(0);
+    live.onInstance(inst('i1', 2200, { powerW: 1200 }), 1000);
+    live.onRequest(rec());
+    live.onRequest(rec({ type: 'LL', sloMet: false }));
+    live.onEvent(evt('scale'));
+    live.tick(1000);
+    const s = live.snapshot(1000);
+    expect(s.energyJ).toBe(1200); // energy before the first message is not counted
+    expect(s.pools).toHaveLength(1);
+    expect(s.pools[0]!.instances[0]).toMatchObject({ id: 'i1', tp: 4, clockMhz: 1200 });
+    expect(s.slo.SS).toEqual({ total: 1, met: 1 });
+    expect(s.slo.LL).toEqual({ total: 1, met: 0 });
+    expect(s.events[0]!.summary).toBe('scale happened');
+    // 4 TP8 instances at max clock idle at least as much as one TP4 at 1200 MHz: the baseline is higher
+    expect(s.series.at(-1)!.baselinePowerW!).toBeGreaterThan(1200);
+    expect(s.baselineEnergyJ!).toBeGreaterThan(1200);
+    expect(s.baselineSource).toMatch(/modelled/);
+    // silent instances leave the view
+    expect(live.snapshot(60_000).pools).toHaveLength(0);
+  });
+});
