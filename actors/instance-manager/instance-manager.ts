@@ -1,0 +1,617 @@
+/**
+ * Instance manager: owns one engine process and the clocks of its GPUs.
+ * - admits requests (subjects.instanceAdmit) into its own bounded admission queue, keeps at most
+ *   `engine.maxInEngine` of them inside the engine, streams tokens back on each request's streamSubject;
+ * - every instance epoch picks the least-energy SM clock that meets the SLO at the measured load
+ *   (policy chooseClock, from the profile);
+ * - walks the emergency ladder (policy emergencyStep) every tick: reorder by deadline, max clock, move
+ *   not-yet-started requests to peers through the pool leader, reject those waiting past the threshold
+ *   with a retryable error; each step is a decision event;
+ * - publishes InstanceStatus (liveness + dispatch view), InstanceTelemetry and one RequestRecord per request.
+ * No request is dropped silently: every admitted request ends with a done chunk or an error chunk.
+ */
+import type { Logger } from 'pino';
+import {
+  Admission, Cancel, InferenceRequest, InstanceCommand, InstanceStatus, InstanceTelemetry, MoveReply, MoveRequest,
+  RequestRecord, TokenChunk, Ack, controlSubjects, subjects, DynError, toWireError,
+  type InstanceCommand as InstanceCommandT, type RequestType, type WireError,
+} from '../../protocols/index.ts';
+import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
+import type { Engine } from '../../src/engine/engine.ts';
+import type { GpuControl } from '../../src/gpu/index.ts';
+import type { Profile } from '../../src/model/profile-types.ts';
+import type { ClusterConfig } from '../common/config.ts';
+import { eventPublisher, type EventPublisher } from '../common/events.ts';
+import { AdmissionQueue, type Queued } from '../common/admission-queue.ts';
+import { decideClock, decideEmergency, classifyForRecord, sloOf, type EmergencyObservation } from '../common/policy.ts';
+
+export type InstanceState = 'starting' | 'ready' | 'restarting' | 'draining' | 'stopped' | 'failed';
+
+export interface InstanceManagerOptions {
+  id: string;
+  pool: string;
+  node?: string;
+  tp: 1 | 2 | 4 | 8;
+  gpuIds: number[];
+  config: ClusterConfig;
+  bus: Bus;
+  log: Logger;
+  /** the engine (not started yet); the manager starts and stops it. */
+  engine: Engine;
+  /** opens the GPU control once the engine is up (the emulated backend needs its URL). */
+  openGpu: (engineBaseUrl: string) => Promise<GpuControl>;
+  /** profile for the clock epoch; without one the instance stays at max clock. */
+  profile?: Profile;
+  /** ms between emergency checks; default 100. */
+  emergencyTickMs?: number;
+}
+
+interface Running {
+  req: InferenceRequest;
+  ac: AbortController;
+  seq: number;
+  startedMs: number;
+  firstTokenMs?: number;
+  lastTokenMs?: number;
+  tbtSum: number;
+  tbtMax: number;
+  tbtN: number;
+  /** energy attributed from the GPU counter while it ran, J. */
+  energyJ: number;
+}
+
+export class InstanceManager {
+  readonly id: string;
+  readonly pool: string;
+  state: InstanceState = 'starting';
+  readonly startedMs = Date.now();
+  #o: InstanceManagerOptions;
+  #log: Logger;
+  #bus: Bus;
+  #evt: EventPublisher;
+  #queue: AdmissionQueue;
+  #running = new Map<string, Running>();
+  #cancelSubs = new Map<string, SubscribeHandle>();
+  #serves: (ServeHandle | SubscribeHandle)[] = [];
+  #timers: NodeJS.Timeout[] = [];
+  #gpu?: GpuControl;
+  #clockMhz = 0;
+  #maxClockMhz = 0;
+  #minClockMhz = 0;
+  #supported: number[] = [];
+  /** the pool forced a clock (set_clock) until this time, ms. */
+  #forcedUntil = 0;
+  #emergency: { step?: string; since?: number; maxClock: boolean } = { maxClock: false };
+  #moving = false;
+  #arrivals: Partial<Record<RequestType, number>> = {};
+  #arrivalWindowStart = Date.now();
+  #load: Partial<Record<RequestType, number>> = {};
+  #energy0?: number;
+  #energyLast = 0;
+  #powerW = 0;
+  #seq = 0;
+  #ttfts: number[] = [];
+  #tbts: number[] = [];
+  #stopping?: Promise<void>;
+
+  constructor(o: InstanceManagerOptions) {
+    this.#o = o;
+    this.id = o.id;
+    this.pool = o.pool;
+    this.#bus = o.bus;
+    this.#log = o.log;
+    this.#evt = eventPublisher(o.bus, o.id, o.log);
+    this.#queue = new AdmissionQueue(o.config.engine.maxQueued, o.config.emergency.retryAfterS);
+  }
+
+  get queued(): number {
+    return this.#queue.size;
+  }
+  get running(): number {
+    return this.#running.size;
+  }
+  get clockMhz(): number {
+    return this.#clockMhz;
+  }
+
+  async start(): Promise<void> {
+    const { bus, engine } = this.#o;
+    // announce ourselves as starting so the pool sees the instance coming (it will not dispatch to it yet)
+    this.#timers.push(setInterval(() => this.#publishStatus(), this.#o.config.liveness.statusIntervalMs));
+    this.#publishStatus();
+    engine.on('crash', (info) => this.#onEngineCrash(info));
+    engine.on('restarted', () => {
+      if (this.state === 'restarting') this.#setState('ready', 'engine restarted');
+      void this.#applyClock(this.#clockMhz || this.#maxClockMhz, 'engine restarted: clock re-applied');
+      this.#pump();
+    });
+    engine.on('failed', (err) => {
+      this.#setState('failed', `engine failed: ${err.message}`);
+      void this.#evacuate(new DynError('engine_crashed', `engine of ${this.id} failed: ${err.message}`, { retryable: true }));
+    });
+    await engine.start();
+    this.#gpu = await this.#o.openGpu(engine.baseUrl);
+    this.#supported = await this.#gpu.supportedClocksMhz();
+    this.#minClockMhz = this.#supported[0] ?? 0;
+    this.#maxClockMhz = this.#supported[this.#supported.length - 1] ?? 0;
+    // start at max clock: safe for the SLO until the first epoch has measured the load
+    await this.#applyClock(this.#maxClockMhz, 'start-up: max clock until the first epoch');
+    const e = await this.#gpu.readEnergyMj();
+    this.#energy0 = e.reduce((a, b) => a + b, 0);
+
+    this.#serves.push(
+      bus.serve(subjects.instanceAdmit(this.id), InferenceRequest, Admission, (req) => this.#admit(req), {
+        capacity: this.#o.config.engine.maxQueued,
+        concurrency: 16,
+      }),
+      bus.serve(subjects.instanceControl(this.id), InstanceCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
+    );
+    const c = this.#o.config;
+    this.#timers.push(setInterval(() => void this.#clockEpoch(), c.epochs.instanceS * 1000));
+    this.#timers.push(setInterval(() => void this.#emergencyTick(), this.#o.emergencyTickMs ?? 100));
+    this.#timers.push(setInterval(() => void this.#telemetry(), 1000));
+    this.#setState('ready', 'engine healthy');
+  }
+
+  #setState(s: InstanceState, why: string): void {
+    if (this.state === s) return;
+    const from = this.state;
+    this.state = s;
+    this.#evt('instance', `${this.id}: ${from} -> ${s} (${why})`, { state: s, from }, { pool: this.pool, tp: this.#o.tp, gpuIds: this.#o.gpuIds });
+    this.#publishStatus();
+  }
+
+  // ---------------------------------------------------------------- admission and streaming
+
+  async #admit(req: InferenceRequest): Promise<Admission> {
+    const refuse = (error: WireError): Admission => ({ v: 1, id: req.id, ok: false, instance: this.id, pool: this.pool, error });
+    if (this.#running.has(req.id) || this.#queue.has(req.id)) return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: req.type };
+    if (this.state !== 'ready') {
+      return refuse({ code: 'unavailable', message: `instance ${this.id} is ${this.state}`, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS });
+    }
+    try {
+      this.#queue.push({ req, admittedMs: Date.now() });
+    } catch (err) {
+      return refuse(toWireError(err));
+    }
+    const t = req.type ?? classifyForRecord(req, this.#o.config);
+    this.#arrivals[t] = (this.#arrivals[t] ?? 0) + 1;
+    this.#watchCancel(req.id);
+    queueMicrotask(() => this.#pump());
+    return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: req.type };
+  }
+
+  #watchCancel(id: string): void {
+    if (this.#cancelSubs.has(id)) return;
+    this.#cancelSubs.set(
+      id,
+      this.#bus.subscribe(subjects.cancel(id), Cancel, (c) => this.#cancel(c.id, c.reason), { capacity: 4 }),
+    );
+  }
+  #unwatchCancel(id: string): void {
+    this.#cancelSubs.get(id)?.unsubscribe();
+    this.#cancelSubs.delete(id);
+  }
+
+  #cancel(id: string, reason: string): void {
+    const q = this.#queue.remove(id);
+    if (q) {
+      this.#finishWithError(q.req, 0, { code: 'cancelled', message: `cancelled: ${reason}`, retryable: false }, 'cancelled');
+      return;
+    }
+    this.#running.get(id)?.ac.abort(new DynError('cancelled', `cancelled: ${reason}`, { retryable: false }));
+  }
+
+  #pump(): void {
+    if (this.state !== 'ready' && this.state !== 'draining') return;
+    while (this.#running.size < this.#o.config.engine.maxInEngine && this.#queue.size > 0) {
+      const q = this.#queue.shift()!;
+      void this.#run(q);
+    }
+  }
+
+  async #run(q: Queued): Promise<void> {
+    const req = q.req;
+    const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: Date.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
+    this.#running.set(req.id, r);
+    const type = req.type ?? classifyForRecord(req, this.#o.config);
+    const base = { v: 1 as const, id: req.id, instance: this.id, pool: this.pool, type: req.type };
+    let finishReason: string | undefined;
+    let usage: { promptTokens: number; completionTokens: number; energyJoules?: number } | undefined;
+    let completion = 0;
+    const remainingMs = Math.max(1000, req.deadlineMs - Date.now());
+    try {
+      const it = this.#o.engine.completion(
+        {
+          model: req.model,
+          prompt: req.prompt ?? (req.messages ? undefined : ''),
+          chat: req.messages,
+          maxTokens: req.maxTokens,
+          minTokens: req.minTokens,
+          ignoreEos: req.ignoreEos,
+          temperature: req.temperature,
+          requestId: req.id,
+          timeoutMs: remainingMs,
+        },
+        r.ac.signal,
+      );
+      for await (const ch of it) {
+        if (ch.usage) usage = ch.usage;
+        if (ch.finishReason) finishReason = ch.finishReason;
+        if (ch.text === '' && !ch.finishReason) continue;
+        if (ch.text === '' && ch.usage) continue;
+        const now = Date.now();
+        if (r.firstTokenMs === undefined) r.firstTokenMs = now;
+        else if (r.lastTokenMs !== undefined) {
+          const d = now - r.lastTokenMs;
+          r.tbtSum += d;
+          r.tbtN++;
+          r.tbtMax = Math.max(r.tbtMax, d);
+          this.#pushSample(this.#tbts, d);
+        }
+        r.lastTokenMs = now;
+        completion++;
+        const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: 1 };
+        if (r.seq === 1) {
+          chunk.ttftMs = Math.max(0, now - req.arrivalMs);
+          this.#pushSample(this.#ttfts, chunk.ttftMs);
+        }
+        this.#bus.publish(req.streamSubject, TokenChunk, chunk);
+      }
+      if (r.ac.signal.aborted) throw r.ac.signal.reason;
+      const energyJ = usage?.energyJoules ?? r.energyJ;
+      const energySource = usage?.energyJoules !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
+      this.#bus.publish(req.streamSubject, TokenChunk, {
+        ...base,
+        seq: r.seq++,
+        text: '',
+        tokens: 0,
+        done: true,
+        finishReason: finishReason === 'length' ? 'length' : 'stop',
+        usage: { promptTokens: usage?.promptTokens ?? req.inputTokens, completionTokens: usage?.completionTokens ?? completion, energyJ, energySource },
+      });
+      this.#record(req, type, 'ok', r, usage?.completionTokens ?? completion, energyJ, energySource);
+    } catch (err) {
+      const aborted = r.ac.signal.aborted;
+      const w: WireError = aborted
+        ? toWireError(r.ac.signal.reason)
+        : { code: 'engine_crashed', message: `instance ${this.id}: ${(err as Error)?.message ?? String(err)}`, retryable: (err as { retryable?: boolean })?.retryable ?? true, retryAfterS: this.#o.config.emergency.retryAfterS };
+      this.#running.delete(req.id);
+      this.#finishWithError(req, r.seq, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
+      return;
+    } finally {
+      this.#running.delete(req.id);
+      this.#unwatchCancel(req.id);
+      this.#pump();
+    }
+  }
+
+  #pushSample(arr: number[], v: number): void {
+    arr.push(v);
+    if (arr.length > 2000) arr.splice(0, arr.length - 2000);
+  }
+
+  #finishWithError(req: InferenceRequest, seq: number, error: WireError, outcome: 'rejected' | 'failed' | 'cancelled', r?: Running): void {
+    this.#unwatchCancel(req.id);
+    const type = req.type ?? classifyForRecord(req, this.#o.config);
+    try {
+      this.#bus.publish(req.streamSubject, TokenChunk, {
+        v: 1, id: req.id, seq, text: '', tokens: 0, done: true, finishReason: outcome === 'cancelled' ? 'cancelled' : 'error', error,
+        instance: this.id, pool: this.pool, type: req.type,
+      });
+    } catch (err) {
+      this.#log.warn({ id: req.id, err: (err as Error).message }, 'could not publish the error chunk');
+    }
+    this.#record(req, type, outcome, r, r?.seq ?? 0, r?.energyJ ?? 0, this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured');
+  }
+
+  #record(req: InferenceRequest, type: RequestType, outcome: RequestRecord['outcome'], r: Running | undefined, completionTokens: number, energyJ: number, energySource: 'measured' | 'modelled'): void {
+    const slo = sloOf(type, this.#o.config);
+    const ttftMs = r?.firstTokenMs !== undefined ? Math.max(0, r.firstTokenMs - req.arrivalMs) : undefined;
+    const tbtMeanMs = r && r.tbtN > 0 ? r.tbtSum / r.tbtN : undefined;
+    const rec: RequestRecord = {
+      v: 1, id: req.id, type, pool: this.pool, instance: this.id, outcome, promptTokens: req.inputTokens, completionTokens,
+      energyJ, energySource, finishedMs: Date.now(),
+      sloMet: outcome === 'ok' && (ttftMs ?? 0) <= slo.ttftMs && (tbtMeanMs ?? 0) <= slo.tbtMs,
+    };
+    if (ttftMs !== undefined) rec.ttftMs = ttftMs;
+    if (tbtMeanMs !== undefined) rec.tbtMeanMs = tbtMeanMs;
+    if (r && r.tbtN > 0) rec.tbtMaxMs = r.tbtMax;
+    if (req.type) rec.predictedType = req.type;
+    try {
+      this.#bus.publish(subjects.telRequest(this.pool), RequestRecord, rec);
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'request record not published');
+    }
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  async #command(cmd: InstanceCommandT): Promise<Ack> {
+    switch (cmd.op) {
+      case 'set_clock': {
+        if (cmd.clockMhz === undefined) throw new DynError('invalid_request', 'set_clock needs clockMhz', { retryable: false });
+        this.#forcedUntil = Date.now() + this.#o.config.epochs.instanceS * 1000;
+        await this.#applyClock(cmd.clockMhz, `pool command: ${cmd.reason}`);
+        return { v: 1, ok: true, detail: { clockMhz: this.#clockMhz } };
+      }
+      case 'drain':
+        if (this.state === 'ready') this.#setState('draining', cmd.reason);
+        return { v: 1, ok: true, detail: { queued: this.#queue.size, running: this.#running.size } };
+      case 'resume':
+        if (this.state === 'draining') this.#setState('ready', cmd.reason);
+        return { v: 1, ok: true };
+    }
+  }
+
+  // ---------------------------------------------------------------- clock epoch
+
+  async #applyClock(mhz: number, why: string, inputs: Record<string, unknown> = {}): Promise<void> {
+    if (!this.#gpu) return;
+    const before = this.#clockMhz;
+    try {
+      const applied = await this.#gpu.lockClocks(mhz, mhz);
+      this.#clockMhz = applied.maxMhz;
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message, mhz }, 'clock change failed');
+      return;
+    }
+    if (before !== this.#clockMhz) {
+      this.#evt('clock', `${this.id}: clock ${before} -> ${this.#clockMhz} MHz (${why})`, { clockMhz: this.#clockMhz, from: before }, { ...inputs, pool: this.pool, tp: this.#o.tp });
+    }
+  }
+
+  /** The offered load measured since the last epoch, req/s by type (EWMA, half weight per epoch). */
+  #measureLoad(): Partial<Record<RequestType, number>> {
+    const now = Date.now();
+    const dt = Math.max(0.001, (now - this.#arrivalWindowStart) / 1000);
+    const next: Partial<Record<RequestType, number>> = {};
+    const types = new Set([...Object.keys(this.#arrivals), ...Object.keys(this.#load)] as RequestType[]);
+    for (const t of types) {
+      const rate = (this.#arrivals[t] ?? 0) / dt;
+      const v = 0.5 * rate + 0.5 * (this.#load[t] ?? rate);
+      if (v > 1e-3) next[t] = v;
+    }
+    this.#arrivals = {};
+    this.#arrivalWindowStart = now;
+    this.#load = next;
+    return next;
+  }
+
+  async #clockEpoch(): Promise<void> {
+    if (this.state !== 'ready' && this.state !== 'draining') return;
+    const load = this.#measureLoad();
+    if (this.#emergency.maxClock || Date.now() < this.#forcedUntil) return;
+    const d = decideClock(this.#o.profile, this.#o.tp, load, this.#supported);
+    if (!d) return;
+    await this.#applyClock(d.clockMhz, d.reason, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
+  }
+
+  // ---------------------------------------------------------------- emergency ladder
+
+  async #emergencyTick(): Promise<void> {
+    if (this.state !== 'ready' && this.state !== 'draining') return;
+    const now = Date.now();
+    const c = this.#o.config;
+    const obs: EmergencyObservation = {
+      nowMs: now,
+      queued: this.#queue.size,
+      running: this.#running.size,
+      oldestWaitMs: this.#queue.oldestWaitMs(now),
+      maxInEngine: c.engine.maxInEngine,
+      ttftSloMs: Math.min(...this.#queue.items().map((q) => sloOf(q.req.type ?? classifyForRecord(q.req, c), c).ttftMs), Number.POSITIVE_INFINITY),
+      clockMhz: this.#clockMhz,
+      maxClockMhz: this.#maxClockMhz,
+      reordered: this.#queue.edf,
+      atMaxClock: this.#emergency.maxClock,
+    };
+    const d = decideEmergency(obs, c);
+    if (d.over) {
+      if (this.#emergency.step) {
+        this.#evt('emergency', `${this.id}: emergency over`, { step: 'clear', from: this.#emergency.step }, { ...obs });
+        this.#emergency = { maxClock: false };
+        this.#queue.fifo();
+        this.#forcedUntil = 0;
+        void this.#clockEpoch();
+      }
+      return;
+    }
+    for (const step of d.steps) {
+      switch (step) {
+        case 'reorder':
+          if (!this.#queue.edf) {
+            this.#queue.reorder();
+            this.#step('reorder', obs, { queued: this.#queue.size });
+          }
+          break;
+        case 'max_clock':
+          if (!this.#emergency.maxClock) {
+            this.#emergency.maxClock = true;
+            this.#step('max_clock', obs, { clockMhz: this.#maxClockMhz });
+            await this.#applyClock(this.#maxClockMhz, 'emergency: max clock', { ...obs });
+          }
+          break;
+        case 'move_to_peers':
+          await this.#moveToPeers(d.moveCount ?? Math.max(1, this.#queue.size - c.emergency.moveQueueAbove), 'emergency: backlog', obs);
+          break;
+        case 'reject': {
+          const expired = this.#queue.takeExpired(now, c.emergency.rejectAfterMs);
+          if (expired.length) {
+            this.#step('reject', obs, { rejected: expired.map((q) => q.req.id), rejectAfterMs: c.emergency.rejectAfterMs });
+            for (const q of expired) {
+              this.#finishWithError(q.req, 0, {
+                code: 'rejected', retryable: true, retryAfterS: c.emergency.retryAfterS,
+                message: `rejected by ${this.id}: waited ${now - q.admittedMs} ms (> ${c.emergency.rejectAfterMs} ms) in an overloaded instance`,
+              }, 'rejected');
+            }
+          }
+          break;
+        }
+      }
+    }
+  }
+
+  #step(step: string, obs: EmergencyObservation, decision: Record<string, unknown>): void {
+    this.#emergency.step = step;
+    this.#emergency.since ??= obs.nowMs;
+    this.#evt('emergency', `${this.id}: emergency step ${step}`, { step, ...decision }, { ...obs });
+  }
+
+  /** Emergency step 3 (and engine crash): hand the last `n` queued requests to the pool leader for peers. */
+  async #moveToPeers(n: number, why: string, obs?: EmergencyObservation): Promise<number> {
+    if (this.#moving) return 0;
+    const batch = this.#queue.takeTail(Math.min(n, 256));
+    if (!batch.length) return 0;
+    this.#moving = true;
+    let placed = 0;
+    try {
+      const reply = await this.#bus.request(
+        subjects.poolMove(this.pool),
+        MoveRequest,
+        { v: 1, from: this.id, pool: this.pool, requests: batch.map((q) => ({ ...q.req, moves: (q.req.moves ?? 0) + 1 })), reason: why },
+        MoveReply,
+        { timeoutMs: this.#o.config.timeouts.dispatchMs * 2 },
+      );
+      const placedIds = new Set(reply.placed.map((p) => p.id));
+      placed = placedIds.size;
+      for (const q of batch) {
+        if (placedIds.has(q.req.id)) this.#unwatchCancel(q.req.id);
+      }
+      const back = batch.filter((q) => !placedIds.has(q.req.id));
+      for (const q of back.reverse()) this.#requeue(q);
+      if (obs) this.#step('move_to_peers', obs, { asked: batch.length, placed: reply.placed, refused: reply.refused.length });
+    } catch (err) {
+      for (const q of batch.reverse()) this.#requeue(q);
+      if (obs) this.#step('move_to_peers', obs, { asked: batch.length, placed: [], error: (err as Error).message });
+    } finally {
+      this.#moving = false;
+    }
+    this.#pump();
+    return placed;
+  }
+
+  #requeue(q: Queued): void {
+    try {
+      this.#queue.push(q, true);
+    } catch (err) {
+      this.#finishWithError(q.req, 0, toWireError(err), 'rejected');
+    }
+  }
+
+  // ---------------------------------------------------------------- engine failure
+
+  #onEngineCrash(info: { code: number | null; signal: string | null }): void {
+    if (this.state === 'stopped' || this.state === 'draining' && this.#stopping) return;
+    this.#setState('restarting', `engine exited (code ${info.code}, signal ${info.signal})`);
+    this.#evt('failure', `${this.id}: engine crashed; moving ${this.#queue.size} queued requests to peers`, { action: 'move_queued', queued: this.#queue.size, running: this.#running.size }, { code: info.code, signal: info.signal });
+    // running streams end with a retryable error by themselves (their completion throws EngineCrashedError)
+    void this.#moveToPeers(this.#queue.size, 'engine crashed');
+  }
+
+  /** Engine gone for good: move what can be moved, end everything else with a retryable error. */
+  async #evacuate(err: DynError): Promise<void> {
+    await this.#moveToPeers(this.#queue.size, err.message);
+    for (const q of this.#queue.drainAll()) this.#finishWithError(q.req, 0, toWireError(err), 'failed');
+    for (const r of this.#running.values()) r.ac.abort(err);
+  }
+
+  // ---------------------------------------------------------------- status and telemetry
+
+  #publishStatus(): void {
+    if (this.#bus.closed) return;
+    const running = [...this.#running.values()];
+    const st: InstanceStatus = {
+      v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpuIds: this.#o.gpuIds, state: this.state,
+      startedMs: this.startedMs, seq: this.#seq++, sentMs: Date.now(), clockMhz: this.#clockMhz, maxClockMhz: this.#maxClockMhz,
+      queued: this.#queue.size, running: running.length, queuedIds: this.#queue.ids().slice(0, 1024),
+      runningIds: running.slice(0, 1024).map((r) => r.req.id), runningSeqs: running.slice(0, 1024).map((r) => r.seq),
+      loadByType: this.#currentLoad(),
+    };
+    if (this.#o.node) st.node = this.#o.node;
+    if (this.#emergency.step) st.emergency = this.#emergency.step;
+    try {
+      this.#bus.publish(controlSubjects.instanceStatus(this.pool), InstanceStatus, st);
+    } catch (err) {
+      this.#log.debug({ err: (err as Error).message }, 'status not published');
+    }
+  }
+
+  /** Load for the dispatcher: the last epoch's EWMA blended with arrivals since (so a step shows at once). */
+  #currentLoad(): Partial<Record<RequestType, number>> {
+    const dt = (Date.now() - this.#arrivalWindowStart) / 1000;
+    const out: Partial<Record<RequestType, number>> = { ...this.#load };
+    if (dt > 0.5) {
+      for (const [t, n] of Object.entries(this.#arrivals) as [RequestType, number][]) out[t] = Math.max(out[t] ?? 0, n / dt);
+    }
+    return out;
+  }
+
+  async #telemetry(): Promise<void> {
+    const gpu = this.#gpu;
+    if (!gpu || this.#bus.closed) return;
+    try {
+      const [p, e] = await Promise.all([gpu.readPowerMw(), gpu.readEnergyMj()]);
+      this.#powerW = p.reduce((a, b) => a + b, 0) / 1000;
+      const total = e.reduce((a, b) => a + b, 0);
+      const energyJ = (total - (this.#energy0 ?? total)) / 1000;
+      const delta = Math.max(0, energyJ - this.#energyLast);
+      this.#energyLast = energyJ;
+      if (this.#running.size > 0) for (const r of this.#running.values()) r.energyJ += delta / this.#running.size;
+    } catch (err) {
+      this.#log.debug({ err: (err as Error).message }, 'gpu read failed');
+    }
+    const tel: InstanceTelemetry = {
+      v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpus: this.#o.gpuIds, clockMhz: this.#clockMhz, maxClockMhz: this.#maxClockMhz,
+      powerW: this.#powerW, energyJ: this.#energyLast, energySource: gpu.kind === 'emulated' ? 'modelled' : 'measured',
+      queued: this.#queue.size, running: this.#running.size, loadByType: this.#currentLoad(), state: this.state, sentMs: Date.now(),
+    };
+    if (this.#o.node) tel.node = this.#o.node;
+    const p99 = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * 0.99))]! : undefined);
+    const t1 = p99(this.#ttfts), t2 = p99(this.#tbts);
+    if (t1 !== undefined) tel.ttftP99Ms = t1;
+    if (t2 !== undefined) tel.tbtP99Ms = t2;
+    this.#ttfts = this.#ttfts.slice(-500);
+    this.#tbts = this.#tbts.slice(-500);
+    if (this.#emergency.step) tel.emergency = this.#emergency.step;
+    try {
+      this.#bus.publish(subjects.telInstance(this.id), InstanceTelemetry, tel);
+    } catch {
+      /* closed */
+    }
+  }
+
+  // ---------------------------------------------------------------- shutdown
+
+  /**
+   * Drain: refuse new requests, move queued ones to peers, let running ones finish within graceMs, then
+   * end the rest with a retryable error, reset the GPU clocks and stop the engine.
+   */
+  stop(graceMs = 10_000): Promise<void> {
+    this.#stopping ??= (async () => {
+      if (this.state === 'ready' || this.state === 'restarting') this.#setState('draining', 'stopping');
+      for (const s of this.#serves) s.unsubscribe();
+      await this.#moveToPeers(this.#queue.size, 'instance stopping').catch(() => 0);
+      const until = Date.now() + graceMs;
+      while ((this.#running.size > 0 || this.#queue.size > 0) && Date.now() < until) {
+        this.#pump();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const gone = new DynError('unavailable', `instance ${this.id} stopped`, { retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS });
+      for (const q of this.#queue.drainAll()) this.#finishWithError(q.req, 0, toWireError(gone), 'failed');
+      for (const r of this.#running.values()) r.ac.abort(gone);
+      await new Promise((r) => setTimeout(r, 50));
+      for (const t of this.#timers) clearInterval(t);
+      this.state = 'stopped';
+      this.#publishStatus();
+      try {
+        await this.#gpu?.resetClocks();
+      } catch (err) {
+        this.#log.warn({ err: (err as Error).message }, 'clock reset at stop failed');
+      }
+      await this.#gpu?.close().catch(() => {});
+      await this.#o.engine.stop(Math.min(5000, graceMs)).catch(() => {});
+      for (const id of [...this.#cancelSubs.keys()]) this.#unwatchCancel(id);
+    })();
+    return this.#stopping;
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * `instance` actor process: `--id ID --config FILE --pool P --tp N --gpus 0,1[,..] [--node N]`.
+ * Owns one engine process (config.engine) and its GPUs' clocks (config.gpuBackend).
+ */
+import { existsSync } from 'node:fs';
+import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
+import { createEngine } from '../../src/engine/index.ts';
+import { createGpuControl } from '../../src/gpu/index.ts';
+import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadConfig, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
+import { parseFlags, need } from '../common/args.ts';
+import { InstanceManager } from './instance-manager.ts';
+
+export const summary = 'instance manager: one engine and its GPU clocks';
+
+class InstanceActor extends Actor {
+  im?: InstanceManager;
+  constructor(opts: ActorOptions, private readonly a: { config: ClusterConfig; pool: string; tp: 1 | 2 | 4 | 8; gpuIds: number[]; node?: string }) {
+    super(opts);
+  }
+  protected async onStart(): Promise<void> {
+    const c = this.a.config;
+    const ppath = profilePathOf(c);
+    const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
+    if (!profile) this.log.warn({ profile: ppath }, 'no profile: the instance stays at max clock');
+    const engine = createEngine({
+      kind: c.engine.kind, model: c.model, gpu: c.gpu, tp: this.a.tp, gpuIds: this.a.gpuIds, port: 0,
+      timeScale: c.engine.timeScale, startupDelayMs: c.engine.startupDelayMs, healthDeadlineMs: c.engine.healthDeadlineMs,
+      ...(c.engine.command ? { command: c.engine.command } : {}), ...(c.engine.args ? { args: c.engine.args } : {}),
+      restart: { initialBackoffMs: 200, maxBackoffMs: 5000 },
+    });
+    this.im = new InstanceManager({
+      id: this.id, pool: this.a.pool, node: this.a.node, tp: this.a.tp, gpuIds: this.a.gpuIds, config: c, bus: this.bus, log: this.log,
+      engine, profile,
+      openGpu: (url) =>
+        createGpuControl(
+          c.gpuBackend === 'emulated'
+            ? // the emulator numbers its own GPUs 0..tp-1
+              { backend: 'emulated', gpuIds: this.a.gpuIds.map((_, i) => i), emulatorUrl: url }
+            : { backend: c.gpuBackend, gpuIds: this.a.gpuIds },
+        ),
+    });
+    await this.im.start();
+  }
+  protected override async onDrain(): Promise<void> {
+    await this.im?.stop(this.opts.drainGraceMs ?? 10_000);
+  }
+  protected override async onStop(): Promise<void> {
+    await this.im?.stop(0);
+  }
+  protected override loadSummary() {
+    return { queued: this.im?.queued ?? 0, running: this.im?.running ?? 0 };
+  }
+  protected override heartbeatMeta() {
+    return { pool: this.a.pool, tp: this.a.tp, gpus: this.a.gpuIds.join(','), node: this.a.node ?? '', clockMhz: this.im?.clockMhz ?? 0, state: this.im?.state ?? 'starting' };
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const f = parseFlags(argv);
+  const config = loadConfig(f.config);
+  const tp = Number(need(f, 'tp'));
+  if (![1, 2, 4, 8].includes(tp)) throw new ConfigError(`--tp must be 1, 2, 4 or 8, got ${f.tp}`);
+  const gpuIds = need(f, 'gpus').split(',').map((x) => Number(x));
+  if (gpuIds.length !== tp || gpuIds.some((g) => !Number.isInteger(g) || g < 0)) throw new ConfigError(`--gpus must list ${tp} GPU indices, got ${f.gpus}`);
+  const urls = config.nats.url;
+  const actor = new InstanceActor(
+    { kind: 'instance', id: need(f, 'id'), servers: urls, user: config.nats.user, pass: config.nats.pass, heartbeatMs: config.liveness.statusIntervalMs, drainGraceMs: Number(f['grace-ms'] ?? 10_000) },
+    { config, pool: need(f, 'pool'), tp: tp as 1 | 2 | 4 | 8, gpuIds, node: f.node },
+  );
+  actor.installSignalHandlers();
+  await actor.start();
+  return 0;
+}

@@ -1,0 +1,455 @@
+/**
+ * One pool's manager. Every replica tracks the pool's instances from their InstanceStatus (so a standby
+ * has a warm view); the lease holder (leaseKeys.poolLeader) also:
+ * - dispatches requests (subjects.poolDispatch) to the instance the policy (chooseInstance) picks, falling
+ *   back to the next best on refusal, and remembers which instance holds each request until its record;
+ * - places moved requests (subjects.poolMove, emergency step 3) on peers;
+ * - notices dead instances (no status for deadAfterMs): removes them from dispatch, re-dispatches their
+ *   not-yet-started requests to peers and ends their started streams with a retryable error;
+ * - applies its assignment (PoolCommand / inventory KV): starts instances on granted GPUs through the node
+ *   agents, stops instances on GPUs no longer granted;
+ * - runs the re-shard epoch (policy planSharding) and executes it staggered.
+ */
+import type { Logger } from 'pino';
+import {
+  Ack, Admission, InferenceRequest, InstanceStatus, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
+  RequestRecord, TokenChunk, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
+  type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
+} from '../../protocols/index.ts';
+import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
+import { LeaderLease } from '../../src/runtime/lease.ts';
+import type { Profile } from '../../src/model/profile-types.ts';
+import type { ClusterConfig } from '../common/config.ts';
+import { eventPublisher, type EventPublisher } from '../common/events.ts';
+import { pickInstance, planPoolShards, type InstanceViewLike } from '../common/policy.ts';
+
+interface Tracked {
+  status: InstanceStatusT;
+  lastSeenMs: number;
+  alive: boolean;
+}
+
+interface Outstanding {
+  req: InferenceRequest;
+  instance: string;
+  atMs: number;
+}
+
+export interface PoolLeaderOptions {
+  pool: string;
+  types: RequestType[];
+  /** unique id of this replica (process). */
+  holder: string;
+  bus: Bus;
+  config: ClusterConfig;
+  log: Logger;
+  profile?: Profile;
+}
+
+export class PoolLeader {
+  readonly pool: string;
+  #o: PoolLeaderOptions;
+  #bus: Bus;
+  #log: Logger;
+  #evt: EventPublisher;
+  #lease: LeaderLease;
+  #instances = new Map<string, Tracked>();
+  #outstanding = new Map<string, Outstanding>();
+  #leaderHandles: (ServeHandle | SubscribeHandle)[] = [];
+  #handles: SubscribeHandle[] = [];
+  #timers: NodeJS.Timeout[] = [];
+  #assignment?: PoolAssignmentT;
+  #types: RequestType[];
+  /** instances we asked a node to start and when (not yet reporting). */
+  #starting = new Map<string, number>();
+  #reconciling = false;
+  #resharding = false;
+
+  constructor(o: PoolLeaderOptions) {
+    this.#o = o;
+    this.pool = o.pool;
+    this.#types = o.types;
+    this.#bus = o.bus;
+    this.#log = o.log.child({ pool: o.pool });
+    this.#evt = eventPublisher(o.bus, `${o.pool}`, this.#log);
+    this.#lease = new LeaderLease({
+      bus: o.bus,
+      key: leaseKeys.poolLeader(o.pool),
+      holder: o.holder,
+      ttlMs: o.config.liveness.leaseTtlMs,
+      renewMs: Math.max(100, Math.floor(o.config.liveness.leaseTtlMs / 3)),
+      log: this.#log,
+    });
+  }
+
+  isLeader(): boolean {
+    return this.#lease.isLeader();
+  }
+  get assignment(): PoolAssignmentT | undefined {
+    return this.#assignment;
+  }
+  aliveInstances(): InstanceStatusT[] {
+    return [...this.#instances.values()].filter((t) => t.alive).map((t) => t.status);
+  }
+
+  async start(): Promise<void> {
+    const c = this.#o.config;
+    this.#handles.push(
+      this.#bus.subscribe(controlSubjects.instanceStatus(this.pool), InstanceStatus, (s) => this.#onStatus(s), { capacity: 4096 }),
+      this.#bus.subscribe(subjects.telRequest(this.pool), RequestRecord, (r) => {
+        const o = this.#outstanding.get(r.id);
+        if (o && (!r.instance || r.instance === o.instance)) this.#outstanding.delete(r.id);
+      }, { capacity: 8192 }),
+    );
+    this.#timers.push(setInterval(() => this.#sweep(), Math.max(50, Math.floor(c.liveness.deadAfterMs / 4))));
+    this.#lease.on('elected', () => void this.#becomeLeader());
+    this.#lease.on('lost', () => this.#stepDown());
+    await this.#lease.start();
+  }
+
+  async #becomeLeader(): Promise<void> {
+    const c = this.#o.config;
+    this.#evt('lease', `${this.#o.holder} leads ${this.pool}`, { leader: this.#o.holder, term: this.#lease.term() }, { pool: this.pool });
+    const opts = { capacity: 4096, concurrency: 256 };
+    this.#leaderHandles.push(
+      this.#bus.serve(subjects.poolDispatch(this.pool), InferenceRequest, Admission, (r) => this.#dispatch(r), opts),
+      this.#bus.serve(subjects.poolMove(this.pool), MoveRequest, MoveReply, (m) => this.#move(m), { capacity: 256, concurrency: 16 }),
+      this.#bus.serve(subjects.poolControl(this.pool), PoolCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
+    );
+    // pick up the assignment the cluster leader left in the inventory KV (failover of this leader)
+    try {
+      const kv = await this.#bus.kv(jetstream.inventoryBucket);
+      const e = await kv.get(inventoryKeys.pool(this.pool));
+      if (e && e.value.length) {
+        const a = PoolAssignment.decode(e.value);
+        if (!this.#assignment || a.epoch > this.#assignment.epoch) this.#assignment = a;
+      }
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'could not read the pool assignment');
+    }
+    this.#timers.push(setInterval(() => void this.#reconcile(), Math.max(500, c.liveness.statusIntervalMs * 4)));
+    this.#timers.push(setInterval(() => void this.#reshardEpoch(), c.epochs.poolS * 1000));
+    this.#timers.push(setInterval(() => this.#publishPoolStatus(), Math.max(250, c.liveness.statusIntervalMs * 2)));
+    void this.#reconcile();
+  }
+
+  #stepDown(): void {
+    this.#evt('lease', `${this.#o.holder} lost the lead of ${this.pool}`, { leader: null }, { pool: this.pool });
+    for (const h of this.#leaderHandles) h.unsubscribe();
+    this.#leaderHandles = [];
+    // keep only the liveness sweep (timers[0]); leader loops stop
+    for (const t of this.#timers.splice(1)) clearInterval(t);
+  }
+
+  // ------------------------------------------------------------------ instance tracking
+
+  #onStatus(s: InstanceStatusT): void {
+    const t = this.#instances.get(s.id);
+    const now = Date.now();
+    if (t && s.seq < t.status.seq && s.startedMs === t.status.startedMs) return; // out of order
+    if (s.state === 'stopped') {
+      this.#instances.delete(s.id);
+      return;
+    }
+    this.#starting.delete(s.id);
+    if (!t || !t.alive) {
+      this.#instances.set(s.id, { status: s, lastSeenMs: now, alive: true });
+      if (t && !t.alive) this.#evt('instance', `${s.id} is back (${s.state})`, { instance: s.id, alive: true }, { startedMs: s.startedMs });
+      return;
+    }
+    if (s.startedMs !== t.status.startedMs) {
+      // a new process under the same id: whatever the old one held is gone
+      this.#instanceDied(s.id, 'restarted', t.status);
+    }
+    t.status = s;
+    t.lastSeenMs = now;
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    const dead = this.#o.config.liveness.deadAfterMs;
+    for (const [id, t] of this.#instances) {
+      if (t.alive && now - t.lastSeenMs > dead) {
+        t.alive = false;
+        this.#instanceDied(id, `no status for ${now - t.lastSeenMs} ms`, t.status);
+      } else if (!t.alive && now - t.lastSeenMs > 60_000) this.#instances.delete(id);
+    }
+    // forget outstanding entries long past their deadline (their record was lost)
+    for (const [id, o] of this.#outstanding) if (now > o.req.deadlineMs + 60_000) this.#outstanding.delete(id);
+  }
+
+  /**
+   * An instance died (or restarted): its queued requests go to peers, its started streams end with a
+   * retryable error. Only the leader acts; a standby just marks it.
+   */
+  #instanceDied(id: string, why: string, last: InstanceStatusT): void {
+    if (!this.isLeader()) return;
+    const queued = new Set(last.queuedIds);
+    const seqs = new Map(last.runningIds.map((r, i) => [r, last.runningSeqs?.[i] ?? 0]));
+    const mine = [...this.#outstanding.values()].filter((o) => o.instance === id);
+    const redispatch: InferenceRequest[] = [];
+    const failed: string[] = [];
+    for (const o of mine) {
+      this.#outstanding.delete(o.req.id);
+      if (queued.has(o.req.id)) redispatch.push({ ...o.req, moves: (o.req.moves ?? 0) + 1 });
+      else {
+        failed.push(o.req.id);
+        const err: WireError = { code: 'unavailable', message: `instance ${id} died (${why}) while serving the request`, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS };
+        // seq: one past what the instance last reported, so the gateway sees it after the tokens it got
+        this.#bus.publish(o.req.streamSubject, TokenChunk, {
+          v: 1, id: o.req.id, seq: Math.max(seqs.get(o.req.id) ?? 0, 0), text: '', tokens: 0, done: true, finishReason: 'error', error: err, instance: id, pool: this.pool,
+        });
+      }
+    }
+    this.#evt('failure', `${id} dead (${why}): removed from dispatch, ${redispatch.length} queued re-dispatched, ${failed.length} streams ended`, {
+      instance: id, redispatched: redispatch.map((r) => r.id), failed,
+    }, { lastStatus: { state: last.state, queued: last.queued, running: last.running, sentMs: last.sentMs } });
+    for (const r of redispatch) {
+      void this.#dispatch(r, new Set([id])).then((a) => {
+        if (!a.ok) this.#failStream(r, a.error ?? { code: 'unavailable', message: 'no instance could take the request', retryable: true });
+      });
+    }
+  }
+
+  #failStream(r: InferenceRequest, error: WireError): void {
+    this.#bus.publish(r.streamSubject, TokenChunk, { v: 1, id: r.id, seq: 0, text: '', tokens: 0, done: true, finishReason: 'error', error, pool: this.pool });
+  }
+
+  #views(exclude?: Set<string>): InstanceViewLike[] {
+    const out: InstanceViewLike[] = [];
+    for (const t of this.#instances.values()) {
+      const s = t.status;
+      if (!t.alive || s.state !== 'ready' || exclude?.has(s.id)) continue;
+      out.push({ id: s.id, tp: s.tp, clockMhz: s.clockMhz, healthy: true, load: s.loadByType, queued: s.queued, running: s.running });
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------ dispatch
+
+  async #dispatch(req: InferenceRequest, exclude = new Set<string>()): Promise<Admission> {
+    const c = this.#o.config;
+    const tried = new Set(exclude);
+    let lastErr: WireError | undefined;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const views = this.#views(tried);
+      if (!views.length) break;
+      const choice = pickInstance(req, views, this.#o.profile, this.#types);
+      tried.add(choice);
+      try {
+        const a = await this.#bus.request(subjects.instanceAdmit(choice), InferenceRequest, { ...req, pool: this.pool }, Admission, {
+          timeoutMs: c.timeouts.dispatchMs,
+        });
+        if (a.ok) {
+          this.#outstanding.set(req.id, { req: { ...req, pool: this.pool }, instance: choice, atMs: Date.now() });
+          // count it at once in the local view so a burst spreads before the next status
+          const t = this.#instances.get(choice);
+          if (t) t.status = { ...t.status, queued: t.status.queued + 1 };
+          return { ...a, pool: this.pool };
+        }
+        lastErr = a.error;
+        if (a.error && !a.error.retryable) return { ...a, pool: this.pool };
+      } catch (err) {
+        lastErr = toWireError(err);
+        if ((err as DynError).code === 'timeout') {
+          // an admit that timed out may have been taken: do not risk a duplicate stream
+          return { v: 1, id: req.id, ok: false, pool: this.pool, error: { ...lastErr, retryable: true } };
+        }
+      }
+    }
+    return {
+      v: 1, id: req.id, ok: false, pool: this.pool,
+      error: lastErr ?? { code: 'overloaded', message: `pool ${this.pool} has no ready instance`, retryable: true, retryAfterS: c.emergency.retryAfterS },
+    };
+  }
+
+  async #move(m: MoveRequest): Promise<MoveReply> {
+    const placed: MoveReply['placed'] = [];
+    const refused: MoveReply['refused'] = [];
+    const limit = this.#o.config.emergency.moveQueueAbove;
+    for (const r of m.requests) {
+      const exclude = new Set([m.from]);
+      // only peers with room: moving onto another overloaded instance helps nobody
+      for (const t of this.#instances.values()) if (t.status.queued >= limit) exclude.add(t.status.id);
+      const a = await this.#dispatch(r, exclude);
+      if (a.ok && a.instance) placed.push({ id: r.id, instance: a.instance });
+      else refused.push({ id: r.id, error: a.error ?? { code: 'overloaded', message: 'no peer with room', retryable: true } });
+    }
+    return { v: 1, placed, refused };
+  }
+
+  // ------------------------------------------------------------------ assignment and reconciliation
+
+  async #command(cmd: PoolCommand): Promise<Ack> {
+    if (cmd.op === 'assign') {
+      const a = cmd.assignment;
+      if (!a || a.pool !== this.pool) throw new DynError('invalid_request', `assignment for ${a?.pool ?? '(none)'} sent to ${this.pool}`, { retryable: false });
+      if (this.#assignment && a.epoch < this.#assignment.epoch) return { v: 1, ok: true, detail: { ignored: 'stale epoch' } };
+      this.#assignment = a;
+      this.#types = a.types;
+      void this.#reconcile();
+      return { v: 1, ok: true, detail: { epoch: a.epoch } };
+    }
+    void this.#reshardEpoch(true);
+    return { v: 1, ok: true };
+  }
+
+  /** Instances this pool should run on its grants: the current layout where it fits, else the planned TP. */
+  async #reconcile(): Promise<void> {
+    const a = this.#assignment;
+    if (!a || !this.isLeader() || this.#reconciling || this.#resharding) return;
+    this.#reconciling = true;
+    try {
+      const c = this.#o.config;
+      const granted = new Map(a.grants.map((g) => [g.node, new Set(g.gpuIds)]));
+      const live = [...this.#instances.values()].filter((t) => t.alive).map((t) => t.status);
+      // stop instances on GPUs no longer granted (scale-in, merge)
+      for (const s of live) {
+        const g = s.node ? granted.get(s.node) : undefined;
+        if (a.state === 'retired' || !g || !s.gpuIds.every((x) => g.has(x))) {
+          if (s.state === 'draining') continue;
+          await this.#nodeCmd(s.node, { v: 1, op: 'stop_instance', instanceId: s.id, graceMs: 30_000, reason: `GPUs of ${s.id} no longer granted to ${this.pool}` });
+          this.#evt('scale', `${this.pool}: stop ${s.id} (GPUs returned)`, { stop: s.id }, { epoch: a.epoch });
+        }
+      }
+      if (a.state === 'retired') return;
+      // start instances on granted GPUs nobody uses
+      const tp = this.#plannedTp();
+      for (const g of a.grants) {
+        const used = new Set<number>();
+        for (const s of live) if (s.node === g.node) for (const x of s.gpuIds) used.add(x);
+        for (const [id, at] of this.#starting) {
+          if (Date.now() - at > c.engine.healthDeadlineMs + 10_000) this.#starting.delete(id);
+          const m = /-g(\d+)x(\d+)$/.exec(id);
+          if (m && id.includes(`-${g.node}-`)) for (let i = 0; i < Number(m[2]); i++) used.add(Number(m[1]) + i);
+        }
+        const free = g.gpuIds.filter((x) => !used.has(x)).sort((x, y) => x - y);
+        for (const group of chunk(free, tp)) {
+          const instanceId = `${this.pool}-${g.node}-g${group[0]}x${group.length}`;
+          if (this.#starting.has(instanceId)) continue;
+          const ok = await this.#nodeCmd(g.node, {
+            v: 1, op: 'start_instance', instanceId, pool: this.pool, tp: group.length as 1 | 2 | 4 | 8, gpuIds: group, reason: `fill granted GPUs of ${this.pool}`,
+          });
+          if (ok) {
+            this.#starting.set(instanceId, Date.now());
+            this.#evt('scale', `${this.pool}: start ${instanceId} (TP${group.length})`, { start: instanceId, node: g.node, gpuIds: group, tp: group.length }, { epoch: a.epoch });
+          }
+        }
+      }
+    } finally {
+      this.#reconciling = false;
+    }
+  }
+
+  #tpTarget?: number;
+  #plannedTp(): number {
+    return this.#tpTarget ?? 8;
+  }
+
+  async #nodeCmd(node: string | undefined, cmd: NodeCommand): Promise<boolean> {
+    if (!node) return false;
+    try {
+      await this.#bus.request(subjects.nodeControl(node), NodeCommand, cmd, Ack, { timeoutMs: this.#o.config.timeouts.controlMs });
+      return true;
+    } catch (err) {
+      this.#log.warn({ node, op: cmd.op, instance: cmd.instanceId, err: (err as Error).message }, 'node command failed');
+      return false;
+    }
+  }
+
+  // ------------------------------------------------------------------ re-shard epoch
+
+  /** Measured pool load (req/s by type) = sum of its instances' loads. */
+  load(): Partial<Record<RequestType, number>> {
+    const out: Partial<Record<RequestType, number>> = {};
+    for (const s of this.aliveInstances()) for (const [t, v] of Object.entries(s.loadByType) as [RequestType, number][]) out[t] = (out[t] ?? 0) + v;
+    return out;
+  }
+
+  async #reshardEpoch(force = false): Promise<void> {
+    if (!this.isLeader() || this.#resharding || !this.#assignment || !this.#o.profile) return;
+    const live = this.aliveInstances().filter((s) => s.state === 'ready');
+    if (!live.length) return;
+    const gpus = this.#assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0);
+    const plan = planPoolShards({
+      profile: this.#o.profile, load: this.load(), gpus, current: live.map((s) => s.tp), epochS: this.#o.config.epochs.poolS, force,
+    });
+    if (!plan) return;
+    this.#evt('reshard', `${this.pool}: ${plan.take ? 'take' : 'keep'} ${plan.summary}`, { take: plan.take, target: plan.target }, { load: this.load(), current: live.map((s) => ({ id: s.id, tp: s.tp })), ...plan.inputs });
+    if (!plan.take || plan.tp === undefined) return;
+    await this.#executeReshard(plan.tp);
+  }
+
+  /**
+   * Staggered re-shard to a uniform TP: one server at a time, drain that server's old instances (they
+   * finish their requests; the pool dispatches to the others), stop them, then let reconcile start the new
+   * layout on the freed GPUs, and wait until they are ready before the next server.
+   */
+  async #executeReshard(tp: number): Promise<void> {
+    const a = this.#assignment!;
+    this.#resharding = true;
+    const c = this.#o.config;
+    try {
+      for (const g of a.grants) {
+        const olds = this.aliveInstances().filter((s) => s.node === g.node && s.tp !== tp);
+        if (!olds.length) continue;
+        // keep at least one other ready instance serving while this server changes
+        const others = this.aliveInstances().filter((s) => s.node !== g.node && s.state === 'ready');
+        if (!others.length && this.aliveInstances().length <= olds.length) {
+          this.#evt('reshard', `${this.pool}: re-shard of ${g.node} deferred (it is the only capacity)`, { deferred: g.node }, {});
+          continue;
+        }
+        this.#evt('reshard', `${this.pool}: re-shard ${g.node} to TP${tp}`, { node: g.node, stop: olds.map((s) => s.id), tp }, {});
+        for (const s of olds) {
+          await this.#bus.request(subjects.instanceControl(s.id), (await import('../../protocols/index.ts')).InstanceCommand, { v: 1, op: 'drain', reason: 're-shard' }, Ack, { timeoutMs: c.timeouts.controlMs }).catch(() => undefined);
+        }
+        const until = Date.now() + 60_000;
+        while (Date.now() < until && olds.some((s) => { const t = this.#instances.get(s.id); return t?.alive && (t.status.queued > 0 || t.status.running > 0); })) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        for (const s of olds) await this.#nodeCmd(s.node, { v: 1, op: 'stop_instance', instanceId: s.id, graceMs: 10_000, reason: 're-shard' });
+        const gone = Date.now() + 20_000;
+        while (Date.now() < gone && olds.some((s) => this.#instances.get(s.id)?.alive)) await new Promise((r) => setTimeout(r, 100));
+        this.#tpTarget = tp;
+        this.#resharding = false;
+        await this.#reconcile();
+        this.#resharding = true;
+        const ready = Date.now() + c.engine.healthDeadlineMs;
+        while (Date.now() < ready && this.aliveInstances().filter((s) => s.node === g.node && s.tp === tp && s.state === 'ready').length * tp < g.gpuIds.length) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        this.#evt('reshard', `${this.pool}: ${g.node} now TP${tp}`, { node: g.node, instances: this.aliveInstances().filter((s) => s.node === g.node).map((s) => s.id) }, {});
+      }
+      this.#tpTarget = tp;
+    } finally {
+      this.#resharding = false;
+    }
+  }
+
+  #publishPoolStatus(): void {
+    if (!this.isLeader()) return;
+    const st = {
+      v: 1 as const, pool: this.pool, leader: this.#o.holder, types: this.#types, loadByType: this.load(),
+      instances: this.aliveInstances().map((s) => ({ id: s.id, tp: s.tp, node: s.node, gpuIds: s.gpuIds, state: s.state, clockMhz: s.clockMhz, queued: s.queued, running: s.running })),
+      gpus: this.#assignment?.grants.reduce((n, g) => n + g.gpuIds.length, 0) ?? 0, epoch: this.#assignment?.epoch ?? 0, sentMs: Date.now(),
+    };
+    try {
+      this.#bus.publish(controlSubjects.poolStatus(this.pool), PoolStatus, st);
+    } catch {
+      /* closing */
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    for (const h of [...this.#leaderHandles, ...this.#handles]) h.unsubscribe();
+    await this.#lease.stop().catch(() => {});
+  }
+}
+
+function chunk(xs: number[], n: number): number[][] {
+  const out: number[][] = [];
+  for (let i = 0; i + n <= xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+}
