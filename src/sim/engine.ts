@@ -196,6 +196,9 @@ export class Simulation {
   private readonly gpusPerServer: number;
   private readonly sloScale: number;
   private readonly rand: () => number;
+  private readonly overhead: ReturnType<typeof decide.overheadTable>;
+  /** SLO throughput kept free by the clock and sharding choices (bursts within an epoch); default 0.2. */
+  private readonly headroom: number;
   private pools: SimPool[] = [];
   private typeToPool = new Map<RequestType, SimPool>();
   private template!: LoadTemplate;
@@ -238,6 +241,8 @@ export class Simulation {
     this.totalGpus = this.o.servers * this.gpusPerServer;
     this.sloScale = this.o.sloScale ?? 1;
     this.rand = rng(this.o.seed ?? 7);
+    this.overhead = decide.overheadTable({ tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS, clockChangeMs: this.cost.clockChangeMs });
+    this.headroom = this.o.headroom ?? 0.2;
   }
 
   // ---------------------------------------------------------------- classification & load template
@@ -458,7 +463,8 @@ export class Simulation {
     const gpus = current.reduce((s, c) => s + c.tp * c.count, 0);
     const tauPreview = 2; // J estimate of the overhead: pool idle power x (2 tau + resync)
     const overheadJ = idlePowerOf(this.p, 8, this.maxClock) * (gpus / 8) * ((tauPreview * this.cost.tauMs + this.cost.resyncMs) / 1000);
-    const plan = decide.planSharding({ profile: this.p, loadByType: load, gpus, current, epochS: this.ep.poolS, overheadJ });
+    void overheadJ;
+    const plan = decide.planSharding({ profile: this.p, loadByType: load, gpus, current, epochS: this.ep.poolS, overhead: this.overhead, headroom: this.headroom });
     if (!plan.take) return;
     const delay = reshardTau(current, plan.target) * this.cost.tauMs + this.cost.resyncMs;
     this.accountExtra(now);
@@ -519,7 +525,7 @@ export class Simulation {
         inst.view.load = load;
         if (!this.knobs.dynamicClock || this.knobs.oracle) continue;
         if (this.knobs.emergency && this.emergency(inst, now)) continue;
-        const d = decide.chooseClock({ profile: this.p, tp: inst.tp, loadByType: load, sloScale: this.sloScale });
+        const d = decide.chooseClock({ profile: this.p, tp: inst.tp, loadByType: load, sloScale: this.sloScale, headroom: this.headroom });
         if (d.clockMhz !== inst.clockMhz) this.scheduleClock(inst, d.clockMhz, now);
       }
   }
@@ -878,7 +884,8 @@ export class Simulation {
     const current = this.liveMix(pool);
     const gpus = current.reduce((s, c) => s + c.tp * c.count, 0);
     if (gpus === 0) return;
-    const plan = decide.planSharding({ profile: this.p, loadByType: load, gpus, current, epochS: this.ep.poolS, overheadJ: 0 });
+    const plan = decide.planSharding({ profile: this.p, loadByType: load, gpus, current, epochS: this.ep.poolS, overhead: this.overhead, headroom: this.headroom });
+    plan.take = plan.take || JSON.stringify(plan.target) !== JSON.stringify(current);
     if (!plan.take) return;
     for (const i of [...pool.instances]) {
       i.state = 'stopped';

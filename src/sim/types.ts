@@ -61,6 +61,8 @@ export interface SimOptions {
   /** accuracy of the output-length class prediction, 0..1; default 0.81 (the paper's BERT proxy). */
   predictorAccuracy?: number;
   seed?: number;
+  /** fraction of SLO throughput the clock/sharding policies keep free, 0..1; default 0.2. */
+  headroom?: number;
   /** series sample period, s; default 60 for traces over 6 h, else 10. */
   sampleS?: number;
 }
