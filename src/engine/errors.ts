@@ -74,3 +74,9 @@ export class MetricsParseError extends EngineError {
     super(line === undefined ? message : `line ${line}: ${message}`);
   }
 }
+
+/** An EngineConfig that cannot work (bad TP / GPU ids / port). */
+export class EngineConfigError extends EngineError {
+  override name = 'EngineConfigError';
+  override readonly retryable = false;
+}

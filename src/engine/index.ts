@@ -1,0 +1,77 @@
+/**
+ * Public API of the engine layer: the Engine interface, createEngine(), the batching core and the errors.
+ * The emulator is just another engine command (`node bin/dynamollm.js engine-emulator ...`) managed by the
+ * same VllmEngine class as `vllm serve`, so the instance manager's code path is identical for both.
+ */
+import { fileURLToPath } from 'node:url';
+import type { EngineConfig } from './engine.ts';
+import { DEFAULT_RESTART, VllmEngine, type ProcessEngineSpec } from './vllm.ts';
+import { EngineConfigError } from './errors.ts';
+
+export * from './engine.ts';
+export * from './errors.ts';
+export { VllmEngine, DEFAULT_RESTART, type ProcessEngineSpec } from './vllm.ts';
+export { BatchingCore, KV_BLOCK_TOKENS } from './core.ts';
+export type * from './core-types.ts';
+export { parsePrometheusText, parseVllmMetrics, histogramQuantile, type MetricFamily, type Sample } from './metrics-parse.ts';
+
+/** bin/dynamollm.js of this checkout (the emulator's launcher). */
+export const DYNAMOLLM_BIN = fileURLToPath(new URL('../../bin/dynamollm.js', import.meta.url));
+
+/** Command, arguments and environment an EngineConfig spawns (exported for logs and tests). */
+export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
+  if (!Number.isInteger(cfg.tp) || cfg.tp < 1) throw new EngineConfigError(`tp must be a positive integer, got ${cfg.tp}`);
+  if (!Array.isArray(cfg.gpuIds) || cfg.gpuIds.some((g) => !Number.isInteger(g) || g < 0)) {
+    throw new EngineConfigError(`gpuIds must be non-negative integers, got ${JSON.stringify(cfg.gpuIds)}`);
+  }
+  if (cfg.gpuIds.length !== cfg.tp) throw new EngineConfigError(`tp ${cfg.tp} needs ${cfg.tp} GPU ids, got ${cfg.gpuIds.length}`);
+  if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65535) throw new EngineConfigError(`port must be 0..65535, got ${cfg.port}`);
+  if (!(cfg.healthDeadlineMs > 0)) throw new EngineConfigError(`healthDeadlineMs must be > 0, got ${cfg.healthDeadlineMs}`);
+  const host = cfg.host ?? '127.0.0.1';
+  let command: string;
+  let args: string[];
+  if (cfg.kind === 'emulator') {
+    command = cfg.command ?? process.execPath;
+    args = cfg.args ?? [
+      ...(cfg.command ? [] : [DYNAMOLLM_BIN]),
+      'engine-emulator', '--model', cfg.model, '--gpu', cfg.gpu ?? 'h100', '--tp', String(cfg.tp),
+      '--port', String(cfg.port), '--host', host,
+      '--time-scale', String(cfg.timeScale ?? 1), '--seed', String(cfg.seed ?? 1),
+      '--startup-delay-ms', String(cfg.startupDelayMs ?? 0),
+      ...(cfg.servedModelName ? ['--served-model-name', cfg.servedModelName] : []),
+      ...(cfg.zeroDelay ? ['--zero-delay'] : []),
+    ];
+  } else if (cfg.kind === 'vllm') {
+    command = cfg.command ?? 'vllm';
+    args = cfg.args ?? [
+      'serve', cfg.model, '--tensor-parallel-size', String(cfg.tp), '--port', String(cfg.port), '--host', host,
+      ...(cfg.servedModelName ? ['--served-model-name', cfg.servedModelName] : []),
+      ...(cfg.enableSleep ? ['--enable-sleep-mode'] : []),
+    ];
+  } else {
+    throw new EngineConfigError(`unknown engine kind '${String((cfg as { kind: unknown }).kind)}'`);
+  }
+  args = [...args, ...(cfg.extraArgs ?? [])];
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    CUDA_VISIBLE_DEVICES: cfg.gpuIds.join(','),
+    // vLLM exposes /sleep, /wake_up and /is_sleeping only in dev mode
+    ...(cfg.enableSleep ? { VLLM_SERVER_DEV_MODE: '1' } : {}),
+    ...cfg.env,
+  };
+  return {
+    command, args, env, host, port: cfg.port,
+    healthDeadlineMs: cfg.healthDeadlineMs,
+    // the emulator always serves the sleep endpoints
+    enableSleep: cfg.enableSleep ?? cfg.kind === 'emulator',
+    autoRestart: cfg.autoRestart ?? true,
+    restart: { ...DEFAULT_RESTART, ...cfg.restart },
+    requestTimeoutMs: cfg.requestTimeoutMs ?? 600_000,
+    probeTimeoutMs: cfg.probeTimeoutMs ?? 5_000,
+    logLines: cfg.logLines ?? 500,
+  };
+}
+
+export function createEngine(cfg: EngineConfig): VllmEngine {
+  return new VllmEngine(engineSpec(cfg));
+}
