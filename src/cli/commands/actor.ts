@@ -1,0 +1,79 @@
+/**
+ * `dynamollm actor <kind> [--id ID] [--config FILE] [--nats URL] [--user U] [--pass P] [--set k=v ...]`:
+ * runs one actor process (kinds: src/runtime/actor-registry.ts). SIGTERM/SIGINT drain it, then it exits.
+ * NATS settings fall back to env NATS_URL, NATS_USER, NATS_PASS.
+ */
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { parse as parseYaml } from 'yaml';
+import { parse, UsageError } from '../args.ts';
+import { ACTOR_REGISTRY } from '../../runtime/actor-registry.ts';
+import { createLogger } from '../../runtime/logger.ts';
+
+export const summary = 'run one actor process (gateway, cluster, pool, instance, node, test kinds)';
+
+const USAGE = `usage: dynamollm actor <kind> [--id ID] [--config FILE] [--nats URL] [--user U] [--pass P] [--set key=value ...]
+kinds: ${Object.keys(ACTOR_REGISTRY).join(', ')}`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    {
+      id: { type: 'string' },
+      config: { type: 'string' },
+      nats: { type: 'string' },
+      user: { type: 'string' },
+      pass: { type: 'string' },
+      set: { type: 'string', multiple: true },
+      'log-level': { type: 'string' },
+      pretty: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    true,
+  );
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const kind = positionals[0];
+  if (!kind) throw new UsageError(USAGE);
+  const load = ACTOR_REGISTRY[kind];
+  if (!load) throw new UsageError(`unknown actor kind '${kind}'\n${USAGE}`);
+  const extra: Record<string, string> = {};
+  for (const kv of values.set ?? []) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new UsageError(`--set expects key=value, got '${kv}'`);
+    extra[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  let config: unknown;
+  if (values.config) {
+    let text: string;
+    try {
+      text = readFileSync(values.config, 'utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read --config ${values.config}: ${(err as Error).message}`);
+    }
+    try {
+      config = values.config.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    } catch (err) {
+      throw new UsageError(`--config ${values.config} is not valid ${values.config.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+    }
+  }
+  const log = createLogger({ level: values['log-level'], pretty: values.pretty });
+  const id = values.id ?? `${kind}-${randomBytes(3).toString('hex')}`;
+  const mod = await load();
+  const actor = await mod.createActor({
+    id,
+    config,
+    servers: (values.nats ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222').split(','),
+    user: values.user ?? process.env.NATS_USER,
+    pass: values.pass ?? process.env.NATS_PASS,
+    log,
+    extra,
+  });
+  actor.installSignalHandlers();
+  await actor.start();
+  // keep the process alive until a signal drains the actor (the handler exits the process)
+  await new Promise<never>(() => setInterval(() => {}, 1 << 30));
+  return 0;
+}

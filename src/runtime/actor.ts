@@ -1,0 +1,265 @@
+/**
+ * The actor base every actor kind extends. Owns the process's NATS connection (Bus), the heartbeat, the
+ * lifecycle (LifecycleState) and the two shutdown deadlines:
+ * - drain: state 'draining' (announced by a heartbeat), `onDrain(signal)` finishes in-flight work within
+ *   `drainGraceMs`; past it the signal is aborted and in-flight work gets `drainForceMs` more; then stop.
+ * - stop: stop heartbeats, `onStop()`, a last heartbeat saying 'stopped', close the connection.
+ * start/stop/drain are idempotent; calls in a state that forbids them throw LifecycleError.
+ */
+import type { Logger } from 'pino';
+import type { ActorKind, Codec } from '../../protocols/index.ts';
+import { Bus, type MailboxOpts, type ServeContext, type ServeHandle, type SubscribeHandle } from './bus.ts';
+import { systemClock, type Clock } from './clock.ts';
+import { LifecycleError } from './errors.ts';
+import { Heartbeater, type LoadSummary } from './heartbeat.ts';
+import type { LifecycleState } from './lifecycle.ts';
+import { actorLogger, createLogger } from './logger.ts';
+
+export type { LifecycleState } from './lifecycle.ts';
+
+export interface ActorOptions {
+  kind: ActorKind;
+  id: string;
+  /** NATS server URL (or use `servers`). Default env NATS_URL or nats://127.0.0.1:4222. */
+  natsUrl?: string;
+  servers?: string | string[];
+  /** NATS user/password of this actor's role (nats.conf). */
+  user?: string;
+  pass?: string;
+  /** root logger; the actor logs through a child {actor: kind, id}. */
+  log?: Logger;
+  clock?: Clock;
+  /** heartbeat period, ms. Default 1000. */
+  heartbeatMs?: number;
+  /** time in-flight work gets to finish on drain, ms. Default 10000. */
+  drainGraceMs?: number;
+  /** extra time after aborting in-flight work, ms. Default 5000. */
+  drainForceMs?: number;
+}
+
+export abstract class Actor {
+  readonly kind: ActorKind;
+  readonly id: string;
+  protected log: Logger;
+  protected clock: Clock;
+  protected readonly opts: ActorOptions;
+  #bus?: Bus;
+  #state: LifecycleState | 'new' = 'new';
+  #heartbeater?: Heartbeater;
+  #starting?: Promise<void>;
+  #draining?: Promise<void>;
+  #stopping?: Promise<void>;
+  #handles: (ServeHandle | SubscribeHandle)[] = [];
+  readonly startedMs: number;
+
+  constructor(opts: ActorOptions) {
+    this.opts = opts;
+    this.kind = opts.kind;
+    this.id = opts.id;
+    this.clock = opts.clock ?? systemClock;
+    this.log = actorLogger(opts.log ?? createLogger(), opts.kind, opts.id);
+    this.startedMs = this.clock.now();
+  }
+
+  /** 'starting' until start() completes ('starting' also before start() is called). */
+  get state(): LifecycleState {
+    return this.#state === 'new' ? 'starting' : this.#state;
+  }
+
+  protected get bus(): Bus {
+    if (!this.#bus) throw new LifecycleError(`${this.kind}/${this.id}: not connected (state ${this.state})`, this.state);
+    return this.#bus;
+  }
+
+  /** Connect, start heartbeats, run onStart. Idempotent; throws LifecycleError once draining/stopped/failed. */
+  start(): Promise<void> {
+    if (this.#starting) return this.#starting;
+    if (this.#state !== 'new') return Promise.reject(new LifecycleError(`cannot start in state ${this.#state}`, this.#state));
+    this.#state = 'starting';
+    this.#starting = (async () => {
+      try {
+        const servers = this.opts.servers ?? this.opts.natsUrl ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+        this.#bus = await Bus.connect({
+          servers,
+          name: `${this.kind}/${this.id}`,
+          user: this.opts.user,
+          pass: this.opts.pass,
+          log: this.log,
+        });
+        this.#heartbeater = new Heartbeater({
+          bus: this.#bus,
+          kind: this.kind,
+          id: this.id,
+          periodMs: this.opts.heartbeatMs ?? 1000,
+          load: () => this.loadSummary(),
+          state: () => this.state,
+          meta: () => this.heartbeatMeta(),
+          clock: this.clock,
+          startedMs: this.startedMs,
+        });
+        await this.onStart();
+        if ((this.#state as string) !== 'starting') return; // drained/stopped during start
+        this.#state = 'running';
+        this.#heartbeater.start();
+        this.log.info('actor running');
+      } catch (err) {
+        this.#state = 'failed';
+        this.log.error({ err }, 'actor failed to start');
+        this.#heartbeater?.stop();
+        await this.#bus?.close().catch(() => {});
+        throw err;
+      }
+    })();
+    return this.#starting;
+  }
+
+  /** Finish in-flight work under the grace deadline, then the force deadline, then stop. Idempotent. */
+  drain(): Promise<void> {
+    if (this.#draining) return this.#draining;
+    if (this.#stopping) return this.#stopping;
+    if (this.#state === 'new') {
+      this.#state = 'stopped';
+      return Promise.resolve();
+    }
+    this.#draining = (async () => {
+      if (this.#state === 'starting') await this.#starting?.catch(() => {});
+      if (this.#state !== 'running') return this.stop();
+      this.#state = 'draining';
+      this.#heartbeater?.beat();
+      const grace = this.opts.drainGraceMs ?? 10_000;
+      const force = this.opts.drainForceMs ?? 5000;
+      this.log.info({ graceMs: grace, forceMs: force }, 'draining');
+      const ac = new AbortController();
+      const work = this.onDrain(ac.signal).catch((err) => this.log.warn({ err }, 'onDrain failed'));
+      const inGrace = await this.#within(work, grace);
+      if (!inGrace) {
+        this.log.warn({ graceMs: grace }, 'drain grace deadline passed, aborting in-flight work');
+        ac.abort(new LifecycleError('drain deadline passed', 'draining'));
+        const inForce = await this.#within(work, force);
+        if (!inForce) this.log.error({ forceMs: force }, 'drain force deadline passed, stopping anyway');
+      }
+      await this.stop();
+    })();
+    return this.#draining;
+  }
+
+  async #within(p: Promise<unknown>, ms: number): Promise<boolean> {
+    let h: unknown;
+    const timeout = new Promise<false>((r) => {
+      h = this.clock.setTimeout(() => r(false), ms);
+    });
+    const r = await Promise.race([p.then(() => true as const), timeout]);
+    this.clock.clearTimeout(h);
+    return r;
+  }
+
+  /** Stop now: no more heartbeats, onStop, announce 'stopped', close the connection. Idempotent. */
+  stop(): Promise<void> {
+    if (this.#stopping) return this.#stopping;
+    this.#stopping = (async () => {
+      if (this.#state === 'new') {
+        this.#state = 'stopped';
+        return;
+      }
+      if (this.#state === 'starting') await this.#starting?.catch(() => {});
+      const failed = this.#state === 'failed';
+      this.#heartbeater?.stop();
+      for (const h of this.#handles) h.unsubscribe();
+      try {
+        await this.onStop();
+      } catch (err) {
+        this.log.warn({ err }, 'onStop failed');
+      }
+      this.#state = failed ? 'failed' : 'stopped';
+      this.#heartbeater?.beat();
+      try {
+        await this.#bus?.drain();
+      } catch {
+        await this.#bus?.close().catch(() => {});
+      }
+      this.log.info({ state: this.#state }, 'actor stopped');
+    })();
+    return this.#stopping;
+  }
+
+  /**
+   * SIGTERM and SIGINT drain then exit(0); a second signal exits(1) at once.
+   * `exit` is injectable for tests.
+   */
+  installSignalHandlers(exit: (code: number) => void = (c) => process.exit(c)): () => void {
+    let signalled = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (signalled) {
+        this.log.warn({ signal: sig }, 'second signal, exiting now');
+        exit(1);
+        return;
+      }
+      signalled = true;
+      this.log.info({ signal: sig }, 'signal received, draining');
+      this.drain().then(
+        () => exit(0),
+        (err) => {
+          this.log.error({ err }, 'drain failed');
+          exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    return () => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    };
+  }
+
+  /** Serve requests; the handle is drained by the default onDrain and closed on stop. */
+  protected serve<Q, R>(
+    subject: string,
+    reqCodec: Codec<Q>,
+    resCodec: Codec<R>,
+    handler: (req: Q, ctx: ServeContext) => Promise<R>,
+    opts?: MailboxOpts,
+  ): ServeHandle {
+    const h = this.bus.serve(subject, reqCodec, resCodec, handler, opts);
+    this.#handles.push(h);
+    return h;
+  }
+
+  /** Subscribe; drained by the default onDrain and closed on stop. */
+  protected subscribe<T>(
+    subject: string,
+    codec: Codec<T>,
+    handler: (msg: T, subject: string) => void | Promise<void>,
+    opts?: MailboxOpts,
+  ): SubscribeHandle {
+    const h = this.bus.subscribe(subject, codec, handler, opts);
+    this.#handles.push(h);
+    return h;
+  }
+
+  protected abstract onStart(): Promise<void>;
+
+  /** Default: stop receiving on every serve/subscribe made through this class and let in-flight work end. */
+  protected async onDrain(signal: AbortSignal): Promise<void> {
+    void signal;
+    await Promise.all(this.#handles.map((h) => h.drain()));
+  }
+
+  protected async onStop(): Promise<void> {}
+
+  /** Load in the heartbeat. Default: sum of the mailboxes of handles made through this class. */
+  protected loadSummary(): LoadSummary {
+    let queued = 0;
+    let running = 0;
+    for (const h of this.#handles) {
+      queued += h.mailbox.size;
+      running += h.mailbox.inFlight;
+    }
+    return { queued, running, mailbox: queued };
+  }
+
+  /** Extra key/values in heartbeats. */
+  protected heartbeatMeta(): Record<string, string | number | boolean> | undefined {
+    return undefined;
+  }
+}

@@ -1,0 +1,459 @@
+/**
+ * The Bus: one NATS connection per process, with typed request-reply, serving and pub/sub over protocols'
+ * codecs. Every request has a mandatory deadline; failures become typed errors (TimeoutError,
+ * NoRespondersError, RemoteError, ProtocolError). Serving and subscribing go through bounded mailboxes;
+ * a bad payload is answered with a typed error (requests) or counted (publications), logged once per
+ * subject per `protocolLogIntervalMs`, and never stops the subscription.
+ */
+import { EventEmitter } from 'node:events';
+import { connect } from '@nats-io/transport-node';
+import {
+  errors as natsErrors,
+  type Msg,
+  type NatsConnection,
+  type Subscription,
+} from '@nats-io/transport-node';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
+import type { Logger } from 'pino';
+import { Ack, type Codec, unpackRaw, PROTOCOL_VERSION } from '../../protocols/index.ts';
+import { ProtocolError, RemoteError, toWireError, DynError } from '../../protocols/errors.ts';
+import { TimeoutError, NoRespondersError, CancelledError, ConnectionClosedError } from './errors.ts';
+import { Mailbox } from './mailbox.ts';
+
+export interface BusConnectOptions {
+  servers: string | string[];
+  /** connection name, shown by the server (`nats server report connections`). */
+  name: string;
+  user?: string;
+  pass?: string;
+  log: Logger;
+  /** reconnect forever after a disconnect (default true). */
+  reconnect?: boolean;
+  /** deadline of the first connect, ms (default 5000). */
+  connectTimeoutMs?: number;
+  /** min ms between two log lines about bad payloads on one subject (default 10000). */
+  protocolLogIntervalMs?: number;
+}
+
+export interface ServeContext {
+  subject: string;
+  /** aborted when the service stops (unsubscribe, drain or close of the bus). */
+  signal: AbortSignal;
+}
+
+export interface MailboxOpts {
+  /** queue group: one member of the group gets each message. */
+  queue?: string;
+  /** max messages waiting for a handler slot (default 1024). Beyond it: mailbox_full. */
+  capacity?: number;
+  /** handlers running at once (default 64 for serve, 1 for subscribe: ordered). */
+  concurrency?: number;
+}
+
+export interface ServeHandle {
+  readonly subject: string;
+  /** stop receiving at once; running handlers see their signal aborted. */
+  unsubscribe(): void;
+  /** stop receiving, let queued and running handlers finish. */
+  drain(): Promise<void>;
+  readonly mailbox: Mailbox<unknown>;
+}
+
+export interface SubscribeHandle {
+  readonly subject: string;
+  unsubscribe(): void;
+  drain(): Promise<void>;
+  readonly mailbox: Mailbox<unknown>;
+}
+
+export interface BusCounters {
+  /** payloads that failed to decode or validate (received by serve/subscribe). */
+  protocolErrors: number;
+  /** messages refused because a mailbox was full. */
+  mailboxOverflows: number;
+  /** handler rejections (answered with an error reply when serving). */
+  handlerErrors: number;
+  /** server-reported errors (e.g. permission violations). */
+  serverErrors: number;
+}
+
+const DEFAULT_CAPACITY = 1024;
+
+/**
+ * Events: 'status' (the nats.js Status union), 'permission_error' ({subject, operation, message}).
+ */
+export class Bus extends EventEmitter {
+  readonly nc: NatsConnection;
+  readonly log: Logger;
+  readonly counters: BusCounters = { protocolErrors: 0, mailboxOverflows: 0, handlerErrors: 0, serverErrors: 0 };
+  #protocolLogAt = new Map<string, { at: number; suppressed: number }>();
+  #protocolLogIntervalMs: number;
+  #closing?: Promise<void>;
+  #abort = new AbortController();
+  #js?: JetStreamClient;
+  #kvs = new Map<string, Promise<KV>>();
+  #handles = new Set<{ unsubscribe(): void; drain(): Promise<void> }>();
+
+  private constructor(nc: NatsConnection, log: Logger, protocolLogIntervalMs: number) {
+    super();
+    this.nc = nc;
+    this.log = log;
+    this.#protocolLogIntervalMs = protocolLogIntervalMs;
+    void this.#watchStatus();
+  }
+
+  static async connect(opts: BusConnectOptions): Promise<Bus> {
+    const reconnect = opts.reconnect ?? true;
+    const nc = await connect({
+      servers: opts.servers,
+      name: opts.name,
+      user: opts.user,
+      pass: opts.pass,
+      reconnect,
+      maxReconnectAttempts: reconnect ? -1 : 0,
+      reconnectTimeWait: 250,
+      timeout: opts.connectTimeoutMs ?? 5000,
+      // a stale connection is detected within ~3 s (ping every 1 s, 3 outstanding) so a partitioned
+      // actor learns quickly that it is cut off.
+      pingInterval: 1000,
+      maxPingOut: 3,
+    });
+    opts.log.debug({ server: nc.getServer() }, 'nats connected');
+    return new Bus(nc, opts.log, opts.protocolLogIntervalMs ?? 10_000);
+  }
+
+  async #watchStatus(): Promise<void> {
+    try {
+      for await (const s of this.nc.status()) {
+        this.emit('status', s);
+        switch (s.type) {
+          case 'disconnect':
+            this.log.warn({ server: s.server }, 'nats disconnected');
+            break;
+          case 'reconnect':
+            this.log.info({ server: s.server }, 'nats reconnected');
+            break;
+          case 'reconnecting':
+            this.log.debug('nats reconnecting');
+            break;
+          case 'error': {
+            this.counters.serverErrors++;
+            const e = s.error;
+            if (e instanceof natsErrors.PermissionViolationError) {
+              this.log.warn({ subject: e.subject, operation: e.operation }, 'nats permission violation');
+              this.emit('permission_error', { subject: e.subject, operation: e.operation, message: e.message });
+            } else {
+              this.log.warn({ err: e?.message }, 'nats server error');
+            }
+            break;
+          }
+          case 'slowConsumer':
+            this.log.warn({ pending: s.pending, subject: s.sub.getSubject() }, 'nats slow consumer');
+            break;
+          case 'staleConnection':
+            this.log.warn('nats stale connection');
+            break;
+          default:
+            break;
+        }
+      }
+    } catch {
+      // the status iterator ends with the connection
+    }
+  }
+
+  get closed(): boolean {
+    return this.nc.isClosed();
+  }
+
+  /**
+   * Typed request-reply with a mandatory deadline. A reply that is an `Ack{ok:false,error}` (and does not
+   * validate as `resCodec`) becomes a RemoteError carrying the remote code.
+   */
+  async request<Q, R>(
+    subject: string,
+    reqCodec: Codec<Q>,
+    msg: Q,
+    resCodec: Codec<R>,
+    opts: { timeoutMs: number; signal?: AbortSignal },
+  ): Promise<R> {
+    if (!(opts?.timeoutMs > 0)) throw new RangeError(`request to ${subject}: timeoutMs must be > 0`);
+    if (opts.signal?.aborted) throw new CancelledError(`request to ${subject} cancelled before sending`);
+    const data = reqCodec.encode(msg);
+    let reply: Msg;
+    try {
+      const p = this.nc.request(subject, data, { timeout: opts.timeoutMs });
+      reply = opts.signal ? await raceAbort(p, opts.signal, subject) : await p;
+    } catch (err) {
+      throw mapRequestError(err, subject, opts.timeoutMs);
+    }
+    return decodeReply(reply.data, subject, resCodec);
+  }
+
+  /** Fire-and-forget publication (validated at the sender by the codec). */
+  publish<T>(subject: string, codec: Codec<T>, msg: T): void {
+    this.nc.publish(subject, codec.encode(msg));
+  }
+
+  /** Answer requests on `subject`. See the module comment for error handling. */
+  serve<Q, R>(
+    subject: string,
+    reqCodec: Codec<Q>,
+    resCodec: Codec<R>,
+    handler: (req: Q, ctx: ServeContext) => Promise<R>,
+    opts: MailboxOpts = {},
+  ): ServeHandle {
+    const ac = new AbortController();
+    const onBusAbort = () => ac.abort(new CancelledError('bus closing'));
+    this.#abort.signal.addEventListener('abort', onBusAbort, { once: true });
+    const respond = (m: Msg, bytes: Uint8Array) => {
+      if (!m.reply) return;
+      try {
+        m.respond(bytes);
+      } catch (err) {
+        this.log.debug({ subject: m.subject, err: (err as Error).message }, 'reply failed');
+      }
+    };
+    const errorReply = (m: Msg, err: unknown) => respond(m, Ack.encode({ v: PROTOCOL_VERSION, ok: false, error: toWireError(err) }));
+    const mailbox = new Mailbox<{ m: Msg; req: Q }>({
+      capacity: opts.capacity ?? DEFAULT_CAPACITY,
+      concurrency: opts.concurrency ?? 64,
+      name: `serve ${subject}`,
+      handler: async ({ m, req }) => {
+        let res: R;
+        try {
+          res = await handler(req, { subject: m.subject, signal: ac.signal });
+        } catch (err) {
+          this.counters.handlerErrors++;
+          if (!(err instanceof DynError)) this.log.error({ subject: m.subject, err }, 'handler failed');
+          errorReply(m, err);
+          return;
+        }
+        let bytes: Uint8Array;
+        try {
+          bytes = resCodec.encode(res);
+        } catch (err) {
+          this.counters.handlerErrors++;
+          this.log.error({ subject: m.subject, err: (err as Error).message }, 'handler returned an invalid reply');
+          errorReply(m, err);
+          return;
+        }
+        respond(m, bytes);
+      },
+    });
+    const sub = this.nc.subscribe(subject, {
+      queue: opts.queue,
+      callback: (err, m) => {
+        if (err) {
+          this.log.warn({ subject, err: err.message }, 'serve subscription error');
+          return;
+        }
+        let req: Q;
+        try {
+          req = reqCodec.decode(m.data, m.subject);
+        } catch (e) {
+          this.#badPayload(m.subject, e);
+          errorReply(m, e instanceof ProtocolError ? e : new ProtocolError(String(e), { subject: m.subject }));
+          return;
+        }
+        try {
+          mailbox.offer({ m, req });
+        } catch (e) {
+          this.counters.mailboxOverflows++;
+          this.#rateLimitedWarn(`overflow:${subject}`, { subject, capacity: mailbox.capacity }, 'mailbox full, refusing request');
+          errorReply(m, e);
+        }
+      },
+    });
+    return this.#track(subject, sub, mailbox, () => {
+      ac.abort(new CancelledError('service stopped'));
+      this.#abort.signal.removeEventListener('abort', onBusAbort);
+    }) as ServeHandle;
+  }
+
+  /** Receive publications on `subject` through a bounded mailbox. Bad payloads are counted and logged. */
+  subscribe<T>(
+    subject: string,
+    codec: Codec<T>,
+    handler: (msg: T, subject: string) => void | Promise<void>,
+    opts: MailboxOpts = {},
+  ): SubscribeHandle {
+    const mailbox = new Mailbox<{ msg: T; subject: string }>({
+      capacity: opts.capacity ?? DEFAULT_CAPACITY,
+      concurrency: opts.concurrency ?? 1,
+      name: `sub ${subject}`,
+      handler: async ({ msg, subject: s }) => {
+        await handler(msg, s);
+      },
+      onError: (err, item) => {
+        this.counters.handlerErrors++;
+        this.log.error({ subject: item.subject, err }, 'subscriber handler failed');
+      },
+    });
+    const sub = this.nc.subscribe(subject, {
+      queue: opts.queue,
+      callback: (err, m) => {
+        if (err) {
+          this.log.warn({ subject, err: err.message }, 'subscription error');
+          return;
+        }
+        let msg: T;
+        try {
+          msg = codec.decode(m.data, m.subject);
+        } catch (e) {
+          this.#badPayload(m.subject, e);
+          return;
+        }
+        try {
+          mailbox.offer({ msg, subject: m.subject });
+        } catch {
+          this.counters.mailboxOverflows++;
+          this.#rateLimitedWarn(`overflow:${subject}`, { subject, capacity: mailbox.capacity }, 'mailbox full, dropping publication');
+        }
+      },
+    });
+    return this.#track(subject, sub, mailbox, () => {}) as SubscribeHandle;
+  }
+
+  #track<T>(subject: string, sub: Subscription, mailbox: Mailbox<T>, onStop: () => void) {
+    let stopped = false;
+    const handle = {
+      subject,
+      mailbox: mailbox as Mailbox<unknown>,
+      unsubscribe: () => {
+        if (stopped) return;
+        stopped = true;
+        this.#handles.delete(handle);
+        if (!sub.isClosed()) sub.unsubscribe();
+        mailbox.close();
+        onStop();
+      },
+      drain: async () => {
+        if (stopped) return mailbox.idle();
+        stopped = true;
+        this.#handles.delete(handle);
+        try {
+          if (!sub.isClosed() && !this.nc.isClosed()) await sub.drain();
+        } catch {
+          // connection went away: nothing more will arrive anyway
+        }
+        mailbox.close();
+        await mailbox.idle();
+        onStop();
+      },
+    };
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  #badPayload(subject: string, err: unknown): void {
+    this.counters.protocolErrors++;
+    this.#rateLimitedWarn(`protocol:${subject}`, { subject, err: (err as Error).message }, 'bad payload refused');
+  }
+
+  #rateLimitedWarn(key: string, obj: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    const st = this.#protocolLogAt.get(key);
+    if (st && now - st.at < this.#protocolLogIntervalMs) {
+      st.suppressed++;
+      return;
+    }
+    this.#protocolLogAt.set(key, { at: now, suppressed: 0 });
+    this.log.warn({ ...obj, suppressedSinceLast: st?.suppressed ?? 0 }, msg);
+  }
+
+  jetstream(): JetStreamClient {
+    this.#js ??= jetstream(this.nc);
+    return this.#js;
+  }
+
+  /** Open a KV bucket, creating it when missing. Cached per bucket name. */
+  kv(bucket: string, opts?: Partial<KvOptions>): Promise<KV> {
+    let p = this.#kvs.get(bucket);
+    if (!p) {
+      p = new Kvm(this.nc).create(bucket, opts);
+      p.catch(() => this.#kvs.delete(bucket));
+      this.#kvs.set(bucket, p);
+    }
+    return p;
+  }
+
+  /** Let served/subscribed messages finish, then close. Idempotent. */
+  drain(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.allSettled([...this.#handles].map((h) => h.drain()));
+      this.#abort.abort(new CancelledError('bus closing'));
+      if (!this.nc.isClosed()) {
+        try {
+          await this.nc.drain();
+        } catch {
+          await this.nc.close().catch(() => {});
+        }
+      }
+    })();
+    return this.#closing;
+  }
+
+  /** Close now (running handlers see their signal aborted). Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      for (const h of [...this.#handles]) h.unsubscribe();
+      this.#abort.abort(new CancelledError('bus closing'));
+      if (!this.nc.isClosed()) await this.nc.close().catch(() => {});
+    })();
+    return this.#closing;
+  }
+}
+
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal, subject: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new CancelledError(`request to ${subject} cancelled`, signal.reason));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function mapRequestError(err: unknown, subject: string, timeoutMs: number): Error {
+  if (err instanceof DynError) return err;
+  if (err instanceof natsErrors.TimeoutError) return new TimeoutError(subject, timeoutMs, err);
+  if (err instanceof natsErrors.NoRespondersError) return new NoRespondersError(subject, err);
+  if (err instanceof natsErrors.RequestError) {
+    if (err.isNoResponders() || err.cause instanceof natsErrors.NoRespondersError) return new NoRespondersError(subject, err);
+    if (err.cause instanceof natsErrors.TimeoutError) return new TimeoutError(subject, timeoutMs, err);
+  }
+  if (err instanceof natsErrors.ClosedConnectionError || err instanceof natsErrors.DrainingConnectionError) {
+    return new ConnectionClosedError(`request to ${subject}: ${(err as Error).message}`, err);
+  }
+  return new ConnectionClosedError(`request to ${subject} failed: ${(err as Error)?.message ?? String(err)}`, err);
+}
+
+/** Decode a reply: the expected type, else an Ack error (RemoteError), else a ProtocolError. */
+export function decodeReply<R>(data: Uint8Array, subject: string, resCodec: Codec<R>): R {
+  let raw: unknown;
+  try {
+    raw = unpackRaw(data);
+  } catch (cause) {
+    throw new ProtocolError(`${resCodec.name}: undecodable reply from ${subject} (${(cause as Error).message})`, { subject, cause });
+  }
+  const isAckError =
+    raw !== null && typeof raw === 'object' && (raw as { ok?: unknown }).ok === false && typeof (raw as { error?: unknown }).error === 'object';
+  if (resCodec !== (Ack as unknown) || !isAckError) {
+    try {
+      return resCodec.check(raw, subject);
+    } catch (err) {
+      if (!isAckError) throw err;
+    }
+  }
+  const ack = Ack.check(raw, subject);
+  throw new RemoteError(ack.error!);
+}

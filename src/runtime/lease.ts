@@ -1,0 +1,240 @@
+/**
+ * Leader leases for singleton roles (cluster planner, one pool manager per pool) on JetStream KV.
+ *
+ * The lease is one key in bucket `jetstream.leasesBucket` whose value (protocols' LeaseValue) names the
+ * holder and its expiry. nats-server 2.9 has no per-key TTL, so expiry lives in the value:
+ * - acquire: only when the key is absent (`kv.create`), released (holder ''), or expired (expiresMs < now),
+ *   with compare-and-set on the revision read (`kv.update(key, v, revision)`): of two contenders exactly one
+ *   wins; the term grows by one (a fencing token).
+ * - renew: every `renewMs` with CAS on the revision of our last write; a CAS failure means someone else
+ *   took it: step down.
+ * - step down locally at our own expiry even when the server cannot be reached: `isLeader()` compares the
+ *   clock against the expiry we wrote minus a safety margin, so a partitioned or paused leader stops
+ *   claiming leadership before any standby may take over.
+ * Assumption: contenders' clocks agree to well within `safetyMs` (exact on one machine; NTP across nodes,
+ * where ttlMs should then be several seconds).
+ * Events: 'elected' ({holder, term, expiresMs}), 'lost' ({holder, term, reason}).
+ */
+import { EventEmitter } from 'node:events';
+import type { KV, KvEntry } from '@nats-io/kv';
+import type { Logger } from 'pino';
+import { LeaseValue, jetstream as jsNames } from '../../protocols/index.ts';
+import type { Bus } from './bus.ts';
+import { systemClock, type Clock } from './clock.ts';
+
+export interface LeaderLeaseOptions {
+  bus: Bus;
+  /** lease key (protocols' leaseKeys). */
+  key: string;
+  /** this contender's id (unique per process). */
+  holder: string;
+  /** lease lifetime without renewal, ms. Default 3000. */
+  ttlMs?: number;
+  /** renew (leader) and retry (standby) period, ms. Default 1000. Must be well below ttlMs. */
+  renewMs?: number;
+  /** the leader considers itself leader only until expiry minus this margin, ms. Default min(250, ttl/10). */
+  safetyMs?: number;
+  clock?: Clock;
+  log?: Logger;
+  /** bucket name (default jetstream.leasesBucket). */
+  bucket?: string;
+}
+
+export interface LeaseInfo {
+  holder: string;
+  expiresMs: number;
+  term: number;
+}
+
+export class LeaderLease extends EventEmitter {
+  readonly key: string;
+  readonly holder: string;
+  readonly ttlMs: number;
+  readonly renewMs: number;
+  readonly safetyMs: number;
+  #bus: Bus;
+  #clock: Clock;
+  #log?: Logger;
+  #bucket: string;
+  #kv?: KV;
+  #running = false;
+  #timer: unknown;
+  #stepDownTimer: unknown;
+  #busy = false;
+  /** our lease while we hold it. */
+  #held?: { revision: number; expiresMs: number; term: number; acquiredMs: number };
+
+  constructor(opts: LeaderLeaseOptions) {
+    super();
+    this.#bus = opts.bus;
+    this.key = opts.key;
+    this.holder = opts.holder;
+    this.ttlMs = opts.ttlMs ?? 3000;
+    this.renewMs = opts.renewMs ?? 1000;
+    this.safetyMs = opts.safetyMs ?? Math.min(250, Math.floor(this.ttlMs / 10));
+    if (!(this.renewMs < this.ttlMs - this.safetyMs)) throw new RangeError('LeaderLease: renewMs must be < ttlMs - safetyMs');
+    if (!this.holder) throw new RangeError('LeaderLease: holder must be non-empty');
+    this.#clock = opts.clock ?? systemClock;
+    this.#log = opts.log;
+    this.#bucket = opts.bucket ?? jsNames.leasesBucket;
+  }
+
+  /** Open the bucket and start contending. Resolves after the first attempt. Idempotent. */
+  async start(): Promise<void> {
+    if (this.#running) return;
+    this.#running = true;
+    this.#kv = await this.#bus.kv(this.#bucket, { history: 1 });
+    await this.tick();
+  }
+
+  /** Stop contending; release the lease if held (so a standby takes over at once). */
+  async stop(): Promise<void> {
+    if (!this.#running) return;
+    this.#running = false;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const held = this.#held;
+    if (held) {
+      this.#stepDown('released');
+      try {
+        const v: LeaseValue = { v: 1, holder: '', acquiredMs: held.acquiredMs, expiresMs: 0, term: held.term };
+        await this.#kv!.update(this.key, LeaseValue.encode(v), held.revision);
+      } catch (err) {
+        this.#log?.debug({ key: this.key, err: (err as Error).message }, 'lease release failed (it will expire)');
+      }
+    }
+  }
+
+  /** True while we hold an unexpired lease (checked against the clock, not just a flag). */
+  isLeader(): boolean {
+    return this.#held !== undefined && this.#clock.now() < this.#held.expiresMs - this.safetyMs;
+  }
+
+  /** Our term while leader (fencing token), else undefined. */
+  term(): number | undefined {
+    return this.isLeader() ? this.#held!.term : undefined;
+  }
+
+  /** Until when we may act as leader (ms since epoch), or 0. */
+  leaderUntilMs(): number {
+    return this.isLeader() ? this.#held!.expiresMs - this.safetyMs : 0;
+  }
+
+  /** The current lease as stored (null when absent, released or expired). */
+  async leader(): Promise<LeaseInfo | null> {
+    const kv = this.#kv ?? (await this.#bus.kv(this.#bucket, { history: 1 }));
+    const e = await kv.get(this.key);
+    const v = this.#decode(e);
+    if (!v || !v.holder || v.expiresMs < this.#clock.now()) return null;
+    return { holder: v.holder, expiresMs: v.expiresMs, term: v.term };
+  }
+
+  #decode(e: KvEntry | null): LeaseValue | null {
+    if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
+    try {
+      return LeaseValue.decode(e.value, `$KV.${this.#bucket}.${this.key}`);
+    } catch (err) {
+      // a foreign or corrupt value: treat as free, CAS on its revision still protects us
+      this.#log?.warn({ key: this.key, err: (err as Error).message }, 'bad lease value, treating as expired');
+      return null;
+    }
+  }
+
+  #schedule(ms: number): void {
+    if (!this.#running) return;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = this.#clock.setTimeout(() => void this.tick(), Math.max(1, ms));
+  }
+
+  #stepDown(reason: string): void {
+    const held = this.#held;
+    if (!held) return;
+    this.#held = undefined;
+    if (this.#stepDownTimer !== undefined) this.#clock.clearTimeout(this.#stepDownTimer);
+    this.#stepDownTimer = undefined;
+    this.#log?.info({ key: this.key, term: held.term, reason }, 'lease lost');
+    this.emit('lost', { holder: this.holder, term: held.term, reason });
+  }
+
+  /** One attempt: renew when leader, acquire when free. Exposed for tests driven by a ManualClock. */
+  async tick(): Promise<void> {
+    if (!this.#running || this.#busy) return;
+    this.#busy = true;
+    let next = this.renewMs;
+    try {
+      if (this.#held) await this.#renew();
+      else next = await this.#tryAcquire();
+    } catch (err) {
+      this.#log?.warn({ key: this.key, err: (err as Error).message }, 'lease attempt failed');
+    } finally {
+      this.#busy = false;
+    }
+    // a leader whose expiry passed while the server was unreachable is not leader any more
+    if (this.#held && !this.isLeader()) this.#stepDown('expired');
+    this.#schedule(next);
+  }
+
+  async #renew(): Promise<void> {
+    const held = this.#held!;
+    if (!this.isLeader()) {
+      this.#stepDown('expired');
+      return;
+    }
+    const t0 = this.#clock.now();
+    const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: held.acquiredMs, expiresMs: t0 + this.ttlMs, term: held.term };
+    try {
+      const rev = await this.#kv!.update(this.key, LeaseValue.encode(v), held.revision);
+      if (this.#held !== held) return; // stepped down meanwhile
+      held.revision = rev;
+      held.expiresMs = v.expiresMs;
+      this.#armStepDown();
+    } catch (err) {
+      if (isCasFailure(err)) this.#stepDown('taken');
+      else throw err; // unreachable: keep trying until our expiry
+    }
+  }
+
+  /** Returns ms until the next attempt. */
+  async #tryAcquire(): Promise<number> {
+    const kv = this.#kv!;
+    const e = await kv.get(this.key);
+    const cur = this.#decode(e);
+    const t0 = this.#clock.now();
+    if (cur && cur.holder && cur.expiresMs >= t0) {
+      // held by someone (possibly a previous process of ours): retry just after it would lapse
+      return Math.min(this.renewMs, cur.expiresMs - t0 + 1);
+    }
+    const term = (cur?.term ?? 0) + 1;
+    const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: t0, expiresMs: t0 + this.ttlMs, term };
+    const bytes = LeaseValue.encode(v);
+    let rev: number;
+    try {
+      rev = e ? await kv.update(this.key, bytes, e.revision) : await kv.create(this.key, bytes);
+    } catch (err) {
+      if (isCasFailure(err)) return this.renewMs; // someone else won
+      throw err;
+    }
+    if (!this.#running) return this.renewMs;
+    this.#held = { revision: rev, expiresMs: v.expiresMs, term, acquiredMs: t0 };
+    this.#armStepDown();
+    this.#log?.info({ key: this.key, term }, 'lease elected');
+    this.emit('elected', { holder: this.holder, term, expiresMs: v.expiresMs });
+    return this.renewMs;
+  }
+
+  /** Step down at our local expiry even if no tick runs (server unreachable, slow requests). */
+  #armStepDown(): void {
+    if (this.#stepDownTimer !== undefined) this.#clock.clearTimeout(this.#stepDownTimer);
+    const held = this.#held!;
+    this.#stepDownTimer = this.#clock.setTimeout(() => {
+      if (this.#held === held && !this.isLeader()) this.#stepDown('expired');
+    }, held.expiresMs - this.safetyMs - this.#clock.now());
+  }
+}
+
+function isCasFailure(err: unknown): boolean {
+  const e = err as { message?: string; code?: number; api_error?: { err_code?: number } };
+  const m = (e?.message ?? '').toLowerCase();
+  // JetStream: 10071 wrong last sequence; 10164/"key exists" for create
+  return m.includes('wrong last sequence') || m.includes('key exists') || e?.api_error?.err_code === 10071 || m.includes('10071');
+}

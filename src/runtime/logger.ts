@@ -1,0 +1,38 @@
+/**
+ * pino logging. JSON lines by default (machine-readable, cheap); pretty only when asked (`pretty: true`
+ * or env DYNAMOLLM_LOG_PRETTY=1). Level from `level`, else env DYNAMOLLM_LOG_LEVEL, else 'info'.
+ * Each actor logs through a child carrying `actor` (its kind) and `id`.
+ */
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+export interface LoggerOptions {
+  /** pino level: trace|debug|info|warn|error|fatal|silent. Default env DYNAMOLLM_LOG_LEVEL or 'info'. */
+  level?: string;
+  /** human-readable output through pino-pretty. Default false (or env DYNAMOLLM_LOG_PRETTY=1). */
+  pretty?: boolean;
+  name?: string;
+  /** write to this destination instead of stdout (tests). */
+  destination?: NodeJS.WritableStream;
+}
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  const level = opts.level ?? process.env.DYNAMOLLM_LOG_LEVEL ?? 'info';
+  const pretty = opts.pretty ?? process.env.DYNAMOLLM_LOG_PRETTY === '1';
+  const base = { level, name: opts.name ?? 'dynamollm' };
+  if (pretty) {
+    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, destination: 2 } } });
+  }
+  if (opts.destination) return pino(base, opts.destination);
+  return pino(base);
+}
+
+export function actorLogger(root: Logger, kind: string, id: string): Logger {
+  return root.child({ actor: kind, id });
+}
+
+/** A logger that drops everything (for tests and benchmarks that do not care). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

@@ -1,0 +1,227 @@
+/**
+ * Supervises actor processes: starts children from specs, restarts a crashed child with exponential
+ * backoff (initialMs x factor^n, capped at maxMs) within a restart budget (at most maxRestarts restarts
+ * per windowMs; past it the child is given up), and stops them all in reverse order (SIGTERM, then
+ * SIGKILL after the child's stopGraceMs). Children's stdout/stderr pass through line by line.
+ * Events: 'spawn' {name, pid}, 'exit' {name, pid, code, signal}, 'restart' {name, attempt, delayMs},
+ * 'gave_up' {name, restarts}.
+ */
+import { EventEmitter } from 'node:events';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import type { Logger } from 'pino';
+import { systemClock, type Clock } from './clock.ts';
+import { LifecycleError } from './errors.ts';
+
+export interface ChildSpec {
+  /** unique name of the child in this supervisor. */
+  name: string;
+  command: string;
+  args: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  /** ms between SIGTERM and SIGKILL on stop. Default 10000. */
+  stopGraceMs?: number;
+  /** default 'on-failure' (restart after a non-zero exit or a signal). */
+  restart?: 'always' | 'on-failure' | 'never';
+  /** where output goes: 'inherit' (line by line to our stdout/stderr, default), 'log', 'ignore'. */
+  output?: 'inherit' | 'log' | 'ignore';
+}
+
+export type ChildState = 'starting' | 'running' | 'backoff' | 'stopping' | 'stopped' | 'exited' | 'gave_up';
+
+export interface SupervisorOptions {
+  children: ChildSpec[];
+  log: Logger;
+  backoff?: { initialMs?: number; maxMs?: number; factor?: number };
+  budget?: { maxRestarts?: number; windowMs?: number };
+  clock?: Clock;
+}
+
+interface Child {
+  spec: ChildSpec;
+  proc?: ChildProcess;
+  state: ChildState;
+  restarts: number;
+  /** restart times within the budget window. */
+  recent: number[];
+  /** consecutive failures (sets the backoff). */
+  failures: number;
+  timer?: unknown;
+  exited?: Promise<void>;
+  spawnedMs: number;
+}
+
+export class Supervisor extends EventEmitter {
+  #children = new Map<string, Child>();
+  #log: Logger;
+  #clock: Clock;
+  #backoff: { initialMs: number; maxMs: number; factor: number };
+  #budget: { maxRestarts: number; windowMs: number };
+  #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
+  #initial: ChildSpec[];
+
+  constructor(opts: SupervisorOptions) {
+    super();
+    this.#log = opts.log;
+    this.#clock = opts.clock ?? systemClock;
+    this.#backoff = { initialMs: 500, maxMs: 10_000, factor: 2, ...opts.backoff };
+    this.#budget = { maxRestarts: 5, windowMs: 60_000, ...opts.budget };
+    this.#initial = opts.children;
+    const names = new Set<string>();
+    for (const c of opts.children) {
+      if (names.has(c.name)) throw new RangeError(`Supervisor: duplicate child name '${c.name}'`);
+      names.add(c.name);
+    }
+  }
+
+  /** Spawn every child in order. Idempotent. */
+  async start(): Promise<void> {
+    if (this.#state === 'running') return;
+    if (this.#state !== 'new') throw new LifecycleError(`supervisor cannot start in state ${this.#state}`, this.#state);
+    this.#state = 'running';
+    for (const spec of this.#initial) this.add(spec);
+  }
+
+  /** Add and spawn a child at runtime. */
+  add(spec: ChildSpec): void {
+    if (this.#state !== 'running') throw new LifecycleError(`supervisor not running (${this.#state})`, this.#state);
+    if (this.#children.has(spec.name)) throw new RangeError(`Supervisor: child '${spec.name}' exists`);
+    const c: Child = { spec, state: 'starting', restarts: 0, recent: [], failures: 0, spawnedMs: 0 };
+    this.#children.set(spec.name, c);
+    this.#spawn(c);
+  }
+
+  /** Stop (SIGTERM, then SIGKILL after stopGraceMs) and forget a child. */
+  async remove(name: string): Promise<void> {
+    const c = this.#children.get(name);
+    if (!c) return;
+    await this.#stopChild(c);
+    this.#children.delete(name);
+  }
+
+  children(): { name: string; pid: number | undefined; restarts: number; state: ChildState }[] {
+    return [...this.#children.values()].map((c) => ({ name: c.spec.name, pid: c.proc?.pid, restarts: c.restarts, state: c.state }));
+  }
+
+  /** Stop all children in reverse order of start. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.#state === 'stopped' || this.#state === 'stopping') return;
+    this.#state = 'stopping';
+    for (const c of [...this.#children.values()].reverse()) await this.#stopChild(c);
+    this.#state = 'stopped';
+  }
+
+  #spawn(c: Child): void {
+    const { spec } = c;
+    c.state = 'starting';
+    const out = spec.output ?? 'inherit';
+    let proc: ChildProcess;
+    try {
+      proc = spawn(spec.command, spec.args, {
+        cwd: spec.cwd,
+        env: { ...process.env, ...spec.env },
+        stdio: ['ignore', out === 'ignore' ? 'ignore' : 'pipe', out === 'ignore' ? 'ignore' : 'pipe'],
+      });
+    } catch (err) {
+      this.#log.error({ child: spec.name, err }, 'spawn failed');
+      this.#onExit(c, undefined, null, null);
+      return;
+    }
+    c.proc = proc;
+    c.spawnedMs = this.#clock.now();
+    let resolveExit!: () => void;
+    c.exited = new Promise((r) => (resolveExit = r));
+    for (const [stream, dest] of [
+      [proc.stdout, process.stdout],
+      [proc.stderr, process.stderr],
+    ] as const) {
+      if (!stream) continue;
+      const rl = createInterface({ input: stream });
+      rl.on('line', (line) => {
+        if (out === 'log') this.#log.info({ child: spec.name }, line);
+        else dest.write(line + '\n');
+      });
+    }
+    proc.once('spawn', () => {
+      if (c.state === 'starting') c.state = 'running';
+      this.#log.info({ child: spec.name, pid: proc.pid }, 'child spawned');
+      this.emit('spawn', { name: spec.name, pid: proc.pid });
+    });
+    proc.once('error', (err) => {
+      this.#log.error({ child: spec.name, err: err.message }, 'child process error');
+      if (proc.pid === undefined) {
+        resolveExit();
+        this.#onExit(c, proc, null, null);
+      }
+    });
+    proc.once('exit', (code, signal) => {
+      resolveExit();
+      this.#onExit(c, proc, code, signal);
+    });
+  }
+
+  #onExit(c: Child, proc: ChildProcess | undefined, code: number | null, signal: NodeJS.Signals | null): void {
+    if (proc && c.proc !== proc) return;
+    const { spec } = c;
+    this.emit('exit', { name: spec.name, pid: proc?.pid, code, signal });
+    if (c.state === 'stopping' || c.state === 'stopped' || this.#state !== 'running') {
+      c.state = 'stopped';
+      return;
+    }
+    const policy = spec.restart ?? 'on-failure';
+    const failed = code !== 0;
+    this.#log[failed ? 'warn' : 'info']({ child: spec.name, pid: proc?.pid, code, signal }, 'child exited');
+    if (policy === 'never' || (policy === 'on-failure' && !failed)) {
+      c.state = 'exited';
+      return;
+    }
+    const now = this.#clock.now();
+    // a child that ran longer than the max backoff was stable: start the backoff over
+    if (now - c.spawnedMs > this.#backoff.maxMs) c.failures = 0;
+    c.recent = c.recent.filter((t) => now - t < this.#budget.windowMs);
+    if (c.recent.length >= this.#budget.maxRestarts) {
+      c.state = 'gave_up';
+      this.#log.error({ child: spec.name, restarts: c.restarts, windowMs: this.#budget.windowMs }, 'restart budget spent, giving up');
+      this.emit('gave_up', { name: spec.name, restarts: c.restarts });
+      return;
+    }
+    const delayMs = Math.min(this.#backoff.maxMs, this.#backoff.initialMs * this.#backoff.factor ** c.failures);
+    c.failures++;
+    c.recent.push(now);
+    c.state = 'backoff';
+    this.emit('restart', { name: spec.name, attempt: c.restarts + 1, delayMs });
+    c.timer = this.#clock.setTimeout(() => {
+      c.timer = undefined;
+      if (c.state !== 'backoff' || this.#state !== 'running') return;
+      c.restarts++;
+      this.#spawn(c);
+    }, delayMs);
+  }
+
+  async #stopChild(c: Child): Promise<void> {
+    if (c.timer !== undefined) this.#clock.clearTimeout(c.timer);
+    c.timer = undefined;
+    const proc = c.proc;
+    const alive = proc && proc.exitCode === null && proc.signalCode === null;
+    c.state = 'stopping';
+    if (!alive) {
+      c.state = 'stopped';
+      return;
+    }
+    const grace = c.spec.stopGraceMs ?? 10_000;
+    proc.kill('SIGTERM');
+    let h: unknown;
+    const timedOut = await Promise.race([
+      c.exited!.then(() => false),
+      new Promise<boolean>((r) => (h = this.#clock.setTimeout(() => r(true), grace))),
+    ]);
+    this.#clock.clearTimeout(h);
+    if (timedOut) {
+      this.#log.warn({ child: c.spec.name, graceMs: grace }, 'child ignored SIGTERM, killing');
+      proc.kill('SIGKILL');
+      await c.exited;
+    }
+    c.state = 'stopped';
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Starts a real nats-server per suite: `nats-server -c <conf> -p -1 -sd <tmp> --ports_file_dir <tmp>`
+ * (random free port, private JetStream store), reads the ports file, waits until it greets, and kills and
+ * removes everything on stop().
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { withStoreDir } from '../../src/runtime/nats-launcher.ts';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { probeNats } from '../../src/runtime/nats-launcher.ts';
+
+export type Role = 'gateway' | 'cluster' | 'pool' | 'instance' | 'observer' | 'admin';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const NATS_CONF = join(REPO_ROOT, 'nats.conf');
+const NATS_BIN = process.env.NATS_SERVER_BIN ?? (process.platform === 'linux' ? '/usr/sbin/nats-server' : 'nats-server');
+
+export interface TestNats {
+  url: string;
+  port: number;
+  pid: number;
+  creds(role: Role): { user: string; pass: string };
+  stop(): Promise<void>;
+}
+
+/** Passwords of the repo's nats.conf (local defaults). */
+export function creds(role: Role): { user: string; pass: string } {
+  return { user: role, pass: `${role}-local` };
+}
+
+export async function startNatsServer(opts: { conf?: string; jetstream?: boolean } = {}): Promise<TestNats> {
+  const dir = mkdtempSync(join(tmpdir(), 'dyn-nats-'));
+  // nats-server 2.9 refuses `-sd` when the config names store_dir too, so the suite runs a copy of the
+  // project's config whose store_dir points at the private temp dir (everything else unchanged).
+  const conf = join(dir, 'nats.conf');
+  writeFileSync(conf, withStoreDir(readFileSync(opts.conf ?? NATS_CONF, 'utf8'), join(dir, 'js')));
+  const args = ['-c', conf, '-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', dir];
+  if (opts.jetstream !== false) args.push('-js');
+  const proc = spawn(existsBin(NATS_BIN) ? NATS_BIN : 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const deadline = Date.now() + 10_000;
+  let port = 0;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`nats-server exited (${proc.exitCode}): ${stderr}`);
+    const f = readdirSync(dir).find((n) => n.endsWith('.ports'));
+    if (f) {
+      try {
+        const ports = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { nats?: string[] };
+        const u = ports.nats?.[0];
+        if (u) port = Number(new URL(u.replace(/^nats:/, 'http:')).port);
+      } catch {
+        // written but not complete yet
+      }
+      if (port && (await probeNats('127.0.0.1', port, 300))) break;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!port) {
+    proc.kill('SIGKILL');
+    throw new Error(`nats-server did not start: ${stderr}`);
+  }
+  let stopped: Promise<void> | undefined;
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    pid: proc.pid!,
+    creds,
+    stop: () =>
+      (stopped ??= (async () => {
+        if (proc.exitCode === null) {
+          proc.kill('SIGTERM');
+          const t = setTimeout(() => proc.kill('SIGKILL'), 3000);
+          await exited;
+          clearTimeout(t);
+        }
+        rmSync(dir, { recursive: true, force: true });
+      })()),
+  };
+}
+
+function existsBin(p: string): boolean {
+  try {
+    readFileSync(p, { flag: 'r' }).length;
+    return true;
+  } catch {
+    return false;
+  }
+}
