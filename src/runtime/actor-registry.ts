@@ -25,6 +25,7 @@ export interface ActorModule {
 }
 
 export const ACTOR_REGISTRY: Record<string, () => Promise<ActorModule>> = {
+  gateway: () => import('../../actors/gateway/main.ts'),
   // test kinds (test/fixtures/actors): tiny actors used by the runtime's integration tests
   'test-echo': () => import('../../test/fixtures/actors/echo.ts'),
   'test-lease': () => import('../../test/fixtures/actors/lease.ts'),

@@ -1,0 +1,65 @@
+/**
+ * Gateway settings: the `gateway:` section of the cluster config file (deploy/local.yaml documents it),
+ * overridable per process with `--set key=value` and env DYNAMOLLM_API_KEYS (comma-separated keys, so
+ * secrets need not sit in the file). The section is split off before the rest goes to the shared cluster
+ * config parser (actors/common/config.ts), which stays strict about its own fields.
+ */
+import { z } from 'zod';
+import { ConfigError, parseConfig, type ClusterConfig } from '../common/config.ts';
+
+export const gatewaySchema = z
+  .object({
+    /** HTTP port; default 8000 (0 picks a free port). */
+    port: z.number().int().min(0).max(65535).default(8000),
+    /** bind address; default 0.0.0.0. */
+    host: z.string().default('0.0.0.0'),
+    /** accepted API keys (Authorization: Bearer <key>); default [] = no auth. */
+    apiKeys: z.array(z.string().min(8, 'API keys must be at least 8 characters')).default([]),
+    /** largest request body, bytes; default 1048576 (1 MiB). */
+    bodyLimitBytes: z.number().int().positive().default(1 << 20),
+    /** requests in flight per gateway replica before 429; default 1024. */
+    maxInflight: z.number().int().positive().default(1024),
+    /** a request's overall deadline, s; default 600. */
+    requestTimeoutS: z.number().positive().default(600),
+    /** deadline of cluster intake (admission), ms; default 10000. */
+    admitTimeoutMs: z.number().positive().default(10_000),
+    /** longest silence of a token stream before the request fails (retryable), ms; default 60000. */
+    chunkTimeoutMs: z.number().positive().default(60_000),
+    /** gateway replicas `dynamollm up` starts (ports port, port+1, ...); default 1. */
+    replicas: z.number().int().min(1).max(64).default(1),
+    /** model ids served (/v1/models); default [the cluster's model]. */
+    models: z.array(z.string().min(1)).optional(),
+    /** serve the dashboard and /ws; default true. */
+    dashboard: z.boolean().default(true),
+  })
+  .strict();
+
+export type GatewaySettings = z.infer<typeof gatewaySchema>;
+
+/** Splits a raw config object (parsed YAML/JSON) into the shared cluster config and the gateway section. */
+export function splitConfig(raw: unknown, where = 'config'): { cluster: ClusterConfig; gateway: GatewaySettings; clusterRaw: Record<string, unknown> } {
+  const obj = raw === undefined || raw === null ? {} : raw;
+  if (typeof obj !== 'object' || Array.isArray(obj)) throw new ConfigError(`${where} must be a mapping`);
+  const { gateway, ...rest } = obj as Record<string, unknown>;
+  const g = gatewaySchema.safeParse(gateway ?? {});
+  if (!g.success) {
+    throw new ConfigError(`${where} is invalid:\n${g.error.issues.map((i) => `  gateway.${i.path.join('.')}: ${i.message}`).join('\n')}`);
+  }
+  return { cluster: parseConfig(rest, where), gateway: g.data, clusterRaw: rest };
+}
+
+/** Applies `--set key=value` overrides (port, host, apiKeys=a,b, bodyLimitBytes, ...) and env DYNAMOLLM_API_KEYS. */
+export function applyOverrides(g: GatewaySettings, extra: Record<string, string>, env: NodeJS.ProcessEnv = process.env): GatewaySettings {
+  const out: Record<string, unknown> = { ...g };
+  for (const [k, v] of Object.entries(extra)) {
+    if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
+    if (k === 'apiKeys' || k === 'models') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
+    else if (k === 'host') out[k] = v;
+    else if (k === 'dashboard') out[k] = v === 'true' || v === '1';
+    else out[k] = Number(v);
+  }
+  if (env.DYNAMOLLM_API_KEYS) out.apiKeys = [...(out.apiKeys as string[]), ...env.DYNAMOLLM_API_KEYS.split(',').map((s) => s.trim()).filter(Boolean)];
+  const r = gatewaySchema.safeParse(out);
+  if (!r.success) throw new ConfigError(`gateway settings are invalid:\n${r.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
+  return r.data;
+}

@@ -1,0 +1,115 @@
+/**
+ * The gateway actor: OpenAI-compatible HTTP (GatewayServer) in front of the cluster over NATS
+ * (NatsBackend), aggregating the cluster's telemetry (instances, finished requests, decision events) into
+ * Prometheus metrics and the dashboard's live stream. Stateless: run any number of replicas.
+ * `dynamollm actor gateway --id gw-0 --config deploy/local.yaml [--set port=8001]`.
+ */
+import { Actor } from '../../src/runtime/actor.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
+import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
+import { subjects } from '../../protocols/subjects.ts';
+import { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
+import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
+import { LiveState } from '../../src/telemetry/live.ts';
+import { loadProfile } from '../../src/model/profile-io.ts';
+import { profilePathOf, type ClusterConfig } from '../common/config.ts';
+import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
+import { GatewayServer } from './server.ts';
+import { NatsBackend } from './nats-backend.ts';
+
+export interface GatewayActorOptions {
+  id: string;
+  cluster: ClusterConfig;
+  settings: GatewaySettings;
+  servers: string | string[];
+  user?: string;
+  pass?: string;
+  log: ActorFactoryOptions['log'];
+}
+
+export class GatewayActor extends Actor {
+  private server?: GatewayServer;
+  readonly metrics = new TelemetryMetrics();
+  readonly live: LiveState;
+  private sweepTimer?: NodeJS.Timeout;
+
+  constructor(private readonly g: GatewayActorOptions) {
+    super({ kind: 'gateway', id: g.id, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000 });
+    let profile;
+    try {
+      profile = loadProfile(profilePathOf(g.cluster));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'no profile: the dashboard shows no SinglePool baseline');
+    }
+    this.live = new LiveState({ profile, clusterGpus: g.cluster.servers.reduce((s, x) => s + x.gpus, 0) });
+  }
+
+  /** The bound HTTP port (after start). */
+  get port(): number {
+    return this.server!.port;
+  }
+
+  protected async onStart(): Promise<void> {
+    const s = this.g.settings;
+    this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => {
+      this.metrics.onInstance(t);
+      this.live.onInstance(t);
+    }, { capacity: 4096 });
+    this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
+      this.metrics.onRequest(r);
+      this.live.onRequest(r);
+    }, { capacity: 16384 });
+    this.subscribe(subjects.eventAll(), DecisionEvent, (e) => {
+      this.metrics.onEvent(e);
+      this.live.onEvent(e);
+    }, { capacity: 1024 });
+    this.sweepTimer = setInterval(() => this.metrics.sweep(), 5000);
+    this.sweepTimer.unref();
+    this.server = new GatewayServer({
+      backend: new NatsBackend(this.bus, { admitTimeoutMs: s.admitTimeoutMs, chunkTimeoutMs: s.chunkTimeoutMs }),
+      port: s.port,
+      host: s.host,
+      apiKeys: s.apiKeys,
+      bodyLimitBytes: s.bodyLimitBytes,
+      maxInflight: s.maxInflight,
+      requestTimeoutMs: s.requestTimeoutS * 1000,
+      models: s.models ?? [this.g.cluster.model],
+      metrics: this.metrics,
+      live: s.dashboard ? this.live : undefined,
+      log: this.log,
+      replicaId: this.id,
+    });
+    const port = await this.server.listen();
+    this.log.info({ port, auth: s.apiKeys.length > 0 }, `gateway listening on http://${s.host === '0.0.0.0' ? '127.0.0.1' : s.host}:${port} (dashboard at /)`);
+  }
+
+  protected override async onDrain(signal: AbortSignal): Promise<void> {
+    // stop taking requests and let in-flight streams finish first, then drop the telemetry subscriptions
+    await this.server?.close(10_000);
+    await super.onDrain(signal);
+  }
+
+  protected override async onStop(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    await this.server?.close(0);
+  }
+
+  protected override loadSummary(): LoadSummary {
+    return { queued: 0, running: this.server?.inflightCount ?? 0 };
+  }
+}
+
+/** Entry for `dynamollm actor gateway` (src/runtime/actor-registry.ts). */
+export function createActor(opts: ActorFactoryOptions): GatewayActor {
+  const { cluster, gateway } = splitConfig(opts.config);
+  const settings = applyOverrides(gateway, opts.extra);
+  return new GatewayActor({
+    id: opts.id,
+    cluster,
+    settings,
+    servers: opts.servers,
+    user: opts.user ?? process.env.NATS_USER ?? cluster.nats.user,
+    pass: opts.pass ?? process.env.NATS_PASS ?? cluster.nats.pass,
+    log: opts.log,
+  });
+}
