@@ -83,6 +83,8 @@ export const configSchema = z
         healthDeadlineMs: pos.default(600_000),
         /** requests the instance keeps inside the engine at once (vLLM max_num_seqs); default 64. */
         maxInEngine: z.number().int().positive().default(64),
+        /** TP degree of the instances a pool starts before its first re-shard (capped by its GPUs); default 8. */
+        initialTp: z.union([z.literal(1), z.literal(2), z.literal(4), z.literal(8)]).default(8),
         /** bound of the instance manager's own admission queue (not-yet-started requests); default 256. */
         maxQueued: z.number().int().positive().default(256),
       })

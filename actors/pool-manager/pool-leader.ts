@@ -314,8 +314,9 @@ export class PoolLeader {
       }
       if (a.state === 'retired') return;
       // start instances on granted GPUs nobody uses
-      const tp = this.#plannedTp();
       for (const g of a.grants) {
+        let tp = this.#plannedTp();
+        while (tp > 1 && tp > g.gpuIds.length) tp /= 2;
         const used = new Set<number>();
         for (const s of live) if (s.node === g.node) for (const x of s.gpuIds) used.add(x);
         for (const [id, at] of this.#starting) {
@@ -343,7 +344,7 @@ export class PoolLeader {
 
   #tpTarget?: number;
   #plannedTp(): number {
-    return this.#tpTarget ?? 8;
+    return this.#tpTarget ?? this.#o.config.engine.initialTp;
   }
 
   async #nodeCmd(node: string | undefined, cmd: NodeCommand): Promise<boolean> {

@@ -1,0 +1,361 @@
+/**
+ * Cluster manager (`cluster --id ID --config FILE`; run any number of replicas).
+ * Every replica: intake (subjects.clusterIntake, queue group) -> classify (input class known, output class
+ * from the online predictor, which learns from RequestRecords) -> pool of that type (routing table from the
+ * pool assignments in the inventory KV) -> poolDispatch, retried while a pool leader fails over; a pool
+ * that refuses as overloaded spills to the next pool serving longer requests.
+ * The lease holder (leaseKeys.clusterPlanner) also: creates the events stream, keeps the GPU inventory
+ * (NodeStatus), runs the scale epoch (forecast -> policy planCluster -> grants of whole servers per pool,
+ * merges), publishes PoolAssignments (KV + PoolCommand) and answers clusterStatus.
+ */
+import type { KV } from '@nats-io/kv';
+import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
+import { LeaderLease } from '../../src/runtime/lease.ts';
+import { loadProfile } from '../../src/model/profile-io.ts';
+import type { Profile } from '../../src/model/profile-types.ts';
+import { existsSync } from 'node:fs';
+import {
+  Ack, Admission, ClusterStatus, InferenceRequest, InstanceStatus, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
+  StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, REQUEST_TYPES, toWireError,
+  type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
+} from '../../protocols/index.ts';
+import { requestTypeOf, inputClassOf, outputClassOf, type LengthClass } from '../../protocols/request-types.ts';
+import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
+import { classifyRequest } from '../../src/policy/classify.ts';
+import { LoadForecaster } from '../../src/policy/forecast.ts';
+import { planCluster } from '../../src/policy/cluster.ts';
+import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../common/config.ts';
+import { parseFlags, need } from '../common/args.ts';
+import { eventPublisher, ensureEventsStream, type EventPublisher } from '../common/events.ts';
+import { thresholdsOf } from '../common/policy.ts';
+
+export const summary = 'cluster manager: intake, classification, routing; leader: scaling and GPU inventory';
+
+const NEXT: Record<LengthClass, LengthClass | undefined> = { S: 'M', M: 'L', L: undefined };
+
+/** The type served by the next pool with longer requests (output class first, then input). */
+export function longerType(t: RequestType): RequestType | undefined {
+  const o = NEXT[outputClassOf(t)];
+  if (o) return requestTypeOf(inputClassOf(t), o);
+  const i = NEXT[inputClassOf(t)];
+  return i ? requestTypeOf(i, 'L') : undefined;
+}
+
+export class ClusterManager extends Actor {
+  #c: ClusterConfig;
+  #evt!: EventPublisher;
+  #predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(loadConfig()) });
+  #features = new Map<string, { inputTokens: number; maxTokens: number; model: string; tenant?: string }>();
+  #route = new Map<RequestType, string>();
+  #assignments = new Map<string, PoolAssignmentT>();
+  #lease!: LeaderLease;
+  #timers: NodeJS.Timeout[] = [];
+  #leaderTimers: NodeJS.Timeout[] = [];
+  #nodes = new Map<string, { st: NodeStatusT; seenMs: number }>();
+  #pools = new Map<string, { st: PoolStatusT; seenMs: number }>();
+  #instances = new Map<string, { st: import('../../protocols/index.ts').InstanceStatus; seenMs: number }>();
+  #forecaster = new LoadForecaster({ recentWindowMs: 60_000 });
+  #profile?: Profile;
+  #epoch = 0;
+  #statusServe?: { unsubscribe(): void };
+  #lastForecast?: Partial<Record<RequestType, number>>;
+
+  constructor(opts: ActorOptions, config: ClusterConfig) {
+    super(opts);
+    this.#c = config;
+    this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
+    for (const p of poolsOf(config)) for (const t of p.types) this.#route.set(t, p.id);
+  }
+
+  protected async onStart(): Promise<void> {
+    const c = this.#c;
+    this.#evt = eventPublisher(this.bus, this.id, this.log);
+    const ppath = profilePathOf(c);
+    if (existsSync(ppath)) this.#profile = loadProfile(ppath);
+    else this.log.warn({ profile: ppath }, 'no profile: scaling uses a static split of the servers');
+    await this.#loadAssignments();
+    this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intake(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
+    this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192 });
+    this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, { st: s, seenMs: Date.now() }), { capacity: 1024 });
+    this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: Date.now() }), { capacity: 1024 });
+    this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: Date.now() }), { capacity: 8192 });
+    this.#timers.push(setInterval(() => void this.#loadAssignments(), 1000));
+    this.#lease = new LeaderLease({
+      bus: this.bus, key: leaseKeys.clusterPlanner(), holder: this.id, ttlMs: c.liveness.leaseTtlMs,
+      renewMs: Math.max(100, Math.floor(c.liveness.leaseTtlMs / 3)), log: this.log,
+    });
+    this.#lease.on('elected', () => void this.#lead());
+    this.#lease.on('lost', () => {
+      this.#evt('lease', `${this.id} lost the cluster planner lease`, { leader: null }, {});
+      for (const t of this.#leaderTimers) clearInterval(t);
+      this.#leaderTimers = [];
+      this.#statusServe?.unsubscribe();
+    });
+    await this.#lease.start();
+  }
+
+  // ------------------------------------------------------------------ intake
+
+  #classify(r: InferenceRequest): { type: RequestType; predicted: number } {
+    const f = { inputTokens: r.inputTokens, maxTokens: r.maxTokens, model: r.model, tenant: r.tenant };
+    const p = this.#predictor.predict(f);
+    const predicted = Math.min(p.tokens, r.maxTokens);
+    let type: RequestType;
+    try {
+      type = classifyRequest(r.inputTokens, r.maxTokens < this.#c.thresholds.output.S ? 'S' : p.outputClass, thresholdsOf(this.#c));
+    } catch (err) {
+      throw new DynError('invalid_request', (err as Error).message, { retryable: false });
+    }
+    if (this.#features.size > 50_000) this.#features.delete(this.#features.keys().next().value!);
+    this.#features.set(r.id, f);
+    return { type, predicted };
+  }
+
+  async #intake(r: InferenceRequest): Promise<Admission> {
+    let cls: { type: RequestType; predicted: number };
+    try {
+      cls = this.#classify(r);
+    } catch (err) {
+      return { v: 1, id: r.id, ok: false, error: toWireError(err) };
+    }
+    let t: RequestType | undefined = cls.type;
+    let last: WireError | undefined;
+    // the pool of the type, then (overloaded) the pools serving longer requests
+    const tried = new Set<string>();
+    while (t) {
+      const pool = this.#route.get(t);
+      if (pool && !tried.has(pool)) {
+        tried.add(pool);
+        const a = await this.#dispatch({ ...r, type: cls.type, predictedOutputTokens: cls.predicted, pool }, pool);
+        if (a.ok || !a.error || a.error.code !== 'overloaded') return { ...a, type: cls.type };
+        last = a.error;
+      }
+      t = longerType(t);
+    }
+    return { v: 1, id: r.id, ok: false, type: cls.type, error: last ?? { code: 'unavailable', message: `no pool serves ${cls.type}`, retryable: true, retryAfterS: this.#c.emergency.retryAfterS } };
+  }
+
+  /** poolDispatch, retried on no_responders (leader failover) until the lease TTL has passed twice. */
+  async #dispatch(r: InferenceRequest, pool: string): Promise<Admission> {
+    const until = Date.now() + Math.min(2 * this.#c.liveness.leaseTtlMs + 1000, Math.max(0, r.deadlineMs - Date.now()));
+    let wait = 50;
+    for (;;) {
+      try {
+        return await this.bus.request(subjects.poolDispatch(pool), InferenceRequest, r, Admission, { timeoutMs: this.#c.timeouts.dispatchMs * 3 });
+      } catch (err) {
+        const e = err as DynError;
+        if (e.code !== 'no_responders' || Date.now() + wait > until) {
+          return { v: 1, id: r.id, ok: false, pool, error: { ...toWireError(err), retryable: e.retryable ?? true, retryAfterS: this.#c.emergency.retryAfterS } };
+        }
+        await new Promise((res) => setTimeout(res, wait));
+        wait = Math.min(500, wait * 2);
+      }
+    }
+  }
+
+  #learn(rec: RequestRecord): void {
+    const f = this.#features.get(rec.id);
+    if (!f || rec.outcome !== 'ok') return;
+    this.#features.delete(rec.id);
+    this.#predictor.observe(f, rec.completionTokens);
+  }
+
+  protected override heartbeatMeta() {
+    const a = this.#predictor.accuracy();
+    return { leader: this.#lease?.isLeader() ?? false, predictorAccuracy: a.rate, predictorRecentAccuracy: a.recentRate, predictorObservations: a.total };
+  }
+
+  async #loadAssignments(): Promise<void> {
+    let kv: KV;
+    try {
+      kv = await this.bus.kv(jetstream.inventoryBucket);
+      const keys = await kv.keys('pool.>');
+      for await (const k of keys) {
+        const e = await kv.get(k);
+        if (!e || !e.value.length) continue;
+        const a = PoolAssignment.decode(e.value);
+        this.#assignments.set(a.pool, a);
+      }
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'assignments not readable');
+      return;
+    }
+    for (const a of this.#assignments.values()) {
+      this.#epoch = Math.max(this.#epoch, a.epoch);
+      if (a.state === 'active') for (const t of a.types) this.#route.set(t, a.pool);
+    }
+  }
+
+  // ------------------------------------------------------------------ leader: inventory and scaling
+
+  async #lead(): Promise<void> {
+    const c = this.#c;
+    this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
+    await ensureEventsStream(this.bus).catch((err) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
+    this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
+    this.#leaderTimers.push(setInterval(() => this.#observeLoad(), Math.max(1000, c.liveness.statusIntervalMs * 4)));
+    this.#leaderTimers.push(setInterval(() => void this.#scaleEpoch('epoch'), c.epochs.clusterS * 1000));
+    // first plan once the nodes had time to report
+    setTimeout(() => void this.#scaleEpoch('start'), Math.max(500, c.liveness.statusIntervalMs * 3)).unref();
+  }
+
+  #observeLoad(): void {
+    const load: Partial<Record<RequestType, number>> = {};
+    const now = Date.now();
+    for (const { st, seenMs } of this.#instances.values()) {
+      if (now - seenMs > this.#c.liveness.deadAfterMs) continue;
+      for (const [t, v] of Object.entries(st.loadByType) as [RequestType, number][]) load[t] = (load[t] ?? 0) + v;
+    }
+    this.#forecaster.observe(now, load);
+    // a forecast change (> 30% on any type) triggers an extra epoch
+    const f = this.#forecaster.forecast(now, this.#c.epochs.clusterS * 1000);
+    const prev = this.#lastForecast;
+    if (prev && REQUEST_TYPES.some((t) => Math.abs((f[t] ?? 0) - (prev[t] ?? 0)) > 0.3 * Math.max(1, prev[t] ?? 0))) {
+      this.#lastForecast = f;
+      void this.#scaleEpoch('forecast change');
+    }
+  }
+
+  #servers(): { id: string; gpus: number }[] {
+    // servers whose node agent is alive; all configured servers before any has reported
+    const now = Date.now();
+    const alive = this.#c.servers.filter((s) => {
+      const n = this.#nodes.get(s.id);
+      return n && now - n.seenMs < Math.max(3 * this.#c.liveness.deadAfterMs, 3000);
+    });
+    return alive.length ? alive : this.#c.servers;
+  }
+
+  #scaling = false;
+  async #scaleEpoch(why: string): Promise<void> {
+    if (!this.#lease.isLeader() || this.#scaling) return;
+    this.#scaling = true;
+    try {
+      const now = Date.now();
+      const servers = this.#servers();
+      const forecast = this.#forecaster.forecast(now, this.#c.epochs.clusterS * 1000);
+      this.#lastForecast = forecast;
+      const pools = poolsOf(this.#c);
+      const grants = new Map<string, { node: string; gpuIds: number[] }[]>();
+      const types = new Map<string, RequestType[]>(pools.map((p) => [p.id, [...p.types]]));
+      const merges: { from: string; into: string }[] = [];
+      let rationale: unknown = 'static split';
+      const allEight = servers.every((s) => s.gpus % 8 === 0);
+      if (this.#profile && !this.#c.pools && allEight) {
+        // the paper's plan: whole servers per pool, floor(PL/ML), remainder forwarded, merges
+        const plan = planCluster({ forecastPeak: forecast, profile: this.#profile, totalServers: servers.length, gpusPerServer: servers[0]!.gpus });
+        rationale = plan.rationale;
+        let i = 0;
+        for (const p of plan.pools) {
+          for (let k = 0; k < p.servers && i < servers.length; k++, i++) {
+            const s = servers[i]!;
+            grants.set(p.pool.id, [...(grants.get(p.pool.id) ?? []), { node: s.id, gpuIds: range(s.gpus) }]);
+          }
+          types.set(p.pool.id, p.pool.types);
+        }
+        merges.push(...plan.merges);
+        // nothing planned (no load yet): the longest pool keeps one server so requests can be served
+        if (i === 0 && servers.length) {
+          const last = plan.pools[plan.pools.length - 1]?.pool.id ?? 'pool-LL';
+          grants.set(last, [{ node: servers[0]!.id, gpuIds: range(servers[0]!.gpus) }]);
+          types.set(last, [...REQUEST_TYPES]);
+          for (const p of pools) if (p.id !== last) merges.push({ from: p.id, into: last });
+        }
+      } else {
+        // configured pools: split every server's GPUs evenly among the pools (one share per pool and server
+        // when there are more pools than servers), grants on one node merged
+        const per = pools.length;
+        const chunksPerServer = Math.max(1, Math.ceil(per / Math.max(1, servers.length)));
+        let k = 0;
+        for (const s of servers) {
+          const share = Math.max(1, Math.floor(s.gpus / chunksPerServer));
+          for (let j = 0; j < chunksPerServer && (j + 1) * share <= s.gpus; j++, k++) {
+            const p = pools[k % per]!;
+            const list = grants.get(p.id) ?? [];
+            const same = list.find((x) => x.node === s.id);
+            if (same) same.gpuIds.push(...range(share, j * share));
+            else list.push({ node: s.id, gpuIds: range(share, j * share) });
+            grants.set(p.id, list);
+          }
+        }
+      }
+      const epoch = ++this.#epoch;
+      const mergedInto = new Map(merges.map((m) => [m.from, m.into]));
+      const ids = new Set([...pools.map((p) => p.id), ...grants.keys()]);
+      const changes: Record<string, unknown>[] = [];
+      for (const id of ids) {
+        const g = grants.get(id) ?? [];
+        const into = mergedInto.get(id);
+        const state = g.length ? 'active' : 'retired';
+        const prev = this.#assignments.get(id);
+        const a: PoolAssignmentT = {
+          v: 1, pool: id, types: state === 'active' ? types.get(id)! : (pools.find((p) => p.id === id)?.types ?? types.get(id)!), grants: g, epoch, state,
+          issuedBy: this.id, atMs: now, forecast: Object.fromEntries(Object.entries(forecast).filter(([t]) => (types.get(id) ?? []).includes(t as RequestType))),
+        };
+        if (into) a.mergedInto = into;
+        const same = prev && prev.state === a.state && JSON.stringify(prev.grants) === JSON.stringify(a.grants) && JSON.stringify(prev.types) === JSON.stringify(a.types);
+        if (same) continue;
+        changes.push({ pool: id, state, gpus: g.reduce((n, x) => n + x.gpuIds.length, 0), mergedInto: into });
+        await this.#assign(a);
+      }
+      if (changes.length) {
+        this.#evt('scale', `cluster epoch ${epoch} (${why}): ${changes.length} pool(s) changed`, { epoch, changes, merges }, { forecast, servers: servers.map((s) => s.id), rationale });
+        for (const m of merges) this.#evt('merge', `${m.from} merged into ${m.into}`, m, { forecast });
+      }
+    } catch (err) {
+      this.log.error({ err }, 'scale epoch failed');
+    } finally {
+      this.#scaling = false;
+    }
+  }
+
+  async #assign(a: PoolAssignmentT): Promise<void> {
+    this.#assignments.set(a.pool, a);
+    if (a.state === 'active') for (const t of a.types) this.#route.set(t, a.pool);
+    try {
+      const kv = await this.bus.kv(jetstream.inventoryBucket);
+      await kv.put(inventoryKeys.pool(a.pool), PoolAssignment.encode(a));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, pool: a.pool }, 'assignment not stored');
+    }
+    try {
+      await this.bus.request(subjects.poolControl(a.pool), PoolCommand, { v: 1, op: 'assign', assignment: a, reason: `cluster epoch ${a.epoch}` }, Ack, { timeoutMs: this.#c.timeouts.controlMs });
+    } catch (err) {
+      // no pool leader right now: it reads the assignment from the KV when elected
+      this.log.info({ pool: a.pool, err: (err as Error).message }, 'pool leader not reachable; assignment left in KV');
+    }
+  }
+
+  #status(): ClusterStatus {
+    const now = Date.now();
+    const alive = [...this.#instances.values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs).map((x) => x.st);
+    const pools = [...this.#assignments.values()].filter((a) => a.state === 'active').map((a) => ({
+      id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0), leader: this.#pools.get(a.pool)?.st.leader,
+      instances: alive.filter((s) => s.pool === a.pool).map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds, node: s.node, clockMhz: s.clockMhz, powerW: 0, energyJ: 0, queued: s.queued, running: s.running, state: s.state })),
+    }));
+    const freeGpus = [...this.#nodes.values()].reduce((n, x) => n + x.st.free.length, 0);
+    return { v: 1, leader: this.id, atMs: now, pools, freeGpus, powerW: 0, energyJ: 0 };
+  }
+
+  protected override async onStop(): Promise<void> {
+    for (const t of [...this.#timers, ...this.#leaderTimers]) clearInterval(t);
+    this.#statusServe?.unsubscribe();
+    await this.#lease?.stop().catch(() => {});
+  }
+}
+
+function range(n: number, from = 0): number[] {
+  return Array.from({ length: n }, (_, i) => from + i);
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const f = parseFlags(argv);
+  const config = loadConfig(f.config);
+  const cm = new ClusterManager(
+    { kind: 'cluster', id: need(f, 'id'), servers: config.nats.url, user: config.nats.user, pass: config.nats.pass, heartbeatMs: config.liveness.statusIntervalMs },
+    config,
+  );
+  cm.installSignalHandlers();
+  await cm.start();
+  return 0;
+}

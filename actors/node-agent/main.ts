@@ -1,0 +1,129 @@
+/**
+ * Node agent (one per GPU server, `--id NODE --config FILE`): owns the server's GPUs. On NodeCommand
+ * start_instance it starts an instance-manager process on the given GPUs (runtime Supervisor, restarted on
+ * failure: a SIGKILLed instance manager comes back under the same id, resets its GPUs' clocks first and
+ * serves again); on stop_instance it stops it (SIGTERM: the instance drains, then SIGKILL after graceMs).
+ * Publishes NodeStatus (free GPUs, instances) every status interval and keeps it in the inventory KV.
+ */
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
+import { Supervisor } from '../../src/runtime/supervisor.ts';
+import { Ack, NodeCommand, NodeStatus, controlSubjects, inventoryKeys, jetstream, subjects, DynError } from '../../protocols/index.ts';
+import { loadConfig, ConfigError, type ClusterConfig } from '../common/config.ts';
+import { parseFlags, need } from '../common/args.ts';
+import { launchArgs } from '../common/launch.ts';
+
+export const summary = 'node agent: starts and stops instance managers on one GPU server';
+
+interface Inst {
+  id: string;
+  pool: string;
+  tp: 1 | 2 | 4 | 8;
+  gpuIds: number[];
+}
+
+export class NodeAgent extends Actor {
+  #sup?: Supervisor;
+  #insts = new Map<string, Inst>();
+  #timer?: NodeJS.Timeout;
+  #gpus: number;
+  constructor(opts: ActorOptions, private readonly config: ClusterConfig, private readonly configPath: string) {
+    super(opts);
+    const s = config.servers.find((x) => x.id === opts.id);
+    if (!s) throw new ConfigError(`node ${opts.id} is not in config.servers (${config.servers.map((x) => x.id).join(', ')})`);
+    this.#gpus = s.gpus;
+  }
+
+  free(): number[] {
+    const used = new Set<number>();
+    for (const i of this.#insts.values()) for (const g of i.gpuIds) used.add(g);
+    return Array.from({ length: this.#gpus }, (_, i) => i).filter((g) => !used.has(g));
+  }
+
+  protected async onStart(): Promise<void> {
+    this.#sup = new Supervisor({ children: [], log: this.log, backoff: { initialMs: 200, maxMs: 5000 } });
+    await this.#sup.start();
+    this.serve(subjects.nodeControl(this.id), NodeCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64, concurrency: 4 });
+    this.#timer = setInterval(() => void this.#status(), this.config.liveness.statusIntervalMs);
+    await this.#status();
+  }
+
+  async #command(cmd: NodeCommand): Promise<Ack> {
+    if (cmd.op === 'start_instance') {
+      if (this.#insts.has(cmd.instanceId)) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, already: true } };
+      if (!cmd.pool || !cmd.tp || !cmd.gpuIds || cmd.gpuIds.length !== cmd.tp) {
+        throw new DynError('invalid_request', 'start_instance needs pool, tp and tp gpuIds', { retryable: false });
+      }
+      const free = new Set(this.free());
+      const busy = cmd.gpuIds.filter((g) => !free.has(g));
+      if (busy.length) throw new DynError('unavailable', `GPUs ${busy.join(',')} of ${this.id} are in use`, { retryable: true, retryAfterS: 1 });
+      const inst: Inst = { id: cmd.instanceId, pool: cmd.pool, tp: cmd.tp, gpuIds: cmd.gpuIds };
+      this.#insts.set(inst.id, inst);
+      this.#sup!.add({
+        name: inst.id,
+        command: process.execPath,
+        args: launchArgs('instance', ['--id', inst.id, '--config', this.configPath, '--pool', inst.pool, '--tp', String(inst.tp), '--gpus', inst.gpuIds.join(','), '--node', this.id]),
+        restart: 'on-failure',
+        stopGraceMs: cmd.graceMs ?? 30_000,
+        output: 'inherit',
+      });
+      this.log.info({ instance: inst.id, gpus: inst.gpuIds }, 'instance started');
+      void this.#status();
+      return { v: 1, ok: true, detail: { instanceId: inst.id } };
+    }
+    const inst = this.#insts.get(cmd.instanceId);
+    if (!inst) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, absent: true } };
+    // the GPUs come back to the inventory only once the instance manager exited (it resets their clocks)
+    void this.#sup!.remove(inst.id).finally(() => {
+      this.#insts.delete(inst.id);
+      void this.#status();
+    });
+    return { v: 1, ok: true, detail: { instanceId: inst.id } };
+  }
+
+  async #status(): Promise<void> {
+    if (this.state !== 'running' && this.state !== 'starting') return;
+    const st: NodeStatus = {
+      v: 1, node: this.id, gpus: this.#gpus, free: this.free(),
+      instances: [...this.#insts.values()].map((i) => ({ id: i.id, pool: i.pool, tp: i.tp, gpuIds: i.gpuIds, state: this.#sup?.children().find((c) => c.name === i.id)?.state ?? 'unknown' })),
+      startedMs: this.startedMs, sentMs: Date.now(),
+    };
+    try {
+      this.bus.publish(controlSubjects.nodeStatus(this.id), NodeStatus, st);
+      const kv = await this.bus.kv(jetstream.inventoryBucket);
+      await kv.put(inventoryKeys.node(this.id), NodeStatus.encode(st));
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'node status not published');
+    }
+  }
+
+  protected override async onStop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    await this.#sup?.stop();
+  }
+
+  protected override heartbeatMeta() {
+    return { gpus: this.#gpus, free: this.free().length, instances: this.#insts.size };
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const f = parseFlags(argv);
+  let configPath = f.config;
+  const config = loadConfig(configPath);
+  if (!configPath) {
+    // children need a file: write the defaults
+    configPath = join(mkdtempSync(join(tmpdir(), 'dyn-node-')), 'config.json');
+    writeFileSync(configPath, JSON.stringify(config));
+  }
+  const agent = new NodeAgent(
+    { kind: 'node', id: need(f, 'id'), servers: config.nats.url, user: config.nats.user, pass: config.nats.pass, heartbeatMs: config.liveness.statusIntervalMs },
+    config,
+    configPath,
+  );
+  agent.installSignalHandlers();
+  await agent.start();
+  return 0;
+}

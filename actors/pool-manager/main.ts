@@ -1,0 +1,53 @@
+/**
+ * `pool` actor process: `--id ID --config FILE [--pools pool-SS,pool-MM,...]` hosts one PoolLeader per
+ * pool (each with its own lease), so one process can stand for all pools on a small machine; run two such
+ * processes for standby leaders.
+ */
+import { existsSync } from 'node:fs';
+import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
+import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadConfig, poolsOf, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
+import { parseFlags, need } from '../common/args.ts';
+import { PoolLeader } from './pool-leader.ts';
+
+export const summary = 'pool manager: dispatch, re-shard epoch, instance failures (one leader per pool)';
+
+export class PoolManager extends Actor {
+  leaders: PoolLeader[] = [];
+  constructor(opts: ActorOptions, private readonly config: ClusterConfig, private readonly poolIds?: string[]) {
+    super(opts);
+  }
+  protected async onStart(): Promise<void> {
+    const c = this.config;
+    const all = poolsOf(c);
+    const chosen = this.poolIds ? all.filter((p) => this.poolIds!.includes(p.id)) : all;
+    const unknown = (this.poolIds ?? []).filter((id) => !all.some((p) => p.id === id));
+    if (unknown.length) throw new ConfigError(`unknown pool(s) ${unknown.join(', ')} (known: ${all.map((p) => p.id).join(', ')})`);
+    const ppath = profilePathOf(c);
+    const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
+    for (const p of chosen) {
+      const l = new PoolLeader({ pool: p.id, types: p.types, holder: `${this.id}`, bus: this.bus, config: c, log: this.log, profile });
+      this.leaders.push(l);
+      await l.start();
+    }
+  }
+  protected override async onStop(): Promise<void> {
+    await Promise.all(this.leaders.map((l) => l.stop()));
+  }
+  protected override heartbeatMeta() {
+    return { leads: this.leaders.filter((l) => l.isLeader()).map((l) => l.pool).join(',') };
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const f = parseFlags(argv);
+  const config = loadConfig(f.config);
+  const pm = new PoolManager(
+    { kind: 'pool', id: need(f, 'id'), servers: config.nats.url, user: config.nats.user, pass: config.nats.pass, heartbeatMs: config.liveness.statusIntervalMs },
+    config,
+    f.pools ? f.pools.split(',') : undefined,
+  );
+  pm.installSignalHandlers();
+  await pm.start();
+  return 0;
+}
