@@ -1,0 +1,148 @@
+/**
+ * The gateway actor over a real nats-server, with the gateway role's permissions from nats.conf, against
+ * a scripted cluster intake (a Bus serving subjects.clusterIntake and streaming TokenChunks like an
+ * instance manager would): streaming and non-streaming via the openai client, admission refusal -> 429,
+ * no responders -> 503, client disconnect -> Cancel on the wire, silent stream -> explicit error,
+ * and telemetry on NATS -> /metrics and the /ws live stream.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import OpenAI from 'openai';
+import WebSocket from 'ws';
+import { startNatsServer, type TestNats } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import { subjects, CLUSTER_INTAKE_QUEUE } from '../../protocols/subjects.ts';
+import { Admission, Cancel, InferenceRequest, InstanceTelemetry, RequestRecord, DecisionEvent, TokenChunk, type Admission as AdmissionT } from '../../protocols/messages.ts';
+import { GatewayActor } from '../../actors/gateway/main.ts';
+import { splitConfig } from '../../actors/gateway/config.ts';
+import { parsePrometheusText } from '../../src/telemetry/prom-parse.ts';
+
+let nats: TestNats;
+let cluster: Bus;
+let gw: GatewayActor;
+let base: string;
+const cancels: string[] = [];
+let intakeOn = true;
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  const log = silentLogger();
+  cluster = await Bus.connect({ servers: nats.url, name: 'fake-cluster', ...nats.creds('admin'), log });
+  // scripted intake: prompt words select behaviour; otherwise stream maxTokens tokens, 5 ms apart
+  cluster.serve(subjects.clusterIntake(), InferenceRequest, Admission, async (req): Promise<AdmissionT> => {
+    if (!intakeOn) throw new Error('unreachable');
+    const text = typeof req.prompt === 'string' ? req.prompt : '';
+    if (text.includes('FULL')) return { v: 1, id: req.id, ok: false, error: { code: 'overloaded', message: 'every pool is at its SLO cap', retryable: true, retryAfterS: 2 } };
+    const silent = text.includes('SILENT');
+    const slow = text.includes('SLOW');
+    setTimeout(async () => {
+      if (silent) return;
+      for (let i = 0; i < req.maxTokens; i++) {
+        if (cancels.includes(req.id)) return;
+        cluster.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: i, text: ` t${i}`, tokens: 1, pool: 'pool-SS', type: 'SS' });
+        await new Promise((r) => setTimeout(r, slow ? 50 : 5));
+      }
+      cluster.publish(req.streamSubject, TokenChunk, {
+        v: 1, id: req.id, seq: req.maxTokens, text: '', tokens: 0, done: true, finishReason: 'length',
+        usage: { promptTokens: req.inputTokens, completionTokens: req.maxTokens, energyJ: 3.25, energySource: 'modelled' },
+      });
+    }, 5);
+    return { v: 1, id: req.id, ok: true, type: 'SS', pool: 'pool-SS', instance: 'i-0' };
+  }, { queue: CLUSTER_INTAKE_QUEUE });
+  cluster.subscribe(subjects.cancel('x').replace(/x$/, '*') /* protocols has no cancelAll */, Cancel, (c) => {
+    cancels.push(c.id);
+  });
+  const { cluster: cc, gateway } = splitConfig({ servers: [{ id: 'n0', gpus: 8 }], gateway: { port: 0, host: '127.0.0.1', chunkTimeoutMs: 800 } });
+  gw = new GatewayActor({ id: 'gw-test', cluster: cc, settings: gateway, servers: nats.url, ...nats.creds('gateway'), log });
+  await gw.start();
+  base = `http://127.0.0.1:${gw.port}`;
+}, 30_000);
+
+afterAll(async () => {
+  await gw?.stop();
+  await cluster?.close();
+  await nats?.stop();
+});
+
+const client = () => new OpenAI({ apiKey: 'none', baseURL: `${base}/v1`, maxRetries: 0 });
+
+describe('gateway over NATS', () => {
+  it('non-streaming and streaming completions with energy usage', async () => {
+    const r = await client().completions.create({ model: 'llama2-70b', prompt: 'hello', max_tokens: 4 });
+    expect(r.choices[0]!.text).toBe(' t0 t1 t2 t3');
+    expect(r.usage).toMatchObject({ completion_tokens: 4, energy_joules: 3.25, energy_source: 'modelled' });
+    const s = await client().chat.completions.create({ model: 'llama2-70b', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let usage: unknown;
+    for await (const c of s) {
+      text += c.choices[0]?.delta.content ?? '';
+      if (c.usage) usage = c.usage;
+    }
+    expect(text).toBe(' t0 t1 t2');
+    expect(usage).toMatchObject({ energy_joules: 3.25 });
+  });
+
+  it('admission refusal is a 429 with Retry-After', async () => {
+    const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'llama2-70b', prompt: 'FULL' }) });
+    expect(r.status).toBe(429);
+    expect(r.headers.get('retry-after')).toBe('2');
+    expect(((await r.json()) as { error: { code: string } }).error.code).toBe('overloaded');
+  });
+
+  it('a silent stream ends with an explicit retryable error (503)', async () => {
+    const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'llama2-70b', prompt: 'SILENT', max_tokens: 3 }) });
+    expect(r.status).toBe(503);
+    expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(/no token for 800 ms/);
+  });
+
+  it('client disconnect publishes a Cancel downstream', async () => {
+    const ac = new AbortController();
+    const before = cancels.length;
+    const s = await client().completions.create({ model: 'llama2-70b', prompt: 'SLOW', max_tokens: 100, stream: true }, { signal: ac.signal });
+    let got = 0;
+    try {
+      for await (const _c of s) {
+        got++;
+        ac.abort();
+      }
+    } catch {
+      // the client may surface the abort as an error or just end the iteration
+    }
+    expect(got).toBeGreaterThan(0);
+    const until = Date.now() + 3000;
+    while (cancels.length === before && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(cancels.length).toBe(before + 1);
+  });
+
+  it('telemetry from NATS reaches /metrics and the /ws live stream', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/ws`);
+    const snaps: { pools: { instances: { id: string; powerW: number }[] }[]; requests: { ok: number }; events: unknown[] }[] = [];
+    ws.on('message', (d) => snaps.push(JSON.parse(String(d))));
+    await new Promise((r) => ws.once('open', r));
+    const tel = (energyJ: number): InstanceTelemetry => ({
+      v: 1, id: 'i-0', pool: 'pool-SS', tp: 8, gpus: [0, 1, 2, 3, 4, 5, 6, 7], clockMhz: 1400, maxClockMhz: 1980, powerW: 3200, energyJ,
+      energySource: 'modelled', queued: 0, running: 1, loadByType: { SS: 2 }, state: 'running', sentMs: Date.now(),
+    });
+    cluster.publish(subjects.telInstance('i-0'), InstanceTelemetry, tel(100));
+    cluster.publish(subjects.telInstance('i-0'), InstanceTelemetry, tel(400));
+    cluster.publish(subjects.telRequest('pool-SS'), RequestRecord, { v: 1, id: 'r1', type: 'SS', pool: 'pool-SS', outcome: 'ok', promptTokens: 10, completionTokens: 5, ttftMs: 80, tbtMeanMs: 20, energyJ: 3, energySource: 'modelled', sloMet: true, finishedMs: Date.now() });
+    cluster.publish(subjects.event('clock', 'i-0'), DecisionEvent, { v: 1, kind: 'clock', actor: 'i-0', atMs: Date.now(), summary: 'clock 1980 -> 1400 MHz', decision: {}, inputs: {} });
+    const until = Date.now() + 4000;
+    while (Date.now() < until && !snaps.some((s) => s.requests.ok === 1 && s.pools.length === 1 && s.events.length === 1)) await new Promise((r) => setTimeout(r, 50));
+    ws.close();
+    expect(snaps.some((s) => s.requests.ok === 1 && s.pools[0]?.instances[0]?.powerW === 3200)).toBe(true);
+    const fams = parsePrometheusText(await (await fetch(`${base}/metrics`)).text());
+    expect(fams.get('dynamollm_energy_joules_total')!.samples[0]!.value).toBe(400);
+    expect(fams.get('dynamollm_gpu_sm_clock_hertz')!.samples).toHaveLength(8);
+    expect(fams.get('dynamollm_reconfigurations_total')!.samples[0]!.labels.kind).toBe('clock');
+    expect(fams.get('dynamollm_requests_total')!.samples[0]!.value).toBe(1);
+  });
+
+  it('no cluster manager: 503 with Retry-After', async () => {
+    intakeOn = false;
+    await cluster.drain().catch(() => {});
+    const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'llama2-70b', prompt: 'x' }) });
+    expect(r.status).toBe(503);
+    expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
+  });
+});
