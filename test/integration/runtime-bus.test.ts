@@ -1,0 +1,260 @@
+/**
+ * The Bus on a real nats-server with the project's nats.conf: typed errors inside deadlines, bad payloads
+ * on every subject answered/counted while serving continues, mailbox overflow, role permissions, leases.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { startNatsServer, type TestNats, type Role } from '../helpers/nats.ts';
+import {
+  Bus, silentLogger, TimeoutError, NoRespondersError, RemoteError, ProtocolError, LeaderLease,
+} from '../../src/runtime/index.ts';
+import { Ack, Admission, InferenceRequest, StatusRequest, ClusterStatus, packRaw, subjects, leaseKeys, type Codec } from '../../protocols/index.ts';
+import { SAMPLES, CODECS } from '../fixtures/actors/samples.ts';
+
+let nats: TestNats;
+const buses: Bus[] = [];
+async function bus(role: Role, name = role): Promise<Bus> {
+  const b = await Bus.connect({ servers: nats.url, name, ...nats.creds(role), log: silentLogger(), reconnect: false });
+  buses.push(b);
+  return b;
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+});
+afterAll(async () => {
+  await Promise.all(buses.map((b) => b.close()));
+  await nats?.stop();
+});
+
+const req = (id: string) => ({ ...(SAMPLES.InferenceRequest as object), id, streamSubject: subjects.stream(id) }) as InferenceRequest;
+type InferenceRequest = typeof InferenceRequest extends Codec<infer T> ? T : never;
+
+describe('request-reply', () => {
+  it('fails fast with NoRespondersError when nobody serves the subject', async () => {
+    const b = await bus('admin');
+    const t0 = Date.now();
+    const err = await b.request(subjects.instanceAdmit('nobody'), InferenceRequest, req('r1'), Admission, { timeoutMs: 2000 }).catch((e) => e);
+    expect(err).toBeInstanceOf(NoRespondersError);
+    expect(err.retryable).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it('fails with TimeoutError inside its deadline when the responder is slow', async () => {
+    const srv = await bus('instance');
+    const cli = await bus('pool');
+    srv.serve(subjects.instanceAdmit('slow'), InferenceRequest, Admission, async (r, ctx) => {
+      await new Promise((res) => setTimeout(res, 1500));
+      void ctx;
+      return { v: 1 as const, id: r.id, ok: true };
+    });
+    await srv.nc.flush();
+    const t0 = Date.now();
+    const err = await cli.request(subjects.instanceAdmit('slow'), InferenceRequest, req('r2'), Admission, { timeoutMs: 300 }).catch((e) => e);
+    const took = Date.now() - t0;
+    expect(err).toBeInstanceOf(TimeoutError);
+    expect(err.code).toBe('timeout');
+    expect(took).toBeGreaterThanOrEqual(290);
+    expect(took).toBeLessThan(1000);
+  });
+
+  it('turns a handler error into a RemoteError with the remote code, and a non-reply payload into ProtocolError', async () => {
+    const srv = await bus('admin', 'srv-err');
+    const cli = await bus('admin', 'cli-err');
+    const s = srv.serve(subjects.poolControl('boom'), StatusRequest, Ack, async () => {
+      throw new TimeoutError('dyn.v1.somewhere', 5);
+    });
+    // a raw responder answering with garbage
+    const raw = srv.nc.subscribe(subjects.poolControl('garbage'), { callback: (_e, m) => m.respond(new Uint8Array([0xc1, 1, 2])) });
+    await srv.nc.flush();
+    const e1 = await cli.request(subjects.poolControl('boom'), StatusRequest, { v: 1 }, Ack, { timeoutMs: 2000 }).catch((e) => e);
+    expect(e1).toBeInstanceOf(RemoteError);
+    expect(e1.remoteCode).toBe('timeout');
+    expect(e1.retryable).toBe(true);
+    const e2 = await cli.request(subjects.poolControl('garbage'), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 2000 }).catch((e) => e);
+    expect(e2).toBeInstanceOf(ProtocolError);
+    s.unsubscribe();
+    raw.unsubscribe();
+  });
+
+  it('a full mailbox answers mailbox_full; every request gets exactly one answer (nothing lost silently)', async () => {
+    const srv = await bus('instance', 'srv-mb');
+    const cli = await bus('pool', 'cli-mb');
+    let handled = 0;
+    srv.serve(
+      subjects.instanceAdmit('tight'),
+      InferenceRequest,
+      Admission,
+      async (r) => {
+        await new Promise((res) => setTimeout(res, 100));
+        handled++;
+        return { v: 1 as const, id: r.id, ok: true };
+      },
+      { capacity: 2, concurrency: 1 },
+    );
+    await srv.nc.flush();
+    const N = 10;
+    const results = await Promise.allSettled(
+      Array.from({ length: N }, (_, i) => cli.request(subjects.instanceAdmit('tight'), InferenceRequest, req(`m${i}`), Admission, { timeoutMs: 5000 })),
+    );
+    const ok = results.filter((r) => r.status === 'fulfilled');
+    const full = results.filter((r) => r.status === 'rejected' && r.reason instanceof RemoteError && r.reason.remoteCode === 'mailbox_full');
+    expect(ok.length).toBe(3); // one running + two waiting
+    expect(full.length).toBe(N - 3);
+    expect(handled).toBe(3);
+    expect(srv.counters.mailboxOverflows).toBe(N - 3);
+    for (const r of full) expect((r as PromiseRejectedResult).reason.retryable).toBe(true);
+  });
+});
+
+describe('bad payloads on every subject', () => {
+  // request subjects with the codec their server decodes
+  const served: [string, Codec<unknown>, string][] = [
+    [subjects.clusterIntake(), InferenceRequest as Codec<unknown>, 'InferenceRequest'],
+    [subjects.clusterStatus(), StatusRequest as Codec<unknown>, 'StatusRequest'],
+    [subjects.poolDispatch('p1'), InferenceRequest as Codec<unknown>, 'InferenceRequest'],
+    [subjects.poolControl('p1'), StatusRequest as Codec<unknown>, 'StatusRequest'],
+    [subjects.poolMove('p1'), InferenceRequest as Codec<unknown>, 'InferenceRequest'],
+    [subjects.instanceAdmit('i1'), InferenceRequest as Codec<unknown>, 'InferenceRequest'],
+    [subjects.instanceControl('i1'), StatusRequest as Codec<unknown>, 'StatusRequest'],
+    [subjects.nodeControl('n1'), StatusRequest as Codec<unknown>, 'StatusRequest'],
+  ];
+  const published: [string, string][] = [
+    [subjects.stream('req-1'), 'TokenChunk'],
+    [subjects.cancel('req-1'), 'Cancel'],
+    [subjects.heartbeat('pool', 'p1'), 'Heartbeat'],
+    [subjects.telInstance('i1'), 'InstanceTelemetry'],
+    [subjects.telRequest('p1'), 'RequestRecord'],
+    [subjects.telPool('p1'), 'InstanceTelemetry'],
+    [subjects.telCluster(), 'ClusterStatus'],
+    [subjects.event('scale', 'c1'), 'DecisionEvent'],
+  ];
+  const bad = (name: string): [string, Uint8Array][] => {
+    const good = CODECS[name].encode(SAMPLES[name]);
+    return [
+      ['garbage', new Uint8Array([0xc1, 0xde, 0xad])],
+      ['wrong version', packRaw({ ...(SAMPLES[name] as object), v: 99 })],
+      ['truncated', good.subarray(0, good.length - 3)],
+    ];
+  };
+
+  it('requests: each bad payload gets a typed protocol error reply, and the server keeps serving', async () => {
+    const srv = await bus('admin', 'srv-bad');
+    const cli = await bus('admin', 'cli-bad');
+    for (const [subject, codec] of served) {
+      srv.serve(subject, codec, Ack, async () => ({ v: 1 as const, ok: true }));
+    }
+    await srv.nc.flush();
+    let n = 0;
+    for (const [subject, codec, name] of served) {
+      for (const [what, bytes] of bad(name)) {
+        const m = await cli.nc.request(subject, bytes, { timeout: 2000 });
+        const ack = Ack.decode(m.data);
+        expect(ack.ok, `${subject} ${what}`).toBe(false);
+        expect(ack.error?.code, `${subject} ${what}`).toBe('protocol');
+        expect(ack.error?.retryable).toBe(false);
+        n++;
+      }
+      // still serving
+      const good = await cli.request(subject, codec, SAMPLES[name], Ack, { timeoutMs: 2000 });
+      expect(good.ok).toBe(true);
+    }
+    expect(srv.counters.protocolErrors).toBe(n);
+  });
+
+  it('publications: bad payloads are counted and dropped, good ones still delivered', async () => {
+    const sub = await bus('admin', 'sub-bad');
+    const pub = await bus('admin', 'pub-bad');
+    const got: string[] = [];
+    for (const [subject, name] of published) sub.subscribe(subject, CODECS[name], (_m, s) => void got.push(s));
+    await sub.nc.flush();
+    for (const [subject, name] of published) {
+      for (const [, bytes] of bad(name)) pub.nc.publish(subject, bytes);
+      pub.publish(subject, CODECS[name], SAMPLES[name]);
+    }
+    await pub.nc.flush();
+    const deadline = Date.now() + 3000;
+    while (got.length < published.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(got).toEqual(published.map(([s]) => s));
+    expect(sub.counters.protocolErrors).toBe(published.length * 3);
+  });
+});
+
+describe('role permissions from nats.conf', () => {
+  async function refused(role: Role, subject: string): Promise<boolean> {
+    const watcher = await bus('admin', `watch-${role}`);
+    let delivered = false;
+    const s = watcher.nc.subscribe(subject, { callback: () => (delivered = true) });
+    await watcher.nc.flush();
+    const b = await bus(role, `perm-${role}-${subject}`);
+    const violation = new Promise<{ subject: string }>((r) => b.once('permission_error', r));
+    b.nc.publish(subject, Ack.encode({ v: 1, ok: true }));
+    await b.nc.flush().catch(() => {});
+    const v = await Promise.race([violation, new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
+    await watcher.nc.flush();
+    s.unsubscribe();
+    if (v) expect(v.subject).toBe(subject);
+    expect(delivered).toBe(!v);
+    return v !== null;
+  }
+
+  it('observer cannot publish to an instance control subject', async () => {
+    expect(await refused('observer', subjects.instanceControl('x'))).toBe(true);
+  });
+  it('gateway cannot publish to a pool control subject', async () => {
+    expect(await refused('gateway', subjects.poolControl('x'))).toBe(true);
+  });
+  it('instance cannot command another instance; pool can (positive control)', async () => {
+    expect(await refused('instance', subjects.instanceControl('y'))).toBe(true);
+    expect(await refused('pool', subjects.instanceControl('y'))).toBe(false);
+  });
+  it('gateway may send intake; observer may not subscribe to control subjects', async () => {
+    expect(await refused('gateway', subjects.clusterIntake())).toBe(false);
+    const b = await bus('observer', 'obs-sub');
+    const violation = new Promise<{ operation: string }>((r) => b.once('permission_error', r));
+    b.nc.subscribe(subjects.poolControl('p1'), { callback: () => {} });
+    await b.nc.flush();
+    const v = await Promise.race([violation, new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
+    expect(v?.operation).toBe('subscription');
+  });
+});
+
+describe('leader lease (in-process contenders on real JetStream KV)', () => {
+  it('exactly one leader; a released lease passes to the standby; a stopped-renewing leader steps down before the standby takes over', async () => {
+    const a = await bus('pool', 'lease-a');
+    const b = await bus('pool', 'lease-b');
+    const key = leaseKeys.poolLeader('lt');
+    const la = new LeaderLease({ bus: a, key, holder: 'A', ttlMs: 1000, renewMs: 200 });
+    const lb = new LeaderLease({ bus: b, key, holder: 'B', ttlMs: 1000, renewMs: 200 });
+    await Promise.all([la.start(), lb.start()]);
+    let both = 0;
+    const sampler = setInterval(() => {
+      if (la.isLeader() && lb.isLeader()) both++;
+    }, 5);
+    try {
+      expect(Number(la.isLeader()) + Number(lb.isLeader())).toBe(1);
+      const [leader, standby] = la.isLeader() ? [la, lb] : [lb, la];
+      expect((await standby.leader())?.holder).toBe(leader.holder);
+      const firstTerm = leader.term()!;
+      // orderly stop releases: the standby takes over within about one retry period
+      const elected = new Promise((r) => standby.once('elected', r));
+      const t0 = Date.now();
+      await leader.stop();
+      await elected;
+      expect(Date.now() - t0).toBeLessThan(1000);
+      expect(standby.term()).toBe(firstTerm + 1);
+      // a leader cut off from the server (its connection closed) steps down by itself at expiry
+      const cut = standby === la ? a : b;
+      const lost = new Promise<number>((r) => standby.once('lost', () => r(Date.now())));
+      const tCut = Date.now();
+      await cut.close();
+      const lostAt = await lost;
+      expect(lostAt - tCut).toBeLessThan(1100);
+      expect(standby.isLeader()).toBe(false);
+    } finally {
+      clearInterval(sampler);
+      await la.stop();
+      await lb.stop();
+    }
+    expect(both).toBe(0);
+  });
+});
