@@ -1,0 +1,168 @@
+/**
+ * Output-length prediction. The paper uses a BERT proxy classifier (81% accurate); here the default is an
+ * online learner over honest features only (what is known when the request arrives): prompt length,
+ * max_tokens, model and tenant. It keeps exponentially decayed class histograms per
+ * (tenant, model, input bucket), per (model, input bucket) and globally, and predicts the class with the
+ * highest posterior, each level using its parent as a prior (hierarchical back-off). max_tokens is a hard
+ * upper bound on the output, so it caps the class and the token estimate.
+ */
+import { LENGTH_CLASSES, type LengthClass } from '../../protocols/request-types.ts';
+import { outputClassOfTokens } from './classify.ts';
+import { DEFAULT_THRESHOLDS, type ClassThresholds } from './slo.ts';
+
+export interface RequestFeatures {
+  inputTokens: number;
+  /** the client's max_tokens, if it sent one: an upper bound on the output. */
+  maxTokens?: number;
+  model: string;
+  tenant?: string;
+}
+
+export interface Prediction {
+  outputClass: LengthClass;
+  /** point estimate of output tokens (mean of that class as observed, capped by max_tokens). */
+  tokens: number;
+}
+
+export interface PredictorAccuracy {
+  total: number;
+  correct: number;
+  /** correct / total over all observations (0 when none). */
+  rate: number;
+  /** decayed recent accuracy (same decay as the histograms), 0 when none. */
+  recentRate: number;
+}
+
+export interface OutputLengthPredictor {
+  predict(f: RequestFeatures): Prediction;
+  /** Learn from a finished request; also scores the prediction the predictor would have made. */
+  observe(f: RequestFeatures, actualOutputTokens: number): void;
+  accuracy(): PredictorAccuracy;
+}
+
+export interface OnlinePredictorOptions {
+  /** per-observation decay of a histogram (0..1]; 0.995 = half-life ~140 observations of that key. Default 0.995. */
+  decay?: number;
+  /** weight (pseudo-observations) of the parent level's distribution as prior. Default 2. */
+  priorStrength?: number;
+  /** keys kept per level before the least recently used is evicted (bounds memory). Default 10000. */
+  maxKeys?: number;
+  /** token thresholds (Table IV). Default DEFAULT_THRESHOLDS. */
+  thresholds?: ClassThresholds;
+  /** default token estimate per class before any observation. Default S 50, M 200, L 500. */
+  defaultTokens?: Record<LengthClass, number>;
+}
+
+interface Hist {
+  n: [number, number, number]; // decayed counts per class S, M, L
+  tok: [number, number, number]; // decayed token sums per class
+}
+
+const ci = (c: LengthClass) => LENGTH_CLASSES.indexOf(c);
+
+/** log2 bucket of the prompt length: 0-15, 16-31, ... (coarse enough to share evidence). */
+export function inputBucket(inputTokens: number): number {
+  return Math.max(0, Math.floor(Math.log2(Math.max(1, inputTokens))) - 3);
+}
+
+export class OnlineOutputPredictor implements OutputLengthPredictor {
+  private readonly decay: number;
+  private readonly priorStrength: number;
+  private readonly maxKeys: number;
+  private readonly th: ClassThresholds;
+  private readonly defTokens: Record<LengthClass, number>;
+  private readonly fine = new Map<string, Hist>();
+  private readonly mid = new Map<string, Hist>();
+  private readonly global: Hist = { n: [0, 0, 0], tok: [0, 0, 0] };
+  private total = 0;
+  private correct = 0;
+  private recentN = 0;
+  private recentC = 0;
+
+  constructor(o: OnlinePredictorOptions = {}) {
+    this.decay = o.decay ?? 0.995;
+    this.priorStrength = o.priorStrength ?? 2;
+    this.maxKeys = o.maxKeys ?? 10_000;
+    this.th = o.thresholds ?? DEFAULT_THRESHOLDS;
+    this.defTokens = o.defaultTokens ?? { S: 50, M: 200, L: 500 };
+    if (!(this.decay > 0 && this.decay <= 1)) throw new RangeError(`decay must be in (0, 1], got ${this.decay}`);
+  }
+
+  private keys(f: RequestFeatures): [string, string] {
+    const b = inputBucket(f.inputTokens);
+    return [`${f.tenant ?? ''}\u0000${f.model}\u0000${b}`, `${f.model}\u0000${b}`];
+  }
+
+  private posterior(f: RequestFeatures): number[] {
+    const [kf, km] = this.keys(f);
+    // global -> model/bucket -> tenant/model/bucket, each parent a prior of strength priorStrength
+    let dist = norm(this.global.n, [1 / 3, 1 / 3, 1 / 3]);
+    for (const h of [this.mid.get(km), this.fine.get(kf)]) {
+      if (!h) continue;
+      const s = this.priorStrength;
+      dist = norm(h.n.map((x, i) => x + s * dist[i]!), dist);
+    }
+    return dist;
+  }
+
+  predict(f: RequestFeatures): Prediction {
+    const post = this.posterior(f);
+    let best = 0;
+    for (let i = 1; i < 3; i++) if (post[i]! > post[best]! + 1e-12) best = i;
+    let cls = LENGTH_CLASSES[best]!;
+    if (f.maxTokens !== undefined && f.maxTokens >= 0) {
+      const capCls = outputClassOfTokens(f.maxTokens, this.th);
+      if (ci(capCls) < ci(cls)) cls = capCls;
+    }
+    const i = ci(cls);
+    const [kf, km] = this.keys(f);
+    let tokens = this.defTokens[cls];
+    for (const h of [this.global, this.mid.get(km), this.fine.get(kf)]) if (h && h.n[i] > 0.5) tokens = h.tok[i] / h.n[i];
+    if (f.maxTokens !== undefined && f.maxTokens >= 0) tokens = Math.min(tokens, f.maxTokens);
+    return { outputClass: cls, tokens: Math.round(tokens) };
+  }
+
+  observe(f: RequestFeatures, actualOutputTokens: number): void {
+    if (!(actualOutputTokens >= 0)) throw new RangeError(`actual output tokens must be >= 0, got ${actualOutputTokens}`);
+    const actual = outputClassOfTokens(actualOutputTokens, this.th);
+    const hit = this.predict(f).outputClass === actual ? 1 : 0;
+    this.total++;
+    this.correct += hit;
+    this.recentN = this.recentN * this.decay + 1;
+    this.recentC = this.recentC * this.decay + hit;
+    const [kf, km] = this.keys(f);
+    const i = ci(actual);
+    for (const h of [this.global, touch(this.mid, km, this.maxKeys), touch(this.fine, kf, this.maxKeys)]) {
+      for (let j = 0; j < 3; j++) {
+        h.n[j] *= this.decay;
+        h.tok[j] *= this.decay;
+      }
+      h.n[i] += 1;
+      h.tok[i] += actualOutputTokens;
+    }
+  }
+
+  accuracy(): PredictorAccuracy {
+    return {
+      total: this.total,
+      correct: this.correct,
+      rate: this.total ? this.correct / this.total : 0,
+      recentRate: this.recentN ? this.recentC / this.recentN : 0,
+    };
+  }
+}
+
+function norm(v: number[], fallback: number[]): number[] {
+  const s = v.reduce((a, b) => a + b, 0);
+  return s > 0 ? v.map((x) => x / s) : fallback;
+}
+
+/** get-or-create with LRU order (Map keeps insertion order; re-insert on use, evict the oldest). */
+function touch(m: Map<string, Hist>, k: string, max: number): Hist {
+  let h = m.get(k);
+  if (h) m.delete(k);
+  else h = { n: [0, 0, 0], tok: [0, 0, 0] };
+  m.set(k, h);
+  if (m.size > max) m.delete(m.keys().next().value!);
+  return h;
+}

@@ -1,0 +1,260 @@
+/**
+ * Pool manager decision (paper Sec. IV-B): split the pool's N GPUs into TP2/TP4/TP8 instances minimising
+ * the energy of the coming epoch at max clock (Eq. 1 with the frequency fixed), and take the new split
+ * only when the energy it saves over the epoch pays for the reconfiguration (overhead table). Load is
+ * spread over instances in proportion to their SLO capacity. Pure.
+ */
+import type { Profile } from '../model/profile-types.ts';
+import { idlePowerOf } from '../model/profile.ts';
+import { chooseClock } from './frequency.ts';
+import { maxClockOf, mixCurve, powerAt, scaleLoad, totalLoad, type MixCurve } from './energy.ts';
+import { canonicalPlacement, matchReshard, type CurrentInstance, type Placement } from './reshard-matching.ts';
+import type { InstanceConfig, LoadByType, ShardPlan, TpDegree } from './types.ts';
+
+export const TP_DEGREES: readonly TpDegree[] = [2, 4, 8];
+
+/** Table VI (re-shard cost in tau), rows source, columns target, in TABLE_VI_CONFIGS order. */
+export const TABLE_VI_CONFIGS = ['TP2', '4xTP2', 'TP4', 'TP2+TP4', '2xTP4', 'TP8'] as const;
+export const TABLE_VI_TAU: readonly (readonly number[])[] = [
+  [0, 4, 2, 2, 2, 1],
+  [0, 0, 0, 0, 0, 0],
+  [2, 2, 0, 2, 2, 1],
+  [0, 2, 0, 0, 1, 1],
+  [1, 1, 0, 1, 0, 0],
+  [1, 1, 1, 1, 1, 0],
+];
+
+/** The overhead table: what a reconfiguration costs (paper Tables V and VI). */
+export interface OverheadTable {
+  /** tau: time to move 1/8 of Llama2-70B over NVLink, ms. Default 50 (Table VI). */
+  tauMs: number;
+  /** engine re-synchronisation after a re-shard, s ("hundreds of ms to a few seconds"). Default 2. */
+  resyncS: number;
+  /** start of an instance whose weights are not on its server, s. Default 420 (Table V: ~6-8 min naive). */
+  instanceStartS: number;
+  /** GPU clock change, ms (nvidia-smi, ~50-80 ms). Default 65. */
+  clockChangeMs: number;
+  /** Table VI for reference (tau). */
+  reshardTau: readonly (readonly number[])[];
+}
+
+export function overheadTable(o: Partial<OverheadTable> = {}): OverheadTable {
+  return { tauMs: 50, resyncS: 2, instanceStartS: 420, clockChangeMs: 65, reshardTau: TABLE_VI_TAU, ...o };
+}
+
+export interface PlanShardingInput {
+  profile: Profile;
+  /** pool load by type, req/s (whole pool). */
+  loadByType: LoadByType;
+  /** GPUs of the pool. */
+  gpus: number;
+  current: InstanceConfig[];
+  /** epoch length, s (default pool epoch 300). */
+  epochS: number;
+  overhead: OverheadTable;
+  /** fraction of SLO throughput kept free, 0..1. Default 0. */
+  headroom?: number;
+  /** TP degrees allowed. Default [2, 4, 8]. */
+  tps?: readonly TpDegree[];
+  /** at least this many instances even at zero load. Default 1 (when the pool has >= 2 GPUs). */
+  minInstances?: number;
+  gpusPerServer?: number;
+  /** model weight bytes for the re-shard cost. Default Llama2-70B. */
+  modelBytes?: number;
+}
+
+export interface ShardPlanDetail extends ShardPlan {
+  /** whether the target carries the load within SLO at max clock (false: best effort, overloaded). */
+  feasible: boolean;
+  currentFeasible: boolean;
+  /** load (req/s) each instance of a TP gets (capacity-proportional split). */
+  perInstanceLoad: Partial<Record<TpDegree, number>>;
+  /** placements of the target (from the re-shard matching of a canonical current placement). */
+  placements: Placement[];
+  mixesEvaluated: number;
+}
+
+interface Eval { cfg: InstanceConfig[]; energyJ: number; feasible: boolean; cap: number; perInstanceLoad: Partial<Record<TpDegree, number>>; }
+
+function countOf(cfg: InstanceConfig[], tp: number): number {
+  return cfg.filter((c) => c.tp === tp).reduce((s, c) => s + c.count, 0);
+}
+
+function normalise(cfg: InstanceConfig[]): InstanceConfig[] {
+  return TP_DEGREES.map((tp) => ({ tp, count: countOf(cfg, tp) })).filter((c) => c.count > 0);
+}
+
+function evaluate(cfg: InstanceConfig[], curves: Map<number, MixCurve | null>, L: number, epochS: number, h: number): Eval {
+  let cap = 0;
+  for (const c of cfg) {
+    const cu = curves.get(c.tp);
+    if (c.count > 0 && cu) cap += c.count * cu.cap;
+  }
+  const feasible = L <= cap * (1 - h) + 1e-9 && cfg.every((c) => c.count === 0 || curves.get(c.tp));
+  let energyJ = 0;
+  const perInstanceLoad: Partial<Record<TpDegree, number>> = {};
+  for (const c of cfg) {
+    if (!c.count) continue;
+    const cu = curves.get(c.tp);
+    if (!cu) { energyJ = Infinity; continue; }
+    const li = cap > 0 ? (L * cu.cap) / cap : 0;
+    perInstanceLoad[c.tp] = li;
+    energyJ += c.count * powerAt(cu, Math.min(li, cu.cap)) * epochS;
+  }
+  return { cfg: normalise(cfg), energyJ, feasible, cap, perInstanceLoad };
+}
+
+/** Reconfiguration cost, J: re-shard time (or instance start when weights must come from outside) x the new instance's loaded-idle power. */
+export function reconfigurationCost(
+  profile: Profile,
+  current: CurrentInstance[],
+  target: InstanceConfig[],
+  overhead: OverheadTable,
+  gpusPerServer = 8,
+  modelBytes?: number,
+): { costJ: number; placements: Placement[] } {
+  const r = matchReshard(current, target, gpusPerServer, modelBytes);
+  const fmax = maxClockOf(profile);
+  const curById = new Map(current.map((c) => [c.id, c]));
+  let costJ = 0;
+  for (const pl of r.placements) {
+    const src = pl.from.length === 1 ? curById.get(pl.from[0]!) : undefined;
+    const unchanged = src && src.tp === pl.tp && pl.bytesMoved === 0 && src.gpus.every((g, i) => g === pl.gpus[i]);
+    if (unchanged) continue;
+    const s = pl.fresh ? overhead.instanceStartS : (pl.costTau * overhead.tauMs) / 1000 + overhead.resyncS;
+    costJ += s * idlePowerOf(profile, pl.tp, fmax);
+  }
+  return { costJ, placements: r.placements };
+}
+
+export function planSharding(input: PlanShardingInput): ShardPlanDetail {
+  const { profile: p, gpus, epochS } = input;
+  const h = input.headroom ?? 0;
+  const tps = input.tps ?? TP_DEGREES;
+  const fmax = maxClockOf(p);
+  const L = totalLoad(input.loadByType);
+  const curves = new Map<number, MixCurve | null>();
+  for (const tp of TP_DEGREES) curves.set(tp, tps.includes(tp) && p.tpDegrees.includes(tp) ? mixCurve(p, input.loadByType, tp, fmax) : null);
+  const minInst = input.minInstances ?? (gpus >= 2 ? 1 : 0);
+  const n2 = curves.get(2) ? Math.floor(gpus / 2) : 0;
+  const n4 = curves.get(4) ? Math.floor(gpus / 4) : 0;
+  const n8 = curves.get(8) ? Math.floor(gpus / 8) : 0;
+  let best: Eval | null = null;
+  let biggest: Eval | null = null;
+  let evaluated = 0;
+  const better = (a: Eval, b: Eval) => {
+    if (a.energyJ < b.energyJ - 1e-6) return true;
+    if (a.energyJ > b.energyJ + 1e-6) return false;
+    const ga = a.cfg.reduce((s, c) => s + c.tp * c.count, 0), gb = b.cfg.reduce((s, c) => s + c.tp * c.count, 0);
+    return ga < gb;
+  };
+  for (let c = 0; c <= n8; c++) {
+    for (let b = 0; b <= n4 && 8 * c + 4 * b <= gpus; b++) {
+      for (let a = 0; a <= n2 && 8 * c + 4 * b + 2 * a <= gpus; a++) {
+        if (a + b + c < minInst) continue;
+        const e = evaluate([{ tp: 2, count: a }, { tp: 4, count: b }, { tp: 8, count: c }], curves, L, epochS, h);
+        evaluated++;
+        if (!biggest || e.cap > biggest.cap + 1e-9 || (Math.abs(e.cap - biggest.cap) <= 1e-9 && better(e, biggest))) biggest = e;
+        if (e.feasible && (!best || better(e, best))) best = e;
+      }
+    }
+  }
+  const gps = input.gpusPerServer ?? 8;
+  const cur = evaluate(normalise(input.current), curves, L, epochS, h);
+  const feasible = best !== null;
+  const target = (best ?? biggest ?? cur).cfg;
+  const same = JSON.stringify(target) === JSON.stringify(cur.cfg);
+  const { costJ, placements } = same ? { costJ: 0, placements: [] as Placement[] } : reconfigurationCost(p, canonicalPlacement(cur.cfg, gps), target, input.overhead, gps, input.modelBytes);
+  const tgt = evaluate(target, curves, L, epochS, h);
+  const gain = cur.energyJ - tgt.energyJ;
+  let take: boolean, reason: string;
+  if (same) { take = false; reason = 'current split is already the best'; }
+  else if (!feasible) { take = true; reason = `overloaded: no split of ${gpus} GPUs carries ${fmt(L)} req/s within SLO; taking the highest-capacity split`; }
+  else if (!cur.feasible) { take = true; reason = `current split cannot carry ${fmt(L)} req/s within SLO`; }
+  else if (gain > costJ) { take = true; reason = `saves ${fmt(gain)} J over ${epochS} s > reconfiguration cost ${fmt(costJ)} J`; }
+  else { take = false; reason = `gain ${fmt(gain)} J over ${epochS} s does not pay the reconfiguration cost ${fmt(costJ)} J`; }
+  return {
+    target,
+    currentEnergyJ: cur.energyJ,
+    targetEnergyJ: tgt.energyJ,
+    costJ,
+    take,
+    reason,
+    feasible,
+    currentFeasible: cur.feasible,
+    perInstanceLoad: tgt.perInstanceLoad,
+    placements,
+    mixesEvaluated: evaluated,
+  };
+}
+
+export interface PoolPlanInstance { tp: TpDegree; count: number; clockMhz: number; loadPerInstance: number; powerW: number; }
+
+/**
+ * The pool's full heuristic decision as the live system takes it: planSharding's split (at max clock,
+ * ignoring reconfiguration cost), then each instance's clock from chooseClock at its load share.
+ * Energy over the epoch, J. Used to compare against the MILP optimum of Eq. 1.
+ */
+export function heuristicPoolPlan(profile: Profile, loadByType: LoadByType, gpus: number, epochS: number, headroom = 0): { instances: PoolPlanInstance[]; energyJ: number; feasible: boolean } {
+  const plan = planSharding({ profile, loadByType, gpus, current: [], epochS, overhead: overheadTable(), headroom, minInstances: 0 });
+  const L = totalLoad(loadByType);
+  const instances: PoolPlanInstance[] = [];
+  let energyJ = 0;
+  for (const c of plan.target) {
+    const li = plan.perInstanceLoad[c.tp] ?? 0;
+    const d = chooseClock({ profile, tp: c.tp, loadByType: scaleLoad(loadByType, L > 0 ? li / L : 0), headroom });
+    const powerW = d.feasible ? d.powerW : NaN;
+    instances.push({ tp: c.tp, count: c.count, clockMhz: d.clockMhz, loadPerInstance: li, powerW });
+    energyJ += c.count * powerW * epochS;
+  }
+  return { instances, energyJ, feasible: plan.feasible };
+}
+
+export interface StaggerUnit {
+  kind: 'start' | 'reshard' | 'stop';
+  tp: number;
+  gpus: number[];
+  /** current instances this unit replaces or stops. */
+  from: string[];
+  savingJ: number;
+}
+
+/**
+ * Staggered execution (paper Sec. IV-B): the reconfiguration from `current` to `target` as ordered
+ * batches of at most `maxConcurrent` units, highest saving first (`savingOf`, default: starts and
+ * re-shards before stops, so capacity is added before it is removed; larger instances first). The
+ * executor keeps old instances serving until their replacements are ready.
+ */
+export function staggerSteps(
+  current: CurrentInstance[],
+  target: InstanceConfig[],
+  maxConcurrent: number,
+  savingOf?: (u: Omit<StaggerUnit, 'savingJ'>) => number,
+  gpusPerServer = 8,
+): StaggerUnit[][] {
+  if (!(maxConcurrent >= 1)) throw new RangeError(`maxConcurrent must be >= 1, got ${maxConcurrent}`);
+  const r = matchReshard(current, target, gpusPerServer);
+  const curById = new Map(current.map((c) => [c.id, c]));
+  const units: Omit<StaggerUnit, 'savingJ'>[] = [];
+  const reused = new Set<string>();
+  for (const pl of r.placements) {
+    pl.from.forEach((id) => reused.add(id));
+    const src = pl.from.length === 1 ? curById.get(pl.from[0]!) : undefined;
+    if (src && src.tp === pl.tp && pl.bytesMoved === 0 && src.gpus.every((g, i) => g === pl.gpus[i])) continue;
+    units.push({ kind: pl.from.length ? 'reshard' : 'start', tp: pl.tp, gpus: pl.gpus, from: pl.from });
+  }
+  const targetGpus = new Set(r.placements.flatMap((pl) => pl.gpus));
+  for (const c of current) {
+    if (!reused.has(c.id) || c.gpus.some((g) => !targetGpus.has(g))) {
+      if (!reused.has(c.id)) units.push({ kind: 'stop', tp: c.tp, gpus: c.gpus, from: [c.id] });
+    }
+  }
+  const rank = { start: 2, reshard: 1, stop: 0 } as const;
+  const scored = units.map((u, i) => ({ ...u, savingJ: savingOf ? savingOf(u) : 0, i }));
+  scored.sort((a, b) => b.savingJ - a.savingJ || (savingOf ? 0 : rank[b.kind] - rank[a.kind] || b.tp - a.tp) || a.i - b.i);
+  const steps: StaggerUnit[][] = [];
+  for (let i = 0; i < scored.length; i += maxConcurrent) steps.push(scored.slice(i, i + maxConcurrent).map(({ i: _i, ...u }) => u));
+  return steps;
+}
+
+const fmt = (x: number) => (Number.isFinite(x) ? Number(x.toPrecision(4)).toString() : String(x));
