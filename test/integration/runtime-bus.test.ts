@@ -7,12 +7,12 @@ import { startNatsServer, type TestNats, type Role } from '../helpers/nats.ts';
 import {
   Bus, silentLogger, TimeoutError, NoRespondersError, RemoteError, ProtocolError, LeaderLease,
 } from '../../src/runtime/index.ts';
-import { Ack, Admission, InferenceRequest, StatusRequest, ClusterStatus, packRaw, subjects, leaseKeys, type Codec } from '../../protocols/index.ts';
+import { Ack, Admission, InferenceRequest, type InferenceRequest as InferenceRequestMsg, StatusRequest, ClusterStatus, packRaw, subjects, leaseKeys, type Codec } from '../../protocols/index.ts';
 import { SAMPLES, CODECS } from '../fixtures/actors/samples.ts';
 
 let nats: TestNats;
 const buses: Bus[] = [];
-async function bus(role: Role, name = role): Promise<Bus> {
+async function bus(role: Role, name: string = role): Promise<Bus> {
   const b = await Bus.connect({ servers: nats.url, name, ...nats.creds(role), log: silentLogger(), reconnect: false });
   buses.push(b);
   return b;
@@ -26,8 +26,7 @@ afterAll(async () => {
   await nats?.stop();
 });
 
-const req = (id: string) => ({ ...(SAMPLES.InferenceRequest as object), id, streamSubject: subjects.stream(id) }) as InferenceRequest;
-type InferenceRequest = typeof InferenceRequest extends Codec<infer T> ? T : never;
+const req = (id: string) => ({ ...(SAMPLES.InferenceRequest as object), id, streamSubject: subjects.stream(id) }) as InferenceRequestMsg;
 
 describe('request-reply', () => {
   it('fails fast with NoRespondersError when nobody serves the subject', async () => {
@@ -64,7 +63,7 @@ describe('request-reply', () => {
       throw new TimeoutError('dyn.v1.somewhere', 5);
     });
     // a raw responder answering with garbage
-    const raw = srv.nc.subscribe(subjects.poolControl('garbage'), { callback: (_e, m) => m.respond(new Uint8Array([0xc1, 1, 2])) });
+    const raw = srv.nc.subscribe(subjects.poolControl('garbage'), { callback: (_e, m) => void m.respond(new Uint8Array([0xc1, 1, 2])) });
     await srv.nc.flush();
     const e1 = await cli.request(subjects.poolControl('boom'), StatusRequest, { v: 1 }, Ack, { timeoutMs: 2000 }).catch((e) => e);
     expect(e1).toBeInstanceOf(RemoteError);
@@ -183,7 +182,7 @@ describe('role permissions from nats.conf', () => {
   async function refused(role: Role, subject: string): Promise<boolean> {
     const watcher = await bus('admin', `watch-${role}`);
     let delivered = false;
-    const s = watcher.nc.subscribe(subject, { callback: () => (delivered = true) });
+    const s = watcher.nc.subscribe(subject, { callback: () => void (delivered = true) });
     await watcher.nc.flush();
     const b = await bus(role, `perm-${role}-${subject}`);
     const violation = new Promise<{ subject: string }>((r) => b.once('permission_error', r));
