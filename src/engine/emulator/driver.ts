@@ -79,6 +79,8 @@ export class RealtimeDriver {
   private lockedMax: number | null = null;
   private closed = false;
   private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
+  /** arrival time of the latest submit; a step that may admit it cannot start before it. */
+  private lastArrivalMs = 0;
   readonly ttft = new LatencyHistogram(TTFT_BUCKETS);
   readonly itl = new LatencyHistogram(ITL_BUCKETS);
   promptTokensTotal = 0;
@@ -105,6 +107,7 @@ export class RealtimeDriver {
   submit(req: Omit<CoreRequest, 'arrivalMs'>, listener: DriverListener): number {
     const arrivalMs = this.now();
     this.core.submit({ ...req, arrivalMs });
+    this.lastArrivalMs = arrivalMs;
     this.tracked.set(req.id, { listener, arrivalMs, lastTokenMs: arrivalMs });
     this.promptTokensTotal += req.promptTokens;
     this.kick();
@@ -139,8 +142,9 @@ export class RealtimeDriver {
       for (const ev of r.events) this.deliver(ev);
       if (this.closed) return;
       if (this.core.hasWork()) {
-        // continue on the core timeline; pull it forward only when badly behind (process was starved)
-        this.runStep(Math.max(endMs, this.now() - MAX_LAG_WALL_MS * this.timeScale));
+        // Continue on the core timeline (timer lateness does not add up into the modelled latencies); pull
+        // it forward when badly behind (process starved), and never start before a request that may join.
+        this.runStep(Math.max(endMs, this.lastArrivalMs, this.now() - MAX_LAG_WALL_MS * this.timeScale));
       } else this.busy = false;
     };
     if (this.zeroDelay) this.timer = setImmediate(fire);
