@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
-import { createEngine, type VllmEngine } from '../../src/engine/index.ts';
+import { createEngine, type EngineConfig, type VllmEngine } from '../../src/engine/index.ts';
 import { createPerfModel } from '../../src/model/index.ts';
 import { countChatTokens, countTextTokens } from '../../src/engine/emulator/text.ts';
 import type { GpuState } from '../../src/engine/emulator/driver.ts';
@@ -56,7 +56,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
 
 beforeAll(async () => {
-  const cfg = { kind: 'emulator', model: MODEL, gpu: 'h100', tp: TP, gpuIds: [0, 1, 2, 3], port: 0, healthDeadlineMs: 20_000 } as const;
+  const cfg: EngineConfig = { kind: 'emulator', model: MODEL, gpu: 'h100', tp: TP, gpuIds: [0, 1, 2, 3], port: 0, healthDeadlineMs: 20_000 };
   apiEngine = createEngine({ ...cfg, timeScale: API_TIME_SCALE, startupDelayMs: 8000 });
   timingEngine = createEngine({ ...cfg, timeScale: TIME_SCALE });
   const t0 = Date.now();
