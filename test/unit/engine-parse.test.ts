@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { histogramQuantile, parsePrometheusText, parseVllmMetrics } from '../../src/engine/metrics-parse.ts';
+import { MetricsParseError } from '../../src/engine/errors.ts';
+import { sseData } from '../../src/engine/sse.ts';
+import { countChatTokens, countTextTokens, outputLength, tokenText } from '../../src/engine/emulator/text.ts';
+
+const VLLM = `# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="m"} 3.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="m"} 2.0
+# TYPE vllm:gpu_cache_usage_perc gauge
+vllm:gpu_cache_usage_perc{model_name="m"} 0.25
+# TYPE vllm:prompt_tokens counter
+vllm:prompt_tokens_total{model_name="m"} 1234.0
+vllm:prompt_tokens_created{model_name="m"} 1.7e9
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{model_name="m"} 99
+# TYPE vllm:request_success counter
+vllm:request_success_total{finished_reason="stop",model_name="m"} 4
+vllm:request_success_total{finished_reason="length",model_name="m"} 6
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{le="0.1",model_name="m"} 2
+vllm:time_to_first_token_seconds_bucket{le="0.5",model_name="m"} 8
+vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="m"} 10
+vllm:time_to_first_token_seconds_sum{model_name="m"} 2.5
+vllm:time_to_first_token_seconds_count{model_name="m"} 10
+# TYPE vllm:time_per_output_token_seconds histogram
+vllm:time_per_output_token_seconds_bucket{le="0.05",model_name="m"} 90
+vllm:time_per_output_token_seconds_bucket{le="+Inf",model_name="m"} 90
+vllm:time_per_output_token_seconds_sum{model_name="m"} 2.7
+vllm:time_per_output_token_seconds_count{model_name="m"} 90
+python_gc_objects_collected_total{generation="0"} 1.5e+04 1700000000000
+`;
+
+describe('Prometheus / vLLM metrics parsing', () => {
+  it('reads vLLM metrics, including older names and counters declared with or without _total', () => {
+    const m = parseVllmMetrics(VLLM);
+    expect(m).toMatchObject({ numRequestsRunning: 3, numRequestsWaiting: 2, kvCacheUsage: 0.25, promptTokensTotal: 1234, generationTokensTotal: 99, requestSuccessTotal: 10 });
+    expect(m.ttft).toEqual({ buckets: [{ le: 0.1, count: 2 }, { le: 0.5, count: 8 }, { le: Infinity, count: 10 }], sum: 2.5, count: 10 });
+    expect(m.itl?.count).toBe(90);
+    // median: rank 5 falls in (0.1, 0.5] with 6 observations -> 0.1 + 0.4 * 3/6
+    expect(histogramQuantile(m.ttft!, 0.5)).toBeCloseTo(0.3, 9);
+    expect(m.families.get('python_gc_objects_collected_total')?.samples[0].value).toBe(15000);
+  });
+
+  it('parses label escapes', () => {
+    const f = parsePrometheusText('x{a="q\\"u\\\\o\\nte",b="2"} 1\n');
+    expect(f.get('x')!.samples[0].labels).toEqual({ a: 'q"u\\o\nte', b: '2' });
+  });
+
+  it.each([
+    ['<html>oops</html>\n', /bad metric name/],
+    ['vllm:num_requests_running{model_name="x" 1\n', /expected ',' or '}'|unterminated/],
+    ['vllm:num_requests_running{model_name=x} 1\n', /not quoted/],
+    ['vllm:num_requests_running 1 2 3\n', /value \[timestamp\]/],
+    ['vllm:num_requests_running abc\n', /bad sample value/],
+    ['# TYPE x bogus\n', /bad metric type/],
+  ])('rejects malformed text %j', (text, re) => {
+    expect(() => parsePrometheusText(text)).toThrow(MetricsParseError);
+    expect(() => parsePrometheusText(text)).toThrow(re);
+  });
+
+  it('requires the vLLM load gauges', () => {
+    expect(() => parseVllmMetrics('up 1\n')).toThrow(/vllm:num_requests_running/);
+  });
+});
+
+function streamOf(parts: string[]): ReadableStream<Uint8Array> {
+  const enc = new TextEncoder();
+  return new ReadableStream({
+    start(c) {
+      for (const p of parts) c.enqueue(enc.encode(p));
+      c.close();
+    },
+  });
+}
+
+describe('SSE reader', () => {
+  it('reassembles events split across chunks, with CRLF framing and comments', async () => {
+    const out: string[] = [];
+    for await (const d of sseData(streamOf(['data: {"a"', ':1}\r\n\r\n: keep-alive\n\nda', 'ta: [DONE]\n\n', 'data: partial']))) out.push(d);
+    expect(out).toEqual(['{"a":1}', '[DONE]']);
+  });
+});
+
+describe('emulator text stand-ins', () => {
+  it('counts tokens deterministically and draws output lengths within bounds', () => {
+    expect(countTextTokens('')).toBe(1);
+    expect(countTextTokens('abcdefghi')).toBe(3);
+    expect(countChatTokens([{ content: 'abcd' }, { content: '' }])).toBe(3 + 4 + 1 + 4);
+    expect(tokenText(1, 5, 3)).toBe(tokenText(1, 5, 3));
+    expect(tokenText(1, 5, 3)).toMatch(/^ \w+$/);
+    expect(outputLength(1, 1, 50, 0, true)).toBe(50);
+    const lens = Array.from({ length: 200 }, (_, i) => outputLength(7, i, 1000, 10, false));
+    expect(Math.min(...lens)).toBeGreaterThanOrEqual(10);
+    expect(Math.max(...lens)).toBeLessThanOrEqual(1000);
+    const meanLen = lens.reduce((s, x) => s + x, 0) / lens.length;
+    expect(meanLen).toBeGreaterThan(180);
+    expect(meanLen).toBeLessThan(340);
+  });
+});
