@@ -5,19 +5,12 @@
  */
 import { fileURLToPath } from 'node:url';
 
-export const LAUNCH_TS = fileURLToPath(import.meta.url);
-
 const MODULES: Record<string, string> = {
   cluster: '../cluster-manager/main.ts',
   pool: '../pool-manager/main.ts',
   instance: '../instance-manager/main.ts',
   node: '../node-agent/main.ts',
 };
-
-/** argv for spawning an actor with node: [--import, tsx, launch.ts, kind, ...args]. */
-export function launchArgs(kind: string, args: string[]): string[] {
-  return ['--import', 'tsx', LAUNCH_TS, kind, ...args];
-}
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const [kind, ...rest] = process.argv.slice(2);

@@ -275,7 +275,9 @@ export class InstanceManager {
       const aborted = r.ac.signal.aborted;
       const w: WireError = aborted
         ? toWireError(r.ac.signal.reason)
-        : { code: 'engine_crashed', message: `instance ${this.id}: ${(err as Error)?.message ?? String(err)}`, retryable: (err as { retryable?: boolean })?.retryable ?? true, retryAfterS: this.#o.config.emergency.retryAfterS };
+        : (err as { retryable?: boolean })?.retryable === false
+          ? { code: 'invalid_request', message: `instance ${this.id}: ${(err as Error)?.message ?? String(err)}`, retryable: false }
+          : { code: 'engine_crashed', message: `instance ${this.id}: ${(err as Error)?.message ?? String(err)}`, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS };
       this.#running.delete(req.id);
       this.#finishWithError(req, r.seq, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
       return;

@@ -25,7 +25,7 @@ class InstanceActor extends Actor {
     if (!profile) this.log.warn({ profile: ppath }, 'no profile: the instance stays at max clock');
     const engine = createEngine({
       kind: c.engine.kind, model: c.model, gpu: c.gpu, tp: this.a.tp, gpuIds: this.a.gpuIds, port: 0,
-      timeScale: c.engine.timeScale, startupDelayMs: c.engine.startupDelayMs, healthDeadlineMs: c.engine.healthDeadlineMs,
+      timeScale: c.engine.timeScale, servedModelName: c.model, startupDelayMs: c.engine.startupDelayMs, healthDeadlineMs: c.engine.healthDeadlineMs,
       ...(c.engine.command ? { command: c.engine.command } : {}), ...(c.engine.args ? { args: c.engine.args } : {}),
       restart: { initialBackoffMs: 200, maxBackoffMs: 5000 },
     });

@@ -13,7 +13,7 @@ import { Supervisor } from '../../src/runtime/supervisor.ts';
 import { Ack, NodeCommand, NodeStatus, controlSubjects, inventoryKeys, jetstream, subjects, DynError } from '../../protocols/index.ts';
 import { loadConfig, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
-import { launchArgs } from '../common/launch.ts';
+import { launchArgs } from '../common/launch-args.ts';
 
 export const summary = 'node agent: starts and stops instance managers on one GPU server';
 

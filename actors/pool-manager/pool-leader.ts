@@ -236,15 +236,15 @@ export class PoolLeader {
       if (!views.length) break;
       const choice = pickInstance(req, views, this.#o.profile, this.#types);
       tried.add(choice);
+      // count it at once in the local view so a burst spreads before the next status arrives
+      const tracked = this.#instances.get(choice);
+      if (tracked) tracked.status = { ...tracked.status, queued: tracked.status.queued + 1 };
       try {
         const a = await this.#bus.request(subjects.instanceAdmit(choice), InferenceRequest, { ...req, pool: this.pool }, Admission, {
           timeoutMs: c.timeouts.dispatchMs,
         });
         if (a.ok) {
           this.#outstanding.set(req.id, { req: { ...req, pool: this.pool }, instance: choice, atMs: Date.now() });
-          // count it at once in the local view so a burst spreads before the next status
-          const t = this.#instances.get(choice);
-          if (t) t.status = { ...t.status, queued: t.status.queued + 1 };
           return { ...a, pool: this.pool };
         }
         lastErr = a.error;

@@ -1,0 +1,178 @@
+/**
+ * Issue 5, request path and instance failure: real nats-server, real actor processes (cluster manager,
+ * pool manager, node agent, instance managers) and emulated engines. Acts as the gateway itself.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startNatsServer, type TestNats } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import { Admission, ClusterStatus, InferenceRequest, StatusRequest, TokenChunk, DecisionEvent, subjects, type TokenChunk as Chunk } from '../../protocols/index.ts';
+import { launchArgs } from '../../actors/common/launch-args.ts';
+
+let nats: TestNats;
+let bus: Bus;
+const procs: ChildProcess[] = [];
+let cfgPath: string;
+const events: DecisionEvent[] = [];
+
+function startActor(kind: string, id: string, extra: string[] = []): ChildProcess {
+  const p = spawn(process.execPath, launchArgs(kind, ['--id', id, '--config', cfgPath, ...extra]), {
+    stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn' },
+  });
+  procs.push(p);
+  return p;
+}
+
+interface Outcome { id: string; ok: boolean; admitted?: string; chunks: Chunk[]; error?: string; tokens: number; at: number }
+
+async function send(i: number, maxTokens = 40, inputTokens = 100): Promise<Outcome> {
+  const id = `r${i}-${Math.random().toString(36).slice(2, 8)}`;
+  const chunks: Chunk[] = [];
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  const sub = bus.subscribe(subjects.stream(id), TokenChunk, (c) => {
+    chunks.push(c);
+    if (c.done || c.error) resolveDone();
+  }, { capacity: 4096 });
+  const now = Date.now();
+  const req: InferenceRequest = {
+    v: 1, id, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello '.repeat(10), inputTokens, maxTokens, ignoreEos: true,
+    arrivalMs: now, deadlineMs: now + 60_000, streamSubject: subjects.stream(id),
+  };
+  const out: Outcome = { id, ok: false, chunks, tokens: 0, at: now };
+  try {
+    const a = await bus.request(subjects.clusterIntake(), InferenceRequest, req, Admission, { timeoutMs: 15_000 });
+    if (!a.ok) {
+      out.error = `refused: ${a.error?.code} ${a.error?.message}`;
+      sub.unsubscribe();
+      return out;
+    }
+    out.admitted = a.instance;
+    const t = setTimeout(() => resolveDone(), 30_000);
+    await done;
+    clearTimeout(t);
+    const last = chunks[chunks.length - 1];
+    out.ok = !!last?.done && !last.error;
+    if (last?.error) out.error = `${last.error.code}: ${last.error.message} (retryable ${last.error.retryable})`;
+    else if (!last?.done) out.error = 'HUNG';
+    out.tokens = chunks.reduce((n, c) => n + c.tokens, 0);
+  } catch (err) {
+    out.error = `intake: ${(err as Error).message}`;
+  } finally {
+    sub.unsubscribe();
+  }
+  return out;
+}
+
+/** pids of the processes this suite started whose command line contains `pattern` (the config path is unique to the suite). */
+function pidsOf(pattern: string): number[] {
+  try {
+    return execFileSync('pgrep', ['-f', '--', pattern]).toString().trim().split('\n').map(Number).filter((n) => n > 0 && n !== process.pid);
+  } catch {
+    return [];
+  }
+}
+
+async function waitReady(n: number, timeoutMs = 45_000): Promise<ClusterStatus> {
+  const until = Date.now() + timeoutMs;
+  let last: ClusterStatus | undefined;
+  while (Date.now() < until) {
+    try {
+      last = await bus.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 });
+      const ready = last.pools.flatMap((p) => p.instances).filter((i) => i.state === 'ready');
+      if (ready.length >= n) return last;
+    } catch {
+      /* leader not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  throw new Error(`cluster not ready: ${JSON.stringify(last)}`);
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  const admin = nats.creds('admin');
+  const dir = mkdtempSync(join(tmpdir(), 'dyn-ctl-'));
+  cfgPath = join(dir, 'cluster.json');
+  writeFileSync(cfgPath, JSON.stringify({
+    nats: { url: nats.url, ...admin },
+    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    servers: [{ id: 'n0', gpus: 2 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS: 0.5 },
+    liveness: { statusIntervalMs: 200, deadAfterMs: 2000, leaseTtlMs: 2000 },
+    engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 1, maxInEngine: 16, maxQueued: 64 },
+    emergency: { rejectAfterMs: 4000, retryAfterS: 1, moveQueueAbove: 8 },
+  }));
+  bus = await Bus.connect({ servers: nats.url, name: 'test-gateway', ...admin, log: silentLogger() });
+  bus.subscribe(subjects.eventAll(), DecisionEvent, (e) => void events.push(e), { capacity: 100_000 });
+  startActor('cluster', 'cm-0');
+  startActor('pool', 'pm-0');
+  startActor('node', 'n0');
+  await waitReady(2);
+}, 90_000);
+
+afterAll(async () => {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 1500));
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+  // instance managers and engines are grandchildren: the node agent's SIGTERM stops them; make sure
+  for (const pid of pidsOf(cfgPath)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  await bus?.close();
+  await nats?.stop();
+}, 30_000);
+
+describe('control plane: request path', () => {
+  it('classifies, routes, dispatches and streams every request to completion', async () => {
+    const outs = await Promise.all(Array.from({ length: 12 }, (_, i) => send(i, 30)));
+    const bad = outs.filter((o) => !o.ok);
+    expect(bad.map((o) => o.error)).toEqual([]);
+    for (const o of outs) {
+      expect(o.tokens).toBe(30);
+      const last = o.chunks[o.chunks.length - 1]!;
+      expect(last.usage?.completionTokens).toBe(30);
+      expect(last.usage?.energySource).toBe('modelled');
+      expect(o.chunks[0]!.ttftMs).toBeGreaterThan(0);
+      expect(o.chunks.map((c) => c.seq)).toEqual(o.chunks.map((_, i) => i));
+    }
+    // both instances got work
+    expect(new Set(outs.map((o) => o.admitted)).size).toBe(2);
+  }, 60_000);
+
+  it('SIGKILL of an instance manager under load: no request hangs, dispatch drops it fast', async () => {
+    const st = await waitReady(2);
+    const victim = st.pools[0]!.instances[0]!.id;
+    const running: Promise<Outcome>[] = [];
+    let i = 100;
+    let killedAt = 0;
+    const load = setInterval(() => running.push(send(i++, 60)), 60);
+    try {
+    await new Promise((r) => setTimeout(r, 1500));
+    const [pid] = pidsOf(`--id ${victim} `);
+    process.kill(pid!, 'SIGKILL');
+    killedAt = Date.now();
+    
+    await new Promise((r) => setTimeout(r, 4000));
+    } finally {
+      clearInterval(load);
+    }
+    const outs = await Promise.all(running);
+    expect(outs.filter((o) => o.error === 'HUNG')).toEqual([]);
+    for (const o of outs) expect(o.ok || (o.error ?? '').length > 0).toBe(true);
+    const failed = outs.filter((o) => !o.ok);
+    // every failure is explicit and retryable
+    for (const o of failed) expect(o.error).toMatch(/retryable true|refused: (unavailable|overloaded)/);
+    const dead = events.find((e) => e.kind === 'failure' && e.decision.instance === victim && e.atMs >= killedAt);
+    expect(dead).toBeDefined();
+    expect(dead!.atMs - killedAt).toBeLessThan(3000);
+    // after the failure verdict, nothing was admitted by the dead instance until it came back
+    const back = events.find((e) => e.kind === 'instance' && (e.decision as { instance?: string; alive?: boolean }).instance === victim && e.atMs > dead!.atMs);
+    const bad = outs.filter((o) => o.admitted === victim && o.at > dead!.atMs && (!back || o.at < back.atMs) && !o.ok);
+    expect(bad).toEqual([]);
+    expect(outs.filter((o) => o.ok).length).toBeGreaterThan(outs.length / 2);
+  }, 60_000);
+});
