@@ -108,18 +108,20 @@ export class LiveState {
   }
 
   /**
-   * SinglePool baseline power (W): all load on GPUs/8 TP8 instances at max clock, load split evenly;
+   * SinglePool baseline power (W): all load on GPUs/8 TP8 instances at max clock (smaller clusters: largest TP that fits), load split evenly;
    * an instance's power is its idle power plus, per type, the profile's power above idle at that type's
    * share of the load (loads beyond the profiled grid are clamped to its edge: the baseline is then a floor).
    */
   baselinePowerW(insts: Inst[]): number | null {
     const p = this.opts.profile;
-    if (!p || !p.tpDegrees.includes(8)) return null;
+    if (!p) return null;
     const gpus = this.opts.clusterGpus ?? insts.reduce((s, i) => s + i.t.gpus.length, 0);
-    const n = Math.floor(gpus / 8);
-    if (n < 1) return null;
+    // TP8 as in the paper; a cluster smaller than 8 GPUs uses its largest profiled TP that fits
+    const tp = this.baselineTp(gpus);
+    if (tp === null) return null;
+    const n = Math.floor(gpus / tp);
     const maxClock = p.clocksMhz[p.clocksMhz.length - 1]!;
-    const idle = idlePowerOf(p, 8, maxClock);
+    const idle = idlePowerOf(p, tp, maxClock);
     const load: Partial<Record<RequestType, number>> = {};
     for (const i of insts) for (const [t, l] of Object.entries(i.t.loadByType)) load[t as RequestType] = (load[t as RequestType] ?? 0) + (l ?? 0);
     let per = idle;
@@ -128,12 +130,17 @@ export class LiveState {
       if (!grid || l <= 0) continue;
       const x = Math.min(l / n, grid[grid.length - 1]!);
       try {
-        per += Math.max(0, interpolate(p, t, 8, maxClock, x).powerW - idle);
+        per += Math.max(0, interpolate(p, t, tp, maxClock, x).powerW - idle);
       } catch {
         // type not profiled at TP8: contributes nothing rather than breaking the dashboard
       }
     }
     return per * n;
+  }
+
+  private baselineTp(gpus: number): number | null {
+    const fits = (this.opts.profile?.tpDegrees ?? []).filter((t) => t <= 8 && t <= gpus);
+    return fits.length ? Math.max(...fits) : null;
   }
 
   /** Appends one point to the series (call once a second). */
@@ -175,7 +182,7 @@ export class LiveState {
       energyJ: this.energyJ,
       energySource: sources.size === 0 ? 'none' : sources.size > 1 ? 'mixed' : (([...sources][0]) as 'measured' | 'modelled'),
       baselineEnergyJ: last?.baselineEnergyJ ?? null,
-      baselineSource: this.opts.profile ? `modelled: SinglePool TP8 at max clock from profile ${this.opts.profile.model}/${this.opts.profile.gpu} (${this.opts.profile.source.kind})` : null,
+      baselineSource: this.opts.profile ? `modelled: SinglePool TP${this.baselineTp(this.opts.clusterGpus ?? insts.reduce((s, i) => s + i.t.gpus.length, 0)) ?? 8} at max clock from profile ${this.opts.profile.model}/${this.opts.profile.gpu} (${this.opts.profile.source.kind})` : null,
       series: this.series.slice(-points),
       slo: structuredClone(this.slo),
       requests: { ...this.requests },
