@@ -103,7 +103,7 @@ export function planCluster(input: PlanClusterInput): ClusterPlanResult {
       for (const from of mergedIn) merges.push({ from: poolIdOf(from), into: id });
       mergedIn = [];
     } else if (!last) {
-      mergedIn.push(t);
+      if (pl > 0) mergedIn.push(t);
     } else {
       for (const from of mergedIn) merges.push({ from: poolIdOf(from), into: '(none: no load)' });
     }

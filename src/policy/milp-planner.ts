@@ -4,6 +4,9 @@
  * with a typed error and the next call starts a fresh worker.
  */
 import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { dirname, join } from 'node:path';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import type { Profile } from '../model/profile-types.ts';
@@ -45,8 +48,13 @@ export class MilpPlanner {
 
   private start(): Comlink.Remote<MilpWorkerApi> {
     if (this.api) return this.api;
-    // the worker is TypeScript: load it through tsx
-    const w = new Worker(new URL('./milp-worker.ts', import.meta.url), { execArgv: ['--import', 'tsx'] });
+    // the worker is TypeScript: a tiny eval'd bootstrap registers tsx in the worker thread, then loads it
+    const tsxPkg = createRequire(import.meta.url).resolve('tsx/package.json');
+    const tsxApi = pathToFileURL(join(dirname(tsxPkg), 'dist/esm/api/index.mjs')).href;
+    const entry = new URL('./milp-worker.ts', import.meta.url).href;
+    const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { (m.register ?? m.default.register)(); return import(${JSON.stringify(entry)}); })` +
+      `.catch((e) => { console.error(e); process.exit(70); });`;
+    const w = new Worker(boot, { eval: true });
     this.worker = w;
     this.api = Comlink.wrap<MilpWorkerApi>(nodeEndpoint(w));
     this.sent = new Set();

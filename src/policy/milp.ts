@@ -33,7 +33,7 @@ export interface Eq1Input {
   clocks?: number[];
   /** HiGHS time limit, s. Default 10. */
   timeLimitS?: number;
-  /** relative MIP gap at which HiGHS stops. Default 1e-6. */
+  /** relative MIP gap at which HiGHS stops (the result is within it of the optimum). Default 1e-4. */
   mipRelGap?: number;
 }
 
@@ -114,7 +114,7 @@ export function solveEq1(highs: HighsLike, input: Eq1Input): Eq1Result {
   if (!cols.length) return { status: 'Empty', feasible: true, config: [], energy: 0, solveMs: performance.now() - t0, variables: 0 };
   let sol;
   try {
-    sol = highs.solve(lp, { time_limit: input.timeLimitS ?? 10, mip_rel_gap: input.mipRelGap ?? 1e-6, output_flag: false });
+    sol = highs.solve(lp, { time_limit: input.timeLimitS ?? 10, mip_rel_gap: input.mipRelGap ?? 1e-4, output_flag: false });
   } catch (err) {
     throw new MilpError(`HiGHS failed: ${(err as Error).message}`, true, { cause: err });
   }

@@ -4,8 +4,9 @@
  *
  * The model's weights are cut into PARTS = 8 equal parts (one TP8 shard). A GPU in role r of a TP-k
  * instance holds parts [r*8/k, (r+1)*8/k). Steps:
- *  1. target instances go to servers (largest TP first; a server that already runs an instance of the
- *     same TP is preferred, then the server with the most weight-holding GPUs still free, else a new one);
+ *  1. target instances go to servers: first each one that can take the place of a current instance of the
+ *     same TP, then the rest largest TP first onto the server with the most weight-holding GPUs still
+ *     free, else a new server;
  *  2. per server, a maximum-weight bipartite matching (Hungarian, `hungarian.ts`) between target
  *     (instance, role) slots and the server's GPUs, weight = parts of that role the GPU already holds
  *     (bytes that can stay). On NVSwitch servers (DGX H100) any GPU subset can form an instance, so this
@@ -101,8 +102,19 @@ export function matchReshard(
     if (c.gpus.every((g) => serverOf(g) === serverOf(c.gpus[0]!))) s.sameTp.set(c.tp, (s.sameTp.get(c.tp) ?? 0) + 1);
     for (const g of c.gpus) ensure(serverOf(g)).dataGpus++;
   }
-  // 1. instances to servers
+  // 1. instances to servers: first every target that can stay exactly where a current instance of the
+  // same TP runs, then the rest, largest first (powers of two, so first-fit leaves no unusable holes)
+  const rest: number[] = [];
   for (const tp of tps) {
+    const sid = [...servers.keys()].sort((a, b) => a - b).find((id) => (servers.get(id)!.sameTp.get(tp) ?? 0) > 0 && servers.get(id)!.free >= tp);
+    if (sid === undefined) { rest.push(tp); continue; }
+    const s = servers.get(sid)!;
+    s.free -= tp;
+    s.sameTp.set(tp, s.sameTp.get(tp)! - 1);
+    s.dataGpus = Math.max(0, s.dataGpus - tp);
+    s.targets.push(tp);
+  }
+  for (const tp of rest) {
     let best: number | null = null;
     let bestScore = -1;
     for (const [id, s] of [...servers.entries()].sort((a, b) => a[0] - b[0])) {

@@ -61,6 +61,12 @@ export interface PlanShardingInput {
   gpusPerServer?: number;
   /** model weight bytes for the re-shard cost. Default Llama2-70B. */
   modelBytes?: number;
+  /**
+   * Price each candidate split at the clock its instances' managers would pick (least power meeting the
+   * SLO at their load share) instead of at max clock. Default false: the paper's pool manager assumes the
+   * level below runs at its highest-performance setting (max clock).
+   */
+  clockAware?: boolean;
 }
 
 export interface ShardPlanDetail extends ShardPlan {
@@ -84,7 +90,10 @@ function normalise(cfg: InstanceConfig[]): InstanceConfig[] {
   return TP_DEGREES.map((tp) => ({ tp, count: countOf(cfg, tp) })).filter((c) => c.count > 0);
 }
 
-function evaluate(cfg: InstanceConfig[], curves: Map<number, MixCurve | null>, L: number, epochS: number, h: number): Eval {
+/** instance power at load li: on the max-clock curve, or (clock-aware) the least over clocks that carry li. */
+type PowerFn = (tp: number, li: number) => number;
+
+function evaluate(cfg: InstanceConfig[], curves: Map<number, MixCurve | null>, L: number, epochS: number, h: number, powerFn?: PowerFn): Eval {
   let cap = 0;
   for (const c of cfg) {
     const cu = curves.get(c.tp);
@@ -99,7 +108,7 @@ function evaluate(cfg: InstanceConfig[], curves: Map<number, MixCurve | null>, L
     if (!cu) { energyJ = Infinity; continue; }
     const li = cap > 0 ? (L * cu.cap) / cap : 0;
     perInstanceLoad[c.tp] = li;
-    energyJ += c.count * powerAt(cu, Math.min(li, cu.cap)) * epochS;
+    energyJ += c.count * (powerFn ? powerFn(c.tp, li) : powerAt(cu, Math.min(li, cu.cap))) * epochS;
   }
   return { cfg: normalise(cfg), energyJ, feasible, cap, perInstanceLoad };
 }
@@ -135,6 +144,19 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
   const L = totalLoad(input.loadByType);
   const curves = new Map<number, MixCurve | null>();
   for (const tp of TP_DEGREES) curves.set(tp, tps.includes(tp) && p.tpDegrees.includes(tp) ? mixCurve(p, input.loadByType, tp, fmax) : null);
+  let powerFn: PowerFn | undefined;
+  if (input.clockAware) {
+    const byTp = new Map<number, MixCurve[]>();
+    for (const tp of TP_DEGREES) {
+      if (!curves.get(tp)) continue;
+      byTp.set(tp, p.clocksMhz.map((f) => mixCurve(p, input.loadByType, tp, f)).filter((c): c is MixCurve => c !== null));
+    }
+    powerFn = (tp, li) => {
+      let best = Infinity;
+      for (const c of byTp.get(tp) ?? []) if (li <= c.cap * (1 - h) + 1e-9) best = Math.min(best, powerAt(c, li));
+      return Number.isFinite(best) ? best : powerAt(curves.get(tp)!, Math.min(li, curves.get(tp)!.cap));
+    };
+  }
   const minInst = input.minInstances ?? (gpus >= 2 ? 1 : 0);
   const n2 = curves.get(2) ? Math.floor(gpus / 2) : 0;
   const n4 = curves.get(4) ? Math.floor(gpus / 4) : 0;
@@ -152,7 +174,7 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
     for (let b = 0; b <= n4 && 8 * c + 4 * b <= gpus; b++) {
       for (let a = 0; a <= n2 && 8 * c + 4 * b + 2 * a <= gpus; a++) {
         if (a + b + c < minInst) continue;
-        const e = evaluate([{ tp: 2, count: a }, { tp: 4, count: b }, { tp: 8, count: c }], curves, L, epochS, h);
+        const e = evaluate([{ tp: 2, count: a }, { tp: 4, count: b }, { tp: 8, count: c }], curves, L, epochS, h, powerFn);
         evaluated++;
         if (!biggest || e.cap > biggest.cap + 1e-9 || (Math.abs(e.cap - biggest.cap) <= 1e-9 && better(e, biggest))) biggest = e;
         if (e.feasible && (!best || better(e, best))) best = e;
@@ -160,12 +182,12 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
     }
   }
   const gps = input.gpusPerServer ?? 8;
-  const cur = evaluate(normalise(input.current), curves, L, epochS, h);
+  const cur = evaluate(normalise(input.current), curves, L, epochS, h, powerFn);
   const feasible = best !== null;
   const target = (best ?? biggest ?? cur).cfg;
   const same = JSON.stringify(target) === JSON.stringify(cur.cfg);
   const { costJ, placements } = same ? { costJ: 0, placements: [] as Placement[] } : reconfigurationCost(p, canonicalPlacement(cur.cfg, gps), target, input.overhead, gps, input.modelBytes);
-  const tgt = evaluate(target, curves, L, epochS, h);
+  const tgt = evaluate(target, curves, L, epochS, h, powerFn);
   const gain = cur.energyJ - tgt.energyJ;
   let take: boolean, reason: string;
   if (same) { take = false; reason = 'current split is already the best'; }
@@ -195,8 +217,15 @@ export interface PoolPlanInstance { tp: TpDegree; count: number; clockMhz: numbe
  * ignoring reconfiguration cost), then each instance's clock from chooseClock at its load share.
  * Energy over the epoch, J. Used to compare against the MILP optimum of Eq. 1.
  */
-export function heuristicPoolPlan(profile: Profile, loadByType: LoadByType, gpus: number, epochS: number, headroom = 0): { instances: PoolPlanInstance[]; energyJ: number; feasible: boolean } {
-  const plan = planSharding({ profile, loadByType, gpus, current: [], epochS, overhead: overheadTable(), headroom, minInstances: 0 });
+export function heuristicPoolPlan(
+  profile: Profile,
+  loadByType: LoadByType,
+  gpus: number,
+  epochS: number,
+  headroom = 0,
+  clockAware = false,
+): { instances: PoolPlanInstance[]; energyJ: number; feasible: boolean } {
+  const plan = planSharding({ profile, loadByType, gpus, current: [], epochS, overhead: overheadTable(), headroom, minInstances: 0, clockAware });
   const L = totalLoad(loadByType);
   const instances: PoolPlanInstance[] = [];
   let energyJ = 0;

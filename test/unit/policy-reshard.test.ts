@@ -1,0 +1,73 @@
+import { describe, it, expect } from 'vitest';
+import { matchReshard, canonicalPlacement, maxWeightAssignment, TABLE_VI_CONFIGS, TABLE_VI_TAU, LLAMA2_70B_BYTES, staggerSteps } from '../../src/policy/index.ts';
+import type { InstanceConfig } from '../../src/policy/index.ts';
+
+const CONFIGS: Record<(typeof TABLE_VI_CONFIGS)[number], InstanceConfig[]> = {
+  TP2: [{ tp: 2, count: 1 }],
+  '4xTP2': [{ tp: 2, count: 4 }],
+  TP4: [{ tp: 4, count: 1 }],
+  'TP2+TP4': [{ tp: 2, count: 1 }, { tp: 4, count: 1 }],
+  '2xTP4': [{ tp: 4, count: 2 }],
+  TP8: [{ tp: 8, count: 1 }],
+};
+
+describe('Hungarian', () => {
+  it('finds the maximum-weight assignment (checked against brute force)', () => {
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let trial = 0; trial < 30; trial++) {
+      const r = 1 + Math.floor(rnd() * 5), c = 1 + Math.floor(rnd() * 5);
+      const w = Array.from({ length: r }, () => Array.from({ length: c }, () => Math.floor(rnd() * 10)));
+      const brute = (i: number, used: Set<number>): number => {
+        if (i === r) return 0;
+        let best = brute(i + 1, used); // row unassigned (when r > c)
+        for (let j = 0; j < c; j++) if (!used.has(j)) { used.add(j); best = Math.max(best, w[i]![j]! + brute(i + 1, used)); used.delete(j); }
+        return best;
+      };
+      const { assignment, total } = maxWeightAssignment(w);
+      expect(total).toBe(brute(0, new Set()));
+      const cols = assignment.filter((j) => j >= 0);
+      expect(new Set(cols).size).toBe(cols.length);
+    }
+  });
+});
+
+describe('re-shard matching vs Table VI', () => {
+  it('reproduces all 36 source -> target costs (tau) in one 8-GPU server', () => {
+    const got = TABLE_VI_CONFIGS.map((s) => TABLE_VI_CONFIGS.map((t) => matchReshard(canonicalPlacement(CONFIGS[s]), CONFIGS[t]).costTau));
+    const mismatches: string[] = [];
+    TABLE_VI_CONFIGS.forEach((s, i) => TABLE_VI_CONFIGS.forEach((t, j) => { if (got[i]![j] !== TABLE_VI_TAU[i]![j]) mismatches.push(`${s}->${t}: ${got[i]![j]} vs ${TABLE_VI_TAU[i]![j]}`); }));
+    console.log('Table VI reproduced:\n' + got.map((r, i) => `${TABLE_VI_CONFIGS[i]!.padEnd(8)} ${r.join(' ')}`).join('\n'));
+    expect(mismatches).toEqual([]);
+  });
+
+  it('keeps the most weights in place', () => {
+    // TP8 -> 2xTP4: every GPU keeps one of its eighth, moves one
+    const r = matchReshard(canonicalPlacement(CONFIGS.TP8), CONFIGS['2xTP4']);
+    expect(r.bytesKept).toBeCloseTo(LLAMA2_70B_BYTES, 0);
+    expect(r.bytesMoved).toBeCloseTo(LLAMA2_70B_BYTES, 0);
+    // same config: nothing moves, instances stay on their GPUs
+    const same = matchReshard(canonicalPlacement(CONFIGS['TP2+TP4']), CONFIGS['TP2+TP4']);
+    expect(same.bytesMoved).toBe(0);
+    expect(same.placements.map((p) => p.gpus)).toEqual([[0, 1, 2, 3], [4, 5]]);
+  });
+
+  it('places instances on the server that already runs them, and marks weight-less servers fresh', () => {
+    const cur = [{ id: 'a', tp: 8, gpus: [0, 1, 2, 3, 4, 5, 6, 7] }, { id: 'b', tp: 4, gpus: [8, 9, 10, 11] }];
+    const r = matchReshard(cur, [{ tp: 4, count: 1 }, { tp: 8, count: 2 }]);
+    const tp4 = r.placements.find((p) => p.tp === 4)!;
+    expect(tp4.gpus).toEqual([8, 9, 10, 11]);
+    expect(tp4.bytesMoved).toBe(0);
+    expect(r.placements.filter((p) => p.fresh).length).toBe(1);
+  });
+
+  it('staggers a reconfiguration in batches, starts before stops', () => {
+    const cur = canonicalPlacement([{ tp: 2, count: 4 }, { tp: 8, count: 1 }]);
+    const steps = staggerSteps(cur, [{ tp: 8, count: 1 }, { tp: 4, count: 2 }, { tp: 8, count: 1 }], 1);
+    expect(steps.every((s) => s.length === 1)).toBe(true);
+    const kinds = steps.map((s) => s[0]!.kind);
+    expect(kinds.lastIndexOf('start')).toBeLessThan(kinds.indexOf('stop') === -1 ? Infinity : kinds.indexOf('stop'));
+    const scored = staggerSteps(cur, [{ tp: 4, count: 2 }], 2, (u) => (u.kind === 'stop' ? 100 : 1));
+    expect(scored[0]![0]!.kind).toBe('stop');
+  });
+});
