@@ -12,7 +12,7 @@
  * section (actors/gateway/config.ts); see deploy/local.yaml. Without --config: Llama2-70B on 4 emulated
  * 8xH100 servers, time-scale 1, gateway on :8000.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -83,6 +83,11 @@ export async function run(argv: string[]): Promise<number> {
     ...first.clusterRaw,
     nats: { ...first.cluster.nats, url: natsUrl, user: first.cluster.nats.user ?? LOCAL_ADMIN.user, pass: first.cluster.nats.pass ?? LOCAL_ADMIN.pass },
   };
+  if (!first.cluster.profile) {
+    // shipped profiles are named <model>.<gpu>.json
+    const shipped = join(REPO, 'profiles', `${first.cluster.model}.${first.cluster.gpu}.json`);
+    if (existsSync(shipped)) clusterRaw.profile = shipped;
+  }
   const { cluster, gateway } = splitConfig({ ...clusterRaw, gateway: (raw as { gateway?: unknown }).gateway }, where);
   const port = values.port !== undefined ? num(values.port, 'port') : gateway.port;
   const readyTimeoutS = num(values['ready-timeout'], 'ready-timeout', 600);
