@@ -1,0 +1,88 @@
+import { describe, it, expect } from 'vitest';
+import { paperProfile, MEDIUM } from '../fixtures/paper-profile.ts';
+import { chooseInstance, emergencyStep, initialEmergencyState, type InstanceView, type EmergencyObservation, type EmergencyState } from '../../src/policy/index.ts';
+import { maxLoadOf } from '../../src/model/profile.ts';
+
+const p = paperProfile();
+const inst = (id: string, tp: 2 | 4 | 8, mm: number, healthy = true): InstanceView => ({ id, tp, clockMhz: 2000, healthy, load: { MM: mm }, queued: 0, running: 0 });
+
+describe('chooseInstance', () => {
+  const cap4 = maxLoadOf(p, 'MM', 4, 2000);
+  it('respects each instance SLO throughput cap and health', () => {
+    const full = inst('a', 4, cap4 - 0.01);
+    const sick = inst('b', 4, 1, false);
+    const ok = inst('c', 8, 1);
+    expect(chooseInstance({ type: 'MM' }, [full, sick, ok], p)).toMatchObject({ id: 'c' });
+    expect(chooseInstance({ type: 'MM' }, [full], p)).toMatchObject({ reject: 'all_at_capacity', retryable: true });
+    expect(chooseInstance({ type: 'MM' }, [sick], p)).toMatchObject({ reject: 'no_healthy_instance' });
+  });
+
+  it('prefers least marginal energy and breaks ties deterministically', () => {
+    const a = inst('a', 4, MEDIUM('MM')), b = inst('b', 8, MEDIUM('MM'));
+    const d = chooseInstance({ type: 'MM' }, [b, a], p);
+    expect('id' in d && d.id).toBe('a'); // TP4 adds less energy per MM request than TP8 (Table I/II)
+    const twins = [inst('y', 4, 1), inst('x', 4, 1)];
+    expect(chooseInstance({ type: 'MM' }, twins, p)).toMatchObject({ id: 'x' });
+  });
+});
+
+describe('emergency ladder', () => {
+  const cfg = { rejectAfterMs: 5000, escalateAfterMs: 1000, clearAfterMs: 3000, retryAfterS: 2 };
+  const q = (now: number) => [
+    { id: 'late', arrivalMs: now - 6000, deadlineMs: now + 5000, type: 'MM' as const },
+    { id: 'urgent', arrivalMs: now - 100, deadlineMs: now + 100, type: 'SS' as const },
+    { id: 'mid', arrivalMs: now - 200, deadlineMs: now + 1000, type: 'MS' as const },
+  ];
+  const obs = (now: number, miss: number, peers = 1, clock = 1200): EmergencyObservation => ({ nowMs: now, queue: miss ? q(now) : [], clockMhz: clock, maxClockMhz: 1980, predictedMissCount: miss, peersWithCapacity: peers });
+
+  it('escalates one level per step in the paper order, and only after a level had its time', () => {
+    let s: EmergencyState = initialEmergencyState(0);
+    const kinds: string[][] = [];
+    for (const t of [0, 500, 1000, 2000, 3000]) {
+      const r = emergencyStep(s, obs(t, 2), cfg);
+      s = r.state;
+      kinds.push(r.actions.map((a) => a.kind));
+    }
+    expect(kinds).toEqual([
+      ['reorder'],
+      ['reorder'], // 500 ms < escalateAfterMs: stays at level 1
+      ['reorder', 'max_clock'],
+      ['reorder', 'max_clock', 'move'],
+      ['reorder', 'max_clock', 'move', 'reject'],
+    ]);
+    const r = emergencyStep(s, obs(3500, 2), cfg);
+    const reorder = r.actions.find((a) => a.kind === 'reorder')!;
+    expect(reorder.kind === 'reorder' && reorder.order).toEqual(['urgent', 'mid', 'late']);
+    const rej = r.actions.find((a) => a.kind === 'reject')!;
+    expect(rej).toMatchObject({ ids: ['late'], retryAfterS: 2 });
+    const mv = r.actions.find((a) => a.kind === 'move')!;
+    expect(mv.kind === 'move' && mv.ids).not.toContain('late');
+    expect(rej.why).toMatchObject({ level: 4, step: 'reject', predictedMissCount: 2, oldestWaitMs: 6000 });
+  });
+
+  it('skips past moving when no peer has capacity', () => {
+    let s: EmergencyState = { level: 3, sinceMs: 0, clearSinceMs: null };
+    const r = emergencyStep(s, obs(100, 1, 0), cfg);
+    s = r.state;
+    expect(s.level).toBe(4);
+    expect(r.actions.map((a) => a.kind)).not.toContain('move');
+  });
+
+  it('de-escalates one level per clear period once the backlog clears, releasing max clock', () => {
+    let s: EmergencyState = { level: 4, sinceMs: 0, clearSinceMs: null };
+    const levels: number[] = [];
+    const released: number[] = [];
+    for (let t = 10_000; t <= 25_000; t += 1000) {
+      const r = emergencyStep(s, obs(t, 0, 1, 1980), cfg);
+      s = r.state;
+      levels.push(s.level);
+      if (r.actions.some((a) => a.kind === 'release_max_clock')) released.push(s.level);
+    }
+    expect(levels[0]).toBe(4);
+    expect(levels[levels.length - 1]).toBe(0);
+    for (let i = 1; i < levels.length; i++) expect(levels[i - 1]! - levels[i]!).toBeLessThanOrEqual(1);
+    expect(released).toEqual([1]);
+    // trouble again: straight back to level 1, not to where it was
+    expect(emergencyStep(s, obs(30_000, 1), cfg).state.level).toBe(1);
+  });
+});
