@@ -13,10 +13,11 @@ import type { GpuState } from '../../src/engine/emulator/driver.ts';
 const MODEL = 'llama2-70b';
 const SERVED = 'meta-llama/Llama-2-70b-hf';
 const TP = 4;
-/** API behaviour runs 10x faster than real time; timing is measured at 2x, where client and timer
- * overheads (a few wall ms) stay small against the modelled latencies. */
+/** API behaviour runs 10x faster than real time; timing is measured in real time (1x), where client, HTTP
+ * and timer overheads (a few wall ms, tens on this shared 2-core machine under load) stay small against the
+ * modelled latencies. */
 const API_TIME_SCALE = 10;
-const TIME_SCALE = 2;
+const TIME_SCALE = 1;
 const perf = createPerfModel(MODEL, 'h100');
 let engine: VllmEngine;
 let client: OpenAI;
@@ -155,13 +156,27 @@ describe('engine emulator with the openai client', () => {
     expect(m.generationTokensTotal).toBeGreaterThan(40);
     expect(m.itl?.count).toBe(m.generationTokensTotal - m.requestSuccessTotal);
   });
+  it('frees the engine when the caller aborts a stream', async () => {
+    const ac = new AbortController();
+    let n = 0;
+    const err = await (async () => {
+      for await (const c of engine.completion({ model: SERVED, prompt: ids(20), maxTokens: 500, ignoreEos: true }, ac.signal)) {
+        if (c.text && ++n === 3) ac.abort(new Error('client went away'));
+      }
+    })().then(() => null, (x: unknown) => x);
+    expect((err as Error).message).toBe('client went away');
+    await new Promise((r) => setTimeout(r, 100));
+    const m = await engine.metrics();
+    expect(m.numRequestsRunning + m.numRequestsWaiting).toBe(0);
+    expect(engine.state).toBe('ready');
+  });
 });
 
 describe('engine emulator timing and power against the performance model', () => {
   beforeAll(() => use(timingEngine));
   it('measured TBT and TTFT under a steady load are within 10% of the model', async () => {
     await admin('/admin/gpu/reset-clocks');
-    const C = 8, P = 256, O = 260, PROBE = 3000, W0 = 20, W1 = 120;
+    const C = 8, P = 256, O = 200, PROBE = 3000, W0 = 20, W1 = 100;
     // steady load: C concurrent decoding streams; probes start once every stream is past the TBT window
     let pastWindow = 0;
     let release!: () => void;
@@ -182,28 +197,34 @@ describe('engine emulator timing and power against the performance model', () =>
     const tbt = median(streams.map((at) => ((at[W1] - at[W0]) / (W1 - W0)) * TIME_SCALE));
     const ctxAt = (k: number) => P + k;
     const decodeStep = mean(Array.from({ length: W1 - W0 }, (_, j) => perf.stepTimeMs({ prefillTokens: 0, decodeSeqs: C, decodeContextTokens: C * ctxAt(W0 + j) }, TP, 1980)));
-    // a probe waits on average half a decode step, then its prefill runs alongside the C decodes
+    // A probe waits for the step in flight (a uniform share of a decode step), then its prefill runs alongside
+    // the C decodes. Client, HTTP and timer overheads, and other load on this shared machine, only ever add
+    // wall time, so the best probe is compared with the model's expected minimum over N probes
+    // (residual step/(N+1)); the median is reported against the model's mean (residual step/2).
     const ctxProbe = ctxAt(W1 + 40);
-    const ttftModel = perf.stepTimeMs({ prefillTokens: 0, decodeSeqs: C, decodeContextTokens: C * ctxProbe }, TP, 1980) / 2 +
-      perf.stepTimeMs({ prefillTokens: PROBE, prefillContextTokens: 0, decodeSeqs: C, decodeContextTokens: C * ctxProbe }, TP, 1980);
-    const ttftP50 = median(ttft);
-    console.log(`TBT measured ${tbt.toFixed(2)} ms vs model ${decodeStep.toFixed(2)} ms; TTFT measured p50 ${ttftP50.toFixed(1)} ms ` +
-      `(all: ${ttft.map((x) => x.toFixed(0)).join(' ')}) vs model mean ${ttftModel.toFixed(1)} ms (x${TIME_SCALE} time scale)`);
+    const probeDecode = perf.stepTimeMs({ prefillTokens: 0, decodeSeqs: C, decodeContextTokens: C * ctxProbe }, TP, 1980);
+    const mixed = perf.stepTimeMs({ prefillTokens: PROBE, prefillContextTokens: 0, decodeSeqs: C, decodeContextTokens: C * ctxProbe }, TP, 1980);
+    const ttftModelMin = mixed + probeDecode / (ttft.length + 1);
+    const ttftModelMean = mixed + probeDecode / 2;
+    const ttftMin = Math.min(...ttft);
+    console.log(`TBT measured ${tbt.toFixed(2)} ms vs model ${decodeStep.toFixed(2)} ms; TTFT of ${PROBE}-token probes under load: ` +
+      `best ${ttftMin.toFixed(1)} ms vs model ${ttftModelMin.toFixed(1)} ms, p50 ${median(ttft).toFixed(1)} ms vs model mean ${ttftModelMean.toFixed(1)} ms ` +
+      `(all: ${ttft.map((x) => x.toFixed(0)).join(' ')}; x${TIME_SCALE} time scale)`);
     expect(Math.abs(tbt / decodeStep - 1)).toBeLessThan(0.1);
-    expect(Math.abs(ttftP50 / ttftModel - 1)).toBeLessThan(0.1);
+    expect(Math.abs(ttftMin / ttftModelMin - 1)).toBeLessThan(0.1);
   }, 40_000);
 
   it('a locked lower clock lowers power and lengthens prefill as the model says', async () => {
     const P = 3000;
     const measure = async (mhz: number) => {
-      // client, HTTP and timer overheads (and other load on the machine) only ever add time: keep the best of 4
+      // client, HTTP and timer overheads (and other load on the machine) only ever add time: keep the best of 5
       const trials: number[] = [];
-      for (let i = 0; i < 4; i++) trials.push((await timedStream(ids(P), 1))[0] * TIME_SCALE);
+      for (let i = 0; i < 5; i++) trials.push((await timedStream(ids(P), 1))[0] * TIME_SCALE);
       const ttft = Math.min(...trials);
       let powerW = 0;
       // decode power, read from the emulated GPU while a stream is decoding
-      await timedStream(ids(64), 60, (i) => {
-        if (i === 30) void admin('/admin/gpu').then((g) => (powerW = g.powerMw.reduce((s, x) => s + x, 0) / 1000));
+      await timedStream(ids(64), 30, (i) => {
+        if (i === 15) void admin('/admin/gpu').then((g) => (powerW = g.powerMw.reduce((s, x) => s + x, 0) / 1000));
       });
       const g = await admin('/admin/gpu');
       expect(g.clockMhz).toBe(mhz);
@@ -218,7 +239,7 @@ describe('engine emulator timing and power against the performance model', () =>
     expect(locked).toMatchObject({ clockMhz: 1200, lockedMinMhz: 345, lockedMaxMhz: 1200 });
     const slow = await measure(1200);
     const ttftRatioModel = perf.ttftMs(P, TP, 1200) / perf.ttftMs(P, TP, 1980);
-    const decode1 = (f: number) => perf.stepPowerW({ prefillTokens: 0, decodeSeqs: 1, decodeContextTokens: 64 + 30 }, TP, f) * TP;
+    const decode1 = (f: number) => perf.stepPowerW({ prefillTokens: 0, decodeSeqs: 1, decodeContextTokens: 64 + 15 }, TP, f) * TP;
     console.log(`prefill ${P} tokens: ${fast.ttft.toFixed(1)} ms at 1980 MHz, ${slow.ttft.toFixed(1)} ms at 1200 MHz (model ${perf.ttftMs(P, TP, 1980).toFixed(1)}, ${perf.ttftMs(P, TP, 1200).toFixed(1)}; ratio ${ttftRatioModel.toFixed(3)}); decode power ${fast.powerW.toFixed(0)} W -> ${slow.powerW.toFixed(0)} W (model ${decode1(1980).toFixed(0)} -> ${decode1(1200).toFixed(0)} W)`);
     expect(slow.ttft).toBeGreaterThan(fast.ttft);
     expect(Math.abs(slow.ttft / fast.ttft / ttftRatioModel - 1)).toBeLessThan(0.1);
