@@ -1,0 +1,365 @@
+/**
+ * Trace replay against an OpenAI-compatible endpoint (the gateway, or any vLLM): open-loop arrivals at
+ * the trace's timestamps divided by `speed`, each request a streaming completion with exactly the trace's
+ * prompt length (token ids) and output length (max_tokens + ignore_eos), measuring TTFT and the time
+ * between tokens at the client. The summary accounts for every request (ok + rejected + failed = sent) and
+ * reports p50/p99 TTFT and TBT and SLO attainment per request type, energy (from the responses' usage and
+ * from the cluster's /metrics counters when the endpoint is a dynamollm gateway), average power and
+ * reconfigurations.
+ */
+import { readTrace, type TraceRecord } from '../sim/trace.ts';
+import { classifyLengths, TBT_SLO_MS, TTFT_SLO_MS } from '../model/request-types.ts';
+import { percentile } from '../sim/metrics.ts';
+import { REQUEST_TYPES, type RequestType, type LengthClass } from '../../protocols/request-types.ts';
+import { parsePrometheusText } from './prom-parse.ts';
+
+export interface ReplayOptions {
+  /** trace file: Azure LLM inference CSV or JSONL (src/sim/trace.ts). */
+  trace: string;
+  /** endpoint base URL, e.g. http://127.0.0.1:8000 (no /v1). */
+  url: string;
+  apiKey?: string;
+  /** model id; default the first of GET /v1/models. */
+  model?: string;
+  /** trace-time compression: 10 = ten times the trace's arrival rate. Default 1. */
+  speed?: number;
+  /** at most this many requests. */
+  limit?: number;
+  /** only the first durationS seconds of trace time. */
+  durationS?: number;
+  /** cluster engines' time-scale: measured latencies are multiplied by it before SLO comparison. Default 1. */
+  timeScale?: number;
+  /** a request gets this long end to end, ms. Default 300000. */
+  requestTimeoutMs?: number;
+  /** client-side bound on requests in flight (open loop: beyond it a request counts as failed). Default 4096. */
+  maxInflight?: number;
+  /** called about twice a second. */
+  onProgress?: (p: ReplayProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface ReplayProgress {
+  sent: number;
+  done: number;
+  inflight: number;
+  ok: number;
+  rejected: number;
+  failed: number;
+  traceMs: number;
+  elapsedMs: number;
+}
+
+export interface TypeStats {
+  type: RequestType;
+  ok: number;
+  rejected: number;
+  failed: number;
+  ttftP50Ms: number | null;
+  ttftP99Ms: number | null;
+  tbtP50Ms: number | null;
+  tbtP99Ms: number | null;
+  ttftSloMs: number;
+  tbtSloMs: number;
+  /** fraction of ok requests whose TTFT and p99-of-own-TBT met the SLOs. */
+  sloAttainment: number | null;
+  /** p99 TTFT and p99 TBT of the type within their SLOs. */
+  p99MeetsSlo: boolean | null;
+}
+
+export interface ReplaySummary {
+  trace: string;
+  url: string;
+  model: string;
+  speed: number;
+  timeScale: number;
+  sent: number;
+  ok: number;
+  rejected: number;
+  failed: number;
+  /** rows not sent: input longer than the longest request type (8192 tokens). */
+  skipped: number;
+  wallS: number;
+  traceSpanS: number;
+  perType: TypeStats[];
+  /** energy reported in the responses' usage (requests' own share), J, with its sources. */
+  requestEnergyJ: number;
+  requestEnergySources: string[];
+  /** whole-cluster energy over the replay from the gateway's /metrics (incl. idle), J; null if unavailable. */
+  clusterEnergyJ: number | null;
+  clusterEnergyKWh: number | null;
+  clusterEnergySources: string[];
+  avgPowerW: number | null;
+  reconfigurations: Record<string, number> | null;
+  errors: Record<string, number>;
+}
+
+interface Result {
+  type: RequestType;
+  outcome: 'ok' | 'rejected' | 'failed';
+  ttftMs?: number;
+  tbtMs: number[];
+  energyJ: number;
+  energySource?: string;
+  error?: string;
+}
+
+const REJECT_STATUS = new Set([429, 503]);
+const REJECT_CODES = new Set(['overloaded', 'rejected', 'mailbox_full', 'unavailable', 'no_responders', 'timeout']);
+
+async function metricsSnapshot(url: string, apiKey?: string): Promise<{ energyJ: number; sources: string[]; reconf: Record<string, number> } | null> {
+  try {
+    const r = await fetch(`${url}/metrics`, { headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {}, signal: AbortSignal.timeout(5000) });
+    if (!r.ok) return null;
+    const fams = parsePrometheusText(await r.text());
+    const e = fams.get('dynamollm_energy_joules_total');
+    if (!e) return null;
+    const reconf: Record<string, number> = {};
+    for (const s of fams.get('dynamollm_reconfigurations_total')?.samples ?? []) reconf[s.labels.kind ?? '?'] = (reconf[s.labels.kind ?? '?'] ?? 0) + s.value;
+    return { energyJ: e.samples.reduce((a, s) => a + s.value, 0), sources: [...new Set(e.samples.map((s) => s.labels.source ?? '?'))], reconf };
+  } catch {
+    return null;
+  }
+}
+
+async function firstModel(url: string, apiKey?: string): Promise<string> {
+  const r = await fetch(`${url}/v1/models`, { headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {}, signal: AbortSignal.timeout(10_000) });
+  if (!r.ok) throw new Error(`GET ${url}/v1/models answered ${r.status}: ${(await r.text()).slice(0, 200)}`);
+  const j = (await r.json()) as { data?: { id: string }[] };
+  const id = j.data?.[0]?.id;
+  if (!id) throw new Error(`GET ${url}/v1/models lists no model`);
+  return id;
+}
+
+/** One streaming completion; never throws (every outcome is a Result). */
+async function oneRequest(o: { url: string; apiKey?: string; model: string; rec: TraceRecord; type: RequestType; timeoutMs: number; timeScale: number; signal?: AbortSignal }): Promise<Result> {
+  const res: Result = { type: o.type, outcome: 'failed', tbtMs: [], energyJ: 0 };
+  const t0 = performance.now();
+  const signal = o.signal ? AbortSignal.any([o.signal, AbortSignal.timeout(o.timeoutMs)]) : AbortSignal.timeout(o.timeoutMs);
+  try {
+    const body = {
+      model: o.model,
+      // token ids give the engine exactly the trace's prompt length (no tokenizer guesswork)
+      prompt: Array.from({ length: Math.max(1, o.rec.inputTokens) }, (_, i) => 100 + (i % 30000)),
+      max_tokens: Math.max(1, o.rec.outputTokens),
+      min_tokens: Math.max(1, o.rec.outputTokens),
+      ignore_eos: true,
+      stream: true,
+      stream_options: { include_usage: true },
+    };
+    const r = await fetch(`${o.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(o.apiKey ? { authorization: `Bearer ${o.apiKey}` } : {}) },
+      body: JSON.stringify(body),
+      signal,
+    });
+    if (!r.ok || !r.body) {
+      let code = '';
+      try {
+        code = ((await r.json()) as { error?: { code?: string } }).error?.code ?? '';
+      } catch {
+        /* not JSON */
+      }
+      res.outcome = REJECT_STATUS.has(r.status) ? 'rejected' : 'failed';
+      res.error = `http_${r.status}${code ? `_${code}` : ''}`;
+      return res;
+    }
+    const dec = new TextDecoder();
+    let buf = '';
+    let last = 0;
+    let sawDone = false;
+    for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) {
+      buf += dec.decode(part, { stream: true });
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const ev = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const data = ev.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('');
+        if (!data) continue;
+        if (data === '[DONE]') {
+          sawDone = true;
+          continue;
+        }
+        const j = JSON.parse(data) as { error?: { code?: string; message?: string }; choices?: { text?: string }[]; usage?: { energy_joules?: number; energy_source?: string; completion_tokens?: number } };
+        if (j.error) {
+          res.outcome = REJECT_CODES.has(j.error.code ?? '') ? 'rejected' : 'failed';
+          res.error = `stream_${j.error.code ?? 'error'}`;
+          return res;
+        }
+        const now = performance.now();
+        if (j.choices?.[0]?.text) {
+          if (res.ttftMs === undefined) res.ttftMs = (now - t0) * o.timeScale;
+          else res.tbtMs.push((now - last) * o.timeScale);
+          last = now;
+        }
+        if (j.usage) {
+          res.energyJ = j.usage.energy_joules ?? 0;
+          res.energySource = j.usage.energy_source;
+        }
+      }
+    }
+    if (!sawDone) {
+      res.error = 'stream_incomplete';
+      return res;
+    }
+    res.outcome = 'ok';
+    return res;
+  } catch (err) {
+    const e = err as Error;
+    res.error = e.name === 'TimeoutError' ? 'client_timeout' : e.name === 'AbortError' ? 'aborted' : `network_${(e as NodeJS.ErrnoException).code ?? e.name}`;
+    return res;
+  }
+}
+
+export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
+  const speed = opts.speed ?? 1;
+  if (!(speed > 0)) throw new RangeError(`speed must be > 0, got ${speed}`);
+  const timeScale = opts.timeScale ?? 1;
+  const url = opts.url.replace(/\/+$/, '').replace(/\/v1$/, '');
+  const model = opts.model ?? (await firstModel(url, opts.apiKey));
+  const maxInflight = opts.maxInflight ?? 4096;
+  const before = await metricsSnapshot(url, opts.apiKey);
+  const results: Promise<Result>[] = [];
+  const errors: Record<string, number> = {};
+  const prog: ReplayProgress = { sent: 0, done: 0, inflight: 0, ok: 0, rejected: 0, failed: 0, traceMs: 0, elapsedMs: 0 };
+  let skipped = 0;
+  const start = performance.now();
+  let firstT: number | null = null;
+  let lastT = 0;
+  const timer = opts.onProgress
+    ? setInterval(() => {
+        prog.elapsedMs = performance.now() - start;
+        opts.onProgress!({ ...prog });
+      }, 500)
+    : null;
+  try {
+    for await (const rec of readTrace(opts.trace, { limit: opts.limit, durationMs: opts.durationS !== undefined ? opts.durationS * 1000 : undefined })) {
+      if (opts.signal?.aborted) break;
+      firstT ??= rec.tMs;
+      lastT = rec.tMs;
+      let type: RequestType;
+      try {
+        type = classifyLengths(rec.inputTokens, rec.outputTokens);
+      } catch {
+        skipped++;
+        continue;
+      }
+      const due = (rec.tMs - firstT) / speed;
+      const wait = due - (performance.now() - start);
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      prog.traceMs = rec.tMs - firstT;
+      prog.sent++;
+      if (prog.inflight >= maxInflight) {
+        prog.failed++;
+        prog.done++;
+        errors.client_inflight_limit = (errors.client_inflight_limit ?? 0) + 1;
+        results.push(Promise.resolve({ type, outcome: 'failed', tbtMs: [], energyJ: 0, error: 'client_inflight_limit' }));
+        continue;
+      }
+      prog.inflight++;
+      results.push(
+        oneRequest({ url, apiKey: opts.apiKey, model, rec, type, timeoutMs: opts.requestTimeoutMs ?? 300_000, timeScale, signal: opts.signal }).then((r) => {
+          prog.inflight--;
+          prog.done++;
+          prog[r.outcome]++;
+          if (r.error) errors[r.error] = (errors[r.error] ?? 0) + 1;
+          return r;
+        }),
+      );
+    }
+    const all = await Promise.all(results);
+    prog.elapsedMs = performance.now() - start;
+    opts.onProgress?.({ ...prog });
+    const wallS = (performance.now() - start) / 1000;
+    // telemetry lags by one status period: give the counters a moment before the final read
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = before ? await metricsSnapshot(url, opts.apiKey) : null;
+    const perType: TypeStats[] = [];
+    for (const t of REQUEST_TYPES) {
+      const rs = all.filter((r) => r.type === t);
+      if (!rs.length) continue;
+      const ok = rs.filter((r) => r.outcome === 'ok');
+      const ttfts = ok.map((r) => r.ttftMs!).filter((x) => x !== undefined);
+      const tbts = ok.flatMap((r) => r.tbtMs);
+      const ttftSlo = TTFT_SLO_MS[t[0] as LengthClass];
+      const met = ok.filter((r) => r.ttftMs! <= ttftSlo && (r.tbtMs.length === 0 || percentile(r.tbtMs, 0.99) <= TBT_SLO_MS)).length;
+      const p99ttft = ttfts.length ? percentile(ttfts, 0.99) : null;
+      const p99tbt = tbts.length ? percentile(tbts, 0.99) : null;
+      perType.push({
+        type: t,
+        ok: ok.length,
+        rejected: rs.filter((r) => r.outcome === 'rejected').length,
+        failed: rs.filter((r) => r.outcome === 'failed').length,
+        ttftP50Ms: ttfts.length ? percentile(ttfts, 0.5) : null,
+        ttftP99Ms: p99ttft,
+        tbtP50Ms: tbts.length ? percentile(tbts, 0.5) : null,
+        tbtP99Ms: p99tbt,
+        ttftSloMs: ttftSlo,
+        tbtSloMs: TBT_SLO_MS,
+        sloAttainment: ok.length ? met / ok.length : null,
+        p99MeetsSlo: p99ttft === null ? null : p99ttft <= ttftSlo && (p99tbt === null || p99tbt <= TBT_SLO_MS),
+      });
+    }
+    const clusterEnergyJ = before && after ? Math.max(0, after.energyJ - before.energyJ) : null;
+    let reconfigurations: Record<string, number> | null = null;
+    if (before && after) {
+      reconfigurations = {};
+      for (const [k, v] of Object.entries(after.reconf)) {
+        const d = v - (before.reconf[k] ?? 0);
+        if (d > 0) reconfigurations[k] = d;
+      }
+    }
+    const sources = new Set(all.map((r) => r.energySource).filter((s): s is string => !!s));
+    return {
+      trace: opts.trace,
+      url,
+      model,
+      speed,
+      timeScale,
+      sent: prog.sent,
+      ok: all.filter((r) => r.outcome === 'ok').length,
+      rejected: all.filter((r) => r.outcome === 'rejected').length,
+      failed: all.filter((r) => r.outcome === 'failed').length,
+      skipped,
+      wallS,
+      traceSpanS: firstT === null ? 0 : (lastT - firstT) / 1000,
+      perType,
+      requestEnergyJ: all.reduce((a, r) => a + r.energyJ, 0),
+      requestEnergySources: [...sources],
+      clusterEnergyJ,
+      clusterEnergyKWh: clusterEnergyJ === null ? null : clusterEnergyJ / 3.6e6,
+      clusterEnergySources: after?.sources ?? [],
+      avgPowerW: clusterEnergyJ === null ? null : clusterEnergyJ / (wallS + 1.5),
+      reconfigurations,
+      errors,
+    };
+  } finally {
+    if (timer) clearInterval(timer);
+  }
+}
+
+const f = (x: number | null, d = 0) => (x === null ? '-' : x.toFixed(d));
+
+export function formatSummary(s: ReplaySummary): string {
+  const out: string[] = [];
+  out.push(`replay of ${s.trace} at ${s.speed}x against ${s.url} (model ${s.model}${s.timeScale !== 1 ? `, latencies x${s.timeScale} for the engines' time-scale` : ''})`);
+  out.push(`requests: sent ${s.sent} = ok ${s.ok} + rejected ${s.rejected} + failed ${s.failed}${s.skipped ? `   (not sent: ${s.skipped} rows with input > 8192 tokens)` : ''}`);
+  out.push(`time: ${s.wallS.toFixed(1)} s wall for ${s.traceSpanS.toFixed(1)} s of trace`);
+  out.push('');
+  out.push('type     ok  rej fail  TTFT p50  TTFT p99 (SLO)    TBT p50  TBT p99 (SLO)  SLO met  p99 ok');
+  for (const t of s.perType) {
+    out.push(
+      `${t.type.padEnd(4)} ${String(t.ok).padStart(6)} ${String(t.rejected).padStart(4)} ${String(t.failed).padStart(4)}  ` +
+        `${f(t.ttftP50Ms).padStart(6)} ms ${f(t.ttftP99Ms).padStart(6)} ms (${t.ttftSloMs})  ` +
+        `${f(t.tbtP50Ms, 1).padStart(6)} ms ${f(t.tbtP99Ms, 1).padStart(6)} ms (${t.tbtSloMs})  ` +
+        `${t.sloAttainment === null ? '    -' : (100 * t.sloAttainment).toFixed(1).padStart(5) + '%'}  ${t.p99MeetsSlo === null ? '-' : t.p99MeetsSlo ? 'yes' : 'NO'}`,
+    );
+  }
+  out.push('');
+  out.push(`energy (requests' usage): ${s.requestEnergyJ.toFixed(0)} J [${s.requestEnergySources.join(', ') || 'none reported'}]`);
+  if (s.clusterEnergyJ !== null) {
+    out.push(`energy (cluster, incl. idle): ${s.clusterEnergyJ.toFixed(0)} J = ${s.clusterEnergyKWh!.toFixed(5)} kWh [${s.clusterEnergySources.join(', ')}]; average power ${f(s.avgPowerW)} W`);
+  } else out.push('energy (cluster): not available (endpoint has no dynamollm /metrics)');
+  if (s.reconfigurations) out.push(`reconfigurations: ${Object.entries(s.reconfigurations).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`);
+  if (Object.keys(s.errors).length) out.push(`errors: ${Object.entries(s.errors).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  return out.join('\n');
+}
