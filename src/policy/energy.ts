@@ -85,6 +85,35 @@ export function mixCurve(
   return { tp, clockMhz, cap, breaks, powerW };
 }
 
+/**
+ * Instance power (W) of `mix` at its own total load, at (tp, clock): the same value as
+ * powerAt(mixCurve(...), totalLoad(mix)) without building the whole curve (a few interpolations).
+ * Infinity when the mix is infeasible there (a type with maxLoad 0, or utilisation > 1).
+ */
+export function mixPowerAt(
+  p: Profile,
+  mix: LoadByType,
+  tp: number,
+  clockMhz: number,
+  maxLoad: (t: RequestType, tp: number, clockMhz: number) => number = (t, k, f) => maxLoadOf(p, t, k, f),
+): number {
+  const total = totalLoad(mix);
+  if (!(total > 0)) return idlePowerOf(p, tp, clockMhz);
+  const types = typesOf(mix);
+  const ml = types.map((t) => maxLoad(t, tp, clockMhz));
+  if (ml.some((m) => !(m > 0))) return Infinity;
+  let k = 0;
+  types.forEach((t, i) => (k += mix[t]! / total / ml[i]!));
+  const u = total * k;
+  if (u > 1 + 1e-12) return Infinity;
+  let w = 0;
+  types.forEach((t, i) => {
+    const grid = p.loads[t]!;
+    w += ((mix[t]! / total / ml[i]!) / k) * interpolate(p, t, tp, clockMhz, Math.min(u * ml[i]!, ml[i]!, grid[grid.length - 1]!)).powerW;
+  });
+  return w;
+}
+
 /** Instance power (W) at load L on a curve; Infinity above the cap (infeasible). */
 export function powerAt(c: MixCurve, L: number): number {
   if (L <= 0) return c.powerW[0]!;

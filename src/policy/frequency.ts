@@ -6,7 +6,7 @@
  */
 import type { RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
-import { maxClockOf, maxLoadFn, mixCurve, powerAt, totalLoad, utilisationOf } from './energy.ts';
+import { maxClockOf, maxLoadFn, mixPowerAt, totalLoad, utilisationOf } from './energy.ts';
 import type { ClockDecision, LoadByType, TpDegree } from './types.ts';
 
 export interface ChooseClockInput {
@@ -46,8 +46,8 @@ export function chooseClock(input: ChooseClockInput): ClockDecisionDetail {
   const candidates: ClockCandidate[] = clocks.map((f) => {
     const u = utilisationOf(p, tp, f, loadByType, ml);
     const feasible = u <= 1 - h + 1e-12;
-    const curve = feasible ? mixCurve(p, loadByType, tp, f, ml) : null;
-    return { clockMhz: f, utilisation: u, feasible: feasible && curve !== null, powerW: curve ? powerAt(curve, L) : Infinity };
+    const powerW = feasible ? mixPowerAt(p, loadByType, tp, f, ml) : Infinity;
+    return { clockMhz: f, utilisation: u, feasible: feasible && Number.isFinite(powerW), powerW };
   });
   let best: ClockCandidate | null = null;
   for (const c of candidates) if (c.feasible && (!best || c.powerW < best.powerW - 1e-9)) best = c;
