@@ -40,6 +40,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       '--startup-delay-ms', String(cfg.startupDelayMs ?? 0),
       ...(cfg.servedModelName ? ['--served-model-name', cfg.servedModelName] : []),
       ...(cfg.zeroDelay ? ['--zero-delay'] : []),
+      '--exit-on-stdin-close',
     ];
   } else if (cfg.kind === 'vllm') {
     command = cfg.command ?? 'vllm';

@@ -22,6 +22,7 @@ const HELP = `usage: dynamollm engine-emulator --model M --tp N --port P [option
   --max-waiting N             bound of the waiting queue (503 beyond it); default 4096
   --served-model-name NAME    name clients send as 'model'; default the model's HF name
   --zero-delay                steps take no wall time (measure the control-plane path alone)
+  --exit-on-stdin-close       exit when stdin closes (set by the engine manager: no orphans if it dies)
 `;
 
 export async function run(argv: string[]): Promise<number | void> {
@@ -39,6 +40,7 @@ export async function run(argv: string[]): Promise<number | void> {
     'max-waiting': { type: 'string' },
     'served-model-name': { type: 'string' },
     'zero-delay': { type: 'boolean' },
+    'exit-on-stdin-close': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -78,6 +80,12 @@ export async function run(argv: string[]): Promise<number | void> {
     const stop = () => resolve();
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
+    if (values['exit-on-stdin-close']) {
+      process.stdin.on('end', stop);
+      process.stdin.on('close', stop);
+      process.stdin.on('error', stop);
+      process.stdin.resume();
+    }
   });
   await emu.close();
   return 0;
