@@ -39,3 +39,23 @@ describe('paper optima (Tables I and II as a profile)', () => {
     expect(d.feasible).toBe(false);
   });
 });
+
+describe('mix power curve', () => {
+  it('mixPowerAt equals the piecewise-linear curve the MILP uses, and reduces to the profile for one type', async () => {
+    const { syntheticProfile } = await import('../fixtures/paper-profile.ts');
+    const { mixCurve, powerAt, mixPowerAt, scaleLoad, totalLoad } = await import('../../src/policy/index.ts');
+    const { interpolate } = await import('../../src/model/profile.ts');
+    const s = syntheticProfile();
+    const mix = { MM: 1, MS: 0.5, LL: 0.2 };
+    for (const tp of [2, 4, 8]) for (const f of s.clocksMhz) {
+      const c = mixCurve(s, mix, tp, f);
+      if (!c) continue;
+      for (const frac of [0.05, 0.4, 0.77, 1]) {
+        const L = c.cap * frac;
+        expect(mixPowerAt(s, scaleLoad(mix, L / totalLoad(mix)), tp, f)).toBeCloseTo(powerAt(c, L), 6);
+      }
+    }
+    const one = mixCurve(s, { SS: 1 }, 4, 1400)!;
+    expect(powerAt(one, 3.3)).toBeCloseTo(interpolate(s, 'SS', 4, 1400, 3.3).powerW, 6);
+  });
+});
