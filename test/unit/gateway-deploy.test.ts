@@ -1,0 +1,72 @@
+/**
+ * Every deploy manifest is valid YAML (k8s documents carry apiVersion/kind/metadata.name), the systemd
+ * units have their sections, the Grafana dashboard is valid JSON querying only metric families the
+ * gateway exports, and deploy/local.yaml is a valid cluster + gateway config.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseAllDocuments, parse } from 'yaml';
+import { splitConfig } from '../../actors/gateway/config.ts';
+import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
+
+const walk = (dir: string): string[] =>
+  readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
+
+describe('deploy files', () => {
+  it('all YAML parses; k8s documents are well-formed', () => {
+    const files = walk('deploy').filter((f) => /\.ya?ml$/.test(f));
+    expect(files.length).toBeGreaterThan(5);
+    for (const f of files) {
+      const docs = parseAllDocuments(readFileSync(f, 'utf8'));
+      for (const d of docs) expect(d.errors, f).toEqual([]);
+      if (!f.startsWith(join('deploy', 'k8s'))) continue;
+      for (const d of docs) {
+        const o = d.toJSON() as { apiVersion?: string; kind?: string; metadata?: { name?: string } };
+        expect(o.apiVersion, f).toBeTruthy();
+        expect(o.kind, f).toBeTruthy();
+        if (o.kind !== 'Kustomization') expect(o.metadata?.name, f).toBeTruthy();
+      }
+    }
+  });
+
+  it('k8s has what the design asks: NATS StatefulSet, 2+2 managers, gateway Service, privileged node-agent DaemonSet', () => {
+    const objs = walk(join('deploy', 'k8s'))
+      .filter((f) => f.endsWith('.yaml'))
+      .flatMap((f) => parseAllDocuments(readFileSync(f, 'utf8')).map((d) => d.toJSON() as Record<string, any>));
+    const find = (kind: string, name: string) => objs.find((o) => o.kind === kind && o.metadata?.name === name);
+    expect(find('StatefulSet', 'nats')!.spec.template.spec.containers[0].args).toContain('-c');
+    expect(find('ConfigMap', 'nats-config')!.data['nats.conf']).toMatch(/jetstream/);
+    expect(find('Deployment', 'cluster-manager')!.spec.replicas).toBe(2);
+    expect(find('Deployment', 'pool-manager')!.spec.replicas).toBe(2);
+    expect(find('Service', 'gateway')!.metadata.annotations['prometheus.io/scrape']).toBe('true');
+    expect(find('DaemonSet', 'node-agent')!.spec.template.spec.containers[0].securityContext.privileged).toBe(true);
+    // the cluster config in the ConfigMap is a valid config
+    expect(() => splitConfig(parse(find('ConfigMap', 'dynamollm-config')!.data['cluster.yaml']))).not.toThrow();
+  });
+
+  it('systemd units have Unit/Service/Install and an ExecStart', () => {
+    const units = walk(join('deploy', 'systemd')).filter((f) => f.endsWith('.service'));
+    expect(units.length).toBeGreaterThanOrEqual(5);
+    for (const u of units) {
+      const t = readFileSync(u, 'utf8');
+      for (const s of ['[Unit]', '[Service]', '[Install]']) expect(t, u).toContain(s);
+      expect(t, u).toMatch(/^ExecStart=\S+/m);
+    }
+  });
+
+  it('grafana dashboard queries only exported families', async () => {
+    const d = JSON.parse(readFileSync(join('deploy', 'grafana', 'dynamollm.json'), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
+    const exported = new Set((await new TelemetryMetrics({ processMetrics: false }).registry.getMetricsAsJSON()).map((m) => m.name));
+    const names = d.panels.flatMap((p) => p.targets.flatMap((t) => t.expr.match(/dynamollm_[a-z_]+/g) ?? []));
+    expect(names.length).toBeGreaterThan(10);
+    for (const n of names) expect(exported.has(n.replace(/_bucket$/, '')), n).toBe(true);
+  });
+
+  it('deploy/local.yaml is a valid config with the documented defaults', () => {
+    const { cluster, gateway } = splitConfig(parse(readFileSync(join('deploy', 'local.yaml'), 'utf8')));
+    expect(cluster.servers).toHaveLength(4);
+    expect(cluster.model).toBe('llama2-70b');
+    expect(gateway.port).toBe(8000);
+  });
+});
