@@ -116,4 +116,33 @@ export interface CalibrationData {
   splitwise: SplitwisePoint[];
   mlEnergy: MlEnergyPoint[];
   argonne: ArgonnePowerPoint[];
+  /** optional: only present at calibration time when the shared prototype data is readable. */
+  prototype?: PrototypePoint[];
+}
+
+/**
+ * DynamoLLM prototype characterization (jovans2/jovan-vllm; no license, so it is NOT copied into this repo: it
+ * is read from the shared data folder at calibration time only, and used as measured facts for shapes vs clock).
+ * `performance` is a TTFT in s; `energy` is power-like (unit undocumented).
+ */
+export interface PrototypePoint {
+  type: string;
+  tp: number;
+  clockMhz: number;
+  load: number; // req/s to one instance
+  ttftS?: number;
+  energy?: number;
+}
+
+export function prototypePoints(energyCsv: string, perfCsv: string): PrototypePoint[] {
+  const m = new Map<string, PrototypePoint>();
+  const get = (r: Record<string, string>) => {
+    const k = `${r.request_type}|${r.parallelization_strategy}|${r.frequency}|${r.load}`;
+    let p = m.get(k);
+    if (!p) m.set(k, (p = { type: r.request_type!, tp: Number((r.parallelization_strategy ?? '').replace('TP', '')), clockMhz: n(r, 'frequency'), load: n(r, 'load') }));
+    return p;
+  };
+  for (const r of parseCsv(energyCsv)) get(r).energy = n(r, 'energy');
+  for (const r of parseCsv(perfCsv)) get(r).ttftS = n(r, 'performance');
+  return [...m.values()];
 }

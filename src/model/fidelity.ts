@@ -13,6 +13,7 @@ import { mape, mlEnergyTbtPairs, mlEnergyUsable, powerPairs, splitwisePairs, spl
 import { paramsFor } from './perf.ts';
 import { interpolate, isFeasible, ProfileRangeError } from './profile.ts';
 import type { Profile } from './profile-types.ts';
+import { perInstanceLoad } from './paper-fit.ts';
 import { columnOf, TABLE_I, TABLE_I_TOKENS_PER_S, TABLE_II } from './paper-tables.ts';
 
 export interface TableChoice {
@@ -55,7 +56,7 @@ export interface FidelityReport {
 export function instanceLoad(p: Profile, type: RequestType, tokensPerS: number, tp: number): number {
   const t = p.requestTypes.find((x) => x.type === type);
   if (!t) throw new ProfileRangeError(`type ${type} not in profile`);
-  return tokensPerS / (t.inputTokens + t.outputTokens) / (8 / tp);
+  return perInstanceLoad(t, tokensPerS, tp);
 }
 
 function evalCell(p: Profile, type: RequestType, tp: number, clockMhz: number, load: number): { feasible: boolean; energyJ: number | null } {

@@ -18,7 +18,11 @@ export interface EngineParams {
   computeEff: Record<string, number>;
   /** achieved fraction of HBM bandwidth when streaming weights and KV cache. */
   memEff: number;
-  /** how much memory-bound time stretches as SM clock drops: t*(1 + beta*(fmax/f - 1)). */
+  /**
+   * how much memory-bound time stretches as SM clock drops: t*(1 + beta*(fmax/f - 1)). Weight/KV streaming
+   * goes through L2 and the SMs' load pipes, whose bandwidth scales with SM clock, so at low clocks HBM is no
+   * longer the only limit.
+   */
   memClockBeta: number;
   /** latency of one all-reduce, us, by TP degree ('2','4','8'). */
   allReduceLatencyUs: Record<string, number>;
@@ -36,8 +40,18 @@ export interface PowerParams {
   memoryW: number;
   /** W per GPU during communication/overhead time at max clock, above loaded idle. */
   otherW: number;
-  /** dynamic power scales (f/fmax)^clockExp (frequency and the voltage that follows it). */
-  clockExp: number;
+  /**
+   * Clock-independent W per GPU while the GPU executes kernels or collectives (HBM and NVLink traffic, fabric,
+   * leakage at operating temperature), above loaded idle. Not drawn during the CPU-side part of a step.
+   */
+  activeStaticW: number;
+  /**
+   * Voltage/frequency curve: below vfKneeMhz the core voltage sits at its floor (vMinFrac of the voltage at max
+   * clock), above it rises linearly to 1 at max clock. Dynamic power scales as (f/fmax) * (V(f)/Vmax)^2.
+   */
+  vfKneeMhz: number;
+  /** floor voltage as a fraction of the voltage at max clock (H100: ~0.7 V vs ~1.0 V). */
+  vMinFrac: number;
   /** idle-with-model power also moves with a locked clock: (f/fmax)^idleClockExp on loadedIdleExtraW. */
   idleClockExp: number;
 }

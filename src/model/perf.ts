@@ -8,11 +8,14 @@
  *   kernels  = smooth max(compute, memory)                       -- roofline, p-norm with p = 3
  *   comm     = 2*layers * (alpha(t) + 2(t-1)/t * tokens*hidden*2 B / (NVLink * eff))
  *   overhead = cpu + gpuFixed*fmax/f + perSeq*decodeSeqs
- * Power per GPU = loadedIdle(f) + (computeW*u_c + memoryW*u_m + otherW*u_o) * (f/fmax)^k, capped at TDP,
- * where u_* are the fractions of the step spent compute-bound, memory-bound and in comm/overhead.
+ * Power per GPU = loadedIdle(f) + activeStaticW*u_g + (computeW*u_c + memoryW*u_m + otherW*u_o) * D(f), capped at TDP,
+ * where u_c, u_m, u_o are the fractions of the step spent compute-bound, memory-bound and in collectives / GPU-side
+ * fixed kernels, u_g = u_c + u_m + u_o the fraction the GPU executes at all (the CPU-side overhead draws loaded
+ * idle), and D(f) = (f/fmax) * (V(f)/Vmax)^2 follows the voltage/frequency curve (voltage floor below the knee).
+ * With compute-bound time ~1/f this gives energy per unit of work the known U-shape in f (race-to-idle vs DVFS).
  */
 import { getGpuSpec, getModelSpec, headDimOf, kvBytesPerToken } from './catalog.ts';
-import type { EngineParams, ModelParams } from './params.ts';
+import type { EngineParams, ModelParams, PowerParams } from './params.ts';
 import type { GpuSpec, ModelSpec, PerfModel, StepBatch } from './types.ts';
 import { CALIBRATION } from './calibration.ts';
 
@@ -32,7 +35,10 @@ export interface StepBreakdown {
   memoryMs: number;
   kernelMs: number;
   commMs: number;
+  /** all fixed per-step time: CPU (cpuOverheadMs + per-sequence) and GPU-side (gpuFixedMs below). */
   overheadMs: number;
+  /** the GPU-side part of overheadMs (small kernels, launches; scales ~1/f). */
+  gpuFixedMs: number;
   totalMs: number;
 }
 
@@ -92,7 +98,7 @@ export function stepBreakdown(m: ModelSpec, g: GpuSpec, e: EngineParams, b: Step
   const fr = clockMhz / g.maxClockMhz;
   const tokens = b.prefillTokens + b.decodeSeqs;
   if (tokens === 0) {
-    return { computeMs: 0, memoryMs: 0, kernelMs: 0, commMs: 0, overheadMs: 0, totalMs: 0 };
+    return { computeMs: 0, memoryMs: 0, kernelMs: 0, commMs: 0, overheadMs: 0, gpuFixedMs: 0, totalMs: 0 };
   }
   const computeMs = (stepFlops(m, b) / (tp * g.peakBf16Tflops * 1e12 * lookupByTp(e.computeEff, tp, 'computeEff') * fr)) * 1e3;
   const memoryMs = (stepBytesPerGpu(m, b, tp) / (g.hbmGBps * 1e9 * e.memEff)) * 1e3 * (1 + e.memClockBeta * (1 / fr - 1));
@@ -103,8 +109,22 @@ export function stepBreakdown(m: ModelSpec, g: GpuSpec, e: EngineParams, b: Step
     const perAr = lookupByTp(e.allReduceLatencyUs, tp, 'allReduceLatencyUs') * 1e-3 + ((2 * (tp - 1)) / tp) * (bytes / (g.nvlinkGBps * 1e9 * e.commEff)) * 1e3;
     commMs = 2 * m.layers * perAr;
   }
-  const overheadMs = e.cpuOverheadMs + e.gpuFixedMs / fr + e.perSeqOverheadMs * b.decodeSeqs;
-  return { computeMs, memoryMs, kernelMs, commMs, overheadMs, totalMs: kernelMs + commMs + overheadMs };
+  const gpuFixedMs = e.gpuFixedMs / fr;
+  const overheadMs = e.cpuOverheadMs + gpuFixedMs + e.perSeqOverheadMs * b.decodeSeqs;
+  return { computeMs, memoryMs, kernelMs, commMs, overheadMs, gpuFixedMs, totalMs: kernelMs + commMs + overheadMs };
+}
+
+/** V(f)/V(fmax) on the voltage/frequency curve: floor vMinFrac below vfKneeMhz, linear up to 1 at max clock. */
+export function voltageFrac(gpu: GpuSpec, power: PowerParams, clockMhz: number): number {
+  const knee = Math.min(power.vfKneeMhz, gpu.maxClockMhz - 1);
+  const x = Math.min(1, Math.max(0, (clockMhz - knee) / (gpu.maxClockMhz - knee)));
+  return power.vMinFrac + (1 - power.vMinFrac) * x;
+}
+
+/** Dynamic (switching) power relative to max clock: (f/fmax) * (V(f)/Vmax)^2. */
+export function dynamicPowerScale(gpu: GpuSpec, power: PowerParams, clockMhz: number): number {
+  const v = voltageFrac(gpu, power, clockMhz);
+  return (clockMhz / gpu.maxClockMhz) * v * v;
 }
 
 export interface PerfModelOptions {
@@ -139,6 +159,7 @@ export function createPerfModel(modelId: string, gpuId: string, opts: PerfModelO
     }
   };
 
+  const dynScale = (clockMhz: number) => dynamicPowerScale(gpu, power, clockMhz);
   const loadedIdle = (clockMhz: number) => gpu.idlePowerW + power.loadedIdleExtraW * Math.pow(clockMhz / gpu.maxClockMhz, power.idleClockExp);
 
   const breakdown = (batch: StepBatch, tp: number, clockMhz: number) => {
@@ -165,9 +186,9 @@ export function createPerfModel(modelId: string, gpuId: string, opts: PerfModelO
       const cShare = bd.computeMs / (bd.computeMs + bd.memoryMs || 1);
       const uc = (bd.kernelMs * cShare) / bd.totalMs;
       const um = (bd.kernelMs * (1 - cShare)) / bd.totalMs;
-      const uo = (bd.commMs + bd.overheadMs) / bd.totalMs;
-      const dyn = (power.computeW * uc + power.memoryW * um + power.otherW * uo) * Math.pow(clockMhz / gpu.maxClockMhz, power.clockExp);
-      return Math.min(gpu.tdpW, idle + dyn);
+      const uo = (bd.commMs + bd.gpuFixedMs) / bd.totalMs;
+      const dyn = (power.computeW * uc + power.memoryW * um + power.otherW * uo) * dynScale(clockMhz);
+      return Math.min(gpu.tdpW, idle + power.activeStaticW * (uc + um + uo) + dyn);
     },
     idlePowerW(tp, clockMhz, loaded) {
       checkTpClock(tp, clockMhz);

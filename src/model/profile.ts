@@ -180,6 +180,9 @@ export function interpolate(p: Profile, type: RequestType, tp: number, clockMhz:
     const v1 = at(c1, l0)[m] * (1 - wl) + at(c1, l1)[m] * wl;
     out[m] = v0 * (1 - wc) + v1 * wc;
   }
+  // energy per request is instance power / load (generate.ts): between two non-zero grid loads interpolate the
+  // power and divide, since linear interpolation of a ~1/load curve overstates it (by up to ~10% on the grid)
+  if (wl > 0 && loads[l0]! > 0) out.energyPerRequestJ = out.powerW / load;
   out.meetsSlo = wc === 0 && wl === 0 ? at(c0, l0).meetsSlo : load <= maxLoadOf(p, type, tp, clockMhz);
   return out;
 }
