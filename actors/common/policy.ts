@@ -1,14 +1,16 @@
 /**
  * The one place where actors call src/policy: adapts the actors' inputs (wire messages, config) to the
- * pure policy functions. No decision logic of its own beyond the interim fallbacks marked INTERIM, which
- * stand in for policy functions still being written (src/policy chooseInstance, emergencyStep,
- * planSharding) and are to be replaced by calls to them.
+ * pure policy functions. No decision logic of its own beyond the overflow fallback of pickInstance and the
+ * INTERIM planPoolShards (re-shard execution not wired to src/policy planSharding yet).
  */
 import type { InferenceRequest, RequestType } from '../../protocols/index.ts';
 import { inputClassOf } from '../../protocols/request-types.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
 import { chooseClock } from '../../src/policy/frequency.ts';
+import { emergencyStep, type EmergencyState, type EmergencyAction, type EmergencyObservation } from '../../src/policy/emergency.ts';
+import { chooseInstance } from '../../src/policy/dispatch.ts';
+import type { InstanceView, TpDegree } from '../../src/policy/types.ts';
 import type { ClassThresholds } from '../../src/model/types.ts';
 import type { ClusterConfig } from './config.ts';
 
@@ -49,42 +51,11 @@ export function decideClock(
   return { clockMhz: d.clockMhz, powerW: d.powerW, feasible: d.feasible, reason: d.reason };
 }
 
-export interface EmergencyObservation {
-  nowMs: number;
-  queued: number;
-  running: number;
-  oldestWaitMs: number;
-  maxInEngine: number;
-  /** tightest TTFT SLO among queued requests, ms (Infinity when none). */
-  ttftSloMs: number;
-  clockMhz: number;
-  maxClockMhz: number;
-  reordered: boolean;
-  atMaxClock: boolean;
-}
+export type { EmergencyState, EmergencyAction, EmergencyObservation } from '../../src/policy/emergency.ts';
 
-export interface EmergencyDecision {
-  over: boolean;
-  steps: ('reorder' | 'max_clock' | 'move_to_peers' | 'reject')[];
-  moveCount?: number;
-}
-
-/**
- * INTERIM (until src/policy emergencyStep lands): the paper's ladder. An emergency starts when requests
- * wait in the admission queue (the engine is full) longer than half the tightest TTFT SLO; steps escalate
- * in order: reorder by deadline, max clock, move to peers once the backlog exceeds moveQueueAbove,
- * reject those past rejectAfterMs. It ends when the queue is empty.
- */
-export function decideEmergency(o: EmergencyObservation, c: ClusterConfig): EmergencyDecision {
-  if (o.queued === 0) return { over: true, steps: [] };
-  const steps: EmergencyDecision['steps'] = [];
-  const pressed = o.oldestWaitMs > Math.min(o.ttftSloMs, 2000) / 2;
-  if (!pressed && !o.reordered) return { over: false, steps: [] };
-  steps.push('reorder');
-  if (o.reordered) steps.push('max_clock');
-  if (o.atMaxClock && o.queued > c.emergency.moveQueueAbove) steps.push('move_to_peers');
-  if (o.atMaxClock && o.oldestWaitMs > c.emergency.rejectAfterMs) steps.push('reject');
-  return { over: false, steps, moveCount: Math.max(1, o.queued - c.emergency.moveQueueAbove) };
+/** The emergency ladder (policy emergencyStep) with this config's thresholds. */
+export function decideEmergency(state: EmergencyState, obs: EmergencyObservation, c: ClusterConfig): { state: EmergencyState; actions: EmergencyAction[] } {
+  return emergencyStep(state, obs, { rejectAfterMs: c.emergency.rejectAfterMs, retryAfterS: c.emergency.retryAfterS, maxMovePerStep: 16 });
 }
 
 export interface InstanceViewLike {
@@ -98,10 +69,21 @@ export interface InstanceViewLike {
 }
 
 /**
- * INTERIM (until src/policy chooseInstance lands): the instance with the least outstanding work per GPU
- * (queued weighted double: it has not started), ties to the larger TP. Returns an id of `views` (non-empty).
+ * Dispatch: the instance with least predicted energy under its SLO throughput (policy chooseInstance).
+ * When every instance is at its SLO capacity (or there is no profile) the request still goes to the one
+ * with the least outstanding work per GPU, where the instance's emergency ladder takes over (the paper's
+ * overload path); `atCapacity` says so.
  */
-export function pickInstance(_req: InferenceRequest, views: InstanceViewLike[], _profile: Profile | undefined, _types: RequestType[]): string {
+export function pickInstance(req: InferenceRequest, views: InstanceViewLike[], profile: Profile | undefined, types: RequestType[]): { id: string; atCapacity: boolean } {
+  const type = req.type ?? types[0] ?? 'LL';
+  if (profile) {
+    try {
+      const d = chooseInstance({ type }, views.map((v) => ({ ...v, tp: v.tp as TpDegree })) as InstanceView[], profile);
+      if ('id' in d) return { id: d.id, atCapacity: false };
+    } catch {
+      // a type or TP outside the profile: fall through to the least-loaded choice
+    }
+  }
   let best = views[0]!;
   let bestScore = Number.POSITIVE_INFINITY;
   for (const v of views) {
@@ -111,7 +93,7 @@ export function pickInstance(_req: InferenceRequest, views: InstanceViewLike[], 
       bestScore = s;
     }
   }
-  return best.id;
+  return { id: best.id, atCapacity: true };
 }
 
 export interface PoolShardInput {

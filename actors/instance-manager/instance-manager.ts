@@ -23,7 +23,8 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { AdmissionQueue, type Queued } from '../common/admission-queue.ts';
-import { decideClock, decideEmergency, classifyForRecord, sloOf, type EmergencyObservation } from '../common/policy.ts';
+import { decideClock, decideEmergency, classifyForRecord, sloOf, type EmergencyObservation, type EmergencyState } from '../common/policy.ts';
+import { initialEmergencyState } from '../../src/policy/emergency.ts';
 
 export type InstanceState = 'starting' | 'ready' | 'restarting' | 'draining' | 'stopped' | 'failed';
 
@@ -145,6 +146,10 @@ export class InstanceManager {
         concurrency: 16,
       }),
       bus.serve(subjects.instanceControl(this.id), InstanceCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
+      // peers of the pool: whether anyone has room (emergency step 3 needs somebody to move to)
+      bus.subscribe(controlSubjects.instanceStatus(this.pool), InstanceStatus, (s) => {
+        if (s.id !== this.id) this.#peers.set(s.id, { queued: s.queued, state: s.state, seenMs: Date.now() });
+      }, { capacity: 1024 }),
     );
     const c = this.#o.config;
     this.#timers.push(setInterval(() => void this.#clockEpoch(), c.epochs.instanceS * 1000));
@@ -271,6 +276,7 @@ export class InstanceManager {
         usage: { promptTokens: usage?.promptTokens ?? req.inputTokens, completionTokens: usage?.completionTokens ?? completion, energyJ, energySource },
       });
       this.#record(req, type, 'ok', r, usage?.completionTokens ?? completion, energyJ, energySource);
+      this.#serviceMs = 0.8 * this.#serviceMs + 0.2 * (Date.now() - r.startedMs);
     } catch (err) {
       const aborted = r.ac.signal.aborted;
       const w: WireError = aborted
@@ -391,78 +397,111 @@ export class InstanceManager {
 
   // ---------------------------------------------------------------- emergency ladder
 
+  /**
+   * Predicted SLO misses among the queued requests: a request at queue position k starts after about
+   * k / maxInEngine mean service times; it misses when that start is past its TTFT SLO.
+   */
+  #predictedMisses(now: number): number {
+    const c = this.#o.config;
+    let k = 0, misses = 0;
+    for (const q of this.#queue.items()) {
+      const start = now + (Math.floor(k / c.engine.maxInEngine) + (this.#running.size >= c.engine.maxInEngine ? 1 : 0)) * this.#serviceMs;
+      if (start - q.req.arrivalMs > sloOf(q.req.type ?? classifyForRecord(q.req, c), c).ttftMs) misses++;
+      k++;
+    }
+    return misses;
+  }
+
+  #peers = new Map<string, { queued: number; state: string; seenMs: number }>();
+  /** EWMA of a request's time in the engine, ms (for the miss prediction). */
+  #serviceMs = 1000;
+  #emState: EmergencyState = initialEmergencyState(Date.now());
+
   async #emergencyTick(): Promise<void> {
     if (this.state !== 'ready' && this.state !== 'draining') return;
     const now = Date.now();
     const c = this.#o.config;
+    let peersWithCapacity = 0;
+    for (const [id, p] of this.#peers) {
+      if (now - p.seenMs > c.liveness.deadAfterMs) this.#peers.delete(id);
+      else if (p.state === 'ready' && p.queued < c.emergency.moveQueueAbove) peersWithCapacity++;
+    }
     const obs: EmergencyObservation = {
       nowMs: now,
-      queued: this.#queue.size,
-      running: this.#running.size,
-      oldestWaitMs: this.#queue.oldestWaitMs(now),
-      maxInEngine: c.engine.maxInEngine,
-      ttftSloMs: Math.min(...this.#queue.items().map((q) => sloOf(q.req.type ?? classifyForRecord(q.req, c), c).ttftMs), Number.POSITIVE_INFINITY),
+      queue: this.#queue.items().map((q) => ({ id: q.req.id, arrivalMs: q.admittedMs, deadlineMs: q.req.deadlineMs, type: q.req.type ?? classifyForRecord(q.req, c) })),
       clockMhz: this.#clockMhz,
       maxClockMhz: this.#maxClockMhz,
-      reordered: this.#queue.edf,
-      atMaxClock: this.#emergency.maxClock,
+      predictedMissCount: this.#predictedMisses(now),
+      peersWithCapacity,
     };
-    const d = decideEmergency(obs, c);
-    if (d.over) {
-      if (this.#emergency.step) {
-        this.#evt('emergency', `${this.id}: emergency over`, { step: 'clear', from: this.#emergency.step }, { ...obs });
-        this.#emergency = { maxClock: false };
-        this.#queue.fifo();
-        this.#forcedUntil = 0;
-        void this.#clockEpoch();
-      }
-      return;
+    const before = this.#emState.level;
+    const { state, actions } = decideEmergency(this.#emState, obs, c);
+    this.#emState = state;
+    const inputs = { queueLength: obs.queue.length, predictedMissCount: obs.predictedMissCount, peersWithCapacity, clockMhz: this.#clockMhz, level: state.level };
+    if (state.level === 0 && before > 0) {
+      this.#evt('emergency', `${this.id}: emergency over`, { step: 'clear', from: before }, inputs);
+      this.#emergency = { maxClock: false };
+      this.#queue.fifo();
     }
-    for (const step of d.steps) {
-      switch (step) {
+    if (state.level >= 2 && !this.#emergency.maxClock && !actions.some((a) => a.kind === 'max_clock')) {
+      // step 2 reached with the clock already at max: hold it there (the clock epoch must not lower it)
+      this.#emergency.maxClock = true;
+      this.#step('max_clock', now, { clockMhz: this.#clockMhz, alreadyAtMax: true }, inputs);
+    }
+    for (const a of actions) {
+      switch (a.kind) {
         case 'reorder':
           if (!this.#queue.edf) {
             this.#queue.reorder();
-            this.#step('reorder', obs, { queued: this.#queue.size });
+            this.#step('reorder', now, { queued: this.#queue.size }, { ...inputs, why: a.why });
           }
           break;
         case 'max_clock':
           if (!this.#emergency.maxClock) {
             this.#emergency.maxClock = true;
-            this.#step('max_clock', obs, { clockMhz: this.#maxClockMhz });
-            await this.#applyClock(this.#maxClockMhz, 'emergency: max clock', { ...obs });
+            this.#step('max_clock', now, { clockMhz: a.clockMhz }, { ...inputs, why: a.why });
+            await this.#applyClock(a.clockMhz, 'emergency: max clock', inputs);
           }
           break;
-        case 'move_to_peers':
-          await this.#moveToPeers(d.moveCount ?? Math.max(1, this.#queue.size - c.emergency.moveQueueAbove), 'emergency: backlog', obs);
+        case 'release_max_clock':
+          this.#emergency.maxClock = false;
+          void this.#clockEpoch();
           break;
+        case 'move': {
+          const ids = new Set(a.ids);
+          await this.#moveToPeers(ids, 'emergency: backlog', inputs, a.why);
+          break;
+        }
         case 'reject': {
-          const expired = this.#queue.takeExpired(now, c.emergency.rejectAfterMs);
-          if (expired.length) {
-            this.#step('reject', obs, { rejected: expired.map((q) => q.req.id), rejectAfterMs: c.emergency.rejectAfterMs });
-            for (const q of expired) {
-              this.#finishWithError(q.req, 0, {
-                code: 'rejected', retryable: true, retryAfterS: c.emergency.retryAfterS,
-                message: `rejected by ${this.id}: waited ${now - q.admittedMs} ms (> ${c.emergency.rejectAfterMs} ms) in an overloaded instance`,
-              }, 'rejected');
-            }
+          const rejected: string[] = [];
+          for (const id of a.ids) {
+            const q = this.#queue.remove(id);
+            if (!q) continue;
+            rejected.push(id);
+            this.#finishWithError(q.req, 0, {
+              code: 'rejected', retryable: true, retryAfterS: a.retryAfterS,
+              message: `rejected by ${this.id}: waited ${now - q.admittedMs} ms (> ${c.emergency.rejectAfterMs} ms) in an overloaded instance`,
+            }, 'rejected');
           }
+          if (rejected.length) this.#step('reject', now, { rejected, retryAfterS: a.retryAfterS }, { ...inputs, why: a.why });
           break;
         }
       }
     }
   }
 
-  #step(step: string, obs: EmergencyObservation, decision: Record<string, unknown>): void {
+  #step(step: string, now: number, decision: Record<string, unknown>, inputs: Record<string, unknown>): void {
     this.#emergency.step = step;
-    this.#emergency.since ??= obs.nowMs;
-    this.#evt('emergency', `${this.id}: emergency step ${step}`, { step, ...decision }, { ...obs });
+    this.#emergency.since ??= now;
+    this.#evt('emergency', `${this.id}: emergency step ${step}`, { step, ...decision }, inputs);
   }
 
   /** Emergency step 3 (and engine crash): hand the last `n` queued requests to the pool leader for peers. */
-  async #moveToPeers(n: number, why: string, obs?: EmergencyObservation): Promise<number> {
+  async #moveToPeers(which: number | Set<string>, why: string, inputs?: Record<string, unknown>, justification?: unknown): Promise<number> {
     if (this.#moving) return 0;
-    const batch = this.#queue.takeTail(Math.min(n, 256));
+    const batch = typeof which === 'number'
+      ? this.#queue.takeTail(Math.min(which, 256))
+      : [...which].slice(0, 256).map((id) => this.#queue.remove(id)).filter((q): q is Queued => q !== undefined);
     if (!batch.length) return 0;
     this.#moving = true;
     let placed = 0;
@@ -481,10 +520,10 @@ export class InstanceManager {
       }
       const back = batch.filter((q) => !placedIds.has(q.req.id));
       for (const q of back.reverse()) this.#requeue(q);
-      if (obs) this.#step('move_to_peers', obs, { asked: batch.length, placed: reply.placed, refused: reply.refused.length });
+      if (inputs) this.#step('move_to_peers', Date.now(), { asked: batch.length, placed: reply.placed, refused: reply.refused.length }, { ...inputs, why: justification });
     } catch (err) {
       for (const q of batch.reverse()) this.#requeue(q);
-      if (obs) this.#step('move_to_peers', obs, { asked: batch.length, placed: [], error: (err as Error).message });
+      if (inputs) this.#step('move_to_peers', Date.now(), { asked: batch.length, placed: [], error: (err as Error).message }, { ...inputs, why: justification });
     } finally {
       this.#moving = false;
     }

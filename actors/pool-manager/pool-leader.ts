@@ -234,7 +234,7 @@ export class PoolLeader {
     for (let attempt = 0; attempt < 4; attempt++) {
       const views = this.#views(tried);
       if (!views.length) break;
-      const choice = pickInstance(req, views, this.#o.profile, this.#types);
+      const choice = pickInstance(req, views, this.#o.profile, this.#types).id;
       tried.add(choice);
       // count it at once in the local view so a burst spreads before the next status arrives
       const tracked = this.#instances.get(choice);
