@@ -26,6 +26,8 @@ import { LoadForecaster } from '../../src/policy/forecast.ts';
 import { planCluster } from '../../src/policy/cluster.ts';
 import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
+import { parseConfig } from '../common/config.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
 import { eventPublisher, ensureEventsStream, type EventPublisher } from '../common/events.ts';
 import { thresholdsOf } from '../common/policy.ts';
 
@@ -358,4 +360,10 @@ export async function run(argv: string[]): Promise<number> {
   cm.installSignalHandlers();
   await cm.start();
   return 0;
+}
+
+/** `dynamollm actor cluster` (src/runtime/actor-registry.ts). */
+export function createActor(o: ActorFactoryOptions): ClusterManager {
+  const config = parseConfig(o.config ?? {});
+  return new ClusterManager({ kind: 'cluster', id: o.id, servers: o.servers, user: o.user, pass: o.pass, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config);
 }

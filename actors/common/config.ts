@@ -118,6 +118,8 @@ export const configSchema = z
       .default({}),
     /** cluster planner: 'heuristic' (floor(PL/ML) + forwarding) or 'milp' (Eq. 1 with HiGHS; small clusters). */
     planner: z.enum(['heuristic', 'milp']).default('heuristic'),
+    /** the gateway's own section (validated by actors/gateway/config.ts); ignored here. */
+    gateway: z.unknown().optional(),
     timeouts: z
       .object({
         /** deadline of a dispatch hop (cluster -> pool -> instance admission), ms; default 2000. */

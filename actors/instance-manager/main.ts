@@ -9,6 +9,8 @@ import { createGpuControl } from '../../src/gpu/index.ts';
 import { loadProfile } from '../../src/model/profile-io.ts';
 import { loadConfig, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
+import { parseConfig } from '../common/config.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
 import { InstanceManager } from './instance-manager.ts';
 
 export const summary = 'instance manager: one engine and its GPU clocks';
@@ -71,4 +73,18 @@ export async function run(argv: string[]): Promise<number> {
   actor.installSignalHandlers();
   await actor.start();
   return 0;
+}
+
+/** `dynamollm actor instance --set pool=P --set tp=N --set gpus=0,1 [--set node=N]` (src/runtime/actor-registry.ts). */
+export function createActor(o: ActorFactoryOptions): Actor {
+  const config = parseConfig(o.config ?? {});
+  const tp = Number(o.extra.tp);
+  if (![1, 2, 4, 8].includes(tp)) throw new ConfigError(`--set tp must be 1, 2, 4 or 8, got ${o.extra.tp}`);
+  const gpuIds = (o.extra.gpus ?? '').split(',').map(Number);
+  if (gpuIds.length !== tp || gpuIds.some((g) => !Number.isInteger(g) || g < 0)) throw new ConfigError(`--set gpus must list ${tp} GPU indices`);
+  if (!o.extra.pool) throw new ConfigError('--set pool=POOL is required');
+  return new InstanceActor(
+    { kind: 'instance', id: o.id, servers: o.servers, user: o.user, pass: o.pass, log: o.log, heartbeatMs: config.liveness.statusIntervalMs },
+    { config, pool: o.extra.pool, tp: tp as 1 | 2 | 4 | 8, gpuIds, node: o.extra.node },
+  );
 }

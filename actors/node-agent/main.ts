@@ -13,6 +13,8 @@ import { Supervisor } from '../../src/runtime/supervisor.ts';
 import { Ack, NodeCommand, NodeStatus, controlSubjects, inventoryKeys, jetstream, subjects, DynError } from '../../protocols/index.ts';
 import { loadConfig, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
+import { parseConfig } from '../common/config.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
 import { launchArgs } from '../common/launch-args.ts';
 
 export const summary = 'node agent: starts and stops instance managers on one GPU server';
@@ -126,4 +128,12 @@ export async function run(argv: string[]): Promise<number> {
   agent.installSignalHandlers();
   await agent.start();
   return 0;
+}
+
+/** `dynamollm actor node` (src/runtime/actor-registry.ts); its instance managers get the config as a file. */
+export function createActor(o: ActorFactoryOptions): NodeAgent {
+  const config = parseConfig(o.config ?? {});
+  const path = join(mkdtempSync(join(tmpdir(), 'dyn-node-')), 'config.json');
+  writeFileSync(path, JSON.stringify({ ...config, nats: { url: o.servers, user: o.user, pass: o.pass } }));
+  return new NodeAgent({ kind: 'node', id: o.id, servers: o.servers, user: o.user, pass: o.pass, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, path);
 }

@@ -8,6 +8,8 @@ import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { loadProfile } from '../../src/model/profile-io.ts';
 import { loadConfig, poolsOf, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
+import { parseConfig } from '../common/config.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
 import { PoolLeader } from './pool-leader.ts';
 
 export const summary = 'pool manager: dispatch, re-shard epoch, instance failures (one leader per pool)';
@@ -50,4 +52,10 @@ export async function run(argv: string[]): Promise<number> {
   pm.installSignalHandlers();
   await pm.start();
   return 0;
+}
+
+/** `dynamollm actor pool [--set pools=pool-SS,pool-MM]` (src/runtime/actor-registry.ts). */
+export function createActor(o: ActorFactoryOptions): PoolManager {
+  const config = parseConfig(o.config ?? {});
+  return new PoolManager({ kind: 'pool', id: o.id, servers: o.servers, user: o.user, pass: o.pass, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);
 }

@@ -26,6 +26,10 @@ export interface ActorModule {
 
 export const ACTOR_REGISTRY: Record<string, () => Promise<ActorModule>> = {
   gateway: () => import('../../actors/gateway/main.ts'),
+  cluster: () => import('../../actors/cluster-manager/main.ts'),
+  pool: () => import('../../actors/pool-manager/main.ts'),
+  instance: () => import('../../actors/instance-manager/main.ts'),
+  node: () => import('../../actors/node-agent/main.ts'),
   // test kinds (test/fixtures/actors): tiny actors used by the runtime's integration tests
   'test-echo': () => import('../../test/fixtures/actors/echo.ts'),
   'test-lease': () => import('../../test/fixtures/actors/lease.ts'),
