@@ -41,7 +41,11 @@ export class GatewayActor extends Actor {
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'no profile: the dashboard shows no SinglePool baseline');
     }
-    this.live = new LiveState({ profile, clusterGpus: g.cluster.servers.reduce((s, x) => s + x.gpus, 0) });
+    this.live = new LiveState({
+      profile,
+      clusterGpus: g.cluster.servers.reduce((s, x) => s + x.gpus, 0),
+      timeScale: g.cluster.engine.kind === 'emulator' ? g.cluster.engine.timeScale : 1,
+    });
   }
 
   /** The bound HTTP port (after start). */

@@ -21,6 +21,11 @@ export interface LiveOptions {
   maxPoints?: number;
   /** decision events kept. Default 50. */
   maxEvents?: number;
+  /**
+   * emulated engines' time-scale (cluster config engine.timeScale): their energy counters advance in model
+   * time, so the baseline integrates power over wall time x timeScale to compare like with like. Default 1.
+   */
+  timeScale?: number;
   /** an instance silent this long is dropped from the view, ms. Default 15000. */
   staleAfterMs?: number;
 }
@@ -148,7 +153,7 @@ export class LiveState {
     const insts = this.live(nowMs);
     const powerW = insts.reduce((s, i) => s + i.t.powerW, 0);
     const bp = this.baselinePowerW(insts);
-    if (bp !== null && this.lastTickMs !== null) this.baselineEnergyJ += (bp * Math.max(0, nowMs - this.lastTickMs)) / 1000;
+    if (bp !== null && this.lastTickMs !== null) this.baselineEnergyJ += (bp * Math.max(0, nowMs - this.lastTickMs) * (this.opts.timeScale ?? 1)) / 1000;
     this.lastTickMs = nowMs;
     const pt: SeriesPoint = {
       tMs: nowMs,

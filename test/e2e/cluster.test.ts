@@ -131,12 +131,15 @@ if (!existsSync(CHROMIUM)) console.warn(`browser e2e skipped: ${CHROMIUM} not fo
 describe('dashboard in a real browser', () => {
   it.skipIf(!existsSync(CHROMIUM))('shows live values that change under load (screenshot saved)', async () => {
     const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({
+    // a fresh profile dir per run (playwright wants it as launchPersistentContext's argument, not a flag)
+    const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'dyn-chromium-')), {
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${mkdtempSync(join(tmpdir(), 'dyn-chromium-'))}`],
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1400, height: 1000 },
     });
     try {
-      const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      const page = await browser.newPage();
       await page.goto(`${base}/`);
       await page.waitForFunction(() => document.getElementById('conn')?.textContent === 'live', null, { timeout: 10_000 });
       await page.waitForFunction(() => (document.querySelectorAll('#instances tbody tr td').length ?? 0) > 3, null, { timeout: 10_000 });

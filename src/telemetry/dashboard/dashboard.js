@@ -47,7 +47,7 @@
     if (s.baselineEnergyJ) {
       var last = s.series[s.series.length - 1], first = s.series[0];
       var used = last ? last.energyJ - first.energyJ : 0, base = last && first.baselineEnergyJ !== null ? last.baselineEnergyJ - first.baselineEnergyJ : 0;
-      $('saving').textContent = base > 0 ? 'shown window: ' + (100 * (1 - used / base)).toFixed(0) + '% less than baseline — ' + s.baselineSource : s.baselineSource;
+      $('saving').textContent = base > 0 ? 'shown window: cluster used ' + (100 * used / base).toFixed(0) + '% of the baseline\'s energy — ' + s.baselineSource : s.baselineSource;
     } else $('saving').textContent = s.baselineSource || 'no profile loaded';
     $('requests').textContent = s.requests.ok + ' / ' + s.requests.rejected + ' / ' + s.requests.failed;
     chart('chart-power', s.series, 'powerW', 'baselinePowerW', 1, 'W');
