@@ -22,6 +22,8 @@ import { interpolate, maxLoadOf, idlePowerOf } from '../model/profile.ts';
 import { classifyLengths, TTFT_SLO_MS, TBT_SLO_MS } from '../model/request-types.ts';
 import { BatchingCore } from '../engine/core.ts';
 import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../policy/types.ts';
+import type { EmergencyState } from '../policy/emergency.ts';
+import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
 import { LogHistogram, percentile } from './metrics.ts';
 import { rng, type TraceRecord } from './trace.ts';
@@ -74,45 +76,6 @@ export function reshardTau(from: InstanceConfig[], to: InstanceConfig[]): number
 }
 
 const TYPE_INDEX = Object.fromEntries(REQUEST_TYPES.map((t, i) => [t, i])) as Record<RequestType, number>;
-
-interface SimInstance {
-  id: string;
-  pool: SimPool;
-  tp: TpDegree;
-  clockMhz: number;
-  state: 'starting' | 'active' | 'draining' | 'stopped';
-  readyAtMs: number;
-  createdMs: number;
-  core?: BatchingCore;
-  inHeap: boolean;
-  /** arrivals by predicted type since the last instance epoch, and the EWMA rate (req/s). */
-  arrivals: Float64Array;
-  rate: Float64Array;
-  outstanding: number;
-  view: InstanceView;
-  /** fluid: energy J. */
-  energyJ: number;
-}
-
-interface SimPool {
-  id: string;
-  types: RequestType[];
-  gpus: number;
-  instances: SimInstance[];
-  /** arrivals by predicted type this tick (fluid) and by true type. */
-  tickPred: Float64Array;
-}
-
-interface ReqState {
-  arrivalMs: number;
-  type: RequestType; // true type (reporting)
-  pred: RequestType; // predicted type (routing)
-  firstMs: number;
-  lastMs: number;
-  tbtSum: number;
-  tbtN: number;
-  inst: SimInstance;
-}
 
 /** Min-heap of (time, item). */
 class Heap<T> {
@@ -179,9 +142,98 @@ export interface EngineInputs {
   /** carbon intensity gCO2/kWh at a time, s. */
   carbonAt: (tS: number) => number;
   onProgress?: (fraction: number) => void;
+  /** a loaded HiGHS instance (the oracle's Eq. 1 solver). */
+  highs?: HighsLike;
 }
 
 const OUT_CLASSES: LengthClass[] = ['S', 'M', 'L'];
+
+/** EWMA window of an instance's offered-load estimate, s (dispatch adds 1/window per request: policy default 0.1). */
+const LOAD_WINDOW_S = 10;
+/** how often the emergency ladder is evaluated for an instance with a backlog, ms. */
+const EMERGENCY_TICK_MS = 500;
+
+/**
+ * dispatch load estimates are rounded to a geometric grid (steps of LOAD_STEP, i.e. +-5%) and loads under
+ * LOAD_FLOOR req/s (a fifth of one request's contribution) are dropped, so instance scores memoise.
+ */
+const LOAD_STEP = Math.log(1.1);
+const LOAD_FLOOR = 0.02;
+const quantiseLoad = (x: number) => (x < LOAD_FLOOR ? 0 : Number(Math.exp(Math.round(Math.log(x) / LOAD_STEP) * LOAD_STEP).toPrecision(6)));
+
+type DispatchScore = { e: number; u: number } | null;
+
+/**
+ * src/policy chooseInstance over `views`, with each instance's score (the policy's marginal energy and
+ * utilisation after, from a call of chooseInstance on that one view) memoised on (type, TP, clock, load):
+ * mixCurve is costly and a pool sees the same few states again and again. The argmin and its tie-break are
+ * chooseInstance's own (energy within 1e-9, then utilisation, then id); test/unit/sim-engine.test.ts checks
+ * that this returns exactly what chooseInstance returns on the same views.
+ */
+export function dispatchQuantised(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>): string | null {
+  let best: { id: string; e: number; u: number } | null = null;
+  for (const v of views) {
+    if (!v.healthy) continue;
+    let key = `${req.type}|${v.tp}|${v.clockMhz}`;
+    for (const t of REQUEST_TYPES) if (v.load[t]) key += `|${t}${v.load[t]}`;
+    let sc = memo.get(key);
+    if (sc === undefined) {
+      const d = decide.chooseInstance(req, [v], profile, { requestRate });
+      sc = 'id' in d ? { e: d.marginalEnergyJ, u: d.utilisationAfter } : null;
+      if (memo.size > 500_000) memo.clear();
+      memo.set(key, sc);
+    }
+    if (!sc) continue;
+    const { e, u } = sc;
+    if (!best || e < best.e - 1e-9 || (Math.abs(e - best.e) <= 1e-9 && (u < best.u - 1e-12 || (Math.abs(u - best.u) <= 1e-12 && v.id < best.id)))) best = { id: v.id, e, u };
+  }
+  return best ? best.id : null;
+}
+
+interface SimInstance {
+  id: string;
+  pool: SimPool;
+  tp: TpDegree;
+  clockMhz: number;
+  state: 'starting' | 'active' | 'draining' | 'stopped';
+  readyAtMs: number;
+  core?: BatchingCore;
+  inHeap: boolean;
+  /** offered load estimate by type (req/s), exponentially decayed with LOAD_WINDOW_S; at `loadAtMs`. */
+  load: Float64Array;
+  loadAtMs: number;
+  outstanding: number;
+  view: InstanceView;
+  /** fluid: energy J. */
+  energyJ: number;
+  /** a re-shard target: its GPUs are the retiring instances' (no extra power or GPU-hours while starting). */
+  reshard: boolean;
+  /** instances of the pool this one replaces (drained when it is ready). */
+  replaces: SimInstance[];
+  em: EmergencyState;
+  /** the emergency ladder holds the max clock (level >= 2): the clock policy does not lower it. */
+  emMaxClock: boolean;
+}
+
+interface SimPool {
+  id: string;
+  /** index in the pool order (shorter to longer requests): spill goes to higher orders. */
+  order: number;
+  types: RequestType[];
+  gpus: number;
+  instances: SimInstance[];
+}
+
+interface ReqState {
+  arrivalMs: number;
+  type: RequestType;
+  pred: RequestType;
+  firstMs: number;
+  lastMs: number;
+  tbtSum: number;
+  tbtN: number;
+  inst: SimInstance;
+}
 
 export class Simulation {
   private readonly o: SimOptions;
@@ -197,15 +249,17 @@ export class Simulation {
   private readonly sloScale: number;
   private readonly rand: () => number;
   private readonly overhead: ReturnType<typeof decide.overheadTable>;
-  /** SLO throughput kept free by the clock and sharding choices (bursts within an epoch); default 0.2. */
+  /** SLO throughput kept free by provisioning, sharding, clock and dispatch choices; default 0.2. */
   private readonly headroom: number;
   private pools: SimPool[] = [];
-  private typeToPool = new Map<RequestType, SimPool>();
+  /** per type: the pools its requests go to and the share of each (sums to 1). */
+  private route = new Map<RequestType, { pool: SimPool; share: number }[]>();
   private template!: LoadTemplate;
   private seq = 0;
-  private nowMs = 0;
   private readonly reqs = new Map<string, ReqState>();
   private readonly stepHeap = new Heap<SimInstance>();
+  private readonly clockHeap = new Heap<{ inst: SimInstance; mhz: number }>();
+  private nextReadyMs = Infinity;
   private readonly ttft: Record<RequestType, number[]> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, []])) as unknown as Record<RequestType, number[]>;
   private readonly tbt = Object.fromEntries(REQUEST_TYPES.map((t) => [t, new LogHistogram()])) as Record<RequestType, LogHistogram>;
   private readonly ttftHist = Object.fromEntries(REQUEST_TYPES.map((t) => [t, new LogHistogram()])) as Record<RequestType, LogHistogram>;
@@ -216,17 +270,19 @@ export class Simulation {
   private unservable = 0;
   private misclassified = 0;
   private requests = 0;
-  /** energy outside instance cores: unallocated GPUs, starting instances, J. */
   private extraJ = 0;
   private extraAccMs = 0;
-  private gpuMs = 0; // GPU-milliseconds allocated to instances (incl. starting)
-  private readonly instances: SimInstance[] = [];
+  private gpuMs = 0;
   private stoppedEnergyJ = 0;
   private readonly series = { tS: [] as number[], powerW: [] as number[], energyKWh: [] as number[], gpusByPool: {} as Record<string, number[]>, clockByPool: {} as Record<string, number[]> };
   private lastSampleJ = 0;
   private lastSampleMs = 0;
   private carbonG = 0;
   private readonly powerSamples: number[] = [];
+  private readonly notes: string[] = [];
+  private readonly useDispatchPolicy: boolean;
+  private readonly useCapCheck: boolean;
+  private readonly dispatchMemo = new Map<string, DispatchScore>();
 
   constructor(private readonly inp: EngineInputs) {
     this.o = inp.opts;
@@ -243,6 +299,10 @@ export class Simulation {
     this.rand = rng(this.o.seed ?? 7);
     this.overhead = decide.overheadTable({ tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS, clockChangeMs: this.cost.clockChangeMs });
     this.headroom = this.o.headroom ?? 0.2;
+    // 'policy': src/policy chooseInstance per request (marginal energy; ~1 ms per call at mixed loads, so
+    // slow); default 'least-loaded' (what actors/common/policy.ts pickInstance runs live today)
+    this.useDispatchPolicy = this.o.dispatch === 'policy';
+    this.useCapCheck = true;
   }
 
   // ---------------------------------------------------------------- classification & load template
@@ -253,6 +313,7 @@ export class Simulation {
     } catch {
       return null;
     }
+    if (this.knobs.oracle) return { type, pred: type }; // the oracle knows every request's true length
     // Output-length prediction: right with probability `acc`, else a neighbouring class (the proxy
     // classifier's errors are mostly off by one class). The policy sees only `pred`.
     const acc = this.o.predictorAccuracy ?? 0.81;
@@ -264,11 +325,9 @@ export class Simulation {
     return { type, pred: requestTypeOf(inputClassOf(type), oc) };
   }
 
-  /** Pre-pass over the trace: per-minute arrivals by predicted type (the "load template"). */
+  /** Pre-pass over the trace: per-minute arrivals by type (the "load template" the forecasts read). */
   private async buildTemplate(): Promise<void> {
     const perMin = Object.fromEntries(REQUEST_TYPES.map((t) => [t, new Float64Array(16)])) as Record<RequestType, Float64Array>;
-    const saved = this.rand;
-    const r2 = rng((this.o.seed ?? 7) + 1);
     let last = 0;
     let count = 0;
     for await (const r of this.inp.records()) {
@@ -278,7 +337,6 @@ export class Simulation {
       } catch {
         continue;
       }
-      void r2;
       const b = Math.floor(r.tMs / 60000);
       if (b >= perMin.SS.length) {
         for (const t of REQUEST_TYPES) {
@@ -288,41 +346,36 @@ export class Simulation {
         }
       }
       perMin[type][b]++;
-      last = Math.max(last, r.tMs);
+      if (r.tMs > last) last = r.tMs;
       count++;
     }
-    void saved;
     this.template = { perMin, durationMs: last + 1, count };
   }
 
-  /** Forecast peak load by type (req/s) over [t0, t1): max of the 5-minute moving average of the template. */
-  private forecastPeak(t0Ms: number, t1Ms: number, predictorMix = true): LoadByType {
+  /**
+   * Forecast peak load by type (req/s) over [t0, t1): the max of the `windowMin`-minute moving average of
+   * the trace's per-minute arrivals. The simulator's forecaster knows the trace (a perfect forecast of the
+   * per-minute rate; Poisson noise within the minute is not known).
+   */
+  private forecastPeak(t0Ms: number, t1Ms: number, windowMin = 5): LoadByType {
     const out: LoadByType = {};
     const b0 = Math.max(0, Math.floor(t0Ms / 60000));
     const b1 = Math.max(b0 + 1, Math.ceil(t1Ms / 60000));
-    const W = 5;
     for (const t of REQUEST_TYPES) {
       const a = this.template.perMin[t];
       let peak = 0;
       for (let b = b0; b < b1 && b < a.length; b++) {
         let s = 0;
         let n = 0;
-        for (let k = Math.max(0, b - W + 1); k <= b; k++, n++) s += a[k];
+        for (let k = Math.max(0, b - windowMin + 1); k <= b; k++, n++) s += a[k];
         peak = Math.max(peak, s / n / 60);
       }
       if (peak > 0) out[t] = peak;
     }
-    if (!predictorMix) return out;
     return out;
   }
 
   // ---------------------------------------------------------------- instances and GPUs
-  private allocatedGpus(): number {
-    let g = 0;
-    for (const p of this.pools) for (const i of p.instances) if (i.state !== 'stopped') g += i.tp;
-    return g;
-  }
-
   /** Account energy of unallocated GPUs and starting instances up to now. */
   private accountExtra(now: number): void {
     const dt = now - this.extraAccMs;
@@ -331,26 +384,27 @@ export class Simulation {
     let startingW = 0;
     for (const p of this.pools)
       for (const i of p.instances) {
-        if (i.state === 'stopped') continue;
+        if (i.state === 'stopped' || (i.state === 'starting' && i.reshard)) continue;
         alloc += i.tp;
         if (i.state === 'starting') startingW += idlePowerOf(this.p, i.tp, this.maxClock);
       }
     const freeW = Math.max(0, this.totalGpus - alloc) * this.perf.idlePowerW(1, this.maxClock, false);
     this.extraJ += ((freeW + startingW) * dt) / 1000;
-    this.gpuMs += alloc * dt;
+    this.gpuMs += Math.min(alloc, this.totalGpus) * dt;
     this.extraAccMs = now;
   }
 
-  private newInstance(pool: SimPool, tp: TpDegree, now: number, delayMs: number, kind: 'start' | 'reshard' | 'init'): SimInstance {
+  private newInstance(pool: SimPool, tp: TpDegree, now: number, delayMs: number, kind: 'start' | 'reshard' | 'init', replaces: SimInstance[] = []): SimInstance {
     const id = `${pool.id}-i${this.seq++}`;
     const inst: SimInstance = {
-      id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs, createdMs: now,
-      inHeap: false, arrivals: new Float64Array(9), rate: new Float64Array(9), outstanding: 0, energyJ: 0,
+      id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs,
+      inHeap: false, load: new Float64Array(9), loadAtMs: now, outstanding: 0, energyJ: 0, reshard: kind === 'reshard', replaces,
+      em: decide.initialEmergencyState(now), emMaxClock: false,
       view: { id, tp, clockMhz: this.maxClock, healthy: delayMs <= 0, load: {}, queued: 0, running: 0 },
     };
     if (delayMs <= 0) this.activate(inst, now);
+    else if (inst.readyAtMs < this.nextReadyMs) this.nextReadyMs = inst.readyAtMs;
     pool.instances.push(inst);
-    this.instances.push(inst);
     if (kind === 'start') this.reconf.instanceStart++;
     return inst;
   }
@@ -358,15 +412,32 @@ export class Simulation {
   private activate(inst: SimInstance, now: number): void {
     inst.state = 'active';
     inst.view.healthy = true;
+    inst.loadAtMs = now;
     if (this.fidelity === 'step') {
       inst.core = new BatchingCore({ perf: this.perf, tp: inst.tp, clockMhz: inst.clockMhz, maxWaiting: 1 << 20 });
       inst.core.idleUntil(now);
     }
+    for (const old of inst.replaces) this.drain(old, now);
+    inst.replaces = [];
+  }
+
+  private activateDue(now: number): void {
+    this.accountExtra(now);
+    let next = Infinity;
+    for (const p of this.pools)
+      for (const i of p.instances)
+        if (i.state === 'starting') {
+          if (i.readyAtMs <= now) this.activate(i, now);
+          else if (i.readyAtMs < next) next = i.readyAtMs;
+        }
+    this.nextReadyMs = next;
   }
 
   private drain(inst: SimInstance, now: number): void {
     if (inst.state === 'starting') {
+      this.accountExtra(now);
       inst.state = 'stopped';
+      inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
       return;
     }
     if (inst.state !== 'active') return;
@@ -388,51 +459,63 @@ export class Simulation {
     this.reconf.instanceStop++;
   }
 
+  /** live TP mix of a pool: active and starting instances, not counting those a pending re-shard retires. */
   private liveMix(pool: SimPool): InstanceConfig[] {
+    const retiring = new Set<SimInstance>();
+    for (const i of pool.instances) for (const r of i.replaces) retiring.add(r);
     const m = new Map<number, number>();
-    for (const i of pool.instances) if (i.state === 'active' || i.state === 'starting') m.set(i.tp, (m.get(i.tp) ?? 0) + 1);
+    for (const i of pool.instances) if ((i.state === 'active' || i.state === 'starting') && !retiring.has(i)) m.set(i.tp, (m.get(i.tp) ?? 0) + 1);
     return [...m.entries()].sort((a, b) => b[0] - a[0]).map(([tp, count]) => ({ tp: tp as TpDegree, count }));
   }
 
-  // ---------------------------------------------------------------- control plane
-  private applyClusterPlan(peak: LoadByType, now: number, initial: boolean): void {
+  private poolGpus(pool: SimPool): number {
+    return this.liveMix(pool).reduce((s, c) => s + c.tp * c.count, 0);
+  }
+
+  // ---------------------------------------------------------------- control plane: pools
+  private poolOrder(types: RequestType[]): number {
+    return types.length ? Math.max(...types.map((t) => TYPE_INDEX[t])) : 9;
+  }
+
+  /** Install pools (id -> GPUs) and the routing of every type, resizing existing pools. */
+  private installPools(wanted: { id: string; types: RequestType[]; gpus: number }[], routing: Partial<Record<RequestType, { pool: string; share: number }[]>>, now: number, initial: boolean): void {
     this.accountExtra(now);
-    let wanted: { id: string; types: RequestType[]; gpus: number }[];
-    if (this.knobs.pools === 'single') {
-      wanted = [{ id: 'pool-all', types: [...REQUEST_TYPES], gpus: this.totalGpus }];
-    } else {
-      const plan = decide.planCluster({ forecastPeak: peak, profile: this.p, totalServers: this.o.servers, gpusPerServer: this.gpusPerServer });
-      wanted = plan.pools.map((x) => ({ id: x.pool.id, types: x.pool.types, gpus: x.servers * this.gpusPerServer }));
-      if (wanted.length === 0) wanted = [{ id: 'pool-LL', types: [...REQUEST_TYPES], gpus: this.gpusPerServer }];
-    }
-    // types not named by any pool go to the pool serving the next longer type (the last pool as fallback)
     const byId = new Map(this.pools.map((p) => [p.id, p]));
     const next: SimPool[] = [];
     for (const w of wanted) {
       let pool = byId.get(w.id);
-      if (!pool) pool = { id: w.id, types: w.types, gpus: 0, instances: [], tickPred: new Float64Array(9) };
+      if (!pool) pool = { id: w.id, order: 0, types: w.types, gpus: 0, instances: [] };
       byId.delete(w.id);
       pool.types = w.types;
+      pool.order = this.poolOrder(w.types);
       this.resizePool(pool, w.gpus, now, initial);
       next.push(pool);
     }
     for (const gone of byId.values()) {
       for (const i of [...gone.instances]) this.drain(i, now);
-      if (gone.instances.length) next.push(Object.assign(gone, { types: [] as RequestType[], gpus: 0 }));
+      if (gone.instances.length) next.push(Object.assign(gone, { types: [] as RequestType[], gpus: 0, order: 99 }));
     }
+    next.sort((a, b) => a.order - b.order);
     this.pools = next;
-    this.typeToPool.clear();
+    const byIdNew = new Map(next.map((p) => [p.id, p]));
+    this.route.clear();
+    const serving = next.filter((p) => p.types.length > 0);
     for (const t of REQUEST_TYPES) {
-      let pool = next.find((p) => p.types.includes(t));
-      if (!pool) for (let k = TYPE_INDEX[t] + 1; k < 9 && !pool; k++) pool = next.find((p) => p.types.includes(REQUEST_TYPES[k]));
-      this.typeToPool.set(t, pool ?? next.filter((p) => p.types.length > 0).at(-1) ?? next[0]);
+      const r = (routing[t] ?? []).map((x) => ({ pool: byIdNew.get(x.pool)!, share: x.share })).filter((x) => x.pool && x.share > 0);
+      if (r.length) {
+        this.route.set(t, r);
+        continue;
+      }
+      // no forecast load of t: the pool that names it, else the next longer pool, else the last
+      const pool = serving.find((p) => p.types.includes(t)) ?? serving.find((p) => p.order > TYPE_INDEX[t]) ?? serving.at(-1) ?? next[0];
+      if (pool) this.route.set(t, [{ pool, share: 1 }]);
     }
   }
 
-  /** Grow with TP8 instances (starting: they pay the start cost) or shrink by draining the least busy. */
+  /** Grow with TP8 instances (a new one pays the start cost) or shrink by draining the least busy. */
   private resizePool(pool: SimPool, gpus: number, now: number, initial: boolean): void {
     pool.gpus = gpus;
-    let have = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting').reduce((s, i) => s + i.tp, 0);
+    let have = this.poolGpus(pool);
     while (have + 8 <= gpus) {
       this.newInstance(pool, 8, now, initial ? 0 : this.cost.instanceStartS * 1000, initial ? 'init' : 'start');
       have += 8;
@@ -447,133 +530,253 @@ export class Simulation {
     }
   }
 
+  /** Peak utilisation of each type at TP8 / max clock over the whole trace (static sizing). */
+  private staticPools(): { wanted: { id: string; types: RequestType[]; gpus: number }[]; routing: Partial<Record<RequestType, { pool: string; share: number }[]>> } {
+    const peak = this.forecastPeak(0, this.template.durationMs);
+    if (this.knobs.pools === 'single') {
+      const routing: Partial<Record<RequestType, { pool: string; share: number }[]>> = {};
+      for (const t of REQUEST_TYPES) routing[t] = [{ pool: 'pool-all', share: 1 }];
+      return { wanted: [{ id: 'pool-all', types: [...REQUEST_TYPES], gpus: Math.floor(this.totalGpus / 8) * 8 }], routing };
+    }
+    // MultiPool (the paper's static baseline): ALL servers split among the type pools in proportion to each
+    // type's peak demand (load / per-server SLO throughput at TP8, max clock), at least one server per pool
+    // with load; a type with too little load for its own server when servers run short joins the next longer pool.
+    const need = REQUEST_TYPES.map((t) => {
+      const ml = maxLoadOf(this.p, t, 8, this.maxClock) * (this.gpusPerServer / 8);
+      return (peak[t] ?? 0) > 0 ? (ml > 0 ? peak[t]! / ml : 1) : 0;
+    });
+    let types = REQUEST_TYPES.filter((_, k) => need[k] > 0);
+    const merged = new Map<RequestType, RequestType>(); // type -> the pool type that serves it
+    while (types.length > this.o.servers) {
+      const k = types.reduce((m, t, i) => (need[TYPE_INDEX[t]] < need[TYPE_INDEX[types[m]]] && i < types.length - 1 ? i : m), 0);
+      const from = types[k];
+      const into = types[Math.min(k + 1, types.length - 1)];
+      need[TYPE_INDEX[into]] += need[TYPE_INDEX[from]];
+      merged.set(from, into);
+      types = types.filter((t) => t !== from);
+    }
+    const totalNeed = types.reduce((s, t) => s + need[TYPE_INDEX[t]], 0);
+    const servers = new Map<RequestType, number>(types.map((t) => [t, 1]));
+    let left = this.o.servers - types.length;
+    // largest remainder on the rest, by share of demand
+    const quota = types.map((t) => ({ t, q: (need[TYPE_INDEX[t]] / totalNeed) * this.o.servers - 1 }));
+    for (const x of quota) {
+      const add = Math.max(0, Math.min(left, Math.floor(x.q)));
+      servers.set(x.t, servers.get(x.t)! + add);
+      left -= add;
+      x.q -= add;
+    }
+    quota.sort((a, b) => b.q - a.q);
+    for (let i = 0; left > 0; i = (i + 1) % quota.length, left--) servers.set(quota[i].t, servers.get(quota[i].t)! + 1);
+    const routing: Partial<Record<RequestType, { pool: string; share: number }[]>> = {};
+    const resolve = (t: RequestType): RequestType => (merged.has(t) ? resolve(merged.get(t)!) : t);
+    const wanted = types.map((t) => ({ id: `pool-${t}`, types: REQUEST_TYPES.filter((x) => (need[TYPE_INDEX[x]] > 0 || x === t) && resolve(x) === t), gpus: servers.get(t)! * this.gpusPerServer }));
+    for (const t of REQUEST_TYPES) if ((peak[t] ?? 0) > 0) routing[t] = [{ pool: `pool-${resolve(t)}`, share: 1 }];
+    return { wanted, routing };
+  }
+
+  /** ScaleInst / DynamoLLM cluster epoch: src/policy planCluster on the forecast peak (plus headroom). */
+  private clusterEpoch(now: number, initial: boolean): void {
+    const leadMs = this.cost.instanceStartS * 1000;
+    // the plan must hold from now (shrinks act now) until the next epoch's new servers are ready
+    const f = this.forecastPeak(now, now + this.ep.clusterS * 1000 + leadMs);
+    const inflated: LoadByType = {};
+    for (const t of REQUEST_TYPES) if (f[t]) inflated[t] = f[t]! / (1 - this.headroom);
+    const plan = decide.planCluster({ forecastPeak: inflated, profile: this.p, totalServers: this.o.servers, gpusPerServer: this.gpusPerServer });
+    if (plan.capped && !this.notes.some((n) => n.startsWith('cluster plan capped'))) this.notes.push(`cluster plan capped at ${this.o.servers} servers (needed ${plan.neededServers}) at t=${(now / 1000).toFixed(0)} s`);
+    let wanted = plan.pools.map((x) => ({ id: x.pool.id, types: x.pool.types, gpus: x.servers * this.gpusPerServer }));
+    if (wanted.length === 0) wanted = [{ id: 'pool-LL', types: [...REQUEST_TYPES], gpus: this.gpusPerServer }];
+    this.installPools(wanted, plan.routing, now, initial);
+  }
+
   private poolLoad(pool: SimPool, now: number): LoadByType {
     const f = this.forecastPeak(now, now + this.ep.poolS * 1000);
     const l: LoadByType = {};
-    for (const t of pool.types) if (f[t]) l[t] = f[t];
-    // load of types whose pools were merged into this one
-    for (const [t, p] of this.typeToPool) if (p === pool && f[t] && !pool.types.includes(t)) l[t] = f[t];
+    for (const [t, r] of this.route) for (const x of r) if (x.pool === pool && f[t]) l[t] = (l[t] ?? 0) + f[t]! * x.share;
     return l;
   }
 
-  private reshard(pool: SimPool, now: number): void {
+  /** Pool epoch: src/policy planSharding; the new instances serve after tau x Table VI + resync, the old ones serve until then. */
+  private reshard(pool: SimPool, now: number, initial: boolean): void {
+    if (pool.instances.some((i) => i.replaces.length > 0)) return; // a re-shard is still in flight
     const load = this.poolLoad(pool, now);
     const current = this.liveMix(pool);
-    if (current.length === 0 || pool.gpus === 0) return;
+    if (current.length === 0) return;
     const gpus = current.reduce((s, c) => s + c.tp * c.count, 0);
-    const tauPreview = 2; // J estimate of the overhead: pool idle power x (2 tau + resync)
-    const overheadJ = idlePowerOf(this.p, 8, this.maxClock) * (gpus / 8) * ((tauPreview * this.cost.tauMs + this.cost.resyncMs) / 1000);
-    void overheadJ;
     const plan = decide.planSharding({ profile: this.p, loadByType: load, gpus, current, epochS: this.ep.poolS, overhead: this.overhead, headroom: this.headroom });
-    if (!plan.take) return;
-    const delay = reshardTau(current, plan.target) * this.cost.tauMs + this.cost.resyncMs;
+    const same = JSON.stringify(plan.target) === JSON.stringify(current);
+    if (same || !(plan.take || initial)) return;
     this.accountExtra(now);
-    for (const i of [...pool.instances]) if (i.state === 'active' || i.state === 'starting') this.drain(i, now);
-    for (const c of plan.target) for (let k = 0; k < c.count; k++) this.newInstance(pool, c.tp, now, delay, 'reshard');
+    const old = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting');
+    if (initial) {
+      // t = 0: the pool starts in its planned TP mix (the trace starts warm)
+      for (const i of old) this.drain(i, now);
+      for (const c of plan.target) for (let k = 0; k < c.count; k++) this.newInstance(pool, c.tp, now, 0, 'init');
+      return;
+    }
+    const delay = reshardTau(current, plan.target) * this.cost.tauMs + this.cost.resyncMs;
+    const news: SimInstance[] = [];
+    for (const c of plan.target) for (let k = 0; k < c.count; k++) news.push(this.newInstance(pool, c.tp, now, delay, 'reshard'));
+    news[0].replaces = old; // old instances serve until the new layout is up
     this.reconf.reshard++;
   }
 
+  /**
+   * Oracle epoch: src/policy solveEq1 (HiGHS) over all type pools with the coming epoch's actual peak
+   * (1-minute bins, true types), applied instantly (no start or re-shard lag): a lower bound.
+   */
   private oracleEpoch(now: number): void {
-    // Eq. 1 with the future load of the coming pool epoch known, per type pool, no reconfiguration lag.
+    const highs = this.inp.highs;
+    if (!highs) throw new Error('oracle policy needs a HiGHS instance');
     this.accountExtra(now);
-    const f = this.forecastPeak(now, now + this.ep.poolS * 1000);
-    let left = this.totalGpus;
-    const plans: { t: RequestType; sol: ReturnType<typeof decide.solveEq1> }[] = [];
-    for (const t of [...REQUEST_TYPES].reverse()) {
-      const load = f[t] ?? 0;
-      if (load <= 0) continue;
-      const sol = decide.solveEq1({ profile: this.p, loadByType: { [t]: load }, gpus: left });
-      const used = sol.mix.reduce((s, c) => s + c.tp * c.count, 0);
-      left -= Math.min(left, used);
-      plans.push({ t, sol });
+    const f = this.forecastPeak(now, now + this.ep.poolS * 1000, 1);
+    const pools = REQUEST_TYPES.filter((t) => (f[t] ?? 0) > 0).map((t) => ({ id: `pool-${t}`, loadByType: { [t]: f[t]! } as LoadByType }));
+    const sol = decide.solveEq1(highs, { profile: this.p, pools, gpus: this.totalGpus, epochS: this.ep.poolS, headroom: this.headroom, timeLimitS: 20, mipRelGap: 1e-3 });
+    if (!sol.feasible) {
+      this.notes.push(`oracle: Eq. 1 infeasible at t=${(now / 1000).toFixed(0)} s (${sol.status}); previous configuration kept`);
+      if (this.pools.length) return;
+      this.installPools(this.staticPools().wanted, this.staticPools().routing, now, true);
+      return;
     }
-    for (const pool of this.pools) for (const i of [...pool.instances]) this.drain(i, now);
-    const next: SimPool[] = this.pools.filter((p) => p.instances.length > 0).map((p) => Object.assign(p, { types: [] as RequestType[] }));
-    this.typeToPool.clear();
-    for (const { t, sol } of plans) {
-      const pool: SimPool = { id: `pool-${t}`, types: [t], gpus: 0, instances: [], tickPred: new Float64Array(9) };
-      for (const c of sol.mix) for (let k = 0; k < c.count; k++) {
-        const inst = this.newInstance(pool, c.tp, now, 0, 'init');
-        this.setClockNow(inst, sol.clockMhz);
+    const byId = new Map(this.pools.map((p) => [p.id, p]));
+    const next: SimPool[] = [];
+    for (const pl of pools) {
+      let pool = byId.get(pl.id);
+      byId.delete(pl.id);
+      const t = pl.id.slice(5) as RequestType;
+      if (!pool) pool = { id: pl.id, order: TYPE_INDEX[t], types: [t], gpus: 0, instances: [] };
+      const groups = sol.config.filter((g) => g.pool === pl.id);
+      const live = pool.instances.filter((i) => i.state === 'active');
+      const keep = new Set<SimInstance>();
+      for (const g of groups) {
+        const same = live.filter((i) => i.tp === g.tp && !keep.has(i)).slice(0, g.count);
+        for (const i of same) {
+          keep.add(i);
+          if (i.clockMhz !== g.clockMhz) this.setClockNow(i, g.clockMhz, now);
+        }
+        for (let k = same.length; k < g.count; k++) {
+          const i = this.newInstance(pool, g.tp, now, 0, 'init');
+          this.setClockNow(i, g.clockMhz, now);
+          keep.add(i);
+        }
       }
-      pool.gpus = sol.mix.reduce((s, c) => s + c.tp * c.count, 0);
+      for (const i of live) if (!keep.has(i)) this.drain(i, now);
+      pool.gpus = groups.reduce((s, g) => s + g.tp * g.count, 0);
       next.push(pool);
-      this.typeToPool.set(t, pool);
     }
-    const fallback = next.find((p) => p.types.length > 0) ?? next[0];
-    for (const t of REQUEST_TYPES) if (!this.typeToPool.has(t) && fallback) this.typeToPool.set(t, fallback);
-    this.pools = next;
+    for (const gone of byId.values()) {
+      for (const i of [...gone.instances]) this.drain(i, now);
+      if (gone.instances.length) next.push(Object.assign(gone, { types: [] as RequestType[], gpus: 0, order: 99 }));
+    }
+    this.pools = next.sort((a, b) => a.order - b.order);
+    const routing: Partial<Record<RequestType, { pool: string; share: number }[]>> = {};
+    for (const pl of pools) routing[pl.id.slice(5) as RequestType] = [{ pool: pl.id, share: 1 }];
+    this.route.clear();
+    const serving = this.pools.filter((p) => p.types.length > 0);
+    for (const t of REQUEST_TYPES) {
+      const pool = routing[t] ? serving.find((p) => p.id === `pool-${t}`) : serving.find((p) => p.order > TYPE_INDEX[t]) ?? serving.at(-1);
+      if (pool) this.route.set(t, [{ pool, share: 1 }]);
+    }
   }
 
-  private setClockNow(inst: SimInstance, mhz: number): void {
+  private setClockNow(inst: SimInstance, mhz: number, now = 0): void {
+    if (inst.core && !inst.inHeap) inst.core.idleUntil(now);
     inst.clockMhz = mhz;
     inst.view.clockMhz = mhz;
     inst.core?.setClock(mhz);
   }
 
+  /** Decay an instance's load estimate to `now`. */
+  private decayLoad(inst: SimInstance, now: number): void {
+    const dt = now - inst.loadAtMs;
+    if (dt <= 0) return;
+    const f = Math.exp(-dt / (LOAD_WINDOW_S * 1000));
+    for (let k = 0; k < 9; k++) inst.load[k] *= f;
+    inst.loadAtMs = now;
+  }
+
+  /** the load estimate as a LoadByType; `quantised`: each component on the dispatch memo's grid. */
+  private loadOf(inst: SimInstance, quantised = false): LoadByType {
+    const l: LoadByType = {};
+    for (let k = 0; k < 9; k++) {
+      const v = quantised ? quantiseLoad(inst.load[k]) : inst.load[k];
+      if (v > 1e-6) l[REQUEST_TYPES[k]] = v;
+    }
+    return l;
+  }
+
+  /** Instance epoch: src/policy chooseClock on each instance's load estimate. */
   private instanceEpoch(now: number): void {
-    const alpha = 1 - Math.exp(-this.ep.instanceS / 30);
+    if (!this.knobs.dynamicClock) return;
     for (const pool of this.pools)
       for (const inst of pool.instances) {
         if (inst.state !== 'active') continue;
-        const load: LoadByType = {};
-        for (let k = 0; k < 9; k++) {
-          inst.rate[k] += alpha * (inst.arrivals[k] / this.ep.instanceS - inst.rate[k]);
-          inst.arrivals[k] = 0;
-          if (inst.rate[k] > 1e-6) load[REQUEST_TYPES[k]] = inst.rate[k];
-        }
+        this.decayLoad(inst, now);
+        const load = this.loadOf(inst);
         inst.view.load = load;
-        if (!this.knobs.dynamicClock || this.knobs.oracle) continue;
-        if (this.knobs.emergency && this.emergency(inst, now)) continue;
+        if (inst.emMaxClock) continue;
         const d = decide.chooseClock({ profile: this.p, tp: inst.tp, loadByType: load, sloScale: this.sloScale, headroom: this.headroom });
         if (d.clockMhz !== inst.clockMhz) this.scheduleClock(inst, d.clockMhz, now);
       }
   }
 
-  private pendingClock: { at: number; inst: SimInstance; mhz: number }[] = [];
   private scheduleClock(inst: SimInstance, mhz: number, now: number): void {
-    this.pendingClock.push({ at: now + this.cost.clockChangeMs, inst, mhz });
+    if (this.fidelity === 'fluid') this.setClockNow(inst, mhz, now); // 65 ms is below the fluid tick
+    else this.clockHeap.push(now + this.cost.clockChangeMs, { inst, mhz });
     this.reconf.clock++;
   }
 
   /**
-   * Emergency path (step fidelity): a queued request past half its TTFT SLO triggers, in the paper's order,
-   * reorder (earliest deadline first), max clock, move never-started requests to a pool peer with less
-   * work, and squash requests waiting past 10x their SLO (the client is told to retry). True if it acted.
+   * Emergency path (step fidelity): src/policy emergencyStep, the ladder the live instance manager runs
+   * (reorder by deadline, max clock, move never-started requests to pool peers, reject the overdue).
    */
-  private emergency(inst: SimInstance, now: number): boolean {
-    const core = inst.core;
-    if (!core) return false;
-    const waiting = core.waiting();
-    if (waiting.length === 0) return false;
-    const late = waiting.filter((r) => now - r.arrivalMs > 0.5 * (r.ttftDeadlineMs! - r.arrivalMs));
-    if (late.length === 0) return false;
-    this.reconf.emergency++;
-    core.reorderWaiting((a, b) => (a.ttftDeadlineMs ?? 0) - (b.ttftDeadlineMs ?? 0));
-    if (inst.clockMhz !== this.maxClock) this.scheduleClock(inst, this.maxClock, now);
-    const peers = inst.pool.instances.filter((x) => x !== inst && x.state === 'active' && x.core && x.core.stats().waiting === 0);
-    if (peers.length > 0 && waiting.length > 1) {
-      const moved = core.takeWaiting(waiting.slice(Math.ceil(waiting.length / 2)).map((r) => r.id));
-      moved.forEach((r, k) => {
-        const peer = peers[k % peers.length];
-        const st = this.reqs.get(r.id)!;
-        inst.outstanding--;
-        st.inst = peer;
-        peer.outstanding++;
-        peer.core!.submit(r);
-        this.wake(peer, now);
-      });
-    }
-    const squash = core.waiting().filter((r) => now - r.arrivalMs > 10 * (r.ttftDeadlineMs! - r.arrivalMs)).map((r) => r.id);
-    if (squash.length) {
-      const gone = core.takeWaiting(squash);
-      for (const r of gone) {
-        this.reqs.delete(r.id);
-        inst.outstanding--;
-        this.rejected++;
+  private emergencyTick(now: number): void {
+    for (const pool of this.pools)
+      for (const inst of pool.instances) {
+        const core = inst.core;
+        if (inst.state !== 'active' || !core) continue;
+        const waiting = core.waiting();
+        if (waiting.length === 0 && inst.em.level === 0) continue;
+        let miss = 0;
+        for (const r of waiting) if (now - r.arrivalMs > 0.5 * ((r.ttftDeadlineMs ?? now) - r.arrivalMs)) miss++;
+        const peers = pool.instances.filter((x) => x !== inst && x.state === 'active' && x.core && x.core.stats().waiting === 0);
+        const { state, actions } = decide.emergencyStep(inst.em, {
+          nowMs: now,
+          queue: waiting.map((r) => ({ id: r.id, arrivalMs: r.arrivalMs, deadlineMs: r.ttftDeadlineMs ?? r.arrivalMs, type: r.type ?? 'LL' })),
+          clockMhz: inst.clockMhz, maxClockMhz: this.maxClock, predictedMissCount: miss, peersWithCapacity: peers.length,
+        }, { rejectAfterMs: 10_000 });
+        if (state.level > inst.em.level) this.reconf.emergency++;
+        inst.em = state;
+        for (const a of actions) {
+          if (a.kind === 'reorder') {
+            const pos = new Map(a.order.map((id, i) => [id, i]));
+            core.reorderWaiting((x, y) => (pos.get(x.id) ?? 0) - (pos.get(y.id) ?? 0));
+          } else if (a.kind === 'max_clock') {
+            inst.emMaxClock = true;
+            if (inst.clockMhz !== this.maxClock) this.scheduleClock(inst, this.maxClock, now);
+          } else if (a.kind === 'release_max_clock') {
+            inst.emMaxClock = false;
+          } else if (a.kind === 'move') {
+            const moved = core.takeWaiting(a.ids);
+            moved.forEach((r, k) => {
+              const peer = peers[k % peers.length];
+              const st = this.reqs.get(r.id)!;
+              inst.outstanding--;
+              st.inst = peer;
+              peer.outstanding++;
+              peer.core!.submit(r);
+              this.wake(peer, now);
+            });
+          } else if (a.kind === 'reject') {
+            for (const r of core.takeWaiting(a.ids)) {
+              this.reqs.delete(r.id);
+              inst.outstanding--;
+              this.rejected++;
+            }
+          }
+        }
+        if (inst.state === 'active' && inst.em.level < 2) inst.emMaxClock = false;
       }
-    }
-    return true;
   }
 
   // ---------------------------------------------------------------- data plane: step
@@ -583,24 +786,57 @@ export class Simulation {
     this.stepHeap.push(now, inst);
   }
 
-  private dispatch(pool: SimPool, pred: RequestType): SimInstance | null {
+  /** Dispatch within a pool: src/policy chooseInstance (dynamic policies) or least-loaded; null when all are at capacity. */
+  private dispatch(pool: SimPool, pred: RequestType, now: number): SimInstance | null {
+    if (!this.useDispatchPolicy) {
+      // least outstanding work per GPU among instances under their SLO throughput (utilisation at max clock,
+      // src/policy utilisationOf, below 1 - headroom): the rule the live pool manager runs today
+      // (actors/common/policy.ts pickInstance); none under it -> null (the caller spills upward)
+      let best: SimInstance | null = null;
+      let bestScore = Infinity;
+      for (const i of pool.instances) {
+        if (i.state !== 'active' || !i.core) continue;
+        this.decayLoad(i, now);
+        if (this.knobs.pools !== 'single' || this.useCapCheck) {
+          let u = 0;
+          for (let k = 0; k < 9; k++) if (i.load[k] > 0) u += i.load[k] / Math.max(1e-9, maxLoadOf(this.p, REQUEST_TYPES[k], i.tp, this.maxClock));
+          if (u + 1 / LOAD_WINDOW_S / Math.max(1e-9, maxLoadOf(this.p, pred, i.tp, this.maxClock)) > 1 - this.headroom + 1e-9) continue;
+        }
+        const s = i.core.stats();
+        const score = (s.running + 2 * s.waiting) / i.tp;
+        if (score < bestScore || (score === bestScore && best !== null && i.tp > best.tp)) {
+          bestScore = score;
+          best = i;
+        }
+      }
+      return best;
+    }
     const views: InstanceView[] = [];
     const byId = new Map<string, SimInstance>();
     for (const i of pool.instances) {
       if (i.state !== 'active') continue;
+      this.decayLoad(i, now);
+      i.view.load = this.loadOf(i, true);
       if (i.core) {
         const s = i.core.stats();
         i.view.queued = s.waiting;
         i.view.running = s.running;
-      } else {
-        i.view.queued = 0;
-        i.view.running = 0;
       }
       views.push(i.view);
       byId.set(i.id, i);
     }
-    const id = decide.chooseInstance({ type: pred }, views, this.p);
+    if (!views.length) return null;
+    const id = dispatchQuantised({ type: pred }, views, this.p, 1 / LOAD_WINDOW_S, this.dispatchMemo);
     return id ? byId.get(id)! : null;
+  }
+
+  private pickPool(pred: RequestType): SimPool | undefined {
+    const r = this.route.get(pred);
+    if (!r || !r.length) return undefined;
+    if (r.length === 1) return r[0].pool;
+    let x = this.rand();
+    for (const e of r) if ((x -= e.share) <= 0) return e.pool;
+    return r[r.length - 1].pool;
   }
 
   private arriveStep(r: TraceRecord, now: number): void {
@@ -611,11 +847,26 @@ export class Simulation {
       return;
     }
     if (c.pred !== c.type) this.misclassified++;
-    const pool = this.typeToPool.get(c.pred);
-    let inst = pool ? this.dispatch(pool, c.pred) : null;
+    const home = this.pickPool(c.pred);
+    let inst = home ? this.dispatch(home, c.pred, now) : null;
+    // overload goes upward: the next longer pools (they meet the shorter types' SLOs)
+    if (!inst) for (const p of this.pools) if (p !== home && p.order > (home?.order ?? -1) && p.types.length && (inst = this.dispatch(p, c.pred, now))) break;
     if (!inst) {
-      // the pool has nothing ready (all starting or drained): spill to any active instance
-      for (const p of this.pools) if ((inst = this.dispatch(p, c.pred))) break;
+      // everything at capacity: queue on the least-loaded active instance of the home pool (the emergency
+      // path then acts), else of any pool
+      let best: SimInstance | null = null;
+      let bs = Infinity;
+      for (const p of home ? [home, ...this.pools] : this.pools)
+        for (const i of p.instances)
+          if (i.state === 'active' && i.core) {
+            const s = (i.outstanding + 1) / i.tp;
+            if (s < bs) {
+              bs = s;
+              best = i;
+            }
+          }
+        // prefer home when it has any active instance
+      inst = best;
     }
     if (!inst || !inst.core) {
       this.rejected++;
@@ -630,7 +881,8 @@ export class Simulation {
       return;
     }
     this.reqs.set(id, { arrivalMs: now, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst });
-    inst.arrivals[TYPE_INDEX[c.pred]]++;
+    this.decayLoad(inst, now);
+    inst.load[TYPE_INDEX[c.pred]] += 1 / LOAD_WINDOW_S;
     inst.outstanding++;
     this.wake(inst, now);
   }
@@ -675,6 +927,7 @@ export class Simulation {
     if (ttft <= TTFT_SLO_MS[inputClassOf(st.type)] * this.sloScale && meanTbt <= TBT_SLO_MS * this.sloScale) this.sloOk[k]++;
     st.inst.outstanding--;
     this.reqs.delete(id);
+    if (st.inst.state === 'draining') this.maybeStop(st.inst, st.lastMs);
   }
 
   // ---------------------------------------------------------------- energy and series
@@ -711,7 +964,7 @@ export class Simulation {
     s.energyKWh.push(e / 3.6e6);
     const n = s.tS.length;
     for (const p of this.pools) {
-      const live = p.instances.filter((i) => i.state !== 'stopped');
+      const live = p.instances.filter((i) => i.state === 'active' || i.state === 'draining' || (i.state === 'starting' && !i.reshard));
       (s.gpusByPool[p.id] ??= new Array(n - 1).fill(0)).push(live.reduce((a, i) => a + i.tp, 0));
       const act = live.filter((i) => i.state === 'active');
       (s.clockByPool[p.id] ??= new Array(n - 1).fill(0)).push(act.length ? Math.round(act.reduce((a, i) => a + i.clockMhz, 0) / act.length) : 0);
@@ -721,138 +974,227 @@ export class Simulation {
   }
 
   // ---------------------------------------------------------------- data plane: fluid
-  /** Advance every instance over [t, t+dt) with the tick's arrivals. */
-  private fluidTick(now: number, dtS: number, byPoolTrue: Map<SimPool, Float64Array>): void {
+  /**
+   * Advance every instance over one tick with the tick's arrivals (binned per pool and true type). Load is
+   * shared in proportion to SLO capacity (what the dispatcher approximates); instances of a pool with the
+   * same (TP, clock) get the same share, so the work is O(pools x distinct configs x types) per tick.
+   */
+  private fluidTick(dtS: number, counts: Map<SimPool, Float64Array>): void {
+    const fDecay = Math.exp(-dtS / LOAD_WINDOW_S);
     for (const pool of this.pools) {
       const act = pool.instances.filter((i) => i.state === 'active');
-      const counts = byPoolTrue.get(pool);
-      // SLO capacity per instance for the pool's traffic mix: dispatch shares load in proportion to it
+      if (!act.length) continue;
+      const c = counts.get(pool);
       let total = 0;
-      if (counts) for (let k = 0; k < 9; k++) total += counts[k];
-      const caps = act.map((i) => {
-        if (!counts || total === 0) return 1;
-        let u = 0;
-        for (let k = 0; k < 9; k++) if (counts[k] > 0) u += counts[k] / total / Math.max(1e-9, maxLoadOf(this.p, REQUEST_TYPES[k], i.tp, this.maxClock));
-        return 1 / u;
-      });
-      const capSum = caps.reduce((a, b) => a + b, 0);
-      act.forEach((inst, j) => {
-        const share = capSum > 0 ? caps[j] / capSum : 0;
+      if (c) for (let k = 0; k < 9; k++) total += c[k];
+      const groups = new Map<string, { tp: TpDegree; clock: number; insts: SimInstance[]; cap: number }>();
+      for (const i of act) {
+        const key = `${i.tp}|${i.clockMhz}`;
+        let g = groups.get(key);
+        if (!g) {
+          let cap = 1;
+          if (c && total > 0) {
+            let u = 0;
+            for (let k = 0; k < 9; k++) if (c[k] > 0) u += c[k] / total / Math.max(1e-9, maxLoadOf(this.p, REQUEST_TYPES[k], i.tp, this.maxClock));
+            cap = 1 / u;
+          }
+          groups.set(key, (g = { tp: i.tp, clock: i.clockMhz, insts: [], cap }));
+        }
+        g.insts.push(i);
+      }
+      let capSum = 0;
+      for (const g of groups.values()) capSum += g.cap * g.insts.length;
+      for (const g of groups.values()) {
+        const share = capSum > 0 ? g.cap / capSum : 0;
         const load: LoadByType = {};
-        if (counts) for (let k = 0; k < 9; k++) if (counts[k] > 0) load[REQUEST_TYPES[k]] = (counts[k] * share) / dtS;
-        if (counts) for (let k = 0; k < 9; k++) inst.arrivals[k] += counts[k] * share;
-        const w = decide.mixedPowerW(this.p, inst.tp, inst.clockMhz, load);
-        inst.energyJ += w * dtS;
-        if (!counts || total === 0) return;
+        if (c) for (let k = 0; k < 9; k++) if (c[k] > 0) load[REQUEST_TYPES[k]] = (c[k] * share) / dtS;
+        const w = decide.mixedPowerW(this.p, g.tp, g.clock, load);
+        for (const inst of g.insts) {
+          inst.energyJ += w * dtS;
+          for (let k = 0; k < 9; k++) inst.load[k] = inst.load[k] * fDecay + (1 - fDecay) * (c ? (c[k] * share) / dtS : 0);
+        }
+        if (!c || total === 0) continue;
+        const n = g.insts.length;
         // latency: each type read at the instance's utilisation mapped onto that type's load axis
-        const u = decide.utilisation(this.p, inst.tp, inst.clockMhz, load);
+        const u = decide.utilisation(this.p, g.tp, g.clock, load);
         for (let k = 0; k < 9; k++) {
-          const n = counts[k] * share;
-          if (n <= 0) continue;
+          const cnt = c[k] * share * n;
+          if (cnt <= 0) continue;
           const t = REQUEST_TYPES[k];
           const grid = this.p.loads[t]!;
-          const m = maxLoadOf(this.p, t, inst.tp, inst.clockMhz);
+          const m = maxLoadOf(this.p, t, g.tp, g.clock);
           const leq = Math.min(grid[grid.length - 1], Number.isFinite(u) && m > 0 ? u * m : grid[grid.length - 1]);
-          const c = interpolate(this.p, t, inst.tp, inst.clockMhz, leq);
+          const cell = interpolate(this.p, t, g.tp, g.clock, leq);
           // profile percentiles spread over the requests: 50% at p50, 49% between, 1% at p99
           const over = Number.isFinite(u) && u > 1 ? u : 1; // past SLO capacity the queue grows: scale
-          this.ttftHist[t].add(c.ttftP50Ms * over, 0.5 * n);
-          this.ttftHist[t].add(((c.ttftP50Ms + c.ttftP99Ms) / 2) * over, 0.49 * n);
-          this.ttftHist[t].add(c.ttftP99Ms * over, 0.01 * n);
+          this.ttftHist[t].add(cell.ttftP50Ms * over, 0.5 * cnt);
+          this.ttftHist[t].add(((cell.ttftP50Ms + cell.ttftP99Ms) / 2) * over, 0.49 * cnt);
+          this.ttftHist[t].add(cell.ttftP99Ms * over, 0.01 * cnt);
           const outTok = Math.max(1, this.p.requestTypes.find((x) => x.type === t)?.outputTokens ?? 100);
-          this.tbt[t].add(c.tbtP50Ms, 0.5 * n * outTok);
-          this.tbt[t].add((c.tbtP50Ms + c.tbtP99Ms) / 2, 0.49 * n * outTok);
-          this.tbt[t].add(c.tbtP99Ms, 0.01 * n * outTok);
-          this.done[k] += n;
-          const ok = (u <= 1 ? 1 : 1 / u) * (c.ttftP99Ms <= TTFT_SLO_MS[inputClassOf(t)] * this.sloScale ? 1 : 0.5);
-          this.sloOk[k] += n * ok;
+          this.tbt[t].add(cell.tbtP50Ms, 0.5 * cnt * outTok);
+          this.tbt[t].add((cell.tbtP50Ms + cell.tbtP99Ms) / 2, 0.49 * cnt * outTok);
+          this.tbt[t].add(cell.tbtP99Ms, 0.01 * cnt * outTok);
+          this.done[k] += cnt;
+          const ok = (u <= 1 ? 1 : 1 / u) * (cell.ttftP99Ms * over <= TTFT_SLO_MS[inputClassOf(t)] * this.sloScale ? 1 : 0.5);
+          this.sloOk[k] += cnt * ok;
         }
-      });
+      }
     }
   }
 
+  private arriveFluid(r: TraceRecord, counts: Map<SimPool, Float64Array>, hasActive: Set<SimPool>): void {
+    const c = this.classify(r);
+    this.requests++;
+    if (!c) {
+      this.unservable++;
+      return;
+    }
+    if (c.pred !== c.type) this.misclassified++;
+    let pool = this.pickPool(c.pred);
+    if (!pool || !hasActive.has(pool)) {
+      const from = pool?.order ?? -1;
+      pool = this.pools.find((p) => p.order > from && hasActive.has(p)) ?? this.pools.find((p) => hasActive.has(p));
+    }
+    if (!pool) {
+      this.rejected++;
+      return;
+    }
+    let a = counts.get(pool);
+    if (!a) counts.set(pool, (a = new Float64Array(9)));
+    a[TYPE_INDEX[c.type]]++;
+  }
+
   // ---------------------------------------------------------------- main loop
+  private initialPlan(): void {
+    if (this.knobs.oracle) this.oracleEpoch(0);
+    else if (this.knobs.dynamicInstances) this.clusterEpoch(0, true);
+    else {
+      const s = this.staticPools();
+      this.installPools(s.wanted, s.routing, 0, true);
+    }
+    if (this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) this.reshard(p, 0, true);
+    this.instanceEpoch(0);
+  }
+
+  private poolEpoch(t: number): void {
+    if (this.knobs.oracle) this.oracleEpoch(t);
+    else if (this.knobs.dynamicShards) for (const p of [...this.pools]) this.reshard(p, t, false);
+  }
+
   async run(): Promise<SimResult> {
     const wall0 = performance.now();
     await this.buildTemplate();
     const endMs = this.template.durationMs;
-    const peakAll = this.forecastPeak(0, endMs);
     const clusterMs = this.ep.clusterS * 1000;
     const poolMs = this.ep.poolS * 1000;
     const instMs = this.ep.instanceS * 1000;
     const sampleMs = (this.o.sampleS ?? (endMs > 6 * 3.6e6 ? 60 : 10)) * 1000;
     const leadMs = this.cost.instanceStartS * 1000;
+    this.initialPlan();
 
-    if (this.knobs.oracle) {
-      this.applyClusterPlan(peakAll, 0, true);
-      this.oracleEpoch(0);
-    } else this.applyClusterPlan(this.knobs.dynamicInstances ? this.forecastPeak(0, clusterMs + leadMs) : peakAll, 0, true);
-    if (this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) this.reshardInitial(p);
-
-    let nextCluster = clusterMs, nextPool = poolMs, nextInst = instMs, nextSample = sampleMs;
+    // cluster decisions are taken `leadMs` before each epoch so new servers are ready at it
+    let nextCluster = Math.max(1, clusterMs - leadMs), nextPool = poolMs, nextInst = instMs, nextSample = sampleMs;
     let nextProgress = 0;
     const it = this.inp.records();
-    const iter = (Symbol.asyncIterator in it ? (it as AsyncIterable<TraceRecord>)[Symbol.asyncIterator]() : (it as Iterable<TraceRecord>)[Symbol.iterator]()) as AsyncIterator<TraceRecord> | Iterator<TraceRecord>;
+    const isAsync = Symbol.asyncIterator in it;
+    const aiter = isAsync ? (it as AsyncIterable<TraceRecord>)[Symbol.asyncIterator]() : null;
+    const siter = isAsync ? null : (it as Iterable<TraceRecord>)[Symbol.iterator]();
     let nextRec: TraceRecord | null = null;
     const pull = async () => {
-      const r = await iter.next();
+      const r = aiter ? await aiter.next() : siter!.next();
       nextRec = r.done ? null : r.value;
     };
     await pull();
-    const tickMs = (this.o.fluidTickS ?? 5) * 1000;
-    let nextTick = tickMs;
-    const tickCounts = new Map<SimPool, Float64Array>();
+    const progress = (t: number) => {
+      if (this.inp.onProgress && t >= nextProgress) {
+        this.inp.onProgress(Math.min(1, t / endMs));
+        nextProgress = t + endMs / 100;
+      }
+    };
+    const cluster = (t: number) => {
+      if (this.knobs.dynamicInstances && !this.knobs.oracle) this.clusterEpoch(t, false);
+      nextCluster += clusterMs;
+    };
 
-    const timers = () => Math.min(nextCluster, nextPool, nextInst, nextSample, this.pendingClock.length ? Math.min(...this.pendingClock.map((c) => c.at)) : Infinity, this.nextReady());
+    if (this.fidelity === 'fluid') {
+      const tickMs = (this.o.fluidTickS ?? 5) * 1000;
+      const counts = new Map<SimPool, Float64Array>();
+      const hasActive = new Set<SimPool>();
+      for (let t = 0; t < endMs; t += tickMs) {
+        const tEnd = t + tickMs;
+        hasActive.clear();
+        for (const p of this.pools) if (p.instances.some((i) => i.state === 'active')) hasActive.add(p);
+        counts.clear();
+        if (siter) {
+          while (nextRec && (nextRec as TraceRecord).tMs < tEnd) {
+            this.arriveFluid(nextRec, counts, hasActive);
+            const r = siter.next();
+            nextRec = r.done ? null : r.value;
+          }
+        } else while (nextRec && (nextRec as TraceRecord).tMs < tEnd) {
+          this.arriveFluid(nextRec, counts, hasActive);
+          await pull();
+        }
+        this.fluidTick(tickMs / 1000, counts);
+        if (this.nextReadyMs <= tEnd) this.activateDue(tEnd);
+        while (nextSample <= tEnd) {
+          this.sample(nextSample <= tEnd ? tEnd : nextSample);
+          nextSample += sampleMs;
+        }
+        if (nextInst <= tEnd) {
+          this.instanceEpoch(tEnd);
+          while (nextInst <= tEnd) nextInst += instMs;
+        }
+        if (nextPool <= tEnd) {
+          this.poolEpoch(tEnd);
+          while (nextPool <= tEnd) nextPool += poolMs;
+        }
+        if (nextCluster <= tEnd) cluster(tEnd);
+        progress(tEnd);
+      }
+      const end = Math.ceil(endMs / tickMs) * tickMs;
+      this.sample(end);
+      return this.result(end, performance.now() - wall0);
+    }
+
+    const emergencyOn = this.knobs.emergency;
+    let nextEm = emergencyOn ? EMERGENCY_TICK_MS : Infinity;
     let lastT = 0;
     while (true) {
       const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs) : Infinity;
-      const tStep = this.fidelity === 'step' ? this.stepHeap.peekTime() : nextTick;
-      const tTimer = timers();
+      const tStep = this.stepHeap.peekTime();
+      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, this.clockHeap.peekTime(), this.nextReadyMs);
       const t = Math.min(tArr, tStep, tTimer);
-      if (t === Infinity || (t > endMs && !nextRec && (this.fidelity === 'fluid' || this.stepHeap.size === 0))) break;
+      if (t === Infinity || (t > endMs && !nextRec && this.stepHeap.size === 0)) break;
       if (t > endMs + 3.6e6) break; // safety: an hour past the last arrival
-      this.nowMs = t;
       lastT = t;
       if (tArr === t && nextRec) {
-        const r = nextRec as TraceRecord;
-        if (this.fidelity === 'step') this.arriveStep(r, t);
-        else this.arriveFluid(r, tickCounts);
+        this.arriveStep(nextRec, t);
         await pull();
         continue;
       }
-      if (tStep === t && this.fidelity === 'step' && this.stepHeap.size) {
+      if (tStep === t && this.stepHeap.size) {
         this.runStep(this.stepHeap.pop(), t);
         continue;
       }
-      if (tStep === t && this.fidelity === 'fluid') {
-        this.fluidTick(t, tickMs / 1000, tickCounts);
-        tickCounts.clear();
-        nextTick += tickMs;
+      if (this.nextReadyMs === t) {
+        this.activateDue(t);
         continue;
       }
-      // timers
-      if (this.nextReady() === t) {
-        this.accountExtra(t);
-        for (const p of this.pools) for (const i of p.instances) if (i.state === 'starting' && i.readyAtMs <= t) this.activate(i, t);
-        continue;
-      }
-      if (this.pendingClock.length && this.pendingClock.some((c) => c.at <= t)) {
-        const due = this.pendingClock.filter((c) => c.at <= t);
-        this.pendingClock = this.pendingClock.filter((c) => c.at > t);
-        for (const c of due) if (c.inst.state === 'active') {
-          c.inst.core?.idleUntil(t);
-          this.setClockNow(c.inst, c.mhz);
-        }
+      if (this.clockHeap.peekTime() === t) {
+        const c = this.clockHeap.pop();
+        if (c.inst.state === 'active') this.setClockNow(c.inst, c.mhz, t);
         continue;
       }
       if (nextSample === t) {
         this.sample(t);
         nextSample += sampleMs;
-        if (this.inp.onProgress && t >= nextProgress) {
-          this.inp.onProgress(Math.min(1, t / endMs));
-          nextProgress = t + endMs / 100;
-        }
+        progress(t);
+        continue;
+      }
+      if (nextEm === t) {
+        this.emergencyTick(t);
+        nextEm += EMERGENCY_TICK_MS;
         continue;
       }
       if (nextInst === t) {
@@ -861,14 +1203,12 @@ export class Simulation {
         continue;
       }
       if (nextPool === t) {
-        if (this.knobs.oracle) this.oracleEpoch(t);
-        else if (this.knobs.dynamicShards) for (const p of [...this.pools]) this.reshard(p, t);
+        this.poolEpoch(t);
         nextPool += poolMs;
         continue;
       }
       if (nextCluster === t) {
-        if (this.knobs.dynamicInstances && !this.knobs.oracle) this.applyClusterPlan(this.forecastPeak(t + leadMs, t + clusterMs + leadMs), t, false);
-        nextCluster += clusterMs;
+        cluster(t);
         continue;
       }
       break;
@@ -876,47 +1216,6 @@ export class Simulation {
     const end = Math.max(endMs, this.lastSampleMs);
     this.sample(end);
     return this.result(end, performance.now() - wall0);
-  }
-
-  private reshardInitial(pool: SimPool): void {
-    // at t=0 the pool starts in its planned TP mix (no transition cost: the trace starts warm)
-    const load = this.poolLoad(pool, 0);
-    const current = this.liveMix(pool);
-    const gpus = current.reduce((s, c) => s + c.tp * c.count, 0);
-    if (gpus === 0) return;
-    const plan = decide.planSharding({ profile: this.p, loadByType: load, gpus, current, epochS: this.ep.poolS, overhead: this.overhead, headroom: this.headroom });
-    plan.take = plan.take || JSON.stringify(plan.target) !== JSON.stringify(current);
-    if (!plan.take) return;
-    for (const i of [...pool.instances]) {
-      i.state = 'stopped';
-      pool.instances = pool.instances.filter((x) => x !== i);
-    }
-    for (const c of plan.target) for (let k = 0; k < c.count; k++) this.newInstance(pool, c.tp, 0, 0, 'init');
-  }
-
-  private nextReady(): number {
-    let m = Infinity;
-    for (const p of this.pools) for (const i of p.instances) if (i.state === 'starting' && i.readyAtMs < m) m = i.readyAtMs;
-    return m;
-  }
-
-  private arriveFluid(r: TraceRecord, tickCounts: Map<SimPool, Float64Array>): void {
-    const c = this.classify(r);
-    this.requests++;
-    if (!c) {
-      this.unservable++;
-      return;
-    }
-    if (c.pred !== c.type) this.misclassified++;
-    let pool = this.typeToPool.get(c.pred);
-    if (!pool || !pool.instances.some((i) => i.state === 'active')) pool = this.pools.find((p) => p.instances.some((i) => i.state === 'active'));
-    if (!pool) {
-      this.rejected++;
-      return;
-    }
-    let a = tickCounts.get(pool);
-    if (!a) tickCounts.set(pool, (a = new Float64Array(9)));
-    a[TYPE_INDEX[c.type]]++;
   }
 
   private result(endMs: number, wallMs: number): SimResult {
@@ -955,7 +1254,7 @@ export class Simulation {
     const allTbt = new LogHistogram();
     for (const t of REQUEST_TYPES) allTbt.merge(this.tbt[t]);
     const price = this.o.gpuHourPrice ?? 2.5;
-    const notes: string[] = [];
+    const notes: string[] = [...this.notes];
     if (this.fidelity === 'fluid') notes.push('fluid fidelity: latency percentiles are profile-based estimates (interpolated profile cells), not simulated per request');
     notes.push(`SLO attainment: share of requests with TTFT <= SLO and mean TBT <= SLO (x${this.sloScale}); p99WithinSlo judges types with >= 100 requests`);
     const totalCarbon = this.carbonG / 1000;
@@ -964,6 +1263,7 @@ export class Simulation {
       fidelity: this.fidelity,
       energySource: { kind: 'modelled', profile: `${this.p.model}.${this.p.gpu} (${this.p.source.kind}, ${this.p.source.generatedBy})`, calibration: this.p.source.calibration ?? 'n/a' },
       durationS,
+      rateScale: typeof this.o.rateScale === 'number' ? this.o.rateScale : 1,
       requests: this.requests,
       energyKWh: energyJ / 3.6e6,
       avgPowerW: energyJ / durationS,

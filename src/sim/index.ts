@@ -6,7 +6,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createPerfModel, generateProfile, parseProfile, type Profile } from '../model/index.ts';
 import { Simulation } from './engine.ts';
-import { loadTrace, readTrace, synthTrace, type TraceRecord } from './trace.ts';
+import { loadTrace, readTrace, rng, synthTrace, type TraceRecord } from './trace.ts';
+import { maxLoadOf } from '../model/profile.ts';
+import { classifyLengths } from '../model/request-types.ts';
+import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
+import type { HighsLike } from '../policy/milp.ts';
 import type { SimOptions, SimResult, TraceSource } from './types.ts';
 
 export * from './types.ts';
@@ -47,24 +51,123 @@ export function carbonLookup(c: number | string | undefined): (tS: number) => nu
   };
 }
 
-/** A re-startable record source for a trace (file or synthetic), time-compressed by rateScale. */
-export async function recordSource(src: TraceSource, rateScale = 1): Promise<() => AsyncIterable<TraceRecord> | Iterable<TraceRecord>> {
-  const scale = (r: TraceRecord): TraceRecord => (rateScale === 1 ? r : { ...r, tMs: r.tMs / rateScale });
+/**
+ * Replicate (k > 1) or thin (k < 1) a time-ordered record stream, keeping its duration: each record is
+ * emitted floor(k) or ceil(k) times (the fraction drawn per record), copies after the first jittered by up
+ * to `jitterMs`; a small heap keeps the output time-ordered. Deterministic for a seed.
+ */
+export function* amplify(src: Iterable<TraceRecord>, k: number, seed: number, jitterMs = 2000): Generator<TraceRecord> {
+  if (k === 1) return yield* src;
+  const r = rng(seed);
+  const heap: TraceRecord[] = [];
+  const push = (x: TraceRecord) => {
+    let i = heap.length;
+    heap.push(x);
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (heap[p].tMs <= x.tMs) break;
+      heap[i] = heap[p];
+      i = p;
+    }
+    heap[i] = x;
+  };
+  const pop = (): TraceRecord => {
+    const top = heap[0];
+    const last = heap.pop()!;
+    if (heap.length) {
+      let i = 0;
+      while (true) {
+        let c = 2 * i + 1;
+        if (c >= heap.length) break;
+        if (c + 1 < heap.length && heap[c + 1].tMs < heap[c].tMs) c++;
+        if (heap[c].tMs >= last.tMs) break;
+        heap[i] = heap[c];
+        i = c;
+      }
+      heap[i] = last;
+    }
+    return top;
+  };
+  for (const x of src) {
+    while (heap.length && heap[0].tMs <= x.tMs) yield pop();
+    const n = Math.floor(k) + (r() < k - Math.floor(k) ? 1 : 0);
+    for (let j = 0; j < n; j++) push(j === 0 ? x : { ...x, tMs: x.tMs + r() * jitterMs });
+  }
+  while (heap.length) yield pop();
+}
+
+async function* amplifyAsync(src: AsyncIterable<TraceRecord>, k: number, seed: number): AsyncGenerator<TraceRecord> {
+  // batch the async source into sync chunks so the sync amplifier does the work
+  const buf: TraceRecord[] = [];
+  for await (const x of src) buf.push(x);
+  yield* amplify(buf, k, seed);
+}
+
+/** A re-startable record source for a trace (file or synthetic), its arrival rate multiplied by rateScale. */
+export async function recordSource(src: TraceSource, rateScale = 1, seed = 7): Promise<() => AsyncIterable<TraceRecord> | Iterable<TraceRecord>> {
+  if (!(rateScale > 0)) throw new RangeError(`rateScale must be > 0, got ${rateScale}`);
   if (src.kind === 'file') {
-    return () => (async function* () {
-      for await (const r of readTrace(src.path, { startMs: src.startMs, durationMs: src.durationMs, limit: src.limit, skipBad: src.skipBad, rebase: true })) yield scale(r);
-    })();
+    const read = () => readTrace(src.path, { startMs: src.startMs, durationMs: src.durationMs, limit: src.limit, skipBad: src.skipBad, rebase: true });
+    if (rateScale === 1) return read;
+    return () => amplifyAsync(read(), rateScale, seed + 101);
   }
   const lengthsFrom = src.lengthsFromFile ? await loadTrace(src.lengthsFromFile) : undefined;
-  return () => (function* () {
-    for (const r of synthTrace({ ...src, lengthsFrom })) yield scale(r);
+  return () => synthTrace({ ...src, meanRps: src.meanRps * rateScale, lengthsFrom });
+}
+
+/**
+ * The rate factor of `--rate-scale auto`: single-pool sizing for the trace's peak (5-minute average of
+ * the per-minute arrivals, utilisation sum_t load_t / maxLoad_t at TP8 and max clock from the profile, with
+ * `headroom` kept free) needs exactly `servers` servers after scaling.
+ */
+export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | Iterable<TraceRecord>, profile: Profile, servers: number, gpusPerServer: number, headroom: number): Promise<number> {
+  const fmax = profile.clocksMhz[profile.clocksMhz.length - 1];
+  const perMin: number[] = []; // utilisation-minutes: sum over requests of 1/maxLoad_t, per minute bin
+  const inv = new Map<RequestType, number>();
+  for (const t of REQUEST_TYPES) {
+    const ml = maxLoadOf(profile, t, 8, fmax);
+    inv.set(t, ml > 0 ? 1 / ml : 0);
+  }
+  for await (const r of records() as AsyncIterable<TraceRecord>) {
+    let t: RequestType;
+    try {
+      t = classifyLengths(r.inputTokens, r.outputTokens);
+    } catch {
+      continue;
+    }
+    const b = Math.floor(r.tMs / 60000);
+    while (perMin.length <= b) perMin.push(0);
+    perMin[b] += inv.get(t)!;
+  }
+  let peak = 0;
+  for (let b = 0; b < perMin.length; b++) {
+    let s = 0, n = 0;
+    for (let k = Math.max(0, b - 4); k <= b; k++, n++) s += perMin[k];
+    peak = Math.max(peak, s / n / 60);
+  }
+  if (!(peak > 0)) throw new RangeError('rate-scale auto: the trace has no servable load');
+  const instances = Math.floor((servers * gpusPerServer) / 8);
+  return (instances * (1 - headroom)) / peak;
+}
+
+let highsP: Promise<HighsLike> | null = null;
+/** HiGHS, loaded once per thread (the oracle's Eq. 1 solver, the same one src/policy's MilpPlanner worker uses). */
+export function loadHighs(): Promise<HighsLike> {
+  highsP ??= (async () => {
+    const m = (await import('highs')) as unknown as { default: unknown };
+    const loader = (typeof m.default === 'function' ? m.default : (m.default as { default: unknown }).default) as () => Promise<unknown>;
+    return (await loader()) as HighsLike;
   })();
+  return highsP;
 }
 
 export async function simulate(opts: SimOptions, onProgress?: (f: number) => void): Promise<SimResult> {
   const profile = profileFor(opts.model, opts.gpu, opts.profilePath);
   const perf = createPerfModel(opts.model, opts.gpu);
-  const records = await recordSource(opts.trace, opts.rateScale ?? 1);
-  const sim = new Simulation({ opts, profile, perf, records, carbonAt: carbonLookup(opts.carbon), onProgress });
+  let rateScale = opts.rateScale ?? 1;
+  if (rateScale === 'auto') rateScale = await autoRateScale(await recordSource(opts.trace, 1, opts.seed), profile, opts.servers, perf.gpu.gpusPerServer, opts.headroom ?? 0.2);
+  const records = await recordSource(opts.trace, rateScale, opts.seed);
+  const highs = opts.policy === 'oracle' ? await loadHighs() : undefined;
+  const sim = new Simulation({ opts: { ...opts, rateScale }, profile, perf, records, carbonAt: carbonLookup(opts.carbon), onProgress, highs });
   return sim.run();
 }

@@ -46,8 +46,14 @@ export interface SimOptions {
   fidelity: Fidelity;
   /** multiplies the SLOs of Table IV; default 1 (the paper's 5x-unloaded SLO). */
   sloScale?: number;
-  /** multiplies the arrival rate (time compression); default 1. */
-  rateScale?: number;
+  /**
+   * multiplies the arrival rate, keeping the trace's duration and shape (a file trace: each request is
+   * replicated floor(k) or ceil(k) times with up to 2 s of jitter, or thinned when k < 1; a synthetic trace:
+   * its mean rate). 'auto': the factor at which single-pool sizing for the trace's peak (5-minute average,
+   * TP8 at max clock, with `headroom` kept free) needs exactly `servers` servers (the paper's setup: the
+   * cluster is sized for the peak). Default 1.
+   */
+  rateScale?: number | 'auto';
   /** USD per GPU-hour; default 2.5. */
   gpuHourPrice?: number;
   /** carbon intensity: a constant gCO2/kWh (default 400) or a CSV file `time_s,gco2_per_kwh`. */
@@ -63,6 +69,12 @@ export interface SimOptions {
   seed?: number;
   /** fraction of SLO throughput the clock/sharding policies keep free, 0..1; default 0.2. */
   headroom?: number;
+  /**
+   * dispatch within a pool: 'least-loaded' (least outstanding work per GPU among instances under their SLO
+   * throughput; what the live pool manager runs today) or 'policy' (src/policy chooseInstance, least marginal
+   * energy, memoised; about 1 ms per call at mixed loads). Default 'least-loaded'.
+   */
+  dispatch?: 'least-loaded' | 'policy';
   /** series sample period, s; default 60 for traces over 6 h, else 10. */
   sampleS?: number;
 }
@@ -89,6 +101,8 @@ export interface SimResult {
   /** where energy comes from: always 'modelled' here, with the profile's source and calibration. */
   energySource: { kind: 'modelled'; profile: string; calibration: string };
   durationS: number;
+  /** the arrival-rate factor applied (resolved when 'auto' was asked). */
+  rateScale: number;
   requests: number;
   energyKWh: number;
   avgPowerW: number;

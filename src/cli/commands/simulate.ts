@@ -12,7 +12,7 @@ import { table, html } from '../../sim/report.ts';
 export const summary = 'trace-driven cluster simulation: energy, power, latency and SLOs per policy';
 
 const USAGE = `usage: dynamollm simulate --trace FILE|synth:SHAPE:DAYS:RPS --policy NAME[,NAME...] --model M --gpu G --servers N
-  [--fidelity step|fluid] [--slo-scale K] [--rate-scale K] [--gpu-hour-price USD] [--carbon FILE|gCO2perKWh]
+  [--fidelity step|fluid] [--slo-scale K] [--rate-scale K|auto] [--gpu-hour-price USD] [--carbon FILE|gCO2perKWh]
   [--duration-s S] [--start-s S] [--lengths-from FILE] [--seed N] [--serial] [--json OUT] [--report DIR]
 policies: ${POLICY_NAMES.join(', ')}
 synthetic trace: synth:conversation|coding|flat|poisson:DAYS:MEAN_RPS (lengths from --lengths-from, default built-in)`;
@@ -47,7 +47,7 @@ export async function run(argv: string[]): Promise<number | void> {
   const carbon = v.carbon === undefined ? undefined : Number.isFinite(Number(v.carbon)) ? Number(v.carbon) : v.carbon;
   const base: Omit<SimOptions, 'policy'> = {
     trace, model: req(v.model, 'model'), gpu: req(v.gpu, 'gpu'), servers: num(v.servers, 'servers'), fidelity,
-    sloScale: num(v['slo-scale'], 'slo-scale', 1), rateScale: num(v['rate-scale'], 'rate-scale', 1),
+    sloScale: num(v['slo-scale'], 'slo-scale', 1), rateScale: v['rate-scale'] === 'auto' ? 'auto' : num(v['rate-scale'], 'rate-scale', 1),
     gpuHourPrice: num(v['gpu-hour-price'], 'gpu-hour-price', 2.5), carbon, seed, profilePath: v.profile,
   };
   const prog = new Array(policies.length).fill(0);
@@ -65,6 +65,7 @@ export async function run(argv: string[]): Promise<number | void> {
   }, policies.length > 1 && !v.serial);
   if (tty) process.stderr.write('\n');
   process.stdout.write(table(results) + '\n');
+  process.stdout.write(`rate scale: x${(results[0]?.rateScale ?? 1).toFixed(3)}${base.rateScale === 'auto' ? ' (auto: single-pool sized for the trace peak = --servers)' : ''}\n`);
   process.stdout.write(`simulated ${results[0]?.requests ?? 0} requests x ${results.length} policies in ${((performance.now() - t0) / 1000).toFixed(1)} s wall (fidelity ${fidelity})\n`);
   if (v.json) writeFileSync(v.json, JSON.stringify({ command: ['simulate', ...argv].join(' '), results }, null, 1));
   if (v.report) {
