@@ -4,7 +4,15 @@ import * as decide from '../../src/sim/decide.ts';
 import { planCluster } from '../../src/policy/cluster.ts';
 import { planSharding } from '../../src/policy/sharding.ts';
 import { chooseClock } from '../../src/policy/frequency.ts';
-import { POLICY_KNOBS } from '../../src/sim/engine.ts';
+import { chooseInstance } from '../../src/policy/dispatch.ts';
+import { emergencyStep } from '../../src/policy/emergency.ts';
+import { solveEq1 } from '../../src/policy/milp.ts';
+import { POLICY_KNOBS, dispatchQuantised } from '../../src/sim/engine.ts';
+import { profileFor } from '../../src/sim/index.ts';
+import { decideClock } from '../../actors/common/policy.ts';
+import { rng } from '../../src/sim/trace.ts';
+import { REQUEST_TYPES } from '../../protocols/request-types.ts';
+import type { InstanceView, TpDegree } from '../../src/policy/types.ts';
 import type { SimOptions } from '../../src/sim/types.ts';
 
 const base: Omit<SimOptions, 'policy' | 'fidelity'> = {
@@ -17,11 +25,51 @@ describe('simulator', () => {
     expect(decide.planCluster).toBe(planCluster);
     expect(decide.planSharding).toBe(planSharding);
     expect(decide.chooseClock).toBe(chooseClock);
+    expect(decide.chooseInstance).toBe(chooseInstance);
+    expect(decide.emergencyStep).toBe(emergencyStep);
+    expect(decide.solveEq1).toBe(solveEq1);
     expect(POLICY_KNOBS.dynamollm).toMatchObject({ dynamicInstances: true, dynamicShards: true, dynamicClock: true, emergency: true });
   });
 
-  // KNOWN GAP (not yet met): fluid reads energy 15% below step on this window (measured 2024 run); the
-  // profile's steady-state power per type does not yet match the core's mixed-batch power. Skipped, not weakened.
+  it('takes the same clock decision as the live instance manager adapter for the same inputs', () => {
+    const p = profileFor('llama2-70b', 'h100');
+    const r = rng(3);
+    for (let n = 0; n < 40; n++) {
+      const tp = ([2, 4, 8] as const)[n % 3];
+      const load: Record<string, number> = {};
+      for (const t of REQUEST_TYPES) if (r() < 0.3) load[t] = r() * 2;
+      // the live adapter (actors/common/policy.ts decideClock) with the GPU supporting the profile's clocks
+      const live = decideClock(p, tp, load, p.clocksMhz)!;
+      const sim = decide.chooseClock({ profile: p, tp, loadByType: load });
+      expect(live.clockMhz).toBe(sim.clockMhz);
+      expect(live.feasible).toBe(sim.feasible);
+    }
+  });
+
+  it('memoised dispatch returns exactly what src/policy chooseInstance returns on the same views', () => {
+    const p = profileFor('llama2-70b', 'h100');
+    const r = rng(5);
+    const memo = new Map();
+    let chosen = 0;
+    for (let n = 0; n < 60; n++) {
+      const views: InstanceView[] = [];
+      for (let i = 0; i < 1 + (n % 5); i++) {
+        const load: Record<string, number> = {};
+        for (const t of ['MS', 'MM', 'ML'] as const) if (r() < 0.6) load[t] = Math.round(r() * 40) / 10;
+        views.push({ id: `i${i}`, tp: ([2, 4, 8] as TpDegree[])[Math.floor(r() * 3)], clockMhz: p.clocksMhz[Math.floor(r() * p.clocksMhz.length)], healthy: r() > 0.1, load, queued: 0, running: 0 });
+      }
+      const type = (['MS', 'MM', 'ML'] as const)[n % 3];
+      const d = chooseInstance({ type }, views, p, { requestRate: 0.1 });
+      const got = dispatchQuantised({ type }, views, p, 0.1, memo);
+      expect(got).toBe('id' in d ? d.id : null);
+      if (got) chosen++;
+    }
+    expect(chosen).toBeGreaterThan(10);
+  });
+
+  // KNOWN GAP (not yet met): fluid reads energy 14% below step on the conversation hour at rate 1 (39.5 vs
+  // 33.9 kWh, single-pool; idle power agrees, 880 W per TP8 instance in both): the profile's steady-state
+  // power at a given load is below the batching core's. Skipped, not weakened.
   it.skip('step and fluid agree on energy within 5% (single-pool, first 5 minutes of the conversation trace)', async () => {
     const s = await simulate({ ...base, policy: 'single-pool', fidelity: 'step' });
     const f = await simulate({ ...base, policy: 'single-pool', fidelity: 'fluid' });
