@@ -26,7 +26,7 @@ import { LoadForecaster } from '../../src/policy/forecast.ts';
 import { planCluster } from '../../src/policy/cluster.ts';
 import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
-import { parseConfig } from '../common/config.ts';
+import { parseConfig, natsCredsOf } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
 import { eventPublisher, ensureEventsStream, type EventPublisher } from '../common/events.ts';
 import { thresholdsOf } from '../common/policy.ts';
@@ -354,7 +354,7 @@ export async function run(argv: string[]): Promise<number> {
   const f = parseFlags(argv);
   const config = loadConfig(f.config);
   const cm = new ClusterManager(
-    { kind: 'cluster', id: need(f, 'id'), servers: config.nats.url, user: config.nats.user, pass: config.nats.pass, heartbeatMs: config.liveness.statusIntervalMs },
+    { kind: 'cluster', id: need(f, 'id'), servers: config.nats.url, ...natsCredsOf(config, 'cluster'), heartbeatMs: config.liveness.statusIntervalMs },
     config,
   );
   cm.installSignalHandlers();
@@ -365,5 +365,5 @@ export async function run(argv: string[]): Promise<number> {
 /** `dynamollm actor cluster` (src/runtime/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): ClusterManager {
   const config = parseConfig(o.config ?? {});
-  return new ClusterManager({ kind: 'cluster', id: o.id, servers: o.servers, user: o.user, pass: o.pass, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config);
+  return new ClusterManager({ kind: 'cluster', id: o.id, servers: o.servers, ...natsCredsOf(config, 'cluster', o), log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config);
 }

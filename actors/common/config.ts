@@ -16,6 +16,8 @@ export class ConfigError extends Error {
 const pos = z.number().finite().positive();
 const nonneg = z.number().finite().nonnegative();
 
+const natsCreds = z.object({ user: z.string().min(1), pass: z.string() }).strict();
+
 const serverSchema = z.object({
   /** node agent id (one per GPU server). */
   id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'server id: 1-64 of [A-Za-z0-9_-]'),
@@ -31,6 +33,14 @@ export const configSchema = z
         url: z.union([z.string(), z.array(z.string())]).default('nats://127.0.0.1:4222'),
         user: z.string().optional(),
         pass: z.string().optional(),
+        /**
+         * per-role credentials (nats.conf users cluster/pool/instance/node): an actor connects as its own
+         * role when given, else with user/pass. Default: none.
+         */
+        roles: z
+          .object({ cluster: natsCreds.optional(), pool: natsCreds.optional(), instance: natsCreds.optional(), node: natsCreds.optional() })
+          .strict()
+          .optional(),
       })
       .default({}),
     /** model id known to src/model (catalog); default llama2-70b. */
@@ -61,10 +71,14 @@ export const configSchema = z
       .default({}),
     liveness: z
       .object({
-        /** status/heartbeat period of instances, pools and nodes, ms; default 250. */
-        statusIntervalMs: pos.default(250),
-        /** an actor silent this long is dead, ms; default 1000 (dispatch stops using it within 1-2 s). */
-        deadAfterMs: pos.default(1000),
+        /** status/heartbeat period of instances, pools and nodes, ms; default 1000. */
+        statusIntervalMs: pos.default(1000),
+        /**
+         * an actor silent this long is dead, ms; default 3000 (3 missed statuses of 1 s). Shorter values give
+         * false deaths when a loaded machine delays timers; a test that needs a faster verdict shortens
+         * statusIntervalMs and keeps several missed statuses in this window.
+         */
+        deadAfterMs: pos.default(3000),
         /** leader lease TTL, ms; default 3000 (a standby takes over within about this). */
         leaseTtlMs: pos.default(3000),
       })
@@ -187,6 +201,16 @@ export function loadConfig(path?: string): ClusterConfig {
 /** The pools of a config: configured, else one per request type named pool-<TYPE>. */
 export function poolsOf(c: ClusterConfig): { id: string; types: (typeof REQUEST_TYPES)[number][] }[] {
   return c.pools ?? REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] }));
+}
+
+export type NatsRole = 'cluster' | 'pool' | 'instance' | 'node';
+
+/** The NATS credentials an actor of `role` connects with: its role user when configured, else nats.user/pass. */
+export function natsCredsOf(c: ClusterConfig, role: NatsRole, fallback?: { user?: string; pass?: string }): { user?: string; pass?: string } {
+  const r = c.nats.roles?.[role];
+  if (r) return { user: r.user, pass: r.pass };
+  if (fallback && fallback.user !== undefined) return { user: fallback.user, pass: fallback.pass };
+  return { user: c.nats.user, pass: c.nats.pass };
 }
 
 /** Profile path of a config. */

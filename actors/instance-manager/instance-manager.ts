@@ -369,21 +369,28 @@ export class InstanceManager {
     }
   }
 
-  /** The offered load measured since the last epoch, req/s by type (EWMA, half weight per epoch). */
+  /**
+   * Closes the epoch's arrival window: the EWMA (half weight per epoch) becomes the dispatcher's load; the
+   * clock gets max(EWMA, this window's rate), req/s by type.
+   */
   #measureLoad(): Partial<Record<RequestType, number>> {
     const now = Date.now();
     const dt = Math.max(0.001, (now - this.#arrivalWindowStart) / 1000);
     const next: Partial<Record<RequestType, number>> = {};
+    const forClock: Partial<Record<RequestType, number>> = {};
     const types = new Set([...Object.keys(this.#arrivals), ...Object.keys(this.#load)] as RequestType[]);
     for (const t of types) {
       const rate = (this.#arrivals[t] ?? 0) / dt;
       const v = 0.5 * rate + 0.5 * (this.#load[t] ?? rate);
       if (v > 1e-3) next[t] = v;
+      // the clock follows a rise at once (the SLO is at stake) and a fall through the EWMA (no flapping)
+      const c = Math.max(v, rate);
+      if (c > 1e-3) forClock[t] = c;
     }
     this.#arrivals = {};
     this.#arrivalWindowStart = now;
     this.#load = next;
-    return next;
+    return forClock;
   }
 
   async #clockEpoch(): Promise<void> {

@@ -8,7 +8,7 @@ import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { loadProfile } from '../../src/model/profile-io.ts';
 import { loadConfig, poolsOf, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
-import { parseConfig } from '../common/config.ts';
+import { parseConfig, natsCredsOf } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
 import { PoolLeader } from './pool-leader.ts';
 
@@ -45,7 +45,7 @@ export async function run(argv: string[]): Promise<number> {
   const f = parseFlags(argv);
   const config = loadConfig(f.config);
   const pm = new PoolManager(
-    { kind: 'pool', id: need(f, 'id'), servers: config.nats.url, user: config.nats.user, pass: config.nats.pass, heartbeatMs: config.liveness.statusIntervalMs },
+    { kind: 'pool', id: need(f, 'id'), servers: config.nats.url, ...natsCredsOf(config, 'pool'), heartbeatMs: config.liveness.statusIntervalMs },
     config,
     f.pools ? f.pools.split(',') : undefined,
   );
@@ -57,5 +57,5 @@ export async function run(argv: string[]): Promise<number> {
 /** `dynamollm actor pool [--set pools=pool-SS,pool-MM]` (src/runtime/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): PoolManager {
   const config = parseConfig(o.config ?? {});
-  return new PoolManager({ kind: 'pool', id: o.id, servers: o.servers, user: o.user, pass: o.pass, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);
+  return new PoolManager({ kind: 'pool', id: o.id, servers: o.servers, ...natsCredsOf(config, 'pool', o), log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);
 }

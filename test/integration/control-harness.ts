@@ -1,0 +1,205 @@
+/**
+ * Shared harness of the control-plane integration and chaos tests (issue 5): a real nats-server, real actor
+ * processes (launch.ts) and emulated engines. The test acts as the gateway: it sends requests to the cluster
+ * intake and follows their token streams; decision events are read back from the JetStream stream
+ * (DYN_V1_EVENTS), which is where the issue wants them kept.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jetstream as js } from '@nats-io/jetstream';
+import { startNatsServer, type TestNats, type Role } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import {
+  Admission, ClusterStatus, InferenceRequest, StatusRequest, TokenChunk, DecisionEvent, jetstream, subjects,
+  type TokenChunk as Chunk,
+} from '../../protocols/index.ts';
+import { launchArgs } from '../../actors/common/launch-args.ts';
+
+export interface Outcome {
+  id: string;
+  ok: boolean;
+  admitted?: string;
+  chunks: Chunk[];
+  /** client-side arrival time of each chunk, ms. */
+  chunkAt: number[];
+  error?: string;
+  tokens: number;
+  at: number;
+  ttftMs?: number;
+}
+
+export interface Harness {
+  nats: TestNats;
+  bus: Bus;
+  cfgPath: string;
+  procs: Map<string, ChildProcess>;
+  startActor(kind: string, id: string, extra?: string[]): ChildProcess;
+  send(i: number, o?: { maxTokens?: number; inputTokens?: number; deadlineMs?: number }): Promise<Outcome>;
+  status(): Promise<ClusterStatus | undefined>;
+  waitReady(n: number, timeoutMs?: number, pred?: (s: ClusterStatus) => boolean): Promise<ClusterStatus>;
+  /** every decision event kept in the JetStream stream so far. */
+  streamEvents(): Promise<DecisionEvent[]>;
+  pidsOf(pattern: string): number[];
+  stop(): Promise<void>;
+}
+
+/** Send requests at `rps` until stopped; returns the outcomes once all settled. */
+export function openLoop(h: Harness, rps: number, o: { maxTokens?: number; inputTokens?: number } = {}, first = 0): { stop(): Promise<Outcome[]>; setRate(r: number): void; sent(): number } {
+  const all: Promise<Outcome>[] = [];
+  let i = first;
+  let rate = rps;
+  let timer: NodeJS.Timeout | undefined;
+  let next = Date.now();
+  const tick = () => {
+    const now = Date.now();
+    // Poisson-free fixed spacing keeps the offered load exact on a slow machine (catch up if late)
+    while (next <= now) {
+      all.push(h.send(i++, o));
+      next += 1000 / rate;
+    }
+    timer = setTimeout(tick, Math.max(1, next - Date.now()));
+  };
+  tick();
+  return {
+    setRate(r) {
+      rate = r;
+      next = Date.now() + 1000 / r;
+    },
+    sent: () => all.length,
+    async stop() {
+      if (timer) clearTimeout(timer);
+      return Promise.all(all);
+    },
+  };
+}
+
+export function p99(xs: number[]): number {
+  if (!xs.length) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * 0.99))]!;
+}
+
+/**
+ * Start nats + the test's bus. `config` is the cluster config (nats section filled in here); `role` is the
+ * NATS user the actors connect with (default: their own role users, see nats.conf).
+ */
+export async function startHarness(config: Record<string, unknown>, o: { actorsAsAdmin?: boolean } = {}): Promise<Harness> {
+  const nats = await startNatsServer();
+  const admin = nats.creds('admin');
+  const dir = mkdtempSync(join(tmpdir(), 'dyn-ctl-'));
+  const cfgPath = join(dir, 'cluster.json');
+  // actors pick their role user from nats.roleUsers (actors/common/config.ts); admin only when asked
+  const roles: Record<string, { user: string; pass: string }> = {};
+  for (const r of ['cluster', 'pool', 'instance', 'node'] as const) roles[r] = nats.creds(r as Role);
+  writeFileSync(cfgPath, JSON.stringify({
+    ...config,
+    nats: o.actorsAsAdmin ? { url: nats.url, ...admin } : { url: nats.url, roles },
+  }));
+  const bus = await Bus.connect({ servers: nats.url, name: 'test-gateway', ...admin, log: silentLogger() });
+  const procs = new Map<string, ChildProcess>();
+  const h: Harness = {
+    nats, bus, cfgPath, procs,
+    startActor(kind, id, extra = []) {
+      const p = spawn(process.execPath, launchArgs(kind, ['--id', id, '--config', cfgPath, ...extra]), {
+        stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYN_TEST_LOG ?? 'error' },
+      });
+      procs.set(id, p);
+      return p;
+    },
+    async send(i, so = {}) {
+      const id = `r${i}-${Math.random().toString(36).slice(2, 8)}`;
+      const chunks: Chunk[] = [];
+      const chunkAt: number[] = [];
+      let resolveDone!: () => void;
+      const done = new Promise<void>((r) => (resolveDone = r));
+      const sub = bus.subscribe(subjects.stream(id), TokenChunk, (c) => {
+        chunks.push(c);
+        chunkAt.push(Date.now());
+        if (c.done || c.error) resolveDone();
+      }, { capacity: 4096 });
+      const now = Date.now();
+      const req: InferenceRequest = {
+        v: 1, id, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
+        maxTokens: so.maxTokens ?? 40, ignoreEos: true, arrivalMs: now, deadlineMs: now + (so.deadlineMs ?? 60_000), streamSubject: subjects.stream(id),
+      };
+      const out: Outcome = { id, ok: false, chunks, chunkAt, tokens: 0, at: now };
+      try {
+        const a = await bus.request(subjects.clusterIntake(), InferenceRequest, req, Admission, { timeoutMs: 15_000 });
+        if (!a.ok) {
+          out.error = `refused: ${a.error?.code} ${a.error?.message} (retryable ${a.error?.retryable})`;
+          return out;
+        }
+        out.admitted = a.instance;
+        // a stream silent for 30 s counts as HUNG (the deadline machinery must end it before)
+        const t = setTimeout(() => resolveDone(), 30_000);
+        await done;
+        clearTimeout(t);
+        const last = chunks[chunks.length - 1];
+        out.ok = !!last?.done && !last.error;
+        if (last?.error) out.error = `${last.error.code}: ${last.error.message} (retryable ${last.error.retryable})`;
+        else if (!last?.done) out.error = 'HUNG';
+        out.tokens = chunks.reduce((n, c) => n + c.tokens, 0);
+        if (chunks[0]?.ttftMs !== undefined) out.ttftMs = chunks[0].ttftMs;
+      } catch (err) {
+        out.error = `intake: ${(err as Error).message}`;
+      } finally {
+        sub.unsubscribe();
+      }
+      return out;
+    },
+    async status() {
+      try {
+        return await bus.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 });
+      } catch {
+        return undefined;
+      }
+    },
+    async waitReady(n, timeoutMs = 45_000, pred) {
+      const until = Date.now() + timeoutMs;
+      let last: ClusterStatus | undefined;
+      while (Date.now() < until) {
+        last = (await h.status()) ?? last;
+        if (last) {
+          const ready = last.pools.flatMap((p) => p.instances).filter((i) => i.state === 'ready');
+          if (ready.length >= n && (!pred || pred(last))) return last;
+        }
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      throw new Error(`cluster not ready: ${JSON.stringify(last)}`);
+    },
+    async streamEvents() {
+      const out: DecisionEvent[] = [];
+      const c = await js(bus.nc).consumers.get(jetstream.eventsStream);
+      for (;;) {
+        const batch = await c.fetch({ max_messages: 1000, expires: 1000 });
+        let n = 0;
+        for await (const m of batch) {
+          n++;
+          out.push(DecisionEvent.decode(m.data));
+        }
+        if (n < 1000) break;
+      }
+      return out;
+    },
+    pidsOf(pattern) {
+      try {
+        return execFileSync('pgrep', ['-f', '--', pattern]).toString().trim().split('\n').map(Number).filter((n) => n > 0 && n !== process.pid);
+      } catch {
+        return [];
+      }
+    },
+    async stop() {
+      for (const p of procs.values()) if (p.exitCode === null) p.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 1500));
+      for (const p of procs.values()) if (p.exitCode === null) p.kill('SIGKILL');
+      // instance managers and engines are grandchildren (the config path is unique to the suite)
+      for (const pid of h.pidsOf(cfgPath)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      await bus.close();
+      await nats.stop();
+    },
+  };
+  return h;
+}
