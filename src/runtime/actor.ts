@@ -184,18 +184,18 @@ export abstract class Actor {
 
   /**
    * SIGTERM and SIGINT drain then exit(0); a second signal exits(1) at once.
+   * Under a Supervisor (env DYNAMOLLM_SUPERVISED=1) a terminal's Ctrl-C reaches the whole process group;
+   * the child then ignores SIGINT and waits for the supervisor's SIGTERM, so children stop in the
+   * supervisor's order and actually drain. A supervised child whose parent died (re-parented: ppid
+   * changed) drains by itself, so a SIGKILLed supervisor leaves no orphans serving stale state.
    * `exit` is injectable for tests.
    */
   installSignalHandlers(exit: (code: number) => void = (c) => process.exit(c)): () => void {
+    const supervised = process.env.DYNAMOLLM_SUPERVISED === '1';
     let signalled = false;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (signalled) {
-        this.log.warn({ signal: sig }, 'second signal, exiting now');
-        exit(1);
-        return;
-      }
+    const begin = (why: string) => {
       signalled = true;
-      this.log.info({ signal: sig }, 'signal received, draining');
+      this.log.info({ reason: why }, 'draining');
       this.drain().then(
         () => exit(0),
         (err) => {
@@ -204,9 +204,32 @@ export abstract class Actor {
         },
       );
     };
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (supervised && sig === 'SIGINT') {
+        this.log.debug({ signal: sig }, 'SIGINT ignored: the supervisor stops this child in order');
+        return;
+      }
+      if (signalled) {
+        this.log.warn({ signal: sig }, 'second signal, exiting now');
+        exit(1);
+        return;
+      }
+      begin(`signal ${sig}`);
+    };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    const parent = process.ppid;
+    const watchdog = supervised
+      ? setInterval(() => {
+          if (process.ppid !== parent && !signalled) {
+            this.log.warn({ parent, ppid: process.ppid }, 'supervisor is gone');
+            begin('parent exited');
+          }
+        }, 1000)
+      : undefined;
+    watchdog?.unref();
     return () => {
+      if (watchdog) clearInterval(watchdog);
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
     };
