@@ -150,6 +150,7 @@ export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | 
   return (instances * (1 - headroom)) / peak;
 }
 
+const autoCache = new Map<string, number>();
 let highsP: Promise<HighsLike> | null = null;
 /** HiGHS, loaded once per thread (the oracle's Eq. 1 solver, the same one src/policy's MilpPlanner worker uses). */
 export function loadHighs(): Promise<HighsLike> {
@@ -165,7 +166,13 @@ export async function simulate(opts: SimOptions, onProgress?: (f: number) => voi
   const profile = profileFor(opts.model, opts.gpu, opts.profilePath);
   const perf = createPerfModel(opts.model, opts.gpu);
   let rateScale = opts.rateScale ?? 1;
-  if (rateScale === 'auto') rateScale = await autoRateScale(await recordSource(opts.trace, 1, opts.seed), profile, opts.servers, perf.gpu.gpusPerServer, opts.headroom ?? 0.2);
+  if (rateScale === 'auto') {
+    // one pre-pass per (trace, profile, servers, headroom) in this thread: serial multi-policy runs share it
+    const key = JSON.stringify([opts.trace, opts.model, opts.gpu, opts.profilePath, opts.servers, opts.headroom]);
+    let k = autoCache.get(key);
+    if (k === undefined) autoCache.set(key, (k = await autoRateScale(await recordSource(opts.trace, 1, opts.seed), profile, opts.servers, perf.gpu.gpusPerServer, opts.headroom ?? 0.2)));
+    rateScale = k;
+  }
   const records = await recordSource(opts.trace, rateScale, opts.seed);
   const highs = opts.policy === 'oracle' ? await loadHighs() : undefined;
   const sim = new Simulation({ opts: { ...opts, rateScale }, profile, perf, records, carbonAt: carbonLookup(opts.carbon), onProgress, highs });
