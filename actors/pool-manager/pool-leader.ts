@@ -21,7 +21,8 @@ import { LeaderLease } from '../../src/runtime/lease.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
-import { pickInstance, planPoolShards, type InstanceViewLike } from '../common/policy.ts';
+import { pickInstance, planPoolShards, reshardSteps, type InstanceViewLike } from '../common/policy.ts';
+import type { InstanceConfig } from '../../src/policy/types.ts';
 
 interface Tracked {
   status: InstanceStatusT;
@@ -232,7 +233,14 @@ export class PoolLeader {
     const tried = new Set(exclude);
     let lastErr: WireError | undefined;
     for (let attempt = 0; attempt < 4; attempt++) {
-      const views = this.#views(tried);
+      let views = this.#views(tried);
+      if (!views.length && !exclude.size && (this.#resharding || this.#starting.size > 0)) {
+        // a re-shard stopped the old instances first (or capacity is starting): hold the request until one
+        // is ready, bounded by its deadline and the engine health deadline
+        const until = Math.min(req.deadlineMs - 1000, Date.now() + c.engine.healthDeadlineMs);
+        await this.#waitFor(() => this.#views(tried).length > 0 || Date.now() > until || (!this.#resharding && this.#starting.size === 0), until - Date.now());
+        views = this.#views(tried);
+      }
       if (!views.length) break;
       const choice = pickInstance(req, views, this.#o.profile, this.#types).id;
       tried.add(choice);
@@ -313,9 +321,16 @@ export class PoolLeader {
         }
       }
       if (a.state === 'retired') return;
-      // start instances on granted GPUs nobody uses
+      // start instances on granted GPUs nobody uses (after a re-shard: only what the target misses)
+      const missing = new Map<number, number>();
+      if (this.#target) {
+        for (const t of this.#target) missing.set(t.tp, t.count);
+        for (const s of live) missing.set(s.tp, (missing.get(s.tp) ?? 0) - 1);
+        for (const id of this.#starting.keys()) { const m = /x(\d+)$/.exec(id); if (m) missing.set(Number(m[1]), (missing.get(Number(m[1])) ?? 0) - 1); }
+      }
       for (const g of a.grants) {
-        let tp = this.#plannedTp();
+        let tp = this.#target ? [...missing].filter(([, n]) => n > 0).map(([t]) => t).sort((x, y) => y - x)[0] ?? 0 : this.#plannedTp();
+        if (!tp) break;
         while (tp > 1 && tp > g.gpuIds.length) tp /= 2;
         const used = new Set<number>();
         for (const s of live) if (s.node === g.node) for (const x of s.gpuIds) used.add(x);
@@ -326,6 +341,10 @@ export class PoolLeader {
         }
         const free = g.gpuIds.filter((x) => !used.has(x)).sort((x, y) => x - y);
         for (const group of chunk(free, tp)) {
+          if (this.#target) {
+            if ((missing.get(tp) ?? 0) <= 0) break;
+            missing.set(tp, missing.get(tp)! - 1);
+          }
           const instanceId = `${this.pool}-${g.node}-g${group[0]}x${group.length}`;
           if (this.#starting.has(instanceId)) continue;
           const ok = await this.#nodeCmd(g.node, {
@@ -342,9 +361,10 @@ export class PoolLeader {
     }
   }
 
-  #tpTarget?: number;
+  /** the layout of the last re-shard (undefined: fill the grants with engine.initialTp instances). */
+  #target?: InstanceConfig[];
   #plannedTp(): number {
-    return this.#tpTarget ?? this.#o.config.engine.initialTp;
+    return this.#o.config.engine.initialTp;
   }
 
   async #nodeCmd(node: string | undefined, cmd: NodeCommand): Promise<boolean> {
@@ -368,60 +388,111 @@ export class PoolLeader {
   }
 
   async #reshardEpoch(force = false): Promise<void> {
-    if (!this.isLeader() || this.#resharding || !this.#assignment || !this.#o.profile) return;
-    const live = this.aliveInstances().filter((s) => s.state === 'ready');
-    if (!live.length) return;
+    if (!this.isLeader() || this.#resharding || this.#reconciling || !this.#assignment || !this.#o.profile || this.#starting.size) return;
+    const live = this.aliveInstances();
+    if (!live.length || live.some((s) => s.state !== 'ready')) return; // a change in progress: next epoch
     const gpus = this.#assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0);
-    const plan = planPoolShards({
-      profile: this.#o.profile, load: this.load(), gpus, current: live.map((s) => s.tp), epochS: this.#o.config.epochs.poolS, force,
-    });
+    const load = this.load();
+    const plan = planPoolShards({ profile: this.#o.profile, load, gpus, current: live.map((s) => s.tp), epochS: this.#o.config.epochs.poolS, gpusPerServer: this.#gps() });
     if (!plan) return;
-    this.#evt('reshard', `${this.pool}: ${plan.take ? 'take' : 'keep'} ${plan.summary}`, { take: plan.take, target: plan.target }, { load: this.load(), current: live.map((s) => ({ id: s.id, tp: s.tp })), ...plan.inputs });
-    if (!plan.take || plan.tp === undefined) return;
-    await this.#executeReshard(plan.tp);
+    const take = plan.take && !this.#resharding;
+    {
+      this.#evt('reshard', `${this.pool}: ${take ? 'take' : 'keep'} ${plan.summary}`, { take, target: plan.target, force }, { ...plan.inputs, instances: live.map((s) => ({ id: s.id, tp: s.tp, node: s.node, gpuIds: s.gpuIds })) });
+    }
+    if (!take) return;
+    await this.#executeReshard(plan.target);
+  }
+
+  /** GPUs per server for the global GPU numbering of the matching (largest granted index + 1). */
+  #gps(): number {
+    let m = 1;
+    for (const g of this.#assignment?.grants ?? []) for (const x of g.gpuIds) m = Math.max(m, x + 1);
+    return m;
+  }
+
+  #waitFor(pred: () => boolean, ms: number): Promise<boolean> {
+    const until = Date.now() + ms;
+    return new Promise((res) => {
+      const t = setInterval(() => {
+        if (pred()) { clearInterval(t); res(true); } else if (Date.now() > until || !this.isLeader()) { clearInterval(t); res(false); }
+      }, 100);
+    });
+  }
+
+  /** Drain instances (no new requests; they finish what they hold), wait until empty, stop them, wait until gone. */
+  async #retire(ids: string[], why: string): Promise<void> {
+    const c = this.#o.config;
+    const { InstanceCommand } = await import('../../protocols/index.ts');
+    await Promise.all(ids.map((id) => this.#bus.request(subjects.instanceControl(id), InstanceCommand, { v: 1, op: 'drain', reason: why }, Ack, { timeoutMs: c.timeouts.controlMs }).catch(() => undefined)));
+    await this.#waitFor(() => ids.every((id) => { const t = this.#instances.get(id); return !t?.alive || (t.status.queued === 0 && t.status.running === 0); }), 60_000);
+    for (const id of ids) {
+      const t = this.#instances.get(id);
+      await this.#nodeCmd(t?.status.node, { v: 1, op: 'stop_instance', instanceId: id, graceMs: 10_000, reason: why });
+    }
+    await this.#waitFor(() => ids.every((id) => !this.#instances.get(id)?.alive), 20_000);
+  }
+
+  /** Start one instance on (node, GPUs) and wait until it reports ready. */
+  async #startOn(node: string, gpuIds: number[], why: string): Promise<string | undefined> {
+    const tp = gpuIds.length as 1 | 2 | 4 | 8;
+    const instanceId = `${this.pool}-${node}-g${gpuIds[0]}x${tp}`;
+    // the node frees GPUs only once the old instance manager exited (clocks reset): retry while busy
+    let ok = false;
+    const until = Date.now() + 30_000;
+    while (!ok && Date.now() < until && this.isLeader()) {
+      ok = await this.#nodeCmd(node, { v: 1, op: 'start_instance', instanceId, pool: this.pool, tp, gpuIds, reason: why });
+      if (!ok) await new Promise((r) => setTimeout(r, 250));
+    }
+    if (!ok) return undefined;
+    this.#starting.set(instanceId, Date.now());
+    await this.#waitFor(() => this.#instances.get(instanceId)?.alive === true && this.#instances.get(instanceId)!.status.state === 'ready', this.#o.config.engine.healthDeadlineMs);
+    return instanceId;
   }
 
   /**
-   * Staggered re-shard to a uniform TP: one server at a time, drain that server's old instances (they
-   * finish their requests; the pool dispatches to the others), stop them, then let reconcile start the new
-   * layout on the freed GPUs, and wait until they are ready before the next server.
+   * Staggered re-shard (policy staggerSteps over matchReshard: the placement that keeps the most weights in
+   * place), one unit at a time, capacity added before it is removed. A unit whose GPUs are free (memory
+   * allows) starts the new instance first and retires the old ones once it is ready; otherwise the old ones
+   * drain first (the pool dispatches to the others, or holds requests while nothing is ready), then the new
+   * one starts on their GPUs.
    */
-  async #executeReshard(tp: number): Promise<void> {
+  async #executeReshard(target: InstanceConfig[]): Promise<void> {
     const a = this.#assignment!;
     this.#resharding = true;
-    const c = this.#o.config;
+    const gps = this.#gps();
+    const nodeIdx = new Map(a.grants.map((g, k) => [g.node, k]));
+    const toGlobal = (node: string | undefined, gpu: number) => (nodeIdx.get(node ?? '') ?? 0) * gps + gpu;
+    const granted = new Set(a.grants.flatMap((g, k) => g.gpuIds.map((x) => k * gps + x)));
+    const t0 = Date.now();
     try {
-      for (const g of a.grants) {
-        const olds = this.aliveInstances().filter((s) => s.node === g.node && s.tp !== tp);
-        if (!olds.length) continue;
-        // keep at least one other ready instance serving while this server changes
-        const others = this.aliveInstances().filter((s) => s.node !== g.node && s.state === 'ready');
-        if (!others.length && this.aliveInstances().length <= olds.length) {
-          this.#evt('reshard', `${this.pool}: re-shard of ${g.node} deferred (it is the only capacity)`, { deferred: g.node }, {});
-          continue;
-        }
-        this.#evt('reshard', `${this.pool}: re-shard ${g.node} to TP${tp}`, { node: g.node, stop: olds.map((s) => s.id), tp }, {});
-        for (const s of olds) {
-          await this.#bus.request(subjects.instanceControl(s.id), (await import('../../protocols/index.ts')).InstanceCommand, { v: 1, op: 'drain', reason: 're-shard' }, Ack, { timeoutMs: c.timeouts.controlMs }).catch(() => undefined);
-        }
-        const until = Date.now() + 60_000;
-        while (Date.now() < until && olds.some((s) => { const t = this.#instances.get(s.id); return t?.alive && (t.status.queued > 0 || t.status.running > 0); })) {
-          await new Promise((r) => setTimeout(r, 100));
-        }
-        for (const s of olds) await this.#nodeCmd(s.node, { v: 1, op: 'stop_instance', instanceId: s.id, graceMs: 10_000, reason: 're-shard' });
-        const gone = Date.now() + 20_000;
-        while (Date.now() < gone && olds.some((s) => this.#instances.get(s.id)?.alive)) await new Promise((r) => setTimeout(r, 100));
-        this.#tpTarget = tp;
-        this.#resharding = false;
-        await this.#reconcile();
-        this.#resharding = true;
-        const ready = Date.now() + c.engine.healthDeadlineMs;
-        while (Date.now() < ready && this.aliveInstances().filter((s) => s.node === g.node && s.tp === tp && s.state === 'ready').length * tp < g.gpuIds.length) {
-          await new Promise((r) => setTimeout(r, 100));
-        }
-        this.#evt('reshard', `${this.pool}: ${g.node} now TP${tp}`, { node: g.node, instances: this.aliveInstances().filter((s) => s.node === g.node).map((s) => s.id) }, {});
+      const current = this.aliveInstances().map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds.map((x) => toGlobal(s.node, x)) }));
+      const steps = reshardSteps(current, target, gps);
+      const units = steps.flat();
+      if (units.some((u) => u.gpus.some((g) => !granted.has(g)))) {
+        this.#evt('reshard', `${this.pool}: re-shard placement leaves the granted GPUs; not executed`, { target, units }, { grants: a.grants });
+        return;
       }
-      this.#tpTarget = tp;
+      this.#evt('reshard', `${this.pool}: executing ${units.length} staggered unit(s)`, { units: units.map((u) => ({ kind: u.kind, tp: u.tp, gpus: u.gpus, from: u.from })) }, { current, target, gpusPerServer: gps });
+      for (const u of units) {
+        if (!this.isLeader()) return;
+        const node = a.grants[Math.floor(u.gpus[0]! / gps)]!.node;
+        const local = u.gpus.map((g) => g % gps);
+        const busy = new Set(this.aliveInstances().filter((s) => !u.from.includes(s.id)).flatMap((s) => s.gpuIds.map((x) => toGlobal(s.node, x))));
+        const fromGpus = new Set(current.filter((c) => u.from.includes(c.id)).flatMap((c) => c.gpus));
+        if (u.kind === 'stop') {
+          await this.#retire(u.from, 're-shard: stop');
+        } else if (!u.gpus.some((g) => fromGpus.has(g) || busy.has(g))) {
+          // memory allows: the new instance first, the old ones serve until it is ready
+          const id = await this.#startOn(node, local, 're-shard: start');
+          if (u.from.length) await this.#retire(u.from, `re-shard: replaced by ${id}`);
+        } else {
+          await this.#retire(u.from, 're-shard: stop first (GPUs reused)');
+          await this.#startOn(node, local, 're-shard: start on freed GPUs');
+        }
+        this.#evt('reshard', `${this.pool}: unit ${u.kind} TP${u.tp} on ${node} [${local.join(',')}] done`, { kind: u.kind, tp: u.tp, node, gpuIds: local, from: u.from }, {});
+      }
+      this.#target = target;
+      this.#evt('reshard', `${this.pool}: re-shard complete in ${Date.now() - t0} ms`, { complete: true, target, instances: this.aliveInstances().map((s) => ({ id: s.id, tp: s.tp })) }, {});
     } finally {
       this.#resharding = false;
     }

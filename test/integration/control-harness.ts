@@ -122,7 +122,7 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
       }, { capacity: 4096 });
       const now = Date.now();
       const req: InferenceRequest = {
-        v: 1, id, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
+        v: 1, id, model: String(config.model ?? 'llama3.1-8b'), kind: 'completion', prompt: 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
         maxTokens: so.maxTokens ?? 40, ignoreEos: true, arrivalMs: now, deadlineMs: now + (so.deadlineMs ?? 60_000), streamSubject: subjects.stream(id),
       };
       const out: Outcome = { id, ok: false, chunks, chunkAt, tokens: 0, at: now };

@@ -1,0 +1,83 @@
+/**
+ * Issue 5, the pool re-shard epoch: real nats-server, real actor processes and emulated Llama2-70B
+ * engines (timeScale 2) on one 8-GPU server. The pool starts as 2xTP4; a light SS load makes the epoch
+ * (planSharding: Eq. 1 at max clock, gain vs the overhead table) consolidate, then a shift of the mix to LS
+ * (long inputs) makes it re-shard to TP2 instances; each re-shard is staggered (matchReshard +
+ * staggerSteps), is in the JetStream event stream with its inputs, and no request fails.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openLoop, startHarness, type Harness } from './control-harness.ts';
+
+let h: Harness;
+
+beforeAll(async () => {
+  h = await startHarness({
+    model: 'llama2-70b', gpu: 'h100', profile: 'profiles/llama2-70b.h100.json',
+    servers: [{ id: 'n0', gpus: 8 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 4, instanceS: 1 },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 2000 },
+    engine: { kind: 'emulator', timeScale: 2, healthDeadlineMs: 30_000, initialTp: 4, maxInEngine: 32, maxQueued: 128 },
+  });
+  h.startActor('cluster', 'cm-0');
+  h.startActor('pool', 'pm-0');
+  h.startActor('node', 'n0');
+  await h.waitReady(2);
+}, 90_000);
+
+afterAll(async () => {
+  await h?.stop();
+}, 30_000);
+
+describe('control plane: re-shard epoch', () => {
+  it('a shift of the type mix triggers a staggered re-shard that completes without failed requests', async () => {
+    const t0 = Date.now();
+    const ss = openLoop(h, 2, { maxTokens: 30, inputTokens: 100 });
+    // light SS: 2xTP4 -> fewer GPUs (the epoch consolidates)
+    const until1 = Date.now() + 35_000;
+    let first: number | undefined;
+    while (Date.now() < until1 && first === undefined) {
+      await new Promise((r) => setTimeout(r, 1000));
+      first = (await h.streamEvents()).find((e) => e.kind === 'reshard' && e.decision.complete === true)?.atMs;
+    }
+    expect(first, 'first re-shard did not complete').toBeDefined();
+    const outsA = await ss.stop();
+    // shift the mix: long inputs (LS)
+    const shiftAt = Date.now();
+    const ls = openLoop(h, 2, { maxTokens: 30, inputTokens: 2000 }, 10_000);
+    const until2 = Date.now() + 35_000;
+    let second: number | undefined;
+    while (Date.now() < until2 && second === undefined) {
+      await new Promise((r) => setTimeout(r, 1000));
+      second = (await h.streamEvents()).find((e) => e.kind === 'reshard' && e.decision.complete === true && e.atMs > shiftAt)?.atMs;
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    const outsB = await ls.stop();
+    const outs = [...outsA, ...outsB];
+    const evs = await h.streamEvents();
+    console.log(evs.filter((e) => e.kind === 'reshard' || e.kind === 'scale' || e.kind === 'failure').map((e) => `${e.atMs - t0} ${e.summary}`).join('\n'));
+    expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);
+    expect(second, 're-shard after the mix shift did not complete').toBeDefined();
+    const events = await h.streamEvents();
+    const takes = events.filter((e) => e.kind === 'reshard' && e.decision.take === true);
+    const afterShift = takes.find((e) => e.atMs > shiftAt)!;
+    expect(afterShift).toBeDefined();
+    // inputs: the measured load (LS dominant), the energies and the reconfiguration cost
+    const load = afterShift.inputs.loadByType as Record<string, number>;
+    expect(load.LS ?? 0).toBeGreaterThan(load.SS ?? 0);
+    // taken because the gain over the epoch pays the overhead-table cost, or because the current split
+    // cannot carry the load within SLO (planSharding's two reasons to take a re-shard)
+    const pays = Number(afterShift.inputs.currentEnergyJ) - Number(afterShift.inputs.targetEnergyJ) > Number(afterShift.inputs.costJ);
+    expect(pays || afterShift.inputs.currentFeasible === false).toBe(true);
+    expect(afterShift.inputs.costJ).toBeTypeOf('number');
+    // staggered: the units ran one at a time
+    const units = events.filter((e) => e.kind === 'reshard' && e.decision.kind !== undefined && e.atMs > shiftAt);
+    expect(units.length).toBeGreaterThan(0);
+    const st = await h.status();
+    const tps = st!.pools[0]!.instances.filter((i) => i.state === 'ready').map((i) => i.gpus.length).sort();
+    const target = (afterShift.decision.target as { tp: number; count: number }[]).flatMap((t) => Array(t.count).fill(t.tp)).sort();
+    expect(tps).toEqual(target);
+    console.log(`reshard: first complete after ${first! - t0} ms; shift -> ${afterShift.summary} ; complete after ${second! - shiftAt} ms; ` +
+      `${units.length} unit(s); ${outs.length} requests, ${outs.filter((o) => o.ok).length} ok; final TPs ${tps.join(',')}`);
+  }, 90_000);
+});
