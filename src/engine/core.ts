@@ -20,6 +20,7 @@
 import type { BatchingCoreApi, CoreEvent, CoreOptions, CoreRequest, CoreStats, StepResult } from './core-types.ts';
 import type { PerfModel, StepBatch } from '../model/types.ts';
 import { QueueFullError } from './errors.ts';
+import { DEFAULT_SCHEDULER } from '../model/scheduler.ts';
 
 /** KV-cache block size in tokens (vLLM's default). */
 export const KV_BLOCK_TOKENS = 16;
@@ -63,8 +64,8 @@ export class BatchingCore implements BatchingCoreApi {
     this.perf = opts.perf;
     this.tp = opts.tp;
     this.clockMhz = opts.clockMhz;
-    this.maxNumSeqs = opts.maxNumSeqs ?? 256;
-    this.maxNumBatchedTokens = opts.maxNumBatchedTokens ?? 8192;
+    this.maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_SCHEDULER.maxNumSeqs;
+    this.maxNumBatchedTokens = opts.maxNumBatchedTokens ?? DEFAULT_SCHEDULER.maxNumBatchedTokens;
     this.kvCapacityTokens = opts.kvCapacityTokens ?? this.perf.kvCapacityTokens(this.tp);
     this.maxWaiting = opts.maxWaiting ?? 4096;
     if (!(this.tp >= 1) || !Number.isInteger(this.tp)) throw new RangeError(`tp must be a positive integer, got ${this.tp}`);

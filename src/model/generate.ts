@@ -1,31 +1,46 @@
 /**
- * Profile generation from the performance and power model (pure): a steady-state fixed point per
- * (type, TP, clock, load). See profiles/README.md "How generated profiles are computed".
+ * Profile generation from the performance and power model (pure): a steady state per (type, TP, clock, load)
+ * of the same scheduling the batching core (src/engine/core.ts) runs. See profiles/README.md "How generated
+ * profiles are computed".
  *
- * At offered load lam (req/s) of a type with I input and O output tokens, the mean engine step T (ms)
- * solves  T = stepTime(prefill = lam*I*T, decode seqs B = lam*O*T, decode context = B*(I + O/2))
- * (Little's law for the decode batch; prompts arriving during a step are prefilled in the next one).
- * No solution below 60 s, or a decode batch whose KV cache does not fit, means saturation.
- *   Prompts are prefilled in chunks of 512 tokens mixed with the decodes (chunked prefill).
- *   TBT p50 = T; TBT p99 = a step that carries a prefill chunk (Tm) once >= 1% of steps do, else a
- *   decode-only step (Td), blended in between.
- *   TTFT = residual of the current step + queueing of prompts + Tm, with queueing from an M/D/1-like
- *   tail: W_p = 0.5*S/(1-rho)*ln(rho/(1-p)), S = chunks*Tm, rho = 1 - T0/T (T0 = the step at vanishing load).
- *   power = busy*stepPower + (1-busy)*loadedIdle per GPU, busy = 1 - exp(-lam * E2E) (Poisson);
- *   energy/request = instance power / lam; at load 0 the lone request's own energy.
+ * Scheduling (vLLM v1, budget DEFAULT_SCHEDULER shared with the core): every step carries all running decodes
+ * (one token each) plus the prompts that waited for it, each prefilled whole while the token budget lasts
+ * (max_num_batched_tokens 8192 fits `cap` = floor((budget - decodes) / I) prompts); a prompt arriving during a
+ * step joins the next one, whose duration includes the decode batch.
+ *
+ * At offered load lam (req/s) of a type with I input and O output tokens:
+ *  - the prompts waiting at a step's start form a Markov chain: n' = n - min(n, cap) + Poisson(lam * D(n)),
+ *    D(n) = stepTime(prefill min(n, cap) prompts of I tokens, Bb decodes of mean context I + O/2); solved for its
+ *    stationary distribution pi (truncated; mass piling at the top means saturation);
+ *  - decodes: B = lam * (O-1) * mean TBT (Little's law), present while the engine is busy: Bb = B / busy;
+ *  - the engine idles when no request is in it: idle = exp(-lam * E2E) (M/G/inf occupancy), busy = 1 - idle;
+ *  - B, busy and the chain are iterated to a fixed point; no fixed point (decode batch beyond max_num_seqs or
+ *    the KV cache, or steps beyond 60 s) means saturation;
+ *  - TBT = the duration of the steps a decode takes part in: quantiles of D over pi (atoms blended over 0.5%
+ *    of probability at their edges, so profile cells move continuously with load);
+ *  - TTFT: a prompt arriving at an idle engine is prefilled at once (D with no decodes); one arriving at a busy
+ *    engine (time-weighted state n, PASTA) waits the residual of that step (uniform on [0, D(n)]) plus the next
+ *    step, which carries it, the leftover queue and Poisson(lam * D(n)) other arrivals (whole extra steps of
+ *    D(cap) when the queue ahead exceeds cap);
+ *  - power = busy x time-weighted step power over pi + idle x loaded-idle power per GPU, the way the core accounts
+ *    energy (per-step energy plus idle gaps); energy/request = instance power / lam; at load 0 the lone request's
+ *    own energy.
  */
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import { DEFAULT_REQUEST_TYPES } from './request-types.ts';
 import type { PerfModel, RequestTypeSpec, StepBatch } from './types.ts';
 import { PROFILE_VERSION, type MaxLoadEntry, type Profile, type ProfileCell } from './profile-types.ts';
+import { DEFAULT_SCHEDULER, type SchedulerConfig } from './scheduler.ts';
 
 /** the paper's profiling clocks: 800-1980 MHz in 200 MHz steps plus the max clock. */
 export const PAPER_CLOCKS_MHZ = [800, 1000, 1200, 1400, 1600, 1800, 1980];
 /** latencies of a saturated cell are reported as this (ms), JSON having no Infinity. */
 export const SATURATED_MS = 1e6;
 const MAX_STEP_MS = 60_000;
-/** prefill chunk (tokens per step per prompt) of the modelled engine (vLLM chunked prefill, 512 in v0.4-0.5). */
-export const DEFAULT_PREFILL_CHUNK = 512;
+/** largest waiting queue the chain tracks; probability mass reaching it means the queue is unstable. */
+const MAX_QUEUE = 400;
+/** quantiles blend neighbouring atoms within this much probability of an atom's edge. */
+const QUANTILE_BLEND = 0.005;
 
 export interface GenerateOptions {
   tpDegrees?: number[]; // default [2, 4, 8]
@@ -33,8 +48,8 @@ export interface GenerateOptions {
   requestTypes?: RequestTypeSpec[]; // default DEFAULT_REQUEST_TYPES
   /** load-grid points per type below the highest feasible load (default 16). */
   loadSteps?: number;
-  /** prefill chunk, tokens (default DEFAULT_PREFILL_CHUNK = 512). */
-  prefillChunk?: number;
+  /** the engine's scheduler budget (default DEFAULT_SCHEDULER, the batching core's default too). */
+  scheduler?: Partial<SchedulerConfig>;
   date?: string; // provenance date; default '1970-01-01' keeps generation deterministic
   calibration?: string;
   notes?: string;
@@ -42,6 +57,7 @@ export interface GenerateOptions {
 
 export interface SteadyState {
   saturated: boolean;
+  /** mean step duration while busy, ms. */
   stepMs: number;
   ttftP50Ms: number;
   ttftP99Ms: number;
@@ -52,12 +68,79 @@ export interface SteadyState {
   energyPerRequestJ: number;
 }
 
-function clamp01(x: number): number {
-  return x < 0 ? 0 : x > 1 ? 1 : x;
+/** Poisson pmf for k = 0.. until the tail is below eps (at least one term). */
+function poissonPmf(mean: number, eps = 1e-10): number[] {
+  const out: number[] = [];
+  let p = Math.exp(-mean), cum = 0;
+  for (let k = 0; ; k++) {
+    out.push(p);
+    cum += p;
+    if (1 - cum < eps || k > mean + 40 * Math.sqrt(mean + 1) + 20) break;
+    p *= mean / (k + 1);
+  }
+  return out;
+}
+
+/** p-quantile of weighted atoms (value, weight; weights sum to 1), blended at atom edges (QUANTILE_BLEND). */
+export function atomQuantile(atoms: [number, number][], p: number): number {
+  const a = atoms.filter(([, w]) => w > 0).sort((x, y) => x[0] - y[0]);
+  if (a.length === 0) return NaN;
+  const total = a.reduce((s, [, w]) => s + w, 0);
+  let c = 0;
+  for (let i = 0; i < a.length; i++) {
+    const lo = c, hi = c + a[i][1] / total;
+    c = hi;
+    if (p > hi && i < a.length - 1) continue;
+    const v = a[i][0];
+    const d = QUANTILE_BLEND;
+    if (i > 0 && p - lo < d) return a[i - 1][0] + (v - a[i - 1][0]) * (0.5 + (p - lo) / (2 * d));
+    if (i < a.length - 1 && hi - p < d) return v + (a[i + 1][0] - v) * (0.5 - (hi - p) / (2 * d));
+    return v;
+  }
+  return a[a.length - 1][0];
+}
+
+/** p-quantile of a mixture of uniform distributions [lo, lo + width] (width 0 = an atom), weights summing to 1,
+ * plus, with probability `waitP`, an exponential wait of mean `waitMs` added to the draw. */
+function mixtureQuantile(comps: { w: number; lo: number; width: number }[], p: number, waitP = 0, waitMs = 0): number {
+  const base = (t: number) => {
+    let s = 0;
+    for (const c of comps) s += c.width > 0 ? c.w * Math.min(1, Math.max(0, (t - c.lo) / c.width)) : t >= c.lo ? c.w : 0;
+    return s;
+  };
+  const WAIT_POINTS = 24;
+  const cdf = (t: number) => {
+    if (!(waitP > 0)) return base(t);
+    let s = 0;
+    for (let j = 0; j < WAIT_POINTS; j++) s += base(t + waitMs * Math.log(1 - (j + 0.5) / WAIT_POINTS));
+    return (1 - waitP) * base(t) + (waitP * s) / WAIT_POINTS;
+  };
+  let lo = Infinity, hi = 0;
+  for (const c of comps) {
+    lo = Math.min(lo, c.lo);
+    hi = Math.max(hi, c.lo + c.width);
+  }
+  if (waitP > 0) hi += waitMs * Math.log(WAIT_POINTS * 2);
+  for (let i = 0; i < 60; i++) {
+    const mid = (lo + hi) / 2;
+    if (cdf(mid) >= p) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}
+
+/** Erlang C: probability that an arrival waits in an M/M/c queue at offered load a = lam * hold (a < c). */
+export function erlangC(c: number, a: number): number {
+  if (a <= 0) return 0;
+  if (a >= c) return 1;
+  let b = 1; // Erlang B by recursion, stable for large c
+  for (let k = 1; k <= c; k++) b = (a * b) / (k + a * b);
+  return (c * b) / (c - a * (1 - b));
 }
 
 /** Steady state of one instance at one load of one type. */
-export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clockMhz: number, load: number, chunk = DEFAULT_PREFILL_CHUNK): SteadyState {
+export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clockMhz: number, load: number, scheduler: Partial<SchedulerConfig> = {}): SteadyState {
+  const sched = { ...DEFAULT_SCHEDULER, ...scheduler };
   const I = Math.max(1, t.inputTokens), O = Math.max(1, t.outputTokens);
   const ctx = I + O / 2;
   const idleW = perf.idlePowerW(tp, clockMhz, true);
@@ -71,58 +154,144 @@ export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clo
     return { saturated: false, stepMs: tbt, ttftP50Ms: ttft, ttftP99Ms: ttft, tbtP50Ms: tbt, tbtP99Ms: tbt, gpuPowerW: idleW, energyPerRequestJ: energy };
   }
   const lam = load / 1000; // per ms
-  const batchAt = (T: number): StepBatch => {
-    const B = lam * O * T;
-    return { prefillTokens: lam * I * T, decodeSeqs: B, decodeContextTokens: B * ctx };
+  const kvCap = perf.kvCapacityTokens(tp);
+  const saturated = (B: number): SteadyState => {
+    const Bs = Math.min(Math.max(B, 1), sched.maxNumSeqs);
+    const cap = Math.max(1, Math.floor(Math.max(0, sched.maxNumBatchedTokens - Bs) / I));
+    const w = perf.stepPowerW({ prefillTokens: cap * I, prefillSeqs: cap, decodeSeqs: Bs, decodeContextTokens: Bs * ctx }, tp, clockMhz);
+    return {
+      saturated: true, stepMs: SATURATED_MS, ttftP50Ms: SATURATED_MS, ttftP99Ms: SATURATED_MS, tbtP50Ms: SATURATED_MS, tbtP99Ms: SATURATED_MS,
+      gpuPowerW: w, energyPerRequestJ: (w * tp) / load,
+    };
   };
-  const g = (T: number) => perf.stepTimeMs(batchAt(T), tp, clockMhz);
-  const saturated = (): SteadyState => ({
-    saturated: true, stepMs: SATURATED_MS, ttftP50Ms: SATURATED_MS, ttftP99Ms: SATURATED_MS, tbtP50Ms: SATURATED_MS, tbtP99Ms: SATURATED_MS,
-    gpuPowerW: perf.stepPowerW(batchAt(MAX_STEP_MS / 100), tp, clockMhz), energyPerRequestJ: 0,
-  });
-  // smallest T with g(T) <= T: geometric scan then bisection
-  let lo = 0.01, hi = 0.01;
-  while (g(hi) > hi) {
-    lo = hi;
-    hi *= 1.5;
-    if (hi > MAX_STEP_MS) break;
+
+  /** One pass of the chain for a decode batch Bb (while busy); returns what the fixed point needs. */
+  let warm: Float64Array | null = null; // the last stationary distribution: a close start for the next pass
+  const chain = (Bb: number) => {
+    const cap = Math.max(1, Math.floor(Math.max(0, sched.maxNumBatchedTokens - Bb) / I));
+    const batchOf = (a: number): StepBatch => ({ prefillTokens: a * I, prefillSeqs: Math.max(1, a), decodeSeqs: Bb, decodeContextTokens: Bb * ctx });
+    const dMemo = new Map<number, number>();
+    const D = (n: number) => {
+      const a = Math.min(n, cap);
+      let v = dMemo.get(a);
+      if (v === undefined) {
+        v = perf.stepTimeMs(batchOf(a), tp, clockMhz);
+        if (!(v > 0)) v = perf.stepTimeMs(decodeOnly(1), tp, clockMhz); // an empty batch (Bb = 0, a = 0)
+        dMemo.set(a, v);
+      }
+      return v;
+    };
+    const pmfMemo = new Map<number, number[]>();
+    const arrivals = (n: number) => {
+      const a = Math.min(n, cap);
+      let v = pmfMemo.get(a);
+      if (!v) pmfMemo.set(a, (v = poissonPmf(lam * D(n))));
+      return v;
+    };
+    // a queue at full budget grows (more arrive per step than a step admits), or steps would be minutes long
+    if (lam * D(cap) >= cap || lam * D(cap) > 500) return { unstable: true, meanD: NaN, stepPowerW: NaN, ttftBusy: [], meanTtftBusy: NaN, tbtAtoms: [] };
+    // stationary distribution by power iteration from the empty queue
+    let pi = warm ?? new Float64Array(MAX_QUEUE + 1);
+    if (!warm) pi[0] = 1;
+    let top = MAX_QUEUE; // highest state with mass
+    while (top > 0 && pi[top] === 0) top--;
+    // from a warm start, a few hundred sweeps suffice: the fixed point below keeps calling this as B settles
+    const sweeps = warm ? 300 : 3000;
+    for (let it = 0; it < sweeps; it++) {
+      const next = new Float64Array(MAX_QUEUE + 1);
+      let nTop = 0;
+      for (let n = 0; n <= top; n++) {
+        const m = pi[n];
+        if (m < 1e-14) continue;
+        const base = n - Math.min(n, cap);
+        const pmf = arrivals(n);
+        for (let k = 0; k < pmf.length; k++) {
+          const j = Math.min(MAX_QUEUE, base + k);
+          next[j] += m * pmf[k];
+          if (j > nTop) nTop = j;
+        }
+      }
+      let diff = 0;
+      for (let n = 0; n <= Math.max(top, nTop); n++) diff += Math.abs(next[n] - pi[n]);
+      pi = next;
+      top = nTop;
+      if (diff < 1e-9) break;
+    }
+    warm = pi;
+    let mass = 0, meanD = 0, meanDP = 0;
+    for (let n = 0; n <= top; n++) {
+      if (pi[n] < 1e-14) continue;
+      mass += pi[n];
+      meanD += pi[n] * D(n);
+    }
+    meanD /= mass;
+    const unstable = pi[MAX_QUEUE] > 1e-6 || meanD > MAX_STEP_MS;
+    // the TTFT components: at a busy engine, time-weighted state n, residual U[0, D(n)], then the step carrying it
+    const ttftBusy: { w: number; lo: number; width: number }[] = [];
+    let meanTtftBusy = 0;
+    for (let n = 0; n <= top && !unstable; n++) {
+      if (pi[n] < 1e-12) continue;
+      const dn = D(n);
+      const tw = (pi[n] * dn) / (mass * meanD);
+      meanDP += pi[n] * dn * perf.stepPowerW(batchOf(Math.min(n, cap)), tp, clockMhz);
+      const left = n - Math.min(n, cap);
+      const extra = Math.ceil((left + 1) / cap) - 1; // whole steps before the prompt's own
+      const pmf = arrivals(n);
+      for (let k = 0; k < pmf.length; k++) {
+        const w = tw * pmf[k];
+        if (w < 1e-12) continue;
+        const lo = extra * D(cap) + D(Math.min(cap, left - extra * cap + 1 + k));
+        ttftBusy.push({ w, lo, width: dn });
+        meanTtftBusy += w * (lo + dn / 2);
+      }
+    }
+    const tbtAtoms: [number, number][] = [];
+    for (let n = 0; n <= top; n++) if (pi[n] >= 1e-12) tbtAtoms.push([D(n), pi[n] / mass]);
+    return { unstable, meanD, stepPowerW: meanDP / (mass * meanD), ttftBusy, meanTtftBusy, tbtAtoms };
+  };
+
+  const ttftIdle = perf.ttftMs(I, tp, clockMhz);
+  // KV cache: a request holds up to I + O tokens of KV from admission to its end, so at most kvSeqs run at once;
+  // a prompt that finds them all taken waits for one to finish (Erlang C over the requests in the engine, M/G/inf
+  // mean lam x hold, hold = its prefill step + (O-1) TBTs; the wait given waiting is exponential, mean hold/(c-a)).
+  const kvSeqs = Math.floor(kvCap / (I + O));
+  const kvWait = (meanD: number, dPrefill: number) => {
+    const hold = dPrefill + (O - 1) * meanD;
+    const a = lam * hold;
+    if (kvSeqs < 1 || a >= kvSeqs) return null;
+    return { p: erlangC(kvSeqs, a), meanMs: hold / (kvSeqs - a) };
+  };
+  // fixed point on the decode batch: B = lam*(O-1)*meanTBT, busy = 1 - exp(-lam*E2E), Bb = B / busy
+  let B = lam * (O - 1) * perf.stepTimeMs(decodeOnly(1), tp, clockMhz);
+  let busy = 1 - Math.exp(-lam * (ttftIdle + (O - 1) * perf.stepTimeMs(decodeOnly(1), tp, clockMhz)));
+  let c = chain(B / busy);
+  let wait = c.unstable ? null : kvWait(c.meanD, c.meanTtftBusy);
+  const bad = () => c.unstable || !wait || B > sched.maxNumSeqs;
+  for (let it = 0; it < 200; it++) {
+    if (bad()) return saturated(B);
+    const meanTtft = (1 - busy) * ttftIdle + busy * c.meanTtftBusy + wait!.p * wait!.meanMs;
+    const B2 = lam * (O - 1) * c.meanD;
+    const busy2 = Math.max(1e-9, 1 - Math.exp(-lam * (meanTtft + (O - 1) * c.meanD)));
+    const done = Math.abs(B2 - B) <= 1e-5 * Math.max(1, B) && Math.abs(busy2 - busy) <= 1e-6;
+    B = B2;
+    busy = busy2;
+    c = chain(B / busy);
+    wait = c.unstable ? null : kvWait(c.meanD, c.meanTtftBusy);
+    if (done) break;
   }
-  if (hi > MAX_STEP_MS) {
-    const s = saturated();
-    s.energyPerRequestJ = (s.gpuPowerW * tp) / load;
-    return s;
-  }
-  for (let i = 0; i < 50; i++) {
-    const mid = (lo + hi) / 2;
-    if (g(mid) > mid) lo = mid;
-    else hi = mid;
-  }
-  const T = hi;
-  const B = lam * O * T;
-  if (B * (I + O) > perf.kvCapacityTokens(tp)) {
-    const s = saturated();
-    s.energyPerRequestJ = (s.gpuPowerW * tp) / load;
-    return s;
-  }
-  const T0 = g(0.01) || T;
-  const Td = perf.stepTimeMs(decodeOnly(B), tp, clockMhz);
-  // chunked prefill: a prompt is split into chunks of `chunk` tokens, one chunk per step, mixed with the decodes
-  const chunks = Math.ceil(I / chunk);
-  const chunkTokens = Math.max(Math.min(I, chunk), Math.min(lam * I * T, chunk * Math.ceil(lam * chunks * T)));
-  const Tm = perf.stepTimeMs({ prefillTokens: chunkTokens, decodeSeqs: B, decodeContextTokens: B * ctx, prefillContextTokens: chunkTokens * Math.max(0, chunks - 1) / 2 }, tp, clockMhz);
-  const q = clamp01(lam * chunks * T); // fraction of steps that carry a prefill chunk
-  const tbtP99 = Td + (Tm - Td) * clamp01((q - 0.005) / 0.015);
-  const rho = Math.min(0.999, Math.max(0, 1 - T0 / T));
-  const S = chunks * Tm; // the prompt's own prefill time under this load
-  const wq = (p: number) => (rho > 0 ? Math.max(0, ((0.5 * S) / (1 - rho)) * Math.log(rho / (1 - p))) : 0);
-  const ttftP50 = T / 2 + wq(0.5) + S;
-  const ttftP99 = T + wq(0.99) + S;
-  const e2e = ttftP50 + (O - 1) * T;
-  const busy = 1 - Math.exp(-lam * e2e);
-  const gpuPowerW = busy * perf.stepPowerW(batchAt(T), tp, clockMhz) + (1 - busy) * idleW;
+  if (bad()) return saturated(B);
+  const comps = [{ w: 1 - busy, lo: ttftIdle, width: 0 }, ...c.ttftBusy.map((x) => ({ ...x, w: x.w * busy }))];
+  const gpuPowerW = busy * c.stepPowerW + (1 - busy) * idleW;
+  const ttftQ = (p: number) => mixtureQuantile(comps, p, wait!.p, wait!.meanMs);
   return {
-    saturated: false, stepMs: T, ttftP50Ms: ttftP50, ttftP99Ms: ttftP99, tbtP50Ms: T, tbtP99Ms: tbtP99,
-    gpuPowerW, energyPerRequestJ: (gpuPowerW * tp) / load,
+    saturated: false,
+    stepMs: c.meanD,
+    ttftP50Ms: ttftQ(0.5),
+    ttftP99Ms: ttftQ(0.99),
+    tbtP50Ms: atomQuantile(c.tbtAtoms, 0.5),
+    tbtP99Ms: atomQuantile(c.tbtAtoms, 0.99),
+    gpuPowerW,
+    energyPerRequestJ: (gpuPowerW * tp) / load,
   };
 }
 
@@ -131,8 +300,8 @@ export function meetsSlo(s: SteadyState, t: RequestTypeSpec): boolean {
 }
 
 /** Highest load meeting the SLO (bisection; feasibility is monotone in load in this model). 0 if none. */
-export function maxFeasibleLoad(perf: PerfModel, t: RequestTypeSpec, tp: number, clockMhz: number, chunk = DEFAULT_PREFILL_CHUNK): number {
-  const ok = (l: number) => meetsSlo(steadyState(perf, t, tp, clockMhz, l, chunk), t);
+export function maxFeasibleLoad(perf: PerfModel, t: RequestTypeSpec, tp: number, clockMhz: number, scheduler: Partial<SchedulerConfig> = {}): number {
+  const ok = (l: number) => meetsSlo(steadyState(perf, t, tp, clockMhz, l, scheduler), t);
   if (!ok(0)) return 0;
   let lo = 0, hi = 0.05;
   while (ok(hi)) {
@@ -167,7 +336,7 @@ export function generateProfile(perf: PerfModel, opts: GenerateOptions = {}): Pr
   const clocks = (opts.clocksMhz ?? PAPER_CLOCKS_MHZ).filter((f) => f >= gpu.minClockMhz && f <= gpu.maxClockMhz);
   const types = opts.requestTypes ?? DEFAULT_REQUEST_TYPES;
   const steps = opts.loadSteps ?? 16;
-  const chunk = opts.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
+  const sched = opts.scheduler ?? {};
   const cells: ProfileCell[] = [];
   const maxLoad: MaxLoadEntry[] = [];
   const loads: Partial<Record<RequestType, number[]>> = {};
@@ -175,7 +344,7 @@ export function generateProfile(perf: PerfModel, opts: GenerateOptions = {}): Pr
     const ml = new Map<string, number>();
     let best = 0;
     for (const tp of tps) for (const f of clocks) {
-      const m = maxFeasibleLoad(perf, t, tp, f, chunk);
+      const m = maxFeasibleLoad(perf, t, tp, f, sched);
       ml.set(`${tp}|${f}`, m);
       best = Math.max(best, m);
       maxLoad.push({ type: t.type, tp, clockMhz: f, maxLoad: sig4(m) });
@@ -189,7 +358,7 @@ export function generateProfile(perf: PerfModel, opts: GenerateOptions = {}): Pr
     }
     loads[t.type] = grid;
     for (const tp of tps) for (const f of clocks) for (const l of grid) {
-      const s = steadyState(perf, t, tp, f, l, chunk);
+      const s = steadyState(perf, t, tp, f, l, sched);
       cells.push({
         type: t.type, tp, clockMhz: f, load: l,
         powerW: sig4(s.gpuPowerW * tp), energyPerRequestJ: sig4(s.energyPerRequestJ),
@@ -206,7 +375,7 @@ export function generateProfile(perf: PerfModel, opts: GenerateOptions = {}): Pr
     gpu: gpu.id,
     source: {
       kind: 'model',
-      generatedBy: 'dynamollm src/model generateProfile (steady-state fixed point, profiles/README.md)',
+      generatedBy: 'dynamollm src/model generateProfile (steady state of the batching core\'s scheduling, profiles/README.md)',
       calibration: opts.calibration,
       date: opts.date ?? '1970-01-01',
       notes: opts.notes,

@@ -5,6 +5,7 @@ export { MODELS, GPUS, getModelSpec, getGpuSpec, UnknownIdError, kvBytesPerToken
 export { DEFAULT_REQUEST_TYPES, DEFAULT_THRESHOLDS, TTFT_SLO_MS, TBT_SLO_MS, classifyLengths, RequestLengthError } from './request-types.ts';
 export { createPerfModel, paramsFor, ModelInputError, type DetailedPerfModel, type PerfModelOptions, type StepBreakdown } from './perf.ts';
 export * from './profile.ts';
-export { generateProfile, steadyState, maxFeasibleLoad, PAPER_CLOCKS_MHZ, SATURATED_MS, type GenerateOptions, type SteadyState } from './generate.ts';
+export { generateProfile, steadyState, maxFeasibleLoad, erlangC, atomQuantile, PAPER_CLOCKS_MHZ, SATURATED_MS, type GenerateOptions, type SteadyState } from './generate.ts';
 export type { EngineParams, PowerParams, ModelParams } from './params.ts';
 export { CALIBRATION } from './calibration.ts';
+export { DEFAULT_SCHEDULER, type SchedulerConfig } from './scheduler.ts';

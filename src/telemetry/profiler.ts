@@ -124,6 +124,18 @@ export function poissonArrivals(rate: number, durationS: number, rand: () => num
   return out;
 }
 
+/**
+ * Arrival times (s) over [fromS, toS) of a Poisson process at `rate` req/s conditioned on its expected count:
+ * round(rate x span) times drawn iid uniform, sorted (given its count, a Poisson process's arrivals are exactly
+ * that). A short window then offers exactly its load: with a few dozen requests, the count's own Poisson noise
+ * (1/sqrt(n)) would otherwise dominate the measured power.
+ */
+export function conditionedArrivals(rate: number, fromS: number, toS: number, rand: () => number): number[] {
+  if (!(rate > 0) || !(toS > fromS)) return [];
+  const n = Math.round(rate * (toS - fromS));
+  return Array.from({ length: n }, () => fromS + rand() * (toS - fromS)).sort((a, b) => a - b);
+}
+
 /** The profile cell of one measured window. */
 export function cellOf(type: RequestTypeSpec, tp: number, clockMhz: number, load: number, w: WindowResult, idlePowerW: number): ProfileCell {
   const ok = w.samples.filter((s) => s.ok);
@@ -293,7 +305,9 @@ export async function runProfile(o: ProfilerOptions): Promise<Profile> {
         if (!s.ok) break;
       }
     } else {
-      const arrivals = poissonArrivals(load * scale, ((warmupS + windowS) * 1000) / scale / 1000, rand);
+      // warm-up and measured span each get exactly their expected count (conditionedArrivals)
+      const warmWallS = warmupS / scale, endWallS = (warmupS + windowS) / scale;
+      const arrivals = [...conditionedArrivals(load * scale, 0, warmWallS, rand), ...conditionedArrivals(load * scale, warmWallS, endWallS, rand)];
       let measuring = false;
       for (const a of arrivals) {
         const at = wall0 + a * 1000;
@@ -415,7 +429,7 @@ export function assembleProfile(
     gpu: o.gpuId,
     source: {
       kind: 'measured',
-      generatedBy: `dynamollm profile run: open-loop Poisson load, ${windowS} s windows, p50/p99 from the token stream of ${o.endpoint}` + (scale !== 1 ? `, engine time scale ${scale}` : ''),
+      generatedBy: `dynamollm profile run: open-loop Poisson load (count-conditioned per window), ${windowS} s windows, p50/p99 from the token stream of ${o.endpoint}` + (scale !== 1 ? `, engine time scale ${scale}` : ''),
       date: new Date().toISOString().slice(0, 10),
       notes: [
         `energy from ${energySource}; load 0 = lone requests back to back (powerW there = loaded-idle power)`,

@@ -1,11 +1,14 @@
 /**
  * `dynamollm profile run` against the engine emulator (the emulated GPU backend) reproduces the model's own
- * profile (generateProfile + interpolate from src/model) within 10% on TBT p50 and power, and on TTFT p50
- * within 10% plus a client-side allowance (below), on a small grid: 2 clocks x 2 request types (SM, MS: prompts
- * under one 512-token prefill chunk, where model and emulator schedule prefill alike) x 2 loads (0 and one at
- * which the engine is busy nearly all the time), llama3.1-8b at TP1 on an emulated H100, real time.
- * p99s are not compared: a few dozen requests per window make them a matter of the arrival draw and of this
- * machine's scheduling noise, not of the engine.
+ * profile (generateProfile + interpolate from src/model) within 10% on TTFT p50, TBT p50 and power, on a small
+ * grid: 2 clocks x LS (2978-token prompts, 61-token outputs) x 2 loads (0, and 1 req/s at which the engine is
+ * busy nearly all the time), llama2-70b at TP4 on an emulated H100, real time. Both schedule alike by
+ * construction (src/model DEFAULT_SCHEDULER; test/unit/profile-core-consistency.test.ts checks it in virtual
+ * time); this test covers the whole path: HTTP streaming, the real-time driver, the emulated energy counter and
+ * the profiler's client-side measurement.
+ * Long prompts on a 70B model make TTFT 300-550 ms, so this machine's client-side overhead (5-25 ms on a loaded
+ * 2-core box: HTTP path, event-loop delay) stays a small fraction of it; the emulator costs the same CPU for any
+ * model. p99s are not compared: a few requests per window make them a matter of the arrival draw.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,15 +20,13 @@ import { createPerfModel, DEFAULT_REQUEST_TYPES, generateProfile, interpolate } 
 import { loadProfile } from '../../src/model/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 
-const MODEL = 'llama3.1-8b';
-const TP = 1;
+const MODEL = 'llama2-70b';
+const TP = 4;
 const CLOCKS = [1200, 1980];
-const TYPES = ['SM', 'MS'] as const;
-const LOAD = 2; // req/s: the engine is busy nearly all the time, below either type's max load at these clocks
+const TYPES = ['LS'] as const;
+const LOAD = 1; // req/s: the engine is busy nearly all the time (E2E alone 2.2-3 s), below LS's max load at these clocks
 const SCALE = 1;
 const BIN = resolve('bin/dynamollm.js');
-/** client-side allowance on TTFT, ms (see below). */
-const CLIENT_ALLOWANCE_MS = 30;
 
 let emu: ChildProcess | undefined;
 let endpoint = '';
@@ -64,11 +65,11 @@ function runCli(args: string[]): Promise<{ code: number | null; stderr: string }
 }
 
 describe('dynamollm profile run against the engine emulator', () => {
-  it('measures a profile that matches the model within 10% and leaves the clocks reset', async () => {
+  it('measures a profile that matches the model within 10% and leaves the clocks reset', { timeout: 120_000 }, async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'profiler-')), 'measured.json');
     const r = await runCli([
       '--endpoint', endpoint, '--gpu-backend', 'emulated', '--model', MODEL, '--tp', String(TP), '--clocks', CLOCKS.join(','),
-      '--types', TYPES.join(','), '--loads', `0,${LOAD}`, '--window', '3', '--warmup', '0.5', '--time-scale', String(SCALE), '--out', out,
+      '--types', TYPES.join(','), '--loads', `0,${LOAD}`, '--window', '8', '--warmup', '3', '--time-scale', String(SCALE), '--out', out,
     ]);
     expect(r.code, r.stderr).toBe(0);
     const measured: Profile = loadProfile(out); // validates the profile format
@@ -77,7 +78,10 @@ describe('dynamollm profile run against the engine emulator', () => {
     expect(measured.cells).toHaveLength(CLOCKS.length * TYPES.length * 2);
 
     const perf = createPerfModel(MODEL, 'h100');
-    const requestTypes = DEFAULT_REQUEST_TYPES.filter((t) => (TYPES as readonly string[]).includes(t.type));
+    // LS misses its 100 ms TBT SLO above ~0.2 req/s (a whole 2978-token prefill in a step stalls the decodes), and
+    // the model's grid ends at the first load past the SLO; the SLO does not change any latency or power, so the
+    // model profile is generated with a relaxed TBT SLO to extend its grid to the measured load.
+    const requestTypes = DEFAULT_REQUEST_TYPES.filter((t) => (TYPES as readonly string[]).includes(t.type)).map((t) => ({ ...t, tbtSloMs: 10_000 }));
     const model = generateProfile(perf, { tpDegrees: [TP], clocksMhz: CLOCKS, requestTypes, loadSteps: 32 });
     const rows: string[] = [];
     const misses: string[] = [];
@@ -86,11 +90,7 @@ describe('dynamollm profile run against the engine emulator', () => {
       for (const k of ['ttftP50Ms', 'tbtP50Ms', 'powerW'] as const) {
         const err = (c[k] - m[k]) / m[k];
         rows.push(`${c.type} ${c.clockMhz} MHz load ${c.load} ${k}: measured ${c[k]} model ${m[k].toFixed(2)} (${(err * 100).toFixed(1)}%)`);
-        // TTFT as a client sees it includes the HTTP path and this machine's scheduling delay on top of the
-        // engine's: seen here as +5..25 ms with 2 cores at load average > 10 (the emulator's own TTFT histogram
-        // matches the model exactly). So TTFT may exceed the model's +10% by at most CLIENT_ALLOWANCE_MS.
-        const ok = k === 'ttftP50Ms' ? c[k] >= m[k] * 0.9 && c[k] <= m[k] * 1.1 + CLIENT_ALLOWANCE_MS : Math.abs(err) <= 0.1;
-        if (!ok) misses.push(rows.at(-1)!);
+        if (!(Math.abs(err) <= 0.1)) misses.push(rows.at(-1)!);
       }
     }
     console.log(rows.join('\n'));
