@@ -4,113 +4,23 @@
  * families the instance manager needs (EngineMetrics).
  */
 import { MetricsParseError } from './errors.ts';
+import { parsePrometheusText as parseText, PromParseError, type PromFamily, type PromSample } from '../telemetry/prom-parse.ts';
 
-export interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-export interface MetricFamily {
-  name: string;
-  type: 'counter' | 'gauge' | 'histogram' | 'summary' | 'untyped';
-  help?: string;
-  samples: Sample[];
-}
-
-const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
-const LABEL_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
-const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
-
-function parseValue(s: string, line: number): number {
-  if (s === '+Inf' || s === 'Inf') return Infinity;
-  if (s === '-Inf') return -Infinity;
-  if (s === 'NaN') return NaN;
-  // Number('') is 0 and Number('0x10') is 16: be stricter than Number().
-  if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(s)) throw new MetricsParseError(`bad sample value '${s}'`, line);
-  return Number(s);
-}
-
-/** Family name of a sample (strip histogram/summary suffixes when the family is declared). */
-function familyOf(name: string, families: Map<string, MetricFamily>): string {
-  for (const suf of ['_bucket', '_sum', '_count', '_created', '_total']) {
-    if (name.endsWith(suf)) {
-      const base = name.slice(0, -suf.length);
-      const f = families.get(base);
-      if (f && (suf !== '_total' || f.type === 'counter')) return base;
-    }
-  }
-  return name;
-}
+// One strict text-format parser for the whole project (src/telemetry/prom-parse.ts); here its errors become
+// MetricsParseError (retryable: the next scrape may be fine), which is what the engine manager reports.
+export type Sample = PromSample;
+export type MetricFamily = PromFamily;
 
 export function parsePrometheusText(text: string): Map<string, MetricFamily> {
-  const families = new Map<string, MetricFamily>();
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const lineNo = i + 1;
-    const raw = lines[i].trimEnd();
-    const line = raw.trimStart();
-    if (line === '') continue;
-    if (line.startsWith('#')) {
-      const m = /^#\s+(HELP|TYPE)\s+(\S+)(?:\s+(.*))?$/.exec(line);
-      if (!m) continue; // ordinary comment
-      const [, kw, name, rest = ''] = m;
-      if (!NAME_RE.test(name)) throw new MetricsParseError(`bad metric name '${name}'`, lineNo);
-      let f = families.get(name);
-      if (!f) families.set(name, (f = { name, type: 'untyped', samples: [] }));
-      if (kw === 'TYPE') {
-        if (!TYPES.has(rest.trim())) throw new MetricsParseError(`bad metric type '${rest}'`, lineNo);
-        f.type = rest.trim() as MetricFamily['type'];
-      } else f.help = rest;
-      continue;
+  try {
+    return parseText(text);
+  } catch (err) {
+    if (err instanceof PromParseError) {
+      const m = /^line (\d+): (.*)$/s.exec(err.message);
+      throw m ? new MetricsParseError(m[2], Number(m[1])) : new MetricsParseError(err.message);
     }
-    // name{labels} value [timestamp]
-    let p = 0;
-    while (p < line.length && /[a-zA-Z0-9_:]/.test(line[p])) p++;
-    const name = line.slice(0, p);
-    if (!NAME_RE.test(name)) throw new MetricsParseError(`bad metric name in '${line.slice(0, 60)}'`, lineNo);
-    const labels: Record<string, string> = {};
-    if (line[p] === '{') {
-      p++;
-      for (;;) {
-        while (line[p] === ' ') p++;
-        if (line[p] === '}') {
-          p++;
-          break;
-        }
-        const eq = line.indexOf('=', p);
-        if (eq < 0) throw new MetricsParseError('unterminated label set', lineNo);
-        const lname = line.slice(p, eq).trim();
-        if (!LABEL_RE.test(lname)) throw new MetricsParseError(`bad label name '${lname}'`, lineNo);
-        p = eq + 1;
-        if (line[p] !== '"') throw new MetricsParseError(`label '${lname}' value is not quoted`, lineNo);
-        p++;
-        let v = '';
-        for (;;) {
-          if (p >= line.length) throw new MetricsParseError('unterminated label value', lineNo);
-          const c = line[p++];
-          if (c === '"') break;
-          if (c === '\\') {
-            const n = line[p++];
-            v += n === 'n' ? '\n' : n;
-          } else v += c;
-        }
-        labels[lname] = v;
-        while (line[p] === ' ') p++;
-        if (line[p] === ',') p++;
-        else if (line[p] !== '}') throw new MetricsParseError(`expected ',' or '}' after label '${lname}'`, lineNo);
-      }
-    }
-    const rest = line.slice(p).trim().split(/\s+/);
-    if (rest.length < 1 || rest.length > 2 || rest[0] === '') throw new MetricsParseError(`expected 'value [timestamp]' after '${name}'`, lineNo);
-    const value = parseValue(rest[0], lineNo);
-    if (rest.length === 2 && !/^-?\d+$/.test(rest[1])) throw new MetricsParseError(`bad timestamp '${rest[1]}'`, lineNo);
-    const fam = familyOf(name, families);
-    let f = families.get(fam);
-    if (!f) families.set(fam, (f = { name: fam, type: 'untyped', samples: [] }));
-    f.samples.push({ name, labels, value });
+    throw err;
   }
-  return families;
 }
 
 export interface Histogram {
@@ -166,7 +76,8 @@ function histogramOf(f: MetricFamily | undefined): Histogram | undefined {
     if (x.name === `${f.name}_bucket`) {
       const le = x.labels.le;
       if (le === undefined) throw new MetricsParseError(`${f.name}_bucket without 'le' label`);
-      const b = parseValue(le, 0);
+      const b = le === '+Inf' || le === 'Inf' ? Infinity : Number(le);
+      if (Number.isNaN(b)) throw new MetricsParseError(`${f.name}_bucket has a bad 'le' label '${le}'`);
       byLe.set(b, (byLe.get(b) ?? 0) + x.value);
     } else if (x.name === `${f.name}_sum`) sum += x.value;
     else if (x.name === `${f.name}_count`) count += x.value;

@@ -50,12 +50,12 @@ describe('Prometheus / vLLM metrics parsing', () => {
   });
 
   it.each([
-    ['<html>oops</html>\n', /bad metric name/],
+    ['<html>oops</html>\n', /bad sample name/],
     ['vllm:num_requests_running{model_name="x" 1\n', /expected ',' or '}'|unterminated/],
-    ['vllm:num_requests_running{model_name=x} 1\n', /not quoted/],
+    ['vllm:num_requests_running{model_name=x} 1\n', /must be quoted/],
     ['vllm:num_requests_running 1 2 3\n', /value \[timestamp\]/],
-    ['vllm:num_requests_running abc\n', /bad sample value/],
-    ['# TYPE x bogus\n', /bad metric type/],
+    ['vllm:num_requests_running abc\n', /bad value 'abc'/],
+    ['# TYPE x bogus\n', /bad type 'bogus'/],
   ])('rejects malformed text %j', (text, re) => {
     expect(() => parsePrometheusText(text)).toThrow(MetricsParseError);
     expect(() => parsePrometheusText(text)).toThrow(re);
