@@ -66,7 +66,7 @@ describe('generated profile vs the batching core (virtual time)', () => {
     expect(core.maxNumBatchedTokens).toBe(DEFAULT_SCHEDULER.maxNumBatchedTokens);
     expect(core.maxNumSeqs).toBe(DEFAULT_SCHEDULER.maxNumSeqs);
   });
-  it.each(CELLS)('%s TP%i %i MHz %s at %f req/s: p50 TTFT/TBT and power within 10%%', (model, tp, clock, type, load) => {
+  it.each(CELLS)('%s TP%i %i MHz %s at %f req/s: p50 TTFT/TBT and power within 10 percent', (model, tp, clock, type, load) => {
     const perf = createPerfModel(model, 'h100');
     const t = DEFAULT_REQUEST_TYPES.find((x) => x.type === type)!;
     const s = steadyState(perf, t, tp, clock, load);
