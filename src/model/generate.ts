@@ -31,6 +31,7 @@ import { DEFAULT_REQUEST_TYPES } from './request-types.ts';
 import type { PerfModel, RequestTypeSpec, StepBatch } from './types.ts';
 import { PROFILE_VERSION, type MaxLoadEntry, type Profile, type ProfileCell } from './profile-types.ts';
 import { DEFAULT_SCHEDULER, type SchedulerConfig } from './scheduler.ts';
+import { ModelInputError } from './perf.ts';
 
 /** the paper's profiling clocks: 800-1980 MHz in 200 MHz steps plus the max clock. */
 export const PAPER_CLOCKS_MHZ = [800, 1000, 1200, 1400, 1600, 1800, 1980];
@@ -142,6 +143,9 @@ export function erlangC(c: number, a: number): number {
 export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clockMhz: number, load: number, scheduler: Partial<SchedulerConfig> = {}): SteadyState {
   const sched = { ...DEFAULT_SCHEDULER, ...scheduler };
   const I = Math.max(1, t.inputTokens), O = Math.max(1, t.outputTokens);
+  // a prompt longer than the step budget is prefilled in chunks over several steps: not modelled here (every
+  // representative type fits the default 8192-token budget), so refuse rather than describe another engine
+  if (I > sched.maxNumBatchedTokens) throw new ModelInputError(`prompt of ${I} tokens exceeds the step budget max_num_batched_tokens=${sched.maxNumBatchedTokens}; chunked prefill over several steps is not modelled`);
   const ctx = I + O / 2;
   const idleW = perf.idlePowerW(tp, clockMhz, true);
   const decodeOnly = (B: number): StepBatch => ({ prefillTokens: 0, decodeSeqs: B, decodeContextTokens: B * ctx });
