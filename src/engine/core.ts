@@ -161,6 +161,7 @@ export class BatchingCore implements BatchingCoreApi {
     // compute; everything else is a prefill chunk (first prefill, or recompute after preemption).
     let prefillTokens = 0;
     let prefillContextTokens = 0;
+    let prefillSeqs = 0;
     let decodeSeqs = 0;
     let decodeContextTokens = 0;
     for (let i = 0; i < scheduled.length; i++) {
@@ -171,6 +172,7 @@ export class BatchingCore implements BatchingCoreApi {
       } else {
         prefillTokens += s.sched;
         prefillContextTokens += s.computed;
+        prefillSeqs++;
       }
     }
     const events: CoreEvent[] = [];
@@ -180,7 +182,8 @@ export class BatchingCore implements BatchingCoreApi {
       if (preempted) for (const v of preempted) events.push({ kind: 'preempted', id: v.req.id, atMs: startMs });
       return { startMs, durationMs: 0, powerW: this.lastPowerW, prefillTokens: 0, decodeSeqs: 0, events };
     }
-    const batch: StepBatch = { prefillTokens, prefillContextTokens, decodeSeqs, decodeContextTokens };
+    // prefillSeqs: attention cost is per prompt (quadratic in each prompt's length), not in their sum.
+    const batch: StepBatch = { prefillTokens, prefillContextTokens, prefillSeqs, decodeSeqs, decodeContextTokens };
     const durationMs = this.perf.stepTimeMs(batch, this.tp, this.clockMhz);
     const powerW = this.perf.stepPowerW(batch, this.tp, this.clockMhz) * this.tp;
     const endMs = startMs + durationMs;

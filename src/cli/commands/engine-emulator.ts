@@ -5,6 +5,7 @@
  * weight loading is over, then 200). Exits 0 on SIGTERM/SIGINT.
  */
 import { num, parse, req, UsageError } from '../args.ts';
+import { DEFAULT_SCHEDULER } from '../../model/scheduler.ts';
 
 export const summary = 'run a vLLM-compatible emulated engine (HTTP API + batching core + emulated GPU)';
 
@@ -69,8 +70,8 @@ export async function run(argv: string[]): Promise<number | void> {
     servedModelName: values['served-model-name'],
     seed: num(values.seed, 'seed', 1),
     startupDelayMs: num(values['startup-delay-ms'], 'startup-delay-ms', 0),
-    maxNumSeqs: posInt(num(values['max-num-seqs'], 'max-num-seqs', 256), 'max-num-seqs'),
-    maxNumBatchedTokens: posInt(num(values['max-num-batched-tokens'], 'max-num-batched-tokens', 8192), 'max-num-batched-tokens'),
+    maxNumSeqs: posInt(num(values['max-num-seqs'], 'max-num-seqs', DEFAULT_SCHEDULER.maxNumSeqs), 'max-num-seqs'),
+    maxNumBatchedTokens: posInt(num(values['max-num-batched-tokens'], 'max-num-batched-tokens', DEFAULT_SCHEDULER.maxNumBatchedTokens), 'max-num-batched-tokens'),
     maxWaiting: posInt(num(values['max-waiting'], 'max-waiting', 4096), 'max-waiting'),
     zeroDelay: values['zero-delay'] ?? false,
   });
