@@ -23,7 +23,7 @@ import { requestTypeOf, inputClassOf, outputClassOf, type LengthClass } from '..
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
 import { LoadForecaster } from '../../src/policy/forecast.ts';
-import { planCluster } from '../../src/policy/cluster.ts';
+import { planCluster, serversToStartAhead } from '../../src/policy/cluster.ts';
 import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
 import { parseConfig, natsCredsOf } from '../common/config.ts';
@@ -56,7 +56,7 @@ export class ClusterManager extends Actor {
   #nodes = new Map<string, { st: NodeStatusT; seenMs: number }>();
   #pools = new Map<string, { st: PoolStatusT; seenMs: number }>();
   #instances = new Map<string, { st: import('../../protocols/index.ts').InstanceStatus; seenMs: number }>();
-  #forecaster = new LoadForecaster({ recentWindowMs: 60_000 });
+  #forecaster: LoadForecaster;
   #profile?: Profile;
   #epoch = 0;
   #statusServe?: { unsubscribe(): void };
@@ -66,6 +66,7 @@ export class ClusterManager extends Actor {
     super(opts);
     this.#c = config;
     this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
+    this.#forecaster = new LoadForecaster({ recentWindowMs: config.scaling.recentWindowS * 1000 });
     for (const p of poolsOf(config)) for (const t of p.types) this.#route.set(t, p.id);
   }
 
@@ -124,9 +125,12 @@ export class ClusterManager extends Actor {
     let last: WireError | undefined;
     // the pool of the type, then (overloaded) the pools serving longer requests
     const tried = new Set<string>();
+    const fallback = this.#anyLongerReady(cls.type);
     while (t) {
       const pool = this.#route.get(t);
-      if (pool && !tried.has(pool)) {
+      // a retired (merged) pool serves nothing: its load went to a pool serving longer requests; a pool
+      // just granted servers is used once one of its instances is ready (meanwhile the longer pool serves)
+      if (pool && !tried.has(pool) && this.#assignments.get(pool)?.state !== 'retired' && (this.#hasReady(pool) || !fallback)) {
         tried.add(pool);
         const a = await this.#dispatch({ ...r, type: cls.type, predictedOutputTokens: cls.predicted, pool }, pool);
         if (a.ok || !a.error || a.error.code !== 'overloaded') return { ...a, type: cls.type };
@@ -135,6 +139,21 @@ export class ClusterManager extends Actor {
       t = longerType(t);
     }
     return { v: 1, id: r.id, ok: false, type: cls.type, error: last ?? { code: 'unavailable', message: `no pool serves ${cls.type}`, retryable: true, retryAfterS: this.#c.emergency.retryAfterS } };
+  }
+
+  #hasReady(pool: string): boolean {
+    const now = Date.now();
+    for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs) return true;
+    return false;
+  }
+
+  /** whether a pool serving t or a longer type has a ready instance (the fallback of a pool still starting). */
+  #anyLongerReady(t: RequestType): boolean {
+    for (let x: RequestType | undefined = t; x; x = longerType(x)) {
+      const p = this.#route.get(x);
+      if (p && this.#assignments.get(p)?.state !== 'retired' && this.#hasReady(p)) return true;
+    }
+    return false;
   }
 
   /** poolDispatch, retried on no_responders (leader failover) until the lease TTL has passed twice. */
@@ -201,21 +220,62 @@ export class ClusterManager extends Actor {
     setTimeout(() => void this.#scaleEpoch('start'), Math.max(500, c.liveness.statusIntervalMs * 3)).unref();
   }
 
+  /**
+   * Every observation tick (leader): the measured load (sum over live instances) feeds the forecaster
+   * (one sample per `#sampleMs`); when the plan of the current forecast needs other server counts than the
+   * plan in force on two ticks in a row, the epoch runs early ("forecast change"), at most once per
+   * scaling.minEpochGapS, so a replay that outgrows the first plan does not wait for the 30-min timer.
+   */
   #observeLoad(): void {
-    const load: Partial<Record<RequestType, number>> = {};
     const now = Date.now();
+    const load = this.#observedLoad(now);
+    if (now - this.#lastSampleMs >= this.#sampleMs()) {
+      this.#forecaster.observe(now, load);
+      this.#lastSampleMs = now;
+    }
+    if (!this.#profile || this.#c.pools || !this.#planServers) return;
+    const f = this.#forecaster.forecast(now, this.#c.epochs.clusterS * 1000);
+    let want: Map<string, number>;
+    try {
+      want = this.#serversPerPool(this.#planOf(f, this.#servers().length));
+    } catch {
+      return;
+    }
+    const have = this.#planServers;
+    const differs = [...new Set([...want.keys(), ...have.keys()])].some((p) => (want.get(p) ?? 0) !== (have.get(p) ?? 0));
+    this.#mismatchTicks = differs ? this.#mismatchTicks + 1 : 0;
+    if (this.#mismatchTicks >= 2 && now - this.#lastEpochMs >= this.#c.scaling.minEpochGapS * 1000) {
+      this.#mismatchTicks = 0;
+      const fmt = (m: Map<string, number>) => [...m].filter(([, n]) => n > 0).map(([p, n]) => `${p}:${n}`).join(',') || 'none';
+      void this.#scaleEpoch(`forecast change: plan ${fmt(have)} -> ${fmt(want)} (observed ${JSON.stringify(round3(load))})`);
+    }
+  }
+
+  #observedLoad(now: number): Partial<Record<RequestType, number>> {
+    const load: Partial<Record<RequestType, number>> = {};
     for (const { st, seenMs } of this.#instances.values()) {
       if (now - seenMs > this.#c.liveness.deadAfterMs) continue;
       for (const [t, v] of Object.entries(st.loadByType) as [RequestType, number][]) load[t] = (load[t] ?? 0) + v;
     }
-    this.#forecaster.observe(now, load);
-    // a forecast change (> 30% on any type) triggers an extra epoch
-    const f = this.#forecaster.forecast(now, this.#c.epochs.clusterS * 1000);
-    const prev = this.#lastForecast;
-    if (prev && REQUEST_TYPES.some((t) => Math.abs((f[t] ?? 0) - (prev[t] ?? 0)) > 0.3 * Math.max(1, prev[t] ?? 0))) {
-      this.#lastForecast = f;
-      void this.#scaleEpoch('forecast change');
-    }
+    return load;
+  }
+
+  /** forecaster sample period: a minute (its unit) in production, shorter when the epoch is short (tests). */
+  #sampleMs(): number {
+    return Math.min(60_000, Math.max(1000, (this.#c.epochs.clusterS * 1000) / 30));
+  }
+
+  #planOf(forecast: Partial<Record<RequestType, number>>, servers: number) {
+    const gps = this.#servers()[0]?.gpus ?? 8;
+    return planCluster({ forecastPeak: forecast, profile: this.#profile!, totalServers: servers, gpusPerServer: gps });
+  }
+
+  #serversPerPool(plan: { pools: { pool: { id: string }; servers: number }[] }): Map<string, number> {
+    const m = new Map<string, number>();
+    for (const p of plan.pools) if (p.servers > 0) m.set(p.pool.id, p.servers);
+    // nothing planned: the longest pool keeps one server (see #scaleEpoch)
+    if (!m.size) m.set(plan.pools[plan.pools.length - 1]?.pool.id ?? 'pool-LL', 1);
+    return m;
   }
 
   #servers(): { id: string; gpus: number }[] {
@@ -229,39 +289,75 @@ export class ClusterManager extends Actor {
   }
 
   #scaling = false;
-  async #scaleEpoch(why: string): Promise<void> {
+  #lastSampleMs = 0;
+  #lastEpochMs = 0;
+  #mismatchTicks = 0;
+  /** servers per pool of the plan in force (undefined before the first planned epoch or with configured pools). */
+  #planServers?: Map<string, number>;
+  #aheadTimer?: NodeJS.Timeout;
+
+  /**
+   * The scale epoch: forecast -> planCluster -> whole servers per pool (a pool keeps the servers it has where
+   * it can, so a scale step only moves the difference) -> PoolAssignments. Then serversToStartAhead: servers
+   * the forecast of the NEXT epoch adds are granted instanceStartupS before it, so they are ready in time.
+   * `extra`: a forecast to plan for as well (max per type; the start-ahead epoch).
+   */
+  async #scaleEpoch(why: string, extra?: Partial<Record<RequestType, number>>): Promise<void> {
     if (!this.#lease.isLeader() || this.#scaling) return;
     this.#scaling = true;
     try {
       const now = Date.now();
+      this.#lastEpochMs = now;
+      const epochMs = this.#c.epochs.clusterS * 1000;
       const servers = this.#servers();
-      const forecast = this.#forecaster.forecast(now, this.#c.epochs.clusterS * 1000);
+      const forecast = { ...this.#forecaster.forecast(now, epochMs) };
+      if (extra) for (const [t, v] of Object.entries(extra) as [RequestType, number][]) forecast[t] = Math.max(forecast[t] ?? 0, v);
       this.#lastForecast = forecast;
       const pools = poolsOf(this.#c);
       const grants = new Map<string, { node: string; gpuIds: number[] }[]>();
       const types = new Map<string, RequestType[]>(pools.map((p) => [p.id, [...p.types]]));
       const merges: { from: string; into: string }[] = [];
       let rationale: unknown = 'static split';
+      let startAhead: unknown;
       const allEight = servers.every((s) => s.gpus % 8 === 0);
       if (this.#profile && !this.#c.pools && allEight) {
         // the paper's plan: whole servers per pool, floor(PL/ML), remainder forwarded, merges
-        const plan = planCluster({ forecastPeak: forecast, profile: this.#profile, totalServers: servers.length, gpusPerServer: servers[0]!.gpus });
+        const plan = this.#planOf(forecast, servers.length);
         rationale = plan.rationale;
-        let i = 0;
-        for (const p of plan.pools) {
-          for (let k = 0; k < p.servers && i < servers.length; k++, i++) {
-            const s = servers[i]!;
-            grants.set(p.pool.id, [...(grants.get(p.pool.id) ?? []), { node: s.id, gpuIds: range(s.gpus) }]);
-          }
-          types.set(p.pool.id, p.pool.types);
-        }
+        const count = this.#serversPerPool(plan);
+        // a pool keeps the servers it holds (fewer moves), then takes free ones in order
+        const owner = new Map<string, string>();
+        for (const a of this.#assignments.values()) if (a.state === 'active') for (const g of a.grants) owner.set(g.node, a.pool);
+        const left = new Set(servers.map((s) => s.id));
+        const take = (pool: string, s: { id: string; gpus: number }) => {
+          left.delete(s.id);
+          grants.set(pool, [...(grants.get(pool) ?? []), { node: s.id, gpuIds: range(s.gpus) }]);
+        };
+        for (const [pool, n] of count) for (const s of servers) if ((grants.get(pool)?.length ?? 0) < n && left.has(s.id) && owner.get(s.id) === pool) take(pool, s);
+        for (const [pool, n] of count) for (const s of servers) if ((grants.get(pool)?.length ?? 0) < n && left.has(s.id)) take(pool, s);
+        for (const p of plan.pools) types.set(p.pool.id, p.pool.types);
         merges.push(...plan.merges);
-        // nothing planned (no load yet): the longest pool keeps one server so requests can be served
-        if (i === 0 && servers.length) {
-          const last = plan.pools[plan.pools.length - 1]?.pool.id ?? 'pool-LL';
-          grants.set(last, [{ node: servers[0]!.id, gpuIds: range(servers[0]!.gpus) }]);
+        if (!plan.pools.some((p) => p.servers > 0) && servers.length) {
+          // nothing planned (no load yet): the longest pool keeps one server and serves every type
+          const last = [...count.keys()][0]!;
           types.set(last, [...REQUEST_TYPES]);
-          for (const p of pools) if (p.id !== last) merges.push({ from: p.id, into: last });
+          for (const p of pools) if (p.id !== last && !merges.some((m) => m.from === p.id)) merges.push({ from: p.id, into: last });
+        }
+        this.#planServers = count;
+        // start ahead of a forecast rise: what the next epoch's forecast adds, granted instanceStartupS early
+        if (epochMs > 0 && !extra) {
+          const next = this.#forecaster.forecast(now + epochMs, epochMs);
+          const nextPlan = this.#planOf(next, servers.length);
+          const ahead = serversToStartAhead(plan, nextPlan, this.#c.scaling.instanceStartupS * 1000, epochMs);
+          if (ahead.length) {
+            startAhead = ahead;
+            const at = Math.min(...ahead.map((x) => x.startInMs));
+            if (this.#aheadTimer) clearTimeout(this.#aheadTimer);
+            this.#aheadTimer = setTimeout(() => void this.#scaleEpoch('start ahead of the next epoch', next), at);
+            this.#aheadTimer.unref();
+            this.#leaderTimers.push(this.#aheadTimer);
+            this.#evt('scale', `start ahead: ${ahead.map((x) => `+${x.servers} ${x.poolId}`).join(', ')} in ${Math.round(at / 1000)} s`, { startAhead: ahead }, { next, startupS: this.#c.scaling.instanceStartupS, epochS: this.#c.epochs.clusterS });
+          }
         }
       } else {
         // configured pools: split every server's GPUs evenly among the pools (one share per pool and server
@@ -301,7 +397,7 @@ export class ClusterManager extends Actor {
         await this.#assign(a);
       }
       if (changes.length) {
-        this.#evt('scale', `cluster epoch ${epoch} (${why}): ${changes.length} pool(s) changed`, { epoch, changes, merges }, { forecast, servers: servers.map((s) => s.id), rationale });
+        this.#evt('scale', `cluster epoch ${epoch} (${why}): ${changes.length} pool(s) changed`, { epoch, why, changes, merges, startAhead }, { forecast, observed: this.#observedLoad(now), servers: servers.map((s) => s.id), rationale, planner: 'heuristic' });
         for (const m of merges) this.#evt('merge', `${m.from} merged into ${m.into}`, m, { forecast });
       }
     } catch (err) {
@@ -344,6 +440,10 @@ export class ClusterManager extends Actor {
     this.#statusServe?.unsubscribe();
     await this.#lease?.stop().catch(() => {});
   }
+}
+
+function round3(o: Partial<Record<string, number>>): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round((v ?? 0) * 1000) / 1000]));
 }
 
 function range(n: number, from = 0): number[] {

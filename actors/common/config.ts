@@ -130,8 +130,29 @@ export const configSchema = z
         moveQueueAbove: z.number().int().nonnegative().default(16),
       })
       .default({}),
-    /** cluster planner: 'heuristic' (floor(PL/ML) + forwarding) or 'milp' (Eq. 1 with HiGHS; small clusters). */
+    scaling: z
+      .object({
+        /**
+         * time a new instance takes from start to serving, s; default 300 (paper Table V: minutes for a 70B
+         * model). Servers the forecast needs at the next epoch are started this long before it.
+         */
+        instanceStartupS: nonneg.default(300),
+        /** least time between two cluster epochs run early on a forecast change, s; default 60. */
+        minEpochGapS: pos.default(60),
+        /**
+         * window whose highest observed load floors the forecast, s; default 300 (a fall scales in only once
+         * it has lasted this long).
+         */
+        recentWindowS: pos.default(300),
+      })
+      .default({}),
+    /**
+     * planner: 'heuristic' (floor(PL/ML) + forwarding; planSharding) or 'milp' (Eq. 1 with HiGHS in a
+     * worker, deadline `milpDeadlineMs`, the heuristic on timeout/failure; for small clusters). Default heuristic.
+     */
     planner: z.enum(['heuristic', 'milp']).default('heuristic'),
+    /** deadline of one MILP solve, ms; default 2000 (past it the heuristic's plan is used). */
+    milpDeadlineMs: pos.default(2000),
     /** the gateway's own section (validated by actors/gateway/config.ts); ignored here. */
     gateway: z.unknown().optional(),
     timeouts: z
