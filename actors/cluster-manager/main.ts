@@ -15,7 +15,7 @@ import { loadProfile } from '../../src/model/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { existsSync } from 'node:fs';
 import {
-  Ack, Admission, ClusterStatus, InferenceRequest, InstanceStatus, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
+  Ack, Admission, ClusterStatus, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
   StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, REQUEST_TYPES, toWireError,
   type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
@@ -81,6 +81,7 @@ export class ClusterManager extends Actor {
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192 });
     this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, { st: s, seenMs: Date.now() }), { capacity: 1024 });
     this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: Date.now() }), { capacity: 1024 });
+    this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192 });
     this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: Date.now() }), { capacity: 8192 });
     this.#timers.push(setInterval(() => void this.#loadAssignments(), 1000));
     this.#lease = new LeaderLease({
@@ -424,15 +425,31 @@ export class ClusterManager extends Actor {
     }
   }
 
+  /** instance power/energy from InstanceTelemetry (modelled for emulated GPUs, measured on NVML/SMI). */
+  #tel = new Map<string, { powerW: number; energyJ: number; seenMs: number }>();
+  /** cluster energy since this manager started, J: the sum of every instance's energy increments. */
+  #energyJ = 0;
+  #onTelemetry(t: InstanceTelemetry): void {
+    const prev = this.#tel.get(t.id);
+    // an instance's counter starts at 0 with its manager: a drop means a new manager under the same id
+    const delta = prev ? (t.energyJ >= prev.energyJ ? t.energyJ - prev.energyJ : t.energyJ) : 0;
+    this.#energyJ += delta;
+    this.#tel.set(t.id, { powerW: t.powerW, energyJ: t.energyJ, seenMs: Date.now() });
+    if (this.#tel.size > 4096) this.#tel.delete(this.#tel.keys().next().value!);
+  }
+
   #status(): ClusterStatus {
     const now = Date.now();
     const alive = [...this.#instances.values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs).map((x) => x.st);
     const pools = [...this.#assignments.values()].filter((a) => a.state === 'active').map((a) => ({
       id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0), leader: this.#pools.get(a.pool)?.st.leader,
-      instances: alive.filter((s) => s.pool === a.pool).map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds, node: s.node, clockMhz: s.clockMhz, powerW: 0, energyJ: 0, queued: s.queued, running: s.running, state: s.state })),
+      instances: alive.filter((s) => s.pool === a.pool).map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds, node: s.node, clockMhz: s.clockMhz, powerW: this.#tel.get(s.id)?.powerW ?? 0, energyJ: this.#tel.get(s.id)?.energyJ ?? 0, queued: s.queued, running: s.running, state: s.state })),
     }));
     const freeGpus = [...this.#nodes.values()].reduce((n, x) => n + x.st.free.length, 0);
-    return { v: 1, leader: this.id, atMs: now, pools, freeGpus, powerW: 0, energyJ: 0 };
+    // cluster power: the live instances' last telemetry (idle GPUs of free servers are not metered here)
+    let powerW = 0;
+    for (const [, x] of this.#tel) if (now - x.seenMs < Math.max(3000, this.#c.liveness.deadAfterMs)) powerW += x.powerW;
+    return { v: 1, leader: this.id, atMs: now, pools, freeGpus, powerW, energyJ: this.#energyJ };
   }
 
   protected override async onStop(): Promise<void> {

@@ -11,7 +11,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { probeNats } from '../../src/runtime/nats-launcher.ts';
 
-export type Role = 'gateway' | 'cluster' | 'pool' | 'instance' | 'observer' | 'admin';
+export type Role = 'gateway' | 'cluster' | 'pool' | 'instance' | 'node' | 'observer' | 'admin';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const NATS_CONF = join(REPO_ROOT, 'nats.conf');

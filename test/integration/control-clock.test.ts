@@ -77,6 +77,24 @@ describe('control plane: instance clock epoch', () => {
     const lower = clocks.find((e) => e.atMs > dropAt && Number(e.decision.clockMhz) < highClock);
     expect(lower).toBeDefined();
     expect(endClock).toBeLessThan(highClock);
+    // cluster status: power and energy come from the instances' telemetry (modelled for emulated GPUs)
+    const s1 = await h.status();
+    await new Promise((r) => setTimeout(r, 2200));
+    const s2 = await h.status();
+    const inst = s2!.pools.flatMap((p) => p.instances);
+    expect(inst.length).toBeGreaterThan(0);
+    for (const i of inst) {
+      expect(i.powerW).toBeGreaterThan(0);
+      expect(i.energyJ).toBeGreaterThan(0);
+      // the value an instance last published
+      expect(tel.some((t) => t.id === i.id && t.energyJ === i.energyJ)).toBe(true);
+    }
+    expect(s2!.powerW).toBeCloseTo(inst.reduce((a, i) => a + i.powerW, 0), 6);
+    expect(s2!.energyJ).toBeGreaterThan(s1!.energyJ);
+    // cluster energy grows by about power x time (2.2 s between the two reads, telemetry every 1 s)
+    expect(s2!.energyJ - s1!.energyJ).toBeGreaterThan(0.3 * s2!.powerW);
+    expect(s2!.energyJ - s1!.energyJ).toBeLessThan(4 * s2!.powerW);
+    console.log(`status: cluster ${s2!.powerW.toFixed(0)} W, ${s2!.energyJ.toFixed(0)} J (+${(s2!.energyJ - s1!.energyJ).toFixed(0)} J in 2.2 s)`);
     console.log(`clock: low load ${lowClock} MHz -> step at +0 -> ${raise!.decision.clockMhz} MHz after ${raise!.atMs - stepAt} ms (epoch ${EPOCH_S * 1000} ms); ` +
       `high phase ${high.length} req, p99 TTFT ${ttftP99} ms, p99 TBT ${tbtP99} ms; drop -> ${lower!.decision.clockMhz} MHz after ${lower!.atMs - dropAt} ms, end ${endClock} MHz`);
   }, 60_000);

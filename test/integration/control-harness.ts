@@ -93,7 +93,7 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
   const cfgPath = join(dir, 'cluster.json');
   // actors pick their role user from nats.roleUsers (actors/common/config.ts); admin only when asked
   const roles: Record<string, { user: string; pass: string }> = {};
-  for (const r of ['cluster', 'pool', 'instance', 'node'] as const) roles[r] = nats.creds(r as Role);
+  for (const r of ['cluster', 'pool', 'instance', 'node'] as const) roles[r] = nats.creds(r);
   writeFileSync(cfgPath, JSON.stringify({
     ...config,
     nats: o.actorsAsAdmin ? { url: nats.url, ...admin } : { url: nats.url, roles },
