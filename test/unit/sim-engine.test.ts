@@ -67,8 +67,8 @@ describe('simulator', () => {
     expect(chosen).toBeGreaterThan(10);
   });
 
-  // KNOWN GAP (not yet met): fluid reads energy 14% below step on the conversation hour at rate 1 (39.5 vs
-  // 33.9 kWh, single-pool; idle power agrees, 880 W per TP8 instance in both): the profile's steady-state
+  // KNOWN GAP (not yet met): fluid reads energy 20% below step on the conversation hour at rate 1 (39.3 vs
+  // 31.6 kWh, single-pool; idle power agrees, 880 W per TP8 instance in both): the profile's steady-state
   // power at a given load is below the batching core's. Skipped, not weakened.
   it.skip('step and fluid agree on energy within 5% (single-pool, first 5 minutes of the conversation trace)', async () => {
     const s = await simulate({ ...base, policy: 'single-pool', fidelity: 'step' });
