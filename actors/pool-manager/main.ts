@@ -11,6 +11,7 @@ import { parseFlags, need } from '../common/args.ts';
 import { parseConfig, natsCredsOf } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
 import { PoolLeader } from './pool-leader.ts';
+import { closeMilpPlanner } from '../common/policy.ts';
 
 export const summary = 'pool manager: dispatch, re-shard epoch, instance failures (one leader per pool)';
 
@@ -35,6 +36,7 @@ export class PoolManager extends Actor {
   }
   protected override async onStop(): Promise<void> {
     await Promise.all(this.leaders.map((l) => l.stop()));
+    await closeMilpPlanner();
   }
   protected override heartbeatMeta() {
     return { leads: this.leaders.filter((l) => l.isLeader()).map((l) => l.pool).join(',') };

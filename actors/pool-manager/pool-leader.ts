@@ -21,7 +21,7 @@ import { LeaderLease } from '../../src/runtime/lease.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
-import { pickInstance, planPoolShards, reshardSteps, type InstanceViewLike } from '../common/policy.ts';
+import { pickInstance, planPoolShards, planPoolShardsMilp, reshardSteps, type InstanceViewLike } from '../common/policy.ts';
 import type { InstanceConfig } from '../../src/policy/types.ts';
 
 interface Tracked {
@@ -387,13 +387,26 @@ export class PoolLeader {
     return out;
   }
 
+  /** a MILP solve of the re-shard epoch is under way (at most one). */
+  #planning = false;
+
   async #reshardEpoch(force = false): Promise<void> {
     if (!this.isLeader() || this.#resharding || this.#reconciling || !this.#assignment || !this.#o.profile || this.#starting.size) return;
     const live = this.aliveInstances();
     if (!live.length || live.some((s) => s.state !== 'ready')) return; // a change in progress: next epoch
     const gpus = this.#assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0);
     const load = this.load();
-    const plan = planPoolShards({ profile: this.#o.profile, load, gpus, current: live.map((s) => s.tp), epochS: this.#o.config.epochs.poolS, gpusPerServer: this.#gps() });
+    const input = { profile: this.#o.profile, load, gpus, current: live.map((s) => s.tp), epochS: this.#o.config.epochs.poolS, gpusPerServer: this.#gps() };
+    const c = this.#o.config;
+    if (this.#planning) return;
+    this.#planning = true;
+    let plan;
+    try {
+      plan = c.planner === 'milp' ? await planPoolShardsMilp(input, c.milpDeadlineMs) : planPoolShards(input);
+    } finally {
+      this.#planning = false;
+    }
+    if (!this.isLeader() || this.#resharding) return;
     if (!plan) return;
     const take = plan.take && !this.#resharding;
     {
