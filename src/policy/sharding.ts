@@ -1,5 +1,5 @@
 /**
- * Pool manager decision (paper Sec. IV-B): split the pool's N GPUs into TP2/TP4/TP8 instances minimising
+ * Pool manager decision (paper Sec. IV-B): split ALL the pool's N GPUs into TP2/TP4/TP8 instances minimising
  * the energy of the coming epoch at max clock (Eq. 1 with the frequency fixed), and take the new split
  * only when the energy it saves over the epoch pays for the reconfiguration (overhead table). Load is
  * spread over instances in proportion to their SLO capacity. Pure.
@@ -67,6 +67,13 @@ export interface PlanShardingInput {
    * level below runs at its highest-performance setting (max clock).
    */
   clockAware?: boolean;
+  /**
+   * Allow splits that leave some of the pool's GPUs in no instance (2a + 4b + 8c <= gpus). Default false:
+   * the paper's pool manager "splits its N GPUs into instances" (2a + 4b + 8c == gpus, or the most GPUs the
+   * allowed TP degrees can cover); how many GPUs a pool holds is the cluster level's knob, not this one's.
+   * Eq. 1 comparisons (heuristicPoolPlan vs solveEq1, whose constraint is <= gpus) opt in.
+   */
+  allowIdleGpus?: boolean;
 }
 
 export interface ShardPlanDetail extends ShardPlan {
@@ -170,10 +177,20 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
     const ga = a.cfg.reduce((s, c) => s + c.tp * c.count, 0), gb = b.cfg.reduce((s, c) => s + c.tp * c.count, 0);
     return ga < gb;
   };
+  // GPUs the split must use: all of the pool's (the most the allowed TP degrees can cover), unless opted out
+  let useGpus = -1;
+  if (!input.allowIdleGpus) {
+    for (let c = 0; c <= n8; c++)
+      for (let b = 0; b <= n4 && 8 * c + 4 * b <= gpus; b++) {
+        const a = Math.min(n2, Math.floor((gpus - 8 * c - 4 * b) / 2));
+        useGpus = Math.max(useGpus, 8 * c + 4 * b + 2 * a);
+      }
+  }
   for (let c = 0; c <= n8; c++) {
     for (let b = 0; b <= n4 && 8 * c + 4 * b <= gpus; b++) {
       for (let a = 0; a <= n2 && 8 * c + 4 * b + 2 * a <= gpus; a++) {
         if (a + b + c < minInst) continue;
+        if (useGpus >= 0 && 8 * c + 4 * b + 2 * a !== useGpus) continue;
         const e = evaluate([{ tp: 2, count: a }, { tp: 4, count: b }, { tp: 8, count: c }], curves, L, epochS, h, powerFn);
         evaluated++;
         if (!biggest || e.cap > biggest.cap + 1e-9 || (Math.abs(e.cap - biggest.cap) <= 1e-9 && better(e, biggest))) biggest = e;
@@ -224,8 +241,10 @@ export function heuristicPoolPlan(
   epochS: number,
   headroom = 0,
   clockAware = false,
+  allowIdleGpus = true,
 ): { instances: PoolPlanInstance[]; energyJ: number; feasible: boolean } {
-  const plan = planSharding({ profile, loadByType, gpus, current: [], epochS, overhead: overheadTable(), headroom, minInstances: 0, clockAware });
+  // default allowIdleGpus: the Eq. 1 MILP this is compared against may leave GPUs unused (<= gpus)
+  const plan = planSharding({ profile, loadByType, gpus, current: [], epochS, overhead: overheadTable(), headroom, minInstances: 0, clockAware, allowIdleGpus });
   const L = totalLoad(loadByType);
   const instances: PoolPlanInstance[] = [];
   let energyJ = 0;

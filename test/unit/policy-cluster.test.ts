@@ -52,16 +52,36 @@ describe('planSharding', () => {
   const o = overheadTable();
   it('chooses the least-energy feasible split and takes it only when the gain pays the cost', () => {
     const load = { MM: 2 * MEDIUM('MM') };
-    const plan = planSharding({ profile: p, loadByType: load, gpus: 8, current: [{ tp: 8, count: 1 }], epochS: 300, overhead: o });
+    // opt-in old behaviour (GPUs may stay out of any instance): one TP4 at max clock carries 2x medium MM
+    // (Table II 'high' is feasible there) at less energy than TP8
+    const plan = planSharding({ profile: p, loadByType: load, gpus: 8, current: [{ tp: 8, count: 1 }], epochS: 300, overhead: o, allowIdleGpus: true });
     expect(plan.feasible).toBe(true);
-    // one TP4 at max clock carries 2x medium MM (Table II 'high' is feasible there) at less energy than TP8
     expect(plan.target).toEqual([{ tp: 4, count: 1 }]);
     expect(plan.targetEnergyJ).toBeLessThan(plan.currentEnergyJ);
     expect(plan.take).toBe(plan.currentEnergyJ - plan.targetEnergyJ > plan.costJ);
     // TP8 -> TP4 is a local re-shard (Table VI: 1 tau), far cheaper than a new instance
     expect(plan.costJ).toBeLessThan(o.instanceStartS * 440);
-    const shortEpoch = planSharding({ profile: p, loadByType: load, gpus: 8, current: [{ tp: 8, count: 1 }], epochS: 0.01, overhead: o });
+    const shortEpoch = planSharding({ profile: p, loadByType: load, gpus: 8, current: [{ tp: 8, count: 1 }], epochS: 0.01, overhead: o, allowIdleGpus: true });
     expect(shortEpoch.take).toBe(false);
+  });
+
+  it('splits ALL of the pool GPUs into instances by default (paper: the pool splits its N GPUs)', () => {
+    const use = (t: { tp: number; count: number }[]) => t.reduce((s, c) => s + c.tp * c.count, 0);
+    for (const gpus of [8, 16, 24, 40]) {
+      for (const load of [{}, { SS: 0.2 * MEDIUM('SS') }, { MM: 2 * MEDIUM('MM') }, { LL: 1.5 * MEDIUM('LL') }]) {
+        const plan = planSharding({ profile: p, loadByType: load, gpus, current: [{ tp: 8, count: gpus / 8 }], epochS: 300, overhead: o });
+        expect(use(plan.target)).toBe(gpus);
+        // the old behaviour, opted in, never uses more and at low load sheds GPUs
+        const old = planSharding({ profile: p, loadByType: load, gpus, current: [{ tp: 8, count: gpus / 8 }], epochS: 300, overhead: o, allowIdleGpus: true });
+        expect(use(old.target)).toBeLessThanOrEqual(gpus);
+        expect(old.targetEnergyJ).toBeLessThanOrEqual(plan.targetEnergyJ + 1e-6);
+      }
+    }
+    // TP degrees that cannot cover the pool exactly: the most GPUs they can cover (12 GPUs, TP8 only -> 8)
+    const t8 = planSharding({ profile: p, loadByType: { MM: 0.5 }, gpus: 12, current: [], epochS: 300, overhead: o, tps: [8] });
+    expect(t8.target).toEqual([{ tp: 8, count: 1 }]);
+    const mixed = planSharding({ profile: p, loadByType: { MM: 0.5 }, gpus: 12, current: [], epochS: 300, overhead: o });
+    expect(use(mixed.target)).toBe(12);
   });
 
   it('takes a feasible split regardless of cost when the current one cannot carry the load, and flags overload', () => {
