@@ -152,6 +152,8 @@ const OUT_CLASSES: LengthClass[] = ['S', 'M', 'L'];
 const LOAD_WINDOW_S = 10;
 /** how often the emergency ladder is evaluated for an instance with a backlog, ms. */
 const EMERGENCY_TICK_MS = 500;
+/** fluid: window of the arrival-rate smoothing that instance power is read at, s (a request occupies its instance for its whole service time, not one tick). */
+const FLUID_POWER_WINDOW_S = 5; // measured: 5..120 s move the conversation hour's fluid energy by < 1%
 
 /**
  * dispatch load estimates are rounded to a geometric grid (steps of LOAD_STEP, i.e. +-5%) and loads under
@@ -222,6 +224,8 @@ interface SimPool {
   types: RequestType[];
   gpus: number;
   instances: SimInstance[];
+  /** fluid: the pool's arrival rate by true type, req/s, smoothed over FLUID_POWER_WINDOW_S (power is read at it). */
+  smooth?: Float64Array;
 }
 
 interface ReqState {
@@ -1007,10 +1011,15 @@ export class Simulation {
    */
   private fluidTick(dtS: number, counts: Map<SimPool, Float64Array>): void {
     const fDecay = Math.exp(-dtS / LOAD_WINDOW_S);
+    const fPow = Math.exp(-dtS / FLUID_POWER_WINDOW_S);
     for (const pool of this.pools) {
       const act = pool.instances.filter((i) => i.state === 'active');
-      if (!act.length) continue;
       const c = counts.get(pool);
+      // a new pool starts at its first tick's rate (not from zero: the trace starts warm)
+      const fresh = !pool.smooth;
+      const sm = (pool.smooth ??= new Float64Array(9));
+      for (let k = 0; k < 9; k++) sm[k] = fresh ? (c ? c[k] / dtS : 0) : sm[k] * fPow + (1 - fPow) * (c ? c[k] / dtS : 0);
+      if (!act.length) continue;
       let total = 0;
       if (c) for (let k = 0; k < 9; k++) total += c[k];
       const groups = new Map<string, { tp: TpDegree; clock: number; insts: SimInstance[]; cap: number }>();
@@ -1034,7 +1043,9 @@ export class Simulation {
         const share = capSum > 0 ? g.cap / capSum : 0;
         const load: LoadByType = {};
         if (c) for (let k = 0; k < 9; k++) if (c[k] > 0) load[REQUEST_TYPES[k]] = (c[k] * share) / dtS;
-        const w = decide.mixedPowerW(this.p, g.tp, g.clock, load);
+        const pload: LoadByType = {};
+        for (let k = 0; k < 9; k++) if (sm[k] > 1e-9) pload[REQUEST_TYPES[k]] = sm[k] * share;
+        const w = decide.mixedPowerW(this.p, g.tp, g.clock, pload);
         for (const inst of g.insts) {
           inst.energyJ += w * dtS;
           for (let k = 0; k < 9; k++) inst.load[k] = inst.load[k] * fDecay + (1 - fDecay) * (c ? (c[k] * share) / dtS : 0);
