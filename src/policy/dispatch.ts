@@ -52,3 +52,66 @@ function marginalEnergy(p: Profile, inst: InstanceView, after: LoadByType, fmax:
   const before = cb ? powerAt(cb, totalLoad(inst.load)) : powerAt(ca, 0);
   return (powerAt(ca, totalLoad(after)) - before) / d;
 }
+
+/** No instance to dispatch to at all (an empty pool): the caller retries once instances exist. */
+export class NoInstanceError extends Error {
+  readonly retryable = true;
+  constructor(detail: string) {
+    super(detail);
+    this.name = 'NoInstanceError';
+  }
+}
+
+/** One instance for the overflow rule: (running + 2 x queued) / tp, the least wins, ties to the larger TP. */
+export interface DispatchView {
+  id: string;
+  tp: number;
+  clockMhz: number;
+  healthy: boolean;
+  load: LoadByType;
+  queued: number;
+  running: number;
+}
+
+/**
+ * The pool manager's full dispatch (the live pool leader and the simulator call this): chooseInstance
+ * (least marginal energy under the SLO cap) for the request's type (its predicted type, else the pool's
+ * first type, else 'LL'); when every instance is at its SLO cap, or the type/TP is outside the profile, or
+ * there is no profile, the instance with the least outstanding work per GPU, (running + 2 x queued) / tp,
+ * ties to the larger TP (first in `views` order after that), flagged `atCapacity`: the request still goes
+ * there and that instance's emergency ladder takes over (the paper's overload path). The overflow choice
+ * looks at every view, healthy or not (as the live adapter always has). Throws NoInstanceError on no views.
+ */
+export function dispatchRequest(
+  req: { type?: RequestType },
+  views: DispatchView[],
+  profile: Profile | undefined,
+  types: readonly RequestType[],
+  opts: DispatchOptions = {},
+): { id: string; atCapacity: boolean } {
+  if (!views.length) throw new NoInstanceError('no instance to dispatch to');
+  const type = req.type ?? types[0] ?? 'LL';
+  if (profile) {
+    try {
+      const d = chooseInstance({ type }, views as InstanceView[], profile, opts);
+      if ('id' in d) return { id: d.id, atCapacity: false };
+    } catch {
+      // a type or TP outside the profile: the overflow choice below
+    }
+  }
+  return { id: leastOutstandingPerGpu(views).id, atCapacity: true };
+}
+
+/** (running + 2 x queued) / tp, least first; ties to the larger TP, then the earlier view. */
+export function leastOutstandingPerGpu<V extends { tp: number; queued: number; running: number }>(views: readonly V[]): V {
+  let best = views[0]!;
+  let bestScore = Number.POSITIVE_INFINITY;
+  for (const v of views) {
+    const s = (v.running + 2 * v.queued) / v.tp;
+    if (s < bestScore || (s === bestScore && v.tp > best.tp)) {
+      best = v;
+      bestScore = s;
+    }
+  }
+  return best;
+}

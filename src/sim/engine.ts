@@ -192,6 +192,16 @@ export function dispatchQuantised(req: { type: RequestType }, views: InstanceVie
   return best ? best.id : null;
 }
 
+/**
+ * src/policy dispatchRequest with chooseInstance's scores memoised (dispatchQuantised): the same answer as
+ * dispatchRequest(req, views, profile, [req.type], { requestRate }) on the same views (a test checks it).
+ */
+export function dispatchRequestMemo(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>): { id: string; atCapacity: boolean } {
+  const id = dispatchQuantised(req, views, profile, requestRate, memo);
+  if (id) return { id, atCapacity: false };
+  return { id: decide.leastOutstandingPerGpu(views).id, atCapacity: true };
+}
+
 interface SimInstance {
   id: string;
   pool: SimPool;
@@ -307,7 +317,7 @@ export class Simulation {
     this.headroom = this.o.headroom ?? 0.2;
     // 'policy': src/policy chooseInstance per request (marginal energy; ~1 ms per call at mixed loads, so
     // slow); default 'least-loaded' (what actors/common/policy.ts pickInstance runs live today)
-    this.useDispatchPolicy = this.o.dispatch === 'policy';
+    this.useDispatchPolicy = (this.o.dispatch ?? (this.o.policy === 'dynamollm' ? 'policy' : 'least-loaded')) === 'policy';
     this.useCapCheck = true;
   }
 
@@ -881,6 +891,20 @@ export class Simulation {
     let inst = home ? this.dispatch(home, c.pred, now) : null;
     // overload goes upward: the next longer pools (they meet the shorter types' SLOs)
     if (!inst) for (const p of this.pools) if (p !== home && p.order > (home?.order ?? -1) && p.types.length && (inst = this.dispatch(p, c.pred, now))) break;
+    if (!inst && this.useDispatchPolicy) {
+      // every pool at its SLO cap: src/policy dispatchRequest's overflow choice in the home pool (least
+      // (running + 2 x queued) / tp, ties to the larger TP), whose emergency ladder then acts
+      const act = (home ?? this.pools.find((p) => p.instances.some((i) => i.state === 'active')))?.instances.filter((i) => i.state === 'active' && i.core) ?? [];
+      if (act.length) {
+        for (const i of act) {
+          const s = i.core!.stats();
+          i.view.queued = s.waiting;
+          i.view.running = s.running;
+        }
+        const id = decide.leastOutstandingPerGpu(act.map((i) => i.view)).id;
+        inst = act.find((i) => i.id === id)!;
+      }
+    }
     if (!inst) {
       // everything at capacity: queue on the least-loaded active instance of the home pool (the emergency
       // path then acts), else of any pool

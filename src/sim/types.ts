@@ -70,9 +70,10 @@ export interface SimOptions {
   /** fraction of SLO throughput the clock/sharding policies keep free, 0..1; default 0.2. */
   headroom?: number;
   /**
-   * dispatch within a pool: 'least-loaded' (least outstanding work per GPU among instances under their SLO
-   * throughput; what the live pool manager runs today) or 'policy' (src/policy chooseInstance, least marginal
-   * energy, memoised; about 1 ms per call at mixed loads). Default 'least-loaded'.
+   * dispatch within a pool: 'policy' (src/policy dispatchRequest: chooseInstance, least marginal energy under
+   * the SLO cap, memoised; overflow to the least outstanding work per GPU; the live pool leader's rule) or
+   * 'least-loaded' (least outstanding work per GPU among instances under their SLO throughput with the
+   * headroom). Default 'policy' for dynamollm, 'least-loaded' for the baselines.
    */
   dispatch?: 'least-loaded' | 'policy';
   /** series sample period, s; default 60 for traces over 6 h, else 10. */

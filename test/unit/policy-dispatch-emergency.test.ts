@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { paperProfile, MEDIUM } from '../fixtures/paper-profile.ts';
-import { chooseInstance, emergencyStep, initialEmergencyState, type InstanceView, type EmergencyObservation, type EmergencyState } from '../../src/policy/index.ts';
+import { chooseInstance, dispatchRequest, NoInstanceError, emergencyStep, initialEmergencyState, type InstanceView, type EmergencyObservation, type EmergencyState } from '../../src/policy/index.ts';
 import { maxLoadOf } from '../../src/model/profile.ts';
+import { pickInstance } from '../../actors/common/policy.ts';
 
 const p = paperProfile();
 const inst = (id: string, tp: 2 | 4 | 8, mm: number, healthy = true): InstanceView => ({ id, tp, clockMhz: 2000, healthy, load: { MM: mm }, queued: 0, running: 0 });
@@ -23,6 +24,43 @@ describe('chooseInstance', () => {
     expect('id' in d && d.id).toBe('a'); // TP4 adds less energy per MM request than TP8 (Table I/II)
     const twins = [inst('y', 4, 1), inst('x', 4, 1)];
     expect(chooseInstance({ type: 'MM' }, twins, p)).toMatchObject({ id: 'x' });
+  });
+});
+
+describe('dispatchRequest (chooseInstance + the overflow rule of the live pool leader)', () => {
+  const cap4 = maxLoadOf(p, 'MM', 4, 2000);
+  it('is chooseInstance under the cap, else least (running + 2 x queued) / tp with ties to the larger TP', () => {
+    const a = inst('a', 4, MEDIUM('MM')), b = inst('b', 8, MEDIUM('MM'));
+    expect(dispatchRequest({ type: 'MM' }, [b, a], p, ['MM'])).toEqual({ id: 'a', atCapacity: false });
+    const full4 = { ...inst('f4', 4, cap4), running: 4, queued: 0 }; // 1 per GPU
+    const full8 = { ...inst('f8', 8, 10 * cap4), running: 6, queued: 1 }; // 1 per GPU: tie -> larger TP
+    const busy2 = { ...inst('b2', 2, 10 * cap4), running: 1, queued: 1 }; // 1.5 per GPU
+    expect(dispatchRequest({ type: 'MM' }, [full4, busy2, full8], p, ['MM'])).toEqual({ id: 'f8', atCapacity: true });
+    expect(dispatchRequest({ type: 'MM' }, [full4, busy2], p, ['MM'])).toEqual({ id: 'f4', atCapacity: true });
+    // no profile, or a TP outside it: the overflow rule; no type: the pool's first type
+    expect(dispatchRequest({}, [busy2, full4], undefined, ['MM'])).toEqual({ id: 'f4', atCapacity: true });
+    const tp1 = { ...inst('t1', 4, 0), tp: 1 as unknown as 4 };
+    expect(dispatchRequest({ type: 'MM' }, [tp1], p, [])).toMatchObject({ id: 't1', atCapacity: true });
+    expect(() => dispatchRequest({ type: 'MM' }, [], p, ['MM'])).toThrow(NoInstanceError);
+  });
+
+  it('takes exactly the decision of the live adapter (actors/common/policy.ts pickInstance) on random views', () => {
+    let seed = 9;
+    const r = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    let overflow = 0;
+    for (let n = 0; n < 200; n++) {
+      const views = Array.from({ length: 1 + Math.floor(r() * 5) }, (_, i) => ({
+        ...inst(`i${i}`, ([2, 4, 8] as const)[Math.floor(r() * 3)], r() * 2 * cap4, r() > 0.1),
+        running: Math.floor(r() * 6), queued: Math.floor(r() * 3),
+      }));
+      const type = (['MS', 'MM', 'ML'] as const)[n % 3];
+      const live = pickInstance({ type } as Parameters<typeof pickInstance>[0], views, p, ['MM']);
+      const ours = dispatchRequest({ type }, views, p, ['MM']);
+      expect(ours).toEqual(live);
+      if (ours.atCapacity) overflow++;
+    }
+    expect(overflow).toBeGreaterThan(10);
+    expect(overflow).toBeLessThan(190);
   });
 });
 

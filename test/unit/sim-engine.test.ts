@@ -4,10 +4,10 @@ import * as decide from '../../src/sim/decide.ts';
 import { planCluster } from '../../src/policy/cluster.ts';
 import { planSharding } from '../../src/policy/sharding.ts';
 import { chooseClock } from '../../src/policy/frequency.ts';
-import { chooseInstance } from '../../src/policy/dispatch.ts';
+import { chooseInstance, dispatchRequest } from '../../src/policy/dispatch.ts';
 import { emergencyStep } from '../../src/policy/emergency.ts';
 import { solveEq1 } from '../../src/policy/milp.ts';
-import { POLICY_KNOBS, dispatchQuantised } from '../../src/sim/engine.ts';
+import { POLICY_KNOBS, dispatchQuantised, dispatchRequestMemo } from '../../src/sim/engine.ts';
 import { profileFor } from '../../src/sim/index.ts';
 import { decideClock } from '../../actors/common/policy.ts';
 import { rng } from '../../src/sim/trace.ts';
@@ -26,6 +26,7 @@ describe('simulator', () => {
     expect(decide.planSharding).toBe(planSharding);
     expect(decide.chooseClock).toBe(chooseClock);
     expect(decide.chooseInstance).toBe(chooseInstance);
+    expect(decide.dispatchRequest).toBe(dispatchRequest);
     expect(decide.emergencyStep).toBe(emergencyStep);
     expect(decide.solveEq1).toBe(solveEq1);
     expect(POLICY_KNOBS.dynamollm).toMatchObject({ dynamicInstances: true, dynamicShards: true, dynamicClock: true, emergency: true });
@@ -62,6 +63,9 @@ describe('simulator', () => {
       const d = chooseInstance({ type }, views, p, { requestRate: 0.1 });
       const got = dispatchQuantised({ type }, views, p, 0.1, memo);
       expect(got).toBe('id' in d ? d.id : null);
+      // the sim's full dispatch (with the overflow rule) is src/policy dispatchRequest's decision
+      for (const v of views) Object.assign(v, { queued: Math.floor(r() * 3), running: Math.floor(r() * 5) });
+      expect(dispatchRequestMemo({ type }, views, p, 0.1, memo)).toEqual(dispatchRequest({ type }, views, p, [type], { requestRate: 0.1 }));
       if (got) chosen++;
     }
     expect(chosen).toBeGreaterThan(10);
