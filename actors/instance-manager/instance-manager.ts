@@ -380,7 +380,7 @@ export class InstanceManager {
     const forClock: Partial<Record<RequestType, number>> = {};
     const types = new Set([...Object.keys(this.#arrivals), ...Object.keys(this.#load)] as RequestType[]);
     for (const t of types) {
-      const rate = (this.#arrivals[t] ?? 0) / dt;
+      const rate = (this.#arrivals[t] ?? 0) / dt / this.#timeScale();
       const v = 0.5 * rate + 0.5 * (this.#load[t] ?? rate);
       if (v > 1e-3) next[t] = v;
       // the clock follows a rise at once (the SLO is at stake) and a fall through the EWMA (no flapping)
@@ -584,12 +584,22 @@ export class InstanceManager {
     }
   }
 
+  /**
+   * Wall seconds -> modelled seconds: an emulator with timeScale k runs k times faster than the model, so
+   * n requests in a wall second are n/k requests per modelled second, the unit of the profile the clock,
+   * dispatch and planners read (a real engine runs in model time: 1).
+   */
+  #timeScale(): number {
+    const e = this.#o.config.engine;
+    return e.kind === 'emulator' ? e.timeScale : 1;
+  }
+
   /** Load for the dispatcher: the last epoch's EWMA blended with arrivals since (so a step shows at once). */
   #currentLoad(): Partial<Record<RequestType, number>> {
     const dt = (Date.now() - this.#arrivalWindowStart) / 1000;
     const out: Partial<Record<RequestType, number>> = { ...this.#load };
     if (dt > 0.5) {
-      for (const [t, n] of Object.entries(this.#arrivals) as [RequestType, number][]) out[t] = Math.max(out[t] ?? 0, n / dt);
+      for (const [t, n] of Object.entries(this.#arrivals) as [RequestType, number][]) out[t] = Math.max(out[t] ?? 0, n / dt / this.#timeScale());
     }
     return out;
   }

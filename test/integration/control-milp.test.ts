@@ -3,7 +3,8 @@
  * a deadline) instead of the heuristic. Real nats-server, real actor processes, emulated Llama2-70B engines
  * (2xTP4 on one 8-GPU server). The epoch's `reshard` decision event (JetStream stream) names the planner,
  * carries the MILP's solution and energy, and its target is the MILP's split; with a light load the
- * consolidation is carried out without failed requests.
+ * consolidation is carried out without failed requests. The load it plans for is in modelled req/s
+ * (the instances divide their wall-clock rate by the emulator's timeScale).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLoop, startHarness, type Harness } from './control-harness.ts';
@@ -55,6 +56,10 @@ describe('control plane: planner milp', () => {
     const fromMilp = m.config.filter((g) => g.count > 0).flatMap((g) => Array(g.count).fill(g.tp)).sort();
     const target = (decided!.decision.target as { tp: number; count: number }[]).flatMap((t) => Array(t.count).fill(t.tp)).sort();
     expect(target).toEqual(fromMilp);
+    // load in modelled req/s: 2 req/s of wall time on emulators running 2x faster is ~1 req/s of the model
+    const ss = Number((decided!.inputs.loadByType as Record<string, number>).SS);
+    expect(ss).toBeGreaterThan(0.4);
+    expect(ss).toBeLessThan(1.5);
     const heur = decided!.inputs.heuristic as { targetEnergyJ: number };
     expect(Number(decided!.inputs.targetEnergyJ)).toBeLessThanOrEqual(Number(heur.targetEnergyJ) * (1 + 1e-3) + 1e-6);
     expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);

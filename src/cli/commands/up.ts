@@ -44,6 +44,8 @@ const USAGE = `usage: dynamollm up [--config FILE] [--nats URL] [--port N] [--ru
 /** Local default credentials of nats.conf: control-plane actors share one account (admin), the gateway has its role. */
 const LOCAL_ADMIN = { user: 'admin', pass: 'admin-local' };
 const LOCAL_GATEWAY = { user: 'gateway', pass: 'gateway-local' };
+/** control-plane roles of nats.conf (users cluster/pool/instance/node, passwords <role>-local). */
+const LOCAL_ROLES = ['cluster', 'pool', 'instance', 'node'] as const;
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
@@ -81,7 +83,12 @@ export async function run(argv: string[]): Promise<number> {
   const natsUrl = values.nats ?? (Array.isArray(first.cluster.nats.url) ? first.cluster.nats.url[0]! : first.cluster.nats.url);
   const clusterRaw: Record<string, unknown> = {
     ...first.clusterRaw,
-    nats: { ...first.cluster.nats, url: natsUrl, user: first.cluster.nats.user ?? LOCAL_ADMIN.user, pass: first.cluster.nats.pass ?? LOCAL_ADMIN.pass },
+    nats: {
+      ...first.cluster.nats, url: natsUrl, user: first.cluster.nats.user ?? LOCAL_ADMIN.user, pass: first.cluster.nats.pass ?? LOCAL_ADMIN.pass,
+      // each control-plane actor connects as its own nats.conf role user (least privilege); local defaults
+      // unless the config names roles or its own user (a deployment with its own credentials)
+      roles: first.cluster.nats.roles ?? (first.cluster.nats.user ? undefined : Object.fromEntries(LOCAL_ROLES.map((r) => [r, { user: r, pass: `${r}-local` }]))),
+    },
   };
   if (!first.cluster.profile) {
     // shipped profiles are named <model>.<gpu>.json
