@@ -172,7 +172,7 @@ type DispatchScore = { e: number; u: number } | null;
  * chooseInstance's own (energy within 1e-9, then utilisation, then id); test/unit/sim-engine.test.ts checks
  * that this returns exactly what chooseInstance returns on the same views.
  */
-export function dispatchQuantised(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>): string | null {
+export function dispatchQuantised(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>, headroom = 0): string | null {
   let best: { id: string; e: number; u: number } | null = null;
   for (const v of views) {
     if (!v.healthy) continue;
@@ -180,7 +180,7 @@ export function dispatchQuantised(req: { type: RequestType }, views: InstanceVie
     for (const t of REQUEST_TYPES) if (v.load[t]) key += `|${t}${v.load[t]}`;
     let sc = memo.get(key);
     if (sc === undefined) {
-      const d = decide.chooseInstance(req, [v], profile, { requestRate });
+      const d = decide.chooseInstance(req, [v], profile, { requestRate, headroom });
       sc = 'id' in d ? { e: d.marginalEnergyJ, u: d.utilisationAfter } : null;
       if (memo.size > 500_000) memo.clear();
       memo.set(key, sc);
@@ -194,10 +194,11 @@ export function dispatchQuantised(req: { type: RequestType }, views: InstanceVie
 
 /**
  * src/policy dispatchRequest with chooseInstance's scores memoised (dispatchQuantised): the same answer as
- * dispatchRequest(req, views, profile, [req.type], { requestRate }) on the same views (a test checks it).
+ * dispatchRequest(req, views, profile, [req.type], { requestRate, headroom }) on the same views (a test checks it).
+ * The memo is per simulation (one headroom).
  */
-export function dispatchRequestMemo(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>): { id: string; atCapacity: boolean } {
-  const id = dispatchQuantised(req, views, profile, requestRate, memo);
+export function dispatchRequestMemo(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>, headroom = 0): { id: string; atCapacity: boolean } {
+  const id = dispatchQuantised(req, views, profile, requestRate, memo, headroom);
   if (id) return { id, atCapacity: false };
   return { id: decide.leastOutstandingPerGpu(views).id, atCapacity: true };
 }
@@ -866,7 +867,8 @@ export class Simulation {
       byId.set(i.id, i);
     }
     if (!views.length) return null;
-    const id = dispatchQuantised({ type: pred }, views, this.p, 1 / LOAD_WINDOW_S, this.dispatchMemo);
+    // the same SLO headroom as provisioning (the live leader can pass it in dispatchRequest's opts)
+    const id = dispatchQuantised({ type: pred }, views, this.p, 1 / LOAD_WINDOW_S, this.dispatchMemo, this.headroom);
     return id ? byId.get(id)! : null;
   }
 
