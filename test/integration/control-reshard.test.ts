@@ -1,8 +1,8 @@
 /**
  * Issue 5, the pool re-shard epoch: real nats-server, real actor processes and emulated Llama2-70B
- * engines (timeScale 2) on one 8-GPU server. The pool starts as 2xTP4; a light SS load makes the epoch
- * (planSharding: Eq. 1 at max clock, gain vs the overhead table) consolidate, then a shift of the mix to LS
- * (long inputs) makes it re-shard to TP2 instances; each re-shard is staggered (matchReshard +
+ * engines (timeScale 2) on one 8-GPU server. The pool starts as 2xTP4; a SS load (2 req/s of the model) makes the
+ * epoch (planSharding: Eq. 1 at max clock, gain vs the overhead table) re-shard to 4xTP2, then a shift of the
+ * mix to SL (long outputs) makes it re-shard to a TP2/TP4 mix; each re-shard is staggered (matchReshard +
  * staggerSteps), is in the JetStream event stream with its inputs, and no request fails.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,29 +44,32 @@ describe('control plane: re-shard epoch', () => {
     }
     expect(first, `first re-shard did not complete: ${(await h.streamEvents()).filter((e) => e.kind === 'reshard' || e.kind === 'scale').map((e) => `${e.atMs - t0} ${e.summary}`).join('\n')}`).toBeDefined();
     const outsA = await ss.stop();
-    // shift the mix: long inputs (LS)
+    // shift the mix: long outputs (SL: from 4xTP2 a TP4 instance pays for itself)
     const shiftAt = Date.now();
-    const ls = openLoop(h, 4, { maxTokens: 30, inputTokens: 2000 }, 10_000);
-    const until2 = Date.now() + 35_000;
+    // (input 200: another input bucket of the output predictor, which learns the long outputs there within a few requests)
+    const ls = openLoop(h, 2, { maxTokens: 360, inputTokens: 200 }, 10_000);
+    const until2 = Date.now() + 50_000;
     let second: number | undefined;
     while (Date.now() < until2 && second === undefined) {
       await new Promise((r) => setTimeout(r, 1000));
       second = (await h.streamEvents()).find((e) => e.kind === 'reshard' && e.decision.complete === true && e.atMs > shiftAt)?.atMs;
     }
+    // the layout right after the re-shard (a later epoch may move on once the load stops)
+    const stAtSecond = await h.status();
     await new Promise((r) => setTimeout(r, 1500));
     const outsB = await ls.stop();
     const outs = [...outsA, ...outsB];
     const evs = await h.streamEvents();
     console.log(evs.filter((e) => e.kind === 'reshard' || e.kind === 'scale' || e.kind === 'failure').map((e) => `${e.atMs - t0} ${e.summary}`).join('\n'));
     expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);
-    expect(second, 're-shard after the mix shift did not complete').toBeDefined();
+    expect(second, `re-shard after the mix shift did not complete; last loads ${JSON.stringify(evs.filter((e) => e.kind === 'reshard' && e.inputs.loadByType).slice(-2).map((e) => e.inputs.loadByType))}`).toBeDefined();
     const events = await h.streamEvents();
     const takes = events.filter((e) => e.kind === 'reshard' && e.decision.take === true);
     const afterShift = takes.find((e) => e.atMs > shiftAt)!;
     expect(afterShift).toBeDefined();
-    // inputs: the measured load (LS dominant), the energies and the reconfiguration cost
+    // inputs: the measured load (SL dominant), the energies and the reconfiguration cost
     const load = afterShift.inputs.loadByType as Record<string, number>;
-    expect(load.LS ?? 0).toBeGreaterThan(load.SS ?? 0);
+    expect(load.SL ?? 0).toBeGreaterThan(load.SS ?? 0);
     // taken because the gain over the epoch pays the overhead-table cost, or because the current split
     // cannot carry the load within SLO (planSharding's two reasons to take a re-shard)
     const pays = Number(afterShift.inputs.currentEnergyJ) - Number(afterShift.inputs.targetEnergyJ) > Number(afterShift.inputs.costJ);
@@ -76,11 +79,10 @@ describe('control plane: re-shard epoch', () => {
     // staggered: the units ran one at a time
     const units = events.filter((e) => e.kind === 'reshard' && e.decision.kind !== undefined && e.atMs > shiftAt);
     expect(units.length).toBeGreaterThan(0);
-    const st = await h.status();
-    const tps = st!.pools[0]!.instances.filter((i) => i.state === 'ready').map((i) => i.gpus.length).sort();
+    const tps = stAtSecond!.pools[0]!.instances.filter((i) => i.state === 'ready').map((i) => i.gpus.length).sort();
     const target = (afterShift.decision.target as { tp: number; count: number }[]).flatMap((t) => Array(t.count).fill(t.tp)).sort();
     expect(tps).toEqual(target);
     console.log(`reshard: first complete after ${first! - t0} ms; shift -> ${afterShift.summary} ; complete after ${second! - shiftAt} ms; ` +
       `${units.length} unit(s); ${outs.length} requests, ${outs.filter((o) => o.ok).length} ok; final TPs ${tps.join(',')}`);
-  }, 90_000);
+  }, 120_000); // two staggered re-shards of 4 units take ~25 s each on 2 shared cores
 });
