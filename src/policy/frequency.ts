@@ -20,6 +20,12 @@ export interface ChooseClockInput {
   headroom?: number;
   /** candidate clocks, MHz. Default: the profile's clocks. */
   clocks?: number[];
+  /**
+   * the instance's recent peak load by type, req/s (e.g. the max of its short-window load over the last
+   * epochs). When given, a clock is feasible only if it meets the SLO at the element-wise max of this and
+   * `loadByType` (provision for the burst, not the mean); power is still read at `loadByType`. Default: none.
+   */
+  peakLoadByType?: LoadByType;
 }
 
 export interface ClockCandidate {
@@ -43,8 +49,13 @@ export function chooseClock(input: ChooseClockInput): ClockDecisionDetail {
   const ml = maxLoadFn(p, input.sloScale ?? 1);
   const clocks = [...(input.clocks ?? p.clocksMhz)].sort((a, b) => a - b);
   const L = totalLoad(loadByType);
+  let need: LoadByType = loadByType;
+  if (input.peakLoadByType) {
+    need = { ...loadByType };
+    for (const [t, v] of Object.entries(input.peakLoadByType) as [RequestType, number][]) if (v > (need[t] ?? 0)) need[t] = v;
+  }
   const candidates: ClockCandidate[] = clocks.map((f) => {
-    const u = utilisationOf(p, tp, f, loadByType, ml);
+    const u = utilisationOf(p, tp, f, need, ml);
     const feasible = u <= 1 - h + 1e-12;
     const powerW = feasible ? mixPowerAt(p, loadByType, tp, f, ml) : Infinity;
     return { clockMhz: f, utilisation: u, feasible: feasible && Number.isFinite(powerW), powerW };
@@ -53,7 +64,7 @@ export function chooseClock(input: ChooseClockInput): ClockDecisionDetail {
   for (const c of candidates) if (c.feasible && (!best || c.powerW < best.powerW - 1e-9)) best = c;
   if (!best) {
     const fmax = Math.min(maxClockOf(p), clocks[clocks.length - 1]!);
-    const u = utilisationOf(p, tp, fmax, loadByType, ml);
+    const u = utilisationOf(p, tp, fmax, need, ml);
     return {
       clockMhz: fmax,
       powerW: NaN,

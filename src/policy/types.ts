@@ -52,6 +52,8 @@ export interface InstanceView {
   load: LoadByType;
   queued: number;
   running: number;
+  /** requests in flight (running + queued) by (predicted) type, counts; optional (dispatch apportions running + queued by `load` without it). */
+  inflightByType?: LoadByType;
 }
 
 export interface ClockDecision {

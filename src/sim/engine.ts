@@ -25,6 +25,7 @@ import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../poli
 import type { EmergencyState } from '../policy/emergency.ts';
 import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
+import { instantHeadroom } from '../policy/dispatch.ts';
 import { LogHistogram, percentile } from './metrics.ts';
 import { rng, type TraceRecord } from './trace.ts';
 import type { Fidelity, PolicyName, SimCosts, SimEpochs, SimOptions, SimResult, LatencyStats } from './types.ts';
@@ -173,23 +174,39 @@ type DispatchScore = { e: number; u: number } | null;
  * that this returns exactly what chooseInstance returns on the same views.
  */
 export function dispatchQuantised(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>, headroom = 0): string | null {
-  let best: { id: string; e: number; u: number } | null = null;
-  for (const v of views) {
-    if (!v.healthy) continue;
+  // chooseInstance's two tiers (instantaneous headroom at the current clock, then at max clock), each the
+  // least marginal energy under the rate cap; the rate score (state-free but for the EWMA load) is memoised
+  const fmax = profile.clocksMhz[profile.clocksMhz.length - 1]!;
+  const scores: (DispatchScore | undefined)[] = views.map(() => undefined);
+  const score = (k: number): DispatchScore => {
+    let sc = scores[k];
+    if (sc !== undefined) return sc;
+    const v = views[k]!;
     let key = `${req.type}|${v.tp}|${v.clockMhz}`;
     for (const t of REQUEST_TYPES) if (v.load[t]) key += `|${t}${v.load[t]}`;
-    let sc = memo.get(key);
+    sc = memo.get(key);
     if (sc === undefined) {
-      const d = decide.chooseInstance(req, [v], profile, { requestRate, headroom });
+      const d = decide.chooseInstance(req, [v], profile, { requestRate, headroom, instantaneous: false });
       sc = 'id' in d ? { e: d.marginalEnergyJ, u: d.utilisationAfter } : null;
       if (memo.size > 500_000) memo.clear();
       memo.set(key, sc);
     }
-    if (!sc) continue;
-    const { e, u } = sc;
-    if (!best || e < best.e - 1e-9 || (Math.abs(e - best.e) <= 1e-9 && (u < best.u - 1e-12 || (Math.abs(u - best.u) <= 1e-12 && v.id < best.id)))) best = { id: v.id, e, u };
+    return (scores[k] = sc);
+  };
+  for (const tier of [0, 1]) {
+    let best: { id: string; e: number; u: number } | null = null;
+    views.forEach((v, k) => {
+      if (!v.healthy) return;
+      const clock = tier === 0 && profile.clocksMhz.includes(v.clockMhz) ? v.clockMhz : fmax;
+      if (!instantHeadroom(v, req.type, profile, clock)) return;
+      const sc = score(k);
+      if (!sc) return;
+      const { e, u } = sc;
+      if (!best || e < best.e - 1e-9 || (Math.abs(e - best.e) <= 1e-9 && (u < best.u - 1e-12 || (Math.abs(u - best.u) <= 1e-12 && v.id < best.id)))) best = { id: v.id, e, u };
+    });
+    if (best) return (best as { id: string }).id;
   }
-  return best ? best.id : null;
+  return null;
 }
 
 /**
@@ -215,6 +232,9 @@ interface SimInstance {
   /** offered load estimate by type (req/s), exponentially decayed with LOAD_WINDOW_S; at `loadAtMs`. */
   load: Float64Array;
   loadAtMs: number;
+  /** peak of `load` (per type) in the current and the previous clock epoch: chooseClock provisions for it. */
+  peakCur: Float64Array;
+  peakPrev: Float64Array;
   outstanding: number;
   view: InstanceView;
   /** fluid: energy J. */
@@ -415,7 +435,7 @@ export class Simulation {
     const id = `${pool.id}-i${this.seq++}`;
     const inst: SimInstance = {
       id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs,
-      inHeap: false, load: new Float64Array(9), loadAtMs: now, outstanding: 0, energyJ: 0, reshard: kind === 'reshard', replaces,
+      inHeap: false, load: new Float64Array(9), loadAtMs: now, peakCur: new Float64Array(9), peakPrev: new Float64Array(9), outstanding: 0, energyJ: 0, reshard: kind === 'reshard', replaces,
       em: decide.initialEmergencyState(now), emMaxClock: false,
       view: { id, tp, clockMhz: this.maxClock, healthy: delayMs <= 0, load: {}, queued: 0, running: 0 },
     };
@@ -750,12 +770,22 @@ export class Simulation {
         // the load estimate on the memo grid (+-5%, under 0.02 req/s dropped): same-TP instances with nearly the
         // same load share one chooseClock call (fluid: every same-TP instance of a pool)
         const q = this.loadOf(inst, true);
+        // provision for the recent peak (this and the previous epoch's peak of the load estimate), not the mean
+        const peak: LoadByType = {};
+        for (let k = 0; k < 9; k++) {
+          const v = quantiseLoad(Math.max(inst.peakCur[k], inst.peakPrev[k]));
+          if (v > 0) peak[REQUEST_TYPES[k]] = v;
+          inst.peakPrev[k] = inst.peakCur[k];
+          inst.peakCur[k] = inst.load[k];
+        }
         let key = String(inst.tp);
         for (const t of REQUEST_TYPES) if (q[t]) key += `,${t}${q[t]}`;
+        key += '/';
+        for (const t of REQUEST_TYPES) if (peak[t]) key += `,${t}${peak[t]}`;
         let mhz = this.clockMemo.get(key);
         if (mhz === undefined) {
           if (this.clockMemo.size > 200_000) this.clockMemo.clear();
-          this.clockMemo.set(key, (mhz = decide.chooseClock({ profile: this.p, tp: inst.tp, loadByType: q, sloScale: this.sloScale, headroom: this.headroom }).clockMhz));
+          this.clockMemo.set(key, (mhz = decide.chooseClock({ profile: this.p, tp: inst.tp, loadByType: q, peakLoadByType: peak, sloScale: this.sloScale, headroom: this.headroom }).clockMhz));
         }
         if (mhz !== inst.clockMhz) this.scheduleClock(inst, mhz, now);
       }
@@ -938,7 +968,9 @@ export class Simulation {
     }
     this.reqs.set(id, { arrivalMs: now, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst });
     this.decayLoad(inst, now);
-    inst.load[TYPE_INDEX[c.pred]] += 1 / LOAD_WINDOW_S;
+    const k = TYPE_INDEX[c.pred];
+    inst.load[k] += 1 / LOAD_WINDOW_S;
+    if (inst.load[k] > inst.peakCur[k]) inst.peakCur[k] = inst.load[k];
     inst.outstanding++;
     this.wake(inst, now);
   }

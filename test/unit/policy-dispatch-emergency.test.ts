@@ -124,3 +124,60 @@ describe('emergency ladder', () => {
     expect(emergencyStep(s, obs(30_000, 1), cfg).state.level).toBe(1);
   });
 });
+
+import { readFileSync } from 'node:fs';
+import { parseProfile } from '../../src/model/profile.ts';
+// the generated H100 profile: its SLO throughput and concurrency depend on the clock (the fixture's do not)
+const real = parseProfile(JSON.parse(readFileSync(new URL('../../profiles/llama2-70b.h100.json', import.meta.url), 'utf8')));
+
+describe('instantaneous headroom (running + queued vs the SLO concurrency)', () => {
+  it('skips an instance whose in-flight requests already fill its SLO concurrency, even with a low EWMA rate', async () => {
+    const { maxConcurrencyOf, instantHeadroom } = await import('../../src/policy/dispatch.ts');
+    const n = maxConcurrencyOf(p, 'MM', 4, 2000);
+    expect(n).toBeGreaterThanOrEqual(1);
+    const busy: InstanceView = { ...inst('a', 4, 0.1), running: Math.ceil(n) };
+    const idle: InstanceView = inst('b', 4, 0.1);
+    expect(instantHeadroom(busy, 'MM', p, 2000)).toBe(false);
+    expect(instantHeadroom(idle, 'MM', p, 2000)).toBe(true);
+    // same EWMA load: without the instant check the tie goes to 'a' (id order); with it, to the idle one
+    expect(chooseInstance({ type: 'MM' }, [busy, idle], p, { instantaneous: false })).toMatchObject({ id: 'a' });
+    expect(chooseInstance({ type: 'MM' }, [busy, idle], p)).toMatchObject({ id: 'b' });
+    // nothing with room: all_at_capacity, and dispatchRequest overflows to the least outstanding per GPU
+    expect(chooseInstance({ type: 'MM' }, [busy], p)).toMatchObject({ reject: 'all_at_capacity' });
+    expect(dispatchRequest({ type: 'MM' }, [busy], p, ['MM'])).toEqual({ id: 'a', atCapacity: true });
+  });
+
+  it('prefers instances with room at their current clock, then those with room at max clock', async () => {
+    const { maxConcurrencyOf } = await import('../../src/policy/dispatch.ts');
+    const lo = Math.min(...real.clocksMhz);
+    const fmax = Math.max(...real.clocksMhz);
+    const nLo = maxConcurrencyOf(real, 'SS', 8, lo);
+    const nHi = maxConcurrencyOf(real, 'SS', 8, fmax);
+    expect(Math.ceil(nLo) + 1).toBeLessThan(nHi); // the lowest clock holds fewer SS in flight within the SLO
+    const slow: InstanceView = { id: 's', tp: 8, clockMhz: lo, healthy: true, load: { SS: 0.1 }, queued: 0, running: Math.ceil(nLo) };
+    const fast: InstanceView = { id: 't', tp: 8, clockMhz: fmax, healthy: true, load: { SS: 0.1 }, queued: 0, running: Math.ceil(nLo) };
+    expect(chooseInstance({ type: 'SS' }, [slow, fast], real)).toMatchObject({ id: 't' });
+    expect(chooseInstance({ type: 'SS' }, [slow], real)).toMatchObject({ id: 's' }); // room only at max clock: tier 2
+  });
+});
+
+describe('chooseClock peakLoadByType', () => {
+  it('provisions the clock for the recent peak, not the mean', async () => {
+    const { chooseClock } = await import('../../src/policy/frequency.ts');
+    const { utilisationOf } = await import('../../src/policy/energy.ts');
+    const m = maxLoadOf(real, 'MM', 8, Math.max(...real.clocksMhz));
+    let checked = 0;
+    for (const frac of [0.9, 0.7, 0.5, 0.3]) {
+      const mean = chooseClock({ profile: real, tp: 8, loadByType: { MM: 0.05 * m } });
+      const peak = chooseClock({ profile: real, tp: 8, loadByType: { MM: 0.05 * m }, peakLoadByType: { MM: frac * m } });
+      expect(utilisationOf(real, 8, peak.clockMhz, { MM: frac * m })).toBeLessThanOrEqual(1 + 1e-9);
+      if (utilisationOf(real, 8, mean.clockMhz, { MM: frac * m }) > 1) {
+        expect(peak.clockMhz).toBeGreaterThan(mean.clockMhz);
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(0);
+    const peak = chooseClock({ profile: real, tp: 8, loadByType: { MM: 0.05 * m }, peakLoadByType: { MM: 0.9 * m } });
+    expect(peak.feasible).toBe(true);
+  });
+});
