@@ -1,7 +1,6 @@
 /**
  * The one place where actors call src/policy: adapts the actors' inputs (wire messages, config) to the
- * pure policy functions. No decision logic of its own beyond the overflow fallback of pickInstance and the
- * GPU mapping of the re-shard steps.
+ * pure policy functions. No decision logic of its own beyond the GPU mapping of the re-shard steps.
  */
 import type { InferenceRequest, RequestType } from '../../protocols/index.ts';
 import { inputClassOf } from '../../protocols/request-types.ts';
@@ -9,7 +8,7 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
 import { chooseClock } from '../../src/policy/frequency.ts';
 import { emergencyStep, type EmergencyState, type EmergencyAction, type EmergencyObservation } from '../../src/policy/emergency.ts';
-import { chooseInstance } from '../../src/policy/dispatch.ts';
+import { dispatchRequest, type DispatchView } from '../../src/policy/dispatch.ts';
 import type { InstanceConfig, InstanceView, TpDegree } from '../../src/policy/types.ts';
 import { planSharding, overheadTable, staggerSteps, reconfigurationCost, type StaggerUnit } from '../../src/policy/sharding.ts';
 import { MilpPlanner } from '../../src/policy/milp-planner.ts';
@@ -73,31 +72,13 @@ export interface InstanceViewLike {
 }
 
 /**
- * Dispatch: the instance with least predicted energy under its SLO throughput (policy chooseInstance).
- * When every instance is at its SLO capacity (or there is no profile) the request still goes to the one
- * with the least outstanding work per GPU, where the instance's emergency ladder takes over (the paper's
- * overload path); `atCapacity` says so.
+ * Dispatch (policy dispatchRequest, the same function the simulator calls): the instance with least
+ * predicted energy under its SLO throughput; when every instance is at its SLO capacity (or there is no
+ * profile) the one with the least outstanding work per GPU, where the instance's emergency ladder takes
+ * over (the paper's overload path); `atCapacity` says so.
  */
 export function pickInstance(req: InferenceRequest, views: InstanceViewLike[], profile: Profile | undefined, types: RequestType[]): { id: string; atCapacity: boolean } {
-  const type = req.type ?? types[0] ?? 'LL';
-  if (profile) {
-    try {
-      const d = chooseInstance({ type }, views.map((v) => ({ ...v, tp: v.tp as TpDegree })) as InstanceView[], profile);
-      if ('id' in d) return { id: d.id, atCapacity: false };
-    } catch {
-      // a type or TP outside the profile: fall through to the least-loaded choice
-    }
-  }
-  let best = views[0]!;
-  let bestScore = Number.POSITIVE_INFINITY;
-  for (const v of views) {
-    const s = (v.running + 2 * v.queued) / v.tp;
-    if (s < bestScore || (s === bestScore && v.tp > best.tp)) {
-      best = v;
-      bestScore = s;
-    }
-  }
-  return { id: best.id, atCapacity: true };
+  return dispatchRequest(req, views.map((v) => ({ ...v, tp: v.tp as TpDegree })) as DispatchView[], profile, types);
 }
 
 export interface PoolShardInput {
