@@ -320,6 +320,7 @@ export class Simulation {
   private readonly dispatchMemo = new Map<string, DispatchScore>();
   private readonly clockMemo = new Map<string, number>();
   private readonly shardMemo = new Map<string, ReturnType<typeof decide.planSharding>>();
+  private readonly oracleMemo = new Map<string, ReturnType<typeof decide.solveEq1>>();
 
   constructor(private readonly inp: EngineInputs) {
     this.o = inp.opts;
@@ -338,7 +339,7 @@ export class Simulation {
     this.headroom = this.o.headroom ?? 0.2;
     // 'policy': src/policy chooseInstance per request (marginal energy; ~1 ms per call at mixed loads, so
     // slow); default 'least-loaded' (what actors/common/policy.ts pickInstance runs live today)
-    this.useDispatchPolicy = (this.o.dispatch ?? (this.o.policy === 'dynamollm' ? 'policy' : 'least-loaded')) === 'policy';
+    this.useDispatchPolicy = (this.o.dispatch ?? (this.o.policy === 'dynamollm' || this.o.policy === 'oracle' ? 'policy' : 'least-loaded')) === 'policy';
     this.useCapCheck = true;
   }
 
@@ -680,9 +681,23 @@ export class Simulation {
     const highs = this.inp.highs;
     if (!highs) throw new Error('oracle policy needs a HiGHS instance');
     this.accountExtra(now);
-    const f = this.forecastPeak(now, now + this.ep.poolS * 1000, 1);
+    const raw = this.forecastPeak(now, now + this.ep.poolS * 1000, 1);
+    // the load on the +-5% memo grid, so a week's 2,016 epochs reuse solves of the same (quantised) question
+    const f: LoadByType = {};
+    let key = '';
+    for (const t of REQUEST_TYPES) {
+      const v = quantiseLoad(raw[t] ?? 0);
+      if (v > 0) {
+        f[t] = v;
+        key += `|${t}${v}`;
+      }
+    }
     const pools = REQUEST_TYPES.filter((t) => (f[t] ?? 0) > 0).map((t) => ({ id: `pool-${t}`, loadByType: { [t]: f[t]! } as LoadByType }));
-    const sol = decide.solveEq1(highs, { profile: this.p, pools, gpus: this.totalGpus, epochS: this.ep.poolS, headroom: this.headroom, timeLimitS: 20, mipRelGap: 1e-3 });
+    let sol = this.oracleMemo.get(key);
+    if (!sol) {
+      if (this.oracleMemo.size > 20_000) this.oracleMemo.clear();
+      this.oracleMemo.set(key, (sol = decide.solveEq1(highs, { profile: this.p, pools, gpus: this.totalGpus, epochS: this.ep.poolS, headroom: this.headroom, timeLimitS: 20, mipRelGap: 1e-3 })));
+    }
     if (!sol.feasible) {
       this.notes.push(`oracle: Eq. 1 infeasible at t=${(now / 1000).toFixed(0)} s (${sol.status}); previous configuration kept`);
       if (this.pools.length) return;
