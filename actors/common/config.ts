@@ -101,6 +101,13 @@ export const configSchema = z
         initialTp: z.union([z.literal(1), z.literal(2), z.literal(4), z.literal(8)]).default(8),
         /** bound of the instance manager's own admission queue (not-yet-started requests); default 256. */
         maxQueued: z.number().int().positive().default(256),
+        /**
+         * token coalescing window of the instance manager, ms (wall); default 0 = one TokenChunk per token.
+         * > 0: tokens after the first that arrive from the engine within this window travel as one
+         * TokenChunk carrying each token's engine-side arrival offset (tokenOffsetsMs). The first token is
+         * never held (TTFT is not delayed); later tokens reach the client up to this much later.
+         */
+        streamCoalesceMs: nonneg.default(0),
       })
       .default({}),
     gpuBackend: z.enum(['emulated', 'nvml', 'smi']).default('emulated'),

@@ -245,8 +245,14 @@ export function chatResponse(id: string, created: number, model: string, text: s
 }
 
 /** One SSE data chunk. `text` undefined with `finish` set is the closing chunk; role is sent on the first chat chunk. */
-export function streamChunk(kind: ApiKind, id: string, created: number, model: string, part: { text?: string; finish?: FinishReason; first?: boolean }) {
+/**
+ * One SSE event. `tokens` > 1 (a coalesced chunk, engine.streamCoalesceMs) adds the non-OpenAI field
+ * `dynamollm_tokens` (how many tokens `text` holds; OpenAI clients ignore unknown fields) so a client can
+ * count per-token latency (src/telemetry/replay.ts).
+ */
+export function streamChunk(kind: ApiKind, id: string, created: number, model: string, part: { text?: string; finish?: FinishReason; first?: boolean; tokens?: number }) {
   const finish_reason = part.finish ? finishOut(part.finish) : null;
+  const extra = part.tokens !== undefined && part.tokens > 1 ? { dynamollm_tokens: part.tokens } : {};
   if (kind === 'completion') {
     return {
       id: `cmpl-${id}`,
@@ -254,6 +260,7 @@ export function streamChunk(kind: ApiKind, id: string, created: number, model: s
       created,
       model,
       choices: [{ index: 0, text: part.text ?? '', logprobs: null, finish_reason }],
+      ...extra,
     };
   }
   const delta: Record<string, string> = {};
@@ -265,6 +272,7 @@ export function streamChunk(kind: ApiKind, id: string, created: number, model: s
     created,
     model,
     choices: [{ index: 0, delta, logprobs: null, finish_reason }],
+    ...extra,
   };
 }
 

@@ -390,7 +390,7 @@ export class GatewayServer {
         }
         tokens += c.tokens;
         if (c.text.length > 0 || (first && p.kind === 'chat')) {
-          send(streamChunk(p.kind, id, created, p.model, { text: c.text, first }));
+          send(streamChunk(p.kind, id, created, p.model, { text: c.text, first, tokens: c.tokens }));
           first = false;
         }
         if (c.done) {

@@ -225,6 +225,23 @@ export class InstanceManager {
     let usage: { promptTokens: number; completionTokens: number; energyJoules?: number } | undefined;
     let completion = 0;
     const remainingMs = Math.max(1000, req.deadlineMs - Date.now());
+    // token coalescing (engine.streamCoalesceMs): tokens after the first gather in `pend` for at most the
+    // window, then travel as one chunk with each token's arrival offset (see docs/REPLAY.md)
+    const coalesceMs = this.#o.config.engine.streamCoalesceMs;
+    let pend: { text: string; n: number; t0: number; offsets: number[]; timer?: NodeJS.Timeout } | null = null;
+    const flush = () => {
+      const p = pend;
+      if (!p) return;
+      pend = null;
+      if (p.timer) clearTimeout(p.timer);
+      const chunk: TokenChunk = { ...base, seq: r.seq++, text: p.text, tokens: p.n };
+      if (p.n > 1) chunk.tokenOffsetsMs = p.offsets;
+      try {
+        this.#bus.publish(req.streamSubject, TokenChunk, chunk);
+      } catch (err) {
+        this.#log.debug({ id: req.id, err: (err as Error).message }, 'token chunk not published');
+      }
+    };
     try {
       const it = this.#o.engine.completion(
         {
@@ -256,13 +273,27 @@ export class InstanceManager {
         }
         r.lastTokenMs = now;
         completion++;
-        const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: 1 };
-        if (r.seq === 1) {
-          chunk.ttftMs = Math.max(0, now - req.arrivalMs);
-          this.#pushSample(this.#ttfts, chunk.ttftMs);
+        if (r.seq === 0 && !pend) {
+          // the first token goes at once: coalescing never delays TTFT
+          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: 1, ttftMs: Math.max(0, now - req.arrivalMs) };
+          this.#pushSample(this.#ttfts, chunk.ttftMs!);
+          this.#bus.publish(req.streamSubject, TokenChunk, chunk);
+        } else if (coalesceMs <= 0) {
+          this.#bus.publish(req.streamSubject, TokenChunk, { ...base, seq: r.seq++, text: ch.text, tokens: 1 });
+        } else {
+          const t = performance.now();
+          if (!pend) {
+            pend = { text: ch.text, n: 1, t0: t, offsets: [0] };
+            pend.timer = setTimeout(flush, coalesceMs);
+          } else {
+            pend.text += ch.text;
+            pend.n++;
+            pend.offsets.push(Math.round((t - pend.t0) * 1000) / 1000);
+            if (t - pend.t0 >= coalesceMs) flush();
+          }
         }
-        this.#bus.publish(req.streamSubject, TokenChunk, chunk);
       }
+      flush();
       if (r.ac.signal.aborted) throw r.ac.signal.reason;
       const energyJ = usage?.energyJoules ?? r.energyJ;
       const energySource = usage?.energyJoules !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
@@ -278,6 +309,7 @@ export class InstanceManager {
       this.#record(req, type, 'ok', r, usage?.completionTokens ?? completion, energyJ, energySource);
       this.#serviceMs = 0.8 * this.#serviceMs + 0.2 * (Date.now() - r.startedMs);
     } catch (err) {
+      flush(); // tokens already produced reach the client before the error chunk, in order
       const aborted = r.ac.signal.aborted;
       const w: WireError = aborted
         ? toWireError(r.ac.signal.reason)
@@ -288,6 +320,7 @@ export class InstanceManager {
       this.#finishWithError(req, r.seq, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
       return;
     } finally {
+      if (pend) clearTimeout((pend as { timer?: NodeJS.Timeout }).timer);
       this.#running.delete(req.id);
       this.#unwatchCancel(req.id);
       this.#pump();
