@@ -3,6 +3,7 @@
  * with zod; a bad file fails with the path of each bad field. Every knob states its unit and default.
  * Default (`defaultConfig()`): Llama2-70B on 4 emulated 8xH100 servers, the paper's epochs and SLOs.
  */
+import { DEFAULT_HEADROOM } from '../../src/policy/types.ts';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -125,6 +126,12 @@ export const configSchema = z
         input: z.object({ S: pos, M: pos, L: pos }).default({ S: 256, M: 1024, L: 8192 }),
         /** exclusive upper bounds of output S/M, tokens; default 100/350 (Table IV). */
         output: z.object({ S: pos, M: pos }).default({ S: 100, M: 350 }),
+      })
+      .default({}),
+    policy: z
+      .object({
+        /** fraction of each instance's SLO capacity kept free for bursts (dispatch, clock, sharding); default 0.2 (src/policy DEFAULT_HEADROOM, as the simulator). */
+        headroom: z.number().min(0).max(0.9).default(DEFAULT_HEADROOM),
       })
       .default({}),
     emergency: z

@@ -9,7 +9,7 @@ import { classifyRequest } from '../../src/policy/classify.ts';
 import { chooseClock } from '../../src/policy/frequency.ts';
 import { emergencyStep, type EmergencyState, type EmergencyAction, type EmergencyObservation } from '../../src/policy/emergency.ts';
 import { dispatchRequest, type DispatchView } from '../../src/policy/dispatch.ts';
-import type { InstanceConfig, InstanceView, TpDegree } from '../../src/policy/types.ts';
+import { DEFAULT_HEADROOM, type InstanceConfig, type InstanceView, type TpDegree } from '../../src/policy/types.ts';
 import { planSharding, overheadTable, staggerSteps, reconfigurationCost, type StaggerUnit } from '../../src/policy/sharding.ts';
 import { MilpPlanner } from '../../src/policy/milp-planner.ts';
 import { maxClockOf } from '../../src/policy/energy.ts';
@@ -44,13 +44,14 @@ export function decideClock(
   tp: number,
   load: Partial<Record<RequestType, number>>,
   supported: number[],
+  headroom = DEFAULT_HEADROOM,
 ): { clockMhz: number; powerW: number; feasible: boolean; reason: string } | undefined {
   if (!profile || !profile.tpDegrees.includes(tp)) return undefined;
   const lo = profile.clocksMhz[0]!, hi = profile.clocksMhz[profile.clocksMhz.length - 1]!;
   // candidate clocks: the GPU's supported clocks inside the profiled range (the profile's grid otherwise)
   const inRange = supported.filter((f) => f >= lo && f <= hi);
   const clocks = inRange.length ? profile.clocksMhz.filter((f) => inRange.some((g) => Math.abs(g - f) <= 15)) : undefined;
-  const d = chooseClock({ profile, tp, loadByType: load, clocks: clocks && clocks.length ? clocks : undefined });
+  const d = chooseClock({ profile, tp, loadByType: load, clocks: clocks && clocks.length ? clocks : undefined, headroom });
   return { clockMhz: d.clockMhz, powerW: d.powerW, feasible: d.feasible, reason: d.reason };
 }
 
@@ -77,8 +78,8 @@ export interface InstanceViewLike {
  * profile) the one with the least outstanding work per GPU, where the instance's emergency ladder takes
  * over (the paper's overload path); `atCapacity` says so.
  */
-export function pickInstance(req: InferenceRequest, views: InstanceViewLike[], profile: Profile | undefined, types: RequestType[]): { id: string; atCapacity: boolean } {
-  return dispatchRequest(req, views.map((v) => ({ ...v, tp: v.tp as TpDegree })) as DispatchView[], profile, types);
+export function pickInstance(req: InferenceRequest, views: InstanceViewLike[], profile: Profile | undefined, types: RequestType[], headroom = DEFAULT_HEADROOM): { id: string; atCapacity: boolean } {
+  return dispatchRequest(req, views.map((v) => ({ ...v, tp: v.tp as TpDegree })) as DispatchView[], profile, types, { headroom });
 }
 
 export interface PoolShardInput {
@@ -91,6 +92,8 @@ export interface PoolShardInput {
   /** pool epoch, s (the gain is counted over it). */
   epochS: number;
   gpusPerServer?: number;
+  /** SLO capacity kept free; default DEFAULT_HEADROOM. */
+  headroom?: number;
 }
 
 export interface PoolShardDecision {
@@ -111,7 +114,7 @@ export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined
   if ([...counts.keys()].some((tp) => !i.profile.tpDegrees.includes(tp) || ![2, 4, 8].includes(tp))) return undefined;
   const current: InstanceConfig[] = [...counts].map(([tp, count]) => ({ tp: tp as TpDegree, count }));
   const overhead = overheadTable();
-  const d = planSharding({ profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8 });
+  const d = planSharding({ profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8, headroom: i.headroom ?? DEFAULT_HEADROOM });
   const fmt = (c: InstanceConfig[]) => c.map((x) => `${x.count}xTP${x.tp}`).join('+') || 'none';
   return {
     take: d.take,

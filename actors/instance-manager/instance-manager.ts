@@ -430,7 +430,7 @@ export class InstanceManager {
     if (this.state !== 'ready' && this.state !== 'draining') return;
     const load = this.#measureLoad();
     if (this.#emergency.maxClock || Date.now() < this.#forcedUntil) return;
-    const d = decideClock(this.#o.profile, this.#o.tp, load, this.#supported);
+    const d = decideClock(this.#o.profile, this.#o.tp, load, this.#supported, this.#o.config.policy.headroom);
     if (!d) return;
     await this.#applyClock(d.clockMhz, d.reason, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
   }

@@ -242,7 +242,7 @@ export class PoolLeader {
         views = this.#views(tried);
       }
       if (!views.length) break;
-      const choice = pickInstance(req, views, this.#o.profile, this.#types).id;
+      const choice = pickInstance(req, views, this.#o.profile, this.#types, this.#o.config.policy.headroom).id;
       tried.add(choice);
       // count it at once in the local view so a burst spreads before the next status arrives
       const tracked = this.#instances.get(choice);
@@ -396,7 +396,7 @@ export class PoolLeader {
     if (!live.length || live.some((s) => s.state !== 'ready')) return; // a change in progress: next epoch
     const gpus = this.#assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0);
     const load = this.load();
-    const input = { profile: this.#o.profile, load, gpus, current: live.map((s) => s.tp), epochS: this.#o.config.epochs.poolS, gpusPerServer: this.#gps() };
+    const input = { profile: this.#o.profile, load, gpus, current: live.map((s) => s.tp), epochS: this.#o.config.epochs.poolS, gpusPerServer: this.#gps(), headroom: this.#o.config.policy.headroom };
     const c = this.#o.config;
     if (this.#planning) return;
     this.#planning = true;

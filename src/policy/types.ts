@@ -64,6 +64,13 @@ export interface ClockDecision {
   reason: string;
 }
 
+/**
+ * Fraction of an instance's SLO capacity kept free for bursts by dispatch, the clock epoch and the sharding
+ * plan (the profile's max load is a steady-state p99 figure; arrivals are bursty). The live actors
+ * (config `policy.headroom`) and the simulator use this default. Unitless, [0, 1); default 0.2.
+ */
+export const DEFAULT_HEADROOM = 0.2;
+
 /** Emergency ladder steps, in the paper's order. */
 export const EMERGENCY_STEPS = ['reorder', 'max_clock', 'move_to_peers', 'reject'] as const;
 export type EmergencyStep = (typeof EMERGENCY_STEPS)[number];

@@ -1,3 +1,4 @@
+import { DEFAULT_HEADROOM } from '../../src/policy/types.ts';
 import { describe, it, expect } from 'vitest';
 import { paperProfile, MEDIUM } from '../fixtures/paper-profile.ts';
 import { chooseInstance, dispatchRequest, NoInstanceError, emergencyStep, initialEmergencyState, type InstanceView, type EmergencyObservation, type EmergencyState } from '../../src/policy/index.ts';
@@ -55,7 +56,7 @@ describe('dispatchRequest (chooseInstance + the overflow rule of the live pool l
       }));
       const type = (['MS', 'MM', 'ML'] as const)[n % 3];
       const live = pickInstance({ type } as Parameters<typeof pickInstance>[0], views, p, ['MM']);
-      const ours = dispatchRequest({ type }, views, p, ['MM']);
+      const ours = dispatchRequest({ type }, views, p, ['MM'], { headroom: DEFAULT_HEADROOM });
       expect(ours).toEqual(live);
       if (ours.atCapacity) overflow++;
     }

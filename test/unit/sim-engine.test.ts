@@ -1,3 +1,4 @@
+import { DEFAULT_HEADROOM } from '../../src/policy/types.ts';
 import { describe, it, expect } from 'vitest';
 import { simulate } from '../../src/sim/index.ts';
 import * as decide from '../../src/sim/decide.ts';
@@ -41,7 +42,7 @@ describe('simulator', () => {
       for (const t of REQUEST_TYPES) if (r() < 0.3) load[t] = r() * 2;
       // the live adapter (actors/common/policy.ts decideClock) with the GPU supporting the profile's clocks
       const live = decideClock(p, tp, load, p.clocksMhz)!;
-      const sim = decide.chooseClock({ profile: p, tp, loadByType: load });
+      const sim = decide.chooseClock({ profile: p, tp, loadByType: load, headroom: DEFAULT_HEADROOM });
       expect(live.clockMhz).toBe(sim.clockMhz);
       expect(live.feasible).toBe(sim.feasible);
     }
