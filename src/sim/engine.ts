@@ -840,7 +840,11 @@ export class Simulation {
         const peak: LoadByType = {};
         for (let k = 0; k < 9; k++) {
           const kn = known ? known[k] * maxLoadOf(this.p, REQUEST_TYPES[k], inst.tp, this.maxClock) : 0;
-          const v = quantiseLoad(Math.max(inst.peakCur[k], inst.peakPrev[k], kn));
+          // a type present under the memo floor counts AT the floor: otherwise a trickle of a short type (spilled
+          // into a long pool and split over 20 fluid instances) is invisible to the clock, which then drops to a
+          // clock where that type's TTFT SLO is unmeetable (week, dynamollm: LS-pool TP2 at 800 MHz, u = 15)
+          const x = Math.max(inst.peakCur[k], inst.peakPrev[k], kn);
+          const v = x > 1e-4 ? Math.max(LOAD_FLOOR, quantiseLoad(x)) : 0;
           if (v > 0) peak[REQUEST_TYPES[k]] = v;
           inst.peakPrev[k] = inst.peakCur[k];
           inst.peakCur[k] = inst.load[k];
