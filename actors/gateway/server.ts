@@ -28,6 +28,9 @@ import {
 import { countPromptTokens } from './tokens.ts';
 
 /** What the gateway needs from the cluster. */
+/** A refused (413) body is read and discarded up to this multiple of the limit, then the socket is closed. */
+const DISCARD_FACTOR = 16;
+
 export interface GatewayBackend {
   /**
    * Admits the request. Resolves once the cluster accepted it, with the request's token stream (ends after
@@ -234,9 +237,30 @@ export class GatewayServer {
 
   private readBody(req: IncomingMessage): Promise<Buffer> {
     const limit = this.opts.bodyLimitBytes;
+    const tooLarge = (msg: string) => new HttpError(413, msg, 'invalid_request_error', 'request_too_large');
+    // A refused body is still read and thrown away (up to DISCARD_FACTOR x the limit) before the 413 goes out:
+    // answering while the client is still sending makes its socket fail with EPIPE instead of showing the 413.
+    const discardThen = (err: HttpError): Promise<never> =>
+      new Promise((_, reject) => {
+        let seen = 0;
+        const cap = DISCARD_FACTOR * limit;
+        const finish = () => reject(err);
+        req.removeAllListeners('data');
+        req.on('data', (c: Buffer) => {
+          seen += c.length;
+          if (seen > cap) {
+            req.removeAllListeners('data');
+            req.pause();
+            finish();
+          }
+        });
+        req.once('end', finish);
+        req.once('error', finish);
+        req.resume();
+      });
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > limit) {
-      return Promise.reject(new HttpError(413, `request body of ${declared} bytes exceeds the limit of ${limit} bytes`, 'invalid_request_error', 'request_too_large'));
+      return discardThen(tooLarge(`request body of ${declared} bytes exceeds the limit of ${limit} bytes`));
     }
     return new Promise((resolve, reject) => {
       const parts: Buffer[] = [];
@@ -247,8 +271,7 @@ export class GatewayServer {
         size += c.length;
         if (size > limit) {
           done = true;
-          reject(new HttpError(413, `request body exceeds the limit of ${limit} bytes`, 'invalid_request_error', 'request_too_large'));
-          req.resume();
+          discardThen(tooLarge(`request body exceeds the limit of ${limit} bytes`)).catch(reject);
           return;
         }
         parts.push(c);
