@@ -27,9 +27,10 @@ import {
 } from './openai.ts';
 import { countPromptTokens } from './tokens.ts';
 
-/** What the gateway needs from the cluster. */
 /** A refused (413) body is read and discarded up to this multiple of the limit, then the socket is closed. */
 const DISCARD_FACTOR = 16;
+
+/** What the gateway needs from the cluster. */
 
 export interface GatewayBackend {
   /**
