@@ -45,7 +45,9 @@ describe('leader lease under SIGKILL', () => {
         stopGraceMs: 5000,
       })),
       log: silentLogger(),
-      backoff: { initialMs: 200, maxMs: 2000 },
+      // the killed process comes back only after the standbys have had the lease's TTL to take over, so the
+      // takeover measured is a standby's (a quick restart could otherwise win the expired lease itself)
+      backoff: { initialMs: 6000, maxMs: 6000 },
     });
     const leaderNow = (minTerm: number): { id: string; term: number } | undefined => {
       const c = claims.at(-1);
