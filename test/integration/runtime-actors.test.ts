@@ -61,7 +61,7 @@ describe('actor processes under a supervisor', () => {
     const tracker = new LivenessTracker({ bus, periodMs: 500, missed: 3, kinds: ['instance'] });
     tracker.start();
     try {
-      const alive = waitFor<LivenessEvent>(tracker, 'alive', (e) => e.id === 'e1', 20_000);
+      const alive = waitFor<LivenessEvent>(tracker, 'alive', (e) => e.id === 'e1', 45_000);
       await sup.start();
       const first = await alive;
       const a1 = await bus.request(subjects.instanceAdmit('e1'), InferenceRequest, req('a1'), Admission, { timeoutMs: 3000 });
