@@ -57,6 +57,17 @@ interface Index {
   cells: Map<string, ProfileCell[]>;
   maxLoad: Map<string, number>;
   idle: Map<string, number>;
+  /**
+   * The same cells without string keys, for the hot path (dispatch evaluates thousands of points per
+   * second): type -> tp -> clock index (p.clocksMhz order) -> cells in load-grid order.
+   */
+  series: Map<RequestType, Map<number, ProfileCell[][]>>;
+  /** profiled request types (loadsOf's check without a scan). */
+  types: Set<RequestType>;
+  /** memo of maxLoadOf / idlePowerOf results (only successful queries): type -> tp -> clock -> value. */
+  maxLoadMemo: Map<RequestType, Map<number, Map<number, number>>>;
+  idleMemo: Map<number, Map<number, number>>;
+  seriesMemo: Map<RequestType, Map<number, Map<number, PowerSeries>>>;
 }
 const indexes = new WeakMap<Profile, Index>();
 const key = (type: string, tp: number, clock: number) => `${type}|${tp}|${clock}`;
@@ -83,7 +94,7 @@ export function parseProfile(json: unknown): Profile {
     ascending(loads, `loads.${t.type}`);
     if (loads[0] !== 0) throw new ProfileError(`loads.${t.type}: the grid must start at 0 (lone-request latency, loaded-idle power), got ${loads[0]}`);
   }
-  const idx: Index = { cells: new Map(), maxLoad: new Map(), idle: new Map() };
+  const idx: Index = { cells: new Map(), maxLoad: new Map(), idle: new Map(), series: new Map(), types, maxLoadMemo: new Map(), idleMemo: new Map(), seriesMemo: new Map() };
   const loadPos = new Map<string, Map<number, number>>();
   for (const t of types) loadPos.set(t, new Map(p.loads[t]!.map((l, i) => [l, i])));
   for (const [i, c] of p.cells.entries()) {
@@ -114,6 +125,11 @@ export function parseProfile(json: unknown): Profile {
     if (!idx.maxLoad.has(key(t, tp, f))) throw new ProfileError(`maxLoad: missing entry for ${t} tp${tp} ${f} MHz`);
   }
   for (const e of p.idlePowerW ?? []) idx.idle.set(`${e.tp}|${e.clockMhz}`, e.powerW);
+  for (const t of types) {
+    const byTp = new Map<number, ProfileCell[][]>();
+    for (const tp of p.tpDegrees) byTp.set(tp, p.clocksMhz.map((f) => idx.cells.get(key(t, tp, f))!));
+    idx.series.set(t, byTp);
+  }
   indexes.set(p, idx);
   return p;
 }
@@ -143,9 +159,9 @@ function checkTpClock(p: Profile, tp: number, clockMhz: number): void {
   if (!(clockMhz >= lo && clockMhz <= hi)) throw new ProfileRangeError(`clock ${clockMhz} MHz is outside the profiled range [${lo}, ${hi}] MHz`);
 }
 
-function loadsOf(p: Profile, type: RequestType): number[] {
+function loadsOf(p: Profile, type: RequestType, idx: Index = indexOf(p)): number[] {
   const loads = p.loads[type];
-  if (!loads || !p.requestTypes.some((t) => t.type === type)) throw new ProfileRangeError(`request type ${type} is not profiled`);
+  if (!loads || !idx.types.has(type)) throw new ProfileRangeError(`request type ${type} is not profiled`);
   return loads;
 }
 
@@ -167,24 +183,73 @@ const METRICS = ['powerW', 'energyPerRequestJ', 'ttftP50Ms', 'ttftP99Ms', 'tbtP5
  */
 export function interpolate(p: Profile, type: RequestType, tp: number, clockMhz: number, load: number): InterpolatedCell {
   const idx = indexOf(p);
-  const loads = loadsOf(p, type);
+  const loads = loadsOf(p, type, idx);
   checkTpClock(p, tp, clockMhz);
   const maxGrid = loads[loads.length - 1]!;
   if (!(load >= 0 && load <= maxGrid)) throw new ProfileRangeError(`load ${load} req/s is outside the profiled grid of ${type} [0, ${maxGrid}]`);
   const [c0, c1, wc] = bracket(p.clocksMhz, clockMhz);
   const [l0, l1, wl] = bracket(loads, load);
-  const at = (ci: number, li: number) => idx.cells.get(key(type, tp, p.clocksMhz[ci]!))![li]!;
+  const byClock = idx.series.get(type)!.get(tp)!;
+  const a00 = byClock[c0]![l0]!, a01 = byClock[c0]![l1]!, a10 = byClock[c1]![l0]!, a11 = byClock[c1]![l1]!;
   const out = {} as InterpolatedCell;
   for (const m of METRICS) {
-    const v0 = at(c0, l0)[m] * (1 - wl) + at(c0, l1)[m] * wl;
-    const v1 = at(c1, l0)[m] * (1 - wl) + at(c1, l1)[m] * wl;
+    const v0 = a00[m] * (1 - wl) + a01[m] * wl;
+    const v1 = a10[m] * (1 - wl) + a11[m] * wl;
     out[m] = v0 * (1 - wc) + v1 * wc;
   }
   // energy per request is instance power / load (generate.ts): between two non-zero grid loads interpolate the
   // power and divide, since linear interpolation of a ~1/load curve overstates it (by up to ~10% on the grid)
   if (wl > 0 && loads[l0]! > 0) out.energyPerRequestJ = out.powerW / load;
-  out.meetsSlo = wc === 0 && wl === 0 ? at(c0, l0).meetsSlo : load <= maxLoadOf(p, type, tp, clockMhz);
+  out.meetsSlo = wc === 0 && wl === 0 ? a00.meetsSlo : load <= maxLoadOf(p, type, tp, clockMhz);
   return out;
+}
+
+/**
+ * One (type, tp, clock) slice of the profile's power surface, for evaluating many loads at one point of the
+ * other axes (a mix curve): the two bracketing grid clocks' power rows and the clock weight. Memoised;
+ * seriesPowerW(s, load) === interpolate(p, type, tp, clockMhz, load).powerW bit for bit (same arithmetic).
+ * Throws ProfileRangeError like interpolate for an unprofiled type, TP or a clock outside the grid.
+ */
+export interface PowerSeries {
+  loads: readonly number[];
+  /** power (W) at each grid load, at the lower / upper bracketing grid clock (the same row on a grid clock). */
+  p0: Float64Array;
+  p1: Float64Array;
+  /** weight of the upper clock, 0 on a grid clock. */
+  wc: number;
+}
+
+export function powerSeries(p: Profile, type: RequestType, tp: number, clockMhz: number): PowerSeries {
+  const idx = indexOf(p);
+  const hit = idx.seriesMemo.get(type)?.get(tp)?.get(clockMhz);
+  if (hit) return hit;
+  const loads = loadsOf(p, type, idx);
+  checkTpClock(p, tp, clockMhz);
+  const [c0, c1, wc] = bracket(p.clocksMhz, clockMhz);
+  const byClock = idx.series.get(type)!.get(tp)!;
+  const s: PowerSeries = { loads, p0: Float64Array.from(byClock[c0]!, (c) => c.powerW), p1: Float64Array.from(byClock[c1]!, (c) => c.powerW), wc };
+  let byTp = idx.seriesMemo.get(type);
+  if (!byTp) idx.seriesMemo.set(type, (byTp = new Map()));
+  let m = byTp.get(tp);
+  if (!m) byTp.set(tp, (m = new Map()));
+  m.set(clockMhz, s);
+  return s;
+}
+
+/** Power (W) on a series at `load` (interpolate's powerW, bit for bit); ProfileRangeError outside the load grid. */
+export function seriesPowerW(s: PowerSeries, load: number): number {
+  const loads = s.loads;
+  const n = loads.length;
+  if (!(load >= 0 && load <= loads[n - 1]!)) throw new ProfileRangeError(`load ${load} req/s is outside the profiled grid [0, ${loads[n - 1]}]`);
+  // bracket() inlined (no tuple)
+  let l0 = n - 1, l1 = l0, wl = 0;
+  for (let i = 0; i < n; i++) {
+    if (load === loads[i]) { l0 = l1 = i; break; }
+    if (load < loads[i]!) { l0 = i - 1; l1 = i; wl = (load - loads[i - 1]!) / (loads[i]! - loads[i - 1]!); break; }
+  }
+  const v0 = s.p0[l0]! * (1 - wl) + s.p0[l1]! * wl;
+  const v1 = s.p1[l0]! * (1 - wl) + s.p1[l1]! * wl;
+  return v0 * (1 - s.wc) + v1 * s.wc;
 }
 
 /**
@@ -193,13 +258,21 @@ export function interpolate(p: Profile, type: RequestType, tp: number, clockMhz:
  */
 export function maxLoadOf(p: Profile, type: RequestType, tp: number, clockMhz: number): number {
   const idx = indexOf(p);
-  loadsOf(p, type);
+  // memoised per (type, tp, clock): the controllers ask the same few points over and over
+  const hit = idx.maxLoadMemo.get(type)?.get(tp)?.get(clockMhz);
+  if (hit !== undefined) return hit;
+  loadsOf(p, type, idx);
   checkTpClock(p, tp, clockMhz);
   const [c0, c1, wc] = bracket(p.clocksMhz, clockMhz);
   const m0 = idx.maxLoad.get(key(type, tp, p.clocksMhz[c0]!))!;
   const m1 = idx.maxLoad.get(key(type, tp, p.clocksMhz[c1]!))!;
-  if (wc === 0) return m0;
-  return m1 >= m0 ? m0 + (m1 - m0) * wc : Math.min(m0, m1);
+  const v = wc === 0 ? m0 : m1 >= m0 ? m0 + (m1 - m0) * wc : Math.min(m0, m1);
+  let byTp = idx.maxLoadMemo.get(type);
+  if (!byTp) idx.maxLoadMemo.set(type, (byTp = new Map()));
+  let byClock = byTp.get(tp);
+  if (!byClock) byTp.set(tp, (byClock = new Map()));
+  byClock.set(clockMhz, v);
+  return v;
 }
 
 /** Whether an instance at (tp, clock) meets the SLO of this type at this load. */
@@ -212,6 +285,8 @@ export function isFeasible(p: Profile, type: RequestType, tp: number, clockMhz: 
 /** Instance power (W, all its GPUs) with the model loaded and no requests, at (tp, clock). */
 export function idlePowerOf(p: Profile, tp: number, clockMhz: number): number {
   const idx = indexOf(p);
+  const hit = idx.idleMemo.get(tp)?.get(clockMhz);
+  if (hit !== undefined) return hit;
   checkTpClock(p, tp, clockMhz);
   const [c0, c1, wc] = bracket(p.clocksMhz, clockMhz);
   const get = (ci: number) => {
@@ -222,5 +297,9 @@ export function idlePowerOf(p: Profile, tp: number, clockMhz: number): number {
     const t = p.requestTypes[0]!.type;
     return idx.cells.get(key(t, tp, f))![0]!.powerW;
   };
-  return get(c0) * (1 - wc) + get(c1) * wc;
+  const v = get(c0) * (1 - wc) + get(c1) * wc;
+  let byClock = idx.idleMemo.get(tp);
+  if (!byClock) idx.idleMemo.set(tp, (byClock = new Map()));
+  byClock.set(clockMhz, v);
+  return v;
 }

@@ -5,8 +5,9 @@
  */
 import type { RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
-import { interpolate, maxLoadOf } from '../model/profile.ts';
-import { maxClockOf, mixCurve, powerAt, totalLoad, utilisationOf } from './energy.ts';
+import { idlePowerOf, interpolate, maxLoadOf, powerSeries, seriesPowerW, type PowerSeries } from '../model/profile.ts';
+import { REQUEST_TYPES } from '../../protocols/request-types.ts';
+import { maxClockOf, totalLoad } from './energy.ts';
 import type { InstanceView, LoadByType } from './types.ts';
 
 export interface DispatchOptions {
@@ -22,6 +23,60 @@ export interface DispatchOptions {
 }
 
 /**
+ * Per (profile, tp, clock): what dispatch reads for every instance on every request (max load, max
+ * concurrency and the power series of each type, loaded-idle power), filled lazily from src/model/profile
+ * (so an unprofiled type / TP / clock throws exactly where the plain calls would) and kept for the profile's
+ * life. Indexed by the type's position in REQUEST_TYPES.
+ */
+interface Point {
+  tp: number;
+  clockMhz: number;
+  ml: (number | undefined)[];
+  conc: (number | undefined)[];
+  series: (PowerSeries | undefined)[];
+  idle?: number;
+}
+const points = new WeakMap<Profile, Map<number, Map<number, Point>>>();
+const TYPE_INDEX = new Map<RequestType, number>(REQUEST_TYPES.map((t, i) => [t, i]));
+
+function pointOf(p: Profile, tp: number, clockMhz: number): Point {
+  let byTp = points.get(p);
+  if (!byTp) points.set(p, (byTp = new Map()));
+  let byClock = byTp.get(tp);
+  if (!byClock) byTp.set(tp, (byClock = new Map()));
+  let pt = byClock.get(clockMhz);
+  if (!pt) byClock.set(clockMhz, (pt = { tp, clockMhz, ml: [], conc: [], series: [] }));
+  return pt;
+}
+/** maxLoadOf(p, REQUEST_TYPES[i], pt.tp, pt.clockMhz), memoised on the point. */
+function mlAt(p: Profile, pt: Point, i: number): number {
+  const v = pt.ml[i];
+  return v !== undefined ? v : (pt.ml[i] = maxLoadOf(p, REQUEST_TYPES[i]!, pt.tp, pt.clockMhz));
+}
+function mlOfType(p: Profile, pt: Point, t: RequestType): number {
+  const i = TYPE_INDEX.get(t);
+  return i === undefined ? maxLoadOf(p, t, pt.tp, pt.clockMhz) : mlAt(p, pt, i);
+}
+function concOfType(p: Profile, pt: Point, t: RequestType): number {
+  const i = TYPE_INDEX.get(t);
+  if (i === undefined) return maxConcurrencyOf(p, t, pt.tp, pt.clockMhz);
+  const v = pt.conc[i];
+  return v !== undefined ? v : (pt.conc[i] = maxConcurrencyOf(p, t, pt.tp, pt.clockMhz));
+}
+/** energy.ts utilisationOf(p, tp, clock, load) with the point's max loads: same order, same arithmetic. */
+function utilisationAt(p: Profile, pt: Point, load: LoadByType): number {
+  let u = 0;
+  for (let i = 0; i < REQUEST_TYPES.length; i++) {
+    const l = load[REQUEST_TYPES[i]!];
+    if (!((l ?? 0) > 0)) continue;
+    const ml = mlAt(p, pt, i);
+    if (!(ml > 0)) return Infinity;
+    u += l! / ml;
+  }
+  return u;
+}
+
+/**
  * Requests one instance can hold in flight (running + queued) for type t at (tp, clock) within the SLO:
  * Little's law at the profile's SLO max load, N = maxLoad x (TTFT p50 + TBT p50 x (output - 1)) at that load,
  * plus the Poisson burst the profile itself was measured under (2 sqrt(N): its arrivals are Poisson, so at
@@ -29,10 +84,14 @@ export interface DispatchOptions {
  * always take one). 0 when the type is infeasible at (tp, clock). Memoised per profile.
  */
 export function maxConcurrencyOf(p: Profile, t: RequestType, tp: number, clockMhz: number): number {
-  let m = concMemo.get(p);
-  if (!m) concMemo.set(p, (m = new Map()));
-  const k = `${t}|${tp}|${clockMhz}`;
-  let n = m.get(k);
+  // nested maps, not a string key: this runs for every instance on every dispatch
+  let byType = concMemo.get(p);
+  if (!byType) concMemo.set(p, (byType = new Map()));
+  let byTp = byType.get(t);
+  if (!byTp) byType.set(t, (byTp = new Map()));
+  let byClock = byTp.get(tp);
+  if (!byClock) byTp.set(tp, (byClock = new Map()));
+  let n = byClock.get(clockMhz);
   if (n === undefined) {
     const ml = maxLoadOf(p, t, tp, clockMhz);
     if (!(ml > 0)) n = 0;
@@ -42,11 +101,11 @@ export function maxConcurrencyOf(p: Profile, t: RequestType, tp: number, clockMh
       const N = (ml * (c.ttftP50Ms + c.tbtP50Ms * Math.max(0, out - 1))) / 1000;
       n = Math.max(1, N + 2 * Math.sqrt(N));
     }
-    m.set(k, n);
+    byClock.set(clockMhz, n);
   }
   return n;
 }
-const concMemo = new WeakMap<Profile, Map<string, number>>();
+const concMemo = new WeakMap<Profile, Map<RequestType, Map<number, Map<number, number>>>>();
 
 /**
  * Whether an instance, in its state at this instant, can take one more request of `type` within its SLO at
@@ -57,7 +116,8 @@ const concMemo = new WeakMap<Profile, Map<string, number>>();
  * instantaneous margin.
  */
 export function instantHeadroom(view: InstanceView, type: RequestType, profile: Profile, clockMhz: number): boolean {
-  const nNew = maxConcurrencyOf(profile, type, view.tp, clockMhz);
+  const pt = pointOf(profile, view.tp, clockMhz);
+  const nNew = concOfType(profile, pt, type);
   if (!(nNew > 0)) return false;
   let u = 1 / nNew;
   const inflight = view.running + 2 * view.queued;
@@ -67,7 +127,7 @@ export function instantHeadroom(view: InstanceView, type: RequestType, profile: 
     const cnt = Object.values(by).reduce((a, b) => a + (b ?? 0), 0) || 1;
     for (const [t, c] of Object.entries(by) as [RequestType, number][]) {
       if (!(c > 0)) continue;
-      const n = maxConcurrencyOf(profile, t, view.tp, clockMhz);
+      const n = concOfType(profile, pt, t);
       u += n > 0 ? (inflight * (c / cnt)) / n : Infinity;
     }
   } else {
@@ -75,7 +135,7 @@ export function instantHeadroom(view: InstanceView, type: RequestType, profile: 
     if (L > 0) {
       for (const [t, l] of Object.entries(view.load) as [RequestType, number][]) {
         if (!(l > 0)) continue;
-        const n = maxConcurrencyOf(profile, t, view.tp, clockMhz);
+        const n = concOfType(profile, pt, t);
         u += n > 0 ? (inflight * (l / L)) / n : Infinity;
       }
     } else u += inflight / nNew;
@@ -97,30 +157,46 @@ export function chooseInstance(req: { type: RequestType }, instances: InstanceVi
   const fmax = maxClockOf(profile);
   const healthy = instances.filter((i) => i.healthy);
   if (!healthy.length) return { reject: 'no_healthy_instance', retryable: true, detail: `0 of ${instances.length} instances healthy` };
-  if (opts.instantaneous === false) return chooseByRate(req, healthy, profile, opts);
+  // an instance's rate score does not depend on the tier: computed at most once per call
+  const scores = new Map<InstanceView, Score | null>();
+  if (opts.instantaneous === false) return chooseByRate(req, healthy, profile, opts, scores);
   const now = healthy.filter((v) => instantHeadroom(v, req.type, profile, profile.clocksMhz.includes(v.clockMhz) ? v.clockMhz : fmax));
-  const d1 = now.length ? chooseByRate(req, now, profile, opts) : null;
+  const d1 = now.length ? chooseByRate(req, now, profile, opts, scores) : null;
   if (d1 && 'id' in d1) return d1;
   const later = healthy.filter((v) => instantHeadroom(v, req.type, profile, fmax));
-  const d2 = later.length ? chooseByRate(req, later, profile, opts) : null;
+  const d2 = later.length ? chooseByRate(req, later, profile, opts, scores) : null;
   if (d2 && 'id' in d2) return d2;
   return { reject: 'all_at_capacity', retryable: true, detail: `all ${healthy.length} healthy instances at their SLO cap (rate or in-flight) for ${req.type}` };
 }
 
+/** An instance's marginal energy (J/request) and utilisation after taking the request; null: over its rate cap. */
+interface Score {
+  e: number;
+  u: number;
+}
+
+function scoreOf(req: { type: RequestType }, inst: InstanceView, profile: Profile, fmax: number, d: number, h: number): Score | null {
+  const top = pointOf(profile, inst.tp, fmax);
+  const ml = mlOfType(profile, top, req.type);
+  if (!(ml > 0)) return null;
+  const uBefore = utilisationAt(profile, top, inst.load);
+  const uAfter = uBefore + d / ml;
+  if (!(uAfter <= 1 - h + 1e-12)) return null;
+  const after: LoadByType = { ...inst.load, [req.type]: (inst.load[req.type] ?? 0) + d };
+  return { e: marginalEnergy(profile, inst, after, fmax, d), u: uAfter };
+}
+
 /** Least marginal energy among `healthy` under the SLO rate cap (EWMA load at max clock, with headroom). */
-function chooseByRate(req: { type: RequestType }, healthy: InstanceView[], profile: Profile, opts: DispatchOptions): DispatchDecision {
+function chooseByRate(req: { type: RequestType }, healthy: InstanceView[], profile: Profile, opts: DispatchOptions, scores: Map<InstanceView, Score | null>): DispatchDecision {
   const d = opts.requestRate ?? 0.1;
   const h = opts.headroom ?? 0;
   const fmax = maxClockOf(profile);
   let best: { id: string; e: number; u: number } | null = null;
   for (const inst of healthy) {
-    const ml = maxLoadOf(profile, req.type, inst.tp, fmax);
-    if (!(ml > 0)) continue;
-    const uBefore = utilisationOf(profile, inst.tp, fmax, inst.load);
-    const uAfter = uBefore + d / ml;
-    if (!(uAfter <= 1 - h + 1e-12)) continue;
-    const after: LoadByType = { ...inst.load, [req.type]: (inst.load[req.type] ?? 0) + d };
-    const e = marginalEnergy(profile, inst, after, fmax, d);
+    let s = scores.get(inst);
+    if (s === undefined) scores.set(inst, (s = scoreOf(req, inst, profile, fmax, d, h)));
+    if (!s) continue;
+    const { e, u: uAfter } = s;
     if (!best || e < best.e - 1e-9 || (Math.abs(e - best.e) <= 1e-9 && (uAfter < best.u - 1e-12 || (Math.abs(uAfter - best.u) <= 1e-12 && inst.id < best.id)))) {
       best = { id: inst.id, e, u: uAfter };
     }
@@ -131,12 +207,105 @@ function chooseByRate(req: { type: RequestType }, healthy: InstanceView[], profi
 
 /** (P(after) - P(before)) / rate: J per request added, at the instance's clock if it can carry the new load there, else at max clock. */
 function marginalEnergy(p: Profile, inst: InstanceView, after: LoadByType, fmax: number, d: number): number {
-  const clock = p.clocksMhz.includes(inst.clockMhz) && utilisationOf(p, inst.tp, inst.clockMhz, after) <= 1 ? inst.clockMhz : fmax;
-  const cb = mixCurve(p, inst.load, inst.tp, clock);
-  const ca = mixCurve(p, after, inst.tp, clock);
+  const clock = p.clocksMhz.includes(inst.clockMhz) && utilisationAt(p, pointOf(p, inst.tp, inst.clockMhz), after) <= 1 ? inst.clockMhz : fmax;
+  const pt = pointOf(p, inst.tp, clock);
+  const cb = mixOf(p, inst.load, pt);
+  const ca = mixOf(p, after, pt);
   if (!ca) return Infinity;
-  const before = cb ? powerAt(cb, totalLoad(inst.load)) : powerAt(ca, 0);
-  return (powerAt(ca, totalLoad(after)) - before) / d;
+  const before = cb ? mixPowerOnCurve(cb, totalLoad(inst.load)) : mixPowerOnCurve(ca, 0);
+  return (mixPowerOnCurve(ca, totalLoad(after)) - before) / d;
+}
+
+/**
+ * The parameters of energy.ts mixCurve(p, mix, tp, clock) without its breakpoint powers (built lazily by
+ * mixPowerOnCurve): the same checks in the same order (so the same throws), the same arithmetic.
+ * null where mixCurve is null (a type of the mix with maxLoad 0).
+ */
+interface MixParams {
+  total: number;
+  /** empty mix: the curve is the single point (0, idle). */
+  idle: number;
+  types: RequestType[];
+  ml: number[];
+  /** per type: the profile's power at (type, tp, clock) over its load grid. */
+  series: PowerSeries[];
+  /** per type: its busy-time weight c_t = (w_t / maxLoad_t) / k (mixCurve's expression). */
+  weight: number[];
+  k: number;
+  cap: number;
+}
+
+function mixOf(p: Profile, mix: LoadByType, pt: Point): MixParams | null {
+  const total = totalLoad(mix);
+  const idle = pt.idle ?? (pt.idle = idlePowerOf(p, pt.tp, pt.clockMhz));
+  const types: RequestType[] = [];
+  const ml: number[] = [];
+  const series: PowerSeries[] = [];
+  const weight: number[] = [];
+  if (!(total > 0)) return { total, idle, types, ml, series, weight, k: 0, cap: 0 };
+  let k = 0;
+  for (let i = 0; i < REQUEST_TYPES.length; i++) {
+    const t = REQUEST_TYPES[i]!;
+    if (!((mix[t] ?? 0) > 0)) continue; // typesOf's order
+    const m = mlAt(p, pt, i);
+    if (!(m > 0)) return null;
+    types.push(t);
+    ml.push(m);
+    k += (mix[t]! / total) / m;
+  }
+  for (let j = 0; j < types.length; j++) {
+    const t = types[j]!;
+    const i = TYPE_INDEX.get(t)!;
+    series.push(pt.series[i] ?? (pt.series[i] = powerSeries(p, t, pt.tp, pt.clockMhz)));
+    weight.push((mix[t]! / total / ml[j]!) / k);
+  }
+  return { total, idle, types, ml, series, weight, k, cap: 1 / k };
+}
+
+/** Power of the curve at one of its breakpoints (mixCurve's powerW entry for load x), same arithmetic. */
+function mixPointW(c: MixParams, x: number): number {
+  if (!c.types.length) return c.idle;
+  const u = Math.min(1, x * c.k);
+  let w = 0;
+  for (let i = 0; i < c.types.length; i++) {
+    const s = c.series[i]!, ml = c.ml[i]!;
+    w += c.weight[i]! * seriesPowerW(s, Math.min(u * ml, s.loads[s.loads.length - 1]!));
+  }
+  return w;
+}
+
+/**
+ * powerAt(mixCurve(p, mix, tp, clock), L), bit for bit, evaluating only the two breakpoints around L (the
+ * whole curve is ~100 breakpoints x types interpolations; dispatch needs one point of it). The breakpoints
+ * are mixCurve's: {0, cap} and every type's grid loads g < maxLoad mapped to g / (k maxLoad), those <= cap.
+ */
+function mixPowerOnCurve(c: MixParams, L: number): number {
+  if (L <= 0) return mixPointW(c, 0);
+  if (L > c.cap * (1 + 1e-12)) return Infinity;
+  // powerAt's segment: hi = the least breakpoint >= L, lo = the greatest one < L (0 always is one)
+  let lo = 0, hi = Number.POSITIVE_INFINITY;
+  const cap = c.cap;
+  if (cap >= L) hi = cap;
+  else if (cap > lo) lo = cap;
+  for (let i = 0; i < c.types.length; i++) {
+    const ml = c.ml[i]!;
+    const km = c.k * ml;
+    // the grid ascends and so do its images (division is monotone): stop at the first one >= L
+    for (const g of c.series[i]!.loads) {
+      if (!(g < ml)) break;
+      const x = g / km;
+      if (x > cap) break;
+      if (x >= L) { if (x < hi) hi = x; break; }
+      if (x > lo) lo = x;
+    }
+  }
+  if (hi === Number.POSITIVE_INFINITY) {
+    // past every breakpoint (L within the cap's tolerance above it, or NaN): powerAt's last point, the
+    // greatest breakpoint, which is the cap
+    return mixPointW(c, cap);
+  }
+  const w = (L - lo) / (hi - lo);
+  return mixPointW(c, lo) * (1 - w) + mixPointW(c, hi) * w;
 }
 
 /** No instance to dispatch to at all (an empty pool): the caller retries once instances exist. */
