@@ -221,6 +221,9 @@ export class PoolLeader {
     for (const t of this.#instances.values()) {
       const s = t.status;
       if (!t.alive || s.state !== 'ready' || exclude?.has(s.id)) continue;
+      // load: the status's own object, not a copy: dispatch remembers an instance's score on it until the
+      // next status replaces it (src/policy/dispatch.ts memoScoreOf), so a burst between two statuses costs
+      // one scoring per instance, not one per request
       out.push({ id: s.id, tp: s.tp, clockMhz: s.clockMhz, healthy: true, load: s.loadByType, queued: s.queued, running: s.running });
     }
     return out;

@@ -175,6 +175,59 @@ interface Score {
   u: number;
 }
 
+/**
+ * An instance's score depends on its EWMA load, TP and clock, not on its queue: the live pool leader hands
+ * the same load object (InstanceStatus.loadByType) for every request until the instance's next status, so
+ * the score is remembered on that object, per (profile, tp, clock, rate, headroom, type), and used only while
+ * the object still holds the same numbers (compared on every use: a caller may mutate it in place).
+ */
+interface ScoreSlot {
+  profile: Profile;
+  tp: number;
+  clockMhz: number;
+  d: number;
+  h: number;
+  /** the load's value per REQUEST_TYPES entry when the scores were computed. */
+  snap: (number | undefined)[];
+  byType: (Score | null | undefined)[];
+}
+const scoreMemo = new WeakMap<object, ScoreSlot[]>();
+/** slots kept per load object (one per (tp, clock, ...) it was scored under; normally 1). */
+const SLOTS_PER_LOAD = 4;
+
+function sameLoad(snap: (number | undefined)[], load: LoadByType): boolean {
+  for (let i = 0; i < REQUEST_TYPES.length; i++) if (!Object.is(snap[i], load[REQUEST_TYPES[i]!])) return false;
+  return true;
+}
+
+function memoScoreOf(req: { type: RequestType }, inst: InstanceView, profile: Profile, fmax: number, d: number, h: number): Score | null {
+  const ti = TYPE_INDEX.get(req.type);
+  const load = inst.load;
+  if (ti === undefined || typeof load !== 'object' || load === null) return scoreOf(req, inst, profile, fmax, d, h);
+  let slots = scoreMemo.get(load);
+  let slot: ScoreSlot | undefined;
+  if (slots) {
+    for (const x of slots) {
+      if (x.profile === profile && x.tp === inst.tp && Object.is(x.clockMhz, inst.clockMhz) && Object.is(x.d, d) && Object.is(x.h, h)) { slot = x; break; }
+    }
+  }
+  if (slot && !sameLoad(slot.snap, load)) {
+    slot.snap = REQUEST_TYPES.map((t) => load[t]);
+    slot.byType = [];
+  }
+  const hit = slot?.byType[ti];
+  if (hit !== undefined) return hit;
+  const s = scoreOf(req, inst, profile, fmax, d, h);
+  if (!slot) {
+    slot = { profile, tp: inst.tp, clockMhz: inst.clockMhz, d, h, snap: REQUEST_TYPES.map((t) => load[t]), byType: [] };
+    if (!slots) scoreMemo.set(load, (slots = []));
+    if (slots.length >= SLOTS_PER_LOAD) slots.shift();
+    slots.push(slot);
+  }
+  slot.byType[ti] = s;
+  return s;
+}
+
 function scoreOf(req: { type: RequestType }, inst: InstanceView, profile: Profile, fmax: number, d: number, h: number): Score | null {
   const top = pointOf(profile, inst.tp, fmax);
   const ml = mlOfType(profile, top, req.type);
@@ -194,7 +247,7 @@ function chooseByRate(req: { type: RequestType }, healthy: InstanceView[], profi
   let best: { id: string; e: number; u: number } | null = null;
   for (const inst of healthy) {
     let s = scores.get(inst);
-    if (s === undefined) scores.set(inst, (s = scoreOf(req, inst, profile, fmax, d, h)));
+    if (s === undefined) scores.set(inst, (s = memoScoreOf(req, inst, profile, fmax, d, h)));
     if (!s) continue;
     const { e, u: uAfter } = s;
     if (!best || e < best.e - 1e-9 || (Math.abs(e - best.e) <= 1e-9 && (uAfter < best.u - 1e-12 || (Math.abs(uAfter - best.u) <= 1e-12 && inst.id < best.id)))) {
