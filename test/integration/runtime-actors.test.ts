@@ -27,7 +27,7 @@ function waitFor<T>(em: NodeJS.EventEmitter, event: string, pred: (e: T) => bool
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
       em.off(event, on);
-      reject(new Error(`timed out waiting for ${event}`));
+      reject(new Error(`timed out waiting for ${event} (${timeoutMs} ms)`));
     }, timeoutMs);
     const on = (e: T) => {
       if (!pred(e)) return;
@@ -55,7 +55,9 @@ describe('actor processes under a supervisor', () => {
         },
       ],
       log: silentLogger(),
-      backoff: { initialMs: 200, maxMs: 2000, factor: 2 },
+      // the restart comes after the peers' verdict (3 x 500 ms), so the test sees the death, then the rejoin;
+      // a restart faster than the verdict would (rightly) show up only as 'restarted'
+      backoff: { initialMs: 3000, maxMs: 3000, factor: 2 },
     });
     // peers watch with the actor's heartbeat period (500 ms) and the default 3 missed beats
     const tracker = new LivenessTracker({ bus, periodMs: 500, missed: 3, kinds: ['instance'] });
