@@ -103,7 +103,12 @@ describe('dynamollm up + openai client', () => {
   });
 
   it('/metrics parses and has the families', async () => {
-    const fams = parsePrometheusText(await (await fetch(`${base}/metrics`)).text());
+    // instances publish telemetry once a second: wait (bounded) until the first reached the gateway
+    let fams = parsePrometheusText(await (await fetch(`${base}/metrics`)).text());
+    for (let i = 0; i < 50 && !(fams.get('dynamollm_gpu_power_watts')?.samples.length); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      fams = parsePrometheusText(await (await fetch(`${base}/metrics`)).text());
+    }
     for (const f of ['dynamollm_requests_total', 'dynamollm_request_ttft_seconds', 'dynamollm_request_tbt_seconds', 'dynamollm_slo_violations_total', 'dynamollm_rejections_total', 'dynamollm_energy_joules_total', 'dynamollm_gpu_power_watts', 'dynamollm_gpu_sm_clock_hertz', 'dynamollm_reconfigurations_total']) {
       expect(fams.has(f), f).toBe(true);
     }
