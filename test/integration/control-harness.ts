@@ -144,7 +144,7 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
         out.tokens = chunks.reduce((n, c) => n + c.tokens, 0);
         if (chunks[0]?.ttftMs !== undefined) out.ttftMs = chunks[0].ttftMs;
       } catch (err) {
-        out.error = `intake: ${(err as Error).message}`;
+        out.error = `intake: ${(err as Error).message} (retryable ${(err as { retryable?: boolean }).retryable === true})`;
       } finally {
         sub.unsubscribe();
       }
