@@ -14,6 +14,7 @@
  *
  * Clocks are always reset when the run ends, fails or is aborted: a profiler never leaves a GPU slow.
  */
+import { rng } from '../sim/trace.ts';
 import type { GpuControl } from '../gpu/types.ts';
 import { setMaxListeners } from 'node:events';
 import http from 'node:http';
@@ -104,17 +105,8 @@ export function percentile(xs: readonly number[], p: number): number {
   return s[Math.min(s.length - 1, Math.max(0, rank - 1))];
 }
 
-/** A small deterministic PRNG (mulberry32), so a profile run's arrivals are reproducible from its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The project's deterministic PRNG (mulberry32, src/sim/trace.ts): a profile run's arrivals are reproducible from its seed. */
+export { rng };
 
 /** Poisson arrival times (s) at `rate` req/s over [0, durationS). */
 export function poissonArrivals(rate: number, durationS: number, rand: () => number): number[] {
