@@ -8,6 +8,7 @@
  * Also the emulated GPU: SM clock lock / reset within the supported list, instantaneous power and
  * cumulative energy per GPU (modelled, from the PerfModel; not measured).
  */
+import type { EmulatedGpuState } from '../../gpu/emulated.ts';
 import { performance } from 'node:perf_hooks';
 import { BatchingCore } from '../core.ts';
 import type { CoreEvent, CoreRequest } from '../core-types.ts';
@@ -52,16 +53,8 @@ interface Tracked {
   lastTokenMs: number;
 }
 
-export interface GpuState {
-  gpuCount: number;
-  supportedClocksMhz: number[];
-  clockMhz: number;
-  lockedMinMhz: number | null;
-  lockedMaxMhz: number | null;
-  maxClockMhz: number;
-  powerMw: number[];
-  energyMj: number[];
-}
+/** The emulated GPU's admin-endpoint body: the one shape the emulated GpuControl backend reads. */
+export type GpuState = EmulatedGpuState;
 
 /** Largest wall lag (ms) the core timeline may trail the wall clock before it is pulled forward. */
 const MAX_LAG_WALL_MS = 250;
