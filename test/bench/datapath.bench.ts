@@ -5,9 +5,9 @@
  * sequential streaming requests, time to the first SSE token) and max throughput (closed loop, C
  * concurrent clients, short completions).
  */
+import { freePort } from '../helpers/net.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,16 +21,6 @@ const SEQUENTIAL = 200;
 const CONCURRENCY = 16;
 const THROUGHPUT_S = 8;
 
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => res(p));
-    });
-    s.on('error', rej);
-  });
-}
 
 async function waitFor(out: () => string, needle: string, ms: number): Promise<void> {
   const until = Date.now() + ms;

@@ -5,9 +5,9 @@
  * `dynamollm status`, a short trace replay, and the dashboard in headless Chromium (screenshot saved to
  * test/artifacts/dashboard.png). Chromium tests skip with a message when /usr/bin/chromium is absent.
  */
+import { freePort } from '../helpers/net.ts';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -23,16 +23,6 @@ let base: string;
 let natsUrl: string;
 let output = '';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-    s.on('error', reject);
-  });
-}
 
 beforeAll(async () => {
   const [np, gp] = [await freePort(), await freePort()];

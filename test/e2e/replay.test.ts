@@ -5,9 +5,9 @@
  * sent), no request hung (no client timeout, no cut stream), and that Ctrl-C leaves no process behind. The per-type
  * SLO result is NOT asserted: on 2 shared cores it depends on the other load (docs/REPLAY.md).
  */
+import { freePort } from '../helpers/net.ts';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -18,16 +18,6 @@ let up: ChildProcess;
 let base: string;
 let output = '';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-    s.on('error', reject);
-  });
-}
 
 beforeAll(async () => {
   const [np, gp] = [await freePort(), await freePort()];
