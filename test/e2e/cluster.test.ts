@@ -5,8 +5,8 @@
  * `dynamollm status`, a short trace replay, and the dashboard in headless Chromium (screenshot saved to
  * test/artifacts/dashboard.png). Chromium tests skip with a message when /usr/bin/chromium is absent.
  */
-import { freePort } from '../helpers/net.ts';
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { startUpCluster, type UpCluster } from '../helpers/cluster.ts';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,36 +18,20 @@ import { replayTrace } from '../../src/telemetry/replay.ts';
 
 const KEY = 'sk-e2e-test-key';
 const CHROMIUM = '/usr/bin/chromium';
-let up: ChildProcess;
+let cluster: UpCluster;
 let base: string;
 let natsUrl: string;
-let output = '';
 
 
 beforeAll(async () => {
-  const [np, gp] = [await freePort(), await freePort()];
-  natsUrl = `nats://127.0.0.1:${np}`;
-  base = `http://127.0.0.1:${gp}`;
-  const runDir = mkdtempSync(join(tmpdir(), 'dyn-e2e-'));
-  up = spawn(process.execPath, ['bin/dynamollm.js', 'up', '--config', 'test/e2e/cluster.e2e.yaml', '--nats', natsUrl, '--port', String(gp), '--run-dir', runDir, '--ready-timeout', '80'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn' },
-  });
-  up.stdout!.on('data', (d) => (output += d.toString()));
-  up.stderr!.on('data', (d) => (output += d.toString()));
-  const until = Date.now() + 85_000;
-  while (!output.includes('cluster ready') && Date.now() < until && up.exitCode === null) await new Promise((r) => setTimeout(r, 250));
-  if (!output.includes('cluster ready')) throw new Error(`cluster did not get ready:\n${output.slice(-3000)}`);
+  cluster = await startUpCluster({ config: 'test/e2e/cluster.e2e.yaml', readyTimeoutS: 80, runDirPrefix: 'dyn-e2e-' });
+  base = cluster.base;
+  natsUrl = cluster.natsUrl;
 }, 90_000);
 
 afterAll(async () => {
-  if (up && up.exitCode === null) {
-    const exited = new Promise((r) => up.once('exit', r));
-    up.kill('SIGINT');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
-    if (up.exitCode === null) up.kill('SIGKILL');
-  }
-  expect(output).toContain('dynamollm: stopped');
+  await cluster?.stop();
+  expect(cluster.output()).toContain('dynamollm: stopped');
 }, 40_000);
 
 const client = (apiKey = KEY) => new OpenAI({ apiKey, baseURL: `${base}/v1`, maxRetries: 0, timeout: 30_000 });

@@ -5,8 +5,8 @@
  * sent), no request hung (no client timeout, no cut stream), and that Ctrl-C leaves no process behind. The per-type
  * SLO result is NOT asserted: on 2 shared cores it depends on the other load (docs/REPLAY.md).
  */
-import { freePort } from '../helpers/net.ts';
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { startUpCluster, type UpCluster } from '../helpers/cluster.ts';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,34 +14,18 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReplaySummary } from '../../src/telemetry/replay.ts';
 
-let up: ChildProcess;
+let cluster: UpCluster;
 let base: string;
-let output = '';
 
 
 beforeAll(async () => {
-  const [np, gp] = [await freePort(), await freePort()];
-  base = `http://127.0.0.1:${gp}`;
-  const runDir = mkdtempSync(join(tmpdir(), 'dyn-replay-e2e-'));
-  up = spawn(process.execPath, ['bin/dynamollm.js', 'up', '--config', 'deploy/replay-ci.yaml', '--nats', `nats://127.0.0.1:${np}`, '--port', String(gp), '--run-dir', runDir, '--ready-timeout', '60'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn' },
-  });
-  up.stdout!.on('data', (d) => (output += d.toString()));
-  up.stderr!.on('data', (d) => (output += d.toString()));
-  const until = Date.now() + 60_000;
-  while (!output.includes('cluster ready') && Date.now() < until && up.exitCode === null) await new Promise((r) => setTimeout(r, 250));
-  if (!output.includes('cluster ready')) throw new Error(`cluster did not get ready:\n${output.slice(-3000)}`);
+  cluster = await startUpCluster({ config: 'deploy/replay-ci.yaml', readyTimeoutS: 60, runDirPrefix: 'dyn-replay-e2e-' });
+  base = cluster.base;
 }, 70_000);
 
 afterAll(async () => {
-  if (up && up.exitCode === null) {
-    const exited = new Promise((r) => up.once('exit', r));
-    up.kill('SIGINT');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
-    if (up.exitCode === null) up.kill('SIGKILL');
-  }
-  expect(output).toContain('dynamollm: stopped');
+  await cluster?.stop();
+  expect(cluster.output()).toContain('dynamollm: stopped');
   // nothing of this cluster is left: no engine, actor or nats-server naming its gateway port / run dir
   const { stdout } = await promisify(execFile)('ps', ['-eo', 'pid,args']);
   const port = new URL(base).port;

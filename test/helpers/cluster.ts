@@ -1,0 +1,49 @@
+/**
+ * `dynamollm up` as a child process for e2e tests: free ports for NATS and the gateway, a private run dir,
+ * wait for "cluster ready", and a stop that sends Ctrl-C (SIGINT) and waits for the orderly shutdown.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from './net.ts';
+
+export interface UpCluster {
+  /** gateway base URL, e.g. http://127.0.0.1:PORT */
+  base: string;
+  natsUrl: string;
+  runDir: string;
+  /** everything `up` printed so far (stdout and stderr). */
+  output(): string;
+  /** SIGINT, wait up to `graceMs` for the drain, then SIGKILL. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export async function startUpCluster(o: { config: string; readyTimeoutS: number; runDirPrefix: string }): Promise<UpCluster> {
+  const [np, gp] = [await freePort(), await freePort()];
+  const natsUrl = `nats://127.0.0.1:${np}`;
+  const base = `http://127.0.0.1:${gp}`;
+  const runDir = mkdtempSync(join(tmpdir(), o.runDirPrefix));
+  const up: ChildProcess = spawn(
+    process.execPath,
+    ['bin/dynamollm.js', 'up', '--config', o.config, '--nats', natsUrl, '--port', String(gp), '--run-dir', runDir, '--ready-timeout', String(o.readyTimeoutS)],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn' } },
+  );
+  let output = '';
+  up.stdout!.on('data', (d) => (output += d.toString()));
+  up.stderr!.on('data', (d) => (output += d.toString()));
+  const stop = async (graceMs = 30_000) => {
+    if (up.exitCode !== null || up.signalCode !== null) return;
+    const exited = new Promise((r) => up.once('exit', r));
+    up.kill('SIGINT');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, graceMs))]);
+    if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL');
+  };
+  const until = Date.now() + (o.readyTimeoutS + 5) * 1000;
+  while (!output.includes('cluster ready') && Date.now() < until && up.exitCode === null) await new Promise((r) => setTimeout(r, 250));
+  if (!output.includes('cluster ready')) {
+    await stop(5000);
+    throw new Error(`cluster did not get ready:\n${output.slice(-3000)}`);
+  }
+  return { base, natsUrl, runDir, output: () => output, stop };
+}
