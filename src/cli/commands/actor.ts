@@ -3,10 +3,8 @@
  * runs one actor process (kinds: src/runtime/actor-registry.ts). SIGTERM/SIGINT drain it, then it exits.
  * NATS settings fall back to env NATS_URL, NATS_USER, NATS_PASS.
  */
-import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { parse as parseYaml } from 'yaml';
-import { parse, UsageError } from '../args.ts';
+import { parse, readConfigFile, UsageError } from '../args.ts';
 import { ACTOR_REGISTRY } from '../../runtime/actor-registry.ts';
 import { createLogger } from '../../runtime/logger.ts';
 
@@ -45,20 +43,7 @@ export async function run(argv: string[]): Promise<number> {
     if (i <= 0) throw new UsageError(`--set expects key=value, got '${kv}'`);
     extra[kv.slice(0, i)] = kv.slice(i + 1);
   }
-  let config: unknown;
-  if (values.config) {
-    let text: string;
-    try {
-      text = readFileSync(values.config, 'utf8');
-    } catch (err) {
-      throw new UsageError(`cannot read --config ${values.config}: ${(err as Error).message}`);
-    }
-    try {
-      config = values.config.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
-    } catch (err) {
-      throw new UsageError(`--config ${values.config} is not valid ${values.config.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
-    }
-  }
+  const config: unknown = values.config ? readConfigFile(values.config) : undefined;
   const log = createLogger({ level: values['log-level'], pretty: values.pretty });
   const id = values.id ?? `${kind}-${randomBytes(3).toString('hex')}`;
   const mod = await load();

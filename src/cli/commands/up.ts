@@ -12,12 +12,11 @@
  * section (actors/gateway/config.ts); see deploy/local.yaml. Without --config: Llama2-70B on 4 emulated
  * 8xH100 servers, time-scale 1, gateway on :8000.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parse as parseYaml } from 'yaml';
-import { parse, num, UsageError } from '../args.ts';
+import { parse, num, readConfigFile, UsageError } from '../args.ts';
 import { createLogger } from '../../runtime/logger.ts';
 import { ensureNats, type NatsHandle } from '../../runtime/nats-launcher.ts';
 import { Supervisor, type ChildSpec } from '../../runtime/supervisor.ts';
@@ -63,20 +62,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const log = createLogger({ level: values['log-level'] ?? process.env.DYNAMOLLM_LOG_LEVEL ?? 'info', name: 'up' });
-  let raw: Record<string, unknown> = {};
-  if (values.config) {
-    let text: string;
-    try {
-      text = readFileSync(values.config, 'utf8');
-    } catch (err) {
-      throw new UsageError(`cannot read --config ${values.config}: ${(err as Error).message}`);
-    }
-    try {
-      raw = (parseYaml(text) ?? {}) as Record<string, unknown>;
-    } catch (err) {
-      throw new UsageError(`--config ${values.config} is not valid YAML/JSON: ${(err as Error).message}`);
-    }
-  }
+  const raw = ((values.config ? readConfigFile(values.config) : undefined) ?? {}) as Record<string, unknown>;
   const where = values.config ? `config ${values.config}` : 'default config';
   // validate once here so a bad file fails before anything starts
   const first = splitConfig(raw, where);
