@@ -3,14 +3,17 @@
  * of the same scheduling the batching core (src/engine/core.ts) runs. See profiles/README.md "How generated
  * profiles are computed".
  *
- * Scheduling (vLLM v1, budget DEFAULT_SCHEDULER shared with the core): every step carries all running decodes
- * (one token each) plus the prompts that waited for it, each prefilled whole while the token budget lasts
- * (max_num_batched_tokens 8192 fits `cap` = floor((budget - decodes) / I) prompts); a prompt arriving during a
- * step joins the next one, whose duration includes the decode batch.
+ * Scheduling (vLLM v1 with chunked prefill, budget DEFAULT_SCHEDULER shared with the core): every step carries all
+ * running decodes (one token each) plus prompt tokens while the token budget lasts. The prefill budget of a step is
+ * cTok = max_num_batched_tokens - decodes; a prompt of I <= cTok tokens is prefilled whole, a longer one in chunks
+ * of cTok tokens over several steps (each chunk attends to the prompt's earlier chunks; a step with a backlog is
+ * filled to its budget). The chain below counts waiting "pieces": a whole prompt when it fits (a step takes
+ * `cap` = floor(cTok / I) of them), else quarter-budget pieces, k = ceil(4 I / cTok) per prompt, 4 per step; a
+ * prompt arriving during a step joins the next one, whose duration includes the decode batch.
  *
  * At offered load lam (req/s) of a type with I input and O output tokens:
- *  - the prompts waiting at a step's start form a Markov chain: n' = n - min(n, cap) + Poisson(lam * D(n)),
- *    D(n) = stepTime(prefill min(n, cap) prompts of I tokens, Bb decodes of mean context I + O/2); solved for its
+ *  - the pieces waiting at a step's start form a Markov chain: n' = n - min(n, cap) + k * Poisson(lam * D(n)),
+ *    D(n) = stepTime(prefill min(n, cap) pieces, Bb decodes of mean context I + O/2); solved for its
  *    stationary distribution pi (truncated; mass piling at the top means saturation);
  *  - decodes: B = lam * (O-1) * mean TBT (Little's law), present while the engine is busy: Bb = B / busy;
  *  - the engine idles when no request is in it: idle = exp(-lam * E2E) (M/G/inf occupancy), busy = 1 - idle;
@@ -18,10 +21,10 @@
  *    the KV cache, or steps beyond 60 s) means saturation;
  *  - TBT = the duration of the steps a decode takes part in: quantiles of D over pi (atoms blended over 0.5%
  *    of probability at their edges, so profile cells move continuously with load);
- *  - TTFT: a prompt arriving at an idle engine is prefilled at once (D with no decodes); one arriving at a busy
- *    engine (time-weighted state n, PASTA) waits the residual of that step (uniform on [0, D(n)]) plus the next
- *    step, which carries it, the leftover queue and Poisson(lam * D(n)) other arrivals (whole extra steps of
- *    D(cap) when the queue ahead exceeds cap);
+ *  - TTFT: a prompt arriving at an idle engine is prefilled at once (its k chunk steps with no decodes); one
+ *    arriving at a busy engine (time-weighted state n, PASTA) waits the residual of that step (uniform on
+ *    [0, D(n)]) plus the steps that carry the leftover queue, its own k pieces and those of the Poisson(lam * D(n))
+ *    other arrivals (whole steps of D(cap) until the last, which carries the rest);
  *  - power = busy x time-weighted step power over pi + idle x loaded-idle power per GPU, the way the core accounts
  *    energy (per-step energy plus idle gaps); energy/request = instance power / lam; at load 0 the lone request's
  *    own energy.
@@ -40,6 +43,8 @@ export const SATURATED_MS = 1e6;
 const MAX_STEP_MS = 60_000;
 /** largest waiting queue the chain tracks; probability mass reaching it means the queue is unstable. */
 const MAX_QUEUE = 400;
+/** a prompt longer than a step's prefill budget is tracked in pieces of 1/CHUNK_PIECES of that budget. */
+const CHUNK_PIECES = 4;
 /** quantiles blend neighbouring atoms within this much probability of an atom's edge. */
 const QUANTILE_BLEND = 0.005;
 
@@ -143,16 +148,38 @@ export function erlangC(c: number, a: number): number {
 export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clockMhz: number, load: number, scheduler: Partial<SchedulerConfig> = {}): SteadyState {
   const sched = { ...DEFAULT_SCHEDULER, ...scheduler };
   const I = Math.max(1, t.inputTokens), O = Math.max(1, t.outputTokens);
-  // a prompt longer than the step budget is prefilled in chunks over several steps: not modelled here (every
-  // representative type fits the default 8192-token budget), so refuse rather than describe another engine
-  if (I > sched.maxNumBatchedTokens) throw new ModelInputError(`prompt of ${I} tokens exceeds the step budget max_num_batched_tokens=${sched.maxNumBatchedTokens}; chunked prefill over several steps is not modelled`);
+  if (!(sched.maxNumBatchedTokens >= 2)) throw new ModelInputError(`max_num_batched_tokens must be >= 2, got ${sched.maxNumBatchedTokens}`);
   const ctx = I + O / 2;
+  /**
+   * Chunking of one prompt with Bb decodes in the step. A prompt that fits the step's prefill budget cTok is one
+   * piece (cap = whole prompts per step). A longer one is cut into pieces of a quarter budget (k = ceil(I / s)), a
+   * step taking 4 of them: like the engine, a step with a backlog is filled to its budget, the end of one prompt
+   * and the start of the next sharing a step. `chunkCtx`: the context each of the prompt's budget-sized chunks
+   * attends to (0, cTok, 2 cTok, ...).
+   */
+  const chunking = (Bb: number) => {
+    const cTok = Math.max(1, sched.maxNumBatchedTokens - Bb);
+    if (I <= cTok) return { k: 1, s: I, cap: Math.max(1, Math.floor(cTok / I)), ctxMean: 0, chunkCtx: [0] };
+    const s = cTok / CHUNK_PIECES;
+    const chunkCtx: number[] = [];
+    for (let c = 0; c < I; c += cTok) chunkCtx.push(c);
+    return { k: Math.ceil(I / s - 1e-9), s, cap: CHUNK_PIECES, ctxMean: (I - cTok) / 2, chunkCtx };
+  };
+  /** an idle engine prefills the prompt alone: its k chunks, chunk j attending to the j chunks before it. */
+  const prefillAloneMs = (): number => {
+    const { k, chunkCtx } = chunking(0);
+    if (k === 1) return perf.ttftMs(I, tp, clockMhz);
+    let ms = 0;
+    for (const c of chunkCtx) ms += perf.stepTimeMs({ prefillTokens: Math.min(sched.maxNumBatchedTokens, I - c), prefillSeqs: 1, prefillContextTokens: c, decodeSeqs: 0, decodeContextTokens: 0 }, tp, clockMhz);
+    return ms;
+  };
   const idleW = perf.idlePowerW(tp, clockMhz, true);
   const decodeOnly = (B: number): StepBatch => ({ prefillTokens: 0, decodeSeqs: B, decodeContextTokens: B * ctx });
   if (load === 0) {
-    const ttft = perf.ttftMs(I, tp, clockMhz);
+    const ttft = prefillAloneMs();
     const tbt = perf.stepTimeMs(decodeOnly(1), tp, clockMhz);
-    const pPrefill = perf.stepPowerW({ prefillTokens: I, decodeSeqs: 0, decodeContextTokens: 0 }, tp, clockMhz);
+    const c0 = chunking(0);
+    const pPrefill = perf.stepPowerW({ prefillTokens: Math.min(I, sched.maxNumBatchedTokens), prefillSeqs: 1, prefillContextTokens: c0.ctxMean, decodeSeqs: 0, decodeContextTokens: 0 }, tp, clockMhz);
     const pDecode = perf.stepPowerW(decodeOnly(1), tp, clockMhz);
     const energy = (tp * (pPrefill * ttft + pDecode * tbt * (O - 1))) / 1000;
     return { saturated: false, stepMs: tbt, ttftP50Ms: ttft, ttftP99Ms: ttft, tbtP50Ms: tbt, tbtP99Ms: tbt, gpuPowerW: idleW, energyPerRequestJ: energy };
@@ -161,8 +188,8 @@ export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clo
   const kvCap = perf.kvCapacityTokens(tp);
   const saturated = (B: number): SteadyState => {
     const Bs = Math.min(Math.max(B, 1), sched.maxNumSeqs);
-    const cap = Math.max(1, Math.floor(Math.max(0, sched.maxNumBatchedTokens - Bs) / I));
-    const w = perf.stepPowerW({ prefillTokens: cap * I, prefillSeqs: cap, decodeSeqs: Bs, decodeContextTokens: Bs * ctx }, tp, clockMhz);
+    const ch = chunking(Bs);
+    const w = perf.stepPowerW({ prefillTokens: ch.cap * ch.s, prefillSeqs: ch.cap, prefillContextTokens: ch.ctxMean, decodeSeqs: Bs, decodeContextTokens: Bs * ctx }, tp, clockMhz);
     return {
       saturated: true, stepMs: SATURATED_MS, ttftP50Ms: SATURATED_MS, ttftP99Ms: SATURATED_MS, tbtP50Ms: SATURATED_MS, tbtP99Ms: SATURATED_MS,
       gpuPowerW: w, energyPerRequestJ: (w * tp) / load,
@@ -172,8 +199,8 @@ export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clo
   /** One pass of the chain for a decode batch Bb (while busy); returns what the fixed point needs. */
   let warm: Float64Array | null = null; // the last stationary distribution: a close start for the next pass
   const chain = (Bb: number) => {
-    const cap = Math.max(1, Math.floor(Math.max(0, sched.maxNumBatchedTokens - Bb) / I));
-    const batchOf = (a: number): StepBatch => ({ prefillTokens: a * I, prefillSeqs: Math.max(1, a), decodeSeqs: Bb, decodeContextTokens: Bb * ctx });
+    const { k: kP, s: pieceTokens, cap, ctxMean, chunkCtx } = chunking(Bb);
+    const batchOf = (a: number): StepBatch => ({ prefillTokens: a * pieceTokens, prefillSeqs: Math.max(1, a), prefillContextTokens: a > 0 ? ctxMean : 0, decodeSeqs: Bb, decodeContextTokens: Bb * ctx });
     const dMemo = new Map<number, number>();
     const D = (n: number) => {
       const a = Math.min(n, cap);
@@ -193,7 +220,7 @@ export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clo
       return v;
     };
     // a queue at full budget grows (more arrive per step than a step admits), or steps would be minutes long
-    if (lam * D(cap) >= cap || lam * D(cap) > 500) return { unstable: true, meanD: NaN, stepPowerW: NaN, ttftBusy: [], meanTtftBusy: NaN, tbtAtoms: [] };
+    if (lam * kP * D(cap) >= cap || lam * D(cap) > 500) return { unstable: true, meanD: NaN, stepPowerW: NaN, ttftBusy: [], meanTtftBusy: NaN, tbtAtoms: [] };
     // stationary distribution by power iteration from the empty queue
     let pi = warm ?? new Float64Array(MAX_QUEUE + 1);
     if (!warm) pi[0] = 1;
@@ -210,7 +237,7 @@ export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clo
         const base = n - Math.min(n, cap);
         const pmf = arrivals(n);
         for (let k = 0; k < pmf.length; k++) {
-          const j = Math.min(MAX_QUEUE, base + k);
+          const j = Math.min(MAX_QUEUE, base + k * kP);
           next[j] += m * pmf[k];
           if (j > nTop) nTop = j;
         }
@@ -239,22 +266,36 @@ export function steadyState(perf: PerfModel, t: RequestTypeSpec, tp: number, clo
       const tw = (pi[n] * dn) / (mass * meanD);
       meanDP += pi[n] * dn * perf.stepPowerW(batchOf(Math.min(n, cap)), tp, clockMhz);
       const left = n - Math.min(n, cap);
-      const extra = Math.ceil((left + 1) / cap) - 1; // whole steps before the prompt's own
+      const extra = Math.ceil((left + kP) / cap) - 1; // whole steps before the one carrying the prompt's last piece
       const pmf = arrivals(n);
       for (let k = 0; k < pmf.length; k++) {
         const w = tw * pmf[k];
         if (w < 1e-12) continue;
-        const lo = extra * D(cap) + D(Math.min(cap, left - extra * cap + 1 + k));
+        const lo = extra * D(cap) + D(Math.min(cap, left - extra * cap + kP + k * kP));
         ttftBusy.push({ w, lo, width: dn });
         meanTtftBusy += w * (lo + dn / 2);
       }
     }
     const tbtAtoms: [number, number][] = [];
-    for (let n = 0; n <= top; n++) if (pi[n] >= 1e-12) tbtAtoms.push([D(n), pi[n] / mass]);
+    // a chunked prompt's later chunks attend to more context: the tail of TBT is the last chunks' steps, so a step
+    // carrying pieces is spread over the chunk index j (context j x piece) instead of the mean context
+    const dAt = new Map<string, number>();
+    const Dj = (a: number, j: number) => {
+      const key = `${a}|${j}`;
+      let v = dAt.get(key);
+      if (v === undefined) dAt.set(key, (v = perf.stepTimeMs({ ...batchOf(a), prefillContextTokens: chunkCtx[j]! }, tp, clockMhz)));
+      return v;
+    };
+    for (let n = 0; n <= top; n++) {
+      if (pi[n] < 1e-12) continue;
+      const a = Math.min(n, cap);
+      if (kP === 1 || a === 0) tbtAtoms.push([D(n), pi[n] / mass]);
+      else for (let j = 0; j < chunkCtx.length; j++) tbtAtoms.push([Dj(a, j), pi[n] / mass / chunkCtx.length]);
+    }
     return { unstable, meanD, stepPowerW: meanDP / (mass * meanD), ttftBusy, meanTtftBusy, tbtAtoms };
   };
 
-  const ttftIdle = perf.ttftMs(I, tp, clockMhz);
+  const ttftIdle = prefillAloneMs();
   // KV cache: a request holds up to I + O tokens of KV from admission to its end, so at most kvSeqs run at once;
   // a prompt that finds them all taken waits for one to finish (Erlang C over the requests in the engine, M/G/inf
   // mean lam x hold, hold = its prefill step + (O-1) TBTs; the wait given waiting is exponential, mean hold/(c-a)).
@@ -341,6 +382,7 @@ export function generateProfile(perf: PerfModel, opts: GenerateOptions = {}): Pr
   const types = opts.requestTypes ?? DEFAULT_REQUEST_TYPES;
   const steps = opts.loadSteps ?? 16;
   const sched = opts.scheduler ?? {};
+  const schedUsed = { ...DEFAULT_SCHEDULER, ...sched };
   const cells: ProfileCell[] = [];
   const maxLoad: MaxLoadEntry[] = [];
   const loads: Partial<Record<RequestType, number[]>> = {};
@@ -390,6 +432,7 @@ export function generateProfile(perf: PerfModel, opts: GenerateOptions = {}): Pr
     loads,
     cells,
     maxLoad,
+    scheduler: { maxNumBatchedTokens: schedUsed.maxNumBatchedTokens, maxNumSeqs: schedUsed.maxNumSeqs },
     idlePowerW,
   };
 }

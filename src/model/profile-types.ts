@@ -45,6 +45,9 @@ export interface Profile {
   loads: Partial<Record<RequestType, number[]>>;
   cells: ProfileCell[];
   maxLoad: MaxLoadEntry[];
+  /** the engine scheduler budget the profile describes (vLLM max_num_batched_tokens / max_num_seqs); absent in
+   * profiles made before it was recorded, which used max_num_batched_tokens 8192, max_num_seqs 256. */
+  scheduler?: { maxNumBatchedTokens: number; maxNumSeqs: number };
   /** per-GPU power with weights loaded and nothing running, by tp and clock (W). */
   idlePowerW?: { tp: number; clockMhz: number; powerW: number }[];
 }

@@ -43,6 +43,7 @@ const profileSchema = z.object({
     powerW: nonneg, energyPerRequestJ: nonneg, ttftP50Ms: nonneg, ttftP99Ms: nonneg, tbtP50Ms: nonneg, tbtP99Ms: nonneg, meetsSlo: z.boolean(),
   })),
   maxLoad: z.array(z.object({ type: reqType, tp: z.number().int().positive(), clockMhz: num, maxLoad: nonneg })),
+  scheduler: z.object({ maxNumBatchedTokens: z.number().int().min(2), maxNumSeqs: z.number().int().positive() }).optional(),
   idlePowerW: z.array(z.object({ tp: z.number().int().positive(), clockMhz: num, powerW: nonneg })).optional(),
 });
 

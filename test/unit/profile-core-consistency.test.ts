@@ -11,10 +11,10 @@ import { createPerfModel, DEFAULT_REQUEST_TYPES, DEFAULT_SCHEDULER, steadyState 
 import { percentile, poissonArrivals, rng } from '../../src/telemetry/profiler.ts';
 
 /** Runs the core on a virtual clock: Poisson arrivals for durS seconds, statistics after a 10% warm-up. */
-function runCore(model: string, tp: number, clockMhz: number, type: string, load: number, durS: number, seed = 7) {
+function runCore(model: string, tp: number, clockMhz: number, type: string, load: number, durS: number, seed = 7, maxNumBatchedTokens?: number) {
   const perf = createPerfModel(model, 'h100');
   const t = DEFAULT_REQUEST_TYPES.find((x) => x.type === type)!;
-  const core = new BatchingCore({ perf, tp, clockMhz });
+  const core = new BatchingCore({ perf, tp, clockMhz, maxNumBatchedTokens });
   const arrivals = poissonArrivals(load, durS, rng(seed)).map((s) => s * 1000);
   const endMs = durS * 1000, warmMs = endMs * 0.1;
   const arrivedAt = new Map<string, number>(), lastAt = new Map<string, number>();
@@ -47,7 +47,7 @@ function runCore(model: string, tp: number, clockMhz: number, type: string, load
   }
   core.idleUntil(Math.max(now, endMs));
   const spanS = (Math.max(now, endMs) - warmFrom) / 1000;
-  return { ttftP50: percentile(ttft, 50), tbtP50: percentile(tbt, 50), powerW: (core.stats().energyJ - e0) / spanS, requests: ttft.length };
+  return { ttftP50: percentile(ttft, 50), tbtP50: percentile(tbt, 50), tbtP99: percentile(tbt, 99), powerW: (core.stats().energyJ - e0) / spanS, requests: ttft.length };
 }
 // (model, tp, clock, type, load req/s): short and long prompts, short and long outputs, TP1-8, light to heavy load
 const CELLS: [string, number, number, string, number][] = [
@@ -77,6 +77,32 @@ describe('generated profile vs the batching core (virtual time)', () => {
       ['ttftP50', s.ttftP50Ms, sim.ttftP50],
       ['tbtP50', s.tbtP50Ms, sim.tbtP50],
       ['powerW', s.gpuPowerW * tp, sim.powerW],
+    ] as const;
+    const misses = rows.filter(([, m, c]) => Math.abs(c / m - 1) > 0.1).map(([k, m, c]) => `${k}: model ${m.toFixed(1)} core ${c.toFixed(1)}`);
+    expect(misses).toEqual([]);
+  });
+
+  // chunked prefill: prompts longer than the step budget are prefilled over several steps in both
+  it.each([
+    ['llama2-70b', 4, 1600, 'LS', 0.6],
+    ['llama2-70b', 8, 1200, 'LM', 1],
+  ] as [string, number, number, string, number][])('budget 512: %s TP%i %i MHz %s at %f req/s agrees, and chunks bound the TBT tail', (model, tp, clock, type, load) => {
+    const perf = createPerfModel(model, 'h100');
+    const t = DEFAULT_REQUEST_TYPES.find((x) => x.type === type)!;
+    expect(t.inputTokens).toBeGreaterThan(1024); // several chunks per prompt
+    const chunked = steadyState(perf, t, tp, clock, load, { maxNumBatchedTokens: 512 });
+    const whole = steadyState(perf, t, tp, clock, load, { maxNumBatchedTokens: 8192 });
+    expect(chunked.saturated).toBe(false);
+    // a decode never waits for a whole long prompt, only for one chunk; the prompt itself takes longer
+    expect(chunked.tbtP99Ms).toBeLessThan(0.6 * whole.tbtP99Ms);
+    expect(chunked.ttftP50Ms).toBeGreaterThan(whole.ttftP50Ms);
+    const sim = runCore(model, tp, clock, type, load, 400, 7, 512);
+    expect(sim.requests).toBeGreaterThan(150);
+    const rows = [
+      ['ttftP50', chunked.ttftP50Ms, sim.ttftP50],
+      ['tbtP50', chunked.tbtP50Ms, sim.tbtP50],
+      ['tbtP99', chunked.tbtP99Ms, sim.tbtP99],
+      ['powerW', chunked.gpuPowerW * tp, sim.powerW],
     ] as const;
     const misses = rows.filter(([, m, c]) => Math.abs(c / m - 1) > 0.1).map(([k, m, c]) => `${k}: model ${m.toFixed(1)} core ${c.toFixed(1)}`);
     expect(misses).toEqual([]);

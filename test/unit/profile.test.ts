@@ -18,6 +18,22 @@ describe('profile parse', () => {
     missing.cells.pop();
     expect(() => parseProfile(missing)).toThrow(/missing cells/);
   });
+  it('records the scheduler budget it describes; a chunked-prefill profile bounds the long-prompt TBT tail', () => {
+    expect(small.scheduler).toEqual({ maxNumBatchedTokens: 8192, maxNumSeqs: 256 });
+    const ls = [{ type: 'LS' as const, inputTokens: 2978, outputTokens: 61, ttftSloMs: 2000, tbtSloMs: 100 }];
+    const opts = { tpDegrees: [8], clocksMhz: [1980], loadSteps: 4, requestTypes: ls };
+    const chunked = generateProfile(perf, { ...opts, scheduler: { maxNumBatchedTokens: 512 } });
+    const whole = generateProfile(perf, opts);
+    expect(parseProfile(JSON.parse(JSON.stringify(chunked))).scheduler).toEqual({ maxNumBatchedTokens: 512, maxNumSeqs: 256 });
+    const bad = { ...JSON.parse(JSON.stringify(chunked)), scheduler: { maxNumBatchedTokens: 0, maxNumSeqs: 256 } };
+    expect(() => parseProfile(bad)).toThrow(/scheduler\.maxNumBatchedTokens/);
+    // prefilled whole, a 2978-token prompt stalls every decode of its step past the 100 ms TBT SLO as soon as ~1%
+    // of steps carry one; in 512-token chunks a decode waits for one chunk only, so the instance carries more
+    const wholeMax = whole.maxLoad[0]!.maxLoad, chunkedMax = chunked.maxLoad[0]!.maxLoad;
+    expect(chunkedMax).toBeGreaterThan(2 * wholeMax);
+    const l = chunked.loads.LS!.filter((x) => x > wholeMax && x <= chunkedMax).at(-1)!;
+    expect(interpolate(chunked, 'LS', 8, 1980, l).tbtP99Ms).toBeLessThan(100);
+  });
   it('shipped profiles are valid, small and state their provenance', () => {
     expect(shipped.source.kind).toBe('model');
     expect(shipped.tpDegrees).toEqual([2, 4, 8]);
