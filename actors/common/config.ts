@@ -109,6 +109,12 @@ export const configSchema = z
          * never held (TTFT is not delayed); later tokens reach the client up to this much later.
          */
         streamCoalesceMs: nonneg.default(0),
+        /**
+         * vLLM's --stream-interval, passed to the engine: after the first token (sent at once), the engine
+         * streams events of this many tokens; default 1. Fewer events per token on the engine -> manager leg;
+         * the emulator's multi-token events carry each token's engine time (TBT accounting stays per token).
+         */
+        streamInterval: z.number().int().min(1).max(64).default(1),
       })
       .default({}),
     gpuBackend: z.enum(['emulated', 'nvml', 'smi']).default('emulated'),

@@ -52,7 +52,9 @@ interface Running {
   ac: AbortController;
   seq: number;
   startedMs: number;
+  /** first token's arrival, Date.now() ms (TTFT). */
   firstTokenMs?: number;
+  /** last token's arrival (engine time when the engine says), performance.now() ms (TBT). */
   lastTokenMs?: number;
   tbtSum: number;
   tbtMax: number;
@@ -262,35 +264,47 @@ export class InstanceManager {
         if (ch.finishReason) finishReason = ch.finishReason;
         if (ch.text === '' && !ch.finishReason) continue;
         if (ch.text === '' && ch.usage) continue;
+        // an engine event may hold k tokens (the engine's stream interval); `offs` says when the engine made
+        // each, ms after the first of them, and the last of them arrived now
+        const k = ch.tokens ?? 1;
+        const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
+        const span = offs ? offs[k - 1]! - offs[0]! : 0;
         const now = Date.now();
-        if (r.firstTokenMs === undefined) r.firstTokenMs = now;
-        else if (r.lastTokenMs !== undefined) {
-          const d = now - r.lastTokenMs;
-          r.tbtSum += d;
-          r.tbtN++;
-          r.tbtMax = Math.max(r.tbtMax, d);
-          this.#pushSample(this.#tbts, d);
+        const t = performance.now();
+        // (never before the previous token: arrival lags differ between events)
+        const floor = r.lastTokenMs ?? -Infinity;
+        const at = (i: number) => (offs ? Math.max(floor, t - (offs[k - 1]! - offs[i]!)) : t);
+        for (let i = 0; i < k; i++) {
+          if (r.firstTokenMs === undefined) r.firstTokenMs = now - span;
+          else if (r.lastTokenMs !== undefined) {
+            const d = at(i) - r.lastTokenMs;
+            r.tbtSum += d;
+            r.tbtN++;
+            r.tbtMax = Math.max(r.tbtMax, d);
+            this.#pushSample(this.#tbts, d);
+          }
+          r.lastTokenMs = at(i);
         }
-        r.lastTokenMs = now;
-        completion++;
+        completion += k;
         if (r.seq === 0 && !pend) {
           // the first token goes at once: coalescing never delays TTFT
-          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: 1, ttftMs: Math.max(0, now - req.arrivalMs) };
+          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ttftMs: Math.max(0, r.firstTokenMs! - req.arrivalMs) };
+          if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
           this.#pushSample(this.#ttfts, chunk.ttftMs!);
           this.#bus.publish(req.streamSubject, TokenChunk, chunk);
         } else if (coalesceMs <= 0) {
-          this.#bus.publish(req.streamSubject, TokenChunk, { ...base, seq: r.seq++, text: ch.text, tokens: 1 });
+          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k };
+          if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
+          this.#bus.publish(req.streamSubject, TokenChunk, chunk);
         } else {
-          const t = performance.now();
           if (!pend) {
-            pend = { text: ch.text, n: 1, t0: t, offsets: [0] };
-            pend.timer = setTimeout(flush, coalesceMs);
-          } else {
-            pend.text += ch.text;
-            pend.n++;
-            pend.offsets.push(Math.round((t - pend.t0) * 1000) / 1000);
-            if (t - pend.t0 >= coalesceMs) flush();
+            pend = { text: '', n: 0, t0: at(0), offsets: [] };
+            pend.timer = setTimeout(flush, Math.max(0, coalesceMs - (t - pend.t0)));
           }
+          pend.text += ch.text;
+          pend.n += k;
+          for (let i = 0; i < k; i++) pend.offsets.push(Math.round((at(i) - pend.t0) * 1000) / 1000);
+          if (t - pend.t0 >= coalesceMs) flush();
         }
       }
       flush();

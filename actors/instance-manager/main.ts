@@ -30,6 +30,7 @@ class InstanceActor extends Actor {
       timeScale: c.engine.timeScale, servedModelName: c.model, startupDelayMs: c.engine.startupDelayMs, healthDeadlineMs: c.engine.healthDeadlineMs,
       ...(c.engine.command ? { command: c.engine.command } : {}), ...(c.engine.args ? { args: c.engine.args } : {}),
       restart: { initialBackoffMs: 200, maxBackoffMs: 5000 },
+      ...(c.engine.streamInterval > 1 ? { streamInterval: c.engine.streamInterval } : {}),
     });
     this.im = new InstanceManager({
       id: this.id, pool: this.a.pool, node: this.a.node, tp: this.a.tp, gpuIds: this.a.gpuIds, config: c, bus: this.bus, log: this.log,

@@ -51,6 +51,14 @@ export interface EngineChunk {
   text: string;
   /** index of this chunk's first token in the output, counted by the client (0-based). */
   tokenIndex: number;
+  /**
+   * tokens in `text` when the engine sent several in one event (the emulator's `--stream-interval`, which
+   * then reports them); absent: one token if `text` is not empty. A real vLLM with --stream-interval > 1
+   * does not say how many tokens an event holds: its events count one each, its final usage is exact.
+   */
+  tokens?: number;
+  /** with `tokens`: when the engine produced each token, ms after the first of them (modelled engine time). */
+  tokenOffsetsMs?: number[];
   /** set on the last token's chunk: 'stop' | 'length' | ... as the engine reports it. */
   finishReason?: string;
   /** set on the final usage chunk. */
@@ -145,6 +153,12 @@ export interface EngineConfig {
   seed?: number;
   /** emulator only: steps take no wall time. */
   zeroDelay?: boolean;
+  /**
+   * vLLM's `--stream-interval` (tokens per streamed event after the first; vLLM PR #27869), passed to both
+   * kinds when > 1; default 1. The emulator's multi-token events say how many tokens they hold and when each
+   * was produced; a real vLLM's do not (see EngineChunk.tokens).
+   */
+  streamInterval?: number;
   /** deadline for /health after spawn, ms (a real 70B instance takes minutes). */
   healthDeadlineMs: number;
   /** pass --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1, and allow sleep()/wakeUp(). */

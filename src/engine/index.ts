@@ -40,6 +40,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       '--startup-delay-ms', String(cfg.startupDelayMs ?? 0),
       ...(cfg.servedModelName ? ['--served-model-name', cfg.servedModelName] : []),
       ...(cfg.zeroDelay ? ['--zero-delay'] : []),
+      ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
       '--exit-on-stdin-close',
     ];
   } else if (cfg.kind === 'vllm') {
@@ -48,6 +49,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       'serve', cfg.model, '--tensor-parallel-size', String(cfg.tp), '--port', String(cfg.port), '--host', host,
       ...(cfg.servedModelName ? ['--served-model-name', cfg.servedModelName] : []),
       ...(cfg.enableSleep ? ['--enable-sleep-mode'] : []),
+      ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
     ];
   } else {
     throw new EngineConfigError(`unknown engine kind '${String((cfg as { kind: unknown }).kind)}'`);

@@ -5,13 +5,14 @@
  * backoff under a restart budget.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import type {
   Engine, EngineChunk, EngineCompletionRequest, EngineEvents, EngineExitInfo, EngineState, RestartPolicy,
 } from './engine.ts';
 import { parseVllmMetrics, type EngineMetrics } from './metrics-parse.ts';
-import { sseData } from './sse.ts';
+import { SseParser } from './sse.ts';
 import {
   EngineCrashedError, EngineError, EngineHttpError, EngineStartError, EngineStateError, EngineStreamError, EngineTimeoutError,
 } from './errors.ts';
@@ -57,6 +58,12 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
   private readonly inflight = new Set<AbortController>();
   private restartTimes: number[] = [];
   private restartTimer: NodeJS.Timeout | null = null;
+  /**
+   * completions over node:http with keep-alive (one connection per concurrent stream, reused after it). An
+   * idle pooled connection is closed after 4 s, before the servers' own keep-alive timeouts (uvicorn's and
+   * Node's 5 s); `timeout` only notifies an active request, which its own deadline covers.
+   */
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: 4_000 });
 
   constructor(readonly spec: ProcessEngineSpec) {
     super();
@@ -267,43 +274,55 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
     if (signal?.aborted) onAbort();
     this.inflight.add(ac);
     let tokenIndex = 0;
+    let http: ClientRequest | undefined;
+    const onAc = () => http?.destroy(ac.signal.reason instanceof Error ? ac.signal.reason : new Error('aborted'));
+    ac.signal.addEventListener('abort', onAc, { once: true });
+    let res: IncomingMessage | undefined;
+    let done = false;
     try {
-      let done = false;
       try {
-        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        const payload = JSON.stringify(body);
+        const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
         if (req.requestId) headers['x-request-id'] = req.requestId;
-        const res = await fetch(`${this.baseUrl}${chat ? '/v1/chat/completions' : '/v1/completions'}`, {
-          method: 'POST', headers, body: JSON.stringify(body), signal: ac.signal,
+        const send = () => new Promise<IncomingMessage>((resolve, reject) => {
+          http = httpRequest({
+            host: this.spec.host, port: this.port, method: 'POST', path: chat ? '/v1/chat/completions' : '/v1/completions', headers, agent: this.agent,
+          }, resolve);
+          http.on('error', reject);
+          if (ac.signal.aborted) onAc();
+          http.end(payload);
         });
-        if (!res.ok || !res.body) throw new EngineHttpError(res.status, await res.text(), 'completion');
-        for await (const data of sseData(res.body)) {
-          if (data === '[DONE]') {
-            done = true;
-            break;
-          }
-          let obj: StreamChunkJson;
+        for (let attempt = 0; ; attempt++) {
           try {
-            obj = JSON.parse(data) as StreamChunkJson;
-          } catch (cause) {
-            throw new EngineStreamError(`engine sent a non-JSON SSE event: ${data.slice(0, 100)}`, { cause });
+            res = await send();
+            break;
+          } catch (err) {
+            // a kept-alive connection the server closed just as we sent on it: nothing reached the engine, so
+            // send again on a fresh connection (Node's documented pattern, request.reusedSocket)
+            const code = (err as NodeJS.ErrnoException)?.code;
+            if (attempt < 2 && !ac.signal.aborted && http!.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) continue;
+            throw err;
           }
-          if (obj.error) throw new EngineStreamError(`engine reported an error mid-stream: ${JSON.stringify(obj.error).slice(0, 300)}`);
-          const choice = obj.choices?.[0];
-          const text = (chat ? choice?.delta?.content : choice?.text) ?? '';
-          const finishReason = choice?.finish_reason ?? undefined;
-          const usage = obj.usage
-            ? {
-                promptTokens: obj.usage.prompt_tokens,
-                completionTokens: obj.usage.completion_tokens,
-                ...(typeof obj.usage.energy_joules === 'number' ? { energyJoules: obj.usage.energy_joules } : {}),
-              }
-            : undefined;
-          if (text === '' && !finishReason && !usage) continue; // e.g. the chat role-only first delta
-          const chunk: EngineChunk = { text, tokenIndex };
-          if (finishReason) chunk.finishReason = finishReason;
-          if (usage) chunk.usage = usage;
-          if (text !== '') tokenIndex++;
-          yield chunk;
+        }
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) throw new EngineHttpError(status, await readText(res), 'completion');
+        const bytes = new ByteQueue(res);
+        const parser = new SseParser();
+        const events: string[] = [];
+        for (let buf = await bytes.next(); buf !== null && !done; buf = await bytes.next()) {
+          parser.push(buf, events);
+          for (let i = 0; i < events.length; i++) {
+            const data = events[i]!;
+            if (data === '[DONE]') {
+              done = true;
+              break;
+            }
+            const chunk = parseEvent(data, chat, tokenIndex);
+            if (!chunk) continue; // e.g. the chat role-only first delta
+            tokenIndex += chunk.tokens ?? (chunk.text !== '' ? 1 : 0);
+            yield chunk;
+          }
+          events.length = 0;
         }
       } catch (err) {
         if (signal?.aborted) throw signal.reason ?? err;
@@ -316,8 +335,12 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
+      ac.signal.removeEventListener('abort', onAc);
       this.inflight.delete(ac);
-      if (!ac.signal.aborted) ac.abort(); // release the connection if the consumer stopped early
+      // a fully received response leaves its connection to the keep-alive pool; anything else (the consumer
+      // stopped early, [DONE] before the end of the message, an error) closes it
+      if (res && done && res.complete) res.resume();
+      else if (http && !http.destroyed) http.destroy();
     }
   }
 
@@ -420,4 +443,93 @@ interface StreamChunkJson {
   choices?: { text?: string; delta?: { content?: string | null }; finish_reason?: string | null }[];
   usage?: { prompt_tokens: number; completion_tokens: number; energy_joules?: number } | null;
   error?: unknown;
+  /** the emulator's non-standard per-token engine times of a multi-token event (see EngineChunk). */
+  dynamollm_token_offsets_ms?: unknown;
+}
+
+/** One SSE event's JSON -> EngineChunk; null for an event that carries nothing (the chat role delta). */
+export function parseEvent(data: string, chat: boolean, tokenIndex: number): EngineChunk | null {
+  let obj: StreamChunkJson;
+  try {
+    obj = JSON.parse(data) as StreamChunkJson;
+  } catch (cause) {
+    throw new EngineStreamError(`engine sent a non-JSON SSE event: ${data.slice(0, 100)}`, { cause });
+  }
+  if (obj.error) throw new EngineStreamError(`engine reported an error mid-stream: ${JSON.stringify(obj.error).slice(0, 300)}`);
+  const choice = obj.choices?.[0];
+  const text = (chat ? choice?.delta?.content : choice?.text) ?? '';
+  const finishReason = choice?.finish_reason ?? undefined;
+  const u = obj.usage;
+  if (text === '' && !finishReason && !u) return null;
+  const chunk: EngineChunk = { text, tokenIndex };
+  if (finishReason) chunk.finishReason = finishReason;
+  if (u) {
+    chunk.usage = { promptTokens: u.prompt_tokens, completionTokens: u.completion_tokens };
+    if (typeof u.energy_joules === 'number') chunk.usage.energyJoules = u.energy_joules;
+  }
+  const offs = obj.dynamollm_token_offsets_ms;
+  if (text !== '' && Array.isArray(offs) && offs.length > 1 && offs.every((x) => typeof x === 'number' && x >= 0)) {
+    chunk.tokens = offs.length;
+    chunk.tokenOffsetsMs = offs as number[];
+  }
+  return chunk;
+}
+
+async function readText(res: IncomingMessage): Promise<string> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const b of res) {
+    if (n < 65_536) parts.push(b as Buffer);
+    n += (b as Buffer).length;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/**
+ * Pull interface over a response body: next() gives the next chunk, null at the end, and rejects when the
+ * body is cut (socket reset, destroyed by a deadline or a cancel). Pauses the socket while 64 chunks wait.
+ */
+class ByteQueue {
+  private readonly q: Buffer[] = [];
+  private ended = false;
+  private err: Error | null = null;
+  private wake: (() => void) | null = null;
+  constructor(private readonly res: IncomingMessage) {
+    res.on('data', (b: Buffer) => {
+      this.q.push(b);
+      if (this.q.length >= 64) res.pause();
+      this.poke();
+    });
+    res.on('end', () => {
+      this.ended = true;
+      this.poke();
+    });
+    res.on('error', (e) => {
+      this.err ??= e;
+      this.poke();
+    });
+    res.on('close', () => {
+      if (!this.ended) this.err ??= new Error('response closed before its end');
+      this.poke();
+    });
+  }
+  private poke(): void {
+    const w = this.wake;
+    if (w) {
+      this.wake = null;
+      w();
+    }
+  }
+  async next(): Promise<Buffer | null> {
+    for (;;) {
+      const b = this.q.shift();
+      if (b) {
+        if (this.q.length === 0 && this.res.isPaused()) this.res.resume();
+        return b;
+      }
+      if (this.err) throw this.err;
+      if (this.ended) return null;
+      await new Promise<void>((r) => (this.wake = r));
+    }
+  }
 }

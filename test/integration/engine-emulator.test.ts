@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
-import { createEngine, type EngineConfig, type VllmEngine } from '../../src/engine/index.ts';
+import { createEngine, type EngineChunk, type EngineConfig, type VllmEngine } from '../../src/engine/index.ts';
 import { createPerfModel } from '../../src/model/index.ts';
 import { countChatTokens, countTextTokens } from '../../src/engine/emulator/text.ts';
 import type { GpuState } from '../../src/engine/emulator/driver.ts';
@@ -169,6 +169,47 @@ describe('engine emulator with the openai client', () => {
     const m = await engine.metrics();
     expect(m.numRequestsRunning + m.numRequestsWaiting).toBe(0);
     expect(engine.state).toBe('ready');
+  });
+});
+
+describe('emulator stream interval (vLLM --stream-interval)', () => {
+  it('sends the first token at once, then events of N tokens with their engine times, and the same text', async () => {
+    const cfg: EngineConfig = { kind: 'emulator', model: MODEL, gpu: 'h100', tp: TP, gpuIds: [0, 1, 2, 3], port: 0, healthDeadlineMs: 20_000, timeScale: 10 };
+    const one = createEngine(cfg);
+    const four = createEngine({ ...cfg, streamInterval: 4 });
+    try {
+      await Promise.all([one.start(), four.start()]);
+      const run = async (e: VllmEngine) => {
+        const out: EngineChunk[] = [];
+        for await (const c of e.completion({ model: SERVED, prompt: ids(40), maxTokens: 10, ignoreEos: true })) out.push(c);
+        return out;
+      };
+      const [a, b] = await Promise.all([run(one), run(four)]);
+      const text = (cs: EngineChunk[]) => cs.map((c) => c.text).join('');
+      expect(text(b)).toBe(text(a));
+      const tok = b.filter((c) => c.text);
+      expect(tok.map((c) => c.tokens ?? 1)).toEqual([1, 4, 4, 1]);
+      expect(tok.map((c) => c.tokenIndex)).toEqual([0, 1, 5, 9]);
+      expect(tok.at(-1)!.finishReason).toBe('length');
+      expect(b.at(-1)!.usage?.completionTokens).toBe(10);
+      for (const c of tok.filter((x) => (x.tokens ?? 1) > 1)) {
+        const o = c.tokenOffsetsMs!;
+        expect(o[0]).toBe(0);
+        // one decode step apart (modelled, at time-scale 10): positive and non-decreasing
+        for (let i = 1; i < o.length; i++) expect(o[i]!).toBeGreaterThan(o[i - 1]!);
+      }
+      // the raw events are canonical JSON (what JSON.stringify gives for the parsed object)
+      const res = await fetch(`${four.baseUrl}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: SERVED, messages: [{ role: 'user', content: 'hi "there"' }], max_tokens: 6, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
+      });
+      const lines = (await res.text()).split('\n\n').filter(Boolean).map((l) => l.slice('data: '.length));
+      expect(lines.at(-1)).toBe('[DONE]');
+      for (const l of lines.slice(0, -1)) expect(JSON.stringify(JSON.parse(l))).toBe(l);
+      expect(lines.length).toBe(1 + 3 + 1 + 1); // role delta, token events 1+4+1, usage, [DONE]
+    } finally {
+      await Promise.all([one.stop(2_000), four.stop(2_000)]);
+    }
   });
 });
 

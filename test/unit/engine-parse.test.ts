@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { histogramQuantile, parsePrometheusText, parseVllmMetrics } from '../../src/engine/metrics-parse.ts';
 import { MetricsParseError } from '../../src/engine/errors.ts';
-import { sseData } from '../../src/engine/sse.ts';
+import { SseParser, sseData } from '../../src/engine/sse.ts';
+import { parseEvent } from '../../src/engine/vllm.ts';
+import { EngineStreamError } from '../../src/engine/errors.ts';
 import { countChatTokens, countTextTokens, outputLength, tokenText } from '../../src/engine/emulator/text.ts';
 
 const VLLM = `# HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -81,6 +83,30 @@ describe('SSE reader', () => {
     const out: string[] = [];
     for await (const d of sseData(streamOf(['data: {"a"', ':1}\r\n\r\n: keep-alive\n\nda', 'ta: [DONE]\n\n', 'data: partial']))) out.push(d);
     expect(out).toEqual(['{"a":1}', '[DONE]']);
+  });
+
+  it('keeps a UTF-8 character split across reads whole, joins multi-line data and ignores other fields', () => {
+    const bytes = Buffer.from('event: x\ndata: {"t":"é€"}\r\n\r\ndata: a\ndata: b\n\nid: 7\n\ndata: tail');
+    const p = new SseParser();
+    const out: string[] = [];
+    // every split point, one byte at a time
+    for (let i = 0; i < bytes.length; i++) p.push(bytes.subarray(i, i + 1), out);
+    expect(out).toEqual(['{"t":"é€"}', 'a\nb']);
+  });
+});
+
+describe('engine SSE events', () => {
+  it('reads text, chat deltas, usage, and the emulator\'s multi-token events', () => {
+    expect(parseEvent('{"choices":[{"text":" a","finish_reason":null}]}', false, 3)).toEqual({ text: ' a', tokenIndex: 3 });
+    expect(parseEvent('{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":null}]}', true, 0)).toBeNull();
+    expect(parseEvent('{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"energy_joules":1.5}}', false, 2))
+      .toEqual({ text: '', tokenIndex: 2, usage: { promptTokens: 4, completionTokens: 2, energyJoules: 1.5 } });
+    expect(parseEvent('{"choices":[{"text":" a b c","finish_reason":"length"}],"dynamollm_token_offsets_ms":[0,20.5,41]}', false, 1))
+      .toEqual({ text: ' a b c', tokenIndex: 1, finishReason: 'length', tokens: 3, tokenOffsetsMs: [0, 20.5, 41] });
+    // a malformed offsets field is ignored (the event counts as one token), not trusted
+    expect(parseEvent('{"choices":[{"text":" a b"}],"dynamollm_token_offsets_ms":[0,"x"]}', false, 0)).toEqual({ text: ' a b', tokenIndex: 0 });
+    expect(() => parseEvent('{"error":{"message":"boom"}}', false, 0)).toThrow(EngineStreamError);
+    expect(() => parseEvent('not json', false, 0)).toThrow(EngineStreamError);
   });
 });
 

@@ -21,6 +21,8 @@ const HELP = `usage: dynamollm engine-emulator --model M --tp N --port P [option
   --max-num-seqs N            vLLM max_num_seqs; default 256
   --max-num-batched-tokens N  vLLM max_num_batched_tokens (chunked prefill budget); default 8192
   --max-waiting N             bound of the waiting queue (503 beyond it); default 4096
+  --stream-interval N         vLLM's --stream-interval: the first token streams at once, later ones in events
+                              of N tokens (and the last); default 1
   --served-model-name NAME    name clients send as 'model'; default the model's HF name
   --zero-delay                steps take no wall time (measure the control-plane path alone)
   --exit-on-stdin-close       exit when stdin closes (set by the engine manager: no orphans if it dies)
@@ -39,6 +41,7 @@ export async function run(argv: string[]): Promise<number | void> {
     'max-num-seqs': { type: 'string' },
     'max-num-batched-tokens': { type: 'string' },
     'max-waiting': { type: 'string' },
+    'stream-interval': { type: 'string' },
     'served-model-name': { type: 'string' },
     'zero-delay': { type: 'boolean' },
     'exit-on-stdin-close': { type: 'boolean' },
@@ -74,6 +77,7 @@ export async function run(argv: string[]): Promise<number | void> {
     maxNumBatchedTokens: posInt(num(values['max-num-batched-tokens'], 'max-num-batched-tokens', DEFAULT_SCHEDULER.maxNumBatchedTokens), 'max-num-batched-tokens'),
     maxWaiting: posInt(num(values['max-waiting'], 'max-waiting', 4096), 'max-waiting'),
     zeroDelay: values['zero-delay'] ?? false,
+    streamInterval: posInt(num(values['stream-interval'], 'stream-interval', 1), 'stream-interval'),
   });
   const bound = await emu.listen(port, values.host ?? '127.0.0.1');
   process.stdout.write(JSON.stringify({ event: 'listening', port: bound, model: emu.servedModelName, tp, gpu }) + '\n');

@@ -34,6 +34,12 @@ export interface EmulatorOptions {
   zeroDelay?: boolean;
   /** largest accepted request body, bytes; default 8 MiB. */
   maxBodyBytes?: number;
+  /**
+   * vLLM's --stream-interval: tokens gathered per streamed event after the first (which goes at once);
+   * default 1 (an event per token). Events of several tokens say when each was produced
+   * (`dynamollm_token_offsets_ms`).
+   */
+  streamInterval?: number;
 }
 
 class HttpError extends Error {
@@ -62,6 +68,7 @@ export class EmulatorServer {
   private readonly successByReason = new Map<string, number>();
   private readonly created = Math.floor(Date.now() / 1000);
   private loadTimer: NodeJS.Timeout | null = null;
+  private readonly streamInterval: number;
 
   constructor(readonly opts: EmulatorOptions) {
     this.driver = new RealtimeDriver({
@@ -70,6 +77,8 @@ export class EmulatorServer {
     });
     this.servedModelName = opts.servedModelName ?? opts.perf.model.name;
     this.seed = opts.seed ?? 1;
+    this.streamInterval = opts.streamInterval ?? 1;
+    if (!(Number.isInteger(this.streamInterval) && this.streamInterval >= 1)) throw new RangeError(`streamInterval must be an integer >= 1, got ${this.streamInterval}`);
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     });
@@ -265,10 +274,15 @@ export class EmulatorServer {
     const texts: string[] = [];
 
     const sse = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
-    const tokenChunk = (text: string, fr: string | null) =>
-      chat
-        ? { id, object, created, model, choices: [{ index: 0, delta: { content: text }, logprobs: null, finish_reason: fr }] }
-        : { id, object, created, model, choices: [{ index: 0, text, logprobs: null, finish_reason: fr, stop_reason: null }] };
+    // A token event is the bytes JSON.stringify would give for vLLM's chunk object, built from a per-request
+    // head and tail instead of an object per token (the per-token cost of this server is most of its CPU).
+    const head = `data: {"id":${JSON.stringify(id)},"object":"${object}","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":0,` + (chat ? '"delta":{"content":' : '"text":');
+    const tailOf = (fr: string | null) =>
+      (chat ? '},"logprobs":null,"finish_reason":' : ',"logprobs":null,"finish_reason":') + (fr === null ? 'null' : JSON.stringify(fr)) + (chat ? '}]' : ',"stop_reason":null}]');
+    const tailMid = tailOf(null);
+    const tokenEvent = (text: string, fr: string | null, offsetsMs: number[] | null) =>
+      head + JSON.stringify(text) + (fr === null ? tailMid : tailOf(fr)) +
+      (offsetsMs ? `,"dynamollm_token_offsets_ms":[${offsetsMs.join(',')}]` : '') + '}\n\n';
     const usageOf = (energyJ: number) => ({
       prompt_tokens: p.promptTokens,
       completion_tokens: outputTokens,
@@ -276,23 +290,50 @@ export class EmulatorServer {
       energy_joules: Math.round(energyJ * 1e6) / 1e6,
     });
 
-    const onToken = (index: number) => {
+    // --stream-interval N (vLLM's flag): an event goes out with the first token, then once N tokens have
+    // gathered, and with the last one; an event of several tokens carries when the engine produced each
+    // (non-standard `dynamollm_token_offsets_ms`, wall ms after the event's first token).
+    const interval = this.streamInterval;
+    let sent = 0;
+    let pendText = '';
+    let pendAt: number[] = [];
+    /** the last token's event, written together with the usage event and [DONE] */
+    let last = '';
+    const onToken = (index: number, atMs: number) => {
       const text = tokenText(this.seed, reqNo, index);
-      if (p.stream) sse(tokenChunk(text, index + 1 >= outputTokens ? finishReason : null));
-      else texts.push(text);
+      if (!p.stream) {
+        texts.push(text);
+        return;
+      }
+      const isLast = index + 1 >= outputTokens;
+      let ev: string;
+      if (interval <= 1) ev = tokenEvent(text, isLast ? finishReason : null, null);
+      else {
+        pendText += text;
+        pendAt.push(atMs);
+        if (!(sent === 0 || isLast || pendAt.length >= interval)) return;
+        const t0 = pendAt[0]!;
+        const offs = pendAt.length > 1 ? pendAt.map((t) => Math.round(((t - t0) / this.driver.timeScale) * 1000) / 1000) : null;
+        ev = tokenEvent(pendText, isLast ? finishReason : null, offs);
+        pendText = '';
+        pendAt = [];
+      }
+      sent++;
+      if (isLast) last = ev;
+      else res.write(ev);
     };
 
     try {
       this.driver.submit({ id, promptTokens: p.promptTokens, outputTokens }, (ev) => {
-        if (ev.kind === 'first_token') onToken(0);
-        else if (ev.kind === 'token') onToken(ev.index);
+        if (ev.kind === 'first_token') onToken(0, ev.atMs);
+        else if (ev.kind === 'token') onToken(ev.index, ev.atMs);
         else if (ev.kind === 'finished') {
           finished = true;
           this.successByReason.set(finishReason, (this.successByReason.get(finishReason) ?? 0) + 1);
           const usage = usageOf(ev.energyJ);
           if (p.stream) {
-            if (p.includeUsage) sse({ id, object, created, model, choices: [], usage });
-            res.end('data: [DONE]\n\n');
+            // one write: the last token, the usage and [DONE]
+            res.end(last + (p.includeUsage ? `data: ${JSON.stringify({ id, object, created, model, choices: [], usage })}\n\n` : '') + 'data: [DONE]\n\n');
           } else {
             const text = texts.join('');
             this.json(res, 200, chat
