@@ -63,3 +63,36 @@ export function classifyLengths(inputTokens: number, outputTokens: number, thres
   const o = classOf(outputTokens, { ...thresholds.outputUpper, L: Number.POSITIVE_INFINITY }, true) as LengthClass;
   return requestTypeOf(i, o);
 }
+
+/**
+ * Representative (input, output) tokens per type from a workload's requests: the mean of the rows of each type
+ * (rounded), so a profile describes the lengths that workload sends (the defaults are the conversation trace's).
+ * Rows whose input exceeds the longest class are dropped (counted); a type with no row keeps `base`'s lengths.
+ */
+export function representativeTypes(
+  rows: Iterable<{ inputTokens: number; outputTokens: number }>,
+  base: RequestTypeSpec[] = DEFAULT_REQUEST_TYPES,
+  thresholds: ClassThresholds = DEFAULT_THRESHOLDS,
+): { types: RequestTypeSpec[]; counts: Record<RequestType, number>; dropped: number } {
+  const sum = new Map<RequestType, { n: number; i: number; o: number }>();
+  let dropped = 0;
+  for (const r of rows) {
+    let t: RequestType;
+    try {
+      t = classifyLengths(r.inputTokens, r.outputTokens, thresholds);
+    } catch (err) {
+      if (err instanceof RequestLengthError) { dropped++; continue; }
+      throw err;
+    }
+    const s = sum.get(t) ?? { n: 0, i: 0, o: 0 };
+    s.n++; s.i += r.inputTokens; s.o += r.outputTokens;
+    sum.set(t, s);
+  }
+  const counts = Object.fromEntries(REQUEST_TYPES.map((t) => [t, sum.get(t)?.n ?? 0])) as Record<RequestType, number>;
+  const types = base.map((spec) => {
+    const s = sum.get(spec.type);
+    if (!s) return { ...spec };
+    return { ...spec, inputTokens: Math.max(1, Math.round(s.i / s.n)), outputTokens: Math.max(1, Math.round(s.o / s.n)) };
+  });
+  return { types, counts, dropped };
+}

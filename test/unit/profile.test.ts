@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createPerfModel, generateProfile, idlePowerOf, interpolate, isFeasible, maxLoadOf, parseProfile, ProfileError, ProfileRangeError, type Profile } from '../../src/model/index.ts';
 import { loadProfile } from '../../src/model/profile-io.ts';
+import { DEFAULT_REQUEST_TYPES, representativeTypes } from '../../src/model/request-types.ts';
 
 const perf = createPerfModel('llama2-70b', 'h100');
 const small = generateProfile(perf, { tpDegrees: [4, 8], clocksMhz: [800, 1200, 1980], loadSteps: 6 });
@@ -96,3 +97,23 @@ describe('derived queries', () => {
     expect(interpolate(p, 'SS', 4, 1980, p.loads.SS![3]!).powerW).toBeGreaterThan(interpolate(p, 'SS', 4, 800, p.loads.SS![3]!).powerW);
   });
 });
+
+describe('representative lengths from a workload', () => {
+  it('takes the mean lengths of each type, keeps defaults for absent types, drops over-long prompts', () => {
+    const rows = [
+      { inputTokens: 100, outputTokens: 10 }, { inputTokens: 200, outputTokens: 30 }, // SS: 150/20
+      { inputTokens: 3000, outputTokens: 500 }, { inputTokens: 5001, outputTokens: 700 }, // LL: 4001/600 (rounded)
+      { inputTokens: 9000, outputTokens: 5 }, // beyond the longest class
+    ];
+    const r = representativeTypes(rows);
+    const get = (t: string) => r.types.find((x) => x.type === t)!;
+    expect([get('SS').inputTokens, get('SS').outputTokens]).toEqual([150, 20]);
+    expect([get('LL').inputTokens, get('LL').outputTokens]).toEqual([4001, 600]);
+    expect(get('MM')).toEqual(DEFAULT_REQUEST_TYPES.find((x) => x.type === 'MM'));
+    expect(r.counts.SS).toBe(2);
+    expect(r.counts.MM).toBe(0);
+    expect(r.dropped).toBe(1);
+    expect(get('SS').ttftSloMs).toBe(250); // SLOs follow the class, not the workload
+  });
+});
+
