@@ -11,6 +11,7 @@
  * No request is dropped silently: every admitted request ends with a done chunk or an error chunk.
  */
 import type { Logger } from 'pino';
+import { appendFileSync } from 'node:fs';
 import {
   Admission, Cancel, InferenceRequest, InstanceCommand, InstanceStatus, InstanceTelemetry, MoveReply, MoveRequest,
   RequestRecord, TokenChunk, Ack, controlSubjects, subjects, DynError, toWireError,
@@ -25,6 +26,9 @@ import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { AdmissionQueue, type Queued } from '../common/admission-queue.ts';
 import { decideClock, decideEmergency, classifyForRecord, sloOf, type EmergencyObservation, type EmergencyState } from '../common/policy.ts';
 import { initialEmergencyState } from '../../src/policy/emergency.ts';
+
+/** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
+const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
 
 export type InstanceState = 'starting' | 'ready' | 'restarting' | 'draining' | 'stopped' | 'failed';
 
@@ -74,6 +78,8 @@ export class InstanceManager {
   #evt: EventPublisher;
   #queue: AdmissionQueue;
   #running = new Map<string, Running>();
+  /** DYNAMOLLM_TTFT_TRACE: running and queued when each request was admitted. */
+  #admitState = new Map<string, [number, number]>();
   #cancelSubs = new Map<string, SubscribeHandle>();
   #serves: (ServeHandle | SubscribeHandle)[] = [];
   #timers: NodeJS.Timeout[] = [];
@@ -178,6 +184,7 @@ export class InstanceManager {
     }
     try {
       this.#queue.push({ req, admittedMs: Date.now() });
+      if (TTFT_TRACE) this.#admitState.set(req.id, [this.#running.size, this.#queue.size - 1]);
     } catch (err) {
       return refuse(toWireError(err));
     }
@@ -286,6 +293,14 @@ export class InstanceManager {
           r.lastTokenMs = at(i);
         }
         completion += k;
+        if (r.seq === 0 && TTFT_TRACE) {
+          const st = this.#admitState.get(req.id);
+          this.#admitState.delete(req.id);
+          appendFileSync(TTFT_TRACE, JSON.stringify({
+            id: req.id, type, inst: this.id, arrivalMs: req.arrivalMs, admitMs: q.admittedMs, startMs: r.startedMs, firstMs: r.firstTokenMs,
+            running: st?.[0], queued: st?.[1], clock: this.#clockMhz, moves: req.moves ?? 0,
+          }) + '\n');
+        }
         if (r.seq === 0 && !pend) {
           // the first token goes at once: coalescing never delays TTFT
           const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ttftMs: Math.max(0, r.firstTokenMs! - req.arrivalMs) };
@@ -336,6 +351,7 @@ export class InstanceManager {
     } finally {
       if (pend) clearTimeout((pend as { timer?: NodeJS.Timeout }).timer);
       this.#running.delete(req.id);
+      this.#admitState.delete(req.id);
       this.#unwatchCancel(req.id);
       this.#pump();
     }

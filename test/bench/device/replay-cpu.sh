@@ -20,7 +20,7 @@ snap() { # pid role ticks
     tree="$tree$next"; frontier=$(echo $next)
   done
   # plus a nats-server that `up` found already running (not its child; shared with anyone else using it)
-  for p in $tree $(pgrep -x nats-server); do
+  for p in $(echo $tree $(pgrep -x nats-server) | tr ' ' '\n' | sort -un); do
     [ -r /proc/$p/stat ] || continue
     cmd=$(tr '\0' ' ' < /proc/$p/cmdline)
     case "$cmd" in
@@ -36,15 +36,15 @@ snap() { # pid role ticks
 snap > "$OUTDIR/cpu0"
 eval "${BEFORE:-true}"   # e.g. start profilers
 T0=$(date +%s.%N)
-/usr/bin/time -f "replay client: %e s wall, %U s user, %S s sys" node bin/dynamollm.js replay --trace data/traces/AzureLLMInferenceTrace_conv.csv \
+node bin/dynamollm.js replay --trace data/traces/AzureLLMInferenceTrace_conv.csv \
   --speed "$SPEED" --duration "$DUR" --json "$OUTDIR/replay.json" > "$OUTDIR/replay.txt" 2> "$OUTDIR/replay.err"
 echo "replay rc=$?"
 T1=$(date +%s.%N)
 snap > "$OUTDIR/cpu1"
 eval "${AFTER:-true}"
-cat "$OUTDIR/replay.txt"; grep "replay client" "$OUTDIR/replay.err"
+cat "$OUTDIR/replay.txt"
 HZ=$(getconf CLK_TCK)
-echo "CPU seconds during the replay ($(echo "$T1 - $T0" | bc) s wall):"
+echo "CPU seconds during the replay ($(awk -v a=$T0 -v b=$T1 'BEGIN{printf "%.1f", b-a}') s wall; the replay client not included):"
 awk -v hz=$HZ 'NR==FNR{a[$1]=$3; next} {d=$3-($1 in a?a[$1]:0); s[$2]+=d; n[$2]++} END{for(r in s) printf "  %-9s %2d procs %7.2f s\n", r, n[r], s[r]/hz}' "$OUTDIR/cpu0" "$OUTDIR/cpu1" | sort
 kill -INT -- -$UP 2>/dev/null; for i in $(seq 1 30); do kill -0 $UP 2>/dev/null || break; sleep 1; done
 kill -KILL -- -$UP 2>/dev/null; true
