@@ -41,16 +41,34 @@ export function occupancyS(p: Profile, t: RequestType, tp: number, clockMhz: num
 }
 const occCache = new WeakMap<Profile, Map<string, number>>();
 
+/** Occupancy of an instance carrying `load` (mean number of requests in it at light load): sum_t l_t E_t. */
+export function occupancyOf(p: Profile, tp: number, clockMhz: number, load: LoadByType): number {
+  let x = 0;
+  for (const t of typesOf(load)) x += load[t]! * occupancyS(p, t, tp, clockMhz);
+  return x;
+}
+
 /**
  * One type's instance power (W) at load l, from the profile: linear between grid loads, except on the first
  * segment [0, g1], where the profile's own light-load model (busy fraction 1 - exp(-l x E), M/G/inf) is
  * followed instead of a straight line (the power curve is concave there; a chord through a coarse grid, e.g.
- * 0 and 1 req/s, reads a lone request's power far too low). Past the grid top it stays at the top.
+ * 0 and 1 req/s, reads a lone request's power far too low). Past the grid top: the top cell's busy power,
+ * busy fraction 1 - exp(-l x E) (see below).
  */
 function typePowerW(p: Profile, t: RequestType, tp: number, clockMhz: number, l: number, idleW: number, e: number): number {
   const grid = p.loads[t]!;
   const top = grid[grid.length - 1]!;
   const g1 = grid.find((g) => g > 0) ?? top;
+  if (l > top && top > 0) {
+    // past the grid top (the type misses its SLO alone there, but in a mix it is read at x / E_t, the load
+    // that gives the mix's occupancy, which can exceed its own SLO range: LS at TP8 tops at 0.24 req/s, a
+    // mixed TP8 instance often reads it near 1): keep the top cell's power WHILE BUSY (the generator's
+    // power = busy x step power + (1 - busy) x idle, busy = 1 - exp(-l E)) and let only the busy fraction
+    // grow. Holding the top cell's power instead read LS at 1.95 kW where the core draws ~3.2 kW.
+    const bTop = 1 - Math.exp(-top * e);
+    const pTop = interpolate(p, t, tp, clockMhz, top).powerW;
+    return bTop > 1e-9 ? idleW + ((pTop - idleW) / bTop) * (1 - Math.exp(-l * e)) : pTop;
+  }
   if (l >= g1) return interpolate(p, t, tp, clockMhz, Math.min(l, top)).powerW;
   const p1 = interpolate(p, t, tp, clockMhz, g1).powerW;
   return idleW + (p1 - idleW) * ((1 - Math.exp(-l * e)) / (1 - Math.exp(-g1 * e)));

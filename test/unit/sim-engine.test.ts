@@ -12,6 +12,7 @@ import { POLICY_KNOBS, dispatchQuantised, dispatchRequestMemo } from '../../src/
 import { profileFor } from '../../src/sim/index.ts';
 import { decideClock } from '../../actors/common/policy.ts';
 import { rng } from '../../src/sim/trace.ts';
+import { leastLoadedBusyFraction } from '../../src/sim/fluid.ts';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
 import type { InstanceView, TpDegree } from '../../src/policy/types.ts';
 import type { SimOptions } from '../../src/sim/types.ts';
@@ -72,18 +73,45 @@ describe('simulator', () => {
     expect(chosen).toBeGreaterThan(10);
   });
 
-  // Goal (issue 7): within 5%. Measured after the occupancy-matched mixed power read (src/sim/decide.ts
-  // mixedPowerW): fluid 7.3% below step on the whole hour at rate 1 (36.4 vs 39.3 kWh; was 20%), 7.3% on this
-  // 15-minute window. What is left: prefills of long prompts stretch the decodes they share steps with (the
-  // core's occupancy grows), which a per-type profile read cannot see. The bound below is the measured gap
-  // plus margin, NOT the 5% goal (docs/SIMULATION.md open issues).
-  it('step and fluid agree on energy within 8% (single-pool, first 15 minutes of the conversation trace)', async () => {
+  // Issue 7: within 5%. Measured (conv trace, single-pool, rate 1): 15 min step 10.15 vs fluid 9.95 kWh (-2.0%),
+  // whole hour -0.7%; at rate auto x0.678, whole hour +0.1%. Was -7.3% / -11.2%: fluid read each instance's
+  // busy fraction as independent Poisson streams (1 - exp(-x)), but least-outstanding dispatch sends arrivals
+  // to empty instances first (core busy 97% vs 89%: src/sim/fluid.ts), and read types past their grid top at
+  // the top cell's power (src/sim/decide.ts typePowerW).
+  it('step and fluid agree on energy within 5% (single-pool, first 15 minutes of the conversation trace)', async () => {
     const w = { ...base, trace: { ...base.trace, durationMs: 15 * 60_000 } } as typeof base;
     const s = await simulate({ ...w, policy: 'single-pool', fidelity: 'step' });
     const f = await simulate({ ...w, policy: 'single-pool', fidelity: 'fluid' });
     expect(s.requests).toBe(f.requests);
     expect(s.energySource.kind).toBe('modelled');
-    expect(Math.abs(f.energyKWh / s.energyKWh - 1)).toBeLessThan(0.08);
+    expect(Math.abs(f.energyKWh / s.energyKWh - 1)).toBeLessThan(0.05);
+  }, 60_000);
+
+  it('least-outstanding dispatch keeps instances busier than independent streams (fluid busy fraction)', () => {
+    // one instance: the profile's own M/G/inf busy fraction
+    expect(leastLoadedBusyFraction(1, 2.26)).toBeCloseTo(1 - Math.exp(-2.26), 12);
+    // 12 TP8 instances at the conversation hour's occupancy: the batching core measured 98.7% busy (Poisson
+    // times) and 97.3% (trace times) under least-outstanding dispatch, 88.5% under a random split
+    const b12 = leastLoadedBusyFraction(12, 2.26);
+    expect(b12).toBeGreaterThan(0.97);
+    expect(b12).toBeLessThanOrEqual(1);
+    // never below the independent split, growing with the pool size at a fixed per-instance occupancy
+    for (const x of [0.1, 0.5, 1, 3]) {
+      expect(leastLoadedBusyFraction(4, x)).toBeGreaterThanOrEqual(1 - Math.exp(-x));
+      expect(leastLoadedBusyFraction(24, x)).toBeGreaterThanOrEqual(leastLoadedBusyFraction(4, x) - 0.005);
+    }
+    // at most every instance busy, at least the pool's load spread one request per instance (x < 1)
+    expect(leastLoadedBusyFraction(24, 0.3)).toBeLessThan(0.32);
+  });
+
+  it('fluid keeps the instance load estimate the clock reads at the offered rate (no double decay)', async () => {
+    // scale-freq on a constant-rate trace: chooseClock reads each instance's EWMA; fluid advanced it per tick AND
+    // decayLoad decayed it again at the instance epoch, so the clock saw ~62% of the load and chose clocks whose
+    // SLO capacity the real load exceeded. Measured here: min attainment 72.8% (LM) with the double decay, 98.6%
+    // without (week, dynamollm: 75% -> 99.6%)
+    const r = await simulate({ model: 'llama2-70b', gpu: 'h100', servers: 4, policy: 'scale-freq', fidelity: 'fluid', rateScale: 'auto', trace: { kind: 'synth', shape: 'poisson', durationS: 1800, meanRps: 2, seed: 3 } });
+    expect(r.reconfigurations.clock).toBeGreaterThan(0);
+    for (const [t, a] of Object.entries(r.sloAttainment)) if ((r.latency.byType[t as keyof typeof r.latency.byType]?.requests ?? 0) >= 100) expect(a, t).toBeGreaterThan(0.95);
   }, 60_000);
 
   it('accounts every request and charges reconfigurations for dynamic policies', async () => {
