@@ -156,7 +156,7 @@ export class InstanceManager {
       bus.serve(subjects.instanceControl(this.id), InstanceCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
       // peers of the pool: whether anyone has room (emergency step 3 needs somebody to move to)
       bus.subscribe(controlSubjects.instanceStatus(this.pool), InstanceStatus, (s) => {
-        if (s.id !== this.id) this.#peers.set(s.id, { queued: s.queued, state: s.state, seenMs: Date.now() });
+        if (s.id !== this.id) this.#peers.set(s.id, { queued: s.queued, running: s.running, state: s.state, seenMs: Date.now() });
       }, { capacity: 1024 }),
     );
     const c = this.#o.config;
@@ -182,6 +182,17 @@ export class InstanceManager {
     if (this.state !== 'ready') {
       return refuse({ code: 'unavailable', message: `instance ${this.id} is ${this.state}`, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS });
     }
+    const c = this.#o.config;
+    if (!req.moves && this.#running.size >= c.engine.maxInEngine) {
+      // Backpressure to the pool: a request that would wait here for an engine slot (slots free at about
+      // maxInEngine per mean service time) longer than half its TTFT SLO is refused (retryable) while a peer
+      // has room, and the pool places it on another instance (it tries up to 4).
+      const waitMs = ((this.#queue.size + 1) * this.#serviceMs) / c.engine.maxInEngine;
+      const slo = sloOf(req.type ?? classifyForRecord(req, c), c).ttftMs;
+      if (waitMs > slo / 2 && this.#peerWithRoom()) {
+        return refuse({ code: 'overloaded', message: `instance ${this.id}: engine full, ~${Math.round(waitMs)} ms to a free slot`, retryable: true, retryAfterS: c.emergency.retryAfterS });
+      }
+    }
     try {
       this.#queue.push({ req, admittedMs: Date.now() });
       if (TTFT_TRACE) this.#admitState.set(req.id, [this.#running.size, this.#queue.size - 1]);
@@ -190,6 +201,7 @@ export class InstanceManager {
     }
     const t = req.type ?? classifyForRecord(req, this.#o.config);
     this.#arrivals[t] = (this.#arrivals[t] ?? 0) + 1;
+    this.#arrivedSinceRiseCheck = true;
     this.#watchCancel(req.id);
     queueMicrotask(() => this.#pump());
     return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: req.type };
@@ -456,6 +468,34 @@ export class InstanceManager {
     return forClock;
   }
 
+  #arrivedSinceRiseCheck = false;
+  #rising = false;
+
+  /**
+   * Between epochs (every emergency tick, 100 ms, when requests arrived since the last check): the clock
+   * follows a load rise within the epoch instead of at its end. The epoch's arrivals so far (over at least
+   * 1 s, so a few back-to-back requests do not read as a high rate) against the EWMA, the larger per type;
+   * only ever raises the clock (a fall waits for the epoch, through the EWMA). Without this an instance that
+   * chose a low clock after an idle spell (the EWMA near 0) prefills a burst at that clock for up to a whole
+   * epoch: measured on the 16-core replay, most TTFTs over 500 ms were prefill waits at 795 MHz.
+   */
+  async #clockRise(now: number): Promise<void> {
+    if (!this.#arrivedSinceRiseCheck || this.#rising) return;
+    this.#arrivedSinceRiseCheck = false;
+    if (this.#emergency.maxClock || now < this.#forcedUntil || this.#clockMhz >= this.#maxClockMhz) return;
+    const dt = Math.max(1, (now - this.#arrivalWindowStart) / 1000);
+    const load: Partial<Record<RequestType, number>> = { ...this.#load };
+    for (const [t, n] of Object.entries(this.#arrivals) as [RequestType, number][]) load[t] = Math.max(load[t] ?? 0, n / dt / this.#timeScale());
+    const d = decideClock(this.#o.profile, this.#o.tp, load, this.#supported, this.#o.config.policy.headroom);
+    if (!d || d.clockMhz <= this.#clockMhz) return;
+    this.#rising = true;
+    try {
+      await this.#applyClock(d.clockMhz, `load rose within the epoch: ${d.reason}`, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
+    } finally {
+      this.#rising = false;
+    }
+  }
+
   async #clockEpoch(): Promise<void> {
     if (this.state !== 'ready' && this.state !== 'draining') return;
     const load = this.#measureLoad();
@@ -482,7 +522,16 @@ export class InstanceManager {
     return misses;
   }
 
-  #peers = new Map<string, { queued: number; state: string; seenMs: number }>();
+  #peers = new Map<string, { queued: number; running: number; state: string; seenMs: number }>();
+
+  /** a live ready peer (last status) with a free engine slot and nothing queued. */
+  #peerWithRoom(): boolean {
+    const now = Date.now();
+    for (const p of this.#peers.values()) {
+      if (p.state === 'ready' && now - p.seenMs <= this.#o.config.liveness.deadAfterMs && p.queued === 0 && p.running < this.#o.config.engine.maxInEngine) return true;
+    }
+    return false;
+  }
   /** EWMA of a request's time in the engine, ms (for the miss prediction). */
   #serviceMs = 1000;
   #emState: EmergencyState = initialEmergencyState(Date.now());
@@ -490,6 +539,7 @@ export class InstanceManager {
   async #emergencyTick(): Promise<void> {
     if (this.state !== 'ready' && this.state !== 'draining') return;
     const now = Date.now();
+    void this.#clockRise(now);
     const c = this.#o.config;
     let peersWithCapacity = 0;
     for (const [id, p] of this.#peers) {
