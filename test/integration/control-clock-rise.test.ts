@@ -1,0 +1,62 @@
+/**
+ * The instance clock follows a load rise within its epoch (not only at the epoch's end): real nats-server,
+ * real actor processes and an emulated TP2 Llama3.1-8B engine at 1x, with a 10-s clock epoch. After the first
+ * epoch lowered the clock under light load, a step up 1.5 s into the next epoch must raise the clock long
+ * before that epoch ends (the rule before this change raised it only at the epoch's end, ~8.5 s later).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openLoop, startHarness, type Harness } from './control-harness.ts';
+import type { DecisionEvent } from '../../protocols/index.ts';
+
+const EPOCH_S = 10;
+let h: Harness;
+
+beforeAll(async () => {
+  h = await startHarness({
+    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    servers: [{ id: 'n0', gpus: 2 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS: EPOCH_S },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 2000 },
+    engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
+  });
+  h.startActor('cluster', 'cm-0');
+  h.startActor('pool', 'pm-0');
+  h.startActor('node', 'n0');
+  await h.waitReady(1);
+}, 90_000);
+
+afterAll(async () => {
+  await h?.stop();
+}, 30_000);
+
+const clockEvents = async (): Promise<DecisionEvent[]> => (await h.streamEvents()).filter((e) => e.kind === 'clock' && e.actor.includes('pool-all'));
+
+describe('control plane: clock rise within an epoch', () => {
+  it('a load step raises the clock within about a second, long before the epoch ends', async () => {
+    // light load until the first epoch lowers the clock from its start-up maximum
+    const load = openLoop(h, 1, { maxTokens: 40, inputTokens: 100 });
+    let lowered: DecisionEvent | undefined;
+    for (const until = Date.now() + 2.5 * EPOCH_S * 1000; !lowered && Date.now() < until; ) {
+      await new Promise((r) => setTimeout(r, 500));
+      lowered = (await clockEvents()).find((e) => Number(e.decision.clockMhz) < Number(e.decision.from));
+    }
+    expect(lowered, 'the first epoch did not lower the clock under light load').toBeDefined();
+    const boundary = lowered!.atMs;
+    const lowClock = Number(lowered!.decision.clockMhz);
+    await new Promise((r) => setTimeout(r, Math.max(0, boundary + 1500 - Date.now())));
+    const stepAt = Date.now();
+    load.setRate(12);
+    await new Promise((r) => setTimeout(r, 4000));
+    const outs = await load.stop();
+    expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);
+    const raise = (await clockEvents()).find((e) => e.atMs > stepAt && Number(e.decision.clockMhz) > lowClock);
+    expect(raise, `no clock raise after the step (low clock ${lowClock})`).toBeDefined();
+    console.log(`clock ${lowClock} MHz at the epoch at ${boundary}; step at +${stepAt - boundary} ms -> ${raise!.decision.clockMhz} MHz after ${raise!.atMs - stepAt} ms: ${raise!.summary}`);
+    expect(raise!.summary).toContain('load rose within the epoch');
+    // the next epoch ends at boundary + 10 s, 8.5 s after the step
+    expect(raise!.atMs - stepAt).toBeLessThan(3000);
+    expect(raise!.atMs).toBeLessThan(boundary + EPOCH_S * 1000 - 1000);
+    expect(Number((raise!.inputs.loadByType as Record<string, number>).SS)).toBeGreaterThan(2);
+  }, 90_000);
+});
