@@ -162,6 +162,24 @@ describe('instantaneous headroom (running + queued vs the SLO concurrency)', () 
   });
 });
 
+describe('SLO concurrency where the SLO limit falls between a feasible and a saturated grid load', () => {
+  it('reads the latencies of the last feasible cell, not a blend with the saturated one', async () => {
+    const { maxConcurrencyOf } = await import('../../src/policy/dispatch.ts');
+    const { interpolate } = await import('../../src/model/profile.ts');
+    const p8b = parseProfile(JSON.parse(readFileSync(new URL('../../profiles/llama3.1-8b.h100.json', import.meta.url), 'utf8')));
+    const ml = maxLoadOf(p8b, 'SS', 2, 1980);
+    // the profile's SS grid has a saturated cell right above the SLO max load: interpolating at ml blends it in
+    expect(interpolate(p8b, 'SS', 2, 1980, ml).ttftP50Ms).toBeGreaterThan(10_000);
+    const n = maxConcurrencyOf(p8b, 'SS', 2, 1980);
+    // Little's law at ml with sane latencies: SS is ~180 in / 55 out tokens, well under a second end to end
+    const below = p8b.loads.SS!.filter((l) => l <= ml).at(-1)!;
+    const c = interpolate(p8b, 'SS', 2, 1980, below);
+    const N = (ml * (c.ttftP50Ms + c.tbtP50Ms * 54)) / 1000;
+    expect(n).toBeCloseTo(N + 2 * Math.sqrt(N), 6);
+    expect(n).toBeLessThan(1000);
+  });
+});
+
 describe('chooseClock peakLoadByType', () => {
   it('provisions the clock for the recent peak, not the mean', async () => {
     const { chooseClock } = await import('../../src/policy/frequency.ts');
