@@ -31,6 +31,8 @@ class InstanceActor extends Actor {
       ...(c.engine.command ? { command: c.engine.command } : {}), ...(c.engine.args ? { args: c.engine.args } : {}),
       restart: { initialBackoffMs: 200, maxBackoffMs: 5000 },
       ...(c.engine.streamInterval > 1 ? { streamInterval: c.engine.streamInterval } : {}),
+      // the engine schedules with the budget the profile describes (absent in older profiles: the engine's default)
+      ...(profile?.scheduler ? { scheduler: profile.scheduler } : {}),
     });
     this.im = new InstanceManager({
       id: this.id, pool: this.a.pool, node: this.a.node, tp: this.a.tp, gpuIds: this.a.gpuIds, config: c, bus: this.bus, log: this.log,

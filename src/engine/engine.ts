@@ -159,6 +159,12 @@ export interface EngineConfig {
    * was produced; a real vLLM's do not (see EngineChunk.tokens).
    */
   streamInterval?: number;
+  /**
+   * the engine's scheduler budget (vLLM `--max-num-batched-tokens` / `--max-num-seqs`, chunked prefill below
+   * the prompt length), passed to both kinds when given: the profile the controllers decide with records the
+   * budget it describes (Profile.scheduler), and the engine must run with the same. Default: the engine's own.
+   */
+  scheduler?: { maxNumBatchedTokens: number; maxNumSeqs: number };
   /** deadline for /health after spawn, ms (a real 70B instance takes minutes). */
   healthDeadlineMs: number;
   /** pass --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1, and allow sleep()/wakeUp(). */

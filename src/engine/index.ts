@@ -18,6 +18,16 @@ export { parsePrometheusText, parseVllmMetrics, histogramQuantile, type MetricFa
 /** bin/dynamollm.js of this checkout (the emulator's launcher). */
 export const DYNAMOLLM_BIN = fileURLToPath(new URL('../../bin/dynamollm.js', import.meta.url));
 
+/** `--max-num-batched-tokens N --max-num-seqs N` (same flags in vLLM and the emulator) when the config sets a budget. */
+function schedulerArgs(cfg: EngineConfig): string[] {
+  const s = cfg.scheduler;
+  if (!s) return [];
+  if (!(Number.isInteger(s.maxNumBatchedTokens) && s.maxNumBatchedTokens >= 2 && Number.isInteger(s.maxNumSeqs) && s.maxNumSeqs >= 1)) {
+    throw new EngineConfigError(`scheduler budget must be integers (max_num_batched_tokens >= 2, max_num_seqs >= 1), got ${JSON.stringify(s)}`);
+  }
+  return ['--max-num-batched-tokens', String(s.maxNumBatchedTokens), '--max-num-seqs', String(s.maxNumSeqs)];
+}
+
 /** Command, arguments and environment an EngineConfig spawns (exported for logs and tests). */
 export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
   if (!Number.isInteger(cfg.tp) || cfg.tp < 1) throw new EngineConfigError(`tp must be a positive integer, got ${cfg.tp}`);
@@ -41,6 +51,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       ...(cfg.servedModelName ? ['--served-model-name', cfg.servedModelName] : []),
       ...(cfg.zeroDelay ? ['--zero-delay'] : []),
       ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
+      ...schedulerArgs(cfg),
       '--exit-on-stdin-close',
     ];
   } else if (cfg.kind === 'vllm') {
@@ -50,6 +61,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       ...(cfg.servedModelName ? ['--served-model-name', cfg.servedModelName] : []),
       ...(cfg.enableSleep ? ['--enable-sleep-mode'] : []),
       ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
+      ...schedulerArgs(cfg),
     ];
   } else {
     throw new EngineConfigError(`unknown engine kind '${String((cfg as { kind: unknown }).kind)}'`);

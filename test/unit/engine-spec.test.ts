@@ -1,0 +1,23 @@
+import { describe, expect, it } from 'vitest';
+import { engineSpec } from '../../src/engine/index.ts';
+import { EngineConfigError } from '../../src/engine/engine.ts';
+
+const base = { model: 'llama3.1-8b', gpu: 'h100', tp: 2, gpuIds: [0, 1], port: 0, healthDeadlineMs: 1000 };
+
+describe('engineSpec scheduler budget', () => {
+  it('passes the profile budget to the emulator and to vllm serve with the same flags', () => {
+    const scheduler = { maxNumBatchedTokens: 1024, maxNumSeqs: 128 };
+    for (const kind of ['emulator', 'vllm'] as const) {
+      const args = engineSpec({ ...base, kind, port: kind === 'vllm' ? 8001 : 0, scheduler }).args;
+      const i = args.indexOf('--max-num-batched-tokens');
+      expect(i).toBeGreaterThan(0);
+      expect(args[i + 1]).toBe('1024');
+      expect(args[args.indexOf('--max-num-seqs') + 1]).toBe('128');
+    }
+  });
+  it("leaves the engine's own default when no budget is given, and refuses a bad one", () => {
+    expect(engineSpec({ ...base, kind: 'emulator' }).args).not.toContain('--max-num-batched-tokens');
+    expect(engineSpec({ ...base, kind: 'vllm', port: 8001 }).args).not.toContain('--max-num-seqs');
+    expect(() => engineSpec({ ...base, kind: 'emulator', scheduler: { maxNumBatchedTokens: 0, maxNumSeqs: 256 } })).toThrow(EngineConfigError);
+  });
+});
