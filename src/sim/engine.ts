@@ -498,7 +498,9 @@ export class Simulation {
     inst.view.healthy = true;
     inst.loadAtMs = now;
     if (this.fidelity === 'step') {
-      inst.core = new BatchingCore({ perf: this.perf, tp: inst.tp, clockMhz: inst.clockMhz, maxWaiting: 1 << 20 });
+      // the scheduler budget of the engine the profile describes (Profile.scheduler; absent: the core's default)
+      const sch = this.p.scheduler;
+      inst.core = new BatchingCore({ perf: this.perf, tp: inst.tp, clockMhz: inst.clockMhz, maxWaiting: 1 << 20, maxNumBatchedTokens: sch?.maxNumBatchedTokens, maxNumSeqs: sch?.maxNumSeqs });
       inst.core.idleUntil(now);
     }
     for (const old of inst.replaces) this.drain(old, now);

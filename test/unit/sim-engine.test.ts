@@ -16,6 +16,9 @@ import { leastLoadedBusyFraction } from '../../src/sim/fluid.ts';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
 import type { InstanceView, TpDegree } from '../../src/policy/types.ts';
 import type { SimOptions } from '../../src/sim/types.ts';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const base: Omit<SimOptions, 'policy' | 'fidelity'> = {
   model: 'llama2-70b', gpu: 'h100', servers: 12,
@@ -121,5 +124,30 @@ describe('simulator', () => {
     expect(done + r.rejected + r.unservable).toBe(r.requests);
     expect(r.reconfigurations.clock).toBeGreaterThan(0);
     expect(r.energyKWh).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('step batches with the scheduler budget the profile records (Profile.scheduler)', async () => {
+    // the same profile with vLLM's max_num_seqs at 2: the core may run only 2 requests at once, so requests queue
+    // and TTFT grows; without the field the core's default (256) applies, as before
+    const p = profileFor('llama2-70b', 'h100');
+    const dir = mkdtempSync(join(tmpdir(), 'sim-sched-'));
+    try {
+      const narrow = join(dir, 'narrow.json');
+      writeFileSync(narrow, JSON.stringify({ ...p, scheduler: { maxNumBatchedTokens: 8192, maxNumSeqs: 2 } }));
+      const wide = join(dir, 'wide.json');
+      writeFileSync(wide, JSON.stringify({ ...p, scheduler: { maxNumBatchedTokens: 8192, maxNumSeqs: 256 } }));
+      const o = { model: 'llama2-70b', gpu: 'h100', servers: 1, policy: 'single-pool', fidelity: 'step', trace: { kind: 'file', path: 'data/traces/AzureLLMInferenceTrace_conv.csv', limit: 60 } } as const;
+      const def = await simulate({ ...o });
+      const w = await simulate({ ...o, profilePath: wide });
+      const n = await simulate({ ...o, profilePath: narrow });
+      // 256 is the core's default: the explicit budget changes nothing
+      expect(w.latency.ttftP99Ms).toBe(def.latency.ttftP99Ms);
+      expect(w.energyKWh).toBeCloseTo(def.energyKWh, 12);
+      // 60 requests over ~12 s on one instance, 2 at a time: most wait for a slot
+      expect(n.latency.ttftP50Ms).toBeGreaterThan(5 * w.latency.ttftP50Ms);
+      expect(n.latency.tbtP50Ms).toBeLessThan(w.latency.tbtP50Ms);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 });
