@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { engineSpec } from '../../src/engine/index.ts';
-import { EngineConfigError } from '../../src/engine/engine.ts';
+import { EngineConfigError } from '../../src/engine/errors.ts';
 
 const base = { model: 'llama3.1-8b', gpu: 'h100', tp: 2, gpuIds: [0, 1], port: 0, healthDeadlineMs: 1000 };
 
