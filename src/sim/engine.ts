@@ -22,16 +22,16 @@ import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type Request
 import type { Profile } from '../model/profile-types.ts';
 import type { PerfModel } from '../model/types.ts';
 import { interpolate, maxLoadOf, idlePowerOf } from '../model/profile.ts';
-import { classifyLengths, TTFT_SLO_MS, TBT_SLO_MS } from '../model/request-types.ts';
+import { TTFT_SLO_MS, TBT_SLO_MS } from '../model/request-types.ts';
 import { BatchingCore } from '../engine/core.ts';
 import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../policy/types.ts';
 import type { EmergencyState } from '../policy/emergency.ts';
 import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
 import { instantHeadroom } from '../policy/dispatch.ts';
-import { leastLoadedBusyFraction } from './fluid.ts';
+import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { LogHistogram, percentile } from './metrics.ts';
-import { rng, type TraceRecord } from './trace.ts';
+import { classifyCached, forEachRecord, rng, type TraceRecord } from './trace.ts';
 import type { Fidelity, PolicyName, SimCosts, SimEpochs, SimOptions, SimResult, LatencyStats } from './types.ts';
 
 export const DEFAULT_EPOCHS: SimEpochs = { clusterS: 1800, poolS: 300, instanceS: 5 };
@@ -152,6 +152,10 @@ export interface EngineInputs {
 }
 
 const OUT_CLASSES: LengthClass[] = ['S', 'M', 'L'];
+/** requestTypeOf(inputClassOf(t), oc), tabulated (the REQUEST_TYPES strings themselves: no string built per request). */
+const WITH_OUTPUT = Object.fromEntries(
+  REQUEST_TYPES.map((t) => [t, Object.fromEntries(OUT_CLASSES.map((oc) => [oc, REQUEST_TYPES.find((x) => x === requestTypeOf(inputClassOf(t), oc))!]))]),
+) as Record<RequestType, Record<LengthClass, RequestType>>;
 
 /** EWMA window of an instance's offered-load estimate, s (dispatch adds 1/window per request: policy default 0.1). */
 const LOAD_WINDOW_S = 10;
@@ -184,7 +188,21 @@ const FLUID_POWER_WINDOW_S = 5; // measured: 5..120 s move the conversation hour
  */
 const LOAD_STEP = Math.log(1.1);
 const LOAD_FLOOR = 0.02;
-const quantiseLoad = (x: number) => (x < LOAD_FLOOR ? 0 : Number(Math.exp(Math.round(Math.log(x) / LOAD_STEP) * LOAD_STEP).toPrecision(6)));
+const quantiseSlow = (j: number) => Number(Math.exp(j * LOAD_STEP).toPrecision(6));
+/** quantiseLoad's values (and their key strings) by grid step j, tabulated for j in [-Q_OFF, Q_LEN - Q_OFF): toPrecision was ~20% of a fluid week's instance epochs. */
+const Q_OFF = 64, Q_LEN = 1024;
+const Q_VAL = Array.from({ length: Q_LEN }, (_, i) => quantiseSlow(i - Q_OFF));
+const Q_STR = Q_VAL.map(String);
+/** grid slot (j + Q_OFF) of quantiseLoad(x); -1: x under the floor (quantiseLoad 0); -2: off the table (NaN, or beyond ~1e39). */
+const quantSlot = (x: number) => {
+  if (x < LOAD_FLOOR) return -1;
+  const i = Math.round(Math.log(x) / LOAD_STEP) + Q_OFF;
+  return i >= 0 && i < Q_LEN ? i : -2;
+};
+const quantiseLoad = (x: number) => {
+  const i = quantSlot(x);
+  return i >= 0 ? Q_VAL[i]! : i === -1 ? 0 : quantiseSlow(Math.round(Math.log(x) / LOAD_STEP));
+};
 
 type DispatchScore = { e: number; u: number } | null;
 
@@ -270,6 +288,14 @@ interface SimInstance {
   emMaxClock: boolean;
 }
 
+/** fluid: the active instances of a pool with one (TP, clock), and their share weight (SLO capacity at max clock for the tick's mix). */
+interface FluidGroup {
+  tp: TpDegree;
+  clock: number;
+  insts: SimInstance[];
+  cap: number;
+}
+
 interface SimPool {
   id: string;
   /** index in the pool order (shorter to longer requests): spill goes to higher orders. */
@@ -348,6 +374,9 @@ export class Simulation {
   private readonly useCapCheck: boolean;
   private readonly dispatchMemo = new Map<string, DispatchScore>();
   private readonly clockMemo = new Map<string, number>();
+  /** instanceEpoch's scratch: the memo key's code units, the peak per type. */
+  private readonly clockCodes = new Uint16Array(19);
+  private readonly clockPeakX = new Float64Array(9);
   private readonly shardMemo = new Map<string, ReturnType<typeof decide.planSharding>>();
   private readonly oracleMemo = new Map<string, ReturnType<typeof decide.solveEq1>>();
 
@@ -388,16 +417,12 @@ export class Simulation {
       const i = OUT_CLASSES.indexOf(oc);
       oc = i === 0 ? 'M' : i === 2 ? 'M' : rand() < 0.5 ? 'S' : 'L';
     }
-    return requestTypeOf(inputClassOf(type), oc);
+    return WITH_OUTPUT[type][oc];
   }
 
   private classify(r: TraceRecord): { type: RequestType; pred: RequestType } | null {
-    let type: RequestType;
-    try {
-      type = classifyLengths(r.inputTokens, r.outputTokens);
-    } catch {
-      return null;
-    }
+    const type = classifyCached(r.inputTokens, r.outputTokens);
+    if (type === null) return null;
     return { type, pred: this.predict(type, this.predRand) };
   }
 
@@ -414,13 +439,10 @@ export class Simulation {
     let last = 0;
     let count = 0;
     const rand = rng(this.predSeed);
-    for await (const r of this.inp.records()) {
-      let type: RequestType;
-      try {
-        type = this.predict(classifyLengths(r.inputTokens, r.outputTokens), rand);
-      } catch {
-        continue;
-      }
+    await forEachRecord(this.inp.records(), (r) => {
+      const c = classifyCached(r.inputTokens, r.outputTokens);
+      if (c === null) return;
+      const type = this.predict(c, rand);
       const b = Math.floor(r.tMs / 60000);
       if (b >= perMin.SS.length) {
         for (const t of REQUEST_TYPES) {
@@ -432,7 +454,7 @@ export class Simulation {
       perMin[type][b]++;
       if (r.tMs > last) last = r.tMs;
       count++;
-    }
+    });
     this.template = { perMin, durationMs: last + 1, count };
   }
 
@@ -849,11 +871,20 @@ export class Simulation {
           inst.view.load = this.loadOf(inst);
           continue;
         }
-        const rep = reps.find((r) => r.tp === inst.tp && r.clock === inst.clockMhz && sameArr(r.load, inst.load) && sameArr(r.cur, inst.peakCur) && sameArr(r.prev, inst.peakPrev));
+        let rep: Rep | undefined;
+        for (const r of reps) {
+          if (r.tp === inst.tp && r.clock === inst.clockMhz && sameArr(r.load, inst.load) && sameArr(r.cur, inst.peakCur) && sameArr(r.prev, inst.peakPrev)) {
+            rep = r;
+            break;
+          }
+        }
         if (rep) {
           inst.view.load = rep.view;
-          inst.peakPrev.set(inst.peakCur);
-          inst.peakCur.set(inst.load);
+          const pc = inst.peakCur, pp = inst.peakPrev, ld = inst.load;
+          for (let k = 0; k < 9; k++) {
+            pp[k] = pc[k];
+            pc[k] = ld[k];
+          }
           if (rep.mhz !== inst.clockMhz) this.scheduleClock(inst, rep.mhz, now);
           continue;
         }
@@ -861,29 +892,61 @@ export class Simulation {
         const load = this.loadOf(inst);
         inst.view.load = load;
         // the load estimate on the memo grid (+-5%, under 0.02 req/s dropped): same-TP instances with nearly the
-        // same load share one chooseClock call
-        const q = this.loadOf(inst, true);
+        // same load share one chooseClock call. The memo key is the grid slots, one UTF-16 code unit each: TP, per
+        // type the load's slot + 2 (1: absent) and the peak's code (0 absent, 1 at the floor, slot + 2), below.
+        const codes = this.clockCodes;
+        codes[0] = inst.tp;
+        let table = true; // every value on the tabulated grid (else: the number-string key of the values)
+        for (let k = 0; k < 9; k++) {
+          const i = quantSlot(inst.load[k]);
+          if (i === -2) table = false;
+          codes[1 + k] = i + 2;
+        }
         // provision for the recent peak (this and the previous epoch's peak of the load estimate), not the mean;
         // the oracle also for its share of the pool's known load this and next minute
-        const peak: LoadByType = {};
+        const peakX = this.clockPeakX;
         for (let k = 0; k < 9; k++) {
           const kn = known ? known[k] * maxLoadOf(this.p, REQUEST_TYPES[k], inst.tp, this.maxClock) : 0;
           // a type present under the memo floor counts AT the floor: otherwise a trickle of a short type (spilled
           // into a long pool and split over 20 fluid instances) is invisible to the clock, which then drops to a
           // clock where that type's TTFT SLO is unmeetable (week, dynamollm: LS-pool TP2 at 800 MHz, u = 15)
           const x = Math.max(inst.peakCur[k], inst.peakPrev[k], kn);
-          const v = x > 1e-4 ? Math.max(LOAD_FLOOR, quantiseLoad(x)) : 0;
-          if (v > 0) peak[REQUEST_TYPES[k]] = v;
+          peakX[k] = x;
+          if (x > 1e-4) {
+            const i = quantSlot(x);
+            if (i === -2) table = false;
+            codes[10 + k] = i === -1 ? 1 : i + 2;
+          } else codes[10 + k] = 0;
           inst.peakPrev[k] = inst.peakCur[k];
           inst.peakCur[k] = inst.load[k];
         }
-        let key = String(inst.tp);
-        for (const t of REQUEST_TYPES) if (q[t]) key += `,${t}${q[t]}`;
-        key += '/';
-        for (const t of REQUEST_TYPES) if (peak[t]) key += `,${t}${peak[t]}`;
+        // chooseClock's inputs: the quantised load, and the peak (a present type at least at the floor)
+        let q: LoadByType | null = null;
+        let peak: LoadByType = {};
+        const inputs = () => {
+          q = {};
+          peak = {};
+          for (let k = 0; k < 9; k++) {
+            const v = quantiseLoad(inst.load[k]);
+            if (v > 1e-6) q[REQUEST_TYPES[k]] = v;
+            if (peakX[k] > 1e-4) peak[REQUEST_TYPES[k]] = Math.max(LOAD_FLOOR, quantiseLoad(peakX[k]));
+          }
+          return q;
+        };
+        let key: string;
+        if (table) key = String.fromCharCode.apply(null, codes as unknown as number[]);
+        else {
+          // off the table (a load beyond ~1e39 req/s, or NaN): the values' own strings
+          const qq = inputs();
+          key = `${inst.tp}`;
+          for (const t of REQUEST_TYPES) if (qq[t]) key += `,${t}${qq[t]}`;
+          key += '/';
+          for (const t of REQUEST_TYPES) if (peak[t]) key += `,${t}${peak[t]}`;
+        }
         let mhz = this.clockMemo.get(key);
         if (mhz === undefined) {
-          if (this.clockMemo.size > 200_000) this.clockMemo.clear();
+          q ??= inputs();
+          if (this.clockMemo.size > 1_000_000) this.clockMemo.clear();
           this.clockMemo.set(key, (mhz = decide.chooseClock({ profile: this.p, tp: inst.tp, loadByType: q, peakLoadByType: peak, sloScale: this.sloScale * (this.knobs.oracle ? ORACLE_CLOCK_SLO_MARGIN : 1), headroom: this.headroom }).clockMhz));
         }
         if (before) reps.push(Object.assign(before, { view: load, mhz }));
@@ -1202,8 +1265,8 @@ export class Simulation {
     const fDecay = Math.exp(-dtS / LOAD_WINDOW_S);
     const fPow = Math.exp(-dtS / FLUID_POWER_WINDOW_S);
     const fLat = Math.exp(-dtS / FLUID_LATENCY_WINDOW_S);
+    const fx = this.fluidScratch;
     for (const pool of this.pools) {
-      const act = pool.instances.filter((i) => i.state === 'active');
       const c = counts.get(pool);
       // a new pool starts at its first tick's rate (not from zero: the trace starts warm)
       const fresh = !pool.smooth;
@@ -1211,87 +1274,174 @@ export class Simulation {
       for (let k = 0; k < 9; k++) sm[k] = fresh ? (c ? c[k] / dtS : 0) : sm[k] * fPow + (1 - fPow) * (c ? c[k] / dtS : 0);
       const ls = (pool.latSmooth ??= new Float64Array(9));
       for (let k = 0; k < 9; k++) ls[k] = fresh ? (c ? c[k] / dtS : 0) : ls[k] * fLat + (1 - fLat) * (c ? c[k] / dtS : 0);
-      if (!act.length) continue;
       let total = 0;
       if (c) for (let k = 0; k < 9; k++) total += c[k];
-      const groups = new Map<string, { tp: TpDegree; clock: number; insts: SimInstance[]; cap: number }>();
-      for (const i of act) {
-        const key = `${i.tp}|${i.clockMhz}`;
-        let g = groups.get(key);
+      // groups of active instances by (TP, clock), in the order of their first instance
+      const groups = fx.groups;
+      let ng = 0;
+      for (const i of pool.instances) {
+        if (i.state !== 'active') continue;
+        let g: FluidGroup | undefined;
+        for (let j = 0; j < ng; j++) if (groups[j]!.tp === i.tp && groups[j]!.clock === i.clockMhz) { g = groups[j]; break; }
         if (!g) {
           let cap = 1;
           if (c && total > 0) {
             let u = 0;
-            for (let k = 0; k < 9; k++) if (c[k] > 0) u += c[k] / total / Math.max(1e-9, maxLoadOf(this.p, REQUEST_TYPES[k], i.tp, this.maxClock));
+            for (let k = 0; k < 9; k++) if (c[k] > 0) u += c[k] / total / Math.max(1e-9, this.maxLoadAtMax(k, i.tp));
             cap = 1 / u;
           }
-          groups.set(key, (g = { tp: i.tp, clock: i.clockMhz, insts: [], cap }));
+          g = groups[ng] ??= { tp: i.tp, clock: 0, insts: [], cap: 0 };
+          g.tp = i.tp;
+          g.clock = i.clockMhz;
+          g.insts.length = 0;
+          g.cap = cap;
+          ng++;
         }
         g.insts.push(i);
       }
+      if (!ng) continue;
       let capSum = 0;
-      for (const g of groups.values()) capSum += g.cap * g.insts.length;
-      for (const g of groups.values()) {
+      for (let j = 0; j < ng; j++) capSum += groups[j]!.cap * groups[j]!.insts.length;
+      for (let j = 0; j < ng; j++) {
+        const g = groups[j]!;
         const share = capSum > 0 ? g.cap / capSum : 0;
-        // latency is read at the smoothed rate (see FLUID_LATENCY_WINDOW_S); the tick's counts weight it
-        const load: LoadByType = {};
-        for (let k = 0; k < 9; k++) if (ls[k] > 1e-9) load[REQUEST_TYPES[k]] = ls[k] * share;
-        const pload: LoadByType = {};
-        for (let k = 0; k < 9; k++) if (sm[k] > 1e-9) pload[REQUEST_TYPES[k]] = sm[k] * share;
-        let w = decide.mixedPowerW(this.p, g.tp, g.clock, pload);
-        if (!this.useDispatchPolicy && g.insts.length > 1) {
-          // least-outstanding dispatch (the baselines) sends an arrival to an empty instance whenever one exists:
-          // instances idle far less than the profile's independent-Poisson busy fraction 1 - exp(-x) assumes
-          // (src/sim/fluid.ts). Keep the profile's power while busy, take the busy fraction of the dispatch.
-          // Approximation: each (TP, clock) group is its own least-loaded pool (step balances per GPU across them).
-          const x = decide.occupancyOf(this.p, g.tp, g.clock, pload);
-          const bi = 1 - Math.exp(-x);
-          if (bi > 1e-9) {
-            const idleW = idlePowerOf(this.p, g.tp, g.clock);
-            w = idleW + ((w - idleW) / bi) * leastLoadedBusyFraction(g.insts.length, x);
-          }
-        }
-        for (const inst of g.insts) {
-          inst.energyJ += w * dtS;
-          for (let k = 0; k < 9; k++) inst.load[k] = inst.load[k] * fDecay + (1 - fDecay) * (c ? (c[k] * share) / dtS : 0);
-          // the EWMA is now current at the tick's end: without this, decayLoad (instance epoch) decayed it a
-          // second time for the same 5 s and the clock saw ~1/(1 + e^-0.5) = 62% of the load
-          inst.loadAtMs = endMs;
-        }
-        if (!c || total === 0) continue;
-        const n = g.insts.length;
-        // latency: each type read at the instance's utilisation mapped onto that type's load axis
-        const u = decide.utilisation(this.p, g.tp, g.clock, load);
-        for (let k = 0; k < 9; k++) {
-          const cnt = c[k] * share * n;
-          if (cnt <= 0) continue;
-          const t = REQUEST_TYPES[k];
-          const grid = this.p.loads[t]!;
-          const m = maxLoadOf(this.p, t, g.tp, g.clock);
-          const leq = Math.min(grid[grid.length - 1], Number.isFinite(u) && m > 0 ? u * m : grid[grid.length - 1]);
-          const cell = interpolate(this.p, t, g.tp, g.clock, leq);
-          // profile percentiles spread over the requests: 50% at p50, 49% between, 1% at p99
-          const over = Number.isFinite(u) && u > 1 ? u : 1; // past SLO capacity the queue grows: scale
-          this.ttftHist[t].add(cell.ttftP50Ms * over, 0.5 * cnt);
-          this.ttftHist[t].add(((cell.ttftP50Ms + cell.ttftP99Ms) / 2) * over, 0.49 * cnt);
-          this.ttftHist[t].add(cell.ttftP99Ms * over, 0.01 * cnt);
-          const outTok = Math.max(1, this.p.requestTypes.find((x) => x.type === t)?.outputTokens ?? 100);
-          this.tbt[t].add(cell.tbtP50Ms, 0.5 * cnt * outTok);
-          this.tbt[t].add((cell.tbtP50Ms + cell.tbtP99Ms) / 2, 0.49 * cnt * outTok);
-          this.tbt[t].add(cell.tbtP99Ms, 0.01 * cnt * outTok);
-          this.done[k] += cnt;
-          // attainment from the same three points that feed the histograms (and so the p99 verdict): a point's
-          // requests meet the SLO when its TTFT and its TBT are inside. Before, u > 1 alone counted a share
-          // 1 - 1/u as missing (and halved the rest on a p99 TTFT miss); but u is load over the SLO max load, and
-          // for most types that limit is the p99 TBT (long prefills stalling decodes), not a throughput limit:
-          // conv hour, multi-pool, the LL pool at u ~ 1.2 met 100% in step (TTFT p99 357 ms) and 48% in fluid.
-          const ttSlo = TTFT_SLO_MS[inputClassOf(t)] * this.sloScale, tbSlo = TBT_SLO_MS * this.sloScale;
-          const midT = (cell.ttftP50Ms + cell.ttftP99Ms) / 2, midB = (cell.tbtP50Ms + cell.tbtP99Ms) / 2;
-          const ok = (cell.ttftP50Ms * over <= ttSlo && cell.tbtP50Ms <= tbSlo ? 0.5 : 0) + (midT * over <= ttSlo && midB <= tbSlo ? 0.49 : 0) + (cell.ttftP99Ms * over <= ttSlo && cell.tbtP99Ms <= tbSlo ? 0.01 : 0);
-          this.sloOk[k] += cnt * ok;
-        }
+        const cfg = fluidConfig(this.p, g.tp, g.clock, this.maxClock);
+        if (cfg) this.fluidGroupFast(cfg, g, share, dtS, fDecay, c, total, sm, ls, endMs);
+        else this.fluidGroup(g, share, dtS, fDecay, c, total, sm, ls, endMs);
       }
     }
+  }
+
+  /** maxLoadOf(type k, tp, max clock), tabulated per TP (the fluid tick and spill ask it per type per tick). */
+  private maxLoadAtMax(k: number, tp: number): number {
+    let a = this.mlMaxByTp.get(tp);
+    if (!a) {
+      a = new Float64Array(9).fill(NaN);
+      for (let j = 0; j < 9; j++) {
+        try {
+          a[j] = maxLoadOf(this.p, REQUEST_TYPES[j], tp, this.maxClock);
+        } catch {
+          // left NaN: asked again below, where it throws as it did untabulated
+        }
+      }
+      this.mlMaxByTp.set(tp, a);
+    }
+    const v = a[k]!;
+    return v === v ? v : maxLoadOf(this.p, REQUEST_TYPES[k], tp, this.maxClock);
+  }
+  private readonly mlMaxByTp = new Map<number, Float64Array>();
+
+  private readonly fluidScratch = { tps: [] as number[], nByTp: [] as number[], groups: [] as FluidGroup[], pl: new Float64Array(9), l: new Float64Array(9), add: new Float64Array(9), pw: new Float64Array(2), lat: new Float64Array(4), outTok: null as Float64Array | null };
+
+  /** One (TP, clock) group's tick, on the precomputed constants of ./fluid.ts (the same arithmetic as fluidGroup). */
+  private fluidGroupFast(cfg: FluidConfig, g: FluidGroup, share: number, dtS: number, fDecay: number, c: Float64Array | undefined, total: number, sm: Float64Array, ls: Float64Array, endMs: number): void {
+    const fx = this.fluidScratch;
+    const pl = fx.pl, l = fx.l, add = fx.add, pw = fx.pw;
+    // latency is read at the smoothed rate (see FLUID_LATENCY_WINDOW_S); the tick's counts weight it
+    for (let k = 0; k < 9; k++) {
+      l[k] = ls[k] > 1e-9 ? ls[k] * share : 0;
+      pl[k] = sm[k] > 1e-9 ? sm[k] * share : 0;
+    }
+    mixedPowerFast(cfg, pl, pw);
+    let w = pw[0]!;
+    const n = g.insts.length;
+    if (!this.useDispatchPolicy && n > 1) {
+      // see fluidGroup: the busy fraction of least-outstanding dispatch
+      const x = pw[1]!;
+      const bi = 1 - Math.exp(-x);
+      if (bi > 1e-9) w = cfg.idleW + ((w - cfg.idleW) / bi) * leastLoadedBusyFraction(n, x);
+    }
+    for (let k = 0; k < 9; k++) add[k] = (1 - fDecay) * (c ? (c[k] * share) / dtS : 0);
+    for (const inst of g.insts) {
+      inst.energyJ += w * dtS;
+      const ld = inst.load;
+      for (let k = 0; k < 9; k++) ld[k] = ld[k] * fDecay + add[k];
+      inst.loadAtMs = endMs;
+    }
+    if (!c || total === 0) return;
+    const u = utilisationFast(cfg, l);
+    const outTok = (fx.outTok ??= Float64Array.from(REQUEST_TYPES, (t) => Math.max(1, this.p.requestTypes.find((x) => x.type === t)?.outputTokens ?? 100)));
+    const lat = fx.lat;
+    for (let k = 0; k < 9; k++) {
+      const cnt = c[k] * share * n;
+      if (cnt <= 0) continue;
+      const t = REQUEST_TYPES[k];
+      const grid = cfg.grid[k]!;
+      const m = cfg.ml[k]!;
+      const leq = Math.min(grid[grid.length - 1]!, Number.isFinite(u) && m > 0 ? u * m : grid[grid.length - 1]!);
+      if (!latencyFast(cfg, k, leq, lat)) {
+        const cell = interpolate(this.p, t, g.tp, g.clock, leq);
+        lat[0] = cell.ttftP50Ms; lat[1] = cell.ttftP99Ms; lat[2] = cell.tbtP50Ms; lat[3] = cell.tbtP99Ms;
+      }
+      this.fluidLatency(k, cnt, lat[0]!, lat[1]!, lat[2]!, lat[3]!, u, outTok[k]!);
+    }
+  }
+
+  /** One (TP, clock) group's tick, read from the profile directly (where ./fluid.ts has no constants for it). */
+  private fluidGroup(g: FluidGroup, share: number, dtS: number, fDecay: number, c: Float64Array | undefined, total: number, sm: Float64Array, ls: Float64Array, endMs: number): void {
+    // latency is read at the smoothed rate (see FLUID_LATENCY_WINDOW_S); the tick's counts weight it
+    const load: LoadByType = {};
+    for (let k = 0; k < 9; k++) if (ls[k] > 1e-9) load[REQUEST_TYPES[k]] = ls[k] * share;
+    const pload: LoadByType = {};
+    for (let k = 0; k < 9; k++) if (sm[k] > 1e-9) pload[REQUEST_TYPES[k]] = sm[k] * share;
+    let w = decide.mixedPowerW(this.p, g.tp, g.clock, pload);
+    if (!this.useDispatchPolicy && g.insts.length > 1) {
+      // least-outstanding dispatch (the baselines) sends an arrival to an empty instance whenever one exists:
+      // instances idle far less than the profile's independent-Poisson busy fraction 1 - exp(-x) assumes
+      // (src/sim/fluid.ts). Keep the profile's power while busy, take the busy fraction of the dispatch.
+      // Approximation: each (TP, clock) group is its own least-loaded pool (step balances per GPU across them).
+      const x = decide.occupancyOf(this.p, g.tp, g.clock, pload);
+      const bi = 1 - Math.exp(-x);
+      if (bi > 1e-9) {
+        const idleW = idlePowerOf(this.p, g.tp, g.clock);
+        w = idleW + ((w - idleW) / bi) * leastLoadedBusyFraction(g.insts.length, x);
+      }
+    }
+    for (const inst of g.insts) {
+      inst.energyJ += w * dtS;
+      for (let k = 0; k < 9; k++) inst.load[k] = inst.load[k] * fDecay + (1 - fDecay) * (c ? (c[k] * share) / dtS : 0);
+      // the EWMA is now current at the tick's end: without this, decayLoad (instance epoch) decayed it a
+      // second time for the same 5 s and the clock saw ~1/(1 + e^-0.5) = 62% of the load
+      inst.loadAtMs = endMs;
+    }
+    if (!c || total === 0) return;
+    const n = g.insts.length;
+    // latency: each type read at the instance's utilisation mapped onto that type's load axis
+    const u = decide.utilisation(this.p, g.tp, g.clock, load);
+    for (let k = 0; k < 9; k++) {
+      const cnt = c[k] * share * n;
+      if (cnt <= 0) continue;
+      const t = REQUEST_TYPES[k];
+      const grid = this.p.loads[t]!;
+      const m = maxLoadOf(this.p, t, g.tp, g.clock);
+      const leq = Math.min(grid[grid.length - 1], Number.isFinite(u) && m > 0 ? u * m : grid[grid.length - 1]);
+      const cell = interpolate(this.p, t, g.tp, g.clock, leq);
+      const outTok = Math.max(1, this.p.requestTypes.find((x) => x.type === t)?.outputTokens ?? 100);
+      this.fluidLatency(k, cnt, cell.ttftP50Ms, cell.ttftP99Ms, cell.tbtP50Ms, cell.tbtP99Ms, u, outTok);
+    }
+  }
+
+  /** Latency and SLO accounting of `cnt` requests of type k read at one profile cell (utilisation u). */
+  private fluidLatency(k: number, cnt: number, ttftP50: number, ttftP99: number, tbtP50: number, tbtP99: number, u: number, outTok: number): void {
+    const t = REQUEST_TYPES[k];
+    // profile percentiles spread over the requests: 50% at p50, 49% between, 1% at p99
+    const over = Number.isFinite(u) && u > 1 ? u : 1; // past SLO capacity the queue grows: scale
+    this.ttftHist[t].add(ttftP50 * over, 0.5 * cnt);
+    this.ttftHist[t].add(((ttftP50 + ttftP99) / 2) * over, 0.49 * cnt);
+    this.ttftHist[t].add(ttftP99 * over, 0.01 * cnt);
+    this.tbt[t].add(tbtP50, 0.5 * cnt * outTok);
+    this.tbt[t].add((tbtP50 + tbtP99) / 2, 0.49 * cnt * outTok);
+    this.tbt[t].add(tbtP99, 0.01 * cnt * outTok);
+    this.done[k] += cnt;
+    // attainment from the same three points that feed the histograms (and so the p99 verdict): a point's
+    // requests meet the SLO when its TTFT and its TBT are inside. Before, u > 1 alone counted a share
+    // 1 - 1/u as missing (and halved the rest on a p99 TTFT miss); but u is load over the SLO max load, and
+    // for most types that limit is the p99 TBT (long prefills stalling decodes), not a throughput limit:
+    // conv hour, multi-pool, the LL pool at u ~ 1.2 met 100% in step (TTFT p99 357 ms) and 48% in fluid.
+    const ttSlo = TTFT_SLO_MS[inputClassOf(t)] * this.sloScale, tbSlo = TBT_SLO_MS * this.sloScale;
+    const midT = (ttftP50 + ttftP99) / 2, midB = (tbtP50 + tbtP99) / 2;
+    const ok = (ttftP50 * over <= ttSlo && tbtP50 <= tbSlo ? 0.5 : 0) + (midT * over <= ttSlo && midB <= tbSlo ? 0.49 : 0) + (ttftP99 * over <= ttSlo && tbtP99 <= tbSlo ? 0.01 : 0);
+    this.sloOk[k] += cnt * ok;
   }
 
   /**
@@ -1316,13 +1466,24 @@ export class Simulation {
       const next = serving[j + 1];
       let u = 0;
       if (next) {
-        const byTp = new Map<number, number>();
-        for (const i of pool.instances) if (i.state === 'active') byTp.set(i.tp, (byTp.get(i.tp) ?? 0) + 1);
+        // active instances per TP, in the order of their first instance
+        const tps = this.fluidScratch.tps, nByTp = this.fluidScratch.nByTp;
+        let nt = 0;
+        for (const i of pool.instances) {
+          if (i.state !== 'active') continue;
+          let j = 0;
+          while (j < nt && tps[j] !== i.tp) j++;
+          if (j === nt) {
+            tps[nt] = i.tp;
+            nByTp[nt++] = 0;
+          }
+          nByTp[j]++;
+        }
         for (let k = 0; k < 9; k++) {
           const e = acc[k] * f + (1 - f) * (c[k] / dtS);
           if (!(e > 0)) continue;
           let cap = 0;
-          for (const [tp, n] of byTp) cap += n * maxLoadOf(this.p, REQUEST_TYPES[k], tp, this.maxClock);
+          for (let j = 0; j < nt; j++) cap += nByTp[j]! * this.maxLoadAtMax(k, tps[j]!);
           u += cap > 0 ? e / cap : Infinity;
         }
       }

@@ -6,9 +6,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createPerfModel, generateProfile, parseProfile, type Profile } from '../model/index.ts';
 import { Simulation } from './engine.ts';
-import { loadTrace, readTrace, rng, synthTrace, type TraceRecord } from './trace.ts';
+import { classifyCached, forEachRecord, loadTrace, readTrace, rng, synthTrace, type TraceRecord } from './trace.ts';
 import { maxLoadOf } from '../model/profile.ts';
-import { classifyLengths } from '../model/request-types.ts';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { HighsLike } from '../policy/milp.ts';
 import type { SimOptions, SimResult, TraceSource } from './types.ts';
@@ -128,17 +127,13 @@ export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | 
     const ml = maxLoadOf(profile, t, 8, fmax);
     inv.set(t, ml > 0 ? 1 / ml : 0);
   }
-  for await (const r of records() as AsyncIterable<TraceRecord>) {
-    let t: RequestType;
-    try {
-      t = classifyLengths(r.inputTokens, r.outputTokens);
-    } catch {
-      continue;
-    }
+  await forEachRecord(records(), (r) => {
+    const t = classifyCached(r.inputTokens, r.outputTokens);
+    if (t === null) return;
     const b = Math.floor(r.tMs / 60000);
     while (perMin.length <= b) perMin.push(0);
     perMin[b] += inv.get(t)!;
-  }
+  });
   let peak = 0;
   for (let b = 0; b < perMin.length; b++) {
     let s = 0, n = 0;

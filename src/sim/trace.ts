@@ -13,6 +13,8 @@
  */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { classifyLengths } from '../model/request-types.ts';
+import type { RequestType } from '../../protocols/request-types.ts';
 
 export interface TraceRecord {
   /** arrival time, ms relative to the first row of the trace. */
@@ -209,11 +211,24 @@ export function rng(seed: number): () => number {
 const BIN_S = 60;
 const DAY_S = 86_400;
 
+const shapeMemo = new Map<string, Float64Array>();
 /**
  * Per-minute rate multipliers (mean 1 over whole days) for a shape, covering `durationS` (at least a week
  * is computed so the ratios hold over whole days and weeks).
+ * Memoised (a run asks for the same shape in each of its passes); callers get a copy.
  */
 export function shapeMultipliers(shape: SynthOptions['shape'], durationS: number, peakToAvg?: number, avgToValley?: number): Float64Array {
+  const key = `${shape}|${durationS}|${peakToAvg}|${avgToValley}`;
+  let m = shapeMemo.get(key);
+  if (!m) {
+    m = shapeMultipliersOnce(shape, durationS, peakToAvg, avgToValley);
+    if (shapeMemo.size > 16) shapeMemo.clear();
+    shapeMemo.set(key, m);
+  }
+  return m.slice();
+}
+
+function shapeMultipliersOnce(shape: SynthOptions['shape'], durationS: number, peakToAvg?: number, avgToValley?: number): Float64Array {
   const bins = Math.max(1, Math.ceil(durationS / BIN_S));
   if (shape === 'flat' || shape === 'poisson') return new Float64Array(bins).fill(1);
   const pa = peakToAvg ?? (shape === 'coding' ? 2.8 : 1.7);
@@ -299,7 +314,46 @@ export function* synthTrace(opts: SynthOptions): Generator<TraceRecord> {
     }
     const tMs = (bin * BIN_S + tInBin) * 1000;
     if (tMs >= endMs) return;
+    if (lengths) {
+      // draw() without its tuple (the same single draw from r)
+      const x = lengths[Math.floor(r() * lengths.length)]!;
+      yield { tMs, inputTokens: x.inputTokens, outputTokens: x.outputTokens };
+      continue;
+    }
     const [i, o] = draw();
     yield { tMs, inputTokens: i, outputTokens: o };
   }
+}
+
+const classMemo = new Map<number, RequestType | null>();
+/**
+ * classifyLengths (default thresholds) memoised on (input, output) tokens; null where it throws (negative or
+ * over-long input). A week's fluid run classifies ~14 million records over three passes (rate scale, load
+ * template, run) from a few thousand distinct length pairs.
+ */
+export function classifyCached(inputTokens: number, outputTokens: number): RequestType | null {
+  // one small-integer key (a V8 Smi: hashed fast) for the common lengths; others are classified each time
+  const memo = inputTokens >= 0 && outputTokens >= 0 && inputTokens < 2 ** 16 && outputTokens < 2 ** 14 && Number.isInteger(inputTokens) && Number.isInteger(outputTokens);
+  const key = inputTokens * 2 ** 14 + outputTokens;
+  if (memo) {
+    const hit = classMemo.get(key);
+    if (hit !== undefined) return hit;
+  }
+  let t: RequestType | null;
+  try {
+    t = classifyLengths(inputTokens, outputTokens);
+  } catch {
+    t = null;
+  }
+  if (memo) {
+    if (classMemo.size >= 1_000_000) classMemo.clear();
+    classMemo.set(key, t);
+  }
+  return t;
+}
+
+/** Visit every record of a source, synchronously when it is a sync iterable (for await costs a microtask per record). */
+export async function forEachRecord(src: AsyncIterable<TraceRecord> | Iterable<TraceRecord>, f: (r: TraceRecord) => void): Promise<void> {
+  if (Symbol.asyncIterator in src) for await (const r of src) f(r);
+  else for (const r of src as Iterable<TraceRecord>) f(r);
 }
