@@ -115,6 +115,12 @@ export const configSchema = z
          * the emulator's multi-token events carry each token's engine time (TBT accounting stays per token).
          */
         streamInterval: z.number().int().min(1).max(64).default(1),
+        /**
+         * vLLM's --long-prefill-token-threshold, passed to the engine (0 = off, vLLM's default): a prompt with more
+         * tokens left gets at most this many per step, so short prompts behind a long one are prefilled in the
+         * next step instead of after all its chunks. The step budget itself comes from the profile (scheduler).
+         */
+        longPrefillTokenThreshold: z.number().int().min(0).default(0),
       })
       .default({}),
     gpuBackend: z.enum(['emulated', 'nvml', 'smi']).default('emulated'),

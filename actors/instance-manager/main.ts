@@ -33,6 +33,7 @@ class InstanceActor extends Actor {
       ...(c.engine.streamInterval > 1 ? { streamInterval: c.engine.streamInterval } : {}),
       // the engine schedules with the budget the profile describes (absent in older profiles: the engine's default)
       ...(profile?.scheduler ? { scheduler: profile.scheduler } : {}),
+      ...(c.engine.longPrefillTokenThreshold > 0 ? { longPrefillTokenThreshold: c.engine.longPrefillTokenThreshold } : {}),
     });
     this.im = new InstanceManager({
       id: this.id, pool: this.a.pool, node: this.a.node, tp: this.a.tp, gpuIds: this.a.gpuIds, config: c, bus: this.bus, log: this.log,

@@ -26,6 +26,12 @@ export interface CoreOptions {
   maxNumSeqs?: number;
   /** vLLM max_num_batched_tokens (chunked prefill budget per step); default 8192. */
   maxNumBatchedTokens?: number;
+  /**
+   * vLLM long_prefill_token_threshold: a request with more prompt tokens left than this gets at most this many
+   * per step (0 = off, vLLM's default), so a long prompt's chunks leave budget for short prompts arriving
+   * behind it instead of taking whole steps. Default 0.
+   */
+  longPrefillTokenThreshold?: number;
   /** KV capacity in tokens; default perf.kvCapacityTokens(tp). */
   kvCapacityTokens?: number;
   /** bound of the waiting queue; submit() beyond it throws QueueFullError. default 4096. */

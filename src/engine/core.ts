@@ -45,6 +45,7 @@ export class BatchingCore implements BatchingCoreApi {
   private clockMhz: number;
   readonly maxNumSeqs: number;
   readonly maxNumBatchedTokens: number;
+  readonly longPrefillTokenThreshold: number;
   readonly kvCapacityTokens: number;
   readonly maxWaiting: number;
   private readonly totalBlocks: number;
@@ -66,6 +67,8 @@ export class BatchingCore implements BatchingCoreApi {
     this.clockMhz = opts.clockMhz;
     this.maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_SCHEDULER.maxNumSeqs;
     this.maxNumBatchedTokens = opts.maxNumBatchedTokens ?? DEFAULT_SCHEDULER.maxNumBatchedTokens;
+    this.longPrefillTokenThreshold = opts.longPrefillTokenThreshold ?? 0;
+    if (!(Number.isInteger(this.longPrefillTokenThreshold) && this.longPrefillTokenThreshold >= 0)) throw new RangeError(`longPrefillTokenThreshold must be an integer >= 0, got ${this.longPrefillTokenThreshold}`);
     this.kvCapacityTokens = opts.kvCapacityTokens ?? this.perf.kvCapacityTokens(this.tp);
     this.maxWaiting = opts.maxWaiting ?? 4096;
     if (!(this.tp >= 1) || !Number.isInteger(this.tp)) throw new RangeError(`tp must be a positive integer, got ${this.tp}`);
@@ -104,6 +107,13 @@ export class BatchingCore implements BatchingCoreApi {
     return true;
   }
 
+  /** Tokens a sequence would compute this step before the budget: the rest of it, capped at the long-prefill threshold. */
+  private newTokens(s: Seq): number {
+    const n = s.req.promptTokens + s.generated - s.computed;
+    const t = this.longPrefillTokenThreshold;
+    return t > 0 && n > t ? t : n;
+  }
+
   /** True when a step would do work. */
   hasWork(): boolean {
     return !this.sleeping && (this.running.length > 0 || this.waitingQ.length > 0);
@@ -122,7 +132,7 @@ export class BatchingCore implements BatchingCoreApi {
     // 1. running requests, oldest first
     for (let i = 0; i < this.running.length && budget > 0; i++) {
       const s = this.running[i];
-      const n = Math.min(s.req.promptTokens + s.generated - s.computed, budget);
+      const n = Math.min(this.newTokens(s), budget);
       let ok = this.allocate(s, n);
       while (!ok) {
         // preempt the newest running request (possibly s itself)
@@ -147,7 +157,7 @@ export class BatchingCore implements BatchingCoreApi {
       // 2. admit waiting requests
       while (budget > 0 && this.waitingQ.length > 0 && this.running.length < this.maxNumSeqs) {
         const s = this.waitingQ[0];
-        const n = Math.min(s.req.promptTokens + s.generated - s.computed, budget);
+        const n = Math.min(this.newTokens(s), budget);
         if (!this.allocate(s, n)) break;
         this.waitingQ.shift();
         this.running.push(s);

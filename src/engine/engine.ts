@@ -165,6 +165,8 @@ export interface EngineConfig {
    * budget it describes (Profile.scheduler), and the engine must run with the same. Default: the engine's own.
    */
   scheduler?: { maxNumBatchedTokens: number; maxNumSeqs: number };
+  /** vLLM `--long-prefill-token-threshold` (both kinds) when > 0: a long prompt takes at most this many tokens per step. */
+  longPrefillTokenThreshold?: number;
   /** deadline for /health after spawn, ms (a real 70B instance takes minutes). */
   healthDeadlineMs: number;
   /** pass --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1, and allow sleep()/wakeUp(). */

@@ -27,6 +27,12 @@ function schedulerArgs(cfg: EngineConfig): string[] {
   }
   return ['--max-num-batched-tokens', String(s.maxNumBatchedTokens), '--max-num-seqs', String(s.maxNumSeqs)];
 }
+function longPrefillArgs(cfg: EngineConfig): string[] {
+  const t = cfg.longPrefillTokenThreshold;
+  if (t === undefined || t === 0) return [];
+  if (!(Number.isInteger(t) && t > 0)) throw new EngineConfigError(`longPrefillTokenThreshold must be an integer >= 0, got ${t}`);
+  return ['--long-prefill-token-threshold', String(t)];
+}
 
 /** Command, arguments and environment an EngineConfig spawns (exported for logs and tests). */
 export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
@@ -52,6 +58,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       ...(cfg.zeroDelay ? ['--zero-delay'] : []),
       ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
       ...schedulerArgs(cfg),
+      ...longPrefillArgs(cfg),
       '--exit-on-stdin-close',
     ];
   } else if (cfg.kind === 'vllm') {
@@ -62,6 +69,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       ...(cfg.enableSleep ? ['--enable-sleep-mode'] : []),
       ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
       ...schedulerArgs(cfg),
+      ...longPrefillArgs(cfg),
     ];
   } else {
     throw new EngineConfigError(`unknown engine kind '${String((cfg as { kind: unknown }).kind)}'`);

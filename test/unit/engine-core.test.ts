@@ -96,6 +96,29 @@ describe('BatchingCore', () => {
     expect(rest.events.filter((e) => e.kind === 'finished').map((e) => e.id).sort()).toEqual(['long', 'short']);
   });
 
+  it('long_prefill_token_threshold: a long prompt takes at most that many tokens a step, a short one behind it is not held up', () => {
+    const firstOf = (threshold: number) => {
+      const core = new BatchingCore({ perf: linearPerf(), tp: 1, clockMhz: 2000, maxNumBatchedTokens: 64, longPrefillTokenThreshold: threshold });
+      core.submit({ id: 'long', arrivalMs: 0, promptTokens: 300, outputTokens: 2 });
+      core.submit({ id: 'short', arrivalMs: 0, promptTokens: 10, outputTokens: 2 });
+      const r1 = core.step(0)!;
+      const { events } = runAll(core, r1.startMs + r1.durationMs);
+      const all = [...r1.events, ...events];
+      const at = (id: string) => all.find((e) => e.id === id && e.kind === 'first_token')!.atMs;
+      return { r1, short: at('short'), long: at('long') };
+    };
+    const off = firstOf(0), on = firstOf(32);
+    // off (vLLM's default): the long prompt's chunks fill every step until it is done; the short one waits
+    expect(off.r1.prefillTokens).toBe(64);
+    expect(off.short).toBeGreaterThan(off.long - 1e-9);
+    // on: 32 tokens of the long prompt and the whole short prompt share the first step
+    expect(on.r1.prefillTokens).toBe(42);
+    expect(on.short).toBe(on.r1.startMs + on.r1.durationMs);
+    expect(on.short).toBeLessThan(off.short);
+    expect(on.long).toBeGreaterThan(off.long); // the long prompt pays for it
+    expect(() => new BatchingCore({ perf: linearPerf(), tp: 1, clockMhz: 2000, longPrefillTokenThreshold: -1 })).toThrow(RangeError);
+  });
+
   it('caps running sequences at max_num_seqs', () => {
     const core = new BatchingCore({ perf: linearPerf(), tp: 1, clockMhz: 2000, maxNumSeqs: 2 });
     for (let i = 0; i < 5; i++) core.submit({ id: `r${i}`, arrivalMs: 0, promptTokens: 8, outputTokens: 4 });

@@ -15,6 +15,13 @@ describe('engineSpec scheduler budget', () => {
       expect(args[args.indexOf('--max-num-seqs') + 1]).toBe('128');
     }
   });
+  it('passes --long-prefill-token-threshold to both kinds when set', () => {
+    for (const kind of ['emulator', 'vllm'] as const) {
+      const args = engineSpec({ ...base, kind, port: 8001, longPrefillTokenThreshold: 256 }).args;
+      expect(args[args.indexOf('--long-prefill-token-threshold') + 1]).toBe('256');
+      expect(engineSpec({ ...base, kind, port: 8001 }).args).not.toContain('--long-prefill-token-threshold');
+    }
+  });
   it("leaves the engine's own default when no budget is given, and refuses a bad one", () => {
     expect(engineSpec({ ...base, kind: 'emulator' }).args).not.toContain('--max-num-batched-tokens');
     expect(engineSpec({ ...base, kind: 'vllm', port: 8001 }).args).not.toContain('--max-num-seqs');

@@ -20,6 +20,8 @@ const HELP = `usage: dynamollm engine-emulator --model M --tp N --port P [option
   --startup-delay-ms MS       modelled weight-loading time before /health is 200, ms; default 0
   --max-num-seqs N            vLLM max_num_seqs; default 256
   --max-num-batched-tokens N  vLLM max_num_batched_tokens (chunked prefill budget); default 8192
+  --long-prefill-token-threshold N  vLLM long_prefill_token_threshold: a prompt with more tokens left gets at
+                              most N per step (short prompts behind it are not held up); default 0 = off
   --max-waiting N             bound of the waiting queue (503 beyond it); default 4096
   --stream-interval N         vLLM's --stream-interval: the first token streams at once, later ones in events
                               of N tokens (and the last); default 1
@@ -40,6 +42,7 @@ export async function run(argv: string[]): Promise<number | void> {
     'startup-delay-ms': { type: 'string' },
     'max-num-seqs': { type: 'string' },
     'max-num-batched-tokens': { type: 'string' },
+    'long-prefill-token-threshold': { type: 'string' },
     'max-waiting': { type: 'string' },
     'stream-interval': { type: 'string' },
     'served-model-name': { type: 'string' },
@@ -60,6 +63,10 @@ export async function run(argv: string[]): Promise<number | void> {
     if (!Number.isInteger(v) || v < 1) throw new UsageError(`--${name} must be a positive integer, got ${v}`);
     return v;
   };
+  const nonNegInt = (v: number, name: string) => {
+    if (!Number.isInteger(v) || v < 0) throw new UsageError(`--${name} must be an integer >= 0, got ${v}`);
+    return v;
+  };
   posInt(tp, 'tp');
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0..65535, got ${port}`);
   if (!(timeScale > 0)) throw new UsageError(`--time-scale must be > 0, got ${timeScale}`);
@@ -75,6 +82,7 @@ export async function run(argv: string[]): Promise<number | void> {
     startupDelayMs: num(values['startup-delay-ms'], 'startup-delay-ms', 0),
     maxNumSeqs: posInt(num(values['max-num-seqs'], 'max-num-seqs', DEFAULT_SCHEDULER.maxNumSeqs), 'max-num-seqs'),
     maxNumBatchedTokens: posInt(num(values['max-num-batched-tokens'], 'max-num-batched-tokens', DEFAULT_SCHEDULER.maxNumBatchedTokens), 'max-num-batched-tokens'),
+    longPrefillTokenThreshold: nonNegInt(num(values['long-prefill-token-threshold'], 'long-prefill-token-threshold', 0), 'long-prefill-token-threshold'),
     maxWaiting: posInt(num(values['max-waiting'], 'max-waiting', 4096), 'max-waiting'),
     zeroDelay: values['zero-delay'] ?? false,
     streamInterval: posInt(num(values['stream-interval'], 'stream-interval', 1), 'stream-interval'),

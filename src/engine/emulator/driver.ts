@@ -23,6 +23,8 @@ export interface DriverOptions {
   zeroDelay?: boolean;
   maxNumSeqs?: number;
   maxNumBatchedTokens?: number;
+  /** vLLM long_prefill_token_threshold (0 = off). */
+  longPrefillTokenThreshold?: number;
   maxWaiting?: number;
 }
 
@@ -86,7 +88,7 @@ export class RealtimeDriver {
     this.clocks = opts.perf.supportedClocks();
     this.core = new BatchingCore({
       perf: opts.perf, tp: opts.tp, clockMhz: this.clocks[this.clocks.length - 1],
-      maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, maxWaiting: opts.maxWaiting,
+      maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, longPrefillTokenThreshold: opts.longPrefillTokenThreshold, maxWaiting: opts.maxWaiting,
     });
     this.core.idleUntil(0);
   }

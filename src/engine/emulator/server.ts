@@ -29,6 +29,8 @@ export interface EmulatorOptions {
   maxNumSeqs?: number;
   /** vLLM max_num_batched_tokens; default 8192. */
   maxNumBatchedTokens?: number;
+  /** vLLM long_prefill_token_threshold (0 = off, the default). */
+  longPrefillTokenThreshold?: number;
   /** bound of the waiting queue; default 4096. */
   maxWaiting?: number;
   zeroDelay?: boolean;
@@ -73,7 +75,7 @@ export class EmulatorServer {
   constructor(readonly opts: EmulatorOptions) {
     this.driver = new RealtimeDriver({
       perf: opts.perf, tp: opts.tp, timeScale: opts.timeScale, zeroDelay: opts.zeroDelay,
-      maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, maxWaiting: opts.maxWaiting,
+      maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, longPrefillTokenThreshold: opts.longPrefillTokenThreshold, maxWaiting: opts.maxWaiting,
     });
     this.servedModelName = opts.servedModelName ?? opts.perf.model.name;
     this.seed = opts.seed ?? 1;
