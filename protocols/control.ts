@@ -151,6 +151,9 @@ export const instanceStatus = z.object({
   runningSeqs: z.array(int).max(1024).optional(),
   /** offered load, req/s by (classified) type, EWMA. */
   loadByType: z.record(requestType, nonneg),
+  /** prompt tokens not yet prefilled: queued requests and running ones without their first token (what a new
+   * prompt waits behind); optional (older instance managers). */
+  pendingPrefillTokens: int.optional(),
   /** current emergency step, if any. */
   emergency: z.string().max(64).optional(),
 });

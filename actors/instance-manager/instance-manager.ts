@@ -678,6 +678,14 @@ export class InstanceManager {
 
   // ---------------------------------------------------------------- status and telemetry
 
+  /** Prompt tokens admitted but not prefilled yet (queued, or running without a first token). */
+  #pendingPrefillTokens(running: Running[]): number {
+    let n = 0;
+    for (const q of this.#queue.items()) n += q.req.inputTokens;
+    for (const r of running) if (r.firstTokenMs === undefined) n += r.req.inputTokens;
+    return n;
+  }
+
   #publishStatus(): void {
     if (this.#bus.closed) return;
     const running = [...this.#running.values()];
@@ -687,6 +695,7 @@ export class InstanceManager {
       queued: this.#queue.size, running: running.length, queuedIds: this.#queue.ids().slice(0, 1024),
       runningIds: running.slice(0, 1024).map((r) => r.req.id), runningSeqs: running.slice(0, 1024).map((r) => r.seq),
       loadByType: this.#currentLoad(),
+      pendingPrefillTokens: this.#pendingPrefillTokens(running),
     };
     if (this.#o.node) st.node = this.#o.node;
     if (this.#emergency.step) st.emergency = this.#emergency.step;

@@ -224,7 +224,7 @@ export class PoolLeader {
       // load: the status's own object, not a copy: dispatch remembers an instance's score on it until the
       // next status replaces it (src/policy/dispatch.ts memoScoreOf), so a burst between two statuses costs
       // one scoring per instance, not one per request
-      out.push({ id: s.id, tp: s.tp, clockMhz: s.clockMhz, healthy: true, load: s.loadByType, queued: s.queued, running: s.running });
+      out.push({ id: s.id, tp: s.tp, clockMhz: s.clockMhz, healthy: true, load: s.loadByType, queued: s.queued, running: s.running, ...(s.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: s.pendingPrefillTokens } : {}) });
     }
     return out;
   }
@@ -249,7 +249,7 @@ export class PoolLeader {
       tried.add(choice);
       // count it at once in the local view so a burst spreads before the next status arrives
       const tracked = this.#instances.get(choice);
-      if (tracked) tracked.status = { ...tracked.status, queued: tracked.status.queued + 1 };
+      if (tracked) tracked.status = { ...tracked.status, queued: tracked.status.queued + 1, ...(tracked.status.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: tracked.status.pendingPrefillTokens + req.inputTokens } : {}) };
       try {
         const a = await this.#bus.request(subjects.instanceAdmit(choice), InferenceRequest, { ...req, pool: this.pool }, Admission, {
           timeoutMs: c.timeouts.dispatchMs,

@@ -138,6 +138,7 @@ export function instantHeadroom(view: InstanceView, type: RequestType, profile: 
   const pt = pointOf(profile, view.tp, clockMhz);
   const nNew = concOfType(profile, pt, type);
   if (!(nNew > 0)) return false;
+  if (view.pendingPrefillTokens !== undefined && view.pendingPrefillTokens > 0 && !prefillWaitFits(view.pendingPrefillTokens, type, profile, pt)) return false;
   let u = 1 / nNew;
   const inflight = view.running + 2 * view.queued;
   if (inflight <= 0) return u <= 1 + 1e-12;
@@ -160,6 +161,40 @@ export function instantHeadroom(view: InstanceView, type: RequestType, profile: 
     } else u += inflight / nNew;
   }
   return u <= 1 + 1e-12;
+}
+
+/** Share of a request's TTFT SLO that the prompts already waiting at an instance may take before its own prefill. */
+export const PREFILL_WAIT_SHARE = 0.5;
+
+/**
+ * Whether a new prompt of `type` would start within PREFILL_WAIT_SHARE of its TTFT SLO behind the instance's
+ * pending prefill (prompt tokens admitted but not prefilled). The in-flight cap counts requests, but what a new
+ * prompt waits for is the prefill work ahead of it: a burst of long prompts at one instance holds short ones
+ * behind their chunks while peers idle. Rate: the profile's unloaded prefill throughput at (tp, clock), the
+ * fastest over its types (I / TTFT at load 0), so the estimate errs towards allowing.
+ */
+export function prefillWaitFits(pendingTokens: number, type: RequestType, profile: Profile, pt: { tp: number; clockMhz: number }): boolean {
+  const rate = prefillRateOf(profile, pt.tp, pt.clockMhz);
+  const spec = profile.requestTypes.find((x) => x.type === type);
+  if (!spec || !(rate > 0)) return true;
+  return pendingTokens / rate <= PREFILL_WAIT_SHARE * spec.ttftSloMs;
+}
+const rateMemo = new WeakMap<Profile, Map<string, number>>();
+/** Prompt tokens per ms an idle instance prefills at (tp, clock): max over the profile's types of I / TTFT(load 0). */
+export function prefillRateOf(p: Profile, tp: number, clockMhz: number): number {
+  let m = rateMemo.get(p);
+  if (!m) rateMemo.set(p, (m = new Map()));
+  const k = `${tp}|${clockMhz}`;
+  let r = m.get(k);
+  if (r === undefined) {
+    r = 0;
+    for (const t of p.requestTypes) {
+      const ttft = interpolate(p, t.type, tp, clockMhz, 0).ttftP50Ms;
+      if (ttft > 0) r = Math.max(r, t.inputTokens / ttft);
+    }
+    m.set(k, r);
+  }
+  return r;
 }
 
 export type DispatchDecision =

@@ -54,6 +54,8 @@ export interface InstanceView {
   running: number;
   /** requests in flight (running + queued) by (predicted) type, counts; optional (dispatch apportions running + queued by `load` without it). */
   inflightByType?: LoadByType;
+  /** prompt tokens admitted but not yet prefilled at the instance (queued + running without a first token); optional. */
+  pendingPrefillTokens?: number;
 }
 
 export interface ClockDecision {

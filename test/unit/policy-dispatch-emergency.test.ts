@@ -180,6 +180,26 @@ describe('SLO concurrency where the SLO limit falls between a feasible and a sat
   });
 });
 
+describe('pending prefill at an instance (prompt tokens not yet prefilled)', () => {
+  it('skips an instance whose prefill backlog would hold a short prompt past half its TTFT SLO, not a long one', async () => {
+    const { prefillRateOf, instantHeadroom } = await import('../../src/policy/dispatch.ts');
+    const fmax = Math.max(...real.clocksMhz);
+    const rate = prefillRateOf(real, 8, fmax); // prompt tokens per ms, unloaded
+    expect(rate).toBeGreaterThan(1);
+    const backlog = Math.ceil(rate * 250); // ~250 ms of prefill ahead: over half of SS's 250 ms, under half of LL's 2000 ms
+    const busy: InstanceView = { id: 'a', tp: 8, clockMhz: fmax, healthy: true, load: { LL: 0.1 }, queued: 0, running: 2, pendingPrefillTokens: backlog };
+    const free: InstanceView = { ...busy, id: 'b', pendingPrefillTokens: 0 };
+    expect(instantHeadroom(busy, 'SS', real, fmax)).toBe(false);
+    expect(instantHeadroom(busy, 'LL', real, fmax)).toBe(true);
+    expect(instantHeadroom(free, 'SS', real, fmax)).toBe(true);
+    // without the field (the simulator, older instance managers) the request-count rule alone decides
+    const { pendingPrefillTokens: _, ...legacy } = busy;
+    expect(instantHeadroom(legacy, 'SS', real, fmax)).toBe(true);
+    // the energy-preferred instance with the backlog loses the short prompt to the free one
+    expect(chooseInstance({ type: 'SS' }, [busy, free], real)).toMatchObject({ id: 'b' });
+  });
+});
+
 describe('chooseClock peakLoadByType', () => {
   it('provisions the clock for the recent peak, not the mean', async () => {
     const { chooseClock } = await import('../../src/policy/frequency.ts');
