@@ -229,12 +229,17 @@ export function powerSeries(p: Profile, type: RequestType, tp: number, clockMhz:
   const [c0, c1, wc] = bracket(p.clocksMhz, clockMhz);
   const byClock = idx.series.get(type)!.get(tp)!;
   const s: PowerSeries = { loads, p0: Float64Array.from(byClock[c0]!, (c) => c.powerW), p1: Float64Array.from(byClock[c1]!, (c) => c.powerW), wc };
-  let byTp = idx.seriesMemo.get(type);
-  if (!byTp) idx.seriesMemo.set(type, (byTp = new Map()));
-  let m = byTp.get(tp);
-  if (!m) byTp.set(tp, (m = new Map()));
-  m.set(clockMhz, s);
-  return s;
+  return memoSet3(idx.seriesMemo, type, tp, clockMhz, s);
+}
+
+/** Stores v at memo[a][b][c] (nested maps: these memos sit on the controllers' hot paths), returns v. */
+function memoSet3<A, B, C, V>(memo: Map<A, Map<B, Map<C, V>>>, a: A, b: B, c: C, v: V): V {
+  let byA = memo.get(a);
+  if (!byA) memo.set(a, (byA = new Map()));
+  let byB = byA.get(b);
+  if (!byB) byA.set(b, (byB = new Map()));
+  byB.set(c, v);
+  return v;
 }
 
 /** Power (W) on a series at `load` (interpolate's powerW, bit for bit); ProfileRangeError outside the load grid. */
@@ -268,12 +273,7 @@ export function maxLoadOf(p: Profile, type: RequestType, tp: number, clockMhz: n
   const m0 = idx.maxLoad.get(key(type, tp, p.clocksMhz[c0]!))!;
   const m1 = idx.maxLoad.get(key(type, tp, p.clocksMhz[c1]!))!;
   const v = wc === 0 ? m0 : m1 >= m0 ? m0 + (m1 - m0) * wc : Math.min(m0, m1);
-  let byTp = idx.maxLoadMemo.get(type);
-  if (!byTp) idx.maxLoadMemo.set(type, (byTp = new Map()));
-  let byClock = byTp.get(tp);
-  if (!byClock) byTp.set(tp, (byClock = new Map()));
-  byClock.set(clockMhz, v);
-  return v;
+  return memoSet3(idx.maxLoadMemo, type, tp, clockMhz, v);
 }
 
 /** Whether an instance at (tp, clock) meets the SLO of this type at this load. */

@@ -35,6 +35,8 @@ interface Point {
   conc: (number | undefined)[];
   series: (PowerSeries | undefined)[];
   idle?: number;
+  /** prefillRateOf at this point. */
+  prefillRate?: number;
 }
 const points = new WeakMap<Profile, Map<number, Map<number, Point>>>();
 const TYPE_INDEX = new Map<RequestType, number>(REQUEST_TYPES.map((t, i) => [t, i]));
@@ -173,26 +175,18 @@ export const PREFILL_WAIT_SHARE = 0.5;
  * behind their chunks while peers idle. Rate: the profile's unloaded prefill throughput at (tp, clock), the
  * fastest over its types (I / TTFT at load 0), so the estimate errs towards allowing.
  */
-export function prefillWaitFits(pendingTokens: number, type: RequestType, profile: Profile, pt: { tp: number; clockMhz: number }): boolean {
-  const rate = prefillRateOf(profile, pt.tp, pt.clockMhz);
+function prefillWaitFits(pendingTokens: number, type: RequestType, profile: Profile, pt: Point): boolean {
+  const rate = (pt.prefillRate ??= prefillRateOf(profile, pt.tp, pt.clockMhz));
   const spec = profile.requestTypes.find((x) => x.type === type);
   if (!spec || !(rate > 0)) return true;
   return pendingTokens / rate <= PREFILL_WAIT_SHARE * spec.ttftSloMs;
 }
-const rateMemo = new WeakMap<Profile, Map<string, number>>();
 /** Prompt tokens per ms an idle instance prefills at (tp, clock): max over the profile's types of I / TTFT(load 0). */
 export function prefillRateOf(p: Profile, tp: number, clockMhz: number): number {
-  let m = rateMemo.get(p);
-  if (!m) rateMemo.set(p, (m = new Map()));
-  const k = `${tp}|${clockMhz}`;
-  let r = m.get(k);
-  if (r === undefined) {
-    r = 0;
-    for (const t of p.requestTypes) {
-      const ttft = interpolate(p, t.type, tp, clockMhz, 0).ttftP50Ms;
-      if (ttft > 0) r = Math.max(r, t.inputTokens / ttft);
-    }
-    m.set(k, r);
+  let r = 0;
+  for (const t of p.requestTypes) {
+    const ttft = interpolate(p, t.type, tp, clockMhz, 0).ttftP50Ms;
+    if (ttft > 0) r = Math.max(r, t.inputTokens / ttft);
   }
   return r;
 }
