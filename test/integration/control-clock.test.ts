@@ -6,21 +6,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InstanceTelemetry, subjects, type InstanceTelemetry as Tel } from '../../protocols/index.ts';
-import { openLoop, p99, startHarness, type Harness } from './control-harness.ts';
+import { oneTp2InstanceConfig, openLoop, p99, startHarness, type Harness } from './control-harness.ts';
 
 const EPOCH_S = 1;
 let h: Harness;
 const tel: Tel[] = [];
 
 beforeAll(async () => {
-  h = await startHarness({
-    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
-    servers: [{ id: 'n0', gpus: 2 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 600, poolS: 600, instanceS: EPOCH_S },
-    liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 2000 },
-    engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
-  });
+  h = await startHarness(oneTp2InstanceConfig(EPOCH_S));
   h.bus.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => void tel.push(t), { capacity: 10_000 });
   h.startActor('cluster', 'cm-0');
   h.startActor('pool', 'pm-0');

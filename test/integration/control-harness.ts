@@ -83,6 +83,21 @@ export function p99(xs: number[]): number {
 }
 
 /**
+ * The clock tests' cluster: one server of 2 emulated H100s running one TP2 Llama-3.1-8B instance at 1x, one
+ * pool of all nine types, cluster and pool epochs out of the way, the instance clock epoch `instanceS`.
+ */
+export function oneTp2InstanceConfig(instanceS: number): Record<string, unknown> {
+  return {
+    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    servers: [{ id: 'n0', gpus: 2 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 2000 },
+    engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
+  };
+}
+
+/**
  * Start nats + the test's bus. `config` is the cluster config (nats section filled in here); `role` is the
  * NATS user the actors connect with (default: their own role users, see nats.conf).
  */
