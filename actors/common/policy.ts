@@ -8,7 +8,7 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
 import { chooseClock } from '../../src/policy/frequency.ts';
 import { emergencyStep, type EmergencyState, type EmergencyAction, type EmergencyObservation } from '../../src/policy/emergency.ts';
-import { dispatchRequest, type DispatchView } from '../../src/policy/dispatch.ts';
+import { dispatchRequest, prefillClockFloor, type DispatchView, type PrefillBacklogItem } from '../../src/policy/dispatch.ts';
 import { DEFAULT_HEADROOM, type InstanceConfig, type InstanceView, type TpDegree } from '../../src/policy/types.ts';
 import { planSharding, overheadTable, staggerSteps, reconfigurationCost, type StaggerUnit } from '../../src/policy/sharding.ts';
 import { MilpPlanner } from '../../src/policy/milp-planner.ts';
@@ -47,12 +47,26 @@ export function decideClock(
   headroom = DEFAULT_HEADROOM,
 ): { clockMhz: number; powerW: number; feasible: boolean; reason: string } | undefined {
   if (!profile || !profile.tpDegrees.includes(tp)) return undefined;
-  const lo = profile.clocksMhz[0]!, hi = profile.clocksMhz[profile.clocksMhz.length - 1]!;
   // candidate clocks: the GPU's supported clocks inside the profiled range (the profile's grid otherwise)
+  const d = chooseClock({ profile, tp, loadByType: load, clocks: profileClocks(profile, supported), headroom });
+  return { clockMhz: d.clockMhz, powerW: d.powerW, feasible: d.feasible, reason: d.reason };
+}
+
+/** The GPU's supported clocks inside the profile's range, as profile grid clocks (undefined: use the profile's grid). */
+function profileClocks(profile: Profile, supported: number[]): number[] | undefined {
+  const lo = profile.clocksMhz[0]!, hi = profile.clocksMhz[profile.clocksMhz.length - 1]!;
   const inRange = supported.filter((f) => f >= lo && f <= hi);
   const clocks = inRange.length ? profile.clocksMhz.filter((f) => inRange.some((g) => Math.abs(g - f) <= 15)) : undefined;
-  const d = chooseClock({ profile, tp, loadByType: load, clocks: clocks && clocks.length ? clocks : undefined, headroom });
-  return { clockMhz: d.clockMhz, powerW: d.powerW, feasible: d.feasible, reason: d.reason };
+  return clocks && clocks.length ? clocks : undefined;
+}
+
+/**
+ * The clock an instance's prefill backlog needs (policy prefillClockFloor: every prompt without a first token
+ * prefilled within its TTFT deadline), or undefined without a profile / backlog.
+ */
+export function decidePrefillFloor(profile: Profile | undefined, tp: number, backlog: PrefillBacklogItem[], supported: number[]): number | undefined {
+  if (!profile || !profile.tpDegrees.includes(tp) || !backlog.length) return undefined;
+  return prefillClockFloor(profile, tp, backlog, 0, profileClocks(profile, supported));
 }
 
 export type { EmergencyState, EmergencyAction, EmergencyObservation } from '../../src/policy/emergency.ts';

@@ -24,7 +24,7 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { AdmissionQueue, type Queued } from '../common/admission-queue.ts';
-import { decideClock, decideEmergency, classifyForRecord, sloOf, type EmergencyObservation, type EmergencyState } from '../common/policy.ts';
+import { decideClock, decidePrefillFloor, decideEmergency, classifyForRecord, sloOf, type EmergencyObservation, type EmergencyState } from '../common/policy.ts';
 import { initialEmergencyState } from '../../src/policy/emergency.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
@@ -203,7 +203,8 @@ export class InstanceManager {
     this.#arrivals[t] = (this.#arrivals[t] ?? 0) + 1;
     this.#arrivedSinceRiseCheck = true;
     this.#watchCancel(req.id);
-    queueMicrotask(() => this.#pump());
+    // the clock the prefill backlog needs is set before the prompt goes to the engine (a no-op resolves at once)
+    void this.#prefillRise().finally(() => this.#pump());
     return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: req.type };
   }
 
@@ -496,12 +497,45 @@ export class InstanceManager {
     }
   }
 
+  /**
+   * The clock the prefill backlog needs (policy prefillClockFloor): the prompts without a first token (in the
+   * engine, then queued here), each with the time left to its TTFT deadline. A prompt's length is known on
+   * arrival, so one far longer than its type's profile cell raises the clock before its prefill, not after a miss.
+   */
+  #prefillFloor(now: number): number | undefined {
+    const c = this.#o.config;
+    const backlog: { tokens: number; slackMs: number }[] = [];
+    const add = (req: InferenceRequest) => backlog.push({ tokens: req.inputTokens, slackMs: req.arrivalMs + sloOf(req.type ?? classifyForRecord(req, c), c).ttftMs - now });
+    for (const r of this.#running.values()) if (r.firstTokenMs === undefined) add(r.req);
+    for (const q of this.#queue.items()) add(q.req);
+    return decidePrefillFloor(this.#o.profile, this.#o.tp, backlog, this.#supported);
+  }
+
+  /** On admission: raise the clock at once when the prefill backlog needs it (never lowers it). */
+  async #prefillRise(): Promise<void> {
+    if (this.#rising || this.#emergency.maxClock || this.#clockMhz >= this.#maxClockMhz) return;
+    const f = this.#prefillFloor(Date.now());
+    if (f === undefined || f <= this.#clockMhz) return;
+    this.#rising = true;
+    try {
+      await this.#applyClock(f, 'prefill backlog needs it', { pendingPrefillTokens: this.#pendingPrefillTokens([...this.#running.values()]) });
+    } finally {
+      this.#rising = false;
+    }
+  }
+
   async #clockEpoch(): Promise<void> {
     if (this.state !== 'ready' && this.state !== 'draining') return;
     const load = this.#measureLoad();
     if (this.#emergency.maxClock || Date.now() < this.#forcedUntil) return;
     const d = decideClock(this.#o.profile, this.#o.tp, load, this.#supported, this.#o.config.policy.headroom);
     if (!d) return;
+    // not below what the prompts still to prefill need
+    const floor = this.#prefillFloor(Date.now());
+    if (floor !== undefined && floor > d.clockMhz) {
+      await this.#applyClock(floor, `${d.reason}; raised to ${floor} MHz for the prefill backlog`, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
+      return;
+    }
     await this.#applyClock(d.clockMhz, d.reason, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
   }
 

@@ -60,6 +60,8 @@ export class BatchingCore implements BatchingCoreApi {
   private sleeping = false;
   private lastPowerW = 0;
   private preemptions = 0;
+  /** the last step's span and prefill tokens (pendingPrefillTokens reads the part still in progress). */
+  private lastStep: { startMs: number; endMs: number; prefillTokens: number } | null = null;
 
   constructor(opts: CoreOptions) {
     this.perf = opts.perf;
@@ -201,6 +203,7 @@ export class BatchingCore implements BatchingCoreApi {
     this.energyJ += stepJ;
     this.accountedMs = endMs;
     this.lastPowerW = powerW;
+    this.lastStep = { startMs, endMs, prefillTokens };
     const perToken = stepJ / (this.maxNumBatchedTokens - budget);
 
     if (preempted) for (const v of preempted) events.push({ kind: 'preempted', id: v.req.id, atMs: startMs });
@@ -298,6 +301,36 @@ export class BatchingCore implements BatchingCoreApi {
       clockMhz: this.clockMhz,
       tp: this.tp,
     };
+  }
+
+  /**
+   * The prefill backlog in the order the scheduler serves it: the uncomputed rest of every prompt without a first
+   * token (running with a partial chunk first, then waiting), with its TTFT deadline. The step in progress is
+   * not in it (its work is committed): see busyUntilMs / inFlightPrefillTokens.
+   */
+  prefillBacklog(): { tokens: number; deadlineMs?: number }[] {
+    const out: { tokens: number; deadlineMs?: number }[] = [];
+    for (const q of [this.running, this.waitingQ])
+      for (const s of q) if (s.generated === 0 && s.req.promptTokens > s.computed) out.push({ tokens: s.req.promptTokens - s.computed, deadlineMs: s.req.ttftDeadlineMs });
+    return out;
+  }
+
+  /** End of the step in progress when `nowMs` is inside it, else null. */
+  busyUntilMs(nowMs: number): number | null {
+    return this.lastStep && nowMs < this.lastStep.endMs ? this.lastStep.endMs : null;
+  }
+
+  /**
+   * Prompt tokens admitted but not prefilled yet at `nowMs`: the backlog plus the part of the step in progress's
+   * prefill not yet done (pro rata). What a new prompt waits behind; the instance manager reports the same
+   * quantity (InstanceStatus.pendingPrefillTokens: prompts without a first token) and dispatch reads it.
+   */
+  pendingPrefillTokens(nowMs: number): number {
+    let n = 0;
+    for (const b of this.prefillBacklog()) n += b.tokens;
+    const l = this.lastStep;
+    if (l && nowMs < l.endMs && l.prefillTokens > 0 && l.endMs > l.startMs) n += (l.prefillTokens * (l.endMs - nowMs)) / (l.endMs - l.startMs);
+    return n;
   }
 
   /** Instance power of the last step, or idle power after idle accounting, W (all GPUs). */

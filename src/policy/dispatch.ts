@@ -181,6 +181,48 @@ function prefillWaitFits(pendingTokens: number, type: RequestType, profile: Prof
   if (!spec || !(rate > 0)) return true;
   return pendingTokens / rate <= PREFILL_WAIT_SHARE * spec.ttftSloMs;
 }
+/** Share of the time left to a prompt's TTFT deadline that the prefill ahead of it (its own included) may take. */
+export const PREFILL_CLOCK_SHARE = 0.8;
+
+/** One prompt of an instance's prefill backlog, in the order it will be prefilled. */
+export interface PrefillBacklogItem {
+  /** prompt tokens still to prefill. */
+  tokens: number;
+  /** time left until its TTFT deadline, ms (negative: overdue). */
+  slackMs: number;
+}
+
+/**
+ * The lowest clock at which an instance prefills its backlog in time: for every prompt j (in prefill order),
+ * busyMs + (tokens of prompts 0..j) / prefill rate <= PREFILL_CLOCK_SHARE x slack_j. The profile's max clock
+ * when no clock does, its min clock when the backlog is empty. `busyMs`: what is left of the step in progress
+ * (committed work, the same at any clock). The input length is known exactly on arrival (only the output length
+ * is predicted), so a prompt far longer than its type's representative one (a 7k-token prompt in the long
+ * class, whose profile cell is ~3k) is seen before its prefill starts: the instance raises its clock for it
+ * instead of prefilling it at a clock chosen for the mean load (paper Sec. IV-D: an instance that predicts an
+ * SLO miss raises its frequency). Callers take max(this, the load-based clock). Pure.
+ */
+export function prefillClockFloor(profile: Profile, tp: number, backlog: readonly PrefillBacklogItem[], busyMs = 0, clocks: readonly number[] = profile.clocksMhz): number {
+  const cs = [...clocks].sort((a, b) => a - b);
+  if (!cs.length) throw new RangeError('prefillClockFloor: no clocks');
+  if (!backlog.length) return cs[0]!;
+  for (const c of cs) {
+    const pt = pointOf(profile, tp, c);
+    const rate = (pt.prefillRate ??= prefillRateOf(profile, tp, c));
+    if (!(rate > 0)) continue;
+    let cum = 0, ok = true;
+    for (const b of backlog) {
+      cum += Math.max(0, b.tokens);
+      if (busyMs + cum / rate > PREFILL_CLOCK_SHARE * b.slackMs) {
+        ok = false;
+        break;
+      }
+    }
+    if (ok) return c;
+  }
+  return cs[cs.length - 1]!;
+}
+
 /** Prompt tokens per ms an idle instance prefills at (tp, clock): max over the profile's types of I / TTFT(load 0). */
 export function prefillRateOf(p: Profile, tp: number, clockMhz: number): number {
   let r = 0;

@@ -14,7 +14,7 @@ import type { RequestType } from '../../protocols/request-types.ts';
 export { planCluster } from '../policy/cluster.ts';
 export { planSharding, overheadTable } from '../policy/sharding.ts';
 export { chooseClock } from '../policy/frequency.ts';
-export { chooseInstance, dispatchRequest, leastOutstandingPerGpu } from '../policy/dispatch.ts';
+export { chooseInstance, dispatchRequest, leastOutstandingPerGpu, prefillClockFloor } from '../policy/dispatch.ts';
 export { emergencyStep, initialEmergencyState } from '../policy/emergency.ts';
 export { solveEq1 } from '../policy/milp.ts';
 

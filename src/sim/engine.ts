@@ -885,7 +885,8 @@ export class Simulation {
             pp[k] = pc[k];
             pc[k] = ld[k];
           }
-          if (rep.mhz !== inst.clockMhz) this.scheduleClock(inst, rep.mhz, now);
+          const m = Math.max(rep.mhz, this.prefillFloor(inst, now));
+          if (m !== inst.clockMhz) this.scheduleClock(inst, m, now);
           continue;
         }
         const before: Rep | null = reps.length < 8 ? { tp: inst.tp, clock: inst.clockMhz, load: inst.load.slice(), cur: inst.peakCur.slice(), prev: inst.peakPrev.slice(), view: {}, mhz: 0 } : null;
@@ -950,6 +951,8 @@ export class Simulation {
           this.clockMemo.set(key, (mhz = decide.chooseClock({ profile: this.p, tp: inst.tp, loadByType: q, peakLoadByType: peak, sloScale: this.sloScale * (this.knobs.oracle ? ORACLE_CLOCK_SLO_MARGIN : 1), headroom: this.headroom }).clockMhz));
         }
         if (before) reps.push(Object.assign(before, { view: load, mhz }));
+        // not below what the prefill backlog needs (a long prompt still prefilling)
+        mhz = Math.max(mhz, this.prefillFloor(inst, now));
         if (mhz !== inst.clockMhz) this.scheduleClock(inst, mhz, now);
       }
     }
@@ -1078,6 +1081,8 @@ export class Simulation {
         const s = i.core.stats();
         i.view.queued = s.waiting;
         i.view.running = s.running;
+        // the prefill backlog a new prompt would wait behind, as the live instance manager reports it
+        i.view.pendingPrefillTokens = i.core.pendingPrefillTokens(now);
       }
       views.push(i.view);
       byId.set(i.id, i);
@@ -1166,7 +1171,30 @@ export class Simulation {
     inst.load[k] += 1 / LOAD_WINDOW_S;
     if (inst.load[k] > inst.peakCur[k]) inst.peakCur[k] = inst.load[k];
     inst.outstanding++;
+    // the prompt's length is known: raise the clock before its prefill when the backlog would miss a deadline
+    if (this.knobs.dynamicClock && !inst.emMaxClock) {
+      const floor = this.prefillFloor(inst, now);
+      if (floor > inst.clockMhz) {
+        this.reconf.clock++;
+        if (!inst.inHeap) {
+          // idle: the change (clockChangeMs) comes before the prefill step
+          this.setClockNow(inst, floor, now);
+          inst.inHeap = true;
+          this.stepHeap.push(now + this.cost.clockChangeMs, inst);
+        } else this.clockHeap.push(now + this.cost.clockChangeMs, { inst, mhz: floor });
+      }
+    }
     this.wake(inst, now);
+  }
+
+  /** src/policy prefillClockFloor on an instance's prefill backlog (step fidelity; the min clock otherwise). */
+  private prefillFloor(inst: SimInstance, now: number): number {
+    const core = inst.core;
+    if (!core) return this.p.clocksMhz[0]!;
+    const backlog = core.prefillBacklog();
+    if (!backlog.length) return this.p.clocksMhz[0]!;
+    const busy = core.busyUntilMs(now);
+    return decide.prefillClockFloor(this.p, inst.tp, backlog.map((b) => ({ tokens: b.tokens, slackMs: (b.deadlineMs ?? Infinity) - now })), busy === null ? 0 : busy - now);
   }
 
   private runStep(inst: SimInstance, now: number): void {

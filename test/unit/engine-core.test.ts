@@ -96,6 +96,26 @@ describe('BatchingCore', () => {
     expect(rest.events.filter((e) => e.kind === 'finished').map((e) => e.id).sort()).toEqual(['long', 'short']);
   });
 
+  it('reports its prefill backlog: uncomputed prompt tokens in prefill order, the step in progress pro rata', () => {
+    const core = new BatchingCore({ perf: linearPerf(), tp: 1, clockMhz: 2000, maxNumBatchedTokens: 64 });
+    expect(core.prefillBacklog()).toEqual([]);
+    expect(core.pendingPrefillTokens(0)).toBe(0);
+    core.submit({ id: 'a', arrivalMs: 0, promptTokens: 100, outputTokens: 3, ttftDeadlineMs: 250 });
+    core.submit({ id: 'b', arrivalMs: 0, promptTokens: 20, outputTokens: 3, ttftDeadlineMs: 400 });
+    expect(core.prefillBacklog()).toEqual([{ tokens: 100, deadlineMs: 250 }, { tokens: 20, deadlineMs: 400 }]);
+    expect(core.pendingPrefillTokens(0)).toBe(120);
+    const r = core.step(0)!; // a's first 64-token chunk, committed: 36 of a and all of b left
+    expect(r.prefillTokens).toBe(64);
+    expect(core.prefillBacklog()).toEqual([{ tokens: 36, deadlineMs: 250 }, { tokens: 20, deadlineMs: 400 }]);
+    expect(core.busyUntilMs(0)).toBe(r.startMs + r.durationMs);
+    // halfway through the step, half of its 64 tokens are still to do
+    expect(core.pendingPrefillTokens(r.durationMs / 2)).toBeCloseTo(56 + 32, 9);
+    expect(core.pendingPrefillTokens(r.durationMs)).toBe(56);
+    expect(core.busyUntilMs(r.durationMs)).toBeNull();
+    runAll(core, r.durationMs);
+    expect(core.prefillBacklog()).toEqual([]);
+  });
+
   it('long_prefill_token_threshold: a long prompt takes at most that many tokens a step, a short one behind it is not held up', () => {
     const firstOf = (threshold: number) => {
       const core = new BatchingCore({ perf: linearPerf(), tp: 1, clockMhz: 2000, maxNumBatchedTokens: 64, longPrefillTokenThreshold: threshold });

@@ -200,6 +200,37 @@ describe('pending prefill at an instance (prompt tokens not yet prefilled)', () 
   });
 });
 
+describe('prefillClockFloor (the clock a prefill backlog needs; prompt lengths are known on arrival)', () => {
+  it('is the lowest clock at which every prompt in the backlog is prefilled within 0.8 of its time left', async () => {
+    const { prefillClockFloor, prefillRateOf, PREFILL_CLOCK_SHARE } = await import('../../src/policy/dispatch.ts');
+    const clocks = [...real.clocksMhz].sort((a, b) => a - b);
+    const fmin = clocks[0]!, fmax = clocks.at(-1)!;
+    expect(prefillClockFloor(real, 2, [])).toBe(fmin);
+    // a representative long prompt fits at the lowest clock; a 7k-token one (same type, same 2 s SLO) does not
+    const fits = (tokens: number, slack: number, c: number, busy = 0) => busy + tokens / prefillRateOf(real, 2, c) <= PREFILL_CLOCK_SHARE * slack;
+    expect(fits(1000, 2000, fmin)).toBe(true);
+    expect(prefillClockFloor(real, 2, [{ tokens: 1000, slackMs: 2000 }])).toBe(fmin);
+    const long = [{ tokens: 7400, slackMs: 2000 }];
+    const f = prefillClockFloor(real, 2, long);
+    expect(fits(7400, 2000, fmin)).toBe(false);
+    expect(f).toBeGreaterThan(fmin);
+    expect(fits(7400, 2000, f)).toBe(true);
+    const below = clocks.filter((c) => c < f).at(-1)!;
+    expect(fits(7400, 2000, below)).toBe(false); // the lowest such clock
+    // a short prompt queued behind the long one, with its 250 ms SLO: unmeetable at any clock -> max clock
+    expect(prefillClockFloor(real, 2, [...long, { tokens: 100, slackMs: 250 }])).toBe(fmax);
+    // the committed rest of the step in progress counts at every clock
+    const g = prefillClockFloor(real, 2, long, 300);
+    expect(g).toBeGreaterThan(f);
+    expect(fits(7400, 2000, g, 300)).toBe(true);
+    expect(g).toBeLessThan(fmax);
+    // an overdue prompt: max clock
+    expect(prefillClockFloor(real, 2, [{ tokens: 10, slackMs: -5 }])).toBe(fmax);
+    // candidate clocks restrict the answer (the live GPU's supported set)
+    expect(prefillClockFloor(real, 2, long, 0, [fmin, fmax])).toBe(fmax);
+  });
+});
+
 describe('chooseClock peakLoadByType', () => {
   it('provisions the clock for the recent peak, not the mean', async () => {
     const { chooseClock } = await import('../../src/policy/frequency.ts');
