@@ -11,6 +11,21 @@ export const PAPER_ENERGY_VS_SINGLE: Partial<Record<PolicyName, number>> = {
   'multi-pool': +20, 'scale-inst': -2, 'scale-shard': -6, 'scale-freq': -19, dynamollm: -35,
 };
 
+/**
+ * The paper's energy-vs-single-pool figures that apply to a run (FACTS.md, evaluation results), with where they
+ * come from: Fig. 7 (1-hour conversation trace) for a conversation trace of up to 2 hours; the 1-week simulation
+ * (dynamollm -47% conversation, -56% coding) for a synthetic conversation- or coding-shaped trace of 5 days or
+ * more; nothing otherwise (the paper gives no coding-hour figures).
+ */
+export function paperFiguresFor(trace: TraceSource, durationS: number): { figures: Partial<Record<PolicyName, number>>; source: string } {
+  if (trace.kind === 'synth' && durationS >= 5 * 86400) {
+    if (trace.shape === 'conversation') return { figures: { dynamollm: -47 }, source: 'paper: 1-week simulation, conversation (dynamollm -47%)' };
+    if (trace.shape === 'coding') return { figures: { dynamollm: -56 }, source: 'paper: 1-week simulation, coding (dynamollm -56%)' };
+  }
+  if (trace.kind === 'file' && /conv/i.test(trace.path) && durationS <= 2 * 3600) return { figures: PAPER_ENERGY_VS_SINGLE, source: 'paper: Fig. 7, 1-hour conversation trace' };
+  return { figures: {}, source: 'paper: no figure for this trace' };
+}
+
 /** Serializable trace source (it crosses into worker threads). */
 export type TraceSource =
   | { kind: 'file'; path: string; startMs?: number; durationMs?: number; limit?: number; skipBad?: boolean }

@@ -141,6 +141,15 @@ describe('simulator', () => {
     expect(r.sloAttainment.LS).toBeGreaterThan(0.99);
   }, 60_000);
 
+  it('prints beside each run the paper figures that apply to it (Fig. 7 for the conversation hour, -47%/-56% for a week)', async () => {
+    const { paperFiguresFor } = await import('../../src/sim/types.ts');
+    expect(paperFiguresFor({ kind: 'file', path: 'data/traces/AzureLLMInferenceTrace_conv.csv' }, 3600).figures).toMatchObject({ 'multi-pool': 20, dynamollm: -35 });
+    expect(paperFiguresFor({ kind: 'file', path: 'data/traces/AzureLLMInferenceTrace_code.csv' }, 3600).figures).toEqual({});
+    expect(paperFiguresFor({ kind: 'synth', shape: 'conversation', durationS: 7 * 86400, meanRps: 5, seed: 1 }, 7 * 86400).figures).toEqual({ dynamollm: -47 });
+    expect(paperFiguresFor({ kind: 'synth', shape: 'coding', durationS: 7 * 86400, meanRps: 5, seed: 1 }, 7 * 86400).figures).toEqual({ dynamollm: -56 });
+    expect(paperFiguresFor({ kind: 'synth', shape: 'conversation', durationS: 86400, meanRps: 5, seed: 1 }, 86400).figures).toEqual({});
+  });
+
   it('step batches with the scheduler budget the profile records (Profile.scheduler)', async () => {
     // the same profile with vLLM's max_num_seqs at 2: the core may run only 2 requests at once, so requests queue
     // and TTFT grows; without the field the core's default (256) applies, as before

@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, num, req, UsageError } from '../args.ts';
-import { POLICY_NAMES, type Fidelity, type PolicyName, type SimOptions, type TraceSource } from '../../sim/types.ts';
+import { POLICY_NAMES, paperFiguresFor, type Fidelity, type PolicyName, type SimOptions, type TraceSource } from '../../sim/types.ts';
 import { simulateMany } from '../../sim/parallel.ts';
 import { table, html } from '../../sim/report.ts';
 
@@ -64,7 +64,9 @@ export async function run(argv: string[]): Promise<number | void> {
     draw();
   }, policies.length > 1 && !v.serial);
   if (tty) process.stderr.write('\n');
-  process.stdout.write(table(results) + '\n');
+  const paper = paperFiguresFor(trace, results[0]?.durationS ?? 0);
+  process.stdout.write(table(results, paper.figures) + '\n');
+  process.stdout.write(`${paper.source}\n`);
   process.stdout.write(`rate scale: x${(results[0]?.rateScale ?? 1).toFixed(3)}${base.rateScale === 'auto' ? ' (auto: single-pool sized for the trace peak = --servers)' : ''}\n`);
   process.stdout.write(`simulated ${results[0]?.requests ?? 0} requests x ${results.length} policies in ${((performance.now() - t0) / 1000).toFixed(1)} s wall (fidelity ${fidelity})\n`);
   if (v.json) writeFileSync(v.json, JSON.stringify({ command: ['simulate', ...argv].join(' '), results }, null, 1));
