@@ -206,6 +206,27 @@ export function interpolate(p: Profile, type: RequestType, tp: number, clockMhz:
 }
 
 /**
+ * The latencies to read at a load the SLO allows (load <= maxLoadOf): the interpolated cell when it meets the
+ * type's SLO, else the cell at the highest grid load below `load` whose (clock-interpolated) cell does (the load-0
+ * cell at worst). Between a feasible grid load and a saturated one (latencies of ~1e6 ms) linear interpolation
+ * blends the saturation sentinel in: a load just under the SLO limit would read minutes of TTFT. Above the
+ * SLO limit the interpolated cell is returned as is (the load is infeasible; its latencies say so).
+ */
+export function latencyWithinSlo(p: Profile, type: RequestType, tp: number, clockMhz: number, load: number): InterpolatedCell {
+  const at = interpolate(p, type, tp, clockMhz, load);
+  const spec = p.requestTypes.find((x) => x.type === type);
+  const ok = (c: InterpolatedCell) => !spec || (c.ttftP99Ms <= spec.ttftSloMs && c.tbtP99Ms <= spec.tbtSloMs);
+  if (ok(at) || load > maxLoadOf(p, type, tp, clockMhz)) return at;
+  const loads = p.loads[type] ?? [];
+  for (let i = loads.length - 1; i >= 0; i--) {
+    if (!(loads[i]! < load)) continue;
+    const c = interpolate(p, type, tp, clockMhz, loads[i]!);
+    if (ok(c)) return c;
+  }
+  return interpolate(p, type, tp, clockMhz, 0);
+}
+
+/**
  * One (type, tp, clock) slice of the profile's power surface, for evaluating many loads at one point of the
  * other axes (a mix curve): the two bracketing grid clocks' power rows and the clock weight. Memoised;
  * seriesPowerW(s, load) === interpolate(p, type, tp, clockMhz, load).powerW bit for bit (same arithmetic).

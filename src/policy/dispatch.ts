@@ -5,7 +5,7 @@
  */
 import type { RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
-import { idlePowerOf, interpolate, maxLoadOf, powerSeries, seriesPowerW, type PowerSeries } from '../model/profile.ts';
+import { idlePowerOf, interpolate, latencyWithinSlo, maxLoadOf, powerSeries, seriesPowerW, type PowerSeries } from '../model/profile.ts';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
 import { maxClockOf, totalLoad } from './energy.ts';
 import type { InstanceView, LoadByType } from './types.ts';
@@ -98,7 +98,7 @@ export function maxConcurrencyOf(p: Profile, t: RequestType, tp: number, clockMh
     const ml = maxLoadOf(p, t, tp, clockMhz);
     if (!(ml > 0)) n = 0;
     else {
-      const c = latencyNear(p, t, tp, clockMhz, ml);
+      const c = latencyWithinSlo(p, t, tp, clockMhz, ml);
       const out = p.requestTypes.find((x) => x.type === t)?.outputTokens ?? 100;
       const N = (ml * (c.ttftP50Ms + c.tbtP50Ms * Math.max(0, out - 1))) / 1000;
       n = Math.max(1, N + 2 * Math.sqrt(N));
@@ -108,25 +108,6 @@ export function maxConcurrencyOf(p: Profile, t: RequestType, tp: number, clockMh
   return n;
 }
 const concMemo = new WeakMap<Profile, Map<RequestType, Map<number, Map<number, number>>>>();
-
-/**
- * The profile's latencies at (or just below) the SLO max load `ml`: the cell at `ml` when it meets the SLO, else
- * the highest grid load below it whose (clock-interpolated) cell does. Interpolating at `ml` itself can blend a
- * feasible grid cell with a saturated one (latencies of 1e6 ms) when the SLO limit falls between them, which
- * would make the in-flight cap absurd.
- */
-function latencyNear(p: Profile, t: RequestType, tp: number, clockMhz: number, ml: number): { ttftP50Ms: number; tbtP50Ms: number } {
-  const spec = p.requestTypes.find((x) => x.type === t);
-  const ok = (c: { ttftP99Ms: number; tbtP99Ms: number }) => !spec || (c.ttftP99Ms <= spec.ttftSloMs && c.tbtP99Ms <= spec.tbtSloMs);
-  const at = interpolate(p, t, tp, clockMhz, ml);
-  if (ok(at)) return at;
-  const grid = (p.loads[t] ?? []).filter((l) => l < ml).sort((a, b) => b - a);
-  for (const l of grid) {
-    const c = interpolate(p, t, tp, clockMhz, l);
-    if (ok(c)) return c;
-  }
-  return interpolate(p, t, tp, clockMhz, 0);
-}
 
 /**
  * Whether an instance, in its state at this instant, can take one more request of `type` within its SLO at

@@ -21,7 +21,7 @@
 import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type RequestType, type LengthClass } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
 import type { PerfModel } from '../model/types.ts';
-import { interpolate, maxLoadOf, idlePowerOf } from '../model/profile.ts';
+import { interpolate, latencyWithinSlo, maxLoadOf, idlePowerOf } from '../model/profile.ts';
 import { TTFT_SLO_MS, TBT_SLO_MS } from '../model/request-types.ts';
 import { BatchingCore } from '../engine/core.ts';
 import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../policy/types.ts';
@@ -259,6 +259,8 @@ export function dispatchRequestMemo(req: { type: RequestType }, views: InstanceV
   if (id) return { id, atCapacity: false };
   return { id: decide.leastOutstandingPerGpu(views).id, atCapacity: true };
 }
+
+type RequestTypeSpecLike = { ttftSloMs: number; tbtSloMs: number };
 
 interface SimInstance {
   id: string;
@@ -1397,8 +1399,8 @@ export class Simulation {
       const grid = cfg.grid[k]!;
       const m = cfg.ml[k]!;
       const leq = Math.min(grid[grid.length - 1]!, Number.isFinite(u) && m > 0 ? u * m : grid[grid.length - 1]!);
-      if (!latencyFast(cfg, k, leq, lat)) {
-        const cell = interpolate(this.p, t, g.tp, g.clock, leq);
+      if (!latencyFast(cfg, k, leq, lat) || (leq <= m && this.bendsPastSlo(k, lat[1]!, lat[3]!))) {
+        const cell = leq <= m ? latencyWithinSlo(this.p, t, g.tp, g.clock, leq) : interpolate(this.p, t, g.tp, g.clock, leq);
         lat[0] = cell.ttftP50Ms; lat[1] = cell.ttftP99Ms; lat[2] = cell.tbtP50Ms; lat[3] = cell.tbtP99Ms;
       }
       this.fluidLatency(k, cnt, lat[0]!, lat[1]!, lat[2]!, lat[3]!, u, outTok[k]!);
@@ -1443,11 +1445,21 @@ export class Simulation {
       const grid = this.p.loads[t]!;
       const m = maxLoadOf(this.p, t, g.tp, g.clock);
       const leq = Math.min(grid[grid.length - 1], Number.isFinite(u) && m > 0 ? u * m : grid[grid.length - 1]);
-      const cell = interpolate(this.p, t, g.tp, g.clock, leq);
+      const cell = leq <= m ? latencyWithinSlo(this.p, t, g.tp, g.clock, leq) : interpolate(this.p, t, g.tp, g.clock, leq);
       const outTok = Math.max(1, this.p.requestTypes.find((x) => x.type === t)?.outputTokens ?? 100);
       this.fluidLatency(k, cnt, cell.ttftP50Ms, cell.ttftP99Ms, cell.tbtP50Ms, cell.tbtP99Ms, u, outTok);
     }
   }
+
+  /**
+   * Whether a latency read inside the SLO load limit is past the type's SLO: the interpolation blended a saturated
+   * grid cell in (a coarse load grid whose next point is past saturation); latencyWithinSlo then reads it.
+   */
+  private bendsPastSlo(k: number, ttftP99: number, tbtP99: number): boolean {
+    const spec = (this.specByK ??= REQUEST_TYPES.map((t) => this.p.requestTypes.find((x) => x.type === t)))[k];
+    return !!spec && (ttftP99 > spec.ttftSloMs || tbtP99 > spec.tbtSloMs);
+  }
+  private specByK: (RequestTypeSpecLike | undefined)[] | undefined;
 
   /** Latency and SLO accounting of `cnt` requests of type k read at one profile cell (utilisation u). */
   private fluidLatency(k: number, cnt: number, ttftP50: number, ttftP99: number, tbtP50: number, tbtP99: number, u: number, outTok: number): void {

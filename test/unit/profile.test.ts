@@ -98,6 +98,28 @@ describe('derived queries', () => {
   });
 });
 
+describe('latencyWithinSlo (reading latencies at a load the SLO allows)', () => {
+  it('does not blend a saturated grid cell into a load under the SLO limit; above the limit it is interpolate', async () => {
+    const { latencyWithinSlo } = await import('../../src/model/profile.ts');
+    const code = await loadProfile('profiles/llama2-70b.h100.code.json');
+    const spec = code.requestTypes.find((t) => t.type === 'SL')!;
+    // SL's grid steps by 0.5 req/s (sized for TP4/TP8); TP2 at 800 MHz meets the SLO only up to ~0.2
+    const ml = maxLoadOf(code, 'SL', 2, 800);
+    const next = code.loads.SL!.find((l) => l > ml)!;
+    expect(interpolate(code, 'SL', 2, 800, next).ttftP99Ms).toBeGreaterThan(10 * spec.ttftSloMs); // saturated
+    const blended = interpolate(code, 'SL', 2, 800, ml);
+    expect(blended.ttftP99Ms).toBeGreaterThan(spec.ttftSloMs); // the blend: minutes of TTFT inside the SLO limit
+    const read = latencyWithinSlo(code, 'SL', 2, 800, ml);
+    expect(read.ttftP99Ms).toBeLessThanOrEqual(spec.ttftSloMs);
+    expect(read.tbtP99Ms).toBeLessThanOrEqual(spec.tbtSloMs);
+    expect(read).toEqual(interpolate(code, 'SL', 2, 800, code.loads.SL!.filter((l) => l < ml).at(-1)!));
+    // a feasible interpolated cell is returned as is; a load past the limit too
+    const lo = code.loads.SL!.filter((l) => l < ml).at(-1)! / 2;
+    expect(latencyWithinSlo(code, 'SL', 2, 800, lo)).toEqual(interpolate(code, 'SL', 2, 800, lo));
+    expect(latencyWithinSlo(code, 'SL', 2, 800, (ml + next) / 2)).toEqual(interpolate(code, 'SL', 2, 800, (ml + next) / 2));
+  });
+});
+
 describe('representative lengths from a workload', () => {
   it('takes the mean lengths of each type, keeps defaults for absent types, drops over-long prompts', () => {
     const rows = [
