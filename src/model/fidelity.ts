@@ -8,7 +8,7 @@
  * (TP, clock) among the paper's columns (2.0 GHz -> 1980 MHz); a load beyond the profiled grid is infeasible.
  */
 import type { RequestType } from '../../protocols/request-types.ts';
-import type { CalibrationData } from './calib-data.ts';
+import type { CalibrationData, PrototypePoint } from './calib-data.ts';
 import { mape, mlEnergyTbtPairs, mlEnergyUsable, powerPairs, splitwisePairs, splitwiseUsable, type Pair } from './calibrate.ts';
 import { paramsFor } from './perf.ts';
 import { interpolate, isFeasible, ProfileRangeError } from './profile.ts';
@@ -121,6 +121,58 @@ export function computeFidelity(data: CalibrationData, llama2Profile: Profile): 
       'all predicted values are modelled (calibrated), not measured on a GPU',
     ],
   };
+}
+
+/**
+ * Why the Table I/II argmin targets are hard for any model whose energy per request at a fixed load does not
+ * fall as the clock rises (evidence, pure):
+ * - `uShapedRows`: paper rows whose least-energy cell (TP*, f*) has, at the same TP, a cell at a LOWER clock that
+ *   the paper marks feasible and that costs MORE. Such a model prices that lower-clock cell at or below the
+ *   argmin, so it can match the row only by calling those paper-feasible cells infeasible.
+ * - `prototype`: in the DynamoLLM prototype's own characterization (measured, H100 Llama2-70B), per (type, TP,
+ *   load) series over clocks, the clock at which its `energy` column is least (when the data is readable).
+ */
+export interface PaperShapeEvidence {
+  uShapedRows: { label: string; argmin: string; costlierLowerClockCells: string[] }[];
+  prototype?: { series: number; argminClockCounts: Record<number, number> };
+}
+
+export function paperShapeEvidence(prototype?: PrototypePoint[]): PaperShapeEvidence {
+  const rows: { label: string; row: (number | null)[] }[] = [
+    ...(Object.keys(TABLE_I) as RequestType[]).map((t) => ({ label: t, row: TABLE_I[t] })),
+    ...TABLE_II.map((r) => ({ label: `MM ${r.label}`, row: r.row })),
+  ];
+  const uShapedRows: PaperShapeEvidence['uShapedRows'] = [];
+  for (const { label, row } of rows) {
+    let best = -1;
+    row.forEach((v, i) => {
+      if (v !== null && (best < 0 || v < row[best]!)) best = i;
+    });
+    if (best < 0) continue;
+    const { tp, clockMhz } = columnOf(best);
+    const costlier: string[] = [];
+    row.forEach((v, i) => {
+      const c = columnOf(i);
+      if (v !== null && c.tp === tp && c.clockMhz < clockMhz && v > row[best]!) costlier.push(`TP${c.tp}@${c.clockMhz} ${v} Wh`);
+    });
+    if (costlier.length) uShapedRows.push({ label, argmin: `TP${tp}@${clockMhz} ${row[best]} Wh`, costlierLowerClockCells: costlier });
+  }
+  if (!prototype?.length) return { uShapedRows };
+  const series = new Map<string, { f: number; e: number }[]>();
+  for (const p of prototype) {
+    if (p.energy === undefined || !Number.isFinite(p.energy)) continue;
+    const k = `${p.type}|${p.tp}|${p.load}`;
+    (series.get(k) ?? series.set(k, []).get(k)!).push({ f: p.clockMhz, e: p.energy });
+  }
+  const argminClockCounts: Record<number, number> = {};
+  let n = 0;
+  for (const pts of series.values()) {
+    if (pts.length < 3) continue;
+    n++;
+    const m = pts.reduce((a, b) => (b.e < a.e ? b : a));
+    argminClockCounts[m.f] = (argminClockCounts[m.f] ?? 0) + 1;
+  }
+  return { uShapedRows, prototype: { series: n, argminClockCounts } };
 }
 
 function round(x: number): number {

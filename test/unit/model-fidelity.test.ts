@@ -27,3 +27,21 @@ describe('fidelity against public data', () => {
     expect(rep.feasibility.matched / rep.feasibility.of).toBeGreaterThanOrEqual(99 / 144);
   });
 });
+
+describe('paper shape evidence (why the Table I/II argmin targets are hard)', () => {
+  it('finds the paper rows whose optimum has a costlier feasible lower clock at its TP, and the prototype argmin clocks', async () => {
+    const { paperShapeEvidence } = await import('../../src/model/fidelity.ts');
+    const ev = paperShapeEvidence([
+      // a toy prototype: one series falls then rises (argmin 1200), one rises (argmin 800); 2-point series ignored
+      ...[800, 1200, 1600].map((f, i) => ({ type: 'SS', tp: 2, clockMhz: f, load: 1, energy: [5, 4, 6][i] })),
+      ...[800, 1200, 1600].map((f, i) => ({ type: 'SS', tp: 4, clockMhz: f, load: 1, energy: [3, 4, 5][i] })),
+      ...[800, 1200].map((f) => ({ type: 'MM', tp: 8, clockMhz: f, load: 1, energy: 1 })),
+    ]);
+    expect(ev.uShapedRows.map((r) => r.label)).toEqual(['SL', 'MM', 'ML', 'LL', 'MM low', 'MM medium', 'MM high']);
+    expect(ev.uShapedRows.find((r) => r.label === 'ML')!.costlierLowerClockCells).toEqual(['TP4@1200 4.99 Wh', 'TP4@1600 4.66 Wh']);
+    // SS's optimum TP2@1200 has only an infeasible cell below it: not a U
+    expect(ev.uShapedRows.some((r) => r.label === 'SS')).toBe(false);
+    expect(ev.prototype).toEqual({ series: 2, argminClockCounts: { 800: 1, 1200: 1 } });
+    expect(paperShapeEvidence().prototype).toBeUndefined();
+  });
+});

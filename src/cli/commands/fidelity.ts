@@ -4,8 +4,8 @@
  */
 import { join } from 'node:path';
 import { parse } from '../args.ts';
-import { loadCalibrationData, CALIBRATION_DIR } from '../../model/calib-data-io.ts';
-import { computeFidelity } from '../../model/fidelity.ts';
+import { loadCalibrationData, loadPrototypeData, CALIBRATION_DIR } from '../../model/calib-data-io.ts';
+import { computeFidelity, paperShapeEvidence } from '../../model/fidelity.ts';
 import { loadProfile } from '../../model/profile-io.ts';
 
 export const summary = "the model's error against public data and the paper's tables (fidelity targets)";
@@ -14,8 +14,9 @@ export async function run(argv: string[]): Promise<number> {
   const { values } = parse(argv, { json: { type: 'boolean' }, profile: { type: 'string' } });
   const profilePath = values.profile ?? join(CALIBRATION_DIR, '..', '..', 'profiles', 'llama2-70b.h100.json');
   const rep = computeFidelity(loadCalibrationData(), loadProfile(profilePath));
+  const evidence = paperShapeEvidence(loadPrototypeData());
   if (values.json) {
-    process.stdout.write(JSON.stringify(rep, null, 1) + '\n');
+    process.stdout.write(JSON.stringify({ ...rep, paperShapeEvidence: evidence }, null, 1) + '\n');
     return rep.targets.met ? 0 : 1;
   }
   const w = (s: string) => process.stdout.write(s + '\n');
@@ -34,6 +35,14 @@ export async function run(argv: string[]): Promise<number> {
   for (const c of rep.rows.tableII) w(`  ${c.label.padEnd(28)} paper ${String(c.paper).padEnd(10)} model ${String(c.ours).padEnd(10)} ${c.match ? 'match' : 'DIFF'}`);
   const diffs = rep.rows.feasibility.filter((c) => c.paperFeasible !== c.oursFeasible);
   w(`\nFeasibility disagreements (${diffs.length}): ${diffs.map((c) => `${c.label} paper=${c.paperFeasible ? 'ok' : '-'} model=${c.oursFeasible ? 'ok' : '-'}`).join('; ')}`);
+  w('\nWhy the table targets are hard (evidence from the data alone)');
+  w(`  ${evidence.uShapedRows.length} of 12 paper rows have, at the optimum's TP, a paper-feasible LOWER clock that costs MORE (a U in clock):`);
+  for (const r of evidence.uShapedRows) w(`    ${r.label.padEnd(10)} optimum ${r.argmin.padEnd(16)} costlier below it: ${r.costlierLowerClockCells.join(', ')}`);
+  w('  a model whose energy per request at a fixed load does not fall as the clock rises matches such a row only by calling those cells infeasible');
+  if (evidence.prototype) {
+    const c = Object.entries(evidence.prototype.argminClockCounts).map(([f, k]) => `${f} MHz: ${k}`).join(', ');
+    w(`  DynamoLLM prototype characterization (measured H100 Llama2-70B, ../shared): clock of least 'energy' per (type, TP, load) series: ${c} (of ${evidence.prototype.series})`);
+  } else w('  (prototype characterization not readable here: ../shared/data/dynamollm_prototype)');
   w('\nSummary (modelled vs public measurements)');
   w(`  ttftMape ${rep.ttftMape}%  tbtMape ${rep.tbtMape}%  powerMape ${rep.powerMape}%  tbtMapeMlEnergy ${rep.tbtMapeMlEnergy}%  (target <= ${rep.targets.mapeMax}%)`);
   w(`  tableI ${rep.tableI.matched}/${rep.tableI.of} (>= ${rep.targets.tableIMin})  tableII ${rep.tableII.matched}/${rep.tableII.of} (>= ${rep.targets.tableIIMin})  feasibility ${rep.feasibility.matched}/${rep.feasibility.of} (>= ${Math.round(rep.targets.feasibilityMinFraction * 100)}%)`);
