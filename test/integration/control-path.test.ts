@@ -47,7 +47,8 @@ async function send(i: number, maxTokens = 40, inputTokens = 100): Promise<Outco
   try {
     const a = await bus.request(subjects.clusterIntake(), InferenceRequest, req, Admission, { timeoutMs: 15_000 });
     if (!a.ok) {
-      out.error = `refused: ${a.error?.code} ${a.error?.message}`;
+      // the refusal's own retryable flag (a kill before the failure verdict can end in no_responders, retryable)
+      out.error = `refused: ${a.error?.code} ${a.error?.message} (retryable ${a.error?.retryable})`;
       sub.unsubscribe();
       return out;
     }
