@@ -5,18 +5,14 @@
  * before that epoch ends (the rule before this change raised it only at the epoch's end, ~8.5 s later).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { oneTp2InstanceConfig, openLoop, startHarness, type Harness } from './control-harness.ts';
+import { oneTp2InstanceConfig, openLoop, startControlPlane, type Harness } from './control-harness.ts';
 import type { DecisionEvent } from '../../protocols/index.ts';
 
 const EPOCH_S = 10;
 let h: Harness;
 
 beforeAll(async () => {
-  h = await startHarness(oneTp2InstanceConfig(EPOCH_S));
-  h.startActor('cluster', 'cm-0');
-  h.startActor('pool', 'pm-0');
-  h.startActor('node', 'n0');
-  await h.waitReady(1);
+  h = await startControlPlane(oneTp2InstanceConfig(EPOCH_S));
 }, 90_000);
 
 afterAll(async () => {

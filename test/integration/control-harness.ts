@@ -99,6 +99,24 @@ export function oneTp2InstanceConfig(instanceS: number): Record<string, unknown>
 }
 
 /**
+ * The usual control plane of a suite: nats, the test's bus, one cluster and one pool manager and a node agent per
+ * `nodes` (default n0), then wait for `ready` instances (default 1). Stops what it started if that fails.
+ */
+export async function startControlPlane(config: Record<string, unknown>, o: { ready?: number; nodes?: string[] } = {}): Promise<Harness> {
+  const h = await startHarness(config);
+  try {
+    h.startActor('cluster', 'cm-0');
+    h.startActor('pool', 'pm-0');
+    for (const n of o.nodes ?? ['n0']) h.startActor('node', n);
+    await h.waitReady(o.ready ?? 1);
+    return h;
+  } catch (err) {
+    await h.stop();
+    throw err;
+  }
+}
+
+/**
  * Start nats + the test's bus. `config` is the cluster config (nats section filled in here); `role` is the
  * NATS user the actors connect with (default: their own role users, see nats.conf).
  */

@@ -7,12 +7,12 @@
  * (the instances divide their wall-clock rate by the emulator's timeScale).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openLoop, startHarness, type Harness } from './control-harness.ts';
+import { openLoop, startControlPlane, type Harness } from './control-harness.ts';
 
 let h: Harness;
 
 beforeAll(async () => {
-  h = await startHarness({
+  h = await startControlPlane({
     model: 'llama2-70b', gpu: 'h100', profile: 'profiles/llama2-70b.h100.json',
     servers: [{ id: 'n0', gpus: 8 }],
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
@@ -21,11 +21,7 @@ beforeAll(async () => {
     engine: { kind: 'emulator', timeScale: 2, healthDeadlineMs: 30_000, initialTp: 4, maxInEngine: 32, maxQueued: 128 },
     planner: 'milp',
     milpDeadlineMs: 10_000,
-  });
-  h.startActor('cluster', 'cm-0');
-  h.startActor('pool', 'pm-0');
-  h.startActor('node', 'n0');
-  await h.waitReady(2);
+  }, { ready: 2 });
 }, 60_000);
 
 afterAll(async () => {

@@ -7,18 +7,14 @@
  * so the first token comes inside the SLO.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { oneTp2InstanceConfig, openLoop, startHarness, type Harness } from './control-harness.ts';
+import { oneTp2InstanceConfig, openLoop, startControlPlane, type Harness } from './control-harness.ts';
 import type { DecisionEvent } from '../../protocols/index.ts';
 
 const EPOCH_S = 3;
 let h: Harness;
 
 beforeAll(async () => {
-  h = await startHarness({ ...oneTp2InstanceConfig(EPOCH_S), model: 'llama3.1-70b', profile: 'profiles/llama3.1-70b.h100.json' });
-  h.startActor('cluster', 'cm-0');
-  h.startActor('pool', 'pm-0');
-  h.startActor('node', 'n0');
-  await h.waitReady(1);
+  h = await startControlPlane({ ...oneTp2InstanceConfig(EPOCH_S), model: 'llama3.1-70b', profile: 'profiles/llama3.1-70b.h100.json' });
 }, 90_000);
 
 afterAll(async () => {

@@ -6,24 +6,19 @@
  * staggerSteps), is in the JetStream event stream with its inputs, and no request fails.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openLoop, startHarness, type Harness } from './control-harness.ts';
+import { openLoop, startControlPlane, type Harness } from './control-harness.ts';
 
 let h: Harness;
 
 beforeAll(async () => {
-  h = await startHarness({
+  h = await startControlPlane({
     model: 'llama2-70b', gpu: 'h100', profile: 'profiles/llama2-70b.h100.json',
     servers: [{ id: 'n0', gpus: 8 }],
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
     epochs: { clusterS: 600, poolS: 4, instanceS: 1 },
     liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 2000 },
     engine: { kind: 'emulator', timeScale: 2, healthDeadlineMs: 30_000, initialTp: 4, maxInEngine: 32, maxQueued: 128 },
-  });
-  h.startActor('cluster', 'cm-0');
-  h.startActor('pool', 'pm-0');
-  h.startActor('node', 'n0');
-  // one ready instance suffices: at zero load the pool's epoch (4 s) may consolidate 2xTP4 before both are seen ready
-  await h.waitReady(1);
+  }); // one ready instance suffices: at zero load the pool's epoch (4 s) may consolidate 2xTP4 before both are seen ready
 }, 90_000);
 
 afterAll(async () => {
