@@ -5,12 +5,12 @@ import * as decide from '../../src/sim/decide.ts';
 import { planCluster } from '../../src/policy/cluster.ts';
 import { planSharding } from '../../src/policy/sharding.ts';
 import { chooseClock } from '../../src/policy/frequency.ts';
-import { chooseInstance, dispatchRequest } from '../../src/policy/dispatch.ts';
+import { chooseInstance, dispatchRequest, prefillClockFloor } from '../../src/policy/dispatch.ts';
 import { emergencyStep } from '../../src/policy/emergency.ts';
 import { solveEq1 } from '../../src/policy/milp.ts';
 import { POLICY_KNOBS, dispatchQuantised, dispatchRequestMemo } from '../../src/sim/engine.ts';
 import { profileFor } from '../../src/sim/index.ts';
-import { decideClock } from '../../actors/common/policy.ts';
+import { decideClock, decidePrefillFloor } from '../../actors/common/policy.ts';
 import { rng } from '../../src/sim/trace.ts';
 import { leastLoadedBusyFraction } from '../../src/sim/fluid.ts';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
@@ -32,6 +32,7 @@ describe('simulator', () => {
     expect(decide.chooseClock).toBe(chooseClock);
     expect(decide.chooseInstance).toBe(chooseInstance);
     expect(decide.dispatchRequest).toBe(dispatchRequest);
+    expect(decide.prefillClockFloor).toBe(prefillClockFloor);
     expect(decide.emergencyStep).toBe(emergencyStep);
     expect(decide.solveEq1).toBe(solveEq1);
     expect(POLICY_KNOBS.dynamollm).toMatchObject({ dynamicInstances: true, dynamicShards: true, dynamicClock: true, emergency: true });
@@ -50,6 +51,22 @@ describe('simulator', () => {
       expect(live.clockMhz).toBe(sim.clockMhz);
       expect(live.feasible).toBe(sim.feasible);
     }
+  });
+
+  it('takes the same prefill clock floor as the live instance manager adapter for the same backlog', () => {
+    const p = profileFor('llama2-70b', 'h100');
+    const r = rng(5);
+    let raised = 0;
+    for (let n = 0; n < 60; n++) {
+      const tp = ([2, 4, 8] as const)[n % 3];
+      const backlog = Array.from({ length: 1 + Math.floor(r() * 4) }, () => ({ tokens: Math.round(100 + r() * 8000), slackMs: 200 + r() * 2500 }));
+      const live = decidePrefillFloor(p, tp, backlog, p.clocksMhz)!;
+      const sim = decide.prefillClockFloor(p, tp, backlog);
+      expect(live).toBe(sim);
+      if (sim > p.clocksMhz[0]!) raised++;
+    }
+    expect(raised).toBeGreaterThan(5);
+    expect(decidePrefillFloor(p, 2, [], p.clocksMhz)).toBeUndefined();
   });
 
   it('memoised dispatch returns exactly what src/policy chooseInstance returns on the same views', () => {
