@@ -511,9 +511,9 @@ export class InstanceManager {
     return decidePrefillFloor(this.#o.profile, this.#o.tp, backlog, this.#supported);
   }
 
-  /** On admission: raise the clock at once when the prefill backlog needs it (never lowers it). */
+  /** On admission: raise the clock at once when the prefill backlog needs it (never lowers it; a pool's set_clock holds for its epoch). */
   async #prefillRise(): Promise<void> {
-    if (this.#rising || this.#emergency.maxClock || this.#clockMhz >= this.#maxClockMhz) return;
+    if (this.#rising || this.#emergency.maxClock || Date.now() < this.#forcedUntil || this.#clockMhz >= this.#maxClockMhz) return;
     const f = this.#prefillFloor(Date.now());
     if (f === undefined || f <= this.#clockMhz) return;
     this.#rising = true;
