@@ -473,6 +473,20 @@ export class InstanceManager {
   #rising = false;
 
   /**
+   * Raises the clock to `mhz` between epochs (one raise at a time; never while the emergency holds the max clock,
+   * a pool's set_clock holds for its epoch, or the clock is already at or above it).
+   */
+  async #raise(mhz: number, why: string, inputs: Record<string, unknown>): Promise<void> {
+    if (this.#rising || this.#emergency.maxClock || Date.now() < this.#forcedUntil || mhz <= this.#clockMhz) return;
+    this.#rising = true;
+    try {
+      await this.#applyClock(mhz, why, inputs);
+    } finally {
+      this.#rising = false;
+    }
+  }
+
+  /**
    * Between epochs (every emergency tick, 100 ms, when requests arrived since the last check): the clock
    * follows a load rise within the epoch instead of at its end. The epoch's arrivals so far (over at least
    * 1 s, so a few back-to-back requests do not read as a high rate) against the EWMA, the larger per type;
@@ -488,40 +502,32 @@ export class InstanceManager {
     const load: Partial<Record<RequestType, number>> = { ...this.#load };
     for (const [t, n] of Object.entries(this.#arrivals) as [RequestType, number][]) load[t] = Math.max(load[t] ?? 0, n / dt / this.#timeScale());
     const d = decideClock(this.#o.profile, this.#o.tp, load, this.#supported, this.#o.config.policy.headroom);
-    if (!d || d.clockMhz <= this.#clockMhz) return;
-    this.#rising = true;
-    try {
-      await this.#applyClock(d.clockMhz, `load rose within the epoch: ${d.reason}`, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
-    } finally {
-      this.#rising = false;
-    }
+    if (d) await this.#raise(d.clockMhz, `load rose within the epoch: ${d.reason}`, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
+  }
+
+  /** The requests whose prompt is not prefilled yet: in the engine without a first token, then queued here. */
+  *#awaitingPrefill(): Generator<InferenceRequest> {
+    for (const r of this.#running.values()) if (r.firstTokenMs === undefined) yield r.req;
+    for (const q of this.#queue.items()) yield q.req;
   }
 
   /**
-   * The clock the prefill backlog needs (policy prefillClockFloor): the prompts without a first token (in the
-   * engine, then queued here), each with the time left to its TTFT deadline. A prompt's length is known on
-   * arrival, so one far longer than its type's profile cell raises the clock before its prefill, not after a miss.
+   * The clock the prefill backlog needs (policy prefillClockFloor): the prompts awaiting prefill, each with the
+   * time left to its TTFT deadline. A prompt's length is known on arrival, so one far longer than its type's
+   * profile cell raises the clock before its prefill, not after a miss.
    */
   #prefillFloor(now: number): number | undefined {
     const c = this.#o.config;
     const backlog: { tokens: number; slackMs: number }[] = [];
-    const add = (req: InferenceRequest) => backlog.push({ tokens: req.inputTokens, slackMs: req.arrivalMs + sloOf(req.type ?? classifyForRecord(req, c), c).ttftMs - now });
-    for (const r of this.#running.values()) if (r.firstTokenMs === undefined) add(r.req);
-    for (const q of this.#queue.items()) add(q.req);
+    for (const req of this.#awaitingPrefill()) backlog.push({ tokens: req.inputTokens, slackMs: req.arrivalMs + sloOf(req.type ?? classifyForRecord(req, c), c).ttftMs - now });
     return decidePrefillFloor(this.#o.profile, this.#o.tp, backlog, this.#supported);
   }
 
-  /** On admission: raise the clock at once when the prefill backlog needs it (never lowers it; a pool's set_clock holds for its epoch). */
+  /** On admission: raise the clock at once when the prefill backlog needs it (never lowers it). */
   async #prefillRise(): Promise<void> {
-    if (this.#rising || this.#emergency.maxClock || Date.now() < this.#forcedUntil || this.#clockMhz >= this.#maxClockMhz) return;
+    if (this.#rising || this.#emergency.maxClock || this.#clockMhz >= this.#maxClockMhz) return;
     const f = this.#prefillFloor(Date.now());
-    if (f === undefined || f <= this.#clockMhz) return;
-    this.#rising = true;
-    try {
-      await this.#applyClock(f, 'prefill backlog needs it', { pendingPrefillTokens: this.#pendingPrefillTokens([...this.#running.values()]) });
-    } finally {
-      this.#rising = false;
-    }
+    if (f !== undefined) await this.#raise(f, 'prefill backlog needs it', { pendingPrefillTokens: this.#pendingPrefillTokens() });
   }
 
   async #clockEpoch(): Promise<void> {
@@ -713,10 +719,9 @@ export class InstanceManager {
   // ---------------------------------------------------------------- status and telemetry
 
   /** Prompt tokens admitted but not prefilled yet (queued, or running without a first token). */
-  #pendingPrefillTokens(running: Running[]): number {
+  #pendingPrefillTokens(): number {
     let n = 0;
-    for (const q of this.#queue.items()) n += q.req.inputTokens;
-    for (const r of running) if (r.firstTokenMs === undefined) n += r.req.inputTokens;
+    for (const req of this.#awaitingPrefill()) n += req.inputTokens;
     return n;
   }
 
@@ -729,7 +734,7 @@ export class InstanceManager {
       queued: this.#queue.size, running: running.length, queuedIds: this.#queue.ids().slice(0, 1024),
       runningIds: running.slice(0, 1024).map((r) => r.req.id), runningSeqs: running.slice(0, 1024).map((r) => r.seq),
       loadByType: this.#currentLoad(),
-      pendingPrefillTokens: this.#pendingPrefillTokens(running),
+      pendingPrefillTokens: this.#pendingPrefillTokens(),
     };
     if (this.#o.node) st.node = this.#o.node;
     if (this.#emergency.step) st.emergency = this.#emergency.step;

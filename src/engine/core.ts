@@ -306,13 +306,17 @@ export class BatchingCore implements BatchingCoreApi {
   /**
    * The prefill backlog in the order the scheduler serves it: the uncomputed rest of every prompt without a first
    * token (running with a partial chunk first, then waiting), with its TTFT deadline. The step in progress is
-   * not in it (its work is committed): see busyUntilMs / inFlightPrefillTokens.
+   * not in it (its work is committed): see busyUntilMs / pendingPrefillTokens.
    */
   prefillBacklog(): { tokens: number; deadlineMs?: number }[] {
     const out: { tokens: number; deadlineMs?: number }[] = [];
-    for (const q of [this.running, this.waitingQ])
-      for (const s of q) if (s.generated === 0 && s.req.promptTokens > s.computed) out.push({ tokens: s.req.promptTokens - s.computed, deadlineMs: s.req.ttftDeadlineMs });
+    this.forEachUnprefilled((s, tokens) => out.push({ tokens, deadlineMs: s.req.ttftDeadlineMs }));
     return out;
+  }
+
+  /** Calls f on every sequence without a first token and prompt tokens left to compute, in prefill order. */
+  private forEachUnprefilled(f: (s: Seq, tokensLeft: number) => void): void {
+    for (const q of [this.running, this.waitingQ]) for (const s of q) if (s.generated === 0 && s.req.promptTokens > s.computed) f(s, s.req.promptTokens - s.computed);
   }
 
   /** End of the step in progress when `nowMs` is inside it, else null. */
@@ -327,7 +331,7 @@ export class BatchingCore implements BatchingCoreApi {
    */
   pendingPrefillTokens(nowMs: number): number {
     let n = 0;
-    for (const b of this.prefillBacklog()) n += b.tokens;
+    this.forEachUnprefilled((_, tokens) => (n += tokens));
     const l = this.lastStep;
     if (l && nowMs < l.endMs && l.prefillTokens > 0 && l.endMs > l.startMs) n += (l.prefillTokens * (l.endMs - nowMs)) / (l.endMs - l.startMs);
     return n;

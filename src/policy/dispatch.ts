@@ -157,7 +157,7 @@ export const PREFILL_WAIT_SHARE = 0.5;
  * fastest over its types (I / TTFT at load 0), so the estimate errs towards allowing.
  */
 function prefillWaitFits(pendingTokens: number, type: RequestType, profile: Profile, pt: Point): boolean {
-  const rate = (pt.prefillRate ??= prefillRateOf(profile, pt.tp, pt.clockMhz));
+  const rate = prefillRateAt(profile, pt);
   const spec = profile.requestTypes.find((x) => x.type === type);
   if (!spec || !(rate > 0)) return true;
   return pendingTokens / rate <= PREFILL_WAIT_SHARE * spec.ttftSloMs;
@@ -188,8 +188,7 @@ export function prefillClockFloor(profile: Profile, tp: number, backlog: readonl
   if (!cs.length) throw new RangeError('prefillClockFloor: no clocks');
   if (!backlog.length) return cs[0]!;
   for (const c of cs) {
-    const pt = pointOf(profile, tp, c);
-    const rate = (pt.prefillRate ??= prefillRateOf(profile, tp, c));
+    const rate = prefillRateAt(profile, pointOf(profile, tp, c));
     if (!(rate > 0)) continue;
     let cum = 0, ok = true;
     for (const b of backlog) {
@@ -202,6 +201,11 @@ export function prefillClockFloor(profile: Profile, tp: number, backlog: readonl
     if (ok) return c;
   }
   return cs[cs.length - 1]!;
+}
+
+/** prefillRateOf at a point, computed once per point. */
+function prefillRateAt(profile: Profile, pt: Point): number {
+  return (pt.prefillRate ??= prefillRateOf(profile, pt.tp, pt.clockMhz));
 }
 
 /** Prompt tokens per ms an idle instance prefills at (tp, clock): max over the profile's types of I / TTFT(load 0). */
