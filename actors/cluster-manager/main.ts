@@ -11,7 +11,7 @@
 import type { KV } from '@nats-io/kv';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { existsSync } from 'node:fs';
 import {
@@ -27,7 +27,7 @@ import { planCluster, serversToStartAhead } from '../../src/policy/cluster.ts';
 import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
 import { parseConfig, natsCredsOf } from '../common/config.ts';
-import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, type EventPublisher } from '../common/events.ts';
 import { thresholdsOf } from '../common/policy.ts';
 
@@ -479,7 +479,7 @@ export async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `dynamollm actor cluster` (src/runtime/actor-registry.ts). */
+/** `dynamollm actor cluster` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): ClusterManager {
   const config = parseConfig(o.config ?? {});
   return new ClusterManager({ kind: 'cluster', id: o.id, servers: o.servers, ...natsCredsOf(config, 'cluster', o), log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config);

@@ -1,7 +1,7 @@
 /**
  * Stand-alone launcher of the actors of issue 5 (used by the node agent to start instance managers and by
  * tests): `node --import tsx actors/common/launch.ts <cluster|pool|instance|node> --id ID --config FILE ...`.
- * `dynamollm actor <kind>` (src/runtime/actor-registry.ts) runs the same modules' `run(argv)`.
+ * `dynamollm actor <kind>` (src/cli/actor-registry.ts) runs the same modules' `run(argv)`.
  */
 import { fileURLToPath } from 'node:url';
 

@@ -11,7 +11,7 @@ import { emergencyStep, type EmergencyState, type EmergencyAction, type Emergenc
 import { dispatchRequest, prefillClockFloor, type DispatchView, type PrefillBacklogItem } from '../../src/policy/dispatch.ts';
 import { DEFAULT_HEADROOM, type InstanceConfig, type InstanceView, type TpDegree } from '../../src/policy/types.ts';
 import { planSharding, overheadTable, staggerSteps, reconfigurationCost, type StaggerUnit } from '../../src/policy/sharding.ts';
-import { MilpPlanner } from '../../src/policy/milp-planner.ts';
+import { MilpPlanner } from '../../src/runtime/milp-planner.ts';
 import { maxClockOf } from '../../src/policy/energy.ts';
 import type { CurrentInstance } from '../../src/policy/reshard-matching.ts';
 import type { ClassThresholds } from '../../src/model/types.ts';

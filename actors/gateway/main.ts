@@ -5,13 +5,13 @@
  * `dynamollm actor gateway --id gw-0 --config deploy/local.yaml [--set port=8001]`.
  */
 import { Actor } from '../../src/runtime/actor.ts';
-import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
@@ -103,7 +103,7 @@ export class GatewayActor extends Actor {
   }
 }
 
-/** Entry for `dynamollm actor gateway` (src/runtime/actor-registry.ts). */
+/** Entry for `dynamollm actor gateway` (src/cli/actor-registry.ts). */
 export function createActor(opts: ActorFactoryOptions): GatewayActor {
   const { cluster, gateway } = splitConfig(opts.config);
   const settings = applyOverrides(gateway, opts.extra);

@@ -6,11 +6,11 @@ import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { createEngine } from '../../src/engine/index.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { loadConfig, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
 import { parseConfig, natsCredsOf } from '../common/config.ts';
-import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { InstanceManager } from './instance-manager.ts';
 
 export const summary = 'instance manager: one engine and its GPU clocks';
@@ -79,7 +79,7 @@ export async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `dynamollm actor instance --set pool=P --set tp=N --set gpus=0,1 [--set node=N]` (src/runtime/actor-registry.ts). */
+/** `dynamollm actor instance --set pool=P --set tp=N --set gpus=0,1 [--set node=N]` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): Actor {
   const config = parseConfig(o.config ?? {});
   const tp = Number(o.extra.tp);

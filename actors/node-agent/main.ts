@@ -14,7 +14,7 @@ import { Ack, NodeCommand, NodeStatus, controlSubjects, inventoryKeys, jetstream
 import { loadConfig, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
 import { parseConfig, natsCredsOf } from '../common/config.ts';
-import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { launchArgs } from '../common/launch-args.ts';
 
 export const summary = 'node agent: starts and stops instance managers on one GPU server';
@@ -130,7 +130,7 @@ export async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `dynamollm actor node` (src/runtime/actor-registry.ts); its instance managers get the config as a file. */
+/** `dynamollm actor node` (src/cli/actor-registry.ts); its instance managers get the config as a file. */
 export function createActor(o: ActorFactoryOptions): NodeAgent {
   const config = parseConfig(o.config ?? {});
   const path = join(mkdtempSync(join(tmpdir(), 'dyn-node-')), 'config.json');

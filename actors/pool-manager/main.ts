@@ -5,11 +5,11 @@
  */
 import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { loadConfig, poolsOf, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
 import { parseConfig, natsCredsOf } from '../common/config.ts';
-import type { ActorFactoryOptions } from '../../src/runtime/actor-registry.ts';
+import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { PoolLeader } from './pool-leader.ts';
 import { closeMilpPlanner } from '../common/policy.ts';
 
@@ -56,7 +56,7 @@ export async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `dynamollm actor pool [--set pools=pool-SS,pool-MM]` (src/runtime/actor-registry.ts). */
+/** `dynamollm actor pool [--set pools=pool-SS,pool-MM]` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): PoolManager {
   const config = parseConfig(o.config ?? {});
   return new PoolManager({ kind: 'pool', id: o.id, servers: o.servers, ...natsCredsOf(config, 'pool', o), log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);

@@ -1,4 +1,4 @@
-/** Public API of the performance and power model (pure; file I/O lives in profile-io.ts). */
+/** Public API of the performance and power model (pure; file I/O lives in src/telemetry/profile-io.ts and calib-data-io.ts). */
 export * from './types.ts';
 export * from './profile-types.ts';
 export { MODELS, GPUS, getModelSpec, getGpuSpec, UnknownIdError, kvBytesPerToken, headDimOf } from './catalog.ts';

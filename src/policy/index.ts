@@ -13,4 +13,3 @@ export * from './frequency.ts';
 export * from './dispatch.ts';
 export * from './emergency.ts';
 export * from './milp.ts';
-export { MilpPlanner, MilpTimeoutError, MilpWorkerExitError, type MilpPlannerOptions } from './milp-planner.ts';

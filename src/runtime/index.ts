@@ -11,4 +11,4 @@ export * from './lease.ts';
 export * from './actor.ts';
 export * from './supervisor.ts';
 export * from './nats-launcher.ts';
-export * from './actor-registry.ts';
+export * from './actor-factory.ts';

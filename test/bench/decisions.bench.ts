@@ -8,7 +8,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import highsDefault from 'highs';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { maxLoadOf } from '../../src/model/profile.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { chooseClock, planSharding, planCluster, overheadTable, heuristicPoolPlan, solveEq1, scaleLoad, maxClockOf, type HighsLike, type LoadByType } from '../../src/policy/index.ts';

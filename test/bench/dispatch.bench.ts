@@ -14,7 +14,7 @@
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { maxLoadOf } from '../../src/model/profile.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { dispatchRequest, instantHeadroom, leastOutstandingPerGpu, type DispatchView } from '../../src/policy/dispatch.ts';

@@ -39,7 +39,7 @@ describe('leader lease under SIGKILL', () => {
       children: names.map((id) => ({
         name: id,
         command: process.execPath,
-        args: [join(REPO_ROOT, 'bin/dynamollm.js'), 'actor', 'test-lease', '--id', id, '--nats', nats.url, '--user', user, '--pass', pass,
+        args: ['--import', 'tsx', join(REPO_ROOT, 'test/fixtures/actors/main.ts'), 'test-lease', '--id', id, '--nats', nats.url, '--user', user, '--pass', pass,
           '--set', 'pool=chaos', '--set', 'heartbeatMs=200', '--log-level', 'warn'],
         cwd: REPO_ROOT,
         stopGraceMs: 5000,

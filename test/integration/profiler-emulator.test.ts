@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createPerfModel, DEFAULT_REQUEST_TYPES, generateProfile, interpolate } from '../../src/model/index.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 
 const MODEL = 'llama2-70b';

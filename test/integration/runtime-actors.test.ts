@@ -1,5 +1,5 @@
 /**
- * Real actor processes (`node bin/dynamollm.js actor test-echo`) under a Supervisor on a real nats-server:
+ * Real actor processes (`node --import tsx test/fixtures/actors/main.ts test-echo`) under a Supervisor on a real nats-server:
  * a SIGKILLed actor is declared dead by its peers, restarted by its supervisor, and rejoins; an orderly
  * stop (SIGTERM) drains in-flight work first.
  */
@@ -47,7 +47,7 @@ describe('actor processes under a supervisor', () => {
         {
           name: 'e1',
           command: process.execPath,
-          args: [join(REPO_ROOT, 'bin/dynamollm.js'), 'actor', 'test-echo', '--id', 'e1', '--nats', nats.url, '--user', user, '--pass', pass,
+          args: ['--import', 'tsx', join(REPO_ROOT, 'test/fixtures/actors/main.ts'), 'test-echo', '--id', 'e1', '--nats', nats.url, '--user', user, '--pass', pass,
             '--set', 'heartbeatMs=500', '--set', 'delayMs=600', '--log-level', 'warn'],
           cwd: REPO_ROOT,
           stopGraceMs: 5000,

@@ -1,8 +1,8 @@
 /** Accuracy check of the committed fit against public data (can fail: it is a measurement of the model). */
 import { describe, expect, it } from 'vitest';
-import { loadCalibrationData } from '../../src/model/calib-data-io.ts';
+import { loadCalibrationData } from '../../src/telemetry/calib-data-io.ts';
 import { computeFidelity } from '../../src/model/fidelity.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 
 const rep = computeFidelity(loadCalibrationData(), loadProfile(new URL('../../profiles/llama2-70b.h100.json', import.meta.url).pathname));
 

@@ -1,7 +1,8 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import highsDefault from 'highs';
 import { syntheticProfile, paperProfile, MM_LOADS } from '../fixtures/paper-profile.ts';
-import { solveEq1, heuristicPoolPlan, MilpPlanner, MilpTimeoutError, MilpWorkerExitError, type HighsLike, type LoadByType } from '../../src/policy/index.ts';
+import { solveEq1, heuristicPoolPlan, type HighsLike, type LoadByType } from '../../src/policy/index.ts';
+import { MilpPlanner, MilpTimeoutError, MilpWorkerExitError } from '../../src/runtime/milp-planner.ts';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
 
 type Loader = () => Promise<unknown>;
@@ -82,13 +83,20 @@ describe('MilpPlanner (worker thread)', () => {
   }, 30_000);
 
   it('rejects every pending call when the worker exits, then recovers', async () => {
-    const input = { profile, pools: [{ id: 'p', loadByType: { MM: 3 } as LoadByType }], gpus: 16, epochS: 300 };
-    // the crash message reaches the worker before the solve: the solve is pending when it exits
-    await planner.crashWorkerForTest();
-    const pending = planner.solve(input);
-    await expect(pending).rejects.toBeInstanceOf(MilpWorkerExitError);
-    const again = await planner.solve(input);
-    expect(again.feasible).toBe(true);
+    // a worker that exits when asked to solve for a pool named 'crash' (test/fixtures/milp-crash-worker.ts)
+    const crashy = new MilpPlanner({ deadlineMs: 20_000, workerModule: new URL('../fixtures/milp-crash-worker.ts', import.meta.url) });
+    try {
+      const input = { profile, pools: [{ id: 'p', loadByType: { MM: 3 } as LoadByType }], gpus: 16, epochS: 300 };
+      // the worker handles messages in order: it exits on the first, so the second is pending when it does
+      const crash = crashy.solve({ ...input, pools: [{ id: 'crash', loadByType: { MM: 3 } as LoadByType }] });
+      const pending = crashy.solve(input);
+      await expect(crash).rejects.toBeInstanceOf(MilpWorkerExitError);
+      await expect(pending).rejects.toBeInstanceOf(MilpWorkerExitError);
+      const again = await crashy.solve(input);
+      expect(again.feasible).toBe(true);
+    } finally {
+      await crashy.close();
+    }
   }, 30_000);
 
   it('rejects with MilpTimeoutError past the deadline', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createPerfModel, generateProfile, idlePowerOf, interpolate, isFeasible, maxLoadOf, parseProfile, ProfileError, ProfileRangeError, type Profile } from '../../src/model/index.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { DEFAULT_REQUEST_TYPES, representativeTypes } from '../../src/model/request-types.ts';
 
 const perf = createPerfModel('llama2-70b', 'h100');

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
 import { parsePrometheusText, PromParseError } from '../../src/telemetry/prom-parse.ts';
-import { loadProfile } from '../../src/model/profile-io.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
 
 const inst = (id: string, energyJ: number, over: Partial<InstanceTelemetry> = {}): InstanceTelemetry => ({

@@ -1,19 +1,26 @@
 /**
  * `dynamollm actor <kind> [--id ID] [--config FILE] [--nats URL] [--user U] [--pass P] [--set k=v ...]`:
- * runs one actor process (kinds: src/runtime/actor-registry.ts). SIGTERM/SIGINT drain it, then it exits.
+ * runs one actor process (kinds: src/cli/actor-registry.ts). SIGTERM/SIGINT drain it, then it exits.
  * NATS settings fall back to env NATS_URL, NATS_USER, NATS_PASS.
  */
 import { randomBytes } from 'node:crypto';
 import { parse, readConfigFile, UsageError } from '../args.ts';
-import { ACTOR_REGISTRY } from '../../runtime/actor-registry.ts';
+import { ACTOR_REGISTRY } from '../actor-registry.ts';
+import type { ActorRegistry } from '../../runtime/actor-factory.ts';
 import { createLogger } from '../../runtime/logger.ts';
 
-export const summary = 'run one actor process (gateway, cluster, pool, instance, node, test kinds)';
+export const summary = 'run one actor process (gateway, cluster, pool, instance, node)';
 
-const USAGE = `usage: dynamollm actor <kind> [--id ID] [--config FILE] [--nats URL] [--user U] [--pass P] [--set key=value ...]
-kinds: ${Object.keys(ACTOR_REGISTRY).join(', ')}`;
+const usage = (registry: ActorRegistry) => `usage: dynamollm actor <kind> [--id ID] [--config FILE] [--nats URL] [--user U] [--pass P] [--set key=value ...]
+kinds: ${Object.keys(registry).join(', ')}`;
 
-export async function run(argv: string[]): Promise<number> {
+export function run(argv: string[]): Promise<number> {
+  return runActor(argv, ACTOR_REGISTRY);
+}
+
+/** Runs one actor of a kind from `registry` (tests pass their fixture kinds: test/fixtures/actors/main.ts). */
+export async function runActor(argv: string[], registry: ActorRegistry): Promise<number> {
+  const USAGE = usage(registry);
   const { values, positionals } = parse(
     argv,
     {
@@ -35,7 +42,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const kind = positionals[0];
   if (!kind) throw new UsageError(USAGE);
-  const load = ACTOR_REGISTRY[kind];
+  const load = registry[kind];
   if (!load) throw new UsageError(`unknown actor kind '${kind}'\n${USAGE}`);
   const extra: Record<string, string> = {};
   for (const kv of values.set ?? []) {

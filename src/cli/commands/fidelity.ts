@@ -4,9 +4,9 @@
  */
 import { join } from 'node:path';
 import { parse } from '../args.ts';
-import { loadCalibrationData, loadPrototypeData, CALIBRATION_DIR } from '../../model/calib-data-io.ts';
+import { loadCalibrationData, loadPrototypeData, CALIBRATION_DIR } from '../../telemetry/calib-data-io.ts';
 import { computeFidelity, paperShapeEvidence } from '../../model/fidelity.ts';
-import { loadProfile } from '../../model/profile-io.ts';
+import { loadProfile } from '../../telemetry/profile-io.ts';
 
 export const summary = "the model's error against public data and the paper's tables (fidelity targets)";
 

@@ -6,8 +6,8 @@ export const summary = 'profile generate (from the model) | profile run (measure
 
 export async function run(argv: string[]): Promise<number | void> {
   const [sub, ...rest] = argv;
-  if (sub === 'generate') return (await import('../../model/profile-generate-cli.ts')).run(rest);
-  if (sub === 'run') return (await import('../../telemetry/profiler-cli.ts')).run(rest);
+  if (sub === 'generate') return (await import('./profile-generate.ts')).run(rest);
+  if (sub === 'run') return (await import('./profile-run.ts')).run(rest);
   process.stderr.write('usage: dynamollm profile generate --model M --gpu G --out FILE\n' +
     '       dynamollm profile run --endpoint URL --gpu-backend nvml|smi|emulated --model M --tp N --clocks LIST --out FILE\n');
   return 2;

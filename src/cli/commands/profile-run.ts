@@ -2,9 +2,9 @@
  * `dynamollm profile run`: measure a profile against a live OpenAI-compatible engine (src/telemetry/profiler.ts).
  */
 import { writeFileSync } from 'node:fs';
-import { num, parse, req, UsageError } from '../cli/args.ts';
-import { REQUEST_TYPES, isRequestType } from '../../protocols/request-types.ts';
-import type { GpuBackendKind, GpuControl } from '../gpu/types.ts';
+import { num, parse, req, UsageError } from '../args.ts';
+import { REQUEST_TYPES, isRequestType } from '../../../protocols/request-types.ts';
+import type { GpuBackendKind, GpuControl } from '../../gpu/types.ts';
 
 const HELP = `usage: dynamollm profile run --endpoint URL --gpu-backend nvml|smi|emulated --model M --tp N --clocks LIST --out FILE [options]
   --endpoint URL         OpenAI-compatible engine (vLLM or engine-emulator), e.g. http://127.0.0.1:8000
@@ -76,12 +76,12 @@ export async function run(argv: string[]): Promise<number | void> {
   if (!(windowS > 0) || !(timeScale > 0)) throw new UsageError('--window and --time-scale must be > 0');
   const out = req(values.out, 'out');
 
-  const { DEFAULT_REQUEST_TYPES } = await import('../model/index.ts');
+  const { DEFAULT_REQUEST_TYPES } = await import('../../model/index.ts');
   const requestTypes = DEFAULT_REQUEST_TYPES.filter((t) => typeNames.includes(t.type));
   const servedModel = values['served-model-name'] ?? (await firstModel(endpoint));
 
-  const { createGpuControl } = await import('../gpu/index.ts');
-  const { runProfile } = await import('./profiler.ts');
+  const { createGpuControl } = await import('../../gpu/index.ts');
+  const { runProfile } = await import('../../telemetry/profiler.ts');
   const gpu: GpuControl = await createGpuControl({ backend: backend as GpuBackendKind, gpuIds: gpus, emulatorUrl: endpoint });
   const ac = new AbortController();
   const onSignal = () => {

@@ -1,7 +1,7 @@
 /** Reading and writing profile files (the I/O half of src/model/profile.ts, kept out of the pure model). */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { parseProfile, ProfileError } from './profile.ts';
-import type { Profile } from './profile-types.ts';
+import { parseProfile, ProfileError } from '../model/profile.ts';
+import type { Profile } from '../model/profile-types.ts';
 
 export function loadProfile(path: string): Profile {
   let text: string;

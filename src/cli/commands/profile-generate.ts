@@ -1,14 +1,14 @@
 /** `dynamollm profile generate --model M --gpu G --out FILE [--engine E] [--tp 2,4,8] [--clocks 800,...]
  *  [--max-num-batched-tokens N] [--max-num-seqs N] [--lengths-from TRACE]`: the engine scheduler budget the profile
  *  describes, and the workload whose mean lengths per type it is made for (default: the conversation trace's). */
-import { parse, req, UsageError } from '../cli/args.ts';
-import { createPerfModel } from './perf.ts';
-import { CALIBRATION } from './calibration.ts';
-import { generateProfile } from './generate.ts';
-import { saveProfile } from './profile-io.ts';
-import { representativeTypes } from './request-types.ts';
-import { readTrace } from '../sim/trace.ts';
-import type { RequestTypeSpec } from './types.ts';
+import { parse, req, UsageError } from '../args.ts';
+import { createPerfModel } from '../../model/perf.ts';
+import { CALIBRATION } from '../../model/calibration.ts';
+import { generateProfile } from '../../model/generate.ts';
+import { saveProfile } from '../../telemetry/profile-io.ts';
+import { representativeTypes } from '../../model/request-types.ts';
+import { readTrace } from '../../sim/trace.ts';
+import type { RequestTypeSpec } from '../../model/types.ts';
 
 const list = (v: string | undefined, name: string): number[] | undefined => {
   if (v === undefined) return undefined;

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import type { Profile } from '../model/profile-types.ts';
-import { MilpError, type Eq1Input, type Eq1Result } from './milp.ts';
+import { MilpError, type Eq1Input, type Eq1Result } from '../policy/milp.ts';
 import type { MilpWorkerApi } from './milp-worker.ts';
 
 export class MilpTimeoutError extends MilpError {
@@ -30,6 +30,11 @@ export class MilpWorkerExitError extends MilpError {
 export interface MilpPlannerOptions {
   /** default deadline of a solve, ms. Default 5000. */
   deadlineMs?: number;
+  /**
+   * The module the worker thread runs; it must expose a MilpWorkerApi through comlink, as milp-worker.ts does
+   * (the default). Another module serves e.g. a worker that fails in a chosen way.
+   */
+  workerModule?: URL;
 }
 
 export class MilpPlanner {
@@ -40,10 +45,12 @@ export class MilpPlanner {
   private nextKey = 0;
   private readonly pending = new Set<(e: Error) => void>();
   private readonly deadlineMs: number;
+  private readonly workerModule: URL;
   private closed = false;
 
   constructor(opts: MilpPlannerOptions = {}) {
     this.deadlineMs = opts.deadlineMs ?? 5000;
+    this.workerModule = opts.workerModule ?? new URL('./milp-worker.ts', import.meta.url);
   }
 
   private start(): Comlink.Remote<MilpWorkerApi> {
@@ -51,7 +58,7 @@ export class MilpPlanner {
     // the worker is TypeScript: a tiny eval'd bootstrap registers tsx in the worker thread, then loads it
     const tsxPkg = createRequire(import.meta.url).resolve('tsx/package.json');
     const tsxApi = pathToFileURL(join(dirname(tsxPkg), 'dist/esm/api/index.mjs')).href;
-    const entry = new URL('./milp-worker.ts', import.meta.url).href;
+    const entry = this.workerModule.href;
     const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { (m.register ?? m.default.register)(); return import(${JSON.stringify(entry)}); })` +
       `.catch((e) => { console.error(e); process.exit(70); });`;
     const w = new Worker(boot, { eval: true });
@@ -116,11 +123,5 @@ export class MilpPlanner {
   async close(): Promise<void> {
     this.closed = true;
     await this.restart();
-  }
-
-  /** test hook: make the worker exit abruptly. */
-  async crashWorkerForTest(): Promise<void> {
-    const api = this.start();
-    void api.crash().catch(() => undefined);
   }
 }

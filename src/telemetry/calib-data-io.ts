@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { argonnePowerPoints, mlEnergyPoints, prototypePoints, splitwisePoints, type CalibrationData, type PrototypePoint } from './calib-data.ts';
+import { argonnePowerPoints, mlEnergyPoints, prototypePoints, splitwisePoints, type CalibrationData, type PrototypePoint } from '../model/calib-data.ts';
 
 export const CALIBRATION_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'data', 'calibration');
 

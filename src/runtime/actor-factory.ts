@@ -1,0 +1,27 @@
+/**
+ * What an actor module exports so that a process can run it: `createActor(opts)`. The kinds a deployment
+ * runs are listed in src/cli/actor-registry.ts; tests run their own fixture kinds (test/fixtures/actors).
+ */
+import type { Logger } from 'pino';
+import type { Actor } from './actor.ts';
+
+export interface ActorFactoryOptions {
+  /** actor id (unique per process). */
+  id: string;
+  /** parsed --config file (YAML or JSON), or undefined. */
+  config?: unknown;
+  /** NATS server(s). */
+  servers: string | string[];
+  user?: string;
+  pass?: string;
+  log: Logger;
+  /** extra `--set key=value` options. */
+  extra: Record<string, string>;
+}
+
+export interface ActorModule {
+  createActor(opts: ActorFactoryOptions): Actor | Promise<Actor>;
+}
+
+/** kind -> lazy import of the module that creates it (so running one kind does not load the others). */
+export type ActorRegistry = Record<string, () => Promise<ActorModule>>;
