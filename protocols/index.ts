@@ -5,3 +5,4 @@ export * from './messages.ts';
 export * from './request-types.ts';
 export * from './control.ts';
 export * from './lease.ts';
+export * from './service.ts';

@@ -7,13 +7,14 @@
  * start/stop/drain are idempotent; calls in a state that forbids them throw LifecycleError.
  */
 import type { Logger } from 'pino';
-import type { ActorKind, Codec } from '../../protocols/index.ts';
+import { serviceName, type ActorKind, type Codec } from '../../protocols/index.ts';
 import { Bus, type MailboxOpts, type ServeContext, type ServeHandle, type SubscribeHandle } from './bus.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { LifecycleError } from './errors.ts';
 import { Heartbeater, type LoadSummary } from './heartbeat.ts';
 import type { LifecycleState } from './lifecycle.ts';
 import { actorLogger, createLogger } from './logger.ts';
+import { DYNAMOLLM_VERSION } from './version.ts';
 
 export type { LifecycleState } from './lifecycle.ts';
 
@@ -85,6 +86,14 @@ export abstract class Actor {
           user: this.opts.user,
           pass: this.opts.pass,
           log: this.log,
+        });
+        // the NATS Service API: `nats micro ls` lists this actor, with every subject it serves as an endpoint
+        this.#bus.startService({
+          name: serviceName(this.kind),
+          id: this.id,
+          version: DYNAMOLLM_VERSION,
+          description: `dynamollm ${this.kind} actor`,
+          metadata: { kind: this.kind, protocol: 'dyn.v1' },
         });
         this.#heartbeater = new Heartbeater({
           bus: this.#bus,

@@ -20,6 +20,7 @@ import { Ack, type Codec, unpackRaw, PROTOCOL_VERSION } from '../../protocols/in
 import { ProtocolError, RemoteError, toWireError, DynError } from '../../protocols/errors.ts';
 import { TimeoutError, NoRespondersError, CancelledError, ConnectionClosedError } from './errors.ts';
 import { Mailbox } from './mailbox.ts';
+import { ServiceResponder, type EndpointStats, type ServiceIdentityOpts } from './service.ts';
 
 export interface BusConnectOptions {
   servers: string | string[];
@@ -94,6 +95,7 @@ export class Bus extends EventEmitter {
   #js?: JetStreamClient;
   #kvs = new Map<string, Promise<KV>>();
   #handles = new Set<{ unsubscribe(): void; drain(): Promise<void> }>();
+  #service?: ServiceResponder;
 
   private constructor(nc: NatsConnection, log: Logger, protocolLogIntervalMs: number) {
     super();
@@ -163,6 +165,24 @@ export class Bus extends EventEmitter {
     }
   }
 
+  /**
+   * Answer the NATS Service API (`$SRV.PING|INFO|STATS`) as this service; every subject served through
+   * this Bus from now on is one of its endpoints, with request, error and processing-time counters.
+   * Idempotent (the first identity stays).
+   */
+  startService(identity: ServiceIdentityOpts): ServiceResponder {
+    if (!this.#service) {
+      this.#service = new ServiceResponder(identity);
+      this.#service.start(this.nc, this.log);
+    }
+    return this.#service;
+  }
+
+  /** The Service API responder, once startService was called. */
+  get service(): ServiceResponder | undefined {
+    return this.#service;
+  }
+
   get closed(): boolean {
     return this.nc.isClosed();
   }
@@ -216,11 +236,13 @@ export class Bus extends EventEmitter {
       }
     };
     const errorReply = (m: Msg, err: unknown) => respond(m, Ack.encode({ v: PROTOCOL_VERSION, ok: false, error: toWireError(err) }));
-    const mailbox = new Mailbox<{ m: Msg; req: Q }>({
+    const ep: EndpointStats | undefined = this.#service?.addEndpoint(subject, opts.queue);
+    const done = (t0: bigint, err?: unknown) => ep?.record(Number(process.hrtime.bigint() - t0), err === undefined ? undefined : ((err as Error)?.message ?? String(err)));
+    const mailbox = new Mailbox<{ m: Msg; req: Q; t0: bigint }>({
       capacity: opts.capacity ?? DEFAULT_CAPACITY,
       concurrency: opts.concurrency ?? 64,
       name: `serve ${subject}`,
-      handler: async ({ m, req }) => {
+      handler: async ({ m, req, t0 }) => {
         let res: R;
         try {
           res = await handler(req, { subject: m.subject, signal: ac.signal });
@@ -228,6 +250,7 @@ export class Bus extends EventEmitter {
           this.counters.handlerErrors++;
           if (!(err instanceof DynError)) this.log.error({ subject: m.subject, err }, 'handler failed');
           errorReply(m, err);
+          done(t0, err);
           return;
         }
         let bytes: Uint8Array;
@@ -237,9 +260,11 @@ export class Bus extends EventEmitter {
           this.counters.handlerErrors++;
           this.log.error({ subject: m.subject, err: (err as Error).message }, 'handler returned an invalid reply');
           errorReply(m, err);
+          done(t0, err);
           return;
         }
         respond(m, bytes);
+        done(t0);
       },
     });
     const sub = this.nc.subscribe(subject, {
@@ -249,24 +274,28 @@ export class Bus extends EventEmitter {
           this.log.warn({ subject, err: err.message }, 'serve subscription error');
           return;
         }
+        const t0 = process.hrtime.bigint();
         let req: Q;
         try {
           req = reqCodec.decode(m.data, m.subject);
         } catch (e) {
           this.#badPayload(m.subject, e);
           errorReply(m, e instanceof ProtocolError ? e : new ProtocolError(String(e), { subject: m.subject }));
+          done(t0, e);
           return;
         }
         try {
-          mailbox.offer({ m, req });
+          mailbox.offer({ m, req, t0 });
         } catch (e) {
           this.counters.mailboxOverflows++;
           this.#rateLimitedWarn(`overflow:${subject}`, { subject, capacity: mailbox.capacity }, 'mailbox full, refusing request');
           errorReply(m, e);
+          done(t0, e);
         }
       },
     });
     return this.#track(subject, sub, mailbox, () => {
+      if (ep) this.#service?.removeEndpoint(ep);
       ac.abort(new CancelledError('service stopped'));
       this.#abort.signal.removeEventListener('abort', onBusAbort);
     }) as ServeHandle;
@@ -383,6 +412,7 @@ export class Bus extends EventEmitter {
   drain(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.allSettled([...this.#handles].map((h) => h.drain()));
+      this.#service?.stop();
       this.#abort.abort(new CancelledError('bus closing'));
       if (!this.nc.isClosed()) {
         try {
@@ -399,6 +429,7 @@ export class Bus extends EventEmitter {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       for (const h of [...this.#handles]) h.unsubscribe();
+      this.#service?.stop();
       this.#abort.abort(new CancelledError('bus closing'));
       if (!this.nc.isClosed()) await this.nc.close().catch(() => {});
     })();
