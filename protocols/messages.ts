@@ -50,12 +50,19 @@ export const inferenceRequest = z.object({
   tenant: z.string().max(128).optional(),
   /** wall time the gateway accepted it (ms since epoch). */
   arrivalMs: nonneg,
-  /** absolute time (ms since epoch) after which nobody waits for it any more. */
-  deadlineMs: nonneg,
+  /**
+   * The client's give-up time (ms since epoch): past it nobody waits for the answer any more (the gateway's
+   * request timeout, 600 s by default). Not the SLO: that is `slo` and `ttftDeadlineMs`.
+   */
+  giveUpAtMs: nonneg,
   /** where the instance sends TokenChunks (subjects.stream(id)). */
   streamSubject: z.string().min(1).max(256),
-  /** set by the cluster manager. */
+  /** set by the cluster manager on classification, with `slo` and `ttftDeadlineMs`. */
   type: requestType.optional(),
+  /** the SLO of the request's type (p99 TTFT by input class, TBT), ms; set on classification. */
+  slo: z.object({ ttftMs: nonneg, tbtMs: nonneg }).optional(),
+  /** arrivalMs + slo.ttftMs: when its first token is due (the emergency reorder sorts by it), ms since epoch. */
+  ttftDeadlineMs: nonneg.optional(),
   predictedOutputTokens: int.optional(),
   pool: z.string().max(128).optional(),
   /** times this request was moved between instances (emergency step 3, failures). */

@@ -29,7 +29,7 @@ import { parseFlags, need } from '../common/args.ts';
 import { parseConfig, natsCredsOf } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, type EventPublisher } from '../common/events.ts';
-import { thresholdsOf } from '../common/policy.ts';
+import { thresholdsOf, withSlo } from '../common/policy.ts';
 
 export const summary = 'cluster manager: intake, classification, routing; leader: scaling and GPU inventory';
 
@@ -133,7 +133,7 @@ export class ClusterManager extends Actor {
       // just granted servers is used once one of its instances is ready (meanwhile the longer pool serves)
       if (pool && !tried.has(pool) && this.#assignments.get(pool)?.state !== 'retired' && (this.#hasReady(pool) || !fallback)) {
         tried.add(pool);
-        const a = await this.#dispatch({ ...r, type: cls.type, predictedOutputTokens: cls.predicted, pool }, pool);
+        const a = await this.#dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool }, pool);
         if (a.ok || !a.error || a.error.code !== 'overloaded') return { ...a, type: cls.type };
         last = a.error;
       }
@@ -159,7 +159,7 @@ export class ClusterManager extends Actor {
 
   /** poolDispatch, retried on no_responders (leader failover) until the lease TTL has passed twice. */
   async #dispatch(r: InferenceRequest, pool: string): Promise<Admission> {
-    const until = Date.now() + Math.min(2 * this.#c.liveness.leaseTtlMs + 1000, Math.max(0, r.deadlineMs - Date.now()));
+    const until = Date.now() + Math.min(2 * this.#c.liveness.leaseTtlMs + 1000, Math.max(0, r.giveUpAtMs - Date.now()));
     let wait = 50;
     for (;;) {
       try {

@@ -1,13 +1,15 @@
 /**
  * The instance manager's admission queue: requests admitted but not yet started in the engine. Bounded;
- * FIFO by default, earliest-deadline-first after the emergency path's first step (reorder). Pure data
- * structure (time passed in), so the emergency logic around it is testable without NATS.
+ * FIFO by default, earliest-deadline-first (the request's TTFT deadline) after the emergency path's first
+ * step (reorder). Pure data structure (time passed in), so the emergency logic around it is testable without
+ * NATS. Every queued request carries its TTFT deadline (the instance manager fills in the SLO of a request
+ * admitted without classification).
  */
-import type { InferenceRequest } from '../../protocols/index.ts';
+import type { ClassifiedRequest } from './policy.ts';
 import { DynError } from '../../protocols/errors.ts';
 
 export interface Queued {
-  req: InferenceRequest;
+  req: ClassifiedRequest;
   /** local time it entered this instance's queue, ms since epoch. */
   admittedMs: number;
 }
@@ -52,7 +54,7 @@ export class AdmissionQueue {
     this.#ids.add(q.req.id);
     if (front) this.#items.unshift(q);
     else if (this.#edf) {
-      const i = this.#items.findIndex((x) => x.req.deadlineMs > q.req.deadlineMs);
+      const i = this.#items.findIndex((x) => x.req.ttftDeadlineMs > q.req.ttftDeadlineMs);
       if (i < 0) this.#items.push(q);
       else this.#items.splice(i, 0, q);
     } else this.#items.push(q);
@@ -75,7 +77,7 @@ export class AdmissionQueue {
   /** Emergency step 1: earliest deadline first from now on. */
   reorder(): void {
     this.#edf = true;
-    this.#items.sort((a, b) => a.req.deadlineMs - b.req.deadlineMs || a.admittedMs - b.admittedMs);
+    this.#items.sort((a, b) => a.req.ttftDeadlineMs - b.req.ttftDeadlineMs || a.admittedMs - b.admittedMs);
   }
   /** Back to FIFO once the emergency is over. */
   fifo(): void {
@@ -92,11 +94,11 @@ export class AdmissionQueue {
     return out;
   }
 
-  /** Remove and return the requests that waited longer than `maxWaitMs`, or whose deadline passed. */
+  /** Remove and return the requests that waited longer than `maxWaitMs`, or whose give-up time passed. */
   takeExpired(nowMs: number, maxWaitMs: number): Queued[] {
     const keep: Queued[] = [];
     const out: Queued[] = [];
-    for (const q of this.#items) (nowMs - q.admittedMs > maxWaitMs || nowMs > q.req.deadlineMs ? out : keep).push(q);
+    for (const q of this.#items) (nowMs - q.admittedMs > maxWaitMs || nowMs > q.req.giveUpAtMs ? out : keep).push(q);
     this.#items = keep;
     for (const q of out) this.#ids.delete(q.req.id);
     return out;

@@ -29,6 +29,24 @@ export function sloOf(t: RequestType, c: ClusterConfig): { ttftMs: number; tbtMs
   return { ttftMs: c.slo.ttftMs[inputClassOf(t)], tbtMs: c.slo.tbtMs };
 }
 
+/** A request past classification: its type, SLO and TTFT deadline are set. */
+export type ClassifiedRequest = InferenceRequest & Required<Pick<InferenceRequest, 'type' | 'slo' | 'ttftDeadlineMs'>>;
+
+/** The request with its classification, or classified here (a request admitted directly: max_tokens as the output). */
+export function classified(req: InferenceRequest, c: ClusterConfig): ClassifiedRequest {
+  if (req.type && req.slo && req.ttftDeadlineMs !== undefined) return req as ClassifiedRequest;
+  return withSlo(req, req.type ?? classifyForRecord(req, c), c);
+}
+
+/**
+ * The request as classification leaves it: its type, its type's SLO and its TTFT deadline travel with it
+ * from here on (every later stage reads them from the request, never from config).
+ */
+export function withSlo(req: InferenceRequest, type: RequestType, c: ClusterConfig): ClassifiedRequest {
+  const slo = sloOf(type, c);
+  return { ...req, type, slo, ttftDeadlineMs: req.arrivalMs + slo.ttftMs };
+}
+
 /** Type of a request that reached an instance without one (direct admission): max_tokens as the output. */
 export function classifyForRecord(req: InferenceRequest, c: ClusterConfig): RequestType {
   try {

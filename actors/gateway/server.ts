@@ -330,7 +330,7 @@ export class GatewayServer {
       inputTokens,
       maxTokens: parsed.maxTokens,
       arrivalMs: now,
-      deadlineMs: now + this.opts.requestTimeoutMs,
+      giveUpAtMs: now + this.opts.requestTimeoutMs,
       streamSubject: '',
     };
     if (parsed.kind === 'chat') ir.messages = parsed.messages;

@@ -24,7 +24,7 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { AdmissionQueue, type Queued } from '../common/admission-queue.ts';
-import { decideClock, decidePrefillFloor, decideEmergency, classifyForRecord, sloOf, type EmergencyObservation, type EmergencyState } from '../common/policy.ts';
+import { decideClock, decidePrefillFloor, decideEmergency, classified, type ClassifiedRequest, type EmergencyObservation, type EmergencyState } from '../common/policy.ts';
 import { initialEmergencyState } from '../../src/policy/emergency.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
@@ -52,7 +52,7 @@ export interface InstanceManagerOptions {
 }
 
 interface Running {
-  req: InferenceRequest;
+  req: ClassifiedRequest;
   ac: AbortController;
   seq: number;
   startedMs: number;
@@ -176,7 +176,9 @@ export class InstanceManager {
 
   // ---------------------------------------------------------------- admission and streaming
 
-  async #admit(req: InferenceRequest): Promise<Admission> {
+  async #admit(wire: InferenceRequest): Promise<Admission> {
+    // from here on the request carries its type, SLO and TTFT deadline (classified here when admitted directly)
+    const req = classified(wire, this.#o.config);
     const refuse = (error: WireError): Admission => ({ v: 1, id: req.id, ok: false, instance: this.id, pool: this.pool, error });
     if (this.#running.has(req.id) || this.#queue.has(req.id)) return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: req.type };
     if (this.state !== 'ready') {
@@ -188,8 +190,7 @@ export class InstanceManager {
       // maxInEngine per mean service time) longer than half its TTFT SLO is refused (retryable) while a peer
       // has room, and the pool places it on another instance (it tries up to 4).
       const waitMs = ((this.#queue.size + 1) * this.#serviceMs) / c.engine.maxInEngine;
-      const slo = sloOf(req.type ?? classifyForRecord(req, c), c).ttftMs;
-      if (waitMs > slo / 2 && this.#peerWithRoom()) {
+      if (waitMs > req.slo.ttftMs / 2 && this.#peerWithRoom()) {
         return refuse({ code: 'overloaded', message: `instance ${this.id}: engine full, ~${Math.round(waitMs)} ms to a free slot`, retryable: true, retryAfterS: c.emergency.retryAfterS });
       }
     }
@@ -199,7 +200,7 @@ export class InstanceManager {
     } catch (err) {
       return refuse(toWireError(err));
     }
-    const t = req.type ?? classifyForRecord(req, this.#o.config);
+    const t = req.type;
     this.#arrivals[t] = (this.#arrivals[t] ?? 0) + 1;
     this.#arrivedSinceRiseCheck = true;
     this.#watchCancel(req.id);
@@ -241,12 +242,12 @@ export class InstanceManager {
     const req = q.req;
     const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: Date.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
     this.#running.set(req.id, r);
-    const type = req.type ?? classifyForRecord(req, this.#o.config);
+    const type = req.type;
     const base = { v: 1 as const, id: req.id, instance: this.id, pool: this.pool, type: req.type };
     let finishReason: string | undefined;
     let usage: { promptTokens: number; completionTokens: number; energyJoules?: number } | undefined;
     let completion = 0;
-    const remainingMs = Math.max(1000, req.deadlineMs - Date.now());
+    const remainingMs = Math.max(1000, req.giveUpAtMs - Date.now());
     // token coalescing (engine.streamCoalesceMs): tokens after the first gather in `pend` for at most the
     // window, then travel as one chunk with each token's arrival offset (see docs/REPLAY.md)
     const coalesceMs = this.#o.config.engine.streamCoalesceMs;
@@ -375,9 +376,9 @@ export class InstanceManager {
     if (arr.length > 2000) arr.splice(0, arr.length - 2000);
   }
 
-  #finishWithError(req: InferenceRequest, seq: number, error: WireError, outcome: 'rejected' | 'failed' | 'cancelled', r?: Running): void {
+  #finishWithError(req: ClassifiedRequest, seq: number, error: WireError, outcome: 'rejected' | 'failed' | 'cancelled', r?: Running): void {
     this.#unwatchCancel(req.id);
-    const type = req.type ?? classifyForRecord(req, this.#o.config);
+    const type = req.type;
     try {
       this.#bus.publish(req.streamSubject, TokenChunk, {
         v: 1, id: req.id, seq, text: '', tokens: 0, done: true, finishReason: outcome === 'cancelled' ? 'cancelled' : 'error', error,
@@ -389,8 +390,8 @@ export class InstanceManager {
     this.#record(req, type, outcome, r, r?.seq ?? 0, r?.energyJ ?? 0, this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured');
   }
 
-  #record(req: InferenceRequest, type: RequestType, outcome: RequestRecord['outcome'], r: Running | undefined, completionTokens: number, energyJ: number, energySource: 'measured' | 'modelled'): void {
-    const slo = sloOf(type, this.#o.config);
+  #record(req: ClassifiedRequest, type: RequestType, outcome: RequestRecord['outcome'], r: Running | undefined, completionTokens: number, energyJ: number, energySource: 'measured' | 'modelled'): void {
+    const slo = req.slo;
     const ttftMs = r?.firstTokenMs !== undefined ? Math.max(0, r.firstTokenMs - req.arrivalMs) : undefined;
     const tbtMeanMs = r && r.tbtN > 0 ? r.tbtSum / r.tbtN : undefined;
     const rec: RequestRecord = {
@@ -506,7 +507,7 @@ export class InstanceManager {
   }
 
   /** The requests whose prompt is not prefilled yet: in the engine without a first token, then queued here. */
-  *#awaitingPrefill(): Generator<InferenceRequest> {
+  *#awaitingPrefill(): Generator<ClassifiedRequest> {
     for (const r of this.#running.values()) if (r.firstTokenMs === undefined) yield r.req;
     for (const q of this.#queue.items()) yield q.req;
   }
@@ -517,9 +518,8 @@ export class InstanceManager {
    * profile cell raises the clock before its prefill, not after a miss.
    */
   #prefillFloor(now: number): number | undefined {
-    const c = this.#o.config;
     const backlog: { tokens: number; slackMs: number }[] = [];
-    for (const req of this.#awaitingPrefill()) backlog.push({ tokens: req.inputTokens, slackMs: req.arrivalMs + sloOf(req.type ?? classifyForRecord(req, c), c).ttftMs - now });
+    for (const req of this.#awaitingPrefill()) backlog.push({ tokens: req.inputTokens, slackMs: req.ttftDeadlineMs - now });
     return decidePrefillFloor(this.#o.profile, this.#o.tp, backlog, this.#supported);
   }
 
@@ -556,7 +556,7 @@ export class InstanceManager {
     let k = 0, misses = 0;
     for (const q of this.#queue.items()) {
       const start = now + (Math.floor(k / c.engine.maxInEngine) + (this.#running.size >= c.engine.maxInEngine ? 1 : 0)) * this.#serviceMs;
-      if (start - q.req.arrivalMs > sloOf(q.req.type ?? classifyForRecord(q.req, c), c).ttftMs) misses++;
+      if (start > q.req.ttftDeadlineMs) misses++;
       k++;
     }
     return misses;
@@ -588,7 +588,7 @@ export class InstanceManager {
     }
     const obs: EmergencyObservation = {
       nowMs: now,
-      queue: this.#queue.items().map((q) => ({ id: q.req.id, arrivalMs: q.admittedMs, deadlineMs: q.req.deadlineMs, type: q.req.type ?? classifyForRecord(q.req, c) })),
+      queue: this.#queue.items().map((q) => ({ id: q.req.id, arrivalMs: q.admittedMs, ttftDeadlineMs: q.req.ttftDeadlineMs, type: q.req.type })),
       clockMhz: this.#clockMhz,
       maxClockMhz: this.#maxClockMhz,
       predictedMissCount: this.#predictedMisses(now),

@@ -176,7 +176,7 @@ export class PoolLeader {
       } else if (!t.alive && now - t.lastSeenMs > 60_000) this.#instances.delete(id);
     }
     // forget outstanding entries long past their deadline (their record was lost)
-    for (const [id, o] of this.#outstanding) if (now > o.req.deadlineMs + 60_000) this.#outstanding.delete(id);
+    for (const [id, o] of this.#outstanding) if (now > o.req.giveUpAtMs + 60_000) this.#outstanding.delete(id);
   }
 
   /**
@@ -240,7 +240,7 @@ export class PoolLeader {
       if (!views.length && !exclude.size && (this.#resharding || this.#starting.size > 0)) {
         // a re-shard stopped the old instances first (or capacity is starting): hold the request until one
         // is ready, bounded by its deadline and the engine health deadline
-        const until = Math.min(req.deadlineMs - 1000, Date.now() + c.engine.healthDeadlineMs);
+        const until = Math.min(req.giveUpAtMs - 1000, Date.now() + c.engine.healthDeadlineMs);
         await this.#waitFor(() => this.#views(tried).length > 0 || Date.now() > until || (!this.#resharding && this.#starting.size === 0), until - Date.now());
         views = this.#views(tried);
       }

@@ -22,7 +22,14 @@ export interface EmergencyState {
 
 export const initialEmergencyState = (nowMs = 0): EmergencyState => ({ level: 0, sinceMs: nowMs, clearSinceMs: null });
 
-export interface QueuedRequest { id: string; arrivalMs: number; deadlineMs: number; type: RequestType }
+export interface QueuedRequest {
+  id: string;
+  /** when it entered this queue, ms. */
+  arrivalMs: number;
+  /** when its first token is due (arrival + its type's TTFT SLO), ms: the reorder is earliest-deadline-first on it. */
+  ttftDeadlineMs: number;
+  type: RequestType;
+}
 
 export interface EmergencyObservation {
   nowMs: number;
@@ -98,7 +105,7 @@ export function emergencyStep(state: EmergencyState, obs: EmergencyObservation, 
     oldestWaitMs,
   };
   const actions: EmergencyAction[] = [];
-  const edf = [...obs.queue].sort((a, b) => a.deadlineMs - b.deadlineMs || a.arrivalMs - b.arrivalMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const edf = [...obs.queue].sort((a, b) => a.ttftDeadlineMs - b.ttftDeadlineMs || a.arrivalMs - b.arrivalMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   if (s.level >= 1 && trouble) actions.push({ kind: 'reorder', order: edf.map((q) => q.id), why });
   if (s.level >= 2 && obs.clockMhz < obs.maxClockMhz) actions.push({ kind: 'max_clock', clockMhz: obs.maxClockMhz, why });
   if (before >= 2 && s.level < 2) actions.push({ kind: 'release_max_clock', why });

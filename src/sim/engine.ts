@@ -1004,7 +1004,7 @@ export class Simulation {
         const peers = pool.instances.filter((x) => x !== inst && x.state === 'active' && x.core && x.core.stats().waiting === 0);
         const { state, actions } = decide.emergencyStep(inst.em, {
           nowMs: now,
-          queue: waiting.map((r) => ({ id: r.id, arrivalMs: r.arrivalMs, deadlineMs: r.ttftDeadlineMs ?? r.arrivalMs, type: r.type ?? 'LL' })),
+          queue: waiting.map((r) => ({ id: r.id, arrivalMs: r.arrivalMs, ttftDeadlineMs: r.ttftDeadlineMs ?? r.arrivalMs, type: r.type ?? 'LL' })),
           clockMhz: inst.clockMhz, maxClockMhz: this.maxClock, predictedMissCount: miss, peersWithCapacity: peers.length,
         }, { rejectAfterMs: 10_000 });
         if (state.level > inst.em.level) this.reconf.emergency++;

@@ -41,7 +41,7 @@ async function send(i: number, maxTokens = 40, inputTokens = 100): Promise<Outco
   const now = Date.now();
   const req: InferenceRequest = {
     v: 1, id, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello '.repeat(10), inputTokens, maxTokens, ignoreEos: true,
-    arrivalMs: now, deadlineMs: now + 60_000, streamSubject: subjects.stream(id),
+    arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream(id),
   };
   const out: Outcome = { id, ok: false, chunks, tokens: 0, at: now };
   try {

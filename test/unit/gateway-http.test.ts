@@ -78,7 +78,7 @@ describe('gateway OpenAI API (openai client)', () => {
     expect(r.usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 5, total_tokens: 10, energy_joules: 62.5, energy_source: 'modelled' });
     const seen = backend.seen.at(-1)!;
     expect(seen.inputTokens).toBe(5); // ceil(17 chars / 4), the emulator's tokenizer stand-in
-    expect(seen.deadlineMs).toBeGreaterThan(seen.arrivalMs);
+    expect(seen.giveUpAtMs).toBeGreaterThan(seen.arrivalMs);
   });
 
   it('streaming chat with include_usage: role first, content deltas, finish, usage chunk', async () => {

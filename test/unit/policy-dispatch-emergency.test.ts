@@ -68,9 +68,9 @@ describe('dispatchRequest (chooseInstance + the overflow rule of the live pool l
 describe('emergency ladder', () => {
   const cfg = { rejectAfterMs: 5000, escalateAfterMs: 1000, clearAfterMs: 3000, retryAfterS: 2 };
   const q = (now: number) => [
-    { id: 'late', arrivalMs: now - 6000, deadlineMs: now + 5000, type: 'MM' as const },
-    { id: 'urgent', arrivalMs: now - 100, deadlineMs: now + 100, type: 'SS' as const },
-    { id: 'mid', arrivalMs: now - 200, deadlineMs: now + 1000, type: 'MS' as const },
+    { id: 'late', arrivalMs: now - 6000, ttftDeadlineMs: now + 5000, type: 'MM' as const },
+    { id: 'urgent', arrivalMs: now - 100, ttftDeadlineMs: now + 100, type: 'SS' as const },
+    { id: 'mid', arrivalMs: now - 200, ttftDeadlineMs: now + 1000, type: 'MS' as const },
   ];
   const obs = (now: number, miss: number, peers = 1, clock = 1200): EmergencyObservation => ({ nowMs: now, queue: miss ? q(now) : [], clockMhz: clock, maxClockMhz: 1980, predictedMissCount: miss, peersWithCapacity: peers });
 
