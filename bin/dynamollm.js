@@ -1,7 +1,12 @@
 #!/usr/bin/env node
-// Launcher: registers tsx's loader in this process and runs the TypeScript CLI, so no build step is needed
-// and signals (SIGINT/SIGTERM) reach the CLI directly.
-import { register } from 'tsx/esm/api';
+// The `dynamollm` command: runs the compiled CLI (dist/, from `npm run build`), never TypeScript at run time.
+// From a source checkout without a build, `npm run dynamollm -- <args>` runs the same CLI through tsx.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
-register();
-await import('../src/cli/main.ts');
+const main = new URL('../dist/src/cli/main.js', import.meta.url);
+if (!existsSync(fileURLToPath(main))) {
+  process.stderr.write(`dynamollm: ${fileURLToPath(main)} is missing: run \`npm run build\` first\n`);
+  process.exit(1);
+}
+await import(main.href);

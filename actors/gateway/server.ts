@@ -11,8 +11,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
@@ -26,6 +25,7 @@ import {
   streamChunk, usageChunk, usageOut, DEFAULT_LIMITS, type ApiKind, type FinishReason, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
 import { countPromptTokens } from './tokens.ts';
+import { REPO_ROOT } from '../../src/runtime/code-path.ts';
 
 /** A refused (413) body is read and discarded up to this multiple of the limit, then the socket is closed. */
 const DISCARD_FACTOR = 16;
@@ -69,7 +69,7 @@ export interface GatewayServerOptions {
   replicaId?: string;
 }
 
-const STATIC_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'telemetry', 'dashboard');
+const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
 const STATIC: Record<string, string> = {
   '/': 'index.html',
   '/index.html': 'index.html',

@@ -1,9 +1,9 @@
 /**
  * Public API of the engine layer: the Engine interface, createEngine(), the batching core and the errors.
- * The emulator is just another engine command (`node bin/dynamollm.js engine-emulator ...`) managed by the
+ * The emulator is just another engine command (`dynamollm engine-emulator ...`) managed by the
  * same VllmEngine class as `vllm serve`, so the instance manager's code path is identical for both.
  */
-import { fileURLToPath } from 'node:url';
+import { cliArgs } from '../runtime/code-path.ts';
 import type { EngineConfig } from './engine.ts';
 import { DEFAULT_RESTART, VllmEngine, type ProcessEngineSpec } from './vllm.ts';
 import { EngineConfigError } from './errors.ts';
@@ -15,8 +15,6 @@ export { BatchingCore, KV_BLOCK_TOKENS } from './core.ts';
 export type * from './core-types.ts';
 export { parsePrometheusText, parseVllmMetrics, histogramQuantile, type MetricFamily, type Sample } from './metrics-parse.ts';
 
-/** bin/dynamollm.js of this checkout (the emulator's launcher). */
-export const DYNAMOLLM_BIN = fileURLToPath(new URL('../../bin/dynamollm.js', import.meta.url));
 
 /** `--max-num-batched-tokens N --max-num-seqs N` (same flags in vLLM and the emulator) when the config sets a budget. */
 function schedulerArgs(cfg: EngineConfig): string[] {
@@ -49,7 +47,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
   if (cfg.kind === 'emulator') {
     command = cfg.command ?? process.execPath;
     args = cfg.args ?? [
-      ...(cfg.command ? [] : [DYNAMOLLM_BIN]),
+      ...(cfg.command ? [] : cliArgs()),
       'engine-emulator', '--model', cfg.model, '--gpu', cfg.gpu ?? 'h100', '--tp', String(cfg.tp),
       '--port', String(cfg.port), '--host', host,
       '--time-scale', String(cfg.timeScale ?? 1), '--seed', String(cfg.seed ?? 1),

@@ -6,7 +6,9 @@ import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
+import { pathToFileURL } from 'node:url';
 import { simulate } from './index.ts';
+import { codeFile, FROM_SOURCE } from '../runtime/code-path.ts';
 import type { SimOptions, SimResult } from './types.ts';
 import type { WorkerApi } from './worker.ts';
 
@@ -16,7 +18,11 @@ export class SimWorkerError extends Error {
 }
 
 async function inWorker(opts: SimOptions, progress: (f: number) => void): Promise<SimResult> {
-  const w = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { entry: new URL('./worker.ts', import.meta.url).href } });
+  // compiled: the worker's own .js; from source: a plain-JS boot that registers tsx, then loads worker.ts
+  const entry = codeFile('src/sim/worker.ts');
+  const w = FROM_SOURCE
+    ? new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { entry: pathToFileURL(entry).href } })
+    : new Worker(entry);
   const api = Comlink.wrap<WorkerApi>(nodeEndpoint(w));
   const died = new Promise<never>((_, reject) => {
     w.once('error', (e) => reject(new SimWorkerError(`simulator worker for ${opts.policy} failed: ${e.message}`)));

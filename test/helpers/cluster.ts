@@ -5,8 +5,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { freePort } from './net.ts';
+
+/** NODE_OPTIONS that make importing tsx or loading a .ts module fail (test/fixtures/no-tsx/hook.mjs). */
+export const NO_TSX = `--import=${resolve('test/fixtures/no-tsx/hook.mjs')}`;
 
 export interface UpCluster {
   /** gateway base URL, e.g. http://127.0.0.1:PORT */
@@ -27,7 +30,8 @@ export async function startUpCluster(o: { config: string; readyTimeoutS: number;
   const up: ChildProcess = spawn(
     process.execPath,
     ['bin/dynamollm.js', 'up', '--config', o.config, '--nats', natsUrl, '--port', String(gp), '--run-dir', runDir, '--ready-timeout', String(o.readyTimeoutS)],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn' } },
+    // the compiled CLI (dist/), and every process it starts, without TypeScript: the no-tsx hook travels in NODE_OPTIONS
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn', NODE_OPTIONS: NO_TSX } },
   );
   let output = '';
   up.stdout!.on('data', (d) => (output += d.toString()));

@@ -13,9 +13,8 @@
  * 8xH100 servers, time-scale 1, gateway on :8000.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve, dirname } from 'node:path';
+import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { parse, num, readConfigFile, UsageError } from '../args.ts';
 import { createLogger } from '../../runtime/logger.ts';
 import { ensureNats, type NatsHandle } from '../../runtime/nats-launcher.ts';
@@ -24,13 +23,12 @@ import { Bus } from '../../runtime/bus.ts';
 import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
 import { subjects } from '../../../protocols/subjects.ts';
 import { splitConfig } from '../../../actors/gateway/config.ts';
+import { launchArgs } from '../../../actors/common/launch-args.ts';
+import { cliArgs, REPO_ROOT } from '../../runtime/code-path.ts';
 
 export const summary = 'start a local cluster: NATS, managers, emulated engines, gateway + dashboard';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const BIN = join(REPO, 'bin', 'dynamollm.js');
-/** the control-plane actors' launcher CLI: node --import tsx actors/common/launch.ts <kind> --id ID --config FILE. */
-const launchArgs = (kind: string, args: string[]) => ['--import', 'tsx', join(REPO, 'actors', 'common', 'launch.ts'), kind, ...args];
+const REPO = REPO_ROOT;
 
 const USAGE = `usage: dynamollm up [--config FILE] [--nats URL] [--port N] [--run-dir DIR] [--ready-timeout S] [--log-level L]
   --config FILE       cluster config (YAML/JSON; see deploy/local.yaml). Default: Llama2-70B on 4 emulated 8xH100.
@@ -113,7 +111,7 @@ export async function run(argv: string[]): Promise<number> {
     children.push({
       name: `gateway-${i}`,
       command: node,
-      args: [BIN, 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--nats', natsUrl, '--user', gwCreds.user, '--pass', gwCreds.pass, '--set', `port=${port === 0 ? 0 : port + i}`],
+      args: [...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--nats', natsUrl, '--user', gwCreds.user, '--pass', gwCreds.pass, '--set', `port=${port === 0 ? 0 : port + i}`],
       env,
       cwd: REPO,
       stopGraceMs: 20_000,
