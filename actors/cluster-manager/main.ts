@@ -26,7 +26,7 @@ import { LoadForecaster } from '../../src/policy/forecast.ts';
 import { planCluster, serversToStartAhead } from '../../src/policy/cluster.ts';
 import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
-import { parseConfig, natsCredsOf } from '../common/config.ts';
+import { parseConfig, natsOf } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, type EventPublisher } from '../common/events.ts';
 import { thresholdsOf, withSlo } from '../common/policy.ts';
@@ -471,7 +471,7 @@ export async function run(argv: string[]): Promise<number> {
   const f = parseFlags(argv);
   const config = loadConfig(f.config);
   const cm = new ClusterManager(
-    { kind: 'cluster', id: need(f, 'id'), servers: config.nats.url, ...natsCredsOf(config, 'cluster'), heartbeatMs: config.liveness.statusIntervalMs },
+    { kind: 'cluster', id: need(f, 'id'), ...natsOf(config, 'cluster', f), heartbeatMs: config.liveness.statusIntervalMs },
     config,
   );
   cm.installSignalHandlers();
@@ -482,5 +482,5 @@ export async function run(argv: string[]): Promise<number> {
 /** `dynamollm actor cluster` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): ClusterManager {
   const config = parseConfig(o.config ?? {});
-  return new ClusterManager({ kind: 'cluster', id: o.id, servers: o.servers, ...natsCredsOf(config, 'cluster', o), log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config);
+  return new ClusterManager({ kind: 'cluster', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config);
 }

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
+import { actorNatsSettings, type NatsFlags, type NatsSettings } from '../../src/runtime/nats-settings.ts';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -34,6 +35,12 @@ export const configSchema = z
         url: z.union([z.string(), z.array(z.string())]).default('nats://127.0.0.1:4222'),
         user: z.string().optional(),
         pass: z.string().optional(),
+        /** NATS creds file (user JWT + seed), as the `nats` CLI's --creds / NATS_CREDS. */
+        creds: z.string().min(1).optional(),
+        /** file holding an nkey user seed, as the `nats` CLI's --nkey / NATS_NKEY. */
+        nkey: z.string().min(1).optional(),
+        /** TLS files: CA to trust, client certificate and key (mutual TLS). */
+        tls: z.object({ ca: z.string().min(1).optional(), cert: z.string().min(1).optional(), key: z.string().min(1).optional() }).strict().optional(),
         /**
          * per-role credentials (nats.conf users cluster/pool/instance/node): an actor connects as its own
          * role when given, else with user/pass. Default: none.
@@ -252,12 +259,13 @@ export function poolsOf(c: ClusterConfig): { id: string; types: (typeof REQUEST_
 
 export type NatsRole = 'cluster' | 'pool' | 'instance' | 'node';
 
-/** The NATS credentials an actor of `role` connects with: its role user when configured, else nats.user/pass. */
-export function natsCredsOf(c: ClusterConfig, role: NatsRole, fallback?: { user?: string; pass?: string }): { user?: string; pass?: string } {
-  const r = c.nats.roles?.[role];
-  if (r) return { user: r.user, pass: r.pass };
-  if (fallback && fallback.user !== undefined) return { user: fallback.user, pass: fallback.pass };
-  return { user: c.nats.user, pass: c.nats.pass };
+/**
+ * The NATS settings an actor of `role` connects with (src/runtime/nats-settings.ts: flags, then env
+ * NATS_URL/NATS_USER/NATS_PASSWORD/NATS_CREDS/NATS_NKEY/..., then this config's nats section, its role
+ * user when configured).
+ */
+export function natsOf(c: ClusterConfig, role: NatsRole, flags: NatsFlags = {}): { nats: NatsSettings } {
+  return { nats: actorNatsSettings(role, { flags, config: c.nats }) };
 }
 
 /** Profile path of a config. */

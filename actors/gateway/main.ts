@@ -4,6 +4,7 @@
  * Prometheus metrics and the dashboard's live stream. Stateless: run any number of replicas.
  * `dynamollm actor gateway --id gw-0 --config deploy/local.yaml [--set port=8001]`.
  */
+import type { NatsSettings } from '../../src/runtime/nats-settings.ts';
 import { Actor } from '../../src/runtime/actor.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
@@ -21,7 +22,9 @@ export interface GatewayActorOptions {
   id: string;
   cluster: ClusterConfig;
   settings: GatewaySettings;
-  servers: string | string[];
+  /** NATS server(s) and credentials: `nats` (src/runtime/nats-settings.ts), or servers/user/pass. */
+  nats?: NatsSettings;
+  servers?: string | string[];
   user?: string;
   pass?: string;
   log: ActorFactoryOptions['log'];
@@ -34,7 +37,7 @@ export class GatewayActor extends Actor {
   private sweepTimer?: NodeJS.Timeout;
 
   constructor(private readonly g: GatewayActorOptions) {
-    super({ kind: 'gateway', id: g.id, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000 });
+    super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000 });
     let profile;
     try {
       profile = loadProfile(profilePathOf(g.cluster));
@@ -111,9 +114,7 @@ export function createActor(opts: ActorFactoryOptions): GatewayActor {
     id: opts.id,
     cluster,
     settings,
-    servers: opts.servers,
-    user: opts.user ?? process.env.NATS_USER ?? cluster.nats.user,
-    pass: opts.pass ?? process.env.NATS_PASS ?? cluster.nats.pass,
+    nats: opts.nats,
     log: opts.log,
   });
 }

@@ -13,7 +13,7 @@ import { Supervisor } from '../../src/runtime/supervisor.ts';
 import { Ack, NodeCommand, NodeStatus, controlSubjects, inventoryKeys, jetstream, subjects, DynError } from '../../protocols/index.ts';
 import { loadConfig, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
-import { parseConfig, natsCredsOf } from '../common/config.ts';
+import { parseConfig, natsOf } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { launchArgs } from '../common/launch-args.ts';
 
@@ -121,7 +121,7 @@ export async function run(argv: string[]): Promise<number> {
     writeFileSync(configPath, JSON.stringify(config));
   }
   const agent = new NodeAgent(
-    { kind: 'node', id: need(f, 'id'), servers: config.nats.url, ...natsCredsOf(config, 'node'), heartbeatMs: config.liveness.statusIntervalMs },
+    { kind: 'node', id: need(f, 'id'), ...natsOf(config, 'node', f), heartbeatMs: config.liveness.statusIntervalMs },
     config,
     configPath,
   );
@@ -134,6 +134,7 @@ export async function run(argv: string[]): Promise<number> {
 export function createActor(o: ActorFactoryOptions): NodeAgent {
   const config = parseConfig(o.config ?? {});
   const path = join(mkdtempSync(join(tmpdir(), 'dyn-node-')), 'config.json');
-  writeFileSync(path, JSON.stringify({ ...config, nats: { ...config.nats, url: o.servers, user: o.user, pass: o.pass } }));
-  return new NodeAgent({ kind: 'node', id: o.id, servers: o.servers, ...natsCredsOf(config, 'node', o), log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, path);
+  const { servers, ...auth } = o.nats;
+  writeFileSync(path, JSON.stringify({ ...config, nats: { ...config.nats, url: servers, ...auth } }));
+  return new NodeAgent({ kind: 'node', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, path);
 }

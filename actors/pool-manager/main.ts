@@ -8,7 +8,7 @@ import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { loadConfig, poolsOf, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseFlags, need } from '../common/args.ts';
-import { parseConfig, natsCredsOf } from '../common/config.ts';
+import { parseConfig, natsOf } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { PoolLeader } from './pool-leader.ts';
 import { closeMilpPlanner } from '../common/policy.ts';
@@ -47,7 +47,7 @@ export async function run(argv: string[]): Promise<number> {
   const f = parseFlags(argv);
   const config = loadConfig(f.config);
   const pm = new PoolManager(
-    { kind: 'pool', id: need(f, 'id'), servers: config.nats.url, ...natsCredsOf(config, 'pool'), heartbeatMs: config.liveness.statusIntervalMs },
+    { kind: 'pool', id: need(f, 'id'), ...natsOf(config, 'pool', f), heartbeatMs: config.liveness.statusIntervalMs },
     config,
     f.pools ? f.pools.split(',') : undefined,
   );
@@ -59,5 +59,5 @@ export async function run(argv: string[]): Promise<number> {
 /** `dynamollm actor pool [--set pools=pool-SS,pool-MM]` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): PoolManager {
   const config = parseConfig(o.config ?? {});
-  return new PoolManager({ kind: 'pool', id: o.id, servers: o.servers, ...natsCredsOf(config, 'pool', o), log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);
+  return new PoolManager({ kind: 'pool', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);
 }

@@ -4,16 +4,15 @@
  */
 import type { Logger } from 'pino';
 import type { Actor } from './actor.ts';
+import type { NatsSettings } from './nats-settings.ts';
 
 export interface ActorFactoryOptions {
   /** actor id (unique per process). */
   id: string;
   /** parsed --config file (YAML or JSON), or undefined. */
   config?: unknown;
-  /** NATS server(s). */
-  servers: string | string[];
-  user?: string;
-  pass?: string;
+  /** NATS server(s) and credentials, resolved by src/runtime/nats-settings.ts. */
+  nats: NatsSettings;
   log: Logger;
   /** extra `--set key=value` options. */
   extra: Record<string, string>;

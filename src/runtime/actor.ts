@@ -15,6 +15,7 @@ import { Heartbeater, type LoadSummary } from './heartbeat.ts';
 import type { LifecycleState } from './lifecycle.ts';
 import { actorLogger, createLogger } from './logger.ts';
 import { DYNAMOLLM_VERSION } from './version.ts';
+import { natsSettings, type NatsSettings } from './nats-settings.ts';
 
 export type { LifecycleState } from './lifecycle.ts';
 
@@ -24,9 +25,11 @@ export interface ActorOptions {
   /** NATS server URL (or use `servers`). Default env NATS_URL or nats://127.0.0.1:4222. */
   natsUrl?: string;
   servers?: string | string[];
-  /** NATS user/password of this actor's role (nats.conf). */
+  /** NATS user/password of this actor (nats.conf); or `nats`. */
   user?: string;
   pass?: string;
+  /** full NATS settings (src/runtime/nats-settings.ts); when given, servers/natsUrl/user/pass are ignored. */
+  nats?: NatsSettings;
   /** root logger; the actor logs through a child {actor: kind, id}. */
   log?: Logger;
   clock?: Clock;
@@ -79,12 +82,13 @@ export abstract class Actor {
     this.#state = 'starting';
     this.#starting = (async () => {
       try {
-        const servers = this.opts.servers ?? this.opts.natsUrl ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+        const servers = this.opts.servers ?? this.opts.natsUrl;
+        const settings =
+          this.opts.nats ??
+          natsSettings({ flags: { nats: Array.isArray(servers) ? servers.join(',') : servers, user: this.opts.user, password: this.opts.pass } });
         this.#bus = await Bus.connect({
-          servers,
+          settings,
           name: `${this.kind}/${this.id}`,
-          user: this.opts.user,
-          pass: this.opts.pass,
           log: this.log,
         });
         // the NATS Service API: `nats micro ls` lists this actor, with every subject it serves as an endpoint

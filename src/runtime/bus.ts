@@ -21,9 +21,12 @@ import { ProtocolError, RemoteError, toWireError, DynError } from '../../protoco
 import { TimeoutError, NoRespondersError, CancelledError, ConnectionClosedError } from './errors.ts';
 import { Mailbox } from './mailbox.ts';
 import { ServiceResponder, type EndpointStats, type ServiceIdentityOpts } from './service.ts';
+import { connectionOptions, type NatsSettings } from './nats-settings.ts';
 
 export interface BusConnectOptions {
-  servers: string | string[];
+  /** server URL(s) and credentials (src/runtime/nats-settings.ts); or the plain fields below. */
+  settings?: NatsSettings;
+  servers?: string | string[];
   /** connection name, shown by the server (`nats server report connections`). */
   name: string;
   user?: string;
@@ -107,11 +110,13 @@ export class Bus extends EventEmitter {
 
   static async connect(opts: BusConnectOptions): Promise<Bus> {
     const reconnect = opts.reconnect ?? true;
+    const settings: NatsSettings = opts.settings ?? {
+      servers: typeof opts.servers === 'string' ? opts.servers.split(',') : (opts.servers ?? []),
+      ...(opts.user !== undefined ? { user: opts.user, pass: opts.pass ?? '' } : {}),
+    };
     const nc = await connect({
-      servers: opts.servers,
+      ...connectionOptions(settings),
       name: opts.name,
-      user: opts.user,
-      pass: opts.pass,
       reconnect,
       maxReconnectAttempts: reconnect ? -1 : 0,
       reconnectTimeWait: 250,

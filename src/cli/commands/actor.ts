@@ -1,17 +1,19 @@
 /**
- * `dynamollm actor <kind> [--id ID] [--config FILE] [--nats URL] [--user U] [--pass P] [--set k=v ...]`:
+ * `dynamollm actor <kind> [--id ID] [--config FILE] [NATS flags] [--set k=v ...]`:
  * runs one actor process (kinds: src/cli/actor-registry.ts). SIGTERM/SIGINT drain it, then it exits.
- * NATS settings fall back to env NATS_URL, NATS_USER, NATS_PASS.
+ * NATS settings: src/runtime/nats-settings.ts (flags, then env NATS_URL/NATS_USER/NATS_PASSWORD/NATS_CREDS/
+ * NATS_NKEY/NATS_CERT/NATS_KEY/NATS_CA, then the config's nats section).
  */
 import { randomBytes } from 'node:crypto';
 import { parse, readConfigFile, UsageError } from '../args.ts';
 import { ACTOR_REGISTRY } from '../actor-registry.ts';
 import type { ActorRegistry } from '../../runtime/actor-factory.ts';
 import { createLogger } from '../../runtime/logger.ts';
+import { actorNatsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE, type NatsConfigSection } from '../../runtime/nats-settings.ts';
 
 export const summary = 'run one actor process (gateway, cluster, pool, instance, node)';
 
-const usage = (registry: ActorRegistry) => `usage: dynamollm actor <kind> [--id ID] [--config FILE] [--nats URL] [--user U] [--pass P] [--set key=value ...]
+const usage = (registry: ActorRegistry) => `usage: dynamollm actor <kind> [--id ID] [--config FILE] ${NATS_FLAGS_USAGE} [--set key=value ...]
 kinds: ${Object.keys(registry).join(', ')}`;
 
 export function run(argv: string[]): Promise<number> {
@@ -26,9 +28,7 @@ export async function runActor(argv: string[], registry: ActorRegistry): Promise
     {
       id: { type: 'string' },
       config: { type: 'string' },
-      nats: { type: 'string' },
-      user: { type: 'string' },
-      pass: { type: 'string' },
+      ...NATS_FLAG_OPTIONS,
       set: { type: 'string', multiple: true },
       'log-level': { type: 'string' },
       pretty: { type: 'boolean' },
@@ -57,9 +57,7 @@ export async function runActor(argv: string[], registry: ActorRegistry): Promise
   const actor = await mod.createActor({
     id,
     config,
-    servers: (values.nats ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222').split(','),
-    user: values.user ?? process.env.NATS_USER,
-    pass: values.pass ?? process.env.NATS_PASS,
+    nats: actorNatsSettings(kind, { flags: values, config: (config as { nats?: NatsConfigSection } | undefined)?.nats }),
     log,
     extra,
   });

@@ -1,11 +1,12 @@
 /**
  * `dynamollm status [--nats URL] [--json]`: one-shot view of the cluster (pools, instances with TP, GPUs,
  * clock, power, queue; cluster power and energy so far), asked from the cluster leader over NATS
- * (StatusRequest -> ClusterStatus, 3 s deadline). Credentials: --user/--pass, env NATS_USER/NATS_PASS,
- * default the local observer role of nats.conf.
+ * (StatusRequest -> ClusterStatus, 3 s deadline). Credentials: src/runtime/nats-settings.ts (flags, env
+ * NATS_URL/NATS_USER/NATS_PASSWORD/NATS_CREDS/NATS_NKEY/...); `up` prints the observer's settings.
  */
 import { parse, num } from '../args.ts';
 import { Bus } from '../../runtime/bus.ts';
+import { natsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE, type NatsFlags } from '../../runtime/nats-settings.ts';
 import { silentLogger } from '../../runtime/logger.ts';
 import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
 import { subjects } from '../../../protocols/subjects.ts';
@@ -14,20 +15,17 @@ import { renderStatus } from '../../telemetry/status-view.ts';
 export const summary = 'one-shot cluster status: pools, instances, clocks, power, energy';
 
 export const STATUS_OPTIONS = {
-  nats: { type: 'string' },
-  user: { type: 'string' },
-  pass: { type: 'string' },
+  ...NATS_FLAG_OPTIONS,
   'timeout-ms': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-export async function connectObserver(values: { nats?: string; user?: string; pass?: string }): Promise<Bus> {
+/** Connects with the settings of flags/env (src/runtime/nats-settings.ts); `up` hands its observer's to children. */
+export async function connectObserver(values: NatsFlags): Promise<Bus> {
   return Bus.connect({
-    servers: (values.nats ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222').split(','),
+    settings: natsSettings({ flags: values }),
     name: 'dynamollm-status',
-    user: values.user ?? process.env.NATS_USER ?? 'observer',
-    pass: values.pass ?? process.env.NATS_PASS ?? 'observer-local',
     log: silentLogger(),
     reconnect: false,
     connectTimeoutMs: 3000,
@@ -41,7 +39,7 @@ export async function fetchStatus(bus: Bus, timeoutMs: number): Promise<ClusterS
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse(argv, STATUS_OPTIONS);
   if (values.help) {
-    process.stdout.write('usage: dynamollm status [--nats URL] [--user U --pass P] [--timeout-ms MS] [--json]\n');
+    process.stdout.write(`usage: dynamollm status ${NATS_FLAGS_USAGE} [--timeout-ms MS] [--json]\n`);
     return 0;
   }
   const bus = await connectObserver(values);

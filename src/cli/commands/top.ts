@@ -6,13 +6,14 @@
 import { parse, num } from '../args.ts';
 import { renderStatus } from '../../telemetry/status-view.ts';
 import { STATUS_OPTIONS, connectObserver, fetchStatus } from './status.ts';
+import { NATS_FLAGS_USAGE } from '../../runtime/nats-settings.ts';
 
 export const summary = 'live terminal view of pools, instances, clocks, power and energy';
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse(argv, { ...STATUS_OPTIONS, interval: { type: 'string' } });
   if (values.help) {
-    process.stdout.write('usage: dynamollm top [--nats URL] [--user U --pass P] [--interval S]\n');
+    process.stdout.write(`usage: dynamollm top ${NATS_FLAGS_USAGE} [--interval S]\n`);
     return 0;
   }
   const intervalMs = num(values.interval, 'interval', 1) * 1000;
