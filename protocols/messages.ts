@@ -31,7 +31,97 @@ export const ack = z.object({ v, ok: z.boolean(), error: wireError.optional(), d
 export type Ack = z.infer<typeof ack>;
 export const Ack = codec('Ack', ack);
 
-export const chatMessage = z.object({ role: z.enum(['system', 'user', 'assistant', 'tool', 'developer']), content: z.string() });
+/** A JSON object of any content (tools, response_format, tool calls, logprobs): passed on as it came. */
+const jsonObject = z.record(z.unknown());
+
+/**
+ * One chat message as the client sent it (OpenAI/vLLM shape): content is a string, an array of content parts
+ * (`{type: 'text', text}`, images...) or null (an assistant turn that only called tools). Fields other than
+ * these pass through unchanged to the engine's chat template.
+ */
+export const chatMessage = z
+  .object({
+    role: z.enum(['system', 'user', 'assistant', 'tool', 'developer']),
+    content: z.union([z.string(), z.array(jsonObject), z.null()]).optional(),
+    name: z.string().max(256).optional(),
+    tool_calls: z.array(jsonObject).optional(),
+    tool_call_id: z.string().max(256).optional(),
+  })
+  .passthrough();
+export type ChatMessageT = z.infer<typeof chatMessage>;
+
+const finiteNum = z.number().finite();
+const tokenIds = z.array(int);
+/**
+ * The request parameters of vLLM's OpenAI server (/v1/completions and /v1/chat/completions) that the gateway
+ * carries to the engine unchanged, under vLLM's own names (vllm/entrypoints/openai/protocol.py). Structural
+ * fields (model, prompt, messages, max_tokens, stream, stream_options) and the ones the cluster itself reads
+ * (min_tokens, ignore_eos, temperature) travel as InferenceRequest fields instead. Unknown names are refused:
+ * the gateway answers 400 naming them rather than dropping them.
+ */
+export const engineParams = z
+  .object({
+    // OpenAI sampling
+    top_p: finiteNum.optional(),
+    frequency_penalty: finiteNum.optional(),
+    presence_penalty: finiteNum.optional(),
+    logit_bias: z.record(finiteNum).optional(),
+    seed: z.number().int().optional(),
+    stop: z.union([z.string(), z.array(z.string()).max(64)]).optional(),
+    /** completions: an integer (top alternatives per token); chat: a boolean (with top_logprobs). */
+    logprobs: z.union([z.boolean(), int]).optional(),
+    top_logprobs: int.optional(),
+    echo: z.boolean().optional(),
+    user: z.string().max(256).optional(),
+    response_format: jsonObject.optional(),
+    // chat: tools
+    tools: z.array(jsonObject).optional(),
+    tool_choice: z.union([z.string(), jsonObject]).optional(),
+    parallel_tool_calls: z.boolean().optional(),
+    reasoning_effort: z.string().max(32).optional(),
+    include_reasoning: z.boolean().optional(),
+    // vLLM sampling extras
+    top_k: z.number().int().optional(),
+    min_p: finiteNum.optional(),
+    repetition_penalty: finiteNum.optional(),
+    length_penalty: finiteNum.optional(),
+    stop_token_ids: tokenIds.optional(),
+    include_stop_str_in_output: z.boolean().optional(),
+    skip_special_tokens: z.boolean().optional(),
+    spaces_between_special_tokens: z.boolean().optional(),
+    truncate_prompt_tokens: z.number().int().positive().optional(),
+    allowed_token_ids: tokenIds.optional(),
+    bad_words: z.array(z.string()).optional(),
+    // vLLM extras
+    add_special_tokens: z.boolean().optional(),
+    add_generation_prompt: z.boolean().optional(),
+    continue_final_message: z.boolean().optional(),
+    documents: z.array(jsonObject).optional(),
+    chat_template: z.string().optional(),
+    chat_template_kwargs: jsonObject.optional(),
+    mm_processor_kwargs: jsonObject.optional(),
+    guided_json: z.union([z.string(), jsonObject]).optional(),
+    guided_regex: z.string().optional(),
+    guided_choice: z.array(z.string()).optional(),
+    guided_grammar: z.string().optional(),
+    structural_tag: z.string().optional(),
+    guided_decoding_backend: z.string().max(64).optional(),
+    guided_whitespace_pattern: z.string().optional(),
+    priority: z.number().int().optional(),
+    request_id: z.string().max(256).optional(),
+    logits_processors: z.array(z.unknown()).optional(),
+    return_tokens_as_token_ids: z.boolean().optional(),
+    cache_salt: z.string().min(1).optional(),
+    vllm_xargs: z.record(z.union([z.string(), finiteNum])).optional(),
+  })
+  .strict();
+export type EngineParams = z.infer<typeof engineParams>;
+/** parameters only /v1/chat/completions accepts (vLLM's ChatCompletionRequest). */
+export const CHAT_ONLY_PARAMS: readonly (keyof EngineParams)[] = [
+  'top_logprobs', 'tools', 'tool_choice', 'parallel_tool_calls', 'reasoning_effort', 'include_reasoning', 'bad_words',
+  'add_generation_prompt', 'continue_final_message', 'documents', 'chat_template', 'chat_template_kwargs',
+  'mm_processor_kwargs', 'structural_tag',
+];
 
 /** A client request as it travels gateway -> cluster -> pool -> instance. */
 export const inferenceRequest = z.object({
@@ -47,6 +137,8 @@ export const inferenceRequest = z.object({
   minTokens: int.optional(),
   ignoreEos: z.boolean().optional(),
   temperature: z.number().finite().optional(),
+  /** every other parameter of the client's request, for the engine (see engineParams). */
+  params: engineParams.optional(),
   tenant: z.string().max(128).optional(),
   /** wall time the gateway accepted it (ms since epoch). */
   arrivalMs: nonneg,
@@ -71,6 +163,44 @@ export const inferenceRequest = z.object({
 export type InferenceRequest = z.infer<typeof inferenceRequest>;
 export const InferenceRequest = codec('InferenceRequest', inferenceRequest);
 
+/**
+ * Ask an instance to count a prompt with its engine's tokenizer (vLLM's /tokenize; chat: the chat template
+ * applied). `params` carries the template's options (add_generation_prompt, tools, chat_template...).
+ */
+export const tokenizeRequest = z.object({
+  v,
+  model: z.string().min(1).max(256),
+  prompt: z.union([z.string(), z.array(int)]).optional(),
+  messages: z.array(chatMessage).optional(),
+  params: engineParams.optional(),
+  /** also return the token ids (the gateway's /tokenize); counting alone does not need them. */
+  returnTokens: z.boolean().optional(),
+  returnTokenStrs: z.boolean().optional(),
+});
+export type TokenizeRequest = z.infer<typeof tokenizeRequest>;
+export const TokenizeRequest = codec('TokenizeRequest', tokenizeRequest);
+
+export const tokenizeReply = z.object({
+  v,
+  ok: z.boolean(),
+  count: int.optional(),
+  /** the engine's context length (vLLM max_model_len). */
+  maxModelLen: int.optional(),
+  tokens: z.array(int).optional(),
+  tokenStrs: z.array(z.string()).optional(),
+  error: wireError.optional(),
+});
+export type TokenizeReply = z.infer<typeof tokenizeReply>;
+export const TokenizeReply = codec('TokenizeReply', tokenizeReply);
+
+/** Token ids back to text with the engine's tokenizer (vLLM's /detokenize). */
+export const detokenizeRequest = z.object({ v, model: z.string().min(1).max(256), tokens: z.array(int).max(1 << 20) });
+export type DetokenizeRequest = z.infer<typeof detokenizeRequest>;
+export const DetokenizeRequest = codec('DetokenizeRequest', detokenizeRequest);
+export const detokenizeReply = z.object({ v, ok: z.boolean(), prompt: z.string().optional(), error: wireError.optional() });
+export type DetokenizeReply = z.infer<typeof detokenizeReply>;
+export const DetokenizeReply = codec('DetokenizeReply', detokenizeReply);
+
 /** Answer to intake/dispatch/admit: accepted (tokens will follow on streamSubject) or refused. */
 export const admission = z.object({
   v,
@@ -93,6 +223,10 @@ export const usage = z.object({
 });
 export type Usage = z.infer<typeof usage>;
 
+/** Why a stream ended: OpenAI's reasons ('stop', 'length', 'tool_calls'), or the cluster's ('error', 'cancelled'). */
+export const FINISH_REASONS = ['stop', 'length', 'tool_calls', 'error', 'cancelled'] as const;
+export type FinishReasonT = (typeof FINISH_REASONS)[number];
+
 /** One piece of a token stream; the last one has `done: true` (with usage) or an `error`. */
 export const tokenChunk = z.object({
   v,
@@ -101,7 +235,15 @@ export const tokenChunk = z.object({
   text: z.string(),
   tokens: int,
   done: z.boolean().optional(),
-  finishReason: z.enum(['stop', 'length', 'error', 'cancelled']).optional(),
+  finishReason: z.enum(FINISH_REASONS).optional(),
+  /** vLLM's stop_reason on the final chunk: the stop string or stop token id that ended the output, or null. */
+  stopReason: z.union([z.string(), z.number().int(), z.null()]).optional(),
+  /** the engine's logprobs object for this chunk's tokens, as it sent it (completions or chat shape). */
+  logprobs: jsonObject.optional(),
+  /** the engine's tool call deltas of this chunk (chat: delta.tool_calls), as it sent them. */
+  toolCalls: z.array(jsonObject).optional(),
+  /** reasoning text of this chunk (vLLM's delta.reasoning_content, with a reasoning parser). */
+  reasoning: z.string().optional(),
   usage: usage.optional(),
   error: wireError.optional(),
   instance: z.string().max(128).optional(),
@@ -121,7 +263,7 @@ export type TokenChunk = z.infer<typeof tokenChunk>;
 // for the common shapes; anything it does not vouch for (an error field, unknown keys, any doubt) returns
 // false and goes through zod (protocols/codec.ts FastCheck). Checked against zod by protocols-fast.test.ts.
 const ID_RE = /^[A-Za-z0-9_-]+$/;
-const FINISH = new Set(['stop', 'length', 'error', 'cancelled']);
+const FINISH = new Set<string>(FINISH_REASONS);
 const TYPES = new Set<unknown>(REQUEST_TYPES);
 const ENERGY_SOURCES = new Set(['measured', 'modelled']);
 const isInt = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 0;
@@ -328,5 +470,5 @@ export const ClusterStatus = codec('ClusterStatus', clusterStatus);
 /** All codecs, for round-trip tests and the garbage-payload tests. */
 export const ALL_CODECS = {
   Ack, InferenceRequest, Admission, TokenChunk, Cancel, Heartbeat, InstanceTelemetry, RequestRecord,
-  DecisionEvent, StatusRequest, ClusterStatus,
+  DecisionEvent, StatusRequest, ClusterStatus, TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply,
 } as const;

@@ -39,6 +39,10 @@ export const subjects = {
   stream: (requestId: string) => `${ROOT}.stream.${token(requestId, 'request id')}`,
   /** gateway -> whoever holds the request: Cancel. */
   cancel: (requestId: string) => `${ROOT}.cancel.${token(requestId, 'request id')}`,
+  /** gateway -> instance managers (queue group TOKENIZER_QUEUE): TokenizeRequest -> TokenizeReply. */
+  tokenize: () => `${ROOT}.tokenize`,
+  /** gateway -> instance managers (queue group TOKENIZER_QUEUE): DetokenizeRequest -> DetokenizeReply. */
+  detokenize: () => `${ROOT}.detokenize`,
   /** Heartbeat of one actor. */
   heartbeat: (kind: ActorKind, id: string) => `${ROOT}.hb.${kind}.${token(id)}`,
   heartbeatAll: () => `${ROOT}.hb.>`,
@@ -56,6 +60,7 @@ export const subjects = {
 } as const;
 
 export const CLUSTER_INTAKE_QUEUE = 'cluster-intake';
+export const TOKENIZER_QUEUE = 'tokenizer';
 
 export const EVENT_KINDS = ['scale', 'merge', 'reshard', 'clock', 'emergency', 'instance', 'lease', 'failure', 'plan'] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];

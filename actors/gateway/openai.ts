@@ -7,7 +7,7 @@
  * ('measured' on a GPU counter, or 'modelled' for an emulated GPU).
  */
 import type { ErrorCode } from '../../protocols/errors.ts';
-import type { Usage } from '../../protocols/messages.ts';
+import { CHAT_ONLY_PARAMS, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
 
 /** An error the gateway answers with; `status` is the HTTP status, `type`/`code` go into the JSON body. */
 export class HttpError extends Error {
@@ -63,10 +63,7 @@ export function httpErrorOfWire(code: ErrorCode | string, message: string, retry
 
 export type ApiKind = 'completion' | 'chat';
 
-export interface ChatMessageIn {
-  role: 'system' | 'user' | 'assistant' | 'tool' | 'developer';
-  content: string;
-}
+export type ChatMessageIn = ChatMessageT;
 
 /** A validated OpenAI request, normalised. */
 export interface ParsedRequest {
@@ -79,6 +76,8 @@ export interface ParsedRequest {
   minTokens?: number;
   ignoreEos?: boolean;
   temperature?: number;
+  /** every other parameter, for the engine unchanged (vLLM's names). */
+  params?: EngineParams;
   stream: boolean;
   includeUsage: boolean;
   user?: string;
@@ -98,7 +97,6 @@ export const DEFAULT_LIMITS: ValidationLimits = {
   defaultMaxTokensChat: 256,
 };
 
-const ROLES = new Set(['system', 'user', 'assistant', 'tool', 'developer']);
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 const isInt = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x);
 
@@ -117,22 +115,25 @@ function optBool(body: Record<string, unknown>, name: string): boolean | undefin
   return v;
 }
 
-/** Flattens a chat message content (string, or an array of {type:'text', text} parts). */
-function contentText(c: unknown, i: number): string {
-  if (typeof c === 'string') return c;
-  if (c === null || c === undefined) return '';
-  if (Array.isArray(c)) {
-    return c
-      .map((part, j) => {
-        if (!isObj(part) || part.type !== 'text' || typeof part.text !== 'string') {
-          throw badRequest(`messages[${i}].content[${j}]: only {type:'text', text} parts are supported`, `messages[${i}].content`);
-        }
-        return part.text;
-      })
-      .join('');
-  }
-  throw badRequest(`messages[${i}].content must be a string or an array of text parts`, `messages[${i}].content`);
-}
+/** Fields the gateway reads itself; every other field is an engine parameter (engineParams). */
+const STRUCTURAL = new Set([
+  'model', 'prompt', 'messages', 'max_tokens', 'max_completion_tokens', 'stream', 'stream_options', 'n', 'min_tokens',
+  'ignore_eos', 'temperature',
+]);
+
+/**
+ * Parameters vLLM accepts that this cluster cannot honour, with the reason the 400 gives: the cluster streams
+ * one choice per request from the engine and relays it (no beam search, no several choices, no prompt
+ * logprobs, which vLLM only returns without streaming, no disaggregated-prefill hand-over).
+ */
+const REFUSED: Record<string, (v: unknown) => string | null> = {
+  best_of: (v) => (v === 1 ? null : 'best_of other than 1 is not supported: the cluster streams one choice per request'),
+  use_beam_search: (v) => (v === false ? null : 'use_beam_search is not supported: the cluster streams one choice per request'),
+  prompt_logprobs: () => 'prompt_logprobs is not supported: the cluster streams from the engine, and vLLM returns prompt logprobs only without streaming',
+  prompt_embeds: () => 'prompt_embeds is not supported: send the prompt as text or token ids',
+  suffix: () => 'suffix is not supported (vLLM does not support it either)',
+  kv_transfer_params: () => 'kv_transfer_params is not supported: the cluster does not run disaggregated prefill',
+};
 
 /** Validates the decoded JSON body of /v1/completions or /v1/chat/completions. Throws HttpError(400). */
 export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: ValidationLimits = DEFAULT_LIMITS): ParsedRequest {
@@ -141,7 +142,7 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   if (typeof model !== 'string' || model.length === 0) throw badRequest("'model' is required and must be a non-empty string", 'model');
   if (model.length > 256) throw badRequest("'model' is too long", 'model');
   const n = optInt(body, 'n', 1, 1_000_000);
-  if (n !== undefined && n !== 1) throw badRequest("only n=1 is supported", 'n');
+  if (n !== undefined && n !== 1) throw badRequest("'n' other than 1 is not supported: the cluster streams one choice per request; send n requests", 'n');
   const maxTokens =
     (kind === 'chat' ? optInt(body, 'max_completion_tokens', 1, limits.maxTokensLimit) : undefined) ??
     optInt(body, 'max_tokens', 1, limits.maxTokensLimit) ??
@@ -158,10 +159,15 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   if (so !== undefined && so !== null) {
     if (!isObj(so)) throw badRequest("'stream_options' must be an object", 'stream_options');
     if (!stream) throw badRequest("'stream_options' is only allowed when 'stream' is true", 'stream_options');
+    for (const k of Object.keys(so)) {
+      if (k === 'include_usage') continue;
+      if (k === 'continuous_usage_stats' && (so[k] === false || so[k] === null)) continue;
+      throw badRequest(`'stream_options.${k}' is not supported (only include_usage)`, `stream_options.${k}`);
+    }
     includeUsage = optBool(so, 'include_usage') ?? false;
   }
-  const user = body.user;
-  if (user !== undefined && typeof user !== 'string') throw badRequest("'user' must be a string", 'user');
+  const params = parseEngineParams(kind, body);
+  const user = params?.user;
   const out: ParsedRequest = {
     kind,
     model,
@@ -171,8 +177,9 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
     minTokens,
     ignoreEos: optBool(body, 'ignore_eos'),
     temperature: typeof t === 'number' ? t : undefined,
-    user: typeof user === 'string' ? user.slice(0, 128) : undefined,
+    user: user !== undefined ? user.slice(0, 128) : undefined,
   };
+  if (params) out.params = params;
   if (kind === 'completion') {
     const p = body.prompt;
     if (typeof p === 'string') out.prompt = p;
@@ -185,17 +192,51 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
     const m = body.messages;
     if (!Array.isArray(m) || m.length === 0) throw badRequest("'messages' is required and must be a non-empty array", 'messages');
     out.messages = m.map((msg, i) => {
-      if (!isObj(msg)) throw badRequest(`messages[${i}] must be an object`, 'messages');
-      if (typeof msg.role !== 'string' || !ROLES.has(msg.role)) {
-        throw badRequest(`messages[${i}].role must be one of ${[...ROLES].join(', ')}`, `messages[${i}].role`);
+      const r = chatMessage.safeParse(msg);
+      if (!r.success) {
+        const issue = r.error.issues[0]!;
+        const where = [`messages[${i}]`, ...issue.path.map(String)].join('.');
+        throw badRequest(`${where}: ${issue.message}`, where.startsWith(`messages[${i}].`) ? where : `messages[${i}]`);
       }
-      return { role: msg.role as ChatMessageIn['role'], content: contentText(msg.content, i) };
+      return r.data;
     });
   }
   return out;
 }
 
-export type FinishReason = 'stop' | 'length' | 'error' | 'cancelled';
+/** The engine parameters of a request body: everything but the structural fields, checked against vLLM's names and types. */
+function parseEngineParams(kind: ApiKind, body: Record<string, unknown>): EngineParams | undefined {
+  const rest: Record<string, unknown> = {};
+  let any = false;
+  for (const [k, v] of Object.entries(body)) {
+    if (STRUCTURAL.has(k) || v === null || v === undefined) continue;
+    const refused = REFUSED[k]?.(v);
+    if (refused) throw badRequest(refused, k);
+    if (REFUSED[k]) continue; // the default value of a refused parameter: nothing to carry
+    if (kind === 'completion' && (CHAT_ONLY_PARAMS as readonly string[]).includes(k)) {
+      throw badRequest(`'${k}' is a chat parameter: use /v1/chat/completions`, k);
+    }
+    rest[k] = v;
+    any = true;
+  }
+  if (!any) return undefined;
+  const r = engineParams.safeParse(rest);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    if (issue.code === 'unrecognized_keys') {
+      const k = issue.keys[0]!;
+      throw badRequest(`unsupported parameter '${k}': vLLM's OpenAI server does not accept it, and this gateway does not drop parameters silently`, k);
+    }
+    const where = issue.path.map(String).join('.');
+    throw badRequest(`'${where}': ${issue.message}`, where);
+  }
+  const p = r.data;
+  if (kind === 'completion' && typeof p.logprobs === 'boolean') throw badRequest("'logprobs' must be an integer on /v1/completions", 'logprobs');
+  if (kind === 'chat' && typeof p.logprobs === 'number') throw badRequest("'logprobs' must be a boolean on /v1/chat/completions (with top_logprobs)", 'logprobs');
+  return p;
+}
+
+export type FinishReason = FinishReasonT;
 
 export interface UsageOut {
   prompt_tokens: number;
@@ -219,59 +260,119 @@ export function usageOut(u: Usage | undefined, promptTokens: number, completionT
   };
 }
 
-/** OpenAI only knows stop/length; an engine-side cancel or error never reaches a finished response. */
-const finishOut = (f: FinishReason | undefined): 'stop' | 'length' => (f === 'length' ? 'length' : 'stop');
+/** What the engine answered, gathered from the token stream (everything but usage). */
+export interface ChoiceOut {
+  text: string;
+  finish?: FinishReason;
+  /** vLLM's stop_reason: the stop string / token id that ended the output, or null. */
+  stopReason?: string | number | null;
+  logprobs?: Record<string, unknown>;
+  toolCalls?: Record<string, unknown>[];
+  reasoning?: string;
+}
 
-export function completionResponse(id: string, created: number, model: string, text: string, finish: FinishReason | undefined, usage: UsageOut) {
+/** An engine-side cancel or error never reaches a finished response. */
+const finishOut = (f: FinishReason | undefined): 'stop' | 'length' | 'tool_calls' => (f === 'length' || f === 'tool_calls' ? f : 'stop');
+
+/**
+ * Concatenates the logprobs of consecutive chunks: completions ({tokens, token_logprobs, top_logprobs,
+ * text_offset}: each list appended) or chat ({content: [...]}: appended).
+ */
+export function mergeLogprobs(acc: Record<string, unknown> | undefined, next: Record<string, unknown>): Record<string, unknown> {
+  if (!acc) return { ...next, ...Object.fromEntries(Object.entries(next).filter(([, v]) => Array.isArray(v)).map(([k, v]) => [k, [...(v as unknown[])]])) };
+  for (const [k, v] of Object.entries(next)) {
+    if (Array.isArray(v) && Array.isArray(acc[k])) (acc[k] as unknown[]).push(...v);
+    else if (!(k in acc)) acc[k] = v;
+  }
+  return acc;
+}
+
+/** Folds tool call deltas (OpenAI streaming: by `index`; id/type/name once, arguments in pieces) into whole calls. */
+export function mergeToolCalls(acc: Record<string, unknown>[], deltas: readonly Record<string, unknown>[]): void {
+  for (const d of deltas) {
+    const i = typeof d.index === 'number' ? d.index : acc.length;
+    const cur = (acc[i] ??= { id: undefined, type: 'function', function: { name: '', arguments: '' } });
+    if (typeof d.id === 'string') cur.id = d.id;
+    if (typeof d.type === 'string') cur.type = d.type;
+    const f = d.function as { name?: unknown; arguments?: unknown } | undefined;
+    const cf = cur.function as { name: string; arguments: string };
+    if (typeof f?.name === 'string') cf.name += f.name;
+    if (typeof f?.arguments === 'string') cf.arguments += f.arguments;
+  }
+}
+
+export function completionResponse(id: string, created: number, model: string, c: ChoiceOut, usage: UsageOut) {
   return {
     id: `cmpl-${id}`,
     object: 'text_completion' as const,
     created,
     model,
-    choices: [{ index: 0, text, logprobs: null, finish_reason: finishOut(finish) }],
+    choices: [{ index: 0, text: c.text, logprobs: c.logprobs ?? null, finish_reason: finishOut(c.finish), stop_reason: c.stopReason ?? null }],
     usage,
   };
 }
 
-export function chatResponse(id: string, created: number, model: string, text: string, finish: FinishReason | undefined, usage: UsageOut) {
+export function chatResponse(id: string, created: number, model: string, c: ChoiceOut, usage: UsageOut) {
+  const calls = c.toolCalls?.filter(Boolean) ?? [];
+  const message: Record<string, unknown> = {
+    role: 'assistant' as const,
+    content: calls.length > 0 && c.text === '' ? null : c.text,
+    refusal: null,
+    tool_calls: calls,
+  };
+  if (c.reasoning !== undefined) message.reasoning_content = c.reasoning;
   return {
     id: `chatcmpl-${id}`,
     object: 'chat.completion' as const,
     created,
     model,
-    choices: [{ index: 0, message: { role: 'assistant' as const, content: text, refusal: null }, logprobs: null, finish_reason: finishOut(finish) }],
+    choices: [{ index: 0, message, logprobs: c.logprobs ?? null, finish_reason: finishOut(c.finish), stop_reason: c.stopReason ?? null }],
     usage,
   };
 }
 
-/** One SSE data chunk. `text` undefined with `finish` set is the closing chunk; role is sent on the first chat chunk. */
+/** What one SSE event carries: a piece of the answer, or (with `finish`) the closing event. */
+export interface StreamPart {
+  text?: string;
+  finish?: FinishReason;
+  stopReason?: string | number | null;
+  first?: boolean;
+  tokens?: number;
+  logprobs?: Record<string, unknown>;
+  toolCalls?: Record<string, unknown>[];
+  reasoning?: string;
+}
+
 /**
- * One SSE event. `tokens` > 1 (a coalesced chunk, engine.streamCoalesceMs) adds the non-OpenAI field
- * `dynamollm_tokens` (how many tokens `text` holds; OpenAI clients ignore unknown fields) so a client can
- * count per-token latency (src/telemetry/replay.ts).
+ * One SSE event, shaped like vLLM's chunk. `tokens` > 1 (a coalesced chunk, engine.streamCoalesceMs) adds the
+ * non-OpenAI field `dynamollm_tokens` (how many tokens `text` holds; OpenAI clients ignore unknown fields) so a
+ * client can count per-token latency (src/telemetry/replay.ts). The role is sent on the first chat chunk.
  */
-export function streamChunk(kind: ApiKind, id: string, created: number, model: string, part: { text?: string; finish?: FinishReason; first?: boolean; tokens?: number }) {
+export function streamChunk(kind: ApiKind, id: string, created: number, model: string, part: StreamPart) {
   const finish_reason = part.finish ? finishOut(part.finish) : null;
   const extra = part.tokens !== undefined && part.tokens > 1 ? { dynamollm_tokens: part.tokens } : {};
+  const stop = part.finish ? { stop_reason: part.stopReason ?? null } : {};
   if (kind === 'completion') {
     return {
       id: `cmpl-${id}`,
       object: 'text_completion' as const,
       created,
       model,
-      choices: [{ index: 0, text: part.text ?? '', logprobs: null, finish_reason }],
+      choices: [{ index: 0, text: part.text ?? '', logprobs: part.logprobs ?? null, finish_reason, ...stop }],
       ...extra,
     };
   }
-  const delta: Record<string, string> = {};
+  const delta: Record<string, unknown> = {};
   if (part.first) delta.role = 'assistant';
-  if (part.text !== undefined) delta.content = part.text;
+  if (part.text !== undefined && (part.text !== '' || !part.toolCalls)) delta.content = part.text;
+  if (part.reasoning !== undefined) delta.reasoning_content = part.reasoning;
+  if (part.toolCalls) delta.tool_calls = part.toolCalls;
   return {
     id: `chatcmpl-${id}`,
     object: 'chat.completion.chunk' as const,
     created,
     model,
-    choices: [{ index: 0, delta, logprobs: null, finish_reason }],
+    choices: [{ index: 0, delta, logprobs: part.logprobs ?? null, finish_reason, ...stop }],
     ...extra,
   };
 }

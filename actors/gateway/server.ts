@@ -21,8 +21,8 @@ import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
-  HttpError, badRequest, chatResponse, completionResponse, httpErrorOfWire, parseOpenAiRequest,
-  streamChunk, usageChunk, usageOut, DEFAULT_LIMITS, type ApiKind, type FinishReason, type ParsedRequest, type ValidationLimits,
+  HttpError, badRequest, chatResponse, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
+  streamChunk, usageChunk, usageOut, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
 import { countPromptTokens } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
@@ -338,6 +338,7 @@ export class GatewayServer {
     if (parsed.minTokens !== undefined) ir.minTokens = parsed.minTokens;
     if (parsed.ignoreEos !== undefined) ir.ignoreEos = parsed.ignoreEos;
     if (parsed.temperature !== undefined) ir.temperature = parsed.temperature;
+    if (parsed.params !== undefined) ir.params = parsed.params;
     if (parsed.user !== undefined) ir.tenant = parsed.user;
 
     const ac = new AbortController();
@@ -369,13 +370,16 @@ export class GatewayServer {
   }
 
   private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController): Promise<void> {
-    let text = '';
+    const out: ChoiceOut = { text: '' };
     let tokens = 0;
     let last: TokenChunk | undefined;
     try {
       for await (const c of stream) {
         if (c.error) return this.sendError(res, route, httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
-        text += c.text;
+        out.text += c.text;
+        if (c.logprobs) out.logprobs = mergeLogprobs(out.logprobs, c.logprobs);
+        if (c.toolCalls) mergeToolCalls((out.toolCalls ??= []), c.toolCalls);
+        if (c.reasoning !== undefined) out.reasoning = (out.reasoning ?? '') + c.reasoning;
         tokens += c.tokens;
         last = c;
         if (c.done) break;
@@ -389,55 +393,61 @@ export class GatewayServer {
     if (last.finishReason === 'error' || last.finishReason === 'cancelled') {
       return this.sendError(res, route, new HttpError(503, `request ended early (${last.finishReason})`, 'service_unavailable', last.finishReason, null, 1));
     }
+    out.finish = last.finishReason;
+    out.stopReason = last.stopReason;
     const usage = usageOut(last.usage, inputTokens, tokens);
-    const body = p.kind === 'chat' ? chatResponse(id, created, p.model, text, last.finishReason, usage) : completionResponse(id, created, p.model, text, last.finishReason, usage);
+    const body = p.kind === 'chat' ? chatResponse(id, created, p.model, out, usage) : completionResponse(id, created, p.model, out, usage);
     this.sendJson(res, route, 200, body);
   }
 
+  /**
+   * Relays the token stream as SSE, framed as vLLM does (`data: <json>\n\n`, `data: [DONE]\n\n` at the end).
+   * The status line waits for the first chunk: a request that fails before its first token gets an HTTP error
+   * status and an error body, not a 200 stream. A failure after it is an error event, then the end (no [DONE]).
+   */
   private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController): Promise<void> {
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
-    this.count(route, 200);
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
+      this.count(route, 200);
+    };
     const send = (obj: unknown) => {
+      start();
       if (!res.writableEnded) res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    };
+    /** before the first byte: an HTTP error; after: an error event and the end of the stream. */
+    const fail = (e: HttpError) => {
+      if (!started) return this.sendError(res, route, e);
+      send({ error: { ...e.body().error, retryable: e.retryable } });
+      res.end();
     };
     let first = true;
     let tokens = 0;
     try {
       for await (const c of stream) {
         if (ac.signal.aborted) return;
-        if (c.error) {
-          // mid-stream failure: an OpenAI-style error event, then close (no [DONE]: the answer is incomplete)
-          const e = httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS);
-          send({ error: { ...e.body().error, retryable: c.error.retryable } });
-          res.end();
-          return;
+        if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
+        if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
+          return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
         }
         tokens += c.tokens;
-        if (c.text.length > 0 || (first && p.kind === 'chat')) {
-          send(streamChunk(p.kind, id, created, p.model, { text: c.text, first, tokens: c.tokens }));
+        if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined || (first && p.kind === 'chat')) {
+          send(streamChunk(p.kind, id, created, p.model, { text: c.text, first, tokens: c.tokens, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning }));
           first = false;
         }
         if (c.done) {
-          if (c.finishReason === 'error' || c.finishReason === 'cancelled') {
-            send({ error: { message: `request ended early (${c.finishReason})`, type: 'service_unavailable', param: null, code: c.finishReason, retryable: true } });
-            res.end();
-            return;
-          }
-          send(streamChunk(p.kind, id, created, p.model, { finish: (c.finishReason ?? 'stop') as FinishReason, first }));
+          send(streamChunk(p.kind, id, created, p.model, { finish: c.finishReason ?? 'stop', stopReason: c.stopReason, first }));
           if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOut(c.usage, inputTokens, tokens)));
           res.end('data: [DONE]\n\n');
           return;
         }
       }
-      if (!ac.signal.aborted) {
-        send({ error: { message: 'token stream ended without a final chunk', type: 'internal_error', param: null, code: 'incomplete_stream', retryable: true } });
-        res.end();
-      }
+      if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
     } catch (err) {
       if (ac.signal.aborted) return;
-      const e = toHttp(err);
-      send({ error: { ...e.body().error, retryable: e.retryable } });
-      res.end();
+      fail(toHttp(err));
     }
   }
 

@@ -9,7 +9,7 @@ import { countChatTokens, countTextTokens } from '../../src/engine/emulator/text
 import type { ChatMessageIn } from './openai.ts';
 
 export function countPromptTokens(prompt: string | number[] | undefined, messages?: readonly ChatMessageIn[]): number {
-  if (messages) return countChatTokens(messages);
+  if (messages) return countChatTokens(messages.map((m) => ({ content: typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((x) => (typeof x.text === 'string' ? x.text : '')).join('') : '' })));
   if (Array.isArray(prompt)) return prompt.length;
   return countTextTokens(prompt ?? '');
 }

@@ -18,7 +18,8 @@ import {
   type InstanceCommand as InstanceCommandT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
-import type { Engine } from '../../src/engine/engine.ts';
+import type { Engine, EngineChunk } from '../../src/engine/engine.ts';
+import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { GpuControl } from '../../src/gpu/index.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
@@ -245,6 +246,7 @@ export class InstanceManager {
     const type = req.type;
     const base = { v: 1 as const, id: req.id, instance: this.id, pool: this.pool, type: req.type };
     let finishReason: string | undefined;
+    let stopReason: string | number | null | undefined;
     let usage: { promptTokens: number; completionTokens: number; energyJoules?: number } | undefined;
     let completion = 0;
     const remainingMs = Math.max(1000, req.giveUpAtMs - Date.now());
@@ -275,6 +277,7 @@ export class InstanceManager {
           minTokens: req.minTokens,
           ignoreEos: req.ignoreEos,
           temperature: req.temperature,
+          params: req.params,
           requestId: req.id,
           timeoutMs: remainingMs,
         },
@@ -282,9 +285,15 @@ export class InstanceManager {
       );
       for await (const ch of it) {
         if (ch.usage) usage = ch.usage;
-        if (ch.finishReason) finishReason = ch.finishReason;
-        if (ch.text === '' && !ch.finishReason) continue;
-        if (ch.text === '' && ch.usage) continue;
+        if (ch.finishReason) {
+          finishReason = ch.finishReason;
+          stopReason = ch.stopReason;
+        }
+        // what the client sees besides text (logprobs, tool calls, reasoning) travels with the chunk, uncoalesced
+        const extra = chunkExtras(ch);
+        if (ch.text === '' && !extra) {
+          if (!ch.finishReason || ch.usage) continue;
+        }
         // an engine event may hold k tokens (the engine's stream interval); `offs` says when the engine made
         // each, ms after the first of them, and the last of them arrived now
         const k = ch.tokens ?? 1;
@@ -317,12 +326,13 @@ export class InstanceManager {
         }
         if (r.seq === 0 && !pend) {
           // the first token goes at once: coalescing never delays TTFT
-          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ttftMs: Math.max(0, r.firstTokenMs! - req.arrivalMs) };
+          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ttftMs: Math.max(0, r.firstTokenMs! - req.arrivalMs), ...extra };
           if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
           this.#pushSample(this.#ttfts, chunk.ttftMs!);
           this.#bus.publish(req.streamSubject, TokenChunk, chunk);
-        } else if (coalesceMs <= 0) {
-          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k };
+        } else if (coalesceMs <= 0 || extra) {
+          flush();
+          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ...extra };
           if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
           this.#bus.publish(req.streamSubject, TokenChunk, chunk);
         } else {
@@ -346,7 +356,8 @@ export class InstanceManager {
         text: '',
         tokens: 0,
         done: true,
-        finishReason: finishReason === 'length' ? 'length' : 'stop',
+        finishReason: finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop',
+        stopReason: stopReason ?? null,
         usage: { promptTokens: usage?.promptTokens ?? req.inputTokens, completionTokens: usage?.completionTokens ?? completion, energyJ, energySource },
       });
       this.#record(req, type, 'ok', r, usage?.completionTokens ?? completion, energyJ, energySource);
@@ -354,11 +365,14 @@ export class InstanceManager {
     } catch (err) {
       flush(); // tokens already produced reach the client before the error chunk, in order
       const aborted = r.ac.signal.aborted;
+      // the wire message reaches the client: the engine's own words for a refused request, nothing internal
+      // (instance ids, URLs) otherwise; the details go to this log
+      if (!aborted) this.#log.warn({ id: req.id, err: (err as Error)?.message ?? String(err) }, 'engine call failed');
       const w: WireError = aborted
         ? toWireError(r.ac.signal.reason)
         : (err as { retryable?: boolean })?.retryable === false
-          ? { code: 'invalid_request', message: `instance ${this.id}: ${(err as Error)?.message ?? String(err)}`, retryable: false }
-          : { code: 'engine_crashed', message: `instance ${this.id}: ${(err as Error)?.message ?? String(err)}`, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS };
+          ? { code: 'invalid_request', message: err instanceof EngineHttpError ? err.engineMessage : 'the engine refused the request', retryable: false }
+          : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS };
       this.#running.delete(req.id);
       this.#finishWithError(req, r.seq, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
       return;
@@ -833,4 +847,14 @@ export class InstanceManager {
     })();
     return this.#stopping;
   }
+}
+
+/** The parts of an engine event besides text that the client must get (logprobs, tool calls, reasoning), or null. */
+function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> | null {
+  if (!ch.logprobs && !ch.toolCalls && ch.reasoning === undefined) return null;
+  const x: Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> = {};
+  if (ch.logprobs) x.logprobs = ch.logprobs;
+  if (ch.toolCalls) x.toolCalls = ch.toolCalls;
+  if (ch.reasoning !== undefined) x.reasoning = ch.reasoning;
+  return x;
 }

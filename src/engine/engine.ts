@@ -14,9 +14,11 @@ export type { EngineMetrics, Histogram } from './metrics-parse.ts';
  */
 export type EngineState = 'created' | 'starting' | 'ready' | 'sleeping' | 'restarting' | 'stopping' | 'stopped' | 'failed';
 
+/** A chat message as the client sent it (content: text, content parts, or null); other fields pass through. */
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | 'tool' | 'developer';
-  content: string;
+  content?: string | Record<string, unknown>[] | null;
+  [field: string]: unknown;
 }
 
 export interface EngineCompletionRequest {
@@ -33,10 +35,31 @@ export interface EngineCompletionRequest {
   /** keep generating past EOS up to maxTokens (vLLM ignore_eos), for exact output lengths. */
   ignoreEos?: boolean;
   temperature?: number;
+  /**
+   * every other OpenAI/vLLM request parameter (vLLM's names: stop, seed, logprobs, tools, response_format,
+   * priority...), sent to the engine unchanged.
+   */
+  params?: Record<string, unknown>;
   /** engine-side request id (vLLM echoes it in the X-Request-Id header); for logs. */
   requestId?: string;
   /** total deadline of the call, ms; default EngineConfig.requestTimeoutMs (600 000). */
   timeoutMs?: number;
+}
+
+export interface EngineTokenizeRequest {
+  model: string;
+  prompt?: string | number[];
+  chat?: ChatMessage[];
+  /** vLLM's tokenize options (add_special_tokens, add_generation_prompt, tools, chat_template...). */
+  params?: Record<string, unknown>;
+  returnTokenStrs?: boolean;
+}
+
+export interface EngineTokenizeResult {
+  count: number;
+  maxModelLen: number;
+  tokens: number[];
+  tokenStrs?: string[];
 }
 
 export interface EngineUsage {
@@ -59,8 +82,16 @@ export interface EngineChunk {
   tokens?: number;
   /** with `tokens`: when the engine produced each token, ms after the first of them (modelled engine time). */
   tokenOffsetsMs?: number[];
-  /** set on the last token's chunk: 'stop' | 'length' | ... as the engine reports it. */
+  /** set on the last token's chunk: 'stop' | 'length' | 'tool_calls' ... as the engine reports it. */
   finishReason?: string;
+  /** with finishReason: vLLM's stop_reason (the stop string or token id that ended the output), or null. */
+  stopReason?: string | number | null;
+  /** the event's choice.logprobs, as the engine sent it. */
+  logprobs?: Record<string, unknown>;
+  /** the event's delta.tool_calls (chat), as the engine sent them. */
+  toolCalls?: Record<string, unknown>[];
+  /** the event's delta.reasoning_content (chat, with a reasoning parser). */
+  reasoning?: string;
   /** set on the final usage chunk. */
   usage?: EngineUsage;
 }
@@ -98,6 +129,10 @@ export interface Engine extends EventEmitter<EngineEvents> {
   waitHealthy(deadlineMs: number): Promise<void>;
   /** Stream a completion; throws EngineCrashedError if the process dies mid-stream. */
   completion(req: EngineCompletionRequest, signal?: AbortSignal): AsyncIterable<EngineChunk>;
+  /** vLLM's /tokenize: the prompt's token ids with the engine's tokenizer (chat: the chat template applied). */
+  tokenize(req: EngineTokenizeRequest): Promise<EngineTokenizeResult>;
+  /** vLLM's /detokenize. */
+  detokenize(tokens: number[]): Promise<string>;
   /** Scrape and parse /metrics (MetricsParseError on bad text). */
   metrics(): Promise<EngineMetrics>;
   /** vLLM sleep mode (level 1: offload weights, drop KV). Requires enableSleep. */

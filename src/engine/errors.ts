@@ -52,6 +52,19 @@ export class EngineHttpError extends EngineError {
     super(`${what}: HTTP ${status}: ${body.slice(0, 300)}`);
     this.retryable = status === 429 || status >= 500;
   }
+
+  /** The engine's own error message (OpenAI/vLLM error body: {error: {message}} or {message}), else the body. */
+  get engineMessage(): string {
+    try {
+      const b = JSON.parse(this.body) as { error?: { message?: unknown } | string; message?: unknown; detail?: unknown };
+      const m = typeof b.error === 'object' && b.error ? b.error.message : b.message ?? b.detail ?? b.error;
+      if (typeof m === 'string' && m.length > 0) return m.slice(0, 2000);
+      if (m !== undefined) return JSON.stringify(m).slice(0, 2000);
+    } catch {
+      // not JSON
+    }
+    return this.body.slice(0, 2000) || `HTTP ${this.status}`;
+  }
 }
 
 /** A remote call to the engine missed its deadline. */

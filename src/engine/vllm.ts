@@ -9,7 +9,7 @@ import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import type {
-  Engine, EngineChunk, EngineCompletionRequest, EngineEvents, EngineExitInfo, EngineState, RestartPolicy,
+  Engine, EngineChunk, EngineCompletionRequest, EngineEvents, EngineExitInfo, EngineState, EngineTokenizeRequest, EngineTokenizeResult, RestartPolicy,
 } from './engine.ts';
 import { parseVllmMetrics, type EngineMetrics } from './metrics-parse.ts';
 import { SseParser } from './sse.ts';
@@ -254,6 +254,7 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
     const gen = this.generation;
     const chat = req.chat !== undefined;
     const body: Record<string, unknown> = {
+      ...req.params,
       model: req.model,
       max_tokens: req.maxTokens,
       stream: true,
@@ -354,6 +355,28 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
     return new EngineStreamError(`stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause });
   }
 
+  async tokenize(req: EngineTokenizeRequest): Promise<EngineTokenizeResult> {
+    const body: Record<string, unknown> = { ...req.params, model: req.model };
+    if (req.chat) body.messages = req.chat;
+    else body.prompt = req.prompt ?? '';
+    if (req.returnTokenStrs) body.return_token_strs = true;
+    const text = await this.call('/tokenize', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }, 'tokenize');
+    const r = JSON.parse(text) as { count?: unknown; max_model_len?: unknown; tokens?: unknown; token_strs?: unknown };
+    if (typeof r.count !== 'number' || typeof r.max_model_len !== 'number' || !Array.isArray(r.tokens)) {
+      throw new EngineStreamError('/tokenize answered without count, max_model_len and tokens');
+    }
+    const out: EngineTokenizeResult = { count: r.count, maxModelLen: r.max_model_len, tokens: r.tokens as number[] };
+    if (Array.isArray(r.token_strs)) out.tokenStrs = r.token_strs as string[];
+    return out;
+  }
+
+  async detokenize(tokens: number[]): Promise<string> {
+    const text = await this.call('/detokenize', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tokens }) }, 'detokenize');
+    const r = JSON.parse(text) as { prompt?: unknown };
+    if (typeof r.prompt !== 'string') throw new EngineStreamError('/detokenize answered without prompt');
+    return r.prompt;
+  }
+
   async metrics(): Promise<EngineMetrics> {
     const text = await this.get('/metrics', 'metrics');
     return parseVllmMetrics(text);
@@ -440,12 +463,20 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
 }
 
 interface StreamChunkJson {
-  choices?: { text?: string; delta?: { content?: string | null }; finish_reason?: string | null }[];
+  choices?: {
+    text?: string;
+    delta?: { content?: string | null; tool_calls?: unknown; reasoning_content?: string | null };
+    finish_reason?: string | null;
+    stop_reason?: string | number | null;
+    logprobs?: unknown;
+  }[];
   usage?: { prompt_tokens: number; completion_tokens: number; energy_joules?: number } | null;
   error?: unknown;
   /** the emulator's non-standard per-token engine times of a multi-token event (see EngineChunk). */
   dynamollm_token_offsets_ms?: unknown;
 }
+
+const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 /** One SSE event's JSON -> EngineChunk; null for an event that carries nothing (the chat role delta). */
 export function parseEvent(data: string, chat: boolean, tokenIndex: number): EngineChunk | null {
@@ -459,10 +490,21 @@ export function parseEvent(data: string, chat: boolean, tokenIndex: number): Eng
   const choice = obj.choices?.[0];
   const text = (chat ? choice?.delta?.content : choice?.text) ?? '';
   const finishReason = choice?.finish_reason ?? undefined;
+  const logprobs = isRecord(choice?.logprobs) ? choice.logprobs : undefined;
+  const tc = chat ? choice?.delta?.tool_calls : undefined;
+  const toolCalls = Array.isArray(tc) && tc.length > 0 && tc.every(isRecord) ? (tc as Record<string, unknown>[]) : undefined;
+  const reasoning = chat && typeof choice?.delta?.reasoning_content === 'string' ? choice.delta.reasoning_content : undefined;
   const u = obj.usage;
-  if (text === '' && !finishReason && !u) return null;
+  if (text === '' && !finishReason && !u && !toolCalls && !logprobs && reasoning === undefined) return null;
   const chunk: EngineChunk = { text, tokenIndex };
-  if (finishReason) chunk.finishReason = finishReason;
+  if (finishReason) {
+    chunk.finishReason = finishReason;
+    const sr = choice?.stop_reason;
+    chunk.stopReason = typeof sr === 'string' || typeof sr === 'number' ? sr : null;
+  }
+  if (logprobs) chunk.logprobs = logprobs;
+  if (toolCalls) chunk.toolCalls = toolCalls;
+  if (reasoning !== undefined) chunk.reasoning = reasoning;
   if (u) {
     chunk.usage = { promptTokens: u.prompt_tokens, completionTokens: u.completion_tokens };
     if (typeof u.energy_joules === 'number') chunk.usage.energyJoules = u.energy_joules;

@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
 import { createEngine, type EngineChunk, type EngineConfig, type VllmEngine } from '../../src/engine/index.ts';
 import { createPerfModel } from '../../src/model/index.ts';
-import { countChatTokens, countTextTokens } from '../../src/engine/emulator/text.ts';
+import type { ChatMessage } from '../../src/engine/engine.ts';
 import type { GpuState } from '../../src/engine/emulator/driver.ts';
 
 const MODEL = 'llama2-70b';
@@ -78,12 +78,17 @@ describe('engine emulator with the openai client', () => {
   });
 
   it('answers non-streaming and streaming completions with usage', async () => {
-    const prompt = 'Hello world, this is a test of the emulator.'; // 44 chars -> 11 tokens
+    const prompt = 'Hello world, this is a test of the emulator.';
+    // usage counts with the engine's tokenizer: what /tokenize says for the same prompt (Llama's BPE: 12 with BOS)
+    const counted = await engine.tokenize({ model: SERVED, prompt });
+    expect(counted.count).toBe(12);
+    expect(counted.maxModelLen).toBe(perf.model.maxContext);
+    expect(await engine.detokenize(counted.tokens)).toBe(prompt);
     const r = await client.completions.create({ model: SERVED, prompt, max_tokens: 8, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming & Extra);
     expect(r.object).toBe('text_completion');
     expect(r.choices[0].finish_reason).toBe('length');
     expect(r.choices[0].text.trim().split(/\s+/)).toHaveLength(8);
-    expect(r.usage).toMatchObject({ prompt_tokens: countTextTokens(prompt), completion_tokens: 8, total_tokens: countTextTokens(prompt) + 8 });
+    expect(r.usage).toMatchObject({ prompt_tokens: counted.count, completion_tokens: 8, total_tokens: counted.count + 8 });
     expect((r.usage as unknown as { energy_joules: number }).energy_joules).toBeGreaterThan(0);
 
     const s = await client.completions.create({ model: SERVED, prompt: ids(100), max_tokens: 6, stream: true, stream_options: { include_usage: true }, ignore_eos: true } as OpenAI.CompletionCreateParamsStreaming & Extra);
@@ -104,7 +109,8 @@ describe('engine emulator with the openai client', () => {
 
   it('answers chat completions, streaming and not, and stops at EOS without ignore_eos', async () => {
     const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'What is DynamoLLM?' }];
-    const expectedPrompt = countChatTokens([{ content: 'Be brief.' }, { content: 'What is DynamoLLM?' }]);
+    const expectedPrompt = (await engine.tokenize({ model: SERVED, chat: messages as ChatMessage[] })).count;
+    expect(expectedPrompt).toBeGreaterThan(10); // the chat template's tokens count too
     const r = await client.chat.completions.create({ model: SERVED, messages, max_tokens: 5, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsNonStreaming & Extra);
     expect(r.object).toBe('chat.completion');
     expect(r.choices[0].message.role).toBe('assistant');

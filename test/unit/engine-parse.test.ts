@@ -102,7 +102,13 @@ describe('engine SSE events', () => {
     expect(parseEvent('{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"energy_joules":1.5}}', false, 2))
       .toEqual({ text: '', tokenIndex: 2, usage: { promptTokens: 4, completionTokens: 2, energyJoules: 1.5 } });
     expect(parseEvent('{"choices":[{"text":" a b c","finish_reason":"length"}],"dynamollm_token_offsets_ms":[0,20.5,41]}', false, 1))
-      .toEqual({ text: ' a b c', tokenIndex: 1, finishReason: 'length', tokens: 3, tokenOffsetsMs: [0, 20.5, 41] });
+      .toEqual({ text: ' a b c', tokenIndex: 1, finishReason: 'length', stopReason: null, tokens: 3, tokenOffsetsMs: [0, 20.5, 41] });
+    // the response fields besides text come back as the engine sent them
+    expect(parseEvent('{"choices":[{"text":" x","logprobs":{"tokens":[" x"],"token_logprobs":[-0.5],"top_logprobs":[{" x":-0.5}],"text_offset":[0]},"finish_reason":"stop","stop_reason":"END"}]}', false, 0))
+      .toEqual({ text: ' x', tokenIndex: 0, finishReason: 'stop', stopReason: 'END', logprobs: { tokens: [' x'], token_logprobs: [-0.5], top_logprobs: [{ ' x': -0.5 }], text_offset: [0] } });
+    expect(parseEvent('{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"t1","type":"function","function":{"name":"f","arguments":""}}]},"finish_reason":null}]}', true, 0))
+      .toEqual({ text: '', tokenIndex: 0, toolCalls: [{ index: 0, id: 't1', type: 'function', function: { name: 'f', arguments: '' } }] });
+    expect(parseEvent('{"choices":[{"delta":{"content":"","reasoning_content":"hmm"},"finish_reason":null}]}', true, 0)).toEqual({ text: '', tokenIndex: 0, reasoning: 'hmm' });
     // a malformed offsets field is ignored (the event counts as one token), not trusted
     expect(parseEvent('{"choices":[{"text":" a b"}],"dynamollm_token_offsets_ms":[0,"x"]}', false, 0)).toEqual({ text: ' a b', tokenIndex: 0 });
     expect(() => parseEvent('{"error":{"message":"boom"}}', false, 0)).toThrow(EngineStreamError);

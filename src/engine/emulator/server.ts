@@ -12,7 +12,9 @@ import type { AddressInfo } from 'node:net';
 import type { PerfModel } from '../../model/types.ts';
 import { QueueFullError } from '../errors.ts';
 import { RealtimeDriver, type LatencyHistogram } from './driver.ts';
-import { countChatTokens, countTextTokens, outputLength, tokenText } from './text.ts';
+import { hash3 } from './text.ts';
+import { logprobsOf, plan, type Plan } from './generate.ts';
+import { decodeTokens, encodeChat, encodeText, tokenStrings, type TemplateMessage } from './tokenizer.ts';
 
 export interface EmulatorOptions {
   perf: PerfModel;
@@ -53,6 +55,8 @@ class HttpError extends Error {
 interface ParsedRequest {
   chat: boolean;
   promptTokens: number;
+  /** a hash of the prompt's token ids (greedy output depends on the prompt only). */
+  promptHash: number;
   maxTokens: number;
   minTokens: number;
   ignoreEos: boolean;
@@ -138,6 +142,10 @@ export class EmulatorServer {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
         res.end(this.metricsText());
         return;
+      case 'POST /tokenize':
+        return this.tokenize(req, res);
+      case 'POST /detokenize':
+        return this.detokenize(req, res);
       case 'POST /v1/completions':
       case 'POST /v1/chat/completions':
         return this.completion(req, res, url.pathname === '/v1/chat/completions');
@@ -206,33 +214,33 @@ export class EmulatorServer {
     return body as Record<string, unknown>;
   }
 
+  /** Token ids of a /tokenize-shaped body (prompt, or messages with the chat template), as vLLM counts them. */
+  private promptIds(body: Record<string, unknown>, chat: boolean): number[] {
+    try {
+      if (chat) {
+        const msgs = body.messages;
+        if (!Array.isArray(msgs) || msgs.length === 0) throw new HttpError(400, "'messages' must be a non-empty array");
+        msgs.forEach((m: unknown, i) => {
+          if (typeof (m as { role?: unknown })?.role !== 'string') throw new HttpError(400, `messages[${i}].role must be a string`);
+        });
+        return encodeChat(msgs as TemplateMessage[], { tools: Array.isArray(body.tools) ? body.tools : undefined, continueFinalMessage: body.continue_final_message === true });
+      }
+      const p = body.prompt;
+      if (typeof p === 'string') return encodeText(p, body.add_special_tokens !== false);
+      if (Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0)) return p as number[];
+      throw new HttpError(400, "'prompt' must be a string or a non-empty array of token ids (batched prompts are not supported)");
+    } catch (e) {
+      if (e instanceof RangeError) throw new HttpError(400, e.message);
+      throw e;
+    }
+  }
+
   private parse(body: Record<string, unknown>, chat: boolean): ParsedRequest {
     if (body.model !== this.servedModelName) {
       throw new HttpError(404, `The model \`${String(body.model)}\` does not exist.`, 'NotFoundError');
     }
-    let promptTokens: number;
-    if (chat) {
-      const msgs = body.messages;
-      if (!Array.isArray(msgs) || msgs.length === 0) throw new HttpError(400, "'messages' must be a non-empty array");
-      const contents = msgs.map((m: unknown, i) => {
-        const mm = m as { role?: unknown; content?: unknown };
-        if (typeof mm?.role !== 'string') throw new HttpError(400, `messages[${i}].role must be a string`);
-        if (typeof mm.content === 'string') return { content: mm.content };
-        if (Array.isArray(mm.content)) {
-          // content parts: count the text parts
-          const text = mm.content.map((p: { type?: string; text?: string }) => (p?.type === 'text' && typeof p.text === 'string' ? p.text : '')).join('');
-          return { content: text };
-        }
-        if (mm.content === null || mm.content === undefined) return { content: '' };
-        throw new HttpError(400, `messages[${i}].content must be a string or an array of parts`);
-      });
-      promptTokens = countChatTokens(contents);
-    } else {
-      const p = body.prompt;
-      if (typeof p === 'string') promptTokens = countTextTokens(p);
-      else if (Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0)) promptTokens = p.length;
-      else throw new HttpError(400, "'prompt' must be a string or a non-empty array of token ids (batched prompts are not supported)");
-    }
+    const ids = this.promptIds(body, chat);
+    const promptTokens = ids.length;
     const intField = (name: string, dflt: number, min: number): number => {
       const v = body[name];
       if (v === undefined || v === null) return dflt;
@@ -246,12 +254,15 @@ export class EmulatorServer {
     if (n !== 1) throw new HttpError(400, "only 'n': 1 is supported");
     const maxLen = this.opts.perf.model.maxContext;
     if (promptTokens + maxTokens > maxLen) {
-      throw new HttpError(400, `This model's maximum context length is ${maxLen} tokens. However, you requested ${promptTokens + maxTokens} tokens (${promptTokens} in the messages, ${maxTokens} in the completion).`);
+      throw new HttpError(400, `This model's maximum context length is ${maxLen} tokens. However, you requested ${promptTokens + maxTokens} tokens (${promptTokens} in the messages, ${maxTokens} in the completion). Please reduce the length of the messages or completion.`);
     }
     const so = body.stream_options as { include_usage?: unknown } | undefined | null;
+    let promptHash = 0x811c9dc5;
+    for (const t of ids) promptHash = Math.imul(promptHash ^ t, 0x01000193) >>> 0;
     return {
       chat,
       promptTokens,
+      promptHash,
       maxTokens,
       minTokens,
       ignoreEos: body.ignore_eos === true,
@@ -260,35 +271,90 @@ export class EmulatorServer {
     };
   }
 
+  /** vLLM's POST /tokenize: {prompt} or {messages} -> {count, max_model_len, tokens[, token_strs]}. */
+  private async tokenize(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await this.readJson(req);
+    const ids = this.promptIds(body, body.messages !== undefined);
+    const out: Record<string, unknown> = { count: ids.length, max_model_len: this.opts.perf.model.maxContext, tokens: ids };
+    out.token_strs = body.return_token_strs === true ? tokenStrings(ids) : null;
+    this.json(res, 200, out);
+  }
+
+  /** vLLM's POST /detokenize: {tokens} -> {prompt}. */
+  private async detokenize(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await this.readJson(req);
+    const t = body.tokens;
+    if (!Array.isArray(t) || !t.every((x) => Number.isInteger(x))) throw new HttpError(400, "'tokens' must be an array of token ids");
+    try {
+      this.json(res, 200, { prompt: decodeTokens(t as number[]) });
+    } catch (e) {
+      if (e instanceof RangeError) throw new HttpError(400, e.message);
+      throw e;
+    }
+  }
+
   private async completion(req: IncomingMessage, res: ServerResponse, chat: boolean): Promise<void> {
     const body = await this.readJson(req);
     this.requireReady();
     if (this.driver.isSleeping()) throw new HttpError(503, 'engine is sleeping', 'ServiceUnavailableError');
     const p = this.parse(body, chat);
     const reqNo = ++this.reqNo;
+    let pl: Plan;
+    try {
+      pl = plan({ chat, serverSeed: this.seed, reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params: body });
+    } catch (e) {
+      if (e instanceof RangeError || e instanceof SyntaxError) throw new HttpError(400, e.message);
+      throw e;
+    }
+    const outputTokens = pl.pieces.length;
+    const finishReason = pl.finishReason;
+    const stopReason = pl.stopReason;
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${reqNo.toString(16).padStart(8, '0')}`;
-    const outputTokens = outputLength(this.seed, reqNo, p.maxTokens, p.minTokens, p.ignoreEos);
-    const finishReason = outputTokens >= p.maxTokens ? 'length' : 'stop';
     const created = Math.floor(Date.now() / 1000);
     const model = this.servedModelName;
     const object = chat ? 'chat.completion.chunk' : 'text_completion';
+    const lpKey = hash3(this.seed, reqNo, 0x1a9);
+    /** the plain path: no logprobs, no tool call (an event's bytes are built from a head and a tail) */
+    const plain = pl.topLogprobs === null && !pl.toolCall;
     let finished = false;
-    const texts: string[] = [];
 
     const sse = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
     // A token event is the bytes JSON.stringify would give for vLLM's chunk object, built from a per-request
     // head and tail instead of an object per token (the per-token cost of this server is most of its CPU).
     const head = `data: {"id":${JSON.stringify(id)},"object":"${object}","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":0,` + (chat ? '"delta":{"content":' : '"text":');
     const tailOf = (fr: string | null) =>
-      (chat ? '},"logprobs":null,"finish_reason":' : ',"logprobs":null,"finish_reason":') + (fr === null ? 'null' : JSON.stringify(fr)) + (chat ? '}]' : ',"stop_reason":null}]');
+      (chat ? '},"logprobs":null,"finish_reason":' : ',"logprobs":null,"finish_reason":') + (fr === null ? 'null' : JSON.stringify(fr)) +
+      ',"stop_reason":' + (fr === null || stopReason === null ? 'null' : JSON.stringify(stopReason)) + '}]';
     const tailMid = tailOf(null);
-    const tokenEvent = (text: string, fr: string | null, offsetsMs: number[] | null) =>
-      head + JSON.stringify(text) + (fr === null ? tailMid : tailOf(fr)) +
-      (offsetsMs ? `,"dynamollm_token_offsets_ms":[${offsetsMs.join(',')}]` : '') + '}\n\n';
+    /** the event of output tokens [from, to) */
+    const tokenEvent = (from: number, to: number, fr: string | null, offsetsMs: number[] | null) => {
+      const text = pl.pieces.slice(from, to).join('');
+      const offs = offsetsMs ? `,"dynamollm_token_offsets_ms":[${offsetsMs.join(',')}]` : '';
+      if (plain) return head + JSON.stringify(text) + (fr === null ? tailMid : tailOf(fr)) + offs + '}\n\n';
+      const logprobs = logprobsOf(pl, chat, lpKey, from, to, textOffset(from));
+      let choice: Record<string, unknown>;
+      if (chat) {
+        const delta: Record<string, unknown> = {};
+        if (pl.toolCall) {
+          const call: Record<string, unknown> = { index: 0 };
+          if (from === 0) Object.assign(call, { id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } });
+          else call.function = { arguments: text };
+          delta.tool_calls = [call];
+        } else delta.content = text;
+        choice = { index: 0, delta, logprobs, finish_reason: fr, stop_reason: fr === null ? null : stopReason };
+      } else choice = { index: 0, text, logprobs, finish_reason: fr, stop_reason: fr === null ? null : stopReason };
+      return `data: ${JSON.stringify({ id, object, created, model, choices: [choice] })}`.slice(0, -1) + offs + '}\n\n';
+    };
+    const offsets: number[] = [0];
+    const textOffset = (i: number) => {
+      while (offsets.length <= i) offsets.push(offsets[offsets.length - 1]! + pl.pieces[offsets.length - 1]!.length);
+      return offsets[i]!;
+    };
     const usageOf = (energyJ: number) => ({
       prompt_tokens: p.promptTokens,
-      completion_tokens: outputTokens,
       total_tokens: p.promptTokens + outputTokens,
+      completion_tokens: outputTokens,
+      prompt_tokens_details: null,
       energy_joules: Math.round(energyJ * 1e6) / 1e6,
     });
 
@@ -297,27 +363,22 @@ export class EmulatorServer {
     // (non-standard `dynamollm_token_offsets_ms`, wall ms after the event's first token).
     const interval = this.streamInterval;
     let sent = 0;
-    let pendText = '';
+    let pendFrom = 0;
     let pendAt: number[] = [];
     /** the last token's event, written together with the usage event and [DONE] */
     let last = '';
     const onToken = (index: number, atMs: number) => {
-      const text = tokenText(this.seed, reqNo, index);
-      if (!p.stream) {
-        texts.push(text);
-        return;
-      }
+      if (!p.stream) return;
       const isLast = index + 1 >= outputTokens;
       let ev: string;
-      if (interval <= 1) ev = tokenEvent(text, isLast ? finishReason : null, null);
+      if (interval <= 1) ev = tokenEvent(index, index + 1, isLast ? finishReason : null, null);
       else {
-        pendText += text;
         pendAt.push(atMs);
         if (!(sent === 0 || isLast || pendAt.length >= interval)) return;
         const t0 = pendAt[0]!;
         const offs = pendAt.length > 1 ? pendAt.map((t) => Math.round(((t - t0) / this.driver.timeScale) * 1000) / 1000) : null;
-        ev = tokenEvent(pendText, isLast ? finishReason : null, offs);
-        pendText = '';
+        ev = tokenEvent(pendFrom, index + 1, isLast ? finishReason : null, offs);
+        pendFrom = index + 1;
         pendAt = [];
       }
       sent++;
@@ -337,10 +398,12 @@ export class EmulatorServer {
             // one write: the last token, the usage and [DONE]
             res.end(last + (p.includeUsage ? `data: ${JSON.stringify({ id, object, created, model, choices: [], usage })}\n\n` : '') + 'data: [DONE]\n\n');
           } else {
-            const text = texts.join('');
+            const text = pl.pieces.join('');
+            const logprobs = logprobsOf(pl, chat, lpKey, 0, outputTokens, 0);
+            const toolCalls = pl.toolCall ? [{ id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } }] : [];
             this.json(res, 200, chat
-              ? { id, object: 'chat.completion', created, model, choices: [{ index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: finishReason }], usage }
-              : { id, object: 'text_completion', created, model, choices: [{ index: 0, text, logprobs: null, finish_reason: finishReason, stop_reason: null }], usage });
+              ? { id, object: 'chat.completion', created, model, choices: [{ index: 0, message: { role: 'assistant', content: pl.toolCall ? null : text, tool_calls: toolCalls }, logprobs, finish_reason: finishReason, stop_reason: stopReason }], usage }
+              : { id, object: 'text_completion', created, model, choices: [{ index: 0, text, logprobs, finish_reason: finishReason, stop_reason: stopReason }], usage });
           }
         }
       });
@@ -353,7 +416,7 @@ export class EmulatorServer {
       if (!finished) this.driver.cancel(id);
     });
     if (p.stream) {
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
       if (chat) sse({ id, object, created, model, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
     }
   }

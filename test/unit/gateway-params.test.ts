@@ -1,0 +1,80 @@
+/**
+ * The gateway's OpenAI request parser: every parameter vLLM's OpenAI server accepts is carried to the engine
+ * unchanged (InferenceRequest.params, validated by protocols/), and one the cluster cannot honour, or an
+ * unknown one, is a 400 that names it. Response helpers fold logprobs and tool call deltas as OpenAI does.
+ */
+import { describe, expect, it } from 'vitest';
+import { HttpError, mergeLogprobs, mergeToolCalls, parseOpenAiRequest } from '../../actors/gateway/openai.ts';
+import { InferenceRequest } from '../../protocols/messages.ts';
+
+const refusal = (f: () => unknown): { status: number; param: string | null; message: string } => {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof HttpError) return { status: e.status, param: e.param, message: e.message };
+    throw e;
+  }
+  throw new Error('no error');
+};
+
+describe('gateway request parameters', () => {
+  it('carries sampling, stop, seed, logprobs, tools, response_format and vLLM extras unchanged through the wire codec', () => {
+    const chat = {
+      model: 'm', messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] }, { role: 'tool', tool_call_id: 'c1', content: '42' }],
+      top_p: 0.9, top_k: 40, min_p: 0.05, frequency_penalty: 0.1, presence_penalty: 0.2, repetition_penalty: 1.1, seed: 7,
+      stop: ['\n', 'END'], logprobs: true, top_logprobs: 3, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } } }],
+      tool_choice: 'required', response_format: { type: 'json_object' }, priority: 2, include_stop_str_in_output: true,
+      logit_bias: { '50256': -100 }, stop_token_ids: [2], skip_special_tokens: false, chat_template_kwargs: { enable_thinking: false },
+      user: 'u1', min_tokens: 3, ignore_eos: false, temperature: 0.7, max_completion_tokens: 50,
+    };
+    const p = parseOpenAiRequest('chat', chat);
+    const { model: _m, messages, min_tokens: _a, ignore_eos: _b, temperature: _c, max_completion_tokens: _d, ...rest } = chat;
+    expect(p.params).toEqual(rest);
+    expect(p).toMatchObject({ minTokens: 3, ignoreEos: false, temperature: 0.7, maxTokens: 50, user: 'u1' });
+    expect(p.messages).toEqual(messages);
+    // the wire message carries them as they are
+    const wire = { v: 1 as const, id: 'r1', model: 'm', kind: 'chat' as const, messages: p.messages, inputTokens: 5, maxTokens: 50, arrivalMs: 1, deadlineMs: 2, streamSubject: 's', params: p.params };
+    expect(InferenceRequest.decode(InferenceRequest.encode(wire), 's').params).toEqual(rest);
+
+    const c = parseOpenAiRequest('completion', { model: 'm', prompt: 'x', logprobs: 2, echo: true, seed: 1, stop: 'x', guided_choice: ['a', 'b'], truncate_prompt_tokens: 10 });
+    expect(c.params).toEqual({ logprobs: 2, echo: true, seed: 1, stop: 'x', guided_choice: ['a', 'b'], truncate_prompt_tokens: 10 });
+    // null means the default: nothing to carry
+    expect(parseOpenAiRequest('completion', { model: 'm', prompt: 'x', seed: null, stop: null }).params).toBeUndefined();
+  });
+
+  it('refuses what the cluster cannot honour and unknown parameters with a 400 naming them', () => {
+    const cases: [kind: 'chat' | 'completion', extra: Record<string, unknown>, param: string][] = [
+      ['chat', { n: 2 }, 'n'],
+      ['completion', { best_of: 3 }, 'best_of'],
+      ['chat', { use_beam_search: true }, 'use_beam_search'],
+      ['completion', { prompt_logprobs: 1 }, 'prompt_logprobs'],
+      ['completion', { suffix: 'x' }, 'suffix'],
+      ['chat', { frobnicate: 1 }, 'frobnicate'],
+      ['chat', { metadata: { a: 'b' } }, 'metadata'],
+      ['completion', { tools: [] }, 'tools'],
+      ['chat', { seed: 'seven' }, 'seed'],
+      ['chat', { logprobs: 2 }, 'logprobs'],
+      ['completion', { logprobs: true }, 'logprobs'],
+      ['chat', { stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } }, 'stream_options.continuous_usage_stats'],
+    ];
+    for (const [kind, extra, param] of cases) {
+      const base = kind === 'chat' ? { model: 'm', messages: [{ role: 'user', content: 'x' }] } : { model: 'm', prompt: 'x' };
+      const e = refusal(() => parseOpenAiRequest(kind, { ...base, ...extra }));
+      expect(e.status, param).toBe(400);
+      expect(e.param, param).toBe(param);
+      expect(e.message, param).toContain(param.split('.').pop()!);
+    }
+    // the default value of a refused parameter is no request for it
+    expect(parseOpenAiRequest('chat', { model: 'm', messages: [{ role: 'user', content: 'x' }], n: 1, best_of: 1, use_beam_search: false }).params).toBeUndefined();
+  });
+
+  it('folds streamed logprobs and tool call deltas into one answer', () => {
+    let lp = mergeLogprobs(undefined, { tokens: [' a'], token_logprobs: [-1], top_logprobs: [{ ' a': -1 }], text_offset: [0] });
+    lp = mergeLogprobs(lp, { tokens: [' b'], token_logprobs: [-2], top_logprobs: [{ ' b': -2 }], text_offset: [2] });
+    expect(lp).toEqual({ tokens: [' a', ' b'], token_logprobs: [-1, -2], top_logprobs: [{ ' a': -1 }, { ' b': -2 }], text_offset: [0, 2] });
+    const calls: Record<string, unknown>[] = [];
+    mergeToolCalls(calls, [{ index: 0, id: 't1', type: 'function', function: { name: 'get', arguments: '{"a"' } }]);
+    mergeToolCalls(calls, [{ index: 0, function: { arguments: ':1}' } }]);
+    expect(calls).toEqual([{ id: 't1', type: 'function', function: { name: 'get', arguments: '{"a":1}' } }]);
+  });
+});
