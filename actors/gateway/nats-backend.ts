@@ -5,9 +5,9 @@
  * `chunkTimeoutMs` ends with an explicit retryable error; aborting the signal publishes a Cancel.
  */
 import type { Bus } from '../../src/runtime/bus.ts';
-import { DynError } from '../../protocols/errors.ts';
+import { DynError, RemoteError } from '../../protocols/errors.ts';
 import { subjects } from '../../protocols/subjects.ts';
-import { Admission, Cancel, InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import { Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
 import type { GatewayBackend } from './server.ts';
 
 export interface NatsBackendOptions {
@@ -17,6 +17,8 @@ export interface NatsBackendOptions {
   chunkTimeoutMs?: number;
   /** chunks buffered per request before the stream fails as too slow a reader, count. Default 8192. */
   streamCapacity?: number;
+  /** deadline of a tokenize/detokenize request to an instance, ms. Default 5000. */
+  tokenizeTimeoutMs?: number;
 }
 
 /** A bounded single-consumer queue of chunks with an end/failure. */
@@ -69,6 +71,7 @@ export class NatsBackend implements GatewayBackend {
   private readonly admitTimeoutMs: number;
   private readonly chunkTimeoutMs: number;
   private readonly capacity: number;
+  private readonly tokenizeTimeoutMs: number;
 
   constructor(
     private readonly bus: Bus,
@@ -77,6 +80,16 @@ export class NatsBackend implements GatewayBackend {
     this.admitTimeoutMs = opts.admitTimeoutMs ?? 10_000;
     this.chunkTimeoutMs = opts.chunkTimeoutMs ?? 60_000;
     this.capacity = opts.streamCapacity ?? 8192;
+    this.tokenizeTimeoutMs = opts.tokenizeTimeoutMs ?? 5000;
+  }
+
+  /** Any instance's engine tokenizer (queue group): vLLM's /tokenize. */
+  tokenize(req: TokenizeRequest): Promise<TokenizeReply> {
+    return this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs: this.tokenizeTimeoutMs });
+  }
+
+  detokenize(req: DetokenizeRequest): Promise<DetokenizeReply> {
+    return this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs: this.tokenizeTimeoutMs });
   }
 
   ready(): boolean {
@@ -132,7 +145,8 @@ export class NatsBackend implements GatewayBackend {
       signal.removeEventListener('abort', onAbort);
       sub.unsubscribe();
       const e = adm.error ?? { code: 'rejected' as const, message: 'request refused', retryable: true };
-      throw new DynError(e.code, e.message, { retryable: e.retryable, retryAfterS: e.retryAfterS });
+      // the cluster's refusal: its words may name pools or instances, so the HTTP layer answers in its own
+      throw new RemoteError(e);
     }
     admitted = true;
     const idleMs = this.chunkTimeoutMs;

@@ -36,9 +36,16 @@ export const badRequest = (message: string, param: string | null = null, code: s
 /**
  * Maps a wire error code (Admission refusal, stream error, runtime error) to the HTTP answer. Capacity
  * refusals are 429 (the cluster is up but full: back off), absent or unreachable services 503; both carry
- * Retry-After. The cluster's own retryAfterS wins over the defaults.
+ * Retry-After. The cluster's own retryAfterS wins over the defaults. Only a refused request (400/404) keeps
+ * the cluster's message (the engine's or the validator's words about the request); every other answer says
+ * what happened in fixed words, so no internal name (instance, pool, URL) reaches the client.
  */
-export function httpErrorOfWire(code: ErrorCode | string, message: string, retryAfterS?: number): HttpError {
+export function httpErrorOfWire(code: ErrorCode | string, message: string, retryAfterS?: number, own = false): HttpError {
+  // the gateway's own errors (not a remote's) keep their words: they name nothing internal
+  if (own && code !== 'invalid_request' && code !== 'protocol' && code !== 'not_found') {
+    const e = httpErrorOfWire(code, message, retryAfterS);
+    return new HttpError(e.status, message, e.type, e.code, e.param, e.retryAfterS);
+  }
   switch (code) {
     case 'invalid_request':
     case 'protocol':
@@ -48,16 +55,18 @@ export function httpErrorOfWire(code: ErrorCode | string, message: string, retry
     case 'overloaded':
     case 'rejected':
     case 'mailbox_full':
-      return new HttpError(429, message, 'rate_limit_error', code, null, retryAfterS ?? 1);
+      return new HttpError(429, 'the cluster is at capacity: retry later', 'rate_limit_error', code, null, retryAfterS ?? 1);
     case 'unavailable':
     case 'no_responders':
+      return new HttpError(503, 'no instance is available to serve this request: retry later', 'service_unavailable', code, null, retryAfterS ?? 2);
     case 'timeout':
+      return new HttpError(503, 'the cluster did not answer in time: retry later', 'service_unavailable', code, null, retryAfterS ?? 2);
     case 'engine_crashed':
-      return new HttpError(503, message, 'service_unavailable', code, null, retryAfterS ?? 2);
+      return new HttpError(503, 'the engine serving this request failed: retry', 'service_unavailable', code, null, retryAfterS ?? 2);
     case 'cancelled':
-      return new HttpError(499, message, 'cancelled', code);
+      return new HttpError(499, 'the request was cancelled', 'cancelled', code);
     default:
-      return new HttpError(500, message, 'internal_error', typeof code === 'string' ? code : 'internal');
+      return new HttpError(500, 'internal error', 'internal_error', typeof code === 'string' ? code : 'internal');
   }
 }
 
@@ -73,6 +82,8 @@ export interface ParsedRequest {
   prompt?: string | number[];
   messages?: ChatMessageIn[];
   maxTokens: number;
+  /** false: the client gave no max_tokens (the default applies, shortened to fit the context). */
+  maxTokensGiven: boolean;
   minTokens?: number;
   ignoreEos?: boolean;
   temperature?: number;
@@ -143,10 +154,8 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   if (model.length > 256) throw badRequest("'model' is too long", 'model');
   const n = optInt(body, 'n', 1, 1_000_000);
   if (n !== undefined && n !== 1) throw badRequest("'n' other than 1 is not supported: the cluster streams one choice per request; send n requests", 'n');
-  const maxTokens =
-    (kind === 'chat' ? optInt(body, 'max_completion_tokens', 1, limits.maxTokensLimit) : undefined) ??
-    optInt(body, 'max_tokens', 1, limits.maxTokensLimit) ??
-    (kind === 'chat' ? limits.defaultMaxTokensChat : limits.defaultMaxTokensCompletion);
+  const given = (kind === 'chat' ? optInt(body, 'max_completion_tokens', 1, limits.maxTokensLimit) : undefined) ?? optInt(body, 'max_tokens', 1, limits.maxTokensLimit);
+  const maxTokens = given ?? (kind === 'chat' ? limits.defaultMaxTokensChat : limits.defaultMaxTokensCompletion);
   const minTokens = optInt(body, 'min_tokens', 0, limits.maxTokensLimit);
   if (minTokens !== undefined && minTokens > maxTokens) throw badRequest(`'min_tokens' (${minTokens}) exceeds max_tokens (${maxTokens})`, 'min_tokens');
   const t = body.temperature;
@@ -172,6 +181,7 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
     kind,
     model,
     maxTokens,
+    maxTokensGiven: given !== undefined,
     stream,
     includeUsage,
     minTokens,

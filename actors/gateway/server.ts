@@ -17,14 +17,14 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import { DynError } from '../../protocols/errors.ts';
 import { PROTOCOL_VERSION } from '../../protocols/codec.ts';
-import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import { engineParams, type DetokenizeReply, type DetokenizeRequest, type InferenceRequest, type TokenChunk, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
 import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
   HttpError, badRequest, chatResponse, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
   streamChunk, usageChunk, usageOut, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
-import { countPromptTokens } from './tokens.ts';
+import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
 
 /** A refused (413) body is read and discarded up to this multiple of the limit, then the socket is closed. */
@@ -41,6 +41,13 @@ export interface GatewayBackend {
   submit(req: InferenceRequest, signal: AbortSignal): Promise<AsyncIterable<TokenChunk>>;
   /** false while the backend cannot reach the cluster (healthz answers 503). Default true. */
   ready?(): boolean;
+  /**
+   * Counts (and with returnTokens, gives) a prompt's tokens with the engine's tokenizer (vLLM's /tokenize,
+   * chat template applied). Without it the gateway uses the emulator's Llama tokenizer (tests, a lone gateway).
+   */
+  tokenize?(req: TokenizeRequest): Promise<TokenizeReply>;
+  /** Token ids back to text with the engine's tokenizer (vLLM's /detokenize). */
+  detokenize?(req: DetokenizeRequest): Promise<DetokenizeReply>;
 }
 
 export interface GatewayServerOptions {
@@ -60,6 +67,8 @@ export interface GatewayServerOptions {
   /** model ids served; a request for another model gets 404. Default ['llama2-70b']. */
   models?: string[];
   limits?: Partial<ValidationLimits>;
+  /** context length for the built-in tokenizer (a backend without tokenize()); default 4096. */
+  maxModelLen?: number;
   metrics?: TelemetryMetrics;
   live?: LiveState;
   /** WebSocket snapshot period, ms. Default 1000. */
@@ -92,6 +101,8 @@ export class GatewayServer {
   private draining = false;
   private liveTimer: NodeJS.Timeout | null = null;
   private readonly aborts = new Set<AbortController>();
+  private readonly tokenizeFn: (req: TokenizeRequest) => Promise<TokenizeReply>;
+  private readonly counter: PromptCounter;
 
   constructor(opts: GatewayServerOptions) {
     this.opts = {
@@ -99,6 +110,9 @@ export class GatewayServer {
       models: ['llama2-70b'], liveTickMs: 1000, ...opts,
     };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    const backend = this.opts.backend;
+    this.tokenizeFn = backend.tokenize ? (r) => backend.tokenize!(r) : localTokenizer(opts.maxModelLen ?? 4096);
+    this.counter = new PromptCounter(this.tokenizeFn);
     this.keys = (opts.apiKeys ?? []).filter((k) => k.length > 0).map((k) => Buffer.from(k));
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err) => {
@@ -215,14 +229,108 @@ export class GatewayServer {
       if (path === '/v1/models') {
         if (method !== 'GET') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
         const created = Math.floor(Date.now() / 1000);
-        return this.sendJson(res, path, 200, { object: 'list', data: this.opts.models.map((id) => ({ id, object: 'model', created, owned_by: 'dynamollm' })) });
+        const data = [];
+        for (const id of this.opts.models) {
+          // the engine's context length, learnt from its tokenizer (asked once per model)
+          let maxLen = this.counter.maxModelLen.get(id);
+          if (maxLen === undefined) maxLen = await this.countTokens(id, '', undefined).then((c) => c.maxModelLen, () => undefined);
+          data.push({ id, object: 'model', created, owned_by: 'dynamollm', root: id, parent: null, ...(maxLen !== undefined ? { max_model_len: maxLen } : {}) });
+        }
+        return this.sendJson(res, path, 200, { object: 'list', data });
       }
       if (path === '/v1/completions' || path === '/v1/chat/completions') {
         if (method !== 'POST') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
         return this.inference(req, res, path, path === '/v1/completions' ? 'completion' : 'chat');
       }
     }
+    if (path === '/tokenize' || path === '/detokenize') {
+      const authErr = this.checkAuth(req);
+      if (authErr) return this.sendError(res, path, authErr);
+      if (method !== 'POST') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
+      try {
+        return this.sendJson(res, path, 200, path === '/tokenize' ? await this.tokenizeRoute(await this.readJson(req)) : await this.detokenizeRoute(await this.readJson(req)));
+      } catch (err) {
+        return this.sendError(res, path, err);
+      }
+    }
     return this.sendError(res, path, new HttpError(404, `no route for ${method} ${path}`, 'invalid_request_error', 'not_found'));
+  }
+
+  /** Counts with the engine's tokenizer; its refusal is a 400, an unreachable tokenizer a 503. */
+  private async countTokens(model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params']): Promise<TokenCount> {
+    try {
+      return await this.counter.count(model, prompt, messages, params);
+    } catch (err) {
+      if (err instanceof TokenizeRefused) {
+        if (err.code === 'invalid_request') throw badRequest(err.message, messages ? 'messages' : 'prompt');
+        throw new HttpError(503, 'no instance could count the prompt\'s tokens: retry later', 'service_unavailable', 'unavailable', null, 1);
+      }
+      throw toHttp(err);
+    }
+  }
+
+  private async readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+    const ct = req.headers['content-type'] ?? '';
+    if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
+    const raw = await this.readBody(req);
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (e) {
+      throw badRequest(`request body is not valid JSON: ${(e as Error).message}`);
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('request body must be a JSON object');
+    return body as Record<string, unknown>;
+  }
+
+  private servedModel(body: Record<string, unknown>): string {
+    const model = body.model ?? this.opts.models[0];
+    if (typeof model !== 'string' || !this.opts.models.includes(model)) {
+      throw new HttpError(404, `The model '${String(model)}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
+    }
+    return model;
+  }
+
+  /** vLLM's POST /tokenize: {model, prompt} or {model, messages, add_generation_prompt, tools...} -> {count, max_model_len, tokens, token_strs}. */
+  private async tokenizeRoute(body: Record<string, unknown>): Promise<unknown> {
+    const model = this.servedModel(body);
+    const req: TokenizeRequest = { v: 1, model, returnTokens: true };
+    const { model: _m, prompt, messages, return_token_strs, ...rest } = body;
+    if (messages !== undefined) {
+      const p = parseOpenAiRequest('chat', { model, messages });
+      req.messages = p.messages;
+    } else if (typeof prompt === 'string' || Array.isArray(prompt)) {
+      req.prompt = parseOpenAiRequest('completion', { model, prompt }).prompt;
+    } else throw badRequest("'prompt' or 'messages' is required", 'prompt');
+    if (return_token_strs === true) req.returnTokenStrs = true;
+    const params = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null && v !== undefined));
+    if (Object.keys(params).length > 0) {
+      const r = engineParams.safeParse(params);
+      if (!r.success) {
+        const issue = r.error.issues[0]!;
+        const k = issue.code === 'unrecognized_keys' ? issue.keys[0]! : issue.path.map(String).join('.');
+        throw badRequest(`'${k}': ${issue.code === 'unrecognized_keys' ? 'not a /tokenize parameter' : issue.message}`, k);
+      }
+      req.params = r.data;
+    }
+    const r = await this.tokenizeFn(req).catch((err: unknown) => {
+      throw toHttp(err);
+    });
+    if (!r.ok) throw r.error ? httpErrorOfWire(r.error.code, r.error.message, r.error.retryAfterS) : new HttpError(503, 'the tokenizer did not answer', 'service_unavailable', 'unavailable');
+    if (r.maxModelLen !== undefined) this.counter.maxModelLen.set(model, r.maxModelLen);
+    return { count: r.count, max_model_len: r.maxModelLen, tokens: r.tokens ?? [], token_strs: r.tokenStrs ?? null };
+  }
+
+  /** vLLM's POST /detokenize: {model, tokens} -> {prompt}. */
+  private async detokenizeRoute(body: Record<string, unknown>): Promise<unknown> {
+    const model = this.servedModel(body);
+    const tokens = body.tokens;
+    if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0)) throw badRequest("'tokens' must be an array of token ids", 'tokens');
+    const req: DetokenizeRequest = { v: 1, model, tokens: tokens as number[] };
+    const backend = this.opts.backend;
+    const r = backend.detokenize ? await backend.detokenize(req).catch((err: unknown) => { throw toHttp(err); }) : localDetokenize(req);
+    if (!r.ok) throw r.error ? httpErrorOfWire(r.error.code, r.error.message, r.error.retryAfterS) : new HttpError(503, 'the tokenizer did not answer', 'service_unavailable', 'unavailable');
+    return { prompt: r.prompt };
   }
 
   private checkAuth(req: IncomingMessage): HttpError | null {
@@ -295,6 +403,7 @@ export class GatewayServer {
   private async inference(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {
     const ct = req.headers['content-type'] ?? '';
     let parsed: ParsedRequest;
+    let inputTokens: number;
     try {
       if (this.draining) throw new HttpError(503, 'gateway is shutting down', 'service_unavailable', 'unavailable', null, 1);
       if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
@@ -313,6 +422,20 @@ export class GatewayServer {
         this.opts.metrics?.gatewayRejections.inc({ reason: 'inflight_limit' });
         throw new HttpError(429, `gateway at its in-flight limit (${this.opts.maxInflight})`, 'rate_limit_error', 'overloaded', null, 1);
       }
+      // the engine's tokenizer counts the prompt (chat template applied); the context check happens here,
+      // before anything is dispatched
+      const counted = await this.countTokens(parsed.model, parsed.prompt, parsed.messages, parsed.params);
+      inputTokens = counted.count;
+      if (!parsed.maxTokensGiven) parsed.maxTokens = Math.max(1, Math.min(parsed.maxTokens, counted.maxModelLen - counted.count));
+      if (inputTokens + parsed.maxTokens > counted.maxModelLen) {
+        this.opts.metrics?.gatewayRejections.inc({ reason: 'context_length' });
+        throw new HttpError(
+          400,
+          `This model's maximum context length is ${counted.maxModelLen} tokens. However, you requested ${inputTokens + parsed.maxTokens} tokens ` +
+            `(${inputTokens} in the ${kind === 'chat' ? 'messages' : 'prompt'}, ${parsed.maxTokens} in the completion). Please reduce the length of the ${kind === 'chat' ? 'messages' : 'prompt'} or completion.`,
+          'invalid_request_error', 'context_length_exceeded', kind === 'chat' ? 'messages' : 'prompt',
+        );
+      }
     } catch (err) {
       // a refused body may still be arriving; answer and close rather than read it
       if (err instanceof HttpError && err.status === 413) res.setHeader('connection', 'close');
@@ -321,7 +444,6 @@ export class GatewayServer {
 
     const id = newRequestId();
     const now = Date.now();
-    const inputTokens = countPromptTokens(parsed.prompt, parsed.messages);
     const ir: InferenceRequest = {
       v: 1,
       id,
@@ -487,8 +609,8 @@ export class GatewayServer {
 function toHttp(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
   if (err instanceof DynError) {
-    const code = (err as DynError & { remoteCode?: string }).remoteCode ?? err.code;
-    return httpErrorOfWire(code, err.message, err.retryAfterS);
+    const remote = (err as DynError & { remoteCode?: string }).remoteCode;
+    return httpErrorOfWire(remote ?? err.code, err.message, err.retryAfterS, remote === undefined);
   }
   return new HttpError(500, (err as Error)?.message ?? 'internal error', 'internal_error', 'internal');
 }

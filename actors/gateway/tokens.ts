@@ -1,15 +1,113 @@
 /**
- * Prompt token counting at the gateway (InferenceRequest.inputTokens, used for classification into the
- * request types). It must agree with the engine's count, so it reuses the emulator's tokenizer stand-in
- * (src/engine/emulator/text.ts: ceil(chars/4); chat: content + 4 per message + 3). A prompt given as
- * token ids counts exactly its length. With a real vLLM engine the engine's usage.prompt_tokens is
- * authoritative; this count only steers the choice of pool.
+ * Prompt token counting at the gateway with the engine's own tokenizer: the count that classifies a request
+ * (InferenceRequest.inputTokens: request type, output-length predictor, pending prefill), checks it against
+ * the context length before dispatch, and is the usage's prompt_tokens when the engine reports none. It asks
+ * an instance (vLLM's /tokenize, chat template applied) over NATS and caches the answer per prompt (a bounded
+ * LRU keyed by a hash of what the template sees), so a repeated prompt costs no round trip.
  */
-import { countChatTokens, countTextTokens } from '../../src/engine/emulator/text.ts';
+import { createHash } from 'node:crypto';
+import type { DetokenizeReply, DetokenizeRequest, EngineParams, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
+import { decodeTokens, encodeChat, encodeText, tokenStrings } from '../../src/engine/emulator/tokenizer.ts';
 import type { ChatMessageIn } from './openai.ts';
 
-export function countPromptTokens(prompt: string | number[] | undefined, messages?: readonly ChatMessageIn[]): number {
-  if (messages) return countChatTokens(messages.map((m) => ({ content: typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((x) => (typeof x.text === 'string' ? x.text : '')).join('') : '' })));
-  if (Array.isArray(prompt)) return prompt.length;
-  return countTextTokens(prompt ?? '');
+/** What a tokenizer answers: the count and the engine's context length. */
+export interface TokenCount {
+  count: number;
+  maxModelLen: number;
+}
+
+export type TokenizeFn = (req: TokenizeRequest) => Promise<TokenizeReply>;
+
+/** The request parameters that change what the chat template renders, so they are part of the cache key. */
+const TEMPLATE_PARAMS = ['tools', 'add_generation_prompt', 'continue_final_message', 'add_special_tokens', 'chat_template', 'chat_template_kwargs', 'documents'] as const;
+
+export function templateParams(p: EngineParams | undefined): EngineParams | undefined {
+  if (!p) return undefined;
+  const out: Record<string, unknown> = {};
+  let any = false;
+  for (const k of TEMPLATE_PARAMS) {
+    if (p[k] !== undefined) {
+      out[k] = p[k];
+      any = true;
+    }
+  }
+  return any ? (out as EngineParams) : undefined;
+}
+
+export class PromptCounter {
+  private readonly cache = new Map<string, TokenCount>();
+  /** the context length each model's engine reported (for /v1/models). */
+  readonly maxModelLen = new Map<string, number>();
+
+  constructor(
+    private readonly tokenize: TokenizeFn,
+    private readonly capacity = 8192,
+  ) {}
+
+  /** Count a prompt (text or token ids) or a chat; throws what the tokenizer throws (a DynError / RemoteError). */
+  async count(model: string, prompt: string | number[] | undefined, messages: readonly ChatMessageIn[] | undefined, params?: EngineParams): Promise<TokenCount> {
+    const tp = templateParams(params);
+    const req: TokenizeRequest = { v: 1, model };
+    if (messages) req.messages = [...messages];
+    else req.prompt = prompt ?? '';
+    if (tp) req.params = tp;
+    // token ids need no tokenizer, but the context length does: ask once per model
+    const known = this.maxModelLen.get(model);
+    if (Array.isArray(prompt) && !messages && known !== undefined) return { count: prompt.length, maxModelLen: known };
+    const key = createHash('sha256').update(JSON.stringify([model, req.prompt, req.messages, tp])).digest('base64');
+    const hit = this.cache.get(key);
+    if (hit) {
+      this.cache.delete(key);
+      this.cache.set(key, hit); // most recently used last
+      return hit;
+    }
+    const r = await this.tokenize(req);
+    if (!r.ok || r.count === undefined || r.maxModelLen === undefined) throw new TokenizeRefused(r.error?.message ?? 'the tokenizer refused the prompt', r.error?.code);
+    const out = { count: r.count, maxModelLen: r.maxModelLen };
+    this.maxModelLen.set(model, r.maxModelLen);
+    if (this.cache.size >= this.capacity) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(key, out);
+    return out;
+  }
+}
+
+/** The engine's tokenizer refused the prompt (e.g. a message its chat template rejects). */
+export class TokenizeRefused extends Error {
+  override name = 'TokenizeRefused';
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The emulator's tokenizer (Llama's BPE, Llama-2 chat template) in-process, for a gateway whose backend has no
+ * tokenizer (tests with a scripted backend): the same counts an emulated engine's /tokenize gives.
+ */
+export function localTokenizer(maxModelLen: number): TokenizeFn {
+  return async (req) => {
+    try {
+      const ids = req.messages
+        ? encodeChat(req.messages, { tools: req.params?.tools, continueFinalMessage: req.params?.continue_final_message })
+        : Array.isArray(req.prompt)
+          ? req.prompt
+          : encodeText(req.prompt ?? '', req.params?.add_special_tokens !== false);
+      const out: TokenizeReply = { v: 1, ok: true, count: ids.length, maxModelLen };
+      if (req.returnTokens) out.tokens = ids;
+      if (req.returnTokenStrs) out.tokenStrs = tokenStrings(ids);
+      return out;
+    } catch (err) {
+      return { v: 1, ok: false, error: { code: 'invalid_request', message: (err as Error).message, retryable: false } };
+    }
+  };
+}
+
+export function localDetokenize(req: DetokenizeRequest): DetokenizeReply {
+  try {
+    return { v: 1, ok: true, prompt: decodeTokens(req.tokens) };
+  } catch (err) {
+    return { v: 1, ok: false, error: { code: 'invalid_request', message: (err as Error).message, retryable: false } };
+  }
 }

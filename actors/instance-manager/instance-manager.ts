@@ -15,7 +15,10 @@ import { appendFileSync } from 'node:fs';
 import {
   Admission, Cancel, InferenceRequest, InstanceCommand, InstanceStatus, InstanceTelemetry, MoveReply, MoveRequest,
   RequestRecord, TokenChunk, Ack, controlSubjects, subjects, DynError, toWireError,
+  TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply, TOKENIZER_QUEUE,
   type InstanceCommand as InstanceCommandT, type RequestType, type WireError,
+  type TokenizeRequest as TokenizeRequestT, type TokenizeReply as TokenizeReplyT,
+  type DetokenizeRequest as DetokenizeRequestT, type DetokenizeReply as DetokenizeReplyT,
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import type { Engine, EngineChunk } from '../../src/engine/engine.ts';
@@ -155,6 +158,9 @@ export class InstanceManager {
         concurrency: 16,
       }),
       bus.serve(subjects.instanceControl(this.id), InstanceCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
+      // the gateway counts prompts with the engine's tokenizer (any instance of the model answers)
+      bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => this.#tokenize(req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
+      bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => this.#detokenize(req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
       // peers of the pool: whether anyone has room (emergency step 3 needs somebody to move to)
       bus.subscribe(controlSubjects.instanceStatus(this.pool), InstanceStatus, (s) => {
         if (s.id !== this.id) this.#peers.set(s.id, { queued: s.queued, running: s.running, state: s.state, seenMs: Date.now() });
@@ -382,6 +388,27 @@ export class InstanceManager {
       this.#admitState.delete(req.id);
       this.#unwatchCancel(req.id);
       this.#pump();
+    }
+  }
+
+  /** vLLM's /tokenize on this instance's engine; a refused prompt is an invalid_request reply with the engine's words. */
+  async #tokenize(req: TokenizeRequestT): Promise<TokenizeReplyT> {
+    try {
+      const r = await this.#o.engine.tokenize({ model: req.model, prompt: req.prompt, chat: req.messages, params: req.params, returnTokenStrs: req.returnTokenStrs });
+      const out: TokenizeReplyT = { v: 1, ok: true, count: r.count, maxModelLen: r.maxModelLen };
+      if (req.returnTokens) out.tokens = r.tokens;
+      if (req.returnTokenStrs && r.tokenStrs) out.tokenStrs = r.tokenStrs;
+      return out;
+    } catch (err) {
+      return { v: 1, ok: false, error: engineWireError(err) };
+    }
+  }
+
+  async #detokenize(req: DetokenizeRequestT): Promise<DetokenizeReplyT> {
+    try {
+      return { v: 1, ok: true, prompt: await this.#o.engine.detokenize(req.tokens) };
+    } catch (err) {
+      return { v: 1, ok: false, error: engineWireError(err) };
     }
   }
 
@@ -857,4 +884,10 @@ function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'toolCalls'
   if (ch.toolCalls) x.toolCalls = ch.toolCalls;
   if (ch.reasoning !== undefined) x.reasoning = ch.reasoning;
   return x;
+}
+
+/** An engine call's failure as the client may see it: the engine's own message for a refusal, nothing internal. */
+function engineWireError(err: unknown): WireError {
+  if (err instanceof EngineHttpError && !err.retryable) return { code: 'invalid_request', message: err.engineMessage, retryable: false };
+  return { code: 'unavailable', message: 'the engine did not answer; retry', retryable: true, retryAfterS: 1 };
 }

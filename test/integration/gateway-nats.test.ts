@@ -11,8 +11,9 @@ import WebSocket from 'ws';
 import { startNatsServer, type TestNats } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
-import { subjects, CLUSTER_INTAKE_QUEUE } from '../../protocols/subjects.ts';
-import { Admission, Cancel, InferenceRequest, InstanceTelemetry, RequestRecord, DecisionEvent, TokenChunk, type Admission as AdmissionT } from '../../protocols/messages.ts';
+import { subjects, CLUSTER_INTAKE_QUEUE, TOKENIZER_QUEUE } from '../../protocols/subjects.ts';
+import { Admission, Cancel, InferenceRequest, InstanceTelemetry, RequestRecord, DecisionEvent, TokenChunk, TokenizeReply, TokenizeRequest, type Admission as AdmissionT } from '../../protocols/messages.ts';
+import { localTokenizer } from '../../actors/gateway/tokens.ts';
 import { GatewayActor } from '../../actors/gateway/main.ts';
 import { splitConfig } from '../../actors/gateway/config.ts';
 import { parsePrometheusText } from '../../src/telemetry/prom-parse.ts';
@@ -49,6 +50,9 @@ beforeAll(async () => {
     }, 5);
     return { v: 1, id: req.id, ok: true, type: 'SS', pool: 'pool-SS', instance: 'i-0' };
   }, { queue: CLUSTER_INTAKE_QUEUE });
+  // an instance's tokenizer (the emulator's Llama BPE)
+  const tokenize = localTokenizer(4096);
+  cluster.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => tokenize(req), { queue: TOKENIZER_QUEUE });
   cluster.subscribe(subjects.cancel('x').replace(/x$/, '*') /* protocols has no cancelAll */, Cancel, (c) => {
     cancels.push(c.id);
   });

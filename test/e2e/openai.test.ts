@@ -1,0 +1,205 @@
+/**
+ * The OpenAI front door end to end, faithful to vLLM: `dynamollm up` (real nats-server, managers, instance
+ * managers, emulated engines, gateway; test/e2e/openai.e2e.yaml: Llama-2-70B, 4096-token context) driven by the
+ * official `openai` client, streaming and not. The emulator honours the parameters, so each one is checked on
+ * what comes back through the gateway: stop strings (finish_reason, stop_reason), seed, logprobs in vLLM's
+ * shapes, response_format JSON, tools with tool_choice 'required'; usage.prompt_tokens equals /tokenize for
+ * the same prompt; /v1/models reports max_model_len; over-long requests are a 400 before dispatch (also when
+ * streamed); unknown parameters a 400 naming them.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import OpenAI from 'openai';
+import { startUpCluster, type UpCluster } from '../helpers/cluster.ts';
+
+const KEY = 'sk-e2e-openai';
+let cluster: UpCluster;
+let model: string;
+const client = () => new OpenAI({ apiKey: KEY, baseURL: `${cluster.base}/v1`, maxRetries: 0, timeout: 30_000 });
+// vLLM's extra request fields and response fields, which the openai client passes through untouched
+type Vllm = { ignore_eos?: boolean; stop_reason?: string | number | null };
+const post = async (path: string, body: unknown) => {
+  const r = await fetch(`${cluster.base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` }, body: JSON.stringify(body) });
+  return { status: r.status, type: r.headers.get('content-type'), body: (await r.json()) as Record<string, unknown> };
+};
+
+beforeAll(async () => {
+  cluster = await startUpCluster({ config: 'test/e2e/openai.e2e.yaml', readyTimeoutS: 80, runDirPrefix: 'dyn-e2e-openai-' });
+  model = (await client().models.list()).data[0]!.id;
+}, 90_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+}, 40_000);
+
+/** A streamed completion's text, finish_reason and stop_reason. */
+async function streamCompletion(params: Record<string, unknown>) {
+  const s = await client().completions.create({ model, stream: true, ...params } as unknown as OpenAI.CompletionCreateParamsStreaming);
+  let text = '';
+  let finish: string | null = null;
+  let stopReason: unknown;
+  const logprobs: OpenAI.Completions.Completion['choices'][number]['logprobs'][] = [];
+  for await (const c of s) {
+    const ch = c.choices[0];
+    if (!ch) continue;
+    text += ch.text;
+    if (ch.logprobs) logprobs.push(ch.logprobs);
+    if (ch.finish_reason) {
+      finish = ch.finish_reason;
+      stopReason = (ch as Vllm).stop_reason;
+    }
+  }
+  return { text, finish, stopReason, logprobs };
+}
+
+describe('OpenAI parameters reach the engine and its answer comes back', () => {
+  it('seed: the same seed gives the same text, another seed other text (streaming and not)', async () => {
+    const c = client();
+    const ask = (seed: number) => c.completions.create({ model, prompt: 'Tell me about energy', max_tokens: 16, seed, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming & Vllm);
+    const [a, b, other] = await Promise.all([ask(11), ask(11), ask(12)]);
+    expect(a.choices[0]!.text).toBe(b.choices[0]!.text);
+    expect(other.choices[0]!.text).not.toBe(a.choices[0]!.text);
+    const s = await streamCompletion({ prompt: 'Tell me about energy', max_tokens: 16, seed: 11, ignore_eos: true });
+    expect(s.text).toBe(a.choices[0]!.text);
+  });
+
+  it('stop strings cut the text: finish_reason stop, stop_reason the string (streaming and not)', async () => {
+    const c = client();
+    const full = (await c.completions.create({ model, prompt: 'x', max_tokens: 40, seed: 5, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming & Vllm)).choices[0]!.text;
+    const words = full.split(' ').slice(1).map((w) => ` ${w}`);
+    const stop = words[6]!; // the 7th word: the text stops at its first occurrence
+    const expected = full.slice(0, full.indexOf(stop));
+    const r = await c.completions.create({ model, prompt: 'x', max_tokens: 40, seed: 5, ignore_eos: true, stop: [stop, 'never-there'] } as OpenAI.CompletionCreateParamsNonStreaming & Vllm);
+    expect(r.choices[0]!.text).toBe(expected);
+    expect(r.choices[0]!.finish_reason).toBe('stop');
+    expect((r.choices[0] as Vllm).stop_reason).toBe(stop);
+    const s = await streamCompletion({ prompt: 'x', max_tokens: 40, seed: 5, ignore_eos: true, stop: [stop] });
+    expect(s).toMatchObject({ text: expected, finish: 'stop', stopReason: stop });
+    // chat, streamed
+    const cs = await c.chat.completions.create({ model, messages: [{ role: 'user', content: 'x' }], max_tokens: 40, seed: 5, stop: stop, stream: true, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsStreaming & Vllm);
+    let finish: string | null = null;
+    let stopReason: unknown;
+    for await (const ch of cs) {
+      if (ch.choices[0]?.finish_reason) {
+        finish = ch.choices[0].finish_reason;
+        stopReason = (ch.choices[0] as Vllm).stop_reason;
+      }
+    }
+    expect(finish).toBe('stop');
+    expect(stopReason).toBe(stop);
+  });
+
+  it('logprobs come back in vLLM\'s shapes (completions and chat, streaming and not)', async () => {
+    const c = client();
+    const r = await c.completions.create({ model, prompt: 'x', max_tokens: 5, logprobs: 2, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming & Vllm);
+    const lp = r.choices[0]!.logprobs!;
+    expect(lp.tokens).toHaveLength(5);
+    expect(lp.tokens!.join('')).toBe(r.choices[0]!.text);
+    expect(lp.token_logprobs).toHaveLength(5);
+    expect(lp.text_offset).toEqual(lp.tokens!.map((_, i) => lp.tokens!.slice(0, i).join('').length));
+    for (const [i, top] of lp.top_logprobs!.entries()) {
+      expect(Object.keys(top!).length).toBe(3); // the sampled token and its 2 best alternatives
+      expect(top![lp.tokens![i]!]).toBe(lp.token_logprobs![i]);
+    }
+    const s = await streamCompletion({ prompt: 'x', max_tokens: 5, logprobs: 2, ignore_eos: true });
+    expect(s.logprobs.flatMap((l) => l!.tokens!).join('')).toBe(s.text);
+
+    const chat = await c.chat.completions.create({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, logprobs: true, top_logprobs: 3, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsNonStreaming & Vllm);
+    const content = chat.choices[0]!.logprobs!.content!;
+    expect(content.map((t) => t.token).join('')).toBe(chat.choices[0]!.message.content);
+    for (const t of content) {
+      expect(t.bytes).toEqual([...Buffer.from(t.token, 'utf8')]);
+      expect(t.top_logprobs).toHaveLength(3);
+      expect(t.logprob).toBeLessThanOrEqual(0);
+    }
+    const cs = await c.chat.completions.create({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, logprobs: true, top_logprobs: 1, stream: true, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsStreaming & Vllm);
+    let n = 0;
+    for await (const ch of cs) n += ch.choices[0]?.logprobs?.content?.length ?? 0;
+    expect(n).toBe(4);
+  });
+
+  it('response_format JSON yields valid JSON (json_object and json_schema, streaming and not)', async () => {
+    const c = client();
+    const obj = await c.chat.completions.create({ model, messages: [{ role: 'user', content: 'JSON please' }], max_tokens: 200, response_format: { type: 'json_object' } });
+    expect(typeof JSON.parse(obj.choices[0]!.message.content!)).toBe('object');
+    const schema = { type: 'object', properties: { city: { type: 'string' }, days: { type: 'integer', minimum: 1, maximum: 7 }, sunny: { type: 'boolean' } }, required: ['city', 'days', 'sunny'] };
+    const s = await c.chat.completions.create({ model, messages: [{ role: 'user', content: 'weather' }], max_tokens: 200, stream: true, response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } });
+    let text = '';
+    for await (const ch of s) text += ch.choices[0]?.delta.content ?? '';
+    const v = JSON.parse(text) as { city: unknown; days: number; sunny: unknown };
+    expect(typeof v.city).toBe('string');
+    expect(Number.isInteger(v.days) && v.days >= 1 && v.days <= 7).toBe(true);
+    expect(typeof v.sunny).toBe('boolean');
+  });
+
+  it('tools with tool_choice "required" yield a tool call (streaming and not)', async () => {
+    const c = client();
+    const tools: OpenAI.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }];
+    const r = await c.chat.completions.create({ model, messages: [{ role: 'user', content: 'weather in Paris?' }], max_tokens: 100, tools, tool_choice: 'required' });
+    const call = r.choices[0]!.message.tool_calls![0]! as OpenAI.ChatCompletionMessageFunctionToolCall;
+    expect(r.choices[0]!.finish_reason).toBe('tool_calls');
+    expect(call.type).toBe('function');
+    expect(call.function.name).toBe('get_weather');
+    expect(typeof (JSON.parse(call.function.arguments) as { city: unknown }).city).toBe('string');
+    expect(call.id).toMatch(/^chatcmpl-tool-/);
+    const s = await c.chat.completions.create({ model, messages: [{ role: 'user', content: 'weather in Paris?' }], max_tokens: 100, tools, tool_choice: 'required', stream: true });
+    let name = '';
+    let args = '';
+    let finish: string | null = null;
+    for await (const ch of s) {
+      for (const d of ch.choices[0]?.delta.tool_calls ?? []) {
+        name += d.function?.name ?? '';
+        args += d.function?.arguments ?? '';
+      }
+      finish = ch.choices[0]?.finish_reason ?? finish;
+    }
+    expect(name).toBe('get_weather');
+    expect(JSON.parse(args)).toHaveProperty('city');
+    expect(finish).toBe('tool_calls');
+    // the tool's answer goes back as a tool message, and the conversation continues
+    const follow = await c.chat.completions.create({ model, max_tokens: 5, messages: [{ role: 'user', content: 'weather in Paris?' }, r.choices[0]!.message, { role: 'tool', tool_call_id: call.id, content: '{"temp": 21}' }] });
+    expect(follow.choices[0]!.message.content!.length).toBeGreaterThan(0);
+  });
+});
+
+describe('real token counts and honest errors', () => {
+  it('usage.prompt_tokens equals /tokenize for the same prompt; /v1/models reports max_model_len; /detokenize round-trips', async () => {
+    const c = client();
+    const prompt = 'The quick brown fox jumps over the lazy dog.';
+    const t = await post('/tokenize', { model, prompt });
+    expect(t.status).toBe(200);
+    expect(t.body.count).toBe((t.body.tokens as number[]).length);
+    const r = await c.completions.create({ model, prompt, max_tokens: 3 });
+    expect(r.usage!.prompt_tokens).toBe(t.body.count);
+    const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'What is DynamoLLM?' }];
+    const tc = await post('/tokenize', { model, messages });
+    const chat = await c.chat.completions.create({ model, messages, max_tokens: 3 });
+    expect(chat.usage!.prompt_tokens).toBe(tc.body.count);
+    const models = await c.models.list();
+    expect((models.data[0] as unknown as { max_model_len: number }).max_model_len).toBe(4096);
+    expect(t.body.max_model_len).toBe(4096);
+    expect((await post('/detokenize', { model, tokens: t.body.tokens })).body.prompt).toBe(prompt);
+  });
+
+  it('prompt + max_tokens over max_model_len is a 400 before dispatch, in OpenAI\'s error shape, streamed or not', async () => {
+    const prompt = 'energy '.repeat(3000); // ~3000 tokens
+    for (const stream of [false, true]) {
+      const r = await post('/v1/completions', { model, prompt, max_tokens: 2000, stream });
+      expect(r.status).toBe(400);
+      expect(r.type).toMatch(/application\/json/);
+      const e = r.body.error as { message: string; type: string; param: string | null; code: string | null };
+      expect(e).toMatchObject({ type: 'invalid_request_error', param: 'prompt', code: 'context_length_exceeded' });
+      expect(e.message).toMatch(/maximum context length is 4096 tokens/);
+      expect(e.message).not.toMatch(/pool-|inst|node|n0|http:/);
+    }
+    await expect(client().chat.completions.create({ model, messages: [{ role: 'user', content: prompt }], max_tokens: 2000 })).rejects.toMatchObject({ status: 400, code: 'context_length_exceeded' });
+  });
+
+  it('a parameter the cluster cannot honour, or an unknown one, is a 400 naming it', async () => {
+    const n = await post('/v1/chat/completions', { model, messages: [{ role: 'user', content: 'x' }], n: 2 });
+    expect(n.status).toBe(400);
+    expect((n.body.error as { param: string }).param).toBe('n');
+    const u = await post('/v1/completions', { model, prompt: 'x', frobnicate: true, stream: true });
+    expect(u.status).toBe(400);
+    expect((u.body.error as { param: string; message: string }).param).toBe('frobnicate');
+  });
+});
