@@ -16,6 +16,8 @@ export interface CoreRequest {
   type?: RequestType;
   /** absolute deadline for the first token on the driver's clock, ms (for emergency reordering). */
   ttftDeadlineMs?: number;
+  /** prefix-block hashes of the prompt (one per CoreOptions.prefixCacheBlockTokens tokens); used when the core caches prefixes. */
+  prefixHashes?: readonly number[];
 }
 
 export interface CoreOptions {
@@ -36,6 +38,13 @@ export interface CoreOptions {
   kvCapacityTokens?: number;
   /** bound of the waiting queue; submit() beyond it throws QueueFullError. default 4096. */
   maxWaiting?: number;
+  /**
+   * automatic prefix caching (vLLM enable_prefix_caching) over requests' `prefixHashes`, blocks of this many
+   * tokens, an LRU sized from the KV capacity (src/engine/prefix-cache.ts). Default 0: off.
+   */
+  prefixCacheBlockTokens?: number;
+  /** counters the prefix cache adds its hit and looked-up prompt tokens to (shared across cores by a simulator). */
+  prefixCacheCounters?: { hitTokens: number; lookupTokens: number };
 }
 
 /**

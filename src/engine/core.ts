@@ -16,11 +16,15 @@
  * per-GPU power x TP. Energy (modelled, not measured) accumulates per step and over idle gaps at the
  * model-loaded idle power (or unloaded idle power while sleeping). Each finished request is attributed a
  * share of every step it took part in, split by the tokens it processed in that step.
+ * With prefix caching on (CoreOptions.prefixCacheBlockTokens), a request admitted with `prefixHashes` starts
+ * with its leading cached blocks computed (vLLM automatic prefix caching; src/engine/prefix-cache.ts): only the
+ * rest of its prompt is prefilled (the cached part still counts as attention context and holds KV blocks).
  */
 import type { BatchingCoreApi, CoreEvent, CoreOptions, CoreRequest, CoreStats, StepResult } from './core-types.ts';
 import type { PerfModel, StepBatch } from '../model/types.ts';
 import { QueueFullError } from './errors.ts';
 import { DEFAULT_SCHEDULER } from '../model/scheduler.ts';
+import { PrefixCache } from './prefix-cache.ts';
 
 /** KV-cache block size in tokens (vLLM's default). */
 export const KV_BLOCK_TOKENS = 16;
@@ -62,6 +66,8 @@ export class BatchingCore implements BatchingCoreApi {
   private preemptions = 0;
   /** the last step's span and prefill tokens (pendingPrefillTokens reads the part still in progress). */
   private lastStep: { startMs: number; endMs: number; prefillTokens: number } | null = null;
+  private readonly prefix: PrefixCache | null;
+  private readonly prefixCounters: { hitTokens: number; lookupTokens: number } | undefined;
 
   constructor(opts: CoreOptions) {
     this.perf = opts.perf;
@@ -80,6 +86,26 @@ export class BatchingCore implements BatchingCoreApi {
     if (this.totalBlocks < 1) throw new RangeError(`KV capacity ${this.kvCapacityTokens} tokens is below one block`);
     this.freeBlocks = this.totalBlocks;
     this.lastPowerW = this.idlePowerW();
+    const pbt = opts.prefixCacheBlockTokens ?? 0;
+    this.prefix = pbt > 0 ? new PrefixCache(pbt, Math.floor(this.kvCapacityTokens / pbt)) : null;
+    this.prefixCounters = opts.prefixCacheCounters;
+  }
+
+  /** Prompt tokens of these prefix hashes cached here now (what a cache-aware router asks); 0 when caching is off. */
+  cachedPrefixTokens(hashes: readonly number[] | undefined, promptTokens: number): number {
+    if (!this.prefix || !hashes?.length) return 0;
+    return Math.max(0, Math.min(this.prefix.matchedBlocks(hashes) * this.prefix.blockTokens, promptTokens - 1));
+  }
+
+  /** A request entering the running set with nothing computed takes its cached prefix. */
+  private takeCachedPrefix(s: Seq): void {
+    if (!this.prefix || s.computed !== 0 || s.blocks !== 0 || !s.req.prefixHashes?.length) return;
+    const before = this.prefix.hitTokens;
+    s.computed = this.prefix.acquire(s.req.prefixHashes, s.req.promptTokens);
+    if (this.prefixCounters) {
+      this.prefixCounters.hitTokens += this.prefix.hitTokens - before;
+      this.prefixCounters.lookupTokens += s.req.promptTokens;
+    }
   }
 
   submit(req: CoreRequest): void {
@@ -159,6 +185,7 @@ export class BatchingCore implements BatchingCoreApi {
       // 2. admit waiting requests
       while (budget > 0 && this.waitingQ.length > 0 && this.running.length < this.maxNumSeqs) {
         const s = this.waitingQ[0];
+        this.takeCachedPrefix(s);
         const n = Math.min(this.newTokens(s), budget);
         if (!this.allocate(s, n)) break;
         this.waitingQ.shift();
@@ -215,6 +242,8 @@ export class BatchingCore implements BatchingCoreApi {
       s.sched = 0;
       if (s.computed === s.req.promptTokens + s.generated) {
         const index = s.generated++;
+        // the prompt's full blocks are computed: they enter the prefix cache
+        if (index === 0 && this.prefix && s.req.prefixHashes?.length) this.prefix.insert(s.req.prefixHashes.slice(0, Math.floor(s.req.promptTokens / this.prefix.blockTokens)));
         events.push(index === 0 ? { kind: 'first_token', id: s.req.id, atMs: endMs } : { kind: 'token', id: s.req.id, atMs: endMs, index });
         if (s.generated >= s.req.outputTokens) {
           events.push({
@@ -261,6 +290,7 @@ export class BatchingCore implements BatchingCoreApi {
     }
     this.idleUntil(nowMs);
     this.sleeping = sleeping;
+    if (sleeping) this.prefix?.clear(); // the KV cache is discarded
     this.lastPowerW = this.idlePowerW();
   }
 

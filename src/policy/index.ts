@@ -13,3 +13,4 @@ export * from './frequency.ts';
 export * from './dispatch.ts';
 export * from './emergency.ts';
 export * from './milp.ts';
+export * from './prefix.ts';

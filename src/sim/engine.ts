@@ -31,7 +31,7 @@ import * as decide from './decide.ts';
 import { instantHeadroom } from '../policy/dispatch.ts';
 import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { LogHistogram, percentile } from './metrics.ts';
-import { classifyCached, forEachRecord, rng, type TraceRecord } from './trace.ts';
+import { classifyCached, forEachRecord, longInputClassBound, overContext, rng, type TraceRecord } from './trace.ts';
 import type { Fidelity, PolicyName, SimCosts, SimEpochs, SimOptions, SimResult, LatencyStats } from './types.ts';
 
 export const DEFAULT_EPOCHS: SimEpochs = { clusterS: 1800, poolS: 300, instanceS: 5 };
@@ -138,6 +138,13 @@ export interface LoadTemplate {
   count: number;
 }
 
+/**
+ * The context the simulator serves when SimOptions.maxContext is not given: the model's, but at least the
+ * paper's longest input class (8192 tokens: Table IV serves prompts up to 8192 on Llama2-70B, whose published
+ * context is 4096; `maxContext: 4096` is the strict reading).
+ */
+export const DEFAULT_CONTEXT_FLOOR = 8192;
+
 export interface EngineInputs {
   opts: SimOptions;
   profile: Profile;
@@ -213,7 +220,7 @@ type DispatchScore = { e: number; u: number } | null;
  * chooseInstance's own (energy within 1e-9, then utilisation, then id); test/unit/sim-engine.test.ts checks
  * that this returns exactly what chooseInstance returns on the same views.
  */
-export function dispatchQuantised(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>, headroom = 0): string | null {
+export function dispatchQuantised(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>, headroom = 0, prefer?: (eligibleIds: string[]) => string | undefined): string | null {
   // chooseInstance's two tiers (instantaneous headroom at the current clock, then at max clock), each the
   // least marginal energy under the rate cap; the rate score (state-free but for the EWMA load) is memoised
   const fmax = profile.clocksMhz[profile.clocksMhz.length - 1]!;
@@ -235,6 +242,7 @@ export function dispatchQuantised(req: { type: RequestType }, views: InstanceVie
   };
   for (const tier of [0, 1]) {
     let best: { id: string; e: number; u: number } | null = null;
+    const eligible: string[] = [];
     views.forEach((v, k) => {
       if (!v.healthy) return;
       const clock = tier === 0 && profile.clocksMhz.includes(v.clockMhz) ? v.clockMhz : fmax;
@@ -242,9 +250,10 @@ export function dispatchQuantised(req: { type: RequestType }, views: InstanceVie
       const sc = score(k);
       if (!sc) return;
       const { e, u } = sc;
+      if (prefer) eligible.push(v.id);
       if (!best || e < best.e - 1e-9 || (Math.abs(e - best.e) <= 1e-9 && (u < best.u - 1e-12 || (Math.abs(u - best.u) <= 1e-12 && v.id < best.id)))) best = { id: v.id, e, u };
     });
-    if (best) return (best as { id: string }).id;
+    if (best) return (prefer && prefer(eligible)) || (best as { id: string }).id;
   }
   return null;
 }
@@ -360,6 +369,12 @@ export class Simulation {
   private readonly reconf = { instanceStart: 0, instanceStop: 0, reshard: 0, clock: 0, emergency: 0 };
   private rejected = 0;
   private unservable = 0;
+  /** prompt + output over the model's context: refused at the door (vLLM answers 400), never an SLO miss. */
+  private refusedOverContext = 0;
+  private readonly maxContext: number;
+  /** the L input class's upper bound (longInputClassBound of the context). */
+  private readonly longInputMax: number;
+  private readonly prefixCounters = { hitTokens: 0, lookupTokens: 0 };
   private misclassified = 0;
   private requests = 0;
   private extraJ = 0;
@@ -403,6 +418,8 @@ export class Simulation {
     // slow); default 'least-loaded' (what actors/common/policy.ts pickInstance runs live today)
     this.useDispatchPolicy = (this.o.dispatch ?? (this.o.policy === 'dynamollm' || this.o.policy === 'oracle' ? 'policy' : 'least-loaded')) === 'policy';
     this.useCapCheck = true;
+    this.maxContext = this.o.maxContext ?? Math.max(this.perf.model.maxContext, DEFAULT_CONTEXT_FLOOR);
+    this.longInputMax = longInputClassBound(this.maxContext);
   }
 
   // ---------------------------------------------------------------- classification & load template
@@ -423,7 +440,7 @@ export class Simulation {
   }
 
   private classify(r: TraceRecord): { type: RequestType; pred: RequestType } | null {
-    const type = classifyCached(r.inputTokens, r.outputTokens);
+    const type = classifyCached(r.inputTokens, r.outputTokens, this.longInputMax);
     if (type === null) return null;
     return { type, pred: this.predict(type, this.predRand) };
   }
@@ -442,8 +459,8 @@ export class Simulation {
     let count = 0;
     const rand = rng(this.predSeed);
     await forEachRecord(this.inp.records(), (r) => {
-      const c = classifyCached(r.inputTokens, r.outputTokens);
-      if (c === null) return;
+      const c = classifyCached(r.inputTokens, r.outputTokens, this.longInputMax);
+      if (c === null || overContext(r, this.maxContext)) return;
       const type = this.predict(c, rand);
       const b = Math.floor(r.tMs / 60000);
       if (b >= perMin.SS.length) {
@@ -524,7 +541,8 @@ export class Simulation {
     if (this.fidelity === 'step') {
       // the scheduler budget of the engine the profile describes (Profile.scheduler; absent: the core's default)
       const sch = this.p.scheduler;
-      inst.core = new BatchingCore({ perf: this.perf, tp: inst.tp, clockMhz: inst.clockMhz, maxWaiting: 1 << 20, maxNumBatchedTokens: sch?.maxNumBatchedTokens, maxNumSeqs: sch?.maxNumSeqs });
+      inst.core = new BatchingCore({ perf: this.perf, tp: inst.tp, clockMhz: inst.clockMhz, maxWaiting: 1 << 20, maxNumBatchedTokens: sch?.maxNumBatchedTokens, maxNumSeqs: sch?.maxNumSeqs,
+        prefixCacheBlockTokens: this.o.prefixCaching === false ? 0 : (this.o.prefixBlockTokens ?? 512), prefixCacheCounters: this.prefixCounters });
       inst.core.idleUntil(now);
     }
     for (const old of inst.replaces) this.drain(old, now);
@@ -1049,8 +1067,14 @@ export class Simulation {
   }
 
   /** Dispatch within a pool: src/policy chooseInstance (dynamic policies) or least-loaded; null when all are at capacity. */
-  private dispatch(pool: SimPool, pred: RequestType, now: number): SimInstance | null {
+  private dispatch(pool: SimPool, pred: RequestType, now: number, r?: TraceRecord): SimInstance | null {
+    // cache-aware routing (SimOptions.prefixRouting): src/policy preferPrefixHolder among the eligible instances
+    const prefer = this.o.prefixRouting && r?.hashIds?.length ? (eligible: SimInstance[]) => {
+      const id = decide.preferPrefixHolder(r.inputTokens, eligible.map((i) => ({ id: i.id, tp: i.tp, cachedPrefixTokens: i.core!.cachedPrefixTokens(r.hashIds, r.inputTokens), pendingPrefillTokens: i.core!.pendingPrefillTokens(now) })));
+      return id === undefined ? undefined : eligible.find((i) => i.id === id);
+    } : undefined;
     if (!this.useDispatchPolicy) {
+      const eligible: SimInstance[] = [];
       // least outstanding work per GPU among instances under their SLO throughput (utilisation at max clock,
       // src/policy utilisationOf, below 1 - headroom): the rule the live pool manager runs today
       // (actors/common/policy.ts pickInstance); none under it -> null (the caller spills upward)
@@ -1065,13 +1089,14 @@ export class Simulation {
           if (u + 1 / LOAD_WINDOW_S / Math.max(1e-9, maxLoadOf(this.p, pred, i.tp, this.maxClock)) > 1 - this.headroom + 1e-9) continue;
         }
         const s = i.core.stats();
+        if (prefer) eligible.push(i);
         const score = (s.running + 2 * s.waiting) / i.tp;
         if (score < bestScore || (score === bestScore && best !== null && i.tp > best.tp)) {
           bestScore = score;
           best = i;
         }
       }
-      return best;
+      return (prefer && eligible.length ? prefer(eligible) : undefined) ?? best;
     }
     const views: InstanceView[] = [];
     const byId = new Map<string, SimInstance>();
@@ -1091,7 +1116,8 @@ export class Simulation {
     }
     if (!views.length) return null;
     // the same SLO headroom as provisioning (the live leader can pass it in dispatchRequest's opts)
-    const id = dispatchQuantised({ type: pred }, views, this.p, 1 / LOAD_WINDOW_S, this.dispatchMemo, this.headroom);
+    const preferIds = prefer && ((ids: string[]) => prefer(ids.map((x) => byId.get(x)!).filter((i) => i.core))?.id);
+    const id = dispatchQuantised({ type: pred }, views, this.p, 1 / LOAD_WINDOW_S, this.dispatchMemo, this.headroom, preferIds);
     return id ? byId.get(id)! : null;
   }
 
@@ -1105,17 +1131,21 @@ export class Simulation {
   }
 
   private arriveStep(r: TraceRecord, now: number): void {
-    const c = this.classify(r);
     this.requests++;
+    if (overContext(r, this.maxContext)) {
+      this.refusedOverContext++;
+      return;
+    }
+    const c = this.classify(r);
     if (!c) {
       this.unservable++;
       return;
     }
     if (c.pred !== c.type) this.misclassified++;
     const home = this.pickPool(c.pred);
-    let inst = home ? this.dispatch(home, c.pred, now) : null;
+    let inst = home ? this.dispatch(home, c.pred, now, r) : null;
     // overload goes upward: the next longer pools (they meet the shorter types' SLOs)
-    if (!inst) for (const p of this.pools) if (p !== home && p.order > (home?.order ?? -1) && p.types.length && (inst = this.dispatch(p, c.pred, now))) break;
+    if (!inst) for (const p of this.pools) if (p !== home && p.order > (home?.order ?? -1) && p.types.length && (inst = this.dispatch(p, c.pred, now, r))) break;
     if (!inst && this.useDispatchPolicy) {
       // every pool at its SLO cap: src/policy dispatchRequest's overflow choice in the home pool (least
       // (running + 2 x queued) / tp, ties to the larger TP), whose emergency ladder then acts
@@ -1162,7 +1192,7 @@ export class Simulation {
     const id = `r${this.requests}`;
     const slo = TTFT_SLO_MS[inputClassOf(c.type)] * this.sloScale;
     try {
-      inst.core.submit({ id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo });
+      inst.core.submit({ id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo, prefixHashes: r.hashIds });
     } catch {
       this.unservable++;
       return;
@@ -1541,8 +1571,12 @@ export class Simulation {
   }
 
   private arriveFluid(r: TraceRecord, counts: Map<SimPool, Float64Array>, hasActive: Set<SimPool>): void {
-    const c = this.classify(r);
     this.requests++;
+    if (overContext(r, this.maxContext)) {
+      this.refusedOverContext++;
+      return;
+    }
+    const c = this.classify(r);
     if (!c) {
       this.unservable++;
       return;
@@ -1755,6 +1789,7 @@ export class Simulation {
     const price = this.o.gpuHourPrice ?? 2.5;
     const notes: string[] = [...this.notes];
     if (this.fidelity === 'fluid') notes.push('fluid fidelity: latency percentiles are profile-based estimates (interpolated profile cells), not simulated per request');
+    if (this.refusedOverContext > 0) notes.push(`${this.refusedOverContext} requests (${((100 * this.refusedOverContext) / Math.max(1, this.requests)).toFixed(1)}%) refused: prompt + output over the ${this.maxContext}-token context; not in latency or SLO attainment`);
     notes.push(`SLO attainment: share of requests with TTFT <= SLO and mean TBT <= SLO (x${this.sloScale}); p99WithinSlo judges types with >= 100 requests`);
     const totalCarbon = this.carbonG / 1000;
     return {
@@ -1776,6 +1811,9 @@ export class Simulation {
       reconfigurations: { ...this.reconf },
       rejected: this.rejected,
       unservable: this.unservable,
+      refusedOverContext: this.refusedOverContext,
+      maxContext: this.maxContext,
+      prefixCache: this.prefixCounters.lookupTokens > 0 ? { ...this.prefixCounters } : undefined,
       misclassified: this.misclassified,
       wallS: wallMs / 1000,
       series: this.series,

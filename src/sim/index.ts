@@ -5,15 +5,15 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createPerfModel, generateProfile, parseProfile, type Profile } from '../model/index.ts';
-import { Simulation } from './engine.ts';
-import { classifyCached, forEachRecord, loadTrace, readTrace, rng, synthTrace, type TraceRecord } from './trace.ts';
+import { DEFAULT_CONTEXT_FLOOR, Simulation } from './engine.ts';
+import { classifyCached, forEachRecord, loadTrace, longInputClassBound, overContext, readTrace, rng, synthTrace, type TraceRecord } from './trace.ts';
 import { maxLoadOf } from '../model/profile.ts';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { HighsLike } from '../policy/milp.ts';
 import type { SimOptions, SimResult, TraceSource } from './types.ts';
 
 export * from './types.ts';
-export { readTrace, synthTrace, loadTrace, type TraceRecord } from './trace.ts';
+export { readTrace, synthTrace, loadTrace, detectTimeUnit, detectTraceTimeUnit, type TraceRecord, type TimeUnit } from './trace.ts';
 export { POLICY_KNOBS, DEFAULT_COSTS, DEFAULT_EPOCHS } from './engine.ts';
 
 const profileCache = new Map<string, Profile>();
@@ -106,7 +106,7 @@ async function* amplifyAsync(src: AsyncIterable<TraceRecord>, k: number, seed: n
 export async function recordSource(src: TraceSource, rateScale = 1, seed = 7): Promise<() => AsyncIterable<TraceRecord> | Iterable<TraceRecord>> {
   if (!(rateScale > 0)) throw new RangeError(`rateScale must be > 0, got ${rateScale}`);
   if (src.kind === 'file') {
-    const read = () => readTrace(src.path, { startMs: src.startMs, durationMs: src.durationMs, limit: src.limit, skipBad: src.skipBad, rebase: true });
+    const read = () => readTrace(src.path, { startMs: src.startMs, durationMs: src.durationMs, limit: src.limit, skipBad: src.skipBad, rebase: true, timeUnit: src.timeUnit });
     if (rateScale === 1) return read;
     return () => amplifyAsync(read(), rateScale, seed + 101);
   }
@@ -119,7 +119,8 @@ export async function recordSource(src: TraceSource, rateScale = 1, seed = 7): P
  * the per-minute arrivals, utilisation sum_t load_t / maxLoad_t at TP8 and max clock from the profile, with
  * `headroom` kept free) needs exactly `servers` servers after scaling.
  */
-export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | Iterable<TraceRecord>, profile: Profile, servers: number, gpusPerServer: number, headroom: number): Promise<number> {
+export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | Iterable<TraceRecord>, profile: Profile, servers: number, gpusPerServer: number, headroom: number, maxContext = DEFAULT_CONTEXT_FLOOR): Promise<number> {
+  const longMax = longInputClassBound(maxContext);
   const fmax = profile.clocksMhz[profile.clocksMhz.length - 1];
   const perMin: number[] = []; // utilisation-minutes: sum over requests of 1/maxLoad_t, per minute bin
   const inv = new Map<RequestType, number>();
@@ -128,8 +129,8 @@ export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | 
     inv.set(t, ml > 0 ? 1 / ml : 0);
   }
   await forEachRecord(records(), (r) => {
-    const t = classifyCached(r.inputTokens, r.outputTokens);
-    if (t === null) return;
+    const t = classifyCached(r.inputTokens, r.outputTokens, longMax);
+    if (t === null || overContext(r, maxContext)) return;
     const b = Math.floor(r.tMs / 60000);
     while (perMin.length <= b) perMin.push(0);
     perMin[b] += inv.get(t)!;
@@ -163,9 +164,10 @@ export async function simulate(opts: SimOptions, onProgress?: (f: number) => voi
   let rateScale = opts.rateScale ?? 1;
   if (rateScale === 'auto') {
     // one pre-pass per (trace, profile, servers, headroom) in this thread: serial multi-policy runs share it
-    const key = JSON.stringify([opts.trace, opts.model, opts.gpu, opts.profilePath, opts.servers, opts.headroom]);
+    const maxContext = opts.maxContext ?? Math.max(perf.model.maxContext, DEFAULT_CONTEXT_FLOOR);
+    const key = JSON.stringify([opts.trace, opts.model, opts.gpu, opts.profilePath, opts.servers, opts.headroom, maxContext]);
     let k = autoCache.get(key);
-    if (k === undefined) autoCache.set(key, (k = await autoRateScale(await recordSource(opts.trace, 1, opts.seed), profile, opts.servers, perf.gpu.gpusPerServer, opts.headroom ?? 0.2)));
+    if (k === undefined) autoCache.set(key, (k = await autoRateScale(await recordSource(opts.trace, 1, opts.seed), profile, opts.servers, perf.gpu.gpusPerServer, opts.headroom ?? 0.2, maxContext)));
     rateScale = k;
   }
   const records = await recordSource(opts.trace, rateScale, opts.seed);

@@ -11,7 +11,7 @@ export function relEnergy(r: SimResult, base: SimResult | undefined): number {
 
 export function table(results: SimResult[], paper: Partial<Record<string, number>> = PAPER_ENERGY_VS_SINGLE): string {
   const base = results.find((r) => r.policy === 'single-pool');
-  const head = ['policy', 'fidelity', 'energy kWh', 'vs single', 'paper', 'avg kW', 'p99 kW', 'GPU-h', 'TTFT p50/p99 ms', 'TBT p50/p99 ms', 'SLO att. min', 'p99 in SLO', 'reconf s/r/c/e', 'rejected'];
+  const head = ['policy', 'fidelity', 'energy kWh', 'vs single', 'paper', 'avg kW', 'p99 kW', 'GPU-h', 'TTFT p50/p99 ms', 'TBT p50/p99 ms', 'SLO att. min', 'p99 in SLO', 'reconf s/r/c/e', 'rejected', 'refused ctx', 'prefix hit'];
   const rows = results.map((r) => {
     const att = Object.values(r.sloAttainment).filter((x): x is number => x !== undefined);
     const rel = relEnergy(r, base);
@@ -22,7 +22,8 @@ export function table(results: SimResult[], paper: Partial<Record<string, number
       `${f0(r.latency.ttftP50Ms)}/${f0(r.latency.ttftP99Ms)}`, `${f0(r.latency.tbtP50Ms)}/${f0(r.latency.tbtP99Ms)}`,
       att.length ? (Math.min(...att) * 100).toFixed(1) + '%' : '-', r.p99WithinSlo ? 'yes' : 'no',
       `${r.reconfigurations.instanceStart}/${r.reconfigurations.reshard}/${r.reconfigurations.clock}/${r.reconfigurations.emergency}`,
-      String(r.rejected),
+      String(r.rejected), String(r.refusedOverContext ?? 0),
+      r.prefixCache ? `${((100 * r.prefixCache.hitTokens) / Math.max(1, r.prefixCache.lookupTokens)).toFixed(1)}%` : '-',
     ];
   });
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));

@@ -5,15 +5,22 @@
  * - Azure LLM inference CSV, 2023 and 2024 releases: header `TIMESTAMP,ContextTokens,GeneratedTokens`
  *   (column order free, names case-insensitive). Timestamps `2023-11-16 18:15:46.6805900` (no zone, taken
  *   as UTC) or `2024-05-10 00:00:00.009930+00:00` (zone suffix honoured); a plain number is seconds.
- * - JSONL: one object per line `{timestamp, input_length, output_length}`; `timestamp` is seconds (number)
- *   or an ISO string.
+ * - BurstGPT CSV: header `Timestamp,...,Request tokens,Response tokens,...` (numeric timestamps).
+ * - JSONL: one object per line. Field names as public traces spell them: the time in `timestamp`, `time`,
+ *   `arrival_time` or `arrival_timestamp` (a number or an ISO string); the prompt in `input_length`,
+ *   `input_tokens`, `prompt_tokens` or `prompt_len`; the output in `output_length`, `output_tokens`,
+ *   `completion_tokens` or `output_len`; optional `hash_ids`, the prefix-block hashes of the prompt
+ *   (Mooncake/Kimi traces: one id per block of 512 tokens, equal ids = equal prefix content).
+ * Numeric timestamps are in the unit `timeUnit` says (s, ms or us); 'auto' (the default) decides from the first
+ * rows (see detectTimeUnit) and reports its choice in `stats`. ISO strings carry their own unit.
  * Files are read as a stream (node:readline), so week-long traces of tens of millions of rows never sit in
  * memory. A bad row is an error naming the file and line, unless `skipBad` is set, in which case it is
  * counted (`stats.skipped`) and reported by the caller: never silently dropped.
  */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { classifyLengths } from '../model/request-types.ts';
+import { classifyLengths, DEFAULT_THRESHOLDS } from '../model/request-types.ts';
+import type { ClassThresholds } from '../model/types.ts';
 import type { RequestType } from '../../protocols/request-types.ts';
 
 export interface TraceRecord {
@@ -21,7 +28,13 @@ export interface TraceRecord {
   tMs: number;
   inputTokens: number;
   outputTokens: number;
+  /** prefix-block hashes of the prompt, when the trace carries them (block size: the trace's, e.g. 512 tokens). */
+  hashIds?: number[];
 }
+
+export const TIME_UNITS = ['s', 'ms', 'us'] as const;
+export type TimeUnit = (typeof TIME_UNITS)[number];
+const UNIT_MS: Record<TimeUnit, number> = { s: 1000, ms: 1, us: 0.001 };
 
 export class TraceFormatError extends Error {
   override name = 'TraceFormatError';
@@ -44,10 +57,20 @@ export interface ReadTraceOptions {
   durationMs?: number;
   /** count and skip malformed rows instead of throwing. default false. */
   skipBad?: boolean;
-  /** filled while reading: rows read, rows skipped as bad. */
-  stats?: { rows: number; skipped: number };
+  /** filled while reading: rows read, rows skipped as bad, the time unit of numeric timestamps and why. */
+  stats?: TraceStats;
+  /** unit of numeric timestamps; default 'auto' (detectTimeUnit over the first rows). */
+  timeUnit?: TimeUnit | 'auto';
   /** re-base tMs so the first record of the window is at 0. default false (tMs stays relative to row 1). */
   rebase?: boolean;
+}
+
+export interface TraceStats {
+  rows: number;
+  skipped: number;
+  timeUnit?: TimeUnit;
+  /** how the unit was chosen ('given', or the auto-detection's evidence). */
+  timeUnitReason?: string;
 }
 
 const TS_RE = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/;
@@ -71,32 +94,60 @@ export function parseTimestampMs(s: string): number {
   return ms;
 }
 
+/** A timestamp field: a number in the trace's unit (numeric: true), or epoch ms from a date string. */
+function parseTs(v: unknown): { ts: number; numeric: boolean } {
+  if (typeof v === 'number') return { ts: v, numeric: true };
+  if (typeof v !== 'string') return { ts: NaN, numeric: false };
+  const t = v.trim();
+  if (/^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(t)) return { ts: Number(t), numeric: true };
+  return { ts: parseTimestampMs(t), numeric: false };
+}
+
 function parseCount(v: unknown): number {
   const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
   return Number.isInteger(n) && n >= 0 ? n : NaN;
 }
 
-type RowParser = (line: string) => { ts: number; input: number; output: number } | string;
+interface Row {
+  ts: number;
+  /** ts is a number in the trace's time unit (else epoch ms from a date string). */
+  numeric: boolean;
+  input: number;
+  output: number;
+  hashIds?: number[];
+}
+type RowParser = (line: string) => Row | string;
+
+const CSV_INPUT = ['contexttokens', 'request tokens'];
+const CSV_OUTPUT = ['generatedtokens', 'response tokens'];
 
 function csvParser(header: string): RowParser | string {
   const cols = header.split(',').map((c) => c.trim().toLowerCase());
   const it = cols.indexOf('timestamp');
-  const ii = cols.indexOf('contexttokens');
-  const io = cols.indexOf('generatedtokens');
-  if (it < 0 || ii < 0 || io < 0) return `expected a header with TIMESTAMP, ContextTokens, GeneratedTokens; got '${header}'`;
+  const ii = cols.findIndex((c) => CSV_INPUT.includes(c));
+  const io = cols.findIndex((c) => CSV_OUTPUT.includes(c));
+  if (it < 0 || ii < 0 || io < 0) return `expected a header with TIMESTAMP, ContextTokens, GeneratedTokens (or BurstGPT's Timestamp, Request tokens, Response tokens); got '${header}'`;
   const n = cols.length;
   return (line) => {
     const f = line.split(',');
     if (f.length !== n) return `expected ${n} fields, got ${f.length}`;
-    const ts = parseTimestampMs(f[it]);
+    const { ts, numeric } = parseTs(f[it]);
     if (!Number.isFinite(ts)) return `bad TIMESTAMP '${f[it]}'`;
     const input = parseCount(f[ii]);
     if (Number.isNaN(input)) return `bad ContextTokens '${f[ii]}'`;
     const output = parseCount(f[io]);
     if (Number.isNaN(output)) return `bad GeneratedTokens '${f[io]}'`;
-    return { ts, input, output };
+    return { ts, numeric, input, output };
   };
 }
+
+const J_TIME = ['timestamp', 'time', 'arrival_time', 'arrival_timestamp'];
+const J_INPUT = ['input_length', 'input_tokens', 'prompt_tokens', 'prompt_len'];
+const J_OUTPUT = ['output_length', 'output_tokens', 'completion_tokens', 'output_len'];
+const pick = (r: Record<string, unknown>, names: string[]): [string, unknown] => {
+  for (const n of names) if (r[n] !== undefined) return [n, r[n]];
+  return [names[0], undefined];
+};
 
 const jsonlParser: RowParser = (line) => {
   let o: unknown;
@@ -107,14 +158,64 @@ const jsonlParser: RowParser = (line) => {
   }
   if (typeof o !== 'object' || o === null) return 'expected a JSON object';
   const r = o as Record<string, unknown>;
-  const ts = typeof r.timestamp === 'number' ? r.timestamp * 1000 : typeof r.timestamp === 'string' ? parseTimestampMs(r.timestamp) : NaN;
-  if (!Number.isFinite(ts)) return `bad timestamp '${String(r.timestamp)}'`;
-  const input = parseCount(r.input_length);
-  if (Number.isNaN(input)) return `bad input_length '${String(r.input_length)}'`;
-  const output = parseCount(r.output_length);
-  if (Number.isNaN(output)) return `bad output_length '${String(r.output_length)}'`;
-  return { ts, input, output };
+  const [tn, tv] = pick(r, J_TIME);
+  const { ts, numeric } = parseTs(tv);
+  if (!Number.isFinite(ts)) return `bad ${tn} '${String(tv)}' (time field: ${J_TIME.join(', ')})`;
+  const [inn, inv] = pick(r, J_INPUT);
+  const input = parseCount(inv);
+  if (Number.isNaN(input)) return `bad ${inn} '${String(inv)}' (prompt field: ${J_INPUT.join(', ')})`;
+  const [on, ov] = pick(r, J_OUTPUT);
+  const output = parseCount(ov);
+  if (Number.isNaN(output)) return `bad ${on} '${String(ov)}' (output field: ${J_OUTPUT.join(', ')})`;
+  if (r.hash_ids === undefined) return { ts, numeric, input, output };
+  if (!Array.isArray(r.hash_ids) || !r.hash_ids.every((h) => typeof h === 'number' && Number.isInteger(h))) return 'hash_ids must be an array of integers';
+  return { ts, numeric, input, output, hashIds: r.hash_ids as number[] };
 };
+
+/** Rows auto-detection looks at. */
+export const DETECT_ROWS = 1000;
+
+/**
+ * The unit of numeric timestamps, from the first rows' values (`ts`, raw numbers in file order):
+ * - epoch-sized values: by magnitude (>= 1e14 us, >= 1e11 ms, >= 1e8 s: each is after 1973 in its unit);
+ * - relative values (a trace starting at 0): seconds unless every value is an integer and reading them as
+ *   seconds gives fewer than one request per 100 s on average over the rows looked at (the public Mooncake
+ *   traces read as seconds give 0.001-0.007 req/s; BurstGPT's integer seconds average 0.13 req/s); then ms,
+ *   and us by the same rule one step down.
+ * Returns the unit and the evidence, for the caller to print.
+ */
+export function detectTimeUnit(ts: readonly number[]): { unit: TimeUnit; reason: string } {
+  if (!ts.length) return { unit: 's', reason: 'no numeric timestamps; seconds' };
+  const first = ts[0];
+  const abs = Math.abs(first);
+  if (abs >= 1e14) return { unit: 'us', reason: `epoch-sized first timestamp ${first} (>= 1e14): microseconds` };
+  if (abs >= 1e11) return { unit: 'ms', reason: `epoch-sized first timestamp ${first} (>= 1e11): milliseconds` };
+  if (abs >= 1e8) return { unit: 's', reason: `epoch-sized first timestamp ${first} (>= 1e8): seconds` };
+  let lo = Infinity, hi = -Infinity, ints = true;
+  for (const t of ts) {
+    if (t < lo) lo = t;
+    if (t > hi) hi = t;
+    if (!Number.isInteger(t)) ints = false;
+  }
+  const span = hi - lo;
+  const n = ts.length;
+  if (!(span > 0) || n < 2) return { unit: 's', reason: `${n} row(s) over a span of 0: seconds` };
+  const rate = (unitS: number) => (n - 1) / (span * unitS);
+  const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toPrecision(2));
+  const MIN_RPS = 0.01;
+  const ev = `${n} rows over ${span} units`;
+  if (!ints) return { unit: 's', reason: `fractional timestamps, ${ev}: seconds (${fmt(rate(1))} req/s)` };
+  if (rate(1) >= MIN_RPS) return { unit: 's', reason: `integer timestamps, ${ev}: as seconds ${fmt(rate(1))} req/s` };
+  if (rate(1e-3) >= MIN_RPS) return { unit: 'ms', reason: `integer timestamps, ${ev}: as seconds ${fmt(rate(1))} req/s (< ${MIN_RPS}), as ms ${fmt(rate(1e-3))} req/s` };
+  return { unit: 'us', reason: `integer timestamps, ${ev}: as ms ${fmt(rate(1e-3))} req/s (< ${MIN_RPS}), as us ${fmt(rate(1e-6))} req/s` };
+}
+
+/** Detect the time unit of a trace file's numeric timestamps from its first DETECT_ROWS rows (undefined for date strings). */
+export async function detectTraceTimeUnit(path: string): Promise<{ unit: TimeUnit; reason: string } | undefined> {
+  const stats: TraceStats = { rows: 0, skipped: 0 };
+  for await (const _ of readTrace(path, { limit: 1, stats, skipBad: true })) break;
+  return stats.timeUnit === undefined ? undefined : { unit: stats.timeUnit, reason: stats.timeUnitReason ?? '' };
+}
 
 /**
  * Stream a trace file. Records come in file order; `tMs` is relative to the first valid row (the Azure
@@ -131,6 +232,43 @@ export async function* readTrace(path: string, opts: ReadTraceOptions = {}): Asy
   let t0 = NaN;
   let base = NaN;
   let emitted = 0;
+  let unitMs = NaN;
+  if (opts.timeUnit !== undefined && opts.timeUnit !== 'auto') {
+    unitMs = UNIT_MS[opts.timeUnit];
+    stats.timeUnit = opts.timeUnit;
+    stats.timeUnitReason = 'given';
+  }
+  // rows held back until the time unit is known (auto: the first DETECT_ROWS numeric rows decide)
+  let held: Row[] | null = Number.isNaN(unitMs) ? [] : null;
+  let done = false;
+  // returns true when the caller should stop
+  function* emit(r: Row): Generator<TraceRecord, boolean> {
+    const ts = r.numeric ? r.ts * unitMs : r.ts;
+    if (Number.isNaN(t0)) t0 = ts;
+    const rel = ts - t0;
+    if (rel < startMs) return false;
+    if (rel >= endMs) return true;
+    if (Number.isNaN(base)) base = opts.rebase ? rel : 0;
+    const rec: TraceRecord = { tMs: rel - base, inputTokens: r.input, outputTokens: r.output };
+    if (r.hashIds) rec.hashIds = r.hashIds;
+    yield rec;
+    return ++emitted >= limit;
+  }
+  function* release(): Generator<TraceRecord, boolean> {
+    const rows = held ?? [];
+    held = null;
+    if (Number.isNaN(unitMs)) {
+      const numeric = rows.filter((r) => r.numeric).map((r) => r.ts);
+      if (numeric.length) {
+        const d = detectTimeUnit(numeric);
+        unitMs = UNIT_MS[d.unit];
+        stats.timeUnit = d.unit;
+        stats.timeUnitReason = `auto: ${d.reason}`;
+      } else unitMs = 1000;
+    }
+    for (const r of rows) if (yield* emit(r)) return true;
+    return false;
+  }
   try {
     for await (const raw of rl) {
       lineNo++;
@@ -154,14 +292,15 @@ export async function* readTrace(path: string, opts: ReadTraceOptions = {}): Asy
         }
         throw new TraceFormatError(r, path, lineNo);
       }
-      if (Number.isNaN(t0)) t0 = r.ts;
-      const rel = r.ts - t0;
-      if (rel < startMs) continue;
-      if (rel >= endMs) break;
-      if (Number.isNaN(base)) base = opts.rebase ? rel : 0;
-      yield { tMs: rel - base, inputTokens: r.input, outputTokens: r.output };
-      if (++emitted >= limit) break;
+      if (held) {
+        held.push(r);
+        if (held.length < DETECT_ROWS) continue;
+        if ((done = yield* release())) break;
+        continue;
+      }
+      if ((done = yield* emit(r))) break;
     }
+    if (!done && held) yield* release();
   } finally {
     rl.close();
   }
@@ -325,23 +464,30 @@ export function* synthTrace(opts: SynthOptions): Generator<TraceRecord> {
   }
 }
 
-const classMemo = new Map<number, RequestType | null>();
+const classMemos = new Map<number, Map<number, RequestType | null>>();
+const thresholdsFor = new Map<number, ClassThresholds>();
 /**
- * classifyLengths (default thresholds) memoised on (input, output) tokens; null where it throws (negative or
- * over-long input). A week's fluid run classifies ~14 million records over three passes (rate scale, load
- * template, run) from a few thousand distinct length pairs.
+ * classifyLengths memoised on (input, output) tokens; null where it throws (negative or over-long input).
+ * `longInputMax` is the L input class's upper bound: the paper's 8192 (default), or a long-context model's
+ * context (longInputClassBound), so its long prompts are L-input requests rather than unservable.
+ * A week's fluid run classifies ~14 million records over three passes (rate scale, load template, run) from a
+ * few thousand distinct length pairs.
  */
-export function classifyCached(inputTokens: number, outputTokens: number): RequestType | null {
+export function classifyCached(inputTokens: number, outputTokens: number, longInputMax: number = DEFAULT_THRESHOLDS.inputUpper.L): RequestType | null {
+  let classMemo = classMemos.get(longInputMax);
+  if (!classMemo) classMemos.set(longInputMax, (classMemo = new Map()));
+  let th = thresholdsFor.get(longInputMax);
+  if (!th) thresholdsFor.set(longInputMax, (th = { ...DEFAULT_THRESHOLDS, inputUpper: { ...DEFAULT_THRESHOLDS.inputUpper, L: longInputMax } }));
   // one small-integer key (a V8 Smi: hashed fast) for the common lengths; others are classified each time
-  const memo = inputTokens >= 0 && outputTokens >= 0 && inputTokens < 2 ** 16 && outputTokens < 2 ** 14 && Number.isInteger(inputTokens) && Number.isInteger(outputTokens);
-  const key = inputTokens * 2 ** 14 + outputTokens;
+  const memo = inputTokens >= 0 && outputTokens >= 0 && inputTokens < 2 ** 17 && outputTokens < 2 ** 13 && Number.isInteger(inputTokens) && Number.isInteger(outputTokens);
+  const key = inputTokens * 2 ** 13 + outputTokens;
   if (memo) {
     const hit = classMemo.get(key);
     if (hit !== undefined) return hit;
   }
   let t: RequestType | null;
   try {
-    t = classifyLengths(inputTokens, outputTokens);
+    t = classifyLengths(inputTokens, outputTokens, th);
   } catch {
     t = null;
   }
@@ -350,6 +496,19 @@ export function classifyCached(inputTokens: number, outputTokens: number): Reque
     classMemo.set(key, t);
   }
   return t;
+}
+
+/**
+ * The L input class's upper bound for a model: the paper's 8192 tokens, or the model's context when longer
+ * (Table IV's classes were drawn for 4k-8k models; a 128k model serves longer prompts, in the L pools).
+ */
+export function longInputClassBound(maxContext: number): number {
+  return Math.max(DEFAULT_THRESHOLDS.inputUpper.L, maxContext);
+}
+
+/** A request the model cannot take: prompt + output over its context (vLLM refuses it with a 400). */
+export function overContext(r: { inputTokens: number; outputTokens: number }, maxContext: number): boolean {
+  return r.inputTokens + r.outputTokens > maxContext;
 }
 
 /** Visit every record of a source, synchronously when it is a sync iterable (for await costs a microtask per record). */

@@ -1,6 +1,6 @@
 /** Options and results of the trace-driven simulator. */
 import type { RequestType } from '../../protocols/request-types.ts';
-import type { SynthOptions } from './trace.ts';
+import type { SynthOptions, TimeUnit } from './trace.ts';
 
 export const POLICY_NAMES = ['single-pool', 'multi-pool', 'scale-inst', 'scale-shard', 'scale-freq', 'dynamollm', 'oracle'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
@@ -28,7 +28,7 @@ export function paperFiguresFor(trace: TraceSource, durationS: number): { figure
 
 /** Serializable trace source (it crosses into worker threads). */
 export type TraceSource =
-  | { kind: 'file'; path: string; startMs?: number; durationMs?: number; limit?: number; skipBad?: boolean }
+  | { kind: 'file'; path: string; startMs?: number; durationMs?: number; limit?: number; skipBad?: boolean; timeUnit?: TimeUnit | 'auto' }
   | ({ kind: 'synth' } & Omit<SynthOptions, 'lengthsFrom'> & { lengthsFromFile?: string });
 
 export interface SimEpochs {
@@ -93,6 +93,18 @@ export interface SimOptions {
   dispatch?: 'least-loaded' | 'policy';
   /** series sample period, s; default 60 for traces over 6 h, else 10. */
   sampleS?: number;
+  /**
+   * the context the served model takes, tokens: a request with prompt + output above it is refused (counted in
+   * refusedOverContext, never an SLO miss). Default: the model's (catalog maxContext), at least 8192 (the paper's
+   * longest input class). Prompts above 8192 on a longer-context model are L-input requests.
+   */
+  maxContext?: number;
+  /** step fidelity: automatic prefix caching for requests whose trace row carries hash_ids; default true. */
+  prefixCaching?: boolean;
+  /** tokens per prefix block of the trace's hash_ids; default 512 (the Mooncake traces'). */
+  prefixBlockTokens?: number;
+  /** step fidelity: cache-aware dispatch (src/policy preferPrefixHolder among the eligible instances); default false. */
+  prefixRouting?: boolean;
 }
 
 export interface LatencyStats {
@@ -135,6 +147,12 @@ export interface SimResult {
   rejected: number;
   /** requests no pool can serve (input over the longest class). */
   unservable: number;
+  /** requests refused because prompt + output exceed the context (maxContext); part of `requests`, never of latency or SLO figures. */
+  refusedOverContext: number;
+  /** the context used, tokens. */
+  maxContext: number;
+  /** step fidelity with prefix hashes: prompt tokens served from the prefix cache, of those looked up. */
+  prefixCache?: { hitTokens: number; lookupTokens: number };
   misclassified: number;
   wallS: number;
   series: SimSeries;

@@ -6,8 +6,8 @@ import { createPerfModel } from '../../model/perf.ts';
 import { CALIBRATION } from '../../model/calibration.ts';
 import { generateProfile } from '../../model/generate.ts';
 import { saveProfile } from '../../telemetry/profile-io.ts';
-import { representativeTypes } from '../../model/request-types.ts';
-import { readTrace } from '../../sim/trace.ts';
+import { DEFAULT_THRESHOLDS, representativeTypes } from '../../model/request-types.ts';
+import { longInputClassBound, overContext, readTrace } from '../../sim/trace.ts';
 import type { RequestTypeSpec } from '../../model/types.ts';
 
 const list = (v: string | undefined, name: string): number[] | undefined => {
@@ -38,10 +38,17 @@ export async function run(argv: string[]): Promise<number> {
   let lengthsNote = '';
   if (values['lengths-from'] !== undefined) {
     const rows: { inputTokens: number; outputTokens: number }[] = [];
-    for await (const r of readTrace(values['lengths-from'])) rows.push(r);
-    const rep = representativeTypes(rows);
+    // the model's context (at least 8192, as simulate): longer rows are refused, not profiled; on a long-context
+    // model the L input class runs up to the context, so its representative lengths are the trace's long prompts
+    const ctx = Math.max(perf.model.maxContext, DEFAULT_THRESHOLDS.inputUpper.L);
+    let refused = 0;
+    for await (const r of readTrace(values['lengths-from'])) if (overContext(r, ctx)) refused++;
+    else rows.push(r);
+    const th = { ...DEFAULT_THRESHOLDS, inputUpper: { ...DEFAULT_THRESHOLDS.inputUpper, L: longInputClassBound(ctx) } };
+    const rep = representativeTypes(rows, undefined, th);
+    if (refused) lengthsNote += ` ${refused} rows over the ${ctx}-token context left out.`;
     requestTypes = rep.types;
-    lengthsNote = ` Representative lengths per type: means of ${values['lengths-from']} (${rows.length} rows, ${rep.dropped} beyond the longest class dropped; rows per type ${REQUEST_TYPE_LIST(rep.counts)}).`;
+    lengthsNote = `${lengthsNote} Representative lengths per type: means of ${values['lengths-from']} (${rows.length} rows, ${rep.dropped} beyond the longest class dropped; rows per type ${REQUEST_TYPE_LIST(rep.counts)}).`;
     process.stderr.write(`lengths from ${values['lengths-from']}: ${rep.types.map((t) => `${t.type} ${t.inputTokens}/${t.outputTokens}`).join(', ')}\n`);
   }
   const t0 = Date.now();
