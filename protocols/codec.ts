@@ -14,6 +14,8 @@ const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'num
 
 export interface Codec<T> {
   readonly name: string;
+  /** the zod schema (one source: validation here, JSON Schema files for other languages). */
+  readonly schema: z.ZodTypeAny;
   encode(value: T): Uint8Array;
   decode(bytes: Uint8Array, subject?: string): T;
   /** Validate a value already in memory (e.g. built from JSON). */
@@ -45,6 +47,7 @@ export function codec<S extends z.ZodTypeAny>(name: string, schema: S, fast?: Fa
   };
   return {
     name,
+    schema,
     check,
     encode(value) {
       check(value);

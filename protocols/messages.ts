@@ -140,6 +140,9 @@ export const inferenceRequest = z.object({
   /** every other parameter of the client's request, for the engine (see engineParams). */
   params: engineParams.optional(),
   tenant: z.string().max(128).optional(),
+  /** set by the gateway when API keys are configured: which key authenticated the request, as apiKeyIdOf(key)
+   * (a digest prefix: names the key for accounting, never reveals it). */
+  apiKeyId: z.string().max(64).regex(/^[A-Za-z0-9_-]+$/).optional(),
   /** wall time the gateway accepted it (ms since epoch). */
   arrivalMs: nonneg,
   /**
@@ -394,10 +397,16 @@ export const instanceTelemetry = z.object({
 export type InstanceTelemetry = z.infer<typeof instanceTelemetry>;
 export const InstanceTelemetry = codec('InstanceTelemetry', instanceTelemetry);
 
-/** One finished (or failed) request, for latency/SLO/energy accounting. */
+/**
+ * One finished (or failed) request, for latency/SLO/energy accounting (billing per request's energy: keyed
+ * by `id`, charged to `apiKeyId`/`tenant` for `model`).
+ */
 export const requestRecord = z.object({
   v,
   id,
+  model: z.string().max(256).optional(),
+  apiKeyId: z.string().max(64).optional(),
+  tenant: z.string().max(128).optional(),
   type: requestType,
   pool: z.string().max(128),
   instance: z.string().max(128).optional(),
@@ -408,6 +417,8 @@ export const requestRecord = z.object({
   /** mean and max time between tokens of this request, ms. */
   tbtMeanMs: nonneg.optional(),
   tbtMaxMs: nonneg.optional(),
+  /** GPU energy of this request, J: the engine's own figure when it reports one (the emulator does), else its
+   * share of its instance's energy while it ran (each second's energy split evenly over the running requests). */
   energyJ: nonneg,
   energySource: z.enum(['measured', 'modelled']),
   sloMet: z.boolean(),
@@ -416,6 +427,49 @@ export const requestRecord = z.object({
 });
 export type RequestRecord = z.infer<typeof requestRecord>;
 export const RequestRecord = codec('RequestRecord', requestRecord);
+
+/** One pool, as the cluster leader sees it from its instances' telemetry and its pool leader's status. */
+export const poolTelemetry = z.object({
+  v,
+  pool: id,
+  leader: z.string().max(128).optional(),
+  types: z.array(requestType),
+  /** GPUs granted to the pool. */
+  gpus: int,
+  instances: int,
+  readyInstances: int,
+  /** sum of the live instances' last power readings, W. */
+  powerW: nonneg,
+  /** pool energy since the cluster leader started, J (sum of its instances' energy increments). */
+  energyJ: nonneg,
+  queued: int,
+  running: int,
+  /** measured offered load, req/s by type (the pool leader's EWMA). */
+  loadByType,
+  sentMs: nonneg,
+});
+export type PoolTelemetry = z.infer<typeof poolTelemetry>;
+export const PoolTelemetry = codec('PoolTelemetry', poolTelemetry);
+
+/** The whole cluster, from the cluster leader. */
+export const clusterTelemetry = z.object({
+  v,
+  leader: z.string().max(128),
+  pools: int,
+  instances: int,
+  readyInstances: int,
+  gpus: int,
+  freeGpus: int,
+  powerW: nonneg,
+  /** cluster energy since the cluster leader started, J. */
+  energyJ: nonneg,
+  queued: int,
+  running: int,
+  loadByType,
+  sentMs: nonneg,
+});
+export type ClusterTelemetry = z.infer<typeof clusterTelemetry>;
+export const ClusterTelemetry = codec('ClusterTelemetry', clusterTelemetry);
 
 /** A decision or reconfiguration, with the inputs that justified it. */
 export const decisionEvent = z.object({
@@ -470,5 +524,5 @@ export const ClusterStatus = codec('ClusterStatus', clusterStatus);
 /** All codecs, for round-trip tests and the garbage-payload tests. */
 export const ALL_CODECS = {
   Ack, InferenceRequest, Admission, TokenChunk, Cancel, Heartbeat, InstanceTelemetry, RequestRecord,
-  DecisionEvent, StatusRequest, ClusterStatus, TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply,
+  PoolTelemetry, ClusterTelemetry, DecisionEvent, StatusRequest, ClusterStatus, TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply,
 } as const;

@@ -52,11 +52,13 @@ export const subjects = {
   telRequest: (pool: string) => `${ROOT}.tel.req.${token(pool, 'pool')}`,
   telRequestAll: () => `${ROOT}.tel.req.*`,
   telPool: (pool: string) => `${ROOT}.tel.pool.${token(pool, 'pool')}`,
+  telPoolAll: () => `${ROOT}.tel.pool.*`,
   telCluster: () => `${ROOT}.tel.cluster`,
   telAll: () => `${ROOT}.tel.>`,
   /** Decision and reconfiguration events (kept in the EVENTS_STREAM JetStream stream). */
   event: (kind: EventKind, actor: string) => `${ROOT}.evt.${kind}.${token(actor)}`,
   eventAll: () => `${ROOT}.evt.>`,
+  eventsOfKind: (kind: EventKind) => `${ROOT}.evt.${kind}.*`,
 } as const;
 
 export const CLUSTER_INTAKE_QUEUE = 'cluster-intake';
@@ -69,6 +71,9 @@ export type EventKind = (typeof EVENT_KINDS)[number];
 export const jetstream = {
   eventsStream: 'DYN_V1_EVENTS',
   eventsSubjects: [`${ROOT}.evt.>`],
+  /** the per-request records (RequestRecord), kept so billing consumers read them at least once. */
+  requestsStream: 'DYN_V1_REQUESTS',
+  requestsSubjects: [`${ROOT}.tel.req.*`],
   leasesBucket: 'dyn_v1_leases',
   membersBucket: 'dyn_v1_members',
   inventoryBucket: 'dyn_v1_inventory',

@@ -15,9 +15,9 @@ import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { existsSync } from 'node:fs';
 import {
-  Ack, Admission, ClusterStatus, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
+  Ack, Admission, ClusterStatus, ClusterTelemetry, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
   StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, REQUEST_TYPES, toWireError,
-  type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
+  type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import { requestTypeOf, inputClassOf, outputClassOf, type LengthClass } from '../../protocols/request-types.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
@@ -28,10 +28,13 @@ import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../commo
 import { parseFlags, need } from '../common/args.ts';
 import { parseConfig, natsOf } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
-import { eventPublisher, ensureEventsStream, type EventPublisher } from '../common/events.ts';
+import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
 import { thresholdsOf, withSlo } from '../common/policy.ts';
 
 export const summary = 'cluster manager: intake, classification, routing; leader: scaling and GPU inventory';
+
+/** period of the leader's PoolTelemetry and ClusterTelemetry (the instances' InstanceTelemetry period too). */
+const TELEMETRY_MS = 1000;
 
 const NEXT: Record<LengthClass, LengthClass | undefined> = { S: 'M', M: 'L', L: undefined };
 
@@ -214,8 +217,10 @@ export class ClusterManager extends Actor {
     const c = this.#c;
     this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
     await ensureEventsStream(this.bus).catch((err) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
+    await ensureRequestsStream(this.bus).catch((err) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
     this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
     this.#leaderTimers.push(setInterval(() => this.#observeLoad(), Math.max(1000, c.liveness.statusIntervalMs * 4)));
+    this.#leaderTimers.push(setInterval(() => this.#publishTelemetry(), TELEMETRY_MS));
     this.#leaderTimers.push(setInterval(() => void this.#scaleEpoch('epoch'), c.epochs.clusterS * 1000));
     // first plan once the nodes had time to report
     setTimeout(() => void this.#scaleEpoch('start'), Math.max(500, c.liveness.statusIntervalMs * 3)).unref();
@@ -434,8 +439,47 @@ export class ClusterManager extends Actor {
     // an instance's counter starts at 0 with its manager: a drop means a new manager under the same id
     const delta = prev ? (t.energyJ >= prev.energyJ ? t.energyJ - prev.energyJ : t.energyJ) : 0;
     this.#energyJ += delta;
+    this.#poolEnergyJ.set(t.pool, (this.#poolEnergyJ.get(t.pool) ?? 0) + delta);
     this.#tel.set(t.id, { powerW: t.powerW, energyJ: t.energyJ, seenMs: Date.now() });
     if (this.#tel.size > 4096) this.#tel.delete(this.#tel.keys().next().value!);
+  }
+
+  /** pool energy since this manager started, J, by pool. */
+  #poolEnergyJ = new Map<string, number>();
+
+  /** Leader, every TELEMETRY_MS: PoolTelemetry per active pool and one ClusterTelemetry (public telemetry). */
+  #publishTelemetry(): void {
+    const st = this.#status();
+    const now = st.atMs;
+    const total: Record<string, number> = {};
+    let instances = 0, ready = 0, queued = 0, running = 0, gpus = 0;
+    try {
+      for (const p of st.pools) {
+        const loadByType = this.#pools.get(p.id)?.st.loadByType ?? {};
+        for (const [t, x] of Object.entries(loadByType)) total[t] = (total[t] ?? 0) + (x ?? 0);
+        const q = p.instances.reduce((n, i) => n + i.queued, 0);
+        const r = p.instances.reduce((n, i) => n + i.running, 0);
+        const rd = p.instances.filter((i) => i.state === 'ready').length;
+        const pt: PoolTelemetryT = {
+          v: 1, pool: p.id, types: p.types, gpus: p.gpus, instances: p.instances.length, readyInstances: rd,
+          powerW: p.instances.reduce((n, i) => n + i.powerW, 0), energyJ: this.#poolEnergyJ.get(p.id) ?? 0,
+          queued: q, running: r, loadByType, sentMs: now,
+        };
+        if (p.leader) pt.leader = p.leader;
+        this.bus.publish(subjects.telPool(p.id), PoolTelemetry, pt);
+        instances += p.instances.length;
+        ready += rd;
+        queued += q;
+        running += r;
+        gpus += p.gpus;
+      }
+      this.bus.publish(subjects.telCluster(), ClusterTelemetry, {
+        v: 1, leader: st.leader, pools: st.pools.length, instances, readyInstances: ready, gpus: gpus + st.freeGpus, freeGpus: st.freeGpus,
+        powerW: st.powerW, energyJ: st.energyJ, queued, running, loadByType: total, sentMs: now,
+      });
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'telemetry not published');
+    }
   }
 
   #status(): ClusterStatus {

@@ -22,26 +22,50 @@ export function eventPublisher(bus: Bus, actor: string, log: Logger): EventPubli
   };
 }
 
+/**
+ * Retention of the two JetStream streams (docs/PROTOCOL.md): whichever limit is reached first removes the
+ * oldest messages (discard 'old'), so a full stream never refuses a publication and never slows a publisher
+ * (actors publish with core NATS, fire-and-forget; the server appends). File storage, one replica by default.
+ */
+export const STREAM_RETENTION = {
+  /** DYN_V1_EVENTS: decision events, a few per minute per actor. */
+  events: { maxAgeS: 7 * 24 * 3600, maxBytes: 256 * 2 ** 20, maxMsgs: 1_000_000, discard: 'old' as const },
+  /** DYN_V1_REQUESTS: one RequestRecord (~250 B) per request; a billing consumer has a day to catch up. */
+  requests: { maxAgeS: 24 * 3600, maxBytes: 1024 * 2 ** 20, maxMsgs: 10_000_000, discard: 'old' as const },
+} as const;
+
 /** Create the events stream when missing (idempotent; safe from several processes). */
-export async function ensureEventsStream(bus: Bus, maxAgeS = 7 * 24 * 3600): Promise<void> {
-  const { jetstreamManager } = await import('@nats-io/jetstream');
+export async function ensureEventsStream(bus: Bus): Promise<void> {
+  await ensureStream(bus, jetstream.eventsStream, [...jetstream.eventsSubjects], STREAM_RETENTION.events);
+}
+
+/** Create the request-records stream when missing (idempotent; safe from several processes). */
+export async function ensureRequestsStream(bus: Bus): Promise<void> {
+  await ensureStream(bus, jetstream.requestsStream, [...jetstream.requestsSubjects], STREAM_RETENTION.requests);
+}
+
+async function ensureStream(bus: Bus, name: string, subjects: string[], r: { maxAgeS: number; maxBytes: number; maxMsgs: number; discard: 'old' }): Promise<void> {
+  const { jetstreamManager, DiscardPolicy, StorageType } = await import('@nats-io/jetstream');
   const jsm = await jetstreamManager(bus.nc);
   try {
-    await jsm.streams.info(jetstream.eventsStream);
+    await jsm.streams.info(name);
     return;
   } catch {
     // missing: create below
   }
   try {
     await jsm.streams.add({
-      name: jetstream.eventsStream,
-      subjects: [...jetstream.eventsSubjects],
-      max_age: maxAgeS * 1_000_000_000,
-      max_msgs: 1_000_000,
+      name,
+      subjects,
+      storage: StorageType.File,
+      max_age: r.maxAgeS * 1_000_000_000,
+      max_bytes: r.maxBytes,
+      max_msgs: r.maxMsgs,
+      discard: r.discard === 'old' ? DiscardPolicy.Old : DiscardPolicy.New,
     });
   } catch (err) {
     // another replica created it meanwhile
-    await jsm.streams.info(jetstream.eventsStream).catch(() => {
+    await jsm.streams.info(name).catch(() => {
       throw err;
     });
   }

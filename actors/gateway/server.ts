@@ -9,7 +9,7 @@
  * request's AbortSignal, which the backend turns into a Cancel downstream.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -333,6 +333,13 @@ export class GatewayServer {
     return { prompt: r.prompt };
   }
 
+  /** The accounting id of the (already checked) API key of a request; undefined when no keys are configured. */
+  private apiKeyIdOfRequest(req: IncomingMessage): string | undefined {
+    if (this.keys.length === 0) return undefined;
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(String(req.headers.authorization ?? ''));
+    return m ? apiKeyIdOf(m[1]!) : undefined;
+  }
+
   private checkAuth(req: IncomingMessage): HttpError | null {
     if (this.keys.length === 0) return null;
     const h = req.headers.authorization;
@@ -462,6 +469,8 @@ export class GatewayServer {
     if (parsed.temperature !== undefined) ir.temperature = parsed.temperature;
     if (parsed.params !== undefined) ir.params = parsed.params;
     if (parsed.user !== undefined) ir.tenant = parsed.user;
+    const keyId = this.apiKeyIdOfRequest(req);
+    if (keyId !== undefined) ir.apiKeyId = keyId;
 
     const ac = new AbortController();
     this.aborts.add(ac);
@@ -613,4 +622,13 @@ function toHttp(err: unknown): HttpError {
     return httpErrorOfWire(remote ?? err.code, err.message, err.retryAfterS, remote === undefined);
   }
   return new HttpError(500, (err as Error)?.message ?? 'internal error', 'internal_error', 'internal');
+}
+
+/**
+ * The id a request's API key is accounted under (RequestRecord.apiKeyId): `key-` and the first 16 hex digits
+ * of the key's SHA-256. It names the key in telemetry and ledgers without revealing it; an operator computes
+ * it with `printf %s "$KEY" | sha256sum | cut -c1-16`.
+ */
+export function apiKeyIdOf(key: string): string {
+  return `key-${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }

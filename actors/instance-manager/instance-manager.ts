@@ -444,6 +444,9 @@ export class InstanceManager {
     if (tbtMeanMs !== undefined) rec.tbtMeanMs = tbtMeanMs;
     if (r && r.tbtN > 0) rec.tbtMaxMs = r.tbtMax;
     if (req.type) rec.predictedType = req.type;
+    rec.model = req.model;
+    if (req.apiKeyId !== undefined) rec.apiKeyId = req.apiKeyId;
+    if (req.tenant !== undefined) rec.tenant = req.tenant;
     try {
       this.#bus.publish(subjects.telRequest(this.pool), RequestRecord, rec);
     } catch (err) {

@@ -3,16 +3,24 @@
  * node agent, an instance manager, an emulated engine; actors on their own NATS roles):
  * - every actor answers the NATS Service API, read with the official client (@nats-io/services) connected
  *   as the read-only observer; endpoint stats count requests, errors and processing time;
- * - the observer may send $SRV requests and read, and nothing that changes state.
+ * - the observer may send $SRV requests and read, and nothing that changes state;
+ * - the consumer SDK (imported as the package export dynamollm/client) reads telemetry, request records and
+ *   events, live and replayed, with the observer's credentials;
+ * - every live message decodes with an independent msgpack implementation and validates against the committed
+ *   JSON Schema files.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream as jsClient, jetstreamManager } from '@nats-io/jetstream';
+import { decode } from '@msgpack/msgpack';
 import { Svcm, type ServiceClient, type ServiceIdentity, type ServiceInfo, type ServiceStats } from '@nats-io/services';
+import { DynamoClient } from 'dynamollm/client';
 import { oneTp2InstanceConfig, startControlPlane, type Harness } from './control-harness.ts';
 import {
   InstanceCommand, jetstream, packRaw, serviceInfoResponse, servicePingResponse, serviceStatsResponse, subjects, Ack,
 } from '../../protocols/index.ts';
+import { CATALOG } from '../../protocols/catalog.ts';
+import { committedValidators } from '../helpers/json-schema.ts';
 
 let h: Harness;
 let observer: NatsConnection;
@@ -128,5 +136,145 @@ describe('the observer role is read-only', () => {
     await expect(jsm.streams.purge(jetstream.eventsStream)).rejects.toThrow();
     const info = await jsm.streams.info(jetstream.eventsStream);
     expect(info.config.name).toBe(jetstream.eventsStream);
+  });
+});
+
+describe('dynamollm/client (consumer SDK, observer credentials)', () => {
+  let client: DynamoClient;
+  beforeAll(async () => {
+    client = await DynamoClient.connect({ servers: h.nats.url, ...h.nats.creds('observer') });
+  });
+  afterAll(async () => {
+    await client?.close();
+  });
+
+  async function first<T>(it: AsyncIterable<T>, ms = 5000): Promise<T> {
+    const timer = new Promise<never>((_, rej) => setTimeout(() => rej(new Error('nothing received')), ms));
+    const next = (async () => {
+      for await (const x of it) return x;
+      throw new Error('ended');
+    })();
+    return Promise.race([next, timer]);
+  }
+
+  it('telemetry per instance, pool and cluster, validated', async () => {
+    const si = client.instanceTelemetry();
+    const sp = client.poolTelemetry({ pool: 'pool-all' });
+    const sc = client.clusterTelemetry();
+    const [i, p, c] = await Promise.all([first(si), first(sp), first(sc)]);
+    si.stop(); sp.stop(); sc.stop();
+    expect(i.value.pool).toBe('pool-all');
+    expect(i.value.powerW).toBeGreaterThan(0);
+    expect(p.value).toMatchObject({ pool: 'pool-all', instances: 1, readyInstances: 1, gpus: 2 });
+    expect(p.value.powerW).toBeGreaterThan(0);
+    expect(c.value).toMatchObject({ leader: 'cm-0', pools: 1, instances: 1 });
+    expect(c.value.powerW).toBeCloseTo(p.value.powerW, -2);
+  });
+
+  it('per-request records with energy, live and from the stream (durable, acked)', async () => {
+    const live = client.requests();
+    const got = first(live, 20_000);
+    const o = await h.send(10, { maxTokens: 6 });
+    expect(o.ok, o.error).toBe(true);
+    const r = await got;
+    live.stop();
+    expect(r.value).toMatchObject({ id: o.id, outcome: 'ok', model: 'llama3.1-8b', energySource: 'modelled', completionTokens: 6 });
+    expect(r.value.energyJ).toBeGreaterThan(0);
+    const durable = await client.requestRecords({ durable: 'test-billing', ackWaitMs: 1000 });
+    const seen: string[] = [];
+    for await (const m of durable) {
+      seen.push(m.value.id);
+      m.ack();
+      if (m.value.id === o.id) break;
+    }
+    await durable.stop();
+    expect(seen).toContain(o.id);
+  });
+
+  it('decision events replayed from a sequence and a time, filtered by kind; unacked ones come back to a durable', async () => {
+    const { lastSeq } = await client.streamState();
+    expect(lastSeq).toBeGreaterThan(1);
+    const all: { seq: number; time: Date; kind: string }[] = [];
+    const h1 = await client.eventHistory({});
+    for await (const m of h1) {
+      all.push({ seq: m.seq, time: m.time, kind: m.value.kind });
+      m.ack();
+      if (m.seq >= lastSeq) break;
+    }
+    await h1.stop();
+    expect(all[0]!.seq).toBe(1);
+    expect(all.map((e) => e.kind)).toContain('lease');
+
+    const fromSeq = await client.eventHistory({ fromSeq: 2 });
+    expect((await first(fromSeq)).seq).toBe(2);
+    await fromSeq.stop();
+
+    const since = all[all.length - 1]!.time;
+    const bySince = await client.eventHistory({ since });
+    const s = await first(bySince);
+    await bySince.stop();
+    expect(s.time.getTime()).toBeGreaterThanOrEqual(since.getTime());
+    expect(s.seq).toBeGreaterThan(1);
+
+    const leases = await client.eventHistory({ kinds: ['lease'] });
+    expect((await first(leases)).value.kind).toBe('lease');
+    await leases.stop();
+
+    // durable: ack the first, leave the second unacked, stop; a restarted reader gets the second again
+    const d1 = await client.eventHistory({ durable: 'test-audit', ackWaitMs: 1000 });
+    const seqs: number[] = [];
+    for await (const m of d1) {
+      seqs.push(m.seq);
+      if (seqs.length === 1) m.ack();
+      else break;
+    }
+    await d1.stop();
+    const d2 = await client.eventHistory({ durable: 'test-audit', ackWaitMs: 1000 });
+    const again = await first(d2, 10_000);
+    again.ack();
+    await d2.stop();
+    expect(again.seq).toBe(seqs[1]);
+    expect(again.redelivered).toBe(true);
+  });
+});
+
+describe('live messages read by a non-TypeScript stack: @msgpack/msgpack + the committed JSON Schemas (ajv)', () => {
+  const wildcardRe = (w: string) => new RegExp('^' + w.replace(/[.$]/g, (c) => `\\${c}`).replace(/\*/g, '[^.]+').replace(/>$/, '.+') + '$');
+  const table = CATALOG.filter((e) => e.pattern !== 'kv' && !e.subject.startsWith('$SRV')).map((e) => ({ re: wildcardRe(e.wildcard), message: e.message }));
+
+  it('every message on dyn.v1.> while a request runs, and the stored events, validate', async () => {
+    const validators = committedValidators();
+    const admin = await connect({ servers: h.nats.url, ...h.nats.creds('admin') });
+    const seen = new Map<string, number>();
+    const failures: string[] = [];
+    const check = (subject: string, data: Uint8Array) => {
+      const entry = table.find((t) => t.re.test(subject));
+      if (!entry) {
+        failures.push(`${subject}: not in the catalog`);
+        return;
+      }
+      const err = validators[entry.message]!(decode(data));
+      if (err) failures.push(`${subject} ${entry.message}: ${err}`);
+      seen.set(entry.message, (seen.get(entry.message) ?? 0) + 1);
+    };
+    const sub = admin.subscribe('dyn.v1.>', { callback: (_e, m) => check(m.subject, m.data) });
+    const o = await h.send(20, { maxTokens: 8 });
+    expect(o.ok, o.error).toBe(true);
+    await new Promise((r) => setTimeout(r, 2500));
+    sub.unsubscribe();
+    // decision events as stored in the stream
+    const c = await jsClient(admin).consumers.get(jetstream.eventsStream);
+    const batch = await c.fetch({ max_messages: 50, expires: 2000 });
+    for await (const m of batch) check(m.subject, m.data);
+    // the Service API's JSON answers
+    for (const s of await all<ServiceStats>(svc.stats())) {
+      const err = validators.ServiceStatsResponse!(s);
+      if (err) failures.push(`$SRV.STATS ${s.name}: ${err}`);
+    }
+    await admin.close();
+    expect(failures).toEqual([]);
+    for (const m of ['InstanceTelemetry', 'PoolTelemetry', 'ClusterTelemetry', 'RequestRecord', 'Heartbeat', 'InstanceStatus', 'NodeStatus', 'PoolStatus', 'TokenChunk', 'InferenceRequest', 'DecisionEvent']) {
+      expect(seen.get(m) ?? 0, m).toBeGreaterThan(0);
+    }
   });
 });

@@ -1,0 +1,68 @@
+/**
+ * The public catalog of dynamollm's NATS traffic: every subject, its message, who publishes it and how often.
+ * docs/PROTOCOL.md's subject table and protocols/json-schema/ are generated from this and the codecs
+ * (`npx tsx src/cli/gen-protocol.ts`; test/unit/protocol-schemas.test.ts fails when they are stale).
+ */
+import type { z } from 'zod';
+import { ALL_CODECS } from './messages.ts';
+import { CONTROL_CODECS } from './control.ts';
+import { LeaseValue } from './lease.ts';
+import { jetstream } from './subjects.ts';
+import { serviceInfoResponse, servicePingResponse, serviceStatsResponse } from './service.ts';
+
+export interface CatalogEntry {
+  /** subject pattern; <x> is one token. */
+  subject: string;
+  /** the NATS wildcard matching every subject of the entry. */
+  wildcard: string;
+  /** 'pub' publication, 'req' request -> reply, 'kv' JetStream KV value. */
+  pattern: 'pub' | 'req' | 'kv';
+  /** message name (a codec in protocols/, or a JSON Service API schema); request: request -> reply. */
+  message: string;
+  reply?: string;
+  publisher: string;
+  rate: string;
+  /** kept in this JetStream stream. */
+  stream?: string;
+  /** who may read it with the observer's read-only credentials. */
+  observer: boolean;
+  notes?: string;
+}
+
+export const CATALOG: readonly CatalogEntry[] = [
+  { subject: 'dyn.v1.tel.inst.<instance>', wildcard: 'dyn.v1.tel.inst.*', pattern: 'pub', message: 'InstanceTelemetry', publisher: 'instance manager', rate: '1/s per instance', observer: true },
+  { subject: 'dyn.v1.tel.pool.<pool>', wildcard: 'dyn.v1.tel.pool.*', pattern: 'pub', message: 'PoolTelemetry', publisher: 'cluster manager (leader)', rate: '1/s per pool', observer: true },
+  { subject: 'dyn.v1.tel.cluster', wildcard: 'dyn.v1.tel.cluster', pattern: 'pub', message: 'ClusterTelemetry', publisher: 'cluster manager (leader)', rate: '1/s', observer: true },
+  { subject: 'dyn.v1.tel.req.<pool>', wildcard: 'dyn.v1.tel.req.*', pattern: 'pub', message: 'RequestRecord', publisher: 'instance manager', rate: 'one per finished, failed or cancelled request', stream: jetstream.requestsStream, observer: true },
+  { subject: 'dyn.v1.evt.<kind>.<actor>', wildcard: 'dyn.v1.evt.>', pattern: 'pub', message: 'DecisionEvent', publisher: 'cluster/pool/instance managers, node agents', rate: 'one per decision (scale, merge, reshard, clock change, emergency step, instance start/stop, lease change, failure, plan)', stream: jetstream.eventsStream, observer: true },
+  { subject: 'dyn.v1.hb.<kind>.<id>', wildcard: 'dyn.v1.hb.>', pattern: 'pub', message: 'Heartbeat', publisher: 'every actor', rate: '1/s per actor (and on each state change)', observer: true },
+  { subject: 'dyn.v1.ctl.istat.<pool>', wildcard: 'dyn.v1.ctl.istat.*', pattern: 'pub', message: 'InstanceStatus', publisher: 'instance manager', rate: 'every liveness.statusIntervalMs (default 1 s) per instance', observer: false },
+  { subject: 'dyn.v1.ctl.nstat.<node>', wildcard: 'dyn.v1.ctl.nstat.*', pattern: 'pub', message: 'NodeStatus', publisher: 'node agent', rate: 'every liveness.statusIntervalMs per node', observer: false },
+  { subject: 'dyn.v1.ctl.pstat.<pool>', wildcard: 'dyn.v1.ctl.pstat.*', pattern: 'pub', message: 'PoolStatus', publisher: 'pool manager (leader)', rate: 'every liveness.statusIntervalMs per pool', observer: false },
+  { subject: 'dyn.v1.stream.<request>', wildcard: 'dyn.v1.stream.*', pattern: 'pub', message: 'TokenChunk', publisher: 'instance manager (pool leader for a dead instance)', rate: 'one per token chunk of a request', observer: false },
+  { subject: 'dyn.v1.cancel.<request>', wildcard: 'dyn.v1.cancel.*', pattern: 'pub', message: 'Cancel', publisher: 'gateway', rate: 'one per cancelled request', observer: false },
+  { subject: 'dyn.v1.cluster.intake', wildcard: 'dyn.v1.cluster.intake', pattern: 'req', message: 'InferenceRequest', reply: 'Admission', publisher: 'gateway -> cluster managers (queue group cluster-intake)', rate: 'one per request', observer: false },
+  { subject: 'dyn.v1.cluster.status', wildcard: 'dyn.v1.cluster.status', pattern: 'req', message: 'StatusRequest', reply: 'ClusterStatus', publisher: 'anyone -> cluster leader', rate: 'on demand', observer: true },
+  { subject: 'dyn.v1.pool.<pool>.dispatch', wildcard: 'dyn.v1.pool.*.dispatch', pattern: 'req', message: 'InferenceRequest', reply: 'Admission', publisher: 'cluster manager -> pool leader', rate: 'one per request', observer: false },
+  { subject: 'dyn.v1.pool.<pool>.ctl', wildcard: 'dyn.v1.pool.*.ctl', pattern: 'req', message: 'PoolCommand', reply: 'Ack', publisher: 'cluster leader -> pool leader', rate: 'one per cluster decision', observer: false },
+  { subject: 'dyn.v1.pool.<pool>.move', wildcard: 'dyn.v1.pool.*.move', pattern: 'req', message: 'MoveRequest', reply: 'MoveReply', publisher: 'instance -> pool leader', rate: 'emergency step 3 only', observer: false },
+  { subject: 'dyn.v1.inst.<instance>.admit', wildcard: 'dyn.v1.inst.*.admit', pattern: 'req', message: 'InferenceRequest', reply: 'Admission', publisher: 'pool leader -> instance manager', rate: 'one per request', observer: false },
+  { subject: 'dyn.v1.inst.<instance>.ctl', wildcard: 'dyn.v1.inst.*.ctl', pattern: 'req', message: 'InstanceCommand', reply: 'Ack', publisher: 'pool leader -> instance manager', rate: 'one per pool decision', observer: false },
+  { subject: 'dyn.v1.tokenize', wildcard: 'dyn.v1.tokenize', pattern: 'req', message: 'TokenizeRequest', reply: 'TokenizeReply', publisher: 'gateway -> instance managers (queue group)', rate: 'one per /tokenize call', observer: false },
+  { subject: 'dyn.v1.detokenize', wildcard: 'dyn.v1.detokenize', pattern: 'req', message: 'DetokenizeRequest', reply: 'DetokenizeReply', publisher: 'gateway -> instance managers (queue group)', rate: 'one per /detokenize call', observer: false },
+  { subject: 'dyn.v1.node.<node>.ctl', wildcard: 'dyn.v1.node.*.ctl', pattern: 'req', message: 'NodeCommand', reply: 'Ack', publisher: 'cluster/pool leader -> node agent', rate: 'one per instance start/stop', observer: false },
+  { subject: `KV ${jetstream.leasesBucket} cluster.planner, pool.<pool>`, wildcard: `$KV.${jetstream.leasesBucket}.>`, pattern: 'kv', message: 'LeaseValue', publisher: 'cluster and pool managers', rate: 'every leaseTtlMs/3 per lease', observer: false },
+  { subject: `KV ${jetstream.inventoryBucket} node.<node>`, wildcard: `$KV.${jetstream.inventoryBucket}.node.*`, pattern: 'kv', message: 'NodeStatus', publisher: 'node agent', rate: 'every liveness.statusIntervalMs per node', observer: false },
+  { subject: `KV ${jetstream.inventoryBucket} pool.<pool>`, wildcard: `$KV.${jetstream.inventoryBucket}.pool.*`, pattern: 'kv', message: 'PoolAssignment', publisher: 'cluster leader', rate: 'one per cluster decision', observer: false },
+  { subject: '$SRV.PING|INFO|STATS[.<name>[.<id>]]', wildcard: '$SRV.>', pattern: 'req', message: '(empty)', reply: 'ServicePingResponse | ServiceInfoResponse | ServiceStatsResponse (JSON)', publisher: 'anyone (nats micro) -> every actor', rate: 'on demand', observer: true, notes: 'NATS Service API, io.nats.micro.v1; JSON, not msgpack' },
+];
+
+/** Every message schema by name: the msgpack messages and the (JSON) Service API answers. */
+export function messageSchemas(): Record<string, z.ZodTypeAny> {
+  const out: Record<string, z.ZodTypeAny> = {};
+  for (const c of [...Object.values(ALL_CODECS), ...Object.values(CONTROL_CODECS), LeaseValue]) out[c.name] = c.schema;
+  out.ServicePingResponse = servicePingResponse;
+  out.ServiceInfoResponse = serviceInfoResponse;
+  out.ServiceStatsResponse = serviceStatsResponse;
+  return out;
+}
