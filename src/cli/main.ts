@@ -8,6 +8,8 @@ const COMMANDS: Record<string, string> = {
   replay: 'replay',
   status: 'status',
   top: 'top',
+  events: 'events',
+  telemetry: 'telemetry',
   simulate: 'simulate',
   model: 'model',
   profile: 'profile',

@@ -77,6 +77,8 @@ export interface StreamSubscription<T> extends AsyncIterable<StreamReceived<T>> 
   readonly invalid: number;
   /** the consumer's name on the server. */
   readonly consumer: string;
+  /** true when the consumer has nothing left to deliver and nothing unacknowledged (asks the server). */
+  caughtUp(): Promise<boolean>;
   stop(): Promise<void>;
 }
 
@@ -275,6 +277,10 @@ export class DynamoClient {
       consumer: name,
       get invalid() {
         return invalid;
+      },
+      caughtUp: async () => {
+        const i = await jsm.consumers.info(stream, name);
+        return i.num_pending === 0 && i.num_ack_pending === 0;
       },
       stop: async () => {
         await messages.close().catch(() => {});

@@ -9,6 +9,7 @@
  * - every live message decodes with an independent msgpack implementation and validates against the committed
  *   JSON Schema files.
  */
+import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream as jsClient, jetstreamManager } from '@nats-io/jetstream';
@@ -17,7 +18,7 @@ import { Svcm, type ServiceClient, type ServiceIdentity, type ServiceInfo, type 
 import { DynamoClient } from 'dynamollm/client';
 import { oneTp2InstanceConfig, startControlPlane, type Harness } from './control-harness.ts';
 import {
-  InstanceCommand, jetstream, packRaw, serviceInfoResponse, servicePingResponse, serviceStatsResponse, subjects, Ack,
+  DecisionEvent, InstanceCommand, jetstream, packRaw, serviceInfoResponse, servicePingResponse, serviceStatsResponse, subjects, Ack,
 } from '../../protocols/index.ts';
 import { CATALOG } from '../../protocols/catalog.ts';
 import { committedValidators } from '../helpers/json-schema.ts';
@@ -276,5 +277,52 @@ describe('live messages read by a non-TypeScript stack: @msgpack/msgpack + the c
     for (const m of ['InstanceTelemetry', 'PoolTelemetry', 'ClusterTelemetry', 'RequestRecord', 'Heartbeat', 'InstanceStatus', 'NodeStatus', 'PoolStatus', 'TokenChunk', 'InferenceRequest', 'DecisionEvent']) {
       expect(seen.get(m) ?? 0, m).toBeGreaterThan(0);
     }
+  });
+});
+
+describe('dynamollm events / telemetry (observer credentials, JSON lines when not on a terminal)', () => {
+  const cli = (args: string[], timeoutMs = 20_000) =>
+    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--nats', h.nats.url, '--user', 'observer', '--password', 'observer-local'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (err += d));
+      const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+      p.on('exit', (code) => {
+        clearTimeout(t);
+        resolve({ code, out, err });
+      });
+    });
+  const lines = (s: string) => s.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+  it('events --since SEQ --kind prints the stored events of those kinds and exits', async () => {
+    const r = await cli(['events', '--since', '1', '--kind', 'lease,instance']);
+    expect(r.code, r.err).toBe(0);
+    const evs = lines(r.out);
+    expect(evs.length).toBeGreaterThan(0);
+    for (const e of evs) expect(['lease', 'instance']).toContain(e.kind);
+    expect(evs.map((e) => e.seq)).toEqual([...evs.map((e) => e.seq as number)].sort((a, b) => a - b));
+  });
+
+  it('events --follow prints a new event as it is stored', async () => {
+    const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'events', '--follow', '--kind', 'plan', '--nats', h.nats.url, '--user', 'observer', '--password', 'observer-local'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    await new Promise((r) => setTimeout(r, 4000));
+    h.bus.publish(subjects.event('plan', 'cli-test'), DecisionEvent, { v: 1, kind: 'plan', actor: 'cli-test', atMs: Date.now(), summary: 'a followed event', decision: {}, inputs: {} });
+    const until = Date.now() + 10_000;
+    while (!out.includes('a followed event') && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGINT');
+    await exited;
+    expect(lines(out).map((e) => e.summary)).toEqual(['a followed event']);
+  });
+
+  it('telemetry prints cluster, pool and instance telemetry', async () => {
+    const r = await cli(['telemetry']);
+    expect(r.code, r.err).toBe(0);
+    const subs = new Set(lines(r.out).map((l) => String(l.subject).split('.').slice(0, 4).join('.')));
+    expect([...subs].sort()).toEqual(['dyn.v1.tel.cluster', 'dyn.v1.tel.inst', 'dyn.v1.tel.pool']);
   });
 });

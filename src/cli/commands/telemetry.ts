@@ -1,0 +1,78 @@
+/**
+ * `dynamollm telemetry [--follow] [--json] [--requests]`: the cluster's, pools' and instances' telemetry
+ * (dyn.v1.tel.cluster, dyn.v1.tel.pool.*, dyn.v1.tel.inst.*; with --requests also every RequestRecord) through
+ * the consumer SDK, with the observer's read-only credentials. Without --follow it prints what arrives in
+ * about 1.5 s (one message of each publisher) and exits. Readable lines on a terminal, JSON lines otherwise
+ * (or with --json).
+ */
+import { connect } from '@nats-io/transport-node';
+import { parse } from '../args.ts';
+import { connectionOptions, natsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE } from '../../runtime/nats-settings.ts';
+import { DynamoClient, type ClusterTelemetry, type InstanceTelemetry, type LiveSubscription, type PoolTelemetry, type Received, type RequestRecord } from '../../client/index.ts';
+
+export const summary = 'live telemetry of the cluster, pools and instances (--follow), optionally per request';
+
+const OPTIONS = {
+  ...NATS_FLAG_OPTIONS,
+  follow: { type: 'boolean', short: 'f' },
+  json: { type: 'boolean' },
+  requests: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const USAGE = `usage: dynamollm telemetry [--follow] [--json] [--requests] ${NATS_FLAGS_USAGE}`;
+
+type Any = ClusterTelemetry | PoolTelemetry | InstanceTelemetry | RequestRecord;
+
+const kJ = (j: number) => (j >= 1e6 ? `${(j / 1e6).toFixed(2)} MJ` : j >= 1e3 ? `${(j / 1e3).toFixed(1)} kJ` : `${j.toFixed(1)} J`);
+const load = (l: Partial<Record<string, number>>) => Object.entries(l).filter(([, x]) => (x ?? 0) > 0.005).map(([t, x]) => `${t}:${(x ?? 0).toFixed(2)}`).join(' ') || '-';
+
+export function formatTelemetry(m: Received<Any>, json: boolean): string {
+  if (json) return JSON.stringify({ subject: m.subject, ...m.value });
+  const v = m.value;
+  const s = m.subject;
+  if (s.includes('.tel.cluster')) {
+    const c = v as ClusterTelemetry;
+    return `${new Date(c.sentMs).toISOString()}  cluster  leader ${c.leader}  pools ${c.pools}  instances ${c.readyInstances}/${c.instances} ready  GPUs ${c.gpus - c.freeGpus}/${c.gpus}  ${c.powerW.toFixed(0)} W  ${kJ(c.energyJ)}  queued ${c.queued} running ${c.running}  load ${load(c.loadByType)}`;
+  }
+  if (s.includes('.tel.pool.')) {
+    const p = v as PoolTelemetry;
+    return `${new Date(p.sentMs).toISOString()}  pool     ${p.pool}  instances ${p.readyInstances}/${p.instances}  GPUs ${p.gpus}  ${p.powerW.toFixed(0)} W  ${kJ(p.energyJ)}  queued ${p.queued} running ${p.running}  load ${load(p.loadByType)}`;
+  }
+  if (s.includes('.tel.inst.')) {
+    const i = v as InstanceTelemetry;
+    return `${new Date(i.sentMs).toISOString()}  instance ${i.id} (${i.pool}, TP${i.tp})  ${i.clockMhz}/${i.maxClockMhz} MHz  ${i.powerW.toFixed(0)} W  ${kJ(i.energyJ)} ${i.energySource}  queued ${i.queued} running ${i.running}  ${i.state}${i.emergency ? `  emergency ${i.emergency}` : ''}`;
+  }
+  const r = v as RequestRecord;
+  return `${new Date(r.finishedMs).toISOString()}  request  ${r.id} ${r.outcome} ${r.model ?? ''} ${r.type} key ${r.apiKeyId ?? '-'}  ${r.promptTokens}+${r.completionTokens} tok  ${r.energyJ.toFixed(2)} J ${r.energySource}  TTFT ${r.ttftMs?.toFixed(0) ?? '-'} ms  SLO ${r.sloMet ? 'met' : 'missed'}`;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parse(argv, OPTIONS);
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const json = values.json === true || !process.stdout.isTTY;
+  const nc = await connect({ ...connectionOptions(natsSettings({ flags: values })), name: 'dynamollm-telemetry', timeout: 3000 });
+  const client = DynamoClient.fromConnection(nc);
+  const subs: LiveSubscription<Any>[] = [client.clusterTelemetry(), client.poolTelemetry(), client.instanceTelemetry()];
+  if (values.requests) subs.push(client.requests());
+  const stopAll = () => subs.forEach((s) => s.stop());
+  process.once('SIGINT', stopAll);
+  process.once('SIGTERM', stopAll);
+  const timer = values.follow ? undefined : setTimeout(stopAll, 1500);
+  try {
+    await Promise.all(
+      subs.map(async (s) => {
+        for await (const m of s) process.stdout.write(formatTelemetry(m, json) + '\n');
+      }),
+    );
+    return 0;
+  } finally {
+    clearTimeout(timer);
+    process.off('SIGINT', stopAll);
+    process.off('SIGTERM', stopAll);
+    await client.close();
+  }
+}
