@@ -25,8 +25,7 @@ import { classifyRequest } from '../../src/policy/classify.ts';
 import { LoadForecaster } from '../../src/policy/forecast.ts';
 import { planCluster, serversToStartAhead } from '../../src/policy/cluster.ts';
 import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../common/config.ts';
-import { parseFlags, need } from '../common/args.ts';
-import { parseConfig, natsOf } from '../common/config.ts';
+import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
 import { thresholdsOf, withSlo } from '../common/policy.ts';
@@ -511,20 +510,8 @@ function range(n: number, from = 0): number[] {
   return Array.from({ length: n }, (_, i) => from + i);
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const f = parseFlags(argv);
-  const config = loadConfig(f.config);
-  const cm = new ClusterManager(
-    { kind: 'cluster', id: need(f, 'id'), ...natsOf(config, 'cluster', f), heartbeatMs: config.liveness.statusIntervalMs },
-    config,
-  );
-  cm.installSignalHandlers();
-  await cm.start();
-  return 0;
-}
-
 /** `dynamollm actor cluster` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): ClusterManager {
   const config = parseConfig(o.config ?? {});
-  return new ClusterManager({ kind: 'cluster', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config);
+  return new ClusterManager({ kind: 'cluster', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config);
 }

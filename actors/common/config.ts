@@ -8,7 +8,6 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
-import { actorNatsSettings, type NatsFlags, type NatsSettings } from '../../src/runtime/nats-settings.ts';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -33,6 +32,8 @@ export const configSchema = z
       .object({
         /** NATS server URL(s); default nats://127.0.0.1:4222. */
         url: z.union([z.string(), z.array(z.string())]).default('nats://127.0.0.1:4222'),
+        /** replicas of the KV buckets and the events stream the actors create: 1, or 3/5 on a clustered NATS; default 1. */
+        jetstreamReplicas: z.union([z.literal(1), z.literal(3), z.literal(5)]).default(1),
         user: z.string().optional(),
         pass: z.string().optional(),
         /** NATS creds file (user JWT + seed), as the `nats` CLI's --creds / NATS_CREDS. */
@@ -255,17 +256,6 @@ export function loadConfig(path?: string): ClusterConfig {
 /** The pools of a config: configured, else one per request type named pool-<TYPE>. */
 export function poolsOf(c: ClusterConfig): { id: string; types: (typeof REQUEST_TYPES)[number][] }[] {
   return c.pools ?? REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] }));
-}
-
-export type NatsRole = 'cluster' | 'pool' | 'instance' | 'node';
-
-/**
- * The NATS settings an actor of `role` connects with (src/runtime/nats-settings.ts: flags, then env
- * NATS_URL/NATS_USER/NATS_PASSWORD/NATS_CREDS/NATS_NKEY/..., then this config's nats section, its role
- * user when configured).
- */
-export function natsOf(c: ClusterConfig, role: NatsRole, flags: NatsFlags = {}): { nats: NatsSettings } {
-  return { nats: actorNatsSettings(role, { flags, config: c.nats }) };
 }
 
 /** Profile path of a config. */

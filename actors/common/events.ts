@@ -62,6 +62,7 @@ async function ensureStream(bus: Bus, name: string, subjects: string[], r: { max
       max_bytes: r.maxBytes,
       max_msgs: r.maxMsgs,
       discard: r.discard === 'old' ? DiscardPolicy.Old : DiscardPolicy.New,
+      num_replicas: bus.jetstreamReplicas,
     });
   } catch (err) {
     // another replica created it meanwhile

@@ -1,10 +1,26 @@
-/** How to spawn an actor process of issue 5 (kept apart from launch.ts, whose top-level await must not be imported). */
-import { codeFile, nodeArgs } from '../../src/runtime/code-path.ts';
+/**
+ * How to spawn one actor process: the `dynamollm actor <kind>` command (src/cli/commands/actor.ts), in the
+ * form this process runs (compiled dist/, or source through tsx). The node agent starts its instance
+ * managers this way, `up` its managers, the tests their actors: one path, as the systemd units and k8s.
+ */
+import { cliArgs } from '../../src/runtime/code-path.ts';
 
-/** launch.ts in the form this process runs (source or dist/). */
-export const LAUNCH_TS = codeFile('actors/common/launch.ts');
+/** Flags of `dynamollm actor` itself; any other `--key value` becomes `--set key=value` (the kind's own settings). */
+const OWN_FLAGS = new Set(['id', 'config', 'nats', 'user', 'password', 'pass', 'creds', 'nkey', 'tlscert', 'tlskey', 'tlsca', 'set', 'log-level', 'health']);
 
-/** argv for spawning an actor with node: [launch.js, kind, ...args] compiled, [--import, tsx, launch.ts, ...] from source. */
+/** node argv for an actor: launchArgs('instance', ['--id', 'i0', '--config', F, '--pool', 'p', '--tp', '2', '--gpus', '0,1']). */
 export function launchArgs(kind: string, args: string[]): string[] {
-  return [...nodeArgs('actors/common/launch.ts'), kind, ...args];
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const m = /^--([^=]+)(?:=(.*))?$/.exec(a);
+    if (!m || OWN_FLAGS.has(m[1]!)) {
+      out.push(a);
+      continue;
+    }
+    const value = m[2] ?? args[++i];
+    if (value === undefined) throw new Error(`launchArgs: --${m[1]} needs a value`);
+    out.push('--set', `${m[1]}=${value}`);
+  }
+  return [...cliArgs(), 'actor', kind, ...out];
 }

@@ -9,7 +9,7 @@ import { Actor } from '../../src/runtime/actor.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
 import { subjects } from '../../protocols/subjects.ts';
-import { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
+import { ClusterStatus, DecisionEvent, InstanceTelemetry, RequestRecord, StatusRequest } from '../../protocols/messages.ts';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
@@ -17,6 +17,9 @@ import { profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
 import { NatsBackend } from './nats-backend.ts';
+
+/** period of the gateway's readiness probe of the cluster, ms. */
+const READY_PROBE_MS = 2000;
 
 export interface GatewayActorOptions {
   id: string;
@@ -35,6 +38,9 @@ export class GatewayActor extends Actor {
   readonly metrics = new TelemetryMetrics();
   readonly live: LiveState;
   private sweepTimer?: NodeJS.Timeout;
+  private readyTimer?: NodeJS.Timeout;
+  /** the last cluster status probe: why the cluster cannot serve (null: it can), and when it was taken. */
+  private servable: { reason: string | null; atMs: number } = { reason: 'cluster not asked yet', atMs: 0 };
 
   constructor(private readonly g: GatewayActorOptions) {
     super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000 });
@@ -72,6 +78,9 @@ export class GatewayActor extends Actor {
     }, { capacity: 1024 });
     this.sweepTimer = setInterval(() => this.metrics.sweep(), 5000);
     this.sweepTimer.unref();
+    this.readyTimer = setInterval(() => void this.probeCluster(), READY_PROBE_MS);
+    this.readyTimer.unref();
+    void this.probeCluster();
     this.server = new GatewayServer({
       backend: new NatsBackend(this.bus, { admitTimeoutMs: s.admitTimeoutMs, chunkTimeoutMs: s.chunkTimeoutMs }),
       port: s.port,
@@ -85,6 +94,7 @@ export class GatewayActor extends Actor {
       live: s.dashboard ? this.live : undefined,
       log: this.log,
       replicaId: this.id,
+      health: () => ({ ...this.health(), kind: 'gateway', id: this.id }),
     });
     const port = await this.server.listen();
     this.log.info({ port, auth: s.apiKeys.length > 0 }, `gateway listening on http://${s.host === '0.0.0.0' ? '127.0.0.1' : s.host}:${port} (dashboard at /)`);
@@ -96,8 +106,29 @@ export class GatewayActor extends Actor {
     await super.onDrain(signal);
   }
 
+  /**
+   * Ready only when a request can be served: NATS connected (Actor.health), the cluster leader answers its
+   * status, and at least one instance is ready, as of a probe younger than 3 probe periods.
+   */
+  protected override notReadyReason(): string | null {
+    if (Date.now() - this.servable.atMs > 3 * READY_PROBE_MS) return 'no recent cluster status';
+    return this.servable.reason;
+  }
+
+  private async probeCluster(): Promise<void> {
+    let reason: string | null;
+    try {
+      const st = await this.bus.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: READY_PROBE_MS / 2 });
+      reason = st.pools.some((p) => p.instances.some((i) => i.state === 'ready' || i.state === 'running')) ? null : 'no ready instance in the cluster';
+    } catch (err) {
+      reason = `cluster status unanswered: ${(err as Error).message}`;
+    }
+    this.servable = { reason, atMs: Date.now() };
+  }
+
   protected override async onStop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.readyTimer) clearInterval(this.readyTimer);
     await this.server?.close(0);
   }
 

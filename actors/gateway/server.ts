@@ -26,6 +26,7 @@ import {
 } from './openai.ts';
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
+import { probeResponse, type HealthReport } from '../../src/runtime/health.ts';
 
 /** A refused (413) body is read and discarded up to this multiple of the limit, then the socket is closed. */
 const DISCARD_FACTOR = 16;
@@ -76,6 +77,8 @@ export interface GatewayServerOptions {
   log?: Logger;
   /** id of this replica (logs, headers). */
   replicaId?: string;
+  /** liveness/readiness of the process for GET /livez and /readyz (src/runtime/health.ts); absent: both 404. */
+  health?: () => HealthReport;
 }
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
@@ -205,6 +208,12 @@ export class GatewayServer {
     const method = req.method ?? 'GET';
     if (this.opts.replicaId) res.setHeader('x-dynamollm-gateway', this.opts.replicaId);
 
+    if (method === 'GET' && this.opts.health && (path === '/livez' || path === '/readyz')) {
+      const r = probeResponse(path, this.opts.health)!;
+      // a draining replica leaves the load balancer at once but stays alive until its streams end
+      if (path === '/readyz' && this.draining) return this.sendJson(res, path, 503, { ...r.body, ready: false, reason: 'draining' });
+      return this.sendJson(res, path, r.status, r.body);
+    }
     if (method === 'GET' && path === '/healthz') {
       const ok = !this.draining && (this.opts.backend.ready?.() ?? true);
       return this.sendJson(res, path, ok ? 200 : 503, { status: ok ? 'ok' : this.draining ? 'draining' : 'backend unavailable', inflight: this.inflight, protocol: PROTOCOL_VERSION });
@@ -595,7 +604,7 @@ export class GatewayServer {
 
   private count(route: string, code: number): void {
     // routes are a closed set (unknown paths collapse) so a scanner cannot blow up label cardinality
-    const r = route.startsWith('/v1/') || route === '/healthz' || route === '/metrics' || STATIC[route] || route === '/api/live' ? route : 'other';
+    const r = route.startsWith('/v1/') || route === '/healthz' || route === '/livez' || route === '/readyz' || route === '/metrics' || STATIC[route] || route === '/api/live' ? route : 'other';
     this.opts.metrics?.httpRequests.inc({ route: r, code: String(code) });
   }
 

@@ -7,9 +7,8 @@ import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { createEngine } from '../../src/engine/index.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { loadConfig, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
-import { parseFlags, need } from '../common/args.ts';
-import { parseConfig, natsOf } from '../common/config.ts';
+import { profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
+import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { InstanceManager } from './instance-manager.ts';
 
@@ -62,22 +61,6 @@ class InstanceActor extends Actor {
   }
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const f = parseFlags(argv);
-  const config = loadConfig(f.config);
-  const tp = Number(need(f, 'tp'));
-  if (![1, 2, 4, 8].includes(tp)) throw new ConfigError(`--tp must be 1, 2, 4 or 8, got ${f.tp}`);
-  const gpuIds = need(f, 'gpus').split(',').map((x) => Number(x));
-  if (gpuIds.length !== tp || gpuIds.some((g) => !Number.isInteger(g) || g < 0)) throw new ConfigError(`--gpus must list ${tp} GPU indices, got ${f.gpus}`);
-  const actor = new InstanceActor(
-    { kind: 'instance', id: need(f, 'id'), ...natsOf(config, 'instance', f), heartbeatMs: config.liveness.statusIntervalMs, drainGraceMs: Number(f['grace-ms'] ?? 10_000) },
-    { config, pool: need(f, 'pool'), tp: tp as 1 | 2 | 4 | 8, gpuIds, node: f.node },
-  );
-  actor.installSignalHandlers();
-  await actor.start();
-  return 0;
-}
-
 /** `dynamollm actor instance --set pool=P --set tp=N --set gpus=0,1 [--set node=N]` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): Actor {
   const config = parseConfig(o.config ?? {});
@@ -87,7 +70,7 @@ export function createActor(o: ActorFactoryOptions): Actor {
   if (gpuIds.length !== tp || gpuIds.some((g) => !Number.isInteger(g) || g < 0)) throw new ConfigError(`--set gpus must list ${tp} GPU indices`);
   if (!o.extra.pool) throw new ConfigError('--set pool=POOL is required');
   return new InstanceActor(
-    { kind: 'instance', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs },
+    { kind: 'instance', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas },
     { config, pool: o.extra.pool, tp: tp as 1 | 2 | 4 | 8, gpuIds, node: o.extra.node },
   );
 }

@@ -11,9 +11,8 @@ import { join } from 'node:path';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { Supervisor } from '../../src/runtime/supervisor.ts';
 import { Ack, NodeCommand, NodeStatus, controlSubjects, inventoryKeys, jetstream, subjects, DynError } from '../../protocols/index.ts';
-import { loadConfig, ConfigError, type ClusterConfig } from '../common/config.ts';
-import { parseFlags, need } from '../common/args.ts';
-import { parseConfig, natsOf } from '../common/config.ts';
+import { ConfigError, type ClusterConfig } from '../common/config.ts';
+import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { launchArgs } from '../common/launch-args.ts';
 
@@ -111,30 +110,11 @@ export class NodeAgent extends Actor {
   }
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const f = parseFlags(argv);
-  let configPath = f.config;
-  const config = loadConfig(configPath);
-  if (!configPath) {
-    // children need a file: write the defaults
-    configPath = join(mkdtempSync(join(tmpdir(), 'dyn-node-')), 'config.json');
-    writeFileSync(configPath, JSON.stringify(config));
-  }
-  const agent = new NodeAgent(
-    { kind: 'node', id: need(f, 'id'), ...natsOf(config, 'node', f), heartbeatMs: config.liveness.statusIntervalMs },
-    config,
-    configPath,
-  );
-  agent.installSignalHandlers();
-  await agent.start();
-  return 0;
-}
-
 /** `dynamollm actor node` (src/cli/actor-registry.ts); its instance managers get the config as a file. */
 export function createActor(o: ActorFactoryOptions): NodeAgent {
   const config = parseConfig(o.config ?? {});
   const path = join(mkdtempSync(join(tmpdir(), 'dyn-node-')), 'config.json');
   const { servers, ...auth } = o.nats;
   writeFileSync(path, JSON.stringify({ ...config, nats: { ...config.nats, url: servers, ...auth } }));
-  return new NodeAgent({ kind: 'node', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, path);
+  return new NodeAgent({ kind: 'node', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, path);
 }

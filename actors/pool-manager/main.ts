@@ -6,9 +6,8 @@
 import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { loadConfig, poolsOf, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
-import { parseFlags, need } from '../common/args.ts';
-import { parseConfig, natsOf } from '../common/config.ts';
+import { poolsOf, profilePathOf, ConfigError, type ClusterConfig } from '../common/config.ts';
+import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { PoolLeader } from './pool-leader.ts';
 import { closeMilpPlanner } from '../common/policy.ts';
@@ -43,21 +42,8 @@ export class PoolManager extends Actor {
   }
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const f = parseFlags(argv);
-  const config = loadConfig(f.config);
-  const pm = new PoolManager(
-    { kind: 'pool', id: need(f, 'id'), ...natsOf(config, 'pool', f), heartbeatMs: config.liveness.statusIntervalMs },
-    config,
-    f.pools ? f.pools.split(',') : undefined,
-  );
-  pm.installSignalHandlers();
-  await pm.start();
-  return 0;
-}
-
 /** `dynamollm actor pool [--set pools=pool-SS,pool-MM]` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): PoolManager {
   const config = parseConfig(o.config ?? {});
-  return new PoolManager({ kind: 'pool', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);
+  return new PoolManager({ kind: 'pool', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);
 }

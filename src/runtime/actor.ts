@@ -35,6 +35,8 @@ export interface ActorOptions {
   clock?: Clock;
   /** heartbeat period, ms. Default 1000. */
   heartbeatMs?: number;
+  /** replicas of the KV buckets and streams this actor creates (JetStream R1/R3/R5). Default 1. */
+  jetstreamReplicas?: number;
   /** time in-flight work gets to finish on drain, ms. Default 10000. */
   drainGraceMs?: number;
   /** extra time after aborting in-flight work, ms. Default 5000. */
@@ -70,6 +72,24 @@ export abstract class Actor {
     return this.#state === 'new' ? 'starting' : this.#state;
   }
 
+  /**
+   * For liveness/readiness probes (src/runtime/health.ts). live: the actor has not failed (a NATS outage
+   * does not make it dead: it reconnects by itself). ready: running, connected to NATS, and the kind's own
+   * condition (notReadyReason()) holds.
+   */
+  health(): { live: boolean; ready: boolean; state: LifecycleState; nats: 'connected' | 'disconnected'; reason?: string } {
+    const nats = this.#bus?.connected ? 'connected' : 'disconnected';
+    const live = this.#state !== 'failed' && this.#state !== 'stopped';
+    const reason =
+      this.#state !== 'running' ? `state ${this.state}` : nats !== 'connected' ? 'NATS disconnected' : (this.notReadyReason() ?? undefined);
+    return { live, ready: reason === undefined, state: this.state, nats, ...(reason ? { reason } : {}) };
+  }
+
+  /** A kind's own readiness condition: null when ready, else why not. Default: always ready. */
+  protected notReadyReason(): string | null {
+    return null;
+  }
+
   protected get bus(): Bus {
     if (!this.#bus) throw new LifecycleError(`${this.kind}/${this.id}: not connected (state ${this.state})`, this.state);
     return this.#bus;
@@ -91,6 +111,7 @@ export abstract class Actor {
           name: `${this.kind}/${this.id}`,
           log: this.log,
         });
+        this.#bus.jetstreamReplicas = this.opts.jetstreamReplicas ?? 1;
         // the NATS Service API: `nats micro ls` lists this actor, with every subject it serves as an endpoint
         this.#bus.startService({
           name: serviceName(this.kind),

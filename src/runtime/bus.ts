@@ -136,9 +136,11 @@ export class Bus extends EventEmitter {
         this.emit('status', s);
         switch (s.type) {
           case 'disconnect':
+            this.#connected = false;
             this.log.warn({ server: s.server }, 'nats disconnected');
             break;
           case 'reconnect':
+            this.#connected = true;
             this.log.info({ server: s.server }, 'nats reconnected');
             break;
           case 'reconnecting':
@@ -187,6 +189,12 @@ export class Bus extends EventEmitter {
   get service(): ServiceResponder | undefined {
     return this.#service;
   }
+
+  /** false from a disconnect until the reconnect (readiness probes read it), and once closed. */
+  get connected(): boolean {
+    return this.#connected && !this.closed;
+  }
+  #connected = true;
 
   get closed(): boolean {
     return this.nc.isClosed();
@@ -402,11 +410,14 @@ export class Bus extends EventEmitter {
     return this.#js;
   }
 
-  /** Open a KV bucket, creating it when missing. Cached per bucket name. */
+  /** replicas of the KV buckets and streams created through this bus (a clustered NATS: 3). Default 1. */
+  jetstreamReplicas = 1;
+
+  /** Open a KV bucket, creating it when missing (with jetstreamReplicas replicas). Cached per bucket name. */
   kv(bucket: string, opts?: Partial<KvOptions>): Promise<KV> {
     let p = this.#kvs.get(bucket);
     if (!p) {
-      p = new Kvm(this.nc).create(bucket, opts);
+      p = new Kvm(this.nc).create(bucket, { replicas: this.jetstreamReplicas, ...opts });
       p.catch(() => this.#kvs.delete(bucket));
       this.#kvs.set(bucket, p);
     }

@@ -12,6 +12,7 @@ import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import type { Profile } from '../model/profile-types.ts';
 import { MilpError, type Eq1Input, type Eq1Result } from '../policy/milp.ts';
 import type { MilpWorkerApi } from './milp-worker.ts';
+import { codeFile } from './code-path.ts';
 
 export class MilpTimeoutError extends MilpError {
   override name = 'MilpTimeoutError';
@@ -50,18 +51,24 @@ export class MilpPlanner {
 
   constructor(opts: MilpPlannerOptions = {}) {
     this.deadlineMs = opts.deadlineMs ?? 5000;
-    this.workerModule = opts.workerModule ?? new URL('./milp-worker.ts', import.meta.url);
+    this.workerModule = opts.workerModule ?? pathToFileURL(codeFile('src/runtime/milp-worker.ts'));
   }
 
   private start(): Comlink.Remote<MilpWorkerApi> {
     if (this.api) return this.api;
-    // the worker is TypeScript: a tiny eval'd bootstrap registers tsx in the worker thread, then loads it
-    const tsxPkg = createRequire(import.meta.url).resolve('tsx/package.json');
-    const tsxApi = pathToFileURL(join(dirname(tsxPkg), 'dist/esm/api/index.mjs')).href;
-    const entry = this.workerModule.href;
-    const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { (m.register ?? m.default.register)(); return import(${JSON.stringify(entry)}); })` +
-      `.catch((e) => { console.error(e); process.exit(70); });`;
-    const w = new Worker(boot, { eval: true });
+    // a compiled worker (dist/) starts as it is; a TypeScript one (from source, tests) through an eval'd
+    // bootstrap that registers tsx in the worker thread first
+    let w: Worker;
+    if (this.workerModule.pathname.endsWith('.ts')) {
+      const tsxPkg = createRequire(import.meta.url).resolve('tsx/package.json');
+      const tsxApi = pathToFileURL(join(dirname(tsxPkg), 'dist/esm/api/index.mjs')).href;
+      const entry = this.workerModule.href;
+      const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { (m.register ?? m.default.register)(); return import(${JSON.stringify(entry)}); })` +
+        `.catch((e) => { console.error(e); process.exit(70); });`;
+      w = new Worker(boot, { eval: true });
+    } else {
+      w = new Worker(this.workerModule);
+    }
     this.worker = w;
     this.api = Comlink.wrap<MilpWorkerApi>(nodeEndpoint(w));
     this.sent = new Set();

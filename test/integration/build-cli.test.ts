@@ -15,7 +15,7 @@ const run = (args: string[]) =>
 describe('built CLI (dist/)', () => {
   it('exists after the build (the tests global setup builds it when the source is newer)', () => {
     expect(existsSync('dist/src/cli/main.js')).toBe(true);
-    expect(existsSync('dist/actors/common/launch.js')).toBe(true);
+    expect(existsSync('dist/actors/node-agent/main.js')).toBe(true);
   });
 
   it('the no-tsx hook really refuses TypeScript', async () => {

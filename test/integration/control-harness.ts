@@ -1,6 +1,6 @@
 /**
  * Shared harness of the control-plane integration and chaos tests (issue 5): a real nats-server, real actor
- * processes (launch.ts) and emulated engines. The test acts as the gateway: it sends requests to the cluster
+ * processes (`dynamollm actor`, actors/common/launch-args.ts) and emulated engines. The test acts as the gateway: it sends requests to the cluster
  * intake and follows their token streams; decision events are read back from the JetStream stream
  * (DYN_V1_EVENTS), which is where the issue wants them kept.
  */

@@ -9,11 +9,13 @@ import { parse, readConfigFile, UsageError } from '../args.ts';
 import { ACTOR_REGISTRY } from '../actor-registry.ts';
 import type { ActorRegistry } from '../../runtime/actor-factory.ts';
 import { createLogger } from '../../runtime/logger.ts';
+import { startHealthServer } from '../../runtime/health.ts';
 import { actorNatsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE, type NatsConfigSection } from '../../runtime/nats-settings.ts';
 
 export const summary = 'run one actor process (gateway, cluster, pool, instance, node)';
 
-const usage = (registry: ActorRegistry) => `usage: dynamollm actor <kind> [--id ID] [--config FILE] ${NATS_FLAGS_USAGE} [--set key=value ...]
+const usage = (registry: ActorRegistry) => `usage: dynamollm actor <kind> [--id ID] [--config FILE] ${NATS_FLAGS_USAGE} [--set key=value ...] [--health HOST:PORT]
+  --health HOST:PORT  serve GET /livez and /readyz (env DYNAMOLLM_HEALTH); a port alone binds 0.0.0.0
 kinds: ${Object.keys(registry).join(', ')}`;
 
 export function run(argv: string[]): Promise<number> {
@@ -31,6 +33,7 @@ export async function runActor(argv: string[], registry: ActorRegistry): Promise
       ...NATS_FLAG_OPTIONS,
       set: { type: 'string', multiple: true },
       'log-level': { type: 'string' },
+      health: { type: 'string' },
       pretty: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -62,6 +65,12 @@ export async function runActor(argv: string[], registry: ActorRegistry): Promise
     extra,
   });
   actor.installSignalHandlers();
+  // liveness/readiness endpoints for probes (k8s, systemd checks): /livez, /readyz
+  const healthAddr = values.health ?? process.env.DYNAMOLLM_HEALTH;
+  if (healthAddr) {
+    const h = await startHealthServer(healthAddr, () => ({ ...actor.health(), kind, id }));
+    log.info({ port: h.port }, `health endpoints on ${healthAddr} (/livez, /readyz)`);
+  }
   await actor.start();
   // keep the process alive until a signal drains the actor (the handler exits the process)
   await new Promise<never>(() => setInterval(() => {}, 1 << 30));

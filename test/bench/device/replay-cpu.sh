@@ -25,8 +25,8 @@ snap() { # pid role ticks
     cmd=$(tr '\0' ' ' < /proc/$p/cmdline)
     case "$cmd" in
       *nats-server*) role=nats;; *engine-emulator*) role=engine;; *"actor gateway"*) role=gateway;;
-      *"launch.ts instance "*) role=instance;; *"launch.ts pool "*) role=pool;;
-      *"launch.ts cluster "*) role=cluster;; *"launch.ts node "*) role=node;; *" up "*) role=up;; *) role=other;;
+      *"actor instance "*) role=instance;; *"actor pool "*) role=pool;;
+      *"actor cluster "*) role=cluster;; *"actor node "*) role=node;; *" up "*) role=up;; *) role=other;;
     esac
     # fields 14,15 after the comm field (which may hold spaces): strip up to the last ')'
     t=$(sed 's/.*) //' /proc/$p/stat | awk '{print $12+$13}')
