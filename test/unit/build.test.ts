@@ -2,7 +2,8 @@
  * The `engines` floor of package.json is one every installed dependency (package-lock.json) accepts, so
  * `npm ci` on that Node version installs without EBADENGINE, and the Node running the tests meets it.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 type V = [number, number, number];
@@ -70,5 +71,20 @@ describe('engines', () => {
 
   it('the Node running the tests meets the engines floor', () => {
     expect(satisfies(process.version, pkg.engines.node)).toBe(true);
+  });
+});
+
+describe('README', () => {
+  it('its table names every environment variable the code reads', () => {
+    const walk = (d: string): string[] =>
+      readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.name.endsWith('.ts') ? [join(d, e.name)] : []));
+    const names = new Set<string>();
+    for (const f of ['src', 'actors', 'protocols'].flatMap(walk)) {
+      for (const m of readFileSync(f, 'utf8').matchAll(/\benv(?:\.|\[['"])([A-Z][A-Z0-9_]+)/g)) names.add(m[1]!);
+    }
+    expect(names.size).toBeGreaterThan(10);
+    const readme = readFileSync('README.md', 'utf8');
+    const table = readme.slice(readme.indexOf('### Environment variables'));
+    expect([...names].filter((n) => !table.includes(`\`${n}\``))).toEqual([]);
   });
 });

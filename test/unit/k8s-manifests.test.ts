@@ -1,0 +1,152 @@
+/**
+ * deploy/k8s as kubectl sees it: rendered with `kubectl kustomize` (a strict YAML parser: an unquoted `?`
+ * in a probe path breaks it, npm yaml does not), then every object validated against the Kubernetes OpenAPI
+ * schemas twice: kubernetes-models' validators (the OpenAPI schema compiled: required fields, types, enums,
+ * formats) and a TypeScript check of the objects as literals of kubernetes-models' API types (unknown or
+ * misspelt fields anywhere, which the OpenAPI schema alone admits). Then what the deployment needs: probes
+ * with liveness apart from readiness, PDBs, securityContext, resources, no API token, NATS x3 with JetStream
+ * R3 and its config from the nats-config ConfigMap, and the images of deploy/docker.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
+import ts from 'typescript';
+import { describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments } from 'yaml';
+import { splitConfig } from '../../actors/gateway/config.ts';
+
+type Obj = Record<string, any>;
+
+function kubectl(): string {
+  for (const p of (process.env.PATH ?? '').split(':')) if (p && existsSync(join(p, 'kubectl'))) return join(p, 'kubectl');
+  throw new Error('kubectl not found: install Debian kubernetes-client (.ci/run does)');
+}
+
+const rendered = execFileSync(kubectl(), ['kustomize', 'deploy/k8s'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const objs: Obj[] = parseAllDocuments(rendered).map((d) => d.toJSON() as Obj).filter(Boolean);
+const find = (kind: string, name: string) => objs.find((o) => o.kind === kind && o.metadata?.name === name);
+const workloads = objs.filter((o) => ['Deployment', 'StatefulSet', 'DaemonSet'].includes(o.kind));
+const ACTORS = ['cluster-manager', 'pool-manager', 'gateway', 'node-agent'];
+
+/** kubernetes-models module of an object: 'apps/v1' + 'Deployment' -> kubernetes-models/apps/v1/Deployment */
+const modelPath = (o: Obj) => `kubernetes-models/${o.apiVersion}/${o.kind}`;
+
+describe('deploy/k8s rendered by kubectl kustomize', () => {
+  it('renders every object', () => {
+    const kinds = objs.map((o) => `${o.kind}/${o.metadata.name}`);
+    for (const k of ['Namespace/dynamollm', 'StatefulSet/nats', 'Deployment/cluster-manager', 'Deployment/pool-manager', 'Deployment/gateway', 'DaemonSet/node-agent', 'Service/gateway', 'Service/nats']) {
+      expect(kinds).toContain(k);
+    }
+  });
+
+  it('validates against the Kubernetes OpenAPI schemas (kubernetes-models validators)', async () => {
+    const errors: string[] = [];
+    for (const o of objs) {
+      const mod = (await import(modelPath(o))) as Record<string, new (d: Obj) => { validate(): void }>;
+      try {
+        new mod[o.kind]!(o).validate();
+      } catch (err) {
+        errors.push(`${o.kind}/${o.metadata?.name}: ${(err as Error).message}`);
+      }
+    }
+    expect(errors).toEqual([]);
+  });
+
+  it('has no unknown field anywhere (type check against the Kubernetes API types); the check can fail', () => {
+    // one program, two files: the rendered objects (no diagnostic wanted) and a misspelt field (one wanted)
+    const good = resolve('test/artifacts/k8s-manifests.typecheck.ts');
+    const bad = resolve('test/artifacts/k8s-manifests.typecheck-bad.ts');
+    const sources = new Map([
+      [good, objs.map((o, i) => `import type { I${o.kind} as T${i} } from '${modelPath(o)}';`).join('\n') + '\n' + objs.map((o, i) => `export const o${i}: T${i} = ${JSON.stringify(o)};`).join('\n')],
+      [bad, `import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';\nexport const d: IDeployment = { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'x' }, spec: { selector: {}, template: { spec: { containers: [{ name: 'c', securityContex: {} }] } } } };`],
+    ]);
+    const options: ts.CompilerOptions = { strict: true, noEmit: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, skipLibCheck: true, types: [] };
+    const host = ts.createCompilerHost(options);
+    const getSourceFile = host.getSourceFile.bind(host);
+    host.getSourceFile = (name, lang, ...rest) => (sources.has(resolve(name)) ? ts.createSourceFile(name, sources.get(resolve(name))!, lang) : getSourceFile(name, lang, ...rest));
+    const fileExists = host.fileExists.bind(host);
+    host.fileExists = (name) => sources.has(resolve(name)) || fileExists(name);
+    const program = ts.createProgram([good, bad], options, host);
+    const diags = (f: string) => ts.getPreEmitDiagnostics(program, program.getSourceFile(f)).map((d) => ts.flattenDiagnosticMessageText(d.messageText, ' '));
+    expect(diags(good)).toEqual([]);
+    expect(diags(bad).join('\n')).toMatch(/securityContex/);
+  });
+
+  it('every actor has liveness apart from readiness; the gateway on its serving port', () => {
+    for (const name of ACTORS) {
+      const w = workloads.find((o) => o.metadata.name === name)!;
+      const c = w.spec.template.spec.containers[0];
+      expect(c.livenessProbe.httpGet.path, name).toBe('/livez');
+      expect(c.readinessProbe.httpGet.path, name).toBe('/readyz');
+      if (name === 'gateway') expect(c.livenessProbe.httpGet.port).toBe('http');
+      else expect(c.args).toEqual(expect.arrayContaining(['--health', '8081']));
+    }
+    const nats = find('StatefulSet', 'nats')!.spec.template.spec.containers[0];
+    expect(nats.livenessProbe.httpGet.path).toBe('/healthz?js-enabled-only=true');
+    expect(nats.readinessProbe.httpGet.path).toBe('/healthz?js-server-only=true');
+  });
+
+  it('PDBs, securityContext, resources and no API token on every workload', () => {
+    const pdbs = objs.filter((o) => o.kind === 'PodDisruptionBudget');
+    for (const w of workloads) {
+      const name = w.metadata.name;
+      const labels = w.spec.template.metadata.labels;
+      expect(pdbs.some((p) => Object.entries(p.spec.selector.matchLabels).every(([k, v]) => labels[k] === v)), `PDB for ${name}`).toBe(true);
+      const pod = w.spec.template.spec;
+      expect(pod.automountServiceAccountToken, name).toBe(false);
+      expect(find('ServiceAccount', pod.serviceAccountName), name).toBeTruthy();
+      expect(pod.securityContext.seccompProfile.type, name).toBe('RuntimeDefault');
+      for (const c of pod.containers) {
+        expect(c.resources.requests.cpu, name).toBeTruthy();
+        expect(c.resources.requests.memory, name).toBeTruthy();
+        expect(c.resources.limits.memory, name).toBeTruthy();
+        if (name === 'node-agent') {
+          expect(c.securityContext.privileged).toBe(true); // NVML clock locking
+          continue;
+        }
+        expect(pod.securityContext.runAsNonRoot, name).toBe(true);
+        expect(c.securityContext, name).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+      }
+    }
+    // no component calls the Kubernetes API: no Role, ClusterRole or binding at all
+    expect(objs.filter((o) => /Role/.test(o.kind))).toEqual([]);
+  });
+
+  it('NATS: 3 replicas, config from ConfigMap nats-config key nats.conf, JetStream R3 in the actors config', () => {
+    const sts = find('StatefulSet', 'nats')!;
+    expect(sts.spec.replicas).toBe(3);
+    const cmName = sts.spec.template.spec.volumes.find((v: Obj) => v.name === 'config').configMap.name as string;
+    expect(cmName).toMatch(/^nats-config-/); // the generated name (content hash)
+    const cm = find('ConfigMap', cmName)!;
+    expect(cm.data['nats.conf']).toBe(readFileSync('deploy/k8s/nats.conf', 'utf8'));
+    expect(cm.data['nats.conf']).toMatch(/jetstream/);
+    expect(sts.spec.template.spec.containers[0].args).toEqual(expect.arrayContaining(['-c', '/etc/nats/nats.conf']));
+    const cfg = find('ConfigMap', objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('dynamollm-config-'))!.metadata.name)!;
+    const { cluster } = splitConfig(parse(cfg.data['cluster.yaml']), 'deploy/k8s/cluster.yaml');
+    expect(cluster.nats.jetstreamReplicas).toBe(3);
+    expect([cluster.nats.url].flat()).toHaveLength(3);
+  });
+
+  it('actors get NATS credentials as NATS_USER/NATS_PASSWORD from the Secret, and run `dynamollm actor`', () => {
+    const secret = find('Secret', 'dynamollm-secrets')!;
+    for (const name of ACTORS) {
+      const c = workloads.find((o) => o.metadata.name === name)!.spec.template.spec.containers[0];
+      expect(c.args.slice(0, 1), name).toEqual(['actor']);
+      const pw = c.env.find((e: Obj) => e.name === 'NATS_PASSWORD');
+      expect(c.env.find((e: Obj) => e.name === 'NATS_USER')?.value, name).toBeTruthy();
+      expect(Object.keys(secret.stringData), name).toContain(pw.valueFrom.secretKeyRef.key);
+    }
+  });
+
+  it('the images are the ones deploy/docker builds', () => {
+    const images = new Set(workloads.flatMap((w) => w.spec.template.spec.containers.map((c: Obj) => c.image.replace(/:.*$/, ''))));
+    expect([...images].sort()).toEqual(['dynamollm-control-plane', 'dynamollm-node', 'nats']);
+    const readme = readFileSync('deploy/docker/README.md', 'utf8');
+    expect(readme).toContain('-t dynamollm-control-plane:0.1.0');
+    expect(readme).toContain('-t dynamollm-node:0.1.0');
+  });
+});
+
+// kubernetes-models is resolvable (devDependency); fail early with a clear message otherwise
+createRequire(import.meta.url).resolve('kubernetes-models/package.json');
