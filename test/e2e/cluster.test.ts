@@ -64,6 +64,18 @@ describe('dynamollm up + openai client', () => {
     expect(n).toBeGreaterThan(0);
   });
 
+  it('the gateway is live and ready (the cluster has a ready instance), without an API key', async () => {
+    const live = await fetch(`${base}/livez`);
+    expect(live.status).toBe(200);
+    let ready = await fetch(`${base}/readyz`);
+    for (let i = 0; i < 20 && ready.status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      ready = await fetch(`${base}/readyz`);
+    }
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ live: true, ready: true, nats: 'connected', kind: 'gateway' });
+  });
+
   it('refuses bad requests and bad keys with the right codes', async () => {
     const model = (await client().models.list()).data[0]!.id;
     await expect(client('sk-not-a-valid-key').completions.create({ model, prompt: 'x' })).rejects.toMatchObject({ status: 401 });
