@@ -38,7 +38,8 @@ export interface Harness {
   procs: Map<string, ChildProcess>;
   startActor(kind: string, id: string, extra?: string[]): ChildProcess;
   /** `promptOfInputTokens`: a prompt text the emulator counts as inputTokens tokens (4 characters each; default a 10-word prompt). */
-  send(i: number, o?: { maxTokens?: number; inputTokens?: number; giveUpAfterMs?: number; promptOfInputTokens?: boolean }): Promise<Outcome>;
+  /** `apiKeyId`: as the gateway sets it for an authenticated request (accounting). */
+  send(i: number, o?: { maxTokens?: number; inputTokens?: number; giveUpAfterMs?: number; promptOfInputTokens?: boolean; apiKeyId?: string }): Promise<Outcome>;
   status(): Promise<ClusterStatus | undefined>;
   waitReady(n: number, timeoutMs?: number, pred?: (s: ClusterStatus) => boolean): Promise<ClusterStatus>;
   /** every decision event kept in the JetStream stream so far. */
@@ -159,6 +160,7 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
         v: 1, id, model: String(config.model ?? 'llama3.1-8b'), kind: 'completion', prompt: so.promptOfInputTokens ? 'abcd'.repeat(so.inputTokens ?? 100) : 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
         maxTokens: so.maxTokens ?? 40, ignoreEos: true, arrivalMs: now, giveUpAtMs: now + (so.giveUpAfterMs ?? 60_000), streamSubject: subjects.stream(id),
       };
+      if (so.apiKeyId !== undefined) req.apiKeyId = so.apiKeyId;
       const out: Outcome = { id, ok: false, chunks, chunkAt, tokens: 0, at: now };
       try {
         const a = await bus.request(subjects.clusterIntake(), InferenceRequest, req, Admission, { timeoutMs: 15_000 });

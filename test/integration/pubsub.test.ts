@@ -15,7 +15,9 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream as jsClient, jetstreamManager } from '@nats-io/jetstream';
 import { decode } from '@msgpack/msgpack';
 import { Svcm, type ServiceClient, type ServiceIdentity, type ServiceInfo, type ServiceStats } from '@nats-io/services';
-import { DynamoClient } from 'dynamollm/client';
+import pg from 'pg';
+import { DynamoClient, type RequestRecord } from 'dynamollm/client';
+import { ensureTable, spentByKeyAndModel, startLedger, storeRecord } from '../../examples/energy-ledger/ledger.ts';
 import { oneTp2InstanceConfig, startControlPlane, type Harness } from './control-harness.ts';
 import {
   DecisionEvent, InstanceCommand, jetstream, packRaw, serviceInfoResponse, servicePingResponse, serviceStatsResponse, subjects, Ack,
@@ -324,5 +326,85 @@ describe('dynamollm events / telemetry (observer credentials, JSON lines when no
     expect(r.code, r.err).toBe(0);
     const subs = new Set(lines(r.out).map((l) => String(l.subject).split('.').slice(0, 4).join('.')));
     expect([...subs].sort()).toEqual(['dyn.v1.tel.cluster', 'dyn.v1.tel.inst', 'dyn.v1.tel.pool']);
+  });
+});
+
+describe('examples/energy-ledger: PostgreSQL, keyed by request id, no double counting', () => {
+  const table = `energy_ledger_test_${process.pid}_${Date.now() % 100000}`;
+  let db: pg.Pool;
+  beforeAll(async () => {
+    db = new pg.Pool({ connectionString: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test', max: 2 });
+    await db.query('SELECT 1');
+  });
+  afterAll(async () => {
+    await db?.query(`DROP TABLE IF EXISTS ${table}`).catch(() => {});
+    await db?.end();
+  });
+
+  it('counts every request once across a crash before the ack (redelivery) and a restart (resume)', async () => {
+    const opts = { servers: h.nats.url, ...h.nats.creds('observer'), db, table, durable: 'ledger-test', ackWaitMs: 1000 };
+    await ensureTable(db, table);
+    // the truth to compare with: every record as published (live, independent of the stream)
+    const client = await DynamoClient.connect({ servers: h.nats.url, ...h.nats.creds('observer') });
+    const live = client.requests();
+    const truth = new Map<string, RequestRecord>();
+    const collecting = (async () => {
+      for await (const r of live) truth.set(r.value.id, r.value);
+    })();
+    const send = async (i: number, key: string) => {
+      const o = await h.send(i, { maxTokens: 4 + (i % 5), apiKeyId: key });
+      expect(o.ok, o.error).toBe(true);
+      return o.id;
+    };
+    const ids = [await send(100, 'key-aaaaaaaaaaaaaaaa'), await send(101, 'key-aaaaaaaaaaaaaaaa'), await send(102, 'key-bbbbbbbbbbbbbbbb')];
+
+    // a ledger that crashes between its commit and its ack: it stores what it reads and never acks
+    const crashing = await client.requestRecords({ durable: 'ledger-test', ackWaitMs: 1000 });
+    const stored = new Set<string>();
+    for await (const m of crashing) {
+      await storeRecord(db, m.value, m.seq, table);
+      stored.add(m.value.id);
+      if (ids.every((id) => stored.has(id))) break;
+    }
+    await crashing.stop();
+
+    // the real ledger on the same durable gets those records again and must not count them twice
+    let ledger = await startLedger(opts);
+    const until = async (pred: () => boolean | Promise<boolean>, what: string) => {
+      const t = Date.now() + 20_000;
+      while (!(await pred())) {
+        if (Date.now() > t) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    await until(() => ledger.stats.duplicates >= stored.size, 'the redelivered records');
+    await ledger.stop();
+
+    // requests served while the ledger is down are read after its restart
+    ids.push(await send(103, 'key-bbbbbbbbbbbbbbbb'), await send(104, 'key-aaaaaaaaaaaaaaaa'));
+    ledger = await startLedger(opts);
+    const count = async () => Number((await db.query(`SELECT count(*) AS n FROM ${table} WHERE request_id = ANY($1)`, [ids])).rows[0].n);
+    await until(async () => (await count()) === ids.length, 'the records sent while the ledger was down');
+    await until(() => ids.every((id) => truth.has(id)), 'the live records');
+    await ledger.stop();
+    live.stop();
+    await collecting;
+    await client.close();
+
+    const rows = await spentByKeyAndModel(db, table);
+    const expected = new Map<string, { n: number; j: number }>();
+    for (const id of ids) {
+      const r = truth.get(id)!;
+      const k = `${r.apiKeyId}/${r.model}`;
+      const e = expected.get(k) ?? { n: 0, j: 0 };
+      expected.set(k, { n: e.n + 1, j: e.j + r.energyJ });
+    }
+    const got = new Map(rows.filter((r) => r.apiKey.startsWith('key-aaaa') || r.apiKey.startsWith('key-bbbb')).map((r) => [`${r.apiKey}/${r.model}`, r]));
+    expect([...got.keys()].sort()).toEqual([...expected.keys()].sort());
+    for (const [k, e] of expected) {
+      expect(got.get(k)!.requests, k).toBe(e.n);
+      expect(got.get(k)!.energyJoules, k).toBeCloseTo(e.j, 9);
+      expect(e.j).toBeGreaterThan(0);
+    }
   });
 });
