@@ -9,6 +9,7 @@
  * request's AbortSignal, which the backend turns into a Cancel downstream.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -460,6 +461,7 @@ export class GatewayServer {
 
     const id = newRequestId();
     const now = Date.now();
+    const t0 = performance.now();
     const ir: InferenceRequest = {
       v: 1,
       id,
@@ -499,8 +501,9 @@ export class GatewayServer {
         return this.sendError(res, route, toHttp(err));
       }
       const created = Math.floor(now / 1000);
-      if (parsed.stream) await this.streamSse(res, route, parsed, id, created, inputTokens, stream, ac);
-      else await this.collect(res, route, parsed, id, created, inputTokens, stream, ac);
+      const timer = new StreamTimer(this.opts.metrics, parsed.model, t0);
+      if (parsed.stream) await this.streamSse(res, route, parsed, id, created, inputTokens, stream, ac, timer);
+      else await this.collect(res, route, parsed, id, created, inputTokens, stream, ac, timer);
     } finally {
       res.off('close', onClose);
       this.inflight--;
@@ -509,13 +512,14 @@ export class GatewayServer {
     }
   }
 
-  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController): Promise<void> {
+  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController, timer: StreamTimer): Promise<void> {
     const out: ChoiceOut = { text: '' };
     let tokens = 0;
     let last: TokenChunk | undefined;
     try {
       for await (const c of stream) {
         if (c.error) return this.sendError(res, route, httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
+        timer.onChunk(c);
         out.text += c.text;
         if (c.logprobs) out.logprobs = mergeLogprobs(out.logprobs, c.logprobs);
         if (c.toolCalls) mergeToolCalls((out.toolCalls ??= []), c.toolCalls);
@@ -545,7 +549,7 @@ export class GatewayServer {
    * The status line waits for the first chunk: a request that fails before its first token gets an HTTP error
    * status and an error body, not a 200 stream. A failure after it is an error event, then the end (no [DONE]).
    */
-  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController): Promise<void> {
+  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController, timer: StreamTimer): Promise<void> {
     let started = false;
     const start = () => {
       if (started) return;
@@ -573,6 +577,7 @@ export class GatewayServer {
           return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
         }
         tokens += c.tokens;
+        timer.onChunk(c);
         if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined || (first && p.kind === 'chat')) {
           send(streamChunk(p.kind, id, created, p.model, { text: c.text, first, tokens: c.tokens, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning }));
           first = false;
@@ -621,6 +626,34 @@ export class GatewayServer {
     if (e.retryAfterS !== undefined) res.setHeader('retry-after', String(Math.max(1, Math.ceil(e.retryAfterS))));
     if (e.status === 401) res.setHeader('www-authenticate', 'Bearer');
     this.sendJson(res, route, e.status, e.body());
+  }
+}
+
+/**
+ * Client-facing latency of one request at this replica: TTFT when its first token is relayed, then one TBT
+ * observation per token gap (a coalesced chunk's tokens at the times its tokenOffsetsMs give).
+ */
+class StreamTimer {
+  private last: number | undefined;
+  constructor(
+    private readonly metrics: TelemetryMetrics | undefined,
+    private readonly model: string,
+    private readonly t0: number,
+  ) {}
+
+  onChunk(c: TokenChunk): void {
+    const m = this.metrics;
+    const k = c.tokens;
+    if (!m || k <= 0) return;
+    const now = performance.now();
+    const labels = { model_name: this.model, type: c.type ?? '', pool: c.pool ?? '' };
+    const offs = c.tokenOffsetsMs && c.tokenOffsetsMs.length === k ? c.tokenOffsetsMs : undefined;
+    for (let i = 0; i < k; i++) {
+      const at = offs ? now - (offs[k - 1]! - offs[i]!) : now;
+      if (this.last === undefined) m.gatewayTtft.observe(labels, Math.max(0, at - this.t0) / 1000);
+      else m.gatewayTbt.observe(labels, Math.max(0, at - this.last) / 1000);
+      this.last = Math.max(at, this.last ?? at);
+    }
   }
 }
 

@@ -3,10 +3,17 @@
  * NATS (InstanceTelemetry, RequestRecord, DecisionEvent) and from the gateway's own HTTP layer.
  *
  * Names follow Prometheus conventions: base units (seconds, joules, watts, hertz), `_total` for counters.
- * Every energy series has a `source` label: 'measured' (GPU counter) or 'modelled' (emulated GPU).
+ * Every energy series has a `source` label: 'measured' (GPU counter) or 'modelled' (emulated GPU); request
+ * series have `model_name` (the served model, as vLLM's).
  *
- * Each gateway replica aggregates the whole cluster's telemetry, so scrape one replica (or sum with
- * `max by` across replicas); the request counters from HTTP (`dynamollm_gateway_*`) are per replica.
+ * Two kinds of series, and how to aggregate them over several gateway replicas:
+ * - per replica (`dynamollm_gateway_*`): what this replica served; each request is counted by exactly one
+ *   replica, so `sum` across replicas. The client-facing latencies are here: dynamollm_gateway_ttft_seconds
+ *   and dynamollm_gateway_tbt_seconds (one observation per token gap, as the replica relayed them).
+ * - cluster-wide (every other dynamollm_* series): every replica aggregates the same NATS telemetry, so all
+ *   replicas export the same values: take `max by (<the series' own labels>)` across replicas, then sum.
+ * deploy/grafana/dynamollm.json follows this (test/integration/grafana-prometheus.test.ts checks it against
+ * a real Prometheus scraping two replicas).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
@@ -14,6 +21,8 @@ import type { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../prot
 /** TTFT buckets, seconds: 10 ms .. 30 s (SLOs are 250 ms / 400 ms / 2 s). */
 const TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 1, 1.5, 2, 3, 5, 10, 30];
 /** TBT buckets, seconds: 1 ms .. 2 s (SLO 100 ms). */
+/** prom-client default gauges named `_total` (a counter's suffix; promtool refuses them on a gauge). */
+const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 const TBT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2];
 
 /** Event kinds that change the cluster's configuration (counted as reconfigurations). */
@@ -39,12 +48,13 @@ export class TelemetryMetrics {
   private readonly staleAfterMs: number;
   private readonly seen = new Map<string, InstanceSeen>();
 
-  readonly requests: Counter<'type' | 'pool' | 'outcome'>;
-  readonly ttft: Histogram<'type' | 'pool'>;
-  readonly tbt: Histogram<'type' | 'pool'>;
-  readonly sloViolations: Counter<'type' | 'pool'>;
-  readonly rejections: Counter<'type' | 'pool'>;
-  readonly requestEnergy: Counter<'type' | 'pool' | 'source'>;
+  readonly requests: Counter<'model_name' | 'type' | 'pool' | 'outcome'>;
+  readonly ttft: Histogram<'model_name' | 'type' | 'pool'>;
+  readonly gatewayTtft: Histogram<'model_name' | 'type' | 'pool'>;
+  readonly gatewayTbt: Histogram<'model_name' | 'type' | 'pool'>;
+  readonly sloViolations: Counter<'model_name' | 'type' | 'pool'>;
+  readonly rejections: Counter<'model_name' | 'type' | 'pool'>;
+  readonly requestEnergy: Counter<'model_name' | 'type' | 'pool' | 'source'>;
   readonly energy: Counter<'pool' | 'instance' | 'source'>;
   readonly gpuPower: Gauge<'pool' | 'instance' | 'gpu'>;
   readonly gpuClock: Gauge<'pool' | 'instance' | 'gpu'>;
@@ -61,13 +71,17 @@ export class TelemetryMetrics {
   constructor(opts: TelemetryMetricsOptions = {}) {
     this.staleAfterMs = opts.staleAfterMs ?? 30_000;
     const registers = [this.registry];
-    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'dynamollm_process_' });
-    this.requests = new Counter({ name: 'dynamollm_requests_total', help: 'Finished requests by request type, pool and outcome (ok, rejected, failed, cancelled).', labelNames: ['type', 'pool', 'outcome'], registers });
-    this.ttft = new Histogram({ name: 'dynamollm_request_ttft_seconds', help: 'Time to first token of finished requests, seconds.', labelNames: ['type', 'pool'], buckets: TTFT_BUCKETS, registers });
-    this.tbt = new Histogram({ name: 'dynamollm_request_tbt_seconds', help: 'Mean time between tokens of each finished request, seconds.', labelNames: ['type', 'pool'], buckets: TBT_BUCKETS, registers });
-    this.sloViolations = new Counter({ name: 'dynamollm_slo_violations_total', help: 'Finished requests that missed their TTFT or TBT SLO.', labelNames: ['type', 'pool'], registers });
-    this.rejections = new Counter({ name: 'dynamollm_rejections_total', help: 'Requests the cluster refused (admission control / emergency step 4).', labelNames: ['type', 'pool'], registers });
-    this.requestEnergy = new Counter({ name: 'dynamollm_request_energy_joules_total', help: 'GPU energy attributed to finished requests, joules (source: measured or modelled).', labelNames: ['type', 'pool', 'source'], registers });
+    if (opts.processMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'dynamollm_process_' });
+      for (const n of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(`dynamollm_process_${n}`);
+    }
+    this.requests = new Counter({ name: 'dynamollm_requests_total', help: 'Finished requests by model, request type, pool and outcome (ok, rejected, failed, cancelled); cluster-wide.', labelNames: ['model_name', 'type', 'pool', 'outcome'], registers });
+    this.ttft = new Histogram({ name: 'dynamollm_request_ttft_seconds', help: 'Time to first token of finished requests as their instance measured it, seconds; cluster-wide.', labelNames: ['model_name', 'type', 'pool'], buckets: TTFT_BUCKETS, registers });
+    this.gatewayTtft = new Histogram({ name: 'dynamollm_gateway_ttft_seconds', help: 'Time from accepting a request to relaying its first token, at this gateway replica, seconds.', labelNames: ['model_name', 'type', 'pool'], buckets: TTFT_BUCKETS, registers });
+    this.gatewayTbt = new Histogram({ name: 'dynamollm_gateway_tbt_seconds', help: 'Time between consecutive tokens relayed by this gateway replica, one observation per token, seconds.', labelNames: ['model_name', 'type', 'pool'], buckets: TBT_BUCKETS, registers });
+    this.sloViolations = new Counter({ name: 'dynamollm_slo_violations_total', help: 'Finished requests that missed their TTFT or TBT SLO; cluster-wide.', labelNames: ['model_name', 'type', 'pool'], registers });
+    this.rejections = new Counter({ name: 'dynamollm_rejections_total', help: 'Requests the cluster refused (admission control / emergency step 4); cluster-wide.', labelNames: ['model_name', 'type', 'pool'], registers });
+    this.requestEnergy = new Counter({ name: 'dynamollm_request_energy_joules_total', help: 'GPU energy attributed to finished requests, joules (source: measured or modelled); cluster-wide.', labelNames: ['model_name', 'type', 'pool', 'source'], registers });
     this.energy = new Counter({ name: 'dynamollm_energy_joules_total', help: 'GPU energy of each instance since its manager started, joules (source: measured GPU counter or modelled).', labelNames: ['pool', 'instance', 'source'], registers });
     this.gpuPower = new Gauge({ name: 'dynamollm_gpu_power_watts', help: 'GPU power, watts (instance power split evenly over its GPUs).', labelNames: ['pool', 'instance', 'gpu'], registers });
     this.gpuClock = new Gauge({ name: 'dynamollm_gpu_sm_clock_hertz', help: 'Locked SM clock of each GPU, hertz.', labelNames: ['pool', 'instance', 'gpu'], registers });
@@ -141,12 +155,11 @@ export class TelemetryMetrics {
   }
 
   onRequest(r: RequestRecord): void {
-    const l = { type: r.type, pool: r.pool };
+    const l = { model_name: r.model ?? '', type: r.type, pool: r.pool };
     this.requests.inc({ ...l, outcome: r.outcome });
     if (r.outcome === 'rejected') this.rejections.inc(l);
     if (r.outcome === 'ok') {
       if (r.ttftMs !== undefined) this.ttft.observe(l, r.ttftMs / 1000);
-      if (r.tbtMeanMs !== undefined) this.tbt.observe(l, r.tbtMeanMs / 1000);
       if (!r.sloMet) this.sloViolations.inc(l);
     }
     this.requestEnergy.inc({ ...l, source: r.energySource }, r.energyJ);

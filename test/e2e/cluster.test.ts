@@ -95,7 +95,7 @@ describe('dynamollm up + openai client', () => {
       await new Promise((r) => setTimeout(r, 200));
       fams = parsePrometheusText(await (await fetch(`${base}/metrics`)).text());
     }
-    for (const f of ['dynamollm_requests_total', 'dynamollm_request_ttft_seconds', 'dynamollm_request_tbt_seconds', 'dynamollm_slo_violations_total', 'dynamollm_rejections_total', 'dynamollm_energy_joules_total', 'dynamollm_gpu_power_watts', 'dynamollm_gpu_sm_clock_hertz', 'dynamollm_reconfigurations_total']) {
+    for (const f of ['dynamollm_requests_total', 'dynamollm_request_ttft_seconds', 'dynamollm_gateway_ttft_seconds', 'dynamollm_gateway_tbt_seconds', 'dynamollm_slo_violations_total', 'dynamollm_rejections_total', 'dynamollm_energy_joules_total', 'dynamollm_gpu_power_watts', 'dynamollm_gpu_sm_clock_hertz', 'dynamollm_reconfigurations_total']) {
       expect(fams.has(f), f).toBe(true);
     }
     expect(fams.get('dynamollm_gpu_power_watts')!.samples.length).toBeGreaterThan(0);

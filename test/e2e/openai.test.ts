@@ -10,6 +10,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import { startUpCluster, type UpCluster } from '../helpers/cluster.ts';
+import { promtoolProblems } from '../helpers/promtool.ts';
+import { parsePrometheusText } from '../../src/telemetry/prom-parse.ts';
 
 const KEY = 'sk-e2e-openai';
 let cluster: UpCluster;
@@ -201,5 +203,21 @@ describe('real token counts and honest errors', () => {
     const u = await post('/v1/completions', { model, prompt: 'x', frobnicate: true, stream: true });
     expect(u.status).toBe(400);
     expect((u.body.error as { param: string; message: string }).param).toBe('frobnicate');
+  });
+});
+
+describe('metrics of the front door', () => {
+  it('the gateway /metrics passes promtool and counts TBT per token, with model_name', async () => {
+    const c = client();
+    await c.completions.create({ model, prompt: 'count my tokens', max_tokens: 8, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming & Vllm);
+    const text = await (await fetch(`${cluster.base}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
+    expect(promtoolProblems(text)).toEqual([]);
+    const fams = parsePrometheusText(text);
+    const tbt = fams.get('dynamollm_gateway_tbt_seconds')!.samples.filter((s) => s.name.endsWith('_count') && s.labels.model_name === model);
+    const ttft = fams.get('dynamollm_gateway_ttft_seconds')!.samples.filter((s) => s.name.endsWith('_count') && s.labels.model_name === model);
+    const requests = ttft.reduce((a, s) => a + s.value, 0);
+    // one TTFT per request that produced a token, and more TBT gaps than requests (one per token after the first)
+    expect(requests).toBeGreaterThan(5);
+    expect(tbt.reduce((a, s) => a + s.value, 0)).toBeGreaterThan(requests);
   });
 });

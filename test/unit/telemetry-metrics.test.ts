@@ -38,7 +38,7 @@ describe('TelemetryMetrics', () => {
     m.httpRequests.inc({ route: '/v1/completions', code: '200' });
     const fams = parsePrometheusText(await m.text());
     for (const f of [
-      'dynamollm_requests_total', 'dynamollm_request_ttft_seconds', 'dynamollm_request_tbt_seconds', 'dynamollm_slo_violations_total',
+      'dynamollm_requests_total', 'dynamollm_request_ttft_seconds', 'dynamollm_gateway_ttft_seconds', 'dynamollm_gateway_tbt_seconds', 'dynamollm_slo_violations_total',
       'dynamollm_rejections_total', 'dynamollm_energy_joules_total', 'dynamollm_request_energy_joules_total', 'dynamollm_gpu_power_watts',
       'dynamollm_gpu_sm_clock_hertz', 'dynamollm_reconfigurations_total', 'dynamollm_cluster_power_watts', 'dynamollm_gateway_http_requests_total',
     ]) expect(fams.has(f), f).toBe(true);

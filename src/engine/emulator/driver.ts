@@ -26,7 +26,23 @@ export interface DriverOptions {
   /** vLLM long_prefill_token_threshold (0 = off). */
   longPrefillTokenThreshold?: number;
   maxWaiting?: number;
+  /** the model's context length: the top of the token-count histograms' buckets (vLLM's build_1_2_5_buckets). */
+  maxModelLen?: number;
 }
+
+/** vLLM's build_1_2_5_buckets: 1, 2, 5, 10, 20, 50, ... up to max. */
+export function buckets125(max: number): number[] {
+  const out: number[] = [];
+  for (let e = 1; ; e *= 10) {
+    for (const m of [1, 2, 5]) {
+      if (m * e > max) return out;
+      out.push(m * e);
+    }
+  }
+}
+
+/** vLLM's request latency buckets, seconds. */
+export const REQUEST_LATENCY_BUCKETS = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680];
 
 /** Prometheus-style cumulative histogram in seconds. */
 export class LatencyHistogram {
@@ -78,6 +94,9 @@ export class RealtimeDriver {
   private lastArrivalMs = 0;
   readonly ttft = new LatencyHistogram(TTFT_BUCKETS);
   readonly itl = new LatencyHistogram(ITL_BUCKETS);
+  readonly e2e = new LatencyHistogram(REQUEST_LATENCY_BUCKETS);
+  readonly promptTokensHist: LatencyHistogram;
+  readonly generationTokensHist: LatencyHistogram;
   promptTokensTotal = 0;
   generationTokensTotal = 0;
 
@@ -85,6 +104,9 @@ export class RealtimeDriver {
     this.timeScale = opts.timeScale ?? 1;
     if (!(this.timeScale > 0)) throw new RangeError(`timeScale must be > 0, got ${this.timeScale}`);
     this.zeroDelay = opts.zeroDelay ?? false;
+    const lens = buckets125(opts.maxModelLen ?? 4096);
+    this.promptTokensHist = new LatencyHistogram(lens);
+    this.generationTokensHist = new LatencyHistogram(lens);
     this.clocks = opts.perf.supportedClocks();
     this.core = new BatchingCore({
       perf: opts.perf, tp: opts.tp, clockMhz: this.clocks[this.clocks.length - 1],
@@ -159,6 +181,9 @@ export class RealtimeDriver {
       this.generationTokensTotal++;
     } else if (ev.kind === 'finished') {
       this.tracked.delete(ev.id);
+      this.e2e.observe((ev.atMs - t.arrivalMs) / 1000);
+      this.promptTokensHist.observe(ev.promptTokens);
+      this.generationTokensHist.observe(ev.outputTokens);
     }
     t.listener(ev);
   }

@@ -78,7 +78,7 @@ export class EmulatorServer {
 
   constructor(readonly opts: EmulatorOptions) {
     this.driver = new RealtimeDriver({
-      perf: opts.perf, tp: opts.tp, timeScale: opts.timeScale, zeroDelay: opts.zeroDelay,
+      perf: opts.perf, tp: opts.tp, maxModelLen: opts.perf.model.maxContext, timeScale: opts.timeScale, zeroDelay: opts.zeroDelay,
       maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, longPrefillTokenThreshold: opts.longPrefillTokenThreshold, maxWaiting: opts.maxWaiting,
     });
     this.servedModelName = opts.servedModelName ?? opts.perf.model.name;
@@ -392,7 +392,8 @@ export class EmulatorServer {
         else if (ev.kind === 'token') onToken(ev.index, ev.atMs);
         else if (ev.kind === 'finished') {
           finished = true;
-          this.successByReason.set(finishReason, (this.successByReason.get(finishReason) ?? 0) + 1);
+          const reason = finishReason === 'length' ? 'length' : 'stop'; // vLLM's FinishReason: stop (also a tool call), length, abort
+          this.successByReason.set(reason, (this.successByReason.get(reason) ?? 0) + 1);
           const usage = usageOf(ev.energyJ);
           if (p.stream) {
             // one write: the last token, the usage and [DONE]
@@ -421,33 +422,42 @@ export class EmulatorServer {
     }
   }
 
-  /** Prometheus text with vLLM's metric names (latencies in modelled seconds, i.e. on the GPU's timeline). */
+  /**
+   * Prometheus text with vLLM's metric names, HELP and TYPE (vllm/v1/metrics/loggers.py; a counter's family is
+   * declared with its `_total` name, as prometheus_client writes it) and its labels (model_name, engine);
+   * latencies in modelled seconds, i.e. on the GPU's timeline. The emulated GPU's own series are dynamollm_*.
+   */
   metricsText(): string {
-    const lbl = `model_name="${this.servedModelName.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+    const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+    const lbl = `engine="0",model_name="${esc(this.servedModelName)}"`;
     const st = this.driver.core.stats();
     const kv = st.kvCapacityTokens > 0 ? st.kvUsedTokens / st.kvCapacityTokens : 0;
     const out: string[] = [];
     const gauge = (name: string, help: string, v: number) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name}{${lbl}} ${v}`);
-    const counter = (name: string, help: string, v: number) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name}_total{${lbl}} ${v}`);
+    const counter = (name: string, help: string, v: number) => out.push(`# HELP ${name}_total ${help}`, `# TYPE ${name}_total counter`, `${name}_total{${lbl}} ${v}`);
     const hist = (name: string, help: string, h: LatencyHistogram) => {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
       h.bounds.forEach((b, i) => out.push(`${name}_bucket{${lbl},le="${b}"} ${h.counts[i]}`));
       out.push(`${name}_bucket{${lbl},le="+Inf"} ${h.count}`, `${name}_sum{${lbl}} ${h.sum}`, `${name}_count{${lbl}} ${h.count}`);
     };
+    const d = this.driver;
     gauge('vllm:num_requests_running', 'Number of requests in model execution batches.', st.running);
     gauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed.', st.waiting);
+    gauge('vllm:gpu_cache_usage_perc', 'GPU KV-cache usage. 1 means 100 percent usage.DEPRECATED: Use vllm:kv_cache_usage_perc instead.', kv);
     gauge('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', kv);
-    gauge('vllm:gpu_cache_usage_perc', 'GPU KV-cache usage (deprecated name). 1 means 100 percent usage.', kv);
-    counter('vllm:prompt_tokens', 'Number of prefill tokens processed.', this.driver.promptTokensTotal);
-    counter('vllm:generation_tokens', 'Number of generation tokens processed.', this.driver.generationTokensTotal);
-    counter('vllm:num_preemptions', 'Cumulative number of preemptions.', this.driver.core.preemptionCount());
-    out.push('# HELP vllm:request_success Count of successfully processed requests.', '# TYPE vllm:request_success counter');
-    for (const r of ['stop', 'length']) out.push(`vllm:request_success_total{${lbl},finished_reason="${r}"} ${this.successByReason.get(r) ?? 0}`);
-    hist('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', this.driver.ttft);
-    hist('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', this.driver.itl);
-    hist('vllm:time_per_output_token_seconds', 'Histogram of time per output token in seconds (deprecated name).', this.driver.itl);
-    counter('dynamollm_emulator_energy_joules', 'Modelled cumulative energy of the instance (all GPUs), J.', this.driver.energyJ());
-    gauge('dynamollm_emulator_power_watts', 'Modelled instantaneous power of the instance (all GPUs), W.', this.driver.powerW());
+    counter('vllm:num_preemptions', 'Cumulative number of preemption from the engine.', d.core.preemptionCount());
+    counter('vllm:prompt_tokens', 'Number of prefill tokens processed.', d.promptTokensTotal);
+    counter('vllm:generation_tokens', 'Number of generation tokens processed.', d.generationTokensTotal);
+    out.push('# HELP vllm:request_success_total Count of successfully processed requests.', '# TYPE vllm:request_success_total counter');
+    for (const r of ['stop', 'length', 'abort']) out.push(`vllm:request_success_total{${lbl},finished_reason="${r}"} ${this.successByReason.get(r) ?? 0}`);
+    hist('vllm:request_prompt_tokens', 'Number of prefill tokens processed.', d.promptTokensHist);
+    hist('vllm:request_generation_tokens', 'Number of generation tokens processed.', d.generationTokensHist);
+    hist('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', d.ttft);
+    hist('vllm:time_per_output_token_seconds', 'Histogram of time per output token in seconds.', d.itl);
+    hist('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', d.itl);
+    hist('vllm:e2e_request_latency_seconds', 'Histogram of e2e request latency in seconds.', d.e2e);
+    counter('dynamollm_emulator_energy_joules', 'Modelled cumulative energy of the instance (all GPUs), J.', d.energyJ());
+    gauge('dynamollm_emulator_power_watts', 'Modelled instantaneous power of the instance (all GPUs), W.', d.powerW());
     gauge('dynamollm_emulator_sm_clock_mhz', 'SM clock the emulated GPUs run at, MHz.', st.clockMhz);
     return out.join('\n') + '\n';
   }
