@@ -410,8 +410,6 @@ export const requestRecord = z.object({
   type: requestType,
   pool: z.string().max(128),
   instance: z.string().max(128).optional(),
-  /** the served model the request asked for (the model_name label of the metrics). */
-  model: z.string().max(256).optional(),
   outcome: z.enum(['ok', 'rejected', 'failed', 'cancelled']),
   promptTokens: int,
   completionTokens: int,

@@ -436,7 +436,7 @@ export class InstanceManager {
     const ttftMs = r?.firstTokenMs !== undefined ? Math.max(0, r.firstTokenMs - req.arrivalMs) : undefined;
     const tbtMeanMs = r && r.tbtN > 0 ? r.tbtSum / r.tbtN : undefined;
     const rec: RequestRecord = {
-      v: 1, id: req.id, type, pool: this.pool, instance: this.id, model: req.model, outcome, promptTokens: req.inputTokens, completionTokens,
+      v: 1, id: req.id, type, pool: this.pool, instance: this.id, outcome, promptTokens: req.inputTokens, completionTokens,
       energyJ, energySource, finishedMs: Date.now(),
       sloMet: outcome === 'ok' && (ttftMs ?? 0) <= slo.ttftMs && (tbtMeanMs ?? 0) <= slo.tbtMs,
     };
