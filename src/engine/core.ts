@@ -91,6 +91,11 @@ export class BatchingCore implements BatchingCoreApi {
     this.prefixCounters = opts.prefixCacheCounters;
   }
 
+  /** True when the KV cache can hold a request of this many tokens (prompt + output) at all. */
+  canHold(totalTokens: number): boolean {
+    return Math.ceil(totalTokens / KV_BLOCK_TOKENS) <= this.totalBlocks;
+  }
+
   /** Prompt tokens of these prefix hashes cached here now (what a cache-aware router asks); 0 when caching is off. */
   cachedPrefixTokens(hashes: readonly number[] | undefined, promptTokens: number): number {
     if (!this.prefix || !hashes?.length) return 0;

@@ -1081,7 +1081,7 @@ export class Simulation {
       let best: SimInstance | null = null;
       let bestScore = Infinity;
       for (const i of pool.instances) {
-        if (i.state !== 'active' || !i.core) continue;
+        if (i.state !== 'active' || !i.core || (r && !i.core.canHold(r.inputTokens + r.outputTokens))) continue;
         this.decayLoad(i, now);
         if (this.knobs.pools !== 'single' || this.useCapCheck) {
           let u = 0;
@@ -1101,7 +1101,8 @@ export class Simulation {
     const views: InstanceView[] = [];
     const byId = new Map<string, SimInstance>();
     for (const i of pool.instances) {
-      if (i.state !== 'active') continue;
+      // an instance whose KV cache cannot hold the request (a long prompt on a small TP) is no candidate
+      if (i.state !== 'active' || (r && i.core && !i.core.canHold(r.inputTokens + r.outputTokens))) continue;
       this.decayLoad(i, now);
       i.view.load = this.loadOf(i, true);
       if (i.core) {
@@ -1149,7 +1150,7 @@ export class Simulation {
     if (!inst && this.useDispatchPolicy) {
       // every pool at its SLO cap: src/policy dispatchRequest's overflow choice in the home pool (least
       // (running + 2 x queued) / tp, ties to the larger TP), whose emergency ladder then acts
-      const act = (home ?? this.pools.find((p) => p.instances.some((i) => i.state === 'active')))?.instances.filter((i) => i.state === 'active' && i.core) ?? [];
+      const act = (home ?? this.pools.find((p) => p.instances.some((i) => i.state === 'active')))?.instances.filter((i) => i.state === 'active' && i.core && i.core.canHold(r.inputTokens + r.outputTokens)) ?? [];
       if (act.length) {
         for (const i of act) {
           const s = i.core!.stats();
@@ -1172,7 +1173,7 @@ export class Simulation {
         let bs = Infinity;
         for (const p of ps)
           for (const i of p.instances)
-            if (i.state === 'active' && i.core) {
+            if (i.state === 'active' && i.core && i.core.canHold(r.inputTokens + r.outputTokens)) {
               const s = (i.outstanding + 1) / i.tp;
               if (s < bs) {
                 bs = s;
