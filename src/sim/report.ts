@@ -1,4 +1,10 @@
-/** Terminal table and self-contained HTML report (inline SVG) of simulation results. */
+/**
+ * Terminal table and self-contained HTML report of simulation results. The report draws its charts with
+ * Observable Plot (with d3), whose browser bundles are inlined so the file works offline.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
 import { PAPER_ENERGY_VS_SINGLE, type SimResult } from './types.ts';
 
@@ -36,59 +42,93 @@ export function table(results: SimResult[], paper: Partial<Record<string, number
   return out.join('\n');
 }
 
-function svgLines(title: string, xs: number[], series: Record<string, number[]>, yLabel: string, logX = false): string {
-  const W = 640, H = 260, L = 60, B = 30, T = 24, R = 130;
-  const all = Object.values(series).flat().filter(Number.isFinite);
-  const ymax = Math.max(1e-9, ...all);
-  const xv = logX ? xs.map((x) => Math.log10(Math.max(x, 1e-3))) : xs;
-  const xmin = Math.min(...xv), xmax = Math.max(...xv);
-  const sx = (x: number) => L + ((x - xmin) / Math.max(1e-9, xmax - xmin)) * (W - L - R);
-  const sy = (y: number) => H - B - (y / ymax) * (H - B - T);
-  const colors = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
-  let i = 0;
-  const paths = Object.entries(series).map(([name, ys]) => {
-    const c = colors[i++ % colors.length];
-    const d = ys.map((y, k) => `${k ? 'L' : 'M'}${sx(xv[k]).toFixed(1)},${sy(y).toFixed(1)}`).join('');
-    return `<path d="${d}" fill="none" stroke="${c}" stroke-width="1.5"/><text x="${W - R + 8}" y="${T + 14 * i}" font-size="11" fill="${c}">${name}</text>`;
-  });
-  return `<figure><figcaption>${title}</figcaption><svg width="${W}" height="${H}" xmlns="http://www.w3.org/2000/svg">` +
-    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#333"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#333"/>` +
-    `<text x="4" y="${T}" font-size="11">${ymax.toPrecision(3)}</text><text x="4" y="${H - B}" font-size="11">0</text>` +
-    `<text x="${L}" y="${H - 8}" font-size="11">${logX ? '10^' + xmin.toFixed(1) : xmin.toFixed(0)}</text><text x="${W - R - 40}" y="${H - 8}" font-size="11">${logX ? '10^' + xmax.toFixed(1) : xmax.toFixed(0)}</text>` +
-    `<text x="${L + 4}" y="${T - 8}" font-size="11">${yLabel}</text>${paths.join('')}</svg></figure>`;
+/** The plotting library's browser bundles, read once and inlined, so a report opens offline. */
+let bundles: string | undefined;
+function plotBundles(): string {
+  if (bundles === undefined) {
+    const req = createRequire(import.meta.url);
+    // @observablehq/plot's UMD bundle expects d3 as a global; both are ISC-licensed
+    const d3 = readFileSync(join(dirname(req.resolve('d3')), 'd3.min.js'), 'utf8');
+    const plot = readFileSync(join(dirname(req.resolve('@observablehq/plot')), '..', 'dist', 'plot.umd.min.js'), 'utf8');
+    bundles = `<script>${d3.replace(/<\/script/gi, '<\\/script')}</script>\n<script>${plot.replace(/<\/script/gi, '<\\/script')}</script>`;
+  }
+  return bundles;
 }
+
+/** What the page's script draws, per policy; a pool's clock is null while it has no GPU (drawn absent, not 0 MHz). */
+export function chartData(results: SimResult[]) {
+  return results.map((r) => ({
+    policy: r.policy,
+    tS: r.series.tS,
+    powerKW: r.series.powerW.map((w) => w / 1000),
+    energyKWh: r.series.energyKWh,
+    gpus: r.series.gpusByPool,
+    clock: Object.fromEntries(Object.entries(r.series.clockByPool).map(([pool, mhz]) => [pool, mhz.map((m, k) => ((r.series.gpusByPool[pool]?.[k] ?? 0) > 0 && m > 0 ? m : null))])),
+    ttft: r.cdf.ttft.filter((c) => c.ms > 0),
+    tbt: r.cdf.tbt.filter((c) => c.ms > 0),
+  }));
+}
+
+// Runs in the browser (Plot and d3 globals). Time in minutes up to 3 h, else hours; one colour per policy,
+// per-pool charts as small multiples (one panel per policy), latency CDFs on a log x axis.
+const PAGE_SCRIPT = `
+const data = JSON.parse(document.getElementById('sim-data').textContent);
+const span = Math.max(0, ...data.map((d) => d.tS[d.tS.length - 1] ?? 0));
+const [tDiv, tUnit] = span > 3 * 3600 ? [3600, 'hours'] : [60, 'minutes'];
+const policies = data.map((d) => d.policy);
+const color = { legend: true, domain: policies, scheme: 'tableau10' };
+const W = 900;
+function add(id, title, chart) {
+  const fig = document.createElement('figure');
+  fig.id = id;
+  const cap = document.createElement('figcaption');
+  cap.textContent = title;
+  fig.append(cap, chart);
+  document.getElementById('charts').append(fig);
+}
+const rows = (f) => data.flatMap((d) => d.tS.map((t, k) => ({ policy: d.policy, t: t / tDiv, ...f(d, k) })));
+const dash = (p) => ['', '6,3', '2,2', '8,3,2,3'][policies.indexOf(p) % 4];
+const lineBy = (rs, y) => policies.map((p) => Plot.lineY(rs.filter((r) => r.policy === p), { x: 't', y, stroke: 'policy', strokeWidth: 1.6, strokeDasharray: dash(p), tip: true }));
+add('power', 'Cluster power (kW, modelled)', Plot.plot({ width: W, height: 280, color, x: { label: 'time (' + tUnit + ')', grid: true }, y: { label: 'kW', grid: true, zero: true },
+  marks: lineBy(rows((d, k) => ({ kW: d.powerKW[k] })), 'kW') }));
+add('energy', 'Cumulative energy (kWh, modelled)', Plot.plot({ width: W, height: 280, color, x: { label: 'time (' + tUnit + ')', grid: true }, y: { label: 'kWh', grid: true, zero: true },
+  marks: lineBy(rows((d, k) => ({ kWh: d.energyKWh[k] })), 'kWh') }));
+const poolRows = (key) => data.flatMap((d) => Object.entries(d[key]).flatMap(([pool, ys]) => d.tS.map((t, k) => ({ policy: d.policy, pool, t: t / tDiv, y: ys[k] }))));
+const pools = [...new Set(data.flatMap((d) => Object.keys(d.gpus)))];
+const poolColor = { legend: true, domain: pools, scheme: 'tableau10' };
+add('gpus', 'GPUs per pool, one panel per policy', Plot.plot({ width: W, height: 110 * policies.length + 40, marginRight: 100, color: poolColor, fy: { label: null, domain: policies },
+  x: { label: 'time (' + tUnit + ')', grid: true }, y: { label: 'GPUs', grid: true, zero: true, nice: true, insetTop: 10 },
+  marks: [Plot.lineY(poolRows('gpus'), { x: 't', y: 'y', z: 'pool', stroke: 'pool', fy: 'policy', strokeWidth: 1.4, tip: true }), Plot.frame({ stroke: '#ccc' })] }));
+// a pool with no GPU has no clock: null breaks the line (absent), it is not drawn at 0 MHz
+add('clocks', 'Mean SM clock per pool (MHz); gaps: the pool has no GPU', Plot.plot({ width: W, height: 110 * policies.length + 40, marginRight: 100, color: poolColor, fy: { label: null, domain: policies },
+  x: { label: 'time (' + tUnit + ')', grid: true }, y: { label: 'MHz', grid: true, nice: true, insetTop: 10, insetBottom: 4 },
+  marks: [Plot.lineY(poolRows('clock'), { x: 't', y: 'y', z: 'pool', stroke: 'pool', fy: 'policy', strokeWidth: 1.4, tip: true }), Plot.frame({ stroke: '#ccc' })] }));
+for (const [key, name] of [['ttft', 'TTFT'], ['tbt', 'TBT']]) {
+  const rs = data.flatMap((d) => d[key].map((c) => ({ policy: d.policy, ms: c.ms, pct: c.p * 100 })));
+  add('cdf-' + key, name + ' latency CDF (log scale)', Plot.plot({ width: W, height: 300, color, x: { type: 'log', label: name + ' (ms)', grid: true }, y: { label: 'percentile', domain: [0, 100], grid: true },
+    marks: policies.map((p) => Plot.line(rs.filter((r) => r.policy === p), { x: 'ms', y: 'pct', stroke: 'policy', strokeWidth: 1.6, strokeDasharray: dash(p), tip: true })) }));
+}
+document.body.dataset.rendered = 'true';
+`;
 
 export function html(results: SimResult[], title: string): string {
   const esc = (s: string) => s.replace(/[&<>]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;' })[c]!);
   const parts: string[] = [`<!doctype html><html><head><meta charset="utf-8"><title>${esc(title)}</title>`,
-    '<style>body{font-family:sans-serif;margin:24px}pre{background:#f6f6f6;padding:8px}figure{display:inline-block;margin:8px}</style></head><body>',
-    `<h1>${esc(title)}</h1><p>Energy is modelled (not measured): ${esc(results[0]?.energySource.profile ?? '')}, calibration ${esc(results[0]?.energySource.calibration ?? '')}. Fidelity per policy is in the table.</p>`,
-    `<pre>${esc(table(results))}</pre>`];
-  const byPolicy = (pick: (r: SimResult) => number[]) => Object.fromEntries(results.map((r) => [r.policy, pick(r)]));
-  const xs = results[0]?.series.tS.map((t) => t / 60) ?? [];
-  parts.push(svgLines('Cluster power over time (kW) vs minutes', xs, byPolicy((r) => r.series.powerW.map((w) => w / 1000).slice(0, xs.length)), 'kW'));
-  parts.push(svgLines('Cumulative energy (kWh) vs minutes', xs, byPolicy((r) => r.series.energyKWh.slice(0, xs.length)), 'kWh'));
-  for (const r of results) {
-    const x = r.series.tS.map((t) => t / 60);
-    parts.push(`<h2>${esc(r.policy)} (${r.fidelity})</h2>`);
-    parts.push(svgLines(`${r.policy}: GPUs per pool`, x, r.series.gpusByPool, 'GPUs'));
-    parts.push(svgLines(`${r.policy}: mean clock per pool (MHz)`, x, r.series.clockByPool, 'MHz'));
-  }
-  const cdfX = results[0]?.cdf.ttft.map((c) => c.p) ?? [];
-  void cdfX;
-  parts.push('<h2>Latency CDFs</h2>');
-  for (const kind of ['ttft', 'tbt'] as const) {
-    // plot percentile (y) against latency (x, log) per policy; x differs per policy, so draw per-policy p-series on a common p grid
-    const ps = results[0]?.cdf[kind].map((c) => c.p * 100) ?? [];
-    parts.push(svgLines(`${kind.toUpperCase()} latency (ms) by percentile`, ps, byPolicy((r) => r.cdf[kind].map((c) => c.ms)), 'ms'));
-  }
-  parts.push('<h2>Per type</h2><table border="1" cellpadding="3"><tr><th>policy</th>' + REQUEST_TYPES.map((t) => `<th>${t} TTFT p99 / TBT p99 / SLO att.</th>`).join('') + '</tr>');
+    '<style>body{font-family:sans-serif;margin:24px;max-width:1000px}pre{background:#f6f6f6;padding:8px;overflow-x:auto}figure{margin:16px 0}figcaption{font-weight:bold;margin-bottom:4px}td,th{padding:3px 6px}</style>',
+    plotBundles(), '</head><body>',
+    `<h1>${esc(title)}</h1><p>Energy is modelled (not measured): ${esc(results[0]?.energySource.profile ?? '')}, calibration ${esc(results[0]?.energySource.calibration ?? '')}. Fidelity per policy is in the table. Charts: Observable Plot (embedded, works offline).</p>`,
+    `<pre>${esc(table(results))}</pre>`,
+    '<div id="charts"></div>'];
+  parts.push('<h2>Per type</h2><table border="1"><tr><th>policy</th>' + REQUEST_TYPES.map((t) => `<th>${t} TTFT p99 / TBT p99 / SLO att.</th>`).join('') + '</tr>');
   for (const r of results) {
     parts.push(`<tr><td>${r.policy}</td>` + REQUEST_TYPES.map((t) => {
       const s = r.latency.byType[t];
       return `<td>${s ? `${f0(s.ttftP99Ms)} / ${f0(s.tbtP99Ms)} / ${((r.sloAttainment[t] ?? 0) * 100).toFixed(1)}%` : '-'}</td>`;
     }).join('') + '</tr>');
   }
-  parts.push('</table>', `<p>${results.flatMap((r) => r.notes).filter((v, i, a) => a.indexOf(v) === i).map(esc).join('<br>')}</p></body></html>`);
+  parts.push('</table>', `<p>${results.flatMap((r) => r.notes).filter((v, i, a) => a.indexOf(v) === i).map(esc).join('<br>')}</p>`);
+  // JSON in a script element: '<' escaped so no string in it can close the element
+  parts.push(`<script type="application/json" id="sim-data">${JSON.stringify(chartData(results)).replace(/</g, '\\u003c')}</script>`);
+  parts.push(`<script>${PAGE_SCRIPT}</script></body></html>`);
   return parts.join('\n');
 }
