@@ -6,10 +6,8 @@ import type { InferenceRequest, RequestType } from '../../protocols/index.ts';
 import { inputClassOf } from '../../protocols/request-types.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
-import { chooseClock } from '../../src/policy/frequency.ts';
-import { emergencyStep, type EmergencyState, type EmergencyAction, type EmergencyObservation } from '../../src/policy/emergency.ts';
-import { dispatchRequest, prefillClockFloor, type DispatchView, type PrefillBacklogItem } from '../../src/policy/dispatch.ts';
-import { DEFAULT_HEADROOM, type InstanceConfig, type InstanceView, type TpDegree } from '../../src/policy/types.ts';
+import { dispatchRequest, type DispatchView } from '../../src/policy/dispatch.ts';
+import { DEFAULT_HEADROOM, type InstanceConfig, type TpDegree } from '../../src/policy/types.ts';
 import { planSharding, overheadTable, staggerSteps, reconfigurationCost, type StaggerUnit } from '../../src/policy/sharding.ts';
 import { MilpPlanner } from '../../src/runtime/milp-planner.ts';
 import { maxClockOf } from '../../src/policy/energy.ts';
@@ -54,44 +52,6 @@ export function classifyForRecord(req: InferenceRequest, c: ClusterConfig): Requ
   } catch {
     return 'LL';
   }
-}
-
-/** Instance epoch: the least-energy clock meeting the SLO at this load (policy chooseClock). */
-export function decideClock(
-  profile: Profile | undefined,
-  tp: number,
-  load: Partial<Record<RequestType, number>>,
-  supported: number[],
-  headroom = DEFAULT_HEADROOM,
-): { clockMhz: number; powerW: number; feasible: boolean; reason: string } | undefined {
-  if (!profile || !profile.tpDegrees.includes(tp)) return undefined;
-  // candidate clocks: the GPU's supported clocks inside the profiled range (the profile's grid otherwise)
-  const d = chooseClock({ profile, tp, loadByType: load, clocks: profileClocks(profile, supported), headroom });
-  return { clockMhz: d.clockMhz, powerW: d.powerW, feasible: d.feasible, reason: d.reason };
-}
-
-/** The GPU's supported clocks inside the profile's range, as profile grid clocks (undefined: use the profile's grid). */
-function profileClocks(profile: Profile, supported: number[]): number[] | undefined {
-  const lo = profile.clocksMhz[0]!, hi = profile.clocksMhz[profile.clocksMhz.length - 1]!;
-  const inRange = supported.filter((f) => f >= lo && f <= hi);
-  const clocks = inRange.length ? profile.clocksMhz.filter((f) => inRange.some((g) => Math.abs(g - f) <= 15)) : undefined;
-  return clocks && clocks.length ? clocks : undefined;
-}
-
-/**
- * The clock an instance's prefill backlog needs (policy prefillClockFloor: every prompt without a first token
- * prefilled within its TTFT deadline), or undefined without a profile / backlog.
- */
-export function decidePrefillFloor(profile: Profile | undefined, tp: number, backlog: PrefillBacklogItem[], supported: number[]): number | undefined {
-  if (!profile || !profile.tpDegrees.includes(tp) || !backlog.length) return undefined;
-  return prefillClockFloor(profile, tp, backlog, 0, profileClocks(profile, supported));
-}
-
-export type { EmergencyState, EmergencyAction, EmergencyObservation } from '../../src/policy/emergency.ts';
-
-/** The emergency ladder (policy emergencyStep) with this config's thresholds. */
-export function decideEmergency(state: EmergencyState, obs: EmergencyObservation, c: ClusterConfig): { state: EmergencyState; actions: EmergencyAction[] } {
-  return emergencyStep(state, obs, { rejectAfterMs: c.emergency.rejectAfterMs, retryAfterS: c.emergency.retryAfterS, maxMovePerStep: 16 });
 }
 
 export interface InstanceViewLike {

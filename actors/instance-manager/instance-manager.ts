@@ -27,14 +27,17 @@ import type { GpuControl } from '../../src/gpu/index.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
-import { AdmissionQueue, type Queued } from '../common/admission-queue.ts';
-import { decideClock, decidePrefillFloor, decideEmergency, classified, type ClassifiedRequest, type EmergencyObservation, type EmergencyState } from '../common/policy.ts';
-import { initialEmergencyState } from '../../src/policy/emergency.ts';
+import { classified, type ClassifiedRequest } from '../common/policy.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
+import {
+  currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens,
+  type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState,
+} from '../../src/policy/machines/instance.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
 const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
 
-export type InstanceState = 'starting' | 'ready' | 'restarting' | 'draining' | 'stopped' | 'failed';
+export type InstanceState = InstanceLifecycle;
 
 export interface InstanceManagerOptions {
   id: string;
@@ -53,6 +56,8 @@ export interface InstanceManagerOptions {
   profile?: Profile;
   /** ms between emergency checks; default 100. */
   emergencyTickMs?: number;
+  /** time and timers; default the system clock. */
+  clock?: Clock;
 }
 
 interface Running {
@@ -60,7 +65,7 @@ interface Running {
   ac: AbortController;
   seq: number;
   startedMs: number;
-  /** first token's arrival, Date.now() ms (TTFT). */
+  /** first token's arrival, ms since epoch on the injected clock (TTFT). */
   firstTokenMs?: number;
   /** last token's arrival (engine time when the engine says), performance.now() ms (TBT). */
   lastTokenMs?: number;
@@ -71,34 +76,41 @@ interface Running {
   energyJ: number;
 }
 
+/** A request the instance holds (queued, running or being moved): its body and when it came in. */
+interface Held {
+  req: ClassifiedRequest;
+  admittedMs: number;
+}
+
+/**
+ * The shell of the instance machine (src/policy/machines/instance.ts): it feeds the machine the events of
+ * the world (admissions, tokens, completions, peers' status, commands, timer ticks, the outcomes of its
+ * own effects) and performs the effects (engine, GPU clock, NATS), on the injected clock.
+ */
 export class InstanceManager {
   readonly id: string;
   readonly pool: string;
-  state: InstanceState = 'starting';
-  readonly startedMs = Date.now();
+  readonly startedMs: number;
   #o: InstanceManagerOptions;
   #log: Logger;
   #bus: Bus;
+  #clock: Clock;
   #evt: EventPublisher;
-  #queue: AdmissionQueue;
+  #cfg: InstanceMachineConfig;
+  #m: InstanceMachineState;
+  /** bodies of the requests the machine holds, by id. */
+  #held = new Map<string, Held>();
   #running = new Map<string, Running>();
   /** DYNAMOLLM_TTFT_TRACE: running and queued when each request was admitted. */
   #admitState = new Map<string, [number, number]>();
   #cancelSubs = new Map<string, SubscribeHandle>();
   #serves: (ServeHandle | SubscribeHandle)[] = [];
-  #timers: NodeJS.Timeout[] = [];
+  #timers: unknown[] = [];
   #gpu?: GpuControl;
-  #clockMhz = 0;
-  #maxClockMhz = 0;
-  #minClockMhz = 0;
-  #supported: number[] = [];
-  /** the pool forced a clock (set_clock) until this time, ms. */
-  #forcedUntil = 0;
-  #emergency: { step?: string; since?: number; maxClock: boolean } = { maxClock: false };
-  #moving = false;
-  #arrivals: Partial<Record<RequestType, number>> = {};
-  #arrivalWindowStart = Date.now();
-  #load: Partial<Record<RequestType, number>> = {};
+  /** the GPU clock changes, one after the other in the order the machine asked for them. */
+  #clockChain: Promise<void> = Promise.resolve();
+  /** the move to peers in flight (the machine allows one). */
+  #moveDone: Promise<void> = Promise.resolve();
   #energy0?: number;
   #energyLast = 0;
   #powerW = 0;
@@ -113,42 +125,88 @@ export class InstanceManager {
     this.pool = o.pool;
     this.#bus = o.bus;
     this.#log = o.log;
+    this.#clock = o.clock ?? systemClock;
+    this.startedMs = this.#clock.now();
     this.#evt = eventPublisher(o.bus, o.id, o.log);
-    this.#queue = new AdmissionQueue(o.config.engine.maxQueued, o.config.emergency.retryAfterS);
+    this.#cfg = instanceMachineConfig(o);
+    this.#m = initialInstanceState(this.#clock.now());
   }
 
+  get state(): InstanceLifecycle {
+    return this.#m.lifecycle;
+  }
   get queued(): number {
-    return this.#queue.size;
+    return this.#m.queue.length;
   }
   get running(): number {
     return this.#running.size;
   }
   get clockMhz(): number {
-    return this.#clockMhz;
+    return this.#m.clockMhz;
+  }
+
+  /** One machine transition; performs its effects. Resolves once the clock changes it asked for are applied. */
+  #step(ev: InstanceEvent): { effects: InstanceEffect[]; applied: Promise<void> } {
+    const { state, effects } = instanceStep(this.#m, ev, this.#clock.now(), this.#cfg);
+    this.#m = state;
+    let applied = Promise.resolve();
+    for (const e of effects) {
+      const p = this.#perform(e);
+      if (p) applied = p;
+    }
+    return { effects, applied };
+  }
+
+  #perform(e: InstanceEffect): Promise<void> | undefined {
+    switch (e.kind) {
+      case 'arm_timer':
+        this.#timers.push(this.#clock.setInterval(() => void this.#step({ type: e.timer }), e.everyMs));
+        return undefined;
+      case 'admitted':
+      case 'refused':
+        return undefined; // the admission reply (#admit reads them)
+      case 'start': {
+        const h = this.#held.get(e.id);
+        if (h) void this.#run(h);
+        return undefined;
+      }
+      case 'fail': {
+        const h = this.#held.get(e.id);
+        this.#held.delete(e.id);
+        if (h) this.#finishWithError(h.req, 0, e.error, e.outcome);
+        return undefined;
+      }
+      case 'abort':
+        this.#running.get(e.id)?.ac.abort(new DynError('cancelled', e.reason, { retryable: false }));
+        return undefined;
+      case 'set_clock':
+        return (this.#clockChain = this.#clockChain.then(() => this.#applyClock(e.clockMhz, e.why, e.inputs)));
+      case 'move':
+        this.#moveDone = this.#moveToPeers(e.ids, e.why);
+        return undefined;
+      case 'event':
+        this.#evt(e.event, `${this.id}: ${e.summary}`, e.decision, e.event === 'instance' ? { pool: this.pool, tp: this.#o.tp, gpuIds: this.#o.gpuIds } : e.inputs);
+        return undefined;
+      case 'status':
+        this.#publishStatus();
+        return undefined;
+    }
   }
 
   async start(): Promise<void> {
     const { bus, engine } = this.#o;
     // announce ourselves as starting so the pool sees the instance coming (it will not dispatch to it yet)
-    this.#timers.push(setInterval(() => this.#publishStatus(), this.#o.config.liveness.statusIntervalMs));
+    this.#timers.push(this.#clock.setInterval(() => this.#publishStatus(), this.#o.config.liveness.statusIntervalMs));
     this.#publishStatus();
     engine.on('crash', (info) => this.#onEngineCrash(info));
-    engine.on('restarted', () => {
-      if (this.state === 'restarting') this.#setState('ready', 'engine restarted');
-      void this.#applyClock(this.#clockMhz || this.#maxClockMhz, 'engine restarted: clock re-applied');
-      this.#pump();
-    });
+    engine.on('restarted', () => void this.#step({ type: 'engine_restarted' }));
     engine.on('failed', (err) => {
-      this.#setState('failed', `engine failed: ${err.message}`);
+      this.#step({ type: 'lifecycle', state: 'failed', why: `engine failed: ${err.message}` });
       void this.#evacuate(new DynError('engine_crashed', `engine of ${this.id} failed: ${err.message}`, { retryable: true }));
     });
     await engine.start();
     this.#gpu = await this.#o.openGpu(engine.baseUrl);
-    this.#supported = await this.#gpu.supportedClocksMhz();
-    this.#minClockMhz = this.#supported[0] ?? 0;
-    this.#maxClockMhz = this.#supported[this.#supported.length - 1] ?? 0;
-    // start at max clock: safe for the SLO until the first epoch has measured the load
-    await this.#applyClock(this.#maxClockMhz, 'start-up: max clock until the first epoch');
+    await this.#step({ type: 'gpu_ready', supportedMhz: await this.#gpu.supportedClocksMhz() }).applied;
     const e = await this.#gpu.readEnergyMj();
     this.#energy0 = e.reduce((a, b) => a + b, 0);
 
@@ -161,24 +219,14 @@ export class InstanceManager {
       // the gateway counts prompts with the engine's tokenizer (any instance of the model answers)
       bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => this.#tokenize(req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
       bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => this.#detokenize(req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
-      // peers of the pool: whether anyone has room (emergency step 3 needs somebody to move to)
+      // peers of the pool: whether anyone has room (backpressure, emergency step 3 needs somebody to move to)
       bus.subscribe(controlSubjects.instanceStatus(this.pool), InstanceStatus, (s) => {
-        if (s.id !== this.id) this.#peers.set(s.id, { queued: s.queued, running: s.running, state: s.state, seenMs: Date.now() });
+        if (s.id !== this.id) void this.#step({ type: 'peer_status', id: s.id, queued: s.queued, running: s.running, state: s.state });
       }, { capacity: 1024 }),
     );
-    const c = this.#o.config;
-    this.#timers.push(setInterval(() => void this.#clockEpoch(), c.epochs.instanceS * 1000));
-    this.#timers.push(setInterval(() => void this.#emergencyTick(), this.#o.emergencyTickMs ?? 100));
-    this.#timers.push(setInterval(() => void this.#telemetry(), 1000));
-    this.#setState('ready', 'engine healthy');
-  }
-
-  #setState(s: InstanceState, why: string): void {
-    if (this.state === s) return;
-    const from = this.state;
-    this.state = s;
-    this.#evt('instance', `${this.id}: ${from} -> ${s} (${why})`, { state: s, from }, { pool: this.pool, tp: this.#o.tp, gpuIds: this.#o.gpuIds });
-    this.#publishStatus();
+    this.#step({ type: 'start' });
+    this.#timers.push(this.#clock.setInterval(() => void this.#telemetry(), 1000));
+    this.#step({ type: 'lifecycle', state: 'ready', why: 'engine healthy' });
   }
 
   // ---------------------------------------------------------------- admission and streaming
@@ -186,41 +234,32 @@ export class InstanceManager {
   async #admit(wire: InferenceRequest): Promise<Admission> {
     // from here on the request carries its type, SLO and TTFT deadline (classified here when admitted directly)
     const req = classified(wire, this.#o.config);
-    const refuse = (error: WireError): Admission => ({ v: 1, id: req.id, ok: false, instance: this.id, pool: this.pool, error });
-    if (this.#running.has(req.id) || this.#queue.has(req.id)) return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: req.type };
-    if (this.state !== 'ready') {
-      return refuse({ code: 'unavailable', message: `instance ${this.id} is ${this.state}`, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS });
+    const known = this.#held.has(req.id);
+    if (!known) this.#held.set(req.id, { req, admittedMs: this.#clock.now() });
+    const { effects } = this.#step({
+      type: 'admit',
+      req: { id: req.id, type: req.type, inputTokens: req.inputTokens, arrivalMs: req.arrivalMs, ttftDeadlineMs: req.ttftDeadlineMs, ttftSloMs: req.slo.ttftMs, moves: req.moves ?? 0 },
+    });
+    const verdict = effects.find((e): e is Extract<InstanceEffect, { kind: 'admitted' | 'refused' }> => (e.kind === 'admitted' || e.kind === 'refused') && e.id === req.id);
+    if (verdict?.kind === 'refused' || !verdict) {
+      if (!known) this.#held.delete(req.id);
+      const error: WireError = verdict
+        ? { code: verdict.code, message: `instance ${this.id}: ${verdict.message}`, retryable: true, retryAfterS: verdict.retryAfterS }
+        : { code: 'internal', message: `instance ${this.id}: no admission verdict`, retryable: true };
+      return { v: 1, id: req.id, ok: false, instance: this.id, pool: this.pool, error };
     }
-    const c = this.#o.config;
-    if (!req.moves && this.#running.size >= c.engine.maxInEngine) {
-      // Backpressure to the pool: a request that would wait here for an engine slot (slots free at about
-      // maxInEngine per mean service time) longer than half its TTFT SLO is refused (retryable) while a peer
-      // has room, and the pool places it on another instance (it tries up to 4).
-      const waitMs = ((this.#queue.size + 1) * this.#serviceMs) / c.engine.maxInEngine;
-      if (waitMs > req.slo.ttftMs / 2 && this.#peerWithRoom()) {
-        return refuse({ code: 'overloaded', message: `instance ${this.id}: engine full, ~${Math.round(waitMs)} ms to a free slot`, retryable: true, retryAfterS: c.emergency.retryAfterS });
-      }
+    if (!known) {
+      if (TTFT_TRACE) this.#admitState.set(req.id, [this.#running.size, this.#m.queue.length - 1]);
+      this.#watchCancel(req.id);
     }
-    try {
-      this.#queue.push({ req, admittedMs: Date.now() });
-      if (TTFT_TRACE) this.#admitState.set(req.id, [this.#running.size, this.#queue.size - 1]);
-    } catch (err) {
-      return refuse(toWireError(err));
-    }
-    const t = req.type;
-    this.#arrivals[t] = (this.#arrivals[t] ?? 0) + 1;
-    this.#arrivedSinceRiseCheck = true;
-    this.#watchCancel(req.id);
-    // the clock the prefill backlog needs is set before the prompt goes to the engine (a no-op resolves at once)
-    void this.#prefillRise().finally(() => this.#pump());
-    return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: req.type };
+    return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: wire.type };
   }
 
   #watchCancel(id: string): void {
     if (this.#cancelSubs.has(id)) return;
     this.#cancelSubs.set(
       id,
-      this.#bus.subscribe(subjects.cancel(id), Cancel, (c) => this.#cancel(c.id, c.reason), { capacity: 4 }),
+      this.#bus.subscribe(subjects.cancel(id), Cancel, (c) => void this.#step({ type: 'cancel', id: c.id, reason: c.reason }), { capacity: 4 }),
     );
   }
   #unwatchCancel(id: string): void {
@@ -228,26 +267,11 @@ export class InstanceManager {
     this.#cancelSubs.delete(id);
   }
 
-  #cancel(id: string, reason: string): void {
-    const q = this.#queue.remove(id);
-    if (q) {
-      this.#finishWithError(q.req, 0, { code: 'cancelled', message: `cancelled: ${reason}`, retryable: false }, 'cancelled');
-      return;
-    }
-    this.#running.get(id)?.ac.abort(new DynError('cancelled', `cancelled: ${reason}`, { retryable: false }));
-  }
-
-  #pump(): void {
-    if (this.state !== 'ready' && this.state !== 'draining') return;
-    while (this.#running.size < this.#o.config.engine.maxInEngine && this.#queue.size > 0) {
-      const q = this.#queue.shift()!;
-      void this.#run(q);
-    }
-  }
-
-  async #run(q: Queued): Promise<void> {
+  async #run(q: Held): Promise<void> {
     const req = q.req;
-    const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: Date.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
+    const clock = this.#clock;
+    const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: clock.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
+    let ok = false;
     this.#running.set(req.id, r);
     const type = req.type;
     const base = { v: 1 as const, id: req.id, instance: this.id, pool: this.pool, type: req.type };
@@ -255,16 +279,16 @@ export class InstanceManager {
     let stopReason: string | number | null | undefined;
     let usage: { promptTokens: number; completionTokens: number; energyJoules?: number } | undefined;
     let completion = 0;
-    const remainingMs = Math.max(1000, req.giveUpAtMs - Date.now());
+    const remainingMs = Math.max(1000, req.giveUpAtMs - clock.now());
     // token coalescing (engine.streamCoalesceMs): tokens after the first gather in `pend` for at most the
     // window, then travel as one chunk with each token's arrival offset (see docs/REPLAY.md)
     const coalesceMs = this.#o.config.engine.streamCoalesceMs;
-    let pend: { text: string; n: number; t0: number; offsets: number[]; timer?: NodeJS.Timeout } | null = null;
+    let pend: { text: string; n: number; t0: number; offsets: number[]; timer?: unknown } | null = null;
     const flush = () => {
       const p = pend;
       if (!p) return;
       pend = null;
-      if (p.timer) clearTimeout(p.timer);
+      if (p.timer !== undefined) clock.clearTimeout(p.timer);
       const chunk: TokenChunk = { ...base, seq: r.seq++, text: p.text, tokens: p.n };
       if (p.n > 1) chunk.tokenOffsetsMs = p.offsets;
       try {
@@ -305,7 +329,8 @@ export class InstanceManager {
         const k = ch.tokens ?? 1;
         const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
         const span = offs ? offs[k - 1]! - offs[0]! : 0;
-        const now = Date.now();
+        const now = clock.now();
+        // token intervals (TBT) on the monotonic high-resolution timer: sub-ms gaps of a time-scaled engine
         const t = performance.now();
         // (never before the previous token: arrival lags differ between events)
         const floor = r.lastTokenMs ?? -Infinity;
@@ -327,10 +352,11 @@ export class InstanceManager {
           this.#admitState.delete(req.id);
           appendFileSync(TTFT_TRACE, JSON.stringify({
             id: req.id, type, inst: this.id, arrivalMs: req.arrivalMs, admitMs: q.admittedMs, startMs: r.startedMs, firstMs: r.firstTokenMs,
-            running: st?.[0], queued: st?.[1], clock: this.#clockMhz, moves: req.moves ?? 0,
+            running: st?.[0], queued: st?.[1], clock: this.#m.clockMhz, moves: req.moves ?? 0,
           }) + '\n');
         }
         if (r.seq === 0 && !pend) {
+          this.#step({ type: 'first_token', id: req.id });
           // the first token goes at once: coalescing never delays TTFT
           const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ttftMs: Math.max(0, r.firstTokenMs! - req.arrivalMs), ...extra };
           if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
@@ -344,7 +370,7 @@ export class InstanceManager {
         } else {
           if (!pend) {
             pend = { text: '', n: 0, t0: at(0), offsets: [] };
-            pend.timer = setTimeout(flush, Math.max(0, coalesceMs - (t - pend.t0)));
+            pend.timer = clock.setTimeout(flush, Math.max(0, coalesceMs - (t - pend.t0)));
           }
           pend.text += ch.text;
           pend.n += k;
@@ -367,7 +393,7 @@ export class InstanceManager {
         usage: { promptTokens: usage?.promptTokens ?? req.inputTokens, completionTokens: usage?.completionTokens ?? completion, energyJ, energySource },
       });
       this.#record(req, type, 'ok', r, usage?.completionTokens ?? completion, energyJ, energySource);
-      this.#serviceMs = 0.8 * this.#serviceMs + 0.2 * (Date.now() - r.startedMs);
+      ok = true;
     } catch (err) {
       flush(); // tokens already produced reach the client before the error chunk, in order
       const aborted = r.ac.signal.aborted;
@@ -383,11 +409,13 @@ export class InstanceManager {
       this.#finishWithError(req, r.seq, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
       return;
     } finally {
-      if (pend) clearTimeout((pend as { timer?: NodeJS.Timeout }).timer);
+      const timer = (pend as { timer?: unknown } | null)?.timer;
+      if (timer !== undefined) clock.clearTimeout(timer);
       this.#running.delete(req.id);
+      this.#held.delete(req.id);
       this.#admitState.delete(req.id);
       this.#unwatchCancel(req.id);
-      this.#pump();
+      this.#step({ type: 'finished', id: req.id, ok });
     }
   }
 
@@ -437,7 +465,7 @@ export class InstanceManager {
     const tbtMeanMs = r && r.tbtN > 0 ? r.tbtSum / r.tbtN : undefined;
     const rec: RequestRecord = {
       v: 1, id: req.id, type, pool: this.pool, instance: this.id, outcome, promptTokens: req.inputTokens, completionTokens,
-      energyJ, energySource, finishedMs: Date.now(),
+      energyJ, energySource, finishedMs: this.#clock.now(),
       sloMet: outcome === 'ok' && (ttftMs ?? 0) <= slo.ttftMs && (tbtMeanMs ?? 0) <= slo.tbtMs,
     };
     if (ttftMs !== undefined) rec.ttftMs = ttftMs;
@@ -460,328 +488,93 @@ export class InstanceManager {
     switch (cmd.op) {
       case 'set_clock': {
         if (cmd.clockMhz === undefined) throw new DynError('invalid_request', 'set_clock needs clockMhz', { retryable: false });
-        this.#forcedUntil = Date.now() + this.#o.config.epochs.instanceS * 1000;
-        await this.#applyClock(cmd.clockMhz, `pool command: ${cmd.reason}`);
-        return { v: 1, ok: true, detail: { clockMhz: this.#clockMhz } };
+        await this.#step({ type: 'pool_set_clock', clockMhz: cmd.clockMhz, reason: cmd.reason }).applied;
+        return { v: 1, ok: true, detail: { clockMhz: this.#m.clockMhz } };
       }
       case 'drain':
-        if (this.state === 'ready') this.#setState('draining', cmd.reason);
-        return { v: 1, ok: true, detail: { queued: this.#queue.size, running: this.#running.size } };
+        if (this.state === 'ready') this.#step({ type: 'lifecycle', state: 'draining', why: cmd.reason });
+        return { v: 1, ok: true, detail: { queued: this.queued, running: this.#running.size } };
       case 'resume':
-        if (this.state === 'draining') this.#setState('ready', cmd.reason);
+        if (this.state === 'draining') this.#step({ type: 'lifecycle', state: 'ready', why: cmd.reason });
         return { v: 1, ok: true };
     }
   }
 
-  // ---------------------------------------------------------------- clock epoch
+  // ---------------------------------------------------------------- effects on the GPU and the pool
 
-  async #applyClock(mhz: number, why: string, inputs: Record<string, unknown> = {}): Promise<void> {
-    if (!this.#gpu) return;
-    const before = this.#clockMhz;
-    try {
-      const applied = await this.#gpu.lockClocks(mhz, mhz);
-      this.#clockMhz = applied.maxMhz;
-    } catch (err) {
-      this.#log.warn({ err: (err as Error).message, mhz }, 'clock change failed');
-      return;
-    }
-    if (before !== this.#clockMhz) {
-      this.#evt('clock', `${this.id}: clock ${before} -> ${this.#clockMhz} MHz (${why})`, { clockMhz: this.#clockMhz, from: before }, { ...inputs, pool: this.pool, tp: this.#o.tp });
-    }
-  }
-
-  /**
-   * Closes the epoch's arrival window: the EWMA (half weight per epoch) becomes the dispatcher's load; the
-   * clock gets max(EWMA, this window's rate), req/s by type.
-   */
-  #measureLoad(): Partial<Record<RequestType, number>> {
-    const now = Date.now();
-    const dt = Math.max(0.001, (now - this.#arrivalWindowStart) / 1000);
-    const next: Partial<Record<RequestType, number>> = {};
-    const forClock: Partial<Record<RequestType, number>> = {};
-    const types = new Set([...Object.keys(this.#arrivals), ...Object.keys(this.#load)] as RequestType[]);
-    for (const t of types) {
-      const rate = (this.#arrivals[t] ?? 0) / dt / this.#timeScale();
-      const v = 0.5 * rate + 0.5 * (this.#load[t] ?? rate);
-      if (v > 1e-3) next[t] = v;
-      // the clock follows a rise at once (the SLO is at stake) and a fall through the EWMA (no flapping)
-      const c = Math.max(v, rate);
-      if (c > 1e-3) forClock[t] = c;
-    }
-    this.#arrivals = {};
-    this.#arrivalWindowStart = now;
-    this.#load = next;
-    return forClock;
-  }
-
-  #arrivedSinceRiseCheck = false;
-  #rising = false;
-
-  /**
-   * Raises the clock to `mhz` between epochs (one raise at a time; never while the emergency holds the max clock,
-   * a pool's set_clock holds for its epoch, or the clock is already at or above it).
-   */
-  async #raise(mhz: number, why: string, inputs: Record<string, unknown>): Promise<void> {
-    if (this.#rising || this.#emergency.maxClock || Date.now() < this.#forcedUntil || mhz <= this.#clockMhz) return;
-    this.#rising = true;
-    try {
-      await this.#applyClock(mhz, why, inputs);
-    } finally {
-      this.#rising = false;
-    }
-  }
-
-  /**
-   * Between epochs (every emergency tick, 100 ms, when requests arrived since the last check): the clock
-   * follows a load rise within the epoch instead of at its end. The epoch's arrivals so far (over at least
-   * 1 s, so a few back-to-back requests do not read as a high rate) against the EWMA, the larger per type;
-   * only ever raises the clock (a fall waits for the epoch, through the EWMA). Without this an instance that
-   * chose a low clock after an idle spell (the EWMA near 0) prefills a burst at that clock for up to a whole
-   * epoch: measured on the 16-core replay, most TTFTs over 500 ms were prefill waits at 795 MHz.
-   */
-  async #clockRise(now: number): Promise<void> {
-    if (!this.#arrivedSinceRiseCheck || this.#rising) return;
-    this.#arrivedSinceRiseCheck = false;
-    if (this.#emergency.maxClock || now < this.#forcedUntil || this.#clockMhz >= this.#maxClockMhz) return;
-    const dt = Math.max(1, (now - this.#arrivalWindowStart) / 1000);
-    const load: Partial<Record<RequestType, number>> = { ...this.#load };
-    for (const [t, n] of Object.entries(this.#arrivals) as [RequestType, number][]) load[t] = Math.max(load[t] ?? 0, n / dt / this.#timeScale());
-    const d = decideClock(this.#o.profile, this.#o.tp, load, this.#supported, this.#o.config.policy.headroom);
-    if (d) await this.#raise(d.clockMhz, `load rose within the epoch: ${d.reason}`, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
-  }
-
-  /** The requests whose prompt is not prefilled yet: in the engine without a first token, then queued here. */
-  *#awaitingPrefill(): Generator<ClassifiedRequest> {
-    for (const r of this.#running.values()) if (r.firstTokenMs === undefined) yield r.req;
-    for (const q of this.#queue.items()) yield q.req;
-  }
-
-  /**
-   * The clock the prefill backlog needs (policy prefillClockFloor): the prompts awaiting prefill, each with the
-   * time left to its TTFT deadline. A prompt's length is known on arrival, so one far longer than its type's
-   * profile cell raises the clock before its prefill, not after a miss.
-   */
-  #prefillFloor(now: number): number | undefined {
-    const backlog: { tokens: number; slackMs: number }[] = [];
-    for (const req of this.#awaitingPrefill()) backlog.push({ tokens: req.inputTokens, slackMs: req.ttftDeadlineMs - now });
-    return decidePrefillFloor(this.#o.profile, this.#o.tp, backlog, this.#supported);
-  }
-
-  /** On admission: raise the clock at once when the prefill backlog needs it (never lowers it). */
-  async #prefillRise(): Promise<void> {
-    if (this.#rising || this.#emergency.maxClock || this.#clockMhz >= this.#maxClockMhz) return;
-    const f = this.#prefillFloor(Date.now());
-    if (f !== undefined) await this.#raise(f, 'prefill backlog needs it', { pendingPrefillTokens: this.#pendingPrefillTokens() });
-  }
-
-  async #clockEpoch(): Promise<void> {
-    if (this.state !== 'ready' && this.state !== 'draining') return;
-    const load = this.#measureLoad();
-    if (this.#emergency.maxClock || Date.now() < this.#forcedUntil) return;
-    const d = decideClock(this.#o.profile, this.#o.tp, load, this.#supported, this.#o.config.policy.headroom);
-    if (!d) return;
-    // not below what the prompts still to prefill need
-    const floor = this.#prefillFloor(Date.now());
-    if (floor !== undefined && floor > d.clockMhz) {
-      await this.#applyClock(floor, `${d.reason}; raised to ${floor} MHz for the prefill backlog`, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
-      return;
-    }
-    await this.#applyClock(d.clockMhz, d.reason, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
-  }
-
-  // ---------------------------------------------------------------- emergency ladder
-
-  /**
-   * Predicted SLO misses among the queued requests: a request at queue position k starts after about
-   * k / maxInEngine mean service times; it misses when that start is past its TTFT SLO.
-   */
-  #predictedMisses(now: number): number {
-    const c = this.#o.config;
-    let k = 0, misses = 0;
-    for (const q of this.#queue.items()) {
-      const start = now + (Math.floor(k / c.engine.maxInEngine) + (this.#running.size >= c.engine.maxInEngine ? 1 : 0)) * this.#serviceMs;
-      if (start > q.req.ttftDeadlineMs) misses++;
-      k++;
-    }
-    return misses;
-  }
-
-  #peers = new Map<string, { queued: number; running: number; state: string; seenMs: number }>();
-
-  /** a live ready peer (last status) with a free engine slot and nothing queued. */
-  #peerWithRoom(): boolean {
-    const now = Date.now();
-    for (const p of this.#peers.values()) {
-      if (p.state === 'ready' && now - p.seenMs <= this.#o.config.liveness.deadAfterMs && p.queued === 0 && p.running < this.#o.config.engine.maxInEngine) return true;
-    }
-    return false;
-  }
-  /** EWMA of a request's time in the engine, ms (for the miss prediction). */
-  #serviceMs = 1000;
-  #emState: EmergencyState = initialEmergencyState(Date.now());
-
-  async #emergencyTick(): Promise<void> {
-    if (this.state !== 'ready' && this.state !== 'draining') return;
-    const now = Date.now();
-    void this.#clockRise(now);
-    const c = this.#o.config;
-    let peersWithCapacity = 0;
-    for (const [id, p] of this.#peers) {
-      if (now - p.seenMs > c.liveness.deadAfterMs) this.#peers.delete(id);
-      else if (p.state === 'ready' && p.queued < c.emergency.moveQueueAbove) peersWithCapacity++;
-    }
-    const obs: EmergencyObservation = {
-      nowMs: now,
-      queue: this.#queue.items().map((q) => ({ id: q.req.id, arrivalMs: q.admittedMs, ttftDeadlineMs: q.req.ttftDeadlineMs, type: q.req.type })),
-      clockMhz: this.#clockMhz,
-      maxClockMhz: this.#maxClockMhz,
-      predictedMissCount: this.#predictedMisses(now),
-      peersWithCapacity,
-    };
-    const before = this.#emState.level;
-    const { state, actions } = decideEmergency(this.#emState, obs, c);
-    this.#emState = state;
-    const inputs = { queueLength: obs.queue.length, predictedMissCount: obs.predictedMissCount, peersWithCapacity, clockMhz: this.#clockMhz, level: state.level };
-    if (state.level === 0 && before > 0) {
-      this.#evt('emergency', `${this.id}: emergency over`, { step: 'clear', from: before }, inputs);
-      this.#emergency = { maxClock: false };
-      this.#queue.fifo();
-    }
-    if (state.level >= 2 && !this.#emergency.maxClock && !actions.some((a) => a.kind === 'max_clock')) {
-      // step 2 reached with the clock already at max: hold it there (the clock epoch must not lower it)
-      this.#emergency.maxClock = true;
-      this.#step('max_clock', now, { clockMhz: this.#clockMhz, alreadyAtMax: true }, inputs);
-    }
-    for (const a of actions) {
-      switch (a.kind) {
-        case 'reorder':
-          if (!this.#queue.edf) {
-            this.#queue.reorder();
-            this.#step('reorder', now, { queued: this.#queue.size }, { ...inputs, why: a.why });
-          }
-          break;
-        case 'max_clock':
-          if (!this.#emergency.maxClock) {
-            this.#emergency.maxClock = true;
-            this.#step('max_clock', now, { clockMhz: a.clockMhz }, { ...inputs, why: a.why });
-            await this.#applyClock(a.clockMhz, 'emergency: max clock', inputs);
-          }
-          break;
-        case 'release_max_clock':
-          this.#emergency.maxClock = false;
-          void this.#clockEpoch();
-          break;
-        case 'move': {
-          const ids = new Set(a.ids);
-          await this.#moveToPeers(ids, 'emergency: backlog', inputs, a.why);
-          break;
-        }
-        case 'reject': {
-          const rejected: string[] = [];
-          for (const id of a.ids) {
-            const q = this.#queue.remove(id);
-            if (!q) continue;
-            rejected.push(id);
-            this.#finishWithError(q.req, 0, {
-              code: 'rejected', retryable: true, retryAfterS: a.retryAfterS,
-              message: `rejected by ${this.id}: waited ${now - q.admittedMs} ms (> ${c.emergency.rejectAfterMs} ms) in an overloaded instance`,
-            }, 'rejected');
-          }
-          if (rejected.length) this.#step('reject', now, { rejected, retryAfterS: a.retryAfterS }, { ...inputs, why: a.why });
-          break;
-        }
+  /** Sets the GPU clock; the machine learns the clock the GPU took (or that the change failed). */
+  async #applyClock(mhz: number, why: string, inputs: Record<string, unknown>): Promise<void> {
+    let appliedMhz: number | undefined;
+    if (this.#gpu) {
+      try {
+        appliedMhz = (await this.#gpu.lockClocks(mhz, mhz)).maxMhz;
+      } catch (err) {
+        this.#log.warn({ err: (err as Error).message, mhz }, 'clock change failed');
       }
     }
+    this.#step({ type: 'clock_applied', requestedMhz: mhz, appliedMhz, why, inputs: { ...inputs, pool: this.pool } });
   }
 
-  #step(step: string, now: number, decision: Record<string, unknown>, inputs: Record<string, unknown>): void {
-    this.#emergency.step = step;
-    this.#emergency.since ??= now;
-    this.#evt('emergency', `${this.id}: emergency step ${step}`, { step, ...decision }, inputs);
-  }
-
-  /** Emergency step 3 (and engine crash): hand the last `n` queued requests to the pool leader for peers. */
-  async #moveToPeers(which: number | Set<string>, why: string, inputs?: Record<string, unknown>, justification?: unknown): Promise<number> {
-    if (this.#moving) return 0;
-    const batch = typeof which === 'number'
-      ? this.#queue.takeTail(Math.min(which, 256))
-      : [...which].slice(0, 256).map((id) => this.#queue.remove(id)).filter((q): q is Queued => q !== undefined);
-    if (!batch.length) return 0;
-    this.#moving = true;
-    let placed = 0;
+  /** Hands the queued requests the machine took to the pool leader for peers; the machine learns which were placed. */
+  async #moveToPeers(ids: string[], why: string): Promise<void> {
+    const batch = ids.map((id) => this.#held.get(id)).filter((h): h is Held => h !== undefined);
+    let placed: string[] = [];
+    let error: string | undefined;
     try {
       const reply = await this.#bus.request(
         subjects.poolMove(this.pool),
         MoveRequest,
-        { v: 1, from: this.id, pool: this.pool, requests: batch.map((q) => ({ ...q.req, moves: (q.req.moves ?? 0) + 1 })), reason: why },
+        { v: 1, from: this.id, pool: this.pool, requests: batch.map((h) => ({ ...h.req, moves: (h.req.moves ?? 0) + 1 })), reason: why },
         MoveReply,
         { timeoutMs: this.#o.config.timeouts.dispatchMs * 2 },
       );
-      const placedIds = new Set(reply.placed.map((p) => p.id));
-      placed = placedIds.size;
-      for (const q of batch) {
-        if (placedIds.has(q.req.id)) this.#unwatchCancel(q.req.id);
-      }
-      const back = batch.filter((q) => !placedIds.has(q.req.id));
-      for (const q of back.reverse()) this.#requeue(q);
-      if (inputs) this.#step('move_to_peers', Date.now(), { asked: batch.length, placed: reply.placed, refused: reply.refused.length }, { ...inputs, why: justification });
+      placed = reply.placed.map((p) => p.id);
     } catch (err) {
-      for (const q of batch.reverse()) this.#requeue(q);
-      if (inputs) this.#step('move_to_peers', Date.now(), { asked: batch.length, placed: [], error: (err as Error).message }, { ...inputs, why: justification });
-    } finally {
-      this.#moving = false;
+      error = (err as Error).message;
     }
-    this.#pump();
-    return placed;
-  }
-
-  #requeue(q: Queued): void {
-    try {
-      this.#queue.push(q, true);
-    } catch (err) {
-      this.#finishWithError(q.req, 0, toWireError(err), 'rejected');
+    for (const id of placed) {
+      this.#held.delete(id);
+      this.#unwatchCancel(id);
     }
+    this.#step({ type: 'moved', ids, placed, ...(error !== undefined ? { error } : {}) });
   }
 
   // ---------------------------------------------------------------- engine failure
 
   #onEngineCrash(info: { code: number | null; signal: string | null }): void {
     if (this.state === 'stopped' || this.state === 'draining' && this.#stopping) return;
-    this.#setState('restarting', `engine exited (code ${info.code}, signal ${info.signal})`);
-    this.#evt('failure', `${this.id}: engine crashed; moving ${this.#queue.size} queued requests to peers`, { action: 'move_queued', queued: this.#queue.size, running: this.#running.size }, { code: info.code, signal: info.signal });
+    this.#step({ type: 'lifecycle', state: 'restarting', why: `engine exited (code ${info.code}, signal ${info.signal})` });
+    this.#evt('failure', `${this.id}: engine crashed; moving ${this.queued} queued requests to peers`, { action: 'move_queued', queued: this.queued, running: this.#running.size }, { code: info.code, signal: info.signal });
     // running streams end with a retryable error by themselves (their completion throws EngineCrashedError)
-    void this.#moveToPeers(this.#queue.size, 'engine crashed');
+    this.#step({ type: 'engine_crashed' });
   }
 
-  /** Engine gone for good: move what can be moved, end everything else with a retryable error. */
+  /** Engine gone for good, or the instance stopping: move what can be moved, end everything else with `err`. */
   async #evacuate(err: DynError): Promise<void> {
-    await this.#moveToPeers(this.#queue.size, err.message);
-    for (const q of this.#queue.drainAll()) this.#finishWithError(q.req, 0, toWireError(err), 'failed');
+    await this.#moveDone;
+    this.#step({ type: 'evacuate', why: err.message });
+    await this.#moveDone;
+    const w = toWireError(err);
+    this.#step({ type: 'fail_queued', error: { code: w.code === 'engine_crashed' ? 'engine_crashed' : 'unavailable', message: w.message, retryable: w.retryable, ...(w.retryAfterS !== undefined ? { retryAfterS: w.retryAfterS } : {}) } });
     for (const r of this.#running.values()) r.ac.abort(err);
   }
 
   // ---------------------------------------------------------------- status and telemetry
 
-  /** Prompt tokens admitted but not prefilled yet (queued, or running without a first token). */
-  #pendingPrefillTokens(): number {
-    let n = 0;
-    for (const req of this.#awaitingPrefill()) n += req.inputTokens;
-    return n;
-  }
-
   #publishStatus(): void {
     if (this.#bus.closed) return;
     const running = [...this.#running.values()];
+    const now = this.#clock.now();
     const st: InstanceStatus = {
       v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpuIds: this.#o.gpuIds, state: this.state,
-      startedMs: this.startedMs, seq: this.#seq++, sentMs: Date.now(), clockMhz: this.#clockMhz, maxClockMhz: this.#maxClockMhz,
-      queued: this.#queue.size, running: running.length, queuedIds: this.#queue.ids().slice(0, 1024),
+      startedMs: this.startedMs, seq: this.#seq++, sentMs: now, clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(),
+      queued: this.queued, running: running.length, queuedIds: this.#m.queue.slice(0, 1024).map((q) => q.id),
       runningIds: running.slice(0, 1024).map((r) => r.req.id), runningSeqs: running.slice(0, 1024).map((r) => r.seq),
-      loadByType: this.#currentLoad(),
-      pendingPrefillTokens: this.#pendingPrefillTokens(),
+      loadByType: currentLoad(this.#m, now, this.#cfg),
+      pendingPrefillTokens: pendingPrefillTokens(this.#m),
     };
     if (this.#o.node) st.node = this.#o.node;
-    if (this.#emergency.step) st.emergency = this.#emergency.step;
+    if (this.#m.emergencyStepName) st.emergency = this.#m.emergencyStepName;
     try {
       this.#bus.publish(controlSubjects.instanceStatus(this.pool), InstanceStatus, st);
     } catch (err) {
@@ -789,24 +582,8 @@ export class InstanceManager {
     }
   }
 
-  /**
-   * Wall seconds -> modelled seconds: an emulator with timeScale k runs k times faster than the model, so
-   * n requests in a wall second are n/k requests per modelled second, the unit of the profile the clock,
-   * dispatch and planners read (a real engine runs in model time: 1).
-   */
-  #timeScale(): number {
-    const e = this.#o.config.engine;
-    return e.kind === 'emulator' ? e.timeScale : 1;
-  }
-
-  /** Load for the dispatcher: the last epoch's EWMA blended with arrivals since (so a step shows at once). */
-  #currentLoad(): Partial<Record<RequestType, number>> {
-    const dt = (Date.now() - this.#arrivalWindowStart) / 1000;
-    const out: Partial<Record<RequestType, number>> = { ...this.#load };
-    if (dt > 0.5) {
-      for (const [t, n] of Object.entries(this.#arrivals) as [RequestType, number][]) out[t] = Math.max(out[t] ?? 0, n / dt / this.#timeScale());
-    }
-    return out;
+  #maxClockMhz(): number {
+    return this.#m.supportedMhz[this.#m.supportedMhz.length - 1] ?? 0;
   }
 
   async #telemetry(): Promise<void> {
@@ -823,10 +600,11 @@ export class InstanceManager {
     } catch (err) {
       this.#log.debug({ err: (err as Error).message }, 'gpu read failed');
     }
+    const now = this.#clock.now();
     const tel: InstanceTelemetry = {
-      v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpus: this.#o.gpuIds, clockMhz: this.#clockMhz, maxClockMhz: this.#maxClockMhz,
+      v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpus: this.#o.gpuIds, clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(),
       powerW: this.#powerW, energyJ: this.#energyLast, energySource: gpu.kind === 'emulated' ? 'modelled' : 'measured',
-      queued: this.#queue.size, running: this.#running.size, loadByType: this.#currentLoad(), state: this.state, sentMs: Date.now(),
+      queued: this.queued, running: this.#running.size, loadByType: currentLoad(this.#m, now, this.#cfg), state: this.state, sentMs: now,
     };
     if (this.#o.node) tel.node = this.#o.node;
     const p99 = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * 0.99))]! : undefined);
@@ -835,7 +613,7 @@ export class InstanceManager {
     if (t2 !== undefined) tel.tbtP99Ms = t2;
     this.#ttfts = this.#ttfts.slice(-500);
     this.#tbts = this.#tbts.slice(-500);
-    if (this.#emergency.step) tel.emergency = this.#emergency.step;
+    if (this.#m.emergencyStepName) tel.emergency = this.#m.emergencyStepName;
     try {
       this.#bus.publish(subjects.telInstance(this.id), InstanceTelemetry, tel);
     } catch {
@@ -851,20 +629,19 @@ export class InstanceManager {
    */
   stop(graceMs = 10_000): Promise<void> {
     this.#stopping ??= (async () => {
-      if (this.state === 'ready' || this.state === 'restarting') this.#setState('draining', 'stopping');
+      if (this.state === 'ready' || this.state === 'restarting') this.#step({ type: 'lifecycle', state: 'draining', why: 'stopping' });
       for (const s of this.#serves) s.unsubscribe();
-      await this.#moveToPeers(this.#queue.size, 'instance stopping').catch(() => 0);
-      const until = Date.now() + graceMs;
-      while ((this.#running.size > 0 || this.#queue.size > 0) && Date.now() < until) {
-        this.#pump();
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await this.#moveDone;
+      this.#step({ type: 'evacuate', why: 'instance stopping' });
+      await this.#moveDone;
+      const until = this.#clock.now() + graceMs;
+      while ((this.#running.size > 0 || this.queued > 0) && this.#clock.now() < until) await this.#clock.sleep(50);
       const gone = new DynError('unavailable', `instance ${this.id} stopped`, { retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS });
-      for (const q of this.#queue.drainAll()) this.#finishWithError(q.req, 0, toWireError(gone), 'failed');
+      this.#step({ type: 'fail_queued', error: { code: 'unavailable', message: gone.message, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS } });
       for (const r of this.#running.values()) r.ac.abort(gone);
-      await new Promise((r) => setTimeout(r, 50));
-      for (const t of this.#timers) clearInterval(t);
-      this.state = 'stopped';
+      await this.#clock.sleep(50);
+      for (const t of this.#timers) this.#clock.clearInterval(t);
+      this.#m = { ...this.#m, lifecycle: 'stopped' };
       this.#publishStatus();
       try {
         await this.#gpu?.resetClocks();
@@ -893,4 +670,17 @@ function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'toolCalls'
 function engineWireError(err: unknown): WireError {
   if (err instanceof EngineHttpError && !err.retryable) return { code: 'invalid_request', message: err.engineMessage, retryable: false };
   return { code: 'unavailable', message: 'the engine did not answer; retry', retryable: true, retryAfterS: 1 };
+}
+
+/** The machine's configuration from the cluster config and this instance's options. */
+function instanceMachineConfig(o: InstanceManagerOptions): InstanceMachineConfig {
+  const c = o.config;
+  return {
+    tp: o.tp, profile: o.profile, headroom: c.policy.headroom, epochMs: c.epochs.instanceS * 1000, tickMs: o.emergencyTickMs ?? 100,
+    maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued,
+    // wall seconds -> modelled seconds: an emulator with timeScale k runs k times faster than the model
+    timeScale: c.engine.kind === 'emulator' ? c.engine.timeScale : 1,
+    deadAfterMs: c.liveness.deadAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, rejectAfterMs: c.emergency.rejectAfterMs,
+    retryAfterS: c.emergency.retryAfterS, maxMovePerStep: 16,
+  };
 }

@@ -10,7 +10,7 @@ import { emergencyStep } from '../../src/policy/emergency.ts';
 import { solveEq1 } from '../../src/policy/milp.ts';
 import { POLICY_KNOBS, dispatchQuantised, dispatchRequestMemo } from '../../src/sim/engine.ts';
 import { profileFor } from '../../src/sim/index.ts';
-import { decideClock, decidePrefillFloor } from '../../actors/common/policy.ts';
+import { decideClock, decidePrefillFloor } from '../../src/policy/machines/instance.ts';
 import { rng } from '../../src/sim/trace.ts';
 import { leastLoadedBusyFraction } from '../../src/sim/fluid.ts';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
@@ -45,8 +45,8 @@ describe('simulator', () => {
       const tp = ([2, 4, 8] as const)[n % 3];
       const load: Record<string, number> = {};
       for (const t of REQUEST_TYPES) if (r() < 0.3) load[t] = r() * 2;
-      // the live adapter (actors/common/policy.ts decideClock) with the GPU supporting the profile's clocks
-      const live = decideClock(p, tp, load, p.clocksMhz)!;
+      // the instance machine (src/policy/machines/instance.ts decideClock) with the GPU supporting the profile's clocks
+      const live = decideClock({ profile: p, tp }, load, p.clocksMhz)!;
       const sim = decide.chooseClock({ profile: p, tp, loadByType: load, headroom: DEFAULT_HEADROOM });
       expect(live.clockMhz).toBe(sim.clockMhz);
       expect(live.feasible).toBe(sim.feasible);
@@ -60,13 +60,13 @@ describe('simulator', () => {
     for (let n = 0; n < 60; n++) {
       const tp = ([2, 4, 8] as const)[n % 3];
       const backlog = Array.from({ length: 1 + Math.floor(r() * 4) }, () => ({ tokens: Math.round(100 + r() * 8000), slackMs: 200 + r() * 2500 }));
-      const live = decidePrefillFloor(p, tp, backlog, p.clocksMhz)!;
+      const live = decidePrefillFloor({ profile: p, tp }, backlog, p.clocksMhz)!;
       const sim = decide.prefillClockFloor(p, tp, backlog);
       expect(live).toBe(sim);
       if (sim > p.clocksMhz[0]!) raised++;
     }
     expect(raised).toBeGreaterThan(5);
-    expect(decidePrefillFloor(p, 2, [], p.clocksMhz)).toBeUndefined();
+    expect(decidePrefillFloor({ profile: p, tp: 2 }, [], p.clocksMhz)).toBeUndefined();
   });
 
   it('memoised dispatch returns exactly what src/policy chooseInstance returns on the same views', () => {
