@@ -98,8 +98,10 @@ export class InstanceManager {
   #evt: EventPublisher;
   #cfg: InstanceMachineConfig;
   #m: InstanceMachineState;
-  /** bodies of the requests the machine holds, by id. */
+  /** bodies of the requests the machine holds (queued or running), by id. */
   #held = new Map<string, Held>();
+  /** bodies of the requests of the move in flight (a peer may hand one back before the pool answers). */
+  #inMove = new Map<string, Held>();
   #running = new Map<string, Running>();
   /** DYNAMOLLM_TTFT_TRACE: running and queued when each request was admitted. */
   #admitState = new Map<string, [number, number]>();
@@ -517,7 +519,14 @@ export class InstanceManager {
 
   /** Hands the queued requests the machine took to the pool leader for peers; the machine learns which were placed. */
   async #moveToPeers(ids: string[], why: string): Promise<void> {
-    const batch = ids.map((id) => this.#held.get(id)).filter((h): h is Held => h !== undefined);
+    const batch: Held[] = [];
+    for (const id of ids) {
+      const h = this.#held.get(id);
+      if (!h) continue;
+      this.#held.delete(id);
+      this.#inMove.set(id, h);
+      batch.push(h);
+    }
     let placed: string[] = [];
     let error: string | undefined;
     try {
@@ -532,9 +541,13 @@ export class InstanceManager {
     } catch (err) {
       error = (err as Error).message;
     }
-    for (const id of placed) {
-      this.#held.delete(id);
-      this.#unwatchCancel(id);
+    const taken = new Set(placed);
+    for (const h of batch) {
+      this.#inMove.delete(h.req.id);
+      // a request a peer handed back meanwhile was admitted again: its body and cancel watch stay
+      if (this.#held.has(h.req.id)) continue;
+      if (taken.has(h.req.id)) this.#unwatchCancel(h.req.id);
+      else this.#held.set(h.req.id, h);
     }
     this.#step({ type: 'moved', ids, placed, ...(error !== undefined ? { error } : {}) });
   }

@@ -275,6 +275,27 @@ describe('instance machine: emergency ladder', () => {
     expect(d.s.emergencyStepName).toBeUndefined();
   });
 
+  it('keeps one copy of a request a peer hands back while the move is still in flight', () => {
+    const d = overloaded();
+    const a = req('MM', 1), b = req('MM', 2);
+    d.at(1, { type: 'admit', req: a });
+    d.at(2, { type: 'admit', req: b });
+    d.at(3, { type: 'lifecycle', state: 'restarting', why: 'engine exited' });
+    d.at(4, { type: 'engine_crashed' });
+    d.at(5, { type: 'lifecycle', state: 'ready', why: 'engine restarted' });
+    // the peer took a, moved it back here (moves 1) before the pool answered; b found no peer
+    expect(kinds(d.at(6, { type: 'admit', req: { ...a, moves: 1 } }))).toContain('admitted');
+    d.at(7, { type: 'moved', ids: [a.id, b.id], placed: [a.id] });
+    expect(d.s.queue.map((q) => q.id)).toEqual([b.id, a.id]);
+    // and had it refused a, the queue still holds it once
+    const d2 = overloaded();
+    d2.at(1, { type: 'admit', req: a });
+    d2.at(2, { type: 'engine_crashed' });
+    d2.at(3, { type: 'admit', req: { ...a, moves: 1 } });
+    d2.at(4, { type: 'moved', ids: [a.id], placed: [] });
+    expect(d2.s.queue.map((q) => q.id)).toEqual([a.id]);
+  });
+
   it('moves the whole queue to peers when the engine crashes, and fails the rest when it is gone', () => {
     const d = overloaded();
     const q = [req('MM', 1), req('MM', 2), req('MM', 3)];

@@ -603,7 +603,8 @@ function moved(s: InstanceMachineState, fx: InstanceEffect[], ev: { ids: string[
   s.moving = undefined;
   if (!m) return;
   const placed = new Set(ev.placed);
-  const back = m.reqs.filter((q) => !placed.has(q.id));
+  // (a request a peer handed back before this answer was admitted again: it is queued already)
+  const back = m.reqs.filter((q) => !placed.has(q.id) && !s.running.has(q.id) && !s.queue.some((x) => x.id === q.id));
   const room = Math.max(0, cfg.maxQueued - s.queue.length);
   s.queue.unshift(...back.slice(0, room));
   for (const q of back.slice(room)) fx.push({ kind: 'fail', id: q.id, outcome: 'rejected', error: { code: 'overloaded', retryable: true, retryAfterS: cfg.retryAfterS, message: `instance admission queue full (bound ${cfg.maxQueued})` } });
