@@ -16,14 +16,13 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { existsSync } from 'node:fs';
 import {
   Ack, Admission, ClusterStatus, ClusterTelemetry, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
-  StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, REQUEST_TYPES, toWireError,
+  StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import { requestTypeOf, inputClassOf, outputClassOf, type LengthClass } from '../../protocols/request-types.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
-import { LoadForecaster } from '../../src/policy/forecast.ts';
-import { planCluster, serversToStartAhead } from '../../src/policy/cluster.ts';
+import { aliveServers, clusterStep, initialClusterState, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
 import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
@@ -50,26 +49,23 @@ export class ClusterManager extends Actor {
   #evt!: EventPublisher;
   #predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(loadConfig()) });
   #features = new Map<string, { inputTokens: number; maxTokens: number; model: string; tenant?: string }>();
-  #route = new Map<RequestType, string>();
-  #assignments = new Map<string, PoolAssignmentT>();
   #lease!: LeaderLease;
-  #timers: NodeJS.Timeout[] = [];
-  #leaderTimers: NodeJS.Timeout[] = [];
+  #timers: unknown[] = [];
+  #leaderTimers: unknown[] = [];
   #nodes = new Map<string, { st: NodeStatusT; seenMs: number }>();
   #pools = new Map<string, { st: PoolStatusT; seenMs: number }>();
   #instances = new Map<string, { st: import('../../protocols/index.ts').InstanceStatus; seenMs: number }>();
-  #forecaster: LoadForecaster;
   #profile?: Profile;
-  #epoch = 0;
   #statusServe?: { unsubscribe(): void };
-  #lastForecast?: Partial<Record<RequestType, number>>;
+  /** the scaling machine's configuration and state (src/policy/machines/cluster.ts). */
+  #mc!: ClusterMachineConfig;
+  #m: ClusterMachineState;
 
   constructor(opts: ActorOptions, config: ClusterConfig) {
     super(opts);
     this.#c = config;
     this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
-    this.#forecaster = new LoadForecaster({ recentWindowMs: config.scaling.recentWindowS * 1000 });
-    for (const p of poolsOf(config)) for (const t of p.types) this.#route.set(t, p.id);
+    this.#m = initialClusterState({ pools: poolsOf(config) });
   }
 
   protected async onStart(): Promise<void> {
@@ -78,14 +74,19 @@ export class ClusterManager extends Actor {
     const ppath = profilePathOf(c);
     if (existsSync(ppath)) this.#profile = loadProfile(ppath);
     else this.log.warn({ profile: ppath }, 'no profile: scaling uses a static split of the servers');
+    this.#mc = {
+      issuer: this.id, profile: this.#profile, pools: poolsOf(c), configuredPools: c.pools !== undefined, epochMs: c.epochs.clusterS * 1000,
+      statusIntervalMs: c.liveness.statusIntervalMs, minEpochGapMs: c.scaling.minEpochGapS * 1000, instanceStartupMs: c.scaling.instanceStartupS * 1000,
+      recentWindowMs: c.scaling.recentWindowS * 1000,
+    };
     await this.#loadAssignments();
     this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intake(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192 });
-    this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, { st: s, seenMs: Date.now() }), { capacity: 1024 });
-    this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: Date.now() }), { capacity: 1024 });
+    this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, { st: s, seenMs: this.clock.now() }), { capacity: 1024 });
+    this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: this.clock.now() }), { capacity: 1024 });
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192 });
-    this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: Date.now() }), { capacity: 8192 });
-    this.#timers.push(setInterval(() => void this.#loadAssignments(), 1000));
+    this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: this.clock.now() }), { capacity: 8192 });
+    this.#timers.push(this.clock.setInterval(() => void this.#loadAssignments(), 1000));
     this.#lease = new LeaderLease({
       bus: this.bus, key: leaseKeys.clusterPlanner(), holder: this.id, ttlMs: c.liveness.leaseTtlMs,
       renewMs: Math.max(100, Math.floor(c.liveness.leaseTtlMs / 3)), log: this.log,
@@ -93,7 +94,7 @@ export class ClusterManager extends Actor {
     this.#lease.on('elected', () => void this.#lead());
     this.#lease.on('lost', () => {
       this.#evt('lease', `${this.id} lost the cluster planner lease`, { leader: null }, {});
-      for (const t of this.#leaderTimers) clearInterval(t);
+      for (const t of this.#leaderTimers) this.clock.clearInterval(t);
       this.#leaderTimers = [];
       this.#statusServe?.unsubscribe();
     });
@@ -130,10 +131,10 @@ export class ClusterManager extends Actor {
     const tried = new Set<string>();
     const fallback = this.#anyLongerReady(cls.type);
     while (t) {
-      const pool = this.#route.get(t);
+      const pool = this.#m.route.get(t);
       // a retired (merged) pool serves nothing: its load went to a pool serving longer requests; a pool
       // just granted servers is used once one of its instances is ready (meanwhile the longer pool serves)
-      if (pool && !tried.has(pool) && this.#assignments.get(pool)?.state !== 'retired' && (this.#hasReady(pool) || !fallback)) {
+      if (pool && !tried.has(pool) && this.#m.assignments.get(pool)?.state !== 'retired' && (this.#hasReady(pool) || !fallback)) {
         tried.add(pool);
         const a = await this.#dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool }, pool);
         if (a.ok || !a.error || a.error.code !== 'overloaded') return { ...a, type: cls.type };
@@ -145,7 +146,7 @@ export class ClusterManager extends Actor {
   }
 
   #hasReady(pool: string): boolean {
-    const now = Date.now();
+    const now = this.clock.now();
     for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs) return true;
     return false;
   }
@@ -153,25 +154,25 @@ export class ClusterManager extends Actor {
   /** whether a pool serving t or a longer type has a ready instance (the fallback of a pool still starting). */
   #anyLongerReady(t: RequestType): boolean {
     for (let x: RequestType | undefined = t; x; x = longerType(x)) {
-      const p = this.#route.get(x);
-      if (p && this.#assignments.get(p)?.state !== 'retired' && this.#hasReady(p)) return true;
+      const p = this.#m.route.get(x);
+      if (p && this.#m.assignments.get(p)?.state !== 'retired' && this.#hasReady(p)) return true;
     }
     return false;
   }
 
   /** poolDispatch, retried on no_responders (leader failover) until the lease TTL has passed twice. */
   async #dispatch(r: InferenceRequest, pool: string): Promise<Admission> {
-    const until = Date.now() + Math.min(2 * this.#c.liveness.leaseTtlMs + 1000, Math.max(0, r.giveUpAtMs - Date.now()));
+    const until = this.clock.now() + Math.min(2 * this.#c.liveness.leaseTtlMs + 1000, Math.max(0, r.giveUpAtMs - this.clock.now()));
     let wait = 50;
     for (;;) {
       try {
         return await this.bus.request(subjects.poolDispatch(pool), InferenceRequest, r, Admission, { timeoutMs: this.#c.timeouts.dispatchMs * 3 });
       } catch (err) {
         const e = err as DynError;
-        if (e.code !== 'no_responders' || Date.now() + wait > until) {
+        if (e.code !== 'no_responders' || this.clock.now() + wait > until) {
           return { v: 1, id: r.id, ok: false, pool, error: { ...toWireError(err), retryable: e.retryable ?? true, retryAfterS: this.#c.emergency.retryAfterS } };
         }
-        await new Promise((res) => setTimeout(res, wait));
+        await this.clock.sleep(wait);
         wait = Math.min(500, wait * 2);
       }
     }
@@ -190,70 +191,68 @@ export class ClusterManager extends Actor {
   }
 
   async #loadAssignments(): Promise<void> {
-    let kv: KV;
+    const found: PoolAssignmentT[] = [];
     try {
-      kv = await this.bus.kv(jetstream.inventoryBucket);
+      const kv: KV = await this.bus.kv(jetstream.inventoryBucket);
       const keys = await kv.keys('pool.>');
       for await (const k of keys) {
         const e = await kv.get(k);
         if (!e || !e.value.length) continue;
-        const a = PoolAssignment.decode(e.value);
-        this.#assignments.set(a.pool, a);
+        found.push(PoolAssignment.decode(e.value));
       }
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'assignments not readable');
       return;
     }
-    for (const a of this.#assignments.values()) {
-      this.#epoch = Math.max(this.#epoch, a.epoch);
-      if (a.state === 'active') for (const t of a.types) this.#route.set(t, a.pool);
-    }
+    this.#step({ type: 'assignments_loaded', assignments: found });
   }
 
   // ------------------------------------------------------------------ leader: inventory and scaling
 
+  /** One transition of the scaling machine (src/policy/machines/cluster.ts); performs its effects. */
+  #step(ev: ClusterEvent): void {
+    const { state, effects } = clusterStep(this.#m, ev, this.clock.now(), this.#mc);
+    this.#m = state;
+    for (const e of effects) {
+      switch (e.kind) {
+        case 'arm_timer':
+          if ('everyMs' in e) {
+            const tick = e.timer === 'observe' ? () => this.#step({ type: 'observe', ...this.#observation() }) : () => this.#step({ type: 'epoch', why: 'epoch', ...this.#observation() });
+            this.#leaderTimers.push(this.clock.setInterval(tick, e.everyMs));
+          } else if (e.timer === 'first_epoch') {
+            this.#leaderTimers.push(this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start', ...this.#observation() }), e.inMs));
+          } else {
+            if (this.#aheadTimer !== undefined) this.clock.clearTimeout(this.#aheadTimer);
+            const extra = e.forecast;
+            this.#aheadTimer = this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start ahead of the next epoch', ...this.#observation(), ...(extra ? { extra } : {}) }), e.inMs);
+            this.#leaderTimers.push(this.#aheadTimer);
+          }
+          break;
+        case 'assign':
+          // one after the other, in the machine's order
+          this.#assigning = this.#assigning.then(() => this.#assign(e.assignment));
+          break;
+        case 'event':
+          this.#evt(e.event, e.summary, e.decision, e.inputs);
+          break;
+      }
+    }
+  }
+
+  /** What the scaling machine observes: the load the live instances measure, the servers whose agent is alive. */
+  #observation(): { observed: Partial<Record<RequestType, number>>; servers: { id: string; gpus: number }[] } {
+    const now = this.clock.now();
+    const seen = new Map([...this.#nodes].map(([id, n]) => [id, n.seenMs]));
+    return { observed: this.#observedLoad(now), servers: aliveServers(this.#c.servers, seen, now, this.#c.liveness.deadAfterMs) };
+  }
+
   async #lead(): Promise<void> {
-    const c = this.#c;
     this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
     await ensureEventsStream(this.bus).catch((err) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
     await ensureRequestsStream(this.bus).catch((err) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
     this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
-    this.#leaderTimers.push(setInterval(() => this.#observeLoad(), Math.max(1000, c.liveness.statusIntervalMs * 4)));
-    this.#leaderTimers.push(setInterval(() => this.#publishTelemetry(), TELEMETRY_MS));
-    this.#leaderTimers.push(setInterval(() => void this.#scaleEpoch('epoch'), c.epochs.clusterS * 1000));
-    // first plan once the nodes had time to report
-    setTimeout(() => void this.#scaleEpoch('start'), Math.max(500, c.liveness.statusIntervalMs * 3)).unref();
-  }
-
-  /**
-   * Every observation tick (leader): the measured load (sum over live instances) feeds the forecaster
-   * (one sample per `#sampleMs`); when the plan of the current forecast needs other server counts than the
-   * plan in force on two ticks in a row, the epoch runs early ("forecast change"), at most once per
-   * scaling.minEpochGapS, so a replay that outgrows the first plan does not wait for the 30-min timer.
-   */
-  #observeLoad(): void {
-    const now = Date.now();
-    const load = this.#observedLoad(now);
-    if (now - this.#lastSampleMs >= this.#sampleMs()) {
-      this.#forecaster.observe(now, load);
-      this.#lastSampleMs = now;
-    }
-    if (!this.#profile || this.#c.pools || !this.#planServers) return;
-    const f = this.#forecaster.forecast(now, this.#c.epochs.clusterS * 1000);
-    let want: Map<string, number>;
-    try {
-      want = this.#serversPerPool(this.#planOf(f, this.#servers().length));
-    } catch {
-      return;
-    }
-    const have = this.#planServers;
-    const differs = [...new Set([...want.keys(), ...have.keys()])].some((p) => (want.get(p) ?? 0) !== (have.get(p) ?? 0));
-    this.#mismatchTicks = differs ? this.#mismatchTicks + 1 : 0;
-    if (this.#mismatchTicks >= 2 && now - this.#lastEpochMs >= this.#c.scaling.minEpochGapS * 1000) {
-      this.#mismatchTicks = 0;
-      const fmt = (m: Map<string, number>) => [...m].filter(([, n]) => n > 0).map(([p, n]) => `${p}:${n}`).join(',') || 'none';
-      void this.#scaleEpoch(`forecast change: plan ${fmt(have)} -> ${fmt(want)} (observed ${JSON.stringify(round3(load))})`);
-    }
+    this.#leaderTimers.push(this.clock.setInterval(() => this.#publishTelemetry(), TELEMETRY_MS));
+    this.#step({ type: 'lead' });
   }
 
   #observedLoad(now: number): Partial<Record<RequestType, number>> {
@@ -265,156 +264,12 @@ export class ClusterManager extends Actor {
     return load;
   }
 
-  /** forecaster sample period: a minute (its unit) in production, shorter when the epoch is short (tests). */
-  #sampleMs(): number {
-    return Math.min(60_000, Math.max(1000, (this.#c.epochs.clusterS * 1000) / 30));
-  }
+  #aheadTimer?: unknown;
+  /** the assignments being stored and sent, in order. */
+  #assigning: Promise<void> = Promise.resolve();
 
-  #planOf(forecast: Partial<Record<RequestType, number>>, servers: number) {
-    const gps = this.#servers()[0]?.gpus ?? 8;
-    return planCluster({ forecastPeak: forecast, profile: this.#profile!, totalServers: servers, gpusPerServer: gps });
-  }
-
-  #serversPerPool(plan: { pools: { pool: { id: string }; servers: number }[] }): Map<string, number> {
-    const m = new Map<string, number>();
-    for (const p of plan.pools) if (p.servers > 0) m.set(p.pool.id, p.servers);
-    // nothing planned: the longest pool keeps one server (see #scaleEpoch)
-    if (!m.size) m.set(plan.pools[plan.pools.length - 1]?.pool.id ?? 'pool-LL', 1);
-    return m;
-  }
-
-  #servers(): { id: string; gpus: number }[] {
-    // servers whose node agent is alive; all configured servers before any has reported
-    const now = Date.now();
-    const alive = this.#c.servers.filter((s) => {
-      const n = this.#nodes.get(s.id);
-      return n && now - n.seenMs < Math.max(3 * this.#c.liveness.deadAfterMs, 3000);
-    });
-    return alive.length ? alive : this.#c.servers;
-  }
-
-  #scaling = false;
-  #lastSampleMs = 0;
-  #lastEpochMs = 0;
-  #mismatchTicks = 0;
-  /** servers per pool of the plan in force (undefined before the first planned epoch or with configured pools). */
-  #planServers?: Map<string, number>;
-  #aheadTimer?: NodeJS.Timeout;
-
-  /**
-   * The scale epoch: forecast -> planCluster -> whole servers per pool (a pool keeps the servers it has where
-   * it can, so a scale step only moves the difference) -> PoolAssignments. Then serversToStartAhead: servers
-   * the forecast of the NEXT epoch adds are granted instanceStartupS before it, so they are ready in time.
-   * `extra`: a forecast to plan for as well (max per type; the start-ahead epoch).
-   */
-  async #scaleEpoch(why: string, extra?: Partial<Record<RequestType, number>>): Promise<void> {
-    if (!this.#lease.isLeader() || this.#scaling) return;
-    this.#scaling = true;
-    try {
-      const now = Date.now();
-      this.#lastEpochMs = now;
-      const epochMs = this.#c.epochs.clusterS * 1000;
-      const servers = this.#servers();
-      const forecast = { ...this.#forecaster.forecast(now, epochMs) };
-      if (extra) for (const [t, v] of Object.entries(extra) as [RequestType, number][]) forecast[t] = Math.max(forecast[t] ?? 0, v);
-      this.#lastForecast = forecast;
-      const pools = poolsOf(this.#c);
-      const grants = new Map<string, { node: string; gpuIds: number[] }[]>();
-      const types = new Map<string, RequestType[]>(pools.map((p) => [p.id, [...p.types]]));
-      const merges: { from: string; into: string }[] = [];
-      let rationale: unknown = 'static split';
-      let startAhead: unknown;
-      const allEight = servers.every((s) => s.gpus % 8 === 0);
-      if (this.#profile && !this.#c.pools && allEight) {
-        // the paper's plan: whole servers per pool, floor(PL/ML), remainder forwarded, merges
-        const plan = this.#planOf(forecast, servers.length);
-        rationale = plan.rationale;
-        const count = this.#serversPerPool(plan);
-        // a pool keeps the servers it holds (fewer moves), then takes free ones in order
-        const owner = new Map<string, string>();
-        for (const a of this.#assignments.values()) if (a.state === 'active') for (const g of a.grants) owner.set(g.node, a.pool);
-        const left = new Set(servers.map((s) => s.id));
-        const take = (pool: string, s: { id: string; gpus: number }) => {
-          left.delete(s.id);
-          grants.set(pool, [...(grants.get(pool) ?? []), { node: s.id, gpuIds: range(s.gpus) }]);
-        };
-        for (const [pool, n] of count) for (const s of servers) if ((grants.get(pool)?.length ?? 0) < n && left.has(s.id) && owner.get(s.id) === pool) take(pool, s);
-        for (const [pool, n] of count) for (const s of servers) if ((grants.get(pool)?.length ?? 0) < n && left.has(s.id)) take(pool, s);
-        for (const p of plan.pools) types.set(p.pool.id, p.pool.types);
-        merges.push(...plan.merges);
-        if (!plan.pools.some((p) => p.servers > 0) && servers.length) {
-          // nothing planned (no load yet): the longest pool keeps one server and serves every type
-          const last = [...count.keys()][0]!;
-          types.set(last, [...REQUEST_TYPES]);
-          for (const p of pools) if (p.id !== last && !merges.some((m) => m.from === p.id)) merges.push({ from: p.id, into: last });
-        }
-        this.#planServers = count;
-        // start ahead of a forecast rise: what the next epoch's forecast adds, granted instanceStartupS early
-        if (epochMs > 0 && !extra) {
-          const next = this.#forecaster.forecast(now + epochMs, epochMs);
-          const nextPlan = this.#planOf(next, servers.length);
-          const ahead = serversToStartAhead(plan, nextPlan, this.#c.scaling.instanceStartupS * 1000, epochMs);
-          if (ahead.length) {
-            startAhead = ahead;
-            const at = Math.min(...ahead.map((x) => x.startInMs));
-            if (this.#aheadTimer) clearTimeout(this.#aheadTimer);
-            this.#aheadTimer = setTimeout(() => void this.#scaleEpoch('start ahead of the next epoch', next), at);
-            this.#aheadTimer.unref();
-            this.#leaderTimers.push(this.#aheadTimer);
-            this.#evt('scale', `start ahead: ${ahead.map((x) => `+${x.servers} ${x.poolId}`).join(', ')} in ${Math.round(at / 1000)} s`, { startAhead: ahead }, { next, startupS: this.#c.scaling.instanceStartupS, epochS: this.#c.epochs.clusterS });
-          }
-        }
-      } else {
-        // configured pools: split every server's GPUs evenly among the pools (one share per pool and server
-        // when there are more pools than servers), grants on one node merged
-        const per = pools.length;
-        const chunksPerServer = Math.max(1, Math.ceil(per / Math.max(1, servers.length)));
-        let k = 0;
-        for (const s of servers) {
-          const share = Math.max(1, Math.floor(s.gpus / chunksPerServer));
-          for (let j = 0; j < chunksPerServer && (j + 1) * share <= s.gpus; j++, k++) {
-            const p = pools[k % per]!;
-            const list = grants.get(p.id) ?? [];
-            const same = list.find((x) => x.node === s.id);
-            if (same) same.gpuIds.push(...range(share, j * share));
-            else list.push({ node: s.id, gpuIds: range(share, j * share) });
-            grants.set(p.id, list);
-          }
-        }
-      }
-      const epoch = ++this.#epoch;
-      const mergedInto = new Map(merges.map((m) => [m.from, m.into]));
-      const ids = new Set([...pools.map((p) => p.id), ...grants.keys()]);
-      const changes: Record<string, unknown>[] = [];
-      for (const id of ids) {
-        const g = grants.get(id) ?? [];
-        const into = mergedInto.get(id);
-        const state = g.length ? 'active' : 'retired';
-        const prev = this.#assignments.get(id);
-        const a: PoolAssignmentT = {
-          v: 1, pool: id, types: state === 'active' ? types.get(id)! : (pools.find((p) => p.id === id)?.types ?? types.get(id)!), grants: g, epoch, state,
-          issuedBy: this.id, atMs: now, forecast: Object.fromEntries(Object.entries(forecast).filter(([t]) => (types.get(id) ?? []).includes(t as RequestType))),
-        };
-        if (into) a.mergedInto = into;
-        const same = prev && prev.state === a.state && JSON.stringify(prev.grants) === JSON.stringify(a.grants) && JSON.stringify(prev.types) === JSON.stringify(a.types);
-        if (same) continue;
-        changes.push({ pool: id, state, gpus: g.reduce((n, x) => n + x.gpuIds.length, 0), mergedInto: into });
-        await this.#assign(a);
-      }
-      if (changes.length) {
-        this.#evt('scale', `cluster epoch ${epoch} (${why}): ${changes.length} pool(s) changed`, { epoch, why, changes, merges, startAhead }, { forecast, observed: this.#observedLoad(now), servers: servers.map((s) => s.id), rationale, planner: 'heuristic' });
-        for (const m of merges) this.#evt('merge', `${m.from} merged into ${m.into}`, m, { forecast });
-      }
-    } catch (err) {
-      this.log.error({ err }, 'scale epoch failed');
-    } finally {
-      this.#scaling = false;
-    }
-  }
-
+  /** Stores an assignment the machine issued (inventory KV) and tells the pool leader. */
   async #assign(a: PoolAssignmentT): Promise<void> {
-    this.#assignments.set(a.pool, a);
-    if (a.state === 'active') for (const t of a.types) this.#route.set(t, a.pool);
     try {
       const kv = await this.bus.kv(jetstream.inventoryBucket);
       await kv.put(inventoryKeys.pool(a.pool), PoolAssignment.encode(a));
@@ -439,7 +294,7 @@ export class ClusterManager extends Actor {
     const delta = prev ? (t.energyJ >= prev.energyJ ? t.energyJ - prev.energyJ : t.energyJ) : 0;
     this.#energyJ += delta;
     this.#poolEnergyJ.set(t.pool, (this.#poolEnergyJ.get(t.pool) ?? 0) + delta);
-    this.#tel.set(t.id, { powerW: t.powerW, energyJ: t.energyJ, seenMs: Date.now() });
+    this.#tel.set(t.id, { powerW: t.powerW, energyJ: t.energyJ, seenMs: this.clock.now() });
     if (this.#tel.size > 4096) this.#tel.delete(this.#tel.keys().next().value!);
   }
 
@@ -482,9 +337,9 @@ export class ClusterManager extends Actor {
   }
 
   #status(): ClusterStatus {
-    const now = Date.now();
+    const now = this.clock.now();
     const alive = [...this.#instances.values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs).map((x) => x.st);
-    const pools = [...this.#assignments.values()].filter((a) => a.state === 'active').map((a) => ({
+    const pools = [...this.#m.assignments.values()].filter((a) => a.state === 'active').map((a) => ({
       id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0), leader: this.#pools.get(a.pool)?.st.leader,
       instances: alive.filter((s) => s.pool === a.pool).map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds, node: s.node, clockMhz: s.clockMhz, powerW: this.#tel.get(s.id)?.powerW ?? 0, energyJ: this.#tel.get(s.id)?.energyJ ?? 0, queued: s.queued, running: s.running, state: s.state })),
     }));
@@ -496,18 +351,10 @@ export class ClusterManager extends Actor {
   }
 
   protected override async onStop(): Promise<void> {
-    for (const t of [...this.#timers, ...this.#leaderTimers]) clearInterval(t);
+    for (const t of [...this.#timers, ...this.#leaderTimers]) this.clock.clearInterval(t);
     this.#statusServe?.unsubscribe();
     await this.#lease?.stop().catch(() => {});
   }
-}
-
-function round3(o: Partial<Record<string, number>>): Record<string, number> {
-  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round((v ?? 0) * 1000) / 1000]));
-}
-
-function range(n: number, from = 0): number[] {
-  return Array.from({ length: n }, (_, i) => from + i);
 }
 
 /** `dynamollm actor cluster` (src/cli/actor-registry.ts). */

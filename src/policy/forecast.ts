@@ -64,6 +64,13 @@ export class LoadForecaster {
     this.s = state ? structuredClone(state) : { history: {}, holt: {}, firstT: null };
   }
 
+  /** A forecaster reading `state` in place, without a copy: for forecasts only (never call observe on it). */
+  static reading(state: ForecasterState, opts: ForecasterOptions = {}): Pick<LoadForecaster, 'forecast' | 'explain'> {
+    const f = new LoadForecaster(opts);
+    (f as unknown as { s: ForecasterState }).s = state;
+    return f;
+  }
+
   snapshot(): ForecasterState {
     return structuredClone(this.s);
   }

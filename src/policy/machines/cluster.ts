@@ -1,0 +1,285 @@
+/**
+ * The cluster manager's scaling brain as a pure state machine: `clusterStep(state, event, now) -> {state,
+ * effects}`. No I/O, no wall clock, no timers. It owns the leader's decisions (paper Sec. IV-A):
+ * - the load forecast (one sample of the observed load per sample period into the forecaster);
+ * - when a scale epoch runs: on its timer, once at the start, early on a forecast change (the plan of the
+ *   forecast differs from the plan in force on two observations in a row, at most once per minEpochGapMs),
+ *   and ahead of a forecast rise (the servers the next epoch adds, started instanceStartupMs early);
+ * - the plan (policy planCluster: whole servers per pool, merges) and the server placement: a pool keeps
+ *   the servers it holds (fewer moves), then takes free ones in order; with configured pools (or no
+ *   profile) an even split of every server's GPUs;
+ * - the pool assignments that change, and the routing table (type -> pool) intake reads.
+ * Effects: arm a timer, assign a pool (store + command), publish a decision event.
+ */
+import { REQUEST_TYPES, type RequestType } from '../../../protocols/request-types.ts';
+import type { PoolAssignment } from '../../../protocols/control.ts';
+import type { Profile } from '../../model/profile-types.ts';
+import { LoadForecaster, type ForecasterState } from '../forecast.ts';
+import { planCluster, serversToStartAhead, type ClusterPlanResult } from '../cluster.ts';
+
+type Load = Partial<Record<RequestType, number>>;
+
+export interface ClusterServer { id: string; gpus: number }
+
+export interface ClusterMachineConfig {
+  /** who issues the assignments (the leader's actor id). */
+  issuer: string;
+  profile?: Profile;
+  /** the pools (configured, or one per type). */
+  pools: { id: string; types: RequestType[] }[];
+  /** pools were configured: a static split, no planning. */
+  configuredPools: boolean;
+  /** scale epoch, ms. */
+  epochMs: number;
+  /** status interval of the actors, ms (the observation tick is 4 of them, at least 1 s). */
+  statusIntervalMs: number;
+  /** least time between two epochs run early on a forecast change, ms. */
+  minEpochGapMs: number;
+  /** time a new instance takes to serve, ms (servers are granted this long before the epoch that needs them). */
+  instanceStartupMs: number;
+  /** window whose highest observed load floors the forecast, ms. */
+  recentWindowMs: number;
+}
+
+export interface ClusterMachineState {
+  /** the last epoch number issued (or found in the store). */
+  epoch: number;
+  assignments: Map<string, PoolAssignment>;
+  /** type -> pool intake routes to (a retired pool's entry stays; intake skips retired pools). */
+  route: Map<RequestType, string>;
+  forecaster: ForecasterState;
+  lastSampleMs: number;
+  lastEpochMs: number;
+  /** observations in a row whose plan differs from the plan in force. */
+  mismatchTicks: number;
+  /** servers per pool of the plan in force (undefined before the first planned epoch or with configured pools). */
+  planServers?: Map<string, number>;
+  lastForecast?: Load;
+}
+
+export type ClusterEvent =
+  /** this replica became the leader: arm the timers. */
+  | { type: 'lead' }
+  /** assignments found in the store (a new leader, a restart). */
+  | { type: 'assignments_loaded'; assignments: PoolAssignment[] }
+  /** the observation tick: the load the live instances measure, the servers whose agent is alive. */
+  | { type: 'observe'; observed: Load; servers: ClusterServer[] }
+  /** a scale epoch is due (timer, start-up, or the start-ahead timer with the next epoch's forecast). */
+  | { type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load };
+
+export type ClusterEffect =
+  | { kind: 'arm_timer'; timer: 'observe' | 'epoch'; everyMs: number }
+  /** one-shot; a 'start_ahead' replaces the one armed before. */
+  | { kind: 'arm_timer'; timer: 'first_epoch' | 'start_ahead'; inMs: number; forecast?: Load }
+  | { kind: 'assign'; assignment: PoolAssignment }
+  | { kind: 'event'; event: 'scale' | 'merge'; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> };
+
+export function initialClusterState(cfg: Pick<ClusterMachineConfig, 'pools'>): ClusterMachineState {
+  const route = new Map<RequestType, string>();
+  for (const p of cfg.pools) for (const t of p.types) route.set(t, p.id);
+  return { epoch: 0, assignments: new Map(), route, forecaster: { history: {}, holt: {}, firstT: null }, lastSampleMs: 0, lastEpochMs: 0, mismatchTicks: 0 };
+}
+
+/** The forecaster's sample period: a minute (its unit) in production, shorter when the epoch is short (tests). */
+export const sampleMsOf = (cfg: Pick<ClusterMachineConfig, 'epochMs'>) => Math.min(60_000, Math.max(1000, cfg.epochMs / 30));
+
+/** The servers whose node agent reported within 3 x deadAfterMs (at least 3 s); every configured server before any has. */
+export function aliveServers(configured: ClusterServer[], seenMs: ReadonlyMap<string, number>, now: number, deadAfterMs: number): ClusterServer[] {
+  const alive = configured.filter((s) => {
+    const t = seenMs.get(s.id);
+    return t !== undefined && now - t < Math.max(3 * deadAfterMs, 3000);
+  });
+  return alive.length ? alive : configured;
+}
+
+export function clusterStep(prev: ClusterMachineState, ev: ClusterEvent, now: number, cfg: ClusterMachineConfig): { state: ClusterMachineState; effects: ClusterEffect[] } {
+  const s: ClusterMachineState = { ...prev, assignments: new Map(prev.assignments), route: new Map(prev.route) };
+  const fx: ClusterEffect[] = [];
+  switch (ev.type) {
+    case 'lead':
+      fx.push(
+        { kind: 'arm_timer', timer: 'observe', everyMs: Math.max(1000, cfg.statusIntervalMs * 4) },
+        { kind: 'arm_timer', timer: 'epoch', everyMs: cfg.epochMs },
+        // the first plan once the nodes had time to report
+        { kind: 'arm_timer', timer: 'first_epoch', inMs: Math.max(500, cfg.statusIntervalMs * 3) },
+      );
+      break;
+    case 'assignments_loaded':
+      for (const a of ev.assignments) {
+        // the store may lag what this leader issued a moment ago: never an older epoch over a newer one
+        const have = s.assignments.get(a.pool);
+        if (have && have.epoch > a.epoch) continue;
+        s.assignments.set(a.pool, a);
+        s.epoch = Math.max(s.epoch, a.epoch);
+        if (a.state === 'active') for (const t of a.types) s.route.set(t, a.pool);
+      }
+      break;
+    case 'observe':
+      observe(s, fx, ev, now, cfg);
+      break;
+    case 'epoch':
+      scaleEpoch(s, fx, ev.why, ev.observed, ev.servers, now, cfg, ev.extra);
+      break;
+  }
+  return { state: s, effects: fx };
+}
+
+function forecastOf(s: ClusterMachineState, cfg: ClusterMachineConfig, at: number, horizonMs: number): Load {
+  return LoadForecaster.reading(s.forecaster, { recentWindowMs: cfg.recentWindowMs }).forecast(at, horizonMs);
+}
+
+/**
+ * Every observation tick: the measured load feeds the forecaster (one sample per sample period); when the
+ * plan of the current forecast needs other server counts than the plan in force on two ticks in a row, the
+ * epoch runs early ("forecast change"), at most once per minEpochGapMs, so a load that outgrows the plan
+ * does not wait for the epoch timer.
+ */
+function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Load; servers: ClusterServer[] }, now: number, cfg: ClusterMachineConfig): void {
+  if (now - s.lastSampleMs >= sampleMsOf(cfg)) {
+    const f = new LoadForecaster({ recentWindowMs: cfg.recentWindowMs }, s.forecaster);
+    f.observe(now, ev.observed);
+    s.forecaster = f.snapshot();
+    s.lastSampleMs = now;
+  }
+  if (!cfg.profile || cfg.configuredPools || !s.planServers) return;
+  const f = forecastOf(s, cfg, now, cfg.epochMs);
+  let want: Map<string, number>;
+  try {
+    want = serversPerPool(planOf(f, ev.servers, cfg.profile));
+  } catch {
+    return;
+  }
+  const have = s.planServers;
+  const differs = [...new Set([...want.keys(), ...have.keys()])].some((p) => (want.get(p) ?? 0) !== (have.get(p) ?? 0));
+  s.mismatchTicks = differs ? s.mismatchTicks + 1 : 0;
+  if (s.mismatchTicks >= 2 && now - s.lastEpochMs >= cfg.minEpochGapMs) {
+    s.mismatchTicks = 0;
+    const fmt = (m: Map<string, number>) => [...m].filter(([, n]) => n > 0).map(([p, n]) => `${p}:${n}`).join(',') || 'none';
+    scaleEpoch(s, fx, `forecast change: plan ${fmt(have)} -> ${fmt(want)} (observed ${JSON.stringify(round3(ev.observed))})`, ev.observed, ev.servers, now, cfg);
+  }
+}
+
+function planOf(forecast: Load, servers: ClusterServer[], profile: Profile): ClusterPlanResult {
+  return planCluster({ forecastPeak: forecast, profile, totalServers: servers.length, gpusPerServer: servers[0]?.gpus ?? 8 });
+}
+
+function serversPerPool(plan: { pools: { pool: { id: string }; servers: number }[] }): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const p of plan.pools) if (p.servers > 0) m.set(p.pool.id, p.servers);
+  // nothing planned: the longest pool keeps one server
+  if (!m.size) m.set(plan.pools[plan.pools.length - 1]?.pool.id ?? 'pool-LL', 1);
+  return m;
+}
+
+/**
+ * The scale epoch: forecast -> planCluster -> whole servers per pool (a pool keeps the servers it has where
+ * it can, so a scale step only moves the difference) -> the assignments that changed. Then
+ * serversToStartAhead: servers the forecast of the NEXT epoch adds are granted instanceStartupMs before it.
+ * `extra`: a forecast to plan for as well (max per type; the start-ahead epoch).
+ */
+function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, observed: Load, servers: ClusterServer[], now: number, cfg: ClusterMachineConfig, extra?: Load): void {
+  s.lastEpochMs = now;
+  const epochMs = cfg.epochMs;
+  const forecast = { ...forecastOf(s, cfg, now, epochMs) };
+  if (extra) for (const [t, v] of Object.entries(extra) as [RequestType, number][]) forecast[t] = Math.max(forecast[t] ?? 0, v);
+  s.lastForecast = forecast;
+  const pools = cfg.pools;
+  const grants = new Map<string, { node: string; gpuIds: number[] }[]>();
+  const types = new Map<string, RequestType[]>(pools.map((p) => [p.id, [...p.types]]));
+  const merges: { from: string; into: string }[] = [];
+  let rationale: unknown = 'static split';
+  let startAhead: unknown;
+  const allEight = servers.every((x) => x.gpus % 8 === 0);
+  if (cfg.profile && !cfg.configuredPools && allEight) {
+    // the paper's plan: whole servers per pool, floor(PL/ML), remainder forwarded, merges
+    const plan = planOf(forecast, servers, cfg.profile);
+    rationale = plan.rationale;
+    const count = serversPerPool(plan);
+    // a pool keeps the servers it holds (fewer moves), then takes free ones in order
+    const owner = new Map<string, string>();
+    for (const a of s.assignments.values()) if (a.state === 'active') for (const g of a.grants) owner.set(g.node, a.pool);
+    const left = new Set(servers.map((x) => x.id));
+    const take = (pool: string, x: ClusterServer) => {
+      left.delete(x.id);
+      grants.set(pool, [...(grants.get(pool) ?? []), { node: x.id, gpuIds: range(x.gpus) }]);
+    };
+    for (const [pool, n] of count) for (const x of servers) if ((grants.get(pool)?.length ?? 0) < n && left.has(x.id) && owner.get(x.id) === pool) take(pool, x);
+    for (const [pool, n] of count) for (const x of servers) if ((grants.get(pool)?.length ?? 0) < n && left.has(x.id)) take(pool, x);
+    for (const p of plan.pools) types.set(p.pool.id, p.pool.types);
+    merges.push(...plan.merges);
+    if (!plan.pools.some((p) => p.servers > 0) && servers.length) {
+      // nothing planned (no load yet): the longest pool keeps one server and serves every type
+      const last = [...count.keys()][0]!;
+      types.set(last, [...REQUEST_TYPES]);
+      for (const p of pools) if (p.id !== last && !merges.some((m) => m.from === p.id)) merges.push({ from: p.id, into: last });
+    }
+    s.planServers = count;
+    // start ahead of a forecast rise: what the next epoch's forecast adds, granted instanceStartupMs early
+    if (epochMs > 0 && !extra) {
+      const next = forecastOf(s, cfg, now + epochMs, epochMs);
+      const ahead = serversToStartAhead(plan, planOf(next, servers, cfg.profile), cfg.instanceStartupMs, epochMs);
+      if (ahead.length) {
+        startAhead = ahead;
+        const at = Math.min(...ahead.map((x) => x.startInMs));
+        fx.push({ kind: 'arm_timer', timer: 'start_ahead', inMs: at, forecast: next });
+        fx.push({
+          kind: 'event', event: 'scale', summary: `start ahead: ${ahead.map((x) => `+${x.servers} ${x.poolId}`).join(', ')} in ${Math.round(at / 1000)} s`,
+          decision: { startAhead: ahead }, inputs: { next, startupS: cfg.instanceStartupMs / 1000, epochS: epochMs / 1000 },
+        });
+      }
+    }
+  } else {
+    // configured pools: split every server's GPUs evenly among the pools (one share per pool and server
+    // when there are more pools than servers), grants on one node merged
+    const per = pools.length;
+    const chunksPerServer = Math.max(1, Math.ceil(per / Math.max(1, servers.length)));
+    let k = 0;
+    for (const x of servers) {
+      const share = Math.max(1, Math.floor(x.gpus / chunksPerServer));
+      for (let j = 0; j < chunksPerServer && (j + 1) * share <= x.gpus; j++, k++) {
+        const p = pools[k % per]!;
+        const list = grants.get(p.id) ?? [];
+        const same = list.find((g) => g.node === x.id);
+        if (same) same.gpuIds.push(...range(share, j * share));
+        else list.push({ node: x.id, gpuIds: range(share, j * share) });
+        grants.set(p.id, list);
+      }
+    }
+  }
+  const epoch = ++s.epoch;
+  const mergedInto = new Map(merges.map((m) => [m.from, m.into]));
+  const ids = new Set([...pools.map((p) => p.id), ...grants.keys()]);
+  const changes: Record<string, unknown>[] = [];
+  for (const id of ids) {
+    const g = grants.get(id) ?? [];
+    const into = mergedInto.get(id);
+    const state = g.length ? 'active' : 'retired';
+    const prev = s.assignments.get(id);
+    const a: PoolAssignment = {
+      v: 1, pool: id, types: state === 'active' ? types.get(id)! : (pools.find((p) => p.id === id)?.types ?? types.get(id)!), grants: g, epoch, state,
+      issuedBy: cfg.issuer, atMs: now, forecast: Object.fromEntries(Object.entries(forecast).filter(([t]) => (types.get(id) ?? []).includes(t as RequestType))),
+    };
+    if (into) a.mergedInto = into;
+    const same = prev && prev.state === a.state && JSON.stringify(prev.grants) === JSON.stringify(a.grants) && JSON.stringify(prev.types) === JSON.stringify(a.types);
+    if (same) continue;
+    changes.push({ pool: id, state, gpus: g.reduce((n, x) => n + x.gpuIds.length, 0), mergedInto: into });
+    s.assignments.set(id, a);
+    if (a.state === 'active') for (const t of a.types) s.route.set(t, a.pool);
+    fx.push({ kind: 'assign', assignment: a });
+  }
+  if (changes.length) {
+    fx.push({
+      kind: 'event', event: 'scale', summary: `cluster epoch ${epoch} (${why}): ${changes.length} pool(s) changed`,
+      decision: { epoch, why, changes, merges, startAhead }, inputs: { forecast, observed, servers: servers.map((x) => x.id), rationale, planner: 'heuristic' },
+    });
+    for (const m of merges) fx.push({ kind: 'event', event: 'merge', summary: `${m.from} merged into ${m.into}`, decision: m, inputs: { forecast } });
+  }
+}
+
+function round3(o: Partial<Record<string, number>>): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round((v ?? 0) * 1000) / 1000]));
+}
+
+function range(n: number, from = 0): number[] {
+  return Array.from({ length: n }, (_, i) => from + i);
+}

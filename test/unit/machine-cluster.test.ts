@@ -1,0 +1,166 @@
+/**
+ * The cluster manager's scaling machine (src/policy/machines/cluster.ts), driven event by event on a
+ * virtual clock: the forecast samples, when an epoch runs, the plan and the server placement, the
+ * assignments that change.
+ */
+import { describe, it, expect } from 'vitest';
+import { profileFor } from '../../src/sim/index.ts';
+import { planCluster } from '../../src/policy/cluster.ts';
+import { LoadForecaster } from '../../src/policy/forecast.ts';
+import {
+  aliveServers, clusterStep, initialClusterState, sampleMsOf,
+  type ClusterEffect, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState,
+} from '../../src/policy/machines/cluster.ts';
+import { REQUEST_TYPES } from '../../protocols/request-types.ts';
+import type { PoolAssignment } from '../../protocols/control.ts';
+
+const profile = profileFor('llama2-70b', 'h100');
+const T0 = 1_700_000_000_000;
+const SERVERS = [0, 1, 2, 3, 4, 5].map((i) => ({ id: `node-${i}`, gpus: 8 }));
+const POOLS = REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] }));
+
+const cfg = (o: Partial<ClusterMachineConfig> = {}): ClusterMachineConfig => ({
+  issuer: 'cm-1', profile, pools: POOLS, configuredPools: false, epochMs: 1_800_000, statusIntervalMs: 500,
+  minEpochGapMs: 60_000, instanceStartupMs: 300_000, recentWindowMs: 300_000, ...o,
+});
+
+class Drive {
+  s: ClusterMachineState;
+  constructor(readonly c: ClusterMachineConfig = cfg()) {
+    this.s = initialClusterState(c);
+  }
+  at(ms: number, ev: ClusterEvent): ClusterEffect[] {
+    const { state, effects } = clusterStep(this.s, ev, T0 + ms, this.c);
+    expect(state).not.toBe(this.s);
+    this.s = state;
+    return effects;
+  }
+}
+const assigned = (fx: ClusterEffect[]) => fx.flatMap((e) => (e.kind === 'assign' ? [e.assignment] : []));
+const serversOf = (as: PoolAssignment[]) => Object.fromEntries(as.filter((a) => a.state === 'active').map((a) => [a.pool, a.grants.map((g) => g.node)]));
+
+describe('cluster machine', () => {
+  it('arms its timers when it leads: observation, epoch, and a first epoch once the nodes reported', () => {
+    const d = new Drive();
+    expect(d.at(0, { type: 'lead' })).toEqual([
+      { kind: 'arm_timer', timer: 'observe', everyMs: 2000 },
+      { kind: 'arm_timer', timer: 'epoch', everyMs: 1_800_000 },
+      { kind: 'arm_timer', timer: 'first_epoch', inMs: 1500 },
+    ]);
+  });
+
+  it('configured pools: an even split of every server, assignments only when they change', () => {
+    const pools = [{ id: 'short', types: ['SS', 'SM'] as const }, { id: 'long', types: ['LL'] as const }].map((p) => ({ ...p, types: [...p.types] }));
+    const d = new Drive(cfg({ pools, configuredPools: true }));
+    const fx = d.at(0, { type: 'epoch', why: 'start', observed: {}, servers: SERVERS.slice(0, 3) });
+    const as = assigned(fx);
+    expect(as.map((a) => [a.pool, a.state, a.epoch, a.grants])).toEqual([
+      ['short', 'active', 1, [{ node: 'node-0', gpuIds: [0, 1, 2, 3, 4, 5, 6, 7] }, { node: 'node-2', gpuIds: [0, 1, 2, 3, 4, 5, 6, 7] }]],
+      ['long', 'active', 1, [{ node: 'node-1', gpuIds: [0, 1, 2, 3, 4, 5, 6, 7] }]],
+    ]);
+    expect(fx.find((e) => e.kind === 'event')).toMatchObject({ event: 'scale', decision: { epoch: 1, why: 'start' } });
+    expect(d.s.route.get('SM')).toBe('short');
+    // the same servers again: nothing changes, nothing is sent (the epoch number still moves on)
+    expect(d.at(1000, { type: 'epoch', why: 'epoch', observed: {}, servers: SERVERS.slice(0, 3) })).toEqual([]);
+    expect(d.s.epoch).toBe(2);
+    // one server per pool when there are more pools than servers: a server's GPUs are shared
+    const d1 = new Drive(cfg({ pools, configuredPools: true }));
+    expect(assigned(d1.at(0, { type: 'epoch', why: 'start', observed: {}, servers: SERVERS.slice(0, 1) })).map((a) => a.grants)).toEqual([
+      [{ node: 'node-0', gpuIds: [0, 1, 2, 3] }], [{ node: 'node-0', gpuIds: [4, 5, 6, 7] }],
+    ]);
+  });
+
+  it('without load the longest pool keeps one server and serves every type; the others merge into it', () => {
+    const d = new Drive();
+    const fx = d.at(0, { type: 'epoch', why: 'start', observed: {}, servers: SERVERS });
+    const active = assigned(fx).filter((a) => a.state === 'active');
+    expect(active.map((a) => [a.pool, a.grants.length, a.types.length])).toEqual([['pool-LL', 1, 9]]);
+    expect(assigned(fx).filter((a) => a.state === 'retired').every((a) => a.mergedInto === 'pool-LL')).toBe(true);
+    expect(fx.filter((e) => e.kind === 'event' && e.event === 'merge').length).toBe(8);
+  });
+
+  it("plans whole servers per pool from the forecast of the observed load, and a pool keeps the servers it holds", () => {
+    const d = new Drive();
+    const load = { SS: 25, MM: 3, LL: 0.5 };
+    // one sample per sample period (a minute here); more often is ignored
+    d.at(0, { type: 'observe', observed: load, servers: SERVERS });
+    d.at(1000, { type: 'observe', observed: { SS: 50 }, servers: SERVERS });
+    expect(d.s.forecaster.history.SS).toEqual([[T0, 25]]);
+    const fx = d.at(2000, { type: 'epoch', why: 'epoch', observed: load, servers: SERVERS });
+    const forecast = new LoadForecaster({ recentWindowMs: 300_000 }, d.s.forecaster).forecast(T0 + 2000, 1_800_000);
+    const plan = planCluster({ forecastPeak: forecast, profile, totalServers: 6, gpusPerServer: 8 });
+    const want = Object.fromEntries(plan.pools.filter((p) => p.servers > 0).map((p) => [p.pool.id, p.servers]));
+    const got = serversOf(assigned(fx));
+    expect(Object.keys(got).length).toBeGreaterThan(2);
+    expect(Object.fromEntries(Object.entries(got).map(([p, ns]) => [p, ns.length]))).toEqual(want);
+    expect(d.s.planServers).toEqual(new Map(Object.entries(want)));
+    // the forecast travels in the assignment, per type of the pool
+    expect(assigned(fx).find((a) => a.pool === 'pool-SS')!.forecast!.SS).toBeCloseTo(forecast.SS!, 9);
+    // the same load again: every pool keeps the servers it holds, nothing is sent
+    expect(assigned(d.at(3000, { type: 'epoch', why: 'epoch', observed: load, servers: SERVERS }))).toEqual([]);
+    // SS grows: pools whose server count stays keep the very same nodes
+    d.at(70_000, { type: 'observe', observed: { SS: 50, MM: 3, LL: 0.5 }, servers: SERVERS });
+    const grown = serversOf(assigned(d.at(80_000, { type: 'epoch', why: 'epoch', observed: {}, servers: SERVERS })));
+    for (const [pool, nodes] of Object.entries(grown)) if (got[pool] && got[pool]!.length === nodes.length) expect(nodes).toEqual(got[pool]);
+    expect(grown['pool-SS']!.length).toBeGreaterThan(got['pool-SS']!.length);
+    for (const n of got['pool-SS']!) expect(grown['pool-SS']).toContain(n);
+  });
+
+  it('runs the epoch early when the plan of the forecast differs on two observations in a row, at most once per gap', () => {
+    const d = new Drive(cfg({ epochMs: 600_000 })); // sample period 20 s
+    expect(sampleMsOf(d.c)).toBe(20_000);
+    d.at(0, { type: 'observe', observed: { SS: 1 }, servers: SERVERS });
+    d.at(0, { type: 'epoch', why: 'start', observed: { SS: 1 }, servers: SERVERS });
+    const before = d.s.planServers;
+    // the load jumps (past the recent window's max, which floors the forecast)
+    const big = { SS: 1, MM: 6, LL: 1.5 };
+    expect(d.at(20_000, { type: 'observe', observed: big, servers: SERVERS })).toEqual([]); // first mismatch
+    expect(d.s.mismatchTicks).toBe(1);
+    // the second is before the minimum gap since the last epoch (60 s): no epoch yet, the count goes on
+    expect(d.at(40_000, { type: 'observe', observed: big, servers: SERVERS })).toEqual([]);
+    const fx = d.at(60_000, { type: 'observe', observed: big, servers: SERVERS });
+    expect(fx.find((e) => e.kind === 'event' && e.event === 'scale')).toMatchObject({ decision: { why: expect.stringMatching(/^forecast change: plan /) } });
+    expect(d.s.planServers).not.toEqual(before);
+    expect(d.s.mismatchTicks).toBe(0);
+    expect(d.s.lastEpochMs).toBe(T0 + 60_000);
+  });
+
+  it('arms the start-ahead epoch when the next epoch forecast needs more servers, and plans for that forecast when it fires', () => {
+    const MIN = 60_000, DAY = 24 * 60 * MIN;
+    const d = new Drive(cfg({ epochMs: 10 * MIN, instanceStartupMs: 2 * MIN }));
+    // a day of history, one sample a minute: MM at 0.5 req/s, except a peak of 8 req/s 20 minutes in
+    const f = new LoadForecaster({ recentWindowMs: 300_000 });
+    for (let m = 0; m <= 24 * 60 + 5; m++) f.observe(T0 + m * MIN, { MM: m === 20 ? 8 : 0.5 });
+    d.s = { ...d.s, forecaster: f.snapshot(), lastSampleMs: T0 + DAY + 5 * MIN };
+    // now (a day and 5 minutes in) the template of this epoch misses yesterday's peak, the next epoch's holds it
+    const now = DAY + 5 * MIN;
+    const fx = d.at(now, { type: 'epoch', why: 'epoch', observed: { MM: 0.5 }, servers: SERVERS });
+    const arm = fx.find((e) => e.kind === 'arm_timer');
+    expect(arm).toMatchObject({ kind: 'arm_timer', timer: 'start_ahead', inMs: 8 * MIN });
+    const next = (arm as { forecast: Record<string, number> }).forecast;
+    expect(next.MM).toBeGreaterThan(8);
+    expect(d.s.lastForecast!.MM).toBeLessThan(1);
+    expect(fx.find((e) => e.kind === 'event' && e.summary.startsWith('start ahead'))).toBeDefined();
+    // when it fires it plans for that forecast, without arming another
+    const ahead = d.at(now + 8 * MIN, { type: 'epoch', why: 'start ahead of the next epoch', observed: { MM: 0.5 }, servers: SERVERS, extra: next });
+    expect(ahead.some((e) => e.kind === 'arm_timer')).toBe(false);
+    expect(d.s.lastForecast!.MM).toBeGreaterThanOrEqual(next.MM!);
+    expect(serversOf(assigned(ahead))['pool-MM']!.length).toBeGreaterThan(serversOf(assigned(fx))['pool-MM']?.length ?? 0);
+  });
+
+  it('takes stored assignments (route, epoch) but never an older epoch over a newer one', () => {
+    const d = new Drive();
+    const a = (epoch: number, types: PoolAssignment['types']): PoolAssignment => ({ v: 1, pool: 'pool-LL', types, grants: [{ node: 'node-0', gpuIds: [0] }], epoch, state: 'active', issuedBy: 'x', atMs: 0 });
+    d.at(0, { type: 'assignments_loaded', assignments: [a(7, ['LL', 'SS'])] });
+    expect(d.s.epoch).toBe(7);
+    expect(d.s.route.get('SS')).toBe('pool-LL');
+    d.at(1, { type: 'assignments_loaded', assignments: [a(5, ['LL'])] });
+    expect(d.s.assignments.get('pool-LL')!.epoch).toBe(7);
+  });
+
+  it('counts a server alive while its agent reported within 3 x deadAfterMs, every configured one before any did', () => {
+    const seen = new Map([['node-1', T0 - 2000], ['node-2', T0 - 10_000]]);
+    expect(aliveServers(SERVERS, seen, T0, 3000).map((s) => s.id)).toEqual(['node-1']);
+    expect(aliveServers(SERVERS, new Map(), T0, 3000)).toBe(SERVERS);
+  });
+});
