@@ -151,15 +151,16 @@ export class InstanceManager {
   #step(ev: InstanceEvent): { effects: InstanceEffect[]; applied: Promise<void> } {
     const { state, effects } = instanceStep(this.#m, ev, this.#clock.now(), this.#cfg);
     this.#m = state;
-    let applied = Promise.resolve();
+    let applied: Promise<void> | undefined;
     for (const e of effects) {
-      const p = this.#perform(e);
+      const p = this.#perform(e, applied);
       if (p) applied = p;
     }
-    return { effects, applied };
+    return { effects, applied: applied ?? Promise.resolve() };
   }
 
-  #perform(e: InstanceEffect): Promise<void> | undefined {
+  /** `clockFirst`: a clock change this step asked for before the effect (a request starts once it is applied). */
+  #perform(e: InstanceEffect, clockFirst?: Promise<void>): Promise<void> | undefined {
     switch (e.kind) {
       case 'arm_timer':
         this.#timers.push(this.#clock.setInterval(() => void this.#step({ type: e.timer }), e.everyMs));
@@ -169,7 +170,8 @@ export class InstanceManager {
         return undefined; // the admission reply (#admit reads them)
       case 'start': {
         const h = this.#held.get(e.id);
-        if (h) void this.#run(h);
+        // the clock the prefill backlog needs is set before the prompt goes to the engine
+        if (h) void (clockFirst ? clockFirst.then(() => this.#run(h)) : this.#run(h));
         return undefined;
       }
       case 'fail': {
