@@ -70,7 +70,7 @@ export class ClusterManager extends Actor {
 
   protected async onStart(): Promise<void> {
     const c = this.#c;
-    this.#evt = eventPublisher(this.bus, this.id, this.log);
+    this.#evt = eventPublisher(this.bus, this.id, this.log, this.clock);
     const ppath = profilePathOf(c);
     if (existsSync(ppath)) this.#profile = loadProfile(ppath);
     else this.log.warn({ profile: ppath }, 'no profile: scaling uses a static split of the servers');

@@ -6,13 +6,14 @@
 import type { Logger } from 'pino';
 import { DecisionEvent, jetstream, subjects, type EventKind } from '../../protocols/index.ts';
 import type { Bus } from '../../src/runtime/bus.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 
 export type EventPublisher = (kind: EventKind, summary: string, decision: Record<string, unknown>, inputs: Record<string, unknown>) => void;
 
-/** A publisher for one actor. Never throws (an event that cannot be sent is logged, the decision stands). */
-export function eventPublisher(bus: Bus, actor: string, log: Logger): EventPublisher {
+/** A publisher for one actor (events stamped by `clock`). Never throws (an event that cannot be sent is logged, the decision stands). */
+export function eventPublisher(bus: Bus, actor: string, log: Logger, clock: Clock = systemClock): EventPublisher {
   return (kind, summary, decision, inputs) => {
-    const ev: DecisionEvent = { v: 1, kind, actor, atMs: Date.now(), summary: summary.slice(0, 1024), decision, inputs };
+    const ev: DecisionEvent = { v: 1, kind, actor, atMs: clock.now(), summary: summary.slice(0, 1024), decision, inputs };
     log.info({ event: kind, decision }, summary);
     try {
       bus.publish(subjects.event(kind, actor), DecisionEvent, ev);

@@ -129,7 +129,7 @@ export class InstanceManager {
     this.#log = o.log;
     this.#clock = o.clock ?? systemClock;
     this.startedMs = this.#clock.now();
-    this.#evt = eventPublisher(o.bus, o.id, o.log);
+    this.#evt = eventPublisher(o.bus, o.id, o.log, this.#clock);
     this.#cfg = instanceMachineConfig(o);
     this.#m = initialInstanceState(this.#clock.now());
   }

@@ -28,7 +28,7 @@ interface Inst {
 export class NodeAgent extends Actor {
   #sup?: Supervisor;
   #insts = new Map<string, Inst>();
-  #timer?: NodeJS.Timeout;
+  #timer?: unknown;
   #gpus: number;
   constructor(opts: ActorOptions, private readonly config: ClusterConfig, private readonly configPath: string) {
     super(opts);
@@ -47,7 +47,7 @@ export class NodeAgent extends Actor {
     this.#sup = new Supervisor({ children: [], log: this.log, backoff: { initialMs: 200, maxMs: 5000 } });
     await this.#sup.start();
     this.serve(subjects.nodeControl(this.id), NodeCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64, concurrency: 4 });
-    this.#timer = setInterval(() => void this.#status(), this.config.liveness.statusIntervalMs);
+    this.#timer = this.clock.setInterval(() => void this.#status(), this.config.liveness.statusIntervalMs);
     await this.#status();
   }
 
@@ -89,7 +89,7 @@ export class NodeAgent extends Actor {
     const st: NodeStatus = {
       v: 1, node: this.id, gpus: this.#gpus, free: this.free(),
       instances: [...this.#insts.values()].map((i) => ({ id: i.id, pool: i.pool, tp: i.tp, gpuIds: i.gpuIds, state: this.#sup?.children().find((c) => c.name === i.id)?.state ?? 'unknown' })),
-      startedMs: this.startedMs, sentMs: Date.now(),
+      startedMs: this.startedMs, sentMs: this.clock.now(),
     };
     try {
       this.bus.publish(controlSubjects.nodeStatus(this.id), NodeStatus, st);
@@ -101,7 +101,7 @@ export class NodeAgent extends Actor {
   }
 
   protected override async onStop(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
+    if (this.#timer !== undefined) this.clock.clearInterval(this.#timer);
     await this.#sup?.stop();
   }
 

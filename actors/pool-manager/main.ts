@@ -28,7 +28,7 @@ export class PoolManager extends Actor {
     const ppath = profilePathOf(c);
     const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
     for (const p of chosen) {
-      const l = new PoolLeader({ pool: p.id, types: p.types, holder: `${this.id}`, bus: this.bus, config: c, log: this.log, profile });
+      const l = new PoolLeader({ pool: p.id, types: p.types, holder: `${this.id}`, bus: this.bus, config: c, log: this.log, profile, clock: this.clock });
       this.leaders.push(l);
       await l.start();
     }

@@ -18,6 +18,7 @@ import {
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
@@ -45,6 +46,8 @@ export interface PoolLeaderOptions {
   config: ClusterConfig;
   log: Logger;
   profile?: Profile;
+  /** time and timers; default the system clock. */
+  clock?: Clock;
 }
 
 export class PoolLeader {
@@ -58,7 +61,8 @@ export class PoolLeader {
   #outstanding = new Map<string, Outstanding>();
   #leaderHandles: (ServeHandle | SubscribeHandle)[] = [];
   #handles: SubscribeHandle[] = [];
-  #timers: NodeJS.Timeout[] = [];
+  #timers: unknown[] = [];
+  #clock: Clock;
   #assignment?: PoolAssignmentT;
   #types: RequestType[];
   /** instances we asked a node to start and when (not yet reporting). */
@@ -71,8 +75,9 @@ export class PoolLeader {
     this.pool = o.pool;
     this.#types = o.types;
     this.#bus = o.bus;
+    this.#clock = o.clock ?? systemClock;
     this.#log = o.log.child({ pool: o.pool });
-    this.#evt = eventPublisher(o.bus, `${o.pool}`, this.#log);
+    this.#evt = eventPublisher(o.bus, `${o.pool}`, this.#log, this.#clock);
     this.#lease = new LeaderLease({
       bus: o.bus,
       key: leaseKeys.poolLeader(o.pool),
@@ -102,7 +107,7 @@ export class PoolLeader {
         if (o && (!r.instance || r.instance === o.instance)) this.#outstanding.delete(r.id);
       }, { capacity: 8192 }),
     );
-    this.#timers.push(setInterval(() => this.#sweep(), Math.max(50, Math.floor(c.liveness.deadAfterMs / 4))));
+    this.#timers.push(this.#clock.setInterval(() => this.#sweep(), Math.max(50, Math.floor(c.liveness.deadAfterMs / 4))));
     this.#lease.on('elected', () => void this.#becomeLeader());
     this.#lease.on('lost', () => this.#stepDown());
     await this.#lease.start();
@@ -128,9 +133,9 @@ export class PoolLeader {
     } catch (err) {
       this.#log.warn({ err: (err as Error).message }, 'could not read the pool assignment');
     }
-    this.#timers.push(setInterval(() => void this.#reconcile(), Math.max(500, c.liveness.statusIntervalMs * 4)));
-    this.#timers.push(setInterval(() => void this.#reshardEpoch(), c.epochs.poolS * 1000));
-    this.#timers.push(setInterval(() => this.#publishPoolStatus(), Math.max(250, c.liveness.statusIntervalMs * 2)));
+    this.#timers.push(this.#clock.setInterval(() => void this.#reconcile(), Math.max(500, c.liveness.statusIntervalMs * 4)));
+    this.#timers.push(this.#clock.setInterval(() => void this.#reshardEpoch(), c.epochs.poolS * 1000));
+    this.#timers.push(this.#clock.setInterval(() => this.#publishPoolStatus(), Math.max(250, c.liveness.statusIntervalMs * 2)));
     void this.#reconcile();
   }
 
@@ -139,14 +144,14 @@ export class PoolLeader {
     for (const h of this.#leaderHandles) h.unsubscribe();
     this.#leaderHandles = [];
     // keep only the liveness sweep (timers[0]); leader loops stop
-    for (const t of this.#timers.splice(1)) clearInterval(t);
+    for (const t of this.#timers.splice(1)) this.#clock.clearInterval(t);
   }
 
   // ------------------------------------------------------------------ instance tracking
 
   #onStatus(s: InstanceStatusT): void {
     const t = this.#instances.get(s.id);
-    const now = Date.now();
+    const now = this.#clock.now();
     if (t && s.seq < t.status.seq && s.startedMs === t.status.startedMs) return; // out of order
     if (s.state === 'stopped') {
       this.#instances.delete(s.id);
@@ -167,7 +172,7 @@ export class PoolLeader {
   }
 
   #sweep(): void {
-    const now = Date.now();
+    const now = this.#clock.now();
     const dead = this.#o.config.liveness.deadAfterMs;
     for (const [id, t] of this.#instances) {
       if (t.alive && now - t.lastSeenMs > dead) {
@@ -240,8 +245,8 @@ export class PoolLeader {
       if (!views.length && !exclude.size && (this.#resharding || this.#starting.size > 0)) {
         // a re-shard stopped the old instances first (or capacity is starting): hold the request until one
         // is ready, bounded by its deadline and the engine health deadline
-        const until = Math.min(req.giveUpAtMs - 1000, Date.now() + c.engine.healthDeadlineMs);
-        await this.#waitFor(() => this.#views(tried).length > 0 || Date.now() > until || (!this.#resharding && this.#starting.size === 0), until - Date.now());
+        const until = Math.min(req.giveUpAtMs - 1000, this.#clock.now() + c.engine.healthDeadlineMs);
+        await this.#waitFor(() => this.#views(tried).length > 0 || this.#clock.now() > until || (!this.#resharding && this.#starting.size === 0), until - this.#clock.now());
         views = this.#views(tried);
       }
       if (!views.length) break;
@@ -255,7 +260,7 @@ export class PoolLeader {
           timeoutMs: c.timeouts.dispatchMs,
         });
         if (a.ok) {
-          this.#outstanding.set(req.id, { req: { ...req, pool: this.pool }, instance: choice, atMs: Date.now() });
+          this.#outstanding.set(req.id, { req: { ...req, pool: this.pool }, instance: choice, atMs: this.#clock.now() });
           return { ...a, pool: this.pool };
         }
         lastErr = a.error;
@@ -338,7 +343,7 @@ export class PoolLeader {
         const used = new Set<number>();
         for (const s of live) if (s.node === g.node) for (const x of s.gpuIds) used.add(x);
         for (const [id, at] of this.#starting) {
-          if (Date.now() - at > c.engine.healthDeadlineMs + 10_000) this.#starting.delete(id);
+          if (this.#clock.now() - at > c.engine.healthDeadlineMs + 10_000) this.#starting.delete(id);
           const m = /-g(\d+)x(\d+)$/.exec(id);
           if (m && id.includes(`-${g.node}-`)) for (let i = 0; i < Number(m[2]); i++) used.add(Number(m[1]) + i);
         }
@@ -354,7 +359,7 @@ export class PoolLeader {
             v: 1, op: 'start_instance', instanceId, pool: this.pool, tp: group.length as 1 | 2 | 4 | 8, gpuIds: group, reason: `fill granted GPUs of ${this.pool}`,
           });
           if (ok) {
-            this.#starting.set(instanceId, Date.now());
+            this.#starting.set(instanceId, this.#clock.now());
             this.#evt('scale', `${this.pool}: start ${instanceId} (TP${group.length})`, { start: instanceId, node: g.node, gpuIds: group, tp: group.length }, { epoch: a.epoch });
           }
         }
@@ -427,10 +432,10 @@ export class PoolLeader {
   }
 
   #waitFor(pred: () => boolean, ms: number): Promise<boolean> {
-    const until = Date.now() + ms;
+    const until = this.#clock.now() + ms;
     return new Promise((res) => {
-      const t = setInterval(() => {
-        if (pred()) { clearInterval(t); res(true); } else if (Date.now() > until || !this.isLeader()) { clearInterval(t); res(false); }
+      const t = this.#clock.setInterval(() => {
+        if (pred()) { this.#clock.clearInterval(t); res(true); } else if (this.#clock.now() > until || !this.isLeader()) { this.#clock.clearInterval(t); res(false); }
       }, 100);
     });
   }
@@ -454,13 +459,13 @@ export class PoolLeader {
     const instanceId = `${this.pool}-${node}-g${gpuIds[0]}x${tp}`;
     // the node frees GPUs only once the old instance manager exited (clocks reset): retry while busy
     let ok = false;
-    const until = Date.now() + 30_000;
-    while (!ok && Date.now() < until && this.isLeader()) {
+    const until = this.#clock.now() + 30_000;
+    while (!ok && this.#clock.now() < until && this.isLeader()) {
       ok = await this.#nodeCmd(node, { v: 1, op: 'start_instance', instanceId, pool: this.pool, tp, gpuIds, reason: why });
-      if (!ok) await new Promise((r) => setTimeout(r, 250));
+      if (!ok) await this.#clock.sleep(250);
     }
     if (!ok) return undefined;
-    this.#starting.set(instanceId, Date.now());
+    this.#starting.set(instanceId, this.#clock.now());
     await this.#waitFor(() => this.#instances.get(instanceId)?.alive === true && this.#instances.get(instanceId)!.status.state === 'ready', this.#o.config.engine.healthDeadlineMs);
     return instanceId;
   }
@@ -479,7 +484,7 @@ export class PoolLeader {
     const nodeIdx = new Map(a.grants.map((g, k) => [g.node, k]));
     const toGlobal = (node: string | undefined, gpu: number) => (nodeIdx.get(node ?? '') ?? 0) * gps + gpu;
     const granted = new Set(a.grants.flatMap((g, k) => g.gpuIds.map((x) => k * gps + x)));
-    const t0 = Date.now();
+    const t0 = this.#clock.now();
     try {
       const current = this.aliveInstances().map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds.map((x) => toGlobal(s.node, x)) }));
       const steps = reshardSteps(current, target, gps);
@@ -508,7 +513,7 @@ export class PoolLeader {
         this.#evt('reshard', `${this.pool}: unit ${u.kind} TP${u.tp} on ${node} [${local.join(',')}] done`, { kind: u.kind, tp: u.tp, node, gpuIds: local, from: u.from }, {});
       }
       this.#target = target;
-      this.#evt('reshard', `${this.pool}: re-shard complete in ${Date.now() - t0} ms`, { complete: true, target, instances: this.aliveInstances().map((s) => ({ id: s.id, tp: s.tp })) }, {});
+      this.#evt('reshard', `${this.pool}: re-shard complete in ${this.#clock.now() - t0} ms`, { complete: true, target, instances: this.aliveInstances().map((s) => ({ id: s.id, tp: s.tp })) }, {});
     } finally {
       this.#resharding = false;
     }
@@ -519,7 +524,7 @@ export class PoolLeader {
     const st = {
       v: 1 as const, pool: this.pool, leader: this.#o.holder, types: this.#types, loadByType: this.load(),
       instances: this.aliveInstances().map((s) => ({ id: s.id, tp: s.tp, node: s.node, gpuIds: s.gpuIds, state: s.state, clockMhz: s.clockMhz, queued: s.queued, running: s.running })),
-      gpus: this.#assignment?.grants.reduce((n, g) => n + g.gpuIds.length, 0) ?? 0, epoch: this.#assignment?.epoch ?? 0, sentMs: Date.now(),
+      gpus: this.#assignment?.grants.reduce((n, g) => n + g.gpuIds.length, 0) ?? 0, epoch: this.#assignment?.epoch ?? 0, sentMs: this.#clock.now(),
     };
     try {
       this.#bus.publish(controlSubjects.poolStatus(this.pool), PoolStatus, st);
@@ -529,7 +534,7 @@ export class PoolLeader {
   }
 
   async stop(): Promise<void> {
-    for (const t of this.#timers) clearInterval(t);
+    for (const t of this.#timers) this.#clock.clearInterval(t);
     this.#timers = [];
     for (const h of [...this.#leaderHandles, ...this.#handles]) h.unsubscribe();
     await this.#lease.stop().catch(() => {});
