@@ -4,7 +4,9 @@ import { MetricsParseError } from '../../src/engine/errors.ts';
 import { SseParser, sseData } from '../../src/engine/sse.ts';
 import { parseEvent } from '../../src/engine/vllm.ts';
 import { EngineStreamError } from '../../src/engine/errors.ts';
-import { countChatTokens, countTextTokens, outputLength, tokenText } from '../../src/engine/emulator/text.ts';
+import { outputLength, tokenText } from '../../src/engine/emulator/text.ts';
+import { decodeTokens, encodeChat, encodeText } from '../../src/engine/emulator/tokenizer.ts';
+import llama from 'llama-tokenizer-js';
 
 const VLLM = `# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
@@ -116,11 +118,14 @@ describe('engine SSE events', () => {
   });
 });
 
-describe('emulator text stand-ins', () => {
-  it('counts tokens deterministically and draws output lengths within bounds', () => {
-    expect(countTextTokens('')).toBe(1);
-    expect(countTextTokens('abcdefghi')).toBe(3);
-    expect(countChatTokens([{ content: 'abcd' }, { content: '' }])).toBe(3 + 4 + 1 + 4);
+describe('emulator tokenizer and text', () => {
+  it("counts tokens with Llama's BPE and draws output lengths within bounds", () => {
+    // Llama's BPE (llama-tokenizer-js): BOS + pieces; cutting at whitespace gives the ids of the whole text
+    expect(encodeText('Hello world')).toEqual([1, 15043, 3186]);
+    const prose = 'The quick brown fox   jumps\n\nover the lazy dog. Ünïcödé 日本語 😀 x'.repeat(3);
+    expect(encodeText(prose)).toEqual(llama.encode(prose));
+    expect(decodeTokens(encodeText(prose))).toBe(prose);
+    expect(encodeChat([{ role: 'system', content: 'S' }, { role: 'user', content: 'U' }])).toEqual(encodeText('[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST]'));
     expect(tokenText(1, 5, 3)).toBe(tokenText(1, 5, 3));
     expect(tokenText(1, 5, 3)).toMatch(/^ \w+$/);
     expect(outputLength(1, 1, 50, 0, true)).toBe(50);

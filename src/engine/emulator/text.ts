@@ -1,22 +1,7 @@
 /**
- * Deterministic stand-ins for a tokenizer and a language model's output, so the emulator needs no
- * vocabulary files. Token counts are what matter for load; the text is filler.
- *
- * Tokenizer stand-in: ceil(characters / 4), at least 1 (the usual rule of thumb for English BPE text).
- * A prompt given as an array of token ids counts exactly its length (load generators use this for exact
- * prompt lengths, as with vLLM). Chat: each message counts its content plus 4 tokens of template, and 3
- * tokens prime the assistant reply (OpenAI's published accounting for chat formats).
+ * The emulated model's output: deterministic filler words (the emulator needs no weights; token counts are what
+ * matter for load) and its EOS draw. Prompts are counted with a real tokenizer (./tokenizer.ts).
  */
-
-export function countTextTokens(text: string): number {
-  return Math.max(1, Math.ceil(text.length / 4));
-}
-
-export function countChatTokens(messages: readonly { content: string }[]): number {
-  let n = 3;
-  for (const m of messages) n += 4 + (m.content.length === 0 ? 0 : countTextTokens(m.content));
-  return n;
-}
 
 const WORDS = (
   'the of and to in is was for on that with as by at from it an be this are or which have not has but had ' +
