@@ -196,6 +196,18 @@ describe('real token counts and honest errors', () => {
     await expect(client().chat.completions.create({ model, messages: [{ role: 'user', content: prompt }], max_tokens: 2000 })).rejects.toMatchObject({ status: 400, code: 'context_length_exceeded' });
   });
 
+  it('a streamed request the engine refuses before its first token is an HTTP 400 with the engine\'s words, no internal id', async () => {
+    // dispatched to an instance, whose engine (the emulator) refuses guided_regex
+    for (const stream of [true, false]) {
+      const r = await post('/v1/chat/completions', { model, messages: [{ role: 'user', content: 'x' }], guided_regex: '[a-z]+', stream });
+      expect(r.status).toBe(400);
+      expect(r.type).toMatch(/application\/json/);
+      const e = r.body.error as { message: string; type: string; code: string | null };
+      expect(e.message).toBe("'guided_regex' is not supported by the emulator");
+      expect(e.message).not.toMatch(/pool-|inst|n0-g|http:/);
+    }
+  });
+
   it('a parameter the cluster cannot honour, or an unknown one, is a 400 naming it', async () => {
     const n = await post('/v1/chat/completions', { model, messages: [{ role: 'user', content: 'x' }], n: 2 });
     expect(n.status).toBe(400);
