@@ -1122,6 +1122,12 @@ export class Simulation {
     return id ? byId.get(id)! : null;
   }
 
+  /** src/policy preferPrefixHolder over these instances (SimOptions.prefixRouting and a row with hash_ids), else undefined. */
+  private preferPrefix(insts: SimInstance[], r: TraceRecord, now: number): string | undefined {
+    if (!this.o.prefixRouting || !r.hashIds?.length) return undefined;
+    return decide.preferPrefixHolder(r.inputTokens, insts.map((i) => ({ id: i.id, tp: i.tp, cachedPrefixTokens: i.core!.cachedPrefixTokens(r.hashIds, r.inputTokens), pendingPrefillTokens: i.core!.pendingPrefillTokens(now) })));
+  }
+
   private pickPool(pred: RequestType): SimPool | undefined {
     const r = this.route.get(pred);
     if (!r || !r.length) return undefined;
@@ -1157,7 +1163,7 @@ export class Simulation {
           i.view.queued = s.waiting;
           i.view.running = s.running;
         }
-        const id = decide.leastOutstandingPerGpu(act.map((i) => i.view)).id;
+        const id = this.preferPrefix(act, r, now) ?? decide.leastOutstandingPerGpu(act.map((i) => i.view)).id;
         inst = act.find((i) => i.id === id)!;
       }
     }
@@ -1182,7 +1188,10 @@ export class Simulation {
             }
         return best;
       };
-      inst = (home && pick([home])) || null;
+      // cache-aware routing at capacity too: the least prefill before the first token among the home pool's instances
+      const homeAct = this.o.prefixRouting && home ? home.instances.filter((i) => i.state === 'active' && i.core && i.core.canHold(r.inputTokens + r.outputTokens)) : [];
+      const held = homeAct.length ? this.preferPrefix(homeAct, r, now) : undefined;
+      inst = (held && homeAct.find((i) => i.id === held)) || (home && pick([home])) || null;
       for (const p of this.pools) if (!inst && p !== home && p.order > (home?.order ?? -1) && p.types.length) inst = pick([p]);
       inst ??= pick(this.pools);
     }
