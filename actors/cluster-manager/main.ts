@@ -23,7 +23,7 @@ import { requestTypeOf, inputClassOf, outputClassOf, type LengthClass } from '..
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
 import { aliveServers, clusterStep, initialClusterState, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
-import { loadConfig, poolsOf, profilePathOf, type ClusterConfig } from '../common/config.ts';
+import { loadConfig, poolsOf, profilePathOf, type ClusterConfig, checkProfileCovers } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
@@ -72,7 +72,10 @@ export class ClusterManager extends Actor {
     const c = this.#c;
     this.#evt = eventPublisher(this.bus, this.id, this.log, this.clock);
     const ppath = profilePathOf(c);
-    if (existsSync(ppath)) this.#profile = loadProfile(ppath);
+    if (existsSync(ppath)) {
+      this.#profile = loadProfile(ppath);
+      checkProfileCovers(this.#profile, [c.engine.initialTp], ppath, c);
+    }
     else this.log.warn({ profile: ppath }, 'no profile: scaling uses a static split of the servers');
     this.#mc = {
       issuer: this.id, profile: this.#profile, pools: poolsOf(c), configuredPools: c.pools !== undefined, epochMs: c.epochs.clusterS * 1000,

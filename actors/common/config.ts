@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
+import { GPUS, MODELS } from '../../src/model/catalog.ts';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -24,7 +25,7 @@ const serverSchema = z.object({
   id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'server id: 1-64 of [A-Za-z0-9_-]'),
   /** GPUs in the server; default 8. */
   gpus: z.number().int().min(1).max(64).default(8),
-});
+}).strict();
 
 export const configSchema = z
   .object({
@@ -50,7 +51,7 @@ export const configSchema = z
           .object({ cluster: natsCreds.optional(), pool: natsCreds.optional(), instance: natsCreds.optional(), node: natsCreds.optional() })
           .strict()
           .optional(),
-      })
+      }).strict()
       .default({}),
     /** model id known to src/model (catalog); default llama2-70b. */
     model: z.string().default('llama2-70b'),
@@ -66,7 +67,7 @@ export const configSchema = z
     ]),
     /** pools: one per request type by default (the paper's nine). */
     pools: z
-      .array(z.object({ id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/), types: z.array(z.enum(REQUEST_TYPES)).min(1) }))
+      .array(z.object({ id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/), types: z.array(z.enum(REQUEST_TYPES)).min(1) }).strict())
       .optional(),
     epochs: z
       .object({
@@ -76,7 +77,7 @@ export const configSchema = z
         poolS: pos.default(300),
         /** instance frequency epoch, s; default 5 (paper: 5 s). */
         instanceS: pos.default(5),
-      })
+      }).strict()
       .default({}),
     liveness: z
       .object({
@@ -90,7 +91,7 @@ export const configSchema = z
         deadAfterMs: pos.default(3000),
         /** leader lease TTL, ms; default 3000 (a standby takes over within about this). */
         leaseTtlMs: pos.default(3000),
-      })
+      }).strict()
       .default({}),
     engine: z
       .object({
@@ -129,30 +130,30 @@ export const configSchema = z
          * next step instead of after all its chunks. The step budget itself comes from the profile (scheduler).
          */
         longPrefillTokenThreshold: z.number().int().min(0).default(0),
-      })
+      }).strict()
       .default({}),
     gpuBackend: z.enum(['emulated', 'nvml', 'smi']).default('emulated'),
     slo: z
       .object({
         /** TTFT p99 SLO by input class, ms; default Table IV (250/400/2000). */
-        ttftMs: z.object({ S: pos, M: pos, L: pos }).default({ S: 250, M: 400, L: 2000 }),
+        ttftMs: z.object({ S: pos, M: pos, L: pos }).strict().default({ S: 250, M: 400, L: 2000 }),
         /** TBT p99 SLO, ms; default 100 (Table IV). */
         tbtMs: pos.default(100),
-      })
+      }).strict()
       .default({}),
     thresholds: z
       .object({
         /** exclusive upper bounds of input S/M and inclusive L, tokens; default 256/1024/8192 (Table IV). */
-        input: z.object({ S: pos, M: pos, L: pos }).default({ S: 256, M: 1024, L: 8192 }),
+        input: z.object({ S: pos, M: pos, L: pos }).strict().default({ S: 256, M: 1024, L: 8192 }),
         /** exclusive upper bounds of output S/M, tokens; default 100/350 (Table IV). */
-        output: z.object({ S: pos, M: pos }).default({ S: 100, M: 350 }),
-      })
+        output: z.object({ S: pos, M: pos }).strict().default({ S: 100, M: 350 }),
+      }).strict()
       .default({}),
     policy: z
       .object({
         /** fraction of each instance's SLO capacity kept free for bursts (dispatch, clock, sharding); default 0.2 (src/policy DEFAULT_HEADROOM, as the simulator). */
         headroom: z.number().min(0).max(0.9).default(DEFAULT_HEADROOM),
-      })
+      }).strict()
       .default({}),
     emergency: z
       .object({
@@ -162,7 +163,7 @@ export const configSchema = z
         retryAfterS: pos.default(1),
         /** queued requests above which the instance asks its pool to move requests to peers; default 16. */
         moveQueueAbove: z.number().int().nonnegative().default(16),
-      })
+      }).strict()
       .default({}),
     scaling: z
       .object({
@@ -178,7 +179,7 @@ export const configSchema = z
          * it has lasted this long).
          */
         recentWindowS: pos.default(300),
-      })
+      }).strict()
       .default({}),
     /**
      * planner: 'heuristic' (floor(PL/ML) + forwarding; planSharding) or 'milp' (Eq. 1 with HiGHS in a
@@ -195,7 +196,7 @@ export const configSchema = z
         dispatchMs: pos.default(2000),
         /** deadline of a control command, ms; default 5000. */
         controlMs: pos.default(5000),
-      })
+      }).strict()
       .default({}),
   })
   .strict();
@@ -211,28 +212,132 @@ export function defaultConfig(): ClusterConfig {
 /** Validate a config object (from YAML/JSON or code). Throws ConfigError listing every bad field. */
 export function parseConfig(raw: unknown, where = 'config'): ClusterConfig {
   const r = configSchema.safeParse(raw ?? {});
-  if (!r.success) {
-    const issues = r.error.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`).join('\n');
-    throw new ConfigError(`${where} is invalid:\n${issues}`);
-  }
+  if (!r.success) throw new ConfigError(`${where} is invalid:\n${formatIssues(r.error.issues, configSchema)}`);
   const c = r.data;
-  const ids = new Set<string>();
-  for (const s of c.servers) {
-    if (ids.has(s.id)) throw new ConfigError(`${where}: duplicate server id '${s.id}'`);
-    ids.add(s.id);
-  }
-  if (c.pools) {
-    const seen = new Set<string>();
-    for (const p of c.pools) {
-      for (const t of p.types) {
-        if (seen.has(t)) throw new ConfigError(`${where}: request type ${t} is served by two pools`);
-        seen.add(t);
-      }
-    }
-    const missing = REQUEST_TYPES.filter((t) => !seen.has(t));
-    if (missing.length) throw new ConfigError(`${where}: no pool serves ${missing.join(', ')}`);
-  }
+  const bad = crossFieldErrors(c);
+  if (bad.length) throw new ConfigError(`${where} is invalid:\n${bad.map((b) => `  ${b}`).join('\n')}`);
   return c;
+}
+
+/** Contradictions between fields, each naming its keys (parseConfig refuses a config with any). */
+export function crossFieldErrors(c: ClusterConfig): string[] {
+  const out: string[] = [];
+  if (!(c.model in MODELS)) out.push(`model: unknown model '${c.model}'${didYouMean(c.model, Object.keys(MODELS))} (known: ${Object.keys(MODELS).join(', ')})`);
+  if (!(c.gpu in GPUS)) out.push(`gpu: unknown gpu '${c.gpu}'${didYouMean(c.gpu, Object.keys(GPUS))} (known: ${Object.keys(GPUS).join(', ')})`);
+  const ids = new Set<string>();
+  c.servers.forEach((s, i) => {
+    if (ids.has(s.id)) out.push(`servers.${i}.id: duplicate server id '${s.id}'`);
+    ids.add(s.id);
+  });
+  if (c.pools) {
+    const seen = new Map<string, string>();
+    const poolIds = new Set<string>();
+    c.pools.forEach((p, i) => {
+      if (poolIds.has(p.id)) out.push(`pools.${i}.id: duplicate pool id '${p.id}'`);
+      poolIds.add(p.id);
+      for (const t of p.types) {
+        const other = seen.get(t);
+        if (other !== undefined) out.push(`pools.${i}.types: request type ${t} is served by two pools (${other} and ${p.id})`);
+        else seen.set(t, p.id);
+      }
+    });
+    const missing = REQUEST_TYPES.filter((t) => !seen.has(t));
+    if (missing.length) out.push(`pools: no pool serves ${missing.join(', ')}`);
+  }
+  const l = c.liveness;
+  if (l.deadAfterMs < 2 * l.statusIntervalMs) {
+    out.push(`liveness.deadAfterMs: ${l.deadAfterMs} ms must be at least 2 x liveness.statusIntervalMs (${l.statusIntervalMs} ms): one late status would declare an actor dead`);
+  }
+  if (l.leaseTtlMs < 500) out.push(`liveness.leaseTtlMs: ${l.leaseTtlMs} ms is below 500 ms: a leader cannot renew its lease (every ttl/3, at least 100 ms) before it lapses`);
+  const e = c.epochs;
+  if (e.instanceS > e.poolS) out.push(`epochs.instanceS (${e.instanceS} s) must not exceed epochs.poolS (${e.poolS} s)`);
+  if (e.poolS > e.clusterS) out.push(`epochs.poolS (${e.poolS} s) must not exceed epochs.clusterS (${e.clusterS} s)`);
+  const ti = c.thresholds.input;
+  if (!(ti.S < ti.M && ti.M < ti.L)) out.push(`thresholds.input: S < M < L required, got ${ti.S}/${ti.M}/${ti.L}`);
+  const to = c.thresholds.output;
+  if (!(to.S < to.M)) out.push(`thresholds.output: S < M required, got ${to.S}/${to.M}`);
+  const ts = c.slo.ttftMs;
+  if (!(ts.S <= ts.M && ts.M <= ts.L)) out.push(`slo.ttftMs: S <= M <= L required (longer prompts get at least as long), got ${ts.S}/${ts.M}/${ts.L}`);
+  const maxGpus = Math.max(...c.servers.map((s) => s.gpus));
+  if (c.engine.initialTp > maxGpus) out.push(`engine.initialTp: ${c.engine.initialTp} exceeds the largest server (${maxGpus} GPUs in servers)`);
+  if (c.scaling.minEpochGapS > e.clusterS) out.push(`scaling.minEpochGapS (${c.scaling.minEpochGapS} s) must not exceed epochs.clusterS (${e.clusterS} s)`);
+  if (c.planner === 'milp' && c.milpDeadlineMs >= e.poolS * 1000) out.push(`milpDeadlineMs (${c.milpDeadlineMs} ms) must be shorter than epochs.poolS (${e.poolS} s)`);
+  if (c.engine.kind === 'emulator' && c.gpuBackend !== 'emulated') out.push(`gpuBackend: '${c.gpuBackend}' controls real GPUs, but engine.kind is 'emulator' (use gpuBackend: emulated, or engine.kind: vllm)`);
+  return out;
+}
+
+/**
+ * A profile must cover the TP degrees the config will start instances with (engine.initialTp, and an
+ * instance's own tp): without them the clock and dispatch decisions have no data. Throws ConfigError.
+ */
+export function checkProfileCovers(profile: { tpDegrees: number[]; model: string; gpu: string }, tps: number[], path: string, c?: ClusterConfig): void {
+  const missing = [...new Set(tps)].filter((t) => !profile.tpDegrees.includes(t));
+  if (missing.length) {
+    throw new ConfigError(`profile ${path} covers TP ${profile.tpDegrees.join(', ')} but not TP ${missing.join(', ')} (engine.initialTp or the instance's tp): profile those degrees or change engine.initialTp`);
+  }
+  if (c && (profile.model !== c.model || profile.gpu !== c.gpu)) {
+    throw new ConfigError(`profile ${path} is for ${profile.model} on ${profile.gpu}, the config says model ${c.model} on gpu ${c.gpu}`);
+  }
+}
+
+/** zod issues as lines naming the key; an unknown key gets the closest known key of its object. */
+export function formatIssues(issues: z.ZodIssue[], root: z.ZodTypeAny, prefix: string[] = []): string {
+  const lines: string[] = [];
+  for (const i of issues) {
+    const at = [...prefix, ...i.path].join('.');
+    if (i.code === 'unrecognized_keys') {
+      const known = Object.keys(shapeAt(root, i.path) ?? {});
+      for (const k of i.keys) lines.push(`  ${at ? `${at}.` : ''}${k}: unknown key${didYouMean(k, known)}${known.length ? ` (known: ${known.join(', ')})` : ''}`);
+    } else lines.push(`  ${at || '(root)'}: ${i.message}`);
+  }
+  return lines.join('\n');
+}
+
+/** The object shape a path leads to in a schema (through defaults, optionals, arrays, effects). */
+function shapeAt(schema: z.ZodTypeAny, path: (string | number)[]): Record<string, z.ZodTypeAny> | undefined {
+  let s: z.ZodTypeAny | undefined = schema;
+  const unwrap = (t: z.ZodTypeAny): z.ZodTypeAny => {
+    for (;;) {
+      if (t instanceof z.ZodDefault || t instanceof z.ZodOptional || t instanceof z.ZodNullable) t = t._def.innerType as z.ZodTypeAny;
+      else if (t instanceof z.ZodEffects) t = t._def.schema as z.ZodTypeAny;
+      else return t;
+    }
+  };
+  for (const p of path) {
+    if (!s) return undefined;
+    s = unwrap(s);
+    if (s instanceof z.ZodArray) s = s.element as z.ZodTypeAny;
+    else if (s instanceof z.ZodObject) s = (s.shape as Record<string, z.ZodTypeAny>)[String(p)];
+    else return undefined;
+  }
+  if (!s) return undefined;
+  s = unwrap(s);
+  return s instanceof z.ZodObject ? (s.shape as Record<string, z.ZodTypeAny>) : undefined;
+}
+
+/** ' (did you mean X?)' for the closest candidate within a small edit distance, else ''. */
+export function didYouMean(word: string, candidates: string[]): string {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean '${best}'?)` : '';
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length]!;
 }
 
 /** Load a YAML or JSON file (YAML is a superset of JSON); no path = defaultConfig(). */

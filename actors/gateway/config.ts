@@ -5,7 +5,7 @@
  * config parser (actors/common/config.ts), which stays strict about its own fields.
  */
 import { z } from 'zod';
-import { ConfigError, parseConfig, type ClusterConfig } from '../common/config.ts';
+import { ConfigError, formatIssues, parseConfig, type ClusterConfig } from '../common/config.ts';
 
 export const gatewaySchema = z
   .object({
@@ -43,7 +43,7 @@ export function splitConfig(raw: unknown, where = 'config'): { cluster: ClusterC
   const { gateway, ...rest } = obj as Record<string, unknown>;
   const g = gatewaySchema.safeParse(gateway ?? {});
   if (!g.success) {
-    throw new ConfigError(`${where} is invalid:\n${g.error.issues.map((i) => `  gateway.${i.path.join('.')}: ${i.message}`).join('\n')}`);
+    throw new ConfigError(`${where} is invalid:\n${formatIssues(g.error.issues, gatewaySchema, ['gateway'])}`);
   }
   return { cluster: parseConfig(rest, where), gateway: g.data, clusterRaw: rest };
 }

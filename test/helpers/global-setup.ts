@@ -21,5 +21,6 @@ function newest(path: string): number {
 export default function setup(): void {
   const built = existsSync(STAMP) ? statSync(STAMP).mtimeMs : 0;
   if (built >= Math.max(...SOURCES.map(newest))) return;
-  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
+  // emit only: type errors are `npm run typecheck`'s (CI runs it, and the full `npm run build`)
+  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json', '--noCheck'], { stdio: 'inherit' });
 }
