@@ -20,7 +20,7 @@ import { DynamoClient, type RequestRecord } from 'dynamollm/client';
 import { ensureTable, spentByKeyAndModel, startLedger, storeRecord } from '../../examples/energy-ledger/ledger.ts';
 import { oneTp2InstanceConfig, startControlPlane, type Harness } from './control-harness.ts';
 import {
-  DecisionEvent, InstanceCommand, jetstream, packRaw, serviceInfoResponse, servicePingResponse, serviceStatsResponse, subjects, Ack,
+  DecisionEvent, InstanceCommand, jetstream, type EventKind, packRaw, serviceInfoResponse, servicePingResponse, serviceStatsResponse, subjects, Ack,
 } from '../../protocols/index.ts';
 import { CATALOG } from '../../protocols/catalog.ts';
 import { committedValidators } from '../helpers/json-schema.ts';
@@ -65,7 +65,7 @@ describe('NATS Service API (official @nats-io/services client, observer credenti
       expect.objectContaining({ name: 'cluster-intake', subject: subjects.clusterIntake(), queue_group: 'cluster-intake' }),
     ]));
     const inst = infos.find((i) => i.name === 'dynamollm-instance')!;
-    expect(inst.endpoints.map((e) => e.subject).sort()).toEqual([subjects.instanceAdmit(inst.id), subjects.instanceControl(inst.id)].sort());
+    expect(inst.endpoints.map((e) => e.subject).sort()).toEqual([subjects.instanceAdmit(inst.id), subjects.instanceControl(inst.id), subjects.tokenize(), subjects.detokenize()].sort());
     const pool = infos.find((i) => i.name === 'dynamollm-pool')!;
     expect(pool.endpoints.map((e) => e.subject)).toEqual(expect.arrayContaining([subjects.poolDispatch('pool-all'), subjects.poolControl('pool-all')]));
     // by name and by name + id
@@ -206,7 +206,7 @@ describe('dynamollm/client (consumer SDK, observer credentials)', () => {
     }
     await h1.stop();
     expect(all[0]!.seq).toBe(1);
-    expect(all.map((e) => e.kind)).toContain('lease');
+    const kind = all[0]!.kind as EventKind;
 
     const fromSeq = await client.eventHistory({ fromSeq: 2 });
     expect((await first(fromSeq)).seq).toBe(2);
@@ -219,9 +219,11 @@ describe('dynamollm/client (consumer SDK, observer credentials)', () => {
     expect(s.time.getTime()).toBeGreaterThanOrEqual(since.getTime());
     expect(s.seq).toBeGreaterThan(1);
 
-    const leases = await client.eventHistory({ kinds: ['lease'] });
-    expect((await first(leases)).value.kind).toBe('lease');
-    await leases.stop();
+    const ofKind = await client.eventHistory({ kinds: [kind] });
+    const k1 = await first(ofKind);
+    await ofKind.stop();
+    expect(k1.value.kind).toBe(kind);
+    expect(k1.seq).toBe(1);
 
     // durable: ack the first, leave the second unacked, stop; a restarted reader gets the second again
     const d1 = await client.eventHistory({ durable: 'test-audit', ackWaitMs: 1000 });
@@ -311,7 +313,12 @@ describe('dynamollm events / telemetry (observer credentials, JSON lines when no
     const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'events', '--follow', '--kind', 'plan', '--nats', h.nats.url, '--user', 'observer', '--password', 'observer-local'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
-    await new Promise((r) => setTimeout(r, 4000));
+    // publish once the command's consumer exists (it reads only events stored from then on)
+    const jsm = await jetstreamManager(h.bus.nc);
+    const consumers = async () => (await jsm.consumers.list(jetstream.eventsStream).next()).map((c) => c.name);
+    const before = new Set(await consumers());
+    const t0 = Date.now();
+    while (!(await consumers()).some((n) => !before.has(n)) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 200));
     h.bus.publish(subjects.event('plan', 'cli-test'), DecisionEvent, { v: 1, kind: 'plan', actor: 'cli-test', atMs: Date.now(), summary: 'a followed event', decision: {}, inputs: {} });
     const until = Date.now() + 10_000;
     while (!out.includes('a followed event') && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
