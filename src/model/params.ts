@@ -1,62 +1,66 @@
 /**
  * Parameters of the performance and power model that are fitted to public data (src/model/calibrate.ts)
- * rather than read off a datasheet. The fitted values live in calibration.ts with their provenance.
+ * rather than read off a datasheet. Two kinds, so that nothing is fitted per model:
+ * - per GPU family (hardware: Hopper = H100/H200, Ampere = A100): achieved fractions of the datasheet HBM
+ *   bandwidth and tensor rate, how memory-bound time stretches at low SM clock, and the power model;
+ * - per engine generation (software: vLLM of 2023 as SplitwiseSim profiled it, vLLM of 2024-25 as ML.ENERGY and
+ *   Argonne ran it): fixed per-step CPU time, per-sequence time, per-layer GPU-side fixed time (small kernels,
+ *   launches), all-reduce latency by TP, and a kernel-efficiency factor on both rooflines.
+ * The fitted values live in calibration.ts with their provenance.
  */
 
-/**
- * Engine-dependent efficiency and overhead. Different serving stacks on the same GPU differ mostly in
- * fixed per-step CPU overhead and achieved kernel efficiency, so these are fitted per engine generation.
- */
+/** Software: the serving engine generation. */
 export interface EngineParams {
-  /** fixed CPU/launch overhead per engine step, ms (independent of SM clock). */
+  /** fixed CPU-side time per engine step, ms (scheduling, sampling, Python; independent of SM clock). */
   cpuOverheadMs: number;
-  /** GPU-side fixed time per step at max clock, ms; scales ~1/f (small kernels, launches, norms). */
-  gpuFixedMs: number;
-  /** per-decode-sequence overhead per step, ms (scheduling, sampling, paged-attention bookkeeping). */
+  /** per-decode-sequence CPU-side time per step, ms (batch bookkeeping, sampling). */
   perSeqOverheadMs: number;
-  /** achieved fraction of peak BF16 rate on prefill/linear layers, by TP degree ('1','2','4','8'). */
-  computeEff: Record<string, number>;
-  /** achieved fraction of HBM bandwidth when streaming weights and KV cache. */
-  memEff: number;
-  /**
-   * how much memory-bound time stretches as SM clock drops: t*(1 + beta*(fmax/f - 1)). Weight/KV streaming
-   * goes through L2 and the SMs' load pipes, whose bandwidth scales with SM clock, so at low clocks HBM is no
-   * longer the only limit.
-   */
-  memClockBeta: number;
+  /** GPU-side fixed time per layer per step at max clock, us (norms, rotary, small kernels, launch gaps); ~1/f. */
+  perLayerUs: number;
+  /** the engine's kernels reach this fraction of the GPU family's achieved rates (1 = the family's best). */
+  kernelEff: number;
   /** latency of one all-reduce, us, by TP degree ('2','4','8'). */
   allReduceLatencyUs: Record<string, number>;
   /** achieved fraction of NVLink bandwidth in all-reduce. */
   commEff: number;
 }
 
-/** Per-GPU power model (W). */
-export interface PowerParams {
-  /** extra W per GPU once weights are resident and the engine is up, at max clock (paper: 880 vs 550 W / 8 GPUs). */
-  loadedIdleExtraW: number;
-  /** W per GPU at full compute activity (all step time compute-bound) at max clock, above loaded idle. */
-  computeW: number;
-  /** W per GPU at full memory-streaming activity at max clock, above loaded idle. */
-  memoryW: number;
-  /** W per GPU during communication/overhead time at max clock, above loaded idle. */
-  otherW: number;
+/** Hardware: one GPU family's achieved efficiencies and power model (per GPU, W). */
+export interface FamilyParams {
+  /** achieved fraction of datasheet HBM bandwidth when streaming weights and KV cache. */
+  memEff: number;
+  /** achieved fraction of datasheet dense BF16 tensor rate on the linear layers and attention. */
+  computeEff: number;
   /**
-   * Clock-independent W per GPU while the GPU executes kernels or collectives (HBM and NVLink traffic, fabric,
-   * leakage at operating temperature), above loaded idle. Not drawn during the CPU-side part of a step.
+   * how much memory-bound time stretches as SM clock drops: t*(1 + beta*(fmax/f - 1)). Weight/KV streaming
+   * goes through L2 and the SMs' load pipes, whose bandwidth scales with SM clock.
    */
+  memClockBeta: number;
+  /** extra W per GPU once weights are resident and the engine is up (clocks held up), at max clock. */
+  loadedIdleExtraW: number;
+  /** W per GPU at full SM (tensor) utilisation at max clock, above loaded idle; scales with the V/f curve. */
+  computeW: number;
+  /** W per GPU at full HBM bandwidth utilisation, above loaded idle; memory clock domain, not the SM's. */
+  memoryW: number;
+  /** W per GPU during collectives and GPU-side fixed kernels at max clock, above loaded idle. */
+  otherW: number;
+  /** clock-independent W per GPU while the GPU executes at all (fabric, leakage at temperature), above loaded idle. */
   activeStaticW: number;
   /**
    * Voltage/frequency curve: below vfKneeMhz the core voltage sits at its floor (vMinFrac of the voltage at max
    * clock), above it rises linearly to 1 at max clock. Dynamic power scales as (f/fmax) * (V(f)/Vmax)^2.
    */
   vfKneeMhz: number;
-  /** floor voltage as a fraction of the voltage at max clock (H100: ~0.7 V vs ~1.0 V). */
+  /** floor voltage as a fraction of the voltage at max clock. */
   vMinFrac: number;
-  /** idle-with-model power also moves with a locked clock: (f/fmax)^idleClockExp on loadedIdleExtraW. */
+  /** loaded-idle extra power also moves with a locked clock: (f/fmax)^idleClockExp on loadedIdleExtraW. */
   idleClockExp: number;
 }
 
+/** Back-compat name: the power model is part of the family parameters. */
+export type PowerParams = FamilyParams;
+
 export interface ModelParams {
   engine: EngineParams;
-  power: PowerParams;
+  family: FamilyParams;
 }

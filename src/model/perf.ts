@@ -1,22 +1,31 @@
 /**
  * The performance and power model of one continuous-batching engine step (roofline + communication +
- * overhead), and the PerfModel built from it. Pure.
+ * overhead), and the PerfModel built from it. Pure, allocation-light: the simulator and the profile generator
+ * call it millions of times.
  *
- * Step time at TP t and SM clock f (fmax = GPU max clock):
- *   compute  = FLOPs / (t * peak * eff_c(t) * f/fmax)            -- prefill and big batches; slows ~1/f
- *   memory   = bytes/GPU / (HBM * eff_m) * (1 + beta*(fmax/f-1))  -- weight + KV streaming; barely clock-bound
- *   kernels  = smooth max(compute, memory)                       -- roofline, p-norm with p = 3
- *   comm     = 2*layers * (alpha(t) + 2(t-1)/t * tokens*hidden*2 B / (NVLink * eff))
- *   overhead = cpu + gpuFixed*fmax/f + perSeq*decodeSeqs
- * Power per GPU = loadedIdle(f) + activeStaticW*u_g + (computeW*u_c + memoryW*u_m + otherW*u_o) * D(f), capped at TDP,
- * where u_c, u_m, u_o are the fractions of the step spent compute-bound, memory-bound and in collectives / GPU-side
- * fixed kernels, u_g = u_c + u_m + u_o the fraction the GPU executes at all (the CPU-side overhead draws loaded
- * idle), and D(f) = (f/fmax) * (V(f)/Vmax)^2 follows the voltage/frequency curve (voltage floor below the knee).
- * With compute-bound time ~1/f this gives energy per unit of work the known U-shape in f (race-to-idle vs DVFS).
+ * Step time at TP t and SM clock f (fmax = GPU max clock), all per GPU:
+ *   compute  = FLOPs / (t * peak * computeEff * kernelEff * f/fmax)           -- linear layers + attention
+ *   memory   = bytes / (HBM * memEff * kernelEff) * (1 + beta*(fmax/f - 1))   -- weights + KV cache read/written
+ *   kernels  = smooth max(compute, memory)                                    -- roofline, p-norm with p = 3
+ *   comm     = 2*layers * (alpha(t) + 2(t-1)/t * tokens*hidden*2 B / (NVLink * commEff))
+ *   overhead = cpu + perSeq*decodeSeqs (CPU side, clock independent) + perLayer*layers*fmax/f (GPU side)
+ * computeEff, memEff, beta: the GPU family's (hardware); kernelEff, cpu, perSeq, perLayer, alpha: the engine's.
+ * Bytes: the weights the step touches (the input-embedding table is gathered, not streamed, unless tied to the
+ * LM head) and the KV cache the step reads and writes.
+ *
+ * Power per GPU = loadedIdle(f) + activeStaticW*u_gpu + (computeW*u_sm + otherW*u_o)*D(f) + memoryW*u_mem,
+ * where u_sm = compute/total and u_mem = memory/total are the step's average SM (tensor) and HBM utilisation
+ * (both can be high at the roofline ridge), u_o = (comm + GPU fixed)/total, u_gpu = (kernels + comm + GPU
+ * fixed)/total the fraction of the step the GPU executes at all (the CPU-side overhead draws loaded idle), and
+ * D(f) = (f/fmax) * (V(f)/Vmax)^2 follows the voltage/frequency curve (voltage floor below the knee); HBM power
+ * is on the memory clock and does not scale with the SM clock. Loaded idle = idle + loadedIdleExtraW*(f/fmax)^k.
+ * Power cap: when the step would draw more than the GPU's TDP, the GPU lowers its clock until it fits (the
+ * measured H200 prefill ran at ~1.5 GHz under its 700 W cap); the model finds that effective clock by bisection,
+ * and the step time is the time at that clock.
  */
 import { getGpuSpec, getModelSpec, headDimOf, kvBytesPerToken } from './catalog.ts';
-import type { EngineParams, ModelParams, PowerParams } from './params.ts';
-import type { GpuSpec, ModelSpec, PerfModel, StepBatch } from './types.ts';
+import type { EngineParams, FamilyParams, ModelParams } from './params.ts';
+import type { GpuFamily, GpuSpec, ModelSpec, PerfModel, StepBatch } from './types.ts';
 import { CALIBRATION } from './calibration.ts';
 
 export class ModelInputError extends Error {
@@ -37,9 +46,13 @@ export interface StepBreakdown {
   commMs: number;
   /** all fixed per-step time: CPU (cpuOverheadMs + per-sequence) and GPU-side (gpuFixedMs below). */
   overheadMs: number;
-  /** the GPU-side part of overheadMs (small kernels, launches; scales ~1/f). */
+  /** the GPU-side part of overheadMs (per-layer small kernels, launches; scales ~1/f). */
   gpuFixedMs: number;
   totalMs: number;
+  /** the SM clock the step ran at: the asked clock, or lower where the power cap throttled it. */
+  effClockMhz: number;
+  /** power per GPU during the step, W (at effClockMhz, capped at TDP). */
+  powerW: number;
 }
 
 function lookupByTp(table: Record<string, number>, tp: number, what: string): number {
@@ -78,53 +91,84 @@ export function stepFlops(m: ModelSpec, b: StepBatch): number {
   return linear + prefillAttn + decodeAttn;
 }
 
-/** Bytes streamed from HBM per GPU in one step: the weights the step touches and the KV cache it reads. */
-export function stepBytesPerGpu(m: ModelSpec, b: StepBatch, tp: number): number {
-  const tokens = b.prefillTokens + b.decodeSeqs;
-  let weightParams = m.paramsB * 1e9;
-  if (m.experts > 1) {
-    // MoE: the non-expert part always, each expert only if some token routes to it.
-    const expertParams = m.paramsB - m.activeParamsB;
-    const perExpert = expertParams / (m.experts - m.activeExperts);
-    const shared = m.activeParamsB - perExpert * m.activeExperts;
-    const touched = m.experts * (1 - Math.pow(1 - m.activeExperts / m.experts, Math.max(tokens, 1)));
-    weightParams = (shared + perExpert * touched) * 1e9;
-  }
-  const kv = kvBytesPerToken(m) * (b.decodeContextTokens + (b.prefillContextTokens ?? 0) + b.prefillTokens);
-  return (weightParams * m.dtypeBytes + kv) / tp;
+/** Parameters streamed per step (billions x 1e9): all but an untied input-embedding table (gathered, not streamed). */
+function streamedParams(m: ModelSpec, tokens: number): number {
+  const embedding = m.tiedEmbeddings ? 0 : m.vocab * m.hiddenSize;
+  if (m.experts <= 1) return m.paramsB * 1e9 - embedding;
+  // MoE: the non-expert part always, each expert only if some token routes to it.
+  const expertParams = m.paramsB - m.activeParamsB;
+  const perExpert = expertParams / (m.experts - m.activeExperts);
+  const shared = m.activeParamsB - perExpert * m.activeExperts;
+  const touched = m.experts * (1 - Math.pow(1 - m.activeExperts / m.experts, Math.max(tokens, 1)));
+  return (shared + perExpert * touched) * 1e9 - embedding;
 }
 
-export function stepBreakdown(m: ModelSpec, g: GpuSpec, e: EngineParams, b: StepBatch, tp: number, clockMhz: number): StepBreakdown {
-  const fr = clockMhz / g.maxClockMhz;
+/** Bytes moved through HBM per GPU in one step: the weights the step touches and the KV cache it reads and writes. */
+export function stepBytesPerGpu(m: ModelSpec, b: StepBatch, tp: number): number {
   const tokens = b.prefillTokens + b.decodeSeqs;
-  if (tokens === 0) {
-    return { computeMs: 0, memoryMs: 0, kernelMs: 0, commMs: 0, overheadMs: 0, gpuFixedMs: 0, totalMs: 0 };
-  }
-  const computeMs = (stepFlops(m, b) / (tp * g.peakBf16Tflops * 1e12 * lookupByTp(e.computeEff, tp, 'computeEff') * fr)) * 1e3;
-  const memoryMs = (stepBytesPerGpu(m, b, tp) / (g.hbmGBps * 1e9 * e.memEff)) * 1e3 * (1 + e.memClockBeta * (1 / fr - 1));
-  const kernelMs = Math.pow(Math.pow(computeMs, ROOFLINE_P) + Math.pow(memoryMs, ROOFLINE_P), 1 / ROOFLINE_P);
-  let commMs = 0;
-  if (tp > 1) {
-    const bytes = tokens * m.hiddenSize * m.dtypeBytes;
-    const perAr = lookupByTp(e.allReduceLatencyUs, tp, 'allReduceLatencyUs') * 1e-3 + ((2 * (tp - 1)) / tp) * (bytes / (g.nvlinkGBps * 1e9 * e.commEff)) * 1e3;
-    commMs = 2 * m.layers * perAr;
-  }
-  const gpuFixedMs = e.gpuFixedMs / fr;
-  const overheadMs = e.cpuOverheadMs + gpuFixedMs + e.perSeqOverheadMs * b.decodeSeqs;
-  return { computeMs, memoryMs, kernelMs, commMs, overheadMs, gpuFixedMs, totalMs: kernelMs + commMs + overheadMs };
+  const kv = kvBytesPerToken(m) * (b.decodeContextTokens + (b.prefillContextTokens ?? 0) + b.prefillTokens);
+  return (streamedParams(m, tokens) * m.dtypeBytes + kv) / tp;
 }
 
 /** V(f)/V(fmax) on the voltage/frequency curve: floor vMinFrac below vfKneeMhz, linear up to 1 at max clock. */
-export function voltageFrac(gpu: GpuSpec, power: PowerParams, clockMhz: number): number {
+export function voltageFrac(gpu: GpuSpec, power: FamilyParams, clockMhz: number): number {
   const knee = Math.min(power.vfKneeMhz, gpu.maxClockMhz - 1);
   const x = Math.min(1, Math.max(0, (clockMhz - knee) / (gpu.maxClockMhz - knee)));
   return power.vMinFrac + (1 - power.vMinFrac) * x;
 }
 
 /** Dynamic (switching) power relative to max clock: (f/fmax) * (V(f)/Vmax)^2. */
-export function dynamicPowerScale(gpu: GpuSpec, power: PowerParams, clockMhz: number): number {
+export function dynamicPowerScale(gpu: GpuSpec, power: FamilyParams, clockMhz: number): number {
   const v = voltageFrac(gpu, power, clockMhz);
   return (clockMhz / gpu.maxClockMhz) * v * v;
+}
+
+/** Loaded-idle power per GPU at a clock: weights resident, engine up, nothing executing. */
+export function loadedIdleW(gpu: GpuSpec, fam: FamilyParams, clockMhz: number): number {
+  return gpu.idlePowerW + fam.loadedIdleExtraW * Math.pow(clockMhz / gpu.maxClockMhz, fam.idleClockExp);
+}
+
+/** The step at one clock, uncapped: times and power. */
+function stepAt(m: ModelSpec, g: GpuSpec, fam: FamilyParams, e: EngineParams, b: StepBatch, tp: number, clockMhz: number, flops: number, bytes: number): StepBreakdown {
+  const fr = clockMhz / g.maxClockMhz;
+  const tokens = b.prefillTokens + b.decodeSeqs;
+  const computeMs = (flops / (tp * g.peakBf16Tflops * 1e12 * fam.computeEff * e.kernelEff * fr)) * 1e3;
+  const memoryMs = (bytes / (g.hbmGBps * 1e9 * fam.memEff * e.kernelEff)) * 1e3 * (1 + fam.memClockBeta * (1 / fr - 1));
+  const kernelMs = Math.pow(Math.pow(computeMs, ROOFLINE_P) + Math.pow(memoryMs, ROOFLINE_P), 1 / ROOFLINE_P);
+  let commMs = 0;
+  if (tp > 1) {
+    const arBytes = tokens * m.hiddenSize * m.dtypeBytes;
+    const perAr = lookupByTp(e.allReduceLatencyUs, tp, 'allReduceLatencyUs') * 1e-3 + ((2 * (tp - 1)) / tp) * (arBytes / (g.nvlinkGBps * 1e9 * e.commEff)) * 1e3;
+    commMs = 2 * m.layers * perAr;
+  }
+  const gpuFixedMs = (e.perLayerUs * m.layers * 1e-3) / fr;
+  const overheadMs = e.cpuOverheadMs + gpuFixedMs + e.perSeqOverheadMs * b.decodeSeqs;
+  const totalMs = kernelMs + commMs + overheadMs;
+  const uSm = computeMs / totalMs, uMem = memoryMs / totalMs;
+  const uO = (commMs + gpuFixedMs) / totalMs, uGpu = (kernelMs + commMs + gpuFixedMs) / totalMs;
+  const powerW = loadedIdleW(g, fam, clockMhz) + fam.activeStaticW * uGpu + (fam.computeW * uSm + fam.otherW * uO) * dynamicPowerScale(g, fam, clockMhz) + fam.memoryW * uMem;
+  return { computeMs, memoryMs, kernelMs, commMs, overheadMs, gpuFixedMs, totalMs, effClockMhz: clockMhz, powerW };
+}
+
+const ZERO_STEP = { computeMs: 0, memoryMs: 0, kernelMs: 0, commMs: 0, overheadMs: 0, gpuFixedMs: 0, totalMs: 0 };
+
+/** One step at a clock with the power cap applied (the GPU throttles its clock to stay within TDP). */
+export function stepBreakdown(m: ModelSpec, g: GpuSpec, p: ModelParams, b: StepBatch, tp: number, clockMhz: number): StepBreakdown {
+  const tokens = b.prefillTokens + b.decodeSeqs;
+  if (tokens === 0) return { ...ZERO_STEP, effClockMhz: clockMhz, powerW: loadedIdleW(g, p.family, clockMhz) };
+  const flops = stepFlops(m, b), bytes = stepBytesPerGpu(m, b, tp);
+  const at = (f: number) => stepAt(m, g, p.family, p.engine, b, tp, f, flops, bytes);
+  const s = at(clockMhz);
+  if (s.powerW <= g.tdpW) return s;
+  // throttled: the highest clock whose power fits the cap (power rises with clock); 10 halvings ~ 1 MHz.
+  let lo = g.minClockMhz, hi = clockMhz;
+  if (at(lo).powerW > g.tdpW) return { ...at(lo), powerW: g.tdpW };
+  for (let i = 0; i < 11; i++) {
+    const mid = (lo + hi) / 2;
+    if (at(mid).powerW > g.tdpW) hi = mid;
+    else lo = mid;
+  }
+  return { ...at(lo), powerW: g.tdpW };
 }
 
 export interface PerfModelOptions {
@@ -139,33 +183,40 @@ export interface DetailedPerfModel extends PerfModel {
   breakdown(batch: StepBatch, tp: number, clockMhz: number): StepBreakdown;
 }
 
-export function paramsFor(engine?: string): ModelParams {
+/** The fitted parameters of an engine generation on a GPU family (default: the default engine, Hopper). */
+export function paramsFor(engine?: string, family: GpuFamily = 'hopper'): ModelParams {
   const name = engine ?? CALIBRATION.defaultEngine;
   const e = (CALIBRATION.engines as Record<string, EngineParams>)[name];
   if (!e) throw new ModelInputError(`unknown engine calibration '${name}'; known: ${Object.keys(CALIBRATION.engines).join(', ')}`);
-  return { engine: e, power: CALIBRATION.power };
+  const f = (CALIBRATION.families as Record<string, FamilyParams>)[family];
+  if (!f) throw new ModelInputError(`no calibration for GPU family '${family}'; known: ${Object.keys(CALIBRATION.families).join(', ')}`);
+  return { engine: e, family: f };
 }
 
 export function createPerfModel(modelId: string, gpuId: string, opts: PerfModelOptions = {}): DetailedPerfModel {
   const model = getModelSpec(modelId);
   const gpu = getGpuSpec(gpuId);
-  const params = opts.params ?? paramsFor(opts.engine);
-  const { engine, power } = params;
+  return perfModelOf(model, gpu, opts.params ?? paramsFor(opts.engine, gpu.family));
+}
 
+/** The PerfModel of any model and GPU spec (catalog or not: the measured H200 slice has its own shapes). */
+export function perfModelOf(model: ModelSpec, gpu: GpuSpec, params: ModelParams): DetailedPerfModel {
   const checkTpClock = (tp: number, clockMhz: number) => {
     if (!Number.isInteger(tp) || tp < 1 || tp > gpu.gpusPerServer) throw new ModelInputError(`tp must be an integer in [1, ${gpu.gpusPerServer}], got ${tp}`);
     if (!(clockMhz >= gpu.minClockMhz && clockMhz <= gpu.maxClockMhz)) {
       throw new ModelInputError(`clock ${clockMhz} MHz outside ${gpu.id}'s supported range [${gpu.minClockMhz}, ${gpu.maxClockMhz}]`);
     }
   };
-
-  const dynScale = (clockMhz: number) => dynamicPowerScale(gpu, power, clockMhz);
-  const loadedIdle = (clockMhz: number) => gpu.idlePowerW + power.loadedIdleExtraW * Math.pow(clockMhz / gpu.maxClockMhz, power.idleClockExp);
-
-  const breakdown = (batch: StepBatch, tp: number, clockMhz: number) => {
+  // one-entry memo: callers ask for a step's time and then its power (or the reverse) with the same batch
+  let lastKey: number[] = [], last: StepBreakdown | undefined;
+  const breakdown = (batch: StepBatch, tp: number, clockMhz: number): StepBreakdown => {
+    const key = [batch.prefillTokens, batch.prefillContextTokens ?? 0, batch.prefillSeqs ?? 1, batch.decodeSeqs, batch.decodeContextTokens, tp, clockMhz];
+    if (last && key.every((v, i) => v === lastKey[i])) return last;
     checkTpClock(tp, clockMhz);
     checkBatch(batch);
-    return stepBreakdown(model, gpu, engine, batch, tp, clockMhz);
+    last = stepBreakdown(model, gpu, params, batch, tp, clockMhz);
+    lastKey = key;
+    return last;
   };
 
   const weightsGiBPerGpu = (model.paramsB * 1e9 * model.dtypeBytes) / 2 ** 30;
@@ -179,20 +230,11 @@ export function createPerfModel(modelId: string, gpuId: string, opts: PerfModelO
       return breakdown(batch, tp, clockMhz).totalMs;
     },
     stepPowerW(batch, tp, clockMhz) {
-      const bd = breakdown(batch, tp, clockMhz);
-      const idle = loadedIdle(clockMhz);
-      if (bd.totalMs === 0) return idle;
-      // split kernel time between compute- and memory-bound in proportion to the two roofline terms
-      const cShare = bd.computeMs / (bd.computeMs + bd.memoryMs || 1);
-      const uc = (bd.kernelMs * cShare) / bd.totalMs;
-      const um = (bd.kernelMs * (1 - cShare)) / bd.totalMs;
-      const uo = (bd.commMs + bd.gpuFixedMs) / bd.totalMs;
-      const dyn = (power.computeW * uc + power.memoryW * um + power.otherW * uo) * dynScale(clockMhz);
-      return Math.min(gpu.tdpW, idle + power.activeStaticW * (uc + um + uo) + dyn);
+      return breakdown(batch, tp, clockMhz).powerW;
     },
     idlePowerW(tp, clockMhz, loaded) {
       checkTpClock(tp, clockMhz);
-      return loaded ? loadedIdle(clockMhz) : gpu.idlePowerW;
+      return loaded ? loadedIdleW(gpu, params.family, clockMhz) : gpu.idlePowerW;
     },
     kvCapacityTokens(tp) {
       checkTpClock(tp, gpu.maxClockMhz);

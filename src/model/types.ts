@@ -22,12 +22,19 @@ export interface ModelSpec {
   maxContext: number;
   /** per-head dimension when it is not hiddenSize/heads (e.g. Qwen3); optional, compatible extension. */
   headDim?: number;
+  /** the LM head shares the input embedding matrix (Gemma); otherwise the input table is not streamed per step. */
+  tiedEmbeddings?: boolean;
 }
+
+/** GPU families whose hardware efficiencies and power model are calibrated together (src/model/params.ts). */
+export type GpuFamily = 'hopper' | 'ampere';
 
 /** A GPU SKU. */
 export interface GpuSpec {
-  id: string; // 'h100' | 'h200' | 'a100-80gb'
+  id: string; // 'h100' | 'h200' | 'a100-80gb' | 'a100-40gb'
   name: string;
+  /** which family's calibrated efficiencies and power model apply. */
+  family: GpuFamily;
   peakBf16Tflops: number; // dense, at max SM clock
   hbmGBps: number; // HBM bandwidth, GB/s
   memGiB: number;

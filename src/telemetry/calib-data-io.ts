@@ -2,16 +2,26 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { argonnePowerPoints, mlEnergyPoints, prototypePoints, splitwisePoints, type CalibrationData, type PrototypePoint } from '../model/calib-data.ts';
+import {
+  argonneLatencyPoints, argonnePowerPoints, argonneTtftPoints, mlEnergyV2Points, mlEnergyV3Points, prototypePoints, splitwisePoints, vidurPoints,
+  type CalibrationData, type PrototypePoint,
+} from '../model/calib-data.ts';
+import { parseMeasuredSlice, type MeasuredSlice } from '../model/measured.ts';
 
 export const CALIBRATION_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'data', 'calibration');
 
 export function loadCalibrationData(dir = CALIBRATION_DIR): CalibrationData {
   const read = (f: string) => readFileSync(join(dir, f), 'utf8');
   return {
-    splitwise: splitwisePoints(read('splitwise_perf_model_h100.csv')),
-    mlEnergy: mlEnergyPoints(read('mlenergy_v3_llm_configs.csv')),
+    splitwise: splitwisePoints(read('splitwise_perf_model_llama2-70b.csv')),
+    mlEnergy: [...mlEnergyV3Points(read('mlenergy_v3_llm_configs.csv')), ...mlEnergyV2Points(read('mlenergy_v2_llm_configs.csv'))],
     argonne: argonnePowerPoints(read('argonne_power_results.csv')),
+    argonneLatency: [...argonneLatencyPoints(read('argonne_all_results_nvidia_vllm.csv')), ...argonneTtftPoints(read('argonne_ttft.csv'))],
+    vidur: [
+      ...vidurPoints(read('vidur_h100_Llama-2-70b-hf_mlp.csv'), 'h100', 'Llama-2-70b'),
+      ...vidurPoints(read('vidur_h100_Llama-2-7b-hf_mlp.csv'), 'h100', 'Llama-2-7b'),
+      ...vidurPoints(read('vidur_a100_Llama-2-70b-hf_mlp.csv'), 'a100-80gb', 'Llama-2-70b'),
+    ],
   };
 }
 
@@ -25,4 +35,11 @@ export function loadPrototypeData(dir = PROTOTYPE_DIR): PrototypePoint[] | undef
   const e = join(dir, 'characterization_energy.csv'), p = join(dir, 'characterization_performance.csv');
   if (!existsSync(e) || !existsSync(p)) return undefined;
   return prototypePoints(readFileSync(e, 'utf8'), readFileSync(p, 'utf8'));
+}
+
+export const MEASURED_H200_SLICE = join(CALIBRATION_DIR, '..', '..', 'profiles', 'measured', 'h200.steps.json');
+
+/** The measured H200 step slice (profiles/measured/), parsed and checked. */
+export function loadMeasuredSlice(path = MEASURED_H200_SLICE): MeasuredSlice {
+  return parseMeasuredSlice(JSON.parse(readFileSync(path, 'utf8')));
 }

@@ -10,7 +10,7 @@ function linearPerf(): PerfModel & { calls: StepBatch[] } {
   return {
     calls,
     model: { id: 'toy', name: 'toy', layers: 1, hiddenSize: 1, heads: 1, kvHeads: 1, ffnSize: 1, vocab: 1, experts: 1, activeExperts: 1, paramsB: 1, activeParamsB: 1, dtypeBytes: 2, maxContext: 4096 },
-    gpu: { id: 'toy', name: 'toy', peakBf16Tflops: 1, hbmGBps: 1, memGiB: 1, nvlinkGBps: 1, minClockMhz: 1000, maxClockMhz: 2000, clockStepMhz: 500, idlePowerW: 50, tdpW: 700, gpusPerServer: 8 },
+    gpu: { id: 'toy', family: 'hopper', name: 'toy', peakBf16Tflops: 1, hbmGBps: 1, memGiB: 1, nvlinkGBps: 1, minClockMhz: 1000, maxClockMhz: 2000, clockStepMhz: 500, idlePowerW: 50, tdpW: 700, gpusPerServer: 8 },
     // 10 ms fixed + 0.01 ms per prefill token + 0.1 ms per decode seq, scaled by 2000/clock
     stepTimeMs(b, _tp, clock) {
       calls.push({ ...b });
