@@ -6,8 +6,10 @@
  * (leave-one-model-out) or without one workload (leave-one-workload-out) and predicts the left-out points.
  *
  * Parameters (params.ts) are per GPU family (hardware: Hopper, Ampere) and per engine generation (software:
- * 'vllm-2023' as SplitwiseSim profiled it; 'vllm-2024' as ML.ENERGY v2 and Argonne ran it; 'vllm', the 2025 engine
- * of ML.ENERGY v3 with CUDA graphs and chunked prefill); never per
+ * 'vllm-2023' as SplitwiseSim profiled it; 'vllm-2024' as Argonne ran it (fixed batches, in = out);
+ * 'vllm-2024-offline' as ML.ENERGY v2 ran it (saturated offline batches: its mean time per output token also
+ * carries preemption and whole-prompt prefill stalls, which its per-sequence time absorbs); 'vllm', the 2025
+ * engine of ML.ENERGY v3 with CUDA graphs and chunked prefill, the default); never per
  * model. The clock shape (memClockBeta, the V/f curve, idleClockExp) is not identifiable from max-clock data and is
  * carried in the start values (set from the DynamoLLM prototype's shapes vs clock and the paper, see provenance).
  */
@@ -96,7 +98,7 @@ function mlEnergyObs(pts: MlEnergyPoint[]): Obs[] {
   const out: Obs[] = [];
   for (const p of pts) {
     const m = getModelSpec(p.modelId), g = getGpuSpec(p.gpu);
-    const engine = p.version === 'v3' ? 'vllm' : 'vllm-2024';
+    const engine = p.version === 'v3' ? 'vllm' : 'vllm-2024-offline';
     const base = { source: `ML.ENERGY ${p.version}`, workload: p.workload, model: p.modelId, gpu: p.gpu, family: g.family, engine };
     const label = `${p.source} ${p.gpu} tp${p.tp} bs=${p.batch.toFixed(1)}`;
     const prompt = p.workload.endsWith('code') ? MLENERGY_ASSUMED_PROMPT_CODE : MLENERGY_ASSUMED_PROMPT;
@@ -234,7 +236,7 @@ function groupIndex(obs: Obs[]): number[] {
 }
 
 /**
- * Coordinate search in log-parameter space: multiplicative steps, halving when no knob improves. Deterministic.
+ * Coordinate (pattern) search in log-parameter space: multiplicative steps per knob. Deterministic.
  * Only the observations a knob touches are re-predicted when it moves.
  */
 export function fit(obs: Obs[], start: ParamSet, iters = 30): { params: ParamSet; loss: number } {
@@ -255,10 +257,13 @@ export function fit(obs: Obs[], start: ParamSet, iters = 30): { params: ParamSet
   let bestLoss = lossOf(cur);
   const knobs = knobsFor(obs);
   const touched = knobs.map((k) => obs.map((o, i) => ((k.target.family && o.family === k.target.family) || (k.target.engine && o.engine === k.target.engine) ? i : -1)).filter((i) => i >= 0));
-  let step = 0.4;
-  for (let it = 0; it < iters && step > 0.004; it++) {
-    let improved = false;
+  // pattern search with one step per knob: a knob's step grows after a move and halves after a failed try
+  const steps = knobs.map(() => 0.4);
+  for (let it = 0; it < iters && steps.some((st) => st > 0.004); it++) {
     knobs.forEach((k, ki) => {
+      const step = steps[ki]!;
+      if (step <= 0.004) return;
+      let moved = false;
       for (const dir of [1 + step, 1 / (1 + step)]) {
         const cand = structuredClone(best);
         const v = Math.min(k.hi, Math.max(k.lo, k.get(best) * dir));
@@ -271,11 +276,12 @@ export function fit(obs: Obs[], start: ParamSet, iters = 30): { params: ParamSet
           best = cand;
           bestLoss = l;
           for (const i of touched[ki]!) cur[i] = e[i]!;
-          improved = true;
+          moved = true;
+          break;
         }
       }
+      steps[ki] = moved ? Math.min(0.5, step * 1.25) : step / 2;
     });
-    if (!improved) step /= 2;
   }
   return { params: best, loss: bestLoss };
 }
@@ -312,6 +318,7 @@ export const START: ParamSet = {
   engines: {
     'vllm-2023': { cpuOverheadMs: 8, perSeqOverheadMs: 0.1, perLayerUs: 2, kernelEff: 0.85, allReduceLatencyUs: { '2': 5, '4': 40, '8': 100 }, commEff: 0.7 },
     'vllm-2024': { cpuOverheadMs: 3, perSeqOverheadMs: 0.1, perLayerUs: 10, kernelEff: 0.9, allReduceLatencyUs: { '2': 12, '4': 20, '8': 25 }, commEff: 0.7 },
+    'vllm-2024-offline': { cpuOverheadMs: 3, perSeqOverheadMs: 0.1, perLayerUs: 10, kernelEff: 0.9, allReduceLatencyUs: { '2': 12, '4': 20, '8': 25 }, commEff: 0.7 },
     vllm: { cpuOverheadMs: 0.5, perSeqOverheadMs: 0.02, perLayerUs: 15, kernelEff: 1, allReduceLatencyUs: { '2': 12, '4': 20, '8': 25 }, commEff: 0.7 },
   },
   families: {

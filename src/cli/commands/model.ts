@@ -1,6 +1,7 @@
 /**
  * `dynamollm model predict --model M --gpu G --tp N --clock MHZ --batch B --context C [--prompt P] [--engine E] [--json]`:
- * one steady-state decode step of the performance/power model (modelled, not measured).
+ * one steady-state decode step of the performance/power model (modelled, not measured). The engine defaults to
+ * today's vLLM (CALIBRATION.currentEngine); --engine vllm-2023 gives the paper-era engine the shipped profiles use.
  */
 import { num, parse, req, UsageError } from '../args.ts';
 import { CALIBRATION } from '../../model/calibration.ts';
@@ -18,7 +19,7 @@ export async function run(argv: string[]): Promise<number> {
     model: { type: 'string' }, gpu: { type: 'string' }, tp: { type: 'string' }, clock: { type: 'string' }, batch: { type: 'string' },
     context: { type: 'string' }, prompt: { type: 'string' }, engine: { type: 'string' }, json: { type: 'boolean' },
   });
-  const perf = createPerfModel(req(values.model, 'model'), req(values.gpu, 'gpu'), { engine: values.engine });
+  const perf = createPerfModel(req(values.model, 'model'), req(values.gpu, 'gpu'), { engine: values.engine ?? CALIBRATION.currentEngine });
   const tp = num(values.tp, 'tp'), clock = num(values.clock, 'clock', perf.gpu.maxClockMhz), batch = num(values.batch, 'batch'), context = num(values.context, 'context');
   if (batch < 1) throw new UsageError('--batch must be >= 1');
   const step = { prefillTokens: 0, decodeSeqs: batch, decodeContextTokens: batch * context };
@@ -30,7 +31,7 @@ export async function run(argv: string[]): Promise<number> {
     tbtMs: r(tbtMs), ttftMs: values.prompt !== undefined ? r(perf.ttftMs(num(values.prompt, 'prompt'), tp, clock)) : undefined,
     powerWPerGpu: r(powerW), instancePowerW: r(powerW * tp), joulesPerOutputToken: r((powerW * tp * tbtMs) / 1000 / batch),
     kvCapacityTokens: perf.kvCapacityTokens(tp), source: 'modelled (src/model, calibrated to public data)',
-    engine: values.engine ?? CALIBRATION.defaultEngine, gpuFamily: perf.gpu.family, effClockMhz: r(bd.effClockMhz),
+    engine: values.engine ?? CALIBRATION.currentEngine, gpuFamily: perf.gpu.family, effClockMhz: r(bd.effClockMhz),
     idlePowerWPerGpu: r(perf.idlePowerW(tp, clock, false)), loadedIdlePowerWPerGpu: r(perf.idlePowerW(tp, clock, true)),
     breakdownMs: { compute: r(bd.computeMs), memory: r(bd.memoryMs), kernels: r(bd.kernelMs), comm: r(bd.commMs), overhead: r(bd.overheadMs) },
   };
