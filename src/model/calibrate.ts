@@ -336,3 +336,36 @@ export function groupMapes(obs: Obs[], p: ParamSet): Record<string, { mape: numb
   }
   return Object.fromEntries([...g].map(([k, v]) => [k, { mape: Number(mape(v).toFixed(2)), n: v.length }]));
 }
+
+/**
+ * Stage 2: the clock shape of a GPU family (memClockBeta, the V/f knee and floor), which max-clock data cannot
+ * identify, fitted to a loss on shapes against clock (the DynamoLLM prototype characterization: TTFT and power
+ * ratios vs clock at a fixed type, TP and load; paper-fit.ts prototypeLoss). Same pattern search, few rounds: each
+ * loss evaluation solves ~300 steady states.
+ */
+export function fitClockShape(p: ParamSet, family: string, loss: (q: ParamSet) => number, iters = 5): { params: ParamSet; loss: number } {
+  const knobs: [keyof FamilyParams, number, number][] = [['memClockBeta', 0.02, 1], ['vfKneeMhz', 900, 1900], ['vMinFrac', 0.5, 0.98]];
+  let best = structuredClone(p);
+  let bestLoss = loss(best);
+  const steps = knobs.map(() => 0.3);
+  for (let it = 0; it < iters; it++) {
+    knobs.forEach(([k, lo, hi], ki) => {
+      let moved = false;
+      for (const dir of [1 + steps[ki]!, 1 / (1 + steps[ki]!)]) {
+        const cand = structuredClone(best);
+        const v = Math.min(hi, Math.max(lo, best.families[family]![k] * dir));
+        if (v === best.families[family]![k]) continue;
+        cand.families[family]![k] = v;
+        const l = loss(cand);
+        if (l < bestLoss - 1e-9) {
+          best = cand;
+          bestLoss = l;
+          moved = true;
+          break;
+        }
+      }
+      steps[ki] = moved ? steps[ki]! : steps[ki]! / 2;
+    });
+  }
+  return { params: best, loss: bestLoss };
+}

@@ -40,7 +40,7 @@ export interface FamilyParams {
   loadedIdleExtraW: number;
   /** W per GPU at full SM (tensor) utilisation at max clock, above loaded idle; scales with the V/f curve. */
   computeW: number;
-  /** W per GPU at full HBM bandwidth utilisation, above loaded idle; memory clock domain, not the SM's. */
+  /** W per GPU at full HBM bandwidth utilisation at max clock, above loaded idle; scales with the V/f curve. */
   memoryW: number;
   /** W per GPU during collectives and GPU-side fixed kernels at max clock, above loaded idle. */
   otherW: number;
