@@ -19,10 +19,9 @@ import {
   StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
-import { requestTypeOf, inputClassOf, outputClassOf, type LengthClass } from '../../protocols/request-types.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
-import { aliveServers, clusterStep, initialClusterState, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
+import { aliveServers, clusterStep, initialClusterState, intakePools, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
 import { loadConfig, poolsOf, profilePathOf, type ClusterConfig, checkProfileCovers } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
@@ -33,16 +32,6 @@ export const summary = 'cluster manager: intake, classification, routing; leader
 
 /** period of the leader's PoolTelemetry and ClusterTelemetry (the instances' InstanceTelemetry period too). */
 const TELEMETRY_MS = 1000;
-
-const NEXT: Record<LengthClass, LengthClass | undefined> = { S: 'M', M: 'L', L: undefined };
-
-/** The type served by the next pool with longer requests (output class first, then input). */
-export function longerType(t: RequestType): RequestType | undefined {
-  const o = NEXT[outputClassOf(t)];
-  if (o) return requestTypeOf(inputClassOf(t), o);
-  const i = NEXT[inputClassOf(t)];
-  return i ? requestTypeOf(i, 'L') : undefined;
-}
 
 export class ClusterManager extends Actor {
   #c: ClusterConfig;
@@ -128,22 +117,11 @@ export class ClusterManager extends Actor {
     } catch (err) {
       return { v: 1, id: r.id, ok: false, error: toWireError(err) };
     }
-    let t: RequestType | undefined = cls.type;
     let last: WireError | undefined;
-    // the pool of the type, then (overloaded) the pools serving longer requests
-    const tried = new Set<string>();
-    const fallback = this.#anyLongerReady(cls.type);
-    while (t) {
-      const pool = this.#m.route.get(t);
-      // a retired (merged) pool serves nothing: its load went to a pool serving longer requests; a pool
-      // just granted servers is used once one of its instances is ready (meanwhile the longer pool serves)
-      if (pool && !tried.has(pool) && this.#m.assignments.get(pool)?.state !== 'retired' && (this.#hasReady(pool) || !fallback)) {
-        tried.add(pool);
-        const a = await this.#dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool }, pool);
-        if (a.ok || !a.error || a.error.code !== 'overloaded') return { ...a, type: cls.type };
-        last = a.error;
-      }
-      t = longerType(t);
+    for (const pool of intakePools(this.#m, cls.type, (p) => this.#hasReady(p))) {
+      const a = await this.#dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool }, pool);
+      if (a.ok || !a.error || a.error.code !== 'overloaded') return { ...a, type: cls.type };
+      last = a.error;
     }
     return { v: 1, id: r.id, ok: false, type: cls.type, error: last ?? { code: 'unavailable', message: `no pool serves ${cls.type}`, retryable: true, retryAfterS: this.#c.emergency.retryAfterS } };
   }
@@ -151,15 +129,6 @@ export class ClusterManager extends Actor {
   #hasReady(pool: string): boolean {
     const now = this.clock.now();
     for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs) return true;
-    return false;
-  }
-
-  /** whether a pool serving t or a longer type has a ready instance (the fallback of a pool still starting). */
-  #anyLongerReady(t: RequestType): boolean {
-    for (let x: RequestType | undefined = t; x; x = longerType(x)) {
-      const p = this.#m.route.get(x);
-      if (p && this.#m.assignments.get(p)?.state !== 'retired' && this.#hasReady(p)) return true;
-    }
     return false;
   }
 

@@ -8,7 +8,7 @@ import { profileFor } from '../../src/sim/index.ts';
 import { planCluster } from '../../src/policy/cluster.ts';
 import { LoadForecaster } from '../../src/policy/forecast.ts';
 import {
-  aliveServers, clusterStep, initialClusterState, sampleMsOf,
+  aliveServers, clusterStep, initialClusterState, intakePools, longerType, sampleMsOf,
   type ClusterEffect, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState,
 } from '../../src/policy/machines/cluster.ts';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
@@ -162,5 +162,30 @@ describe('cluster machine', () => {
     const seen = new Map([['node-1', T0 - 2000], ['node-2', T0 - 10_000]]);
     expect(aliveServers(SERVERS, seen, T0, 3000).map((s) => s.id)).toEqual(['node-1']);
     expect(aliveServers(SERVERS, new Map(), T0, 3000)).toBe(SERVERS);
+  });
+});
+
+describe('cluster machine: intake routing', () => {
+  const pools = REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] }));
+  const active = (pool: string, types: PoolAssignment['types'], state: PoolAssignment['state'] = 'active'): PoolAssignment => ({ v: 1, pool, types, grants: [], epoch: 1, state, issuedBy: 'x', atMs: 0 });
+
+  it('spills to the pools serving longer requests: output class first, then input', () => {
+    expect(longerType('SS')).toBe('SM');
+    expect(longerType('SL')).toBe('ML');
+    expect(longerType('ML')).toBe('LL');
+    expect(longerType('LL')).toBeUndefined();
+    const s = initialClusterState({ pools });
+    expect(intakePools(s, 'SM', () => true)).toEqual(['pool-SM', 'pool-SL', 'pool-ML', 'pool-LL']);
+  });
+
+  it('skips retired pools, and pools without a ready instance while a longer pool has one', () => {
+    const s = initialClusterState({ pools });
+    s.assignments.set('pool-SL', active('pool-SL', ['SL'], 'retired'));
+    s.route.set('SL', 'pool-ML'); // merged: SL routes to the ML pool
+    expect(intakePools(s, 'SM', () => true)).toEqual(['pool-SM', 'pool-ML', 'pool-LL']);
+    // pool-SM was just granted servers (nothing ready yet): the longer pools serve meanwhile
+    expect(intakePools(s, 'SM', (p) => p !== 'pool-SM')).toEqual(['pool-ML', 'pool-LL']);
+    // nothing ready anywhere: every candidate is tried (the pool leader holds the request while it starts)
+    expect(intakePools(s, 'SM', () => false)).toEqual(['pool-SM', 'pool-ML', 'pool-LL']);
   });
 });

@@ -8,10 +8,11 @@
  * - the plan (policy planCluster: whole servers per pool, merges) and the server placement: a pool keeps
  *   the servers it holds (fewer moves), then takes free ones in order; with configured pools (or no
  *   profile) an even split of every server's GPUs;
- * - the pool assignments that change, and the routing table (type -> pool) intake reads.
+ * - the pool assignments that change, and the routing table (type -> pool);
+ * - intake's routing: the pool of a request's type, then (overloaded) the pools serving longer requests.
  * Effects: arm a timer, assign a pool (store + command), publish a decision event.
  */
-import { REQUEST_TYPES, type RequestType } from '../../../protocols/request-types.ts';
+import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type LengthClass, type RequestType } from '../../../protocols/request-types.ts';
 import type { PoolAssignment } from '../../../protocols/control.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { LoadForecaster, type ForecasterState } from '../forecast.ts';
@@ -274,6 +275,31 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
     });
     for (const m of merges) fx.push({ kind: 'event', event: 'merge', summary: `${m.from} merged into ${m.into}`, decision: m, inputs: { forecast } });
   }
+}
+
+const NEXT: Record<LengthClass, LengthClass | undefined> = { S: 'M', M: 'L', L: undefined };
+
+/** The type served by the next pool with longer requests (output class first, then input). */
+export function longerType(t: RequestType): RequestType | undefined {
+  const o = NEXT[outputClassOf(t)];
+  if (o) return requestTypeOf(inputClassOf(t), o);
+  const i = NEXT[inputClassOf(t)];
+  return i ? requestTypeOf(i, 'L') : undefined;
+}
+
+/**
+ * The pools intake tries for a request of type t, in order: the pool of t, then the pools serving longer
+ * requests (a pool that refuses as overloaded spills to the next). A retired (merged) pool serves nothing;
+ * a pool without a ready instance (just granted servers) is skipped while a longer pool has one.
+ */
+export function intakePools(s: Pick<ClusterMachineState, 'route' | 'assignments'>, t: RequestType, hasReady: (pool: string) => boolean): string[] {
+  const candidates: string[] = [];
+  for (let x: RequestType | undefined = t; x; x = longerType(x)) {
+    const p = s.route.get(x);
+    if (p && !candidates.includes(p) && s.assignments.get(p)?.state !== 'retired') candidates.push(p);
+  }
+  const anyReady = candidates.some(hasReady);
+  return anyReady ? candidates.filter(hasReady) : candidates;
 }
 
 function round3(o: Partial<Record<string, number>>): Record<string, number> {
