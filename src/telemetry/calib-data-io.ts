@@ -8,7 +8,18 @@ import {
 } from '../model/calib-data.ts';
 import { parseMeasuredSlice, type MeasuredSlice } from '../model/measured.ts';
 
-export const CALIBRATION_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'data', 'calibration');
+/** data/calibration/ of the repository: found upwards from this module (src/telemetry/ or, built, dist/src/telemetry/). */
+function findCalibrationDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const c = join(dir, 'data', 'calibration');
+    if (existsSync(c)) return c;
+    dir = join(dir, '..');
+  }
+  return join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'data', 'calibration');
+}
+
+export const CALIBRATION_DIR = findCalibrationDir();
 
 export function loadCalibrationData(dir = CALIBRATION_DIR): CalibrationData {
   const read = (f: string) => readFileSync(join(dir, f), 'utf8');
