@@ -18,9 +18,13 @@ const requestType = z.enum(REQUEST_TYPES);
 const tp = z.union([z.literal(1), z.literal(2), z.literal(4), z.literal(8)]);
 
 export const controlSubjects = {
-  /** instance manager -> pool leader (and observers): InstanceStatus, every status interval. */
-  instanceStatus: (pool: string) => `${ROOT}.ctl.istat.${token(pool, 'pool')}`,
-  instanceStatusAll: () => `${ROOT}.ctl.istat.*`,
+  /**
+   * instance manager -> pool leader (and observers): InstanceStatus, every status interval. The subject
+   * names the instance, so the server's permissions let an instance publish only its own status.
+   */
+  instanceStatus: (pool: string, instance: string) => `${ROOT}.ctl.istat.${token(pool, 'pool')}.${token(instance, 'instance')}`,
+  instanceStatusPool: (pool: string) => `${ROOT}.ctl.istat.${token(pool, 'pool')}.*`,
+  instanceStatusAll: () => `${ROOT}.ctl.istat.*.*`,
   /** node agent -> cluster leader: NodeStatus, every status interval (also kept in the inventory KV). */
   nodeStatus: (node: string) => `${ROOT}.ctl.nstat.${token(node, 'node')}`,
   nodeStatusAll: () => `${ROOT}.ctl.nstat.*`,

@@ -6,3 +6,4 @@ export * from './request-types.ts';
 export * from './control.ts';
 export * from './lease.ts';
 export * from './service.ts';
+export * from './permissions.ts';

@@ -67,15 +67,15 @@ export class GatewayActor extends Actor {
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => {
       this.metrics.onInstance(t);
       this.live.onInstance(t);
-    }, { capacity: 4096 });
+    }, { capacity: 4096, expectSubject: (t) => subjects.telInstance(t.id) });
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
       this.metrics.onRequest(r);
       this.live.onRequest(r);
-    }, { capacity: 16384 });
+    }, { capacity: 16384, expectSubject: (r) => subjects.telRequest(r.pool) });
     this.subscribe(subjects.eventAll(), DecisionEvent, (e) => {
       this.metrics.onEvent(e);
       this.live.onEvent(e);
-    }, { capacity: 1024 });
+    }, { capacity: 1024, expectSubject: (e) => subjects.event(e.kind, e.actor) });
     this.sweepTimer = setInterval(() => this.metrics.sweep(), 5000);
     this.sweepTimer.unref();
     this.readyTimer = setInterval(() => void this.probeCluster(), READY_PROBE_MS);

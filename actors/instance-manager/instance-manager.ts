@@ -224,9 +224,9 @@ export class InstanceManager {
       bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => this.#tokenize(req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
       bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => this.#detokenize(req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
       // peers of the pool: whether anyone has room (backpressure, emergency step 3 needs somebody to move to)
-      bus.subscribe(controlSubjects.instanceStatus(this.pool), InstanceStatus, (s) => {
+      bus.subscribe(controlSubjects.instanceStatusPool(this.pool), InstanceStatus, (s) => {
         if (s.id !== this.id) void this.#step({ type: 'peer_status', id: s.id, queued: s.queued, running: s.running, state: s.state });
-      }, { capacity: 1024 }),
+      }, { capacity: 1024, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) }),
     );
     this.#step({ type: 'start' });
     this.#timers.push(this.#clock.setInterval(() => void this.#telemetry(), 1000));
@@ -591,7 +591,7 @@ export class InstanceManager {
     if (this.#o.node) st.node = this.#o.node;
     if (this.#m.emergencyStepName) st.emergency = this.#m.emergencyStepName;
     try {
-      this.#bus.publish(controlSubjects.instanceStatus(this.pool), InstanceStatus, st);
+      this.#bus.publish(controlSubjects.instanceStatus(this.pool, this.id), InstanceStatus, st);
     } catch (err) {
       this.#log.debug({ err: (err as Error).message }, 'status not published');
     }

@@ -101,7 +101,7 @@ export class PoolLeader {
   async start(): Promise<void> {
     const c = this.#o.config;
     this.#handles.push(
-      this.#bus.subscribe(controlSubjects.instanceStatus(this.pool), InstanceStatus, (s) => this.#onStatus(s), { capacity: 4096 }),
+      this.#bus.subscribe(controlSubjects.instanceStatusPool(this.pool), InstanceStatus, (s) => this.#onStatus(s), { capacity: 4096, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) }),
       this.#bus.subscribe(subjects.telRequest(this.pool), RequestRecord, (r) => {
         const o = this.#outstanding.get(r.id);
         if (o && (!r.instance || r.instance === o.instance)) this.#outstanding.delete(r.id);

@@ -7,8 +7,8 @@
  * start/stop/drain are idempotent; calls in a state that forbids them throw LifecycleError.
  */
 import type { Logger } from 'pino';
-import { serviceName, type ActorKind, type Codec } from '../../protocols/index.ts';
-import { Bus, type MailboxOpts, type ServeContext, type ServeHandle, type SubscribeHandle } from './bus.ts';
+import { inboxPrefix, serviceName, type ActorKind, type Codec } from '../../protocols/index.ts';
+import { Bus, type MailboxOpts, type ServeContext, type ServeHandle, type SubscribeHandle, type SubscribeOpts } from './bus.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { LifecycleError } from './errors.ts';
 import { Heartbeater, type LoadSummary } from './heartbeat.ts';
@@ -109,6 +109,7 @@ export abstract class Actor {
         this.#bus = await Bus.connect({
           settings,
           name: `${this.kind}/${this.id}`,
+          inboxPrefix: inboxPrefix(this.kind, this.id),
           log: this.log,
         });
         this.#bus.jetstreamReplicas = this.opts.jetstreamReplicas ?? 1;
@@ -287,7 +288,7 @@ export abstract class Actor {
     subject: string,
     codec: Codec<T>,
     handler: (msg: T, subject: string) => void | Promise<void>,
-    opts?: MailboxOpts,
+    opts?: SubscribeOpts<T>,
   ): SubscribeHandle {
     const h = this.bus.subscribe(subject, codec, handler, opts);
     this.#handles.push(h);

@@ -29,6 +29,11 @@ export interface BusConnectOptions {
   servers?: string | string[];
   /** connection name, shown by the server (`nats server report connections`). */
   name: string;
+  /**
+   * prefix of this connection's reply inboxes (protocols' inboxPrefix(kind, id)); the server lets each
+   * actor subscribe only under its own. Default `_INBOX` (admin tools).
+   */
+  inboxPrefix?: string;
   user?: string;
   pass?: string;
   log: Logger;
@@ -53,6 +58,16 @@ export interface MailboxOpts {
   capacity?: number;
   /** handlers running at once (default 64 for serve, 1 for subscribe: ordered). */
   concurrency?: number;
+}
+
+export interface SubscribeOpts<T> extends MailboxOpts {
+  /**
+   * Identity check at intake: the subject a message must have arrived on, given what it claims (e.g. an
+   * InstanceStatus of instance X on pool P: controlSubjects.instanceStatus(P, X)). The server's
+   * permissions let only X's credentials publish there, so a message whose claim does not match its
+   * subject is forged (or a bug): it is refused, counted (identityRejections) and logged rate-limited.
+   */
+  expectSubject?: (msg: T) => string;
 }
 
 export interface ServeHandle {
@@ -80,6 +95,8 @@ export interface BusCounters {
   handlerErrors: number;
   /** server-reported errors (e.g. permission violations). */
   serverErrors: number;
+  /** messages whose claimed identity does not match the subject they arrived on (SubscribeOpts.expectSubject). */
+  identityRejections: number;
 }
 
 const DEFAULT_CAPACITY = 1024;
@@ -90,7 +107,7 @@ const DEFAULT_CAPACITY = 1024;
 export class Bus extends EventEmitter {
   readonly nc: NatsConnection;
   readonly log: Logger;
-  readonly counters: BusCounters = { protocolErrors: 0, mailboxOverflows: 0, handlerErrors: 0, serverErrors: 0 };
+  readonly counters: BusCounters = { protocolErrors: 0, mailboxOverflows: 0, handlerErrors: 0, serverErrors: 0, identityRejections: 0 };
   #protocolLogAt = new Map<string, { at: number; suppressed: number }>();
   #protocolLogIntervalMs: number;
   #closing?: Promise<void>;
@@ -117,6 +134,7 @@ export class Bus extends EventEmitter {
     const nc = await connect({
       ...connectionOptions(settings),
       name: opts.name,
+      ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
       reconnect,
       maxReconnectAttempts: reconnect ? -1 : 0,
       reconnectTimeWait: 250,
@@ -150,10 +168,10 @@ export class Bus extends EventEmitter {
             this.counters.serverErrors++;
             const e = s.error;
             if (e instanceof natsErrors.PermissionViolationError) {
-              this.log.warn({ subject: e.subject, operation: e.operation }, 'nats permission violation');
+              this.#rateLimitedWarn(`perm:${e.operation}:${e.subject}`, { subject: e.subject, operation: e.operation }, 'nats permission violation');
               this.emit('permission_error', { subject: e.subject, operation: e.operation, message: e.message });
             } else {
-              this.log.warn({ err: e?.message }, 'nats server error');
+              this.#rateLimitedWarn('server-error', { err: e?.message }, 'nats server error');
             }
             break;
           }
@@ -319,7 +337,7 @@ export class Bus extends EventEmitter {
     subject: string,
     codec: Codec<T>,
     handler: (msg: T, subject: string) => void | Promise<void>,
-    opts: MailboxOpts = {},
+    opts: SubscribeOpts<T> = {},
   ): SubscribeHandle {
     const mailbox = new Mailbox<{ msg: T; subject: string }>({
       capacity: opts.capacity ?? DEFAULT_CAPACITY,
@@ -347,6 +365,7 @@ export class Bus extends EventEmitter {
           this.#badPayload(m.subject, e);
           return;
         }
+        if (opts.expectSubject && !this.#claimMatches(opts.expectSubject, msg, m.subject)) return;
         try {
           mailbox.offer({ msg, subject: m.subject });
         } catch {
@@ -389,6 +408,19 @@ export class Bus extends EventEmitter {
     return handle;
   }
 
+  #claimMatches<T>(expect: (msg: T) => string, msg: T, subject: string): boolean {
+    let want: string;
+    try {
+      want = expect(msg);
+    } catch {
+      want = '(no valid subject for the claimed identity)';
+    }
+    if (want === subject) return true;
+    this.counters.identityRejections++;
+    this.#rateLimitedWarn(`identity:${subject}`, { subject, claimedSubject: want }, 'message claims another identity than its subject, refused');
+    return false;
+  }
+
   #badPayload(subject: string, err: unknown): void {
     this.counters.protocolErrors++;
     this.#rateLimitedWarn(`protocol:${subject}`, { subject, err: (err as Error).message }, 'bad payload refused');
@@ -401,6 +433,8 @@ export class Bus extends EventEmitter {
       st.suppressed++;
       return;
     }
+    // one entry per key; keys carry subjects (request ids among them): bound the map
+    if (!st && this.#protocolLogAt.size >= 1024) this.#protocolLogAt.clear();
     this.#protocolLogAt.set(key, { at: now, suppressed: 0 });
     this.log.warn({ ...obj, suppressedSinceLast: st?.suppressed ?? 0 }, msg);
   }

@@ -58,7 +58,7 @@ export class LivenessTracker extends EventEmitter {
   start(): void {
     if (this.#timer !== undefined) return;
     // one subscription to all beats; `kinds` filters in observe()
-    this.#subs.push(this.#bus.subscribe(subjects.heartbeatAll(), Heartbeat, (hb) => this.observe(hb), { capacity: 4096 }));
+    this.#subs.push(this.#bus.subscribe(subjects.heartbeatAll(), Heartbeat, (hb) => this.observe(hb), { capacity: 4096, expectSubject: (hb) => subjects.heartbeat(hb.kind, hb.id) }));
     this.#timer = this.#clock.setInterval(() => this.check(), Math.max(1, Math.floor(this.periodMs / 4)));
   }
 

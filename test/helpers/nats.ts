@@ -4,6 +4,9 @@
  * removes everything on stop().
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { ROLES, type Role } from '../../protocols/permissions.ts';
+import { rolePasswordEnv } from '../../src/runtime/nats-server-config.ts';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { withStoreDir } from '../../src/runtime/nats-launcher.ts';
 import { tmpdir } from 'node:os';
@@ -11,7 +14,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { probeNats } from '../../src/runtime/nats-launcher.ts';
 
-export type Role = 'gateway' | 'cluster' | 'pool' | 'instance' | 'node' | 'observer' | 'admin';
+export type { Role } from '../../protocols/permissions.ts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const NATS_CONF = join(REPO_ROOT, 'nats.conf');
@@ -25,12 +28,19 @@ export interface TestNats {
   stop(): Promise<void>;
 }
 
-/** Passwords of the repo's nats.conf (local defaults). */
+/**
+ * The committed nats.conf takes each role's password from the server's environment ($DYN_<ROLE>_PASS):
+ * random ones per test process, handed to every server this helper starts.
+ */
+const PASSWORDS = Object.fromEntries(ROLES.map((r) => [r, randomBytes(12).toString('hex')])) as Record<Role, string>;
+export const ROLE_PASSWORD_ENV = Object.fromEntries(ROLES.map((r) => [rolePasswordEnv(r), PASSWORDS[r]]));
+
+/** Credentials of a role of the repo's nats.conf (its user and this process's password). */
 export function creds(role: Role): { user: string; pass: string } {
-  return { user: role, pass: `${role}-local` };
+  return { user: role, pass: PASSWORDS[role] };
 }
 
-export async function startNatsServer(opts: { conf?: string; jetstream?: boolean } = {}): Promise<TestNats> {
+export async function startNatsServer(opts: { conf?: string; jetstream?: boolean; env?: Record<string, string> } = {}): Promise<TestNats> {
   const dir = mkdtempSync(join(tmpdir(), 'dyn-nats-'));
   // nats-server 2.9 refuses `-sd` when the config names store_dir too, so the suite runs a copy of the
   // project's config whose store_dir points at the private temp dir (everything else unchanged).
@@ -38,7 +48,7 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
   writeFileSync(conf, withStoreDir(readFileSync(opts.conf ?? NATS_CONF, 'utf8'), join(dir, 'js')));
   const args = ['-c', conf, '-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', dir];
   if (opts.jetstream !== false) args.push('-js');
-  const proc = spawn(existsBin(NATS_BIN) ? NATS_BIN : 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(existsBin(NATS_BIN) ? NATS_BIN : 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...ROLE_PASSWORD_ENV, ...opts.env } });
   let stderr = '';
   proc.stderr!.on('data', (d) => (stderr = (stderr + d.toString()).slice(-4000)));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));

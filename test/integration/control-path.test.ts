@@ -101,7 +101,7 @@ beforeAll(async () => {
   cfgPath = join(dir, 'cluster.json');
   writeFileSync(cfgPath, JSON.stringify({
     // each actor connects as its own nats.conf role (node agents as `node`)
-    nats: { url: nats.url, roles: { cluster: nats.creds('cluster'), pool: nats.creds('pool'), instance: nats.creds('instance'), node: { user: 'node', pass: 'node-local' } } },
+    nats: { url: nats.url, roles: { cluster: nats.creds('cluster'), pool: nats.creds('pool'), instance: nats.creds('instance'), node: nats.creds('node') } },
     model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
     servers: [{ id: 'n0', gpus: 2 }],
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],

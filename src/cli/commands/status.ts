@@ -5,7 +5,9 @@
  * NATS_URL/NATS_USER/NATS_PASSWORD/NATS_CREDS/NATS_NKEY/...); `up` prints the observer's settings.
  */
 import { parse, num } from '../args.ts';
+import { randomBytes } from 'node:crypto';
 import { Bus } from '../../runtime/bus.ts';
+import { inboxPrefix } from '../../../protocols/permissions.ts';
 import { natsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE, type NatsFlags } from '../../runtime/nats-settings.ts';
 import { silentLogger } from '../../runtime/logger.ts';
 import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
@@ -26,6 +28,7 @@ export async function connectObserver(values: NatsFlags): Promise<Bus> {
   return Bus.connect({
     settings: natsSettings({ flags: values }),
     name: 'dynamollm-status',
+    inboxPrefix: inboxPrefix('observer', `status-${randomBytes(4).toString('hex')}`),
     log: silentLogger(),
     reconnect: false,
     connectTimeoutMs: 3000,

@@ -1,0 +1,190 @@
+/**
+ * Who may publish and subscribe where: the ONE table of NATS rights of dynamollm's roles. The server
+ * configs (nats.conf, deploy/nats/cluster.conf, deploy/k8s/nats.conf and the per-actor config `up`
+ * writes) are generated from it (src/runtime/nats-server-config.ts); pubsub and the tests read it too.
+ *
+ * Every right is a function of the actor: with its id (and an instance's pool) the rights are the
+ * actor's own (per-actor users: an instance may publish status only as itself, read only its own admit
+ * subject, a node agent write only its own inventory key); without them, the rights of any actor of the
+ * role (id tokens become `*`), for configs with one user per role.
+ *
+ * Principles (issue 12):
+ * - inboxes are prefixed per actor (`_INBOX.<kind>.<id>`, inboxPrefix()); nobody subscribes `_INBOX.>`;
+ *   replies go out through `allow_responses` (a responder may answer the requests it received, only those);
+ * - KV keys are written only by their owner: leases `cluster.planner` by cluster managers, `pool.<p>` by
+ *   pool managers; the inventory's `pool.<p>` (assignments) by cluster managers, `node.<n>` by node n;
+ * - the events stream (subjects `evt.>`) is written only by control roles (cluster, pool, instance, node),
+ *   each only under its own id (pool leaders under the pools' ids);
+ * - the gateway may only submit requests to the cluster intake, read token streams, cancel, and read
+ *   telemetry, events and heartbeats (its dashboard): no command subject, no JetStream;
+ * - the observer reads (telemetry, events live and through its own consumer of the events stream,
+ *   heartbeats), asks the cluster status and sends NATS Service API requests; it changes nothing;
+ * - every actor serves the NATS Service API: `$SRV.PING|INFO|STATS` and `$SRV.<verb>.dynamollm-<kind>[.<id>]`.
+ */
+import { controlSubjects, inventoryKeys } from './control.ts';
+import { SERVICE_VERBS, serviceName, serviceSubjects } from './service.ts';
+import { ROOT, jetstream, leaseKeys, subjects, token, type ActorKind } from './subjects.ts';
+
+export const ROLES = ['gateway', 'cluster', 'pool', 'instance', 'node', 'observer', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+/** Roles whose actors take control decisions (may write the events stream). */
+export const CONTROL_ROLES = ['cluster', 'pool', 'instance', 'node'] as const satisfies readonly Role[];
+
+export interface Permissions {
+  publish: string[];
+  subscribe: string[];
+  /** may answer requests it received (on their reply subjects). */
+  allowResponses: boolean;
+}
+
+export interface ActorIdentity {
+  role: Role;
+  /** actor id; absent: any actor of the role. */
+  id?: string;
+  /** instance: its pool; absent: any pool. */
+  pool?: string;
+  /** pool manager: the pools it may lead; absent: any pool. */
+  pools?: string[];
+}
+
+const ANY = '__ANY__';
+/** A subject function's output with the placeholder token(s) turned into `*`. */
+const wild = (s: string): string => s.split(ANY).join('*');
+const idOr = (id: string | undefined): string => (id === undefined ? ANY : token(id));
+
+/** Inbox prefix of an actor's connection (nats.js `inboxPrefix`): requests' replies arrive under it. */
+export function inboxPrefix(kind: ActorKind | 'admin' | 'tool', id: string): string {
+  return `_INBOX.${kind}.${token(id)}`;
+}
+
+function inboxOf(role: Role, id: string | undefined): string {
+  return `_INBOX.${role}.${id === undefined ? '*' : token(id)}.>`;
+}
+
+/** Subjects an actor of `kind` (with `id`, or any) answers NATS Service API requests on. */
+function serviceSubs(kind: ActorKind, id: string | undefined): string[] {
+  const name = serviceName(kind);
+  return SERVICE_VERBS.flatMap((v) => [serviceSubjects.control(v), serviceSubjects.control(v, name), wild(serviceSubjects.control(v, name, idOr(id)))]);
+}
+
+/** JetStream API rights to open (create if missing) and read a KV bucket: no write to any key. */
+function kvUse(bucket: string): string[] {
+  const st = `KV_${bucket}`;
+  return [
+    '$JS.API.INFO',
+    `$JS.API.STREAM.INFO.${st}`,
+    `$JS.API.STREAM.CREATE.${st}`,
+    `$JS.API.STREAM.MSG.GET.${st}`,
+    `$JS.API.DIRECT.GET.${st}`,
+    `$JS.API.DIRECT.GET.${st}.>`,
+    `$JS.API.CONSUMER.CREATE.${st}`,
+    `$JS.API.CONSUMER.CREATE.${st}.>`,
+    `$JS.API.CONSUMER.INFO.${st}.>`,
+    `$JS.API.CONSUMER.DELETE.${st}.>`,
+    `$JS.FC.${st}.>`,
+  ];
+}
+/** Write right on some keys of a bucket (a KV put is a publish on `$KV.<bucket>.<key>`). */
+const kvWrite = (bucket: string, keys: string[]): string[] => keys.map((k) => `$KV.${bucket}.${k}`);
+
+function eventsOf(ids: string[] | undefined): string[] {
+  if (ids === undefined) return [`${ROOT}.evt.*.*`];
+  return ids.map((id) => `${ROOT}.evt.*.${token(id)}`);
+}
+
+const uniq = (xs: string[]): string[] => [...new Set(xs)];
+
+/** The rights of one actor (or, without id, of any actor of its role). */
+export function permissionsOf(a: ActorIdentity): Permissions {
+  const id = a.id;
+  const I = idOr(id);
+  const hbOwn = (k: ActorKind) => wild(subjects.heartbeat(k, I));
+  switch (a.role) {
+    case 'gateway':
+      return {
+        publish: [subjects.clusterIntake(), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), hbOwn('gateway')],
+        subscribe: uniq([wild(subjects.stream(ANY)), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), inboxOf('gateway', id), ...serviceSubs('gateway', id)]),
+        allowResponses: true,
+      };
+    case 'cluster':
+      return {
+        publish: uniq([
+          wild(subjects.poolDispatch(ANY)), wild(subjects.poolControl(ANY)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('cluster'),
+          ...kvUse(jetstream.leasesBucket), ...kvWrite(jetstream.leasesBucket, [leaseKeys.clusterPlanner()]),
+          ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.pool(ANY))]),
+          `$JS.API.STREAM.INFO.${jetstream.eventsStream}`, `$JS.API.STREAM.CREATE.${jetstream.eventsStream}`,
+          `$JS.API.STREAM.INFO.${jetstream.requestsStream}`, `$JS.API.STREAM.CREATE.${jetstream.requestsStream}`,
+          // the leader's pool and cluster telemetry
+          wild(subjects.telPool(ANY)), subjects.telCluster(),
+        ]),
+        subscribe: uniq([
+          subjects.clusterIntake(), subjects.clusterStatus(), wild(subjects.telRequest(ANY)), wild(subjects.telInstance(ANY)),
+          controlSubjects.instanceStatusAll(), controlSubjects.nodeStatusAll(), controlSubjects.poolStatusAll(), subjects.heartbeatAll(),
+          inboxOf('cluster', id), ...serviceSubs('cluster', id),
+        ]),
+        allowResponses: true,
+      };
+    case 'pool': {
+      const pools = a.pools;
+      const P = (f: (p: string) => string) => (pools === undefined ? [wild(f(ANY))] : pools.map(f));
+      return {
+        publish: uniq([
+          wild(subjects.instanceAdmit(ANY)), wild(subjects.instanceControl(ANY)), wild(subjects.nodeControl(ANY)),
+          // a pool leader ends the token streams of an instance that died holding them
+          wild(subjects.stream(ANY)),
+          ...eventsOf(pools), ...P(controlSubjects.poolStatus), hbOwn('pool'),
+          ...kvUse(jetstream.leasesBucket), ...kvWrite(jetstream.leasesBucket, P(leaseKeys.poolLeader)),
+          ...kvUse(jetstream.inventoryBucket),
+        ]),
+        subscribe: uniq([
+          ...P(subjects.poolDispatch), ...P(subjects.poolControl), ...P(subjects.poolMove),
+          ...P(controlSubjects.instanceStatusPool), ...P(subjects.telRequest), subjects.heartbeatAll(),
+          inboxOf('pool', id), ...serviceSubs('pool', id),
+        ]),
+        allowResponses: true,
+      };
+    }
+    case 'instance': {
+      const Q = idOr(a.pool);
+      return {
+        publish: uniq([
+          wild(subjects.stream(ANY)), wild(subjects.poolMove(Q)), wild(controlSubjects.instanceStatus(Q, I)), wild(subjects.telInstance(I)),
+          wild(subjects.telRequest(Q)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('instance'),
+        ]),
+        subscribe: uniq([
+          wild(subjects.instanceAdmit(I)), wild(subjects.instanceControl(I)), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(controlSubjects.instanceStatusPool(Q)),
+          inboxOf('instance', id), ...serviceSubs('instance', id),
+        ]),
+        allowResponses: true,
+      };
+    }
+    case 'node':
+      return {
+        publish: uniq([
+          wild(controlSubjects.nodeStatus(I)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('node'),
+          ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.node(I))]),
+        ]),
+        subscribe: uniq([wild(subjects.nodeControl(I)), inboxOf('node', id), ...serviceSubs('node', id)]),
+        allowResponses: true,
+      };
+    case 'observer': {
+      // read-only consumers of the events and per-request streams
+      const consume = (st: string) => [
+        `$JS.API.STREAM.INFO.${st}`, `$JS.API.STREAM.MSG.GET.${st}`, `$JS.API.DIRECT.GET.${st}`, `$JS.API.DIRECT.GET.${st}.>`,
+        `$JS.API.CONSUMER.CREATE.${st}`, `$JS.API.CONSUMER.CREATE.${st}.>`, `$JS.API.CONSUMER.INFO.${st}.>`, `$JS.API.CONSUMER.DELETE.${st}.>`,
+        `$JS.API.CONSUMER.MSG.NEXT.${st}.>`, `$JS.ACK.${st}.>`, `$JS.FC.${st}.>`,
+      ];
+      return {
+        publish: uniq([
+          subjects.clusterStatus(), hbOwn('observer'),
+          ...SERVICE_VERBS.flatMap((v) => [serviceSubjects.control(v), `${serviceSubjects.control(v)}.*`, `${serviceSubjects.control(v)}.*.*`]),
+          '$JS.API.INFO', ...consume(jetstream.eventsStream), ...consume(jetstream.requestsStream),
+        ]),
+        subscribe: uniq([subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), inboxOf('observer', id)]),
+        allowResponses: false,
+      };
+    }
+    case 'admin':
+      return { publish: ['>'], subscribe: ['>'], allowResponses: false };
+  }
+}

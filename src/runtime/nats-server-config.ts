@@ -1,0 +1,233 @@
+/**
+ * nats-server configs generated from the one table of rights (protocols/permissions.ts):
+ * - the committed ones: `nats.conf` (one local server), `deploy/nats/cluster.conf` (3 servers with routes)
+ *   and `deploy/k8s/nats.conf` (the kustomize configMapGenerator `nats-config`, key `nats.conf`). They
+ *   hold one user per role whose password comes from the server's environment ($DYN_<ROLE>_PASS;
+ *   nats-server refuses to start when one is missing): no secret is committed. Regenerate them with
+ *   `npm run gen:nats-config`; test/unit/nats-config.test.ts fails when they differ.
+ * - the per-actor one `dynamollm up` writes into its state directory (localClusterAuth): one nkey user per
+ *   actor, each with only its own rights, seeds in files of that directory (mode 0600).
+ *
+ * A cluster is one NATS account named by its cluster id: subjects, KV buckets and streams of two
+ * clusters on one server never meet (NATS accounts are separate subject spaces with their own JetStream).
+ */
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { nkeys } from '@nats-io/transport-node';
+import { permissionsOf, type ActorIdentity, type Permissions, type Role } from '../../protocols/permissions.ts';
+import { token } from '../../protocols/subjects.ts';
+
+export interface UserEntry {
+  /** comment line above the user. */
+  comment?: string;
+  user?: string;
+  /** literal password, or `$NAME` (expanded by nats-server from its environment). */
+  password?: string;
+  /** nkey public key (U...): the client proves it holds the seed. */
+  nkey?: string;
+  permissions: Permissions;
+}
+
+export interface AccountSpec {
+  /** the cluster id. */
+  name: string;
+  users: UserEntry[];
+}
+
+export interface ServerSpec {
+  header: string[];
+  listen: string;
+  http?: string;
+  serverName: string;
+  storeDir: string;
+  maxFileStore?: string;
+  cluster?: { name: string; listen: string; routes: string[] };
+  accounts: AccountSpec[];
+}
+
+/** Largest NATS message; the gateway's body limit sits below it (actors/gateway/config.ts). */
+export const NATS_MAX_PAYLOAD_BYTES = 1024 * 1024;
+export const DEFAULT_CLUSTER_ID = 'dynamollm';
+
+const q = (s: string): string => JSON.stringify(s);
+const list = (xs: string[], indent: string): string => {
+  if (xs.length <= 4) return `[${xs.map(q).join(', ')}]`;
+  return `[\n${xs.map((x) => `${indent}  ${q(x)}`).join('\n')}\n${indent}]`;
+};
+
+function renderUser(u: UserEntry, ind: string): string {
+  const lines: string[] = [];
+  if (u.comment) lines.push(`${ind}# ${u.comment}`);
+  lines.push(`${ind}{`);
+  if (u.nkey) lines.push(`${ind}  nkey: ${u.nkey}`);
+  if (u.user !== undefined) lines.push(`${ind}  user: ${q(u.user)}`);
+  if (u.password !== undefined) lines.push(`${ind}  password: ${u.password.startsWith('$') ? u.password : q(u.password)}`);
+  const p = u.permissions;
+  lines.push(`${ind}  permissions: {`);
+  lines.push(`${ind}    publish: { allow: ${list(p.publish, `${ind}    `)} }`);
+  lines.push(`${ind}    subscribe: { allow: ${list(p.subscribe, `${ind}    `)} }`);
+  if (p.allowResponses) lines.push(`${ind}    allow_responses: true`);
+  lines.push(`${ind}  }`);
+  lines.push(`${ind}}`);
+  return lines.join('\n');
+}
+
+export function renderServerConfig(s: ServerSpec): string {
+  const out: string[] = [...s.header.map((h) => (h ? `# ${h}` : '#')), ''];
+  out.push(`listen: ${s.listen}`);
+  if (s.http) out.push(`http: ${s.http}`);
+  out.push(`server_name: ${s.serverName}`, '');
+  out.push('# payloads are small msgpack messages; 1 MiB bounds a bad client (the gateway refuses larger bodies first).');
+  out.push('max_payload: 1MB', '');
+  out.push('jetstream {', `  store_dir: ${q(s.storeDir)}`, '  max_memory_store: 256MB', `  max_file_store: ${s.maxFileStore ?? '2GB'}`, '}', '');
+  if (s.cluster) {
+    out.push('cluster {', `  name: ${s.cluster.name}`, `  listen: ${s.cluster.listen}`, '  routes: [', ...s.cluster.routes.map((r) => `    ${r}`), '  ]', '}', '');
+  }
+  out.push('# One account per cluster id: its subjects, KV buckets and streams are its own. No anonymous access.');
+  out.push('accounts {');
+  for (const a of s.accounts) {
+    out.push(`  ${token(a.name, 'cluster id')}: {`, '    jetstream: enabled', '    users: [');
+    out.push(a.users.map((u) => renderUser(u, '      ')).join('\n'));
+    out.push('    ]', '  }');
+  }
+  out.push('}', '');
+  return out.join('\n');
+}
+
+const ROLE_COMMENT: Record<Role, string> = {
+  gateway: 'gateway: submits to the cluster intake, reads token streams, cancels; reads telemetry/events/heartbeats (dashboard)',
+  cluster: 'cluster manager: intake (queue group) and status; dispatches to and commands pools; planner lease; pool assignments; events stream',
+  pool: 'pool manager: serves dispatch/ctl/move; admits to and commands instances; starts/stops them on node agents; pool leases',
+  instance: 'instance manager: its admit/ctl; token streams; its own status and telemetry; asks its pool to move requests',
+  node: 'node agent: its node ctl; its own node status and inventory key',
+  observer: 'observer (read-only): telemetry, events (live or through its own consumer), heartbeats, cluster status, $SRV requests',
+  admin: 'admin: everything (operators and tests; never given to an actor)',
+};
+
+/** Env variable holding a role's password in the committed configs. */
+export const rolePasswordEnv = (role: Role): string => `DYN_${role.toUpperCase()}_PASS`;
+
+/** One user per role, password from the environment: the committed configs. */
+export function roleUsers(): UserEntry[] {
+  return (['gateway', 'cluster', 'pool', 'instance', 'node', 'observer', 'admin'] as const).map((role) => ({
+    comment: ROLE_COMMENT[role],
+    user: role,
+    password: `$${rolePasswordEnv(role)}`,
+    permissions: permissionsOf({ role }),
+  }));
+}
+
+const ROLES_DOC = [
+  'Rights per role: protocols/permissions.ts (the one source). Passwords come from the server\'s environment:',
+  `  ${(['gateway', 'cluster', 'pool', 'instance', 'node', 'observer', 'admin'] as const).map(rolePasswordEnv).join(' ')}`,
+  '(nats-server refuses to start when one is missing). Clients give theirs as NATS_USER/NATS_PASSWORD.',
+  'One user per role binds identity to the role; `dynamollm up` writes a per-actor config instead (one nkey',
+  'user per actor, each limited to its own subjects and keys).',
+];
+
+/** The three committed configs, by repository path. */
+export function committedConfigs(): Record<string, string> {
+  const gen = 'GENERATED by `npm run gen:nats-config` from protocols/permissions.ts; do not edit by hand.';
+  const account: AccountSpec = { name: DEFAULT_CLUSTER_ID, users: roleUsers() };
+  return {
+    'nats.conf': renderServerConfig({
+      header: ['dynamollm NATS server config for one machine (nats-server >= 2.9).', gen, '', ...ROLES_DOC, '',
+        'Start: DYN_GATEWAY_PASS=... (all of them) nats-server -c nats.conf. `dynamollm up` does not use this file:',
+        'it starts its own server from a per-actor config in its state directory.'],
+      listen: '127.0.0.1:4222',
+      serverName: 'dynamollm-local',
+      storeDir: './.nats-data',
+      accounts: [account],
+    }),
+    'deploy/nats/cluster.conf': renderServerConfig({
+      header: ['dynamollm NATS cluster config: 3 servers, JetStream replicated.', gen, '', ...ROLES_DOC, '',
+        'Each server: DYN_NATS_NAME=nats-0 DYN_...=... nats-server -c cluster.conf. Put TLS in front when the network',
+        'is not trusted; keep the route port (6222) on a private network.'],
+      listen: '0.0.0.0:4222',
+      http: '0.0.0.0:8222',
+      serverName: '$DYN_NATS_NAME',
+      storeDir: '/var/lib/nats/jetstream',
+      cluster: { name: 'dynamollm', listen: '0.0.0.0:6222', routes: ['nats-route://nats-0:6222', 'nats-route://nats-1:6222', 'nats-route://nats-2:6222'] },
+      accounts: [account],
+    }),
+    'deploy/k8s/nats.conf': renderServerConfig({
+      header: ['dynamollm NATS config for Kubernetes (kustomize configMapGenerator nats-config, key nats.conf).', gen, '', ...ROLES_DOC, '',
+        'The StatefulSet passes the passwords from the dynamollm-secrets Secret and POD_NAME from the pod.'],
+      listen: '0.0.0.0:4222',
+      http: '0.0.0.0:8222',
+      serverName: '$POD_NAME',
+      storeDir: '/data/jetstream',
+      maxFileStore: '10GB',
+      cluster: { name: 'dynamollm', listen: '0.0.0.0:6222', routes: ['nats://nats-0.nats.dynamollm.svc:6222', 'nats://nats-1.nats.dynamollm.svc:6222', 'nats://nats-2.nats.dynamollm.svc:6222'] },
+      accounts: [account],
+    }),
+  };
+}
+
+/** The actors of a cluster config, with what their rights depend on. */
+export interface ClusterActors {
+  clusterId: string;
+  clusterManagers: string[];
+  poolManagers: string[];
+  gateways: string[];
+  nodes: { id: string; gpus: number }[];
+  pools: string[];
+}
+
+/**
+ * Every instance id a pool leader may start (actors/pool-manager: `<pool>-<node>-g<first gpu>x<tp>`, TP
+ * groups aligned to their size), so each instance gets its own user before it exists.
+ */
+export function possibleInstances(a: ClusterActors): { id: string; pool: string; node: string }[] {
+  const out: { id: string; pool: string; node: string }[] = [];
+  for (const pool of a.pools)
+    for (const n of a.nodes)
+      for (const tp of [1, 2, 4, 8])
+        for (let g = 0; g + tp <= n.gpus; g += tp) out.push({ id: `${pool}-${n.id}-g${g}x${tp}`, pool, node: n.id });
+  return out;
+}
+
+export interface ActorCredential {
+  identity: ActorIdentity;
+  /** nkey seed file (NATS_NKEY). */
+  nkeyFile: string;
+  publicKey: string;
+}
+
+export interface LocalAuth {
+  account: AccountSpec;
+  /** `${role}/${id}` -> credential */
+  creds: Map<string, ActorCredential>;
+  /** directory of the instances' seed files, `<instance id>.nk` (the node agents hand them to instances). */
+  instanceKeysDir: string;
+}
+
+/**
+ * Per-actor nkey users for a local cluster: writes one seed file per actor under `dir` (0600) and returns
+ * the account to put in the server config. Observer and admin get one key each ('observer/', 'admin/'):
+ * `up` waits for readiness as the observer and prints the observer's key for status/top; admin is for
+ * the operator.
+ */
+export function localClusterAuth(a: ClusterActors, dir: string): LocalAuth {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const instDir = join(dir, 'instances');
+  mkdirSync(instDir, { recursive: true, mode: 0o700 });
+  const creds = new Map<string, ActorCredential>();
+  const users: UserEntry[] = [];
+  const add = (identity: ActorIdentity, file: string) => {
+    const kp = nkeys.createUser();
+    writeFileSync(file, new TextDecoder().decode(kp.getSeed()) + '\n', { mode: 0o600 });
+    chmodSync(file, 0o600);
+    const publicKey = kp.getPublicKey();
+    creds.set(`${identity.role}/${identity.id ?? ''}`, { identity, nkeyFile: file, publicKey });
+    users.push({ comment: `${identity.role} ${identity.id ?? ''}${identity.pool ? ` (pool ${identity.pool})` : ''}`, nkey: publicKey, permissions: permissionsOf(identity) });
+  };
+  for (const id of a.clusterManagers) add({ role: 'cluster', id }, join(dir, `cluster-${id}.nk`));
+  for (const id of a.poolManagers) add({ role: 'pool', id, pools: a.pools }, join(dir, `pool-${id}.nk`));
+  for (const n of a.nodes) add({ role: 'node', id: n.id }, join(dir, `node-${n.id}.nk`));
+  for (const id of a.gateways) add({ role: 'gateway', id }, join(dir, `gateway-${id}.nk`));
+  for (const i of possibleInstances(a)) add({ role: 'instance', id: i.id, pool: i.pool }, join(instDir, `${i.id}.nk`));
+  add({ role: 'observer' }, join(dir, 'observer.nk'));
+  add({ role: 'admin' }, join(dir, 'admin.nk'));
+  return { account: { name: a.clusterId, users }, creds, instanceKeysDir: instDir };
+}
