@@ -41,6 +41,13 @@ export const configSchema = z
         creds: z.string().min(1).optional(),
         /** file holding an nkey user seed, as the `nats` CLI's --nkey / NATS_NKEY. */
         nkey: z.string().min(1).optional(),
+        /**
+         * directory of the instance managers' nkey seeds, `<instance id>.nk` (written by `dynamollm up`): a node
+         * agent starts each instance with its own (NATS_NKEY), never with the node's credentials.
+         */
+        instanceKeysDir: z.string().min(1).optional(),
+        /** the server does not enforce authorization and the cluster runs anyway (`up --insecure-nats`): status and the dashboard warn. */
+        insecure: z.boolean().default(false),
         /** TLS files: CA to trust, client certificate and key (mutual TLS). */
         tls: z.object({ ca: z.string().min(1).optional(), cert: z.string().min(1).optional(), key: z.string().min(1).optional() }).strict().optional(),
         /**
@@ -48,11 +55,16 @@ export const configSchema = z
          * role when given, else with user/pass. Default: none.
          */
         roles: z
-          .object({ cluster: natsCreds.optional(), pool: natsCreds.optional(), instance: natsCreds.optional(), node: natsCreds.optional() })
+          .object({ cluster: natsCreds.optional(), pool: natsCreds.optional(), instance: natsCreds.optional(), node: natsCreds.optional(), gateway: natsCreds.optional(), observer: natsCreds.optional() })
           .strict()
           .optional(),
       }).strict()
       .default({}),
+    /**
+     * cluster id: names the cluster's NATS account (its subjects, KV buckets and streams) in the server
+     * configs `up` and `npm run gen:nats-config` write; default dynamollm.
+     */
+    clusterId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'clusterId: 1-64 of [A-Za-z0-9_-]').default('dynamollm'),
     /** model id known to src/model (catalog); default llama2-70b. */
     model: z.string().default('llama2-70b'),
     /** GPU id known to src/model; default h100. */

@@ -15,6 +15,7 @@ import { ConfigError, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { launchArgs } from '../common/launch-args.ts';
+import { NATS_ENV_NAMES } from '../../src/runtime/nats-settings.ts';
 
 export const summary = 'node agent: starts and stops instance managers on one GPU server';
 
@@ -51,6 +52,16 @@ export class NodeAgent extends Actor {
     await this.#status();
   }
 
+  /**
+   * An instance connects with its own credentials: the seed file `<instanceKeysDir>/<id>.nk` when the
+   * config names the directory (the node's own NATS env is cleared, so an instance never runs as its node).
+   */
+  #instanceNatsEnv(id: string): Record<string, string> {
+    const dir = this.config.nats.instanceKeysDir;
+    if (!dir) return {};
+    return { ...Object.fromEntries(NATS_ENV_NAMES.map((n) => [n, ''])), NATS_URL: (this.opts.nats?.servers ?? []).join(','), NATS_NKEY: join(dir, `${id}.nk`) };
+  }
+
   async #command(cmd: NodeCommand): Promise<Ack> {
     if (cmd.op === 'start_instance') {
       if (this.#insts.has(cmd.instanceId)) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, already: true } };
@@ -67,6 +78,7 @@ export class NodeAgent extends Actor {
         command: process.execPath,
         args: launchArgs('instance', ['--id', inst.id, '--config', this.configPath, '--pool', inst.pool, '--tp', String(inst.tp), '--gpus', inst.gpuIds.join(','), '--node', this.id]),
         restart: 'on-failure',
+        env: this.#instanceNatsEnv(inst.id),
         stopGraceMs: cmd.graceMs ?? 30_000,
         output: 'inherit',
       });

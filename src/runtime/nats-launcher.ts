@@ -5,7 +5,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createConnection } from 'node:net';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from '@nats-io/transport-node';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { DynError } from '../../protocols/errors.ts';
@@ -127,4 +128,104 @@ export async function ensureNats(opts: EnsureNatsOptions): Promise<NatsHandle> {
   }
   proc.kill('SIGKILL');
   throw new NatsUnavailableError(`nats-server did not accept connections on ${host}:${port} in time: ${stderr.trim()}`);
+}
+
+export type AuthCheck = { verdict: 'enforced' } | { verdict: 'open' } | { verdict: 'unreachable'; message: string };
+
+/**
+ * Whether the server at `servers` refuses an anonymous client: connects once with no credentials.
+ * 'open' means anyone who reaches the port can read every prompt and command every GPU.
+ */
+export async function checkAuthorization(servers: string[], timeoutMs = 3000): Promise<AuthCheck> {
+  try {
+    const nc = await connect({ servers, reconnect: false, maxReconnectAttempts: 0, timeout: timeoutMs, name: 'dynamollm-auth-probe' });
+    await nc.close().catch(() => {});
+    return { verdict: 'open' };
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    const text = `${e.name} ${e.message} ${e.code ?? ''} ${String((e as { cause?: unknown }).cause ?? '')}`.toLowerCase();
+    if (text.includes('authorization') || text.includes('authentication')) return { verdict: 'enforced' };
+    return { verdict: 'unreachable', message: e.message };
+  }
+}
+
+export interface OwnNatsOptions {
+  /** the server config text (src/runtime/nats-server-config.ts); its listen/store_dir are overridden. */
+  conf: string;
+  /** directory for the config copy, the ports file and the JetStream store (created; emptied of a stale store). */
+  dir: string;
+  log: Logger;
+  bin?: string;
+  readyTimeoutMs?: number;
+  /** environment of the server (e.g. $DYN_*_PASS). */
+  env?: Record<string, string>;
+}
+
+/**
+ * Start a private nats-server on 127.0.0.1 and a free port (`-p -1`, read back from its ports file), with
+ * its own JetStream store under `dir` (a previous run's store is removed first: a restart never reads the
+ * state of an earlier cluster).
+ */
+export async function startOwnNats(opts: OwnNatsOptions): Promise<NatsHandle> {
+  const bin = opts.bin ?? process.env.NATS_SERVER_BIN ?? 'nats-server';
+  mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+  const store = join(opts.dir, 'jetstream');
+  rmSync(store, { recursive: true, force: true });
+  for (const f of readdirSync(opts.dir)) if (f.endsWith('.ports')) rmSync(join(opts.dir, f), { force: true });
+  const conf = join(opts.dir, 'nats-server.conf');
+  writeFileSync(conf, withStoreDir(opts.conf, resolve(store)), { mode: 0o600 });
+  const args = ['-c', conf, '-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', opts.dir];
+  opts.log.info({ bin, conf }, 'starting a private nats-server');
+  const proc: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env } });
+  let stderr = '';
+  proc.stderr?.on('data', (d) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  const spawnErr = await new Promise<Error | null>((r) => {
+    proc.once('spawn', () => r(null));
+    proc.once('error', (e) => r(e));
+  });
+  if (spawnErr) {
+    const missing = (spawnErr as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new NatsUnavailableError(
+      missing
+        ? `nats-server not found ('${bin}'). Install it: 'sudo apt-get install nats-server' (Debian/Ubuntu), or put a release ` +
+            `from https://github.com/nats-io/nats-server/releases on PATH (or set NATS_SERVER_BIN).`
+        : `could not start nats-server: ${spawnErr.message}`,
+      spawnErr,
+    );
+  }
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new NatsUnavailableError(`nats-server exited with code ${proc.exitCode}: ${stderr.trim()}`);
+    const f = readdirSync(opts.dir).find((n) => n.endsWith('.ports'));
+    let port = 0;
+    if (f) {
+      try {
+        const u = (JSON.parse(readFileSync(join(opts.dir, f), 'utf8')) as { nats?: string[] }).nats?.[0];
+        if (u) port = Number(new URL(u.replace(/^nats:/, 'http:')).port);
+      } catch {
+        // written but not complete yet
+      }
+    }
+    if (port && (await probeNats('127.0.0.1', port, 300))) {
+      const url = `nats://127.0.0.1:${port}`;
+      opts.log.info({ url, pid: proc.pid }, 'nats-server ready');
+      let stopped: Promise<void> | undefined;
+      return {
+        url,
+        started: true,
+        stop: () =>
+          (stopped ??= new Promise<void>((r) => {
+            if (proc.exitCode !== null) return r();
+            proc.once('exit', () => r());
+            proc.kill('SIGTERM');
+            setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
+          })),
+      };
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  proc.kill('SIGKILL');
+  throw new NatsUnavailableError(`the private nats-server did not accept connections in time: ${stderr.trim()}`);
 }

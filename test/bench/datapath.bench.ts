@@ -97,8 +97,9 @@ export async function bench(): Promise<BenchSection> {
       },
       gateway: { maxInflight: 4096 },
     }));
-    const [np, gp] = [await freePort(), await freePort()];
-    const up = spawn(process.execPath, [BIN, 'up', '--config', cfg, '--nats', `nats://127.0.0.1:${np}`, '--port', String(gp), '--run-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' } });
+    const gp = await freePort();
+    // up starts its own private NATS (per-actor credentials)
+    const up = spawn(process.execPath, [BIN, 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' } });
     procs.push(up);
     up.stdout!.on('data', (d) => (upOut += d));
     up.stderr!.on('data', (d) => (upOut += d));

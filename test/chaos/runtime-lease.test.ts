@@ -15,7 +15,7 @@ let nats: TestNats;
 let bus: Bus;
 beforeAll(async () => {
   nats = await startNatsServer();
-  bus = await Bus.connect({ servers: nats.url, name: 'chaos-observer', ...nats.creds('observer'), log: silentLogger() });
+  bus = await Bus.connect({ servers: nats.url, name: 'chaos-observer', ...nats.as('observer'), log: silentLogger() });
 });
 afterAll(async () => {
   await bus?.close();

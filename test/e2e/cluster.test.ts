@@ -103,7 +103,7 @@ describe('dynamollm up + openai client', () => {
   });
 
   it('dynamollm status shows the instances', async () => {
-    const { stdout } = await promisify(execFile)(process.execPath, ['bin/dynamollm.js', 'status', '--nats', natsUrl], { timeout: 20_000 });
+    const { stdout } = await promisify(execFile)(process.execPath, ['bin/dynamollm.js', 'status', '--nats', natsUrl, '--nkey', cluster.observerNkey], { timeout: 20_000 });
     expect(stdout).toMatch(/cluster leader/);
     expect(stdout).toMatch(/pool-all/);
   });

@@ -1,6 +1,7 @@
 /**
- * `dynamollm up` as a child process for e2e tests: free ports for NATS and the gateway, a private run dir,
- * wait for "cluster ready", and a stop that sends Ctrl-C (SIGINT) and waits for the orderly shutdown.
+ * `dynamollm up` as a child process for e2e tests: its own private NATS (up starts it on a free port with
+ * per-actor credentials), a free gateway port, a private run dir, wait for "cluster ready", and a stop
+ * that sends Ctrl-C (SIGINT) and waits for the orderly shutdown.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -15,6 +16,8 @@ export interface UpCluster {
   /** gateway base URL, e.g. http://127.0.0.1:PORT */
   base: string;
   natsUrl: string;
+  /** the observer's nkey seed file `up` printed (for `dynamollm status --nkey`). */
+  observerNkey: string;
   runDir: string;
   /** everything `up` printed so far (stdout and stderr). */
   output(): string;
@@ -23,13 +26,12 @@ export interface UpCluster {
 }
 
 export async function startUpCluster(o: { config: string; readyTimeoutS: number; runDirPrefix: string }): Promise<UpCluster> {
-  const [np, gp] = [await freePort(), await freePort()];
-  const natsUrl = `nats://127.0.0.1:${np}`;
+  const gp = await freePort();
   const base = `http://127.0.0.1:${gp}`;
   const runDir = mkdtempSync(join(tmpdir(), o.runDirPrefix));
   const up: ChildProcess = spawn(
     process.execPath,
-    ['bin/dynamollm.js', 'up', '--config', o.config, '--nats', natsUrl, '--port', String(gp), '--run-dir', runDir, '--ready-timeout', String(o.readyTimeoutS)],
+    ['bin/dynamollm.js', 'up', '--config', o.config, '--port', String(gp), '--run-dir', runDir, '--ready-timeout', String(o.readyTimeoutS)],
     // the compiled CLI (dist/), and every process it starts, without TypeScript: the no-tsx hook travels in NODE_OPTIONS
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn', NODE_OPTIONS: NO_TSX } },
   );
@@ -49,5 +51,11 @@ export async function startUpCluster(o: { config: string; readyTimeoutS: number;
     await stop(5000);
     throw new Error(`cluster did not get ready:\n${output.slice(-3000)}`);
   }
-  return { base, natsUrl, runDir, output: () => output, stop };
+  const natsUrl = /NATS (nats:\/\/127\.0\.0\.1:\d+) \(private/.exec(output)?.[1];
+  const observerNkey = /NATS_NKEY=(\S+)/.exec(output)?.[1];
+  if (!natsUrl || !observerNkey) {
+    await stop(5000);
+    throw new Error(`up did not print its private NATS URL and observer key:\n${output.slice(-3000)}`);
+  }
+  return { base, natsUrl, observerNkey, runDir, output: () => output, stop };
 }

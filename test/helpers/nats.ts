@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { ROLES, type Role } from '../../protocols/permissions.ts';
+import { inboxPrefix, ROLES, type Role } from '../../protocols/permissions.ts';
 import { rolePasswordEnv } from '../../src/runtime/nats-server-config.ts';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { withStoreDir } from '../../src/runtime/nats-launcher.ts';
@@ -25,6 +25,8 @@ export interface TestNats {
   port: number;
   pid: number;
   creds(role: Role): { user: string; pass: string };
+  /** credentials and inbox prefix of a client acting as `role`. */
+  as(role: Role, id?: string): { user: string; pass: string; inboxPrefix: string };
   stop(): Promise<void>;
 }
 
@@ -32,8 +34,16 @@ export interface TestNats {
  * The committed nats.conf takes each role's password from the server's environment ($DYN_<ROLE>_PASS):
  * random ones per test process, handed to every server this helper starts.
  */
-const PASSWORDS = Object.fromEntries(ROLES.map((r) => [r, randomBytes(12).toString('hex')])) as Record<Role, string>;
+const PASSWORDS = Object.fromEntries(ROLES.map((r) => [r, `p${randomBytes(12).toString('hex')}`])) as Record<Role, string>;
 export const ROLE_PASSWORD_ENV = Object.fromEntries(ROLES.map((r) => [rolePasswordEnv(r), PASSWORDS[r]]));
+
+/**
+ * Connection options of a test client acting as `role`: its credentials plus an inbox prefix of that role
+ * (the server lets a role subscribe only under `_INBOX.<role>.<id>.>`).
+ */
+export function as(role: Role, id = `test-${randomBytes(3).toString('hex')}`): { user: string; pass: string; inboxPrefix: string } {
+  return { ...creds(role), inboxPrefix: role === 'admin' ? '_INBOX' : inboxPrefix(role as Exclude<Role, 'admin'>, id) };
+}
 
 /** Credentials of a role of the repo's nats.conf (its user and this process's password). */
 export function creds(role: Role): { user: string; pass: string } {
@@ -79,6 +89,7 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
     port,
     pid: proc.pid!,
     creds,
+    as,
     stop: () =>
       (stopped ??= (async () => {
         if (proc.exitCode === null) {

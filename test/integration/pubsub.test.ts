@@ -37,7 +37,7 @@ async function all<T>(it: Promise<AsyncIterable<T>>): Promise<T[]> {
 
 beforeAll(async () => {
   h = await startControlPlane(oneTp2InstanceConfig(600));
-  observer = await connect({ servers: h.nats.url, ...h.nats.creds('observer') });
+  observer = await connect({ servers: h.nats.url, ...h.nats.as('observer') });
   // the official client's nats-core is a different build than ours: the connection API it uses is the same
   svc = new Svcm(observer as unknown as ConstructorParameters<typeof Svcm>[0]).client({ strategy: 'stall', maxWait: 1500 });
 }, 90_000);
@@ -103,7 +103,7 @@ describe('NATS Service API (official @nats-io/services client, observer credenti
 
 describe('the observer role is read-only', () => {
   async function denied(subject: string, data: Uint8Array = new Uint8Array()): Promise<boolean> {
-    const nc = await connect({ servers: h.nats.url, ...h.nats.creds('observer') });
+    const nc = await connect({ servers: h.nats.url, ...h.nats.as('observer') });
     let violation = false;
     const watch = (async () => {
       for await (const s of nc.status()) if (s.type === 'error' && /permission/i.test(String((s as { error?: Error }).error?.message))) violation = true;

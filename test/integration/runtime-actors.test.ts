@@ -14,7 +14,7 @@ let nats: TestNats;
 let bus: Bus;
 beforeAll(async () => {
   nats = await startNatsServer();
-  bus = await Bus.connect({ servers: nats.url, name: 'test-peer', ...nats.creds('pool'), log: silentLogger() });
+  bus = await Bus.connect({ servers: nats.url, name: 'test-peer', ...nats.as('pool'), log: silentLogger() });
 });
 afterAll(async () => {
   await bus?.close();

@@ -13,7 +13,7 @@ import { SAMPLES, CODECS } from '../fixtures/actors/samples.ts';
 let nats: TestNats;
 const buses: Bus[] = [];
 async function bus(role: Role, name: string = role): Promise<Bus> {
-  const b = await Bus.connect({ servers: nats.url, name, ...nats.creds(role), log: silentLogger(), reconnect: false });
+  const b = await Bus.connect({ servers: nats.url, name, ...nats.as(role), log: silentLogger(), reconnect: false });
   buses.push(b);
   return b;
 }

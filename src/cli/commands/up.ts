@@ -1,7 +1,10 @@
 /**
  * `dynamollm up [--config FILE]`: a whole local cluster in one command.
- * 1. NATS: use the server at nats.url if one answers, else start `nats-server -c nats.conf` (with install
- *    hints when the binary is missing).
+ * 1. NATS, secure by default: without --nats (or NATS_URL / nats.url) start a private nats-server on
+ *    127.0.0.1 and a free port, with a config generated from protocols/permissions.ts: one account named
+ *    by the cluster id, one nkey user per actor limited to its own rights, seeds in the state directory
+ *    (<run-dir>/<cluster id>-<pid>/, removed on stop; never committed). Given a URL, refuse to start when
+ *    that server lets an anonymous client in, unless --insecure-nats (then status and the dashboard warn).
  * 2. Supervisor (restarts crashed children with backoff) starting, in order: cluster manager, pool manager,
  *    one node agent per configured server (each starts the instance managers and their engines the
  *    cluster plan asks for), then the gateway replica(s).
@@ -12,12 +15,16 @@
  * section (actors/gateway/config.ts); see deploy/local.yaml. Without --config: Llama2-70B on 4 emulated
  * 8xH100 servers, time-scale 1, gateway on :8000.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parse, num, readConfigFile, UsageError } from '../args.ts';
 import { createLogger } from '../../runtime/logger.ts';
-import { ensureNats, type NatsHandle } from '../../runtime/nats-launcher.ts';
+import { checkAuthorization, startOwnNats, type NatsHandle } from '../../runtime/nats-launcher.ts';
+import { localClusterAuth, renderServerConfig } from '../../runtime/nats-server-config.ts';
+import { actorNatsSettings, NATS_ENV_NAMES, settingsEnv, type NatsSettings } from '../../runtime/nats-settings.ts';
+import { inboxPrefix } from '../../../protocols/permissions.ts';
+import { poolsOf } from '../../../actors/common/config.ts';
 import { Supervisor, type ChildSpec } from '../../runtime/supervisor.ts';
 import { Bus } from '../../runtime/bus.ts';
 import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
@@ -32,17 +39,14 @@ const REPO = REPO_ROOT;
 
 const USAGE = `usage: dynamollm up [--config FILE] [--nats URL] [--port N] [--run-dir DIR] [--ready-timeout S] [--log-level L]
   --config FILE       cluster config (YAML/JSON; see deploy/local.yaml). Default: Llama2-70B on 4 emulated 8xH100.
-  --nats URL          NATS URL (overrides nats.url). Default nats://127.0.0.1:4222.
+  --nats URL          use this NATS server (also NATS_URL or nats.url); it must refuse anonymous clients.
+                      Default: start a private nats-server with per-actor credentials.
+  --insecure-nats     run on a server that does not enforce authorization (warned at start, in status, dashboard).
   --port N            gateway HTTP port (overrides gateway.port). Default 8000.
   --run-dir DIR       where the derived actor config and NATS data go. Default $TMPDIR/dynamollm/
-  --ready-timeout S   how long to wait for the first ready instance, s. Default 600.
-  --no-nats-start     fail instead of starting nats-server when none answers.`;
+  --ready-timeout S   how long to wait for the first ready instance, s. Default 600.`;
 
-/** Local default credentials of nats.conf: control-plane actors share one account (admin), the gateway has its role. */
-const LOCAL_ADMIN = { user: 'admin', pass: 'admin-local' };
-const LOCAL_GATEWAY = { user: 'gateway', pass: 'gateway-local' };
-/** control-plane roles of nats.conf (users cluster/pool/instance/node, passwords <role>-local). */
-const LOCAL_ROLES = ['cluster', 'pool', 'instance', 'node'] as const;
+const INSECURE_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
@@ -51,7 +55,7 @@ export async function run(argv: string[]): Promise<number> {
     port: { type: 'string' },
     'run-dir': { type: 'string' },
     'ready-timeout': { type: 'string' },
-    'no-nats-start': { type: 'boolean' },
+    'insecure-nats': { type: 'boolean' },
     'log-level': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -64,16 +68,10 @@ export async function run(argv: string[]): Promise<number> {
   const where = values.config ? `config ${values.config}` : 'default config';
   // validate once here so a bad file fails before anything starts
   const first = splitConfig(raw, where);
-  const natsUrl = values.nats ?? (Array.isArray(first.cluster.nats.url) ? first.cluster.nats.url[0]! : first.cluster.nats.url);
-  const clusterRaw: Record<string, unknown> = {
-    ...first.clusterRaw,
-    nats: {
-      ...first.cluster.nats, url: natsUrl, user: first.cluster.nats.user ?? LOCAL_ADMIN.user, pass: first.cluster.nats.pass ?? LOCAL_ADMIN.pass,
-      // each control-plane actor connects as its own nats.conf role user (least privilege); local defaults
-      // unless the config names roles or its own user (a deployment with its own credentials)
-      roles: first.cluster.nats.roles ?? (first.cluster.nats.user ? undefined : Object.fromEntries(LOCAL_ROLES.map((r) => [r, { user: r, pass: `${r}-local` }]))),
-    },
-  };
+  const rawNats = (raw.nats ?? {}) as { url?: string | string[] };
+  // a server named anywhere (flag, env, config) is used as given; none: up starts its own
+  const givenUrl = values.nats ?? (process.env.NATS_URL || undefined) ?? (rawNats.url !== undefined ? ([] as string[]).concat(rawNats.url).join(',') : undefined);
+  const clusterRaw: Record<string, unknown> = { ...first.clusterRaw, nats: { ...first.cluster.nats } };
   if (!first.cluster.profile) {
     // shipped profiles are named <model>.<gpu>.json
     const shipped = join(REPO, 'profiles', `${first.cluster.model}.${first.cluster.gpu}.json`);
@@ -85,19 +83,74 @@ export async function run(argv: string[]): Promise<number> {
 
   const runDir = resolve(values['run-dir'] ?? join(tmpdir(), 'dynamollm'));
   mkdirSync(runDir, { recursive: true });
+  const clusterId = cluster.clusterId;
+  const stateDir = join(runDir, `${clusterId}-${process.pid}`);
+
+  // NATS: a private server with per-actor credentials, or a given one that must enforce authorization
+  let nats: NatsHandle;
+  let natsUrl: string;
+  /** the NATS env of each child (by child name); undefined: the child reads config/env as given. */
+  const childNats = new Map<string, NatsSettings>();
+  let observer: NatsSettings;
+  let insecure = false;
+  if (givenUrl === undefined) {
+    const auth = localClusterAuth(
+      {
+        clusterId,
+        clusterManagers: ['cm-0'],
+        poolManagers: ['pm-0'],
+        gateways: Array.from({ length: gateway.replicas }, (_, i) => `gw-${i}`),
+        nodes: cluster.servers,
+        pools: poolsOf(cluster).map((p) => p.id),
+      },
+      join(stateDir, 'keys'),
+    );
+    const conf = renderServerConfig({
+      header: [`dynamollm up: private server of cluster ${clusterId} (generated; per-actor nkey users)`],
+      listen: '127.0.0.1:4222',
+      serverName: `dynamollm-${clusterId}`,
+      storeDir: join(stateDir, 'jetstream'),
+      accounts: [auth.account],
+    });
+    nats = await startOwnNats({ conf, dir: stateDir, log });
+    natsUrl = nats.url;
+    const key = (k: string) => ({ servers: [natsUrl], nkey: auth.creds.get(k)!.nkeyFile });
+    childNats.set('cluster-0', key('cluster/cm-0'));
+    childNats.set('pool-0', key('pool/pm-0'));
+    for (const s of cluster.servers) childNats.set(`node-${s.id}`, key(`node/${s.id}`));
+    for (let i = 0; i < gateway.replicas; i++) childNats.set(`gateway-${i}`, key(`gateway/gw-${i}`));
+    observer = key('observer/');
+    clusterRaw.nats = { url: natsUrl, instanceKeysDir: auth.instanceKeysDir };
+  } else {
+    natsUrl = givenUrl;
+    const servers = givenUrl.split(',');
+    const check = await checkAuthorization(servers);
+    if (check.verdict === 'unreachable') {
+      throw new UsageError(`no NATS server answers at ${givenUrl} (${check.message}). Omit --nats (and NATS_URL / nats.url) to let up start its own.`);
+    }
+    if (check.verdict === 'open') {
+      if (!values['insecure-nats']) {
+        throw new UsageError(
+          `the NATS server at ${givenUrl} lets anonymous clients in: anyone who reaches it could read every prompt, change GPU ` +
+            `clocks and stop instances, so up refuses to run a cluster there. Either omit --nats (up starts its own server with ` +
+            `per-actor credentials), or enable authorization on that server (a config generated from the project's roles: ` +
+            `nats.conf, see README "Security") and give credentials (NATS_USER/NATS_PASSWORD, NATS_CREDS, NATS_NKEY or nats.roles), ` +
+            `or pass --insecure-nats to run anyway.`,
+        );
+      }
+      insecure = true;
+      process.stderr.write(`dynamollm: WARNING: ${INSECURE_WARNING}\n`);
+    }
+    nats = { url: givenUrl, started: false, stop: async () => {} };
+    clusterRaw.nats = { ...first.cluster.nats, url: servers, insecure };
+    observer = actorNatsSettings('observer', { flags: { nats: givenUrl }, config: first.cluster.nats });
+  }
+
   const clusterFile = join(runDir, `cluster-${process.pid}.json`);
   writeFileSync(clusterFile, JSON.stringify(clusterRaw, null, 2));
   const gatewayFile = join(runDir, `gateway-${process.pid}.json`);
   writeFileSync(gatewayFile, JSON.stringify({ ...clusterRaw, gateway: { ...gateway, port } }, null, 2));
 
-  let nats: NatsHandle;
-  if (values['no-nats-start']) {
-    nats = await ensureNats({ url: natsUrl, log, bin: '/nonexistent/nats-server-disabled' }).catch(() => {
-      throw new UsageError(`no NATS server answers at ${natsUrl} (and --no-nats-start was given)`);
-    });
-  } else {
-    nats = await ensureNats({ url: natsUrl, confPath: join(REPO, 'nats.conf'), storeDir: join(runDir, 'nats'), log });
-  }
 
   const env = { DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'warn' };
   const node = process.execPath;
@@ -106,16 +159,20 @@ export async function run(argv: string[]): Promise<number> {
     { name: 'pool-0', command: node, args: launchArgs('pool', ['--id', 'pm-0', '--config', clusterFile]), env, cwd: REPO },
     ...cluster.servers.map((s): ChildSpec => ({ name: `node-${s.id}`, command: node, args: launchArgs('node', ['--id', s.id, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: 20_000 })),
   ];
-  const gwCreds = { user: process.env.DYNAMOLLM_GATEWAY_NATS_USER ?? LOCAL_GATEWAY.user, pass: process.env.DYNAMOLLM_GATEWAY_NATS_PASS ?? LOCAL_GATEWAY.pass };
   for (let i = 0; i < gateway.replicas; i++) {
     children.push({
       name: `gateway-${i}`,
       command: node,
-      args: [...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--nats', natsUrl, '--user', gwCreds.user, '--pass', gwCreds.pass, '--set', `port=${port === 0 ? 0 : port + i}`],
+      args: [...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--set', `port=${port === 0 ? 0 : port + i}`],
       env,
       cwd: REPO,
       stopGraceMs: 20_000,
     });
+  }
+  // each child connects with its own credentials only: the NATS env of up's shell is cleared for it
+  for (const c of children) {
+    const s = childNats.get(c.name);
+    if (s) c.env = { ...c.env, ...Object.fromEntries(NATS_ENV_NAMES.map((n) => [n, ''])), ...settingsEnv(s) };
   }
   const sup = new Supervisor({ children, log });
   sup.on('gave_up', (e: { name: string }) => log.error({ child: e.name }, 'child keeps crashing; given up (see its log above)'));
@@ -126,6 +183,7 @@ export async function run(argv: string[]): Promise<number> {
       process.stderr.write('\ndynamollm: draining and stopping (Ctrl-C again to kill)...\n');
       await sup.stop();
       await nats.stop();
+      if (nats.started) rmSync(stateDir, { recursive: true, force: true });
       process.stderr.write('dynamollm: stopped\n');
     })());
   let signals = 0;
@@ -143,9 +201,11 @@ export async function run(argv: string[]): Promise<number> {
   const host = gateway.host === '0.0.0.0' ? '127.0.0.1' : gateway.host;
   process.stdout.write(
     `dynamollm: starting ${cluster.servers.length} server(s) x ${cluster.servers[0]!.gpus} ${cluster.gpu} (${cluster.gpuBackend}), ` +
-      `model ${cluster.model}, engine ${cluster.engine.kind}${cluster.engine.kind === 'emulator' ? ` (time-scale ${cluster.engine.timeScale})` : ''}; NATS ${natsUrl}${nats.started ? ' (started)' : ''}\n`,
+      `model ${cluster.model}, engine ${cluster.engine.kind}${cluster.engine.kind === 'emulator' ? ` (time-scale ${cluster.engine.timeScale})` : ''}; ` +
+      `NATS ${natsUrl}${nats.started ? ` (private, cluster ${clusterId}, per-actor credentials in ${stateDir})` : insecure ? ' (INSECURE: no authorization)' : ''}\n`,
   );
-  void waitReady(natsUrl, clusterRaw.nats as { user: string; pass: string }, readyTimeoutS * 1000, () => stopping !== null).then((st) => {
+  const observerEnv = nats.started ? `NATS_URL=${natsUrl} NATS_NKEY=${observer.nkey} ` : '';
+  void waitReady(observer, readyTimeoutS * 1000, () => stopping !== null).then((st) => {
     if (stopping) return;
     if (!st) {
       process.stdout.write(`dynamollm: no instance became ready within ${readyTimeoutS} s; still waiting (check the logs above)\n`);
@@ -159,7 +219,8 @@ export async function run(argv: string[]): Promise<number> {
         `  dashboard        ${gwUrl}/\n` +
         `  metrics          ${gwUrl}/metrics\n` +
         `  replay a trace   dynamollm replay --trace data/traces/AzureLLMInferenceTrace_conv.csv --url ${gwUrl} --speed 10 --limit 500\n` +
-        `  status           dynamollm status   |   dynamollm top\n`,
+        `  status           ${observerEnv}dynamollm status   |   dynamollm top\n` +
+        (insecure ? `  WARNING          ${INSECURE_WARNING}\n` : ''),
     );
   });
   await done;
@@ -167,13 +228,13 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** Polls the cluster status until an instance is ready; null on timeout or when stopped. */
-async function waitReady(url: string, creds: { user: string; pass: string }, timeoutMs: number, stopped: () => boolean): Promise<ClusterStatus | null> {
+async function waitReady(settings: NatsSettings, timeoutMs: number, stopped: () => boolean): Promise<ClusterStatus | null> {
   const until = Date.now() + timeoutMs;
   let bus: Bus | undefined;
   try {
     while (Date.now() < until && !stopped()) {
       try {
-        bus ??= await Bus.connect({ servers: url, name: 'up-status', ...creds, log: createLogger({ level: 'silent' }), reconnect: true });
+        bus ??= await Bus.connect({ settings, name: 'up-status', inboxPrefix: inboxPrefix('observer', `up-${process.pid}`), log: createLogger({ level: 'silent' }), reconnect: true });
         const st = await bus.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 });
         if (st.pools.some((p) => p.instances.some((i) => i.state === 'ready' || i.state === 'running'))) return st;
       } catch {
