@@ -5,7 +5,10 @@
 import { z } from 'zod';
 import { codec } from './codec.ts';
 import { REQUEST_TYPES } from './request-types.ts';
-import { ACTOR_KINDS, EVENT_KINDS } from './subjects.ts';
+import { ACTOR_KINDS, EVENT_KINDS, ROOT } from './subjects.ts';
+
+/** A token stream subject: `dyn.v1.stream.<request id>` (never another subject: an instance publishes there). */
+export const STREAM_SUBJECT = new RegExp(`^${ROOT.replace('.', '\\.')}\\.stream\\.[A-Za-z0-9_-]{1,128}$`);
 
 const v = z.literal(1);
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9_-]+$/);
@@ -151,7 +154,8 @@ export const inferenceRequest = z.object({
    */
   giveUpAtMs: nonneg,
   /** where the instance sends TokenChunks (subjects.stream(id)). */
-  streamSubject: z.string().min(1).max(256),
+  /** subjects.stream(id): checked by the instance (isOwnStreamSubject) so a request cannot aim tokens elsewhere. */
+  streamSubject: z.string().max(256).regex(STREAM_SUBJECT, 'streamSubject must be dyn.v1.stream.<request id>'),
   /** set by the cluster manager on classification, with `slo` and `ttftDeadlineMs`. */
   type: requestType.optional(),
   /** the SLO of the request's type (p99 TTFT by input class, TBT), ms; set on classification. */
@@ -492,6 +496,8 @@ export const clusterStatus = z.object({
   v,
   leader: z.string().max(128),
   atMs: nonneg,
+  /** what an operator must know, e.g. that NATS runs without authorization (`up --insecure-nats`). */
+  warnings: z.array(z.string().max(512)).max(16).optional(),
   pools: z.array(
     z.object({
       id: z.string().max(128),

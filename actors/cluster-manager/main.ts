@@ -28,6 +28,8 @@ import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
 import { thresholdsOf, withSlo } from '../common/policy.ts';
 
+const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
+
 export const summary = 'cluster manager: intake, classification, routing; leader: scaling and GPU inventory';
 
 /** period of the leader's PoolTelemetry and ClusterTelemetry (the instances' InstanceTelemetry period too). */
@@ -319,7 +321,7 @@ export class ClusterManager extends Actor {
     // cluster power: the live instances' last telemetry (idle GPUs of free servers are not metered here)
     let powerW = 0;
     for (const [, x] of this.#tel) if (now - x.seenMs < Math.max(3000, this.#c.liveness.deadAfterMs)) powerW += x.powerW;
-    return { v: 1, leader: this.id, atMs: now, pools, freeGpus, powerW, energyJ: this.#energyJ };
+    return { v: 1, leader: this.id, atMs: now, ...(this.#c.nats.insecure ? { warnings: [INSECURE_NATS_WARNING] } : {}), pools, freeGpus, powerW, energyJ: this.#energyJ };
   }
 
   protected override async onStop(): Promise<void> {

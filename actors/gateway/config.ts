@@ -11,12 +11,21 @@ export const gatewaySchema = z
   .object({
     /** HTTP port; default 8000 (0 picks a free port). */
     port: z.number().int().min(0).max(65535).default(8000),
-    /** bind address; default 0.0.0.0. */
-    host: z.string().default('0.0.0.0'),
+    /** bind address; default 127.0.0.1 (loopback: expose the gateway on purpose, e.g. 0.0.0.0 behind API keys). */
+    host: z.string().default('127.0.0.1'),
     /** accepted API keys (Authorization: Bearer <key>); default [] = no auth. */
     apiKeys: z.array(z.string().min(8, 'API keys must be at least 8 characters')).default([]),
-    /** largest request body, bytes; default 1048576 (1 MiB). */
-    bodyLimitBytes: z.number().int().positive().default(1 << 20),
+    /**
+     * largest request body, bytes (413, not retryable, above it); default 524288 (512 KiB). At most 960 KiB:
+     * the request must still fit NATS max_payload (1 MiB) once encoded.
+     */
+    bodyLimitBytes: z.number().int().positive().max(960 * 1024, 'bodyLimitBytes must stay below NATS max_payload (1 MiB): at most 983040').default(512 * 1024),
+    /** read-only bearer token accepted on /metrics only (for a Prometheus scraper), when apiKeys are set; default none. */
+    metricsToken: z.string().min(16, 'metricsToken must be at least 16 characters').optional(),
+    /** a client must send its request headers within this, ms (cuts slow-loris clients); default 5000. */
+    headersTimeoutMs: z.number().int().positive().default(5000),
+    /** a client must send its whole request (headers and body) within this, ms; default 15000. */
+    bodyTimeoutMs: z.number().int().positive().default(15_000),
     /** requests in flight per gateway replica before 429; default 1024. */
     maxInflight: z.number().int().positive().default(1024),
     /** a request's overall deadline, s; default 600. */
@@ -54,7 +63,7 @@ export function applyOverrides(g: GatewaySettings, extra: Record<string, string>
   for (const [k, v] of Object.entries(extra)) {
     if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
     if (k === 'apiKeys' || k === 'models') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
-    else if (k === 'host') out[k] = v;
+    else if (k === 'host' || k === 'metricsToken') out[k] = v;
     else if (k === 'dashboard') out[k] = v === 'true' || v === '1';
     else out[k] = Number(v);
   }

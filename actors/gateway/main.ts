@@ -87,6 +87,9 @@ export class GatewayActor extends Actor {
       host: s.host,
       apiKeys: s.apiKeys,
       bodyLimitBytes: s.bodyLimitBytes,
+      metricsToken: s.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN,
+      headersTimeoutMs: s.headersTimeoutMs,
+      bodyTimeoutMs: s.bodyTimeoutMs,
       maxInflight: s.maxInflight,
       requestTimeoutMs: s.requestTimeoutS * 1000,
       models: s.models ?? [this.g.cluster.model],
@@ -95,6 +98,7 @@ export class GatewayActor extends Actor {
       log: this.log,
       replicaId: this.id,
       health: () => ({ ...this.health(), kind: 'gateway', id: this.id }),
+      warnings: this.g.cluster.nats.insecure ? ['NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances'] : undefined,
     });
     const port = await this.server.listen();
     this.log.info({ port, auth: s.apiKeys.length > 0 }, `gateway listening on http://${s.host === '0.0.0.0' ? '127.0.0.1' : s.host}:${port} (dashboard at /)`);

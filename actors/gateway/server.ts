@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import { DynError } from '../../protocols/errors.ts';
 import { PROTOCOL_VERSION } from '../../protocols/codec.ts';
 import { engineParams, type DetokenizeReply, type DetokenizeRequest, type InferenceRequest, type TokenChunk, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
+import { subjects } from '../../protocols/subjects.ts';
 import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
@@ -56,12 +57,22 @@ export interface GatewayServerOptions {
   backend: GatewayBackend;
   /** TCP port; 0 picks a free one. Default 8000. */
   port?: number;
-  /** bind address. Default '0.0.0.0'. */
+  /** bind address. Default '127.0.0.1' (loopback: expose it on purpose). */
   host?: string;
-  /** accepted API keys (Authorization: Bearer <key>); empty = no auth. Default []. */
+  /**
+   * accepted API keys (Authorization: Bearer <key>); empty = no auth. Default []. With keys, every endpoint
+   * but /healthz needs one: the API in the Authorization header, the dashboard (/, /api/live, /ws) also
+   * through the cookie `GET /?key=<key>` sets, /metrics also with `metricsToken`.
+   */
   apiKeys?: string[];
-  /** largest request body, bytes (413 above). Default 1 MiB. */
+  /** read-only token accepted on /metrics only (Authorization: Bearer <token>), for a Prometheus scraper. */
+  metricsToken?: string;
+  /** largest request body, bytes (413 above, not retryable). Default 512 KiB (below NATS max_payload). */
   bodyLimitBytes?: number;
+  /** a client must send its request headers within this, ms (slow-loris). Default 5000. */
+  headersTimeoutMs?: number;
+  /** a client must send its whole request (headers and body) within this, ms. Default 15000. */
+  bodyTimeoutMs?: number;
   /** requests in flight at this replica before 429. Default 1024. */
   maxInflight?: number;
   /** a request (admission to last token) gets this long before its deadline, ms. Default 600000. */
@@ -80,6 +91,8 @@ export interface GatewayServerOptions {
   replicaId?: string;
   /** liveness/readiness of the process for GET /livez and /readyz (src/runtime/health.ts); absent: both 404. */
   health?: () => HealthReport;
+  /** shown on the dashboard (in /api/live and the /ws snapshots), e.g. NATS without authorization. */
+  warnings?: string[];
 }
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
@@ -91,6 +104,11 @@ const STATIC: Record<string, string> = {
 };
 const MIME: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
 
+/** Constant-time comparison, so a key cannot be guessed byte by byte from response times. */
+function safeEqual(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
 export function newRequestId(): string {
   return randomBytes(12).toString('base64url');
 }
@@ -101,6 +119,7 @@ export class GatewayServer {
   private readonly opts: Required<Pick<GatewayServerOptions, 'port' | 'host' | 'bodyLimitBytes' | 'maxInflight' | 'requestTimeoutMs' | 'models' | 'liveTickMs'>> & GatewayServerOptions;
   private readonly limits: ValidationLimits;
   private readonly keys: Buffer[];
+  private readonly metricsToken: Buffer | undefined;
   private inflight = 0;
   private draining = false;
   private liveTimer: NodeJS.Timeout | null = null;
@@ -110,7 +129,7 @@ export class GatewayServer {
 
   constructor(opts: GatewayServerOptions) {
     this.opts = {
-      port: 8000, host: '0.0.0.0', bodyLimitBytes: 1 << 20, maxInflight: 1024, requestTimeoutMs: 600_000,
+      port: 8000, host: '127.0.0.1', bodyLimitBytes: 512 * 1024, maxInflight: 1024, requestTimeoutMs: 600_000,
       models: ['llama2-70b'], liveTickMs: 1000, ...opts,
     };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
@@ -118,7 +137,9 @@ export class GatewayServer {
     this.tokenizeFn = backend.tokenize ? (r) => backend.tokenize!(r) : localTokenizer(opts.maxModelLen ?? 4096);
     this.counter = new PromptCounter(this.tokenizeFn);
     this.keys = (opts.apiKeys ?? []).filter((k) => k.length > 0).map((k) => Buffer.from(k));
-    this.server = createServer((req, res) => {
+    this.metricsToken = opts.metricsToken ? Buffer.from(opts.metricsToken) : undefined;
+    // the timeouts below are enforced by a sweep every connectionsCheckingInterval (Node's default: 30 s)
+    this.server = createServer({ connectionsCheckingInterval: 500 }, (req, res) => {
       this.handle(req, res).catch((err) => {
         this.opts.log?.error({ err }, 'gateway handler failed');
         if (!res.headersSent) this.sendError(res, '/?', new HttpError(500, 'internal error', 'internal_error', 'internal'));
@@ -126,10 +147,17 @@ export class GatewayServer {
       });
     });
     this.server.keepAliveTimeout = 65_000;
+    // slow-loris: headers within headersTimeoutMs, the whole request within bodyTimeoutMs (then 408 and close)
+    this.server.headersTimeout = opts.headersTimeoutMs ?? 5000;
+    this.server.requestTimeout = Math.max(this.server.headersTimeout, opts.bodyTimeoutMs ?? 15_000);
     this.wss = new WebSocketServer({ noServer: true, maxPayload: 4096 });
     this.server.on('upgrade', (req, socket, head) => {
       if (new URL(req.url ?? '/', 'http://x').pathname !== '/ws' || !this.opts.live) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      if (!this.readAllowed(req)) {
+        socket.end('HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nConnection: close\r\n\r\n');
         return;
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => this.onWs(ws));
@@ -179,6 +207,10 @@ export class GatewayServer {
     });
   }
 
+  private withWarnings<T extends object>(snap: T): T & { warnings?: string[] } {
+    return this.opts.warnings?.length ? { ...snap, warnings: this.opts.warnings } : snap;
+  }
+
   // ---- live stream ----
 
   private onWs(ws: WebSocket): void {
@@ -186,7 +218,7 @@ export class GatewayServer {
     ws.on('message', () => {
       /* the stream is one-way; client messages are ignored */
     });
-    if (this.opts.live) ws.send(JSON.stringify(this.opts.live.snapshot(Date.now(), 600)));
+    if (this.opts.live) ws.send(JSON.stringify(this.withWarnings(this.opts.live.snapshot(Date.now(), 600))));
   }
 
   private broadcast(): void {
@@ -194,7 +226,7 @@ export class GatewayServer {
     if (!live) return;
     live.tick();
     if (this.wss.clients.size === 0) return;
-    const msg = JSON.stringify(live.snapshot());
+    const msg = JSON.stringify(this.withWarnings(live.snapshot()));
     for (const c of this.wss.clients) {
       // a slow client is skipped rather than buffered without bound
       if (c.readyState === c.OPEN && c.bufferedAmount < 1 << 20) c.send(msg);
@@ -219,6 +251,12 @@ export class GatewayServer {
       const ok = !this.draining && (this.opts.backend.ready?.() ?? true);
       return this.sendJson(res, path, ok ? 200 : 503, { status: ok ? 'ok' : this.draining ? 'draining' : 'backend unavailable', inflight: this.inflight, protocol: PROTOCOL_VERSION });
     }
+    // with API keys, everything below needs one (the health probe above does not)
+    if (method === 'GET' && path === '/' && url.searchParams.has('key')) return this.dashboardLogin(res, url.searchParams.get('key') ?? '');
+    const readOnly = path === '/metrics' || path === '/api/live' || STATIC[path] !== undefined;
+    if (readOnly && !this.readAllowed(req, path === '/metrics')) {
+      return this.sendError(res, path, new HttpError(401, STATIC[path] ? 'API key required: open /?key=<API key> once' : 'API key required: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key'));
+    }
     if (method === 'GET' && path === '/metrics') {
       if (!this.opts.metrics) return this.sendError(res, path, new HttpError(404, 'metrics are not enabled', 'invalid_request_error', 'not_found'));
       const body = await this.opts.metrics.text();
@@ -230,7 +268,7 @@ export class GatewayServer {
     if (method === 'GET' && STATIC[path]) return this.serveStatic(res, path, STATIC[path]!);
     if (method === 'GET' && path === '/api/live') {
       if (!this.opts.live) return this.sendError(res, path, new HttpError(404, 'live telemetry is not enabled', 'invalid_request_error', 'not_found'));
-      return this.sendJson(res, path, 200, this.opts.live.snapshot());
+      return this.sendJson(res, path, 200, this.withWarnings(this.opts.live.snapshot()));
     }
 
     if (path.startsWith('/v1/')) {
@@ -348,6 +386,43 @@ export class GatewayServer {
     if (this.keys.length === 0) return undefined;
     const m = /^Bearer\s+(\S+)\s*$/i.exec(String(req.headers.authorization ?? ''));
     return m ? apiKeyIdOf(m[1]!) : undefined;
+  }
+
+  /** A key, given as a bearer token (or, for the dashboard, in its cookie); the metrics token on /metrics. */
+  private readAllowed(req: IncomingMessage, metrics = false): boolean {
+    if (this.keys.length === 0) return true;
+    const h = req.headers.authorization;
+    const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
+    if (m) {
+      if (this.isKey(Buffer.from(m[1]!))) return true;
+      if (metrics && this.metricsToken && safeEqual(this.metricsToken, Buffer.from(m[1]!))) return true;
+      return false;
+    }
+    const c = /(?:^|;\s*)dynamollm_key=([^;]+)/.exec(String(req.headers.cookie ?? ''));
+    if (!c) return false;
+    let v: string;
+    try {
+      v = decodeURIComponent(c[1]!);
+    } catch {
+      return false;
+    }
+    return this.isKey(Buffer.from(v));
+  }
+
+  private isKey(given: Buffer): boolean {
+    return this.keys.some((k) => safeEqual(k, given));
+  }
+
+  /** `GET /?key=<key>`: a valid key becomes an HttpOnly cookie for the dashboard, then back to `/`. */
+  private dashboardLogin(res: ServerResponse, key: string): void {
+    if (this.keys.length > 0 && !this.isKey(Buffer.from(key))) return this.sendError(res, '/', new HttpError(401, 'invalid API key', 'invalid_request_error', 'invalid_api_key'));
+    this.count('/', 303);
+    res.writeHead(303, {
+      location: '/',
+      'set-cookie': `dynamollm_key=${encodeURIComponent(key)}; HttpOnly; SameSite=Strict; Path=/`,
+      'cache-control': 'no-store',
+    });
+    res.end();
   }
 
   private checkAuth(req: IncomingMessage): HttpError | null {
@@ -471,7 +546,7 @@ export class GatewayServer {
       maxTokens: parsed.maxTokens,
       arrivalMs: now,
       giveUpAtMs: now + this.opts.requestTimeoutMs,
-      streamSubject: '',
+      streamSubject: subjects.stream(id),
     };
     if (parsed.kind === 'chat') ir.messages = parsed.messages;
     else ir.prompt = parsed.prompt;

@@ -238,6 +238,10 @@ export class InstanceManager {
   async #admit(wire: InferenceRequest): Promise<Admission> {
     // from here on the request carries its type, SLO and TTFT deadline (classified here when admitted directly)
     const req = classified(wire, this.#o.config);
+    // tokens go only to the request's own stream subject (never into events, commands or another request)
+    if (req.streamSubject !== subjects.stream(req.id)) {
+      return { v: 1, id: req.id, ok: false, instance: this.id, pool: this.pool, error: { code: 'invalid_request', message: `streamSubject must be ${subjects.stream(req.id)}`, retryable: false } };
+    }
     const known = this.#held.has(req.id);
     if (!known) this.#held.set(req.id, { req, admittedMs: this.#clock.now() });
     const { effects } = this.#step({

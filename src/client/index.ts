@@ -14,16 +14,16 @@
  * stream consumer holds at most `maxAckPending` unacknowledged messages, the server keeps the rest.
  *
  *     import { DynamoClient } from 'dynamollm/client';
- *     const c = await DynamoClient.connect({ servers: 'nats://127.0.0.1:4222', user: 'observer', pass: 'observer-local' });
+ *     const c = await DynamoClient.connect({ servers: 'nats://127.0.0.1:4222', user: 'observer', pass: process.env.NATS_PASSWORD });
  *     for await (const t of c.clusterTelemetry()) console.log(t.value.powerW);
  */
-import { connect, type NatsConnection, type Subscription as NatsSubscription } from '@nats-io/transport-node';
+import { connect, nuid, type NatsConnection, type Subscription as NatsSubscription } from '@nats-io/transport-node';
 import {
   AckPolicy, DeliverPolicy, jetstream as jsClient, jetstreamManager,
   type ConsumerConfig, type ConsumerMessages, type JsMsg,
 } from '@nats-io/jetstream';
 import {
-  ClusterTelemetry, DecisionEvent, InstanceTelemetry, PoolTelemetry, RequestRecord, EVENT_KINDS, jetstream, subjects,
+  ClusterTelemetry, DecisionEvent, InstanceTelemetry, PoolTelemetry, RequestRecord, EVENT_KINDS, inboxPrefix, jetstream, subjects,
   type Codec, type EventKind,
 } from '../../protocols/index.ts';
 
@@ -42,6 +42,11 @@ export interface ConnectOptions {
   name?: string;
   /** deadline of the first connect, ms. Default 5000. */
   timeoutMs?: number;
+  /**
+   * prefix of the connection's reply inboxes; the server lets the observer role subscribe only under
+   * `_INBOX.observer.<id>.>` (protocols/permissions.ts). Default `_INBOX.observer.client-<random>`.
+   */
+  inboxPrefix?: string;
 }
 
 /** One validated message of a live subscription. */
@@ -118,7 +123,10 @@ export class DynamoClient {
   }
 
   static async connect(o: ConnectOptions): Promise<DynamoClient> {
-    const nc = await connect({ servers: o.servers, user: o.user, pass: o.pass, name: o.name ?? 'dynamollm-client', timeout: o.timeoutMs ?? 5000 });
+    const nc = await connect({
+      servers: o.servers, user: o.user, pass: o.pass, name: o.name ?? 'dynamollm-client', timeout: o.timeoutMs ?? 5000,
+      inboxPrefix: o.inboxPrefix ?? inboxPrefix('observer', `client-${nuid.next()}`),
+    });
     return new DynamoClient(nc);
   }
 

@@ -5,7 +5,10 @@
  * holder and its expiry. nats-server 2.9 has no per-key TTL, so expiry lives in the value:
  * - acquire: only when the key is absent (`kv.create`), released (holder ''), or expired (expiresMs < now),
  *   with compare-and-set on the revision read (`kv.update(key, v, revision)`): of two contenders exactly one
- *   wins; the term grows by one (a fencing token).
+ *   wins. The new term (the fencing token) is max(previous term, revision read) + 1: KV revisions only rise,
+ *   so terms only rise too, even when a record was corrupted, deleted or rewritten with a lower term.
+ * - a record that does not decode is NOT free: it counts as held by an unknown holder until it has stayed
+ *   unchanged (same revision) for a whole TTL, exactly like a holder that stopped renewing.
  * - renew: every `renewMs` with CAS on the revision of our last write; a CAS failure means someone else
  *   took it: step down.
  * - step down locally at our own expiry even when the server cannot be reached: `isLeader()` compares the
@@ -63,6 +66,8 @@ export class LeaderLease extends EventEmitter {
   #busy = false;
   /** our lease while we hold it. */
   #held?: { revision: number; expiresMs: number; term: number; acquiredMs: number };
+  /** an undecodable record: its revision and when we first saw it. */
+  #corrupt?: { revision: number; seenMs: number };
 
   constructor(opts: LeaderLeaseOptions) {
     super();
@@ -125,18 +130,19 @@ export class LeaderLease extends EventEmitter {
     const kv = this.#kv ?? (await this.#bus.kv(this.#bucket, { history: 1 }));
     const e = await kv.get(this.key);
     const v = this.#decode(e);
+    if (v === 'corrupt') return { holder: '(undecodable record)', expiresMs: Number.POSITIVE_INFINITY, term: e!.revision };
     if (!v || !v.holder || v.expiresMs < this.#clock.now()) return null;
     return { holder: v.holder, expiresMs: v.expiresMs, term: v.term };
   }
 
-  #decode(e: KvEntry | null): LeaseValue | null {
+  /** null: absent, deleted or empty (free); 'corrupt': a value that does not decode (not free). */
+  #decode(e: KvEntry | null): LeaseValue | null | 'corrupt' {
     if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
     try {
       return LeaseValue.decode(e.value, `$KV.${this.#bucket}.${this.key}`);
     } catch (err) {
-      // a foreign or corrupt value: treat as free, CAS on its revision still protects us
-      this.#log?.warn({ key: this.key, err: (err as Error).message }, 'bad lease value, treating as expired');
-      return null;
+      this.#log?.warn({ key: this.key, revision: e.revision, err: (err as Error).message }, 'undecodable lease record: held until it stays unchanged for a TTL');
+      return 'corrupt';
     }
   }
 
@@ -198,13 +204,21 @@ export class LeaderLease extends EventEmitter {
   async #tryAcquire(): Promise<number> {
     const kv = this.#kv!;
     const e = await kv.get(this.key);
-    const cur = this.#decode(e);
+    const dec = this.#decode(e);
     const t0 = this.#clock.now();
+    if (dec === 'corrupt') {
+      // not free: wait until this very record has stood unchanged for a TTL (its writer may believe it leads)
+      if (this.#corrupt?.revision !== e!.revision) this.#corrupt = { revision: e!.revision, seenMs: t0 };
+      const left = this.#corrupt.seenMs + this.ttlMs - t0;
+      if (left >= 0) return Math.min(this.renewMs, left + 1);
+    }
+    const cur = dec === 'corrupt' ? null : dec;
     if (cur && cur.holder && cur.expiresMs >= t0) {
       // held by someone (possibly a previous process of ours): retry just after it would lapse
       return Math.min(this.renewMs, cur.expiresMs - t0 + 1);
     }
-    const term = (cur?.term ?? 0) + 1;
+    // terms only rise: above the record's term and above its revision (revisions only rise)
+    const term = Math.max(cur?.term ?? 0, e?.revision ?? 0) + 1;
     const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: t0, expiresMs: t0 + this.ttlMs, term };
     const bytes = LeaseValue.encode(v);
     let rev: number;

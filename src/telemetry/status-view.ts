@@ -8,6 +8,7 @@ const fmtJ = (j: number) => (j >= 3.6e6 ? `${(j / 3.6e6).toFixed(3)} kWh` : j >=
 
 export function renderStatus(s: ClusterStatus, opts: { energySource?: string } = {}): string {
   const out: string[] = [];
+  for (const w of s.warnings ?? []) out.push(`WARNING: ${w}`);
   const insts = s.pools.flatMap((p) => p.instances);
   out.push(
     `cluster leader ${s.leader} at ${new Date(s.atMs).toISOString()}   power ${s.powerW.toFixed(0)} W   energy so far ${fmtJ(s.energyJ)}` +

@@ -90,10 +90,10 @@ describe('dynamollm up + openai client', () => {
 
   it('/metrics parses and has the families', async () => {
     // instances publish telemetry once a second: wait (bounded) until the first reached the gateway
-    let fams = parsePrometheusText(await (await fetch(`${base}/metrics`)).text());
+    let fams = parsePrometheusText(await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text());
     for (let i = 0; i < 50 && !(fams.get('dynamollm_gpu_power_watts')?.samples.length); i++) {
       await new Promise((r) => setTimeout(r, 200));
-      fams = parsePrometheusText(await (await fetch(`${base}/metrics`)).text());
+      fams = parsePrometheusText(await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text());
     }
     for (const f of ['dynamollm_requests_total', 'dynamollm_request_ttft_seconds', 'dynamollm_gateway_ttft_seconds', 'dynamollm_gateway_tbt_seconds', 'dynamollm_slo_violations_total', 'dynamollm_rejections_total', 'dynamollm_energy_joules_total', 'dynamollm_gpu_power_watts', 'dynamollm_gpu_sm_clock_hertz', 'dynamollm_reconfigurations_total']) {
       expect(fams.has(f), f).toBe(true);
@@ -131,7 +131,8 @@ describe('dashboard in a real browser', () => {
     });
     try {
       const page = await browser.newPage();
-      await page.goto(`${base}/`);
+      // with API keys the dashboard needs one: /?key= sets its cookie once
+      await page.goto(`${base}/?key=${KEY}`);
       await page.waitForFunction(() => document.getElementById('conn')?.textContent === 'live', null, { timeout: 10_000 });
       await page.waitForFunction(() => (document.querySelectorAll('#instances tbody tr td').length ?? 0) > 3, null, { timeout: 10_000 });
       const energy0 = await page.textContent('#energy-now');

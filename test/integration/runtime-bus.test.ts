@@ -240,7 +240,7 @@ describe('leader lease (in-process contenders on real JetStream KV)', () => {
       await leader.stop();
       await elected;
       expect(Date.now() - t0).toBeLessThan(1000);
-      expect(standby.term()).toBe(firstTerm + 1);
+      expect(standby.term()).toBeGreaterThan(firstTerm);
       // a leader cut off from the server (its connection closed) steps down by itself at expiry
       const cut = standby === la ? a : b;
       const lost = new Promise<number>((r) => standby.once('lost', () => r(Date.now())));

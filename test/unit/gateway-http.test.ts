@@ -199,7 +199,7 @@ describe('gateway errors', () => {
   it('healthz answers and metrics count HTTP outcomes', async () => {
     const h = await fetch(base + '/healthz');
     expect(h.status).toBe(200);
-    const m = await (await fetch(base + '/metrics')).text();
+    const m = await (await fetch(base + '/metrics', { headers: { authorization: `Bearer ${KEY}` } })).text();
     expect(m).toMatch(/dynamollm_gateway_http_requests_total\{route="\/v1\/completions",code="401"\} [1-9]/);
     expect(m).toMatch(/dynamollm_gateway_rejections_total\{reason="overloaded"\} 1/);
   });

@@ -33,7 +33,7 @@ describe('gateway request parameters', () => {
     expect(p).toMatchObject({ minTokens: 3, ignoreEos: false, temperature: 0.7, maxTokens: 50, user: 'u1' });
     expect(p.messages).toEqual(messages);
     // the wire message carries them as they are
-    const wire = { v: 1 as const, id: 'r1', model: 'm', kind: 'chat' as const, messages: p.messages, inputTokens: 5, maxTokens: 50, arrivalMs: 1, giveUpAtMs: 2, streamSubject: 's', params: p.params };
+    const wire = { v: 1 as const, id: 'r1', model: 'm', kind: 'chat' as const, messages: p.messages, inputTokens: 5, maxTokens: 50, arrivalMs: 1, giveUpAtMs: 2, streamSubject: 'dyn.v1.stream.r1', params: p.params };
     expect(InferenceRequest.decode(InferenceRequest.encode(wire), 's').params).toEqual(rest);
 
     const c = parseOpenAiRequest('completion', { model: 'm', prompt: 'x', logprobs: 2, echo: true, seed: 1, stop: 'x', guided_choice: ['a', 'b'], truncate_prompt_tokens: 10 });

@@ -40,6 +40,11 @@
   }
 
   function render(s) {
+    var w = $('warnings');
+    if (w) {
+      w.hidden = !(s.warnings && s.warnings.length);
+      w.textContent = s.warnings && s.warnings.length ? 'WARNING: ' + s.warnings.join(' | ') : '';
+    }
     $('power-now').textContent = fmtW(s.powerW);
     $('energy-now').textContent = fmtJ(s.energyJ);
     $('energy-src').textContent = 'source: ' + s.energySource;
