@@ -22,7 +22,7 @@ import {
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
 import { aliveServers, clusterStep, initialClusterState, intakePools, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
-import { loadConfig, poolsOf, profilePathOf, type ClusterConfig, checkProfileCovers } from '../common/config.ts';
+import { loadConfig, poolsOf, profilePathOf, type ClusterConfig, reportProfileGap } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
@@ -65,7 +65,7 @@ export class ClusterManager extends Actor {
     const ppath = profilePathOf(c);
     if (existsSync(ppath)) {
       this.#profile = loadProfile(ppath);
-      checkProfileCovers(this.#profile, [c.engine.initialTp], ppath, c);
+      reportProfileGap(this.#profile, [c.engine.initialTp], ppath, c, this.log);
     }
     else this.log.warn({ profile: ppath }, 'no profile: scaling uses a static split of the servers');
     this.#mc = {

@@ -7,7 +7,7 @@ import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { createEngine } from '../../src/engine/index.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { profilePathOf, ConfigError, type ClusterConfig, checkProfileCovers } from '../common/config.ts';
+import { profilePathOf, ConfigError, type ClusterConfig, reportProfileGap } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { InstanceManager } from './instance-manager.ts';
@@ -23,7 +23,7 @@ class InstanceActor extends Actor {
     const c = this.a.config;
     const ppath = profilePathOf(c);
     const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
-    if (profile) checkProfileCovers(profile, [this.a.tp], ppath, c);
+    if (profile) reportProfileGap(profile, [this.a.tp], ppath, c, this.log);
     if (!profile) this.log.warn({ profile: ppath }, 'no profile: the instance stays at max clock');
     const engine = createEngine({
       kind: c.engine.kind, model: c.model, gpu: c.gpu, tp: this.a.tp, gpuIds: this.a.gpuIds, port: 0,

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { poolsOf, profilePathOf, ConfigError, type ClusterConfig, checkProfileCovers } from '../common/config.ts';
+import { poolsOf, profilePathOf, ConfigError, type ClusterConfig, reportProfileGap } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { PoolLeader } from './pool-leader.ts';
@@ -27,7 +27,7 @@ export class PoolManager extends Actor {
     if (unknown.length) throw new ConfigError(`unknown pool(s) ${unknown.join(', ')} (known: ${all.map((p) => p.id).join(', ')})`);
     const ppath = profilePathOf(c);
     const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
-    if (profile) checkProfileCovers(profile, [c.engine.initialTp], ppath, c);
+    if (profile) reportProfileGap(profile, [c.engine.initialTp], ppath, c, this.log);
     for (const p of chosen) {
       const l = new PoolLeader({ pool: p.id, types: p.types, holder: `${this.id}`, bus: this.bus, config: c, log: this.log, profile, clock: this.clock });
       this.leaders.push(l);
