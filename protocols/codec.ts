@@ -43,7 +43,7 @@ export function codec<S extends z.ZodTypeAny>(name: string, schema: S, fast?: Fa
       const issues = r.error.issues.map((i: z.ZodIssue) => `${i.path.join('.') || '(root)'}: ${i.message}`);
       throw new ProtocolError(`${name}: invalid payload (${issues.slice(0, 3).join('; ')})`, { subject, issues });
     }
-    return r.data;
+    return r.data as z.infer<S>;
   };
   return {
     name,

@@ -150,6 +150,8 @@ export class NatsBackend implements GatewayBackend {
     }
     admitted = true;
     const idleMs = this.chunkTimeoutMs;
+    // an async generator cannot be an arrow function, so it reaches the backend through a name
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const self = this;
     async function* stream(): AsyncGenerator<TokenChunk> {
       let finished = false;

@@ -140,7 +140,7 @@ export class GatewayServer {
     this.metricsToken = opts.metricsToken ? Buffer.from(opts.metricsToken) : undefined;
     // the timeouts below are enforced by a sweep every connectionsCheckingInterval (Node's default: 30 s)
     this.server = createServer({ connectionsCheckingInterval: 500 }, (req, res) => {
-      this.handle(req, res).catch((err) => {
+      this.handle(req, res).catch((err: unknown) => {
         this.opts.log?.error({ err }, 'gateway handler failed');
         if (!res.headersSent) this.sendError(res, '/?', new HttpError(500, 'internal error', 'internal_error', 'internal'));
         else res.destroy();

@@ -1,6 +1,6 @@
 /**
  * `dynamollm` CLI entry. Each subcommand lives in src/cli/commands/<name>.ts and exports
- * `run(argv: string[]): Promise<number | void>` plus a one-line `summary`. Modules load lazily so
+ * `run(argv: string[]): Promise<number | undefined>` plus a one-line `summary`. Modules load lazily so
  * `dynamollm model predict` does not pay for NATS or HTTP imports.
  */
 const COMMANDS: Record<string, string> = {
@@ -20,7 +20,7 @@ const COMMANDS: Record<string, string> = {
 };
 
 interface CommandModule {
-  run(argv: string[]): Promise<number | void>;
+  run(argv: string[]): Promise<number | undefined>;
   summary?: string;
 }
 

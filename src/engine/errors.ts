@@ -6,9 +6,6 @@
 export class EngineError extends Error {
   override name = 'EngineError';
   readonly retryable: boolean = false;
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-  }
 }
 
 /** The waiting queue of the batching core is at its bound; retry later or on another instance. */

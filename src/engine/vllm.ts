@@ -114,11 +114,10 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
     this.port = this.spec.port;
     this.exited = false;
     this.lastExit = null;
-    let child: ChildProcess;
     // detached: its own process group, so stop() also reaches vLLM's worker processes. stdin is a pipe we
     // never write: it closes when this process dies, and the emulator (--exit-on-stdin-close) exits then,
     // so a dead manager leaves no orphan engines.
-    child = spawn(this.spec.command, this.spec.args, { env: this.spec.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const child: ChildProcess = spawn(this.spec.command, this.spec.args, { env: this.spec.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     child.stdin?.on('error', () => {}); // EPIPE when the child is gone
     this.child = child;
     for (const stream of ['stdout', 'stderr'] as const) {

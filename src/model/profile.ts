@@ -107,7 +107,10 @@ export function parseProfile(json: unknown): Profile {
     if (pos === undefined) throw new ProfileError(`${where}.load: ${c.load} is not on the load grid of ${c.type}`);
     const k = key(c.type, c.tp, c.clockMhz);
     let arr = idx.cells.get(k);
-    if (!arr) idx.cells.set(k, (arr = new Array(p.loads[c.type]!.length)));
+    if (!arr) {
+      arr = new Array<ProfileCell>(p.loads[c.type]!.length);
+      idx.cells.set(k, arr);
+    }
     if (arr[pos]) throw new ProfileError(`${where}: duplicate cell ${c.type} tp${c.tp} ${c.clockMhz} MHz load ${c.load}`);
     arr[pos] = c;
   }
@@ -256,9 +259,15 @@ export function powerSeries(p: Profile, type: RequestType, tp: number, clockMhz:
 /** Stores v at memo[a][b][c] (nested maps: these memos sit on the controllers' hot paths), returns v. */
 function memoSet3<A, B, C, V>(memo: Map<A, Map<B, Map<C, V>>>, a: A, b: B, c: C, v: V): V {
   let byA = memo.get(a);
-  if (!byA) memo.set(a, (byA = new Map()));
+  if (!byA) {
+    byA = new Map();
+    memo.set(a, byA);
+  }
   let byB = byA.get(b);
-  if (!byB) byA.set(b, (byB = new Map()));
+  if (!byB) {
+    byB = new Map();
+    byA.set(b, byB);
+  }
   byB.set(c, v);
   return v;
 }
@@ -321,7 +330,10 @@ export function idlePowerOf(p: Profile, tp: number, clockMhz: number): number {
   };
   const v = get(c0) * (1 - wc) + get(c1) * wc;
   let byClock = idx.idleMemo.get(tp);
-  if (!byClock) idx.idleMemo.set(tp, (byClock = new Map()));
+  if (!byClock) {
+    byClock = new Map();
+    idx.idleMemo.set(tp, byClock);
+  }
   byClock.set(clockMhz, v);
   return v;
 }

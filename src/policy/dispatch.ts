@@ -43,9 +43,15 @@ const TYPE_INDEX = new Map<RequestType, number>(REQUEST_TYPES.map((t, i) => [t, 
 
 function pointOf(p: Profile, tp: number, clockMhz: number): Point {
   let byTp = points.get(p);
-  if (!byTp) points.set(p, (byTp = new Map()));
+  if (!byTp) {
+    byTp = new Map();
+    points.set(p, byTp);
+  }
   let byClock = byTp.get(tp);
-  if (!byClock) byTp.set(tp, (byClock = new Map()));
+  if (!byClock) {
+    byClock = new Map();
+    byTp.set(tp, byClock);
+  }
   let pt = byClock.get(clockMhz);
   if (!pt) byClock.set(clockMhz, (pt = { tp, clockMhz, ml: [], conc: [], series: [] }));
   return pt;
@@ -88,11 +94,20 @@ function utilisationAt(p: Profile, pt: Point, load: LoadByType): number {
 export function maxConcurrencyOf(p: Profile, t: RequestType, tp: number, clockMhz: number): number {
   // nested maps, not a string key: this runs for every instance on every dispatch
   let byType = concMemo.get(p);
-  if (!byType) concMemo.set(p, (byType = new Map()));
+  if (!byType) {
+    byType = new Map();
+    concMemo.set(p, byType);
+  }
   let byTp = byType.get(t);
-  if (!byTp) byType.set(t, (byTp = new Map()));
+  if (!byTp) {
+    byTp = new Map();
+    byType.set(t, byTp);
+  }
   let byClock = byTp.get(tp);
-  if (!byClock) byTp.set(tp, (byClock = new Map()));
+  if (!byClock) {
+    byClock = new Map();
+    byTp.set(tp, byClock);
+  }
   let n = byClock.get(clockMhz);
   if (n === undefined) {
     const ml = maxLoadOf(p, t, tp, clockMhz);

@@ -160,7 +160,10 @@ export function utilisationOf(
 export function maxLoadFn(p: Profile, sloScale = 1): (t: RequestType, tp: number, clockMhz: number) => number {
   if (sloScale === 1) return (t, tp, f) => maxLoadOf(p, t, tp, f);
   let byScale = scaledCache.get(p);
-  if (!byScale) scaledCache.set(p, (byScale = new Map()));
+  if (!byScale) {
+    byScale = new Map();
+    scaledCache.set(p, byScale);
+  }
   let m = byScale.get(sloScale);
   if (!m) {
     m = new Map();

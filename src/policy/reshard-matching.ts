@@ -22,7 +22,7 @@
  * marked `fresh` (the caller prices those as an instance start, Table V), not in costTau.
  */
 import { maxWeightAssignment } from './hungarian.ts';
-import type { InstanceConfig, TpDegree } from './types.ts';
+import type { InstanceConfig } from './types.ts';
 
 export const PARTS = 8;
 /** Llama2-70B weights in bf16: ~69e9 parameters x 2 bytes (rounded to 140 GB). */
@@ -75,7 +75,7 @@ function expand(target: (InstanceConfig | { tp: number })[]): number[] {
 
 export function matchReshard(
   current: CurrentInstance[],
-  target: (InstanceConfig | { tp: TpDegree | number })[],
+  target: (InstanceConfig | { tp: number })[],
   gpusPerServer = 8,
   modelBytes = LLAMA2_70B_BYTES,
 ): ReshardResult {
@@ -144,7 +144,7 @@ export function matchReshard(
     const { assignment } = maxWeightAssignment(W);
     const holders = (part: number, except: number) => gpus.filter((g) => g !== except && held.get(g)?.parts.has(part));
     s.targets.forEach((tp, inst) => {
-      const pl: Placement = { tp, gpus: new Array(tp), bytesKept: 0, bytesMoved: 0, costTau: 0, from: [], fresh: false };
+      const pl: Placement = { tp, gpus: new Array<number>(tp), bytesKept: 0, bytesMoved: 0, costTau: 0, from: [], fresh: false };
       slots.forEach((sl, k) => {
         if (sl.inst !== inst) return;
         const g = gpus[assignment[k]!]!;
@@ -207,7 +207,7 @@ export function pairBottleneck(holdersPerPart: number[][]): number {
 }
 
 /** Canonical placement of a configuration on fresh servers (TP8 first, then TP4, then TP2, packed). */
-export function canonicalPlacement(config: InstanceConfig[], gpusPerServer = 8, prefix = 'i'): CurrentInstance[] {
+export function canonicalPlacement(config: InstanceConfig[], _gpusPerServer = 8, prefix = 'i'): CurrentInstance[] {
   const tps = expand(config).sort((a, b) => b - a);
   const out: CurrentInstance[] = [];
   let next = 0;
@@ -216,6 +216,5 @@ export function canonicalPlacement(config: InstanceConfig[], gpusPerServer = 8, 
     out.push({ id: `${prefix}${out.length}`, tp, gpus: Array.from({ length: tp }, (_, i) => next + i) });
     next += tp;
   }
-  void gpusPerServer;
   return out;
 }

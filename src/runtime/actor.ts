@@ -165,7 +165,7 @@ export abstract class Actor {
       const force = this.opts.drainForceMs ?? 5000;
       this.log.info({ graceMs: grace, forceMs: force }, 'draining');
       const ac = new AbortController();
-      const work = this.onDrain(ac.signal).catch((err) => this.log.warn({ err }, 'onDrain failed'));
+      const work = this.onDrain(ac.signal).catch((err: unknown) => this.log.warn({ err }, 'onDrain failed'));
       const inGrace = await this.#within(work, grace);
       if (!inGrace) {
         this.log.warn({ graceMs: grace }, 'drain grace deadline passed, aborting in-flight work');
@@ -233,7 +233,7 @@ export abstract class Actor {
       this.log.info({ reason: why }, 'draining');
       this.drain().then(
         () => exit(0),
-        (err) => {
+        (err: unknown) => {
           this.log.error({ err }, 'drain failed');
           exit(1);
         },
@@ -298,8 +298,7 @@ export abstract class Actor {
   protected abstract onStart(): Promise<void>;
 
   /** Default: stop receiving on every serve/subscribe made through this class and let in-flight work end. */
-  protected async onDrain(signal: AbortSignal): Promise<void> {
-    void signal;
+  protected async onDrain(_signal: AbortSignal): Promise<void> {
     await Promise.all(this.#handles.map((h) => h.drain()));
   }
 

@@ -496,9 +496,9 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal, subject: string): Prom
         signal.removeEventListener('abort', onAbort);
         resolve(v);
       },
-      (e) => {
+      (e: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(e);
+        reject(e instanceof Error ? e : new Error(String(e)));
       },
     );
   });

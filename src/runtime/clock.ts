@@ -14,12 +14,21 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
+/** The reason an AbortSignal carries: an Error (a DOMException 'AbortError' unless abort() was given another value, then kept as the cause). */
+function abortReason(signal: AbortSignal | undefined): Error {
+  const r: unknown = signal?.reason;
+  return r instanceof Error ? r : new Error('aborted', { cause: r });
+}
+
 function sleepWith(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason ?? new Error('aborted'));
+    if (signal?.aborted) {
+      reject(abortReason(signal));
+      return;
+    }
     const onAbort = () => {
       clock.clearTimeout(h);
-      reject(signal?.reason ?? new Error('aborted'));
+      reject(abortReason(signal));
     };
     const h = clock.setTimeout(() => {
       signal?.removeEventListener('abort', onAbort);

@@ -65,13 +65,11 @@ export class Mailbox<T> {
 
   #run(item: T): void {
     this.#running++;
-    let p: Promise<void>;
-    try {
-      p = Promise.resolve(this.#opts.handler(item));
-    } catch (err) {
-      p = Promise.reject(err);
-    }
-    p.catch((err) => this.#opts.onError?.(err, item)).finally(() => {
+    // the handler runs now; a synchronous throw becomes a rejection with the same value
+    const p = new Promise<void>((resolve) => {
+      resolve(this.#opts.handler(item));
+    });
+    p.catch((err: unknown) => this.#opts.onError?.(err, item)).finally(() => {
       this.#running--;
       this.handled++;
       this.#pump();

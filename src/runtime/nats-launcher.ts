@@ -88,7 +88,7 @@ export async function ensureNats(opts: EnsureNatsOptions): Promise<NatsHandle> {
   opts.log.info({ bin, args }, 'starting nats-server');
   const proc: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  proc.stderr?.on('data', (d) => {
+  proc.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);
   });
   const spawnErr = await new Promise<Error | null>((r) => {

@@ -29,7 +29,10 @@ export const utilisation = utilisationOf;
 export function occupancyS(p: Profile, t: RequestType, tp: number, clockMhz: number): number {
   const key = `${t}|${tp}|${clockMhz}`;
   let m = occCache.get(p);
-  if (!m) occCache.set(p, (m = new Map()));
+  if (!m) {
+    m = new Map();
+    occCache.set(p, m);
+  }
   let e = m.get(key);
   if (e === undefined) {
     const grid = p.loads[t]!;

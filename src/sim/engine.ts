@@ -199,7 +199,6 @@ const quantiseSlow = (j: number) => Number(Math.exp(j * LOAD_STEP).toPrecision(6
 /** quantiseLoad's values (and their key strings) by grid step j, tabulated for j in [-Q_OFF, Q_LEN - Q_OFF): toPrecision was ~20% of a fluid week's instance epochs. */
 const Q_OFF = 64, Q_LEN = 1024;
 const Q_VAL = Array.from({ length: Q_LEN }, (_, i) => quantiseSlow(i - Q_OFF));
-const Q_STR = Q_VAL.map(String);
 /** grid slot (j + Q_OFF) of quantiseLoad(x); -1: x under the floor (quantiseLoad 0); -2: off the table (NaN, or beyond ~1e39). */
 const quantSlot = (x: number) => {
   if (x < LOAD_FLOOR) return -1;

@@ -126,7 +126,10 @@ const LAT_METRICS = ['ttftP50Ms', 'ttftP99Ms', 'tbtP50Ms', 'tbtP99Ms'] as const;
 /** The fast-path constants for (tp, clock), or null where some type cannot be read there (the caller then takes the original path, which throws or not as before). */
 export function fluidConfig(p: Profile, tp: number, clockMhz: number, maxClockMhz: number): FluidConfig | null {
   let m = cfgMemo.get(p);
-  if (!m) cfgMemo.set(p, (m = new Map()));
+  if (!m) {
+    m = new Map();
+    cfgMemo.set(p, m);
+  }
   const key = tp * 1e6 + clockMhz;
   let c = m.get(key);
   if (c !== undefined && c !== null && (c.tp !== tp || c.clockMhz !== clockMhz)) c = undefined; // key collision guard

@@ -56,7 +56,10 @@ export function carbonLookup(c: number | string | undefined): (tS: number) => nu
  * to `jitterMs`; a small heap keeps the output time-ordered. Deterministic for a seed.
  */
 export function* amplify(src: Iterable<TraceRecord>, k: number, seed: number, jitterMs = 2000): Generator<TraceRecord> {
-  if (k === 1) return yield* src;
+  if (k === 1) {
+    yield* src;
+    return;
+  }
   const r = rng(seed);
   const heap: TraceRecord[] = [];
   const push = (x: TraceRecord) => {

@@ -44,7 +44,7 @@ export async function simulateMany(list: SimOptions[], onProgress?: (i: number, 
     return out;
   }
   const limit = Math.max(1, os.cpus().length);
-  const out: SimResult[] = new Array(list.length);
+  const out = new Array<SimResult>(list.length);
   let next = 0;
   const lane = async () => {
     while (next < list.length) {

@@ -8,7 +8,7 @@ export type Fidelity = 'step' | 'fluid';
 
 /** Energy vs single-pool the paper reports (Fig. 7, 1-hour conversation trace), %. */
 export const PAPER_ENERGY_VS_SINGLE: Partial<Record<PolicyName, number>> = {
-  'multi-pool': +20, 'scale-inst': -2, 'scale-shard': -6, 'scale-freq': -19, dynamollm: -35,
+  'multi-pool': 20, 'scale-inst': -2, 'scale-shard': -6, 'scale-freq': -19, dynamollm: -35,
 };
 
 /**

@@ -6,8 +6,11 @@ import { simulate } from './index.ts';
 import type { SimOptions } from './types.ts';
 
 const api = {
-  async run(opts: SimOptions, progress?: (f: number) => void) {
-    return simulate(opts, progress ? (f) => void progress(f) : undefined);
+  async run(opts: SimOptions, progress?: (f: number) => unknown) {
+    // a comlink-proxied callback returns a promise; progress is best-effort, so its result is dropped
+    return simulate(opts, progress ? (f) => {
+      void progress(f);
+    } : undefined);
   },
 };
 export type WorkerApi = typeof api;

@@ -61,12 +61,12 @@ export class TelemetryMetrics {
   readonly instanceQueued: Gauge<'pool' | 'instance'>;
   readonly instanceRunning: Gauge<'pool' | 'instance'>;
   readonly instanceTp: Gauge<'pool' | 'instance'>;
-  readonly clusterPower: Gauge<string>;
+  readonly clusterPower: Gauge;
   readonly reconfigurations: Counter<'kind'>;
   readonly events: Counter<'kind'>;
   readonly httpRequests: Counter<'route' | 'code'>;
   readonly gatewayRejections: Counter<'reason'>;
-  readonly gatewayInflight: Gauge<string>;
+  readonly gatewayInflight: Gauge;
 
   constructor(opts: TelemetryMetricsOptions = {}) {
     this.staleAfterMs = opts.staleAfterMs ?? 30_000;

@@ -207,7 +207,7 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
             }
             let j: { error?: { code?: string }; choices?: { text?: string }[]; usage?: { energy_joules?: number; energy_source?: string }; dynamollm_tokens?: number };
             try {
-              j = JSON.parse(data);
+              j = JSON.parse(data) as typeof j;
             } catch {
               rq.destroy();
               return finish('failed', 'stream_bad_json');

@@ -77,7 +77,7 @@ export async function bench(): Promise<BenchSection> {
     const emuPort = await freePort();
     const emu = spawn(process.execPath, [BIN, 'engine-emulator', '--model', MODEL, '--tp', '1', '--port', String(emuPort), '--zero-delay', '--served-model-name', MODEL], { stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(emu);
-    emu.stdout!.on('data', (d) => (emuOut += d));
+    emu.stdout!.on('data', (d: Buffer) => (emuOut += d.toString()));
     await waitFor(() => emuOut, '"listening"', 30_000);
     const direct = await measure(`http://127.0.0.1:${emuPort}`, MODEL);
     emu.kill('SIGTERM');
@@ -101,8 +101,8 @@ export async function bench(): Promise<BenchSection> {
     // up starts its own private NATS (per-actor credentials)
     const up = spawn(process.execPath, [BIN, 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' } });
     procs.push(up);
-    up.stdout!.on('data', (d) => (upOut += d));
-    up.stderr!.on('data', (d) => (upOut += d));
+    up.stdout!.on('data', (d: Buffer) => (upOut += d.toString()));
+    up.stderr!.on('data', (d: Buffer) => (upOut += d.toString()));
     await waitFor(() => upOut, 'cluster ready', 90_000);
     const path = await measure(`http://127.0.0.1:${gp}`, MODEL);
     const exited = new Promise((r) => up.once('exit', r));

@@ -19,7 +19,7 @@ import { maxLoadOf } from '../../src/model/profile.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { dispatchRequest, instantHeadroom, leastOutstandingPerGpu, type DispatchView } from '../../src/policy/dispatch.ts';
 import { maxClockOf, mixCurve, powerAt, totalLoad, utilisationOf } from '../../src/policy/energy.ts';
-import { DEFAULT_HEADROOM, type InstanceView, type LoadByType, type TpDegree } from '../../src/policy/types.ts';
+import { DEFAULT_HEADROOM, type InstanceView, type LoadByType } from '../../src/policy/types.ts';
 import type { BenchSection } from './types.ts';
 
 /** The conversation trace's type mix (FACTS.md), shares of requests. */
@@ -111,7 +111,7 @@ export async function bench(): Promise<BenchSection> {
 
   // baseline, checking the fast path's decision on every call
   let mismatches = 0, checked = 0, atCap = 0;
-  const base = rate(1500, () => {
+  rate(1500, () => {
     const views = makeViews(profile, r);
     const type = typeOf(r);
     const want = refDispatch(type, views, profile, h);

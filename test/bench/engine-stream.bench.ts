@@ -65,7 +65,7 @@ async function engineStream(e: VllmEngine): Promise<{ tokens: number; events: nu
   return { tokens, events };
 }
 
-async function measure(label: string, e: VllmEngine, one: () => Promise<{ tokens: number; events: number }>): Promise<Record<string, string | number>> {
+async function measure(label: string, _e: VllmEngine, one: () => Promise<{ tokens: number; events: number }>): Promise<Record<string, string | number>> {
   const pid = emulatorPid();
   await Promise.all(Array.from({ length: 8 }, one)); // warm-up
   let tokens = 0, events = 0;
@@ -82,7 +82,6 @@ async function measure(label: string, e: VllmEngine, one: () => Promise<{ tokens
   const c = process.cpuUsage(c0);
   const eng = cpuOf(pid) - e0;
   if (tokens !== ROUNDS * C * OUT) throw new Error(`${label}: ${tokens} tokens, expected ${ROUNDS * C * OUT}`);
-  void e;
   return {
     reader: label,
     tokens,

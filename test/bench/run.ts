@@ -25,7 +25,7 @@ for (const f of files) {
     sections.push(s);
     process.stdout.write(renderSection(s) + '\n');
   } catch (err) {
-    const s: BenchSection = { title: f, notes: [`FAILED: ${(err as Error).stack ?? err}`], rows: [] };
+    const s: BenchSection = { title: f, notes: [`FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`], rows: [] };
     sections.push(s);
     process.stdout.write(renderSection(s) + '\n');
     process.exitCode = 1;

@@ -36,8 +36,8 @@ export async function startUpCluster(o: { config: string; readyTimeoutS: number;
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn', NODE_OPTIONS: NO_TSX } },
   );
   let output = '';
-  up.stdout!.on('data', (d) => (output += d.toString()));
-  up.stderr!.on('data', (d) => (output += d.toString()));
+  up.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  up.stderr!.on('data', (d: Buffer) => (output += d.toString()));
   const stop = async (graceMs = 30_000) => {
     if (up.exitCode !== null || up.signalCode !== null) return;
     const exited = new Promise((r) => up.once('exit', r));

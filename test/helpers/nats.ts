@@ -60,7 +60,7 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
   if (opts.jetstream !== false) args.push('-js');
   const proc = spawn(existsBin(NATS_BIN) ? NATS_BIN : 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...ROLE_PASSWORD_ENV, ...opts.env } });
   let stderr = '';
-  proc.stderr!.on('data', (d) => (stderr = (stderr + d.toString()).slice(-4000)));
+  proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const deadline = Date.now() + 10_000;
   let port = 0;
@@ -105,7 +105,7 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
 
 function existsBin(p: string): boolean {
   try {
-    readFileSync(p, { flag: 'r' }).length;
+    readFileSync(p, { flag: 'r' });
     return true;
   } catch {
     return false;

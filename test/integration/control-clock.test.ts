@@ -56,7 +56,7 @@ describe('control plane: instance clock epoch', () => {
     expect(highClock).toBeGreaterThan(lowClock);
     // the event carries its inputs: the measured load and the policy's predicted power
     expect(raise!.inputs.loadByType).toBeDefined();
-    expect(Number((raise!.inputs.loadByType as Record<string, number>).SS)).toBeGreaterThan(2);
+    expect((raise!.inputs.loadByType as Record<string, number>).SS).toBeGreaterThan(2);
     // p99 TTFT (instance-measured from arrival) and TBT of the high-load phase within the SLO (Table IV: 250/100 ms)
     const high = outs.filter((o) => o.at >= stepAt && o.at < highEnd);
     expect(high.length).toBeGreaterThan(40);
@@ -88,7 +88,7 @@ describe('control plane: instance clock epoch', () => {
     expect(s2!.energyJ - s1!.energyJ).toBeGreaterThan(0.3 * s2!.powerW);
     expect(s2!.energyJ - s1!.energyJ).toBeLessThan(4 * s2!.powerW);
     console.log(`status: cluster ${s2!.powerW.toFixed(0)} W, ${s2!.energyJ.toFixed(0)} J (+${(s2!.energyJ - s1!.energyJ).toFixed(0)} J in 2.2 s)`);
-    console.log(`clock: low load ${lowClock} MHz -> step at +0 -> ${raise!.decision.clockMhz} MHz after ${raise!.atMs - stepAt} ms (epoch ${EPOCH_S * 1000} ms); ` +
-      `high phase ${high.length} req, p99 TTFT ${ttftP99} ms, p99 TBT ${tbtP99} ms; drop -> ${lower!.decision.clockMhz} MHz after ${lower!.atMs - dropAt} ms, end ${endClock} MHz`);
+    console.log(`clock: low load ${lowClock} MHz -> step at +0 -> ${Number(raise!.decision.clockMhz)} MHz after ${raise!.atMs - stepAt} ms (epoch ${EPOCH_S * 1000} ms); ` +
+      `high phase ${high.length} req, p99 TTFT ${ttftP99} ms, p99 TBT ${tbtP99} ms; drop -> ${Number(lower!.decision.clockMhz)} MHz after ${lower!.atMs - dropAt} ms, end ${endClock} MHz`);
   }, 60_000);
 });

@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream as js } from '@nats-io/jetstream';
-import { startNatsServer, type TestNats, type Role } from '../helpers/nats.ts';
+import { startNatsServer, type TestNats } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import {
@@ -157,7 +157,7 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
       }, { capacity: 4096 });
       const now = Date.now();
       const req: InferenceRequest = {
-        v: 1, id, model: String(config.model ?? 'llama3.1-8b'), kind: 'completion', prompt: so.promptOfInputTokens ? 'abcd'.repeat(so.inputTokens ?? 100) : 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
+        v: 1, id, model: typeof config.model === 'string' ? config.model : 'llama3.1-8b', kind: 'completion', prompt: so.promptOfInputTokens ? 'abcd'.repeat(so.inputTokens ?? 100) : 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
         maxTokens: so.maxTokens ?? 40, ignoreEos: true, arrivalMs: now, giveUpAtMs: now + (so.giveUpAfterMs ?? 60_000), streamSubject: subjects.stream(id),
       };
       if (so.apiKeyId !== undefined) req.apiKeyId = so.apiKeyId;

@@ -63,7 +63,7 @@ describe('control plane: planner milp', () => {
     // was seen anywhere from 0.28 to 1.61, so the units are checked on the time average of the instances'
     // reported estimates (summed over live instances, sampled every 250 ms) from 3 s into the load to its end, not on
     // one reading
-    const ss = Number((decided!.inputs.loadByType as Record<string, number>).SS);
+    const ss = (decided!.inputs.loadByType as Record<string, number>).SS;
     expect(ss).toBeGreaterThan(0);
     const latest = new Map<string, { atMs: number; ss: number }>();
     const sums: number[] = [];
@@ -77,7 +77,7 @@ describe('control plane: planner milp', () => {
     expect(meanSs).toBeGreaterThan(0.6);
     expect(meanSs).toBeLessThan(1.45);
     const heur = decided!.inputs.heuristic as { targetEnergyJ: number };
-    expect(Number(decided!.inputs.targetEnergyJ)).toBeLessThanOrEqual(Number(heur.targetEnergyJ) * (1 + 1e-3) + 1e-6);
+    expect(Number(decided!.inputs.targetEnergyJ)).toBeLessThanOrEqual(heur.targetEnergyJ * (1 + 1e-3) + 1e-6);
     expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);
     if (decided!.decision.take === true) {
       expect(complete).toBe(true);
@@ -85,7 +85,7 @@ describe('control plane: planner milp', () => {
       const tps = st!.pools[0]!.instances.filter((i) => i.state === 'ready').map((i) => i.gpus.length).sort();
       expect(tps).toEqual(target);
     }
-    console.log(`milp: SS load read ${ss.toFixed(2)} at the decision, ${meanSs.toFixed(2)} on average (modelled req/s); ${decided!.summary}; solve ${m.solveMs.toFixed(0)} ms; MILP ${Number(decided!.inputs.targetEnergyJ).toFixed(0)} J vs heuristic ${Number(heur.targetEnergyJ).toFixed(0)} J; ` +
+    console.log(`milp: SS load read ${ss.toFixed(2)} at the decision, ${meanSs.toFixed(2)} on average (modelled req/s); ${decided!.summary}; solve ${m.solveMs.toFixed(0)} ms; MILP ${Number(decided!.inputs.targetEnergyJ).toFixed(0)} J vs heuristic ${heur.targetEnergyJ.toFixed(0)} J; ` +
       `${outs.length} requests, ${outs.filter((o) => o.ok).length} ok`);
   }, 80_000);
 });

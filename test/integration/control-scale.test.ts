@@ -80,7 +80,7 @@ describe('control plane: scale epoch', () => {
     expect((scaleOut!.inputs.forecast as Record<string, number>).LS).toBeGreaterThan(0.23);
     expect((scaleOut!.inputs.observed as Record<string, number>).LS).toBeGreaterThan(0);
     // the pool leader started the instances (events of a pool leader carry the pool id as actor)
-    expect(evs.some((e) => e.kind === 'scale' && e.actor === 'pool-LS' && String(e.decision.start ?? '').startsWith('pool-LS-'))).toBe(true);
+    expect(evs.some((e) => e.kind === 'scale' && e.actor === 'pool-LS' && typeof e.decision.start === 'string' && e.decision.start.startsWith('pool-LS-'))).toBe(true);
     // scale-in: pool-LS retired, merged into a pool serving longer requests, its GPUs free again
     expect(inn!.pools.map((p) => p.id), JSON.stringify(inn)).toEqual(['pool-LL']);
     expect(inn!.freeGpus).toBe(16);
@@ -88,7 +88,7 @@ describe('control plane: scale epoch', () => {
       && (e.decision.changes as { pool: string; state: string }[]).some((c) => c.pool === 'pool-LS' && c.state === 'retired'));
     expect(scaleIn, 'no scale-in event').toBeDefined();
     expect(evs.some((e) => e.kind === 'merge' && e.atMs > fallAt && e.decision.from === 'pool-LS')).toBe(true);
-    expect(evs.some((e) => e.kind === 'scale' && e.actor === 'pool-LS' && String(e.decision.stop ?? '').startsWith('pool-LS-'))).toBe(true);
+    expect(evs.some((e) => e.kind === 'scale' && e.actor === 'pool-LS' && typeof e.decision.stop === 'string' && e.decision.stop.startsWith('pool-LS-'))).toBe(true);
     console.log(`scale: out after ${outAt - t0} ms (${readyIn(out, 'pool-LS').length} pool-LS instance(s) ready), ${servedByNew} requests served by them; ` +
       `in after ${inAt - fallAt} ms of no load; ${outs.length} requests, ${outs.filter((o) => o.ok).length} ok`);
   }, 90_000);

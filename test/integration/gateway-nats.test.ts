@@ -36,7 +36,7 @@ beforeAll(async () => {
     if (text.includes('FULL')) return { v: 1, id: req.id, ok: false, error: { code: 'overloaded', message: 'every pool is at its SLO cap', retryable: true, retryAfterS: 2 } };
     const silent = text.includes('SILENT');
     const slow = text.includes('SLOW');
-    setTimeout(async () => {
+    const play = async () => {
       if (silent) return;
       for (let i = 0; i < req.maxTokens; i++) {
         if (cancels.includes(req.id)) return;
@@ -47,7 +47,8 @@ beforeAll(async () => {
         v: 1, id: req.id, seq: req.maxTokens, text: '', tokens: 0, done: true, finishReason: 'length',
         usage: { promptTokens: req.inputTokens, completionTokens: req.maxTokens, energyJ: 3.25, energySource: 'modelled' },
       });
-    }, 5);
+    };
+    setTimeout(() => void play(), 5);
     return { v: 1, id: req.id, ok: true, type: 'SS', pool: 'pool-SS', instance: 'i-0' };
   }, { queue: CLUSTER_INTAKE_QUEUE });
   // an instance's tokenizer (the emulator's Llama BPE)
@@ -105,7 +106,7 @@ describe('gateway over NATS', () => {
     const s = await client().completions.create({ model: 'llama2-70b', prompt: 'SLOW', max_tokens: 100, stream: true }, { signal: ac.signal });
     let got = 0;
     try {
-      for await (const _c of s) {
+      for await (const _ of s) {
         got++;
         ac.abort();
       }
@@ -121,7 +122,7 @@ describe('gateway over NATS', () => {
   it('telemetry from NATS reaches /metrics and the /ws live stream', async () => {
     const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/ws`);
     const snaps: { pools: { instances: { id: string; powerW: number }[] }[]; requests: { ok: number }; events: unknown[] }[] = [];
-    ws.on('message', (d) => snaps.push(JSON.parse(String(d))));
+    ws.on('message', (d: Buffer) => snaps.push(JSON.parse(d.toString())));
     await new Promise((r) => ws.once('open', r));
     const tel = (energyJ: number): InstanceTelemetry => ({
       v: 1, id: 'i-0', pool: 'pool-SS', tp: 8, gpus: [0, 1, 2, 3, 4, 5, 6, 7], clockMhz: 1400, maxClockMhz: 1980, powerW: 3200, energyJ,

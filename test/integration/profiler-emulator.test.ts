@@ -59,7 +59,7 @@ function runCli(args: string[]): Promise<{ code: number | null; stderr: string }
   return new Promise((res) => {
     const p = spawn(process.execPath, [BIN, 'profile', 'run', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    p.stderr!.on('data', (d) => (stderr += d));
+    p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     p.on('exit', (code) => res({ code, stderr }));
   });
 }

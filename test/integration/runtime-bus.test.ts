@@ -27,12 +27,15 @@ afterAll(async () => {
 });
 
 const req = (id: string) => ({ ...(SAMPLES.InferenceRequest as object), id, streamSubject: subjects.stream(id) }) as InferenceRequestMsg;
+/** What a promise rejects with; a promise that resolves yields { resolved: value }, which fails the field checks. */
+const rejection = (p: Promise<unknown>): Promise<Record<string, unknown>> =>
+  p.then((value: unknown) => ({ resolved: value }), (e: unknown) => e as Record<string, unknown>);
 
 describe('request-reply', () => {
   it('fails fast with NoRespondersError when nobody serves the subject', async () => {
     const b = await bus('admin');
     const t0 = Date.now();
-    const err = await b.request(subjects.instanceAdmit('nobody'), InferenceRequest, req('r1'), Admission, { timeoutMs: 2000 }).catch((e) => e);
+    const err = await rejection(b.request(subjects.instanceAdmit('nobody'), InferenceRequest, req('r1'), Admission, { timeoutMs: 2000 }));
     expect(err).toBeInstanceOf(NoRespondersError);
     expect(err.retryable).toBe(true);
     expect(Date.now() - t0).toBeLessThan(2000);
@@ -41,14 +44,13 @@ describe('request-reply', () => {
   it('fails with TimeoutError inside its deadline when the responder is slow', async () => {
     const srv = await bus('instance');
     const cli = await bus('pool');
-    srv.serve(subjects.instanceAdmit('slow'), InferenceRequest, Admission, async (r, ctx) => {
+    srv.serve(subjects.instanceAdmit('slow'), InferenceRequest, Admission, async (r) => {
       await new Promise((res) => setTimeout(res, 1500));
-      void ctx;
       return { v: 1 as const, id: r.id, ok: true };
     });
     await srv.nc.flush();
     const t0 = Date.now();
-    const err = await cli.request(subjects.instanceAdmit('slow'), InferenceRequest, req('r2'), Admission, { timeoutMs: 300 }).catch((e) => e);
+    const err = await rejection(cli.request(subjects.instanceAdmit('slow'), InferenceRequest, req('r2'), Admission, { timeoutMs: 300 }));
     const took = Date.now() - t0;
     expect(err).toBeInstanceOf(TimeoutError);
     expect(err.code).toBe('timeout');
@@ -65,11 +67,11 @@ describe('request-reply', () => {
     // a raw responder answering with garbage
     const raw = srv.nc.subscribe(subjects.poolControl('garbage'), { callback: (_e, m) => void m.respond(new Uint8Array([0xc1, 1, 2])) });
     await srv.nc.flush();
-    const e1 = await cli.request(subjects.poolControl('boom'), StatusRequest, { v: 1 }, Ack, { timeoutMs: 2000 }).catch((e) => e);
+    const e1 = await rejection(cli.request(subjects.poolControl('boom'), StatusRequest, { v: 1 }, Ack, { timeoutMs: 2000 }));
     expect(e1).toBeInstanceOf(RemoteError);
     expect(e1.remoteCode).toBe('timeout');
     expect(e1.retryable).toBe(true);
-    const e2 = await cli.request(subjects.poolControl('garbage'), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 2000 }).catch((e) => e);
+    const e2 = await rejection(cli.request(subjects.poolControl('garbage'), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 2000 }));
     expect(e2).toBeInstanceOf(ProtocolError);
     s.unsubscribe();
     raw.unsubscribe();

@@ -101,7 +101,7 @@ describe('derived queries', () => {
 describe('latencyWithinSlo (reading latencies at a load the SLO allows)', () => {
   it('does not blend a saturated grid cell into a load under the SLO limit; above the limit it is interpolate', async () => {
     const { latencyWithinSlo } = await import('../../src/model/profile.ts');
-    const code = await loadProfile('profiles/llama2-70b.h100.code.json');
+    const code = loadProfile('profiles/llama2-70b.h100.code.json');
     const spec = code.requestTypes.find((t) => t.type === 'SL')!;
     // SL's grid steps by 0.5 req/s (sized for TP4/TP8); TP2 at 800 MHz meets the SLO only up to ~0.2
     const ml = maxLoadOf(code, 'SL', 2, 800);

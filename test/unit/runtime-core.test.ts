@@ -135,7 +135,7 @@ describe('LivenessTracker', () => {
 
   it('filters kinds', () => {
     const clock = new ManualClock(0);
-    const t = new LivenessTracker({ bus: {} as Bus, clock, kinds: ['pool'] });
+    const t = new LivenessTracker({ bus: {} as unknown as Bus, clock, kinds: ['pool'] });
     t.observe(hb('x', 0, 1));
     expect(t.peers()).toEqual([]);
   });

@@ -30,7 +30,7 @@ const HELP = `usage: dynamollm engine-emulator --model M --tp N --port P [option
   --exit-on-stdin-close       exit when stdin closes (set by the engine manager: no orphans if it dies)
 `;
 
-export async function run(argv: string[]): Promise<number | void> {
+export async function run(argv: string[]): Promise<number | undefined> {
   const { values } = parse(argv, {
     model: { type: 'string' },
     gpu: { type: 'string' },

@@ -25,7 +25,7 @@ const HELP = `usage: dynamollm profile run --endpoint URL --gpu-backend nvml|smi
   --out FILE             where to write the profile (JSON, format v1)
 `;
 
-export async function run(argv: string[]): Promise<number | void> {
+export async function run(argv: string[]): Promise<number | undefined> {
   const { values } = parse(argv, {
     endpoint: { type: 'string' },
     'gpu-backend': { type: 'string' },
@@ -130,7 +130,7 @@ async function firstModel(endpoint: string): Promise<string> {
 
 /** A one-line progress bar on stderr when it is a terminal; one plain line per cell otherwise. */
 function progressBar(): ((done: number, total: number, label: string) => void) & { end(): void } {
-  const tty = process.stderr.isTTY === true;
+  const tty = process.stderr.isTTY;
   const f = (done: number, total: number, label: string) => {
     if (!tty) {
       process.stderr.write(`[${done}/${total}] ${label}\n`);

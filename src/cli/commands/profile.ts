@@ -4,7 +4,7 @@
  */
 export const summary = 'profile generate (from the model) | profile run (measure a live endpoint)';
 
-export async function run(argv: string[]): Promise<number | void> {
+export async function run(argv: string[]): Promise<number | undefined> {
   const [sub, ...rest] = argv;
   if (sub === 'generate') return (await import('./profile-generate.ts')).run(rest);
   if (sub === 'run') return (await import('./profile-run.ts')).run(rest);

@@ -27,7 +27,7 @@ synthetic trace: synth:conversation|coding|flat|poisson:DAYS:MEAN_RPS (lengths f
 /** Share of refused (over-context) requests above which simulate prints a warning. */
 export const REFUSED_WARN_SHARE = 0.01;
 
-export async function run(argv: string[]): Promise<number | void> {
+export async function run(argv: string[]): Promise<number | undefined> {
   const { values: v } = parse(argv, {
     trace: { type: 'string' }, policy: { type: 'string' }, model: { type: 'string' }, gpu: { type: 'string' },
     servers: { type: 'string' }, fidelity: { type: 'string' }, 'slo-scale': { type: 'string' }, 'rate-scale': { type: 'string' },
@@ -76,7 +76,7 @@ export async function run(argv: string[]): Promise<number | void> {
     prefixRouting: v['prefix-routing'] ?? false, prefixCaching: !v['no-prefix-cache'],
     prefixBlockTokens: v['prefix-block-tokens'] === undefined ? undefined : num(v['prefix-block-tokens'], 'prefix-block-tokens'),
   };
-  const prog = new Array(policies.length).fill(0);
+  const prog = new Array<number>(policies.length).fill(0);
   const tty = process.stderr.isTTY;
   const draw = () => {
     if (!tty) return;
