@@ -6,7 +6,6 @@
  * Extension: `usage` carries `energy_joules` (the request's GPU energy) and `energy_source`
  * ('measured' on a GPU counter, or 'modelled' for an emulated GPU).
  */
-import type { ErrorCode } from '../../protocols/errors.ts';
 import { CHAT_ONLY_PARAMS, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
 
 /** An error the gateway answers with; `status` is the HTTP status, `type`/`code` go into the JSON body. */
@@ -40,7 +39,8 @@ export const badRequest = (message: string, param: string | null = null, code: s
  * the cluster's message (the engine's or the validator's words about the request); every other answer says
  * what happened in fixed words, so no internal name (instance, pool, URL) reaches the client.
  */
-export function httpErrorOfWire(code: ErrorCode | string, message: string, retryAfterS?: number, own = false): HttpError {
+// `code` is a wire ErrorCode or any other string (a peer's newer code): `ErrorCode | string` would read as string
+export function httpErrorOfWire(code: string, message: string, retryAfterS?: number, own = false): HttpError {
   // the gateway's own errors (not a remote's) keep their words: they name nothing internal
   if (own && code !== 'invalid_request' && code !== 'protocol' && code !== 'not_found') {
     const e = httpErrorOfWire(code, message, retryAfterS);
@@ -291,7 +291,7 @@ const finishOut = (f: FinishReason | undefined): 'stop' | 'length' | 'tool_calls
 export function mergeLogprobs(acc: Record<string, unknown> | undefined, next: Record<string, unknown>): Record<string, unknown> {
   if (!acc) return { ...next, ...Object.fromEntries(Object.entries(next).filter(([, v]) => Array.isArray(v)).map(([k, v]) => [k, [...(v as unknown[])]])) };
   for (const [k, v] of Object.entries(next)) {
-    if (Array.isArray(v) && Array.isArray(acc[k])) (acc[k] as unknown[]).push(...v);
+    if (Array.isArray(v) && Array.isArray(acc[k])) (acc[k] as unknown[]).push(...(v as unknown[]));
     else if (!(k in acc)) acc[k] = v;
   }
   return acc;

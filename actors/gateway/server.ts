@@ -334,7 +334,7 @@ export class GatewayServer {
   private servedModel(body: Record<string, unknown>): string {
     const model = body.model ?? this.opts.models[0];
     if (typeof model !== 'string' || !this.opts.models.includes(model)) {
-      throw new HttpError(404, `The model '${String(model)}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
+      throw new HttpError(404, `The model '${JSON.stringify(model) ?? 'undefined'}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
     }
     return model;
   }

@@ -268,7 +268,7 @@ export class Bus extends EventEmitter {
     };
     const errorReply = (m: Msg, err: unknown) => respond(m, Ack.encode({ v: PROTOCOL_VERSION, ok: false, error: toWireError(err) }));
     const ep: EndpointStats | undefined = this.#service?.addEndpoint(subject, opts.queue);
-    const done = (t0: bigint, err?: unknown) => ep?.record(Number(process.hrtime.bigint() - t0), err === undefined ? undefined : ((err as Error)?.message ?? String(err)));
+    const done = (t0: bigint, err?: unknown) => ep?.record(Number(process.hrtime.bigint() - t0), err === undefined ? undefined : (err instanceof Error ? err.message : JSON.stringify(err) ?? 'undefined'));
     const mailbox = new Mailbox<{ m: Msg; req: Q; t0: bigint }>({
       capacity: opts.capacity ?? DEFAULT_CAPACITY,
       concurrency: opts.concurrency ?? 64,

@@ -19,7 +19,7 @@ describe('built CLI (dist/)', () => {
   });
 
   it('the no-tsx hook really refuses TypeScript', async () => {
-    const err = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', '--help'], { env: { ...process.env, NODE_OPTIONS: NO_TSX } }).catch((e: Error) => e);
+    const err = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', '--help'], { env: { ...process.env, NODE_OPTIONS: NO_TSX } }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Error);
     expect(String((err as { stderr?: string }).stderr)).toMatch(/no-tsx/);
   });

@@ -19,7 +19,7 @@ class ScriptedBackend implements GatewayBackend {
   async submit(req: InferenceRequest, signal: AbortSignal): Promise<AsyncIterable<TokenChunk>> {
     this.seen.push(req);
     signal.addEventListener('abort', () => this.aborted.push(req.id), { once: true });
-    const text = typeof req.prompt === 'string' ? req.prompt : (req.messages?.map((m) => m.content).join(' ') ?? '');
+    const text = typeof req.prompt === 'string' ? req.prompt : (req.messages?.map((m) => (typeof m.content === 'string' ? m.content : JSON.stringify(m.content))).join(' ') ?? '');
     if (text.includes('OVERLOAD')) throw new DynError('overloaded', 'all pools are full', { retryable: true, retryAfterS: 3 });
     if (text.includes('NOBODY')) throw new DynError('no_responders', 'no cluster manager', { retryable: true });
     const slow = text.includes('SLOW');

@@ -131,7 +131,8 @@ export function plan(g: GenRequest): Plan {
       tool = tools.find((t) => fn(t).name === want);
       if (!tool) throw new GenerationError(`Tool '${String(want)}' has not been passed in \`tools\`.`);
     } else tool = tools[Math.floor(rnd(3) * tools.length) % tools.length];
-    const name = String(fn(tool!).name ?? 'function');
+    const declared = fn(tool!).name;
+    const name = typeof declared === 'string' ? declared : 'function';
     const args = JSON.stringify(valueFor(fn(tool!).parameters ?? { type: 'object', properties: {} }, rnd, 1));
     return finish(chop(args), g, { toolCall: { id: `chatcmpl-tool-${hash3(a, b, 99).toString(16).padStart(8, '0')}`, name }, topLogprobs, done: isObj(tc) ? 'stop' : 'tool_calls' });
   }
