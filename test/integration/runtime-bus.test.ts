@@ -236,20 +236,21 @@ describe('leader lease (in-process contenders on real JetStream KV)', () => {
       const [leader, standby] = la.isLeader() ? [la, lb] : [lb, la];
       expect((await standby.leader())?.holder).toBe(leader.holder);
       const firstTerm = leader.term()!;
-      // orderly stop releases: the standby takes over within about one retry period
+      // orderly stop releases (holder ''), so the standby may take over before the old lease would have expired
       const elected = new Promise((r) => standby.once('elected', r));
-      const t0 = Date.now();
+      const lost = new Promise<{ reason: string }>((r) => leader.once('lost', r));
       await leader.stop();
+      expect((await lost).reason).toBe('released');
       await elected;
-      expect(Date.now() - t0).toBeLessThan(1000);
       expect(standby.term()).toBeGreaterThan(firstTerm);
       // a leader cut off from the server (its connection closed) steps down by itself at expiry
+      // (not for another reason: reason 'expired'). isLeader() answers from the clock against the expiry it wrote,
+      // so it is false from the expiry on whenever the step-down timer fires; that timer's lateness is the
+      // machine's load, not the lease's behaviour, so it is not asserted here.
       const cut = standby === la ? a : b;
-      const lost = new Promise<number>((r) => standby.once('lost', () => r(Date.now())));
-      const tCut = Date.now();
+      const stepDown = new Promise<{ reason: string }>((r) => standby.once('lost', r));
       await cut.close();
-      const lostAt = await lost;
-      expect(lostAt - tCut).toBeLessThan(1100);
+      expect((await stepDown).reason).toBe('expired');
       expect(standby.isLeader()).toBe(false);
     } finally {
       clearInterval(sampler);
