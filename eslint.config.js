@@ -35,11 +35,16 @@ const LONG_FILES = {
   // the gateway's HTTP server: the OpenAI routes (issue 14) and the HTTP hardening (issue 12) land in it
   // concurrently; it splits into the routes and the HTTP plumbing once both are in
   'actors/gateway/server.ts': 700,
+  // the instance's pure state machine: every decision of an instance (admission, queue, EWMA, clock
+  // arbitration, prefill floor, emergency ladder, moves) in one transition function, as issue 16 asks
+  'src/policy/machines/instance.ts': 700,
 };
 const MAX_LINES = 600;
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'test/artifacts/', 'bench-results/', 'src/telemetry/dashboard/', '**/*.js', '**/*.mjs', '**/*.cjs'] },
+  { ignores: ['node_modules/', 'dist/', 'test/artifacts/', 'bench-results/', 'src/telemetry/dashboard/', '**/*.js', '**/*.mjs', '**/*.cjs',
+    // outside tsconfig.json, so the type-aware rules cannot read them
+    'scripts/'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -222,8 +222,8 @@ export class ClusterManager extends Actor {
 
   async #lead(): Promise<void> {
     this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
-    await ensureEventsStream(this.bus).catch((err) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
-    await ensureRequestsStream(this.bus).catch((err) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
+    await ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
+    await ensureRequestsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
     this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
     this.#leaderTimers.push(this.clock.setInterval(() => this.#publishTelemetry(), TELEMETRY_MS));
     this.#step({ type: 'lead' });

@@ -384,7 +384,7 @@ export class GatewayServer {
   /** The accounting id of the (already checked) API key of a request; undefined when no keys are configured. */
   private apiKeyIdOfRequest(req: IncomingMessage): string | undefined {
     if (this.keys.length === 0) return undefined;
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(String(req.headers.authorization ?? ''));
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
     return m ? apiKeyIdOf(m[1]!) : undefined;
   }
 

@@ -29,7 +29,7 @@ export class PoolManager extends Actor {
     const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
     if (profile) reportProfileGap(profile, [c.engine.initialTp], ppath, c, this.log);
     for (const p of chosen) {
-      const l = new PoolLeader({ pool: p.id, types: p.types, holder: `${this.id}`, bus: this.bus, config: c, log: this.log, profile, clock: this.clock });
+      const l = new PoolLeader({ pool: p.id, types: p.types, holder: this.id, bus: this.bus, config: c, log: this.log, profile, clock: this.clock });
       this.leaders.push(l);
       await l.start();
     }

@@ -77,7 +77,7 @@ export class PoolLeader {
     this.#bus = o.bus;
     this.#clock = o.clock ?? systemClock;
     this.#log = o.log.child({ pool: o.pool });
-    this.#evt = eventPublisher(o.bus, `${o.pool}`, this.#log, this.#clock);
+    this.#evt = eventPublisher(o.bus, o.pool, this.#log, this.#clock);
     this.#lease = new LeaderLease({
       bus: o.bus,
       key: leaseKeys.poolLeader(o.pool),

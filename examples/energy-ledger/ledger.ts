@@ -77,7 +77,7 @@ export async function spentByKeyAndModel(db: pg.Pool, table?: string): Promise<{
   const r = await db.query<{ api_key: string; model: string; requests: string; energy_joules: number }>(
     `SELECT api_key, model, count(*) AS requests, sum(energy_joules) AS energy_joules FROM ${t} GROUP BY api_key, model ORDER BY api_key, model`,
   );
-  return r.rows.map((x) => ({ apiKey: x.api_key, model: x.model, requests: Number(x.requests), energyJoules: Number(x.energy_joules) }));
+  return r.rows.map((x) => ({ apiKey: x.api_key, model: x.model, requests: Number(x.requests), energyJoules: x.energy_joules }));
 }
 
 export interface Ledger {

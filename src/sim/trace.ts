@@ -475,7 +475,10 @@ const thresholdsFor = new Map<number, ClassThresholds>();
  */
 export function classifyCached(inputTokens: number, outputTokens: number, longInputMax: number = DEFAULT_THRESHOLDS.inputUpper.L): RequestType | null {
   let classMemo = classMemos.get(longInputMax);
-  if (!classMemo) classMemos.set(longInputMax, (classMemo = new Map()));
+  if (!classMemo) {
+    classMemo = new Map();
+    classMemos.set(longInputMax, classMemo);
+  }
   let th = thresholdsFor.get(longInputMax);
   if (!th) thresholdsFor.set(longInputMax, (th = { ...DEFAULT_THRESHOLDS, inputUpper: { ...DEFAULT_THRESHOLDS.inputUpper, L: longInputMax } }));
   // one small-integer key (a V8 Smi: hashed fast) for the common lengths; others are classified each time

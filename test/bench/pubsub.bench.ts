@@ -42,7 +42,9 @@ async function load(h: Harness, seconds: number, first: number): Promise<number[
         ignoreEos: true, arrivalMs: t, giveUpAtMs: t + 60_000, streamSubject: subjects.stream(id),
       };
       pending.push(h.bus.request(subjects.clusterIntake(), InferenceRequest, req, Admission, { timeoutMs: 10_000 }).then(
-        (a) => void (a.ok && lat.push(Date.now() - t)),
+        (a) => {
+          if (a.ok) lat.push(Date.now() - t);
+        },
         () => undefined,
       ));
       next += 1000 / RPS;
@@ -98,7 +100,7 @@ export async function bench(): Promise<BenchSection> {
       },
     });
     const t0 = Date.now();
-    const base = await load(h, PHASE_S, 0);
+    const _base = await load(h, PHASE_S, 0);
     const elapsed = (Date.now() - t0) / 1000;
     sub.unsubscribe();
     await admin.close();
@@ -112,7 +114,8 @@ export async function bench(): Promise<BenchSection> {
     const stuckEvents = await client.eventHistory({ durable: 'bench-stuck-events', maxAckPending: 10 });
     const stuckRecords = await client.requestRecords({ durable: 'bench-stuck-records', maxAckPending: 10 });
     const neverAck = async (s: AsyncIterable<unknown>) => {
-      for await (const _ of s) void _; // read, never ack
+      // read, never ack
+      for await (const _ of s) continue;
     };
     void neverAck(stuckEvents);
     void neverAck(stuckRecords);
@@ -130,7 +133,7 @@ export async function bench(): Promise<BenchSection> {
       const x = a.get(k)!, y = b.get(k)!;
       return y.n > x.n ? ((y.ns - x.ns) / (y.n - x.n) / 1e6).toFixed(3) : 'n/a';
     };
-    void base; // the first phase warms the cluster up (first plan, clock epochs); its latencies are not compared
+    // `_base`: the first phase warms the cluster up (first plan, clock epochs); its latencies are not compared
     const all = base2;
     const rows: Record<string, string | number>[] = [];
     for (const [k, x] of [...counts.entries()].sort((a, b) => b[1].n - a[1].n)) {

@@ -290,8 +290,8 @@ describe('dynamollm events / telemetry (observer credentials, JSON lines when no
       const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--nats', h.nats.url, '--user', 'observer', '--password', 'observer-local'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
-      p.stdout.on('data', (d) => (out += d));
-      p.stderr.on('data', (d) => (err += d));
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (err += d.toString()));
       const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
       p.on('exit', (code) => {
         clearTimeout(t);
@@ -312,7 +312,7 @@ describe('dynamollm events / telemetry (observer credentials, JSON lines when no
   it('events --follow prints a new event as it is stored', async () => {
     const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'events', '--follow', '--kind', 'plan', '--nats', h.nats.url, '--user', 'observer', '--password', 'observer-local'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    p.stdout.on('data', (d) => (out += d));
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     // publish once the command's consumer exists (it reads only events stored from then on)
     const jsm = await jetstreamManager(h.bus.nc);
     const consumers = async () => (await jsm.consumers.list(jetstream.eventsStream).next()).map((c) => c.name);

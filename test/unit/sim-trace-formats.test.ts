@@ -79,7 +79,10 @@ describe('public trace shapes', () => {
     for (const r of rows) if (r.input_length <= 131_072) expect(r.hash_ids.length).toBe(Math.ceil(r.input_length / 512));
     const seen = new Set<number>();
     let reused = 0;
-    for (const r of rows) for (const h of r.hash_ids) (seen.has(h) ? reused++ : seen.add(h));
+    for (const r of rows) for (const h of r.hash_ids) {
+      if (seen.has(h)) reused++;
+      else seen.add(h);
+    }
     expect(reused).toBeGreaterThan(0);
   });
 });
