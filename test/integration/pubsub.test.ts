@@ -287,7 +287,7 @@ describe('live messages read by a non-TypeScript stack: @msgpack/msgpack + the c
 describe('dynamollm events / telemetry (observer credentials, JSON lines when not on a terminal)', () => {
   const cli = (args: string[], timeoutMs = 20_000) =>
     new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--nats', h.nats.url, '--user', 'observer', '--password', 'observer-local'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--nats', h.nats.url, '--user', 'observer', '--password', h.nats.creds('observer').pass], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       p.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -310,7 +310,7 @@ describe('dynamollm events / telemetry (observer credentials, JSON lines when no
   });
 
   it('events --follow prints a new event as it is stored', async () => {
-    const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'events', '--follow', '--kind', 'plan', '--nats', h.nats.url, '--user', 'observer', '--password', 'observer-local'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'events', '--follow', '--kind', 'plan', '--nats', h.nats.url, '--user', 'observer', '--password', h.nats.creds('observer').pass], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     // publish once the command's consumer exists (it reads only events stored from then on)
