@@ -143,7 +143,9 @@ export async function checkAuthorization(servers: string[], timeoutMs = 3000): P
     return { verdict: 'open' };
   } catch (err) {
     const e = err as Error & { code?: string };
-    const text = `${e.name} ${e.message} ${e.code ?? ''} ${String((e as { cause?: unknown }).cause ?? '')}`.toLowerCase();
+    const cause = (e as { cause?: unknown }).cause;
+    const causeText = cause instanceof Error ? `${cause.name}: ${cause.message}` : typeof cause === 'string' ? cause : '';
+    const text = `${e.name} ${e.message} ${e.code ?? ''} ${causeText}`.toLowerCase();
     if (text.includes('authorization') || text.includes('authentication')) return { verdict: 'enforced' };
     return { verdict: 'unreachable', message: e.message };
   }
@@ -178,7 +180,7 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<NatsHandle> {
   opts.log.info({ bin, conf }, 'starting a private nats-server');
   const proc: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env } });
   let stderr = '';
-  proc.stderr?.on('data', (d) => {
+  proc.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);
   });
   const spawnErr = await new Promise<Error | null>((r) => {

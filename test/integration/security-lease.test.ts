@@ -43,7 +43,9 @@ describe('fenced leases (real JetStream KV)', () => {
     expect(la.isLeader()).toBe(true);
     const termA = la.term()!;
     let both = 0;
-    const sampler = setInterval(() => void (la.isLeader() && lb.isLeader() && both++), 2);
+    const sampler = setInterval(() => {
+      if (la.isLeader() && lb.isLeader()) both++;
+    }, 2);
     try {
       // an attacker (here: admin) writes garbage over the lease
       const kv = await (await bus('attacker', 'admin')).kv(jetstream.leasesBucket, { history: 1 });
