@@ -5,6 +5,7 @@
  * and exits; with --follow it goes on printing new ones (without --since: only new ones). Readable lines on a
  * terminal, JSON lines otherwise (or with --json).
  */
+import { inboxPrefix } from '../../../protocols/permissions.ts';
 import { connect } from '@nats-io/transport-node';
 import { parse, UsageError } from '../args.ts';
 import { connectionOptions, natsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE } from '../../runtime/nats-settings.ts';
@@ -63,7 +64,7 @@ export async function run(argv: string[]): Promise<number> {
   const kinds = parseKinds(values.kind);
   const start = values.since !== undefined ? parseSince(values.since) : values.follow ? { newOnly: true } : {};
   const json = values.json === true || !process.stdout.isTTY;
-  const nc = await connect({ ...connectionOptions(natsSettings({ flags: values })), name: 'dynamollm-events', timeout: 3000 });
+  const nc = await connect({ ...connectionOptions(natsSettings({ flags: values })), name: 'dynamollm-events', timeout: 3000, inboxPrefix: inboxPrefix('observer', `events-${process.pid}`) });
   const client = DynamoClient.fromConnection(nc);
   const sub = await client.eventHistory({ ...start, kinds, durable: values.durable });
   const stop = () => void sub.stop();

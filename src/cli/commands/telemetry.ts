@@ -5,6 +5,7 @@
  * about 1.5 s (one message of each publisher) and exits. Readable lines on a terminal, JSON lines otherwise
  * (or with --json).
  */
+import { inboxPrefix } from '../../../protocols/permissions.ts';
 import { connect } from '@nats-io/transport-node';
 import { parse } from '../args.ts';
 import { connectionOptions, natsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE } from '../../runtime/nats-settings.ts';
@@ -54,7 +55,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const json = values.json === true || !process.stdout.isTTY;
-  const nc = await connect({ ...connectionOptions(natsSettings({ flags: values })), name: 'dynamollm-telemetry', timeout: 3000 });
+  const nc = await connect({ ...connectionOptions(natsSettings({ flags: values })), name: 'dynamollm-telemetry', timeout: 3000, inboxPrefix: inboxPrefix('observer', `telemetry-${process.pid}`) });
   const client = DynamoClient.fromConnection(nc);
   const subs: LiveSubscription<Any>[] = [client.clusterTelemetry(), client.poolTelemetry(), client.instanceTelemetry()];
   if (values.requests) subs.push(client.requests());
