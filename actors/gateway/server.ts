@@ -398,7 +398,7 @@ export class GatewayServer {
       if (metrics && this.metricsToken && safeEqual(this.metricsToken, Buffer.from(m[1]!))) return true;
       return false;
     }
-    const c = /(?:^|;\s*)dynamollm_key=([^;]+)/.exec(String(req.headers.cookie ?? ''));
+    const c = /(?:^|;\s*)dynamollm_key=([^;]+)/.exec(req.headers.cookie ?? '');
     if (!c) return false;
     let v: string;
     try {
