@@ -81,11 +81,11 @@ describe('cluster machine', () => {
 
   it("plans whole servers per pool from the forecast of the observed load, and a pool keeps the servers it holds", () => {
     const d = new Drive();
-    const load = { SS: 25, MM: 3, LL: 0.5 };
+    const load = { SS: 50, MM: 6, LL: 1 };
     // one sample per sample period (a minute here); more often is ignored
     d.at(0, { type: 'observe', observed: load, servers: SERVERS });
-    d.at(1000, { type: 'observe', observed: { SS: 50 }, servers: SERVERS });
-    expect(d.s.forecaster.history.SS).toEqual([[T0, 25]]);
+    d.at(1000, { type: 'observe', observed: { SS: 100 }, servers: SERVERS });
+    expect(d.s.forecaster.history.SS).toEqual([[T0, 50]]);
     const fx = d.at(2000, { type: 'epoch', why: 'epoch', observed: load, servers: SERVERS });
     const forecast = new LoadForecaster({ recentWindowMs: 300_000 }, d.s.forecaster).forecast(T0 + 2000, 1_800_000);
     const plan = planCluster({ forecastPeak: forecast, profile, totalServers: 6, gpusPerServer: 8 });
@@ -99,7 +99,7 @@ describe('cluster machine', () => {
     // the same load again: every pool keeps the servers it holds, nothing is sent
     expect(assigned(d.at(3000, { type: 'epoch', why: 'epoch', observed: load, servers: SERVERS }))).toEqual([]);
     // SS grows: pools whose server count stays keep the very same nodes
-    d.at(70_000, { type: 'observe', observed: { SS: 50, MM: 3, LL: 0.5 }, servers: SERVERS });
+    d.at(70_000, { type: 'observe', observed: { SS: 100, MM: 6, LL: 1 }, servers: SERVERS });
     const grown = serversOf(assigned(d.at(80_000, { type: 'epoch', why: 'epoch', observed: {}, servers: SERVERS })));
     for (const [pool, nodes] of Object.entries(grown)) if (got[pool] && got[pool]!.length === nodes.length) expect(nodes).toEqual(got[pool]);
     expect(grown['pool-SS']!.length).toBeGreaterThan(got['pool-SS']!.length);

@@ -187,17 +187,18 @@ describe('instance machine: load and clock', () => {
 
   it('raises the clock on admission when a long prompt needs it to meet its TTFT deadline, and the epoch keeps that floor', () => {
     const d = new Drive(cfg({ maxInEngine: 4 })).ready(800);
-    // an SL request whose prompt is 8000 tokens (its type's cell has ~180), TTFT SLO 2 s: at 800 MHz its
+    // an SL request whose prompt is 8000 tokens (its type's cell has ~180), TTFT SLO 1.5 s: at 800 MHz its
     // prefill would miss the deadline
-    const long = req('SL', 1000, { inputTokens: 8000, ttftSloMs: 2000 });
+    const long = req('SL', 1000, { inputTokens: 8000, ttftSloMs: 1500 });
+    expect(prefillClockFloor(profile, 4, [{ tokens: 8000, slackMs: 1500 }])).toBeGreaterThan(800);
     const fx = d.at(1000, { type: 'admit', req: long });
     expect(kinds(fx)).toEqual(['admitted', 'set_clock', 'start']); // the clock is asked for before the prompt starts
-    expect(clocks(fx)).toEqual([prefillClockFloor(profile, 4, [{ tokens: 8000, slackMs: 2000 }])]);
+    expect(clocks(fx)).toEqual([prefillClockFloor(profile, 4, [{ tokens: 8000, slackMs: 1500 }])]);
     expect(clocks(fx)[0]).toBeGreaterThan(800);
     expect(pendingPrefillTokens(d.s)).toBe(8000);
     d.applyClocks(1010, fx);
-    // at the epoch the load alone would choose a lower clock than the 1.5 s left need
-    const floor = prefillClockFloor(profile, 4, [{ tokens: 8000, slackMs: 1500 }]);
+    // at the epoch the load alone would choose a lower clock than the 1 s left need
+    const floor = prefillClockFloor(profile, 4, [{ tokens: 8000, slackMs: 1000 }]);
     expect(chooseClock({ profile, tp: 4, loadByType: { SL: 1 / 1.5 }, headroom: 0 }).clockMhz).toBeLessThan(floor);
     const e = d.at(1500, { type: 'epoch' });
     expect(clocks(e)).toEqual([floor]);
