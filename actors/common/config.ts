@@ -263,7 +263,6 @@ export function crossFieldErrors(c: ClusterConfig): string[] {
   if (l.leaseTtlMs < 500) out.push(`liveness.leaseTtlMs: ${l.leaseTtlMs} ms is below 500 ms: a leader cannot renew its lease (every ttl/3, at least 100 ms) before it lapses`);
   const e = c.epochs;
   if (e.instanceS > e.poolS) out.push(`epochs.instanceS (${e.instanceS} s) must not exceed epochs.poolS (${e.poolS} s)`);
-  if (e.poolS > e.clusterS) out.push(`epochs.poolS (${e.poolS} s) must not exceed epochs.clusterS (${e.clusterS} s)`);
   const ti = c.thresholds.input;
   if (!(ti.S < ti.M && ti.M < ti.L)) out.push(`thresholds.input: S < M < L required, got ${ti.S}/${ti.M}/${ti.L}`);
   const to = c.thresholds.output;

@@ -23,7 +23,7 @@ beforeAll(async () => {
     liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 2000 },
     engine: { kind: 'emulator', timeScale: 2, healthDeadlineMs: 30_000, initialTp: 4, maxInEngine: 32, maxQueued: 128 },
     planner: 'milp',
-    milpDeadlineMs: 10_000,
+    milpDeadlineMs: 3_500, // shorter than the 4-s pool epoch (config validation); HiGHS solves this pool in milliseconds
   }, { ready: 2 });
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void statuses.push({ atMs: Date.now(), id: st.id, ss: st.loadByType.SS ?? 0 }), { capacity: 10_000 });
 }, 60_000);
