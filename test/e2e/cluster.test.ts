@@ -38,7 +38,7 @@ const client = (apiKey = KEY) => new OpenAI({ apiKey, baseURL: `${base}/v1`, max
 
 /** The gateway's own count of answered /v1/completions requests, by HTTP status (its /metrics). */
 async function completionsAnswered(base: string): Promise<Map<string, number>> {
-  const fams = parsePrometheusText(await (await fetch(`${base}/metrics`)).text());
+  const fams = parsePrometheusText(await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text());
   const byCode = new Map<string, number>();
   for (const s of fams.get('dynamollm_gateway_http_requests_total')?.samples ?? []) {
     if (s.labels.route === '/v1/completions') byCode.set(s.labels.code!, (byCode.get(s.labels.code!) ?? 0) + s.value);

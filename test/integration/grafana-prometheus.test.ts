@@ -80,7 +80,7 @@ beforeAll(async () => {
   };
   telemetry = setInterval(publishTelemetry, 250);
   for (const id of ['gw-a', 'gw-b']) {
-    const { cluster: cc, gateway } = splitConfig({ servers: [{ id: 'n0', gpus: 2 }], gateway: { port: 0, host: '127.0.0.1' } });
+    const { cluster: cc, gateway } = splitConfig({ servers: [{ id: 'n0', gpus: 8 }], gateway: { port: 0, host: '127.0.0.1' } });
     const gw = new GatewayActor({ id, cluster: cc, settings: gateway, servers: nats.url, ...nats.creds('gateway'), log });
     await gw.start();
     gws.push(gw);
