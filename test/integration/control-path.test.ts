@@ -192,9 +192,24 @@ describe('control plane: request path', () => {
     expect(ok.length).toBeGreaterThan(0);
     // nothing else: every request completed or was rejected explicitly (or refused at admission, retryable)
     expect(outs.filter((o) => !(o.ok || /retryable true|refused: (overloaded|unavailable|timeout)/.test(o.error ?? ''))).map((o) => o.error)).toEqual([]);
-    const steps = events.filter((e) => e.kind === 'emergency' && e.atMs >= from).map((e) => ({ actor: e.actor, step: String(e.decision.step), at: e.atMs }));
+    // an instance's episode runs from its first step to its 'clear': one that began under the previous test's
+    // load (before this burst) has its opening steps before `from`, so each episode seen in this burst is read whole
+    const steps = events.filter((e) => e.kind === 'emergency').map((e) => ({ actor: e.actor, step: String(e.decision.step), at: e.atMs }));
+    const episodes = new Map<string, { seq: string[]; last: number }>();
     const byActor = new Map<string, string[]>();
-    for (const st of steps) byActor.set(st.actor, [...(byActor.get(st.actor) ?? []), st.step]);
+    const close = (actor: string) => {
+      const ep = episodes.get(actor);
+      if (ep && ep.last >= from) byActor.set(`${actor}#${byActor.size}`, ep.seq);
+      episodes.delete(actor);
+    };
+    for (const st of steps) {
+      if (st.step === 'clear') { close(st.actor); continue; }
+      const ep = episodes.get(st.actor) ?? { seq: [], last: 0 };
+      ep.seq.push(st.step);
+      ep.last = st.at;
+      episodes.set(st.actor, ep);
+    }
+    for (const actor of [...episodes.keys()]) close(actor);
     let sawReject = false;
     for (const [, seq] of byActor) {
       // the ladder's order: reorder, then max clock, then (when a peer has room) moves, then rejections;
