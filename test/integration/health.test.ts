@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsServer, type TestNats } from '../helpers/nats.ts';
+import type { Role } from '../../protocols/permissions.ts';
 import { freePort } from '../helpers/net.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
 
@@ -22,7 +23,7 @@ let gatewayBase: string;
 function start(kind: string, id: string, role: string, extra: string[]): ChildProcess {
   const p = spawn(process.execPath, launchArgs(kind, ['--id', id, '--config', cfgPath, ...extra]), {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error', NATS_URL: nats.url, NATS_USER: role, NATS_PASSWORD: `${role}-local` },
+    env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error', NATS_URL: nats.url, NATS_USER: role, NATS_PASSWORD: nats.creds(role as Role).pass },
   });
   procs.push(p);
   return p;
