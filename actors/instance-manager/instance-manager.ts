@@ -410,8 +410,8 @@ export class InstanceManager {
       if (!aborted) this.#log.warn({ id: req.id, err: (err as Error)?.message ?? String(err) }, 'engine call failed');
       const w: WireError = aborted
         ? toWireError(r.ac.signal.reason)
-        : (err as { retryable?: boolean })?.retryable === false
-          ? { code: 'invalid_request', message: err instanceof EngineHttpError ? err.engineMessage : 'the engine refused the request', retryable: false }
+        : err instanceof EngineHttpError && !err.retryable
+          ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
           : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS };
       this.#running.delete(req.id);
       this.#finishWithError(req, r.seq, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
