@@ -111,18 +111,7 @@ export async function ensureNats(opts: EnsureNatsOptions): Promise<NatsHandle> {
     if (proc.exitCode !== null) throw new NatsUnavailableError(`nats-server exited with code ${proc.exitCode}: ${stderr.trim()}`);
     if (await probeNats(host, port, 300)) {
       opts.log.info({ url, pid: proc.pid }, 'nats-server ready');
-      let stopped: Promise<void> | undefined;
-      return {
-        url,
-        started: true,
-        stop: () =>
-          (stopped ??= new Promise<void>((r) => {
-            if (proc.exitCode !== null) return r();
-            proc.once('exit', () => r());
-            proc.kill('SIGTERM');
-            setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
-          })),
-      };
+      return startedServer(url, proc);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -213,21 +202,26 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<NatsHandle> {
     if (port && (await probeNats('127.0.0.1', port, 300))) {
       const url = `nats://127.0.0.1:${port}`;
       opts.log.info({ url, pid: proc.pid }, 'nats-server ready');
-      let stopped: Promise<void> | undefined;
-      return {
-        url,
-        started: true,
-        stop: () =>
-          (stopped ??= new Promise<void>((r) => {
-            if (proc.exitCode !== null) return r();
-            proc.once('exit', () => r());
-            proc.kill('SIGTERM');
-            setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
-          })),
-      };
+      return startedServer(url, proc);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
   proc.kill('SIGKILL');
   throw new NatsUnavailableError(`the private nats-server did not accept connections in time: ${stderr.trim()}`);
+}
+
+/** The handle of a nats-server this process started: stop() sends SIGTERM, then SIGKILL after 5 s; idempotent. */
+function startedServer(url: string, proc: ChildProcess): { url: string; started: true; stop: () => Promise<void> } {
+  let stopped: Promise<void> | undefined;
+  return {
+    url,
+    started: true,
+    stop: () =>
+      (stopped ??= new Promise<void>((r) => {
+        if (proc.exitCode !== null) return r();
+        proc.once('exit', () => r());
+        proc.kill('SIGTERM');
+        setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
+      })),
+  };
 }
