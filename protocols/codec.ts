@@ -6,6 +6,7 @@
 import { Packr } from 'msgpackr';
 import type { z } from 'zod';
 import { ProtocolError, VersionMismatchError } from './errors.ts';
+import { compileFastCheck } from './fast-check.ts';
 
 export const PROTOCOL_VERSION = 1 as const;
 
@@ -23,21 +24,23 @@ export interface Codec<T> {
 }
 
 /**
- * An optional hand-written validator for a hot message (one per streamed token). It must return true only
+ * A fast validator: every codec gets one compiled from its schema (protocols/fast-check.ts), or a
+ * hand-written one for a hot message. It must return true only
  * for values the zod schema accepts AND returns unchanged (no unknown keys to strip, no defaults to fill);
  * anything else returns false and takes the zod path, so acceptance, the parsed value and every error are
  * zod's. test/unit/protocols-fast.test.ts checks the two agree on generated inputs.
  */
 export type FastCheck = (value: Record<string, unknown>) => boolean;
 
-export function codec<S extends z.ZodTypeAny>(name: string, schema: S, fast?: FastCheck): Codec<z.infer<S>> {
+export function codec<S extends z.ZodTypeAny>(name: string, schema: S, fastCheck?: FastCheck): Codec<z.infer<S>> {
+  const fast = fastCheck ?? compileFastCheck(schema);
   const check = (value: unknown, subject?: string): z.infer<S> => {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) {
       throw new ProtocolError(`${name}: payload is not a map`, { subject });
     }
     const v = (value as { v?: unknown }).v;
     if (v !== PROTOCOL_VERSION) throw new VersionMismatchError(v, PROTOCOL_VERSION, subject);
-    if (fast && fast(value as Record<string, unknown>)) return value as z.infer<S>;
+    if (fast(value as Record<string, unknown>)) return value as z.infer<S>;
     const r = schema.safeParse(value);
     if (!r.success) {
       const issues = r.error.issues.map((i: z.ZodIssue) => `${i.path.join('.') || '(root)'}: ${i.message}`);

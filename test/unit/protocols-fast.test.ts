@@ -6,6 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { tokenChunk, TokenChunk, fastTokenChunkCheck, MAX_CHUNK_TOKENS } from '../../protocols/messages.ts';
 import { ProtocolError } from '../../protocols/errors.ts';
+import { compileFastCheck } from '../../protocols/fast-check.ts';
+import { CODECS, SAMPLES } from '../fixtures/actors/samples.ts';
+import { z } from 'zod';
 
 // small deterministic PRNG (mulberry32) so a failure reproduces
 function rng(seed: number) {
@@ -112,5 +115,78 @@ describe('TokenChunk fast validator vs zod', () => {
     expect(TokenChunk.check({ ...ok, extra: 1 })).toEqual(ok);
     expect(fastTokenChunkCheck({ ...ok, error: { code: 'timeout', message: 'm', retryable: true } })).toBe(false);
     expect(() => TokenChunk.check({ ...ok, id: 'bad id' })).toThrow(/TokenChunk: invalid payload \(id:/);
+  });
+});
+
+describe('compiled validators (protocols/fast-check.ts) vs zod, every codec', () => {
+  /** every path to a value inside x (objects and arrays), the root excluded. */
+  function paths(x: unknown, pre: (string | number)[] = [], out: (string | number)[][] = []): (string | number)[][] {
+    if (x !== null && typeof x === 'object') {
+      for (const k of Object.keys(x)) {
+        const p = [...pre, Array.isArray(x) ? Number(k) : k];
+        out.push(p);
+        paths((x as Record<string, unknown>)[k], p, out);
+      }
+    }
+    return out;
+  }
+  function mutateDeep(x: Record<string, unknown>, r: () => number): Record<string, unknown> {
+    const out = structuredClone(x);
+    const ps = paths(out);
+    const n = 1 + Math.floor(r() * 2);
+    for (let i = 0; i < n && ps.length; i++) {
+      const p = ps[Math.floor(r() * ps.length)]!;
+      let parent: Record<string | number, unknown> = out;
+      for (const k of p.slice(0, -1)) parent = (parent === null || typeof parent !== 'object' ? parent : parent[k]) as Record<string | number, unknown>;
+      if (parent === null || typeof parent !== 'object') continue;
+      const last = p[p.length - 1]!;
+      const q = r();
+      if (q < 0.15 && !Array.isArray(parent)) delete parent[last];
+      // (decoded msgpack never puts named keys on an array)
+      else if (q < 0.25 && !Array.isArray(parent)) parent[r() < 0.5 ? 'extra' : '__x'] = 1;
+      else parent[last] = structuredClone(WEIRD[Math.floor(r() * WEIRD.length)]);
+    }
+    return out;
+  }
+
+  for (const [name, c] of Object.entries(CODECS)) {
+    it(`${name}: vouches for its sample, and only for what zod accepts unchanged`, () => {
+      const fast = compileFastCheck(c.schema);
+      const sample = SAMPLES[name] as Record<string, unknown>;
+      expect(fast(sample), 'the valid sample takes the fast path').toBe(true);
+      const r = rng(name.length * 7919);
+      for (let i = 0; i < 1500; i++) {
+        const x = mutateDeep(sample, r);
+        const z = c.schema.safeParse(x);
+        if (fast(x)) {
+          expect(z.success, `${name} ${JSON.stringify(x)}`).toBe(true);
+          expect(z.data).toEqual(x);
+        }
+        if (x.v !== 1) continue;
+        let got: unknown, err: unknown;
+        try {
+          got = c.check(x, 's');
+        } catch (e) {
+          err = e;
+        }
+        if (z.success) expect(got).toEqual(z.data);
+        else expect(err).toBeInstanceOf(ProtocolError);
+      }
+    });
+  }
+
+  it('unions: a later option vouches only when the earlier ones surely reject', () => {
+    const s = z.object({ a: z.union([z.object({ k: z.string() }), z.record(z.unknown())]) });
+    const fast = compileFastCheck(s);
+    // zod's first option strips `x`: the value changes, so the compiled check must not vouch
+    expect(fast({ a: { k: 's', x: 1 } })).toBe(false);
+    expect(s.parse({ a: { k: 's', x: 1 } })).toEqual({ a: { k: 's' } });
+    expect(fast({ a: { k: 's' } })).toBe(true);
+    const n = compileFastCheck(z.object({ n: z.number().int().positive(), f: z.number().finite().optional() }));
+    expect(n({ n: 1 })).toBe(true);
+    expect(n({ n: 0 })).toBe(false);
+    expect(n({ n: 1, f: Infinity })).toBe(false);
+    expect(n({ n: NaN })).toBe(false);
+    expect(compileFastCheck(z.object({ s: z.string().email() }))({ s: 'a@b.c' })).toBe(false); // unknown check: zod decides
   });
 });
