@@ -1,22 +1,12 @@
 /**
- * Minimal, strict argument parsing shared by all subcommands (node:util parseArgs underneath).
- * Unknown flags are an error, not silently ignored.
+ * Argument checks shared by the commands (parsing itself: commander, see ./program.ts). A UsageError exits 2.
  */
-import { readFileSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { existsSync, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 
 export class UsageError extends Error {
   override name = 'UsageError';
   readonly retryable = false;
-}
-
-export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, allowPositionals = false) {
-  try {
-    return parseArgs({ args: argv, options, allowPositionals, strict: true });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
 }
 
 export function num(v: string | undefined, name: string, dflt?: number): number {
@@ -47,4 +37,10 @@ export function readConfigFile(path: string): unknown {
   } catch (err) {
     throw new UsageError(`--config ${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
   }
+}
+
+/** An input file named on the command line must exist: a one-line usage error naming it otherwise. */
+export function inputFile(path: string, what: string): string {
+  if (!existsSync(path)) throw new UsageError(`${what} ${path}: no such file`);
+  return path;
 }

@@ -1,6 +1,6 @@
 /**
- * pino logging. JSON lines by default (machine-readable, cheap); pretty only when asked (`pretty: true`
- * or env DYNAMOLLM_LOG_PRETTY=1). Level from `level`, else env DYNAMOLLM_LOG_LEVEL, else 'info'.
+ * pino logging. JSON lines (machine-readable, cheap) unless stdout is a terminal; pretty when asked
+ * (`pretty: true` or env DYNAMOLLM_LOG_PRETTY=1) or on a terminal (env DYNAMOLLM_LOG_PRETTY=0: JSON there too). Level from `level`, else env DYNAMOLLM_LOG_LEVEL, else 'info'.
  * Each actor logs through a child carrying `actor` (its kind) and `id`.
  */
 import { pino, type Logger } from 'pino';
@@ -10,7 +10,7 @@ export type { Logger };
 export interface LoggerOptions {
   /** pino level: trace|debug|info|warn|error|fatal|silent. Default env DYNAMOLLM_LOG_LEVEL or 'info'. */
   level?: string;
-  /** human-readable output through pino-pretty. Default false (or env DYNAMOLLM_LOG_PRETTY=1). */
+  /** human-readable output through pino-pretty. Default: env DYNAMOLLM_LOG_PRETTY (1/0), else whether stdout is a terminal. */
   pretty?: boolean;
   name?: string;
   /** write to this destination instead of stdout (tests). */
@@ -19,7 +19,8 @@ export interface LoggerOptions {
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const level = opts.level ?? process.env.DYNAMOLLM_LOG_LEVEL ?? 'info';
-  const pretty = opts.pretty ?? process.env.DYNAMOLLM_LOG_PRETTY === '1';
+  const env = process.env.DYNAMOLLM_LOG_PRETTY;
+  const pretty = opts.pretty ?? (env === '1' ? true : env === '0' ? false : !opts.destination && process.stdout.isTTY);
   const base = { level, name: opts.name ?? 'dynamollm' };
   if (pretty) {
     return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, destination: 2 } } });

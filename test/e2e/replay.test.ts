@@ -50,7 +50,7 @@ describe('dynamollm replay at --speed 10 (CI-sized)', () => {
     const before = await completionsAnswered(base);
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      ['bin/dynamollm.js', 'replay', '--trace', 'data/traces/AzureLLMInferenceTrace_conv.csv', '--url', base, '--speed', '10', '--duration', '60', '--json', json],
+      ['bin/dynamollm.js', 'replay', '--trace', 'data/traces/AzureLLMInferenceTrace_conv.csv', '--url', base, '--speed', '10', '--duration', '60', '--out', json],
       { timeout: 80_000, maxBuffer: 1 << 22 },
     );
     const s = JSON.parse(readFileSync(json, 'utf8')) as ReplaySummary;

@@ -5,56 +5,63 @@
  * NATS_NKEY/NATS_CERT/NATS_KEY/NATS_CA, then the config's nats section).
  */
 import { randomBytes } from 'node:crypto';
-import { parse, readConfigFile, UsageError } from '../args.ts';
+import { Command } from 'commander';
+import { readConfigFile, UsageError } from '../args.ts';
 import { ACTOR_REGISTRY } from '../actor-registry.ts';
+import { action, configure, ExitCode, natsOptions, runProgram } from '../program.ts';
 import type { ActorRegistry } from '../../runtime/actor-factory.ts';
 import { createLogger } from '../../runtime/logger.ts';
 import { startHealthServer } from '../../runtime/health.ts';
-import { actorNatsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE, type NatsConfigSection } from '../../runtime/nats-settings.ts';
+import { actorNatsSettings, type NatsConfigSection, type NatsFlags } from '../../runtime/nats-settings.ts';
 
-export const summary = 'run one actor process (gateway, cluster, pool, instance, node)';
+interface ActorOptions extends NatsFlags {
+  id?: string;
+  config?: string;
+  set: string[];
+  logLevel?: string;
+  health?: string;
+  pretty?: boolean;
+}
 
-const usage = (registry: ActorRegistry) => `usage: dynamollm actor <kind> [--id ID] [--config FILE] ${NATS_FLAGS_USAGE} [--set key=value ...] [--health HOST:PORT]
-  --health HOST:PORT  serve GET /livez and /readyz (env DYNAMOLLM_HEALTH); a port alone binds 0.0.0.0
-kinds: ${Object.keys(registry).join(', ')}`;
+const collect = (v: string, prev: string[]) => [...prev, v];
 
-export function run(argv: string[]): Promise<number> {
-  return runActor(argv, ACTOR_REGISTRY);
+/** Declares `actor <kind>` on `cmd` for the kinds of `registry`. */
+export function declareActor(cmd: Command, registry: ActorRegistry, exit: ExitCode): Command {
+  natsOptions(
+    cmd
+      .argument('<kind>', `actor kind: ${Object.keys(registry).join(', ')}`)
+      .option('--id <id>', 'actor id (default <kind>-<random>)')
+      .option('--config <file>', 'cluster config (YAML/JSON)'),
+  )
+    .option('--set <key=value>', "a setting of the kind's own (repeatable)", collect, [])
+    .option('--log-level <level>', 'pino level (env DYNAMOLLM_LOG_LEVEL)')
+    .option('--health <host:port>', 'serve GET /livez and /readyz (env DYNAMOLLM_HEALTH); a port alone binds 0.0.0.0')
+    .option('--pretty', 'human-readable logs (default: on a terminal; env DYNAMOLLM_LOG_PRETTY=1 forces them, 0 gives JSON)')
+    .action(action(exit, (kind: string, values: ActorOptions) => startActor(kind, values, registry)));
+  return cmd;
+}
+
+export function register(cmd: Command, exit: ExitCode): void {
+  declareActor(cmd, ACTOR_REGISTRY, exit);
 }
 
 /** Runs one actor of a kind from `registry` (tests pass their fixture kinds: test/fixtures/actors/main.ts). */
-export async function runActor(argv: string[], registry: ActorRegistry): Promise<number> {
-  const USAGE = usage(registry);
-  const { values, positionals } = parse(
-    argv,
-    {
-      id: { type: 'string' },
-      config: { type: 'string' },
-      ...NATS_FLAG_OPTIONS,
-      set: { type: 'string', multiple: true },
-      'log-level': { type: 'string' },
-      health: { type: 'string' },
-      pretty: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    true,
-  );
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
-  const kind = positionals[0];
-  if (!kind) throw new UsageError(USAGE);
+export function runActor(argv: string[], registry: ActorRegistry): Promise<number> {
+  const exit = new ExitCode();
+  return runProgram(declareActor(configure(new Command('actor')), registry, exit), argv, exit);
+}
+
+async function startActor(kind: string, values: ActorOptions, registry: ActorRegistry): Promise<number> {
   const load = registry[kind];
-  if (!load) throw new UsageError(`unknown actor kind '${kind}'\n${USAGE}`);
+  if (!load) throw new UsageError(`unknown actor kind '${kind}' (kinds: ${Object.keys(registry).join(', ')})`);
   const extra: Record<string, string> = {};
-  for (const kv of values.set ?? []) {
+  for (const kv of values.set) {
     const i = kv.indexOf('=');
     if (i <= 0) throw new UsageError(`--set expects key=value, got '${kv}'`);
     extra[kv.slice(0, i)] = kv.slice(i + 1);
   }
   const config: unknown = values.config ? readConfigFile(values.config) : undefined;
-  const log = createLogger({ level: values['log-level'], pretty: values.pretty });
+  const log = createLogger({ level: values.logLevel, pretty: values.pretty });
   const id = values.id ?? `${kind}-${randomBytes(3).toString('hex')}`;
   const mod = await load();
   const actor = await mod.createActor({

@@ -7,26 +7,31 @@
  */
 import { inboxPrefix } from '../../../protocols/permissions.ts';
 import { connect } from '@nats-io/transport-node';
-import { parse, UsageError } from '../args.ts';
-import { connectionOptions, natsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE } from '../../runtime/nats-settings.ts';
+import type { Command } from 'commander';
+import { UsageError } from '../args.ts';
+import { action, jsonOption, natsOptions, type ExitCode } from '../program.ts';
+import { connectionOptions, natsSettings, type NatsFlags } from '../../runtime/nats-settings.ts';
+import { connectNats } from './status.ts';
 import { DynamoClient, EVENT_KINDS, isEventKind, type DecisionEvent, type EventKind, type StreamReceived } from '../../client/index.ts';
 
-export const summary = 'decision events: stored (--since 1h|SEQ) and live (--follow), by kind';
+interface EventsOptions extends NatsFlags {
+  follow?: boolean;
+  since?: string;
+  kind?: string;
+  json?: boolean;
+  durable?: string;
+}
 
-const OPTIONS = {
-  ...NATS_FLAG_OPTIONS,
-  follow: { type: 'boolean', short: 'f' },
-  since: { type: 'string' },
-  kind: { type: 'string' },
-  json: { type: 'boolean' },
-  durable: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-const USAGE = `usage: dynamollm events [--follow] [--since 1h|30m|2d|SEQ|ISO-TIME] [--kind ${EVENT_KINDS.join(',')}] [--json] [--durable NAME]
-                       ${NATS_FLAGS_USAGE}
-  --since     a duration back from now (s, m, h, d), a stream sequence number, or an ISO time
-  --durable   read through this durable consumer: a second run resumes after the last event it printed`;
+export function register(cmd: Command, exit: ExitCode): void {
+  natsOptions(
+    cmd
+      .option('-f, --follow', 'keep printing new events (without --since: only new ones)')
+      .option('--since <when>', 'a duration back from now (1h, 30m, 2d, 90s), a stream sequence number, or an ISO time')
+      .option('--kind <kinds>', `only these kinds, comma-separated: ${EVENT_KINDS.join(',')}`)
+      .addOption(jsonOption(' (JSON lines; the default when stdout is not a terminal)'))
+      .option('--durable <name>', 'read through this durable consumer: a second run resumes after the last event it printed'),
+  ).action(action(exit, (values: EventsOptions) => runEvents(values)));
+}
 
 /** '1h' | '90s' | '2d' -> a start time; '123' -> a sequence; an ISO time -> a start time. */
 export function parseSince(s: string, now = Date.now()): { since: number } | { fromSeq: number } {
@@ -55,16 +60,12 @@ export function formatEvent(m: Pick<StreamReceived<DecisionEvent>, 'seq' | 'time
   return `${new Date(e.atMs).toISOString()}  #${String(m.seq).padEnd(6)} ${e.kind.padEnd(9)} ${e.actor.padEnd(14)} ${e.summary}`;
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, OPTIONS);
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+async function runEvents(values: EventsOptions): Promise<number> {
   const kinds = parseKinds(values.kind);
   const start = values.since !== undefined ? parseSince(values.since) : values.follow ? { newOnly: true } : {};
   const json = values.json === true || !process.stdout.isTTY;
-  const nc = await connect({ ...connectionOptions(natsSettings({ flags: values })), name: 'dynamollm-events', timeout: 3000, inboxPrefix: inboxPrefix('observer', `events-${process.pid}`) });
+  const settings = natsSettings({ flags: values });
+  const nc = await connectNats(settings, () => connect({ ...connectionOptions(settings), name: 'dynamollm-events', timeout: 3000, inboxPrefix: inboxPrefix('observer', `events-${process.pid}`) }));
   const client = DynamoClient.fromConnection(nc);
   const sub = await client.eventHistory({ ...start, kinds, durable: values.durable });
   const stop = () => void sub.stop();

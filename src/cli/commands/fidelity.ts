@@ -5,18 +5,32 @@
  * their argmin targets are hard. Exit 0 when the CV and H200 targets are met, 1 otherwise.
  */
 import { join } from 'node:path';
-import { parse } from '../args.ts';
+import type { Command } from 'commander';
+import { inputFile } from '../args.ts';
+import { action, jsonOption, type ExitCode } from '../program.ts';
 import { loadCalibrationData, loadMeasuredSlice, loadPrototypeData, CALIBRATION_DIR } from '../../telemetry/calib-data-io.ts';
 import { computeFidelity, paperShapeEvidence, QUANTITIES, type QuantityErrors } from '../../model/fidelity.ts';
 import { loadProfile } from '../../telemetry/profile-io.ts';
 
-export const summary = "the model's cross-validated error against public data, the measured H200 slice, and the paper's tables";
+interface FidelityOptions {
+  json?: boolean;
+  profile?: string;
+  cv: boolean;
+}
 
-export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { json: { type: 'boolean' }, profile: { type: 'string' }, 'no-cv': { type: 'boolean' } });
-  const profilePath = values.profile ?? join(CALIBRATION_DIR, '..', '..', 'profiles', 'llama2-70b.h100.json');
-  if (!values['no-cv']) process.stderr.write('cross-validating (about 30 refits of the calibration; ~7 s each)...\n');
-  const rep = computeFidelity(loadCalibrationData(), loadProfile(profilePath), { cv: !values['no-cv'], measured: loadMeasuredSlice() });
+export function register(cmd: Command, exit: ExitCode): void {
+  cmd
+    .addOption(jsonOption())
+    .option('--profile <file>', 'profile to check the tables with (default profiles/llama2-70b.h100.json)')
+    .option('--no-cv', 'skip the cross-validation (about 30 refits)')
+    .addHelpText('after', '\nExit 0 when the cross-validated and H200 targets are met, 1 otherwise.')
+    .action(action(exit, (values: FidelityOptions) => runFidelity(values)));
+}
+
+function runFidelity(values: FidelityOptions): number {
+  const profilePath = values.profile !== undefined ? inputFile(values.profile, '--profile') : join(CALIBRATION_DIR, '..', '..', 'profiles', 'llama2-70b.h100.json');
+  if (values.cv) process.stderr.write('cross-validating (about 30 refits of the calibration; ~7 s each)...\n');
+  const rep = computeFidelity(loadCalibrationData(), loadProfile(profilePath), { cv: values.cv, measured: loadMeasuredSlice() });
   const evidence = paperShapeEvidence(loadPrototypeData());
   if (values.json) {
     process.stdout.write(JSON.stringify({ ...rep, paperShapeEvidence: evidence }, null, 1) + '\n');

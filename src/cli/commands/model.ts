@@ -3,22 +3,41 @@
  * one steady-state decode step of the performance/power model (modelled, not measured). The engine defaults to
  * today's vLLM (CALIBRATION.currentEngine); --engine vllm-2023 gives the paper-era engine the shipped profiles use.
  */
-import { num, parse, req, UsageError } from '../args.ts';
+import type { Command } from 'commander';
+import { num, req, UsageError } from '../args.ts';
+import { action, jsonOption, type ExitCode } from '../program.ts';
 import { CALIBRATION } from '../../model/calibration.ts';
 import { createPerfModel } from '../../model/perf.ts';
 
-export const summary = 'model predict: TBT, TTFT, power and J/token from the performance and power model';
+interface PredictOptions {
+  model: string;
+  gpu: string;
+  tp: string;
+  clock?: string;
+  batch: string;
+  context: string;
+  prompt?: string;
+  engine?: string;
+  json?: boolean;
+}
 
-export async function run(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub !== 'predict') {
-    process.stderr.write('usage: dynamollm model predict --model M --gpu G --tp N --clock MHZ --batch B --context C [--prompt P] [--engine E] [--json]\n');
-    return 2;
-  }
-  const { values } = parse(rest, {
-    model: { type: 'string' }, gpu: { type: 'string' }, tp: { type: 'string' }, clock: { type: 'string' }, batch: { type: 'string' },
-    context: { type: 'string' }, prompt: { type: 'string' }, engine: { type: 'string' }, json: { type: 'boolean' },
-  });
+export function register(cmd: Command, exit: ExitCode): void {
+  cmd
+    .command('predict')
+    .description('one steady-state decode step of the performance/power model (modelled, not measured)')
+    .requiredOption('--model <m>', 'model id (e.g. llama2-70b)')
+    .requiredOption('--gpu <g>', 'GPU id: h100, h200, a100-80gb, a100-40gb')
+    .requiredOption('--tp <n>', 'tensor parallelism')
+    .option('--clock <mhz>', "SM clock, MHz (default the GPU's max)")
+    .requiredOption('--batch <b>', 'sequences in the decode batch')
+    .requiredOption('--context <c>', 'context tokens per sequence')
+    .option('--prompt <p>', 'also predict the TTFT of a P-token prompt')
+    .option('--engine <e>', `engine generation (default ${CALIBRATION.currentEngine}; vllm-2023 is the paper's era)`)
+    .addOption(jsonOption())
+    .action(action(exit, (values: PredictOptions) => predict(values)));
+}
+
+function predict(values: PredictOptions): number {
   const perf = createPerfModel(req(values.model, 'model'), req(values.gpu, 'gpu'), { engine: values.engine ?? CALIBRATION.currentEngine });
   const tp = num(values.tp, 'tp'), clock = num(values.clock, 'clock', perf.gpu.maxClockMhz), batch = num(values.batch, 'batch'), context = num(values.context, 'context');
   if (batch < 1) throw new UsageError('--batch must be >= 1');

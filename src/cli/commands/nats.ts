@@ -3,24 +3,22 @@
  * (default nats://127.0.0.1:4222), starting `nats-server -c nats.conf` when none does; then wait until
  * SIGINT/SIGTERM and stop the server if this command started it.
  */
-import { parse, UsageError } from '../args.ts';
+import type { Command } from 'commander';
+import { action, type ExitCode } from '../program.ts';
 import { ensureNats } from '../../runtime/nats-launcher.ts';
 import { createLogger } from '../../runtime/logger.ts';
 
-export const summary = 'start the local NATS server (nats up) when none is reachable';
+export function register(cmd: Command, exit: ExitCode): void {
+  cmd
+    .command('up')
+    .description('start nats-server -c nats.conf unless a server answers at --url; Ctrl-C stops the one it started')
+    .option('--url <url>', 'where the server listens', 'nats://127.0.0.1:4222')
+    .option('--conf <file>', 'server config', 'nats.conf')
+    .option('--store <dir>', 'JetStream store directory')
+    .action(action(exit, (values: { url: string; conf: string; store?: string }) => natsUp(values)));
+}
 
-export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(
-    argv,
-    { url: { type: 'string' }, conf: { type: 'string' }, store: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-    true,
-  );
-  const usage = 'usage: dynamollm nats up [--url nats://127.0.0.1:4222] [--conf nats.conf] [--store .nats-data]';
-  if (values.help) {
-    process.stdout.write(usage + '\n');
-    return 0;
-  }
-  if (positionals[0] !== 'up') throw new UsageError(usage);
+async function natsUp(values: { url: string; conf: string; store?: string }): Promise<number> {
   const log = createLogger({ name: 'nats' });
   const h = await ensureNats({ url: values.url, confPath: values.conf, storeDir: values.store, log });
   if (!h.started) {

@@ -1,7 +1,9 @@
 /** `dynamollm profile generate --model M --gpu G --out FILE [--engine E] [--tp 2,4,8] [--clocks 800,...]
  *  [--max-num-batched-tokens N] [--max-num-seqs N] [--lengths-from TRACE]`: the engine scheduler budget the profile
  *  describes, and the workload whose mean lengths per type it is made for (default: the conversation trace's). */
-import { parse, req, UsageError } from '../args.ts';
+import type { Command } from 'commander';
+import { inputFile, req, UsageError } from '../args.ts';
+import { action, type ExitCode } from '../program.ts';
 import { createPerfModel } from '../../model/perf.ts';
 import { CALIBRATION } from '../../model/calibration.ts';
 import { generateProfile } from '../../model/generate.ts';
@@ -17,17 +19,40 @@ const list = (v: string | undefined, name: string): number[] | undefined => {
   return xs;
 };
 
-export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    model: { type: 'string' }, gpu: { type: 'string' }, out: { type: 'string' }, engine: { type: 'string' },
-    tp: { type: 'string' }, clocks: { type: 'string' }, date: { type: 'string' },
-    'max-num-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'lengths-from': { type: 'string' },
-  });
+interface GenerateOptions {
+  model: string;
+  gpu: string;
+  out: string;
+  engine?: string;
+  tp?: string;
+  clocks?: string;
+  date?: string;
+  maxNumBatchedTokens?: string;
+  maxNumSeqs?: string;
+  lengthsFrom?: string;
+}
+
+export function registerGenerate(cmd: Command, exit: ExitCode): void {
+  cmd
+    .requiredOption('--model <m>', 'model id (e.g. llama2-70b)')
+    .requiredOption('--gpu <g>', 'GPU id (h100, h200, a100-80gb, a100-40gb)')
+    .requiredOption('--out <file>', 'where to write the profile (JSON)')
+    .option('--engine <e>', `engine generation (default ${CALIBRATION.defaultEngine})`)
+    .option('--tp <list>', 'TP degrees, comma-separated (default 2,4,8)')
+    .option('--clocks <list>', 'SM clocks, MHz, comma-separated')
+    .option('--date <yyyy-mm-dd>', 'date written into the profile (default today)')
+    .option('--max-num-batched-tokens <n>', 'the engine scheduler budget the profile describes')
+    .option('--max-num-seqs <n>', 'the engine max_num_seqs the profile describes')
+    .option('--lengths-from <trace>', 'mean lengths per request type from this trace (default: the conversation trace)')
+    .action(action(exit, (values: GenerateOptions) => generate(values)));
+}
+
+async function generate(values: GenerateOptions): Promise<number> {
   const model = req(values.model, 'model'), gpu = req(values.gpu, 'gpu'), out = req(values.out, 'out');
   const engine = values.engine ?? CALIBRATION.defaultEngine;
   const perf = createPerfModel(model, gpu, { engine });
   const intOpt = (name: 'max-num-batched-tokens' | 'max-num-seqs', min: number): number | undefined => {
-    const v = values[name];
+    const v = name === 'max-num-seqs' ? values.maxNumSeqs : values.maxNumBatchedTokens;
     if (v === undefined) return undefined;
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${v}'`);
@@ -36,20 +61,21 @@ export async function run(argv: string[]): Promise<number> {
   const scheduler = { maxNumBatchedTokens: intOpt('max-num-batched-tokens', 2), maxNumSeqs: intOpt('max-num-seqs', 1) };
   let requestTypes: RequestTypeSpec[] | undefined;
   let lengthsNote = '';
-  if (values['lengths-from'] !== undefined) {
+  if (values.lengthsFrom !== undefined) {
+    const lengthsFrom = inputFile(values.lengthsFrom, '--lengths-from');
     const rows: { inputTokens: number; outputTokens: number }[] = [];
     // the model's context (at least 8192, as simulate): longer rows are refused, not profiled; on a long-context
     // model the L input class runs up to the context, so its representative lengths are the trace's long prompts
     const ctx = Math.max(perf.model.maxContext, DEFAULT_THRESHOLDS.inputUpper.L);
     let refused = 0;
-    for await (const r of readTrace(values['lengths-from'])) if (overContext(r, ctx)) refused++;
+    for await (const r of readTrace(lengthsFrom)) if (overContext(r, ctx)) refused++;
     else rows.push(r);
     const th = { ...DEFAULT_THRESHOLDS, inputUpper: { ...DEFAULT_THRESHOLDS.inputUpper, L: longInputClassBound(ctx) } };
     const rep = representativeTypes(rows, undefined, th);
     if (refused) lengthsNote += ` ${refused} rows over the ${ctx}-token context left out.`;
     requestTypes = rep.types;
-    lengthsNote = `${lengthsNote} Representative lengths per type: means of ${values['lengths-from']} (${rows.length} rows, ${rep.dropped} beyond the longest class dropped; rows per type ${REQUEST_TYPE_LIST(rep.counts)}).`;
-    process.stderr.write(`lengths from ${values['lengths-from']}: ${rep.types.map((t) => `${t.type} ${t.inputTokens}/${t.outputTokens}`).join(', ')}\n`);
+    lengthsNote = `${lengthsNote} Representative lengths per type: means of ${lengthsFrom} (${rows.length} rows, ${rep.dropped} beyond the longest class dropped; rows per type ${REQUEST_TYPE_LIST(rep.counts)}).`;
+    process.stderr.write(`lengths from ${lengthsFrom}: ${rep.types.map((t) => `${t.type} ${t.inputTokens}/${t.outputTokens}`).join(', ')}\n`);
   }
   const t0 = Date.now();
   const p = generateProfile(perf, {

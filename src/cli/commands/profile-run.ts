@@ -2,54 +2,53 @@
  * `dynamollm profile run`: measure a profile against a live OpenAI-compatible engine (src/telemetry/profiler.ts).
  */
 import { writeFileSync } from 'node:fs';
-import { num, parse, req, UsageError } from '../args.ts';
+import type { Command } from 'commander';
+import { num, req, UsageError } from '../args.ts';
+import { action, type ExitCode } from '../program.ts';
 import { REQUEST_TYPES, isRequestType } from '../../../protocols/request-types.ts';
 import type { GpuBackendKind, GpuControl } from '../../gpu/types.ts';
 
-const HELP = `usage: dynamollm profile run --endpoint URL --gpu-backend nvml|smi|emulated --model M --tp N --clocks LIST --out FILE [options]
-  --endpoint URL         OpenAI-compatible engine (vLLM or engine-emulator), e.g. http://127.0.0.1:8000
-  --gpu-backend B        nvml | smi | emulated (emulated: the engine-emulator at --endpoint)
-  --model M              model id written into the profile (src/model catalog, e.g. llama2-70b)
-  --gpu G                GPU id written into the profile; default h100
-  --tp N                 tensor parallelism of the instance under test
-  --gpus LIST            GPU indices of the instance (nvml/smi); default 0..N-1
-  --clocks LIST          SM clocks to profile, MHz, comma-separated (clamped to supported clocks)
-  --types LIST           request types, e.g. SS,MS; default all nine
-  --loads LIST           offered loads tried in order, req/s to the instance; default 0,0.5,1,2,4,8,16,32,64
-                         (0 = lone requests back to back; a type's sweep at a clock stops at its first SLO miss)
-  --window S             measuring window per cell, seconds of engine time; default 30
-  --warmup S             warm-up before each window, seconds of engine time; default window/5
-  --time-scale X         the engine runs X times faster than real time (engine-emulator --time-scale); default 1
-  --served-model-name N  'model' sent in requests; default the first of GET /v1/models
-  --seed S               arrival-process seed; default 1
-  --out FILE             where to write the profile (JSON, format v1)
-`;
+interface RunOptions {
+  endpoint: string;
+  gpuBackend: string;
+  model: string;
+  gpu: string;
+  tp: string;
+  gpus?: string;
+  clocks: string;
+  types?: string;
+  loads: string;
+  window: string;
+  warmup?: string;
+  timeScale: string;
+  servedModelName?: string;
+  seed: string;
+  out: string;
+}
 
-export async function run(argv: string[]): Promise<number | undefined> {
-  const { values } = parse(argv, {
-    endpoint: { type: 'string' },
-    'gpu-backend': { type: 'string' },
-    model: { type: 'string' },
-    gpu: { type: 'string' },
-    tp: { type: 'string' },
-    gpus: { type: 'string' },
-    clocks: { type: 'string' },
-    types: { type: 'string' },
-    loads: { type: 'string' },
-    window: { type: 'string' },
-    warmup: { type: 'string' },
-    'time-scale': { type: 'string' },
-    'served-model-name': { type: 'string' },
-    seed: { type: 'string' },
-    out: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+export function registerRun(cmd: Command, exit: ExitCode): void {
+  cmd
+    .requiredOption('--endpoint <url>', 'OpenAI-compatible engine (vLLM or engine-emulator), e.g. http://127.0.0.1:8000')
+    .requiredOption('--gpu-backend <b>', 'nvml | smi | emulated (emulated: the engine-emulator at --endpoint)')
+    .requiredOption('--model <m>', 'model id written into the profile (src/model catalog, e.g. llama2-70b)')
+    .option('--gpu <g>', 'GPU id written into the profile', 'h100')
+    .requiredOption('--tp <n>', 'tensor parallelism of the instance under test')
+    .option('--gpus <list>', 'GPU indices of the instance (nvml/smi); default 0..N-1')
+    .requiredOption('--clocks <list>', 'SM clocks to profile, MHz, comma-separated (clamped to supported clocks)')
+    .option('--types <list>', 'request types, e.g. SS,MS; default all nine')
+    .option('--loads <list>', "offered loads tried in order, req/s to the instance (0 = lone requests back to back; a type's sweep at a clock stops at its first SLO miss)", '0,0.5,1,2,4,8,16,32,64')
+    .option('--window <s>', 'measuring window per cell, seconds of engine time', '30')
+    .option('--warmup <s>', 'warm-up before each window, seconds of engine time; default window/5')
+    .option('--time-scale <x>', 'the engine runs X times faster than real time (engine-emulator --time-scale)', '1')
+    .option('--served-model-name <name>', "'model' sent in requests; default the first of GET /v1/models")
+    .option('--seed <s>', 'arrival-process seed', '1')
+    .requiredOption('--out <file>', 'where to write the profile (JSON, format v1)')
+    .action(action(exit, (values: RunOptions) => runProfiler(values)));
+}
+
+async function runProfiler(values: RunOptions): Promise<number> {
   const endpoint = req(values.endpoint, 'endpoint').replace(/\/+$/, '');
-  const backend = req(values['gpu-backend'], 'gpu-backend');
+  const backend = req(values.gpuBackend, 'gpu-backend');
   if (!['nvml', 'smi', 'emulated'].includes(backend)) throw new UsageError(`--gpu-backend must be nvml, smi or emulated, got '${backend}'`);
   const modelId = req(values.model, 'model');
   const tp = num(values.tp, 'tp');
@@ -66,19 +65,19 @@ export async function run(argv: string[]): Promise<number | undefined> {
       return n;
     });
   const clocks = numbers(values.clocks, 'clocks');
-  const loads = numbers(values.loads, 'loads', '0,0.5,1,2,4,8,16,32,64');
+  const loads = numbers(values.loads, 'loads');
   const typeNames = list(values.types, 'types', REQUEST_TYPES.join(','));
   for (const t of typeNames) if (!isRequestType(t)) throw new UsageError(`--types: unknown request type '${t}' (${REQUEST_TYPES.join(' ')})`);
   const gpus = values.gpus ? numbers(values.gpus, 'gpus') : Array.from({ length: tp }, (_, i) => i);
-  const windowS = num(values.window, 'window', 30);
+  const windowS = num(values.window, 'window');
   const warmupS = values.warmup === undefined ? undefined : num(values.warmup, 'warmup');
-  const timeScale = num(values['time-scale'], 'time-scale', 1);
+  const timeScale = num(values.timeScale, 'time-scale');
   if (!(windowS > 0) || !(timeScale > 0)) throw new UsageError('--window and --time-scale must be > 0');
   const out = req(values.out, 'out');
 
   const { DEFAULT_REQUEST_TYPES } = await import('../../model/index.ts');
   const requestTypes = DEFAULT_REQUEST_TYPES.filter((t) => typeNames.includes(t.type));
-  const servedModel = values['served-model-name'] ?? (await firstModel(endpoint));
+  const servedModel = values.servedModelName ?? (await firstModel(endpoint));
 
   const { createGpuControl } = await import('../../gpu/index.ts');
   const { runProfile } = await import('../../telemetry/profiler.ts');
@@ -94,7 +93,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
   try {
     const profile = await runProfile({
       endpoint, servedModel, modelId, gpuId: values.gpu ?? 'h100', tp, clocksMhz: clocks, requestTypes, loads, windowS, warmupS, timeScale,
-      seed: num(values.seed, 'seed', 1), gpu, signal: ac.signal,
+      seed: num(values.seed, 'seed'), gpu, signal: ac.signal,
       onProgress: (p) => bar(p.done, p.total, `${p.clockMhz} MHz ${p.type} ${p.load} req/s` + (p.cell ? ` ttft99 ${p.cell.ttftP99Ms} ms tbt99 ${p.cell.tbtP99Ms} ms ${p.cell.powerW} W${p.cell.meetsSlo ? '' : ' (misses SLO)'}` : '')),
       notes: `gpu backend ${backend}, GPUs ${gpus.join(',')}`,
     });
@@ -124,7 +123,7 @@ async function firstModel(endpoint: string): Promise<string> {
     if (!res.ok || !id) throw new Error(`HTTP ${res.status}, no model listed`);
     return id;
   } catch (err) {
-    throw new UsageError(`cannot list models at ${endpoint}/v1/models (${(err as Error).message}); pass --served-model-name`);
+    throw new Error(`cannot list models at ${endpoint}/v1/models (${(err as Error).message}); pass --served-model-name`);
   }
 }
 

@@ -1,46 +1,61 @@
 /**
- * `dynamollm replay --trace FILE [--speed X] [--limit N] [--duration S] [--json OUT] [--url URL]`:
+ * `dynamollm replay --trace FILE [--speed X] [--limit N] [--duration S] [--json] [--out FILE] [--url URL]`:
  * plays a trace (Azure LLM inference CSV `TIMESTAMP,ContextTokens,GeneratedTokens`, or JSONL
  * `timestamp,input_length,output_length`) against the gateway with open-loop arrivals, shows a progress
  * bar and prints a summary (src/telemetry/replay.ts). Exit code 0 when every request is accounted for.
  */
 import { writeFileSync } from 'node:fs';
-import { parse, num, req } from '../args.ts';
+import type { Command } from 'commander';
+import { inputFile, num } from '../args.ts';
+import { action, jsonOption, type ExitCode } from '../program.ts';
 import { formatSummary, replayTrace, type ReplayProgress } from '../../telemetry/replay.ts';
 
-export const summary = 'replay a request trace against the gateway and summarise latency, SLOs and energy';
+interface ReplayOptions {
+  trace: string;
+  url: string;
+  apiKey?: string;
+  model?: string;
+  speed: string;
+  limit?: string;
+  duration?: string;
+  timeScale: string;
+  maxInflight: string;
+  json?: boolean;
+  out?: string;
+}
 
-const USAGE = `usage: dynamollm replay --trace FILE [options]
-  --trace FILE        Azure LLM inference CSV or JSONL (shipped: data/traces/AzureLLMInferenceTrace_conv.csv)
-  --url URL           endpoint (default http://127.0.0.1:8000)
-  --api-key KEY       Bearer key (default env DYNAMOLLM_API_KEY or OPENAI_API_KEY)
-  --model ID          model id (default: the first of /v1/models)
-  --speed X           arrival-rate multiplier (default 1)
-  --limit N           at most N requests
-  --duration S        only the first S seconds of trace time
-  --time-scale K      the cluster engines' time-scale: latencies are multiplied by K for SLO checks (default 1)
-  --max-inflight N    client-side bound of requests in flight (default 4096)
-  --json OUT          also write the summary as JSON`;
+export function register(cmd: Command, exit: ExitCode): void {
+  cmd
+    .requiredOption('--trace <file>', 'Azure LLM inference CSV or JSONL (shipped: data/traces/AzureLLMInferenceTrace_conv.csv)')
+    .option('--url <url>', 'endpoint', 'http://127.0.0.1:8000')
+    .option('--api-key <key>', 'Bearer key (default env DYNAMOLLM_API_KEY or OPENAI_API_KEY)')
+    .option('--model <id>', 'model id (default: the first of /v1/models)')
+    .option('--speed <x>', 'arrival-rate multiplier', '1')
+    .option('--limit <n>', 'at most N requests')
+    .option('--duration <s>', 'only the first S seconds of trace time')
+    .option('--time-scale <k>', "the cluster engines' time-scale: latencies are multiplied by K for SLO checks", '1')
+    .option('--max-inflight <n>', 'client-side bound of requests in flight', '4096')
+    .addOption(jsonOption())
+    .option('--out <file>', 'also write the summary as JSON to FILE')
+    .addHelpText('after', '\nExit 0 when every request is accounted for (ok, rejected or failed), 1 otherwise.')
+    .action(action(exit, (values: ReplayOptions) => replay(values)));
+}
 
-export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    trace: { type: 'string' },
-    url: { type: 'string' },
-    'api-key': { type: 'string' },
-    model: { type: 'string' },
-    speed: { type: 'string' },
-    limit: { type: 'string' },
-    duration: { type: 'string' },
-    'time-scale': { type: 'string' },
-    'max-inflight': { type: 'string' },
-    json: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
+/** The endpoint must answer before any request is timed: one line naming it otherwise. */
+async function probe(url: string, apiKey: string | undefined): Promise<void> {
+  try {
+    await fetch(`${url}/v1/models`, { headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {}, signal: AbortSignal.timeout(5000) });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    throw new Error(`cannot reach ${url}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
   }
-  const trace = req(values.trace, 'trace');
+}
+
+async function replay(values: ReplayOptions): Promise<number> {
+  const trace = inputFile(values.trace, '--trace');
+  const url = values.url.replace(/\/+$/, '');
+  const apiKey = values.apiKey ?? process.env.DYNAMOLLM_API_KEY ?? process.env.OPENAI_API_KEY;
+  await probe(url, apiKey);
   const ac = new AbortController();
   const onSig = () => ac.abort();
   process.once('SIGINT', onSig);
@@ -58,14 +73,14 @@ export async function run(argv: string[]): Promise<number> {
   let lastPrint = 0;
   const s = await replayTrace({
     trace,
-    url: values.url ?? 'http://127.0.0.1:8000',
-    apiKey: values['api-key'] ?? process.env.DYNAMOLLM_API_KEY ?? process.env.OPENAI_API_KEY,
+    url,
+    apiKey,
     model: values.model,
-    speed: num(values.speed, 'speed', 1),
+    speed: num(values.speed, 'speed'),
     limit,
     durationS: values.duration !== undefined ? num(values.duration, 'duration') : undefined,
-    timeScale: num(values['time-scale'], 'time-scale', 1),
-    maxInflight: num(values['max-inflight'], 'max-inflight', 4096),
+    timeScale: num(values.timeScale, 'time-scale'),
+    maxInflight: num(values.maxInflight, 'max-inflight'),
     signal: ac.signal,
     onProgress: (p) => {
       // not a TTY (CI logs): a line every 5 s instead of a redrawn bar
@@ -77,7 +92,7 @@ export async function run(argv: string[]): Promise<number> {
   });
   process.off('SIGINT', onSig);
   if (tty) process.stderr.write('\n');
-  process.stdout.write(formatSummary(s) + '\n');
-  if (values.json) writeFileSync(values.json, JSON.stringify(s, null, 2));
+  process.stdout.write((values.json ? JSON.stringify(s, null, 2) : formatSummary(s)) + '\n');
+  if (values.out) writeFileSync(values.out, JSON.stringify(s, null, 2));
   return s.ok + s.rejected + s.failed === s.sent ? 0 : 1;
 }

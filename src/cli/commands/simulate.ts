@@ -4,57 +4,100 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse, num, req, UsageError } from '../args.ts';
+import type { Command } from 'commander';
+import { inputFile, num, req, UsageError } from '../args.ts';
+import { action, jsonOption, type ExitCode } from '../program.ts';
 import { POLICY_NAMES, paperFiguresFor, type Fidelity, type PolicyName, type SimOptions, type TraceSource } from '../../sim/types.ts';
 import { simulateMany } from '../../sim/parallel.ts';
 import { table, html } from '../../sim/report.ts';
 import { detectTraceTimeUnit, TIME_UNITS, type TimeUnit } from '../../sim/trace.ts';
 
-export const summary = 'trace-driven cluster simulation: energy, power, latency and SLOs per policy';
+const DESCRIPTION = `Trace files: Azure/BurstGPT CSV or JSONL (timestamp|time|arrival_time, input_length|input_tokens|prompt_tokens,
+output_length|output_tokens|completion_tokens, optional hash_ids: prefix-block hashes, e.g. Mooncake traces);
+numeric timestamps in --time-unit (auto: detected from the first rows, the choice is printed).
+Synthetic trace: synth:conversation|coding|flat|poisson:DAYS:MEAN_RPS (lengths from --lengths-from, default built-in).
+Energy is modelled (src/model), never measured.`;
 
-const USAGE = `usage: dynamollm simulate --trace FILE|synth:SHAPE:DAYS:RPS --policy NAME[,NAME...] --model M --gpu G --servers N
-  [--fidelity step|fluid] [--slo-scale K] [--rate-scale K|auto] [--gpu-hour-price USD] [--carbon FILE|gCO2perKWh]
-  [--duration-s S] [--start-s S] [--lengths-from FILE] [--seed N] [--serial] [--json OUT] [--report DIR]
-  [--time-unit auto|s|ms|us] [--max-context TOKENS] [--prefix-routing] [--no-prefix-cache] [--prefix-block-tokens N]
-trace files: Azure/BurstGPT CSV or JSONL (timestamp|time|arrival_time, input_length|input_tokens|prompt_tokens,
-  output_length|output_tokens|completion_tokens, optional hash_ids: prefix-block hashes, e.g. Mooncake traces);
-  numeric timestamps in --time-unit (auto: detected from the first rows, the choice is printed)
---max-context: requests with prompt + output above it are refused and counted apart (default: the model's
-  context, at least 8192); --prefix-routing: cache-aware dispatch (step fidelity, traces with hash_ids)
-policies: ${POLICY_NAMES.join(', ')}
-synthetic trace: synth:conversation|coding|flat|poisson:DAYS:MEAN_RPS (lengths from --lengths-from, default built-in)`;
+interface SimulateOptions {
+  trace: string;
+  policy: string;
+  model: string;
+  gpu: string;
+  servers: string;
+  fidelity: string;
+  sloScale: string;
+  rateScale: string;
+  gpuHourPrice: string;
+  carbon?: string;
+  json?: boolean;
+  out?: string;
+  report?: string;
+  durationS?: string;
+  startS: string;
+  lengthsFrom?: string;
+  seed: string;
+  profile?: string;
+  serial?: boolean;
+  skipBad?: boolean;
+  timeUnit: string;
+  maxContext?: string;
+  prefixRouting?: boolean;
+  prefixCache: boolean;
+  prefixBlockTokens?: string;
+}
+
+export function register(cmd: Command, exit: ExitCode): void {
+  cmd
+    .requiredOption('--trace <file|synth:SHAPE:DAYS:RPS>', 'trace file, or a synthetic trace')
+    .requiredOption('--policy <names>', `policies, comma-separated: ${POLICY_NAMES.join(', ')}`)
+    .requiredOption('--model <m>', 'model id (e.g. llama2-70b)')
+    .requiredOption('--gpu <g>', 'GPU id (e.g. h100)')
+    .requiredOption('--servers <n>', 'servers in the cluster')
+    .option('--fidelity <f>', 'step | fluid', 'step')
+    .option('--slo-scale <k>', 'multiply the SLOs by K', '1')
+    .option('--rate-scale <k|auto>', 'multiply the arrival rate by K (auto: single-pool sized for the trace peak = --servers)', '1')
+    .option('--gpu-hour-price <usd>', 'price of a GPU hour', '2.5')
+    .option('--carbon <file|gCO2perKWh>', 'carbon intensity: a constant or a time series file')
+    .option('--duration-s <s>', 'only the first S seconds of the trace')
+    .option('--start-s <s>', 'start S seconds into the trace', '0')
+    .option('--lengths-from <file>', 'request lengths of a synthetic trace from this trace')
+    .option('--seed <n>', 'PRNG seed', '1')
+    .option('--profile <file>', 'profile (default the shipped one of --model and --gpu)')
+    .option('--serial', 'run the policies one after the other in one thread')
+    .option('--skip-bad', 'skip malformed trace rows instead of failing')
+    .option('--time-unit <u>', `unit of numeric timestamps: auto, ${TIME_UNITS.join(', ')}`, 'auto')
+    .option('--max-context <tokens>', "refuse (and count apart) requests with prompt + output above it (default: the model's context, at least 8192)")
+    .option('--prefix-routing', 'cache-aware dispatch (step fidelity, traces with hash_ids)')
+    .option('--no-prefix-cache', 'turn the engines\' prefix cache off')
+    .option('--prefix-block-tokens <n>', 'tokens per prefix-cache block')
+    .addOption(jsonOption())
+    .option('--out <file>', 'also write every number, time series included, as JSON to FILE')
+    .option('--report <dir>', 'write an HTML report to DIR/index.html')
+    .addHelpText('after', `\n${DESCRIPTION}`)
+    .action(action(exit, (values: SimulateOptions) => simulate(values)));
+}
 
 /** Share of refused (over-context) requests above which simulate prints a warning. */
 export const REFUSED_WARN_SHARE = 0.01;
 
-export async function run(argv: string[]): Promise<number | undefined> {
-  const { values: v } = parse(argv, {
-    trace: { type: 'string' }, policy: { type: 'string' }, model: { type: 'string' }, gpu: { type: 'string' },
-    servers: { type: 'string' }, fidelity: { type: 'string' }, 'slo-scale': { type: 'string' }, 'rate-scale': { type: 'string' },
-    'gpu-hour-price': { type: 'string' }, carbon: { type: 'string' }, json: { type: 'string' }, report: { type: 'string' },
-    'duration-s': { type: 'string' }, 'start-s': { type: 'string' }, 'lengths-from': { type: 'string' }, seed: { type: 'string' },
-    profile: { type: 'string' }, serial: { type: 'boolean' }, 'skip-bad': { type: 'boolean' }, help: { type: 'boolean' },
-    'time-unit': { type: 'string' }, 'max-context': { type: 'string' }, 'prefix-routing': { type: 'boolean' },
-    'no-prefix-cache': { type: 'boolean' }, 'prefix-block-tokens': { type: 'string' },
-  });
-  if (v.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+async function simulate(v: SimulateOptions): Promise<number> {
+  // the text report goes to stdout, or to stderr with --json (stdout then carries the JSON alone)
+  const say = (text: string) => (v.json ? process.stderr : process.stdout).write(text);
   const policies = req(v.policy, 'policy').split(',').map((s) => s.trim()) as PolicyName[];
   for (const p of policies) if (!(POLICY_NAMES as readonly string[]).includes(p)) throw new UsageError(`unknown policy '${p}'; known: ${POLICY_NAMES.join(', ')}`);
-  const fidelity = (v.fidelity ?? 'step') as Fidelity;
+  const fidelity = v.fidelity as Fidelity;
   if (fidelity !== 'step' && fidelity !== 'fluid') throw new UsageError(`--fidelity must be step or fluid`);
   const traceArg = req(v.trace, 'trace');
-  const seed = num(v.seed, 'seed', 1);
+  const seed = num(v.seed, 'seed');
   let trace: TraceSource;
   if (traceArg.startsWith('synth:')) {
     const [, shape, days, rps] = traceArg.split(':');
     if (!['conversation', 'coding', 'flat', 'poisson'].includes(shape)) throw new UsageError(`synthetic shape must be conversation|coding|flat|poisson`);
-    trace = { kind: 'synth', shape: shape as 'conversation', durationS: num(days, 'trace days') * 86400, meanRps: num(rps, 'trace rps'), seed, lengthsFromFile: v['lengths-from'] };
+    trace = { kind: 'synth', shape: shape as 'conversation', durationS: num(days, 'trace days') * 86400, meanRps: num(rps, 'trace rps'), seed, lengthsFromFile: v.lengthsFrom !== undefined ? inputFile(v.lengthsFrom, '--lengths-from') : undefined };
   } else {
-    const dur = v['duration-s'] !== undefined ? num(v['duration-s'], 'duration-s') * 1000 : undefined;
-    const tu = v['time-unit'] ?? 'auto';
+    inputFile(traceArg, '--trace');
+    const dur = v.durationS !== undefined ? num(v.durationS, 'duration-s') * 1000 : undefined;
+    const tu = v.timeUnit;
     if (tu !== 'auto' && !(TIME_UNITS as readonly string[]).includes(tu)) throw new UsageError(`--time-unit must be auto, ${TIME_UNITS.join(', ')}`);
     let timeUnit = tu as TimeUnit | 'auto';
     if (timeUnit === 'auto') {
@@ -62,19 +105,19 @@ export async function run(argv: string[]): Promise<number | undefined> {
       const d = await detectTraceTimeUnit(traceArg);
       if (d) {
         timeUnit = d.unit;
-        process.stdout.write(`time unit: ${d.unit} (${d.reason}; --time-unit overrides)\n`);
+        say(`time unit: ${d.unit} (${d.reason}; --time-unit overrides)\n`);
       }
     }
-    trace = { kind: 'file', path: traceArg, startMs: num(v['start-s'], 'start-s', 0) * 1000, durationMs: dur, skipBad: v['skip-bad'], timeUnit };
+    trace = { kind: 'file', path: traceArg, startMs: num(v.startS, 'start-s') * 1000, durationMs: dur, skipBad: v.skipBad, timeUnit };
   }
   const carbon = v.carbon === undefined ? undefined : Number.isFinite(Number(v.carbon)) ? Number(v.carbon) : v.carbon;
   const base: Omit<SimOptions, 'policy'> = {
     trace, model: req(v.model, 'model'), gpu: req(v.gpu, 'gpu'), servers: num(v.servers, 'servers'), fidelity,
-    sloScale: num(v['slo-scale'], 'slo-scale', 1), rateScale: v['rate-scale'] === 'auto' ? 'auto' : num(v['rate-scale'], 'rate-scale', 1),
-    gpuHourPrice: num(v['gpu-hour-price'], 'gpu-hour-price', 2.5), carbon, seed, profilePath: v.profile,
-    maxContext: v['max-context'] === undefined ? undefined : num(v['max-context'], 'max-context'),
-    prefixRouting: v['prefix-routing'] ?? false, prefixCaching: !v['no-prefix-cache'],
-    prefixBlockTokens: v['prefix-block-tokens'] === undefined ? undefined : num(v['prefix-block-tokens'], 'prefix-block-tokens'),
+    sloScale: num(v.sloScale, 'slo-scale'), rateScale: v.rateScale === 'auto' ? 'auto' : num(v.rateScale, 'rate-scale'),
+    gpuHourPrice: num(v.gpuHourPrice, 'gpu-hour-price'), carbon, seed, profilePath: v.profile !== undefined ? inputFile(v.profile, '--profile') : undefined,
+    maxContext: v.maxContext === undefined ? undefined : num(v.maxContext, 'max-context'),
+    prefixRouting: v.prefixRouting ?? false, prefixCaching: v.prefixCache,
+    prefixBlockTokens: v.prefixBlockTokens === undefined ? undefined : num(v.prefixBlockTokens, 'prefix-block-tokens'),
   };
   const prog = new Array<number>(policies.length).fill(0);
   const tty = process.stderr.isTTY;
@@ -91,16 +134,18 @@ export async function run(argv: string[]): Promise<number | undefined> {
   }, policies.length > 1 && !v.serial);
   if (tty) process.stderr.write('\n');
   const paper = paperFiguresFor(trace, results[0]?.durationS ?? 0);
-  process.stdout.write(table(results, paper.figures) + '\n');
-  process.stdout.write(`${paper.source}\n`);
-  process.stdout.write(`rate scale: x${(results[0]?.rateScale ?? 1).toFixed(3)}${base.rateScale === 'auto' ? ' (auto: single-pool sized for the trace peak = --servers)' : ''}\n`);
+  say(table(results, paper.figures) + '\n');
+  say(`${paper.source}\n`);
+  say(`rate scale: x${(results[0]?.rateScale ?? 1).toFixed(3)}${base.rateScale === 'auto' ? ' (auto: single-pool sized for the trace peak = --servers)' : ''}\n`);
   const r0 = results[0];
   if (r0 && r0.refusedOverContext > 0) {
     const share = r0.refusedOverContext / Math.max(1, r0.requests);
-    process.stdout.write(`${share >= REFUSED_WARN_SHARE ? 'WARNING: ' : ''}refused ${r0.refusedOverContext} of ${r0.requests} requests (${(share * 100).toFixed(1)}%): prompt + output over the ${r0.maxContext}-token context of ${base.model}${share >= REFUSED_WARN_SHARE ? '; pick a longer-context --model or --max-context' : ''}\n`);
+    say(`${share >= REFUSED_WARN_SHARE ? 'WARNING: ' : ''}refused ${r0.refusedOverContext} of ${r0.requests} requests (${(share * 100).toFixed(1)}%): prompt + output over the ${r0.maxContext}-token context of ${base.model}${share >= REFUSED_WARN_SHARE ? '; pick a longer-context --model or --max-context' : ''}\n`);
   }
-  process.stdout.write(`simulated ${results[0]?.requests ?? 0} requests x ${results.length} policies in ${((performance.now() - t0) / 1000).toFixed(1)} s wall (fidelity ${fidelity})\n`);
-  if (v.json) writeFileSync(v.json, JSON.stringify({ command: ['simulate', ...argv].join(' '), results }, null, 1));
+  say(`simulated ${results[0]?.requests ?? 0} requests x ${results.length} policies in ${((performance.now() - t0) / 1000).toFixed(1)} s wall (fidelity ${fidelity})\n`);
+  const doc = { command: process.argv.slice(2).join(' '), results };
+  if (v.json) process.stdout.write(JSON.stringify(doc) + '\n');
+  if (v.out) writeFileSync(v.out, JSON.stringify(doc, null, 1));
   if (v.report) {
     mkdirSync(v.report, { recursive: true });
     writeFileSync(join(v.report, 'index.html'), html(results, `dynamollm simulate: ${traceArg}`));

@@ -7,21 +7,26 @@
  */
 import { inboxPrefix } from '../../../protocols/permissions.ts';
 import { connect } from '@nats-io/transport-node';
-import { parse } from '../args.ts';
-import { connectionOptions, natsSettings, NATS_FLAG_OPTIONS, NATS_FLAGS_USAGE } from '../../runtime/nats-settings.ts';
+import type { Command } from 'commander';
+import { action, jsonOption, natsOptions, type ExitCode } from '../program.ts';
+import { connectionOptions, natsSettings, type NatsFlags } from '../../runtime/nats-settings.ts';
+import { connectNats } from './status.ts';
 import { DynamoClient, type ClusterTelemetry, type InstanceTelemetry, type LiveSubscription, type PoolTelemetry, type Received, type RequestRecord } from '../../client/index.ts';
 
-export const summary = 'live telemetry of the cluster, pools and instances (--follow), optionally per request';
+interface TelemetryOptions extends NatsFlags {
+  follow?: boolean;
+  json?: boolean;
+  requests?: boolean;
+}
 
-const OPTIONS = {
-  ...NATS_FLAG_OPTIONS,
-  follow: { type: 'boolean', short: 'f' },
-  json: { type: 'boolean' },
-  requests: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-const USAGE = `usage: dynamollm telemetry [--follow] [--json] [--requests] ${NATS_FLAGS_USAGE}`;
+export function register(cmd: Command, exit: ExitCode): void {
+  natsOptions(
+    cmd
+      .option('-f, --follow', 'keep printing (default: what arrives in about 1.5 s, then exit)')
+      .addOption(jsonOption(' (JSON lines; the default when stdout is not a terminal)'))
+      .option('--requests', "also every request's record"),
+  ).action(action(exit, (values: TelemetryOptions) => runTelemetry(values)));
+}
 
 type Any = ClusterTelemetry | PoolTelemetry | InstanceTelemetry | RequestRecord;
 
@@ -48,14 +53,10 @@ export function formatTelemetry(m: Received<Any>, json: boolean): string {
   return `${new Date(r.finishedMs).toISOString()}  request  ${r.id} ${r.outcome} ${r.model ?? ''} ${r.type} key ${r.apiKeyId ?? '-'}  ${r.promptTokens}+${r.completionTokens} tok  ${r.energyJ.toFixed(2)} J ${r.energySource}  TTFT ${r.ttftMs?.toFixed(0) ?? '-'} ms  SLO ${r.sloMet ? 'met' : 'missed'}`;
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, OPTIONS);
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+async function runTelemetry(values: TelemetryOptions): Promise<number> {
   const json = values.json === true || !process.stdout.isTTY;
-  const nc = await connect({ ...connectionOptions(natsSettings({ flags: values })), name: 'dynamollm-telemetry', timeout: 3000, inboxPrefix: inboxPrefix('observer', `telemetry-${process.pid}`) });
+  const settings = natsSettings({ flags: values });
+  const nc = await connectNats(settings, () => connect({ ...connectionOptions(settings), name: 'dynamollm-telemetry', timeout: 3000, inboxPrefix: inboxPrefix('observer', `telemetry-${process.pid}`) }));
   const client = DynamoClient.fromConnection(nc);
   const subs: LiveSubscription<Any>[] = [client.clusterTelemetry(), client.poolTelemetry(), client.instanceTelemetry()];
   if (values.requests) subs.push(client.requests());

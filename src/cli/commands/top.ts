@@ -3,19 +3,18 @@
  * (default 1 s) from the cluster leader's status; q or Ctrl-C quits. A failed poll shows the error and
  * keeps trying (a leader failover is visible, not fatal).
  */
-import { parse, num } from '../args.ts';
+import type { Command } from 'commander';
+import { num } from '../args.ts';
+import { action, natsOptions, type ExitCode } from '../program.ts';
 import { renderStatus } from '../../telemetry/status-view.ts';
-import { STATUS_OPTIONS, connectObserver, fetchStatus } from './status.ts';
-import { NATS_FLAGS_USAGE } from '../../runtime/nats-settings.ts';
+import { connectObserver, fetchStatus } from './status.ts';
+import type { NatsFlags } from '../../runtime/nats-settings.ts';
 
-export const summary = 'live terminal view of pools, instances, clocks, power and energy';
+export function register(cmd: Command, exit: ExitCode): void {
+  natsOptions(cmd.option('--interval <s>', 'redraw every S seconds', '1')).action(action(exit, (values: NatsFlags & { interval: string }) => runTop(values)));
+}
 
-export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { ...STATUS_OPTIONS, interval: { type: 'string' } });
-  if (values.help) {
-    process.stdout.write(`usage: dynamollm top ${NATS_FLAGS_USAGE} [--interval S]\n`);
-    return 0;
-  }
+async function runTop(values: NatsFlags & { interval: string }): Promise<number> {
   const intervalMs = num(values.interval, 'interval', 1) * 1000;
   const bus = await connectObserver(values);
   let stop = false;

@@ -18,7 +18,9 @@
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
-import { parse, num, readConfigFile, UsageError } from '../args.ts';
+import type { Command } from 'commander';
+import { num, readConfigFile, UsageError } from '../args.ts';
+import { action, type ExitCode } from '../program.ts';
 import { createLogger } from '../../runtime/logger.ts';
 import { checkAuthorization, startOwnNats, type NatsHandle } from '../../runtime/nats-launcher.ts';
 import { localClusterAuth, renderServerConfig } from '../../runtime/nats-server-config.ts';
@@ -33,37 +35,35 @@ import { splitConfig } from '../../../actors/gateway/config.ts';
 import { launchArgs } from '../../../actors/common/launch-args.ts';
 import { cliArgs, REPO_ROOT } from '../../runtime/code-path.ts';
 
-export const summary = 'start a local cluster: NATS, managers, emulated engines, gateway + dashboard';
-
 const REPO = REPO_ROOT;
 
-const USAGE = `usage: dynamollm up [--config FILE] [--nats URL] [--port N] [--run-dir DIR] [--ready-timeout S] [--log-level L]
-  --config FILE       cluster config (YAML/JSON; see deploy/local.yaml). Default: Llama2-70B on 4 emulated 8xH100.
-  --nats URL          use this NATS server (also NATS_URL or nats.url); it must refuse anonymous clients.
-                      Default: start a private nats-server with per-actor credentials.
-  --insecure-nats     run on a server that does not enforce authorization (warned at start, in status, dashboard).
-  --port N            gateway HTTP port (overrides gateway.port). Default 8000.
-  --run-dir DIR       where the derived actor config and NATS data go. Default $TMPDIR/dynamollm/
-  --ready-timeout S   how long to wait for the first ready instance, s. Default 600.`;
 
 const INSECURE_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
-export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    config: { type: 'string' },
-    nats: { type: 'string' },
-    port: { type: 'string' },
-    'run-dir': { type: 'string' },
-    'ready-timeout': { type: 'string' },
-    'insecure-nats': { type: 'boolean' },
-    'log-level': { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
-  const log = createLogger({ level: values['log-level'] ?? process.env.DYNAMOLLM_LOG_LEVEL ?? 'info', name: 'up' });
+interface UpOptions {
+  config?: string;
+  nats?: string;
+  port?: string;
+  runDir?: string;
+  readyTimeout: string;
+  insecureNats?: boolean;
+  logLevel?: string;
+}
+
+export function register(cmd: Command, exit: ExitCode): void {
+  cmd
+    .option('--config <file>', 'cluster config (YAML/JSON; see deploy/local.yaml). Default: Llama2-70B on 4 emulated 8xH100')
+    .option('--nats <url>', 'use this NATS server (also NATS_URL or nats.url); it must refuse anonymous clients. Default: start a private nats-server with per-actor credentials')
+    .option('--insecure-nats', 'run on a server that does not enforce authorization (warned at start, in status, dashboard)')
+    .option('--port <n>', 'gateway HTTP port (overrides gateway.port). Default 8000')
+    .option('--run-dir <dir>', 'where the derived actor config and NATS data go. Default $TMPDIR/dynamollm/')
+    .option('--ready-timeout <s>', 'how long to wait for the first request to succeed, s', '600')
+    .option('--log-level <level>', 'log level of up itself (the actors: env DYNAMOLLM_LOG_LEVEL, default warn)')
+    .action(action(exit, (values: UpOptions) => up(values)));
+}
+
+async function up(values: UpOptions): Promise<number> {
+  const log = createLogger({ level: values.logLevel ?? process.env.DYNAMOLLM_LOG_LEVEL ?? 'info', name: 'up' });
   const raw = ((values.config ? readConfigFile(values.config) : undefined) ?? {}) as Record<string, unknown>;
   const where = values.config ? `config ${values.config}` : 'default config';
   // validate once here so a bad file fails before anything starts
@@ -79,9 +79,9 @@ export async function run(argv: string[]): Promise<number> {
   }
   const { cluster, gateway } = splitConfig({ ...clusterRaw, gateway: (raw as { gateway?: unknown }).gateway }, where);
   const port = values.port !== undefined ? num(values.port, 'port') : gateway.port;
-  const readyTimeoutS = num(values['ready-timeout'], 'ready-timeout', 600);
+  const readyTimeoutS = num(values.readyTimeout, 'ready-timeout');
 
-  const runDir = resolve(values['run-dir'] ?? join(tmpdir(), 'dynamollm'));
+  const runDir = resolve(values.runDir ?? join(tmpdir(), 'dynamollm'));
   mkdirSync(runDir, { recursive: true });
   const clusterId = cluster.clusterId;
   const stateDir = join(runDir, `${clusterId}-${process.pid}`);
@@ -129,7 +129,7 @@ export async function run(argv: string[]): Promise<number> {
       throw new UsageError(`no NATS server answers at ${givenUrl} (${check.message}). Omit --nats (and NATS_URL / nats.url) to let up start its own.`);
     }
     if (check.verdict === 'open') {
-      if (!values['insecure-nats']) {
+      if (!values.insecureNats) {
         throw new UsageError(
           `the NATS server at ${givenUrl} lets anonymous clients in: anyone who reaches it could read every prompt, change GPU ` +
             `clocks and stop instances, so up refuses to run a cluster there. Either omit --nats (up starts its own server with ` +

@@ -37,7 +37,7 @@ snap > "$OUTDIR/cpu0"
 eval "${BEFORE:-true}"   # e.g. start profilers
 T0=$(date +%s.%N)
 node bin/dynamollm.js replay --trace data/traces/AzureLLMInferenceTrace_conv.csv \
-  --speed "$SPEED" --duration "$DUR" --json "$OUTDIR/replay.json" > "$OUTDIR/replay.txt" 2> "$OUTDIR/replay.err"
+  --speed "$SPEED" --duration "$DUR" --out "$OUTDIR/replay.json" > "$OUTDIR/replay.txt" 2> "$OUTDIR/replay.err"
 echo "replay rc=$?"
 T1=$(date +%s.%N)
 snap > "$OUTDIR/cpu1"
