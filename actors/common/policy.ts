@@ -8,10 +8,10 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
 import { dispatchRequest, type DispatchView } from '../../src/policy/dispatch.ts';
 import { DEFAULT_HEADROOM, type InstanceConfig, type TpDegree } from '../../src/policy/types.ts';
-import { planSharding, overheadTable, staggerSteps, reconfigurationCost, type StaggerUnit } from '../../src/policy/sharding.ts';
+import { overheadTable, reconfigurationCost } from '../../src/policy/sharding.ts';
+import { planPoolShards, type PoolShardInput, type PoolShardDecision } from '../../src/policy/pool-shards.ts';
 import { MilpPlanner } from '../../src/runtime/milp-planner.ts';
 import { maxClockOf } from '../../src/policy/energy.ts';
-import type { CurrentInstance } from '../../src/policy/reshard-matching.ts';
 import type { ClassThresholds } from '../../src/model/types.ts';
 import type { ClusterConfig } from './config.ts';
 
@@ -74,61 +74,7 @@ export function pickInstance(req: InferenceRequest, views: InstanceViewLike[], p
   return dispatchRequest(req, views.map((v) => ({ ...v, tp: v.tp as TpDegree })) as DispatchView[], profile, types, { headroom });
 }
 
-export interface PoolShardInput {
-  profile: Profile;
-  load: Partial<Record<RequestType, number>>;
-  /** GPUs granted to the pool. */
-  gpus: number;
-  /** live instances' TP degrees. */
-  current: number[];
-  /** pool epoch, s (the gain is counted over it). */
-  epochS: number;
-  gpusPerServer?: number;
-  /** SLO capacity kept free; default DEFAULT_HEADROOM. */
-  headroom?: number;
-}
-
-export interface PoolShardDecision {
-  take: boolean;
-  target: InstanceConfig[];
-  summary: string;
-  inputs: Record<string, unknown>;
-}
-
-/**
- * Re-shard decision of a pool (policy planSharding): the TP2/TP4/TP8 split of its GPUs that minimises
- * energy at max clock (Eq. 1, frequency fixed), taken only when the gain over the epoch pays the overhead
- * table's cost. undefined when the current layout has an instance outside the profile (e.g. TP1).
- */
-export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined {
-  const counts = new Map<number, number>();
-  for (const tp of i.current) counts.set(tp, (counts.get(tp) ?? 0) + 1);
-  if ([...counts.keys()].some((tp) => !i.profile.tpDegrees.includes(tp) || ![2, 4, 8].includes(tp))) return undefined;
-  const current: InstanceConfig[] = [...counts].map(([tp, count]) => ({ tp: tp as TpDegree, count }));
-  const overhead = overheadTable();
-  const d = planSharding({ profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8, headroom: i.headroom ?? DEFAULT_HEADROOM });
-  const fmt = (c: InstanceConfig[]) => c.map((x) => `${x.count}xTP${x.tp}`).join('+') || 'none';
-  return {
-    take: d.take,
-    target: d.target,
-    summary: `${fmt(current)} -> ${fmt(d.target)}: ${d.reason}`,
-    inputs: {
-      planner: 'heuristic',
-      loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, currentEnergyJ: d.currentEnergyJ, targetEnergyJ: d.targetEnergyJ,
-      costJ: d.costJ, feasible: d.feasible, currentFeasible: d.currentFeasible, overhead: { tauMs: overhead.tauMs, resyncS: overhead.resyncS, instanceStartS: overhead.instanceStartS },
-    },
-  };
-}
-
-/**
- * The staggered steps of a re-shard (policy staggerSteps over matchReshard's placement that keeps the most
- * weights in place): one unit at a time; starts and re-shards before stops (capacity is added before it
- * is removed), larger instances first. GPUs are global indices: server k of the pool's grants = k * gps.
- */
-export function reshardSteps(current: CurrentInstance[], target: InstanceConfig[], gpusPerServer: number): StaggerUnit[][] {
-  return staggerSteps(current, target, 1, undefined, gpusPerServer);
-}
-export type { StaggerUnit } from '../../src/policy/sharding.ts';
+export { planPoolShards, reshardSteps, type PoolShardInput, type PoolShardDecision, type StaggerUnit } from '../../src/policy/pool-shards.ts';
 
 let milp: MilpPlanner | undefined;
 /** One MILP worker per process (started on the first solve). */

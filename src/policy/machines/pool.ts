@@ -1,0 +1,716 @@
+/**
+ * The pool manager's brain as a pure state machine: `poolStep(state, event, now) -> {state, effects}`. No
+ * I/O, no wall clock, no timers. The live actor (actors/pool-manager/pool-leader.ts) performs the effects
+ * (NATS requests, node and instance commands, decision events, timers) and feeds their outcomes back as
+ * events; the simulator and the tests drive it the same way on a virtual clock.
+ *
+ * It owns every decision of a pool (paper Sec. IV-B):
+ * - the view of the pool's instances from their statuses: out-of-order and restarted processes, the death
+ *   verdict (no status for deadAfterMs), and what a death does: the dead instance's queued requests go to
+ *   peers, its started streams end with a retryable error;
+ * - dispatch (policy dispatchRequest): the instance, the next best on a refusal (at most 4 tries), the
+ *   local count that spreads a burst before the next status, holding a request while a re-shard or a start
+ *   leaves no ready instance (bounded by its give-up time and the engine health deadline);
+ * - emergency step 3 of an instance: its moved requests go to peers with room;
+ * - the assignment (stale epochs ignored) and reconciliation: stop instances on GPUs no longer granted,
+ *   start instances on granted GPUs nobody uses (the re-shard's layout, else engine.initialTp);
+ * - the re-shard epoch (policy planSharding; the MILP is an effect answered with 'planned') and its
+ *   staggered execution, one unit at a time: start the new instance first where its GPUs are free, else
+ *   drain, stop, and start on the freed GPUs; each wait bounded.
+ */
+import type { RequestType } from '../../../protocols/request-types.ts';
+import type { InstanceStatus, MoveReply, NodeCommand, PoolAssignment } from '../../../protocols/control.ts';
+import type { Admission, InferenceRequest } from '../../../protocols/messages.ts';
+import type { WireError } from '../../../protocols/errors.ts';
+import type { Profile } from '../../model/profile-types.ts';
+import { dispatchRequest } from '../dispatch.ts';
+import type { InstanceConfig } from '../types.ts';
+import { planPoolShards, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
+
+type Load = Partial<Record<RequestType, number>>;
+
+export interface PoolMachineConfig {
+  pool: string;
+  /** the replica's id (decision events name it). */
+  holder: string;
+  profile?: Profile;
+  /** SLO capacity kept free by dispatch and the re-shard plan. */
+  headroom: number;
+  /** an instance without a status for this long is dead, ms. */
+  deadAfterMs: number;
+  /** status interval of the actors, ms (reconcile every 4 of them, at least 500 ms). */
+  statusIntervalMs: number;
+  /** re-shard epoch, ms. */
+  epochMs: number;
+  /** time an engine has to report ready, ms (bounds holding a request, and a start). */
+  healthDeadlineMs: number;
+  /** TP of the instances that fill granted GPUs before any re-shard. */
+  initialTp: number;
+  /** a peer with this many queued requests or more takes no moved request. */
+  moveQueueAbove: number;
+  /** Retry-After told to refused clients, s. */
+  retryAfterS: number;
+  /** 'milp': the re-shard plan is an effect ('solve') answered with 'planned'. */
+  planner: 'heuristic' | 'milp';
+}
+
+export interface TrackedInstance { status: InstanceStatus; lastSeenMs: number; alive: boolean }
+interface Outstanding { req: InferenceRequest; instance: string; atMs: number }
+
+/** Who waits for a dispatch: a dispatch call (ref), a move (its job), or nobody (a re-dispatch after a death). */
+type Origin = { kind: 'dispatch'; ref: number } | { kind: 'move'; move: number } | { kind: 'redispatch' };
+
+interface DispatchJob {
+  req: InferenceRequest;
+  origin: Origin;
+  /** instances never to try (the one a request was moved from, full peers, a dead instance). */
+  exclude: Set<string>;
+  tried: Set<string>;
+  attempts: number;
+  /** holding for a ready instance until this time, ms. */
+  holdUntilMs?: number;
+  /** an admit is in flight to this instance. */
+  admitting?: string;
+  lastError?: WireError;
+}
+
+interface MoveJob { ref: number; pending: number; placed: MoveReply['placed']; refused: MoveReply['refused'] }
+
+/** The wait of a re-shard step: retire (drained, then stopped) or start (the node took it, then ready). */
+type Phase =
+  | { kind: 'drain'; ids: string[]; why: string; sinceMs: number; untilMs: number }
+  | { kind: 'stopped'; ids: string[]; why: string; untilMs: number }
+  | { kind: 'start'; node: string; gpuIds: number[]; id: string; why: string; untilMs: number; retryAtMs: number; inFlight: boolean }
+  | { kind: 'ready'; id: string; untilMs: number };
+
+interface ReshardRun {
+  target: InstanceConfig[];
+  units: StaggerUnit[];
+  /** the instances when it began, GPUs numbered globally (server k of the grants = k x gps). */
+  current: { id: string; tp: number; gpus: number[] }[];
+  nodeIdx: Map<string, number>;
+  gps: number;
+  startedMs: number;
+  /** the unit under way, its node and local GPUs. */
+  unit: number;
+  unitNode?: string;
+  unitLocal?: number[];
+  /** the steps of the unit not begun yet, and the wait of the one under way. */
+  todo: Step[];
+  phase?: Phase;
+}
+
+export interface PoolMachineState {
+  leader: boolean;
+  types: RequestType[];
+  assignment?: PoolAssignment;
+  instances: Map<string, TrackedInstance>;
+  outstanding: Map<string, Outstanding>;
+  /** instances a node was asked to start, and when (not yet reporting). */
+  starting: Map<string, number>;
+  /** the layout of the last re-shard (undefined: fill the grants with initialTp instances). */
+  target?: InstanceConfig[];
+  jobs: Map<number, DispatchJob>;
+  moves: Map<number, MoveJob>;
+  nextJob: number;
+  /** node commands of a reconciliation not yet answered (no re-shard epoch meanwhile). */
+  reconciling: number;
+  /** a MILP solve of the re-shard epoch is under way. */
+  planning: boolean;
+  reshard?: ReshardRun;
+}
+
+export type PoolEvent =
+  /** the replica is up: arm the liveness sweep. */
+  | { type: 'start' }
+  /** this replica leads the pool; the assignment the store holds, if any. */
+  | { type: 'lead'; term?: number; stored?: PoolAssignment }
+  | { type: 'lost' }
+  | { type: 'status'; status: InstanceStatus }
+  /** a request's record: it ended (on `instance`). */
+  | { type: 'record'; id: string; instance?: string }
+  | { type: 'sweep' }
+  /** the timer of the waits (held dispatches, re-shard steps). */
+  | { type: 'tick' }
+  | { type: 'dispatch'; ref: number; req: InferenceRequest }
+  /** the answer to an 'admit' effect: the instance's admission, or the call's error (`timedOut`: it may have been taken). */
+  | { type: 'admit_result'; job: number; admission?: Admission; error?: WireError; timedOut?: boolean }
+  | { type: 'move'; ref: number; from: string; requests: InferenceRequest[] }
+  | { type: 'assign'; ref: number; assignment: PoolAssignment }
+  | { type: 'reshard_now'; ref: number }
+  | { type: 'reconcile' }
+  | { type: 'reshard_epoch'; force?: boolean }
+  /** the MILP's answer to a 'solve' effect. */
+  | { type: 'planned'; plan?: PoolShardDecision; force?: boolean }
+  /** the answer to a 'node' effect. */
+  | { type: 'node_result'; cmd: NodeCommand; ok: boolean; purpose: 'reconcile' | 'reshard' };
+
+export type PoolEffect =
+  | { kind: 'arm_timer'; timer: 'sweep' | 'tick' | 'reconcile' | 'reshard' | 'status'; everyMs: number }
+  /** stop the leader's timers (the sweep stays). */
+  | { kind: 'disarm_leader_timers' }
+  /** ask an instance to admit the request; answer with 'admit_result'. */
+  | { kind: 'admit'; job: number; instance: string; req: InferenceRequest }
+  | { kind: 'reply'; ref: number; admission: Admission }
+  | { kind: 'move_reply'; ref: number; reply: MoveReply }
+  | { kind: 'command_reply'; ref: number; ok: boolean; detail?: Record<string, unknown>; error?: WireError }
+  /** end a request's stream with an error chunk of this seq. */
+  | { kind: 'end_stream'; req: InferenceRequest; seq: number; error: WireError; instance?: string }
+  /** a command to a node agent; answer with 'node_result'. */
+  | { kind: 'node'; node: string; cmd: NodeCommand; purpose: 'reconcile' | 'reshard' }
+  /** drain an instance (no answer needed). */
+  | { kind: 'drain'; instance: string; reason: string }
+  /** solve the re-shard plan with the MILP; answer with 'planned'. */
+  | { kind: 'solve'; input: PoolShardInput; force: boolean }
+  | { kind: 'event'; event: 'lease' | 'instance' | 'failure' | 'scale' | 'reshard'; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> };
+
+export interface PoolStepResult { state: PoolMachineState; effects: PoolEffect[] }
+
+export function initialPoolState(types: RequestType[]): PoolMachineState {
+  return { leader: false, types, instances: new Map(), outstanding: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, planning: false };
+}
+
+/** Ready-check period of the waits (held dispatches, re-shard steps), ms. */
+export const POOL_TICK_MS = 100;
+/** Tries of one dispatch (the chosen instance, then the next best on each refusal). */
+const DISPATCH_TRIES = 4;
+
+/**
+ * One transition. The state passed in is not modified at its top level or in its maps; the records inside
+ * (a tracked instance, a job) are replaced, not edited, where an older state could still see them.
+ */
+export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg: PoolMachineConfig): PoolStepResult {
+  const s: PoolMachineState = {
+    ...prev, instances: new Map(prev.instances), outstanding: new Map(prev.outstanding), starting: new Map(prev.starting),
+    jobs: new Map(prev.jobs), moves: new Map(prev.moves),
+  };
+  const fx: PoolEffect[] = [];
+  switch (ev.type) {
+    case 'start':
+      fx.push({ kind: 'arm_timer', timer: 'sweep', everyMs: Math.max(50, Math.floor(cfg.deadAfterMs / 4)) });
+      break;
+    case 'lead':
+      s.leader = true;
+      fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} leads ${cfg.pool}`, decision: { leader: cfg.holder, term: ev.term }, inputs: { pool: cfg.pool } });
+      if (ev.stored && (!s.assignment || ev.stored.epoch > s.assignment.epoch)) setAssignment(s, ev.stored);
+      fx.push(
+        { kind: 'arm_timer', timer: 'reconcile', everyMs: Math.max(500, cfg.statusIntervalMs * 4) },
+        { kind: 'arm_timer', timer: 'reshard', everyMs: cfg.epochMs },
+        { kind: 'arm_timer', timer: 'status', everyMs: Math.max(250, cfg.statusIntervalMs * 2) },
+        { kind: 'arm_timer', timer: 'tick', everyMs: POOL_TICK_MS },
+      );
+      reconcile(s, fx, now, cfg);
+      break;
+    case 'lost':
+      s.leader = false;
+      fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} lost the lead of ${cfg.pool}`, decision: { leader: null }, inputs: { pool: cfg.pool } }, { kind: 'disarm_leader_timers' });
+      s.reshard = undefined;
+      s.planning = false;
+      s.reconciling = 0;
+      for (const [job, j] of s.jobs) finish(s, fx, job, j, cfg, refusal(cfg, 'unavailable', `${cfg.holder} no longer leads ${cfg.pool}`));
+      break;
+    case 'status':
+      onStatus(s, fx, ev.status, now, cfg);
+      advance(s, fx, now, cfg);
+      break;
+    case 'record': {
+      const o = s.outstanding.get(ev.id);
+      if (o && (!ev.instance || ev.instance === o.instance)) s.outstanding.delete(ev.id);
+      break;
+    }
+    case 'sweep':
+      sweep(s, fx, now, cfg);
+      break;
+    case 'tick':
+      advance(s, fx, now, cfg);
+      break;
+    case 'dispatch':
+      newJob(s, fx, { req: ev.req, origin: { kind: 'dispatch', ref: ev.ref }, exclude: new Set(), tried: new Set(), attempts: 0 }, now, cfg);
+      break;
+    case 'admit_result':
+      admitResult(s, fx, ev, now, cfg);
+      break;
+    case 'move':
+      move(s, fx, ev, now, cfg);
+      break;
+    case 'assign': {
+      const a = ev.assignment;
+      if (a.pool !== cfg.pool) {
+        fx.push({ kind: 'command_reply', ref: ev.ref, ok: false, error: { code: 'invalid_request', message: `assignment for ${a.pool} sent to ${cfg.pool}`, retryable: false } });
+      } else if (s.assignment && a.epoch < s.assignment.epoch) {
+        fx.push({ kind: 'command_reply', ref: ev.ref, ok: true, detail: { ignored: 'stale epoch' } });
+      } else {
+        setAssignment(s, a);
+        fx.push({ kind: 'command_reply', ref: ev.ref, ok: true, detail: { epoch: a.epoch } });
+        reconcile(s, fx, now, cfg);
+      }
+      break;
+    }
+    case 'reshard_now':
+      fx.push({ kind: 'command_reply', ref: ev.ref, ok: true });
+      reshardEpoch(s, fx, now, cfg, true);
+      break;
+    case 'reconcile':
+      reconcile(s, fx, now, cfg);
+      break;
+    case 'reshard_epoch':
+      reshardEpoch(s, fx, now, cfg, ev.force ?? false);
+      break;
+    case 'planned':
+      s.planning = false;
+      if (s.leader && !s.reshard) decideReshard(s, fx, ev.plan, now, cfg, ev.force ?? false);
+      break;
+    case 'node_result':
+      nodeResult(s, fx, ev.cmd, ev.ok, ev.purpose, now, cfg);
+      break;
+  }
+  return { state: s, effects: fx };
+}
+
+function setAssignment(s: PoolMachineState, a: PoolAssignment): void {
+  s.assignment = a;
+  s.types = a.types;
+}
+
+function refusal(cfg: PoolMachineConfig, code: 'overloaded' | 'unavailable', message: string): WireError {
+  return { code, message, retryable: true, retryAfterS: cfg.retryAfterS };
+}
+
+// ------------------------------------------------------------------ instance tracking
+
+function onStatus(s: PoolMachineState, fx: PoolEffect[], st: InstanceStatus, now: number, cfg: PoolMachineConfig): void {
+  const t = s.instances.get(st.id);
+  if (t && st.seq < t.status.seq && st.startedMs === t.status.startedMs) return; // out of order
+  if (st.state === 'stopped') {
+    s.instances.delete(st.id);
+    return;
+  }
+  s.starting.delete(st.id);
+  if (!t || !t.alive) {
+    s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
+    if (t && !t.alive) fx.push({ kind: 'event', event: 'instance', summary: `${st.id} is back (${st.state})`, decision: { instance: st.id, alive: true }, inputs: { startedMs: st.startedMs } });
+    return;
+  }
+  // a new process under the same id: whatever the old one held is gone
+  if (st.startedMs !== t.status.startedMs) instanceDied(s, fx, st.id, 'restarted', t.status, now, cfg);
+  s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
+}
+
+function sweep(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
+  for (const [id, t] of s.instances) {
+    if (t.alive && now - t.lastSeenMs > cfg.deadAfterMs) {
+      s.instances.set(id, { ...t, alive: false });
+      instanceDied(s, fx, id, `no status for ${now - t.lastSeenMs} ms`, t.status, now, cfg);
+    } else if (!t.alive && now - t.lastSeenMs > 60_000) s.instances.delete(id);
+  }
+  // forget outstanding entries long past their give-up time (their record was lost)
+  for (const [id, o] of s.outstanding) if (now > o.req.giveUpAtMs + 60_000) s.outstanding.delete(id);
+}
+
+/**
+ * An instance died (or restarted): its queued requests go to peers, its started streams end with a
+ * retryable error. Only the leader acts; a standby just marks it.
+ */
+function instanceDied(s: PoolMachineState, fx: PoolEffect[], id: string, why: string, last: InstanceStatus, now: number, cfg: PoolMachineConfig): void {
+  if (!s.leader) return;
+  const queued = new Set(last.queuedIds);
+  const seqs = new Map(last.runningIds.map((r, i) => [r, last.runningSeqs?.[i] ?? 0]));
+  const redispatch: InferenceRequest[] = [];
+  const failed: string[] = [];
+  for (const o of [...s.outstanding.values()].filter((x) => x.instance === id)) {
+    s.outstanding.delete(o.req.id);
+    if (queued.has(o.req.id)) redispatch.push({ ...o.req, moves: (o.req.moves ?? 0) + 1 });
+    else {
+      failed.push(o.req.id);
+      // seq: the one the instance would have published next, so the gateway sees it after the tokens it got
+      fx.push({ kind: 'end_stream', req: o.req, seq: Math.max(seqs.get(o.req.id) ?? 0, 0), instance: id, error: refusal(cfg, 'unavailable', `instance ${id} died (${why}) while serving the request`) });
+    }
+  }
+  fx.push({
+    kind: 'event', event: 'failure', summary: `${id} dead (${why}): removed from dispatch, ${redispatch.length} queued re-dispatched, ${failed.length} streams ended`,
+    decision: { instance: id, redispatched: redispatch.map((r) => r.id), failed }, inputs: { lastStatus: { state: last.state, queued: last.queued, running: last.running, sentMs: last.sentMs } },
+  });
+  for (const r of redispatch) newJob(s, fx, { req: r, origin: { kind: 'redispatch' }, exclude: new Set([id]), tried: new Set([id]), attempts: 0 }, now, cfg);
+}
+
+/** The instances alive for the pool. */
+export function aliveInstances(s: Pick<PoolMachineState, 'instances'>): InstanceStatus[] {
+  return [...s.instances.values()].filter((t) => t.alive).map((t) => t.status);
+}
+
+/** Measured pool load (req/s by type) = sum of its alive instances' loads. */
+export function poolLoad(s: Pick<PoolMachineState, 'instances'>): Load {
+  const out: Load = {};
+  for (const st of aliveInstances(s)) for (const [t, v] of Object.entries(st.loadByType) as [RequestType, number][]) out[t] = (out[t] ?? 0) + v;
+  return out;
+}
+
+interface View { id: string; tp: number; clockMhz: number; healthy: boolean; load: Load; queued: number; running: number; pendingPrefillTokens?: number }
+
+function views(s: PoolMachineState, exclude: Set<string>): View[] {
+  const out: View[] = [];
+  for (const t of s.instances.values()) {
+    const st = t.status;
+    if (!t.alive || st.state !== 'ready' || exclude.has(st.id)) continue;
+    // load: the status's own object, not a copy: dispatch remembers an instance's score on it until the
+    // next status replaces it (policy dispatch memoScoreOf), so a burst between two statuses costs one
+    // scoring per instance, not one per request
+    out.push({ id: st.id, tp: st.tp, clockMhz: st.clockMhz, healthy: true, load: st.loadByType, queued: st.queued, running: st.running, ...(st.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: st.pendingPrefillTokens } : {}) });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ dispatch
+
+function newJob(s: PoolMachineState, fx: PoolEffect[], j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
+  const job = s.nextJob++;
+  s.jobs.set(job, j);
+  tryDispatch(s, fx, job, j, now, cfg);
+}
+
+/** The next try of a dispatch: hold it, send it to the best instance not tried yet, or give up. */
+function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
+  let v = views(s, j.tried);
+  if (!v.length && !j.exclude.size && (s.reshard !== undefined || s.starting.size > 0)) {
+    // a re-shard stopped the old instances first (or capacity is starting): hold the request until one is
+    // ready, bounded by its give-up time and the engine health deadline
+    const until = j.holdUntilMs ?? Math.min(j.req.giveUpAtMs - 1000, now + cfg.healthDeadlineMs);
+    if (now <= until) {
+      s.jobs.set(job, { ...j, holdUntilMs: until });
+      return;
+    }
+    v = views(s, j.tried);
+  }
+  if (!v.length || j.attempts >= DISPATCH_TRIES) {
+    finish(s, fx, job, j, cfg, j.lastError ?? refusal(cfg, 'overloaded', `pool ${cfg.pool} has no ready instance`));
+    return;
+  }
+  const choice = dispatchRequest(j.req, v, cfg.profile, s.types, { headroom: cfg.headroom }).id;
+  // count it at once in the local view so a burst spreads before the next status arrives
+  const t = s.instances.get(choice)!;
+  const st = t.status;
+  s.instances.set(choice, { ...t, status: { ...st, queued: st.queued + 1, ...(st.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: st.pendingPrefillTokens + j.req.inputTokens } : {}) } });
+  const req = { ...j.req, pool: cfg.pool };
+  s.jobs.set(job, { ...j, tried: new Set([...j.tried, choice]), attempts: j.attempts + 1, admitting: choice, holdUntilMs: undefined });
+  fx.push({ kind: 'admit', job, instance: choice, req });
+}
+
+function admitResult(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEvent, { type: 'admit_result' }>, now: number, cfg: PoolMachineConfig): void {
+  const j = s.jobs.get(ev.job);
+  if (!j?.admitting) return;
+  const a = ev.admission;
+  if (a?.ok) {
+    s.outstanding.set(j.req.id, { req: { ...j.req, pool: cfg.pool }, instance: j.admitting, atMs: now });
+    finish(s, fx, ev.job, j, cfg, undefined, { ...a, pool: cfg.pool });
+    return;
+  }
+  const error = a ? a.error : ev.error;
+  // an admit that timed out may have been taken: no second try (no duplicate stream)
+  if (ev.timedOut) return finish(s, fx, ev.job, j, cfg, { ...(error ?? refusal(cfg, 'unavailable', 'admit timed out')), retryable: true });
+  if (error && !error.retryable) return finish(s, fx, ev.job, j, cfg, error);
+  const next: DispatchJob = { ...j, admitting: undefined, ...(error ? { lastError: error } : {}) };
+  s.jobs.set(ev.job, next);
+  tryDispatch(s, fx, ev.job, next, now, cfg);
+}
+
+/** The dispatch is over: answer whoever waits for it. */
+function finish(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, cfg: PoolMachineConfig, error?: WireError, accepted?: Admission): void {
+  s.jobs.delete(job);
+  const admission: Admission = accepted ?? { v: 1, id: j.req.id, ok: false, pool: cfg.pool, ...(error ? { error } : {}) };
+  const o = j.origin;
+  if (o.kind === 'dispatch') fx.push({ kind: 'reply', ref: o.ref, admission });
+  else if (o.kind === 'redispatch') {
+    if (!admission.ok) fx.push({ kind: 'end_stream', req: j.req, seq: 0, error: admission.error ?? { code: 'unavailable', message: 'no instance could take the request', retryable: true } });
+  } else {
+    const m = s.moves.get(o.move);
+    if (!m) return;
+    const next: MoveJob = { ...m, pending: m.pending - 1 };
+    if (admission.ok && admission.instance) next.placed = [...m.placed, { id: j.req.id, instance: admission.instance }];
+    else next.refused = [...m.refused, { id: j.req.id, error: admission.error ?? { code: 'overloaded', message: 'no peer with room', retryable: true } }];
+    if (next.pending > 0) s.moves.set(o.move, next);
+    else {
+      s.moves.delete(o.move);
+      fx.push({ kind: 'move_reply', ref: next.ref, reply: { v: 1, placed: next.placed, refused: next.refused } });
+    }
+  }
+}
+
+/** Emergency step 3 of an instance: its requests go to peers with room (a peer as loaded helps nobody). */
+function move(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEvent, { type: 'move' }>, now: number, cfg: PoolMachineConfig): void {
+  if (!ev.requests.length) {
+    fx.push({ kind: 'move_reply', ref: ev.ref, reply: { v: 1, placed: [], refused: [] } });
+    return;
+  }
+  const id = s.nextJob++;
+  s.moves.set(id, { ref: ev.ref, pending: ev.requests.length, placed: [], refused: [] });
+  for (const r of ev.requests) {
+    const exclude = new Set([ev.from]);
+    for (const t of s.instances.values()) if (t.status.queued >= cfg.moveQueueAbove) exclude.add(t.status.id);
+    newJob(s, fx, { req: r, origin: { kind: 'move', move: id }, exclude, tried: new Set(exclude), attempts: 0 }, now, cfg);
+  }
+}
+
+/** Held dispatches and the re-shard's waits move on (a status arrived, or the tick). */
+function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
+  if (!s.leader) return;
+  for (const [job, j] of s.jobs) {
+    if (j.holdUntilMs === undefined || j.admitting) continue;
+    if (views(s, j.tried).length > 0 || now > j.holdUntilMs || (!s.reshard && s.starting.size === 0)) {
+      // the hold is over: one more look, without holding again
+      const next = { ...j, holdUntilMs: -Infinity };
+      tryDispatch(s, fx, job, next, now, cfg);
+    }
+  }
+  if (s.reshard) reshardAdvance(s, fx, now, cfg);
+}
+
+// ------------------------------------------------------------------ assignment and reconciliation
+
+/** GPUs per server for the global GPU numbering of the re-shard (largest granted index + 1). */
+function gpusPerServer(a: PoolAssignment | undefined): number {
+  let m = 1;
+  for (const g of a?.grants ?? []) for (const x of g.gpuIds) m = Math.max(m, x + 1);
+  return m;
+}
+
+function nodeCmd(s: PoolMachineState, fx: PoolEffect[], node: string | undefined, cmd: NodeCommand, purpose: 'reconcile' | 'reshard'): boolean {
+  if (!node) return false;
+  if (purpose === 'reconcile') s.reconciling++;
+  fx.push({ kind: 'node', node, cmd, purpose });
+  return true;
+}
+
+/** Instances this pool should run on its grants: the re-shard's layout where there is one, else initialTp. */
+function reconcile(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
+  const a = s.assignment;
+  if (!a || !s.leader || s.reconciling > 0 || s.reshard) return;
+  const granted = new Map(a.grants.map((g) => [g.node, new Set(g.gpuIds)]));
+  const live = aliveInstances(s);
+  // stop instances on GPUs no longer granted (scale-in, merge)
+  for (const st of live) {
+    const g = st.node ? granted.get(st.node) : undefined;
+    if (a.state === 'retired' || !g || !st.gpuIds.every((x) => g.has(x))) {
+      if (st.state === 'draining') continue;
+      if (nodeCmd(s, fx, st.node, { v: 1, op: 'stop_instance', instanceId: st.id, graceMs: 30_000, reason: `GPUs of ${st.id} no longer granted to ${cfg.pool}` }, 'reconcile')) {
+        fx.push({ kind: 'event', event: 'scale', summary: `${cfg.pool}: stop ${st.id} (GPUs returned)`, decision: { stop: st.id }, inputs: { epoch: a.epoch } });
+      }
+    }
+  }
+  if (a.state === 'retired') return;
+  // a start the node took but whose instance never reported is forgotten (its GPUs are free again)
+  for (const [id, at] of s.starting) if (now - at > cfg.healthDeadlineMs + 10_000) s.starting.delete(id);
+  // start instances on granted GPUs nobody uses (after a re-shard: only what its layout misses)
+  const missing = new Map<number, number>();
+  if (s.target) {
+    for (const t of s.target) missing.set(t.tp, t.count);
+    for (const st of live) missing.set(st.tp, (missing.get(st.tp) ?? 0) - 1);
+    for (const id of s.starting.keys()) {
+      const m = /x(\d+)$/.exec(id);
+      if (m) missing.set(Number(m[1]), (missing.get(Number(m[1])) ?? 0) - 1);
+    }
+  }
+  for (const g of a.grants) {
+    let tp = s.target ? [...missing].filter(([, n]) => n > 0).map(([t]) => t).sort((x, y) => y - x)[0] ?? 0 : cfg.initialTp;
+    if (!tp) break;
+    while (tp > 1 && tp > g.gpuIds.length) tp /= 2;
+    const used = new Set<number>();
+    for (const st of live) if (st.node === g.node) for (const x of st.gpuIds) used.add(x);
+    for (const id of s.starting.keys()) {
+      const m = /-g(\d+)x(\d+)$/.exec(id);
+      if (m && id.includes(`-${g.node}-`)) for (let i = 0; i < Number(m[2]); i++) used.add(Number(m[1]) + i);
+    }
+    const free = g.gpuIds.filter((x) => !used.has(x)).sort((x, y) => x - y);
+    for (const group of chunk(free, tp)) {
+      if (s.target) {
+        if ((missing.get(tp) ?? 0) <= 0) break;
+        missing.set(tp, missing.get(tp)! - 1);
+      }
+      const instanceId = instanceIdOf(cfg.pool, g.node, group);
+      if (s.starting.has(instanceId)) continue;
+      s.starting.set(instanceId, now);
+      nodeCmd(s, fx, g.node, { v: 1, op: 'start_instance', instanceId, pool: cfg.pool, tp: group.length as 1 | 2 | 4 | 8, gpuIds: group, reason: `fill granted GPUs of ${cfg.pool}` }, 'reconcile');
+      fx.push({ kind: 'event', event: 'scale', summary: `${cfg.pool}: start ${instanceId} (TP${group.length})`, decision: { start: instanceId, node: g.node, gpuIds: group, tp: group.length }, inputs: { epoch: a.epoch } });
+    }
+  }
+}
+
+/** The id of the instance on (node, GPUs): the node agent and the pool both derive the GPUs from it. */
+export function instanceIdOf(pool: string, node: string, gpuIds: number[]): string {
+  return `${pool}-${node}-g${gpuIds[0]}x${gpuIds.length}`;
+}
+
+function nodeResult(s: PoolMachineState, fx: PoolEffect[], cmd: NodeCommand, ok: boolean, purpose: 'reconcile' | 'reshard', now: number, cfg: PoolMachineConfig): void {
+  if (purpose === 'reconcile') {
+    s.reconciling = Math.max(0, s.reconciling - 1);
+    // a start the node refused: its GPUs are free for the next reconciliation
+    if (!ok && cmd.op === 'start_instance') s.starting.delete(cmd.instanceId);
+    return;
+  }
+  const r = s.reshard;
+  const p = r?.phase;
+  if (!r || p?.kind !== 'start' || cmd.op !== 'start_instance' || cmd.instanceId !== p.id) return;
+  if (ok) {
+    s.starting.set(p.id, now);
+    s.reshard = { ...r, phase: { kind: 'ready', id: p.id, untilMs: now + cfg.healthDeadlineMs } };
+  } else {
+    // the node frees GPUs only once the old instance manager exited (clocks reset): retry while busy
+    s.reshard = { ...r, phase: { ...p, inFlight: false, retryAtMs: now + 250 } };
+  }
+  reshardAdvance(s, fx, now, cfg);
+}
+
+function chunk(xs: number[], n: number): number[][] {
+  const out: number[][] = [];
+  for (let i = 0; i + n <= xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+}
+
+// ------------------------------------------------------------------ re-shard epoch
+
+function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig, force: boolean): void {
+  if (!s.leader || s.reshard || s.reconciling > 0 || !s.assignment || !cfg.profile || s.starting.size || s.planning) return;
+  const live = aliveInstances(s);
+  if (!live.length || live.some((x) => x.state !== 'ready')) return; // a change in progress: next epoch
+  const input: PoolShardInput = {
+    profile: cfg.profile, load: poolLoad(s), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp),
+    epochS: cfg.epochMs / 1000, gpusPerServer: gpusPerServer(s.assignment), headroom: cfg.headroom,
+  };
+  if (cfg.planner === 'milp') {
+    s.planning = true;
+    fx.push({ kind: 'solve', input, force });
+    return;
+  }
+  decideReshard(s, fx, planPoolShards(input), now, cfg, force);
+}
+
+function decideReshard(s: PoolMachineState, fx: PoolEffect[], plan: PoolShardDecision | undefined, now: number, cfg: PoolMachineConfig, force: boolean): void {
+  if (!plan) return;
+  const live = aliveInstances(s);
+  fx.push({
+    kind: 'event', event: 'reshard', summary: `${cfg.pool}: ${plan.take ? 'take' : 'keep'} ${plan.summary}`, decision: { take: plan.take, target: plan.target, force },
+    inputs: { ...plan.inputs, instances: live.map((x) => ({ id: x.id, tp: x.tp, node: x.node, gpuIds: x.gpuIds })) },
+  });
+  if (plan.take) beginReshard(s, fx, plan.target, now, cfg);
+}
+
+/**
+ * Staggered re-shard (policy staggerSteps over matchReshard: the placement that keeps the most weights in
+ * place), one unit at a time, capacity added before it is removed. A unit whose GPUs are free (memory
+ * allows) starts the new instance first and retires the old ones once it is ready; otherwise the old ones
+ * drain first (the pool dispatches to the others, or holds requests while nothing is ready), then the new
+ * one starts on their GPUs.
+ */
+function beginReshard(s: PoolMachineState, fx: PoolEffect[], target: InstanceConfig[], now: number, cfg: PoolMachineConfig): void {
+  const a = s.assignment!;
+  const gps = gpusPerServer(a);
+  const nodeIdx = new Map(a.grants.map((g, k) => [g.node, k]));
+  const granted = new Set(a.grants.flatMap((g, k) => g.gpuIds.map((x) => k * gps + x)));
+  const current = aliveInstances(s).map((x) => ({ id: x.id, tp: x.tp, gpus: x.gpuIds.map((g) => (nodeIdx.get(x.node ?? '') ?? 0) * gps + g) }));
+  const units = reshardSteps(current, target, gps).flat();
+  if (units.some((u) => u.gpus.some((g) => !granted.has(g)))) {
+    fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: re-shard placement leaves the granted GPUs; not executed`, decision: { target, units }, inputs: { grants: a.grants } });
+    return;
+  }
+  fx.push({
+    kind: 'event', event: 'reshard', summary: `${cfg.pool}: executing ${units.length} staggered unit(s)`, decision: { units: units.map((u) => ({ kind: u.kind, tp: u.tp, gpus: u.gpus, from: u.from })) },
+    inputs: { current, target, gpusPerServer: gps },
+  });
+  s.reshard = { target, units, unit: -1, todo: [], gps, startedMs: now, current, nodeIdx };
+  nextUnit(s, fx, now, cfg);
+  reshardAdvance(s, fx, now, cfg);
+}
+
+/** The steps of the next unit (or the end of the re-shard). */
+function nextUnit(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
+  const r = s.reshard!;
+  const unit = r.unit + 1;
+  const u = r.units[unit];
+  if (!u) {
+    s.target = r.target;
+    s.reshard = undefined;
+    fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: re-shard complete in ${now - r.startedMs} ms`, decision: { complete: true, target: r.target, instances: aliveInstances(s).map((x) => ({ id: x.id, tp: x.tp })) }, inputs: {} });
+    return;
+  }
+  const a = s.assignment!;
+  const node = a.grants[Math.floor(u.gpus[0]! / r.gps)]!.node;
+  // ascending: the instance id names the first GPU and the count (reconcile reads the GPUs back from it)
+  const local = u.gpus.map((g) => g % r.gps).sort((x, y) => x - y);
+  const toGlobal = (n: string | undefined, g: number) => (r.nodeIdx.get(n ?? '') ?? 0) * r.gps + g;
+  const busy = new Set(aliveInstances(s).filter((x) => !u.from.includes(x.id)).flatMap((x) => x.gpuIds.map((g) => toGlobal(x.node, g))));
+  const fromGpus = new Set(r.current.filter((c) => u.from.includes(c.id)).flatMap((c) => c.gpus));
+  const id = instanceIdOf(cfg.pool, node, local);
+  let todo: Step[];
+  if (u.kind === 'stop') todo = [{ kind: 'retire', ids: u.from, why: 're-shard: stop' }];
+  else if (!u.gpus.some((g) => fromGpus.has(g) || busy.has(g))) {
+    // memory allows: the new instance first, the old ones serve until it is ready
+    todo = [{ kind: 'start', node, gpuIds: local, id, why: 're-shard: start' }];
+    if (u.from.length) todo.push({ kind: 'retire', ids: u.from, why: `re-shard: replaced by ${id}` });
+  } else {
+    todo = [{ kind: 'retire', ids: u.from, why: 're-shard: stop first (GPUs reused)' }, { kind: 'start', node, gpuIds: local, id, why: 're-shard: start on freed GPUs' }];
+  }
+  s.reshard = { ...r, unit, todo, phase: undefined, unitNode: node, unitLocal: local };
+}
+
+type Step = { kind: 'retire'; ids: string[]; why: string } | { kind: 'start'; node: string; gpuIds: number[]; id: string; why: string };
+
+/** Enter a step: its commands go out, its wait begins. */
+function enter(s: PoolMachineState, fx: PoolEffect[], step: Step, now: number, cfg: PoolMachineConfig): Phase {
+  if (step.kind === 'retire') {
+    for (const id of step.ids) fx.push({ kind: 'drain', instance: id, reason: step.why });
+    return { kind: 'drain', ids: step.ids, why: step.why, sinceMs: now, untilMs: now + 60_000 };
+  }
+  fx.push({ kind: 'node', node: step.node, cmd: startCmd(cfg.pool, step), purpose: 'reshard' });
+  return { kind: 'start', node: step.node, gpuIds: step.gpuIds, id: step.id, why: step.why, untilMs: now + 30_000, retryAtMs: 0, inFlight: true };
+}
+
+function startCmd(pool: string, p: { node: string; gpuIds: number[]; id: string; why: string }): NodeCommand {
+  return { v: 1, op: 'start_instance', instanceId: p.id, pool, tp: p.gpuIds.length as 1 | 2 | 4 | 8, gpuIds: p.gpuIds, reason: p.why };
+}
+
+/** The re-shard moves on as far as its waits allow. */
+function reshardAdvance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
+  for (let guard = 0; guard < 64 && s.reshard; guard++) {
+    const r = s.reshard;
+    if (!r.phase) {
+      const [step, ...rest] = r.todo;
+      if (!step) {
+        fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: unit ${r.units[r.unit]!.kind} TP${r.units[r.unit]!.tp} on ${r.unitNode} [${(r.unitLocal ?? []).join(',')}] done`, decision: { kind: r.units[r.unit]!.kind, tp: r.units[r.unit]!.tp, node: r.unitNode, gpuIds: r.unitLocal, from: r.units[r.unit]!.from }, inputs: {} });
+        nextUnit(s, fx, now, cfg);
+        continue;
+      }
+      s.reshard = { ...r, todo: rest, phase: enter(s, fx, step, now, cfg) };
+      continue;
+    }
+    const p = r.phase;
+    const inst = (id: string) => s.instances.get(id);
+    let done = false;
+    switch (p.kind) {
+      case 'drain':
+        // empty by a status sent after the drain (an older one may predate requests still in flight to it)
+        if (p.ids.every((id) => { const t = inst(id); return !t?.alive || (t.lastSeenMs > p.sinceMs && t.status.queued === 0 && t.status.running === 0); }) || now > p.untilMs) {
+          for (const id of p.ids) nodeCmd(s, fx, inst(id)?.status.node, { v: 1, op: 'stop_instance', instanceId: id, graceMs: 10_000, reason: p.why }, 'reshard');
+          s.reshard = { ...r, phase: { kind: 'stopped', ids: p.ids, why: p.why, untilMs: now + 20_000 } };
+          continue;
+        }
+        break;
+      case 'stopped':
+        done = p.ids.every((id) => !inst(id)?.alive) || now > p.untilMs;
+        break;
+      case 'start':
+        if (p.inFlight) break;
+        if (now >= p.untilMs) done = true; // the node never took it: the unit goes on without it
+        else if (now >= p.retryAtMs) {
+          fx.push({ kind: 'node', node: p.node, cmd: startCmd(cfg.pool, p), purpose: 'reshard' });
+          s.reshard = { ...r, phase: { ...p, inFlight: true } };
+        }
+        break;
+      case 'ready': {
+        const t = inst(p.id);
+        done = (t?.alive === true && t.status.state === 'ready') || now > p.untilMs;
+        break;
+      }
+    }
+    if (!done) return;
+    s.reshard = { ...r, phase: undefined };
+  }
+}
