@@ -167,7 +167,12 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<NatsHandle> {
   writeFileSync(conf, withStoreDir(opts.conf, resolve(store)), { mode: 0o600 });
   const args = ['-c', conf, '-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', opts.dir];
   opts.log.info({ bin, conf }, 'starting a private nats-server');
-  const proc: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env } });
+  // its own process group: a terminal's Ctrl-C reaches the process that started it (which stops NATS last, after
+  // the actors that use it have drained), not the server itself; killed with this process if it exits unstopped
+  const proc: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env }, detached: true });
+  const killOnExit = () => proc.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  proc.once('exit', () => process.off('exit', killOnExit));
   let stderr = '';
   proc.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);

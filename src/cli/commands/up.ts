@@ -8,8 +8,12 @@
  * 2. Supervisor (restarts crashed children with backoff) starting, in order: cluster manager, pool manager,
  *    one node agent per configured server (each starts the instance managers and their engines the
  *    cluster plan asks for), then the gateway replica(s).
- * 3. Waits until the cluster reports a ready instance and prints the endpoint and dashboard URLs.
- * Ctrl-C (SIGINT) or SIGTERM drains and stops everything in reverse order; a second Ctrl-C kills at once.
+ * 3. Waits until the cluster reports a ready instance and a first request (one token through the gateway)
+ *    succeeds end to end, then prints "cluster ready" with the endpoint and dashboard URLs.
+ * Ctrl-C (SIGINT) or SIGTERM drains and stops everything in reverse order: the gateway(s) (stop intake, finish
+ * streams), the node agents (drain their instance managers, stop the engines), the managers, then NATS, which
+ * runs in its own process group so the terminal's Ctrl-C does not reach it first. A second Ctrl-C kills at once.
+ * Logs are pretty on a terminal (the children's too), JSON lines otherwise (env DYNAMOLLM_LOG_PRETTY=1|0 forces).
  *
  * The config file is the shared cluster config (actors/common/config.ts) plus an optional `gateway:`
  * section (actors/gateway/config.ts); see deploy/local.yaml. Without --config: Llama2-70B on 4 emulated
@@ -152,7 +156,8 @@ async function up(values: UpOptions): Promise<number> {
   writeFileSync(gatewayFile, JSON.stringify({ ...clusterRaw, gateway: { ...gateway, port } }, null, 2));
 
 
-  const env = { DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'warn' };
+  // the children's output passes through up: on a terminal their logs are pretty too (DYNAMOLLM_LOG_PRETTY wins)
+  const env = { DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'warn', DYNAMOLLM_LOG_PRETTY: process.env.DYNAMOLLM_LOG_PRETTY ?? (process.stdout.isTTY ? '1' : '0') };
   const node = process.execPath;
   const children: ChildSpec[] = [
     { name: 'cluster-0', command: node, args: launchArgs('cluster', ['--id', 'cm-0', '--config', clusterFile]), env, cwd: REPO },
@@ -180,10 +185,21 @@ async function up(values: UpOptions): Promise<number> {
   let stopping: Promise<void> | null = null;
   const stopAll = () =>
     (stopping ??= (async () => {
-      process.stderr.write('\ndynamollm: draining and stopping (Ctrl-C again to kill)...\n');
+      // the order: the gateway(s) stop intake and drain their streams, then the node agents drain their instance
+      // managers and stop the engines, then the managers, then NATS (the supervisor stops in reverse start order;
+      // NATS and the engines run in their own process groups and the supervised actors ignore SIGINT, so the
+      // terminal's Ctrl-C reaches only up, which stops them in this order)
+      process.stderr.write('\ndynamollm: draining and stopping: gateway, instances and engines, managers, NATS (Ctrl-C again to kill)...\n');
+      const onExit = (e: { name: string; code: number | null; signal: string | null }) =>
+        process.stderr.write(`dynamollm: stopped ${e.name}${e.code !== null && e.code !== 0 ? ` (exit ${e.code})` : e.signal ? ` (${e.signal})` : ''}\n`);
+      sup.on('exit', onExit);
       await sup.stop();
+      sup.off('exit', onExit);
       await nats.stop();
-      if (nats.started) rmSync(stateDir, { recursive: true, force: true });
+      if (nats.started) {
+        rmSync(stateDir, { recursive: true, force: true });
+        process.stderr.write('dynamollm: stopped NATS\n');
+      }
       process.stderr.write('dynamollm: stopped\n');
     })());
   let signals = 0;
@@ -205,26 +221,55 @@ async function up(values: UpOptions): Promise<number> {
       `NATS ${natsUrl}${nats.started ? ` (private, cluster ${clusterId}, per-actor credentials in ${stateDir})` : insecure ? ' (INSECURE: no authorization)' : ''}\n`,
   );
   const observerEnv = nats.started ? `NATS_URL=${natsUrl} NATS_NKEY=${observer.nkey} ` : '';
-  void waitReady(observer, readyTimeoutS * 1000, () => stopping !== null).then((st) => {
+  const gwUrl = port === 0 ? undefined : `http://${host}:${port}`;
+  const model = (gateway.models ?? [cluster.model])[0]!;
+  const readyBy = Date.now() + readyTimeoutS * 1000;
+  void (async () => {
+    const st = await waitReady(observer, readyBy - Date.now(), () => stopping !== null);
+    // "ready" means a request went through end to end: gateway, cluster manager, instance manager, engine
+    const first = st && gwUrl ? await firstRequest(gwUrl, model, gateway.apiKeys[0], readyBy, () => stopping !== null) : null;
     if (stopping) return;
-    if (!st) {
-      process.stdout.write(`dynamollm: no instance became ready within ${readyTimeoutS} s; still waiting (check the logs above)\n`);
+    if (!st || (gwUrl && !first)) {
+      process.stdout.write(`dynamollm: ${st ? 'no request succeeded' : 'no instance became ready'} within ${readyTimeoutS} s; still running (check the logs above)\n`);
       return;
     }
     const inst = st.pools.flatMap((p) => p.instances);
-    const gwUrl = port === 0 ? '(gateway on a random port: see its log)' : `http://${host}:${port}`;
+    const shown = gwUrl ?? '(gateway on a random port: see its log)';
     process.stdout.write(
-      `dynamollm: cluster ready: ${inst.length} instance(s) in ${st.pools.length} pool(s)\n` +
-        `  OpenAI endpoint  ${gwUrl}/v1   (model '${(gateway.models ?? [cluster.model])[0]}'${gateway.apiKeys.length ? ', API key required' : ''})\n` +
-        `  dashboard        ${gwUrl}/\n` +
-        `  metrics          ${gwUrl}/metrics\n` +
-        `  replay a trace   dynamollm replay --trace data/traces/AzureLLMInferenceTrace_conv.csv --url ${gwUrl} --speed 10 --limit 500\n` +
+      `dynamollm: cluster ready: ${inst.length} instance(s) in ${st.pools.length} pool(s)` +
+        (first ? `; a first request answered end to end in ${first.ms} ms` : ' (gateway port unknown: no request sent)') +
+        `\n` +
+        `  OpenAI endpoint  ${shown}/v1   (model '${model}'${gateway.apiKeys.length ? ', API key required' : ''})\n` +
+        `  dashboard        ${shown}/\n` +
+        `  metrics          ${shown}/metrics\n` +
+        `  replay a trace   dynamollm replay --trace data/traces/AzureLLMInferenceTrace_conv.csv --url ${shown} --speed 10 --limit 500\n` +
         `  status           ${observerEnv}dynamollm status   |   dynamollm top\n` +
         (insecure ? `  WARNING          ${INSECURE_WARNING}\n` : ''),
     );
-  });
+  })();
   await done;
   return 0;
+}
+
+/** Sends a one-token completion until one succeeds (200 with a choice); null on timeout or when stopped. */
+async function firstRequest(url: string, model: string, apiKey: string | undefined, until: number, stopped: () => boolean): Promise<{ ms: number } | null> {
+  while (Date.now() < until && !stopped()) {
+    const t0 = Date.now();
+    try {
+      const res = await fetch(`${url}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
+        body: JSON.stringify({ model, prompt: 'ping', max_tokens: 1 }),
+        signal: AbortSignal.timeout(Math.max(1000, Math.min(30_000, until - Date.now()))),
+      });
+      const body = (await res.json().catch(() => null)) as { choices?: unknown[] } | null;
+      if (res.ok && (body?.choices?.length ?? 0) > 0) return { ms: Date.now() - t0 };
+    } catch {
+      // the gateway is not listening yet, or the request timed out
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return null;
 }
 
 /** Polls the cluster status until an instance is ready; null on timeout or when stopped. */
