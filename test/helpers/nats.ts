@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { inboxPrefix, ROLES, type Role } from '../../protocols/permissions.ts';
 import { rolePasswordEnv } from '../../src/runtime/nats-server-config.ts';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { withStoreDir } from '../../src/runtime/nats-launcher.ts';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -50,12 +50,17 @@ export function creds(role: Role): { user: string; pass: string } {
   return { user: role, pass: PASSWORDS[role] };
 }
 
-export async function startNatsServer(opts: { conf?: string; jetstream?: boolean; env?: Record<string, string> } = {}): Promise<TestNats> {
+/** `files`: written beside the config copy (path relative to it -> content), e.g. an included users file. */
+export async function startNatsServer(opts: { conf?: string; jetstream?: boolean; env?: Record<string, string>; files?: Record<string, string> } = {}): Promise<TestNats> {
   const dir = mkdtempSync(join(tmpdir(), 'dyn-nats-'));
   // nats-server 2.9 refuses `-sd` when the config names store_dir too, so the suite runs a copy of the
   // project's config whose store_dir points at the private temp dir (everything else unchanged).
   const conf = join(dir, 'nats.conf');
   writeFileSync(conf, withStoreDir(readFileSync(opts.conf ?? NATS_CONF, 'utf8'), join(dir, 'js')));
+  for (const [rel, text] of Object.entries(opts.files ?? {})) {
+    mkdirSync(dirname(join(dir, rel)), { recursive: true });
+    writeFileSync(join(dir, rel), text);
+  }
   const args = ['-c', conf, '-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', dir];
   if (opts.jetstream !== false) args.push('-js');
   const proc = spawn(existsBin(NATS_BIN) ? NATS_BIN : 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...ROLE_PASSWORD_ENV, ...opts.env } });

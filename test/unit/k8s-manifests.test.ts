@@ -35,7 +35,7 @@ const modelPath = (o: Obj) => `kubernetes-models/${o.apiVersion}/${o.kind}`;
 describe('deploy/k8s rendered by kubectl kustomize', () => {
   it('renders every object', () => {
     const kinds = objs.map((o) => `${o.kind}/${o.metadata.name}`);
-    for (const k of ['Namespace/dynamollm', 'StatefulSet/nats', 'Deployment/cluster-manager', 'Deployment/pool-manager', 'Deployment/gateway', 'DaemonSet/node-agent', 'Service/gateway', 'Service/nats']) {
+    for (const k of ['Namespace/dynamollm', 'StatefulSet/nats', 'StatefulSet/cluster-manager', 'StatefulSet/pool-manager', 'StatefulSet/gateway', 'DaemonSet/node-agent', 'Service/gateway', 'Service/nats']) {
       expect(kinds).toContain(k);
     }
   });
@@ -116,7 +116,8 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
   it('NATS: 3 replicas, config from ConfigMap nats-config key nats.conf, JetStream R3 in the actors config', () => {
     const sts = find('StatefulSet', 'nats')!;
     expect(sts.spec.replicas).toBe(3);
-    const cmName = sts.spec.template.spec.volumes.find((v: Obj) => v.name === 'config').configMap.name as string;
+    const sources = sts.spec.template.spec.volumes.find((v: Obj) => v.name === 'config').projected.sources as Obj[];
+    const cmName = sources.find((x) => x.configMap)!.configMap.name as string;
     expect(cmName).toMatch(/^nats-config-/); // the generated name (content hash)
     const cm = find('ConfigMap', cmName)!;
     expect(cm.data['nats.conf']).toBe(readFileSync('deploy/k8s/nats.conf', 'utf8'));
@@ -128,15 +129,30 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     expect([cluster.nats.url].flat()).toHaveLength(3);
   });
 
-  it('actors get NATS credentials as NATS_USER/NATS_PASSWORD from the Secret, and run `dynamollm actor`', () => {
-    const secret = find('Secret', 'dynamollm-secrets')!;
+  it('each actor connects with its own nkey seed (NATS_NKEY named by its id) from its role\'s Secret only, and runs `dynamollm actor`', () => {
+    const role: Record<string, string> = { 'cluster-manager': 'cluster', 'pool-manager': 'pool', gateway: 'gateway', 'node-agent': 'node' };
     for (const name of ACTORS) {
-      const c = workloads.find((o) => o.metadata.name === name)!.spec.template.spec.containers[0];
+      const pod = workloads.find((o) => o.metadata.name === name)!.spec.template.spec;
+      const c = pod.containers[0];
       expect(c.args.slice(0, 1), name).toEqual(['actor']);
-      const pw = c.env.find((e: Obj) => e.name === 'NATS_PASSWORD');
-      expect(c.env.find((e: Obj) => e.name === 'NATS_USER')?.value, name).toBeTruthy();
-      expect(Object.keys(secret.stringData), name).toContain(pw.valueFrom.secretKeyRef.key);
+      expect(c.env.some((e: Obj) => /^NATS_(USER|PASSWORD)$/.test(e.name)), name).toBe(false);
+      const nkey = c.env.find((e: Obj) => e.name === 'NATS_NKEY')?.value as string;
+      // the seed file of this actor's id: the id the command line gives (--id $(POD_NAME) / $(NODE_NAME))
+      const args = c.args as string[];
+      const idVar = args[args.indexOf('--id') + 1]!;
+      expect(nkey, name).toBe(`/etc/dynamollm-keys/${role[name]}-${idVar}.nk`);
+      const mount = c.volumeMounts.find((m: Obj) => m.mountPath === '/etc/dynamollm-keys');
+      const secrets = pod.volumes.filter((v: Obj) => v.secret).map((v: Obj) => v.secret.secretName as string);
+      expect(pod.volumes.find((v: Obj) => v.name === mount.name).secret.secretName, name).toBe(`dynamollm-nats-keys-${role[name]}`);
+      // no other role's seeds; the node agent also holds its instances' (it starts them)
+      expect(secrets.filter((x: string) => x.startsWith('dynamollm-nats-keys-')).sort(), name).toEqual(name === 'node-agent' ? ['dynamollm-nats-keys-instance', 'dynamollm-nats-keys-node'] : [`dynamollm-nats-keys-${role[name]}`]);
     }
+    // the NATS servers read the users file, and no password at all
+    const nats = find('StatefulSet', 'nats')!.spec.template.spec;
+    const projected = nats.volumes.find((v: Obj) => v.name === 'config').projected.sources as Obj[];
+    expect(projected.find((x) => x.secret)?.secret).toEqual({ name: 'dynamollm-nats-auth', items: [{ key: 'users.conf', path: 'auth/users.conf' }] });
+    expect(readFileSync('deploy/k8s/nats.conf', 'utf8')).toContain('include "auth/users.conf"');
+    expect(JSON.stringify(find('Secret', 'dynamollm-secrets')!.stringData)).not.toMatch(/PASS/);
   });
 
   it('the images are the ones deploy/docker builds', () => {

@@ -17,6 +17,13 @@ describe('NATS server configs come from the one table of rights', () => {
       expect(text).not.toMatch(/no_auth_user/);
     }
   });
+  it('the deployment configs hold no user of their own: per-actor users from the generated include only', () => {
+    const c = committedConfigs();
+    for (const path of ['deploy/nats/cluster.conf', 'deploy/k8s/nats.conf']) {
+      expect(c[path], path).toContain('include "auth/users.conf"');
+      expect(c[path], path).not.toMatch(/users:|password|user:/);
+    }
+  });
   it('least privilege: per-role inboxes, owners write their keys, control roles write events, instance reads its own admit', () => {
     const roles = ['gateway', 'cluster', 'pool', 'instance', 'node', 'observer'] as const;
     for (const role of roles) {

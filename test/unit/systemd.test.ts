@@ -49,7 +49,9 @@ describe('systemd units', () => {
       const exec = d.get('ExecStart')![0]!;
       expect(exec, u).toMatch(/\/usr\/bin\/node \/opt\/dynamollm\/bin\/dynamollm\.js actor (gateway|cluster|pool|node) /);
       expect(exec, u).not.toMatch(/tsx|\.ts\b/);
-      expect(d.get('Environment')!.some((e) => /^NATS_USER=\w+$/.test(e)), u).toBe(true);
+      // its own nkey seed (per-actor NATS user), never a role password
+      expect(d.get('Environment')!.some((e) => /^NATS_NKEY(_DIR)?=\/etc\/dynamollm\/nats-keys/.test(e)), u).toBe(true);
+      expect(d.get('Environment')!.some((e) => /^NATS_(USER|PASSWORD)=/.test(e)), u).toBe(false);
       expect(d.get('EnvironmentFile'), u).toBeTruthy();
     }
   });

@@ -1,0 +1,23 @@
+#!/bin/sh
+# NATS credentials of a deploy/k8s cluster, one Secret per role, from fresh keys:
+#   deploy/k8s/nats-secrets.sh [cluster.yaml] [namespace]
+# runs `npm run gen:nats-auth` into a private temporary directory, then creates or replaces
+#   dynamollm-nats-auth            users.conf for the NATS pods (public keys and rights only)
+#   dynamollm-nats-keys-<role>     the seeds of that role's actors (cluster, pool, gateway, node, instance,
+#                                  observer, admin); each workload mounts only its own role's
+# and removes the temporary directory. Running it again rotates every credential: then reload the NATS
+# servers (kubectl exec nats-N -- nats-server --signal reload=/var/run/nats/nats.pid) and restart the actors
+# (kubectl rollout restart statefulset/cluster-manager statefulset/pool-manager statefulset/gateway daemonset/node-agent).
+# Replica counts other than 2: pass the ids through GEN_ARGS, e.g. GEN_ARGS="--gateways gateway-0,gateway-1,gateway-2".
+set -eu
+config=${1:-deploy/k8s/cluster.yaml}
+ns=${2:-dynamollm}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+# shellcheck disable=SC2086
+npm run -s gen:nats-auth -- --config "$config" --out "$dir" ${GEN_ARGS:-}
+apply() { kubectl -n "$ns" create secret generic "$1" --from-file="$2" --dry-run=client -o yaml | kubectl apply -f -; }
+apply dynamollm-nats-auth "$dir/nats-auth"
+for role in cluster pool gateway node instance observer admin; do
+  apply "dynamollm-nats-keys-$role" "$dir/keys-$role"
+done

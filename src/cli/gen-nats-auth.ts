@@ -1,0 +1,62 @@
+/**
+ * `npm run gen:nats-auth -- --config FILE --out DIR [--cluster-managers ID,..] [--pool-managers ID,..]
+ * [--gateways ID,..]`: the per-actor NATS credentials of a deployment (deploy/k8s, deploy/nats), from the one
+ * table of rights (protocols/permissions.ts) and the cluster config (its cluster id, servers = node agent
+ * ids, pools):
+ *   DIR/nats-auth/users.conf     the servers' users (include "auth/users.conf" in the committed configs)
+ *   DIR/keys-<role>/...          each actor's nkey seed (NATS_NKEY), one directory per role
+ * The default replica ids are the pod names of deploy/k8s's StatefulSets (cluster-manager-0, -1, ...).
+ * Every run makes new keys: running it again and rolling the servers and actors rotates every credential.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { splitConfig } from '../../actors/gateway/config.ts';
+import { poolsOf } from '../../actors/common/config.ts';
+import { deploymentAuth, type ClusterActors } from '../runtime/nats-server-config.ts';
+
+const USAGE =
+  'usage: npm run gen:nats-auth -- --config cluster.yaml --out DIR [--cluster-managers cluster-manager-0,cluster-manager-1] ' +
+  '[--pool-managers pool-manager-0,pool-manager-1] [--gateways gateway-0,gateway-1]';
+
+const ids = (v: string | undefined, prefix: string): string[] => (v ?? `${prefix}-0,${prefix}-1`).split(',').map((s) => s.trim()).filter(Boolean);
+
+/** The actors of a deployment: replica ids as given (or the StatefulSet pod names), nodes and pools from the config. */
+export function deploymentActors(configText: string, o: { clusterManagers?: string; poolManagers?: string; gateways?: string }, where = 'config'): ClusterActors {
+  const { cluster } = splitConfig(parseYaml(configText) ?? {}, where);
+  return {
+    clusterId: cluster.clusterId,
+    clusterManagers: ids(o.clusterManagers, 'cluster-manager'),
+    poolManagers: ids(o.poolManagers, 'pool-manager'),
+    gateways: ids(o.gateways, 'gateway'),
+    nodes: cluster.servers,
+    pools: poolsOf(cluster).map((p) => p.id),
+  };
+}
+
+function main(): number {
+  const { values } = parseArgs({
+    options: {
+      config: { type: 'string' }, out: { type: 'string' }, 'cluster-managers': { type: 'string' }, 'pool-managers': { type: 'string' },
+      gateways: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help || !values.config || !values.out) {
+    process.stderr.write(USAGE + '\n');
+    return values.help ? 0 : 2;
+  }
+  const a = deploymentActors(readFileSync(values.config, 'utf8'), { clusterManagers: values['cluster-managers'], poolManagers: values['pool-managers'], gateways: values.gateways }, `config ${values.config}`);
+  const out = resolve(values.out);
+  const auth = deploymentAuth(a, out);
+  const byRole = new Map<string, number>();
+  for (const c of auth.creds.values()) byRole.set(c.identity.role, (byRole.get(c.identity.role) ?? 0) + 1);
+  process.stdout.write(
+    `cluster ${a.clusterId}: ${auth.creds.size} nkey users (${[...byRole].map(([r, n]) => `${n} ${r}`).join(', ')})\n` +
+      `  servers: ${auth.usersFile} (as auth/users.conf beside nats.conf)\n` +
+      `  actors:  ${out}/keys-<role>/ (seed files, mode 0600; NATS_NKEY)\n`,
+  );
+  return 0;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) process.exit(main());
