@@ -7,6 +7,7 @@ import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { createEngine } from '../../src/engine/index.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
+import { engineOfProfile } from '../../src/model/perf.ts';
 import { profilePathOf, ConfigError, type ClusterConfig, reportProfileGap } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
@@ -33,6 +34,8 @@ class InstanceActor extends Actor {
       ...(c.engine.streamInterval > 1 ? { streamInterval: c.engine.streamInterval } : {}),
       // the engine schedules with the budget the profile describes (absent in older profiles: the engine's default)
       ...(profile?.scheduler ? { scheduler: profile.scheduler } : {}),
+      // an emulated engine runs the performance model the profile was generated from (one model, not two)
+      ...(profile && profile.source.kind === 'model' ? { calibrationEngine: engineOfProfile(profile) } : {}),
       ...(c.engine.longPrefillTokenThreshold > 0 ? { longPrefillTokenThreshold: c.engine.longPrefillTokenThreshold } : {}),
     });
     this.im = new InstanceManager({

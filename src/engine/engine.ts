@@ -182,6 +182,12 @@ export interface EngineConfig {
   servedModelName?: string;
   /** emulator only: speed-up factor of wall time; default 1. */
   timeScale?: number;
+  /**
+   * emulator only: the performance model's fitted engine generation (src/model/calibration.ts); the instance
+   * manager passes its profile's (engineOfProfile), so the emulated engine is the model the profile came from.
+   * Default: the emulator's default.
+   */
+  calibrationEngine?: string;
   /** emulator only: modelled weight-loading delay, ms; default 0. */
   startupDelayMs?: number;
   /** emulator only: PRNG seed; default 1. */

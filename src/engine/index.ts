@@ -49,6 +49,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
     args = cfg.args ?? [
       ...(cfg.command ? [] : cliArgs()),
       'engine-emulator', '--model', cfg.model, '--gpu', cfg.gpu ?? 'h100', '--tp', String(cfg.tp),
+      ...(cfg.calibrationEngine ? ['--calibration-engine', cfg.calibrationEngine] : []),
       '--port', String(cfg.port), '--host', host,
       '--time-scale', String(cfg.timeScale ?? 1), '--seed', String(cfg.seed ?? 1),
       '--startup-delay-ms', String(cfg.startupDelayMs ?? 0),

@@ -58,6 +58,8 @@ export interface GenerateOptions {
   scheduler?: Partial<SchedulerConfig>;
   date?: string; // provenance date; default '1970-01-01' keeps generation deterministic
   calibration?: string;
+  /** the fitted engine generation `perf` was built with (recorded as source.engine). */
+  engine?: string;
   notes?: string;
 }
 
@@ -423,6 +425,7 @@ export function generateProfile(perf: PerfModel, opts: GenerateOptions = {}): Pr
       kind: 'model',
       generatedBy: 'dynamollm src/model generateProfile (steady state of the batching core\'s scheduling, profiles/README.md)',
       calibration: opts.calibration,
+      ...(opts.engine !== undefined ? { engine: opts.engine } : {}),
       date: opts.date ?? '1970-01-01',
       notes: opts.notes,
     },
@@ -434,6 +437,19 @@ export function generateProfile(perf: PerfModel, opts: GenerateOptions = {}): Pr
     maxLoad,
     scheduler: { maxNumBatchedTokens: schedUsed.maxNumBatchedTokens, maxNumSeqs: schedUsed.maxNumSeqs },
     idlePowerW,
+  };
+}
+
+/**
+ * What generateProfile needs to produce `p` again from the current model: its TP degrees, clocks, request
+ * types, scheduler budget and provenance (the engine generation is engineOfProfile's). A shipped profile equals
+ * generateProfile(perfModelOfProfile(p), regenerationOptions(p)) up to rounding; the profile-drift test checks it.
+ */
+export function regenerationOptions(p: Profile): GenerateOptions {
+  return {
+    tpDegrees: [...p.tpDegrees], clocksMhz: [...p.clocksMhz], requestTypes: p.requestTypes.map((t) => ({ ...t })),
+    scheduler: p.scheduler ? { ...p.scheduler } : {}, date: p.source.date, calibration: p.source.calibration, notes: p.source.notes,
+    ...(p.source.engine !== undefined ? { engine: p.source.engine } : {}),
   };
 }
 

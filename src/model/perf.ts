@@ -29,6 +29,7 @@ import { getGpuSpec, getModelSpec, headDimOf, kvBytesPerToken } from './catalog.
 import type { EngineParams, FamilyParams, ModelParams } from './params.ts';
 import type { GpuFamily, GpuSpec, ModelSpec, PerfModel, StepBatch } from './types.ts';
 import { CALIBRATION } from './calibration.ts';
+import type { Profile } from './profile-types.ts';
 
 export class ModelInputError extends Error {
   override name = 'ModelInputError';
@@ -193,6 +194,22 @@ export function paramsFor(engine?: string, family: GpuFamily = 'hopper'): ModelP
   const f = (CALIBRATION.families as Record<string, FamilyParams>)[family];
   if (!f) throw new ModelInputError(`no calibration for GPU family '${family}'; known: ${Object.keys(CALIBRATION.families).join(', ')}`);
   return { engine: e, family: f };
+}
+
+/**
+ * The engine generation a profile was generated with: source.engine; for profiles made before it was recorded,
+ * the name in source.calibration ("... engine 'vllm-2023' ..."); else the default. The emulator and the
+ * simulator's step model run this one, so they agree with the profile the controllers decide with.
+ */
+export function engineOfProfile(p: Pick<Profile, 'source'>): string {
+  if (p.source.engine) return p.source.engine;
+  const m = /engine '([^']+)'/.exec(p.source.calibration ?? '');
+  return m?.[1] ?? CALIBRATION.defaultEngine;
+}
+
+/** The PerfModel a profile was generated from (its model, GPU and engine generation). */
+export function perfModelOfProfile(p: Pick<Profile, 'model' | 'gpu' | 'source'>): DetailedPerfModel {
+  return createPerfModel(p.model, p.gpu, { engine: engineOfProfile(p) });
 }
 
 export function createPerfModel(modelId: string, gpuId: string, opts: PerfModelOptions = {}): DetailedPerfModel {

@@ -31,6 +31,7 @@ const profileSchema = z.object({
     kind: z.enum(['model', 'measured']),
     generatedBy: z.string(),
     calibration: z.string().optional(),
+    engine: z.string().min(1).optional(),
     date: z.string(),
     notes: z.string().optional(),
   }),

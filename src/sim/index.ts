@@ -4,7 +4,7 @@
  * the profile's provenance and calibration stated in every result.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { createPerfModel, generateProfile, parseProfile, type Profile } from '../model/index.ts';
+import { createPerfModel, generateProfile, parseProfile, perfModelOfProfile, type Profile } from '../model/index.ts';
 import { DEFAULT_CONTEXT_FLOOR, Simulation } from './engine.ts';
 import { classifyCached, forEachRecord, loadTrace, longInputClassBound, overContext, readTrace, rng, synthTrace, type TraceRecord } from './trace.ts';
 import { maxLoadOf } from '../model/profile.ts';
@@ -163,7 +163,8 @@ export function loadHighs(): Promise<HighsLike> {
 
 export async function simulate(opts: SimOptions, onProgress?: (f: number) => void): Promise<SimResult> {
   const profile = profileFor(opts.model, opts.gpu, opts.profilePath);
-  const perf = createPerfModel(opts.model, opts.gpu);
+  // the step model is the one the profile was generated from (its engine generation), as in the emulator
+  const perf = profile.source.kind === 'model' && profile.model === opts.model && profile.gpu === opts.gpu ? perfModelOfProfile(profile) : createPerfModel(opts.model, opts.gpu);
   let rateScale = opts.rateScale ?? 1;
   if (rateScale === 'auto') {
     // one pre-pass per (trace, profile, servers, headroom) in this thread: serial multi-policy runs share it

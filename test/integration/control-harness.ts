@@ -37,7 +37,7 @@ export interface Harness {
   cfgPath: string;
   procs: Map<string, ChildProcess>;
   startActor(kind: string, id: string, extra?: string[]): ChildProcess;
-  /** `promptOfInputTokens`: a prompt text the emulator counts as inputTokens tokens (4 characters each; default a 10-word prompt). */
+  /** `promptOfInputTokens`: a prompt text the emulator's tokenizer counts as exactly inputTokens tokens (BOS, '▁', then 'hello' per token; default a 10-word prompt). */
   /** `apiKeyId`: as the gateway sets it for an authenticated request (accounting). */
   send(i: number, o?: { maxTokens?: number; inputTokens?: number; giveUpAfterMs?: number; promptOfInputTokens?: boolean; apiKeyId?: string }): Promise<Outcome>;
   status(): Promise<ClusterStatus | undefined>;
@@ -157,7 +157,7 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
       }, { capacity: 4096 });
       const now = Date.now();
       const req: InferenceRequest = {
-        v: 1, id, model: typeof config.model === 'string' ? config.model : 'llama3.1-8b', kind: 'completion', prompt: so.promptOfInputTokens ? 'abcd'.repeat(so.inputTokens ?? 100) : 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
+        v: 1, id, model: typeof config.model === 'string' ? config.model : 'llama3.1-8b', kind: 'completion', prompt: so.promptOfInputTokens ? 'hello '.repeat(Math.max(1, (so.inputTokens ?? 100) - 2)) : 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
         maxTokens: so.maxTokens ?? 40, ignoreEos: true, arrivalMs: now, giveUpAtMs: now + (so.giveUpAfterMs ?? 60_000), streamSubject: subjects.stream(id),
       };
       if (so.apiKeyId !== undefined) req.apiKeyId = so.apiKeyId;

@@ -12,6 +12,7 @@ import { DEFAULT_SCHEDULER } from '../../model/scheduler.ts';
 interface EmulatorOptions {
   model?: string;
   gpu?: string;
+  calibrationEngine?: string;
   tp?: string;
   port?: string;
   host?: string;
@@ -32,6 +33,7 @@ export function register(cmd: Command, exit: ExitCode): void {
   cmd
     .requiredOption('--model <m>', 'model id of the performance model (e.g. llama2-70b)')
     .option('--gpu <g>', 'GPU id (h100 | h200 | a100-80gb)', 'h100')
+    .option('--calibration-engine <e>', "fitted engine generation of the performance model (src/model/calibration.ts; default the shipped profiles'); the instance manager passes its profile's (source.engine), so both are one model")
     .requiredOption('--tp <n>', 'tensor parallelism degree (number of emulated GPUs)')
     .requiredOption('--port <p>', 'HTTP port; 0 picks a free one (printed as {"event":"listening","port":N})')
     .option('--host <h>', 'bind address', '127.0.0.1')
@@ -68,7 +70,7 @@ async function runEmulator(values: EmulatorOptions): Promise<number> {
   if (!(timeScale > 0)) throw new UsageError(`--time-scale must be > 0, got ${timeScale}`);
   const { createPerfModel } = await import('../../model/index.ts');
   const { EmulatorServer } = await import('../../engine/emulator/server.ts');
-  const perf = createPerfModel(model, gpu);
+  const perf = createPerfModel(model, gpu, { engine: values.calibrationEngine });
   const emu = new EmulatorServer({
     perf,
     tp,
