@@ -24,7 +24,9 @@ const clockEvents = async (): Promise<DecisionEvent[]> => (await h.streamEvents(
 describe('control plane: clock rise within an epoch', () => {
   it('a load step raises the clock within about a second, long before the epoch ends', async () => {
     // light load until the first epoch lowers the clock from its start-up maximum
-    const load = openLoop(h, 1, { maxTokens: 40, inputTokens: 100 });
+    // (MS: 446-token prompts, 20 output tokens; 1 req/s runs at the lowest clock, 20 req/s needs a higher one: the
+    // profile's 800-1000 MHz carry ~16-18 req/s on TP2 within the SLO with the headroom)
+    const load = openLoop(h, 1, { maxTokens: 20, inputTokens: 446, promptOfInputTokens: true });
     let lowered: DecisionEvent | undefined;
     for (const until = Date.now() + 2.5 * EPOCH_S * 1000; !lowered && Date.now() < until; ) {
       await new Promise((r) => setTimeout(r, 500));
@@ -35,17 +37,19 @@ describe('control plane: clock rise within an epoch', () => {
     const lowClock = Number(lowered!.decision.clockMhz);
     await new Promise((r) => setTimeout(r, Math.max(0, boundary + 1500 - Date.now())));
     const stepAt = Date.now();
-    load.setRate(12);
+    load.setRate(20);
     await new Promise((r) => setTimeout(r, 4000));
     const outs = await load.stop();
     expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);
     const raise = (await clockEvents()).find((e) => e.atMs > stepAt && Number(e.decision.clockMhz) > lowClock);
-    expect(raise, `no clock raise after the step (low clock ${lowClock})`).toBeDefined();
+    expect(raise, `no clock raise after the step (low clock ${lowClock}); clock events: ${(await clockEvents()).map((e) => `${e.atMs - stepAt} ms ${e.summary}`).join(' | ')}`).toBeDefined();
     console.log(`clock ${lowClock} MHz at the epoch at ${boundary}; step at +${stepAt - boundary} ms -> ${Number(raise!.decision.clockMhz)} MHz after ${raise!.atMs - stepAt} ms: ${raise!.summary}`);
-    expect(raise!.summary).toContain('load rose within the epoch');
+    // either within-epoch rule may fire first: the arrival rate against the EWMA (loadRise), or the prompts
+    // queued at the engine when a burst of arrivals (a late load generator catching up) outruns 800 MHz
+    expect(raise!.summary).toMatch(/load rose within the epoch|prefill backlog needs it/);
     // the next epoch ends at boundary + 10 s, 8.5 s after the step
     expect(raise!.atMs - stepAt).toBeLessThan(3000);
     expect(raise!.atMs).toBeLessThan(boundary + EPOCH_S * 1000 - 1000);
-    expect((raise!.inputs.loadByType as Record<string, number>).SS).toBeGreaterThan(2);
+    if (raise!.summary.includes('load rose')) expect((raise!.inputs.loadByType as Record<string, number>).MS).toBeGreaterThan(2);
   }, 90_000);
 });

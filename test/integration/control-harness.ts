@@ -49,7 +49,7 @@ export interface Harness {
 }
 
 /** Send requests at `rps` until stopped; returns the outcomes once all settled. */
-export function openLoop(h: Harness, rps: number, o: { maxTokens?: number; inputTokens?: number } = {}, first = 0): { stop(): Promise<Outcome[]>; setRate(r: number): void; sent(): number } {
+export function openLoop(h: Harness, rps: number, o: { maxTokens?: number; inputTokens?: number; promptOfInputTokens?: boolean } = {}, first = 0): { stop(): Promise<Outcome[]>; setRate(r: number): void; sent(): number } {
   const all: Promise<Outcome>[] = [];
   let i = first;
   let rate = rps;
