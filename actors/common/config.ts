@@ -112,9 +112,12 @@ export const configSchema = z
         timeScale: pos.default(1),
         /** emulator: modelled weight-loading delay, ms; default 0. */
         startupDelayMs: nonneg.default(0),
-        /** vllm: command and extra arguments. */
+        /** vllm: the command (default `vllm`), run as `<command> serve <engine.model> --tensor-parallel-size N --port P ...`. */
         command: z.string().optional(),
+        /** vllm: extra arguments appended to that command line. */
         args: z.array(z.string()).optional(),
+        /** vllm: what `vllm serve` loads (a Hugging Face repo or a local path); default the model's HF name in the catalog. */
+        model: z.string().min(1).optional(),
         /** ms an engine gets to become healthy; default 600 000 (a 70B vLLM takes minutes). */
         healthDeadlineMs: pos.default(600_000),
         /** requests the instance keeps inside the engine at once (vLLM max_num_seqs); default 64. */

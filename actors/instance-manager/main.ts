@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { createEngine } from '../../src/engine/index.ts';
+import { getModelSpec } from '../../src/model/catalog.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { engineOfProfile } from '../../src/model/perf.ts';
@@ -27,9 +28,12 @@ class InstanceActor extends Actor {
     if (profile) reportProfileGap(profile, [this.a.tp], ppath, c, this.log);
     if (!profile) this.log.warn({ profile: ppath }, 'no profile: the instance stays at max clock');
     const engine = createEngine({
-      kind: c.engine.kind, model: c.model, gpu: c.gpu, tp: this.a.tp, gpuIds: this.a.gpuIds, port: 0,
+      // vLLM loads engine.model (a Hugging Face repo or a local path; default the catalog's HF name of the model)
+      // and serves it under the cluster's model id; the emulator takes the model id itself
+      kind: c.engine.kind, model: c.engine.kind === 'vllm' ? (c.engine.model ?? getModelSpec(c.model).name) : c.model, gpu: c.gpu, tp: this.a.tp, gpuIds: this.a.gpuIds, port: 0,
       timeScale: c.engine.timeScale, servedModelName: c.model, startupDelayMs: c.engine.startupDelayMs, healthDeadlineMs: c.engine.healthDeadlineMs,
-      ...(c.engine.command ? { command: c.engine.command } : {}), ...(c.engine.args ? { args: c.engine.args } : {}),
+      // engine.args are extra arguments after `vllm serve <model> --tensor-parallel-size N --port P ...`
+      ...(c.engine.command ? { command: c.engine.command } : {}), ...(c.engine.args ? { extraArgs: c.engine.args } : {}),
       restart: { initialBackoffMs: 200, maxBackoffMs: 5000 },
       ...(c.engine.streamInterval > 1 ? { streamInterval: c.engine.streamInterval } : {}),
       // the engine schedules with the budget the profile describes (absent in older profiles: the engine's default)

@@ -25,7 +25,7 @@ export interface UpCluster {
   stop(graceMs?: number): Promise<void>;
 }
 
-export async function startUpCluster(o: { config: string; readyTimeoutS: number; runDirPrefix: string }): Promise<UpCluster> {
+export async function startUpCluster(o: { config: string; readyTimeoutS: number; runDirPrefix: string; env?: Record<string, string> }): Promise<UpCluster> {
   const gp = await freePort();
   const base = `http://127.0.0.1:${gp}`;
   const runDir = mkdtempSync(join(tmpdir(), o.runDirPrefix));
@@ -33,7 +33,7 @@ export async function startUpCluster(o: { config: string; readyTimeoutS: number;
     process.execPath,
     ['bin/dynamollm.js', 'up', '--config', o.config, '--port', String(gp), '--run-dir', runDir, '--ready-timeout', String(o.readyTimeoutS)],
     // the compiled CLI (dist/), and every process it starts, without TypeScript: the no-tsx hook travels in NODE_OPTIONS
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn', NODE_OPTIONS: NO_TSX } },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn', NODE_OPTIONS: NO_TSX, ...o.env } },
   );
   let output = '';
   up.stdout!.on('data', (d: Buffer) => (output += d.toString()));
