@@ -37,6 +37,12 @@ export const controlSubjects = {
 export const inventoryKeys = {
   node: (node: string) => `node.${token(node, 'node')}`,
   pool: (pool: string) => `pool.${token(pool, 'pool')}`,
+  /** the cluster's energy ledger (EnergyLedger), written by the cluster leader, read by its successor. */
+  energy: () => 'energy.cluster',
+  /** a request the pool leader dispatched and that has no record yet (DispatchedEntry), read by its successor. */
+  dispatched: (pool: string, requestId: string) => `dispatched.${token(pool, 'pool')}.${token(requestId, 'request id')}`,
+  /** every dispatched-request key of a pool (a KV key filter). */
+  dispatchedOf: (pool: string) => `dispatched.${token(pool, 'pool')}.>`,
 } as const;
 
 /** GPUs of one server given to a pool. */
@@ -193,6 +199,34 @@ export const poolStatus = z.object({
 export type PoolStatus = z.infer<typeof poolStatus>;
 export const PoolStatus = codec('PoolStatus', poolStatus);
 
+/**
+ * The cluster's energy since it started, as its planner leader keeps it (inventory KV, inventoryKeys.energy):
+ * totals, and the last energy counter of each instance they include, so that a successor adds only what
+ * the instances measured after it (an instance's counter restarts at 0 with its manager).
+ */
+export const energyLedger = z.object({
+  v,
+  /** J, since the cluster started (modelled for emulated GPUs, measured on NVML/SMI). */
+  energyJ: nonneg,
+  poolEnergyJ: z.record(id, nonneg),
+  /** instance id -> its energy counter (InstanceTelemetry.energyJ) included in the totals. */
+  counters: z.record(id, nonneg),
+  leader: z.string().max(128),
+  atMs: nonneg,
+});
+export type EnergyLedger = z.infer<typeof energyLedger>;
+export const EnergyLedger = codec('EnergyLedger', energyLedger);
+
+/** A request a pool leader dispatched, until its record (inventory KV, inventoryKeys.dispatched): its successor's list. */
+export const dispatchedEntry = z.object({
+  v,
+  req: inferenceRequest,
+  instance: id,
+  atMs: nonneg,
+});
+export type DispatchedEntry = z.infer<typeof dispatchedEntry>;
+export const DispatchedEntry = codec('DispatchedEntry', dispatchedEntry);
+
 export const CONTROL_CODECS = {
-  PoolAssignment, PoolCommand, InstanceCommand, NodeCommand, MoveRequest, MoveReply, InstanceStatus, NodeStatus, PoolStatus,
+  PoolAssignment, PoolCommand, InstanceCommand, NodeCommand, MoveRequest, MoveReply, InstanceStatus, NodeStatus, PoolStatus, EnergyLedger, DispatchedEntry,
 } as const;

@@ -111,7 +111,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
         publish: uniq([
           wild(subjects.poolDispatch(ANY)), wild(subjects.poolControl(ANY)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('cluster'),
           ...kvUse(jetstream.leasesBucket), ...kvWrite(jetstream.leasesBucket, [leaseKeys.clusterPlanner()]),
-          ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.pool(ANY))]),
+          ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.pool(ANY)), inventoryKeys.energy()]),
           `$JS.API.STREAM.INFO.${jetstream.eventsStream}`, `$JS.API.STREAM.CREATE.${jetstream.eventsStream}`,
           `$JS.API.STREAM.INFO.${jetstream.requestsStream}`, `$JS.API.STREAM.CREATE.${jetstream.requestsStream}`,
           // the leader's pool and cluster telemetry
@@ -134,7 +134,8 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           wild(subjects.stream(ANY)),
           ...eventsOf(pools), ...P(controlSubjects.poolStatus), hbOwn('pool'),
           ...kvUse(jetstream.leasesBucket), ...kvWrite(jetstream.leasesBucket, P(leaseKeys.poolLeader)),
-          ...kvUse(jetstream.inventoryBucket),
+          // the leader's list of dispatched requests (its successor re-dispatches or ends them)
+          ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, P(inventoryKeys.dispatchedOf)),
         ]),
         subscribe: uniq([
           ...P(subjects.poolDispatch), ...P(subjects.poolControl), ...P(subjects.poolMove),

@@ -15,7 +15,7 @@ import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { existsSync } from 'node:fs';
 import {
-  Ack, Admission, ClusterStatus, ClusterTelemetry, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
+  Ack, Admission, ClusterStatus, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
   StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
@@ -27,6 +27,7 @@ import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
 import { thresholdsOf, withSlo } from '../common/policy.ts';
+import { addReading, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -74,7 +75,7 @@ export class ClusterManager extends Actor {
       recentWindowMs: c.scaling.recentWindowS * 1000,
     };
     await this.#loadAssignments();
-    this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intake(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
+    this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intakeOnce(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192, expectSubject: (r) => subjects.telRequest(r.pool) });
     this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.nodeStatus(s.node) });
     this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.poolStatus(s.pool) });
@@ -110,6 +111,29 @@ export class ClusterManager extends Actor {
     if (this.#features.size > 50_000) this.#features.delete(this.#features.keys().next().value!);
     this.#features.set(r.id, f);
     return { type, predicted };
+  }
+
+  /** admissions in flight by request id: the gateway's retry of one (same id) joins it. */
+  #inflight = new Map<string, Promise<Admission>>();
+  /** admissions granted lately by request id (bounded): a retry whose first answer was lost gets the same one. */
+  #granted = new Map<string, Admission>();
+
+  /** Intake, idempotent by request id: a duplicate joins the admission in flight or gets the one granted. */
+  #intakeOnce(r: InferenceRequest): Promise<Admission> {
+    const known = this.#granted.get(r.id);
+    if (known) return Promise.resolve(known);
+    let p = this.#inflight.get(r.id);
+    if (!p) {
+      p = this.#intake(r).then((a) => {
+        if (a.ok) {
+          this.#granted.set(r.id, a);
+          if (this.#granted.size > 16_384) this.#granted.delete(this.#granted.keys().next().value!);
+        }
+        return a;
+      }).finally(() => this.#inflight.delete(r.id));
+      this.#inflight.set(r.id, p);
+    }
+    return p;
   }
 
   async #intake(r: InferenceRequest): Promise<Admission> {
@@ -224,8 +248,12 @@ export class ClusterManager extends Actor {
     this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
     await ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
     await ensureRequestsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
+    await this.#continueLedger();
     this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
-    this.#leaderTimers.push(this.clock.setInterval(() => this.#publishTelemetry(), TELEMETRY_MS));
+    this.#leaderTimers.push(this.clock.setInterval(() => {
+      this.#publishTelemetry();
+      this.#storeLedger();
+    }, TELEMETRY_MS));
     this.#step({ type: 'lead' });
   }
 
@@ -260,20 +288,48 @@ export class ClusterManager extends Actor {
 
   /** instance power/energy from InstanceTelemetry (modelled for emulated GPUs, measured on NVML/SMI). */
   #tel = new Map<string, { powerW: number; energyJ: number; seenMs: number }>();
-  /** cluster energy since this manager started, J: the sum of every instance's energy increments. */
-  #energyJ = 0;
+  /** the latest energy counter reading of each instance (what a takeover adds to the stored ledger). */
+  #readings = new Map<string, Reading>();
+  /**
+   * cluster and pool energy, J (src/telemetry/energy-ledger.ts): since this manager started, or, once it led
+   * after another leader, the stored ledger continued (then an instance it never saw is new: all its energy counts).
+   */
+  #book: EnergyBook = emptyBook();
+  #bookContinued = false;
   #onTelemetry(t: InstanceTelemetry): void {
-    const prev = this.#tel.get(t.id);
-    // an instance's counter starts at 0 with its manager: a drop means a new manager under the same id
-    const delta = prev ? (t.energyJ >= prev.energyJ ? t.energyJ - prev.energyJ : t.energyJ) : 0;
-    this.#energyJ += delta;
-    this.#poolEnergyJ.set(t.pool, (this.#poolEnergyJ.get(t.pool) ?? 0) + delta);
+    const r = { id: t.id, pool: t.pool, energyJ: t.energyJ };
+    addReading(this.#book, r, this.#bookContinued ? 'whole' : 'from_now');
+    this.#readings.delete(t.id);
+    this.#readings.set(t.id, r);
+    if (this.#readings.size > 4096) this.#readings.delete(this.#readings.keys().next().value!);
     this.#tel.set(t.id, { powerW: t.powerW, energyJ: t.energyJ, seenMs: this.clock.now() });
     if (this.#tel.size > 4096) this.#tel.delete(this.#tel.keys().next().value!);
   }
 
-  /** pool energy since this manager started, J, by pool. */
-  #poolEnergyJ = new Map<string, number>();
+  /** New leader: continue the ledger the previous leader stored with this replica's latest readings. */
+  async #continueLedger(): Promise<void> {
+    try {
+      const kv = await this.bus.kv(jetstream.inventoryBucket);
+      const e = await kv.get(inventoryKeys.energy());
+      if (e && e.value.length) {
+        const stored = EnergyLedger.decode(e.value);
+        this.#book = takeOver(bookFromRecord(stored), this.#book, this.#readings.values());
+        this.#bookContinued = true;
+        this.log.info({ energyJ: Math.round(this.#book.energyJ), from: stored.leader }, 'energy ledger continued');
+      }
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'energy ledger not readable: counting from what this manager saw');
+    }
+  }
+
+  /** Leader: store the ledger (every telemetry period) for a successor. */
+  #storeLedger(): void {
+    if (!this.#lease.isLeader()) return;
+    const rec: EnergyLedger = { v: 1, ...bookToRecord(this.#book), leader: this.id, atMs: this.clock.now() };
+    void this.bus.kv(jetstream.inventoryBucket).then((kv) => kv.put(inventoryKeys.energy(), EnergyLedger.encode(rec))).catch((err: unknown) => {
+      this.log.debug({ err: (err as Error).message }, 'energy ledger not stored');
+    });
+  }
 
   /** Leader, every TELEMETRY_MS: PoolTelemetry per active pool and one ClusterTelemetry (public telemetry). */
   #publishTelemetry(): void {
@@ -290,7 +346,7 @@ export class ClusterManager extends Actor {
         const rd = p.instances.filter((i) => i.state === 'ready').length;
         const pt: PoolTelemetryT = {
           v: 1, pool: p.id, types: p.types, gpus: p.gpus, instances: p.instances.length, readyInstances: rd,
-          powerW: p.instances.reduce((n, i) => n + i.powerW, 0), energyJ: this.#poolEnergyJ.get(p.id) ?? 0,
+          powerW: p.instances.reduce((n, i) => n + i.powerW, 0), energyJ: this.#book.poolEnergyJ.get(p.id) ?? 0,
           queued: q, running: r, loadByType, sentMs: now,
         };
         if (p.leader) pt.leader = p.leader;
@@ -321,7 +377,7 @@ export class ClusterManager extends Actor {
     // cluster power: the live instances' last telemetry (idle GPUs of free servers are not metered here)
     let powerW = 0;
     for (const [, x] of this.#tel) if (now - x.seenMs < Math.max(3000, this.#c.liveness.deadAfterMs)) powerW += x.powerW;
-    return { v: 1, leader: this.id, atMs: now, ...(this.#c.nats.insecure ? { warnings: [INSECURE_NATS_WARNING] } : {}), pools, freeGpus, powerW, energyJ: this.#energyJ };
+    return { v: 1, leader: this.id, atMs: now, ...(this.#c.nats.insecure ? { warnings: [INSECURE_NATS_WARNING] } : {}), pools, freeGpus, powerW, energyJ: this.#book.energyJ };
   }
 
   protected override async onStop(): Promise<void> {

@@ -30,8 +30,10 @@ export const gatewaySchema = z
     maxInflight: z.number().int().positive().default(1024),
     /** a request's overall deadline, s; default 600. */
     requestTimeoutS: z.number().positive().default(600),
-    /** deadline of cluster intake (admission), ms; default 10000. */
+    /** budget of cluster intake (admission, retries with the same request id included), ms; default 10000. */
     admitTimeoutMs: z.number().positive().default(10_000),
+    /** deadline of one intake attempt before it is sent again (a dead cluster manager held it), ms; default 3000. */
+    admitAttemptMs: z.number().positive().default(3000),
     /** longest silence of a token stream before the request fails (retryable), ms; default 60000. */
     chunkTimeoutMs: z.number().positive().default(60_000),
     /** gateway replicas `dynamollm up` starts (ports port, port+1, ...); default 1. */

@@ -3,6 +3,12 @@
  * missed), then ask cluster intake (request-reply with a deadline) to admit it; a refusal becomes a typed
  * DynError (mapped to 429/503 by the HTTP layer). Chunks flow through a bounded queue; a stream silent for
  * `chunkTimeoutMs` ends with an explicit retryable error; aborting the signal publishes a Cancel.
+ *
+ * Admission is retried, not timed out: every hop (cluster intake, pool dispatch, instance admit) is
+ * idempotent by request id (a duplicate joins the admission in flight or gets its answer), so an attempt
+ * that hit a dead manager (no reply within `admitAttemptMs`, no responders, a dropped connection, the
+ * cluster saying `unavailable`) is sent again with the same id until `admitTimeoutMs` has passed. While
+ * NATS is reconnecting, new requests wait for the connection inside that same budget.
  */
 import type { Bus } from '../../src/runtime/bus.ts';
 import { DynError, RemoteError } from '../../protocols/errors.ts';
@@ -11,8 +17,10 @@ import { Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest
 import type { GatewayBackend } from './server.ts';
 
 export interface NatsBackendOptions {
-  /** deadline of the intake request (classification + dispatch + instance admission), ms. Default 10000. */
+  /** the whole admission's budget (classification + dispatch + instance admission, retries included), ms. Default 10000. */
   admitTimeoutMs?: number;
+  /** deadline of one intake attempt before it is sent again (same request id), ms. Default 3000. */
+  admitAttemptMs?: number;
   /** the longest silence between two chunks (and before the first) before the request fails, ms. Default 60000. */
   chunkTimeoutMs?: number;
   /** chunks buffered per request before the stream fails as too slow a reader, count. Default 8192. */
@@ -67,8 +75,28 @@ class ChunkQueue {
   }
 }
 
+/** The token stream of an admitted request, with the admission the cluster granted (pool, instance). */
+export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: Admission };
+
+/** What the cluster or the connection answered that another attempt (same id) can fix: a dead or moving manager. */
+function retryableAdmission(code: string | undefined): boolean {
+  return code === 'timeout' || code === 'no_responders' || code === 'unavailable';
+}
+
+/** Counters of the admission path (the gateway's metrics and the chaos harness read them). */
+export interface AdmissionCounters {
+  /** intake attempts sent again after one hit a dead manager or a dropped connection. */
+  retries: number;
+  /** requests that waited for NATS to reconnect before their first attempt. */
+  heldForReconnect: number;
+  /** terminal chunks accepted although their seq had been seen (a stream ended by someone else than its instance). */
+  foreignTerminals: number;
+}
+
 export class NatsBackend implements GatewayBackend {
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0 };
   private readonly admitTimeoutMs: number;
+  private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
   private readonly capacity: number;
   private readonly tokenizeTimeoutMs: number;
@@ -78,18 +106,21 @@ export class NatsBackend implements GatewayBackend {
     opts: NatsBackendOptions = {},
   ) {
     this.admitTimeoutMs = opts.admitTimeoutMs ?? 10_000;
+    this.admitAttemptMs = Math.min(opts.admitAttemptMs ?? 3000, this.admitTimeoutMs);
     this.chunkTimeoutMs = opts.chunkTimeoutMs ?? 60_000;
     this.capacity = opts.streamCapacity ?? 8192;
     this.tokenizeTimeoutMs = opts.tokenizeTimeoutMs ?? 5000;
   }
 
-  /** Any instance's engine tokenizer (queue group): vLLM's /tokenize. */
+  /** Any instance's engine tokenizer (queue group): vLLM's /tokenize. Held and retried like admission (it is idempotent). */
   tokenize(req: TokenizeRequest): Promise<TokenizeReply> {
-    return this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs: this.tokenizeTimeoutMs });
+    return this.retrying(Date.now() + this.tokenizeTimeoutMs, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
+      this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs }));
   }
 
   detokenize(req: DetokenizeRequest): Promise<DetokenizeReply> {
-    return this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs: this.tokenizeTimeoutMs });
+    return this.retrying(Date.now() + this.tokenizeTimeoutMs, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
+      this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }));
   }
 
   ready(): boolean {
@@ -108,7 +139,72 @@ export class NatsBackend implements GatewayBackend {
     }
   }
 
-  async submit(req: InferenceRequest, signal: AbortSignal): Promise<AsyncIterable<TokenChunk>> {
+  /** Resolves once NATS is connected (at once when it is), false when `ms` passed first or the bus closed. */
+  private waitConnected(ms: number, signal: AbortSignal): Promise<boolean> {
+    if (this.bus.connected) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (v: boolean) => {
+        clearInterval(t);
+        clearTimeout(to);
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      };
+      const onAbort = () => done(false);
+      // the Bus flips `connected` on the client's reconnect status; poll it (a few requests at most wait here)
+      const t = setInterval(() => {
+        if (this.bus.connected) done(true);
+        else if (this.bus.closed) done(false);
+      }, 25);
+      const to = setTimeout(() => done(this.bus.connected), Math.max(0, ms));
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /**
+   * One request-reply, sent again (after a short backoff) while it fails in a way another attempt can fix:
+   * no reply within `attemptMs`, no responders, a dropped connection (it first waits for the reconnect), or
+   * a reply `again(reply)` says is worth another attempt; until `untilMs`. The last failure is thrown, or
+   * the last reply returned, when the budget is spent. The callee must be idempotent.
+   */
+  private async retrying<R>(untilMs: number, attemptMs: number, signal: AbortSignal | undefined, send: (timeoutMs: number) => Promise<R>, again: (r: R) => boolean = () => false): Promise<R> {
+    const never = new AbortController().signal;
+    let wait = 50;
+    for (let attempt = 0; ; attempt++) {
+      if (!this.bus.connected) {
+        if (attempt === 0) this.counters.heldForReconnect++;
+        if (!(await this.waitConnected(untilMs - Date.now(), signal ?? never))) {
+          if (signal?.aborted) throw new DynError('cancelled', 'client disconnected', { retryable: false });
+          throw new DynError('unavailable', 'the gateway lost its connection to the cluster and it did not come back in time', { retryable: true, retryAfterS: 1 });
+        }
+      }
+      try {
+        const r = await send(Math.max(1, Math.min(attemptMs, untilMs - Date.now())));
+        if (!again(r) || Date.now() + wait >= untilMs) return r;
+      } catch (err) {
+        const e = err as DynError;
+        const fixable = e instanceof DynError && (retryableAdmission(e.code) || !this.bus.connected);
+        if (signal?.aborted || !fixable || Date.now() + wait >= untilMs) throw err;
+      }
+      this.counters.retries++;
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(500, wait * 2);
+    }
+  }
+
+  /**
+   * The cluster's admission of `msg`, retried with the same id inside admitTimeoutMs (see the module
+   * comment). A refusal that retrying cannot fix (overloaded, rejected, invalid) is returned as it came.
+   */
+  private admit(msg: InferenceRequest, signal: AbortSignal): Promise<Admission> {
+    const until = Math.min(Date.now() + this.admitTimeoutMs, msg.giveUpAtMs);
+    return this.retrying(
+      until, this.admitAttemptMs, signal,
+      (timeoutMs) => this.bus.request(subjects.clusterIntake(), InferenceRequest, msg, Admission, { timeoutMs, signal }),
+      (a) => !a.ok && retryableAdmission(a.error?.code) && a.error?.retryable !== false,
+    );
+  }
+
+  async submit(req: InferenceRequest, signal: AbortSignal): Promise<AdmittedStream> {
     const subject = subjects.stream(req.id);
     const msg: InferenceRequest = { ...req, streamSubject: subject };
     const q = new ChunkQueue(this.capacity);
@@ -117,8 +213,13 @@ export class NatsBackend implements GatewayBackend {
       subject,
       TokenChunk,
       (c) => {
-        // a request moved between instances may repeat a seq; the first copy wins
-        if (seen.has(c.seq)) return;
+        // a request moved between instances may repeat a seq; the first copy wins. A terminal chunk (done or
+        // error) ends the stream whoever sends it: the pool leader ending a dead instance's stream numbers it
+        // from that instance's last status, which may be a seq the gateway already has
+        if (seen.has(c.seq)) {
+          if (!(c.done || c.error)) return;
+          this.counters.foreignTerminals++;
+        }
         seen.add(c.seq);
         q.push(c);
       },
@@ -133,7 +234,7 @@ export class NatsBackend implements GatewayBackend {
     signal.addEventListener('abort', onAbort, { once: true });
     let adm: Admission;
     try {
-      adm = await this.bus.request(subjects.clusterIntake(), InferenceRequest, msg, Admission, { timeoutMs: this.admitTimeoutMs, signal });
+      adm = await this.admit(msg, signal);
     } catch (err) {
       signal.removeEventListener('abort', onAbort);
       sub.unsubscribe();
@@ -171,6 +272,6 @@ export class NatsBackend implements GatewayBackend {
         if (!finished) self.cancel(req.id, signal.aborted ? 'client disconnected' : 'gateway stopped reading', cancelSent);
       }
     }
-    return stream();
+    return Object.assign(stream(), { admission: adm });
   }
 }

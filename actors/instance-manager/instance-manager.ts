@@ -58,6 +58,11 @@ export interface InstanceManagerOptions {
   emergencyTickMs?: number;
   /** time and timers; default the system clock. */
   clock?: Clock;
+  /**
+   * The engine failed for good (its restart budget is spent), after the instance ended or moved what it
+   * held: the process shell exits so that the GPUs are freed and its supervisor starts a fresh one.
+   */
+  onFailed?: (err: Error) => void;
 }
 
 interface Running {
@@ -206,7 +211,7 @@ export class InstanceManager {
     engine.on('restarted', () => void this.#step({ type: 'engine_restarted' }));
     engine.on('failed', (err) => {
       this.#step({ type: 'lifecycle', state: 'failed', why: `engine failed: ${err.message}` });
-      void this.#evacuate(new DynError('engine_crashed', `engine of ${this.id} failed: ${err.message}`, { retryable: true }));
+      void this.#evacuate(new DynError('engine_crashed', `engine of ${this.id} failed: ${err.message}`, { retryable: true })).finally(() => this.#o.onFailed?.(err));
     });
     await engine.start();
     this.#gpu = await this.#o.openGpu(engine.baseUrl);

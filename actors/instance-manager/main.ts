@@ -45,6 +45,12 @@ class InstanceActor extends Actor {
     this.im = new InstanceManager({
       id: this.id, pool: this.a.pool, node: this.a.node, tp: this.a.tp, gpuIds: this.a.gpuIds, config: c, bus: this.bus, log: this.log,
       engine, profile,
+      // a failed engine is not left holding its GPUs: the instance stops (clocks reset) and exits non-zero,
+      // and its node agent's supervisor starts it again with a fresh engine
+      onFailed: (err) => {
+        this.log.error({ err: err.message }, 'engine failed for good: stopping this instance so that it is started afresh');
+        void this.stop().finally(() => process.exit(70));
+      },
       openGpu: (url) =>
         createGpuControl(
           c.gpuBackend === 'emulated'

@@ -1,10 +1,11 @@
 /**
  * Supervises actor processes: starts children from specs, restarts a crashed child with exponential
- * backoff (initialMs x factor^n, capped at maxMs) within a restart budget (at most maxRestarts restarts
- * per windowMs; past it the child is given up), and stops them all in reverse order (SIGTERM, then
- * SIGKILL after the child's stopGraceMs). Children's stdout/stderr pass through line by line.
+ * backoff (initialMs x factor^n, capped at maxMs) and never gives up: a child that crashed more than
+ * `flapping.maxRestarts` times within `flapping.windowMs` is flapping, and waits the cap (maxMs) before
+ * each further restart until it runs longer than the cap again. Stops them all in reverse order (SIGTERM,
+ * then SIGKILL after the child's stopGraceMs). Children's stdout/stderr pass through line by line.
  * Events: 'spawn' {name, pid}, 'exit' {name, pid, code, signal}, 'restart' {name, attempt, delayMs},
- * 'gave_up' {name, restarts}.
+ * 'flapping' {name, restarts, delayMs} (once per flapping episode, before its first capped restart).
  */
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -28,13 +29,14 @@ export interface ChildSpec {
   output?: 'inherit' | 'log' | 'ignore';
 }
 
-export type ChildState = 'starting' | 'running' | 'backoff' | 'stopping' | 'stopped' | 'exited' | 'gave_up';
+export type ChildState = 'starting' | 'running' | 'backoff' | 'stopping' | 'stopped' | 'exited';
 
 export interface SupervisorOptions {
   children: ChildSpec[];
   log: Logger;
   backoff?: { initialMs?: number; maxMs?: number; factor?: number };
-  budget?: { maxRestarts?: number; windowMs?: number };
+  /** more than maxRestarts restarts within windowMs: the child is flapping (logged once, backoff at the cap). Default 5 per 60 s. */
+  flapping?: { maxRestarts?: number; windowMs?: number };
   clock?: Clock;
 }
 
@@ -43,8 +45,10 @@ interface Child {
   proc?: ChildProcess;
   state: ChildState;
   restarts: number;
-  /** restart times within the budget window. */
+  /** restart times within the flapping window. */
   recent: number[];
+  /** flapping reported for the current episode. */
+  flapping: boolean;
   /** consecutive failures (sets the backoff). */
   failures: number;
   timer?: unknown;
@@ -57,7 +61,7 @@ export class Supervisor extends EventEmitter {
   #log: Logger;
   #clock: Clock;
   #backoff: { initialMs: number; maxMs: number; factor: number };
-  #budget: { maxRestarts: number; windowMs: number };
+  #flapping: { maxRestarts: number; windowMs: number };
   #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   #initial: ChildSpec[];
 
@@ -66,7 +70,7 @@ export class Supervisor extends EventEmitter {
     this.#log = opts.log;
     this.#clock = opts.clock ?? systemClock;
     this.#backoff = { initialMs: 500, maxMs: 10_000, factor: 2, ...opts.backoff };
-    this.#budget = { maxRestarts: 5, windowMs: 60_000, ...opts.budget };
+    this.#flapping = { maxRestarts: 5, windowMs: 60_000, ...opts.flapping };
     this.#initial = opts.children;
     const names = new Set<string>();
     for (const c of opts.children) {
@@ -87,7 +91,7 @@ export class Supervisor extends EventEmitter {
   add(spec: ChildSpec): void {
     if (this.#state !== 'running') throw new LifecycleError(`supervisor not running (${this.#state})`, this.#state);
     if (this.#children.has(spec.name)) throw new RangeError(`Supervisor: child '${spec.name}' exists`);
-    const c: Child = { spec, state: 'starting', restarts: 0, recent: [], failures: 0, spawnedMs: 0 };
+    const c: Child = { spec, state: 'starting', restarts: 0, recent: [], flapping: false, failures: 0, spawnedMs: 0 };
     this.#children.set(spec.name, c);
     this.#spawn(c);
   }
@@ -178,15 +182,21 @@ export class Supervisor extends EventEmitter {
     }
     const now = this.#clock.now();
     // a child that ran longer than the max backoff was stable: start the backoff over
-    if (now - c.spawnedMs > this.#backoff.maxMs) c.failures = 0;
-    c.recent = c.recent.filter((t) => now - t < this.#budget.windowMs);
-    if (c.recent.length >= this.#budget.maxRestarts) {
-      c.state = 'gave_up';
-      this.#log.error({ child: spec.name, restarts: c.restarts, windowMs: this.#budget.windowMs }, 'restart budget spent, giving up');
-      this.emit('gave_up', { name: spec.name, restarts: c.restarts });
-      return;
+    if (now - c.spawnedMs > this.#backoff.maxMs) {
+      c.failures = 0;
+      c.flapping = false;
     }
-    const delayMs = Math.min(this.#backoff.maxMs, this.#backoff.initialMs * this.#backoff.factor ** c.failures);
+    c.recent = c.recent.filter((t) => now - t < this.#flapping.windowMs);
+    let delayMs = Math.min(this.#backoff.maxMs, this.#backoff.initialMs * this.#backoff.factor ** c.failures);
+    if (c.recent.length >= this.#flapping.maxRestarts) {
+      // flapping: keep trying, at the cap, and say so once per episode
+      delayMs = this.#backoff.maxMs;
+      if (!c.flapping) {
+        c.flapping = true;
+        this.#log.error({ child: spec.name, restarts: c.restarts, windowMs: this.#flapping.windowMs, delayMs }, 'child keeps crashing; restarting it every backoff cap until it stays up');
+        this.emit('flapping', { name: spec.name, restarts: c.restarts, delayMs });
+      }
+    }
     c.failures++;
     c.recent.push(now);
     c.state = 'backoff';

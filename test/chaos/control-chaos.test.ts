@@ -4,9 +4,11 @@
  * manager takes over planning; intake keeps working through the queue group). Real nats-server, real actor
  * processes (two cluster managers, two pool managers, a node agent, instance managers) and emulated
  * Llama3.1-8B engines; one pool of two TP4 instances on one 8-GPU server.
- * For each: every accepted request completes or ends with an explicit error, no request hangs (each one
- * resolves before the harness deadline: 15 s admission, 30 s of stream silence), dispatch stops using a
- * dead instance within 3 s, and the plane serves again afterwards.
+ * The test sends through the gateway's own NATS backend (admission retried with the same id). For each:
+ * every request completes; the only exception is a stream that was already running on the engine that
+ * died (it ends with an explicit retryable error until request migration continues it on a peer). No
+ * request hangs (15 s admission budget, 30 s of stream silence), dispatch stops using a dead instance
+ * within 3 s, and the plane serves again afterwards.
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -46,10 +48,14 @@ function childrenOf(pid: number): number[] {
   }
 }
 
-/** Every request resolved (none HUNG) and every failure is an explicit, retryable error. */
-function checkOutcomes(outs: Outcome[]): { ok: number; errors: string[] } {
+/**
+ * Every request resolved (none HUNG) and completed, except (`mayFail`) a stream already running where the
+ * kill struck, which must end with an explicit retryable error.
+ */
+function checkOutcomes(outs: Outcome[], mayFail: (o: Outcome) => boolean = () => false): { ok: number; errors: string[] } {
   const errors = outs.filter((o) => !o.ok).map((o) => o.error ?? '(no error)');
   expect(errors.filter((e) => e.includes('HUNG') || e === '(no error)')).toEqual([]);
+  expect(outs.filter((o) => !o.ok && !mayFail(o)).map((o) => `${o.id} (admitted by ${o.admitted ?? 'nobody'}): ${o.error}`)).toEqual([]);
   for (const e of errors) expect(e, e).toMatch(/retryable true/);
   return { ok: outs.length - errors.length, errors };
 }
@@ -76,7 +82,8 @@ describe('control plane: chaos (SIGKILL during load)', () => {
     }
     await sleep(2000);
     const outs = await load.stop();
-    const { ok, errors } = checkOutcomes(outs);
+    // only a stream the dead engine was running may fail: admitted by the victim, sent before the kill
+    const { ok, errors } = checkOutcomes(outs, (o) => o.admitted === victim && o.at < killAt);
     expect(backAt, 'instance did not come back').toBeGreaterThan(0);
     // admissions to the victim between kill + 3 s and its return: none
     const stale = outs.filter((o) => o.admitted === victim && o.at > killAt + 3000 && o.at < backAt - 500);
@@ -112,8 +119,6 @@ describe('control plane: chaos (SIGKILL during load)', () => {
     expect(tookAt, 'standby did not take the pool lease').toBeGreaterThan(0);
     const evs = await h.streamEvents();
     expect(evs.some((e) => e.kind === 'lease' && e.actor === 'pool-all' && e.decision.leader === standby && e.atMs > killAt)).toBe(true);
-    // after the failover every request completes
-    expect(outs.filter((o) => o.at > tookAt + 500 && !o.ok).map((o) => o.error)).toEqual([]);
     console.log(`pool leader kill (${leader}): ${outs.length} requests, ${ok} ok, ${errors.length} explicit errors; ${standby} leads after ${tookAt - killAt} ms`);
   }, 60_000);
 
@@ -138,10 +143,9 @@ describe('control plane: chaos (SIGKILL during load)', () => {
     expect(tookAt, 'standby did not take the planner lease').toBeGreaterThan(0);
     const evs = await h.streamEvents();
     expect(evs.some((e) => e.kind === 'lease' && e.actor === standby && e.decision.leader === standby && e.atMs > killAt)).toBe(true);
-    // intake (queue group) never stopped: requests sent during the takeover were served by the standby
+    // intake (queue group) never stopped: requests sent during the takeover were served by the standby, and
+    // those the dead manager held were sent again by the gateway (checkOutcomes: every request completed)
     const during = outs.filter((o) => o.at > killAt + 200 && o.at < tookAt);
-    expect(during.filter((o) => !o.ok).length).toBeLessThanOrEqual(Math.ceil(during.length / 2));
-    expect(outs.filter((o) => o.at > tookAt + 500 && !o.ok).map((o) => o.error)).toEqual([]);
     // the new leader plans: its status reports the pool and the instances
     const after = await h.status();
     expect(after!.pools[0]!.instances.filter((i) => i.state === 'ready').length).toBe(2);

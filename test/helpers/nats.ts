@@ -50,8 +50,11 @@ export function creds(role: Role): { user: string; pass: string } {
   return { user: role, pass: PASSWORDS[role] };
 }
 
-/** `files`: written beside the config copy (path relative to it -> content), e.g. an included users file. */
-export async function startNatsServer(opts: { conf?: string; jetstream?: boolean; env?: Record<string, string>; files?: Record<string, string> } = {}): Promise<TestNats> {
+/**
+ * `files`: written beside the config copy (path relative to it -> content), e.g. an included users file.
+ * `port`: listen there (a restart of a server on the port its clients reconnect to); default a free one.
+ */
+export async function startNatsServer(opts: { conf?: string; jetstream?: boolean; env?: Record<string, string>; files?: Record<string, string>; port?: number } = {}): Promise<TestNats> {
   const dir = mkdtempSync(join(tmpdir(), 'dyn-nats-'));
   // nats-server 2.9 refuses `-sd` when the config names store_dir too, so the suite runs a copy of the
   // project's config whose store_dir points at the private temp dir (everything else unchanged).
@@ -61,7 +64,7 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
     mkdirSync(dirname(join(dir, rel)), { recursive: true });
     writeFileSync(join(dir, rel), text);
   }
-  const args = ['-c', conf, '-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', dir];
+  const args = ['-c', conf, '-a', '127.0.0.1', '-p', String(opts.port ?? -1), '--ports_file_dir', dir];
   if (opts.jetstream !== false) args.push('-js');
   const proc = spawn(existsBin(NATS_BIN) ? NATS_BIN : 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...ROLE_PASSWORD_ENV, ...opts.env } });
   let stderr = '';

@@ -13,10 +13,12 @@ import { startNatsServer, type TestNats } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import {
-  Admission, ClusterStatus, InferenceRequest, StatusRequest, TokenChunk, DecisionEvent, jetstream, subjects,
+  ClusterStatus, InferenceRequest, StatusRequest, DecisionEvent, jetstream, subjects,
   type TokenChunk as Chunk,
 } from '../../protocols/index.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
+import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import { DynError } from '../../protocols/errors.ts';
 
 export interface Outcome {
   id: string;
@@ -34,6 +36,8 @@ export interface Outcome {
 export interface Harness {
   nats: TestNats;
   bus: Bus;
+  /** the gateway's own NATS backend the harness sends through (admission retries, chunk dedupe, cancel). */
+  backend: NatsBackend;
   cfgPath: string;
   procs: Map<string, ChildProcess>;
   startActor(kind: string, id: string, extra?: string[]): ChildProcess;
@@ -135,8 +139,9 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
   }));
   const bus = await Bus.connect({ servers: nats.url, name: 'test-gateway', ...admin, log: silentLogger() });
   const procs = new Map<string, ChildProcess>();
+  const backend = new NatsBackend(bus, { admitTimeoutMs: 15_000, chunkTimeoutMs: 30_000 });
   const h: Harness = {
-    nats, bus, cfgPath, procs,
+    nats, bus, backend, cfgPath, procs,
     startActor(kind, id, extra = []) {
       const p = spawn(process.execPath, launchArgs(kind, ['--id', id, '--config', cfgPath, ...extra]), {
         stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYN_TEST_LOG ?? 'error' },
@@ -148,13 +153,6 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
       const id = `r${i}-${Math.random().toString(36).slice(2, 8)}`;
       const chunks: Chunk[] = [];
       const chunkAt: number[] = [];
-      let resolveDone!: () => void;
-      const done = new Promise<void>((r) => (resolveDone = r));
-      const sub = bus.subscribe(subjects.stream(id), TokenChunk, (c) => {
-        chunks.push(c);
-        chunkAt.push(Date.now());
-        if (c.done || c.error) resolveDone();
-      }, { capacity: 4096 });
       const now = Date.now();
       const req: InferenceRequest = {
         v: 1, id, model: typeof config.model === 'string' ? config.model : 'llama3.1-8b', kind: 'completion', prompt: so.promptOfInputTokens ? 'hello '.repeat(Math.max(1, (so.inputTokens ?? 100) - 2)) : 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
@@ -162,28 +160,33 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
       };
       if (so.apiKeyId !== undefined) req.apiKeyId = so.apiKeyId;
       const out: Outcome = { id, ok: false, chunks, chunkAt, tokens: 0, at: now };
+      const ac = new AbortController();
+      let stream;
       try {
-        const a = await bus.request(subjects.clusterIntake(), InferenceRequest, req, Admission, { timeoutMs: 15_000 });
-        if (!a.ok) {
-          out.error = `refused: ${a.error?.code} ${a.error?.message} (retryable ${a.error?.retryable})`;
-          return out;
+        // through the gateway's backend: intake retried with the same id inside 15 s, chunks deduplicated
+        stream = await backend.submit(req, ac.signal);
+      } catch (err) {
+        const e = err as DynError;
+        out.error = e.code === 'remote' || e.name === 'RemoteError' ? `refused: ${(e as { remoteCode?: string }).remoteCode} ${e.message} (retryable ${e.retryable})` : `intake: ${e.message} (retryable ${e.retryable})`;
+        return out;
+      }
+      out.admitted = stream.admission.instance;
+      try {
+        for await (const c of stream) {
+          chunks.push(c);
+          chunkAt.push(Date.now());
         }
-        out.admitted = a.instance;
-        // a stream silent for 30 s counts as HUNG (the deadline machinery must end it before)
-        const t = setTimeout(() => resolveDone(), 30_000);
-        await done;
-        clearTimeout(t);
         const last = chunks[chunks.length - 1];
         out.ok = !!last?.done && !last.error;
         if (last?.error) out.error = `${last.error.code}: ${last.error.message} (retryable ${last.error.retryable})`;
         else if (!last?.done) out.error = 'HUNG';
-        out.tokens = chunks.reduce((n, c) => n + c.tokens, 0);
-        if (chunks[0]?.ttftMs !== undefined) out.ttftMs = chunks[0].ttftMs;
       } catch (err) {
-        out.error = `intake: ${(err as Error).message} (retryable ${(err as { retryable?: boolean }).retryable === true})`;
-      } finally {
-        sub.unsubscribe();
+        // a stream silent for 30 s counts as HUNG (the deadline machinery must end it before)
+        const e = err as DynError;
+        out.error = e.code === 'timeout' ? 'HUNG' : `${e.code}: ${e.message} (retryable ${e.retryable})`;
       }
+      out.tokens = chunks.reduce((n, c) => n + c.tokens, 0);
+      if (chunks[0]?.ttftMs !== undefined) out.ttftMs = chunks[0].ttftMs;
       return out;
     },
     async status() {

@@ -3,7 +3,10 @@
  * a scripted cluster intake (a Bus serving subjects.clusterIntake and streaming TokenChunks like an
  * instance manager would): streaming and non-streaming via the openai client, admission refusal -> 429,
  * no responders -> 503, client disconnect -> Cancel on the wire, silent stream -> explicit error,
- * and telemetry on NATS -> /metrics and the /ws live stream.
+ * and telemetry on NATS -> /metrics and the /ws live stream. Failover: an intake that never answers (its
+ * cluster manager died holding the request) is retried with the same id and completes; a terminal chunk
+ * whose seq was already seen (a pool leader ending a dead instance's stream) ends the stream at once; a
+ * request sent while NATS restarts is held until the connection is back and completes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
@@ -24,6 +27,8 @@ let gw: GatewayActor;
 let base: string;
 const cancels: string[] = [];
 let intakeOn = true;
+/** request ids the intake received, in order (duplicates included). */
+const intakeIds: string[] = [];
 
 beforeAll(async () => {
   nats = await startNatsServer();
@@ -32,7 +37,15 @@ beforeAll(async () => {
   // scripted intake: prompt words select behaviour; otherwise stream maxTokens tokens, 5 ms apart
   cluster.serve(subjects.clusterIntake(), InferenceRequest, Admission, async (req): Promise<AdmissionT> => {
     if (!intakeOn) throw new Error('unreachable');
+    intakeIds.push(req.id);
     const text = typeof req.prompt === 'string' ? req.prompt : '';
+    // a cluster manager that dies holding the request: the first attempt is not answered in time (2 s, five
+    // times the gateway's attempt deadline; its late answer reaches nobody)
+    if (text.includes('DROP1') && intakeIds.filter((x) => x === req.id).length === 1) {
+      await new Promise((r) => setTimeout(r, 2000));
+      throw new Error('this cluster manager died');
+    }
+    const foreign = text.includes('FOREIGN');
     if (text.includes('FULL')) return { v: 1, id: req.id, ok: false, error: { code: 'overloaded', message: 'every pool is at its SLO cap', retryable: true, retryAfterS: 2 } };
     const silent = text.includes('SILENT');
     const slow = text.includes('SLOW');
@@ -42,6 +55,14 @@ beforeAll(async () => {
         if (cancels.includes(req.id)) return;
         cluster.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: i, text: ` t${i}`, tokens: 1, pool: 'pool-SS', type: 'SS' });
         await new Promise((r) => setTimeout(r, slow ? 50 : 5));
+      }
+      if (foreign) {
+        // the instance died: its pool leader ends the stream, numbered from the instance's last status
+        cluster.publish(req.streamSubject, TokenChunk, {
+          v: 1, id: req.id, seq: 1, text: '', tokens: 0, done: true, finishReason: 'error', pool: 'pool-SS',
+          error: { code: 'unavailable', message: 'instance i-0 died while serving the request', retryable: true, retryAfterS: 1 },
+        });
+        return;
       }
       cluster.publish(req.streamSubject, TokenChunk, {
         v: 1, id: req.id, seq: req.maxTokens, text: '', tokens: 0, done: true, finishReason: 'length',
@@ -57,7 +78,7 @@ beforeAll(async () => {
   cluster.subscribe(subjects.cancel('x').replace(/x$/, '*') /* protocols has no cancelAll */, Cancel, (c) => {
     cancels.push(c.id);
   });
-  const { cluster: cc, gateway } = splitConfig({ servers: [{ id: 'n0', gpus: 8 }], gateway: { port: 0, host: '127.0.0.1', chunkTimeoutMs: 800 } });
+  const { cluster: cc, gateway } = splitConfig({ servers: [{ id: 'n0', gpus: 8 }], gateway: { port: 0, host: '127.0.0.1', chunkTimeoutMs: 800, admitAttemptMs: 400, admitTimeoutMs: 4000 } });
   gw = new GatewayActor({ id: 'gw-test', cluster: cc, settings: gateway, servers: nats.url, ...nats.creds('gateway'), log });
   await gw.start();
   base = `http://127.0.0.1:${gw.port}`;
@@ -142,6 +163,32 @@ describe('gateway over NATS', () => {
     expect(fams.get('dynamollm_reconfigurations_total')!.samples[0]!.labels.kind).toBe('clock');
     expect(fams.get('dynamollm_requests_total')!.samples[0]!.value).toBe(1);
   });
+
+  it('an intake attempt that is never answered is retried with the same request id, and the request completes', async () => {
+    const before = intakeIds.length;
+    const r = await client().completions.create({ model: 'llama2-70b', prompt: 'DROP1 hello', max_tokens: 3 });
+    expect(r.choices[0]!.text).toBe(' t0 t1 t2');
+    const ids = intakeIds.slice(before);
+    expect(ids).toHaveLength(2);
+    expect(ids[1]).toBe(ids[0]);
+  });
+
+  it('a terminal chunk whose seq was already seen ends the stream at once (whoever ends it)', async () => {
+    const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'llama2-70b', prompt: 'FOREIGN', max_tokens: 3 }) });
+    expect(r.status).toBe(503);
+    // the pool leader's words, not the gateway's own silence timeout (800 ms)
+    expect(((await r.json()) as { error: { message: string } }).error.message).not.toMatch(/no token for/);
+  });
+
+  it('a request sent while NATS restarts is held until the connection is back, then completes', async () => {
+    const port = nats.port;
+    await nats.stop();
+    const sent = client().completions.create({ model: 'llama2-70b', prompt: 'hello again', max_tokens: 2 });
+    await new Promise((r) => setTimeout(r, 1000));
+    nats = await startNatsServer({ port });
+    const r = await sent;
+    expect(r.choices[0]!.text).toBe(' t0 t1');
+  }, 20_000);
 
   it('no cluster manager: 503 with Retry-After', async () => {
     intakeOn = false;

@@ -42,8 +42,9 @@ describe('NATS server configs come from the one table of rights', () => {
     // KV writes
     expect(permissionsOf({ role: 'node' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_inventory.node.*']);
     expect(permissionsOf({ role: 'node', id: 'n3' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_inventory.node.n3']);
-    expect(permissionsOf({ role: 'pool' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.*']);
-    expect(permissionsOf({ role: 'cluster' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.cluster.planner', '$KV.dyn_v1_inventory.pool.*']);
+    expect(permissionsOf({ role: 'pool' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.*', '$KV.dyn_v1_inventory.dispatched.*.>']);
+    expect(permissionsOf({ role: 'pool', pools: ['p1'] }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.p1', '$KV.dyn_v1_inventory.dispatched.p1.>']);
+    expect(permissionsOf({ role: 'cluster' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.cluster.planner', '$KV.dyn_v1_inventory.pool.*', '$KV.dyn_v1_inventory.energy.cluster']);
     // the gateway cannot command anything nor touch JetStream
     const gw = permissionsOf({ role: 'gateway' });
     expect(gw.publish.some((s) => /\.ctl$|\.admit$|\.dispatch$|^\$KV|^\$JS/.test(s))).toBe(false);

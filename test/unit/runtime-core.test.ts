@@ -157,30 +157,36 @@ describe('Heartbeater', () => {
   });
 });
 
-describe('Supervisor backoff and budget', () => {
-  it('restarts a crashing child with exponential backoff, then gives up when the budget is spent', async () => {
+describe('Supervisor backoff, never giving up', () => {
+  it('restarts a crashing child with exponential backoff up to the cap, then keeps restarting it at the cap', async () => {
     const clock = new ManualClock(0);
     const sup = new Supervisor({
       children: [{ name: 'crash', command: process.execPath, args: ['-e', 'process.exit(3)'], output: 'ignore' }],
       log: silentLogger(),
       backoff: { initialMs: 100, maxMs: 1000, factor: 2 },
-      budget: { maxRestarts: 3, windowMs: 60_000 },
+      flapping: { maxRestarts: 3, windowMs: 60_000 },
       clock,
     });
     const delays: number[] = [];
-    sup.on('restart', (e: { delayMs: number }) => delays.push(e.delayMs));
-    const gaveUp = new Promise((r) => sup.once('gave_up', r));
+    const flapping: unknown[] = [];
+    sup.on('flapping', (e) => flapping.push(e));
     let exits = 0;
-    sup.on('exit', () => {
-      exits++;
-      // let the backoff timer fire on the manual clock
-      setImmediate(() => clock.advance(1000));
+    const eighth = new Promise<void>((resolve) => {
+      sup.on('exit', () => {
+        exits++;
+        if (exits === 8) resolve();
+        // let the backoff timer fire on the manual clock (a little less than the cap: the clock is read at exit)
+        else setImmediate(() => clock.advance(1000));
+      });
     });
+    sup.on('restart', (e: { delayMs: number }) => delays.push(e.delayMs));
     await sup.start();
-    await gaveUp;
-    expect(delays).toEqual([100, 200, 400]);
-    expect(exits).toBe(4);
-    expect(sup.children()[0]).toMatchObject({ name: 'crash', restarts: 3, state: 'gave_up' });
+    await eighth;
+    // 100, 200, 400, then past 3 restarts in the window: the cap, again and again (no give-up)
+    expect(delays).toEqual([100, 200, 400, 1000, 1000, 1000, 1000, 1000]);
+    expect(flapping).toHaveLength(1);
+    expect(sup.children()[0]).toMatchObject({ name: 'crash', restarts: 7, state: 'backoff' });
     await sup.stop();
+    expect(sup.children()[0]!.state).toBe('stopped');
   });
 });

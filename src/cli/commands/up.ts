@@ -5,9 +5,10 @@
  *    by the cluster id, one nkey user per actor limited to its own rights, seeds in the state directory
  *    (<run-dir>/<cluster id>-<pid>/, removed on stop; never committed). Given a URL, refuse to start when
  *    that server lets an anonymous client in, unless --insecure-nats (then status and the dashboard warn).
- * 2. Supervisor (restarts crashed children with backoff) starting, in order: cluster manager, pool manager,
- *    one node agent per configured server (each starts the instance managers and their engines the
- *    cluster plan asks for), then the gateway replica(s).
+ * 2. Supervisor (restarts crashed children with backoff up to a cap, and never gives up) starting, in
+ *    order: a cluster manager and a pool manager, then a standby of each (it takes the leader's lease when
+ *    that one dies; --standbys 0 for none), one node agent per configured server (each starts the instance
+ *    managers and their engines the cluster plan asks for), then the gateway replica(s).
  * 3. Waits until the cluster reports a ready instance and a first request (one token through the gateway)
  *    succeeds end to end, then prints "cluster ready" with the endpoint and dashboard URLs.
  * Ctrl-C (SIGINT) or SIGTERM drains and stops everything in reverse order: the gateway(s) (stop intake, finish
@@ -50,6 +51,7 @@ interface UpOptions {
   port?: string;
   runDir?: string;
   readyTimeout: string;
+  standbys: string;
   insecureNats?: boolean;
   logLevel?: string;
 }
@@ -62,6 +64,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--port <n>', 'gateway HTTP port (overrides gateway.port). Default 8000')
     .option('--run-dir <dir>', 'where the derived actor config and NATS data go. Default $TMPDIR/dynamollm/')
     .option('--ready-timeout <s>', 'how long to wait for the first request to succeed, s', '600')
+    .option('--standbys <n>', 'standby cluster managers and standby pool managers (each takes over its leader\'s lease)', '1')
     .option('--log-level <level>', 'log level of up itself (the actors: env DYNAMOLLM_LOG_LEVEL, default warn)')
     .action(action(exit, (values: UpOptions) => up(values)));
 }
@@ -84,6 +87,10 @@ async function up(values: UpOptions): Promise<number> {
   const { cluster, gateway } = splitConfig({ ...clusterRaw, gateway: (raw as { gateway?: unknown }).gateway }, where);
   const port = values.port !== undefined ? num(values.port, 'port') : gateway.port;
   const readyTimeoutS = num(values.readyTimeout, 'ready-timeout');
+  const standbys = num(values.standbys, 'standbys');
+  if (!Number.isInteger(standbys) || standbys < 0 || standbys > 8) throw new UsageError(`--standbys must be an integer 0..8, got ${values.standbys}`);
+  // the managers: index 0 leads first, the others are standbys with warm state (same config, same roles)
+  const managers = Array.from({ length: standbys + 1 }, (_, i) => i);
 
   const runDir = resolve(values.runDir ?? join(tmpdir(), 'dynamollm'));
   mkdirSync(runDir, { recursive: true });
@@ -101,8 +108,8 @@ async function up(values: UpOptions): Promise<number> {
     const auth = localClusterAuth(
       {
         clusterId,
-        clusterManagers: ['cm-0'],
-        poolManagers: ['pm-0'],
+        clusterManagers: managers.map((i) => `cm-${i}`),
+        poolManagers: managers.map((i) => `pm-${i}`),
         gateways: Array.from({ length: gateway.replicas }, (_, i) => `gw-${i}`),
         nodes: cluster.servers,
         pools: poolsOf(cluster).map((p) => p.id),
@@ -119,8 +126,10 @@ async function up(values: UpOptions): Promise<number> {
     nats = await startOwnNats({ conf, dir: stateDir, log });
     natsUrl = nats.url;
     const key = (k: string) => ({ servers: [natsUrl], nkey: auth.creds.get(k)!.nkeyFile });
-    childNats.set('cluster-0', key('cluster/cm-0'));
-    childNats.set('pool-0', key('pool/pm-0'));
+    for (const i of managers) {
+      childNats.set(`cluster-${i}`, key(`cluster/cm-${i}`));
+      childNats.set(`pool-${i}`, key(`pool/pm-${i}`));
+    }
     for (const s of cluster.servers) childNats.set(`node-${s.id}`, key(`node/${s.id}`));
     for (let i = 0; i < gateway.replicas; i++) childNats.set(`gateway-${i}`, key(`gateway/gw-${i}`));
     observer = key('observer/');
@@ -160,8 +169,10 @@ async function up(values: UpOptions): Promise<number> {
   const env = { DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'warn', DYNAMOLLM_LOG_PRETTY: process.env.DYNAMOLLM_LOG_PRETTY ?? (process.stdout.isTTY ? '1' : '0') };
   const node = process.execPath;
   const children: ChildSpec[] = [
-    { name: 'cluster-0', command: node, args: launchArgs('cluster', ['--id', 'cm-0', '--config', clusterFile]), env, cwd: REPO },
-    { name: 'pool-0', command: node, args: launchArgs('pool', ['--id', 'pm-0', '--config', clusterFile]), env, cwd: REPO },
+    ...managers.flatMap((i): ChildSpec[] => [
+      { name: `cluster-${i}`, command: node, args: launchArgs('cluster', ['--id', `cm-${i}`, '--config', clusterFile]), env, cwd: REPO },
+      { name: `pool-${i}`, command: node, args: launchArgs('pool', ['--id', `pm-${i}`, '--config', clusterFile]), env, cwd: REPO },
+    ]),
     ...cluster.servers.map((s): ChildSpec => ({ name: `node-${s.id}`, command: node, args: launchArgs('node', ['--id', s.id, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: 20_000 })),
   ];
   for (let i = 0; i < gateway.replicas; i++) {
@@ -179,8 +190,9 @@ async function up(values: UpOptions): Promise<number> {
     const s = childNats.get(c.name);
     if (s) c.env = { ...c.env, ...Object.fromEntries(NATS_ENV_NAMES.map((n) => [n, ''])), ...settingsEnv(s) };
   }
-  const sup = new Supervisor({ children, log });
-  sup.on('gave_up', (e: { name: string }) => log.error({ child: e.name }, 'child keeps crashing; given up (see its log above)'));
+  // restarts back off to 5 s and never stop; a standby leads while its peer is down
+  const sup = new Supervisor({ children, log, backoff: { initialMs: 250, maxMs: 5000 } });
+  sup.on('flapping', (e: { name: string; delayMs: number }) => log.error({ child: e.name, everyMs: e.delayMs }, 'child keeps crashing; still restarting it (see its log above)'));
 
   let stopping: Promise<void> | null = null;
   const stopAll = () =>
