@@ -109,6 +109,15 @@ function safeEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** The request target as a URL; undefined when the URL parser refuses it (e.g. `//a|b`, read as a host). */
+function requestUrl(target: string | undefined): URL | undefined {
+  try {
+    return new URL(target ?? '/', 'http://x');
+  } catch {
+    return undefined;
+  }
+}
+
 export function newRequestId(): string {
   return randomBytes(12).toString('base64url');
 }
@@ -152,7 +161,12 @@ export class GatewayServer {
     this.server.requestTimeout = Math.max(this.server.headersTimeout, opts.bodyTimeoutMs ?? 15_000);
     this.wss = new WebSocketServer({ noServer: true, maxPayload: 4096 });
     this.server.on('upgrade', (req, socket, head) => {
-      if (new URL(req.url ?? '/', 'http://x').pathname !== '/ws' || !this.opts.live) {
+      const target = requestUrl(req.url);
+      if (!target) {
+        socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      if (target.pathname !== '/ws' || !this.opts.live) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
         return;
       }
@@ -236,7 +250,8 @@ export class GatewayServer {
   // ---- HTTP ----
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://x');
+    const url = requestUrl(req.url);
+    if (!url) return this.sendError(res, '/?', new HttpError(400, 'the request target is not a valid path', 'invalid_request_error', 'invalid_request'));
     const path = url.pathname;
     const method = req.method ?? 'GET';
     if (this.opts.replicaId) res.setHeader('x-dynamollm-gateway', this.opts.replicaId);

@@ -148,3 +148,23 @@ describe('body limit below NATS max_payload', () => {
     expect(((await r.json()) as { error: { code: string } }).error.code).toBe('request_too_large');
   });
 });
+
+describe('a request target the URL parser refuses', () => {
+  /** Sends raw bytes, returns what came back before the server closed. */
+  const raw = (text: string) =>
+    new Promise<string>((resolve) => {
+      const s = connect(port, '127.0.0.1');
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      s.on('error', () => {});
+      s.on('close', () => resolve(got));
+      s.end(text);
+    });
+
+  it('gets 400 (not 500), also on a WebSocket upgrade (whose handler would otherwise throw and end the process)', async () => {
+    // `//a|b` reads as a protocol-relative URL with an invalid host (found by npm run fuzz)
+    expect(await raw('DELETE //n|-CO HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
+    expect(await raw('GET //n|-CO HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
+    expect((await get('/healthz')).status).toBe(200);
+  });
+});
