@@ -28,6 +28,7 @@ import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
 import { thresholdsOf, withSlo } from '../common/policy.ts';
 import { addReading, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
+import { reconcileInventory } from '../../src/runtime/inventory.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -52,6 +53,12 @@ export class ClusterManager extends Actor {
   /** the scaling machine's configuration and state (src/policy/machines/cluster.ts). */
   #mc!: ClusterMachineConfig;
   #m: ClusterMachineState;
+  /** when this replica began listening to the instances' status (the stale-inventory check waits a liveness window from it). */
+  #listeningSinceMs = 0;
+  /** bumped when stale assignments are cleared: a store read begun before must not bring them back. */
+  #loadGen = 0;
+  /** per pool: when its assignment was last re-sent (the pool's PoolStatus showed an older epoch). */
+  #resentMs = new Map<string, number>();
 
   constructor(opts: ActorOptions, config: ClusterConfig) {
     super(opts);
@@ -81,6 +88,7 @@ export class ClusterManager extends Actor {
     this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.poolStatus(s.pool) });
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192, expectSubject: (t) => subjects.telInstance(t.id) });
     this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: this.clock.now() }), { capacity: 8192, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) });
+    this.#listeningSinceMs = this.clock.now();
     this.#timers.push(this.clock.setInterval(() => void this.#loadAssignments(), 1000));
     this.#lease = new LeaderLease({
       bus: this.bus, key: leaseKeys.clusterPlanner(), holder: this.id, ttlMs: c.liveness.leaseTtlMs,
@@ -190,6 +198,7 @@ export class ClusterManager extends Actor {
 
   async #loadAssignments(): Promise<void> {
     const found: PoolAssignmentT[] = [];
+    const gen = this.#loadGen;
     try {
       const kv: KV = await this.bus.kv(jetstream.inventoryBucket);
       const keys = await kv.keys('pool.>');
@@ -202,7 +211,83 @@ export class ClusterManager extends Actor {
       this.log.debug({ err: (err as Error).message }, 'assignments not readable');
       return;
     }
+    if (gen !== this.#loadGen) return;
     this.#step({ type: 'assignments_loaded', assignments: found });
+  }
+
+  /**
+   * A new planner, before it plans: the store's assignments against the live instances
+   * (src/runtime/inventory.ts). A previous run's are deleted from the store and from the machine's state
+   * (routes back to the config's), keeping the epoch so every later assignment outranks them.
+   */
+  async #reconcileInventory(): Promise<void> {
+    const c = this.#c;
+    // every live instance reports within a status interval; wait a liveness window after subscribing
+    const wait = this.#listeningSinceMs + c.liveness.deadAfterMs - this.clock.now();
+    if (wait > 0) await this.clock.sleep(wait);
+    const now = this.clock.now();
+    const live = [...this.#instances.values()].filter((x) => now - x.seenMs < c.liveness.deadAfterMs).map((x) => x.st);
+    let kv: KV;
+    const stored: PoolAssignmentT[] = [];
+    try {
+      kv = await this.bus.kv(jetstream.inventoryBucket);
+      for await (const k of await kv.keys('pool.>')) {
+        const e = await kv.get(k);
+        if (e && e.value.length) stored.push(PoolAssignment.decode(e.value));
+      }
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'inventory not readable: stale assignments not checked');
+      return;
+    }
+    const r = reconcileInventory(stored, live, this.#mc.pools.map((p) => p.id));
+    let ledgerCleared = false;
+    if (r.fresh) {
+      try {
+        if (await kv.get(inventoryKeys.energy())) {
+          await kv.delete(inventoryKeys.energy());
+          ledgerCleared = true;
+        }
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'stale energy ledger not deleted');
+      }
+    }
+    if (!r.stale.length && !ledgerCleared) return;
+    this.#loadGen++;
+    for (const a of r.stale) {
+      try {
+        await kv.delete(inventoryKeys.pool(a.pool));
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message, pool: a.pool }, 'stale assignment not deleted');
+      }
+    }
+    const fresh = initialClusterState({ pools: this.#mc.pools });
+    const epoch = Math.max(this.#m.epoch, ...stored.map((a) => a.epoch));
+    this.#m = { ...this.#m, assignments: fresh.assignments, route: fresh.route, planServers: undefined, mismatchTicks: 0, epoch };
+    if (r.keep.length) this.#step({ type: 'assignments_loaded', assignments: r.keep });
+    this.#evt(
+      'plan', `${this.id}: ${r.stale.length} stale pool assignment(s)${ledgerCleared ? ' and the energy ledger' : ''} cleared from the inventory (${r.why})`,
+      { cleared: r.stale.map((a) => ({ pool: a.pool, epoch: a.epoch, state: a.state, issuedBy: a.issuedBy })), ledgerCleared, keptEpoch: epoch },
+      { liveInstances: live.length, stored: stored.length },
+    );
+  }
+
+  /**
+   * Leader, every few status intervals: a pool whose leader reports an older assignment epoch than the
+   * planner's (a new pool leader that found nothing it could trust in the store, a lost command) gets its
+   * assignment again.
+   */
+  #resendBehind(): void {
+    const now = this.clock.now();
+    const c = this.#c;
+    for (const [pool, a] of this.#m.assignments) {
+      const p = this.#pools.get(pool);
+      if (!p || now - p.seenMs > c.liveness.deadAfterMs || p.st.epoch >= a.epoch) continue;
+      if (now - (this.#resentMs.get(pool) ?? -Infinity) < Math.max(2000, c.liveness.statusIntervalMs * 4)) continue;
+      this.#resentMs.set(pool, now);
+      void this.bus
+        .request(subjects.poolControl(pool), PoolCommand, { v: 1, op: 'assign', assignment: a, reason: `re-sent: ${pool} reports epoch ${p.st.epoch} < ${a.epoch}` }, Ack, { timeoutMs: c.timeouts.controlMs })
+        .catch((err: unknown) => this.log.info({ pool, err: (err as Error).message }, 'assignment re-send failed'));
+    }
   }
 
   // ------------------------------------------------------------------ leader: inventory and scaling
@@ -248,12 +333,16 @@ export class ClusterManager extends Actor {
     this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
     await ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
     await ensureRequestsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
+    // before anything is read from the store: a previous run's state is cleared
+    await this.#reconcileInventory();
+    if (!this.#lease.isLeader()) return;
     await this.#continueLedger();
     this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
     this.#leaderTimers.push(this.clock.setInterval(() => {
       this.#publishTelemetry();
       this.#storeLedger();
     }, TELEMETRY_MS));
+    this.#leaderTimers.push(this.clock.setInterval(() => this.#resendBehind(), Math.max(1000, this.#c.liveness.statusIntervalMs * 4)));
     this.#step({ type: 'lead' });
   }
 

@@ -62,9 +62,14 @@ class Drive {
     this.s = state;
     return effects;
   }
-  /** leads with an assignment in the store; returns the effects. */
+  /** leads, then gets the assignment from the cluster planner (PoolCommand assign); returns the effects of both. */
   lead(ms: number, a?: PoolAssignment): PoolEffect[] {
-    return this.at(ms, { type: 'lead', term: 1, ...(a ? { stored: a } : {}) });
+    const fx = this.at(ms, { type: 'lead', term: 1 });
+    return a ? [...fx, ...this.at(ms, { type: 'assign', ref: ++this.ref, assignment: a })] : fx;
+  }
+  /** leads with an assignment found in the store (the KV). */
+  leadStored(ms: number, a: PoolAssignment): PoolEffect[] {
+    return this.at(ms, { type: 'lead', term: 1, stored: a });
   }
   dispatch(ms: number, r: InferenceRequest): PoolEffect[] {
     return this.at(ms, { type: 'dispatch', ref: ++this.ref, req: r });
@@ -107,6 +112,24 @@ describe('pool machine: timers, lead, reconciliation', () => {
     expect(nodeCmds(d.at(2000, { type: 'reconcile' }))).toEqual([]);
     for (const c of nodeCmds(fx)) d.at(2100, { type: 'node_result', cmd: c, ok: true, purpose: 'reconcile' });
     expect(nodeCmds(d.at(4000, { type: 'reconcile' }))).toEqual([]);
+  });
+
+  it('a stored assignment is adopted on a failover (an instance of the pool alive), not from a previous run (none alive)', () => {
+    // a previous run's plan in the store, nothing of the pool alive: nothing starts; the planner's assignment does
+    const fresh = new Drive();
+    fresh.at(0, { type: 'start' });
+    const fx = fresh.leadStored(0, assignment([G8('node-0'), G8('node-1')], 7));
+    expect(nodeCmds(fx)).toEqual([]);
+    expect(fresh.s.assignment).toBeUndefined();
+    expect(events(fx, 'lease').map((e) => e.summary).join('\n')).toMatch(/stored assignment \(epoch 7\) not adopted: no live instance/);
+    expect(nodeCmds(fresh.at(10, { type: 'assign', ref: 1, assignment: assignment([{ node: 'node-1', gpuIds: [0, 1, 2, 3] }], 8) })).map((c) => c.instanceId)).toEqual([`${POOL}-node-1-g0x4`]);
+    // a failover: the standby tracks a live instance of the pool, so the store is this cluster's
+    const standby = new Drive();
+    standby.at(0, { type: 'start' });
+    standby.at(5, { type: 'status', status: status(`${POOL}-node-0-g0x4`) });
+    const fx2 = standby.leadStored(10, assignment([{ node: 'node-0', gpuIds: [0, 1, 2, 3, 4, 5, 6, 7] }], 7));
+    expect(standby.s.assignment?.epoch).toBe(7);
+    expect(nodeCmds(fx2).map((c) => c.instanceId)).toEqual([`${POOL}-node-0-g4x4`]);
   });
 
   it('a start the node refused is retried by the next reconciliation; one never reporting is forgotten after the health deadline', () => {

@@ -192,7 +192,19 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
     case 'lead':
       s.leader = true;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} leads ${cfg.pool}`, decision: { leader: cfg.holder, term: ev.term }, inputs: { pool: cfg.pool } });
-      if (ev.stored && (!s.assignment || ev.stored.epoch > s.assignment.epoch)) setAssignment(s, ev.stored);
+      if (ev.stored && (!s.assignment || ev.stored.epoch > s.assignment.epoch)) {
+        // the store outlives the cluster (a shared NATS server keeps a previous run's KV): a stored assignment
+        // is this cluster's only when an instance of the pool is alive (a failover of this leader) or the
+        // planner already sent this replica one; otherwise the planner sends the current one (it re-sends an
+        // assignment to a pool whose status shows an older epoch) and nothing starts from a previous plan
+        if (s.assignment || aliveInstances(s).length > 0) setAssignment(s, ev.stored);
+        else {
+          fx.push({
+            kind: 'event', event: 'lease', summary: `${cfg.pool}: stored assignment (epoch ${ev.stored.epoch}) not adopted: no live instance of the pool; waiting for the cluster planner`,
+            decision: { adopted: false, storedEpoch: ev.stored.epoch }, inputs: { pool: cfg.pool, issuedBy: ev.stored.issuedBy, atMs: ev.stored.atMs },
+          });
+        }
+      }
       fx.push(
         { kind: 'arm_timer', timer: 'reconcile', everyMs: Math.max(500, cfg.statusIntervalMs * 4) },
         { kind: 'arm_timer', timer: 'reshard', everyMs: cfg.epochMs },
