@@ -127,6 +127,13 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     const { cluster } = splitConfig(parse(cfg.data['cluster.yaml']), 'deploy/k8s/cluster.yaml');
     expect(cluster.nats.jetstreamReplicas).toBe(3);
     expect([cluster.nats.url].flat()).toHaveLength(3);
+    // R3 needs three JetStream servers in one cluster: the routes name every pod of the StatefulSet
+    const conf = cm.data['nats.conf'] as string;
+    const routes = /cluster\s*\{[^}]*routes:\s*\[([^\]]*)\]/.exec(conf)?.[1]?.trim().split(/\s+/) ?? [];
+    const ns = sts.metadata.namespace as string;
+    expect(routes).toEqual(Array.from({ length: sts.spec.replicas as number }, (_, i) => `nats://nats-${i}.${sts.spec.serviceName as string}.${ns}.svc:6222`));
+    // every actor that creates KV buckets or streams reads the same config (R3), none overrides it
+    for (const name of ACTORS) expect(JSON.stringify(workloads.find((o) => o.metadata.name === name)!.spec.template.spec.containers[0].args), name).not.toMatch(/jetstreamReplicas/);
   });
 
   it('each actor connects with its own nkey seed (NATS_NKEY named by its id) from its role\'s Secret only, and runs `dynamollm actor`', () => {
