@@ -91,6 +91,8 @@ export interface ParsedRequest {
   params?: EngineParams;
   stream: boolean;
   includeUsage: boolean;
+  /** stream_options.continuous_usage_stats (with include_usage, as vLLM): every chunk carries the usage so far. */
+  continuousUsage: boolean;
   user?: string;
 }
 
@@ -164,16 +166,18 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   }
   const stream = optBool(body, 'stream') ?? false;
   let includeUsage = false;
+  let continuousUsage = false;
   const so = body.stream_options;
   if (so !== undefined && so !== null) {
     if (!isObj(so)) throw badRequest("'stream_options' must be an object", 'stream_options');
     if (!stream) throw badRequest("'stream_options' is only allowed when 'stream' is true", 'stream_options');
     for (const k of Object.keys(so)) {
-      if (k === 'include_usage') continue;
-      if (k === 'continuous_usage_stats' && (so[k] === false || so[k] === null)) continue;
-      throw badRequest(`'stream_options.${k}' is not supported (only include_usage)`, `stream_options.${k}`);
+      if (k === 'include_usage' || k === 'continuous_usage_stats') continue;
+      throw badRequest(`'stream_options.${k}' is not supported (include_usage, continuous_usage_stats)`, `stream_options.${k}`);
     }
     includeUsage = optBool(so, 'include_usage') ?? false;
+    // vLLM: continuous usage only together with include_usage
+    continuousUsage = includeUsage && (optBool(so, 'continuous_usage_stats') ?? false);
   }
   const params = parseEngineParams(kind, body);
   const user = params?.user;
@@ -184,6 +188,7 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
     maxTokensGiven: given !== undefined,
     stream,
     includeUsage,
+    continuousUsage,
     minTokens,
     ignoreEos: optBool(body, 'ignore_eos'),
     temperature: typeof t === 'number' ? t : undefined,
@@ -341,49 +346,72 @@ export function chatResponse(id: string, created: number, model: string, c: Choi
   };
 }
 
-/** What one SSE event carries: a piece of the answer, or (with `finish`) the closing event. */
+/** What one SSE event carries: a piece of the answer, and (with `finish`) the end of it. */
 export interface StreamPart {
   text?: string;
   finish?: FinishReason;
   stopReason?: string | number | null;
-  first?: boolean;
-  tokens?: number;
   logprobs?: Record<string, unknown>;
   toolCalls?: Record<string, unknown>[];
   reasoning?: string;
+  /** stream_options.continuous_usage_stats: the usage so far (vLLM's three counts, no extension). */
+  usage?: ContinuousUsage;
 }
 
+export interface ContinuousUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export const continuousUsage = (promptTokens: number, completionTokens: number): ContinuousUsage => ({
+  prompt_tokens: promptTokens,
+  completion_tokens: completionTokens,
+  total_tokens: promptTokens + completionTokens,
+});
+
 /**
- * One SSE event, shaped like vLLM's chunk. `tokens` > 1 (a coalesced chunk, engine.streamCoalesceMs) adds the
- * non-OpenAI field `dynamollm_tokens` (how many tokens `text` holds; OpenAI clients ignore unknown fields) so a
- * client can count per-token latency (src/telemetry/replay.ts). The role is sent on the first chat chunk.
+ * One SSE event, shaped as vLLM's OpenAI server shapes it (pydantic, exclude_unset): completions carry
+ * `stop_reason` on every chunk (null until the end); chat chunks carry it only on the closing one. The
+ * closing chunk holds the last piece of text (if any) together with finish_reason. No field vLLM does not send.
  */
 export function streamChunk(kind: ApiKind, id: string, created: number, model: string, part: StreamPart) {
   const finish_reason = part.finish ? finishOut(part.finish) : null;
-  const extra = part.tokens !== undefined && part.tokens > 1 ? { dynamollm_tokens: part.tokens } : {};
-  const stop = part.finish ? { stop_reason: part.stopReason ?? null } : {};
+  const usage = part.usage ? { usage: part.usage } : {};
   if (kind === 'completion') {
     return {
       id: `cmpl-${id}`,
       object: 'text_completion' as const,
       created,
       model,
-      choices: [{ index: 0, text: part.text ?? '', logprobs: part.logprobs ?? null, finish_reason, ...stop }],
-      ...extra,
+      choices: [{ index: 0, text: part.text ?? '', logprobs: part.logprobs ?? null, finish_reason, stop_reason: part.finish ? (part.stopReason ?? null) : null }],
+      ...usage,
     };
   }
   const delta: Record<string, unknown> = {};
-  if (part.first) delta.role = 'assistant';
   if (part.text !== undefined && (part.text !== '' || !part.toolCalls)) delta.content = part.text;
   if (part.reasoning !== undefined) delta.reasoning_content = part.reasoning;
   if (part.toolCalls) delta.tool_calls = part.toolCalls;
+  const stop = part.finish ? { stop_reason: part.stopReason ?? null } : {};
   return {
     id: `chatcmpl-${id}`,
     object: 'chat.completion.chunk' as const,
     created,
     model,
     choices: [{ index: 0, delta, logprobs: part.logprobs ?? null, finish_reason, ...stop }],
-    ...extra,
+    ...usage,
+  };
+}
+
+/** vLLM's first chat chunk: the assistant role with empty content, before any token. */
+export function roleChunk(id: string, created: number, model: string, usage?: ContinuousUsage) {
+  return {
+    id: `chatcmpl-${id}`,
+    object: 'chat.completion.chunk' as const,
+    created,
+    model,
+    choices: [{ index: 0, delta: { role: 'assistant' as const, content: '' }, logprobs: null, finish_reason: null }],
+    ...(usage ? { usage } : {}),
   };
 }
 

@@ -24,7 +24,7 @@ import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
   HttpError, badRequest, chatResponse, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
-  streamChunk, usageChunk, usageOut, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
+  continuousUsage, roleChunk, streamChunk, usageChunk, usageOut, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
@@ -666,18 +666,20 @@ export class GatewayServer {
         if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
           return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
         }
+        if (first && p.kind === 'chat') send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined));
+        first = false;
         tokens += c.tokens;
         timer.onChunk(c);
-        if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined || (first && p.kind === 'chat')) {
-          send(streamChunk(p.kind, id, created, p.model, { text: c.text, first, tokens: c.tokens, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning }));
-          first = false;
-        }
+        const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens) : undefined;
+        const piece = { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage };
         if (c.done) {
-          send(streamChunk(p.kind, id, created, p.model, { finish: c.finishReason ?? 'stop', stopReason: c.stopReason, first }));
+          // the closing chunk carries the last text (if the instance sent any with it) and finish_reason, as vLLM's
+          send(streamChunk(p.kind, id, created, p.model, { ...piece, finish: c.finishReason ?? 'stop', stopReason: c.stopReason }));
           if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOut(c.usage, inputTokens, tokens)));
           res.end('data: [DONE]\n\n');
           return;
         }
+        if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece));
       }
       if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
     } catch (err) {

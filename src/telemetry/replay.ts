@@ -140,8 +140,10 @@ const tlsAgent = new https.Agent({ keepAlive: true, maxSockets: Infinity, maxFre
  * One streaming completion over node:http (cheaper per event than fetch's web streams: at 10x the shipped
  * trace the client parses ~12k events/s on the same cores as the cluster); never throws (every outcome is a
  * Result). TTFT = first event with text - request start; TBT = gap between events with text, per token: an
- * event carrying k > 1 tokens (`dynamollm_tokens`, a coalesced chunk) adds its gap for its first token and
- * k-1 gaps of 0 (those tokens reached the client together). Latencies are multiplied by timeScale.
+ * event carrying k > 1 tokens (a coalesced chunk, or vLLM's --stream-interval; k from the growth of
+ * completion_tokens in the usage that stream_options.continuous_usage_stats puts on every event, as vLLM
+ * does) adds its gap for its first token and k-1 gaps of 0 (those tokens reached the client together).
+ * Latencies are multiplied by timeScale.
  */
 function oneRequest(o: { url: string; apiKey?: string; model: string; rec: TraceRecord; type: RequestType; timeoutMs: number; timeScale: number; signal?: AbortSignal }): Promise<Result> {
   const res: Result = { type: o.type, outcome: 'failed', tbtMs: [], energyJ: 0 };
@@ -153,13 +155,14 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
     min_tokens: Math.max(1, o.rec.outputTokens),
     ignore_eos: true,
     stream: true,
-    stream_options: { include_usage: true },
+    stream_options: { include_usage: true, continuous_usage_stats: true },
   });
   return new Promise<Result>((resolve) => {
     let settled = false;
     const t0 = performance.now();
     let last = 0;
     let sawDone = false;
+    let completionTokens = 0;
     const finish = (outcome: Result['outcome'] | null, error?: string) => {
       if (settled) return;
       settled = true;
@@ -205,7 +208,7 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
               sawDone = true;
               continue;
             }
-            let j: { error?: { code?: string }; choices?: { text?: string }[]; usage?: { energy_joules?: number; energy_source?: string }; dynamollm_tokens?: number };
+            let j: { error?: { code?: string }; choices?: { text?: string }[]; usage?: { completion_tokens?: number; energy_joules?: number; energy_source?: string } };
             try {
               j = JSON.parse(data) as typeof j;
             } catch {
@@ -216,10 +219,14 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
               rq.destroy();
               return finish(REJECT_CODES.has(j.error.code ?? '') ? 'rejected' : 'failed', `stream_${j.error.code ?? 'error'}`);
             }
+            // tokens this event brought: the growth of the running completion count (1 without usage)
+            const total = j.usage?.completion_tokens;
+            const k = total !== undefined ? total - completionTokens : 1;
+            if (total !== undefined) completionTokens = total;
             if (j.choices?.[0]?.text) {
               if (res.ttftMs === undefined) res.ttftMs = (now - t0) * o.timeScale;
               else res.tbtMs.push((now - last) * o.timeScale);
-              for (let k = 1; k < (j.dynamollm_tokens ?? 1); k++) res.tbtMs.push(0);
+              for (let x = 1; x < k; x++) res.tbtMs.push(0);
               last = now;
             }
             if (j.usage) {

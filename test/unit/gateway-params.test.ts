@@ -55,7 +55,7 @@ describe('gateway request parameters', () => {
       ['chat', { seed: 'seven' }, 'seed'],
       ['chat', { logprobs: 2 }, 'logprobs'],
       ['completion', { logprobs: true }, 'logprobs'],
-      ['chat', { stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } }, 'stream_options.continuous_usage_stats'],
+      ['chat', { stream: true, stream_options: { include_usage: true, frobnicate: true } }, 'stream_options.frobnicate'],
     ];
     for (const [kind, extra, param] of cases) {
       const base = kind === 'chat' ? { model: 'm', messages: [{ role: 'user', content: 'x' }] } : { model: 'm', prompt: 'x' };
