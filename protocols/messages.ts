@@ -166,6 +166,13 @@ export const inferenceRequest = z.object({
   pool: z.string().max(128).optional(),
   /** times this request was moved between instances (emergency step 3, failures). */
   moves: int.optional(),
+  /**
+   * the gateway reads the engine itself (docs/DATAPATH.md): when the request starts, the instance publishes a
+   * grant (TokenChunk.grant) instead of the tokens, and learns the outcome from the gateway's LegReport.
+   */
+  direct: z.boolean().optional(),
+  /** a migrated request's leg number (1 = the first continuation): its prompt already holds the tokens sent. */
+  migration: int.optional(),
 });
 export type InferenceRequest = z.infer<typeof inferenceRequest>;
 export const InferenceRequest = codec('InferenceRequest', inferenceRequest);
@@ -263,6 +270,11 @@ export const tokenChunk = z.object({
    * per token, non-decreasing). Absent: one token per chunk, or timing not known.
    */
   tokenOffsetsMs: z.array(nonneg).max(MAX_CHUNK_TOKENS).optional(),
+  /**
+   * a direct request (InferenceRequest.direct) may start: the gateway streams from this engine itself, with
+   * this key (the engine's API key; only gateways may read stream subjects). Sent alone, seq 0, no text.
+   */
+  grant: z.object({ url: z.string().max(512).regex(/^https?:\/\/[^\s/]+$/), apiKey: z.string().min(16).max(256) }).optional(),
 });
 export type TokenChunk = z.infer<typeof tokenChunk>;
 
@@ -352,6 +364,32 @@ function fastTokenChunk(c: Record<string, unknown>): boolean {
 export const TokenChunk = codec('TokenChunk', tokenChunk, fastTokenChunk);
 /** the fast validator alone, for the agreement test against zod. */
 export const fastTokenChunkCheck: (c: Record<string, unknown>) => boolean = fastTokenChunk;
+
+/**
+ * gateway -> the instance that granted a direct request (subjects.instanceLeg): the first token's arrival
+ * (published, no reply) and the leg's end (request -> LegReply with the energy to put in usage). Times are
+ * the gateway's wall clock, like the request's arrivalMs.
+ */
+export const legReport = z.object({
+  v,
+  id,
+  phase: z.enum(['first_token', 'end']),
+  /** the end: how the leg ended ('failed': the engine's stream broke; the request continues elsewhere or fails). */
+  outcome: z.enum(['ok', 'failed', 'cancelled']).optional(),
+  firstTokenMs: nonneg.optional(),
+  tbtSumMs: nonneg.optional(),
+  tbtMaxMs: nonneg.optional(),
+  tbtN: int.optional(),
+  completionTokens: int.optional(),
+  promptTokens: int.optional(),
+  /** the engine's own energy figure for the request (the emulator's modelled usage.energy_joules), J. */
+  engineEnergyJ: nonneg.optional(),
+});
+export type LegReport = z.infer<typeof legReport>;
+export const LegReport = codec('LegReport', legReport);
+export const legReply = z.object({ v, ok: z.boolean(), energyJ: nonneg.optional(), energySource: z.enum(['measured', 'modelled']).optional(), error: wireError.optional() });
+export type LegReply = z.infer<typeof legReply>;
+export const LegReply = codec('LegReply', legReply);
 
 export const cancel = z.object({ v, id, reason: z.string().max(512) });
 export type Cancel = z.infer<typeof cancel>;
@@ -529,6 +567,6 @@ export const ClusterStatus = codec('ClusterStatus', clusterStatus);
 
 /** All codecs, for round-trip tests and the garbage-payload tests. */
 export const ALL_CODECS = {
-  Ack, InferenceRequest, Admission, TokenChunk, Cancel, Heartbeat, InstanceTelemetry, RequestRecord,
+  Ack, InferenceRequest, Admission, TokenChunk, LegReport, LegReply, Cancel, Heartbeat, InstanceTelemetry, RequestRecord,
   PoolTelemetry, ClusterTelemetry, DecisionEvent, StatusRequest, ClusterStatus, TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply,
 } as const;

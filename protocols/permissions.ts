@@ -15,7 +15,8 @@
  *   pool managers; the inventory's `pool.<p>` (assignments) by cluster managers, `node.<n>` by node n;
  * - the events stream (subjects `evt.>`) is written only by control roles (cluster, pool, instance, node),
  *   each only under its own id (pool leaders under the pools' ids);
- * - the gateway may only submit requests to the cluster intake, read token streams, cancel, and read
+ * - the gateway may only submit requests to the cluster intake, read token streams, cancel, report the legs
+ *   of the requests it streams from an engine directly (`inst.<id>.leg`), and read
  *   telemetry, events and heartbeats (its dashboard): no command subject, no JetStream;
  * - the observer reads (telemetry, events live and through its own consumer of the events stream,
  *   heartbeats), asks the cluster status and sends NATS Service API requests; it changes nothing;
@@ -102,7 +103,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
   switch (a.role) {
     case 'gateway':
       return {
-        publish: [subjects.clusterIntake(), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), hbOwn('gateway')],
+        publish: [subjects.clusterIntake(), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)), hbOwn('gateway')],
         subscribe: uniq([wild(subjects.stream(ANY)), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), inboxOf('gateway', id), ...serviceSubs('gateway', id)]),
         allowResponses: true,
       };
@@ -153,7 +154,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           wild(subjects.telRequest(Q)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('instance'),
         ]),
         subscribe: uniq([
-          wild(subjects.instanceAdmit(I)), wild(subjects.instanceControl(I)), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(controlSubjects.instanceStatusPool(Q)),
+          wild(subjects.instanceAdmit(I)), wild(subjects.instanceControl(I)), wild(subjects.instanceLeg(I)), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(controlSubjects.instanceStatusPool(Q)),
           inboxOf('instance', id), ...serviceSubs('instance', id),
         ]),
         allowResponses: true,

@@ -31,6 +31,8 @@ export const subjects = {
   poolMove: (pool: string) => `${ROOT}.pool.${token(pool, 'pool')}.move`,
   /** pool leader -> instance manager: InferenceRequest -> Admission. */
   instanceAdmit: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.admit`,
+  /** gateway -> the instance that granted a direct request: LegReport (first token: no reply; end: -> LegReply). */
+  instanceLeg: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.leg`,
   /** pool leader -> instance manager: InstanceCommand -> Ack. */
   instanceControl: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.ctl`,
   /** cluster/pool leader -> node agent (owns a server's GPUs): NodeCommand -> Ack. */

@@ -36,6 +36,15 @@ export const gatewaySchema = z
     admitAttemptMs: z.number().positive().default(3000),
     /** longest silence of a token stream before the request fails (retryable), ms; default 60000. */
     chunkTimeoutMs: z.number().positive().default(60_000),
+    /**
+     * direct: after the instance's grant the gateway streams from the engine itself (docs/DATAPATH.md; it must
+     * reach the engines' host:port); nats: the instances relay the tokens over NATS. Default direct.
+     */
+    dataPath: z.enum(['direct', 'nats']).default('direct'),
+    /** legs a request may continue on after its engine or instance died mid-stream (0: none); default 3. */
+    migrationLimit: z.number().int().min(0).max(16).default(3),
+    /** generated text kept per request for a migration, bytes; past it the request cannot migrate; default 1 MiB. */
+    migrationMaxBytes: z.number().int().positive().default(1 << 20),
     /** gateway replicas `dynamollm up` starts (ports port, port+1, ...); default 1. */
     replicas: z.number().int().min(1).max(64).default(1),
     /** model ids served (/v1/models); default [the cluster's model]. */
@@ -65,7 +74,7 @@ export function applyOverrides(g: GatewaySettings, extra: Record<string, string>
   for (const [k, v] of Object.entries(extra)) {
     if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
     if (k === 'apiKeys' || k === 'models') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
-    else if (k === 'host' || k === 'metricsToken') out[k] = v;
+    else if (k === 'host' || k === 'metricsToken' || k === 'dataPath') out[k] = v;
     else if (k === 'dashboard') out[k] = v === 'true' || v === '1';
     else out[k] = Number(v);
   }

@@ -82,7 +82,10 @@ export class GatewayActor extends Actor {
     this.readyTimer.unref();
     void this.probeCluster();
     this.server = new GatewayServer({
-      backend: new NatsBackend(this.bus, { admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs }),
+      backend: new NatsBackend(this.bus, {
+        admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
+        direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes,
+      }),
       port: s.port,
       host: s.host,
       apiKeys: s.apiKeys,

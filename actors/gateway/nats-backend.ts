@@ -1,8 +1,22 @@
 /**
- * The gateway's backend over NATS: subscribe to the request's token stream FIRST (so no chunk can be
+ * The gateway's backend over NATS: subscribe to the request's stream subject FIRST (so nothing can be
  * missed), then ask cluster intake (request-reply with a deadline) to admit it; a refusal becomes a typed
- * DynError (mapped to 429/503 by the HTTP layer). Chunks flow through a bounded queue; a stream silent for
- * `chunkTimeoutMs` ends with an explicit retryable error; aborting the signal publishes a Cancel.
+ * DynError (mapped to 429/503 by the HTTP layer). Aborting the signal publishes a Cancel.
+ *
+ * Direct data path (default, docs/DATAPATH.md): the request says `direct`, and when its instance starts it,
+ * the instance publishes a grant (its engine's URL and API key) on the stream subject instead of relaying the
+ * tokens. The gateway then streams from the engine itself: no per-token NATS message, msgpack or relay. It
+ * reports the first token and the leg's end to the instance (LegReport), which keeps admission, cancel, SLO
+ * and energy accounting and may still end the leg with an error chunk on the stream subject.
+ *
+ * Request migration: when the engine's stream breaks mid-generation (the engine or its instance died), or
+ * the control plane ends the leg with a retryable error, the request continues as a new leg on a peer with
+ * its prompt and the text already sent (`migration` legs, at most `migrationLimit`; only while the text fits
+ * `migrationMaxBytes`). The client sees one stream: seq, token counts and usage continue across legs, and
+ * usage sums the legs' energy.
+ *
+ * An instance that cannot grant (no engine key) streams the tokens over NATS as before; the gateway reads
+ * them from a bounded queue, and a stream silent for `chunkTimeoutMs` ends with an explicit retryable error.
  *
  * Admission is retried, not timed out: every hop (cluster intake, pool dispatch, instance admit) is
  * idempotent by request id (a duplicate joins the admission in flight or gets its answer), so an attempt
@@ -10,11 +24,19 @@
  * cluster saying `unavailable`) is sent again with the same id until `admitTimeoutMs` has passed. While
  * NATS is reconnecting, new requests wait for the connection inside that same budget.
  */
-import type { Bus } from '../../src/runtime/bus.ts';
+import { Agent } from 'node:http';
+import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { DynError, RemoteError } from '../../protocols/errors.ts';
 import { subjects } from '../../protocols/subjects.ts';
-import { Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
+import {
+  Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, LegReply, LegReport, TokenChunk, TokenizeReply, TokenizeRequest,
+} from '../../protocols/messages.ts';
+import type { WireError } from '../../protocols/errors.ts';
+import { streamCompletion } from '../../src/engine/client.ts';
+import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engine.ts';
+import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
+import { chunkExtras, continuation, timeTokens, type LegTiming, type StreamState } from './legs.ts';
 
 export interface NatsBackendOptions {
   /** the whole admission's budget (classification + dispatch + instance admission, retries included), ms. Default 10000. */
@@ -27,6 +49,14 @@ export interface NatsBackendOptions {
   streamCapacity?: number;
   /** deadline of a tokenize/detokenize request to an instance, ms. Default 5000. */
   tokenizeTimeoutMs?: number;
+  /** stream granted requests from the engine directly (docs/DATAPATH.md). Default true. */
+  direct?: boolean;
+  /** legs a request may continue on after its engine or instance died mid-stream. Default 3. */
+  migrationLimit?: number;
+  /** most bytes of generated text kept per request for a migration (past it, no migration). Default 1 MiB. */
+  migrationMaxBytes?: number;
+  /** deadline of the leg's end report to its instance, ms. Default 2000. */
+  legReportTimeoutMs?: number;
 }
 
 /** A bounded single-consumer queue of chunks with an end/failure. */
@@ -36,6 +66,10 @@ class ChunkQueue {
   private ended = false;
   failure: DynError | null = null;
   constructor(private readonly capacity: number) {}
+  /** the next chunk already here, without waiting. */
+  take(): TokenChunk | undefined {
+    return this.items.shift();
+  }
   push(c: TokenChunk): void {
     if (this.ended) return;
     if (this.items.length >= this.capacity) {
@@ -91,15 +125,43 @@ export interface AdmissionCounters {
   heldForReconnect: number;
   /** terminal chunks accepted although their seq had been seen (a stream ended by someone else than its instance). */
   foreignTerminals: number;
+  /** requests that continued on another leg after their engine or instance died mid-stream. */
+  migrated: number;
 }
 
+/** One leg of a request: its own id and stream subject (a migrated request gets a new leg on a peer). */
+interface Leg {
+  req: InferenceRequest;
+  q: ChunkQueue;
+  sub: SubscribeHandle;
+  /** while the gateway streams this leg from an engine: takes the control chunks (an error ends the leg). */
+  onControl?: (c: TokenChunk) => void;
+  cancelSent: { done: boolean };
+  /** the cluster's admission (or, when the instance's grant came first, what the grant says). */
+  admission: Admission;
+}
+
+/** The control plane ended a leg (an error chunk on its stream subject while the gateway read the engine). */
+class LegEnded extends Error {
+  constructor(readonly error: WireError) {
+    super(error.message);
+  }
+}
+
+
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
   private readonly capacity: number;
   private readonly tokenizeTimeoutMs: number;
+  private readonly direct: boolean;
+  private readonly migrationLimit: number;
+  private readonly migrationMaxBytes: number;
+  private readonly legReportTimeoutMs: number;
+  /** keep-alive connections to the engines this gateway streams from (one per concurrent stream). */
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: 4_000 });
 
   constructor(
     private readonly bus: Bus,
@@ -110,6 +172,10 @@ export class NatsBackend implements GatewayBackend {
     this.chunkTimeoutMs = opts.chunkTimeoutMs ?? 60_000;
     this.capacity = opts.streamCapacity ?? 8192;
     this.tokenizeTimeoutMs = opts.tokenizeTimeoutMs ?? 5000;
+    this.direct = opts.direct ?? true;
+    this.migrationLimit = opts.migrationLimit ?? 3;
+    this.migrationMaxBytes = opts.migrationMaxBytes ?? 1 << 20;
+    this.legReportTimeoutMs = opts.legReportTimeoutMs ?? 2000;
   }
 
   /** Any instance's engine tokenizer (queue group): vLLM's /tokenize. Held and retried like admission (it is idempotent). */
@@ -125,6 +191,10 @@ export class NatsBackend implements GatewayBackend {
 
   ready(): boolean {
     return !this.bus.closed;
+  }
+
+  close(): void {
+    this.agent.destroy();
   }
 
   private cancel(id: string, reason: string, sent?: { done: boolean }): void {
@@ -204,15 +274,25 @@ export class NatsBackend implements GatewayBackend {
     );
   }
 
-  async submit(req: InferenceRequest, signal: AbortSignal): Promise<AdmittedStream> {
+  /**
+   * Subscribes to the leg's stream subject, then asks the cluster intake to admit it. Resolves once the
+   * admission says yes, or earlier when the instance's grant arrives (the grant proves the admission; its
+   * reply is still on its way back through the pool and cluster managers).
+   */
+  private async openLeg(req: InferenceRequest, signal: AbortSignal): Promise<Leg> {
     const subject = subjects.stream(req.id);
     const msg: InferenceRequest = { ...req, streamSubject: subject };
     const q = new ChunkQueue(this.capacity);
     const seen = new Set<number>();
-    const sub = this.bus.subscribe(
+    let granted: ((c: TokenChunk) => void) | undefined;
+    const grant = new Promise<TokenChunk>((r) => (granted = r));
+    const leg: Leg = { req: msg, q, sub: undefined as unknown as SubscribeHandle, cancelSent: { done: false }, admission: { v: 1, id: msg.id, ok: true } };
+    leg.sub = this.bus.subscribe(
       subject,
       TokenChunk,
       (c) => {
+        if (leg.onControl) return leg.onControl(c);
+        if (c.grant) granted?.(c);
         // a request moved between instances may repeat a seq; the first copy wins. A terminal chunk (done or
         // error) ends the stream whoever sends it: the pool leader ending a dead instance's stream numbers it
         // from that instance's last status, which may be a seq the gateway already has
@@ -225,53 +305,241 @@ export class NatsBackend implements GatewayBackend {
       },
       { capacity: this.capacity },
     );
-    let admitted = false;
-    const cancelSent = { done: false };
-    const onAbort = () => {
-      q.fail(new DynError('cancelled', 'client disconnected', { retryable: false }));
-      if (admitted) this.cancel(req.id, 'client disconnected', cancelSent);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    let adm: Admission;
+    const admission = this.admit(msg, signal);
+    let adm: Admission | TokenChunk;
     try {
-      adm = await this.admit(msg, signal);
+      adm = await Promise.race([admission, grant]);
     } catch (err) {
-      signal.removeEventListener('abort', onAbort);
-      sub.unsubscribe();
+      leg.sub.unsubscribe();
       // the intake may have admitted it before the deadline: make sure nobody works on it for nothing
-      if ((err as DynError).code === 'timeout' || signal.aborted) this.cancel(req.id, 'admission not confirmed');
+      if ((err as DynError).code === 'timeout' || signal.aborted) this.cancel(msg.id, 'admission not confirmed');
       throw err;
     }
-    if (!adm.ok) {
-      signal.removeEventListener('abort', onAbort);
-      sub.unsubscribe();
+    if ('seq' in adm) {
+      // granted first: the grant proves the admission, and says where it landed; the reply no longer matters
+      admission.catch(() => undefined);
+      leg.admission = { v: 1, id: msg.id, ok: true };
+      if (adm.instance) leg.admission.instance = adm.instance;
+      if (adm.pool) leg.admission.pool = adm.pool;
+      if (adm.type) leg.admission.type = adm.type;
+    } else if (!adm.ok) {
+      leg.sub.unsubscribe();
       const e = adm.error ?? { code: 'rejected' as const, message: 'request refused', retryable: true };
       // the cluster's refusal: its words may name pools or instances, so the HTTP layer answers in its own
       throw new RemoteError(e);
+    } else leg.admission = adm;
+    return leg;
+  }
+
+  async submit(req: InferenceRequest, signal: AbortSignal): Promise<AdmittedStream> {
+    let leg: Leg | undefined;
+    let failed: DynError | null = null;
+    const onAbort = () => {
+      failed = new DynError('cancelled', 'client disconnected', { retryable: false });
+      leg?.q.fail(failed);
+      if (leg) this.cancel(leg.req.id, 'client disconnected', leg.cancelSent);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      leg = await this.openLeg(this.direct ? { ...req, direct: true } : req, signal);
+    } catch (err) {
+      signal.removeEventListener('abort', onAbort);
+      throw err;
     }
-    admitted = true;
-    const idleMs = this.chunkTimeoutMs;
-    // an async generator cannot be an arrow function, so it reaches the backend through a name
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const self = this;
-    async function* stream(): AsyncGenerator<TokenChunk> {
-      let finished = false;
-      try {
-        for (;;) {
-          const c = await q.next(idleMs);
-          if (!c) return;
-          yield c;
+    return Object.assign(this.stream(req, leg, signal, onAbort), { admission: leg.admission });
+  }
+
+  /** The client's stream over one or more legs. */
+  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void): AsyncGenerator<TokenChunk> {
+    let leg = first;
+    let finished = false;
+    const st: StreamState = { out: 0, sent: 0, text: '', keepText: true, energyJ: 0, legs: 0 };
+    try {
+      for (;;) {
+        const c = await leg.q.next(this.chunkTimeoutMs);
+        if (!c) return;
+        if (!c.grant) {
+          // the instance relays the tokens over NATS itself (or ended the request before it started)
+          yield { ...c, seq: st.out++ };
           if (c.done || c.error) {
             finished = true;
             return;
           }
+          continue;
         }
-      } finally {
-        signal.removeEventListener('abort', onAbort);
-        sub.unsubscribe();
-        if (!finished) self.cancel(req.id, signal.aborted ? 'client disconnected' : 'gateway stopped reading', cancelSent);
+        const next = yield* this.directLeg(req, leg, c, st, signal);
+        leg.sub.unsubscribe();
+        if (next === 'done') {
+          finished = true;
+          return;
+        }
+        // migrate: a new leg on a peer, with the prompt and the text already sent
+        st.legs++;
+        this.counters.migrated++;
+        leg = await this.openLeg(await this.counted({ ...continuation(req, st), direct: true }), signal);
       }
+    } catch (err) {
+      if (signal.aborted || finished) throw err;
+      // the continuation could not be admitted, or a stream went silent: an explicit end, never a hang
+      finished = true;
+      const w: WireError = err instanceof DynError ? { code: err.code as WireError['code'], message: err.message, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) } : { code: 'internal', message: 'the request could not continue', retryable: true };
+      if (st.sent === 0 && st.legs === 0) throw err;
+      yield { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: 'error', error: w };
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      leg.sub.unsubscribe();
+      if (!finished) this.cancel(leg.req.id, signal.aborted ? 'client disconnected' : 'gateway stopped reading', leg.cancelSent);
     }
-    return Object.assign(stream(), { admission: adm });
+  }
+
+  /**
+   * Streams one granted leg from its engine. Returns 'done' when the request ended (its final chunk
+   * yielded: success or an error that cannot migrate), 'migrate' when it must continue on a peer.
+   */
+  private async *directLeg(req: InferenceRequest, leg: Leg, grant: TokenChunk, st: StreamState, signal: AbortSignal): AsyncGenerator<TokenChunk, 'done' | 'migrate'> {
+    const instance = grant.instance;
+    const url = new URL(grant.grant!.url);
+    const ac = new AbortController();
+    const stopLeg = (c: TokenChunk) => {
+      if (c.error || c.done) ac.abort(new LegEnded(c.error ?? { code: 'unavailable', message: 'the instance ended the request', retryable: true }));
+    };
+    leg.onControl = stopLeg;
+    for (let c = leg.q.take(); c; c = leg.q.take()) stopLeg(c);
+    const onAbort = () => ac.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    const lr = leg.req;
+    const engineReq: EngineCompletionRequest = {
+      model: lr.model,
+      prompt: lr.prompt ?? (lr.messages ? undefined : ''),
+      chat: lr.messages,
+      maxTokens: lr.maxTokens,
+      minTokens: lr.minTokens,
+      ignoreEos: lr.ignoreEos,
+      temperature: lr.temperature,
+      params: lr.params,
+      requestId: lr.id,
+      timeoutMs: Math.max(1000, lr.giveUpAtMs - Date.now()),
+    };
+    const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
+    let usage: EngineChunk['usage'];
+    let finishReason: string | undefined;
+    let stopReason: string | number | null | undefined;
+    try {
+      const it = streamCompletion(
+        { host: url.hostname, port: Number(url.port), agent: this.agent, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 },
+        engineReq,
+        ac.signal,
+        (cause) => new EngineStreamError(`engine stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause }),
+      );
+      for await (const ch of it) {
+        if (ch.usage) usage = ch.usage;
+        if (ch.finishReason) {
+          finishReason = ch.finishReason;
+          stopReason = ch.stopReason;
+        }
+        const extra = chunkExtras(ch);
+        if (ch.text === '' && !extra) continue;
+        const k = ch.tokens ?? (ch.text !== '' ? 1 : 0);
+        const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
+        const now = Date.now();
+        const first = t.firstMs === undefined;
+        timeTokens(t, k, offs, now);
+        if (first && instance) this.report(instance, { v: 1, id: lr.id, phase: 'first_token', firstTokenMs: t.firstMs! });
+        const out: TokenChunk = { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k, ...extra };
+        if (st.sent === 0 && first) out.ttftMs = Math.max(0, t.firstMs! - req.arrivalMs);
+        if (offs && k > 1) out.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
+        if (grant.instance) out.instance = grant.instance;
+        if (grant.pool) out.pool = grant.pool;
+        if (grant.type) out.type = grant.type;
+        st.sent += k;
+        if (st.keepText) {
+          st.text += ch.text;
+          if (st.text.length > this.migrationMaxBytes) {
+            st.keepText = false;
+            st.text = '';
+          }
+        }
+        yield out;
+      }
+      leg.onControl = () => {};
+      const reply = instance ? await this.endReport(instance, lr.id, 'ok', t, usage) : undefined;
+      st.energyJ += reply?.energyJ ?? usage?.energyJoules ?? 0;
+      st.energySource ??= reply?.energySource ?? (usage?.energyJoules !== undefined ? 'modelled' : 'measured');
+      st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
+      const fr = finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop';
+      const done: TokenChunk = {
+        v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: fr, stopReason: stopReason ?? null,
+        usage: { promptTokens: st.promptTokens, completionTokens: st.sent, energyJ: st.energyJ, energySource: st.energySource },
+      };
+      if (grant.instance) done.instance = grant.instance;
+      if (grant.pool) done.pool = grant.pool;
+      if (grant.type) done.type = grant.type;
+      yield done;
+      return 'done';
+    } catch (err) {
+      leg.onControl = () => {};
+      if (signal.aborted) throw signal.reason ?? err;
+      const ended = ac.signal.reason instanceof LegEnded ? ac.signal.reason.error : undefined;
+      // the instance learns how its leg ended (it ended it itself when it sent the error)
+      if (!ended && instance) {
+        const reply = await this.endReport(instance, lr.id, 'failed', t, usage);
+        st.energyJ += reply?.energyJ ?? 0;
+        if (reply?.energySource) st.energySource ??= reply.energySource;
+      }
+      st.promptTokens ??= req.inputTokens;
+      const w: WireError = ended
+        ?? (err instanceof EngineHttpError && !err.retryable
+          ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
+          : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: 1 });
+      if (w.retryable && this.canMigrate(req, st)) return 'migrate';
+      yield { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w };
+      return 'done';
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** The continuation's prompt counted by an engine's tokenizer (its pool and prefill figures need it). */
+  private async counted(req: InferenceRequest): Promise<InferenceRequest> {
+    try {
+      const tr: TokenizeRequest = { v: 1, model: req.model };
+      if (req.messages) tr.messages = req.messages;
+      else tr.prompt = req.prompt;
+      if (req.params) tr.params = req.params;
+      const r = await this.tokenize(tr);
+      if (r.ok && r.count !== undefined) return { ...req, inputTokens: r.count };
+    } catch {
+      // no tokenizer answered: the estimate (the prompt's count plus the tokens sent) stands
+    }
+    return req;
+  }
+
+  /** A request may continue on a peer: legs left, its text kept, tokens still to make, a prompt it can extend. */
+  private canMigrate(req: InferenceRequest, st: StreamState): boolean {
+    if (st.legs >= this.migrationLimit || !st.keepText || st.sent >= req.maxTokens) return false;
+    // echo would repeat the prompt (and the text already sent) at the start of the next leg
+    if (req.params?.echo) return false;
+    return req.messages !== undefined || req.prompt === undefined || typeof req.prompt === 'string';
+  }
+
+  private report(instance: string, rep: LegReport): void {
+    try {
+      this.bus.publish(subjects.instanceLeg(instance), LegReport, rep);
+    } catch {
+      // the connection is gone: the instance frees the slot at the request's deadline
+    }
+  }
+
+  private async endReport(instance: string, id: string, outcome: 'ok' | 'failed', t: LegTiming, usage: EngineChunk['usage']): Promise<LegReply | undefined> {
+    const rep: LegReport = { v: 1, id, phase: 'end', outcome, completionTokens: usage?.completionTokens ?? t.tokens, tbtSumMs: t.tbtSum, tbtMaxMs: t.tbtMax, tbtN: t.tbtN };
+    if (t.firstMs !== undefined) rep.firstTokenMs = t.firstMs;
+    if (usage?.promptTokens !== undefined) rep.promptTokens = usage.promptTokens;
+    if (usage?.energyJoules !== undefined) rep.engineEnergyJ = usage.energyJoules;
+    try {
+      return await this.bus.request(subjects.instanceLeg(instance), LegReport, rep, LegReply, { timeoutMs: this.legReportTimeoutMs });
+    } catch {
+      return undefined; // the instance died with its engine: its leg's energy is not known
+    }
   }
 }

@@ -15,7 +15,8 @@ import { appendFileSync } from 'node:fs';
 import {
   Admission, Cancel, InferenceRequest, InstanceCommand, InstanceStatus, InstanceTelemetry, MoveReply, MoveRequest,
   RequestRecord, TokenChunk, Ack, controlSubjects, subjects, DynError, toWireError,
-  TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply, TOKENIZER_QUEUE,
+  TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply, TOKENIZER_QUEUE, LegReport, LegReply,
+  type LegReport as LegReportT, type LegReply as LegReplyT,
   type InstanceCommand as InstanceCommandT, type RequestType, type WireError,
   type TokenizeRequest as TokenizeRequestT, type TokenizeReply as TokenizeReplyT,
   type DetokenizeRequest as DetokenizeRequestT, type DetokenizeReply as DetokenizeReplyT,
@@ -52,6 +53,11 @@ export interface InstanceManagerOptions {
   engine: Engine;
   /** opens the GPU control once the engine is up (the emulated backend needs its URL). */
   openGpu: (engineBaseUrl: string) => Promise<GpuControl>;
+  /**
+   * the engine's API key (EngineConfig.apiKey, which the engine was created with): handed to the gateway in
+   * the grant of a direct request. Without it the instance refuses nothing but streams every request itself.
+   */
+  engineApiKey?: string;
   /** profile for the clock epoch; without one the instance stays at max clock. */
   profile?: Profile;
   /** ms between emergency checks; default 100. */
@@ -79,6 +85,8 @@ interface Running {
   tbtN: number;
   /** energy attributed from the GPU counter while it ran, J. */
   energyJ: number;
+  /** a direct request (the gateway reads the engine): resolves with the gateway's report of the leg's end. */
+  legEnd?: (rep: LegReportT) => void;
 }
 
 /** A request the instance holds (queued, running or being moved): its body and when it came in. */
@@ -225,6 +233,8 @@ export class InstanceManager {
         concurrency: 16,
       }),
       bus.serve(subjects.instanceControl(this.id), InstanceCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
+      // the gateway's reports on the direct requests this instance granted (first token, end)
+      bus.serve(subjects.instanceLeg(this.id), LegReport, LegReply, async (rep) => this.#leg(rep), { capacity: this.#o.config.engine.maxQueued + this.#o.config.engine.maxInEngine, concurrency: 64 }),
       // the gateway counts prompts with the engine's tokenizer (any instance of the model answers)
       bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => this.#tokenize(req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
       bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => this.#detokenize(req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
@@ -281,6 +291,7 @@ export class InstanceManager {
   }
 
   async #run(q: Held): Promise<void> {
+    if (q.req.direct && this.#o.engineApiKey) return this.#runDirect(q);
     const req = q.req;
     const clock = this.#clock;
     const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: clock.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
@@ -430,6 +441,78 @@ export class InstanceManager {
       this.#unwatchCancel(req.id);
       this.#step({ type: 'finished', id: req.id, ok });
     }
+  }
+
+  /**
+   * A direct request: the gateway streams it from the engine itself (docs/DATAPATH.md). The instance grants
+   * it (the engine's URL and key, on the request's own stream subject), counts it as running in the engine
+   * until the gateway reports the leg's end (or its deadline passes), and keeps its admission, cancel,
+   * energy and SLO accounting: the report carries the first token's time, the token gaps and the counts.
+   * An abort (cancel, evacuation, stop) ends it with an error chunk on the stream subject, which the gateway
+   * obeys by dropping its engine call.
+   */
+  async #runDirect(q: Held): Promise<void> {
+    const req = q.req;
+    const clock = this.#clock;
+    const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: clock.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
+    this.#running.set(req.id, r);
+    let ok = false;
+    let timer: unknown;
+    try {
+      const end = new Promise<LegReportT>((resolve, reject) => {
+        r.legEnd = resolve;
+        const abort = () => reject(r.ac.signal.reason instanceof Error ? r.ac.signal.reason : new DynError('cancelled', 'aborted', { retryable: false }));
+        if (r.ac.signal.aborted) abort();
+        else r.ac.signal.addEventListener('abort', abort, { once: true });
+        // a gateway that died mid-stream never reports: the slot is freed at the client's give-up time
+        timer = clock.setTimeout(
+          () => r.ac.abort(new DynError('timeout', 'no report from the gateway streaming this request', { retryable: true })),
+          Math.max(1000, req.giveUpAtMs - clock.now()) + 5000,
+        );
+      });
+      this.#bus.publish(req.streamSubject, TokenChunk, {
+        v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: this.id, pool: this.pool, type: req.type,
+        grant: { url: this.#o.engine.baseUrl, apiKey: this.#o.engineApiKey! },
+      });
+      const rep = await end;
+      const energyJ = rep.engineEnergyJ ?? r.energyJ;
+      const energySource = rep.engineEnergyJ !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
+      const outcome = rep.outcome === 'ok' ? 'ok' : rep.outcome === 'cancelled' ? 'cancelled' : 'failed';
+      // the engine's own count of the prompt when the gateway had it (usage.prompt_tokens)
+      this.#record(rep.promptTokens !== undefined ? { ...req, inputTokens: rep.promptTokens } : req, req.type, outcome, r, rep.completionTokens ?? 0, energyJ, energySource);
+      ok = outcome === 'ok';
+    } catch (err) {
+      const w = toWireError(err);
+      this.#finishWithError(req, 1, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
+    } finally {
+      if (timer !== undefined) clock.clearTimeout(timer);
+      this.#running.delete(req.id);
+      this.#held.delete(req.id);
+      this.#admitState.delete(req.id);
+      this.#unwatchCancel(req.id);
+      this.#step({ type: 'finished', id: req.id, ok });
+    }
+  }
+
+  /** The gateway's report on a direct request this instance granted: its first token, or its end (-> energy). */
+  #leg(rep: LegReportT): LegReplyT {
+    const r = this.#running.get(rep.id);
+    if (!r?.req.direct) return { v: 1, ok: false, error: { code: 'not_found', message: `instance ${this.id} holds no direct request ${rep.id}`, retryable: false } };
+    if (rep.firstTokenMs !== undefined && r.firstTokenMs === undefined) {
+      r.firstTokenMs = rep.firstTokenMs;
+      this.#pushSample(this.#ttfts, Math.max(0, rep.firstTokenMs - r.req.arrivalMs));
+      this.#step({ type: 'first_token', id: rep.id });
+    }
+    if (rep.phase === 'first_token') return { v: 1, ok: true };
+    r.tbtSum = rep.tbtSumMs ?? 0;
+    r.tbtMax = rep.tbtMaxMs ?? 0;
+    r.tbtN = rep.tbtN ?? 0;
+    r.seq = rep.completionTokens ?? 0;
+    if (r.tbtN > 0) this.#pushSample(this.#tbts, r.tbtSum / r.tbtN);
+    const energyJ = rep.engineEnergyJ ?? r.energyJ;
+    const energySource = rep.engineEnergyJ !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
+    r.legEnd?.(rep);
+    return { v: 1, ok: true, energyJ, energySource };
   }
 
   /** vLLM's /tokenize on this instance's engine; a refused prompt is an invalid_request reply with the engine's words. */

@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
+import { randomBytes } from 'node:crypto';
 import { createEngine } from '../../src/engine/index.ts';
 import { getModelSpec } from '../../src/model/catalog.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
@@ -27,10 +28,13 @@ class InstanceActor extends Actor {
     const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
     if (profile) reportProfileGap(profile, [this.a.tp], ppath, c, this.log);
     if (!profile) this.log.warn({ profile: ppath }, 'no profile: the instance stays at max clock');
+    // the engine refuses /v1 calls without this key; the gateways that stream a direct request get it in the grant
+    const engineApiKey = randomBytes(24).toString('base64url');
     const engine = createEngine({
       // vLLM loads engine.model (a Hugging Face repo or a local path; default the catalog's HF name of the model)
       // and serves it under the cluster's model id; the emulator takes the model id itself
       kind: c.engine.kind, model: c.engine.kind === 'vllm' ? (c.engine.model ?? getModelSpec(c.model).name) : c.model, gpu: c.gpu, tp: this.a.tp, gpuIds: this.a.gpuIds, port: 0,
+      apiKey: engineApiKey,
       timeScale: c.engine.timeScale, servedModelName: c.model, startupDelayMs: c.engine.startupDelayMs, healthDeadlineMs: c.engine.healthDeadlineMs,
       // engine.args are extra arguments after `vllm serve <model> --tensor-parallel-size N --port P ...`
       ...(c.engine.command ? { command: c.engine.command } : {}), ...(c.engine.args ? { extraArgs: c.engine.args } : {}),
@@ -44,7 +48,7 @@ class InstanceActor extends Actor {
     });
     this.im = new InstanceManager({
       id: this.id, pool: this.a.pool, node: this.a.node, tp: this.a.tp, gpuIds: this.a.gpuIds, config: c, bus: this.bus, log: this.log,
-      engine, profile,
+      engine, profile, engineApiKey,
       // a failed engine is not left holding its GPUs: the instance stops (clocks reset) and exits non-zero,
       // and its node agent's supervisor starts it again with a fresh engine
       onFailed: (err) => {

@@ -221,4 +221,10 @@ export interface EngineConfig {
   probeTimeoutMs?: number;
   /** captured log lines kept; default 500. */
   logLines?: number;
+  /**
+   * the engine's API key, given to the process as VLLM_API_KEY (never on its command line): vLLM and the
+   * emulator then refuse /v1 calls without `Authorization: Bearer <key>`. The instance manager makes one per
+   * engine and hands it only to the gateway it grants a request to.
+   */
+  apiKey?: string;
 }

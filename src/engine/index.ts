@@ -79,6 +79,8 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
     CUDA_VISIBLE_DEVICES: cfg.gpuIds.join(','),
     // vLLM exposes /sleep, /wake_up and /is_sleeping only in dev mode
     ...(cfg.enableSleep ? { VLLM_SERVER_DEV_MODE: '1' } : {}),
+    // vLLM (and the emulator) then refuse /v1 calls without `Authorization: Bearer <key>`
+    ...(cfg.apiKey ? { VLLM_API_KEY: cfg.apiKey } : {}),
     ...cfg.env,
   };
   return {
@@ -91,6 +93,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
     requestTimeoutMs: cfg.requestTimeoutMs ?? 600_000,
     probeTimeoutMs: cfg.probeTimeoutMs ?? 5_000,
     logLines: cfg.logLines ?? 500,
+    ...(cfg.apiKey ? { apiKey: cfg.apiKey } : {}),
   };
 }
 

@@ -48,6 +48,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--served-model-name <name>', "name clients send as 'model' (default the model's HF name)")
     .option('--zero-delay', 'steps take no wall time (measure the control-plane path alone)')
     .option('--exit-on-stdin-close', 'exit when stdin closes (set by the engine manager: no orphans if it dies)')
+    .addHelpText('after', "\nEnvironment: VLLM_API_KEY: as vLLM's --api-key, /v1 calls need 'Authorization: Bearer <key>'")
     .action(action(exit, (values: EmulatorOptions) => runEmulator(values)));
 }
 
@@ -84,6 +85,8 @@ async function runEmulator(values: EmulatorOptions): Promise<number> {
     maxWaiting: posInt(num(values.maxWaiting, 'max-waiting', 4096), 'max-waiting'),
     zeroDelay: values.zeroDelay ?? false,
     streamInterval: posInt(num(values.streamInterval, 'stream-interval', 1), 'stream-interval'),
+    // as vLLM: the API key comes from the environment (never the command line, which `ps` shows)
+    ...(process.env.VLLM_API_KEY ? { apiKey: process.env.VLLM_API_KEY } : {}),
   });
   const bound = await emu.listen(port, values.host ?? '127.0.0.1');
   process.stdout.write(JSON.stringify({ event: 'listening', port: bound, model: emu.servedModelName, tp, gpu }) + '\n');

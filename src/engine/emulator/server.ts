@@ -8,6 +8,7 @@
  * token share of every step it took part in), next to the standard fields.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { PerfModel } from '../../model/types.ts';
 import { QueueFullError } from '../errors.ts';
@@ -38,6 +39,8 @@ export interface EmulatorOptions {
   zeroDelay?: boolean;
   /** largest accepted request body, bytes; default 8 MiB. */
   maxBodyBytes?: number;
+  /** as vLLM's --api-key (VLLM_API_KEY): /v1 calls without `Authorization: Bearer <key>` get 401. */
+  apiKey?: string;
   /**
    * vLLM's --stream-interval: tokens gathered per streamed event after the first (which goes at once);
    * default 1 (an event per token). Events of several tokens say when each was produced
@@ -129,6 +132,9 @@ export class EmulatorServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://x');
     const route = `${req.method} ${url.pathname}`;
+    if (this.opts.apiKey !== undefined && url.pathname.startsWith('/v1') && !bearerMatches(req.headers.authorization, this.opts.apiKey)) {
+      return this.json(res, 401, { error: 'Unauthorized' });
+    }
     switch (route) {
       case 'GET /health':
         res.writeHead(this.ready ? 200 : 503).end();
@@ -461,4 +467,11 @@ export class EmulatorServer {
     gauge('dynamollm_emulator_sm_clock_mhz', 'SM clock the emulated GPUs run at, MHz.', st.clockMhz);
     return out.join('\n') + '\n';
   }
+}
+
+/** `Authorization: Bearer <key>` equals the key (compared in constant time). */
+function bearerMatches(header: string | undefined, key: string): boolean {
+  const want = Buffer.from(`Bearer ${key}`);
+  const got = Buffer.from(header ?? '');
+  return got.length === want.length && timingSafeEqual(got, want);
 }

@@ -1,0 +1,87 @@
+/**
+ * The gateway's bookkeeping of a request streamed from engines directly (actors/gateway/nats-backend.ts):
+ * what the client has seen across legs, token timing on the gateway's clock, and the continuation leg of a
+ * request whose engine or instance died (request migration, docs/DATAPATH.md).
+ */
+import { subjects } from '../../protocols/subjects.ts';
+import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import type { EngineChunk } from '../../src/engine/engine.ts';
+
+const MAX_ID = 128;
+
+/** What the client's stream has seen so far, across legs. */
+export interface StreamState {
+  /** next seq of the client's stream. */
+  out: number;
+  /** tokens sent to the client. */
+  sent: number;
+  /** their text (for a continuation), while it fits the memory cap. */
+  text: string;
+  keepText: boolean;
+  energyJ: number;
+  energySource?: 'measured' | 'modelled';
+  promptTokens?: number;
+  /** legs after the first (migrations). */
+  legs: number;
+}
+
+/** Token timing of one leg, on the gateway's clock: first token (wall ms) and the gaps between tokens. */
+export interface LegTiming {
+  tokens: number;
+  firstMs?: number;
+  lastPerf?: number;
+  tbtSum: number;
+  tbtMax: number;
+  tbtN: number;
+}
+
+/** An event of k tokens arrived now; `offs` (the emulator's) says when the engine made each, ms after the first. */
+export function timeTokens(t: LegTiming, k: number, offs: number[] | undefined, nowMs: number): void {
+  const p = performance.now();
+  for (let i = 0; i < k; i++) {
+    const at = offs ? Math.max(t.lastPerf ?? -Infinity, p - (offs[k - 1]! - offs[i]!)) : p;
+    if (t.firstMs === undefined) t.firstMs = nowMs - (offs ? offs[k - 1]! - offs[0]! : 0);
+    else if (t.lastPerf !== undefined) {
+      const d = at - t.lastPerf;
+      t.tbtSum += d;
+      t.tbtN++;
+      if (d > t.tbtMax) t.tbtMax = d;
+    }
+    t.lastPerf = at;
+  }
+  t.tokens += k;
+}
+
+/** The next leg of a request whose engine died: its prompt extended by the text already sent. */
+export function continuation(req: InferenceRequest, st: StreamState): InferenceRequest {
+  const n = st.legs;
+  const suffix = `-m${n}`;
+  const id = req.id.slice(0, MAX_ID - suffix.length) + suffix;
+  const next: InferenceRequest = {
+    ...req,
+    id,
+    streamSubject: subjects.stream(id),
+    maxTokens: req.maxTokens - st.sent,
+    inputTokens: req.inputTokens + st.sent,
+    migration: n,
+  };
+  if (req.minTokens !== undefined) next.minTokens = Math.max(0, req.minTokens - st.sent);
+  if (req.messages) {
+    // the chat continues the assistant turn it was writing (vLLM's continue_final_message)
+    next.messages = [...req.messages, { role: 'assistant', content: st.text }];
+    next.params = { ...req.params, continue_final_message: true, add_generation_prompt: false };
+  } else {
+    next.prompt = (typeof req.prompt === 'string' ? req.prompt : '') + st.text;
+  }
+  return next;
+}
+
+/** The parts of an engine event besides text that the client must get (logprobs, tool calls, reasoning), or null. */
+export function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> | null {
+  if (!ch.logprobs && !ch.toolCalls && ch.reasoning === undefined) return null;
+  const x: Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> = {};
+  if (ch.logprobs) x.logprobs = ch.logprobs;
+  if (ch.toolCalls) x.toolCalls = ch.toolCalls;
+  if (ch.reasoning !== undefined) x.reasoning = ch.reasoning;
+  return x;
+}

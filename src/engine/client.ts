@@ -1,0 +1,245 @@
+/**
+ * The client half of an engine's OpenAI-compatible streaming API (vLLM, or the emulator): one streamed
+ * completion over node:http with a keep-alive agent, SSE parsed into EngineChunks. The engine manager
+ * (VllmEngine) streams through it, and so does the gateway when it reads an engine directly after the
+ * instance manager's grant (docs/DATAPATH.md). Pure transport: what a broken stream means (a crash, a stream
+ * error) is the caller's `classify`.
+ */
+import { request as httpRequest, type Agent, type ClientRequest, type IncomingMessage } from 'node:http';
+import type { EngineChunk, EngineCompletionRequest } from './engine.ts';
+import { EngineError, EngineHttpError, EngineStreamError, EngineTimeoutError } from './errors.ts';
+import { SseParser } from './sse.ts';
+
+export interface EngineTarget {
+  host: string;
+  port: number;
+  agent: Agent;
+  /** the engine's API key (vLLM --api-key / VLLM_API_KEY): sent as `Authorization: Bearer`. */
+  apiKey?: string;
+  /** deadline of a completion without its own timeoutMs, ms. */
+  defaultTimeoutMs: number;
+}
+
+/** The JSON body vLLM's /v1/completions or /v1/chat/completions takes for `req` (streamed, with usage). */
+export function completionBody(req: EngineCompletionRequest): Record<string, unknown> {
+  const body: Record<string, unknown> = {
+    ...req.params,
+    model: req.model,
+    max_tokens: req.maxTokens,
+    stream: true,
+    stream_options: { include_usage: true },
+  };
+  if (req.chat !== undefined) body.messages = req.chat;
+  else if (req.prompt !== undefined) body.prompt = req.prompt;
+  else throw new RangeError('completion needs prompt or chat');
+  if (req.minTokens !== undefined) body.min_tokens = req.minTokens;
+  if (req.ignoreEos !== undefined) body.ignore_eos = req.ignoreEos;
+  if (req.temperature !== undefined) body.temperature = req.temperature;
+  return body;
+}
+
+/**
+ * Streams one completion. Errors: EngineHttpError (the engine answered non-2xx), EngineStreamError (an error
+ * event), EngineTimeoutError (the deadline), the signal's reason when aborted, and whatever `classify` makes of
+ * a broken connection or a stream that ended without [DONE].
+ */
+export async function* streamCompletion(
+  t: EngineTarget,
+  req: EngineCompletionRequest,
+  signal: AbortSignal | undefined,
+  classify: (cause: unknown) => Promise<EngineError> | EngineError,
+): AsyncGenerator<EngineChunk> {
+  if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
+  const chat = req.chat !== undefined;
+  const body = completionBody(req);
+  const timeoutMs = req.timeoutMs ?? t.defaultTimeoutMs;
+  const ac = new AbortController();
+  const timeout = new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`);
+  const timer = setTimeout(() => ac.abort(timeout), timeoutMs);
+  const onAbort = () => ac.abort(signal!.reason);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) onAbort();
+  let tokenIndex = 0;
+  let http: ClientRequest | undefined;
+  const onAc = () => http?.destroy(ac.signal.reason instanceof Error ? ac.signal.reason : new Error('aborted'));
+  ac.signal.addEventListener('abort', onAc, { once: true });
+  let res: IncomingMessage | undefined;
+  let done = false;
+  try {
+    try {
+      const payload = JSON.stringify(body);
+      const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+      if (req.requestId) headers['x-request-id'] = req.requestId;
+      if (t.apiKey) headers.authorization = `Bearer ${t.apiKey}`;
+      const send = () => new Promise<IncomingMessage>((resolve, reject) => {
+        http = httpRequest({
+          host: t.host, port: t.port, method: 'POST', path: chat ? '/v1/chat/completions' : '/v1/completions', headers, agent: t.agent,
+        }, resolve);
+        http.on('error', reject);
+        if (ac.signal.aborted) onAc();
+        http.end(payload);
+      });
+      for (let attempt = 0; ; attempt++) {
+        try {
+          res = await send();
+          break;
+        } catch (err) {
+          // a kept-alive connection the server closed just as we sent on it: nothing reached the engine, so
+          // send again on a fresh connection (Node's documented pattern, request.reusedSocket)
+          const code = (err as NodeJS.ErrnoException)?.code;
+          if (attempt < 2 && !ac.signal.aborted && http!.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) continue;
+          throw err;
+        }
+      }
+      const status = res.statusCode ?? 0;
+      if (status < 200 || status >= 300) throw new EngineHttpError(status, await readText(res), 'completion');
+      const bytes = new ByteQueue(res);
+      const parser = new SseParser();
+      const events: string[] = [];
+      for (let buf = await bytes.next(); buf !== null && !done; buf = await bytes.next()) {
+        parser.push(buf, events);
+        for (let i = 0; i < events.length; i++) {
+          const data = events[i]!;
+          if (data === '[DONE]') {
+            done = true;
+            break;
+          }
+          const chunk = parseEvent(data, chat, tokenIndex);
+          if (!chunk) continue; // e.g. the chat role-only first delta
+          tokenIndex += chunk.tokens ?? (chunk.text !== '' ? 1 : 0);
+          yield chunk;
+        }
+        events.length = 0;
+      }
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason ?? err;
+      const reason = ac.signal.reason as unknown;
+      if (ac.signal.aborted && reason instanceof EngineError) throw reason;
+      if (err instanceof EngineHttpError || err instanceof EngineStreamError) throw err;
+      throw await classify(err);
+    }
+    if (!done) throw await classify(new Error('stream ended without [DONE]'));
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+    ac.signal.removeEventListener('abort', onAc);
+    // a fully received response leaves its connection to the keep-alive pool; anything else (the consumer
+    // stopped early, [DONE] before the end of the message, an error) closes it
+    if (res && done && res.complete) res.resume();
+    else if (http && !http.destroyed) http.destroy();
+  }
+}
+
+interface StreamChunkJson {
+  choices?: {
+    text?: string;
+    delta?: { content?: string | null; tool_calls?: unknown; reasoning_content?: string | null };
+    finish_reason?: string | null;
+    stop_reason?: string | number | null;
+    logprobs?: unknown;
+  }[];
+  usage?: { prompt_tokens: number; completion_tokens: number; energy_joules?: number } | null;
+  error?: unknown;
+  /** the emulator's non-standard per-token engine times of a multi-token event (see EngineChunk). */
+  dynamollm_token_offsets_ms?: unknown;
+}
+
+const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+
+/** One SSE event's JSON -> EngineChunk; null for an event that carries nothing (the chat role delta). */
+export function parseEvent(data: string, chat: boolean, tokenIndex: number): EngineChunk | null {
+  let obj: StreamChunkJson;
+  try {
+    obj = JSON.parse(data) as StreamChunkJson;
+  } catch (cause) {
+    throw new EngineStreamError(`engine sent a non-JSON SSE event: ${data.slice(0, 100)}`, { cause });
+  }
+  if (obj.error) throw new EngineStreamError(`engine reported an error mid-stream: ${JSON.stringify(obj.error).slice(0, 300)}`);
+  const choice = obj.choices?.[0];
+  const text = (chat ? choice?.delta?.content : choice?.text) ?? '';
+  const finishReason = choice?.finish_reason ?? undefined;
+  const logprobs = isRecord(choice?.logprobs) ? choice.logprobs : undefined;
+  const tc = chat ? choice?.delta?.tool_calls : undefined;
+  const toolCalls = Array.isArray(tc) && tc.length > 0 && tc.every(isRecord) ? (tc as Record<string, unknown>[]) : undefined;
+  const reasoning = chat && typeof choice?.delta?.reasoning_content === 'string' ? choice.delta.reasoning_content : undefined;
+  const u = obj.usage;
+  if (text === '' && !finishReason && !u && !toolCalls && !logprobs && reasoning === undefined) return null;
+  const chunk: EngineChunk = { text, tokenIndex };
+  if (finishReason) {
+    chunk.finishReason = finishReason;
+    const sr = choice?.stop_reason;
+    chunk.stopReason = typeof sr === 'string' || typeof sr === 'number' ? sr : null;
+  }
+  if (logprobs) chunk.logprobs = logprobs;
+  if (toolCalls) chunk.toolCalls = toolCalls;
+  if (reasoning !== undefined) chunk.reasoning = reasoning;
+  if (u) {
+    chunk.usage = { promptTokens: u.prompt_tokens, completionTokens: u.completion_tokens };
+    if (typeof u.energy_joules === 'number') chunk.usage.energyJoules = u.energy_joules;
+  }
+  const offs = obj.dynamollm_token_offsets_ms;
+  if (text !== '' && Array.isArray(offs) && offs.length > 1 && offs.every((x) => typeof x === 'number' && x >= 0)) {
+    chunk.tokens = offs.length;
+    chunk.tokenOffsetsMs = offs as number[];
+  }
+  return chunk;
+}
+
+async function readText(res: IncomingMessage): Promise<string> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const b of res) {
+    if (n < 65_536) parts.push(b as Buffer);
+    n += (b as Buffer).length;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/**
+ * Pull interface over a response body: next() gives the next chunk, null at the end, and rejects when the
+ * body is cut (socket reset, destroyed by a deadline or a cancel). Pauses the socket while 64 chunks wait.
+ */
+class ByteQueue {
+  private readonly q: Buffer[] = [];
+  private ended = false;
+  private err: Error | null = null;
+  private wake: (() => void) | null = null;
+  constructor(private readonly res: IncomingMessage) {
+    res.on('data', (b: Buffer) => {
+      this.q.push(b);
+      if (this.q.length >= 64) res.pause();
+      this.poke();
+    });
+    res.on('end', () => {
+      this.ended = true;
+      this.poke();
+    });
+    res.on('error', (e) => {
+      this.err ??= e;
+      this.poke();
+    });
+    res.on('close', () => {
+      if (!this.ended) this.err ??= new Error('response closed before its end');
+      this.poke();
+    });
+  }
+  private poke(): void {
+    const w = this.wake;
+    if (w) {
+      this.wake = null;
+      w();
+    }
+  }
+  async next(): Promise<Buffer | null> {
+    for (;;) {
+      const b = this.q.shift();
+      if (b) {
+        if (this.q.length === 0 && this.res.isPaused()) this.res.resume();
+        return b;
+      }
+      if (this.err) throw this.err;
+      if (this.ended) return null;
+      await new Promise<void>((r) => (this.wake = r));
+    }
+  }
+}

@@ -1,0 +1,242 @@
+/**
+ * The direct data path and request migration (issues 19 and 13, docs/DATAPATH.md), on a real nats-server
+ * with the project's permissions, real actor processes (cluster, pool and node managers, two instance
+ * managers) and emulated engines. The gateway is the real NatsBackend on a gateway-role connection.
+ *
+ * - A direct request streams from the engine the instance granted; the instance still accounts it: its
+ *   RequestRecord has the tokens, TTFT, TBT and energy, and the client's usage has the same energy.
+ * - A client that goes away cancels it: the instance records it cancelled and frees its slot.
+ * - SIGKILL of the serving engine, then of the serving instance manager, mid-stream: the request continues on
+ *   the peer. The client sees one stream (seq contiguous, every token once, exactly max_tokens), and the
+ *   peer's leg was asked for exactly the prompt plus the text the client had received: its prompt token count
+ *   equals the engine tokenizer's count of that text. Usage sums the legs' energy (when the dead leg's
+ *   instance survives to report it).
+ * - With migrationLimit 0 the same kill ends the stream with an explicit retryable error.
+ */
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startHarness, type Harness } from './control-harness.ts';
+import { as } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import { RequestRecord, subjects, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
+
+const MODEL = 'llama3.1-8b';
+const PROMPT = 'Tell me about energy efficient inference in large clusters.';
+let h: Harness;
+let gw: Bus;
+let backend: NatsBackend;
+const records = new Map<string, Rec>();
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function childrenOf(pid: number): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').map(Number).filter((n) => n > 0);
+  } catch {
+    return [];
+  }
+}
+
+beforeAll(async () => {
+  h = await startHarness({
+    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    servers: [{ id: 'n0', gpus: 2 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+    // a quarter of real time: ~30 ms per token, so a 150-token answer takes seconds and a kill lands mid-stream
+    engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 30_000, initialTp: 1, maxInEngine: 16, maxQueued: 64 },
+  });
+  h.startActor('cluster', 'cm-0');
+  h.startActor('pool', 'pm-0');
+  h.startActor('node', 'n0');
+  await h.waitReady(2, 60_000);
+  gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-mig'), name: 'gw-mig', log: silentLogger() });
+  backend = new NatsBackend(gw, { chunkTimeoutMs: 20_000 });
+  h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => void records.set(r.id, r), { capacity: 4096 });
+}, 90_000);
+
+afterAll(async () => {
+  backend?.close();
+  await gw?.close();
+  await h?.stop();
+}, 30_000);
+
+function request(id: string, maxTokens: number): InferenceRequest {
+  const now = Date.now();
+  return {
+    v: 1, id, model: MODEL, kind: 'completion', prompt: PROMPT, inputTokens: 13, maxTokens, ignoreEos: true,
+    arrivalMs: now, giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id),
+  };
+}
+
+async function waitFor<T>(f: () => T | undefined, ms: number, what: string): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/** Streams `req`; `onChunk` may act mid-stream (a kill). Returns every chunk the client saw. */
+async function run(req: InferenceRequest, onChunk?: (c: TokenChunk, tokensSoFar: number) => void, b: NatsBackend = backend): Promise<TokenChunk[]> {
+  const ac = new AbortController();
+  const out: TokenChunk[] = [];
+  let n = 0;
+  for await (const c of await b.submit(req, ac.signal)) {
+    out.push(c);
+    n += c.tokens;
+    onChunk?.(c, n);
+  }
+  return out;
+}
+
+function checkOneStream(chunks: TokenChunk[], maxTokens: number): string {
+  expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+  const last = chunks[chunks.length - 1]!;
+  expect(last.error, JSON.stringify(last.error)).toBeUndefined();
+  expect(last.done).toBe(true);
+  const text = chunks.map((c) => c.text).join('');
+  if (process.env.DYN_DEBUG) console.log(JSON.stringify(chunks.map((c) => [c.seq, c.tokens, c.text, c.instance])));
+  // the emulator's tokens are one word each: every token reached the client once, none twice
+  expect(chunks.reduce((a, c) => a + c.tokens, 0)).toBe(maxTokens);
+  expect(text.trim().split(/\s+/).length).toBe(maxTokens);
+  expect(last.usage!.completionTokens).toBe(maxTokens);
+  return text;
+}
+
+async function servingPids(instance: string): Promise<{ im: number; engine: number }> {
+  const im = h.pidsOf(`--id ${instance} `)[0]!;
+  expect(im, 'instance manager pid').toBeGreaterThan(0);
+  const engine = childrenOf(im)[0]!;
+  expect(engine, 'engine pid').toBeGreaterThan(0);
+  return { im, engine };
+}
+
+describe('direct data path', () => {
+  it('streams from the granted engine; the instance records tokens, TTFT, TBT and energy, as the client usage says', async () => {
+    const id = `dp-ok-${Date.now()}`;
+    const chunks = await run(request(id, 40));
+    checkOneStream(chunks, 40);
+    expect(chunks[0]!.ttftMs).toBeGreaterThan(0);
+    const rec = await waitFor(() => records.get(id), 5000, 'the request record');
+    expect(rec.outcome).toBe('ok');
+    expect(rec.completionTokens).toBe(40);
+    expect(rec.instance).toBe(chunks[0]!.instance);
+    expect(rec.ttftMs).toBeGreaterThan(0);
+    expect(rec.tbtMeanMs).toBeGreaterThan(5); // ~30 ms per token at a quarter of real time
+    expect(rec.energyJ).toBeGreaterThan(0);
+    const usage = chunks[chunks.length - 1]!.usage!;
+    expect(usage.energyJ).toBeCloseTo(rec.energyJ, 6);
+    expect(usage.energySource).toBe('modelled');
+  }, 30_000);
+
+  it('a client that goes away cancels the request at its instance (recorded cancelled, slot freed)', async () => {
+    const id = `dp-cancel-${Date.now()}`;
+    const ac = new AbortController();
+    let n = 0;
+    let instance: string | undefined;
+    try {
+      for await (const c of await backend.submit(request(id, 300), ac.signal)) {
+        n += c.tokens;
+        instance ??= c.instance;
+        if (n >= 5) ac.abort();
+      }
+    } catch {
+      // the stream ends with the abort: what the HTTP layer sees when its client goes away
+    }
+    const rec = await waitFor(() => records.get(id), 5000, 'the cancelled record');
+    expect(rec.outcome).toBe('cancelled');
+    expect(rec.instance).toBe(instance);
+    // its slot is free again: the instance reports nothing running
+    let running = -1;
+    for (let i = 0; i < 30 && running !== 0; i++) {
+      const s = await h.status();
+      running = s?.pools[0]!.instances.find((x) => x.id === instance)?.running ?? -1;
+      if (running !== 0) await sleep(200);
+    }
+    expect(running).toBe(0);
+  }, 30_000);
+});
+
+describe('request migration (SIGKILL mid-stream)', () => {
+  async function migrateAfterKill(kill: 'engine' | 'instance'): Promise<void> {
+    const id = `mig-${kill}-${Date.now()}`;
+    const max = 150;
+    let victim: string | undefined;
+    let atKill = -1;
+    const before = backend.counters.migrated;
+    let textAtKill = '';
+    const seenText: string[] = [];
+    const chunks = await run(request(id, max), (c, n) => {
+      seenText.push(c.text);
+      victim ??= c.instance;
+      if (atKill < 0 && n >= 30 && victim) {
+        atKill = n;
+        textAtKill = seenText.join('');
+        void servingPids(victim).then((p) => process.kill(kill === 'engine' ? p.engine : p.im, 'SIGKILL'));
+      }
+    });
+    const text = checkOneStream(chunks, max);
+    expect(atKill).toBeGreaterThan(0);
+    expect(text.startsWith(textAtKill)).toBe(true);
+    expect(backend.counters.migrated).toBe(before + 1);
+    // the second leg (on the peer, or on the victim again once its engine is back: wherever the pool sends it)
+    // was asked for the prompt plus exactly the text the client had from the first leg, and the tokens left
+    const leg2 = await waitFor(() => records.get(`${id}-m1`), 5000, 'the second leg record');
+    expect(leg2.outcome).toBe('ok');
+    if (kill === 'instance') expect(leg2.instance).not.toBe(victim);
+    const fromFirst = max - leg2.completionTokens;
+    expect(fromFirst).toBeGreaterThanOrEqual(atKill);
+    let k = 0;
+    const firstLeg = chunks.filter((c) => (k += c.tokens) <= fromFirst && c.tokens > 0);
+    expect(firstLeg.every((c) => c.instance === victim)).toBe(true);
+    const first = firstLeg.map((c) => c.text).join('');
+    expect(text.startsWith(first)).toBe(true);
+    // leg2.promptTokens is the engine's own count of the prompt it was given (usage.prompt_tokens)
+    const counted = await backend.tokenize({ v: 1, model: MODEL, prompt: PROMPT + first });
+    expect(leg2.promptTokens).toBe(counted.count);
+    const usage = chunks[chunks.length - 1]!.usage!;
+    if (kill === 'engine') {
+      // the first leg's instance survived its engine: it recorded the failed leg, and usage sums both legs
+      const leg1 = await waitFor(() => records.get(id), 5000, 'the first leg record');
+      expect(leg1.outcome).toBe('failed');
+      expect(usage.energyJ).toBeCloseTo(leg1.energyJ + leg2.energyJ, 6);
+    } else {
+      expect(usage.energyJ).toBeGreaterThanOrEqual(leg2.energyJ);
+    }
+  }
+
+  it('the engine dies: the request continues on another leg, one uninterrupted stream, usage summed', async () => {
+    await migrateAfterKill('engine');
+    // the victim restarts its engine; wait for both instances before the next kill
+    await h.waitReady(2, 60_000);
+  }, 90_000);
+
+  it('the instance manager dies (its engine with it): the request continues on the peer', async () => {
+    await migrateAfterKill('instance');
+  }, 90_000);
+
+  it('with migrationLimit 0 an engine death ends the stream with an explicit retryable error', async () => {
+    await h.waitReady(1, 60_000);
+    const b0 = new NatsBackend(gw, { chunkTimeoutMs: 20_000, migrationLimit: 0 });
+    const id = `mig-none-${Date.now()}`;
+    let killed = false;
+    const chunks = await run(request(id, 150), (c, n) => {
+      if (!killed && n >= 20 && c.instance) {
+        killed = true;
+        void servingPids(c.instance).then((p) => process.kill(p.engine, 'SIGKILL'));
+      }
+    }, b0);
+    b0.close();
+    const last = chunks[chunks.length - 1]!;
+    expect(last.done).toBe(true);
+    expect(last.error?.code).toBe('engine_crashed');
+    expect(last.error?.retryable).toBe(true);
+    expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+  }, 90_000);
+});
