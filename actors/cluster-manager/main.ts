@@ -229,11 +229,18 @@ export class ClusterManager extends Actor {
     const live = [...this.#instances.values()].filter((x) => now - x.seenMs < c.liveness.deadAfterMs).map((x) => x.st);
     let kv: KV;
     const stored: PoolAssignmentT[] = [];
+    /** keys whose value does not decode: nobody's assignment, deleted with the stale ones. */
+    const corrupt: string[] = [];
     try {
       kv = await this.bus.kv(jetstream.inventoryBucket);
       for await (const k of await kv.keys('pool.>')) {
         const e = await kv.get(k);
-        if (e && e.value.length) stored.push(PoolAssignment.decode(e.value));
+        if (!e || !e.value.length) continue;
+        try {
+          stored.push(PoolAssignment.decode(e.value));
+        } catch {
+          corrupt.push(k);
+        }
       }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'inventory not readable: stale assignments not checked');
@@ -251,13 +258,13 @@ export class ClusterManager extends Actor {
         this.log.warn({ err: (err as Error).message }, 'stale energy ledger not deleted');
       }
     }
-    if (!r.stale.length && !ledgerCleared) return;
+    if (!r.stale.length && !ledgerCleared && !corrupt.length) return;
     this.#loadGen++;
-    for (const a of r.stale) {
+    for (const key of [...r.stale.map((a) => inventoryKeys.pool(a.pool)), ...corrupt]) {
       try {
-        await kv.delete(inventoryKeys.pool(a.pool));
+        await kv.delete(key);
       } catch (err) {
-        this.log.warn({ err: (err as Error).message, pool: a.pool }, 'stale assignment not deleted');
+        this.log.warn({ err: (err as Error).message, key }, 'stale assignment not deleted');
       }
     }
     const fresh = initialClusterState({ pools: this.#mc.pools });
@@ -265,8 +272,8 @@ export class ClusterManager extends Actor {
     this.#m = { ...this.#m, assignments: fresh.assignments, route: fresh.route, planServers: undefined, mismatchTicks: 0, epoch };
     if (r.keep.length) this.#step({ type: 'assignments_loaded', assignments: r.keep });
     this.#evt(
-      'plan', `${this.id}: ${r.stale.length} stale pool assignment(s)${ledgerCleared ? ' and the energy ledger' : ''} cleared from the inventory (${r.why})`,
-      { cleared: r.stale.map((a) => ({ pool: a.pool, epoch: a.epoch, state: a.state, issuedBy: a.issuedBy })), ledgerCleared, keptEpoch: epoch },
+      'plan', `${this.id}: ${r.stale.length + corrupt.length} stale pool assignment(s)${ledgerCleared ? ' and the energy ledger' : ''} cleared from the inventory (${r.why})`,
+      { cleared: r.stale.map((a) => ({ pool: a.pool, epoch: a.epoch, state: a.state, issuedBy: a.issuedBy })), undecodable: corrupt, ledgerCleared, keptEpoch: epoch },
       { liveInstances: live.length, stored: stored.length },
     );
   }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # NATS credentials of a deploy/k8s cluster, one Secret per role, from fresh keys:
-#   deploy/k8s/nats-secrets.sh [cluster.yaml] [namespace]
+#   deploy/k8s/nats-secrets.sh [cluster.yaml] [namespace]        (from the repository root)
 # runs `npm run gen:nats-auth` into a private temporary directory, then creates or replaces
 #   dynamollm-nats-auth            users.conf for the NATS pods (public keys and rights only)
 #   dynamollm-nats-keys-<role>     the seeds of that role's actors (cluster, pool, gateway, node, instance,
@@ -16,7 +16,8 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 # shellcheck disable=SC2086
 npm run -s gen:nats-auth -- --config "$config" --out "$dir" ${GEN_ARGS:-}
-apply() { kubectl -n "$ns" create secret generic "$1" --from-file="$2" --dry-run=client -o yaml | kubectl apply -f -; }
+# server-side apply: a client-side apply would copy users.conf (hundreds of KB) into an annotation (256 KiB max)
+apply() { kubectl -n "$ns" create secret generic "$1" --from-file="$2" --dry-run=client -o yaml | kubectl apply --server-side --force-conflicts -f -; }
 apply dynamollm-nats-auth "$dir/nats-auth"
 for role in cluster pool gateway node instance observer admin; do
   apply "dynamollm-nats-keys-$role" "$dir/keys-$role"

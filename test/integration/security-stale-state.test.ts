@@ -78,6 +78,8 @@ describe('a fresh cluster on a NATS server that kept a previous run', () => {
     expect(await kv.get(inventoryKeys.energy()), 'run 1 stored an energy ledger').not.toBeNull();
     const left = await storedAssignments();
     expect(left.some((a) => a.pool === 'pool-LS' && a.state === 'active'), JSON.stringify(left)).toBe(true);
+    // and a value that does not decode (nobody's assignment)
+    await kv.put(inventoryKeys.pool('pool-SS'), new Uint8Array([0xc1, 0xff, 0x00]));
 
     // run 2, same server, same cluster id
     const t2 = Date.now();
@@ -94,6 +96,8 @@ describe('a fresh cluster on a NATS server that kept a previous run', () => {
     expect(cleared, evs.map((e) => e.summary).join('\n')).toBeDefined();
     // run 1's energy ledger is not continued: run 2 counts its own energy from 0
     expect(cleared!.decision.ledgerCleared).toBe(true);
+    const undecodable = await kv.get(inventoryKeys.pool('pool-SS'));
+    expect(undecodable === null || undecodable.operation !== 'PUT' || PoolAssignment.decode(undecodable.value).pool === 'pool-SS').toBe(true);
     // the store holds run 2's plan only: pool-LS is not active there
     const now = await storedAssignments();
     expect(now.filter((a) => a.pool === 'pool-LS' && a.state === 'active')).toEqual([]);
