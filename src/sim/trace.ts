@@ -226,7 +226,8 @@ export async function* readTrace(path: string, opts: ReadTraceOptions = {}): Asy
   const endMs = opts.durationMs === undefined ? Infinity : startMs + opts.durationMs;
   const limit = opts.limit ?? Infinity;
   const stats = opts.stats ?? { rows: 0, skipped: 0 };
-  const rl = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
+  const input = createReadStream(path, { encoding: 'utf8' });
+  const rl = createInterface({ input, crlfDelay: Infinity });
   let parser: RowParser | undefined;
   let lineNo = 0;
   let t0 = NaN;
@@ -303,6 +304,8 @@ export async function* readTrace(path: string, opts: ReadTraceOptions = {}): Asy
     if (!done && held) yield* release();
   } finally {
     rl.close();
+    // closing the reader leaves its file open when it stopped early (a bad row, a limit): one descriptor per call
+    input.destroy();
   }
   if (!parser) throw new TraceFormatError('empty trace', path, lineNo);
 }
