@@ -13,6 +13,7 @@ import { planPoolShards, type PoolShardInput, type PoolShardDecision } from '../
 import { MilpPlanner } from '../../src/runtime/milp-planner.ts';
 import { maxClockOf } from '../../src/policy/energy.ts';
 import type { ClassThresholds } from '../../src/model/types.ts';
+import { promptTtftSloMs } from '../../src/policy/slo.ts';
 import type { ClusterConfig } from './config.ts';
 
 export function thresholdsOf(c: ClusterConfig): ClassThresholds {
@@ -41,7 +42,9 @@ export function classified(req: InferenceRequest, c: ClusterConfig): ClassifiedR
  * from here on (every later stage reads them from the request, never from config).
  */
 export function withSlo(req: InferenceRequest, type: RequestType, c: ClusterConfig): ClassifiedRequest {
-  const slo = sloOf(type, c);
+  // a prompt past Table IV's 8,192 tokens gets the L class's prefill pace instead of its flat TTFT (promptTtftSloMs)
+  const base = sloOf(type, c);
+  const slo = { ...base, ttftMs: promptTtftSloMs(base.ttftMs, req.inputTokens) };
   return { ...req, type, slo, ttftDeadlineMs: req.arrivalMs + slo.ttftMs };
 }
 

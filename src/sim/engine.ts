@@ -22,7 +22,7 @@ import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type Request
 import type { Profile } from '../model/profile-types.ts';
 import type { PerfModel } from '../model/types.ts';
 import { interpolate, latencyWithinSlo, maxLoadOf, idlePowerOf } from '../model/profile.ts';
-import { TTFT_SLO_MS, TBT_SLO_MS } from '../model/request-types.ts';
+import { TTFT_SLO_MS, TBT_SLO_MS, promptTtftSloMs } from '../model/request-types.ts';
 import { BatchingCore } from '../engine/core.ts';
 import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../policy/types.ts';
 import type { EmergencyState } from '../policy/emergency.ts';
@@ -323,6 +323,8 @@ interface SimPool {
 
 interface ReqState {
   arrivalMs: number;
+  /** its TTFT SLO, ms (promptTtftSloMs: the class's, scaled with prompts past 8,192 tokens; x sloScale). */
+  ttftSloMs: number;
   type: RequestType;
   pred: RequestType;
   firstMs: number;
@@ -1199,14 +1201,14 @@ export class Simulation {
       return;
     }
     const id = `r${this.requests}`;
-    const slo = TTFT_SLO_MS[inputClassOf(c.type)] * this.sloScale;
+    const slo = promptTtftSloMs(TTFT_SLO_MS[inputClassOf(c.type)], r.inputTokens) * this.sloScale;
     try {
       inst.core.submit({ id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo, prefixHashes: r.hashIds });
     } catch {
       this.unservable++;
       return;
     }
-    this.reqs.set(id, { arrivalMs: now, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst });
+    this.reqs.set(id, { arrivalMs: now, ttftSloMs: slo, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst });
     this.decayLoad(inst, now);
     const k = TYPE_INDEX[c.pred];
     inst.load[k] += 1 / LOAD_WINDOW_S;
@@ -1275,7 +1277,7 @@ export class Simulation {
     this.ttft[st.type].push(ttft);
     const meanTbt = st.tbtN ? st.tbtSum / st.tbtN : 0;
     this.done[k]++;
-    if (ttft <= TTFT_SLO_MS[inputClassOf(st.type)] * this.sloScale && meanTbt <= TBT_SLO_MS * this.sloScale) this.sloOk[k]++;
+    if (ttft <= st.ttftSloMs && meanTbt <= TBT_SLO_MS * this.sloScale) this.sloOk[k]++;
     st.inst.outstanding--;
     this.reqs.delete(id);
     if (st.inst.state === 'draining') this.maybeStop(st.inst, st.lastMs);
