@@ -148,6 +148,11 @@ export const configSchema = z
       }).strict()
       .default({}),
     gpuBackend: z.enum(['emulated', 'nvml', 'smi']).default('emulated'),
+    /**
+     * When set, each instance manager serves GET /metrics (and /livez, /readyz) on 0.0.0.0:<this + the index of
+     * its first GPU> (GPUs of a server are never shared, so the ports are distinct per server); default off.
+     */
+    instanceMetricsPortBase: z.number().int().min(1).max(65000).optional(),
     slo: z
       .object({
         /** TTFT p99 SLO by input class, ms; default Table IV (250/400/2000). */

@@ -40,6 +40,21 @@ const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
 
 export type InstanceState = InstanceLifecycle;
 
+/** The instance's state at a /metrics scrape. */
+export interface InstanceMetricsSnapshot {
+  clockMhz: number;
+  maxClockMhz: number;
+  powerW: number;
+  /** GPU energy since the instance started, J (the NVML counter's delta; modelled on emulated GPUs). */
+  energyJ: number;
+  energySource: 'measured' | 'modelled';
+  queued: number;
+  running: number;
+  outcomes: Partial<Record<RequestRecord['outcome'], number>>;
+  promptTokens: number;
+  completionTokens: number;
+}
+
 export interface InstanceManagerOptions {
   id: string;
   pool: string;
@@ -128,6 +143,9 @@ export class InstanceManager {
   #moveDone: Promise<void> = Promise.resolve();
   #energy0?: number;
   #energyLast = 0;
+  #outcomes: Partial<Record<RequestRecord['outcome'], number>> = {};
+  #promptTokens = 0;
+  #completionTokens = 0;
   #powerW = 0;
   #seq = 0;
   #ttfts: number[] = [];
@@ -156,6 +174,15 @@ export class InstanceManager {
   get running(): number {
     return this.#running.size;
   }
+  /** What /metrics reports (actors/instance-manager/metrics.ts): read at scrape time. */
+  metricsSnapshot(): InstanceMetricsSnapshot {
+    return {
+      clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(), powerW: this.#powerW, energyJ: this.#energyLast,
+      energySource: !this.#gpu || this.#gpu.kind === 'emulated' ? 'modelled' : 'measured', queued: this.queued, running: this.#running.size,
+      outcomes: { ...this.#outcomes }, promptTokens: this.#promptTokens, completionTokens: this.#completionTokens,
+    };
+  }
+
   get clockMhz(): number {
     return this.#m.clockMhz;
   }
@@ -556,6 +583,9 @@ export class InstanceManager {
   }
 
   #record(req: ClassifiedRequest, type: RequestType, outcome: RequestRecord['outcome'], r: Running | undefined, completionTokens: number, energyJ: number, energySource: 'measured' | 'modelled'): void {
+    this.#outcomes[outcome] = (this.#outcomes[outcome] ?? 0) + 1;
+    this.#promptTokens += req.inputTokens;
+    this.#completionTokens += completionTokens;
     const slo = req.slo;
     const ttftMs = r?.firstTokenMs !== undefined ? Math.max(0, r.firstTokenMs - req.arrivalMs) : undefined;
     const tbtMeanMs = r && r.tbtN > 0 ? r.tbtSum / r.tbtN : undefined;

@@ -7,6 +7,7 @@ import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { randomBytes } from 'node:crypto';
 import { createEngine } from '../../src/engine/index.ts';
 import { getModelSpec } from '../../src/model/catalog.ts';
+import { instanceMetrics } from './metrics.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { engineOfProfile } from '../../src/model/perf.ts';
@@ -71,6 +72,12 @@ class InstanceActor extends Actor {
   protected override async onStop(): Promise<void> {
     await this.im?.stop(0);
   }
+  /** Prometheus text of this instance manager (served on --health HOST:PORT as /metrics). */
+  metricsText(): Promise<string> {
+    this.#metrics ??= instanceMetrics({ instance: this.id, pool: this.a.pool, model: this.a.config.model, tp: this.a.tp }, () => this.im?.metricsSnapshot());
+    return this.#metrics.text();
+  }
+  #metrics?: ReturnType<typeof instanceMetrics>;
   protected override loadSummary() {
     return { queued: this.im?.queued ?? 0, running: this.im?.running ?? 0 };
   }

@@ -76,7 +76,11 @@ export class NodeAgent extends Actor {
       this.#sup!.add({
         name: inst.id,
         command: process.execPath,
-        args: launchArgs('instance', ['--id', inst.id, '--config', this.configPath, '--pool', inst.pool, '--tp', String(inst.tp), '--gpus', inst.gpuIds.join(','), '--node', this.id]),
+        args: launchArgs('instance', [
+          '--id', inst.id, '--config', this.configPath, '--pool', inst.pool, '--tp', String(inst.tp), '--gpus', inst.gpuIds.join(','), '--node', this.id,
+          // its /metrics (and probes) on a port of its own: the base plus its first GPU's index
+          ...(this.config.instanceMetricsPortBase !== undefined ? ['--health', `0.0.0.0:${this.config.instanceMetricsPortBase + Math.min(...inst.gpuIds)}`] : []),
+        ]),
         restart: 'on-failure',
         env: this.#instanceNatsEnv(inst.id),
         stopGraceMs: cmd.graceMs ?? 30_000,

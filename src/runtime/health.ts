@@ -3,7 +3,8 @@
  * watchdog scripts): GET /livez answers 200 while the actor is alive (a NATS outage does not make it
  * dead: it reconnects by itself; restarting it would not help), GET /readyz 200 only when it can do its job
  * (Actor.health()). Anything else: 404. Started by `dynamollm actor ... --health HOST:PORT` (or env
- * DYNAMOLLM_HEALTH); the gateway also answers /livez and /readyz on its own port.
+ * DYNAMOLLM_HEALTH); the gateway also answers /livez and /readyz on its own port. An actor with metrics of
+ * its own (the instance manager) also answers GET /metrics there.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -35,10 +36,21 @@ export function probeResponse(path: string, report: () => HealthReport): { statu
   return { status: ok ? 200 : 503, body: r };
 }
 
-export async function startHealthServer(addr: string, report: () => HealthReport): Promise<{ port: number; close(): Promise<void> }> {
+/**
+ * `metrics`, when given, answers GET /metrics with Prometheus text (the instance manager's own metrics:
+ * actors/instance-manager/metrics.ts).
+ */
+export async function startHealthServer(addr: string, report: () => HealthReport, metrics?: () => Promise<string>): Promise<{ port: number; close(): Promise<void> }> {
   const { host, port } = parseHealthAddress(addr);
   const server: Server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (metrics && path === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
+      metrics().then(
+        (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' }).end(text),
+        (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`),
+      );
+      return;
+    }
     let r: { status: number; body: HealthReport } | null = null;
     if (req.method === 'GET' || req.method === 'HEAD') {
       try {

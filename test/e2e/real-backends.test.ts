@@ -6,12 +6,14 @@
  * measured: taken from the (fake) NVML energy counter, whose power is known (100 W + 600 W x (clock/1980)^2
  * per GPU), so the figure each request reports can be bounded by what the counter can have integrated.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startUpCluster, type UpCluster } from '../helpers/cluster.ts';
 import { buildFakeNvml } from '../fixtures/fake-nvml/build.ts';
 import { parsePrometheusText } from '../../src/telemetry/prom-parse.ts';
+import { freePort } from '../helpers/net.ts';
+import { promtoolProblems } from '../helpers/promtool.ts';
 
 const KEY = 'sk-e2e-test-key';
 /** the fake GPU's power bounds per GPU, W (fake_nvml.c) */
@@ -26,6 +28,7 @@ const hasGcc = existsSync('/usr/bin/gcc') || existsSync('/usr/bin/cc');
 
 let cluster: UpCluster;
 let nvmlLog = '';
+let metricsPort = 0;
 let argsFile = '';
 
 beforeAll(async () => {
@@ -33,8 +36,12 @@ beforeAll(async () => {
   const { dir, libPath } = buildFakeNvml();
   nvmlLog = join(dir, 'calls.log');
   argsFile = join(dir, 'vllm-args.jsonl');
+  // the shipped test config plus the instance managers' /metrics ports (a free base: the instance's first GPU is 0)
+  metricsPort = await freePort();
+  const config = join(dir, 'real-backends.yaml');
+  writeFileSync(config, `${readFileSync('test/e2e/real-backends.e2e.yaml', 'utf8')}\ninstanceMetricsPortBase: ${metricsPort}\n`);
   cluster = await startUpCluster({
-    config: 'test/e2e/real-backends.e2e.yaml',
+    config,
     readyTimeoutS: 80,
     runDirPrefix: 'dyn-real-',
     env: { DYNAMOLLM_NVML_LIB: libPath, FAKE_NVML_LOG: nvmlLog, FAKE_NVML_DEVICE_COUNT: '2', FAKE_VLLM_TOKEN_MS: String(TOKEN_MS), FAKE_VLLM_ARGS_FILE: argsFile },
@@ -95,5 +102,30 @@ describe.skipIf(!hasGcc)('real back ends (vllm engine, NVML) against their stand
     const sources = new Set((fams.get('dynamollm_energy_joules_total')?.samples ?? []).filter((s) => s.value > 0).map((s) => s.labels.source));
     expect([...sources]).toContain('measured');
     expect([...sources]).not.toContain('modelled');
+  });
+
+  it("the instance manager's own /metrics: promtool-clean, energy from the NVML counter, its requests and tokens", async () => {
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(promtoolProblems(text)).toEqual([]);
+    const fams = parsePrometheusText(text);
+    const one = (name: string, labels: Record<string, string> = {}) => {
+      const s = (fams.get(name)?.samples ?? []).find((x) => Object.entries(labels).every(([k, v]) => x.labels[k] === v));
+      expect(s, `${name} ${JSON.stringify(labels)}`).toBeDefined();
+      return s!;
+    };
+    const energy = one('dynamollm_instance_energy_joules_total', { source: 'measured' });
+    expect(energy.labels).toMatchObject({ model_name: 'llama3.1-8b', pool: 'pool-all' });
+    expect(energy.labels.instance_id).toMatch(/^pool-all-n0-g0x2$/);
+    expect(energy.value).toBeGreaterThan(0);
+    // the previous tests' two requests, 100 + 80 tokens
+    expect(one('dynamollm_instance_requests_total', { outcome: 'ok' }).value).toBeGreaterThanOrEqual(2);
+    expect(one('dynamollm_instance_generation_tokens_total').value).toBeGreaterThanOrEqual(180);
+    expect(one('dynamollm_instance_tensor_parallelism').value).toBe(TP);
+    const power = one('dynamollm_instance_power_watts', { source: 'measured' }).value;
+    expect(power).toBeGreaterThanOrEqual(P_MIN_W * TP);
+    expect(power).toBeLessThanOrEqual(P_MAX_W * TP);
+    expect(one('dynamollm_instance_sm_clock_hertz').value).toBeGreaterThan(0);
   });
 });

@@ -75,8 +75,11 @@ async function startActor(kind: string, values: ActorOptions, registry: ActorReg
   // liveness/readiness endpoints for probes (k8s, systemd checks): /livez, /readyz
   const healthAddr = values.health ?? process.env.DYNAMOLLM_HEALTH;
   if (healthAddr) {
-    const h = await startHealthServer(healthAddr, () => ({ ...actor.health(), kind, id }));
-    log.info({ port: h.port }, `health endpoints on ${healthAddr} (/livez, /readyz)`);
+    // an actor with metrics of its own (the instance manager) serves them there too
+    const withMetrics = actor as { metricsText?: () => Promise<string> };
+    const metrics = typeof withMetrics.metricsText === 'function' ? () => withMetrics.metricsText!() : undefined;
+    const h = await startHealthServer(healthAddr, () => ({ ...actor.health(), kind, id }), metrics);
+    log.info({ port: h.port }, `health endpoints on ${healthAddr} (/livez, /readyz${metrics ? ', /metrics' : ''})`);
   }
   await actor.start();
   // keep the process alive until a signal drains the actor (the handler exits the process)

@@ -43,7 +43,7 @@ export function registerGenerate(cmd: Command, exit: ExitCode): void {
     .requiredOption('--out <file>', 'where to write the profile (JSON)')
     .option('--like <profile>', 'regenerate this profile from the current model: its model, GPU, grid, request types, scheduler budget and engine generation')
     .option('--engine <e>', `engine generation (default ${CALIBRATION.defaultEngine})`)
-    .option('--tp <list>', 'TP degrees, comma-separated (default 2,4,8)')
+    .option('--tp <list>', 'TP degrees, comma-separated (default 2,4,8; with --like: its degrees)')
     .option('--clocks <list>', 'SM clocks, MHz, comma-separated')
     .option('--date <yyyy-mm-dd>', 'date written into the profile (default today)')
     .option('--max-num-batched-tokens <n>', 'the engine scheduler budget the profile describes')
@@ -53,7 +53,7 @@ export function registerGenerate(cmd: Command, exit: ExitCode): void {
 }
 
 async function generate(values: GenerateOptions): Promise<number> {
-  if (values.like !== undefined) return regenerate(inputFile(values.like, '--like'), req(values.out, 'out'), values.date);
+  if (values.like !== undefined) return regenerate(inputFile(values.like, '--like'), req(values.out, 'out'), values.date, list(values.tp, 'tp'));
   const model = req(values.model, 'model'), gpu = req(values.gpu, 'gpu'), out = req(values.out, 'out');
   const engine = values.engine ?? CALIBRATION.defaultEngine;
   const perf = createPerfModel(model, gpu, { engine });
@@ -98,14 +98,14 @@ async function generate(values: GenerateOptions): Promise<number> {
   return 0;
 }
 
-/** A profile again from the current model, with its own grid, types, scheduler and engine generation. */
-function regenerate(like: string, out: string, date: string | undefined): number {
+/** A profile again from the current model, with its own grid (or the TP degrees given), types, scheduler and engine generation. */
+function regenerate(like: string, out: string, date: string | undefined, tpDegrees: number[] | undefined): number {
   const old = loadProfile(like);
   if (old.source.kind !== 'model') throw new UsageError(`--like ${like}: a measured profile cannot be regenerated from the model`);
   const engine = engineOfProfile(old);
   const t0 = Date.now();
   const p = generateProfile(createPerfModel(old.model, old.gpu, { engine }), {
-    ...regenerationOptions(old), engine, calibration: calibrationNote(engine), date: date ?? new Date().toISOString().slice(0, 10),
+    ...regenerationOptions(old), ...(tpDegrees ? { tpDegrees } : {}), engine, calibration: calibrationNote(engine), date: date ?? new Date().toISOString().slice(0, 10),
   });
   saveProfile(out, p);
   process.stderr.write(`wrote ${out} (like ${like}, engine ${engine}): ${p.cells.length} cells in ${Date.now() - t0} ms\n`);
