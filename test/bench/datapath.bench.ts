@@ -2,9 +2,13 @@
  * The data path's own cost: gateway -> NATS -> cluster manager -> pool manager -> instance manager ->
  * engine, against the same emulated engine called directly, in the same run. The engine runs with
  * --zero-delay (steps take no wall time), so what is measured is the path itself: added TTFT (p50/p99 of
- * sequential streaming requests, time to the first SSE token) and max throughput (closed loop, C
- * concurrent clients, short completions).
+ * sequential streaming requests, time to the first SSE token), max throughput (closed loop, C concurrent
+ * clients, short completions) and the CPU the control path spends per streamed token (long completions;
+ * every process of the cluster but the engines, NATS included, from /proc). Both token paths run:
+ * `direct` (the gateway streams from the engine after the instance's grant, the default) and `nats` (the
+ * instance relays every token over NATS).
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { freePort } from '../helpers/net.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -20,6 +24,81 @@ const MODEL = 'llama3.1-8b';
 const SEQUENTIAL = 200;
 const CONCURRENCY = 16;
 const THROUGHPUT_S = 8;
+/** CPU per token: C_TOK closed-loop clients streaming TOK_LEN-token completions for TOK_S seconds. */
+const C_TOK = 16;
+const TOK_LEN = 256;
+const TOK_S = 6;
+/** seconds of an idle cluster measured first. */
+const IDLE_S = 3;
+const CLK_TCK = 100;
+
+/** utime+stime of a process, ms (0 once it is gone). */
+function cpuMs(pid: number): number {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
+
+/** pid's descendants, split into engines (the emulator processes) and the rest (the control path, NATS included). */
+function tree(root: number): { engines: number[]; control: number[] } {
+  const parent = new Map<number, number>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
+      parent.set(Number(d), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      /* gone */
+    }
+  }
+  const out = { engines: [] as number[], control: [root] };
+  const walk = (p: number) => {
+    for (const [c, pp] of parent) {
+      if (pp !== p) continue;
+      let cmd = '';
+      try {
+        cmd = readFileSync(`/proc/${c}/cmdline`, 'utf8');
+      } catch {
+        /* gone */
+      }
+      (cmd.includes('engine-emulator') ? out.engines : out.control).push(c);
+      walk(c);
+    }
+  };
+  walk(root);
+  return out;
+}
+
+const sum = (pids: number[]) => pids.reduce((a, p) => a + cpuMs(p), 0);
+
+/** Closed-loop long streams; CPU of `pids()` over the window, per token. */
+async function cpuPerToken(base: string, model: string, pids: () => { engines: number[]; control: number[] }): Promise<{ controlUs: number; marginalUs: number; idleMsPerS: number; engineUs: number; tokensPerS: number }> {
+  const p = pids();
+  // the idle cluster's own CPU (heartbeats, status, telemetry, epochs), to tell it from the per-token cost
+  const i0 = sum(p.control), it0 = performance.now();
+  await new Promise((r) => setTimeout(r, IDLE_S * 1000));
+  const idleMsPerS = (sum(p.control) - i0) / ((performance.now() - it0) / 1000);
+  const c0 = sum(p.control), e0 = sum(p.engines);
+  const t0 = performance.now();
+  const until = t0 + TOK_S * 1000;
+  let tokens = 0;
+  await Promise.all(Array.from({ length: C_TOK }, async () => {
+    while (performance.now() < until) {
+      await one(base, model, TOK_LEN);
+      tokens += TOK_LEN;
+    }
+  }));
+  const wall = (performance.now() - t0) / 1000;
+  const controlMs = sum(p.control) - c0;
+  return {
+    controlUs: (controlMs * 1000) / tokens, marginalUs: (Math.max(0, controlMs - idleMsPerS * wall) * 1000) / tokens, idleMsPerS,
+    engineUs: ((sum(p.engines) - e0) * 1000) / tokens, tokensPerS: tokens / wall,
+  };
+}
 
 
 async function waitFor(out: () => string, needle: string, ms: number): Promise<void> {
@@ -80,45 +159,56 @@ export async function bench(): Promise<BenchSection> {
     emu.stdout!.on('data', (d: Buffer) => (emuOut += d.toString()));
     await waitFor(() => emuOut, '"listening"', 30_000);
     const direct = await measure(`http://127.0.0.1:${emuPort}`, MODEL);
+    const directCpu = await cpuPerToken(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ engines: [emu.pid!], control: [] }));
     emu.kill('SIGTERM');
 
-    // 2. the whole path, one instance with the same zero-delay engine
-    const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
-    const cfg = join(dir, 'bench.json');
-    writeFileSync(cfg, JSON.stringify({
-      model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
-      servers: [{ id: 'n0', gpus: 1 }],
-      pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-      epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
-      engine: {
-        kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000,
-        command: process.execPath,
-        args: [BIN, 'engine-emulator', '--model', MODEL, '--tp', '1', '--port', '0', '--zero-delay', '--served-model-name', MODEL, '--exit-on-stdin-close'],
-      },
-      gateway: { maxInflight: 4096 },
-    }));
-    const gp = await freePort();
-    // up starts its own private NATS (per-actor credentials)
-    const up = spawn(process.execPath, [BIN, 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' } });
-    procs.push(up);
-    up.stdout!.on('data', (d: Buffer) => (upOut += d.toString()));
-    up.stderr!.on('data', (d: Buffer) => (upOut += d.toString()));
-    await waitFor(() => upOut, 'cluster ready', 90_000);
-    const path = await measure(`http://127.0.0.1:${gp}`, MODEL);
-    const exited = new Promise((r) => up.once('exit', r));
-    up.kill('SIGINT');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+    // 2. the whole path, one instance with the same zero-delay engine, for each token path
+    const paths: Record<string, { p50: number; p99: number; rps: number; cpu: Awaited<ReturnType<typeof cpuPerToken>> }> = {};
+    for (const dataPath of ['direct', 'nats'] as const) {
+      const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
+      const cfg = join(dir, 'bench.json');
+      writeFileSync(cfg, JSON.stringify({
+        model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+        servers: [{ id: 'n0', gpus: 1 }],
+        pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+        epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
+        engine: {
+          kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000,
+          // appended to the emulator's own command line
+          args: ['--zero-delay'],
+        },
+        gateway: { maxInflight: 4096, dataPath },
+      }));
+      const gp = await freePort();
+      upOut = '';
+      // up starts its own private NATS (per-actor credentials)
+      const up = spawn(process.execPath, [BIN, 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' } });
+      procs.push(up);
+      up.stdout!.on('data', (d: Buffer) => (upOut += d.toString()));
+      up.stderr!.on('data', (d: Buffer) => (upOut += d.toString()));
+      await waitFor(() => upOut, 'cluster ready', 90_000);
+      const m = await measure(`http://127.0.0.1:${gp}`, MODEL);
+      const cpu = await cpuPerToken(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
+      paths[dataPath] = { ...m, cpu };
+      const exited = new Promise((r) => up.once('exit', r));
+      up.kill('SIGINT');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+    }
 
     const f = (x: number) => x.toFixed(2);
+    const d = paths.direct!, n = paths.nats!;
     return {
       title: 'Data path: gateway -> NATS -> managers -> engine vs the engine alone (zero-delay emulator)',
       notes: [
-        `${SEQUENTIAL} sequential streaming completions (8-token prompt, 4 output tokens) for TTFT; ${CONCURRENCY} closed-loop clients for ${THROUGHPUT_S} s for throughput. Same emulator binary with --zero-delay both times; client, NATS and all actors share this machine's cores.`,
-        `added TTFT p50 ${f(path.p50 - direct.p50)} ms, p99 ${f(path.p99 - direct.p99)} ms; throughput ratio path/direct ${f(path.rps / direct.rps)}`,
+        `${SEQUENTIAL} sequential streaming completions (8-token prompt, 4 output tokens) for TTFT; ${CONCURRENCY} closed-loop clients for ${THROUGHPUT_S} s for throughput; for CPU per token ${C_TOK} closed-loop clients streaming ${TOK_LEN}-token completions for ${TOK_S} s, CPU (utime+stime from /proc) of every process of the cluster but the engine (gateway, cluster/pool/instance managers, node agent, nats-server, up) per streamed token. Same emulator binary with --zero-delay everywhere; client, NATS and all actors share this machine's cores. direct: the gateway streams from the engine after the instance's grant (gateway.dataPath: direct, the default); nats: the instance relays every token over NATS.`,
+        `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}.`,
+        `direct: added TTFT p50 ${f(d.p50 - direct.p50)} ms, p99 ${f(d.p99 - direct.p99)} ms; throughput ratio path/engine ${f(d.rps / direct.rps)}; control path ${f(d.cpu.controlUs)} us CPU per streamed token (marginal ${f(d.cpu.marginalUs)}; ${f(d.cpu.controlUs / directCpu.engineUs)}x the engine's own ${f(directCpu.engineUs)} us when called alone)`,
+        `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / direct.rps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
       ],
       rows: [
-        { path: 'engine direct', 'TTFT p50 ms': f(direct.p50), 'TTFT p99 ms': f(direct.p99), 'max req/s': f(direct.rps) },
-        { path: 'gateway -> NATS -> managers -> engine', 'TTFT p50 ms': f(path.p50), 'TTFT p99 ms': f(path.p99), 'max req/s': f(path.rps) },
+        { path: 'engine alone', 'TTFT p50 ms': f(direct.p50), 'TTFT p99 ms': f(direct.p99), 'max req/s': f(direct.rps), 'control CPU us/token': '-', 'marginal us/token': '-', 'engine CPU us/token': f(directCpu.engineUs), 'tokens/s (long streams)': f(directCpu.tokensPerS) },
+        { path: 'gateway -> managers -> grant; gateway <- engine (direct)', 'TTFT p50 ms': f(d.p50), 'TTFT p99 ms': f(d.p99), 'max req/s': f(d.rps), 'control CPU us/token': f(d.cpu.controlUs), 'marginal us/token': f(d.cpu.marginalUs), 'engine CPU us/token': f(d.cpu.engineUs), 'tokens/s (long streams)': f(d.cpu.tokensPerS) },
+        { path: 'gateway -> managers -> engine, tokens over NATS (nats)', 'TTFT p50 ms': f(n.p50), 'TTFT p99 ms': f(n.p99), 'max req/s': f(n.rps), 'control CPU us/token': f(n.cpu.controlUs), 'marginal us/token': f(n.cpu.marginalUs), 'engine CPU us/token': f(n.cpu.engineUs), 'tokens/s (long streams)': f(n.cpu.tokensPerS) },
       ],
     };
   } finally {
