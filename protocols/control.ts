@@ -39,10 +39,14 @@ export const inventoryKeys = {
   pool: (pool: string) => `pool.${token(pool, 'pool')}`,
   /** the cluster's energy ledger (EnergyLedger), written by the cluster leader, read by its successor. */
   energy: () => 'energy.cluster',
+} as const;
+
+/** KV keys of the dispatched-requests bucket (jetstream.dispatchedBucket). */
+export const dispatchedKeys = {
   /** a request the pool leader dispatched and that has no record yet (DispatchedEntry), read by its successor. */
-  dispatched: (pool: string, requestId: string) => `dispatched.${token(pool, 'pool')}.${token(requestId, 'request id')}`,
-  /** every dispatched-request key of a pool (a KV key filter). */
-  dispatchedOf: (pool: string) => `dispatched.${token(pool, 'pool')}.>`,
+  entry: (pool: string, requestId: string) => `${token(pool, 'pool')}.${token(requestId, 'request id')}`,
+  /** every key of a pool (a KV key filter, and the pool's write right). */
+  pool: (pool: string) => `${token(pool, 'pool')}.>`,
 } as const;
 
 /** GPUs of one server given to a pool. */
@@ -217,7 +221,7 @@ export const energyLedger = z.object({
 export type EnergyLedger = z.infer<typeof energyLedger>;
 export const EnergyLedger = codec('EnergyLedger', energyLedger);
 
-/** A request a pool leader dispatched, until its record (inventory KV, inventoryKeys.dispatched): its successor's list. */
+/** A request a pool leader dispatched, until its record (KV jetstream.dispatchedBucket, dispatchedKeys.entry): its successor's list. */
 export const dispatchedEntry = z.object({
   v,
   req: inferenceRequest,

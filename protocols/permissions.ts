@@ -22,7 +22,7 @@
  *   heartbeats), asks the cluster status and sends NATS Service API requests; it changes nothing;
  * - every actor serves the NATS Service API: `$SRV.PING|INFO|STATS` and `$SRV.<verb>.dynamollm-<kind>[.<id>]`.
  */
-import { controlSubjects, inventoryKeys } from './control.ts';
+import { controlSubjects, dispatchedKeys, inventoryKeys } from './control.ts';
 import { SERVICE_VERBS, serviceName, serviceSubjects } from './service.ts';
 import { ROOT, jetstream, leaseKeys, subjects, token, type ActorKind } from './subjects.ts';
 
@@ -135,8 +135,9 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           wild(subjects.stream(ANY)),
           ...eventsOf(pools), ...P(controlSubjects.poolStatus), hbOwn('pool'),
           ...kvUse(jetstream.leasesBucket), ...kvWrite(jetstream.leasesBucket, P(leaseKeys.poolLeader)),
+          ...kvUse(jetstream.inventoryBucket),
           // the leader's list of dispatched requests (its successor re-dispatches or ends them)
-          ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, P(inventoryKeys.dispatchedOf)),
+          ...kvUse(jetstream.dispatchedBucket), ...kvWrite(jetstream.dispatchedBucket, P(dispatchedKeys.pool)),
         ]),
         subscribe: uniq([
           ...P(subjects.poolDispatch), ...P(subjects.poolControl), ...P(subjects.poolMove),

@@ -79,6 +79,8 @@ export const jetstream = {
   leasesBucket: 'dyn_v1_leases',
   membersBucket: 'dyn_v1_members',
   inventoryBucket: 'dyn_v1_inventory',
+  /** each pool leader's dispatched requests until their record (DispatchedEntry, keys dispatchedKeys); entries expire after an hour. */
+  dispatchedBucket: 'dyn_v1_dispatched',
 } as const;
 
 /** Lease keys (KV keys: letters, digits, -, _, /, =, .). */

@@ -166,16 +166,21 @@ export class ClusterManager extends Actor {
     return false;
   }
 
-  /** poolDispatch, retried on no_responders (leader failover) until the lease TTL has passed twice. */
+  /**
+   * poolDispatch, retried while a pool leader fails over: on no responders (no leader yet) and on a timeout
+   * (the leader died holding it: its successor knows what it dispatched, and dispatch is idempotent by
+   * request id, so a retry never makes a second stream), inside the request's give-up time.
+   */
   async #dispatch(r: InferenceRequest, pool: string): Promise<Admission> {
-    const until = this.clock.now() + Math.min(2 * this.#c.liveness.leaseTtlMs + 1000, Math.max(0, r.giveUpAtMs - this.clock.now()));
+    const attemptMs = this.#c.timeouts.dispatchMs + 1000;
+    const until = this.clock.now() + Math.min(Math.max(2 * this.#c.liveness.leaseTtlMs + 1000, 3 * attemptMs), Math.max(0, r.giveUpAtMs - this.clock.now()));
     let wait = 50;
     for (;;) {
       try {
-        return await this.bus.request(subjects.poolDispatch(pool), InferenceRequest, r, Admission, { timeoutMs: this.#c.timeouts.dispatchMs * 3 });
+        return await this.bus.request(subjects.poolDispatch(pool), InferenceRequest, r, Admission, { timeoutMs: Math.max(1, Math.min(attemptMs, until - this.clock.now())) });
       } catch (err) {
         const e = err as DynError;
-        if (e.code !== 'no_responders' || this.clock.now() + wait > until) {
+        if ((e.code !== 'no_responders' && e.code !== 'timeout') || this.clock.now() + wait > until) {
           return { v: 1, id: r.id, ok: false, pool, error: { ...toWireError(err), retryable: e.retryable ?? true, retryAfterS: this.#c.emergency.retryAfterS } };
         }
         await this.clock.sleep(wait);

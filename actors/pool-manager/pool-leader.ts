@@ -7,12 +7,14 @@
  *
  * Every replica tracks the pool's instances from their InstanceStatus (a standby has a warm view); the
  * lease holder (leaseKeys.poolLeader) also serves dispatch (subjects.poolDispatch), moves
- * (subjects.poolMove) and commands (subjects.poolControl), and publishes the pool's status.
+ * (subjects.poolMove) and commands (subjects.poolControl), publishes the pool's status, and keeps its list
+ * of dispatched requests in the KV (jetstream.dispatchedBucket) for its successor.
  */
 import type { Logger } from 'pino';
+import type { KV } from '@nats-io/kv';
 import {
-  Ack, Admission, InferenceRequest, InstanceCommand, InstanceStatus, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
-  RequestRecord, TokenChunk, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
+  Ack, Admission, DispatchedEntry, InferenceRequest, InstanceCommand, InstanceStatus, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
+  RequestRecord, TokenChunk, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
@@ -122,8 +124,48 @@ export class PoolLeader {
     } catch (err) {
       this.#log.warn({ err: (err as Error).message }, 'could not read the pool assignment');
     }
+    const dispatched = await this.#readDispatched();
     if (!this.isLeader()) return;
-    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}) });
+    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched });
+  }
+
+  /** The dispatched-requests bucket (entries expire after DISPATCHED_TTL_MS: a record lost for good ends there). */
+  #dispatchedKv() {
+    return this.#bus.kv(jetstream.dispatchedBucket, { ttl: DISPATCHED_TTL_MS });
+  }
+
+  /** The previous leader's list of dispatched requests (unreadable entries are skipped and logged). */
+  async #readDispatched(): Promise<DispatchedEntry[]> {
+    const out: DispatchedEntry[] = [];
+    try {
+      const kv = await this.#dispatchedKv();
+      const keys: string[] = [];
+      for await (const k of await kv.keys(dispatchedKeys.pool(this.pool))) keys.push(k);
+      const got = await Promise.all(keys.map((k) => kv.get(k).catch(() => null)));
+      for (const e of got) {
+        if (!e || !e.value.length || e.operation !== 'PUT') continue;
+        try {
+          out.push(DispatchedEntry.decode(e.value));
+        } catch (err) {
+          this.#log.warn({ key: e.key, err: (err as Error).message }, 'unreadable dispatched entry skipped');
+        }
+      }
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'could not read the dispatched requests: the deaths of instances before this leader end their streams only by their deadline');
+    }
+    if (out.length) this.#log.info({ requests: out.length }, 'dispatched requests of the previous leader adopted');
+    return out;
+  }
+
+  /** puts and deletes of the dispatched list not yet acknowledged (bounded: past it an entry is not kept). */
+  #dispatchedInFlight = 0;
+  #storeDispatched(op: (kv: KV) => Promise<unknown>): void {
+    if (this.#dispatchedInFlight >= 4096) {
+      this.#log.warn('dispatched-request store lagging: entry not kept');
+      return;
+    }
+    this.#dispatchedInFlight++;
+    void this.#dispatchedKv().then((kv) => op(kv)).catch((err: unknown) => this.#log.debug({ err: (err as Error).message }, 'dispatched entry not stored')).finally(() => this.#dispatchedInFlight--);
   }
 
   #stepDown(): void {
@@ -187,6 +229,14 @@ export class PoolLeader {
         w?.(e);
         break;
       }
+      case 'persist_dispatched': {
+        const entry: DispatchedEntry = { v: 1, req: e.req, instance: e.instance, atMs: e.atMs };
+        this.#storeDispatched((kv) => kv.put(dispatchedKeys.entry(this.pool, e.req.id), DispatchedEntry.encode(entry)));
+        break;
+      }
+      case 'forget_dispatched':
+        this.#storeDispatched((kv) => kv.purge(dispatchedKeys.entry(this.pool, e.id)));
+        break;
       case 'end_stream':
         this.#bus.publish(e.req.streamSubject, TokenChunk, {
           v: 1, id: e.req.id, seq: e.seq, text: '', tokens: 0, done: true, finishReason: 'error', error: e.error, ...(e.instance ? { instance: e.instance } : {}), pool: this.pool,
@@ -242,6 +292,9 @@ export class PoolLeader {
     await this.#lease.stop().catch(() => {});
   }
 }
+
+/** how long a dispatched entry stays in the store without its record, ms (requests give up well before). */
+const DISPATCHED_TTL_MS = 3_600_000;
 
 const TIMER_EVENTS: Record<'sweep' | 'tick' | 'reconcile' | 'reshard', PoolEvent> = {
   sweep: { type: 'sweep' }, tick: { type: 'tick' }, reconcile: { type: 'reconcile' }, reshard: { type: 'reshard_epoch' },

@@ -150,9 +150,7 @@ describe('failover: nothing is lost when an actor or an engine dies', () => {
     h.startActor('cluster', 'cm-0');
   }, 60_000);
 
-  // skipped until the pool leader keeps its dispatched list in the KV (next commit): today its successor
-  // knows nothing of the dead instance's requests and every one of them hangs
-  it.skip('the pool leader dies together with an instance holding queued requests: queued ones complete on the peer', async () => {
+  it('the pool leader dies together with an instance holding queued requests: queued ones complete on the peer', async () => {
     const st = await h.waitReady(2);
     const leader = st.pools[0]!.leader!;
     const standby = leader === 'pm-0' ? 'pm-1' : 'pm-0';

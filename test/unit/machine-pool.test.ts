@@ -227,11 +227,15 @@ describe('pool machine: dispatch', () => {
     expect(new Set([a1!.instance, a2!.instance]).size).toBe(2);
     expect(a1!.req.pool).toBe(POOL);
     const fx = d.at(30, { type: 'admit_result', job: a1!.job, admission: ok(r1.id, a1!.instance) });
-    expect(fx).toEqual([{ kind: 'reply', ref: 1, admission: { ...ok(r1.id, a1!.instance), pool: POOL } }]);
+    // the admission is kept in the store a successor reads, then answered
+    expect(fx).toEqual([
+      { kind: 'persist_dispatched', req: { ...r1, pool: POOL }, instance: a1!.instance, atMs: T0 + 30 },
+      { kind: 'reply', ref: 1, admission: { ...ok(r1.id, a1!.instance), pool: POOL } },
+    ]);
     expect(d.s.outstanding.get(r1.id)?.instance).toBe(a1!.instance);
-    d.at(40, { type: 'record', id: r1.id, instance: 'elsewhere' });
+    expect(d.at(40, { type: 'record', id: r1.id, instance: 'elsewhere' })).toEqual([]);
     expect(d.s.outstanding.has(r1.id)).toBe(true);
-    d.at(50, { type: 'record', id: r1.id, instance: a1!.instance });
+    expect(d.at(50, { type: 'record', id: r1.id, instance: a1!.instance })).toEqual([{ kind: 'forget_dispatched', id: r1.id }]);
     expect(d.s.outstanding.has(r1.id)).toBe(false);
   });
 
@@ -319,7 +323,7 @@ describe('pool machine: moves', () => {
     const fx = d.at(10, { type: 'move', ref: 7, from, requests: [r1, r2] });
     const ad = admits(fx);
     expect(ad.map((e) => e.instance)).toEqual([room, room]);
-    expect(d.at(20, { type: 'admit_result', job: ad[0]!.job, admission: ok(r1.id, room) })).toEqual([]);
+    expect(kinds(d.at(20, { type: 'admit_result', job: ad[0]!.job, admission: ok(r1.id, room) }))).toEqual(['persist_dispatched']);
     const last = d.at(30, { type: 'admit_result', job: ad[1]!.job, admission: { v: 1, id: r2.id, ok: false, error: { code: 'overloaded', message: 'full now', retryable: true } } });
     expect(last).toEqual([{ kind: 'move_reply', ref: 7, reply: { v: 1, placed: [{ id: r1.id, instance: room }], refused: [{ id: r2.id, error: { code: 'overloaded', message: 'full now', retryable: true } }] } }]);
   });
@@ -419,5 +423,62 @@ describe('pool machine: re-shard', () => {
     const out = d.at(40, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }], summary: 'x', inputs: {} } });
     expect(events(out, 'reshard').map((e) => e.summary)).toEqual([`${POOL}: take x`, `${POOL}: re-shard placement leaves the granted GPUs; not executed`]);
     expect(d.s.reshard).toBeUndefined();
+  });
+});
+
+describe('pool machine: failover of the leader (issue 13)', () => {
+  it('dispatch is idempotent by request id: a retry joins the dispatch in flight, or gets the admission granted', () => {
+    const d = twoReady();
+    const r = req();
+    const [a] = admits(d.dispatch(20, r));
+    // the caller timed out and sent it again: no second admit, one answer for both
+    expect(admits(d.dispatch(25, r))).toEqual([]);
+    const fx = d.at(30, { type: 'admit_result', job: a!.job, admission: ok(r.id, a!.instance) });
+    expect(replies(fx).map((e) => [e.ref, e.admission.ok, e.admission.instance])).toEqual([[2, true, a!.instance], [1, true, a!.instance]]);
+    // a third copy after the answer: the same admission, nothing dispatched
+    const again = d.dispatch(40, r);
+    expect(kinds(again)).toEqual(['reply']);
+    expect(replies(again)[0]!.admission).toEqual({ v: 1, id: r.id, ok: true, pool: POOL, instance: a!.instance });
+  });
+
+  it('a successor adopts the stored list: the requests of an instance dead before it led are re-dispatched (queued) or ended (started)', () => {
+    const dead = `${POOL}-node-0-g0x4`, peer = `${POOL}-node-0-g4x4`;
+    const q1 = req(), q2 = req(), run = req();
+    const d = new Drive();
+    d.at(0, { type: 'start' });
+    // a standby: it sees both instances, then the first one stops reporting (holding q1, q2 queued and `run` running)
+    d.at(10, { type: 'status', status: status(dead, { queued: 2, running: 1, queuedIds: [q1.id, q2.id], runningIds: [run.id], runningSeqs: [7] }) });
+    d.at(10, { type: 'status', status: status(peer) });
+    d.at(3000, { type: 'status', status: status(peer) });
+    const swept = d.at(3100, { type: 'sweep' });
+    expect(kinds(swept)).toEqual([]); // a standby only marks it
+    expect(d.s.instances.get(dead)?.alive).toBe(false);
+    // it leads now, with the list its predecessor stored
+    const list = [q1, q2, run].map((r) => ({ req: { ...r, pool: POOL }, instance: dead, atMs: T0 + 5 }));
+    const fx = d.at(3200, { type: 'lead', term: 2, dispatched: list });
+    expect(admits(fx).map((e) => [e.req.id, e.instance, e.req.moves])).toEqual([[q1.id, peer, 1], [q2.id, peer, 1]]);
+    const ended = fx.flatMap((e) => (e.kind === 'end_stream' ? [e] : []));
+    expect(ended.map((e) => [e.req.id, e.seq, e.error.retryable])).toEqual([[run.id, 7, true]]);
+    expect(fx.filter((e) => e.kind === 'forget_dispatched').map((e) => (e as { id: string }).id).sort()).toEqual([q1.id, q2.id, run.id].sort());
+    expect(events(fx, 'failure')).toHaveLength(1);
+    // the re-dispatched ones are kept again under their new instance
+    const placed = d.at(3300, { type: 'admit_result', job: admits(fx)[0]!.job, admission: ok(q1.id, peer) });
+    expect(placed.filter((e) => e.kind === 'persist_dispatched').map((e) => (e as { instance: string }).instance)).toEqual([peer]);
+  });
+
+  it('an instance the successor never heard of gets deadAfterMs to report: its first status keeps its requests, silence ends them', () => {
+    const d = new Drive();
+    d.at(0, { type: 'start' });
+    const a = req(), b = req();
+    const fx = d.at(0, { type: 'lead', dispatched: [{ req: a, instance: `${POOL}-node-1-g0x4`, atMs: T0 }, { req: b, instance: `${POOL}-node-2-g0x4`, atMs: T0 }] });
+    expect(kinds(fx).filter((k) => k === 'end_stream' || k === 'admit')).toEqual([]);
+    // the first reports (a new process under that id would have a different startedMs: no death for a placeholder)
+    expect(events(d.at(500, { type: 'status', status: status(`${POOL}-node-1-g0x4`, { runningIds: [a.id], running: 1 }) }), 'failure')).toEqual([]);
+    expect(d.s.outstanding.get(a.id)?.instance).toBe(`${POOL}-node-1-g0x4`);
+    // the second never does: after deadAfterMs its request ends explicitly
+    d.at(2000, { type: 'status', status: status(`${POOL}-node-1-g0x4`, { runningIds: [a.id], running: 1 }) });
+    const swept = d.at(3100, { type: 'sweep' });
+    expect(swept.flatMap((e) => (e.kind === 'end_stream' ? [e.req.id] : []))).toEqual([b.id]);
+    expect(d.s.outstanding.has(a.id)).toBe(true);
   });
 });

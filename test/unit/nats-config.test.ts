@@ -42,8 +42,8 @@ describe('NATS server configs come from the one table of rights', () => {
     // KV writes
     expect(permissionsOf({ role: 'node' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_inventory.node.*']);
     expect(permissionsOf({ role: 'node', id: 'n3' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_inventory.node.n3']);
-    expect(permissionsOf({ role: 'pool' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.*', '$KV.dyn_v1_inventory.dispatched.*.>']);
-    expect(permissionsOf({ role: 'pool', pools: ['p1'] }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.p1', '$KV.dyn_v1_inventory.dispatched.p1.>']);
+    expect(permissionsOf({ role: 'pool' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.*', '$KV.dyn_v1_dispatched.*.>']);
+    expect(permissionsOf({ role: 'pool', pools: ['p1'] }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.p1', '$KV.dyn_v1_dispatched.p1.>']);
     expect(permissionsOf({ role: 'cluster' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.cluster.planner', '$KV.dyn_v1_inventory.pool.*', '$KV.dyn_v1_inventory.energy.cluster']);
     // the gateway cannot command anything nor touch JetStream
     const gw = permissionsOf({ role: 'gateway' });

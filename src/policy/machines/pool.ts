@@ -8,6 +8,11 @@
  * - the view of the pool's instances from their statuses: out-of-order and restarted processes, the death
  *   verdict (no status for deadAfterMs), and what a death does: the dead instance's queued requests go to
  *   peers, its started streams end with a retryable error;
+ * - the list of dispatched requests (which instance holds each until its record), kept in a store by the
+ *   shell ('persist_dispatched' / 'forget_dispatched') so that a successor leader starts from it ('lead'
+ *   with `dispatched`) and handles the deaths its predecessor did not live to see;
+ * - dispatch is idempotent by request id: a request already dispatched gets its admission again, one
+ *   being dispatched is joined (a caller's retry after a timeout never makes a second stream);
  * - dispatch (policy dispatchRequest): the instance, the next best on a refusal (at most 4 tries), the
  *   local count that spreads a burst before the next status, holding a request while a re-shard or a start
  *   leaves no ready instance (bounded by its give-up time and the engine health deadline);
@@ -63,6 +68,8 @@ type Origin = { kind: 'dispatch'; ref: number } | { kind: 'move'; move: number }
 interface DispatchJob {
   req: InferenceRequest;
   origin: Origin;
+  /** more dispatch calls of the same request id (retries) answered with the same admission. */
+  joined?: number[];
   /** instances never to try (the one a request was moved from, full peers, a dead instance). */
   exclude: Set<string>;
   tried: Set<string>;
@@ -123,8 +130,11 @@ export interface PoolMachineState {
 export type PoolEvent =
   /** the replica is up: arm the liveness sweep. */
   | { type: 'start' }
-  /** this replica leads the pool; the assignment the store holds, if any. */
-  | { type: 'lead'; term?: number; stored?: PoolAssignment }
+  /**
+   * this replica leads the pool; the assignment the store holds, if any, and the requests the previous
+   * leader dispatched that have no record yet (its persisted list).
+   */
+  | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: { req: InferenceRequest; instance: string; atMs: number }[] }
   | { type: 'lost' }
   | { type: 'status'; status: InstanceStatus }
   /** a request's record: it ended (on `instance`). */
@@ -154,6 +164,10 @@ export type PoolEffect =
   | { kind: 'reply'; ref: number; admission: Admission }
   | { kind: 'move_reply'; ref: number; reply: MoveReply }
   | { kind: 'command_reply'; ref: number; ok: boolean; detail?: Record<string, unknown>; error?: WireError }
+  /** keep (replace) a dispatched request in the store a successor reads. */
+  | { kind: 'persist_dispatched'; req: InferenceRequest; instance: string; atMs: number }
+  /** drop a request from that store (it ended, or was handed on). */
+  | { kind: 'forget_dispatched'; id: string }
   /** end a request's stream with an error chunk of this seq. */
   | { kind: 'end_stream'; req: InferenceRequest; seq: number; error: WireError; instance?: string }
   /** a command to a node agent; answer with 'node_result'. */
@@ -205,6 +219,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
           });
         }
       }
+      adoptDispatched(s, fx, ev.dispatched ?? [], now, cfg);
       fx.push(
         { kind: 'arm_timer', timer: 'reconcile', everyMs: Math.max(500, cfg.statusIntervalMs * 4) },
         { kind: 'arm_timer', timer: 'reshard', everyMs: cfg.epochMs },
@@ -227,7 +242,10 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
     case 'record': {
       const o = s.outstanding.get(ev.id);
-      if (o && (!ev.instance || ev.instance === o.instance)) s.outstanding.delete(ev.id);
+      if (o && (!ev.instance || ev.instance === o.instance)) {
+        s.outstanding.delete(ev.id);
+        if (s.leader) fx.push({ kind: 'forget_dispatched', id: ev.id });
+      }
       break;
     }
     case 'sweep':
@@ -237,7 +255,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       advance(s, fx, now, cfg);
       break;
     case 'dispatch':
-      newJob(s, fx, { req: ev.req, origin: { kind: 'dispatch', ref: ev.ref }, exclude: new Set(), tried: new Set(), attempts: 0 }, now, cfg);
+      dispatch(s, fx, ev.ref, ev.req, now, cfg);
       break;
     case 'admit_result':
       admitResult(s, fx, ev, now, cfg);
@@ -303,8 +321,8 @@ function onStatus(s: PoolMachineState, fx: PoolEffect[], st: InstanceStatus, now
     if (t && !t.alive) fx.push({ kind: 'event', event: 'instance', summary: `${st.id} is back (${st.state})`, decision: { instance: st.id, alive: true }, inputs: { startedMs: st.startedMs } });
     return;
   }
-  // a new process under the same id: whatever the old one held is gone
-  if (st.startedMs !== t.status.startedMs) instanceDied(s, fx, st.id, 'restarted', t.status, now, cfg);
+  // a new process under the same id: whatever the old one held is gone (a placeholder held nothing known)
+  if (st.startedMs !== t.status.startedMs && t.status.startedMs !== UNSEEN) instanceDied(s, fx, st.id, 'restarted', t.status, now, cfg);
   s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
 }
 
@@ -316,8 +334,41 @@ function sweep(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMach
     } else if (!t.alive && now - t.lastSeenMs > 60_000) s.instances.delete(id);
   }
   // forget outstanding entries long past their give-up time (their record was lost)
-  for (const [id, o] of s.outstanding) if (now > o.req.giveUpAtMs + 60_000) s.outstanding.delete(id);
+  for (const [id, o] of s.outstanding) {
+    if (now > o.req.giveUpAtMs + 60_000) {
+      s.outstanding.delete(id);
+      if (s.leader) fx.push({ kind: 'forget_dispatched', id });
+    }
+  }
 }
+
+/**
+ * A new leader adopts its predecessor's list of dispatched requests (entries it already knows stay), and
+ * handles now the deaths that list outlived: the requests of an instance this replica saw die, or never
+ * saw at all, are re-dispatched (queued) or ended (started) as the death of that instance says.
+ */
+function adoptDispatched(s: PoolMachineState, fx: PoolEffect[], list: { req: InferenceRequest; instance: string; atMs: number }[], now: number, cfg: PoolMachineConfig): void {
+  // (an entry past its request's give-up time is a lost record, or a previous run's on a shared server)
+  for (const d of list) if (!s.outstanding.has(d.req.id) && d.req.giveUpAtMs > now) s.outstanding.set(d.req.id, { req: d.req, instance: d.instance, atMs: d.atMs });
+  const holders = new Set([...s.outstanding.values()].map((o) => o.instance));
+  for (const id of holders) {
+    const t = s.instances.get(id);
+    if (t?.alive) continue;
+    if (t) {
+      instanceDied(s, fx, id, 'died before this leader took over', t.status, now, cfg);
+      continue;
+    }
+    // never heard of here (this replica started after it): it gets deadAfterMs to report like any
+    // instance; a placeholder that takes no dispatch and gives way to its first status
+    s.instances.set(id, {
+      status: { v: 1, id, pool: cfg.pool, tp: 1, gpuIds: [], state: 'starting', startedMs: UNSEEN, seq: 0, sentMs: now, clockMhz: 0, maxClockMhz: 0, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {} },
+      lastSeenMs: now, alive: true,
+    });
+  }
+}
+
+/** startedMs of a placeholder for an instance the list names and no status has shown yet. */
+const UNSEEN = -1;
 
 /**
  * An instance died (or restarted): its queued requests go to peers, its started streams end with a
@@ -331,6 +382,7 @@ function instanceDied(s: PoolMachineState, fx: PoolEffect[], id: string, why: st
   const failed: string[] = [];
   for (const o of [...s.outstanding.values()].filter((x) => x.instance === id)) {
     s.outstanding.delete(o.req.id);
+    fx.push({ kind: 'forget_dispatched', id: o.req.id });
     if (queued.has(o.req.id)) redispatch.push({ ...o.req, moves: (o.req.moves ?? 0) + 1 });
     else {
       failed.push(o.req.id);
@@ -374,6 +426,25 @@ function views(s: PoolMachineState, exclude: Set<string>): View[] {
 
 // ------------------------------------------------------------------ dispatch
 
+/**
+ * A dispatch call, idempotent by request id: one already admitted gets its admission again (the caller's
+ * first answer was lost), one being dispatched is joined (a retry after the caller's timeout).
+ */
+function dispatch(s: PoolMachineState, fx: PoolEffect[], ref: number, req: InferenceRequest, now: number, cfg: PoolMachineConfig): void {
+  const o = s.outstanding.get(req.id);
+  if (o) {
+    fx.push({ kind: 'reply', ref, admission: { v: 1, id: req.id, ok: true, pool: cfg.pool, instance: o.instance } });
+    return;
+  }
+  for (const [job, j] of s.jobs) {
+    if (j.req.id === req.id && j.origin.kind !== 'move') {
+      s.jobs.set(job, { ...j, joined: [...(j.joined ?? []), ref] });
+      return;
+    }
+  }
+  newJob(s, fx, { req, origin: { kind: 'dispatch', ref }, exclude: new Set(), tried: new Set(), attempts: 0 }, now, cfg);
+}
+
 function newJob(s: PoolMachineState, fx: PoolEffect[], j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
   const job = s.nextJob++;
   s.jobs.set(job, j);
@@ -412,7 +483,9 @@ function admitResult(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEven
   if (!j?.admitting) return;
   const a = ev.admission;
   if (a?.ok) {
-    s.outstanding.set(j.req.id, { req: { ...j.req, pool: cfg.pool }, instance: j.admitting, atMs: now });
+    const req = { ...j.req, pool: cfg.pool };
+    s.outstanding.set(j.req.id, { req, instance: j.admitting, atMs: now });
+    fx.push({ kind: 'persist_dispatched', req, instance: j.admitting, atMs: now });
     finish(s, fx, ev.job, j, cfg, undefined, { ...a, pool: cfg.pool });
     return;
   }
@@ -430,6 +503,7 @@ function finish(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJ
   s.jobs.delete(job);
   const admission: Admission = accepted ?? { v: 1, id: j.req.id, ok: false, pool: cfg.pool, ...(error ? { error } : {}) };
   const o = j.origin;
+  for (const ref of j.joined ?? []) fx.push({ kind: 'reply', ref, admission });
   if (o.kind === 'dispatch') fx.push({ kind: 'reply', ref: o.ref, admission });
   else if (o.kind === 'redispatch') {
     if (!admission.ok) fx.push({ kind: 'end_stream', req: j.req, seq: 0, error: admission.error ?? { code: 'unavailable', message: 'no instance could take the request', retryable: true } });
