@@ -208,9 +208,12 @@ describe('failover: nothing is lost when an actor or an engine dies', () => {
     await until(() => {
       const s = statuses.get(victim);
       return s !== undefined && s.startedMs !== started0 && s.state === 'ready';
-    }, 45_000, `${victim} started afresh and ready`);
+    }, 60_000, `${victim} started afresh and ready`).catch((err: unknown) => {
+      const s = statuses.get(victim);
+      throw new Error(`${(err as Error).message}: last status ${JSON.stringify({ state: s?.state, startedMs: s?.startedMs, started0, sentMs: s?.sentMs, now: Date.now() })}, processes ${JSON.stringify(h.pidsOf(`--id ${victim} `))} (first ${im0})`);
+    });
     expect(h.pidsOf(`--id ${victim} `)).not.toContain(im0);
     const outs = await Promise.all(Array.from({ length: 6 }, (_, i) => h.send(500_000 + i, { maxTokens: 20 })));
     expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);
-  }, 120_000);
+  }, 150_000);
 });
