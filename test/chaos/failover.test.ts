@@ -192,17 +192,21 @@ describe('failover: nothing is lost when an actor or an engine dies', () => {
     const im0 = h.pidsOf(`--id ${victim} `)[0]!;
     const started0 = statuses.get(victim)!.startedMs;
     // the engine restart budget is 5 restarts: the sixth crash spends it
+    // (a crash counts once the restarted engine is serving: kill each one only when its instance is ready again)
     let lastEngine = 0;
+    let killedAt = 0;
     for (let k = 0; k < 6; k++) {
       let engine = 0;
       await until(() => {
+        if (!h.pidsOf(`--id ${victim} `).includes(im0)) return true; // the instance manager itself went away
+        const st = statuses.get(victim);
         engine = childrenOf(im0).find((p) => p !== lastEngine) ?? 0;
-        return engine > 0 || !h.pidsOf(`--id ${victim} `).includes(im0);
-      }, 20_000, `engine ${k + 1} of ${victim}`);
-      if (!engine) break; // the instance manager itself went away
+        return engine > 0 && st?.state === 'ready' && st.sentMs > killedAt + 300;
+      }, 30_000, `engine ${k + 1} of ${victim} serving`);
+      if (!engine || !h.pidsOf(`--id ${victim} `).includes(im0)) break;
       process.kill(engine, 'SIGKILL');
+      killedAt = Date.now();
       lastEngine = engine;
-      await sleep(150);
     }
     // the instance comes back under the same id as a new process with a fresh engine, and serves
     await until(() => {
