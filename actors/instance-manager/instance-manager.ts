@@ -100,8 +100,8 @@ interface Running {
   tbtN: number;
   /** energy attributed from the GPU counter while it ran, J. */
   energyJ: number;
-  /** a direct request (the gateway reads the engine): resolves with the gateway's report of the leg's end. */
-  legEnd?: (rep: LegReportT) => void;
+  /** a direct request (the gateway reads the engine): resolves with the gateway's report of the leg's end and the energy replied. */
+  legEnd?: (end: { rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }) => void;
 }
 
 /** A request the instance holds (queued, running or being moved): its body and when it came in. */
@@ -486,7 +486,7 @@ export class InstanceManager {
     let ok = false;
     let timer: unknown;
     try {
-      const end = new Promise<LegReportT>((resolve, reject) => {
+      const end = new Promise<{ rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }>((resolve, reject) => {
         r.legEnd = resolve;
         const abort = () => reject(r.ac.signal.reason instanceof Error ? r.ac.signal.reason : new DynError('cancelled', 'aborted', { retryable: false }));
         if (r.ac.signal.aborted) abort();
@@ -501,9 +501,8 @@ export class InstanceManager {
         v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: this.id, pool: this.pool, type: req.type,
         grant: { url: this.#o.engine.baseUrl, apiKey: this.#o.engineApiKey! },
       });
-      const rep = await end;
-      const energyJ = rep.engineEnergyJ ?? r.energyJ;
-      const energySource = rep.engineEnergyJ !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
+      // the energy the gateway was told (and put in the client's usage), not a later reading
+      const { rep, energyJ, energySource } = await end;
       const outcome = rep.outcome === 'ok' ? 'ok' : rep.outcome === 'cancelled' ? 'cancelled' : 'failed';
       // the engine's own count of the prompt when the gateway had it (usage.prompt_tokens)
       this.#record(rep.promptTokens !== undefined ? { ...req, inputTokens: rep.promptTokens } : req, req.type, outcome, r, rep.completionTokens ?? 0, energyJ, energySource);
@@ -538,7 +537,7 @@ export class InstanceManager {
     if (r.tbtN > 0) this.#pushSample(this.#tbts, r.tbtSum / r.tbtN);
     const energyJ = rep.engineEnergyJ ?? r.energyJ;
     const energySource = rep.engineEnergyJ !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
-    r.legEnd?.(rep);
+    r.legEnd?.({ rep, energyJ, energySource });
     return { v: 1, ok: true, energyJ, energySource };
   }
 

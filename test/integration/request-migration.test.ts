@@ -6,7 +6,7 @@
  * - A direct request streams from the engine the instance granted; the instance still accounts it: its
  *   RequestRecord has the tokens, TTFT, TBT and energy, and the client's usage has the same energy.
  * - A client that goes away cancels it: the instance records it cancelled and frees its slot.
- * - SIGKILL of the serving engine, then of the serving instance manager, mid-stream: the request continues on
+ * - SIGKILL of the serving engine, then of the serving instance manager, mid-stream (300-token answers): the request continues on
  *   the peer. The client sees one stream (seq contiguous, every token once, exactly max_tokens), and the
  *   peer's leg was asked for exactly the prompt plus the text the client had received: its prompt token count
  *   equals the engine tokenizer's count of that text. Usage sums the legs' energy (when the dead leg's
@@ -166,7 +166,11 @@ describe('direct data path', () => {
 describe('request migration (SIGKILL mid-stream)', () => {
   async function migrateAfterKill(kill: 'engine' | 'instance'): Promise<void> {
     const id = `mig-${kill}-${Date.now()}`;
-    const max = 150;
+    const max = 300;
+    // every instance's processes, found before the stream so that the kill lands at once
+    const st = await h.status();
+    const pids = new Map<string, { im: number; engine: number }>();
+    for (const i of st!.pools.flatMap((p) => p.instances)) if (i.state === 'ready') pids.set(i.id, await servingPids(i.id));
     let victim: string | undefined;
     let atKill = -1;
     const before = backend.counters.migrated;
@@ -178,7 +182,8 @@ describe('request migration (SIGKILL mid-stream)', () => {
       if (atKill < 0 && n >= 30 && victim) {
         atKill = n;
         textAtKill = seenText.join('');
-        void servingPids(victim).then((p) => process.kill(kill === 'engine' ? p.engine : p.im, 'SIGKILL'));
+        const p = pids.get(victim)!;
+        process.kill(kill === 'engine' ? p.engine : p.im, 'SIGKILL');
       }
     });
     const text = checkOneStream(chunks, max);
@@ -225,11 +230,14 @@ describe('request migration (SIGKILL mid-stream)', () => {
     await h.waitReady(1, 60_000);
     const b0 = new NatsBackend(gw, { chunkTimeoutMs: 20_000, migrationLimit: 0 });
     const id = `mig-none-${Date.now()}`;
+    const st = await h.status();
+    const pids = new Map<string, { im: number; engine: number }>();
+    for (const i of st!.pools.flatMap((p) => p.instances)) if (i.state === 'ready') pids.set(i.id, await servingPids(i.id));
     let killed = false;
-    const chunks = await run(request(id, 150), (c, n) => {
+    const chunks = await run(request(id, 300), (c, n) => {
       if (!killed && n >= 20 && c.instance) {
         killed = true;
-        void servingPids(c.instance).then((p) => process.kill(p.engine, 'SIGKILL'));
+        process.kill(pids.get(c.instance)!.engine, 'SIGKILL');
       }
     }, b0);
     b0.close();
