@@ -1,8 +1,12 @@
 /**
  * The trace-driven cluster simulator. One run = one policy over one trace on a virtual clock.
  *
- * Control plane (both fidelities): the cluster epoch (instances per pool), the pool epoch (TP mix), the
- * instance epoch (SM clock) and the emergency path, each decision one call into ./decide.ts (src/policy).
+ * Control plane: the cluster epoch (instances per pool) and the pool epoch (TP mix), each decision one call
+ * into ./decide.ts (src/policy). Instances: at step fidelity each instance's manager IS the live instance
+ * machine (src/policy/machines/instance.ts through ./instance-brain.ts): admission, queue, engine slots, the
+ * load EWMA, the clock and its arbitration, the prefill floor, the emergency ladder and its moves; this file
+ * only interprets its effects. Fluid has no per-request events: its instance epoch is an aggregate clock
+ * rule (chooseClock on each instance's offered load) in this file.
  * Reconfigurations are charged, not free: a new instance serves only after `instanceStartS` and its GPUs
  * draw loaded-idle power meanwhile; a re-shard makes the new instances ready after tau x Table VI + resync
  * (old instances drain meanwhile); a clock change takes `clockChangeMs` at the old clock.
@@ -25,9 +29,11 @@ import { interpolate, latencyWithinSlo, maxLoadOf, idlePowerOf } from '../model/
 import { TTFT_SLO_MS, TBT_SLO_MS, promptTtftSloMs } from '../model/request-types.ts';
 import { BatchingCore } from '../engine/core.ts';
 import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../policy/types.ts';
-import type { EmergencyState } from '../policy/emergency.ts';
 import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
+import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
+import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
+import type { CoreRequest } from '../engine/core-types.ts';
 import { instantHeadroom } from '../policy/dispatch.ts';
 import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { LogHistogram, percentile } from './metrics.ts';
@@ -156,6 +162,8 @@ export interface EngineInputs {
   onProgress?: (fraction: number) => void;
   /** a loaded HiGHS instance (the oracle's Eq. 1 solver). */
   highs?: HighsLike;
+  /** every transition of every instance machine (step fidelity), with its configuration: tests replay them. */
+  onInstanceStep?: (instance: string, cfg: InstanceMachineConfig, ev: InstanceEvent, now: number, effects: InstanceEffect[]) => void;
 }
 
 const OUT_CLASSES: LengthClass[] = ['S', 'M', 'L'];
@@ -166,8 +174,10 @@ const WITH_OUTPUT = Object.fromEntries(
 
 /** EWMA window of an instance's offered-load estimate, s (dispatch adds 1/window per request: policy default 0.1). */
 const LOAD_WINDOW_S = 10;
-/** how often the emergency ladder is evaluated for an instance with a backlog, ms. */
-const EMERGENCY_TICK_MS = 500;
+/** the instance machines' tick (emergency ladder, load rise), ms: the live instance manager's. */
+const BRAIN_TICK_MS = LIVE_INSTANCE_DEFAULTS.tickMs;
+/** peers' statuses reach an instance machine this often, ms (the live status interval's default). */
+const PEER_STATUS_MS = 500;
 /**
  * Oracle clocks target this fraction of the SLO (env SIM_ORACLE_CLOCK_MARGIN for experiments; default 0.9):
  * the profile's p99 cells are steady-state, and the oracle's MILP-sized pools (one TP2 instance for a
@@ -293,9 +303,10 @@ interface SimInstance {
   reshard: boolean;
   /** instances of the pool this one replaces (drained when it is ready). */
   replaces: SimInstance[];
-  em: EmergencyState;
-  /** the emergency ladder holds the max clock (level >= 2): the clock policy does not lower it. */
-  emMaxClock: boolean;
+  /** step fidelity: the instance manager (the live instance machine) of this instance. */
+  brain?: InstanceBrain;
+  /** when its machine last got its peers' statuses, ms. */
+  peersAtMs?: number;
 }
 
 /** fluid: the active instances of a pool with one (TP, clock), and their share weight (SLO capacity at max clock for the tick's mix). */
@@ -332,6 +343,8 @@ interface ReqState {
   tbtSum: number;
   tbtN: number;
   inst: SimInstance;
+  /** times moved between instances. */
+  moves: number;
 }
 
 export class Simulation {
@@ -360,7 +373,9 @@ export class Simulation {
   private seq = 0;
   private readonly reqs = new Map<string, ReqState>();
   private readonly stepHeap = new Heap<SimInstance>();
-  private readonly clockHeap = new Heap<{ inst: SimInstance; mhz: number }>();
+  private readonly clockHeap = new Heap<{ inst: SimInstance; mhz: number; why?: string; inputs?: Record<string, unknown> }>();
+  /** step: requests admitted by an instance machine and not started in its engine yet. */
+  private readonly admitted = new Map<string, CoreRequest>();
   private nextReadyMs = Infinity;
   private readonly ttft: Record<RequestType, number[]> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, []])) as unknown as Record<RequestType, number[]>;
   private readonly tbt = Object.fromEntries(REQUEST_TYPES.map((t) => [t, new LogHistogram()])) as Record<RequestType, LogHistogram>;
@@ -525,7 +540,6 @@ export class Simulation {
     const inst: SimInstance = {
       id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs,
       inHeap: false, load: new Float64Array(9), loadAtMs: now, peakCur: new Float64Array(9), peakPrev: new Float64Array(9), outstanding: 0, energyJ: 0, reshard: kind === 'reshard', replaces,
-      em: decide.initialEmergencyState(now), emMaxClock: false,
       view: { id, tp, clockMhz: this.maxClock, healthy: delayMs <= 0, load: {}, queued: 0, running: 0 },
     };
     if (delayMs <= 0) this.activate(inst, now);
@@ -545,6 +559,7 @@ export class Simulation {
       inst.core = new BatchingCore({ perf: this.perf, tp: inst.tp, clockMhz: inst.clockMhz, maxWaiting: 1 << 20, maxNumBatchedTokens: sch?.maxNumBatchedTokens, maxNumSeqs: sch?.maxNumSeqs,
         prefixCacheBlockTokens: this.o.prefixCaching === false ? 0 : (this.o.prefixBlockTokens ?? 512), prefixCacheCounters: this.prefixCounters });
       inst.core.idleUntil(now);
+      inst.brain = this.newBrain(inst, now);
     }
     for (const old of inst.replaces) this.drain(old, now);
     inst.replaces = [];
@@ -572,6 +587,7 @@ export class Simulation {
     if (inst.state !== 'active') return;
     inst.state = 'draining';
     inst.view.healthy = false;
+    inst.brain?.step({ type: 'lifecycle', state: 'draining', why: 'drained by the pool' }, now);
     this.maybeStop(inst, now);
   }
 
@@ -877,6 +893,11 @@ export class Simulation {
 
   /** Instance epoch: src/policy chooseClock on each instance's load estimate. */
   private instanceEpoch(now: number): void {
+    // step: the instance machines' epoch (the load window, and their clock unless the oracle sets it below)
+    if (this.fidelity === 'step') {
+      for (const pool of this.pools) for (const inst of pool.instances) if (inst.state === 'active') inst.brain?.step({ type: 'epoch' }, now);
+      if (!this.knobs.oracle) return;
+    }
     if (!this.knobs.dynamicClock) return;
     type Rep = { tp: number; clock: number; load: Float64Array; cur: Float64Array; prev: Float64Array; view: LoadByType; mhz: number };
     for (const pool of this.pools) {
@@ -888,10 +909,6 @@ export class Simulation {
       for (const inst of pool.instances) {
         if (inst.state !== 'active') continue;
         this.decayLoad(inst, now);
-        if (inst.emMaxClock) {
-          inst.view.load = this.loadOf(inst);
-          continue;
-        }
         let rep: Rep | undefined;
         for (const r of reps) {
           if (r.tp === inst.tp && r.clock === inst.clockMhz && sameArr(r.load, inst.load) && sameArr(r.cur, inst.peakCur) && sameArr(r.prev, inst.peakPrev)) {
@@ -1002,61 +1019,141 @@ export class Simulation {
   }
 
   private scheduleClock(inst: SimInstance, mhz: number, now: number): void {
-    if (this.fidelity === 'fluid') this.setClockNow(inst, mhz, now); // 65 ms is below the fluid tick
-    else this.clockHeap.push(now + this.cost.clockChangeMs, { inst, mhz });
+    if (inst.brain) {
+      // the oracle's clock reaches the instance as a pool's set_clock: the machine arbitrates (emergency first)
+      inst.brain.step({ type: 'pool_set_clock', clockMhz: mhz, reason: 'oracle clock' }, now);
+      return;
+    }
+    this.setClockNow(inst, mhz, now); // fluid: 65 ms is below the fluid tick
     this.reconf.clock++;
   }
 
   /**
-   * Emergency path (step fidelity): src/policy emergencyStep, the ladder the live instance manager runs
-   * (reorder by deadline, max clock, move never-started requests to pool peers, reject the overdue).
+   * Step fidelity: each instance's manager is the live instance machine (./instance-brain.ts). Its effects
+   * act on the simulated instance: start a request in the batching core, fail one, change the clock (after
+   * clockChangeMs), move queued requests to pool peers (the pool's placement: dispatch among the peers with
+   * room, as the pool machine's move does).
    */
-  private emergencyTick(now: number): void {
+  private newBrain(inst: SimInstance, now: number): InstanceBrain {
+    const k = this.knobs;
+    const cfg: InstanceMachineConfig = {
+      tp: inst.tp, headroom: this.headroom, epochMs: this.ep.instanceS * 1000, tickMs: BRAIN_TICK_MS, timeScale: 1,
+      maxInEngine: LIVE_INSTANCE_DEFAULTS.maxInEngine, maxQueued: LIVE_INSTANCE_DEFAULTS.maxQueued, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs,
+      moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove, rejectAfterMs: LIVE_INSTANCE_DEFAULTS.rejectAfterMs, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS,
+      // the clock is the machine's with a dynamic-clock policy; the oracle sets it (pool set_clock); else max clock
+      ...(k.dynamicClock && !k.oracle ? { profile: this.p } : {}),
+      emergency: k.emergency,
+    };
+    return new InstanceBrain(cfg, {
+      start: (id, t) => {
+        const r = this.admitted.get(id);
+        this.admitted.delete(id);
+        if (!r || !inst.core) return;
+        try {
+          inst.core.submit(r);
+        } catch {
+          this.unservable++;
+          this.dropRequest(id, t);
+          inst.brain?.step({ type: 'finished', id, ok: false }, t);
+          return;
+        }
+        this.wake(inst, t);
+      },
+      fail: (id, _outcome, t) => {
+        this.admitted.delete(id);
+        if (this.dropRequest(id, t)) this.rejected++;
+      },
+      setClock: (mhz, why, inputs, t) => {
+        const change = mhz !== inst.clockMhz;
+        if (change) this.reconf.clock++;
+        if (change && inst.core && !inst.inHeap) {
+          // an idle engine: the change (clockChangeMs) comes before its next step (a prompt the raise is for)
+          this.setClockNow(inst, mhz, t);
+          inst.inHeap = true;
+          this.stepHeap.push(t + this.cost.clockChangeMs, inst);
+        }
+        // a change takes clockChangeMs at the old clock; the machine hears back when it took effect
+        this.clockHeap.push(t + (change ? this.cost.clockChangeMs : 0), { inst, mhz, why, inputs });
+      },
+      move: (ids, t) => this.moveToPeers(inst, ids, t),
+      event: (e) => {
+        if (e.event === 'emergency' && e.decision.step !== 'clear') this.reconf.emergency++;
+      },
+      ...(this.inp.onInstanceStep ? { tap: (ev: InstanceEvent, t: number, fx: InstanceEffect[]) => this.inp.onInstanceStep?.(inst.id, cfg, ev, t, fx) } : {}),
+    }, now, this.p.clocksMhz);
+  }
+
+  /** A request leaves the simulation without being served; false if it had left already. */
+  private dropRequest(id: string, now: number): boolean {
+    const st = this.reqs.get(id);
+    if (!st) return false;
+    this.reqs.delete(id);
+    st.inst.outstanding--;
+    if (st.inst.state === 'draining') this.maybeStop(st.inst, now);
+    return true;
+  }
+
+  /** Emergency step 3: the pool places moved requests on peers with room (dispatch among them, else the least loaded). */
+  private moveToPeers(from: SimInstance, ids: string[], now: number): string[] {
+    const placed: string[] = [];
+    for (const id of ids) {
+      const st = this.reqs.get(id);
+      const r = this.admitted.get(id);
+      if (!st || !r) continue;
+      const room = (i: SimInstance) => i !== from && !!i.brain && i.brain.s.queue.length < LIVE_INSTANCE_DEFAULTS.moveQueueAbove;
+      const peer = this.dispatch(from.pool, st.pred, now, undefined, room) ?? this.leastLoaded(from.pool.instances.filter((i) => i.state === 'active' && room(i)));
+      if (!peer || !this.admitTo(peer, r, st, now)) continue;
+      st.inst = peer;
+      from.outstanding--;
+      peer.outstanding++;
+      placed.push(id);
+    }
+    return placed;
+  }
+
+  /** src/policy leastOutstandingPerGpu over these instances (dispatchRequest's choice at capacity), null when none. */
+  private leastLoaded(insts: SimInstance[]): SimInstance | null {
+    if (!insts.length) return null;
+    for (const i of insts) this.refreshView(i, 0);
+    const id = decide.leastOutstandingPerGpu(insts.map((i) => i.view)).id;
+    return insts.find((i) => i.id === id) ?? null;
+  }
+
+  /** Offer a request to an instance's machine; false when it refused. */
+  private admitTo(inst: SimInstance, r: CoreRequest, st: ReqState, now: number): boolean {
+    if (!inst.brain) return false;
+    // the backpressure check reads the peers (an engine full, a request not moved before)
+    if (st.moves === 0 && inst.brain.s.running.size >= inst.brain.config.maxInEngine) this.peersFor(inst, now);
+    this.admitted.set(r.id, r);
+    const ttftSloMs = (r.ttftDeadlineMs ?? now) - r.arrivalMs;
+    const fx = inst.brain.step({ type: 'admit', req: { id: r.id, type: st.pred, inputTokens: r.promptTokens, arrivalMs: r.arrivalMs, ttftDeadlineMs: r.ttftDeadlineMs ?? now, ttftSloMs, moves: st.moves } }, now);
+    return !fx.some((e) => e.kind === 'refused' && e.id === r.id);
+  }
+
+  /**
+   * Peers' statuses reach an instance machine every PEER_STATUS_MS (the live status interval), handed over
+   * when the machine reads them: before a tick with something to do, before an admission to a full engine.
+   */
+  private peersFor(inst: SimInstance, now: number): void {
+    const b = inst.brain;
+    if (!b || inst.peersAtMs !== undefined && now - inst.peersAtMs < PEER_STATUS_MS) return;
+    inst.peersAtMs = now;
+    const peers: { id: string; queued: number; running: number; state: string }[] = [];
+    for (const i of inst.pool.instances) {
+      if (i === inst || i.state !== 'active' || !i.brain || !i.core) continue;
+      const st = i.core.stats();
+      peers.push({ id: i.id, queued: i.brain.s.queue.length + st.waiting, running: st.running, state: 'ready' });
+    }
+    if (peers.length) b.step({ type: 'peer_statuses', peers }, now);
+  }
+
+  /** The machines' tick (emergency ladder, load rise) on instances with something to do. */
+  private brainTick(now: number): void {
     for (const pool of this.pools)
       for (const inst of pool.instances) {
-        const core = inst.core;
-        if (inst.state !== 'active' || !core) continue;
-        const waiting = core.waiting();
-        if (waiting.length === 0 && inst.em.level === 0) continue;
-        let miss = 0;
-        for (const r of waiting) if (now - r.arrivalMs > 0.5 * ((r.ttftDeadlineMs ?? now) - r.arrivalMs)) miss++;
-        const peers = pool.instances.filter((x) => x !== inst && x.state === 'active' && x.core && x.core.stats().waiting === 0);
-        const { state, actions } = decide.emergencyStep(inst.em, {
-          nowMs: now,
-          queue: waiting.map((r) => ({ id: r.id, arrivalMs: r.arrivalMs, ttftDeadlineMs: r.ttftDeadlineMs ?? r.arrivalMs, type: r.type ?? 'LL' })),
-          clockMhz: inst.clockMhz, maxClockMhz: this.maxClock, predictedMissCount: miss, peersWithCapacity: peers.length,
-        }, { rejectAfterMs: 10_000 });
-        if (state.level > inst.em.level) this.reconf.emergency++;
-        inst.em = state;
-        for (const a of actions) {
-          if (a.kind === 'reorder') {
-            const pos = new Map(a.order.map((id, i) => [id, i]));
-            core.reorderWaiting((x, y) => (pos.get(x.id) ?? 0) - (pos.get(y.id) ?? 0));
-          } else if (a.kind === 'max_clock') {
-            inst.emMaxClock = true;
-            if (inst.clockMhz !== this.maxClock) this.scheduleClock(inst, this.maxClock, now);
-          } else if (a.kind === 'release_max_clock') {
-            inst.emMaxClock = false;
-          } else if (a.kind === 'move') {
-            const moved = core.takeWaiting(a.ids);
-            moved.forEach((r, k) => {
-              const peer = peers[k % peers.length];
-              const st = this.reqs.get(r.id)!;
-              inst.outstanding--;
-              st.inst = peer;
-              peer.outstanding++;
-              peer.core!.submit(r);
-              this.wake(peer, now);
-            });
-          } else if (a.kind === 'reject') {
-            for (const r of core.takeWaiting(a.ids)) {
-              this.reqs.delete(r.id);
-              inst.outstanding--;
-              this.rejected++;
-            }
-          }
-        }
-        if (inst.state === 'active' && inst.em.level < 2) inst.emMaxClock = false;
+        if ((inst.state !== 'active' && inst.state !== 'draining') || !inst.brain || inst.brain.idle()) continue;
+        this.peersFor(inst, now);
+        inst.brain.step({ type: 'tick' }, now);
       }
   }
 
@@ -1067,8 +1164,40 @@ export class Simulation {
     this.stepHeap.push(now, inst);
   }
 
+  /**
+   * An instance's view as its status reports it to the pool: with a machine (step), the load it measures
+   * (currentLoad), its queue plus the engine's waiting, the prompt tokens awaiting prefill; the load on the
+   * dispatch memo's grid (+-5%).
+   */
+  private refreshView(i: SimInstance, now: number): void {
+    const v = i.view;
+    if (i.brain && i.core) {
+      const l = i.brain.load(now);
+      const q: LoadByType = {};
+      for (const t of REQUEST_TYPES) {
+        const x = quantiseLoad(l[t] ?? 0);
+        if (x > 0) q[t] = x;
+      }
+      v.load = q;
+      const s = i.core.stats();
+      v.queued = s.waiting + i.brain.s.queue.length;
+      v.running = s.running;
+      // the prefill backlog a new prompt would wait behind, as the live instance manager reports it
+      v.pendingPrefillTokens = i.core.pendingPrefillTokens(now) + i.brain.s.queue.reduce((n, x) => n + x.inputTokens, 0);
+      return;
+    }
+    this.decayLoad(i, now);
+    v.load = this.loadOf(i, true);
+    if (i.core) {
+      const s = i.core.stats();
+      v.queued = s.waiting;
+      v.running = s.running;
+      v.pendingPrefillTokens = i.core.pendingPrefillTokens(now);
+    }
+  }
+
   /** Dispatch within a pool: src/policy chooseInstance (dynamic policies) or least-loaded; null when all are at capacity. */
-  private dispatch(pool: SimPool, pred: RequestType, now: number, r?: TraceRecord): SimInstance | null {
+  private dispatch(pool: SimPool, pred: RequestType, now: number, r?: TraceRecord, only?: (i: SimInstance) => boolean): SimInstance | null {
     // cache-aware routing (SimOptions.prefixRouting): src/policy preferPrefixHolder among the eligible instances
     const prefer = this.o.prefixRouting && r?.hashIds?.length ? (eligible: SimInstance[]) => {
       const id = decide.preferPrefixHolder(r.inputTokens, eligible.map((i) => ({ id: i.id, tp: i.tp, cachedPrefixTokens: i.core!.cachedPrefixTokens(r.hashIds, r.inputTokens), pendingPrefillTokens: i.core!.pendingPrefillTokens(now) })));
@@ -1082,7 +1211,7 @@ export class Simulation {
       let best: SimInstance | null = null;
       let bestScore = Infinity;
       for (const i of pool.instances) {
-        if (i.state !== 'active' || !i.core || (r && !i.core.canHold(r.inputTokens + r.outputTokens))) continue;
+        if (i.state !== 'active' || !i.core || (r && !i.core.canHold(r.inputTokens + r.outputTokens)) || (only && !only(i))) continue;
         this.decayLoad(i, now);
         if (this.knobs.pools !== 'single' || this.useCapCheck) {
           let u = 0;
@@ -1091,7 +1220,7 @@ export class Simulation {
         }
         const s = i.core.stats();
         if (prefer) eligible.push(i);
-        const score = (s.running + 2 * s.waiting) / i.tp;
+        const score = (s.running + 2 * (s.waiting + (i.brain?.s.queue.length ?? 0))) / i.tp;
         if (score < bestScore || (score === bestScore && best !== null && i.tp > best.tp)) {
           bestScore = score;
           best = i;
@@ -1103,16 +1232,8 @@ export class Simulation {
     const byId = new Map<string, SimInstance>();
     for (const i of pool.instances) {
       // an instance whose KV cache cannot hold the request (a long prompt on a small TP) is no candidate
-      if (i.state !== 'active' || (r && i.core && !i.core.canHold(r.inputTokens + r.outputTokens))) continue;
-      this.decayLoad(i, now);
-      i.view.load = this.loadOf(i, true);
-      if (i.core) {
-        const s = i.core.stats();
-        i.view.queued = s.waiting;
-        i.view.running = s.running;
-        // the prefill backlog a new prompt would wait behind, as the live instance manager reports it
-        i.view.pendingPrefillTokens = i.core.pendingPrefillTokens(now);
-      }
+      if (i.state !== 'active' || (r && i.core && !i.core.canHold(r.inputTokens + r.outputTokens)) || (only && !only(i))) continue;
+      this.refreshView(i, now);
       views.push(i.view);
       byId.set(i.id, i);
     }
@@ -1159,11 +1280,7 @@ export class Simulation {
       // (running + 2 x queued) / tp, ties to the larger TP), whose emergency ladder then acts
       const act = (home ?? this.pools.find((p) => p.instances.some((i) => i.state === 'active')))?.instances.filter((i) => i.state === 'active' && i.core && i.core.canHold(r.inputTokens + r.outputTokens)) ?? [];
       if (act.length) {
-        for (const i of act) {
-          const s = i.core!.stats();
-          i.view.queued = s.waiting;
-          i.view.running = s.running;
-        }
+        for (const i of act) this.refreshView(i, now);
         const id = this.preferPrefix(act, r, now) ?? decide.leastOutstandingPerGpu(act.map((i) => i.view)).id;
         inst = act.find((i) => i.id === id)!;
       }
@@ -1202,32 +1319,31 @@ export class Simulation {
     }
     const id = `r${this.requests}`;
     const slo = promptTtftSloMs(TTFT_SLO_MS[inputClassOf(c.type)], r.inputTokens) * this.sloScale;
-    try {
-      inst.core.submit({ id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo, prefixHashes: r.hashIds });
-    } catch {
-      this.unservable++;
-      return;
-    }
-    this.reqs.set(id, { arrivalMs: now, ttftSloMs: slo, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst });
-    this.decayLoad(inst, now);
-    const k = TYPE_INDEX[c.pred];
-    inst.load[k] += 1 / LOAD_WINDOW_S;
-    if (inst.load[k] > inst.peakCur[k]) inst.peakCur[k] = inst.load[k];
-    inst.outstanding++;
-    // the prompt's length is known: raise the clock before its prefill when the backlog would miss a deadline
-    if (this.knobs.dynamicClock && !inst.emMaxClock) {
-      const floor = this.prefillFloor(inst, now);
-      if (floor > inst.clockMhz) {
-        this.reconf.clock++;
-        if (!inst.inHeap) {
-          // idle: the change (clockChangeMs) comes before the prefill step
-          this.setClockNow(inst, floor, now);
-          inst.inHeap = true;
-          this.stepHeap.push(now + this.cost.clockChangeMs, inst);
-        } else this.clockHeap.push(now + this.cost.clockChangeMs, { inst, mhz: floor });
+    let at: SimInstance = inst;
+    const req: CoreRequest = { id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo, prefixHashes: r.hashIds };
+    const st: ReqState = { arrivalMs: now, ttftSloMs: slo, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst: at, moves: 0 };
+    this.reqs.set(id, st);
+    at.outstanding++;
+    // the pool offers it to the instance machine; on a refusal (backpressure, a full queue) the next instance
+    // of the pool, at most 4 tries (the pool machine's dispatch)
+    const tried = new Set<SimInstance>();
+    while (!this.admitTo(at, req, st, now)) {
+      tried.add(at);
+      const next: SimInstance | null = tried.size < 4 ? this.dispatch(at.pool, c.pred, now, r, (i) => !tried.has(i)) : null;
+      if (!next) {
+        this.admitted.delete(id);
+        this.dropRequest(id, now);
+        this.rejected++;
+        return;
       }
+      at.outstanding--;
+      next.outstanding++;
+      st.inst = at = next;
     }
-    this.wake(inst, now);
+    this.decayLoad(at, now);
+    const k = TYPE_INDEX[c.pred];
+    at.load[k] += 1 / LOAD_WINDOW_S;
+    if (at.load[k] > at.peakCur[k]) at.peakCur[k] = at.load[k];
   }
 
   /** src/policy prefillClockFloor on an instance's prefill backlog (step fidelity; the min clock otherwise). */
@@ -1254,6 +1370,7 @@ export class Simulation {
       if (e.kind === 'first_token') {
         st.firstMs = e.atMs;
         st.lastMs = e.atMs;
+        inst.brain?.step({ type: 'first_token', id: e.id }, e.atMs);
       } else if (e.kind === 'token') {
         const g = e.atMs - st.lastMs;
         this.tbt[st.type].add(g);
@@ -1262,6 +1379,7 @@ export class Simulation {
         st.lastMs = e.atMs;
       } else if (e.kind === 'finished') {
         this.finish(e.id, st);
+        inst.brain?.step({ type: 'finished', id: e.id, ok: true }, e.atMs);
       }
     }
     if (core.hasWork()) {
@@ -1701,8 +1819,8 @@ export class Simulation {
       return this.result(end, performance.now() - wall0);
     }
 
-    const emergencyOn = this.knobs.emergency;
-    let nextEm = emergencyOn ? EMERGENCY_TICK_MS : Infinity;
+    // the instance machines' tick: the emergency ladder, and the clock's load rise between epochs
+    let nextEm = this.knobs.emergency || this.knobs.dynamicClock ? BRAIN_TICK_MS : Infinity;
     let lastT = 0;
     while (true) {
       const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs) : Infinity;
@@ -1727,7 +1845,10 @@ export class Simulation {
       }
       if (this.clockHeap.peekTime() === t) {
         const c = this.clockHeap.pop();
-        if (c.inst.state === 'active') this.setClockNow(c.inst, c.mhz, t);
+        if (c.inst.state === 'active' || (c.inst.brain && c.inst.state === 'draining')) {
+          this.setClockNow(c.inst, c.mhz, t);
+          c.inst.brain?.clockApplied(c.mhz, c.why ?? '', c.inputs ?? {}, t);
+        }
         continue;
       }
       if (nextSample === t) {
@@ -1737,8 +1858,8 @@ export class Simulation {
         continue;
       }
       if (nextEm === t) {
-        this.emergencyTick(t);
-        nextEm += EMERGENCY_TICK_MS;
+        this.brainTick(t);
+        nextEm += BRAIN_TICK_MS;
         continue;
       }
       if (nextInst === t) {

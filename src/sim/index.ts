@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createPerfModel, generateProfile, parseProfile, perfModelOfProfile, type Profile } from '../model/index.ts';
-import { DEFAULT_CONTEXT_FLOOR, Simulation } from './engine.ts';
+import { DEFAULT_CONTEXT_FLOOR, Simulation, type EngineInputs } from './engine.ts';
 import { classifyCached, forEachRecord, loadTrace, longInputClassBound, overContext, readTrace, rng, synthTrace, type TraceRecord } from './trace.ts';
 import { maxLoadOf } from '../model/profile.ts';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
@@ -161,7 +161,8 @@ export function loadHighs(): Promise<HighsLike> {
   return highsP;
 }
 
-export async function simulate(opts: SimOptions, onProgress?: (f: number) => void): Promise<SimResult> {
+/** `taps.onInstanceStep`: every transition of every instance machine (step fidelity), for tests that replay them. */
+export async function simulate(opts: SimOptions, onProgress?: (f: number) => void, taps: Pick<EngineInputs, 'onInstanceStep'> = {}): Promise<SimResult> {
   const profile = profileFor(opts.model, opts.gpu, opts.profilePath);
   // the step model is the one the profile was generated from (its engine generation), as in the emulator
   const perf = profile.source.kind === 'model' && profile.model === opts.model && profile.gpu === opts.gpu ? perfModelOfProfile(profile) : createPerfModel(opts.model, opts.gpu);
@@ -176,6 +177,6 @@ export async function simulate(opts: SimOptions, onProgress?: (f: number) => voi
   }
   const records = await recordSource(opts.trace, rateScale, opts.seed);
   const highs = opts.policy === 'oracle' ? await loadHighs() : undefined;
-  const sim = new Simulation({ opts: { ...opts, rateScale }, profile, perf, records, carbonAt: carbonLookup(opts.carbon), onProgress, highs });
+  const sim = new Simulation({ opts: { ...opts, rateScale }, profile, perf, records, carbonAt: carbonLookup(opts.carbon), onProgress, highs, ...taps });
   return sim.run();
 }

@@ -58,6 +58,8 @@ export interface InstanceMachineConfig {
   retryAfterS: number;
   /** at most this many requests moved per emergency step. Default 16. */
   maxMovePerStep?: number;
+  /** run the emergency ladder on each tick; default true (false: a simulated policy without it, paper Sec. V). */
+  emergency?: boolean;
 }
 
 /** A request as the machine sees it (the body stays with the shell). */
@@ -142,6 +144,8 @@ export type InstanceEvent =
   /** the outcome of a set_clock effect: the clock the GPU took, or undefined when the change failed. */
   | { type: 'clock_applied'; requestedMhz: number; appliedMhz?: number; why: string; inputs: Record<string, unknown> }
   | { type: 'peer_status'; id: string; queued: number; running: number; state: string }
+  /** several peers' statuses at once (the simulator hands over its pool's table in one event). */
+  | { type: 'peer_statuses'; peers: { id: string; queued: number; running: number; state: string }[] }
   /** the outcome of a move effect: the ids a peer took; the others come back to the front of the queue. */
   | { type: 'moved'; ids: string[]; placed: string[]; error?: string }
   /** the engine crashed: move what waits to peers. */
@@ -190,7 +194,7 @@ const serving = (s: InstanceMachineState) => s.lifecycle === 'ready' || s.lifecy
  * on write) and returns it.
  */
 export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now: number, cfg: InstanceMachineConfig): InstanceStepResult {
-  const s: InstanceMachineState = { ...prev, queue: [...prev.queue], running: new Map(prev.running), peers: new Map(prev.peers), arrivals: { ...prev.arrivals } };
+  const s = copyFor(prev, ev.type);
   const fx: InstanceEffect[] = [];
   switch (ev.type) {
     case 'start':
@@ -243,7 +247,8 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       break;
     case 'pool_set_clock':
       s.forcedUntilMs = now + cfg.epochMs;
-      setClock(s, fx, ev.clockMhz, `pool command: ${ev.reason}`, {});
+      // the emergency ladder's max clock holds over the pool's (clockSource)
+      if (!s.emergencyMaxClock) setClock(s, fx, ev.clockMhz, `pool command: ${ev.reason}`, {});
       break;
     case 'clock_applied': {
       if (s.clockPending === ev.requestedMhz) s.clockPending = undefined;
@@ -257,6 +262,9 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
     }
     case 'peer_status':
       s.peers.set(ev.id, { queued: ev.queued, running: ev.running, state: ev.state, seenMs: now });
+      break;
+    case 'peer_statuses':
+      for (const p of ev.peers) s.peers.set(p.id, { queued: p.queued, running: p.running, state: p.state, seenMs: now });
       break;
     case 'moved':
       moved(s, fx, ev, now, cfg);
@@ -280,6 +288,30 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       break;
   }
   return { state: s, effects: fx };
+}
+
+/**
+ * The state a transition works on: the collections this event may change are copied, the others shared
+ * (the simulator steps thousands of instances; copying a full queue on every peer status or epoch is most
+ * of its time). Every other event copies all of them.
+ */
+function copyFor(prev: InstanceMachineState, type: InstanceEvent['type']): InstanceMachineState {
+  switch (type) {
+    case 'peer_status':
+    case 'peer_statuses':
+      return { ...prev, peers: new Map(prev.peers) };
+    case 'epoch':
+    case 'clock_applied':
+    case 'pool_set_clock':
+    case 'gpu_ready':
+      return { ...prev };
+    case 'tick':
+      return { ...prev, queue: [...prev.queue], peers: new Map(prev.peers) };
+    case 'first_token':
+      return { ...prev, running: new Map(prev.running) };
+    default:
+      return { ...prev, queue: [...prev.queue], running: new Map(prev.running), peers: new Map(prev.peers), arrivals: { ...prev.arrivals } };
+  }
 }
 
 // ------------------------------------------------------------------ admission and the engine slots
@@ -501,6 +533,7 @@ function predictedMisses(s: InstanceMachineState, now: number, cfg: InstanceMach
 function tick(s: InstanceMachineState, fx: InstanceEffect[], now: number, cfg: InstanceMachineConfig): void {
   if (!serving(s)) return;
   loadRise(s, fx, now, cfg);
+  if (cfg.emergency === false) return;
   let peersWithCapacity = 0;
   for (const [id, p] of s.peers) {
     if (now - p.seenMs > cfg.deadAfterMs) s.peers.delete(id);

@@ -1,0 +1,122 @@
+/**
+ * One simulated instance manager: the instance machine (src/policy/machines/instance.ts, the code the live
+ * instance manager runs) on the simulator's virtual clock. The simulator feeds it the events the live
+ * actor would (admissions, first tokens, completions, epochs, ticks, peers' statuses, the GPU clock's
+ * changes) and interprets its effects through the hooks: start a request in the batching core, fail one,
+ * change the clock, move requests to peers. No decision is taken here.
+ */
+import {
+  currentLoad, initialInstanceState, instanceStep,
+  type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState,
+} from '../policy/machines/instance.ts';
+import type { LoadByType } from '../policy/types.ts';
+
+export interface InstanceBrainHooks {
+  /** start this admitted request in the engine. */
+  start(id: string, now: number): void;
+  /** the request ends without starting (rejected by the ladder, a full queue after a failed move). */
+  fail(id: string, outcome: 'rejected' | 'failed' | 'cancelled', now: number): void;
+  /** change the GPU clock; call `clockApplied` when it took effect. */
+  setClock(mhz: number, why: string, inputs: Record<string, unknown>, now: number): void;
+  /** place these queued requests on peers; returns the ids placed. */
+  move(ids: string[], now: number): string[];
+  /** a decision event (instance, clock, emergency). */
+  event(e: Extract<InstanceEffect, { kind: 'event' }>, now: number): void;
+  /** every transition, with its effects (tests replay them through instanceStep). */
+  tap?: (ev: InstanceEvent, now: number, effects: InstanceEffect[]) => void;
+}
+
+/**
+ * The live instance manager's defaults (actors/common/config.ts: engine.maxInEngine 64, engine.maxQueued 256,
+ * emergency.rejectAfterMs 5000, moveQueueAbove 16, retryAfterS 1, liveness.deadAfterMs 3000; its ladder tick 100 ms).
+ */
+export const LIVE_INSTANCE_DEFAULTS = { maxInEngine: 64, maxQueued: 256, rejectAfterMs: 5000, moveQueueAbove: 16, retryAfterS: 1, deadAfterMs: 3000, tickMs: 100 } as const;
+
+export class InstanceBrain {
+  s: InstanceMachineState;
+  readonly #cfg: InstanceMachineConfig;
+  readonly #hooks: InstanceBrainHooks;
+  /** events raised while effects are performed, stepped after them (in order). */
+  readonly #pending: { ev: InstanceEvent; now: number }[] = [];
+  #stepping = false;
+
+  constructor(cfg: InstanceMachineConfig, hooks: InstanceBrainHooks, now: number, supportedMhz: number[]) {
+    this.#cfg = cfg;
+    this.#hooks = hooks;
+    this.s = initialInstanceState(now);
+    this.step({ type: 'gpu_ready', supportedMhz }, now);
+    this.step({ type: 'lifecycle', state: 'ready', why: 'engine ready' }, now);
+  }
+
+  get config(): InstanceMachineConfig {
+    return this.#cfg;
+  }
+
+  /** One event (and the events its effects raise). */
+  step(ev: InstanceEvent, now: number): InstanceEffect[] {
+    this.#pending.push({ ev, now });
+    if (this.#stepping) return [];
+    this.#stepping = true;
+    const all: InstanceEffect[] = [];
+    try {
+      for (let next = this.#pending.shift(); next; next = this.#pending.shift()) {
+        const { state, effects } = instanceStep(this.s, next.ev, next.now, this.#cfg);
+        this.s = state;
+        this.#hooks.tap?.(next.ev, next.now, effects);
+        for (const e of effects) {
+          all.push(e);
+          this.#perform(e, next.now);
+        }
+      }
+    } finally {
+      this.#stepping = false;
+    }
+    return all;
+  }
+
+  #perform(e: InstanceEffect, now: number): void {
+    const h = this.#hooks;
+    switch (e.kind) {
+      case 'start':
+        h.start(e.id, now);
+        break;
+      case 'fail':
+        h.fail(e.id, e.outcome, now);
+        break;
+      case 'set_clock':
+        h.setClock(e.clockMhz, e.why, e.inputs, now);
+        break;
+      case 'move': {
+        const placed = h.move(e.ids, now);
+        this.#pending.push({ ev: { type: 'moved', ids: e.ids, placed }, now });
+        break;
+      }
+      case 'event':
+        h.event(e, now);
+        break;
+      // the simulator's loop drives the epochs and ticks; admissions are answered by the caller reading the
+      // effects; statuses are read from the state when a peer or the dispatcher needs them
+      case 'arm_timer':
+      case 'admitted':
+      case 'refused':
+      case 'abort':
+      case 'status':
+        break;
+    }
+  }
+
+  /** The clock the GPU took (the answer to a set_clock). */
+  clockApplied(requestedMhz: number, why: string, inputs: Record<string, unknown>, now: number): void {
+    this.step({ type: 'clock_applied', requestedMhz, appliedMhz: requestedMhz, why, inputs }, now);
+  }
+
+  /** The load the instance reports to its pool (req/s by type). */
+  load(now: number): LoadByType {
+    return currentLoad(this.s, now, this.#cfg);
+  }
+
+  /** Nothing for a tick to do: no queue, no emergency, no arrival since the last load-rise check. */
+  idle(): boolean {
+    return this.s.queue.length === 0 && this.s.emergency.level === 0 && !this.s.arrivedSinceRiseCheck && !this.s.moving;
+  }
+}
