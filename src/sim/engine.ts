@@ -242,8 +242,13 @@ export function dispatchQuantised(req: { type: RequestType }, views: InstanceVie
     for (const t of REQUEST_TYPES) if (v.load[t]) key += `|${t}${v.load[t]}`;
     sc = memo.get(key);
     if (sc === undefined) {
-      const d = decide.chooseInstance(req, [v], profile, { requestRate, headroom, instantaneous: false });
-      sc = 'id' in d ? { e: d.marginalEnergyJ, u: d.utilisationAfter } : null;
+      try {
+        const d = decide.chooseInstance(req, [v], profile, { requestRate, headroom, instantaneous: false });
+        sc = 'id' in d ? { e: d.marginalEnergyJ, u: d.utilisationAfter } : null;
+      } catch {
+        // a TP or type outside the profile: no score (dispatchRequest's overflow choice, as live)
+        sc = null;
+      }
       if (memo.size > 500_000) memo.clear();
       memo.set(key, sc);
     }
@@ -255,7 +260,13 @@ export function dispatchQuantised(req: { type: RequestType }, views: InstanceVie
     views.forEach((v, k) => {
       if (!v.healthy) return;
       const clock = tier === 0 && profile.clocksMhz.includes(v.clockMhz) ? v.clockMhz : fmax;
-      if (!instantHeadroom(v, req.type, profile, clock)) return;
+      let room: boolean;
+      try {
+        room = instantHeadroom(v, req.type, profile, clock);
+      } catch {
+        room = false; // a TP or type outside the profile (as dispatchRequest: the overflow choice)
+      }
+      if (!room) return;
       const sc = score(k);
       if (!sc) return;
       const { e, u } = sc;
@@ -415,14 +426,14 @@ export class Simulation {
 
   constructor(private readonly inp: EngineInputs) {
     this.o = inp.opts;
-    this.knobs = POLICY_KNOBS[this.o.policy];
+    this.knobs = { ...POLICY_KNOBS[this.o.policy], ...this.o.knobs };
     this.p = inp.profile;
     this.perf = inp.perf;
     this.ep = { ...DEFAULT_EPOCHS, ...this.o.epochs };
     this.cost = { ...DEFAULT_COSTS, ...this.o.costs };
     this.fidelity = this.o.fidelity;
     this.maxClock = this.p.clocksMhz[this.p.clocksMhz.length - 1];
-    this.gpusPerServer = this.perf.gpu.gpusPerServer;
+    this.gpusPerServer = this.o.gpusPerServer ?? this.perf.gpu.gpusPerServer;
     this.totalGpus = this.o.servers * this.gpusPerServer;
     this.sloScale = this.o.sloScale ?? 1;
     this.rand = rng(this.o.seed ?? 7);
@@ -661,9 +672,10 @@ export class Simulation {
   private resizePool(pool: SimPool, gpus: number, now: number, initial: boolean): void {
     pool.gpus = gpus;
     let have = this.poolGpus(pool);
-    while (have + 8 <= gpus) {
-      this.newInstance(pool, 8, now, initial ? 0 : this.cost.instanceStartS * 1000, initial ? 'init' : 'start');
-      have += 8;
+    const tp = this.o.instanceTp ?? 8;
+    while (have + tp <= gpus) {
+      this.newInstance(pool, tp as TpDegree, now, initial ? 0 : this.cost.instanceStartS * 1000, initial ? 'init' : 'start');
+      have += tp;
     }
     if (have > gpus) {
       const live = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting').sort((a, b) => (a.state === 'starting' ? -1 : 0) - (b.state === 'starting' ? -1 : 0) || a.outstanding - b.outstanding);
@@ -681,7 +693,8 @@ export class Simulation {
     if (this.knobs.pools === 'single') {
       const routing: Partial<Record<RequestType, { pool: string; share: number }[]>> = {};
       for (const t of REQUEST_TYPES) routing[t] = [{ pool: 'pool-all', share: 1 }];
-      return { wanted: [{ id: 'pool-all', types: [...REQUEST_TYPES], gpus: Math.floor(this.totalGpus / 8) * 8 }], routing };
+      const tp = this.o.instanceTp ?? 8;
+      return { wanted: [{ id: 'pool-all', types: [...REQUEST_TYPES], gpus: Math.floor(this.totalGpus / tp) * tp }], routing };
     }
     // MultiPool (the paper's static baseline): ALL servers split among the type pools in proportion to each
     // type's peak demand (load / per-server SLO throughput at TP8, max clock), at least one server per pool
@@ -1065,7 +1078,6 @@ export class Simulation {
       },
       setClock: (mhz, why, inputs, t) => {
         const change = mhz !== inst.clockMhz;
-        if (change) this.reconf.clock++;
         if (change && inst.core && !inst.inHeap) {
           // an idle engine: the change (clockChangeMs) comes before its next step (a prompt the raise is for)
           this.setClockNow(inst, mhz, t);
@@ -1076,8 +1088,10 @@ export class Simulation {
         this.clockHeap.push(t + (change ? this.cost.clockChangeMs : 0), { inst, mhz, why, inputs });
       },
       move: (ids, t) => this.moveToPeers(inst, ids, t),
+      // counted as the live cluster counts them (dynamollm_reconfigurations_total: decision events by kind)
       event: (e) => {
-        if (e.event === 'emergency' && e.decision.step !== 'clear') this.reconf.emergency++;
+        if (e.event === 'emergency') this.reconf.emergency++;
+        else if (e.event === 'clock' && e.decision.from !== 0) this.reconf.clock++; // not the start-up's first clock
       },
       ...(this.inp.onInstanceStep ? { tap: (ev: InstanceEvent, t: number, fx: InstanceEffect[]) => this.inp.onInstanceStep?.(inst.id, cfg, ev, t, fx) } : {}),
     }, now, this.p.clocksMhz);

@@ -105,6 +105,14 @@ export interface SimOptions {
   prefixBlockTokens?: number;
   /** step fidelity: cache-aware dispatch (src/policy preferPrefixHolder among the eligible instances); default false. */
   prefixRouting?: boolean;
+  /**
+   * A live cluster's shape instead of the paper's (the twin check, test/bench/twin.bench.ts): GPUs per server
+   * (default the GPU's catalog server, 8 for H100), the TP of the instances static pools start with (default 8),
+   * and the policy's knobs overridden (e.g. one pool with the instance machine's clock and ladder).
+   */
+  gpusPerServer?: number;
+  instanceTp?: 1 | 2 | 4 | 8;
+  knobs?: { pools?: 'single' | 'per-type'; dynamicInstances?: boolean; dynamicShards?: boolean; dynamicClock?: boolean; emergency?: boolean };
 }
 
 export interface LatencyStats {

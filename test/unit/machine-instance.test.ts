@@ -244,7 +244,11 @@ describe('instance machine: emergency ladder', () => {
     expect(clockSource(d.s, T0 + 1100)).toBe('emergency');
     d.applyClocks(1150, s2);
     expect(clocks(d.at(1900, { type: 'epoch' }))).toEqual([]);
-    d.at(2000, { type: 'peer_status', id: 'peer', queued: 0, running: 0, state: 'ready' });
+    // nor does a pool's set_clock (the emergency source is above the pool's)
+    expect(clocks(d.at(1950, { type: 'pool_set_clock', clockMhz: CLOCKS[0]!, reason: 'test' }))).toEqual([]);
+    // the simulator hands a pool's statuses over in one event: the same as one by one
+    d.at(2000, { type: 'peer_statuses', peers: [{ id: 'peer', queued: 0, running: 0, state: 'ready' }, { id: 'full', queued: 20, running: 2, state: 'ready' }] });
+    expect([...d.s.peers.keys()]).toEqual(['peer', 'full']);
     const s3 = d.at(2100, { type: 'tick' }); // step 3: move the back of the EDF order to peers
     const mv = s3.find((e) => e.kind === 'move');
     expect(mv).toMatchObject({ kind: 'move', why: 'emergency: backlog' });

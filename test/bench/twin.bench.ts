@@ -1,0 +1,95 @@
+/**
+ * The twin check: the same trace window through the live cluster and through the simulator, compared.
+ * - Live: `dynamollm up --config deploy/replay-ci.yaml` (real nats-server, the actor processes, 2 emulated
+ *   H100s with Llama-3.1-8B, one pool of all nine types, TP1 instances) and `replay` of the first TWIN_S
+ *   seconds (default 60) of the shipped conversation trace at --speed 1.
+ * - Simulated: `simulate --fidelity step` of the same window with that cluster's shape (one server of 2 GPUs,
+ *   TP1 instances, one pool, the clock and the emergency ladder of the instance machine; no cluster or pool
+ *   epoch inside the window, as in the config) on the same profile.
+ * Reports energy, p99 TTFT per type and the decision counts side by side, as ratios simulated / live. Energy on
+ * both sides is modelled (emulated GPUs; the simulator's power model), never measured. Latency on the live side
+ * is wall time on this machine, shared by everything else running on it.
+ * Targets (issue 16): energy within 5%, p99s within 15%, decision counts within 10%.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BenchSection } from './types.ts';
+import { simulate } from '../../src/sim/index.ts';
+import { replayTrace } from '../../src/telemetry/replay.ts';
+import { freePort } from '../helpers/net.ts';
+
+const TRACE = 'data/traces/AzureLLMInferenceTrace_conv.csv';
+const CONFIG = 'deploy/replay-ci.yaml';
+
+/** `dynamollm up` from source (tsx), as a user runs it; resolves with the gateway URL and a stop(). */
+async function up(): Promise<{ base: string; stop: () => Promise<void>; output: () => string }> {
+  const port = await freePort();
+  const runDir = mkdtempSync(join(tmpdir(), 'dyn-twin-'));
+  const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'up', '--config', CONFIG, '--port', String(port), '--run-dir', runDir, '--ready-timeout', '90'], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn' },
+  });
+  let out = '';
+  p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const stop = async () => {
+    if (p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGINT');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  };
+  const until = Date.now() + 100_000;
+  while (!out.includes('cluster ready') && Date.now() < until && p.exitCode === null) await new Promise((r) => setTimeout(r, 250));
+  if (!out.includes('cluster ready')) {
+    await stop();
+    throw new Error(`cluster did not get ready:\n${out.slice(-2000)}`);
+  }
+  return { base: `http://127.0.0.1:${port}`, stop, output: () => out };
+}
+
+const ratio = (sim: number | null | undefined, live: number | null | undefined) => (sim != null && live != null && live > 0 ? (sim / live).toFixed(3) : '-');
+
+export async function bench(): Promise<BenchSection> {
+  const windowS = Number(process.env.TWIN_S ?? 60);
+  const cluster = await up();
+  let live;
+  try {
+    live = await replayTrace({ trace: TRACE, url: cluster.base, speed: 1, durationS: windowS });
+  } finally {
+    await cluster.stop();
+  }
+  const sim = await simulate({
+    policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', profilePath: 'profiles/llama3.1-8b.h100.json',
+    servers: 1, gpusPerServer: 2, instanceTp: 1, rateScale: 1,
+    // the config's cluster: one pool of every type, no cluster or pool epoch within the window; the instance
+    // machines' clock and emergency ladder as live
+    knobs: { pools: 'single', dynamicInstances: false, dynamicShards: false, dynamicClock: true, emergency: true },
+    dispatch: 'policy',
+    trace: { kind: 'file', path: TRACE, durationMs: windowS * 1000 },
+  });
+  const rows: Record<string, string | number>[] = [];
+  const liveJ = live.clusterEnergyJ;
+  const simJ = sim.energyKWh * 3.6e6;
+  rows.push({ quantity: 'requests served', live: live.ok, simulated: Object.values(sim.latency.byType).reduce((n, x) => n + (x?.requests ?? 0), 0), 'sim / live': ratio(Object.values(sim.latency.byType).reduce((n, x) => n + (x?.requests ?? 0), 0), live.ok) });
+  rows.push({ quantity: 'energy J (modelled both sides)', live: liveJ === null ? '-' : Math.round(liveJ), simulated: Math.round(simJ), 'sim / live': ratio(simJ, liveJ) });
+  for (const t of live.perType) {
+    const s = sim.latency.byType[t.type];
+    if (!t.ok || !s?.requests) continue;
+    rows.push({ quantity: `p99 TTFT ms ${t.type} (${t.ok} live)`, live: Math.round(t.ttftP99Ms ?? 0), simulated: Math.round(s.ttftP99Ms), 'sim / live': ratio(s.ttftP99Ms, t.ttftP99Ms) });
+  }
+  const lr = live.reconfigurations ?? {};
+  const kinds: [string, number][] = [['clock', sim.reconfigurations.clock], ['instance_start', sim.reconfigurations.instanceStart], ['reshard', sim.reconfigurations.reshard], ['emergency', sim.reconfigurations.emergency]];
+  for (const [k, v] of kinds) rows.push({ quantity: `decisions: ${k}`, live: lr[k] ?? 0, simulated: v, 'sim / live': ratio(v, lr[k] ?? 0) });
+  return {
+    title: 'Twin check: live cluster vs simulator on the same trace window',
+    notes: [
+      `live: \`dynamollm up --config ${CONFIG}\` + \`replay --trace ${TRACE} --speed 1 --duration ${windowS}\`; simulated: the same window, step fidelity, the config's cluster shape (1 server x 2 H100, TP1, one pool)`,
+      `live reconfiguration counters seen: ${JSON.stringify(lr)}`,
+      'energy is modelled on both sides (emulated GPUs, src/model), not measured; live latency is wall time on this shared machine',
+      'targets (issue 16): energy within 5%, p99 TTFT within 15%, decision counts within 10%',
+    ],
+    rows,
+  };
+}
