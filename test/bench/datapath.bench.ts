@@ -86,10 +86,10 @@ async function cpuPerToken(base: string, model: string, pids: () => { engines: n
   const t0 = performance.now();
   const until = t0 + TOK_S * 1000;
   let tokens = 0;
+  const refused = { n: 0 };
   await Promise.all(Array.from({ length: C_TOK }, async () => {
     while (performance.now() < until) {
-      await one(base, model, TOK_LEN);
-      tokens += TOK_LEN;
+      if (await oneOrRefused(base, model, TOK_LEN, refused)) tokens += TOK_LEN;
     }
   }));
   const wall = (performance.now() - t0) / 1000;
@@ -129,22 +129,35 @@ async function one(base: string, model: string, maxTokens: number): Promise<{ tt
   return { ttftMs: ttft, totalMs: performance.now() - t0 };
 }
 
-async function measure(base: string, model: string): Promise<{ p50: number; p99: number; rps: number }> {
+/** one() that counts a refusal (HTTP 429/503: the cluster at capacity) instead of failing the section. */
+async function oneOrRefused(base: string, model: string, maxTokens: number, refused: { n: number }): Promise<boolean> {
+  try {
+    await one(base, model, maxTokens);
+    return true;
+  } catch (err) {
+    if (!/HTTP (429|503)/.test((err as Error).message)) throw err;
+    refused.n++;
+    await new Promise((r) => setTimeout(r, 50));
+    return false;
+  }
+}
+
+async function measure(base: string, model: string): Promise<{ p50: number; p99: number; rps: number; refused: number }> {
   for (let i = 0; i < 20; i++) await one(base, model, 4); // warm-up
   const ttfts: number[] = [];
   for (let i = 0; i < SEQUENTIAL; i++) ttfts.push((await one(base, model, 4)).ttftMs);
   let done = 0;
+  const refused = { n: 0 };
   const until = performance.now() + THROUGHPUT_S * 1000;
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
       while (performance.now() < until) {
-        await one(base, model, 4);
-        done++;
+        if (await oneOrRefused(base, model, 4, refused)) done++;
       }
     }),
   );
-  return { p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / ((performance.now() - t0) / 1000) };
+  return { p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / ((performance.now() - t0) / 1000), refused: refused.n };
 }
 
 export async function bench(): Promise<BenchSection> {
@@ -163,7 +176,7 @@ export async function bench(): Promise<BenchSection> {
     emu.kill('SIGTERM');
 
     // 2. the whole path, one instance with the same zero-delay engine, for each token path
-    const paths: Record<string, { p50: number; p99: number; rps: number; cpu: Awaited<ReturnType<typeof cpuPerToken>> }> = {};
+    const paths: Record<string, Awaited<ReturnType<typeof measure>> & { cpu: Awaited<ReturnType<typeof cpuPerToken>> }> = {};
     for (const dataPath of ['direct', 'nats'] as const) {
       const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
       const cfg = join(dir, 'bench.json');
@@ -206,9 +219,9 @@ export async function bench(): Promise<BenchSection> {
         `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / direct.rps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
       ],
       rows: [
-        { path: 'engine alone', 'TTFT p50 ms': f(direct.p50), 'TTFT p99 ms': f(direct.p99), 'max req/s': f(direct.rps), 'control CPU us/token': '-', 'marginal us/token': '-', 'engine CPU us/token': f(directCpu.engineUs), 'tokens/s (long streams)': f(directCpu.tokensPerS) },
-        { path: 'gateway -> managers -> grant; gateway <- engine (direct)', 'TTFT p50 ms': f(d.p50), 'TTFT p99 ms': f(d.p99), 'max req/s': f(d.rps), 'control CPU us/token': f(d.cpu.controlUs), 'marginal us/token': f(d.cpu.marginalUs), 'engine CPU us/token': f(d.cpu.engineUs), 'tokens/s (long streams)': f(d.cpu.tokensPerS) },
-        { path: 'gateway -> managers -> engine, tokens over NATS (nats)', 'TTFT p50 ms': f(n.p50), 'TTFT p99 ms': f(n.p99), 'max req/s': f(n.rps), 'control CPU us/token': f(n.cpu.controlUs), 'marginal us/token': f(n.cpu.marginalUs), 'engine CPU us/token': f(n.cpu.engineUs), 'tokens/s (long streams)': f(n.cpu.tokensPerS) },
+        { path: 'engine alone', 'TTFT p50 ms': f(direct.p50), 'TTFT p99 ms': f(direct.p99), 'max req/s': f(direct.rps), refused: direct.refused, 'control CPU us/token': '-', 'marginal us/token': '-', 'engine CPU us/token': f(directCpu.engineUs), 'tokens/s (long streams)': f(directCpu.tokensPerS) },
+        { path: 'gateway -> managers -> grant; gateway <- engine (direct)', 'TTFT p50 ms': f(d.p50), 'TTFT p99 ms': f(d.p99), 'max req/s': f(d.rps), refused: d.refused, 'control CPU us/token': f(d.cpu.controlUs), 'marginal us/token': f(d.cpu.marginalUs), 'engine CPU us/token': f(d.cpu.engineUs), 'tokens/s (long streams)': f(d.cpu.tokensPerS) },
+        { path: 'gateway -> managers -> engine, tokens over NATS (nats)', 'TTFT p50 ms': f(n.p50), 'TTFT p99 ms': f(n.p99), 'max req/s': f(n.rps), refused: n.refused, 'control CPU us/token': f(n.cpu.controlUs), 'marginal us/token': f(n.cpu.marginalUs), 'engine CPU us/token': f(n.cpu.engineUs), 'tokens/s (long streams)': f(n.cpu.tokensPerS) },
       ],
     };
   } finally {
