@@ -5,7 +5,7 @@
  * stdout wherever it is offered.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -153,5 +153,18 @@ describe('dynamollm CLI', () => {
     // the human table went to stderr, not into the JSON
     expect(simJson.stderr).toMatch(/^single-pool\s+fluid/m);
     expect((JSON.parse(readFileSync(out, 'utf8')) as typeof doc).results[0]!.requests).toBe(doc.results[0]!.requests);
+  });
+
+  it('up refuses a profile that lacks the configured TP before starting anything (exit 2, one line naming both)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cli-tp-'));
+    const cfg = join(dir, 'tp1.yaml');
+    writeFileSync(cfg, 'model: llama2-70b\ngpu: h100\nprofile: profiles/llama2-70b.h100.json\nservers:\n  - { id: n0, gpus: 2 }\nengine: { kind: emulator, initialTp: 1 }\n');
+    const r = await cli(['up', '--config', cfg, '--run-dir', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.split('\n')[0]).toBe(
+      `dynamollm up: config ${cfg}: profile profiles/llama2-70b.h100.json covers TP 2, 4, 8 but not TP 1 (engine.initialTp or the instance's tp): profile those degrees or change engine.initialTp`,
+    );
+    // nothing was started: no NATS state directory in the run dir
+    expect(readdirSync(dir).filter((f) => f !== 'tp1.yaml')).toEqual([]);
   });
 });

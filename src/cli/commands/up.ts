@@ -31,7 +31,8 @@ import { checkAuthorization, startOwnNats, type NatsHandle } from '../../runtime
 import { localClusterAuth, renderServerConfig } from '../../runtime/nats-server-config.ts';
 import { actorNatsSettings, NATS_ENV_NAMES, settingsEnv, type NatsSettings } from '../../runtime/nats-settings.ts';
 import { inboxPrefix } from '../../../protocols/permissions.ts';
-import { poolsOf } from '../../../actors/common/config.ts';
+import { checkProfileCovers, poolsOf, profilePathOf } from '../../../actors/common/config.ts';
+import { loadProfile } from '../../telemetry/profile-io.ts';
 import { Supervisor, type ChildSpec } from '../../runtime/supervisor.ts';
 import { Bus } from '../../runtime/bus.ts';
 import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
@@ -85,6 +86,15 @@ async function up(values: UpOptions): Promise<number> {
     if (existsSync(shipped)) clusterRaw.profile = shipped;
   }
   const { cluster, gateway } = splitConfig({ ...clusterRaw, gateway: (raw as { gateway?: unknown }).gateway }, where);
+  // a profile that lacks the TP the instances start with (or is for another model/GPU) is refused before anything starts
+  const ppath = profilePathOf(cluster);
+  if (existsSync(resolve(REPO, ppath)) || existsSync(ppath)) {
+    try {
+      checkProfileCovers(loadProfile(existsSync(ppath) ? ppath : resolve(REPO, ppath)), [cluster.engine.initialTp], ppath, cluster);
+    } catch (err) {
+      throw new UsageError(`${where}: ${(err as Error).message}`);
+    }
+  }
   const port = values.port !== undefined ? num(values.port, 'port') : gateway.port;
   const readyTimeoutS = num(values.readyTimeout, 'ready-timeout');
   const standbys = num(values.standbys, 'standbys');
