@@ -1107,14 +1107,14 @@ export class Simulation {
     return true;
   }
 
-  /** Emergency step 3: the pool places moved requests on peers with room (dispatch among them, else the least loaded). */
+  /** Emergency step 3: the pool places moved requests on peers with room whose KV cache holds them (dispatch among them, else the least loaded). */
   private moveToPeers(from: SimInstance, ids: string[], now: number): string[] {
     const placed: string[] = [];
     for (const id of ids) {
       const st = this.reqs.get(id);
       const r = this.admitted.get(id);
       if (!st || !r) continue;
-      const room = (i: SimInstance) => i !== from && !!i.brain && i.brain.s.queue.length < LIVE_INSTANCE_DEFAULTS.moveQueueAbove;
+      const room = (i: SimInstance) => i !== from && !!i.brain && i.brain.s.queue.length < LIVE_INSTANCE_DEFAULTS.moveQueueAbove && !!i.core?.canHold(r.promptTokens + r.outputTokens);
       const peer = this.dispatch(from.pool, st.pred, now, undefined, room) ?? this.leastLoaded(from.pool.instances.filter((i) => i.state === 'active' && room(i)));
       if (!peer || !this.admitTo(peer, r, st, now)) continue;
       st.inst = peer;
