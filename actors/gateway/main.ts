@@ -16,7 +16,8 @@ import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
-import { NatsBackend } from './nats-backend.ts';
+import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
+import { Counter } from 'prom-client';
 
 /** period of the gateway's readiness probe of the cluster, ms. */
 const READY_PROBE_MS = 2000;
@@ -81,11 +82,13 @@ export class GatewayActor extends Actor {
     this.readyTimer = setInterval(() => void this.probeCluster(), READY_PROBE_MS);
     this.readyTimer.unref();
     void this.probeCluster();
+    const backend = new NatsBackend(this.bus, {
+      admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
+      direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes,
+    });
+    failoverMetrics(this.metrics, backend.counters);
     this.server = new GatewayServer({
-      backend: new NatsBackend(this.bus, {
-        admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
-        direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes,
-      }),
+      backend,
       port: s.port,
       host: s.host,
       apiKeys: s.apiKeys,
@@ -141,6 +144,24 @@ export class GatewayActor extends Actor {
 
   protected override loadSummary(): LoadSummary {
     return { queued: 0, running: this.server?.inflightCount ?? 0 };
+  }
+}
+
+/** The backend's failover counters as Prometheus counters of this replica (read at scrape time). */
+function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
+  const def: [string, string, keyof AdmissionCounters][] = [
+    ['dynamollm_gateway_admission_retries_total', 'Intake attempts this gateway replica sent again (same request id) after one hit a dead manager or a dropped connection.', 'retries'],
+    ['dynamollm_gateway_held_for_reconnect_total', 'Requests this gateway replica held until NATS reconnected before their first intake attempt.', 'heldForReconnect'],
+    ['dynamollm_gateway_migrations_total', 'Streams this gateway replica continued on another instance after theirs died mid-generation.', 'migrated'],
+  ];
+  for (const [name, help, key] of def) {
+    new Counter({
+      name, help, registers: [m.registry],
+      collect() {
+        this.reset();
+        this.inc(c[key]);
+      },
+    });
   }
 }
 

@@ -13,6 +13,7 @@ interface CommandModule {
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
   up: { summary: 'start a local cluster: NATS, managers, emulated engines, gateway + dashboard', load: () => import('./commands/up.ts') },
+  chaos: { summary: 'a local cluster under load while random actors and engines are SIGKILLed; a JSON report of what survived', load: () => import('./commands/chaos.ts') },
   replay: { summary: 'replay a request trace against the gateway and summarise latency, SLOs and energy', load: () => import('./commands/replay.ts') },
   status: { summary: 'one-shot cluster status: pools, instances, clocks, power, energy', load: () => import('./commands/status.ts') },
   top: { summary: 'live terminal view of pools, instances, clocks, power and energy', load: () => import('./commands/top.ts') },

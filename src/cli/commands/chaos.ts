@@ -1,0 +1,315 @@
+/**
+ * `dynamollm chaos`: a local cluster (`dynamollm up`, standby managers included) under an open-loop load of
+ * streaming completions through its gateway, while random processes of the chosen kinds are SIGKILLed on a
+ * schedule. Prints one JSON report: requests sent/ok/failed/hung (and the gateway's own retries and
+ * migrations, from its /metrics), kills by kind, and per kill the time until the cluster status showed the
+ * consequence: a new cluster or pool leader, the instance out of the ready set (dispatch), the process back.
+ * Linux only (the process tree is read from /proc).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Command } from 'commander';
+import { num, readConfigFile, UsageError } from '../args.ts';
+import { action, type ExitCode } from '../program.ts';
+import { cliArgs, REPO_ROOT } from '../../runtime/code-path.ts';
+import { Bus } from '../../runtime/bus.ts';
+import { silentLogger } from '../../runtime/logger.ts';
+import { inboxPrefix } from '../../../protocols/permissions.ts';
+import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
+import { subjects } from '../../../protocols/subjects.ts';
+import { splitConfig } from '../../../actors/gateway/config.ts';
+
+export const KILL_KINDS = ['engine', 'instance', 'node', 'cluster', 'pool', 'gateway'] as const;
+type Kind = (typeof KILL_KINDS)[number];
+
+interface ChaosOptions {
+  config?: string;
+  duration: string;
+  rps: string;
+  killEvery: string;
+  kinds: string;
+  seed: string;
+  maxTokens: string;
+  settle: string;
+  out?: string;
+}
+
+export function register(cmd: Command, exit: ExitCode): void {
+  cmd
+    .option('--config <file>', 'cluster config (as for up). Default: up\'s default cluster')
+    .option('--duration <s>', 'seconds of load and kills', '60')
+    .option('--rps <n>', 'requests per second (streaming completions through the gateway)', '3')
+    .option('--kill-every <s>', 'seconds between two SIGKILLs', '3')
+    .option('--kinds <list>', `what may be killed, comma-separated (${KILL_KINDS.join(',')})`, 'engine,instance,node,cluster,pool')
+    .option('--seed <n>', 'seed of the kill schedule', '1')
+    .option('--max-tokens <n>', 'max_tokens of each request', '40')
+    .option('--settle <s>', 'seconds after the last kill for requests to finish (a request open longer is hung)', '60')
+    .option('--out <file>', 'also write the JSON report here')
+    .action(action(exit, (v: ChaosOptions) => chaos(v)));
+}
+
+/** Deterministic PRNG (mulberry32) for the kill schedule. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Proc { pid: number; ppid: number; kind: Kind | 'nats' | 'up' | 'other'; id: string }
+
+/** Every process under `root` (itself excluded), classified by its command line. */
+function processTree(root: number): Proc[] {
+  const all: { pid: number; ppid: number; cmd: string[] }[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      all.push({ pid: Number(d), ppid, cmd: readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0') });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const under = new Set([root]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const p of all) {
+      if (!under.has(p.pid) && under.has(p.ppid)) {
+        under.add(p.pid);
+        grew = true;
+      }
+    }
+  }
+  const out: Proc[] = [];
+  for (const p of all) {
+    if (p.pid === root || !under.has(p.pid)) continue;
+    const i = p.cmd.indexOf('actor');
+    const idAt = p.cmd.indexOf('--id');
+    const id = idAt >= 0 ? p.cmd[idAt + 1] ?? '' : '';
+    let kind: Proc['kind'] = 'other';
+    if (i >= 0 && KILL_KINDS.includes(p.cmd[i + 1] as Kind)) kind = p.cmd[i + 1] as Kind;
+    else if (p.cmd.includes('engine-emulator') || p.cmd.some((a) => a.endsWith('vllm'))) kind = 'engine';
+    else if (p.cmd.some((a) => a.endsWith('nats-server'))) kind = 'nats';
+    out.push({ pid: p.pid, ppid: p.ppid, kind, id });
+  }
+  return out;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+interface Outcome { ok: boolean; hung: boolean; error?: string }
+
+/** One streaming completion through the gateway: ok when the stream ends with [DONE] and no error event. */
+async function oneRequest(url: string, model: string, key: string | undefined, maxTokens: number, deadlineMs: number): Promise<Outcome> {
+  const ac = new AbortController();
+  const t = setTimeout(() => ac.abort(), deadlineMs);
+  try {
+    const r = await fetch(`${url}/v1/completions`, {
+      method: 'POST', signal: ac.signal,
+      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: JSON.stringify({ model, prompt: 'Tell me about energy-efficient inference. '.repeat(4), max_tokens: maxTokens, stream: true, ignore_eos: true }),
+    });
+    if (!r.ok || !r.body) return { ok: false, hung: false, error: `http ${r.status}` };
+    let text = '';
+    const dec = new TextDecoder();
+    for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) text += dec.decode(part, { stream: true });
+    if (/"error"\s*:/.test(text)) return { ok: false, hung: false, error: /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? 'stream error' };
+    return text.includes('[DONE]') ? { ok: true, hung: false } : { ok: false, hung: false, error: 'stream ended without [DONE]' };
+  } catch (err) {
+    if (ac.signal.aborted) return { ok: false, hung: true };
+    return { ok: false, hung: false, error: `connection: ${(err as Error).message}` };
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+const pct = (xs: number[], q: number): number | null => {
+  if (!xs.length) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+};
+
+interface Kill { kind: Kind; id: string; pid: number; atMs: number; leaderBefore?: string; restartMs?: number; newLeaderMs?: number; outOfDispatchMs?: number }
+
+async function chaos(v: ChaosOptions): Promise<number> {
+  if (process.platform !== 'linux') throw new UsageError('dynamollm chaos reads the process tree from /proc: Linux only');
+  const durationS = num(v.duration, 'duration');
+  const rps = num(v.rps, 'rps');
+  const killEveryS = num(v.killEvery, 'kill-every');
+  const maxTokens = num(v.maxTokens, 'max-tokens');
+  const settleS = num(v.settle, 'settle');
+  const kinds = v.kinds.split(',').map((k) => k.trim()).filter(Boolean) as Kind[];
+  for (const k of kinds) if (!KILL_KINDS.includes(k)) throw new UsageError(`--kinds: unknown kind '${k}' (one of ${KILL_KINDS.join(', ')})`);
+  const rand = rng(num(v.seed, 'seed'));
+  const raw = ((v.config ? readConfigFile(v.config) : undefined) ?? {}) as Record<string, unknown>;
+  const { cluster, gateway } = splitConfig(raw, v.config ? `config ${v.config}` : 'default config');
+  const model = (gateway.models ?? [cluster.model])[0]!;
+  const key = gateway.apiKeys[0];
+  const port = await freePort();
+  const runDir = mkdtempSync(join(tmpdir(), 'dyn-chaos-'));
+  const log = (s: string) => process.stderr.write(`chaos: ${s}\n`);
+
+  const up: ChildProcess = spawn(process.execPath, [...cliArgs(), 'up', ...(v.config ? ['--config', v.config] : []), '--port', String(port), '--run-dir', runDir], {
+    cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'error', DYNAMOLLM_LOG_PRETTY: '0' },
+  });
+  let upOut = '';
+  up.stdout!.on('data', (d: Buffer) => (upOut += d.toString()));
+  const stopUp = async () => {
+    if (up.exitCode !== null) return;
+    up.kill('SIGTERM');
+    await Promise.race([new Promise((r) => up.once('exit', r)), new Promise((r) => setTimeout(r, 60_000))]);
+    if (up.exitCode === null) up.kill('SIGKILL');
+  };
+  process.once('SIGINT', () => void stopUp().then(() => process.exit(130)));
+  let bus: Bus | undefined;
+  try {
+    log(`starting the cluster (up, gateway on :${port})`);
+    const readyBy = Date.now() + 600_000;
+    while (!/cluster ready/.test(upOut)) {
+      if (up.exitCode !== null) throw new Error(`up exited (${up.exitCode}) before the cluster was ready`);
+      if (Date.now() > readyBy) throw new Error('the cluster did not become ready within 600 s');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    // the cluster status as up's observer (the credentials up prints)
+    const nk = /NATS_URL=(\S+) NATS_NKEY=(\S+)/.exec(upOut);
+    if (nk) {
+      bus = await Bus.connect({ settings: { servers: nk[1]!.split(','), nkey: nk[2]! }, name: 'dynamollm-chaos', inboxPrefix: inboxPrefix('observer', `chaos-${randomBytes(4).toString('hex')}`), log: silentLogger(), reconnect: true });
+    }
+    let status: ClusterStatus | undefined;
+    const poll = setInterval(() => {
+      void bus?.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).then((s) => (status = s), () => undefined);
+    }, 200);
+    const url = `http://127.0.0.1:${port}`;
+    log(`ready: load ${rps} req/s for ${durationS} s, a SIGKILL every ${killEveryS} s among ${kinds.join(',')}`);
+
+    // load
+    const outs: Promise<Outcome>[] = [];
+    const t0 = Date.now();
+    const loadTimer = setInterval(() => {
+      const due = Math.floor(((Date.now() - t0) / 1000) * rps);
+      while (outs.length < due) outs.push(oneRequest(url, model, key, maxTokens, (settleS + 30) * 1000));
+    }, 20);
+
+    // kills
+    const kills: Kill[] = [];
+    const watchers: Promise<void>[] = [];
+    while (Date.now() - t0 + killEveryS * 1000 <= durationS * 1000) {
+      await new Promise((r) => setTimeout(r, killEveryS * 1000));
+      const procs = processTree(up.pid!).filter((p) => kinds.includes(p.kind as Kind));
+      if (!procs.length) continue;
+      const victim = procs[Math.floor(rand() * procs.length)]!;
+      const k: Kill = { kind: victim.kind as Kind, id: victim.id || String(victim.pid), pid: victim.pid, atMs: Date.now() };
+      if (victim.kind === 'cluster') k.leaderBefore = status?.leader;
+      if (victim.kind === 'pool') k.leaderBefore = status?.pools.map((p) => p.leader).join(',');
+      const parent = victim.kind === 'engine' ? processTree(up.pid!).find((p) => p.pid === victim.ppid) : undefined;
+      try {
+        process.kill(victim.pid, 'SIGKILL');
+      } catch {
+        continue;
+      }
+      kills.push(k);
+      log(`killed ${k.kind} ${k.id} (pid ${k.pid})`);
+      watchers.push(watchKill(k, up.pid!, () => status, parent));
+    }
+    await new Promise((r) => setTimeout(r, Math.max(0, t0 + durationS * 1000 - Date.now())));
+    clearInterval(loadTimer);
+    const results = await Promise.all(outs);
+    await Promise.race([Promise.all(watchers), new Promise((r) => setTimeout(r, 30_000))]);
+    clearInterval(poll);
+    const metrics = await gatewayCounters(url, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
+    const errors: Record<string, number> = {};
+    for (const o of results) if (!o.ok && o.error) errors[o.error] = (errors[o.error] ?? 0) + 1;
+    const byKind: Record<string, number> = {};
+    for (const k of kills) byKind[k.kind] = (byKind[k.kind] ?? 0) + 1;
+    const series = (f: (k: Kill) => number | undefined, kind?: Kind[]) => {
+      const xs = kills.filter((k) => !kind || kind.includes(k.kind)).map(f).filter((x): x is number => x !== undefined);
+      return { n: xs.length, p50Ms: pct(xs, 0.5), maxMs: xs.length ? Math.max(...xs) : null };
+    };
+    const report = {
+      command: `dynamollm chaos ${process.argv.slice(3).join(' ')}`.trim(),
+      durationS, rps, killEveryS, kinds,
+      sent: results.length,
+      ok: results.filter((o) => o.ok).length,
+      failed: results.filter((o) => !o.ok && !o.hung).length,
+      hung: results.filter((o) => o.hung).length,
+      retried: metrics.retries, migrated: metrics.migrated, heldForReconnect: metrics.held,
+      errors,
+      kills: { total: kills.length, byKind },
+      timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
+      timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),
+      timeToRestartMs: series((k) => k.restartMs),
+      killLog: kills,
+    };
+    const text = JSON.stringify(report, null, 2);
+    process.stdout.write(text + '\n');
+    if (v.out) writeFileSync(v.out, text + '\n');
+    return report.hung === 0 && report.failed === 0 ? 0 : 1;
+  } finally {
+    await bus?.close().catch(() => {});
+    await stopUp();
+  }
+}
+
+/**
+ * Follows one kill: when the process is back (a new pid under the same kind and id; an engine: a new
+ * engine under its instance), when the cluster status shows another leader (cluster, pool), and when the
+ * instance left the ready set (instance, engine). Gives up after 60 s.
+ */
+async function watchKill(k: Kill, root: number, status: () => ClusterStatus | undefined, parent?: Proc): Promise<void> {
+  const until = k.atMs + 60_000;
+  const instanceId = k.kind === 'instance' ? k.id : parent?.id;
+  while (Date.now() < until && (k.restartMs === undefined || ((k.kind === 'cluster' || k.kind === 'pool') && k.newLeaderMs === undefined))) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = Date.now() - k.atMs;
+    const procs = processTree(root);
+    if (k.restartMs === undefined) {
+      const back = k.kind === 'engine'
+        ? procs.some((p) => p.kind === 'engine' && p.pid !== k.pid && procs.find((q) => q.pid === p.ppid)?.id === instanceId)
+        : procs.some((p) => p.kind === k.kind && p.id === k.id && p.pid !== k.pid);
+      if (back) k.restartMs = now;
+    }
+    const st = status();
+    if (!st) continue;
+    if (k.kind === 'cluster' && k.newLeaderMs === undefined && k.leaderBefore === k.id && st.leader !== k.id) k.newLeaderMs = now;
+    if (k.kind === 'pool' && k.newLeaderMs === undefined && k.leaderBefore?.split(',').includes(k.id) && !st.pools.some((p) => p.leader === k.id)) k.newLeaderMs = now;
+    if (instanceId && k.outOfDispatchMs === undefined) {
+      const i = st.pools.flatMap((p) => p.instances).find((x) => x.id === instanceId);
+      if (!i || i.state !== 'ready') k.outOfDispatchMs = now;
+    }
+    if (k.kind !== 'cluster' && k.kind !== 'pool' && k.restartMs !== undefined && (!instanceId || k.outOfDispatchMs !== undefined)) break;
+  }
+}
+
+/** The gateway's admission retries, migrations and held requests from its /metrics (null when unreadable). */
+async function gatewayCounters(url: string, token: string | undefined): Promise<{ retries: number | null; migrated: number | null; held: number | null }> {
+  try {
+    const r = await fetch(`${url}/metrics`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+    const text = await r.text();
+    const read = (name: string) => {
+      const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
+      return m ? Number(m[1]) : null;
+    };
+    return { retries: read('dynamollm_gateway_admission_retries_total'), migrated: read('dynamollm_gateway_migrations_total'), held: read('dynamollm_gateway_held_for_reconnect_total') };
+  } catch {
+    return { retries: null, migrated: null, held: null };
+  }
+}
