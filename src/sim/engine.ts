@@ -343,13 +343,6 @@ interface SimPool {
   latSmooth?: Float64Array;
 }
 
-/** The 99th percentile of xs (nearest rank; 0 when empty). */
-function p99Of(xs: readonly number[]): number {
-  if (!xs.length) return 0;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(0.99 * s.length) - 1)]!;
-}
-
 interface ReqState {
   arrivalMs: number;
   /** its TTFT SLO, ms (promptTtftSloMs: the class's, scaled with prompts past 8,192 tokens; x sloScale). */
@@ -396,7 +389,7 @@ export class Simulation {
   private readonly admitted = new Map<string, CoreRequest>();
   private nextReadyMs = Infinity;
   private readonly ttft: Record<RequestType, number[]> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, []])) as unknown as Record<RequestType, number[]>;
-  /** step: each finished request's TTFT over its own TTFT SLO (promptTtftSloMs: long prompts have longer ones). */
+  /** step: each finished request's TTFT over its own SLO (promptTtftSloMs). */
   private readonly ttftOverSlo: Record<RequestType, number[]> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, []])) as unknown as Record<RequestType, number[]>;
   private readonly tbt = Object.fromEntries(REQUEST_TYPES.map((t) => [t, new LogHistogram()])) as Record<RequestType, LogHistogram>;
   private readonly ttftHist = Object.fromEntries(REQUEST_TYPES.map((t) => [t, new LogHistogram()])) as Record<RequestType, LogHistogram>;
@@ -1934,9 +1927,8 @@ export class Simulation {
       const s = stats([t]);
       byType[t] = s;
       slo[t] = this.sloOk[k] / this.done[k];
-      // a type with a handful of requests has no meaningful p99; judge types with >= 100 requests. Step judges
-      // each request's TTFT against its own SLO (a 40k-token prompt has 10 s, promptTtftSloMs); fluid the type's.
-      const ttftMiss = this.fidelity === 'step' ? p99Of(this.ttftOverSlo[t]) > 1 : s.ttftP99Ms > TTFT_SLO_MS[inputClassOf(t)] * this.sloScale;
+      // judge types with >= 100 requests (no meaningful p99 below); step: each TTFT against its own SLO (promptTtftSloMs)
+      const ttftMiss = this.fidelity === 'step' ? percentile(this.ttftOverSlo[t], 0.99) > 1 : s.ttftP99Ms > TTFT_SLO_MS[inputClassOf(t)] * this.sloScale;
       if (this.done[k] >= 100 && (ttftMiss || s.tbtP99Ms > TBT_SLO_MS * this.sloScale)) within = false;
     }
     const allTtft = new LogHistogram();
