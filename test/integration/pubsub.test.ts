@@ -65,7 +65,7 @@ describe('NATS Service API (official @nats-io/services client, observer credenti
       expect.objectContaining({ name: 'cluster-intake', subject: subjects.clusterIntake(), queue_group: 'cluster-intake' }),
     ]));
     const inst = infos.find((i) => i.name === 'dynamollm-instance')!;
-    expect(inst.endpoints.map((e) => e.subject).sort()).toEqual([subjects.instanceAdmit(inst.id), subjects.instanceControl(inst.id), subjects.tokenize(), subjects.detokenize()].sort());
+    expect(inst.endpoints.map((e) => e.subject).sort()).toEqual([subjects.instanceAdmit(inst.id), subjects.instanceControl(inst.id), subjects.instanceLeg(inst.id), subjects.tokenize(), subjects.detokenize()].sort());
     const pool = infos.find((i) => i.name === 'dynamollm-pool')!;
     expect(pool.endpoints.map((e) => e.subject)).toEqual(expect.arrayContaining([subjects.poolDispatch('pool-all'), subjects.poolControl('pool-all')]));
     // by name and by name + id
