@@ -29,6 +29,7 @@ import {
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
 import { probeResponse, type HealthReport } from '../../src/runtime/health.ts';
+import { RateLimitedLog } from '../../src/runtime/logger.ts';
 
 /** A refused (413) body is read and discarded up to this multiple of the limit, then the socket is closed. */
 const DISCARD_FACTOR = 16;
@@ -127,6 +128,7 @@ export class GatewayServer {
   private readonly wss: WebSocketServer;
   private readonly opts: Required<Pick<GatewayServerOptions, 'port' | 'host' | 'bodyLimitBytes' | 'maxInflight' | 'requestTimeoutMs' | 'models' | 'liveTickMs'>> & GatewayServerOptions;
   private readonly limits: ValidationLimits;
+  private readonly failLog: RateLimitedLog | undefined;
   private readonly keys: Buffer[];
   private readonly metricsToken: Buffer | undefined;
   private inflight = 0;
@@ -142,6 +144,7 @@ export class GatewayServer {
       models: ['llama2-70b'], liveTickMs: 1000, ...opts,
     };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.failLog = opts.log ? new RateLimitedLog(opts.log) : undefined;
     const backend = this.opts.backend;
     this.tokenizeFn = backend.tokenize ? (r) => backend.tokenize!(r) : localTokenizer(opts.maxModelLen ?? 4096);
     this.counter = new PromptCounter(this.tokenizeFn);
@@ -150,7 +153,8 @@ export class GatewayServer {
     // the timeouts below are enforced by a sweep every connectionsCheckingInterval (Node's default: 30 s)
     this.server = createServer({ connectionsCheckingInterval: 500 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
-        this.opts.log?.error({ err }, 'gateway handler failed');
+        // an outsider can provoke this (it is a bug when it happens): one entry per route and interval
+        this.failLog?.error('handler', { err, method: req.method, url: (req.url ?? '').slice(0, 128) }, 'gateway handler failed');
         if (!res.headersSent) this.sendError(res, '/?', new HttpError(500, 'internal error', 'internal_error', 'internal'));
         else res.destroy();
       });

@@ -16,6 +16,7 @@ import {
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
 import type { Logger } from 'pino';
+import { RateLimitedLog } from './logger.ts';
 import { Ack, type Codec, unpackRaw, PROTOCOL_VERSION } from '../../protocols/index.ts';
 import { ProtocolError, RemoteError, toWireError, DynError } from '../../protocols/errors.ts';
 import { TimeoutError, NoRespondersError, CancelledError, ConnectionClosedError } from './errors.ts';
@@ -108,8 +109,7 @@ export class Bus extends EventEmitter {
   readonly nc: NatsConnection;
   readonly log: Logger;
   readonly counters: BusCounters = { protocolErrors: 0, mailboxOverflows: 0, handlerErrors: 0, serverErrors: 0, identityRejections: 0 };
-  #protocolLogAt = new Map<string, { at: number; suppressed: number }>();
-  #protocolLogIntervalMs: number;
+  readonly #protocolLog: RateLimitedLog;
   #closing?: Promise<void>;
   #abort = new AbortController();
   #js?: JetStreamClient;
@@ -121,7 +121,7 @@ export class Bus extends EventEmitter {
     super();
     this.nc = nc;
     this.log = log;
-    this.#protocolLogIntervalMs = protocolLogIntervalMs;
+    this.#protocolLog = new RateLimitedLog(log, protocolLogIntervalMs);
     void this.#watchStatus();
   }
 
@@ -427,16 +427,8 @@ export class Bus extends EventEmitter {
   }
 
   #rateLimitedWarn(key: string, obj: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    const st = this.#protocolLogAt.get(key);
-    if (st && now - st.at < this.#protocolLogIntervalMs) {
-      st.suppressed++;
-      return;
-    }
-    // one entry per key; keys carry subjects (request ids among them): bound the map
-    if (!st && this.#protocolLogAt.size >= 1024) this.#protocolLogAt.clear();
-    this.#protocolLogAt.set(key, { at: now, suppressed: 0 });
-    this.log.warn({ ...obj, suppressedSinceLast: st?.suppressed ?? 0 }, msg);
+    // one entry per key; keys carry subjects (request ids among them): the map is bounded
+    this.#protocolLog.warn(key, obj, msg);
   }
 
   jetstream(): JetStreamClient {

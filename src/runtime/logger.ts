@@ -37,3 +37,45 @@ export function actorLogger(root: Logger, kind: string, id: string): Logger {
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
+
+/**
+ * Warnings an outsider can provoke (bad payloads, forged subjects, failing HTTP requests) logged at most once per key
+ * per interval; the next entry says how many were suppressed since. Keys are bounded (the map is cleared past
+ * `maxKeys`), so a flood of distinct keys cannot grow memory either.
+ */
+export class RateLimitedLog {
+  readonly #last = new Map<string, { at: number; suppressed: number }>();
+  readonly #log: Logger;
+  readonly #intervalMs: number;
+  readonly #maxKeys: number;
+  readonly #now: () => number;
+
+  constructor(log: Logger, intervalMs = 10_000, opts: { maxKeys?: number; now?: () => number } = {}) {
+    this.#log = log;
+    this.#intervalMs = intervalMs;
+    this.#maxKeys = opts.maxKeys ?? 1024;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  warn(key: string, obj: Record<string, unknown>, msg: string): boolean {
+    return this.#emit('warn', key, obj, msg);
+  }
+
+  error(key: string, obj: Record<string, unknown>, msg: string): boolean {
+    return this.#emit('error', key, obj, msg);
+  }
+
+  /** true when the entry was written, false when it was suppressed. */
+  #emit(level: 'warn' | 'error', key: string, obj: Record<string, unknown>, msg: string): boolean {
+    const now = this.#now();
+    const st = this.#last.get(key);
+    if (st && now - st.at < this.#intervalMs) {
+      st.suppressed++;
+      return false;
+    }
+    if (!st && this.#last.size >= this.#maxKeys) this.#last.clear();
+    this.#last.set(key, { at: now, suppressed: 0 });
+    this.#log[level]({ ...obj, suppressedSinceLast: st?.suppressed ?? 0 }, msg);
+    return true;
+  }
+}
