@@ -86,37 +86,14 @@ export async function ensureNats(opts: EnsureNatsOptions): Promise<NatsHandle> {
     args[1] = copy;
   }
   opts.log.info({ bin, args }, 'starting nats-server');
-  const proc: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr?.on('data', (d: Buffer) => {
-    stderr = (stderr + d.toString()).slice(-4000);
-  });
-  const spawnErr = await new Promise<Error | null>((r) => {
-    proc.once('spawn', () => r(null));
-    proc.once('error', (e) => r(e));
-  });
-  if (spawnErr) {
-    const missing = (spawnErr as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new NatsUnavailableError(
-      missing
-        ? `nats-server not found ('${bin}'). Install it: 'sudo apt-get install nats-server' (Debian/Ubuntu), ` +
-            `or download a release tarball from https://github.com/nats-io/nats-server/releases and put ` +
-            `nats-server on PATH (or set NATS_SERVER_BIN).`
-        : `could not start nats-server: ${spawnErr.message}`,
-      spawnErr,
-    );
+  const server = await spawnNatsServer(bin, args, { detached: false });
+  const ready = await server.awaitReady(opts.readyTimeoutMs ?? 10_000, async () => ((await probeNats(host, port, 300)) ? url : undefined));
+  if (ready) {
+    opts.log.info({ url, pid: server.proc.pid }, 'nats-server ready');
+    return startedServer(url, server.proc);
   }
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new NatsUnavailableError(`nats-server exited with code ${proc.exitCode}: ${stderr.trim()}`);
-    if (await probeNats(host, port, 300)) {
-      opts.log.info({ url, pid: proc.pid }, 'nats-server ready');
-      return startedServer(url, proc);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  proc.kill('SIGKILL');
-  throw new NatsUnavailableError(`nats-server did not accept connections on ${host}:${port} in time: ${stderr.trim()}`);
+  server.proc.kill('SIGKILL');
+  throw new NatsUnavailableError(`nats-server did not accept connections on ${host}:${port} in time: ${server.stderr()}`);
 }
 
 export type AuthCheck = { verdict: 'enforced' } | { verdict: 'open' } | { verdict: 'unreachable'; message: string };
@@ -169,10 +146,48 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<NatsHandle> {
   opts.log.info({ bin, conf }, 'starting a private nats-server');
   // its own process group: a terminal's Ctrl-C reaches the process that started it (which stops NATS last, after
   // the actors that use it have drained), not the server itself; killed with this process if it exits unstopped
-  const proc: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env }, detached: true });
+  const server = await spawnNatsServer(bin, args, { env: { ...process.env, ...opts.env }, detached: true });
+  const proc = server.proc;
   const killOnExit = () => proc.kill('SIGKILL');
   process.once('exit', killOnExit);
   proc.once('exit', () => process.off('exit', killOnExit));
+  const url = await server.awaitReady(opts.readyTimeoutMs ?? 10_000, async () => {
+    const f = readdirSync(opts.dir).find((n) => n.endsWith('.ports'));
+    if (!f) return undefined;
+    let port = 0;
+    try {
+      const u = (JSON.parse(readFileSync(join(opts.dir, f), 'utf8')) as { nats?: string[] }).nats?.[0];
+      if (u) port = Number(new URL(u.replace(/^nats:/, 'http:')).port);
+    } catch {
+      // written but not complete yet
+    }
+    return port && (await probeNats('127.0.0.1', port, 300)) ? `nats://127.0.0.1:${port}` : undefined;
+  });
+  if (url) {
+    opts.log.info({ url, pid: proc.pid }, 'nats-server ready');
+    return startedServer(url, proc);
+  }
+  proc.kill('SIGKILL');
+  throw new NatsUnavailableError(`the private nats-server did not accept connections in time: ${server.stderr()}`);
+}
+
+interface SpawnedNats {
+  proc: ChildProcess;
+  /** the last 4 kB the server wrote to stderr, trimmed. */
+  stderr: () => string;
+  /**
+   * Polls `probe` every 100 ms until it names the server's URL or `timeoutMs` passes (undefined); throws
+   * NatsUnavailableError with the server's stderr when it exits first.
+   */
+  awaitReady: (timeoutMs: number, probe: () => Promise<string | undefined>) => Promise<string | undefined>;
+}
+
+/**
+ * Spawn nats-server with its stderr captured; resolves once the process runs. A missing binary throws
+ * NatsUnavailableError saying how to install it.
+ */
+async function spawnNatsServer(bin: string, args: string[], o: { env?: NodeJS.ProcessEnv; detached: boolean }): Promise<SpawnedNats> {
+  const proc: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: o.env ?? process.env, detached: o.detached });
   let stderr = '';
   proc.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);
@@ -191,28 +206,20 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<NatsHandle> {
       spawnErr,
     );
   }
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new NatsUnavailableError(`nats-server exited with code ${proc.exitCode}: ${stderr.trim()}`);
-    const f = readdirSync(opts.dir).find((n) => n.endsWith('.ports'));
-    let port = 0;
-    if (f) {
-      try {
-        const u = (JSON.parse(readFileSync(join(opts.dir, f), 'utf8')) as { nats?: string[] }).nats?.[0];
-        if (u) port = Number(new URL(u.replace(/^nats:/, 'http:')).port);
-      } catch {
-        // written but not complete yet
+  return {
+    proc,
+    stderr: () => stderr.trim(),
+    awaitReady: async (timeoutMs, probe) => {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        if (proc.exitCode !== null) throw new NatsUnavailableError(`nats-server exited with code ${proc.exitCode}: ${stderr.trim()}`);
+        const url = await probe();
+        if (url) return url;
+        await new Promise((r) => setTimeout(r, 100));
       }
-    }
-    if (port && (await probeNats('127.0.0.1', port, 300))) {
-      const url = `nats://127.0.0.1:${port}`;
-      opts.log.info({ url, pid: proc.pid }, 'nats-server ready');
-      return startedServer(url, proc);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  proc.kill('SIGKILL');
-  throw new NatsUnavailableError(`the private nats-server did not accept connections in time: ${stderr.trim()}`);
+      return undefined;
+    },
+  };
 }
 
 /** The handle of a nats-server this process started: stop() sends SIGTERM, then SIGKILL after 5 s; idempotent. */
