@@ -3,11 +3,14 @@
 #   deploy/k8s/nats-secrets.sh [cluster.yaml] [namespace]        (from the repository root)
 # runs `npm run gen:nats-auth` into a private temporary directory, then creates or replaces
 #   dynamollm-nats-auth            users.conf for the NATS pods (public keys and rights only)
-#   dynamollm-nats-keys-<role>     the seeds of that role's actors (cluster, pool, gateway, node, instance,
-#                                  observer, admin); each workload mounts only its own role's
+#   dynamollm-nats-keys-<role>     the seeds of that role's actors (cluster, pool, gateway, observer, admin);
+#                                  each workload mounts only its own role's
+#   dynamollm-nats-keys-node-<node>  one GPU node's seed and the seeds of the instances it may start; only that
+#                                  node's agent mounts it (60-node-agent.yaml: one DaemonSet per node)
 # and removes the temporary directory. Running it again rotates every credential: then reload the NATS
 # servers (kubectl exec nats-N -- nats-server --signal reload=/var/run/nats/nats.pid) and restart the actors
-# (kubectl rollout restart statefulset/cluster-manager statefulset/pool-manager statefulset/gateway daemonset/node-agent).
+# (kubectl rollout restart statefulset/cluster-manager statefulset/pool-manager statefulset/gateway, and
+# kubectl rollout restart daemonset -l app.kubernetes.io/name=node-agent).
 # Replica counts other than 2: pass the ids through GEN_ARGS, e.g. GEN_ARGS="--gateways gateway-0,gateway-1,gateway-2".
 set -eu
 config=${1:-deploy/k8s/cluster.yaml}
@@ -19,6 +22,9 @@ npm run -s gen:nats-auth -- --config "$config" --out "$dir" ${GEN_ARGS:-}
 # server-side apply: a client-side apply would copy users.conf (hundreds of KB) into an annotation (256 KiB max)
 apply() { kubectl -n "$ns" create secret generic "$1" --from-file="$2" --dry-run=client -o yaml | kubectl apply --server-side --force-conflicts -f -; }
 apply dynamollm-nats-auth "$dir/nats-auth"
-for role in cluster pool gateway node instance observer admin; do
+for role in cluster pool gateway observer admin; do
   apply "dynamollm-nats-keys-$role" "$dir/keys-$role"
+done
+for d in "$dir"/keys-node-*; do
+  apply "dynamollm-nats-keys-node-${d##*/keys-node-}" "$d"
 done

@@ -283,8 +283,12 @@ export function renderUsersFile(users: UserEntry[], header: string[]): string {
   return [...header.map((h) => (h ? `# ${h}` : '#')), 'users: [', users.map((u) => renderUser(u, '  ')).join('\n'), ']', ''].join('\n');
 }
 
-/** Secret (directory) names of a deployment's seed files: each role's seeds apart, so a pod mounts only its own role's. */
-export const deploySeedDir = (role: Role): string => `keys-${role}`;
+/**
+ * Directory (Secret) of a deployment seed: `keys-<role>` for the managers, gateways, observer and admin (a pod
+ * mounts only its own role's); `keys-node-<node>` for a node agent and every instance it may start, so that a
+ * GPU host holds its own node's seeds and no other node's.
+ */
+export const deploySeedDir = (role: Role, node?: string): string => (node === undefined ? `keys-${role}` : `keys-node-${node}`);
 
 export interface DeploymentAuth {
   /** DIR/nats-auth/users.conf: the servers' users (public keys and rights only; not secret). */
@@ -295,12 +299,15 @@ export interface DeploymentAuth {
 /**
  * Credentials of a deployment (deploy/k8s, deploy/nats): `outDir/nats-auth/users.conf` for the NATS servers
  * (the committed configs include it as auth/users.conf), and the seeds `outDir/keys-<role>/<role>-<id>.nk`
- * (instances: `outDir/keys-instance/<id>.nk`, the node agents' instanceKeysDir; observer and admin:
- * `keys-<role>/<role>.nk`). New keys every call: re-running it rotates every credential.
+ * (observer and admin: `keys-<role>/<role>.nk`); a GPU node's own seed and those of the instances it may start
+ * together in `outDir/keys-node-<node>/` (`node-<node>.nk`, `<instance id>.nk`: the node agent's
+ * instanceKeysDir). New keys every call: re-running it rotates every credential.
  */
 export function deploymentAuth(a: ClusterActors, outDir: string): DeploymentAuth {
+  const instanceNode = new Map(possibleInstances(a).map((i) => [i.id, i.node]));
   const { users, creds } = actorUsers(a, (i) => {
-    const dir = join(outDir, deploySeedDir(i.role));
+    const node = i.role === 'node' ? i.id : i.role === 'instance' ? instanceNode.get(i.id ?? '') : undefined;
+    const dir = join(outDir, deploySeedDir(i.role, node));
     if (i.role === 'instance') return join(dir, `${i.id}.nk`);
     return join(dir, i.id === undefined ? `${i.role}.nk` : `${i.role}-${i.id}.nk`);
   });
@@ -310,7 +317,7 @@ export function deploymentAuth(a: ClusterActors, outDir: string): DeploymentAuth
     usersFile,
     renderUsersFile(users, [
       `dynamollm NATS users of cluster ${a.clusterId}: one nkey user per actor (npm run gen:nats-auth).`,
-      'Public keys and rights only: the seeds are in the keys-<role> directories beside this one.',
+      'Public keys and rights only: the seeds are in the keys-<role> and keys-node-<node> directories beside this one.',
       `Actors: cluster ${a.clusterManagers.join(',')}; pool ${a.poolManagers.join(',')}; gateway ${a.gateways.join(',')}; node ${a.nodes.map((n) => n.id).join(',')}.`,
     ]),
   );

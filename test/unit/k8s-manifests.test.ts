@@ -27,7 +27,10 @@ const rendered = execFileSync(kubectl(), ['kustomize', 'deploy/k8s'], { encoding
 const objs: Obj[] = parseAllDocuments(rendered).map((d) => d.toJSON() as Obj).filter(Boolean);
 const find = (kind: string, name: string) => objs.find((o) => o.kind === kind && o.metadata?.name === name);
 const workloads = objs.filter((o) => ['Deployment', 'StatefulSet', 'DaemonSet'].includes(o.kind));
-const ACTORS = ['cluster-manager', 'pool-manager', 'gateway', 'node-agent'];
+const NODES = (splitConfig(parse(readFileSync('deploy/k8s/cluster.yaml', 'utf8')), 'deploy/k8s/cluster.yaml').cluster.servers).map((s) => s.id);
+/** workload names: the managers, the gateway, and one node agent per GPU node (node-agent-<node>) */
+const ACTORS = ['cluster-manager', 'pool-manager', 'gateway', ...NODES.map((n) => `node-agent-${n}`)];
+const isNodeAgent = (name: string) => name.startsWith('node-agent-');
 
 /** kubernetes-models module of an object: 'apps/v1' + 'Deployment' -> kubernetes-models/apps/v1/Deployment */
 const modelPath = (o: Obj) => `kubernetes-models/${o.apiVersion}/${o.kind}`;
@@ -35,7 +38,7 @@ const modelPath = (o: Obj) => `kubernetes-models/${o.apiVersion}/${o.kind}`;
 describe('deploy/k8s rendered by kubectl kustomize', () => {
   it('renders every object', () => {
     const kinds = objs.map((o) => `${o.kind}/${o.metadata.name}`);
-    for (const k of ['Namespace/dynamollm', 'StatefulSet/nats', 'StatefulSet/cluster-manager', 'StatefulSet/pool-manager', 'StatefulSet/gateway', 'DaemonSet/node-agent', 'Service/gateway', 'Service/nats']) {
+    for (const k of ['Namespace/dynamollm', 'StatefulSet/nats', 'StatefulSet/cluster-manager', 'StatefulSet/pool-manager', 'StatefulSet/gateway', ...NODES.map((n) => `DaemonSet/node-agent-${n}`), 'Service/gateway', 'Service/nats']) {
       expect(kinds).toContain(k);
     }
   });
@@ -101,7 +104,7 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
         expect(c.resources.requests.cpu, name).toBeTruthy();
         expect(c.resources.requests.memory, name).toBeTruthy();
         expect(c.resources.limits.memory, name).toBeTruthy();
-        if (name === 'node-agent') {
+        if (isNodeAgent(name)) {
           expect(c.securityContext.privileged).toBe(true); // NVML clock locking
           continue;
         }
@@ -137,7 +140,7 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
   });
 
   it('each actor connects with its own nkey seed (NATS_NKEY named by its id) from its role\'s Secret only, and runs `dynamollm actor`', () => {
-    const role: Record<string, string> = { 'cluster-manager': 'cluster', 'pool-manager': 'pool', gateway: 'gateway', 'node-agent': 'node' };
+    const role = (name: string): string => (isNodeAgent(name) ? 'node' : ({ 'cluster-manager': 'cluster', 'pool-manager': 'pool', gateway: 'gateway' } as Record<string, string>)[name]!);
     for (const name of ACTORS) {
       const pod = workloads.find((o) => o.metadata.name === name)!.spec.template.spec;
       const c = pod.containers[0];
@@ -147,12 +150,22 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
       // the seed file of this actor's id: the id the command line gives (--id $(POD_NAME) / $(NODE_NAME))
       const args = c.args as string[];
       const idVar = args[args.indexOf('--id') + 1]!;
-      expect(nkey, name).toBe(`/etc/dynamollm-keys/${role[name]}-${idVar}.nk`);
+      expect(nkey, name).toBe(`/etc/dynamollm-keys/${role(name)}-${idVar}.nk`);
       const mount = c.volumeMounts.find((m: Obj) => m.mountPath === '/etc/dynamollm-keys');
       const secrets = pod.volumes.filter((v: Obj) => v.secret).map((v: Obj) => v.secret.secretName as string);
-      expect(pod.volumes.find((v: Obj) => v.name === mount.name).secret.secretName, name).toBe(`dynamollm-nats-keys-${role[name]}`);
-      // no other role's seeds; the node agent also holds its instances' (it starts them)
-      expect(secrets.filter((x: string) => x.startsWith('dynamollm-nats-keys-')).sort(), name).toEqual(name === 'node-agent' ? ['dynamollm-nats-keys-instance', 'dynamollm-nats-keys-node'] : [`dynamollm-nats-keys-${role[name]}`]);
+      // no other role's seeds; a node agent mounts its own node's Secret only (its seed and its instances')
+      const own = isNodeAgent(name) ? `dynamollm-nats-keys-node-${name.slice('node-agent-'.length)}` : `dynamollm-nats-keys-${role(name)}`;
+      expect(pod.volumes.find((v: Obj) => v.name === mount.name).secret.secretName, name).toBe(own);
+      expect(secrets.filter((x: string) => x.startsWith('dynamollm-nats-keys-')), name).toEqual([own]);
+      if (isNodeAgent(name)) {
+        // pinned to its node by name, and the id it connects with is that node's name
+        const node = name.slice('node-agent-'.length);
+        expect(pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms).toEqual([{ matchFields: [{ key: 'metadata.name', operator: 'In', values: [node] }] }]);
+        expect(c.env.find((e: Obj) => e.name === 'NODE_NAME').valueFrom.fieldRef.fieldPath).toBe('spec.nodeName');
+        // instances get their seeds from the node's own directory
+        const cfg = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('dynamollm-config-'))!;
+        expect(splitConfig(parse(cfg.data['cluster.yaml']), 'cluster.yaml').cluster.nats.instanceKeysDir).toBe('/etc/dynamollm-keys');
+      }
     }
     // the NATS servers read the users file, and no password at all
     const nats = find('StatefulSet', 'nats')!.spec.template.spec;

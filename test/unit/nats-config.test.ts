@@ -1,9 +1,49 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { committedConfigs, possibleInstances } from '../../src/runtime/nats-server-config.ts';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { committedConfigs, deploymentAuth, possibleInstances } from '../../src/runtime/nats-server-config.ts';
+import { committedNodeAgents } from '../../src/cli/k8s-node-agents-file.ts';
+import { nodeAgentManifests, NodeNameError } from '../../src/runtime/k8s-node-agents.ts';
+import { deploymentActors } from '../../src/cli/gen-nats-auth.ts';
 import { permissionsOf } from '../../protocols/permissions.ts';
 import { REPO_ROOT } from '../helpers/nats.ts';
+
+describe('deployment seeds: a GPU node holds its own seeds and no other node\'s', () => {
+  it('the committed deploy/k8s/60-node-agent.yaml equals its generated form (one agent per node of cluster.yaml)', () => {
+    for (const [path, text] of Object.entries(committedNodeAgents(REPO_ROOT))) {
+      expect(readFileSync(join(REPO_ROOT, path), 'utf8'), `${path}: run npm run gen:nats-config`).toBe(text);
+    }
+  });
+  it('gen:nats-auth puts each node\'s seed with exactly the instances it may start, apart from every other node', () => {
+    // deploy/k8s's cluster, with 2 of its pools (each pool adds 15 instance ids per node and a key pair each)
+    const full = deploymentActors(readFileSync(join(REPO_ROOT, 'deploy/k8s/cluster.yaml'), 'utf8'), {});
+    const a = { ...full, pools: full.pools.slice(0, 2) };
+    expect(a.nodes.length).toBeGreaterThan(1);
+    const out = mkdtempSync(join(tmpdir(), 'dyn-seeds-'));
+    deploymentAuth(a, out);
+    const dirs = readdirSync(out).filter((d) => d.startsWith('keys-node-')).sort();
+    expect(dirs).toEqual(a.nodes.map((n) => `keys-node-${n.id}`).sort());
+    for (const n of a.nodes) {
+      const files = readdirSync(join(out, `keys-node-${n.id}`)).sort();
+      const want = [`node-${n.id}.nk`, ...possibleInstances(a).filter((i) => i.node === n.id).map((i) => `${i.id}.nk`)].sort();
+      expect(files).toEqual(want);
+    }
+    // no seed of a node or an instance anywhere else
+    for (const d of readdirSync(out).filter((x) => x.startsWith('keys-') && !x.startsWith('keys-node-'))) {
+      expect(readdirSync(join(out, d)).filter((f) => /^node-|-g\d+x\d+\.nk$/.test(f)), d).toEqual([]);
+    }
+  });
+  it('the node-agent generator refuses a node id Kubernetes cannot name, a repeated one, and an empty list', () => {
+    const t = 'kind: DaemonSet\nmetadata: { name: a-__NODE__ }\n---\nkind: PodDisruptionBudget\n';
+    expect(nodeAgentManifests(t, ['n0', 'n1'], [])).toBe('kind: DaemonSet\nmetadata: { name: a-n0 }\n---\nkind: DaemonSet\nmetadata: { name: a-n1 }\n---\nkind: PodDisruptionBudget\n');
+    expect(() => nodeAgentManifests(t, ['GPU_0'], [])).toThrow(NodeNameError);
+    expect(() => nodeAgentManifests(t, ['n'.repeat(64)], [])).toThrow(/at most 63/);
+    expect(() => nodeAgentManifests(t, ['n0', 'n0'], [])).toThrow(/repeat/);
+    expect(() => nodeAgentManifests(t, [], [])).toThrow(/no GPU node/);
+  });
+});
 
 describe('NATS server configs come from the one table of rights', () => {
   it('the committed nats.conf, deploy/nats/cluster.conf and deploy/k8s/nats.conf equal their generated form', () => {
