@@ -79,7 +79,7 @@ export class ClusterManager extends Actor {
     this.#mc = {
       issuer: this.id, profile: this.#profile, pools: poolsOf(c), configuredPools: c.pools !== undefined, epochMs: c.epochs.clusterS * 1000,
       statusIntervalMs: c.liveness.statusIntervalMs, minEpochGapMs: c.scaling.minEpochGapS * 1000, instanceStartupMs: c.scaling.instanceStartupS * 1000,
-      recentWindowMs: c.scaling.recentWindowS * 1000,
+      recentWindowMs: c.scaling.recentWindowS * 1000, headroom: c.policy.headroom,
     };
     await this.#loadAssignments();
     this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intakeOnce(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });

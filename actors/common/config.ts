@@ -171,7 +171,7 @@ export const configSchema = z
       .default({}),
     policy: z
       .object({
-        /** fraction of each instance's SLO capacity kept free for bursts (dispatch, clock, sharding); default 0.2 (src/policy DEFAULT_HEADROOM, as the simulator). */
+        /** fraction of each instance's SLO capacity kept free for bursts (cluster plan, dispatch, clock, sharding); default 0.2 (src/policy DEFAULT_HEADROOM, as the simulator). */
         headroom: z.number().min(0).max(0.9).default(DEFAULT_HEADROOM),
       }).strict()
       .default({}),

@@ -1,8 +1,10 @@
 /**
  * The trace-driven cluster simulator. One run = one policy over one trace on a virtual clock.
  *
- * Control plane: the cluster epoch (instances per pool) and the pool epoch (TP mix), each decision one call
- * into ./decide.ts (src/policy). Instances: at step fidelity each instance's manager IS the live instance
+ * Control plane: the cluster epoch (servers per pool, routing) is the live cluster manager's machine
+ * (src/policy/machines/cluster.ts) given the simulator's forecast; the pool epoch (TP mix) one call into
+ * ./decide.ts (src/policy). The static baselines (single-pool, multi-pool) and the oracle (Eq. 1 with the
+ * future known) are the paper's yardsticks, not live managers: their sizing is here. Instances: at step fidelity each instance's manager IS the live instance
  * machine (src/policy/machines/instance.ts through ./instance-brain.ts): admission, queue, engine slots, the
  * load EWMA, the clock and its arbitration, the prefill floor, the emergency ladder and its moves; this file
  * only interprets its effects. Fluid has no per-request events: its instance epoch is an aggregate clock
@@ -32,6 +34,7 @@ import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../poli
 import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
+import { clusterStep, initialClusterState, intakePools, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
 import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
 import { instantHeadroom } from '../policy/dispatch.ts';
@@ -378,8 +381,10 @@ export class Simulation {
   /** SLO throughput kept free by provisioning, sharding, clock and dispatch choices; default 0.2. */
   private readonly headroom: number;
   private pools: SimPool[] = [];
-  /** per type: the pools its requests go to and the share of each (sums to 1). */
-  private route = new Map<RequestType, { pool: SimPool; share: number }[]>();
+  /** per type: the pool its requests go to first (overload spills to the longer pools). */
+  private route = new Map<RequestType, SimPool>();
+  /** the cluster manager's machine (policies with dynamic instances, not the oracle): its state and configuration. */
+  private cm?: { cfg: ClusterMachineConfig; s: ClusterMachineState; servers: ClusterServer[] };
   private template!: LoadTemplate;
   private seq = 0;
   private readonly reqs = new Map<string, ReqState>();
@@ -635,8 +640,8 @@ export class Simulation {
     return types.length ? Math.max(...types.map((t) => TYPE_INDEX[t])) : 9;
   }
 
-  /** Install pools (id -> GPUs) and the routing of every type, resizing existing pools. */
-  private installPools(wanted: { id: string; types: RequestType[]; gpus: number }[], routing: Partial<Record<RequestType, { pool: string; share: number }[]>>, now: number, initial: boolean): void {
+  /** Install pools (id -> GPUs) and the routing of every type (type -> pool id), resizing existing pools. */
+  private installPools(wanted: { id: string; types: RequestType[]; gpus: number }[], routing: Partial<Record<RequestType, string>>, now: number, initial: boolean): void {
     this.accountExtra(now);
     const byId = new Map(this.pools.map((p) => [p.id, p]));
     const next: SimPool[] = [];
@@ -659,14 +664,10 @@ export class Simulation {
     this.route.clear();
     const serving = next.filter((p) => p.types.length > 0);
     for (const t of REQUEST_TYPES) {
-      const r = (routing[t] ?? []).map((x) => ({ pool: byIdNew.get(x.pool)!, share: x.share })).filter((x) => x.pool && x.share > 0);
-      if (r.length) {
-        this.route.set(t, r);
-        continue;
-      }
-      // no forecast load of t: the pool that names it, else the next longer pool, else the last
-      const pool = serving.find((p) => p.types.includes(t)) ?? serving.find((p) => p.order > TYPE_INDEX[t]) ?? serving.at(-1) ?? next[0];
-      if (pool) this.route.set(t, [{ pool, share: 1 }]);
+      const r = routing[t] === undefined ? undefined : byIdNew.get(routing[t]);
+      // no route, or one to a pool that serves nothing: the pool that names t, else the next longer pool, else the last
+      const pool = r && r.types.length > 0 ? r : serving.find((p) => p.types.includes(t)) ?? serving.find((p) => p.order > TYPE_INDEX[t]) ?? serving.at(-1) ?? next[0];
+      if (pool) this.route.set(t, pool);
     }
   }
 
@@ -690,11 +691,11 @@ export class Simulation {
   }
 
   /** Peak utilisation of each type at TP8 / max clock over the whole trace (static sizing). */
-  private staticPools(): { wanted: { id: string; types: RequestType[]; gpus: number }[]; routing: Partial<Record<RequestType, { pool: string; share: number }[]>> } {
+  private staticPools(): { wanted: { id: string; types: RequestType[]; gpus: number }[]; routing: Partial<Record<RequestType, string>> } {
     const peak = this.forecastPeak(0, this.template.durationMs);
     if (this.knobs.pools === 'single') {
-      const routing: Partial<Record<RequestType, { pool: string; share: number }[]>> = {};
-      for (const t of REQUEST_TYPES) routing[t] = [{ pool: 'pool-all', share: 1 }];
+      const routing: Partial<Record<RequestType, string>> = {};
+      for (const t of REQUEST_TYPES) routing[t] = 'pool-all';
       const tp = this.o.instanceTp ?? 8;
       return { wanted: [{ id: 'pool-all', types: [...REQUEST_TYPES], gpus: Math.floor(this.totalGpus / tp) * tp }], routing };
     }
@@ -728,31 +729,45 @@ export class Simulation {
     }
     quota.sort((a, b) => b.q - a.q);
     for (let i = 0; left > 0; i = (i + 1) % quota.length, left--) servers.set(quota[i].t, servers.get(quota[i].t)! + 1);
-    const routing: Partial<Record<RequestType, { pool: string; share: number }[]>> = {};
+    const routing: Partial<Record<RequestType, string>> = {};
     const resolve = (t: RequestType): RequestType => (merged.has(t) ? resolve(merged.get(t)!) : t);
     const wanted = types.map((t) => ({ id: `pool-${t}`, types: REQUEST_TYPES.filter((x) => (need[TYPE_INDEX[x]] > 0 || x === t) && resolve(x) === t), gpus: servers.get(t)! * this.gpusPerServer }));
-    for (const t of REQUEST_TYPES) if ((peak[t] ?? 0) > 0) routing[t] = [{ pool: `pool-${resolve(t)}`, share: 1 }];
+    for (const t of REQUEST_TYPES) if ((peak[t] ?? 0) > 0) routing[t] = `pool-${resolve(t)}`;
     return { wanted, routing };
   }
 
-  /** ScaleInst / DynamoLLM cluster epoch: src/policy planCluster on the forecast peak (plus headroom). */
+  /**
+   * ScaleInst / DynamoLLM cluster epoch: the live cluster manager's machine (src/policy/machines/cluster.ts)
+   * decides the servers per pool, their placement and the routing; the simulator gives it the forecast (its
+   * forecaster knows the trace: the peak from now until the next epoch's new servers are ready, since
+   * shrinks act now) and installs the assignments it issues. A new pool's instances pay the start cost.
+   */
   private clusterEpoch(now: number, initial: boolean): void {
     const leadMs = this.cost.instanceStartS * 1000;
-    // the plan must hold from now (shrinks act now) until the next epoch's new servers are ready
-    const f = this.forecastPeak(now, now + this.ep.clusterS * 1000 + leadMs);
-    const inflated: LoadByType = {};
-    for (const t of REQUEST_TYPES) if (f[t]) inflated[t] = f[t]! / (1 - this.headroom);
-    const plan = decide.planCluster({ forecastPeak: inflated, profile: this.p, totalServers: this.o.servers, gpusPerServer: this.gpusPerServer });
-    if (plan.capped && !this.notes.some((n) => n.startsWith('cluster plan capped'))) this.notes.push(`cluster plan capped at ${this.o.servers} servers (needed ${plan.neededServers}) at t=${(now / 1000).toFixed(0)} s`);
-    let wanted = plan.pools.map((x) => ({ id: x.pool.id, types: x.pool.types, gpus: x.servers * this.gpusPerServer }));
-    if (wanted.length === 0) wanted = [{ id: 'pool-LL', types: [...REQUEST_TYPES], gpus: this.gpusPerServer }];
-    this.installPools(wanted, plan.routing, now, initial);
+    if (!this.cm) {
+      const cfg: ClusterMachineConfig = {
+        issuer: 'sim', profile: this.p, pools: REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] })), configuredPools: false,
+        epochMs: this.ep.clusterS * 1000, statusIntervalMs: PEER_STATUS_MS, minEpochGapMs: this.ep.clusterS * 1000, instanceStartupMs: leadMs,
+        recentWindowMs: this.ep.clusterS * 1000, headroom: this.headroom,
+      };
+      const servers = Array.from({ length: this.o.servers }, (_, k) => ({ id: `server-${k}`, gpus: this.gpusPerServer }));
+      this.cm = { cfg, s: initialClusterState(cfg), servers };
+    }
+    const forecast = this.forecastPeak(now, now + this.ep.clusterS * 1000 + leadMs);
+    const { state, effects } = clusterStep(this.cm.s, { type: 'epoch', why: initial ? 'start' : 'epoch timer', observed: {}, servers: this.cm.servers, forecast }, now, this.cm.cfg);
+    this.cm.s = state;
+    const capped = effects.map((e) => (e.kind === 'event' ? (e.decision.capped as { needed: number } | undefined) : undefined)).find((x) => x);
+    if (capped && !this.notes.some((n) => n.startsWith('cluster plan capped'))) this.notes.push(`cluster plan capped at ${this.o.servers} servers (needed ${capped.needed}) at t=${(now / 1000).toFixed(0)} s`);
+    const wanted = [...state.assignments.values()].filter((a) => a.state === 'active').map((a) => ({ id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0) }));
+    // intake's first pool per type (the machine's routing; a pool that refuses spills to the longer ones)
+    const routing: Partial<Record<RequestType, string>> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, intakePools(state, t, () => true)[0]]));
+    this.installPools(wanted, routing, now, initial);
   }
 
   private poolLoad(pool: SimPool, now: number): LoadByType {
     const f = this.forecastPeak(now, now + this.ep.poolS * 1000);
     const l: LoadByType = {};
-    for (const [t, r] of this.route) for (const x of r) if (x.pool === pool && f[t]) l[t] = (l[t] ?? 0) + f[t]! * x.share;
+    for (const [t, p] of this.route) if (p === pool && f[t]) l[t] = f[t];
     return l;
   }
 
@@ -870,13 +885,12 @@ export class Simulation {
       if (gone.instances.length) next.push(Object.assign(gone, { types: [] as RequestType[], gpus: 0, order: 99 }));
     }
     this.pools = next.sort((a, b) => a.order - b.order);
-    const routing: Partial<Record<RequestType, { pool: string; share: number }[]>> = {};
-    for (const pl of pools) routing[pl.id.slice(5) as RequestType] = [{ pool: pl.id, share: 1 }];
+    const routed = new Set(pools.map((pl) => pl.id));
     this.route.clear();
     const serving = this.pools.filter((p) => p.types.length > 0);
     for (const t of REQUEST_TYPES) {
-      const pool = routing[t] ? serving.find((p) => p.id === `pool-${t}`) : serving.find((p) => p.order > TYPE_INDEX[t]) ?? serving.at(-1);
-      if (pool) this.route.set(t, [{ pool, share: 1 }]);
+      const pool = routed.has(`pool-${t}`) ? serving.find((p) => p.id === `pool-${t}`) : serving.find((p) => p.order > TYPE_INDEX[t]) ?? serving.at(-1);
+      if (pool) this.route.set(t, pool);
     }
   }
 
@@ -1266,15 +1280,6 @@ export class Simulation {
     return decide.preferPrefixHolder(r.inputTokens, insts.map((i) => ({ id: i.id, tp: i.tp, cachedPrefixTokens: i.core!.cachedPrefixTokens(r.hashIds, r.inputTokens), pendingPrefillTokens: i.core!.pendingPrefillTokens(now) })));
   }
 
-  private pickPool(pred: RequestType): SimPool | undefined {
-    const r = this.route.get(pred);
-    if (!r || !r.length) return undefined;
-    if (r.length === 1) return r[0].pool;
-    let x = this.rand();
-    for (const e of r) if ((x -= e.share) <= 0) return e.pool;
-    return r[r.length - 1].pool;
-  }
-
   private arriveStep(r: TraceRecord, now: number): void {
     this.requests++;
     if (overContext(r, this.maxContext)) {
@@ -1287,7 +1292,7 @@ export class Simulation {
       return;
     }
     if (c.pred !== c.type) this.misclassified++;
-    const home = this.pickPool(c.pred);
+    const home = this.route.get(c.pred);
     let inst = home ? this.dispatch(home, c.pred, now, r) : null;
     // overload goes upward: the next longer pools (they meet the shorter types' SLOs)
     if (!inst) for (const p of this.pools) if (p !== home && p.order > (home?.order ?? -1) && p.types.length && (inst = this.dispatch(p, c.pred, now, r))) break;
@@ -1728,7 +1733,7 @@ export class Simulation {
       return;
     }
     if (c.pred !== c.type) this.misclassified++;
-    let pool = this.pickPool(c.pred);
+    let pool = this.route.get(c.pred);
     if (!pool || !hasActive.has(pool)) {
       const from = pool?.order ?? -1;
       pool = this.pools.find((p) => p.order > from && hasActive.has(p)) ?? this.pools.find((p) => hasActive.has(p));

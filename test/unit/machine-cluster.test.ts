@@ -6,6 +6,7 @@
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { planCluster } from '../../src/policy/cluster.ts';
+import { maxLoadOf } from '../../src/model/profile.ts';
 import { LoadForecaster } from '../../src/policy/forecast.ts';
 import {
   aliveServers, clusterStep, initialClusterState, intakePools, longerType, sampleMsOf,
@@ -146,6 +147,25 @@ describe('cluster machine', () => {
     expect(ahead.some((e) => e.kind === 'arm_timer')).toBe(false);
     expect(d.s.lastForecast!.MM).toBeGreaterThanOrEqual(next.MM!);
     expect(serversOf(assigned(ahead))['pool-MM']!.length).toBeGreaterThan(serversOf(assigned(fx))['pool-MM']?.length ?? 0);
+  });
+
+  it('plans for a forecast the caller gives (the simulator), sized with the headroom, and starts nothing ahead for it', () => {
+    // one server carries ML req/s of MM at TP8 and max clock: pool-MM gets floor(forecast / ML) servers and
+    // the remainder goes on to the last pool (LL, which rounds up); with 20% headroom forecast / 0.8
+    const ml = maxLoadOf(profile, 'MM', 8, Math.max(...profile.clocksMhz));
+    const gpusOf = (fx: ClusterEffect[]) => Object.fromEntries(assigned(fx).filter((a) => a.state === 'active').map((a) => [a.pool, a.grants.length]));
+    const plain = new Drive(cfg());
+    const a = plain.at(0, { type: 'epoch', why: 'sim', observed: {}, servers: SERVERS, forecast: { MM: 3.5 * ml } });
+    expect(gpusOf(a)).toEqual({ 'pool-MM': 3, 'pool-LL': 1 });
+    expect(a.some((e) => e.kind === 'arm_timer')).toBe(false);
+    const withHeadroom = new Drive(cfg({ headroom: 0.2 }));
+    const b = withHeadroom.at(0, { type: 'epoch', why: 'sim', observed: {}, servers: SERVERS, forecast: { MM: 3.5 * ml } });
+    // 3.5 / 0.8 = 4.375 ML: 4 servers for MM, the remainder to LL
+    expect(gpusOf(b)).toEqual({ 'pool-MM': 4, 'pool-LL': 1 });
+    expect(b.find((e) => e.kind === 'event' && e.event === 'scale')).toMatchObject({ decision: { epoch: 1, why: 'sim' }, inputs: { forecast: { MM: 3.5 * ml } } });
+    // more than the servers: the plan is capped, and the decision says by how much
+    const c = new Drive(cfg()).at(0, { type: 'epoch', why: 'sim', observed: {}, servers: SERVERS, forecast: { MM: 9 * ml } });
+    expect(c.find((e) => e.kind === 'event' && e.event === 'scale')).toMatchObject({ decision: { capped: { needed: 9, have: 6 } } });
   });
 
   it('takes stored assignments (route, epoch) but never an older epoch over a newer one', () => {

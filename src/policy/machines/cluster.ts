@@ -40,6 +40,8 @@ export interface ClusterMachineConfig {
   instanceStartupMs: number;
   /** window whose highest observed load floors the forecast, ms. */
   recentWindowMs: number;
+  /** SLO capacity kept free (as dispatch and the re-shard plan keep it): the plan is sized for forecast / (1 - headroom). Default 0. */
+  headroom?: number;
 }
 
 export interface ClusterMachineState {
@@ -65,8 +67,12 @@ export type ClusterEvent =
   | { type: 'assignments_loaded'; assignments: PoolAssignment[] }
   /** the observation tick: the load the live instances measure, the servers whose agent is alive. */
   | { type: 'observe'; observed: Load; servers: ClusterServer[] }
-  /** a scale epoch is due (timer, start-up, or the start-ahead timer with the next epoch's forecast). */
-  | { type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load };
+  /**
+   * a scale epoch is due (timer, start-up, or the start-ahead timer with the next epoch's forecast).
+   * `forecast`: the peak to plan for, given by the caller in place of the machine's forecaster (the
+   * simulator's forecaster knows the trace); then nothing is started ahead (the caller's forecast covers it).
+   */
+  | { type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load; forecast?: Load };
 
 export type ClusterEffect =
   | { kind: 'arm_timer'; timer: 'observe' | 'epoch'; everyMs: number }
@@ -119,7 +125,7 @@ export function clusterStep(prev: ClusterMachineState, ev: ClusterEvent, now: nu
       observe(s, fx, ev, now, cfg);
       break;
     case 'epoch':
-      scaleEpoch(s, fx, ev.why, ev.observed, ev.servers, now, cfg, ev.extra);
+      scaleEpoch(s, fx, ev.why, ev.observed, ev.servers, now, cfg, ev.extra, ev.forecast);
       break;
   }
   return { state: s, effects: fx };
@@ -146,7 +152,7 @@ function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Lo
   const f = forecastOf(s, cfg, now, cfg.epochMs);
   let want: Map<string, number>;
   try {
-    want = serversPerPool(planOf(f, ev.servers, cfg.profile));
+    want = serversPerPool(planOf(f, ev.servers, cfg.profile, cfg.headroom));
   } catch {
     return;
   }
@@ -160,8 +166,11 @@ function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Lo
   }
 }
 
-function planOf(forecast: Load, servers: ClusterServer[], profile: Profile): ClusterPlanResult {
-  return planCluster({ forecastPeak: forecast, profile, totalServers: servers.length, gpusPerServer: servers[0]?.gpus ?? 8 });
+/** The plan for a forecast peak, sized for it plus the headroom. */
+export function planOf(forecast: Load, servers: ClusterServer[], profile: Profile, headroom = 0): ClusterPlanResult {
+  const peak: Load = {};
+  for (const [t, v] of Object.entries(forecast) as [RequestType, number][]) if (v) peak[t] = v / (1 - headroom);
+  return planCluster({ forecastPeak: peak, profile, totalServers: servers.length, gpusPerServer: servers[0]?.gpus ?? 8 });
 }
 
 function serversPerPool(plan: { pools: { pool: { id: string }; servers: number }[] }): Map<string, number> {
@@ -178,10 +187,10 @@ function serversPerPool(plan: { pools: { pool: { id: string }; servers: number }
  * serversToStartAhead: servers the forecast of the NEXT epoch adds are granted instanceStartupMs before it.
  * `extra`: a forecast to plan for as well (max per type; the start-ahead epoch).
  */
-function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, observed: Load, servers: ClusterServer[], now: number, cfg: ClusterMachineConfig, extra?: Load): void {
+function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, observed: Load, servers: ClusterServer[], now: number, cfg: ClusterMachineConfig, extra?: Load, given?: Load): void {
   s.lastEpochMs = now;
   const epochMs = cfg.epochMs;
-  const forecast = { ...forecastOf(s, cfg, now, epochMs) };
+  const forecast = { ...(given ?? forecastOf(s, cfg, now, epochMs)) };
   if (extra) for (const [t, v] of Object.entries(extra) as [RequestType, number][]) forecast[t] = Math.max(forecast[t] ?? 0, v);
   s.lastForecast = forecast;
   const pools = cfg.pools;
@@ -190,11 +199,13 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
   const merges: { from: string; into: string }[] = [];
   let rationale: unknown = 'static split';
   let startAhead: unknown;
+  let capped: { needed: number; have: number } | undefined;
   const allEight = servers.every((x) => x.gpus % 8 === 0);
   if (cfg.profile && !cfg.configuredPools && allEight) {
     // the paper's plan: whole servers per pool, floor(PL/ML), remainder forwarded, merges
-    const plan = planOf(forecast, servers, cfg.profile);
+    const plan = planOf(forecast, servers, cfg.profile, cfg.headroom);
     rationale = plan.rationale;
+    capped = plan.capped ? { needed: plan.neededServers, have: servers.length } : undefined;
     const count = serversPerPool(plan);
     // a pool keeps the servers it holds (fewer moves), then takes free ones in order
     const owner = new Map<string, string>();
@@ -216,9 +227,9 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
     }
     s.planServers = count;
     // start ahead of a forecast rise: what the next epoch's forecast adds, granted instanceStartupMs early
-    if (epochMs > 0 && !extra) {
+    if (epochMs > 0 && !extra && !given) {
       const next = forecastOf(s, cfg, now + epochMs, epochMs);
-      const ahead = serversToStartAhead(plan, planOf(next, servers, cfg.profile), cfg.instanceStartupMs, epochMs);
+      const ahead = serversToStartAhead(plan, planOf(next, servers, cfg.profile, cfg.headroom), cfg.instanceStartupMs, epochMs);
       if (ahead.length) {
         startAhead = ahead;
         const at = Math.min(...ahead.map((x) => x.startInMs));
@@ -271,7 +282,7 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
   if (changes.length) {
     fx.push({
       kind: 'event', event: 'scale', summary: `cluster epoch ${epoch} (${why}): ${changes.length} pool(s) changed`,
-      decision: { epoch, why, changes, merges, startAhead }, inputs: { forecast, observed, servers: servers.map((x) => x.id), rationale, planner: 'heuristic' },
+      decision: { epoch, why, changes, merges, startAhead, ...(capped ? { capped } : {}) }, inputs: { forecast, observed, servers: servers.map((x) => x.id), rationale, planner: 'heuristic' },
     });
     for (const m of merges) fx.push({ kind: 'event', event: 'merge', summary: `${m.from} merged into ${m.into}`, decision: m, inputs: { forecast } });
   }
