@@ -227,6 +227,9 @@ export const dispatchedEntry = z.object({
   req: inferenceRequest,
   instance: id,
   atMs: nonneg,
+  /** the process of that instance (its status's startedMs) the request went to: a successor that sees another
+   * process under the id knows this one is gone. */
+  startedMs: nonneg.optional(),
 });
 export type DispatchedEntry = z.infer<typeof dispatchedEntry>;
 export const DispatchedEntry = codec('DispatchedEntry', dispatchedEntry);

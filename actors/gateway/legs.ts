@@ -66,6 +66,8 @@ export function continuation(req: InferenceRequest, st: StreamState): InferenceR
     migration: n,
   };
   if (req.minTokens !== undefined) next.minTokens = Math.max(0, req.minTokens - st.sent);
+  // nothing sent yet: the same request again (a chat gets no empty assistant turn to continue)
+  if (st.sent === 0 && st.text === '') return next;
   if (req.messages) {
     // the chat continues the assistant turn it was writing (vLLM's continue_final_message)
     next.messages = [...req.messages, { role: 'assistant', content: st.text }];

@@ -57,6 +57,8 @@ export interface NatsBackendOptions {
   migrationMaxBytes?: number;
   /** deadline of the leg's end report to its instance, ms. Default 2000. */
   legReportTimeoutMs?: number;
+  /** how long a request already streaming waits for a peer to take its next leg (refused meanwhile: no ready instance), ms. Default 30000. */
+  migrationHoldMs?: number;
 }
 
 /** A bounded single-consumer queue of chunks with an end/failure. */
@@ -160,6 +162,7 @@ export class NatsBackend implements GatewayBackend {
   private readonly migrationLimit: number;
   private readonly migrationMaxBytes: number;
   private readonly legReportTimeoutMs: number;
+  private readonly migrationHoldMs: number;
   /** keep-alive connections to the engines this gateway streams from (one per concurrent stream). */
   private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: 4_000 });
 
@@ -176,6 +179,7 @@ export class NatsBackend implements GatewayBackend {
     this.migrationLimit = opts.migrationLimit ?? 3;
     this.migrationMaxBytes = opts.migrationMaxBytes ?? 1 << 20;
     this.legReportTimeoutMs = opts.legReportTimeoutMs ?? 2000;
+    this.migrationHoldMs = opts.migrationHoldMs ?? 30_000;
   }
 
   /** Any instance's engine tokenizer (queue group): vLLM's /tokenize. Held and retried like admission (it is idempotent). */
@@ -354,11 +358,24 @@ export class NatsBackend implements GatewayBackend {
     let leg = first;
     let finished = false;
     const st: StreamState = { out: 0, sent: 0, text: '', keepText: true, energyJ: 0, legs: 0 };
+    /** chunks of the current leg given to the client. */
+    let legOut = 0;
     try {
       for (;;) {
         const c = await leg.q.next(this.chunkTimeoutMs);
         if (!c) return;
+        if (!c.grant && c.error?.retryable && legOut === 0 && this.canRedrive(req, st)) {
+          // the control plane ended the leg before it started (its instance died holding it queued, and no
+          // list said so to the pool leader, or no peer took it then): the gateway holds the request, so it
+          // sends it again as a new leg instead of failing the client
+          leg.sub.unsubscribe();
+          st.legs++;
+          this.counters.migrated++;
+          leg = await this.reopen(req, { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal);
+          continue;
+        }
         if (!c.grant) {
+          legOut++;
           // the instance relays the tokens over NATS itself (or ended the request before it started)
           yield { ...c, seq: st.out++ };
           if (c.done || c.error) {
@@ -374,15 +391,20 @@ export class NatsBackend implements GatewayBackend {
           return;
         }
         // migrate: a new leg on a peer, with the prompt and the text already sent
+        legOut = 0;
         st.legs++;
         this.counters.migrated++;
-        leg = await this.openLeg(await this.counted({ ...continuation(req, st), direct: true }), signal);
+        leg = await this.reopen(req, await this.counted({ ...continuation(req, st), direct: true }), signal);
       }
     } catch (err) {
       if (signal.aborted || finished) throw err;
       // the continuation could not be admitted, or a stream went silent: an explicit end, never a hang
       finished = true;
-      const w: WireError = err instanceof DynError ? { code: err.code as WireError['code'], message: err.message, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) } : { code: 'internal', message: 'the request could not continue', retryable: true };
+      // a refusal of the cluster keeps its own class (overloaded, unavailable: what the client may retry), not
+      // the 'remote' of the error that carried it; its words stay inside (they may name pools or instances)
+      const w: WireError = err instanceof RemoteError
+        ? { code: err.remoteCode, message: `the request could not continue on another instance (${err.remoteCode})`, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) }
+        : err instanceof DynError ? { code: err.code as WireError['code'], message: err.message, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) } : { code: 'internal', message: 'the request could not continue', retryable: true };
       if (st.sent === 0 && st.legs === 0) throw err;
       yield { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: 'error', error: w };
     } finally {
@@ -513,6 +535,38 @@ export class NatsBackend implements GatewayBackend {
       // no tokenizer answered: the estimate (the prompt's count plus the tokens sent) stands
     }
     return req;
+  }
+
+  /**
+   * The next leg of a request already streaming (a migration, or a leg that never started): the client cannot
+   * get a 429 any more, so a refusal another attempt can fix (no ready instance while the dead one restarts,
+   * a manager failing over) is sent again, with the same leg id, for up to migrationHoldMs and inside the
+   * request's give-up time; then the last refusal ends the stream.
+   */
+  private async reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal): Promise<Leg> {
+    const until = Math.min(Date.now() + this.migrationHoldMs, req.giveUpAtMs - this.admitAttemptMs);
+    let wait = 250;
+    for (;;) {
+      try {
+        return await this.openLeg(next, signal);
+      } catch (err) {
+        const e = err as DynError;
+        const pause = Math.min(2000, Math.max(wait, (e.retryAfterS ?? 0) * 1000));
+        // (only an explicit refusal: nothing holds the leg id, so the same id is safe to send again)
+        if (signal.aborted || !(e instanceof RemoteError) || !e.retryable || Date.now() + pause >= until) throw err;
+        await new Promise<void>((resolve) => {
+          const done = () => (clearTimeout(t), signal.removeEventListener('abort', done), resolve());
+          const t = setTimeout(done, pause);
+          signal.addEventListener('abort', done, { once: true });
+        });
+        wait = Math.min(2000, wait * 2);
+      }
+    }
+  }
+
+  /** A leg that never started may be sent again: as a migration, while the request's give-up time leaves room. */
+  private canRedrive(req: InferenceRequest, st: StreamState): boolean {
+    return Date.now() + Math.min(this.admitTimeoutMs, 5000) < req.giveUpAtMs && this.canMigrate(req, st);
   }
 
   /** A request may continue on a peer: legs left, its text kept, tokens still to make, a prompt it can extend. */

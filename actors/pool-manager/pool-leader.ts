@@ -109,12 +109,6 @@ export class PoolLeader {
   }
 
   async #becomeLeader(): Promise<void> {
-    const opts = { capacity: 4096, concurrency: 256 };
-    this.#leaderHandles.push(
-      this.#bus.serve(subjects.poolDispatch(this.pool), InferenceRequest, Admission, (r) => this.#ask<Admission>((ref) => ({ type: 'dispatch', ref, req: r })), opts),
-      this.#bus.serve(subjects.poolMove(this.pool), MoveRequest, MoveReply, (m) => this.#ask<MoveReply>((ref) => ({ type: 'move', ref, from: m.from, requests: m.requests })), { capacity: 256, concurrency: 16 }),
-      this.#bus.serve(subjects.poolControl(this.pool), PoolCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
-    );
     // pick up the assignment the cluster leader left in the inventory KV (failover of this leader)
     let stored: PoolAssignmentT | undefined;
     try {
@@ -127,6 +121,14 @@ export class PoolLeader {
     const dispatched = await this.#readDispatched();
     if (!this.isLeader()) return;
     this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched });
+    // served only now: a dispatch retried from the previous leader finds the request it dispatched (its
+    // list is adopted) instead of sending it to a second instance
+    const opts = { capacity: 4096, concurrency: 256 };
+    this.#leaderHandles.push(
+      this.#bus.serve(subjects.poolDispatch(this.pool), InferenceRequest, Admission, (r) => this.#ask<Admission>((ref) => ({ type: 'dispatch', ref, req: r })), opts),
+      this.#bus.serve(subjects.poolMove(this.pool), MoveRequest, MoveReply, (m) => this.#ask<MoveReply>((ref) => ({ type: 'move', ref, from: m.from, requests: m.requests })), { capacity: 256, concurrency: 16 }),
+      this.#bus.serve(subjects.poolControl(this.pool), PoolCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
+    );
   }
 
   /** The dispatched-requests bucket (entries expire after DISPATCHED_TTL_MS: a record lost for good ends there). */
@@ -230,7 +232,7 @@ export class PoolLeader {
         break;
       }
       case 'persist_dispatched': {
-        const entry: DispatchedEntry = { v: 1, req: e.req, instance: e.instance, atMs: e.atMs };
+        const entry: DispatchedEntry = { v: 1, req: e.req, instance: e.instance, atMs: e.atMs, ...(e.startedMs !== undefined ? { startedMs: e.startedMs } : {}) };
         this.#storeDispatched((kv) => kv.put(dispatchedKeys.entry(this.pool, e.req.id), DispatchedEntry.encode(entry)));
         break;
       }

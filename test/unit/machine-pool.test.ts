@@ -229,7 +229,7 @@ describe('pool machine: dispatch', () => {
     const fx = d.at(30, { type: 'admit_result', job: a1!.job, admission: ok(r1.id, a1!.instance) });
     // the admission is kept in the store a successor reads, then answered
     expect(fx).toEqual([
-      { kind: 'persist_dispatched', req: { ...r1, pool: POOL }, instance: a1!.instance, atMs: T0 + 30 },
+      { kind: 'persist_dispatched', req: { ...r1, pool: POOL }, instance: a1!.instance, atMs: T0 + 30, startedMs: T0 },
       { kind: 'reply', ref: 1, admission: { ...ok(r1.id, a1!.instance), pool: POOL } },
     ]);
     expect(d.s.outstanding.get(r1.id)?.instance).toBe(a1!.instance);
@@ -464,6 +464,34 @@ describe('pool machine: failover of the leader (issue 13)', () => {
     // the re-dispatched ones are kept again under their new instance
     const placed = d.at(3300, { type: 'admit_result', job: admits(fx)[0]!.job, admission: ok(q1.id, peer) });
     expect(placed.filter((e) => e.kind === 'persist_dispatched').map((e) => (e as { instance: string }).instance)).toEqual([peer]);
+  });
+
+  it('a standby that sees the instance restart (a new process under its id) before it leads still re-dispatches what the old process queued', () => {
+    const victim = `${POOL}-node-0-g0x4`, peer = `${POOL}-node-0-g4x4`;
+    const q1 = req(), q2 = req(), run = req(), lost = req();
+    const d = new Drive();
+    d.at(0, { type: 'start' });
+    // the old process holds q1, q2 (queued) and `run`; `lost` too, which the dead leader never stored
+    d.at(10, { type: 'status', status: status(victim, { startedMs: T0, queued: 3, running: 1, queuedIds: [q1.id, q2.id, lost.id], runningIds: [run.id], runningSeqs: [4] }) });
+    d.at(10, { type: 'status', status: status(peer) });
+    // the node restarts it: the new process reports before this replica leads (a standby only notes the death)
+    expect(kinds(d.at(900, { type: 'status', status: status(victim, { seq: 1, startedMs: T0 + 800, state: 'starting' }) }))).toEqual([]);
+    d.at(1000, { type: 'status', status: status(peer) });
+    const list = [q1, q2, run].map((r) => ({ req: { ...r, pool: POOL }, instance: victim, atMs: T0 + 5, startedMs: T0 }));
+    const fx = d.at(1800, { type: 'lead', term: 2, dispatched: list });
+    expect(admits(fx).map((e) => [e.req.id, e.instance])).toEqual([[q1.id, peer], [q2.id, peer]]);
+    const ended = fx.flatMap((e) => (e.kind === 'end_stream' ? [e] : []));
+    expect(ended.map((e) => [e.req.id, e.req.streamSubject, e.error.retryable]).sort()).toEqual([[lost.id, `dyn.v1.stream.${lost.id}`, true], [run.id, run.streamSubject, true]].sort());
+    expect(d.s.graves.size).toBe(0);
+    // an entry of a process this replica never saw (no grave) and a new process reporting: that entry's stream ends
+    const d2 = new Drive();
+    d2.at(0, { type: 'start' });
+    d2.at(10, { type: 'status', status: status(victim, { startedMs: T0 + 800 }) });
+    d2.at(10, { type: 'status', status: status(peer) });
+    const x = req(), y = req();
+    const fx2 = d2.at(500, { type: 'lead', term: 3, dispatched: [{ req: x, instance: victim, atMs: T0, startedMs: T0 }, { req: y, instance: victim, atMs: T0 + 900, startedMs: T0 + 800 }] });
+    expect(fx2.flatMap((e) => (e.kind === 'end_stream' ? [e.req.id] : []))).toEqual([x.id]);
+    expect(d2.s.outstanding.has(y.id)).toBe(true);
   });
 
   it('an instance the successor never heard of gets deadAfterMs to report: its first status keeps its requests, silence ends them', () => {

@@ -27,6 +27,7 @@ import type { RequestType } from '../../../protocols/request-types.ts';
 import type { InstanceStatus, MoveReply, NodeCommand, PoolAssignment } from '../../../protocols/control.ts';
 import type { Admission, InferenceRequest } from '../../../protocols/messages.ts';
 import type { WireError } from '../../../protocols/errors.ts';
+import { subjects } from '../../../protocols/subjects.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
 import type { InstanceConfig } from '../types.ts';
@@ -60,7 +61,10 @@ export interface PoolMachineConfig {
 }
 
 export interface TrackedInstance { status: InstanceStatus; lastSeenMs: number; alive: boolean }
-interface Outstanding { req: InferenceRequest; instance: string; atMs: number }
+/** A dispatched request: the instance it went to, and that instance's process (startedMs) as the leader saw it. */
+interface Outstanding { req: InferenceRequest; instance: string; atMs: number; startedMs?: number }
+/** An entry of the stored list of dispatched requests (what a successor adopts). */
+export type DispatchedListEntry = Outstanding;
 
 /** Who waits for a dispatch: a dispatch call (ref), a move (its job), or nobody (a re-dispatch after a death). */
 type Origin = { kind: 'dispatch'; ref: number } | { kind: 'move'; move: number } | { kind: 'redispatch' };
@@ -113,6 +117,12 @@ export interface PoolMachineState {
   assignment?: PoolAssignment;
   instances: Map<string, TrackedInstance>;
   outstanding: Map<string, Outstanding>;
+  /**
+   * the last status of instance processes that died while this replica did not lead (by instance id, the
+   * latest few): a successor applies those deaths to the stored list it adopts, even when a new process
+   * already reports under the same id.
+   */
+  graves: Map<string, { status: InstanceStatus; atMs: number }[]>;
   /** instances a node was asked to start, and when (not yet reporting). */
   starting: Map<string, number>;
   /** the layout of the last re-shard (undefined: fill the grants with initialTp instances). */
@@ -134,7 +144,7 @@ export type PoolEvent =
    * this replica leads the pool; the assignment the store holds, if any, and the requests the previous
    * leader dispatched that have no record yet (its persisted list).
    */
-  | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: { req: InferenceRequest; instance: string; atMs: number }[] }
+  | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: DispatchedListEntry[] }
   | { type: 'lost' }
   | { type: 'status'; status: InstanceStatus }
   /** a request's record: it ended (on `instance`). */
@@ -165,11 +175,11 @@ export type PoolEffect =
   | { kind: 'move_reply'; ref: number; reply: MoveReply }
   | { kind: 'command_reply'; ref: number; ok: boolean; detail?: Record<string, unknown>; error?: WireError }
   /** keep (replace) a dispatched request in the store a successor reads. */
-  | { kind: 'persist_dispatched'; req: InferenceRequest; instance: string; atMs: number }
+  | { kind: 'persist_dispatched'; req: InferenceRequest; instance: string; atMs: number; startedMs?: number }
   /** drop a request from that store (it ended, or was handed on). */
   | { kind: 'forget_dispatched'; id: string }
-  /** end a request's stream with an error chunk of this seq. */
-  | { kind: 'end_stream'; req: InferenceRequest; seq: number; error: WireError; instance?: string }
+  /** end a request's stream with an error chunk of this seq (only its id and stream subject may be known). */
+  | { kind: 'end_stream'; req: Pick<InferenceRequest, 'id' | 'streamSubject'>; seq: number; error: WireError; instance?: string }
   /** a command to a node agent; answer with 'node_result'. */
   | { kind: 'node'; node: string; cmd: NodeCommand; purpose: 'reconcile' | 'reshard' }
   /** drain an instance (no answer needed). */
@@ -181,7 +191,7 @@ export type PoolEffect =
 export interface PoolStepResult { state: PoolMachineState; effects: PoolEffect[] }
 
 export function initialPoolState(types: RequestType[]): PoolMachineState {
-  return { leader: false, types, instances: new Map(), outstanding: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, planning: false };
+  return { leader: false, types, instances: new Map(), outstanding: new Map(), graves: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, planning: false };
 }
 
 /** Ready-check period of the waits (held dispatches, re-shard steps), ms. */
@@ -195,7 +205,7 @@ const DISPATCH_TRIES = 4;
  */
 export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg: PoolMachineConfig): PoolStepResult {
   const s: PoolMachineState = {
-    ...prev, instances: new Map(prev.instances), outstanding: new Map(prev.outstanding), starting: new Map(prev.starting),
+    ...prev, instances: new Map(prev.instances), outstanding: new Map(prev.outstanding), graves: new Map(prev.graves), starting: new Map(prev.starting),
     jobs: new Map(prev.jobs), moves: new Map(prev.moves),
   };
   const fx: PoolEffect[] = [];
@@ -319,11 +329,29 @@ function onStatus(s: PoolMachineState, fx: PoolEffect[], st: InstanceStatus, now
   if (!t || !t.alive) {
     s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
     if (t && !t.alive) fx.push({ kind: 'event', event: 'instance', summary: `${st.id} is back (${st.state})`, decision: { instance: st.id, alive: true }, inputs: { startedMs: st.startedMs } });
+    goneProcesses(s, fx, st, now, cfg);
     return;
   }
   // a new process under the same id: whatever the old one held is gone (a placeholder held nothing known)
-  if (st.startedMs !== t.status.startedMs && t.status.startedMs !== UNSEEN) instanceDied(s, fx, st.id, 'restarted', t.status, now, cfg);
+  if (st.startedMs !== t.status.startedMs && t.status.startedMs !== UNSEEN) instanceDied(s, fx, st.id, 'restarted', t.status, now, cfg, (o) => o.startedMs !== st.startedMs);
   s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
+  if (t.status.startedMs === UNSEEN) goneProcesses(s, fx, st, now, cfg);
+}
+
+/**
+ * Requests kept for an earlier process of an instance than the one reporting now `st` (the stored list says
+ * which process each went to): that process is gone, and its death is applied to them, with its last status
+ * where this replica saw it (a grave), else as unknown (their streams end with a retryable error).
+ */
+function goneProcesses(s: PoolMachineState, fx: PoolEffect[], st: InstanceStatus, now: number, cfg: PoolMachineConfig): void {
+  if (!s.leader) return;
+  const gone = new Set<number>();
+  for (const o of s.outstanding.values()) if (o.instance === st.id && o.startedMs !== undefined && o.startedMs !== st.startedMs) gone.add(o.startedMs);
+  for (const started of gone) {
+    const last = s.graves.get(st.id)?.find((g) => g.status.startedMs === started)?.status
+      ?? { ...st, startedMs: started, state: 'failed' as const, queued: 0, running: 0, queuedIds: [], runningIds: [], runningSeqs: [] };
+    instanceDied(s, fx, st.id, `its process of ${started} is gone`, last, now, cfg, (o) => o.startedMs === started);
+  }
 }
 
 function sweep(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
@@ -332,6 +360,13 @@ function sweep(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMach
       s.instances.set(id, { ...t, alive: false });
       instanceDied(s, fx, id, `no status for ${now - t.lastSeenMs} ms`, t.status, now, cfg);
     } else if (!t.alive && now - t.lastSeenMs > 60_000) s.instances.delete(id);
+  }
+  for (const [id, gs] of s.graves) {
+    const keep = gs.filter((g) => now - g.atMs <= 60_000);
+    if (keep.length !== gs.length) {
+      if (keep.length) s.graves.set(id, keep);
+      else s.graves.delete(id);
+    }
   }
   // forget outstanding entries long past their give-up time (their record was lost)
   for (const [id, o] of s.outstanding) {
@@ -347,9 +382,24 @@ function sweep(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMach
  * handles now the deaths that list outlived: the requests of an instance this replica saw die, or never
  * saw at all, are re-dispatched (queued) or ended (started) as the death of that instance says.
  */
-function adoptDispatched(s: PoolMachineState, fx: PoolEffect[], list: { req: InferenceRequest; instance: string; atMs: number }[], now: number, cfg: PoolMachineConfig): void {
+function adoptDispatched(s: PoolMachineState, fx: PoolEffect[], list: DispatchedListEntry[], now: number, cfg: PoolMachineConfig): void {
   // (an entry past its request's give-up time is a lost record, or a previous run's on a shared server)
-  for (const d of list) if (!s.outstanding.has(d.req.id) && d.req.giveUpAtMs > now) s.outstanding.set(d.req.id, { req: d.req, instance: d.instance, atMs: d.atMs });
+  for (const d of list) {
+    if (!s.outstanding.has(d.req.id) && d.req.giveUpAtMs > now) s.outstanding.set(d.req.id, { req: d.req, instance: d.instance, atMs: d.atMs, ...(d.startedMs !== undefined ? { startedMs: d.startedMs } : {}) });
+  }
+  // the processes this replica saw die (or restart) while it did not lead: their requests now
+  const graves = [...s.graves];
+  s.graves.clear();
+  for (const [id, gs] of graves) {
+    const down = !s.instances.get(id)?.alive;
+    for (const [k, g] of gs.entries()) {
+      // an entry that names no process went to the last one, when no process reports under the id now
+      const last = k === gs.length - 1 && down;
+      instanceDied(s, fx, id, 'died before this leader took over', g.status, now, cfg, (o) => o.startedMs === g.status.startedMs || (last && o.startedMs === undefined));
+    }
+  }
+  // requests stored for a process other than the one reporting now under that id (no grave: a death unseen)
+  for (const t of s.instances.values()) if (t.alive && t.status.startedMs !== UNSEEN) goneProcesses(s, fx, t.status, now, cfg);
   const holders = new Set([...s.outstanding.values()].map((o) => o.instance));
   for (const id of holders) {
     const t = s.instances.get(id);
@@ -374,13 +424,31 @@ const UNSEEN = -1;
  * An instance died (or restarted): its queued requests go to peers, its started streams end with a
  * retryable error. Only the leader acts; a standby just marks it.
  */
-function instanceDied(s: PoolMachineState, fx: PoolEffect[], id: string, why: string, last: InstanceStatus, now: number, cfg: PoolMachineConfig): void {
-  if (!s.leader) return;
+function instanceDied(s: PoolMachineState, fx: PoolEffect[], id: string, why: string, last: InstanceStatus, now: number, cfg: PoolMachineConfig, only?: (o: Outstanding) => boolean): void {
+  if (!s.leader) {
+    // a standby keeps the process's last status: if it leads before that death is handled, it handles it
+    const gs = (s.graves.get(id) ?? []).filter((g) => g.status.startedMs !== last.startedMs);
+    s.graves.set(id, [...gs, { status: last, atMs: now }].slice(-4));
+    return;
+  }
   const queued = new Set(last.queuedIds);
   const seqs = new Map(last.runningIds.map((r, i) => [r, last.runningSeqs?.[i] ?? 0]));
   const redispatch: InferenceRequest[] = [];
   const failed: string[] = [];
-  for (const o of [...s.outstanding.values()].filter((x) => x.instance === id)) {
+  const mine = [...s.outstanding.values()].filter((x) => x.instance === id && (!only || only(x)));
+  const handled = new Set(mine.map((o) => o.req.id));
+  // ids the process held that no list here names (the previous leader died before storing them): nobody can
+  // re-dispatch them, so their streams end with a retryable error and the gateway, which holds each request,
+  // sends it again
+  for (const j of s.jobs.values()) handled.add(j.req.id);
+  for (const rid of [...last.queuedIds, ...last.runningIds]) {
+    const streamSubject = streamOf(rid);
+    if (handled.has(rid) || s.outstanding.has(rid) || !streamSubject) continue;
+    handled.add(rid);
+    failed.push(rid);
+    fx.push({ kind: 'end_stream', req: { id: rid, streamSubject }, seq: Math.max(seqs.get(rid) ?? 0, 0), instance: id, error: refusal(cfg, 'unavailable', `instance ${id} died (${why}) holding the request`) });
+  }
+  for (const o of mine) {
     s.outstanding.delete(o.req.id);
     fx.push({ kind: 'forget_dispatched', id: o.req.id });
     if (queued.has(o.req.id)) redispatch.push({ ...o.req, moves: (o.req.moves ?? 0) + 1 });
@@ -395,6 +463,15 @@ function instanceDied(s: PoolMachineState, fx: PoolEffect[], id: string, why: st
     decision: { instance: id, redispatched: redispatch.map((r) => r.id), failed }, inputs: { lastStatus: { state: last.state, queued: last.queued, running: last.running, sentMs: last.sentMs } },
   });
   for (const r of redispatch) newJob(s, fx, { req: r, origin: { kind: 'redispatch' }, exclude: new Set([id]), tried: new Set([id]), attempts: 0 }, now, cfg);
+}
+
+/** The stream subject of a request id (every leg streams on its own id's subject), undefined for an id no subject can carry. */
+function streamOf(id: string): string | undefined {
+  try {
+    return subjects.stream(id);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The instances alive for the pool. */
@@ -484,8 +561,10 @@ function admitResult(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEven
   const a = ev.admission;
   if (a?.ok) {
     const req = { ...j.req, pool: cfg.pool };
-    s.outstanding.set(j.req.id, { req, instance: j.admitting, atMs: now });
-    fx.push({ kind: 'persist_dispatched', req, instance: j.admitting, atMs: now });
+    const started = s.instances.get(j.admitting)?.status.startedMs;
+    const proc = started !== undefined && started !== UNSEEN ? { startedMs: started } : {};
+    s.outstanding.set(j.req.id, { req, instance: j.admitting, atMs: now, ...proc });
+    fx.push({ kind: 'persist_dispatched', req, instance: j.admitting, atMs: now, ...proc });
     finish(s, fx, ev.job, j, cfg, undefined, { ...a, pool: cfg.pool });
     return;
   }
