@@ -19,6 +19,9 @@ import { natsSettings, type NatsSettings } from './nats-settings.ts';
 
 export type { LifecycleState } from './lifecycle.ts';
 
+/** How long stop() waits for a start in progress before it stops anyway (onStop then ends what the start began). */
+export const STOP_START_WAIT_MS = 2000;
+
 export interface ActorOptions {
   kind: ActorKind;
   id: string;
@@ -138,6 +141,8 @@ export abstract class Actor {
         this.#heartbeater.start();
         this.log.info('actor running');
       } catch (err) {
+        // stopped while starting: what the start was waiting for was ended by the stop, not a failure
+        if ((this.#state as string) === 'stopped') return;
         this.#state = 'failed';
         this.log.error({ err }, 'actor failed to start');
         this.#heartbeater?.stop();
@@ -157,12 +162,14 @@ export abstract class Actor {
       return Promise.resolve();
     }
     this.#draining = (async () => {
-      if (this.#state === 'starting') await this.#starting?.catch(() => {});
+      const grace = this.opts.drainGraceMs ?? 10_000;
+      const force = this.opts.drainForceMs ?? 5000;
+      // a start that hangs (an engine that never gets healthy, a server that never answers) must not keep a
+      // draining process, and the GPUs it holds, alive: wait for it within the grace, then stop anyway
+      if (this.#state === 'starting') await this.#within(this.#starting?.catch(() => {}) ?? Promise.resolve(), grace);
       if (this.#state !== 'running') return this.stop();
       this.#state = 'draining';
       this.#heartbeater?.beat();
-      const grace = this.opts.drainGraceMs ?? 10_000;
-      const force = this.opts.drainForceMs ?? 5000;
       this.log.info({ graceMs: grace, forceMs: force }, 'draining');
       const ac = new AbortController();
       const work = this.onDrain(ac.signal).catch((err: unknown) => this.log.warn({ err }, 'onDrain failed'));
@@ -196,7 +203,10 @@ export abstract class Actor {
         this.#state = 'stopped';
         return;
       }
-      if (this.#state === 'starting') await this.#starting?.catch(() => {});
+      if (this.#state === 'starting') {
+        const started = await this.#within(this.#starting?.catch(() => {}) ?? Promise.resolve(), STOP_START_WAIT_MS);
+        if (!started) this.log.warn({ waitedMs: STOP_START_WAIT_MS }, 'stopping while the start has not finished');
+      }
       const failed = this.#state === 'failed';
       this.#heartbeater?.stop();
       for (const h of this.#handles) h.unsubscribe();

@@ -24,6 +24,9 @@ import { Mailbox } from './mailbox.ts';
 import { ServiceResponder, type EndpointStats, type ServiceIdentityOpts } from './service.ts';
 import { connectionOptions, type NatsSettings } from './nats-settings.ts';
 
+/** How long Bus.drain waits for an orderly drain before it closes the connection (ms). */
+export const BUS_DRAIN_TIMEOUT_MS = 5000;
+
 export interface BusConnectOptions {
   /** server URL(s) and credentials (src/runtime/nats-settings.ts); or the plain fields below. */
   settings?: NatsSettings;
@@ -450,18 +453,37 @@ export class Bus extends EventEmitter {
     return p;
   }
 
-  /** Let served/subscribed messages finish, then close. Idempotent. */
-  drain(): Promise<void> {
+  /**
+   * Let served/subscribed messages finish, then close. Idempotent. Bounded: a drain needs the server (it
+   * flushes the unsubscriptions), so while NATS is unreachable it would wait for a reconnect that may never
+   * come; after `timeoutMs` the connection is closed instead, and what had not finished is dropped.
+   */
+  drain(timeoutMs = BUS_DRAIN_TIMEOUT_MS): Promise<void> {
     this.#closing ??= (async () => {
-      await Promise.allSettled([...this.#handles].map((h) => h.drain()));
-      this.#service?.stop();
-      this.#abort.abort(new CancelledError('bus closing'));
-      if (!this.nc.isClosed()) {
-        try {
-          await this.nc.drain();
-        } catch {
-          await this.nc.close().catch(() => {});
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<'timeout'>((r) => {
+        timer = setTimeout(() => r('timeout'), timeoutMs);
+      });
+      const orderly = (async () => {
+        await Promise.allSettled([...this.#handles].map((h) => h.drain()));
+        this.#service?.stop();
+        this.#abort.abort(new CancelledError('bus closing'));
+        if (!this.nc.isClosed()) {
+          try {
+            await this.nc.drain();
+          } catch {
+            await this.nc.close().catch(() => {});
+          }
         }
+      })();
+      const how = await Promise.race([orderly.then(() => 'drained' as const), deadline]);
+      clearTimeout(timer);
+      if (how === 'timeout') {
+        this.log.warn({ timeoutMs }, 'bus drain deadline passed (NATS unreachable?): closing the connection');
+        for (const h of [...this.#handles]) h.unsubscribe();
+        this.#service?.stop();
+        this.#abort.abort(new CancelledError('bus closing'));
+        await this.nc.close().catch(() => {});
       }
     })();
     return this.#closing;

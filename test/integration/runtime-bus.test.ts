@@ -260,3 +260,19 @@ describe('leader lease (in-process contenders on real JetStream KV)', () => {
     expect(both).toBe(0);
   });
 });
+
+describe('drain while NATS is unreachable', () => {
+  it('a bus with subscriptions and a reconnecting connection drains within its deadline, then is closed', async () => {
+    const own = await startNatsServer();
+    const b = await Bus.connect({ servers: own.url, name: 'drain-orphan', ...own.as('instance'), log: silentLogger(), reconnect: true });
+    b.subscribe(subjects.stream('drain-1'), CODECS.StreamChunk as Codec<unknown>, () => {});
+    await b.nc.flush();
+    await own.stop(); // the server is gone for good; the connection keeps reconnecting
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    await b.drain(1500);
+    const took = Date.now() - t0;
+    expect(took).toBeLessThan(4000);
+    expect(b.nc.isClosed()).toBe(true);
+  });
+});
