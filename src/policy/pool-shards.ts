@@ -6,7 +6,7 @@
 import type { RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
 import { DEFAULT_HEADROOM, type InstanceConfig, type TpDegree } from './types.ts';
-import { planSharding, overheadTable, staggerSteps, type StaggerUnit } from './sharding.ts';
+import { planSharding, overheadTable, staggerSteps, type OverheadTable, type StaggerUnit } from './sharding.ts';
 import type { CurrentInstance } from './reshard-matching.ts';
 
 export interface PoolShardInput {
@@ -21,6 +21,8 @@ export interface PoolShardInput {
   gpusPerServer?: number;
   /** SLO capacity kept free; default DEFAULT_HEADROOM. */
   headroom?: number;
+  /** reconfiguration costs (instance start, tau, resync); default overheadTable()'s. */
+  overhead?: Partial<Pick<OverheadTable, 'tauMs' | 'resyncS' | 'instanceStartS' | 'clockChangeMs'>>;
 }
 
 export interface PoolShardDecision {
@@ -40,7 +42,7 @@ export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined
   for (const tp of i.current) counts.set(tp, (counts.get(tp) ?? 0) + 1);
   if ([...counts.keys()].some((tp) => !i.profile.tpDegrees.includes(tp) || ![2, 4, 8].includes(tp))) return undefined;
   const current: InstanceConfig[] = [...counts].map(([tp, count]) => ({ tp: tp as TpDegree, count }));
-  const overhead = overheadTable();
+  const overhead = overheadTable(i.overhead);
   const d = planSharding({ profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8, headroom: i.headroom ?? DEFAULT_HEADROOM });
   const fmt = (c: InstanceConfig[]) => c.map((x) => `${x.count}xTP${x.tp}`).join('+') || 'none';
   return {

@@ -1,7 +1,6 @@
 /**
- * The simulator's policy layer: every decision the simulated cluster takes is ONE call into src/policy,
- * the code the live actors run (actors/common/policy.ts adapts the same functions to wire messages). The
- * bindings below are the very same function objects as src/policy's (a test checks identity), not copies.
+ * The policy functions the simulator calls outside the managers' machines (the oracle's Eq. 1, its clock,
+ * the simulator's dispatch memo): re-exports of src/policy, not copies.
  * The only function of its own here is `mixedPowerW`, the fluid simulator's power read (an accounting
  * helper, not a decision).
  */
@@ -11,11 +10,8 @@ import { utilisationOf, typesOf } from '../policy/energy.ts';
 import type { LoadByType } from '../policy/types.ts';
 import type { RequestType } from '../../protocols/request-types.ts';
 
-export { planCluster } from '../policy/cluster.ts';
-export { planSharding, overheadTable } from '../policy/sharding.ts';
 export { chooseClock } from '../policy/frequency.ts';
 export { chooseInstance, dispatchRequest, leastOutstandingPerGpu, prefillClockFloor } from '../policy/dispatch.ts';
-export { emergencyStep, initialEmergencyState } from '../policy/emergency.ts';
 export { solveEq1 } from '../policy/milp.ts';
 export { preferPrefixHolder } from '../policy/prefix.ts';
 

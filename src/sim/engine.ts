@@ -2,8 +2,8 @@
  * The trace-driven cluster simulator. One run = one policy over one trace on a virtual clock.
  *
  * Control plane: the cluster epoch (servers per pool, routing) is the live cluster manager's machine
- * (src/policy/machines/cluster.ts) given the simulator's forecast; the pool epoch (TP mix) one call into
- * ./decide.ts (src/policy). The static baselines (single-pool, multi-pool) and the oracle (Eq. 1 with the
+ * (src/policy/machines/cluster.ts) given the simulator's forecast; the pool epoch (TP mix) is the live pool
+ * machine's re-shard decision (./pool-brain.ts). The static baselines (single-pool, multi-pool) and the oracle (Eq. 1 with the
  * future known) are the paper's yardsticks, not live managers: their sizing is here. Instances: at step fidelity each instance's manager IS the live instance
  * machine (src/policy/machines/instance.ts through ./instance-brain.ts): admission, queue, engine slots, the
  * load EWMA, the clock and its arbitration, the prefill floor, the emergency ladder and its moves; this file
@@ -34,6 +34,8 @@ import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../poli
 import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
+import { poolReshardDecision } from './pool-brain.ts';
+import type { PoolMachineConfig } from '../policy/machines/pool.ts';
 import { clusterStep, initialClusterState, intakePools, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
 import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
@@ -377,7 +379,6 @@ export class Simulation {
   /** the output-length classifier's own random stream (and its seed, replayed by the template pre-pass). */
   private readonly predRand: () => number;
   private readonly predSeed: number;
-  private readonly overhead: ReturnType<typeof decide.overheadTable>;
   /** SLO throughput kept free by provisioning, sharding, clock and dispatch choices; default 0.2. */
   private readonly headroom: number;
   private pools: SimPool[] = [];
@@ -385,6 +386,8 @@ export class Simulation {
   private route = new Map<RequestType, SimPool>();
   /** the cluster manager's machine (policies with dynamic instances, not the oracle): its state and configuration. */
   private cm?: { cfg: ClusterMachineConfig; s: ClusterMachineState; servers: ClusterServer[] };
+  /** the pool machines' configuration (the pool id set per pool). */
+  private poolCfg?: PoolMachineConfig;
   private template!: LoadTemplate;
   private seq = 0;
   private readonly reqs = new Map<string, ReqState>();
@@ -428,7 +431,6 @@ export class Simulation {
   /** instanceEpoch's scratch: the memo key's code units, the peak per type. */
   private readonly clockCodes = new Uint16Array(19);
   private readonly clockPeakX = new Float64Array(9);
-  private readonly shardMemo = new Map<string, ReturnType<typeof decide.planSharding>>();
   private readonly oracleMemo = new Map<string, ReturnType<typeof decide.solveEq1>>();
 
   constructor(private readonly inp: EngineInputs) {
@@ -446,7 +448,6 @@ export class Simulation {
     this.rand = rng(this.o.seed ?? 7);
     this.predSeed = (this.o.seed ?? 7) + 7919;
     this.predRand = rng(this.predSeed);
-    this.overhead = decide.overheadTable({ tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS, clockChangeMs: this.cost.clockChangeMs });
     this.headroom = this.o.headroom ?? 0.2;
     // 'policy': src/policy chooseInstance per request (marginal energy; ~1 ms per call at mixed loads, so
     // slow); default 'least-loaded' (what actors/common/policy.ts pickInstance runs live today)
@@ -764,35 +765,31 @@ export class Simulation {
     this.installPools(wanted, routing, now, initial);
   }
 
-  private poolLoad(pool: SimPool, now: number): LoadByType {
-    const f = this.forecastPeak(now, now + this.ep.poolS * 1000);
-    const l: LoadByType = {};
-    for (const [t, p] of this.route) if (p === pool && f[t]) l[t] = f[t];
-    return l;
-  }
-
-  /** Pool epoch: src/policy planSharding; the new instances serve after tau x Table VI + resync, the old ones serve until then. */
+  /**
+   * Pool epoch: the live pool machine's re-shard decision (./pool-brain.ts) on the load its instances
+   * measure (at t = 0, the trace starts warm: the forecast of the first epoch); the new instances serve
+   * after tau x Table VI + resync, the old ones serve until then.
+   */
   private reshard(pool: SimPool, now: number, initial: boolean): void {
     if (pool.instances.some((i) => i.replaces.length > 0)) return; // a re-shard is still in flight
-    const raw = this.poolLoad(pool, now);
+    const live = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting');
     const current = this.liveMix(pool);
     if (current.length === 0) return;
-    const gpus = current.reduce((s, c) => s + c.tp * c.count, 0);
-    // forecast on the memo grid (+-5%): a pool with a steady forecast asks planSharding the same question
-    const load: LoadByType = {};
-    let key = `${gpus}|${JSON.stringify(current)}`;
-    for (const t of REQUEST_TYPES) {
-      const v = quantiseLoad(raw[t] ?? 0);
-      if (v > 0) {
-        load[t] = v;
-        key += `|${t}${v}`;
-      }
-    }
-    let plan = this.shardMemo.get(key);
-    if (!plan) {
-      if (this.shardMemo.size > 50_000) this.shardMemo.clear();
-      this.shardMemo.set(key, (plan = decide.planSharding({ profile: this.p, loadByType: load, gpus, current, epochS: this.ep.poolS, overhead: this.overhead, headroom: this.headroom })));
-    }
+    const warm = this.forecastPeak(now, now + this.ep.poolS * 1000);
+    const load = (i: SimInstance, k: number): LoadByType => {
+      if (initial) return k > 0 ? {} : Object.fromEntries([...this.route].filter(([t, p]) => p === pool && warm[t]).map(([t]) => [t, warm[t]!]));
+      if (i.brain) return i.brain.load(now);
+      this.decayLoad(i, now);
+      return this.loadOf(i);
+    };
+    this.poolCfg ??= {
+      pool: '', holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS, epochMs: this.ep.poolS * 1000,
+      healthDeadlineMs: this.cost.instanceStartS * 1000, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS,
+      planner: 'heuristic', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
+    };
+    const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k) }));
+    const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now);
+    if (!plan) return;
     const same = JSON.stringify(plan.target) === JSON.stringify(current);
     if (same || !(plan.take || initial)) return;
     this.accountExtra(now);

@@ -58,6 +58,8 @@ export interface PoolMachineConfig {
   retryAfterS: number;
   /** 'milp': the re-shard plan is an effect ('solve') answered with 'planned'. */
   planner: 'heuristic' | 'milp';
+  /** reconfiguration costs the re-shard plan weighs (default: policy overheadTable's). */
+  overhead?: PoolShardInput['overhead'];
 }
 
 export interface TrackedInstance { status: InstanceStatus; lastSeenMs: number; alive: boolean }
@@ -738,7 +740,7 @@ function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: P
   if (!live.length || live.some((x) => x.state !== 'ready')) return; // a change in progress: next epoch
   const input: PoolShardInput = {
     profile: cfg.profile, load: poolLoad(s), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp),
-    epochS: cfg.epochMs / 1000, gpusPerServer: gpusPerServer(s.assignment), headroom: cfg.headroom,
+    epochS: cfg.epochMs / 1000, gpusPerServer: gpusPerServer(s.assignment), headroom: cfg.headroom, ...(cfg.overhead ? { overhead: cfg.overhead } : {}),
   };
   if (cfg.planner === 'milp') {
     s.planning = true;

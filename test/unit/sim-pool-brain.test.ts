@@ -1,0 +1,49 @@
+/**
+ * The simulator's pool epoch is the live pool machine's re-shard decision (src/sim/pool-brain.ts): the
+ * simulated instances' statuses (TP, readiness, measured load) in, the decision the machine publishes out.
+ */
+import { describe, it, expect } from 'vitest';
+import { profileFor } from '../../src/sim/index.ts';
+import { poolReshardDecision, type SimPoolInstance } from '../../src/sim/pool-brain.ts';
+import { planPoolShards } from '../../src/policy/pool-shards.ts';
+import type { PoolMachineConfig } from '../../src/policy/machines/pool.ts';
+import { maxLoadOf } from '../../src/model/profile.ts';
+
+const profile = profileFor('llama2-70b', 'h100');
+const fmax = Math.max(...profile.clocksMhz);
+const cfg: PoolMachineConfig = {
+  pool: 'pool-SM', holder: 'sim', profile, headroom: 0.2, deadAfterMs: 3000, statusIntervalMs: 500, epochMs: 300_000, healthDeadlineMs: 300_000,
+  initialTp: 8, moveQueueAbove: 16, retryAfterS: 1, planner: 'heuristic', overhead: { tauMs: 50, resyncS: 2, instanceStartS: 300 },
+};
+const inst = (id: string, tp: number, load: number, ready = true): SimPoolInstance => ({ id, tp, ready, clockMhz: fmax, load: load > 0 ? { SM: load } : {} });
+
+describe('simulated pool epoch: the pool machine decides', () => {
+  it('a lightly loaded pool of two TP8 servers re-shards to the layout the live planner picks for the measured load', () => {
+    const light = 0.1 * maxLoadOf(profile, 'SM', 8, fmax);
+    const d = poolReshardDecision(cfg, ['SM'], [inst('a', 8, light), inst('b', 8, light)], 8, 0);
+    // what the live pool leader plans for the sum of its instances' loads on 16 GPUs
+    const live = planPoolShards({ profile, load: { SM: 2 * light }, gpus: 16, current: [8, 8], epochS: 300, gpusPerServer: 8, headroom: 0.2, overhead: cfg.overhead });
+    expect(d).toEqual({ take: live!.take, target: live!.target });
+    expect(d!.take).toBe(true);
+    expect(d!.target).not.toEqual([{ tp: 8, count: 2 }]);
+  });
+
+  it('a pool at its TP8 capacity keeps its layout', () => {
+    const heavy = 0.75 * maxLoadOf(profile, 'SM', 8, fmax);
+    const d = poolReshardDecision(cfg, ['SM'], [inst('a', 8, heavy), inst('b', 8, heavy)], 8, 0);
+    expect(d?.take).toBe(false);
+  });
+
+  it('no decision while an instance is still starting (the live epoch waits for a settled pool)', () => {
+    const light = 0.1 * maxLoadOf(profile, 'SM', 8, fmax);
+    expect(poolReshardDecision(cfg, ['SM'], [inst('a', 8, light), inst('b', 8, light, false)], 8, 0)).toBeUndefined();
+  });
+
+  it('packs mixed TP degrees onto whole servers, so the machine sees every GPU as granted and used', () => {
+    const light = 0.1 * maxLoadOf(profile, 'SM', 4, fmax);
+    // 2 x TP4 + 4 x TP2 = 16 GPUs on two servers: no reconciliation start or stop, so the epoch plans
+    const d = poolReshardDecision(cfg, ['SM'], [inst('a', 2, light), inst('b', 4, light), inst('c', 2, light), inst('d', 4, light), inst('e', 2, light), inst('f', 2, light)], 8, 0);
+    expect(d).toBeDefined();
+    expect(d!.target.reduce((n, c) => n + c.tp * c.count, 0)).toBe(16);
+  });
+});
