@@ -447,6 +447,7 @@ export class NatsBackend implements GatewayBackend {
     let usage: EngineChunk['usage'];
     let finishReason: string | undefined;
     let stopReason: string | number | null | undefined;
+    let tail: TokenChunk | undefined;
     try {
       const it = streamCompletion(
         { host: url.hostname, port: Number(url.port), agent: this.agent, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 },
@@ -482,7 +483,9 @@ export class NatsBackend implements GatewayBackend {
             st.text = '';
           }
         }
-        yield out;
+        // the engine's last text (it carries finish_reason) goes out as the done chunk itself, as vLLM sends it
+        if (ch.finishReason) tail = out;
+        else yield out;
       }
       leg.onControl = () => {};
       const reply = instance ? await this.endReport(instance, lr.id, 'ok', t, usage) : undefined;
@@ -491,7 +494,7 @@ export class NatsBackend implements GatewayBackend {
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
       const fr = finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop';
       const done: TokenChunk = {
-        v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: fr, stopReason: stopReason ?? null,
+        ...(tail ?? { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0 }), done: true, finishReason: fr, stopReason: stopReason ?? null,
         usage: { promptTokens: st.promptTokens, completionTokens: st.sent, energyJ: st.energyJ, energySource: st.energySource },
       };
       if (grant.instance) done.instance = grant.instance;
@@ -502,6 +505,8 @@ export class NatsBackend implements GatewayBackend {
     } catch (err) {
       leg.onControl = () => {};
       if (signal.aborted) throw signal.reason ?? err;
+      // text the client has been counted for goes out before the error or the next leg
+      if (tail) yield tail;
       const ended = ac.signal.reason instanceof LegEnded ? ac.signal.reason.error : undefined;
       // the instance learns how its leg ended (it ended it itself when it sent the error)
       if (!ended && instance) {

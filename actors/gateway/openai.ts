@@ -82,6 +82,8 @@ export interface ParsedRequest {
   prompt?: string | number[];
   messages?: ChatMessageIn[];
   maxTokens: number;
+  /** choices to return (OpenAI's `n`); each is its own request to the cluster, as vLLM makes each its own child request. */
+  n: number;
   /** false: the client gave no max_tokens (the default applies, shortened to fit the context). */
   maxTokensGiven: boolean;
   minTokens?: number;
@@ -99,6 +101,8 @@ export interface ParsedRequest {
 export interface ValidationLimits {
   /** largest max_tokens accepted (tokens). Default 16384. */
   maxTokensLimit: number;
+  /** largest `n` accepted (choices per request; each is a request to the cluster). Default 16. */
+  maxN: number;
   /** max_tokens when the client gives none: completions (OpenAI default 16), chat (tokens). */
   defaultMaxTokensCompletion: number;
   defaultMaxTokensChat: number;
@@ -106,6 +110,7 @@ export interface ValidationLimits {
 
 export const DEFAULT_LIMITS: ValidationLimits = {
   maxTokensLimit: 16384,
+  maxN: 16,
   defaultMaxTokensCompletion: 16,
   defaultMaxTokensChat: 256,
 };
@@ -136,12 +141,12 @@ const STRUCTURAL = new Set([
 
 /**
  * Parameters vLLM accepts that this cluster cannot honour, with the reason the 400 gives: the cluster streams
- * one choice per request from the engine and relays it (no beam search, no several choices, no prompt
- * logprobs, which vLLM only returns without streaming, no disaggregated-prefill hand-over).
+ * each choice from the engine and relays it (no beam search, no best-of selection, no prompt logprobs, which
+ * vLLM only returns without streaming, no disaggregated-prefill hand-over).
  */
 const REFUSED: Record<string, (v: unknown) => string | null> = {
-  best_of: (v) => (v === 1 ? null : 'best_of other than 1 is not supported: the cluster streams one choice per request'),
-  use_beam_search: (v) => (v === false ? null : 'use_beam_search is not supported: the cluster streams one choice per request'),
+  best_of: (v) => (v === 1 ? null : 'best_of other than 1 is not supported: the cluster streams every choice it samples (no best-of selection)'),
+  use_beam_search: (v) => (v === false ? null : 'use_beam_search is not supported: the cluster samples each choice on its own'),
   prompt_logprobs: () => 'prompt_logprobs is not supported: the cluster streams from the engine, and vLLM returns prompt logprobs only without streaming',
   prompt_embeds: () => 'prompt_embeds is not supported: send the prompt as text or token ids',
   suffix: () => 'suffix is not supported (vLLM does not support it either)',
@@ -154,8 +159,9 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   const model = body.model;
   if (typeof model !== 'string' || model.length === 0) throw badRequest("'model' is required and must be a non-empty string", 'model');
   if (model.length > 256) throw badRequest("'model' is too long", 'model');
-  const n = optInt(body, 'n', 1, 1_000_000);
-  if (n !== undefined && n !== 1) throw badRequest("'n' other than 1 is not supported: the cluster streams one choice per request; send n requests", 'n');
+  const n = optInt(body, 'n', 1, limits.maxN) ?? 1;
+  // vLLM: best_of, when given, must be at least n (and this cluster supports only best_of 1)
+  if (n > 1 && body.best_of === 1) throw badRequest(`best_of must be greater than or equal to n, got n=${n} and best_of=1`, 'best_of');
   const given = (kind === 'chat' ? optInt(body, 'max_completion_tokens', 1, limits.maxTokensLimit) : undefined) ?? optInt(body, 'max_tokens', 1, limits.maxTokensLimit);
   const maxTokens = given ?? (kind === 'chat' ? limits.defaultMaxTokensChat : limits.defaultMaxTokensCompletion);
   const minTokens = optInt(body, 'min_tokens', 0, limits.maxTokensLimit);
@@ -185,6 +191,7 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
     kind,
     model,
     maxTokens,
+    n,
     maxTokensGiven: given !== undefined,
     stream,
     includeUsage,
@@ -275,6 +282,23 @@ export function usageOut(u: Usage | undefined, promptTokens: number, completionT
   };
 }
 
+/**
+ * The usage of a request of several choices (`n`), as vLLM counts it: the prompt once, the completion tokens
+ * of every choice summed. The energy of every choice is summed; it is 'measured' only when every choice's is.
+ */
+export function usageOfChoices(us: readonly (Usage | undefined)[], promptTokens: number, completionTokens: readonly number[]): UsageOut {
+  const each = us.map((u, i) => usageOut(u, promptTokens, completionTokens[i] ?? 0));
+  const p = each[0]?.prompt_tokens ?? promptTokens;
+  const c = each.reduce((a, u) => a + u.completion_tokens, 0);
+  return {
+    prompt_tokens: p,
+    completion_tokens: c,
+    total_tokens: p + c,
+    energy_joules: Math.round(us.reduce((a, u) => a + (u?.energyJ ?? 0), 0) * 1000) / 1000,
+    energy_source: each.length > 0 && each.every((u) => u.energy_source === 'measured') ? 'measured' : 'modelled',
+  };
+}
+
 /** What the engine answered, gathered from the token stream (everything but usage). */
 export interface ChoiceOut {
   text: string;
@@ -316,32 +340,38 @@ export function mergeToolCalls(acc: Record<string, unknown>[], deltas: readonly 
   }
 }
 
-export function completionResponse(id: string, created: number, model: string, c: ChoiceOut, usage: UsageOut) {
+/** The response of one or several choices (`n`), each with its index, as vLLM's server gives it. */
+export function completionResponse(id: string, created: number, model: string, c: ChoiceOut | readonly ChoiceOut[], usage: UsageOut) {
+  const cs = Array.isArray(c) ? (c as readonly ChoiceOut[]) : [c as ChoiceOut];
   return {
     id: `cmpl-${id}`,
     object: 'text_completion' as const,
     created,
     model,
-    choices: [{ index: 0, text: c.text, logprobs: c.logprobs ?? null, finish_reason: finishOut(c.finish), stop_reason: c.stopReason ?? null }],
+    choices: cs.map((x, index) => ({ index, text: x.text, logprobs: x.logprobs ?? null, finish_reason: finishOut(x.finish), stop_reason: x.stopReason ?? null })),
     usage,
   };
 }
 
-export function chatResponse(id: string, created: number, model: string, c: ChoiceOut, usage: UsageOut) {
-  const calls = c.toolCalls?.filter(Boolean) ?? [];
-  const message: Record<string, unknown> = {
-    role: 'assistant' as const,
-    content: calls.length > 0 && c.text === '' ? null : c.text,
-    refusal: null,
-    tool_calls: calls,
+export function chatResponse(id: string, created: number, model: string, c: ChoiceOut | readonly ChoiceOut[], usage: UsageOut) {
+  const cs = Array.isArray(c) ? (c as readonly ChoiceOut[]) : [c as ChoiceOut];
+  const choice = (x: ChoiceOut, index: number) => {
+    const calls = x.toolCalls?.filter(Boolean) ?? [];
+    const message: Record<string, unknown> = {
+      role: 'assistant' as const,
+      content: calls.length > 0 && x.text === '' ? null : x.text,
+      refusal: null,
+      tool_calls: calls,
+    };
+    if (x.reasoning !== undefined) message.reasoning_content = x.reasoning;
+    return { index, message, logprobs: x.logprobs ?? null, finish_reason: finishOut(x.finish), stop_reason: x.stopReason ?? null };
   };
-  if (c.reasoning !== undefined) message.reasoning_content = c.reasoning;
   return {
     id: `chatcmpl-${id}`,
     object: 'chat.completion' as const,
     created,
     model,
-    choices: [{ index: 0, message, logprobs: c.logprobs ?? null, finish_reason: finishOut(c.finish), stop_reason: c.stopReason ?? null }],
+    choices: cs.map(choice),
     usage,
   };
 }
@@ -375,7 +405,7 @@ export const continuousUsage = (promptTokens: number, completionTokens: number):
  * `stop_reason` on every chunk (null until the end); chat chunks carry it only on the closing one. The
  * closing chunk holds the last piece of text (if any) together with finish_reason. No field vLLM does not send.
  */
-export function streamChunk(kind: ApiKind, id: string, created: number, model: string, part: StreamPart) {
+export function streamChunk(kind: ApiKind, id: string, created: number, model: string, part: StreamPart, index = 0) {
   const finish_reason = part.finish ? finishOut(part.finish) : null;
   const usage = part.usage ? { usage: part.usage } : {};
   if (kind === 'completion') {
@@ -384,7 +414,7 @@ export function streamChunk(kind: ApiKind, id: string, created: number, model: s
       object: 'text_completion' as const,
       created,
       model,
-      choices: [{ index: 0, text: part.text ?? '', logprobs: part.logprobs ?? null, finish_reason, stop_reason: part.finish ? (part.stopReason ?? null) : null }],
+      choices: [{ index, text: part.text ?? '', logprobs: part.logprobs ?? null, finish_reason, stop_reason: part.finish ? (part.stopReason ?? null) : null }],
       ...usage,
     };
   }
@@ -398,19 +428,19 @@ export function streamChunk(kind: ApiKind, id: string, created: number, model: s
     object: 'chat.completion.chunk' as const,
     created,
     model,
-    choices: [{ index: 0, delta, logprobs: part.logprobs ?? null, finish_reason, ...stop }],
+    choices: [{ index, delta, logprobs: part.logprobs ?? null, finish_reason, ...stop }],
     ...usage,
   };
 }
 
-/** vLLM's first chat chunk: the assistant role with empty content, before any token. */
-export function roleChunk(id: string, created: number, model: string, usage?: ContinuousUsage) {
+/** vLLM's first chat chunk of each choice: the assistant role with empty content, before any token. */
+export function roleChunk(id: string, created: number, model: string, usage?: ContinuousUsage, index = 0) {
   return {
     id: `chatcmpl-${id}`,
     object: 'chat.completion.chunk' as const,
     created,
     model,
-    choices: [{ index: 0, delta: { role: 'assistant' as const, content: '' }, logprobs: null, finish_reason: null }],
+    choices: [{ index, delta: { role: 'assistant' as const, content: '' }, logprobs: null, finish_reason: null }],
     ...(usage ? { usage } : {}),
   };
 }

@@ -18,13 +18,13 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import { DynError } from '../../protocols/errors.ts';
 import { PROTOCOL_VERSION } from '../../protocols/codec.ts';
-import { engineParams, type DetokenizeReply, type DetokenizeRequest, type InferenceRequest, type TokenChunk, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
+import { engineParams, type Usage, type DetokenizeReply, type DetokenizeRequest, type InferenceRequest, type TokenChunk, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
   HttpError, badRequest, chatResponse, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
-  continuousUsage, roleChunk, streamChunk, usageChunk, usageOut, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
+  continuousUsage, roleChunk, streamChunk, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
@@ -529,7 +529,7 @@ export class GatewayServer {
       if (!this.opts.models.includes(parsed.model)) {
         throw new HttpError(404, `The model '${parsed.model}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
       }
-      if (this.inflight >= this.opts.maxInflight) {
+      if (this.inflight + parsed.n > this.opts.maxInflight) {
         this.opts.metrics?.gatewayRejections.inc({ reason: 'inflight_limit' });
         throw new HttpError(429, `gateway at its in-flight limit (${this.opts.maxInflight})`, 'rate_limit_error', 'overloaded', null, 1);
       }
@@ -577,73 +577,96 @@ export class GatewayServer {
     const keyId = this.apiKeyIdOfRequest(req);
     if (keyId !== undefined) ir.apiKeyId = keyId;
 
+    // n choices are n requests to the cluster, each classified, dispatched and (if its engine dies) migrated on
+    // its own, as vLLM makes each choice a child request: child i samples with seed + i when a seed is given
+    const n = parsed.n;
+    const irs = n === 1 ? [ir] : Array.from({ length: n }, (_, i) => childRequest(ir, i));
     const ac = new AbortController();
     this.aborts.add(ac);
-    this.inflight++;
+    this.inflight += n;
     this.opts.metrics?.gatewayInflight.set(this.inflight);
     const onClose = () => {
       if (!res.writableEnded) ac.abort(new DynError('cancelled', 'client disconnected', { retryable: false }));
     };
     res.on('close', onClose);
+    let complete = false;
     try {
-      let stream: AsyncIterable<TokenChunk>;
-      try {
-        stream = await this.opts.backend.submit(ir, ac.signal);
-      } catch (err) {
+      const submitted = await Promise.allSettled(irs.map((r) => this.opts.backend.submit(r, ac.signal)));
+      const refused = submitted.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+      if (refused) {
         if (ac.signal.aborted && !res.writable) return;
+        const err: unknown = refused.reason;
         this.opts.metrics?.gatewayRejections.inc({ reason: err instanceof DynError ? err.code : 'internal' });
         return this.sendError(res, route, toHttp(err));
       }
+      const streams = submitted.map((x) => (x as PromiseFulfilledResult<AsyncIterable<TokenChunk>>).value);
       const created = Math.floor(now / 1000);
-      const timer = new StreamTimer(this.opts.metrics, parsed.model, t0);
-      if (parsed.stream) await this.streamSse(res, route, parsed, id, created, inputTokens, stream, ac, timer);
-      else await this.collect(res, route, parsed, id, created, inputTokens, stream, ac, timer);
+      const timers = streams.map(() => new StreamTimer(this.opts.metrics, parsed.model, t0));
+      complete = parsed.stream
+        ? await this.streamSse(res, route, parsed, id, created, inputTokens, streams, ac, timers)
+        : await this.collect(res, route, parsed, id, created, inputTokens, streams, ac, timers);
     } finally {
       res.off('close', onClose);
-      this.inflight--;
+      // a request that did not complete ends its other choices (an admitted choice nobody reads is cancelled)
+      if (!complete && n > 1 && !ac.signal.aborted) ac.abort(new DynError('cancelled', 'another choice of the request failed', { retryable: false }));
+      this.inflight -= n;
       this.aborts.delete(ac);
       this.opts.metrics?.gatewayInflight.set(this.inflight);
     }
   }
 
-  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController, timer: StreamTimer): Promise<void> {
+  /** One choice's answer gathered from its token stream; throws the HttpError the client gets when it fails. */
+  private async collectChoice(stream: AsyncIterable<TokenChunk>, timer: StreamTimer): Promise<{ out: ChoiceOut; tokens: number; usage?: Usage }> {
     const out: ChoiceOut = { text: '' };
     let tokens = 0;
     let last: TokenChunk | undefined;
-    try {
-      for await (const c of stream) {
-        if (c.error) return this.sendError(res, route, httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
-        timer.onChunk(c);
-        out.text += c.text;
-        if (c.logprobs) out.logprobs = mergeLogprobs(out.logprobs, c.logprobs);
-        if (c.toolCalls) mergeToolCalls((out.toolCalls ??= []), c.toolCalls);
-        if (c.reasoning !== undefined) out.reasoning = (out.reasoning ?? '') + c.reasoning;
-        tokens += c.tokens;
-        last = c;
-        if (c.done) break;
-      }
-    } catch (err) {
-      if (ac.signal.aborted) return;
-      return this.sendError(res, route, toHttp(err));
+    for await (const c of stream) {
+      if (c.error) throw httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS);
+      timer.onChunk(c);
+      out.text += c.text;
+      if (c.logprobs) out.logprobs = mergeLogprobs(out.logprobs, c.logprobs);
+      if (c.toolCalls) mergeToolCalls((out.toolCalls ??= []), c.toolCalls);
+      if (c.reasoning !== undefined) out.reasoning = (out.reasoning ?? '') + c.reasoning;
+      tokens += c.tokens;
+      last = c;
+      if (c.done) break;
     }
-    if (ac.signal.aborted) return;
-    if (!last?.done) return this.sendError(res, route, new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
+    if (!last?.done) throw new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream');
     if (last.finishReason === 'error' || last.finishReason === 'cancelled') {
-      return this.sendError(res, route, new HttpError(503, `request ended early (${last.finishReason})`, 'service_unavailable', last.finishReason, null, 1));
+      throw new HttpError(503, `request ended early (${last.finishReason})`, 'service_unavailable', last.finishReason, null, 1);
     }
     out.finish = last.finishReason;
     out.stopReason = last.stopReason;
-    const usage = usageOut(last.usage, inputTokens, tokens);
-    const body = p.kind === 'chat' ? chatResponse(id, created, p.model, out, usage) : completionResponse(id, created, p.model, out, usage);
+    return { out, tokens, usage: last.usage };
+  }
+
+  /** The whole answer as one JSON response: every choice, with its index. Resolves true when it was sent. */
+  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<TokenChunk>[], ac: AbortController, timers: StreamTimer[]): Promise<boolean> {
+    let got: { out: ChoiceOut; tokens: number; usage?: Usage }[];
+    try {
+      got = await Promise.all(streams.map((s, i) => this.collectChoice(s, timers[i]!)));
+    } catch (err) {
+      if (ac.signal.aborted) return false;
+      this.sendError(res, route, toHttp(err));
+      return false;
+    }
+    if (ac.signal.aborted) return false;
+    const usage = usageOfChoices(got.map((g) => g.usage), inputTokens, got.map((g) => g.tokens));
+    const outs = got.map((g) => g.out);
+    const body = p.kind === 'chat' ? chatResponse(id, created, p.model, outs, usage) : completionResponse(id, created, p.model, outs, usage);
     this.sendJson(res, route, 200, body);
+    return true;
   }
 
   /**
-   * Relays the token stream as SSE, framed as vLLM does (`data: <json>\n\n`, `data: [DONE]\n\n` at the end).
-   * The status line waits for the first chunk: a request that fails before its first token gets an HTTP error
-   * status and an error body, not a 200 stream. A failure after it is an error event, then the end (no [DONE]).
+   * Relays the token streams as SSE, framed as vLLM does (`data: <json>\n\n`, `data: [DONE]\n\n` at the end):
+   * every chunk names its choice's index; a chat stream opens with one role chunk per choice; each choice's
+   * last text chunk carries its finish_reason; the usage chunk (stream_options.include_usage) follows the
+   * last choice's end, its completion tokens summed over the choices. The status line waits for the first
+   * chunk: a request that fails before its first token gets an HTTP error status and an error body, not a 200
+   * stream. A failure after it is an error event, then the end (no [DONE]). Resolves true when [DONE] was sent.
    */
-  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, stream: AsyncIterable<TokenChunk>, ac: AbortController, timer: StreamTimer): Promise<void> {
+  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<TokenChunk>[], ac: AbortController, timers: StreamTimer[]): Promise<boolean> {
     let started = false;
     const start = () => {
       if (started) return;
@@ -656,39 +679,51 @@ export class GatewayServer {
       if (!res.writableEnded) res.write(`data: ${JSON.stringify(obj)}\n\n`);
     };
     /** before the first byte: an HTTP error; after: an error event and the end of the stream. */
-    const fail = (e: HttpError) => {
-      if (!started) return this.sendError(res, route, e);
+    const fail = (e: HttpError): false => {
+      if (!started) {
+        this.sendError(res, route, e);
+        return false;
+      }
       send({ error: { ...e.body().error, retryable: e.retryable } });
       res.end();
+      return false;
     };
+    const n = streams.length;
+    const tokens = new Array<number>(n).fill(0);
+    const usages = new Array<Usage | undefined>(n);
+    let ended = 0;
     let first = true;
-    let tokens = 0;
     try {
-      for await (const c of stream) {
-        if (ac.signal.aborted) return;
+      for await (const { i, c } of mergeStreams(streams)) {
+        if (ac.signal.aborted) return false;
         if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
         if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
           return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
         }
-        if (first && p.kind === 'chat') send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined));
+        if (first && p.kind === 'chat') {
+          for (let j = 0; j < n; j++) send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined, j));
+        }
         first = false;
-        tokens += c.tokens;
-        timer.onChunk(c);
-        const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens) : undefined;
+        tokens[i]! += c.tokens;
+        timers[i]!.onChunk(c);
+        const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens[i]!) : undefined;
         const piece = { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage };
         if (c.done) {
-          // the closing chunk carries the last text (if the instance sent any with it) and finish_reason, as vLLM's
-          send(streamChunk(p.kind, id, created, p.model, { ...piece, finish: c.finishReason ?? 'stop', stopReason: c.stopReason }));
-          if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOut(c.usage, inputTokens, tokens)));
+          // the choice's last chunk: its last text (the instance sends it with the end) and finish_reason, as vLLM's
+          send(streamChunk(p.kind, id, created, p.model, { ...piece, finish: c.finishReason ?? 'stop', stopReason: c.stopReason }, i));
+          usages[i] = c.usage;
+          if (++ended < n) continue;
+          if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
           res.end('data: [DONE]\n\n');
-          return;
+          return true;
         }
-        if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece));
+        if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece, i));
       }
       if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
+      return false;
     } catch (err) {
-      if (ac.signal.aborted) return;
-      fail(toHttp(err));
+      if (ac.signal.aborted) return false;
+      return fail(toHttp(err));
     }
   }
 
@@ -750,6 +785,42 @@ class StreamTimer {
       else m.gatewayTbt.observe(labels, Math.max(0, at - this.last) / 1000);
       this.last = Math.max(at, this.last ?? at);
     }
+  }
+}
+
+/** Choice i of a request of n: its own id, and seed + i when a seed is given (vLLM's child requests). */
+export function childRequest(ir: InferenceRequest, i: number): InferenceRequest {
+  const id = `${ir.id}_${i}`;
+  const child: InferenceRequest = { ...ir, id, streamSubject: subjects.stream(id) };
+  if (ir.params?.seed !== undefined) child.params = { ...ir.params, seed: ir.params.seed + i };
+  return child;
+}
+
+/**
+ * The chunks of several streams as they arrive, each with its stream's index. A stream that fails fails the
+ * merge; leaving it early (return, throw) ends the streams still open.
+ */
+export async function* mergeStreams<T>(streams: readonly AsyncIterable<T>[]): AsyncGenerator<{ i: number; c: T }> {
+  const its = streams.map((s) => s[Symbol.asyncIterator]());
+  const pending = new Map<number, Promise<{ i: number; r: IteratorResult<T> }>>();
+  const pull = (i: number) => {
+    const next = its[i]!.next().then((r) => ({ i, r }));
+    next.catch(() => undefined); // raced below; a failure that loses the race must not go unhandled
+    pending.set(i, next);
+  };
+  its.forEach((_, i) => pull(i));
+  try {
+    while (pending.size > 0) {
+      const { i, r } = await Promise.race(pending.values());
+      if (r.done) {
+        pending.delete(i);
+        continue;
+      }
+      pull(i);
+      yield { i, c: r.value };
+    }
+  } finally {
+    for (const i of pending.keys()) void Promise.resolve(its[i]!.return?.()).catch(() => undefined);
   }
 }
 

@@ -330,6 +330,8 @@ export class InstanceManager {
     let stopReason: string | number | null | undefined;
     let usage: { promptTokens: number; completionTokens: number; energyJoules?: number } | undefined;
     let completion = 0;
+    /** the engine's last text event (it carries finish_reason): sent as the done chunk itself */
+    let tail: TokenChunk | undefined;
     const remainingMs = Math.max(1000, req.giveUpAtMs - clock.now());
     // token coalescing (engine.streamCoalesceMs): tokens after the first gather in `pend` for at most the
     // window, then travel as one chunk with each token's arrival offset (see docs/REPLAY.md)
@@ -412,12 +414,15 @@ export class InstanceManager {
           const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ttftMs: Math.max(0, r.firstTokenMs! - req.arrivalMs), ...extra };
           if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
           this.#pushSample(this.#ttfts, chunk.ttftMs!);
-          this.#bus.publish(req.streamSubject, TokenChunk, chunk);
-        } else if (coalesceMs <= 0 || extra) {
+          // the engine's last text goes out with the end (finish_reason on the last text chunk, as vLLM's)
+          if (ch.finishReason) tail = chunk;
+          else this.#bus.publish(req.streamSubject, TokenChunk, chunk);
+        } else if (coalesceMs <= 0 || extra || ch.finishReason) {
           flush();
           const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ...extra };
           if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
-          this.#bus.publish(req.streamSubject, TokenChunk, chunk);
+          if (ch.finishReason) tail = chunk;
+          else this.#bus.publish(req.streamSubject, TokenChunk, chunk);
         } else {
           if (!pend) {
             pend = { text: '', n: 0, t0: at(0), offsets: [] };
@@ -435,9 +440,7 @@ export class InstanceManager {
       const energySource = usage?.energyJoules !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
       this.#bus.publish(req.streamSubject, TokenChunk, {
         ...base,
-        seq: r.seq++,
-        text: '',
-        tokens: 0,
+        ...(tail ?? { seq: r.seq++, text: '', tokens: 0 }),
         done: true,
         finishReason: finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop',
         stopReason: stopReason ?? null,
@@ -447,6 +450,7 @@ export class InstanceManager {
       ok = true;
     } catch (err) {
       flush(); // tokens already produced reach the client before the error chunk, in order
+      if (tail) this.#bus.publish(req.streamSubject, TokenChunk, tail);
       const aborted = r.ac.signal.aborted;
       // the wire message reaches the client: the engine's own words for a refused request, nothing internal
       // (instance ids, URLs) otherwise; the details go to this log

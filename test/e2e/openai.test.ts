@@ -163,6 +163,51 @@ describe('OpenAI parameters reach the engine and its answer comes back', () => {
   });
 });
 
+describe('n choices and the end of a stream, as vLLM sends them', () => {
+  it('n choices: choice i is the answer of seed + i (vLLM\'s child requests), streaming and not, usage summed', async () => {
+    const c = client();
+    const base = { model, prompt: 'Tell me about energy', max_tokens: 12, ignore_eos: true };
+    const one = await Promise.all([0, 1, 2].map((i) => c.completions.create({ ...base, seed: 40 + i } as OpenAI.CompletionCreateParamsNonStreaming & Vllm)));
+    const r = await c.completions.create({ ...base, seed: 40, n: 3 } as OpenAI.CompletionCreateParamsNonStreaming & Vllm);
+    expect(r.choices.map((x) => x.index)).toEqual([0, 1, 2]);
+    expect(r.choices.map((x) => x.text)).toEqual(one.map((x) => x.choices[0]!.text));
+    expect(new Set(r.choices.map((x) => x.text)).size).toBe(3);
+    expect(r.choices.every((x) => x.finish_reason === 'length')).toBe(true);
+    expect(r.usage).toMatchObject({ prompt_tokens: one[0]!.usage!.prompt_tokens, completion_tokens: 36 });
+    // streamed chat: a role chunk per choice, then chunks naming their choice, one finish per choice, usage last
+    const chatBase = { model, messages: [{ role: 'user' as const, content: 'hi' }], max_tokens: 6, ignore_eos: true, seed: 3 };
+    const whole = await c.chat.completions.create({ ...chatBase, n: 2 } as OpenAI.ChatCompletionCreateParamsNonStreaming & Vllm);
+    const s = await c.chat.completions.create({ ...chatBase, n: 2, stream: true, stream_options: { include_usage: true } } as OpenAI.ChatCompletionCreateParamsStreaming & Vllm);
+    const chunks = [];
+    for await (const ch of s) chunks.push(ch);
+    expect(chunks.slice(0, 2).map((ch) => [ch.choices[0]!.index, ch.choices[0]!.delta.role])).toEqual([[0, 'assistant'], [1, 'assistant']]);
+    for (const i of [0, 1]) {
+      const mine = chunks.slice(2).filter((ch) => ch.choices[0]?.index === i);
+      expect(mine.map((ch) => ch.choices[0]!.delta.content ?? '').join('')).toBe(whole.choices[i]!.message.content);
+      expect(mine.map((ch) => ch.choices[0]!.finish_reason).filter((f) => f !== null)).toEqual(['length']);
+    }
+    expect(chunks.at(-1)!.choices).toEqual([]);
+    expect(chunks.at(-1)!.usage).toMatchObject({ completion_tokens: 12 });
+  });
+
+  it('finish_reason arrives on the last text chunk, then the usage chunk, then [DONE] (completions and chat)', async () => {
+    for (const path of ['/v1/completions', '/v1/chat/completions']) {
+      const body = path === '/v1/completions' ? { model, prompt: 'x', max_tokens: 7, ignore_eos: true, stream: true, stream_options: { include_usage: true } } : { model, messages: [{ role: 'user', content: 'x' }], max_tokens: 7, ignore_eos: true, stream: true, stream_options: { include_usage: true } };
+      const r = await fetch(`${cluster.base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` }, body: JSON.stringify(body) });
+      const events = (await r.text()).split('\n\n').filter((e) => e !== '');
+      expect(events.at(-1)).toBe('data: [DONE]');
+      const objs = events.slice(0, -1).map((e) => JSON.parse(e.slice('data: '.length)) as { choices: { text?: string; delta?: { content?: string }; finish_reason: string | null }[]; usage?: { completion_tokens: number } });
+      const usage = objs.at(-1)!;
+      expect(usage.choices).toEqual([]);
+      expect(usage.usage!.completion_tokens).toBe(7);
+      const fin = objs.at(-2)!.choices[0]!;
+      expect(fin.finish_reason, path).toBe('length');
+      expect((fin.text ?? fin.delta?.content ?? '').length, path).toBeGreaterThan(0);
+      expect(objs.slice(0, -2).every((o) => o.choices[0]!.finish_reason === null), path).toBe(true);
+    }
+  });
+});
+
 describe('real token counts and honest errors', () => {
   it('usage.prompt_tokens equals /tokenize for the same prompt; /v1/models reports max_model_len; /detokenize round-trips', async () => {
     const c = client();
@@ -209,7 +254,7 @@ describe('real token counts and honest errors', () => {
   });
 
   it('a parameter the cluster cannot honour, or an unknown one, is a 400 naming it', async () => {
-    const n = await post('/v1/chat/completions', { model, messages: [{ role: 'user', content: 'x' }], n: 2 });
+    const n = await post('/v1/chat/completions', { model, messages: [{ role: 'user', content: 'x' }], n: 999 });
     expect(n.status).toBe(400);
     expect((n.body.error as { param: string }).param).toBe('n');
     const u = await post('/v1/completions', { model, prompt: 'x', frobnicate: true, stream: true });

@@ -23,7 +23,11 @@ class ScriptedBackend implements GatewayBackend {
     if (text.includes('OVERLOAD')) throw new DynError('overloaded', 'all pools are full', { retryable: true, retryAfterS: 3 });
     if (text.includes('NOBODY')) throw new DynError('no_responders', 'no cluster manager', { retryable: true });
     const slow = text.includes('SLOW');
-    const midError = text.includes('MIDERROR');
+    // CHOICE1ERR: the request's second choice (id suffix _1) fails mid-stream, CHOICE1REFUSED: it is refused
+    const midError = text.includes('MIDERROR') || (text.includes('CHOICE1ERR') && req.id.endsWith('_1'));
+    if (text.includes('CHOICE1REFUSED') && req.id.endsWith('_1')) throw new DynError('overloaded', 'all pools are full', { retryable: true, retryAfterS: 3 });
+    // a seeded request's words carry its seed, so that choices (seed + i) differ
+    const tag = req.params?.seed !== undefined ? `s${req.params.seed}` : '';
     async function* gen(): AsyncGenerator<TokenChunk> {
       let seq = 0;
       for (let i = 0; i < req.maxTokens; i++) {
@@ -33,7 +37,7 @@ class ScriptedBackend implements GatewayBackend {
           return;
         }
         if (slow) await new Promise((r) => setTimeout(r, 20));
-        yield { v: 1, id: req.id, seq: seq++, text: ` w${i}`, tokens: 1 };
+        yield { v: 1, id: req.id, seq: seq++, text: ` ${tag}w${i}`, tokens: 1 };
       }
       yield {
         v: 1, id: req.id, seq, text: '', tokens: 0, done: true, finishReason: 'length',
@@ -110,6 +114,60 @@ describe('gateway OpenAI API (openai client)', () => {
     expect(backend.seen.at(-1)!.inputTokens).toBe(7);
   });
 
+  it('n choices: each is its own request (seed + i), every choice with its index, usage summed', async () => {
+    const before = backend.seen.length;
+    const r = await client().completions.create({ model: 'm1', prompt: 'hello', max_tokens: 3, n: 3, seed: 7 });
+    const seen = backend.seen.slice(before);
+    expect(seen.map((q) => q.params?.seed)).toEqual([7, 8, 9]);
+    expect(new Set(seen.map((q) => q.id)).size).toBe(3);
+    expect(r.choices.map((c) => [c.index, c.text, c.finish_reason])).toEqual([[0, ' s7w0 s7w1 s7w2', 'length'], [1, ' s8w0 s8w1 s8w2', 'length'], [2, ' s9w0 s9w1 s9w2', 'length']]);
+    // vLLM's usage of n choices: the prompt once, the completion tokens of all choices
+    expect(r.usage).toMatchObject({ prompt_tokens: seen[0]!.inputTokens, completion_tokens: 9, total_tokens: seen[0]!.inputTokens + 9, energy_joules: 3 * 37.5 });
+    const c = await client().chat.completions.create({ model: 'm1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, n: 2 });
+    expect(c.choices.map((x) => [x.index, x.message.content])).toEqual([[0, ' w0 w1'], [1, ' w0 w1']]);
+    expect(c.usage?.completion_tokens).toBe(4);
+  });
+
+  it('n choices streamed: a role chunk per choice first, chunks with their index, a finish per choice, usage after the last', async () => {
+    const s = await client().chat.completions.create({ model: 'm1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, n: 2, seed: 1, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } as OpenAI.ChatCompletionStreamOptions });
+    const chunks = [];
+    for await (const c of s) chunks.push(c);
+    expect(chunks.slice(0, 2).map((c) => [c.choices[0]!.index, c.choices[0]!.delta.role])).toEqual([[0, 'assistant'], [1, 'assistant']]);
+    const body = chunks.slice(2, -1);
+    for (const i of [0, 1]) {
+      const mine = body.filter((c) => c.choices[0]!.index === i);
+      expect(mine.map((c) => c.choices[0]!.delta.content ?? '').join('')).toBe(` s${1 + i}w0 s${1 + i}w1 s${1 + i}w2`);
+      expect(mine.filter((c) => c.choices[0]!.finish_reason !== null).map((c) => c.choices[0]!.finish_reason)).toEqual(['length']);
+      // continuous usage counts the chunk's own choice
+      expect(mine.at(-1)!.usage?.completion_tokens).toBe(3);
+    }
+    const last = chunks.at(-1)!;
+    expect(last.choices).toEqual([]);
+    expect(last.usage).toMatchObject({ completion_tokens: 6 });
+    // completions: every chunk names its choice
+    const t = await client().completions.create({ model: 'm1', prompt: 'x', max_tokens: 2, n: 2, stream: true });
+    const texts = ['', ''];
+    for await (const ch of t) texts[ch.choices[0]!.index] += ch.choices[0]!.text;
+    expect(texts).toEqual([' w0 w1', ' w0 w1']);
+  });
+
+  it('n choices: one failing choice fails the request and ends the others', async () => {
+    const before = backend.aborted.length;
+    const r = await post('/v1/completions', { model: 'm1', prompt: 'CHOICE1ERR SLOW', max_tokens: 50, n: 3 });
+    expect(r.status).toBe(503);
+    const until = Date.now() + 3000;
+    while (backend.aborted.length < before + 2 && Date.now() < until) await new Promise((res) => setTimeout(res, 20));
+    expect(backend.aborted.slice(before).sort()).toEqual(expect.arrayContaining([expect.stringMatching(/_0$/), expect.stringMatching(/_2$/)]));
+    const s = await client().completions.create({ model: 'm1', prompt: 'CHOICE1ERR', max_tokens: 10, n: 2, stream: true });
+    await expect((async () => {
+      for await (const _ of s) void _;
+    })()).rejects.toThrow(/the engine serving this request failed/);
+    // a refused choice refuses the request, with the cluster's status
+    const q = await post('/v1/completions', { model: 'm1', prompt: 'CHOICE1REFUSED', max_tokens: 5, n: 2 });
+    expect(q.status).toBe(429);
+    expect(gw.inflightCount).toBe(0);
+  });
+
   it('lists models', async () => {
     const m = await client().models.list();
     expect(m.data.map((x) => x.id)).toEqual(['m1']);
@@ -133,7 +191,7 @@ describe('gateway errors', () => {
     expect((await post('/v1/completions', { model: 'm1', prompt: 'x', max_tokens: -1 })).body.error?.param).toBe('max_tokens');
     expect((await post('/v1/chat/completions', { model: 'm1', messages: [] })).status).toBe(400);
     expect((await post('/v1/chat/completions', { model: 'm1', messages: [{ role: 'wizard', content: 'x' }] })).status).toBe(400);
-    expect((await post('/v1/completions', { model: 'm1', prompt: 'x', n: 2 })).body.error?.param).toBe('n');
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'x', n: 17 })).body.error?.param).toBe('n');
     expect((await post('/v1/completions', { model: 'm1', prompt: 'x', stream_options: { include_usage: true } })).status).toBe(400);
     expect((await post('/v1/completions', { model: 'm1', prompt: 'x', temperature: 9 })).body.error?.param).toBe('temperature');
     await expect(client().completions.create({ model: 'm1', prompt: 'x', max_tokens: 0 })).rejects.toMatchObject({ status: 400 });
@@ -201,6 +259,6 @@ describe('gateway errors', () => {
     expect(h.status).toBe(200);
     const m = await (await fetch(base + '/metrics', { headers: { authorization: `Bearer ${KEY}` } })).text();
     expect(m).toMatch(/dynamollm_gateway_http_requests_total\{route="\/v1\/completions",code="401"\} [1-9]/);
-    expect(m).toMatch(/dynamollm_gateway_rejections_total\{reason="overloaded"\} 1/);
+    expect(m).toMatch(/dynamollm_gateway_rejections_total\{reason="overloaded"\} [1-9]/);
   });
 });

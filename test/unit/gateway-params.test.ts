@@ -44,7 +44,8 @@ describe('gateway request parameters', () => {
 
   it('refuses what the cluster cannot honour and unknown parameters with a 400 naming them', () => {
     const cases: [kind: 'chat' | 'completion', extra: Record<string, unknown>, param: string][] = [
-      ['chat', { n: 2 }, 'n'],
+      ['chat', { n: 17 }, 'n'],
+      ['completion', { n: 2, best_of: 1 }, 'best_of'],
       ['completion', { best_of: 3 }, 'best_of'],
       ['chat', { use_beam_search: true }, 'use_beam_search'],
       ['completion', { prompt_logprobs: 1 }, 'prompt_logprobs'],
