@@ -22,7 +22,7 @@ import {
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
 import { aliveServers, clusterStep, initialClusterState, intakePools, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
-import { loadConfig, poolsOf, profilePathOf, type ClusterConfig, reportProfileGap } from '../common/config.ts';
+import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
@@ -73,7 +73,6 @@ export class ClusterManager extends Actor {
     const ppath = profilePathOf(c);
     if (existsSync(ppath)) {
       this.#profile = loadProfile(ppath);
-      reportProfileGap(this.#profile, [c.engine.initialTp], ppath, c, this.log);
     }
     else this.log.warn({ profile: ppath }, 'no profile: scaling uses a static split of the servers');
     this.#mc = {
@@ -491,5 +490,6 @@ export class ClusterManager extends Actor {
 /** `dynamollm actor cluster` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): ClusterManager {
   const config = parseConfig(o.config ?? {});
+  requireProfileCovers(config, [config.engine.initialTp]);
   return new ClusterManager({ kind: 'cluster', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config);
 }

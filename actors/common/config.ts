@@ -4,7 +4,8 @@
  * Default (`defaultConfig()`): Llama2-70B on 4 emulated 8xH100 servers, the paper's epochs and SLOs.
  */
 import { DEFAULT_HEADROOM } from '../../src/policy/types.ts';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
@@ -300,17 +301,21 @@ export function checkProfileCovers(profile: { tpDegrees: number[]; model: string
 }
 
 /**
- * At an actor's start: a profile for another model/GPU is refused (throws); a TP the profile lacks is logged
- * as an error (that instance runs without clock control). Shipped configs still start TP-1 instances of
- * llama3.1-8b whose profile covers TP 2, 4, 8, so the TP gap is loud, not yet fatal.
+ * At an actor's start, before it connects: the profile the config names (when it exists; without one the
+ * actors run on static splits and max clocks, and say so) must be for the config's model and GPU and cover
+ * the TP degrees this actor starts instances with. Throws ConfigError naming the profile and the degrees, so
+ * a standalone actor (systemd, Kubernetes) refuses to start as `up` does.
  */
-export function reportProfileGap(profile: { tpDegrees: number[]; model: string; gpu: string }, tps: number[], path: string, c: ClusterConfig, log: { error(o: object, m: string): void }): void {
-  if (profile.model !== c.model || profile.gpu !== c.gpu) checkProfileCovers(profile, [], path, c);
+export function requireProfileCovers(c: ClusterConfig, tps: number[]): void {
+  const path = profilePathOf(c);
+  if (!existsSync(path)) return;
+  let profile: { tpDegrees: number[]; model: string; gpu: string };
   try {
-    checkProfileCovers(profile, tps, path);
+    profile = loadProfile(path);
   } catch (err) {
-    log.error({ profile: path, tps, covered: profile.tpDegrees }, `${(err as Error).message}; clock control is off for those instances`);
+    throw new ConfigError(`profile ${path}: ${(err as Error).message}`);
   }
+  checkProfileCovers(profile, tps, path, c);
 }
 
 /** zod issues as lines naming the key; an unknown key gets the closest known key of its object. */

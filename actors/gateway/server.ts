@@ -26,6 +26,8 @@ import {
   HttpError, badRequest, chatResponse, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
   continuousUsage, roleChunk, streamChunk, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
+import { childRequest, mergeStreams } from './choices.ts';
+import { StreamTimer } from './stream-timer.ts';
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
 import { probeResponse, type HealthReport } from '../../src/runtime/health.ts';
@@ -757,70 +759,6 @@ export class GatewayServer {
     if (e.retryAfterS !== undefined) res.setHeader('retry-after', String(Math.max(1, Math.ceil(e.retryAfterS))));
     if (e.status === 401) res.setHeader('www-authenticate', 'Bearer');
     this.sendJson(res, route, e.status, e.body());
-  }
-}
-
-/**
- * Client-facing latency of one request at this replica: TTFT when its first token is relayed, then one TBT
- * observation per token gap (a coalesced chunk's tokens at the times its tokenOffsetsMs give).
- */
-class StreamTimer {
-  private last: number | undefined;
-  constructor(
-    private readonly metrics: TelemetryMetrics | undefined,
-    private readonly model: string,
-    private readonly t0: number,
-  ) {}
-
-  onChunk(c: TokenChunk): void {
-    const m = this.metrics;
-    const k = c.tokens;
-    if (!m || k <= 0) return;
-    const now = performance.now();
-    const labels = { model_name: this.model, type: c.type ?? '', pool: c.pool ?? '' };
-    const offs = c.tokenOffsetsMs && c.tokenOffsetsMs.length === k ? c.tokenOffsetsMs : undefined;
-    for (let i = 0; i < k; i++) {
-      const at = offs ? now - (offs[k - 1]! - offs[i]!) : now;
-      if (this.last === undefined) m.gatewayTtft.observe(labels, Math.max(0, at - this.t0) / 1000);
-      else m.gatewayTbt.observe(labels, Math.max(0, at - this.last) / 1000);
-      this.last = Math.max(at, this.last ?? at);
-    }
-  }
-}
-
-/** Choice i of a request of n: its own id, and seed + i when a seed is given (vLLM's child requests). */
-export function childRequest(ir: InferenceRequest, i: number): InferenceRequest {
-  const id = `${ir.id}_${i}`;
-  const child: InferenceRequest = { ...ir, id, streamSubject: subjects.stream(id) };
-  if (ir.params?.seed !== undefined) child.params = { ...ir.params, seed: ir.params.seed + i };
-  return child;
-}
-
-/**
- * The chunks of several streams as they arrive, each with its stream's index. A stream that fails fails the
- * merge; leaving it early (return, throw) ends the streams still open.
- */
-export async function* mergeStreams<T>(streams: readonly AsyncIterable<T>[]): AsyncGenerator<{ i: number; c: T }> {
-  const its = streams.map((s) => s[Symbol.asyncIterator]());
-  const pending = new Map<number, Promise<{ i: number; r: IteratorResult<T> }>>();
-  const pull = (i: number) => {
-    const next = its[i]!.next().then((r) => ({ i, r }));
-    next.catch(() => undefined); // raced below; a failure that loses the race must not go unhandled
-    pending.set(i, next);
-  };
-  its.forEach((_, i) => pull(i));
-  try {
-    while (pending.size > 0) {
-      const { i, r } = await Promise.race(pending.values());
-      if (r.done) {
-        pending.delete(i);
-        continue;
-      }
-      pull(i);
-      yield { i, c: r.value };
-    }
-  } finally {
-    for (const i of pending.keys()) void Promise.resolve(its[i]!.return?.()).catch(() => undefined);
   }
 }
 

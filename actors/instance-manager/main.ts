@@ -11,7 +11,7 @@ import { instanceMetrics } from './metrics.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { engineOfProfile } from '../../src/model/perf.ts';
-import { profilePathOf, ConfigError, type ClusterConfig, reportProfileGap } from '../common/config.ts';
+import { profilePathOf, ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { InstanceManager } from './instance-manager.ts';
@@ -27,7 +27,6 @@ class InstanceActor extends Actor {
     const c = this.a.config;
     const ppath = profilePathOf(c);
     const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
-    if (profile) reportProfileGap(profile, [this.a.tp], ppath, c, this.log);
     if (!profile) this.log.warn({ profile: ppath }, 'no profile: the instance stays at max clock');
     // the engine refuses /v1 calls without this key; the gateways that stream a direct request get it in the grant
     const engineApiKey = randomBytes(24).toString('base64url');
@@ -94,6 +93,7 @@ export function createActor(o: ActorFactoryOptions): Actor {
   const gpuIds = (o.extra.gpus ?? '').split(',').map(Number);
   if (gpuIds.length !== tp || gpuIds.some((g) => !Number.isInteger(g) || g < 0)) throw new ConfigError(`--set gpus must list ${tp} GPU indices`);
   if (!o.extra.pool) throw new ConfigError('--set pool=POOL is required');
+  requireProfileCovers(config, [tp]);
   return new InstanceActor(
     { kind: 'instance', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas },
     { config, pool: o.extra.pool, tp: tp as 1 | 2 | 4 | 8, gpuIds, node: o.extra.node },

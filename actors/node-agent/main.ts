@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { Supervisor } from '../../src/runtime/supervisor.ts';
 import { Ack, NodeCommand, NodeStatus, controlSubjects, inventoryKeys, jetstream, subjects, DynError } from '../../protocols/index.ts';
-import { ConfigError, type ClusterConfig } from '../common/config.ts';
+import { ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { launchArgs } from '../common/launch-args.ts';
@@ -129,6 +129,7 @@ export class NodeAgent extends Actor {
 /** `dynamollm actor node` (src/cli/actor-registry.ts); its instance managers get the config as a file. */
 export function createActor(o: ActorFactoryOptions): NodeAgent {
   const config = parseConfig(o.config ?? {});
+  requireProfileCovers(config, [config.engine.initialTp]);
   const path = join(mkdtempSync(join(tmpdir(), 'dyn-node-')), 'config.json');
   const { servers, ...auth } = o.nats;
   writeFileSync(path, JSON.stringify({ ...config, nats: { ...config.nats, url: servers, ...auth } }));

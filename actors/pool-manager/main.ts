@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { poolsOf, profilePathOf, ConfigError, type ClusterConfig, reportProfileGap } from '../common/config.ts';
+import { poolsOf, profilePathOf, ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { PoolLeader } from './pool-leader.ts';
@@ -27,7 +27,6 @@ export class PoolManager extends Actor {
     if (unknown.length) throw new ConfigError(`unknown pool(s) ${unknown.join(', ')} (known: ${all.map((p) => p.id).join(', ')})`);
     const ppath = profilePathOf(c);
     const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
-    if (profile) reportProfileGap(profile, [c.engine.initialTp], ppath, c, this.log);
     for (const p of chosen) {
       const l = new PoolLeader({ pool: p.id, types: p.types, holder: this.id, bus: this.bus, config: c, log: this.log, profile, clock: this.clock });
       this.leaders.push(l);
@@ -46,5 +45,6 @@ export class PoolManager extends Actor {
 /** `dynamollm actor pool [--set pools=pool-SS,pool-MM]` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): PoolManager {
   const config = parseConfig(o.config ?? {});
+  requireProfileCovers(config, [config.engine.initialTp]);
   return new PoolManager({ kind: 'pool', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);
 }

@@ -181,7 +181,7 @@ export async function bench(): Promise<BenchSection> {
       const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
       const cfg = join(dir, 'bench.json');
       writeFileSync(cfg, JSON.stringify({
-        model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+        model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json',
         servers: [{ id: 'n0', gpus: 1 }],
         pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
         epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },

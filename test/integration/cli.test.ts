@@ -167,4 +167,23 @@ describe('dynamollm CLI', () => {
     // nothing was started: no NATS state directory in the run dir
     expect(readdirSync(dir).filter((f) => f !== 'tp1.yaml')).toEqual([]);
   });
+
+  it('a standalone actor (systemd, k8s) refuses a profile that lacks its TP before it connects (exit 2, one line)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cli-tp-actor-'));
+    const cfg = join(dir, 'tp1.yaml');
+    // NATS at a port nothing listens on: the refusal must come before any connection attempt
+    writeFileSync(cfg, 'model: llama2-70b\ngpu: h100\nprofile: profiles/llama2-70b.h100.json\nnats: { url: "nats://127.0.0.1:9" }\nservers:\n  - { id: n0, gpus: 2 }\nengine: { kind: emulator, initialTp: 1 }\n');
+    const gap = `profile profiles/llama2-70b.h100.json covers TP 2, 4, 8 but not TP 1 (engine.initialTp or the instance's tp): profile those degrees or change engine.initialTp`;
+    for (const kind of ['cluster', 'pool', 'node']) {
+      const r = await cli(['actor', kind, '--id', `${kind}-x`, '--config', cfg]);
+      expect(r.code, kind).toBe(2);
+      expect(r.stderr.split('\n')[0], kind).toBe(`dynamollm actor: config ${cfg}: ${gap}`);
+    }
+    // an instance at a TP the profile lacks, under a config whose initialTp it covers
+    const cfg2 = join(dir, 'tp2.yaml');
+    writeFileSync(cfg2, 'model: llama2-70b\ngpu: h100\nprofile: profiles/llama2-70b.h100.json\nnats: { url: "nats://127.0.0.1:9" }\nservers:\n  - { id: n0, gpus: 2 }\nengine: { kind: emulator, initialTp: 2 }\n');
+    const r = await cli(['actor', 'instance', '--id', 'i-x', '--config', cfg2, '--set', 'tp=1', '--set', 'gpus=0', '--set', 'pool=pool-all']);
+    expect(r.code).toBe(2);
+    expect(r.stderr.split('\n')[0]).toMatch(/^dynamollm actor: config .*tp2\.yaml: profile profiles\/llama2-70b\.h100\.json covers TP 2, 4, 8 but not TP 1 /);
+  });
 });

@@ -17,6 +17,7 @@ import {
   type TokenChunk as Chunk,
 } from '../../protocols/index.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
+import { suitePids } from '../helpers/procs.ts';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { DynError } from '../../protocols/errors.ts';
 
@@ -224,11 +225,15 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
       return out;
     },
     pidsOf(pattern) {
-      try {
-        return execFileSync('pgrep', ['-f', '--', pattern]).toString().trim().split('\n').map(Number).filter((n) => n > 0 && n !== process.pid);
-      } catch {
-        return [];
+      // the config path is unique to the suite; any other pattern (an actor id) only among the suite's own processes
+      if (pattern.includes(cfgPath)) {
+        try {
+          return execFileSync('pgrep', ['-f', '--', pattern]).toString().trim().split('\n').map(Number).filter((n) => n > 0 && n !== process.pid);
+        } catch {
+          return [];
+        }
       }
+      return suitePids([...procs.values()].map((p) => p.pid ?? -1), pattern);
     },
     async stop() {
       for (const p of procs.values()) if (p.exitCode === null) p.kill('SIGTERM');

@@ -12,6 +12,7 @@ import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { Admission, ClusterStatus, InferenceRequest, StatusRequest, TokenChunk, DecisionEvent, subjects, type TokenChunk as Chunk } from '../../protocols/index.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
+import { suitePids } from '../helpers/procs.ts';
 
 let nats: TestNats;
 let bus: Bus;
@@ -102,7 +103,7 @@ beforeAll(async () => {
   writeFileSync(cfgPath, JSON.stringify({
     // each actor connects as its own nats.conf role (node agents as `node`)
     nats: { url: nats.url, roles: { cluster: nats.creds('cluster'), pool: nats.creds('pool'), instance: nats.creds('instance'), node: nats.creds('node') } },
-    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json',
     servers: [{ id: 'n0', gpus: 2 }],
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
     epochs: { clusterS: 600, poolS: 600, instanceS: 0.5 },
@@ -154,7 +155,8 @@ describe('control plane: request path', () => {
     const load = setInterval(() => running.push(send(i++, 60)), 60);
     try {
     await new Promise((r) => setTimeout(r, 1500));
-    const [pid] = pidsOf(`--id ${victim} `);
+    // among this suite's processes: another suite on this machine may run an instance of the same id
+    const [pid] = suitePids(procs.map((p) => p.pid ?? -1), `--id ${victim} `);
     process.kill(pid!, 'SIGKILL');
     killedAt = Date.now();
     

@@ -41,7 +41,7 @@ function childrenOf(pid: number): number[] {
 
 beforeAll(async () => {
   h = await startHarness({
-    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json',
     servers: [{ id: 'n0', gpus: 2 }],
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
     epochs: { clusterS: 600, poolS: 600, instanceS: 5 },

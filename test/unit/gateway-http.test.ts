@@ -160,7 +160,7 @@ describe('gateway OpenAI API (openai client)', () => {
     expect(backend.aborted.slice(before).sort()).toEqual(expect.arrayContaining([expect.stringMatching(/_0$/), expect.stringMatching(/_2$/)]));
     const s = await client().completions.create({ model: 'm1', prompt: 'CHOICE1ERR', max_tokens: 10, n: 2, stream: true });
     await expect((async () => {
-      for await (const _ of s) void _;
+      for await (const ch of s) expect(ch.object).toBe('text_completion');
     })()).rejects.toThrow(/the engine serving this request failed/);
     // a refused choice refuses the request, with the cluster's status
     const q = await post('/v1/completions', { model: 'm1', prompt: 'CHOICE1REFUSED', max_tokens: 5, n: 2 });

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { Command } from 'commander';
 import { readConfigFile, UsageError } from '../args.ts';
 import { ACTOR_REGISTRY } from '../actor-registry.ts';
+import { ConfigError } from '../../../actors/common/config.ts';
 import { action, configure, ExitCode, natsOptions, runProgram } from '../program.ts';
 import type { ActorRegistry } from '../../runtime/actor-factory.ts';
 import { createLogger } from '../../runtime/logger.ts';
@@ -64,13 +65,21 @@ async function startActor(kind: string, values: ActorOptions, registry: ActorReg
   const log = createLogger({ level: values.logLevel, pretty: values.pretty });
   const id = values.id ?? `${kind}-${randomBytes(3).toString('hex')}`;
   const mod = await load();
-  const actor = await mod.createActor({
-    id,
-    config,
-    nats: actorNatsSettings(kind, { flags: values, config: (config as { nats?: NatsConfigSection } | undefined)?.nats }),
-    log,
-    extra,
-  });
+  let actor: Awaited<ReturnType<typeof mod.createActor>>;
+  try {
+    actor = await mod.createActor({
+      id,
+      config,
+      nats: actorNatsSettings(kind, { flags: values, config: (config as { nats?: NatsConfigSection } | undefined)?.nats }),
+      log,
+      extra,
+    });
+  } catch (err) {
+    // a config the actor cannot run with (a profile lacking its TP, a bad --set) is refused before it connects,
+    // as `up` refuses it: exit 2, one line naming the file and the key
+    if (err instanceof ConfigError) throw new UsageError(`config ${values.config ?? '(none)'}: ${err.message}`);
+    throw err;
+  }
   actor.installSignalHandlers();
   // liveness/readiness endpoints for probes (k8s, systemd checks): /livez, /readyz
   const healthAddr = values.health ?? process.env.DYNAMOLLM_HEALTH;
