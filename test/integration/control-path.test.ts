@@ -138,6 +138,9 @@ describe('control plane: request path', () => {
       expect(o.tokens).toBe(30);
       const last = o.chunks[o.chunks.length - 1]!;
       expect(last.usage?.completionTokens).toBe(30);
+      // the engine's last text travels with the end (finish_reason on the last text chunk, as vLLM's)
+      expect(last.tokens).toBeGreaterThan(0);
+      expect(last.text.length).toBeGreaterThan(0);
       expect(last.usage?.energySource).toBe('modelled');
       expect(o.chunks[0]!.ttftMs).toBeGreaterThan(0);
       expect(o.chunks.map((c) => c.seq)).toEqual(o.chunks.map((_, i) => i));
