@@ -483,8 +483,7 @@ export class NatsBackend implements GatewayBackend {
             st.text = '';
           }
         }
-        // the engine's last text (it carries finish_reason) goes out as the done chunk itself, as vLLM sends it
-        if (ch.finishReason) tail = out;
+        if (ch.finishReason) tail = out; // the engine's last text goes out as the done chunk itself, as vLLM's
         else yield out;
       }
       leg.onControl = () => {};
@@ -493,14 +492,11 @@ export class NatsBackend implements GatewayBackend {
       st.energySource ??= reply?.energySource ?? (usage?.energyJoules !== undefined ? 'modelled' : 'measured');
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
       const fr = finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop';
-      const done: TokenChunk = {
-        ...(tail ?? { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0 }), done: true, finishReason: fr, stopReason: stopReason ?? null,
+      const where = { ...(grant.instance ? { instance: grant.instance } : {}), ...(grant.pool ? { pool: grant.pool } : {}), ...(grant.type ? { type: grant.type } : {}) };
+      yield {
+        ...(tail ?? { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, ...where }), done: true, finishReason: fr, stopReason: stopReason ?? null,
         usage: { promptTokens: st.promptTokens, completionTokens: st.sent, energyJ: st.energyJ, energySource: st.energySource },
       };
-      if (grant.instance) done.instance = grant.instance;
-      if (grant.pool) done.pool = grant.pool;
-      if (grant.type) done.type = grant.type;
-      yield done;
       return 'done';
     } catch (err) {
       leg.onControl = () => {};
