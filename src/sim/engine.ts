@@ -3,12 +3,13 @@
  *
  * Control plane: the cluster epoch (servers per pool, routing) is the live cluster manager's machine
  * (src/policy/machines/cluster.ts) given the simulator's forecast; the pool epoch (TP mix) is the live pool
- * machine's re-shard decision (./pool-brain.ts). The static baselines (single-pool, multi-pool) and the oracle (Eq. 1 with the
- * future known) are the paper's yardsticks, not live managers: their sizing is here. Instances: at step fidelity each instance's manager IS the live instance
- * machine (src/policy/machines/instance.ts through ./instance-brain.ts): admission, queue, engine slots, the
- * load EWMA, the clock and its arbitration, the prefill floor, the emergency ladder and its moves; this file
- * only interprets its effects. Fluid has no per-request events: its instance epoch is an aggregate clock
- * rule (chooseClock on each instance's offered load) in this file.
+ * machine's re-shard decision (./pool-brain.ts). The static baselines (single-pool, multi-pool) and the
+ * oracle (Eq. 1 with the future known) are the paper's yardsticks, not live managers: their sizing is here.
+ * Instances: at step fidelity each instance's manager IS the live instance machine
+ * (src/policy/machines/instance.ts through ./instance-brain.ts): admission, queue, engine slots, the load
+ * EWMA, the clock and its arbitration, the prefill floor, the emergency ladder and its moves; this file only
+ * interprets its effects. Fluid has no per-request events: its clock is the machine's rule (epochLoad,
+ * decideClock) on each instance's share of its pool's arrivals.
  * Reconfigurations are charged, not free: a new instance serves only after `instanceStartS` and its GPUs
  * draw loaded-idle power meanwhile; a re-shard makes the new instances ready after tau x Table VI + resync
  * (old instances drain meanwhile); a clock change takes `clockChangeMs` at the old clock.
@@ -37,9 +38,9 @@ import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision } from './pool-brain.ts';
 import type { PoolMachineConfig } from '../policy/machines/pool.ts';
 import { clusterStep, initialClusterState, intakePools, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
-import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
+import { decideClock, epochLoad, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig } from '../policy/machines/instance.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
-import { instantHeadroom } from '../policy/dispatch.ts';
+import { LOAD_FLOOR, dispatchQuantised, quantSlot, quantiseLoad, type DispatchScore } from './quantise.ts';
 import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { LogHistogram, percentile } from './metrics.ts';
 import { classifyCached, forEachRecord, longInputClassBound, overContext, rng, type TraceRecord } from './trace.ts';
@@ -204,96 +205,6 @@ const ORACLE_CLOCK_SLO_MARGIN = Number(process.env.SIM_ORACLE_CLOCK_MARGIN ?? 0.
 const FLUID_LATENCY_WINDOW_S = Number(process.env.SIM_FLUID_LATENCY_WINDOW_S ?? 60);
 const FLUID_POWER_WINDOW_S = 5; // measured: 5..120 s move the conversation hour's fluid energy by < 1%
 
-/**
- * dispatch load estimates are rounded to a geometric grid (steps of LOAD_STEP, i.e. +-5%) and loads under
- * LOAD_FLOOR req/s (a fifth of one request's contribution) are dropped, so instance scores memoise.
- */
-const LOAD_STEP = Math.log(1.1);
-const LOAD_FLOOR = 0.02;
-const quantiseSlow = (j: number) => Number(Math.exp(j * LOAD_STEP).toPrecision(6));
-/** quantiseLoad's values (and their key strings) by grid step j, tabulated for j in [-Q_OFF, Q_LEN - Q_OFF): toPrecision was ~20% of a fluid week's instance epochs. */
-const Q_OFF = 64, Q_LEN = 1024;
-const Q_VAL = Array.from({ length: Q_LEN }, (_, i) => quantiseSlow(i - Q_OFF));
-/** grid slot (j + Q_OFF) of quantiseLoad(x); -1: x under the floor (quantiseLoad 0); -2: off the table (NaN, or beyond ~1e39). */
-const quantSlot = (x: number) => {
-  if (x < LOAD_FLOOR) return -1;
-  const i = Math.round(Math.log(x) / LOAD_STEP) + Q_OFF;
-  return i >= 0 && i < Q_LEN ? i : -2;
-};
-const quantiseLoad = (x: number) => {
-  const i = quantSlot(x);
-  return i >= 0 ? Q_VAL[i]! : i === -1 ? 0 : quantiseSlow(Math.round(Math.log(x) / LOAD_STEP));
-};
-
-type DispatchScore = { e: number; u: number } | null;
-
-/**
- * src/policy chooseInstance over `views`, with each instance's score (the policy's marginal energy and
- * utilisation after, from a call of chooseInstance on that one view) memoised on (type, TP, clock, load):
- * mixCurve is costly and a pool sees the same few states again and again. The argmin and its tie-break are
- * chooseInstance's own (energy within 1e-9, then utilisation, then id); test/unit/sim-engine.test.ts checks
- * that this returns exactly what chooseInstance returns on the same views.
- */
-export function dispatchQuantised(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>, headroom = 0, prefer?: (eligibleIds: string[]) => string | undefined): string | null {
-  // chooseInstance's two tiers (instantaneous headroom at the current clock, then at max clock), each the
-  // least marginal energy under the rate cap; the rate score (state-free but for the EWMA load) is memoised
-  const fmax = profile.clocksMhz[profile.clocksMhz.length - 1]!;
-  const scores: (DispatchScore | undefined)[] = views.map(() => undefined);
-  const score = (k: number): DispatchScore => {
-    let sc = scores[k];
-    if (sc !== undefined) return sc;
-    const v = views[k]!;
-    let key = `${req.type}|${v.tp}|${v.clockMhz}`;
-    for (const t of REQUEST_TYPES) if (v.load[t]) key += `|${t}${v.load[t]}`;
-    sc = memo.get(key);
-    if (sc === undefined) {
-      try {
-        const d = decide.chooseInstance(req, [v], profile, { requestRate, headroom, instantaneous: false });
-        sc = 'id' in d ? { e: d.marginalEnergyJ, u: d.utilisationAfter } : null;
-      } catch {
-        // a TP or type outside the profile: no score (dispatchRequest's overflow choice, as live)
-        sc = null;
-      }
-      if (memo.size > 500_000) memo.clear();
-      memo.set(key, sc);
-    }
-    return (scores[k] = sc);
-  };
-  for (const tier of [0, 1]) {
-    let best: { id: string; e: number; u: number } | null = null;
-    const eligible: string[] = [];
-    views.forEach((v, k) => {
-      if (!v.healthy) return;
-      const clock = tier === 0 && profile.clocksMhz.includes(v.clockMhz) ? v.clockMhz : fmax;
-      let room: boolean;
-      try {
-        room = instantHeadroom(v, req.type, profile, clock);
-      } catch {
-        room = false; // a TP or type outside the profile (as dispatchRequest: the overflow choice)
-      }
-      if (!room) return;
-      const sc = score(k);
-      if (!sc) return;
-      const { e, u } = sc;
-      if (prefer) eligible.push(v.id);
-      if (!best || e < best.e - 1e-9 || (Math.abs(e - best.e) <= 1e-9 && (u < best.u - 1e-12 || (Math.abs(u - best.u) <= 1e-12 && v.id < best.id)))) best = { id: v.id, e, u };
-    });
-    if (best) return (prefer && prefer(eligible)) || (best as { id: string }).id;
-  }
-  return null;
-}
-
-/**
- * src/policy dispatchRequest with chooseInstance's scores memoised (dispatchQuantised): the same answer as
- * dispatchRequest(req, views, profile, [req.type], { requestRate, headroom }) on the same views (a test checks it).
- * The memo is per simulation (one headroom).
- */
-export function dispatchRequestMemo(req: { type: RequestType }, views: InstanceView[], profile: Profile, requestRate: number, memo: Map<string, DispatchScore>, headroom = 0): { id: string; atCapacity: boolean } {
-  const id = dispatchQuantised(req, views, profile, requestRate, memo, headroom);
-  if (id) return { id, atCapacity: false };
-  return { id: decide.leastOutstandingPerGpu(views).id, atCapacity: true };
-}
-
 type RequestTypeSpecLike = { ttftSloMs: number; tbtSloMs: number };
 
 interface SimInstance {
@@ -323,6 +234,10 @@ interface SimInstance {
   brain?: InstanceBrain;
   /** when its machine last got its peers' statuses, ms. */
   peersAtMs?: number;
+  /** fluid: arrivals by type since `epochAtMs` (its share of its pool's), and the instance machine's load EWMA. */
+  arrived?: Float64Array;
+  epochAtMs?: number;
+  ewma?: LoadByType;
 }
 
 /** fluid: the active instances of a pool with one (TP, clock), and their share weight (SLO capacity at max clock for the tick's mix). */
@@ -570,6 +485,7 @@ export class Simulation {
 
   private activate(inst: SimInstance, now: number): void {
     inst.state = 'active';
+    inst.epochAtMs = now;
     inst.view.healthy = true;
     inst.loadAtMs = now;
     if (this.fidelity === 'step') {
@@ -925,6 +841,8 @@ export class Simulation {
       if (!this.knobs.oracle) return;
     }
     if (!this.knobs.dynamicClock) return;
+    if (!this.knobs.oracle) return this.fluidClockEpoch(now);
+    // the oracle's clock (fluid and step): chooseClock for the recent peak and the known coming load
     type Rep = { tp: number; clock: number; load: Float64Array; cur: Float64Array; prev: Float64Array; view: LoadByType; mhz: number };
     for (const pool of this.pools) {
       // fluid gives every instance of a (pool, TP, clock) group the same load, so its chooseClock inputs are
@@ -1020,6 +938,52 @@ export class Simulation {
         if (mhz !== inst.clockMhz) this.scheduleClock(inst, mhz, now);
       }
     }
+  }
+
+  /**
+   * Fluid: each instance's clock by the live instance machine's rule (src/policy/machines/instance.ts): the
+   * epoch's arrival rate into its load EWMA (epochLoad), then decideClock on max(EWMA, rate), memoised on the
+   * dispatch memo's +-5% load grid. Fluid has no prompts in flight, so no prefill floor.
+   */
+  private fluidClockEpoch(now: number): void {
+    const codes = this.clockCodes;
+    for (const pool of this.pools)
+      for (const inst of pool.instances) {
+        if (inst.state !== 'active') continue;
+        const dt = Math.max(1e-3, (now - (inst.epochAtMs ?? now)) / 1000);
+        const rate: LoadByType = {};
+        const a = inst.arrived;
+        if (a) for (let k = 0; k < 9; k++) if (a[k] > 0) rate[REQUEST_TYPES[k]] = a[k] / dt;
+        a?.fill(0);
+        inst.epochAtMs = now;
+        const { load, forClock } = epochLoad(inst.ewma ?? {}, rate);
+        inst.ewma = load;
+        codes[0] = inst.tp;
+        let table = true;
+        // a type the machine counts (over 1e-3 req/s) but under the grid's floor counts AT the floor: a trickle
+        // of a short type spilled into a long pool and split over many instances must still hold the clock up
+        for (let k = 0; k < 9; k++) {
+          const v = forClock[REQUEST_TYPES[k]] ?? 0;
+          const i = quantSlot(v);
+          if (i === -2) table = false;
+          codes[1 + k] = v > 1e-3 ? (i === -1 ? 1 : i + 2) : 0;
+        }
+        const key = table ? String.fromCharCode.apply(null, codes.subarray(0, 10) as unknown as number[]) : undefined;
+        let mhz = key === undefined ? undefined : this.clockMemo.get(key);
+        if (mhz === undefined) {
+          const q: LoadByType = {};
+          for (const t of REQUEST_TYPES) {
+            const v = forClock[t] ?? 0;
+            if (v > 1e-3) q[t] = table ? Math.max(LOAD_FLOOR, quantiseLoad(v)) : v;
+          }
+          mhz = decideClock({ profile: this.p, tp: inst.tp, headroom: this.headroom }, q, this.p.clocksMhz)?.clockMhz ?? inst.clockMhz;
+          if (key !== undefined) {
+            if (this.clockMemo.size > 1_000_000) this.clockMemo.clear();
+            this.clockMemo.set(key, mhz);
+          }
+        }
+        if (mhz !== inst.clockMhz) this.scheduleClock(inst, mhz, now);
+      }
   }
 
   /**
@@ -1565,6 +1529,7 @@ export class Simulation {
       const ld = inst.load;
       for (let k = 0; k < 9; k++) ld[k] = ld[k] * fDecay + add[k];
       inst.loadAtMs = endMs;
+      if (c) this.countArrivals(inst, c, share);
     }
     if (!c || total === 0) return;
     const u = utilisationFast(cfg, l);
@@ -1583,6 +1548,12 @@ export class Simulation {
       }
       this.fluidLatency(k, cnt, lat[0]!, lat[1]!, lat[2]!, lat[3]!, u, outTok[k]!);
     }
+  }
+
+  /** fluid: an instance's share of its pool's arrivals in a tick, for its machine's epoch load. */
+  private countArrivals(inst: SimInstance, c: Float64Array, share: number): void {
+    const a = (inst.arrived ??= new Float64Array(9));
+    for (let k = 0; k < 9; k++) a[k] += c[k] * share;
   }
 
   /** One (TP, clock) group's tick, read from the profile directly (where ./fluid.ts has no constants for it). */
@@ -1611,6 +1582,7 @@ export class Simulation {
       // the EWMA is now current at the tick's end: without this, decayLoad (instance epoch) decayed it a
       // second time for the same 5 s and the clock saw ~1/(1 + e^-0.5) = 62% of the load
       inst.loadAtMs = endMs;
+      if (c) this.countArrivals(inst, c, share);
     }
     if (!c || total === 0) return;
     const n = g.insts.length;

@@ -8,6 +8,7 @@ import { profileFor } from '../../src/sim/index.ts';
 import { chooseClock } from '../../src/policy/frequency.ts';
 import { prefillClockFloor } from '../../src/policy/dispatch.ts';
 import {
+  epochLoad,
   initialInstanceState, instanceStep, currentLoad, pendingPrefillTokens, clockSource,
   type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState, type MachineRequest,
 } from '../../src/policy/machines/instance.ts';
@@ -63,6 +64,19 @@ const started = (fx: InstanceEffect[]) => fx.flatMap((e) => (e.kind === 'start' 
 const clocks = (fx: InstanceEffect[]) => fx.flatMap((e) => (e.kind === 'set_clock' ? [e.clockMhz] : []));
 
 describe('instance machine: start-up and admission', () => {
+  it("the epoch's load rule: a type's first epoch takes its rate; the clock follows a rise at once and a fall through the EWMA", () => {
+    const first = epochLoad({}, { SS: 4 });
+    expect(first).toEqual({ load: { SS: 4 }, forClock: { SS: 4 } });
+    // a rise: the EWMA moves half way, the clock reads the new rate
+    const rise = epochLoad(first.load, { SS: 8 });
+    expect(rise).toEqual({ load: { SS: 6 }, forClock: { SS: 8 } });
+    // a fall (no arrivals): the clock reads the EWMA, which halves
+    const fall = epochLoad(rise.load, {});
+    expect(fall).toEqual({ load: { SS: 3 }, forClock: { SS: 3 } });
+    // under 1e-3 req/s a type is dropped
+    expect(epochLoad({ SS: 0.0015 }, {})).toEqual({ load: {}, forClock: {} });
+  });
+
   it('arms its timers, starts at the max clock, and reports the applied clock as a decision event', () => {
     const d = new Drive();
     expect(d.at(0, { type: 'start' })).toEqual([{ kind: 'arm_timer', timer: 'epoch', everyMs: 5000 }, { kind: 'arm_timer', timer: 'tick', everyMs: 100 }]);

@@ -396,21 +396,32 @@ function setClock(s: InstanceMachineState, fx: InstanceEffect[], mhz: number, wh
 /** Closes the epoch's arrival window: the EWMA (half weight per epoch) and the clock's view max(EWMA, rate). */
 function measureLoad(s: InstanceMachineState, now: number, cfg: InstanceMachineConfig): Load {
   const dt = Math.max(0.001, (now - s.windowStartMs) / 1000);
-  const next: Load = {};
-  const forClock: Load = {};
-  const types = new Set([...Object.keys(s.arrivals), ...Object.keys(s.load)] as RequestType[]);
-  for (const t of types) {
-    const rate = (s.arrivals[t] ?? 0) / dt / cfg.timeScale;
-    const v = 0.5 * rate + 0.5 * (s.load[t] ?? rate);
-    if (v > 1e-3) next[t] = v;
-    // the clock follows a rise at once (the SLO is at stake) and a fall through the EWMA (no flapping)
-    const c = Math.max(v, rate);
-    if (c > 1e-3) forClock[t] = c;
-  }
+  const rate: Load = {};
+  for (const [t, n] of Object.entries(s.arrivals) as [RequestType, number][]) rate[t] = n / dt / cfg.timeScale;
+  const { load, forClock } = epochLoad(s.load, rate);
   s.arrivals = {};
   s.windowStartMs = now;
-  s.load = next;
+  s.load = load;
   return forClock;
+}
+
+/**
+ * The epoch's load rule: the EWMA of the arrival rate (half weight per epoch; a type's first epoch takes
+ * its rate), and the clock's view max(EWMA, rate): the clock follows a rise at once (the SLO is at stake)
+ * and a fall through the EWMA (no flapping). Rates under 1e-3 req/s are dropped.
+ */
+export function epochLoad(ewma: Load, rate: Load): { load: Load; forClock: Load } {
+  const load: Load = {};
+  const forClock: Load = {};
+  const types = new Set([...Object.keys(rate), ...Object.keys(ewma)] as RequestType[]);
+  for (const t of types) {
+    const r = rate[t] ?? 0;
+    const v = 0.5 * r + 0.5 * (ewma[t] ?? r);
+    if (v > 1e-3) load[t] = v;
+    const c = Math.max(v, r);
+    if (c > 1e-3) forClock[t] = c;
+  }
+  return { load, forClock };
 }
 
 /** Load for the dispatcher: the last epoch's EWMA blended with arrivals since (so a step shows at once). */
