@@ -26,6 +26,12 @@ const serverSchema = z.object({
   id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'server id: 1-64 of [A-Za-z0-9_-]'),
   /** GPUs in the server; default 8. */
   gpus: z.number().int().min(1).max(64).default(8),
+  /**
+   * the address gateways reach this server's engines at (a direct request streams from the engine): its engines
+   * listen there. Default env DYNAMOLLM_ENGINE_HOST of the node agent (Kubernetes: the pod IP), else 127.0.0.1
+   * (gateways on the same machine).
+   */
+  address: z.string().regex(/^[A-Za-z0-9.:-]{1,253}$/, 'server address: a host name or an IP address').optional(),
 }).strict();
 
 export const configSchema = z

@@ -34,6 +34,7 @@ class InstanceActor extends Actor {
       // vLLM loads engine.model (a Hugging Face repo or a local path; default the catalog's HF name of the model)
       // and serves it under the cluster's model id; the emulator takes the model id itself
       kind: c.engine.kind, model: c.engine.kind === 'vllm' ? (c.engine.model ?? getModelSpec(c.model).name) : c.model, gpu: c.gpu, tp: this.a.tp, gpuIds: this.a.gpuIds, port: 0,
+      host: engineHost(c, this.a.node),
       apiKey: engineApiKey,
       timeScale: c.engine.timeScale, servedModelName: c.model, startupDelayMs: c.engine.startupDelayMs, healthDeadlineMs: c.engine.healthDeadlineMs,
       // engine.args are extra arguments after `vllm serve <model> --tensor-parallel-size N --port P ...`
@@ -98,4 +99,12 @@ export function createActor(o: ActorFactoryOptions): Actor {
     { kind: 'instance', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas },
     { config, pool: o.extra.pool, tp: tp as 1 | 2 | 4 | 8, gpuIds, node: o.extra.node },
   );
+}
+
+/**
+ * Where this instance's engine listens, which is also the URL a gateway streaming a direct request is granted:
+ * its server's `address`, else env DYNAMOLLM_ENGINE_HOST (the node agent's, e.g. its pod IP), else 127.0.0.1.
+ */
+export function engineHost(c: ClusterConfig, node: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return c.servers.find((s) => s.id === node)?.address ?? (env.DYNAMOLLM_ENGINE_HOST || undefined) ?? '127.0.0.1';
 }

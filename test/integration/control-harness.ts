@@ -139,6 +139,15 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
     nats: o.actorsAsAdmin ? { url: nats.url, ...admin } : { url: nats.url, roles },
   }));
   const bus = await Bus.connect({ servers: nats.url, name: 'test-gateway', ...admin, log: silentLogger() });
+  return harnessOver({ nats, bus, cfgPath, config });
+}
+
+/**
+ * The harness over a NATS the caller started (one server, or a cluster: `nats.stop` stops what it stands for)
+ * and the test's bus on it; actors read `cfgPath`. stop() ends the actors, their children, the bus and `nats`.
+ */
+export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; config: Record<string, unknown> }): Harness {
+  const { nats, bus, cfgPath, config } = x;
   const procs = new Map<string, ChildProcess>();
   const backend = new NatsBackend(bus, { admitTimeoutMs: 15_000, chunkTimeoutMs: 30_000 });
   const h: Harness = {

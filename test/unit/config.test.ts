@@ -70,3 +70,15 @@ describe('config validation', () => {
     expect(() => checkProfileCovers({ ...p, model: 'llama3.1-8b' }, [4], 'profiles/x.json', c)).toThrow(/is for llama3\.1-8b on h100, the config says model llama2-70b/);
   });
 });
+
+describe('where an instance\'s engine listens (the URL a direct request is granted)', () => {
+  it('its server\'s address, else DYNAMOLLM_ENGINE_HOST, else 127.0.0.1; a bad address is refused', async () => {
+    const { engineHost } = await import('../../actors/instance-manager/main.ts');
+    const c = parseConfig({ servers: [{ id: 'a', gpus: 8, address: '10.0.0.7' }, { id: 'b', gpus: 8 }] });
+    expect(engineHost(c, 'a', {})).toBe('10.0.0.7');
+    expect(engineHost(c, 'a', { DYNAMOLLM_ENGINE_HOST: '10.9.9.9' })).toBe('10.0.0.7');
+    expect(engineHost(c, 'b', { DYNAMOLLM_ENGINE_HOST: '10.9.9.9' })).toBe('10.9.9.9');
+    expect(engineHost(c, 'b', {})).toBe('127.0.0.1');
+    expect(() => parseConfig({ servers: [{ id: 'a', gpus: 8, address: 'http://x/' }] })).toThrow(/address/);
+  });
+});
