@@ -36,6 +36,7 @@ import { streamCompletion } from '../../src/engine/client.ts';
 import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
+import { ChunkQueue } from './chunk-queue.ts';
 import { chunkExtras, continuation, timeTokens, type LegTiming, type StreamState } from './legs.ts';
 
 export interface NatsBackendOptions {
@@ -61,56 +62,6 @@ export interface NatsBackendOptions {
   migrationHoldMs?: number;
 }
 
-/** A bounded single-consumer queue of chunks with an end/failure. */
-class ChunkQueue {
-  private readonly items: TokenChunk[] = [];
-  private waiter: (() => void) | null = null;
-  private ended = false;
-  failure: DynError | null = null;
-  constructor(private readonly capacity: number) {}
-  /** the next chunk already here, without waiting. */
-  take(): TokenChunk | undefined {
-    return this.items.shift();
-  }
-  push(c: TokenChunk): void {
-    if (this.ended) return;
-    if (this.items.length >= this.capacity) {
-      this.fail(new DynError('mailbox_full', `token stream buffer full (${this.capacity} chunks)`, { retryable: true }));
-      return;
-    }
-    this.items.push(c);
-    this.wake();
-  }
-  fail(e: DynError): void {
-    if (this.ended) return;
-    this.failure = e;
-    this.ended = true;
-    this.wake();
-  }
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
-  }
-  /** Next chunk, null at the end; rejects with the failure, or a timeout after idleMs of silence. */
-  async next(idleMs: number): Promise<TokenChunk | null> {
-    for (;;) {
-      if (this.items.length) return this.items.shift()!;
-      if (this.failure) throw this.failure;
-      if (this.ended) return null;
-      let t: NodeJS.Timeout | undefined;
-      const timedOut = await new Promise<boolean>((resolve) => {
-        this.waiter = () => resolve(false);
-        t = setTimeout(() => resolve(true), idleMs);
-      });
-      clearTimeout(t);
-      if (timedOut && this.items.length === 0 && !this.ended) {
-        throw new DynError('timeout', `no token for ${idleMs} ms: the instance serving this request stopped answering`, { retryable: true, retryAfterS: 1 });
-      }
-    }
-  }
-}
-
 /** The token stream of an admitted request, with the admission the cluster granted (pool, instance). */
 export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: Admission };
 
@@ -118,6 +69,9 @@ export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: A
 function retryableAdmission(code: string | undefined): boolean {
   return code === 'timeout' || code === 'no_responders' || code === 'unavailable';
 }
+
+/** A tokenizer reply another attempt may fix: its instance's engine did not answer. */
+const engineDown = (r: { ok: boolean; error?: WireError }): boolean => !r.ok && retryableAdmission(r.error?.code) && r.error?.retryable !== false;
 
 /** Counters of the admission path (the gateway's metrics and the chaos harness read them). */
 export interface AdmissionCounters {
@@ -182,15 +136,17 @@ export class NatsBackend implements GatewayBackend {
     this.migrationHoldMs = opts.migrationHoldMs ?? 30_000;
   }
 
-  /** Any instance's engine tokenizer (queue group): vLLM's /tokenize. Held and retried like admission (it is idempotent). */
+  /**
+   * Any instance's engine tokenizer (queue group): vLLM's /tokenize. Held and retried like admission (it is
+   * idempotent), also when the instance that answered has its engine down (another instance may answer).
+   */
   tokenize(req: TokenizeRequest): Promise<TokenizeReply> {
     return this.retrying(Date.now() + this.tokenizeTimeoutMs, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
-      this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs }));
+      this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs }), engineDown);
   }
-
   detokenize(req: DetokenizeRequest): Promise<DetokenizeReply> {
     return this.retrying(Date.now() + this.tokenizeTimeoutMs, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
-      this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }));
+      this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }), engineDown);
   }
 
   ready(): boolean {

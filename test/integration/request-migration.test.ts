@@ -12,6 +12,8 @@
  *   equals the engine tokenizer's count of that text. Usage sums the legs' energy (when the dead leg's
  *   instance survives to report it).
  * - With migrationLimit 0 the same kill ends the stream with an explicit retryable error.
+ * - n choices through the gateway's HTTP layer: each choice is its own request, so the choice whose engine
+ *   dies migrates on its own and every choice still ends complete, each with its own finish_reason.
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,7 +21,9 @@ import { startHarness, type Harness } from './control-harness.ts';
 import { as } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
+import OpenAI from 'openai';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
 import { RequestRecord, subjects, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
 const MODEL = 'llama3.1-8b';
@@ -246,5 +250,61 @@ describe('request migration (SIGKILL mid-stream)', () => {
     expect(last.error?.code).toBe('engine_crashed');
     expect(last.error?.retryable).toBe(true);
     expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+  }, 90_000);
+
+  it('n choices through the gateway: the engine of one choice dies, that choice migrates, every choice completes with its own finish', async () => {
+    await h.waitReady(2, 60_000);
+    // (the engine the previous test killed may still be restarting: the gateway's token count asks the other one)
+    const st = await h.status();
+    const pids = new Map<string, { im: number; engine: number }>();
+    for (const i of st!.pools.flatMap((p) => p.instances)) if (i.state === 'ready') pids.set(i.id, await servingPids(i.id));
+    // the real HTTP layer over the NatsBackend; the tee learns which instance serves each choice
+    const serving = new Map<string, string>();
+    const tee: GatewayBackend = {
+      submit: async (req, signal) => {
+        const s = await backend.submit(req, signal);
+        return (async function* () {
+          for await (const c of s) {
+            if (c.instance && !serving.has(req.id)) serving.set(req.id, c.instance);
+            yield c;
+          }
+        })();
+      },
+      tokenize: (r) => backend.tokenize(r),
+    };
+    const server = new GatewayServer({ backend: tee, port: 0, models: [MODEL] });
+    const port = await server.listen();
+    try {
+      const before = backend.counters.migrated;
+      const max = 150;
+      const client = new OpenAI({ apiKey: 'none', baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0, timeout: 60_000 });
+      const s = await client.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: max, n: 2, seed: 9, stream: true, stream_options: { include_usage: true }, ignore_eos: true } as OpenAI.CompletionCreateParamsStreaming);
+      const texts = ['', ''];
+      const finishes: (string | null)[][] = [[], []];
+      let killed = false;
+      let usage: OpenAI.CompletionUsage | undefined;
+      for await (const ch of s) {
+        if (ch.usage) usage = ch.usage;
+        const c = ch.choices[0];
+        if (!c) continue;
+        texts[c.index] += c.text;
+        if (c.finish_reason) finishes[c.index]!.push(c.finish_reason);
+        const victim = [...serving].find(([id]) => id.endsWith('_0'))?.[1];
+        if (!killed && c.index === 0 && texts[0]!.trim().split(/\s+/).length >= 30 && victim) {
+          killed = true;
+          process.kill(pids.get(victim)!.engine, 'SIGKILL');
+        }
+      }
+      expect(killed).toBe(true);
+      expect(backend.counters.migrated).toBeGreaterThanOrEqual(before + 1);
+      // every token of each choice once (the emulator's tokens are one word each), one finish each, usage summed
+      for (const i of [0, 1]) {
+        expect(texts[i]!.trim().split(/\s+/).length, `choice ${i}`).toBe(max);
+        expect(finishes[i], `choice ${i}`).toEqual(['length']);
+      }
+      expect(usage?.completion_tokens).toBe(2 * max);
+    } finally {
+      await server.close(100);
+    }
   }, 90_000);
 });

@@ -1,0 +1,53 @@
+/** The gateway's buffer of one leg's token chunks (actors/gateway/nats-backend.ts): bounded, one reader, silence-timed. */
+import { DynError } from '../../protocols/errors.ts';
+import type { TokenChunk } from '../../protocols/messages.ts';
+
+/** A bounded single-consumer queue of chunks with an end/failure. */
+export class ChunkQueue {
+  private readonly items: TokenChunk[] = [];
+  private waiter: (() => void) | null = null;
+  private ended = false;
+  failure: DynError | null = null;
+  constructor(private readonly capacity: number) {}
+  /** the next chunk already here, without waiting. */
+  take(): TokenChunk | undefined {
+    return this.items.shift();
+  }
+  push(c: TokenChunk): void {
+    if (this.ended) return;
+    if (this.items.length >= this.capacity) {
+      this.fail(new DynError('mailbox_full', `token stream buffer full (${this.capacity} chunks)`, { retryable: true }));
+      return;
+    }
+    this.items.push(c);
+    this.wake();
+  }
+  fail(e: DynError): void {
+    if (this.ended) return;
+    this.failure = e;
+    this.ended = true;
+    this.wake();
+  }
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+  /** Next chunk, null at the end; rejects with the failure, or a timeout after idleMs of silence. */
+  async next(idleMs: number): Promise<TokenChunk | null> {
+    for (;;) {
+      if (this.items.length) return this.items.shift()!;
+      if (this.failure) throw this.failure;
+      if (this.ended) return null;
+      let t: NodeJS.Timeout | undefined;
+      const timedOut = await new Promise<boolean>((resolve) => {
+        this.waiter = () => resolve(false);
+        t = setTimeout(() => resolve(true), idleMs);
+      });
+      clearTimeout(t);
+      if (timedOut && this.items.length === 0 && !this.ended) {
+        throw new DynError('timeout', `no token for ${idleMs} ms: the instance serving this request stopped answering`, { retryable: true, retryAfterS: 1 });
+      }
+    }
+  }
+}
