@@ -321,9 +321,8 @@ export class NatsBackend implements GatewayBackend {
         const c = await leg.q.next(this.chunkTimeoutMs);
         if (!c) return;
         if (!c.grant && c.error?.retryable && legOut === 0 && this.canRedrive(req, st)) {
-          // the control plane ended the leg before it started (its instance died holding it queued, and no
-          // list said so to the pool leader, or no peer took it then): the gateway holds the request, so it
-          // sends it again as a new leg instead of failing the client
+          // the control plane ended the leg before it started (its instance died holding it, no peer took it):
+          // the gateway holds the request, so it sends it again as a new leg instead of failing the client
           leg.sub.unsubscribe();
           st.legs++;
           this.counters.migrated++;
@@ -356,8 +355,7 @@ export class NatsBackend implements GatewayBackend {
       if (signal.aborted || finished) throw err;
       // the continuation could not be admitted, or a stream went silent: an explicit end, never a hang
       finished = true;
-      // a refusal of the cluster keeps its own class (overloaded, unavailable: what the client may retry), not
-      // the 'remote' of the error that carried it; its words stay inside (they may name pools or instances)
+      // a refusal keeps its own class (overloaded, unavailable), not 'remote'; its words may name pools or instances
       const w: WireError = err instanceof RemoteError
         ? { code: err.remoteCode, message: `the request could not continue on another instance (${err.remoteCode})`, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) }
         : err instanceof DynError ? { code: err.code as WireError['code'], message: err.message, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) } : { code: 'internal', message: 'the request could not continue', retryable: true };
@@ -494,23 +492,25 @@ export class NatsBackend implements GatewayBackend {
     return req;
   }
 
-  /**
-   * The next leg of a request already streaming (a migration, or a leg that never started): the client cannot
-   * get a 429 any more, so a refusal another attempt can fix (no ready instance while the dead one restarts,
-   * a manager failing over) is sent again, with the same leg id, for up to migrationHoldMs and inside the
-   * request's give-up time; then the last refusal ends the stream.
-   */
+  /** The next leg of a request already streaming: the client cannot get a 429 any more, so what another attempt can fix
+   * (no ready instance while the dead one restarts, a manager failing over) is tried again for up to migrationHoldMs. */
   private async reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal): Promise<Leg> {
     const until = Math.min(Date.now() + this.migrationHoldMs, req.giveUpAtMs - this.admitAttemptMs);
     let wait = 250;
-    for (;;) {
+    let leg = next;
+    for (let k = 1; ; k++) {
       try {
-        return await this.openLeg(next, signal);
+        return await this.openLeg(leg, signal);
       } catch (err) {
         const e = err as DynError;
         const pause = Math.min(2000, Math.max(wait, (e.retryAfterS ?? 0) * 1000));
-        // (only an explicit refusal: nothing holds the leg id, so the same id is safe to send again)
-        if (signal.aborted || !(e instanceof RemoteError) || !e.retryable || Date.now() + pause >= until) throw err;
+        if (signal.aborted || !(e instanceof DynError) || !e.retryable || Date.now() + pause >= until) throw err;
+        // after a refusal nothing holds the leg id; after a timeout it may be held (and was cancelled): a new id
+        if (!(e instanceof RemoteError)) {
+          const suffix = `-r${k}`;
+          const id = next.id.slice(0, 128 - suffix.length) + suffix;
+          leg = { ...next, id, streamSubject: subjects.stream(id) };
+        }
         await new Promise<void>((resolve) => {
           const done = () => (clearTimeout(t), signal.removeEventListener('abort', done), resolve());
           const t = setTimeout(done, pause);

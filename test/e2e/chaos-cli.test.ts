@@ -13,15 +13,17 @@ import { describe, expect, it } from 'vitest';
 import { cliArgs, REPO_ROOT } from '../../src/runtime/code-path.ts';
 
 describe('dynamollm chaos', () => {
-  // Skipped with its measured reason: it passed in one clean-clone CI run and failed in the next, where a request
-  // ended with an error of class 'remote' (neither 429 nor 503) while engines and instance managers were being killed;
-  // the source of that error is not yet found. Issue 13 stays open for it.
+  // Skipped with its measured reason (2026-12-03, load 13-21 on 2 cores): with 12 instance-manager and 2-3 engine kills
+  // in 40 s on this two-instance cluster, 4 runs: 2 passed, 2 failed, each on one stream that ended mid-way with
+  // class 'timeout'; 13-35 of 79-80 requests completed, the rest refused (mostly 503 'timeout': no admission within
+  // the gateway's 10-s budget while the instances restart). The 'remote' class of the earlier failure is gone (a
+  // refusal now keeps its own class). Issue 13 stays open for the mid-stream timeout.
   it.skip('kills engines and instance managers under load; no request hangs, every failure is explicit, every process comes back', async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'dyn-chaos-test-')), 'report.json');
     const args = [...cliArgs(), 'chaos', '--config', 'deploy/chaos.yaml', '--duration', '40', '--rps', '2', '--kill-every', '2.5', '--kinds', 'engine,instance', '--seed', '3', '--settle', '45', '--out', out];
     await new Promise<void>((resolve) => execFile(process.execPath, args, { cwd: REPO_ROOT, env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' }, maxBuffer: 1 << 24 }, () => resolve()));
-    const r = JSON.parse(readFileSync(out, 'utf8')) as { sent: number; ok: number; failed: number; hung: number; errors: Record<string, number>; kills: { total: number; byKind: Record<string, number> }; timeToRestartMs: { n: number } };
-    console.log(`chaos: ${JSON.stringify({ sent: r.sent, ok: r.ok, failed: r.failed, hung: r.hung, errors: r.errors, kills: r.kills })}`);
+    const r = JSON.parse(readFileSync(out, 'utf8')) as { sent: number; ok: number; failed: number; hung: number; errors: Record<string, number>; errorCodes: Record<string, number>; kills: { total: number; byKind: Record<string, number> }; timeToRestartMs: { n: number } };
+    console.log(`chaos: ${JSON.stringify({ sent: r.sent, ok: r.ok, failed: r.failed, hung: r.hung, errorCodes: r.errorCodes, kills: r.kills })}`);
     expect(r.kills.total).toBeGreaterThanOrEqual(10);
     expect(r.timeToRestartMs.n).toBe(r.kills.total);
     expect(r.sent).toBeGreaterThan(50);

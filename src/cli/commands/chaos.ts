@@ -116,7 +116,8 @@ async function freePort(): Promise<number> {
   });
 }
 
-interface Outcome { ok: boolean; hung: boolean; error?: string }
+/** `error`: the class (http status, or the code of a stream's error event); `code`: an HTTP error body's own code, or the start of a stream error's message. */
+interface Outcome { ok: boolean; hung: boolean; error?: string; code?: string }
 
 /** One streaming completion through the gateway: ok when the stream ends with [DONE] and no error event. */
 async function oneRequest(url: string, model: string, key: string | undefined, maxTokens: number, deadlineMs: number): Promise<Outcome> {
@@ -128,11 +129,17 @@ async function oneRequest(url: string, model: string, key: string | undefined, m
       headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
       body: JSON.stringify({ model, prompt: 'Tell me about energy-efficient inference. '.repeat(4), max_tokens: maxTokens, stream: true, ignore_eos: true }),
     });
-    if (!r.ok || !r.body) return { ok: false, hung: false, error: `http ${r.status}` };
+    if (!r.ok || !r.body) {
+      const code = /"code"\s*:\s*"([^"]+)"/.exec(await r.text().catch(() => ''))?.[1];
+      return { ok: false, hung: false, error: `http ${r.status}`, ...(code ? { code } : {}) };
+    }
     let text = '';
     const dec = new TextDecoder();
     for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) text += dec.decode(part, { stream: true });
-    if (/"error"\s*:/.test(text)) return { ok: false, hung: false, error: /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? 'stream error' };
+    if (/"error"\s*:/.test(text)) {
+      const message = /"message"\s*:\s*"([^"]{0,80})/.exec(text)?.[1];
+      return { ok: false, hung: false, error: /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? 'stream error', ...(message ? { code: message } : {}) };
+    }
     return text.includes('[DONE]') ? { ok: true, hung: false } : { ok: false, hung: false, error: 'stream ended without [DONE]' };
   } catch (err) {
     if (ac.signal.aborted) return { ok: false, hung: true };
@@ -237,7 +244,13 @@ async function chaos(v: ChaosOptions): Promise<number> {
     clearInterval(poll);
     const metrics = await gatewayCounters(url, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
     const errors: Record<string, number> = {};
-    for (const o of results) if (!o.ok && o.error) errors[o.error] = (errors[o.error] ?? 0) + 1;
+    const errorCodes: Record<string, number> = {};
+    for (const o of results) {
+      if (o.ok || !o.error) continue;
+      errors[o.error] = (errors[o.error] ?? 0) + 1;
+      const c = o.code ? `${o.error} ${o.code}` : o.error;
+      errorCodes[c] = (errorCodes[c] ?? 0) + 1;
+    }
     const byKind: Record<string, number> = {};
     for (const k of kills) byKind[k.kind] = (byKind[k.kind] ?? 0) + 1;
     const series = (f: (k: Kill) => number | undefined, kind?: Kind[]) => {
@@ -252,7 +265,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       failed: results.filter((o) => !o.ok && !o.hung).length,
       hung: results.filter((o) => o.hung).length,
       retried: metrics.retries, migrated: metrics.migrated, heldForReconnect: metrics.held,
-      errors,
+      errors, errorCodes,
       kills: { total: kills.length, byKind },
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
       timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),
