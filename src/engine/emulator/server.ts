@@ -65,6 +65,8 @@ interface ParsedRequest {
   ignoreEos: boolean;
   stream: boolean;
   includeUsage: boolean;
+  /** choices (vLLM's parallel sampling). */
+  n: number;
 }
 
 export class EmulatorServer {
@@ -257,7 +259,6 @@ export class EmulatorServer {
     const minTokens = intField('min_tokens', 0, 0);
     if (minTokens > maxTokens) throw new HttpError(400, `min_tokens (${minTokens}) must be <= max_tokens (${maxTokens})`);
     const n = intField('n', 1, 1);
-    if (n !== 1) throw new HttpError(400, "only 'n': 1 is supported");
     const maxLen = this.opts.perf.model.maxContext;
     if (promptTokens + maxTokens > maxLen) {
       throw new HttpError(400, `This model's maximum context length is ${maxLen} tokens. However, you requested ${promptTokens + maxTokens} tokens (${promptTokens} in the messages, ${maxTokens} in the completion). Please reduce the length of the messages or completion.`);
@@ -274,6 +275,7 @@ export class EmulatorServer {
       ignoreEos: body.ignore_eos === true,
       stream: body.stream === true,
       includeUsage: so?.include_usage === true,
+      n,
     };
   }
 
@@ -304,6 +306,7 @@ export class EmulatorServer {
     this.requireReady();
     if (this.driver.isSleeping()) throw new HttpError(503, 'engine is sleeping', 'ServiceUnavailableError');
     const p = this.parse(body, chat);
+    if (p.n > 1) return this.completionN(body, p, res);
     const reqNo = ++this.reqNo;
     let pl: Plan;
     try {
@@ -425,6 +428,99 @@ export class EmulatorServer {
     if (p.stream) {
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
       if (chat) sse({ id, object, created, model, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
+    }
+  }
+
+  /**
+   * n > 1, as vLLM's parallel sampling: n child requests, each its own engine request (seed + i when seeded),
+   * every event naming its choice's index, each choice's last token with its finish_reason, a chat stream
+   * opening with one role chunk per choice, the usage (completion tokens summed) after the last choice ends.
+   * One event per token (--stream-interval applies to n = 1 only).
+   */
+  private completionN(body: Record<string, unknown>, p: ParsedRequest, res: ServerResponse): void {
+    const chat = p.chat;
+    const seed = typeof body.seed === 'number' ? body.seed : undefined;
+    const first = this.reqNo + 1;
+    const plans: Plan[] = [];
+    try {
+      for (let i = 0; i < p.n; i++) {
+        const params = seed === undefined ? body : { ...body, seed: seed + i };
+        plans.push(plan({ chat, serverSeed: this.seed, reqNo: ++this.reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params }));
+      }
+    } catch (e) {
+      if (e instanceof RangeError || e instanceof SyntaxError) throw new HttpError(400, e.message);
+      throw e;
+    }
+    const id = `${chat ? 'chatcmpl' : 'cmpl'}-${first.toString(16).padStart(8, '0')}`;
+    const created = Math.floor(Date.now() / 1000);
+    const model = this.servedModelName;
+    const object = chat ? 'chat.completion.chunk' : 'text_completion';
+    const sse = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    /** choice i's output tokens [from, to): text, logprobs, tool call pieces */
+    const part = (i: number, from: number, to: number) => {
+      const pl = plans[i]!;
+      const text = pl.pieces.slice(from, to).join('');
+      return { pl, text, logprobs: logprobsOf(pl, chat, hash3(this.seed, first + i, 0x1a9), from, to, pl.pieces.slice(0, from).join('').length) };
+    };
+    const choiceEvent = (i: number, index: number, fr: string | null) => {
+      const { pl, text, logprobs } = part(i, index, index + 1);
+      const stop = fr === null ? null : pl.stopReason;
+      if (!chat) return { index: i, text, logprobs, finish_reason: fr, stop_reason: stop };
+      const delta: Record<string, unknown> = {};
+      if (pl.toolCall) {
+        const call: Record<string, unknown> = { index: 0 };
+        if (index === 0) Object.assign(call, { id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } });
+        else call.function = { arguments: text };
+        delta.tool_calls = [call];
+      } else delta.content = text;
+      return { index: i, delta, logprobs, finish_reason: fr, stop_reason: stop };
+    };
+    const done = new Array<boolean>(p.n).fill(false);
+    let ended = 0;
+    let energyJ = 0;
+    const subIds = plans.map((_, i) => `${id}-${i}`);
+    res.on('close', () => {
+      for (let i = 0; i < p.n; i++) if (!done[i]) this.driver.cancel(subIds[i]!);
+    });
+    if (p.stream) {
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      if (chat) for (let i = 0; i < p.n; i++) sse({ id, object, created, model, choices: [{ index: i, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
+    }
+    const finish = () => {
+      const completion = plans.reduce((a, pl) => a + pl.pieces.length, 0);
+      const usage = { prompt_tokens: p.promptTokens, total_tokens: p.promptTokens + completion, completion_tokens: completion, prompt_tokens_details: null, energy_joules: Math.round(energyJ * 1e6) / 1e6 };
+      if (p.stream) {
+        res.end((p.includeUsage ? `data: ${JSON.stringify({ id, object, created, model, choices: [], usage })}\n\n` : '') + 'data: [DONE]\n\n');
+        return;
+      }
+      const choices = plans.map((pl, i) => {
+        const { text, logprobs } = part(i, 0, pl.pieces.length);
+        if (!chat) return { index: i, text, logprobs, finish_reason: pl.finishReason, stop_reason: pl.stopReason };
+        const toolCalls = pl.toolCall ? [{ id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } }] : [];
+        return { index: i, message: { role: 'assistant', content: pl.toolCall ? null : text, tool_calls: toolCalls }, logprobs, finish_reason: pl.finishReason, stop_reason: pl.stopReason };
+      });
+      this.json(res, 200, { id, object: chat ? 'chat.completion' : 'text_completion', created, model, choices, usage });
+    };
+    try {
+      plans.forEach((pl, i) => {
+        const n = pl.pieces.length;
+        this.driver.submit({ id: subIds[i]!, promptTokens: p.promptTokens, outputTokens: n }, (ev) => {
+          if (ev.kind === 'first_token' || ev.kind === 'token') {
+            const index = ev.kind === 'first_token' ? 0 : ev.index;
+            if (p.stream) sse({ id, object, created, model, choices: [choiceEvent(i, index, index + 1 >= n ? pl.finishReason : null)] });
+          } else if (ev.kind === 'finished') {
+            done[i] = true;
+            energyJ += ev.energyJ;
+            const reason = pl.finishReason === 'length' ? 'length' : 'stop';
+            this.successByReason.set(reason, (this.successByReason.get(reason) ?? 0) + 1);
+            if (++ended === p.n) finish();
+          }
+        });
+      });
+    } catch (e) {
+      for (let i = 0; i < p.n; i++) if (!done[i]) this.driver.cancel(subIds[i]!);
+      if (e instanceof RangeError) throw new HttpError(400, e.message);
+      throw e;
     }
   }
 
