@@ -41,3 +41,13 @@ export async function* mergeStreams<T>(streams: readonly AsyncIterable<T>[]): As
     for (const i of pending.keys()) void Promise.resolve(its[i]!.return?.()).catch(() => undefined);
   }
 }
+
+/** A stream read item by item, as batches of one. */
+export async function* oneByOne<T>(s: AsyncIterable<T>): AsyncGenerator<readonly T[]> {
+  for await (const c of s) yield [c];
+}
+
+/** One stream's items with its index, as mergeStreams gives them for several. */
+export async function* indexed<T>(s: AsyncIterable<T>): AsyncGenerator<{ i: number; c: T }> {
+  for await (const c of s) yield { i: 0, c };
+}

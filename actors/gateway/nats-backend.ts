@@ -32,7 +32,7 @@ import {
   Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, LegReply, LegReport, TokenChunk, TokenizeReply, TokenizeRequest,
 } from '../../protocols/messages.ts';
 import type { WireError } from '../../protocols/errors.ts';
-import { streamCompletion } from '../../src/engine/client.ts';
+import { streamCompletionBatches } from '../../src/engine/client.ts';
 import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
@@ -62,8 +62,16 @@ export interface NatsBackendOptions {
   migrationHoldMs?: number;
 }
 
-/** The token stream of an admitted request, with the admission the cluster granted (pool, instance). */
-export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: Admission };
+/**
+ * The token stream of an admitted request, with the admission the cluster granted (pool, instance). Read it
+ * chunk by chunk, or (the gateway's HTTP layer) `batches()`: the chunks that arrived together, one await per
+ * batch. One reader, one way.
+ */
+export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: Admission; batches(): AsyncIterable<readonly TokenChunk[]> };
+
+async function* flatten(batches: AsyncIterable<readonly TokenChunk[]>): AsyncGenerator<TokenChunk> {
+  for await (const b of batches) yield* b;
+}
 
 /** What the cluster or the connection answered that another attempt (same id) can fix: a dead or moving manager. */
 function retryableAdmission(code: string | undefined): boolean {
@@ -306,11 +314,12 @@ export class NatsBackend implements GatewayBackend {
       signal.removeEventListener('abort', onAbort);
       throw err;
     }
-    return Object.assign(this.stream(req, leg, signal, onAbort), { admission: leg.admission });
+    const batches = this.stream(req, leg, signal, onAbort);
+    return { admission: leg.admission, batches: () => batches, [Symbol.asyncIterator]: () => flatten(batches)[Symbol.asyncIterator]() };
   }
 
-  /** The client's stream over one or more legs. */
-  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void): AsyncGenerator<TokenChunk> {
+  /** The client's stream over one or more legs, in batches. */
+  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void): AsyncGenerator<TokenChunk[]> {
     let leg = first;
     let finished = false;
     const st: StreamState = { out: 0, sent: 0, text: '', keepText: true, energyJ: 0, legs: 0 };
@@ -332,7 +341,7 @@ export class NatsBackend implements GatewayBackend {
         if (!c.grant) {
           legOut++;
           // the instance relays the tokens over NATS itself (or ended the request before it started)
-          yield { ...c, seq: st.out++ };
+          yield [{ ...c, seq: st.out++ }];
           if (c.done || c.error) {
             finished = true;
             return;
@@ -360,7 +369,7 @@ export class NatsBackend implements GatewayBackend {
         ? { code: err.remoteCode, message: `the request could not continue on another instance (${err.remoteCode})`, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) }
         : err instanceof DynError ? { code: err.code as WireError['code'], message: err.message, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) } : { code: 'internal', message: 'the request could not continue', retryable: true };
       if (st.sent === 0 && st.legs === 0) throw err;
-      yield { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: 'error', error: w };
+      yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: 'error', error: w }];
     } finally {
       signal.removeEventListener('abort', onAbort);
       leg.sub.unsubscribe();
@@ -372,7 +381,7 @@ export class NatsBackend implements GatewayBackend {
    * Streams one granted leg from its engine. Returns 'done' when the request ended (its final chunk
    * yielded: success or an error that cannot migrate), 'migrate' when it must continue on a peer.
    */
-  private async *directLeg(req: InferenceRequest, leg: Leg, grant: TokenChunk, st: StreamState, signal: AbortSignal): AsyncGenerator<TokenChunk, 'done' | 'migrate'> {
+  private async *directLeg(req: InferenceRequest, leg: Leg, grant: TokenChunk, st: StreamState, signal: AbortSignal): AsyncGenerator<TokenChunk[], 'done' | 'migrate'> {
     const instance = grant.instance;
     const url = new URL(grant.grant!.url);
     const ac = new AbortController();
@@ -403,60 +412,68 @@ export class NatsBackend implements GatewayBackend {
     let stopReason: string | number | null | undefined;
     let tail: TokenChunk | undefined;
     try {
-      const it = streamCompletion(
+      const it = streamCompletionBatches(
         { host: url.hostname, port: Number(url.port), agent: this.agent, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 },
         engineReq,
         ac.signal,
         (cause) => new EngineStreamError(`engine stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause }),
       );
-      for await (const ch of it) {
-        if (ch.usage) usage = ch.usage;
-        if (ch.finishReason) {
-          finishReason = ch.finishReason;
-          stopReason = ch.stopReason;
-        }
-        const extra = chunkExtras(ch);
-        if (ch.text === '' && !extra) continue;
-        const k = ch.tokens ?? (ch.text !== '' ? 1 : 0);
-        const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
+      for await (const batch of it) {
+        const outs: TokenChunk[] = [];
         const now = Date.now();
-        const first = t.firstMs === undefined;
-        timeTokens(t, k, offs, now);
-        if (first && instance) this.report(instance, { v: 1, id: lr.id, phase: 'first_token', firstTokenMs: t.firstMs! });
-        const out: TokenChunk = { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k, ...extra };
-        if (st.sent === 0 && first) out.ttftMs = Math.max(0, t.firstMs! - req.arrivalMs);
-        if (offs && k > 1) out.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
-        if (grant.instance) out.instance = grant.instance;
-        if (grant.pool) out.pool = grant.pool;
-        if (grant.type) out.type = grant.type;
-        st.sent += k;
-        if (st.keepText) {
-          st.text += ch.text;
-          if (st.text.length > this.migrationMaxBytes) {
-            st.keepText = false;
-            st.text = '';
+        for (const ch of batch) {
+          if (ch.usage) usage = ch.usage;
+          if (ch.finishReason) {
+            finishReason = ch.finishReason;
+            stopReason = ch.stopReason;
           }
+          const extra = chunkExtras(ch);
+          if (ch.text === '' && !extra) continue;
+          const k = ch.tokens ?? (ch.text !== '' ? 1 : 0);
+          const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
+          const first = t.firstMs === undefined;
+          timeTokens(t, k, offs, now);
+          if (first && instance) this.report(instance, { v: 1, id: lr.id, phase: 'first_token', firstTokenMs: t.firstMs! });
+          const out: TokenChunk = extra ? { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k, ...extra } : { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k };
+          if (st.sent === 0 && first) out.ttftMs = Math.max(0, t.firstMs! - req.arrivalMs);
+          if (offs && k > 1) out.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
+          if (grant.instance) out.instance = grant.instance;
+          if (grant.pool) out.pool = grant.pool;
+          if (grant.type) out.type = grant.type;
+          st.sent += k;
+          if (st.keepText) {
+            st.text += ch.text;
+            if (st.text.length > this.migrationMaxBytes) {
+              st.keepText = false;
+              st.text = '';
+            }
+          }
+          if (ch.finishReason) tail = out; // the engine's last text goes out as the done chunk itself, as vLLM's
+          else outs.push(out);
         }
-        if (ch.finishReason) tail = out; // the engine's last text goes out as the done chunk itself, as vLLM's
-        else yield out;
+        if (outs.length) yield outs;
       }
       leg.onControl = () => {};
-      const reply = instance ? await this.endReport(instance, lr.id, 'ok', t, usage) : undefined;
+      // the instance's reply says the leg's energy: the engine's own figure when it reported one (the emulator:
+      // then the reply is known, and the final chunk does not wait a round trip for it), else the GPU counter's
+      let reply: LegReply | undefined;
+      if (instance && usage?.energyJoules !== undefined) void this.endReport(instance, lr.id, 'ok', t, usage);
+      else if (instance) reply = await this.endReport(instance, lr.id, 'ok', t, usage);
       st.energyJ += reply?.energyJ ?? usage?.energyJoules ?? 0;
       st.energySource ??= reply?.energySource ?? (usage?.energyJoules !== undefined ? 'modelled' : 'measured');
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
       const fr = finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop';
       const where = { ...(grant.instance ? { instance: grant.instance } : {}), ...(grant.pool ? { pool: grant.pool } : {}), ...(grant.type ? { type: grant.type } : {}) };
-      yield {
+      yield [{
         ...(tail ?? { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, ...where }), done: true, finishReason: fr, stopReason: stopReason ?? null,
         usage: { promptTokens: st.promptTokens, completionTokens: st.sent, energyJ: st.energyJ, energySource: st.energySource },
-      };
+      }];
       return 'done';
     } catch (err) {
       leg.onControl = () => {};
       if (signal.aborted) throw signal.reason ?? err;
       // text the client has been counted for goes out before the error or the next leg
-      if (tail) yield tail;
+      if (tail) yield [tail];
       const ended = ac.signal.reason instanceof LegEnded ? ac.signal.reason.error : undefined;
       // the instance learns how its leg ended (it ended it itself when it sent the error)
       if (!ended && instance) {
@@ -470,7 +487,7 @@ export class NatsBackend implements GatewayBackend {
           ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
           : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: 1 });
       if (w.retryable && this.canMigrate(req, st)) return 'migrate';
-      yield { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w };
+      yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w }];
       return 'done';
     } finally {
       signal.removeEventListener('abort', onAbort);

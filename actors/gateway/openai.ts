@@ -433,6 +433,19 @@ export function streamChunk(kind: ApiKind, id: string, created: number, model: s
   };
 }
 
+/**
+ * The SSE event of a plain text token, split around its JSON-encoded text: `data: ` + the exact bytes
+ * JSON.stringify gives for streamChunk(kind, id, created, model, {text}, index), so the text is the only thing
+ * encoded per token.
+ */
+export function textFrame(kind: ApiKind, id: string, created: number, model: string, index = 0): [string, string] {
+  const MARK = JSON.stringify('\u0001');
+  const json = JSON.stringify(streamChunk(kind, id, created, model, { text: '\u0001' }, index));
+  // the last match: the text comes after the id and model, which could hold anything
+  const at = json.lastIndexOf(MARK);
+  return [`data: ${json.slice(0, at)}`, `${json.slice(at + MARK.length)}\n\n`];
+}
+
 /** vLLM's first chat chunk of each choice: the assistant role with empty content, before any token. */
 export function roleChunk(id: string, created: number, model: string, usage?: ContinuousUsage, index = 0) {
   return {

@@ -24,9 +24,9 @@ import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
   HttpError, badRequest, chatResponse, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
-  continuousUsage, roleChunk, streamChunk, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
+  continuousUsage, roleChunk, streamChunk, textFrame, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
-import { childRequest, mergeStreams } from './choices.ts';
+import { childRequest, indexed, mergeStreams, oneByOne } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
@@ -44,7 +44,7 @@ export interface GatewayBackend {
    * a chunk with `done` or `error`); rejects with a DynError when refused. Aborting `signal` cancels it
    * downstream and ends the stream.
    */
-  submit(req: InferenceRequest, signal: AbortSignal): Promise<AsyncIterable<TokenChunk>>;
+  submit(req: InferenceRequest, signal: AbortSignal): Promise<AsyncIterable<TokenChunk> & { batches?(): AsyncIterable<readonly TokenChunk[]> }>;
   /** false while the backend cannot reach the cluster (healthz answers 503). Default true. */
   ready?(): boolean;
   /**
@@ -601,7 +601,11 @@ export class GatewayServer {
         this.opts.metrics?.gatewayRejections.inc({ reason: err instanceof DynError ? err.code : 'internal' });
         return this.sendError(res, route, toHttp(err));
       }
-      const streams = submitted.map((x) => (x as PromiseFulfilledResult<AsyncIterable<TokenChunk>>).value);
+      // read in batches (the chunks that arrived together) where the backend gives them
+      const streams = submitted.map((x) => {
+        const s = (x as PromiseFulfilledResult<Awaited<ReturnType<GatewayBackend['submit']>>>).value;
+        return s.batches ? s.batches() : oneByOne(s);
+      });
       const created = Math.floor(now / 1000);
       const timers = streams.map(() => new StreamTimer(this.opts.metrics, parsed.model, t0));
       complete = parsed.stream
@@ -618,20 +622,22 @@ export class GatewayServer {
   }
 
   /** One choice's answer gathered from its token stream; throws the HttpError the client gets when it fails. */
-  private async collectChoice(stream: AsyncIterable<TokenChunk>, timer: StreamTimer): Promise<{ out: ChoiceOut; tokens: number; usage?: Usage }> {
+  private async collectChoice(stream: AsyncIterable<readonly TokenChunk[]>, timer: StreamTimer): Promise<{ out: ChoiceOut; tokens: number; usage?: Usage }> {
     const out: ChoiceOut = { text: '' };
     let tokens = 0;
     let last: TokenChunk | undefined;
-    for await (const c of stream) {
-      if (c.error) throw httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS);
-      timer.onChunk(c);
-      out.text += c.text;
-      if (c.logprobs) out.logprobs = mergeLogprobs(out.logprobs, c.logprobs);
-      if (c.toolCalls) mergeToolCalls((out.toolCalls ??= []), c.toolCalls);
-      if (c.reasoning !== undefined) out.reasoning = (out.reasoning ?? '') + c.reasoning;
-      tokens += c.tokens;
-      last = c;
-      if (c.done) break;
+    read: for await (const batch of stream) {
+      for (const c of batch) {
+        if (c.error) throw httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS);
+        timer.onChunk(c);
+        out.text += c.text;
+        if (c.logprobs) out.logprobs = mergeLogprobs(out.logprobs, c.logprobs);
+        if (c.toolCalls) mergeToolCalls((out.toolCalls ??= []), c.toolCalls);
+        if (c.reasoning !== undefined) out.reasoning = (out.reasoning ?? '') + c.reasoning;
+        tokens += c.tokens;
+        last = c;
+        if (c.done) break read;
+      }
     }
     if (!last?.done) throw new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream');
     if (last.finishReason === 'error' || last.finishReason === 'cancelled') {
@@ -643,7 +649,7 @@ export class GatewayServer {
   }
 
   /** The whole answer as one JSON response: every choice, with its index. Resolves true when it was sent. */
-  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<TokenChunk>[], ac: AbortController, timers: StreamTimer[]): Promise<boolean> {
+  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[]): Promise<boolean> {
     let got: { out: ChoiceOut; tokens: number; usage?: Usage }[];
     try {
       got = await Promise.all(streams.map((s, i) => this.collectChoice(s, timers[i]!)));
@@ -667,19 +673,20 @@ export class GatewayServer {
    * last choice's end, its completion tokens summed over the choices. The status line waits for the first
    * chunk: a request that fails before its first token gets an HTTP error status and an error body, not a 200
    * stream. A failure after it is an error event, then the end (no [DONE]). Resolves true when [DONE] was sent.
+   * A batch (the chunks that arrived together) is one write; a plain text token is framed from a template.
    */
-  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<TokenChunk>[], ac: AbortController, timers: StreamTimer[]): Promise<boolean> {
+  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[]): Promise<boolean> {
     let started = false;
+    let pending = '';
     const start = () => {
       if (started) return;
       started = true;
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
       this.count(route, 200);
     };
-    const send = (obj: unknown) => {
-      start();
-      if (!res.writableEnded) res.write(`data: ${JSON.stringify(obj)}\n\n`);
-    };
+    /** an event: `obj` as JSON, or `framed` (a whole event already framed). */
+    const send = (obj: unknown, framed?: string) => void (start(), (pending += framed ?? `data: ${JSON.stringify(obj)}\n\n`));
+    const flush = () => void (pending !== '' && !res.writableEnded && res.write(pending), (pending = ''));
     /** before the first byte: an HTTP error; after: an error event and the end of the stream. */
     const fail = (e: HttpError): false => {
       if (!started) {
@@ -687,39 +694,49 @@ export class GatewayServer {
         return false;
       }
       send({ error: { ...e.body().error, retryable: e.retryable } });
+      flush();
       res.end();
       return false;
     };
     const n = streams.length;
     const tokens = new Array<number>(n).fill(0);
     const usages = new Array<Usage | undefined>(n);
+    const plain = p.continuousUsage ? undefined : streams.map((_, i) => textFrame(p.kind, id, created, p.model, i));
     let ended = 0;
     let first = true;
     try {
-      for await (const { i, c } of mergeStreams(streams)) {
+      for await (const { i, c: batch } of n === 1 ? indexed(streams[0]!) : mergeStreams(streams)) {
         if (ac.signal.aborted) return false;
-        if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
-        if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
-          return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
+        for (const c of batch) {
+          if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
+          if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
+            return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
+          }
+          if (first && p.kind === 'chat') {
+            for (let j = 0; j < n; j++) send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined, j));
+          }
+          first = false;
+          tokens[i]! += c.tokens;
+          timers[i]!.onChunk(c);
+          if (plain && !c.done && c.text.length > 0 && !c.toolCalls && !c.logprobs && c.reasoning === undefined) {
+            send(undefined, plain[i]![0] + JSON.stringify(c.text) + plain[i]![1]);
+            continue;
+          }
+          const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens[i]!) : undefined;
+          const piece = { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage };
+          if (c.done) {
+            // the choice's last chunk: its last text (the instance sends it with the end) and finish_reason, as vLLM's
+            send(streamChunk(p.kind, id, created, p.model, { ...piece, finish: c.finishReason ?? 'stop', stopReason: c.stopReason }, i));
+            usages[i] = c.usage;
+            if (++ended < n) continue;
+            if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
+            res.end(pending + 'data: [DONE]\n\n');
+            pending = '';
+            return true;
+          }
+          if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece, i));
         }
-        if (first && p.kind === 'chat') {
-          for (let j = 0; j < n; j++) send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined, j));
-        }
-        first = false;
-        tokens[i]! += c.tokens;
-        timers[i]!.onChunk(c);
-        const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens[i]!) : undefined;
-        const piece = { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage };
-        if (c.done) {
-          // the choice's last chunk: its last text (the instance sends it with the end) and finish_reason, as vLLM's
-          send(streamChunk(p.kind, id, created, p.model, { ...piece, finish: c.finishReason ?? 'stop', stopReason: c.stopReason }, i));
-          usages[i] = c.usage;
-          if (++ended < n) continue;
-          if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
-          res.end('data: [DONE]\n\n');
-          return true;
-        }
-        if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece, i));
+        flush();
       }
       if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
       return false;

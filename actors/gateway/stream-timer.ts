@@ -9,6 +9,11 @@ import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
  */
 export class StreamTimer {
   private last: number | undefined;
+  /** the histograms' children for the labels of the chunks now arriving (the same for a whole leg). */
+  private ttft?: { observe(v: number): void };
+  private tbt?: { observe(v: number): void };
+  private type?: string;
+  private pool?: string;
   constructor(
     private readonly metrics: TelemetryMetrics | undefined,
     private readonly model: string,
@@ -20,12 +25,18 @@ export class StreamTimer {
     const k = c.tokens;
     if (!m || k <= 0) return;
     const now = performance.now();
-    const labels = { model_name: this.model, type: c.type ?? '', pool: c.pool ?? '' };
+    if (!this.tbt || c.type !== this.type || c.pool !== this.pool) {
+      this.type = c.type;
+      this.pool = c.pool;
+      const labels = { model_name: this.model, type: c.type ?? '', pool: c.pool ?? '' };
+      this.ttft = m.gatewayTtft.labels(labels);
+      this.tbt = m.gatewayTbt.labels(labels);
+    }
     const offs = c.tokenOffsetsMs && c.tokenOffsetsMs.length === k ? c.tokenOffsetsMs : undefined;
     for (let i = 0; i < k; i++) {
       const at = offs ? now - (offs[k - 1]! - offs[i]!) : now;
-      if (this.last === undefined) m.gatewayTtft.observe(labels, Math.max(0, at - this.t0) / 1000);
-      else m.gatewayTbt.observe(labels, Math.max(0, at - this.last) / 1000);
+      if (this.last === undefined) this.ttft!.observe(Math.max(0, at - this.t0) / 1000);
+      else this.tbt.observe(Math.max(0, at - this.last) / 1000);
       this.last = Math.max(at, this.last ?? at);
     }
   }

@@ -49,6 +49,19 @@ export async function* streamCompletion(
   signal: AbortSignal | undefined,
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
 ): AsyncGenerator<EngineChunk> {
+  for await (const batch of streamCompletionBatches(t, req, signal, classify)) yield* batch;
+}
+
+/**
+ * streamCompletion, one batch per read from the socket: the events that arrived together (the gateway's data
+ * path forwards them with one await and one write, docs/DATAPATH.md). Never yields an empty batch.
+ */
+export async function* streamCompletionBatches(
+  t: EngineTarget,
+  req: EngineCompletionRequest,
+  signal: AbortSignal | undefined,
+  classify: (cause: unknown) => Promise<EngineError> | EngineError,
+): AsyncGenerator<EngineChunk[]> {
   if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
   const chat = req.chat !== undefined;
   const body = completionBody(req);
@@ -98,6 +111,9 @@ export async function* streamCompletion(
       const events: string[] = [];
       for (let buf = await bytes.next(); buf !== null && !done; buf = await bytes.next()) {
         parser.push(buf, events);
+        // what else has already arrived goes into the same batch
+        for (let more = bytes.take(); more; more = bytes.take()) parser.push(more, events);
+        let batch: EngineChunk[] | undefined;
         for (let i = 0; i < events.length; i++) {
           const data = events[i]!;
           if (data === '[DONE]') {
@@ -107,9 +123,10 @@ export async function* streamCompletion(
           const chunk = parseEvent(data, chat, tokenIndex);
           if (!chunk) continue; // e.g. the chat role-only first delta
           tokenIndex += chunk.tokens ?? (chunk.text !== '' ? 1 : 0);
-          yield chunk;
+          (batch ??= []).push(chunk);
         }
         events.length = 0;
+        if (batch) yield batch;
       }
     } catch (err) {
       if (signal?.aborted) throw signal.reason ?? err;
@@ -229,6 +246,12 @@ class ByteQueue {
       this.wake = null;
       w();
     }
+  }
+  /** the next chunk already here, without waiting. */
+  take(): Buffer | undefined {
+    const b = this.q.shift();
+    if (b && this.q.length === 0 && this.res.isPaused()) this.res.resume();
+    return b;
   }
   async next(): Promise<Buffer | null> {
     for (;;) {

@@ -146,6 +146,10 @@ export class Bus extends EventEmitter {
       // actor learns quickly that it is cut off.
       pingInterval: 1000,
       maxPingOut: 3,
+      // no Error (with its captured stack) made up front for every request and subscription timer: the bus
+      // maps each failure to its own error class anyway, and those stacks were a visible share of the
+      // request plane's CPU (docs/DATAPATH.md)
+      noAsyncTraces: true,
     });
     opts.log.debug({ server: nc.getServer() }, 'nats connected');
     return new Bus(nc, opts.log, opts.protocolLogIntervalMs ?? 10_000);

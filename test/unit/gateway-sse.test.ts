@@ -9,7 +9,7 @@
  *   (only with include_usage, as vLLM) puts the running usage on every chunk.
  */
 import { describe, expect, it } from 'vitest';
-import { continuousUsage, parseOpenAiRequest, roleChunk, streamChunk, usageChunk, usageOut } from '../../actors/gateway/openai.ts';
+import { continuousUsage, parseOpenAiRequest, roleChunk, streamChunk, textFrame, usageChunk, usageOut } from '../../actors/gateway/openai.ts';
 
 const keys = (o: object) => Object.keys(o).sort();
 
@@ -61,5 +61,21 @@ describe('SSE chunks shaped like vLLM', () => {
     // vLLM: continuous usage only together with include_usage
     expect(body({ continuous_usage_stats: true }).continuousUsage).toBe(false);
     expect(body({ include_usage: true }).continuousUsage).toBe(false);
+  });
+});
+
+describe('plain text token frames', () => {
+  it('are the exact bytes JSON.stringify gives for the chunk, whatever the text, id, model and choice', () => {
+    const texts = [' hello', '', '"', '\\', '\n\t', '\u0001', 'é😀', '</script>', '"text":"x"'];
+    for (const kind of ['completion', 'chat'] as const) {
+      for (const [id, model] of [['r1', 'm'], ['a"b\u0001', 'mo\u0001del"']]) {
+        for (const index of [0, 3]) {
+          const [pre, post] = textFrame(kind, id!, 1700000000, model!, index);
+          for (const text of texts) {
+            expect(pre + JSON.stringify(text) + post).toBe(`data: ${JSON.stringify(streamChunk(kind, id!, 1700000000, model!, { text }, index))}\n\n`);
+          }
+        }
+      }
+    }
   });
 });
