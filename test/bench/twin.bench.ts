@@ -62,7 +62,7 @@ export async function bench(): Promise<BenchSection> {
     await cluster.stop();
   }
   const sim = await simulate({
-    policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', profilePath: 'profiles/llama3.1-8b.h100.json',
+    policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', profilePath: 'profiles/llama3.1-8b.h100.tp1.json',
     servers: 1, gpusPerServer: 2, instanceTp: 1, rateScale: 1,
     // the config's cluster: one pool of every type, no cluster or pool epoch within the window; the instance
     // machines' clock and emergency ladder as live
