@@ -101,6 +101,10 @@ function startNatsNode(h: (typeof HOSTS)[number]): void {
     .replace(/^listen: .*$/m, `listen: ${h.ip}:4222`)
     .replace(/^server_name: .*$/m, `server_name: dyn-${h.node}`);
   conf = withStoreDir(conf, join(dir, `js-${h.node}`));
+  // A route to a cut-off node is seen dead only by its pings or by a write that stalls. Measured with the defaults
+  // (ping every 2 min, 10 s write deadline): the routes to the cut node closed 20-21 s after the cut, and the
+  // cluster status went unanswered from the cut until then. With these settings they close ~6 s after the cut.
+  conf += `\nping_interval: "1s"\nping_max: 3\nwrite_deadline: "2s"\n`;
   conf += `\ncluster {\n  name: dyn-multihost\n  listen: ${h.ip}:6222\n  routes: [${routes}]\n}\n`;
   const path = join(dir, `nats-${h.node}.conf`);
   writeFileSync(path, conf);
@@ -165,7 +169,19 @@ function watchLeaders(): () => void {
 /** no split brain: each lease term of the cluster planner (its 'lease' decision events) names one leader */
 async function expectOnePlannerPerTerm(): Promise<void> {
   const leaders = new Map<number, Set<string>>();
-  for (const e of await h.streamEvents()) {
+  // Right after a heal nats-server 2.9 answers JetStream requests "temporarily unavailable" for some seconds
+  // (measured: the majority's meta leader stepped down at the heal, when the returning node's routes came
+  // back, and the streams' leaders were elected again 5-9 s later): read the events once JetStream answers.
+  let events: Awaited<ReturnType<Harness['streamEvents']>> | undefined;
+  for (const until = Date.now() + 30_000; !events;) {
+    try {
+      events = await h.streamEvents();
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  for (const e of events) {
     const d = e.decision as { leader?: string | null; term?: number };
     if (e.kind !== 'lease' || !d.leader || d.term === undefined) continue;
     (leaders.get(d.term) ?? leaders.set(d.term, new Set()).get(d.term)!).add(d.leader);
@@ -219,12 +235,18 @@ describe.skipIf(!isRoot)('three hosts as network namespaces, one 3-node NATS clu
     tearDownNetwork();
   }, 60_000);
 
-  // Skipped, measured (4 runs at load 10-14): 3 of 56, 30 of 90, and in the runs with actor logs 44 of 44 requests
-  // failed with intake timeouts (the gateway's 15 s admission budget spent). The actors' logs show why: after one
-  // NATS node is cut off, the two others answer JetStream requests with timeouts and then "jetstream is not
-  // enabled" for ~15 s, through and past the heal. Every lease renewal fails, so every cluster and pool leader
-  // steps down, on both sides, and nothing admits. After the heal, host 2's instance went draining, then stopped,
-  // instead of rejoining.
+  // Skipped, measured (nats-server 2.9.10, 3 runs of this file at load 12-14, DYN_TEST_DEBUG=1): the cut itself is
+  // now survived (0 of 72 and 0 of 74 requests failed in two runs), but the heal is not, and leaving dispatch takes
+  // 11.3-11.7 s when the cut host held a lease or a stream leader (2.0 s when it held neither): over the 10 s bound.
+  // What the servers log at the heal: the majority's metadata leader steps down as soon as the returning node's
+  // routes are back ("JetStream cluster no metadata leader" within 0.3 s of the heal); in one run the next one was
+  // elected 13 s later and the leases stream had no leader for 15+ s, so KV writes got no responders ("jetstream
+  // is not enabled" in the actors' logs), every lease expired, and 34 of 44 requests failed by intake timeout
+  // (the gateway's 15 s admission budget spent). The returning node's raft terms, raised while it campaigned
+  // alone, are what depose the majority's leaders (2.9's raft has no pre-vote); a shorter route ping/write
+  // deadline (above) does not change that. After a heal the new pool leader, unable to read the dispatched list
+  // yet ("JetStream system temporarily unavailable"), also counts the cut host's instance dead ("died before this
+  // leader took over") and restarts it instead of taking it back.
   it.skip('a host partitioned away leaves dispatch and comes back after the heal; no request fails; never two planners of one term', async () => {
     const victim = HOSTS[2]!;
     const load = openLoop(h, 3, { maxTokens: 30 });
