@@ -373,7 +373,8 @@ export const fastTokenChunkCheck: (c: Record<string, unknown>) => boolean = fast
 export const legReport = z.object({
   v,
   id,
-  phase: z.enum(['first_token', 'end']),
+  /** started: the gateway took the grant and opened the engine stream; first_token; end. */
+  phase: z.enum(['started', 'first_token', 'end']),
   /** the end: how the leg ended ('failed': the engine's stream broke; the request continues elsewhere or fails). */
   outcome: z.enum(['ok', 'failed', 'cancelled']).optional(),
   firstTokenMs: nonneg.optional(),

@@ -223,6 +223,11 @@ export const configSchema = z
         dispatchMs: pos.default(2000),
         /** deadline of a control command, ms; default 5000. */
         controlMs: pos.default(5000),
+        /**
+         * how long an instance holds a direct request's seat for a gateway that has not said it took the grant
+         * (LegReport 'started'; the gateway vanished or gave up first), ms; default 10000.
+         */
+        directStartMs: pos.default(10_000),
       }).strict()
       .default({}),
   })

@@ -406,6 +406,8 @@ export class NatsBackend implements GatewayBackend {
       requestId: lr.id,
       timeoutMs: Math.max(1000, lr.giveUpAtMs - Date.now()),
     };
+    // the instance holds the seat only briefly for a grant nobody takes: say it is taken
+    if (instance) this.report(instance, { v: 1, id: lr.id, phase: 'started' });
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
     let usage: EngineChunk['usage'];
     let finishReason: string | undefined;

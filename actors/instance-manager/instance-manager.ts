@@ -102,6 +102,8 @@ interface Running {
   energyJ: number;
   /** a direct request (the gateway reads the engine): resolves with the gateway's report of the leg's end and the energy replied. */
   legEnd?: (end: { rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }) => void;
+  /** a direct request: the gateway said it took the grant (LegReport 'started', or any later report). */
+  gatewayStarted?: boolean;
 }
 
 /** A request the instance holds (queued, running or being moved): its body and when it came in. */
@@ -489,6 +491,7 @@ export class InstanceManager {
     this.#running.set(req.id, r);
     let ok = false;
     let timer: unknown;
+    let startTimer: unknown;
     try {
       const end = new Promise<{ rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }>((resolve, reject) => {
         r.legEnd = resolve;
@@ -500,6 +503,10 @@ export class InstanceManager {
           () => r.ac.abort(new DynError('timeout', 'no report from the gateway streaming this request', { retryable: true })),
           Math.max(1000, req.giveUpAtMs - clock.now()) + 5000,
         );
+        // nor does one that had gone (or given up) before the grant came: its seat is freed within directStartMs
+        startTimer = clock.setTimeout(() => {
+          if (!r.gatewayStarted) r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
+        }, this.#o.config.timeouts.directStartMs);
       });
       this.#bus.publish(req.streamSubject, TokenChunk, {
         v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: this.id, pool: this.pool, type: req.type,
@@ -516,6 +523,7 @@ export class InstanceManager {
       this.#finishWithError(req, 1, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
     } finally {
       if (timer !== undefined) clock.clearTimeout(timer);
+      if (startTimer !== undefined) clock.clearTimeout(startTimer);
       this.#running.delete(req.id);
       this.#held.delete(req.id);
       this.#admitState.delete(req.id);
@@ -528,6 +536,8 @@ export class InstanceManager {
   #leg(rep: LegReportT): LegReplyT {
     const r = this.#running.get(rep.id);
     if (!r?.req.direct) return { v: 1, ok: false, error: { code: 'not_found', message: `instance ${this.id} holds no direct request ${rep.id}`, retryable: false } };
+    r.gatewayStarted = true;
+    if (rep.phase === 'started') return { v: 1, ok: true };
     if (rep.firstTokenMs !== undefined && r.firstTokenMs === undefined) {
       r.firstTokenMs = rep.firstTokenMs;
       this.#pushSample(this.#ttfts, Math.max(0, rep.firstTokenMs - r.req.arrivalMs));

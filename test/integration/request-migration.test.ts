@@ -24,7 +24,7 @@ import { silentLogger } from '../../src/runtime/logger.ts';
 import OpenAI from 'openai';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
-import { RequestRecord, subjects, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
+import { Admission, InferenceRequest as InferenceRequestCodec, RequestRecord, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
 const MODEL = 'llama3.1-8b';
 const PROMPT = 'Tell me about energy efficient inference in large clusters.';
@@ -33,6 +33,8 @@ let gw: Bus;
 let backend: NatsBackend;
 const records = new Map<string, Rec>();
 
+/** timeouts.directStartMs of this suite: how long an untaken grant holds its seat */
+const DIRECT_START_MS = 3000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function childrenOf(pid: number): number[] {
@@ -52,6 +54,7 @@ beforeAll(async () => {
     liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
     // a quarter of real time: ~30 ms per token, so a 150-token answer takes seconds and a kill lands mid-stream
     engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 30_000, initialTp: 1, maxInEngine: 16, maxQueued: 64 },
+    timeouts: { directStartMs: DIRECT_START_MS },
   });
   h.startActor('cluster', 'cm-0');
   h.startActor('pool', 'pm-0');
@@ -161,6 +164,33 @@ describe('direct data path', () => {
     for (let i = 0; i < 30 && running !== 0; i++) {
       const s = await h.status();
       running = s?.pools[0]!.instances.find((x) => x.id === instance)?.running ?? -1;
+      if (running !== 0) await sleep(200);
+    }
+    expect(running).toBe(0);
+  }, 30_000);
+
+  it('a grant no gateway takes (it gave up or died before the admission came back) frees its seat within directStartMs', async () => {
+    const id = `dp-orphan-${Date.now()}`;
+    const chunks: TokenChunk[] = [];
+    // the gateway's side, minus the gateway: the admission asked for, the grant received, nothing streamed
+    const sub = gw.subscribe(subjects.stream(id), TokenChunkCodec, (c) => void chunks.push(c), { capacity: 64 });
+    const t0 = Date.now();
+    const adm = await gw.request(subjects.clusterIntake(), InferenceRequestCodec, { ...request(id, 300), direct: true }, Admission, { timeoutMs: 10_000 });
+    expect(adm.ok).toBe(true);
+    const grant = await waitFor(() => chunks.find((c) => c.grant), 5000, 'the grant');
+    const end = await waitFor(() => chunks.find((c) => c.error), DIRECT_START_MS + 5000, 'the instance ending the untaken grant');
+    const took = Date.now() - t0;
+    sub.unsubscribe();
+    expect(end.error).toMatchObject({ code: 'timeout', retryable: true });
+    expect(took).toBeGreaterThanOrEqual(DIRECT_START_MS - 500);
+    expect(took).toBeLessThan(DIRECT_START_MS + 5000);
+    const rec = await waitFor(() => records.get(id), 5000, 'the record');
+    expect(rec.outcome).toBe('failed');
+    // the seat is free again
+    let running = -1;
+    for (let i = 0; i < 30 && running !== 0; i++) {
+      const s = await h.status();
+      running = s?.pools[0]!.instances.find((x) => x.id === grant.instance)?.running ?? -1;
       if (running !== 0) await sleep(200);
     }
     expect(running).toBe(0);
