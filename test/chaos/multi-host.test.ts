@@ -284,7 +284,8 @@ describe.skipIf(!isRoot)('three hosts as network namespaces, one 3-node NATS clu
     log('outcomes', out.length, 'failed', failures(out));
     expect(out.length).toBeGreaterThan(30);
     expect(failures(out)).toEqual([]);
-    expect(leftMs).toBeLessThan(15_000);
+    // measured 1.9-13.4 s (the cluster status goes unanswered while JetStream elects new stream leaders)
+    expect(leftMs).toBeLessThan(20_000);
     // the cluster still answers and serves on the two hosts left
     // (the status may go unanswered for a few seconds while JetStream elects new stream leaders)
     await waitFor('the two hosts left serve', async () => (await readyOn(HOSTS[0]!.node)) === 1 && (await readyOn(HOSTS[2]!.node)) === 1, 20_000);
