@@ -456,11 +456,7 @@ export class NatsBackend implements GatewayBackend {
         if (outs.length) yield outs;
       }
       leg.onControl = () => {};
-      // the instance's reply says the leg's energy: the engine's own figure when it reported one (the emulator:
-      // then the reply is known, and the final chunk does not wait a round trip for it), else the GPU counter's
-      let reply: LegReply | undefined;
-      if (instance && usage?.energyJoules !== undefined) void this.endReport(instance, lr.id, 'ok', t, usage);
-      else if (instance) reply = await this.endReport(instance, lr.id, 'ok', t, usage);
+      const reply = instance ? await this.endReport(instance, lr.id, 'ok', t, usage) : undefined;
       st.energyJ += reply?.energyJ ?? usage?.energyJoules ?? 0;
       st.energySource ??= reply?.energySource ?? (usage?.energyJoules !== undefined ? 'modelled' : 'measured');
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;

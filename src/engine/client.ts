@@ -140,10 +140,18 @@ export async function* streamCompletionBatches(
     clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
     ac.signal.removeEventListener('abort', onAc);
-    // a fully received response leaves its connection to the keep-alive pool; anything else (the consumer
-    // stopped early, [DONE] before the end of the message, an error) closes it
-    if (res && done && res.complete) res.resume();
-    else if (http && !http.destroyed) http.destroy();
+    // a response read to its [DONE] leaves its connection to the keep-alive pool once the rest of the message
+    // (its chunked terminator, often not read yet when a whole batch ended in [DONE]) is in, within 1 s;
+    // anything else (the consumer stopped early, an error) closes it
+    if (res && done) {
+      if (!res.complete) {
+        const r = res, h = http;
+        const cut = setTimeout(() => r.complete || h?.destroy(), 1000);
+        cut.unref();
+        r.once('end', () => clearTimeout(cut));
+      }
+      res.resume();
+    } else if (http && !http.destroyed) http.destroy();
   }
 }
 

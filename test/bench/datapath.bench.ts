@@ -125,7 +125,7 @@ async function one(base: string, model: string, maxTokens: number): Promise<{ tt
     buf += dec.decode(part, { stream: true });
     if (ttft < 0 && /"text":"[^"]/.test(buf)) ttft = performance.now() - t0;
   }
-  if (!buf.includes('[DONE]')) throw new Error('stream ended without [DONE]');
+  if (!buf.includes('[DONE]')) throw new Error(`stream ended without [DONE]: ${buf.slice(-400)}`);
   return { ttftMs: ttft, totalMs: performance.now() - t0 };
 }
 
