@@ -35,3 +35,20 @@ export function descendants(roots: readonly number[]): Map<number, string> {
 export function suitePids(roots: readonly number[], pattern: string): number[] {
   return [...descendants(roots)].filter(([pid, args]) => args.includes(pattern) && pid !== process.pid).map(([pid]) => pid).sort((a, b) => a - b);
 }
+
+/**
+ * SIGKILL `roots` and every process under them, found before any dies: once a parent is gone its children are
+ * re-parented and can no longer be told apart from another suite's (a supervised instance manager would then
+ * drain on its own for seconds, still publishing its status).
+ */
+export function killTree(roots: readonly number[]): number[] {
+  const pids = [...descendants(roots).keys()].filter((p) => p !== process.pid);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  return pids;
+}

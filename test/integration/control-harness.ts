@@ -17,7 +17,7 @@ import {
   type TokenChunk as Chunk,
 } from '../../protocols/index.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
-import { suitePids } from '../helpers/procs.ts';
+import { descendants, killTree, suitePids } from '../helpers/procs.ts';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { DynError } from '../../protocols/errors.ts';
 
@@ -245,10 +245,12 @@ export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; conf
       return suitePids([...procs.values()].map((p) => p.pid ?? -1), pattern);
     },
     async stop() {
+      // the whole tree, found while the actors still stand: instance managers and engines are grandchildren
+      const tree = [...descendants([...procs.values()].map((p) => p.pid ?? -1)).keys()];
       for (const p of procs.values()) if (p.exitCode === null) p.kill('SIGTERM');
       await new Promise((r) => setTimeout(r, 1500));
       for (const p of procs.values()) if (p.exitCode === null) p.kill('SIGKILL');
-      // instance managers and engines are grandchildren (the config path is unique to the suite)
+      killTree(tree);
       for (const pid of h.pidsOf(cfgPath)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
       await bus.close();
       await nats.stop();

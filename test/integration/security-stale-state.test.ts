@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
 import { openLoop, startHarness, type Harness } from './control-harness.ts';
+import { killTree } from '../helpers/procs.ts';
 import { PoolAssignment, inventoryKeys, jetstream } from '../../protocols/index.ts';
 
 let h: Harness;
@@ -30,7 +31,8 @@ function startActors(): void {
 
 /** Every actor process (and the instance managers and engines under them) ends; the NATS server stays. */
 async function stopActors(): Promise<void> {
-  for (const p of h.procs.values()) if (p.exitCode === null) p.kill('SIGKILL');
+  // the actors and everything under them (instance managers, engines), found before any of them dies
+  killTree([...h.procs.values()].map((p) => p.pid ?? -1));
   for (const pid of h.pidsOf(h.cfgPath)) {
     try {
       process.kill(pid, 'SIGKILL');
