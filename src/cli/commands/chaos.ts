@@ -22,6 +22,7 @@ import { inboxPrefix } from '../../../protocols/permissions.ts';
 import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
 import { subjects } from '../../../protocols/subjects.ts';
 import { splitConfig } from '../../../actors/gateway/config.ts';
+import { rng } from '../../sim/trace.ts';
 
 export const KILL_KINDS = ['engine', 'instance', 'node', 'cluster', 'pool', 'gateway'] as const;
 type Kind = (typeof KILL_KINDS)[number];
@@ -52,17 +53,6 @@ export function register(cmd: Command, exit: ExitCode): void {
     .action(action(exit, (v: ChaosOptions) => chaos(v)));
 }
 
-/** Deterministic PRNG (mulberry32) for the kill schedule. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Proc { pid: number; ppid: number; kind: Kind | 'nats' | 'up' | 'other'; id: string }
 
