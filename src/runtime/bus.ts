@@ -484,10 +484,7 @@ export class Bus extends EventEmitter {
       clearTimeout(timer);
       if (how === 'timeout') {
         this.log.warn({ timeoutMs }, 'bus drain deadline passed (NATS unreachable?): closing the connection');
-        for (const h of [...this.#handles]) h.unsubscribe();
-        this.#service?.stop();
-        this.#abort.abort(new CancelledError('bus closing'));
-        await this.nc.close().catch(() => {});
+        await this.#closeNow();
       }
     })();
     return this.#closing;
@@ -495,13 +492,15 @@ export class Bus extends EventEmitter {
 
   /** Close now (running handlers see their signal aborted). Idempotent. */
   close(): Promise<void> {
-    this.#closing ??= (async () => {
-      for (const h of [...this.#handles]) h.unsubscribe();
-      this.#service?.stop();
-      this.#abort.abort(new CancelledError('bus closing'));
-      if (!this.nc.isClosed()) await this.nc.close().catch(() => {});
-    })();
+    this.#closing ??= this.#closeNow();
     return this.#closing;
+  }
+
+  async #closeNow(): Promise<void> {
+    for (const h of [...this.#handles]) h.unsubscribe();
+    this.#service?.stop();
+    this.#abort.abort(new CancelledError('bus closing'));
+    if (!this.nc.isClosed()) await this.nc.close().catch(() => {});
   }
 }
 
