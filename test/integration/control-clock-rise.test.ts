@@ -24,8 +24,10 @@ const clockEvents = async (): Promise<DecisionEvent[]> => (await h.streamEvents(
 describe('control plane: clock rise within an epoch', () => {
   it('a load step raises the clock within about a second, long before the epoch ends', async () => {
     // light load until the first epoch lowers the clock from its start-up maximum
-    // (MS: 446-token prompts, 20 output tokens; 1 req/s runs at the lowest clock, 20 req/s needs a higher one: the
-    // profile's 800-1000 MHz carry ~16-18 req/s on TP2 within the SLO with the headroom)
+    // (MS: 446-token prompts, 20 output tokens; 1 req/s runs at the lowest clock. The profile's 800-1000 MHz carry
+    // ~16-18 req/s on TP2 within the SLO with the headroom. The rise rule reads the epoch's arrivals so far, 1.5 s at
+    // 1 req/s then the step: a step to 40 req/s reads (1.5 + 40 t) / (1.5 + t), past 18 req/s from t ~ 1.3 s, while a
+    // step to 20 req/s would stay under 15 req/s for the whole 4-s look and leave only the prefill-backlog rule)
     const load = openLoop(h, 1, { maxTokens: 20, inputTokens: 446, promptOfInputTokens: true });
     let lowered: DecisionEvent | undefined;
     for (const until = Date.now() + 2.5 * EPOCH_S * 1000; !lowered && Date.now() < until; ) {
@@ -37,7 +39,7 @@ describe('control plane: clock rise within an epoch', () => {
     const lowClock = Number(lowered!.decision.clockMhz);
     await new Promise((r) => setTimeout(r, Math.max(0, boundary + 1500 - Date.now())));
     const stepAt = Date.now();
-    load.setRate(20);
+    load.setRate(40);
     await new Promise((r) => setTimeout(r, 4000));
     const outs = await load.stop();
     expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);
