@@ -1869,7 +1869,8 @@ export class Simulation {
       }
       break;
     }
-    const end = Math.max(endMs, this.lastSampleMs);
+    // to the last event served (a request finishing past the last arrival is charged its whole run)
+    const end = Math.max(endMs, lastT, this.lastSampleMs);
     this.sample(end);
     return this.result(end, performance.now() - wall0);
   }

@@ -12,6 +12,7 @@
  * Targets (issue 16): energy within 5%, p99s within 15%, decision counts within 10%.
  */
 import { spawn } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,6 +57,7 @@ export async function bench(): Promise<BenchSection> {
   const windowS = Number(process.env.TWIN_S ?? 60);
   const cluster = await up();
   let live;
+  const load0 = loadavg()[0];
   try {
     live = await replayTrace({ trace: TRACE, url: cluster.base, speed: 1, durationS: windowS });
   } finally {
@@ -75,6 +77,11 @@ export async function bench(): Promise<BenchSection> {
   const simJ = sim.energyKWh * 3.6e6;
   rows.push({ quantity: 'requests served', live: live.ok, simulated: Object.values(sim.latency.byType).reduce((n, x) => n + (x?.requests ?? 0), 0), 'sim / live': ratio(Object.values(sim.latency.byType).reduce((n, x) => n + (x?.requests ?? 0), 0), live.ok) });
   rows.push({ quantity: 'energy J (modelled both sides)', live: liveJ === null ? '-' : Math.round(liveJ), simulated: Math.round(simJ), 'sim / live': ratio(simJ, liveJ) });
+  // the window each side charges: live, the replay's first send to its last completion; simulated, the first
+  // arrival to the last request's end
+  rows.push({ quantity: 'window s (first arrival to last completion)', live: round1(live.wallS), simulated: round1(sim.durationS), 'sim / live': ratio(sim.durationS, live.wallS) });
+  const liveW = liveJ === null ? null : liveJ / live.wallS;
+  rows.push({ quantity: 'average power W', live: liveW === null ? '-' : Math.round(liveW), simulated: Math.round(sim.avgPowerW), 'sim / live': ratio(sim.avgPowerW, liveW) });
   for (const t of live.perType) {
     const s = sim.latency.byType[t.type];
     if (!t.ok || !s?.requests) continue;
@@ -89,7 +96,7 @@ export async function bench(): Promise<BenchSection> {
     title: 'Twin check: live cluster vs simulator on the same trace window',
     notes: [
       `live: \`dynamollm up --config ${CONFIG}\` + \`replay --trace ${TRACE} --speed 1 --duration ${windowS}\`; simulated: the same window, step fidelity, the config's cluster shape (1 server x 2 H100, TP1, one pool)`,
-      `live reconfiguration counters seen: ${JSON.stringify(lr)}`,
+      `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; live latency is wall time on this shared machine',
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',
     ],
