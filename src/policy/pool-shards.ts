@@ -67,3 +67,27 @@ export function reshardSteps(current: CurrentInstance[], target: InstanceConfig[
 }
 
 export type { StaggerUnit } from './sharding.ts';
+
+/**
+ * The first unit of a staggered re-shard that would leave the pool with no instance serving: a unit whose
+ * GPUs are held by the instances it replaces, or by others, drains those first (a vLLM engine holds its GPUs'
+ * memory: the new one cannot start beside it) and, when nothing else serves at that moment, the pool is dark
+ * until the new instance is ready (an engine start, tens of seconds to minutes). Units run one at a time, in
+ * order; a unit's new instance serves from the next unit on. undefined when every unit keeps one serving.
+ */
+export function darkReshardUnit(current: CurrentInstance[], units: StaggerUnit[]): StaggerUnit | undefined {
+  let serving = current.map((c) => ({ id: c.id, gpus: c.gpus }));
+  let k = 0;
+  for (const u of units) {
+    const replaced = new Set(u.from);
+    const remaining = serving.filter((x) => !replaced.has(x.id));
+    if (u.kind !== 'stop') {
+      // as the pool machine runs a unit: it starts first only on GPUs no instance holds
+      const stopFirst = serving.some((x) => x.gpus.some((g) => u.gpus.includes(g)));
+      if (stopFirst && remaining.length === 0) return u;
+      remaining.push({ id: `new${k++}`, gpus: u.gpus });
+    }
+    serving = remaining;
+  }
+  return undefined;
+}

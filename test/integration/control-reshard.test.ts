@@ -7,8 +7,8 @@
  * each re-shard is staggered (matchReshard + staggerSteps), is in the JetStream event stream with its inputs, and
  * no request fails. The pool's profile is the shipped one without TP8: with it, the epoch that sees the shift's
  * load half-measured may merge all eight GPUs into one TP8 instance, a re-shard that no staggering keeps serving
- * through (every GPU is in the one new instance; dispatch times out meanwhile). What the pool does then is the
- * pool machine's business, not this test's.
+ * through (every GPU is in the one new instance); the pool machine keeps the layout instead while the pool carries
+ * load (test/unit/machine-pool.test.ts), so the epoch would show no re-shard at all.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

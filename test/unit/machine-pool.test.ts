@@ -362,8 +362,11 @@ describe('pool machine: re-shard', () => {
     const fx = d.at(300_000, { type: 'reshard_epoch' });
     expect(fx).toEqual([{ kind: 'solve', force: false, input: { profile, load: { SS: 80 }, gpus: 8, current: [4, 4], epochS: 300, gpusPerServer: 8, headroom: 0 } }]);
     expect(d.at(300_001, { type: 'reshard_epoch' })).toEqual([]); // one solve at a time
-    // 2xTP4 -> 1xTP8: the TP8 needs the GPUs of both: drain both, stop them, start the TP8 on the freed GPUs
+    // 2xTP4 -> 1xTP8: the TP8 needs the GPUs of both: drain both, stop them, start the TP8 on the freed GPUs;
+    // taken only while the pool carries no load (a pool with load is never left with no instance serving)
     const a = `${POOL}-node-0-g0x4`, b = `${POOL}-node-0-g4x4`;
+    d.at(300_050, { type: 'status', status: status(a, { loadByType: {} }) });
+    d.at(300_050, { type: 'status', status: status(b, { loadByType: {} }) });
     let t = 300_100;
     let out = d.at(t, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }], summary: '2xTP4 -> 1xTP8', inputs: {} } });
     expect(events(out, 'reshard').map((e) => e.summary)).toEqual([`${POOL}: take 2xTP4 -> 1xTP8`, `${POOL}: executing 1 staggered unit(s)`]);
@@ -396,6 +399,22 @@ describe('pool machine: re-shard', () => {
     expect(d.s.target).toEqual([{ tp: 8, count: 1 }]);
     // the reconciliation now keeps the re-shard's layout (no initialTp fill)
     expect(nodeCmds(d.at(t + 2000, { type: 'reconcile' }))).toEqual([]);
+  });
+
+  it('a plan whose unit drains every serving instance first is kept while the pool carries load (it would be dark for an engine start)', () => {
+    const d = loaded(cfg({ profile, planner: 'milp' }));
+    d.at(300_000, { type: 'reshard_epoch' });
+    const out = d.at(300_100, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }], summary: '2xTP4 -> 1xTP8', inputs: {} } });
+    const [ev, ...rest] = events(out, 'reshard');
+    expect(rest).toEqual([]);
+    expect(ev!.summary).toBe(`${POOL}: keep 2xTP4 -> 1xTP8; not taken: its TP8 unit on GPUs [0,1,2,3,4,5,6,7] drains ${POOL}-node-0-g0x4, ${POOL}-node-0-g4x4 first and leaves the pool with no instance serving while the new one starts`);
+    expect(ev!.decision).toEqual({ take: false, target: [{ tp: 8, count: 1 }], force: false, dark: true });
+    expect(out.some((e) => e.kind === 'drain' || e.kind === 'node')).toBe(false);
+    expect(d.s.reshard).toBeUndefined();
+    // 2xTP4 -> 4xTP2 keeps serving: each TP2 pair replaces one TP4 while the other serves
+    const ok2 = d.at(300_200, { type: 'planned', plan: { take: true, target: [{ tp: 2, count: 4 }], summary: '2xTP4 -> 4xTP2', inputs: {} } });
+    expect(events(ok2, 'reshard')[0]!.decision).toEqual({ take: true, target: [{ tp: 2, count: 4 }], force: false });
+    expect(ok2.filter((e) => e.kind === 'drain')).toHaveLength(1);
   });
 
   it('a unit whose GPUs are free starts its instance without stopping any; the request held meanwhile goes to the first ready one', () => {

@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { matchReshard, canonicalPlacement, maxWeightAssignment, TABLE_VI_CONFIGS, TABLE_VI_TAU, LLAMA2_70B_BYTES, staggerSteps } from '../../src/policy/index.ts';
+import { darkReshardUnit, reshardSteps } from '../../src/policy/pool-shards.ts';
 import type { InstanceConfig } from '../../src/policy/index.ts';
 
 const CONFIGS: Record<(typeof TABLE_VI_CONFIGS)[number], InstanceConfig[]> = {
@@ -69,5 +70,23 @@ describe('re-shard matching vs Table VI', () => {
     expect(kinds.lastIndexOf('start')).toBeLessThan(kinds.indexOf('stop') === -1 ? Infinity : kinds.indexOf('stop'));
     const scored = staggerSteps(cur, [{ tp: 4, count: 2 }], 2, (u) => (u.kind === 'stop' ? 100 : 1));
     expect(scored[0]![0]!.kind).toBe('stop');
+  });
+});
+
+describe('re-shard units that leave a pool dark', () => {
+  const inst = (id: string, gpus: number[]) => ({ id, tp: gpus.length, gpus });
+  it('a single unit over every serving instance\'s GPUs is dark; one that leaves another serving is not', () => {
+    const cur = [inst('a', [0, 1, 2, 3]), inst('b', [4, 5, 6, 7])];
+    const merge = reshardSteps(cur, [{ tp: 8, count: 1 }], 8).flat();
+    expect(darkReshardUnit(cur, merge)).toMatchObject({ tp: 8, from: ['a', 'b'] });
+    const split = reshardSteps(cur, [{ tp: 2, count: 4 }], 8).flat();
+    expect(split.length).toBeGreaterThan(1);
+    expect(darkReshardUnit(cur, split)).toBeUndefined();
+    // one TP8 into two TP4: the first TP4 drains the TP8, nothing else serves
+    const one = [inst('c', [0, 1, 2, 3, 4, 5, 6, 7])];
+    expect(darkReshardUnit(one, reshardSteps(one, [{ tp: 4, count: 2 }], 8).flat())).toMatchObject({ tp: 4, from: ['c'] });
+    // with GPUs free on a second server, the new instance starts beside the old one: not dark
+    const spare = [inst('d', [0, 1, 2, 3])];
+    expect(darkReshardUnit(spare, [{ kind: 'reshard', tp: 8, gpus: [8, 9, 10, 11, 12, 13, 14, 15], from: ['d'], savingJ: 0 }])).toBeUndefined();
   });
 });

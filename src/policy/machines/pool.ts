@@ -31,7 +31,8 @@ import { subjects } from '../../../protocols/subjects.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
 import type { InstanceConfig } from '../types.ts';
-import { planPoolShards, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
+import type { CurrentInstance } from '../reshard-matching.ts';
+import { darkReshardUnit, planPoolShards, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
 type Load = Partial<Record<RequestType, number>>;
 
@@ -753,11 +754,29 @@ function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: P
 function decideReshard(s: PoolMachineState, fx: PoolEffect[], plan: PoolShardDecision | undefined, now: number, cfg: PoolMachineConfig, force: boolean): void {
   if (!plan) return;
   const live = aliveInstances(s);
+  let take = plan.take;
+  let summary = plan.summary;
+  // never dark while it carries load: a unit that must drain every serving instance before its new one starts
+  // would hold every request of the pool for an engine start
+  const dark = take && Object.values(poolLoad(s)).some((v) => v > 0) ? darkReshardUnit(...reshardPlacement(s, plan.target)) : undefined;
+  if (dark) {
+    take = false;
+    summary = `${summary}; not taken: its TP${dark.tp} unit on GPUs [${[...dark.gpus].sort((x, y) => x - y).join(',')}] drains ${dark.from.join(', ')} first and leaves the pool with no instance serving while the new one starts`;
+  }
   fx.push({
-    kind: 'event', event: 'reshard', summary: `${cfg.pool}: ${plan.take ? 'take' : 'keep'} ${plan.summary}`, decision: { take: plan.take, target: plan.target, force },
+    kind: 'event', event: 'reshard', summary: `${cfg.pool}: ${take ? 'take' : 'keep'} ${summary}`, decision: { take, target: plan.target, force, ...(dark ? { dark: true } : {}) },
     inputs: { ...plan.inputs, instances: live.map((x) => ({ id: x.id, tp: x.tp, node: x.node, gpuIds: x.gpuIds })) },
   });
-  if (plan.take) beginReshard(s, fx, plan.target, now, cfg);
+  if (take) beginReshard(s, fx, plan.target, now, cfg);
+}
+
+/** The pool's instances on global GPU indices (server k of the grants = k * gps) and the staggered units to `target`. */
+function reshardPlacement(s: PoolMachineState, target: InstanceConfig[]): [CurrentInstance[], StaggerUnit[]] {
+  const a = s.assignment!;
+  const gps = gpusPerServer(a);
+  const nodeIdx = new Map(a.grants.map((g, k) => [g.node, k]));
+  const current = aliveInstances(s).map((x) => ({ id: x.id, tp: x.tp, gpus: x.gpuIds.map((g) => (nodeIdx.get(x.node ?? '') ?? 0) * gps + g) }));
+  return [current, reshardSteps(current, target, gps).flat()];
 }
 
 /**
@@ -772,8 +791,7 @@ function beginReshard(s: PoolMachineState, fx: PoolEffect[], target: InstanceCon
   const gps = gpusPerServer(a);
   const nodeIdx = new Map(a.grants.map((g, k) => [g.node, k]));
   const granted = new Set(a.grants.flatMap((g, k) => g.gpuIds.map((x) => k * gps + x)));
-  const current = aliveInstances(s).map((x) => ({ id: x.id, tp: x.tp, gpus: x.gpuIds.map((g) => (nodeIdx.get(x.node ?? '') ?? 0) * gps + g) }));
-  const units = reshardSteps(current, target, gps).flat();
+  const [current, units] = reshardPlacement(s, target);
   if (units.some((u) => u.gpus.some((g) => !granted.has(g)))) {
     fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: re-shard placement leaves the granted GPUs; not executed`, decision: { target, units }, inputs: { grants: a.grants } });
     return;
