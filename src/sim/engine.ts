@@ -36,6 +36,7 @@ import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision } from './pool-brain.ts';
+import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
 import type { PoolMachineConfig } from '../policy/machines/pool.ts';
 import { clusterStep, initialClusterState, intakePools, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
 import { decideClock, epochLoad, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig } from '../policy/machines/instance.ts';
@@ -1065,10 +1066,11 @@ export class Simulation {
         this.clockHeap.push(t + (change ? this.cost.clockChangeMs : 0), { inst, mhz, why, inputs });
       },
       move: (ids, t) => this.moveToPeers(inst, ids, t),
-      // counted as the live cluster counts them (dynamollm_reconfigurations_total: decision events by kind)
+      // counted as the live cluster counts them (dynamollm_reconfigurations_total, src/telemetry reconfigurationOf)
       event: (e) => {
-        if (e.event === 'emergency') this.reconf.emergency++;
-        else if (e.event === 'clock' && e.decision.from !== 0) this.reconf.clock++; // not the start-up's first clock
+        const r = reconfigurationOf({ kind: e.event, decision: e.decision });
+        if (r === 'emergency') this.reconf.emergency++;
+        else if (r === 'clock') this.reconf.clock++;
       },
       ...(this.inp.onInstanceStep ? { tap: (ev: InstanceEvent, t: number, fx: InstanceEffect[]) => this.inp.onInstanceStep?.(inst.id, cfg, ev, t, fx) } : {}),
     }, now, this.p.clocksMhz);
@@ -1869,8 +1871,7 @@ export class Simulation {
       }
       break;
     }
-    // to the last event served (a request finishing past the last arrival is charged its whole run)
-    const end = Math.max(endMs, lastT, this.lastSampleMs);
+    const end = Math.max(endMs, lastT, this.lastSampleMs); // to the last event served, the last request's end
     this.sample(end);
     return this.result(end, performance.now() - wall0);
   }

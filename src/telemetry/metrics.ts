@@ -17,6 +17,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
+import { reconfigurationOf } from './reconfiguration.ts';
 
 /** TTFT buckets, seconds: 10 ms .. 30 s (SLOs are 250 ms / 400 ms / 2 s). */
 const TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 1, 1.5, 2, 3, 5, 10, 30];
@@ -25,8 +26,6 @@ const TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 1, 1.5, 2, 3
 const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 const TBT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2];
 
-/** Event kinds that change the cluster's configuration (counted as reconfigurations). */
-export const RECONFIGURATION_KINDS = new Set(['scale', 'merge', 'reshard', 'clock', 'instance', 'emergency']);
 
 export interface TelemetryMetricsOptions {
   /** also export Node process metrics (CPU, memory, event loop). Default true. */
@@ -89,7 +88,7 @@ export class TelemetryMetrics {
     this.instanceRunning = new Gauge({ name: 'dynamollm_instance_running_requests', help: 'Requests in the running batch of an instance.', labelNames: ['pool', 'instance'], registers });
     this.instanceTp = new Gauge({ name: 'dynamollm_instance_tensor_parallelism', help: 'Tensor parallelism (GPUs) of an instance.', labelNames: ['pool', 'instance'], registers });
     this.clusterPower = new Gauge({ name: 'dynamollm_cluster_power_watts', help: 'Sum of the power of all live instances, watts.', registers });
-    this.reconfigurations = new Counter({ name: 'dynamollm_reconfigurations_total', help: 'Reconfigurations by kind (scale, merge, reshard, clock, instance, emergency).', labelNames: ['kind'], registers });
+    this.reconfigurations = new Counter({ name: 'dynamollm_reconfigurations_total', help: 'Reconfigurations decided, by kind: clock (a change), reshard (taken), instance_start, instance_stop, scale (a cluster epoch changing pools), merge, emergency (a ladder step).', labelNames: ['kind'], registers });
     this.events = new Counter({ name: 'dynamollm_decision_events_total', help: 'Decision events on the event stream, by kind.', labelNames: ['kind'], registers });
     this.httpRequests = new Counter({ name: 'dynamollm_gateway_http_requests_total', help: 'HTTP requests answered by this gateway replica, by route and status code.', labelNames: ['route', 'code'], registers });
     this.gatewayRejections = new Counter({ name: 'dynamollm_gateway_rejections_total', help: 'Requests this gateway refused before or at admission, by reason.', labelNames: ['reason'], registers });
@@ -167,7 +166,8 @@ export class TelemetryMetrics {
 
   onEvent(e: DecisionEvent): void {
     this.events.inc({ kind: e.kind });
-    if (RECONFIGURATION_KINDS.has(e.kind)) this.reconfigurations.inc({ kind: e.kind });
+    const r = reconfigurationOf(e);
+    if (r) this.reconfigurations.inc({ kind: r });
   }
 
   get contentType(): string {

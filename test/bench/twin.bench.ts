@@ -90,6 +90,7 @@ export async function bench(): Promise<BenchSection> {
     rows.push({ quantity: `p99 TBT ms ${t.type}`, live: round1(t.tbtP99Ms), simulated: round1(s.tbtP99Ms), 'sim / live': ratio(s.tbtP99Ms, t.tbtP99Ms) });
   }
   const lr = live.reconfigurations ?? {};
+  // both sides count what src/telemetry reconfigurationOf counts (the live metric; the simulator's reconf)
   const kinds: [string, number][] = [['clock', sim.reconfigurations.clock], ['instance_start', sim.reconfigurations.instanceStart], ['reshard', sim.reconfigurations.reshard], ['emergency', sim.reconfigurations.emergency]];
   for (const [k, v] of kinds) rows.push({ quantity: `decisions: ${k}`, live: lr[k] ?? 0, simulated: v, 'sim / live': ratio(v, lr[k] ?? 0) });
   return {

@@ -18,7 +18,7 @@ const rec = (over: Partial<RequestRecord> = {}): RequestRecord => ({
   v: 1, id: 'r1', type: 'SS', pool: 'p-short', outcome: 'ok', promptTokens: 100, completionTokens: 50, ttftMs: 120,
   tbtMeanMs: 30, tbtMaxMs: 60, energyJ: 40, energySource: 'modelled', sloMet: true, finishedMs: 0, ...over,
 });
-const evt = (kind: DecisionEvent['kind']): DecisionEvent => ({ v: 1, kind, actor: 'pool-a', atMs: 1, summary: `${kind} happened`, decision: {}, inputs: {} });
+const evt = (kind: DecisionEvent['kind'], decision: Record<string, unknown> = {}): DecisionEvent => ({ v: 1, kind, actor: 'pool-a', atMs: 1, summary: `${kind} happened`, decision, inputs: {} });
 
 const value = (fams: ReturnType<typeof parsePrometheusText>, fam: string, name: string, labels: Record<string, string>) =>
   fams.get(fam)?.samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
@@ -32,9 +32,16 @@ describe('TelemetryMetrics', () => {
     m.onRequest(rec());
     m.onRequest(rec({ ttftMs: 900, sloMet: false }));
     m.onRequest(rec({ outcome: 'rejected', ttftMs: undefined, tbtMeanMs: undefined, energyJ: 0 }));
-    m.onEvent(evt('reshard'));
-    m.onEvent(evt('clock'));
+    m.onEvent(evt('reshard', { take: true, target: [] }));
+    m.onEvent(evt('clock', { clockMhz: 1400, from: 1980 }));
     m.onEvent(evt('lease'));
+    // decision events that record no reconfiguration: a kept layout, a re-shard's progress, the start-up
+    // clock, an instance's state change
+    m.onEvent(evt('reshard', { take: false, target: [] }));
+    m.onEvent(evt('reshard', { complete: true }));
+    m.onEvent(evt('clock', { clockMhz: 1980, from: 0 }));
+    m.onEvent(evt('instance', { state: 'ready', from: 'starting' }));
+    m.onEvent(evt('scale', { start: 'p-a-n0-g0x2' }));
     m.httpRequests.inc({ route: '/v1/completions', code: '200' });
     const fams = parsePrometheusText(await m.text());
     for (const f of [
@@ -55,7 +62,7 @@ describe('TelemetryMetrics', () => {
     expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_bucket', { le: '0.25' })).toBe(1);
     expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_count', {})).toBe(2);
     expect(value(fams, 'dynamollm_reconfigurations_total', 'dynamollm_reconfigurations_total', { kind: 'reshard' })).toBe(1);
-    expect(fams.get('dynamollm_reconfigurations_total')!.samples.some((s) => s.labels.kind === 'lease')).toBe(false);
+    expect(fams.get('dynamollm_reconfigurations_total')!.samples.map((s) => [s.labels.kind, s.value])).toEqual([['reshard', 1], ['clock', 1], ['instance_start', 1]]);
   });
 
   it('a manager restart (energy counter drops) keeps the counter monotonic', async () => {
