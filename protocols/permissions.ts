@@ -24,7 +24,7 @@
  */
 import { controlSubjects, dispatchedKeys, inventoryKeys } from './control.ts';
 import { SERVICE_VERBS, serviceName, serviceSubjects } from './service.ts';
-import { ROOT, jetstream, leaseKeys, subjects, token, type ActorKind } from './subjects.ts';
+import { ROOT, jetstream, kvKeySubject, leaseKeys, subjects, token, type ActorKind } from './subjects.ts';
 
 export const ROLES = ['gateway', 'cluster', 'pool', 'instance', 'node', 'observer', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
@@ -86,7 +86,7 @@ function kvUse(bucket: string): string[] {
   ];
 }
 /** Write right on some keys of a bucket (a KV put is a publish on `$KV.<bucket>.<key>`). */
-const kvWrite = (bucket: string, keys: string[]): string[] => keys.map((k) => `$KV.${bucket}.${k}`);
+const kvWrite = (bucket: string, keys: string[]): string[] => keys.map((k) => kvKeySubject(bucket, k));
 
 function eventsOf(ids: string[] | undefined): string[] {
   if (ids === undefined) return [`${ROOT}.evt.*.*`];

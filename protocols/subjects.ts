@@ -83,6 +83,9 @@ export const jetstream = {
   dispatchedBucket: 'dyn_v1_dispatched',
 } as const;
 
+/** The subject a write of `key` in KV bucket `bucket` is published on (a KV put is a JetStream publish there). */
+export const kvKeySubject = (bucket: string, key: string): string => `$KV.${bucket}.${key}`;
+
 /** Lease keys (KV keys: letters, digits, -, _, /, =, .). */
 export const leaseKeys = {
   clusterPlanner: () => 'cluster.planner',

@@ -94,6 +94,8 @@ const setLink = (h: (typeof HOSTS)[number], up: boolean) => ip('-n', SW, 'link',
 
 const dir = mkdtempSync(join(tmpdir(), 'dyn-multihost-'));
 const procs: ChildProcess[] = [];
+/** each actor's process by id (the last one started under that id) */
+const actorProc = new Map<string, ChildProcess>();
 
 function startNatsNode(h: (typeof HOSTS)[number]): void {
   const routes = HOSTS.filter((o) => o !== h).map((o) => `nats-route://${o.ip}:6222`).join(', ');
@@ -134,6 +136,7 @@ function startActor(h: (typeof HOSTS)[number], kind: string, id: string): void {
   if (typeof out === 'number') closeSync(out);
   log('actor', id, 'logs', typeof out === 'number' ? join(dir, `${id}.log`) : '-');
   procs.push(p);
+  actorProc.set(id, p);
 }
 
 let h: Harness;
@@ -273,6 +276,21 @@ describe.skipIf(!isRoot)('three hosts as network namespaces, one 3-node NATS clu
 
   it('a whole host dies (NATS node, managers, node agent, instance, engine): no request fails', async () => {
     const victim = HOSTS[1]!;
+    // the victim host holds the cluster planner's lease, so its death makes the two others race for it: while
+    // another cluster manager leads, that one is killed (its two standbys race too) and started again
+    for (let k = 0; k < 6; k++) {
+      const leader = (await h.status())?.leader;
+      log('cluster leader', leader);
+      if (leader === `cm-${victim.i}`) break;
+      const host = HOSTS.find((x) => `cm-${x.i}` === leader);
+      if (!host) {
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      actorProc.get(leader!)!.kill('SIGKILL');
+      await waitFor('a new cluster leader', async () => ((await h.status())?.leader ?? leader) !== leader, 20_000);
+      startActor(host, 'cluster', leader!);
+    }
     const load = openLoop(h, 3, { maxTokens: 30 }, 10_000);
     await new Promise((r) => setTimeout(r, 3000));
     log('killing', victim.ns, pidsIn(victim.ns).length, 'processes');
@@ -291,12 +309,10 @@ describe.skipIf(!isRoot)('three hosts as network namespaces, one 3-node NATS clu
     await waitFor('the two hosts left serve', async () => (await readyOn(HOSTS[0]!.node)) === 1 && (await readyOn(HOSTS[2]!.node)) === 1, 20_000);
   }, 180_000);
 
-  // Skipped, measured: in 1 of ~10 runs (a clean-clone CI at load ~3) the cluster planner's 'lease' events after
-  // the host kill named two leaders, cm-0 and cm-2, for term 37. The lease writes term = max(record term,
-  // revision) + 1 with a revision compare-and-set on the R3 KV (src/runtime/lease.ts), so two holders of one term
-  // mean two compare-and-sets on one revision both succeeded, or an event names a term it no longer held; not
-  // explained yet. It runs after the host-kill case, on the events that case left.
-  it.skip('never two cluster planners of one lease term, through the host kill', async () => {
+  // Runs after the host-kill case, on the events that case left. The standbys that find the lease lapsed try to
+  // take it within milliseconds of each other: on nats-server 2.9.10 a plain KV compare-and-set let two of them
+  // win one term (test/integration/lease-r3.test.ts; the lease's writes carry a message id now, src/runtime/lease.ts).
+  it('never two cluster planners of one lease term, through the host kill', async () => {
     await expectOnePlannerPerTerm();
   }, 180_000);
 });

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { probeNats } from '../../src/runtime/nats-launcher.ts';
+import { freePort } from './net.ts';
 
 export type { Role } from '../../protocols/permissions.ts';
 
@@ -118,4 +119,32 @@ function existsBin(p: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A NATS cluster of `n` servers on loopback (routes between them, JetStream on each), for replicated (R3)
+ * buckets and streams. Each server listens on its own free port; `urls` lists them all.
+ */
+export async function startNatsCluster(n = 3): Promise<{ urls: string[]; servers: TestNats[]; stop(): Promise<void> }> {
+  const routePorts: number[] = [];
+  for (let i = 0; i < n; i++) routePorts.push(await freePort());
+  const name = `dyn-test-${randomBytes(3).toString('hex')}`;
+  const servers: TestNats[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const routes = routePorts.filter((_, j) => j !== i).map((p) => `nats-route://127.0.0.1:${p}`).join(', ');
+      const conf = readFileSync(NATS_CONF, 'utf8').replace(/^server_name: .*$/m, `server_name: ${name}-${i}`) +
+        `\ncluster {\n  name: ${name}\n  listen: 127.0.0.1:${routePorts[i]}\n  routes: [${routes}]\n}\n`;
+      const dir = mkdtempSync(join(tmpdir(), 'dyn-natsc-'));
+      writeFileSync(join(dir, 'cluster.conf'), conf);
+      servers.push(await startNatsServer({ conf: join(dir, 'cluster.conf') }));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.stop()));
+    throw err;
+  }
+  return { urls: servers.map((s) => s.url), servers, stop: async () => {
+    await Promise.all(servers.map((s) => s.stop()));
+  } };
 }
