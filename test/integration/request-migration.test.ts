@@ -6,11 +6,12 @@
  * - A direct request streams from the engine the instance granted; the instance still accounts it: its
  *   RequestRecord has the tokens, TTFT, TBT and energy, and the client's usage has the same energy.
  * - A client that goes away cancels it: the instance records it cancelled and frees its slot.
- * - SIGKILL of the serving engine, then of the serving instance manager, mid-stream (300-token answers): the request continues on
- *   the peer. The client sees one stream (seq contiguous, every token once, exactly max_tokens), and the
- *   peer's leg was asked for exactly the prompt plus the text the client had received: its prompt token count
- *   equals the engine tokenizer's count of that text. Usage sums the legs' energy (when the dead leg's
- *   instance survives to report it).
+ * - SIGKILL of the serving engine, then of the serving instance manager, mid-stream (300-token answers): the request continues as
+ *   a new leg wherever the pool sends it (the peer, or the victim's id once it is back). The client sees one
+ *   stream (seq contiguous, every token once, exactly max_tokens), and the leg that finished was asked for
+ *   exactly the prompt plus the text the client had received: its prompt token count equals the engine
+ *   tokenizer's count of that text. Usage sums the legs' energy (when the dead leg's instance survives to
+ *   report it).
  * - With migrationLimit 0 the same kill ends the stream with an explicit retryable error.
  * - n choices through the gateway's HTTP layer: each choice is its own request, so the choice whose engine
  *   dies migrates on its own and every choice still ends complete, each with its own finish_reason.
@@ -209,6 +210,8 @@ describe('request migration (SIGKILL mid-stream)', () => {
     let atKill = -1;
     const before = backend.counters.migrated;
     let textAtKill = '';
+    let killedPid = 0;
+    let aliveAfterKill: boolean | string = 'not checked';
     const seenText: string[] = [];
     const chunks = await run(request(id, max), (c, n) => {
       seenText.push(c.text);
@@ -217,36 +220,58 @@ describe('request migration (SIGKILL mid-stream)', () => {
         atKill = n;
         textAtKill = seenText.join('');
         const p = pids.get(victim)!;
-        process.kill(kill === 'engine' ? p.engine : p.im, 'SIGKILL');
+        killedPid = kill === 'engine' ? p.engine : p.im;
+        process.kill(killedPid, 'SIGKILL');
+        setTimeout(() => {
+          try {
+            aliveAfterKill = execFileSync('ps', ['-o', 'stat=,args=', '-p', String(killedPid)]).toString().trim().slice(0, 80);
+          } catch {
+            aliveAfterKill = false;
+          }
+        }, 200);
       }
     });
     const text = checkOneStream(chunks, max);
     expect(atKill).toBeGreaterThan(0);
     expect(text.startsWith(textAtKill)).toBe(true);
-    expect(backend.counters.migrated).toBe(before + 1);
-    // the second leg (on the peer, or on the victim again once its engine is back: wherever the pool sends it)
-    // was asked for the prompt plus exactly the text the client had from the first leg, and the tokens left
-    const leg2 = await waitFor(() => records.get(`${id}-m1`), 5000, 'the second leg record');
-    expect(leg2.outcome).toBe('ok');
-    if (kill === 'instance') expect(leg2.instance).not.toBe(victim);
-    const fromFirst = max - leg2.completionTokens;
+    // which instance each run of chunks came from: what a failure below shows
+    const runs: string[] = [];
+    for (const c of chunks) if (runs.at(-1)?.startsWith(`${c.instance}:`) !== true) runs.push(`${c.instance}:${c.seq}`);
+    const diag = `chunks by instance ${runs.join(' ')}; killed ${kill} pid ${killedPid} of ${victim} (alive 200 ms later: ${aliveAfterKill})`;
+    // the leg that broke went on as new legs: one, or more when a new leg reached the victim before it saw its engine
+    // die (that leg fails at once and is sent again); never past the migration limit (3)
+    const legs = backend.counters.migrated - before;
+    expect(legs, diag).toBeGreaterThanOrEqual(1);
+    expect(legs, diag).toBeLessThanOrEqual(3);
+    // exactly one leg finished, the last: it was asked for the prompt plus exactly the text the client had before
+    // it, and the tokens left. It ran wherever the pool sent it: on the peer, or on the victim's id once that is
+    // back (its engine restarted, or, after an instance kill, a new process the node agent started under that id)
+    const legRecords = () => [...records.values()].filter((r) => r.id.startsWith(`${id}-m`));
+    const last = await waitFor(() => legRecords().find((r) => r.outcome === 'ok'), 5000, 'the last leg record');
+    expect(legRecords().filter((r) => r.outcome === 'ok').map((r) => r.id)).toEqual([last.id]);
+    if (kill === 'instance' && last.instance === victim) expect(h.pidsOf(`--id ${victim} `)).not.toContain(killedPid);
+    const fromFirst = max - last.completionTokens;
     expect(fromFirst).toBeGreaterThanOrEqual(atKill);
     let k = 0;
-    const firstLeg = chunks.filter((c) => (k += c.tokens) <= fromFirst && c.tokens > 0);
-    expect(firstLeg.every((c) => c.instance === victim)).toBe(true);
-    const first = firstLeg.map((c) => c.text).join('');
+    const before1 = chunks.filter((c) => (k += c.tokens) <= fromFirst && c.tokens > 0);
+    // the tokens before the last leg all came from the first (a leg in between that failed at once made none)
+    expect(before1.every((c) => c.instance === victim), diag).toBe(true);
+    const first = before1.map((c) => c.text).join('');
     expect(text.startsWith(first)).toBe(true);
-    // leg2.promptTokens is the engine's own count of the prompt it was given (usage.prompt_tokens)
+    // the last leg's promptTokens is the engine's own count of the prompt it was given (usage.prompt_tokens)
     const counted = await backend.tokenize({ v: 1, model: MODEL, prompt: PROMPT + first });
-    expect(leg2.promptTokens).toBe(counted.count);
+    expect(last.promptTokens).toBe(counted.count);
     const usage = chunks[chunks.length - 1]!.usage!;
     if (kill === 'engine') {
-      // the first leg's instance survived its engine: it recorded the failed leg, and usage sums both legs
+      // the first leg's instance survived its engine: it recorded the failed leg, and usage sums the legs (a leg in
+      // between that its instance ended before it started adds no energy)
       const leg1 = await waitFor(() => records.get(id), 5000, 'the first leg record');
       expect(leg1.outcome).toBe('failed');
-      expect(usage.energyJ).toBeCloseTo(leg1.energyJ + leg2.energyJ, 6);
+      const all = leg1.energyJ + legRecords().reduce((a, r) => a + r.energyJ, 0);
+      expect(usage.energyJ).toBeGreaterThanOrEqual(leg1.energyJ + last.energyJ - 1e-6);
+      expect(usage.energyJ).toBeLessThanOrEqual(all + 1e-6);
     } else {
-      expect(usage.energyJ).toBeGreaterThanOrEqual(leg2.energyJ);
+      expect(usage.energyJ).toBeGreaterThanOrEqual(last.energyJ - 1e-6);
     }
   }
 
@@ -256,7 +281,7 @@ describe('request migration (SIGKILL mid-stream)', () => {
     await h.waitReady(2, 60_000);
   }, 90_000);
 
-  it('the instance manager dies (its engine with it): the request continues on the peer', async () => {
+  it('the instance manager dies (its engine with it): the request continues on another leg', async () => {
     await migrateAfterKill('instance');
   }, 90_000);
 
