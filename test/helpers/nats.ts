@@ -3,7 +3,7 @@
  * (random free port, private JetStream store), reads the ports file, waits until it greets, and kills and
  * removes everything on stop().
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { inboxPrefix, ROLES, type Role } from '../../protocols/permissions.ts';
 import { rolePasswordEnv } from '../../src/runtime/nats-server-config.ts';
@@ -28,6 +28,11 @@ export interface TestNats {
   creds(role: Role): { user: string; pass: string };
   /** credentials and inbox prefix of a client acting as `role`. */
   as(role: Role, id?: string): { user: string; pass: string; inboxPrefix: string };
+  /**
+   * SIGKILL the server, wait `downMs`, start it again on the same port with the same JetStream store (a
+   * crash and a restart: its clients reconnect). Absent on a TestNats that stands for something else.
+   */
+  restart?(downMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -65,7 +70,40 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
     mkdirSync(dirname(join(dir, rel)), { recursive: true });
     writeFileSync(join(dir, rel), text);
   }
-  const args = ['-c', conf, '-a', '127.0.0.1', '-p', String(opts.port ?? -1), '--ports_file_dir', dir];
+  let proc = await spawnServer(dir, conf, opts.port ?? -1, opts);
+  const port = proc.port;
+  let stopped: Promise<void> | undefined;
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    get pid() {
+      return proc.child.pid!;
+    },
+    creds,
+    as,
+    async restart(downMs) {
+      proc.child.kill('SIGKILL');
+      await proc.exited;
+      await new Promise((r) => setTimeout(r, downMs));
+      for (const f of readdirSync(dir)) if (f.endsWith('.ports')) rmSync(join(dir, f));
+      proc = await spawnServer(dir, conf, port, opts);
+    },
+    stop: () =>
+      (stopped ??= (async () => {
+        if (proc.child.exitCode === null && proc.child.signalCode === null) {
+          proc.child.kill('SIGTERM');
+          const t = setTimeout(() => proc.child.kill('SIGKILL'), 3000);
+          await proc.exited;
+          clearTimeout(t);
+        }
+        rmSync(dir, { recursive: true, force: true });
+      })()),
+  };
+}
+
+/** One nats-server process on `conf` (port -1: a free one), once it greets. */
+async function spawnServer(dir: string, conf: string, wantPort: number, opts: { jetstream?: boolean; env?: Record<string, string> }): Promise<{ child: ChildProcess; exited: Promise<void>; port: number }> {
+  const args = ['-c', conf, '-a', '127.0.0.1', '-p', String(wantPort), '--ports_file_dir', dir];
   if (opts.jetstream !== false) args.push('-js');
   const proc = spawn(existsBin(NATS_BIN) ? NATS_BIN : 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...ROLE_PASSWORD_ENV, ...opts.env } });
   let stderr = '';
@@ -92,24 +130,7 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
     proc.kill('SIGKILL');
     throw new Error(`nats-server did not start: ${stderr}`);
   }
-  let stopped: Promise<void> | undefined;
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    port,
-    pid: proc.pid!,
-    creds,
-    as,
-    stop: () =>
-      (stopped ??= (async () => {
-        if (proc.exitCode === null) {
-          proc.kill('SIGTERM');
-          const t = setTimeout(() => proc.kill('SIGKILL'), 3000);
-          await exited;
-          clearTimeout(t);
-        }
-        rmSync(dir, { recursive: true, force: true });
-      })()),
-  };
+  return { child: proc, exited, port };
 }
 
 function existsBin(p: string): boolean {

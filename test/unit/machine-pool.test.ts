@@ -485,6 +485,28 @@ describe('pool machine: failover of the leader (issue 13)', () => {
     expect(placed.filter((e) => e.kind === 'persist_dispatched').map((e) => (e as { instance: string }).instance)).toEqual([peer]);
   });
 
+  it('a standby that saw an instance go silent and come back as the same process (NATS restarted) leads without ending its streams', () => {
+    const inst = `${POOL}-node-0-g0x4`, peer = `${POOL}-node-0-g4x4`;
+    const run = req(), q = req();
+    const d = new Drive();
+    d.at(0, { type: 'start' });
+    d.at(10, { type: 'status', status: status(inst, { queued: 1, running: 1, queuedIds: [q.id], runningIds: [run.id], runningSeqs: [5] }) });
+    d.at(10, { type: 'status', status: status(peer) });
+    // NATS is down: no status from anyone; the standby marks both dead (it keeps their last status)
+    d.at(3100, { type: 'sweep' });
+    expect(d.s.instances.get(inst)?.alive).toBe(false);
+    // NATS is back: the same processes report again, still serving
+    d.at(4000, { type: 'status', status: status(inst, { queued: 0, running: 2, runningIds: [run.id, q.id], runningSeqs: [40, 3] }) });
+    d.at(4000, { type: 'status', status: status(peer) });
+    expect(d.s.graves.size).toBe(0);
+    // this replica's lease lapsed during the outage too: it leads again with the list it stored
+    const list = [run, q].map((r) => ({ req: { ...r, pool: POOL }, instance: inst, atMs: T0 + 5, startedMs: T0 }));
+    const fx = d.at(4500, { type: 'lead', term: 2, dispatched: list });
+    expect(fx.filter((e) => e.kind === 'end_stream' || e.kind === 'admit')).toEqual([]);
+    expect(events(fx, 'failure')).toEqual([]);
+    expect(d.s.outstanding.has(run.id) && d.s.outstanding.has(q.id)).toBe(true);
+  });
+
   it('a standby that sees the instance restart (a new process under its id) before it leads still re-dispatches what the old process queued', () => {
     const victim = `${POOL}-node-0-g0x4`, peer = `${POOL}-node-0-g4x4`;
     const q1 = req(), q2 = req(), run = req(), lost = req();

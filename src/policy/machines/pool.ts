@@ -330,6 +330,9 @@ function onStatus(s: PoolMachineState, fx: PoolEffect[], st: InstanceStatus, now
   }
   s.starting.delete(st.id);
   if (!t || !t.alive) {
+    // the same process reporting again (cut off, e.g. NATS restarted, not dead): a grave kept for it is void
+    const keep = s.graves.get(st.id)?.filter((g) => g.status.startedMs !== st.startedMs) ?? [];
+    if (keep.length) s.graves.set(st.id, keep); else s.graves.delete(st.id);
     s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
     if (t && !t.alive) fx.push({ kind: 'event', event: 'instance', summary: `${st.id} is back (${st.state})`, decision: { instance: st.id, alive: true }, inputs: { startedMs: st.startedMs } });
     goneProcesses(s, fx, st, now, cfg);
