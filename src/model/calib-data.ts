@@ -25,8 +25,16 @@ export interface MlEnergyPoint {
   tp: number;
   batch: number; // average running batch
   avgOutput: number;
-  /** v3: median inter-token latency; v2: average time per output token (includes other requests' prefills). */
+  /**
+   * v3: median inter-token latency. v2: the steady state's time per output token of a running sequence, Avg BS /
+   * token throughput (both steady-state fields; the step gaps it averages include the prefill-only steps between
+   * decodes). v2's own 'Avg TPOT' averages every iteration of the run, the drain after the last admission
+   * included (small batches, short steps), so it falls below the steady state's as the batch grows: kept as
+   * reportedTpotMs, not fitted.
+   */
   itlMs: number;
+  /** v2: the 'Avg TPOT (s)' column, ms (all iterations of the run, drain included). */
+  reportedTpotMs?: number;
   powerPerGpuW: number;
   energyPerTokenJ: number;
 }
@@ -172,7 +180,7 @@ export function mlEnergyV2Points(text: string): MlEnergyPoint[] {
     const eReq = n(r, 'Energy/req (J)'), tput = n(r, 'Token tput (tok/s)'), outTok = n(r, 'Avg Output Tokens'), tp = n(r, 'TP');
     out.push({
       version: 'v2', workload: `mlenergy-v2-${r.task}`, modelId: id, source: r.Model!, gpu, tp, batch: n(r, 'Avg BS (reqs)'), avgOutput: outTok,
-      itlMs: n(r, 'Avg TPOT (s)') * 1000, powerPerGpuW: (eReq * tput) / outTok / tp, energyPerTokenJ: eReq / outTok,
+      itlMs: (n(r, 'Avg BS (reqs)') / tput) * 1000, reportedTpotMs: n(r, 'Avg TPOT (s)') * 1000, powerPerGpuW: (eReq * tput) / outTok / tp, energyPerTokenJ: eReq / outTok,
     });
   }
   return out;

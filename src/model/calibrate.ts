@@ -7,8 +7,8 @@
  *
  * Parameters (params.ts) are per GPU family (hardware: Hopper, Ampere) and per engine generation (software:
  * 'vllm-2023' as SplitwiseSim profiled it; 'vllm-2024' as Argonne ran it (fixed batches, in = out);
- * 'vllm-2024-offline' as ML.ENERGY v2 ran it (saturated offline batches: its mean time per output token also
- * carries preemption and whole-prompt prefill stalls, which its per-sequence time absorbs); 'vllm', the 2025
+ * 'vllm-2024-offline' as ML.ENERGY v2 ran it (saturated offline batches, no chunked prefill: decode steps with
+ * prefill-only steps between them, offlineSteadyState); 'vllm', the 2025
  * engine of ML.ENERGY v3 with CUDA graphs and chunked prefill, the default); never per
  * model. The clock shape (memClockBeta, the V/f curve, idleClockExp) is not identifiable from max-clock data and is
  * carried in the start values (set from the DynamoLLM prototype's shapes vs clock and the paper, see provenance).
@@ -20,11 +20,14 @@ import { perfModelOf, stepBreakdown } from './perf.ts';
 import type { GpuSpec, ModelSpec, StepBatch } from './types.ts';
 
 /**
- * ML.ENERGY reports no prompt lengths; we assume these mean prompts (tokens): chat 512; code 150 (short
- * completion prompts: the 40 GB A100 runs of StarCoder2-15B hold ~250 sequences beside 32 GB of weights, which
- * leaves room for ~240 tokens of context per sequence, prompt and output together). Assumptions, not fitted.
+ * ML.ENERGY reports no prompt lengths; we assume these mean prompts (tokens): v3 lm-arena-chat 512; v2 chat 210
+ * (ShareGPT first turns, which ML.ENERGY's leaderboard-v2 filtered to <= 800 tokens: ~160 tokens on average as
+ * the vLLM paper reports ShareGPT inputs, plus its ~35-token system prompt and the chat template); code 150
+ * (short completion prompts: the 40 GB A100 runs of StarCoder2-15B hold ~250 sequences beside 32 GB of weights,
+ * which leaves room for ~240 tokens of context per sequence, prompt and output together). Assumptions, not fitted.
  */
 export const MLENERGY_ASSUMED_PROMPT = 512;
+export const MLENERGY_V2_ASSUMED_PROMPT_CHAT = 210;
 export const MLENERGY_ASSUMED_PROMPT_CODE = 150;
 
 export interface Pair {
@@ -71,6 +74,24 @@ export function averageStep(batch: number, prompt: number, output: number): Step
   return { prefillTokens: pre, prefillSeqs: Math.max(1, batch / output), decodeSeqs: batch, decodeContextTokens: batch * (prompt + output / 2) };
 }
 
+/**
+ * The steady state of a 2024 vLLM (no chunked prefill) running `batch` sequences offline: a prompt waiting when
+ * a sequence finishes is admitted by a prefill-only step before the next decode step. Per decode step, batch/O
+ * sequences finish on average, so a prefill step follows with probability 1 - exp(-batch/O) and carries the
+ * prompts of the sequences that finished (batch*I/O tokens per decode step on average). Returns the time per
+ * decode step (the gap between two tokens of a running sequence: the decode step and the prefill steps between
+ * decodes) and the time-weighted power per GPU.
+ */
+export function offlineSteadyState(m: ModelSpec, g: GpuSpec, p: ModelParams, batch: number, prompt: number, output: number, tp: number, clockMhz: number): { totalMs: number; powerW: number } {
+  const dec = stepBreakdown(m, g, p, decodeBatch(batch, prompt + output / 2), tp, clockMhz);
+  const nPre = 1 - Math.exp(-batch / output);
+  const perPre = (batch * prompt) / output / nPre;
+  const seqs = perPre / prompt;
+  const pre = stepBreakdown(m, g, p, { prefillTokens: perPre, prefillSeqs: Math.max(1, seqs), decodeSeqs: 0, decodeContextTokens: 0 }, tp, clockMhz);
+  const totalMs = dec.totalMs + nPre * pre.totalMs;
+  return { totalMs, powerW: (dec.powerW * dec.totalMs + nPre * pre.powerW * pre.totalMs) / totalMs };
+}
+
 function kvFits(m: ModelSpec, g: GpuSpec, tp: number, tokens: number): boolean {
   return tokens <= perfModelOf(m, g, { engine: START_ENGINE_PLACEHOLDER, family: START_FAMILY_PLACEHOLDER }).kvCapacityTokens(tp);
 }
@@ -101,18 +122,23 @@ function mlEnergyObs(pts: MlEnergyPoint[]): Obs[] {
     const engine = p.version === 'v3' ? 'vllm' : 'vllm-2024-offline';
     const base = { source: `ML.ENERGY ${p.version}`, workload: p.workload, model: p.modelId, gpu: p.gpu, family: g.family, engine };
     const label = `${p.source} ${p.gpu} tp${p.tp} bs=${p.batch.toFixed(1)}`;
-    const prompt = p.workload.endsWith('code') ? MLENERGY_ASSUMED_PROMPT_CODE : MLENERGY_ASSUMED_PROMPT;
+    const prompt = p.workload.endsWith('code') ? MLENERGY_ASSUMED_PROMPT_CODE : p.version === 'v2' ? MLENERGY_V2_ASSUMED_PROMPT_CHAT : MLENERGY_ASSUMED_PROMPT;
     const dec = decodeBatch(p.batch, prompt + p.avgOutput / 2);
     const avg = averageStep(p.batch, prompt, p.avgOutput);
     const f = g.maxClockMhz;
-    // v3 reports the median inter-token latency (a decode-only step); v2 the mean time per output token (the
-    // average step, prompts included: its vLLM stalled decodes for whole prefills)
-    const itlStep = p.version === 'v3' ? dec : avg;
-    out.push({ ...base, quantity: 'tbt', label, measured: p.itlMs, predict: (q) => stepBreakdown(m, g, mp(q, g.family, engine), itlStep, p.tp, f).totalMs });
-    out.push({ ...base, quantity: 'power', label, measured: p.powerPerGpuW, predict: (q) => stepBreakdown(m, g, mp(q, g.family, engine), avg, p.tp, f).powerW });
+    // v3 (chunked prefill): the median inter-token latency is a decode step; power and energy are the average
+    // step's, prompts mixed in. v2 (no chunked prefill): decode steps with prefill-only steps between them.
+    const steady = (q: ParamSet): { itl: number; avg: { totalMs: number; powerW: number } } => {
+      const params = mp(q, g.family, engine);
+      if (p.version === 'v3') return { itl: stepBreakdown(m, g, params, dec, p.tp, f).totalMs, avg: stepBreakdown(m, g, params, avg, p.tp, f) };
+      const s = offlineSteadyState(m, g, params, p.batch, prompt, p.avgOutput, p.tp, f);
+      return { itl: s.totalMs, avg: s };
+    };
+    out.push({ ...base, quantity: 'tbt', label, measured: p.itlMs, predict: (q) => steady(q).itl });
+    out.push({ ...base, quantity: 'power', label, measured: p.powerPerGpuW, predict: (q) => steady(q).avg.powerW });
     out.push({
       ...base, quantity: 'jpt', label, measured: p.energyPerTokenJ, predict: (q) => {
-        const s = stepBreakdown(m, g, mp(q, g.family, engine), avg, p.tp, f);
+        const s = steady(q).avg;
         return (s.powerW * p.tp * s.totalMs) / 1000 / p.batch;
       },
     });

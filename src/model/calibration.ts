@@ -18,49 +18,49 @@ export const CALIBRATION: {
   "currentEngine": "vllm",
   "engines": {
     "vllm-2023": {
-      "cpuOverheadMs": 4.73,
-      "perSeqOverheadMs": 0.2662,
-      "perLayerUs": 0.1,
-      "kernelEff": 0.7764,
+      "cpuOverheadMs": 6.624,
+      "perSeqOverheadMs": 0.2965,
+      "perLayerUs": 0.379,
+      "kernelEff": 0.8226,
       "allReduceLatencyUs": {
-        "2": 1,
-        "4": 59.4,
-        "8": 149.5
+        "2": 1.012,
+        "4": 56.17,
+        "8": 131.1
       },
       "commEff": 0.7
     },
     "vllm-2024": {
-      "cpuOverheadMs": 1.958,
-      "perSeqOverheadMs": 0.05697,
-      "perLayerUs": 9.255,
-      "kernelEff": 0.9944,
+      "cpuOverheadMs": 2.133,
+      "perSeqOverheadMs": 0.0582,
+      "perLayerUs": 6.139,
+      "kernelEff": 0.9977,
       "allReduceLatencyUs": {
-        "2": 24.61,
-        "4": 33.38,
+        "2": 23.33,
+        "4": 32.28,
         "8": 25
       },
       "commEff": 0.7
     },
     "vllm-2024-offline": {
-      "cpuOverheadMs": 15.57,
-      "perSeqOverheadMs": 0.2402,
-      "perLayerUs": 48.06,
-      "kernelEff": 0.8514,
+      "cpuOverheadMs": 5.368,
+      "perSeqOverheadMs": 0.3784,
+      "perLayerUs": 0.3642,
+      "kernelEff": 0.7417,
       "allReduceLatencyUs": {
-        "2": 167.3,
-        "4": 320.6,
-        "8": 372.5
+        "2": 100.5,
+        "4": 243,
+        "8": 362.3
       },
       "commEff": 0.7
     },
     "vllm": {
-      "cpuOverheadMs": 0.4925,
-      "perSeqOverheadMs": 0.04387,
-      "perLayerUs": 26.61,
-      "kernelEff": 0.8989,
+      "cpuOverheadMs": 1.271,
+      "perSeqOverheadMs": 0.04233,
+      "perLayerUs": 10.58,
+      "kernelEff": 0.9574,
       "allReduceLatencyUs": {
-        "2": 8.356,
-        "4": 3.504,
+        "2": 18.96,
+        "4": 13.17,
         "8": 25
       },
       "commEff": 0.7
@@ -68,40 +68,41 @@ export const CALIBRATION: {
   },
   "families": {
     "hopper": {
-      "memEff": 0.8307,
-      "computeEff": 0.6706,
-      "memClockBeta": 0.7692,
-      "loadedIdleExtraW": 79.52,
-      "computeW": 516.5,
-      "memoryW": 211,
+      "memEff": 0.8293,
+      "computeEff": 0.5926,
+      "memClockBeta": 0.7414,
+      "loadedIdleExtraW": 74.38,
+      "computeW": 483.3,
+      "memoryW": 266.7,
       "otherW": 1,
-      "activeStaticW": 98.27,
+      "activeStaticW": 90.86,
       "vfKneeMhz": 900,
-      "vMinFrac": 0.6355,
+      "vMinFrac": 0.6831,
       "idleClockExp": 1
     },
     "ampere": {
-      "memEff": 0.7783,
-      "computeEff": 0.7476,
+      "memEff": 0.7793,
+      "computeEff": 0.754,
       "memClockBeta": 1,
-      "loadedIdleExtraW": 25.64,
-      "computeW": 247.5,
-      "memoryW": 131.3,
-      "otherW": 1,
-      "activeStaticW": 44.87,
+      "loadedIdleExtraW": 31.44,
+      "computeW": 261,
+      "memoryW": 146.5,
+      "otherW": 12.7,
+      "activeStaticW": 25.52,
       "vfKneeMhz": 1200,
       "vMinFrac": 0.95,
       "idleClockExp": 1
     }
   },
   "provenance": {
-    "fittedBy": "npx tsx src/cli/calibrate.ts (src/model/calibrate.ts: coordinate search from START, 16 rounds, minimising the mean over (workload x quantity) groups of MAPE; 1638 observations); loss 10.63%",
+    "fittedBy": "npx tsx src/cli/calibrate.ts (src/model/calibrate.ts: coordinate search from START, 16 rounds, minimising the mean over (workload x quantity) groups of MAPE; 1638 observations); loss 7.74%",
     "vllm-2023": "SplitwiseSim perf_model.csv Llama2-70B on H100 and A100-80GB (TTFT, TBT; the paper-era engine)",
-    "vllm-2024": "ML.ENERGY v2 chat+code on H100 and A100-40GB (TPOT, power, J/token) and Argonne LLM-Inference-Bench vLLM on H100/A100 (batch latency, TTFT, power)",
+    "vllm-2024": "Argonne LLM-Inference-Bench vLLM on H100/A100 (batch latency, TTFT, power)",
+    "vllm-2024-offline": "ML.ENERGY v2 chat+code on H100 and A100-40GB, saturated offline batches (steady-state time per output token = Avg BS / token throughput, power, J/token; decode steps with prefill-only steps between them)",
     "vllm": "ML.ENERGY v3 lm-arena-chat on H100, dense bf16 (median ITL, power, J/token): the 2025 engine, the default",
     "hopper": "memEff/computeEff also from Vidur H100 operator profiles (Llama-2-7B/70B linear layers); power from ML.ENERGY v2/v3 and Argonne H100",
     "ampere": "memEff/computeEff also from Vidur A100 operator profiles (Llama-2-70B); power from ML.ENERGY v2 and Argonne A100",
-    "clockShape": "hopper memClockBeta/vfKneeMhz/vMinFrac fitted (stage 2, fitClockShape) to the DynamoLLM prototype characterization (jovans2/jovan-vllm, measured H100 Llama2-70B; read from ../shared, not copied): TTFT and power ratios vs clock at fixed type/TP/load, mean sq. log-ratio error TTFT 0.1126, power 0.0143 (276 ratios; 0.3809 -> 0.1270 total). ampere: START values (no clock data)",
-    "inSample": "splitwise|ttft|a100-80gb 12.8% (56); splitwise|tbt|a100-80gb 4.8% (56); splitwise|ttft|h100 12.4% (56); splitwise|tbt|h100 8.8% (56); mlenergy-v3-chat|tbt|h100 4.6% (80); mlenergy-v3-chat|power|h100 7.2% (80); mlenergy-v3-chat|jpt|h100 9.2% (80); mlenergy-v2-chat|tbt|a100-40gb 9.4% (58); mlenergy-v2-chat|power|a100-40gb 14.3% (58); mlenergy-v2-chat|jpt|a100-40gb 12.2% (58); mlenergy-v2-chat|tbt|h100 14.8% (72); mlenergy-v2-chat|power|h100 15.7% (72); mlenergy-v2-chat|jpt|h100 11.9% (72); mlenergy-v2-code|tbt|a100-40gb 14.2% (51); mlenergy-v2-code|power|a100-40gb 7.0% (51); mlenergy-v2-code|jpt|a100-40gb 21.6% (51); mlenergy-v2-code|tbt|h100 23.1% (38); mlenergy-v2-code|power|h100 5.3% (38); mlenergy-v2-code|jpt|h100 26.9% (38); argonne|power|a100-40gb 7.3% (6); argonne|power|h100 8.4% (7); argonne|latency|a100-40gb 6.8% (161); argonne|latency|h100 6.6% (217); argonne|ttft|h100 7.8% (3); argonne|ttft|a100-40gb 5.9% (3); vidur-kernels|kernel|h100 12.3% (80); vidur-kernels|kernel|a100-80gb 5.7% (40)"
+    "clockShape": "hopper memClockBeta/vfKneeMhz/vMinFrac fitted (stage 2, fitClockShape) to the DynamoLLM prototype characterization (jovans2/jovan-vllm, measured H100 Llama2-70B; read from ../shared, not copied): TTFT and power ratios vs clock at fixed type/TP/load, mean sq. log-ratio error TTFT 0.1122, power 0.0114 (276 ratios; 0.4117 -> 0.1236 total). ampere: START values (no clock data)",
+    "inSample": "splitwise|ttft|a100-80gb 14.6% (56); splitwise|tbt|a100-80gb 5.6% (56); splitwise|ttft|h100 11.3% (56); splitwise|tbt|h100 8.0% (56); mlenergy-v3-chat|tbt|h100 4.5% (80); mlenergy-v3-chat|power|h100 6.5% (80); mlenergy-v3-chat|jpt|h100 9.1% (80); mlenergy-v2-chat|tbt|a100-40gb 8.2% (58); mlenergy-v2-chat|power|a100-40gb 7.4% (58); mlenergy-v2-chat|jpt|a100-40gb 11.2% (58); mlenergy-v2-chat|tbt|h100 8.2% (72); mlenergy-v2-chat|power|h100 6.3% (72); mlenergy-v2-chat|jpt|h100 7.7% (72); mlenergy-v2-code|tbt|a100-40gb 5.2% (51); mlenergy-v2-code|power|a100-40gb 7.2% (51); mlenergy-v2-code|jpt|a100-40gb 7.7% (51); mlenergy-v2-code|tbt|h100 6.0% (38); mlenergy-v2-code|power|h100 5.6% (38); mlenergy-v2-code|jpt|h100 5.5% (38); argonne|power|a100-40gb 7.1% (6); argonne|power|h100 7.4% (7); argonne|latency|a100-40gb 6.8% (161); argonne|latency|h100 6.4% (217); argonne|ttft|h100 5.6% (3); argonne|ttft|a100-40gb 5.4% (3); vidur-kernels|kernel|h100 18.1% (80); vidur-kernels|kernel|a100-80gb 5.8% (40)"
   }
 };

@@ -15,8 +15,10 @@
  *
  * Power per GPU = loadedIdle(f) + activeStaticW*u_gpu + (computeW*u_sm + memoryW*u_mem + otherW*u_o)*D(f),
  * where u_sm = compute/total and u_mem = memory/total are the step's average SM (tensor) and HBM utilisation
- * (both can be high at the roofline ridge), u_o = (comm + GPU fixed)/total, u_gpu = (kernels + comm + GPU
- * fixed)/total the fraction of the step the GPU executes at all (the CPU-side overhead draws loaded idle), and
+ * (both can be high at the roofline ridge), u_o = (comm transfer + GPU fixed)/total, u_gpu = (kernels + comm
+ * transfer + GPU fixed)/total the fraction of the step the GPU executes at all (the CPU-side overhead and the
+ * all-reduce latency alpha(t), a wait for the other ranks and the engine's per-step sync rather than GPU work, draw
+ * loaded idle: ML.ENERGY v2's TP8 runs draw 200-260 W per H100 where busy collectives would put them near 280), and
  * D(f) = (f/fmax) * (V(f)/Vmax)^2 follows the voltage/frequency curve (voltage floor below the knee). The
  * memory-streaming term scales with it too: what streaming draws above loaded idle is mostly SM, L2 and fabric
  * activity on the core clock (the DynamoLLM prototype's measured power falls ~45% from 1980 to 800 MHz at the same
@@ -138,17 +140,18 @@ function stepAt(m: ModelSpec, g: GpuSpec, fam: FamilyParams, e: EngineParams, b:
   const computeMs = (flops / (tp * g.peakBf16Tflops * 1e12 * fam.computeEff * e.kernelEff * fr)) * 1e3;
   const memoryMs = (bytes / (g.hbmGBps * 1e9 * fam.memEff * e.kernelEff)) * 1e3 * (1 + fam.memClockBeta * (1 / fr - 1));
   const kernelMs = Math.pow(Math.pow(computeMs, ROOFLINE_P) + Math.pow(memoryMs, ROOFLINE_P), 1 / ROOFLINE_P);
-  let commMs = 0;
+  let commMs = 0, commWaitMs = 0;
   if (tp > 1) {
     const arBytes = tokens * m.hiddenSize * m.dtypeBytes;
-    const perAr = lookupByTp(e.allReduceLatencyUs, tp, 'allReduceLatencyUs') * 1e-3 + ((2 * (tp - 1)) / tp) * (arBytes / (g.nvlinkGBps * 1e9 * e.commEff)) * 1e3;
-    commMs = 2 * m.layers * perAr;
+    commWaitMs = 2 * m.layers * lookupByTp(e.allReduceLatencyUs, tp, 'allReduceLatencyUs') * 1e-3;
+    commMs = commWaitMs + 2 * m.layers * ((2 * (tp - 1)) / tp) * (arBytes / (g.nvlinkGBps * 1e9 * e.commEff)) * 1e3;
   }
   const gpuFixedMs = (e.perLayerUs * m.layers * 1e-3) / fr;
   const overheadMs = e.cpuOverheadMs + gpuFixedMs + e.perSeqOverheadMs * b.decodeSeqs;
   const totalMs = kernelMs + commMs + overheadMs;
   const uSm = computeMs / totalMs, uMem = memoryMs / totalMs;
-  const uO = (commMs + gpuFixedMs) / totalMs, uGpu = (kernelMs + commMs + gpuFixedMs) / totalMs;
+  const busyCommMs = commMs - commWaitMs;
+  const uO = (busyCommMs + gpuFixedMs) / totalMs, uGpu = (kernelMs + busyCommMs + gpuFixedMs) / totalMs;
   const powerW = loadedIdleW(g, fam, clockMhz) + fam.activeStaticW * uGpu + (fam.computeW * uSm + fam.memoryW * uMem + fam.otherW * uO) * dynamicPowerScale(g, fam, clockMhz);
   return { computeMs, memoryMs, kernelMs, commMs, overheadMs, gpuFixedMs, totalMs, effClockMhz: clockMhz, powerW };
 }

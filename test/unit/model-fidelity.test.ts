@@ -1,7 +1,10 @@
 /** Accuracy checks of the committed fit against public data and the measured H200 slice (they can fail: they measure the model). */
 import { describe, expect, it } from 'vitest';
 import { loadCalibrationData, loadMeasuredSlice } from '../../src/telemetry/calib-data-io.ts';
-import { buildObservations, crossValidate, FIT_ITERS, mape, pairsOf, START } from '../../src/model/calibrate.ts';
+import { buildObservations, crossValidate, FIT_ITERS, mape, offlineSteadyState, pairsOf, START } from '../../src/model/calibrate.ts';
+import { mlEnergyV2Points } from '../../src/model/calib-data.ts';
+import { getGpuSpec, getModelSpec } from '../../src/model/catalog.ts';
+import { paramsFor, stepBreakdown } from '../../src/model/perf.ts';
 import { computeFidelity } from '../../src/model/fidelity.ts';
 import { compareMeasured, parseMeasuredSlice } from '../../src/model/measured.ts';
 import { CALIBRATION } from '../../src/model/calibration.ts';
@@ -37,6 +40,52 @@ describe('cross-validation (a fold the fit never saw)', () => {
     expect(mape(power)).toBeLessThanOrEqual(15);
     // the fold's parameters differ from the committed ones: it was really refitted without the model
     expect(folds.find((f) => f.key === 'held-out')!.params).not.toEqual({ engines: CALIBRATION.engines, families: CALIBRATION.families });
+  }, 120_000);
+});
+
+describe('what the ML.ENERGY v2 observations mean', () => {
+  it('time per output token is the steady state\'s, Avg BS / token throughput; the all-iterations Avg TPOT is kept beside it', () => {
+    const csv = 'task,gpu_dir,config_file,Model,GPU,TP,PP,Energy/req (J),Avg TPOT (s),Token tput (tok/s),Avg Output Tokens,Avg BS (reqs),Max BS (reqs)\n'
+      + 'code,H100,bs512+tp1+pp1.json,bigcode/starcoder2-15b,NVIDIA H100 80GB HBM3,1,1,17.8,0.1045,1580,65.7,491,512\n';
+    const [p] = mlEnergyV2Points(csv);
+    expect(p!.itlMs).toBeCloseTo((491 / 1580) * 1000, 6);
+    expect(p!.reportedTpotMs).toBeCloseTo(104.5, 6);
+    expect(p!.powerPerGpuW).toBeCloseTo((17.8 * 1580) / 65.7, 6);
+  });
+  it('the offline steady state adds prefill-only steps between decodes: about batch/O of them at small batch, one at large', () => {
+    const m = getModelSpec('starcoder2-15b'), g = getGpuSpec('h100'), p = paramsFor('vllm-2024-offline');
+    const dec = (b: number, out: number) => stepBreakdown(m, g, p, { prefillTokens: 0, decodeSeqs: b, decodeContextTokens: b * (150 + out / 2) }, 1, 1980);
+    const pre = (tokens: number) => stepBreakdown(m, g, p, { prefillTokens: tokens, prefillSeqs: Math.max(1, tokens / 150), decodeSeqs: 0, decodeContextTokens: 0 }, 1, 1980).totalMs;
+    const small = offlineSteadyState(m, g, p, 4, 150, 400, 1, 1980);
+    const nSmall = 1 - Math.exp(-4 / 400);
+    expect(nSmall).toBeCloseTo(4 / 400, 3);
+    expect(small.totalMs).toBeCloseTo(dec(4, 400).totalMs + nSmall * pre((4 * 150) / 400 / nSmall), 6);
+    const big = offlineSteadyState(m, g, p, 500, 150, 65, 1, 1980);
+    expect(big.totalMs).toBeGreaterThan(dec(500, 65).totalMs + 0.99 * pre((500 * 150) / 65));
+    expect(big.totalMs).toBeLessThan(dec(500, 65).totalMs + pre((500 * 150) / 65) + 1e-9);
+    // time-weighted power lies between the decode step's and the prefill step's
+    const lo = Math.min(dec(500, 65).powerW, 700), hi = 700;
+    expect(big.powerW).toBeGreaterThanOrEqual(lo - 1e-9);
+    expect(big.powerW).toBeLessThanOrEqual(hi);
+  });
+  it('all-reduce latency (waiting for the other ranks) draws loaded idle: a longer wait lowers the step\'s average power', () => {
+    const m = getModelSpec('mistral-large-123b'), g = getGpuSpec('h100'), p = paramsFor('vllm-2024-offline');
+    const b = { prefillTokens: 0, decodeSeqs: 256, decodeContextTokens: 256 * 400 };
+    const slowSync = { ...p, engine: { ...p.engine, allReduceLatencyUs: { ...p.engine.allReduceLatencyUs, '8': p.engine.allReduceLatencyUs['8']! * 4 } } };
+    const a = stepBreakdown(m, g, p, b, 8, 1980), w = stepBreakdown(m, g, slowSync, b, 8, 1980);
+    expect(w.totalMs).toBeGreaterThan(a.totalMs);
+    expect(w.powerW).toBeLessThan(a.powerW);
+    // the energy of the step grows only by loaded idle over the extra wait
+    const extraMs = w.totalMs - a.totalMs;
+    expect(w.powerW * w.totalMs - a.powerW * a.totalMs).toBeCloseTo(extraMs * (g.idlePowerW + p.family.loadedIdleExtraW), 3);
+  });
+  it('leave-one-model-out on StarCoder2-15B (ML.ENERGY v2 code, H100 and A100): its TBT and power predicted within 15%', () => {
+    const obs = buildObservations(data).filter((o) => o.workload.startsWith('mlenergy') || o.workload === 'vidur-kernels');
+    const folds = crossValidate(obs, START, (o) => (o.model === 'starcoder2-15b' ? 'held-out' : 'train'), FIT_ITERS);
+    const held = folds.find((f) => f.key === 'held-out')!.predictions;
+    expect(held.length).toBeGreaterThanOrEqual(30);
+    expect(mape(pairsOf(held.filter((p) => p.obs.quantity === 'tbt')))).toBeLessThanOrEqual(15);
+    expect(mape(pairsOf(held.filter((p) => p.obs.quantity === 'power')))).toBeLessThanOrEqual(15);
   }, 120_000);
 });
 
