@@ -1726,7 +1726,7 @@ export class Simulation {
       const s = this.staticPools();
       this.installPools(s.wanted, s.routing, 0, true);
     }
-    if (this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) this.reshard(p, 0, true);
+    if (this.knobs.dynamicShards && !this.knobs.oracle && !this.o.asConfigured) for (const p of this.pools) this.reshard(p, 0, true);
     this.instanceEpoch(0);
   }
 

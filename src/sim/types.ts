@@ -109,9 +109,12 @@ export interface SimOptions {
    * A live cluster's shape instead of the paper's (the twin check, test/bench/twin.bench.ts): GPUs per server
    * (default the GPU's catalog server, 8 for H100), the TP of the instances static pools start with (default 8),
    * and the policy's knobs overridden (e.g. one pool with the instance machine's clock and ladder).
+   * `asConfigured`: pools start in `instanceTp` instances, as a live cluster starts, instead of in the pool
+   * epoch's plan at t = 0 (a warm start).
    */
   gpusPerServer?: number;
   instanceTp?: 1 | 2 | 4 | 8;
+  asConfigured?: boolean;
   knobs?: { pools?: 'single' | 'per-type'; dynamicInstances?: boolean; dynamicShards?: boolean; dynamicClock?: boolean; emergency?: boolean };
 }
 

@@ -1,11 +1,13 @@
 /**
  * The twin check: the same trace window through the live cluster and through the simulator, compared.
- * - Live: `dynamollm up --config deploy/replay-ci.yaml` (real nats-server, the actor processes, 2 emulated
- *   H100s with Llama-3.1-8B, one pool of all nine types, TP1 instances) and `replay` of the first TWIN_S
- *   seconds (default 60) of the shipped conversation trace at --speed 1.
- * - Simulated: `simulate --fidelity step` of the same window with that cluster's shape (one server of 2 GPUs,
- *   TP1 instances, one pool, the clock and the emergency ladder of the instance machine; no cluster or pool
- *   epoch inside the window, as in the config) on the same profile.
+ * - Live: `dynamollm up --config <config>` (real nats-server, the actor processes, emulated H100s with
+ *   Llama-3.1-8B, one pool of all nine types) and `replay` of the first seconds of the shipped conversation
+ *   trace at --speed 1.
+ * - Simulated: `simulate --fidelity step` of the same window with that cluster's shape (servers, GPUs, the TP it
+ *   starts with, one pool, the instance machines' clock and emergency ladder, the pool machine's re-shard epoch
+ *   where the config has one) on the same profile.
+ * Two windows: this file's (deploy/replay-ci.yaml: 2 TP1 instances, clock decisions only) and
+ * twin-reshard.bench.ts's (deploy/twin.yaml: 8 GPUs starting as 4xTP2, a 20-s pool epoch: re-shard decisions).
  * Reports energy, TTFT (p50, p99) and p99 TBT per type and the decision counts side by side, as ratios simulated / live. Energy on
  * both sides is modelled (emulated GPUs; the simulator's power model), never measured. Latency on the live side
  * is wall time on this machine, shared by everything else running on it.
@@ -18,17 +20,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchSection } from './types.ts';
 import { simulate } from '../../src/sim/index.ts';
+import type { SimOptions } from '../../src/sim/types.ts';
 import { replayTrace } from '../../src/telemetry/replay.ts';
 import { freePort } from '../helpers/net.ts';
 
 const TRACE = 'data/traces/AzureLLMInferenceTrace_conv.csv';
-const CONFIG = 'deploy/replay-ci.yaml';
 
 /** `dynamollm up` from source (tsx), as a user runs it; resolves with the gateway URL and a stop(). */
-async function up(): Promise<{ base: string; stop: () => Promise<void>; output: () => string }> {
+async function up(config: string): Promise<{ base: string; stop: () => Promise<void>; output: () => string }> {
   const port = await freePort();
   const runDir = mkdtempSync(join(tmpdir(), 'dyn-twin-'));
-  const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'up', '--config', CONFIG, '--port', String(port), '--run-dir', runDir, '--ready-timeout', '90'], {
+  const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'up', '--config', config, '--port', String(port), '--run-dir', runDir, '--ready-timeout', '90'], {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn' },
   });
   let out = '';
@@ -53,9 +55,31 @@ async function up(): Promise<{ base: string; stop: () => Promise<void>; output: 
 const round1 = (x: number | null | undefined) => (x == null ? '-' : Math.round(x * 10) / 10);
 const ratio = (sim: number | null | undefined, live: number | null | undefined) => (sim != null && live != null && live > 0 ? (sim / live).toFixed(3) : '-');
 
+/** One twin window: the live config and the simulator options of the same cluster shape. */
+export interface TwinSpec {
+  title: string;
+  config: string;
+  windowS: number;
+  /** the cluster's shape, in words, for the notes. */
+  shape: string;
+  sim: Pick<SimOptions, 'profilePath' | 'servers' | 'gpusPerServer' | 'instanceTp' | 'knobs' | 'epochs' | 'asConfigured'>;
+}
+
 export async function bench(): Promise<BenchSection> {
-  const windowS = Number(process.env.TWIN_S ?? 60);
-  const cluster = await up();
+  return runTwin({
+    title: 'Twin check: live cluster vs simulator on the same trace window',
+    config: 'deploy/replay-ci.yaml',
+    windowS: Number(process.env.TWIN_S ?? 60),
+    shape: '1 server x 2 H100, TP1, one pool; no cluster or pool epoch in the window',
+    // the config's cluster: one pool of every type, no cluster or pool epoch within the window; the instance
+    // machines' clock and emergency ladder as live
+    sim: { profilePath: 'profiles/llama3.1-8b.h100.tp1.json', servers: 1, gpusPerServer: 2, instanceTp: 1, knobs: { pools: 'single', dynamicInstances: false, dynamicShards: false, dynamicClock: true, emergency: true } },
+  });
+}
+
+export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
+  const windowS = spec.windowS;
+  const cluster = await up(spec.config);
   let live;
   const load0 = loadavg()[0];
   try {
@@ -64,11 +88,7 @@ export async function bench(): Promise<BenchSection> {
     await cluster.stop();
   }
   const sim = await simulate({
-    policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', profilePath: 'profiles/llama3.1-8b.h100.tp1.json',
-    servers: 1, gpusPerServer: 2, instanceTp: 1, rateScale: 1,
-    // the config's cluster: one pool of every type, no cluster or pool epoch within the window; the instance
-    // machines' clock and emergency ladder as live
-    knobs: { pools: 'single', dynamicInstances: false, dynamicShards: false, dynamicClock: true, emergency: true },
+    policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
     dispatch: 'policy',
     trace: { kind: 'file', path: TRACE, durationMs: windowS * 1000 },
   });
@@ -94,9 +114,9 @@ export async function bench(): Promise<BenchSection> {
   const kinds: [string, number][] = [['clock', sim.reconfigurations.clock], ['instance_start', sim.reconfigurations.instanceStart], ['reshard', sim.reconfigurations.reshard], ['emergency', sim.reconfigurations.emergency]];
   for (const [k, v] of kinds) rows.push({ quantity: `decisions: ${k}`, live: lr[k] ?? 0, simulated: v, 'sim / live': ratio(v, lr[k] ?? 0) });
   return {
-    title: 'Twin check: live cluster vs simulator on the same trace window',
+    title: spec.title,
     notes: [
-      `live: \`dynamollm up --config ${CONFIG}\` + \`replay --trace ${TRACE} --speed 1 --duration ${windowS}\`; simulated: the same window, step fidelity, the config's cluster shape (1 server x 2 H100, TP1, one pool)`,
+      `live: \`dynamollm up --config ${spec.config}\` + \`replay --trace ${TRACE} --speed 1 --duration ${windowS}\`; simulated: the same window, step fidelity, the config's cluster shape (${spec.shape})`,
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; live latency is wall time on this shared machine',
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',
