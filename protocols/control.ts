@@ -31,6 +31,11 @@ export const controlSubjects = {
   /** pool leader -> cluster leader: PoolStatus (load by type, instances, GPUs in use), every status interval. */
   poolStatus: (pool: string) => `${ROOT}.ctl.pstat.${token(pool, 'pool')}`,
   poolStatusAll: () => `${ROOT}.ctl.pstat.*`,
+  /**
+   * cluster leader -> gateways: RoutingTable (type -> pool, the pools' types and which are retired), on every
+   * change and as a snapshot every second; a gateway routes a request itself only with a table.
+   */
+  routing: () => `${ROOT}.ctl.route`,
 } as const;
 
 /** KV keys of the inventory bucket (jetstream.inventoryBucket). */
@@ -234,6 +239,25 @@ export const dispatchedEntry = z.object({
 export type DispatchedEntry = z.infer<typeof dispatchedEntry>;
 export const DispatchedEntry = codec('DispatchedEntry', dispatchedEntry);
 
+/**
+ * The cluster's routing as its planner leader holds it (src/policy/machines/cluster.ts `route` and the pool
+ * assignments): what a gateway needs to run intake's pool choice (intakePools) and each pool's dispatch
+ * (dispatchRequest over the instances' statuses) itself, and ask the chosen instance directly.
+ */
+export const routingTable = z.object({
+  v,
+  /** request type -> the pool intake sends it to (a retired pool's entry may stay: `pools` says it is retired). */
+  routes: z.record(requestType, id),
+  /** the pools with an assignment: their types (dispatch scores an instance by them) and whether merged away. */
+  pools: z.array(z.object({ pool: id, types: z.array(requestType).max(9), retired: z.boolean() })).max(64),
+  /** the latest assignment epoch the table reflects. */
+  epoch: int,
+  issuedBy: z.string().max(128),
+  sentMs: nonneg,
+});
+export type RoutingTable = z.infer<typeof routingTable>;
+export const RoutingTable = codec('RoutingTable', routingTable);
+
 export const CONTROL_CODECS = {
-  PoolAssignment, PoolCommand, InstanceCommand, NodeCommand, MoveRequest, MoveReply, InstanceStatus, NodeStatus, PoolStatus, EnergyLedger, DispatchedEntry,
+  RoutingTable, PoolAssignment, PoolCommand, InstanceCommand, NodeCommand, MoveRequest, MoveReply, InstanceStatus, NodeStatus, PoolStatus, EnergyLedger, DispatchedEntry,
 } as const;

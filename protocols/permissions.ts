@@ -15,9 +15,11 @@
  *   pool managers; the inventory's `pool.<p>` (assignments) by cluster managers, `node.<n>` by node n;
  * - the events stream (subjects `evt.>`) is written only by control roles (cluster, pool, instance, node),
  *   each only under its own id (pool leaders under the pools' ids);
- * - the gateway may only submit requests to the cluster intake, read token streams, cancel, report the legs
- *   of the requests it streams from an engine directly (`inst.<id>.leg`), and read
- *   telemetry, events and heartbeats (its dashboard): no command subject, no JetStream;
+ * - the gateway may only submit requests (to the cluster intake, or to an instance's admission when it routes
+ *   the request itself: `inst.<id>.admit`, which the instance checks like any admission), read token streams,
+ *   the routing table and the instances' status (its routing view), cancel, report the legs of the requests
+ *   it streams from an engine directly (`inst.<id>.leg`), and read telemetry, events and heartbeats (its
+ *   dashboard): no command subject, no JetStream;
  * - the observer reads (telemetry, events live and through its own consumer of the events stream,
  *   heartbeats), asks the cluster status and sends NATS Service API requests; it changes nothing;
  * - every actor serves the NATS Service API: `$SRV.PING|INFO|STATS` and `$SRV.<verb>.dynamollm-<kind>[.<id>]`.
@@ -103,8 +105,8 @@ export function permissionsOf(a: ActorIdentity): Permissions {
   switch (a.role) {
     case 'gateway':
       return {
-        publish: [subjects.clusterIntake(), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)), hbOwn('gateway')],
-        subscribe: uniq([wild(subjects.stream(ANY)), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), inboxOf('gateway', id), ...serviceSubs('gateway', id)]),
+        publish: [subjects.clusterIntake(), wild(subjects.instanceAdmit(ANY)), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)), hbOwn('gateway')],
+        subscribe: uniq([wild(subjects.stream(ANY)), controlSubjects.routing(), controlSubjects.instanceStatusAll(), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), inboxOf('gateway', id), ...serviceSubs('gateway', id)]),
         allowResponses: true,
       };
     case 'cluster':
@@ -115,8 +117,8 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.pool(ANY)), inventoryKeys.energy()]),
           `$JS.API.STREAM.INFO.${jetstream.eventsStream}`, `$JS.API.STREAM.CREATE.${jetstream.eventsStream}`,
           `$JS.API.STREAM.INFO.${jetstream.requestsStream}`, `$JS.API.STREAM.CREATE.${jetstream.requestsStream}`,
-          // the leader's pool and cluster telemetry
-          wild(subjects.telPool(ANY)), subjects.telCluster(),
+          // the leader's pool and cluster telemetry, and the routing table the gateways route by
+          wild(subjects.telPool(ANY)), subjects.telCluster(), controlSubjects.routing(),
         ]),
         subscribe: uniq([
           subjects.clusterIntake(), subjects.clusterStatus(), wild(subjects.telRequest(ANY)), wild(subjects.telInstance(ANY)),

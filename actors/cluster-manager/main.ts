@@ -15,18 +15,17 @@ import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { existsSync } from 'node:fs';
 import {
-  Ack, Admission, ClusterStatus, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
+  Ack, Admission, ClusterStatus, RoutingTable, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
   StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
-import { classifyRequest } from '../../src/policy/classify.ts';
 import { aliveServers, clusterStep, initialClusterState, intakePools, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
-import { thresholdsOf, withSlo } from '../common/policy.ts';
+import { classifyIntake, thresholdsOf, withSlo } from '../common/policy.ts';
 import { addReading, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
 import { reconcileInventory } from '../../src/runtime/inventory.ts';
 
@@ -107,14 +106,7 @@ export class ClusterManager extends Actor {
 
   #classify(r: InferenceRequest): { type: RequestType; predicted: number } {
     const f = { inputTokens: r.inputTokens, maxTokens: r.maxTokens, model: r.model, tenant: r.tenant };
-    const p = this.#predictor.predict(f);
-    const predicted = Math.min(p.tokens, r.maxTokens);
-    let type: RequestType;
-    try {
-      type = classifyRequest(r.inputTokens, r.maxTokens < this.#c.thresholds.output.S ? 'S' : p.outputClass, thresholdsOf(this.#c));
-    } catch (err) {
-      throw new DynError('invalid_request', (err as Error).message, { retryable: false });
-    }
+    const { type, predicted } = classifyIntake(r, this.#predictor, this.#c);
     if (this.#features.size > 50_000) this.#features.delete(this.#features.keys().next().value!);
     this.#features.set(r.id, f);
     return { type, predicted };
@@ -307,6 +299,7 @@ export class ClusterManager extends Actor {
   #step(ev: ClusterEvent): void {
     const { state, effects } = clusterStep(this.#m, ev, this.clock.now(), this.#mc);
     this.#m = state;
+    this.#publishRoutes(false);
     for (const e of effects) {
       switch (e.kind) {
         case 'arm_timer':
@@ -340,6 +333,29 @@ export class ClusterManager extends Actor {
     return { observed: this.#observedLoad(now), servers: aliveServers(this.#c.servers, seen, now, this.#c.liveness.deadAfterMs) };
   }
 
+  /** the routing table last published (its content, without the time). */
+  #routesSent = '';
+
+  /**
+   * Leader: the routing table the gateways route by (controlSubjects.routing): on every change, and as a
+   * snapshot (`snapshot`, every TELEMETRY_MS) for a gateway that starts or missed one.
+   */
+  #publishRoutes(snapshot: boolean): void {
+    if (!this.#lease?.isLeader()) return;
+    const m = this.#m;
+    const routes = Object.fromEntries(m.route) as Partial<Record<RequestType, string>>;
+    const pools = [...m.assignments.values()].map((a) => ({ pool: a.pool, types: a.types, retired: a.state === 'retired' }));
+    for (const p of this.#mc.pools) if (!m.assignments.has(p.id)) pools.push({ pool: p.id, types: p.types, retired: false });
+    const key = JSON.stringify([routes, pools, m.epoch]);
+    if (!snapshot && key === this.#routesSent) return;
+    this.#routesSent = key;
+    try {
+      this.bus.publish(controlSubjects.routing(), RoutingTable, { v: 1, routes, pools, epoch: m.epoch, issuedBy: this.id, sentMs: this.clock.now() });
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'routing table not published');
+    }
+  }
+
   async #lead(): Promise<void> {
     this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
     await ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
@@ -352,6 +368,7 @@ export class ClusterManager extends Actor {
     this.#leaderTimers.push(this.clock.setInterval(() => {
       this.#publishTelemetry();
       this.#storeLedger();
+      this.#publishRoutes(true);
     }, TELEMETRY_MS));
     this.#leaderTimers.push(this.clock.setInterval(() => this.#resendBehind(), Math.max(1000, this.#c.liveness.statusIntervalMs * 4)));
     this.#step({ type: 'lead' });

@@ -2,7 +2,8 @@
  * The one place where actors call src/policy: adapts the actors' inputs (wire messages, config) to the
  * pure policy functions. No decision logic of its own beyond the GPU mapping of the re-shard steps.
  */
-import type { InferenceRequest, RequestType } from '../../protocols/index.ts';
+import { DynError, type InferenceRequest, type RequestType } from '../../protocols/index.ts';
+import type { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { inputClassOf } from '../../protocols/request-types.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
@@ -46,6 +47,20 @@ export function withSlo(req: InferenceRequest, type: RequestType, c: ClusterConf
   const base = sloOf(type, c);
   const slo = { ...base, ttftMs: promptTtftSloMs(base.ttftMs, req.inputTokens) };
   return { ...req, type, slo, ttftDeadlineMs: req.arrivalMs + slo.ttftMs };
+}
+
+/**
+ * Intake's classification (paper Sec. IV-A): the input class from the prompt, the output class from the
+ * online predictor (a max_tokens below the S bound is S whatever it predicts). The cluster manager's intake
+ * and the gateway's own routing (actors/gateway/router.ts) call it. A request no class fits is invalid.
+ */
+export function classifyIntake(r: InferenceRequest, predictor: OnlineOutputPredictor, c: ClusterConfig): { type: RequestType; predicted: number } {
+  const p = predictor.predict({ inputTokens: r.inputTokens, maxTokens: r.maxTokens, model: r.model, tenant: r.tenant });
+  try {
+    return { type: classifyRequest(r.inputTokens, r.maxTokens < c.thresholds.output.S ? 'S' : p.outputClass, thresholdsOf(c)), predicted: Math.min(p.tokens, r.maxTokens) };
+  } catch (err) {
+    throw new DynError('invalid_request', (err as Error).message, { retryable: false });
+  }
 }
 
 /** Type of a request that reached an instance without one (direct admission): max_tokens as the output. */

@@ -41,6 +41,13 @@ export const gatewaySchema = z
      * reach the engines' host:port); nats: the instances relay the tokens over NATS. Default direct.
      */
     dataPath: z.enum(['direct', 'nats']).default('direct'),
+    /**
+     * direct: the gateway follows the cluster's routing table and the instances' status, routes each request
+     * itself with the cluster's and pools' own decisions and asks the chosen instance for admission (one round
+     * trip; docs/DATAPATH.md); intake: every request goes through the cluster intake and its pool leader.
+     * Default direct.
+     */
+    requestPlane: z.enum(['direct', 'intake']).default('direct'),
     /** legs a request may continue on after its engine or instance died mid-stream (0: none); default 3. */
     migrationLimit: z.number().int().min(0).max(16).default(3),
     /** generated text kept per request for a migration, bytes; past it the request cannot migrate; default 1 MiB. */
@@ -74,7 +81,7 @@ export function applyOverrides(g: GatewaySettings, extra: Record<string, string>
   for (const [k, v] of Object.entries(extra)) {
     if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
     if (k === 'apiKeys' || k === 'models') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
-    else if (k === 'host' || k === 'metricsToken' || k === 'dataPath') out[k] = v;
+    else if (k === 'host' || k === 'metricsToken' || k === 'dataPath' || k === 'requestPlane') out[k] = v;
     else if (k === 'dashboard') out[k] = v === 'true' || v === '1';
     else out[k] = Number(v);
   }

@@ -5,6 +5,7 @@
  */
 import { subjects } from '../../protocols/subjects.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import type { WireError } from '../../protocols/errors.ts';
 import type { EngineChunk } from '../../src/engine/engine.ts';
 
 const MAX_ID = 128;
@@ -87,3 +88,15 @@ export function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'too
   if (ch.reasoning !== undefined) x.reasoning = ch.reasoning;
   return x;
 }
+
+export async function* flatten(batches: AsyncIterable<readonly TokenChunk[]>): AsyncGenerator<TokenChunk> {
+  for await (const b of batches) yield* b;
+}
+
+/** What the cluster or the connection answered that another attempt (same id) can fix: a dead or moving manager. */
+export function retryableAdmission(code: string | undefined): boolean {
+  return code === 'timeout' || code === 'no_responders' || code === 'unavailable';
+}
+
+/** A tokenizer reply another attempt may fix: its instance's engine did not answer. */
+export const engineDown = (r: { ok: boolean; error?: WireError }): boolean => !r.ok && retryableAdmission(r.error?.code) && r.error?.retryable !== false;

@@ -17,6 +17,8 @@ import { profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
+import { GatewayRouter } from './router.ts';
+import type { Profile } from '../../src/model/profile-types.ts';
 import { Counter } from 'prom-client';
 
 /** period of the gateway's readiness probe of the cluster, ms. */
@@ -42,6 +44,8 @@ export class GatewayActor extends Actor {
   private readyTimer?: NodeJS.Timeout;
   /** the last cluster status probe: why the cluster cannot serve (null: it can), and when it was taken. */
   private servable: { reason: string | null; atMs: number } = { reason: 'cluster not asked yet', atMs: 0 };
+  private readonly profile: Profile | undefined;
+  private router?: GatewayRouter;
 
   constructor(private readonly g: GatewayActorOptions) {
     super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000 });
@@ -51,6 +55,7 @@ export class GatewayActor extends Actor {
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'no profile: the dashboard shows no SinglePool baseline');
     }
+    this.profile = profile;
     this.live = new LiveState({
       profile,
       clusterGpus: g.cluster.servers.reduce((s, x) => s + x.gpus, 0),
@@ -69,7 +74,12 @@ export class GatewayActor extends Actor {
       this.metrics.onInstance(t);
       this.live.onInstance(t);
     }, { capacity: 4096, expectSubject: (t) => subjects.telInstance(t.id) });
+    // the gateway's own routing (docs/DATAPATH.md "Request plane"): the cluster's routing table and the instances' status
+    const router = s.requestPlane === 'direct' ? new GatewayRouter(this.bus, this.g.cluster, this.profile) : undefined;
+    router?.start();
+    this.router = router;
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
+      router?.learn(r);
       this.metrics.onRequest(r);
       this.live.onRequest(r);
     }, { capacity: 16384, expectSubject: (r) => subjects.telRequest(r.pool) });
@@ -85,6 +95,7 @@ export class GatewayActor extends Actor {
     const backend = new NatsBackend(this.bus, {
       admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
       direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes,
+      ...(router ? { router, directAdmitMs: this.g.cluster.timeouts.dispatchMs } : {}),
     });
     failoverMetrics(this.metrics, backend.counters);
     this.server = new GatewayServer({
@@ -113,6 +124,7 @@ export class GatewayActor extends Actor {
   protected override async onDrain(signal: AbortSignal): Promise<void> {
     // stop taking requests and let in-flight streams finish first, then drop the telemetry subscriptions
     await this.server?.close(10_000);
+    this.router?.stop();
     await super.onDrain(signal);
   }
 
@@ -139,6 +151,7 @@ export class GatewayActor extends Actor {
   protected override async onStop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.readyTimer) clearInterval(this.readyTimer);
+    this.router?.stop();
     await this.server?.close(0);
   }
 
@@ -153,6 +166,8 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
     ['dynamollm_gateway_admission_retries_total', 'Intake attempts this gateway replica sent again (same request id) after one hit a dead manager or a dropped connection.', 'retries'],
     ['dynamollm_gateway_held_for_reconnect_total', 'Requests this gateway replica held until NATS reconnected before their first intake attempt.', 'heldForReconnect'],
     ['dynamollm_gateway_migrations_total', 'Streams this gateway replica continued on another instance after theirs died mid-generation.', 'migrated'],
+    ['dynamollm_gateway_routed_total', 'Request legs this gateway replica routed itself and an instance admitted directly (one round trip).', 'routed'],
+    ['dynamollm_gateway_intake_total', 'Request legs this gateway replica sent to the cluster intake (no routing table, no ready instance in its view, an instance unavailable, an admission that timed out).', 'viaIntake'],
   ];
   for (const [name, help, key] of def) {
     new Counter({

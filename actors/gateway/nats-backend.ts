@@ -18,6 +18,10 @@
  * An instance that cannot grant (no engine key) streams the tokens over NATS as before; the gateway reads
  * them from a bounded queue, and a stream silent for `chunkTimeoutMs` ends with an explicit retryable error.
  *
+ * Request plane (docs/DATAPATH.md): with a router (router.ts admitRouted) the gateway picks the pool and
+ * instance itself and asks that instance for admission: one request-reply. What its view cannot decide goes
+ * to the cluster intake; an admission that timed out is cancelled and sent to intake under a new leg id.
+ *
  * Admission is retried, not timed out: every hop (cluster intake, pool dispatch, instance admit) is
  * idempotent by request id (a duplicate joins the admission in flight or gets its answer), so an attempt
  * that hit a dead manager (no reply within `admitAttemptMs`, no responders, a dropped connection, the
@@ -37,7 +41,8 @@ import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engi
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { chunkExtras, continuation, timeTokens, type LegTiming, type StreamState } from './legs.ts';
+import { chunkExtras, continuation, engineDown, flatten, retryableAdmission, timeTokens, type LegTiming, type StreamState } from './legs.ts';
+import { admitRouted, type RequestRouter } from './router.ts';
 
 export interface NatsBackendOptions {
   /** the whole admission's budget (classification + dispatch + instance admission, retries included), ms. Default 10000. */
@@ -60,7 +65,12 @@ export interface NatsBackendOptions {
   legReportTimeoutMs?: number;
   /** how long a request already streaming waits for a peer to take its next leg (refused meanwhile: no ready instance), ms. Default 30000. */
   migrationHoldMs?: number;
+  /** route requests itself and ask the chosen instance directly (absent: every request goes to the cluster intake). */
+  router?: RequestRouter;
+  /** deadline of one admission asked of an instance directly, ms. Default 2000 (at most admitAttemptMs). */
+  directAdmitMs?: number;
 }
+
 
 /**
  * The token stream of an admitted request, with the admission the cluster granted (pool, instance). Read it
@@ -68,18 +78,6 @@ export interface NatsBackendOptions {
  * batch. One reader, one way.
  */
 export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: Admission; batches(): AsyncIterable<readonly TokenChunk[]> };
-
-async function* flatten(batches: AsyncIterable<readonly TokenChunk[]>): AsyncGenerator<TokenChunk> {
-  for await (const b of batches) yield* b;
-}
-
-/** What the cluster or the connection answered that another attempt (same id) can fix: a dead or moving manager. */
-function retryableAdmission(code: string | undefined): boolean {
-  return code === 'timeout' || code === 'no_responders' || code === 'unavailable';
-}
-
-/** A tokenizer reply another attempt may fix: its instance's engine did not answer. */
-const engineDown = (r: { ok: boolean; error?: WireError }): boolean => !r.ok && retryableAdmission(r.error?.code) && r.error?.retryable !== false;
 
 /** Counters of the admission path (the gateway's metrics and the chaos harness read them). */
 export interface AdmissionCounters {
@@ -91,6 +89,10 @@ export interface AdmissionCounters {
   foreignTerminals: number;
   /** requests that continued on another leg after their engine or instance died mid-stream. */
   migrated: number;
+  /** legs admitted by an instance the gateway chose itself (one round trip). */
+  routed: number;
+  /** legs the gateway sent to the cluster intake (no routing table, nothing ready in its view, a refusal as unavailable, an admit that timed out). */
+  viaIntake: number;
 }
 
 /** One leg of a request: its own id and stream subject (a migrated request gets a new leg on a peer). */
@@ -105,6 +107,9 @@ interface Leg {
   admission: Admission;
 }
 
+/** How a leg is admitted: `exclude` an instance from the gateway's own routing; `intake`: only through the cluster intake. */
+interface LegRoute { exclude?: string; intake?: boolean }
+
 /** The control plane ended a leg (an error chunk on its stream subject while the gateway read the engine). */
 class LegEnded extends Error {
   constructor(readonly error: WireError) {
@@ -112,9 +117,8 @@ class LegEnded extends Error {
   }
 }
 
-
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, viaIntake: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -125,6 +129,8 @@ export class NatsBackend implements GatewayBackend {
   private readonly migrationMaxBytes: number;
   private readonly legReportTimeoutMs: number;
   private readonly migrationHoldMs: number;
+  private readonly router: RequestRouter | undefined;
+  private readonly directAdmitMs: number;
   /** keep-alive connections to the engines this gateway streams from (one per concurrent stream). */
   private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: 4_000 });
 
@@ -142,6 +148,8 @@ export class NatsBackend implements GatewayBackend {
     this.migrationMaxBytes = opts.migrationMaxBytes ?? 1 << 20;
     this.legReportTimeoutMs = opts.legReportTimeoutMs ?? 2000;
     this.migrationHoldMs = opts.migrationHoldMs ?? 30_000;
+    this.router = opts.router;
+    this.directAdmitMs = Math.min(opts.directAdmitMs ?? 2000, this.admitAttemptMs);
   }
 
   /**
@@ -229,11 +237,22 @@ export class NatsBackend implements GatewayBackend {
     }
   }
 
+  /** The admission of `msg`: the gateway's own routing, else the cluster intake's. */
+  private async admit(msg: InferenceRequest, signal: AbortSignal, o: LegRoute): Promise<Admission | 'timed_out'> {
+    if (this.router && !o.intake) {
+      const a = await admitRouted(this.bus, this.router, msg, signal, this.directAdmitMs, o.exclude);
+      if (a !== 'timed_out' && a !== 'intake' && a.ok) this.counters.routed++;
+      if (a !== 'intake') return a;
+    }
+    this.counters.viaIntake++;
+    return this.admitIntake(msg, signal);
+  }
+
   /**
    * The cluster's admission of `msg`, retried with the same id inside admitTimeoutMs (see the module
    * comment). A refusal that retrying cannot fix (overloaded, rejected, invalid) is returned as it came.
    */
-  private admit(msg: InferenceRequest, signal: AbortSignal): Promise<Admission> {
+  private admitIntake(msg: InferenceRequest, signal: AbortSignal): Promise<Admission> {
     const until = Math.min(Date.now() + this.admitTimeoutMs, msg.giveUpAtMs);
     return this.retrying(
       until, this.admitAttemptMs, signal,
@@ -247,7 +266,7 @@ export class NatsBackend implements GatewayBackend {
    * admission says yes, or earlier when the instance's grant arrives (the grant proves the admission; its
    * reply is still on its way back through the pool and cluster managers).
    */
-  private async openLeg(req: InferenceRequest, signal: AbortSignal): Promise<Leg> {
+  private async openLeg(req: InferenceRequest, signal: AbortSignal, o: LegRoute = {}): Promise<Leg> {
     const subject = subjects.stream(req.id);
     const msg: InferenceRequest = { ...req, streamSubject: subject };
     const q = new ChunkQueue(this.capacity);
@@ -273,8 +292,8 @@ export class NatsBackend implements GatewayBackend {
       },
       { capacity: this.capacity },
     );
-    const admission = this.admit(msg, signal);
-    let adm: Admission | TokenChunk;
+    const admission = this.admit(msg, signal, o);
+    let adm: Admission | TokenChunk | 'timed_out';
     try {
       adm = await Promise.race([admission, grant]);
     } catch (err) {
@@ -282,6 +301,14 @@ export class NatsBackend implements GatewayBackend {
       // the intake may have admitted it before the deadline: make sure nobody works on it for nothing
       if ((err as DynError).code === 'timeout' || signal.aborted) this.cancel(msg.id, 'admission not confirmed');
       throw err;
+    }
+    if (adm === 'timed_out') {
+      // the instance may hold it: cancelled there, and the request goes to intake under a new leg id
+      leg.sub.unsubscribe();
+      this.cancel(msg.id, 'admission not confirmed');
+      const suffix = '-i';
+      const id = req.id.slice(0, 128 - suffix.length) + suffix;
+      return this.openLeg({ ...req, id, streamSubject: subjects.stream(id) }, signal, { ...o, intake: true });
     }
     if ('seq' in adm) {
       // granted first: the grant proves the admission, and says where it landed; the reply no longer matters
@@ -335,7 +362,7 @@ export class NatsBackend implements GatewayBackend {
           leg.sub.unsubscribe();
           st.legs++;
           this.counters.migrated++;
-          leg = await this.reopen(req, { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal);
+          leg = await this.reopen(req, { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal, leg.admission.instance);
           continue;
         }
         if (!c.grant) {
@@ -358,7 +385,7 @@ export class NatsBackend implements GatewayBackend {
         legOut = 0;
         st.legs++;
         this.counters.migrated++;
-        leg = await this.reopen(req, await this.counted({ ...continuation(req, st), direct: true }), signal);
+        leg = await this.reopen(req, await this.counted({ ...continuation(req, st), direct: true }), signal, leg.admission.instance);
       }
     } catch (err) {
       if (signal.aborted || finished) throw err;
@@ -509,13 +536,14 @@ export class NatsBackend implements GatewayBackend {
 
   /** The next leg of a request already streaming: the client cannot get a 429 any more, so what another attempt can fix
    * (no ready instance while the dead one restarts, a manager failing over) is tried again for up to migrationHoldMs. */
-  private async reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal): Promise<Leg> {
+  private async reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal, previous?: string): Promise<Leg> {
     const until = Math.min(Date.now() + this.migrationHoldMs, req.giveUpAtMs - this.admitAttemptMs);
     let wait = 250;
     let leg = next;
     for (let k = 1; ; k++) {
       try {
-        return await this.openLeg(leg, signal);
+        // the gateway's own routing tries another instance than the previous leg's first (intake decides freely)
+        return await this.openLeg(leg, signal, previous !== undefined ? { exclude: previous } : {});
       } catch (err) {
         const e = err as DynError;
         const pause = Math.min(2000, Math.max(wait, (e.retryAfterS ?? 0) * 1000));

@@ -4,9 +4,11 @@
  * --zero-delay (steps take no wall time), so what is measured is the path itself: added TTFT (p50/p99 of
  * sequential streaming requests, time to the first SSE token), max throughput (closed loop, C concurrent
  * clients, short completions) and the CPU the control path spends per streamed token (long completions;
- * every process of the cluster but the engines, NATS included, from /proc). Both token paths run:
- * `direct` (the gateway streams from the engine after the instance's grant, the default) and `nats` (the
- * instance relays every token over NATS).
+ * every process of the cluster but the engines, NATS included, from /proc). Three paths run: `direct` (the
+ * defaults: the gateway routes the request itself and asks the instance for admission, one round trip, then
+ * streams from the engine after the instance's grant), `intake` (the same token path, every request admitted
+ * through the cluster intake and the pool leader) and `nats` (the gateway's routing, the instance relays every
+ * token over NATS).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { freePort } from '../helpers/net.ts';
@@ -177,7 +179,12 @@ export async function bench(): Promise<BenchSection> {
 
     // 2. the whole path, one instance with the same zero-delay engine, for each token path
     const paths: Record<string, Awaited<ReturnType<typeof measure>> & { cpu: Awaited<ReturnType<typeof cpuPerToken>> }> = {};
-    for (const dataPath of ['direct', 'nats'] as const) {
+    const runs = [
+      { key: 'direct', dataPath: 'direct', requestPlane: 'direct' },
+      { key: 'intake', dataPath: 'direct', requestPlane: 'intake' },
+      { key: 'nats', dataPath: 'nats', requestPlane: 'direct' },
+    ] as const;
+    for (const { key, dataPath, requestPlane } of runs) {
       const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
       const cfg = join(dir, 'bench.json');
       writeFileSync(cfg, JSON.stringify({
@@ -190,7 +197,7 @@ export async function bench(): Promise<BenchSection> {
           // appended to the emulator's own command line
           args: ['--zero-delay'],
         },
-        gateway: { maxInflight: 4096, dataPath },
+        gateway: { maxInflight: 4096, dataPath, requestPlane },
       }));
       const gp = await freePort();
       upOut = '';
@@ -202,26 +209,28 @@ export async function bench(): Promise<BenchSection> {
       await waitFor(() => upOut, 'cluster ready', 90_000);
       const m = await measure(`http://127.0.0.1:${gp}`, MODEL);
       const cpu = await cpuPerToken(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
-      paths[dataPath] = { ...m, cpu };
+      paths[key] = { ...m, cpu };
       const exited = new Promise((r) => up.once('exit', r));
       up.kill('SIGINT');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
     }
 
     const f = (x: number) => x.toFixed(2);
-    const d = paths.direct!, n = paths.nats!;
+    const d = paths.direct!, n = paths.nats!, k = paths.intake!;
     return {
       title: 'Data path: gateway -> NATS -> managers -> engine vs the engine alone (zero-delay emulator)',
       notes: [
-        `${SEQUENTIAL} sequential streaming completions (8-token prompt, 4 output tokens) for TTFT; ${CONCURRENCY} closed-loop clients for ${THROUGHPUT_S} s for throughput; for CPU per token ${C_TOK} closed-loop clients streaming ${TOK_LEN}-token completions for ${TOK_S} s, CPU (utime+stime from /proc) of every process of the cluster but the engine (gateway, cluster/pool/instance managers, node agent, nats-server, up) per streamed token. Same emulator binary with --zero-delay everywhere; client, NATS and all actors share this machine's cores. direct: the gateway streams from the engine after the instance's grant (gateway.dataPath: direct, the default); nats: the instance relays every token over NATS.`,
-        `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}.`,
+        `${SEQUENTIAL} sequential streaming completions (8-token prompt, 4 output tokens) for TTFT; ${CONCURRENCY} closed-loop clients for ${THROUGHPUT_S} s for throughput; for CPU per token ${C_TOK} closed-loop clients streaming ${TOK_LEN}-token completions for ${TOK_S} s, CPU (utime+stime from /proc) of every process of the cluster but the engine (gateway, cluster/pool/instance managers, node agent, nats-server, up) per streamed token. Same emulator binary with --zero-delay everywhere; client, NATS and all actors share this machine's cores. direct (the defaults): the gateway routes each request itself and asks the instance for admission (gateway.requestPlane: direct, one round trip), then streams from the engine after the instance's grant (gateway.dataPath: direct); intake: the same token path, admission through the cluster intake -> pool leader -> instance (requestPlane: intake, three round trips); nats: the gateway's routing, the instance relays every token over NATS (dataPath: nats).`,
+        `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, intake ${f(k.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}.`,
         `direct: added TTFT p50 ${f(d.p50 - direct.p50)} ms, p99 ${f(d.p99 - direct.p99)} ms; throughput ratio path/engine ${f(d.rps / direct.rps)}; control path ${f(d.cpu.controlUs)} us CPU per streamed token (marginal ${f(d.cpu.marginalUs)}; ${f(d.cpu.controlUs / directCpu.engineUs)}x the engine's own ${f(directCpu.engineUs)} us when called alone)`,
+        `intake: added TTFT p50 ${f(k.p50 - direct.p50)} ms, p99 ${f(k.p99 - direct.p99)} ms; throughput ratio path/engine ${f(k.rps / direct.rps)}; control path ${f(k.cpu.controlUs)} us CPU per streamed token (marginal ${f(k.cpu.marginalUs)}); long-stream tokens/s ratio path/engine: direct ${f(d.cpu.tokensPerS / directCpu.tokensPerS)}, intake ${f(k.cpu.tokensPerS / directCpu.tokensPerS)}, nats ${f(n.cpu.tokensPerS / directCpu.tokensPerS)}`,
         `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / direct.rps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
       ],
       rows: [
         { path: 'engine alone', 'TTFT p50 ms': f(direct.p50), 'TTFT p99 ms': f(direct.p99), 'max req/s': f(direct.rps), refused: direct.refused, 'control CPU us/token': '-', 'marginal us/token': '-', 'engine CPU us/token': f(directCpu.engineUs), 'tokens/s (long streams)': f(directCpu.tokensPerS) },
-        { path: 'gateway -> managers -> grant; gateway <- engine (direct)', 'TTFT p50 ms': f(d.p50), 'TTFT p99 ms': f(d.p99), 'max req/s': f(d.rps), refused: d.refused, 'control CPU us/token': f(d.cpu.controlUs), 'marginal us/token': f(d.cpu.marginalUs), 'engine CPU us/token': f(d.cpu.engineUs), 'tokens/s (long streams)': f(d.cpu.tokensPerS) },
-        { path: 'gateway -> managers -> engine, tokens over NATS (nats)', 'TTFT p50 ms': f(n.p50), 'TTFT p99 ms': f(n.p99), 'max req/s': f(n.rps), refused: n.refused, 'control CPU us/token': f(n.cpu.controlUs), 'marginal us/token': f(n.cpu.marginalUs), 'engine CPU us/token': f(n.cpu.engineUs), 'tokens/s (long streams)': f(n.cpu.tokensPerS) },
+        { path: 'gateway -> instance admit -> grant; gateway <- engine (direct)', 'TTFT p50 ms': f(d.p50), 'TTFT p99 ms': f(d.p99), 'max req/s': f(d.rps), refused: d.refused, 'control CPU us/token': f(d.cpu.controlUs), 'marginal us/token': f(d.cpu.marginalUs), 'engine CPU us/token': f(d.cpu.engineUs), 'tokens/s (long streams)': f(d.cpu.tokensPerS) },
+        { path: 'gateway -> intake -> pool -> instance -> grant; gateway <- engine (intake)', 'TTFT p50 ms': f(k.p50), 'TTFT p99 ms': f(k.p99), 'max req/s': f(k.rps), refused: k.refused, 'control CPU us/token': f(k.cpu.controlUs), 'marginal us/token': f(k.cpu.marginalUs), 'engine CPU us/token': f(k.cpu.engineUs), 'tokens/s (long streams)': f(k.cpu.tokensPerS) },
+        { path: 'gateway -> instance admit -> engine, tokens over NATS (nats)', 'TTFT p50 ms': f(n.p50), 'TTFT p99 ms': f(n.p99), 'max req/s': f(n.rps), refused: n.refused, 'control CPU us/token': f(n.cpu.controlUs), 'marginal us/token': f(n.cpu.marginalUs), 'engine CPU us/token': f(n.cpu.engineUs), 'tokens/s (long streams)': f(n.cpu.tokensPerS) },
       ],
     };
   } finally {

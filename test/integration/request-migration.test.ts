@@ -15,6 +15,11 @@
  * - With migrationLimit 0 the same kill ends the stream with an explicit retryable error.
  * - n choices through the gateway's HTTP layer: each choice is its own request, so the choice whose engine
  *   dies migrates on its own and every choice still ends complete, each with its own finish_reason.
+ *
+ * The gateway routes requests itself (GatewayRouter, the request plane of docs/DATAPATH.md), as the gateway
+ * actor does by default: one request-reply to the chosen instance; the first case checks that neither the
+ * cluster intake nor a pool's dispatch subject carried the request and that the pool leader's status counts
+ * it, and every migration case runs over that plane (a leg on the peer is routed by the gateway too).
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,13 +30,21 @@ import { silentLogger } from '../../src/runtime/logger.ts';
 import OpenAI from 'openai';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
-import { Admission, InferenceRequest as InferenceRequestCodec, RequestRecord, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
+import { GatewayRouter } from '../../actors/gateway/router.ts';
+import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
+import { Admission, InferenceRequest as InferenceRequestCodec, PoolStatus, RequestRecord, controlSubjects, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
 const MODEL = 'llama3.1-8b';
 const PROMPT = 'Tell me about energy efficient inference in large clusters.';
 let h: Harness;
 let gw: Bus;
 let backend: NatsBackend;
+let router: GatewayRouter;
+/** requests seen on the cluster intake and on the pools' dispatch subjects (by id). */
+const viaIntake = new Set<string>();
+const viaDispatch = new Set<string>();
+const poolStatuses: { atMs: number; st: PoolStatus }[] = [];
 const records = new Map<string, Rec>();
 
 /** timeouts.directStartMs of this suite: how long an untaken grant holds its seat */
@@ -62,11 +75,22 @@ beforeAll(async () => {
   h.startActor('node', 'n0');
   await h.waitReady(2, 60_000);
   gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-mig'), name: 'gw-mig', log: silentLogger() });
-  backend = new NatsBackend(gw, { chunkTimeoutMs: 20_000 });
-  h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => void records.set(r.id, r), { capacity: 4096 });
+  const config = loadConfig(h.cfgPath);
+  router = new GatewayRouter(gw, config, loadProfile(profilePathOf(config)));
+  router.start();
+  backend = new NatsBackend(gw, { chunkTimeoutMs: 20_000, router });
+  h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
+    records.set(r.id, r);
+    router.learn(r);
+  }, { capacity: 4096 });
+  h.bus.subscribe(subjects.clusterIntake(), InferenceRequestCodec, (r) => void viaIntake.add(r.id), { capacity: 4096 });
+  h.bus.subscribe(subjects.poolDispatch('pool-all'), InferenceRequestCodec, (r) => void viaDispatch.add(r.id), { capacity: 4096 });
+  h.bus.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (st) => void poolStatuses.push({ atMs: Date.now(), st }), { capacity: 4096 });
+  await waitFor(() => (router.routable() ? true : undefined), 10_000, "the cluster's routing table at the gateway");
 }, 90_000);
 
 afterAll(async () => {
+  router?.stop();
   backend?.close();
   await gw?.close();
   await h?.stop();
@@ -124,6 +148,29 @@ async function servingPids(instance: string): Promise<{ im: number; engine: numb
   expect(engine, 'engine pid').toBeGreaterThan(0);
   return { im, engine };
 }
+
+describe('request plane: the gateway routes, the instance admits (one round trip)', () => {
+  it('neither intake nor a pool dispatch carries the request; the pool leader counts it from the instance status', async () => {
+    const id = `rp-${Date.now()}`;
+    const routed = backend.counters.routed;
+    let during: PoolStatus | undefined;
+    let instance: string | undefined;
+    const chunks = await run(request(id, 150), (c, n) => {
+      instance ??= c.instance;
+      // mid-stream: the pool leader's own status (from its instances' statuses) shows the request running
+      if (n >= 60 && !during) during = poolStatuses.findLast((p) => p.st.instances.some((i) => i.id === instance && i.running > 0))?.st;
+    });
+    checkOneStream(chunks, 150);
+    expect(backend.counters.routed).toBe(routed + 1);
+    const rec = await waitFor(() => records.get(id), 5000, 'the request record');
+    expect(rec.outcome).toBe('ok');
+    expect(rec.pool).toBe('pool-all');
+    expect(rec.instance).toBe(instance);
+    expect(viaIntake.has(id)).toBe(false);
+    expect(viaDispatch.has(id)).toBe(false);
+    expect(during, "the pool leader's status counting the routed request").toBeDefined();
+  }, 60_000);
+});
 
 describe('direct data path', () => {
   it('streams from the granted engine; the instance records tokens, TTFT, TBT and energy, as the client usage says', async () => {

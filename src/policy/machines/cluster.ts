@@ -304,10 +304,15 @@ export function longerType(t: RequestType): RequestType | undefined {
  * a pool without a ready instance (just granted servers) is skipped while a longer pool has one.
  */
 export function intakePools(s: Pick<ClusterMachineState, 'route' | 'assignments'>, t: RequestType, hasReady: (pool: string) => boolean): string[] {
+  return routePools(s.route, (p) => s.assignments.get(p)?.state === 'retired', t, hasReady);
+}
+
+/** intakePools over a routing table (type -> pool) and a retired test: the gateway's routing runs it too (machines/router.ts). */
+export function routePools(route: ReadonlyMap<RequestType, string>, retired: (pool: string) => boolean, t: RequestType, hasReady: (pool: string) => boolean): string[] {
   const candidates: string[] = [];
   for (let x: RequestType | undefined = t; x; x = longerType(x)) {
-    const p = s.route.get(x);
-    if (p && !candidates.includes(p) && s.assignments.get(p)?.state !== 'retired') candidates.push(p);
+    const p = route.get(x);
+    if (p && !candidates.includes(p) && !retired(p)) candidates.push(p);
   }
   const anyReady = candidates.some(hasReady);
   return anyReady ? candidates.filter(hasReady) : candidates;

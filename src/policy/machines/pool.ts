@@ -32,6 +32,7 @@ import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
 import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
+import { countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
 import { darkReshardUnit, planPoolShards, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
 type Load = Partial<Record<RequestType, number>>;
@@ -492,19 +493,8 @@ export function poolLoad(s: Pick<PoolMachineState, 'instances'>): Load {
   return out;
 }
 
-interface View { id: string; tp: number; clockMhz: number; healthy: boolean; load: Load; queued: number; running: number; pendingPrefillTokens?: number }
-
-function views(s: PoolMachineState, exclude: Set<string>): View[] {
-  const out: View[] = [];
-  for (const t of s.instances.values()) {
-    const st = t.status;
-    if (!t.alive || st.state !== 'ready' || exclude.has(st.id)) continue;
-    // load: the status's own object, not a copy: dispatch remembers an instance's score on it until the
-    // next status replaces it (policy dispatch memoScoreOf), so a burst between two statuses costs one
-    // scoring per instance, not one per request
-    out.push({ id: st.id, tp: st.tp, clockMhz: st.clockMhz, healthy: true, load: st.loadByType, queued: st.queued, running: st.running, ...(st.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: st.pendingPrefillTokens } : {}) });
-  }
-  return out;
+function views(s: PoolMachineState, exclude: Set<string>): DispatchViewOf[] {
+  return dispatchViews(s.instances.values(), exclude, (t) => t.alive);
 }
 
 // ------------------------------------------------------------------ dispatch
@@ -553,9 +543,7 @@ function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: Disp
   }
   const choice = dispatchRequest(j.req, v, cfg.profile, s.types, { headroom: cfg.headroom }).id;
   // count it at once in the local view so a burst spreads before the next status arrives
-  const t = s.instances.get(choice)!;
-  const st = t.status;
-  s.instances.set(choice, { ...t, status: { ...st, queued: st.queued + 1, ...(st.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: st.pendingPrefillTokens + j.req.inputTokens } : {}) } });
+  s.instances.set(choice, countDispatched(s.instances.get(choice)!, j.req.inputTokens));
   const req = { ...j.req, pool: cfg.pool };
   s.jobs.set(job, { ...j, tried: new Set([...j.tried, choice]), attempts: j.attempts + 1, admitting: choice, holdUntilMs: undefined });
   fx.push({ kind: 'admit', job, instance: choice, req });

@@ -1,0 +1,135 @@
+/**
+ * The gateway's own routing (docs/DATAPATH.md "Request plane"): the shell of src/policy/machines/router.ts.
+ * It follows the routing table the cluster leader publishes and every instance's status, classifies a
+ * request as intake does (actors/common/policy.ts classifyIntake, with its own online output predictor that
+ * learns from the records of the requests it routed), and says which pools and instances to ask. The
+ * gateway's backend (nats-backend.ts) then asks the chosen instance for admission directly; whatever this
+ * view cannot decide (no table yet, no ready instance in it) goes to the cluster intake as before.
+ */
+import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
+import { Admission, InferenceRequest, InstanceStatus, RoutingTable, controlSubjects, subjects, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
+import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
+import type { Profile } from '../../src/model/profile-types.ts';
+import { initialRouterState, routerGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
+import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
+import type { ClusterConfig } from '../common/config.ts';
+
+/** What the backend needs of a router (a test may give its own view). */
+export interface RequestRouter {
+  /** The request classified as intake would (type, SLO, predicted output) and the pools to try in order; undefined: send it to intake. */
+  plan(req: InferenceRequest): { req: ClassifiedRequest; pools: string[] } | undefined;
+  /** The instance of `pool` to ask next (not one of `exclude`), counted in the view; undefined: none left. */
+  pick(pool: string, req: ClassifiedRequest, exclude: ReadonlySet<string>): string | undefined;
+  /** The instance did not answer (no responders): out of the view until its next status. */
+  gone(pool: string, instance: string): void;
+}
+
+/** requests whose features are kept for the predictor until their record (bounded). */
+const FEATURES_KEPT = 50_000;
+
+export class GatewayRouter implements RequestRouter {
+  #s: RouterState = initialRouterState();
+  #cfg: RouterConfig;
+  #predictor: OnlineOutputPredictor;
+  #features = new Map<string, { inputTokens: number; maxTokens: number; model: string; tenant?: string }>();
+  #subs: SubscribeHandle[] = [];
+
+  constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile) {
+    this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs };
+    this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
+  }
+
+  start(): void {
+    this.#subs.push(
+      this.bus.subscribe(controlSubjects.routing(), RoutingTable, (t) => routerTable(this.#s, t, Date.now()), { capacity: 64 }),
+      this.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => routerStatus(this.#s, st, Date.now()), {
+        capacity: 8192, expectSubject: (st) => controlSubjects.instanceStatus(st.pool, st.id),
+      }),
+    );
+  }
+
+  /** Whether a routing table arrived (before it, every request goes to the cluster intake). */
+  routable(): boolean {
+    return this.#s.epoch !== undefined;
+  }
+
+  stop(): void {
+    for (const s of this.#subs.splice(0)) s.unsubscribe();
+  }
+
+  /** A finished request's record (the gateway reads them all for its metrics): the predictor learns from the ones it routed. */
+  learn(rec: RequestRecord): void {
+    const f = this.#features.get(rec.id);
+    if (!f) return;
+    this.#features.delete(rec.id);
+    if (rec.outcome === 'ok') this.#predictor.observe(f, rec.completionTokens);
+  }
+
+  plan(req: InferenceRequest): { req: ClassifiedRequest; pools: string[] } | undefined {
+    if (this.#s.epoch === undefined) return undefined;
+    let cls: { type: RequestType; predicted: number };
+    try {
+      cls = classifyIntake(req, this.#predictor, this.config);
+    } catch {
+      return undefined; // intake answers the invalid request with its own error
+    }
+    const pools = routerPools(this.#s, cls.type, Date.now(), this.#cfg);
+    if (!pools.length) return undefined;
+    if (this.#features.size >= FEATURES_KEPT) this.#features.delete(this.#features.keys().next().value!);
+    this.#features.set(req.id, { inputTokens: req.inputTokens, maxTokens: req.maxTokens, model: req.model, ...(req.tenant ? { tenant: req.tenant } : {}) });
+    return { req: { ...withSlo(req, cls.type, this.config), predictedOutputTokens: cls.predicted }, pools };
+  }
+
+  pick(pool: string, req: ClassifiedRequest, exclude: ReadonlySet<string>): string | undefined {
+    return routerPick(this.#s, pool, req, exclude, Date.now(), this.#cfg);
+  }
+
+  gone(pool: string, instance: string): void {
+    routerGone(this.#s, pool, instance);
+  }
+}
+
+/** Instances of one pool asked in turn (the pool leader's dispatch tries as many). */
+const DIRECT_TRIES = 4;
+
+/**
+ * A request admitted by the gateway's own routing: the pools intake would try, in each the instances the
+ * pool's dispatch would pick (at most DIRECT_TRIES), each asked directly; an overloaded pool spills to the
+ * next, as intake does. 'intake': the view cannot decide (no table, nothing ready in it, an instance refusing
+ * as unavailable: a pool leader may hold the request); 'timed_out': an instance did not answer in time and
+ * may hold the request.
+ */
+export async function admitRouted(bus: Bus, router: RequestRouter, msg: InferenceRequest, signal: AbortSignal, timeoutMs: number, exclude?: string): Promise<Admission | 'intake' | 'timed_out'> {
+  if (!bus.connected) return 'intake';
+  const plan = router.plan(msg);
+  if (!plan) return 'intake';
+  const tried = new Set<string>(exclude ? [exclude] : []);
+  let last: Admission | undefined;
+  for (const pool of plan.pools) {
+    for (let k = 0; k < DIRECT_TRIES; k++) {
+      const id = router.pick(pool, plan.req, tried);
+      if (id === undefined) break;
+      tried.add(id);
+      let a: Admission;
+      try {
+        a = await bus.request(subjects.instanceAdmit(id), InferenceRequest, { ...plan.req, pool }, Admission, { timeoutMs, signal });
+      } catch (err) {
+        const code = (err as DynError).code;
+        if (code === 'no_responders') {
+          router.gone(pool, id); // its process is gone; nobody holds the request
+          continue;
+        }
+        if (code === 'timeout') return 'timed_out';
+        if (signal.aborted) throw err;
+        return 'intake';
+      }
+      if (a.ok) return { ...a, pool, type: plan.req.type };
+      if (a.error?.code === 'unavailable') return 'intake'; // draining, restarting: the pool leader may hold it
+      if (a.error && !a.error.retryable) return a;
+      last = a;
+    }
+    // intake spills only an overloaded pool to the next one
+    if (last && last.error?.code !== 'overloaded') break;
+  }
+  return last ? { ...last, type: plan.req.type } : 'intake';
+}

@@ -1,0 +1,140 @@
+/**
+ * The gateway's request plane (docs/DATAPATH.md): intake's pool choice and each pool's dispatch, run by the
+ * gateway itself over what the cluster publishes, so that a request reaches its instance in one request-reply
+ * (the instance's admission) instead of three (cluster intake -> pool dispatch -> instance admission).
+ *
+ * Its inputs are the ones the cluster and pool managers decide from: the routing table the cluster leader
+ * publishes (RoutingTable: its `route` and the pools' assignments) and every instance's InstanceStatus (what
+ * each pool leader's dispatch view is made of). The decisions are theirs, not a copy: the pools tried are
+ * `routePools` (intake's intakePools), the instance is policy `dispatchRequest` over `dispatchViews` (the pool
+ * leader's views) with the same local count that spreads a burst between two statuses (`countDispatched`).
+ *
+ * No I/O and no clock: the gateway's shell (actors/gateway/router.ts) feeds it messages and the time. Unlike
+ * the pool and cluster machines it is updated in place (it runs once per request on the gateway's hot path,
+ * and nothing else holds an older state).
+ */
+import type { InstanceStatus, RoutingTable } from '../../../protocols/control.ts';
+import type { RequestType } from '../../../protocols/request-types.ts';
+import type { Profile } from '../../model/profile-types.ts';
+import { dispatchRequest } from '../dispatch.ts';
+import { routePools } from './cluster.ts';
+import type { TrackedInstance } from './pool.ts';
+
+export interface DispatchViewOf { id: string; tp: number; clockMhz: number; healthy: boolean; load: Partial<Record<RequestType, number>>; queued: number; running: number; pendingPrefillTokens?: number }
+
+/**
+ * The dispatch view (policy dispatchRequest's input) of the tracked instances that are alive, ready and
+ * not excluded: the pool leader's (pool.ts), and the gateway's for the pools it routes itself.
+ */
+export function dispatchViews(instances: Iterable<TrackedInstance>, exclude: ReadonlySet<string>, alive: (t: TrackedInstance) => boolean): DispatchViewOf[] {
+  const out: DispatchViewOf[] = [];
+  for (const t of instances) {
+    const st = t.status;
+    if (st.state !== 'ready' || exclude.has(st.id) || !alive(t)) continue;
+    // load: the status's own object, not a copy: dispatch remembers an instance's score on it until the
+    // next status replaces it (policy dispatch memoScoreOf), so a burst between two statuses costs one
+    // scoring per instance, not one per request
+    out.push({ id: st.id, tp: st.tp, clockMhz: st.clockMhz, healthy: true, load: st.loadByType, queued: st.queued, running: st.running, ...(st.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: st.pendingPrefillTokens } : {}) });
+  }
+  return out;
+}
+
+/** The instance as its view counts it once a request of `inputTokens` went to it (until its next status says). */
+export function countDispatched(t: TrackedInstance, inputTokens: number): TrackedInstance {
+  const st = t.status;
+  return { ...t, status: { ...st, queued: st.queued + 1, ...(st.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: st.pendingPrefillTokens + inputTokens } : {}) } };
+}
+
+export interface RouterConfig {
+  profile?: Profile;
+  /** SLO capacity dispatch keeps free (the pools' policy.headroom). */
+  headroom: number;
+  /** an instance without a status for this long is not dispatched to (the pool leader's death verdict), ms. */
+  deadAfterMs: number;
+}
+
+export interface RouterState {
+  /** type -> pool (the cluster's route); empty until the first table. */
+  route: Map<RequestType, string>;
+  /** each pool's types (dispatch scores instances by them) and whether it was merged away. */
+  pools: Map<string, { types: RequestType[]; retired: boolean }>;
+  /** the table's epoch and when it arrived (undefined: none yet: the gateway sends requests to intake). */
+  epoch?: number;
+  tableAtMs?: number;
+  /** the instances by pool, each with its last status and when it arrived (lastSeenMs). */
+  byPool: Map<string, Map<string, TrackedInstance>>;
+}
+
+export function initialRouterState(): RouterState {
+  return { route: new Map(), pools: new Map(), byPool: new Map() };
+}
+
+/** A table older than this is no longer refreshed by its leader's snapshots (one a second): any table replaces it, ms. */
+export const TABLE_STALE_MS = 5000;
+
+/**
+ * A routing table: replaces the one held unless it has an older epoch while the one held is fresh (a previous
+ * leader's snapshot in flight); a stale one is replaced by any (a cluster started afresh counts epochs anew).
+ */
+export function routerTable(s: RouterState, t: RoutingTable, now: number): void {
+  if (s.epoch !== undefined && t.epoch < s.epoch && now - (s.tableAtMs ?? 0) < TABLE_STALE_MS) return;
+  s.route = new Map<RequestType, string>(Object.entries(t.routes) as [RequestType, string][]);
+  s.pools = new Map(t.pools.map((p) => [p.pool, { types: p.types, retired: p.retired }]));
+  s.epoch = t.epoch;
+  s.tableAtMs = now;
+}
+
+/** An instance's status (the pool leader's rules: an older one of the same process is ignored, a stopped instance is forgotten). */
+export function routerStatus(s: RouterState, st: InstanceStatus, now: number): void {
+  let pool = s.byPool.get(st.pool);
+  const t = pool?.get(st.id);
+  if (t && st.seq < t.status.seq && st.startedMs === t.status.startedMs) return;
+  if (st.state === 'stopped') {
+    pool?.delete(st.id);
+    return;
+  }
+  if (!pool) s.byPool.set(st.pool, (pool = new Map<string, TrackedInstance>()));
+  pool.set(st.id, { status: st, lastSeenMs: now, alive: true });
+}
+
+/** An instance that did not answer its admission (no responders: its process is gone): no dispatch until its next status. */
+export function routerGone(s: RouterState, pool: string, id: string): void {
+  const t = s.byPool.get(pool)?.get(id);
+  if (t) s.byPool.get(pool)!.set(id, { ...t, alive: false });
+}
+
+const aliveAt = (now: number, deadAfterMs: number) => (t: TrackedInstance) => t.alive && now - t.lastSeenMs <= deadAfterMs;
+
+/** Whether the view holds a ready, live instance of `pool`. */
+function hasReady(s: RouterState, pool: string, now: number, cfg: RouterConfig): boolean {
+  const alive = aliveAt(now, cfg.deadAfterMs);
+  for (const t of s.byPool.get(pool)?.values() ?? []) if (t.status.state === 'ready' && alive(t)) return true;
+  return false;
+}
+
+/**
+ * The pools intake would try for a request of `type`, in order, keeping only those with a ready instance in
+ * this view; empty when there is no table yet or no candidate has one (the request then goes to intake,
+ * whose pool leader may hold it while capacity starts).
+ */
+export function routerPools(s: RouterState, type: RequestType, now: number, cfg: RouterConfig): string[] {
+  if (s.epoch === undefined) return [];
+  const ready = (p: string) => hasReady(s, p, now, cfg);
+  return routePools(s.route, (p) => s.pools.get(p)?.retired === true, type, ready).filter(ready);
+}
+
+/**
+ * The instance of `pool` the pool's dispatch picks for the request (policy dispatchRequest over the pool
+ * leader's views), not one of `exclude`; counted at once in this view so a burst spreads before the next
+ * status. Undefined when the view has no candidate left.
+ */
+export function routerPick(s: RouterState, pool: string, req: { type?: RequestType; inputTokens: number }, exclude: ReadonlySet<string>, now: number, cfg: RouterConfig): string | undefined {
+  const inst = s.byPool.get(pool);
+  if (!inst) return undefined;
+  const v = dispatchViews(inst.values(), exclude, aliveAt(now, cfg.deadAfterMs));
+  if (!v.length) return undefined;
+  const types = s.pools.get(pool)?.types ?? [...s.route].filter(([, p]) => p === pool).map(([t]) => t);
+  const id = dispatchRequest(req, v, cfg.profile, types, { headroom: cfg.headroom }).id;
+  inst.set(id, countDispatched(inst.get(id)!, req.inputTokens));
+  return id;
+}

@@ -1,0 +1,133 @@
+/**
+ * The gateway's routing (src/policy/machines/router.ts): from the cluster's routing table and the instances'
+ * statuses it picks what intake and the pool leader would pick. Each check drives the pool machine
+ * (src/policy/machines/pool.ts) with the same statuses and requests and compares its admit effects with the
+ * router's choices; the pool order is intakePools' over the same table.
+ */
+import { describe, it, expect } from 'vitest';
+import { profileFor } from '../../src/sim/index.ts';
+import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
+import { TABLE_STALE_MS, initialRouterState, routerGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
+import type { InstanceStatus, RoutingTable } from '../../protocols/control.ts';
+import type { InferenceRequest } from '../../protocols/messages.ts';
+import type { RequestType } from '../../protocols/request-types.ts';
+
+const profile = profileFor('llama2-70b', 'h100');
+const T0 = 1_700_000_000_000;
+const DEAD = 3000;
+const rc: RouterConfig = { profile, headroom: 0, deadAfterMs: DEAD };
+const pc = (pool: string): PoolMachineConfig => ({
+  pool, holder: 'pm-1', profile, headroom: 0, deadAfterMs: DEAD, statusIntervalMs: 500, epochMs: 300_000, healthDeadlineMs: 10_000,
+  initialTp: 4, moveQueueAbove: 4, retryAfterS: 1, planner: 'heuristic',
+});
+
+let n = 0;
+function req(type: RequestType, inputTokens = 100): InferenceRequest {
+  const id = `r${++n}`;
+  return { v: 1, id, model: 'm', kind: 'completion', prompt: 'x', inputTokens, maxTokens: 50, arrivalMs: T0, giveUpAtMs: T0 + 600_000, streamSubject: `dyn.v1.stream.${id}`, type };
+}
+
+const seqs = new Map<string, number>();
+function status(pool: string, id: string, tp: 1 | 2 | 4 | 8, o: Partial<InstanceStatus> = {}): InstanceStatus {
+  const seq = o.seq ?? (seqs.get(id) ?? 0) + 1;
+  seqs.set(id, seq);
+  return {
+    v: 1, id, pool, node: 'node-0', tp, gpuIds: Array.from({ length: tp }, (_, i) => i), state: 'ready', startedMs: T0, seq, sentMs: T0,
+    clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {}, ...o,
+  };
+}
+
+const table = (o: Partial<RoutingTable> = {}): RoutingTable => ({
+  v: 1, routes: { SS: 'pool-SS', SM: 'pool-SM', SL: 'pool-LL', ML: 'pool-LL', LL: 'pool-LL' },
+  pools: [{ pool: 'pool-SS', types: ['SS'], retired: false }, { pool: 'pool-SM', types: ['SM'], retired: false }, { pool: 'pool-LL', types: ['SL', 'ML', 'LL'], retired: false }],
+  epoch: 3, issuedBy: 'cm-0', sentMs: T0, ...o,
+});
+
+/** The pool machine as a leader with the given statuses; `dispatch` returns the instance its admit effect names. */
+function poolLeader(pool: string, types: RequestType[], statuses: InstanceStatus[]) {
+  let s: PoolMachineState = initialPoolState(types);
+  let ref = 0;
+  const step = (ev: Parameters<typeof poolStep>[1]): PoolEffect[] => {
+    const r = poolStep(s, ev, T0, pc(pool));
+    s = r.state;
+    return r.effects;
+  };
+  step({ type: 'start' });
+  step({ type: 'lead' });
+  for (const st of statuses) step({ type: 'status', status: st });
+  return {
+    dispatch(r: InferenceRequest): string {
+      const fx = step({ type: 'dispatch', ref: ++ref, req: r });
+      const admit = fx.find((e): e is Extract<PoolEffect, { kind: 'admit' }> => e.kind === 'admit');
+      if (!admit) throw new Error(`no admit: ${JSON.stringify(fx)}`);
+      step({ type: 'admit_result', job: admit.job, admission: { v: 1, id: r.id, ok: true, instance: admit.instance } });
+      return admit.instance;
+    },
+  };
+}
+
+describe('gateway routing (router machine)', () => {
+  it('picks the instance the pool leader picks, request after request of a burst (the same local count between statuses)', () => {
+    const sts = [
+      status('pool-SS', 'a', 8, { clockMhz: 1200, loadByType: { SS: 2 } }),
+      status('pool-SS', 'b', 4, { queued: 2, running: 3, loadByType: { SS: 1 } }),
+      status('pool-SS', 'c', 2, { running: 1, pendingPrefillTokens: 4000, loadByType: { SS: 0.5 } }),
+    ];
+    const s = initialRouterState();
+    routerTable(s, table(), T0);
+    for (const st of sts) routerStatus(s, st, T0);
+    const leader = poolLeader('pool-SS', ['SS'], sts);
+    const picks: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = req('SS', 100 + 37 * i);
+      const mine = routerPick(s, 'pool-SS', r, new Set(), T0, rc);
+      expect(mine).toBe(leader.dispatch(r));
+      picks.push(mine!);
+    }
+    // a burst spreads: more than one instance took part
+    expect(new Set(picks).size).toBeGreaterThan(1);
+  });
+
+  it('tries the pools intake would, skips retired pools and pools with nothing ready, and nothing without a table', () => {
+    const s = initialRouterState();
+    routerStatus(s, status('pool-SM', 'm1', 4), T0);
+    routerStatus(s, status('pool-LL', 'l1', 8), T0);
+    expect(routerPools(s, 'SM', T0, rc)).toEqual([]); // no table yet: intake decides
+    routerTable(s, table(), T0);
+    expect(routerPools(s, 'SM', T0, rc)).toEqual(['pool-SM', 'pool-LL']);
+    expect(routerPools(s, 'SS', T0, rc)).toEqual(['pool-SM', 'pool-LL']); // pool-SS has no instance in the view: the longer pools
+    routerTable(s, table({ epoch: 4, pools: [{ pool: 'pool-SM', types: ['SM'], retired: true }, { pool: 'pool-LL', types: ['SL', 'ML', 'LL'], retired: false }] }), T0);
+    expect(routerPools(s, 'SM', T0, rc)).toEqual(['pool-LL']);
+    // an older table (a previous leader's snapshot in flight) changes nothing
+    routerTable(s, table({ epoch: 2 }), T0 + 1000);
+    expect(routerPools(s, 'SM', T0 + 1000, rc)).toEqual(['pool-LL']);
+    // ... unless the table held went stale (no snapshot of its leader since): a cluster started afresh counts epochs anew
+    routerStatus(s, status('pool-SM', 'm1', 4), T0 + TABLE_STALE_MS);
+    routerStatus(s, status('pool-LL', 'l1', 8), T0 + TABLE_STALE_MS);
+    routerTable(s, table({ epoch: 1 }), T0 + TABLE_STALE_MS);
+    expect(routerPools(s, 'SM', T0 + TABLE_STALE_MS, rc)).toEqual(['pool-SM', 'pool-LL']);
+  });
+
+  it('an instance silent for deadAfterMs, stopped, not ready, excluded or gone takes nothing; an older status is ignored', () => {
+    const s = initialRouterState();
+    routerTable(s, table(), T0);
+    routerStatus(s, status('pool-SS', 'a', 4), T0);
+    routerStatus(s, status('pool-SS', 'b', 4, { queued: 50 }), T0 + 2000);
+    expect(routerPick(s, 'pool-SS', req('SS'), new Set(['b']), T0 + 1000, rc)).toBe('a');
+    // a is silent past deadAfterMs: only b (even with its queue) takes requests
+    expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 1, rc)).toBe('b');
+    expect(routerPick(s, 'pool-SS', req('SS'), new Set(['b']), T0 + DEAD + 1, rc)).toBeUndefined();
+    // b did not answer (no responders): out until its next status
+    routerGone(s, 'pool-SS', 'b');
+    expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 100, rc)).toBeUndefined();
+    routerStatus(s, status('pool-SS', 'b', 4, { state: 'draining' }), T0 + DEAD + 200);
+    expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 300, rc)).toBeUndefined();
+    const seq = seqs.get('b')!;
+    routerStatus(s, status('pool-SS', 'b', 4, { seq: seq - 1 }), T0 + DEAD + 300); // out of order: still draining
+    expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 300, rc)).toBeUndefined();
+    routerStatus(s, status('pool-SS', 'b', 4), T0 + DEAD + 400);
+    expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 400, rc)).toBe('b');
+    routerStatus(s, status('pool-SS', 'b', 4, { state: 'stopped' }), T0 + DEAD + 500);
+    expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 500, rc)).toBeUndefined();
+  });
+});
