@@ -178,7 +178,7 @@ export async function bench(): Promise<BenchSection> {
     emu.kill('SIGTERM');
 
     // 2. the whole path, one instance with the same zero-delay engine, for each token path
-    const paths: Record<string, Awaited<ReturnType<typeof measure>> & { cpu: Awaited<ReturnType<typeof cpuPerToken>> }> = {};
+    const paths: Record<string, Awaited<ReturnType<typeof measure>> & { cpu: Awaited<ReturnType<typeof cpuPerToken>>; routed: number; viaIntake: number }> = {};
     const runs = [
       { key: 'direct', dataPath: 'direct', requestPlane: 'direct' },
       { key: 'intake', dataPath: 'direct', requestPlane: 'intake' },
@@ -209,7 +209,10 @@ export async function bench(): Promise<BenchSection> {
       await waitFor(() => upOut, 'cluster ready', 90_000);
       const m = await measure(`http://127.0.0.1:${gp}`, MODEL);
       const cpu = await cpuPerToken(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
-      paths[key] = { ...m, cpu };
+      // how the gateway admitted the requests: its own routing (one round trip) or the cluster intake
+      const metrics = await (await fetch(`http://127.0.0.1:${gp}/metrics`)).text();
+      const count = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+      paths[key] = { ...m, cpu, routed: count('dynamollm_gateway_routed_total'), viaIntake: count('dynamollm_gateway_intake_total') };
       const exited = new Promise((r) => up.once('exit', r));
       up.kill('SIGINT');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
@@ -221,7 +224,7 @@ export async function bench(): Promise<BenchSection> {
       title: 'Data path: gateway -> NATS -> managers -> engine vs the engine alone (zero-delay emulator)',
       notes: [
         `${SEQUENTIAL} sequential streaming completions (8-token prompt, 4 output tokens) for TTFT; ${CONCURRENCY} closed-loop clients for ${THROUGHPUT_S} s for throughput; for CPU per token ${C_TOK} closed-loop clients streaming ${TOK_LEN}-token completions for ${TOK_S} s, CPU (utime+stime from /proc) of every process of the cluster but the engine (gateway, cluster/pool/instance managers, node agent, nats-server, up) per streamed token. Same emulator binary with --zero-delay everywhere; client, NATS and all actors share this machine's cores. direct (the defaults): the gateway routes each request itself and asks the instance for admission (gateway.requestPlane: direct, one round trip), then streams from the engine after the instance's grant (gateway.dataPath: direct); intake: the same token path, admission through the cluster intake -> pool leader -> instance (requestPlane: intake, three round trips); nats: the gateway's routing, the instance relays every token over NATS (dataPath: nats).`,
-        `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, intake ${f(k.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}.`,
+        `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, intake ${f(k.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}. Requests the gateway admitted through its own routing / through the cluster intake (its metrics): direct ${d.routed} / ${d.viaIntake}, intake ${k.routed} / ${k.viaIntake}, nats ${n.routed} / ${n.viaIntake}.`,
         `direct: added TTFT p50 ${f(d.p50 - direct.p50)} ms, p99 ${f(d.p99 - direct.p99)} ms; throughput ratio path/engine ${f(d.rps / direct.rps)}; control path ${f(d.cpu.controlUs)} us CPU per streamed token (marginal ${f(d.cpu.marginalUs)}; ${f(d.cpu.controlUs / directCpu.engineUs)}x the engine's own ${f(directCpu.engineUs)} us when called alone)`,
         `intake: added TTFT p50 ${f(k.p50 - direct.p50)} ms, p99 ${f(k.p99 - direct.p99)} ms; throughput ratio path/engine ${f(k.rps / direct.rps)}; control path ${f(k.cpu.controlUs)} us CPU per streamed token (marginal ${f(k.cpu.marginalUs)}); long-stream tokens/s ratio path/engine: direct ${f(d.cpu.tokensPerS / directCpu.tokensPerS)}, intake ${f(k.cpu.tokensPerS / directCpu.tokensPerS)}, nats ${f(n.cpu.tokensPerS / directCpu.tokensPerS)}`,
         `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / direct.rps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
