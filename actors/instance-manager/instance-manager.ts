@@ -634,7 +634,8 @@ export class InstanceManager {
         if (this.state === 'ready') this.#step({ type: 'lifecycle', state: 'draining', why: cmd.reason });
         return { v: 1, ok: true, detail: { queued: this.queued, running: this.#running.size } };
       case 'resume':
-        if (this.state === 'draining') this.#step({ type: 'lifecycle', state: 'ready', why: cmd.reason });
+        // an instance that is stopping stays stopping
+        if (this.state === 'draining' && !this.#stopping) this.#step({ type: 'lifecycle', state: 'ready', why: cmd.reason });
         return { v: 1, ok: true };
     }
   }

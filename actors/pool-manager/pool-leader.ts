@@ -254,7 +254,8 @@ export class PoolLeader {
         );
         break;
       case 'drain':
-        this.#bus.request(subjects.instanceControl(e.instance), InstanceCommand, { v: 1, op: 'drain', reason: e.reason }, Ack, { timeoutMs: c.timeouts.controlMs }).catch(() => undefined);
+      case 'resume':
+        this.#bus.request(subjects.instanceControl(e.instance), InstanceCommand, { v: 1, op: e.kind, reason: e.reason }, Ack, { timeoutMs: c.timeouts.controlMs }).catch(() => undefined);
         break;
       case 'solve':
         planPoolShardsMilp(e.input, c.milpDeadlineMs).then(

@@ -357,6 +357,30 @@ describe('pool machine: re-shard', () => {
     expect(d.at(300_000, { type: 'reshard_epoch' })).toEqual([]);
   });
 
+  it('the leader dies during a re-shard: its successor resumes the instances that re-shard drained (they serve again)', () => {
+    const a = `${POOL}-node-0-g0x4`, b = `${POOL}-node-0-g4x4`;
+    const leader = loaded(cfg({ profile, planner: 'milp' }));
+    leader.at(300_000, { type: 'reshard_epoch' });
+    leader.at(300_050, { type: 'status', status: status(a, { loadByType: {} }) });
+    leader.at(300_050, { type: 'status', status: status(b, { loadByType: {} }) });
+    const out = leader.at(300_100, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }], summary: '2xTP4 -> 1xTP8', inputs: {} } });
+    expect(out.filter((e) => e.kind === 'drain').map((e) => e.kind === 'drain' && e.instance).sort()).toEqual([a, b]);
+    // a standby saw both instances, then both draining; the leader dies before it stops them
+    const standby = new Drive(cfg({ profile, planner: 'milp', holder: 'pm-2' }));
+    standby.at(0, { type: 'start' });
+    standby.at(300_150, { type: 'status', status: status(a, { state: 'draining' }) });
+    standby.at(300_150, { type: 'status', status: status(b, { state: 'draining' }) });
+    const fx = standby.leadStored(302_000, assignment([G8('node-0')]));
+    expect(fx.filter((e) => e.kind === 'resume').map((e) => e.kind === 'resume' && e.instance).sort()).toEqual([a, b]);
+    expect(nodeCmds(fx)).toEqual([]);
+    // they resume: the new leader dispatches to them again
+    standby.at(302_100, { type: 'status', status: status(a) });
+    standby.at(302_100, { type: 'status', status: status(b) });
+    expect(admits(standby.dispatch(302_200, req({ giveUpAtMs: T0 + 900_000 })))).toHaveLength(1);
+    // a leader that leads with a ready pool resumes nothing
+    expect(new Drive().lead(0).filter((e) => e.kind === 'resume')).toEqual([]);
+  });
+
   it('MILP: the plan is a solve effect; a plan that is taken runs its units one by one, each wait bounded', () => {
     const d = loaded(cfg({ profile, planner: 'milp' }));
     const fx = d.at(300_000, { type: 'reshard_epoch' });

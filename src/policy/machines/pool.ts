@@ -186,8 +186,8 @@ export type PoolEffect =
   | { kind: 'end_stream'; req: Pick<InferenceRequest, 'id' | 'streamSubject'>; seq: number; error: WireError; instance?: string }
   /** a command to a node agent; answer with 'node_result'. */
   | { kind: 'node'; node: string; cmd: NodeCommand; purpose: 'reconcile' | 'reshard' }
-  /** drain an instance (no answer needed). */
-  | { kind: 'drain'; instance: string; reason: string }
+  /** drain an instance, or resume one drained (no answer needed). */
+  | { kind: 'drain' | 'resume'; instance: string; reason: string }
   /** solve the re-shard plan with the MILP; answer with 'planned'. */
   | { kind: 'solve'; input: PoolShardInput; force: boolean }
   | { kind: 'event'; event: 'lease' | 'instance' | 'failure' | 'scale' | 'reshard'; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> };
@@ -234,6 +234,8 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
         }
       }
       adoptDispatched(s, fx, ev.dispatched ?? [], now, cfg);
+      // an instance a previous leader's re-shard drained serves again (that re-shard died with it; one stopping resumes not)
+      for (const x of aliveInstances(s)) if (x.state === 'draining') fx.push({ kind: 'resume', instance: x.id, reason: `${cfg.holder} leads ${cfg.pool}: no re-shard of its drains ${x.id}` });
       fx.push(
         { kind: 'arm_timer', timer: 'reconcile', everyMs: Math.max(500, cfg.statusIntervalMs * 4) },
         { kind: 'arm_timer', timer: 'reshard', everyMs: cfg.epochMs },
