@@ -41,6 +41,8 @@ export const subjects = {
   stream: (requestId: string) => `${ROOT}.stream.${token(requestId, 'request id')}`,
   /** gateway -> whoever holds the request: Cancel. */
   cancel: (requestId: string) => `${ROOT}.cancel.${token(requestId, 'request id')}`,
+  /** every request's Cancel (an instance manager's one subscription; it acts on the ids it holds). */
+  cancelAll: () => `${ROOT}.cancel.*`,
   /** gateway -> instance managers (queue group TOKENIZER_QUEUE): TokenizeRequest -> TokenizeReply. */
   tokenize: () => `${ROOT}.tokenize`,
   /** gateway -> instance managers (queue group TOKENIZER_QUEUE): DetokenizeRequest -> DetokenizeReply. */

@@ -135,7 +135,12 @@ export class InstanceManager {
   #running = new Map<string, Running>();
   /** DYNAMOLLM_TTFT_TRACE: running and queued when each request was admitted. */
   #admitState = new Map<string, [number, number]>();
-  #cancelSubs = new Map<string, SubscribeHandle>();
+  /**
+   * ids of the requests a Cancel ends here (admitted, not finished). One subscription to every Cancel
+   * (subjects.cancelAll) serves them all: no SUB and UNSUB at nats-server per request.
+   */
+  #cancelable = new Set<string>();
+  #cancelSub?: SubscribeHandle;
   #serves: (ServeHandle | SubscribeHandle)[] = [];
   #timers: unknown[] = [];
   #gpu?: GpuControl;
@@ -272,6 +277,10 @@ export class InstanceManager {
         if (s.id !== this.id) void this.#step({ type: 'peer_status', id: s.id, queued: s.queued, running: s.running, state: s.state });
       }, { capacity: 1024, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) }),
     );
+    // apart from #serves: a Cancel still ends a request while the instance drains at stop
+    this.#cancelSub = bus.subscribe(subjects.cancelAll(), Cancel, (c) => {
+      if (this.#cancelable.has(c.id)) void this.#step({ type: 'cancel', id: c.id, reason: c.reason });
+    }, { capacity: 1024, expectSubject: (c) => subjects.cancel(c.id) });
     this.#step({ type: 'start' });
     this.#timers.push(this.#clock.setInterval(() => void this.#telemetry(), 1000));
     this.#step({ type: 'lifecycle', state: 'ready', why: 'engine healthy' });
@@ -308,15 +317,10 @@ export class InstanceManager {
   }
 
   #watchCancel(id: string): void {
-    if (this.#cancelSubs.has(id)) return;
-    this.#cancelSubs.set(
-      id,
-      this.#bus.subscribe(subjects.cancel(id), Cancel, (c) => void this.#step({ type: 'cancel', id: c.id, reason: c.reason }), { capacity: 4 }),
-    );
+    this.#cancelable.add(id);
   }
   #unwatchCancel(id: string): void {
-    this.#cancelSubs.get(id)?.unsubscribe();
-    this.#cancelSubs.delete(id);
+    this.#cancelable.delete(id);
   }
 
   async #run(q: Held): Promise<void> {
@@ -801,7 +805,8 @@ export class InstanceManager {
       }
       await this.#gpu?.close().catch(() => {});
       await this.#o.engine.stop(Math.min(5000, graceMs)).catch(() => {});
-      for (const id of [...this.#cancelSubs.keys()]) this.#unwatchCancel(id);
+      this.#cancelSub?.unsubscribe();
+      this.#cancelable.clear();
     })();
     return this.#stopping;
   }
