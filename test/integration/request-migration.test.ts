@@ -141,11 +141,15 @@ function checkOneStream(chunks: TokenChunk[], maxTokens: number): string {
   return text;
 }
 
-async function servingPids(instance: string): Promise<{ im: number; engine: number }> {
-  const im = h.pidsOf(`--id ${instance} `)[0]!;
-  expect(im, 'instance manager pid').toBeGreaterThan(0);
-  const engine = childrenOf(im)[0]!;
-  expect(engine, 'engine pid').toBeGreaterThan(0);
+/**
+ * The processes serving on `instance` now: its instance manager and its engine (the manager's child). Looked up
+ * when the kill is due, from a stream the engine is serving: a lookup made before (from the cluster's status,
+ * which lags) may find an engine that a previous kill left restarting, or none yet.
+ */
+function servingPids(instance: string): { im: number; engine: number } {
+  const im = h.pidsOf(`--id ${instance} `)[0] ?? 0;
+  const engine = im ? (childrenOf(im)[0] ?? 0) : 0;
+  if (!(im > 0 && engine > 0)) throw new Error(`no serving processes of ${instance} (instance manager ${im}, engine ${engine})`);
   return { im, engine };
 }
 
@@ -249,10 +253,6 @@ describe('request migration (SIGKILL mid-stream)', () => {
   async function migrateAfterKill(kill: 'engine' | 'instance'): Promise<void> {
     const id = `mig-${kill}-${Date.now()}`;
     const max = 300;
-    // every instance's processes, found before the stream so that the kill lands at once
-    const st = await h.status();
-    const pids = new Map<string, { im: number; engine: number }>();
-    for (const i of st!.pools.flatMap((p) => p.instances)) if (i.state === 'ready') pids.set(i.id, await servingPids(i.id));
     let victim: string | undefined;
     let atKill = -1;
     const before = backend.counters.migrated;
@@ -266,7 +266,7 @@ describe('request migration (SIGKILL mid-stream)', () => {
       if (atKill < 0 && n >= 30 && victim) {
         atKill = n;
         textAtKill = seenText.join('');
-        const p = pids.get(victim)!;
+        const p = servingPids(victim);
         killedPid = kill === 'engine' ? p.engine : p.im;
         process.kill(killedPid, 'SIGKILL');
         setTimeout(() => {
@@ -336,14 +336,11 @@ describe('request migration (SIGKILL mid-stream)', () => {
     await h.waitReady(1, 60_000);
     const b0 = new NatsBackend(gw, { chunkTimeoutMs: 20_000, migrationLimit: 0 });
     const id = `mig-none-${Date.now()}`;
-    const st = await h.status();
-    const pids = new Map<string, { im: number; engine: number }>();
-    for (const i of st!.pools.flatMap((p) => p.instances)) if (i.state === 'ready') pids.set(i.id, await servingPids(i.id));
     let killed = false;
     const chunks = await run(request(id, 300), (c, n) => {
       if (!killed && n >= 20 && c.instance) {
         killed = true;
-        process.kill(pids.get(c.instance)!.engine, 'SIGKILL');
+        process.kill(servingPids(c.instance).engine, 'SIGKILL');
       }
     }, b0);
     b0.close();
@@ -357,9 +354,6 @@ describe('request migration (SIGKILL mid-stream)', () => {
   it('n choices through the gateway: the engine of one choice dies, that choice migrates, every choice completes with its own finish', async () => {
     await h.waitReady(2, 60_000);
     // (the engine the previous test killed may still be restarting: the gateway's token count asks the other one)
-    const st = await h.status();
-    const pids = new Map<string, { im: number; engine: number }>();
-    for (const i of st!.pools.flatMap((p) => p.instances)) if (i.state === 'ready') pids.set(i.id, await servingPids(i.id));
     // the real HTTP layer over the NatsBackend; the tee learns which instance serves each choice
     const serving = new Map<string, string>();
     const tee: GatewayBackend = {
@@ -394,7 +388,7 @@ describe('request migration (SIGKILL mid-stream)', () => {
         const victim = [...serving].find(([id]) => id.endsWith('_0'))?.[1];
         if (!killed && c.index === 0 && texts[0]!.trim().split(/\s+/).length >= 30 && victim) {
           killed = true;
-          process.kill(pids.get(victim)!.engine, 'SIGKILL');
+          process.kill(servingPids(victim).engine, 'SIGKILL');
         }
       }
       expect(killed).toBe(true);
