@@ -87,7 +87,7 @@ export class ClusterManager extends Actor {
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192, expectSubject: (t) => subjects.telInstance(t.id) });
     this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: this.clock.now() }), { capacity: 8192, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) });
     this.#listeningSinceMs = this.clock.now();
-    this.#timers.push(this.clock.setInterval(() => void this.#loadAssignments(), 1000));
+    void this.#watchAssignments();
     this.#lease = new LeaderLease({
       bus: this.bus, key: leaseKeys.clusterPlanner(), holder: this.id, ttlMs: c.liveness.leaseTtlMs,
       renewMs: Math.max(100, Math.floor(c.liveness.leaseTtlMs / 3)), log: this.log,
@@ -190,6 +190,39 @@ export class ClusterManager extends Actor {
   protected override heartbeatMeta() {
     const a = this.#predictor.accuracy();
     return { leader: this.#lease?.isLeader() ?? false, predictorAccuracy: a.rate, predictorRecentAccuracy: a.recentRate, predictorObservations: a.total };
+  }
+
+  #stopped = false;
+  #assignWatch?: { stop(): void };
+
+  /**
+   * The pool assignments as the store changes them (a KV watch on `pool.>`: one consumer, entries pushed as
+   * they are written, the current ones first), rather than a listing and a read of every key each second. A
+   * watch that ends (a dropped connection, the bucket not there yet) is started again a second later.
+   */
+  async #watchAssignments(): Promise<void> {
+    while (!this.#stopped) {
+      try {
+        const kv: KV = await this.bus.kv(jetstream.inventoryBucket);
+        const it = await kv.watch({ key: 'pool.>' });
+        this.#assignWatch = it;
+        if (this.#stopped) it.stop();
+        for await (const e of it) {
+          if (e.operation !== 'PUT' || !e.value.length) continue;
+          let a: PoolAssignmentT;
+          try {
+            a = PoolAssignment.decode(e.value);
+          } catch (err) {
+            this.log.debug({ key: e.key, err: (err as Error).message }, 'undecodable assignment skipped');
+            continue;
+          }
+          this.#step({ type: 'assignments_loaded', assignments: [a] });
+        }
+      } catch (err) {
+        this.log.debug({ err: (err as Error).message }, 'assignment watch ended');
+      }
+      if (!this.#stopped) await this.clock.sleep(1000);
+    }
   }
 
   async #loadAssignments(): Promise<void> {
@@ -498,6 +531,8 @@ export class ClusterManager extends Actor {
   }
 
   protected override async onStop(): Promise<void> {
+    this.#stopped = true;
+    this.#assignWatch?.stop();
     for (const t of [...this.#timers, ...this.#leaderTimers]) this.clock.clearInterval(t);
     this.#statusServe?.unsubscribe();
     await this.#lease?.stop().catch(() => {});
