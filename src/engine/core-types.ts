@@ -76,6 +76,8 @@ export interface CoreStats {
   kvCapacityTokens: number;
   /** cumulative energy of the instance since creation, J (steps + idle time advanced via idleUntil). */
   energyJ: number;
+  /** the part of energyJ drawn idle (no step running: idle power at the clock of the time, or asleep), J. */
+  idleEnergyJ: number;
   clockMhz: number;
   tp: number;
 }

@@ -61,6 +61,7 @@ export class BatchingCore implements BatchingCoreApi {
   /** time up to which energy is accounted (end of the last step or idle accounting), ms. */
   private accountedMs: number | null = null;
   private energyJ = 0;
+  private idleEnergyJ = 0;
   private sleeping = false;
   private lastPowerW = 0;
   private preemptions = 0;
@@ -274,7 +275,9 @@ export class BatchingCore implements BatchingCoreApi {
     }
     if (nowMs <= this.accountedMs) return;
     const p = this.idlePowerW();
-    this.energyJ += (p * (nowMs - this.accountedMs)) / 1000;
+    const j = (p * (nowMs - this.accountedMs)) / 1000;
+    this.energyJ += j;
+    this.idleEnergyJ += j;
     this.accountedMs = nowMs;
     this.lastPowerW = p;
   }
@@ -333,6 +336,7 @@ export class BatchingCore implements BatchingCoreApi {
       kvUsedTokens: (this.totalBlocks - this.freeBlocks) * KV_BLOCK_TOKENS,
       kvCapacityTokens: this.totalBlocks * KV_BLOCK_TOKENS,
       energyJ: this.energyJ,
+      idleEnergyJ: this.idleEnergyJ,
       clockMhz: this.clockMhz,
       tp: this.tp,
     };

@@ -4,7 +4,9 @@
  * class first, then output class; every later pool serves requests at least as long in the dominant
  * dimension, so it meets the earlier pool's SLOs at the same server budget or better). Each pool needs
  * D = sum over the load routed to it of load_t / ML_t servers (ML_t = what one server carries of type t at
- * TP8 and max clock); it gets floor(D) and the fractional remainder of each type's load is forwarded to
+ * max clock, split into instances of the best of `splitTps`: TP8 alone in the paper; every TP degree when the
+ * pools re-shard, since a pool splits its servers into the TP mix that carries its load); it gets floor(D) and
+ * the fractional remainder of each type's load is forwarded to
  * the next pool; only the last pool (LL) rounds up. A pool that ends with zero servers is merged into the
  * pool that receives its load. Pure.
  */
@@ -31,6 +33,11 @@ export interface PlanClusterInput {
   current?: ClusterPlan;
   /** a type whose peak load (req/s) is below this has its pool merged into the next one. Default 0. */
   minLoadToKeepPool?: number;
+  /**
+   * the TP degrees a pool may split a server into (its re-shard plan picks among them): a server's capacity for
+   * a type is that of the best one (serverCapacity). Default [8]: the paper's TP8 servers (pools that never re-shard).
+   */
+  splitTps?: readonly number[];
 }
 
 /** ClusterPlan plus the flags of a capped plan (extends the shared contract compatibly). */
@@ -54,7 +61,7 @@ export function planCluster(input: PlanClusterInput): ClusterPlanResult {
   const ml = new Map<RequestType, number>();
   for (const t of POOL_ORDER) {
     const typed = p.requestTypes.some((s) => s.type === t);
-    ml.set(t, typed ? maxLoadOf(p, t, 8, fmax) * (gpusPerServer / 8) : 0);
+    ml.set(t, typed ? serverCapacity(p, t, gpusPerServer, input.splitTps ?? [8], fmax) : 0);
   }
   const unservable = POOL_ORDER.filter((t) => !(ml.get(t)! > 0) && (input.forecastPeak[t] ?? 0) > 0);
   // ML of a type that cannot be served is taken from the next servable longer type (conservative)
@@ -145,6 +152,18 @@ export function planCluster(input: PlanClusterInput): ClusterPlanResult {
     routing,
     unservable,
   };
+}
+
+/**
+ * What one server carries of type t within its SLO at max clock (req/s): its GPUs split into floor(gpusPerServer /
+ * tp) instances of the one TP degree of `splitTps` (and of the profile) that carries the most. A type's SLO
+ * capacity per GPU differs by TP degree (Llama2-70B LS on H100: TP2 carries ~2.6x what TP8 does per GPU), so a
+ * plan sized at TP8 for pools that re-shard to TP2 holds twice the GPUs the load needs.
+ */
+export function serverCapacity(p: Profile, t: RequestType, gpusPerServer: number, splitTps: readonly number[] = [8], fmax = maxClockOf(p)): number {
+  let best = 0;
+  for (const tp of splitTps) if (tp <= gpusPerServer && p.tpDegrees.includes(tp)) best = Math.max(best, maxLoadOf(p, t, tp, fmax) * Math.floor(gpusPerServer / tp));
+  return best;
 }
 
 export interface StartAhead {

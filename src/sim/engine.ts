@@ -38,7 +38,9 @@ import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision } from './pool-brain.ts';
 import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
 import type { PoolMachineConfig } from '../policy/machines/pool.ts';
-import { clusterStep, initialClusterState, intakePools, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
+import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
+import { ClusterBrain } from './cluster-brain.ts';
+import { Heap } from './heap.ts';
 import { decideClock, epochLoad, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig } from '../policy/machines/instance.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
 import { LOAD_FLOOR, dispatchQuantised, quantSlot, quantiseLoad, type DispatchScore } from './quantise.ts';
@@ -94,55 +96,6 @@ export function reshardTau(from: InstanceConfig[], to: InstanceConfig[]): number
 }
 
 const TYPE_INDEX = Object.fromEntries(REQUEST_TYPES.map((t, i) => [t, i])) as Record<RequestType, number>;
-
-/** Min-heap of (time, item). */
-class Heap<T> {
-  private t: number[] = [];
-  private v: T[] = [];
-  get size() {
-    return this.t.length;
-  }
-  peekTime(): number {
-    return this.t.length ? this.t[0] : Infinity;
-  }
-  push(time: number, item: T): void {
-    const t = this.t, v = this.v;
-    let i = t.length;
-    t.push(time);
-    v.push(item);
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (t[p] <= time) break;
-      t[i] = t[p];
-      v[i] = v[p];
-      i = p;
-    }
-    t[i] = time;
-    v[i] = item;
-  }
-  pop(): T {
-    const t = this.t, v = this.v;
-    const top = v[0];
-    const lt = t.pop()!;
-    const lv = v.pop()!;
-    const n = t.length;
-    if (n > 0) {
-      let i = 0;
-      while (true) {
-        let c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && t[c + 1] < t[c]) c++;
-        if (t[c] >= lt) break;
-        t[i] = t[c];
-        v[i] = v[c];
-        i = c;
-      }
-      t[i] = lt;
-      v[i] = lv;
-    }
-    return top;
-  }
-}
 
 export interface LoadTemplate {
   /** per type, arrivals per minute bin (by predicted type). */
@@ -227,6 +180,8 @@ interface SimInstance {
   view: InstanceView;
   /** fluid: energy J. */
   energyJ: number;
+  /** fluid: the part of energyJ at the instance's idle power (zero load at its clock), J. */
+  idleJ?: number;
   /** a re-shard target: its GPUs are the retiring instances' (no extra power or GPU-hours while starting). */
   reshard: boolean;
   /** instances of the pool this one replaces (drained when it is ready). */
@@ -301,7 +256,7 @@ export class Simulation {
   /** per type: the pool its requests go to first (overload spills to the longer pools). */
   private route = new Map<RequestType, SimPool>();
   /** the cluster manager's machine (policies with dynamic instances, not the oracle): its state and configuration. */
-  private cm?: { cfg: ClusterMachineConfig; s: ClusterMachineState; servers: ClusterServer[] };
+  private cm?: ClusterBrain;
   /** the pool machines' configuration (the pool id set per pool). */
   private poolCfg?: PoolMachineConfig;
   private template!: LoadTemplate;
@@ -334,6 +289,10 @@ export class Simulation {
   private extraAccMs = 0;
   private gpuMs = 0;
   private stoppedEnergyJ = 0;
+  /** the breakdown of the energy: idle part of stopped instances, unallocated GPUs, starting instances, J. */
+  private stoppedIdleJ = 0;
+  private freeJ = 0;
+  private startingJ = 0;
   private readonly series = { tS: [] as number[], powerW: [] as number[], energyKWh: [] as number[], gpusByPool: {} as Record<string, number[]>, clockByPool: {} as Record<string, number[]> };
   private lastSampleJ = 0;
   private lastSampleMs = 0;
@@ -466,6 +425,8 @@ export class Simulation {
       }
     const freeW = Math.max(0, this.totalGpus - alloc) * this.perf.idlePowerW(1, this.maxClock, false);
     this.extraJ += ((freeW + startingW) * dt) / 1000;
+    this.freeJ += (freeW * dt) / 1000;
+    this.startingJ += (startingW * dt) / 1000;
     this.gpuMs += Math.min(alloc, this.totalGpus) * dt;
     this.extraAccMs = now;
   }
@@ -533,9 +494,14 @@ export class Simulation {
     inst.state = 'stopped';
     if (inst.core) {
       inst.core.idleUntil(now);
-      this.stoppedEnergyJ += inst.core.stats().energyJ;
+      const st = inst.core.stats();
+      this.stoppedEnergyJ += st.energyJ;
+      this.stoppedIdleJ += st.idleEnergyJ;
       inst.core = undefined;
-    } else this.stoppedEnergyJ += inst.energyJ;
+    } else {
+      this.stoppedEnergyJ += inst.energyJ;
+      this.stoppedIdleJ += inst.idleJ ?? 0;
+    }
     inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
     this.reconf.instanceStop++;
   }
@@ -655,31 +621,31 @@ export class Simulation {
   }
 
   /**
-   * ScaleInst / DynamoLLM cluster epoch: the live cluster manager's machine (src/policy/machines/cluster.ts)
-   * decides the servers per pool, their placement and the routing; the simulator gives it the forecast (its
-   * forecaster knows the trace: the peak from now until the next epoch's new servers are ready, since
-   * shrinks act now) and installs the assignments it issues. A new pool's instances pay the start cost.
+   * ScaleInst / DynamoLLM cluster level: the live cluster manager's machine on its own forecaster of the past
+   * minutes (./cluster-brain.ts); the first plan is given the first epoch's highest minute (the trace starts warm;
+   * the forecaster has no history yet, and its floor is the highest minute of its recent window). A new pool's
+   * instances pay the start cost.
    */
-  private clusterEpoch(now: number, initial: boolean): void {
+  private clusterStart(): void {
     const leadMs = this.cost.instanceStartS * 1000;
-    if (!this.cm) {
-      const cfg: ClusterMachineConfig = {
-        issuer: 'sim', profile: this.p, pools: REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] })), configuredPools: false,
-        epochMs: this.ep.clusterS * 1000, statusIntervalMs: PEER_STATUS_MS, minEpochGapMs: this.ep.clusterS * 1000, instanceStartupMs: leadMs,
-        recentWindowMs: this.ep.clusterS * 1000, headroom: this.headroom,
-      };
-      const servers = Array.from({ length: this.o.servers }, (_, k) => ({ id: `server-${k}`, gpus: this.gpusPerServer }));
-      this.cm = { cfg, s: initialClusterState(cfg), servers };
-    }
-    const forecast = this.forecastPeak(now, now + this.ep.clusterS * 1000 + leadMs);
-    const { state, effects } = clusterStep(this.cm.s, { type: 'epoch', why: initial ? 'start' : 'epoch timer', observed: {}, servers: this.cm.servers, forecast }, now, this.cm.cfg);
-    this.cm.s = state;
-    const capped = effects.map((e) => (e.kind === 'event' ? (e.decision.capped as { needed: number } | undefined) : undefined)).find((x) => x);
-    if (capped && !this.notes.some((n) => n.startsWith('cluster plan capped'))) this.notes.push(`cluster plan capped at ${this.o.servers} servers (needed ${capped.needed}) at t=${(now / 1000).toFixed(0)} s`);
-    const wanted = [...state.assignments.values()].filter((a) => a.state === 'active').map((a) => ({ id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0) }));
-    // intake's first pool per type (the machine's routing; a pool that refuses spills to the longer ones)
-    const routing: Partial<Record<RequestType, string>> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, intakePools(state, t, () => true)[0]]));
-    this.installPools(wanted, routing, now, initial);
+    const cfg: ClusterMachineConfig = {
+      issuer: 'sim', profile: this.p, pools: REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] })), configuredPools: false,
+      epochMs: this.ep.clusterS * 1000, statusIntervalMs: PEER_STATUS_MS, minEpochGapMs: this.ep.clusterS * 1000, instanceStartupMs: leadMs,
+      recentWindowMs: this.ep.clusterS * 1000, headroom: this.headroom,
+      // pools that re-shard split a server into the TP mix that carries their load; else they keep the start TP
+      splitTps: this.knobs.dynamicShards ? this.p.tpDegrees : [this.o.instanceTp ?? 8],
+    };
+    const servers = Array.from({ length: this.o.servers }, (_, k) => ({ id: `server-${k}`, gpus: this.gpusPerServer }));
+    // epochs are decided `leadMs` before each epoch so new servers are ready at it
+    this.cm = new ClusterBrain(cfg, servers, Math.max(1, this.ep.clusterS * 1000 - leadMs), (t, b) => this.template.perMin[t][b] ?? 0, (state, effects, now, initial) => {
+      const capped = effects.map((e) => (e.kind === 'event' ? (e.decision.capped as { needed: number } | undefined) : undefined)).find((x) => x);
+      if (capped && !this.notes.some((n) => n.startsWith('cluster plan capped'))) this.notes.push(`cluster plan capped at ${this.o.servers} servers (needed ${capped.needed}) at t=${(now / 1000).toFixed(0)} s`);
+      const wanted = [...state.assignments.values()].filter((a) => a.state === 'active').map((a) => ({ id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0) }));
+      // intake's first pool per type (the machine's routing; a pool that refuses spills to the longer ones)
+      const routing: Partial<Record<RequestType, string>> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, intakePools(state, t, () => true)[0]]));
+      this.installPools(wanted, routing, now, initial);
+    });
+    this.cm.start(this.forecastPeak(0, this.ep.clusterS * 1000 + leadMs, 1));
   }
 
   /**
@@ -1400,6 +1366,23 @@ export class Simulation {
     return e;
   }
 
+  /**
+   * Where the energy went (kWh; the parts sum to energyKWh): GPUs in no instance (powered, unloaded idle), instances
+   * starting (loaded idle while they load: the scale-out cost), instances idle (no step running: loaded idle at their
+   * clock), and instances stepping (busy: the clock, the batch and the TP split set it).
+   */
+  private energyBreakdown(now: number): NonNullable<SimResult['energyBreakdown']> {
+    const total = this.instancesEnergyJ(now);
+    let idle = this.stoppedIdleJ;
+    for (const p of this.pools)
+      for (const i of p.instances) {
+        if (i.state === 'stopped' || i.state === 'starting') continue;
+        idle += i.core ? i.core.stats().idleEnergyJ : (i.idleJ ?? 0);
+      }
+    const k = 3.6e6;
+    return { unallocatedKWh: this.freeJ / k, startingKWh: this.startingJ / k, instanceIdleKWh: idle / k, instanceBusyKWh: (total - idle) / k };
+  }
+
   private totalEnergyJ(now: number): number {
     this.accountExtra(now);
     return this.instancesEnergyJ(now) + this.extraJ;
@@ -1519,15 +1502,22 @@ export class Simulation {
     mixedPowerFast(cfg, pl, pw);
     let w = pw[0]!;
     const n = g.insts.length;
+    let busy = 1 - Math.exp(-pw[1]!);
     if (!this.useDispatchPolicy && n > 1) {
       // see fluidGroup: the busy fraction of least-outstanding dispatch
       const x = pw[1]!;
       const bi = 1 - Math.exp(-x);
-      if (bi > 1e-9) w = cfg.idleW + ((w - cfg.idleW) / bi) * leastLoadedBusyFraction(n, x);
+      if (bi > 1e-9) {
+        busy = leastLoadedBusyFraction(n, x);
+        w = cfg.idleW + ((w - cfg.idleW) / bi) * busy;
+      }
     }
+    // the idle part (the energy breakdown): the share of the tick no request is in service, at idle power
+    const idleJ = (1 - Math.min(1, busy)) * cfg.idleW * dtS;
     for (let k = 0; k < 9; k++) add[k] = (1 - fDecay) * (c ? (c[k] * share) / dtS : 0);
     for (const inst of g.insts) {
       inst.energyJ += w * dtS;
+      inst.idleJ = (inst.idleJ ?? 0) + idleJ;
       const ld = inst.load;
       for (let k = 0; k < 9; k++) ld[k] = ld[k] * fDecay + add[k];
       inst.loadAtMs = endMs;
@@ -1566,20 +1556,25 @@ export class Simulation {
     const pload: LoadByType = {};
     for (let k = 0; k < 9; k++) if (sm[k] > 1e-9) pload[REQUEST_TYPES[k]] = sm[k] * share;
     let w = decide.mixedPowerW(this.p, g.tp, g.clock, pload);
+    const x = decide.occupancyOf(this.p, g.tp, g.clock, pload);
+    const idleW = idlePowerOf(this.p, g.tp, g.clock);
+    let busy = 1 - Math.exp(-x);
     if (!this.useDispatchPolicy && g.insts.length > 1) {
       // least-outstanding dispatch (the baselines) sends an arrival to an empty instance whenever one exists:
       // instances idle far less than the profile's independent-Poisson busy fraction 1 - exp(-x) assumes
       // (src/sim/fluid.ts). Keep the profile's power while busy, take the busy fraction of the dispatch.
       // Approximation: each (TP, clock) group is its own least-loaded pool (step balances per GPU across them).
-      const x = decide.occupancyOf(this.p, g.tp, g.clock, pload);
-      const bi = 1 - Math.exp(-x);
+      const bi = busy;
       if (bi > 1e-9) {
-        const idleW = idlePowerOf(this.p, g.tp, g.clock);
-        w = idleW + ((w - idleW) / bi) * leastLoadedBusyFraction(g.insts.length, x);
+        busy = leastLoadedBusyFraction(g.insts.length, x);
+        w = idleW + ((w - idleW) / bi) * busy;
       }
     }
+    // the idle part (the energy breakdown): the share of the tick no request is in service, at idle power
+    const idleJ = (1 - Math.min(1, busy)) * idleW * dtS;
     for (const inst of g.insts) {
       inst.energyJ += w * dtS;
+      inst.idleJ = (inst.idleJ ?? 0) + idleJ;
       for (let k = 0; k < 9; k++) inst.load[k] = inst.load[k] * fDecay + (1 - fDecay) * (c ? (c[k] * share) / dtS : 0);
       // the EWMA is now current at the tick's end: without this, decayLoad (instance epoch) decayed it a
       // second time for the same 5 s and the clock saw ~1/(1 + e^-0.5) = 62% of the load
@@ -1721,7 +1716,7 @@ export class Simulation {
   // ---------------------------------------------------------------- main loop
   private initialPlan(): void {
     if (this.knobs.oracle) this.oracleEpoch(0);
-    else if (this.knobs.dynamicInstances) this.clusterEpoch(0, true);
+    else if (this.knobs.dynamicInstances) this.clusterStart();
     else {
       const s = this.staticPools();
       this.installPools(s.wanted, s.routing, 0, true);
@@ -1739,15 +1734,12 @@ export class Simulation {
     const wall0 = performance.now();
     await this.buildTemplate();
     const endMs = this.template.durationMs;
-    const clusterMs = this.ep.clusterS * 1000;
     const poolMs = this.ep.poolS * 1000;
     const instMs = this.ep.instanceS * 1000;
     const sampleMs = (this.o.sampleS ?? (endMs > 6 * 3.6e6 ? 60 : 10)) * 1000;
-    const leadMs = this.cost.instanceStartS * 1000;
     this.initialPlan();
 
-    // cluster decisions are taken `leadMs` before each epoch so new servers are ready at it
-    let nextCluster = Math.max(1, clusterMs - leadMs), nextPool = poolMs, nextInst = instMs, nextSample = sampleMs;
+    let nextCluster = this.cm?.nextMs() ?? Infinity, nextPool = poolMs, nextInst = instMs, nextSample = sampleMs;
     let nextProgress = 0;
     const it = this.inp.records();
     const isAsync = Symbol.asyncIterator in it;
@@ -1766,8 +1758,8 @@ export class Simulation {
       }
     };
     const cluster = (t: number) => {
-      if (this.knobs.dynamicInstances && !this.knobs.oracle) this.clusterEpoch(t, false);
-      nextCluster += clusterMs;
+      this.cm?.due(t);
+      nextCluster = this.cm?.nextMs() ?? Infinity;
     };
 
     if (this.fidelity === 'fluid') {
@@ -1926,6 +1918,7 @@ export class Simulation {
       rateScale: typeof this.o.rateScale === 'number' ? this.o.rateScale : 1,
       requests: this.requests,
       energyKWh: energyJ / 3.6e6,
+      energyBreakdown: this.energyBreakdown(endMs),
       avgPowerW: energyJ / durationS,
       p99PowerW: percentile(this.powerSamples, 0.99),
       gpuHours,

@@ -38,8 +38,40 @@ export function table(results: SimResult[], paper: Partial<Record<string, number
   const dyn = results.find((r) => r.policy === 'dynamollm');
   const orc = results.find((r) => r.policy === 'oracle');
   if (dyn && orc) out.push('', `gap dynamollm -> oracle: ${((dyn.energyKWh / orc.energyKWh - 1) * 100).toFixed(1)}% more energy than the oracle`);
+  out.push('', ...breakdownTable(results));
   out.push('', `energy is modelled: ${results[0]?.energySource.profile ?? ''}; calibration: ${results[0]?.energySource.calibration ?? ''}`);
   return out.join('\n');
+}
+
+const BREAKDOWN_PARTS = [
+  ['unallocatedKWh', 'GPUs in no instance'],
+  ['startingKWh', 'instances starting'],
+  ['instanceIdleKWh', 'instances idle'],
+  ['instanceBusyKWh', 'instances stepping'],
+] as const;
+
+/**
+ * Where the energy went, kWh per policy (SimResult.energyBreakdown: the parts sum to the energy), and where
+ * dynamollm spends more than the oracle, part by part.
+ */
+export function breakdownTable(results: SimResult[]): string[] {
+  const rs = results.filter((r) => r.energyBreakdown);
+  if (!rs.length) return [];
+  const head = ['energy by part, kWh', ...BREAKDOWN_PARTS.map(([, name]) => name)];
+  const rows = rs.map((r) => [r.policy, ...BREAKDOWN_PARTS.map(([k]) => r.energyBreakdown![k].toFixed(2))]);
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join('  ');
+  const out = [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)];
+  const dyn = rs.find((r) => r.policy === 'dynamollm');
+  const orc = rs.find((r) => r.policy === 'oracle');
+  if (dyn && orc) {
+    const parts = BREAKDOWN_PARTS.map(([k, name]) => {
+      const d = dyn.energyBreakdown![k] - orc.energyBreakdown![k];
+      return `${name} ${d >= 0 ? '+' : ''}${d.toFixed(2)}`;
+    });
+    out.push(`dynamollm - oracle by part, kWh: ${parts.join(', ')} (GPU-hours ${f1(dyn.gpuHours)} vs ${f1(orc.gpuHours)})`);
+  }
+  return out;
 }
 
 /** The plotting library's browser bundles, read once and inlined, so a report opens offline. */

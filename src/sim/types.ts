@@ -147,6 +147,12 @@ export interface SimResult {
   avgPowerW: number;
   p99PowerW: number;
   gpuHours: number;
+  /**
+   * where the energy went, kWh (the parts sum to energyKWh): GPUs in no instance (powered, unloaded idle), instances
+   * starting (the scale-out cost), instances idle (no step running, at their clock's loaded idle power), and
+   * instances stepping.
+   */
+  energyBreakdown?: { unallocatedKWh: number; startingKWh: number; instanceIdleKWh: number; instanceBusyKWh: number };
   costUsd: number;
   carbonKg: number;
   latency: LatencyStats & { byType: Partial<Record<RequestType, LatencyStats>> };

@@ -168,6 +168,27 @@ describe('cluster machine', () => {
     expect(c.find((e) => e.kind === 'event' && e.event === 'scale')).toMatchObject({ decision: { capped: { needed: 9, have: 6 } } });
   });
 
+  it('with pools that re-shard (splitTps), sizes a server at the TP split that carries the most of a type', () => {
+    // Llama2-70B LS on H100: four TP2 instances carry ~2.6x what one TP8 instance does within the SLO, so a plan
+    // sized at TP8 for pools that re-shard to TP2 holds over twice the servers the load needs
+    const fmax = Math.max(...profile.clocksMhz);
+    const tp8 = maxLoadOf(profile, 'LS', 8, fmax);
+    const tp2 = 4 * maxLoadOf(profile, 'LS', 2, fmax);
+    expect(tp2).toBeGreaterThan(2 * tp8);
+    const forecast = { LS: 5.5 * tp8 };
+    const gpusOf = (fx: ClusterEffect[]) => Object.fromEntries(assigned(fx).filter((a) => a.state === 'active').map((a) => [a.pool, a.grants.length]));
+    // the paper's TP8 servers (the default): floor(5.5) = 5 servers for LS, the remainder to LL
+    const paper = new Drive(cfg()).at(0, { type: 'epoch', why: 'sim', observed: {}, servers: SERVERS, forecast });
+    expect(gpusOf(paper)).toEqual({ 'pool-LS': 5, 'pool-LL': 1 });
+    // split into TP2/TP4/TP8 as the pool's re-shard plan does: floor(5.5 x tp8 / tp2) servers
+    const split = new Drive(cfg({ splitTps: [2, 4, 8] })).at(0, { type: 'epoch', why: 'sim', observed: {}, servers: SERVERS, forecast });
+    const want = Math.floor((5.5 * tp8) / tp2);
+    expect(want).toBeLessThan(3);
+    expect(gpusOf(split)).toEqual({ ...(want > 0 ? { 'pool-LS': want } : {}), 'pool-LL': 1 });
+    // a TP degree outside the split list does not count: TP8 alone is the paper's plan again
+    expect(gpusOf(new Drive(cfg({ splitTps: [8] })).at(0, { type: 'epoch', why: 'sim', observed: {}, servers: SERVERS, forecast }))).toEqual({ 'pool-LS': 5, 'pool-LL': 1 });
+  });
+
   it('takes stored assignments (route, epoch) but never an older epoch over a newer one', () => {
     const d = new Drive();
     const a = (epoch: number, types: PoolAssignment['types']): PoolAssignment => ({ v: 1, pool: 'pool-LL', types, grants: [{ node: 'node-0', gpuIds: [0] }], epoch, state: 'active', issuedBy: 'x', atMs: 0 });

@@ -1,6 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { paperProfile, MEDIUM } from '../fixtures/paper-profile.ts';
 import { planCluster, serversToStartAhead, planSharding, overheadTable } from '../../src/policy/index.ts';
+import { serverCapacity } from '../../src/policy/cluster.ts';
+import { profileFor } from '../../src/sim/index.ts';
 import { maxLoadOf } from '../../src/model/profile.ts';
 
 const p = paperProfile();
@@ -39,6 +41,21 @@ describe('planCluster', () => {
     expect(plan.neededServers).toBe(20);
     expect(plan.totalServers).toBe(12);
     expect(plan.capped).toBe(true);
+  });
+
+  it('serverCapacity: a server split into the TP degree of splitTps that carries the most (TP8 alone by default)', () => {
+    const h = profileFor('llama2-70b', 'h100');
+    const f = Math.max(...h.clocksMhz);
+    expect(serverCapacity(h, 'LS', 8)).toBeCloseTo(maxLoadOf(h, 'LS', 8, f), 9);
+    const best = Math.max(4 * maxLoadOf(h, 'LS', 2, f), 2 * maxLoadOf(h, 'LS', 4, f), maxLoadOf(h, 'LS', 8, f));
+    expect(serverCapacity(h, 'LS', 8, [2, 4, 8])).toBeCloseTo(best, 9);
+    expect(serverCapacity(h, 'LS', 8, [2, 4, 8])).toBeGreaterThan(2 * serverCapacity(h, 'LS', 8));
+    // 16-GPU servers hold twice the instances
+    expect(serverCapacity(h, 'LS', 16, [2, 4, 8])).toBeCloseTo(2 * best, 9);
+    // planCluster sizes with it: LS at 3 TP8 servers' capacity needs one server of TP2 instances
+    const plan = planCluster({ forecastPeak: { LS: 3 * maxLoadOf(h, 'LS', 8, f) }, profile: h, totalServers: 12, gpusPerServer: 8, splitTps: [2, 4, 8] });
+    expect(plan.rationale.find((x) => x.type === 'LS')!.maxLoadPerServer).toBeCloseTo(best, 9);
+    expect(plan.totalServers).toBeLessThan(planCluster({ forecastPeak: { LS: 3 * maxLoadOf(h, 'LS', 8, f) }, profile: h, totalServers: 12, gpusPerServer: 8 }).totalServers);
   });
 
   it('serversToStartAhead starts the added servers one startup time before the epoch', () => {

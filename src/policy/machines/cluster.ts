@@ -42,6 +42,11 @@ export interface ClusterMachineConfig {
   recentWindowMs: number;
   /** SLO capacity kept free (as dispatch and the re-shard plan keep it): the plan is sized for forecast / (1 - headroom). Default 0. */
   headroom?: number;
+  /**
+   * the TP degrees the pools split a server into (policy planCluster splitTps): a server's capacity is that of the
+   * best of them. Default [8] (the paper's TP8 servers); the TP degrees the pools re-shard to when they do.
+   */
+  splitTps?: readonly number[];
 }
 
 export interface ClusterMachineState {
@@ -152,7 +157,7 @@ function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Lo
   const f = forecastOf(s, cfg, now, cfg.epochMs);
   let want: Map<string, number>;
   try {
-    want = serversPerPool(planOf(f, ev.servers, cfg.profile, cfg.headroom));
+    want = serversPerPool(planOf(f, ev.servers, cfg.profile, cfg.headroom, cfg.splitTps));
   } catch {
     return;
   }
@@ -167,10 +172,10 @@ function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Lo
 }
 
 /** The plan for a forecast peak, sized for it plus the headroom. */
-export function planOf(forecast: Load, servers: ClusterServer[], profile: Profile, headroom = 0): ClusterPlanResult {
+export function planOf(forecast: Load, servers: ClusterServer[], profile: Profile, headroom = 0, splitTps?: readonly number[]): ClusterPlanResult {
   const peak: Load = {};
   for (const [t, v] of Object.entries(forecast) as [RequestType, number][]) if (v) peak[t] = v / (1 - headroom);
-  return planCluster({ forecastPeak: peak, profile, totalServers: servers.length, gpusPerServer: servers[0]?.gpus ?? 8 });
+  return planCluster({ forecastPeak: peak, profile, totalServers: servers.length, gpusPerServer: servers[0]?.gpus ?? 8, ...(splitTps ? { splitTps } : {}) });
 }
 
 function serversPerPool(plan: { pools: { pool: { id: string }; servers: number }[] }): Map<string, number> {
@@ -203,7 +208,7 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
   const allEight = servers.every((x) => x.gpus % 8 === 0);
   if (cfg.profile && !cfg.configuredPools && allEight) {
     // the paper's plan: whole servers per pool, floor(PL/ML), remainder forwarded, merges
-    const plan = planOf(forecast, servers, cfg.profile, cfg.headroom);
+    const plan = planOf(forecast, servers, cfg.profile, cfg.headroom, cfg.splitTps);
     rationale = plan.rationale;
     capped = plan.capped ? { needed: plan.neededServers, have: servers.length } : undefined;
     const count = serversPerPool(plan);
@@ -229,7 +234,7 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
     // start ahead of a forecast rise: what the next epoch's forecast adds, granted instanceStartupMs early
     if (epochMs > 0 && !extra && !given) {
       const next = forecastOf(s, cfg, now + epochMs, epochMs);
-      const ahead = serversToStartAhead(plan, planOf(next, servers, cfg.profile, cfg.headroom), cfg.instanceStartupMs, epochMs);
+      const ahead = serversToStartAhead(plan, planOf(next, servers, cfg.profile, cfg.headroom, cfg.splitTps), cfg.instanceStartupMs, epochMs);
       if (ahead.length) {
         startAhead = ahead;
         const at = Math.min(...ahead.map((x) => x.startInMs));

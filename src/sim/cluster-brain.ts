@@ -1,0 +1,80 @@
+/**
+ * The simulated cluster manager: the live cluster manager's machine (src/policy/machines/cluster.ts) on the
+ * simulator's virtual clock, with its own forecaster. Every minute it observes the minute that just ended (the
+ * arrivals by predicted type, what a live forecaster counts); its epochs plan for the forecast of that past (Holt
+ * trend, the highest minute of its recent window, a day's or a week's template, times its safety margin); a
+ * forecast change on two observations in a row runs an epoch early (at most once per minEpochGapMs), and a rise it
+ * forecasts for the next epoch arms a start-ahead epoch. Only the first plan (t = 0, no history yet) is given a
+ * load: the trace starts warm. No decision is taken here; the simulator installs the assignments it issues.
+ */
+import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
+import { clusterStep, initialClusterState, type ClusterEffect, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
+import type { LoadByType } from '../policy/types.ts';
+
+type Ev = { type: 'observe' } | { type: 'epoch'; why: string; forecast?: LoadByType; extra?: LoadByType };
+
+export class ClusterBrain {
+  s: ClusterMachineState;
+  private observeMs = 60_000;
+  private epochMs: number;
+  private startAhead?: { atMs: number; forecast: LoadByType };
+
+  /**
+   * `perMin(t, b)`: arrivals of predicted type t in minute b; `firstEpochMs`: the epoch timer's first firing
+   * (then every cfg.epochMs); `onPlan`: called with the machine's state after a step that assigned pools.
+   */
+  constructor(
+    readonly cfg: ClusterMachineConfig,
+    readonly servers: ClusterServer[],
+    firstEpochMs: number,
+    private readonly perMin: (t: RequestType, b: number) => number,
+    private readonly onPlan: (state: ClusterMachineState, effects: ClusterEffect[], now: number, initial: boolean) => void,
+  ) {
+    this.s = initialClusterState(cfg);
+    this.epochMs = firstEpochMs;
+  }
+
+  /** The first plan (t = 0), for the load it is given. */
+  start(forecast: LoadByType): void {
+    this.step(0, { type: 'epoch', why: 'start', forecast }, true);
+  }
+
+  /** Run the machine's timers due at or before t, each at its own time: minute observations, the epoch, a start-ahead epoch. */
+  due(t: number): void {
+    while (true) {
+      const at = this.nextMs();
+      if (at > t) return;
+      if (this.startAhead?.atMs === at) {
+        const extra = this.startAhead.forecast;
+        this.startAhead = undefined;
+        this.step(at, { type: 'epoch', why: 'start ahead of the next epoch', extra });
+      } else if (this.epochMs === at) {
+        this.epochMs += this.cfg.epochMs;
+        this.step(at, { type: 'epoch', why: 'epoch timer' });
+      } else {
+        this.observeMs += 60_000;
+        this.step(at, { type: 'observe' });
+      }
+    }
+  }
+
+  nextMs(): number {
+    return Math.min(this.observeMs, this.epochMs, this.startAhead?.atMs ?? Infinity);
+  }
+
+  private step(now: number, ev: Ev, initial = false): void {
+    const observed: LoadByType = {};
+    if (ev.type === 'observe') {
+      // the minute that just ended, req/s by predicted type
+      const b = Math.floor(now / 60_000) - 1;
+      if (b >= 0) for (const t of REQUEST_TYPES) if (this.perMin(t, b) > 0) observed[t] = this.perMin(t, b) / 60;
+    }
+    const mev = ev.type === 'observe'
+      ? { type: 'observe' as const, observed, servers: this.servers }
+      : { type: 'epoch' as const, why: ev.why, observed, servers: this.servers, ...(ev.forecast ? { forecast: ev.forecast } : {}), ...(ev.extra ? { extra: ev.extra } : {}) };
+    const { state, effects } = clusterStep(this.s, mev, now, this.cfg);
+    this.s = state;
+    for (const e of effects) if (e.kind === 'arm_timer' && e.timer === 'start_ahead' && 'inMs' in e) this.startAhead = { atMs: now + e.inMs, forecast: e.forecast ?? {} };
+    if (effects.some((e) => e.kind === 'assign')) this.onPlan(state, effects, now, initial);
+  }
+}
