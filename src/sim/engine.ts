@@ -634,6 +634,8 @@ export class Simulation {
       recentWindowMs: this.ep.clusterS * 1000, headroom: this.headroom,
       // pools that re-shard split a server into the TP mix that carries their load; else they keep the start TP
       splitTps: this.knobs.dynamicShards ? this.p.tpDegrees : [this.o.instanceTp ?? 8],
+      // the forecast's floor is already the highest minute of the last 30; the plan keeps `headroom` free on top
+      forecastMargin: 0,
     };
     const servers = Array.from({ length: this.o.servers }, (_, k) => ({ id: `server-${k}`, gpus: this.gpusPerServer }));
     // epochs are decided `leadMs` before each epoch so new servers are ready at it

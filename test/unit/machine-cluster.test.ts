@@ -189,6 +189,19 @@ describe('cluster machine', () => {
     expect(gpusOf(new Drive(cfg({ splitTps: [8] })).at(0, { type: 'epoch', why: 'sim', observed: {}, servers: SERVERS, forecast }))).toEqual({ 'pool-LS': 5, 'pool-LL': 1 });
   });
 
+  it('forecastMargin replaces the forecaster\'s safety margin on the peak it plans for (default +10%)', () => {
+    const run = (c: ClusterMachineConfig) => {
+      const d = new Drive(c);
+      d.at(0, { type: 'observe', observed: { MM: 4 }, servers: SERVERS });
+      d.at(60_000, { type: 'observe', observed: { MM: 4 }, servers: SERVERS });
+      d.at(61_000, { type: 'epoch', why: 'epoch', observed: {}, servers: SERVERS });
+      return d.s.lastForecast!.MM!;
+    };
+    expect(run(cfg())).toBeCloseTo(4.4, 9);
+    expect(run(cfg({ forecastMargin: 0 }))).toBeCloseTo(4, 9);
+    expect(run(cfg({ forecastMargin: 0.25 }))).toBeCloseTo(5, 9);
+  });
+
   it('takes stored assignments (route, epoch) but never an older epoch over a newer one', () => {
     const d = new Drive();
     const a = (epoch: number, types: PoolAssignment['types']): PoolAssignment => ({ v: 1, pool: 'pool-LL', types, grants: [{ node: 'node-0', gpuIds: [0] }], epoch, state: 'active', issuedBy: 'x', atMs: 0 });

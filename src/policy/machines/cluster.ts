@@ -47,6 +47,11 @@ export interface ClusterMachineConfig {
    * best of them. Default [8] (the paper's TP8 servers); the TP degrees the pools re-shard to when they do.
    */
   splitTps?: readonly number[];
+  /**
+   * the forecaster's safety margin on its peak (0.1 = +10%; default the forecaster's, 10%). The plan then keeps
+   * `headroom` of SLO capacity free on top of it.
+   */
+  forecastMargin?: number;
 }
 
 export interface ClusterMachineState {
@@ -136,8 +141,10 @@ export function clusterStep(prev: ClusterMachineState, ev: ClusterEvent, now: nu
   return { state: s, effects: fx };
 }
 
+const forecasterOptions = (cfg: ClusterMachineConfig) => ({ recentWindowMs: cfg.recentWindowMs, ...(cfg.forecastMargin !== undefined ? { safetyMargin: cfg.forecastMargin } : {}) });
+
 function forecastOf(s: ClusterMachineState, cfg: ClusterMachineConfig, at: number, horizonMs: number): Load {
-  return LoadForecaster.reading(s.forecaster, { recentWindowMs: cfg.recentWindowMs }).forecast(at, horizonMs);
+  return LoadForecaster.reading(s.forecaster, forecasterOptions(cfg)).forecast(at, horizonMs);
 }
 
 /**
@@ -148,7 +155,7 @@ function forecastOf(s: ClusterMachineState, cfg: ClusterMachineConfig, at: numbe
  */
 function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Load; servers: ClusterServer[] }, now: number, cfg: ClusterMachineConfig): void {
   if (now - s.lastSampleMs >= sampleMsOf(cfg)) {
-    const f = new LoadForecaster({ recentWindowMs: cfg.recentWindowMs }, s.forecaster);
+    const f = new LoadForecaster(forecasterOptions(cfg), s.forecaster);
     f.observe(now, ev.observed);
     s.forecaster = f.snapshot();
     s.lastSampleMs = now;
