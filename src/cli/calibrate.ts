@@ -35,7 +35,7 @@ const provenance: Record<string, string> = {
   'vllm-2023': 'SplitwiseSim perf_model.csv Llama2-70B on H100 and A100-80GB (TTFT, TBT; the paper-era engine)',
   'vllm-2024': 'Argonne LLM-Inference-Bench vLLM on H100/A100 (batch latency, TTFT, power)',
   'vllm-2024-offline': 'ML.ENERGY v2 chat+code on H100 and A100-40GB, saturated offline batches (steady-state time per output token = Avg BS / token throughput, power, J/token; decode steps with prefill-only steps between them)',
-  vllm: 'ML.ENERGY v3 lm-arena-chat on H100, dense bf16 (median ITL, power, J/token): the 2025 engine, the default',
+  vllm: 'ML.ENERGY v3 lm-arena-chat and gpqa on H100, dense bf16 (median ITL, power, J/token): the 2025 engine, the default',
   hopper: 'memEff/computeEff also from Vidur H100 operator profiles (Llama-2-7B/70B linear layers); power from ML.ENERGY v2/v3 and Argonne H100',
   ampere: 'memEff/computeEff also from Vidur A100 operator profiles (Llama-2-70B); power from ML.ENERGY v2 and Argonne A100',
   clockShape: shapeNote,

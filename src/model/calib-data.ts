@@ -15,10 +15,10 @@ export interface SplitwisePoint {
   tbtMs: number; // token_time: one decode iteration at `batch`
 }
 
-/** ML.ENERGY v2 (chat/code, 2024 vLLM, saturated offline batches) and v3 (lm-arena-chat, 2025 vLLM). */
+/** ML.ENERGY v2 (chat/code, 2024 vLLM, saturated offline batches) and v3 (lm-arena-chat and gpqa, 2025 vLLM). */
 export interface MlEnergyPoint {
   version: 'v2' | 'v3';
-  workload: string; // 'mlenergy-v3-chat' | 'mlenergy-v2-chat' | 'mlenergy-v2-code'
+  workload: string; // 'mlenergy-v3-chat' | 'mlenergy-v3-gpqa' | 'mlenergy-v2-chat' | 'mlenergy-v2-code'
   modelId: string;
   source: string;
   gpu: string;
@@ -152,14 +152,17 @@ export const CATALOG_OF: Record<string, string> = {
   'bigcode/starcoder2-15b': 'starcoder2-15b',
 };
 
+/** ML.ENERGY v3 tasks we read, and the workload each becomes. */
+export const V3_WORKLOADS: Record<string, string> = { 'lm-arena-chat': 'mlenergy-v3-chat', gpqa: 'mlenergy-v3-gpqa' };
+
 /** ML.ENERGY v3: H100, dense, bf16 rows whose model is in our catalog (B200 is not a GPU we model). */
 export function mlEnergyV3Points(text: string): MlEnergyPoint[] {
   const out: MlEnergyPoint[] = [];
   for (const r of parseCsv(text)) {
-    const id = CATALOG_OF[r.model_id ?? ''];
-    if (!id || r.gpu_model !== 'H100' || r.weight_precision !== 'bfloat16' || r.task !== 'lm-arena-chat') continue;
+    const id = CATALOG_OF[r.model_id ?? ''], workload = V3_WORKLOADS[r.task ?? ''];
+    if (!id || !workload || r.gpu_model !== 'H100' || r.weight_precision !== 'bfloat16') continue;
     out.push({
-      version: 'v3', workload: 'mlenergy-v3-chat', modelId: id, source: r.model_id!, gpu: 'h100', tp: n(r, 'tensor_parallel'), batch: n(r, 'avg_batch_size'),
+      version: 'v3', workload, modelId: id, source: r.model_id!, gpu: 'h100', tp: n(r, 'tensor_parallel'), batch: n(r, 'avg_batch_size'),
       avgOutput: n(r, 'avg_output_len'), itlMs: n(r, 'median_itl_ms'), powerPerGpuW: n(r, 'avg_power_watts') / n(r, 'num_gpus'), energyPerTokenJ: n(r, 'energy_per_token_joules'),
     });
   }

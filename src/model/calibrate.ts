@@ -9,7 +9,8 @@
  * 'vllm-2023' as SplitwiseSim profiled it; 'vllm-2024' as Argonne ran it (fixed batches, in = out);
  * 'vllm-2024-offline' as ML.ENERGY v2 ran it (saturated offline batches, no chunked prefill: decode steps with
  * prefill-only steps between them, offlineSteadyState); 'vllm', the 2025
- * engine of ML.ENERGY v3 with CUDA graphs and chunked prefill, the default); never per
+ * engine of ML.ENERGY v3 with CUDA graphs and chunked prefill, the default, seen in two workloads (lm-arena-chat
+ * and gpqa) so that each one's leave-one-workload-out fold learns the engine from the other); never per
  * model. The clock shape (memClockBeta, the V/f curve, idleClockExp) is not identifiable from max-clock data and is
  * carried in the start values (set from the DynamoLLM prototype's shapes vs clock and the paper, see provenance).
  */
@@ -24,11 +25,14 @@ import type { GpuSpec, ModelSpec, StepBatch } from './types.ts';
  * (ShareGPT first turns, which ML.ENERGY's leaderboard-v2 filtered to <= 800 tokens: ~160 tokens on average as
  * the vLLM paper reports ShareGPT inputs, plus its ~35-token system prompt and the chat template); code 150
  * (short completion prompts: the 40 GB A100 runs of StarCoder2-15B hold ~250 sequences beside 32 GB of weights,
- * which leaves room for ~240 tokens of context per sequence, prompt and output together). Assumptions, not fitted.
+ * which leaves room for ~240 tokens of context per sequence, prompt and output together); v3 gpqa 300 (a GPQA
+ * question with its four choices and the instruction; its ~7000-token reasoning outputs make the mean context
+ * ~3800 tokens, so the prompt barely matters). Assumptions, not fitted.
  */
 export const MLENERGY_ASSUMED_PROMPT = 512;
 export const MLENERGY_V2_ASSUMED_PROMPT_CHAT = 210;
 export const MLENERGY_ASSUMED_PROMPT_CODE = 150;
+export const MLENERGY_ASSUMED_PROMPT_GPQA = 300;
 
 export interface Pair {
   label: string;
@@ -122,7 +126,7 @@ function mlEnergyObs(pts: MlEnergyPoint[]): Obs[] {
     const engine = p.version === 'v3' ? 'vllm' : 'vllm-2024-offline';
     const base = { source: `ML.ENERGY ${p.version}`, workload: p.workload, model: p.modelId, gpu: p.gpu, family: g.family, engine };
     const label = `${p.source} ${p.gpu} tp${p.tp} bs=${p.batch.toFixed(1)}`;
-    const prompt = p.workload.endsWith('code') ? MLENERGY_ASSUMED_PROMPT_CODE : p.version === 'v2' ? MLENERGY_V2_ASSUMED_PROMPT_CHAT : MLENERGY_ASSUMED_PROMPT;
+    const prompt = p.workload.endsWith('code') ? MLENERGY_ASSUMED_PROMPT_CODE : p.workload.endsWith('gpqa') ? MLENERGY_ASSUMED_PROMPT_GPQA : p.version === 'v2' ? MLENERGY_V2_ASSUMED_PROMPT_CHAT : MLENERGY_ASSUMED_PROMPT;
     const dec = decodeBatch(p.batch, prompt + p.avgOutput / 2);
     const avg = averageStep(p.batch, prompt, p.avgOutput);
     const f = g.maxClockMhz;

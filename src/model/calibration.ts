@@ -18,49 +18,49 @@ export const CALIBRATION: {
   "currentEngine": "vllm",
   "engines": {
     "vllm-2023": {
-      "cpuOverheadMs": 6.624,
-      "perSeqOverheadMs": 0.2965,
-      "perLayerUs": 0.379,
-      "kernelEff": 0.8226,
+      "cpuOverheadMs": 3.892,
+      "perSeqOverheadMs": 0.2702,
+      "perLayerUs": 0.315,
+      "kernelEff": 0.7622,
       "allReduceLatencyUs": {
-        "2": 1.012,
-        "4": 56.17,
-        "8": 131.1
+        "2": 1,
+        "4": 65.36,
+        "8": 152.5
       },
       "commEff": 0.7
     },
     "vllm-2024": {
-      "cpuOverheadMs": 2.133,
-      "perSeqOverheadMs": 0.0582,
-      "perLayerUs": 6.139,
-      "kernelEff": 0.9977,
+      "cpuOverheadMs": 2.584,
+      "perSeqOverheadMs": 0.06562,
+      "perLayerUs": 2.859,
+      "kernelEff": 0.9957,
       "allReduceLatencyUs": {
-        "2": 23.33,
-        "4": 32.28,
+        "2": 16.56,
+        "4": 26.41,
         "8": 25
       },
       "commEff": 0.7
     },
     "vllm-2024-offline": {
-      "cpuOverheadMs": 5.368,
-      "perSeqOverheadMs": 0.3784,
-      "perLayerUs": 0.3642,
-      "kernelEff": 0.7417,
+      "cpuOverheadMs": 5.512,
+      "perSeqOverheadMs": 0.3837,
+      "perLayerUs": 1.265,
+      "kernelEff": 0.7741,
       "allReduceLatencyUs": {
-        "2": 100.5,
-        "4": 243,
-        "8": 362.3
+        "2": 110.7,
+        "4": 245.1,
+        "8": 360
       },
       "commEff": 0.7
     },
     "vllm": {
-      "cpuOverheadMs": 1.271,
-      "perSeqOverheadMs": 0.04233,
-      "perLayerUs": 10.58,
-      "kernelEff": 0.9574,
+      "cpuOverheadMs": 0.8526,
+      "perSeqOverheadMs": 0.04477,
+      "perLayerUs": 19.6,
+      "kernelEff": 0.9501,
       "allReduceLatencyUs": {
-        "2": 18.96,
-        "4": 13.17,
+        "2": 8.887,
+        "4": 9.414,
         "8": 25
       },
       "commEff": 0.7
@@ -68,41 +68,41 @@ export const CALIBRATION: {
   },
   "families": {
     "hopper": {
-      "memEff": 0.8293,
-      "computeEff": 0.5926,
-      "memClockBeta": 0.7414,
-      "loadedIdleExtraW": 74.38,
-      "computeW": 483.3,
-      "memoryW": 266.7,
+      "memEff": 0.8163,
+      "computeEff": 0.6671,
+      "memClockBeta": 0.9816,
+      "loadedIdleExtraW": 79.66,
+      "computeW": 515.6,
+      "memoryW": 307,
       "otherW": 1,
-      "activeStaticW": 90.86,
+      "activeStaticW": 82.04,
       "vfKneeMhz": 900,
-      "vMinFrac": 0.6831,
+      "vMinFrac": 0.7308,
       "idleClockExp": 1
     },
     "ampere": {
-      "memEff": 0.7793,
-      "computeEff": 0.754,
+      "memEff": 0.7983,
+      "computeEff": 0.7551,
       "memClockBeta": 1,
-      "loadedIdleExtraW": 31.44,
-      "computeW": 261,
-      "memoryW": 146.5,
-      "otherW": 12.7,
-      "activeStaticW": 25.52,
+      "loadedIdleExtraW": 27.59,
+      "computeW": 280.3,
+      "memoryW": 159.6,
+      "otherW": 28.57,
+      "activeStaticW": 27.1,
       "vfKneeMhz": 1200,
       "vMinFrac": 0.95,
       "idleClockExp": 1
     }
   },
   "provenance": {
-    "fittedBy": "npx tsx src/cli/calibrate.ts (src/model/calibrate.ts: coordinate search from START, 16 rounds, minimising the mean over (workload x quantity) groups of MAPE; 1638 observations); loss 7.74%",
+    "fittedBy": "npx tsx src/cli/calibrate.ts (src/model/calibrate.ts: coordinate search from START, 16 rounds, minimising the mean over (workload x quantity) groups of MAPE; 1677 observations); loss 7.46%",
     "vllm-2023": "SplitwiseSim perf_model.csv Llama2-70B on H100 and A100-80GB (TTFT, TBT; the paper-era engine)",
     "vllm-2024": "Argonne LLM-Inference-Bench vLLM on H100/A100 (batch latency, TTFT, power)",
     "vllm-2024-offline": "ML.ENERGY v2 chat+code on H100 and A100-40GB, saturated offline batches (steady-state time per output token = Avg BS / token throughput, power, J/token; decode steps with prefill-only steps between them)",
-    "vllm": "ML.ENERGY v3 lm-arena-chat on H100, dense bf16 (median ITL, power, J/token): the 2025 engine, the default",
+    "vllm": "ML.ENERGY v3 lm-arena-chat and gpqa on H100, dense bf16 (median ITL, power, J/token): the 2025 engine, the default",
     "hopper": "memEff/computeEff also from Vidur H100 operator profiles (Llama-2-7B/70B linear layers); power from ML.ENERGY v2/v3 and Argonne H100",
     "ampere": "memEff/computeEff also from Vidur A100 operator profiles (Llama-2-70B); power from ML.ENERGY v2 and Argonne A100",
-    "clockShape": "hopper memClockBeta/vfKneeMhz/vMinFrac fitted (stage 2, fitClockShape) to the DynamoLLM prototype characterization (jovans2/jovan-vllm, measured H100 Llama2-70B; read from ../shared, not copied): TTFT and power ratios vs clock at fixed type/TP/load, mean sq. log-ratio error TTFT 0.1122, power 0.0114 (276 ratios; 0.4117 -> 0.1236 total). ampere: START values (no clock data)",
-    "inSample": "splitwise|ttft|a100-80gb 14.6% (56); splitwise|tbt|a100-80gb 5.6% (56); splitwise|ttft|h100 11.3% (56); splitwise|tbt|h100 8.0% (56); mlenergy-v3-chat|tbt|h100 4.5% (80); mlenergy-v3-chat|power|h100 6.5% (80); mlenergy-v3-chat|jpt|h100 9.1% (80); mlenergy-v2-chat|tbt|a100-40gb 8.2% (58); mlenergy-v2-chat|power|a100-40gb 7.4% (58); mlenergy-v2-chat|jpt|a100-40gb 11.2% (58); mlenergy-v2-chat|tbt|h100 8.2% (72); mlenergy-v2-chat|power|h100 6.3% (72); mlenergy-v2-chat|jpt|h100 7.7% (72); mlenergy-v2-code|tbt|a100-40gb 5.2% (51); mlenergy-v2-code|power|a100-40gb 7.2% (51); mlenergy-v2-code|jpt|a100-40gb 7.7% (51); mlenergy-v2-code|tbt|h100 6.0% (38); mlenergy-v2-code|power|h100 5.6% (38); mlenergy-v2-code|jpt|h100 5.5% (38); argonne|power|a100-40gb 7.1% (6); argonne|power|h100 7.4% (7); argonne|latency|a100-40gb 6.8% (161); argonne|latency|h100 6.4% (217); argonne|ttft|h100 5.6% (3); argonne|ttft|a100-40gb 5.4% (3); vidur-kernels|kernel|h100 18.1% (80); vidur-kernels|kernel|a100-80gb 5.8% (40)"
+    "clockShape": "hopper memClockBeta/vfKneeMhz/vMinFrac fitted (stage 2, fitClockShape) to the DynamoLLM prototype characterization (jovans2/jovan-vllm, measured H100 Llama2-70B; read from ../shared, not copied): TTFT and power ratios vs clock at fixed type/TP/load, mean sq. log-ratio error TTFT 0.0699, power 0.0119 (274 ratios; 0.1009 -> 0.0818 total). ampere: START values (no clock data)",
+    "inSample": "splitwise|ttft|a100-80gb 13.3% (56); splitwise|tbt|a100-80gb 4.7% (56); splitwise|ttft|h100 12.4% (56); splitwise|tbt|h100 9.5% (56); mlenergy-v3-chat|tbt|h100 4.7% (80); mlenergy-v3-chat|power|h100 8.3% (80); mlenergy-v3-chat|jpt|h100 9.5% (80); mlenergy-v3-gpqa|tbt|h100 2.7% (13); mlenergy-v3-gpqa|power|h100 8.1% (13); mlenergy-v3-gpqa|jpt|h100 7.1% (13); mlenergy-v2-chat|tbt|a100-40gb 7.5% (58); mlenergy-v2-chat|power|a100-40gb 7.5% (58); mlenergy-v2-chat|jpt|a100-40gb 10.8% (58); mlenergy-v2-chat|tbt|h100 8.1% (72); mlenergy-v2-chat|power|h100 5.9% (72); mlenergy-v2-chat|jpt|h100 7.7% (72); mlenergy-v2-code|tbt|a100-40gb 4.9% (51); mlenergy-v2-code|power|a100-40gb 7.2% (51); mlenergy-v2-code|jpt|a100-40gb 7.6% (51); mlenergy-v2-code|tbt|h100 6.6% (38); mlenergy-v2-code|power|h100 6.0% (38); mlenergy-v2-code|jpt|h100 6.8% (38); argonne|power|a100-40gb 6.2% (6); argonne|power|h100 8.1% (7); argonne|latency|a100-40gb 6.3% (161); argonne|latency|h100 6.9% (217); argonne|ttft|h100 7.9% (3); argonne|ttft|a100-40gb 5.5% (3); vidur-kernels|kernel|h100 12.2% (80); vidur-kernels|kernel|a100-80gb 6.5% (40)"
   }
 };

@@ -25,7 +25,7 @@ export function loadCalibrationData(dir = CALIBRATION_DIR): CalibrationData {
   const read = (f: string) => readFileSync(join(dir, f), 'utf8');
   return {
     splitwise: splitwisePoints(read('splitwise_perf_model_llama2-70b.csv')),
-    mlEnergy: [...mlEnergyV3Points(read('mlenergy_v3_llm_configs.csv')), ...mlEnergyV2Points(read('mlenergy_v2_llm_configs.csv'))],
+    mlEnergy: [...mlEnergyV3Points(read('mlenergy_v3_llm_configs.csv')), ...mlEnergyV3Points(read('mlenergy_v3_gpqa_llm_configs.csv')), ...mlEnergyV2Points(read('mlenergy_v2_llm_configs.csv'))],
     argonne: argonnePowerPoints(read('argonne_power_results.csv')),
     argonneLatency: [...argonneLatencyPoints(read('argonne_all_results_nvidia_vllm.csv')), ...argonneTtftPoints(read('argonne_ttft.csv'))],
     vidur: [

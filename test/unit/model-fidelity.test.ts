@@ -17,7 +17,7 @@ describe('calibration data and in-sample fit', () => {
   it('uses every public data set at hand, on H100 and A100', () => {
     const obs = buildObservations(data);
     const workloads = new Set(obs.map((o) => o.workload));
-    for (const w of ['splitwise', 'mlenergy-v3-chat', 'mlenergy-v2-chat', 'mlenergy-v2-code', 'argonne', 'vidur-kernels']) expect(workloads.has(w)).toBe(true);
+    for (const w of ['splitwise', 'mlenergy-v3-chat', 'mlenergy-v3-gpqa', 'mlenergy-v2-chat', 'mlenergy-v2-code', 'argonne', 'vidur-kernels']) expect(workloads.has(w)).toBe(true);
     expect(new Set(obs.map((o) => o.gpu))).toEqual(new Set(['h100', 'a100-80gb', 'a100-40gb']));
     expect(new Set(obs.map((o) => o.model)).size).toBeGreaterThanOrEqual(20);
     expect(rep.observations).toBeGreaterThan(1500);
@@ -40,6 +40,20 @@ describe('cross-validation (a fold the fit never saw)', () => {
     expect(mape(power)).toBeLessThanOrEqual(15);
     // the fold's parameters differ from the committed ones: it was really refitted without the model
     expect(folds.find((f) => f.key === 'held-out')!.params).not.toEqual({ engines: CALIBRATION.engines, families: CALIBRATION.families });
+  }, 120_000);
+});
+
+describe('the 2025 engine is learned from two workloads', () => {
+  it('leave-one-workload-out on ML.ENERGY v3 chat: the engine fitted on v3 gpqa predicts its TBT and power within 15%', () => {
+    const obs = buildObservations(data);
+    expect(obs.filter((o) => o.workload === 'mlenergy-v3-gpqa' && o.quantity === 'tbt').length).toBeGreaterThanOrEqual(10);
+    const folds = crossValidate(obs, START, (o) => (o.workload === 'mlenergy-v3-chat' ? 'held-out' : 'train'), FIT_ITERS);
+    const fold = folds.find((f) => f.key === 'held-out')!;
+    expect(fold.predictions.length).toBeGreaterThanOrEqual(200);
+    // the fold moved the engine away from its start values: it learned it from gpqa
+    expect(fold.params.engines.vllm).not.toEqual(START.engines.vllm);
+    expect(mape(pairsOf(fold.predictions.filter((p) => p.obs.quantity === 'tbt')))).toBeLessThanOrEqual(15);
+    expect(mape(pairsOf(fold.predictions.filter((p) => p.obs.quantity === 'power')))).toBeLessThanOrEqual(15);
   }, 120_000);
 });
 
