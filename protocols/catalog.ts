@@ -31,6 +31,7 @@ export interface CatalogEntry {
 
 export const CATALOG: readonly CatalogEntry[] = [
   { subject: 'dyn.v1.tel.inst.<instance>', wildcard: 'dyn.v1.tel.inst.*', pattern: 'pub', message: 'InstanceTelemetry', publisher: 'instance manager', rate: '1/s per instance', observer: true },
+  { subject: 'dyn.v1.tel.node.<node>', wildcard: 'dyn.v1.tel.node.*', pattern: 'pub', message: 'NodeTelemetry', publisher: 'node agent', rate: '1/s per node', observer: true, notes: 'power and energy of the GPUs no instance holds' },
   { subject: 'dyn.v1.tel.pool.<pool>', wildcard: 'dyn.v1.tel.pool.*', pattern: 'pub', message: 'PoolTelemetry', publisher: 'cluster manager (leader)', rate: '1/s per pool', observer: true },
   { subject: 'dyn.v1.tel.cluster', wildcard: 'dyn.v1.tel.cluster', pattern: 'pub', message: 'ClusterTelemetry', publisher: 'cluster manager (leader)', rate: '1/s', observer: true },
   { subject: 'dyn.v1.tel.req.<pool>', wildcard: 'dyn.v1.tel.req.*', pattern: 'pub', message: 'RequestRecord', publisher: 'instance manager', rate: 'one per finished, failed or cancelled request', stream: jetstream.requestsStream, observer: true },

@@ -441,6 +441,26 @@ export type InstanceTelemetry = z.infer<typeof instanceTelemetry>;
 export const InstanceTelemetry = codec('InstanceTelemetry', instanceTelemetry);
 
 /**
+ * A server's GPUs that no instance holds (between a drain and the next start, or never assigned), as its node
+ * agent accounts them, 1/s per node: they draw idle power all the same, so the cluster's energy counts them.
+ */
+export const nodeTelemetry = z.object({
+  v,
+  node: id,
+  gpus: int,
+  /** GPU indices no instance holds now. */
+  unallocated: z.array(int).max(64),
+  /** power of those GPUs, W. */
+  powerW: nonneg,
+  /** cumulative energy of this node's GPUs while no instance held them, since the node agent started, J. */
+  energyJ: nonneg,
+  energySource: z.enum(['measured', 'modelled']),
+  sentMs: nonneg,
+});
+export type NodeTelemetry = z.infer<typeof nodeTelemetry>;
+export const NodeTelemetry = codec('NodeTelemetry', nodeTelemetry);
+
+/**
  * One finished (or failed) request, for latency/SLO/energy accounting (billing per request's energy: keyed
  * by `id`, charged to `apiKeyId`/`tenant` for `model`).
  */
@@ -568,6 +588,6 @@ export const ClusterStatus = codec('ClusterStatus', clusterStatus);
 
 /** All codecs, for round-trip tests and the garbage-payload tests. */
 export const ALL_CODECS = {
-  Ack, InferenceRequest, Admission, TokenChunk, LegReport, LegReply, Cancel, Heartbeat, InstanceTelemetry, RequestRecord,
+  Ack, InferenceRequest, Admission, TokenChunk, LegReport, LegReply, Cancel, Heartbeat, InstanceTelemetry, NodeTelemetry, RequestRecord,
   PoolTelemetry, ClusterTelemetry, DecisionEvent, StatusRequest, ClusterStatus, TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply,
 } as const;

@@ -121,7 +121,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           wild(subjects.telPool(ANY)), subjects.telCluster(), controlSubjects.routing(),
         ]),
         subscribe: uniq([
-          subjects.clusterIntake(), subjects.clusterStatus(), wild(subjects.telRequest(ANY)), wild(subjects.telInstance(ANY)),
+          subjects.clusterIntake(), subjects.clusterStatus(), wild(subjects.telRequest(ANY)), wild(subjects.telInstance(ANY)), wild(subjects.telNode(ANY)),
           controlSubjects.instanceStatusAll(), controlSubjects.nodeStatusAll(), controlSubjects.poolStatusAll(), subjects.heartbeatAll(),
           inboxOf('cluster', id), ...serviceSubs('cluster', id),
         ]),
@@ -166,7 +166,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
     case 'node':
       return {
         publish: uniq([
-          wild(controlSubjects.nodeStatus(I)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('node'),
+          wild(controlSubjects.nodeStatus(I)), wild(subjects.telNode(I)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('node'),
           ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.node(I))]),
         ]),
         subscribe: uniq([wild(subjects.nodeControl(I)), inboxOf('node', id), ...serviceSubs('node', id)]),

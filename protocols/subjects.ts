@@ -53,6 +53,8 @@ export const subjects = {
   /** Telemetry. */
   telInstance: (instance: string) => `${ROOT}.tel.inst.${token(instance, 'instance')}`,
   telInstanceAll: () => `${ROOT}.tel.inst.*`,
+  telNode: (node: string) => `${ROOT}.tel.node.${token(node, 'node')}`,
+  telNodeAll: () => `${ROOT}.tel.node.*`,
   telRequest: (pool: string) => `${ROOT}.tel.req.${token(pool, 'pool')}`,
   telRequestAll: () => `${ROOT}.tel.req.*`,
   telPool: (pool: string) => `${ROOT}.tel.pool.${token(pool, 'pool')}`,

@@ -15,7 +15,7 @@ import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { existsSync } from 'node:fs';
 import {
-  Ack, Admission, ClusterStatus, RoutingTable, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
+  Ack, Admission, ClusterStatus, RoutingTable, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, NodeTelemetry, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
   StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
@@ -26,7 +26,7 @@ import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
 import { classifyIntake, thresholdsOf, withSlo } from '../common/policy.ts';
-import { addReading, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
+import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
 import { reconcileInventory } from '../../src/runtime/inventory.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
@@ -85,6 +85,7 @@ export class ClusterManager extends Actor {
     this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.nodeStatus(s.node) });
     this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.poolStatus(s.pool) });
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192, expectSubject: (t) => subjects.telInstance(t.id) });
+    this.subscribe(subjects.telNodeAll(), NodeTelemetry, (t) => this.#onNodeTelemetry(t), { capacity: 1024, expectSubject: (t) => subjects.telNode(t.node) });
     this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: this.clock.now() }), { capacity: 8192, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) });
     this.#listeningSinceMs = this.clock.now();
     void this.#watchAssignments();
@@ -456,6 +457,16 @@ export class ClusterManager extends Actor {
     if (this.#tel.size > 4096) this.#tel.delete(this.#tel.keys().next().value!);
   }
 
+  /** A node's GPUs that no instance holds: their energy counts in the cluster's (not a pool's), their power in its power. */
+  #onNodeTelemetry(t: NodeTelemetry): void {
+    const r = { id: nodeReadingId(t.node), energyJ: t.energyJ };
+    addReading(this.#book, r, this.#bookContinued ? 'whole' : 'from_now');
+    this.#readings.delete(r.id);
+    this.#readings.set(r.id, r);
+    this.#nodeTel.set(t.node, { powerW: t.powerW, seenMs: this.clock.now() });
+  }
+  #nodeTel = new Map<string, { powerW: number; seenMs: number }>();
+
   /** New leader: continue the ledger the previous leader stored with this replica's latest readings. */
   async #continueLedger(): Promise<void> {
     try {
@@ -527,6 +538,7 @@ export class ClusterManager extends Actor {
     // cluster power: the live instances' last telemetry (idle GPUs of free servers are not metered here)
     let powerW = 0;
     for (const [, x] of this.#tel) if (now - x.seenMs < Math.max(3000, this.#c.liveness.deadAfterMs)) powerW += x.powerW;
+    for (const [, x] of this.#nodeTel) if (now - x.seenMs < Math.max(3000, this.#c.liveness.deadAfterMs)) powerW += x.powerW;
     return { v: 1, leader: this.id, atMs: now, ...(this.#c.nats.insecure ? { warnings: [INSECURE_NATS_WARNING] } : {}), pools, freeGpus, powerW, energyJ: this.#book.energyJ };
   }
 

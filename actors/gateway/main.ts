@@ -9,7 +9,7 @@ import { Actor } from '../../src/runtime/actor.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
 import { subjects } from '../../protocols/subjects.ts';
-import { ClusterStatus, DecisionEvent, InstanceTelemetry, RequestRecord, StatusRequest } from '../../protocols/messages.ts';
+import { ClusterStatus, DecisionEvent, InstanceTelemetry, NodeTelemetry, RequestRecord, StatusRequest } from '../../protocols/messages.ts';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
@@ -74,6 +74,10 @@ export class GatewayActor extends Actor {
       this.metrics.onInstance(t);
       this.live.onInstance(t);
     }, { capacity: 4096, expectSubject: (t) => subjects.telInstance(t.id) });
+    this.subscribe(subjects.telNodeAll(), NodeTelemetry, (t) => {
+      this.metrics.onNode(t);
+      this.live.onNode(t);
+    }, { capacity: 1024, expectSubject: (t) => subjects.telNode(t.node) });
     // the gateway's own routing (docs/DATAPATH.md "Request plane"): the cluster's routing table and the instances' status
     const router = s.requestPlane === 'direct' ? new GatewayRouter(this.bus, this.g.cluster, this.profile) : undefined;
     router?.start();

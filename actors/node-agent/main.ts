@@ -3,19 +3,27 @@
  * start_instance it starts an instance-manager process on the given GPUs (runtime Supervisor, restarted on
  * failure: a SIGKILLed instance manager comes back under the same id, resets its GPUs' clocks first and
  * serves again); on stop_instance it stops it (SIGTERM: the instance drains, then SIGKILL after graceMs).
- * Publishes NodeStatus (free GPUs, instances) every status interval and keeps it in the inventory KV.
+ * Publishes NodeStatus (free GPUs, instances) every status interval and keeps it in the inventory KV, and
+ * NodeTelemetry (1/s): the power and energy of its GPUs that no instance holds (src/telemetry
+ * unallocated-energy.ts; modelled idle power for emulated GPUs, the GPUs' own counters read-only on NVML/SMI).
  */
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { Supervisor } from '../../src/runtime/supervisor.ts';
-import { Ack, NodeCommand, NodeStatus, controlSubjects, inventoryKeys, jetstream, subjects, DynError } from '../../protocols/index.ts';
+import { Ack, NodeCommand, NodeStatus, NodeTelemetry, controlSubjects, inventoryKeys, jetstream, subjects, DynError } from '../../protocols/index.ts';
+import { UnallocatedGpuMeter } from '../../src/telemetry/unallocated-energy.ts';
+import { createGpuControl, type GpuControl } from '../../src/gpu/index.ts';
+import { getGpuSpec } from '../../src/model/catalog.ts';
 import { ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { launchArgs } from '../common/launch-args.ts';
 import { NATS_ENV_NAMES } from '../../src/runtime/nats-settings.ts';
+
+/** NodeTelemetry period, ms (as the instances' InstanceTelemetry). */
+const TELEMETRY_MS = 1000;
 
 export const summary = 'node agent: starts and stops instance managers on one GPU server';
 
@@ -30,7 +38,11 @@ export class NodeAgent extends Actor {
   #sup?: Supervisor;
   #insts = new Map<string, Inst>();
   #timer?: unknown;
+  #telTimer?: unknown;
   #gpus: number;
+  #meter?: UnallocatedGpuMeter;
+  /** read-only GPU control over all this server's GPUs (measured backends): their energy counters. */
+  #gpuRead?: GpuControl;
   constructor(opts: ActorOptions, private readonly config: ClusterConfig, private readonly configPath: string) {
     super(opts);
     const s = config.servers.find((x) => x.id === opts.id);
@@ -50,6 +62,47 @@ export class NodeAgent extends Actor {
     this.serve(subjects.nodeControl(this.id), NodeCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64, concurrency: 4 });
     this.#timer = this.clock.setInterval(() => void this.#status(), this.config.liveness.statusIntervalMs);
     await this.#status();
+    await this.#openMeter();
+    this.#telTimer = this.clock.setInterval(() => void this.#telemetry(), TELEMETRY_MS);
+  }
+
+  async #openMeter(): Promise<void> {
+    const c = this.config;
+    if (c.gpuBackend === 'emulated') {
+      this.#meter = new UnallocatedGpuMeter({ kind: 'modelled', idlePowerW: getGpuSpec(c.gpu).idlePowerW, timeScale: c.engine.kind === 'emulator' ? c.engine.timeScale : 1 });
+    } else {
+      try {
+        this.#gpuRead = await createGpuControl({ backend: c.gpuBackend, gpuIds: Array.from({ length: this.#gpus }, (_, i) => i), readOnly: true });
+        this.#meter = new UnallocatedGpuMeter({ kind: 'measured' });
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'GPU energy counters not readable: GPUs with no instance are not counted in the cluster energy');
+        return;
+      }
+    }
+    await this.#sampleMeter();
+  }
+
+  /** Charges the interval since the last sample to the GPUs unallocated during it; the set from now is free(). */
+  async #sampleMeter(): Promise<NodeTelemetry | undefined> {
+    const m = this.#meter;
+    if (!m) return undefined;
+    let counters: number[] | undefined;
+    if (this.#gpuRead) {
+      try {
+        counters = await this.#gpuRead.readEnergyMj();
+      } catch (err) {
+        this.log.debug({ err: (err as Error).message }, 'GPU energy counters not read');
+      }
+    }
+    const free = this.free();
+    const r = m.sample(this.clock.now(), free, counters);
+    return { v: 1, node: this.id, gpus: this.#gpus, unallocated: free, powerW: r.powerW, energyJ: r.energyJ, energySource: this.#gpuRead ? 'measured' : 'modelled', sentMs: this.clock.now() };
+  }
+
+  async #telemetry(): Promise<void> {
+    if (this.state !== 'running') return;
+    const t = await this.#sampleMeter();
+    if (t) this.bus.publish(subjects.telNode(this.id), NodeTelemetry, t);
   }
 
   /**
@@ -68,6 +121,9 @@ export class NodeAgent extends Actor {
       if (!cmd.pool || !cmd.tp || !cmd.gpuIds || cmd.gpuIds.length !== cmd.tp) {
         throw new DynError('invalid_request', 'start_instance needs pool, tp and tp gpuIds', { retryable: false });
       }
+      // the interval up to now is charged to the GPUs unallocated until now (checked again after the read)
+      await this.#sampleMeter();
+      if (this.#insts.has(cmd.instanceId)) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, already: true } };
       const free = new Set(this.free());
       const busy = cmd.gpuIds.filter((g) => !free.has(g));
       if (busy.length) throw new DynError('unavailable', `GPUs ${busy.join(',')} of ${this.id} are in use`, { retryable: true, retryAfterS: 1 });
@@ -93,7 +149,8 @@ export class NodeAgent extends Actor {
     const inst = this.#insts.get(cmd.instanceId);
     if (!inst) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, absent: true } };
     // the GPUs come back to the inventory only once the instance manager exited (it resets their clocks)
-    void this.#sup!.remove(inst.id).finally(() => {
+    void this.#sup!.remove(inst.id).finally(async () => {
+      await this.#sampleMeter();
       this.#insts.delete(inst.id);
       void this.#status();
     });
@@ -118,7 +175,9 @@ export class NodeAgent extends Actor {
 
   protected override async onStop(): Promise<void> {
     if (this.#timer !== undefined) this.clock.clearInterval(this.#timer);
+    if (this.#telTimer !== undefined) this.clock.clearInterval(this.#telTimer);
     await this.#sup?.stop();
+    await this.#gpuRead?.close();
   }
 
   protected override heartbeatMeta() {

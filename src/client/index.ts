@@ -23,12 +23,12 @@ import {
   type ConsumerConfig, type ConsumerMessages, type JsMsg,
 } from '@nats-io/jetstream';
 import {
-  ClusterTelemetry, DecisionEvent, InstanceTelemetry, PoolTelemetry, RequestRecord, EVENT_KINDS, inboxPrefix, jetstream, subjects,
+  ClusterTelemetry, DecisionEvent, InstanceTelemetry, NodeTelemetry, PoolTelemetry, RequestRecord, EVENT_KINDS, inboxPrefix, jetstream, subjects,
   type Codec, type EventKind,
 } from '../../protocols/index.ts';
 
 export type {
-  ClusterTelemetry, DecisionEvent, InstanceTelemetry, PoolTelemetry, RequestRecord, EventKind,
+  ClusterTelemetry, DecisionEvent, InstanceTelemetry, NodeTelemetry, PoolTelemetry, RequestRecord, EventKind,
 } from '../../protocols/index.ts';
 export { EVENT_KINDS, subjects, jetstream } from '../../protocols/index.ts';
 
@@ -140,6 +140,11 @@ export class DynamoClient {
   /** InstanceTelemetry of one instance, or of every instance (about 1 message/s each). */
   instanceTelemetry(o: LiveOptions & { instance?: string } = {}): LiveSubscription<InstanceTelemetry> {
     return this.#live(o.instance ? subjects.telInstance(o.instance) : subjects.telInstanceAll(), InstanceTelemetry, o);
+  }
+
+  /** NodeTelemetry of one node, or of every node (1 message/s each): power and energy of its GPUs no instance holds. */
+  nodeTelemetry(o: LiveOptions & { node?: string } = {}): LiveSubscription<NodeTelemetry> {
+    return this.#live(o.node ? subjects.telNode(o.node) : subjects.telNodeAll(), NodeTelemetry, o);
   }
 
   /** PoolTelemetry of one pool, or of every pool (1 message/s each, from the cluster leader). */

@@ -1,9 +1,10 @@
 /**
  * The cluster's energy book: totals (cluster and per pool) summed from the instances' energy counters
  * (InstanceTelemetry.energyJ: J since the instance manager started, modelled for emulated GPUs, measured
- * on NVML/SMI), with the last counter reading of each instance it includes. The cluster leader keeps it and
- * stores it (protocols EnergyLedger); a successor continues the stored book with its own latest readings,
- * so the cluster's energy does not restart at 0 when its leader changes. Pure; no I/O.
+ * on NVML/SMI) and, in the cluster total only, the node agents' counters of GPUs no instance holds
+ * (NodeTelemetry), with the last counter reading of each it includes. The cluster leader keeps it and stores
+ * it (protocols EnergyLedger); a successor continues the stored book with its own latest readings, so the
+ * cluster's energy does not restart at 0 when its leader changes. Pure; no I/O.
  */
 
 export interface EnergyBook {
@@ -15,8 +16,14 @@ export interface EnergyBook {
 
 export interface Reading {
   id: string;
-  pool: string;
+  /** the pool the energy is charged to; absent: the cluster's only (a node's GPUs that no instance holds). */
+  pool?: string;
   energyJ: number;
+}
+
+/** The book's key of a node's unallocated GPUs (NodeTelemetry); instance ids have the form <pool>-<node>-g<i>x<n>. */
+export function nodeReadingId(node: string): string {
+  return `_node_${node}`;
 }
 
 /** instances remembered at most (the oldest reading is forgotten first). */
@@ -36,7 +43,7 @@ export function addReading(b: EnergyBook, r: Reading, unseen: 'from_now' | 'whol
   const last = b.counters.get(r.id);
   const delta = last === undefined ? (unseen === 'whole' ? r.energyJ : 0) : r.energyJ >= last ? r.energyJ - last : r.energyJ;
   b.energyJ += delta;
-  if (delta > 0) b.poolEnergyJ.set(r.pool, (b.poolEnergyJ.get(r.pool) ?? 0) + delta);
+  if (delta > 0 && r.pool !== undefined) b.poolEnergyJ.set(r.pool, (b.poolEnergyJ.get(r.pool) ?? 0) + delta);
   // re-insert: the map's order is the age of the last reading
   b.counters.delete(r.id);
   b.counters.set(r.id, r.energyJ);

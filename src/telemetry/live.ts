@@ -7,7 +7,7 @@
  * Energy truth: the cluster figure is the sum of the instances' own counters (measured or modelled, as
  * they say); the baseline is always modelled (profile interpolation), and the snapshot says so.
  */
-import type { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
+import type { DecisionEvent, InstanceTelemetry, NodeTelemetry, RequestRecord } from '../../protocols/messages.ts';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
 import { idlePowerOf, interpolate } from '../model/profile.ts';
@@ -42,7 +42,11 @@ export interface LiveSnapshot {
   v: 1;
   atMs: number;
   pools: { id: string; instances: (Pick<InstanceTelemetry, 'id' | 'tp' | 'gpus' | 'clockMhz' | 'maxClockMhz' | 'powerW' | 'queued' | 'running' | 'state' | 'node'> & { energyJ: number })[] }[];
+  /** the cluster's GPUs: the instances and the GPUs no instance holds, W. */
   powerW: number;
+  /** of powerW, the GPUs no instance holds, W. */
+  unallocatedPowerW: number;
+  /** the cluster's GPU energy since this gateway watched, J (instances and unallocated GPUs). */
   energyJ: number;
   energySource: 'measured' | 'modelled' | 'mixed' | 'none';
   baselineEnergyJ: number | null;
@@ -61,6 +65,8 @@ interface Inst {
 
 export class LiveState {
   private readonly inst = new Map<string, Inst>();
+  /** node -> its unallocated GPUs' latest power and energy counter (one entry per server). */
+  private readonly nodes = new Map<string, { powerW: number; seenMs: number; lastEnergyJ: number }>();
   private readonly series: SeriesPoint[] = [];
   private readonly events: LiveSnapshot['events'] = [];
   private readonly slo: Record<string, { total: number; met: number }> = {};
@@ -87,6 +93,20 @@ export class LiveState {
     }
     // the first message of an instance only sets its reference: energy before we watched is not ours
     this.inst.set(t.id, { t, seenMs: nowMs, lastEnergyJ: t.energyJ });
+  }
+
+  /** A node's GPUs that no instance holds: their power and energy count in the cluster's. */
+  onNode(t: NodeTelemetry, nowMs = Date.now()): void {
+    const prev = this.nodes.get(t.node);
+    if (prev) this.energyJ += t.energyJ >= prev.lastEnergyJ ? t.energyJ - prev.lastEnergyJ : t.energyJ;
+    this.nodes.set(t.node, { powerW: t.powerW, seenMs: nowMs, lastEnergyJ: t.energyJ });
+  }
+
+  /** power of the GPUs no instance holds, over the nodes not yet stale, W. */
+  private unallocatedPowerW(nowMs: number): number {
+    let w = 0;
+    for (const n of this.nodes.values()) if (nowMs - n.seenMs <= this.staleAfterMs) w += n.powerW;
+    return w;
   }
 
   onRequest(r: RequestRecord): void {
@@ -151,7 +171,7 @@ export class LiveState {
   /** Appends one point to the series (call once a second). */
   tick(nowMs = Date.now()): SeriesPoint {
     const insts = this.live(nowMs);
-    const powerW = insts.reduce((s, i) => s + i.t.powerW, 0);
+    const powerW = insts.reduce((s, i) => s + i.t.powerW, 0) + this.unallocatedPowerW(nowMs);
     const bp = this.baselinePowerW(insts);
     if (bp !== null && this.lastTickMs !== null) this.baselineEnergyJ += (bp * Math.max(0, nowMs - this.lastTickMs) * (this.opts.timeScale ?? 1)) / 1000;
     this.lastTickMs = nowMs;
@@ -183,7 +203,8 @@ export class LiveState {
       v: 1,
       atMs: nowMs,
       pools: [...pools.values()].sort((a, b) => a.id.localeCompare(b.id)),
-      powerW: insts.reduce((s, i) => s + i.t.powerW, 0),
+      powerW: insts.reduce((s, i) => s + i.t.powerW, 0) + this.unallocatedPowerW(nowMs),
+      unallocatedPowerW: this.unallocatedPowerW(nowMs),
       energyJ: this.energyJ,
       energySource: sources.size === 0 ? 'none' : sources.size > 1 ? 'mixed' : (([...sources][0]) as 'measured' | 'modelled'),
       baselineEnergyJ: last?.baselineEnergyJ ?? null,

@@ -16,7 +16,7 @@
  * a real Prometheus scraping two replicas).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
+import type { DecisionEvent, InstanceTelemetry, NodeTelemetry, RequestRecord } from '../../protocols/messages.ts';
 import { reconfigurationOf } from './reconfiguration.ts';
 
 /** TTFT buckets, seconds: 10 ms .. 30 s (SLOs are 250 ms / 400 ms / 2 s). */
@@ -61,6 +61,9 @@ export class TelemetryMetrics {
   readonly instanceRunning: Gauge<'pool' | 'instance'>;
   readonly instanceTp: Gauge<'pool' | 'instance'>;
   readonly clusterPower: Gauge;
+  readonly unallocatedEnergy: Counter<'node' | 'source'>;
+  readonly unallocatedGpus: Gauge<'node'>;
+  readonly unallocatedPower: Gauge<'node'>;
   readonly reconfigurations: Counter<'kind'>;
   readonly events: Counter<'kind'>;
   readonly httpRequests: Counter<'route' | 'code'>;
@@ -87,7 +90,10 @@ export class TelemetryMetrics {
     this.instanceQueued = new Gauge({ name: 'dynamollm_instance_queued_requests', help: 'Requests waiting in the engine queue of an instance.', labelNames: ['pool', 'instance'], registers });
     this.instanceRunning = new Gauge({ name: 'dynamollm_instance_running_requests', help: 'Requests in the running batch of an instance.', labelNames: ['pool', 'instance'], registers });
     this.instanceTp = new Gauge({ name: 'dynamollm_instance_tensor_parallelism', help: 'Tensor parallelism (GPUs) of an instance.', labelNames: ['pool', 'instance'], registers });
-    this.clusterPower = new Gauge({ name: 'dynamollm_cluster_power_watts', help: 'Sum of the power of all live instances, watts.', registers });
+    this.clusterPower = new Gauge({ name: 'dynamollm_cluster_power_watts', help: "Power of the cluster's GPUs, watts: the live instances and the GPUs no instance holds.", registers });
+    this.unallocatedEnergy = new Counter({ name: 'dynamollm_unallocated_gpu_energy_joules_total', help: 'Energy of GPUs while no instance held them, by node, joules (source: measured GPU counter or modelled idle power); the cluster energy is this plus dynamollm_energy_joules_total.', labelNames: ['node', 'source'], registers });
+    this.unallocatedGpus = new Gauge({ name: 'dynamollm_unallocated_gpus', help: 'GPUs of a node that no instance holds.', labelNames: ['node'], registers });
+    this.unallocatedPower = new Gauge({ name: 'dynamollm_unallocated_gpu_power_watts', help: 'Power of the GPUs of a node that no instance holds, watts.', labelNames: ['node'], registers });
     this.reconfigurations = new Counter({ name: 'dynamollm_reconfigurations_total', help: 'Reconfigurations decided, by kind: clock (a change), reshard (taken), instance_start, instance_stop, scale (a cluster epoch changing pools), merge, emergency (a ladder step).', labelNames: ['kind'], registers });
     this.events = new Counter({ name: 'dynamollm_decision_events_total', help: 'Decision events on the event stream, by kind.', labelNames: ['kind'], registers });
     this.httpRequests = new Counter({ name: 'dynamollm_gateway_http_requests_total', help: 'HTTP requests answered by this gateway replica, by route and status code.', labelNames: ['route', 'code'], registers });
@@ -118,7 +124,20 @@ export class TelemetryMetrics {
     this.updateClusterPower(nowMs);
   }
 
-  /** latest power per instance, W; cluster power sums the instances not yet stale. */
+  /** A node's GPUs with no instance (NodeTelemetry): their energy counts in the cluster's. */
+  onNode(t: NodeTelemetry, nowMs = Date.now()): void {
+    const prev = this.nodes.get(t.node);
+    // cumulative per node agent; a smaller value means the agent restarted: count it from zero
+    const delta = prev && prev.source === t.energySource ? (t.energyJ >= prev.energyJ ? t.energyJ - prev.energyJ : t.energyJ) : t.energyJ;
+    this.unallocatedEnergy.inc({ node: t.node, source: t.energySource }, Math.max(0, delta));
+    this.unallocatedGpus.set({ node: t.node }, t.unallocated.length);
+    this.unallocatedPower.set({ node: t.node }, t.powerW);
+    this.nodes.set(t.node, { energyJ: t.energyJ, source: t.energySource, powerW: t.powerW, seenMs: nowMs });
+    this.updateClusterPower(nowMs);
+  }
+
+  private readonly nodes = new Map<string, { energyJ: number; source: string; powerW: number; seenMs: number }>();
+  /** latest power per instance, W; cluster power sums the instances and nodes not yet stale. */
   private readonly lastPower = new Map<string, number>();
   private updateClusterPower(nowMs: number): void {
     let sum = 0;
@@ -126,6 +145,7 @@ export class TelemetryMetrics {
       if (nowMs - s.seenMs > this.staleAfterMs) continue;
       sum += this.lastPower.get(id) ?? 0;
     }
+    for (const n of this.nodes.values()) if (nowMs - n.seenMs <= this.staleAfterMs) sum += n.powerW;
     this.clusterPower.set(sum);
   }
 
@@ -148,6 +168,14 @@ export class TelemetryMetrics {
         this.dropInstance(id, s);
         this.seen.delete(id);
         this.lastPower.delete(id);
+      }
+    }
+    // a silent node's gauges go; its last counter stays (one entry per server), so that its agent's next
+    // reading adds only what is new
+    for (const [node, n] of this.nodes) {
+      if (nowMs - n.seenMs > this.staleAfterMs) {
+        this.unallocatedGpus.remove({ node });
+        this.unallocatedPower.remove({ node });
       }
     }
     this.updateClusterPower(nowMs);

@@ -86,7 +86,7 @@ export interface ReplaySummary {
   /** energy reported in the responses' usage (requests' own share), J, with its sources. */
   requestEnergyJ: number;
   requestEnergySources: string[];
-  /** whole-cluster energy over the replay from the gateway's /metrics (incl. idle), J; null if unavailable. */
+  /** whole-cluster energy over the replay from the gateway's /metrics (every GPU: instances, idle or busy, and GPUs no instance holds), J; null if unavailable. */
   clusterEnergyJ: number | null;
   clusterEnergyKWh: number | null;
   clusterEnergySources: string[];
@@ -115,9 +115,11 @@ async function metricsSnapshot(url: string, apiKey?: string): Promise<{ energyJ:
     const fams = parsePrometheusText(await r.text());
     const e = fams.get('dynamollm_energy_joules_total');
     if (!e) return null;
+    // the cluster's GPUs: the instances' counters and the GPUs no instance held (node agents)
+    const samples = [...e.samples, ...(fams.get('dynamollm_unallocated_gpu_energy_joules_total')?.samples ?? [])];
     const reconf: Record<string, number> = {};
     for (const s of fams.get('dynamollm_reconfigurations_total')?.samples ?? []) reconf[s.labels.kind ?? '?'] = (reconf[s.labels.kind ?? '?'] ?? 0) + s.value;
-    return { energyJ: e.samples.reduce((a, s) => a + s.value, 0), sources: [...new Set(e.samples.map((s) => s.labels.source ?? '?'))], reconf };
+    return { energyJ: samples.reduce((a, s) => a + s.value, 0), sources: [...new Set(samples.map((s) => s.labels.source ?? '?'))], reconf };
   } catch {
     return null;
   }
@@ -402,7 +404,7 @@ export function formatSummary(s: ReplaySummary): string {
   out.push('');
   out.push(`energy (requests' usage): ${s.requestEnergyJ.toFixed(0)} J [${s.requestEnergySources.join(', ') || 'none reported'}]`);
   if (s.clusterEnergyJ !== null) {
-    out.push(`energy (cluster, incl. idle): ${s.clusterEnergyJ.toFixed(0)} J = ${s.clusterEnergyKWh!.toFixed(5)} kWh [${s.clusterEnergySources.join(', ')}]; average power ${f(s.avgPowerW)} W`);
+    out.push(`energy (cluster: instances and unallocated GPUs): ${s.clusterEnergyJ.toFixed(0)} J = ${s.clusterEnergyKWh!.toFixed(5)} kWh [${s.clusterEnergySources.join(', ')}]; average power ${f(s.avgPowerW)} W`);
   } else out.push('energy (cluster): not available (endpoint has no dynamollm /metrics)');
   if (s.reconfigurations) out.push(`reconfigurations: ${Object.entries(s.reconfigurations).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`);
   if (Object.keys(s.errors).length) out.push(`errors: ${Object.entries(s.errors).map(([k, v]) => `${k} ${v}`).join(', ')}`);

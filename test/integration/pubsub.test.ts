@@ -278,7 +278,7 @@ describe('live messages read by a non-TypeScript stack: @msgpack/msgpack + the c
     }
     await admin.close();
     expect(failures).toEqual([]);
-    for (const m of ['InstanceTelemetry', 'PoolTelemetry', 'ClusterTelemetry', 'RequestRecord', 'Heartbeat', 'InstanceStatus', 'NodeStatus', 'PoolStatus', 'TokenChunk', 'InferenceRequest', 'DecisionEvent']) {
+    for (const m of ['InstanceTelemetry', 'NodeTelemetry', 'PoolTelemetry', 'ClusterTelemetry', 'RequestRecord', 'Heartbeat', 'InstanceStatus', 'NodeStatus', 'PoolStatus', 'TokenChunk', 'InferenceRequest', 'DecisionEvent']) {
       expect(seen.get(m) ?? 0, m).toBeGreaterThan(0);
     }
   });
@@ -328,11 +328,11 @@ describe('dynamollm events / telemetry (observer credentials, JSON lines when no
     expect(lines(out).map((e) => e.summary)).toEqual(['a followed event']);
   });
 
-  it('telemetry prints cluster, pool and instance telemetry', async () => {
+  it('telemetry prints cluster, pool, instance and node telemetry', async () => {
     const r = await cli(['telemetry']);
     expect(r.code, r.err).toBe(0);
     const subs = new Set(lines(r.out).map((l) => String(l.subject).split('.').slice(0, 4).join('.')));
-    expect([...subs].sort()).toEqual(['dyn.v1.tel.cluster', 'dyn.v1.tel.inst', 'dyn.v1.tel.pool']);
+    expect([...subs].sort()).toEqual(['dyn.v1.tel.cluster', 'dyn.v1.tel.inst', 'dyn.v1.tel.node', 'dyn.v1.tel.pool']);
   });
 });
 

@@ -11,7 +11,7 @@ import type { Command } from 'commander';
 import { action, jsonOption, natsOptions, type ExitCode } from '../program.ts';
 import { connectionOptions, natsSettings, type NatsFlags } from '../../runtime/nats-settings.ts';
 import { connectNats } from './status.ts';
-import { DynamoClient, type ClusterTelemetry, type InstanceTelemetry, type LiveSubscription, type PoolTelemetry, type Received, type RequestRecord } from '../../client/index.ts';
+import { DynamoClient, type ClusterTelemetry, type InstanceTelemetry, type NodeTelemetry, type LiveSubscription, type PoolTelemetry, type Received, type RequestRecord } from '../../client/index.ts';
 
 interface TelemetryOptions extends NatsFlags {
   follow?: boolean;
@@ -28,7 +28,7 @@ export function register(cmd: Command, exit: ExitCode): void {
   ).action(action(exit, (values: TelemetryOptions) => runTelemetry(values)));
 }
 
-type Any = ClusterTelemetry | PoolTelemetry | InstanceTelemetry | RequestRecord;
+type Any = ClusterTelemetry | PoolTelemetry | InstanceTelemetry | NodeTelemetry | RequestRecord;
 
 const kJ = (j: number) => (j >= 1e6 ? `${(j / 1e6).toFixed(2)} MJ` : j >= 1e3 ? `${(j / 1e3).toFixed(1)} kJ` : `${j.toFixed(1)} J`);
 const load = (l: Partial<Record<string, number>>) => Object.entries(l).filter(([, x]) => (x ?? 0) > 0.005).map(([t, x]) => `${t}:${(x ?? 0).toFixed(2)}`).join(' ') || '-';
@@ -49,6 +49,10 @@ export function formatTelemetry(m: Received<Any>, json: boolean): string {
     const i = v as InstanceTelemetry;
     return `${new Date(i.sentMs).toISOString()}  instance ${i.id} (${i.pool}, TP${i.tp})  ${i.clockMhz}/${i.maxClockMhz} MHz  ${i.powerW.toFixed(0)} W  ${kJ(i.energyJ)} ${i.energySource}  queued ${i.queued} running ${i.running}  ${i.state}${i.emergency ? `  emergency ${i.emergency}` : ''}`;
   }
+  if (s.includes('.tel.node.')) {
+    const n = v as NodeTelemetry;
+    return `${new Date(n.sentMs).toISOString()}  node     ${n.node}  unallocated GPUs ${n.unallocated.length}/${n.gpus}  ${n.powerW.toFixed(0)} W  ${kJ(n.energyJ)} ${n.energySource}`;
+  }
   const r = v as RequestRecord;
   return `${new Date(r.finishedMs).toISOString()}  request  ${r.id} ${r.outcome} ${r.model ?? ''} ${r.type} key ${r.apiKeyId ?? '-'}  ${r.promptTokens}+${r.completionTokens} tok  ${r.energyJ.toFixed(2)} J ${r.energySource}  TTFT ${r.ttftMs?.toFixed(0) ?? '-'} ms  SLO ${r.sloMet ? 'met' : 'missed'}`;
 }
@@ -58,7 +62,7 @@ async function runTelemetry(values: TelemetryOptions): Promise<number> {
   const settings = natsSettings({ flags: values });
   const nc = await connectNats(settings, () => connect({ ...connectionOptions(settings), name: 'dynamollm-telemetry', timeout: 3000, inboxPrefix: inboxPrefix('observer', `telemetry-${process.pid}`) }));
   const client = DynamoClient.fromConnection(nc);
-  const subs: LiveSubscription<Any>[] = [client.clusterTelemetry(), client.poolTelemetry(), client.instanceTelemetry()];
+  const subs: LiveSubscription<Any>[] = [client.clusterTelemetry(), client.poolTelemetry(), client.instanceTelemetry(), client.nodeTelemetry()];
   if (values.requests) subs.push(client.requests());
   const stopAll = () => subs.forEach((s) => s.stop());
   process.once('SIGINT', stopAll);
