@@ -223,6 +223,8 @@ export const admission = z.object({
   type: requestType.optional(),
   pool: z.string().max(128).optional(),
   instance: z.string().max(128).optional(),
+  /** the admitting instance process's start (its InstanceStatus.startedMs): a later status with another start means that process is gone. */
+  startedMs: nonneg.optional(),
   error: wireError.optional(),
 });
 export type Admission = z.infer<typeof admission>;

@@ -35,19 +35,31 @@ export class ChunkQueue {
   }
   /** Next chunk, null at the end; rejects with the failure, or a timeout after idleMs of silence. */
   async next(idleMs: number): Promise<TokenChunk | null> {
+    const c = await this.nextWatched(idleMs, idleMs, () => false);
+    return c === 'gone' ? null : c;
+  }
+
+  /**
+   * As next(), and every `everyMs` of silence asks `gone()` whether the sender is known dead: 'gone' when it
+   * says so (the caller ends or moves the stream instead of waiting for the whole silence timeout).
+   */
+  async nextWatched(idleMs: number, everyMs: number, gone: () => boolean): Promise<TokenChunk | null | 'gone'> {
+    const until = Date.now() + idleMs;
     for (;;) {
       if (this.items.length) return this.items.shift()!;
       if (this.failure) throw this.failure;
       if (this.ended) return null;
+      const left = until - Date.now();
+      if (left <= 0) {
+        throw new DynError('timeout', `no token for ${idleMs} ms: the instance serving this request stopped answering`, { retryable: true, retryAfterS: 1 });
+      }
       let t: NodeJS.Timeout | undefined;
       const timedOut = await new Promise<boolean>((resolve) => {
         this.waiter = () => resolve(false);
-        t = setTimeout(() => resolve(true), idleMs);
+        t = setTimeout(() => resolve(true), Math.min(left, everyMs));
       });
       clearTimeout(t);
-      if (timedOut && this.items.length === 0 && !this.ended) {
-        throw new DynError('timeout', `no token for ${idleMs} ms: the instance serving this request stopped answering`, { retryable: true, retryAfterS: 1 });
-      }
+      if (timedOut && this.items.length === 0 && !this.ended && gone()) return 'gone';
     }
   }
 }

@@ -1,8 +1,9 @@
 /**
  * The gateway's bookkeeping of a request streamed from engines directly (actors/gateway/nats-backend.ts):
  * what the client has seen across legs, token timing on the gateway's clock, and the continuation leg of a
- * request whose engine or instance died (request migration, docs/DATAPATH.md).
+ * request whose engine or instance died (request migration, docs/DATAPATH.md); waiting for NATS to reconnect.
  */
+import type { Bus } from '../../src/runtime/bus.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 import type { WireError } from '../../protocols/errors.ts';
@@ -100,3 +101,40 @@ export function retryableAdmission(code: string | undefined): boolean {
 
 /** A tokenizer reply another attempt may fix: its instance's engine did not answer. */
 export const engineDown = (r: { ok: boolean; error?: WireError }): boolean => !r.ok && retryableAdmission(r.error?.code) && r.error?.retryable !== false;
+
+/** A request may continue on a peer: legs left (`limit`), its text kept, tokens still to make, a prompt it can extend. */
+export function canMigrate(req: InferenceRequest, st: StreamState, limit: number): boolean {
+  if (st.legs >= limit || !st.keepText || st.sent >= req.maxTokens) return false;
+  // echo would repeat the prompt (and the text already sent) at the start of the next leg
+  if (req.params?.echo) return false;
+  return req.messages !== undefined || req.prompt === undefined || typeof req.prompt === 'string';
+}
+
+/** The gateway's own end of leg `id` whose instance process is gone (router.ts holderGone): retryable, so a leg that never started is sent again. */
+export function holderGoneChunk(id: string): TokenChunk {
+  return {
+    v: 1, id, seq: 0, text: '', tokens: 0, done: true, finishReason: 'error',
+    error: { code: 'unavailable', message: 'the instance holding this request stopped before finishing it; retry', retryable: true, retryAfterS: 1 },
+  };
+}
+
+/** Resolves once NATS is connected (at once when it is), false when `ms` passed first or the bus closed. */
+export function waitConnected(bus: Pick<Bus, 'connected' | 'closed'>, ms: number, signal: AbortSignal): Promise<boolean> {
+  if (bus.connected) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (v: boolean) => {
+      clearInterval(t);
+      clearTimeout(to);
+      signal.removeEventListener('abort', onAbort);
+      resolve(v);
+    };
+    const onAbort = () => done(false);
+    // the Bus flips `connected` on the client's reconnect status; poll it (a few requests at most wait here)
+    const t = setInterval(() => {
+      if (bus.connected) done(true);
+      else if (bus.closed) done(false);
+    }, 25);
+    const to = setTimeout(() => done(bus.connected), Math.max(0, ms));
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -20,7 +20,8 @@
  *
  * Request plane (docs/DATAPATH.md): with a router (router.ts admitRouted) the gateway picks the pool and
  * instance itself and asks that instance for admission: one request-reply. What its view cannot decide goes
- * to the cluster intake; an admission that timed out is cancelled and sent to intake under a new leg id.
+ * to the cluster intake; an admission that timed out is cancelled and sent to intake under a new leg id. No
+ * pool leader dispatched a routed leg, so the gateway watches its instance: a leg whose process died is sent again.
  *
  * Admission is retried, not timed out: every hop (cluster intake, pool dispatch, instance admit) is
  * idempotent by request id (a duplicate joins the admission in flight or gets its answer), so an attempt
@@ -41,7 +42,7 @@ import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engi
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { chunkExtras, continuation, engineDown, flatten, retryableAdmission, timeTokens, type LegTiming, type StreamState } from './legs.ts';
+import { canMigrate, chunkExtras, continuation, engineDown, flatten, holderGoneChunk, retryableAdmission, timeTokens, waitConnected, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter } from './router.ts';
 
 export interface NatsBackendOptions {
@@ -69,6 +70,8 @@ export interface NatsBackendOptions {
   router?: RequestRouter;
   /** deadline of one admission asked of an instance directly, ms. Default 2000 (at most admitAttemptMs). */
   directAdmitMs?: number;
+  /** how often a routed leg waiting for its instance asks the router whether that instance's process is gone, ms. Default 250. */
+  holderCheckMs?: number;
 }
 
 
@@ -93,6 +96,8 @@ export interface AdmissionCounters {
   routed: number;
   /** legs the gateway sent to the cluster intake (no routing table, nothing ready in its view, a refusal as unavailable, an admit that timed out). */
   viaIntake: number;
+  /** routed legs whose instance process died (or was replaced) before their stream ended: admitted again elsewhere, or ended at once. */
+  holderDied: number;
 }
 
 /** One leg of a request: its own id and stream subject (a migrated request gets a new leg on a peer). */
@@ -105,6 +110,8 @@ interface Leg {
   cancelSent: { done: boolean };
   /** the cluster's admission (or, when the instance's grant came first, what the grant says). */
   admission: Admission;
+  /** admitted by an instance the gateway chose itself: the process that holds the leg (no pool leader knows of it). */
+  holder?: { instance: string; startedMs?: number; admittedMs: number };
 }
 
 /** How a leg is admitted: `exclude` an instance from the gateway's own routing; `intake`: only through the cluster intake. */
@@ -118,7 +125,7 @@ class LegEnded extends Error {
 }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, viaIntake: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, viaIntake: 0, holderDied: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -131,6 +138,7 @@ export class NatsBackend implements GatewayBackend {
   private readonly migrationHoldMs: number;
   private readonly router: RequestRouter | undefined;
   private readonly directAdmitMs: number;
+  private readonly holderCheckMs: number;
   /** keep-alive connections to the engines this gateway streams from (one per concurrent stream). */
   private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: 4_000 });
 
@@ -150,6 +158,7 @@ export class NatsBackend implements GatewayBackend {
     this.migrationHoldMs = opts.migrationHoldMs ?? 30_000;
     this.router = opts.router;
     this.directAdmitMs = Math.min(opts.directAdmitMs ?? 2000, this.admitAttemptMs);
+    this.holderCheckMs = opts.holderCheckMs ?? 250;
   }
 
   /**
@@ -185,27 +194,6 @@ export class NatsBackend implements GatewayBackend {
     }
   }
 
-  /** Resolves once NATS is connected (at once when it is), false when `ms` passed first or the bus closed. */
-  private waitConnected(ms: number, signal: AbortSignal): Promise<boolean> {
-    if (this.bus.connected) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const done = (v: boolean) => {
-        clearInterval(t);
-        clearTimeout(to);
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      };
-      const onAbort = () => done(false);
-      // the Bus flips `connected` on the client's reconnect status; poll it (a few requests at most wait here)
-      const t = setInterval(() => {
-        if (this.bus.connected) done(true);
-        else if (this.bus.closed) done(false);
-      }, 25);
-      const to = setTimeout(() => done(this.bus.connected), Math.max(0, ms));
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
   /**
    * One request-reply, sent again (after a short backoff) while it fails in a way another attempt can fix:
    * no reply within `attemptMs`, no responders, a dropped connection (it first waits for the reconnect), or
@@ -218,7 +206,7 @@ export class NatsBackend implements GatewayBackend {
     for (let attempt = 0; ; attempt++) {
       if (!this.bus.connected) {
         if (attempt === 0) this.counters.heldForReconnect++;
-        if (!(await this.waitConnected(untilMs - Date.now(), signal ?? never))) {
+        if (!(await waitConnected(this.bus, untilMs - Date.now(), signal ?? never))) {
           if (signal?.aborted) throw new DynError('cancelled', 'client disconnected', { retryable: false });
           throw new DynError('unavailable', 'the gateway lost its connection to the cluster and it did not come back in time', { retryable: true, retryAfterS: 1 });
         }
@@ -237,11 +225,14 @@ export class NatsBackend implements GatewayBackend {
     }
   }
 
-  /** The admission of `msg`: the gateway's own routing, else the cluster intake's. */
-  private async admit(msg: InferenceRequest, signal: AbortSignal, o: LegRoute): Promise<Admission | 'timed_out'> {
+  /** The admission of `msg`: the gateway's own routing (`leg.holder` set when it admitted), else the cluster intake's. */
+  private async admit(msg: InferenceRequest, signal: AbortSignal, o: LegRoute, leg: Leg): Promise<Admission | 'timed_out'> {
     if (this.router && !o.intake) {
       const a = await admitRouted(this.bus, this.router, msg, signal, this.directAdmitMs, o.exclude);
-      if (a !== 'timed_out' && a !== 'intake' && a.ok) this.counters.routed++;
+      if (a !== 'timed_out' && a !== 'intake' && a.ok) {
+        this.counters.routed++;
+        if (a.instance) leg.holder = { instance: a.instance, ...(a.startedMs !== undefined ? { startedMs: a.startedMs } : {}), admittedMs: Date.now() };
+      }
       if (a !== 'intake') return a;
     }
     this.counters.viaIntake++;
@@ -292,7 +283,7 @@ export class NatsBackend implements GatewayBackend {
       },
       { capacity: this.capacity },
     );
-    const admission = this.admit(msg, signal, o);
+    const admission = this.admit(msg, signal, o, leg);
     let adm: Admission | TokenChunk | 'timed_out';
     try {
       adm = await Promise.race([admission, grant]);
@@ -354,7 +345,7 @@ export class NatsBackend implements GatewayBackend {
     let legOut = 0;
     try {
       for (;;) {
-        const c = await leg.q.next(this.chunkTimeoutMs);
+        const c = await this.nextChunk(leg);
         if (!c) return;
         if (!c.grant && c.error?.retryable && legOut === 0 && this.canRedrive(req, st)) {
           // the control plane ended the leg before it started (its instance died holding it, no peer took it):
@@ -402,6 +393,24 @@ export class NatsBackend implements GatewayBackend {
       leg.sub.unsubscribe();
       if (!finished) this.cancel(leg.req.id, signal.aborted ? 'client disconnected' : 'gateway stopped reading', leg.cancelSent);
     }
+  }
+
+  /**
+   * The leg's next chunk (null at its end). A leg the gateway routed itself is known to no pool leader: if the
+   * process that admitted it dies (or a new one replaces it) before the leg ends, nobody else will end it, so
+   * the router's view of the instances' statuses is asked while the leg is silent, and a leg whose holder is
+   * gone gets a retryable end at once (the stream loop sends a leg that never started again, as a new leg),
+   * not after chunkTimeoutMs. The old leg is cancelled in case the verdict was wrong.
+   */
+  private async nextChunk(leg: Leg): Promise<TokenChunk | null> {
+    const h = leg.holder;
+    const router = this.router;
+    if (!h || !router) return leg.q.next(this.chunkTimeoutMs);
+    const c = await leg.q.nextWatched(this.chunkTimeoutMs, this.holderCheckMs, () => router.holderGone(h.instance, h.startedMs, h.admittedMs));
+    if (c !== 'gone') return c;
+    this.counters.holderDied++;
+    this.cancel(leg.req.id, 'its instance is gone', leg.cancelSent);
+    return holderGoneChunk(leg.req.id);
   }
 
   /**
@@ -511,7 +520,7 @@ export class NatsBackend implements GatewayBackend {
         ?? (err instanceof EngineHttpError && !err.retryable
           ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
           : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: 1 });
-      if (w.retryable && this.canMigrate(req, st)) return 'migrate';
+      if (w.retryable && canMigrate(req, st, this.migrationLimit)) return 'migrate';
       yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w }];
       return 'done';
     } finally {
@@ -566,15 +575,7 @@ export class NatsBackend implements GatewayBackend {
 
   /** A leg that never started may be sent again: as a migration, while the request's give-up time leaves room. */
   private canRedrive(req: InferenceRequest, st: StreamState): boolean {
-    return Date.now() + Math.min(this.admitTimeoutMs, 5000) < req.giveUpAtMs && this.canMigrate(req, st);
-  }
-
-  /** A request may continue on a peer: legs left, its text kept, tokens still to make, a prompt it can extend. */
-  private canMigrate(req: InferenceRequest, st: StreamState): boolean {
-    if (st.legs >= this.migrationLimit || !st.keepText || st.sent >= req.maxTokens) return false;
-    // echo would repeat the prompt (and the text already sent) at the start of the next leg
-    if (req.params?.echo) return false;
-    return req.messages !== undefined || req.prompt === undefined || typeof req.prompt === 'string';
+    return Date.now() + Math.min(this.admitTimeoutMs, 5000) < req.giveUpAtMs && canMigrate(req, st, this.migrationLimit);
   }
 
   private report(instance: string, rep: LegReport): void {

@@ -10,7 +10,7 @@ import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { Admission, InferenceRequest, InstanceStatus, RoutingTable, controlSubjects, subjects, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import { initialRouterState, routerGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
+import { initialRouterState, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
 import type { ClusterConfig } from '../common/config.ts';
 
@@ -22,6 +22,8 @@ export interface RequestRouter {
   pick(pool: string, req: ClassifiedRequest, exclude: ReadonlySet<string>): string | undefined;
   /** The instance did not answer (no responders): out of the view until its next status. */
   gone(pool: string, instance: string): void;
+  /** The process of `instance` that admitted a request at `admittedMs` (started at `startedMs`) is gone: dead, or replaced by a new process. */
+  holderGone(instance: string, startedMs: number | undefined, admittedMs: number): boolean;
 }
 
 /** requests whose features are kept for the predictor until their record (bounded). */
@@ -86,6 +88,10 @@ export class GatewayRouter implements RequestRouter {
 
   gone(pool: string, instance: string): void {
     routerGone(this.#s, pool, instance);
+  }
+
+  holderGone(instance: string, startedMs: number | undefined, admittedMs: number): boolean {
+    return routerHolderGone(this.#s, instance, startedMs, admittedMs, Date.now(), this.#cfg);
   }
 }
 

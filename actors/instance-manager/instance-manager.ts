@@ -307,13 +307,14 @@ export class InstanceManager {
       const error: WireError = verdict
         ? { code: verdict.code, message: `instance ${this.id}: ${verdict.message}`, retryable: true, retryAfterS: verdict.retryAfterS }
         : { code: 'internal', message: `instance ${this.id}: no admission verdict`, retryable: true };
-      return { v: 1, id: req.id, ok: false, instance: this.id, pool: this.pool, error };
+      return { v: 1, id: req.id, ok: false, instance: this.id, pool: this.pool, startedMs: this.startedMs, error };
     }
     if (!known) {
       if (TTFT_TRACE) this.#admitState.set(req.id, [this.#running.size, this.#m.queue.length - 1]);
       this.#watchCancel(req.id);
     }
-    return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: wire.type };
+    // startedMs: the gateway that routed it watches this process's statuses, and admits it again elsewhere if it dies holding it
+    return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: wire.type, startedMs: this.startedMs };
   }
 
   #watchCancel(id: string): void {

@@ -7,7 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
-import { TABLE_STALE_MS, initialRouterState, routerGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
+import { TABLE_STALE_MS, initialRouterState, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
 import type { InstanceStatus, RoutingTable } from '../../protocols/control.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 import type { RequestType } from '../../protocols/request-types.ts';
@@ -129,5 +129,35 @@ describe('gateway routing (router machine)', () => {
     expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 400, rc)).toBe('b');
     routerStatus(s, status('pool-SS', 'b', 4, { state: 'stopped' }), T0 + DEAD + 500);
     expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 500, rc)).toBeUndefined();
+  });
+  it("the process holding a routed request is gone: silent for deadAfterMs, replaced by a later process, or not answering; never for a process the view has not seen yet", () => {
+    const s = initialRouterState();
+    routerTable(s, table(), T0);
+    routerStatus(s, status('pool-SS', 'h', 4, { startedMs: T0 - 10_000 }), T0);
+    const P = T0 - 10_000;
+    // admitted at T0 + 500 by that process: alive while its statuses (or the admission itself) are recent
+    expect(routerHolderGone(s, 'h', P, T0 + 500, T0 + DEAD, rc)).toBe(false);
+    expect(routerHolderGone(s, 'h', P, T0 + 500, T0 + 500 + DEAD + 1, rc)).toBe(true);
+    routerStatus(s, status('pool-SS', 'h', 4, { startedMs: P }), T0 + 3000);
+    expect(routerHolderGone(s, 'h', P, T0 + 500, T0 + 3000 + DEAD, rc)).toBe(false);
+    // a new process under the id: the one that admitted the request is gone at once
+    routerStatus(s, status('pool-SS', 'h', 4, { startedMs: T0 + 3100, seq: 1 }), T0 + 3200);
+    expect(routerHolderGone(s, 'h', P, T0 + 500, T0 + 3200, rc)).toBe(true);
+    // the new process admitted a request before its first status reached this view: not gone while the admission is recent
+    const s2 = initialRouterState();
+    routerTable(s2, table(), T0);
+    routerStatus(s2, status('pool-SS', 'k', 4, { startedMs: P }), T0);
+    expect(routerHolderGone(s2, 'k', T0 + 4000, T0 + 5000, T0 + 5000 + DEAD, rc)).toBe(false);
+    expect(routerHolderGone(s2, 'k', T0 + 4000, T0 + 5000, T0 + 5000 + DEAD + 1, rc)).toBe(true);
+    // an admission that got no responders since: gone until its next status
+    routerGone(s2, 'pool-SS', 'k');
+    expect(routerHolderGone(s2, 'k', P, T0, T0 + 100, rc)).toBe(true);
+    routerStatus(s2, status('pool-SS', 'k', 4, { startedMs: P }), T0 + 200);
+    expect(routerHolderGone(s2, 'k', P, T0, T0 + 300, rc)).toBe(false);
+    // an instance the view does not hold (never seen, or stopped) is never called gone
+    expect(routerHolderGone(s2, 'nobody', P, T0, T0 + 100 * DEAD, rc)).toBe(false);
+    // without a start in the admission (an older instance), silence alone decides
+    expect(routerHolderGone(s2, 'k', undefined, T0, T0 + 200 + DEAD, rc)).toBe(false);
+    expect(routerHolderGone(s2, 'k', undefined, T0, T0 + 200 + DEAD + 1, rc)).toBe(true);
   });
 });

@@ -103,6 +103,26 @@ export function routerGone(s: RouterState, pool: string, id: string): void {
   if (t) s.byPool.get(pool)!.set(id, { ...t, alive: false });
 }
 
+/**
+ * Whether the process of instance `id` that admitted a request at `admittedMs` (started at `startedMs`, from
+ * its admission) is gone in this view: a status of a later process under the id arrived, it did not answer an
+ * admission since (routerGone), or no sign of life (a status, or the admission itself) came for deadAfterMs:
+ * the pool leader's death verdict. An instance this view does not hold (never seen, or it reported `stopped`
+ * and ended its requests itself) is not called gone.
+ */
+export function routerHolderGone(s: RouterState, id: string, startedMs: number | undefined, admittedMs: number, now: number, cfg: RouterConfig): boolean {
+  for (const pool of s.byPool.values()) {
+    const t = pool.get(id);
+    if (!t) continue;
+    if (startedMs !== undefined && t.status.startedMs > startedMs) return true;
+    // a status of an earlier process still in the view says nothing of the one that admitted the request
+    const same = startedMs === undefined || t.status.startedMs === startedMs;
+    if (same && !t.alive) return true;
+    return now - (same ? Math.max(t.lastSeenMs, admittedMs) : admittedMs) > cfg.deadAfterMs;
+  }
+  return false;
+}
+
 const aliveAt = (now: number, deadAfterMs: number) => (t: TrackedInstance) => t.alive && now - t.lastSeenMs <= deadAfterMs;
 
 /** Whether the view holds a ready, live instance of `pool`. */
