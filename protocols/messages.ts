@@ -6,6 +6,9 @@ import { z } from 'zod';
 import { codec } from './codec.ts';
 import { REQUEST_TYPES } from './request-types.ts';
 import { ACTOR_KINDS, EVENT_KINDS, ROOT } from './subjects.ts';
+import { FINISH_REASONS, MAX_CHUNK_TOKENS, fastTokenChunk } from './token-chunk-check.ts';
+
+export { FINISH_REASONS, MAX_CHUNK_TOKENS };
 
 /** A token stream subject: `dyn.v1.stream.<request id>` (never another subject: an instance publishes there). */
 export const STREAM_SUBJECT = new RegExp(`^${ROOT.replace('.', '\\.')}\\.stream\\.[A-Za-z0-9_-]{1,128}$`);
@@ -16,8 +19,6 @@ const nonneg = z.number().finite().nonnegative();
 const int = z.number().int().nonnegative();
 const requestType = z.enum(REQUEST_TYPES);
 const loadByType = z.record(requestType, nonneg);
-/** most tokens one coalesced TokenChunk may carry offsets for. */
-export const MAX_CHUNK_TOKENS = 4096;
 
 export const wireError = z.object({
   code: z.enum([
@@ -171,6 +172,12 @@ export const inferenceRequest = z.object({
    * grant (TokenChunk.grant) instead of the tokens, and learns the outcome from the gateway's LegReport.
    */
   direct: z.boolean().optional(),
+  /**
+   * set by a gateway that asks the instance itself (its own routing, subjects.instanceAdmit): a direct request
+   * that starts at once gets its grant in the admission reply (Admission.grant) instead of a TokenChunk on the
+   * stream subject. The instance never keeps it (a request it hands on is granted on the stream subject).
+   */
+  replyGrant: z.boolean().optional(),
   /** a migrated request's leg number (1 = the first continuation): its prompt already holds the tokens sent. */
   migration: int.optional(),
 });
@@ -215,6 +222,19 @@ export const detokenizeReply = z.object({ v, ok: z.boolean(), prompt: z.string()
 export type DetokenizeReply = z.infer<typeof detokenizeReply>;
 export const DetokenizeReply = codec('DetokenizeReply', detokenizeReply);
 
+/**
+ * The right to stream a direct request from its engine: the engine's URL and API key (only gateways read
+ * stream subjects and admission replies to them). `reportWithinMs`: the gateway reports 'started' only when no
+ * first token came within it (its first-token or end report says it took the grant); the instance frees a
+ * seat whose grant nobody took after twice that. Absent: the gateway reports 'started' at once.
+ */
+export const grant = z.object({
+  url: z.string().max(512).regex(/^https?:\/\/[^\s/]+$/),
+  apiKey: z.string().min(16).max(256),
+  reportWithinMs: int.optional(),
+});
+export type Grant = z.infer<typeof grant>;
+
 /** Answer to intake/dispatch/admit: accepted (tokens will follow on streamSubject) or refused. */
 export const admission = z.object({
   v,
@@ -226,6 +246,8 @@ export const admission = z.object({
   /** the admitting instance process's start (its InstanceStatus.startedMs): a later status with another start means that process is gone. */
   startedMs: nonneg.optional(),
   error: wireError.optional(),
+  /** the request (InferenceRequest.replyGrant) started at once: its grant, instead of a TokenChunk on the stream subject. */
+  grant: grant.optional(),
 });
 export type Admission = z.infer<typeof admission>;
 export const Admission = codec('Admission', admission);
@@ -239,8 +261,6 @@ export const usage = z.object({
 });
 export type Usage = z.infer<typeof usage>;
 
-/** Why a stream ended: OpenAI's reasons ('stop', 'length', 'tool_calls'), or the cluster's ('error', 'cancelled'). */
-export const FINISH_REASONS = ['stop', 'length', 'tool_calls', 'error', 'cancelled'] as const;
 export type FinishReasonT = (typeof FINISH_REASONS)[number];
 
 /** One piece of a token stream; the last one has `done: true` (with usage) or an `error`. */
@@ -276,93 +296,10 @@ export const tokenChunk = z.object({
    * a direct request (InferenceRequest.direct) may start: the gateway streams from this engine itself, with
    * this key (the engine's API key; only gateways may read stream subjects). Sent alone, seq 0, no text.
    */
-  grant: z.object({ url: z.string().max(512).regex(/^https?:\/\/[^\s/]+$/), apiKey: z.string().min(16).max(256) }).optional(),
+  grant: grant.optional(),
 });
 export type TokenChunk = z.infer<typeof tokenChunk>;
 
-// ---- hand-written validator of the hottest message (one per streamed chunk): exactly tokenChunk's rules
-// for the common shapes; anything it does not vouch for (an error field, unknown keys, any doubt) returns
-// false and goes through zod (protocols/codec.ts FastCheck). Checked against zod by protocols-fast.test.ts.
-const ID_RE = /^[A-Za-z0-9_-]+$/;
-const FINISH = new Set<string>(FINISH_REASONS);
-const TYPES = new Set<unknown>(REQUEST_TYPES);
-const ENERGY_SOURCES = new Set(['measured', 'modelled']);
-const isInt = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 0;
-const isNonneg = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x >= 0;
-const isStr128 = (x: unknown) => typeof x === 'string' && x.length <= 128;
-function fastUsage(u: unknown): boolean {
-  if (u === null || typeof u !== 'object' || Array.isArray(u)) return false;
-  let n = 0;
-  for (const k in u) {
-    if (!Object.prototype.hasOwnProperty.call(u, k)) return false;
-    const x = (u as Record<string, unknown>)[k];
-    n++;
-    if (k === 'promptTokens' || k === 'completionTokens') {
-      if (!isInt(x)) return false;
-    } else if (k === 'energyJ') {
-      if (!isNonneg(x)) return false;
-    } else if (k === 'energySource') {
-      if (!ENERGY_SOURCES.has(x as string)) return false;
-    } else return false;
-  }
-  return n === 4;
-}
-function fastTokenChunk(c: Record<string, unknown>): boolean {
-  if (Object.getPrototypeOf(c) !== Object.prototype) return false;
-  let required = 0;
-  for (const k in c) {
-    if (!Object.prototype.hasOwnProperty.call(c, k)) return false;
-    const x = c[k];
-    switch (k) {
-      case 'v':
-        if (x !== 1) return false;
-        required++;
-        break;
-      case 'id':
-        if (typeof x !== 'string' || x.length < 1 || x.length > 128 || !ID_RE.test(x)) return false;
-        required++;
-        break;
-      case 'seq':
-      case 'tokens':
-        if (!isInt(x)) return false;
-        required++;
-        break;
-      case 'text':
-        if (typeof x !== 'string') return false;
-        required++;
-        break;
-      // optional fields: `undefined` is what zod's .optional() accepts as absent
-      case 'done':
-        if (x !== undefined && typeof x !== 'boolean') return false;
-        break;
-      case 'finishReason':
-        if (x !== undefined && !FINISH.has(x as string)) return false;
-        break;
-      case 'usage':
-        if (x !== undefined && !fastUsage(x)) return false;
-        break;
-      case 'instance':
-      case 'pool':
-        if (x !== undefined && !isStr128(x)) return false;
-        break;
-      case 'type':
-        if (x !== undefined && !TYPES.has(x)) return false;
-        break;
-      case 'ttftMs':
-        if (x !== undefined && !isNonneg(x)) return false;
-        break;
-      case 'tokenOffsetsMs':
-        if (x === undefined) break;
-        if (!Array.isArray(x) || x.length > MAX_CHUNK_TOKENS) return false;
-        for (let i = 0; i < x.length; i++) if (!isNonneg(x[i])) return false;
-        break;
-      default:
-        // `error` (rare: let zod judge it) and unknown keys (zod strips them: the output would differ)
-        return false;
-    }
-  }
-  return required === 5;
-}
 export const TokenChunk = codec('TokenChunk', tokenChunk, fastTokenChunk);
 /** the fast validator alone, for the agreement test against zod. */
 export const fastTokenChunkCheck: (c: Record<string, unknown>) => boolean = fastTokenChunk;

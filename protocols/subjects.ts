@@ -33,12 +33,16 @@ export const subjects = {
   instanceAdmit: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.admit`,
   /** gateway -> the instance that granted a direct request: LegReport (first token: no reply; end: -> LegReply). */
   instanceLeg: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.leg`,
+  /** every instance's leg reports (observers, tests). */
+  instanceLegAll: () => `${ROOT}.inst.*.leg`,
   /** pool leader -> instance manager: InstanceCommand -> Ack. */
   instanceControl: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.ctl`,
   /** cluster/pool leader -> node agent (owns a server's GPUs): NodeCommand -> Ack. */
   nodeControl: (node: string) => `${ROOT}.node.${token(node, 'node')}.ctl`,
   /** instance -> gateway: TokenChunk stream of one request. */
   stream: (requestId: string) => `${ROOT}.stream.${token(requestId, 'request id')}`,
+  /** every request's stream subject: a gateway reads the ones it holds through this one subscription. */
+  streamAll: () => `${ROOT}.stream.*`,
   /** gateway -> whoever holds the request: Cancel. */
   cancel: (requestId: string) => `${ROOT}.cancel.${token(requestId, 'request id')}`,
   /** every request's Cancel (an instance manager's one subscription; it acts on the ids it holds). */

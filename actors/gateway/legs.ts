@@ -5,7 +5,7 @@
  */
 import type { Bus } from '../../src/runtime/bus.ts';
 import { subjects } from '../../protocols/subjects.ts';
-import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import { LegReply, LegReport, type InferenceRequest, type TokenChunk } from '../../protocols/messages.ts';
 import type { WireError } from '../../protocols/errors.ts';
 import type { EngineChunk } from '../../src/engine/engine.ts';
 
@@ -137,4 +137,26 @@ export function waitConnected(bus: Pick<Bus, 'connected' | 'closed'>, ms: number
     const to = setTimeout(() => done(bus.connected), Math.max(0, ms));
     signal.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** A leg report (first token, started) to the instance that granted the leg; no reply. */
+export function legReport(bus: Bus, instance: string, rep: LegReport): void {
+  try {
+    bus.publish(subjects.instanceLeg(instance), LegReport, rep);
+  } catch {
+    // the connection is gone: the instance frees the slot at the request's deadline
+  }
+}
+
+/** The leg's end to its instance, which answers with the energy it attributes to the leg (undefined: not known). */
+export async function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed', t: LegTiming, usage: EngineChunk['usage']): Promise<LegReply | undefined> {
+  const rep: LegReport = { v: 1, id, phase: 'end', outcome, completionTokens: usage?.completionTokens ?? t.tokens, tbtSumMs: t.tbtSum, tbtMaxMs: t.tbtMax, tbtN: t.tbtN };
+  if (t.firstMs !== undefined) rep.firstTokenMs = t.firstMs;
+  if (usage?.promptTokens !== undefined) rep.promptTokens = usage.promptTokens;
+  if (usage?.energyJoules !== undefined) rep.engineEnergyJ = usage.energyJoules;
+  try {
+    return await bus.request(subjects.instanceLeg(instance), LegReport, rep, LegReply, { timeoutMs });
+  } catch {
+    return undefined; // the instance died with its engine: its leg's energy is not known
+  }
 }

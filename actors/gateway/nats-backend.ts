@@ -34,7 +34,7 @@ import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { DynError, RemoteError } from '../../protocols/errors.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import {
-  Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, LegReply, LegReport, TokenChunk, TokenizeReply, TokenizeRequest,
+  Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest,
 } from '../../protocols/messages.ts';
 import type { WireError } from '../../protocols/errors.ts';
 import { streamCompletionBatches } from '../../src/engine/client.ts';
@@ -42,8 +42,9 @@ import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engi
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { canMigrate, chunkExtras, continuation, engineDown, flatten, holderGoneChunk, retryableAdmission, timeTokens, waitConnected, type LegTiming, type StreamState } from './legs.ts';
+import { canMigrate, chunkExtras, continuation, endReport, engineDown, flatten, holderGoneChunk, legReport, retryableAdmission, timeTokens, waitConnected, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter } from './router.ts';
+import { StreamListeners } from './stream-listeners.ts';
 
 export interface NatsBackendOptions {
   /** the whole admission's budget (classification + dispatch + instance admission, retries included), ms. Default 10000. */
@@ -104,7 +105,7 @@ export interface AdmissionCounters {
 interface Leg {
   req: InferenceRequest;
   q: ChunkQueue;
-  sub: SubscribeHandle;
+  sub: { unsubscribe(): void };
   /** while the gateway streams this leg from an engine: takes the control chunks (an error ends the leg). */
   onControl?: (c: TokenChunk) => void;
   cancelSent: { done: boolean };
@@ -139,6 +140,7 @@ export class NatsBackend implements GatewayBackend {
   private readonly router: RequestRouter | undefined;
   private readonly directAdmitMs: number;
   private readonly holderCheckMs: number;
+  private readonly streams: StreamListeners;
   /** keep-alive connections to the engines this gateway streams from (one per concurrent stream). */
   private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: 4_000 });
 
@@ -159,6 +161,7 @@ export class NatsBackend implements GatewayBackend {
     this.router = opts.router;
     this.directAdmitMs = Math.min(opts.directAdmitMs ?? 2000, this.admitAttemptMs);
     this.holderCheckMs = opts.holderCheckMs ?? 250;
+    this.streams = new StreamListeners(bus, this.direct, this.capacity);
   }
 
   /**
@@ -179,6 +182,7 @@ export class NatsBackend implements GatewayBackend {
   }
 
   close(): void {
+    this.streams.close();
     this.agent.destroy();
   }
 
@@ -265,24 +269,20 @@ export class NatsBackend implements GatewayBackend {
     let granted: ((c: TokenChunk) => void) | undefined;
     const grant = new Promise<TokenChunk>((r) => (granted = r));
     const leg: Leg = { req: msg, q, sub: undefined as unknown as SubscribeHandle, cancelSent: { done: false }, admission: { v: 1, id: msg.id, ok: true } };
-    leg.sub = this.bus.subscribe(
-      subject,
-      TokenChunk,
-      (c) => {
-        if (leg.onControl) return leg.onControl(c);
-        if (c.grant) granted?.(c);
-        // a request moved between instances may repeat a seq; the first copy wins. A terminal chunk (done or
-        // error) ends the stream whoever sends it: the pool leader ending a dead instance's stream numbers it
-        // from that instance's last status, which may be a seq the gateway already has
-        if (seen.has(c.seq)) {
-          if (!(c.done || c.error)) return;
-          this.counters.foreignTerminals++;
-        }
-        seen.add(c.seq);
-        q.push(c);
-      },
-      { capacity: this.capacity },
-    );
+    const onChunk = (c: TokenChunk) => {
+      if (leg.onControl) return leg.onControl(c);
+      if (c.grant) granted?.(c);
+      // a request moved between instances may repeat a seq; the first copy wins. A terminal chunk (done or
+      // error) ends the stream whoever sends it: the pool leader ending a dead instance's stream numbers it
+      // from that instance's last status, which may be a seq the gateway already has
+      if (seen.has(c.seq)) {
+        if (!(c.done || c.error)) return;
+        this.counters.foreignTerminals++;
+      }
+      seen.add(c.seq);
+      q.push(c);
+    };
+    leg.sub = this.streams.listen(subject, msg.id, onChunk);
     const admission = this.admit(msg, signal, o, leg);
     let adm: Admission | TokenChunk | 'timed_out';
     try {
@@ -313,7 +313,12 @@ export class NatsBackend implements GatewayBackend {
       const e = adm.error ?? { code: 'rejected' as const, message: 'request refused', retryable: true };
       // the cluster's refusal: its words may name pools or instances, so the HTTP layer answers in its own
       throw new RemoteError(e);
-    } else leg.admission = adm;
+    } else {
+      const { grant: g, ...a } = adm;
+      leg.admission = a;
+      // the instance started it with its admission: the grant came in the reply (never kept in the admission)
+      if (g) onChunk({ v: 1, id: msg.id, seq: 0, text: '', tokens: 0, grant: g, ...(a.instance ? { instance: a.instance } : {}), ...(a.pool ? { pool: a.pool } : {}), ...(a.type ? { type: a.type } : {}) });
+    }
     return leg;
   }
 
@@ -442,9 +447,17 @@ export class NatsBackend implements GatewayBackend {
       requestId: lr.id,
       timeoutMs: Math.max(1000, lr.giveUpAtMs - Date.now()),
     };
-    // the instance holds the seat only briefly for a grant nobody takes: say it is taken
-    if (instance) this.report(instance, { v: 1, id: lr.id, phase: 'started' });
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
+    // the instance holds the seat only briefly for a grant nobody takes: the first-token report says it is taken,
+    // and 'started' does when the first token is slow to come (at once for an instance that gives no delay)
+    const within = grant.grant!.reportWithinMs;
+    let startTimer: ReturnType<typeof setTimeout> | undefined;
+    if (instance) {
+      if (within === undefined) legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'started' });
+      else startTimer = setTimeout(() => t.firstMs === undefined && legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'started' }), within);
+    }
+    /** the first token's report waits for the end of its batch: a leg that ends in that batch says it in its end report. */
+    let firstPending = false;
     let usage: EngineChunk['usage'];
     let finishReason: string | undefined;
     let stopReason: string | number | null | undefined;
@@ -471,7 +484,7 @@ export class NatsBackend implements GatewayBackend {
           const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
           const first = t.firstMs === undefined;
           timeTokens(t, k, offs, now);
-          if (first && instance) this.report(instance, { v: 1, id: lr.id, phase: 'first_token', firstTokenMs: t.firstMs! });
+          if (first && instance) firstPending = true;
           const out: TokenChunk = extra ? { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k, ...extra } : { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k };
           if (st.sent === 0 && first) out.ttftMs = Math.max(0, t.firstMs! - req.arrivalMs);
           if (offs && k > 1) out.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
@@ -489,10 +502,12 @@ export class NatsBackend implements GatewayBackend {
           if (ch.finishReason) tail = out; // the engine's last text goes out as the done chunk itself, as vLLM's
           else outs.push(out);
         }
+        if (firstPending && !finishReason && instance) legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'first_token', firstTokenMs: t.firstMs! });
+        firstPending = false;
         if (outs.length) yield outs;
       }
       leg.onControl = () => {};
-      const reply = instance ? await this.endReport(instance, lr.id, 'ok', t, usage) : undefined;
+      const reply = instance ? await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'ok', t, usage) : undefined;
       st.energyJ += reply?.energyJ ?? usage?.energyJoules ?? 0;
       st.energySource ??= reply?.energySource ?? (usage?.energyJoules !== undefined ? 'modelled' : 'measured');
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
@@ -511,7 +526,7 @@ export class NatsBackend implements GatewayBackend {
       const ended = ac.signal.reason instanceof LegEnded ? ac.signal.reason.error : undefined;
       // the instance learns how its leg ended (it ended it itself when it sent the error)
       if (!ended && instance) {
-        const reply = await this.endReport(instance, lr.id, 'failed', t, usage);
+        const reply = await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'failed', t, usage);
         st.energyJ += reply?.energyJ ?? 0;
         if (reply?.energySource) st.energySource ??= reply.energySource;
       }
@@ -524,6 +539,7 @@ export class NatsBackend implements GatewayBackend {
       yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w }];
       return 'done';
     } finally {
+      clearTimeout(startTimer);
       signal.removeEventListener('abort', onAbort);
     }
   }
@@ -576,25 +592,5 @@ export class NatsBackend implements GatewayBackend {
   /** A leg that never started may be sent again: as a migration, while the request's give-up time leaves room. */
   private canRedrive(req: InferenceRequest, st: StreamState): boolean {
     return Date.now() + Math.min(this.admitTimeoutMs, 5000) < req.giveUpAtMs && canMigrate(req, st, this.migrationLimit);
-  }
-
-  private report(instance: string, rep: LegReport): void {
-    try {
-      this.bus.publish(subjects.instanceLeg(instance), LegReport, rep);
-    } catch {
-      // the connection is gone: the instance frees the slot at the request's deadline
-    }
-  }
-
-  private async endReport(instance: string, id: string, outcome: 'ok' | 'failed', t: LegTiming, usage: EngineChunk['usage']): Promise<LegReply | undefined> {
-    const rep: LegReport = { v: 1, id, phase: 'end', outcome, completionTokens: usage?.completionTokens ?? t.tokens, tbtSumMs: t.tbtSum, tbtMaxMs: t.tbtMax, tbtN: t.tbtN };
-    if (t.firstMs !== undefined) rep.firstTokenMs = t.firstMs;
-    if (usage?.promptTokens !== undefined) rep.promptTokens = usage.promptTokens;
-    if (usage?.energyJoules !== undefined) rep.engineEnergyJ = usage.energyJoules;
-    try {
-      return await this.bus.request(subjects.instanceLeg(instance), LegReport, rep, LegReply, { timeoutMs: this.legReportTimeoutMs });
-    } catch {
-      return undefined; // the instance died with its engine: its leg's energy is not known
-    }
   }
 }

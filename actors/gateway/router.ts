@@ -118,7 +118,8 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
       tried.add(id);
       let a: Admission;
       try {
-        a = await bus.request(subjects.instanceAdmit(id), InferenceRequest, { ...plan.req, pool }, Admission, { timeoutMs, signal });
+        // a direct request asks for its grant in the reply (one message less when it starts at once)
+        a = await bus.request(subjects.instanceAdmit(id), InferenceRequest, { ...plan.req, pool, ...(msg.direct ? { replyGrant: true } : {}) }, Admission, { timeoutMs, signal });
       } catch (err) {
         const code = (err as DynError).code;
         if (code === 'no_responders') {

@@ -16,7 +16,7 @@ import {
   Admission, Cancel, InferenceRequest, InstanceCommand, InstanceStatus, InstanceTelemetry, MoveReply, MoveRequest,
   RequestRecord, TokenChunk, Ack, controlSubjects, subjects, DynError, toWireError,
   TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply, TOKENIZER_QUEUE, LegReport, LegReply,
-  type LegReport as LegReportT, type LegReply as LegReplyT,
+  type LegReport as LegReportT, type LegReply as LegReplyT, type Grant as GrantT,
   type InstanceCommand as InstanceCommandT, type RequestType, type WireError,
   type TokenizeRequest as TokenizeRequestT, type TokenizeReply as TokenizeReplyT,
   type DetokenizeRequest as DetokenizeRequestT, type DetokenizeReply as DetokenizeReplyT,
@@ -140,6 +140,11 @@ export class InstanceManager {
    * (subjects.cancelAll) serves them all: no SUB and UNSUB at nats-server per request.
    */
   #cancelable = new Set<string>();
+  /**
+   * the admission in progress of a request that asked for its grant in the reply (InferenceRequest.replyGrant):
+   * a direct request the admission starts at once leaves its grant here (#runDirect) for #admit's reply.
+   */
+  #replyGrant?: { id: string; grant?: GrantT };
   #cancelSub?: SubscribeHandle;
   #serves: (ServeHandle | SubscribeHandle)[] = [];
   #timers: unknown[] = [];
@@ -288,7 +293,9 @@ export class InstanceManager {
 
   // ---------------------------------------------------------------- admission and streaming
 
-  async #admit(wire: InferenceRequest): Promise<Admission> {
+  async #admit(asked: InferenceRequest): Promise<Admission> {
+    // the reply-grant wish is this admission's, never the held request's (a request moved on is granted on its stream)
+    const { replyGrant, ...wire } = asked;
     // from here on the request carries its type, SLO and TTFT deadline (classified here when admitted directly)
     const req = classified(wire, this.#o.config);
     // tokens go only to the request's own stream subject (never into events, commands or another request)
@@ -297,10 +304,13 @@ export class InstanceManager {
     }
     const known = this.#held.has(req.id);
     if (!known) this.#held.set(req.id, { req, admittedMs: this.#clock.now() });
+    const inReply = replyGrant === true && req.direct === true && !known ? { id: req.id } as { id: string; grant?: GrantT } : undefined;
+    this.#replyGrant = inReply;
     const { effects } = this.#step({
       type: 'admit',
       req: { id: req.id, type: req.type, inputTokens: req.inputTokens, arrivalMs: req.arrivalMs, ttftDeadlineMs: req.ttftDeadlineMs, ttftSloMs: req.slo.ttftMs, moves: req.moves ?? 0 },
     });
+    this.#replyGrant = undefined;
     const verdict = effects.find((e): e is Extract<InstanceEffect, { kind: 'admitted' | 'refused' }> => (e.kind === 'admitted' || e.kind === 'refused') && e.id === req.id);
     if (verdict?.kind === 'refused' || !verdict) {
       if (!known) this.#held.delete(req.id);
@@ -314,7 +324,9 @@ export class InstanceManager {
       this.#watchCancel(req.id);
     }
     // startedMs: the gateway that routed it watches this process's statuses, and admits it again elsewhere if it dies holding it
-    return { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: wire.type, startedMs: this.startedMs };
+    const a: Admission = { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: wire.type, startedMs: this.startedMs };
+    if (inReply?.grant) a.grant = inReply.grant;
+    return a;
   }
 
   #watchCancel(id: string): void {
@@ -513,10 +525,11 @@ export class InstanceManager {
           if (!r.gatewayStarted) r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
         }, this.#o.config.timeouts.directStartMs);
       });
-      this.#bus.publish(req.streamSubject, TokenChunk, {
-        v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: this.id, pool: this.pool, type: req.type,
-        grant: { url: this.#o.engine.baseUrl, apiKey: this.#o.engineApiKey! },
-      });
+      // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs
+      const grant: GrantT = { url: this.#o.engine.baseUrl, apiKey: this.#o.engineApiKey!, reportWithinMs: Math.floor(this.#o.config.timeouts.directStartMs / 2) };
+      // started by its own admission, for a gateway that asked for the grant in the reply: no message of its own
+      if (this.#replyGrant?.id === req.id) this.#replyGrant.grant = grant;
+      else this.#bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: this.id, pool: this.pool, type: req.type, grant });
       // the energy the gateway was told (and put in the client's usage), not a later reading
       const { rep, energyJ, energySource } = await end;
       const outcome = rep.outcome === 'ok' ? 'ok' : rep.outcome === 'cancelled' ? 'cancelled' : 'failed';

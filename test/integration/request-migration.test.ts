@@ -33,7 +33,7 @@ import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.
 import { GatewayRouter } from '../../actors/gateway/router.ts';
 import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { Admission, InferenceRequest as InferenceRequestCodec, PoolStatus, RequestRecord, controlSubjects, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
+import { Admission, InferenceRequest as InferenceRequestCodec, LegReport, PoolStatus, RequestRecord, controlSubjects, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
 const MODEL = 'llama3.1-8b';
 const PROMPT = 'Tell me about energy efficient inference in large clusters.';
@@ -46,6 +46,9 @@ const viaIntake = new Set<string>();
 const viaDispatch = new Set<string>();
 const poolStatuses: { atMs: number; st: PoolStatus }[] = [];
 const records = new Map<string, Rec>();
+/** messages on each request's stream subject, and the leg reports each request's instance got (by id). */
+const onStream = new Map<string, TokenChunk[]>();
+const legReports = new Map<string, string[]>();
 
 /** timeouts.directStartMs of this suite: how long an untaken grant holds its seat */
 const DIRECT_START_MS = 3000;
@@ -85,6 +88,8 @@ beforeAll(async () => {
   }, { capacity: 4096 });
   h.bus.subscribe(subjects.clusterIntake(), InferenceRequestCodec, (r) => void viaIntake.add(r.id), { capacity: 4096 });
   h.bus.subscribe(subjects.poolDispatch('pool-all'), InferenceRequestCodec, (r) => void viaDispatch.add(r.id), { capacity: 4096 });
+  h.bus.subscribe(subjects.streamAll(), TokenChunkCodec, (c) => void onStream.set(c.id, [...(onStream.get(c.id) ?? []), c]), { capacity: 65536 });
+  h.bus.subscribe(subjects.instanceLegAll(), LegReport, (r) => void legReports.set(r.id, [...(legReports.get(r.id) ?? []), r.phase]), { capacity: 4096 });
   h.bus.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (st) => void poolStatuses.push({ atMs: Date.now(), st }), { capacity: 4096 });
   await waitFor(() => (router.routable() ? true : undefined), 10_000, "the cluster's routing table at the gateway");
 }, 90_000);
@@ -173,6 +178,10 @@ describe('request plane: the gateway routes, the instance admits (one round trip
     expect(viaIntake.has(id)).toBe(false);
     expect(viaDispatch.has(id)).toBe(false);
     expect(during, "the pool leader's status counting the routed request").toBeDefined();
+    // it started with its admission: the grant came in the admission reply, nothing on its stream subject; the
+    // instance heard of it twice (the first token, then the end), never a separate 'started'
+    expect(onStream.get(id)).toBeUndefined();
+    expect(legReports.get(id)).toEqual(['first_token', 'end']);
   }, 60_000);
 });
 
