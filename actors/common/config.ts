@@ -228,6 +228,11 @@ export const configSchema = z
          * (LegReport 'started'; the gateway vanished or gave up first), ms; default 10000.
          */
         directStartMs: pos.default(10_000),
+        /**
+         * how long a new pool leader retries reading the pool's stored state (its assignment, the previous
+         * leader's dispatched requests) while JetStream is unavailable, before it leads without it, ms; default 5000.
+         */
+        takeoverReadMs: pos.default(5000),
       }).strict()
       .default({}),
   })

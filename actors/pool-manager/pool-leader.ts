@@ -109,18 +109,36 @@ export class PoolLeader {
   }
 
   async #becomeLeader(): Promise<void> {
-    // pick up the assignment the cluster leader left in the inventory KV (failover of this leader)
-    let stored: PoolAssignmentT | undefined;
-    try {
-      const kv = await this.#bus.kv(jetstream.inventoryBucket);
-      const e = await kv.get(inventoryKeys.pool(this.pool));
-      if (e && e.value.length) stored = PoolAssignment.decode(e.value);
-    } catch (err) {
-      this.#log.warn({ err: (err as Error).message }, 'could not read the pool assignment');
+    // pick up the assignment the cluster leader left in the inventory KV and the previous leader's list of
+    // dispatched requests (failover of this leader). JetStream may be briefly unavailable (a bucket's stream
+    // electing its leader, a NATS node restarting): the reads are retried with backoff for takeoverReadMs;
+    // leading with an empty list would leave the requests dispatched to an instance that dies unhandled
+    const budgetMs = this.#o.config.timeouts.takeoverReadMs;
+    const until = this.#clock.now() + budgetMs;
+    let stored: PoolAssignmentT | undefined | null = null;
+    let dispatched: DispatchedEntry[] | null = null;
+    let wait = 100;
+    let failure: StoredStateUnreadable | undefined;
+    for (let attempt = 1; ; attempt++) {
+      const errs: StoredStateUnreadable[] = [];
+      if (stored === null) stored = await this.#readAssignment().catch((err: unknown) => (errs.push(unreadable(err)), null));
+      if (dispatched === null) dispatched = await this.#readDispatched().catch((err: unknown) => (errs.push(unreadable(err)), null));
+      failure = errs[0];
+      if (!this.isLeader()) return;
+      if (!failure || this.#clock.now() + wait >= until) break;
+      this.#log.warn({ attempt, err: failure.message, retryInMs: wait }, 'pool state unreadable at takeover: retrying');
+      await this.#clock.sleep(wait);
+      wait = Math.min(1000, wait * 2);
+      if (!this.isLeader()) return;
     }
-    const dispatched = await this.#readDispatched();
-    if (!this.isLeader()) return;
-    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched });
+    if (failure) {
+      // led without it: the deaths of instances before this leader end their streams only by their deadline
+      this.#log.error({ err: failure.message, code: failure.code, retryable: failure.retryable, budgetMs }, 'leading without the stored pool state');
+      this.#evt('failure', `${this.#o.holder} leads ${this.pool} without ${stored === null ? 'its stored assignment' : ''}${stored === null && dispatched === null ? ' and ' : ''}${dispatched === null ? "the previous leader's dispatched requests" : ''} (unreadable for ${budgetMs} ms)`,
+        { assignmentRead: stored !== null, dispatchedRead: dispatched !== null }, { error: failure.message, budgetMs });
+    }
+    if (dispatched?.length) this.#log.info({ requests: dispatched.length }, 'dispatched requests of the previous leader adopted');
+    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched: dispatched ?? [] });
     // served only now: a dispatch retried from the previous leader finds the request it dispatched (its
     // list is adopted) instead of sending it to a second instance
     const opts = { capacity: 4096, concurrency: 256 };
@@ -131,31 +149,53 @@ export class PoolLeader {
     );
   }
 
+  /** The pool's assignment as the cluster leader stored it (undefined: none stored); StoredStateUnreadable when the KV fails. */
+  async #readAssignment(): Promise<PoolAssignmentT | undefined> {
+    let e;
+    try {
+      e = await (await this.#bus.kv(jetstream.inventoryBucket)).get(inventoryKeys.pool(this.pool));
+    } catch (err) {
+      throw new StoredStateUnreadable('the pool assignment', err);
+    }
+    if (!e || !e.value.length) return undefined;
+    try {
+      return PoolAssignment.decode(e.value);
+    } catch (err) {
+      // the same bytes fail again: the planner re-sends the current assignment to a pool that shows an older epoch
+      this.#log.warn({ err: (err as Error).message }, 'stored pool assignment unreadable: waiting for the planner');
+      return undefined;
+    }
+  }
+
   /** The dispatched-requests bucket (entries expire after DISPATCHED_TTL_MS: a record lost for good ends there). */
   #dispatchedKv() {
     return this.#bus.kv(jetstream.dispatchedBucket, { ttl: DISPATCHED_TTL_MS });
   }
 
-  /** The previous leader's list of dispatched requests (unreadable entries are skipped and logged). */
+  /**
+   * The previous leader's list of dispatched requests, read whole or not at all (StoredStateUnreadable: a
+   * list missing the entries that failed to load would be taken for complete); entries that do not decode
+   * are skipped and logged (the same bytes fail again).
+   */
   async #readDispatched(): Promise<DispatchedEntry[]> {
     const out: DispatchedEntry[] = [];
+    let got;
     try {
       const kv = await this.#dispatchedKv();
       const keys: string[] = [];
       for await (const k of await kv.keys(dispatchedKeys.pool(this.pool))) keys.push(k);
-      const got = await Promise.all(keys.map((k) => kv.get(k).catch(() => null)));
-      for (const e of got) {
-        if (!e || !e.value.length || e.operation !== 'PUT') continue;
-        try {
-          out.push(DispatchedEntry.decode(e.value));
-        } catch (err) {
-          this.#log.warn({ key: e.key, err: (err as Error).message }, 'unreadable dispatched entry skipped');
-        }
-      }
+      got = await Promise.all(keys.map((k) => kv.get(k)));
     } catch (err) {
-      this.#log.warn({ err: (err as Error).message }, 'could not read the dispatched requests: the deaths of instances before this leader end their streams only by their deadline');
+      throw new StoredStateUnreadable("the previous leader's dispatched requests", err);
     }
-    if (out.length) this.#log.info({ requests: out.length }, 'dispatched requests of the previous leader adopted');
+    for (const e of got) {
+      if (!e || !e.value.length || e.operation !== 'PUT') continue;
+      try {
+        out.push(DispatchedEntry.decode(e.value));
+      } catch (err) {
+        this.#log.warn({ key: e.key, err: (err as Error).message }, 'unreadable dispatched entry skipped');
+      }
+    }
     return out;
   }
 
@@ -295,6 +335,16 @@ export class PoolLeader {
     await this.#lease.stop().catch(() => {});
   }
 }
+
+/** The pool's stored state (its assignment, the dispatched list) could not be read: JetStream unavailable for now. Retryable. */
+export class StoredStateUnreadable extends DynError {
+  override name = 'StoredStateUnreadable';
+  constructor(what: string, cause: unknown) {
+    super('unavailable', `${what} could not be read: ${(cause as Error)?.message ?? String(cause)}`, { retryable: true, cause });
+  }
+}
+
+const unreadable = (err: unknown): StoredStateUnreadable => (err instanceof StoredStateUnreadable ? err : new StoredStateUnreadable('the pool state', err));
 
 /** how long a dispatched entry stays in the store without its record, ms (requests give up well before). */
 const DISPATCHED_TTL_MS = 3_600_000;
