@@ -36,6 +36,8 @@ import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision } from './pool-brain.ts';
+import { UnitExecutor, type UnitHost } from './reshard-exec.ts';
+import { reshardSteps } from '../policy/pool-shards.ts';
 import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
 import type { PoolMachineConfig } from '../policy/machines/pool.ts';
 import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
@@ -186,6 +188,8 @@ interface SimInstance {
   reshard: boolean;
   /** instances of the pool this one replaces (drained when it is ready). */
   replaces: SimInstance[];
+  /** its GPUs in the pool's GPU space (server k = k x gpusPerServer), once a re-shard placed it (./reshard-exec.ts). */
+  gpus?: number[];
   /** step fidelity: the instance manager (the live instance machine) of this instance. */
   brain?: InstanceBrain;
   /** when its machine last got its peers' statuses, ms. */
@@ -217,6 +221,8 @@ interface SimPool {
   accepted?: Float64Array;
   /** fluid: the pool's arrival rate by true type, req/s, smoothed over FLUID_LATENCY_WINDOW_S (latency is read at it). */
   latSmooth?: Float64Array;
+  /** a re-shard under way, unit by unit as the live pool carries it out (reshardExecution 'units'). */
+  exec?: UnitExecutor<SimInstance>;
 }
 
 interface ReqState {
@@ -431,7 +437,7 @@ export class Simulation {
     this.extraAccMs = now;
   }
 
-  private newInstance(pool: SimPool, tp: TpDegree, now: number, delayMs: number, kind: 'start' | 'reshard' | 'init', replaces: SimInstance[] = []): SimInstance {
+  private newInstance(pool: SimPool, tp: TpDegree, now: number, delayMs: number, kind: 'start' | 'reshard' | 'init' | 'unit', replaces: SimInstance[] = []): SimInstance {
     const id = `${pool.id}-i${this.seq++}`;
     const inst: SimInstance = {
       id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs,
@@ -460,6 +466,7 @@ export class Simulation {
     }
     for (const old of inst.replaces) this.drain(old, now);
     inst.replaces = [];
+    this.advanceExec(inst.pool, now);
   }
 
   private activateDue(now: number): void {
@@ -479,6 +486,7 @@ export class Simulation {
       this.accountExtra(now);
       inst.state = 'stopped';
       inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
+      this.advanceExec(inst.pool, now);
       return;
     }
     if (inst.state !== 'active') return;
@@ -504,6 +512,60 @@ export class Simulation {
     }
     inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
     this.reconf.instanceStop++;
+    this.advanceExec(inst.pool, now);
+  }
+
+  /** A pool's re-shard under way moves on (an instance became ready or stopped); a finished one is cleared. */
+  private advanceExec(pool: SimPool, now: number): void {
+    const x = pool.exec;
+    if (!x) return;
+    x.advance(now);
+    if (x.finished && pool.exec === x) pool.exec = undefined;
+  }
+
+  /**
+   * The pool's instances that hold GPUs on the pool's GPU space: those a re-shard placed keep their GPUs, the
+   * others are packed onto whole servers, largest TP first, each on the first aligned free GPUs (as the live
+   * pool's first instances are placed).
+   */
+  private placeInstances(pool: SimPool): SimInstance[] {
+    const holding = pool.instances.filter((i) => i.state !== 'stopped');
+    const gps = this.gpusPerServer;
+    const used = new Set(holding.flatMap((i) => i.gpus ?? []));
+    for (const i of [...holding].filter((x) => !x.gpus).sort((a, b) => b.tp - a.tp)) {
+      for (let g = 0; ; g += i.tp) {
+        // aligned, inside one server
+        if (Math.floor(g / gps) !== Math.floor((g + i.tp - 1) / gps)) continue;
+        const gs = Array.from({ length: i.tp }, (_, k) => g + k);
+        if (gs.some((x) => used.has(x))) continue;
+        i.gpus = gs;
+        for (const x of gs) used.add(x);
+        break;
+      }
+    }
+    return holding;
+  }
+
+  /** The live pool's execution of a re-shard decision: its staggered units (src/policy reshardSteps), run by ./reshard-exec.ts. */
+  private beginUnits(pool: SimPool, target: InstanceConfig[], now: number): void {
+    const current = this.placeInstances(pool).filter((i) => i.state === 'active' || i.state === 'starting').map((i) => ({ id: i.id, tp: i.tp, gpus: i.gpus! }));
+    const units = reshardSteps(current, target, this.gpusPerServer).flat();
+    const host: UnitHost<SimInstance> = {
+      start: (tp, gpus, t) => {
+        const inst = this.newInstance(pool, tp as TpDegree, t, this.cost.instanceStartS * 1000, 'unit');
+        inst.gpus = [...gpus];
+        return inst;
+      },
+      drain: (i, t) => this.drain(i, t),
+      ready: (i) => i.state === 'active',
+      gone: (i) => i.state === 'stopped' || !pool.instances.includes(i),
+      byId: (id) => pool.instances.find((i) => i.id === id),
+      gpusOf: (i) => i.gpus ?? [],
+      idOf: (i) => i.id,
+      holding: () => this.placeInstances(pool),
+    };
+    pool.exec = new UnitExecutor(units, host);
+    this.advanceExec(pool, now);
   }
 
   /** live TP mix of a pool: active and starting instances, not counting those a pending re-shard retires. */
@@ -656,7 +718,7 @@ export class Simulation {
    * after tau x Table VI + resync, the old ones serve until then.
    */
   private reshard(pool: SimPool, now: number, initial: boolean): void {
-    if (pool.instances.some((i) => i.replaces.length > 0)) return; // a re-shard is still in flight
+    if (pool.exec || pool.instances.some((i) => i.replaces.length > 0)) return; // a re-shard is still in flight
     const live = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting');
     const current = this.liveMix(pool);
     if (current.length === 0) return;
@@ -683,6 +745,11 @@ export class Simulation {
       // t = 0: the pool starts in its planned TP mix (the trace starts warm)
       for (const i of old) this.drain(i, now);
       for (const c of plan.target) for (let k = 0; k < c.count; k++) this.newInstance(pool, c.tp, now, 0, 'init');
+      return;
+    }
+    if (this.o.reshardExecution === 'units') {
+      this.reconf.reshard++;
+      this.beginUnits(pool, plan.target, now);
       return;
     }
     const delay = reshardTau(current, plan.target) * this.cost.tauMs + this.cost.resyncMs;

@@ -109,7 +109,7 @@ async function* amplifyAsync(src: AsyncIterable<TraceRecord>, k: number, seed: n
 export async function recordSource(src: TraceSource, rateScale = 1, seed = 7): Promise<() => AsyncIterable<TraceRecord> | Iterable<TraceRecord>> {
   if (!(rateScale > 0)) throw new RangeError(`rateScale must be > 0, got ${rateScale}`);
   if (src.kind === 'file') {
-    const read = () => readTrace(src.path, { startMs: src.startMs, durationMs: src.durationMs, limit: src.limit, skipBad: src.skipBad, rebase: true, timeUnit: src.timeUnit });
+    const read = () => readTrace(src.path, { startMs: src.startMs, durationMs: src.durationMs, limit: src.limit, skipBad: src.skipBad, rebase: true, timeUnit: src.timeUnit, speed: src.speed });
     if (rateScale === 1) return read;
     return () => amplifyAsync(read(), rateScale, seed + 101);
   }

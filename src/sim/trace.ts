@@ -63,6 +63,11 @@ export interface ReadTraceOptions {
   timeUnit?: TimeUnit | 'auto';
   /** re-base tMs so the first record of the window is at 0. default false (tMs stays relative to row 1). */
   rebase?: boolean;
+  /**
+   * time compression, as `replay --speed`: tMs = trace time / speed (the window, startMs and durationMs, is in
+   * trace time). default 1.
+   */
+  speed?: number;
 }
 
 export interface TraceStats {
@@ -225,6 +230,8 @@ export async function* readTrace(path: string, opts: ReadTraceOptions = {}): Asy
   const startMs = opts.startMs ?? 0;
   const endMs = opts.durationMs === undefined ? Infinity : startMs + opts.durationMs;
   const limit = opts.limit ?? Infinity;
+  const speed = opts.speed ?? 1;
+  if (!(speed > 0 && Number.isFinite(speed))) throw new RangeError(`trace speed must be a positive number, got ${opts.speed}`);
   const stats = opts.stats ?? { rows: 0, skipped: 0 };
   const input = createReadStream(path, { encoding: 'utf8' });
   const rl = createInterface({ input, crlfDelay: Infinity });
@@ -250,7 +257,7 @@ export async function* readTrace(path: string, opts: ReadTraceOptions = {}): Asy
     if (rel < startMs) return false;
     if (rel >= endMs) return true;
     if (Number.isNaN(base)) base = opts.rebase ? rel : 0;
-    const rec: TraceRecord = { tMs: rel - base, inputTokens: r.input, outputTokens: r.output };
+    const rec: TraceRecord = { tMs: (rel - base) / speed, inputTokens: r.input, outputTokens: r.output };
     if (r.hashIds) rec.hashIds = r.hashIds;
     yield rec;
     return ++emitted >= limit;

@@ -28,7 +28,7 @@ export function paperFiguresFor(trace: TraceSource, durationS: number): { figure
 
 /** Serializable trace source (it crosses into worker threads). */
 export type TraceSource =
-  | { kind: 'file'; path: string; startMs?: number; durationMs?: number; limit?: number; skipBad?: boolean; timeUnit?: TimeUnit | 'auto' }
+  | { kind: 'file'; path: string; startMs?: number; durationMs?: number; limit?: number; skipBad?: boolean; timeUnit?: TimeUnit | 'auto'; speed?: number }
   | ({ kind: 'synth' } & Omit<SynthOptions, 'lengthsFrom'> & { lengthsFromFile?: string });
 
 export interface SimEpochs {
@@ -115,6 +115,13 @@ export interface SimOptions {
   gpusPerServer?: number;
   instanceTp?: 1 | 2 | 4 | 8;
   asConfigured?: boolean;
+  /**
+   * how a pool carries out a re-shard decision. 'units' (the live pool machine's way): its staggered units one
+   * at a time; a unit on GPUs an instance holds drains and stops it first, and the new instance serves after an
+   * engine start (`costs.instanceStartS`). 'overlap' (the paper's NVLink re-shard): the old layout serves until
+   * the new one is up, after tau x Table VI + resync. Default 'overlap'.
+   */
+  reshardExecution?: 'units' | 'overlap';
   knobs?: { pools?: 'single' | 'per-type'; dynamicInstances?: boolean; dynamicShards?: boolean; dynamicClock?: boolean; emergency?: boolean };
 }
 

@@ -60,9 +60,11 @@ export interface TwinSpec {
   title: string;
   config: string;
   windowS: number;
+  /** replay speed (trace time / wall time); the simulator reads the same window compressed alike. Default 1. */
+  speed?: number;
   /** the cluster's shape, in words, for the notes. */
   shape: string;
-  sim: Pick<SimOptions, 'profilePath' | 'servers' | 'gpusPerServer' | 'instanceTp' | 'knobs' | 'epochs' | 'asConfigured'>;
+  sim: Pick<SimOptions, 'profilePath' | 'servers' | 'gpusPerServer' | 'instanceTp' | 'knobs' | 'epochs' | 'asConfigured' | 'reshardExecution' | 'costs'>;
 }
 
 export async function bench(): Promise<BenchSection> {
@@ -79,18 +81,19 @@ export async function bench(): Promise<BenchSection> {
 
 export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   const windowS = spec.windowS;
+  const speed = spec.speed ?? 1;
   const cluster = await up(spec.config);
   let live;
   const load0 = loadavg()[0];
   try {
-    live = await replayTrace({ trace: TRACE, url: cluster.base, speed: 1, durationS: windowS });
+    live = await replayTrace({ trace: TRACE, url: cluster.base, speed, durationS: windowS });
   } finally {
     await cluster.stop();
   }
   const sim = await simulate({
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
     dispatch: 'policy',
-    trace: { kind: 'file', path: TRACE, durationMs: windowS * 1000 },
+    trace: { kind: 'file', path: TRACE, durationMs: windowS * 1000, speed },
   });
   const rows: Record<string, string | number>[] = [];
   const liveJ = live.clusterEnergyJ;
@@ -116,7 +119,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   return {
     title: spec.title,
     notes: [
-      `live: \`dynamollm up --config ${spec.config}\` + \`replay --trace ${TRACE} --speed 1 --duration ${windowS}\`; simulated: the same window, step fidelity, the config's cluster shape (${spec.shape})`,
+      `live: \`dynamollm up --config ${spec.config}\` + \`replay --trace ${TRACE} --speed ${speed} --duration ${windowS}\`; simulated: the same window at the same speed, step fidelity, the config's cluster shape (${spec.shape})`,
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; live latency is wall time on this shared machine',
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',

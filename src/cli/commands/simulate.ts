@@ -44,6 +44,9 @@ interface SimulateOptions {
   prefixRouting?: boolean;
   prefixCache: boolean;
   prefixBlockTokens?: string;
+  reshardExecution: string;
+  instanceStartS?: string;
+  speed: string;
 }
 
 export function register(cmd: Command, exit: ExitCode): void {
@@ -70,11 +73,19 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--prefix-routing', 'cache-aware dispatch (step fidelity, traces with hash_ids)')
     .option('--no-prefix-cache', 'turn the engines\' prefix cache off')
     .option('--prefix-block-tokens <n>', 'tokens per prefix-cache block')
+    .option('--reshard-execution <how>', "how a pool carries out a re-shard: overlap (the paper's NVLink re-shard: the old layout serves until the new one is up after tau x Table VI) or units (the live pool's: unit by unit, an engine stopped before one starts on its GPUs, each start taking --instance-start-s)", 'overlap')
+    .option('--instance-start-s <s>', 'seconds until a new engine serves (default 300: Table V, weights cached in-cluster)')
+    .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
     .addOption(jsonOption())
     .option('--out <file>', 'also write every number, time series included, as JSON to FILE')
     .option('--report <dir>', 'write an HTML report to DIR/index.html')
     .addHelpText('after', `\n${DESCRIPTION}`)
     .action(action(exit, (values: SimulateOptions) => simulate(values)));
+}
+
+function reshardExecutionOf(x: string): 'units' | 'overlap' {
+  if (x !== 'units' && x !== 'overlap') throw new UsageError(`--reshard-execution must be units or overlap, got '${x}'`);
+  return x;
 }
 
 /** Share of refused (over-context) requests above which simulate prints a warning. */
@@ -108,7 +119,9 @@ async function simulate(v: SimulateOptions): Promise<number> {
         say(`time unit: ${d.unit} (${d.reason}; --time-unit overrides)\n`);
       }
     }
-    trace = { kind: 'file', path: traceArg, startMs: num(v.startS, 'start-s') * 1000, durationMs: dur, skipBad: v.skipBad, timeUnit };
+    const speed = num(v.speed, 'speed');
+    if (!(speed > 0)) throw new UsageError(`--speed must be > 0, got ${v.speed}`);
+    trace = { kind: 'file', path: traceArg, startMs: num(v.startS, 'start-s') * 1000, durationMs: dur, skipBad: v.skipBad, timeUnit, speed };
   }
   const carbon = v.carbon === undefined ? undefined : Number.isFinite(Number(v.carbon)) ? Number(v.carbon) : v.carbon;
   const base: Omit<SimOptions, 'policy'> = {
@@ -118,6 +131,8 @@ async function simulate(v: SimulateOptions): Promise<number> {
     maxContext: v.maxContext === undefined ? undefined : num(v.maxContext, 'max-context'),
     prefixRouting: v.prefixRouting ?? false, prefixCaching: v.prefixCache,
     prefixBlockTokens: v.prefixBlockTokens === undefined ? undefined : num(v.prefixBlockTokens, 'prefix-block-tokens'),
+    reshardExecution: reshardExecutionOf(v.reshardExecution),
+    ...(v.instanceStartS !== undefined ? { costs: { instanceStartS: num(v.instanceStartS, 'instance-start-s') } } : {}),
   };
   const prog = new Array<number>(policies.length).fill(0);
   const tty = process.stderr.isTTY;
