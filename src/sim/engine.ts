@@ -36,8 +36,7 @@ import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision } from './pool-brain.ts';
-import { UnitExecutor, type UnitHost } from './reshard-exec.ts';
-import { reshardSteps } from '../policy/pool-shards.ts';
+import { reshardTau, unitsOf, type UnitExecutor } from './reshard-exec.ts';
 import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
 import type { PoolMachineConfig } from '../policy/machines/pool.ts';
 import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
@@ -73,29 +72,6 @@ export const POLICY_KNOBS: Record<PolicyName, PolicyKnobs> = {
   dynamollm: { pools: 'per-type', dynamicInstances: true, dynamicShards: true, dynamicClock: true, emergency: true, oracle: false },
   oracle: { pools: 'per-type', dynamicInstances: true, dynamicShards: true, dynamicClock: true, emergency: true, oracle: true },
 };
-
-/** Table VI (tau units), rows source / columns target, order TP2, 4xTP2, TP4, TP2+TP4, 2xTP4, TP8 (per 8 GPUs). */
-const TABLE_VI = [
-  [0, 4, 2, 2, 2, 1],
-  [0, 0, 0, 0, 0, 0],
-  [2, 2, 0, 2, 2, 1],
-  [0, 2, 0, 0, 1, 1],
-  [1, 1, 0, 1, 0, 0],
-  [1, 1, 1, 1, 1, 0],
-];
-function tableViIndex(mix: InstanceConfig[]): number {
-  const n = (tp: number) => mix.find((c) => c.tp === tp)?.count ?? 0;
-  if (n(8) > 0) return 5;
-  if (n(4) >= 2) return 4;
-  if (n(4) >= 1 && n(2) >= 1) return 3;
-  if (n(4) === 1) return 2;
-  if (n(2) >= 4) return 1;
-  return 0;
-}
-/** Re-shard cost, tau units: Table VI of the dominant per-server layouts (an approximation per pool). */
-export function reshardTau(from: InstanceConfig[], to: InstanceConfig[]): number {
-  return TABLE_VI[tableViIndex(from)][tableViIndex(to)];
-}
 
 const TYPE_INDEX = Object.fromEntries(REQUEST_TYPES.map((t, i) => [t, i])) as Record<RequestType, number>;
 
@@ -188,8 +164,7 @@ interface SimInstance {
   reshard: boolean;
   /** instances of the pool this one replaces (drained when it is ready). */
   replaces: SimInstance[];
-  /** its GPUs in the pool's GPU space (server k = k x gpusPerServer), once a re-shard placed it (./reshard-exec.ts). */
-  gpus?: number[];
+  gpus?: number[]; // in the pool's GPU space, once placed (./reshard-exec.ts)
   /** step fidelity: the instance manager (the live instance machine) of this instance. */
   brain?: InstanceBrain;
   /** when its machine last got its peers' statuses, ms. */
@@ -221,8 +196,7 @@ interface SimPool {
   accepted?: Float64Array;
   /** fluid: the pool's arrival rate by true type, req/s, smoothed over FLUID_LATENCY_WINDOW_S (latency is read at it). */
   latSmooth?: Float64Array;
-  /** a re-shard under way, unit by unit as the live pool carries it out (reshardExecution 'units'). */
-  exec?: UnitExecutor<SimInstance>;
+  exec?: UnitExecutor<SimInstance>; // a re-shard under way, unit by unit (reshardExecution 'units')
 }
 
 interface ReqState {
@@ -523,48 +497,12 @@ export class Simulation {
     if (x.finished && pool.exec === x) pool.exec = undefined;
   }
 
-  /**
-   * The pool's instances that hold GPUs on the pool's GPU space: those a re-shard placed keep their GPUs, the
-   * others are packed onto whole servers, largest TP first, each on the first aligned free GPUs (as the live
-   * pool's first instances are placed).
-   */
-  private placeInstances(pool: SimPool): SimInstance[] {
-    const holding = pool.instances.filter((i) => i.state !== 'stopped');
-    const gps = this.gpusPerServer;
-    const used = new Set(holding.flatMap((i) => i.gpus ?? []));
-    for (const i of [...holding].filter((x) => !x.gpus).sort((a, b) => b.tp - a.tp)) {
-      for (let g = 0; ; g += i.tp) {
-        // aligned, inside one server
-        if (Math.floor(g / gps) !== Math.floor((g + i.tp - 1) / gps)) continue;
-        const gs = Array.from({ length: i.tp }, (_, k) => g + k);
-        if (gs.some((x) => used.has(x))) continue;
-        i.gpus = gs;
-        for (const x of gs) used.add(x);
-        break;
-      }
-    }
-    return holding;
-  }
-
-  /** The live pool's execution of a re-shard decision: its staggered units (src/policy reshardSteps), run by ./reshard-exec.ts. */
+  /** The live pool's execution of a re-shard decision (./reshard-exec.ts), each new engine serving after instanceStartS. */
   private beginUnits(pool: SimPool, target: InstanceConfig[], now: number): void {
-    const current = this.placeInstances(pool).filter((i) => i.state === 'active' || i.state === 'starting').map((i) => ({ id: i.id, tp: i.tp, gpus: i.gpus! }));
-    const units = reshardSteps(current, target, this.gpusPerServer).flat();
-    const host: UnitHost<SimInstance> = {
-      start: (tp, gpus, t) => {
-        const inst = this.newInstance(pool, tp as TpDegree, t, this.cost.instanceStartS * 1000, 'unit');
-        inst.gpus = [...gpus];
-        return inst;
-      },
+    pool.exec = unitsOf(() => pool.instances, target, this.gpusPerServer, {
+      start: (tp, t) => this.newInstance(pool, tp as TpDegree, t, this.cost.instanceStartS * 1000, 'unit'),
       drain: (i, t) => this.drain(i, t),
-      ready: (i) => i.state === 'active',
-      gone: (i) => i.state === 'stopped' || !pool.instances.includes(i),
-      byId: (id) => pool.instances.find((i) => i.id === id),
-      gpusOf: (i) => i.gpus ?? [],
-      idOf: (i) => i.id,
-      holding: () => this.placeInstances(pool),
-    };
-    pool.exec = new UnitExecutor(units, host);
+    });
     this.advanceExec(pool, now);
   }
 

@@ -9,7 +9,9 @@
  * The simulator's engine is the host: it starts, drains and reports the state of its instances. The live
  * machine's own waits (status periods, node command round trips) are not modelled.
  */
-import type { StaggerUnit } from '../policy/pool-shards.ts';
+import { reshardSteps, type StaggerUnit } from '../policy/pool-shards.ts';
+import type { InstanceConfig } from '../policy/types.ts';
+import { TABLE_VI_TAU } from '../policy/sharding.ts';
 
 export interface UnitHost<I> {
   /** start an instance of `tp` on `gpus` (pool-global indices); it serves once ready. */
@@ -105,4 +107,77 @@ export class UnitExecutor<I> {
     else this.#todo = [{ kind: 'retire', ids: [...u.from] }, start];
     return true;
   }
+}
+
+/** What the simulator's instances show the executor: their TP, state, and GPUs once placed. */
+export interface PlacedInstance {
+  id: string;
+  tp: number;
+  state: 'starting' | 'active' | 'draining' | 'stopped';
+  /** GPUs in the pool's GPU space (server k = k x gpusPerServer); set here when first placed. */
+  gpus?: number[];
+}
+
+/**
+ * The instances that hold GPUs, placed on the pool's GPU space: those placed before keep their GPUs, the others
+ * are packed onto whole servers, largest TP first, each on the first aligned free GPUs (as the live pool places
+ * its first instances).
+ */
+export function placeInstances<I extends PlacedInstance>(instances: readonly I[], gpusPerServer: number): I[] {
+  const holding = instances.filter((i) => i.state !== 'stopped');
+  const used = new Set(holding.flatMap((i) => i.gpus ?? []));
+  for (const i of [...holding].filter((x) => !x.gpus).sort((a, b) => b.tp - a.tp)) {
+    for (let g = 0; ; g += i.tp) {
+      if (Math.floor(g / gpusPerServer) !== Math.floor((g + i.tp - 1) / gpusPerServer)) continue;
+      const gs = Array.from({ length: i.tp }, (_, k) => g + k);
+      if (gs.some((x) => used.has(x))) continue;
+      i.gpus = gs;
+      for (const x of gs) used.add(x);
+      break;
+    }
+  }
+  return holding;
+}
+
+/**
+ * The executor of a re-shard of a pool's instances (`instances()`: the pool's list as it is now) to `target`:
+ * the units of src/policy reshardSteps over the instances' placement; `ops` starts (not yet serving) and drains
+ * the simulator's instances.
+ */
+export function unitsOf<I extends PlacedInstance>(
+  instances: () => readonly I[], target: InstanceConfig[], gpusPerServer: number,
+  ops: { start(tp: number, now: number): I; drain(inst: I, now: number): void },
+): UnitExecutor<I> {
+  const current = placeInstances(instances(), gpusPerServer).filter((i) => i.state === 'active' || i.state === 'starting').map((i) => ({ id: i.id, tp: i.tp, gpus: i.gpus! }));
+  const units = reshardSteps(current, target, gpusPerServer).flat();
+  return new UnitExecutor(units, {
+    start: (tp, gpus, now) => {
+      const inst = ops.start(tp, now);
+      inst.gpus = [...gpus];
+      return inst;
+    },
+    drain: (i, now) => ops.drain(i, now),
+    ready: (i) => i.state === 'active',
+    gone: (i) => i.state === 'stopped' || !instances().includes(i),
+    byId: (id) => instances().find((i) => i.id === id),
+    gpusOf: (i) => i.gpus ?? [],
+    idOf: (i) => i.id,
+    holding: () => placeInstances(instances(), gpusPerServer),
+  });
+}
+
+/** The row / column of Table VI (src/policy TABLE_VI_CONFIGS) of a pool's dominant per-server layout. */
+function tableViIndex(mix: InstanceConfig[]): number {
+  const n = (tp: number) => mix.find((c) => c.tp === tp)?.count ?? 0;
+  if (n(8) > 0) return 5;
+  if (n(4) >= 2) return 4;
+  if (n(4) >= 1 && n(2) >= 1) return 3;
+  if (n(4) === 1) return 2;
+  if (n(2) >= 4) return 1;
+  return 0;
+}
+
+/** The 'overlap' execution's cost of a re-shard, tau units: Table VI of the dominant per-server layouts (an approximation per pool). */
+export function reshardTau(from: InstanceConfig[], to: InstanceConfig[]): number {
+  return TABLE_VI_TAU[tableViIndex(from)]![tableViIndex(to)]!;
 }
