@@ -170,6 +170,9 @@ export const instanceStatus = z.object({
   runningSeqs: z.array(int).max(1024).optional(),
   /** offered load, req/s by (classified) type, EWMA. */
   loadByType: z.record(requestType, nonneg),
+  /** requests admitted since this process started, by type (cumulative; the pool's burst window counts each
+   * minute's arrivals from the increments); optional (older instance managers). */
+  admittedByType: z.record(requestType, nonneg).optional(),
   /** prompt tokens not yet prefilled: queued requests and running ones without their first token (what a new
    * prompt waits behind); optional (older instance managers). */
   pendingPrefillTokens: int.optional(),

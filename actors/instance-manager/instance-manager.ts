@@ -740,6 +740,7 @@ export class InstanceManager {
       queued: this.queued, running: running.length, queuedIds: this.#m.queue.slice(0, 1024).map((q) => q.id),
       runningIds: running.slice(0, 1024).map((r) => r.req.id), runningSeqs: running.slice(0, 1024).map((r) => r.seq),
       loadByType: currentLoad(this.#m, now, this.#cfg),
+      admittedByType: { ...this.#m.admitted },
       pendingPrefillTokens: pendingPrefillTokens(this.#m),
     };
     if (this.#o.node) st.node = this.#o.node;

@@ -71,6 +71,8 @@ export class PoolLeader {
       pool: o.pool, holder: o.holder, ...(o.profile ? { profile: o.profile } : {}), headroom: c.policy.headroom, deadAfterMs: c.liveness.deadAfterMs,
       statusIntervalMs: c.liveness.statusIntervalMs, epochMs: c.epochs.poolS * 1000, healthDeadlineMs: c.engine.healthDeadlineMs, initialTp: c.engine.initialTp,
       moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS, planner: c.planner === 'milp' ? 'milp' : 'heuristic',
+      // the burst guard's window: the cluster forecaster's recent window (both keep the highest minute in it)
+      burstWindowMs: c.scaling.recentWindowS * 1000,
     };
     this.#m = initialPoolState(o.types);
     this.#lease = new LeaderLease({

@@ -4,7 +4,9 @@
  * actors (actors/common/policy.ts planPoolShardsMilp) call these.
  */
 import type { RequestType } from '../../protocols/request-types.ts';
+import type { InstanceStatus } from '../../protocols/control.ts';
 import type { Profile } from '../model/profile-types.ts';
+import { GPUS } from '../model/catalog.ts';
 import { DEFAULT_HEADROOM, type InstanceConfig, type TpDegree } from './types.ts';
 import { planSharding, overheadTable, staggerSteps, type OverheadTable, type StaggerUnit } from './sharding.ts';
 import type { CurrentInstance } from './reshard-matching.ts';
@@ -23,6 +25,93 @@ export interface PoolShardInput {
   headroom?: number;
   /** reconfiguration costs (instance start, tau, resync); default overheadTable()'s. */
   overhead?: Partial<Pick<OverheadTable, 'tauMs' | 'resyncS' | 'instanceStartS' | 'clockChangeMs'>>;
+  /**
+   * with `peak`: the instances of the measured load's split that the peak does not need are left out (their
+   * GPUs stay granted, in no instance). Default false: every granted GPU in an instance.
+   */
+  allowIdleGpus?: boolean;
+  /** the load the split must carry (the burst guard, guardedPoolLoad: >= `load` per type); priced at `load`. */
+  peak?: Partial<Record<RequestType, number>>;
+}
+
+/** A minute of a pool's arrivals: the requests its instances admitted in [atMs, atMs + POOL_LOAD_BUCKET_MS), by type. */
+export interface PoolLoadSample { atMs: number; counts: Partial<Record<RequestType, number>> }
+
+/** The burst window's bucket: a minute, the unit of the cluster forecaster's highest minute. */
+export const POOL_LOAD_BUCKET_MS = 60_000;
+
+/**
+ * The pool's recent window of arrivals with `counts` (requests admitted since the last record, by type) added to
+ * the minute of `now`, and minutes that ended windowMs or more before now dropped (a new array; windowMs <= 0
+ * keeps none). Bounded: windowMs / POOL_LOAD_BUCKET_MS + 1 minutes. The counts come from the instances'
+ * cumulative admission counters (status admittedByType), so the window holds what arrived, not an instance's
+ * short-window rate estimate (whose per-instance maxima, summed and maximised over a window, read a load the pool
+ * never had).
+ */
+export function recordPoolArrivals(window: readonly PoolLoadSample[], counts: Partial<Record<RequestType, number>>, now: number, windowMs: number): PoolLoadSample[] {
+  if (!(windowMs > 0)) return [];
+  const bucket = Math.floor(now / POOL_LOAD_BUCKET_MS) * POOL_LOAD_BUCKET_MS;
+  const kept = window.filter((x) => x.atMs + POOL_LOAD_BUCKET_MS > now - windowMs && x.atMs <= now);
+  const add = Object.entries(counts).filter(([, n]) => (n ?? 0) > 0) as [RequestType, number][];
+  if (!add.length) return kept;
+  const at = kept.findIndex((x) => x.atMs === bucket);
+  const cur = at >= 0 ? { ...kept[at]!.counts } : {};
+  for (const [t, n] of add) cur[t] = (cur[t] ?? 0) + n;
+  if (at >= 0) kept[at] = { atMs: bucket, counts: cur };
+  else {
+    kept.push({ atMs: bucket, counts: cur });
+    kept.sort((a, b) => a.atMs - b.atMs);
+  }
+  return kept;
+}
+
+/**
+ * Requests an instance admitted between its previous status and this one (increments of its cumulative
+ * admittedByType), by type; undefined when there is no earlier status of the same process to count from (a first
+ * status, a restart, a status out of order, an instance manager without the counter).
+ */
+export function admittedBetween(prev: Pick<InstanceStatus, 'startedMs' | 'seq' | 'admittedByType'> | undefined, st: Pick<InstanceStatus, 'startedMs' | 'seq' | 'admittedByType'>): Partial<Record<RequestType, number>> | undefined {
+  if (!prev?.admittedByType || !st.admittedByType || prev.startedMs !== st.startedMs || st.seq <= prev.seq) return undefined;
+  const out: Partial<Record<RequestType, number>> = {};
+  for (const [t, n] of Object.entries(st.admittedByType) as [RequestType, number][]) {
+    const d = n - (prev.admittedByType[t] ?? 0);
+    if (d > 0) out[t] = d;
+  }
+  return out;
+}
+
+/**
+ * The window's highest minute, req/s by type: the minute with the most arrivals, with its whole mix (not the
+ * per-type maxima across minutes: types peak in different minutes, and their sum is a load the pool never had).
+ * The minute under way counts with what has arrived so far, over a whole minute.
+ */
+export function windowPeak(window: readonly PoolLoadSample[]): Partial<Record<RequestType, number>> {
+  let best: PoolLoadSample | undefined;
+  let top = 0;
+  for (const x of window) {
+    const tot = Object.values(x.counts).reduce((a, v) => a + (v ?? 0), 0);
+    if (tot > top) {
+      top = tot;
+      best = x;
+    }
+  }
+  const out: Partial<Record<RequestType, number>> = {};
+  if (best) for (const [t, n] of Object.entries(best.counts) as [RequestType, number][]) out[t] = n / (POOL_LOAD_BUCKET_MS / 1000);
+  return out;
+}
+
+/**
+ * The pool's burst guard: per type, the larger of what its instances measure now and `floor`, the highest
+ * minute of its recent window (windowPeak). The measured load is an EWMA of the last seconds: a quiet minute
+ * of a bursty trace reads near zero while the next burst is minutes away; the window remembers the burst.
+ * `guarded` is false when the floor is empty (no window: the plan then keeps every granted GPU in an instance).
+ */
+export function guardedPoolLoad(measured: Partial<Record<RequestType, number>>, floor: Partial<Record<RequestType, number>> | undefined): { load: Partial<Record<RequestType, number>>; guarded: boolean } {
+  const load: Partial<Record<RequestType, number>> = { ...measured };
+  const guarded = floor !== undefined && Object.values(floor).some((v) => (v ?? 0) > 0);
+  if (!guarded) return { load, guarded };
+  for (const [t, v] of Object.entries(floor) as [RequestType, number][]) if (v > (load[t] ?? 0)) load[t] = v;
+  return { load, guarded };
 }
 
 export interface PoolShardDecision {
@@ -43,15 +132,29 @@ export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined
   if ([...counts.keys()].some((tp) => !i.profile.tpDegrees.includes(tp) || ![2, 4, 8].includes(tp))) return undefined;
   const current: InstanceConfig[] = [...counts].map(([tp, count]) => ({ tp: tp as TpDegree, count }));
   const overhead = overheadTable(i.overhead);
-  const d = planSharding({ profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8, headroom: i.headroom ?? DEFAULT_HEADROOM });
+  const common = { profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8, headroom: i.headroom ?? DEFAULT_HEADROOM };
+  // the split of every granted GPU for the measured load (the paper's pool manager); then, with a burst guard, the
+  // instances of that split the guard's peak does not need are left out (its shape kept: the TP degrees and at most
+  // its counts), each GPU left out charged its unloaded idle power
+  let d = planSharding(common);
+  let trimmed = false;
+  if (i.peak && i.allowIdleGpus && d.feasible) {
+    const max: Partial<Record<TpDegree, number>> = {};
+    for (const c of d.target) max[c.tp] = c.count;
+    const t = planSharding({ ...common, peakLoadByType: i.peak, allowIdleGpus: true, idleGpuW: unloadedIdleW(i.profile), maxCounts: max });
+    if (t.feasible) {
+      d = t;
+      trimmed = true;
+    }
+  }
   const fmt = (c: InstanceConfig[]) => c.map((x) => `${x.count}xTP${x.tp}`).join('+') || 'none';
   return {
     take: d.take,
     target: d.target,
-    summary: `${fmt(current)} -> ${fmt(d.target)}: ${d.reason}`,
+    summary: `${fmt(current)} -> ${fmt(d.target)}: ${d.reason}${trimmed ? `; burst guard: carries the recent window's highest minute (${totalOf(i.peak!).toFixed(2)} req/s), ${i.gpus - gpusOf(d.target)} of ${i.gpus} GPUs in no instance` : ''}`,
     inputs: {
       planner: 'heuristic',
-      loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, currentEnergyJ: d.currentEnergyJ, targetEnergyJ: d.targetEnergyJ,
+      loadByType: i.load, ...(i.peak ? { peakLoadByType: i.peak } : {}), gpus: i.gpus, allowIdleGpus: i.allowIdleGpus === true, trimmed, current, epochS: i.epochS, currentEnergyJ: d.currentEnergyJ, targetEnergyJ: d.targetEnergyJ,
       costJ: d.costJ, feasible: d.feasible, currentFeasible: d.currentFeasible, overhead: { tauMs: overhead.tauMs, resyncS: overhead.resyncS, instanceStartS: overhead.instanceStartS },
     },
   };
@@ -91,3 +194,11 @@ export function darkReshardUnit(current: CurrentInstance[], units: StaggerUnit[]
   }
   return undefined;
 }
+
+/** Power of a GPU of the profile's kind with nothing loaded, W (the catalog's idle power; 0 for a GPU it does not list). */
+function unloadedIdleW(p: Profile): number {
+  return GPUS[p.gpu]?.idlePowerW ?? 0;
+}
+
+const totalOf = (l: Partial<Record<RequestType, number>>) => Object.values(l).reduce((a, v) => a + (v ?? 0), 0);
+const gpusOf = (c: InstanceConfig[]) => c.reduce((n, x) => n + x.tp * x.count, 0);

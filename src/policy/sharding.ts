@@ -74,6 +74,20 @@ export interface PlanShardingInput {
    * Eq. 1 comparisons (heuristicPoolPlan vs solveEq1, whose constraint is <= gpus) opt in.
    */
   allowIdleGpus?: boolean;
+  /**
+   * the load the split must carry within SLO, req/s by type, when it is above `loadByType` (a burst guard: the
+   * peak the pool must stay ready for). Splits are then feasible at this peak and priced at `loadByType`, the
+   * load the epoch is expected to run at; the load mix of the capacity is the peak's. Default: loadByType.
+   */
+  peakLoadByType?: LoadByType;
+  /**
+   * power of a granted GPU in no instance, W (powered, nothing loaded: the GPU's unloaded idle power). With
+   * allowIdleGpus, a split that leaves GPUs out is charged this for each of them over the epoch, so a split
+   * using fewer GPUs wins only by what its instances save beyond that. Default 0.
+   */
+  idleGpuW?: number;
+  /** at most this many instances of each TP degree (a scale-in of a chosen split keeps its shape). Default none. */
+  maxCounts?: Partial<Record<TpDegree, number>>;
 }
 
 export interface ShardPlanDetail extends ShardPlan {
@@ -100,13 +114,15 @@ function normalise(cfg: InstanceConfig[]): InstanceConfig[] {
 /** instance power at load li: on the max-clock curve, or (clock-aware) the least over clocks that carry li. */
 type PowerFn = (tp: number, li: number) => number;
 
-function evaluate(cfg: InstanceConfig[], curves: Map<number, MixCurve | null>, L: number, epochS: number, h: number, powerFn?: PowerFn): Eval {
+/** `L`: the load the epoch's energy is priced at; `Lpeak` (>= L): the load the split must carry within SLO. */
+function evaluate(cfg: InstanceConfig[], curves: Map<number, MixCurve | null>, L: number, epochS: number, h: number, powerFn?: PowerFn, Lpeak = L): Eval {
   let cap = 0;
   for (const c of cfg) {
     const cu = curves.get(c.tp);
     if (c.count > 0 && cu) cap += c.count * cu.cap;
   }
-  const feasible = L <= cap * (1 - h) + 1e-9 && cfg.every((c) => c.count === 0 || curves.get(c.tp));
+  // the peak (a highest minute) is carried at the SLO capacity; the headroom is kept over the measured load
+  const feasible = L <= cap * (1 - h) + 1e-9 && Lpeak <= cap + 1e-9 && cfg.every((c) => c.count === 0 || curves.get(c.tp));
   let energyJ = 0;
   const perInstanceLoad: Partial<Record<TpDegree, number>> = {};
   for (const c of cfg) {
@@ -149,14 +165,16 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
   const tps = input.tps ?? TP_DEGREES;
   const fmax = maxClockOf(p);
   const L = totalLoad(input.loadByType);
+  const mix = input.peakLoadByType && totalLoad(input.peakLoadByType) > 0 ? input.peakLoadByType : input.loadByType;
+  const Lpeak = Math.max(L, input.peakLoadByType ? totalLoad(input.peakLoadByType) : 0);
   const curves = new Map<number, MixCurve | null>();
-  for (const tp of TP_DEGREES) curves.set(tp, tps.includes(tp) && p.tpDegrees.includes(tp) ? mixCurve(p, input.loadByType, tp, fmax) : null);
+  for (const tp of TP_DEGREES) curves.set(tp, tps.includes(tp) && p.tpDegrees.includes(tp) ? mixCurve(p, mix, tp, fmax) : null);
   let powerFn: PowerFn | undefined;
   if (input.clockAware) {
     const byTp = new Map<number, MixCurve[]>();
     for (const tp of TP_DEGREES) {
       if (!curves.get(tp)) continue;
-      byTp.set(tp, p.clocksMhz.map((f) => mixCurve(p, input.loadByType, tp, f)).filter((c): c is MixCurve => c !== null));
+      byTp.set(tp, p.clocksMhz.map((f) => mixCurve(p, mix, tp, f)).filter((c): c is MixCurve => c !== null));
     }
     powerFn = (tp, li) => {
       let best = Infinity;
@@ -165,6 +183,8 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
     };
   }
   const minInst = input.minInstances ?? (gpus >= 2 ? 1 : 0);
+  const idleGpuW = input.allowIdleGpus ? (input.idleGpuW ?? 0) : 0;
+  const mc = input.maxCounts;
   const n2 = curves.get(2) ? Math.floor(gpus / 2) : 0;
   const n4 = curves.get(4) ? Math.floor(gpus / 4) : 0;
   const n8 = curves.get(8) ? Math.floor(gpus / 8) : 0;
@@ -190,8 +210,10 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
     for (let b = 0; b <= n4 && 8 * c + 4 * b <= gpus; b++) {
       for (let a = 0; a <= n2 && 8 * c + 4 * b + 2 * a <= gpus; a++) {
         if (a + b + c < minInst) continue;
+        if (mc && (a > (mc[2] ?? Infinity) || b > (mc[4] ?? Infinity) || c > (mc[8] ?? Infinity))) continue;
         if (useGpus >= 0 && 8 * c + 4 * b + 2 * a !== useGpus) continue;
-        const e = evaluate([{ tp: 2, count: a }, { tp: 4, count: b }, { tp: 8, count: c }], curves, L, epochS, h, powerFn);
+        const e = evaluate([{ tp: 2, count: a }, { tp: 4, count: b }, { tp: 8, count: c }], curves, L, epochS, h, powerFn, Lpeak);
+        e.energyJ += (gpus - 8 * c - 4 * b - 2 * a) * idleGpuW * epochS;
         evaluated++;
         if (!biggest || e.cap > biggest.cap + 1e-9 || (Math.abs(e.cap - biggest.cap) <= 1e-9 && better(e, biggest))) biggest = e;
         if (e.feasible && (!best || better(e, best))) best = e;
@@ -199,17 +221,18 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
     }
   }
   const gps = input.gpusPerServer ?? 8;
-  const cur = evaluate(normalise(input.current), curves, L, epochS, h, powerFn);
+  const withIdle = (e: Eval): Eval => ({ ...e, energyJ: e.energyJ + Math.max(0, gpus - e.cfg.reduce((n, c) => n + c.tp * c.count, 0)) * idleGpuW * epochS });
+  const cur = withIdle(evaluate(normalise(input.current), curves, L, epochS, h, powerFn, Lpeak));
   const feasible = best !== null;
   const target = (best ?? biggest ?? cur).cfg;
   const same = JSON.stringify(target) === JSON.stringify(cur.cfg);
   const { costJ, placements } = same ? { costJ: 0, placements: [] as Placement[] } : reconfigurationCost(p, canonicalPlacement(cur.cfg, gps), target, input.overhead, gps, input.modelBytes);
-  const tgt = evaluate(target, curves, L, epochS, h, powerFn);
+  const tgt = withIdle(evaluate(target, curves, L, epochS, h, powerFn, Lpeak));
   const gain = cur.energyJ - tgt.energyJ;
   let take: boolean, reason: string;
   if (same) { take = false; reason = 'current split is already the best'; }
-  else if (!feasible) { take = true; reason = `overloaded: no split of ${gpus} GPUs carries ${fmt(L)} req/s within SLO; taking the highest-capacity split`; }
-  else if (!cur.feasible) { take = true; reason = `current split cannot carry ${fmt(L)} req/s within SLO`; }
+  else if (!feasible) { take = true; reason = `overloaded: no split of ${gpus} GPUs carries ${fmt(Lpeak)} req/s within SLO; taking the highest-capacity split`; }
+  else if (!cur.feasible) { take = true; reason = `current split cannot carry ${fmt(Lpeak)} req/s within SLO`; }
   else if (gain > costJ) { take = true; reason = `saves ${fmt(gain)} J over ${epochS} s > reconfiguration cost ${fmt(costJ)} J`; }
   else { take = false; reason = `gain ${fmt(gain)} J over ${epochS} s does not pay the reconfiguration cost ${fmt(costJ)} J`; }
   return {

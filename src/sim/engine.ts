@@ -35,10 +35,9 @@ import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../poli
 import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
-import { poolReshardDecision } from './pool-brain.ts';
+import { poolReshardDecision, recordFluidPoolArrivals, recordSimPoolArrivals, type PoolMachineConfig } from './pool-brain.ts';
 import { reshardTau, unitsOf, type UnitExecutor } from './reshard-exec.ts';
 import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
-import type { PoolMachineConfig } from '../policy/machines/pool.ts';
 import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
 import { ClusterBrain } from './cluster-brain.ts';
 import { Heap } from './heap.ts';
@@ -555,15 +554,13 @@ export class Simulation {
     }
   }
 
-  /** Grow with TP8 instances (a new one pays the start cost) or shrink by draining the least busy. */
+  /** Grow with TP8 instances on the GPUs the grant adds (a new one pays the start cost), or shrink by draining the least busy. */
   private resizePool(pool: SimPool, gpus: number, now: number, initial: boolean): void {
+    const fill = Math.min(gpus, this.poolGpus(pool) + Math.max(0, gpus - pool.gpus));
     pool.gpus = gpus;
     let have = this.poolGpus(pool);
     const tp = this.o.instanceTp ?? 8;
-    while (have + tp <= gpus) {
-      this.newInstance(pool, tp as TpDegree, now, initial ? 0 : this.cost.instanceStartS * 1000, initial ? 'init' : 'start');
-      have += tp;
-    }
+    for (; have + tp <= fill; have += tp) this.newInstance(pool, tp as TpDegree, now, initial ? 0 : this.cost.instanceStartS * 1000, initial ? 'init' : 'start');
     if (have > gpus) {
       const live = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting').sort((a, b) => (a.state === 'starting' ? -1 : 0) - (b.state === 'starting' ? -1 : 0) || a.outstanding - b.outstanding);
       for (const i of live) {
@@ -670,10 +667,10 @@ export class Simulation {
     this.poolCfg ??= {
       pool: '', holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS, epochMs: this.ep.poolS * 1000,
       healthDeadlineMs: this.cost.instanceStartS * 1000, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS,
-      planner: 'heuristic', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
+      planner: 'heuristic', burstWindowMs: this.ep.clusterS * 1000, overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
     };
     const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k) }));
-    const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now);
+    const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool);
     if (!plan) return;
     const same = JSON.stringify(plan.target) === JSON.stringify(current);
     if (same || !(plan.take || initial)) return;
@@ -809,6 +806,7 @@ export class Simulation {
 
   /** Instance epoch: src/policy chooseClock on each instance's load estimate. */
   private instanceEpoch(now: number): void {
+    if (this.fidelity === 'step' && this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) recordSimPoolArrivals(p, now, this.ep.clusterS * 1000);
     // step: the instance machines' epoch (the load window, and their clock unless the oracle sets it below)
     if (this.fidelity === 'step') {
       for (const pool of this.pools) for (const inst of pool.instances) if (inst.state === 'active') inst.brain?.step({ type: 'epoch' }, now);
@@ -1788,6 +1786,7 @@ export class Simulation {
           this.arriveFluid(nextRec, counts, hasActive);
           await pull();
         }
+        if (this.knobs.dynamicShards && !this.knobs.oracle) for (const [p, c] of counts) recordFluidPoolArrivals(p, c, tEnd, this.ep.clusterS * 1000);
         this.fluidSpill(tickMs / 1000, counts, hasActive);
         this.fluidTick(tickMs / 1000, counts, tEnd);
         if (this.nextReadyMs <= tEnd) this.activateDue(tEnd);

@@ -6,30 +6,57 @@
  * state and measured load), then steps its 'reshard_epoch' and reads the decision it publishes. How the
  * decision is carried out (the staggered units, their start and drain waits) is the simulator's engine
  * model: the new layout serves after tau x Table VI + resync (./engine.ts). No decision is taken here.
+ * What the live machine carries from one epoch to the next and decides with is carried here too: its burst window
+ * (the minutes of arrivals its instances' statuses report, fed by the simulator between epochs through the same
+ * policy recordPoolArrivals) and the layout of its last re-shard (the instances serving now), so that the granted
+ * GPUs that layout leaves out stay out.
  */
-import type { RequestType } from '../../protocols/request-types.ts';
+import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../policy/machines/pool.ts';
 import type { InstanceConfig } from '../policy/types.ts';
+import { recordPoolArrivals, type PoolLoadSample } from '../policy/pool-shards.ts';
+
+export type { PoolLoadSample } from '../policy/pool-shards.ts';
+export type { PoolMachineConfig } from '../policy/machines/pool.ts';
 
 export interface SimPoolInstance { id: string; tp: number; ready: boolean; clockMhz: number; load: Partial<Record<RequestType, number>> }
 
-export interface PoolReshardDecision { take: boolean; target: InstanceConfig[] }
+export interface PoolReshardDecision { take: boolean; target: InstanceConfig[]; recentLoad: PoolLoadSample[] }
 
 /**
  * The pool machine's re-shard decision for these instances; undefined when it takes none this epoch (an
  * instance not ready, an instance outside the profile's TP degrees).
  */
-export function poolReshardDecision(cfg: PoolMachineConfig, types: RequestType[], instances: SimPoolInstance[], gpusPerServer: number, now: number): PoolReshardDecision | undefined {
+export function poolReshardDecision(
+  cfg: PoolMachineConfig, types: RequestType[], instances: SimPoolInstance[], gpusPerServer: number, now: number, poolGpus?: number, pool?: object,
+): PoolReshardDecision | undefined {
+  const recentLoad = (pool && windows.get(pool)) ?? [];
   const placed = packOnServers(instances, gpusPerServer);
   if (!placed) return undefined;
   const grants = new Map<string, number[]>();
   for (const p of placed) grants.set(p.node, [...(grants.get(p.node) ?? []), ...p.gpuIds]);
+  // the pool's GPUs that no instance holds (whole servers first, as the cluster grants them) are granted too
+  let free = (poolGpus ?? 0) - placed.reduce((n, p) => n + p.gpuIds.length, 0);
+  for (let n = 0; free > 0 && n < 1024; n++) {
+    const have = new Set(grants.get(`server-${n}`) ?? []);
+    for (let g = 0; g < gpusPerServer && free > 0; g++) {
+      if (have.has(g)) continue;
+      have.add(g);
+      free--;
+    }
+    if (have.size) grants.set(`server-${n}`, [...have]);
+  }
   const assignment: PoolAssignment = {
     v: 1, pool: cfg.pool, types, epoch: 1, state: 'active', issuedBy: 'sim', atMs: now,
     grants: [...grants].map(([node, gpuIds]) => ({ node, gpuIds: gpuIds.sort((a, b) => a - b) })),
   };
-  let s: PoolMachineState = initialPoolState(types);
+  // what the machine carries from its previous epochs: its burst window, and the layout its last re-shard set (the
+  // instances serving now), so that reconciliation starts nothing on the GPUs that layout leaves out
+  const counts = new Map<number, number>();
+  for (const i of instances) counts.set(i.tp, (counts.get(i.tp) ?? 0) + 1);
+  const target = [...counts].sort((a, b) => b[0] - a[0]).map(([tp, count]) => ({ tp, count })) as InstanceConfig[];
+  let s: PoolMachineState = { ...initialPoolState(types), recentLoad, target };
   const step = (ev: Parameters<typeof poolStep>[1]): PoolEffect[] => {
     const r = poolStep(s, ev, now, cfg);
     s = r.state;
@@ -45,8 +72,47 @@ export function poolReshardDecision(cfg: PoolMachineConfig, types: RequestType[]
   }
   step({ type: 'lead', stored: assignment });
   const fx = step({ type: 'reshard_epoch' });
-  for (const e of fx) if (e.kind === 'event' && e.event === 'reshard' && typeof e.decision.take === 'boolean') return { take: e.decision.take, target: e.decision.target as InstanceConfig[] };
+  if (pool) windows.set(pool, s.recentLoad);
+  for (const e of fx) if (e.kind === 'event' && e.event === 'reshard' && typeof e.decision.take === 'boolean') return { take: e.decision.take, target: e.decision.target as InstanceConfig[], recentLoad: s.recentLoad };
   return undefined;
+}
+
+/** A simulated instance's machine, whose admission counter recordSimPoolArrivals reads. */
+interface WithAdmitted { brain?: { s: { admitted: Partial<Record<RequestType, number>> } } }
+/** each instance machine's counter at the last record (what the live machine keeps as the instance's last status). */
+const seen = new WeakMap<WithAdmitted, Partial<Record<RequestType, number>>>();
+/** each simulated pool's burst window (the pool machine's recentLoad), carried between its epochs. */
+const windows = new WeakMap<object, PoolLoadSample[]>();
+
+/** The burst window the simulated pool's machine holds now. */
+export function burstWindowOf(pool: object): PoolLoadSample[] {
+  return windows.get(pool) ?? [];
+}
+
+/**
+ * The pool machine's burst window gets the pool's arrivals since the last call (policy recordPoolArrivals, which
+ * the live machine runs on each status with the increments of its instances' cumulative admittedByType): the
+ * increments of the simulated instance machines' own counters (step fidelity).
+ */
+export function recordSimPoolArrivals(pool: { instances: WithAdmitted[] }, now: number, windowMs: number): void {
+  const add: Partial<Record<RequestType, number>> = {};
+  for (const i of pool.instances) {
+    const cur = i.brain?.s.admitted;
+    if (!cur) continue;
+    const last = seen.get(i) ?? {};
+    for (const [t, n] of Object.entries(cur) as [RequestType, number][]) if (n > (last[t] ?? 0)) add[t] = (add[t] ?? 0) + n - (last[t] ?? 0);
+    seen.set(i, { ...cur });
+  }
+  windows.set(pool, recordPoolArrivals(burstWindowOf(pool), add, now, windowMs));
+}
+
+/** Fluid fidelity (no instance machines): the arrivals routed to the pool in a tick (counts by type, REQUEST_TYPES order). */
+export function recordFluidPoolArrivals(pool: object, counts: ArrayLike<number>, now: number, windowMs: number): void {
+  const add: Partial<Record<RequestType, number>> = {};
+  REQUEST_TYPES.forEach((t, k) => {
+    if (counts[k]! > 0) add[t] = counts[k]!;
+  });
+  windows.set(pool, recordPoolArrivals(burstWindowOf(pool), add, now, windowMs));
 }
 
 /** Instances on whole servers, largest TP first, each on the first aligned free GPUs; undefined when a TP does not fit a server. */

@@ -4,8 +4,8 @@
  */
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
-import { poolReshardDecision, type SimPoolInstance } from '../../src/sim/pool-brain.ts';
-import { planPoolShards } from '../../src/policy/pool-shards.ts';
+import { burstWindowOf, poolReshardDecision, recordFluidPoolArrivals, type SimPoolInstance } from '../../src/sim/pool-brain.ts';
+import { planPoolShards, windowPeak } from '../../src/policy/pool-shards.ts';
 import type { PoolMachineConfig } from '../../src/policy/machines/pool.ts';
 import { maxLoadOf } from '../../src/model/profile.ts';
 
@@ -23,7 +23,7 @@ describe('simulated pool epoch: the pool machine decides', () => {
     const d = poolReshardDecision(cfg, ['SM'], [inst('a', 8, light), inst('b', 8, light)], 8, 0);
     // what the live pool leader plans for the sum of its instances' loads on 16 GPUs
     const live = planPoolShards({ profile, load: { SM: 2 * light }, gpus: 16, current: [8, 8], epochS: 300, gpusPerServer: 8, headroom: 0.2, overhead: cfg.overhead });
-    expect(d).toEqual({ take: live!.take, target: live!.target });
+    expect(d).toEqual({ take: live!.take, target: live!.target, recentLoad: [] });
     expect(d!.take).toBe(true);
     expect(d!.target).not.toEqual([{ tp: 8, count: 2 }]);
   });
@@ -45,5 +45,29 @@ describe('simulated pool epoch: the pool machine decides', () => {
     const d = poolReshardDecision(cfg, ['SM'], [inst('a', 2, light), inst('b', 4, light), inst('c', 2, light), inst('d', 4, light), inst('e', 2, light), inst('f', 2, light)], 8, 0);
     expect(d).toBeDefined();
     expect(d!.target.reduce((n, c) => n + c.tp * c.count, 0)).toBe(16);
+  });
+
+  it('carries the machine\'s burst window and its layout across epochs: GPUs the layout left out stay granted and out', () => {
+    const light = 0.1 * maxLoadOf(profile, 'SM', 8, fmax);
+    // one TP8 serving on a pool of 16 GPUs (the last epoch left a server out); 600 SM requests arrived in one minute
+    const counts = (sm: number) => [0, sm, 0, 0, 0, 0, 0, 0, 0]; // REQUEST_TYPES order: SS, SM, ...
+    const pool = {};
+    recordFluidPoolArrivals(pool, counts(600), 120_000, 1_800_000);
+    const window = burstWindowOf(pool);
+    expect(window).toEqual([{ atMs: 120_000, counts: { SM: 600 } }]);
+    const c = { ...cfg, burstWindowMs: 1_800_000 };
+    const d = poolReshardDecision(c, ['SM'], [inst('a', 8, light)], 8, 300_000, 16, pool)!;
+    const live = planPoolShards({ profile, load: { SM: light }, peak: { SM: Math.max(light, windowPeak(window).SM!) }, allowIdleGpus: true, gpus: 16, current: [8], epochS: 300, gpusPerServer: 8, headroom: 0.2, overhead: cfg.overhead })!;
+    // (the machine may still keep its layout: a unit that would drain the only serving instance first is never taken)
+    expect(d.target).toEqual(live.target);
+    expect(d.recentLoad).toEqual(window);
+    expect(burstWindowOf(pool)).toEqual(window); // carried to the next epoch
+    // without the burst the same pool keeps fewer GPUs in instances than with it
+    const calmPool = {};
+    recordFluidPoolArrivals(calmPool, counts(6), 120_000, 1_800_000);
+    const calm = poolReshardDecision(c, ['SM'], [inst('a', 8, light)], 8, 300_000, 16, calmPool)!;
+    const used = (t: { tp: number; count: number }[]) => t.reduce((n, x) => n + x.tp * x.count, 0);
+    expect(used(calm.target)).toBeLessThan(used(d.target));
+    expect(used(d.target)).toBeLessThanOrEqual(16);
   });
 });

@@ -119,6 +119,8 @@ export interface InstanceMachineState {
   peers: Map<string, PeerStatus>;
   /** arrivals of this epoch's window, by type. */
   arrivals: Load;
+  /** requests admitted since the machine started, by type (cumulative: status admittedByType). */
+  admitted: Load;
   windowStartMs: number;
   arrivedSinceRiseCheck: boolean;
   /** EWMA of the per-epoch arrival rate, req per modelled s (the dispatcher's load). */
@@ -182,7 +184,7 @@ export function initialInstanceState(nowMs: number): InstanceMachineState {
   return {
     lifecycle: 'starting', supportedMhz: [], clockMhz: 0, raising: false, forcedUntilMs: 0, emergencyMaxClock: false,
     emergency: initialEmergencyState(nowMs), edf: false, queue: [], running: new Map(), peers: new Map(),
-    arrivals: {}, windowStartMs: nowMs, arrivedSinceRiseCheck: false, load: {}, serviceMs: 1000,
+    arrivals: {}, admitted: {}, windowStartMs: nowMs, arrivedSinceRiseCheck: false, load: {}, serviceMs: 1000,
   };
 }
 
@@ -341,6 +343,7 @@ function admit(s: InstanceMachineState, fx: InstanceEffect[], req: MachineReques
   }
   enqueue(s, { ...req, admittedMs: now });
   s.arrivals[req.type] = (s.arrivals[req.type] ?? 0) + 1;
+  s.admitted[req.type] = (s.admitted[req.type] ?? 0) + 1;
   s.arrivedSinceRiseCheck = true;
   fx.push({ kind: 'admitted', id: req.id });
   // the clock the prefill backlog needs is set before the prompt goes to the engine

@@ -33,7 +33,7 @@ import { dispatchRequest } from '../dispatch.ts';
 import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
 import { countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
-import { darkReshardUnit, planPoolShards, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
+import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
 type Load = Partial<Record<RequestType, number>>;
 
@@ -60,6 +60,8 @@ export interface PoolMachineConfig {
   retryAfterS: number;
   /** 'milp': the re-shard plan is an effect ('solve') answered with 'planned'. */
   planner: 'heuristic' | 'milp';
+  /** the burst guard's window, ms: the re-shard plan carries the highest load measured at the epochs within it. 0/absent: none. */
+  burstWindowMs?: number;
   /** reconfiguration costs the re-shard plan weighs (default: policy overheadTable's). */
   overhead?: PoolShardInput['overhead'];
 }
@@ -139,6 +141,8 @@ export interface PoolMachineState {
   /** a MILP solve of the re-shard epoch is under way. */
   planning: boolean;
   reshard?: ReshardRun;
+  /** the pool's measured load at its recent re-shard epochs (the burst guard's window, burstWindowMs). */
+  recentLoad: PoolLoadSample[];
 }
 
 export type PoolEvent =
@@ -195,7 +199,7 @@ export type PoolEffect =
 export interface PoolStepResult { state: PoolMachineState; effects: PoolEffect[] }
 
 export function initialPoolState(types: RequestType[]): PoolMachineState {
-  return { leader: false, types, instances: new Map(), outstanding: new Map(), graves: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, planning: false };
+  return { leader: false, types, instances: new Map(), outstanding: new Map(), graves: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, planning: false, recentLoad: [] };
 }
 
 /** Ready-check period of the waits (held dispatches, re-shard steps), ms. */
@@ -252,10 +256,14 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.reconciling = 0;
       for (const [job, j] of s.jobs) finish(s, fx, job, j, cfg, refusal(cfg, 'unavailable', `${cfg.holder} no longer leads ${cfg.pool}`));
       break;
-    case 'status':
+    case 'status': {
+      const arrived = cfg.burstWindowMs ? admittedBetween(s.instances.get(ev.status.id)?.status, ev.status) : undefined;
       onStatus(s, fx, ev.status, now, cfg);
+      // the burst guard's window: what the pool's instances admitted, minute by minute
+      if (arrived) s.recentLoad = recordPoolArrivals(s.recentLoad, arrived, now, cfg.burstWindowMs!);
       advance(s, fx, now, cfg);
       break;
+    }
     case 'record': {
       const o = s.outstanding.get(ev.id);
       if (o && (!ev.instance || ev.instance === o.instance)) {
@@ -732,8 +740,12 @@ function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: P
   if (!s.leader || s.reshard || s.reconciling > 0 || !s.assignment || !cfg.profile || s.starting.size || s.planning) return;
   const live = aliveInstances(s);
   if (!live.length || live.some((x) => x.state !== 'ready')) return; // a change in progress: next epoch
+  // the burst guard: the split keeps what the window's highest minute needs; the instances it does not need are left out
+  const measured = poolLoad(s);
+  s.recentLoad = recordPoolArrivals(s.recentLoad, {}, now, cfg.burstWindowMs ?? 0);
+  const { load: peak, guarded } = guardedPoolLoad(measured, windowPeak(s.recentLoad));
   const input: PoolShardInput = {
-    profile: cfg.profile, load: poolLoad(s), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp),
+    profile: cfg.profile, load: measured, ...(guarded ? { peak, allowIdleGpus: true } : {}), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp),
     epochS: cfg.epochMs / 1000, gpusPerServer: gpusPerServer(s.assignment), headroom: cfg.headroom, ...(cfg.overhead ? { overhead: cfg.overhead } : {}),
   };
   if (cfg.planner === 'milp') {
