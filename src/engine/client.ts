@@ -67,8 +67,8 @@ export async function* streamCompletionBatches(
   const body = completionBody(req);
   const timeoutMs = req.timeoutMs ?? t.defaultTimeoutMs;
   const ac = new AbortController();
-  const timeout = new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`);
-  const timer = setTimeout(() => ac.abort(timeout), timeoutMs);
+  // the error (and its stack) is made when the deadline passes, not for every request
+  const timer = setTimeout(() => ac.abort(new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`)), timeoutMs);
   const onAbort = () => ac.abort(signal!.reason);
   signal?.addEventListener('abort', onAbort, { once: true });
   if (signal?.aborted) onAbort();
