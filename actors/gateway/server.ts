@@ -10,7 +10,8 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { newRequestId } from './request-id.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -119,10 +120,6 @@ function requestUrl(target: string | undefined): URL | undefined {
   } catch {
     return undefined;
   }
-}
-
-export function newRequestId(): string {
-  return randomBytes(12).toString('base64url');
 }
 
 export class GatewayServer {
