@@ -259,12 +259,15 @@ export class PoolLeader {
       case 'disarm_leader_timers':
         for (const t of this.#leaderTimers.splice(0)) this.#clock.clearInterval(t);
         break;
-      case 'admit':
-        this.#bus.request(subjects.instanceAdmit(e.instance), InferenceRequest, e.req, Admission, { timeoutMs: c.timeouts.dispatchMs }).then(
+      case 'admit': {
+        // a grant goes to a gateway only: one sent through intake never asks for it in the (pool leader's) reply
+        const { replyGrant: _gatewayOnly, ...req } = e.req;
+        this.#bus.request(subjects.instanceAdmit(e.instance), InferenceRequest, req, Admission, { timeoutMs: c.timeouts.dispatchMs }).then(
           (admission) => this.#step({ type: 'admit_result', job: e.job, admission }),
           (err: unknown) => this.#step({ type: 'admit_result', job: e.job, error: toWireError(err), timedOut: (err as DynError).code === 'timeout' }),
         );
         break;
+      }
       case 'reply':
       case 'move_reply':
       case 'command_reply': {

@@ -236,8 +236,10 @@ describe('direct data path', () => {
     // the gateway's side, minus the gateway: the admission asked for, the grant received, nothing streamed
     const sub = gw.subscribe(subjects.stream(id), TokenChunkCodec, (c) => void chunks.push(c), { capacity: 64 });
     const t0 = Date.now();
-    const adm = await gw.request(subjects.clusterIntake(), InferenceRequestCodec, { ...request(id, 300), direct: true }, Admission, { timeoutMs: 10_000 });
+    // asking for the grant in the reply through intake changes nothing: the pool leader's admission never carries it
+    const adm = await gw.request(subjects.clusterIntake(), InferenceRequestCodec, { ...request(id, 300), direct: true, replyGrant: true }, Admission, { timeoutMs: 10_000 });
     expect(adm.ok).toBe(true);
+    expect(adm.grant).toBeUndefined();
     const grant = await waitFor(() => chunks.find((c) => c.grant), 5000, 'the grant');
     const end = await waitFor(() => chunks.find((c) => c.error), DIRECT_START_MS + 5000, 'the instance ending the untaken grant');
     const took = Date.now() - t0;
