@@ -114,6 +114,22 @@ describe('pool machine: timers, lead, reconciliation', () => {
     expect(nodeCmds(d.at(4000, { type: 'reconcile' }))).toEqual([]);
   });
 
+  it('a leader that takes over a re-shard cut short fills the GPUs it left free with the largest degree the profile runs', () => {
+    // the dead leader's unit stopped a TP4 on [0-3] and started a TP2 on [0,1]; [2,3] are granted and idle
+    const d = new Drive(cfg({ profile }));
+    d.at(0, { type: 'start' });
+    d.at(5, { type: 'status', status: status(`${POOL}-node-0-g0x2`) });
+    d.at(5, { type: 'status', status: status(`${POOL}-node-0-g4x4`) });
+    const fx = d.leadStored(10, assignment([G8('node-0')], 3));
+    expect(nodeCmds(fx).map((c) => [c.op, c.instanceId, c.op === 'start_instance' ? c.gpuIds : []])).toEqual([['start_instance', `${POOL}-node-0-g2x2`, [2, 3]]]);
+    // a degree the profile does not run is never started: without TP2 in it (or without a profile) the GPUs wait for the planner
+    const noTp2 = new Drive(cfg({ profile: { ...profile, tpDegrees: profile.tpDegrees.filter((t) => t !== 2) } }));
+    noTp2.at(0, { type: 'start' });
+    noTp2.at(5, { type: 'status', status: status(`${POOL}-node-0-g0x2`) });
+    noTp2.at(5, { type: 'status', status: status(`${POOL}-node-0-g4x4`) });
+    expect(nodeCmds(noTp2.leadStored(10, assignment([G8('node-0')], 3)))).toEqual([]);
+  });
+
   it('a stored assignment is adopted on a failover (an instance of the pool alive), not from a previous run (none alive)', () => {
     // a previous run's plan in the store, nothing of the pool alive: nothing starts; the planner's assignment does
     const fresh = new Drive();

@@ -129,8 +129,8 @@ export interface PoolMachineState {
    * already reports under the same id.
    */
   graves: Map<string, { status: InstanceStatus; atMs: number }[]>;
-  /** instances a node was asked to start, and when (not yet reporting). */
-  starting: Map<string, number>;
+  /** instances a node was asked to start (not yet reporting): when, on which node and GPUs (a re-shard's may not be contiguous). */
+  starting: Map<string, { atMs: number; node: string; gpuIds: number[] }>;
   /** the layout of the last re-shard (undefined: fill the grants with initialTp instances). */
   target?: InstanceConfig[];
   jobs: Map<number, DispatchJob>;
@@ -667,16 +667,13 @@ function reconcile(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: Pool
   }
   if (a.state === 'retired') return;
   // a start the node took but whose instance never reported is forgotten (its GPUs are free again)
-  for (const [id, at] of s.starting) if (now - at > cfg.healthDeadlineMs + 10_000) s.starting.delete(id);
+  for (const [id, st] of s.starting) if (now - st.atMs > cfg.healthDeadlineMs + 10_000) s.starting.delete(id);
   // start instances on granted GPUs nobody uses (after a re-shard: only what its layout misses)
   const missing = new Map<number, number>();
   if (s.target) {
     for (const t of s.target) missing.set(t.tp, t.count);
     for (const st of live) missing.set(st.tp, (missing.get(st.tp) ?? 0) - 1);
-    for (const id of s.starting.keys()) {
-      const m = /x(\d+)$/.exec(id);
-      if (m) missing.set(Number(m[1]), (missing.get(Number(m[1])) ?? 0) - 1);
-    }
+    for (const st of s.starting.values()) missing.set(st.gpuIds.length, (missing.get(st.gpuIds.length) ?? 0) - 1);
   }
   for (const g of a.grants) {
     let tp = s.target ? [...missing].filter(([, n]) => n > 0).map(([t]) => t).sort((x, y) => y - x)[0] ?? 0 : cfg.initialTp;
@@ -684,19 +681,26 @@ function reconcile(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: Pool
     while (tp > 1 && tp > g.gpuIds.length) tp /= 2;
     const used = new Set<number>();
     for (const st of live) if (st.node === g.node) for (const x of st.gpuIds) used.add(x);
-    for (const id of s.starting.keys()) {
-      const m = /-g(\d+)x(\d+)$/.exec(id);
-      if (m && id.includes(`-${g.node}-`)) for (let i = 0; i < Number(m[2]); i++) used.add(Number(m[1]) + i);
-    }
+    for (const st of s.starting.values()) if (st.node === g.node) for (const x of st.gpuIds) used.add(x);
     const free = g.gpuIds.filter((x) => !used.has(x)).sort((x, y) => x - y);
-    for (const group of chunk(free, tp)) {
+    // no target (first fill, or a successor of a leader whose re-shard unit was cut short): GPUs left after the
+    // initialTp instances get the largest smaller degree the profile runs, so no granted GPU stays idle
+    const groups = chunk(free, tp);
+    let left = s.target ? [] : free.slice(groups.length * tp);
+    for (let k = tp / 2; k >= 1 && left.length; k /= 2) {
+      if (!cfg.profile?.tpDegrees.includes(k)) continue;
+      const more = chunk(left, k);
+      groups.push(...more);
+      left = left.slice(more.length * k);
+    }
+    for (const group of groups) {
       if (s.target) {
         if ((missing.get(tp) ?? 0) <= 0) break;
         missing.set(tp, missing.get(tp)! - 1);
       }
       const instanceId = instanceIdOf(cfg.pool, g.node, group);
       if (s.starting.has(instanceId)) continue;
-      s.starting.set(instanceId, now);
+      s.starting.set(instanceId, { atMs: now, node: g.node, gpuIds: group });
       nodeCmd(s, fx, g.node, { v: 1, op: 'start_instance', instanceId, pool: cfg.pool, tp: group.length as 1 | 2 | 4 | 8, gpuIds: group, reason: `fill granted GPUs of ${cfg.pool}` }, 'reconcile');
       fx.push({ kind: 'event', event: 'scale', summary: `${cfg.pool}: start ${instanceId} (TP${group.length})`, decision: { start: instanceId, node: g.node, gpuIds: group, tp: group.length }, inputs: { epoch: a.epoch } });
     }
@@ -719,7 +723,7 @@ function nodeResult(s: PoolMachineState, fx: PoolEffect[], cmd: NodeCommand, ok:
   const p = r?.phase;
   if (!r || p?.kind !== 'start' || cmd.op !== 'start_instance' || cmd.instanceId !== p.id) return;
   if (ok) {
-    s.starting.set(p.id, now);
+    s.starting.set(p.id, { atMs: now, node: p.node, gpuIds: p.gpuIds });
     s.reshard = { ...r, phase: { kind: 'ready', id: p.id, untilMs: now + cfg.healthDeadlineMs } };
   } else {
     // the node frees GPUs only once the old instance manager exited (clocks reset): retry while busy
