@@ -184,7 +184,9 @@ export async function bench(): Promise<BenchSection> {
       { key: 'intake', dataPath: 'direct', requestPlane: 'intake' },
       { key: 'nats', dataPath: 'nats', requestPlane: 'direct' },
     ] as const;
-    for (const { key, dataPath, requestPlane } of runs) {
+    // DYN_BENCH_PATHS=direct (a comma list) measures only those paths against the engine alone (A/B runs on a noisy machine)
+    const only = process.env.DYN_BENCH_PATHS?.split(',');
+    for (const { key, dataPath, requestPlane } of runs.filter((r) => !only || only.includes(r.key))) {
       const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
       const cfg = join(dir, 'bench.json');
       writeFileSync(cfg, JSON.stringify({
@@ -219,6 +221,13 @@ export async function bench(): Promise<BenchSection> {
     }
 
     const f = (x: number) => x.toFixed(2);
+    if (only) {
+      return {
+        title: `Data path (${only.join(', ')} only) vs the engine alone (zero-delay emulator)`,
+        notes: Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(direct.rps)} (ratio ${f(p.rps / direct.rps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)})`),
+        rows: [],
+      };
+    }
     const d = paths.direct!, n = paths.nats!, k = paths.intake!;
     return {
       title: 'Data path: gateway -> NATS -> managers -> engine vs the engine alone (zero-delay emulator)',
