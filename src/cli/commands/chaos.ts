@@ -2,12 +2,14 @@
  * `dynamollm chaos`: a local cluster (`dynamollm up`, standby managers included) under an open-loop load of
  * streaming completions through its gateway, while random processes of the chosen kinds are SIGKILLed on a
  * schedule. Prints one JSON report: requests sent/ok/failed/hung (and the gateway's own retries and
- * migrations, from its /metrics), kills by kind, and per kill the time until the cluster status showed the
- * consequence: a new cluster or pool leader, the instance out of the ready set (dispatch), the process back.
- * Linux only (the process tree is read from /proc).
+ * migrations, from its /metrics), kills by kind, and per kill the time to its consequence: a new cluster or
+ * pool leader (the first lease election after the kill, from the leaders' own events: the victim's restarted
+ * process may win it again under the same id), the instance out of the ready set in the cluster status
+ * (dispatch), the process back. up's output (the actors' logs at DYNAMOLLM_LOG_LEVEL) is kept in the run
+ * directory (`upLog` in the report). Linux only (the process tree is read from /proc).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +21,7 @@ import { cliArgs, REPO_ROOT } from '../../runtime/code-path.ts';
 import { Bus } from '../../runtime/bus.ts';
 import { silentLogger } from '../../runtime/logger.ts';
 import { inboxPrefix } from '../../../protocols/permissions.ts';
-import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
+import { ClusterStatus, DecisionEvent, StatusRequest } from '../../../protocols/messages.ts';
 import { subjects } from '../../../protocols/subjects.ts';
 import { splitConfig } from '../../../actors/gateway/config.ts';
 import { rng } from '../../sim/trace.ts';
@@ -147,6 +149,9 @@ const pct = (xs: number[], q: number): number | null => {
 
 interface Kill { kind: Kind; id: string; pid: number; atMs: number; leaderBefore?: string; restartMs?: number; newLeaderMs?: number; outOfDispatchMs?: number }
 
+/** A leader elected (a lease event): of a pool, or the cluster planner; stamped by the actor that leads. */
+interface Elected { atMs: number; pool?: string; leader: string }
+
 async function chaos(v: ChaosOptions): Promise<number> {
   if (process.platform !== 'linux') throw new UsageError('dynamollm chaos reads the process tree from /proc: Linux only');
   const durationS = num(v.duration, 'duration');
@@ -169,7 +174,14 @@ async function chaos(v: ChaosOptions): Promise<number> {
     cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'error', DYNAMOLLM_LOG_PRETTY: '0' },
   });
   let upOut = '';
-  up.stdout!.on('data', (d: Buffer) => (upOut += d.toString()));
+  // everything up and its actors write (their logs, at DYNAMOLLM_LOG_LEVEL) is kept in the run directory
+  const upLog = join(runDir, 'up.log');
+  const logFile = createWriteStream(upLog);
+  up.stdout!.on('data', (d: Buffer) => {
+    logFile.write(d);
+    // (the banner up prints once ready ends with its status line; nothing after it is read here)
+    if (!/dynamollm top/.test(upOut) && upOut.length < 1 << 22) upOut += d.toString();
+  });
   const stopUp = async () => {
     if (up.exitCode !== null) return;
     up.kill('SIGTERM');
@@ -192,6 +204,16 @@ async function chaos(v: ChaosOptions): Promise<number> {
       bus = await Bus.connect({ settings: { servers: nk[1]!.split(','), nkey: nk[2]! }, name: 'dynamollm-chaos', inboxPrefix: inboxPrefix('observer', `chaos-${randomBytes(4).toString('hex')}`), log: silentLogger(), reconnect: true });
     }
     let status: ClusterStatus | undefined;
+    // elections as the leaders announce them: the restarted process of a killed leader may win the lease again
+    // under the same id, which the cluster status's leader names cannot show
+    const elected: Elected[] = [];
+    bus?.subscribe(subjects.eventsOfKind('lease'), DecisionEvent, (e) => {
+      const leader = e.decision.leader;
+      const pool = e.inputs.pool;
+      if (typeof leader !== 'string') return;
+      if (typeof pool === 'string') elected.push({ atMs: e.atMs, pool, leader });
+      else if (/cluster planner/.test(e.summary)) elected.push({ atMs: e.atMs, leader });
+    }, { capacity: 4096 });
     const poll = setInterval(() => {
       void bus?.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).then((s) => (status = s), () => undefined);
     }, 200);
@@ -225,7 +247,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       }
       kills.push(k);
       log(`killed ${k.kind} ${k.id} (pid ${k.pid})`);
-      watchers.push(watchKill(k, up.pid!, () => status, parent));
+      watchers.push(watchKill(k, up.pid!, () => status, elected, parent));
     }
     await new Promise((r) => setTimeout(r, Math.max(0, t0 + durationS * 1000 - Date.now())));
     clearInterval(loadTimer);
@@ -261,6 +283,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),
       timeToRestartMs: series((k) => k.restartMs),
       killLog: kills,
+      upLog,
     };
     const text = JSON.stringify(report, null, 2);
     process.stdout.write(text + '\n');
@@ -269,15 +292,18 @@ async function chaos(v: ChaosOptions): Promise<number> {
   } finally {
     await bus?.close().catch(() => {});
     await stopUp();
+    logFile.end();
   }
 }
 
 /**
  * Follows one kill: when the process is back (a new pid under the same kind and id; an engine: a new
- * engine under its instance), when the cluster status shows another leader (cluster, pool), and when the
- * instance left the ready set (instance, engine). Gives up after 60 s.
+ * engine under its instance), when a leader was elected after it (cluster, pool: the lease events of the
+ * pools it led), and when the instance left the ready set (instance, engine). Gives up after 60 s.
  */
-async function watchKill(k: Kill, root: number, status: () => ClusterStatus | undefined, parent?: Proc): Promise<void> {
+async function watchKill(k: Kill, root: number, status: () => ClusterStatus | undefined, elected: readonly Elected[], parent?: Proc): Promise<void> {
+  // the pools the victim led when it was killed
+  const led = k.kind === 'pool' ? (status()?.pools ?? []).filter((p) => p.leader === k.id).map((p) => p.id) : [];
   const until = k.atMs + 60_000;
   const instanceId = k.kind === 'instance' ? k.id : parent?.id;
   while (Date.now() < until && (k.restartMs === undefined || ((k.kind === 'cluster' || k.kind === 'pool') && k.newLeaderMs === undefined))) {
@@ -292,8 +318,15 @@ async function watchKill(k: Kill, root: number, status: () => ClusterStatus | un
     }
     const st = status();
     if (!st) continue;
-    if (k.kind === 'cluster' && k.newLeaderMs === undefined && k.leaderBefore === k.id && st.leader !== k.id) k.newLeaderMs = now;
-    if (k.kind === 'pool' && k.newLeaderMs === undefined && k.leaderBefore?.split(',').includes(k.id) && !st.pools.some((p) => p.leader === k.id)) k.newLeaderMs = now;
+    // a new leader: the first election after the kill (any replica, the victim's restarted process included)
+    if (k.kind === 'cluster' && k.newLeaderMs === undefined && k.leaderBefore === k.id) {
+      const e = elected.find((x) => x.pool === undefined && x.atMs > k.atMs);
+      if (e) k.newLeaderMs = e.atMs - k.atMs;
+    }
+    if (k.kind === 'pool' && k.newLeaderMs === undefined && led.length) {
+      const e = led.map((p) => elected.find((x) => x.pool === p && x.atMs > k.atMs));
+      if (e.every((x) => x !== undefined)) k.newLeaderMs = Math.max(...e.map((x) => x!.atMs)) - k.atMs;
+    }
     if (instanceId && k.outOfDispatchMs === undefined) {
       const i = st.pools.flatMap((p) => p.instances).find((x) => x.id === instanceId);
       if (!i || i.state !== 'ready') k.outOfDispatchMs = now;
