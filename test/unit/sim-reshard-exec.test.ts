@@ -120,7 +120,7 @@ describe('simulate: re-shard execution', () => {
   it("'units' charges the engines a re-shard starts (their GPUs held while starting), 'overlap' does not; same arrivals", async () => {
     const base = {
       policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, dispatch: 'policy',
-      profilePath: 'profiles/llama3.1-8b.h100.chunked.json', servers: 1, gpusPerServer: 8, instanceTp: 2, asConfigured: true,
+      profilePath: 'profiles/llama3.1-8b.h100.chunked.json', servers: 1, gpusPerServer: 8, instanceTp: 4, asConfigured: true,
       epochs: { clusterS: 3600, poolS: 30, instanceS: 5 },
       knobs: { pools: 'single', dynamicInstances: false, dynamicShards: true, dynamicClock: true, emergency: true },
       trace: { kind: 'file', path: 'data/traces/AzureLLMInferenceTrace_conv.csv', durationMs: 300_000, speed: 2 },
