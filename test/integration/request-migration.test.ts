@@ -22,6 +22,7 @@
  * it, and every migration case runs over that plane (a leg on the peer is routed by the gateway too).
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHarness, type Harness } from './control-harness.ts';
 import { as } from '../helpers/nats.ts';
@@ -59,6 +60,14 @@ function childrenOf(pid: number): number[] {
     return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').map(Number).filter((n) => n > 0);
   } catch {
     return [];
+  }
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+  } catch {
+    return '';
   }
 }
 
@@ -153,7 +162,8 @@ function checkOneStream(chunks: TokenChunk[], maxTokens: number): string {
  */
 function servingPids(instance: string): { im: number; engine: number } {
   const im = h.pidsOf(`--id ${instance} `)[0] ?? 0;
-  const engine = im ? (childrenOf(im)[0] ?? 0) : 0;
+  // the manager's child that runs the emulator (a manager may have other short-lived children)
+  const engine = im ? (childrenOf(im).find((pid) => cmdline(pid).includes('engine-emulator')) ?? 0) : 0;
   if (!(im > 0 && engine > 0)) throw new Error(`no serving processes of ${instance} (instance manager ${im}, engine ${engine})`);
   return { im, engine };
 }
@@ -270,6 +280,7 @@ describe('request migration (SIGKILL mid-stream)', () => {
     let textAtKill = '';
     let killedPid = 0;
     let aliveAfterKill: boolean | string = 'not checked';
+    let killedAt = 0;
     const seenText: string[] = [];
     const chunks = await run(request(id, max), (c, n) => {
       seenText.push(c.text);
@@ -279,6 +290,7 @@ describe('request migration (SIGKILL mid-stream)', () => {
         textAtKill = seenText.join('');
         const p = servingPids(victim);
         killedPid = kill === 'engine' ? p.engine : p.im;
+        killedAt = Date.now();
         process.kill(killedPid, 'SIGKILL');
         setTimeout(() => {
           try {
@@ -289,13 +301,14 @@ describe('request migration (SIGKILL mid-stream)', () => {
         }, 200);
       }
     });
+    const endedAt = Date.now();
     const text = checkOneStream(chunks, max);
     expect(atKill).toBeGreaterThan(0);
     expect(text.startsWith(textAtKill)).toBe(true);
     // which instance each run of chunks came from: what a failure below shows
     const runs: string[] = [];
     for (const c of chunks) if (runs.at(-1)?.startsWith(`${c.instance}:`) !== true) runs.push(`${c.instance}:${c.seq}`);
-    const diag = `chunks by instance ${runs.join(' ')}; killed ${kill} pid ${killedPid} of ${victim} (alive 200 ms later: ${aliveAfterKill})`;
+    const diag = `chunks by instance ${runs.join(' ')}; killed ${kill} pid ${killedPid} of ${victim} (alive 200 ms later: ${aliveAfterKill}) at chunk ${atKill}; the stream ended ${endedAt - killedAt} ms after the kill`;
     // the leg that broke went on as new legs: one, or more when a new leg reached the victim before it saw its engine
     // die (that leg fails at once and is sent again); never past the migration limit (3)
     const legs = backend.counters.migrated - before;
@@ -334,9 +347,12 @@ describe('request migration (SIGKILL mid-stream)', () => {
   }
 
   it('the engine dies: the request continues on another leg, one uninterrupted stream, usage summed', async () => {
+    const t0 = Date.now();
     await migrateAfterKill('engine');
+    const t1 = Date.now();
     // the victim restarts its engine; wait for both instances before the next kill
     await h.waitReady(2, 60_000);
+    console.log(`engine kill: stream ${t1 - t0} ms, both instances ready ${Date.now() - t1} ms later`);
   }, 90_000);
 
   it('the instance manager dies (its engine with it): the request continues on another leg', async () => {
