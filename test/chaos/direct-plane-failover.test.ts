@@ -59,8 +59,17 @@ beforeAll(async () => {
   router.start();
   backend = new NatsBackend(gw, { chunkTimeoutMs: CHUNK_TIMEOUT_MS, router });
   const until = Date.now() + 10_000;
-  while (!router.routable()) {
-    if (Date.now() > until) throw new Error("no routing table reached the gateway's router");
+  // the routing table and both instances' statuses in the router's view (the table can arrive first): every
+  // request of the test is then admitted by the gateway's own routing
+  const readyInView = (): number => {
+    const plan = router.plan(request(`probe-${Date.now()}`, 1));
+    if (!plan) return 0;
+    const seen = new Set<string>();
+    for (let id = router.pick(plan.pools[0]!, plan.req, seen); id !== undefined; id = router.pick(plan.pools[0]!, plan.req, seen)) seen.add(id);
+    return seen.size;
+  };
+  while (!router.routable() || readyInView() < 2) {
+    if (Date.now() > until) throw new Error(`the gateway's router does not see both instances (routing table: ${router.routable()}, instances ready in its view: ${readyInView()})`);
     await sleep(100);
   }
 }, 90_000);
