@@ -164,9 +164,52 @@ export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined
  * The staggered steps of a re-shard (policy staggerSteps over matchReshard's placement that keeps the most
  * weights in place): one unit at a time; starts and re-shards before stops (capacity is added before it
  * is removed), larger instances first. GPUs are global indices: server k of the pool's grants = k * gps.
+ * With `granted` (the pool's GPUs, global indices), a unit placed on GPUs an instance still holds when it runs
+ * moves to granted GPUs of its server that nothing holds then (startOnFreeGpus): its engine starts beside the
+ * ones it replaces instead of after they drain.
  */
-export function reshardSteps(current: CurrentInstance[], target: InstanceConfig[], gpusPerServer: number): StaggerUnit[][] {
-  return staggerSteps(current, target, 1, undefined, gpusPerServer);
+export function reshardSteps(current: CurrentInstance[], target: InstanceConfig[], gpusPerServer: number, granted?: readonly number[]): StaggerUnit[][] {
+  const steps = staggerSteps(current, target, 1, undefined, gpusPerServer);
+  return granted ? startOnFreeGpus(current, steps.flat(), granted, gpusPerServer).map((u) => [u]) : steps;
+}
+
+/**
+ * The units, in order, each unit that is not a stop and lands on GPUs an instance holds when it runs placed
+ * instead on granted GPUs of the same server that nothing holds then (an aligned block of its TP when there is
+ * one). Weights placed to stay where they are (the paper's NVLink re-shard) buy nothing to a pool that starts
+ * engines anew (vLLM loads its shard on start): the placement that keeps a replaced engine serving while its
+ * replacement starts does. As the executors run units: a unit's new instance holds its GPUs from then on, and the
+ * instances it replaces (`from`) or stops are gone after it.
+ */
+export function startOnFreeGpus(current: CurrentInstance[], units: StaggerUnit[], granted: readonly number[], gpusPerServer: number): StaggerUnit[] {
+  const holder = new Map<number, string>();
+  for (const c of current) for (const g of c.gpus) holder.set(g, c.id);
+  const out: StaggerUnit[] = [];
+  for (const [k, unit] of units.entries()) {
+    let u = unit;
+    if (u.kind !== 'stop' && u.gpus.some((g) => holder.has(g))) {
+      const server = Math.floor(u.gpus[0]! / gpusPerServer);
+      const free = [...new Set(granted)].filter((g) => Math.floor(g / gpusPerServer) === server && !holder.has(g)).sort((a, b) => a - b);
+      const block = alignedBlock(free, u.tp) ?? (free.length >= u.tp ? free.slice(0, u.tp) : undefined);
+      if (block) u = { ...u, gpus: block };
+    }
+    out.push(u);
+    const gone = new Set(u.from);
+    for (const [g, id] of [...holder]) if (gone.has(id)) holder.delete(g);
+    if (u.kind !== 'stop') for (const g of u.gpus) holder.set(g, `unit-${k}`);
+  }
+  return out;
+}
+
+/** The first `tp` consecutive GPUs of `free` (sorted) starting at a multiple of `tp`; undefined when there is none. */
+function alignedBlock(free: number[], tp: number): number[] | undefined {
+  const has = new Set(free);
+  for (const g of free) {
+    if (g % tp !== 0) continue;
+    const b = Array.from({ length: tp }, (_, i) => g + i);
+    if (b.every((x) => has.has(x))) return b;
+  }
+  return undefined;
 }
 
 export type { StaggerUnit } from './sharding.ts';

@@ -501,7 +501,7 @@ export class Simulation {
     pool.exec = unitsOf(() => pool.instances, target, this.gpusPerServer, {
       start: (tp, t) => this.newInstance(pool, tp as TpDegree, t, this.cost.instanceStartS * 1000, 'unit'),
       drain: (i, t) => this.drain(i, t),
-    });
+    }, pool.gpus);
     this.advanceExec(pool, now);
   }
 

@@ -147,9 +147,12 @@ export function placeInstances<I extends PlacedInstance>(instances: readonly I[]
 export function unitsOf<I extends PlacedInstance>(
   instances: () => readonly I[], target: InstanceConfig[], gpusPerServer: number,
   ops: { start(tp: number, now: number): I; drain(inst: I, now: number): void },
+  poolGpus?: number,
 ): UnitExecutor<I> {
   const current = placeInstances(instances(), gpusPerServer).filter((i) => i.state === 'active' || i.state === 'starting').map((i) => ({ id: i.id, tp: i.tp, gpus: i.gpus! }));
-  const units = reshardSteps(current, target, gpusPerServer).flat();
+  // the pool's GPUs: the first poolGpus of its GPU space (whole servers first, as the cluster grants them)
+  const granted = poolGpus === undefined ? undefined : Array.from({ length: poolGpus }, (_, g) => g);
+  const units = reshardSteps(current, target, gpusPerServer, granted).flat();
   return new UnitExecutor(units, {
     start: (tp, gpus, now) => {
       const inst = ops.start(tp, now);

@@ -15,7 +15,7 @@
  */
 import { spawn } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchSection } from './types.ts';
@@ -31,7 +31,8 @@ async function up(config: string): Promise<{ base: string; stop: () => Promise<v
   const port = await freePort();
   const runDir = mkdtempSync(join(tmpdir(), 'dyn-twin-'));
   const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'up', '--config', config, '--port', String(port), '--run-dir', runDir, '--ready-timeout', '90'], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'warn' },
+    // TWIN_LOG_LEVEL=info (with TWIN_UP_LOG=FILE) keeps the actors' decisions for a look at where the two sides part
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.TWIN_LOG_LEVEL ?? 'warn' },
   });
   let out = '';
   p.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -89,6 +90,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     live = await replayTrace({ trace: TRACE, url: cluster.base, speed, durationS: windowS });
   } finally {
     await cluster.stop();
+    if (process.env.TWIN_UP_LOG) writeFileSync(process.env.TWIN_UP_LOG, cluster.output());
   }
   const sim = await simulate({
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
@@ -120,6 +122,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     title: spec.title,
     notes: [
       `live: \`dynamollm up --config ${spec.config}\` + \`replay --trace ${TRACE} --speed ${speed} --duration ${windowS}\`; simulated: the same window at the same speed, step fidelity, the config's cluster shape (${spec.shape})`,
+      `live requests: ${live.ok} ok, ${live.rejected} rejected, ${live.failed} failed ${JSON.stringify(live.errors)}; simulated: ${sim.rejected} rejected`,
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; live latency is wall time on this shared machine',
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',

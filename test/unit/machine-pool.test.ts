@@ -17,12 +17,10 @@ import type { RequestType } from '../../protocols/request-types.ts';
 const profile = profileFor('llama2-70b', 'h100');
 const T0 = 1_700_000_000_000;
 const POOL = 'pool-SS';
-
 const cfg = (o: Partial<PoolMachineConfig> = {}): PoolMachineConfig => ({
   pool: POOL, holder: 'pm-1', headroom: 0, deadAfterMs: 3000, statusIntervalMs: 500, epochMs: 300_000, healthDeadlineMs: 10_000,
   initialTp: 4, moveQueueAbove: 4, retryAfterS: 1, planner: 'heuristic', ...o,
 });
-
 let n = 0;
 function req(o: Partial<InferenceRequest> = {}): InferenceRequest {
   const id = `r${++n}`;
@@ -31,7 +29,6 @@ function req(o: Partial<InferenceRequest> = {}): InferenceRequest {
     streamSubject: `dyn.v1.stream.${id}`, type: 'SS' as RequestType, ...o,
   };
 }
-
 const seqs = new Map<string, number>();
 /** An instance's status; `seq` counts per instance unless given. */
 function status(id: string, o: Partial<InstanceStatus> = {}): InstanceStatus {
@@ -45,7 +42,6 @@ function status(id: string, o: Partial<InstanceStatus> = {}): InstanceStatus {
     clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {}, ...o,
   };
 }
-
 const assignment = (grants: { node: string; gpuIds: number[] }[], epoch = 1, o: Partial<PoolAssignment> = {}): PoolAssignment => ({
   v: 1, pool: POOL, types: ['SS'], grants, epoch, state: 'active', issuedBy: 'cm-1', atMs: T0, ...o,
 });
@@ -471,6 +467,17 @@ describe('pool machine: re-shard', () => {
     const done = d.at(60, { type: 'status', status: status(`${POOL}-node-1-g0x8`) });
     expect(events(done, 'reshard').at(-1)!.summary).toBe(`${POOL}: re-shard complete in 20 ms`);
     expect(done.some((e) => e.kind === 'drain' || e.kind === 'node')).toBe(false);
+  });
+
+  it('a pool whose TP4 leaves granted GPUs out (burst guard) takes 1xTP4 -> 2xTP2 under load, starting beside it first', () => {
+    const d = new Drive(cfg({ profile, planner: 'milp' })), t4 = `${POOL}-node-0-g0x4`, tp2 = `${POOL}-node-0-g4x2`;
+    for (const cmd of nodeCmds(d.lead(0, assignment([G8('node-0')])))) d.at(10, { type: 'node_result', cmd, ok: false, purpose: 'reconcile' });
+    d.at(20, { type: 'status', status: status(t4, { gpuIds: [0, 2, 1, 3], loadByType: hot }) }); // as a merge of 2 TP2s leaves it
+    d.at(30, { type: 'reshard_epoch' });
+    const out = d.at(40, { type: 'planned', plan: { take: true, target: [{ tp: 2, count: 2 }], summary: '1xTP4 -> 2xTP2', inputs: {} } });
+    expect([events(out, 'reshard')[0]!.decision, out.some((e) => e.kind === 'drain'), nodeCmds(out)]).toMatchObject([{ take: true }, false, [{ instanceId: tp2, gpuIds: [4, 5] }]]);
+    d.at(50, { type: 'node_result', cmd: nodeCmds(out)[0]!, ok: true, purpose: 'reshard' });
+    expect(d.at(60, { type: 'status', status: status(tp2, { loadByType: hot }) }).filter((e) => e.kind === 'drain').map((e) => e.kind === 'drain' && e.instance)).toEqual([t4]);
   });
 
   it('a placement outside the granted GPUs is not executed', () => {

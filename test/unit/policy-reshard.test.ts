@@ -90,3 +90,45 @@ describe('re-shard units that leave a pool dark', () => {
     expect(darkReshardUnit(spare, [{ kind: 'reshard', tp: 8, gpus: [8, 9, 10, 11, 12, 13, 14, 15], from: ['d'], savingJ: 0 }])).toBeUndefined();
   });
 });
+
+describe('re-shard units on the pool\'s free GPUs', () => {
+  const inst = (id: string, gpus: number[]) => ({ id, tp: gpus.length, gpus });
+  const all = [0, 1, 2, 3, 4, 5, 6, 7];
+  it('a pool that left GPUs out (burst guard) splits its TP4 onto them, start first: never dark', () => {
+    // the live case: 4xTP2 merged into one TP4 (roles on GPUs 0,2,1,3), GPUs 4-7 granted and in no instance
+    const cur = [inst('t4', [0, 2, 1, 3])];
+    const weightsKept = reshardSteps(cur, [{ tp: 2, count: 2 }], 8).flat();
+    expect(darkReshardUnit(cur, weightsKept)).toMatchObject({ tp: 2, from: ['t4'] });
+    const units = reshardSteps(cur, [{ tp: 2, count: 2 }], 8, all).flat();
+    expect(darkReshardUnit(cur, units)).toBeUndefined();
+    // the first unit starts on an aligned free block beside the TP4; once it serves the TP4 is gone and the second
+    // unit's GPUs are free (no unit drains anything first)
+    expect(units[0]).toMatchObject({ tp: 2, gpus: [4, 5], from: ['t4'] });
+    expect(units).toHaveLength(2);
+    expect(units[1]!.gpus.some((g) => units[0]!.gpus.includes(g))).toBe(false);
+    expect(units.every((u) => u.kind !== 'stop')).toBe(true);
+  });
+
+  it('a unit moves only while its GPUs are held and a free block of its server exists', () => {
+    // one TP4 on GPUs 0-3 of a server whose GPUs 4-7 are granted and free -> 4xTP2: the two new TP2s start on the
+    // free GPUs; the two that split the TP4 find no free GPU left and stay on its GPUs (it drains first, while the
+    // new ones serve); one server 1 GPU granted and free is never used (units stay on their server)
+    const cur = [inst('a', [0, 1, 2, 3])];
+    const units = reshardSteps(cur, [{ tp: 2, count: 4 }], 8, [...all, 8]).flat();
+    const placed = units.filter((u) => u.kind !== 'stop');
+    expect(placed.map((u) => u.tp)).toEqual([2, 2, 2, 2]);
+    expect(placed.flatMap((u) => u.gpus).sort((x, y) => x - y)).toEqual(all);
+    const onFree = placed.filter((u) => u.gpus.every((g) => g >= 4));
+    const onHeld = placed.filter((u) => u.gpus.every((g) => g < 4));
+    expect(onFree).toHaveLength(2);
+    expect(onHeld).toHaveLength(2);
+    expect(units.indexOf(onFree[1]!)).toBeLessThan(units.indexOf(onHeld[0]!));
+    expect(darkReshardUnit(cur, units)).toBeUndefined();
+  });
+
+  it('with no free granted GPU the placement is the weight-keeping one', () => {
+    const one = [inst('c', all)];
+    expect(reshardSteps(one, [{ tp: 4, count: 2 }], 8, all)).toEqual(reshardSteps(one, [{ tp: 4, count: 2 }], 8));
+  });
+});
+

@@ -785,7 +785,7 @@ function reshardPlacement(s: PoolMachineState, target: InstanceConfig[]): [Curre
   const gps = gpusPerServer(a);
   const nodeIdx = new Map(a.grants.map((g, k) => [g.node, k]));
   const current = aliveInstances(s).map((x) => ({ id: x.id, tp: x.tp, gpus: x.gpuIds.map((g) => (nodeIdx.get(x.node ?? '') ?? 0) * gps + g) }));
-  return [current, reshardSteps(current, target, gps).flat()];
+  return [current, reshardSteps(current, target, gps, a.grants.flatMap((g, k) => g.gpuIds.map((x) => k * gps + x))).flat()];
 }
 
 /**
