@@ -13,9 +13,9 @@
  *   with `dispatched`) and handles the deaths its predecessor did not live to see;
  * - dispatch is idempotent by request id: a request already dispatched gets its admission again, one
  *   being dispatched is joined (a caller's retry after a timeout never makes a second stream);
- * - dispatch (policy dispatchRequest): the instance, the next best on a refusal (at most 4 tries), the
- *   local count that spreads a burst before the next status, holding a request while a re-shard or a start
- *   leaves no ready instance (bounded by its give-up time and the engine health deadline);
+ * - dispatch (policy dispatchRequest): the instance, the next best on a refusal (at most 4 tries), the local count
+ *   that spreads a burst before the next status, holding a request while no instance is ready and capacity is
+ *   coming (router capacityComing; bounded by its give-up time, the engine health deadline and MAX_HELD);
  * - emergency step 3 of an instance: its moved requests go to peers with room;
  * - the assignment (stale epochs ignored) and reconciliation: stop instances on GPUs no longer granted,
  *   start instances on granted GPUs nobody uses (the re-shard's layout, else engine.initialTp);
@@ -32,7 +32,7 @@ import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
 import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
-import { countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
+import { capacityComing, countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
 import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
 type Load = Partial<Record<RequestType, number>>;
@@ -503,6 +503,7 @@ export function poolLoad(s: Pick<PoolMachineState, 'instances'>): Load {
   return out;
 }
 
+const holdable = (s: PoolMachineState, self = 0) => capacityComing({ reshard: s.reshard !== undefined, starting: s.starting.size, held: [...s.jobs.values()].filter((j) => (j.holdUntilMs ?? -Infinity) > -Infinity).length - self, instances: s.instances.values(), assignment: s.assignment });
 function views(s: PoolMachineState, exclude: Set<string>): DispatchViewOf[] {
   return dispatchViews(s.instances.values(), exclude, (t) => t.alive);
 }
@@ -537,9 +538,9 @@ function newJob(s: PoolMachineState, fx: PoolEffect[], j: DispatchJob, now: numb
 /** The next try of a dispatch: hold it, send it to the best instance not tried yet, or give up. */
 function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
   let v = views(s, j.tried);
-  if (!v.length && !j.exclude.size && (s.reshard !== undefined || s.starting.size > 0)) {
-    // a re-shard stopped the old instances first (or capacity is starting): hold the request until one is
-    // ready, bounded by its give-up time and the engine health deadline
+  if (!v.length && !j.exclude.size && (j.holdUntilMs !== undefined || holdable(s))) {
+    // capacity is coming (a re-shard, a start, an engine restart, granted GPUs the reconciliation fills): hold the
+    // request until an instance is ready, bounded by its give-up time and the engine health deadline
     const until = j.holdUntilMs ?? Math.min(j.req.giveUpAtMs - 1000, now + cfg.healthDeadlineMs);
     if (now <= until) {
       s.jobs.set(job, { ...j, holdUntilMs: until });
@@ -547,10 +548,7 @@ function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: Disp
     }
     v = views(s, j.tried);
   }
-  if (!v.length || j.attempts >= DISPATCH_TRIES) {
-    finish(s, fx, job, j, cfg, j.lastError ?? refusal(cfg, 'overloaded', `pool ${cfg.pool} has no ready instance`));
-    return;
-  }
+  if (!v.length || j.attempts >= DISPATCH_TRIES) return finish(s, fx, job, j, cfg, j.lastError ?? refusal(cfg, 'overloaded', `pool ${cfg.pool} has no ready instance`));
   const choice = dispatchRequest(j.req, v, cfg.profile, s.types, { headroom: cfg.headroom }).id;
   // count it at once in the local view so a burst spreads before the next status arrives
   s.instances.set(choice, countDispatched(s.instances.get(choice)!, j.req.inputTokens));
@@ -622,9 +620,10 @@ function move(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEvent, { ty
 /** Held dispatches and the re-shard's waits move on (a status arrived, or the tick). */
 function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   if (!s.leader) return;
+  const coming = holdable(s, 1);
   for (const [job, j] of s.jobs) {
     if (j.holdUntilMs === undefined || j.admitting) continue;
-    if (views(s, j.tried).length > 0 || now > j.holdUntilMs || (!s.reshard && s.starting.size === 0)) {
+    if (views(s, j.tried).length > 0 || now > j.holdUntilMs || !coming) {
       // the hold is over: one more look, without holding again
       const next = { ...j, holdUntilMs: -Infinity };
       tryDispatch(s, fx, job, next, now, cfg);

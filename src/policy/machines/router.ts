@@ -13,7 +13,7 @@
  * the pool and cluster machines it is updated in place (it runs once per request on the gateway's hot path,
  * and nothing else holds an older state).
  */
-import type { InstanceStatus, RoutingTable } from '../../../protocols/control.ts';
+import type { InstanceStatus, PoolAssignment, RoutingTable } from '../../../protocols/control.ts';
 import type { RequestType } from '../../../protocols/request-types.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
@@ -21,6 +21,23 @@ import { routePools } from './cluster.ts';
 import type { TrackedInstance } from './pool.ts';
 
 export interface DispatchViewOf { id: string; tp: number; clockMhz: number; healthy: boolean; load: Partial<Record<RequestType, number>>; queued: number; running: number; pendingPrefillTokens?: number }
+
+/** Most requests a pool holds at once while it has no ready instance (the rest are refused as overloaded). */
+export const MAX_HELD = 1024;
+
+/**
+ * Whether a pool with no ready instance expects one soon, so that its dispatch holds a request (bounded by the
+ * request's give-up time and the engine health deadline) instead of refusing it: a re-shard or a start under way,
+ * an instance starting or restarting its engine, or GPUs granted to the pool while it is active (its
+ * reconciliation starts instances on granted GPUs no live instance holds: after a node agent died with its
+ * instances, or a process was replaced). `held`: requests held now; at MAX_HELD it holds no more.
+ */
+export function capacityComing(p: { reshard: boolean; starting: number; held: number; instances: Iterable<TrackedInstance>; assignment: PoolAssignment | undefined }): boolean {
+  if (p.held >= MAX_HELD) return false;
+  if (p.reshard || p.starting > 0) return true;
+  for (const t of p.instances) if (t.alive && (t.status.state === 'starting' || t.status.state === 'restarting')) return true;
+  return p.assignment?.state === 'active' && p.assignment.grants.some((g) => g.gpuIds.length > 0);
+}
 
 /**
  * The dispatch view (policy dispatchRequest's input) of the tracked instances that are alive, ready and

@@ -1,0 +1,110 @@
+/**
+ * The pool machine's dispatch with no ready instance, event by event on a virtual clock: it holds a request while
+ * capacity is coming (an engine restarting, granted GPUs its reconciliation fills after a node agent died with its
+ * instances) and admits it to the first instance that is ready; it refuses at once when nothing is coming (a
+ * retired pool) and when MAX_HELD requests are held already.
+ */
+import { describe, it, expect } from 'vitest';
+import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
+import { MAX_HELD } from '../../src/policy/machines/router.ts';
+import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
+import type { InferenceRequest } from '../../protocols/messages.ts';
+
+const T0 = 1_700_000_000_000;
+const POOL = 'pool-SS';
+const INST = `${POOL}-node-0-g0x4`;
+const cfg: PoolMachineConfig = {
+  pool: POOL, holder: 'pm-1', headroom: 0, deadAfterMs: 3000, statusIntervalMs: 500, epochMs: 300_000, healthDeadlineMs: 10_000,
+  initialTp: 4, moveQueueAbove: 4, retryAfterS: 1, planner: 'heuristic',
+};
+const assignment = (state: PoolAssignment['state'] = 'active', epoch = 1): PoolAssignment => ({
+  v: 1, pool: POOL, types: ['SS'], grants: [{ node: 'node-0', gpuIds: [0, 1, 2, 3] }], epoch, state, issuedBy: 'cm-1', atMs: T0,
+});
+
+let n = 0;
+const req = (): InferenceRequest => {
+  const id = `h${++n}`;
+  return { v: 1, id, model: 'm', kind: 'completion', prompt: 'x', inputTokens: 100, maxTokens: 50, arrivalMs: T0, giveUpAtMs: T0 + 600_000, streamSubject: `dyn.v1.stream.${id}`, type: 'SS' };
+};
+
+class Drive {
+  s: PoolMachineState = initialPoolState(['SS']);
+  ref = 0;
+  seq = 0;
+  at(ms: number, ev: PoolEvent): PoolEffect[] {
+    const r = poolStep(this.s, ev, T0 + ms, cfg);
+    this.s = r.state;
+    return r.effects;
+  }
+  status(ms: number, state: InstanceStatus['state'], startedMs = T0): PoolEffect[] {
+    return this.at(ms, {
+      type: 'status',
+      status: {
+        v: 1, id: INST, pool: POOL, node: 'node-0', tp: 4, gpuIds: [0, 1, 2, 3], state, startedMs, seq: ++this.seq, sentMs: T0 + ms,
+        clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
+      },
+    });
+  }
+  dispatch(ms: number, r: InferenceRequest): PoolEffect[] {
+    return this.at(ms, { type: 'dispatch', ref: ++this.ref, req: r });
+  }
+  /** leads with the assignment; its first instance started and ready. */
+  static ready(a = assignment()): Drive {
+    const d = new Drive();
+    d.at(0, { type: 'start' });
+    d.at(0, { type: 'lead', term: 1 });
+    for (const e of d.at(0, { type: 'assign', ref: 1, assignment: a })) if (e.kind === 'node') d.at(10, { type: 'node_result', cmd: e.cmd, ok: true, purpose: 'reconcile' });
+    d.status(500, 'ready');
+    return d;
+  }
+}
+const admits = (fx: PoolEffect[]) => fx.flatMap((e) => (e.kind === 'admit' ? [[e.instance, e.req.id]] : []));
+const replies = (fx: PoolEffect[]) => fx.flatMap((e) => (e.kind === 'reply' ? [e.admission] : []));
+
+describe('pool machine: no ready instance, capacity coming', () => {
+  it('an engine restarting: the request is held, then admitted when the instance is ready again', () => {
+    const d = Drive.ready();
+    expect(d.s.starting.size).toBe(0);
+    d.status(1000, 'restarting');
+    const r = req();
+    expect(d.dispatch(1100, r)).toEqual([]);
+    expect(d.at(1200, { type: 'tick' })).toEqual([]);
+    expect(admits(d.status(2500, 'ready'))).toEqual([[INST, r.id]]);
+  });
+
+  it('a node agent died with its instance: held while the reconciliation starts another on the granted GPUs', () => {
+    const d = Drive.ready();
+    // no status for deadAfterMs: the sweep declares the instance dead
+    d.at(4000, { type: 'sweep' });
+    expect([...d.s.instances.values()].filter((t) => t.alive)).toHaveLength(0);
+    const r = req();
+    expect(replies(d.dispatch(4100, r))).toEqual([]);
+    const start = d.at(6000, { type: 'reconcile' }).flatMap((e) => (e.kind === 'node' ? [e.cmd] : []));
+    expect(start.map((c) => c.op)).toEqual(['start_instance']);
+    d.at(6010, { type: 'node_result', cmd: start[0]!, ok: true, purpose: 'reconcile' });
+    expect(admits(d.status(7000, 'ready', T0 + 6500))).toEqual([[INST, r.id]]);
+  });
+
+  it('held no longer than the engine health deadline, then refused as overloaded', () => {
+    const d = Drive.ready();
+    d.status(1000, 'restarting');
+    const r = req();
+    d.dispatch(1100, r);
+    expect(d.at(11_100, { type: 'tick' })).toEqual([]);
+    expect(replies(d.at(11_101, { type: 'tick' }))).toMatchObject([{ id: r.id, ok: false, error: { code: 'overloaded', retryable: true } }]);
+  });
+
+  it('nothing coming (the pool retired) or MAX_HELD held already: refused at once', () => {
+    const retired = Drive.ready();
+    retired.at(600, { type: 'assign', ref: 2, assignment: assignment('retired', 2) });
+    retired.status(1000, 'failed');
+    expect(replies(retired.dispatch(1100, req()))).toMatchObject([{ ok: false, error: { code: 'overloaded' } }]);
+
+    const full = Drive.ready();
+    full.status(1000, 'restarting');
+    for (let k = 0; k < MAX_HELD; k++) expect(full.dispatch(1100, req())).toEqual([]);
+    expect(replies(full.dispatch(1200, req()))).toMatchObject([{ ok: false, error: { code: 'overloaded' } }]);
+    // the held ones all go to the instance once it is ready
+    expect(admits(full.status(2000, 'ready'))).toHaveLength(MAX_HELD);
+  });
+});
