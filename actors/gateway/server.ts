@@ -29,6 +29,7 @@ import {
 } from './openai.ts';
 import { childRequest, indexed, mergeStreams, oneByOne } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
+import { SseWriter } from './sse-writer.ts';
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
 import { probeResponse, type HealthReport } from '../../src/runtime/health.ts';
@@ -670,11 +671,12 @@ export class GatewayServer {
    * last choice's end, its completion tokens summed over the choices. The status line waits for the first
    * chunk: a request that fails before its first token gets an HTTP error status and an error body, not a 200
    * stream. A failure after it is an error event, then the end (no [DONE]). Resolves true when [DONE] was sent.
-   * A batch (the chunks that arrived together) is one write; a plain text token is framed from a template.
+   * A batch (the chunks that arrived together) is one write, and the batches of one turn after the first too
+   * (SseWriter); a plain text token is framed from a template.
    */
   private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[]): Promise<boolean> {
     let started = false;
-    let pending = '';
+    const w = new SseWriter(res);
     const start = () => {
       if (started) return;
       started = true;
@@ -682,8 +684,10 @@ export class GatewayServer {
       this.count(route, 200);
     };
     /** an event: `obj` as JSON, or `framed` (a whole event already framed). */
-    const send = (obj: unknown, framed?: string) => void (start(), (pending += framed ?? `data: ${JSON.stringify(obj)}\n\n`));
-    const flush = () => void (pending !== '' && !res.writableEnded && res.write(pending), (pending = ''));
+    const send = (obj: unknown, framed?: string): void => {
+      start();
+      w.add(framed ?? `data: ${JSON.stringify(obj)}\n\n`);
+    };
     /** before the first byte: an HTTP error; after: an error event and the end of the stream. */
     const fail = (e: HttpError): false => {
       if (!started) {
@@ -691,8 +695,7 @@ export class GatewayServer {
         return false;
       }
       send({ error: { ...e.body().error, retryable: e.retryable } });
-      flush();
-      res.end();
+      w.end();
       return false;
     };
     const n = streams.length;
@@ -727,19 +730,20 @@ export class GatewayServer {
             usages[i] = c.usage;
             if (++ended < n) continue;
             if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
-            res.end(pending + 'data: [DONE]\n\n');
-            pending = '';
+            w.end('data: [DONE]\n\n');
             return true;
           }
           if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece, i));
         }
-        flush();
+        w.flush();
       }
       if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
       return false;
     } catch (err) {
       if (ac.signal.aborted) return false;
       return fail(toHttp(err));
+    } finally {
+      w.drop();
     }
   }
 

@@ -1,0 +1,119 @@
+/**
+ * The gateway's SSE writer (actors/gateway/sse-writer.ts): the first batch (TTFT) goes out at once, the
+ * batches of one event-loop turn after it leave in one write at the end of the turn, a batch past the byte
+ * bound at once; the bytes a client reads are exactly the events in their order, over a real HTTP socket too.
+ */
+import { createServer, request, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { SseWriter } from '../../actors/gateway/sse-writer.ts';
+
+/** a ServerResponse that records its writes. */
+function fakeRes() {
+  const writes: string[] = [];
+  const r = {
+    writes,
+    ended: undefined as string | undefined,
+    writableEnded: false,
+    destroyed: false,
+    write(s: string) {
+      writes.push(s);
+      return true;
+    },
+    end(s: string) {
+      r.ended = s;
+      r.writableEnded = true;
+    },
+  };
+  return r;
+}
+const turn = () => new Promise<void>((r) => setImmediate(r));
+const ev = (i: number) => `data: {"i":${i}}\n\n`;
+
+describe('SseWriter', () => {
+  it('writes the first batch at once and the later batches of one turn in one write at its end', async () => {
+    const f = fakeRes();
+    const w = new SseWriter(f as unknown as ServerResponse);
+    w.add(ev(0));
+    w.flush();
+    expect(f.writes).toEqual([ev(0)]);
+    for (let i = 1; i <= 3; i++) {
+      w.add(ev(i));
+      w.flush();
+    }
+    expect(f.writes).toHaveLength(1);
+    await turn();
+    expect(f.writes).toEqual([ev(0), ev(1) + ev(2) + ev(3)]);
+    w.add(ev(4));
+    w.flush();
+    await turn();
+    expect(f.writes).toEqual([ev(0), ev(1) + ev(2) + ev(3), ev(4)]);
+  });
+
+  it('writes at once past the byte bound, folds held events into the end, and drops them for a gone client', async () => {
+    const f = fakeRes();
+    const w = new SseWriter(f as unknown as ServerResponse, 40);
+    w.add(ev(0));
+    w.flush();
+    w.add(ev(1));
+    w.flush();
+    expect(f.writes).toEqual([ev(0)]);
+    w.add('x'.repeat(40));
+    w.flush();
+    expect(f.writes).toEqual([ev(0), ev(1) + 'x'.repeat(40)]);
+    w.add(ev(2));
+    w.flush();
+    w.end('data: [DONE]\n\n');
+    expect(f.ended).toBe(ev(2) + 'data: [DONE]\n\n');
+    await turn();
+    expect(f.writes).toHaveLength(2);
+
+    const g = fakeRes();
+    const d = new SseWriter(g as unknown as ServerResponse);
+    d.add(ev(0));
+    d.flush();
+    d.add(ev(1));
+    d.flush();
+    d.drop();
+    await turn();
+    expect(g.writes).toEqual([ev(0)]);
+  });
+
+  it('a client over HTTP reads exactly the events in order, in one response write per turn', async () => {
+    const n = 200;
+    let writes = 0;
+    const srv = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const orig = res.write.bind(res) as (s: string) => boolean;
+      res.write = ((s: string) => (writes++, orig(s))) as typeof res.write;
+      const w = new SseWriter(res);
+      let i = 0;
+      const step = () => {
+        // three batches per turn, as three engine reads of one stream in one poll phase
+        for (let k = 0; k < 3 && i < n; k++, i++) {
+          w.add(ev(i));
+          w.flush();
+        }
+        if (i < n) setImmediate(step);
+        else w.end('data: [DONE]\n\n');
+      };
+      step();
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = request({ port: (srv.address() as AddressInfo).port, host: '127.0.0.1' }, (res) => {
+        let s = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (s += d));
+        res.on('end', () => resolve(s));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    srv.close();
+    expect(body).toBe(Array.from({ length: n }, (_, i) => ev(i)).join('') + 'data: [DONE]\n\n');
+    // the first batch alone, the rest of its turn in one write, then one write per turn of three batches
+    // but the last, whose batches go with the end
+    expect(writes).toBe(2 + Math.ceil((n - 3) / 3) - 1);
+  });
+});
