@@ -176,6 +176,9 @@ export const instanceStatus = z.object({
   /** prompt tokens not yet prefilled: queued requests and running ones without their first token (what a new
    * prompt waits behind); optional (older instance managers). */
   pendingPrefillTokens: int.optional(),
+  /** prompt tokens this process looked up in its prefix cache and those it found there (cumulative since it
+   * started; vLLM's prefix_cache_queries/hits): the pool's measured prefix reuse; optional (no prefix cache). */
+  prefixCacheTokens: z.object({ lookup: nonneg, hit: nonneg }).optional(),
   /** current emergency step, if any. */
   emergency: z.string().max(64).optional(),
 });

@@ -97,6 +97,11 @@ export class BatchingCore implements BatchingCoreApi {
     return Math.ceil(totalTokens / KV_BLOCK_TOKENS) <= this.totalBlocks;
   }
 
+  /** Prompt tokens looked up in this instance's prefix cache and found there, since it started; undefined when caching is off. */
+  prefixCacheTokens(): { lookup: number; hit: number } | undefined {
+    return this.prefix ? { lookup: this.prefix.lookupTokens, hit: this.prefix.hitTokens } : undefined;
+  }
+
   /** Prompt tokens of these prefix hashes cached here now (what a cache-aware router asks); 0 when caching is off. */
   cachedPrefixTokens(hashes: readonly number[] | undefined, promptTokens: number): number {
     if (!this.prefix || !hashes?.length) return 0;

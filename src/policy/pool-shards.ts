@@ -8,6 +8,7 @@ import type { InstanceStatus } from '../../protocols/control.ts';
 import type { Profile } from '../model/profile-types.ts';
 import { GPUS } from '../model/catalog.ts';
 import { DEFAULT_HEADROOM, type InstanceConfig, type TpDegree } from './types.ts';
+import { scaleLoad } from './energy.ts';
 import { planSharding, overheadTable, staggerSteps, type OverheadTable, type StaggerUnit } from './sharding.ts';
 import type { CurrentInstance } from './reshard-matching.ts';
 
@@ -32,6 +33,36 @@ export interface PoolShardInput {
   allowIdleGpus?: boolean;
   /** the load the split must carry (the burst guard, guardedPoolLoad: >= `load` per type); priced at `load`. */
   peak?: Partial<Record<RequestType, number>>;
+  /** share of the pool's prompt tokens its instances served from their prefix caches (poolPrefixReuse); absent: none measured. */
+  prefixReuse?: number;
+}
+
+/**
+ * Measured prefix reuse at which a pool splits its GPUs into its largest TP degree only. The profile prices every
+ * prompt as uncached, so it credits small instances (TP2/TP4) with their throughput per GPU and nothing for the
+ * prefill a large KV cache saves: an instance's cache is its GPUs' memory less its copy of the weights, so one TP8
+ * instance of Llama3.1-70B on H100s holds ~1.3M tokens, two TP4 ~0.9M together, four TP2 ~0.1M. Where a pool
+ * reuses a fifth or more of its prompt tokens (sessions that resend their history, shared system prompts), the
+ * prefill it re-computes in smaller caches outweighs what their split saves (measured on the long-context hour,
+ * docs/SIMULATION.md), and each re-shard between splits empties the caches it replaces.
+ */
+export const PREFIX_REUSE_LARGEST_TP = 0.2;
+
+/** The pool's measured prefix reuse: prompt tokens served from cache over those looked up, summed over its instances' statuses (cumulative per process). */
+export function poolPrefixReuse(statuses: readonly Pick<InstanceStatus, 'prefixCacheTokens'>[]): { prefixReuse: number } | Record<string, never> {
+  let lookup = 0, hit = 0;
+  for (const st of statuses) {
+    lookup += st.prefixCacheTokens?.lookup ?? 0;
+    hit += st.prefixCacheTokens?.hit ?? 0;
+  }
+  return lookup > 0 ? { prefixReuse: Math.min(1, hit / lookup) } : {};
+}
+
+/** The TP degrees a pool may split into: its largest one that fits a server and the pool when the pool reuses prefixes (PREFIX_REUSE_LARGEST_TP); else undefined (all). */
+export function prefixAwareTps(profile: Profile, gpus: number, gpusPerServer: number, prefixReuse: number | undefined): TpDegree[] | undefined {
+  if (prefixReuse === undefined || prefixReuse < PREFIX_REUSE_LARGEST_TP) return undefined;
+  const fits = ([2, 4, 8] as const).filter((tp) => profile.tpDegrees.includes(tp) && tp <= gpusPerServer && tp <= gpus);
+  return fits.length ? [fits[fits.length - 1]!] : undefined;
 }
 
 /** A minute of a pool's arrivals: the requests its instances admitted in [atMs, atMs + POOL_LOAD_BUCKET_MS), by type. */
@@ -132,16 +163,25 @@ export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined
   if ([...counts.keys()].some((tp) => !i.profile.tpDegrees.includes(tp) || ![2, 4, 8].includes(tp))) return undefined;
   const current: InstanceConfig[] = [...counts].map(([tp, count]) => ({ tp: tp as TpDegree, count }));
   const overhead = overheadTable(i.overhead);
-  const common = { profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8, headroom: i.headroom ?? DEFAULT_HEADROOM };
+  let common = { profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8, headroom: i.headroom ?? DEFAULT_HEADROOM };
   // the split of every granted GPU for the measured load (the paper's pool manager); then, with a burst guard, the
   // instances of that split the guard's peak does not need are left out (its shape kept: the TP degrees and at most
   // its counts), each GPU left out charged its unloaded idle power
   let d = planSharding(common);
+  // a pool that reuses prefixes keeps its largest KV caches: the largest TP degree only, where that carries the load
+  // (the profile prices uncached prompts: that split is sized for the share of the prompt work its caches do not serve)
+  let tps = prefixAwareTps(i.profile, i.gpus, i.gpusPerServer ?? 8, i.prefixReuse);
+  let uncached = 1;
+  if (tps) {
+    const large = planSharding({ ...common, tps, loadByType: scaleLoad(i.load, 1 - i.prefixReuse!) });
+    if (large.feasible) [common, d, uncached] = [{ ...common, tps, loadByType: scaleLoad(i.load, 1 - i.prefixReuse!) } as typeof common, large, 1 - i.prefixReuse!];
+    else tps = undefined;
+  }
   let trimmed = false;
   if (i.peak && i.allowIdleGpus && d.feasible) {
     const max: Partial<Record<TpDegree, number>> = {};
     for (const c of d.target) max[c.tp] = c.count;
-    const t = planSharding({ ...common, peakLoadByType: i.peak, allowIdleGpus: true, idleGpuW: unloadedIdleW(i.profile), maxCounts: max });
+    const t = planSharding({ ...common, peakLoadByType: scaleLoad(i.peak, uncached), allowIdleGpus: true, idleGpuW: unloadedIdleW(i.profile), maxCounts: max });
     if (t.feasible) {
       d = t;
       trimmed = true;
@@ -151,10 +191,10 @@ export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined
   return {
     take: d.take,
     target: d.target,
-    summary: `${fmt(current)} -> ${fmt(d.target)}: ${d.reason}${trimmed ? `; burst guard: carries the recent window's highest minute (${totalOf(i.peak!).toFixed(2)} req/s), ${i.gpus - gpusOf(d.target)} of ${i.gpus} GPUs in no instance` : ''}`,
+    summary: `${fmt(current)} -> ${fmt(d.target)}: ${d.reason}${trimmed ? `; burst guard: carries the recent window's highest minute (${totalOf(i.peak!).toFixed(2)} req/s), ${i.gpus - gpusOf(d.target)} of ${i.gpus} GPUs in no instance` : ''}${tps ? `; prefix reuse ${(100 * i.prefixReuse!).toFixed(0)}%: TP${tps[0]} only (largest KV caches)` : ''}`,
     inputs: {
       planner: 'heuristic',
-      loadByType: i.load, ...(i.peak ? { peakLoadByType: i.peak } : {}), gpus: i.gpus, allowIdleGpus: i.allowIdleGpus === true, trimmed, current, epochS: i.epochS, currentEnergyJ: d.currentEnergyJ, targetEnergyJ: d.targetEnergyJ,
+      loadByType: i.load, ...(i.peak ? { peakLoadByType: i.peak } : {}), ...(i.prefixReuse !== undefined ? { prefixReuse: i.prefixReuse } : {}), gpus: i.gpus, allowIdleGpus: i.allowIdleGpus === true, trimmed, current, epochS: i.epochS, currentEnergyJ: d.currentEnergyJ, targetEnergyJ: d.targetEnergyJ,
       costJ: d.costJ, feasible: d.feasible, currentFeasible: d.currentFeasible, overhead: { tauMs: overhead.tauMs, resyncS: overhead.resyncS, instanceStartS: overhead.instanceStartS },
     },
   };

@@ -33,7 +33,7 @@ import { dispatchRequest } from '../dispatch.ts';
 import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
 import { capacityComing, countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
-import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
+import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
 type Load = Partial<Record<RequestType, number>>;
 
@@ -748,7 +748,7 @@ function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: P
   s.recentLoad = recordPoolArrivals(s.recentLoad, {}, now, cfg.burstWindowMs ?? 0);
   const { load: peak, guarded } = guardedPoolLoad(measured, windowPeak(s.recentLoad));
   const input: PoolShardInput = {
-    profile: cfg.profile, load: measured, ...(guarded ? { peak, allowIdleGpus: true } : {}), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp),
+    profile: cfg.profile, load: measured, ...(guarded ? { peak, allowIdleGpus: true } : {}), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp), ...poolPrefixReuse(live),
     epochS: cfg.epochMs / 1000, gpusPerServer: gpusPerServer(s.assignment), headroom: cfg.headroom, ...(cfg.overhead ? { overhead: cfg.overhead } : {}),
   };
   if (cfg.planner === 'milp') {
