@@ -1090,7 +1090,7 @@ export class Simulation {
     if (st.moves === 0 && inst.brain.s.running.size >= inst.brain.config.maxInEngine) this.peersFor(inst, now);
     this.admitted.set(r.id, r);
     const ttftSloMs = (r.ttftDeadlineMs ?? now) - r.arrivalMs;
-    const fx = inst.brain.step({ type: 'admit', req: { id: r.id, type: st.pred, inputTokens: r.promptTokens, arrivalMs: r.arrivalMs, ttftDeadlineMs: r.ttftDeadlineMs ?? now, ttftSloMs, moves: st.moves } }, now);
+    const fx = inst.brain.step({ type: 'admit', req: { id: r.id, type: st.pred, inputTokens: r.promptTokens, cachedTokens: inst.core?.cachedPrefixTokens(r.prefixHashes, r.promptTokens), arrivalMs: r.arrivalMs, ttftDeadlineMs: r.ttftDeadlineMs ?? now, ttftSloMs, moves: st.moves } }, now);
     return !fx.some((e) => e.kind === 'refused' && e.id === r.id);
   }
 

@@ -67,6 +67,8 @@ export interface MachineRequest {
   id: string;
   type: RequestType;
   inputTokens: number;
+  /** prompt tokens the engine held in its prefix cache at admission (its prefill skips them); absent: none known. */
+  cachedTokens?: number;
   /** when the gateway accepted it, ms. */
   arrivalMs: number;
   /** arrival + its type's TTFT SLO, ms. */
@@ -121,6 +123,9 @@ export interface InstanceMachineState {
   arrivals: Load;
   /** requests admitted since the machine started, by type (cumulative: status admittedByType). */
   admitted: Load;
+  /** prompt tokens admitted since the machine started with a known cached prefix, and those of them cached (MachineRequest.cachedTokens). */
+  promptTokens?: number;
+  cachedTokens?: number;
   windowStartMs: number;
   arrivedSinceRiseCheck: boolean;
   /** EWMA of the per-epoch arrival rate, req per modelled s (the dispatcher's load). */
@@ -344,6 +349,7 @@ function admit(s: InstanceMachineState, fx: InstanceEffect[], req: MachineReques
   enqueue(s, { ...req, admittedMs: now });
   s.arrivals[req.type] = (s.arrivals[req.type] ?? 0) + 1;
   s.admitted[req.type] = (s.admitted[req.type] ?? 0) + 1;
+  if (req.cachedTokens !== undefined) [s.promptTokens, s.cachedTokens] = [(s.promptTokens ?? 0) + req.inputTokens, (s.cachedTokens ?? 0) + Math.min(req.cachedTokens, req.inputTokens)];
   s.arrivedSinceRiseCheck = true;
   fx.push({ kind: 'admitted', id: req.id });
   // the clock the prefill backlog needs is set before the prompt goes to the engine
@@ -440,7 +446,7 @@ function epoch(s: InstanceMachineState, fx: InstanceEffect[], now: number, cfg: 
   if (!serving(s)) return;
   const load = measureLoad(s, now, cfg);
   if (clockSource(s, now) !== 'instance') return;
-  const d = decideClock(cfg, load, s.supportedMhz);
+  const d = decideClock(cfg, uncachedLoad(s, load), s.supportedMhz);
   if (!d) return;
   const inputs = { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW };
   const floor = prefillFloor(s, now, cfg);
@@ -474,8 +480,22 @@ function loadRise(s: InstanceMachineState, fx: InstanceEffect[], now: number, cf
   const dt = Math.max(1, (now - s.windowStartMs) / 1000);
   const load: Load = { ...s.load };
   for (const [t, n] of Object.entries(s.arrivals) as [RequestType, number][]) load[t] = Math.max(load[t] ?? 0, n / dt / cfg.timeScale);
-  const d = decideClock(cfg, load, s.supportedMhz);
+  const d = decideClock(cfg, uncachedLoad(s, load), s.supportedMhz);
   if (d) raise(s, fx, d.clockMhz, now, `load rose within the epoch: ${d.reason}`, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
+}
+
+/**
+ * The load the clock is priced at. The profile prices every prompt uncached; an engine with a prefix cache prefills
+ * only what it does not hold, so where the admitted prompts came with their cached prefix (MachineRequest.cachedTokens)
+ * the load is scaled to the uncached share of their prompt tokens (the prompt work left; the L types the profile
+ * prices are prefill-bound). Without such counts, the load as measured.
+ */
+export function uncachedLoad(s: Pick<InstanceMachineState, 'promptTokens' | 'cachedTokens'>, load: Load): Load {
+  if (!s.promptTokens || !s.cachedTokens) return load;
+  const f = Math.max(0, 1 - s.cachedTokens / s.promptTokens);
+  const out: Load = {};
+  for (const [t, v] of Object.entries(load) as [RequestType, number][]) out[t] = v * f;
+  return out;
 }
 
 /** The least-energy clock meeting the SLO at this load (policy chooseClock), undefined without a profile for this TP. */
@@ -518,7 +538,7 @@ export function pendingPrefillTokens(s: InstanceMachineState): number {
  */
 function prefillFloor(s: InstanceMachineState, now: number, cfg: InstanceMachineConfig): number | undefined {
   const backlog: { tokens: number; slackMs: number }[] = [];
-  for (const r of awaitingPrefill(s)) backlog.push({ tokens: r.inputTokens, slackMs: r.ttftDeadlineMs - now });
+  for (const r of awaitingPrefill(s)) backlog.push({ tokens: Math.max(1, r.inputTokens - (r.cachedTokens ?? 0)), slackMs: r.ttftDeadlineMs - now });
   return decidePrefillFloor(cfg, backlog, s.supportedMhz);
 }
 
