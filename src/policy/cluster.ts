@@ -10,7 +10,8 @@
  * the next pool; only the last pool (LL) rounds up. A pool that ends with zero servers is merged into the
  * pool that receives its load. Pure.
  */
-import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
+import { REQUEST_TYPES, inputClassOf, outputClassOf, type LengthClass, type RequestType } from '../../protocols/request-types.ts';
+import { PREFIX_REUSE_LARGEST_TP } from './pool-shards.ts';
 import type { Profile } from '../model/profile-types.ts';
 import { maxLoadOf } from '../model/profile.ts';
 import { maxClockOf, totalLoad } from './energy.ts';
@@ -38,6 +39,11 @@ export interface PlanClusterInput {
    * a type is that of the best one (serverCapacity). Default [8]: the paper's TP8 servers (pools that never re-shard).
    */
   splitTps?: readonly number[];
+  /**
+   * input classes whose types share one pool (sharedPrefixClasses): their shorter-output types are merged into the
+   * pool of the class's longer outputs, as a type too small for a pool is. Default none.
+   */
+  sharedPrefixClasses?: readonly LengthClass[];
 }
 
 /** ClusterPlan plus the flags of a capped plan (extends the shared contract compatibly). */
@@ -89,7 +95,7 @@ export function planCluster(input: PlanClusterInput): ClusterPlanResult {
       if (l > 0) D += m > 0 ? l / m : Infinity;
     }
     if (!Number.isFinite(D)) throw new RangeError(`load of a type no pool can serve within SLO (unservable: ${unservable.join(', ')})`);
-    const ownTooSmall = !last && pl < minKeep && pl > 0;
+    const ownTooSmall = !last && pl > 0 && (pl < minKeep || (outputClassOf(t) !== 'L' && (input.sharedPrefixClasses?.includes(inputClassOf(t)) ?? false)));
     let servers = last ? Math.ceil(D - 1e-9) : ownTooSmall ? 0 : Math.floor(D + 1e-9);
     if (!(ml.get(t)! > 0) && !last) servers = 0;
     const keepFrac = D > 0 ? Math.min(1, servers / D) : 0;
@@ -193,4 +199,17 @@ export function serversToStartAhead(current: ClusterPlan, planned: ClusterPlan, 
 /** Total forecast load (req/s) a plan serves, for reporting. */
 export function plannedLoad(plan: ClusterPlan): number {
   return plan.pools.reduce((s, x) => s + totalLoad(x.forecastLoad), 0);
+}
+
+/**
+ * The input classes whose pools reuse prompt prefixes (a pool's measured reuse >= PREFIX_REUSE_LARGEST_TP, given per
+ * type): the turns of one session resend the same growing prefix with outputs of any length, so its requests change
+ * type (output class) within their input class. Types of such a class served by one pool keep a session's turns in
+ * one set of KV caches; split over pools by output class, each pool's caches see part of the session and recompute
+ * the rest.
+ */
+export function sharedPrefixClasses(reuseByType: Partial<Record<RequestType, number>>): LengthClass[] {
+  const out: LengthClass[] = [];
+  for (const [t, r] of Object.entries(reuseByType) as [RequestType, number][]) if (r >= PREFIX_REUSE_LARGEST_TP && !out.includes(inputClassOf(t))) out.push(inputClassOf(t));
+  return out.sort();
 }

@@ -14,6 +14,8 @@ import type { LoadByType } from '../policy/types.ts';
 type Ev = { type: 'observe' } | { type: 'epoch'; why: string; forecast?: LoadByType; extra?: LoadByType };
 
 export class ClusterBrain {
+  /** each type's pool's measured prefix reuse at an epoch (prefixReuseByType), as the live pools would report it. */
+  prefixReuse?: () => LoadByType;
   s: ClusterMachineState;
   private observeMs = 60_000;
   private epochMs: number;
@@ -71,10 +73,24 @@ export class ClusterBrain {
     }
     const mev = ev.type === 'observe'
       ? { type: 'observe' as const, observed, servers: this.servers }
-      : { type: 'epoch' as const, why: ev.why, observed, servers: this.servers, ...(ev.forecast ? { forecast: ev.forecast } : {}), ...(ev.extra ? { extra: ev.extra } : {}) };
+      : { type: 'epoch' as const, why: ev.why, observed, servers: this.servers, ...(ev.forecast ? { forecast: ev.forecast } : {}), ...(ev.extra ? { extra: ev.extra } : {}), ...(this.prefixReuse ? { prefixReuse: this.prefixReuse() } : {}) };
     const { state, effects } = clusterStep(this.s, mev, now, this.cfg);
     this.s = state;
     for (const e of effects) if (e.kind === 'arm_timer' && e.timer === 'start_ahead' && 'inMs' in e) this.startAhead = { atMs: now + e.inMs, forecast: e.forecast ?? {} };
     if (effects.some((e) => e.kind === 'assign')) this.onPlan(state, effects, now, initial);
   }
+}
+
+/** Each type's pool's prefix reuse: prompt tokens served from cache over those looked up, summed over the pool's instances' engines; types of pools with no lookups are absent. */
+export function prefixReuseByType(pools: readonly { types: readonly RequestType[]; instances: readonly { core?: { prefixCacheTokens(): { lookup: number; hit: number } | undefined } }[] }[]): LoadByType {
+  const out: LoadByType = {};
+  for (const p of pools) {
+    let lookup = 0, hit = 0;
+    for (const i of p.instances) {
+      const c = i.core?.prefixCacheTokens();
+      if (c) [lookup, hit] = [lookup + c.lookup, hit + c.hit];
+    }
+    if (lookup > 0) for (const t of p.types) out[t] = hit / lookup;
+  }
+  return out;
 }

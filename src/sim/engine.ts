@@ -39,7 +39,7 @@ import { poolReshardDecision, recordFluidPoolArrivals, recordSimPoolArrivals, ty
 import { reshardTau, unitsOf, type UnitExecutor } from './reshard-exec.ts';
 import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
 import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
-import { ClusterBrain } from './cluster-brain.ts';
+import { ClusterBrain, prefixReuseByType } from './cluster-brain.ts';
 import { Heap } from './heap.ts';
 import { decideClock, epochLoad, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig } from '../policy/machines/instance.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
@@ -644,6 +644,7 @@ export class Simulation {
       const routing: Partial<Record<RequestType, string>> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, intakePools(state, t, () => true)[0]]));
       this.installPools(wanted, routing, now, initial);
     });
+    this.cm.prefixReuse = () => prefixReuseByType(this.pools);
     this.cm.start(this.forecastPeak(0, this.ep.clusterS * 1000 + leadMs, 1));
   }
 

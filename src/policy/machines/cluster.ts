@@ -16,7 +16,7 @@ import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type LengthC
 import type { PoolAssignment } from '../../../protocols/control.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { LoadForecaster, type ForecasterState } from '../forecast.ts';
-import { planCluster, serversToStartAhead, type ClusterPlanResult } from '../cluster.ts';
+import { planCluster, serversToStartAhead, sharedPrefixClasses, type ClusterPlanResult } from '../cluster.ts';
 
 type Load = Partial<Record<RequestType, number>>;
 
@@ -57,6 +57,8 @@ export interface ClusterMachineConfig {
 export interface ClusterMachineState {
   /** the last epoch number issued (or found in the store). */
   epoch: number;
+  /** input classes whose pools reuse prefixes, from the last epoch that reported reuse (sharedPrefixClasses). */
+  sharedClasses?: LengthClass[];
   assignments: Map<string, PoolAssignment>;
   /** type -> pool intake routes to (a retired pool's entry stays; intake skips retired pools). */
   route: Map<RequestType, string>;
@@ -81,8 +83,10 @@ export type ClusterEvent =
    * a scale epoch is due (timer, start-up, or the start-ahead timer with the next epoch's forecast).
    * `forecast`: the peak to plan for, given by the caller in place of the machine's forecaster (the
    * simulator's forecaster knows the trace); then nothing is started ahead (the caller's forecast covers it).
+   * `prefixReuse`: each type's pool's measured prefix reuse (share of prompt tokens served from cache): input classes
+   * that reuse prefixes get one pool (policy sharedPrefixClasses).
    */
-  | { type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load; forecast?: Load };
+  | { type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load; forecast?: Load; prefixReuse?: Load };
 
 export type ClusterEffect =
   | { kind: 'arm_timer'; timer: 'observe' | 'epoch'; everyMs: number }
@@ -135,6 +139,7 @@ export function clusterStep(prev: ClusterMachineState, ev: ClusterEvent, now: nu
       observe(s, fx, ev, now, cfg);
       break;
     case 'epoch':
+      if (ev.prefixReuse) s.sharedClasses = sharedPrefixClasses(ev.prefixReuse);
       scaleEpoch(s, fx, ev.why, ev.observed, ev.servers, now, cfg, ev.extra, ev.forecast);
       break;
   }
@@ -164,7 +169,7 @@ function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Lo
   const f = forecastOf(s, cfg, now, cfg.epochMs);
   let want: Map<string, number>;
   try {
-    want = serversPerPool(planOf(f, ev.servers, cfg.profile, cfg.headroom, cfg.splitTps));
+    want = serversPerPool(planOf(f, ev.servers, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses));
   } catch {
     return;
   }
@@ -179,10 +184,10 @@ function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Lo
 }
 
 /** The plan for a forecast peak, sized for it plus the headroom. */
-export function planOf(forecast: Load, servers: ClusterServer[], profile: Profile, headroom = 0, splitTps?: readonly number[]): ClusterPlanResult {
+export function planOf(forecast: Load, servers: ClusterServer[], profile: Profile, headroom = 0, splitTps?: readonly number[], shared?: readonly LengthClass[]): ClusterPlanResult {
   const peak: Load = {};
   for (const [t, v] of Object.entries(forecast) as [RequestType, number][]) if (v) peak[t] = v / (1 - headroom);
-  return planCluster({ forecastPeak: peak, profile, totalServers: servers.length, gpusPerServer: servers[0]?.gpus ?? 8, ...(splitTps ? { splitTps } : {}) });
+  return planCluster({ forecastPeak: peak, profile, totalServers: servers.length, gpusPerServer: servers[0]?.gpus ?? 8, ...(splitTps ? { splitTps } : {}), ...(shared?.length ? { sharedPrefixClasses: shared } : {}) });
 }
 
 function serversPerPool(plan: { pools: { pool: { id: string }; servers: number }[] }): Map<string, number> {
@@ -215,7 +220,7 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
   const allEight = servers.every((x) => x.gpus % 8 === 0);
   if (cfg.profile && !cfg.configuredPools && allEight) {
     // the paper's plan: whole servers per pool, floor(PL/ML), remainder forwarded, merges
-    const plan = planOf(forecast, servers, cfg.profile, cfg.headroom, cfg.splitTps);
+    const plan = planOf(forecast, servers, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses);
     rationale = plan.rationale;
     capped = plan.capped ? { needed: plan.neededServers, have: servers.length } : undefined;
     const count = serversPerPool(plan);
@@ -241,7 +246,7 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
     // start ahead of a forecast rise: what the next epoch's forecast adds, granted instanceStartupMs early
     if (epochMs > 0 && !extra && !given) {
       const next = forecastOf(s, cfg, now + epochMs, epochMs);
-      const ahead = serversToStartAhead(plan, planOf(next, servers, cfg.profile, cfg.headroom, cfg.splitTps), cfg.instanceStartupMs, epochMs);
+      const ahead = serversToStartAhead(plan, planOf(next, servers, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses), cfg.instanceStartupMs, epochMs);
       if (ahead.length) {
         startAhead = ahead;
         const at = Math.min(...ahead.map((x) => x.startInMs));
