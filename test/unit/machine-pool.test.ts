@@ -209,8 +209,9 @@ describe('pool machine: instance tracking', () => {
     expect(ended).toEqual([{ kind: 'end_stream', req: { ...r1, pool: POOL }, seq: 7, instance: a, error: { code: 'unavailable', message: `instance ${a} died (no status for 3001 ms) while serving the request`, retryable: true, retryAfterS: 1 } }]);
     expect(admits(fx).map((e) => [e.instance, e.req.id, e.req.moves])).toEqual([[b, r2.id, 1]]);
     expect(events(fx, 'failure')[0]!.decision).toEqual({ instance: a, redispatched: [r2.id], failed: [r1.id] });
-    // the peer refuses and nobody else is ready: the stream ends with the refusal
-    const fx2 = d.at(3200, { type: 'admit_result', job: admits(fx)[0]!.job, admission: { v: 1, id: r2.id, ok: false, error: { code: 'overloaded', message: 'full', retryable: true } } });
+    // the peer refuses and the dead one may be restarting: held up to the engine health deadline, then the stream ends with the refusal
+    expect(d.at(3200, { type: 'admit_result', job: admits(fx)[0]!.job, admission: { v: 1, id: r2.id, ok: false, error: { code: 'overloaded', message: 'full', retryable: true } } })).toEqual([]);
+    const fx2 = d.at(13_201, { type: 'tick' });
     expect(fx2).toEqual([{ kind: 'end_stream', req: { ...r2, pool: POOL, moves: 1 }, seq: 0, error: { code: 'overloaded', message: 'full', retryable: true } }]);
   });
 
@@ -306,10 +307,9 @@ describe('pool machine: dispatch', () => {
     expect(d2.at(10_100, { type: 'tick' })).toEqual([]);
     const late = d2.at(10_101, { type: 'tick' });
     expect(replies(late)[0]!.admission).toEqual({ v: 1, id: r2.id, ok: false, pool: POOL, error: { code: 'overloaded', message: `pool ${POOL} has no ready instance`, retryable: true, retryAfterS: 1 } });
-    // nothing starting: no hold at all
+    // nothing starting or granted, past deadAfterMs since the lead (machine-pool-overload): no hold at all
     const d3 = new Drive();
-    d3.lead(0);
-    expect(replies(d3.dispatch(10, req()))).toHaveLength(1);
+    expect(replies([...d3.lead(0), ...d3.dispatch(3010, req())])).toHaveLength(1);
   });
 
   it('losing the lead answers every pending dispatch and stops the leader\'s timers', () => {

@@ -109,7 +109,7 @@ async function freePort(): Promise<number> {
 }
 
 /** `error`: the class (http status, or the code of a stream's error event); `code`: an HTTP error body's own code, or the start of a stream error's message. */
-interface Outcome { ok: boolean; hung: boolean; error?: string; code?: string }
+interface Outcome { ok: boolean; hung: boolean; error?: string; code?: string; message?: string }
 
 /** One streaming completion through the gateway: ok when the stream ends with [DONE] and no error event. */
 async function oneRequest(url: string, model: string, key: string | undefined, maxTokens: number, deadlineMs: number): Promise<Outcome> {
@@ -122,8 +122,10 @@ async function oneRequest(url: string, model: string, key: string | undefined, m
       body: JSON.stringify({ model, prompt: 'Tell me about energy-efficient inference. '.repeat(4), max_tokens: maxTokens, stream: true, ignore_eos: true }),
     });
     if (!r.ok || !r.body) {
-      const code = /"code"\s*:\s*"([^"]+)"/.exec(await r.text().catch(() => ''))?.[1];
-      return { ok: false, hung: false, error: `http ${r.status}`, ...(code ? { code } : {}) };
+      const body = await r.text().catch(() => '');
+      const code = /"code"\s*:\s*"([^"]+)"/.exec(body)?.[1];
+      const message = /"message"\s*:\s*"([^"]{0,80})/.exec(body)?.[1];
+      return { ok: false, hung: false, error: `http ${r.status}`, ...(code ? { code } : {}), ...(message ? { message } : {}) };
     }
     let text = '';
     const dec = new TextDecoder();
@@ -257,11 +259,17 @@ async function chaos(v: ChaosOptions): Promise<number> {
     const metrics = await gatewayCounters(url, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
     const errors: Record<string, number> = {};
     const errorCodes: Record<string, number> = {};
+    const errorMessages: Record<string, number> = {};
     for (const o of results) {
       if (o.ok || !o.error) continue;
       errors[o.error] = (errors[o.error] ?? 0) + 1;
       const c = o.code ? `${o.error} ${o.code}` : o.error;
       errorCodes[c] = (errorCodes[c] ?? 0) + 1;
+      // the words of an HTTP error, numbers masked so that alike refusals count together
+      if (o.message) {
+        const m = `${o.error} ${o.message.replace(/\d+/g, 'N')}`;
+        errorMessages[m] = (errorMessages[m] ?? 0) + 1;
+      }
     }
     const byKind: Record<string, number> = {};
     for (const k of kills) byKind[k.kind] = (byKind[k.kind] ?? 0) + 1;
@@ -277,7 +285,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       failed: results.filter((o) => !o.ok && !o.hung).length,
       hung: results.filter((o) => o.hung).length,
       retried: metrics.retries, migrated: metrics.migrated, heldForReconnect: metrics.held,
-      errors, errorCodes,
+      errors, errorCodes, errorMessages,
       kills: { total: kills.length, byKind },
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
       timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),

@@ -86,6 +86,8 @@ interface DispatchJob {
   attempts: number;
   /** holding for a ready instance until this time, ms. */
   holdUntilMs?: number;
+  /** the end of the first hold: a later hold (an admit refused after it) ends then too, ms. */
+  holdEndMs?: number;
   /** an admit is in flight to this instance. */
   admitting?: string;
   lastError?: WireError;
@@ -136,6 +138,8 @@ export interface PoolMachineState {
   jobs: Map<number, DispatchJob>;
   moves: Map<number, MoveJob>;
   nextJob: number;
+  /** when this replica last took the lead (its view of the instances fills within deadAfterMs), ms. */
+  ledAtMs?: number;
   /** node commands of a reconciliation not yet answered (no re-shard epoch meanwhile). */
   reconciling: number;
   /** a MILP solve of the re-shard epoch is under way. */
@@ -223,6 +227,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
     case 'lead':
       s.leader = true;
+      s.ledAtMs = now;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} leads ${cfg.pool}`, decision: { leader: cfg.holder, term: ev.term }, inputs: { pool: cfg.pool } });
       if (ev.stored && (!s.assignment || ev.stored.epoch > s.assignment.epoch)) {
         // the store outlives the cluster (a shared NATS server keeps a previous run's KV): a stored assignment
@@ -503,7 +508,10 @@ export function poolLoad(s: Pick<PoolMachineState, 'instances'>): Load {
   return out;
 }
 
-const holdable = (s: PoolMachineState, self = 0) => capacityComing({ reshard: s.reshard !== undefined, starting: s.starting.size, held: [...s.jobs.values()].filter((j) => (j.holdUntilMs ?? -Infinity) > -Infinity).length - self, instances: s.instances.values(), assignment: s.assignment });
+const holdable = (s: PoolMachineState, now: number, cfg: PoolMachineConfig, self = 0) => capacityComing({
+  reshard: s.reshard !== undefined, starting: s.starting.size, held: [...s.jobs.values()].filter((j) => (j.holdUntilMs ?? -Infinity) > -Infinity).length - self,
+  instances: s.instances.values(), assignment: s.assignment, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs,
+});
 function views(s: PoolMachineState, exclude: Set<string>): DispatchViewOf[] {
   return dispatchViews(s.instances.values(), exclude, (t) => t.alive);
 }
@@ -538,12 +546,15 @@ function newJob(s: PoolMachineState, fx: PoolEffect[], j: DispatchJob, now: numb
 /** The next try of a dispatch: hold it, send it to the best instance not tried yet, or give up. */
 function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
   let v = views(s, j.tried);
-  if (!v.length && !j.exclude.size && (j.holdUntilMs !== undefined || holdable(s))) {
+  if (!v.length && j.origin.kind !== 'move' && (j.holdEndMs !== undefined || holdable(s, now, cfg))) {
     // capacity is coming (a re-shard, a start, an engine restart, granted GPUs the reconciliation fills): hold the
-    // request until an instance is ready, bounded by its give-up time and the engine health deadline
-    const until = j.holdUntilMs ?? Math.min(j.req.giveUpAtMs - 1000, now + cfg.healthDeadlineMs);
+    // request until an instance is ready, bounded by its give-up time and the engine health deadline (a second
+    // hold after a refused admit ends with the first). An instance it tried that is not ready now is tried again.
+    const until = j.holdUntilMs ?? j.holdEndMs ?? Math.min(j.req.giveUpAtMs - 1000, now + cfg.healthDeadlineMs);
     if (now <= until) {
-      s.jobs.set(job, { ...j, holdUntilMs: until });
+      const ready = new Set(views(s, new Set()).map((x) => x.id));
+      const tried = new Set([...j.tried].filter((id) => ready.has(id) || j.exclude.has(id)));
+      s.jobs.set(job, { ...j, tried, attempts: Math.min(j.attempts, tried.size), holdUntilMs: until, holdEndMs: until });
       return;
     }
     v = views(s, j.tried);
@@ -620,7 +631,7 @@ function move(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEvent, { ty
 /** Held dispatches and the re-shard's waits move on (a status arrived, or the tick). */
 function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   if (!s.leader) return;
-  const coming = holdable(s, 1);
+  const coming = holdable(s, now, cfg, 1);
   for (const [job, j] of s.jobs) {
     if (j.holdUntilMs === undefined || j.admitting) continue;
     if (views(s, j.tried).length > 0 || now > j.holdUntilMs || !coming) {

@@ -26,17 +26,26 @@ export interface DispatchViewOf { id: string; tp: number; clockMhz: number; heal
 export const MAX_HELD = 1024;
 
 /**
- * Whether a pool with no ready instance expects one soon, so that its dispatch holds a request (bounded by the
- * request's give-up time and the engine health deadline) instead of refusing it: a re-shard or a start under way,
- * an instance starting or restarting its engine, or GPUs granted to the pool while it is active (its
- * reconciliation starts instances on granted GPUs no live instance holds: after a node agent died with its
- * instances, or a process was replaced). `held`: requests held now; at MAX_HELD it holds no more.
+ * Whether a pool with none of its ready instances left to try expects capacity soon, so that its dispatch holds
+ * a request (bounded by the request's give-up time and the engine health deadline) instead of refusing it: a
+ * re-shard or a start under way; an instance of an active pool that is not ready (starting, restarting its
+ * engine, failed and being replaced, silent and maybe dead); no ready instance while GPUs are granted to the
+ * active pool (its reconciliation starts instances on granted GPUs no live instance holds: after a node agent
+ * died with its instances) or while the leader took the lead less than deadAfterMs ago (`newLeader`: it has
+ * not heard every instance yet). Every instance alive, ready and refusing (full) is overload, not capacity
+ * coming: the refusal is the answer at once. `held`: requests held now; at MAX_HELD it holds no more.
  */
-export function capacityComing(p: { reshard: boolean; starting: number; held: number; instances: Iterable<TrackedInstance>; assignment: PoolAssignment | undefined }): boolean {
+export function capacityComing(p: { reshard: boolean; starting: number; held: number; instances: Iterable<TrackedInstance>; assignment: PoolAssignment | undefined; newLeader?: boolean }): boolean {
   if (p.held >= MAX_HELD) return false;
   if (p.reshard || p.starting > 0) return true;
-  for (const t of p.instances) if (t.alive && (t.status.state === 'starting' || t.status.state === 'restarting')) return true;
-  return p.assignment?.state === 'active' && p.assignment.grants.some((g) => g.gpuIds.length > 0);
+  if (p.assignment?.state === 'retired') return false;
+  let ready = false;
+  for (const t of p.instances) {
+    if (!t.alive || t.status.state !== 'ready') return true;
+    ready = true;
+  }
+  if (ready) return false;
+  return (p.newLeader ?? false) || (p.assignment?.grants.some((g) => g.gpuIds.length > 0) ?? false);
 }
 
 /**

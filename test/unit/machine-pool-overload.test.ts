@@ -1,0 +1,119 @@
+/**
+ * The pool machine's holds (policy capacityComing) with two instances: every instance restarting (held, admitted
+ * when one is ready, an instance tried while not ready tried again), a leader that has heard of no instance yet
+ * (held for deadAfterMs), against overload (every instance ready and full), which is refused at once even
+ * with GPUs granted.
+ */
+import { describe, it, expect } from 'vitest';
+import {
+  initialPoolState, poolStep,
+  type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState,
+} from '../../src/policy/machines/pool.ts';
+import type { InstanceStatus } from '../../protocols/control.ts';
+import type { InferenceRequest } from '../../protocols/messages.ts';
+import type { RequestType } from '../../protocols/request-types.ts';
+
+const T0 = 1_700_000_000_000;
+const POOL = 'pool-SS';
+
+const cfg = (o: Partial<PoolMachineConfig> = {}): PoolMachineConfig => ({
+  pool: POOL, holder: 'pm-1', headroom: 0, deadAfterMs: 3000, statusIntervalMs: 500, epochMs: 300_000, healthDeadlineMs: 10_000,
+  initialTp: 4, moveQueueAbove: 4, retryAfterS: 1, planner: 'heuristic', ...o,
+});
+
+let n = 0;
+function req(o: Partial<InferenceRequest> = {}): InferenceRequest {
+  const id = `r${++n}`;
+  return {
+    v: 1, id, model: 'm', kind: 'completion', prompt: 'x', inputTokens: 100, maxTokens: 50, arrivalMs: T0, giveUpAtMs: T0 + 600_000,
+    streamSubject: `dyn.v1.stream.${id}`, type: 'SS' as RequestType, ...o,
+  };
+}
+
+const seqs = new Map<string, number>();
+/** An instance's status; `seq` counts per instance unless given. */
+function status(id: string, o: Partial<InstanceStatus> = {}): InstanceStatus {
+  const seq = o.seq ?? (seqs.get(id) ?? 0) + 1;
+  seqs.set(id, seq);
+  const m = /-(node-\d+)-g(\d+)x(\d+)$/.exec(id);
+  const tp = m ? Number(m[3]) : 4;
+  const g0 = m ? Number(m[2]) : 0;
+  return {
+    v: 1, id, pool: POOL, node: m?.[1] ?? 'node-0', tp: tp as 1 | 2 | 4 | 8, gpuIds: Array.from({ length: tp }, (_, i) => g0 + i), state: 'ready', startedMs: T0, seq, sentMs: T0,
+    clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {}, ...o,
+  };
+}
+
+class Drive {
+  s: PoolMachineState = initialPoolState(['SS']);
+  ref = 0;
+  constructor(readonly c: PoolMachineConfig = cfg()) {}
+  at(ms: number, ev: PoolEvent): PoolEffect[] {
+    const before = this.s;
+    const { state, effects } = poolStep(this.s, ev, T0 + ms, this.c);
+    expect(state).not.toBe(before);
+    this.s = state;
+    return effects;
+  }
+  lead(ms: number): PoolEffect[] {
+    return this.at(ms, { type: 'lead', term: 1 });
+  }
+  dispatch(ms: number, r: InferenceRequest): PoolEffect[] {
+    return this.at(ms, { type: 'dispatch', ref: ++this.ref, req: r });
+  }
+}
+const admits = (fx: PoolEffect[]) => fx.flatMap((e) => (e.kind === 'admit' ? [e] : []));
+const replies = (fx: PoolEffect[]) => fx.flatMap((e) => (e.kind === 'reply' ? [e] : []));
+
+/** A leader with two ready TP4 instances on node-0 (no assignment: nothing to reconcile). */
+function twoReady(c = cfg()): Drive {
+  const d = new Drive(c);
+  d.at(0, { type: 'start' });
+  d.lead(0);
+  d.at(10, { type: 'status', status: status(`${POOL}-node-0-g0x4`) });
+  d.at(10, { type: 'status', status: status(`${POOL}-node-0-g4x4`) });
+  return d;
+}
+
+describe('pool machine: holds for missing capacity', () => {
+  it('every instance restarting (capacity only missing for now): requests are held and admitted once one is ready, not refused', () => {
+    const d = twoReady();
+    const a = `${POOL}-node-0-g0x4`, b = `${POOL}-node-0-g4x4`;
+    // both processes restart: new processes report starting
+    d.at(4000, { type: 'status', status: status(a, { state: 'starting', startedMs: T0 + 3900, seq: 1 }) });
+    d.at(4000, { type: 'status', status: status(b, { state: 'restarting' }) });
+    const rs = [req(), req(), req()];
+    for (const [k, r] of rs.entries()) expect(d.dispatch(4100 + k, r)).toEqual([]);
+    expect(d.at(4500, { type: 'tick' })).toEqual([]);
+    const fx = d.at(5000, { type: 'status', status: status(a, { startedMs: T0 + 3900 }) });
+    expect(admits(fx).map((e) => [e.instance, e.req.id])).toEqual(rs.map((r) => [a, r.id]));
+    // one admit refused as unavailable (its engine not up yet) while b restarts: held again, and tried again on a once a reports again
+    expect(d.at(5010, { type: 'admit_result', job: admits(fx)[0]!.job, admission: { v: 1, id: rs[0]!.id, ok: false, error: { code: 'unavailable', message: 'engine restarting', retryable: true } } })).toEqual([]);
+    const again = d.at(5300, { type: 'status', status: status(b) });
+    expect(admits(again).map((e) => e.req.id)).toEqual([rs[0]!.id]);
+  });
+
+  it('every instance ready and full is overload: refused at once, though GPUs are granted; a retried instance restarting is not', () => {
+    const d = twoReady();
+    const fx0 = d.at(20, { type: 'assign', ref: 1, assignment: { v: 1, pool: POOL, types: ['SS'], grants: [{ node: 'node-0', gpuIds: [0, 1, 2, 3, 4, 5, 6, 7] }], epoch: 1, state: 'active', issuedBy: 'cm-1', atMs: T0 } });
+    expect(fx0.filter((e) => e.kind === 'node')).toEqual([]);
+    const r = req();
+    const full = { v: 1 as const, id: r.id, ok: false, error: { code: 'overloaded' as const, message: 'engine full', retryable: true } };
+    const [x] = admits(d.dispatch(4000, r));
+    const [y] = admits(d.at(4001, { type: 'admit_result', job: x!.job, admission: full }));
+    expect(replies(d.at(4002, { type: 'admit_result', job: y!.job, admission: full }))[0]!.admission.error).toEqual(full.error);
+  });
+
+  it('a leader that has heard of no instance yet holds for deadAfterMs, and the first ready instance takes the request', () => {
+    const d = new Drive();
+    d.at(0, { type: 'start' });
+    d.lead(0);
+    const r = req();
+    expect(d.dispatch(10, r)).toEqual([]);
+    expect(admits(d.at(300, { type: 'status', status: status(`${POOL}-node-0-g0x4`) })).map((e) => e.req.id)).toEqual([r.id]);
+    // past deadAfterMs with nothing granted nor heard of: refused at once
+    const e = new Drive();
+    e.lead(0);
+    expect(replies(e.dispatch(3010, req()))).toHaveLength(1);
+  });
+});
