@@ -42,7 +42,7 @@ import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engi
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { canMigrate, chunkExtras, continuation, endReport, engineDown, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, timeTokens, waitConnected, type LegTiming, type StreamState } from './legs.ts';
+import { canMigrate, chunkExtras, continuation, endReport, engineDown, flatten, holderGoneChunk, legReport, retryableAdmission, timeTokens, waitConnected, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter } from './router.ts';
 import { StreamListeners } from './stream-listeners.ts';
 
@@ -177,10 +177,11 @@ export class NatsBackend implements GatewayBackend {
       this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }), engineDown);
   }
 
-  ready = (): boolean => !this.bus.closed;
+  ready(): boolean {
+    return !this.bus.closed;
+  }
 
   close(): void {
-    flushLegReports(this.bus);
     this.streams.close();
     this.agent.destroy();
   }
