@@ -13,6 +13,7 @@ import type {
 } from './engine.ts';
 import { parseVllmMetrics, type EngineMetrics } from './metrics-parse.ts';
 import { streamCompletion } from './client.ts';
+import { tiedToParent } from '../runtime/parent-death.ts';
 import {
   EngineCrashedError, EngineError, EngineHttpError, EngineStartError, EngineStateError, EngineStreamError, EngineTimeoutError,
 } from './errors.ts';
@@ -116,10 +117,12 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
     this.port = this.spec.port;
     this.exited = false;
     this.lastExit = null;
-    // detached: its own process group, so stop() also reaches vLLM's worker processes. stdin is a pipe we
-    // never write: it closes when this process dies, and the emulator (--exit-on-stdin-close) exits then,
-    // so a dead manager leaves no orphan engines.
-    const child: ChildProcess = spawn(this.spec.command, this.spec.args, { env: this.spec.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    // detached: its own process group, so stop() also reaches vLLM's worker processes. A dead manager leaves no
+    // orphan engine holding its GPUs: the kernel sends the engine SIGTERM when this process dies, however it dies
+    // (src/runtime/parent-death.ts; Linux with util-linux setpriv). stdin is a pipe we never write: it closes when
+    // this process dies, and the emulator (--exit-on-stdin-close) exits then too, where there is no setpriv.
+    const cmd = tiedToParent(this.spec.command, this.spec.args, { path: this.spec.env?.PATH });
+    const child: ChildProcess = spawn(cmd.command, cmd.args, { env: this.spec.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     child.stdin?.on('error', () => {}); // EPIPE when the child is gone
     this.child = child;
     for (const stream of ['stdout', 'stderr'] as const) {

@@ -10,6 +10,7 @@ import { connect } from '@nats-io/transport-node';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { DynError } from '../../protocols/errors.ts';
+import { tiedToParent } from './parent-death.ts';
 
 export class NatsUnavailableError extends DynError {
   override name = 'NatsUnavailableError';
@@ -145,7 +146,8 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<NatsHandle> {
   const args = ['-c', conf, '-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', opts.dir];
   opts.log.info({ bin, conf }, 'starting a private nats-server');
   // its own process group: a terminal's Ctrl-C reaches the process that started it (which stops NATS last, after
-  // the actors that use it have drained), not the server itself; killed with this process if it exits unstopped
+  // the actors that use it have drained), not the server itself; killed with this process if it exits unstopped,
+  // and sent SIGTERM by the kernel if this process is killed (spawnNatsServer)
   const server = await spawnNatsServer(bin, args, { env: { ...process.env, ...opts.env }, detached: true });
   const proc = server.proc;
   const killOnExit = () => proc.kill('SIGKILL');
@@ -187,7 +189,9 @@ interface SpawnedNats {
  * NatsUnavailableError saying how to install it.
  */
 async function spawnNatsServer(bin: string, args: string[], o: { env?: NodeJS.ProcessEnv; detached: boolean }): Promise<SpawnedNats> {
-  const proc: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: o.env ?? process.env, detached: o.detached });
+  // the server dies with this process, however it dies (a SIGKILLed `up` runs no exit handler): parent-death.ts
+  const cmd = tiedToParent(bin, args, { path: o.env?.PATH });
+  const proc: ChildProcess = spawn(cmd.command, cmd.args, { stdio: ['ignore', 'ignore', 'pipe'], env: o.env ?? process.env, detached: o.detached });
   let stderr = '';
   proc.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);
