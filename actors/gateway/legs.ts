@@ -25,6 +25,8 @@ export interface StreamState {
   promptTokens?: number;
   /** legs after the first (migrations). */
   legs: number;
+  /** the last chunk of the request was given to the client: its instance knows the leg ended, so no Cancel. */
+  ended?: boolean;
 }
 
 /** Token timing of one leg, on the gateway's clock: first token (wall ms) and the gaps between tokens. */
@@ -139,12 +141,35 @@ export function waitConnected(bus: Pick<Bus, 'connected' | 'closed'>, ms: number
   });
 }
 
-/** A leg report (first token, started) to the instance that granted the leg; no reply. */
+/** Leg reports held at most: past it the held ones are published at once. */
+export const LEG_REPORT_BATCH = 256;
+const heldReports = new WeakMap<Bus, { instance: string; rep: LegReport }[]>();
+
+/**
+ * A leg report (first token, started, an end without reply) to the instance that granted the leg; no reply.
+ * Held until the end of the event-loop turn (setImmediate), or until LEG_REPORT_BATCH are held, and then
+ * published together: the NATS client writes what it is given in one tick with one socket write, so the
+ * reports of every leg that ended in one turn cost one write, not one each. A leg's reports keep their order.
+ */
 export function legReport(bus: Bus, instance: string, rep: LegReport): void {
-  try {
-    bus.publish(subjects.instanceLeg(instance), LegReport, rep);
-  } catch {
-    // the connection is gone: the instance frees the slot at the request's deadline
+  let q = heldReports.get(bus);
+  if (!q) heldReports.set(bus, (q = []));
+  q.push({ instance, rep });
+  if (q.length === 1) setImmediate(() => flushLegReports(bus));
+  else if (q.length >= LEG_REPORT_BATCH) flushLegReports(bus);
+}
+
+/** Publishes the held leg reports now (before a report that asks for a reply, so it cannot overtake them). */
+export function flushLegReports(bus: Bus): void {
+  const q = heldReports.get(bus);
+  if (!q || q.length === 0) return;
+  heldReports.set(bus, []);
+  for (const { instance, rep } of q) {
+    try {
+      bus.publish(subjects.instanceLeg(instance), LegReport, rep);
+    } catch {
+      // the connection is gone: the instance frees the slot at the request's deadline
+    }
   }
 }
 
@@ -167,6 +192,7 @@ export function endReport(bus: Bus, timeoutMs: number, instance: string, id: str
 }
 
 async function endRequest(bus: Bus, timeoutMs: number, instance: string, rep: LegReport): Promise<LegReply | undefined> {
+  flushLegReports(bus);
   try {
     return await bus.request(subjects.instanceLeg(instance), LegReport, rep, LegReply, { timeoutMs });
   } catch {

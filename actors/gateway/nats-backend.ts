@@ -42,7 +42,7 @@ import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engi
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { canMigrate, chunkExtras, continuation, endReport, engineDown, flatten, holderGoneChunk, legReport, retryableAdmission, timeTokens, waitConnected, type LegTiming, type StreamState } from './legs.ts';
+import { canMigrate, chunkExtras, continuation, endReport, engineDown, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, timeTokens, waitConnected, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter } from './router.ts';
 import { StreamListeners } from './stream-listeners.ts';
 
@@ -177,11 +177,10 @@ export class NatsBackend implements GatewayBackend {
       this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }), engineDown);
   }
 
-  ready(): boolean {
-    return !this.bus.closed;
-  }
+  ready = (): boolean => !this.bus.closed;
 
   close(): void {
+    flushLegReports(this.bus);
     this.streams.close();
     this.agent.destroy();
   }
@@ -191,6 +190,7 @@ export class NatsBackend implements GatewayBackend {
       if (sent.done) return;
       sent.done = true;
     }
+    flushLegReports(this.bus); // the held leg reports first: a Cancel never overtakes its leg's end
     try {
       this.bus.publish(subjects.cancel(id), Cancel, { v: 1, id, reason: reason.slice(0, 512) });
     } catch {
@@ -363,12 +363,10 @@ export class NatsBackend implements GatewayBackend {
         }
         if (!c.grant) {
           legOut++;
-          // the instance relays the tokens over NATS itself (or ended the request before it started)
+          // relayed by the instance (or ended before it started); finished before given: a reader may stop at the last chunk
+          if (c.done || c.error) finished = true;
           yield [{ ...c, seq: st.out++ }];
-          if (c.done || c.error) {
-            finished = true;
-            return;
-          }
+          if (finished) return;
           continue;
         }
         const next = yield* this.directLeg(req, leg, c, st, signal);
@@ -396,7 +394,7 @@ export class NatsBackend implements GatewayBackend {
     } finally {
       signal.removeEventListener('abort', onAbort);
       leg.sub.unsubscribe();
-      if (!finished) this.cancel(leg.req.id, signal.aborted ? 'client disconnected' : 'gateway stopped reading', leg.cancelSent);
+      if (!finished && !st.ended) this.cancel(leg.req.id, signal.aborted ? 'client disconnected' : 'gateway stopped reading', leg.cancelSent);
     }
   }
 
@@ -517,6 +515,7 @@ export class NatsBackend implements GatewayBackend {
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
       const fr = finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop';
       const where = { ...(grant.instance ? { instance: grant.instance } : {}), ...(grant.pool ? { pool: grant.pool } : {}), ...(grant.type ? { type: grant.type } : {}) };
+      if (instance) st.ended = true; // the instance has the end report: no Cancel when the reader stops at this chunk
       yield [{
         ...(tail ?? { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, ...where }), done: true, finishReason: fr, stopReason: stopReason ?? null,
         usage: { promptTokens: st.promptTokens, completionTokens: st.sent, energyJ: st.energyJ, energySource: st.energySource },
@@ -540,6 +539,7 @@ export class NatsBackend implements GatewayBackend {
           ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
           : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: 1 });
       if (w.retryable && canMigrate(req, st, this.migrationLimit)) return 'migrate';
+      if (ended || instance) st.ended = true; // the instance ended the leg, or has its end report
       yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w }];
       return 'done';
     } finally {

@@ -6,6 +6,8 @@
  * - A direct request streams from the engine the instance granted; the instance still accounts it: its
  *   RequestRecord has the tokens, TTFT, TBT and energy, and the client's usage has the same energy.
  * - A client that goes away cancels it: the instance records it cancelled and frees its slot.
+ * - A client answered at its last chunk (the HTTP layer stops reading there) is not cancelled: every request's
+ *   record is `ok`, and no Cancel is sent for it.
  * - SIGKILL of the serving engine, then of the serving instance manager, mid-stream (300-token answers): the request continues as
  *   a new leg wherever the pool sends it (the peer, or the victim's id once it is back). The client sees one
  *   stream (seq contiguous, every token once, exactly max_tokens), and the leg that finished was asked for
@@ -34,7 +36,7 @@ import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.
 import { GatewayRouter } from '../../actors/gateway/router.ts';
 import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { Admission, InferenceRequest as InferenceRequestCodec, LegReport, PoolStatus, RequestRecord, controlSubjects, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
+import { Admission, Cancel, InferenceRequest as InferenceRequestCodec, LegReport, PoolStatus, RequestRecord, controlSubjects, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
 const MODEL = 'llama3.1-8b';
 const PROMPT = 'Tell me about energy efficient inference in large clusters.';
@@ -238,6 +240,42 @@ describe('direct data path', () => {
       if (running !== 0) await sleep(200);
     }
     expect(running).toBe(0);
+  }, 30_000);
+
+  it('a request the HTTP layer stops reading at its last chunk is recorded ok, and no Cancel is sent for it', async () => {
+    // the HTTP layer leaves the token stream at its done chunk (a JSON answer, or [DONE]): the request ended
+    // there, and a Cancel sent then would overtake the end report the gateway holds to the end of the turn
+    // (the instance would record the request cancelled, which the dashboard does not count)
+    const ids: string[] = [];
+    const tee: GatewayBackend = {
+      submit: (req, signal) => (ids.push(req.id), backend.submit(req, signal)),
+      tokenize: (r) => backend.tokenize(r),
+    };
+    const cancels = new Set<string>();
+    const sub = h.bus.subscribe(subjects.cancelAll(), Cancel, (c) => void cancels.add(c.id), { capacity: 4096 });
+    const server = new GatewayServer({ backend: tee, port: 0, models: [MODEL] });
+    const port = await server.listen();
+    try {
+      const client = new OpenAI({ apiKey: 'none', baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0, timeout: 30_000 });
+      const streamed = async () => {
+        let text = '';
+        for await (const ch of await client.completions.create({ model: MODEL, prompt: 'stream', max_tokens: 20, stream: true, ignore_eos: true } as OpenAI.CompletionCreateParamsStreaming)) text += ch.choices[0]?.text ?? '';
+        return text;
+      };
+      // as the dashboard test of test/e2e/cluster.test.ts: six answers at once in one JSON each, and a stream
+      const out = await Promise.all([...Array.from({ length: 6 }, (_, i) => client.completions.create({ model: MODEL, prompt: `load ${i}`, max_tokens: 30, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming).then((r) => r.choices[0]!.text)), streamed()]);
+      expect(out.every((t) => t.length > 0)).toBe(true);
+      expect(ids).toHaveLength(7);
+      const recs = await waitFor(() => (ids.every((id) => records.has(id)) ? ids.map((id) => records.get(id)!) : undefined), 5000, 'the records of the 7 requests');
+      expect(recs.map((r) => r.outcome)).toEqual(ids.map(() => 'ok'));
+      expect(recs.map((r) => r.completionTokens)).toEqual([30, 30, 30, 30, 30, 30, 20]);
+      // a Cancel would have left with the answer, before the records came: none for these requests
+      await sleep(300);
+      expect(ids.filter((id) => cancels.has(id))).toEqual([]);
+    } finally {
+      sub.unsubscribe();
+      await server.close(100);
+    }
   }, 30_000);
 
   it('a grant no gateway takes (it gave up or died before the admission came back) frees its seat within directStartMs', async () => {
