@@ -21,6 +21,7 @@ import {
 } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { aliveServers, clusterStep, initialClusterState, intakePools, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
+import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
@@ -338,14 +339,14 @@ export class ClusterManager extends Actor {
       switch (e.kind) {
         case 'arm_timer':
           if ('everyMs' in e) {
-            const tick = e.timer === 'observe' ? () => this.#step({ type: 'observe', ...this.#observation() }) : () => this.#step({ type: 'epoch', why: 'epoch', ...this.#observation() });
+            const tick = e.timer === 'observe' ? () => this.#step({ type: 'observe', ...this.#observation() }) : () => this.#step({ type: 'epoch', why: 'epoch', ...this.#observation(), ...this.#prefixReuse() });
             this.#leaderTimers.push(this.clock.setInterval(tick, e.everyMs));
           } else if (e.timer === 'first_epoch') {
-            this.#leaderTimers.push(this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start', ...this.#observation() }), e.inMs));
+            this.#leaderTimers.push(this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse() }), e.inMs));
           } else {
             if (this.#aheadTimer !== undefined) this.clock.clearTimeout(this.#aheadTimer);
             const extra = e.forecast;
-            this.#aheadTimer = this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start ahead of the next epoch', ...this.#observation(), ...(extra ? { extra } : {}) }), e.inMs);
+            this.#aheadTimer = this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start ahead of the next epoch', ...this.#observation(), ...this.#prefixReuse(), ...(extra ? { extra } : {}) }), e.inMs);
             this.#leaderTimers.push(this.#aheadTimer);
           }
           break;
@@ -365,6 +366,25 @@ export class ClusterManager extends Actor {
     const now = this.clock.now();
     const seen = new Map([...this.#nodes].map(([id, n]) => [id, n.seenMs]));
     return { observed: this.#observedLoad(now), servers: aliveServers(this.#c.servers, seen, now, this.#c.liveness.deadAfterMs) };
+  }
+
+  /**
+   * Each type's pool's measured prefix reuse for the epoch (policy prefixReuseByType over the live instances'
+   * statuses, prefixCacheTokens: their engines' prefix-cache counters); none when no instance reports any.
+   */
+  #prefixReuse(): { prefixReuse?: Partial<Record<RequestType, number>> } {
+    const now = this.clock.now();
+    const byPool = new Map<string, InstanceStatus[]>();
+    for (const { st, seenMs } of this.#instances.values()) {
+      if (now - seenMs > this.#c.liveness.deadAfterMs || !st.prefixCacheTokens) continue;
+      const l = byPool.get(st.pool) ?? [];
+      l.push(st);
+      byPool.set(st.pool, l);
+    }
+    if (!byPool.size) return {};
+    const pools = [...this.#m.assignments.values()].filter((a) => a.state === 'active').map((a) => ({ types: a.types, statuses: byPool.get(a.pool) ?? [] }));
+    const r = prefixReuseByType(pools);
+    return Object.keys(r).length ? { prefixReuse: r } : {};
   }
 
   /** the routing table last published (its content, without the time). */

@@ -152,6 +152,12 @@ export const configSchema = z
          * next step instead of after all its chunks. The step budget itself comes from the profile (scheduler).
          */
         longPrefillTokenThreshold: z.number().int().min(0).default(0),
+        /**
+         * automatic prefix caching in the engine: true passes vLLM's --enable-prefix-caching (the emulator then
+         * models it), false --no-enable-prefix-caching; absent: the engine's default (vLLM v1 on, the emulator off).
+         * The instance manager reports the engine's prefix-cache counters (InstanceStatus.prefixCacheTokens).
+         */
+        prefixCaching: z.boolean().optional(),
       }).strict()
       .default({}),
     gpuBackend: z.enum(['emulated', 'nvml', 'smi']).default('emulated'),

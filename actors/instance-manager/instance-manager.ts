@@ -163,6 +163,11 @@ export class InstanceManager {
   #ttfts: number[] = [];
   #tbts: number[] = [];
   #stopping?: Promise<void>;
+  /** the engine's prefix-cache counters, cumulative over this process (an engine restart's counters add on). */
+  #prefix?: { lookup: number; hit: number };
+  /** the engine's last scraped counters (raw: they restart from 0 with the engine). */
+  #prefixRaw = { lookup: 0, hit: 0 };
+  #scraping = false;
 
   constructor(o: InstanceManagerOptions) {
     this.#o = o;
@@ -743,6 +748,7 @@ export class InstanceManager {
       admittedByType: { ...this.#m.admitted },
       pendingPrefillTokens: pendingPrefillTokens(this.#m),
     };
+    if (this.#prefix) st.prefixCacheTokens = { ...this.#prefix };
     if (this.#o.node) st.node = this.#o.node;
     if (this.#m.emergencyStepName) st.emergency = this.#m.emergencyStepName;
     try {
@@ -756,9 +762,37 @@ export class InstanceManager {
     return this.#m.supportedMhz[this.#m.supportedMhz.length - 1] ?? 0;
   }
 
+  /**
+   * Reads the engine's prefix-cache counters from its /metrics (vLLM v1 vllm:prefix_cache_queries_total /
+   * _hits_total, tokens): the status reports them (the pool's and the cluster's measured reuse) and the machine
+   * prices its clock at the uncached share (event prefix_cache), as the simulator hands it its core's counters.
+   * One scrape at a time, within the engine's probe deadline; a failed scrape leaves the last counts.
+   */
+  async #scrapeEngine(): Promise<void> {
+    if (this.#scraping || this.#o.engine.state !== 'ready') return;
+    this.#scraping = true;
+    try {
+      const pc = (await this.#o.engine.metrics()).prefixCache;
+      if (!pc) return;
+      const raw = { lookup: pc.queries, hit: Math.min(pc.hits, pc.queries) };
+      const prev = this.#prefix ?? { lookup: 0, hit: 0 };
+      // counters below the last scrape: the engine restarted, its counts start again from 0
+      const restarted = raw.lookup < this.#prefixRaw.lookup || raw.hit < this.#prefixRaw.hit;
+      const d = restarted ? raw : { lookup: raw.lookup - this.#prefixRaw.lookup, hit: raw.hit - this.#prefixRaw.hit };
+      this.#prefixRaw = raw;
+      this.#prefix = { lookup: prev.lookup + d.lookup, hit: prev.hit + d.hit };
+      if (d.lookup > 0 || d.hit > 0) this.#step({ type: 'prefix_cache', lookup: this.#prefix.lookup, hit: this.#prefix.hit });
+    } catch (err) {
+      this.#log.debug({ err: (err as Error).message }, 'engine metrics not read');
+    } finally {
+      this.#scraping = false;
+    }
+  }
+
   async #telemetry(): Promise<void> {
     const gpu = this.#gpu;
     if (!gpu || this.#bus.closed) return;
+    void this.#scrapeEngine();
     try {
       const [p, e] = await Promise.all([gpu.readPowerMw(), gpu.readEnergyMj()]);
       this.#powerW = p.reduce((a, b) => a + b, 0) / 1000;

@@ -46,6 +46,7 @@ class InstanceActor extends Actor {
       // an emulated engine runs the performance model the profile was generated from (one model, not two)
       ...(profile && profile.source.kind === 'model' ? { calibrationEngine: engineOfProfile(profile) } : {}),
       ...(c.engine.longPrefillTokenThreshold > 0 ? { longPrefillTokenThreshold: c.engine.longPrefillTokenThreshold } : {}),
+      ...(c.engine.prefixCaching !== undefined ? { prefixCaching: c.engine.prefixCaching } : {}),
     });
     this.im = new InstanceManager({
       id: this.id, pool: this.a.pool, node: this.a.node, tp: this.a.tp, gpuIds: this.a.gpuIds, config: c, bus: this.bus, log: this.log,

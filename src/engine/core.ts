@@ -105,7 +105,8 @@ export class BatchingCore implements BatchingCoreApi {
   /** Prompt tokens of these prefix hashes cached here now (what a cache-aware router asks); 0 when caching is off. */
   cachedPrefixTokens(hashes: readonly number[] | undefined, promptTokens: number): number {
     if (!this.prefix || !hashes?.length) return 0;
-    return Math.max(0, Math.min(this.prefix.matchedBlocks(hashes) * this.prefix.blockTokens, promptTokens - 1));
+    const B = this.prefix.blockTokens;
+    return Math.min(this.prefix.matchedBlocks(hashes), Math.floor(Math.max(0, promptTokens - 1) / B)) * B;
   }
 
   /** A request entering the running set with nothing computed takes its cached prefix. */

@@ -206,6 +206,11 @@ export interface EngineConfig {
    * budget it describes (Profile.scheduler), and the engine must run with the same. Default: the engine's own.
    */
   scheduler?: { maxNumBatchedTokens: number; maxNumSeqs: number };
+  /**
+   * automatic prefix caching (both kinds): true passes `--enable-prefix-caching`, false `--no-enable-prefix-caching`
+   * (vLLM) or nothing (the emulator, off by default); absent: the engine's own default (vLLM v1: on; emulator: off).
+   */
+  prefixCaching?: boolean;
   /** vLLM `--long-prefill-token-threshold` (both kinds) when > 0: a long prompt takes at most this many tokens per step. */
   longPrefillTokenThreshold?: number;
   /** deadline for /health after spawn, ms (a real 70B instance takes minutes). */

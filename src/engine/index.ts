@@ -58,6 +58,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
       ...schedulerArgs(cfg),
       ...longPrefillArgs(cfg),
+      ...(cfg.prefixCaching ? ['--enable-prefix-caching'] : []),
       '--exit-on-stdin-close',
     ];
   } else if (cfg.kind === 'vllm') {
@@ -69,6 +70,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
       ...schedulerArgs(cfg),
       ...longPrefillArgs(cfg),
+      ...(cfg.prefixCaching === true ? ['--enable-prefix-caching'] : cfg.prefixCaching === false ? ['--no-enable-prefix-caching'] : []),
     ];
   } else {
     throw new EngineConfigError(`unknown engine kind '${String((cfg as { kind: unknown }).kind)}'`);

@@ -50,6 +50,11 @@ export interface EngineMetrics {
   itl?: Histogram;
   /** vllm:num_preemptions_total when exposed. */
   preemptionsTotal?: number;
+  /**
+   * vLLM v1's prefix-cache counters, prompt tokens looked up in the cache (vllm:prefix_cache_queries_total) and
+   * found there (vllm:prefix_cache_hits_total), cumulative since the engine started; absent when not exposed.
+   */
+  prefixCache?: { queries: number; hits: number };
   /** all parsed families, for anything else. */
   families: Map<string, MetricFamily>;
 }
@@ -119,6 +124,7 @@ export function parseVllmMetrics(text: string): EngineMetrics {
     const f = fam.get(n);
     return sumOf(f, `${n}_total`) ?? sumOf(f, n) ?? sumOf(fam.get(`${n}_total`), `${n}_total`) ?? 0;
   };
+  const has = (n: string) => fam.has(n) || fam.has(`${n}_total`);
   return {
     numRequestsRunning: req(['vllm:num_requests_running']),
     numRequestsWaiting: req(['vllm:num_requests_waiting']),
@@ -127,6 +133,7 @@ export function parseVllmMetrics(text: string): EngineMetrics {
     generationTokensTotal: counter('vllm:generation_tokens'),
     requestSuccessTotal: counter('vllm:request_success'),
     preemptionsTotal: fam.has('vllm:num_preemptions') || fam.has('vllm:num_preemptions_total') ? counter('vllm:num_preemptions') : undefined,
+    ...(has('vllm:prefix_cache_queries') && has('vllm:prefix_cache_hits') ? { prefixCache: { queries: counter('vllm:prefix_cache_queries'), hits: counter('vllm:prefix_cache_hits') } } : {}),
     ttft: histogramOf(fam.get('vllm:time_to_first_token_seconds')),
     itl: histogramOf(fam.get('vllm:inter_token_latency_seconds')) ?? histogramOf(fam.get('vllm:time_per_output_token_seconds')),
     families: fam,

@@ -37,16 +37,17 @@ export class PrefixCache {
   }
 
   /**
-   * Prompt tokens a request can skip: its leading cached blocks, at most promptTokens - 1 (vLLM always
-   * computes the last prompt token to sample from it). Marks those blocks used (most recent) and counts hits.
+   * Prompt tokens a request can skip: its leading cached blocks within its first promptTokens - 1 tokens (vLLM
+   * always computes the last prompt token to sample from it, and reuses whole blocks only). Marks those blocks used
+   * (most recent) and counts hits.
    */
   acquire(hashes: readonly number[], promptTokens: number): number {
-    const n = this.matchedBlocks(hashes);
+    const n = Math.min(this.matchedBlocks(hashes), Math.floor(Math.max(0, promptTokens - 1) / this.blockTokens));
     for (let k = 0; k < n; k++) {
       this.lru.delete(hashes[k]);
       this.lru.set(hashes[k], true);
     }
-    const hit = Math.max(0, Math.min(n * this.blockTokens, promptTokens - 1));
+    const hit = n * this.blockTokens;
     this.hitTokens += hit;
     this.lookupTokens += promptTokens;
     return hit;
@@ -65,4 +66,27 @@ export class PrefixCache {
   clear(): void {
     this.lru.clear();
   }
+}
+
+/**
+ * The hashes of a prompt's full blocks of `blockTokens` token ids, chained as vLLM's block hashes are (each
+ * block's hash covers its tokens and the hash of the block before it, so equal hashes at position k mean equal
+ * prompts up to block k). A partial last block has none (vLLM caches full blocks only). 53-bit integers: two
+ * 32-bit FNV-1a lanes (a collision would let a prompt reuse another's KV; at 2^-53 per pair it does not happen).
+ */
+export function promptBlockHashes(ids: readonly number[], blockTokens: number): number[] {
+  if (!(Number.isInteger(blockTokens) && blockTokens >= 1)) throw new RangeError(`blockTokens must be an integer >= 1, got ${blockTokens}`);
+  const out: number[] = [];
+  let a = 0x811c9dc5, b = 0x9e3779b9;
+  for (let k = 0; (k + 1) * blockTokens <= ids.length; k++) {
+    for (let i = k * blockTokens; i < (k + 1) * blockTokens; i++) {
+      const t = ids[i]!;
+      a = Math.imul(a ^ t, 0x01000193) >>> 0;
+      b = Math.imul(b ^ (t + 0x7f4a7c15), 0x0100_01b3) >>> 0;
+      b = (b ^ (b >>> 15)) >>> 0;
+    }
+    // the block's hash: 21 bits of lane b over the 32 of lane a; the chain carries both lanes on
+    out.push((b & 0x1f_ffff) * 0x1_0000_0000 + a);
+  }
+  return out;
 }

@@ -58,6 +58,20 @@ export function poolPrefixReuse(statuses: readonly Pick<InstanceStatus, 'prefixC
   return lookup > 0 ? { prefixReuse: Math.min(1, hit / lookup) } : {};
 }
 
+/**
+ * Each type's pool's measured prefix reuse (poolPrefixReuse over the pool's instances' statuses), for the cluster
+ * machine's epoch (`prefixReuse`); types of pools with no lookups are absent. The live cluster manager passes the
+ * statuses it hears, the simulator its instances' engine counters in the same shape.
+ */
+export function prefixReuseByType(pools: readonly { types: readonly RequestType[]; statuses: readonly Pick<InstanceStatus, 'prefixCacheTokens'>[] }[]): Partial<Record<RequestType, number>> {
+  const out: Partial<Record<RequestType, number>> = {};
+  for (const p of pools) {
+    const r = poolPrefixReuse(p.statuses);
+    if (r.prefixReuse !== undefined) for (const t of p.types) out[t] = r.prefixReuse;
+  }
+  return out;
+}
+
 /** The TP degrees a pool may split into: its largest one that fits a server and the pool when the pool reuses prefixes (PREFIX_REUSE_LARGEST_TP); else undefined (all). */
 export function prefixAwareTps(profile: Profile, gpus: number, gpusPerServer: number, prefixReuse: number | undefined): TpDegree[] | undefined {
   if (prefixReuse === undefined || prefixReuse < PREFIX_REUSE_LARGEST_TP) return undefined;

@@ -10,6 +10,7 @@
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import { clusterStep, initialClusterState, type ClusterEffect, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
 import type { LoadByType } from '../policy/types.ts';
+import { prefixReuseByType as policyPrefixReuseByType } from '../policy/pool-shards.ts';
 
 type Ev = { type: 'observe' } | { type: 'epoch'; why: string; forecast?: LoadByType; extra?: LoadByType };
 
@@ -81,16 +82,7 @@ export class ClusterBrain {
   }
 }
 
-/** Each type's pool's prefix reuse: prompt tokens served from cache over those looked up, summed over the pool's instances' engines; types of pools with no lookups are absent. */
+/** Each type's pool's prefix reuse (policy prefixReuseByType) from the pool's instances' engine counters, the shape the live statuses carry. */
 export function prefixReuseByType(pools: readonly { types: readonly RequestType[]; instances: readonly { core?: { prefixCacheTokens(): { lookup: number; hit: number } | undefined } }[] }[]): LoadByType {
-  const out: LoadByType = {};
-  for (const p of pools) {
-    let lookup = 0, hit = 0;
-    for (const i of p.instances) {
-      const c = i.core?.prefixCacheTokens();
-      if (c) [lookup, hit] = [lookup + c.lookup, hit + c.hit];
-    }
-    if (lookup > 0) for (const t of p.types) out[t] = hit / lookup;
-  }
-  return out;
+  return policyPrefixReuseByType(pools.map((p) => ({ types: p.types, statuses: p.instances.map((i) => ({ prefixCacheTokens: i.core?.prefixCacheTokens() })) })));
 }

@@ -1037,7 +1037,7 @@ export class Simulation {
         // a change takes clockChangeMs at the old clock; the machine hears back when it took effect
         this.clockHeap.push(t + (change ? this.cost.clockChangeMs : 0), { inst, mhz, why, inputs });
       },
-      move: (ids, t) => this.moveToPeers(inst, ids, t),
+      move: (ids, t) => this.moveToPeers(inst, ids, t), prefixCache: () => inst.core?.prefixCacheTokens(), // the engine's counters, as the live manager scrapes them
       // counted as the live cluster counts them (dynamollm_reconfigurations_total, src/telemetry reconfigurationOf)
       event: (e) => {
         const r = reconfigurationOf({ kind: e.event, decision: e.decision });
@@ -1091,7 +1091,7 @@ export class Simulation {
     if (st.moves === 0 && inst.brain.s.running.size >= inst.brain.config.maxInEngine) this.peersFor(inst, now);
     this.admitted.set(r.id, r);
     const ttftSloMs = (r.ttftDeadlineMs ?? now) - r.arrivalMs;
-    const fx = inst.brain.step({ type: 'admit', req: { id: r.id, type: st.pred, inputTokens: r.promptTokens, cachedTokens: inst.core?.cachedPrefixTokens(r.prefixHashes, r.promptTokens), arrivalMs: r.arrivalMs, ttftDeadlineMs: r.ttftDeadlineMs ?? now, ttftSloMs, moves: st.moves } }, now);
+    const fx = inst.brain.step({ type: 'admit', req: { id: r.id, type: st.pred, inputTokens: r.promptTokens, arrivalMs: r.arrivalMs, ttftDeadlineMs: r.ttftDeadlineMs ?? now, ttftSloMs, moves: st.moves } }, now);
     return !fx.some((e) => e.kind === 'refused' && e.id === r.id);
   }
 

@@ -22,6 +22,12 @@ export interface InstanceBrainHooks {
   move(ids: string[], now: number): string[];
   /** a decision event (instance, clock, emergency). */
   event(e: Extract<InstanceEffect, { kind: 'event' }>, now: number): void;
+  /**
+   * the engine's prefix-cache counters now (the core's; undefined: no cache): handed to the machine as the live
+   * instance manager hands it the engine's scraped vllm:prefix_cache_queries / _hits, before an admission, a tick
+   * or an epoch whenever they changed.
+   */
+  prefixCache?: () => { lookup: number; hit: number } | undefined;
   /** every transition, with its effects (tests replay them through instanceStep). */
   tap?: (ev: InstanceEvent, now: number, effects: InstanceEffect[]) => void;
 }
@@ -54,6 +60,10 @@ export class InstanceBrain {
 
   /** One event (and the events its effects raise). */
   step(ev: InstanceEvent, now: number): InstanceEffect[] {
+    if (ev.type === 'admit' || ev.type === 'tick' || ev.type === 'epoch') {
+      const c = this.#hooks.prefixCache?.();
+      if (c && (c.lookup !== (this.s.promptTokens ?? 0) || c.hit !== (this.s.cachedTokens ?? 0))) this.#pending.push({ ev: { type: 'prefix_cache', lookup: c.lookup, hit: c.hit }, now });
+    }
     this.#pending.push({ ev, now });
     if (this.#stepping) return [];
     this.#stepping = true;

@@ -1,8 +1,8 @@
 /**
  * The instance machine prices its clock at the prompt work its prefix cache leaves (src/policy/machines/instance.ts):
- * admitted requests carry the prefix the engine holds (MachineRequest.cachedTokens); the epoch's and the load rise's
- * clock read the load scaled to the uncached share of the admitted prompt tokens (uncachedLoad), and the prefill
- * floor counts only the uncached part of each prompt awaiting prefill.
+ * the engine's prefix-cache counters (event prefix_cache: vLLM's prefix_cache_queries / _hits, which the live
+ * instance manager scrapes and the simulator reads from its core) scale the load the epoch's and the load rise's
+ * clock read to the uncached share (uncachedLoad).
  */
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
@@ -49,8 +49,9 @@ describe('clock priced at the uncached prompt work', () => {
     const run = (cached: number | undefined): number[] => {
       const d = new Drive().ready();
       for (let i = 0; i < 2; i++) {
-        const r = req(i * 2500, cached === undefined ? {} : { cachedTokens: cached });
+        const r = req(i * 2500);
         d.at(i * 2500, { type: 'admit', req: r });
+        if (cached !== undefined) d.at(i * 2500 + 1, { type: 'prefix_cache', lookup: 6000 * (i + 1), hit: cached * (i + 1) });
         d.at(i * 2500 + 1, { type: 'first_token', id: r.id });
         d.at(i * 2500 + 2, { type: 'finished', id: r.id, ok: true });
       }
@@ -60,17 +61,7 @@ describe('clock priced at the uncached prompt work', () => {
     expect(plain).toEqual([chooseClock({ profile, tp: 4, loadByType: { LM: 0.4 }, headroom: 0 }).clockMhz]);
     expect(cached).toEqual([chooseClock({ profile, tp: 4, loadByType: { LM: 0.4 * 0.4 }, headroom: 0 }).clockMhz]);
     expect(cached[0]!).toBeLessThan(plain[0]!);
-    // cachedTokens 0 counts as no reuse: the clock of the whole load
+    // no hit counts as no reuse: the clock of the whole load
     expect(run(0)).toEqual(plain);
-  });
-
-  it('the prefill floor counts only the uncached part of a prompt: a mostly cached long prompt raises the clock less', () => {
-    const raise = (cached?: number): number => {
-      const d = new Drive().ready(CLOCKS[0]!);
-      return Math.max(0, ...clocks(d.at(10, { type: 'admit', req: req(10, { inputTokens: 12_000, ...(cached !== undefined ? { cachedTokens: cached } : {}) }) })));
-    };
-    const plain = raise(), cached = raise(11_000);
-    expect(plain).toBeGreaterThan(CLOCKS[0]!);
-    expect(cached).toBeLessThan(plain);
   });
 });

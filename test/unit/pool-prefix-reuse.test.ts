@@ -9,7 +9,8 @@ import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { planPoolShards, poolPrefixReuse, prefixAwareTps, PREFIX_REUSE_LARGEST_TP } from '../../src/policy/pool-shards.ts';
 import { poolReshardDecision, type SimPoolInstance } from '../../src/sim/pool-brain.ts';
-import type { PoolMachineConfig } from '../../src/policy/machines/pool.ts';
+import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
+import { InstanceStatus, type PoolAssignment } from '../../protocols/index.ts';
 
 const profile = profileFor('llama3.1-70b', 'h100', 'profiles/llama3.1-70b.h100.long.json');
 const fmax = Math.max(...profile.clocksMhz);
@@ -82,5 +83,39 @@ describe('the pool machine reads the reuse from its instances statuses', () => {
     expect(cached.target.every((c) => c.tp === 8)).toBe(true);
     const plain = poolReshardDecision(cfg, ['LM'], ids.map((id) => inst(id)), 8, 300_000, 32);
     expect(plain?.target.every((c) => c.tp === 8) ?? false).toBe(false);
+  });
+
+  it("the live pool leader decides on the statuses the instance managers publish as the simulator's pool epoch does on the same engine counters", () => {
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+    const counts = ids.map((_, k) => ({ lookup: 10_000 + 1000 * k, hit: 3_000 + 700 * k }));
+    const now = 300_000;
+    const sim = poolReshardDecision(cfg, ['LM'], ids.map((id, k) => inst(id, counts[k])), 8, now, 32)!;
+    // the live leader: each instance's status as the instance manager publishes it (through the wire codec:
+    // validated), its stored assignment (four 8-GPU servers, which those instances fill), then its re-shard epoch timer
+    const assignment: PoolAssignment = {
+      v: 1, pool: cfg.pool, types: ['LM'], epoch: 3, state: 'active', issuedBy: 'cm-0', atMs: 1000,
+      grants: [0, 1, 2, 3].map((n) => ({ node: `n${n}`, gpuIds: [0, 1, 2, 3, 4, 5, 6, 7] })),
+    };
+    let s: PoolMachineState = initialPoolState(['LM']);
+    const step = (ev: Parameters<typeof poolStep>[1]): PoolEffect[] => {
+      const r = poolStep(s, ev, now, cfg);
+      s = r.state;
+      return r.effects;
+    };
+    ids.forEach((id, k) => {
+      const published: InstanceStatus = {
+        v: 1, id: `pool-LM-${id}`, pool: cfg.pool, node: `n${k >> 1}`, tp: 4, gpuIds: k % 2 ? [4, 5, 6, 7] : [0, 1, 2, 3], state: 'ready', startedMs: 5000 + k, seq: 40 + k, sentMs: now - 100,
+        clockMhz: fmax, maxClockMhz: fmax, queued: 0, running: 0, queuedIds: [], runningIds: [], runningSeqs: [], loadByType: { LM: 0.03 }, admittedByType: { LM: 9 },
+        pendingPrefillTokens: 0, prefixCacheTokens: counts[k],
+      };
+      step({ type: 'status', status: InstanceStatus.decode(InstanceStatus.encode(published)) });
+    });
+    step({ type: 'lead', stored: assignment });
+    const ev = step({ type: 'reshard_epoch' }).find((e): e is Extract<PoolEffect, { kind: 'event' }> => e.kind === 'event' && e.event === 'reshard');
+    expect(ev).toBeDefined();
+    const lookup = counts.reduce((n, c) => n + c.lookup, 0), hit = counts.reduce((n, c) => n + c.hit, 0);
+    expect(ev!.inputs.prefixReuse).toBeCloseTo(hit / lookup, 12);
+    expect({ take: ev!.decision.take, target: ev!.decision.target }).toEqual({ take: sim.take, target: sim.target });
+    expect(sim.target.every((c) => c.tp === 8)).toBe(true);
   });
 });

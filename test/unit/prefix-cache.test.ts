@@ -11,14 +11,14 @@ describe('PrefixCache (LRU of prefix blocks)', () => {
     c.insert([1, 2, 3]);
     expect(c.matchedBlocks([1, 2, 9, 3])).toBe(2); // a prefix: stops at the first miss
     expect(c.matchedBlocks([9, 2])).toBe(0);
-    expect(c.acquire([1, 2, 3], 1536)).toBe(1535); // all three cached, the last token still computed
+    expect(c.acquire([1, 2, 3], 1536)).toBe(1024); // all three cached; whole blocks within the first 1,535 tokens (vLLM computes the last one)
     expect(c.acquire([1, 2, 3, 4], 2000)).toBe(1536);
     c.insert([1, 7]); // 1 most recent: order 2, 3, 1, 7
     c.insert([8]); // over capacity 4: evicts 2 (least recently used)
     expect(c.size).toBe(4);
     expect(c.matchedBlocks([1, 7])).toBe(2);
     expect(c.matchedBlocks([2])).toBe(0);
-    expect(c.hitTokens).toBe(1535 + 1536);
+    expect(c.hitTokens).toBe(1024 + 1536);
   });
 });
 
@@ -44,9 +44,9 @@ describe('BatchingCore with prefix caching', () => {
     const counters = { hitTokens: 0, lookupTokens: 0 };
     const core = new BatchingCore({ perf, tp: 8, clockMhz: 1980, prefixCacheBlockTokens: 512, prefixCacheCounters: counters });
     const cold = ttftAndEnergy(core, req('a', 0));
-    expect(core.cachedPrefixTokens(hashes, 16_384)).toBe(16_383);
+    expect(core.cachedPrefixTokens(hashes, 16_384)).toBe(15_872);
     const warm = ttftAndEnergy(core, req('b', 60_000));
-    expect(counters).toEqual({ hitTokens: 16_383, lookupTokens: 2 * 16_384 });
+    expect(counters).toEqual({ hitTokens: 15_872, lookupTokens: 2 * 16_384 });
     expect(warm.ttft).toBeLessThan(cold.ttft / 5);
     expect(warm.j).toBeLessThan(cold.j / 3);
     // without caching the same request costs the same twice
@@ -63,7 +63,8 @@ describe('BatchingCore with prefix caching', () => {
     ttftAndEnergy(core, { id: 'y', arrivalMs: 10_000, promptTokens: 6144, outputTokens: 2, prefixHashes: [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22] });
     // 16 blocks fit: the first prompt's oldest 4 blocks were evicted, so its prefix is gone
     expect(core.cachedPrefixTokens([1, 2, 3, 4, 5, 6, 7, 8], 4096)).toBe(0);
-    expect(core.cachedPrefixTokens([11, 12], 1024)).toBe(1023);
+    expect(core.cachedPrefixTokens([11, 12], 1024)).toBe(512);
+    expect(core.cachedPrefixTokens([11, 12], 1025)).toBe(1024);
     core.setSleeping(true, 20_000);
     expect(core.cachedPrefixTokens([11, 12], 1024)).toBe(0);
   });

@@ -24,6 +24,8 @@ interface EmulatorOptions {
   longPrefillTokenThreshold?: string;
   maxWaiting?: string;
   streamInterval?: string;
+  enablePrefixCaching?: boolean;
+  blockSize?: string;
   servedModelName?: string;
   zeroDelay?: boolean;
   exitOnStdinClose?: boolean;
@@ -45,6 +47,8 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--long-prefill-token-threshold <n>', 'vLLM long_prefill_token_threshold: a prompt with more tokens left gets at most N per step; 0 = off', '0')
     .option('--max-waiting <n>', 'bound of the waiting queue (503 beyond it)', '4096')
     .option('--stream-interval <n>', "vLLM's --stream-interval: the first token streams at once, later ones in events of N tokens", '1')
+    .option('--enable-prefix-caching', "vLLM's automatic prefix caching: a prompt's full KV blocks stay cached (LRU within the KV capacity) and a later prompt with the same leading blocks prefills only the rest")
+    .option('--block-size <n>', "tokens per KV block (vLLM's --block-size; the prefix cache's granularity)", '16')
     .option('--served-model-name <name>', "name clients send as 'model' (default the model's HF name)")
     .option('--zero-delay', 'steps take no wall time (measure the control-plane path alone)')
     .option('--exit-on-stdin-close', 'exit when stdin closes (set by the engine manager: no orphans if it dies)')
@@ -85,6 +89,8 @@ async function runEmulator(values: EmulatorOptions): Promise<number> {
     maxWaiting: posInt(num(values.maxWaiting, 'max-waiting', 4096), 'max-waiting'),
     zeroDelay: values.zeroDelay ?? false,
     streamInterval: posInt(num(values.streamInterval, 'stream-interval', 1), 'stream-interval'),
+    enablePrefixCaching: values.enablePrefixCaching ?? false,
+    blockSize: posInt(num(values.blockSize, 'block-size', 16), 'block-size'),
     // as vLLM: the API key comes from the environment (never the command line, which `ps` shows)
     ...(process.env.VLLM_API_KEY ? { apiKey: process.env.VLLM_API_KEY } : {}),
   });

@@ -28,6 +28,8 @@ export interface DriverOptions {
   maxWaiting?: number;
   /** the model's context length: the top of the token-count histograms' buckets (vLLM's build_1_2_5_buckets). */
   maxModelLen?: number;
+  /** automatic prefix caching over requests' `prefixHashes`, blocks of this many tokens (vLLM's block size); 0 or absent: off. */
+  prefixCacheBlockTokens?: number;
 }
 
 /** vLLM's build_1_2_5_buckets: 1, 2, 5, 10, 20, 50, ... up to max. */
@@ -111,6 +113,7 @@ export class RealtimeDriver {
     this.core = new BatchingCore({
       perf: opts.perf, tp: opts.tp, clockMhz: this.clocks[this.clocks.length - 1],
       maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, longPrefillTokenThreshold: opts.longPrefillTokenThreshold, maxWaiting: opts.maxWaiting,
+      ...(opts.prefixCacheBlockTokens ? { prefixCacheBlockTokens: opts.prefixCacheBlockTokens } : {}),
     });
     this.core.idleUntil(0);
   }

@@ -16,6 +16,7 @@ import { RealtimeDriver, type LatencyHistogram } from './driver.ts';
 import { hash3 } from './text.ts';
 import { logprobsOf, plan, type Plan } from './generate.ts';
 import { decodeTokens, encodeChat, encodeText, tokenStrings, type TemplateMessage } from './tokenizer.ts';
+import { promptBlockHashes } from '../prefix-cache.ts';
 
 export interface EmulatorOptions {
   perf: PerfModel;
@@ -47,6 +48,15 @@ export interface EmulatorOptions {
    * (`dynamollm_token_offsets_ms`).
    */
   streamInterval?: number;
+  /**
+   * vLLM's automatic prefix caching (--enable-prefix-caching): the KV of a prompt's full blocks stays cached
+   * (an LRU of block hashes sized from the KV capacity, src/engine/prefix-cache.ts), and a later prompt with the
+   * same leading blocks prefills only the rest; /metrics counts vllm:prefix_cache_queries / _hits (tokens).
+   * Default false.
+   */
+  enablePrefixCaching?: boolean;
+  /** tokens per KV block (vLLM --block-size; the prefix cache's granularity); default 16. */
+  blockSize?: number;
 }
 
 class HttpError extends Error {
@@ -67,6 +77,8 @@ interface ParsedRequest {
   includeUsage: boolean;
   /** choices (vLLM's parallel sampling). */
   n: number;
+  /** the prompt's full-block hashes (prefix caching on). */
+  prefixHashes?: number[];
 }
 
 export class EmulatorServer {
@@ -82,7 +94,10 @@ export class EmulatorServer {
   private readonly streamInterval: number;
 
   constructor(readonly opts: EmulatorOptions) {
+    const blockSize = opts.blockSize ?? 16;
+    if (!(Number.isInteger(blockSize) && blockSize >= 1)) throw new RangeError(`blockSize must be an integer >= 1, got ${blockSize}`);
     this.driver = new RealtimeDriver({
+      ...(opts.enablePrefixCaching ? { prefixCacheBlockTokens: blockSize } : {}),
       perf: opts.perf, tp: opts.tp, maxModelLen: opts.perf.model.maxContext, timeScale: opts.timeScale, zeroDelay: opts.zeroDelay,
       maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, longPrefillTokenThreshold: opts.longPrefillTokenThreshold, maxWaiting: opts.maxWaiting,
     });
@@ -276,6 +291,7 @@ export class EmulatorServer {
       stream: body.stream === true,
       includeUsage: so?.include_usage === true,
       n,
+      ...(this.opts.enablePrefixCaching ? { prefixHashes: promptBlockHashes(ids, this.opts.blockSize ?? 16) } : {}),
     };
   }
 
@@ -396,7 +412,7 @@ export class EmulatorServer {
     };
 
     try {
-      this.driver.submit({ id, promptTokens: p.promptTokens, outputTokens }, (ev) => {
+      this.driver.submit({ id, promptTokens: p.promptTokens, outputTokens, ...(p.prefixHashes ? { prefixHashes: p.prefixHashes } : {}) }, (ev) => {
         if (ev.kind === 'first_token') onToken(0, ev.atMs);
         else if (ev.kind === 'token') onToken(ev.index, ev.atMs);
         else if (ev.kind === 'finished') {
@@ -504,7 +520,7 @@ export class EmulatorServer {
     try {
       plans.forEach((pl, i) => {
         const n = pl.pieces.length;
-        this.driver.submit({ id: subIds[i]!, promptTokens: p.promptTokens, outputTokens: n }, (ev) => {
+        this.driver.submit({ id: subIds[i]!, promptTokens: p.promptTokens, outputTokens: n, ...(p.prefixHashes ? { prefixHashes: p.prefixHashes } : {}) }, (ev) => {
           if (ev.kind === 'first_token' || ev.kind === 'token') {
             const index = ev.kind === 'first_token' ? 0 : ev.index;
             if (p.stream) sse({ id, object, created, model, choices: [choiceEvent(i, index, index + 1 >= n ? pl.finishReason : null)] });
@@ -550,6 +566,10 @@ export class EmulatorServer {
     counter('vllm:num_preemptions', 'Cumulative number of preemption from the engine.', d.core.preemptionCount());
     counter('vllm:prompt_tokens', 'Number of prefill tokens processed.', d.promptTokensTotal);
     counter('vllm:generation_tokens', 'Number of generation tokens processed.', d.generationTokensTotal);
+    // vLLM v1's prefix-cache counters (tokens; 0 with caching off)
+    const pc = d.core.prefixCacheTokens();
+    counter('vllm:prefix_cache_queries', 'Prefix cache queries, in terms of number of queried tokens.', pc?.lookup ?? 0);
+    counter('vllm:prefix_cache_hits', 'Prefix cache hits, in terms of number of cached tokens.', pc?.hit ?? 0);
     out.push('# HELP vllm:request_success_total Count of successfully processed requests.', '# TYPE vllm:request_success_total counter');
     for (const r of ['stop', 'length', 'abort']) out.push(`vllm:request_success_total{${lbl},finished_reason="${r}"} ${this.successByReason.get(r) ?? 0}`);
     hist('vllm:request_prompt_tokens', 'Number of prefill tokens processed.', d.promptTokensHist);

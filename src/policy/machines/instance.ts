@@ -67,8 +67,6 @@ export interface MachineRequest {
   id: string;
   type: RequestType;
   inputTokens: number;
-  /** prompt tokens the engine held in its prefix cache at admission (its prefill skips them); absent: none known. */
-  cachedTokens?: number;
   /** when the gateway accepted it, ms. */
   arrivalMs: number;
   /** arrival + its type's TTFT SLO, ms. */
@@ -123,7 +121,10 @@ export interface InstanceMachineState {
   arrivals: Load;
   /** requests admitted since the machine started, by type (cumulative: status admittedByType). */
   admitted: Load;
-  /** prompt tokens admitted since the machine started with a known cached prefix, and those of them cached (MachineRequest.cachedTokens). */
+  /**
+   * the engine's prefix-cache counters (event prefix_cache: vLLM's prefix_cache_queries / prefix_cache_hits, prompt
+   * tokens looked up in the cache and found there, cumulative): the uncached share prices the clock (uncachedLoad).
+   */
   promptTokens?: number;
   cachedTokens?: number;
   windowStartMs: number;
@@ -162,7 +163,9 @@ export type InstanceEvent =
   /** end every queued request with this error (the engine is gone, the instance stopped). */
   | { type: 'fail_queued'; error: MachineError }
   /** stopping: move everything queued to peers. */
-  | { type: 'evacuate'; why: string };
+  | { type: 'evacuate'; why: string }
+  /** the engine's prefix-cache counters, prompt tokens looked up and found cached (cumulative; vLLM's prefix_cache_queries / _hits). */
+  | { type: 'prefix_cache'; lookup: number; hit: number };
 
 export type InstanceEffect =
   | { kind: 'arm_timer'; timer: 'epoch' | 'tick'; everyMs: number }
@@ -293,6 +296,9 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
     case 'fail_queued':
       for (const q of s.queue.splice(0)) fx.push({ kind: 'fail', id: q.id, outcome: 'failed', error: ev.error });
       break;
+    case 'prefix_cache':
+      if (ev.lookup >= 0 && ev.hit >= 0) [s.promptTokens, s.cachedTokens] = [ev.lookup, Math.min(ev.hit, ev.lookup)];
+      break;
   }
   return { state: s, effects: fx };
 }
@@ -311,6 +317,7 @@ function copyFor(prev: InstanceMachineState, type: InstanceEvent['type']): Insta
     case 'clock_applied':
     case 'pool_set_clock':
     case 'gpu_ready':
+    case 'prefix_cache':
       return { ...prev };
     case 'tick':
       return { ...prev, queue: [...prev.queue], peers: new Map(prev.peers) };
@@ -349,7 +356,6 @@ function admit(s: InstanceMachineState, fx: InstanceEffect[], req: MachineReques
   enqueue(s, { ...req, admittedMs: now });
   s.arrivals[req.type] = (s.arrivals[req.type] ?? 0) + 1;
   s.admitted[req.type] = (s.admitted[req.type] ?? 0) + 1;
-  if (req.cachedTokens !== undefined) [s.promptTokens, s.cachedTokens] = [(s.promptTokens ?? 0) + req.inputTokens, (s.cachedTokens ?? 0) + Math.min(req.cachedTokens, req.inputTokens)];
   s.arrivedSinceRiseCheck = true;
   fx.push({ kind: 'admitted', id: req.id });
   // the clock the prefill backlog needs is set before the prompt goes to the engine
@@ -486,8 +492,8 @@ function loadRise(s: InstanceMachineState, fx: InstanceEffect[], now: number, cf
 
 /**
  * The load the clock is priced at. The profile prices every prompt uncached; an engine with a prefix cache prefills
- * only what it does not hold, so where the admitted prompts came with their cached prefix (MachineRequest.cachedTokens)
- * the load is scaled to the uncached share of their prompt tokens (the prompt work left; the L types the profile
+ * only what it does not hold, so where the engine reports its prefix-cache counters (event prefix_cache) the load is
+ * scaled to the uncached share of the prompt tokens it looked up (the prompt work left; the L types the profile
  * prices are prefill-bound). Without such counts, the load as measured.
  */
 export function uncachedLoad(s: Pick<InstanceMachineState, 'promptTokens' | 'cachedTokens'>, load: Load): Load {
@@ -538,7 +544,8 @@ export function pendingPrefillTokens(s: InstanceMachineState): number {
  */
 function prefillFloor(s: InstanceMachineState, now: number, cfg: InstanceMachineConfig): number | undefined {
   const backlog: { tokens: number; slackMs: number }[] = [];
-  for (const r of awaitingPrefill(s)) backlog.push({ tokens: Math.max(1, r.inputTokens - (r.cachedTokens ?? 0)), slackMs: r.ttftDeadlineMs - now });
+  // whole prompts: which part the engine holds is known to it alone (vLLM says how much it reused after the prefill)
+  for (const r of awaitingPrefill(s)) backlog.push({ tokens: Math.max(1, r.inputTokens), slackMs: r.ttftDeadlineMs - now });
   return decidePrefillFloor(cfg, backlog, s.supportedMhz);
 }
 
