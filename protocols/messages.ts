@@ -297,6 +297,14 @@ export const tokenChunk = z.object({
    * this key (the engine's API key; only gateways may read stream subjects). Sent alone, seq 0, no text.
    */
   grant: grant.optional(),
+  /**
+   * the pool (`pool`) holds the request for a ready instance (none is ready, capacity is coming: an engine or
+   * instance starting, a re-shard, a new leader) and answers its admission within `forMs` ms: admitted, or
+   * refused. Sent alone by the pool leader, seq 0, no text, before any admission; again to each retry of the
+   * dispatch. The caller waiting for the admission keeps waiting (within the request's give-up time) instead
+   * of giving up at its own intake budget. Not a token.
+   */
+  hold: z.object({ forMs: nonneg }).optional(),
 });
 export type TokenChunk = z.infer<typeof tokenChunk>;
 

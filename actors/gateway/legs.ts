@@ -1,12 +1,13 @@
 /**
  * The gateway's bookkeeping of a request streamed from engines directly (actors/gateway/nats-backend.ts):
  * what the client has seen across legs, token timing on the gateway's clock, and the continuation leg of a
- * request whose engine or instance died (request migration, docs/DATAPATH.md); waiting for NATS to reconnect.
+ * request whose engine or instance died (request migration, docs/DATAPATH.md); waiting for NATS to reconnect;
+ * a request-reply retried inside a deadline.
  */
 import type { Bus } from '../../src/runtime/bus.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import { LegReply, LegReport, type InferenceRequest, type TokenChunk } from '../../protocols/messages.ts';
-import type { WireError } from '../../protocols/errors.ts';
+import { DynError, type WireError } from '../../protocols/errors.ts';
 import type { EngineChunk } from '../../src/engine/engine.ts';
 
 const MAX_ID = 128;
@@ -139,6 +140,44 @@ export function waitConnected(bus: Pick<Bus, 'connected' | 'closed'>, ms: number
     const to = setTimeout(() => done(bus.connected), Math.max(0, ms));
     signal.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** A deadline that does not move. */
+export const fixed = (ms: number) => (): number => ms;
+
+/**
+ * One request-reply, sent again (after a short backoff) while it fails in a way another attempt can fix:
+ * no reply within `attemptMs`, no responders, a dropped connection (it first waits for the reconnect), or
+ * a reply `again(reply)` says is worth another attempt; until `until()` (read at each step: a pool's hold
+ * notice moves it). The last failure is thrown, or the last reply returned, when the budget is spent. The
+ * callee must be idempotent.
+ */
+export async function retrying<R>(
+  bus: Pick<Bus, 'connected' | 'closed'>, counters: { retries: number; heldForReconnect: number }, until: () => number, attemptMs: number,
+  signal: AbortSignal | undefined, send: (timeoutMs: number) => Promise<R>, again: (r: R) => boolean = () => false,
+): Promise<R> {
+  const never = new AbortController().signal;
+  let wait = 50;
+  for (let attempt = 0; ; attempt++) {
+    if (!bus.connected) {
+      if (attempt === 0) counters.heldForReconnect++;
+      if (!(await waitConnected(bus, until() - Date.now(), signal ?? never))) {
+        if (signal?.aborted) throw new DynError('cancelled', 'client disconnected', { retryable: false });
+        throw new DynError('unavailable', 'the gateway lost its connection to the cluster and it did not come back in time', { retryable: true, retryAfterS: 1 });
+      }
+    }
+    try {
+      const r = await send(Math.max(1, Math.min(attemptMs, until() - Date.now())));
+      if (!again(r) || Date.now() + wait >= until()) return r;
+    } catch (err) {
+      const e = err as DynError;
+      const fixable = e instanceof DynError && (retryableAdmission(e.code) || !bus.connected);
+      if (signal?.aborted || !fixable || Date.now() + wait >= until()) throw err;
+    }
+    counters.retries++;
+    await new Promise((r) => setTimeout(r, wait));
+    wait = Math.min(500, wait * 2);
+  }
 }
 
 /** Leg reports held at most: past it the held ones are published at once. */

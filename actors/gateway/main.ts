@@ -172,6 +172,7 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
     ['dynamollm_gateway_migrations_total', 'Streams this gateway replica continued on another instance after theirs died mid-generation.', 'migrated'],
     ['dynamollm_gateway_routed_total', 'Request legs this gateway replica routed itself and an instance admitted directly (one round trip).', 'routed'],
     ['dynamollm_gateway_holder_died_total', 'Request legs this gateway replica routed whose instance process died before their stream ended (admitted again elsewhere, or ended at once).', 'holderDied'],
+    ['dynamollm_gateway_pool_holds_total', 'Request legs a pool said it held for a ready instance (capacity coming): this gateway replica waited for their admission past its intake budget when the hold needed it.', 'poolHolds'],
     ['dynamollm_gateway_intake_total', 'Request legs this gateway replica sent to the cluster intake (no routing table, no ready instance in its view, an instance unavailable, an admission that timed out).', 'viaIntake'],
   ];
   for (const [name, help, key] of def) {

@@ -27,7 +27,11 @@
  * idempotent by request id (a duplicate joins the admission in flight or gets its answer), so an attempt
  * that hit a dead manager (no reply within `admitAttemptMs`, no responders, a dropped connection, the
  * cluster saying `unavailable`) is sent again with the same id until `admitTimeoutMs` has passed. While
- * NATS is reconnecting, new requests wait for the connection inside that same budget.
+ * NATS is reconnecting, new requests wait for the connection inside that same budget. A pool that holds the
+ * request for a ready instance (an engine or instance starting, a new leader) says so on the stream subject
+ * (TokenChunk.hold, with the time within which it answers): the admission is then waited for until
+ * `admitTimeoutMs` past that hold's end (a leader that dies holding it has that long to be replaced), never
+ * past the request's give-up time.
  */
 import { Agent } from 'node:http';
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
@@ -42,7 +46,7 @@ import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engi
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { canMigrate, chunkExtras, continuation, endReport, engineDown, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, timeTokens, waitConnected, type LegTiming, type StreamState } from './legs.ts';
+import { canMigrate, chunkExtras, continuation, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter } from './router.ts';
 import { StreamListeners } from './stream-listeners.ts';
 
@@ -99,6 +103,8 @@ export interface AdmissionCounters {
   viaIntake: number;
   /** routed legs whose instance process died (or was replaced) before their stream ended: admitted again elsewhere, or ended at once. */
   holderDied: number;
+  /** legs a pool announced it held for a ready instance (TokenChunk.hold): their admission was waited for past admitTimeoutMs when the hold needed it. */
+  poolHolds: number;
 }
 
 /** One leg of a request: its own id and stream subject (a migrated request gets a new leg on a peer). */
@@ -113,6 +119,8 @@ interface Leg {
   admission: Admission;
   /** admitted by an instance the gateway chose itself: the process that holds the leg (no pool leader knows of it). */
   holder?: { instance: string; startedMs?: number; admittedMs: number };
+  /** a pool announced it holds the leg (TokenChunk.hold): its admission is waited for until this time, ms. */
+  heldUntilMs?: number;
 }
 
 /** How a leg is admitted: `exclude` an instance from the gateway's own routing; `intake`: only through the cluster intake. */
@@ -126,7 +134,7 @@ class LegEnded extends Error {
 }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, viaIntake: 0, holderDied: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, viaIntake: 0, holderDied: 0, poolHolds: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -169,11 +177,11 @@ export class NatsBackend implements GatewayBackend {
    * idempotent), also when the instance that answered has its engine down (another instance may answer).
    */
   tokenize(req: TokenizeRequest): Promise<TokenizeReply> {
-    return this.retrying(Date.now() + this.tokenizeTimeoutMs, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
+    return retrying(this.bus, this.counters, fixed(Date.now() + this.tokenizeTimeoutMs), Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
       this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs }), engineDown);
   }
   detokenize(req: DetokenizeRequest): Promise<DetokenizeReply> {
-    return this.retrying(Date.now() + this.tokenizeTimeoutMs, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
+    return retrying(this.bus, this.counters, fixed(Date.now() + this.tokenizeTimeoutMs), Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
       this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }), engineDown);
   }
 
@@ -198,37 +206,6 @@ export class NatsBackend implements GatewayBackend {
     }
   }
 
-  /**
-   * One request-reply, sent again (after a short backoff) while it fails in a way another attempt can fix:
-   * no reply within `attemptMs`, no responders, a dropped connection (it first waits for the reconnect), or
-   * a reply `again(reply)` says is worth another attempt; until `untilMs`. The last failure is thrown, or
-   * the last reply returned, when the budget is spent. The callee must be idempotent.
-   */
-  private async retrying<R>(untilMs: number, attemptMs: number, signal: AbortSignal | undefined, send: (timeoutMs: number) => Promise<R>, again: (r: R) => boolean = () => false): Promise<R> {
-    const never = new AbortController().signal;
-    let wait = 50;
-    for (let attempt = 0; ; attempt++) {
-      if (!this.bus.connected) {
-        if (attempt === 0) this.counters.heldForReconnect++;
-        if (!(await waitConnected(this.bus, untilMs - Date.now(), signal ?? never))) {
-          if (signal?.aborted) throw new DynError('cancelled', 'client disconnected', { retryable: false });
-          throw new DynError('unavailable', 'the gateway lost its connection to the cluster and it did not come back in time', { retryable: true, retryAfterS: 1 });
-        }
-      }
-      try {
-        const r = await send(Math.max(1, Math.min(attemptMs, untilMs - Date.now())));
-        if (!again(r) || Date.now() + wait >= untilMs) return r;
-      } catch (err) {
-        const e = err as DynError;
-        const fixable = e instanceof DynError && (retryableAdmission(e.code) || !this.bus.connected);
-        if (signal?.aborted || !fixable || Date.now() + wait >= untilMs) throw err;
-      }
-      this.counters.retries++;
-      await new Promise((r) => setTimeout(r, wait));
-      wait = Math.min(500, wait * 2);
-    }
-  }
-
   /** The admission of `msg`: the gateway's own routing (`leg.holder` set when it admitted), else the cluster intake's. */
   private async admit(msg: InferenceRequest, signal: AbortSignal, o: LegRoute, leg: Leg): Promise<Admission | 'timed_out'> {
     if (this.router && !o.intake) {
@@ -240,17 +217,19 @@ export class NatsBackend implements GatewayBackend {
       if (a !== 'intake') return a;
     }
     this.counters.viaIntake++;
-    return this.admitIntake(msg, signal);
+    return this.admitIntake(msg, signal, leg);
   }
 
   /**
    * The cluster's admission of `msg`, retried with the same id inside admitTimeoutMs (see the module
-   * comment). A refusal that retrying cannot fix (overloaded, rejected, invalid) is returned as it came.
+   * comment), or past it while a pool holds the request: until admitTimeoutMs after the end of the last hold
+   * a pool announced (`leg.heldUntilMs`), never past the request's give-up time. A refusal that retrying
+   * cannot fix (overloaded, rejected, invalid) is returned as it came.
    */
-  private admitIntake(msg: InferenceRequest, signal: AbortSignal): Promise<Admission> {
-    const until = Math.min(Date.now() + this.admitTimeoutMs, msg.giveUpAtMs);
-    return this.retrying(
-      until, this.admitAttemptMs, signal,
+  private admitIntake(msg: InferenceRequest, signal: AbortSignal, leg: Leg): Promise<Admission> {
+    const base = Date.now() + this.admitTimeoutMs;
+    return retrying(
+      this.bus, this.counters, () => Math.min(Math.max(base, leg.heldUntilMs ?? 0), msg.giveUpAtMs), this.admitAttemptMs, signal,
       (timeoutMs) => this.bus.request(subjects.clusterIntake(), InferenceRequest, msg, Admission, { timeoutMs, signal }),
       (a) => !a.ok && retryableAdmission(a.error?.code) && a.error?.retryable !== false,
     );
@@ -270,6 +249,11 @@ export class NatsBackend implements GatewayBackend {
     const grant = new Promise<TokenChunk>((r) => (granted = r));
     const leg: Leg = { req: msg, q, sub: undefined as unknown as SubscribeHandle, cancelSent: { done: false }, admission: { v: 1, id: msg.id, ok: true } };
     const onChunk = (c: TokenChunk) => {
+      if (c.hold) { // a pool holds the request for a ready instance and answers within forMs: worth waiting for
+        if (!leg.heldUntilMs) this.counters.poolHolds++;
+        leg.heldUntilMs = Math.max(leg.heldUntilMs ?? 0, Date.now() + c.hold.forMs + this.admitTimeoutMs);
+        return;
+      }
       if (leg.onControl) return leg.onControl(c);
       if (c.grant) granted?.(c);
       // a request moved between instances may repeat a seq; the first copy wins. A terminal chunk (done or

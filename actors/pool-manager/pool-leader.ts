@@ -27,6 +27,7 @@ import { planPoolShardsMilp } from '../common/policy.ts';
 import {
   aliveInstances, initialPoolState, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState,
 } from '../../src/policy/machines/pool.ts';
+import { heldNow, type HoldOutcome } from '../../src/policy/machines/router.ts';
 
 export interface PoolLeaderOptions {
   pool: string;
@@ -55,6 +56,8 @@ export class PoolLeader {
   #handles: SubscribeHandle[] = [];
   #sweepTimer: unknown;
   #leaderTimers: unknown[] = [];
+  /** requests this replica held while it led (`held`), and how their dispatch ended (the pool manager's metrics read them). */
+  readonly holds: Record<'held' | HoldOutcome, number> = { held: 0, dispatched: 0, refused: 0, timed_out: 0 };
   /** callers waiting for the machine's answer (dispatch, move, command), by ref. */
   #waiting = new Map<number, (e: PoolEffect) => void>();
   #ref = 0;
@@ -93,6 +96,10 @@ export class PoolLeader {
   }
   aliveInstances(): InstanceStatusT[] {
     return aliveInstances(this.#m);
+  }
+  /** Requests held now (no ready instance, capacity coming), waiting for one. */
+  heldNow(): number {
+    return heldNow(this.#m.jobs.values());
   }
   /** Measured pool load (req/s by type) = sum of its instances' loads. */
   load(): Partial<Record<RequestType, number>> {
@@ -283,6 +290,18 @@ export class PoolLeader {
       }
       case 'forget_dispatched':
         this.#storeDispatched((kv) => kv.purge(dispatchedKeys.entry(this.pool, e.id)));
+        break;
+      case 'held':
+        if (e.first) this.holds.held++;
+        // the caller waiting for this admission (a gateway reads the stream subject before it asks) keeps waiting
+        try {
+          this.#bus.publish(e.req.streamSubject, TokenChunk, { v: 1, id: e.req.id, seq: 0, text: '', tokens: 0, pool: this.pool, hold: { forMs: Math.max(0, Math.round(e.forMs)) } });
+        } catch {
+          /* closing: the caller's retry is told again */
+        }
+        break;
+      case 'hold_over':
+        this.holds[e.outcome]++;
         break;
       case 'end_stream':
         this.#bus.publish(e.req.streamSubject, TokenChunk, {

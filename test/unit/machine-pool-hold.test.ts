@@ -6,7 +6,7 @@
  */
 import { describe, it, expect } from 'vitest';
 import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
-import { MAX_HELD } from '../../src/policy/machines/router.ts';
+import { MAX_HELD, heldNow as heldIn } from '../../src/policy/machines/router.ts';
 import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 
@@ -60,6 +60,8 @@ class Drive {
 }
 const admits = (fx: PoolEffect[]) => fx.flatMap((e) => (e.kind === 'admit' ? [[e.instance, e.req.id]] : []));
 const replies = (fx: PoolEffect[]) => fx.flatMap((e) => (e.kind === 'reply' ? [e.admission] : []));
+const held = (r: InferenceRequest, forMs: number, first = true): PoolEffect => ({ kind: 'held', req: r, forMs, first });
+const overs = (fx: PoolEffect[]) => fx.flatMap((e) => (e.kind === 'hold_over' ? [[e.id, e.outcome]] : []));
 
 describe('pool machine: no ready instance, capacity coming', () => {
   it('an engine restarting: the request is held, then admitted when the instance is ready again', () => {
@@ -67,9 +69,19 @@ describe('pool machine: no ready instance, capacity coming', () => {
     expect(d.s.starting.size).toBe(0);
     d.status(1000, 'restarting');
     const r = req();
-    expect(d.dispatch(1100, r)).toEqual([]);
+    // held for the health deadline at most: its caller is told so on the request's stream subject
+    expect(d.dispatch(1100, r)).toEqual([held(r, 10_000)]);
+    expect(heldIn(d.s.jobs.values())).toBe(1);
     expect(d.at(1200, { type: 'tick' })).toEqual([]);
-    expect(admits(d.status(2500, 'ready'))).toEqual([[INST, r.id]]);
+    // a retry of the dispatch (the caller's attempt timed out) joins it and is told again, with the time left
+    expect(d.dispatch(2000, r)).toEqual([held(r, 9100, false)]);
+    const fx = d.status(2500, 'ready');
+    expect(admits(fx)).toEqual([[INST, r.id]]);
+    const job = fx.flatMap((e) => (e.kind === 'admit' ? [e.job] : []))[0]!;
+    const done = d.at(2600, { type: 'admit_result', job, admission: { v: 1, id: r.id, ok: true, instance: INST } });
+    expect(overs(done)).toEqual([[r.id, 'dispatched']]);
+    expect(replies(done)).toHaveLength(2);
+    expect(heldIn(d.s.jobs.values())).toBe(0);
   });
 
   it('a node agent died with its instance: held while the reconciliation starts another on the granted GPUs', () => {
@@ -91,7 +103,27 @@ describe('pool machine: no ready instance, capacity coming', () => {
     const r = req();
     d.dispatch(1100, r);
     expect(d.at(11_100, { type: 'tick' })).toEqual([]);
-    expect(replies(d.at(11_101, { type: 'tick' }))).toMatchObject([{ id: r.id, ok: false, error: { code: 'overloaded', retryable: true } }]);
+    const late = d.at(11_101, { type: 'tick' });
+    expect(replies(late)).toMatchObject([{ id: r.id, ok: false, error: { code: 'overloaded', retryable: true } }]);
+    expect(overs(late)).toEqual([[r.id, 'timed_out']]);
+  });
+
+  it('a hold that ends because nothing is coming any more, or the lead is lost, is refused (not timed out)', () => {
+    const d = Drive.ready();
+    d.status(1000, 'restarting');
+    const r = req();
+    d.dispatch(1100, r);
+    // the pool is retired and its instance failed: nothing is coming, the hold ends before its bound
+    d.at(1200, { type: 'assign', ref: 9, assignment: assignment('retired', 2) });
+    const fx = d.status(1300, 'failed');
+    expect(replies(fx)).toMatchObject([{ id: r.id, ok: false }]);
+    expect(overs(fx)).toEqual([[r.id, 'refused']]);
+
+    const e = Drive.ready();
+    e.status(1000, 'restarting');
+    const r2 = req();
+    e.dispatch(1100, r2);
+    expect(overs(e.at(1200, { type: 'lost' }))).toEqual([[r2.id, 'refused']]);
   });
 
   it('nothing coming (the pool retired) or MAX_HELD held already: refused at once', () => {
@@ -102,8 +134,15 @@ describe('pool machine: no ready instance, capacity coming', () => {
 
     const full = Drive.ready();
     full.status(1000, 'restarting');
-    for (let k = 0; k < MAX_HELD; k++) expect(full.dispatch(1100, req())).toEqual([]);
-    expect(replies(full.dispatch(1200, req()))).toMatchObject([{ ok: false, error: { code: 'overloaded' } }]);
+    for (let k = 0; k < MAX_HELD; k++) {
+      const r = req();
+      expect(full.dispatch(1100, r)).toEqual([held(r, 10_000)]);
+    }
+    const refused = full.dispatch(1200, req());
+    expect(replies(refused)).toMatchObject([{ ok: false, error: { code: 'overloaded' } }]);
+    // refused at once, never held: no hold outcome
+    expect(overs(refused)).toEqual([]);
+    expect(heldIn(full.s.jobs.values())).toBe(MAX_HELD);
     // the held ones all go to the instance once it is ready
     expect(admits(full.status(2000, 'ready'))).toHaveLength(MAX_HELD);
   });

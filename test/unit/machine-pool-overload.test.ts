@@ -83,12 +83,14 @@ describe('pool machine: holds for missing capacity', () => {
     d.at(4000, { type: 'status', status: status(a, { state: 'starting', startedMs: T0 + 3900, seq: 1 }) });
     d.at(4000, { type: 'status', status: status(b, { state: 'restarting' }) });
     const rs = [req(), req(), req()];
-    for (const [k, r] of rs.entries()) expect(d.dispatch(4100 + k, r)).toEqual([]);
+    for (const [k, r] of rs.entries()) expect(d.dispatch(4100 + k, r).map((e) => e.kind === 'held' && [e.req.id, e.first])).toEqual([[r.id, true]]);
     expect(d.at(4500, { type: 'tick' })).toEqual([]);
     const fx = d.at(5000, { type: 'status', status: status(a, { startedMs: T0 + 3900 }) });
     expect(admits(fx).map((e) => [e.instance, e.req.id])).toEqual(rs.map((r) => [a, r.id]));
     // one admit refused as unavailable (its engine not up yet) while b restarts: held again, and tried again on a once a reports again
-    expect(d.at(5010, { type: 'admit_result', job: admits(fx)[0]!.job, admission: { v: 1, id: rs[0]!.id, ok: false, error: { code: 'unavailable', message: 'engine restarting', retryable: true } } })).toEqual([]);
+    const rehold = d.at(5010, { type: 'admit_result', job: admits(fx)[0]!.job, admission: { v: 1, id: rs[0]!.id, ok: false, error: { code: 'unavailable', message: 'engine restarting', retryable: true } } });
+    // held again until the first hold's end (its caller told so), not a new hold
+    expect(rehold.map((e) => e.kind === 'held' && [e.req.id, e.first, e.forMs])).toEqual([[rs[0]!.id, false, 4100 + 10_000 - 5010]]);
     const again = d.at(5300, { type: 'status', status: status(b) });
     expect(admits(again).map((e) => e.req.id)).toEqual([rs[0]!.id]);
   });
@@ -109,7 +111,7 @@ describe('pool machine: holds for missing capacity', () => {
     d.at(0, { type: 'start' });
     d.lead(0);
     const r = req();
-    expect(d.dispatch(10, r)).toEqual([]);
+    expect(d.dispatch(10, r).map((e) => e.kind)).toEqual(['held']);
     expect(admits(d.at(300, { type: 'status', status: status(`${POOL}-node-0-g0x4`) })).map((e) => e.req.id)).toEqual([r.id]);
     // past deadAfterMs with nothing granted nor heard of: refused at once
     const e = new Drive();

@@ -210,9 +210,9 @@ describe('pool machine: instance tracking', () => {
     expect(admits(fx).map((e) => [e.instance, e.req.id, e.req.moves])).toEqual([[b, r2.id, 1]]);
     expect(events(fx, 'failure')[0]!.decision).toEqual({ instance: a, redispatched: [r2.id], failed: [r1.id] });
     // the peer refuses and the dead one may be restarting: held up to the engine health deadline, then the stream ends with the refusal
-    expect(d.at(3200, { type: 'admit_result', job: admits(fx)[0]!.job, admission: { v: 1, id: r2.id, ok: false, error: { code: 'overloaded', message: 'full', retryable: true } } })).toEqual([]);
-    const fx2 = d.at(13_201, { type: 'tick' });
-    expect(fx2).toEqual([{ kind: 'end_stream', req: { ...r2, pool: POOL, moves: 1 }, seq: 0, error: { code: 'overloaded', message: 'full', retryable: true } }]);
+    const r2m = { ...r2, pool: POOL, moves: 1 };
+    expect(d.at(3200, { type: 'admit_result', job: admits(fx)[0]!.job, admission: { v: 1, id: r2.id, ok: false, error: { code: 'overloaded', message: 'full', retryable: true } } })).toEqual([{ kind: 'held', req: r2m, forMs: 10_000, first: true }]);
+    expect(d.at(13_201, { type: 'tick' })).toEqual([{ kind: 'hold_over', id: r2.id, outcome: 'timed_out' }, { kind: 'end_stream', req: r2m, seq: 0, error: { code: 'overloaded', message: 'full', retryable: true } }]);
   });
 
   it('a new process under the same id (restart): the old one\'s requests are handled as a death; a standby only tracks', () => {
@@ -295,11 +295,10 @@ describe('pool machine: dispatch', () => {
     d.lead(0, assignment([{ node: 'node-0', gpuIds: [0, 1, 2, 3] }]));
     expect(d.s.starting.size).toBe(1);
     const r = req();
-    expect(d.dispatch(100, r)).toEqual([]);
+    expect(d.dispatch(100, r)).toEqual([{ kind: 'held', req: r, forMs: 10_000, first: true }]);
     expect(d.at(200, { type: 'tick' })).toEqual([]);
     const fx = d.at(900, { type: 'status', status: status(`${POOL}-node-0-g0x4`) });
     expect(admits(fx).map((e) => [e.instance, e.req.id])).toEqual([[`${POOL}-node-0-g0x4`, r.id]]);
-
     const d2 = new Drive();
     d2.lead(0, assignment([{ node: 'node-0', gpuIds: [0, 1, 2, 3] }]));
     const r2 = req();
@@ -411,7 +410,7 @@ describe('pool machine: re-shard', () => {
     d.at(t + 10, { type: 'status', status: status(a, { state: 'draining', queued: 0, running: 1 }) });
     d.at(t + 10, { type: 'status', status: status(b, { state: 'draining', queued: 0, running: 0 }) });
     const r = req({ giveUpAtMs: T0 + t + 600_000 });
-    expect(d.dispatch(t + 20, r)).toEqual([]);
+    expect(kinds(d.dispatch(t + 20, r))).toEqual(['held']);
     out = d.at(t + 200, { type: 'status', status: status(a, { state: 'draining', queued: 0, running: 0 }) });
     expect(nodeCmds(out).map((c) => [c.op, c.instanceId])).toEqual([['stop_instance', a], ['stop_instance', b]]);
     expect(d.at(t + 300, { type: 'tick' })).toEqual([]);

@@ -15,7 +15,8 @@
  *   being dispatched is joined (a caller's retry after a timeout never makes a second stream);
  * - dispatch (policy dispatchRequest): the instance, the next best on a refusal (at most 4 tries), the local count
  *   that spreads a burst before the next status, holding a request while no instance is ready and capacity is
- *   coming (router capacityComing; bounded by its give-up time, the engine health deadline and MAX_HELD);
+ *   coming (router capacityComing; bounded by its give-up time, the engine health deadline and MAX_HELD), told
+ *   to its caller ('held', again to each retry) so that it waits for the answer; its end is 'hold_over';
  * - emergency step 3 of an instance: its moved requests go to peers with room;
  * - the assignment (stale epochs ignored) and reconciliation: stop instances on GPUs no longer granted,
  *   start instances on granted GPUs nobody uses (the re-shard's layout, else engine.initialTp);
@@ -32,7 +33,7 @@ import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
 import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
-import { capacityComing, countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
+import { capacityComing, countDispatched, dispatchViews, type DispatchViewOf, type HoldOutcome } from './router.ts';
 import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
 type Load = Partial<Record<RequestType, number>>;
@@ -190,6 +191,10 @@ export type PoolEffect =
   | { kind: 'persist_dispatched'; req: InferenceRequest; instance: string; atMs: number; startedMs?: number }
   /** drop a request from that store (it ended, or was handed on). */
   | { kind: 'forget_dispatched'; id: string }
+  /** held: tell its caller (TokenChunk.hold on its stream subject) the pool answers within forMs; `first`: its first hold. */
+  | { kind: 'held'; req: Pick<InferenceRequest, 'id' | 'streamSubject'>; forMs: number; first: boolean }
+  /** a held request's dispatch is over (router HoldOutcome). */
+  | { kind: 'hold_over'; id: string; outcome: HoldOutcome }
   /** end a request's stream with an error chunk of this seq (only its id and stream subject may be known). */
   | { kind: 'end_stream'; req: Pick<InferenceRequest, 'id' | 'streamSubject'>; seq: number; error: WireError; instance?: string }
   /** a command to a node agent; answer with 'node_result'. */
@@ -201,6 +206,7 @@ export type PoolEffect =
   | { kind: 'event'; event: 'lease' | 'instance' | 'failure' | 'scale' | 'reshard'; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> };
 
 export interface PoolStepResult { state: PoolMachineState; effects: PoolEffect[] }
+
 
 export function initialPoolState(types: RequestType[]): PoolMachineState {
   return { leader: false, types, instances: new Map(), outstanding: new Map(), graves: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, planning: false, recentLoad: [] };
@@ -259,7 +265,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.reshard = undefined;
       s.planning = false;
       s.reconciling = 0;
-      for (const [job, j] of s.jobs) finish(s, fx, job, j, cfg, refusal(cfg, 'unavailable', `${cfg.holder} no longer leads ${cfg.pool}`));
+      for (const [job, j] of s.jobs) finish(s, fx, job, j, now, cfg, refusal(cfg, 'unavailable', `${cfg.holder} no longer leads ${cfg.pool}`));
       break;
     case 'status': {
       const arrived = cfg.burstWindowMs ? admittedBetween(s.instances.get(ev.status.id)?.status, ev.status) : undefined;
@@ -531,6 +537,8 @@ function dispatch(s: PoolMachineState, fx: PoolEffect[], ref: number, req: Infer
   for (const [job, j] of s.jobs) {
     if (j.req.id === req.id && j.origin.kind !== 'move') {
       s.jobs.set(job, { ...j, joined: [...(j.joined ?? []), ref] });
+      // a caller's retry of a held request: told again (the first notice may not have reached it)
+      if (j.holdUntilMs !== undefined && j.holdUntilMs >= now) fx.push({ kind: 'held', req: j.req, forMs: j.holdUntilMs - now, first: false });
       return;
     }
   }
@@ -555,11 +563,12 @@ function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: Disp
       const ready = new Set(views(s, new Set()).map((x) => x.id));
       const tried = new Set([...j.tried].filter((id) => ready.has(id) || j.exclude.has(id)));
       s.jobs.set(job, { ...j, tried, attempts: Math.min(j.attempts, tried.size), holdUntilMs: until, holdEndMs: until });
+      fx.push({ kind: 'held', req: j.req, forMs: until - now, first: j.holdEndMs === undefined });
       return;
     }
     v = views(s, j.tried);
   }
-  if (!v.length || j.attempts >= DISPATCH_TRIES) return finish(s, fx, job, j, cfg, j.lastError ?? refusal(cfg, 'overloaded', `pool ${cfg.pool} has no ready instance`));
+  if (!v.length || j.attempts >= DISPATCH_TRIES) return finish(s, fx, job, j, now, cfg, j.lastError ?? refusal(cfg, 'overloaded', `pool ${cfg.pool} has no ready instance`));
   const choice = dispatchRequest(j.req, v, cfg.profile, s.types, { headroom: cfg.headroom }).id;
   // count it at once in the local view so a burst spreads before the next status arrives
   s.instances.set(choice, countDispatched(s.instances.get(choice)!, j.req.inputTokens));
@@ -578,21 +587,22 @@ function admitResult(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEven
     const proc = started !== undefined && started !== UNSEEN ? { startedMs: started } : {};
     s.outstanding.set(j.req.id, { req, instance: j.admitting, atMs: now, ...proc });
     fx.push({ kind: 'persist_dispatched', req, instance: j.admitting, atMs: now, ...proc });
-    finish(s, fx, ev.job, j, cfg, undefined, { ...a, pool: cfg.pool });
+    finish(s, fx, ev.job, j, now, cfg, undefined, { ...a, pool: cfg.pool });
     return;
   }
   const error = a ? a.error : ev.error;
   // an admit that timed out may have been taken: no second try (no duplicate stream)
-  if (ev.timedOut) return finish(s, fx, ev.job, j, cfg, { ...(error ?? refusal(cfg, 'unavailable', 'admit timed out')), retryable: true });
-  if (error && !error.retryable) return finish(s, fx, ev.job, j, cfg, error);
+  if (ev.timedOut) return finish(s, fx, ev.job, j, now, cfg, { ...(error ?? refusal(cfg, 'unavailable', 'admit timed out')), retryable: true });
+  if (error && !error.retryable) return finish(s, fx, ev.job, j, now, cfg, error);
   const next: DispatchJob = { ...j, admitting: undefined, ...(error ? { lastError: error } : {}) };
   s.jobs.set(ev.job, next);
   tryDispatch(s, fx, ev.job, next, now, cfg);
 }
 
 /** The dispatch is over: answer whoever waits for it. */
-function finish(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, cfg: PoolMachineConfig, error?: WireError, accepted?: Admission): void {
+function finish(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, now: number, cfg: PoolMachineConfig, error?: WireError, accepted?: Admission): void {
   s.jobs.delete(job);
+  if (j.holdEndMs !== undefined) fx.push({ kind: 'hold_over', id: j.req.id, outcome: accepted ? 'dispatched' : now > j.holdEndMs ? 'timed_out' : 'refused' });
   const admission: Admission = accepted ?? { v: 1, id: j.req.id, ok: false, pool: cfg.pool, ...(error ? { error } : {}) };
   const o = j.origin;
   for (const ref of j.joined ?? []) fx.push({ kind: 'reply', ref, admission });

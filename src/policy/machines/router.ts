@@ -25,6 +25,17 @@ export interface DispatchViewOf { id: string; tp: number; clockMhz: number; heal
 /** Most requests a pool holds at once while it has no ready instance (the rest are refused as overloaded). */
 export const MAX_HELD = 1024;
 
+/** How a held request's dispatch ended: admitted by an instance, refused while its hold ran, or refused at its hold's end. */
+export const HOLD_OUTCOMES = ['dispatched', 'refused', 'timed_out'] as const;
+export type HoldOutcome = (typeof HOLD_OUTCOMES)[number];
+
+/** Requests a pool holds now (its dispatch jobs): held for a ready instance, or tried on one after their hold, not answered yet. */
+export function heldNow(jobs: Iterable<{ holdEndMs?: number }>): number {
+  let n = 0;
+  for (const j of jobs) if (j.holdEndMs !== undefined) n++;
+  return n;
+}
+
 /**
  * Whether a pool with none of its ready instances left to try expects capacity soon, so that its dispatch holds
  * a request (bounded by the request's give-up time and the engine health deadline) instead of refusing it: a
