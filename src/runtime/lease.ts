@@ -33,6 +33,10 @@ import type { Logger } from 'pino';
 import { LeaseValue, jetstream as jsNames, kvKeySubject } from '../../protocols/index.ts';
 import type { Bus } from './bus.ts';
 import { systemClock, type Clock } from './clock.ts';
+import { TimeoutError } from './errors.ts';
+
+/** the next attempt after a failed one (unanswered, unreachable), ms; at most renewMs. */
+const RETRY_AFTER_FAILURE_MS = 200;
 
 export interface LeaderLeaseOptions {
   bus: Bus;
@@ -50,6 +54,12 @@ export interface LeaderLeaseOptions {
   log?: Logger;
   /** bucket name (default jetstream.leasesBucket). */
   bucket?: string;
+  /**
+   * Deadline of one lease operation (a KV read, a compare-and-set), ms. Default renewMs. An operation caught by a
+   * NATS restart or reconnect gets no answer; given up at this deadline, it is tried again on the reconnected
+   * connection while the lease is still valid (with JetStream's own 5-s default, one lost answer outlasts a 3-s TTL).
+   */
+  opTimeoutMs?: number;
 }
 
 export interface LeaseInfo {
@@ -64,6 +74,7 @@ export class LeaderLease extends EventEmitter {
   readonly ttlMs: number;
   readonly renewMs: number;
   readonly safetyMs: number;
+  readonly opTimeoutMs: number;
   #bus: Bus;
   #clock: Clock;
   #log?: Logger;
@@ -86,6 +97,8 @@ export class LeaderLease extends EventEmitter {
     this.ttlMs = opts.ttlMs ?? 3000;
     this.renewMs = opts.renewMs ?? 1000;
     this.safetyMs = opts.safetyMs ?? Math.min(250, Math.floor(this.ttlMs / 10));
+    this.opTimeoutMs = opts.opTimeoutMs ?? this.renewMs;
+    if (!(this.opTimeoutMs > 0)) throw new RangeError('LeaderLease: opTimeoutMs must be > 0');
     if (!(this.renewMs < this.ttlMs - this.safetyMs)) throw new RangeError('LeaderLease: renewMs must be < ttlMs - safetyMs');
     if (!this.holder) throw new RangeError('LeaderLease: holder must be non-empty');
     this.#clock = opts.clock ?? systemClock;
@@ -181,6 +194,8 @@ export class LeaderLease extends EventEmitter {
       else next = await this.#tryAcquire();
     } catch (err) {
       this.#log?.warn({ key: this.key, err: (err as Error).message }, 'lease attempt failed');
+      // unreachable or unanswered (a restart, a reconnect): try again soon, while the lease may still be renewed
+      next = Math.min(this.renewMs, RETRY_AFTER_FAILURE_MS);
     } finally {
       this.#busy = false;
     }
@@ -211,8 +226,7 @@ export class LeaderLease extends EventEmitter {
 
   /** Returns ms until the next attempt. */
   async #tryAcquire(): Promise<number> {
-    const kv = this.#kv!;
-    const e = await kv.get(this.key);
+    const e = await this.#read();
     const dec = this.#decode(e);
     const t0 = this.#clock.now();
     if (dec === 'corrupt') {
@@ -245,6 +259,19 @@ export class LeaderLease extends EventEmitter {
     return this.renewMs;
   }
 
+  /** The lease record, within opTimeoutMs (KV reads take the JetStream context's 5-s default otherwise). */
+  async #read(): Promise<KvEntry | null> {
+    let h: unknown;
+    const late = new Promise<never>((_, reject) => {
+      h = this.#clock.setTimeout(() => reject(new TimeoutError(`$KV.${this.#bucket}.${this.key}`, this.opTimeoutMs)), this.opTimeoutMs);
+    });
+    try {
+      return await Promise.race([this.#kv!.get(this.key), late]);
+    } finally {
+      this.#clock.clearTimeout(h);
+    }
+  }
+
   /**
    * Writes `v` only if the key's last revision is still `expected` (0: the key is absent); resolves to the
    * new revision. Throws a CAS failure (isCasFailure) when another write came first, also when that write
@@ -254,6 +281,7 @@ export class LeaderLease extends EventEmitter {
     const pa = await this.#bus.jetstream().publish(kvKeySubject(this.#bucket, this.key), LeaseValue.encode(v), {
       msgID: `${this.key}@${expected}`,
       expect: { lastSubjectSequence: expected },
+      timeout: this.opTimeoutMs,
     });
     if (pa.duplicate) throw new LeaseCasLost(`wrong last sequence: revision ${expected} was already written over (seq ${pa.seq})`);
     return pa.seq;

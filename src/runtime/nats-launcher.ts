@@ -128,19 +128,38 @@ export interface OwnNatsOptions {
   readyTimeoutMs?: number;
   /** environment of the server (e.g. $DYN_*_PASS). */
   env?: Record<string, string>;
+  /**
+   * A server that dies unasked (SIGKILL, a crash) is started again on the same port with the same store, after a
+   * backoff that doubles from `initialMs` up to `maxMs` and is reset by a run longer than `maxMs`; it never gives
+   * up, and each restart is logged. Default on (initialMs 250, maxMs 5000); `false` leaves a dead server dead.
+   */
+  restart?: { initialMs?: number; maxMs?: number } | false;
+}
+
+/** A private server this process started, kept running until stop(). */
+export interface OwnNatsHandle extends NatsHandle {
+  started: true;
+  /** the server's current pid. */
+  pid(): number | undefined;
+  /** how many times the server was started again after it died. */
+  restarts(): number;
 }
 
 /**
  * Start a private nats-server on 127.0.0.1 and a free port (`-p -1`, read back from its ports file), with
  * its own JetStream store under `dir` (a previous run's store is removed first: a restart never reads the
- * state of an earlier cluster).
+ * state of an earlier cluster). Once up, it is supervised (`restart`): the clients reconnect to the same URL and
+ * find the JetStream state (leases, inventory, events) the server had written to its store.
  */
-export async function startOwnNats(opts: OwnNatsOptions): Promise<NatsHandle> {
+export async function startOwnNats(opts: OwnNatsOptions): Promise<OwnNatsHandle> {
   const bin = opts.bin ?? process.env.NATS_SERVER_BIN ?? 'nats-server';
   mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   const store = join(opts.dir, 'jetstream');
   rmSync(store, { recursive: true, force: true });
-  for (const f of readdirSync(opts.dir)) if (f.endsWith('.ports')) rmSync(join(opts.dir, f), { force: true });
+  const clearPorts = () => {
+    for (const f of readdirSync(opts.dir)) if (f.endsWith('.ports')) rmSync(join(opts.dir, f), { force: true });
+  };
+  clearPorts();
   const conf = join(opts.dir, 'nats-server.conf');
   writeFileSync(conf, withStoreDir(opts.conf, resolve(store)), { mode: 0o600 });
   const args = ['-c', conf, '-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', opts.dir];
@@ -148,29 +167,85 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<NatsHandle> {
   // its own process group: a terminal's Ctrl-C reaches the process that started it (which stops NATS last, after
   // the actors that use it have drained), not the server itself; killed with this process if it exits unstopped,
   // and sent SIGTERM by the kernel if this process is killed (spawnNatsServer)
-  const server = await spawnNatsServer(bin, args, { env: { ...process.env, ...opts.env }, detached: true });
-  const proc = server.proc;
-  const killOnExit = () => proc.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  proc.once('exit', () => process.off('exit', killOnExit));
-  const url = await server.awaitReady(opts.readyTimeoutMs ?? 10_000, async () => {
-    const f = readdirSync(opts.dir).find((n) => n.endsWith('.ports'));
-    if (!f) return undefined;
-    let port = 0;
-    try {
-      const u = (JSON.parse(readFileSync(join(opts.dir, f), 'utf8')) as { nats?: string[] }).nats?.[0];
-      if (u) port = Number(new URL(u.replace(/^nats:/, 'http:')).port);
-    } catch {
-      // written but not complete yet
-    }
-    return port && (await probeNats('127.0.0.1', port, 300)) ? `nats://127.0.0.1:${port}` : undefined;
-  });
-  if (url) {
-    opts.log.info({ url, pid: proc.pid }, 'nats-server ready');
-    return startedServer(url, proc);
-  }
-  proc.kill('SIGKILL');
-  throw new NatsUnavailableError(`the private nats-server did not accept connections in time: ${server.stderr()}`);
+  const launch = async (portArgs: string[]): Promise<{ proc: ChildProcess; url: string }> => {
+    const server = await spawnNatsServer(bin, [...args.slice(0, 4), ...portArgs, ...args.slice(6)], { env: { ...process.env, ...opts.env }, detached: true });
+    const proc = server.proc;
+    const killOnExit = () => proc.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    proc.once('exit', () => process.off('exit', killOnExit));
+    const url = await server.awaitReady(opts.readyTimeoutMs ?? 10_000, async () => {
+      const f = readdirSync(opts.dir).find((n) => n.endsWith('.ports'));
+      if (!f) return undefined;
+      let port = 0;
+      try {
+        const u = (JSON.parse(readFileSync(join(opts.dir, f), 'utf8')) as { nats?: string[] }).nats?.[0];
+        if (u) port = Number(new URL(u.replace(/^nats:/, 'http:')).port);
+      } catch {
+        // written but not complete yet
+      }
+      return port && (await probeNats('127.0.0.1', port, 300)) ? `nats://127.0.0.1:${port}` : undefined;
+    });
+    if (url) return { proc, url };
+    proc.kill('SIGKILL');
+    throw new NatsUnavailableError(`the private nats-server did not accept connections in time: ${server.stderr()}`);
+  };
+  const first = await launch(['-p', '-1']);
+  const url = first.url;
+  const port = new URL(url.replace(/^nats:/, 'http:')).port;
+  opts.log.info({ url, pid: first.proc.pid }, 'nats-server ready');
+  let proc = first.proc;
+  let stopping = false;
+  let restarts = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const backoff = opts.restart === false ? undefined : { initialMs: opts.restart?.initialMs ?? 250, maxMs: opts.restart?.maxMs ?? 5000 };
+  let delay = backoff?.initialMs ?? 0;
+  let upAt = Date.now();
+  const watch = (p: ChildProcess) => {
+    p.once('exit', (code, signal) => {
+      if (stopping || !backoff) return;
+      if (Date.now() - upAt > backoff.maxMs) delay = backoff.initialMs;
+      opts.log.warn({ code, signal, restartInMs: delay, restarts }, 'the private nats-server died: starting it again on the same port and store');
+      const again = () => {
+        timer = undefined;
+        if (stopping) return;
+        clearPorts();
+        launch(['-p', port]).then(
+          (r) => {
+            if (stopping) {
+              r.proc.kill('SIGTERM');
+              return;
+            }
+            proc = r.proc;
+            restarts++;
+            upAt = Date.now();
+            opts.log.warn({ url, pid: r.proc.pid, restarts }, 'the private nats-server is back');
+            watch(r.proc);
+          },
+          (err: unknown) => {
+            delay = Math.min(delay * 2, backoff.maxMs);
+            opts.log.error({ err: (err as Error).message, retryInMs: delay }, 'the private nats-server did not start again; trying again');
+            timer = setTimeout(again, delay);
+          },
+        );
+      };
+      timer = setTimeout(again, delay);
+      delay = Math.min(delay * 2, backoff.maxMs);
+    });
+  };
+  watch(proc);
+  let stopped: Promise<void> | undefined;
+  return {
+    url,
+    started: true,
+    pid: () => proc.pid,
+    restarts: () => restarts,
+    stop: () =>
+      (stopped ??= (async () => {
+        stopping = true;
+        if (timer) clearTimeout(timer);
+        await stopProc(proc);
+      })()),
+  };
 }
 
 interface SpawnedNats {
@@ -229,15 +304,15 @@ async function spawnNatsServer(bin: string, args: string[], o: { env?: NodeJS.Pr
 /** The handle of a nats-server this process started: stop() sends SIGTERM, then SIGKILL after 5 s; idempotent. */
 function startedServer(url: string, proc: ChildProcess): { url: string; started: true; stop: () => Promise<void> } {
   let stopped: Promise<void> | undefined;
-  return {
-    url,
-    started: true,
-    stop: () =>
-      (stopped ??= new Promise<void>((r) => {
-        if (proc.exitCode !== null) return r();
-        proc.once('exit', () => r());
-        proc.kill('SIGTERM');
-        setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
-      })),
-  };
+  return { url, started: true, stop: () => (stopped ??= stopProc(proc)) };
+}
+
+/** SIGTERM, SIGKILL after 5 s; resolves on the exit. */
+function stopProc(proc: ChildProcess): Promise<void> {
+  return new Promise<void>((r) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return r();
+    proc.once('exit', () => r());
+    proc.kill('SIGTERM');
+    setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
+  });
 }

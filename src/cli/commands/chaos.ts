@@ -26,7 +26,7 @@ import { subjects } from '../../../protocols/subjects.ts';
 import { splitConfig } from '../../../actors/gateway/config.ts';
 import { rng } from '../../sim/trace.ts';
 
-export const KILL_KINDS = ['engine', 'instance', 'node', 'cluster', 'pool', 'gateway'] as const;
+export const KILL_KINDS = ['engine', 'instance', 'node', 'cluster', 'pool', 'gateway', 'nats'] as const;
 type Kind = (typeof KILL_KINDS)[number];
 
 interface ChaosOptions {
@@ -56,7 +56,7 @@ export function register(cmd: Command, exit: ExitCode): void {
 }
 
 
-interface Proc { pid: number; ppid: number; kind: Kind | 'nats' | 'up' | 'other'; id: string }
+interface Proc { pid: number; ppid: number; kind: Kind | 'up' | 'other'; id: string }
 
 /** Every process under `root` (itself excluded), classified by its command line. */
 function processTree(root: number): Proc[] {
@@ -92,6 +92,10 @@ function processTree(root: number): Proc[] {
     if (i >= 0 && KILL_KINDS.includes(p.cmd[i + 1] as Kind)) kind = p.cmd[i + 1] as Kind;
     else if (p.cmd.includes('engine-emulator') || p.cmd.some((a) => a.endsWith('vllm'))) kind = 'engine';
     else if (p.cmd.some((a) => a.endsWith('nats-server'))) kind = 'nats';
+    if (kind === 'nats') {
+      out.push({ pid: p.pid, ppid: p.ppid, kind, id: 'nats-server' });
+      continue;
+    }
     out.push({ pid: p.pid, ppid: p.ppid, kind, id });
   }
   return out;
@@ -149,7 +153,11 @@ const pct = (xs: number[], q: number): number | null => {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 };
 
-interface Kill { kind: Kind; id: string; pid: number; atMs: number; leaderBefore?: string; restartMs?: number; newLeaderMs?: number; outOfDispatchMs?: number }
+interface Kill {
+  kind: Kind; id: string; pid: number; atMs: number; leaderBefore?: string; restartMs?: number; newLeaderMs?: number; outOfDispatchMs?: number;
+  /** nats: the first cluster status answered after the server came back (the planner reconnected and serving). */
+  statusBackMs?: number;
+}
 
 /** A leader elected (a lease event): of a pool, or the cluster planner; stamped by the actor that leads. */
 interface Elected { atMs: number; pool?: string; leader: string }
@@ -206,6 +214,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       bus = await Bus.connect({ settings: { servers: nk[1]!.split(','), nkey: nk[2]! }, name: 'dynamollm-chaos', inboxPrefix: inboxPrefix('observer', `chaos-${randomBytes(4).toString('hex')}`), log: silentLogger(), reconnect: true });
     }
     let status: ClusterStatus | undefined;
+    let statusAt = 0;
     // elections as the leaders announce them: the restarted process of a killed leader may win the lease again
     // under the same id, which the cluster status's leader names cannot show
     const elected: Elected[] = [];
@@ -217,7 +226,10 @@ async function chaos(v: ChaosOptions): Promise<number> {
       else if (/cluster planner/.test(e.summary)) elected.push({ atMs: e.atMs, leader });
     }, { capacity: 4096 });
     const poll = setInterval(() => {
-      void bus?.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).then((s) => (status = s), () => undefined);
+      void bus?.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).then((s) => {
+        status = s;
+        statusAt = Date.now();
+      }, () => undefined);
     }, 200);
     const url = `http://127.0.0.1:${port}`;
     log(`ready: load ${rps} req/s for ${durationS} s, a SIGKILL every ${killEveryS} s among ${kinds.join(',')}`);
@@ -249,7 +261,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       }
       kills.push(k);
       log(`killed ${k.kind} ${k.id} (pid ${k.pid})`);
-      watchers.push(watchKill(k, up.pid!, () => status, elected, parent));
+      watchers.push(watchKill(k, up.pid!, () => status, () => statusAt, elected, parent));
     }
     await new Promise((r) => setTimeout(r, Math.max(0, t0 + durationS * 1000 - Date.now())));
     clearInterval(loadTimer);
@@ -290,6 +302,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
       timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),
       timeToRestartMs: series((k) => k.restartMs),
+      timeToClusterStatusMs: series((k) => k.statusBackMs, ['nats']),
       killLog: kills,
       upLog,
     };
@@ -309,12 +322,14 @@ async function chaos(v: ChaosOptions): Promise<number> {
  * engine under its instance), when a leader was elected after it (cluster, pool: the lease events of the
  * pools it led), and when the instance left the ready set (instance, engine). Gives up after 60 s.
  */
-async function watchKill(k: Kill, root: number, status: () => ClusterStatus | undefined, elected: readonly Elected[], parent?: Proc): Promise<void> {
+async function watchKill(k: Kill, root: number, status: () => ClusterStatus | undefined, statusAt: () => number, elected: readonly Elected[], parent?: Proc): Promise<void> {
   // the pools the victim led when it was killed
   const led = k.kind === 'pool' ? (status()?.pools ?? []).filter((p) => p.leader === k.id).map((p) => p.id) : [];
   const until = k.atMs + 60_000;
   const instanceId = k.kind === 'instance' ? k.id : parent?.id;
-  while (Date.now() < until && (k.restartMs === undefined || ((k.kind === 'cluster' || k.kind === 'pool') && k.newLeaderMs === undefined))) {
+  const pending = () =>
+    k.restartMs === undefined || ((k.kind === 'cluster' || k.kind === 'pool') && k.newLeaderMs === undefined) || (k.kind === 'nats' && k.statusBackMs === undefined);
+  while (Date.now() < until && pending()) {
     await new Promise((r) => setTimeout(r, 100));
     const now = Date.now() - k.atMs;
     const procs = processTree(root);
@@ -324,6 +339,7 @@ async function watchKill(k: Kill, root: number, status: () => ClusterStatus | un
         : procs.some((p) => p.kind === k.kind && p.id === k.id && p.pid !== k.pid);
       if (back) k.restartMs = now;
     }
+    if (k.kind === 'nats' && k.restartMs !== undefined && k.statusBackMs === undefined && statusAt() > k.atMs + k.restartMs) k.statusBackMs = statusAt() - k.atMs;
     const st = status();
     if (!st) continue;
     // a new leader: the first election after the kill (any replica, the victim's restarted process included)
@@ -339,7 +355,7 @@ async function watchKill(k: Kill, root: number, status: () => ClusterStatus | un
       const i = st.pools.flatMap((p) => p.instances).find((x) => x.id === instanceId);
       if (!i || i.state !== 'ready') k.outOfDispatchMs = now;
     }
-    if (k.kind !== 'cluster' && k.kind !== 'pool' && k.restartMs !== undefined && (!instanceId || k.outOfDispatchMs !== undefined)) break;
+    if (k.kind !== 'cluster' && k.kind !== 'pool' && !pending() && (!instanceId || k.outOfDispatchMs !== undefined)) break;
   }
 }
 
