@@ -20,6 +20,11 @@ export interface DispatchOptions {
    * allows, instantHeadroom). Default true; false = EWMA rate only (the pre-session-4 rule).
    */
   instantaneous?: boolean;
+  /**
+   * cache-aware routing (the simulator's --prefix-routing; policy preferPrefixHolder): among the instances the
+   * chosen tier found eligible (and, at capacity, among all), the one it names wins; undefined: the energy choice.
+   */
+  prefer?: (eligibleIds: string[]) => string | undefined;
 }
 
 /**
@@ -345,6 +350,11 @@ function chooseByRate(req: { type: RequestType }, healthy: InstanceView[], profi
     }
   }
   if (!best) return { reject: 'all_at_capacity', retryable: true, detail: `all ${healthy.length} healthy instances at their SLO throughput cap for ${req.type}` };
+  const preferred = opts.prefer?.(healthy.filter((v) => scores.get(v)).map((v) => v.id));
+  if (preferred !== undefined && preferred !== best.id) {
+    const v = healthy.find((x) => x.id === preferred && scores.get(x));
+    if (v) return { id: v.id, marginalEnergyJ: scores.get(v)!.e, utilisationAfter: scores.get(v)!.u };
+  }
   return { id: best.id, marginalEnergyJ: best.e, utilisationAfter: best.u };
 }
 
@@ -499,7 +509,8 @@ export function dispatchRequest(
       // a type or TP outside the profile: the overflow choice below
     }
   }
-  return { id: leastOutstandingPerGpu(views).id, atCapacity: true };
+  const preferred = opts.prefer?.(views.map((v) => v.id));
+  return { id: (preferred !== undefined && views.some((v) => v.id === preferred) ? preferred : undefined) ?? leastOutstandingPerGpu(views).id, atCapacity: true };
 }
 
 /** (running + 2 x queued) / tp, least first; ties to the larger TP, then the earlier view. */

@@ -1,6 +1,6 @@
 /**
  * The policy functions the simulator calls outside the managers' machines (the oracle's Eq. 1, its clock,
- * the simulator's dispatch memo): re-exports of src/policy, not copies.
+ * cache-aware routing): re-exports of src/policy, not copies.
  * The only function of its own here is `mixedPowerW`, the fluid simulator's power read (an accounting
  * helper, not a decision).
  */

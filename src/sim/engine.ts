@@ -3,7 +3,7 @@
  *
  * Control plane: the cluster epoch (servers per pool, routing) is the live cluster manager's machine
  * (src/policy/machines/cluster.ts) given the simulator's forecast; the pool epoch (TP mix) is the live pool
- * machine's re-shard decision (./pool-brain.ts). The static baselines (single-pool, multi-pool) and the
+ * machine's re-shard decision (./pool-brain.ts), and at step fidelity its dispatch (./pool-leader.ts). The static baselines (single-pool, multi-pool) and the
  * oracle (Eq. 1 with the future known) are the paper's yardsticks, not live managers: their sizing is here.
  * Instances: at step fidelity each instance's manager IS the live instance machine
  * (src/policy/machines/instance.ts through ./instance-brain.ts): admission, queue, engine slots, the load
@@ -31,7 +31,7 @@ import type { PerfModel } from '../model/types.ts';
 import { interpolate, latencyWithinSlo, maxLoadOf, idlePowerOf } from '../model/profile.ts';
 import { TTFT_SLO_MS, TBT_SLO_MS, promptTtftSloMs } from '../model/request-types.ts';
 import { BatchingCore } from '../engine/core.ts';
-import type { InstanceConfig, InstanceView, LoadByType, TpDegree } from '../policy/types.ts';
+import type { InstanceConfig, LoadByType, TpDegree } from '../policy/types.ts';
 import type { HighsLike } from '../policy/milp.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
@@ -43,7 +43,10 @@ import { ClusterBrain, prefixReuseByType } from './cluster-brain.ts';
 import { Heap } from './heap.ts';
 import { decideClock, epochLoad, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig } from '../policy/machines/instance.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
-import { LOAD_FLOOR, dispatchQuantised, quantSlot, quantiseLoad, type DispatchScore } from './quantise.ts';
+import { LOAD_FLOOR, quantSlot, quantiseLoad } from './quantise.ts';
+import { SimPoolLeader, simRequest } from './pool-leader.ts';
+import { canServe, leastLoadedUnderCap, leastOutstanding } from './baseline-dispatch.ts';
+import type { Admission, InferenceRequest } from '../../protocols/messages.ts';
 import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { LogHistogram, percentile } from './metrics.ts';
 import { classifyCached, forEachRecord, longInputClassBound, overContext, rng, type TraceRecord } from './trace.ts';
@@ -115,6 +118,8 @@ const LOAD_WINDOW_S = 10;
 const BRAIN_TICK_MS = LIVE_INSTANCE_DEFAULTS.tickMs;
 /** peers' statuses reach an instance machine this often, ms (the live status interval's default). */
 const PEER_STATUS_MS = 500;
+/** how long a pool leader holds a request for a ready instance at most, ms (the live engine.healthDeadlineMs default). */
+const LIVE_HEALTH_DEADLINE_MS = 600_000;
 /**
  * Oracle clocks target this fraction of the SLO (env SIM_ORACLE_CLOCK_MARGIN for experiments; default 0.9):
  * the profile's p99 cells are steady-state, and the oracle's MILP-sized pools (one TP2 instance for a
@@ -154,7 +159,6 @@ interface SimInstance {
   peakCur: Float64Array;
   peakPrev: Float64Array;
   outstanding: number;
-  view: InstanceView;
   /** fluid: energy J. */
   energyJ: number;
   /** fluid: the part of energyJ at the instance's idle power (zero load at its clock), J. */
@@ -196,6 +200,8 @@ interface SimPool {
   /** fluid: the pool's arrival rate by true type, req/s, smoothed over FLUID_LATENCY_WINDOW_S (latency is read at it). */
   latSmooth?: Float64Array;
   exec?: UnitExecutor<SimInstance>; // a re-shard under way, unit by unit (reshardExecution 'units')
+  /** step fidelity, policy dispatch: the pool leader's machine that dispatches within the pool (./pool-leader.ts). */
+  leader?: SimPoolLeader<SimInstance>;
 }
 
 interface ReqState {
@@ -279,8 +285,9 @@ export class Simulation {
   private readonly powerSamples: number[] = [];
   private readonly notes: string[] = [];
   private readonly useDispatchPolicy: boolean;
-  private readonly useCapCheck: boolean;
-  private readonly dispatchMemo = new Map<string, DispatchScore>();
+  /** step, policy dispatch: arrivals no instance admitted yet (a pool leader holds them), with the pools left to try. */
+  private leaderNow = 0;
+  private readonly arriving = new Map<string, { r: CoreRequest; c: { type: RequestType; pred: RequestType }; slo: number; pools: SimPool[]; msg: InferenceRequest }>();
   private readonly clockMemo = new Map<string, number>();
   /** instanceEpoch's scratch: the memo key's code units, the peak per type. */
   private readonly clockCodes = new Uint16Array(19);
@@ -306,7 +313,6 @@ export class Simulation {
     // 'policy': src/policy chooseInstance per request (marginal energy; ~1 ms per call at mixed loads, so
     // slow); default 'least-loaded' (what actors/common/policy.ts pickInstance runs live today)
     this.useDispatchPolicy = (this.o.dispatch ?? (this.o.policy === 'dynamollm' || this.o.policy === 'oracle' ? 'policy' : 'least-loaded')) === 'policy';
-    this.useCapCheck = true;
     this.maxContext = this.o.maxContext ?? Math.max(this.perf.model.maxContext, DEFAULT_CONTEXT_FLOOR);
     this.longInputMax = longInputClassBound(this.maxContext);
   }
@@ -415,7 +421,6 @@ export class Simulation {
     const inst: SimInstance = {
       id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs,
       inHeap: false, load: new Float64Array(9), loadAtMs: now, peakCur: new Float64Array(9), peakPrev: new Float64Array(9), outstanding: 0, energyJ: 0, reshard: kind === 'reshard', replaces,
-      view: { id, tp, clockMhz: this.maxClock, healthy: delayMs <= 0, load: {}, queued: 0, running: 0 },
     };
     if (delayMs <= 0) this.activate(inst, now);
     else if (inst.readyAtMs < this.nextReadyMs) this.nextReadyMs = inst.readyAtMs;
@@ -427,7 +432,6 @@ export class Simulation {
   private activate(inst: SimInstance, now: number): void {
     inst.state = 'active';
     inst.epochAtMs = now;
-    inst.view.healthy = true;
     inst.loadAtMs = now;
     if (this.fidelity === 'step') {
       // the scheduler budget of the engine the profile describes (Profile.scheduler; absent: the core's default)
@@ -464,7 +468,6 @@ export class Simulation {
     }
     if (inst.state !== 'active') return;
     inst.state = 'draining';
-    inst.view.healthy = false;
     inst.brain?.step({ type: 'lifecycle', state: 'draining', why: 'drained by the pool' }, now);
     this.maybeStop(inst, now);
   }
@@ -782,7 +785,6 @@ export class Simulation {
   private setClockNow(inst: SimInstance, mhz: number, now = 0): void {
     if (inst.core && !inst.inHeap) inst.core.idleUntil(now);
     inst.clockMhz = mhz;
-    inst.view.clockMhz = mhz;
     inst.core?.setClock(mhz);
   }
 
@@ -795,13 +797,10 @@ export class Simulation {
     inst.loadAtMs = now;
   }
 
-  /** the load estimate as a LoadByType; `quantised`: each component on the dispatch memo's grid. */
-  private loadOf(inst: SimInstance, quantised = false): LoadByType {
+  /** the load estimate as a LoadByType. */
+  private loadOf(inst: SimInstance): LoadByType {
     const l: LoadByType = {};
-    for (let k = 0; k < 9; k++) {
-      const v = quantised ? quantiseLoad(inst.load[k]) : inst.load[k];
-      if (v > 1e-6) l[REQUEST_TYPES[k]] = v;
-    }
+    for (let k = 0; k < 9; k++) if (inst.load[k] > 1e-6) l[REQUEST_TYPES[k]] = inst.load[k];
     return l;
   }
 
@@ -816,7 +815,7 @@ export class Simulation {
     if (!this.knobs.dynamicClock) return;
     if (!this.knobs.oracle) return this.fluidClockEpoch(now);
     // the oracle's clock (fluid and step): chooseClock for the recent peak and the known coming load
-    type Rep = { tp: number; clock: number; load: Float64Array; cur: Float64Array; prev: Float64Array; view: LoadByType; mhz: number };
+    type Rep = { tp: number; clock: number; load: Float64Array; cur: Float64Array; prev: Float64Array; mhz: number };
     for (const pool of this.pools) {
       // fluid gives every instance of a (pool, TP, clock) group the same load, so its chooseClock inputs are
       // identical: an instance whose (TP, clock, load, peaks) equal an earlier one's in this epoch takes its answer
@@ -834,7 +833,6 @@ export class Simulation {
           }
         }
         if (rep) {
-          inst.view.load = rep.view;
           const pc = inst.peakCur, pp = inst.peakPrev, ld = inst.load;
           for (let k = 0; k < 9; k++) {
             pp[k] = pc[k];
@@ -844,9 +842,7 @@ export class Simulation {
           if (m !== inst.clockMhz) this.scheduleClock(inst, m, now);
           continue;
         }
-        const before: Rep | null = reps.length < 8 ? { tp: inst.tp, clock: inst.clockMhz, load: inst.load.slice(), cur: inst.peakCur.slice(), prev: inst.peakPrev.slice(), view: {}, mhz: 0 } : null;
-        const load = this.loadOf(inst);
-        inst.view.load = load;
+        const before: Rep | null = reps.length < 8 ? { tp: inst.tp, clock: inst.clockMhz, load: inst.load.slice(), cur: inst.peakCur.slice(), prev: inst.peakPrev.slice(), mhz: 0 } : null;
         // the load estimate on the memo grid (+-5%, under 0.02 req/s dropped): same-TP instances with nearly the
         // same load share one chooseClock call. The memo key is the grid slots, one UTF-16 code unit each: TP, per
         // type the load's slot + 2 (1: absent) and the peak's code (0 absent, 1 at the floor, slot + 2), below.
@@ -905,7 +901,7 @@ export class Simulation {
           if (this.clockMemo.size > 1_000_000) this.clockMemo.clear();
           this.clockMemo.set(key, (mhz = decide.chooseClock({ profile: this.p, tp: inst.tp, loadByType: q, peakLoadByType: peak, sloScale: this.sloScale * (this.knobs.oracle ? ORACLE_CLOCK_SLO_MARGIN : 1), headroom: this.headroom }).clockMhz));
         }
-        if (before) reps.push(Object.assign(before, { view: load, mhz }));
+        if (before) reps.push(Object.assign(before, { mhz }));
         // not below what the prefill backlog needs (a long prompt still prefilling)
         mhz = Math.max(mhz, this.prefillFloor(inst, now));
         if (mhz !== inst.clockMhz) this.scheduleClock(inst, mhz, now);
@@ -916,7 +912,7 @@ export class Simulation {
   /**
    * Fluid: each instance's clock by the live instance machine's rule (src/policy/machines/instance.ts): the
    * epoch's arrival rate into its load EWMA (epochLoad), then decideClock on max(EWMA, rate), memoised on the
-   * dispatch memo's +-5% load grid. Fluid has no prompts in flight, so no prefill floor.
+   * +-5% load grid of ./quantise.ts. Fluid has no prompts in flight, so no prefill floor.
    */
   private fluidClockEpoch(now: number): void {
     const codes = this.clockCodes;
@@ -1054,45 +1050,110 @@ export class Simulation {
     if (!st) return false;
     this.reqs.delete(id);
     st.inst.outstanding--;
+    st.inst.pool.leader?.record(id, st.inst.id, now);
     if (st.inst.state === 'draining') this.maybeStop(st.inst, now);
     return true;
   }
 
-  /** Emergency step 3: the pool places moved requests on peers with room whose KV cache holds them (dispatch among them, else the least loaded). */
+  /** Emergency step 3: the pool leader's machine places the moved requests on peers with room (its 'move'). */
   private moveToPeers(from: SimInstance, ids: string[], now: number): string[] {
-    const placed: string[] = [];
+    const reqs: InferenceRequest[] = [];
     for (const id of ids) {
       const st = this.reqs.get(id);
       const r = this.admitted.get(id);
-      if (!st || !r) continue;
-      const room = (i: SimInstance) => i !== from && !!i.brain && i.brain.s.queue.length < LIVE_INSTANCE_DEFAULTS.moveQueueAbove && !!i.core?.canHold(r.promptTokens + r.outputTokens);
-      const peer = this.dispatch(from.pool, st.pred, now, undefined, room) ?? this.leastLoaded(from.pool.instances.filter((i) => i.state === 'active' && room(i)));
-      if (!peer || !this.admitTo(peer, r, st, now)) continue;
-      st.inst = peer;
-      from.outstanding--;
-      peer.outstanding++;
-      placed.push(id);
+      if (st && r) reqs.push(simRequest(r, st.pred, st.moves + 1));
     }
-    return placed;
+    if (!reqs.length) return [];
+    return this.leaderOf(from.pool, now).move(from.id, reqs, from.pool.instances, now).map((p) => p.id);
   }
 
-  /** src/policy leastOutstandingPerGpu over these instances (dispatchRequest's choice at capacity), null when none. */
-  private leastLoaded(insts: SimInstance[]): SimInstance | null {
-    if (!insts.length) return null;
-    for (const i of insts) this.refreshView(i, 0);
-    const id = decide.leastOutstandingPerGpu(insts.map((i) => i.view)).id;
-    return insts.find((i) => i.id === id) ?? null;
+  /** The pool's leader machine (./pool-leader.ts), made on first use. */
+  private leaderOf(pool: SimPool, now: number): SimPoolLeader<SimInstance> {
+    this.leaderNow = now;
+    if (pool.leader) {
+      pool.leader.setTypes(pool.types);
+      return pool.leader;
+    }
+    const cfg: PoolMachineConfig = {
+      pool: pool.id, holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS,
+      epochMs: this.ep.poolS * 1000, healthDeadlineMs: LIVE_HEALTH_DEADLINE_MS, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove,
+      retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS, planner: 'heuristic',
+      ...(this.o.prefixRouting ? { prefer: (req: InferenceRequest, ids: string[]) => this.preferPrefix(ids.map((x) => pool.instances.find((i) => i.id === x)!), (this.arriving.get(req.id)?.r ?? this.admitted.get(req.id))?.prefixHashes, req.inputTokens, this.leaderNow) } : {}),
+    };
+    return (pool.leader = new SimPoolLeader<SimInstance>(cfg, pool.types, { admit: (i, m, t) => this.leaderAdmit(i, m, t), answer: (id, a, t) => this.answered(id, a, t) }, now));
   }
 
-  /** Offer a request to an instance's machine; false when it refused. */
-  private admitTo(inst: SimInstance, r: CoreRequest, st: ReqState, now: number): boolean {
-    if (!inst.brain) return false;
+  /**
+   * A pool leader's 'admit' to an instance: the instance machine's admission (a KV cache that cannot hold the
+   * request refuses it as overloaded). A new request is counted on its instance; a moved one leaves its old one.
+   */
+  private leaderAdmit(inst: SimInstance, m: InferenceRequest, now: number): Admission {
+    const arr = this.arriving.get(m.id);
+    const r = arr?.r ?? this.admitted.get(m.id);
+    const old = arr ? undefined : this.reqs.get(m.id);
+    const refuse = (code: 'overloaded' | 'unavailable', message: string): Admission => ({ v: 1, id: m.id, ok: false, error: { code, message, retryable: true, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS } });
+    if (!r || (!arr && !old)) return refuse('unavailable', 'request gone');
+    if (!inst.core?.canHold(r.promptTokens + r.outputTokens)) return refuse('overloaded', 'KV cache cannot hold the request');
+    const st: ReqState = old ?? { arrivalMs: r.arrivalMs, ttftSloMs: arr!.slo, type: arr!.c.type, pred: arr!.c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst, moves: 0 };
+    const from = old?.inst;
+    const moves = st.moves;
+    st.inst = inst;
+    st.moves = m.moves ?? 0;
+    if (from) from.outstanding--;
+    inst.outstanding++;
+    this.reqs.set(m.id, st);
+    const no = this.admitTo(inst, r, st, now);
+    if (no) {
+      st.moves = moves;
+      inst.outstanding--;
+      if (from) {
+        st.inst = from;
+        from.outstanding++;
+      } else {
+        this.reqs.delete(m.id);
+        this.admitted.delete(m.id);
+      }
+      return refuse(no.code, no.message);
+    }
+    if (arr) {
+      this.arriving.delete(m.id);
+      this.counted(inst, st.pred, now);
+    }
+    return { v: 1, id: m.id, ok: true, instance: inst.id };
+  }
+
+  /** Offer an arrival to the pools left in its list (a pool refusing it as overloaded spills to the next, as intake does). */
+  private offer(id: string, now: number): void {
+    const a = this.arriving.get(id);
+    if (!a) return;
+    for (let p = a.pools.shift(); p; p = a.pools.shift()) {
+      const adm = this.leaderOf(p, now).dispatch(a.msg, p.instances, now);
+      if (!adm) return; // held: answered()
+      if (adm.ok) return;
+      if (adm.error?.code !== 'overloaded') break;
+    }
+    this.arriving.delete(id);
+    this.rejected++;
+  }
+
+  /** A held dispatch's answer: admitted (counted by leaderAdmit), or refused (the next pool, as offer). */
+  private answered(id: string, a: Admission, now: number): void {
+    if (a.ok) return;
+    const arr = this.arriving.get(id);
+    if (arr && a.error?.code !== 'overloaded') arr.pools = [];
+    this.offer(id, now);
+  }
+
+  /** Offer a request to an instance's machine; its refusal, undefined when admitted. */
+  private admitTo(inst: SimInstance, r: CoreRequest, st: ReqState, now: number): { code: 'overloaded' | 'unavailable'; message: string } | undefined {
+    if (!inst.brain) return { code: 'unavailable', message: 'no engine' };
     // the backpressure check reads the peers (an engine full, a request not moved before)
     if (st.moves === 0 && inst.brain.s.running.size >= inst.brain.config.maxInEngine) this.peersFor(inst, now);
     this.admitted.set(r.id, r);
     const ttftSloMs = (r.ttftDeadlineMs ?? now) - r.arrivalMs;
     const fx = inst.brain.step({ type: 'admit', req: { id: r.id, type: st.pred, inputTokens: r.promptTokens, arrivalMs: r.arrivalMs, ttftDeadlineMs: r.ttftDeadlineMs ?? now, ttftSloMs, moves: st.moves } }, now);
-    return !fx.some((e) => e.kind === 'refused' && e.id === r.id);
+    for (const e of fx) if (e.kind === 'refused' && e.id === r.id) return e;
+    return undefined;
   }
 
   /**
@@ -1112,14 +1173,16 @@ export class Simulation {
     if (peers.length) b.step({ type: 'peer_statuses', peers }, now);
   }
 
-  /** The machines' tick (emergency ladder, load rise) on instances with something to do. */
+  /** The machines' tick (emergency ladder, load rise) on instances with something to do; pool leaders holding requests. */
   private brainTick(now: number): void {
-    for (const pool of this.pools)
+    for (const pool of this.pools) {
+      if (pool.leader?.holding()) this.leaderOf(pool, now).tick(pool.instances, now);
       for (const inst of pool.instances) {
         if ((inst.state !== 'active' && inst.state !== 'draining') || !inst.brain || inst.brain.idle()) continue;
         this.peersFor(inst, now);
         inst.brain.step({ type: 'tick' }, now);
       }
+    }
   }
 
   // ---------------------------------------------------------------- data plane: step
@@ -1129,90 +1192,21 @@ export class Simulation {
     this.stepHeap.push(now, inst);
   }
 
-  /**
-   * An instance's view as its status reports it to the pool: with a machine (step), the load it measures
-   * (currentLoad), its queue plus the engine's waiting, the prompt tokens awaiting prefill; the load on the
-   * dispatch memo's grid (+-5%).
-   */
-  private refreshView(i: SimInstance, now: number): void {
-    const v = i.view;
-    if (i.brain && i.core) {
-      const l = i.brain.load(now);
-      const q: LoadByType = {};
-      for (const t of REQUEST_TYPES) {
-        const x = quantiseLoad(l[t] ?? 0);
-        if (x > 0) q[t] = x;
-      }
-      v.load = q;
-      const s = i.core.stats();
-      v.queued = s.waiting + i.brain.s.queue.length;
-      v.running = s.running;
-      // the prefill backlog a new prompt would wait behind, as the live instance manager reports it
-      v.pendingPrefillTokens = i.core.pendingPrefillTokens(now) + i.brain.s.queue.reduce((n, x) => n + x.inputTokens, 0);
-      return;
-    }
-    this.decayLoad(i, now);
-    v.load = this.loadOf(i, true);
-    if (i.core) {
-      const s = i.core.stats();
-      v.queued = s.waiting;
-      v.running = s.running;
-      v.pendingPrefillTokens = i.core.pendingPrefillTokens(now);
-    }
-  }
-
-  /** Dispatch within a pool: src/policy chooseInstance (dynamic policies) or least-loaded; null when all are at capacity. */
-  private dispatch(pool: SimPool, pred: RequestType, now: number, r?: TraceRecord, only?: (i: SimInstance) => boolean): SimInstance | null {
-    // cache-aware routing (SimOptions.prefixRouting): src/policy preferPrefixHolder among the eligible instances
-    const prefer = this.o.prefixRouting && r?.hashIds?.length ? (eligible: SimInstance[]) => {
-      const id = decide.preferPrefixHolder(r.inputTokens, eligible.map((i) => ({ id: i.id, tp: i.tp, cachedPrefixTokens: i.core!.cachedPrefixTokens(r.hashIds, r.inputTokens), pendingPrefillTokens: i.core!.pendingPrefillTokens(now) })));
-      return id === undefined ? undefined : eligible.find((i) => i.id === id);
-    } : undefined;
-    if (!this.useDispatchPolicy) {
-      const eligible: SimInstance[] = [];
-      // least outstanding work per GPU among instances under their SLO throughput (utilisation at max clock,
-      // src/policy utilisationOf, below 1 - headroom): the rule the live pool manager runs today
-      // (actors/common/policy.ts pickInstance); none under it -> null (the caller spills upward)
-      let best: SimInstance | null = null;
-      let bestScore = Infinity;
-      for (const i of pool.instances) {
-        if (i.state !== 'active' || !i.core || (r && !i.core.canHold(r.inputTokens + r.outputTokens)) || (only && !only(i))) continue;
-        this.decayLoad(i, now);
-        if (this.knobs.pools !== 'single' || this.useCapCheck) {
-          let u = 0;
-          for (let k = 0; k < 9; k++) if (i.load[k] > 0) u += i.load[k] / Math.max(1e-9, maxLoadOf(this.p, REQUEST_TYPES[k], i.tp, this.maxClock));
-          if (u + 1 / LOAD_WINDOW_S / Math.max(1e-9, maxLoadOf(this.p, pred, i.tp, this.maxClock)) > 1 - this.headroom + 1e-9) continue;
-        }
-        const s = i.core.stats();
-        if (prefer) eligible.push(i);
-        const score = (s.running + 2 * (s.waiting + (i.brain?.s.queue.length ?? 0))) / i.tp;
-        if (score < bestScore || (score === bestScore && best !== null && i.tp > best.tp)) {
-          bestScore = score;
-          best = i;
-        }
-      }
-      return (prefer && eligible.length ? prefer(eligible) : undefined) ?? best;
-    }
-    const views: InstanceView[] = [];
-    const byId = new Map<string, SimInstance>();
-    for (const i of pool.instances) {
-      // an instance whose KV cache cannot hold the request (a long prompt on a small TP) is no candidate
-      if (i.state !== 'active' || (r && i.core && !i.core.canHold(r.inputTokens + r.outputTokens)) || (only && !only(i))) continue;
-      this.refreshView(i, now);
-      views.push(i.view);
-      byId.set(i.id, i);
-    }
-    if (!views.length) return null;
-    // the same SLO headroom as provisioning (the live leader can pass it in dispatchRequest's opts)
-    const preferIds = prefer && ((ids: string[]) => prefer(ids.map((x) => byId.get(x)!).filter((i) => i.core))?.id);
-    const id = dispatchQuantised({ type: pred }, views, this.p, 1 / LOAD_WINDOW_S, this.dispatchMemo, this.headroom, preferIds);
-    return id ? byId.get(id)! : null;
+  /** The baselines' dispatch within a pool (./baseline-dispatch.ts) under the SLO throughput cap; null when none (the caller spills upward). */
+  private dispatch(pool: SimPool, pred: RequestType, now: number, r: TraceRecord, only?: (i: SimInstance) => boolean): SimInstance | null {
+    return leastLoadedUnderCap(pool.instances, r.inputTokens + r.outputTokens, (i) => {
+      if (only && !only(i)) return false;
+      this.decayLoad(i, now);
+      let u = 0;
+      for (let k = 0; k < 9; k++) if (i.load[k] > 0) u += i.load[k] / Math.max(1e-9, maxLoadOf(this.p, REQUEST_TYPES[k], i.tp, this.maxClock));
+      return u + 1 / LOAD_WINDOW_S / Math.max(1e-9, maxLoadOf(this.p, pred, i.tp, this.maxClock)) <= 1 - this.headroom + 1e-9;
+    }, (eligible) => this.preferPrefix(eligible, r.hashIds, r.inputTokens, now));
   }
 
   /** src/policy preferPrefixHolder over these instances (SimOptions.prefixRouting and a row with hash_ids), else undefined. */
-  private preferPrefix(insts: SimInstance[], r: TraceRecord, now: number): string | undefined {
-    if (!this.o.prefixRouting || !r.hashIds?.length) return undefined;
-    return decide.preferPrefixHolder(r.inputTokens, insts.map((i) => ({ id: i.id, tp: i.tp, cachedPrefixTokens: i.core!.cachedPrefixTokens(r.hashIds, r.inputTokens), pendingPrefillTokens: i.core!.pendingPrefillTokens(now) })));
+  private preferPrefix(insts: SimInstance[], hashIds: readonly number[] | undefined, inputTokens: number, now: number): string | undefined {
+    if (!this.o.prefixRouting || !hashIds?.length) return undefined;
+    return decide.preferPrefixHolder(inputTokens, insts.filter((i) => i.core).map((i) => ({ id: i.id, tp: i.tp, cachedPrefixTokens: i.core!.cachedPrefixTokens(hashIds, inputTokens), pendingPrefillTokens: i.core!.pendingPrefillTokens(now) })));
   }
 
   private arriveStep(r: TraceRecord, now: number): void {
@@ -1228,43 +1222,29 @@ export class Simulation {
     }
     if (c.pred !== c.type) this.misclassified++;
     const home = this.route.get(c.pred);
+    const id = `r${this.requests}`;
+    const slo = promptTtftSloMs(TTFT_SLO_MS[inputClassOf(c.type)], r.inputTokens) * this.sloScale;
+    const req: CoreRequest = { id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo, prefixHashes: r.hashIds };
+    if (this.useDispatchPolicy) {
+      // the pools intake tries (the type's, then the longer ones; those with a ready instance when any has one),
+      // each dispatching through its leader's machine; an overloaded pool spills to the next
+      const order = (home ? [home] : []).concat(this.pools.filter((p) => p !== home && p.order > (home?.order ?? -1) && p.types.length));
+      const ready = order.filter((p) => p.instances.some((i) => i.state === 'active' && i.brain));
+      this.arriving.set(id, { r: req, c, slo, pools: ready.length ? ready : order, msg: simRequest(req, c.pred, 0) });
+      this.offer(id, now);
+      return;
+    }
     let inst = home ? this.dispatch(home, c.pred, now, r) : null;
     // overload goes upward: the next longer pools (they meet the shorter types' SLOs)
     if (!inst) for (const p of this.pools) if (p !== home && p.order > (home?.order ?? -1) && p.types.length && (inst = this.dispatch(p, c.pred, now, r))) break;
-    if (!inst && this.useDispatchPolicy) {
-      // every pool at its SLO cap: src/policy dispatchRequest's overflow choice in the home pool (least
-      // (running + 2 x queued) / tp, ties to the larger TP), whose emergency ladder then acts
-      const act = (home ?? this.pools.find((p) => p.instances.some((i) => i.state === 'active')))?.instances.filter((i) => i.state === 'active' && i.core && i.core.canHold(r.inputTokens + r.outputTokens)) ?? [];
-      if (act.length) {
-        for (const i of act) this.refreshView(i, now);
-        const id = this.preferPrefix(act, r, now) ?? decide.leastOutstandingPerGpu(act.map((i) => i.view)).id;
-        inst = act.find((i) => i.id === id)!;
-      }
-    }
     if (!inst) {
       // everything at capacity: queue on the least-loaded active instance of the home pool (its emergency path
       // then acts), else of the nearest longer pool with one, else of any pool: what the live cluster manager does
-      // (actors/cluster-manager: the type's pool, then longer pools only). Before, the least-loaded instance of
-      // ALL pools won and a short pool's idle instances took a long pool's overflow (conv hour, multi-pool: the
-      // LL pool's overflow kept the SS/SM/SL pools' instances 90-95% busy), which fluid, like the live system,
-      // never did (step 38 vs fluid 25 kWh).
-      const pick = (ps: SimPool[]): SimInstance | null => {
-        let best: SimInstance | null = null;
-        let bs = Infinity;
-        for (const p of ps)
-          for (const i of p.instances)
-            if (i.state === 'active' && i.core && i.core.canHold(r.inputTokens + r.outputTokens)) {
-              const s = (i.outstanding + 1) / i.tp;
-              if (s < bs) {
-                bs = s;
-                best = i;
-              }
-            }
-        return best;
-      };
+      // (the type's pool, then longer pools only)
+      const pick = (ps: SimPool[]) => leastOutstanding(ps.flatMap((p) => p.instances), r.inputTokens + r.outputTokens);
       // cache-aware routing at capacity too: the least prefill before the first token among the home pool's instances
-      const homeAct = this.o.prefixRouting && home ? home.instances.filter((i) => i.state === 'active' && i.core && i.core.canHold(r.inputTokens + r.outputTokens)) : [];
-      const held = homeAct.length ? this.preferPrefix(homeAct, r, now) : undefined;
+      const homeAct = this.o.prefixRouting && home ? home.instances.filter((i) => canServe(i, r.inputTokens + r.outputTokens)) : [];
+      const held = homeAct.length ? this.preferPrefix(homeAct, r.hashIds, r.inputTokens, now) : undefined;
       inst = (held && homeAct.find((i) => i.id === held)) || (home && pick([home])) || null;
       for (const p of this.pools) if (!inst && p !== home && p.order > (home?.order ?? -1) && p.types.length) inst = pick([p]);
       inst ??= pick(this.pools);
@@ -1273,17 +1253,13 @@ export class Simulation {
       this.rejected++;
       return;
     }
-    const id = `r${this.requests}`;
-    const slo = promptTtftSloMs(TTFT_SLO_MS[inputClassOf(c.type)], r.inputTokens) * this.sloScale;
     let at: SimInstance = inst;
-    const req: CoreRequest = { id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo, prefixHashes: r.hashIds };
     const st: ReqState = { arrivalMs: now, ttftSloMs: slo, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst: at, moves: 0 };
     this.reqs.set(id, st);
     at.outstanding++;
-    // the pool offers it to the instance machine; on a refusal (backpressure, a full queue) the next instance
-    // of the pool, at most 4 tries (the pool machine's dispatch)
+    // the instance machine may refuse (backpressure, a full queue): the next instance of the pool, at most 4 tries
     const tried = new Set<SimInstance>();
-    while (!this.admitTo(at, req, st, now)) {
+    while (this.admitTo(at, req, st, now)) {
       tried.add(at);
       const next: SimInstance | null = tried.size < 4 ? this.dispatch(at.pool, c.pred, now, r, (i) => !tried.has(i)) : null;
       if (!next) {
@@ -1296,8 +1272,13 @@ export class Simulation {
       next.outstanding++;
       st.inst = at = next;
     }
+    this.counted(at, c.pred, now);
+  }
+
+  /** The sim's own offered-load estimate of an instance takes one request of `pred` (the baselines' cap, the oracle's peaks). */
+  private counted(at: SimInstance, pred: RequestType, now: number): void {
     this.decayLoad(at, now);
-    const k = TYPE_INDEX[c.pred];
+    const k = TYPE_INDEX[pred];
     at.load[k] += 1 / LOAD_WINDOW_S;
     if (at.load[k] > at.peakCur[k]) at.peakCur[k] = at.load[k];
   }
@@ -1355,6 +1336,7 @@ export class Simulation {
     if (ttft <= st.ttftSloMs && meanTbt <= TBT_SLO_MS * this.sloScale) this.sloOk[k]++;
     st.inst.outstanding--;
     this.reqs.delete(id);
+    st.inst.pool.leader?.record(id, st.inst.id, st.lastMs);
     if (st.inst.state === 'draining') this.maybeStop(st.inst, st.lastMs);
   }
 
@@ -1812,7 +1794,7 @@ export class Simulation {
     }
 
     // the instance machines' tick: the emergency ladder, and the clock's load rise between epochs
-    let nextEm = this.knobs.emergency || this.knobs.dynamicClock ? BRAIN_TICK_MS : Infinity;
+    let nextEm = this.knobs.emergency || this.knobs.dynamicClock || this.useDispatchPolicy ? BRAIN_TICK_MS : Infinity;
     let lastT = 0;
     while (true) {
       const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs) : Infinity;

@@ -6,7 +6,7 @@
  * change the clock, move requests to peers. No decision is taken here.
  */
 import {
-  currentLoad, initialInstanceState, instanceStep,
+  currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens,
   type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState,
 } from '../policy/machines/instance.ts';
 import type { LoadByType } from '../policy/types.ts';
@@ -123,6 +123,11 @@ export class InstanceBrain {
   /** The load the instance reports to its pool (req/s by type). */
   load(now: number): LoadByType {
     return currentLoad(this.s, now, this.#cfg);
+  }
+
+  /** What its status tells the pool (actors/instance-manager #publishStatus): queue, running, load, prompt tokens awaiting prefill. */
+  report(now: number): { queued: number; running: number; loadByType: LoadByType; pendingPrefillTokens: number } {
+    return { queued: this.s.queue.length, running: this.s.running.size, loadByType: currentLoad(this.s, now, this.#cfg), pendingPrefillTokens: pendingPrefillTokens(this.s) };
   }
 
   /** Nothing for a tick to do: no queue, no emergency, no arrival since the last load-rise check. */

@@ -85,10 +85,11 @@ export interface SimOptions {
   /** fraction of SLO throughput the clock/sharding policies keep free, 0..1; default 0.2. */
   headroom?: number;
   /**
-   * dispatch within a pool: 'policy' (src/policy dispatchRequest: chooseInstance, least marginal energy under
-   * the SLO cap, memoised; overflow to the least outstanding work per GPU; the live pool leader's rule) or
-   * 'least-loaded' (least outstanding work per GPU among instances under their SLO throughput with the
-   * headroom). Default 'policy' for dynamollm, 'least-loaded' for the baselines.
+   * dispatch within a pool: 'policy' (step fidelity: the pool machine's dispatch, as the live pool leader runs it,
+   * ./pool-leader.ts: src/policy dispatchRequest on the instances' statuses, its tries and holds; an overloaded
+   * pool spills to the next) or 'least-loaded' (the baselines', ./baseline-dispatch.ts: least outstanding work per
+   * GPU among instances under their SLO throughput with the headroom). Default 'policy' for dynamollm and the oracle,
+   * 'least-loaded' for the baselines.
    */
   dispatch?: 'least-loaded' | 'policy';
   /** series sample period, s; default 60 for traces over 6 h, else 10. */

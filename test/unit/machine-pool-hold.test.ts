@@ -84,6 +84,19 @@ describe('pool machine: no ready instance, capacity coming', () => {
     expect(heldIn(d.s.jobs.values())).toBe(0);
   });
 
+  it("several statuses in one event ('statuses', the simulator's) act as each status: the held request goes to the ready instance", () => {
+    const d = Drive.ready();
+    d.status(1000, 'restarting');
+    const r = req();
+    expect(d.dispatch(1100, r)).toEqual([held(r, 10_000)]);
+    const st = (state: InstanceStatus['state'], seq: number): InstanceStatus => ({
+      v: 1, id: INST, pool: POOL, node: 'node-0', tp: 4, gpuIds: [0, 1, 2, 3], state, startedMs: T0, seq, sentMs: T0 + 2500,
+      clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
+    });
+    expect(admits(d.at(2500, { type: 'statuses', statuses: [st('restarting', 50), st('ready', 51)] }))).toEqual([[INST, r.id]]);
+    expect(d.s.instances.get(INST)?.status.seq).toBe(51);
+  });
+
   it('a node agent died with its instance: held while the reconciliation starts another on the granted GPUs', () => {
     const d = Drive.ready();
     // no status for deadAfterMs: the sweep declares the instance dead

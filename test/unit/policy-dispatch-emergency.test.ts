@@ -45,6 +45,17 @@ describe('dispatchRequest (chooseInstance + the overflow rule of the live pool l
     expect(() => dispatchRequest({ type: 'MM' }, [], p, ['MM'])).toThrow(NoInstanceError);
   });
 
+  it('prefer (cache-aware routing) names one of the eligible instances, and at capacity one of all; else the energy choice', () => {
+    const a = inst('a', 4, MEDIUM('MM')), b = inst('b', 8, MEDIUM('MM')), full = { ...inst('f', 4, cap4), running: 9 };
+    const offered: string[][] = [];
+    const prefer = (want: string) => (ids: string[]) => (offered.push(ids), ids.includes(want) ? want : undefined);
+    expect(dispatchRequest({ type: 'MM' }, [b, a, full], p, ['MM'], { prefer: prefer('b') })).toEqual({ id: 'b', atCapacity: false });
+    expect(offered.at(-1)).toEqual(['b', 'a']); // the tier's eligible ones: not the full instance
+    expect(dispatchRequest({ type: 'MM' }, [b, a, full], p, ['MM'], { prefer: prefer('f') })).toEqual({ id: 'a', atCapacity: false });
+    expect(dispatchRequest({ type: 'MM' }, [full, { ...full, id: 'g', running: 1 }], p, ['MM'], { prefer: prefer('f') })).toEqual({ id: 'f', atCapacity: true });
+    expect(dispatchRequest({ type: 'MM' }, [full, { ...full, id: 'g', running: 1 }], p, ['MM'])).toEqual({ id: 'g', atCapacity: true });
+  });
+
   it('takes exactly the decision of the live adapter (actors/common/policy.ts pickInstance) on random views', () => {
     let seed = 9;
     const r = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);

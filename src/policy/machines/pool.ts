@@ -33,10 +33,9 @@ import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
 import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
-import { capacityComing, countDispatched, dispatchViews, type DispatchViewOf, type HoldOutcome } from './router.ts';
+import { aliveInstances, capacityComing, countDispatched, dispatchViews, poolLoad, type DispatchViewOf, type HoldOutcome } from './router.ts';
+export { aliveInstances, poolLoad } from './router.ts';
 import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
-
-type Load = Partial<Record<RequestType, number>>;
 
 export interface PoolMachineConfig {
   pool: string;
@@ -65,6 +64,8 @@ export interface PoolMachineConfig {
   burstWindowMs?: number;
   /** reconfiguration costs the re-shard plan weighs (default: policy overheadTable's). */
   overhead?: PoolShardInput['overhead'];
+  /** cache-aware routing (policy dispatchRequest `prefer`; the simulator's --prefix-routing): absent live. */
+  prefer?: (req: InferenceRequest, eligibleIds: string[]) => string | undefined;
 }
 
 export interface TrackedInstance { status: InstanceStatus; lastSeenMs: number; alive: boolean }
@@ -160,6 +161,8 @@ export type PoolEvent =
   | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: DispatchedListEntry[] }
   | { type: 'lost' }
   | { type: 'status'; status: InstanceStatus }
+  /** several instances' statuses at once, in order (the simulator hands over those due in one event). */
+  | { type: 'statuses'; statuses: InstanceStatus[] }
   /** a request's record: it ended (on `instance`). */
   | { type: 'record'; id: string; instance?: string }
   | { type: 'sweep' }
@@ -267,14 +270,16 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.reconciling = 0;
       for (const [job, j] of s.jobs) finish(s, fx, job, j, now, cfg, refusal(cfg, 'unavailable', `${cfg.holder} no longer leads ${cfg.pool}`));
       break;
-    case 'status': {
-      const arrived = cfg.burstWindowMs ? admittedBetween(s.instances.get(ev.status.id)?.status, ev.status) : undefined;
-      onStatus(s, fx, ev.status, now, cfg);
-      // the burst guard's window: what the pool's instances admitted, minute by minute
-      if (arrived) s.recentLoad = recordPoolArrivals(s.recentLoad, arrived, now, cfg.burstWindowMs!);
+    case 'status':
+    case 'statuses':
+      for (const st of ev.type === 'status' ? [ev.status] : ev.statuses) {
+        const arrived = cfg.burstWindowMs ? admittedBetween(s.instances.get(st.id)?.status, st) : undefined;
+        onStatus(s, fx, st, now, cfg);
+        // the burst guard's window: what the pool's instances admitted, minute by minute
+        if (arrived) s.recentLoad = recordPoolArrivals(s.recentLoad, arrived, now, cfg.burstWindowMs!);
+      }
       advance(s, fx, now, cfg);
       break;
-    }
     case 'record': {
       const o = s.outstanding.get(ev.id);
       if (o && (!ev.instance || ev.instance === o.instance)) {
@@ -502,18 +507,6 @@ function streamOf(id: string): string | undefined {
   }
 }
 
-/** The instances alive for the pool. */
-export function aliveInstances(s: Pick<PoolMachineState, 'instances'>): InstanceStatus[] {
-  return [...s.instances.values()].filter((t) => t.alive).map((t) => t.status);
-}
-
-/** Measured pool load (req/s by type) = sum of its alive instances' loads. */
-export function poolLoad(s: Pick<PoolMachineState, 'instances'>): Load {
-  const out: Load = {};
-  for (const st of aliveInstances(s)) for (const [t, v] of Object.entries(st.loadByType) as [RequestType, number][]) out[t] = (out[t] ?? 0) + v;
-  return out;
-}
-
 const holdable = (s: PoolMachineState, now: number, cfg: PoolMachineConfig, self = 0) => capacityComing({
   reshard: s.reshard !== undefined, starting: s.starting.size, held: [...s.jobs.values()].filter((j) => (j.holdUntilMs ?? -Infinity) > -Infinity).length - self,
   instances: s.instances.values(), assignment: s.assignment, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs,
@@ -569,7 +562,7 @@ function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: Disp
     v = views(s, j.tried);
   }
   if (!v.length || j.attempts >= DISPATCH_TRIES) return finish(s, fx, job, j, now, cfg, j.lastError ?? refusal(cfg, 'overloaded', `pool ${cfg.pool} has no ready instance`));
-  const choice = dispatchRequest(j.req, v, cfg.profile, s.types, { headroom: cfg.headroom }).id;
+  const choice = dispatchRequest(j.req, v, cfg.profile, s.types, { headroom: cfg.headroom, ...(cfg.prefer ? { prefer: (ids: string[]) => cfg.prefer!(j.req, ids) } : {}) }).id;
   // count it at once in the local view so a burst spreads before the next status arrives
   s.instances.set(choice, countDispatched(s.instances.get(choice)!, j.req.inputTokens));
   const req = { ...j.req, pool: cfg.pool };

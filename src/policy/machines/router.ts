@@ -59,6 +59,18 @@ export function capacityComing(p: { reshard: boolean; starting: number; held: nu
   return (p.newLeader ?? false) || (p.assignment?.grants.some((g) => g.gpuIds.length > 0) ?? false);
 }
 
+/** The instances alive for the pool (the pool machine's view). */
+export function aliveInstances(s: { instances: Map<string, TrackedInstance> }): InstanceStatus[] {
+  return [...s.instances.values()].filter((t) => t.alive).map((t) => t.status);
+}
+
+/** Measured pool load (req/s by type) = sum of its alive instances' loads. */
+export function poolLoad(s: { instances: Map<string, TrackedInstance> }): Partial<Record<RequestType, number>> {
+  const out: Partial<Record<RequestType, number>> = {};
+  for (const st of aliveInstances(s)) for (const [t, v] of Object.entries(st.loadByType) as [RequestType, number][]) out[t] = (out[t] ?? 0) + v;
+  return out;
+}
+
 /**
  * The dispatch view (policy dispatchRequest's input) of the tracked instances that are alive, ready and
  * not excluded: the pool leader's (pool.ts), and the gateway's for the pools it routes itself.
