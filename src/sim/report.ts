@@ -70,8 +70,28 @@ export function breakdownTable(results: SimResult[]): string[] {
       return `${name} ${d >= 0 ? '+' : ''}${d.toFixed(2)}`;
     });
     out.push(`dynamollm - oracle by part, kWh: ${parts.join(', ')} (GPU-hours ${f1(dyn.gpuHours)} vs ${f1(orc.gpuHours)})`);
+    const g = gapCauses(dyn, orc);
+    if (g) out.push(`dynamollm - oracle by cause, kWh: capacity held in instances ${sgn(g.capacityKWh)} (${f1(dyn.gpuHours)} vs ${f1(orc.gpuHours)} instance GPU-hours at the oracle's ${g.oracleKWhPerGpuH.toFixed(4)} kWh each), instance efficiency ${sgn(g.efficiencyKWh)} (${g.dynKWhPerGpuH.toFixed(4)} kWh per instance GPU-hour: clock, TP split, batching), GPUs in no instance ${sgn(g.noInstanceKWh)}`);
   }
   return out;
+}
+
+const sgn = (v: number) => `${v >= 0 ? '+' : ''}${v.toFixed(2)}`;
+
+/**
+ * dynamollm's energy above the oracle's split by cause (exact: the three sum to the difference). Instance energy
+ * (starting, idle and stepping) over instance GPU-hours is a policy's energy per instance GPU-hour; `capacity`
+ * prices the instance GPU-hours dynamollm holds beyond the oracle's at the oracle's rate (instances kept for load
+ * that does not come: the burst guard, the forecast's headroom, pools too small to share), `efficiency` prices
+ * dynamollm's hours at the difference of the rates (a clock above need, a TP split that steps at more energy,
+ * smaller batches), `noInstance` is the GPUs granted and in no instance. Undefined without a breakdown or GPU-hours.
+ */
+export function gapCauses(dyn: SimResult, orc: SimResult): { capacityKWh: number; efficiencyKWh: number; noInstanceKWh: number; dynKWhPerGpuH: number; oracleKWhPerGpuH: number } | undefined {
+  const a = dyn.energyBreakdown, b = orc.energyBreakdown;
+  if (!a || !b || !(dyn.gpuHours > 0) || !(orc.gpuHours > 0)) return undefined;
+  const inst = (x: NonNullable<SimResult['energyBreakdown']>) => x.startingKWh + x.instanceIdleKWh + x.instanceBusyKWh;
+  const ed = inst(a) / dyn.gpuHours, eo = inst(b) / orc.gpuHours;
+  return { capacityKWh: (dyn.gpuHours - orc.gpuHours) * eo, efficiencyKWh: dyn.gpuHours * (ed - eo), noInstanceKWh: a.unallocatedKWh - b.unallocatedKWh, dynKWhPerGpuH: ed, oracleKWhPerGpuH: eo };
 }
 
 /** The plotting library's browser bundles, read once and inlined, so a report opens offline. */
