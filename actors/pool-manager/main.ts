@@ -1,7 +1,7 @@
 /**
  * `pool` actor process: `--id ID --config FILE [--pools pool-SS,pool-MM,...]` hosts one PoolLeader per
  * pool (each with its own lease), so one process can stand for all pools on a small machine; run two such
- * processes for standby leaders.
+ * processes for standby leaders. With `--health HOST:PORT` it serves its /metrics there (metrics.ts).
  */
 import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
@@ -11,6 +11,7 @@ import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { PoolLeader } from './pool-leader.ts';
 import { closeMilpPlanner } from '../common/policy.ts';
+import { poolManagerMetrics } from './metrics.ts';
 
 export const summary = 'pool manager: dispatch, re-shard epoch, instance failures (one leader per pool)';
 
@@ -37,6 +38,12 @@ export class PoolManager extends Actor {
     await Promise.all(this.leaders.map((l) => l.stop()));
     await closeMilpPlanner();
   }
+  /** Prometheus text of this pool manager (served on --health HOST:PORT as /metrics): leads, holds and their outcomes. */
+  metricsText(): Promise<string> {
+    this.#metrics ??= poolManagerMetrics(this.id, () => this.leaders);
+    return this.#metrics.text();
+  }
+  #metrics?: ReturnType<typeof poolManagerMetrics>;
   protected override heartbeatMeta() {
     return { leads: this.leaders.filter((l) => l.isLeader()).map((l) => l.pool).join(',') };
   }

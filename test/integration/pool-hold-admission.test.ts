@@ -13,6 +13,9 @@
  *   again when the cluster's dispatch is retried, and the request completes.
  *
  * Without the hold notice each request fails after 2 s with the intake's timeout.
+ *
+ * The pool managers serve their /metrics on their health address: the leader counts each hold and how it
+ * ended (dispatched), shows the request held while it waits, and the standby that took over counts its own.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHarness, type Harness } from './control-harness.ts';
@@ -21,6 +24,9 @@ import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { PoolStatus, controlSubjects, subjects, type InferenceRequest, type TokenChunk } from '../../protocols/index.ts';
+import { freePort } from '../helpers/net.ts';
+import { parsePrometheusText } from '../../src/telemetry/prom-parse.ts';
+import { promtoolProblems } from '../helpers/promtool.ts';
 
 const POOL = 'pool-all';
 const STARTUP_MS = 6000;
@@ -29,6 +35,8 @@ let h: Harness;
 let gw: Bus;
 let backend: NatsBackend;
 const leaders: string[] = [];
+/** each pool manager's health address, where it serves its /metrics. */
+const metricsPort = new Map<string, number>();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
@@ -46,8 +54,10 @@ beforeAll(async () => {
   gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-hold'), name: 'gw-hold', log: silentLogger() });
   backend = new NatsBackend(gw, { admitTimeoutMs: ADMIT_MS, admitAttemptMs: 1000, chunkTimeoutMs: 30_000 });
   h.startActor('cluster', 'cm-0');
-  h.startActor('pool', 'pm-0');
-  h.startActor('pool', 'pm-1');
+  for (const id of ['pm-0', 'pm-1']) {
+    metricsPort.set(id, await freePort());
+    h.startActor('pool', id, ['--health', `127.0.0.1:${metricsPort.get(id)}`]);
+  }
   h.startActor('node', 'n0');
 }, 60_000);
 
@@ -86,6 +96,13 @@ async function send(tag: string): Promise<{ admitMs: number; chunks: TokenChunk[
   }
 }
 
+/** A pool manager's /metrics: its text and one sample's value (labels matched as given; absent: undefined). */
+async function poolMetrics(id: string): Promise<{ text: string; value(name: string, labels?: Record<string, string>): number | undefined }> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort.get(id)}/metrics`)).text();
+  const fams = parsePrometheusText(text);
+  return { text, value: (name, labels = {}) => fams.get(name)?.samples.find((x) => Object.entries({ pool: POOL, ...labels }).every(([k, v]) => x.labels[k] === v))?.value };
+}
+
 function complete(r: { chunks: TokenChunk[]; error?: string }): void {
   expect(r.error).toBeUndefined();
   const last = r.chunks[r.chunks.length - 1]!;
@@ -103,6 +120,18 @@ describe('a pool hold longer than the gateway intake budget', () => {
     complete(r);
     expect(r.admitMs).toBeGreaterThan(ADMIT_MS);
     expect(backend.counters.poolHolds).toBeGreaterThanOrEqual(1);
+    // the leader counted the hold and its outcome; it holds nothing now; the standby counted nothing
+    const leader = leaders.at(-1)!;
+    const m = await poolMetrics(leader);
+    expect(promtoolProblems(m.text)).toEqual([]);
+    expect(m.value('dynamollm_pool_leader', { manager_id: leader })).toBe(1);
+    expect(m.value('dynamollm_pool_held_requests_total')).toBeGreaterThanOrEqual(1);
+    expect(m.value('dynamollm_pool_hold_outcomes_total', { outcome: 'dispatched' })).toBeGreaterThanOrEqual(1);
+    expect(m.value('dynamollm_pool_hold_outcomes_total', { outcome: 'timed_out' })).toBe(0);
+    expect(m.value('dynamollm_pool_held_requests')).toBe(0);
+    const standby = await poolMetrics(leader === 'pm-0' ? 'pm-1' : 'pm-0');
+    expect(standby.value('dynamollm_pool_leader')).toBe(0);
+    expect(standby.value('dynamollm_pool_held_requests_total')).toBe(0);
   }, 60_000);
 
   it('the instance manager and then the pool leader holding the request SIGKILLed: the standby holds it again and it completes', async () => {
@@ -113,13 +142,20 @@ describe('a pool hold longer than the gateway intake budget', () => {
     // the node agent starts it again under the same id: its engine loads for STARTUP_MS
     await until(async () => (await h.status())?.pools.find((p) => p.id === POOL)?.instances.some((i) => i.state !== 'ready') || undefined, 10_000, 'the instance not ready');
     const holds = backend.counters.poolHolds;
+    const successor = leader === 'pm-0' ? 'pm-1' : 'pm-0';
+    const before = (await poolMetrics(successor)).value('dynamollm_pool_hold_outcomes_total', { outcome: 'dispatched' }) ?? 0;
     const pending = send('lead');
     await until(() => (backend.counters.poolHolds > holds ? true : undefined), 5000, 'the hold notice');
+    // held now, as the leader's metrics show while the request waits
+    expect((await poolMetrics(leader)).value('dynamollm_pool_held_requests')).toBeGreaterThanOrEqual(1);
     h.procs.get(leader)!.kill('SIGKILL');
     const r = await pending;
     complete(r);
     expect(r.admitMs).toBeGreaterThan(ADMIT_MS);
-    // the request was held by the standby after the leader's death
-    expect(leaders.at(-1)).not.toBe(leader);
+    // the request was held by the standby after the leader's death, and dispatched by it
+    expect(leaders.at(-1)).toBe(successor);
+    const m = await poolMetrics(successor);
+    expect(m.value('dynamollm_pool_leader')).toBe(1);
+    expect(m.value('dynamollm_pool_hold_outcomes_total', { outcome: 'dispatched' })).toBeGreaterThan(before);
   }, 90_000);
 });

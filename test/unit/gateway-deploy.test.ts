@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse } from 'yaml';
 import { splitConfig } from '../../actors/gateway/config.ts';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
+import { poolManagerMetrics } from '../../actors/pool-manager/metrics.ts';
 
 const walk = (dir: string): string[] =>
   readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
@@ -42,9 +43,12 @@ describe('deploy files', () => {
     }
   });
 
-  it('grafana dashboard queries only exported families', async () => {
+  it('grafana dashboard queries only exported families (the gateway\'s and the pool managers\')', async () => {
     const d = JSON.parse(readFileSync(join('deploy', 'grafana', 'dynamollm.json'), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
-    const exported = new Set((await new TelemetryMetrics({ processMetrics: false }).registry.getMetricsAsJSON()).map((m) => m.name));
+    const exported = new Set([
+      ...(await new TelemetryMetrics({ processMetrics: false }).registry.getMetricsAsJSON()).map((m) => m.name),
+      ...(await poolManagerMetrics('pm-0', () => []).registry.getMetricsAsJSON()).map((m) => m.name),
+    ]);
     const names = d.panels.flatMap((p) => p.targets.flatMap((t) => t.expr.match(/dynamollm_[a-z_]+/g) ?? []));
     expect(names.length).toBeGreaterThan(10);
     for (const n of names) expect(exported.has(n.replace(/_bucket$/, '')), n).toBe(true);

@@ -1,6 +1,6 @@
 /**
  * Every /metrics text passes `promtool check metrics`: the gateway's (TelemetryMetrics, with data in every
- * family) and the emulator's, whose vllm:* families carry vLLM's names, HELP, TYPE and labels
+ * family), the pool manager's (its holds) and the emulator's, whose vllm:* families carry vLLM's names, HELP, TYPE and labels
  * (vllm/v1/metrics/loggers.py: a counter declared under its `_total` name, model_name and engine labels).
  */
 import { describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { EmulatorServer } from '../../src/engine/emulator/server.ts';
 import { createPerfModel } from '../../src/model/index.ts';
 import { parsePrometheusText } from '../../src/telemetry/prom-parse.ts';
 import { promtoolProblems } from '../helpers/promtool.ts';
+import { poolManagerMetrics } from '../../actors/pool-manager/metrics.ts';
 
 /** vLLM's families: name as exposed -> [TYPE, HELP]. */
 const VLLM: Record<string, [string, string]> = {
@@ -39,6 +40,38 @@ describe('promtool check metrics', () => {
     m.httpRequests.inc({ route: '/v1/completions', code: '200' });
     m.gatewayRejections.inc({ reason: 'context_length' });
     expect(promtoolProblems(await m.text())).toEqual([]);
+  });
+
+  it("is clean on the pool manager's /metrics, which reads its leaders' holds at scrape time", async () => {
+    const holds = { held: 5, dispatched: 3, refused: 1, timed_out: 0 };
+    let held = 1;
+    const views = [
+      { pool: 'pool-SS', isLeader: () => true, heldNow: () => held, holds },
+      // a standby counts what it held while it led, and holds nothing now
+      { pool: 'pool-LL', isLeader: () => false, heldNow: () => 7, holds: { held: 2, dispatched: 2, refused: 0, timed_out: 0 } },
+    ];
+    const m = poolManagerMetrics('pm-0', () => views);
+    const text = await m.text();
+    expect(promtoolProblems(text)).toEqual([]);
+    const value = (t: string, name: string, labels: Record<string, string>) =>
+      parsePrometheusText(t).get(name)?.samples.find((x) => Object.entries(labels).every(([k, v]) => x.labels[k] === v))?.value;
+    expect(value(text, 'dynamollm_pool_leader', { pool: 'pool-SS', manager_id: 'pm-0' })).toBe(1);
+    expect(value(text, 'dynamollm_pool_leader', { pool: 'pool-LL' })).toBe(0);
+    expect(value(text, 'dynamollm_pool_held_requests', { pool: 'pool-SS' })).toBe(1);
+    expect(value(text, 'dynamollm_pool_held_requests', { pool: 'pool-LL' })).toBe(0);
+    expect(value(text, 'dynamollm_pool_held_requests_total', { pool: 'pool-SS' })).toBe(5);
+    expect(value(text, 'dynamollm_pool_hold_outcomes_total', { pool: 'pool-SS', outcome: 'dispatched' })).toBe(3);
+    expect(value(text, 'dynamollm_pool_hold_outcomes_total', { pool: 'pool-SS', outcome: 'refused' })).toBe(1);
+    expect(value(text, 'dynamollm_pool_hold_outcomes_total', { pool: 'pool-SS', outcome: 'timed_out' })).toBe(0);
+    expect(value(text, 'dynamollm_pool_hold_outcomes_total', { pool: 'pool-LL', outcome: 'dispatched' })).toBe(2);
+    // read at scrape time: the next scrape sees the new counts, not a sum with the previous ones
+    held = 0;
+    holds.held = 6;
+    holds.dispatched = 5;
+    const next = await m.text();
+    expect(value(next, 'dynamollm_pool_held_requests', { pool: 'pool-SS' })).toBe(0);
+    expect(value(next, 'dynamollm_pool_held_requests_total', { pool: 'pool-SS' })).toBe(6);
+    expect(value(next, 'dynamollm_pool_hold_outcomes_total', { pool: 'pool-SS', outcome: 'dispatched' })).toBe(5);
   });
 
   it("is clean on the emulator's /metrics, whose vllm:* families are vLLM's", async () => {
