@@ -55,7 +55,8 @@ export class PoolLeader {
   #leaderHandles: (ServeHandle | SubscribeHandle)[] = [];
   #handles: SubscribeHandle[] = [];
   #sweepTimer: unknown;
-  #leaderTimers: unknown[] = [];
+  /** the leader's timers by name: arming one again replaces it (the re-shard epoch re-phased at the pool's first traffic). */
+  #leaderTimers = new Map<string, unknown>();
   /** requests this replica held while it led (`held`), and how their dispatch ended (the pool manager's metrics read them). */
   readonly holds: Record<'held' | HoldOutcome, number> = { held: 0, dispatched: 0, refused: 0, timed_out: 0 };
   /** callers waiting for the machine's answer (dispatch, move, command), by ref. */
@@ -260,11 +261,16 @@ export class PoolLeader {
         const timer = e.timer;
         const t = this.#clock.setInterval(() => (timer === 'status' ? this.#publishPoolStatus() : this.#step(TIMER_EVENTS[timer])), e.everyMs);
         if (e.timer === 'sweep') this.#sweepTimer = t;
-        else this.#leaderTimers.push(t);
+        else {
+          const old = this.#leaderTimers.get(e.timer);
+          if (old !== undefined) this.#clock.clearInterval(old);
+          this.#leaderTimers.set(e.timer, t);
+        }
         break;
       }
       case 'disarm_leader_timers':
-        for (const t of this.#leaderTimers.splice(0)) this.#clock.clearInterval(t);
+        for (const t of this.#leaderTimers.values()) this.#clock.clearInterval(t);
+        this.#leaderTimers.clear();
         break;
       case 'admit': {
         // a grant goes to a gateway only: one sent through intake never asks for it in the (pool leader's) reply
@@ -352,8 +358,8 @@ export class PoolLeader {
   }
 
   async stop(): Promise<void> {
-    for (const t of [this.#sweepTimer, ...this.#leaderTimers]) if (t !== undefined) this.#clock.clearInterval(t);
-    this.#leaderTimers = [];
+    for (const t of [this.#sweepTimer, ...this.#leaderTimers.values()]) if (t !== undefined) this.#clock.clearInterval(t);
+    this.#leaderTimers.clear();
     this.#sweepTimer = undefined;
     for (const h of [...this.#leaderHandles, ...this.#handles]) h.unsubscribe();
     await this.#lease.stop().catch(() => {});

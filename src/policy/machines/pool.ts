@@ -142,6 +142,8 @@ export interface PoolMachineState {
   nextJob: number;
   /** when this replica last took the lead (its view of the instances fills within deadAfterMs), ms. */
   ledAtMs?: number;
+  /** when, leading, it first saw its instances admit requests: its re-shard epochs count from then, ms. */
+  trafficAtMs?: number;
   /** node commands of a reconciliation not yet answered (no re-shard epoch meanwhile). */
   reconciling: number;
   /** a MILP solve of the re-shard epoch is under way. */
@@ -160,9 +162,8 @@ export type PoolEvent =
    */
   | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: DispatchedListEntry[] }
   | { type: 'lost' }
-  | { type: 'status'; status: InstanceStatus }
-  /** several instances' statuses at once, in order (the simulator hands over those due in one event). */
-  | { type: 'statuses'; statuses: InstanceStatus[] }
+  /** an instance's status, or several at once, in order (the simulator hands over those due in one event). */
+  | { type: 'status'; status: InstanceStatus } | { type: 'statuses'; statuses: InstanceStatus[] }
   /** a request's record: it ended (on `instance`). */
   | { type: 'record'; id: string; instance?: string }
   | { type: 'sweep' }
@@ -268,15 +269,21 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.reshard = undefined;
       s.planning = false;
       s.reconciling = 0;
+      s.trafficAtMs = undefined;
       for (const [job, j] of s.jobs) finish(s, fx, job, j, now, cfg, refusal(cfg, 'unavailable', `${cfg.holder} no longer leads ${cfg.pool}`));
       break;
     case 'status':
     case 'statuses':
       for (const st of ev.type === 'status' ? [ev.status] : ev.statuses) {
-        const arrived = cfg.burstWindowMs ? admittedBetween(s.instances.get(st.id)?.status, st) : undefined;
+        const arrived = admittedBetween(s.instances.get(st.id)?.status, st);
         onStatus(s, fx, st, now, cfg);
         // the burst guard's window: what the pool's instances admitted, minute by minute
-        if (arrived) s.recentLoad = recordPoolArrivals(s.recentLoad, arrived, now, cfg.burstWindowMs!);
+        if (arrived && cfg.burstWindowMs) s.recentLoad = recordPoolArrivals(s.recentLoad, arrived, now, cfg.burstWindowMs);
+        // the first requests its instances admit start its epochs: the first one decides on a whole epoch of load
+        if (s.leader && s.trafficAtMs === undefined && arrived && Object.keys(arrived).length) {
+          s.trafficAtMs = now;
+          fx.push({ kind: 'arm_timer', timer: 'reshard', everyMs: cfg.epochMs });
+        }
       }
       advance(s, fx, now, cfg);
       break;
