@@ -4,7 +4,8 @@
  * credentials needed for that probe).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from '@nats-io/transport-node';
 import { join, resolve } from 'node:path';
@@ -152,6 +153,80 @@ export interface OwnNatsHandle extends NatsHandle {
  * find the JetStream state (leases, inventory, events) the server had written to its store.
  */
 export async function startOwnNats(opts: OwnNatsOptions): Promise<OwnNatsHandle> {
+  return superviseServer(opts, -1, 'nats-server');
+}
+
+export interface OwnNatsClusterOptions extends Omit<OwnNatsOptions, 'conf'> {
+  /** how many servers (3 or 5: JetStream keeps a quorum when one dies). */
+  nodes: number;
+  /** the config text of node `i` (listen/store_dir are overridden), given its cluster block. */
+  conf: (node: { index: number; cluster: { name: string; listen: string; routes: string[] } }) => string;
+  /** the cluster's name (route connections of another name are refused). */
+  name: string;
+}
+
+/** A private NATS cluster this process started: every node supervised as one startOwnNats server. */
+export interface OwnNatsClusterHandle extends NatsHandle {
+  started: true;
+  /** the client URL of each node. */
+  urls: string[];
+  nodes: OwnNatsHandle[];
+}
+
+/**
+ * Start `nodes` private nats-servers on 127.0.0.1 clustered with each other (routes on free ports, the route
+ * connections authenticated by a password made here and written only to the nodes' configs, mode 0600), each with
+ * its own store under `dir/node-<i>`, each restarted on its own ports when it dies. The servers find each other
+ * in the background; JetStream elects its meta leader once a quorum is up (clients retry until then).
+ */
+export async function startOwnNatsCluster(opts: OwnNatsClusterOptions): Promise<OwnNatsClusterHandle> {
+  if (!Number.isInteger(opts.nodes) || opts.nodes < 1) throw new RangeError(`nodes must be a positive integer, got ${opts.nodes}`);
+  mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+  const clientPorts: number[] = [];
+  const routePorts: number[] = [];
+  for (let i = 0; i < opts.nodes; i++) {
+    clientPorts.push(await freeLocalPort());
+    routePorts.push(await freeLocalPort());
+  }
+  const pass = randomBytes(18).toString('base64url');
+  const settled = await Promise.allSettled(
+    clientPorts.map((port, i) => {
+      const routes = routePorts.filter((_, j) => j !== i).map((p) => `nats-route://route:${pass}@127.0.0.1:${p}`);
+      const conf = withRouteAuth(opts.conf({ index: i, cluster: { name: opts.name, listen: `127.0.0.1:${routePorts[i]}`, routes } }), pass);
+      return superviseServer({ ...opts, conf, dir: join(opts.dir, `node-${i}`) }, port, `nats-server node-${i}`);
+    }),
+  );
+  const nodes = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw failed.reason;
+  }
+  const urls = nodes.map((n) => n.url);
+  let stopped: Promise<void> | undefined;
+  return { url: urls.join(','), urls, nodes, started: true, stop: () => (stopped ??= Promise.all(nodes.map((n) => n.stop())).then(() => undefined)) };
+}
+
+/** The config with the cluster block's route connections requiring user `route` and `pass`. */
+function withRouteAuth(conf: string, pass: string): string {
+  const at = conf.search(/^cluster\s*\{/m);
+  if (at < 0) throw new RangeError('the node config has no cluster block');
+  return conf.replace(/^cluster\s*\{/m, (m) => `${m}\n  authorization { user: route, password: ${JSON.stringify(pass)} }`);
+}
+
+async function freeLocalPort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      srv.close(() => (a && typeof a === 'object' ? res(a.port) : rej(new Error('no port'))));
+    });
+  });
+}
+
+/** One private server under `opts.dir` on `port` (-1: a free one), supervised until stop() (see startOwnNats). */
+async function superviseServer(opts: OwnNatsOptions, fixedPort: number, what: string): Promise<OwnNatsHandle> {
   const bin = opts.bin ?? process.env.NATS_SERVER_BIN ?? 'nats-server';
   mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   const store = join(opts.dir, 'jetstream');
@@ -162,8 +237,8 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<OwnNatsHandle>
   clearPorts();
   const conf = join(opts.dir, 'nats-server.conf');
   writeFileSync(conf, withStoreDir(opts.conf, resolve(store)), { mode: 0o600 });
-  const args = ['-c', conf, '-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', opts.dir];
-  opts.log.info({ bin, conf }, 'starting a private nats-server');
+  const args = ['-c', conf, '-a', '127.0.0.1', '-p', String(fixedPort), '--ports_file_dir', opts.dir];
+  opts.log.info({ bin, conf }, `starting a private ${what}`);
   // its own process group: a terminal's Ctrl-C reaches the process that started it (which stops NATS last, after
   // the actors that use it have drained), not the server itself; killed with this process if it exits unstopped,
   // and sent SIGTERM by the kernel if this process is killed (spawnNatsServer)
@@ -187,12 +262,12 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<OwnNatsHandle>
     });
     if (url) return { proc, url };
     proc.kill('SIGKILL');
-    throw new NatsUnavailableError(`the private nats-server did not accept connections in time: ${server.stderr()}`);
+    throw new NatsUnavailableError(`the private ${what} did not accept connections in time: ${server.stderr()}`);
   };
-  const first = await launch(['-p', '-1']);
+  const first = await launch(['-p', String(fixedPort)]);
   const url = first.url;
   const port = new URL(url.replace(/^nats:/, 'http:')).port;
-  opts.log.info({ url, pid: first.proc.pid }, 'nats-server ready');
+  opts.log.info({ url, pid: first.proc.pid }, `${what} ready`);
   let proc = first.proc;
   let stopping = false;
   let restarts = 0;
@@ -204,7 +279,7 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<OwnNatsHandle>
     p.once('exit', (code, signal) => {
       if (stopping || !backoff) return;
       if (Date.now() - upAt > backoff.maxMs) delay = backoff.initialMs;
-      opts.log.warn({ code, signal, restartInMs: delay, restarts }, 'the private nats-server died: starting it again on the same port and store');
+      opts.log.warn({ code, signal, restartInMs: delay, restarts }, `the private ${what} died: starting it again on the same port and store`);
       const again = () => {
         timer = undefined;
         if (stopping) return;
@@ -218,12 +293,12 @@ export async function startOwnNats(opts: OwnNatsOptions): Promise<OwnNatsHandle>
             proc = r.proc;
             restarts++;
             upAt = Date.now();
-            opts.log.warn({ url, pid: r.proc.pid, restarts }, 'the private nats-server is back');
+            opts.log.warn({ url, pid: r.proc.pid, restarts }, `the private ${what} is back`);
             watch(r.proc);
           },
           (err: unknown) => {
             delay = Math.min(delay * 2, backoff.maxMs);
-            opts.log.error({ err: (err as Error).message, retryInMs: delay }, 'the private nats-server did not start again; trying again');
+            opts.log.error({ err: (err as Error).message, retryInMs: delay }, `the private ${what} did not start again; trying again`);
             timer = setTimeout(again, delay);
           },
         );

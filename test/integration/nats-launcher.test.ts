@@ -5,7 +5,8 @@ import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
-import { NatsUnavailableError, probeNats, startOwnNats } from '../../src/runtime/nats-launcher.ts';
+import { NatsUnavailableError, probeNats, startOwnNats, startOwnNatsCluster } from '../../src/runtime/nats-launcher.ts';
+import { readFileSync } from 'node:fs';
 
 // The private nats-server `up` starts: a real server on a free port, and the errors an operator sees when the
 // binary is missing or refuses its config.
@@ -72,5 +73,45 @@ describe('startOwnNats', () => {
     await new Promise((r) => setTimeout(r, 600));
     expect(await probeNats('127.0.0.1', port, 300)).toBe(false);
     expect(h.restarts()).toBe(2);
+  });
+
+  it('a 3-node private cluster: routes carry a password, JetStream R3 keeps answering while a killed node comes back', async () => {
+    const c = await startOwnNatsCluster({
+      nodes: 3, name: 'dyn-test-cluster', dir: join(dir, 'cluster'), log, restart: { initialMs: 100, maxMs: 1000 },
+      conf: ({ index, cluster }) => `server_name: n${index}\njetstream {\n}\ncluster {\n  name: ${cluster.name}\n  listen: ${cluster.listen}\n  routes: [${cluster.routes.join(', ')}]\n}\n`,
+    });
+    try {
+      expect(c.urls).toHaveLength(3);
+      const conf = readFileSync(join(dir, 'cluster', 'node-0', 'nats-server.conf'), 'utf8');
+      expect(conf).toMatch(/authorization \{ user: route, password: "[\w-]{20,}" \}/);
+      expect(conf).toMatch(/nats-route:\/\/route:[\w-]{20,}@127\.0\.0\.1:\d+/);
+      const nc = await connect({ servers: c.urls, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+      try {
+        // the meta leader is elected once the routes are up: create the bucket when JetStream answers
+        let kv: Awaited<ReturnType<Kvm['create']>> | undefined;
+        const until = Date.now() + 30_000;
+        while (!kv && Date.now() < until) kv = await new Kvm(nc).create('r3', { history: 1, replicas: 3 }).catch(() => new Promise<undefined>((r) => setTimeout(() => r(undefined), 250)));
+        expect(kv, 'JetStream R3 bucket').toBeDefined();
+        await kv!.put('k', 'v1');
+        const victim = c.nodes[1]!;
+        const pid = victim.pid()!;
+        process.kill(pid, 'SIGKILL');
+        // two of three keep the quorum: reads and writes go on (a write may wait for a stream leader election)
+        const t0 = Date.now();
+        let wrote = false;
+        while (!wrote && Date.now() - t0 < 15_000) wrote = await kv!.put('k', 'v2').then(() => true, () => false);
+        expect(wrote, 'a write with one node of three dead').toBe(true);
+        expect((await kv!.get('k'))?.string()).toBe('v2');
+        const back = Date.now() + 15_000;
+        while (victim.restarts() < 1 && Date.now() < back) await new Promise((r) => setTimeout(r, 100));
+        expect(victim.restarts()).toBe(1);
+        expect(victim.pid()).not.toBe(pid);
+      } finally {
+        await nc.close();
+      }
+    } finally {
+      await c.stop();
+    }
+    for (const u of c.urls) expect(await probeNats('127.0.0.1', Number(new URL(u.replace(/^nats:/, 'http:')).port), 300)).toBe(false);
   });
 });

@@ -38,6 +38,7 @@ interface ChaosOptions {
   seed: string;
   maxTokens: string;
   settle: string;
+  natsNodes: string;
   out?: string;
 }
 
@@ -51,6 +52,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--seed <n>', 'seed of the kill schedule', '1')
     .option('--max-tokens <n>', 'max_tokens of each request', '40')
     .option('--settle <s>', 'seconds after the last kill for requests to finish (a request open longer is hung)', '60')
+    .option('--nats-nodes <n>', 'servers of up\'s private NATS (up --nats-nodes): 1, or 3 / 5 clustered', '1')
     .option('--out <file>', 'also write the JSON report here')
     .action(action(exit, (v: ChaosOptions) => chaos(v)));
 }
@@ -93,7 +95,9 @@ function processTree(root: number): Proc[] {
     else if (p.cmd.includes('engine-emulator') || p.cmd.some((a) => a.endsWith('vllm'))) kind = 'engine';
     else if (p.cmd.some((a) => a.endsWith('nats-server'))) kind = 'nats';
     if (kind === 'nats') {
-      out.push({ pid: p.pid, ppid: p.ppid, kind, id: 'nats-server' });
+      // one server per node directory of up's private NATS (node-<i>/nats-server.conf), or the only one
+      const conf = p.cmd[p.cmd.indexOf('-c') + 1] ?? '';
+      out.push({ pid: p.pid, ppid: p.ppid, kind, id: /\/(node-\d+)\/[^/]+$/.exec(conf)?.[1] ?? 'nats-server' });
       continue;
     }
     out.push({ pid: p.pid, ppid: p.ppid, kind, id });
@@ -180,7 +184,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
   const runDir = mkdtempSync(join(tmpdir(), 'dyn-chaos-'));
   const log = (s: string) => process.stderr.write(`chaos: ${s}\n`);
 
-  const up: ChildProcess = spawn(process.execPath, [...cliArgs(), 'up', ...(v.config ? ['--config', v.config] : []), '--port', String(port), '--run-dir', runDir], {
+  const natsNodes = num(v.natsNodes, 'nats-nodes');
+  const up: ChildProcess = spawn(process.execPath, [...cliArgs(), 'up', ...(v.config ? ['--config', v.config] : []), '--port', String(port), '--run-dir', runDir, '--nats-nodes', String(natsNodes)], {
     cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'error', DYNAMOLLM_LOG_PRETTY: '0' },
   });
   let upOut = '';
@@ -291,7 +296,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
     };
     const report = {
       command: `dynamollm chaos ${process.argv.slice(3).join(' ')}`.trim(),
-      durationS, rps, killEveryS, kinds,
+      durationS, rps, killEveryS, kinds, natsNodes,
       sent: results.length,
       ok: results.filter((o) => o.ok).length,
       failed: results.filter((o) => !o.ok && !o.hung).length,

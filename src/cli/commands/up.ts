@@ -27,7 +27,7 @@ import type { Command } from 'commander';
 import { num, readConfigFile, UsageError } from '../args.ts';
 import { action, type ExitCode } from '../program.ts';
 import { createLogger } from '../../runtime/logger.ts';
-import { checkAuthorization, startOwnNats, type NatsHandle } from '../../runtime/nats-launcher.ts';
+import { checkAuthorization, startOwnNats, startOwnNatsCluster, type NatsHandle } from '../../runtime/nats-launcher.ts';
 import { localClusterAuth, renderServerConfig } from '../../runtime/nats-server-config.ts';
 import { actorNatsSettings, NATS_ENV_NAMES, settingsEnv, type NatsSettings } from '../../runtime/nats-settings.ts';
 import { inboxPrefix } from '../../../protocols/permissions.ts';
@@ -54,6 +54,7 @@ interface UpOptions {
   readyTimeout: string;
   standbys: string;
   insecureNats?: boolean;
+  natsNodes: string;
   logLevel?: string;
 }
 
@@ -62,6 +63,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--config <file>', 'cluster config (YAML/JSON; see deploy/local.yaml). Default: Llama2-70B on 4 emulated 8xH100')
     .option('--nats <url>', 'use this NATS server (also NATS_URL or nats.url); it must refuse anonymous clients. Default: start a private nats-server with per-actor credentials')
     .option('--insecure-nats', 'run on a server that does not enforce authorization (warned at start, in status, dashboard)')
+    .option('--nats-nodes <n>', 'servers of the private NATS: 1, or 3 / 5 clustered on this host with JetStream R3 (one may die without an outage)', '1')
     .option('--port <n>', 'gateway HTTP port (overrides gateway.port). Default 8000')
     .option('--run-dir <dir>', 'where the derived actor config and NATS data go. Default $TMPDIR/dynamollm/')
     .option('--ready-timeout <s>', 'how long to wait for the first request to succeed, s', '600')
@@ -98,6 +100,8 @@ async function up(values: UpOptions): Promise<number> {
   const port = values.port !== undefined ? num(values.port, 'port') : gateway.port;
   const readyTimeoutS = num(values.readyTimeout, 'ready-timeout');
   const standbys = num(values.standbys, 'standbys');
+  const natsNodes = num(values.natsNodes, 'nats-nodes');
+  if (![1, 3, 5].includes(natsNodes)) throw new UsageError(`--nats-nodes must be 1, 3 or 5, got ${values.natsNodes}`);
   if (!Number.isInteger(standbys) || standbys < 0 || standbys > 8) throw new UsageError(`--standbys must be an integer 0..8, got ${values.standbys}`);
   // the managers: index 0 leads first, the others are standbys with warm state (same config, same roles)
   const managers = Array.from({ length: standbys + 1 }, (_, i) => i);
@@ -126,16 +130,26 @@ async function up(values: UpOptions): Promise<number> {
       },
       join(stateDir, 'keys'),
     );
-    const conf = renderServerConfig({
-      header: [`dynamollm up: private server of cluster ${clusterId} (generated; per-actor nkey users)`],
-      listen: '127.0.0.1:4222',
-      serverName: `dynamollm-${clusterId}`,
-      storeDir: join(stateDir, 'jetstream'),
-      accounts: [auth.account],
-    });
-    nats = await startOwnNats({ conf, dir: stateDir, log });
-    natsUrl = nats.url;
-    const key = (k: string) => ({ servers: [natsUrl], nkey: auth.creds.get(k)!.nkeyFile });
+    const nodeConf = (node?: { index: number; cluster: { name: string; listen: string; routes: string[] } }) =>
+      renderServerConfig({
+        header: [`dynamollm up: private server of cluster ${clusterId}${node ? `, node ${node.index} of ${natsNodes}` : ''} (generated; per-actor nkey users)`],
+        listen: '127.0.0.1:4222',
+        serverName: `dynamollm-${clusterId}${node ? `-${node.index}` : ''}`,
+        storeDir: join(stateDir, 'jetstream'),
+        accounts: [auth.account],
+        ...(node ? { cluster: node.cluster } : {}),
+      });
+    let servers: string[];
+    if (natsNodes === 1) {
+      nats = await startOwnNats({ conf: nodeConf(), dir: stateDir, log });
+      servers = [nats.url];
+    } else {
+      const c = await startOwnNatsCluster({ conf: nodeConf, nodes: natsNodes, name: `dynamollm-${clusterId}`, dir: stateDir, log });
+      nats = c;
+      servers = c.urls;
+    }
+    natsUrl = servers.join(',');
+    const key = (k: string) => ({ servers, nkey: auth.creds.get(k)!.nkeyFile });
     for (const i of managers) {
       childNats.set(`cluster-${i}`, key(`cluster/cm-${i}`));
       childNats.set(`pool-${i}`, key(`pool/pm-${i}`));
@@ -143,7 +157,7 @@ async function up(values: UpOptions): Promise<number> {
     for (const s of cluster.servers) childNats.set(`node-${s.id}`, key(`node/${s.id}`));
     for (let i = 0; i < gateway.replicas; i++) childNats.set(`gateway-${i}`, key(`gateway/gw-${i}`));
     observer = key('observer/');
-    clusterRaw.nats = { url: natsUrl, instanceKeysDir: auth.instanceKeysDir };
+    clusterRaw.nats = { url: servers, instanceKeysDir: auth.instanceKeysDir, jetstreamReplicas: natsNodes === 1 ? 1 : 3 };
   } else {
     natsUrl = givenUrl;
     const servers = givenUrl.split(',');
