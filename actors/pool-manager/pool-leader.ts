@@ -24,6 +24,7 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { planPoolShardsMilp } from '../common/policy.ts';
+import { poolBurstWindowMs } from '../../src/policy/pool-shards.ts';
 import {
   aliveInstances, initialPoolState, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState,
 } from '../../src/policy/machines/pool.ts';
@@ -75,8 +76,8 @@ export class PoolLeader {
       pool: o.pool, holder: o.holder, ...(o.profile ? { profile: o.profile } : {}), headroom: c.policy.headroom, deadAfterMs: c.liveness.deadAfterMs,
       statusIntervalMs: c.liveness.statusIntervalMs, epochMs: c.epochs.poolS * 1000, healthDeadlineMs: c.engine.healthDeadlineMs, initialTp: c.engine.initialTp,
       moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS, planner: c.planner === 'milp' ? 'milp' : 'heuristic',
-      // the burst guard's window: the cluster forecaster's recent window (both keep the highest minute in it)
-      burstWindowMs: c.scaling.recentWindowS * 1000,
+      // the burst guard's window: the last three re-shard epochs (policy poolBurstWindowMs, as the simulator's pools)
+      burstWindowMs: poolBurstWindowMs(c.epochs.poolS * 1000),
     };
     this.#m = initialPoolState(o.types);
     this.#lease = new LeaderLease({

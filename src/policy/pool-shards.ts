@@ -79,6 +79,19 @@ export function prefixAwareTps(profile: Profile, gpus: number, gpusPerServer: nu
   return fits.length ? [fits[fits.length - 1]!] : undefined;
 }
 
+/**
+ * The pool's burst window, in re-shard epochs: the burst guard keeps in instances what the highest minute of the
+ * last three epochs needs. A window of one or two epochs forgets a burst before a bursty load repeats it (the coding
+ * hour: a TTFT p99 past its SLO with two), while a window of six (the cluster's 30-min recent window) holds instances
+ * for a minute the diurnal load left long ago (docs/SIMULATION.md, the synthetic week).
+ */
+export const POOL_BURST_WINDOW_EPOCHS = 3;
+
+/** The burst guard's window, ms, of a pool whose re-shard epoch is `poolEpochMs` (the live pool leader's and the simulator's). */
+export function poolBurstWindowMs(poolEpochMs: number): number {
+  return POOL_BURST_WINDOW_EPOCHS * poolEpochMs;
+}
+
 /** A minute of a pool's arrivals: the requests its instances admitted in [atMs, atMs + POOL_LOAD_BUCKET_MS), by type. */
 export interface PoolLoadSample { atMs: number; counts: Partial<Record<RequestType, number>> }
 

@@ -33,6 +33,7 @@ import { TTFT_SLO_MS, TBT_SLO_MS, promptTtftSloMs } from '../model/request-types
 import { BatchingCore } from '../engine/core.ts';
 import type { InstanceConfig, LoadByType, TpDegree } from '../policy/types.ts';
 import type { HighsLike } from '../policy/milp.ts';
+import { poolBurstWindowMs } from '../policy/pool-shards.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision, recordFluidPoolArrivals, recordSimPoolArrivals, type PoolMachineConfig } from './pool-brain.ts';
@@ -671,7 +672,7 @@ export class Simulation {
     this.poolCfg ??= {
       pool: '', holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS, epochMs: this.ep.poolS * 1000,
       healthDeadlineMs: this.cost.instanceStartS * 1000, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS,
-      planner: 'heuristic', burstWindowMs: this.ep.clusterS * 1000, overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
+      planner: 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000), overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
     };
     const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), prefix: i.core?.prefixCacheTokens() }));
     const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool);
@@ -806,7 +807,7 @@ export class Simulation {
 
   /** Instance epoch: src/policy chooseClock on each instance's load estimate. */
   private instanceEpoch(now: number): void {
-    if (this.fidelity === 'step' && this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) recordSimPoolArrivals(p, now, this.ep.clusterS * 1000);
+    if (this.fidelity === 'step' && this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) recordSimPoolArrivals(p, now, poolBurstWindowMs(this.ep.poolS * 1000));
     // step: the instance machines' epoch (the load window, and their clock unless the oracle sets it below)
     if (this.fidelity === 'step') {
       for (const pool of this.pools) for (const inst of pool.instances) if (inst.state === 'active') inst.brain?.step({ type: 'epoch' }, now);
@@ -1769,7 +1770,7 @@ export class Simulation {
           this.arriveFluid(nextRec, counts, hasActive);
           await pull();
         }
-        if (this.knobs.dynamicShards && !this.knobs.oracle) for (const [p, c] of counts) recordFluidPoolArrivals(p, c, tEnd, this.ep.clusterS * 1000);
+        if (this.knobs.dynamicShards && !this.knobs.oracle) for (const [p, c] of counts) recordFluidPoolArrivals(p, c, tEnd, poolBurstWindowMs(this.ep.poolS * 1000));
         this.fluidSpill(tickMs / 1000, counts, hasActive);
         this.fluidTick(tickMs / 1000, counts, tEnd);
         if (this.nextReadyMs <= tEnd) this.activateDue(tEnd);

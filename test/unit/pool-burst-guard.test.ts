@@ -8,7 +8,7 @@ import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
 import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
-import { admittedBetween, guardedPoolLoad, planPoolShards, POOL_LOAD_BUCKET_MS, recordPoolArrivals, windowPeak, type PoolLoadSample } from '../../src/policy/pool-shards.ts';
+import { admittedBetween, guardedPoolLoad, planPoolShards, POOL_BURST_WINDOW_EPOCHS, POOL_LOAD_BUCKET_MS, poolBurstWindowMs, recordPoolArrivals, windowPeak, type PoolLoadSample } from '../../src/policy/pool-shards.ts';
 
 const profile = profileFor('llama2-70b', 'h100');
 const MIN = POOL_LOAD_BUCKET_MS;
@@ -166,6 +166,25 @@ describe('pool machine: burst guard (a window of minutes of arrivals from the st
     const plan = planPoolShards({ profile, load: { SS: 1 }, peak: { SS: 20 }, allowIdleGpus: true, gpus: 16, current: [4, 4, 4, 4], epochS: 300, gpusPerServer: 8, headroom: 0.2 })!;
     expect(k.target).toEqual(plan.target);
     expect(events(fx, 'reshard')[0]!.summary).toBe(`${POOL}: ${plan.take ? 'take' : 'keep'} ${plan.summary}`);
+  });
+
+  it('the window is three re-shard epochs (the live pool leader and the simulator): a burst 10 min before the epoch holds instances, one 20 min before no longer', () => {
+    expect(POOL_BURST_WINDOW_EPOCHS).toBe(3);
+    expect(poolBurstWindowMs(300_000)).toBe(900_000);
+    const held = (windowMs: number, epochAtMs: number): number => {
+      const d = new Drive(cfg({ profile, burstWindowMs: windowMs, headroom: 0.2 }));
+      const fx = d.lead(0, assignment([G8('node-0'), G8('node-1')]));
+      for (const cmd of nodeCmds(fx)) d.at(10, { type: 'node_result', cmd, ok: true, purpose: 'reconcile' });
+      for (const id of [a, b, c, e]) d.at(20, { type: 'status', status: status(id, { loadByType: { SS: 0.25 }, admittedByType: { SS: 100 } }) });
+      // a burst of 1,200 SS requests within the second minute, then a quiet trickle up to the epoch
+      for (const id of [a, b]) d.at(100_000, { type: 'status', status: status(id, { loadByType: { SS: 0.25 }, admittedByType: { SS: 700 } }) });
+      d.at(epochAtMs - 30_000, { type: 'status', status: status(a, { loadByType: { SS: 0.25 }, admittedByType: { SS: 712 } }) });
+      return gpus(reshardOf(d.at(epochAtMs, { type: 'reshard_epoch' })).target);
+    };
+    const W3 = poolBurstWindowMs(300_000);
+    expect(held(W3, 600_000)).toBeGreaterThan(held(W3, 1_200_000));
+    // the cluster's 30-min window would still hold the burst's instances at 20 min
+    expect(held(1_800_000, 1_200_000)).toBe(held(W3, 600_000));
   });
 
   it('without a window (burstWindowMs absent) the epoch keeps every granted GPU in an instance', () => {
