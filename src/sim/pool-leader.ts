@@ -1,8 +1,8 @@
 /**
  * One simulated pool leader's dispatch: the pool machine (src/policy/machines/pool.ts, the code the live pool
  * leader runs) on the simulator's virtual clock, stepped with the events the live leader gets: 'dispatch' for a
- * request, 'move' for an instance's emergency step 3, 'admit_result' for each admission it asked for, 'status'
- * for each instance status, 'record' when a request ends, 'tick' while it holds requests. Its tries, its local
+ * request, 'move' for an instance's emergency step 3, 'admit_result' for each admission it asked for, 'statuses'
+ * with the instance statuses due, 'record' when a request ends, 'tick' while it holds requests. Its tries, its local
  * count between two statuses, its holds (no instance ready while capacity is coming) and its choice (policy
  * dispatchRequest) are the machine's.
  *
