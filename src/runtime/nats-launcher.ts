@@ -209,12 +209,12 @@ export async function startOwnNatsCluster(opts: OwnNatsClusterOptions): Promise<
 
 /** The config with the cluster block's route connections requiring user `route` and `pass`. */
 function withRouteAuth(conf: string, pass: string): string {
-  const at = conf.search(/^cluster\s*\{/m);
-  if (at < 0) throw new RangeError('the node config has no cluster block');
+  if (!/^cluster\s*\{/m.test(conf)) throw new RangeError('the node config has no cluster block');
   return conf.replace(/^cluster\s*\{/m, (m) => `${m}\n  authorization { user: route, password: ${JSON.stringify(pass)} }`);
 }
 
-async function freeLocalPort(): Promise<number> {
+/** A TCP port free on 127.0.0.1 now (the OS's pick; another process may take it before it is used). */
+export async function freeLocalPort(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.once('error', rej);
@@ -237,13 +237,13 @@ async function superviseServer(opts: OwnNatsOptions, fixedPort: number, what: st
   clearPorts();
   const conf = join(opts.dir, 'nats-server.conf');
   writeFileSync(conf, withStoreDir(opts.conf, resolve(store)), { mode: 0o600 });
-  const args = ['-c', conf, '-a', '127.0.0.1', '-p', String(fixedPort), '--ports_file_dir', opts.dir];
+  const argsFor = (port: string) => ['-c', conf, '-a', '127.0.0.1', '-p', port, '--ports_file_dir', opts.dir];
   opts.log.info({ bin, conf }, `starting a private ${what}`);
   // its own process group: a terminal's Ctrl-C reaches the process that started it (which stops NATS last, after
   // the actors that use it have drained), not the server itself; killed with this process if it exits unstopped,
   // and sent SIGTERM by the kernel if this process is killed (spawnNatsServer)
-  const launch = async (portArgs: string[]): Promise<{ proc: ChildProcess; url: string }> => {
-    const server = await spawnNatsServer(bin, [...args.slice(0, 4), ...portArgs, ...args.slice(6)], { env: { ...process.env, ...opts.env }, detached: true });
+  const launch = async (port: string): Promise<{ proc: ChildProcess; url: string }> => {
+    const server = await spawnNatsServer(bin, argsFor(port), { env: { ...process.env, ...opts.env }, detached: true });
     const proc = server.proc;
     const killOnExit = () => proc.kill('SIGKILL');
     process.once('exit', killOnExit);
@@ -264,7 +264,7 @@ async function superviseServer(opts: OwnNatsOptions, fixedPort: number, what: st
     proc.kill('SIGKILL');
     throw new NatsUnavailableError(`the private ${what} did not accept connections in time: ${server.stderr()}`);
   };
-  const first = await launch(['-p', String(fixedPort)]);
+  const first = await launch(String(fixedPort));
   const url = first.url;
   const port = new URL(url.replace(/^nats:/, 'http:')).port;
   opts.log.info({ url, pid: first.proc.pid }, `${what} ready`);
@@ -284,7 +284,7 @@ async function superviseServer(opts: OwnNatsOptions, fixedPort: number, what: st
         timer = undefined;
         if (stopping) return;
         clearPorts();
-        launch(['-p', port]).then(
+        launch(port).then(
           (r) => {
             if (stopping) {
               r.proc.kill('SIGTERM');

@@ -10,7 +10,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +18,7 @@ import { num, readConfigFile, UsageError } from '../args.ts';
 import { action, type ExitCode } from '../program.ts';
 import { cliArgs, REPO_ROOT } from '../../runtime/code-path.ts';
 import { Bus } from '../../runtime/bus.ts';
+import { freeLocalPort } from '../../runtime/nats-launcher.ts';
 import { silentLogger } from '../../runtime/logger.ts';
 import { inboxPrefix } from '../../../protocols/permissions.ts';
 import { ClusterStatus, DecisionEvent, StatusRequest } from '../../../protocols/messages.ts';
@@ -105,17 +105,6 @@ function processTree(root: number): Proc[] {
   return out;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
-
 /** `error`: the class (http status, or the code of a stream's error event); `code`: an HTTP error body's own code, or the start of a stream error's message. */
 interface Outcome { ok: boolean; hung: boolean; error?: string; code?: string; message?: string }
 
@@ -180,7 +169,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
   const { cluster, gateway } = splitConfig(raw, v.config ? `config ${v.config}` : 'default config');
   const model = (gateway.models ?? [cluster.model])[0]!;
   const key = gateway.apiKeys[0];
-  const port = await freePort();
+  const port = await freeLocalPort();
   const runDir = mkdtempSync(join(tmpdir(), 'dyn-chaos-'));
   const log = (s: string) => process.stderr.write(`chaos: ${s}\n`);
 
