@@ -1,8 +1,9 @@
 /**
  * deploy/systemd: `systemd-analyze security --offline=true` rates every unit MEDIUM or better (exposure
  * < 7.0; the units reach OK), the units run the compiled CLI's `actor` command (no TypeScript at run time),
- * and the node agent drains its engines before any gets a signal (KillMode=mixed: SIGTERM to the agent
- * alone, which drains its instance managers, each stopping its own engine).
+ * the node agent drains its engines before any gets a signal (KillMode=mixed: SIGTERM to the agent
+ * alone, which drains its instance managers, each stopping its own engine), and every actor serves its
+ * health endpoints (the managers and the node agent with --health on loopback, the gateway on its HTTP port).
  * Without systemd-analyze (it ships with systemd) the rating is skipped with a message; the directive checks
  * still run.
  */
@@ -54,6 +55,22 @@ describe('systemd units', () => {
       expect(d.get('Environment')!.some((e) => /^NATS_(USER|PASSWORD)=/.test(e)), u).toBe(false);
       expect(d.get('EnvironmentFile'), u).toBeTruthy();
     }
+  });
+
+  it('every manager and agent unit serves /livez and /readyz (--health) on loopback, each on its own port', () => {
+    const ports = new Map<string, string>();
+    for (const u of units.filter((x) => x !== 'dynamollm-nats.service' && x !== 'dynamollm-gateway@.service')) {
+      const exec = directives(u).get('ExecStart')![0]!;
+      const m = /--health (\S+?):(\$\(\(\d+ \+ %i\)\)|\d+)'?$/.exec(exec);
+      expect(m, `${u}: ${exec}`).toBeTruthy();
+      expect(m![1], u).toBe('127.0.0.1');
+      const base = /\d+/.exec(m![2]!)![0];
+      expect([...ports.values()], `${u} shares port ${base}`).not.toContain(base);
+      ports.set(u, base);
+    }
+    expect([...ports.keys()].sort()).toEqual(['dynamollm-cluster@.service', 'dynamollm-node-agent.service', 'dynamollm-pool@.service']);
+    // the gateway serves them on its HTTP port
+    expect(directives('dynamollm-gateway@.service').get('ExecStart')![0]).toMatch(/--set port=/);
   });
 
   it('the node agent drains its engines before they get a signal', () => {
