@@ -54,6 +54,8 @@ export const subjects = {
   /** Heartbeat of one actor. */
   heartbeat: (kind: ActorKind, id: string) => `${ROOT}.hb.${kind}.${token(id)}`,
   heartbeatAll: () => `${ROOT}.hb.>`,
+  /** Heartbeats of every actor of one kind. */
+  heartbeatsOf: (kind: ActorKind) => `${ROOT}.hb.${kind}.*`,
   /** Telemetry. */
   telInstance: (instance: string) => `${ROOT}.tel.inst.${token(instance, 'instance')}`,
   telInstanceAll: () => `${ROOT}.tel.inst.*`,

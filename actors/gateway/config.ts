@@ -32,6 +32,12 @@ export const gatewaySchema = z
     requestTimeoutS: z.number().positive().default(600),
     /** budget of cluster intake (admission, retries with the same request id included), ms; default 10000. */
     admitTimeoutMs: z.number().positive().default(10_000),
+    /**
+     * how long after a leader's last heartbeat (a pool's, the cluster planner's) its successor is waited for: while
+     * such an election is under way, a request's intake is waited for past admitTimeoutMs (until admitTimeoutMs
+     * after the election, never past the request's give-up time), ms; default 60000.
+     */
+    electionHoldMs: z.number().positive().default(60_000),
     /** deadline of one intake attempt before it is sent again (a dead cluster manager held it), ms; default 3000. */
     admitAttemptMs: z.number().positive().default(3000),
     /** longest silence of a token stream before the request fails (retryable), ms; default 60000. */

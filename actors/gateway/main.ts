@@ -18,6 +18,7 @@ import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
 import { GatewayRouter } from './router.ts';
+import { ElectionWatch } from './elections.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { Counter } from 'prom-client';
 
@@ -46,6 +47,7 @@ export class GatewayActor extends Actor {
   private servable: { reason: string | null; atMs: number } = { reason: 'cluster not asked yet', atMs: 0 };
   private readonly profile: Profile | undefined;
   private router?: GatewayRouter;
+  private elections?: ElectionWatch;
 
   constructor(private readonly g: GatewayActorOptions) {
     super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000 });
@@ -96,9 +98,13 @@ export class GatewayActor extends Actor {
     this.readyTimer = setInterval(() => void this.probeCluster(), READY_PROBE_MS);
     this.readyTimer.unref();
     void this.probeCluster();
+    // the leader elections a request's intake may wait on (the managers' heartbeats)
+    const elections = new ElectionWatch(this.bus, this.g.cluster.liveness.deadAfterMs, s.electionHoldMs);
+    elections.start();
+    this.elections = elections;
     const backend = new NatsBackend(this.bus, {
       admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
-      direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes,
+      direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes, elections,
       ...(router ? { router, directAdmitMs: this.g.cluster.timeouts.dispatchMs } : {}),
     });
     failoverMetrics(this.metrics, backend.counters);
@@ -129,6 +135,7 @@ export class GatewayActor extends Actor {
     // stop taking requests and let in-flight streams finish first, then drop the telemetry subscriptions
     await this.server?.close(10_000);
     this.router?.stop();
+    this.elections?.stop();
     await super.onDrain(signal);
   }
 
@@ -156,6 +163,7 @@ export class GatewayActor extends Actor {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.readyTimer) clearInterval(this.readyTimer);
     this.router?.stop();
+    this.elections?.stop();
     await this.server?.close(0);
   }
 
@@ -173,6 +181,7 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
     ['dynamollm_gateway_routed_total', 'Request legs this gateway replica routed itself and an instance admitted directly (one round trip).', 'routed'],
     ['dynamollm_gateway_holder_died_total', 'Request legs this gateway replica routed whose instance process died before their stream ended (admitted again elsewhere, or ended at once).', 'holderDied'],
     ['dynamollm_gateway_pool_holds_total', 'Request legs a pool said it held for a ready instance (capacity coming): this gateway replica waited for their admission past its intake budget when the hold needed it.', 'poolHolds'],
+    ['dynamollm_gateway_election_holds_total', 'Request legs whose cluster intake this gateway replica waited for past its intake budget because a leader election (a pool\'s, the cluster planner\'s) was under way.', 'electionHolds'],
     ['dynamollm_gateway_intake_total', 'Request legs this gateway replica sent to the cluster intake (no routing table, no ready instance in its view, an instance unavailable, an admission that timed out).', 'viaIntake'],
   ];
   for (const [name, help, key] of def) {

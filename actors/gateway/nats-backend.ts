@@ -31,7 +31,7 @@
  * request for a ready instance (an engine or instance starting, a new leader) says so on the stream subject
  * (TokenChunk.hold, with the time within which it answers): the admission is then waited for until
  * `admitTimeoutMs` past that hold's end (a leader that dies holding it has that long to be replaced), never
- * past the request's give-up time.
+ * past the request's give-up time. So is an intake that waits on a leader election (elections.ts).
  */
 import { Agent } from 'node:http';
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
@@ -49,6 +49,7 @@ import { ChunkQueue } from './chunk-queue.ts';
 import { canMigrate, chunkExtras, continuation, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter } from './router.ts';
 import { StreamListeners } from './stream-listeners.ts';
+import { electionDeadline, type Elections } from './elections.ts';
 
 export interface NatsBackendOptions {
   /** the whole admission's budget (classification + dispatch + instance admission, retries included), ms. Default 10000. */
@@ -77,6 +78,8 @@ export interface NatsBackendOptions {
   directAdmitMs?: number;
   /** how often a routed leg waiting for its instance asks the router whether that instance's process is gone, ms. Default 250. */
   holderCheckMs?: number;
+  /** the leader elections the intake may wait on (elections.ts): while one is under way, the intake's answer is waited for past admitTimeoutMs. */
+  elections?: Elections;
 }
 
 
@@ -105,6 +108,8 @@ export interface AdmissionCounters {
   holderDied: number;
   /** legs a pool announced it held for a ready instance (TokenChunk.hold): their admission was waited for past admitTimeoutMs when the hold needed it. */
   poolHolds: number;
+  /** legs whose intake was waited for past admitTimeoutMs because a leader election was under way during it (elections.ts). */
+  electionHolds: number;
 }
 
 /** One leg of a request: its own id and stream subject (a migrated request gets a new leg on a peer). */
@@ -134,7 +139,7 @@ class LegEnded extends Error {
 }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, viaIntake: 0, holderDied: 0, poolHolds: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -148,6 +153,7 @@ export class NatsBackend implements GatewayBackend {
   private readonly router: RequestRouter | undefined;
   private readonly directAdmitMs: number;
   private readonly holderCheckMs: number;
+  private readonly elections: Elections | undefined;
   private readonly streams: StreamListeners;
   /** keep-alive connections to the engines this gateway streams from (one per concurrent stream). */
   private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: 4_000 });
@@ -169,6 +175,7 @@ export class NatsBackend implements GatewayBackend {
     this.router = opts.router;
     this.directAdmitMs = Math.min(opts.directAdmitMs ?? 2000, this.admitAttemptMs);
     this.holderCheckMs = opts.holderCheckMs ?? 250;
+    this.elections = opts.elections;
     this.streams = new StreamListeners(bus, this.direct, this.capacity);
   }
 
@@ -223,16 +230,23 @@ export class NatsBackend implements GatewayBackend {
   /**
    * The cluster's admission of `msg`, retried with the same id inside admitTimeoutMs (see the module
    * comment), or past it while a pool holds the request: until admitTimeoutMs after the end of the last hold
-   * a pool announced (`leg.heldUntilMs`), never past the request's give-up time. A refusal that retrying
-   * cannot fix (overloaded, rejected, invalid) is returned as it came.
+   * a pool announced (`leg.heldUntilMs`), or after the last leader election under way since the intake began
+   * (a pool or the cluster planner without its leader: `elections`), never past the request's give-up time.
+   * A refusal that retrying cannot fix (overloaded, rejected, invalid) is returned as it came.
    */
-  private admitIntake(msg: InferenceRequest, signal: AbortSignal, leg: Leg): Promise<Admission> {
-    const base = Date.now() + this.admitTimeoutMs;
-    return retrying(
-      this.bus, this.counters, () => Math.min(Math.max(base, leg.heldUntilMs ?? 0), msg.giveUpAtMs), this.admitAttemptMs, signal,
-      (timeoutMs) => this.bus.request(subjects.clusterIntake(), InferenceRequest, msg, Admission, { timeoutMs, signal }),
-      (a) => !a.ok && retryableAdmission(a.error?.code) && a.error?.retryable !== false,
-    );
+  private async admitIntake(msg: InferenceRequest, signal: AbortSignal, leg: Leg): Promise<Admission> {
+    const start = Date.now();
+    const base = start + this.admitTimeoutMs;
+    const held = () => Math.max(base, leg.heldUntilMs ?? 0);
+    const elected = () => electionDeadline(this.elections, start, this.admitTimeoutMs);
+    try {
+      return await retrying(this.bus, this.counters, () => Math.min(Math.max(held(), elected()), msg.giveUpAtMs), this.admitAttemptMs, signal,
+        (timeoutMs) => this.bus.request(subjects.clusterIntake(), InferenceRequest, msg, Admission, { timeoutMs, signal }),
+        (a) => !a.ok && retryableAdmission(a.error?.code) && a.error?.retryable !== false);
+    } finally {
+      // waited past its budget (and any pool hold's) because an election was under way
+      if (Date.now() > held() && elected() > held()) this.counters.electionHolds++;
+    }
   }
 
   /**

@@ -7,7 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
-import { TABLE_STALE_MS, initialRouterState, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
+import { MAX_ELECTION_ROLES, TABLE_STALE_MS, electionLeaderSeen, initialElectionState, initialRouterState, lastElectionMs, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
 import type { InstanceStatus, RoutingTable } from '../../protocols/control.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 import type { RequestType } from '../../protocols/request-types.ts';
@@ -159,5 +159,38 @@ describe('gateway routing (router machine)', () => {
     // without a start in the admission (an older instance), silence alone decides
     expect(routerHolderGone(s2, 'k', undefined, T0, T0 + 200 + DEAD, rc)).toBe(false);
     expect(routerHolderGone(s2, 'k', undefined, T0, T0 + 200 + DEAD + 1, rc)).toBe(true);
+  });
+});
+
+describe('leader elections the gateway follows (electionLeaderSeen, lastElectionMs)', () => {
+  const DEAD = 1500;
+  const HOLD = 60_000;
+  it('a leader beating is no election; one silent past deadAfterMs is under way until its successor beats, then ended then', () => {
+    const s = initialElectionState();
+    for (let t = 0; t <= 1000; t += 250) electionLeaderSeen(s, 'pool:a', t, DEAD);
+    expect(lastElectionMs(s, 2000, DEAD, HOLD)).toBeUndefined();
+    // the leader's last beat at 1000: dead after 2500, under way from then on
+    expect(lastElectionMs(s, 2400, DEAD, HOLD)).toBeUndefined();
+    expect(lastElectionMs(s, 2600, DEAD, HOLD)).toBe(2600);
+    expect(lastElectionMs(s, 9000, DEAD, HOLD)).toBe(9000);
+    // the successor beats at 9500: the election ended then, and stays the last one
+    electionLeaderSeen(s, 'pool:a', 9500, DEAD);
+    expect(lastElectionMs(s, 9600, DEAD, HOLD)).toBe(9500);
+    electionLeaderSeen(s, 'pool:a', 9750, DEAD);
+    expect(lastElectionMs(s, 9900, DEAD, HOLD)).toBe(9500);
+  });
+  it('a leader silent for holdMs is no longer waited for; the latest of several roles counts', () => {
+    const s = initialElectionState();
+    electionLeaderSeen(s, 'cluster', 0, DEAD);
+    electionLeaderSeen(s, 'pool:b', 0, DEAD);
+    expect(lastElectionMs(s, HOLD - 1, DEAD, HOLD)).toBe(HOLD - 1);
+    expect(lastElectionMs(s, HOLD + 1, DEAD, HOLD)).toBeUndefined();
+    electionLeaderSeen(s, 'pool:b', HOLD + 10, DEAD);
+    expect(lastElectionMs(s, HOLD + 20, DEAD, HOLD)).toBe(HOLD + 10);
+  });
+  it(`follows at most ${MAX_ELECTION_ROLES} roles`, () => {
+    const s = initialElectionState();
+    for (let i = 0; i < MAX_ELECTION_ROLES + 10; i++) electionLeaderSeen(s, `pool:${i}`, 0, DEAD);
+    expect(s.roles.size).toBe(MAX_ELECTION_ROLES);
   });
 });

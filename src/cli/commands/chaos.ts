@@ -290,7 +290,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       ok: results.filter((o) => o.ok).length,
       failed: results.filter((o) => !o.ok && !o.hung).length,
       hung: results.filter((o) => o.hung).length,
-      retried: metrics.retries, migrated: metrics.migrated, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds,
+      retried: metrics.retries, migrated: metrics.migrated, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds, electionHolds: metrics.electionHolds,
       errors, errorCodes, errorMessages,
       kills: { total: kills.length, byKind },
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
@@ -353,8 +353,8 @@ async function watchKill(k: Kill, root: number, status: () => ClusterStatus | un
   }
 }
 
-/** The gateway's admission retries, migrations, requests held for a reconnect and legs a pool held, from its /metrics (null when unreadable). */
-async function gatewayCounters(url: string, token: string | undefined): Promise<{ retries: number | null; migrated: number | null; held: number | null; poolHolds: number | null }> {
+/** The gateway's admission retries, migrations, requests held for a reconnect, legs a pool held and legs held for an election, from its /metrics (null when unreadable). */
+async function gatewayCounters(url: string, token: string | undefined): Promise<{ retries: number | null; migrated: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null }> {
   try {
     const r = await fetch(`${url}/metrics`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
     const text = await r.text();
@@ -362,8 +362,8 @@ async function gatewayCounters(url: string, token: string | undefined): Promise<
       const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
       return m ? Number(m[1]) : null;
     };
-    return { retries: read('dynamollm_gateway_admission_retries_total'), migrated: read('dynamollm_gateway_migrations_total'), held: read('dynamollm_gateway_held_for_reconnect_total'), poolHolds: read('dynamollm_gateway_pool_holds_total') };
+    return { retries: read('dynamollm_gateway_admission_retries_total'), migrated: read('dynamollm_gateway_migrations_total'), held: read('dynamollm_gateway_held_for_reconnect_total'), poolHolds: read('dynamollm_gateway_pool_holds_total'), electionHolds: read('dynamollm_gateway_election_holds_total') };
   } catch {
-    return { retries: null, migrated: null, held: null, poolHolds: null };
+    return { retries: null, migrated: null, held: null, poolHolds: null, electionHolds: null };
   }
 }

@@ -207,3 +207,40 @@ export function routerPick(s: RouterState, pool: string, req: { type?: RequestTy
   inst.set(id, countDispatched(inst.get(id)!, req.inputTokens));
   return id;
 }
+
+/**
+ * The leader elections the gateway follows (the cluster planner's, each pool's), from the managers'
+ * heartbeats: per role, when a live heartbeat last named its leader, and when the last gap longer than
+ * deadAfterMs (a leader dead, no successor leading yet) ended. Bounded: at most MAX_ELECTION_ROLES roles.
+ */
+export interface ElectionState { roles: Map<string, { seenMs: number; gapEndedMs?: number }> }
+
+/** Roles (the cluster planner and the pools) an ElectionState follows at most. */
+export const MAX_ELECTION_ROLES = 4096;
+
+export function initialElectionState(): ElectionState {
+  return { roles: new Map() };
+}
+
+/** A heartbeat named the leader of `role` at `now`: a silence of more than deadAfterMs before it was an election, ended now. */
+export function electionLeaderSeen(s: ElectionState, role: string, now: number, deadAfterMs: number): void {
+  const r = s.roles.get(role);
+  if (!r && s.roles.size >= MAX_ELECTION_ROLES) return;
+  const gapEndedMs = r && now - r.seenMs > deadAfterMs ? now : r?.gapEndedMs;
+  s.roles.set(role, gapEndedMs !== undefined ? { seenMs: now, gapEndedMs } : { seenMs: now });
+}
+
+/**
+ * The last time an election was under way, as of `now`: `now` while a role's leader was last named more than
+ * deadAfterMs but less than holdMs ago (dead, and a successor may still lead: the longest a request's intake
+ * waits for it), else the end of the latest gap; undefined when none was seen.
+ */
+export function lastElectionMs(s: ElectionState, now: number, deadAfterMs: number, holdMs: number): number | undefined {
+  let last: number | undefined;
+  for (const r of s.roles.values()) {
+    const silent = now - r.seenMs;
+    const t = silent > deadAfterMs && silent < holdMs ? now : r.gapEndedMs;
+    if (t !== undefined && (last === undefined || t > last)) last = t;
+  }
+  return last;
+}
