@@ -14,7 +14,8 @@ export type EventPublisher = (kind: EventKind, summary: string, decision: Record
 export function eventPublisher(bus: Bus, actor: string, log: Logger, clock: Clock = systemClock): EventPublisher {
   return (kind, summary, decision, inputs) => {
     const ev: DecisionEvent = { v: 1, kind, actor, atMs: clock.now(), summary: summary.slice(0, 1024), decision, inputs };
-    log.info({ event: kind, decision }, summary);
+    // the inputs too at debug level (the twin check compares the two sides' decisions event by event)
+    log.info({ event: kind, decision, ...(log.isLevelEnabled('debug') ? { inputs } : {}) }, summary);
     try {
       bus.publish(subjects.event(kind, actor), DecisionEvent, ev);
     } catch (err) {
