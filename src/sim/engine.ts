@@ -25,7 +25,7 @@
  *   (./fluid.ts), not the profile's independent-Poisson one.
  * Energy is modelled (src/model, with its calibration), never measured.
  */
-import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type RequestType, type LengthClass } from '../../protocols/request-types.ts';
+import { REQUEST_TYPES, inputClassOf, type RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
 import type { PerfModel } from '../model/types.ts';
 import { interpolate, latencyWithinSlo, maxLoadOf, idlePowerOf } from '../model/profile.ts';
@@ -50,7 +50,8 @@ import { canServe, leastLoadedUnderCap, leastOutstanding } from './baseline-disp
 import type { Admission, InferenceRequest } from '../../protocols/messages.ts';
 import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { LogHistogram, percentile } from './metrics.ts';
-import { classifyCached, forEachRecord, longInputClassBound, overContext, rng, type TraceRecord } from './trace.ts';
+import { SimClassifier } from './classifier.ts';
+import { forEachRecord, longInputClassBound, overContext, rng, type TraceRecord } from './trace.ts';
 import type { Fidelity, PolicyName, SimCosts, SimEpochs, SimOptions, SimResult, LatencyStats } from './types.ts';
 
 export const DEFAULT_EPOCHS: SimEpochs = { clusterS: 1800, poolS: 300, instanceS: 5 };
@@ -106,12 +107,6 @@ export interface EngineInputs {
   /** every transition of every instance machine (step fidelity), with its configuration: tests replay them. */
   onInstanceStep?: (instance: string, cfg: InstanceMachineConfig, ev: InstanceEvent, now: number, effects: InstanceEffect[]) => void;
 }
-
-const OUT_CLASSES: LengthClass[] = ['S', 'M', 'L'];
-/** requestTypeOf(inputClassOf(t), oc), tabulated (the REQUEST_TYPES strings themselves: no string built per request). */
-const WITH_OUTPUT = Object.fromEntries(
-  REQUEST_TYPES.map((t) => [t, Object.fromEntries(OUT_CLASSES.map((oc) => [oc, REQUEST_TYPES.find((x) => x === requestTypeOf(inputClassOf(t), oc))!]))]),
-) as Record<RequestType, Record<LengthClass, RequestType>>;
 
 /** EWMA window of an instance's offered-load estimate, s (dispatch adds 1/window per request: policy default 0.1). */
 const LOAD_WINDOW_S = 10;
@@ -233,9 +228,8 @@ export class Simulation {
   private readonly gpusPerServer: number;
   private readonly sloScale: number;
   private readonly rand: () => number;
-  /** the output-length classifier's own random stream (and its seed, replayed by the template pre-pass). */
-  private readonly predRand: () => number;
-  private readonly predSeed: number;
+  /** intake's classification (./classifier.ts: the proxy, or the live intake's online predictor). */
+  private readonly classifier: SimClassifier;
   /** SLO throughput kept free by provisioning, sharding, clock and dispatch choices; default 0.2. */
   private readonly headroom: number;
   private pools: SimPool[] = [];
@@ -308,39 +302,17 @@ export class Simulation {
     this.totalGpus = this.o.servers * this.gpusPerServer;
     this.sloScale = this.o.sloScale ?? 1;
     this.rand = rng(this.o.seed ?? 7);
-    this.predSeed = (this.o.seed ?? 7) + 7919;
-    this.predRand = rng(this.predSeed);
     this.headroom = this.o.headroom ?? 0.2;
     // 'policy': src/policy chooseInstance per request (marginal energy; ~1 ms per call at mixed loads, so
     // slow); default 'least-loaded' (what actors/common/policy.ts pickInstance runs live today)
     this.useDispatchPolicy = (this.o.dispatch ?? (this.o.policy === 'dynamollm' || this.o.policy === 'oracle' ? 'policy' : 'least-loaded')) === 'policy';
     this.maxContext = this.o.maxContext ?? Math.max(this.perf.model.maxContext, DEFAULT_CONTEXT_FLOOR);
     this.longInputMax = longInputClassBound(this.maxContext);
+    if (this.o.predictor === 'online' && this.fidelity !== 'step') throw new RangeError("the online predictor learns from completed requests: step fidelity only (--fidelity step)");
+    this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, longInputMax: this.longInputMax, model: this.o.model });
   }
 
-  // ---------------------------------------------------------------- classification & load template
-  /**
-   * Output-length prediction: right with probability `acc`, else a neighbouring class (the proxy classifier's
-   * errors are mostly off by one class). The policy sees only the prediction. Draws from `rand` only: the
-   * classifier's own stream (`predRand`), so the template pre-pass reproduces every prediction exactly.
-   */
-  private predict(type: RequestType, rand: () => number): RequestType {
-    if (this.knobs.oracle) return type; // the oracle knows every request's true length
-    const acc = this.o.predictorAccuracy ?? 0.81;
-    let oc = outputClassOf(type);
-    if (rand() >= acc) {
-      const i = OUT_CLASSES.indexOf(oc);
-      oc = i === 0 ? 'M' : i === 2 ? 'M' : rand() < 0.5 ? 'S' : 'L';
-    }
-    return WITH_OUTPUT[type][oc];
-  }
-
-  private classify(r: TraceRecord): { type: RequestType; pred: RequestType } | null {
-    const type = classifyCached(r.inputTokens, r.outputTokens, this.longInputMax);
-    if (type === null) return null;
-    return { type, pred: this.predict(type, this.predRand) };
-  }
-
+  // ---------------------------------------------------------------- load template
   /**
    * Pre-pass over the trace: per-minute arrivals by PREDICTED type (the "load template" the forecasts read).
    * By predicted type because that is what is routed (pools serve predicted types) and all a live forecaster can
@@ -353,11 +325,9 @@ export class Simulation {
     const perMin = Object.fromEntries(REQUEST_TYPES.map((t) => [t, new Float64Array(16)])) as Record<RequestType, Float64Array>;
     let last = 0;
     let count = 0;
-    const rand = rng(this.predSeed);
     await forEachRecord(this.inp.records(), (r) => {
-      const c = classifyCached(r.inputTokens, r.outputTokens, this.longInputMax);
-      if (c === null || overContext(r, this.maxContext)) return;
-      const type = this.predict(c, rand);
+      const type = overContext(r, this.maxContext) ? null : this.classifier.templateClass(r);
+      if (type === null) return;
       const b = Math.floor(r.tMs / 60000);
       if (b >= perMin.SS.length) {
         for (const t of REQUEST_TYPES) {
@@ -1048,6 +1018,7 @@ export class Simulation {
   /** A request leaves the simulation without being served; false if it had left already. */
   private dropRequest(id: string, now: number): boolean {
     const st = this.reqs.get(id);
+    this.classifier.forget(id);
     if (!st) return false;
     this.reqs.delete(id);
     st.inst.outstanding--;
@@ -1216,14 +1187,14 @@ export class Simulation {
       this.refusedOverContext++;
       return;
     }
-    const c = this.classify(r);
+    const id = `r${this.requests}`;
+    const c = this.classifier.classify(r, id);
     if (!c) {
       this.unservable++;
       return;
     }
     if (c.pred !== c.type) this.misclassified++;
     const home = this.route.get(c.pred);
-    const id = `r${this.requests}`;
     const slo = promptTtftSloMs(TTFT_SLO_MS[inputClassOf(c.type)], r.inputTokens) * this.sloScale;
     const req: CoreRequest = { id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo, prefixHashes: r.hashIds };
     if (this.useDispatchPolicy) {
@@ -1334,6 +1305,7 @@ export class Simulation {
     this.ttftOverSlo[st.type].push(ttft / st.ttftSloMs);
     const meanTbt = st.tbtN ? st.tbtSum / st.tbtN : 0;
     this.done[k]++;
+    this.classifier.completed(id);
     if (ttft <= st.ttftSloMs && meanTbt <= TBT_SLO_MS * this.sloScale) this.sloOk[k]++;
     st.inst.outstanding--;
     this.reqs.delete(id);
@@ -1682,7 +1654,7 @@ export class Simulation {
       this.refusedOverContext++;
       return;
     }
-    const c = this.classify(r);
+    const c = this.classifier.classify(r, '');
     if (!c) {
       this.unservable++;
       return;

@@ -81,6 +81,12 @@ export interface SimOptions {
   fluidTickS?: number;
   /** accuracy of the output-length class prediction, 0..1; default 0.81 (the paper's BERT proxy). */
   predictorAccuracy?: number;
+  /**
+   * the output-length predictor (./classifier.ts): 'proxy' (default; the paper's BERT proxy at `predictorAccuracy`)
+   * or 'online' (the live intake's: policy OnlineOutputPredictor capped by max_tokens, the trace's output length as
+   * `replay` sends it, learning from completed requests; step fidelity).
+   */
+  predictor?: 'proxy' | 'online';
   seed?: number;
   /** fraction of SLO throughput the clock/sharding policies keep free, 0..1; default 0.2. */
   headroom?: number;

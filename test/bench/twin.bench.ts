@@ -92,11 +92,19 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     await cluster.stop();
     if (process.env.TWIN_UP_LOG) writeFileSync(process.env.TWIN_UP_LOG, cluster.output());
   }
+  // TWIN_SIM_LOG=FILE: the simulated instance machines' decision events as JSON lines (the live side's are in TWIN_UP_LOG)
+  const simEvents: string[] = [];
   const sim = await simulate({
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
-    dispatch: 'policy',
+    // the live intake's classifier (the gateway's online output predictor, max_tokens the trace's output as replay sends it)
+    dispatch: 'policy', predictor: 'online',
     trace: { kind: 'file', path: TRACE, durationMs: windowS * 1000, speed },
-  });
+  }, undefined, process.env.TWIN_SIM_LOG ? {
+    onInstanceStep: (instance, _cfg, _ev, t, fx) => {
+      for (const e of fx) if (e.kind === 'event') simEvents.push(JSON.stringify({ tMs: t, instance, event: e.event, summary: e.summary, decision: e.decision }));
+    },
+  } : {});
+  if (process.env.TWIN_SIM_LOG) writeFileSync(process.env.TWIN_SIM_LOG, simEvents.join('\n') + '\n');
   const rows: Record<string, string | number>[] = [];
   const liveJ = live.clusterEnergyJ;
   const simJ = sim.energyKWh * 3.6e6;
