@@ -91,6 +91,18 @@ describe('dynamollm CLI', () => {
     for (const r of [none, cmd, opt, sub, missing, badNumber, extra]) expect(r.stderr).not.toMatch(NO_STACK);
   });
 
+  it('chaos refuses a schedule it cannot keep: a kill interval of 0, a negative duration (exit 2, before starting anything)', async () => {
+    const [every, dur] = await Promise.all([
+      cli(['chaos', '--kill-every', '0']),
+      cli(['chaos', '--duration', '-5']),
+    ]);
+    expect(every.code).toBe(2);
+    expect(every.stderr).toContain('--kill-every must be at least 0.05 s, got 0');
+    expect(dur.code).toBe(2);
+    expect(dur.stderr).toContain('--duration must be above 0 s, got -5');
+    for (const r of [every, dur]) expect(r.stderr).not.toMatch(NO_STACK);
+  });
+
   it('a missing input file is a one-line usage error naming it (exit 2)', async () => {
     const [replay, sim, cfg] = await Promise.all([
       cli(['replay', '--trace', '/nonexistent.csv']),

@@ -162,6 +162,11 @@ async function chaos(v: ChaosOptions): Promise<number> {
   const killEveryS = num(v.killEvery, 'kill-every');
   const maxTokens = num(v.maxTokens, 'max-tokens');
   const settleS = num(v.settle, 'settle');
+  if (!(durationS > 0)) throw new UsageError(`--duration must be above 0 s, got ${v.duration}`);
+  if (!(rps > 0)) throw new UsageError(`--rps must be above 0, got ${v.rps}`);
+  if (!(killEveryS >= 0.05)) throw new UsageError(`--kill-every must be at least 0.05 s, got ${v.killEvery}`);
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UsageError(`--max-tokens must be a positive integer, got ${v.maxTokens}`);
+  if (!(settleS >= 0)) throw new UsageError(`--settle must be 0 s or more, got ${v.settle}`);
   const kinds = v.kinds.split(',').map((k) => k.trim()).filter(Boolean) as Kind[];
   for (const k of kinds) if (!KILL_KINDS.includes(k)) throw new UsageError(`--kinds: unknown kind '${k}' (one of ${KILL_KINDS.join(', ')})`);
   const rand = rng(num(v.seed, 'seed'));
@@ -239,8 +244,9 @@ async function chaos(v: ChaosOptions): Promise<number> {
     // kills
     const kills: Kill[] = [];
     const watchers: Promise<void>[] = [];
-    while (Date.now() - t0 + killEveryS * 1000 <= durationS * 1000) {
-      await new Promise((r) => setTimeout(r, killEveryS * 1000));
+    // kills on a fixed schedule (t0 + n x killEvery), so the time a kill takes (reading /proc) does not stretch it
+    for (let n = 1; n * killEveryS <= durationS; n++) {
+      await new Promise((r) => setTimeout(r, Math.max(0, t0 + n * killEveryS * 1000 - Date.now())));
       const procs = processTree(up.pid!).filter((p) => kinds.includes(p.kind as Kind));
       if (!procs.length) continue;
       const victim = procs[Math.floor(rand() * procs.length)]!;
