@@ -17,7 +17,7 @@ import {
   RequestRecord, TokenChunk, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
-import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
+import type { Bus, ServeContext, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
@@ -60,6 +60,12 @@ export class PoolLeader {
   #leaderTimers = new Map<string, unknown>();
   /** requests this replica held while it led (`held`), and how their dispatch ended (the pool manager's metrics read them). */
   readonly holds: Record<'held' | HoldOutcome, number> = { held: 0, dispatched: 0, refused: 0, timed_out: 0 };
+  /**
+   * Dispatch handlers waiting for a request's answer, by request id. A hold frees their places among the
+   * DISPATCH_HANDLERS (ServeContext.release): the answer goes out when the machine gives it, and the requests
+   * held are bounded by the machine (MAX_HELD per pool, each until its hold ends), so holds never starve dispatch.
+   */
+  #dispatchSlots = new Map<string, (() => void)[]>();
   /** callers waiting for the machine's answer (dispatch, move, command), by ref. */
   #waiting = new Map<number, (e: PoolEffect) => void>();
   #ref = 0;
@@ -152,12 +158,20 @@ export class PoolLeader {
     this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched: dispatched ?? [] });
     // served only now: a dispatch retried from the previous leader finds the request it dispatched (its
     // list is adopted) instead of sending it to a second instance
-    const opts = { capacity: 4096, concurrency: 256 };
+    const opts = { capacity: 4096, concurrency: DISPATCH_HANDLERS };
     this.#leaderHandles.push(
-      this.#bus.serve(subjects.poolDispatch(this.pool), InferenceRequest, Admission, (r) => this.#ask<Admission>((ref) => ({ type: 'dispatch', ref, req: r })), opts),
+      this.#bus.serve(subjects.poolDispatch(this.pool), InferenceRequest, Admission, (r, ctx) => this.#dispatch(r, ctx), opts),
       this.#bus.serve(subjects.poolMove(this.pool), MoveRequest, MoveReply, (m) => this.#ask<MoveReply>((ref) => ({ type: 'move', ref, from: m.from, requests: m.requests })), { capacity: 256, concurrency: 16 }),
       this.#bus.serve(subjects.poolControl(this.pool), PoolCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
     );
+  }
+
+  /** A dispatch call: the machine's answer (at once, or when a held request is dispatched or refused). */
+  #dispatch(r: InferenceRequest, ctx: ServeContext): Promise<Admission> {
+    const slots = this.#dispatchSlots.get(r.id);
+    if (slots) slots.push(ctx.release);
+    else this.#dispatchSlots.set(r.id, [ctx.release]);
+    return this.#ask<Admission>((ref) => ({ type: 'dispatch', ref, req: r })).finally(() => this.#dispatchSlots.delete(r.id));
   }
 
   /** The pool's assignment as the cluster leader stored it (undefined: none stored); StoredStateUnreadable when the KV fails. */
@@ -300,6 +314,7 @@ export class PoolLeader {
         break;
       case 'held':
         if (e.first) this.holds.held++;
+        for (const free of this.#dispatchSlots.get(e.req.id) ?? []) free();
         // the caller waiting for this admission (a gateway reads the stream subject before it asks) keeps waiting
         try {
           this.#bus.publish(e.req.streamSubject, TokenChunk, { v: 1, id: e.req.id, seq: 0, text: '', tokens: 0, pool: this.pool, hold: { forMs: Math.max(0, Math.round(e.forMs)) } });
@@ -376,6 +391,9 @@ export class StoredStateUnreadable extends DynError {
 }
 
 const unreadable = (err: unknown): StoredStateUnreadable => (err instanceof StoredStateUnreadable ? err : new StoredStateUnreadable('the pool state', err));
+
+/** dispatch calls a pool leader works on at once (held ones do not count: see #dispatchSlots). */
+export const DISPATCH_HANDLERS = 256;
 
 /** how long a dispatched entry stays in the store without its record, ms (requests give up well before). */
 const DISPATCHED_TTL_MS = 3_600_000;

@@ -53,6 +53,12 @@ export interface ServeContext {
   subject: string;
   /** aborted when the service stops (unsubscribe, drain or close of the bus). */
   signal: AbortSignal;
+  /**
+   * Frees this handler's place among the `concurrency` handlers running at once while its answer is still to
+   * come (a request the service holds for long): the reply still goes out when the handler settles. The
+   * service bounds what it holds that way; a drain does not wait for a released handler.
+   */
+  release: () => void;
 }
 
 export interface MailboxOpts {
@@ -280,30 +286,34 @@ export class Bus extends EventEmitter {
       capacity: opts.capacity ?? DEFAULT_CAPACITY,
       concurrency: opts.concurrency ?? 64,
       name: `serve ${subject}`,
-      handler: async ({ m, req, t0 }) => {
-        let res: R;
-        try {
-          res = await handler(req, { subject: m.subject, signal: ac.signal });
-        } catch (err) {
-          this.counters.handlerErrors++;
-          if (!(err instanceof DynError)) this.log.error({ subject: m.subject, err }, 'handler failed');
-          errorReply(m, err);
-          done(t0, err);
-          return;
-        }
-        let bytes: Uint8Array;
-        try {
-          bytes = resCodec.encode(res);
-        } catch (err) {
-          this.counters.handlerErrors++;
-          this.log.error({ subject: m.subject, err: (err as Error).message }, 'handler returned an invalid reply');
-          errorReply(m, err);
-          done(t0, err);
-          return;
-        }
-        respond(m, bytes);
-        done(t0);
-      },
+      // the mailbox's slot is held until the handler settles, or until it calls ctx.release()
+      handler: ({ m, req, t0 }) => new Promise<void>((freed) => {
+        const answer = async () => {
+          let res: R;
+          try {
+            res = await handler(req, { subject: m.subject, signal: ac.signal, release: () => freed() });
+          } catch (err) {
+            this.counters.handlerErrors++;
+            if (!(err instanceof DynError)) this.log.error({ subject: m.subject, err }, 'handler failed');
+            errorReply(m, err);
+            done(t0, err);
+            return;
+          }
+          let bytes: Uint8Array;
+          try {
+            bytes = resCodec.encode(res);
+          } catch (err) {
+            this.counters.handlerErrors++;
+            this.log.error({ subject: m.subject, err: (err as Error).message }, 'handler returned an invalid reply');
+            errorReply(m, err);
+            done(t0, err);
+            return;
+          }
+          respond(m, bytes);
+          done(t0);
+        };
+        void answer().finally(() => freed());
+      }),
     });
     const sub = this.nc.subscribe(subject, {
       queue: opts.queue,

@@ -107,6 +107,33 @@ describe('request-reply', () => {
   });
 });
 
+describe('a handler that releases its place (ServeContext.release)', () => {
+  it('lets the next requests run while its own answer is still to come, and that answer still goes out', async () => {
+    const srv = await bus('instance', 'srv-rel');
+    const cli = await bus('pool', 'cli-rel');
+    // concurrency 1: the first request holds its answer until the last one arrives; it frees its place at once
+    let lastArrived!: () => void;
+    const arrived = new Promise<void>((r) => (lastArrived = r));
+    srv.serve(subjects.instanceAdmit('rel'), InferenceRequest, Admission, async (r, ctx) => {
+      if (r.id === 'rel-held') {
+        ctx.release();
+        await arrived;
+      }
+      if (r.id === 'rel-last') lastArrived();
+      return { v: 1 as const, id: r.id, ok: true };
+    }, { capacity: 0, concurrency: 1 });
+    await srv.nc.flush();
+    const held = cli.request(subjects.instanceAdmit('rel'), InferenceRequest, req('rel-held'), Admission, { timeoutMs: 3000 });
+    await new Promise((r) => setTimeout(r, 100));
+    // one after the other: with its place still taken (capacity 0 waiting, 1 running) each would be refused as mailbox_full
+    const others: string[] = [];
+    for (const id of ['rel-a', 'rel-b', 'rel-last']) others.push((await cli.request(subjects.instanceAdmit('rel'), InferenceRequest, req(id), Admission, { timeoutMs: 3000 })).id);
+    expect(others).toEqual(['rel-a', 'rel-b', 'rel-last']);
+    expect((await held).id).toBe('rel-held');
+    expect(srv.counters.mailboxOverflows).toBe(0);
+  });
+});
+
 describe('bad payloads on every subject', () => {
   // request subjects with the codec their server decodes
   const served: [string, Codec<unknown>, string][] = [
