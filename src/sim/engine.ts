@@ -642,7 +642,7 @@ export class Simulation {
     this.poolCfg ??= {
       pool: '', holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS, epochMs: this.ep.poolS * 1000,
       healthDeadlineMs: this.cost.instanceStartS * 1000, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS,
-      planner: 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000), overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
+      planner: 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000), reshardKeepsServing: this.o.reshardExecution !== 'units', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
     };
     const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), prefix: i.core?.prefixCacheTokens() }));
     const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool);

@@ -62,6 +62,8 @@ export interface PoolMachineConfig {
   planner: 'heuristic' | 'milp';
   /** the burst guard's window, ms: the re-shard plan carries the highest load measured at the epochs within it. 0/absent: none. */
   burstWindowMs?: number;
+  /** true where a re-shard's old instances serve until the new layout is up (the paper's NVLink re-shard, the simulator's `overlap`): no unit is dark. Absent live (engines start anew). */
+  reshardKeepsServing?: boolean;
   /** reconfiguration costs the re-shard plan weighs (default: policy overheadTable's). */
   overhead?: PoolShardInput['overhead'];
   /** cache-aware routing (policy dispatchRequest `prefer`; the simulator's --prefix-routing): absent live. */
@@ -783,11 +785,9 @@ function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: P
 function decideReshard(s: PoolMachineState, fx: PoolEffect[], plan: PoolShardDecision | undefined, now: number, cfg: PoolMachineConfig, force: boolean): void {
   if (!plan) return;
   const live = aliveInstances(s);
-  let take = plan.take;
-  let summary = plan.summary;
-  // never dark while it carries load: a unit that must drain every serving instance before its new one starts
-  // would hold every request of the pool for an engine start
-  const dark = take && Object.values(poolLoad(s)).some((v) => v > 0) ? darkReshardUnit(...reshardPlacement(s, plan.target)) : undefined;
+  let [take, summary] = [plan.take, plan.summary];
+  // never dark while it carries load (a unit draining every serving instance first holds every request for an engine start)
+  const dark = take && !cfg.reshardKeepsServing && Object.values(poolLoad(s)).some((v) => v > 0) ? darkReshardUnit(...reshardPlacement(s, plan.target)) : undefined;
   if (dark) {
     take = false;
     summary = `${summary}; not taken: its TP${dark.tp} unit on GPUs [${[...dark.gpus].sort((x, y) => x - y).join(',')}] drains ${dark.from.join(', ')} first and leaves the pool with no instance serving while the new one starts`;
