@@ -180,6 +180,13 @@ export const inferenceRequest = z.object({
   replyGrant: z.boolean().optional(),
   /** a migrated request's leg number (1 = the first continuation): its prompt already holds the tokens sent. */
   migration: int.optional(),
+  /**
+   * a readiness probe (`dynamollm up`'s first request; header x-dynamollm-probe: 1 on a one-token request): served
+   * as any request, but not traffic: the instance leaves it out of its load and its admission counter (status
+   * admittedByType, whose first increments start the pool's re-shard epochs), and the intake's output predictor
+   * does not learn from it.
+   */
+  probe: z.boolean().optional(),
 });
 export type InferenceRequest = z.infer<typeof inferenceRequest>;
 export const InferenceRequest = codec('InferenceRequest', inferenceRequest);

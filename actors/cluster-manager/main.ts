@@ -110,7 +110,7 @@ export class ClusterManager extends Actor {
     const f = { inputTokens: r.inputTokens, maxTokens: r.maxTokens, model: r.model, tenant: r.tenant };
     const { type, predicted } = classifyIntake(r, this.#predictor, this.#c);
     if (this.#features.size > 50_000) this.#features.delete(this.#features.keys().next().value!);
-    this.#features.set(r.id, f);
+    if (!r.probe) this.#features.set(r.id, f); // the predictor learns from traffic, not from a readiness probe
     return { type, predicted };
   }
 

@@ -86,6 +86,8 @@ export interface ParsedRequest {
   n: number;
   /** false: the client gave no max_tokens (the default applies, shortened to fit the context). */
   maxTokensGiven: boolean;
+  /** a readiness probe (header x-dynamollm-probe: probeOf): InferenceRequest.probe. */
+  probe?: boolean;
   minTokens?: number;
   ignoreEos?: boolean;
   temperature?: number;
@@ -468,4 +470,19 @@ export function usageChunk(kind: ApiKind, id: string, created: number, model: st
     choices: [],
     usage,
   };
+}
+
+/** The header that marks a readiness probe (`dynamollm up`'s first request): InferenceRequest.probe. */
+export const PROBE_HEADER = 'x-dynamollm-probe';
+
+/**
+ * Whether the request is a readiness probe: header x-dynamollm-probe: 1 on a request for one token (max_tokens 1)
+ * and one choice. A probe is served, but not counted as the cluster's traffic, so the mark is refused (400) on
+ * anything larger: a client cannot hide its load behind it.
+ */
+export function probeOf(header: string | string[] | undefined, parsed: Pick<ParsedRequest, 'maxTokens' | 'maxTokensGiven' | 'n'>): boolean {
+  if (header === undefined) return false;
+  if (header !== '1') throw badRequest(`${PROBE_HEADER} takes the value 1 (a readiness probe)`);
+  if (!parsed.maxTokensGiven || parsed.maxTokens !== 1 || parsed.n !== 1) throw badRequest(`${PROBE_HEADER} marks a readiness probe: one token (max_tokens 1) and one choice (n 1)`);
+  return true;
 }

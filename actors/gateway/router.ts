@@ -78,7 +78,8 @@ export class GatewayRouter implements RequestRouter {
     const pools = routerPools(this.#s, cls.type, Date.now(), this.#cfg);
     if (!pools.length) return undefined;
     if (this.#features.size >= FEATURES_KEPT) this.#features.delete(this.#features.keys().next().value!);
-    this.#features.set(req.id, { inputTokens: req.inputTokens, maxTokens: req.maxTokens, model: req.model, ...(req.tenant ? { tenant: req.tenant } : {}) });
+    // the predictor learns from traffic, not from a readiness probe
+    if (!req.probe) this.#features.set(req.id, { inputTokens: req.inputTokens, maxTokens: req.maxTokens, model: req.model, ...(req.tenant ? { tenant: req.tenant } : {}) });
     return { req: { ...withSlo(req, cls.type, this.config), predictedOutputTokens: cls.predicted }, pools };
   }
 

@@ -24,7 +24,7 @@ import { subjects } from '../../protocols/subjects.ts';
 import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
-  HttpError, badRequest, chatResponse, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
+  HttpError, badRequest, chatResponse, probeOf, PROBE_HEADER, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
   continuousUsage, roleChunk, streamChunk, textFrame, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
 import { childRequest, indexed, mergeStreams, oneByOne } from './choices.ts';
@@ -526,6 +526,7 @@ export class GatewayServer {
         throw badRequest(`request body is not valid JSON: ${(e as Error).message}`);
       }
       parsed = parseOpenAiRequest(kind, body, this.limits);
+      parsed.probe = probeOf(req.headers[PROBE_HEADER], parsed);
       if (!this.opts.models.includes(parsed.model)) {
         throw new HttpError(404, `The model '${parsed.model}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
       }
@@ -565,7 +566,7 @@ export class GatewayServer {
       maxTokens: parsed.maxTokens,
       arrivalMs: now,
       giveUpAtMs: now + this.opts.requestTimeoutMs,
-      streamSubject: subjects.stream(id),
+      streamSubject: subjects.stream(id), ...(parsed.probe ? { probe: true } : {}),
     };
     if (parsed.kind === 'chat') ir.messages = parsed.messages;
     else ir.prompt = parsed.prompt;

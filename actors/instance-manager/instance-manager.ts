@@ -313,7 +313,7 @@ export class InstanceManager {
     this.#replyGrant = inReply;
     const { effects } = this.#step({
       type: 'admit',
-      req: { id: req.id, type: req.type, inputTokens: req.inputTokens, arrivalMs: req.arrivalMs, ttftDeadlineMs: req.ttftDeadlineMs, ttftSloMs: req.slo.ttftMs, moves: req.moves ?? 0 },
+      req: { id: req.id, type: req.type, inputTokens: req.inputTokens, arrivalMs: req.arrivalMs, ttftDeadlineMs: req.ttftDeadlineMs, ttftSloMs: req.slo.ttftMs, moves: req.moves ?? 0, ...(req.probe ? { probe: true } : {}) },
     });
     this.#replyGrant = undefined;
     const verdict = effects.find((e): e is Extract<InstanceEffect, { kind: 'admitted' | 'refused' }> => (e.kind === 'admitted' || e.kind === 'refused') && e.id === req.id);

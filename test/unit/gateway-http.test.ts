@@ -197,6 +197,21 @@ describe('gateway errors', () => {
     await expect(client().completions.create({ model: 'm1', prompt: 'x', max_tokens: 0 })).rejects.toMatchObject({ status: 400 });
   });
 
+  it("a readiness probe (x-dynamollm-probe: 1, up's first request) is one token of one choice, marked for the cluster; larger ones get 400", async () => {
+    const before = backend.seen.length;
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1 }, { 'x-dynamollm-probe': '1' })).status).toBe(200);
+    expect(backend.seen.at(-1)!.probe).toBe(true);
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1 })).status).toBe(200);
+    expect(backend.seen.at(-1)!.probe).toBeUndefined();
+    const big = await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 50 }, { 'x-dynamollm-probe': '1' });
+    expect(big.status).toBe(400);
+    expect(big.body.error?.message).toMatch(/x-dynamollm-probe.*max_tokens 1/);
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1, n: 2 }, { 'x-dynamollm-probe': '1' })).status).toBe(400);
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping' }, { 'x-dynamollm-probe': '1' })).status).toBe(400);
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1 }, { 'x-dynamollm-probe': 'yes' })).status).toBe(400);
+    expect(backend.seen.length).toBe(before + 2); // the refused ones reached no backend
+  });
+
   it('404 for an unknown model and an unknown route', async () => {
     const r = await post('/v1/completions', { model: 'gpt-9', prompt: 'x' });
     expect(r.status).toBe(404);

@@ -9,7 +9,8 @@
  *    order: a cluster manager and a pool manager, then a standby of each (it takes the leader's lease when
  *    that one dies; --standbys 0 for none), one node agent per configured server (each starts the instance
  *    managers and their engines the cluster plan asks for), then the gateway replica(s).
- * 3. Waits until the cluster reports a ready instance and a first request (one token through the gateway)
+ * 3. Waits until the cluster reports a ready instance and a first request (one token through the gateway, marked
+ *    as a readiness probe: not counted as traffic)
  *    succeeds end to end, then prints "cluster ready" with the endpoint and dashboard URLs.
  * Ctrl-C (SIGINT) or SIGTERM drains and stops everything in reverse order: the gateway(s) (stop intake, finish
  * streams), the node agents (drain their instance managers, stop the engines), the managers, then NATS, which
@@ -294,7 +295,9 @@ async function firstRequest(url: string, model: string, apiKey: string | undefin
     try {
       const res = await fetch(`${url}/v1/completions`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
+        // marked as a readiness probe: served end to end, not counted as the cluster's traffic (its first admission
+        // would start the pools' re-shard epochs before the first real request)
+        headers: { 'content-type': 'application/json', 'x-dynamollm-probe': '1', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
         body: JSON.stringify({ model, prompt: 'ping', max_tokens: 1 }),
         signal: AbortSignal.timeout(Math.max(1000, Math.min(30_000, until - Date.now()))),
       });

@@ -74,6 +74,8 @@ export interface MachineRequest {
   ttftSloMs: number;
   /** times it was moved between instances. */
   moves: number;
+  /** a readiness probe (InferenceRequest.probe): served, but not counted as traffic (arrivals, admitted). */
+  probe?: boolean;
 }
 
 interface Queued extends MachineRequest {
@@ -354,9 +356,11 @@ function admit(s: InstanceMachineState, fx: InstanceEffect[], req: MachineReques
     return;
   }
   enqueue(s, { ...req, admittedMs: now });
-  s.arrivals[req.type] = (s.arrivals[req.type] ?? 0) + 1;
-  s.admitted[req.type] = (s.admitted[req.type] ?? 0) + 1;
-  s.arrivedSinceRiseCheck = true;
+  if (!req.probe) {
+    s.arrivals[req.type] = (s.arrivals[req.type] ?? 0) + 1;
+    s.admitted[req.type] = (s.admitted[req.type] ?? 0) + 1;
+    s.arrivedSinceRiseCheck = true;
+  }
   fx.push({ kind: 'admitted', id: req.id });
   // the clock the prefill backlog needs is set before the prompt goes to the engine
   prefillRise(s, fx, now, cfg);
