@@ -39,7 +39,7 @@ import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision, recordFluidPoolArrivals, recordSimPoolArrivals, type PoolMachineConfig } from './pool-brain.ts';
 import { reshardTau, unitsOf, type UnitExecutor } from './reshard-exec.ts';
 import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
-import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
+import { intakePools, routePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
 import { ClusterBrain, prefixReuseByType } from './cluster-brain.ts';
 import { Heap } from './heap.ts';
 import { decideClock, epochLoad, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig } from '../policy/machines/instance.ts';
@@ -1198,11 +1198,12 @@ export class Simulation {
     const slo = promptTtftSloMs(TTFT_SLO_MS[inputClassOf(c.type)], r.inputTokens) * this.sloScale;
     const req: CoreRequest = { id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo, prefixHashes: r.hashIds };
     if (this.useDispatchPolicy) {
-      // the pools intake tries (the type's, then the longer ones; those with a ready instance when any has one),
-      // each dispatching through its leader's machine; an overloaded pool spills to the next
-      const order = (home ? [home] : []).concat(this.pools.filter((p) => p !== home && p.order > (home?.order ?? -1) && p.types.length));
-      const ready = order.filter((p) => p.instances.some((i) => i.state === 'active' && i.brain));
-      this.arriving.set(id, { r: req, c, slo, pools: ready.length ? ready : order, msg: simRequest(req, c.pred, 0) });
+      // the pools intake tries (policy routePools, as the live intake and gateway: the type's, then the pools of the
+      // longer types in its chain, those with a ready instance when any has one), each dispatching through its
+      // leader's machine; an overloaded pool spills to the next
+      const byId = new Map(this.pools.map((p) => [p.id, p]));
+      const ids = routePools(new Map([...this.route].map(([t, p]) => [t, p.id])), (p) => !byId.get(p)?.types.length, c.pred, (p) => byId.get(p)!.instances.some((i) => i.state === 'active' && !!i.brain));
+      this.arriving.set(id, { r: req, c, slo, pools: ids.map((p) => byId.get(p)!), msg: simRequest(req, c.pred, 0) });
       this.offer(id, now);
       return;
     }
