@@ -9,6 +9,9 @@ import { request as httpRequest, type Agent, type ClientRequest, type IncomingMe
 import type { EngineChunk, EngineCompletionRequest } from './engine.ts';
 import { EngineError, EngineHttpError, EngineStreamError, EngineTimeoutError } from './errors.ts';
 import { SseParser } from './sse.ts';
+import { parseEvent, TextEventScanner } from './sse-event.ts';
+
+export { parseEvent } from './sse-event.ts';
 
 export interface EngineTarget {
   host: string;
@@ -109,6 +112,7 @@ export async function* streamCompletionBatches(
       const bytes = new ByteQueue(res);
       const parser = new SseParser();
       const events: string[] = [];
+      const scanner = new TextEventScanner(chat);
       for (let buf = await bytes.next(); buf !== null && !done; buf = await bytes.next()) {
         parser.push(buf, events);
         // what else has already arrived goes into the same batch
@@ -120,7 +124,8 @@ export async function* streamCompletionBatches(
             done = true;
             break;
           }
-          const chunk = parseEvent(data, chat, tokenIndex);
+          let chunk = scanner.scan(data, tokenIndex);
+          if (chunk === undefined) scanner.learn(data, (chunk = parseEvent(data, chat, tokenIndex)));
           if (!chunk) continue; // e.g. the chat role-only first delta
           tokenIndex += chunk.tokens ?? (chunk.text !== '' ? 1 : 0);
           (batch ??= []).push(chunk);
@@ -153,61 +158,6 @@ export async function* streamCompletionBatches(
       res.resume();
     } else if (http && !http.destroyed) http.destroy();
   }
-}
-
-interface StreamChunkJson {
-  choices?: {
-    text?: string;
-    delta?: { content?: string | null; tool_calls?: unknown; reasoning_content?: string | null };
-    finish_reason?: string | null;
-    stop_reason?: string | number | null;
-    logprobs?: unknown;
-  }[];
-  usage?: { prompt_tokens: number; completion_tokens: number; energy_joules?: number } | null;
-  error?: unknown;
-  /** the emulator's non-standard per-token engine times of a multi-token event (see EngineChunk). */
-  dynamollm_token_offsets_ms?: unknown;
-}
-
-const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
-
-/** One SSE event's JSON -> EngineChunk; null for an event that carries nothing (the chat role delta). */
-export function parseEvent(data: string, chat: boolean, tokenIndex: number): EngineChunk | null {
-  let obj: StreamChunkJson;
-  try {
-    obj = JSON.parse(data) as StreamChunkJson;
-  } catch (cause) {
-    throw new EngineStreamError(`engine sent a non-JSON SSE event: ${data.slice(0, 100)}`, { cause });
-  }
-  if (obj.error) throw new EngineStreamError(`engine reported an error mid-stream: ${JSON.stringify(obj.error).slice(0, 300)}`);
-  const choice = obj.choices?.[0];
-  const text = (chat ? choice?.delta?.content : choice?.text) ?? '';
-  const finishReason = choice?.finish_reason ?? undefined;
-  const logprobs = isRecord(choice?.logprobs) ? choice.logprobs : undefined;
-  const tc = chat ? choice?.delta?.tool_calls : undefined;
-  const toolCalls = Array.isArray(tc) && tc.length > 0 && tc.every(isRecord) ? (tc as Record<string, unknown>[]) : undefined;
-  const reasoning = chat && typeof choice?.delta?.reasoning_content === 'string' ? choice.delta.reasoning_content : undefined;
-  const u = obj.usage;
-  if (text === '' && !finishReason && !u && !toolCalls && !logprobs && reasoning === undefined) return null;
-  const chunk: EngineChunk = { text, tokenIndex };
-  if (finishReason) {
-    chunk.finishReason = finishReason;
-    const sr = choice?.stop_reason;
-    chunk.stopReason = typeof sr === 'string' || typeof sr === 'number' ? sr : null;
-  }
-  if (logprobs) chunk.logprobs = logprobs;
-  if (toolCalls) chunk.toolCalls = toolCalls;
-  if (reasoning !== undefined) chunk.reasoning = reasoning;
-  if (u) {
-    chunk.usage = { promptTokens: u.prompt_tokens, completionTokens: u.completion_tokens };
-    if (typeof u.energy_joules === 'number') chunk.usage.energyJoules = u.energy_joules;
-  }
-  const offs = obj.dynamollm_token_offsets_ms;
-  if (text !== '' && Array.isArray(offs) && offs.length > 1 && offs.every((x) => typeof x === 'number' && x >= 0)) {
-    chunk.tokens = offs.length;
-    chunk.tokenOffsetsMs = offs as number[];
-  }
-  return chunk;
 }
 
 async function readText(res: IncomingMessage): Promise<string> {
