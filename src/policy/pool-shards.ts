@@ -101,14 +101,15 @@ export const POOL_LOAD_BUCKET_MS = 60_000;
 /**
  * The pool's recent window of arrivals with `counts` (requests admitted since the last record, by type) added to
  * the minute of `now`, and minutes that ended windowMs or more before now dropped (a new array; windowMs <= 0
- * keeps none). Bounded: windowMs / POOL_LOAD_BUCKET_MS + 1 minutes. The counts come from the instances'
+ * keeps none). Minutes count from `originMs` (the pool's first traffic: its first minute is the first minute of its
+ * traffic, wherever that falls on the wall clock, as in the simulator, whose clock starts with its first arrival). Bounded: windowMs / POOL_LOAD_BUCKET_MS + 1 minutes. The counts come from the instances'
  * cumulative admission counters (status admittedByType), so the window holds what arrived, not an instance's
  * short-window rate estimate (whose per-instance maxima, summed and maximised over a window, read a load the pool
  * never had).
  */
-export function recordPoolArrivals(window: readonly PoolLoadSample[], counts: Partial<Record<RequestType, number>>, now: number, windowMs: number): PoolLoadSample[] {
+export function recordPoolArrivals(window: readonly PoolLoadSample[], counts: Partial<Record<RequestType, number>>, now: number, windowMs: number, originMs = 0): PoolLoadSample[] {
   if (!(windowMs > 0)) return [];
-  const bucket = Math.floor(now / POOL_LOAD_BUCKET_MS) * POOL_LOAD_BUCKET_MS;
+  const bucket = originMs + Math.floor((now - originMs) / POOL_LOAD_BUCKET_MS) * POOL_LOAD_BUCKET_MS;
   const kept = window.filter((x) => x.atMs + POOL_LOAD_BUCKET_MS > now - windowMs && x.atMs <= now);
   const add = Object.entries(counts).filter(([, n]) => (n ?? 0) > 0) as [RequestType, number][];
   if (!add.length) return kept;

@@ -777,7 +777,6 @@ export class Simulation {
 
   /** Instance epoch: src/policy chooseClock on each instance's load estimate. */
   private instanceEpoch(now: number): void {
-    if (this.fidelity === 'step' && this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) recordSimPoolArrivals(p, now, poolBurstWindowMs(this.ep.poolS * 1000));
     // step: the instance machines' epoch (the load window, and their clock unless the oracle sets it below)
     if (this.fidelity === 'step') {
       for (const pool of this.pools) for (const inst of pool.instances) if (inst.state === 'active') inst.brain?.step({ type: 'epoch' }, now);
@@ -1769,11 +1768,13 @@ export class Simulation {
 
     // the instance machines' tick: the emergency ladder, and the clock's load rise between epochs
     let nextEm = this.knobs.emergency || this.knobs.dynamicClock || this.useDispatchPolicy ? BRAIN_TICK_MS : Infinity;
+    // the pools' burst windows get their instances' admissions at the live status interval (the live pool machine's statuses)
+    let nextStatus = this.knobs.dynamicShards && !this.knobs.oracle ? PEER_STATUS_MS : Infinity;
     let lastT = 0;
     while (true) {
       const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs) : Infinity;
       const tStep = this.stepHeap.peekTime();
-      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, this.clockHeap.peekTime(), this.nextReadyMs);
+      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.nextReadyMs);
       const t = Math.min(tArr, tStep, tTimer);
       if (t === Infinity || (t > endMs && !nextRec && this.stepHeap.size === 0)) break;
       if (t > endMs + 3.6e6) break; // safety: an hour past the last arrival
@@ -1808,6 +1809,11 @@ export class Simulation {
       if (nextEm === t) {
         this.brainTick(t);
         nextEm += BRAIN_TICK_MS;
+        continue;
+      }
+      if (nextStatus === t) {
+        for (const p of this.pools) recordSimPoolArrivals(p, t, poolBurstWindowMs(this.ep.poolS * 1000));
+        nextStatus += PEER_STATUS_MS;
         continue;
       }
       if (nextInst === t) {

@@ -83,6 +83,8 @@ interface WithAdmitted { brain?: { s: { admitted: Partial<Record<RequestType, nu
 const seen = new WeakMap<WithAdmitted, Partial<Record<RequestType, number>>>();
 /** each simulated pool's burst window (the pool machine's recentLoad), carried between its epochs. */
 const windows = new WeakMap<object, PoolLoadSample[]>();
+/** when each simulated pool's first arrivals were recorded (the live machine's trafficAtMs): its minutes count from there. */
+const origins = new WeakMap<object, number>();
 
 /** The burst window the simulated pool's machine holds now. */
 export function burstWindowOf(pool: object): PoolLoadSample[] {
@@ -92,7 +94,9 @@ export function burstWindowOf(pool: object): PoolLoadSample[] {
 /**
  * The pool machine's burst window gets the pool's arrivals since the last call (policy recordPoolArrivals, which
  * the live machine runs on each status with the increments of its instances' cumulative admittedByType): the
- * increments of the simulated instance machines' own counters (step fidelity).
+ * increments of the simulated instance machines' own counters (step fidelity; the simulator calls it at the live
+ * status interval). Its minutes count from the first call that records arrivals, as the live machine's count from
+ * the first status that shows admissions (trafficAtMs).
  */
 export function recordSimPoolArrivals(pool: { instances: WithAdmitted[] }, now: number, windowMs: number): void {
   const add: Partial<Record<RequestType, number>> = {};
@@ -103,7 +107,8 @@ export function recordSimPoolArrivals(pool: { instances: WithAdmitted[] }, now: 
     for (const [t, n] of Object.entries(cur) as [RequestType, number][]) if (n > (last[t] ?? 0)) add[t] = (add[t] ?? 0) + n - (last[t] ?? 0);
     seen.set(i, { ...cur });
   }
-  windows.set(pool, recordPoolArrivals(burstWindowOf(pool), add, now, windowMs));
+  if (!origins.has(pool) && Object.keys(add).length) origins.set(pool, now);
+  windows.set(pool, recordPoolArrivals(burstWindowOf(pool), add, now, windowMs, origins.get(pool)));
 }
 
 /** Fluid fidelity (no instance machines): the arrivals routed to the pool in a tick (counts by type, REQUEST_TYPES order). */

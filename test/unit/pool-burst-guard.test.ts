@@ -15,6 +15,14 @@ const MIN = POOL_LOAD_BUCKET_MS;
 const W = 30 * MIN;
 
 describe('burst window', () => {
+  it('minutes count from an origin (the pool\'s first traffic) when one is given', () => {
+    let w: PoolLoadSample[] = [];
+    w = recordPoolArrivals(w, { SS: 3 }, 40_000, W, 40_000);
+    w = recordPoolArrivals(w, { SS: 2 }, 99_000, W, 40_000);
+    w = recordPoolArrivals(w, { SS: 1 }, 100_000, W, 40_000);
+    expect(w).toEqual([{ atMs: 40_000, counts: { SS: 5 } }, { atMs: 100_000, counts: { SS: 1 } }]);
+  });
+
   it('adds arrivals to the minute they arrive in and drops minutes that ended a window ago', () => {
     let w: PoolLoadSample[] = [];
     w = recordPoolArrivals(w, { SS: 3 }, 10_000, W);
@@ -132,20 +140,22 @@ describe('pool machine: burst guard (a window of minutes of arrivals from the st
   const reshardOf = (fx: PoolEffect[]) => events(fx, 'reshard')[0]!.decision as { take: boolean; target: { tp: number; count: number }[] };
   const gpus = (t: { tp: number; count: number }[]) => t.reduce((n, x) => n + x.tp * x.count, 0);
 
-  it('counts what each instance admitted between two statuses of the same process, into the minute it reports in', () => {
+  it('counts what each instance admitted between two statuses of the same process, into the minute it reports in, minutes counted from its first traffic', () => {
     const d = pool();
     expect(d.s.recentLoad).toEqual([]); // a first status counts nothing: the counter ran before this leader saw it
-    const minute = (ms: number) => Math.floor((T0 + ms) / 60_000) * 60_000;
     d.at(30_000, { type: 'status', status: status(a, { admittedByType: { SS: 130, LS: 2 } }) });
+    expect(d.s.trafficAtMs).toBe(T0 + 30_000);
     d.at(30_000, { type: 'status', status: status(b, { admittedByType: { SS: 110 } }) });
+    // 59 s after the first traffic: its first minute (on the wall clock, T0 + 30 s and T0 + 89 s are in two minutes)
+    expect(Math.floor((T0 + 30_000) / 60_000)).not.toBe(Math.floor((T0 + 89_000) / 60_000));
+    d.at(89_000, { type: 'status', status: status(c, { admittedByType: { SS: 103 } }) });
     d.at(90_000, { type: 'status', status: status(a, { admittedByType: { SS: 131, LS: 2 } }) });
-    expect(minute(30_000)).not.toBe(minute(90_000));
-    expect(d.s.recentLoad).toEqual([{ atMs: minute(30_000), counts: { SS: 40, LS: 2 } }, { atMs: minute(90_000), counts: { SS: 1 } }]);
+    expect(d.s.recentLoad).toEqual([{ atMs: T0 + 30_000, counts: { SS: 43, LS: 2 } }, { atMs: T0 + 90_000, counts: { SS: 1 } }]);
     // an out-of-order status, a restarted process (new startedMs) and a status without the counter count nothing
     const before = d.s.recentLoad;
     d.at(71_000, { type: 'status', status: status(a, { seq: 1, admittedByType: { SS: 999 } }) });
     d.at(72_000, { type: 'status', status: status(b, { startedMs: T0 + 60_000, admittedByType: { SS: 500 } }) });
-    d.at(73_000, { type: 'status', status: status(c) });
+    d.at(73_000, { type: 'status', status: status(e) });
     expect(d.s.recentLoad).toEqual(before);
   });
 

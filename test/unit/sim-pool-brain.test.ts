@@ -4,7 +4,7 @@
  */
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
-import { burstWindowOf, poolReshardDecision, recordFluidPoolArrivals, type SimPoolInstance } from '../../src/sim/pool-brain.ts';
+import { burstWindowOf, poolReshardDecision, recordFluidPoolArrivals, recordSimPoolArrivals, type SimPoolInstance } from '../../src/sim/pool-brain.ts';
 import { planPoolShards, windowPeak } from '../../src/policy/pool-shards.ts';
 import type { PoolMachineConfig } from '../../src/policy/machines/pool.ts';
 import { maxLoadOf } from '../../src/model/profile.ts';
@@ -69,5 +69,18 @@ describe('simulated pool epoch: the pool machine decides', () => {
     const used = (t: { tp: number; count: number }[]) => t.reduce((n, x) => n + x.tp * x.count, 0);
     expect(used(calm.target)).toBeLessThan(used(d.target));
     expect(used(d.target)).toBeLessThanOrEqual(16);
+  });
+
+  it("step fidelity: the window gets the instance machines' admissions, minutes counted from the first ones recorded (the live machine's trafficAtMs)", () => {
+    const a = { brain: { s: { admitted: {} as Record<string, number> } } };
+    const pool = { instances: [a] };
+    recordSimPoolArrivals(pool, 2_500, 1_800_000); // nothing admitted yet
+    a.brain.s.admitted = { SM: 4 };
+    recordSimPoolArrivals(pool, 3_000, 1_800_000);
+    a.brain.s.admitted = { SM: 9 };
+    recordSimPoolArrivals(pool, 62_500, 1_800_000); // 59.5 s after the first traffic: its first minute
+    a.brain.s.admitted = { SM: 10 };
+    recordSimPoolArrivals(pool, 63_000, 1_800_000);
+    expect(burstWindowOf(pool)).toEqual([{ atMs: 3_000, counts: { SM: 9 } }, { atMs: 63_000, counts: { SM: 1 } }]);
   });
 });

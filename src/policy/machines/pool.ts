@@ -279,13 +279,13 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       for (const st of ev.type === 'status' ? [ev.status] : ev.statuses) {
         const arrived = admittedBetween(s.instances.get(st.id)?.status, st);
         onStatus(s, fx, st, now, cfg);
-        // the burst guard's window: what the pool's instances admitted, minute by minute
-        if (arrived && cfg.burstWindowMs) s.recentLoad = recordPoolArrivals(s.recentLoad, arrived, now, cfg.burstWindowMs);
         // the first requests its instances admit start its epochs: the first one decides on a whole epoch of load
         if (s.leader && s.trafficAtMs === undefined && arrived && Object.keys(arrived).length) {
           s.trafficAtMs = now;
           fx.push({ kind: 'arm_timer', timer: 'reshard', everyMs: cfg.epochMs });
         }
+        // the burst guard's window: what the pool's instances admitted, minute by minute from its first traffic
+        if (arrived && cfg.burstWindowMs) s.recentLoad = recordPoolArrivals(s.recentLoad, arrived, now, cfg.burstWindowMs, s.trafficAtMs);
       }
       advance(s, fx, now, cfg);
       break;
