@@ -52,6 +52,8 @@ export const dispatchedKeys = {
   entry: (pool: string, requestId: string) => `${token(pool, 'pool')}.${token(requestId, 'request id')}`,
   /** every key of a pool (a KV key filter, and the pool's write right). */
   pool: (pool: string) => `${token(pool, 'pool')}.>`,
+  /** the pool leader's last re-shard (ReshardRecord): three tokens, so no request's entry (two) is ever it. */
+  reshard: (pool: string) => `${token(pool, 'pool')}.reshard.target`,
 } as const;
 
 /** GPUs of one server given to a pool. */
@@ -246,6 +248,25 @@ export type DispatchedEntry = z.infer<typeof dispatchedEntry>;
 export const DispatchedEntry = codec('DispatchedEntry', dispatchedEntry);
 
 /**
+ * A pool leader's re-shard (KV jetstream.dispatchedBucket, dispatchedKeys.reshard), written when it begins
+ * (`running`) and ends (`complete`): a successor leading on the same assignment `epoch` finishes a running
+ * one to its `target` (from the layout it finds), and fills the grants to the target of a complete one.
+ */
+export const reshardRecord = z.object({
+  v,
+  pool: id,
+  /** the assignment epoch it was planned on. */
+  epoch: int,
+  /** the instances by TP degree (the re-shard planner's degrees). */
+  target: z.array(z.object({ tp: z.union([z.literal(2), z.literal(4), z.literal(8)]), count: int })).max(64),
+  state: z.enum(['running', 'complete']),
+  leader: z.string().max(128),
+  atMs: nonneg,
+});
+export type ReshardRecord = z.infer<typeof reshardRecord>;
+export const ReshardRecord = codec('ReshardRecord', reshardRecord);
+
+/**
  * The cluster's routing as its planner leader holds it (src/policy/machines/cluster.ts `route` and the pool
  * assignments): what a gateway needs to run intake's pool choice (intakePools) and each pool's dispatch
  * (dispatchRequest over the instances' statuses) itself, and ask the chosen instance directly.
@@ -265,5 +286,5 @@ export type RoutingTable = z.infer<typeof routingTable>;
 export const RoutingTable = codec('RoutingTable', routingTable);
 
 export const CONTROL_CODECS = {
-  RoutingTable, PoolAssignment, PoolCommand, InstanceCommand, NodeCommand, MoveRequest, MoveReply, InstanceStatus, NodeStatus, PoolStatus, EnergyLedger, DispatchedEntry,
+  RoutingTable, PoolAssignment, PoolCommand, InstanceCommand, NodeCommand, MoveRequest, MoveReply, InstanceStatus, NodeStatus, PoolStatus, EnergyLedger, DispatchedEntry, ReshardRecord,
 } as const;

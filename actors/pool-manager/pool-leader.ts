@@ -13,7 +13,7 @@
 import type { Logger } from 'pino';
 import type { KV } from '@nats-io/kv';
 import {
-  Ack, Admission, DispatchedEntry, InferenceRequest, InstanceCommand, InstanceStatus, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
+  Ack, Admission, DispatchedEntry, ReshardRecord, InferenceRequest, InstanceCommand, InstanceStatus, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
   RequestRecord, TokenChunk, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
@@ -26,7 +26,7 @@ import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { planPoolShardsMilp } from '../common/policy.ts';
 import { poolBurstWindowMs } from '../../src/policy/pool-shards.ts';
 import {
-  aliveInstances, initialPoolState, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState,
+  aliveInstances, initialPoolState, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
 } from '../../src/policy/machines/pool.ts';
 import { heldNow, type HoldOutcome } from '../../src/policy/machines/router.ts';
 
@@ -133,7 +133,7 @@ export class PoolLeader {
     const budgetMs = this.#o.config.timeouts.takeoverReadMs;
     const until = this.#clock.now() + budgetMs;
     let stored: PoolAssignmentT | undefined | null = null;
-    let dispatched: DispatchedEntry[] | null = null;
+    let dispatched: { entries: DispatchedEntry[]; reshard?: StoredReshard } | null = null;
     let wait = 100;
     let failure: StoredStateUnreadable | undefined;
     for (let attempt = 1; ; attempt++) {
@@ -154,8 +154,8 @@ export class PoolLeader {
       this.#evt('failure', `${this.#o.holder} leads ${this.pool} without ${stored === null ? 'its stored assignment' : ''}${stored === null && dispatched === null ? ' and ' : ''}${dispatched === null ? "the previous leader's dispatched requests" : ''} (unreadable for ${budgetMs} ms)`,
         { assignmentRead: stored !== null, dispatchedRead: dispatched !== null }, { error: failure.message, budgetMs });
     }
-    if (dispatched?.length) this.#log.info({ requests: dispatched.length }, 'dispatched requests of the previous leader adopted');
-    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched: dispatched ?? [] });
+    if (dispatched?.entries.length) this.#log.info({ requests: dispatched.entries.length }, 'dispatched requests of the previous leader adopted');
+    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched: dispatched?.entries ?? [], ...(dispatched?.reshard ? { reshard: dispatched.reshard } : {}) });
     // served only now: a dispatch retried from the previous leader finds the request it dispatched (its
     // list is adopted) instead of sending it to a second instance
     const opts = { capacity: 4096, concurrency: DISPATCH_HANDLERS };
@@ -198,12 +198,14 @@ export class PoolLeader {
   }
 
   /**
-   * The previous leader's list of dispatched requests, read whole or not at all (StoredStateUnreadable: a
-   * list missing the entries that failed to load would be taken for complete); entries that do not decode
-   * are skipped and logged (the same bytes fail again).
+   * The previous leader's list of dispatched requests and its last re-shard, read whole or not at all
+   * (StoredStateUnreadable: a list missing the entries that failed to load would be taken for complete);
+   * entries that do not decode are skipped and logged (the same bytes fail again).
    */
-  async #readDispatched(): Promise<DispatchedEntry[]> {
+  async #readDispatched(): Promise<{ entries: DispatchedEntry[]; reshard?: StoredReshard }> {
     const out: DispatchedEntry[] = [];
+    let reshard: StoredReshard | undefined;
+    const reshardKey = dispatchedKeys.reshard(this.pool);
     let got;
     try {
       const kv = await this.#dispatchedKv();
@@ -216,12 +218,17 @@ export class PoolLeader {
     for (const e of got) {
       if (!e || !e.value.length || e.operation !== 'PUT') continue;
       try {
+        if (e.key === reshardKey) {
+          const r = ReshardRecord.decode(e.value);
+          if (r.pool === this.pool) reshard = { epoch: r.epoch, target: r.target, state: r.state };
+          continue;
+        }
         out.push(DispatchedEntry.decode(e.value));
       } catch (err) {
         this.#log.warn({ key: e.key, err: (err as Error).message }, 'unreadable dispatched entry skipped');
       }
     }
-    return out;
+    return { entries: out, ...(reshard ? { reshard } : {}) };
   }
 
   /** puts and deletes of the dispatched list not yet acknowledged (bounded: past it an entry is not kept). */
@@ -312,6 +319,11 @@ export class PoolLeader {
       case 'forget_dispatched':
         this.#storeDispatched((kv) => kv.purge(dispatchedKeys.entry(this.pool, e.id)));
         break;
+      case 'persist_reshard': {
+        const rec: ReshardRecord = { v: 1, pool: this.pool, epoch: e.epoch, target: e.target, state: e.state, leader: this.#o.holder, atMs: this.#clock.now() };
+        this.#storeDispatched((kv) => kv.put(dispatchedKeys.reshard(this.pool), ReshardRecord.encode(rec)));
+        break;
+      }
       case 'held':
         if (e.first) this.holds.held++;
         for (const free of this.#dispatchSlots.get(e.req.id) ?? []) free();

@@ -139,6 +139,8 @@ export interface PoolMachineState {
   starting: Map<string, { atMs: number; node: string; gpuIds: number[] }>;
   /** the layout of the last re-shard (undefined: fill the grants with initialTp instances). */
   target?: InstanceConfig[];
+  /** a re-shard the previous leader began and did not finish (its stored record): begun again to this target once the pool is settled. */
+  pendingReshard?: InstanceConfig[];
   jobs: Map<number, DispatchJob>;
   moves: Map<number, MoveJob>;
   nextJob: number;
@@ -162,7 +164,7 @@ export type PoolEvent =
    * this replica leads the pool; the assignment the store holds, if any, and the requests the previous
    * leader dispatched that have no record yet (its persisted list).
    */
-  | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: DispatchedListEntry[] }
+  | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: DispatchedListEntry[]; reshard?: StoredReshard }
   | { type: 'lost' }
   /** an instance's status, or several at once, in order (the simulator hands over those due in one event). */
   | { type: 'status'; status: InstanceStatus } | { type: 'statuses'; statuses: InstanceStatus[] }
@@ -197,6 +199,8 @@ export type PoolEffect =
   | { kind: 'persist_dispatched'; req: InferenceRequest; instance: string; atMs: number; startedMs?: number }
   /** drop a request from that store (it ended, or was handed on). */
   | { kind: 'forget_dispatched'; id: string }
+  /** keep the re-shard (begun, or complete) in the store a successor reads. */
+  | ({ kind: 'persist_reshard' } & StoredReshard)
   /** held: tell its caller (TokenChunk.hold on its stream subject) the pool answers within forMs; `first`: its first hold. */
   | { kind: 'held'; req: Pick<InferenceRequest, 'id' | 'streamSubject'>; forMs: number; first: boolean }
   /** a held request's dispatch is over (router HoldOutcome). */
@@ -212,6 +216,9 @@ export type PoolEffect =
   | { kind: 'event'; event: 'lease' | 'instance' | 'failure' | 'scale' | 'reshard'; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> };
 
 export interface PoolStepResult { state: PoolMachineState; effects: PoolEffect[] }
+
+/** A leader's re-shard as its successor reads it back: its target, planned on assignment `epoch`, still running or complete. */
+export interface StoredReshard { epoch: number; target: InstanceConfig[]; state: 'running' | 'complete' }
 
 
 export function initialPoolState(types: RequestType[]): PoolMachineState {
@@ -255,6 +262,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
         }
       }
       adoptDispatched(s, fx, ev.dispatched ?? [], now, cfg);
+      adoptReshard(s, fx, ev.reshard, cfg);
       // an instance a previous leader's re-shard drained serves again (that re-shard died with it; one stopping resumes not)
       for (const x of aliveInstances(s)) if (x.state === 'draining') fx.push({ kind: 'resume', instance: x.id, reason: `${cfg.holder} leads ${cfg.pool}: no re-shard of its drains ${x.id}` });
       fx.push(
@@ -269,6 +277,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.leader = false;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} lost the lead of ${cfg.pool}`, decision: { leader: null }, inputs: { pool: cfg.pool } }, { kind: 'disarm_leader_timers' });
       s.reshard = undefined;
+      s.pendingReshard = undefined;
       s.planning = false;
       s.reconciling = 0;
       s.trafficAtMs = undefined;
@@ -347,6 +356,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
 }
 
 function setAssignment(s: PoolMachineState, a: PoolAssignment): void {
+  if (a.epoch !== s.assignment?.epoch) s.pendingReshard = undefined;
   s.assignment = a;
   s.types = a.types;
 }
@@ -653,6 +663,25 @@ function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMa
     }
   }
   if (s.reshard) reshardAdvance(s, fx, now, cfg);
+  else if (s.pendingReshard) resumeReshard(s, fx, now, cfg);
+}
+
+/** The stored re-shard of the previous leader, on this assignment: the layout it aimed at, and one to finish when it was running. */
+function adoptReshard(s: PoolMachineState, fx: PoolEffect[], r: StoredReshard | undefined, cfg: PoolMachineConfig): void {
+  if (!r || r.epoch !== s.assignment?.epoch) return;
+  s.target = r.target;
+  if (r.state !== 'running') return;
+  s.pendingReshard = r.target;
+  fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: finishing the previous leader's re-shard`, decision: { resume: true, target: r.target }, inputs: { epoch: r.epoch } });
+}
+
+/** The previous leader's unfinished re-shard, begun again from the layout now once every instance is ready and nothing starts. */
+function resumeReshard(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
+  const live = aliveInstances(s);
+  if (s.reconciling > 0 || s.starting.size || s.planning || !live.length || live.some((x) => x.state !== 'ready')) return;
+  const target = s.pendingReshard!;
+  s.pendingReshard = undefined;
+  beginReshard(s, fx, target, now, cfg);
 }
 
 // ------------------------------------------------------------------ assignment and reconciliation
@@ -830,6 +859,7 @@ function beginReshard(s: PoolMachineState, fx: PoolEffect[], target: InstanceCon
     inputs: { current, target, gpusPerServer: gps },
   });
   s.reshard = { target, units, unit: -1, todo: [], gps, startedMs: now, current, nodeIdx };
+  fx.push({ kind: 'persist_reshard', epoch: a.epoch, target, state: 'running' });
   nextUnit(s, fx, now, cfg);
   reshardAdvance(s, fx, now, cfg);
 }
@@ -842,6 +872,7 @@ function nextUnit(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolM
   if (!u) {
     s.target = r.target;
     s.reshard = undefined;
+    if (s.assignment) fx.push({ kind: 'persist_reshard', epoch: s.assignment.epoch, target: r.target, state: 'complete' });
     fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: re-shard complete in ${now - r.startedMs} ms`, decision: { complete: true, target: r.target, instances: aliveInstances(s).map((x) => ({ id: x.id, tp: x.tp })) }, inputs: {} });
     return;
   }
