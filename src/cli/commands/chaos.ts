@@ -1,8 +1,9 @@
 /**
  * `dynamollm chaos`: a local cluster (`dynamollm up`, standby managers included) under an open-loop load of
- * streaming completions through its gateway, while random processes of the chosen kinds are SIGKILLed on a
- * schedule. Prints one JSON report: requests sent/ok/failed/hung (and the gateway's own retries and
- * migrations, from its /metrics), kills by kind, and per kill the time to its consequence: a new cluster or
+ * streaming completions through its gateway replicas (as a client behind a load balancer: chaos-client.ts),
+ * while random processes of the chosen kinds are SIGKILLed on a schedule. Prints one JSON report: requests
+ * sent/ok/failed/hung, the streams broken after their response began (and those a gateway's death explains),
+ * the gateways' own retries, migrations and holds (from their /metrics), kills by kind, and per kill the time to its consequence: a new cluster or
  * pool leader (the first lease election after the kill, from the leaders' own events: the victim's restarted
  * process may win it again under the same id), the instance out of the ready set in the cluster status
  * (dispatch), the process back. up's output (the actors' logs at DYNAMOLLM_LOG_LEVEL) is kept in the run
@@ -25,6 +26,7 @@ import { ClusterStatus, DecisionEvent, StatusRequest } from '../../../protocols/
 import { subjects } from '../../../protocols/subjects.ts';
 import { splitConfig } from '../../../actors/gateway/config.ts';
 import { rng } from '../../sim/trace.ts';
+import { brokenByGatewayDeath, oneRequest, type Outcome } from '../chaos-client.ts';
 
 export const KILL_KINDS = ['engine', 'instance', 'node', 'cluster', 'pool', 'gateway', 'nats'] as const;
 type Kind = (typeof KILL_KINDS)[number];
@@ -39,6 +41,7 @@ interface ChaosOptions {
   maxTokens: string;
   settle: string;
   natsNodes: string;
+  gatewayReplicas?: string;
   out?: string;
 }
 
@@ -53,6 +56,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--max-tokens <n>', 'max_tokens of each request', '40')
     .option('--settle <s>', 'seconds after the last kill for requests to finish (a request open longer is hung)', '60')
     .option('--nats-nodes <n>', 'servers of up\'s private NATS (up --nats-nodes): 1, or 3 / 5 clustered', '1')
+    .option('--gateway-replicas <n>', 'gateway replicas up starts (gateway.replicas; default the config\'s): the load goes to them in turn, a connection refused or reset before a response is sent to the next (as a client behind a load balancer). Killing kind gateway needs 2 or more')
     .option('--out <file>', 'also write the JSON report here')
     .action(action(exit, (v: ChaosOptions) => chaos(v)));
 }
@@ -105,41 +109,6 @@ function processTree(root: number): Proc[] {
   return out;
 }
 
-/** `error`: the class (http status, or the code of a stream's error event); `code`: an HTTP error body's own code, or the start of a stream error's message. */
-interface Outcome { ok: boolean; hung: boolean; error?: string; code?: string; message?: string }
-
-/** One streaming completion through the gateway: ok when the stream ends with [DONE] and no error event. */
-async function oneRequest(url: string, model: string, key: string | undefined, maxTokens: number, deadlineMs: number): Promise<Outcome> {
-  const ac = new AbortController();
-  const t = setTimeout(() => ac.abort(), deadlineMs);
-  try {
-    const r = await fetch(`${url}/v1/completions`, {
-      method: 'POST', signal: ac.signal,
-      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
-      body: JSON.stringify({ model, prompt: 'Tell me about energy-efficient inference. '.repeat(4), max_tokens: maxTokens, stream: true, ignore_eos: true }),
-    });
-    if (!r.ok || !r.body) {
-      const body = await r.text().catch(() => '');
-      const code = /"code"\s*:\s*"([^"]+)"/.exec(body)?.[1];
-      const message = /"message"\s*:\s*"([^"]{0,80})/.exec(body)?.[1];
-      return { ok: false, hung: false, error: `http ${r.status}`, ...(code ? { code } : {}), ...(message ? { message } : {}) };
-    }
-    let text = '';
-    const dec = new TextDecoder();
-    for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) text += dec.decode(part, { stream: true });
-    if (/"error"\s*:/.test(text)) {
-      const message = /"message"\s*:\s*"([^"]{0,80})/.exec(text)?.[1];
-      return { ok: false, hung: false, error: /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? 'stream error', ...(message ? { code: message } : {}) };
-    }
-    return text.includes('[DONE]') ? { ok: true, hung: false } : { ok: false, hung: false, error: 'stream ended without [DONE]' };
-  } catch (err) {
-    if (ac.signal.aborted) return { ok: false, hung: true };
-    return { ok: false, hung: false, error: `connection: ${(err as Error).message}` };
-  } finally {
-    clearTimeout(t);
-  }
-}
-
 const pct = (xs: number[], q: number): number | null => {
   if (!xs.length) return null;
   const s = [...xs].sort((a, b) => a - b);
@@ -171,15 +140,26 @@ async function chaos(v: ChaosOptions): Promise<number> {
   for (const k of kinds) if (!KILL_KINDS.includes(k)) throw new UsageError(`--kinds: unknown kind '${k}' (one of ${KILL_KINDS.join(', ')})`);
   const rand = rng(num(v.seed, 'seed'));
   const raw = ((v.config ? readConfigFile(v.config) : undefined) ?? {}) as Record<string, unknown>;
-  const { cluster, gateway } = splitConfig(raw, v.config ? `config ${v.config}` : 'default config');
+  const split = splitConfig(raw, v.config ? `config ${v.config}` : 'default config');
+  const { cluster } = split;
+  const replicas = v.gatewayReplicas !== undefined ? num(v.gatewayReplicas, 'gateway-replicas') : split.gateway.replicas;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 64) throw new UsageError(`--gateway-replicas must be an integer from 1 to 64, got ${v.gatewayReplicas}`);
+  if (kinds.includes('gateway') && replicas < 2) throw new UsageError('--kinds gateway kills gateway replicas: with one, every request in flight and every new one until it is back fails; use --gateway-replicas 2 or more');
+  const gateway = { ...split.gateway, replicas };
   const model = (gateway.models ?? [cluster.model])[0]!;
   const key = gateway.apiKeys[0];
   const port = await freeLocalPort();
   const runDir = mkdtempSync(join(tmpdir(), 'dyn-chaos-'));
   const log = (s: string) => process.stderr.write(`chaos: ${s}\n`);
+  // another replica count than the config's: up reads a copy of it with gateway.replicas set (JSON is YAML)
+  let configFile = v.config;
+  if (replicas !== split.gateway.replicas) {
+    configFile = join(runDir, 'chaos-config.yaml');
+    writeFileSync(configFile, JSON.stringify({ ...raw, gateway: { ...((raw.gateway as Record<string, unknown> | undefined) ?? {}), replicas } }));
+  }
 
   const natsNodes = num(v.natsNodes, 'nats-nodes');
-  const up: ChildProcess = spawn(process.execPath, [...cliArgs(), 'up', ...(v.config ? ['--config', v.config] : []), '--port', String(port), '--run-dir', runDir, '--nats-nodes', String(natsNodes)], {
+  const up: ChildProcess = spawn(process.execPath, [...cliArgs(), 'up', ...(configFile ? ['--config', configFile] : []), '--port', String(port), '--run-dir', runDir, '--nats-nodes', String(natsNodes)], {
     cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'error', DYNAMOLLM_LOG_PRETTY: '0' },
   });
   let upOut = '';
@@ -230,15 +210,16 @@ async function chaos(v: ChaosOptions): Promise<number> {
         statusAt = Date.now();
       }, () => undefined);
     }, 200);
-    const url = `http://127.0.0.1:${port}`;
-    log(`ready: load ${rps} req/s for ${durationS} s, a SIGKILL every ${killEveryS} s among ${kinds.join(',')}`);
+    // up's gateway replicas: gw-<i> on port + i
+    const urls = Array.from({ length: replicas }, (_, i) => `http://127.0.0.1:${port + i}`);
+    log(`ready: load ${rps} req/s for ${durationS} s over ${replicas} gateway replica(s), a SIGKILL every ${killEveryS} s among ${kinds.join(',')}`);
 
     // load
     const outs: Promise<Outcome>[] = [];
     const t0 = Date.now();
     const loadTimer = setInterval(() => {
       const due = Math.floor(((Date.now() - t0) / 1000) * rps);
-      while (outs.length < due) outs.push(oneRequest(url, model, key, maxTokens, (settleS + 30) * 1000));
+      while (outs.length < due) outs.push(oneRequest({ urls, model, ...(key ? { key } : {}), maxTokens, deadlineMs: (settleS + 30) * 1000 }));
     }, 20);
 
     // kills
@@ -268,7 +249,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
     const results = await Promise.all(outs);
     await Promise.race([Promise.all(watchers), new Promise((r) => setTimeout(r, 30_000))]);
     clearInterval(poll);
-    const metrics = await gatewayCounters(url, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
+    const metrics = await gatewayCounters(urls, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
     const errors: Record<string, number> = {};
     const errorCodes: Record<string, number> = {};
     const errorMessages: Record<string, number> = {};
@@ -289,13 +270,21 @@ async function chaos(v: ChaosOptions): Promise<number> {
       const xs = kills.filter((k) => !kind || kind.includes(k.kind)).map(f).filter((x): x is number => x !== undefined);
       return { n: xs.length, p50Ms: pct(xs, 0.5), maxMs: xs.length ? Math.max(...xs) : null };
     };
+    const failed = results.filter((o) => !o.ok && !o.hung).length;
+    const broken = results.filter((o) => o.brokenAtMs !== undefined).length;
+    const byGatewayDeath = brokenByGatewayDeath(results, kills);
     const report = {
       command: `dynamollm chaos ${process.argv.slice(3).join(' ')}`.trim(),
-      durationS, rps, killEveryS, kinds, natsNodes,
+      durationS, rps, killEveryS, kinds, natsNodes, gatewayReplicas: replicas,
       sent: results.length,
       ok: results.filter((o) => o.ok).length,
-      failed: results.filter((o) => !o.ok && !o.hung).length,
+      failed,
       hung: results.filter((o) => o.hung).length,
+      // of the failed: streams whose response had begun and broke before [DONE] (not retried: the client saw part
+      // of an answer), and of those the ones a kill of the replica serving them explains (within 2 s of it)
+      broken: { total: broken, byGatewayDeath, other: broken - byGatewayDeath },
+      // connection refused or reset before any response byte, sent again to the next replica
+      clientRetries: results.reduce((n, o) => n + o.retries, 0),
       retried: metrics.retries, migrated: metrics.migrated, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds, electionHolds: metrics.electionHolds,
       errors, errorCodes, errorMessages,
       kills: { total: kills.length, byKind },
@@ -359,8 +348,17 @@ async function watchKill(k: Kill, root: number, status: () => ClusterStatus | un
   }
 }
 
-/** The gateway's admission retries, migrations, requests held for a reconnect, legs a pool held and legs held for an election, from its /metrics (null when unreadable). */
-async function gatewayCounters(url: string, token: string | undefined): Promise<{ retries: number | null; migrated: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null }> {
+type Counters = { retries: number | null; migrated: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null };
+
+/** The gateways' counters summed over the replicas (a replica killed during the run counts from its restart only; null: none readable). */
+async function gatewayCounters(urls: readonly string[], token: string | undefined): Promise<Counters> {
+  const all = await Promise.all(urls.map((u) => replicaCounters(u, token)));
+  const sum = (k: keyof Counters) => all.reduce<number | null>((n, c) => (c[k] === null ? n : (n ?? 0) + c[k]), null);
+  return { retries: sum('retries'), migrated: sum('migrated'), held: sum('held'), poolHolds: sum('poolHolds'), electionHolds: sum('electionHolds') };
+}
+
+/** One gateway's admission retries, migrations, requests held for a reconnect, legs a pool held and legs held for an election, from its /metrics (null when unreadable). */
+async function replicaCounters(url: string, token: string | undefined): Promise<Counters> {
   try {
     const r = await fetch(`${url}/metrics`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
     const text = await r.text();

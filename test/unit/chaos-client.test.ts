@@ -1,0 +1,71 @@
+/**
+ * The load generator of `dynamollm chaos` (src/cli/chaos-client.ts) against real HTTP servers on loopback: a
+ * client behind a load balancer. A replica that refuses the connection (its process dead) or resets it before
+ * any response byte gets the request sent to the next replica; a stream that breaks after its response began
+ * is a failure, reported as broken with the replica that served it and never retried; a broken stream right
+ * after a kill of its replica counts as broken by that gateway's death.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { brokenByGatewayDeath, oneRequest } from '../../src/cli/chaos-client.ts';
+import { freePort } from '../helpers/net.ts';
+
+const servers: Server[] = [];
+afterAll(async () => {
+  for (const s of servers) await new Promise((r) => s.close(r));
+});
+
+/** A gateway stand-in: `mode` says what it does with a completion. */
+async function gateway(mode: 'ok' | 'reset' | 'break'): Promise<{ url: string; hits: () => number }> {
+  let hits = 0;
+  const s = createServer((req, res) => {
+    hits++;
+    req.resume();
+    if (mode === 'reset') return req.socket.destroy();
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: {"choices":[{"text":"a"}]}\n\n');
+    if (mode === 'break') return setTimeout(() => req.socket.destroy(), 20);
+    res.end('data: [DONE]\n\n');
+  });
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(s.address() as AddressInfo).port}`, hits: () => hits };
+}
+
+const opts = { model: 'm', maxTokens: 4, deadlineMs: 10_000 };
+
+describe('chaos load generator', () => {
+  it('a replica that refuses or resets the connection before a response: the request goes to the next one and completes', async () => {
+    const dead = `http://127.0.0.1:${await freePort()}`; // nothing listens: connection refused
+    const reset = await gateway('reset');
+    const live = await gateway('ok');
+    const outs = [];
+    for (let i = 0; i < 6; i++) outs.push(await oneRequest({ ...opts, urls: [dead, reset.url, live.url] }));
+    expect(outs.every((o) => o.ok)).toBe(true);
+    expect(outs.every((o) => o.replica === 2)).toBe(true);
+    // in turn: each started on another replica, so 0, 1 or 2 connection errors before the live one
+    expect(outs.map((o) => o.retries).sort()).toEqual([0, 0, 1, 1, 2, 2]);
+    expect(live.hits()).toBe(6);
+  });
+
+  it('no live replica: a connection error once the retries are spent, never a hang', async () => {
+    const o = await oneRequest({ ...opts, urls: [`http://127.0.0.1:${await freePort()}`], maxRetries: 2 });
+    expect(o).toMatchObject({ ok: false, hung: false, retries: 2, error: 'connection: ECONNREFUSED' });
+  });
+
+  it('a stream that breaks after its response began is a failure, not retried, and counted as broken by its replica\'s death when one was killed just before', async () => {
+    const broken = await gateway('break');
+    const live = await gateway('ok');
+    const urls = [broken.url, live.url];
+    // the next request starts on replica 0 when the turn is even
+    let o = await oneRequest({ ...opts, urls });
+    if (o.replica !== 0) o = await oneRequest({ ...opts, urls });
+    expect(o).toMatchObject({ ok: false, hung: false, error: 'stream broken', replica: 0, retries: 0 });
+    expect(o.brokenAtMs).toBeGreaterThan(0);
+    expect(broken.hits()).toBe(1);
+    expect(brokenByGatewayDeath([o], [{ kind: 'gateway', id: 'gw-0', atMs: o.brokenAtMs! - 50 }])).toBe(1);
+    // another replica's kill, or one long before, does not explain it
+    expect(brokenByGatewayDeath([o], [{ kind: 'gateway', id: 'gw-1', atMs: o.brokenAtMs! - 50 }, { kind: 'gateway', id: 'gw-0', atMs: o.brokenAtMs! - 10_000 }])).toBe(0);
+  });
+});
