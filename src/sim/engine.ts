@@ -52,7 +52,7 @@ import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, util
 import { LogHistogram, percentile } from './metrics.ts';
 import { SimClassifier } from './classifier.ts';
 import { forEachRecord, longInputClassBound, overContext, rng, type TraceRecord } from './trace.ts';
-import type { Fidelity, PolicyName, SimCosts, SimEpochs, SimOptions, SimResult, LatencyStats } from './types.ts';
+import { SERVER_BOOT_S, type Fidelity, type PolicyName, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
 
 export const DEFAULT_EPOCHS: SimEpochs = { clusterS: 1800, poolS: 300, instanceS: 5 };
 export const DEFAULT_COSTS: SimCosts = { instanceStartS: 300, tauMs: 50, resyncMs: 2000, clockChangeMs: 65 };
@@ -272,6 +272,11 @@ export class Simulation {
   /** the breakdown of the energy: idle part of stopped instances, unallocated GPUs, starting instances, J. */
   private stoppedIdleJ = 0;
   private freeJ = 0;
+  /** servers in use in the last accounted interval (holding a grant or an instance); -1 before the first. */
+  private poweredServers = -1;
+  /** energy of the GPUs on servers holding nothing, powered, and of their boots when they come back into use, J. */
+  private unusedJ = 0;
+  private bootJ = 0;
   private startingJ = 0;
   private readonly series = { tS: [] as number[], powerW: [] as number[], energyKWh: [] as number[], gpusByPool: {} as Record<string, number[]>, clockByPool: {} as Record<string, number[]> };
   private lastSampleJ = 0;
@@ -379,9 +384,22 @@ export class Simulation {
         alloc += i.tp;
         if (i.state === 'starting') startingW += idlePowerOf(this.p, i.tp, this.maxClock);
       }
-    const freeW = Math.max(0, this.totalGpus - alloc) * this.perf.idlePowerW(1, this.maxClock, false);
-    this.extraJ += ((freeW + startingW) * dt) / 1000;
-    this.freeJ += (freeW * dt) / 1000;
+    const gpuIdleW = this.perf.idlePowerW(1, this.maxClock, false);
+    let free = Math.max(0, this.totalGpus - alloc);
+    // servers in use: the fewest that hold every grant and every instance; the others hold nothing
+    const held = Math.max(alloc, this.pools.reduce((n, p) => n + p.gpus, 0));
+    const on = Math.min(this.o.servers, Math.ceil(held / this.gpusPerServer - 1e-9));
+    const unused = Math.min(free, Math.max(0, this.totalGpus - on * this.gpusPerServer));
+    const boots = this.poweredServers >= 0 ? Math.max(0, on - this.poweredServers) : 0;
+    this.poweredServers = on;
+    let bootJ = boots * this.gpusPerServer * gpuIdleW * SERVER_BOOT_S;
+    this.unusedJ += (unused * gpuIdleW * dt) / 1000;
+    this.bootJ += bootJ;
+    if (this.o.unusedServers !== 'off') bootJ = 0;
+    else free -= unused;
+    const freeW = free * gpuIdleW;
+    this.extraJ += ((freeW + startingW) * dt) / 1000 + bootJ;
+    this.freeJ += (freeW * dt) / 1000 + bootJ;
     this.startingJ += (startingW * dt) / 1000;
     this.gpuMs += Math.min(alloc, this.totalGpus) * dt;
     this.extraAccMs = now;
@@ -1341,7 +1359,7 @@ export class Simulation {
         idle += i.core ? i.core.stats().idleEnergyJ : (i.idleJ ?? 0);
       }
     const k = 3.6e6;
-    return { unallocatedKWh: this.freeJ / k, startingKWh: this.startingJ / k, instanceIdleKWh: idle / k, instanceBusyKWh: (total - idle) / k };
+    return { unallocatedKWh: this.freeJ / k, startingKWh: this.startingJ / k, instanceIdleKWh: idle / k, instanceBusyKWh: (total - idle) / k, unusedServersKWh: this.unusedJ / k, serverBootKWh: this.bootJ / k };
   }
 
   private totalEnergyJ(now: number): number {

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
-import { PAPER_ENERGY_VS_SINGLE, type SimResult } from './types.ts';
+import { PAPER_ENERGY_VS_SINGLE, SERVER_BOOT_S, type SimResult } from './types.ts';
 
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 const f0 = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '-');
@@ -62,6 +62,8 @@ export function breakdownTable(results: SimResult[]): string[] {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join('  ');
   const out = [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)];
+  const idle = rs.filter((r) => (r.energyBreakdown!.unusedServersKWh ?? 0) > 0);
+  if (idle.length) out.push(`on servers holding no grant and no instance (--unused-servers off: not drawn, a ${SERVER_BOOT_S}-s boot per power-on instead), kWh: ${idle.map((r) => `${r.policy} ${f1(r.energyBreakdown!.unusedServersKWh!)} (boots ${f1(r.energyBreakdown!.serverBootKWh ?? 0)})`).join(', ')}`);
   const dyn = rs.find((r) => r.policy === 'dynamollm');
   const orc = rs.find((r) => r.policy === 'oracle');
   if (dyn && orc) {

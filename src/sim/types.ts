@@ -31,6 +31,9 @@ export type TraceSource =
   | { kind: 'file'; path: string; startMs?: number; durationMs?: number; limit?: number; skipBad?: boolean; timeUnit?: TimeUnit | 'auto'; speed?: number }
   | ({ kind: 'synth' } & Omit<SynthOptions, 'lengthsFrom'> & { lengthsFromFile?: string });
 
+/** Time a server that holds nothing (unusedServers 'off') draws its unloaded idle power to boot when it comes back into use, s (Table V: a VM 1-2 min). */
+export const SERVER_BOOT_S = 120;
+
 export interface SimEpochs {
   /** cluster (scale-out/in) epoch, s; default 1800. */
   clusterS: number;
@@ -113,6 +116,13 @@ export interface SimOptions {
   /** step fidelity: cache-aware dispatch (src/policy preferPrefixHolder among the eligible instances); default false. */
   prefixRouting?: boolean;
   /**
+   * servers that hold neither a pool's grant nor an instance: 'powered' (default; their GPUs draw unloaded idle
+   * power, the fleet stays on) or 'off' (0 W: the paper's count of servers in use). Powered servers are the fewest
+   * that hold every pool's grant and every instance (ceil of the GPUs over a server's); each power-on charges
+   * SERVER_BOOT_S of the server's unloaded idle power. Energy accounting only: the live cluster turns no server off.
+   */
+  unusedServers?: 'powered' | 'off';
+  /**
    * A live cluster's shape instead of the paper's (the twin check, test/bench/twin.bench.ts): GPUs per server
    * (default the GPU's catalog server, 8 for H100), the TP of the instances static pools start with (default 8),
    * and the policy's knobs overridden (e.g. one pool with the instance machine's clock and ladder).
@@ -166,7 +176,15 @@ export interface SimResult {
    * starting (the scale-out cost), instances idle (no step running, at their clock's loaded idle power), and
    * instances stepping.
    */
-  energyBreakdown?: { unallocatedKWh: number; startingKWh: number; instanceIdleKWh: number; instanceBusyKWh: number };
+  energyBreakdown?: {
+    unallocatedKWh: number; startingKWh: number; instanceIdleKWh: number; instanceBusyKWh: number;
+    /**
+     * GPUs on servers holding neither a grant nor an instance (unusedServers): what they draw powered (part of
+     * unallocatedKWh under 'powered', not drawn under 'off'), and the boots of those servers when they power on
+     * (part of unallocatedKWh under 'off' only). The other setting's energy: energyKWh -+ unusedServersKWh +- serverBootKWh.
+     */
+    unusedServersKWh?: number; serverBootKWh?: number;
+  };
   costUsd: number;
   carbonKg: number;
   latency: LatencyStats & { byType: Partial<Record<RequestType, LatencyStats>> };

@@ -45,6 +45,7 @@ interface SimulateOptions {
   prefixCache: boolean;
   prefixBlockTokens?: string;
   reshardExecution: string;
+  unusedServers: string;
   instanceStartS?: string;
   speed: string;
 }
@@ -75,6 +76,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--prefix-block-tokens <n>', 'tokens per prefix-cache block')
     .option('--reshard-execution <how>', "how a pool carries out a re-shard: overlap (the paper's NVLink re-shard: the old layout serves until the new one is up after tau x Table VI) or units (the live pool's: unit by unit, an engine stopped before one starts on its GPUs, each start taking --instance-start-s)", 'overlap')
     .option('--instance-start-s <s>', 'seconds until a new engine serves (default 300: Table V, weights cached in-cluster)')
+    .option('--unused-servers <how>', "servers holding no pool's grant and no instance: powered (their GPUs draw unloaded idle power) or off (0 W, the paper's servers in use; each power-on charges a 120-s boot)", 'powered')
     .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
     .addOption(jsonOption())
     .option('--out <file>', 'also write every number, time series included, as JSON to FILE')
@@ -85,6 +87,11 @@ export function register(cmd: Command, exit: ExitCode): void {
 
 function reshardExecutionOf(x: string): 'units' | 'overlap' {
   if (x !== 'units' && x !== 'overlap') throw new UsageError(`--reshard-execution must be units or overlap, got '${x}'`);
+  return x;
+}
+
+function unusedServersOf(x: string): 'powered' | 'off' {
+  if (x !== 'powered' && x !== 'off') throw new UsageError(`--unused-servers must be powered or off, got '${x}'`);
   return x;
 }
 
@@ -132,6 +139,7 @@ async function simulate(v: SimulateOptions): Promise<number> {
     prefixRouting: v.prefixRouting ?? false, prefixCaching: v.prefixCache,
     prefixBlockTokens: v.prefixBlockTokens === undefined ? undefined : num(v.prefixBlockTokens, 'prefix-block-tokens'),
     reshardExecution: reshardExecutionOf(v.reshardExecution),
+    unusedServers: unusedServersOf(v.unusedServers),
     ...(v.instanceStartS !== undefined ? { costs: { instanceStartS: num(v.instanceStartS, 'instance-start-s') } } : {}),
   };
   const prog = new Array<number>(policies.length).fill(0);
