@@ -51,6 +51,7 @@ import type { Admission, InferenceRequest } from '../../protocols/messages.ts';
 import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { LogHistogram, percentile } from './metrics.ts';
 import { SimClassifier } from './classifier.ts';
+import { staticPools, type PoolLayout } from './yardsticks.ts';
 import { forEachRecord, longInputClassBound, overContext, rng, type TraceRecord } from './trace.ts';
 import { SERVER_BOOT_S, type Fidelity, type PolicyName, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
 
@@ -563,50 +564,12 @@ export class Simulation {
     }
   }
 
-  /** Peak utilisation of each type at TP8 / max clock over the whole trace (static sizing). */
-  private staticPools(): { wanted: { id: string; types: RequestType[]; gpus: number }[]; routing: Partial<Record<RequestType, string>> } {
-    const peak = this.forecastPeak(0, this.template.durationMs);
-    if (this.knobs.pools === 'single') {
-      const routing: Partial<Record<RequestType, string>> = {};
-      for (const t of REQUEST_TYPES) routing[t] = 'pool-all';
-      const tp = this.o.instanceTp ?? 8;
-      return { wanted: [{ id: 'pool-all', types: [...REQUEST_TYPES], gpus: Math.floor(this.totalGpus / tp) * tp }], routing };
-    }
-    // MultiPool (the paper's static baseline): ALL servers split among the type pools in proportion to each
-    // type's peak demand (load / per-server SLO throughput at TP8, max clock), at least one server per pool
-    // with load; a type with too little load for its own server when servers run short joins the next longer pool.
-    const need = REQUEST_TYPES.map((t) => {
-      const ml = maxLoadOf(this.p, t, 8, this.maxClock) * (this.gpusPerServer / 8);
-      return (peak[t] ?? 0) > 0 ? (ml > 0 ? peak[t]! / ml : 1) : 0;
+  /** The static pools (./yardsticks.ts), sized for each type's peak over the whole trace. */
+  private staticPools(): PoolLayout {
+    return staticPools({
+      peak: this.forecastPeak(0, this.template.durationMs), profile: this.p, maxClockMhz: this.maxClock, servers: this.o.servers, gpusPerServer: this.gpusPerServer,
+      pools: this.knobs.pools, ...(this.o.instanceTp !== undefined ? { instanceTp: this.o.instanceTp } : {}),
     });
-    let types = REQUEST_TYPES.filter((_, k) => need[k] > 0);
-    const merged = new Map<RequestType, RequestType>(); // type -> the pool type that serves it
-    while (types.length > this.o.servers) {
-      const k = types.reduce((m, t, i) => (need[TYPE_INDEX[t]] < need[TYPE_INDEX[types[m]]] && i < types.length - 1 ? i : m), 0);
-      const from = types[k];
-      const into = types[Math.min(k + 1, types.length - 1)];
-      need[TYPE_INDEX[into]] += need[TYPE_INDEX[from]];
-      merged.set(from, into);
-      types = types.filter((t) => t !== from);
-    }
-    const totalNeed = types.reduce((s, t) => s + need[TYPE_INDEX[t]], 0);
-    const servers = new Map<RequestType, number>(types.map((t) => [t, 1]));
-    let left = this.o.servers - types.length;
-    // largest remainder on the rest, by share of demand
-    const quota = types.map((t) => ({ t, q: (need[TYPE_INDEX[t]] / totalNeed) * this.o.servers - 1 }));
-    for (const x of quota) {
-      const add = Math.max(0, Math.min(left, Math.floor(x.q)));
-      servers.set(x.t, servers.get(x.t)! + add);
-      left -= add;
-      x.q -= add;
-    }
-    quota.sort((a, b) => b.q - a.q);
-    for (let i = 0; left > 0; i = (i + 1) % quota.length, left--) servers.set(quota[i].t, servers.get(quota[i].t)! + 1);
-    const routing: Partial<Record<RequestType, string>> = {};
-    const resolve = (t: RequestType): RequestType => (merged.has(t) ? resolve(merged.get(t)!) : t);
-    const wanted = types.map((t) => ({ id: `pool-${t}`, types: REQUEST_TYPES.filter((x) => (need[TYPE_INDEX[x]] > 0 || x === t) && resolve(x) === t), gpus: servers.get(t)! * this.gpusPerServer }));
-    for (const t of REQUEST_TYPES) if ((peak[t] ?? 0) > 0) routing[t] = `pool-${resolve(t)}`;
-    return { wanted, routing };
   }
 
   /**
