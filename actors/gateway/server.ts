@@ -25,7 +25,7 @@ import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
   HttpError, badRequest, chatResponse, probeOf, PROBE_HEADER, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
-  continuousUsage, roleChunk, streamChunk, textFrame, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
+  continuousUsage, roleChunk, streamChunk, plainTextFrame, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
 import { childRequest, indexed, mergeStreams, oneByOne } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
@@ -702,7 +702,7 @@ export class GatewayServer {
     const n = streams.length;
     const tokens = new Array<number>(n).fill(0);
     const usages = new Array<Usage | undefined>(n);
-    const plain = p.continuousUsage ? undefined : streams.map((_, i) => textFrame(p.kind, id, created, p.model, i));
+    const plain = streams.map((_, i) => plainTextFrame(p.kind, id, created, p.model, i, p.continuousUsage ? inputTokens : undefined));
     let ended = 0;
     let first = true;
     try {
@@ -719,8 +719,8 @@ export class GatewayServer {
           first = false;
           tokens[i]! += c.tokens;
           timers[i]!.onChunk(c);
-          if (plain && !c.done && c.text.length > 0 && !c.toolCalls && !c.logprobs && c.reasoning === undefined) {
-            send(undefined, plain[i]![0] + JSON.stringify(c.text) + plain[i]![1]);
+          if (!c.done && c.text.length > 0 && !c.toolCalls && !c.logprobs && c.reasoning === undefined) {
+            send(undefined, plain[i]!(c.text, tokens[i]!));
             continue;
           }
           const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens[i]!) : undefined;

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 
 /** Held bytes at which a client's SSE stream is written at once rather than at the end of the turn. */
 export const SSE_COALESCE_MAX_BYTES = 65_536;
@@ -9,7 +10,10 @@ export const SSE_COALESCE_MAX_BYTES = 65_536;
  * flush is held until the end of the current event-loop turn (`setImmediate`: after the other sockets the
  * poll phase has ready), so the events of one stream that arrive in one turn (several engine reads, the
  * choices of an `n > 1` request) leave in one write, or at once when `maxBytes` are held. The bytes and their
- * order are those of one write per event; only the number of writes changes.
+ * order are those of one write per event; only the number of writes changes. A write after the first goes to
+ * the socket as one string framed as Node frames a chunk of a chunked response (size in hex, CRLF, data,
+ * CRLF): the same bytes as `res.write`, without its four-part corked write; Node writes it where the response
+ * is not yet on its socket (a pipelined request waiting its turn) or is not chunked.
  */
 export class SseWriter {
   private pending = '';
@@ -53,12 +57,34 @@ export class SseWriter {
 
   private readonly write = (): void => {
     this.cancel();
-    if (this.pending !== '' && !this.res.writableEnded && !this.res.destroyed) this.res.write(this.pending);
+    const s = this.pending;
     this.pending = '';
+    if (s === '' || this.res.writableEnded || this.res.destroyed) return;
+    const sock = chunkSocket(this.res);
+    if (sock) sock.write(`${Buffer.byteLength(s).toString(16)}\r\n${s}\r\n`);
+    else this.res.write(s);
   };
 
   private cancel(): void {
     if (this.timer) clearImmediate(this.timer);
     this.timer = undefined;
   }
+}
+
+/** Node's state of a response (node:_http_outgoing): what decides whether a chunk may bypass it. */
+interface OutgoingState {
+  chunkedEncoding?: boolean;
+  _headerSent?: boolean;
+  outputData?: unknown[];
+}
+
+/**
+ * The socket of `res` when a chunk can be written to it directly: the response is chunked, its head has been
+ * given to this socket and nothing of it waits in Node's queue; otherwise undefined (Node writes it).
+ */
+function chunkSocket(res: ServerResponse): Socket | undefined {
+  const o = res as ServerResponse & OutgoingState;
+  const s = res.socket;
+  if (!s || !o.chunkedEncoding || !o._headerSent || !Array.isArray(o.outputData) || o.outputData.length !== 0) return undefined;
+  return s.destroyed || !s.writable ? undefined : s;
 }

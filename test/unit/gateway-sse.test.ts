@@ -9,7 +9,7 @@
  *   (only with include_usage, as vLLM) puts the running usage on every chunk.
  */
 import { describe, expect, it } from 'vitest';
-import { continuousUsage, parseOpenAiRequest, roleChunk, streamChunk, textFrame, usageChunk, usageOut } from '../../actors/gateway/openai.ts';
+import { continuousUsage, parseOpenAiRequest, plainTextFrame, roleChunk, streamChunk, textFrame, textUsageFrame, usageChunk, usageOut } from '../../actors/gateway/openai.ts';
 
 const keys = (o: object) => Object.keys(o).sort();
 
@@ -73,6 +73,26 @@ describe('plain text token frames', () => {
           const [pre, post] = textFrame(kind, id!, 1700000000, model!, index);
           for (const text of texts) {
             expect(pre + JSON.stringify(text) + post).toBe(`data: ${JSON.stringify(streamChunk(kind, id!, 1700000000, model!, { text }, index))}\n\n`);
+          }
+        }
+      }
+    }
+  });
+
+  it('with continuous usage: the exact bytes JSON.stringify gives for the chunk with the usage so far', () => {
+    const texts = [' hello', '', '"', '\\', '\n\t', '\u0001', '\u0002', 'é😀', '"usage":{"x":1}', '"text":"x"'];
+    for (const kind of ['completion', 'chat'] as const) {
+      for (const [id, model] of [['r1', 'm'], ['a"b\u0001\u0002', 'mo\u0002del"\u0001']]) {
+        for (const index of [0, 3]) {
+          for (const prompt of [0, 1, 4096, 123456789]) {
+            const frame = textUsageFrame(kind, id!, 1700000000, model!, prompt, index);
+            for (const text of texts) {
+              for (const done of [0, 1, 17, 100000]) {
+                expect(frame(text, done)).toBe(`data: ${JSON.stringify(streamChunk(kind, id!, 1700000000, model!, { text, usage: continuousUsage(prompt, done) }, index))}\n\n`);
+                expect(plainTextFrame(kind, id!, 1700000000, model!, index, prompt)(text, done)).toBe(frame(text, done));
+                expect(plainTextFrame(kind, id!, 1700000000, model!, index)(text, done)).toBe(`data: ${JSON.stringify(streamChunk(kind, id!, 1700000000, model!, { text }, index))}\n\n`);
+              }
+            }
           }
         }
       }
