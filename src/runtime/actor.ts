@@ -231,8 +231,9 @@ export abstract class Actor {
    * SIGTERM and SIGINT drain then exit(0); a second signal exits(1) at once.
    * Under a Supervisor (env DYNAMOLLM_SUPERVISED=1) a terminal's Ctrl-C reaches the whole process group;
    * the child then ignores SIGINT and waits for the supervisor's SIGTERM, so children stop in the
-   * supervisor's order and actually drain. A supervised child whose parent died (re-parented: ppid
-   * changed) drains by itself, so a SIGKILLed supervisor leaves no orphans serving stale state.
+   * supervisor's order and actually drain. A supervised child whose parent is not the supervisor that started
+   * it (DYNAMOLLM_SUPERVISOR_PID; re-parented, also before this ran) drains by itself, so a SIGKILLed
+   * supervisor leaves no orphans serving stale state.
    * `exit` is injectable for tests.
    */
   installSignalHandlers(exit: (code: number) => void = (c) => process.exit(c)): () => void {
@@ -263,16 +264,17 @@ export abstract class Actor {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-    const parent = process.ppid;
-    const watchdog = supervised
-      ? setInterval(() => {
-          if (process.ppid !== parent && !signalled) {
-            this.log.warn({ parent, ppid: process.ppid }, 'supervisor is gone');
-            begin('parent exited');
-          }
-        }, 1000)
-      : undefined;
+    // the supervisor as it named itself: one that died before this process got here has left it another parent already
+    const parent = Number(process.env.DYNAMOLLM_SUPERVISOR_PID) || process.ppid;
+    const check = () => {
+      if (process.ppid !== parent && !signalled) {
+        this.log.warn({ parent, ppid: process.ppid }, 'supervisor is gone');
+        begin('parent exited');
+      }
+    };
+    const watchdog = supervised ? setInterval(check, 1000) : undefined;
     watchdog?.unref();
+    if (supervised) check();
     return () => {
       if (watchdog) clearInterval(watchdog);
       process.off('SIGTERM', onSignal);

@@ -124,7 +124,7 @@ export class Supervisor extends EventEmitter {
     try {
       proc = spawn(spec.command, spec.args, {
         cwd: spec.cwd,
-        env: { ...process.env, DYNAMOLLM_SUPERVISED: '1', ...spec.env },
+        env: { ...process.env, DYNAMOLLM_SUPERVISED: '1', DYNAMOLLM_SUPERVISOR_PID: String(process.pid), ...spec.env },
         stdio: ['ignore', out === 'ignore' ? 'ignore' : 'pipe', out === 'ignore' ? 'ignore' : 'pipe'],
       });
     } catch (err) {
