@@ -51,7 +51,7 @@ import type { Admission, InferenceRequest } from '../../protocols/messages.ts';
 import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { LogHistogram, percentile } from './metrics.ts';
 import { SimClassifier } from './classifier.ts';
-import { staticPools, type PoolLayout } from './yardsticks.ts';
+import { OracleSolver, staticPools, type PoolLayout } from './yardsticks.ts';
 import { forEachRecord, longInputClassBound, overContext, rng, type TraceRecord } from './trace.ts';
 import { SERVER_BOOT_S, type Fidelity, type PolicyName, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
 
@@ -293,7 +293,8 @@ export class Simulation {
   /** instanceEpoch's scratch: the memo key's code units, the peak per type. */
   private readonly clockCodes = new Uint16Array(19);
   private readonly clockPeakX = new Float64Array(9);
-  private readonly oracleMemo = new Map<string, ReturnType<typeof decide.solveEq1>>();
+  /** the oracle's Eq. 1 solver (./yardsticks.ts), with its memo of solves. */
+  private oracle?: OracleSolver;
 
   constructor(private readonly inp: EngineInputs) {
     this.o = inp.opts;
@@ -658,36 +659,8 @@ export class Simulation {
     const highs = this.inp.highs;
     if (!highs) throw new Error('oracle policy needs a HiGHS instance');
     this.accountExtra(now);
-    const raw = this.forecastPeak(now, now + this.ep.poolS * 1000, 1);
-    // the load on the +-5% memo grid, so a week's 2,016 epochs reuse solves of the same (quantised) question
-    const f: LoadByType = {};
-    let key = '';
-    for (const t of REQUEST_TYPES) {
-      const v = quantiseLoad(raw[t] ?? 0);
-      if (v > 0) {
-        f[t] = v;
-        key += `|${t}${v}`;
-      }
-    }
-    const pools = REQUEST_TYPES.filter((t) => (f[t] ?? 0) > 0).map((t) => ({ id: `pool-${t}`, loadByType: { [t]: f[t]! } as LoadByType }));
-    const solve = (ps: typeof pools, k: string) => {
-      let r = this.oracleMemo.get(k);
-      if (!r) {
-        if (this.oracleMemo.size > 20_000) this.oracleMemo.clear();
-        this.oracleMemo.set(k, (r = decide.solveEq1(highs, { profile: this.p, pools: ps, gpus: this.totalGpus, epochS: this.ep.poolS, headroom: this.headroom, timeLimitS: 20, mipRelGap: 1e-3 })));
-      }
-      return r;
-    };
-    // Eq. 1's pools share nothing but the GPU budget: when every pool's own optimum (solved alone, cached by
-    // its type and quantised load: a few hundred distinct solves in a week instead of one per epoch) fits the
-    // budget together, their union IS the joint optimum; only when it does not is the joint MILP solved.
-    let sol: ReturnType<typeof decide.solveEq1> | undefined;
-    const parts = pools.map((pl) => solve([pl], `1|${pl.id}|${pl.loadByType[pl.id.slice(5) as RequestType]}`));
-    if (parts.length && parts.every((r) => r.feasible)) {
-      const config = parts.flatMap((r) => r.config);
-      if (config.reduce((a, g) => a + g.tp * g.count, 0) <= this.totalGpus) sol = { ...parts[0], status: 'Optimal (per pool)', config, energy: parts.reduce((a, r) => a + r.energy, 0), solveMs: parts.reduce((a, r) => a + r.solveMs, 0) };
-    }
-    sol ??= solve(pools, key);
+    this.oracle ??= new OracleSolver({ highs, profile: this.p, gpus: this.totalGpus, epochS: this.ep.poolS, headroom: this.headroom });
+    const { pools, sol } = this.oracle.solve(this.forecastPeak(now, now + this.ep.poolS * 1000, 1));
     if (!sol.feasible) {
       this.notes.push(`oracle: Eq. 1 infeasible at t=${(now / 1000).toFixed(0)} s (${sol.status}); previous configuration kept`);
       if (this.pools.length) return;

@@ -1,12 +1,15 @@
 /**
  * The paper's yardsticks, which no live manager runs (Sec. V): the static pools of `single-pool` and `multi-pool`
- * (and of the single-level policies built on them), and the oracle's Eq. 1 solve per pool epoch. The simulator
+ * (and of the single-level policies built on them), and the oracle's Eq. 1 solve per pool epoch (OracleSolver). The simulator
  * (./engine.ts) installs what these return; they decide nothing the live cluster decides.
  */
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
 import { maxLoadOf } from '../model/profile.ts';
+import type { HighsLike } from '../policy/milp.ts';
 import type { LoadByType } from '../policy/types.ts';
+import * as decide from './decide.ts';
+import { quantiseLoad } from './quantise.ts';
 
 const TYPE_INDEX = Object.fromEntries(REQUEST_TYPES.map((t, i) => [t, i])) as Record<RequestType, number>;
 
@@ -74,4 +77,65 @@ export function staticPools(i: StaticPoolsInput): PoolLayout {
   const wanted = types.map((t) => ({ id: `pool-${t}`, types: REQUEST_TYPES.filter((x) => (need[TYPE_INDEX[x]]! > 0 || x === t) && resolve(x) === t), gpus: servers.get(t)! * gpusPerServer }));
   for (const t of REQUEST_TYPES) if ((peak[t] ?? 0) > 0) routing[t] = `pool-${resolve(t)}`;
   return { wanted, routing };
+}
+
+type Eq1Result = ReturnType<typeof decide.solveEq1>;
+
+export interface OracleSolverOptions {
+  highs: HighsLike;
+  profile: Profile;
+  /** the cluster's GPUs (Eq. 1's budget). */
+  gpus: number;
+  /** the pool epoch, s (the energy Eq. 1 minimises is over it). */
+  epochS: number;
+  headroom: number;
+}
+
+/**
+ * The oracle's pool epoch: Eq. 1 (src/policy solveEq1, HiGHS) over one pool per type with load, for the coming
+ * epoch's actual peak per type (true types, 1-minute bins), on the +-5% load grid (src/sim/quantise.ts) so that a
+ * week's 2,016 epochs reuse the solves of the same quantised question (a memo of at most 20,000).
+ */
+export class OracleSolver {
+  readonly #o: OracleSolverOptions;
+  readonly #memo = new Map<string, Eq1Result>();
+
+  constructor(o: OracleSolverOptions) {
+    this.#o = o;
+  }
+
+  /** The pools (one per type with load, id pool-<type>) and Eq. 1's solution for them. */
+  solve(raw: LoadByType): { pools: { id: string; loadByType: LoadByType }[]; sol: Eq1Result } {
+    const f: LoadByType = {};
+    let key = '';
+    for (const t of REQUEST_TYPES) {
+      const v = quantiseLoad(raw[t] ?? 0);
+      if (v > 0) {
+        f[t] = v;
+        key += `|${t}${v}`;
+      }
+    }
+    const pools = REQUEST_TYPES.filter((t) => (f[t] ?? 0) > 0).map((t) => ({ id: `pool-${t}`, loadByType: { [t]: f[t]! } as LoadByType }));
+    // Eq. 1's pools share nothing but the GPU budget: when every pool's own optimum (solved alone, cached by
+    // its type and quantised load: a few hundred distinct solves in a week instead of one per epoch) fits the
+    // budget together, their union IS the joint optimum; only when it does not is the joint MILP solved.
+    let sol: Eq1Result | undefined;
+    const parts = pools.map((pl) => this.#solve([pl], `1|${pl.id}|${pl.loadByType[pl.id.slice(5) as RequestType]}`));
+    if (parts.length && parts.every((r) => r.feasible)) {
+      const config = parts.flatMap((r) => r.config);
+      if (config.reduce((a, g) => a + g.tp * g.count, 0) <= this.#o.gpus) sol = { ...parts[0]!, status: 'Optimal (per pool)', config, energy: parts.reduce((a, r) => a + r.energy, 0), solveMs: parts.reduce((a, r) => a + r.solveMs, 0) };
+    }
+    sol ??= this.#solve(pools, key);
+    return { pools, sol };
+  }
+
+  #solve(pools: { id: string; loadByType: LoadByType }[], key: string): Eq1Result {
+    let r = this.#memo.get(key);
+    if (!r) {
+      if (this.#memo.size > 20_000) this.#memo.clear();
+      const o = this.#o;
+      this.#memo.set(key, (r = decide.solveEq1(o.highs, { profile: o.profile, pools, gpus: o.gpus, epochS: o.epochS, headroom: o.headroom, timeLimitS: 20, mipRelGap: 1e-3 })));
+    }
+    return r;
+  }
 }
