@@ -37,7 +37,7 @@ export class GatewayRouter implements RequestRouter {
   #subs: SubscribeHandle[] = [];
 
   constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile) {
-    this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs };
+    this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs, prefixRouting: config.engine.prefixCaching === true };
     this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
   }
 

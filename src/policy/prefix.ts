@@ -34,3 +34,84 @@ export function preferPrefixHolder(promptTokens: number, eligible: readonly Pref
   }
   return anyCached ? best?.id : undefined;
 }
+
+/**
+ * Approximate prefix matching where requests carry no block hashes (live requests: the gateway sees the prompt's
+ * text, not the engine's KV blocks), as llm-d's approximate prefix-cache scorer does: the prompt is cut into
+ * fixed-size chunks, each chunk's hash is the running hash of the whole prefix up to its end (so equal hashes mean
+ * equal prefixes), and the router remembers, per instance, the chunk hashes of the prompts it sent there. The
+ * leading chunks an instance holds estimate the prompt tokens its engine has cached; preferPrefixHolder then picks
+ * as it does on the simulator's block hashes.
+ */
+export const PREFIX_CHUNK_CHARS = 256;
+/** Token ids per chunk of a prompt given as token ids (~4 characters a token). */
+export const PREFIX_CHUNK_TOKENS = 64;
+/** Chunks hashed per prompt at most (its first 256k characters). */
+export const MAX_PREFIX_CHUNKS = 1024;
+
+type PromptLike = { prompt?: string | readonly number[] | undefined; messages?: readonly { role: string; content?: unknown }[] | undefined };
+
+/** The prompt's chunk hashes (whole chunks only, at most MAX_PREFIX_CHUNKS) and the characters (or token ids) they cover of its length. */
+export function promptChunkHashes(req: PromptLike): { hashes: number[]; units: number } {
+  let h = 0x811c9dc5;
+  const hashes: number[] = [];
+  if (Array.isArray(req.prompt)) {
+    const ids = req.prompt as readonly number[];
+    for (let i = 0; i < ids.length && hashes.length < MAX_PREFIX_CHUNKS; i++) {
+      h = Math.imul(h ^ (ids[i]! & 0xffff), 16777619) >>> 0;
+      h = Math.imul(h ^ (ids[i]! >>> 16), 16777619) >>> 0;
+      if ((i + 1) % PREFIX_CHUNK_TOKENS === 0) hashes.push(h);
+    }
+    return { hashes, units: ids.length };
+  }
+  const text = typeof req.prompt === 'string' ? req.prompt : (req.messages ?? []).map((m) => `<${m.role}>${typeof m.content === 'string' ? m.content : JSON.stringify(m.content ?? '')}`).join('\n');
+  for (let i = 0; i < text.length && hashes.length < MAX_PREFIX_CHUNKS; i++) {
+    h = Math.imul(h ^ text.charCodeAt(i), 16777619) >>> 0;
+    if ((i + 1) % PREFIX_CHUNK_CHARS === 0) hashes.push(h);
+  }
+  return { hashes, units: text.length };
+}
+
+/**
+ * Per instance, a bounded LRU of the chunk hashes of the prompts routed there (a stand-in for its engine's prefix
+ * cache, which the router cannot see): at most `perInstance` hashes each (16,384 chunks: ~4M characters, ~1M
+ * tokens) and `maxInstances` instances (the least recently routed one forgotten first).
+ */
+export class RoutedPrefixes {
+  private readonly m = new Map<string, Map<number, true>>();
+  constructor(readonly perInstance = 16_384, readonly maxInstances = 4096) {}
+
+  /** Leading chunks of `hashes` the instance was sent. */
+  matched(id: string, hashes: readonly number[]): number {
+    const set = this.m.get(id);
+    if (!set) return 0;
+    let n = 0;
+    while (n < hashes.length && set.has(hashes[n]!)) n++;
+    return n;
+  }
+
+  /** The instance was sent a prompt with these chunks: they become its most recent, the oldest past the bound are dropped. */
+  record(id: string, hashes: readonly number[]): void {
+    if (!hashes.length) return;
+    let set = this.m.get(id);
+    if (set) this.m.delete(id);
+    else set = new Map();
+    this.m.set(id, set);
+    for (const x of hashes) {
+      set.delete(x);
+      set.set(x, true);
+    }
+    for (const k of set.keys()) {
+      if (set.size <= this.perInstance) break;
+      set.delete(k);
+    }
+    for (const k of this.m.keys()) {
+      if (this.m.size <= this.maxInstances) break;
+      this.m.delete(k);
+    }
+  }
+
+  forget(id: string): void {
+    this.m.delete(id);
+  }
+}

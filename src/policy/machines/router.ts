@@ -17,6 +17,7 @@ import type { InstanceStatus, PoolAssignment, RoutingTable } from '../../../prot
 import type { RequestType } from '../../../protocols/request-types.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
+import { PREFIX_CHUNK_CHARS, PREFIX_CHUNK_TOKENS, RoutedPrefixes, preferPrefixHolder, promptChunkHashes } from '../prefix.ts';
 import { routePools } from './cluster.ts';
 import type { TrackedInstance } from './pool.ts';
 
@@ -100,6 +101,11 @@ export interface RouterConfig {
   headroom: number;
   /** an instance without a status for this long is not dispatched to (the pool leader's death verdict), ms. */
   deadAfterMs: number;
+  /**
+   * cache-aware routing on the prompt's text (policy promptChunkHashes, RoutedPrefixes, preferPrefixHolder: the
+   * engines cache prefixes; the gateway's config `engine.prefixCaching`). Default false: the energy choice alone.
+   */
+  prefixRouting?: boolean;
 }
 
 export interface RouterState {
@@ -112,10 +118,12 @@ export interface RouterState {
   tableAtMs?: number;
   /** the instances by pool, each with its last status and when it arrived (lastSeenMs). */
   byPool: Map<string, Map<string, TrackedInstance>>;
+  /** the prompt chunks routed to each instance (prefixRouting). */
+  prefixes: RoutedPrefixes;
 }
 
 export function initialRouterState(): RouterState {
-  return { route: new Map(), pools: new Map(), byPool: new Map() };
+  return { route: new Map(), pools: new Map(), byPool: new Map(), prefixes: new RoutedPrefixes() };
 }
 
 /** A table older than this is no longer refreshed by its leader's snapshots (one a second): any table replaces it, ms. */
@@ -140,6 +148,7 @@ export function routerStatus(s: RouterState, st: InstanceStatus, now: number): v
   if (t && st.seq < t.status.seq && st.startedMs === t.status.startedMs) return;
   if (st.state === 'stopped') {
     pool?.delete(st.id);
+    s.prefixes.forget(st.id);
     return;
   }
   if (!pool) s.byPool.set(st.pool, (pool = new Map<string, TrackedInstance>()));
@@ -197,14 +206,25 @@ export function routerPools(s: RouterState, type: RequestType, now: number, cfg:
  * leader's views), not one of `exclude`; counted at once in this view so a burst spreads before the next
  * status. Undefined when the view has no candidate left.
  */
-export function routerPick(s: RouterState, pool: string, req: { type?: RequestType; inputTokens: number }, exclude: ReadonlySet<string>, now: number, cfg: RouterConfig): string | undefined {
+export function routerPick(s: RouterState, pool: string, req: { type?: RequestType; inputTokens: number } & Parameters<typeof promptChunkHashes>[0], exclude: ReadonlySet<string>, now: number, cfg: RouterConfig): string | undefined {
   const inst = s.byPool.get(pool);
   if (!inst) return undefined;
   const v = dispatchViews(inst.values(), exclude, aliveAt(now, cfg.deadAfterMs));
   if (!v.length) return undefined;
   const types = s.pools.get(pool)?.types ?? [...s.route].filter(([, p]) => p === pool).map(([t]) => t);
-  const id = dispatchRequest(req, v, cfg.profile, types, { headroom: cfg.headroom }).id;
+  // cache-aware: the instance sent the longest prefix of this prompt, by the prefill work before its first token
+  const chunks = cfg.prefixRouting ? promptChunkHashes(req) : undefined;
+  const tokensPerUnit = chunks?.units ? req.inputTokens / chunks.units : 0;
+  const unit = Array.isArray(req.prompt) ? PREFIX_CHUNK_TOKENS : PREFIX_CHUNK_CHARS;
+  const prefer = chunks?.hashes.length
+    ? (ids: string[]) => preferPrefixHolder(req.inputTokens, ids.map((id) => {
+      const x = v.find((y) => y.id === id)!;
+      return { id, tp: x.tp, cachedPrefixTokens: Math.min(req.inputTokens, s.prefixes.matched(id, chunks.hashes) * unit * tokensPerUnit), pendingPrefillTokens: x.pendingPrefillTokens ?? 0 };
+    }))
+    : undefined;
+  const id = dispatchRequest(req, v, cfg.profile, types, { headroom: cfg.headroom, ...(prefer ? { prefer } : {}) }).id;
   inst.set(id, countDispatched(inst.get(id)!, req.inputTokens));
+  if (chunks) s.prefixes.record(id, chunks.hashes);
   return id;
 }
 
