@@ -182,18 +182,20 @@ describe('request plane: the gateway routes, the instance admits (one round trip
       if (n >= 60 && !during) during = poolStatuses.findLast((p) => p.st.instances.some((i) => i.id === instance && i.running > 0))?.st;
     });
     checkOneStream(chunks, 150);
-    expect(backend.counters.routed).toBe(routed + 1);
+    // what the request went through, in every message below: a failure on a loaded machine says which step differed
+    const seen = () => JSON.stringify({ routed: backend.counters.routed - routed, viaIntake: viaIntake.has(id), viaDispatch: viaDispatch.has(id), during: during !== undefined, onStream: onStream.get(id)?.map((c) => (c.grant ? 'grant' : c.hold ? 'hold' : c.seq)), legReports: legReports.get(id), counters: backend.counters });
+    expect(backend.counters.routed, seen()).toBe(routed + 1);
     const rec = await waitFor(() => records.get(id), 5000, 'the request record');
-    expect(rec.outcome).toBe('ok');
-    expect(rec.pool).toBe('pool-all');
-    expect(rec.instance).toBe(instance);
-    expect(viaIntake.has(id)).toBe(false);
-    expect(viaDispatch.has(id)).toBe(false);
-    expect(during, "the pool leader's status counting the routed request").toBeDefined();
+    expect(rec.outcome, seen()).toBe('ok');
+    expect(rec.pool, seen()).toBe('pool-all');
+    expect(rec.instance, seen()).toBe(instance);
+    expect(viaIntake.has(id), seen()).toBe(false);
+    expect(viaDispatch.has(id), seen()).toBe(false);
+    expect(during, `the pool leader's status counting the routed request: ${seen()}`).toBeDefined();
     // it started with its admission: the grant came in the admission reply, nothing on its stream subject; the
     // instance heard of it twice (the first token, then the end), never a separate 'started'
-    expect(onStream.get(id)).toBeUndefined();
-    expect(legReports.get(id)).toEqual(['first_token', 'end']);
+    expect(onStream.get(id), seen()).toBeUndefined();
+    expect(legReports.get(id), seen()).toEqual(['first_token', 'end']);
   }, 60_000);
 });
 

@@ -119,6 +119,8 @@ interface Kill {
   kind: Kind; id: string; pid: number; atMs: number; leaderBefore?: string; restartMs?: number; newLeaderMs?: number; outOfDispatchMs?: number;
   /** nats: the first cluster status answered after the server came back (the planner reconnected and serving). */
   statusBackMs?: number;
+  /** gateway: its port answering HTTP again (GET /healthz). */
+  servingMs?: number;
 }
 
 /** A leader elected (a lease event): of a pool, or the cluster planner; stamped by the actor that leads. */
@@ -242,7 +244,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
       }
       kills.push(k);
       log(`killed ${k.kind} ${k.id} (pid ${k.pid})`);
-      watchers.push(watchKill(k, up.pid!, () => status, () => statusAt, elected, parent));
+      const gatewayUrl = victim.kind === 'gateway' ? urls[Number(/^gw-(\d+)$/.exec(victim.id)?.[1] ?? -1)] : undefined;
+      watchers.push(watchKill(k, up.pid!, () => status, () => statusAt, elected, parent, gatewayUrl));
     }
     await new Promise((r) => setTimeout(r, Math.max(0, t0 + durationS * 1000 - Date.now())));
     clearInterval(loadTimer);
@@ -291,6 +294,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
       timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),
       timeToRestartMs: series((k) => k.restartMs),
+      timeToServeMs: series((k) => k.servingMs, ['gateway']),
       timeToClusterStatusMs: series((k) => k.statusBackMs, ['nats']),
       killLog: kills,
       upLog,
@@ -311,13 +315,14 @@ async function chaos(v: ChaosOptions): Promise<number> {
  * engine under its instance), when a leader was elected after it (cluster, pool: the lease events of the
  * pools it led), and when the instance left the ready set (instance, engine). Gives up after 60 s.
  */
-async function watchKill(k: Kill, root: number, status: () => ClusterStatus | undefined, statusAt: () => number, elected: readonly Elected[], parent?: Proc): Promise<void> {
+async function watchKill(k: Kill, root: number, status: () => ClusterStatus | undefined, statusAt: () => number, elected: readonly Elected[], parent?: Proc, gatewayUrl?: string): Promise<void> {
   // the pools the victim led when it was killed
   const led = k.kind === 'pool' ? (status()?.pools ?? []).filter((p) => p.leader === k.id).map((p) => p.id) : [];
   const until = k.atMs + 60_000;
   const instanceId = k.kind === 'instance' ? k.id : parent?.id;
   const pending = () =>
-    k.restartMs === undefined || ((k.kind === 'cluster' || k.kind === 'pool') && k.newLeaderMs === undefined) || (k.kind === 'nats' && k.statusBackMs === undefined);
+    k.restartMs === undefined || ((k.kind === 'cluster' || k.kind === 'pool') && k.newLeaderMs === undefined) || (k.kind === 'nats' && k.statusBackMs === undefined) ||
+    (gatewayUrl !== undefined && k.servingMs === undefined);
   while (Date.now() < until && pending()) {
     await new Promise((r) => setTimeout(r, 100));
     const now = Date.now() - k.atMs;
@@ -329,6 +334,7 @@ async function watchKill(k: Kill, root: number, status: () => ClusterStatus | un
       if (back) k.restartMs = now;
     }
     if (k.kind === 'nats' && k.restartMs !== undefined && k.statusBackMs === undefined && statusAt() > k.atMs + k.restartMs) k.statusBackMs = statusAt() - k.atMs;
+    if (gatewayUrl && k.restartMs !== undefined && k.servingMs === undefined && (await fetch(`${gatewayUrl}/healthz`, { signal: AbortSignal.timeout(500) }).then((r) => r.ok, () => false))) k.servingMs = Date.now() - k.atMs;
     const st = status();
     if (!st) continue;
     // a new leader: the first election after the kill (any replica, the victim's restarted process included)
