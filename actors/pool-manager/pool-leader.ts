@@ -120,6 +120,7 @@ export class PoolLeader {
       this.#bus.subscribe(subjects.telRequest(this.pool), RequestRecord, (r) => this.#step({ type: 'record', id: r.id, ...(r.instance ? { instance: r.instance } : {}) }), { capacity: 8192 }),
     );
     this.#step({ type: 'start' });
+    this.#bus.on('status', this.#onLink);
     this.#lease.on('elected', () => void this.#becomeLeader());
     this.#lease.on('lost', () => this.#stepDown());
     await this.#lease.start();
@@ -385,7 +386,13 @@ export class PoolLeader {
     }
   }
 
+  /** the bus's own link: silence while it is down is not the instances' (see the machine's 'link' event). */
+  readonly #onLink = (st: { type: string }): void => {
+    if (st.type === 'disconnect' || st.type === 'reconnect') this.#step({ type: 'link', up: st.type === 'reconnect' });
+  };
+
   async stop(): Promise<void> {
+    this.#bus.off('status', this.#onLink);
     for (const t of [this.#sweepTimer, ...this.#leaderTimers.values()]) if (t !== undefined) this.#clock.clearInterval(t);
     this.#leaderTimers.clear();
     this.#sweepTimer = undefined;

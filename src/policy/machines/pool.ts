@@ -146,6 +146,8 @@ export interface PoolMachineState {
   nextJob: number;
   /** when this replica last took the lead (its view of the instances fills within deadAfterMs), ms. */
   ledAtMs?: number;
+  /** this replica's link to the bus is down ('link' event): the sweep gives no verdict meanwhile. */
+  linkDown?: boolean;
   /** when, leading, it first saw its instances admit requests: its re-shard epochs count from then, ms. */
   trafficAtMs?: number;
   /** node commands of a reconciliation not yet answered (no re-shard epoch meanwhile). */
@@ -171,6 +173,12 @@ export type PoolEvent =
   /** a request's record: it ended (on `instance`). */
   | { type: 'record'; id: string; instance?: string }
   | { type: 'sweep' }
+  /**
+   * this replica's own link to the bus went down / came back. Silence heard while it is down is not the
+   * instances' (no liveness verdict from it); when it comes back, every live instance gets deadAfterMs from then
+   * to report, as after a new leader takes over.
+   */
+  | { type: 'link'; up: boolean }
   /** the timer of the waits (held dispatches, re-shard steps). */
   | { type: 'tick' }
   | { type: 'dispatch'; ref: number; req: InferenceRequest }
@@ -307,7 +315,11 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
     }
     case 'sweep':
-      sweep(s, fx, now, cfg);
+      if (!s.linkDown) sweep(s, fx, now, cfg);
+      break;
+    case 'link':
+      if (ev.up && s.linkDown) for (const [id, t] of s.instances) if (t.alive) s.instances.set(id, { ...t, lastSeenMs: Math.max(t.lastSeenMs, now) });
+      s.linkDown = !ev.up;
       break;
     case 'tick':
       advance(s, fx, now, cfg);
