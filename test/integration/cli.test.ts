@@ -118,6 +118,15 @@ describe('dynamollm CLI', () => {
     for (const r of [replay, sim, cfg]) expect(r.stderr).not.toMatch(NO_STACK);
   });
 
+  it('simulate --predictor takes proxy or online, online at step fidelity only (usage errors, exit 2)', async () => {
+    const base = ['simulate', '--trace', 'synth:flat:0.002:2', '--policy', 'dynamollm', '--model', 'llama2-70b', '--gpu', 'h100', '--servers', '1'];
+    const [bad, fluid] = await Promise.all([cli([...base, '--predictor', 'bert']), cli([...base, '--predictor', 'online', '--fidelity', 'fluid'])]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.split('\n')[0]).toBe("dynamollm simulate: --predictor must be proxy or online, got 'bert'");
+    expect(fluid.code).toBe(2);
+    expect(fluid.stderr).toContain('--predictor online learns from completed requests: step fidelity only');
+  });
+
   it('an unreachable server is a one-line runtime error naming it (exit 1); --verbose or DEBUG adds the stack', async () => {
     const port = await closedPort();
     const [gw, nats, natsVerbose, unknownModel, debug] = await Promise.all([

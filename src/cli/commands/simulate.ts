@@ -45,6 +45,7 @@ interface SimulateOptions {
   prefixCache: boolean;
   prefixBlockTokens?: string;
   reshardExecution: string;
+  predictor: string;
   unusedServers: string;
   instanceStartS?: string;
   speed: string;
@@ -75,6 +76,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--no-prefix-cache', 'turn the engines\' prefix cache off')
     .option('--prefix-block-tokens <n>', 'tokens per prefix-cache block')
     .option('--reshard-execution <how>', "how a pool carries out a re-shard: overlap (the paper's NVLink re-shard: the old layout serves until the new one is up after tau x Table VI) or units (the live pool's: unit by unit, an engine stopped before one starts on its GPUs, each start taking --instance-start-s)", 'overlap')
+    .option('--predictor <how>', "output-length prediction: proxy (the paper's BERT proxy, right 81% of the time) or online (the live gateway's: learns from completed requests, max_tokens the trace's output as replay sends it; step fidelity)", 'proxy')
     .option('--instance-start-s <s>', 'seconds until a new engine serves (default 300: Table V, weights cached in-cluster)')
     .option('--unused-servers <how>', "servers holding no pool's grant and no instance: powered (their GPUs draw unloaded idle power) or off (0 W, the paper's servers in use; each power-on charges a 120-s boot)", 'powered')
     .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
@@ -87,6 +89,12 @@ export function register(cmd: Command, exit: ExitCode): void {
 
 function reshardExecutionOf(x: string): 'units' | 'overlap' {
   if (x !== 'units' && x !== 'overlap') throw new UsageError(`--reshard-execution must be units or overlap, got '${x}'`);
+  return x;
+}
+
+function predictorOf(x: string, fidelity: Fidelity): 'proxy' | 'online' {
+  if (x !== 'proxy' && x !== 'online') throw new UsageError(`--predictor must be proxy or online, got '${x}'`);
+  if (x === 'online' && fidelity !== 'step') throw new UsageError('--predictor online learns from completed requests: step fidelity only (--fidelity step)');
   return x;
 }
 
@@ -139,6 +147,7 @@ async function simulate(v: SimulateOptions): Promise<number> {
     prefixRouting: v.prefixRouting ?? false, prefixCaching: v.prefixCache,
     prefixBlockTokens: v.prefixBlockTokens === undefined ? undefined : num(v.prefixBlockTokens, 'prefix-block-tokens'),
     reshardExecution: reshardExecutionOf(v.reshardExecution),
+    predictor: predictorOf(v.predictor, fidelity),
     unusedServers: unusedServersOf(v.unusedServers),
     ...(v.instanceStartS !== undefined ? { costs: { instanceStartS: num(v.instanceStartS, 'instance-start-s') } } : {}),
   };
