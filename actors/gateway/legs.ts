@@ -12,6 +12,13 @@ import type { EngineChunk } from '../../src/engine/engine.ts';
 
 const MAX_ID = 128;
 
+/** The control plane ended a leg (an error chunk on its stream subject while the gateway read the engine). */
+export class LegEnded extends Error {
+  constructor(readonly error: WireError) {
+    super(error.message);
+  }
+}
+
 /** What the client's stream has seen so far, across legs. */
 export interface StreamState {
   /** next seq of the client's stream. */

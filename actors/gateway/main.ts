@@ -105,6 +105,8 @@ export class GatewayActor extends Actor {
     const backend = new NatsBackend(this.bus, {
       admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
       direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes, elections,
+      // a prompt waits for a tokenizer while an instance starts, as long as a pool holds a request for one
+      tokenizeHoldMs: Math.min(this.g.cluster.engine.healthDeadlineMs, s.requestTimeoutS * 1000),
       ...(router ? { router, directAdmitMs: this.g.cluster.timeouts.dispatchMs } : {}),
     });
     failoverMetrics(this.metrics, backend.counters);

@@ -46,7 +46,7 @@ import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engi
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { canMigrate, chunkExtras, continuation, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, canMigrate, chunkExtras, continuation, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter } from './router.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { electionDeadline, type Elections } from './elections.ts';
@@ -62,6 +62,8 @@ export interface NatsBackendOptions {
   streamCapacity?: number;
   /** deadline of a tokenize/detokenize request to an instance, ms. Default 5000. */
   tokenizeTimeoutMs?: number;
+  /** while the router's view expects an instance (none ready, one starting or restarting), a tokenize is retried up to this long, ms. Default 30000. */
+  tokenizeHoldMs?: number;
   /** stream granted requests from the engine directly (docs/DATAPATH.md). Default true. */
   direct?: boolean;
   /** legs a request may continue on after its engine or instance died mid-stream. Default 3. */
@@ -131,13 +133,6 @@ interface Leg {
 /** How a leg is admitted: `exclude` an instance from the gateway's own routing; `intake`: only through the cluster intake. */
 interface LegRoute { exclude?: string; intake?: boolean }
 
-/** The control plane ended a leg (an error chunk on its stream subject while the gateway read the engine). */
-class LegEnded extends Error {
-  constructor(readonly error: WireError) {
-    super(error.message);
-  }
-}
-
 export class NatsBackend implements GatewayBackend {
   readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0 };
   private readonly admitTimeoutMs: number;
@@ -145,6 +140,7 @@ export class NatsBackend implements GatewayBackend {
   private readonly chunkTimeoutMs: number;
   private readonly capacity: number;
   private readonly tokenizeTimeoutMs: number;
+  private readonly tokenizeHoldMs: number;
   private readonly direct: boolean;
   private readonly migrationLimit: number;
   private readonly migrationMaxBytes: number;
@@ -167,6 +163,7 @@ export class NatsBackend implements GatewayBackend {
     this.chunkTimeoutMs = opts.chunkTimeoutMs ?? 60_000;
     this.capacity = opts.streamCapacity ?? 8192;
     this.tokenizeTimeoutMs = opts.tokenizeTimeoutMs ?? 5000;
+    this.tokenizeHoldMs = opts.tokenizeHoldMs ?? 30_000;
     this.direct = opts.direct ?? true;
     this.migrationLimit = opts.migrationLimit ?? 3;
     this.migrationMaxBytes = opts.migrationMaxBytes ?? 1 << 20;
@@ -181,10 +178,15 @@ export class NatsBackend implements GatewayBackend {
 
   /**
    * Any instance's engine tokenizer (queue group): vLLM's /tokenize. Held and retried like admission (it is
-   * idempotent), also when the instance that answered has its engine down (another instance may answer).
+   * idempotent), also when the instance that answered has its engine down (another instance may answer), and
+   * past tokenizeTimeoutMs while the router expects an instance (none ready, one starting or restarting: up to
+   * tokenizeHoldMs), as a pool holds a request for it.
    */
   tokenize(req: TokenizeRequest): Promise<TokenizeReply> {
-    return retrying(this.bus, this.counters, fixed(Date.now() + this.tokenizeTimeoutMs), Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
+    const start = Date.now();
+    let coming = start; // until tokenizeTimeoutMs after capacity was last seen coming, bounded by tokenizeHoldMs
+    const until = () => Math.min(Math.max(start, this.router?.capacityComing?.(this.tokenizeHoldMs) ? (coming = Date.now()) : coming) + this.tokenizeTimeoutMs, start + Math.max(this.tokenizeHoldMs, this.tokenizeTimeoutMs));
+    return retrying(this.bus, this.counters, until, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
       this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs }), engineDown);
   }
   detokenize(req: DetokenizeRequest): Promise<DetokenizeReply> {

@@ -10,7 +10,7 @@ import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { Admission, InferenceRequest, InstanceStatus, RoutingTable, controlSubjects, subjects, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import { initialRouterState, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
+import { initialRouterState, routerCapacityComing, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
 import type { ClusterConfig } from '../common/config.ts';
 
@@ -24,6 +24,8 @@ export interface RequestRouter {
   gone(pool: string, instance: string): void;
   /** The process of `instance` that admitted a request at `admittedMs` (started at `startedMs`) is gone: dead, or replaced by a new process. */
   holderGone(instance: string, startedMs: number | undefined, admittedMs: number): boolean;
+  /** No instance ready, and one seen less than `holdMs` ago is starting, restarting or dead (policy routerCapacityComing). */
+  capacityComing?(holdMs: number): boolean;
 }
 
 /** requests whose features are kept for the predictor until their record (bounded). */
@@ -93,6 +95,10 @@ export class GatewayRouter implements RequestRouter {
 
   holderGone(instance: string, startedMs: number | undefined, admittedMs: number): boolean {
     return routerHolderGone(this.#s, instance, startedMs, admittedMs, Date.now(), this.#cfg);
+  }
+
+  capacityComing(holdMs: number): boolean {
+    return routerCapacityComing(this.#s, Date.now(), this.#cfg, holdMs);
   }
 }
 

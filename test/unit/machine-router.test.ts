@@ -7,7 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
-import { MAX_ELECTION_ROLES, TABLE_STALE_MS, electionLeaderSeen, initialElectionState, initialRouterState, lastElectionMs, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
+import { MAX_ELECTION_ROLES, TABLE_STALE_MS, electionLeaderSeen, initialElectionState, initialRouterState, lastElectionMs, routerCapacityComing, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
 import type { InstanceStatus, RoutingTable } from '../../protocols/control.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 import type { RequestType } from '../../protocols/request-types.ts';
@@ -192,5 +192,27 @@ describe('leader elections the gateway follows (electionLeaderSeen, lastElection
     const s = initialElectionState();
     for (let i = 0; i < MAX_ELECTION_ROLES + 10; i++) electionLeaderSeen(s, `pool:${i}`, 0, DEAD);
     expect(s.roles.size).toBe(MAX_ELECTION_ROLES);
+  });
+});
+
+describe('capacity coming in the gateway view (routerCapacityComing)', () => {
+  const cfg: RouterConfig = { headroom: 0, deadAfterMs: 1500 };
+  const st = (state: InstanceStatus['state'], seq: number): InstanceStatus => ({
+    v: 1, id: 'pool-a-n0-g0x2', pool: 'pool-a', node: 'n0', tp: 2, gpuIds: [0, 1], state, startedMs: 1, seq, sentMs: 0, clockMhz: 1980, maxClockMhz: 1980,
+    queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
+  });
+  it('none seen: nothing coming; ready and alive: nothing coming; starting, or silent past deadAfterMs within holdMs: coming', () => {
+    const s = initialRouterState();
+    expect(routerCapacityComing(s, 0, cfg, 30_000)).toBe(false);
+    routerStatus(s, st('ready', 1), 0);
+    expect(routerCapacityComing(s, 1000, cfg, 30_000)).toBe(false);
+    // silent past deadAfterMs: dead, its node agent starts it again
+    expect(routerCapacityComing(s, 2000, cfg, 30_000)).toBe(true);
+    routerStatus(s, st('starting', 2), 2500);
+    expect(routerCapacityComing(s, 3000, cfg, 30_000)).toBe(true);
+    // not heard of for holdMs: no longer waited for
+    expect(routerCapacityComing(s, 2500 + 30_000, cfg, 30_000)).toBe(false);
+    routerStatus(s, st('ready', 3), 9000);
+    expect(routerCapacityComing(s, 9100, cfg, 30_000)).toBe(false);
   });
 });

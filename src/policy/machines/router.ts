@@ -155,6 +155,24 @@ export function routerStatus(s: RouterState, st: InstanceStatus, now: number): v
   pool.set(st.id, { status: st, lastSeenMs: now, alive: true });
 }
 
+/**
+ * Whether this view expects an instance (an engine to tokenize with, to admit to) while none is ready and alive:
+ * one seen less than `holdMs` ago that is not ready (starting, restarting its engine, failed and being
+ * replaced) or silent past deadAfterMs (dead: its node agent starts it again). False while one is ready.
+ */
+export function routerCapacityComing(s: RouterState, now: number, cfg: RouterConfig, holdMs: number): boolean {
+  let coming = false;
+  for (const pool of s.byPool.values()) {
+    for (const t of pool.values()) {
+      const age = now - t.lastSeenMs;
+      if (age >= holdMs) continue;
+      if (t.alive && age <= cfg.deadAfterMs && t.status.state === 'ready') return false;
+      coming = true;
+    }
+  }
+  return coming;
+}
+
 /** An instance that did not answer its admission (no responders: its process is gone): no dispatch until its next status. */
 export function routerGone(s: RouterState, pool: string, id: string): void {
   const t = s.byPool.get(pool)?.get(id);
