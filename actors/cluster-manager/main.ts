@@ -82,7 +82,8 @@ export class ClusterManager extends Actor {
     };
     await this.#loadAssignments();
     this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intakeOnce(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
-    this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192, expectSubject: (r) => subjects.telRequest(r.pool) });
+    // the predictor learns from the requests intake classified: records of others (the gateway routed them) are not decoded
+    this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192, expectSubject: (r) => subjects.telRequest(r.pool), unwanted: () => this.#features.size === 0 });
     this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.nodeStatus(s.node) });
     this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.poolStatus(s.pool) });
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192, expectSubject: (t) => subjects.telInstance(t.id) });

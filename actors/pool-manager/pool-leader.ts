@@ -117,7 +117,11 @@ export class PoolLeader {
   async start(): Promise<void> {
     this.#handles.push(
       this.#bus.subscribe(controlSubjects.instanceStatusPool(this.pool), InstanceStatus, (s) => this.#step({ type: 'status', status: s }), { capacity: 4096, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) }),
-      this.#bus.subscribe(subjects.telRequest(this.pool), RequestRecord, (r) => this.#step({ type: 'record', id: r.id, ...(r.instance ? { instance: r.instance } : {}) }), { capacity: 8192 }),
+      // a record changes the machine only for a request it dispatched (outstanding); with none outstanding and no
+      // dispatch in flight (the gateway routed them all) records are not even decoded
+      this.#bus.subscribe(subjects.telRequest(this.pool), RequestRecord, (r) => {
+        if (this.#m.outstanding.has(r.id)) this.#step({ type: 'record', id: r.id, ...(r.instance ? { instance: r.instance } : {}) });
+      }, { capacity: 8192, unwanted: () => this.#m.outstanding.size === 0 && this.#m.jobs.size === 0 }),
     );
     this.#step({ type: 'start' });
     this.#bus.on('status', this.#onLink);

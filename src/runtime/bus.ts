@@ -78,6 +78,12 @@ export interface SubscribeOpts<T> extends MailboxOpts {
    * subject is forged (or a bug): it is refused, counted (identityRejections) and logged rate-limited.
    */
   expectSubject?: (msg: T) => string;
+  /**
+   * Asked as a message arrives, before it is decoded: true drops it uncounted. For a subscriber that has no
+   * use for any message of the subject for now (a pool leader with no request of its own outstanding, for the
+   * records of requests the gateway routed), so it spends no decode on them.
+   */
+  unwanted?: () => boolean;
 }
 
 export interface ServeHandle {
@@ -375,6 +381,7 @@ export class Bus extends EventEmitter {
           this.log.warn({ subject, err: err.message }, 'subscription error');
           return;
         }
+        if (opts.unwanted?.()) return;
         let msg: T;
         try {
           msg = codec.decode(m.data, m.subject);

@@ -205,6 +205,31 @@ describe('bad payloads on every subject', () => {
     expect(got).toEqual(published.map(([s]) => s));
     expect(sub.counters.protocolErrors).toBe(published.length * 3);
   });
+
+  it('a subscription that says it wants none drops publications before decoding them, and takes them again once it does', async () => {
+    const sub = await bus('admin', 'sub-unwanted');
+    const pub = await bus('admin', 'pub-unwanted');
+    const subject = subjects.telRequest('pool-unwanted');
+    const got: string[] = [];
+    let want = false;
+    sub.subscribe(subject, CODECS.RequestRecord, (m) => void got.push(m.id), { unwanted: () => !want });
+    await sub.nc.flush();
+    const send = (id: string) => pub.publish(subject, CODECS.RequestRecord, { ...(SAMPLES.RequestRecord as object), id } as never);
+    send('dropped-1');
+    pub.nc.publish(subject, packRaw({ v: 1, garbage: true })); // not decoded: not counted as a protocol error
+    send('dropped-2');
+    await pub.nc.flush();
+    await sub.nc.flush();
+    await new Promise((r) => setTimeout(r, 100));
+    want = true;
+    send('taken');
+    await pub.nc.flush();
+    const deadline = Date.now() + 3000;
+    while (got.length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got).toEqual(['taken']);
+    expect(sub.counters.protocolErrors).toBe(0);
+  });
 });
 
 describe('role permissions from nats.conf', () => {
