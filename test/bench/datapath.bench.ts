@@ -8,7 +8,10 @@
  * defaults: the gateway routes the request itself and asks the instance for admission, one round trip, then
  * streams from the engine after the instance's grant), `intake` (the same token path, every request admitted
  * through the cluster intake and the pool leader) and `nats` (the gateway's routing, the instance relays every
- * token over NATS).
+ * token over NATS). With the direct path, the same path again with the emulator stepping in wall time and the
+ * replay's requests (token-id prompts, usage on every event): each token its own socket read and client write,
+ * the per-event cost the zero-delay runs (many tokens per read) hide; CPU per token of the control path and of
+ * the gateway alone.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { freePort } from '../helpers/net.ts';
@@ -45,8 +48,8 @@ function cpuMs(pid: number): number {
   }
 }
 
-/** pid's descendants, split into engines (the emulator processes) and the rest (the control path, NATS included). */
-function tree(root: number): { engines: number[]; control: number[] } {
+/** pid's descendants, split into engines (the emulator processes) and the rest (the control path, NATS included); the gateway's among the latter. */
+function tree(root: number): { engines: number[]; control: number[]; gateway: number[] } {
   const parent = new Map<number, number>();
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
@@ -57,7 +60,7 @@ function tree(root: number): { engines: number[]; control: number[] } {
       /* gone */
     }
   }
-  const out = { engines: [] as number[], control: [root] };
+  const out = { engines: [] as number[], control: [root], gateway: [] as number[] };
   const walk = (p: number) => {
     for (const [c, pp] of parent) {
       if (pp !== p) continue;
@@ -68,6 +71,7 @@ function tree(root: number): { engines: number[]; control: number[] } {
         /* gone */
       }
       (cmd.includes('engine-emulator') ? out.engines : out.control).push(c);
+      if (cmd.includes('actor\0gateway\0')) out.gateway.push(c);
       walk(c);
     }
   };
@@ -144,6 +148,46 @@ async function oneOrRefused(base: string, model: string, maxTokens: number, refu
   }
 }
 
+/** The replay's requests (src/telemetry/replay.ts): token-id prompts, min_tokens = max_tokens, usage on every event. */
+const RT_CLIENTS = 32;
+const RT_PROMPT = 2000;
+const RT_LEN = 200;
+const RT_S = 12;
+
+/** One replay-shaped request; false when refused (429/503: the emulated cluster at its capacity, as in the replay). */
+async function replayShaped(base: string, model: string): Promise<boolean> {
+  const r = await fetch(`${base}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model, prompt: Array.from({ length: RT_PROMPT }, (_, i) => 100 + i), max_tokens: RT_LEN, min_tokens: RT_LEN, ignore_eos: true,
+      stream: true, stream_options: { include_usage: true, continuous_usage_stats: true },
+    }),
+  });
+  const text = await r.text();
+  if (r.status === 429 || r.status === 503) {
+    await new Promise((res) => setTimeout(res, 50));
+    return false;
+  }
+  if (!r.ok || !text.includes('[DONE]')) throw new Error(`HTTP ${r.status}: ${text.slice(-400)}`);
+  return true;
+}
+
+/** CPU per streamed token of the control path and of the gateway alone while RT_CLIENTS closed-loop clients stream replay-shaped requests. */
+async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[] }): Promise<{ controlUs: number; gatewayUs: number; tokensPerS: number }> {
+  const p = pids();
+  for (let i = 0; i < 4; i++) await replayShaped(base, model); // warm-up
+  const c0 = sum(p.control), g0 = sum(p.gateway), t0 = performance.now();
+  const until = t0 + RT_S * 1000;
+  let tokens = 0;
+  await Promise.all(Array.from({ length: RT_CLIENTS }, async () => {
+    while (performance.now() < until) {
+      if (await replayShaped(base, model)) tokens += RT_LEN;
+    }
+  }));
+  return { controlUs: ((sum(p.control) - c0) * 1000) / tokens, gatewayUs: ((sum(p.gateway) - g0) * 1000) / tokens, tokensPerS: tokens / ((performance.now() - t0) / 1000) };
+}
+
 async function measure(base: string, model: string): Promise<{ p50: number; p99: number; rps: number; refused: number }> {
   for (let i = 0; i < 20; i++) await one(base, model, 4); // warm-up
   const ttfts: number[] = [];
@@ -180,13 +224,18 @@ export async function bench(): Promise<BenchSection> {
     // 2. the whole path, one instance with the same zero-delay engine, for each token path
     const paths: Record<string, Awaited<ReturnType<typeof measure>> & { cpu: Awaited<ReturnType<typeof cpuPerToken>>; routed: number; viaIntake: number }> = {};
     const runs = [
-      { key: 'direct', dataPath: 'direct', requestPlane: 'direct' },
-      { key: 'intake', dataPath: 'direct', requestPlane: 'intake' },
-      { key: 'nats', dataPath: 'nats', requestPlane: 'direct' },
+      { key: 'direct', dataPath: 'direct', requestPlane: 'direct', realtime: false },
+      { key: 'intake', dataPath: 'direct', requestPlane: 'intake', realtime: false },
+      { key: 'nats', dataPath: 'nats', requestPlane: 'direct', realtime: false },
+      // the direct path again with the emulator stepping in wall time (a token every ~28 ms per stream, each its
+      // own socket read and client write, as in the replay) and the replay's request shape; DYN_BENCH_REALTIME=0 leaves it out
+      { key: 'direct-realtime', dataPath: 'direct', requestPlane: 'direct', realtime: true },
     ] as const;
+    let rt: Awaited<ReturnType<typeof realtimeCpu>> | undefined;
     // DYN_BENCH_PATHS=direct (a comma list) measures only those paths against the engine alone (A/B runs on a noisy machine)
     const only = process.env.DYN_BENCH_PATHS?.split(',');
-    for (const { key, dataPath, requestPlane } of runs.filter((r) => !only || only.includes(r.key))) {
+    const wanted = (r: (typeof runs)[number]) => (r.realtime ? process.env.DYN_BENCH_REALTIME !== '0' && (!only || only.includes('direct')) : !only || only.includes(r.key));
+    for (const { key, dataPath, requestPlane, realtime } of runs.filter(wanted)) {
       const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
       const cfg = join(dir, 'bench.json');
       writeFileSync(cfg, JSON.stringify({
@@ -197,7 +246,7 @@ export async function bench(): Promise<BenchSection> {
         engine: {
           kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000,
           // appended to the emulator's own command line
-          args: ['--zero-delay'],
+          args: realtime ? [] : ['--zero-delay'],
         },
         gateway: { maxInflight: 4096, dataPath, requestPlane },
       }));
@@ -209,6 +258,13 @@ export async function bench(): Promise<BenchSection> {
       up.stdout!.on('data', (d: Buffer) => (upOut += d.toString()));
       up.stderr!.on('data', (d: Buffer) => (upOut += d.toString()));
       await waitFor(() => upOut, 'cluster ready', 90_000);
+      if (realtime) {
+        rt = await realtimeCpu(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
+        const exited = new Promise((r) => up.once('exit', r));
+        up.kill('SIGINT');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+        continue;
+      }
       const m = await measure(`http://127.0.0.1:${gp}`, MODEL);
       const cpu = await cpuPerToken(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
       // how the gateway admitted the requests: its own routing (one round trip) or the cluster intake
@@ -221,10 +277,11 @@ export async function bench(): Promise<BenchSection> {
     }
 
     const f = (x: number) => x.toFixed(2);
+    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s): control path ${f(rt.controlUs)} us CPU per streamed token, the gateway ${f(rt.gatewayUs)} us; ${f(rt.tokensPerS)} tokens/s`] : [];
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (zero-delay emulator)`,
-        notes: Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(direct.rps)} (ratio ${f(p.rps / direct.rps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)})`),
+        notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(direct.rps)} (ratio ${f(p.rps / direct.rps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)})`), ...rtNote],
         rows: [],
       };
     }
@@ -237,6 +294,7 @@ export async function bench(): Promise<BenchSection> {
         `direct: added TTFT p50 ${f(d.p50 - direct.p50)} ms, p99 ${f(d.p99 - direct.p99)} ms; throughput ratio path/engine ${f(d.rps / direct.rps)}; control path ${f(d.cpu.controlUs)} us CPU per streamed token (marginal ${f(d.cpu.marginalUs)}; ${f(d.cpu.controlUs / directCpu.engineUs)}x the engine's own ${f(directCpu.engineUs)} us when called alone)`,
         `intake: added TTFT p50 ${f(k.p50 - direct.p50)} ms, p99 ${f(k.p99 - direct.p99)} ms; throughput ratio path/engine ${f(k.rps / direct.rps)}; control path ${f(k.cpu.controlUs)} us CPU per streamed token (marginal ${f(k.cpu.marginalUs)}); long-stream tokens/s ratio path/engine: direct ${f(d.cpu.tokensPerS / directCpu.tokensPerS)}, intake ${f(k.cpu.tokensPerS / directCpu.tokensPerS)}, nats ${f(n.cpu.tokensPerS / directCpu.tokensPerS)}`,
         `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / direct.rps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
+        ...rtNote,
       ],
       rows: [
         { path: 'engine alone', 'TTFT p50 ms': f(direct.p50), 'TTFT p99 ms': f(direct.p99), 'max req/s': f(direct.rps), refused: direct.refused, 'control CPU us/token': '-', 'marginal us/token': '-', 'engine CPU us/token': f(directCpu.engineUs), 'tokens/s (long streams)': f(directCpu.tokensPerS) },
