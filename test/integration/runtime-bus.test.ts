@@ -7,7 +7,7 @@ import { startNatsServer, type TestNats, type Role } from '../helpers/nats.ts';
 import {
   Bus, silentLogger, TimeoutError, NoRespondersError, RemoteError, ProtocolError, LeaderLease,
 } from '../../src/runtime/index.ts';
-import { Ack, Admission, InferenceRequest, type InferenceRequest as InferenceRequestMsg, StatusRequest, ClusterStatus, packRaw, subjects, leaseKeys, type Codec } from '../../protocols/index.ts';
+import { Ack, Admission, InferenceRequest, type InferenceRequest as InferenceRequestMsg, RequestRecord, StatusRequest, ClusterStatus, packRaw, subjects, leaseKeys, type Codec } from '../../protocols/index.ts';
 import { SAMPLES, CODECS } from '../fixtures/actors/samples.ts';
 
 let nats: TestNats;
@@ -212,9 +212,9 @@ describe('bad payloads on every subject', () => {
     const subject = subjects.telRequest('pool-unwanted');
     const got: string[] = [];
     let want = false;
-    sub.subscribe(subject, CODECS.RequestRecord, (m) => void got.push(m.id), { unwanted: () => !want });
+    sub.subscribe(subject, RequestRecord, (m) => void got.push(m.id), { unwanted: () => !want });
     await sub.nc.flush();
-    const send = (id: string) => pub.publish(subject, CODECS.RequestRecord, { ...(SAMPLES.RequestRecord as object), id } as never);
+    const send = (id: string) => pub.publish(subject, RequestRecord, { ...(SAMPLES.RequestRecord as RequestRecord), id });
     send('dropped-1');
     pub.nc.publish(subject, packRaw({ v: 1, garbage: true })); // not decoded: not counted as a protocol error
     send('dropped-2');
