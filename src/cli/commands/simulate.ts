@@ -48,6 +48,7 @@ interface SimulateOptions {
   predictor: string;
   unusedServers: string;
   instanceStartS?: string;
+  clusterEpochS?: string;
   speed: string;
 }
 
@@ -77,6 +78,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--prefix-block-tokens <n>', 'tokens per prefix-cache block')
     .option('--reshard-execution <how>', "how a pool carries out a re-shard: overlap (the paper's NVLink re-shard: the old layout serves until the new one is up after tau x Table VI) or units (the live pool's: unit by unit, an engine stopped before one starts on its GPUs, each start taking --instance-start-s)", 'overlap')
     .option('--predictor <how>', "output-length prediction: proxy (the paper's BERT proxy, right 81% of the time) or online (the live gateway's: learns from completed requests, max_tokens the trace's output as replay sends it; step fidelity)", 'proxy')
+    .option('--cluster-epoch-s <s>', 'the cluster plan\'s epoch, s (default 1800: the paper\'s 30 min; early re-plans at most once per epoch)')
     .option('--instance-start-s <s>', 'seconds until a new engine serves (default 300: Table V, weights cached in-cluster)')
     .option('--unused-servers <how>', "servers holding no pool's grant and no instance: powered (their GPUs draw unloaded idle power) or off (0 W, the paper's servers in use; each power-on charges a 120-s boot)", 'powered')
     .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
@@ -95,6 +97,11 @@ function reshardExecutionOf(x: string): 'units' | 'overlap' {
 function predictorOf(x: string, fidelity: Fidelity): 'proxy' | 'online' {
   if (x !== 'proxy' && x !== 'online') throw new UsageError(`--predictor must be proxy or online, got '${x}'`);
   if (x === 'online' && fidelity !== 'step') throw new UsageError('--predictor online learns from completed requests: step fidelity only (--fidelity step)');
+  return x;
+}
+
+function positive(x: number, flag: string): number {
+  if (!(x > 0)) throw new UsageError(`--${flag} must be > 0, got ${x}`);
   return x;
 }
 
@@ -150,6 +157,7 @@ async function simulate(v: SimulateOptions): Promise<number> {
     predictor: predictorOf(v.predictor, fidelity),
     unusedServers: unusedServersOf(v.unusedServers),
     ...(v.instanceStartS !== undefined ? { costs: { instanceStartS: num(v.instanceStartS, 'instance-start-s') } } : {}),
+    ...(v.clusterEpochS !== undefined ? { epochs: { clusterS: positive(num(v.clusterEpochS, 'cluster-epoch-s'), 'cluster-epoch-s') } } : {}),
   };
   const prog = new Array<number>(policies.length).fill(0);
   const tty = process.stderr.isTTY;
