@@ -215,4 +215,14 @@ describe('capacity coming in the gateway view (routerCapacityComing)', () => {
     routerStatus(s, st('ready', 3), 9000);
     expect(routerCapacityComing(s, 9100, cfg, 30_000)).toBe(false);
   });
+  it('no instance seen while the routing table names an active pool (every instance restarting, a view just begun): coming; a retired pool only: not', () => {
+    const s = initialRouterState();
+    const table = (retired: boolean): RoutingTable => ({ v: 1, routes: { SS: 'pool-a' }, pools: [{ pool: 'pool-a', types: ['SS'], retired }], epoch: 1, issuedBy: 'cm-0', sentMs: 0 });
+    routerTable(s, table(true), 0);
+    expect(routerCapacityComing(s, 10, cfg, 30_000)).toBe(false);
+    routerTable(s, table(false), 20);
+    expect(routerCapacityComing(s, 30, cfg, 30_000)).toBe(true);
+    routerStatus(s, st('ready', 1), 40);
+    expect(routerCapacityComing(s, 50, cfg, 30_000)).toBe(false);
+  });
 });

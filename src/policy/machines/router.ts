@@ -158,19 +158,21 @@ export function routerStatus(s: RouterState, st: InstanceStatus, now: number): v
 /**
  * Whether this view expects an instance (an engine to tokenize with, to admit to) while none is ready and alive:
  * one seen less than `holdMs` ago that is not ready (starting, restarting its engine, failed and being
- * replaced) or silent past deadAfterMs (dead: its node agent starts it again). False while one is ready.
+ * replaced) or silent past deadAfterMs (dead: its node agent starts it again); or none seen in that time while
+ * the cluster's routing table names pools (every instance of a cluster restarting, or this view just begun).
+ * False while one is ready.
  */
 export function routerCapacityComing(s: RouterState, now: number, cfg: RouterConfig, holdMs: number): boolean {
-  let coming = false;
+  let seen = false;
   for (const pool of s.byPool.values()) {
     for (const t of pool.values()) {
       const age = now - t.lastSeenMs;
       if (age >= holdMs) continue;
       if (t.alive && age <= cfg.deadAfterMs && t.status.state === 'ready') return false;
-      coming = true;
+      seen = true;
     }
   }
-  return coming;
+  return seen || (s.epoch !== undefined && [...s.pools.values()].some((p) => !p.retired));
 }
 
 /** An instance that did not answer its admission (no responders: its process is gone): no dispatch until its next status. */
