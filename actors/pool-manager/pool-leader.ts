@@ -176,7 +176,12 @@ export class PoolLeader {
     const slots = this.#dispatchSlots.get(r.id);
     if (slots) slots.push(ctx.release);
     else this.#dispatchSlots.set(r.id, [ctx.release]);
-    return this.#ask<Admission>((ref) => ({ type: 'dispatch', ref, req: r })).finally(() => this.#dispatchSlots.delete(r.id));
+    // only this call's place leaves the list: a retry of the same id may still be waiting
+    return this.#ask<Admission>((ref) => ({ type: 'dispatch', ref, req: r })).finally(() => {
+      const left = this.#dispatchSlots.get(r.id)?.filter((free) => free !== ctx.release);
+      if (left?.length) this.#dispatchSlots.set(r.id, left);
+      else this.#dispatchSlots.delete(r.id);
+    });
   }
 
   /** The pool's assignment as the cluster leader stored it (undefined: none stored); StoredStateUnreadable when the KV fails. */
