@@ -27,11 +27,6 @@ const LAYER_ZONES = [
 
 /** Files allowed past MAX_LINES, each with its reason. */
 const LONG_FILES = {
-  // one simulator class: the event loop, both engine models (step, fluid) and metrics, the interpreter of the
-  // managers' machines' effects (the pool machine's dispatch included), the energy accounting, the installation of
-  // the yardsticks' layouts and the oracle's clock (./yardsticks.ts decides the static pools and Eq. 1), and the
-  // per-request TTFT SLO of long prompts
-  'src/sim/engine.ts': 1950,
   // the live instance manager; its decisions move into the pure instance machine of issue 16
   'actors/instance-manager/instance-manager.ts': 900,
   // the gateway's HTTP server: the OpenAI routes (issue 14) and the HTTP hardening (issue 12) land in it
@@ -84,7 +79,7 @@ export default tseslint.config(
       // unused arguments and destructured rest siblings named with a leading underscore are deliberate
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true }],
       // The code marks index reads with `!` (`xs[i]!`) as if noUncheckedIndexedAccess were on; it is off (turning
-      // it on reports 350 sites, 126 of them in src/sim/engine.ts, which is being rewritten). With it off, these
+      // it on reports 350 sites, 126 of them in src/sim's simulation class). With it off, these
       // three rules read those marks and the guards after index reads as wrong or unnecessary. Turn them back on
       // together with noUncheckedIndexedAccess in tsconfig.json.
       '@typescript-eslint/no-non-null-assertion': 'off',

@@ -5,7 +5,7 @@
  * (its GPUs, the instances packed onto whole servers in TP order) and one status per instance (its TP,
  * state and measured load), then steps its 'reshard_epoch' and reads the decision it publishes. How the
  * decision is carried out (the staggered units, their start and drain waits) is the simulator's engine
- * model: the new layout serves after tau x Table VI + resync (./engine.ts). No decision is taken here.
+ * model: the new layout serves after tau x Table VI + resync (./control.ts). No decision is taken here.
  * What the live machine carries from one epoch to the next and decides with is carried here too: its burst window
  * (the minutes of arrivals its instances' statuses report, fed by the simulator between epochs through the same
  * policy recordPoolArrivals) and the layout of its last re-shard (the instances serving now), so that the granted

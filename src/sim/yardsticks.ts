@@ -1,7 +1,7 @@
 /**
  * The paper's yardsticks, which no live manager runs (Sec. V): the static pools of `single-pool` and `multi-pool`
  * (and of the single-level policies built on them), and the oracle's Eq. 1 solve per pool epoch (OracleSolver). The simulator
- * (./engine.ts) installs what these return; they decide nothing the live cluster decides.
+ * (./control.ts) installs what these return; they decide nothing the live cluster decides.
  */
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';

@@ -2,7 +2,7 @@ import type { DecisionEvent } from '../../protocols/messages.ts';
 
 /**
  * The reconfiguration a decision event records, by kind, or undefined when it records none (the simulator
- * counts the same, src/sim/engine.ts reconf):
+ * counts the same, src/sim/ledger.ts reconf):
  * - clock: a change of an instance's clock (not the start-up's first setting, `from` 0);
  * - reshard: a re-shard decision taken (not a kept layout, nor the progress of one in flight);
  * - instance_start / instance_stop: a pool starting or stopping an instance on its grant (a scale event naming one);

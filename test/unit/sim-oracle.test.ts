@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { loadHighs, profileFor } from '../../src/sim/index.ts';
 import { solveEq1 } from '../../src/policy/milp.ts';
 
-// The oracle (src/sim/engine.ts oracleEpoch) solves Eq. 1 per type pool and takes the union when it fits the
+// The oracle (src/sim/control.ts oracleEpoch) solves Eq. 1 per type pool and takes the union when it fits the
 // GPU budget: the pools share only that budget, so the union must cost what the joint MILP costs.
 describe('oracle Eq. 1 decomposition', () => {
   it('per-pool optima, when they fit the budget, equal the joint optimum', async () => {

@@ -1,0 +1,345 @@
+/**
+ * The simulated control plane's effects on instances and pools (./engine.ts): instances start, serve, drain and
+ * stop; pools are installed from the cluster machine's plan or the yardsticks' layouts; the pool machine's
+ * re-shard decision is carried out (overlapped, or unit by unit as live); the oracle's Eq. 1 layout is applied.
+ */
+import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
+import { BatchingCore } from '../engine/core.ts';
+import type { InstanceConfig, LoadByType, TpDegree } from '../policy/types.ts';
+import { poolBurstWindowMs } from '../policy/pool-shards.ts';
+import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
+import { poolReshardDecision } from './pool-brain.ts';
+import { reshardTau, unitsOf } from './reshard-exec.ts';
+import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
+import { ClusterBrain, prefixReuseByType } from './cluster-brain.ts';
+import { OracleSolver, staticPools, type PoolLayout } from './yardsticks.ts';
+import { SimLedger } from './ledger.ts';
+import { TYPE_INDEX, LOAD_WINDOW_S, PEER_STATUS_MS, type SimInstance, type SimPool } from './state.ts';
+
+export abstract class SimControl extends SimLedger {
+  protected newInstance(pool: SimPool, tp: TpDegree, now: number, delayMs: number, kind: 'start' | 'reshard' | 'init' | 'unit', replaces: SimInstance[] = []): SimInstance {
+    const id = `${pool.id}-i${this.seq++}`;
+    const inst: SimInstance = {
+      id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs,
+      inHeap: false, load: new Float64Array(9), loadAtMs: now, peakCur: new Float64Array(9), peakPrev: new Float64Array(9), outstanding: 0, energyJ: 0, reshard: kind === 'reshard', replaces,
+    };
+    if (delayMs <= 0) this.activate(inst, now);
+    else if (inst.readyAtMs < this.nextReadyMs) this.nextReadyMs = inst.readyAtMs;
+    pool.instances.push(inst);
+    if (kind === 'start') this.reconf.instanceStart++;
+    return inst;
+  }
+
+  protected activate(inst: SimInstance, now: number): void {
+    inst.state = 'active';
+    inst.epochAtMs = now;
+    inst.loadAtMs = now;
+    if (this.fidelity === 'step') {
+      // the scheduler budget of the engine the profile describes (Profile.scheduler; absent: the core's default)
+      const sch = this.p.scheduler;
+      inst.core = new BatchingCore({ perf: this.perf, tp: inst.tp, clockMhz: inst.clockMhz, maxWaiting: 1 << 20, maxNumBatchedTokens: sch?.maxNumBatchedTokens, maxNumSeqs: sch?.maxNumSeqs,
+        prefixCacheBlockTokens: this.o.prefixCaching === false ? 0 : (this.o.prefixBlockTokens ?? 512), prefixCacheCounters: this.prefixCounters });
+      inst.core.idleUntil(now);
+      inst.brain = this.newBrain(inst, now);
+    }
+    for (const old of inst.replaces) this.drain(old, now);
+    inst.replaces = [];
+    this.advanceExec(inst.pool, now);
+  }
+
+  protected activateDue(now: number): void {
+    this.accountExtra(now);
+    let next = Infinity;
+    for (const p of this.pools)
+      for (const i of p.instances)
+        if (i.state === 'starting') {
+          if (i.readyAtMs <= now) this.activate(i, now);
+          else if (i.readyAtMs < next) next = i.readyAtMs;
+        }
+    this.nextReadyMs = next;
+  }
+
+  protected drain(inst: SimInstance, now: number): void {
+    if (inst.state === 'starting') {
+      this.accountExtra(now);
+      inst.state = 'stopped';
+      inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
+      this.advanceExec(inst.pool, now);
+      return;
+    }
+    if (inst.state !== 'active') return;
+    inst.state = 'draining';
+    inst.brain?.step({ type: 'lifecycle', state: 'draining', why: 'drained by the pool' }, now);
+    this.maybeStop(inst, now);
+  }
+
+  protected maybeStop(inst: SimInstance, now: number): void {
+    if (inst.state !== 'draining' || inst.outstanding > 0) return;
+    this.accountExtra(now);
+    inst.state = 'stopped';
+    if (inst.core) {
+      inst.core.idleUntil(now);
+      const st = inst.core.stats();
+      this.stoppedEnergyJ += st.energyJ;
+      this.stoppedIdleJ += st.idleEnergyJ;
+      inst.core = undefined;
+    } else {
+      this.stoppedEnergyJ += inst.energyJ;
+      this.stoppedIdleJ += inst.idleJ ?? 0;
+    }
+    inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
+    this.reconf.instanceStop++;
+    this.advanceExec(inst.pool, now);
+  }
+
+  /** A pool's re-shard under way moves on (an instance became ready or stopped); a finished one is cleared. */
+  protected advanceExec(pool: SimPool, now: number): void {
+    const x = pool.exec;
+    if (!x) return;
+    x.advance(now);
+    if (x.finished && pool.exec === x) pool.exec = undefined;
+  }
+
+  /** The live pool's execution of a re-shard decision (./reshard-exec.ts), each new engine serving after instanceStartS. */
+  protected beginUnits(pool: SimPool, target: InstanceConfig[], now: number): void {
+    pool.exec = unitsOf(() => pool.instances, target, this.gpusPerServer, {
+      start: (tp, t) => this.newInstance(pool, tp as TpDegree, t, this.cost.instanceStartS * 1000, 'unit'),
+      drain: (i, t) => this.drain(i, t),
+    }, pool.gpus);
+    this.advanceExec(pool, now);
+  }
+
+  /** live TP mix of a pool: active and starting instances, not counting those a pending re-shard retires. */
+  protected liveMix(pool: SimPool): InstanceConfig[] {
+    const retiring = new Set<SimInstance>();
+    for (const i of pool.instances) for (const r of i.replaces) retiring.add(r);
+    const m = new Map<number, number>();
+    for (const i of pool.instances) if ((i.state === 'active' || i.state === 'starting') && !retiring.has(i)) m.set(i.tp, (m.get(i.tp) ?? 0) + 1);
+    return [...m.entries()].sort((a, b) => b[0] - a[0]).map(([tp, count]) => ({ tp: tp as TpDegree, count }));
+  }
+
+  protected poolGpus(pool: SimPool): number {
+    return this.liveMix(pool).reduce((s, c) => s + c.tp * c.count, 0);
+  }
+
+  // ---------------------------------------------------------------- pools
+  protected poolOrder(types: RequestType[]): number {
+    return types.length ? Math.max(...types.map((t) => TYPE_INDEX[t])) : 9;
+  }
+
+  /** Install pools (id -> GPUs) and the routing of every type (type -> pool id), resizing existing pools. */
+  protected installPools(wanted: { id: string; types: RequestType[]; gpus: number }[], routing: Partial<Record<RequestType, string>>, now: number, initial: boolean): void {
+    this.accountExtra(now);
+    const byId = new Map(this.pools.map((p) => [p.id, p]));
+    const next: SimPool[] = [];
+    for (const w of wanted) {
+      let pool = byId.get(w.id);
+      if (!pool) pool = { id: w.id, order: 0, types: w.types, gpus: 0, instances: [] };
+      byId.delete(w.id);
+      pool.types = w.types;
+      pool.order = this.poolOrder(w.types);
+      this.resizePool(pool, w.gpus, now, initial);
+      next.push(pool);
+    }
+    for (const gone of byId.values()) {
+      for (const i of [...gone.instances]) this.drain(i, now);
+      if (gone.instances.length) next.push(Object.assign(gone, { types: [] as RequestType[], gpus: 0, order: 99 }));
+    }
+    next.sort((a, b) => a.order - b.order);
+    this.pools = next;
+    const byIdNew = new Map(next.map((p) => [p.id, p]));
+    this.route.clear();
+    const serving = next.filter((p) => p.types.length > 0);
+    for (const t of REQUEST_TYPES) {
+      const r = routing[t] === undefined ? undefined : byIdNew.get(routing[t]);
+      // no route, or one to a pool that serves nothing: the pool that names t, else the next longer pool, else the last
+      const pool = r && r.types.length > 0 ? r : serving.find((p) => p.types.includes(t)) ?? serving.find((p) => p.order > TYPE_INDEX[t]) ?? serving.at(-1) ?? next[0];
+      if (pool) this.route.set(t, pool);
+    }
+  }
+
+  /** Grow with TP8 instances on the GPUs the grant adds (a new one pays the start cost), or shrink by draining the least busy. */
+  protected resizePool(pool: SimPool, gpus: number, now: number, initial: boolean): void {
+    const fill = Math.min(gpus, this.poolGpus(pool) + Math.max(0, gpus - pool.gpus));
+    pool.gpus = gpus;
+    let have = this.poolGpus(pool);
+    const tp = this.o.instanceTp ?? 8;
+    for (; have + tp <= fill; have += tp) this.newInstance(pool, tp as TpDegree, now, initial ? 0 : this.cost.instanceStartS * 1000, initial ? 'init' : 'start');
+    if (have > gpus) {
+      const live = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting').sort((a, b) => (a.state === 'starting' ? -1 : 0) - (b.state === 'starting' ? -1 : 0) || a.outstanding - b.outstanding);
+      for (const i of live) {
+        if (have <= gpus) break;
+        have -= i.tp;
+        this.drain(i, now);
+      }
+    }
+  }
+
+  /** The static pools (./yardsticks.ts), sized for each type's peak over the whole trace. */
+  protected staticPools(): PoolLayout {
+    return staticPools({
+      peak: this.forecastPeak(0, this.template.durationMs), profile: this.p, maxClockMhz: this.maxClock, servers: this.o.servers, gpusPerServer: this.gpusPerServer,
+      pools: this.knobs.pools, ...(this.o.instanceTp !== undefined ? { instanceTp: this.o.instanceTp } : {}),
+    });
+  }
+
+  /**
+   * ScaleInst / DynamoLLM cluster level: the live cluster manager's machine on its own forecaster of the past
+   * minutes (./cluster-brain.ts); the first plan is given the first epoch's highest minute (the trace starts warm;
+   * the forecaster has no history yet, and its floor is the highest minute of its recent window). A new pool's
+   * instances pay the start cost.
+   */
+  protected clusterStart(): void {
+    const leadMs = this.cost.instanceStartS * 1000;
+    const cfg: ClusterMachineConfig = {
+      issuer: 'sim', profile: this.p, pools: REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] })), configuredPools: false,
+      epochMs: this.ep.clusterS * 1000, statusIntervalMs: PEER_STATUS_MS, minEpochGapMs: this.ep.clusterS * 1000, instanceStartupMs: leadMs,
+      recentWindowMs: this.ep.clusterS * 1000, headroom: this.headroom,
+      // pools that re-shard split a server into the TP mix that carries their load; else they keep the start TP
+      splitTps: this.knobs.dynamicShards ? this.p.tpDegrees : [this.o.instanceTp ?? 8],
+      // the forecast's floor is already the highest minute of the last 30; the plan keeps `headroom` free on top
+      forecastMargin: 0,
+    };
+    const servers = Array.from({ length: this.o.servers }, (_, k) => ({ id: `server-${k}`, gpus: this.gpusPerServer }));
+    // epochs are decided `leadMs` before each epoch so new servers are ready at it
+    this.cm = new ClusterBrain(cfg, servers, Math.max(1, this.ep.clusterS * 1000 - leadMs), (t, b) => this.template.perMin[t][b] ?? 0, (state, effects, now, initial) => {
+      const capped = effects.map((e) => (e.kind === 'event' ? (e.decision.capped as { needed: number } | undefined) : undefined)).find((x) => x);
+      if (capped && !this.notes.some((n) => n.startsWith('cluster plan capped'))) this.notes.push(`cluster plan capped at ${this.o.servers} servers (needed ${capped.needed}) at t=${(now / 1000).toFixed(0)} s`);
+      const wanted = [...state.assignments.values()].filter((a) => a.state === 'active').map((a) => ({ id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0) }));
+      // intake's first pool per type (the machine's routing; a pool that refuses spills to the longer ones)
+      const routing: Partial<Record<RequestType, string>> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, intakePools(state, t, () => true)[0]]));
+      this.installPools(wanted, routing, now, initial);
+    });
+    this.cm.prefixReuse = () => prefixReuseByType(this.pools);
+    this.cm.start(this.forecastPeak(0, this.ep.clusterS * 1000 + leadMs, 1));
+  }
+
+  /**
+   * Pool epoch: the live pool machine's re-shard decision (./pool-brain.ts) on the load its instances
+   * measure (at t = 0, the trace starts warm: the forecast of the first epoch); the new instances serve
+   * after tau x Table VI + resync, the old ones serve until then.
+   */
+  protected reshard(pool: SimPool, now: number, initial: boolean): void {
+    if (pool.exec || pool.instances.some((i) => i.replaces.length > 0)) return; // a re-shard is still in flight
+    const live = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting');
+    const current = this.liveMix(pool);
+    if (current.length === 0) return;
+    const warm = this.forecastPeak(now, now + this.ep.poolS * 1000);
+    const load = (i: SimInstance, k: number): LoadByType => {
+      if (initial) return k > 0 ? {} : Object.fromEntries([...this.route].filter(([t, p]) => p === pool && warm[t]).map(([t]) => [t, warm[t]!]));
+      if (i.brain) return i.brain.load(now);
+      this.decayLoad(i, now);
+      return this.loadOf(i);
+    };
+    this.poolCfg ??= {
+      pool: '', holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS, epochMs: this.ep.poolS * 1000,
+      healthDeadlineMs: this.cost.instanceStartS * 1000, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS,
+      planner: 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000), reshardKeepsServing: this.o.reshardExecution !== 'units', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
+    };
+    const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), prefix: i.core?.prefixCacheTokens() }));
+    const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool);
+    if (!plan) return;
+    const same = JSON.stringify(plan.target) === JSON.stringify(current);
+    if (same || !(plan.take || initial)) return;
+    this.accountExtra(now);
+    const old = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting');
+    if (initial) {
+      // t = 0: the pool starts in its planned TP mix (the trace starts warm)
+      for (const i of old) this.drain(i, now);
+      for (const c of plan.target) for (let k = 0; k < c.count; k++) this.newInstance(pool, c.tp, now, 0, 'init');
+      return;
+    }
+    if (this.o.reshardExecution === 'units') {
+      this.reconf.reshard++;
+      this.beginUnits(pool, plan.target, now);
+      return;
+    }
+    const delay = reshardTau(current, plan.target) * this.cost.tauMs + this.cost.resyncMs;
+    const news: SimInstance[] = [];
+    for (const c of plan.target) for (let k = 0; k < c.count; k++) news.push(this.newInstance(pool, c.tp, now, delay, 'reshard'));
+    news[0].replaces = old; // old instances serve until the new layout is up
+    this.reconf.reshard++;
+  }
+
+  /**
+   * Oracle epoch: src/policy solveEq1 (HiGHS) over all type pools with the coming epoch's actual peak
+   * (1-minute bins, true types), applied instantly (no start or re-shard lag): a lower bound.
+   */
+  protected oracleEpoch(now: number): void {
+    const highs = this.inp.highs;
+    if (!highs) throw new Error('oracle policy needs a HiGHS instance');
+    this.accountExtra(now);
+    this.oracle ??= new OracleSolver({ highs, profile: this.p, gpus: this.totalGpus, epochS: this.ep.poolS, headroom: this.headroom });
+    const { pools, sol } = this.oracle.solve(this.forecastPeak(now, now + this.ep.poolS * 1000, 1));
+    if (!sol.feasible) {
+      this.notes.push(`oracle: Eq. 1 infeasible at t=${(now / 1000).toFixed(0)} s (${sol.status}); previous configuration kept`);
+      if (this.pools.length) return;
+      this.installPools(this.staticPools().wanted, this.staticPools().routing, now, true);
+      return;
+    }
+    const byId = new Map(this.pools.map((p) => [p.id, p]));
+    const next: SimPool[] = [];
+    for (const pl of pools) {
+      let pool = byId.get(pl.id);
+      byId.delete(pl.id);
+      const t = pl.id.slice(5) as RequestType;
+      if (!pool) pool = { id: pl.id, order: TYPE_INDEX[t], types: [t], gpus: 0, instances: [] };
+      const groups = sol.config.filter((g) => g.pool === pl.id);
+      const live = pool.instances.filter((i) => i.state === 'active');
+      const keep = new Set<SimInstance>();
+      for (const g of groups) {
+        const same = live.filter((i) => i.tp === g.tp && !keep.has(i)).slice(0, g.count);
+        for (const i of same) {
+          keep.add(i);
+          if (i.clockMhz !== g.clockMhz) this.setClockNow(i, g.clockMhz, now);
+        }
+        for (let k = same.length; k < g.count; k++) {
+          const i = this.newInstance(pool, g.tp, now, 0, 'init');
+          this.setClockNow(i, g.clockMhz, now);
+          keep.add(i);
+        }
+      }
+      for (const i of live) if (!keep.has(i)) this.drain(i, now);
+      pool.gpus = groups.reduce((s, g) => s + g.tp * g.count, 0);
+      next.push(pool);
+    }
+    for (const gone of byId.values()) {
+      for (const i of [...gone.instances]) this.drain(i, now);
+      if (gone.instances.length) next.push(Object.assign(gone, { types: [] as RequestType[], gpus: 0, order: 99 }));
+    }
+    this.pools = next.sort((a, b) => a.order - b.order);
+    const routed = new Set(pools.map((pl) => pl.id));
+    this.route.clear();
+    const serving = this.pools.filter((p) => p.types.length > 0);
+    for (const t of REQUEST_TYPES) {
+      const pool = routed.has(`pool-${t}`) ? serving.find((p) => p.id === `pool-${t}`) : serving.find((p) => p.order > TYPE_INDEX[t]) ?? serving.at(-1);
+      if (pool) this.route.set(t, pool);
+    }
+  }
+
+  protected setClockNow(inst: SimInstance, mhz: number, now = 0): void {
+    if (inst.core && !inst.inHeap) inst.core.idleUntil(now);
+    inst.clockMhz = mhz;
+    inst.core?.setClock(mhz);
+  }
+
+  /** Decay an instance's load estimate to `now`. */
+  protected decayLoad(inst: SimInstance, now: number): void {
+    const dt = now - inst.loadAtMs;
+    if (dt <= 0) return;
+    const f = Math.exp(-dt / (LOAD_WINDOW_S * 1000));
+    for (let k = 0; k < 9; k++) inst.load[k] *= f;
+    inst.loadAtMs = now;
+  }
+
+  /** the load estimate as a LoadByType. */
+  protected loadOf(inst: SimInstance): LoadByType {
+    const l: LoadByType = {};
+    for (let k = 0; k < 9; k++) if (inst.load[k] > 1e-6) l[REQUEST_TYPES[k]] = inst.load[k];
+    return l;
+  }
+
+
+  /** step fidelity: the instance machine of an instance that became ready (./step-model.ts). */
+  protected abstract newBrain(inst: SimInstance, now: number): InstanceBrain;
+}

@@ -1,0 +1,157 @@
+/**
+ * The simulated cluster's state (./engine.ts): its instances, pools and requests, the policies' knobs, and the
+ * constants the live managers' defaults give it.
+ */
+import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
+import type { Profile } from '../model/profile-types.ts';
+import type { PerfModel } from '../model/types.ts';
+import type { BatchingCore } from '../engine/core.ts';
+import type { LoadByType, TpDegree } from '../policy/types.ts';
+import type { HighsLike } from '../policy/milp.ts';
+import { LIVE_INSTANCE_DEFAULTS, type InstanceBrain } from './instance-brain.ts';
+import type { UnitExecutor } from './reshard-exec.ts';
+import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
+import type { SimPoolLeader } from './pool-leader.ts';
+import type { TraceRecord } from './trace.ts';
+import type { PolicyName, SimCosts, SimEpochs, SimOptions } from './types.ts';
+
+export const DEFAULT_EPOCHS: SimEpochs = { clusterS: 1800, poolS: 300, instanceS: 5 };
+export const DEFAULT_COSTS: SimCosts = { instanceStartS: 300, tauMs: 50, resyncMs: 2000, clockChangeMs: 65 };
+
+/** Which knobs a policy turns (the paper's baselines are MultiPool plus one knob). */
+export interface PolicyKnobs {
+  pools: 'single' | 'per-type';
+  dynamicInstances: boolean;
+  dynamicShards: boolean;
+  dynamicClock: boolean;
+  emergency: boolean;
+  oracle: boolean;
+}
+
+export const POLICY_KNOBS: Record<PolicyName, PolicyKnobs> = {
+  'single-pool': { pools: 'single', dynamicInstances: false, dynamicShards: false, dynamicClock: false, emergency: false, oracle: false },
+  'multi-pool': { pools: 'per-type', dynamicInstances: false, dynamicShards: false, dynamicClock: false, emergency: false, oracle: false },
+  'scale-inst': { pools: 'per-type', dynamicInstances: true, dynamicShards: false, dynamicClock: false, emergency: false, oracle: false },
+  'scale-shard': { pools: 'per-type', dynamicInstances: false, dynamicShards: true, dynamicClock: false, emergency: false, oracle: false },
+  'scale-freq': { pools: 'per-type', dynamicInstances: false, dynamicShards: false, dynamicClock: true, emergency: false, oracle: false },
+  dynamollm: { pools: 'per-type', dynamicInstances: true, dynamicShards: true, dynamicClock: true, emergency: true, oracle: false },
+  oracle: { pools: 'per-type', dynamicInstances: true, dynamicShards: true, dynamicClock: true, emergency: true, oracle: true },
+};
+
+export const TYPE_INDEX = Object.fromEntries(REQUEST_TYPES.map((t, i) => [t, i])) as Record<RequestType, number>;
+
+export interface LoadTemplate {
+  /** per type, arrivals per minute bin (by predicted type). */
+  perMin: Record<RequestType, Float64Array>;
+  durationMs: number;
+  count: number;
+}
+
+/**
+ * The context the simulator serves when SimOptions.maxContext is not given: the model's, but at least the
+ * paper's longest input class (8192 tokens: Table IV serves prompts up to 8192 on Llama2-70B, whose published
+ * context is 4096; `maxContext: 4096` is the strict reading).
+ */
+export const DEFAULT_CONTEXT_FLOOR = 8192;
+
+export interface EngineInputs {
+  opts: SimOptions;
+  profile: Profile;
+  perf: PerfModel;
+  /** a fresh iterator over the trace (already rate-scaled). */
+  records: () => AsyncIterable<TraceRecord> | Iterable<TraceRecord>;
+  /** carbon intensity gCO2/kWh at a time, s. */
+  carbonAt: (tS: number) => number;
+  onProgress?: (fraction: number) => void;
+  /** a loaded HiGHS instance (the oracle's Eq. 1 solver). */
+  highs?: HighsLike;
+  /** every transition of every instance machine (step fidelity), with its configuration: tests replay them. */
+  onInstanceStep?: (instance: string, cfg: InstanceMachineConfig, ev: InstanceEvent, now: number, effects: InstanceEffect[]) => void;
+}
+
+/** EWMA window of an instance's offered-load estimate, s (dispatch adds 1/window per request: policy default 0.1). */
+export const LOAD_WINDOW_S = 10;
+/** the instance machines' tick (emergency ladder, load rise), ms: the live instance manager's. */
+export const BRAIN_TICK_MS = LIVE_INSTANCE_DEFAULTS.tickMs;
+/** peers' statuses reach an instance machine this often, ms (the live status interval's default). */
+export const PEER_STATUS_MS = 500;
+/** how long a pool leader holds a request for a ready instance at most, ms (the live engine.healthDeadlineMs default). */
+export const LIVE_HEALTH_DEADLINE_MS = 600_000;
+
+export type RequestTypeSpecLike = { ttftSloMs: number; tbtSloMs: number };
+
+export interface SimInstance {
+  id: string;
+  pool: SimPool;
+  tp: TpDegree;
+  clockMhz: number;
+  state: 'starting' | 'active' | 'draining' | 'stopped';
+  readyAtMs: number;
+  core?: BatchingCore;
+  inHeap: boolean;
+  /** offered load estimate by type (req/s), exponentially decayed with LOAD_WINDOW_S; at `loadAtMs`. */
+  load: Float64Array;
+  loadAtMs: number;
+  /** peak of `load` (per type) in the current and the previous clock epoch: chooseClock provisions for it. */
+  peakCur: Float64Array;
+  peakPrev: Float64Array;
+  outstanding: number;
+  /** fluid: energy J. */
+  energyJ: number;
+  /** fluid: the part of energyJ at the instance's idle power (zero load at its clock), J. */
+  idleJ?: number;
+  /** a re-shard target: its GPUs are the retiring instances' (no extra power or GPU-hours while starting). */
+  reshard: boolean;
+  /** instances of the pool this one replaces (drained when it is ready). */
+  replaces: SimInstance[];
+  gpus?: number[]; // in the pool's GPU space, once placed (./reshard-exec.ts)
+  /** step fidelity: the instance manager (the live instance machine) of this instance. */
+  brain?: InstanceBrain;
+  /** when its machine last got its peers' statuses, ms. */
+  peersAtMs?: number;
+  /** fluid: arrivals by type since `epochAtMs` (its share of its pool's), and the instance machine's load EWMA. */
+  arrived?: Float64Array;
+  epochAtMs?: number;
+  ewma?: LoadByType;
+}
+
+/** fluid: the active instances of a pool with one (TP, clock), and their share weight (SLO capacity at max clock for the tick's mix). */
+export interface FluidGroup {
+  tp: TpDegree;
+  clock: number;
+  insts: SimInstance[];
+  cap: number;
+}
+
+export interface SimPool {
+  id: string;
+  /** index in the pool order (shorter to longer requests): spill goes to higher orders. */
+  order: number;
+  types: RequestType[];
+  gpus: number;
+  instances: SimInstance[];
+  /** fluid: the pool's arrival rate by true type, req/s, smoothed over FLUID_POWER_WINDOW_S (power is read at it). */
+  smooth?: Float64Array;
+  /** fluid: the rate the pool ACCEPTS by true type (after spill), req/s, smoothed over LOAD_WINDOW_S (the dispatch cap's estimate). */
+  accepted?: Float64Array;
+  /** fluid: the pool's arrival rate by true type, req/s, smoothed over FLUID_LATENCY_WINDOW_S (latency is read at it). */
+  latSmooth?: Float64Array;
+  exec?: UnitExecutor<SimInstance>; // a re-shard under way, unit by unit (reshardExecution 'units')
+  /** step fidelity, policy dispatch: the pool leader's machine that dispatches within the pool (./pool-leader.ts). */
+  leader?: SimPoolLeader<SimInstance>;
+}
+
+export interface ReqState {
+  arrivalMs: number;
+  /** its TTFT SLO, ms (promptTtftSloMs: the class's, scaled with prompts past 8,192 tokens; x sloScale). */
+  ttftSloMs: number;
+  type: RequestType;
+  pred: RequestType;
+  firstMs: number;
+  lastMs: number;
+  tbtSum: number;
+  tbtN: number;
+  inst: SimInstance;
+  /** times moved between instances. */
+  moves: number;
+}
