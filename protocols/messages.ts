@@ -483,6 +483,8 @@ export const clusterTelemetry = z.object({
   queued: int,
   running: int,
   loadByType,
+  /** with a power driver (config power.driver): servers by power state and the power commands this leader issued. */
+  servers: z.object({ on: int, booting: int, stopping: int, off: int, failed: int, powerChanges: int }).optional(),
   sentMs: nonneg,
 });
 export type ClusterTelemetry = z.infer<typeof clusterTelemetry>;

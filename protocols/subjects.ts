@@ -76,7 +76,7 @@ export const subjects = {
 export const CLUSTER_INTAKE_QUEUE = 'cluster-intake';
 export const TOKENIZER_QUEUE = 'tokenizer';
 
-export const EVENT_KINDS = ['scale', 'merge', 'reshard', 'clock', 'emergency', 'instance', 'lease', 'failure', 'plan'] as const;
+export const EVENT_KINDS = ['scale', 'merge', 'reshard', 'clock', 'emergency', 'instance', 'lease', 'failure', 'plan', 'power'] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
 /** JetStream names. */

@@ -6,7 +6,8 @@
  * that refuses as overloaded spills to the next pool serving longer requests.
  * The lease holder (leaseKeys.clusterPlanner) also: creates the events stream, keeps the GPU inventory
  * (NodeStatus), runs the scale epoch (forecast -> policy planCluster -> grants of whole servers per pool,
- * merges), publishes PoolAssignments (KV + PoolCommand) and answers clusterStatus.
+ * merges), publishes PoolAssignments (KV + PoolCommand) and answers clusterStatus; with a power driver
+ * (config `power.driver`), powers servers off and on as the scaling machine decides (./power-driver.ts).
  */
 import type { KV } from '@nats-io/kv';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
@@ -29,6 +30,8 @@ import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPub
 import { classifyIntake, thresholdsOf, withSlo } from '../common/policy.ts';
 import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
 import { reconcileInventory } from '../../src/runtime/inventory.ts';
+import { powerCounts, serverPowerConfig } from '../../src/policy/machines/cluster-power.ts';
+import { PowerDriver, nodeSeen, serverObservation } from './power-driver.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -45,7 +48,9 @@ export class ClusterManager extends Actor {
   #lease!: LeaderLease;
   #timers: unknown[] = [];
   #leaderTimers: unknown[] = [];
-  #nodes = new Map<string, { st: NodeStatusT; seenMs: number }>();
+  #nodes = new Map<string, { st: NodeStatusT; seenMs: number; upSinceMs: number }>();
+  /** the operator's power driver (config power.driver); none: no server is powered off or on. */
+  #power?: PowerDriver;
   #pools = new Map<string, { st: PoolStatusT; seenMs: number }>();
   #instances = new Map<string, { st: import('../../protocols/index.ts').InstanceStatus; seenMs: number }>();
   #profile?: Profile;
@@ -79,12 +84,14 @@ export class ClusterManager extends Actor {
       issuer: this.id, profile: this.#profile, pools: poolsOf(c), configuredPools: c.pools !== undefined, epochMs: c.epochs.clusterS * 1000,
       statusIntervalMs: c.liveness.statusIntervalMs, minEpochGapMs: c.scaling.minEpochGapS * 1000, instanceStartupMs: c.scaling.instanceStartupS * 1000,
       recentWindowMs: c.scaling.recentWindowS * 1000, headroom: c.policy.headroom,
+      ...(c.power.driver ? { power: serverPowerConfig({ bootS: c.power.bootS, bootDeadlineS: c.power.bootDeadlineS, reserveServers: c.power.reserveServers, ...(c.power.idleBeforeOffS !== undefined ? { idleBeforeOffS: c.power.idleBeforeOffS } : {}) }) } : {}),
     };
+    if (c.power.driver) this.#power = new PowerDriver({ command: c.power.driver, timeoutMs: c.power.timeoutS * 1000, attempts: c.power.attempts }, this.log, (ms) => this.clock.sleep(ms));
     await this.#loadAssignments();
     this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intakeOnce(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
     // the predictor learns from the requests intake classified: records of others (the gateway routed them) are not decoded
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192, expectSubject: (r) => subjects.telRequest(r.pool), unwanted: () => this.#features.size === 0 });
-    this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.nodeStatus(s.node) });
+    this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, nodeSeen(this.#nodes.get(s.node), s, this.clock.now(), this.#c.liveness.deadAfterMs)), { capacity: 1024, expectSubject: (s) => controlSubjects.nodeStatus(s.node) });
     this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.poolStatus(s.pool) });
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192, expectSubject: (t) => subjects.telInstance(t.id) });
     this.subscribe(subjects.telNodeAll(), NodeTelemetry, (t) => this.#onNodeTelemetry(t), { capacity: 1024, expectSubject: (t) => subjects.telNode(t.node) });
@@ -358,13 +365,21 @@ export class ClusterManager extends Actor {
         case 'event':
           this.#evt(e.event, e.summary, e.decision, e.inputs);
           break;
+        case 'power':
+          // the driver's outcome goes back to the machine (the leader's)
+          void this.#power?.command(e.action, e.server, this.#c.servers.find((x) => x.id === e.server)?.address, e.why).then((result) => this.#lease.isLeader() && this.#step({ type: 'power_result', result }));
+          break;
       }
     }
   }
 
   /** What the scaling machine observes: the load the live instances measure, the servers whose agent is alive. */
-  #observation(): { observed: Partial<Record<RequestType, number>>; servers: { id: string; gpus: number }[] } {
+  #observation(): { observed: Partial<Record<RequestType, number>>; servers: { id: string; gpus: number }[]; alive?: { id: string; upSinceMs: number }[]; busy?: string[] } {
     const now = this.clock.now();
+    if (this.#mc.power) {
+      // server power: every configured server, those reporting and those holding an instance
+      return { observed: this.#observedLoad(now), servers: this.#c.servers, ...serverObservation(this.#nodes, this.#instances.values(), now, this.#c.liveness.deadAfterMs) };
+    }
     const seen = new Map([...this.#nodes].map(([id, n]) => [id, n.seenMs]));
     return { observed: this.#observedLoad(now), servers: aliveServers(this.#c.servers, seen, now, this.#c.liveness.deadAfterMs) };
   }
@@ -542,6 +557,7 @@ export class ClusterManager extends Actor {
       this.bus.publish(subjects.telCluster(), ClusterTelemetry, {
         v: 1, leader: st.leader, pools: st.pools.length, instances, readyInstances: ready, gpus: gpus + st.freeGpus, freeGpus: st.freeGpus,
         powerW: st.powerW, energyJ: st.energyJ, queued, running, loadByType: total, sentMs: now,
+        ...(this.#m.power ? { servers: { ...powerCounts(this.#m.power), powerChanges: this.#power?.commands ?? 0 } } : {}),
       });
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'telemetry not published');

@@ -215,6 +215,34 @@ export const configSchema = z
       }).strict()
       .default({}),
     /**
+     * Server power (the cluster machine's decisions, src/policy/machines/cluster-power.ts). Off unless `driver` is
+     * set: no server is ever powered off or on. With it the cluster leader powers off servers granted to no pool and
+     * holding no instance (idle `idleBeforeOffS`, beyond `reserveServers` idle ones) and powers them on `bootS` ahead
+     * of the plans that need them; a server not up `bootDeadlineS` after its power-on is failed and planned around.
+     */
+    power: z
+      .object({
+        /**
+         * the power driver: the command run (no shell) to power a server, argv with `{action}` (on|off), `{server}`
+         * (the server's id) and `{address}` (its `address`, or '') replaced; the program an absolute path. Exit 0:
+         * done; 75 (EX_TEMPFAIL): try again; any other: refused. Default none (power management off).
+         */
+        driver: z.array(z.string().min(1).max(4096)).min(1).max(64).optional(),
+        /** deadline of one driver run, s (killed past it, a retryable failure); default 60. */
+        timeoutS: pos.default(60),
+        /** runs of a command that fails retryably (exit 75, deadline, could not start), in all; default 3. */
+        attempts: z.number().int().min(1).max(10).default(3),
+        /** time from a power-on to the server's node agent reporting, s; default 120 (paper Table V: a VM 1-2 min). */
+        bootS: pos.default(120),
+        /** a server not up this long after its power-on is marked failed, s; default 600. */
+        bootDeadlineS: pos.default(600),
+        /** idle powered servers kept on beyond the grants (for a rise the forecast missed, a failed server); default 1. */
+        reserveServers: z.number().int().nonnegative().default(1),
+        /** a drained server idle this long is powered off, s; default bootS (cycling costs about a boot's energy). */
+        idleBeforeOffS: nonneg.optional(),
+      }).strict()
+      .default({}),
+    /**
      * planner: 'heuristic' (floor(PL/ML) + forwarding; planSharding) or 'milp' (Eq. 1 with HiGHS in a
      * worker, deadline `milpDeadlineMs`, the heuristic on timeout/failure; for small clusters). Default heuristic.
      */
@@ -304,6 +332,13 @@ export function crossFieldErrors(c: ClusterConfig): string[] {
   if (c.engine.initialTp > maxGpus) out.push(`engine.initialTp: ${c.engine.initialTp} exceeds the largest server (${maxGpus} GPUs in servers)`);
   if (c.scaling.minEpochGapS > e.clusterS) out.push(`scaling.minEpochGapS (${c.scaling.minEpochGapS} s) must not exceed epochs.clusterS (${e.clusterS} s)`);
   if (c.planner === 'milp' && c.milpDeadlineMs >= e.poolS * 1000) out.push(`milpDeadlineMs (${c.milpDeadlineMs} ms) must be shorter than epochs.poolS (${e.poolS} s)`);
+  const pw = c.power;
+  if (pw.driver) {
+    if (!pw.driver[0]!.startsWith('/')) out.push(`power.driver: the program must be an absolute path (no PATH lookup), got '${pw.driver[0]}'`);
+    if (!pw.driver.some((a) => a.includes('{server}'))) out.push("power.driver: no argument names '{server}': every server would get the same command");
+    if (!pw.driver.some((a) => a.includes('{action}'))) out.push("power.driver: no argument names '{action}': on and off would run the same command");
+  }
+  if (pw.bootDeadlineS < pw.bootS) out.push(`power.bootDeadlineS (${pw.bootDeadlineS} s) must be at least power.bootS (${pw.bootS} s)`);
   if (c.engine.kind === 'emulator' && c.gpuBackend !== 'emulated') out.push(`gpuBackend: '${c.gpuBackend}' controls real GPUs, but engine.kind is 'emulator' (use gpuBackend: emulated, or engine.kind: vllm)`);
   return out;
 }

@@ -6,13 +6,23 @@
  * forecast change on two observations in a row runs an epoch early (at most once per minEpochGapMs), and a rise it
  * forecasts for the next epoch arms a start-ahead epoch. Only the first plan (t = 0, no history yet) is given a
  * load: the trace starts warm. No decision is taken here; the simulator installs the assignments it issues.
+ * With the machine's server power (cfg.power) the servers are simulated too: a power-off takes a server down at
+ * once, a power-on brings it up (its node agent reporting) cfg.power.bootMs later; the driver always succeeds.
  */
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import { clusterStep, initialClusterState, type ClusterEffect, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
 import type { LoadByType } from '../policy/types.ts';
 import { prefixReuseByType as policyPrefixReuseByType } from '../policy/pool-shards.ts';
 
-type Ev = { type: 'observe' } | { type: 'epoch'; why: string; forecast?: LoadByType; extra?: LoadByType };
+type Ev = { type: 'observe' } | { type: 'power_tick' } | { type: 'epoch'; why: string; forecast?: LoadByType; extra?: LoadByType };
+
+/** What the simulator tells the brain about its servers (with cfg.power). */
+export interface SimServerPower {
+  /** servers granted to no pool that still hold an instance (draining there). */
+  busy: () => string[];
+  /** called before each step, so the simulator accounts the servers' power up to then. */
+  before: (now: number) => void;
+}
 
 export class ClusterBrain {
   /** each type's pool's measured prefix reuse at an epoch (prefixReuseByType), as the live pools would report it. */
@@ -21,6 +31,13 @@ export class ClusterBrain {
   private observeMs = 60_000;
   private epochMs: number;
   private startAhead?: { atMs: number; forecast: LoadByType };
+  /** servers up (node agent reporting) since when; booting ones with the time they come up. */
+  private up = new Map<string, number>();
+  private booting = new Map<string, number>();
+  /** the power commands issued. */
+  powerOns = 0;
+  powerOffs = 0;
+  power?: SimServerPower;
 
   /**
    * `perMin(t, b)`: arrivals of predicted type t in minute b; `firstEpochMs`: the epoch timer's first firing
@@ -35,6 +52,12 @@ export class ClusterBrain {
   ) {
     this.s = initialClusterState(cfg);
     this.epochMs = firstEpochMs;
+    for (const x of servers) this.up.set(x.id, -1);
+  }
+
+  /** Servers up, by id (with cfg.power; every server otherwise). */
+  isUp(id: string): boolean {
+    return this.up.has(id);
   }
 
   /** The first plan (t = 0), for the load it is given. */
@@ -47,7 +70,14 @@ export class ClusterBrain {
     while (true) {
       const at = this.nextMs();
       if (at > t) return;
-      if (this.startAhead?.atMs === at) {
+      const booted = [...this.booting].find(([, upAt]) => upAt === at);
+      if (booted) {
+        this.booting.delete(booted[0]);
+        this.up.set(booted[0], at);
+        this.step(at, { type: 'power_tick' });
+      } else if (this.s.power?.wake?.atMs === at && at !== this.observeMs && at !== this.epochMs) {
+        this.step(at, { type: 'power_tick' });
+      } else if (this.startAhead?.atMs === at) {
         const extra = this.startAhead.forecast;
         this.startAhead = undefined;
         this.step(at, { type: 'epoch', why: 'start ahead of the next epoch', extra });
@@ -62,7 +92,9 @@ export class ClusterBrain {
   }
 
   nextMs(): number {
-    return Math.min(this.observeMs, this.epochMs, this.startAhead?.atMs ?? Infinity);
+    let t = Math.min(this.observeMs, this.epochMs, this.startAhead?.atMs ?? Infinity, this.s.power?.wake?.atMs ?? Infinity);
+    for (const upAt of this.booting.values()) t = Math.min(t, upAt);
+    return t;
   }
 
   private step(now: number, ev: Ev, initial = false): void {
@@ -72,13 +104,31 @@ export class ClusterBrain {
       const b = Math.floor(now / 60_000) - 1;
       if (b >= 0) for (const t of REQUEST_TYPES) if (this.perMin(t, b) > 0) observed[t] = this.perMin(t, b) / 60;
     }
-    const mev = ev.type === 'observe'
-      ? { type: 'observe' as const, observed, servers: this.servers }
-      : { type: 'epoch' as const, why: ev.why, observed, servers: this.servers, ...(ev.forecast ? { forecast: ev.forecast } : {}), ...(ev.extra ? { extra: ev.extra } : {}), ...(this.prefixReuse ? { prefixReuse: this.prefixReuse() } : {}) };
+    const seen = this.cfg.power ? { alive: [...this.up].map(([id, upSinceMs]) => ({ id, upSinceMs })), busy: this.power?.busy() ?? [] } : {};
+    const mev = ev.type === 'observe' || ev.type === 'power_tick'
+      ? { type: ev.type, observed, servers: this.servers, ...seen }
+      : { type: 'epoch' as const, why: ev.why, observed, servers: this.servers, ...(ev.forecast ? { forecast: ev.forecast } : {}), ...(ev.extra ? { extra: ev.extra } : {}), ...(this.prefixReuse ? { prefixReuse: this.prefixReuse() } : {}), ...seen };
+    this.power?.before(now);
     const { state, effects } = clusterStep(this.s, mev, now, this.cfg);
     this.s = state;
+    this.powerEffects(effects, now);
     for (const e of effects) if (e.kind === 'arm_timer' && e.timer === 'start_ahead' && 'inMs' in e) this.startAhead = { atMs: now + e.inMs, forecast: e.forecast ?? {} };
     if (effects.some((e) => e.kind === 'assign')) this.onPlan(state, effects, now, initial);
+  }
+
+  /** The machine's power commands on the simulated servers; the driver answers at once. */
+  private powerEffects(effects: ClusterEffect[], now: number): void {
+    for (const e of effects) {
+      if (e.kind !== 'power') continue;
+      if (e.action === 'on') {
+        this.powerOns++;
+        this.booting.set(e.server, now + (this.cfg.power?.bootMs ?? 0));
+      } else {
+        this.powerOffs++;
+        this.up.delete(e.server);
+      }
+      this.s = clusterStep(this.s, { type: 'power_result', result: { server: e.server, action: e.action, ok: true } }, now, this.cfg).state;
+    }
   }
 }
 

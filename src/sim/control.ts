@@ -11,6 +11,8 @@ import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision } from './pool-brain.ts';
 import { reshardTau, unitsOf } from './reshard-exec.ts';
 import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
+import { serverPowerConfig } from '../policy/machines/cluster-power.ts';
+import { SERVER_BOOT_S } from './types.ts';
 import { ClusterBrain, prefixReuseByType } from './cluster-brain.ts';
 import { OracleSolver, staticPools, type PoolLayout } from './yardsticks.ts';
 import { SimLedger } from './ledger.ts';
@@ -184,6 +186,27 @@ export abstract class SimControl extends SimLedger {
   }
 
   /**
+   * Servers granted to no pool that still hold an instance: the simulator's pools count GPUs, not servers, so the
+   * GPUs a pool holds in instances beyond its grant (draining) sit on the servers it lost last (whole servers, the
+   * most recently freed ones first).
+   */
+  private drainingServers(): string[] {
+    let over = 0;
+    for (const p of this.pools) {
+      let alloc = 0;
+      for (const i of p.instances) if (i.state !== 'stopped' && !(i.state === 'starting' && i.reshard)) alloc += i.tp;
+      over += Math.max(0, alloc - p.gpus);
+    }
+    const n = Math.ceil(over / this.gpusPerServer - 1e-9);
+    const power = this.cm?.s.power;
+    if (!n || !power) return [];
+    const granted = new Set<string>();
+    for (const a of this.cm!.s.assignments.values()) if (a.state === 'active') for (const g of a.grants) granted.add(g.node);
+    const free = [...power.servers].filter(([id, r]) => r.state === 'on' && !granted.has(id)).sort((a, b) => (b[1].idleSinceMs ?? Infinity) - (a[1].idleSinceMs ?? Infinity));
+    return free.slice(0, n).map(([id]) => id);
+  }
+
+  /**
    * ScaleInst / DynamoLLM cluster level: the live cluster manager's machine on its own forecaster of the past
    * minutes (./cluster-brain.ts); the first plan is given the first epoch's highest minute (the trace starts warm;
    * the forecaster has no history yet, and its floor is the highest minute of its recent window). A new pool's
@@ -199,6 +222,8 @@ export abstract class SimControl extends SimLedger {
       splitTps: this.knobs.dynamicShards ? this.p.tpDegrees : [this.o.instanceTp ?? 8],
       // the forecast's floor is already the highest minute of the last 30; the plan keeps `headroom` free on top
       forecastMargin: 0,
+      // the live machine's server power decisions on the simulated servers
+      ...(this.o.unusedServers === 'off' ? { power: serverPowerConfig({ bootS: this.o.serverBootS ?? SERVER_BOOT_S, ...(this.o.powerReserve !== undefined ? { reserveServers: this.o.powerReserve } : {}) }) } : {}),
     };
     const servers = Array.from({ length: this.o.servers }, (_, k) => ({ id: `server-${k}`, gpus: this.gpusPerServer }));
     // epochs are decided `leadMs` before each epoch so new servers are ready at it
@@ -211,6 +236,7 @@ export abstract class SimControl extends SimLedger {
       this.installPools(wanted, routing, now, initial);
     });
     this.cm.prefixReuse = () => prefixReuseByType(this.pools);
+    if (cfg.power) this.cm.power = { busy: () => this.drainingServers(), before: (now) => this.accountExtra(now) };
     this.cm.start(this.forecastPeak(0, this.ep.clusterS * 1000 + leadMs, 1));
   }
 

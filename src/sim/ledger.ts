@@ -18,7 +18,7 @@ import { LogHistogram, percentile } from './metrics.ts';
 import { SimClassifier } from './classifier.ts';
 import { OracleSolver } from './yardsticks.ts';
 import { forEachRecord, longInputClassBound, overContext, rng } from './trace.ts';
-import { SERVER_BOOT_S, type Fidelity, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
+import { type Fidelity, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
 import { DEFAULT_EPOCHS, DEFAULT_COSTS, POLICY_KNOBS, TYPE_INDEX, DEFAULT_CONTEXT_FLOOR, type PolicyKnobs, type LoadTemplate, type EngineInputs, type SimInstance, type SimPool, type ReqState } from './state.ts';
 
 export abstract class SimLedger {
@@ -79,7 +79,6 @@ export abstract class SimLedger {
   protected stoppedIdleJ = 0;
   protected freeJ = 0;
   /** servers in use in the last accounted interval (holding a grant or an instance); -1 before the first. */
-  protected poweredServers = -1;
   /** energy of the GPUs on servers holding nothing, powered, and of their boots when they come back into use, J. */
   protected unusedJ = 0;
   protected bootJ = 0;
@@ -193,20 +192,28 @@ export abstract class SimLedger {
       }
     const gpuIdleW = this.perf.idlePowerW(1, this.maxClock, false);
     let free = Math.max(0, this.totalGpus - alloc);
-    // servers in use: the fewest that hold every grant and every instance; the others hold nothing
-    const held = Math.max(alloc, this.pools.reduce((n, p) => n + p.gpus, 0));
-    const on = Math.min(this.o.servers, Math.ceil(held / this.gpusPerServer - 1e-9));
-    const unused = Math.min(free, Math.max(0, this.totalGpus - on * this.gpusPerServer));
-    const boots = this.poweredServers >= 0 ? Math.max(0, on - this.poweredServers) : 0;
-    this.poweredServers = on;
-    let bootJ = boots * this.gpusPerServer * gpuIdleW * SERVER_BOOT_S;
-    this.unusedJ += (unused * gpuIdleW * dt) / 1000;
-    this.bootJ += bootJ;
-    if (this.o.unusedServers !== 'off') bootJ = 0;
-    else free -= unused;
+    const power = this.cm?.s.power;
+    if (power) {
+      // the cluster machine's server power: off (or failed) servers draw nothing, booting ones their idle power
+      let offGpus = 0;
+      let bootGpus = 0;
+      for (const r of power.servers.values()) {
+        if (r.state === 'off' || r.state === 'failed') offGpus += this.gpusPerServer;
+        else if (r.state === 'booting') bootGpus += this.gpusPerServer;
+      }
+      offGpus = Math.min(free, offGpus);
+      free -= offGpus;
+      this.unusedJ += (offGpus * gpuIdleW * dt) / 1000;
+      this.bootJ += (bootGpus * gpuIdleW * dt) / 1000;
+    } else {
+      // powered: the fewest servers that hold every grant and every instance; the others hold nothing (what powering them off could save)
+      const held = Math.max(alloc, this.pools.reduce((n, p) => n + p.gpus, 0));
+      const on = Math.min(this.o.servers, Math.ceil(held / this.gpusPerServer - 1e-9));
+      this.unusedJ += (Math.min(free, Math.max(0, this.totalGpus - on * this.gpusPerServer)) * gpuIdleW * dt) / 1000;
+    }
     const freeW = free * gpuIdleW;
-    this.extraJ += ((freeW + startingW) * dt) / 1000 + bootJ;
-    this.freeJ += (freeW * dt) / 1000 + bootJ;
+    this.extraJ += ((freeW + startingW) * dt) / 1000;
+    this.freeJ += (freeW * dt) / 1000;
     this.startingJ += (startingW * dt) / 1000;
     this.gpuMs += Math.min(alloc, this.totalGpus) * dt;
     this.extraAccMs = now;
@@ -323,6 +330,7 @@ export abstract class SimLedger {
       requests: this.requests,
       energyKWh: energyJ / 3.6e6,
       energyBreakdown: this.energyBreakdown(endMs),
+      ...(this.cm?.s.power ? { serverPower: { powerOns: this.cm.powerOns, powerOffs: this.cm.powerOffs } } : {}),
       avgPowerW: energyJ / durationS,
       p99PowerW: percentile(this.powerSamples, 0.99),
       gpuHours,

@@ -62,8 +62,10 @@ export function breakdownTable(results: SimResult[]): string[] {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join('  ');
   const out = [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)];
-  const idle = rs.filter((r) => (r.energyBreakdown!.unusedServersKWh ?? 0) > 0);
-  if (idle.length) out.push(`on servers holding no grant and no instance (--unused-servers off: not drawn, a ${SERVER_BOOT_S}-s boot per power-on instead), kWh: ${idle.map((r) => `${r.policy} ${f1(r.energyBreakdown!.unusedServersKWh!)} (boots ${f1(r.energyBreakdown!.serverBootKWh ?? 0)})`).join(', ')}`);
+  const idle = rs.filter((r) => (r.energyBreakdown!.unusedServersKWh ?? 0) > 0 && !r.serverPower);
+  if (idle.length) out.push(`drawn powered on servers holding no grant and no instance (at most what --unused-servers off could save), kWh: ${idle.map((r) => `${r.policy} ${f1(r.energyBreakdown!.unusedServersKWh!)}`).join(', ')}`);
+  const off = rs.filter((r) => r.serverPower);
+  if (off.length) out.push(`server power (--unused-servers off, the cluster machine's decisions, ${SERVER_BOOT_S}-s boots by default): ${off.map((r) => `${r.policy} ${r.serverPower!.powerOffs} off / ${r.serverPower!.powerOns} on, ${f1(r.energyBreakdown!.unusedServersKWh ?? 0)} kWh not drawn, boots ${f1(r.energyBreakdown!.serverBootKWh ?? 0)} kWh`).join('; ')}`);
   const dyn = rs.find((r) => r.policy === 'dynamollm');
   const orc = rs.find((r) => r.policy === 'oracle');
   if (dyn && orc) {

@@ -31,7 +31,7 @@ export type TraceSource =
   | { kind: 'file'; path: string; startMs?: number; durationMs?: number; limit?: number; skipBad?: boolean; timeUnit?: TimeUnit | 'auto'; speed?: number }
   | ({ kind: 'synth' } & Omit<SynthOptions, 'lengthsFrom'> & { lengthsFromFile?: string });
 
-/** Time a server that holds nothing (unusedServers 'off') draws its unloaded idle power to boot when it comes back into use, s (Table V: a VM 1-2 min). */
+/** Time a powered-off server takes to boot (unusedServers 'off'), drawing its unloaded idle power, s (Table V: a VM 1-2 min; the live default). */
 export const SERVER_BOOT_S = 120;
 
 export interface SimEpochs {
@@ -117,11 +117,18 @@ export interface SimOptions {
   prefixRouting?: boolean;
   /**
    * servers that hold neither a pool's grant nor an instance: 'powered' (default; their GPUs draw unloaded idle
-   * power, the fleet stays on) or 'off' (0 W: the paper's count of servers in use). Powered servers are the fewest
-   * that hold every pool's grant and every instance (ceil of the GPUs over a server's); each power-on charges
-   * SERVER_BOOT_S of the server's unloaded idle power. Energy accounting only: the live cluster turns no server off.
+   * power, the fleet stays on) or 'off': the cluster machine's server power decisions (src/policy/machines/
+   * cluster-power.ts, the live cluster manager's with a power driver) run on the simulated servers: a drained server
+   * idle for a boot time is powered off beyond `powerReserve` idle ones, servers are powered on `serverBootS` ahead of
+   * the start-ahead epoch that needs them (or at once, a plan short of powered servers waiting for them), a server off
+   * draws nothing, a booting one its unloaded idle power. Policies without the cluster machine (single-pool,
+   * multi-pool, scale-shard, scale-freq, oracle) keep every server powered.
    */
   unusedServers?: 'powered' | 'off';
+  /** with unusedServers 'off': a server's boot time, s (default SERVER_BOOT_S, Table V). */
+  serverBootS?: number;
+  /** with unusedServers 'off': idle powered servers kept on beyond the grants (default 1, the live default). */
+  powerReserve?: number;
   /**
    * A live cluster's shape instead of the paper's (the twin check, test/bench/twin.bench.ts): GPUs per server
    * (default the GPU's catalog server, 8 for H100), the TP of the instances static pools start with (default 8),
@@ -179,12 +186,15 @@ export interface SimResult {
   energyBreakdown?: {
     unallocatedKWh: number; startingKWh: number; instanceIdleKWh: number; instanceBusyKWh: number;
     /**
-     * GPUs on servers holding neither a grant nor an instance (unusedServers): what they draw powered (part of
-     * unallocatedKWh under 'powered', not drawn under 'off'), and the boots of those servers when they power on
-     * (part of unallocatedKWh under 'off' only). The other setting's energy: energyKWh -+ unusedServersKWh +- serverBootKWh.
+     * Server power. 'powered': unusedServersKWh is what the GPUs on servers holding neither a grant nor an instance
+     * draw (the fewest servers holding every grant and instance packed; part of unallocatedKWh), what powering them off
+     * could save at most. 'off': unusedServersKWh is what the servers the cluster machine powered off would have
+     * drawn powered (not drawn), serverBootKWh what its servers drew while booting (part of unallocatedKWh).
      */
     unusedServersKWh?: number; serverBootKWh?: number;
   };
+  /** unusedServers 'off': the cluster machine's power commands over the run. */
+  serverPower?: { powerOns: number; powerOffs: number };
   costUsd: number;
   carbonKg: number;
   latency: LatencyStats & { byType: Partial<Record<RequestType, LatencyStats>> };

@@ -1,32 +1,67 @@
 /**
- * simulate's `unusedServers`: servers that hold no pool's grant and no instance draw unloaded idle power
- * ('powered', the default) or nothing ('off', the paper's servers in use, each power-on charged a boot).
+ * simulate's `unusedServers`: servers that hold no pool's grant and no instance stay powered ('powered', the default:
+ * their GPUs draw unloaded idle power) or the cluster machine's server power decisions run on the simulated servers
+ * ('off', src/policy/machines/cluster-power.ts as the live cluster manager takes them): drained servers powered off
+ * beyond the reserve, powered on a boot time ahead of the plans that need them, a booting server at its idle power.
  */
 import { describe, it, expect } from 'vitest';
 import { simulate } from '../../src/sim/index.ts';
 import type { SimOptions } from '../../src/sim/types.ts';
 
+const IDLE_SERVER_W = 550; // 8 unloaded H100s
+
 // a quiet night on 10 servers: the cluster plan grants a few, the others hold nothing
-const base = (policy: SimOptions['policy'], unusedServers?: 'powered' | 'off'): SimOptions => ({
-  model: 'llama2-70b', gpu: 'h100', servers: 10, policy, fidelity: 'fluid', ...(unusedServers ? { unusedServers } : {}),
+const night = (policy: SimOptions['policy'], o: Partial<SimOptions> = {}): SimOptions => ({
+  model: 'llama2-70b', gpu: 'h100', servers: 10, policy, fidelity: 'fluid', ...o,
   trace: { kind: 'synth', shape: 'poisson', durationS: 2 * 3600, meanRps: 1, seed: 2 },
 });
+// half a day of the conversation shape: the morning rise needs servers powered on again
+const morning = (o: Partial<SimOptions> = {}): SimOptions => ({
+  model: 'llama2-70b', gpu: 'h100', servers: 10, policy: 'dynamollm', fidelity: 'fluid', ...o,
+  trace: { kind: 'synth', shape: 'conversation', durationS: 12 * 3600, meanRps: 1.5, seed: 2 },
+});
 
-describe('simulate: servers that hold nothing', () => {
-  it('powered by default; off, they draw nothing and only the servers holding grants or instances are charged', async () => {
-    const [on, dflt, off] = await Promise.all([simulate(base('dynamollm', 'powered')), simulate(base('dynamollm')), simulate(base('dynamollm', 'off'))]);
+describe('simulate: server power', () => {
+  it('powered by default; off, the machine powers off the drained servers beyond the reserve and they draw nothing', async () => {
+    const [on, dflt, off, off0] = await Promise.all([
+      simulate(night('dynamollm', { unusedServers: 'powered' })), simulate(night('dynamollm')), simulate(night('dynamollm', { unusedServers: 'off' })),
+      simulate(night('dynamollm', { unusedServers: 'off', powerReserve: 0 })),
+    ]);
     expect(dflt.energyKWh).toBeCloseTo(on.energyKWh, 9);
-    // the same decisions: only the energy of GPUs in no instance differs
+    expect(on.serverPower).toBeUndefined();
+    // the quiet night needs no power-on: the same pool decisions, the servers off draw nothing
+    expect(off.serverPower!.powerOns).toBe(0);
+    expect(off.serverPower!.powerOffs).toBeGreaterThanOrEqual(5);
     expect(off.gpuHours).toBeCloseTo(on.gpuHours, 9);
     expect(off.energyBreakdown!.instanceBusyKWh).toBeCloseTo(on.energyBreakdown!.instanceBusyKWh, 9);
-    const idleGpuKWh = (gpus: number) => (gpus * 2 * 550) / 8 / 1000; // 8 idle H100s draw 550 W
-    // powered: every GPU outside an instance draws idle power
-    expect(on.energyBreakdown!.unallocatedKWh).toBeCloseTo(idleGpuKWh(80) - (on.gpuHours * 550) / 8 / 1000, 1);
-    // off: less than the GPUs of the servers the run used at its most, and well below powered
+    expect(off.energyKWh).toBeCloseTo(on.energyKWh - off.energyBreakdown!.unusedServersKWh!, 6);
+    // at most (servers - 1 granted - 1 reserve) off, each after its idle boot time: less than 8 servers' 2 h
+    expect(off.energyBreakdown!.unusedServersKWh!).toBeLessThan((8 * IDLE_SERVER_W * 2) / 1000);
     expect(off.energyBreakdown!.unallocatedKWh).toBeLessThan(on.energyBreakdown!.unallocatedKWh / 2);
-    expect(off.energyKWh).toBeLessThan(on.energyKWh - on.energyBreakdown!.unallocatedKWh / 2);
-    // single-pool holds every server: nothing is off
-    const [sOn, sOff] = await Promise.all([simulate(base('single-pool', 'powered')), simulate(base('single-pool', 'off'))]);
+    // no reserve: one more server off
+    expect(off0.serverPower!.powerOffs).toBe(off.serverPower!.powerOffs + 1);
+    expect(off0.energyKWh).toBeLessThan(off.energyKWh);
+    // single-pool has no cluster machine: every server stays powered
+    const [sOn, sOff] = await Promise.all([simulate(night('single-pool', { unusedServers: 'powered' })), simulate(night('single-pool', { unusedServers: 'off' }))]);
     expect(sOff.energyKWh).toBeCloseTo(sOn.energyKWh, 9);
-  }, 120_000);
+    expect(sOff.serverPower).toBeUndefined();
+  }, 180_000);
+
+  it('a rise powers servers on a boot ahead of the plan that needs them: each boot charged at idle power, no request waits for one', async () => {
+    const [on, off, slow] = await Promise.all([
+      simulate(morning({ unusedServers: 'powered' })), simulate(morning({ unusedServers: 'off' })), simulate(morning({ unusedServers: 'off', serverBootS: 600 })),
+    ]);
+    for (const r of [off, slow]) {
+      expect(r.serverPower!.powerOns).toBeGreaterThan(0);
+      // the boots (power-on to up) at the servers' unloaded idle power (~552 W for 8 H100s)
+      const perBootWs = (r.energyBreakdown!.serverBootKWh! * 3.6e6) / r.serverPower!.powerOns / (r === slow ? 600 : 120);
+      expect(perBootWs).toBeGreaterThan(IDLE_SERVER_W * 0.99);
+      expect(perBootWs).toBeLessThan(IDLE_SERVER_W * 1.01);
+      // powered on ahead: the pools got their servers when the plan wanted them, the same decisions as powered
+      expect(r.gpuHours).toBeCloseTo(on.gpuHours, 6);
+      expect(r.sloAttainment).toEqual(on.sloAttainment);
+      expect(r.energyKWh).toBeLessThan(on.energyKWh * 0.7);
+    }
+    expect(slow.energyKWh).toBeGreaterThan(off.energyKWh);
+  }, 240_000);
 });

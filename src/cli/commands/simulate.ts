@@ -47,6 +47,8 @@ interface SimulateOptions {
   reshardExecution: string;
   predictor: string;
   unusedServers: string;
+  serverBootS?: string;
+  powerReserve?: string;
   instanceStartS?: string;
   clusterEpochS?: string;
   speed: string;
@@ -80,7 +82,9 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--predictor <how>', "output-length prediction: proxy (the paper's BERT proxy, right 81% of the time) or online (the live gateway's: learns from completed requests, max_tokens the trace's output as replay sends it; step fidelity)", 'proxy')
     .option('--cluster-epoch-s <s>', 'the cluster plan\'s epoch, s (default 1800: the paper\'s 30 min; early re-plans at most once per epoch)')
     .option('--instance-start-s <s>', 'seconds until a new engine serves (default 300: Table V, weights cached in-cluster)')
-    .option('--unused-servers <how>', "servers holding no pool's grant and no instance: powered (their GPUs draw unloaded idle power) or off (0 W, the paper's servers in use; each power-on charges a 120-s boot)", 'powered')
+    .option('--unused-servers <how>', "servers holding no pool's grant and no instance: powered (their GPUs draw unloaded idle power) or off (the cluster machine's server power decisions, as the live cluster manager takes them with a power driver: drained servers powered off beyond a reserve, powered on a boot ahead of need; policies without the cluster machine keep every server powered)", 'powered')
+    .option('--server-boot-s <s>', 'with --unused-servers off: a server\'s boot time, s (default 120: Table V, a VM 1-2 min)')
+    .option('--power-reserve <n>', 'with --unused-servers off: idle powered servers kept beyond the grants (default 1)')
     .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
     .addOption(jsonOption())
     .option('--out <file>', 'also write every number, time series included, as JSON to FILE')
@@ -102,6 +106,11 @@ function predictorOf(x: string, fidelity: Fidelity): 'proxy' | 'online' {
 
 function positive(x: number, flag: string): number {
   if (!(x > 0)) throw new UsageError(`--${flag} must be > 0, got ${x}`);
+  return x;
+}
+
+function nonNegInt(x: number, flag: string): number {
+  if (!(Number.isInteger(x) && x >= 0)) throw new UsageError(`--${flag} must be a whole number >= 0, got ${x}`);
   return x;
 }
 
@@ -156,6 +165,8 @@ async function simulate(v: SimulateOptions): Promise<number> {
     reshardExecution: reshardExecutionOf(v.reshardExecution),
     predictor: predictorOf(v.predictor, fidelity),
     unusedServers: unusedServersOf(v.unusedServers),
+    ...(v.serverBootS !== undefined ? { serverBootS: positive(num(v.serverBootS, 'server-boot-s'), 'server-boot-s') } : {}),
+    ...(v.powerReserve !== undefined ? { powerReserve: nonNegInt(num(v.powerReserve, 'power-reserve'), 'power-reserve') } : {}),
     ...(v.instanceStartS !== undefined ? { costs: { instanceStartS: num(v.instanceStartS, 'instance-start-s') } } : {}),
     ...(v.clusterEpochS !== undefined ? { epochs: { clusterS: positive(num(v.clusterEpochS, 'cluster-epoch-s'), 'cluster-epoch-s') } } : {}),
   };

@@ -10,13 +10,19 @@
  *   profile) an even split of every server's GPUs;
  * - the pool assignments that change, and the routing table (type -> pool);
  * - intake's routing: the pool of a request's type, then (overloaded) the pools serving longer requests.
- * Effects: arm a timer, assign a pool (store + command), publish a decision event.
+ * - server power, when configured (./cluster-power.ts): drained servers powered off beyond a reserve, servers
+ *   powered on ahead of the plans that need them, a server that does not come back marked failed and planned around.
+ * Effects: arm a timer, assign a pool (store + command), power a server on or off, publish a decision event.
  */
 import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type LengthClass, type RequestType } from '../../../protocols/request-types.ts';
 import type { PoolAssignment } from '../../../protocols/control.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { LoadForecaster, type ForecasterState } from '../forecast.ts';
 import { planCluster, serversToStartAhead, sharedPrefixClasses, type ClusterPlanResult } from '../cluster.ts';
+import {
+  afterPlacement, clonePower, idlePower, initialPowerState, observePower, plannableServers, powerResult, usableServers, wakeAhead,
+  type AliveServer, type PowerEffect, type PowerMachineState, type PowerResult, type ServerPowerConfig,
+} from './cluster-power.ts';
 
 type Load = Partial<Record<RequestType, number>>;
 
@@ -52,6 +58,11 @@ export interface ClusterMachineConfig {
    * `headroom` of SLO capacity free on top of it.
    */
   forecastMargin?: number;
+  /**
+   * server power decisions (./cluster-power.ts); absent: no server is ever powered off or on. With it, events carry
+   * every configured server in `servers` and those whose node agent reports in `alive`.
+   */
+  power?: ServerPowerConfig;
 }
 
 export interface ClusterMachineState {
@@ -70,7 +81,12 @@ export interface ClusterMachineState {
   /** servers per pool of the plan in force (undefined before the first planned epoch or with configured pools). */
   planServers?: Map<string, number>;
   lastForecast?: Load;
+  /** server power (with cfg.power). */
+  power?: PowerMachineState;
 }
+
+/** What the power decisions observe (with cfg.power): servers whose node agent reports, servers holding an instance. */
+export interface PowerObservation { alive?: AliveServer[]; busy?: string[] }
 
 export type ClusterEvent =
   /** this replica became the leader: arm the timers. */
@@ -78,7 +94,11 @@ export type ClusterEvent =
   /** assignments found in the store (a new leader, a restart). */
   | { type: 'assignments_loaded'; assignments: PoolAssignment[] }
   /** the observation tick: the load the live instances measure, the servers whose agent is alive. */
-  | { type: 'observe'; observed: Load; servers: ClusterServer[] }
+  | ({ type: 'observe'; observed: Load; servers: ClusterServer[] } & PowerObservation)
+  /** server power only (the simulator when a server it powered on comes up): what observe updates, without a forecast sample. */
+  | ({ type: 'power_tick'; observed: Load; servers: ClusterServer[] } & PowerObservation)
+  /** the power driver's outcome for a 'power' effect. */
+  | { type: 'power_result'; result: PowerResult }
   /**
    * a scale epoch is due (timer, start-up, or the start-ahead timer with the next epoch's forecast).
    * `forecast`: the peak to plan for, given by the caller in place of the machine's forecaster (the
@@ -86,14 +106,15 @@ export type ClusterEvent =
    * `prefixReuse`: each type's pool's measured prefix reuse (share of prompt tokens served from cache): input classes
    * that reuse prefixes get one pool (policy sharedPrefixClasses).
    */
-  | { type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load; forecast?: Load; prefixReuse?: Load };
+  | ({ type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load; forecast?: Load; prefixReuse?: Load } & PowerObservation);
 
 export type ClusterEffect =
   | { kind: 'arm_timer'; timer: 'observe' | 'epoch'; everyMs: number }
   /** one-shot; a 'start_ahead' replaces the one armed before. */
   | { kind: 'arm_timer'; timer: 'first_epoch' | 'start_ahead'; inMs: number; forecast?: Load }
   | { kind: 'assign'; assignment: PoolAssignment }
-  | { kind: 'event'; event: 'scale' | 'merge'; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> };
+  | { kind: 'event'; event: 'scale' | 'merge'; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> }
+  | PowerEffect;
 
 export function initialClusterState(cfg: Pick<ClusterMachineConfig, 'pools'>): ClusterMachineState {
   const route = new Map<RequestType, string>();
@@ -116,6 +137,8 @@ export function aliveServers(configured: ClusterServer[], seenMs: ReadonlyMap<st
 export function clusterStep(prev: ClusterMachineState, ev: ClusterEvent, now: number, cfg: ClusterMachineConfig): { state: ClusterMachineState; effects: ClusterEffect[] } {
   const s: ClusterMachineState = { ...prev, assignments: new Map(prev.assignments), route: new Map(prev.route) };
   const fx: ClusterEffect[] = [];
+  if (cfg.power) s.power = prev.power ? clonePower(prev.power) : initialPowerState();
+  const power = cfg.power && s.power ? { p: s.power, cfg: cfg.power } : undefined;
   switch (ev.type) {
     case 'lead':
       fx.push(
@@ -136,14 +159,45 @@ export function clusterStep(prev: ClusterMachineState, ev: ClusterEvent, now: nu
       }
       break;
     case 'observe':
-      observe(s, fx, ev, now, cfg);
+    case 'power_tick': {
+      const replan = power && ev.alive ? observePower(power.p, ev.servers, ev.alive, now, power.cfg, fx) ?? takeReplan(power.p) : undefined;
+      const epochBefore = s.epoch;
+      if (ev.type === 'observe') observe(s, fx, ev, now, cfg);
+      // the plan in force placed again (its forecast), now that servers came up or one failed
+      if (replan && s.epoch === epochBefore) scaleEpoch(s, fx, replan, ev.observed, ev.servers, now, cfg, undefined, s.lastForecast);
+      if (power && ev.alive) idlePower(power.p, ev.servers, grantedServers(s), new Set(ev.busy ?? []), now, power.cfg, fx);
+      break;
+    }
+    case 'power_result':
+      if (power) {
+        const replan = powerResult(power.p, ev.result, now, fx);
+        if (replan) power.p.replan = replan;
+      }
       break;
     case 'epoch':
       if (ev.prefixReuse) s.sharedClasses = sharedPrefixClasses(ev.prefixReuse);
+      if (power && ev.alive) {
+        observePower(power.p, ev.servers, ev.alive, now, power.cfg, fx);
+        takeReplan(power.p);
+      }
       scaleEpoch(s, fx, ev.why, ev.observed, ev.servers, now, cfg, ev.extra, ev.forecast);
       break;
   }
   return { state: s, effects: fx };
+}
+
+/** A re-plan a driver outcome asked for, taken once. */
+function takeReplan(p: PowerMachineState): string | undefined {
+  const r = p.replan;
+  p.replan = undefined;
+  return r;
+}
+
+/** Servers granted to an active pool. */
+function grantedServers(s: ClusterMachineState): Set<string> {
+  const out = new Set<string>();
+  for (const a of s.assignments.values()) if (a.state === 'active') for (const g of a.grants) out.add(g.node);
+  return out;
 }
 
 const forecasterOptions = (cfg: ClusterMachineConfig) => ({ recentWindowMs: cfg.recentWindowMs, ...(cfg.forecastMargin !== undefined ? { safetyMargin: cfg.forecastMargin } : {}) });
@@ -169,7 +223,7 @@ function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Lo
   const f = forecastOf(s, cfg, now, cfg.epochMs);
   let want: Map<string, number>;
   try {
-    want = serversPerPool(planOf(f, ev.servers, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses));
+    want = serversPerPool(planOf(f, s.power ? plannableServers(s.power, ev.servers) : ev.servers, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses));
   } catch {
     return;
   }
@@ -219,21 +273,27 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
   let capped: { needed: number; have: number } | undefined;
   const allEight = servers.every((x) => x.gpus % 8 === 0);
   if (cfg.profile && !cfg.configuredPools && allEight) {
+    // with server power: the plan counts on servers that are or can be powered; grants go to powered ones only
+    const power = cfg.power && s.power ? { p: s.power, cfg: cfg.power } : undefined;
+    const plannable = power ? plannableServers(power.p, servers) : servers;
+    const usable = power ? usableServers(power.p, servers) : servers;
     // the paper's plan: whole servers per pool, floor(PL/ML), remainder forwarded, merges
-    const plan = planOf(forecast, servers, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses);
+    const plan = planOf(forecast, plannable, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses);
     rationale = plan.rationale;
     capped = plan.capped ? { needed: plan.neededServers, have: servers.length } : undefined;
     const count = serversPerPool(plan);
     // a pool keeps the servers it holds (fewer moves), then takes free ones in order
     const owner = new Map<string, string>();
     for (const a of s.assignments.values()) if (a.state === 'active') for (const g of a.grants) owner.set(g.node, a.pool);
-    const left = new Set(servers.map((x) => x.id));
+    const left = new Set(usable.map((x) => x.id));
     const take = (pool: string, x: ClusterServer) => {
       left.delete(x.id);
       grants.set(pool, [...(grants.get(pool) ?? []), { node: x.id, gpuIds: range(x.gpus) }]);
     };
-    for (const [pool, n] of count) for (const x of servers) if ((grants.get(pool)?.length ?? 0) < n && left.has(x.id) && owner.get(x.id) === pool) take(pool, x);
-    for (const [pool, n] of count) for (const x of servers) if ((grants.get(pool)?.length ?? 0) < n && left.has(x.id)) take(pool, x);
+    for (const [pool, n] of count) for (const x of usable) if ((grants.get(pool)?.length ?? 0) < n && left.has(x.id) && owner.get(x.id) === pool) take(pool, x);
+    for (const [pool, n] of count) for (const x of usable) if ((grants.get(pool)?.length ?? 0) < n && left.has(x.id)) take(pool, x);
+    const wanted = [...count.values()].reduce((a, b) => a + b, 0);
+    if (power) afterPlacement(power.p, servers, wanted, [...grants.values()].reduce((n, g) => n + g.length, 0), now, fx);
     for (const p of plan.pools) types.set(p.pool.id, p.pool.types);
     merges.push(...plan.merges);
     if (!plan.pools.some((p) => p.servers > 0) && servers.length) {
@@ -246,10 +306,12 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
     // start ahead of a forecast rise: what the next epoch's forecast adds, granted instanceStartupMs early
     if (epochMs > 0 && !extra && !given) {
       const next = forecastOf(s, cfg, now + epochMs, epochMs);
-      const ahead = serversToStartAhead(plan, planOf(next, servers, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses), cfg.instanceStartupMs, epochMs);
+      const ahead = serversToStartAhead(plan, planOf(next, plannable, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses), cfg.instanceStartupMs, epochMs);
       if (ahead.length) {
         startAhead = ahead;
         const at = Math.min(...ahead.map((x) => x.startInMs));
+        // the servers it adds are powered bootMs before it
+        if (power) wakeAhead(power.p, wanted + ahead.reduce((n, x) => n + x.servers, 0), at, now, power.cfg);
         fx.push({ kind: 'arm_timer', timer: 'start_ahead', inMs: at, forecast: next });
         fx.push({
           kind: 'event', event: 'scale', summary: `start ahead: ${ahead.map((x) => `+${x.servers} ${x.poolId}`).join(', ')} in ${Math.round(at / 1000)} s`,
