@@ -183,6 +183,10 @@ export const instanceStatus = z.object({
   prefixCacheTokens: z.object({ lookup: nonneg, hit: nonneg }).optional(),
   /** current emergency step, if any. */
   emergency: z.string().max(64).optional(),
+  /** the instance's admission credit epoch (docs/DATAPATH.md "Admission credits"): credits lent in an earlier one are void. */
+  creditEpoch: int.optional(),
+  /** credits lent to gateways and not spent (seats kept for them), count. */
+  creditsOutstanding: int.optional(),
 });
 export type InstanceStatus = z.infer<typeof instanceStatus>;
 export const InstanceStatus = codec('InstanceStatus', instanceStatus);

@@ -178,6 +178,11 @@ export const inferenceRequest = z.object({
    * stream subject. The instance never keeps it (a request it hands on is granted on the stream subject).
    */
   replyGrant: z.boolean().optional(),
+  /**
+   * set by a gateway with replyGrant: its id, asking the instance to lend it admission credits
+   * (Admission.credit; docs/DATAPATH.md "Admission credits"). The instance never keeps it.
+   */
+  creditTo: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/).optional(),
   /** a migrated request's leg number (1 = the first continuation): its prompt already holds the tokens sent. */
   migration: int.optional(),
   /**
@@ -242,6 +247,15 @@ export const grant = z.object({
 });
 export type Grant = z.infer<typeof grant>;
 
+/**
+ * Admission credits an instance lends one gateway (docs/DATAPATH.md "Admission credits"; policy
+ * src/policy/machines/credits.ts): in credit epoch `epoch` this gateway may start `total` requests in all
+ * (cumulative, the spent ones included) without asking, within `ttlMs` of receiving this loan. A status with a
+ * later `creditEpoch` revokes it.
+ */
+export const creditLoan = z.object({ epoch: int, total: int, ttlMs: int });
+export type CreditLoan = z.infer<typeof creditLoan>;
+
 /** Answer to intake/dispatch/admit: accepted (tokens will follow on streamSubject) or refused. */
 export const admission = z.object({
   v,
@@ -255,6 +269,8 @@ export const admission = z.object({
   error: wireError.optional(),
   /** the request (InferenceRequest.replyGrant) started at once: its grant, instead of a TokenChunk on the stream subject. */
   grant: grant.optional(),
+  /** the request started at once and asked (InferenceRequest.creditTo): the credits lent to that gateway. */
+  credit: creditLoan.optional(),
 });
 export type Admission = z.infer<typeof admission>;
 export const Admission = codec('Admission', admission);
@@ -327,8 +343,15 @@ export const fastTokenChunkCheck: (c: Record<string, unknown>) => boolean = fast
 export const legReport = z.object({
   v,
   id,
-  /** started: the gateway took the grant and opened the engine stream; first_token; end. */
-  phase: z.enum(['started', 'first_token', 'end']),
+  /**
+   * started: the gateway took the grant and opened the engine stream; first_token; end; credited: the gateway
+   * started `request` on a credit this instance lent it (`credit`), and streams it from the engine already.
+   */
+  phase: z.enum(['started', 'first_token', 'end', 'credited']),
+  /** credited: the request (as the gateway would have asked for its admission). */
+  request: inferenceRequest.optional(),
+  /** credited: whose credit of which epoch; `topUp`: a request (-> LegReply.credit), not a publish. */
+  credit: z.object({ gateway: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), epoch: int, topUp: z.boolean().optional() }).optional(),
   /** the end: how the leg ended ('failed': the engine's stream broke; the request continues elsewhere or fails). */
   outcome: z.enum(['ok', 'failed', 'cancelled']).optional(),
   firstTokenMs: nonneg.optional(),
@@ -342,7 +365,11 @@ export const legReport = z.object({
 });
 export type LegReport = z.infer<typeof legReport>;
 export const LegReport = codec('LegReport', legReport);
-export const legReply = z.object({ v, ok: z.boolean(), energyJ: nonneg.optional(), energySource: z.enum(['measured', 'modelled']).optional(), error: wireError.optional() });
+export const legReply = z.object({
+  v, ok: z.boolean(), energyJ: nonneg.optional(), energySource: z.enum(['measured', 'modelled']).optional(), error: wireError.optional(),
+  /** a credited report that asked for a top-up: the gateway's new loan. */
+  credit: creditLoan.optional(),
+});
 export type LegReply = z.infer<typeof legReply>;
 export const LegReply = codec('LegReply', legReply);
 

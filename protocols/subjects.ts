@@ -31,7 +31,9 @@ export const subjects = {
   poolMove: (pool: string) => `${ROOT}.pool.${token(pool, 'pool')}.move`,
   /** pool leader -> instance manager: InferenceRequest -> Admission. */
   instanceAdmit: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.admit`,
-  /** gateway -> the instance that granted a direct request: LegReport (first token: no reply; end: -> LegReply). */
+  /** every instance's admissions (observers, tests). */
+  instanceAdmitAll: () => `${ROOT}.inst.*.admit`,
+  /** gateway -> the instance that granted a direct request: LegReport (first token: no reply; end: -> LegReply; credited: a credit spent). */
   instanceLeg: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.leg`,
   /** every instance's leg reports (observers, tests). */
   instanceLegAll: () => `${ROOT}.inst.*.leg`,

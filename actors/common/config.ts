@@ -134,6 +134,14 @@ export const configSchema = z
         /** bound of the instance manager's own admission queue (not-yet-started requests); default 256. */
         maxQueued: z.number().int().positive().default(256),
         /**
+         * admission credits (docs/DATAPATH.md): most immediate starts an instance lends one gateway at once (sized
+         * from its free engine slots, only while its queue is empty), count; default 16; 0 lends none (every
+         * routed request asks for admission).
+         */
+        gatewayCredits: z.number().int().nonnegative().default(16),
+        /** how long a gateway may spend a loan of credits after receiving it, ms; default 2000. */
+        gatewayCreditTtlMs: pos.default(2000),
+        /**
          * token coalescing window of the instance manager, ms (wall); default 0 = one TokenChunk per token.
          * > 0: tokens after the first that arrive from the engine within this window travel as one
          * TokenChunk carrying each token's engine-side arrival offset (tokenOffsetsMs). The first token is

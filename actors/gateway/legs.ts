@@ -9,6 +9,8 @@ import { subjects } from '../../protocols/subjects.ts';
 import { LegReply, LegReport, type InferenceRequest, type TokenChunk } from '../../protocols/messages.ts';
 import { DynError, type WireError } from '../../protocols/errors.ts';
 import type { EngineChunk } from '../../src/engine/engine.ts';
+import type { CreditGrant } from '../../src/policy/machines/credits.ts';
+import type { RequestRouter, RoutedAdmission } from './router.ts';
 
 const MAX_ID = 128;
 
@@ -17,6 +19,30 @@ export class LegEnded extends Error {
   constructor(readonly error: WireError) {
     super(error.message);
   }
+}
+
+/** Counters of the admission path (the gateway's metrics and the chaos harness read them). */
+export interface AdmissionCounters {
+  /** intake attempts sent again after one hit a dead manager or a dropped connection. */
+  retries: number;
+  /** requests that waited for NATS to reconnect before their first attempt. */
+  heldForReconnect: number;
+  /** terminal chunks accepted although their seq had been seen (a stream ended by someone else than its instance). */
+  foreignTerminals: number;
+  /** requests that continued on another leg after their engine or instance died mid-stream. */
+  migrated: number;
+  /** legs admitted by an instance the gateway chose itself (one round trip, or none on a credit). */
+  routed: number;
+  /** routed legs started on a credit the instance lent this gateway (no round trip). */
+  credited: number;
+  /** legs the gateway sent to the cluster intake (no routing table, nothing ready in its view, a refusal as unavailable, an admit that timed out). */
+  viaIntake: number;
+  /** routed legs whose instance process died (or was replaced) before their stream ended: admitted again elsewhere, or ended at once. */
+  holderDied: number;
+  /** legs a pool announced it held for a ready instance (TokenChunk.hold): their admission was waited for past admitTimeoutMs when the hold needed it. */
+  poolHolds: number;
+  /** legs whose intake was waited for past admitTimeoutMs because a leader election was under way during it (elections.ts). */
+  electionHolds: number;
 }
 
 /** What the client's stream has seen so far, across legs. */
@@ -217,6 +243,22 @@ export function flushLegReports(bus: Bus): void {
       // the connection is gone: the instance frees the slot at the request's deadline
     }
   }
+}
+
+/**
+ * A leg started on a credit, told to its instance (LegReport 'credited', with the request): held and published
+ * with the turn's other reports, or, when the credit asks for a top-up, a request (the held reports first, so
+ * none is overtaken) whose reply's loan goes to the router (never awaited by the leg).
+ */
+export function creditedReport(
+  bus: Bus, instance: string, id: string, c: NonNullable<RoutedAdmission['credited']>, grant: CreditGrant, startedMs: number | undefined, timeoutMs: number, router: RequestRouter | undefined,
+): void {
+  const rep: LegReport = { v: 1, id, phase: 'credited', request: c.req, credit: { gateway: c.gateway, epoch: c.epoch, ...(c.topUp ? { topUp: true } : {}) } };
+  if (!c.topUp) return legReport(bus, instance, rep);
+  flushLegReports(bus);
+  const ctx = { grant, pool: c.req.pool ?? '', ...(startedMs !== undefined ? { startedMs } : {}) };
+  const loan = (l: LegReply['credit']) => router?.creditLoan?.(instance, l, ctx);
+  bus.request(subjects.instanceLeg(instance), LegReport, rep, LegReply, { timeoutMs }).then((r) => loan(r.ok ? r.credit : undefined), () => loan(undefined));
 }
 
 /**

@@ -81,7 +81,7 @@ export class GatewayActor extends Actor {
       this.live.onNode(t);
     }, { capacity: 1024, expectSubject: (t) => subjects.telNode(t.node) });
     // the gateway's own routing (docs/DATAPATH.md "Request plane"): the cluster's routing table and the instances' status
-    const router = s.requestPlane === 'direct' ? new GatewayRouter(this.bus, this.g.cluster, this.profile) : undefined;
+    const router = s.requestPlane === 'direct' ? new GatewayRouter(this.bus, this.g.cluster, this.profile, this.id) : undefined;
     router?.start();
     this.router = router;
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {

@@ -46,8 +46,10 @@ import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engi
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, canMigrate, chunkExtras, continuation, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
-import { admitRouted, type RequestRouter } from './router.ts';
+import { LegEnded, canMigrate, chunkExtras, continuation, creditedReport, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
+import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
+import type { AdmissionCounters } from './legs.ts';
+export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { electionDeadline, type Elections } from './elections.ts';
 
@@ -92,28 +94,6 @@ export interface NatsBackendOptions {
  */
 export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: Admission; batches(): AsyncIterable<readonly TokenChunk[]> };
 
-/** Counters of the admission path (the gateway's metrics and the chaos harness read them). */
-export interface AdmissionCounters {
-  /** intake attempts sent again after one hit a dead manager or a dropped connection. */
-  retries: number;
-  /** requests that waited for NATS to reconnect before their first attempt. */
-  heldForReconnect: number;
-  /** terminal chunks accepted although their seq had been seen (a stream ended by someone else than its instance). */
-  foreignTerminals: number;
-  /** requests that continued on another leg after their engine or instance died mid-stream. */
-  migrated: number;
-  /** legs admitted by an instance the gateway chose itself (one round trip). */
-  routed: number;
-  /** legs the gateway sent to the cluster intake (no routing table, nothing ready in its view, a refusal as unavailable, an admit that timed out). */
-  viaIntake: number;
-  /** routed legs whose instance process died (or was replaced) before their stream ended: admitted again elsewhere, or ended at once. */
-  holderDied: number;
-  /** legs a pool announced it held for a ready instance (TokenChunk.hold): their admission was waited for past admitTimeoutMs when the hold needed it. */
-  poolHolds: number;
-  /** legs whose intake was waited for past admitTimeoutMs because a leader election was under way during it (elections.ts). */
-  electionHolds: number;
-}
-
 /** One leg of a request: its own id and stream subject (a migrated request gets a new leg on a peer). */
 interface Leg {
   req: InferenceRequest;
@@ -128,13 +108,15 @@ interface Leg {
   holder?: { instance: string; startedMs?: number; admittedMs: number };
   /** a pool announced it holds the leg (TokenChunk.hold): its admission is waited for until this time, ms. */
   heldUntilMs?: number;
+  /** started on a credit of its instance (no admission asked): the instance learns of it from the credited report. */
+  credited?: RoutedAdmission['credited'];
 }
 
 /** How a leg is admitted: `exclude` an instance from the gateway's own routing; `intake`: only through the cluster intake. */
 interface LegRoute { exclude?: string; intake?: boolean }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -216,11 +198,15 @@ export class NatsBackend implements GatewayBackend {
   }
 
   /** The admission of `msg`: the gateway's own routing (`leg.holder` set when it admitted), else the cluster intake's. */
-  private async admit(msg: InferenceRequest, signal: AbortSignal, o: LegRoute, leg: Leg): Promise<Admission | 'timed_out'> {
+  private async admit(msg: InferenceRequest, signal: AbortSignal, o: LegRoute, leg: Leg): Promise<RoutedAdmission | 'timed_out'> {
     if (this.router && !o.intake) {
       const a = await admitRouted(this.bus, this.router, msg, signal, this.directAdmitMs, o.exclude);
       if (a !== 'timed_out' && a !== 'intake' && a.ok) {
         this.counters.routed++;
+        if (a.credited) {
+          this.counters.credited++;
+          leg.credited = a.credited;
+        }
         if (a.instance) leg.holder = { instance: a.instance, ...(a.startedMs !== undefined ? { startedMs: a.startedMs } : {}), admittedMs: Date.now() };
       }
       if (a !== 'intake') return a;
@@ -314,7 +300,7 @@ export class NatsBackend implements GatewayBackend {
       // the cluster's refusal: its words may name pools or instances, so the HTTP layer answers in its own
       throw new RemoteError(e);
     } else {
-      const { grant: g, ...a } = adm;
+      const { grant: g, credited: _c, ...a } = adm as RoutedAdmission;
       leg.admission = a;
       // the instance started it with its admission: the grant came in the reply (never kept in the admission)
       if (g) onChunk({ v: 1, id: msg.id, seq: 0, text: '', tokens: 0, grant: g, ...(a.instance ? { instance: a.instance } : {}), ...(a.pool ? { pool: a.pool } : {}), ...(a.type ? { type: a.type } : {}) });
@@ -450,7 +436,9 @@ export class NatsBackend implements GatewayBackend {
     // and 'started' does when the first token is slow to come (at once for an instance that gives no delay)
     const within = grant.grant!.reportWithinMs;
     let startTimer: ReturnType<typeof setTimeout> | undefined;
-    if (instance) {
+    // started on a credit: the instance learns of the request from its credited report (a top-up asks for a new loan)
+    if (leg.credited && instance) creditedReport(this.bus, instance, lr.id, leg.credited, grant.grant!, leg.holder?.startedMs, this.legReportTimeoutMs, this.router);
+    else if (instance) {
       if (within === undefined) legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'started' });
       else startTimer = setTimeout(() => t.firstMs === undefined && legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'started' }), within);
     }

@@ -11,6 +11,7 @@ import { Admission, InferenceRequest, InstanceStatus, RoutingTable, controlSubje
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { initialRouterState, routerCapacityComing, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
+import { creditReceived, creditSpend, creditTopUpFailed, type CreditGrant } from '../../src/policy/machines/credits.ts';
 import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
 import type { ClusterConfig } from '../common/config.ts';
 
@@ -26,6 +27,12 @@ export interface RequestRouter {
   holderGone(instance: string, startedMs: number | undefined, admittedMs: number): boolean;
   /** No instance ready, and one seen less than `holdMs` ago is starting, restarting or dead (policy routerCapacityComing). */
   capacityComing?(holdMs: number): boolean;
+  /** this gateway's id, which the instances lend admission credits to (absent: it asks for none). */
+  readonly creditId?: string;
+  /** A credit of `instance` spent, when one is there (policy creditSpend). */
+  spendCredit?(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean } | undefined;
+  /** A loan of `instance` arrived (an admission reply, a top-up reply); undefined: a top-up that brought none. */
+  creditLoan?(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number }): void;
 }
 
 /** requests whose features are kept for the predictor until their record (bounded). */
@@ -38,7 +45,11 @@ export class GatewayRouter implements RequestRouter {
   #features = new Map<string, { inputTokens: number; maxTokens: number; model: string; tenant?: string }>();
   #subs: SubscribeHandle[] = [];
 
-  constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile) {
+  readonly creditId?: string;
+
+  /** `creditId`: this gateway's id, to be lent admission credits under (absent: none asked). */
+  constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile, creditId?: string) {
+    if (creditId !== undefined && config.engine.gatewayCredits > 0) this.creditId = creditId;
     this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs, prefixRouting: config.engine.prefixCaching === true };
     this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
   }
@@ -100,6 +111,15 @@ export class GatewayRouter implements RequestRouter {
   capacityComing(holdMs: number): boolean {
     return routerCapacityComing(this.#s, Date.now(), this.#cfg, holdMs);
   }
+
+  spendCredit(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean } | undefined {
+    return this.#s.credits.size ? creditSpend(this.#s.credits, instance, Date.now()) : undefined;
+  }
+
+  creditLoan(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number }): void {
+    if (loan) creditReceived(this.#s.credits, instance, loan, ctx, Date.now());
+    else creditTopUpFailed(this.#s.credits, instance);
+  }
 }
 
 /** Instances of one pool asked in turn (the pool leader's dispatch tries as many). */
@@ -112,7 +132,12 @@ const DIRECT_TRIES = 4;
  * as unavailable: a pool leader may hold the request); 'timed_out': an instance did not answer in time and
  * may hold the request.
  */
-export async function admitRouted(bus: Bus, router: RequestRouter, msg: InferenceRequest, signal: AbortSignal, timeoutMs: number, exclude?: string): Promise<Admission | 'intake' | 'timed_out'> {
+export type RoutedAdmission = Admission & {
+  /** started on a credit the instance lent (no admission asked): the request to report as credited, and the credit. */
+  credited?: { req: InferenceRequest; gateway: string; epoch: number; topUp: boolean };
+};
+
+export async function admitRouted(bus: Bus, router: RequestRouter, msg: InferenceRequest, signal: AbortSignal, timeoutMs: number, exclude?: string): Promise<RoutedAdmission | 'intake' | 'timed_out'> {
   if (!bus.connected) return 'intake';
   const plan = router.plan(msg);
   if (!plan) return 'intake';
@@ -123,10 +148,19 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
       const id = router.pick(pool, plan.req, tried);
       if (id === undefined) break;
       tried.add(id);
+      const creditTo = msg.direct ? router.creditId : undefined;
+      // a credit the instance lent this gateway: the request starts now, the instance is told (no round trip)
+      const c = creditTo !== undefined ? router.spendCredit?.(id) : undefined;
+      if (c && creditTo !== undefined) {
+        return {
+          v: 1, id: msg.id, ok: true, instance: id, pool, type: plan.req.type, grant: c.grant, ...(c.startedMs !== undefined ? { startedMs: c.startedMs } : {}),
+          credited: { req: { ...plan.req, pool }, gateway: creditTo, epoch: c.epoch, topUp: c.topUp },
+        };
+      }
       let a: Admission;
       try {
-        // a direct request asks for its grant in the reply (one message less when it starts at once)
-        a = await bus.request(subjects.instanceAdmit(id), InferenceRequest, { ...plan.req, pool, ...(msg.direct ? { replyGrant: true } : {}) }, Admission, { timeoutMs, signal });
+        // a direct request asks for its grant in the reply (one message less when it starts at once), and for credits
+        a = await bus.request(subjects.instanceAdmit(id), InferenceRequest, { ...plan.req, pool, ...(msg.direct ? { replyGrant: true } : {}), ...(creditTo !== undefined ? { creditTo } : {}) }, Admission, { timeoutMs, signal });
       } catch (err) {
         const code = (err as DynError).code;
         if (code === 'no_responders') {
@@ -137,7 +171,11 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
         if (signal.aborted) throw err;
         return 'intake';
       }
-      if (a.ok) return { ...a, pool, type: plan.req.type };
+      if (a.ok && a.grant && a.credit) router.creditLoan?.(id, a.credit, { grant: a.grant, pool, ...(a.startedMs !== undefined ? { startedMs: a.startedMs } : {}) });
+      if (a.ok) {
+        const { credit: _loan, ...admitted } = a;
+        return { ...admitted, pool, type: plan.req.type };
+      }
       if (a.error?.code === 'unavailable') return 'intake'; // draining, restarting: the pool leader may hold it
       if (a.error && !a.error.retryable) return a;
       last = a;

@@ -22,7 +22,7 @@ import {
   type DetokenizeRequest as DetokenizeRequestT, type DetokenizeReply as DetokenizeReplyT,
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
-import type { Engine, EngineChunk } from '../../src/engine/engine.ts';
+import type { Engine } from '../../src/engine/engine.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { GpuControl } from '../../src/gpu/index.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
@@ -32,8 +32,10 @@ import { classified, type ClassifiedRequest } from '../common/policy.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import {
   currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens,
-  type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState,
+  type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState
 } from '../../src/policy/machines/instance.ts';
+import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
+import { chunkExtras, engineWireError, instanceMachineConfig, machineRequest } from './machine-io.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
 const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
@@ -224,9 +226,12 @@ export class InstanceManager {
         return undefined;
       case 'admitted':
       case 'refused':
-        return undefined; // the admission reply (#admit reads them)
+      case 'lent': // the admission reply, or the credited report's (#admit, #leg read them)
+        return undefined;
       case 'start': {
         const h = this.#held.get(e.id);
+        // a credited start is in the engine already: the instance counts it now (its end report may follow at once)
+        if (h && e.credited) return void this.#runDirect(h, true);
         // the clock the prefill backlog needs is set before the prompt goes to the engine
         if (h) void (clockFirst ? clockFirst.then(() => this.#run(h)) : this.#run(h));
         return undefined;
@@ -300,7 +305,7 @@ export class InstanceManager {
 
   async #admit(asked: InferenceRequest): Promise<Admission> {
     // the reply-grant wish is this admission's, never the held request's (a request moved on is granted on its stream)
-    const { replyGrant, ...wire } = asked;
+    const { replyGrant, creditTo, ...wire } = asked;
     // from here on the request carries its type, SLO and TTFT deadline (classified here when admitted directly)
     const req = classified(wire, this.#o.config);
     // tokens go only to the request's own stream subject (never into events, commands or another request)
@@ -311,10 +316,9 @@ export class InstanceManager {
     if (!known) this.#held.set(req.id, { req, admittedMs: this.#clock.now() });
     const inReply = replyGrant === true && req.direct === true && !known ? { id: req.id } as { id: string; grant?: GrantT } : undefined;
     this.#replyGrant = inReply;
-    const { effects } = this.#step({
-      type: 'admit',
-      req: { id: req.id, type: req.type, inputTokens: req.inputTokens, arrivalMs: req.arrivalMs, ttftDeadlineMs: req.ttftDeadlineMs, ttftSloMs: req.slo.ttftMs, moves: req.moves ?? 0, ...(req.probe ? { probe: true } : {}) },
-    });
+    // the gateway that asked is lent admission credits when the request starts at once (docs/DATAPATH.md)
+    const lendTo = inReply && this.#o.engineApiKey ? creditTo : undefined;
+    const { effects } = this.#step({ type: 'admit', req: machineRequest(req), ...(lendTo !== undefined ? { lendTo } : {}) });
     this.#replyGrant = undefined;
     const verdict = effects.find((e): e is Extract<InstanceEffect, { kind: 'admitted' | 'refused' }> => (e.kind === 'admitted' || e.kind === 'refused') && e.id === req.id);
     if (verdict?.kind === 'refused' || !verdict) {
@@ -330,7 +334,11 @@ export class InstanceManager {
     }
     // startedMs: the gateway that routed it watches this process's statuses, and admits it again elsewhere if it dies holding it
     const a: Admission = { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: wire.type, startedMs: this.startedMs };
-    if (inReply?.grant) a.grant = inReply.grant;
+    if (inReply?.grant) {
+      a.grant = inReply.grant;
+      const lent = effects.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent' && e.id === req.id);
+      if (lent) a.credit = lent.loan;
+    }
     return a;
   }
 
@@ -506,10 +514,12 @@ export class InstanceManager {
    * An abort (cancel, evacuation, stop) ends it with an error chunk on the stream subject, which the gateway
    * obeys by dropping its engine call.
    */
-  async #runDirect(q: Held): Promise<void> {
+  async #runDirect(q: Held, credited = false): Promise<void> {
     const req = q.req;
     const clock = this.#clock;
     const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: clock.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
+    // a gateway that started it on a credit has the grant and took it
+    if (credited) r.gatewayStarted = true;
     this.#running.set(req.id, r);
     let ok = false;
     let timer: unknown;
@@ -533,7 +543,7 @@ export class InstanceManager {
       // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs
       const grant: GrantT = { url: this.#o.engine.baseUrl, apiKey: this.#o.engineApiKey!, reportWithinMs: Math.floor(this.#o.config.timeouts.directStartMs / 2) };
       // started by its own admission, for a gateway that asked for the grant in the reply: no message of its own
-      if (this.#replyGrant?.id === req.id) this.#replyGrant.grant = grant;
+      if (credited) { /* the gateway has the grant of its loan */ } else if (this.#replyGrant?.id === req.id) this.#replyGrant.grant = grant;
       else this.#bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: this.id, pool: this.pool, type: req.type, grant });
       // the energy the gateway was told (and put in the client's usage), not a later reading
       const { rep, energyJ, energySource } = await end;
@@ -557,6 +567,7 @@ export class InstanceManager {
 
   /** The gateway's report on a direct request this instance granted: its first token, or its end (-> energy). */
   #leg(rep: LegReportT): LegReplyT {
+    if (rep.phase === 'credited') return this.#credited(rep);
     const r = this.#running.get(rep.id);
     if (!r?.req.direct) return { v: 1, ok: false, error: { code: 'not_found', message: `instance ${this.id} holds no direct request ${rep.id}`, retryable: false } };
     r.gatewayStarted = true;
@@ -576,6 +587,28 @@ export class InstanceManager {
     const energySource = rep.engineEnergyJ !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
     r.legEnd?.({ rep, energyJ, energySource });
     return { v: 1, ok: true, energyJ, energySource };
+  }
+
+  /**
+   * A request a gateway started on a credit this instance lent it (docs/DATAPATH.md "Admission credits"): it
+   * is checked as an admission is (its own stream subject, a direct request), then held and counted as running
+   * in the engine, with its cancel watch, energy and SLO accounting as any granted request. A report that asks
+   * for a top-up gets the gateway's new loan.
+   */
+  #credited(rep: LegReportT): LegReplyT {
+    const asked = rep.request;
+    const credit = rep.credit;
+    if (!asked || !credit || asked.id !== rep.id || asked.streamSubject !== subjects.stream(asked.id) || asked.direct !== true || !this.#o.engineApiKey) {
+      return { v: 1, ok: false, error: { code: 'invalid_request', message: `instance ${this.id}: a credited report carries its direct request (its own stream subject) and credit`, retryable: false } };
+    }
+    if (this.#held.has(asked.id)) return { v: 1, ok: true };
+    const { replyGrant: _g, creditTo: _c, ...wire } = asked;
+    const req = classified(wire, this.#o.config);
+    this.#held.set(req.id, { req, admittedMs: this.#clock.now() });
+    this.#watchCancel(req.id);
+    const { effects } = this.#step({ type: 'credited_start', req: machineRequest(req), gateway: credit.gateway, epoch: credit.epoch, ...(credit.topUp ? { topUp: true } : {}) });
+    const lent = effects.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent' && e.id === req.id);
+    return lent ? { v: 1, ok: true, credit: lent.loan } : { v: 1, ok: true };
   }
 
   /** vLLM's /tokenize on this instance's engine; a refused prompt is an invalid_request reply with the engine's words. */
@@ -751,6 +784,9 @@ export class InstanceManager {
     if (this.#prefix) st.prefixCacheTokens = { ...this.#prefix };
     if (this.#o.node) st.node = this.#o.node;
     if (this.#m.emergencyStepName) st.emergency = this.#m.emergencyStepName;
+    if (this.#m.credits.epoch > 0) st.creditEpoch = this.#m.credits.epoch;
+    const lent = creditsOutstanding(this.#m.credits, now);
+    if (lent > 0) st.creditsOutstanding = lent;
     try {
       this.#bus.publish(controlSubjects.instanceStatus(this.pool, this.id), InstanceStatus, st);
     } catch (err) {
@@ -859,33 +895,4 @@ export class InstanceManager {
     })();
     return this.#stopping;
   }
-}
-
-/** The parts of an engine event besides text that the client must get (logprobs, tool calls, reasoning), or null. */
-function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> | null {
-  if (!ch.logprobs && !ch.toolCalls && ch.reasoning === undefined) return null;
-  const x: Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> = {};
-  if (ch.logprobs) x.logprobs = ch.logprobs;
-  if (ch.toolCalls) x.toolCalls = ch.toolCalls;
-  if (ch.reasoning !== undefined) x.reasoning = ch.reasoning;
-  return x;
-}
-
-/** An engine call's failure as the client may see it: the engine's own message for a refusal, nothing internal. */
-function engineWireError(err: unknown): WireError {
-  if (err instanceof EngineHttpError && !err.retryable) return { code: 'invalid_request', message: err.engineMessage, retryable: false };
-  return { code: 'unavailable', message: 'the engine did not answer; retry', retryable: true, retryAfterS: 1 };
-}
-
-/** The machine's configuration from the cluster config and this instance's options. */
-function instanceMachineConfig(o: InstanceManagerOptions): InstanceMachineConfig {
-  const c = o.config;
-  return {
-    tp: o.tp, profile: o.profile, headroom: c.policy.headroom, epochMs: c.epochs.instanceS * 1000, tickMs: o.emergencyTickMs ?? 100,
-    maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued,
-    // wall seconds -> modelled seconds: an emulator with timeScale k runs k times faster than the model
-    timeScale: c.engine.kind === 'emulator' ? c.engine.timeScale : 1,
-    deadAfterMs: c.liveness.deadAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, rejectAfterMs: c.emergency.rejectAfterMs,
-    retryAfterS: c.emergency.retryAfterS, maxMovePerStep: 16,
-  };
 }

@@ -27,6 +27,7 @@ import { chooseClock } from '../frequency.ts';
 import { prefillClockFloor } from '../dispatch.ts';
 import { emergencyStep, initialEmergencyState, type EmergencyAction, type EmergencyState, type Justification } from '../emergency.ts';
 import { DEFAULT_HEADROOM } from '../types.ts';
+import { creditsOutstanding, initialCreditLedger, lendFor, revokeCredits, spendCredit, type CreditConfig, type CreditLedger, type CreditLoan } from './credits.ts';
 
 type Load = Partial<Record<RequestType, number>>;
 
@@ -60,6 +61,8 @@ export interface InstanceMachineConfig {
   maxMovePerStep?: number;
   /** run the emergency ladder on each tick; default true (false: a simulated policy without it, paper Sec. V). */
   emergency?: boolean;
+  /** admission credits lent to gateways (credits.ts); absent or perGateway 0: none. */
+  credits?: CreditConfig;
 }
 
 /** A request as the machine sees it (the body stays with the shell). */
@@ -135,6 +138,8 @@ export interface InstanceMachineState {
   load: Load;
   /** EWMA of a request's time in the engine, ms (the miss prediction, the backpressure wait). */
   serviceMs: number;
+  /** the immediate starts lent to gateways (credits.ts): their seats are kept out of the pump and the backpressure. */
+  credits: CreditLedger;
 }
 
 export type InstanceEvent =
@@ -143,7 +148,10 @@ export type InstanceEvent =
   /** the GPU is open: its supported clocks (the machine starts at the max). */
   | { type: 'gpu_ready'; supportedMhz: number[] }
   | { type: 'lifecycle'; state: InstanceLifecycle; why: string }
-  | { type: 'admit'; req: MachineRequest }
+  /** `lendTo`: the gateway that asked (InferenceRequest.creditTo) is lent credits when the request starts at once. */
+  | { type: 'admit'; req: MachineRequest; lendTo?: string }
+  /** a gateway started this request on a credit of `epoch` (LegReport 'credited'); `topUp`: it asks for a new loan. */
+  | { type: 'credited_start'; req: MachineRequest; gateway: string; epoch: number; topUp?: boolean }
   | { type: 'first_token'; id: string }
   /** a request left the engine (any outcome); `ok`: it completed (its time counts in the service EWMA). */
   | { type: 'finished'; id: string; ok: boolean }
@@ -174,8 +182,10 @@ export type InstanceEffect =
   /** answer to an admit: accepted, or refused with a retryable error. */
   | { kind: 'admitted'; id: string }
   | { kind: 'refused'; id: string; code: 'unavailable' | 'overloaded'; message: string; retryAfterS: number }
-  /** start this queued request in the engine. */
-  | { kind: 'start'; id: string }
+  /** start this queued request in the engine; `credited`: a gateway started it on a credit (no grant to send). */
+  | { kind: 'start'; id: string; credited?: boolean }
+  /** tell `gateway` its loan (the admission reply of `id`, or the reply to its credited report). */
+  | { kind: 'lent'; id: string; gateway: string; loan: CreditLoan }
   /** end a queued request with an error chunk (it never started). */
   | { kind: 'fail'; id: string; outcome: 'rejected' | 'failed' | 'cancelled'; error: MachineError }
   /** abort a running request. */
@@ -195,6 +205,7 @@ export function initialInstanceState(nowMs: number): InstanceMachineState {
     lifecycle: 'starting', supportedMhz: [], clockMhz: 0, raising: false, forcedUntilMs: 0, emergencyMaxClock: false,
     emergency: initialEmergencyState(nowMs), edf: false, queue: [], running: new Map(), peers: new Map(),
     arrivals: {}, admitted: {}, windowStartMs: nowMs, arrivedSinceRiseCheck: false, load: {}, serviceMs: 1000,
+    credits: initialCreditLedger(),
   };
 }
 
@@ -222,12 +233,17 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       if (s.lifecycle !== ev.state) {
         const from = s.lifecycle;
         s.lifecycle = ev.state;
+        s.credits = revokeCredits(s.credits);
         fx.push({ kind: 'event', event: 'instance', summary: `${from} -> ${ev.state} (${ev.why})`, decision: { state: ev.state, from }, inputs: {} }, { kind: 'status' });
         pump(s, fx, now, cfg);
       }
       break;
     case 'admit':
       admit(s, fx, ev.req, now, cfg);
+      if (ev.lendTo !== undefined && s.running.has(ev.req.id)) lend(s, fx, ev.req.id, ev.lendTo, now, cfg);
+      break;
+    case 'credited_start':
+      creditedStart(s, fx, ev, now, cfg);
       break;
     case 'first_token': {
       const r = s.running.get(ev.id);
@@ -282,9 +298,11 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       moved(s, fx, ev, now, cfg);
       break;
     case 'engine_crashed':
+      revoke(s, fx);
       move(s, fx, s.queue.length, 'engine crashed');
       break;
     case 'evacuate':
+      revoke(s, fx);
       move(s, fx, s.queue.length, ev.why);
       break;
     case 'engine_restarted':
@@ -341,7 +359,7 @@ function admit(s: InstanceMachineState, fx: InstanceEffect[], req: MachineReques
     fx.push({ kind: 'refused', id: req.id, code: 'unavailable', message: `instance is ${s.lifecycle}`, retryAfterS: cfg.retryAfterS });
     return;
   }
-  if (req.moves === 0 && s.running.size >= cfg.maxInEngine) {
+  if (req.moves === 0 && s.running.size + creditsOutstanding(s.credits, now) >= cfg.maxInEngine) {
     // Backpressure to the pool: a request that would wait here for an engine slot (slots free at about
     // maxInEngine per mean service time) longer than half its TTFT SLO is refused (retryable) while a peer
     // has room, and the pool places it on another instance.
@@ -356,11 +374,7 @@ function admit(s: InstanceMachineState, fx: InstanceEffect[], req: MachineReques
     return;
   }
   enqueue(s, { ...req, admittedMs: now });
-  if (!req.probe) {
-    s.arrivals[req.type] = (s.arrivals[req.type] ?? 0) + 1;
-    s.admitted[req.type] = (s.admitted[req.type] ?? 0) + 1;
-    s.arrivedSinceRiseCheck = true;
-  }
+  countArrival(s, req);
   fx.push({ kind: 'admitted', id: req.id });
   // the clock the prefill backlog needs is set before the prompt goes to the engine
   prefillRise(s, fx, now, cfg);
@@ -380,11 +394,44 @@ function enqueue(s: InstanceMachineState, q: Queued): void {
 /** Fill the free engine slots from the head of the queue. */
 function pump(s: InstanceMachineState, fx: InstanceEffect[], now: number, cfg: InstanceMachineConfig): void {
   if (!serving(s)) return;
-  while (s.running.size < cfg.maxInEngine && s.queue.length > 0) {
+  // the seats of credits lent to gateways are theirs until spent or lapsed
+  const lent = s.credits.loans.size ? creditsOutstanding(s.credits, now) : 0;
+  while (s.running.size + lent < cfg.maxInEngine && s.queue.length > 0) {
     const q = s.queue.shift()!;
     s.running.set(q.id, { id: q.id, type: q.type, inputTokens: q.inputTokens, arrivalMs: q.arrivalMs, ttftDeadlineMs: q.ttftDeadlineMs, ttftSloMs: q.ttftSloMs, moves: q.moves, startedMs: now, prefilled: false });
     fx.push({ kind: 'start', id: q.id });
   }
+}
+
+/** Lends `gateway` credits (credits.ts lendFor); the loan goes in the reply of `id`. */
+function lend(s: InstanceMachineState, fx: InstanceEffect[], id: string, gateway: string, now: number, cfg: InstanceMachineConfig): void {
+  const lent = lendFor(s, gateway, now, cfg.maxInEngine, cfg.credits);
+  if (lent) [s.credits, fx[fx.length]] = [lent.ledger, { kind: 'lent', id, gateway, loan: lent.loan }];
+}
+
+/** A request a gateway started on a credit: in the engine already, so it runs whatever the ledger says (an overdraft is counted); an arrival like an admitted one. */
+function creditedStart(s: InstanceMachineState, fx: InstanceEffect[], ev: Extract<InstanceEvent, { type: 'credited_start' }>, now: number, cfg: InstanceMachineConfig): void {
+  if (s.running.has(ev.req.id) || s.queue.some((q) => q.id === ev.req.id)) return; // a duplicate report
+  s.credits = spendCredit(s.credits, ev.gateway, ev.epoch, now).ledger;
+  s.running.set(ev.req.id, { ...ev.req, startedMs: now, prefilled: false });
+  countArrival(s, ev.req);
+  fx.push({ kind: 'start', id: ev.req.id, credited: true });
+  prefillRise(s, fx, now, cfg);
+  if (ev.topUp) lend(s, fx, ev.req.id, ev.gateway, now, cfg);
+}
+
+function countArrival(s: InstanceMachineState, req: MachineRequest): void {
+  if (req.probe) return;
+  s.arrivals[req.type] = (s.arrivals[req.type] ?? 0) + 1;
+  s.admitted[req.type] = (s.admitted[req.type] ?? 0) + 1;
+  s.arrivedSinceRiseCheck = true;
+}
+
+/** Every loan void (a new credit epoch), told in a status at once. */
+function revoke(s: InstanceMachineState, fx: InstanceEffect[]): void {
+  const before = s.credits.epoch;
+  s.credits = revokeCredits(s.credits);
+  if (s.credits.epoch !== before) fx.push({ kind: 'status' });
 }
 
 function peerWithRoom(s: InstanceMachineState, now: number, cfg: InstanceMachineConfig): boolean {
@@ -596,6 +643,7 @@ function tick(s: InstanceMachineState, fx: InstanceEffect[], now: number, cfg: I
   const inputs = { queueLength: s.queue.length, predictedMissCount, peersWithCapacity, clockMhz: s.clockMhz, level: state.level };
   const stepTaken = (step: string, decision: Record<string, unknown>, why?: Justification) => {
     s.emergencyStepName = step;
+    revoke(s, fx); // a gateway's credits would start requests past the ladder
     fx.push({ kind: 'event', event: 'emergency', summary: `emergency step ${step}`, decision: { step, ...decision }, inputs: why ? { ...inputs, why } : inputs });
   };
   if (state.level === 0 && before > 0) {

@@ -20,6 +20,7 @@ import { dispatchRequest } from '../dispatch.ts';
 import { PREFIX_CHUNK_CHARS, PREFIX_CHUNK_TOKENS, RoutedPrefixes, preferPrefixHolder, promptChunkHashes } from '../prefix.ts';
 import { routePools } from './cluster.ts';
 import type { TrackedInstance } from './pool.ts';
+import { creditStatus, type CreditLines } from './credits.ts';
 
 export interface DispatchViewOf { id: string; tp: number; clockMhz: number; healthy: boolean; load: Partial<Record<RequestType, number>>; queued: number; running: number; pendingPrefillTokens?: number }
 
@@ -120,10 +121,12 @@ export interface RouterState {
   byPool: Map<string, Map<string, TrackedInstance>>;
   /** the prompt chunks routed to each instance (prefixRouting). */
   prefixes: RoutedPrefixes;
+  /** admission credits the instances lent this gateway, by instance (credits.ts: creditReceived, creditSpend). */
+  credits: CreditLines;
 }
 
 export function initialRouterState(): RouterState {
-  return { route: new Map(), pools: new Map(), byPool: new Map(), prefixes: new RoutedPrefixes() };
+  return { route: new Map(), pools: new Map(), byPool: new Map(), prefixes: new RoutedPrefixes(), credits: new Map() };
 }
 
 /** A table older than this is no longer refreshed by its leader's snapshots (one a second): any table replaces it, ms. */
@@ -146,6 +149,8 @@ export function routerStatus(s: RouterState, st: InstanceStatus, now: number): v
   let pool = s.byPool.get(st.pool);
   const t = pool?.get(st.id);
   if (t && st.seq < t.status.seq && st.startedMs === t.status.startedMs) return;
+  // a later credit epoch, another process or a state other than ready voids the instance's loan
+  if (s.credits.size) creditStatus(s.credits, st);
   if (st.state === 'stopped') {
     pool?.delete(st.id);
     s.prefixes.forget(st.id);
@@ -177,6 +182,7 @@ export function routerCapacityComing(s: RouterState, now: number, cfg: RouterCon
 
 /** An instance that did not answer its admission (no responders: its process is gone): no dispatch until its next status. */
 export function routerGone(s: RouterState, pool: string, id: string): void {
+  s.credits.delete(id);
   const t = s.byPool.get(pool)?.get(id);
   if (t) s.byPool.get(pool)!.set(id, { ...t, alive: false });
 }

@@ -1,0 +1,49 @@
+/**
+ * The instance manager's translations between the world and its machine (src/policy/machines/instance.ts):
+ * the machine's configuration from the cluster config, a request as the machine sees it, an engine event's
+ * parts besides text, an engine failure as a client may see it.
+ */
+import type { TokenChunk } from '../../protocols/index.ts';
+import type { WireError } from '../../protocols/errors.ts';
+import type { EngineChunk } from '../../src/engine/engine.ts';
+import { EngineHttpError } from '../../src/engine/errors.ts';
+import type { Profile } from '../../src/model/profile-types.ts';
+import type { InstanceMachineConfig, MachineRequest } from '../../src/policy/machines/instance.ts';
+import type { ClusterConfig } from '../common/config.ts';
+import type { ClassifiedRequest } from '../common/policy.ts';
+
+/** The parts of an engine event besides text that the client must get (logprobs, tool calls, reasoning), or null. */
+export function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> | null {
+  if (!ch.logprobs && !ch.toolCalls && ch.reasoning === undefined) return null;
+  const x: Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> = {};
+  if (ch.logprobs) x.logprobs = ch.logprobs;
+  if (ch.toolCalls) x.toolCalls = ch.toolCalls;
+  if (ch.reasoning !== undefined) x.reasoning = ch.reasoning;
+  return x;
+}
+
+/** An engine call's failure as the client may see it: the engine's own message for a refusal, nothing internal. */
+export function engineWireError(err: unknown): WireError {
+  if (err instanceof EngineHttpError && !err.retryable) return { code: 'invalid_request', message: err.engineMessage, retryable: false };
+  return { code: 'unavailable', message: 'the engine did not answer; retry', retryable: true, retryAfterS: 1 };
+}
+
+/** The machine's configuration from the cluster config and this instance's options. */
+export function instanceMachineConfig(o: { tp: number; profile?: Profile; emergencyTickMs?: number; engineApiKey?: string; config: ClusterConfig }): InstanceMachineConfig {
+  const c = o.config;
+  return {
+    tp: o.tp, profile: o.profile, headroom: c.policy.headroom, epochMs: c.epochs.instanceS * 1000, tickMs: o.emergencyTickMs ?? 100,
+    maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued,
+    // wall seconds -> modelled seconds: an emulator with timeScale k runs k times faster than the model
+    timeScale: c.engine.kind === 'emulator' ? c.engine.timeScale : 1,
+    deadAfterMs: c.liveness.deadAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, rejectAfterMs: c.emergency.rejectAfterMs,
+    retryAfterS: c.emergency.retryAfterS, maxMovePerStep: 16,
+    // credits go only with a grant: an instance without an engine key streams every request itself
+    credits: { perGateway: o.engineApiKey ? c.engine.gatewayCredits : 0, ttlMs: c.engine.gatewayCreditTtlMs },
+  };
+}
+
+/** The machine's view of a classified request. */
+export function machineRequest(req: ClassifiedRequest): MachineRequest {
+  return { id: req.id, type: req.type, inputTokens: req.inputTokens, arrivalMs: req.arrivalMs, ttftDeadlineMs: req.ttftDeadlineMs, ttftSloMs: req.slo.ttftMs, moves: req.moves ?? 0, ...(req.probe ? { probe: true } : {}) };
+}

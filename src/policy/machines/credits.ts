@@ -1,0 +1,191 @@
+/**
+ * Admission credits (docs/DATAPATH.md "Admission credits"): an instance lends a gateway a bounded number of
+ * immediate starts, so that a request the gateway routes to it starts without the admission round trip.
+ * The instance stays the owner of admission: it sizes each loan from its free engine slots (only while its
+ * queue is empty, it is ready and no emergency step holds), keeps the slots of the credits it lent out of its
+ * own pump and backpressure (a lent credit is a reserved seat), lets an unspent loan lapse after its time to
+ * live, and revokes every loan at once (a new credit epoch, published in its status) when it leaves `ready`,
+ * takes an emergency step, or its engine crashes. The gateway spends a credit with one message, the leg's
+ * `credited` report (the request itself, no reply waited for), and streams from the engine at once with the
+ * grant it keeps from the loan; past its credits it asks for admission as before, and that reply lends again.
+ *
+ * Loans are cumulative per (epoch, gateway): the instance says "your credits total T in epoch e" and the
+ * gateway counts what it spent in e, so a loan renewed while spent credits are still on their way is never
+ * counted twice. A credit spent after a revocation or a lapse the gateway had not heard of yet (at most the
+ * credits in flight during one status) is still started: the engine has the request; the instance counts it
+ * as an overdraft.
+ *
+ * Both sides are here, pure: the instance machine (instance.ts) holds a `CreditLedger`, the gateway's router
+ * machine (router.ts) its `CreditLines`. No I/O, no clock: `now` comes in.
+ */
+
+/** What an instance lends one gateway, as it tells it (Admission.credit, LegReply.credit). */
+export interface CreditLoan {
+  /** the instance's credit epoch: a status with a later one revokes every loan of an earlier one. */
+  epoch: number;
+  /** credits lent to this gateway in this epoch, cumulative (spent ones included). */
+  total: number;
+  /** how long after the gateway receives it the loan may be spent, ms. */
+  ttlMs: number;
+}
+
+export interface CreditConfig {
+  /** most credits one gateway holds unspent at an instance; 0 lends none. */
+  perGateway: number;
+  /** a loan's time to live at the gateway, ms; the instance keeps its seats reserved `CREDIT_SLACK_MS` longer. */
+  ttlMs: number;
+}
+
+/** How long past a loan's time to live the instance keeps its seats (a credit spent at the last moment is on its way), ms. */
+export const CREDIT_SLACK_MS = 1000;
+/** Gateways an instance lends to at once; a loan to one more revokes them all (a new epoch). */
+export const MAX_CREDIT_GATEWAYS = 64;
+
+interface GatewayLoan { total: number; spent: number; untilMs: number }
+
+/** The instance's side: its credit epoch and each gateway's loan in it. Treated as immutable (copied on write). */
+export interface CreditLedger {
+  epoch: number;
+  loans: ReadonlyMap<string, GatewayLoan>;
+  /** credited starts that came after their loan was revoked, lapsed or spent (started anyway), since the instance started. */
+  overdrafts: number;
+}
+
+export function initialCreditLedger(): CreditLedger {
+  return { epoch: 0, loans: new Map(), overdrafts: 0 };
+}
+
+const unspent = (l: GatewayLoan, now: number) => (now <= l.untilMs ? Math.max(0, l.total - l.spent) : 0);
+
+/** Seats reserved for credits lent and not spent (lapsed loans reserve nothing). */
+export function creditsOutstanding(ledger: CreditLedger, now: number): number {
+  let n = 0;
+  for (const l of ledger.loans.values()) n += unspent(l, now);
+  return n;
+}
+
+/**
+ * Lends `gateway` credits: its unspent ones plus half the seats `free` leaves (free = engine slots less the
+ * requests running and queued and the credits outstanding), at most `cfg.perGateway` unspent. `free` is the
+ * caller's: it lends only while its queue is empty and it is ready. Returns the new ledger and the loan to tell.
+ */
+export function lendCredits(ledger: CreditLedger, gateway: string, free: number, now: number, cfg: CreditConfig): { ledger: CreditLedger; loan: CreditLoan } {
+  let base = ledger;
+  if (!ledger.loans.has(gateway) && ledger.loans.size >= MAX_CREDIT_GATEWAYS) base = revokeCredits(ledger);
+  const l = base.loans.get(gateway) ?? { total: 0, spent: 0, untilMs: 0 };
+  const own = unspent(l, now);
+  const want = Math.max(own, Math.min(cfg.perGateway, own + Math.floor(Math.max(0, free) / 2)));
+  const next: GatewayLoan = { total: l.spent + want, spent: l.spent, untilMs: now + cfg.ttlMs + CREDIT_SLACK_MS };
+  const loans = new Map(base.loans);
+  loans.set(gateway, next);
+  return { ledger: { ...base, loans }, loan: { epoch: base.epoch, total: next.total, ttlMs: cfg.ttlMs } };
+}
+
+/** What lending reads of the instance machine's state (instance.ts InstanceMachineState). */
+export interface LendingView {
+  credits: CreditLedger;
+  lifecycle: string;
+  queue: readonly unknown[];
+  running: ReadonlyMap<string, unknown>;
+  moving?: unknown;
+  emergency: { level: number };
+  emergencyStepName?: string;
+}
+
+/**
+ * The loan an instance gives `gateway` now: from its free engine slots (`maxInEngine` less the running
+ * requests and the credits outstanding) only while it is ready, holds no queue, moves nothing and no
+ * emergency step holds; else a loan of the unspent credits alone. Undefined: credits are off (`cfg`).
+ */
+export function lendFor(s: LendingView, gateway: string, now: number, maxInEngine: number, cfg: CreditConfig | undefined): { ledger: CreditLedger; loan: CreditLoan } | undefined {
+  if (!cfg || cfg.perGateway <= 0) return undefined;
+  const calm = s.lifecycle === 'ready' && s.queue.length === 0 && !s.moving && s.emergency.level === 0 && s.emergencyStepName === undefined;
+  return lendCredits(s.credits, gateway, calm ? maxInEngine - s.running.size - creditsOutstanding(s.credits, now) : 0, now, cfg);
+}
+
+/** A credited start: spends one of `gateway`'s credits of `epoch`; `overdraft` when none was there to spend (revoked, lapsed, spent). */
+export function spendCredit(ledger: CreditLedger, gateway: string, epoch: number, now: number): { ledger: CreditLedger; overdraft: boolean } {
+  const l = epoch === ledger.epoch ? ledger.loans.get(gateway) : undefined;
+  if (!l || unspent(l, now) <= 0) return { ledger: { ...ledger, overdrafts: ledger.overdrafts + 1 }, overdraft: true };
+  const loans = new Map(ledger.loans);
+  loans.set(gateway, { ...l, spent: l.spent + 1 });
+  return { ledger: { ...ledger, loans }, overdraft: false };
+}
+
+/** Every loan void: a new epoch (the instance publishes it in its status). Unchanged when nothing is lent. */
+export function revokeCredits(ledger: CreditLedger): CreditLedger {
+  if (ledger.loans.size === 0) return ledger;
+  return { epoch: ledger.epoch + 1, loans: new Map(), overdrafts: ledger.overdrafts };
+}
+
+// ------------------------------------------------------------------ the gateway's side
+
+/** What the gateway needs to start a request on an instance without asking: where its engine is, and for whom. */
+export interface CreditGrant {
+  url: string;
+  apiKey: string;
+  reportWithinMs?: number;
+}
+
+/** One instance's loan to this gateway. */
+export interface CreditLine {
+  epoch: number;
+  total: number;
+  spent: number;
+  /** unspent credits when the loan last came: a top-up is asked once half of them are spent. */
+  lent: number;
+  expiresMs: number;
+  grant: CreditGrant;
+  pool: string;
+  /** the instance process that lent it (its InstanceStatus.startedMs). */
+  startedMs?: number;
+  /** a top-up was asked and not answered yet. */
+  topUpAsked: boolean;
+}
+
+export type CreditLines = Map<string, CreditLine>;
+
+/** A loan arrived (an admission or a top-up reply of `instance`): kept with the grant it came with. */
+export function creditReceived(lines: CreditLines, instance: string, loan: CreditLoan, ctx: { grant: CreditGrant; pool: string; startedMs?: number }, now: number): void {
+  const prev = lines.get(instance);
+  const sameProcess = prev !== undefined && prev.startedMs === ctx.startedMs;
+  if (sameProcess && loan.epoch < prev.epoch) return; // a loan of a revoked epoch, overtaken by a newer one
+  const same = sameProcess && prev.epoch === loan.epoch;
+  if (same && loan.total < prev.total) return; // an older loan overtaken by a newer one
+  const spent = same ? prev.spent : 0;
+  lines.set(instance, {
+    epoch: loan.epoch, total: loan.total, spent, lent: Math.max(0, loan.total - spent), expiresMs: now + loan.ttlMs,
+    grant: ctx.grant, pool: ctx.pool, ...(ctx.startedMs !== undefined ? { startedMs: ctx.startedMs } : {}), topUpAsked: false,
+  });
+}
+
+/** A top-up asked of `instance` got no loan back (no reply, an error): another may be asked. */
+export function creditTopUpFailed(lines: CreditLines, instance: string): void {
+  const l = lines.get(instance);
+  if (l) l.topUpAsked = false;
+}
+
+/**
+ * Spends a credit of `instance` when one is there (not expired): the grant to stream with, the epoch to name in
+ * the credited report, and whether that report should ask for a top-up (half of the last loan spent, none asked).
+ */
+export function creditSpend(lines: CreditLines, instance: string, now: number): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean } | undefined {
+  const l = lines.get(instance);
+  if (!l) return undefined;
+  if (now > l.expiresMs) {
+    lines.delete(instance);
+    return undefined;
+  }
+  if (l.total - l.spent <= 0) return undefined;
+  l.spent++;
+  const topUp = !l.topUpAsked && (l.total - l.spent) * 2 <= l.lent;
+  if (topUp) l.topUpAsked = true;
+  return { grant: l.grant, epoch: l.epoch, ...(l.startedMs !== undefined ? { startedMs: l.startedMs } : {}), topUp };
+}
+
+/** An instance's status: a later credit epoch, or another process under the id, voids its loan. */
+export function creditStatus(lines: CreditLines, st: { id: string; startedMs: number; creditEpoch?: number; state: string }): void {
+  const l = lines.get(st.id);
+  if (!l) return;
+  if ((st.creditEpoch ?? 0) > l.epoch || (l.startedMs !== undefined && st.startedMs !== l.startedMs) || st.state !== 'ready') lines.delete(st.id);
+}

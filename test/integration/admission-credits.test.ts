@@ -1,0 +1,168 @@
+/**
+ * Admission credits (docs/DATAPATH.md "Admission credits"), on a real nats-server with the project's
+ * permissions, real actor processes (cluster, pool and node managers, one instance manager) and an emulated
+ * engine. The gateway is the real NatsBackend with the gateway's own routing (GatewayRouter), on a
+ * gateway-role connection, asking for credits under its id.
+ *
+ * - The first request asks for admission (one round trip) and its reply lends the gateway credits; the next
+ *   requests start on them: no admission message crosses NATS for them, the instance hears of each from its
+ *   `credited` report and still records it (tokens, TTFT, TBT, energy equal to the client's usage).
+ * - A client that goes away cancels a credited request: recorded cancelled, its slot freed.
+ * - The instance revokes its loans when it leaves `ready` (a drain): the gateway, told by the status, asks
+ *   for admission again.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startHarness, type Harness } from './control-harness.ts';
+import { as } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import { GatewayRouter } from '../../actors/gateway/router.ts';
+import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
+import { Ack, InferenceRequest as InferenceRequestCodec, InstanceCommand, InstanceStatus, LegReport, RequestRecord, controlSubjects, subjects, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
+
+const MODEL = 'llama3.1-8b';
+let h: Harness;
+let gw: Bus;
+let backend: NatsBackend;
+let router: GatewayRouter;
+const records = new Map<string, Rec>();
+const admitted = new Set<string>();
+const legReports = new Map<string, string[]>();
+const statuses: InstanceStatus[] = [];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  h = await startHarness({
+    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json',
+    servers: [{ id: 'n0', gpus: 1 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+    // ~30 ms per token: a 300-token answer runs long enough to cancel it mid-stream
+    engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 30_000, initialTp: 1, maxInEngine: 16, maxQueued: 64, gatewayCredits: 4, gatewayCreditTtlMs: 20_000 },
+  });
+  h.startActor('cluster', 'cm-0');
+  h.startActor('pool', 'pm-0');
+  h.startActor('node', 'n0');
+  await h.waitReady(1, 60_000);
+  gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-cred'), name: 'gw-cred', log: silentLogger() });
+  const config = loadConfig(h.cfgPath);
+  router = new GatewayRouter(gw, config, loadProfile(profilePathOf(config)), 'gw-cred');
+  router.start();
+  backend = new NatsBackend(gw, { chunkTimeoutMs: 20_000, router });
+  h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => void records.set(r.id, r), { capacity: 4096 });
+  h.bus.subscribe(subjects.instanceAdmitAll(), InferenceRequestCodec, (r) => void admitted.add(r.id), { capacity: 4096 });
+  h.bus.subscribe(subjects.instanceLegAll(), LegReport, (r) => void legReports.set(r.id, [...(legReports.get(r.id) ?? []), r.phase]), { capacity: 4096 });
+  h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void statuses.push(st), { capacity: 4096 });
+  await waitFor(() => (router.routable() ? true : undefined), 10_000, "the cluster's routing table at the gateway");
+}, 90_000);
+
+afterAll(async () => {
+  router?.stop();
+  backend?.close();
+  await gw?.close();
+  await h?.stop();
+}, 30_000);
+
+function request(id: string, maxTokens: number): InferenceRequest {
+  const now = Date.now();
+  return {
+    v: 1, id, model: MODEL, kind: 'completion', prompt: 'Tell me about energy efficient inference.', inputTokens: 9, maxTokens, ignoreEos: true,
+    arrivalMs: now, giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id),
+  };
+}
+
+async function waitFor<T>(f: () => T | undefined, ms: number, what: string): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+async function run(req: InferenceRequest): Promise<TokenChunk[]> {
+  const out: TokenChunk[] = [];
+  for await (const c of await backend.submit(req, new AbortController().signal)) out.push(c);
+  return out;
+}
+
+describe('admission credits', () => {
+  it('the first admission lends credits; the next requests start on them without an admission and are still accounted', async () => {
+    const credited0 = backend.counters.credited;
+    const ids = [0, 1, 2].map((i) => `cr-${i}-${Date.now()}`);
+    const results: TokenChunk[][] = [];
+    for (const id of ids) results.push(await run(request(id, 20)));
+    const seen = () => JSON.stringify({ admitted: ids.map((id) => admitted.has(id)), legReports: ids.map((id) => legReports.get(id)), counters: backend.counters });
+    // the first asked (and was lent credits in its reply); the next two were credited: no admission message
+    expect(admitted.has(ids[0]!), seen()).toBe(true);
+    expect(admitted.has(ids[1]!), seen()).toBe(false);
+    expect(admitted.has(ids[2]!), seen()).toBe(false);
+    expect(backend.counters.credited - credited0, seen()).toBe(2);
+    for (const [k, id] of ids.entries()) {
+      const chunks = results[k]!;
+      const last = chunks[chunks.length - 1]!;
+      expect(last.error, JSON.stringify(last.error)).toBeUndefined();
+      expect(last.usage!.completionTokens).toBe(20);
+      const rec = await waitFor(() => records.get(id), 5000, `the record of ${id}`);
+      expect(rec.outcome).toBe('ok');
+      expect(rec.completionTokens).toBe(20);
+      expect(rec.ttftMs).toBeGreaterThan(0);
+      expect(rec.tbtMeanMs).toBeGreaterThan(5);
+      expect(rec.energyJ).toBeGreaterThan(0);
+      expect(last.usage!.energyJ).toBeCloseTo(rec.energyJ, 6);
+    }
+    expect(legReports.get(ids[1]!)?.[0], seen()).toBe('credited');
+  }, 60_000);
+
+  it('a client that goes away cancels a credited request (recorded cancelled, slot freed)', async () => {
+    await run(request(`cr-warm-${Date.now()}`, 2)); // a loan in hand (the previous case may have spent it)
+    const credited0 = backend.counters.credited;
+    const id = `cr-cancel-${Date.now()}`;
+    const ac = new AbortController();
+    let n = 0;
+    let instance: string | undefined;
+    try {
+      for await (const c of await backend.submit(request(id, 300), ac.signal)) {
+        n += c.tokens;
+        instance ??= c.instance;
+        if (n >= 5) ac.abort();
+      }
+    } catch {
+      // the stream ends with the abort
+    }
+    expect(backend.counters.credited - credited0).toBe(1);
+    expect(admitted.has(id)).toBe(false);
+    const rec = await waitFor(() => records.get(id), 5000, 'the cancelled record');
+    expect(rec.outcome).toBe('cancelled');
+    let running = -1;
+    for (let i = 0; i < 30 && running !== 0; i++) {
+      running = statuses.findLast((s) => s.id === instance)?.running ?? -1;
+      if (running !== 0) await sleep(200);
+    }
+    expect(running).toBe(0);
+  }, 30_000);
+
+  it('a drain revokes the loans: the gateway asks for admission again', async () => {
+    const first = `cr-pre-${Date.now()}`;
+    const chunks = await run(request(first, 2));
+    const instance = chunks[0]!.instance!;
+    const epoch = statuses.findLast((s) => s.id === instance)?.creditEpoch ?? 0;
+    const cmd = async (op: 'drain' | 'resume') => h.bus.request(subjects.instanceControl(instance), InstanceCommand, { v: 1, op, reason: 'test' }, Ack, { timeoutMs: 5000 });
+    await cmd('drain');
+    await cmd('resume');
+    // the status that says so reaches the gateway (statuses every 250 ms, and one at each change)
+    await waitFor(() => statuses.find((s) => s.id === instance && (s.creditEpoch ?? 0) > epoch && s.state === 'ready'), 5000, 'a status with a new credit epoch');
+    await sleep(300);
+    const credited0 = backend.counters.credited;
+    const id = `cr-post-${Date.now()}`;
+    await run(request(id, 2));
+    expect(backend.counters.credited - credited0).toBe(0);
+    expect(admitted.has(id)).toBe(true);
+    const rec = await waitFor(() => records.get(id), 5000, 'the record');
+    expect(rec.outcome).toBe('ok');
+  }, 30_000);
+});

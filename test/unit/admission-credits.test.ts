@@ -1,0 +1,159 @@
+/**
+ * Admission credits (src/policy/machines/credits.ts, docs/DATAPATH.md "Admission credits"), in the pure
+ * machines: the instance machine lends a gateway immediate starts only from free engine slots and only while
+ * it holds no queue, keeps their seats out of its pump, takes a credited start straight into the engine,
+ * lets loans lapse and revokes them all (a new epoch) when it leaves `ready` or takes an emergency step; the
+ * gateway's lines spend what they were lent, ask for a top-up at half, and drop a loan a status voids.
+ */
+import { describe, it, expect } from 'vitest';
+import { profileFor } from '../../src/sim/index.ts';
+import { initialInstanceState, instanceStep, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState, type MachineRequest } from '../../src/policy/machines/instance.ts';
+import { CREDIT_SLACK_MS, creditReceived, creditSpend, creditStatus, creditsOutstanding, type CreditLines } from '../../src/policy/machines/credits.ts';
+
+const profile = profileFor('llama2-70b', 'h100');
+const CLOCKS = profile.clocksMhz;
+const MAX = CLOCKS[CLOCKS.length - 1]!;
+const T0 = 1_700_000_000_000;
+const TTL = 2000;
+const cfg: InstanceMachineConfig = {
+  tp: 4, profile, headroom: 0, epochMs: 5000, tickMs: 100, maxInEngine: 8, maxQueued: 64, timeScale: 1, deadAfterMs: 3000,
+  moveQueueAbove: 4, rejectAfterMs: 10_000, retryAfterS: 1, maxMovePerStep: 16, credits: { perGateway: 3, ttlMs: TTL },
+};
+let n = 0;
+const req = (o: Partial<MachineRequest> = {}): MachineRequest => ({ id: `q${++n}`, type: 'SS', inputTokens: 100, arrivalMs: T0, ttftDeadlineMs: T0 + 2000, ttftSloMs: 2000, moves: 0, ...o });
+
+class Drive {
+  s: InstanceMachineState = initialInstanceState(T0);
+  constructor(private readonly c: InstanceMachineConfig = cfg) {}
+  at(ms: number, ev: InstanceEvent): InstanceEffect[] {
+    const r = instanceStep(this.s, ev, T0 + ms, this.c);
+    this.s = r.state;
+    return r.effects;
+  }
+  ready(): this {
+    this.at(0, { type: 'start' });
+    this.at(0, { type: 'gpu_ready', supportedMhz: [...CLOCKS] });
+    this.at(0, { type: 'clock_applied', requestedMhz: MAX, appliedMhz: MAX, why: 'start-up', inputs: {} });
+    this.at(0, { type: 'lifecycle', state: 'ready', why: 'engine healthy' });
+    return this;
+  }
+}
+const lent = (fx: InstanceEffect[]) => fx.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent');
+const starts = (fx: InstanceEffect[]) => fx.flatMap((e) => (e.kind === 'start' ? [e] : []));
+
+describe('admission credits: the instance lends', () => {
+  it('lends a gateway half its free slots (at most perGateway) with an admission that starts at once, and keeps their seats', () => {
+    const d = new Drive().ready();
+    const fx = d.at(1, { type: 'admit', req: req(), lendTo: 'gw-a' });
+    expect(starts(fx)).toHaveLength(1);
+    // 8 slots, 1 running: 7 free, half of them is 3 (the per-gateway bound is 3 too)
+    expect(lent(fx)?.loan).toEqual({ epoch: 0, total: 3, ttlMs: TTL });
+    expect(creditsOutstanding(d.s.credits, T0 + 1)).toBe(3);
+    // the 3 seats are the gateway's: 4 more admissions start, the next ones queue
+    const started = [0, 1, 2, 3, 4, 5].map(() => starts(d.at(2, { type: 'admit', req: req() })).length);
+    expect(started).toEqual([1, 1, 1, 1, 0, 0]);
+    // an admission that queues is lent nothing (it carries no grant)
+    expect(lent(d.at(3, { type: 'admit', req: req(), lendTo: 'gw-b' }))).toBeUndefined();
+    expect(d.s.credits.loans.has('gw-b')).toBe(false);
+  });
+
+  it('without the config (or perGateway 0) lends nothing: an admission is as before', () => {
+    const d = new Drive({ ...cfg, credits: { perGateway: 0, ttlMs: TTL } }).ready();
+    const fx = d.at(1, { type: 'admit', req: req(), lendTo: 'gw-a' });
+    expect(lent(fx)).toBeUndefined();
+    expect(creditsOutstanding(d.s.credits, T0 + 1)).toBe(0);
+  });
+
+  it('a credited start goes straight into the engine and spends the credit; a top-up lends again', () => {
+    const d = new Drive().ready();
+    d.at(1, { type: 'admit', req: req(), lendTo: 'gw-a' });
+    const r = req();
+    const fx = d.at(5, { type: 'credited_start', req: r, gateway: 'gw-a', epoch: 0 });
+    expect(starts(fx)).toEqual([{ kind: 'start', id: r.id, credited: true }]);
+    expect(d.s.running.has(r.id)).toBe(true);
+    expect(d.s.admitted.SS).toBe(2);
+    expect(creditsOutstanding(d.s.credits, T0 + 5)).toBe(2);
+    expect(d.s.credits.overdrafts).toBe(0);
+    // a duplicate report changes nothing
+    expect(d.at(6, { type: 'credited_start', req: r, gateway: 'gw-a', epoch: 0 })).toEqual([]);
+    // top-up: 8 - 2 running - 2 outstanding = 4 free, half is 2, capped at 3 unspent: cumulative total 1 spent + 3
+    const t = lent(d.at(7, { type: 'credited_start', req: req(), gateway: 'gw-a', epoch: 0, topUp: true }));
+    expect(t?.loan).toEqual({ epoch: 0, total: 5, ttlMs: TTL });
+  });
+
+  it('a credit spent after a revocation is still started (the engine has it), counted as an overdraft', () => {
+    const d = new Drive().ready();
+    d.at(1, { type: 'admit', req: req(), lendTo: 'gw-a' });
+    const fx = d.at(2, { type: 'lifecycle', state: 'draining', why: 'drain' });
+    expect(fx.some((e) => e.kind === 'status')).toBe(true);
+    expect(d.s.credits.epoch).toBe(1);
+    expect(creditsOutstanding(d.s.credits, T0 + 2)).toBe(0);
+    const r = req();
+    expect(starts(d.at(3, { type: 'credited_start', req: r, gateway: 'gw-a', epoch: 0 }))).toHaveLength(1);
+    expect(d.s.running.has(r.id)).toBe(true);
+    expect(d.s.credits.overdrafts).toBe(1);
+  });
+
+  it('an unspent loan lapses after its time to live (plus slack): its seats go back to the queue', () => {
+    const d = new Drive().ready();
+    d.at(1, { type: 'admit', req: req(), lendTo: 'gw-a' });
+    for (let i = 0; i < 4; i++) d.at(2, { type: 'admit', req: req() });
+    const queued = req();
+    d.at(3, { type: 'admit', req: queued });
+    expect(d.s.queue.map((q) => q.id)).toEqual([queued.id]);
+    // a request ends after the loan lapsed: the freed slot and the lapsed seats go to the queue
+    const first = [...d.s.running.keys()][0]!;
+    const fx = d.at(1 + TTL + CREDIT_SLACK_MS + 1, { type: 'finished', id: first, ok: true });
+    expect(starts(fx).map((e) => e.id)).toEqual([queued.id]);
+  });
+
+  it('an emergency step revokes every loan (a new epoch, a status at once)', () => {
+    const d = new Drive({ ...cfg, maxInEngine: 2, rejectAfterMs: 200 }).ready();
+    d.at(1, { type: 'admit', req: req(), lendTo: 'gw-a' });
+    expect(creditsOutstanding(d.s.credits, T0 + 1)).toBe(0); // 1 free slot: half of it is none
+    const d2 = new Drive().ready();
+    d2.at(1, { type: 'admit', req: req(), lendTo: 'gw-a' });
+    // the engine full of long requests and a backlog that misses its deadlines: the ladder steps in
+    for (let i = 0; i < 30; i++) d2.at(2, { type: 'admit', req: req({ inputTokens: 8000, ttftDeadlineMs: T0 + 300, ttftSloMs: 300 }) });
+    let status = false;
+    for (let t = 100; t <= 3000 && d2.s.credits.epoch === 0; t += 100) status = d2.at(t, { type: 'tick' }).some((e) => e.kind === 'status') || status;
+    expect(d2.s.emergencyStepName).toBeDefined();
+    expect(d2.s.credits.epoch).toBe(1);
+    expect(status).toBe(true);
+    expect(creditsOutstanding(d2.s.credits, T0 + 3000)).toBe(0);
+  });
+});
+
+describe('admission credits: the gateway spends', () => {
+  const grant = { url: 'http://127.0.0.1:9000', apiKey: 'k'.repeat(32) };
+  it('spends what it was lent, asks for a top-up once half is spent, and none past the total or the ttl', () => {
+    const lines: CreditLines = new Map();
+    creditReceived(lines, 'i0', { epoch: 0, total: 4, ttlMs: 1000 }, { grant, pool: 'p', startedMs: 7 }, 0);
+    const spent = [1, 2, 3, 4, 5].map(() => creditSpend(lines, 'i0', 10));
+    expect(spent.map((s) => s?.topUp)).toEqual([false, true, false, false, undefined]);
+    expect(spent[0]).toEqual({ grant, epoch: 0, startedMs: 7, topUp: false });
+    // the top-up's loan: cumulative, so the 4 spent stay spent
+    creditReceived(lines, 'i0', { epoch: 0, total: 6, ttlMs: 1000 }, { grant, pool: 'p', startedMs: 7 }, 20);
+    expect(creditSpend(lines, 'i0', 30)).toBeDefined();
+    expect(creditSpend(lines, 'i0', 1021)).toBeUndefined(); // expired
+    expect(lines.has('i0')).toBe(false);
+  });
+
+  it('a status with a later credit epoch, another process or a state other than ready voids the loan; a stale loan is ignored', () => {
+    const lines: CreditLines = new Map();
+    const give = (epoch: number) => creditReceived(lines, 'i0', { epoch, total: 4, ttlMs: 1000 }, { grant, pool: 'p', startedMs: 7 }, 0);
+    give(0);
+    creditStatus(lines, { id: 'i0', startedMs: 7, state: 'ready' });
+    expect(lines.has('i0')).toBe(true);
+    creditStatus(lines, { id: 'i0', startedMs: 7, state: 'ready', creditEpoch: 1 });
+    expect(lines.has('i0')).toBe(false);
+    give(2);
+    give(1); // an older epoch's reply overtaken by the newer loan
+    expect(lines.get('i0')?.epoch).toBe(2);
+    creditStatus(lines, { id: 'i0', startedMs: 8, state: 'ready', creditEpoch: 2 });
+    expect(lines.has('i0')).toBe(false);
+    give(2);
+    creditStatus(lines, { id: 'i0', startedMs: 7, state: 'draining', creditEpoch: 2 });
+    expect(lines.has('i0')).toBe(false);
+  });
+});
