@@ -118,6 +118,16 @@ export interface BusCounters {
 const DEFAULT_CAPACITY = 1024;
 
 /**
+ * The options every KV bucket of the project is opened with. Replicated buckets (a NATS cluster) read through
+ * their stream's leader, not by direct get: a direct get may be answered by a follower that has not applied the
+ * last write yet, so a reader (a successor taking a lease, the dispatched list or a re-shard record) could see
+ * the value before a write that was already acknowledged. One replica has no follower; it keeps NATS's default.
+ */
+export function kvBucketOptions(replicas: number): Partial<KvOptions> {
+  return replicas > 1 ? { replicas, allow_direct: false } : { replicas };
+}
+
+/**
  * Events: 'status' (the nats.js Status union), 'permission_error' ({subject, operation, message}).
  */
 export class Bus extends EventEmitter {
@@ -463,11 +473,11 @@ export class Bus extends EventEmitter {
   /** replicas of the KV buckets and streams created through this bus (a clustered NATS: 3). Default 1. */
   jetstreamReplicas = 1;
 
-  /** Open a KV bucket, creating it when missing (with jetstreamReplicas replicas). Cached per bucket name. */
+  /** Open a KV bucket, creating it when missing (kvBucketOptions of jetstreamReplicas). Cached per bucket name. */
   kv(bucket: string, opts?: Partial<KvOptions>): Promise<KV> {
     let p = this.#kvs.get(bucket);
     if (!p) {
-      p = new Kvm(this.nc).create(bucket, { replicas: this.jetstreamReplicas, ...opts });
+      p = new Kvm(this.nc).create(bucket, { ...kvBucketOptions(this.jetstreamReplicas), ...opts });
       p.catch(() => this.#kvs.delete(bucket));
       this.#kvs.set(bucket, p);
     }

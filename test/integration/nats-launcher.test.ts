@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { NatsUnavailableError, probeNats, startOwnNats, startOwnNatsCluster } from '../../src/runtime/nats-launcher.ts';
+import { kvBucketOptions } from '../../src/runtime/bus.ts';
 import { readFileSync } from 'node:fs';
 
 // The private nats-server `up` starts: a real server on a free port, and the errors an operator sees when the
@@ -90,7 +91,7 @@ describe('startOwnNats', () => {
         // the meta leader is elected once the routes are up: create the bucket when JetStream answers
         let kv: Awaited<ReturnType<Kvm['create']>> | undefined;
         const until = Date.now() + 30_000;
-        while (!kv && Date.now() < until) kv = await new Kvm(nc).create('r3', { history: 1, replicas: 3 }).catch(() => new Promise<undefined>((r) => setTimeout(() => r(undefined), 250)));
+        while (!kv && Date.now() < until) kv = await new Kvm(nc).create('r3', { history: 1, ...kvBucketOptions(3) }).catch(() => new Promise<undefined>((r) => setTimeout(() => r(undefined), 250)));
         expect(kv, 'JetStream R3 bucket').toBeDefined();
         await kv!.put('k', 'v1');
         const victim = c.nodes[1]!;
@@ -101,7 +102,13 @@ describe('startOwnNats', () => {
         let wrote = false;
         while (!wrote && Date.now() - t0 < 15_000) wrote = await kv!.put('k', 'v2').then(() => true, () => false);
         expect(wrote, 'a write with one node of three dead').toBe(true);
+        // read-your-writes: the project's buckets read through the stream leader (a direct get may be answered
+        // by a follower that has not applied the write yet)
         expect((await kv!.get('k'))?.string()).toBe('v2');
+        for (let i = 3; i < 43; i++) {
+          await kv!.put('k', `v${i}`);
+          expect((await kv!.get('k'))?.string(), `read after write ${i}`).toBe(`v${i}`);
+        }
         const back = Date.now() + 15_000;
         while (victim.restarts() < 1 && Date.now() < back) await new Promise((r) => setTimeout(r, 100));
         expect(victim.restarts()).toBe(1);
