@@ -33,6 +33,11 @@ describe('generated protocol files', () => {
       }
     }
   });
+
+  it('every message schema travels on a subject or KV key of the catalog', () => {
+    const named = new Set(CATALOG.flatMap((e) => [e.message, ...(e.reply ?? '').split(' | ')].map((s) => s.replace(/ \(JSON\)$/, ''))));
+    expect(Object.keys(messageSchemas()).filter((m) => !named.has(m))).toEqual([]);
+  });
 });
 
 describe('JSON Schemas agree with zod', () => {
