@@ -113,6 +113,8 @@ export function permissionsOf(a: ActorIdentity): Permissions {
       return {
         publish: uniq([
           wild(subjects.poolDispatch(ANY)), wild(subjects.poolControl(ANY)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('cluster'),
+          // intake tells the caller of a request it holds for a pool's election (a hold notice on its stream subject)
+          wild(subjects.stream(ANY)),
           ...kvUse(jetstream.leasesBucket), ...kvWrite(jetstream.leasesBucket, [leaseKeys.clusterPlanner()]),
           ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.pool(ANY)), inventoryKeys.energy()]),
           `$JS.API.STREAM.INFO.${jetstream.eventsStream}`, `$JS.API.STREAM.CREATE.${jetstream.eventsStream}`,

@@ -17,7 +17,7 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { existsSync } from 'node:fs';
 import {
   Ack, Admission, ClusterStatus, RoutingTable, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, NodeTelemetry, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
-  StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
+  StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, toWireError,
   type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
@@ -28,6 +28,7 @@ import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
 import { classifyIntake, thresholdsOf, withSlo } from '../common/policy.ts';
+import { PoolDispatcher } from './dispatch.ts';
 import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
 import { reconcileInventory } from '../../src/runtime/inventory.ts';
 import { powerCounts, serverPowerConfig } from '../../src/policy/machines/cluster-power.ts';
@@ -42,6 +43,8 @@ const TELEMETRY_MS = 1000;
 
 export class ClusterManager extends Actor {
   #c: ClusterConfig;
+  /** intake's dispatch to the pool leaders (dispatch.ts), made at start. */
+  #dispatcher?: PoolDispatcher;
   #evt!: EventPublisher;
   #predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(loadConfig()) });
   #features = new Map<string, { inputTokens: number; maxTokens: number; model: string; tenant?: string }>();
@@ -75,6 +78,7 @@ export class ClusterManager extends Actor {
   protected async onStart(): Promise<void> {
     const c = this.#c;
     this.#evt = eventPublisher(this.bus, this.id, this.log, this.clock);
+    this.#dispatcher = new PoolDispatcher(this.bus, this.clock, c);
     const ppath = profilePathOf(c);
     if (existsSync(ppath)) {
       this.#profile = loadProfile(ppath);
@@ -154,7 +158,7 @@ export class ClusterManager extends Actor {
     }
     let last: WireError | undefined;
     for (const pool of intakePools(this.#m, cls.type, (p) => this.#hasReady(p))) {
-      const a = await this.#dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool }, pool);
+      const a = await this.#dispatcher!.dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool }, pool);
       if (a.ok || !a.error || a.error.code !== 'overloaded') return { ...a, type: cls.type };
       last = a.error;
     }
@@ -165,29 +169,6 @@ export class ClusterManager extends Actor {
     const now = this.clock.now();
     for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs) return true;
     return false;
-  }
-
-  /**
-   * poolDispatch, retried while a pool leader fails over: on no responders (no leader yet) and on a timeout
-   * (the leader died holding it: its successor knows what it dispatched, and dispatch is idempotent by
-   * request id, so a retry never makes a second stream), inside the request's give-up time.
-   */
-  async #dispatch(r: InferenceRequest, pool: string): Promise<Admission> {
-    const attemptMs = this.#c.timeouts.dispatchMs + 1000;
-    const until = this.clock.now() + Math.min(Math.max(2 * this.#c.liveness.leaseTtlMs + 1000, 3 * attemptMs), Math.max(0, r.giveUpAtMs - this.clock.now()));
-    let wait = 50;
-    for (;;) {
-      try {
-        return await this.bus.request(subjects.poolDispatch(pool), InferenceRequest, r, Admission, { timeoutMs: Math.max(1, Math.min(attemptMs, until - this.clock.now())) });
-      } catch (err) {
-        const e = err as DynError;
-        if ((e.code !== 'no_responders' && e.code !== 'timeout') || this.clock.now() + wait > until) {
-          return { v: 1, id: r.id, ok: false, pool, error: { ...toWireError(err), retryable: e.retryable ?? true, retryAfterS: this.#c.emergency.retryAfterS } };
-        }
-        await this.clock.sleep(wait);
-        wait = Math.min(500, wait * 2);
-      }
-    }
   }
 
   #learn(rec: RequestRecord): void {

@@ -275,6 +275,11 @@ export const configSchema = z
          * leader's dispatched requests) while JetStream is unavailable, before it leads without it, ms; default 5000.
          */
         takeoverReadMs: pos.default(5000),
+        /**
+         * how long a pool whose dispatch finds no leader to answer (an election under way) holds the requests sent
+         * to it: the cluster intake tells their callers so (a hold notice) and retries, ms; default 60000.
+         */
+        leaderHoldMs: pos.default(60_000),
       }).strict()
       .default({}),
   })

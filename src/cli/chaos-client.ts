@@ -21,6 +21,9 @@ export interface Outcome {
   retries: number;
   /** the stream broke after its response began (its connection reset or closed before [DONE]), at this time, ms. */
   brokenAtMs?: number;
+  /** when the request was sent and when its outcome was known (wall ms): failures are matched to the kills around them. */
+  startMs?: number;
+  endMs?: number;
 }
 
 export interface ClientOptions {
@@ -38,6 +41,11 @@ let turn = 0;
 
 /** One streaming completion: ok when the stream ends with [DONE] and no error event. */
 export async function oneRequest(o: ClientOptions): Promise<Outcome> {
+  const startMs = Date.now();
+  return { ...(await request(o)), startMs, endMs: Date.now() };
+}
+
+async function request(o: ClientOptions): Promise<Outcome> {
   const ac = new AbortController();
   const t = setTimeout(() => ac.abort(), o.deadlineMs);
   const maxRetries = o.maxRetries ?? 2 * o.urls.length;

@@ -9,7 +9,9 @@
  * has lapsed, 4-8 s later. A request sent right after the kill waits on that election: the cluster's dispatch
  * finds no pool leader (no responders) and keeps retrying, and no pool can announce a hold. The gateway sees
  * the pool without a live leader and waits for the intake's answer past its 2-s budget: the request completes
- * once the standby leads, every token once. Without the watch it fails after 2 s with the intake's timeout.
+ * once the standby leads, every token once. The cluster's intake also tells the gateway it holds the request
+ * for that election (a hold notice on its stream subject); without either it fails after 2 s with the intake's
+ * timeout.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHarness, type Harness } from './control-harness.ts';
@@ -110,8 +112,9 @@ describe('a request sent during a pool leader election', () => {
     const successor = await until(() => leaders.find((l) => l.atMs > killedAt), 10_000, "the successor's pool status");
     expect(successor.leader).toBe(first === 'pm-0' ? 'pm-1' : 'pm-0');
     expect(r.admitMs).toBeGreaterThan(ADMIT_MS);
-    expect(backend.counters.electionHolds - heldBefore).toBe(1);
-    expect(backend.counters.poolHolds).toBe(0);
+    // held for the election: the gateway's watch saw it, and the cluster's intake announced it (a hold notice
+    // while its dispatch finds no pool leader; test/integration/intake-leaderless-hold.test.ts has the notice alone)
+    expect(backend.counters.electionHolds - heldBefore + backend.counters.poolHolds).toBeGreaterThanOrEqual(1);
     // the election is over: it ended before now, after the kill
     const ended = watch.lastMs(Date.now())!;
     expect(ended).toBeGreaterThan(killedAt);

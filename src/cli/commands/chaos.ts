@@ -62,6 +62,9 @@ export function register(cmd: Command, exit: ExitCode): void {
 }
 
 
+/** failures listed one by one in the report at most. */
+const MAX_FAILURES = 2000;
+
 interface Proc { pid: number; ppid: number; kind: Kind | 'up' | 'other'; id: string }
 
 /** Every process under `root` (itself excluded), classified by its command line. */
@@ -297,6 +300,12 @@ async function chaos(v: ChaosOptions): Promise<number> {
       timeToServeMs: series((k) => k.servingMs, ['gateway']),
       timeToClusterStatusMs: series((k) => k.statusBackMs, ['nats']),
       killLog: kills,
+      // each failure (the first MAX_FAILURES), when it was sent and answered, s after the load began: matched to killLog
+      failures: results.filter((o) => !o.ok).slice(0, MAX_FAILURES).map((o) => ({
+        sentS: ((o.startMs ?? t0) - t0) / 1000, tookS: ((o.endMs ?? t0) - (o.startMs ?? t0)) / 1000, replica: o.replica,
+        error: o.error ?? (o.hung ? 'hung' : 'failed'), ...(o.code ? { code: o.code } : {}), ...(o.message ? { message: o.message } : {}),
+      })),
+      loadStartMs: t0,
       upLog,
     };
     const text = JSON.stringify(report, null, 2);

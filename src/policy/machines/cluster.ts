@@ -378,6 +378,17 @@ export function longerType(t: RequestType): RequestType | undefined {
 }
 
 /**
+ * Intake's dispatch to a pool found no leader to answer it (no responders, no reply in time: the leader dead,
+ * its successor not serving yet, the pool's subjects not reachable from this server) and tries again until
+ * `untilMs`. The request is held for that election: how long the caller waiting for its admission is told so
+ * (TokenChunk.hold's forMs), while the pool has been without a reachable leader for less than `holdMs` since
+ * `leaderlessSinceMs`; 0 past that (the caller's own budget decides).
+ */
+export function leaderlessHoldMs(leaderlessSinceMs: number, now: number, untilMs: number, holdMs: number): number {
+  return now - leaderlessSinceMs < holdMs ? Math.max(0, Math.round(untilMs - now)) : 0;
+}
+
+/**
  * The pools intake tries for a request of type t, in order: the pool of t, then the pools serving longer
  * requests (a pool that refuses as overloaded spills to the next). A retired (merged) pool serves nothing;
  * a pool without a ready instance (just granted servers) is skipped while a longer pool has one.
