@@ -150,6 +150,7 @@ export class InstanceManager {
   #cancelSub?: SubscribeHandle;
   #serves: (ServeHandle | SubscribeHandle)[] = [];
   #timers: unknown[] = [];
+  #statusTimer?: unknown; // the status period, until the engine has exited (the pool reads 'stopped' as its GPUs free)
   #gpu?: GpuControl;
   /** the GPU clock changes, one after the other in the order the machine asked for them. */
   #clockChain: Promise<void> = Promise.resolve();
@@ -262,7 +263,7 @@ export class InstanceManager {
   async start(): Promise<void> {
     const { bus, engine } = this.#o;
     // announce ourselves as starting so the pool sees the instance coming (it will not dispatch to it yet)
-    this.#timers.push(this.#clock.setInterval(() => this.#publishStatus(), this.#o.config.liveness.statusIntervalMs));
+    this.#statusTimer = this.#clock.setInterval(() => this.#publishStatus(), this.#o.config.liveness.statusIntervalMs);
     this.#publishStatus();
     engine.on('crash', (info) => this.#onEngineCrash(info));
     engine.on('restarted', () => void this.#step({ type: 'engine_restarted' }));
@@ -881,8 +882,6 @@ export class InstanceManager {
       for (const r of this.#running.values()) r.ac.abort(gone);
       await this.#clock.sleep(50);
       for (const t of this.#timers) this.#clock.clearInterval(t);
-      this.#m = { ...this.#m, lifecycle: 'stopped' };
-      this.#publishStatus();
       try {
         await this.#gpu?.resetClocks();
       } catch (err) {
@@ -890,6 +889,9 @@ export class InstanceManager {
       }
       await this.#gpu?.close().catch(() => {});
       await this.#o.engine.stop(Math.min(5000, graceMs)).catch(() => {});
+      if (this.#statusTimer !== undefined) this.#clock.clearInterval(this.#statusTimer); // 'stopped' once the engine has exited, its GPUs free
+      this.#m = { ...this.#m, lifecycle: 'stopped' };
+      this.#publishStatus();
       this.#cancelSub?.unsubscribe();
       this.#cancelable.clear();
     })();

@@ -282,6 +282,23 @@ function alignedBlock(free: number[], tp: number): number[] | undefined {
 
 export type { StaggerUnit } from './sharding.ts';
 
+/** One step of a re-shard unit: retire (drain its instances, stop them, wait until they are gone) or start (its new instance, wait until it serves). */
+export type UnitStep = 'retire' | 'start';
+
+/**
+ * The steps of a re-shard unit, in order, as every executor runs them (the live pool machine, the simulator's
+ * 'units' execution, darkReshardUnit's look ahead). `held`: whether an instance holds a GPU when the unit begins
+ * (the unit's own `from` included). A stop unit retires its instances. A unit whose GPUs nothing holds starts its
+ * new instance first and retires the ones it replaces once it serves (capacity added before it is removed).
+ * Otherwise the replaced instances retire first: a vLLM engine holds its GPUs' memory until its process has
+ * exited, so the new one starts on their GPUs only after that.
+ */
+export function unitSteps(u: Pick<StaggerUnit, 'kind' | 'gpus' | 'from'>, held: (gpu: number) => boolean): UnitStep[] {
+  if (u.kind === 'stop') return ['retire'];
+  if (!u.gpus.some(held)) return u.from.length ? ['start', 'retire'] : ['start'];
+  return ['retire', 'start'];
+}
+
 /**
  * The first unit of a staggered re-shard that would leave the pool with no instance serving: a unit whose
  * GPUs are held by the instances it replaces, or by others, drains those first (a vLLM engine holds its GPUs'
@@ -297,7 +314,7 @@ export function darkReshardUnit(current: CurrentInstance[], units: StaggerUnit[]
     const remaining = serving.filter((x) => !replaced.has(x.id));
     if (u.kind !== 'stop') {
       // as the pool machine runs a unit: it starts first only on GPUs no instance holds
-      const stopFirst = serving.some((x) => x.gpus.some((g) => u.gpus.includes(g)));
+      const stopFirst = unitSteps(u, (g) => serving.some((x) => x.gpus.includes(g)))[0] === 'retire';
       if (stopFirst && remaining.length === 0) return u;
       remaining.push({ id: `new${k++}`, gpus: u.gpus });
     }

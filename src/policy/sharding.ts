@@ -34,12 +34,18 @@ export interface OverheadTable {
   instanceStartS: number;
   /** GPU clock change, ms (nvidia-smi, ~50-80 ms). Default 65. */
   clockChangeMs: number;
+  /**
+   * stop of a drained engine, s: from its stop to its GPUs free. A vLLM process exits in seconds (its API server
+   * and engine core shut down, its tensor-parallel workers exit, their CUDA contexts and the KV cache's memory are
+   * freed), and a new engine on those GPUs starts only after. Default 5: an estimate, not measured here (no GPU).
+   */
+  instanceStopS: number;
   /** Table VI for reference (tau). */
   reshardTau: readonly (readonly number[])[];
 }
 
 export function overheadTable(o: Partial<OverheadTable> = {}): OverheadTable {
-  return { tauMs: 50, resyncS: 2, instanceStartS: 420, clockChangeMs: 65, reshardTau: TABLE_VI_TAU, ...o };
+  return { tauMs: 50, resyncS: 2, instanceStartS: 420, clockChangeMs: 65, instanceStopS: 5, reshardTau: TABLE_VI_TAU, ...o };
 }
 
 export interface PlanShardingInput {

@@ -10,7 +10,7 @@ import type { BatchingCore } from '../engine/core.ts';
 export interface BaselineInstance {
   id: string;
   tp: number;
-  state: 'starting' | 'active' | 'draining' | 'stopped';
+  state: 'starting' | 'active' | 'draining' | 'stopping' | 'stopped';
   core?: BatchingCore;
   outstanding: number;
   brain?: { s: { queue: readonly unknown[] } };

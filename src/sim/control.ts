@@ -53,11 +53,16 @@ export abstract class SimControl extends SimLedger {
     this.accountExtra(now);
     let next = Infinity;
     for (const p of this.pools)
-      for (const i of p.instances)
+      for (const i of [...p.instances])
         if (i.state === 'starting') {
           if (i.readyAtMs <= now) this.activate(i, now);
           else if (i.readyAtMs < next) next = i.readyAtMs;
+        } else if (i.state === 'stopping') {
+          if (i.stopAtMs! <= now) this.stopped(i, now);
+          else if (i.stopAtMs! < next) next = i.stopAtMs!;
         }
+    // an activation or a stop above may have started or stopped instances (a re-shard's next unit)
+    for (const p of this.pools) for (const i of p.instances) next = Math.min(next, i.state === 'starting' ? i.readyAtMs : i.state === 'stopping' ? i.stopAtMs! : Infinity);
     this.nextReadyMs = next;
   }
 
@@ -75,10 +80,15 @@ export abstract class SimControl extends SimLedger {
     this.maybeStop(inst, now);
   }
 
+  /**
+   * A drained instance with nothing left stops: its engine process exits, which takes costs.instanceStopS (its GPUs
+   * held meanwhile, at loaded idle power); then its GPUs are free (stopped).
+   */
   protected maybeStop(inst: SimInstance, now: number): void {
     if (inst.state !== 'draining' || inst.outstanding > 0) return;
     this.accountExtra(now);
-    inst.state = 'stopped';
+    inst.state = 'stopping';
+    inst.stopAtMs = now + this.cost.instanceStopS * 1000;
     if (inst.core) {
       inst.core.idleUntil(now);
       const st = inst.core.stats();
@@ -89,6 +99,17 @@ export abstract class SimControl extends SimLedger {
       this.stoppedEnergyJ += inst.energyJ;
       this.stoppedIdleJ += inst.idleJ ?? 0;
     }
+    if (inst.stopAtMs > now) {
+      if (inst.stopAtMs < this.nextReadyMs) this.nextReadyMs = inst.stopAtMs;
+      return;
+    }
+    this.stopped(inst, now);
+  }
+
+  /** A stopping instance's engine has exited: its GPUs are free. */
+  protected stopped(inst: SimInstance, now: number): void {
+    this.accountExtra(now);
+    inst.state = 'stopped';
     inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
     this.reconf.instanceStop++;
     this.advanceExec(inst.pool, now);

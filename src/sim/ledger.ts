@@ -178,7 +178,7 @@ export abstract class SimLedger {
   }
 
   // ---------------------------------------------------------------- GPUs in no instance, instances starting
-  /** Account energy of unallocated GPUs and starting instances up to now. */
+  /** Account energy of unallocated GPUs and of starting and stopping instances up to now. */
   protected accountExtra(now: number): void {
     const dt = now - this.extraAccMs;
     if (dt <= 0) return;
@@ -188,7 +188,8 @@ export abstract class SimLedger {
       for (const i of p.instances) {
         if (i.state === 'stopped' || (i.state === 'starting' && i.reshard)) continue;
         alloc += i.tp;
-        if (i.state === 'starting') startingW += idlePowerOf(this.p, i.tp, this.maxClock);
+        // an engine loading, or exiting after its drain: its GPUs hold it, at loaded idle power
+        if (i.state === 'starting' || i.state === 'stopping') startingW += idlePowerOf(this.p, i.tp, this.maxClock);
       }
     const gpuIdleW = this.perf.idlePowerW(1, this.maxClock, false);
     let free = Math.max(0, this.totalGpus - alloc);
@@ -224,7 +225,7 @@ export abstract class SimLedger {
     let e = this.stoppedEnergyJ;
     for (const p of this.pools)
       for (const i of p.instances) {
-        if (i.state === 'stopped' || i.state === 'starting') continue;
+        if (i.state === 'stopped' || i.state === 'starting' || i.state === 'stopping') continue;
         if (i.core) {
           if (!i.inHeap) i.core.idleUntil(now);
           e += i.core.stats().energyJ;
@@ -235,7 +236,7 @@ export abstract class SimLedger {
 
   /**
    * Where the energy went (kWh; the parts sum to energyKWh): GPUs in no instance (powered, unloaded idle), instances
-   * starting (loaded idle while they load: the scale-out cost), instances idle (no step running: loaded idle at their
+   * starting or stopping (loaded idle while an engine loads or exits: the scale-out and scale-in cost), instances idle (no step running: loaded idle at their
    * clock), and instances stepping (busy: the clock, the batch and the TP split set it).
    */
   protected energyBreakdown(now: number): NonNullable<SimResult['energyBreakdown']> {
@@ -243,7 +244,7 @@ export abstract class SimLedger {
     let idle = this.stoppedIdleJ;
     for (const p of this.pools)
       for (const i of p.instances) {
-        if (i.state === 'stopped' || i.state === 'starting') continue;
+        if (i.state === 'stopped' || i.state === 'starting' || i.state === 'stopping') continue;
         idle += i.core ? i.core.stats().idleEnergyJ : (i.idleJ ?? 0);
       }
     const k = 3.6e6;
@@ -270,7 +271,7 @@ export abstract class SimLedger {
     s.energyKWh.push(e / 3.6e6);
     const n = s.tS.length;
     for (const p of this.pools) {
-      const live = p.instances.filter((i) => i.state === 'active' || i.state === 'draining' || (i.state === 'starting' && !i.reshard));
+      const live = p.instances.filter((i) => i.state === 'active' || i.state === 'draining' || i.state === 'stopping' || (i.state === 'starting' && !i.reshard));
       (s.gpusByPool[p.id] ??= new Array(n - 1).fill(0)).push(live.reduce((a, i) => a + i.tp, 0));
       const act = live.filter((i) => i.state === 'active');
       (s.clockByPool[p.id] ??= new Array(n - 1).fill(0)).push(act.length ? Math.round(act.reduce((a, i) => a + i.clockMhz, 0) / act.length) : 0);

@@ -34,7 +34,7 @@ export interface LeaderInstance {
   id: string;
   tp: number;
   clockMhz: number;
-  state: 'starting' | 'active' | 'draining' | 'stopped';
+  state: 'starting' | 'active' | 'draining' | 'stopping' | 'stopped';
   /** its instance machine (step fidelity): an active instance without one has no engine yet. */
   brain?: Pick<InstanceBrain, 'report'>;
 }
@@ -121,7 +121,8 @@ export class SimPoolLeader<I extends LeaderInstance> {
     for (const i of instances) {
       seen.add(i.id);
       this.#byId.set(i.id, i);
-      const state: InstanceStatus['state'] = i.state === 'active' ? (i.brain ? 'ready' : 'starting') : i.state === 'draining' ? 'draining' : i.state === 'starting' ? 'starting' : 'stopped';
+      // stopping (its engine exiting): the live instance reports draining until its engine has exited
+      const state: InstanceStatus['state'] = i.state === 'active' ? (i.brain ? 'ready' : 'starting') : i.state === 'draining' || i.state === 'stopping' ? 'draining' : i.state === 'starting' ? 'starting' : 'stopped';
       const last = this.#sent.get(i.id);
       if (last && last.state === state && now - last.atMs < this.#cfg.statusIntervalMs) continue;
       this.#sent.set(i.id, { atMs: now, state });

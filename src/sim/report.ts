@@ -45,7 +45,7 @@ export function table(results: SimResult[], paper: Partial<Record<string, number
 
 const BREAKDOWN_PARTS = [
   ['unallocatedKWh', 'GPUs in no instance'],
-  ['startingKWh', 'instances starting'],
+  ['startingKWh', 'instances starting or stopping'],
   ['instanceIdleKWh', 'instances idle'],
   ['instanceBusyKWh', 'instances stepping'],
 ] as const;

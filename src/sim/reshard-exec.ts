@@ -1,15 +1,18 @@
 /**
  * A re-shard carried out as the live pool machine carries it out (src/policy/machines/pool.ts beginReshard,
- * nextUnit): the staggered units of src/policy reshardSteps, one at a time, in order.
+ * nextUnit): the staggered units of src/policy reshardSteps, one at a time, in order, each unit's steps in the
+ * order src/policy unitSteps gives both.
  * - A unit whose GPUs no instance holds starts its new instance first and retires the ones it replaces once
  *   the new one is ready (capacity added before it is removed).
  * - Otherwise the replaced instances drain and stop first (a vLLM engine holds its GPUs' memory), then the new
  *   instance starts on their GPUs; it serves after an engine start.
  * - A stop unit drains and stops its instances.
- * The simulator's engine is the host: it starts, drains and reports the state of its instances. The live
- * machine's own waits (status periods, node command round trips) are not modelled.
+ * A retired instance is gone once its engine has exited (the simulator's costs.instanceStopS after its drain; live,
+ * the instance's 'stopped' status, sent once its engine process has exited). The simulator's engine is the host: it
+ * starts, drains and reports the state of its instances. The live machine's own message latencies (a status, a node
+ * command's reply: milliseconds) are not modelled.
  */
-import { reshardSteps, type StaggerUnit } from '../policy/pool-shards.ts';
+import { reshardSteps, unitSteps, type StaggerUnit } from '../policy/pool-shards.ts';
 import type { InstanceConfig } from '../policy/types.ts';
 import { TABLE_VI_TAU } from '../policy/sharding.ts';
 
@@ -97,14 +100,9 @@ export class UnitExecutor<I> {
   #nextUnit(): boolean {
     const u = this.units[++this.#k];
     if (!u) return false;
-    if (u.kind === 'stop') {
-      this.#todo = [{ kind: 'retire', ids: [...u.from] }];
-      return true;
-    }
+    // policy unitSteps: the order the live pool machine runs them in
     const held = new Set(this.host.holding().flatMap((i) => this.host.gpusOf(i)));
-    const start: Step = { kind: 'start', tp: u.tp, gpus: [...u.gpus] };
-    if (!u.gpus.some((g) => held.has(g))) this.#todo = u.from.length ? [start, { kind: 'retire', ids: [...u.from] }] : [start];
-    else this.#todo = [{ kind: 'retire', ids: [...u.from] }, start];
+    this.#todo = unitSteps(u, (g) => held.has(g)).map((k): Step => (k === 'start' ? { kind: 'start', tp: u.tp, gpus: [...u.gpus] } : { kind: 'retire', ids: [...u.from] }));
     return true;
   }
 }
@@ -113,7 +111,7 @@ export class UnitExecutor<I> {
 export interface PlacedInstance {
   id: string;
   tp: number;
-  state: 'starting' | 'active' | 'draining' | 'stopped';
+  state: 'starting' | 'active' | 'draining' | 'stopping' | 'stopped';
   /** GPUs in the pool's GPU space (server k = k x gpusPerServer); set here when first placed. */
   gpus?: number[];
 }

@@ -8,6 +8,7 @@ import type { PerfModel } from '../model/types.ts';
 import type { BatchingCore } from '../engine/core.ts';
 import type { LoadByType, TpDegree } from '../policy/types.ts';
 import type { HighsLike } from '../policy/milp.ts';
+import { overheadTable } from '../policy/sharding.ts';
 import { LIVE_INSTANCE_DEFAULTS, type InstanceBrain } from './instance-brain.ts';
 import type { UnitExecutor } from './reshard-exec.ts';
 import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
@@ -16,7 +17,7 @@ import type { TraceRecord } from './trace.ts';
 import type { PolicyName, SimCosts, SimEpochs, SimOptions } from './types.ts';
 
 export const DEFAULT_EPOCHS: SimEpochs = { clusterS: 1800, poolS: 300, instanceS: 5 };
-export const DEFAULT_COSTS: SimCosts = { instanceStartS: 300, tauMs: 50, resyncMs: 2000, clockChangeMs: 65 };
+export const DEFAULT_COSTS: SimCosts = { instanceStartS: 300, tauMs: 50, resyncMs: 2000, clockChangeMs: 65, instanceStopS: overheadTable().instanceStopS };
 
 /** Which knobs a policy turns (the paper's baselines are MultiPool plus one knob). */
 export interface PolicyKnobs {
@@ -85,8 +86,11 @@ export interface SimInstance {
   pool: SimPool;
   tp: TpDegree;
   clockMhz: number;
-  state: 'starting' | 'active' | 'draining' | 'stopped';
+  /** stopping: drained, its engine process exiting (costs.instanceStopS); its GPUs are held until it is stopped. */
+  state: 'starting' | 'active' | 'draining' | 'stopping' | 'stopped';
   readyAtMs: number;
+  /** stopping: when its engine has exited and its GPUs are free, ms. */
+  stopAtMs?: number;
   core?: BatchingCore;
   inHeap: boolean;
   /** offered load estimate by type (req/s), exponentially decayed with LOAD_WINDOW_S; at `loadAtMs`. */

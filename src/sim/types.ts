@@ -53,6 +53,11 @@ export interface SimCosts {
   resyncMs: number;
   /** SM clock change, ms (instance keeps the old clock meanwhile); default 65 (50-80 ms). */
   clockChangeMs: number;
+  /**
+   * engine stop, s: from a drained instance's stop to its GPUs free (its process exits; its GPUs hold it
+   * meanwhile, at loaded idle power); default policy defaultOverhead().instanceStopS.
+   */
+  instanceStopS: number;
 }
 
 export interface SimOptions {
@@ -180,7 +185,7 @@ export interface SimResult {
   gpuHours: number;
   /**
    * where the energy went, kWh (the parts sum to energyKWh): GPUs in no instance (powered, unloaded idle), instances
-   * starting (the scale-out cost), instances idle (no step running, at their clock's loaded idle power), and
+   * starting or stopping (loaded idle while an engine loads or exits: the scale-out and scale-in cost), instances idle (no step running, at their clock's loaded idle power), and
    * instances stepping.
    */
   energyBreakdown?: {

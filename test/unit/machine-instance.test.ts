@@ -111,6 +111,21 @@ describe('instance machine: start-up and admission', () => {
     expect(d.s.serviceMs).toBeCloseTo(898, 6); // a failed request does not count
   });
 
+  it('a draining instance serves what it holds and sends its status the moment it is empty (the pool stops it on that status)', () => {
+    const d = new Drive().ready();
+    const rs = [req('MM', 10), req('MM', 20), req('MM', 30)];
+    for (const r of rs) d.at(10, { type: 'admit', req: r });
+    expect(kinds(d.at(100, { type: 'lifecycle', state: 'draining', why: 're-shard: stop' }))).toContain('status');
+    // the queued one still starts when a slot frees; no status while work is left
+    const first = d.at(200, { type: 'finished', id: rs[0]!.id, ok: true });
+    expect(started(first)).toEqual([rs[2]!.id]);
+    expect(kinds(first)).not.toContain('status');
+    expect(kinds(d.at(300, { type: 'finished', id: rs[1]!.id, ok: true }))).not.toContain('status');
+    expect(kinds(d.at(400, { type: 'finished', id: rs[2]!.id, ok: true }))).toEqual(['status']);
+    // empty and draining already: nothing more to say
+    expect(kinds(d.at(500, { type: 'tick' }))).not.toContain('status');
+  });
+
   it('refuses at the queue bound with a retryable overloaded error', () => {
     const d = new Drive(cfg({ maxInEngine: 1, maxQueued: 2 })).ready();
     for (let i = 0; i < 3; i++) d.at(i, { type: 'admit', req: req('SL', i) });

@@ -137,6 +137,42 @@ describe('simulate: re-shard execution', () => {
   }, 120_000);
 });
 
+describe('simulate: engine stop', () => {
+  // the twin's window (test/bench/twin-reshard.bench.ts): 4xTP2, whose first pool epoch (t = 30 s) re-shards to
+  // 1xTP2 with three stop units; the instance machines' drains mark when each unit began
+  const run = async (instanceStopS: number) => {
+    const drains: number[] = [];
+    const r = await simulate({
+      policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, dispatch: 'policy', predictor: 'online',
+      profilePath: 'profiles/llama3.1-8b.h100.chunked.json', servers: 1, gpusPerServer: 8, instanceTp: 2, asConfigured: true,
+      epochs: { clusterS: 3600, poolS: 30, instanceS: 5 }, reshardExecution: 'units', costs: { instanceStartS: 4, instanceStopS },
+      knobs: { pools: 'single', dynamicInstances: false, dynamicShards: true, dynamicClock: true, emergency: true },
+      trace: { kind: 'file', path: 'data/traces/AzureLLMInferenceTrace_conv.csv', durationMs: 120_000, speed: 2 },
+    }, undefined, {
+      onInstanceStep: (_inst, _cfg, _ev, t, fx) => {
+        for (const e of fx) if (e.kind === 'event' && e.event === 'instance' && (e.decision as { state?: string }).state === 'draining') drains.push(t);
+      },
+    });
+    return { r, drains };
+  };
+
+  it('a drained engine holds its GPUs for costs.instanceStopS: each stop unit begins once the previous engine has exited', async () => {
+    const quick = await run(0);
+    const slow = await run(10);
+    // the same re-shard: three stop units from t = 30 s
+    expect(quick.drains.length).toBe(3);
+    expect(slow.drains.length).toBe(3);
+    expect(quick.drains[0]).toBe(30_000);
+    expect(slow.drains[0]).toBe(30_000);
+    // each unit waits for the previous one's engine to exit (its drain, then 10 s), never less
+    for (let k = 1; k < 3; k++) expect(slow.drains[k]! - slow.drains[k - 1]!).toBeGreaterThanOrEqual(10_000);
+    expect(Math.min(...quick.drains.slice(1).map((t, k) => t - quick.drains[k]!))).toBeLessThan(10_000);
+    // the exiting engines' GPUs draw loaded idle power meanwhile (charged with the starting ones)
+    expect(slow.r.energyBreakdown!.startingKWh).toBeGreaterThan(quick.r.energyBreakdown!.startingKWh);
+    expect(slow.r.energyKWh).toBeGreaterThan(quick.r.energyKWh);
+  }, 120_000);
+});
+
 describe('trace speed', () => {
   it('compresses the window as replay --speed does: same records, times divided by the speed', async () => {
     const path = 'data/traces/AzureLLMInferenceTrace_conv.csv';

@@ -108,5 +108,8 @@ async function runEmulator(values: EmulatorOptions): Promise<number> {
     }
   });
   await emu.close();
+  // the stdin pipe the manager keeps open would keep this process alive (and its GPUs held) until the manager's
+  // SIGKILL: let it go, so that the process exits now
+  process.stdin.destroy();
   return 0;
 }

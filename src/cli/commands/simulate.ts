@@ -50,6 +50,7 @@ interface SimulateOptions {
   serverBootS?: string;
   powerReserve?: string;
   instanceStartS?: string;
+  instanceStopS?: string;
   clusterEpochS?: string;
   speed: string;
 }
@@ -82,6 +83,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--predictor <how>', "output-length prediction: proxy (the paper's BERT proxy, right 81% of the time) or online (the live gateway's: learns from completed requests, max_tokens the trace's output as replay sends it; step fidelity)", 'proxy')
     .option('--cluster-epoch-s <s>', 'the cluster plan\'s epoch, s (default 1800: the paper\'s 30 min; early re-plans at most once per epoch)')
     .option('--instance-start-s <s>', 'seconds until a new engine serves (default 300: Table V, weights cached in-cluster)')
+    .option('--instance-stop-s <s>', 'seconds from a drained engine\'s stop to its GPUs free (default 5: a vLLM process exits in seconds)')
     .option('--unused-servers <how>', "servers holding no pool's grant and no instance: powered (their GPUs draw unloaded idle power) or off (the cluster machine's server power decisions, as the live cluster manager takes them with a power driver: drained servers powered off beyond a reserve, powered on a boot ahead of need; policies without the cluster machine keep every server powered)", 'powered')
     .option('--server-boot-s <s>', 'with --unused-servers off: a server\'s boot time, s (default 120: Table V, a VM 1-2 min)')
     .option('--power-reserve <n>', 'with --unused-servers off: idle powered servers kept beyond the grants (default 1)')
@@ -111,6 +113,11 @@ function positive(x: number, flag: string): number {
 
 function nonNegInt(x: number, flag: string): number {
   if (!(Number.isInteger(x) && x >= 0)) throw new UsageError(`--${flag} must be a whole number >= 0, got ${x}`);
+  return x;
+}
+
+function nonNegative(x: number, flag: string): number {
+  if (!(x >= 0)) throw new UsageError(`--${flag} must be >= 0, got ${x}`);
   return x;
 }
 
@@ -167,7 +174,12 @@ async function simulate(v: SimulateOptions): Promise<number> {
     unusedServers: unusedServersOf(v.unusedServers),
     ...(v.serverBootS !== undefined ? { serverBootS: positive(num(v.serverBootS, 'server-boot-s'), 'server-boot-s') } : {}),
     ...(v.powerReserve !== undefined ? { powerReserve: nonNegInt(num(v.powerReserve, 'power-reserve'), 'power-reserve') } : {}),
-    ...(v.instanceStartS !== undefined ? { costs: { instanceStartS: num(v.instanceStartS, 'instance-start-s') } } : {}),
+    ...(v.instanceStartS !== undefined || v.instanceStopS !== undefined ? {
+      costs: {
+        ...(v.instanceStartS !== undefined ? { instanceStartS: num(v.instanceStartS, 'instance-start-s') } : {}),
+        ...(v.instanceStopS !== undefined ? { instanceStopS: nonNegative(num(v.instanceStopS, 'instance-stop-s'), 'instance-stop-s') } : {}),
+      },
+    } : {}),
     ...(v.clusterEpochS !== undefined ? { epochs: { clusterS: positive(num(v.clusterEpochS, 'cluster-epoch-s'), 'cluster-epoch-s') } } : {}),
   };
   const prog = new Array<number>(policies.length).fill(0);

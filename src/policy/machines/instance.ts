@@ -320,6 +320,8 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       if (ev.lookup >= 0 && ev.hit >= 0) [s.promptTokens, s.cachedTokens] = [ev.lookup, Math.min(ev.hit, ev.lookup)];
       break;
   }
+  // a draining instance that has just emptied says so at once: the pool stops it on that status, not a status period later
+  if (s.lifecycle === 'draining' && !s.running.size && !s.queue.length && (prev.running.size || prev.queue.length) && !fx.some((e) => e.kind === 'status')) fx.push({ kind: 'status' });
   return { state: s, effects: fx };
 }
 

@@ -35,7 +35,7 @@ import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
 import { aliveInstances, capacityComing, countDispatched, dispatchViews, poolLoad, type DispatchViewOf, type HoldOutcome } from './router.ts';
 export { aliveInstances, poolLoad } from './router.ts';
-import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
+import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, unitSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
 export interface PoolMachineConfig {
   pool: string;
@@ -896,15 +896,14 @@ function nextUnit(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolM
   const busy = new Set(aliveInstances(s).filter((x) => !u.from.includes(x.id)).flatMap((x) => x.gpuIds.map((g) => toGlobal(x.node, g))));
   const fromGpus = new Set(r.current.filter((c) => u.from.includes(c.id)).flatMap((c) => c.gpus));
   const id = instanceIdOf(cfg.pool, node, local);
-  let todo: Step[];
-  if (u.kind === 'stop') todo = [{ kind: 'retire', ids: u.from, why: 're-shard: stop' }];
-  else if (!u.gpus.some((g) => fromGpus.has(g) || busy.has(g))) {
-    // memory allows: the new instance first, the old ones serve until it is ready
-    todo = [{ kind: 'start', node, gpuIds: local, id, why: 're-shard: start' }];
-    if (u.from.length) todo.push({ kind: 'retire', ids: u.from, why: `re-shard: replaced by ${id}` });
-  } else {
-    todo = [{ kind: 'retire', ids: u.from, why: 're-shard: stop first (GPUs reused)' }, { kind: 'start', node, gpuIds: local, id, why: 're-shard: start on freed GPUs' }];
-  }
+  // policy unitSteps: the order the simulator's executor runs too
+  const steps = unitSteps(u, (g) => fromGpus.has(g) || busy.has(g));
+  const todo: Step[] = u.kind === 'stop'
+    ? [{ kind: 'retire', ids: u.from, why: 're-shard: stop' }]
+    : steps[0] === 'start'
+      // memory allows: the new instance first, the old ones serve until it is ready
+      ? steps.map((k): Step => (k === 'start' ? { kind: 'start', node, gpuIds: local, id, why: 're-shard: start' } : { kind: 'retire', ids: u.from, why: `re-shard: replaced by ${id}` }))
+      : [{ kind: 'retire', ids: u.from, why: 're-shard: stop first (GPUs reused)' }, { kind: 'start', node, gpuIds: local, id, why: 're-shard: start on freed GPUs' }];
   s.reshard = { ...r, unit, todo, phase: undefined, unitNode: node, unitLocal: local };
 }
 
