@@ -47,7 +47,22 @@ export async function* oneByOne<T>(s: AsyncIterable<T>): AsyncGenerator<readonly
   for await (const c of s) yield [c];
 }
 
-/** One stream's items with its index, as mergeStreams gives them for several. */
-export async function* indexed<T>(s: AsyncIterable<T>): AsyncGenerator<{ i: number; c: T }> {
-  for await (const c of s) yield { i: 0, c };
+/**
+ * One stream's items with its index, as mergeStreams gives them for several: a mapping iterator, not an async
+ * generator (a generator's yield costs a few microtask hops per item, and an item is a batch of a real-time
+ * stream's one token); return() reaches the stream, so a reader that stops early stops it.
+ */
+export function indexed<T>(s: AsyncIterable<T>): AsyncIterable<{ i: number; c: T }> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = s[Symbol.asyncIterator]();
+      return {
+        next: () => it.next().then((r): IteratorResult<{ i: number; c: T }> => (r.done ? { done: true, value: undefined } : { done: false, value: { i: 0, c: r.value } })),
+        return: async (): Promise<IteratorResult<{ i: number; c: T }>> => {
+          await it.return?.();
+          return { done: true, value: undefined };
+        },
+      };
+    },
+  };
 }

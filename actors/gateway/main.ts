@@ -181,6 +181,7 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
     ['dynamollm_gateway_held_for_reconnect_total', 'Requests this gateway replica held until NATS reconnected before their first intake attempt.', 'heldForReconnect'],
     ['dynamollm_gateway_migrations_total', 'Streams this gateway replica continued on another instance after theirs died mid-generation.', 'migrated'],
     ['dynamollm_gateway_routed_total', 'Request legs this gateway replica routed itself and an instance admitted directly (one round trip).', 'routed'],
+    ['dynamollm_gateway_credited_total', 'Request legs this gateway replica routed and started on an admission credit its instance lent it (no round trip).', 'credited'],
     ['dynamollm_gateway_holder_died_total', 'Request legs this gateway replica routed whose instance process died before their stream ended (admitted again elsewhere, or ended at once).', 'holderDied'],
     ['dynamollm_gateway_pool_holds_total', 'Request legs a pool said it held for a ready instance (capacity coming): this gateway replica waited for their admission past its intake budget when the hold needed it.', 'poolHolds'],
     ['dynamollm_gateway_election_holds_total', 'Request legs whose cluster intake this gateway replica waited for past its intake budget because a leader election (a pool\'s, the cluster planner\'s) was under way.', 'electionHolds'],

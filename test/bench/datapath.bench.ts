@@ -173,10 +173,18 @@ async function replayShaped(base: string, model: string): Promise<boolean> {
   return true;
 }
 
-/** CPU per streamed token of the control path and of the gateway alone while RT_CLIENTS closed-loop clients stream replay-shaped requests. */
-async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[] }): Promise<{ controlUs: number; gatewayUs: number; tokensPerS: number }> {
+/**
+ * CPU per streamed token of the control path and of the gateway alone while RT_CLIENTS closed-loop clients stream
+ * replay-shaped requests; `marginal`: less the idle cluster's own CPU (heartbeats, statuses, telemetry), measured
+ * for IDLE_S first: at ~1,000 tokens/s the idle cluster's ~100 ms per second is ~100 us per token by itself.
+ */
+async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[] }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; tokensPerS: number }> {
   const p = pids();
   for (let i = 0; i < 4; i++) await replayShaped(base, model); // warm-up
+  const i0 = sum(p.control), ig0 = sum(p.gateway), it0 = performance.now();
+  await new Promise((r) => setTimeout(r, IDLE_S * 1000));
+  const idleS = (performance.now() - it0) / 1000;
+  const idle = (sum(p.control) - i0) / idleS, idleGw = (sum(p.gateway) - ig0) / idleS;
   const c0 = sum(p.control), g0 = sum(p.gateway), t0 = performance.now();
   const until = t0 + RT_S * 1000;
   let tokens = 0;
@@ -185,15 +193,32 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
       if (await replayShaped(base, model)) tokens += RT_LEN;
     }
   }));
-  return { controlUs: ((sum(p.control) - c0) * 1000) / tokens, gatewayUs: ((sum(p.gateway) - g0) * 1000) / tokens, tokensPerS: tokens / ((performance.now() - t0) / 1000) };
+  const wall = (performance.now() - t0) / 1000;
+  const control = sum(p.control) - c0, gateway = sum(p.gateway) - g0;
+  return {
+    controlUs: (control * 1000) / tokens, gatewayUs: (gateway * 1000) / tokens, tokensPerS: tokens / wall,
+    marginalUs: (Math.max(0, control - idle * wall) * 1000) / tokens, gatewayMarginalUs: (Math.max(0, gateway - idleGw * wall) * 1000) / tokens,
+  };
 }
 
-async function measure(base: string, model: string): Promise<{ p50: number; p99: number; rps: number; refused: number }> {
+/** A counter of the gateway's /metrics (NaN when absent: a gateway without it). */
+async function gatewayCount(port: number, name: string): Promise<number> {
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+}
+
+/**
+ * TTFT of sequential requests, then closed-loop throughput; with `pids`, the CPU of the gateway and of the
+ * engine per completed request over the closed loop (us): what one request costs each process.
+ */
+async function measure(base: string, model: string, pids?: () => { engines: number[]; gateway: number[] }): Promise<{ p50: number; p99: number; rps: number; refused: number; gatewayUsPerReq?: number; engineUsPerReq?: number }> {
   for (let i = 0; i < 20; i++) await one(base, model, 4); // warm-up
   const ttfts: number[] = [];
   for (let i = 0; i < SEQUENTIAL; i++) ttfts.push((await one(base, model, 4)).ttftMs);
   let done = 0;
   const refused = { n: 0 };
+  const p = pids?.();
+  const g0 = p ? sum(p.gateway) : 0, e0 = p ? sum(p.engines) : 0;
   const until = performance.now() + THROUGHPUT_S * 1000;
   const t0 = performance.now();
   await Promise.all(
@@ -203,7 +228,8 @@ async function measure(base: string, model: string): Promise<{ p50: number; p99:
       }
     }),
   );
-  return { p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / ((performance.now() - t0) / 1000), refused: refused.n };
+  const cpu = p ? { gatewayUsPerReq: ((sum(p.gateway) - g0) * 1000) / done, engineUsPerReq: ((sum(p.engines) - e0) * 1000) / done } : {};
+  return { p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / ((performance.now() - t0) / 1000), refused: refused.n, ...cpu };
 }
 
 export async function bench(): Promise<BenchSection> {
@@ -217,12 +243,12 @@ export async function bench(): Promise<BenchSection> {
     procs.push(emu);
     emu.stdout!.on('data', (d: Buffer) => (emuOut += d.toString()));
     await waitFor(() => emuOut, '"listening"', 30_000);
-    const direct = await measure(`http://127.0.0.1:${emuPort}`, MODEL);
+    const direct = await measure(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ engines: [emu.pid!], gateway: [] }));
     const directCpu = await cpuPerToken(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ engines: [emu.pid!], control: [] }));
     emu.kill('SIGTERM');
 
     // 2. the whole path, one instance with the same zero-delay engine, for each token path
-    const paths: Record<string, Awaited<ReturnType<typeof measure>> & { cpu: Awaited<ReturnType<typeof cpuPerToken>>; routed: number; viaIntake: number }> = {};
+    const paths: Record<string, Awaited<ReturnType<typeof measure>> & { cpu: Awaited<ReturnType<typeof cpuPerToken>>; routed: number; credited: number; viaIntake: number }> = {};
     const runs = [
       { key: 'direct', dataPath: 'direct', requestPlane: 'direct', realtime: false },
       { key: 'intake', dataPath: 'direct', requestPlane: 'intake', realtime: false },
@@ -231,7 +257,7 @@ export async function bench(): Promise<BenchSection> {
       // own socket read and client write, as in the replay) and the replay's request shape; DYN_BENCH_REALTIME=0 leaves it out
       { key: 'direct-realtime', dataPath: 'direct', requestPlane: 'direct', realtime: true },
     ] as const;
-    let rt: Awaited<ReturnType<typeof realtimeCpu>> | undefined;
+    let rt: (Awaited<ReturnType<typeof realtimeCpu>> & { credited: number }) | undefined;
     // DYN_BENCH_PATHS=direct (a comma list) measures only those paths against the engine alone (A/B runs on a noisy machine)
     const only = process.env.DYN_BENCH_PATHS?.split(',');
     const wanted = (r: (typeof runs)[number]) => (r.realtime ? process.env.DYN_BENCH_REALTIME !== '0' && (!only || only.includes('direct')) : !only || only.includes(r.key));
@@ -259,29 +285,28 @@ export async function bench(): Promise<BenchSection> {
       up.stderr!.on('data', (d: Buffer) => (upOut += d.toString()));
       await waitFor(() => upOut, 'cluster ready', 90_000);
       if (realtime) {
-        rt = await realtimeCpu(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
+        rt = { ...(await realtimeCpu(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!))), credited: await gatewayCount(gp, 'dynamollm_gateway_credited_total') };
         const exited = new Promise((r) => up.once('exit', r));
         up.kill('SIGINT');
         await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
         continue;
       }
-      const m = await measure(`http://127.0.0.1:${gp}`, MODEL);
+      const m = await measure(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
       const cpu = await cpuPerToken(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
-      // how the gateway admitted the requests: its own routing (one round trip) or the cluster intake
-      const metrics = await (await fetch(`http://127.0.0.1:${gp}/metrics`)).text();
-      const count = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
-      paths[key] = { ...m, cpu, routed: count('dynamollm_gateway_routed_total'), viaIntake: count('dynamollm_gateway_intake_total') };
+      // how the gateway admitted the requests: its own routing (one round trip, or none on a credit) or the cluster intake
+      const count = (name: string) => gatewayCount(gp, name);
+      paths[key] = { ...m, cpu, routed: await count('dynamollm_gateway_routed_total'), credited: await count('dynamollm_gateway_credited_total'), viaIntake: await count('dynamollm_gateway_intake_total') };
       const exited = new Promise((r) => up.once('exit', r));
       up.kill('SIGINT');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
     }
 
     const f = (x: number) => x.toFixed(2);
-    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s): control path ${f(rt.controlUs)} us CPU per streamed token, the gateway ${f(rt.gatewayUs)} us; ${f(rt.tokensPerS)} tokens/s`] : [];
+    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits`] : [];
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (zero-delay emulator)`,
-        notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(direct.rps)} (ratio ${f(p.rps / direct.rps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)})`), ...rtNote],
+        notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(direct.rps)} (ratio ${f(p.rps / direct.rps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)}); routed ${p.routed} (on credits ${p.credited}), via intake ${p.viaIntake}; CPU per closed-loop 4-token request: gateway ${f(p.gatewayUsPerReq ?? NaN)} us, its engine ${f(p.engineUsPerReq ?? NaN)} us (the engine alone: ${f(direct.engineUsPerReq ?? NaN)} us)`), ...rtNote],
         rows: [],
       };
     }
@@ -290,7 +315,7 @@ export async function bench(): Promise<BenchSection> {
       title: 'Data path: gateway -> NATS -> managers -> engine vs the engine alone (zero-delay emulator)',
       notes: [
         `${SEQUENTIAL} sequential streaming completions (8-token prompt, 4 output tokens) for TTFT; ${CONCURRENCY} closed-loop clients for ${THROUGHPUT_S} s for throughput; for CPU per token ${C_TOK} closed-loop clients streaming ${TOK_LEN}-token completions for ${TOK_S} s, CPU (utime+stime from /proc) of every process of the cluster but the engine (gateway, cluster/pool/instance managers, node agent, nats-server, up) per streamed token. Same emulator binary with --zero-delay everywhere; client, NATS and all actors share this machine's cores. direct (the defaults): the gateway routes each request itself and asks the instance for admission (gateway.requestPlane: direct, one round trip), then streams from the engine after the instance's grant (gateway.dataPath: direct); intake: the same token path, admission through the cluster intake -> pool leader -> instance (requestPlane: intake, three round trips); nats: the gateway's routing, the instance relays every token over NATS (dataPath: nats).`,
-        `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, intake ${f(k.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}. Requests the gateway admitted through its own routing / through the cluster intake (its metrics): direct ${d.routed} / ${d.viaIntake}, intake ${k.routed} / ${k.viaIntake}, nats ${n.routed} / ${n.viaIntake}.`,
+        `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, intake ${f(k.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}. Requests the gateway admitted through its own routing (of them on admission credits) / through the cluster intake (its metrics): direct ${d.routed} (${d.credited}) / ${d.viaIntake}, intake ${k.routed} (${k.credited}) / ${k.viaIntake}, nats ${n.routed} (${n.credited}) / ${n.viaIntake}. CPU per closed-loop 4-token request: the engine alone ${f(direct.engineUsPerReq ?? NaN)} us; direct: the gateway ${f(d.gatewayUsPerReq ?? NaN)} us, its engine ${f(d.engineUsPerReq ?? NaN)} us.`,
         `direct: added TTFT p50 ${f(d.p50 - direct.p50)} ms, p99 ${f(d.p99 - direct.p99)} ms; throughput ratio path/engine ${f(d.rps / direct.rps)}; control path ${f(d.cpu.controlUs)} us CPU per streamed token (marginal ${f(d.cpu.marginalUs)}; ${f(d.cpu.controlUs / directCpu.engineUs)}x the engine's own ${f(directCpu.engineUs)} us when called alone)`,
         `intake: added TTFT p50 ${f(k.p50 - direct.p50)} ms, p99 ${f(k.p99 - direct.p99)} ms; throughput ratio path/engine ${f(k.rps / direct.rps)}; control path ${f(k.cpu.controlUs)} us CPU per streamed token (marginal ${f(k.cpu.marginalUs)}); long-stream tokens/s ratio path/engine: direct ${f(d.cpu.tokensPerS / directCpu.tokensPerS)}, intake ${f(k.cpu.tokensPerS / directCpu.tokensPerS)}, nats ${f(n.cpu.tokensPerS / directCpu.tokensPerS)}`,
         `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / direct.rps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
