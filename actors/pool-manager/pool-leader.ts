@@ -143,8 +143,10 @@ export class PoolLeader {
     let failure: StoredStateUnreadable | undefined;
     for (let attempt = 1; ; attempt++) {
       const errs: StoredStateUnreadable[] = [];
-      if (stored === null) stored = await this.#readAssignment().catch((err: unknown) => (errs.push(unreadable(err)), null));
-      if (dispatched === null) dispatched = await this.#readDispatched().catch((err: unknown) => (errs.push(unreadable(err)), null));
+      // a failure on a server without JetStream (yet) moves the connection: the next attempt goes through another
+      const failed = (err: unknown) => (this.#bus.jetstreamFailed((err as { cause?: unknown }).cause ?? err), errs.push(unreadable(err)), null);
+      if (stored === null) stored = await this.#readAssignment().catch(failed);
+      if (dispatched === null) dispatched = await this.#readDispatched().catch(failed);
       failure = errs[0];
       if (!this.isLeader()) return;
       if (!failure || this.#clock.now() + wait >= until) break;

@@ -23,6 +23,7 @@ import { TimeoutError, NoRespondersError, CancelledError, ConnectionClosedError 
 import { Mailbox } from './mailbox.ts';
 import { ServiceResponder, type EndpointStats, type ServiceIdentityOpts } from './service.ts';
 import { connectionOptions, type NatsSettings } from './nats-settings.ts';
+import { JetStreamMover } from './jetstream-move.ts';
 
 /** How long Bus.drain waits for an orderly drain before it closes the connection (ms). */
 export const BUS_DRAIN_TIMEOUT_MS = 5000;
@@ -47,6 +48,8 @@ export interface BusConnectOptions {
   connectTimeoutMs?: number;
   /** min ms between two log lines about bad payloads on one subject (default 10000). */
   protocolLogIntervalMs?: number;
+  /** try the servers in the order given (default: a random order, which spreads the clients over a cluster). */
+  noRandomize?: boolean;
 }
 
 export interface ServeContext {
@@ -172,9 +175,12 @@ export class Bus extends EventEmitter {
       // maps each failure to its own error class anyway, and those stacks were a visible share of the
       // request plane's CPU (docs/DATAPATH.md)
       noAsyncTraces: true,
+      ...(opts.noRandomize ? { noRandomize: true } : {}),
     });
     opts.log.debug({ server: nc.getServer() }, 'nats connected');
-    return new Bus(nc, opts.log, opts.protocolLogIntervalMs ?? 10_000);
+    const bus = new Bus(nc, opts.log, opts.protocolLogIntervalMs ?? 10_000);
+    bus.#jsMover = new JetStreamMover(nc, connectionOptions(settings).servers, opts.log);
+    return bus;
   }
 
   async #watchStatus(): Promise<void> {
@@ -469,6 +475,12 @@ export class Bus extends EventEmitter {
     this.#js ??= jetstream(this.nc);
     return this.#js;
   }
+
+  /** A JetStream call failed: off a server without JetStream (jetstream-move.ts). True when the connection moves. */
+  jetstreamFailed(err: unknown): boolean {
+    return this.#jsMover?.failed(err, this.connected) ?? false;
+  }
+  #jsMover?: JetStreamMover;
 
   /** replicas of the KV buckets and streams created through this bus (a clustered NATS: 3). Default 1. */
   jetstreamReplicas = 1;

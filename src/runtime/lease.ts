@@ -106,11 +106,13 @@ export class LeaderLease extends EventEmitter {
     this.#bucket = opts.bucket ?? jsNames.leasesBucket;
   }
 
-  /** Open the bucket and start contending. Resolves after the first attempt. Idempotent. */
+  /**
+   * Start contending. Resolves after the first attempt, also when it could not open the bucket (JetStream
+   * unavailable for now: each attempt tries again, so an actor started then contends once it is back). Idempotent.
+   */
   async start(): Promise<void> {
     if (this.#running) return;
     this.#running = true;
-    this.#kv = await this.#bus.kv(this.#bucket, { history: 1 });
     await this.tick();
   }
 
@@ -187,13 +189,23 @@ export class LeaderLease extends EventEmitter {
   /** One attempt: renew when leader, acquire when free. Exposed for tests driven by a ManualClock. */
   async tick(): Promise<void> {
     if (!this.#running || this.#busy) return;
+    if (!this.#bus.connected) {
+      // reconnecting (a restart, a move off a server without JetStream): an attempt now would only wait for it
+      if (this.#held && !this.isLeader()) this.#stepDown('expired');
+      this.#schedule(RETRY_AFTER_FAILURE_MS);
+      return;
+    }
     this.#busy = true;
     let next = this.renewMs;
     try {
+      // the bucket, opened within a TTL (its JetStream calls take the context's 5-s default otherwise)
+      this.#kv ??= await this.#within(this.#bus.kv(this.#bucket, { history: 1 }), this.ttlMs, `KV ${this.#bucket}`);
       if (this.#held) await this.#renew();
       else next = await this.#tryAcquire();
     } catch (err) {
       this.#log?.warn({ key: this.key, err: (err as Error).message }, 'lease attempt failed');
+      // the server this connection is on has no JetStream (yet): the next attempt goes through another one
+      this.#bus.jetstreamFailed(err);
       // unreachable or unanswered (a restart, a reconnect): try again soon, while the lease may still be renewed
       next = Math.min(this.renewMs, RETRY_AFTER_FAILURE_MS);
     } finally {
@@ -260,13 +272,18 @@ export class LeaderLease extends EventEmitter {
   }
 
   /** The lease record, within opTimeoutMs (KV reads take the JetStream context's 5-s default otherwise). */
-  async #read(): Promise<KvEntry | null> {
+  #read(): Promise<KvEntry | null> {
+    return this.#within(this.#kv!.get(this.key), this.opTimeoutMs, `$KV.${this.#bucket}.${this.key}`);
+  }
+
+  /** `p`, or a TimeoutError after `ms` (the operation itself is left to finish or fail on its own). */
+  async #within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     let h: unknown;
     const late = new Promise<never>((_, reject) => {
-      h = this.#clock.setTimeout(() => reject(new TimeoutError(`$KV.${this.#bucket}.${this.key}`, this.opTimeoutMs)), this.opTimeoutMs);
+      h = this.#clock.setTimeout(() => reject(new TimeoutError(what, ms)), ms);
     });
     try {
-      return await Promise.race([this.#kv!.get(this.key), late]);
+      return await Promise.race([p, late]);
     } finally {
       this.#clock.clearTimeout(h);
     }
