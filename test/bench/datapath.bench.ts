@@ -209,7 +209,7 @@ async function gatewayCount(port: number, name: string): Promise<number> {
 
 /**
  * TTFT of sequential requests, then closed-loop throughput; with `pids`, the CPU of the gateway and of the
- * engine per completed request over the closed loop (us): what one request costs each process.
+ * engine per completed request over the closed loop, less each one's idle CPU (us): what one request costs each.
  */
 async function measure(base: string, model: string, pids?: () => { engines: number[]; gateway: number[] }): Promise<{ p50: number; p99: number; rps: number; refused: number; gatewayUsPerReq?: number; engineUsPerReq?: number }> {
   for (let i = 0; i < 20; i++) await one(base, model, 4); // warm-up
@@ -218,6 +218,11 @@ async function measure(base: string, model: string, pids?: () => { engines: numb
   let done = 0;
   const refused = { n: 0 };
   const p = pids?.();
+  // each process's own idle CPU first (heartbeats, statuses), taken out of its per-request figure
+  const ig0 = p ? sum(p.gateway) : 0, ie0 = p ? sum(p.engines) : 0, it0 = performance.now();
+  if (p) await new Promise((r) => setTimeout(r, IDLE_S * 1000));
+  const idleS = (performance.now() - it0) / 1000;
+  const idleGw = p ? (sum(p.gateway) - ig0) / idleS : 0, idleEng = p ? (sum(p.engines) - ie0) / idleS : 0;
   const g0 = p ? sum(p.gateway) : 0, e0 = p ? sum(p.engines) : 0;
   const until = performance.now() + THROUGHPUT_S * 1000;
   const t0 = performance.now();
@@ -228,7 +233,8 @@ async function measure(base: string, model: string, pids?: () => { engines: numb
       }
     }),
   );
-  const cpu = p ? { gatewayUsPerReq: ((sum(p.gateway) - g0) * 1000) / done, engineUsPerReq: ((sum(p.engines) - e0) * 1000) / done } : {};
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = p ? { gatewayUsPerReq: (Math.max(0, sum(p.gateway) - g0 - idleGw * wall) * 1000) / done, engineUsPerReq: (Math.max(0, sum(p.engines) - e0 - idleEng * wall) * 1000) / done } : {};
   return { p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / ((performance.now() - t0) / 1000), refused: refused.n, ...cpu };
 }
 
@@ -306,7 +312,7 @@ export async function bench(): Promise<BenchSection> {
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (zero-delay emulator)`,
-        notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(direct.rps)} (ratio ${f(p.rps / direct.rps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)}); routed ${p.routed} (on credits ${p.credited}), via intake ${p.viaIntake}; CPU per closed-loop 4-token request: gateway ${f(p.gatewayUsPerReq ?? NaN)} us, its engine ${f(p.engineUsPerReq ?? NaN)} us (the engine alone: ${f(direct.engineUsPerReq ?? NaN)} us)`), ...rtNote],
+        notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(direct.rps)} (ratio ${f(p.rps / direct.rps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)}); routed ${p.routed} (on credits ${p.credited}), via intake ${p.viaIntake}; CPU per closed-loop 4-token request (less each process's idle CPU): gateway ${f(p.gatewayUsPerReq ?? NaN)} us, its engine ${f(p.engineUsPerReq ?? NaN)} us (the engine alone: ${f(direct.engineUsPerReq ?? NaN)} us)`), ...rtNote],
         rows: [],
       };
     }
@@ -315,7 +321,7 @@ export async function bench(): Promise<BenchSection> {
       title: 'Data path: gateway -> NATS -> managers -> engine vs the engine alone (zero-delay emulator)',
       notes: [
         `${SEQUENTIAL} sequential streaming completions (8-token prompt, 4 output tokens) for TTFT; ${CONCURRENCY} closed-loop clients for ${THROUGHPUT_S} s for throughput; for CPU per token ${C_TOK} closed-loop clients streaming ${TOK_LEN}-token completions for ${TOK_S} s, CPU (utime+stime from /proc) of every process of the cluster but the engine (gateway, cluster/pool/instance managers, node agent, nats-server, up) per streamed token. Same emulator binary with --zero-delay everywhere; client, NATS and all actors share this machine's cores. direct (the defaults): the gateway routes each request itself and asks the instance for admission (gateway.requestPlane: direct, one round trip), then streams from the engine after the instance's grant (gateway.dataPath: direct); intake: the same token path, admission through the cluster intake -> pool leader -> instance (requestPlane: intake, three round trips); nats: the gateway's routing, the instance relays every token over NATS (dataPath: nats).`,
-        `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, intake ${f(k.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}. Requests the gateway admitted through its own routing (of them on admission credits) / through the cluster intake (its metrics): direct ${d.routed} (${d.credited}) / ${d.viaIntake}, intake ${k.routed} (${k.credited}) / ${k.viaIntake}, nats ${n.routed} (${n.credited}) / ${n.viaIntake}. CPU per closed-loop 4-token request: the engine alone ${f(direct.engineUsPerReq ?? NaN)} us; direct: the gateway ${f(d.gatewayUsPerReq ?? NaN)} us, its engine ${f(d.engineUsPerReq ?? NaN)} us.`,
+        `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, intake ${f(k.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}. Requests the gateway admitted through its own routing (of them on admission credits) / through the cluster intake (its metrics): direct ${d.routed} (${d.credited}) / ${d.viaIntake}, intake ${k.routed} (${k.credited}) / ${k.viaIntake}, nats ${n.routed} (${n.credited}) / ${n.viaIntake}. CPU per closed-loop 4-token request (less each process's idle CPU): the engine alone ${f(direct.engineUsPerReq ?? NaN)} us; direct: the gateway ${f(d.gatewayUsPerReq ?? NaN)} us, its engine ${f(d.engineUsPerReq ?? NaN)} us.`,
         `direct: added TTFT p50 ${f(d.p50 - direct.p50)} ms, p99 ${f(d.p99 - direct.p99)} ms; throughput ratio path/engine ${f(d.rps / direct.rps)}; control path ${f(d.cpu.controlUs)} us CPU per streamed token (marginal ${f(d.cpu.marginalUs)}; ${f(d.cpu.controlUs / directCpu.engineUs)}x the engine's own ${f(directCpu.engineUs)} us when called alone)`,
         `intake: added TTFT p50 ${f(k.p50 - direct.p50)} ms, p99 ${f(k.p99 - direct.p99)} ms; throughput ratio path/engine ${f(k.rps / direct.rps)}; control path ${f(k.cpu.controlUs)} us CPU per streamed token (marginal ${f(k.cpu.marginalUs)}); long-stream tokens/s ratio path/engine: direct ${f(d.cpu.tokensPerS / directCpu.tokensPerS)}, intake ${f(k.cpu.tokensPerS / directCpu.tokensPerS)}, nats ${f(n.cpu.tokensPerS / directCpu.tokensPerS)}`,
         `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / direct.rps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
