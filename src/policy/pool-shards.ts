@@ -9,7 +9,7 @@ import type { Profile } from '../model/profile-types.ts';
 import { GPUS } from '../model/catalog.ts';
 import { DEFAULT_HEADROOM, type InstanceConfig, type TpDegree } from './types.ts';
 import { scaleLoad } from './energy.ts';
-import { planSharding, overheadTable, staggerSteps, type OverheadTable, type StaggerUnit } from './sharding.ts';
+import { planSharding, overheadTable, RESHARD_MARGIN, staggerSteps, type OverheadTable, type StaggerUnit } from './sharding.ts';
 import type { CurrentInstance } from './reshard-matching.ts';
 
 export interface PoolShardInput {
@@ -35,6 +35,8 @@ export interface PoolShardInput {
   peak?: Partial<Record<RequestType, number>>;
   /** share of the pool's prompt tokens its instances served from their prefix caches (poolPrefixReuse); absent: none measured. */
   prefixReuse?: number;
+  /** hold against near ties (planSharding `margin`); default RESHARD_MARGIN. */
+  margin?: number;
 }
 
 /**
@@ -183,7 +185,8 @@ export interface PoolShardDecision {
 /**
  * Re-shard decision of a pool (policy planSharding): the TP2/TP4/TP8 split of its GPUs that minimises
  * energy at max clock (Eq. 1, frequency fixed), taken only when the gain over the epoch pays the overhead
- * table's cost. undefined when the current layout has an instance outside the profile (e.g. TP1).
+ * table's cost plus the hold against near ties (RESHARD_MARGIN), or at once when the current split cannot carry the
+ * load within SLO. undefined when the current layout has an instance outside the profile (e.g. TP1).
  */
 export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined {
   const counts = new Map<number, number>();
@@ -191,7 +194,7 @@ export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined
   if ([...counts.keys()].some((tp) => !i.profile.tpDegrees.includes(tp) || ![2, 4, 8].includes(tp))) return undefined;
   const current: InstanceConfig[] = [...counts].map(([tp, count]) => ({ tp: tp as TpDegree, count }));
   const overhead = overheadTable(i.overhead);
-  let common = { profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8, headroom: i.headroom ?? DEFAULT_HEADROOM };
+  let common = { profile: i.profile, loadByType: i.load, gpus: i.gpus, current, epochS: i.epochS, overhead, gpusPerServer: i.gpusPerServer ?? 8, headroom: i.headroom ?? DEFAULT_HEADROOM, margin: i.margin ?? RESHARD_MARGIN };
   // the split of every granted GPU for the measured load (the paper's pool manager); then, with a burst guard, the
   // instances of that split the guard's peak does not need are left out (its shape kept: the TP degrees and at most
   // its counts), each GPU left out charged its unloaded idle power
@@ -223,7 +226,7 @@ export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined
     inputs: {
       planner: 'heuristic',
       loadByType: i.load, ...(i.peak ? { peakLoadByType: i.peak } : {}), ...(i.prefixReuse !== undefined ? { prefixReuse: i.prefixReuse } : {}), gpus: i.gpus, allowIdleGpus: i.allowIdleGpus === true, trimmed, current, epochS: i.epochS, currentEnergyJ: d.currentEnergyJ, targetEnergyJ: d.targetEnergyJ,
-      costJ: d.costJ, feasible: d.feasible, currentFeasible: d.currentFeasible, overhead: { tauMs: overhead.tauMs, resyncS: overhead.resyncS, instanceStartS: overhead.instanceStartS },
+      costJ: d.costJ, margin: common.margin, feasible: d.feasible, currentFeasible: d.currentFeasible, overhead: { tauMs: overhead.tauMs, resyncS: overhead.resyncS, instanceStartS: overhead.instanceStartS },
     },
   };
 }

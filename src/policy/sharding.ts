@@ -24,6 +24,23 @@ export const TABLE_VI_TAU: readonly (readonly number[])[] = [
   [1, 1, 1, 1, 1, 0],
 ];
 
+/**
+ * The pool's hold against near ties, a fraction (paper Sec. IV-B takes a new split when its energy gain pays the
+ * overhead table's cost; this adds hysteresis on top, as a control loop on a noisy measurement needs). Default 0.1:
+ * - a split the planner moves to must carry (1 + RESHARD_MARGIN) x the load (and the burst guard's peak) within SLO,
+ *   while the current split is kept as long as it carries 1 x within SLO (left at once when it does not);
+ * - a split that carries the load is replaced only when the new one saves more than the re-shard's cost (Table VI
+ *   time, or an instance start, x the power it holds) at every load within RESHARD_MARGIN of the measured one (the
+ *   measured load, and it x (1 - RESHARD_MARGIN) and x (1 + RESHARD_MARGIN)): a near tie, a saving that a load off by
+ *   the margin would turn into a loss or into less than the cost, keeps the current split.
+ * Why a tenth: the load both rules read is a minute's arrivals (the burst guard's highest minute) or a few seconds'
+ * rate; at 10 req/s a minute holds ~600 requests, whose count alone varies by +-4% (Poisson, one standard deviation)
+ * and whose type mix shifts more. Without the margin, a 2.5% difference in one type's load (ML 1.45 against
+ * 1.49 req/s on the twin window, docs/SIMULATION.md) flipped a 60-s epoch between 1xTP4 (carrying the peak with no
+ * slack, then overloaded at the next epoch) and 2xTP2, and the re-shard count of the window with it (2 against 5).
+ */
+export const RESHARD_MARGIN = 0.1;
+
 /** The overhead table: what a reconfiguration costs (paper Tables V and VI). */
 export interface OverheadTable {
   /** tau: time to move 1/8 of Llama2-70B over NVLink, ms. Default 50 (Table VI). */
@@ -94,6 +111,13 @@ export interface PlanShardingInput {
   idleGpuW?: number;
   /** at most this many instances of each TP degree (a scale-in of a chosen split keeps its shape). Default none. */
   maxCounts?: Partial<Record<TpDegree, number>>;
+  /**
+   * hold against near ties (RESHARD_MARGIN's rules): a split other than the current one is a target only when it
+   * carries (1 + margin) x the loads, and a current split that carries the load is left only for a saving above
+   * the re-shard's cost at every load within +-margin of the measured one. Default 0 (no hold); the pool's decision (planPoolShards)
+   * passes RESHARD_MARGIN.
+   */
+  margin?: number;
 }
 
 export interface ShardPlanDetail extends ShardPlan {
@@ -121,6 +145,11 @@ function normalise(cfg: InstanceConfig[]): InstanceConfig[] {
 type PowerFn = (tp: number, li: number) => number;
 
 /** `L`: the load the epoch's energy is priced at; `Lpeak` (>= L): the load the split must carry within SLO. */
+/** whether a split of SLO capacity `cap` carries `k` x the loads (the headroom kept over the measured load, the peak at capacity). */
+function carries(cap: number, L: number, Lpeak: number, h: number, k: number): boolean {
+  return k * L <= cap * (1 - h) + 1e-9 && k * Lpeak <= cap + 1e-9;
+}
+
 function evaluate(cfg: InstanceConfig[], curves: Map<number, MixCurve | null>, L: number, epochS: number, h: number, powerFn?: PowerFn, Lpeak = L): Eval {
   let cap = 0;
   for (const c of cfg) {
@@ -128,7 +157,7 @@ function evaluate(cfg: InstanceConfig[], curves: Map<number, MixCurve | null>, L
     if (c.count > 0 && cu) cap += c.count * cu.cap;
   }
   // the peak (a highest minute) is carried at the SLO capacity; the headroom is kept over the measured load
-  const feasible = L <= cap * (1 - h) + 1e-9 && Lpeak <= cap + 1e-9 && cfg.every((c) => c.count === 0 || curves.get(c.tp));
+  const feasible = carries(cap, L, Lpeak, h, 1) && cfg.every((c) => c.count === 0 || curves.get(c.tp));
   let energyJ = 0;
   const perInstanceLoad: Partial<Record<TpDegree, number>> = {};
   for (const c of cfg) {
@@ -194,7 +223,11 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
   const n2 = curves.get(2) ? Math.floor(gpus / 2) : 0;
   const n4 = curves.get(4) ? Math.floor(gpus / 4) : 0;
   const n8 = curves.get(8) ? Math.floor(gpus / 8) : 0;
+  const margin = Math.max(0, input.margin ?? 0);
+  // the best split that carries (1 + margin) x the loads (a target to move to), and the best that carries 1 x (the
+  // fallback when none does)
   let best: Eval | null = null;
+  let bestPlain: Eval | null = null;
   let biggest: Eval | null = null;
   let evaluated = 0;
   const better = (a: Eval, b: Eval) => {
@@ -222,10 +255,12 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
         e.energyJ += (gpus - 8 * c - 4 * b - 2 * a) * idleGpuW * epochS;
         evaluated++;
         if (!biggest || e.cap > biggest.cap + 1e-9 || (Math.abs(e.cap - biggest.cap) <= 1e-9 && better(e, biggest))) biggest = e;
-        if (e.feasible && (!best || better(e, best))) best = e;
+        if (e.feasible && (!bestPlain || better(e, bestPlain))) bestPlain = e;
+        if (e.feasible && carries(e.cap, L, Lpeak, h, 1 + margin) && (!best || better(e, best))) best = e;
       }
     }
   }
+  best ??= bestPlain;
   const gps = input.gpusPerServer ?? 8;
   const withIdle = (e: Eval): Eval => ({ ...e, energyJ: e.energyJ + Math.max(0, gpus - e.cfg.reduce((n, c) => n + c.tp * c.count, 0)) * idleGpuW * epochS });
   const cur = withIdle(evaluate(normalise(input.current), curves, L, epochS, h, powerFn, Lpeak));
@@ -239,8 +274,18 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
   if (same) { take = false; reason = 'current split is already the best'; }
   else if (!feasible) { take = true; reason = `overloaded: no split of ${gpus} GPUs carries ${fmt(Lpeak)} req/s within SLO; taking the highest-capacity split`; }
   else if (!cur.feasible) { take = true; reason = `current split cannot carry ${fmt(Lpeak)} req/s within SLO`; }
-  else if (gain > costJ) { take = true; reason = `saves ${fmt(gain)} J over ${epochS} s > reconfiguration cost ${fmt(costJ)} J`; }
-  else { take = false; reason = `gain ${fmt(gain)} J over ${epochS} s does not pay the reconfiguration cost ${fmt(costJ)} J`; }
+  else {
+    // the saving must pay the cost at every load within the margin of the measured one: a near tie (a saving that
+    // a load off by the margin would turn into a loss) keeps the current split
+    const band = margin > 0 ? [1 - margin, 1 + margin].map((k) => {
+      const c = withIdle(evaluate(normalise(input.current), curves, k * L, epochS, h, powerFn, k * Lpeak));
+      return c.energyJ - withIdle(evaluate(target, curves, k * L, epochS, h, powerFn, k * Lpeak)).energyJ;
+    }) : [];
+    const worst = Math.min(gain, ...band);
+    const at = margin > 0 ? ` (the least over the load +-${fmt(100 * margin)}%: ${fmt(worst)} J)` : '';
+    take = worst > costJ;
+    reason = take ? `saves ${fmt(gain)} J over ${epochS} s${at} > reconfiguration cost ${fmt(costJ)} J` : `gain ${fmt(gain)} J over ${epochS} s${at} does not pay the reconfiguration cost ${fmt(costJ)} J`;
+  }
   return {
     target,
     currentEnergyJ: cur.energyJ,

@@ -19,7 +19,9 @@ const inst = (id: string, tp: number, load: number, ready = true): SimPoolInstan
 
 describe('simulated pool epoch: the pool machine decides', () => {
   it('a lightly loaded pool of two TP8 servers re-shards to the layout the live planner picks for the measured load', () => {
-    const light = 0.1 * maxLoadOf(profile, 'SM', 8, fmax);
+    // 8% of a TP8's capacity each: 8xTP2 then carries the load with room (at 10%, 10% more load would take 8xTP2 to
+    // its capacity, where its power rises past 2xTP8's: a near tie the pool holds, RESHARD_MARGIN)
+    const light = 0.08 * maxLoadOf(profile, 'SM', 8, fmax);
     const d = poolReshardDecision(cfg, ['SM'], [inst('a', 8, light), inst('b', 8, light)], 8, 0);
     // what the live pool leader plans for the sum of its instances' loads on 16 GPUs
     const live = planPoolShards({ profile, load: { SM: 2 * light }, gpus: 16, current: [8, 8], epochS: 300, gpusPerServer: 8, headroom: 0.2, overhead: cfg.overhead });
