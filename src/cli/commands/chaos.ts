@@ -65,7 +65,28 @@ export function register(cmd: Command, exit: ExitCode): void {
 /** failures listed one by one in the report at most. */
 const MAX_FAILURES = 2000;
 
-interface Proc { pid: number; ppid: number; kind: Kind | 'up' | 'other'; id: string }
+export interface Proc { pid: number; ppid: number; kind: Kind | 'up' | 'other'; id: string }
+
+/** how long one read of the process tree serves every kill's watcher, ms. */
+const TREE_TTL_MS = 250;
+
+/**
+ * `read`, called at most once per `ttlMs`: every kill's watcher looks for its victim's restart in the same
+ * snapshot. A read of /proc costs ~15 ms of CPU on a loaded 2-core host; one per watcher every 100 ms kept
+ * this process's event loop busy (its load timer sending bursts, its clients' retries late) and took the CPU
+ * the restarting actors needed.
+ */
+export function sharedRead<T>(read: () => T, ttlMs: number): () => T {
+  let atMs = -Infinity;
+  let last: T | undefined;
+  return () => {
+    if (last === undefined || Date.now() - atMs >= ttlMs) {
+      last = read();
+      atMs = Date.now();
+    }
+    return last;
+  };
+}
 
 /** Every process under `root` (itself excluded), classified by its command line. */
 function processTree(root: number): Proc[] {
@@ -118,7 +139,7 @@ const pct = (xs: number[], q: number): number | null => {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 };
 
-interface Kill {
+export interface Kill {
   kind: Kind; id: string; pid: number; atMs: number; leaderBefore?: string; restartMs?: number; newLeaderMs?: number; outOfDispatchMs?: number;
   /** nats: the first cluster status answered after the server came back (the planner reconnected and serving). */
   statusBackMs?: number;
@@ -127,7 +148,7 @@ interface Kill {
 }
 
 /** A leader elected (a lease event): of a pool, or the cluster planner; stamped by the actor that leads. */
-interface Elected { atMs: number; pool?: string; leader: string }
+export interface Elected { atMs: number; pool?: string; leader: string }
 
 async function chaos(v: ChaosOptions): Promise<number> {
   if (process.platform !== 'linux') throw new UsageError('dynamollm chaos reads the process tree from /proc: Linux only');
@@ -230,6 +251,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
     // kills
     const kills: Kill[] = [];
     const watchers: Promise<void>[] = [];
+    const tree = sharedRead(() => processTree(up.pid!), TREE_TTL_MS);
     // kills on a fixed schedule (t0 + n x killEvery), so the time a kill takes (reading /proc) does not stretch it
     for (let n = 1; n * killEveryS <= durationS; n++) {
       await new Promise((r) => setTimeout(r, Math.max(0, t0 + n * killEveryS * 1000 - Date.now())));
@@ -248,7 +270,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       kills.push(k);
       log(`killed ${k.kind} ${k.id} (pid ${k.pid})`);
       const gatewayUrl = victim.kind === 'gateway' ? urls[Number(/^gw-(\d+)$/.exec(victim.id)?.[1] ?? -1)] : undefined;
-      watchers.push(watchKill(k, up.pid!, () => status, () => statusAt, elected, parent, gatewayUrl));
+      watchers.push(watchKill(k, tree, () => status, () => statusAt, elected, parent, gatewayUrl));
     }
     await new Promise((r) => setTimeout(r, Math.max(0, t0 + durationS * 1000 - Date.now())));
     clearInterval(loadTimer);
@@ -324,19 +346,21 @@ async function chaos(v: ChaosOptions): Promise<number> {
  * engine under its instance), when a leader was elected after it (cluster, pool: the lease events of the
  * pools it led), and when the instance left the ready set (instance, engine). Gives up after 60 s.
  */
-async function watchKill(k: Kill, root: number, status: () => ClusterStatus | undefined, statusAt: () => number, elected: readonly Elected[], parent?: Proc, gatewayUrl?: string): Promise<void> {
+export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, elected: readonly Elected[], parent?: Proc, gatewayUrl?: string): Promise<void> {
   // the pools the victim led when it was killed
   const led = k.kind === 'pool' ? (status()?.pools ?? []).filter((p) => p.leader === k.id).map((p) => p.id) : [];
   const until = k.atMs + 60_000;
   const instanceId = k.kind === 'instance' ? k.id : parent?.id;
   const pending = () =>
-    k.restartMs === undefined || ((k.kind === 'cluster' || k.kind === 'pool') && k.newLeaderMs === undefined) || (k.kind === 'nats' && k.statusBackMs === undefined) ||
+    // a new leader is awaited only after the kill of one (a standby's kill elects nobody)
+    k.restartMs === undefined || (((k.kind === 'cluster' && k.leaderBefore === k.id) || led.length > 0) && k.newLeaderMs === undefined) || (k.kind === 'nats' && k.statusBackMs === undefined) ||
     (gatewayUrl !== undefined && k.servingMs === undefined);
   while (Date.now() < until && pending()) {
     await new Promise((r) => setTimeout(r, 100));
     const now = Date.now() - k.atMs;
-    const procs = processTree(root);
+    // the process tree (a snapshot shared by the watchers) only until the victim is back
     if (k.restartMs === undefined) {
+      const procs = tree();
       const back = k.kind === 'engine'
         ? procs.some((p) => p.kind === 'engine' && p.pid !== k.pid && procs.find((q) => q.pid === p.ppid)?.id === instanceId)
         : procs.some((p) => p.kind === k.kind && p.id === k.id && p.pid !== k.pid);
