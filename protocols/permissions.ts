@@ -48,6 +48,13 @@ export interface ActorIdentity {
   pool?: string;
   /** pool manager: the pools it may lead; absent: any pool. */
   pools?: string[];
+  /** gateway: its worker processes (gateway.workers) share its credentials, each as `workerId(id, i)`; default 1. */
+  workers?: number;
+}
+
+/** The actor id of worker `index` of the actor `id` (src/runtime/workers.ts): its own inbox, heartbeat and service subjects. */
+export function workerId(id: string, index: number): string {
+  return `${id}-w${index}`;
 }
 
 const ANY = '__ANY__';
@@ -103,12 +110,15 @@ export function permissionsOf(a: ActorIdentity): Permissions {
   const I = idOr(id);
   const hbOwn = (k: ActorKind) => wild(subjects.heartbeat(k, I));
   switch (a.role) {
-    case 'gateway':
+    case 'gateway': {
+      // with workers, the user is each worker's too (one identity per worker process, same credentials)
+      const ids: (string | undefined)[] = id !== undefined && (a.workers ?? 1) > 1 ? Array.from({ length: a.workers! }, (_, i) => workerId(id, i)) : [id];
       return {
-        publish: [subjects.clusterIntake(), wild(subjects.instanceAdmit(ANY)), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)), hbOwn('gateway')],
-        subscribe: uniq([wild(subjects.stream(ANY)), controlSubjects.routing(), controlSubjects.instanceStatusAll(), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), inboxOf('gateway', id), ...serviceSubs('gateway', id)]),
+        publish: uniq([subjects.clusterIntake(), wild(subjects.instanceAdmit(ANY)), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)), ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w))))]),
+        subscribe: uniq([wild(subjects.stream(ANY)), controlSubjects.routing(), controlSubjects.instanceStatusAll(), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), ...ids.flatMap((w) => [inboxOf('gateway', w), ...serviceSubs('gateway', w)])]),
         allowResponses: true,
       };
+    }
     case 'cluster':
       return {
         publish: uniq([

@@ -60,6 +60,13 @@ export const gatewaySchema = z
     migrationMaxBytes: z.number().int().positive().default(1 << 20),
     /** gateway replicas `dynamollm up` starts (ports port, port+1, ...); default 1. */
     replicas: z.number().int().min(1).max(64).default(1),
+    /**
+     * worker processes of one gateway replica sharing its port (node:cluster hands them the connections round
+     * robin): each a full replica with its own id `<id>-w<i>` (NATS inbox, routing view, admission credits),
+     * restarted with backoff when it dies; the gateway is CPU-bound on one core per process (docs/DATAPATH.md
+     * "Gateway workers"). Default 1 (no workers: the process is the replica).
+     */
+    workers: z.number().int().min(1).max(64).default(1),
     /** model ids served (/v1/models); default [the cluster's model]. */
     models: z.array(z.string().min(1)).optional(),
     /** serve the dashboard and /ws; default true. */

@@ -198,6 +198,12 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
   }
 }
 
+/** Worker processes behind the gateway's port (`gateway.workers`, src/runtime/workers.ts). */
+export function workerCount(opts: ActorFactoryOptions): number {
+  const { gateway } = splitConfig(opts.config);
+  return applyOverrides(gateway, opts.extra).workers;
+}
+
 /** Entry for `dynamollm actor gateway` (src/cli/actor-registry.ts). */
 export function createActor(opts: ActorFactoryOptions): GatewayActor {
   const { cluster, gateway } = splitConfig(opts.config);

@@ -20,6 +20,11 @@ export interface ActorFactoryOptions {
 
 export interface ActorModule {
   createActor(opts: ActorFactoryOptions): Actor | Promise<Actor>;
+  /**
+   * worker processes the kind runs behind one listening address (src/runtime/workers.ts); 1 or absent: none,
+   * the process is the actor. Throws ConfigError on a bad config, as createActor does.
+   */
+  workerCount?(opts: ActorFactoryOptions): number;
 }
 
 /** kind -> lazy import of the module that creates it (so running one kind does not load the others). */

@@ -197,6 +197,8 @@ export interface ClusterActors {
   clusterManagers: string[];
   poolManagers: string[];
   gateways: string[];
+  /** worker processes per gateway (gateway.workers), which share its user; default 1. */
+  gatewayWorkers?: number;
   nodes: { id: string; gpus: number }[];
   pools: string[];
 }
@@ -253,7 +255,7 @@ export function actorUsers(a: ClusterActors, place: SeedPlace): { users: UserEnt
   for (const id of a.clusterManagers) add({ role: 'cluster', id });
   for (const id of a.poolManagers) add({ role: 'pool', id, pools: a.pools });
   for (const n of a.nodes) add({ role: 'node', id: n.id });
-  for (const id of a.gateways) add({ role: 'gateway', id });
+  for (const id of a.gateways) add({ role: 'gateway', id, workers: a.gatewayWorkers });
   for (const i of possibleInstances(a)) add({ role: 'instance', id: i.id, pool: i.pool });
   add({ role: 'observer' });
   add({ role: 'admin' });

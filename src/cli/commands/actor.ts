@@ -13,6 +13,7 @@ import { action, configure, ExitCode, natsOptions, runProgram } from '../program
 import type { ActorRegistry } from '../../runtime/actor-factory.ts';
 import { createLogger } from '../../runtime/logger.ts';
 import { startHealthServer } from '../../runtime/health.ts';
+import { runWorkers, workerId, workerIndex } from '../../runtime/workers.ts';
 import { actorNatsSettings, type NatsConfigSection, type NatsFlags } from '../../runtime/nats-settings.ts';
 
 interface ActorOptions extends NatsFlags {
@@ -63,17 +64,28 @@ async function startActor(kind: string, values: ActorOptions, registry: ActorReg
   }
   const config: unknown = values.config ? readConfigFile(values.config) : undefined;
   const log = createLogger({ level: values.logLevel, pretty: values.pretty });
-  const id = values.id ?? `${kind}-${randomBytes(3).toString('hex')}`;
+  // a worker (src/runtime/workers.ts) is the actor under its own id; the primary passes it its own id in the env
+  const index = workerIndex();
+  const baseId = process.env.DYNAMOLLM_WORKERS_ID ?? values.id ?? `${kind}-${randomBytes(3).toString('hex')}`;
+  const id = index === undefined ? baseId : workerId(baseId, index);
   const mod = await load();
   let actor: Awaited<ReturnType<typeof mod.createActor>>;
   try {
-    actor = await mod.createActor({
+    const opts = {
       id,
       config,
       nats: actorNatsSettings(kind, { flags: values, config: (config as { nats?: NatsConfigSection } | undefined)?.nats }),
       log,
       extra,
-    });
+    };
+    const workers = index === undefined ? (mod.workerCount?.(opts) ?? 1) : 1;
+    if (workers > 1) {
+      // the primary: no NATS connection of its own, only the workers (a random default id stays one for all)
+      process.env.DYNAMOLLM_WORKERS_ID = baseId;
+      log.info({ id, workers }, `${kind} running ${workers} worker processes (ids ${workerId(id, 0)}..${workerId(id, workers - 1)})`);
+      return await runWorkers({ count: workers, log });
+    }
+    actor = await mod.createActor(opts);
   } catch (err) {
     // a config the actor cannot run with (a profile lacking its TP, a bad --set) is refused before it connects,
     // as `up` refuses it: exit 2, one line naming the file and the key

@@ -126,6 +126,7 @@ async function up(values: UpOptions): Promise<number> {
         clusterManagers: managers.map((i) => `cm-${i}`),
         poolManagers: managers.map((i) => `pm-${i}`),
         gateways: Array.from({ length: gateway.replicas }, (_, i) => `gw-${i}`),
+        gatewayWorkers: gateway.workers,
         nodes: cluster.servers,
         pools: poolsOf(cluster).map((p) => p.id),
       },

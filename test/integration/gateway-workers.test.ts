@@ -1,0 +1,126 @@
+/**
+ * Gateway worker processes behind one address (`gateway.workers`, src/runtime/workers.ts), on a real
+ * `dynamollm actor gateway` process against a real nats-server: with 2 workers both serve the port (each a
+ * replica with its own id, x-dynamollm-gateway), both hold their own NATS connection (their /livez says
+ * connected), a SIGKILLed worker leaves the port serving and is restarted, and SIGTERM drains them all.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startNatsServer, type TestNats } from '../helpers/nats.ts';
+import { freePort } from '../helpers/net.ts';
+import { descendants, killTree } from '../helpers/procs.ts';
+import { launchArgs } from '../../actors/common/launch-args.ts';
+
+let nats: TestNats;
+let gw: ChildProcess;
+let port: number;
+
+/** GET /livez on a fresh connection (no keep-alive: the primary hands out connections, not requests). */
+function livez(): Promise<{ status: number; replica: string; nats: string }> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path: '/livez', agent: false, timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => {
+        let nats = '';
+        try {
+          nats = String((JSON.parse(body) as { nats?: string }).nats);
+        } catch {
+          // not JSON
+        }
+        resolve({ status: res.statusCode ?? 0, replica: String(res.headers['x-dynamollm-gateway'] ?? ''), nats });
+      });
+    });
+    req.on('error', () => resolve({ status: 0, replica: '', nats: '' }));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+/** Replica ids seen answering 200 with NATS connected over `n` fresh connections; failures counted. */
+async function sample(n: number): Promise<{ ids: Set<string>; failed: number }> {
+  const ids = new Set<string>();
+  let failed = 0;
+  for (let i = 0; i < n; i++) {
+    const r = await livez();
+    if (r.status === 200 && r.nats === 'connected') ids.add(r.replica);
+    else failed++;
+  }
+  return { ids, failed };
+}
+
+async function until<T>(f: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const workerPids = () => [...descendants([gw.pid!]).keys()].filter((p) => p !== gw.pid);
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  const dir = mkdtempSync(join(tmpdir(), 'dyn-gw-workers-'));
+  const cfg = join(dir, 'cluster.json');
+  port = await freePort();
+  writeFileSync(cfg, JSON.stringify({ servers: [{ id: 'n0', gpus: 8 }], gateway: { port, workers: 2 } }));
+  gw = spawn(process.execPath, launchArgs('gateway', ['--id', 'gw-k', '--config', cfg]), {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error', NATS_URL: nats.url, NATS_USER: 'gateway', NATS_PASSWORD: nats.creds('gateway').pass },
+  });
+}, 30_000);
+
+afterAll(async () => {
+  if (gw?.pid) killTree([gw.pid]);
+  await nats?.stop();
+});
+
+describe('gateway workers', () => {
+  it('two workers serve one port, each its own replica with its own NATS connection', async () => {
+    const ids = await until(async () => {
+      const s = await sample(12);
+      return s.ids.size === 2 ? s.ids : undefined;
+    });
+    expect([...ids].sort()).toEqual(['gw-k-w0', 'gw-k-w1']);
+    expect(workerPids()).toHaveLength(2);
+  }, 90_000);
+
+  it('a killed worker leaves the port serving and is restarted', async () => {
+    const before = workerPids();
+    process.kill(before[0]!, 'SIGKILL');
+    // once the primary has reaped it, the port keeps answering through the other worker while the dead one restarts
+    await until(async () => (workerPids().includes(before[0]!) ? undefined : true));
+    const during = await sample(10);
+    expect(during.failed).toBe(0);
+    const ids = await until(async () => {
+      const pids = workerPids();
+      if (pids.length !== 2 || pids.includes(before[0]!)) return undefined;
+      const s = await sample(12);
+      return s.ids.size === 2 && s.failed === 0 ? s.ids : undefined;
+    });
+    expect([...ids].sort()).toEqual(['gw-k-w0', 'gw-k-w1']);
+  }, 90_000);
+
+  it('SIGTERM drains every worker and the primary exits 0', async () => {
+    const pids = workerPids();
+    const exited = new Promise<number | null>((r) => gw.once('exit', (code) => r(code)));
+    gw.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const alive = pids.filter((p) => {
+      try {
+        process.kill(p, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    expect(alive).toEqual([]);
+  }, 60_000);
+});
