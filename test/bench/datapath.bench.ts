@@ -280,7 +280,8 @@ export async function bench(): Promise<BenchSection> {
           // appended to the emulator's own command line
           args: realtime ? [] : ['--zero-delay'],
         },
-        gateway: { maxInflight: 4096, dataPath, requestPlane },
+        // DYN_BENCH_GATEWAY_WORKERS=N runs the gateway as N worker processes behind its port (gateway.workers)
+        gateway: { maxInflight: 4096, dataPath, requestPlane, workers: Number(process.env.DYN_BENCH_GATEWAY_WORKERS ?? 1) },
       }));
       const gp = await freePort();
       upOut = '';
