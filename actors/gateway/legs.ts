@@ -116,16 +116,6 @@ export function continuation(req: InferenceRequest, st: StreamState): InferenceR
   return next;
 }
 
-/** The parts of an engine event besides text that the client must get (logprobs, tool calls, reasoning), or null. */
-export function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> | null {
-  if (!ch.logprobs && !ch.toolCalls && ch.reasoning === undefined) return null;
-  const x: Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> = {};
-  if (ch.logprobs) x.logprobs = ch.logprobs;
-  if (ch.toolCalls) x.toolCalls = ch.toolCalls;
-  if (ch.reasoning !== undefined) x.reasoning = ch.reasoning;
-  return x;
-}
-
 export async function* flatten(batches: AsyncIterable<readonly TokenChunk[]>): AsyncGenerator<TokenChunk> {
   for await (const b of batches) yield* b;
 }

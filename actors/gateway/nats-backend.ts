@@ -42,11 +42,11 @@ import {
 } from '../../protocols/messages.ts';
 import type { WireError } from '../../protocols/errors.ts';
 import { streamCompletionBatches } from '../../src/engine/client.ts';
-import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engine.ts';
+import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, canMigrate, chunkExtras, continuation, creditedReport, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, canMigrate, continuation, creditedReport, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import type { AdmissionCounters } from './legs.ts';
 export type { AdmissionCounters } from './legs.ts';

@@ -22,7 +22,7 @@ import {
   type DetokenizeRequest as DetokenizeRequestT, type DetokenizeReply as DetokenizeReplyT,
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
-import type { Engine } from '../../src/engine/engine.ts';
+import { chunkExtras, type Engine } from '../../src/engine/engine.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { GpuControl } from '../../src/gpu/index.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
@@ -35,7 +35,7 @@ import {
   type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState
 } from '../../src/policy/machines/instance.ts';
 import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
-import { chunkExtras, engineWireError, instanceMachineConfig, machineRequest } from './machine-io.ts';
+import { engineWireError, instanceMachineConfig, machineRequest } from './machine-io.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
 const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;

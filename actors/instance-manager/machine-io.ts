@@ -1,26 +1,14 @@
 /**
  * The instance manager's translations between the world and its machine (src/policy/machines/instance.ts):
- * the machine's configuration from the cluster config, a request as the machine sees it, an engine event's
- * parts besides text, an engine failure as a client may see it.
+ * the machine's configuration from the cluster config, a request as the machine sees it,
+ * an engine failure as a client may see it.
  */
-import type { TokenChunk } from '../../protocols/index.ts';
 import type { WireError } from '../../protocols/errors.ts';
-import type { EngineChunk } from '../../src/engine/engine.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { InstanceMachineConfig, MachineRequest } from '../../src/policy/machines/instance.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import type { ClassifiedRequest } from '../common/policy.ts';
-
-/** The parts of an engine event besides text that the client must get (logprobs, tool calls, reasoning), or null. */
-export function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> | null {
-  if (!ch.logprobs && !ch.toolCalls && ch.reasoning === undefined) return null;
-  const x: Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> = {};
-  if (ch.logprobs) x.logprobs = ch.logprobs;
-  if (ch.toolCalls) x.toolCalls = ch.toolCalls;
-  if (ch.reasoning !== undefined) x.reasoning = ch.reasoning;
-  return x;
-}
 
 /** An engine call's failure as the client may see it: the engine's own message for a refusal, nothing internal. */
 export function engineWireError(err: unknown): WireError {

@@ -5,6 +5,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { EngineMetrics } from './metrics-parse.ts';
+import type { TokenChunk } from '../../protocols/index.ts';
 
 export type { EngineMetrics, Histogram } from './metrics-parse.ts';
 
@@ -232,4 +233,14 @@ export interface EngineConfig {
    * engine and hands it only to the gateway it grants a request to.
    */
   apiKey?: string;
+}
+
+/** The parts of an engine event besides text that the client must get (logprobs, tool calls, reasoning), or null. */
+export function chunkExtras(ch: EngineChunk): Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> | null {
+  if (!ch.logprobs && !ch.toolCalls && ch.reasoning === undefined) return null;
+  const x: Pick<TokenChunk, 'logprobs' | 'toolCalls' | 'reasoning'> = {};
+  if (ch.logprobs) x.logprobs = ch.logprobs;
+  if (ch.toolCalls) x.toolCalls = ch.toolCalls;
+  if (ch.reasoning !== undefined) x.reasoning = ch.reasoning;
+  return x;
 }
