@@ -24,12 +24,14 @@ const ids = (v: string | undefined, prefix: string): string[] => (v ?? `${prefix
 
 /** The actors of a deployment: replica ids as given (or the StatefulSet pod names), nodes and pools from the config. */
 export function deploymentActors(configText: string, o: { clusterManagers?: string; poolManagers?: string; gateways?: string }, where = 'config'): ClusterActors {
-  const { cluster } = splitConfig(parseYaml(configText) ?? {}, where);
+  const { cluster, gateway } = splitConfig(parseYaml(configText) ?? {}, where);
   return {
     clusterId: cluster.clusterId,
     clusterManagers: ids(o.clusterManagers, 'cluster-manager'),
     poolManagers: ids(o.poolManagers, 'pool-manager'),
     gateways: ids(o.gateways, 'gateway'),
+    // each worker of a gateway replica (gateway.workers) speaks as `<id>-w<i>` with the replica's credentials
+    gatewayWorkers: gateway.workers,
     nodes: cluster.servers,
     pools: poolsOf(cluster).map((p) => p.id),
   };

@@ -35,6 +35,22 @@ describe('deployment seeds: a GPU node holds its own seeds and no other node\'s'
       expect(readdirSync(join(out, d)).filter((f) => /^node-|-g\d+x\d+\.nk$/.test(f)), d).toEqual([]);
     }
   });
+  it('gen:nats-auth grants a gateway user its workers\' identities when the config runs gateway.workers', () => {
+    const text = readFileSync(join(REPO_ROOT, 'deploy/k8s/cluster.yaml'), 'utf8').replace(/^gateway:\n/m, 'gateway:\n  workers: 3\n');
+    const a = deploymentActors(text, { gateways: 'gateway-0' });
+    expect(a.gatewayWorkers).toBe(3);
+    const out = mkdtempSync(join(tmpdir(), 'dyn-seeds-'));
+    const auth = deploymentAuth({ ...a, pools: a.pools.slice(0, 1) }, out);
+    const users = readFileSync(auth.usersFile, 'utf8');
+    // worker 2 of gateway-0 speaks as gateway-0-w2: its inbox and heartbeat are in the replica's user
+    for (const w of ['gateway-0-w0', 'gateway-0-w1', 'gateway-0-w2']) {
+      expect(users).toContain(`_INBOX.gateway.${w}.>`);
+    }
+    expect(users).not.toContain('gateway-0-w3');
+    // without workers in the config, no worker identity is granted
+    const plain = deploymentAuth({ ...deploymentActors(readFileSync(join(REPO_ROOT, 'deploy/k8s/cluster.yaml'), 'utf8'), { gateways: 'gateway-0' }), pools: a.pools.slice(0, 1) }, mkdtempSync(join(tmpdir(), 'dyn-seeds-')));
+    expect(readFileSync(plain.usersFile, 'utf8')).not.toContain('gateway-0-w');
+  });
   it('the node-agent generator refuses a node id Kubernetes cannot name, a repeated one, and an empty list', () => {
     const t = 'kind: DaemonSet\nmetadata: { name: a-__NODE__ }\n---\nkind: PodDisruptionBudget\n';
     expect(nodeAgentManifests(t, ['n0', 'n1'], [])).toBe('kind: DaemonSet\nmetadata: { name: a-n0 }\n---\nkind: DaemonSet\nmetadata: { name: a-n1 }\n---\nkind: PodDisruptionBudget\n');
