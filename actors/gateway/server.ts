@@ -395,7 +395,7 @@ export class GatewayServer {
     if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0)) throw badRequest("'tokens' must be an array of token ids", 'tokens');
     const req: DetokenizeRequest = { v: 1, model, tokens: tokens as number[] };
     const backend = this.opts.backend;
-    const r = backend.detokenize ? await backend.detokenize(req).catch((err: unknown) => { throw toHttp(err); }) : localDetokenize(req);
+    const r = backend.detokenize ? await backend.detokenize(req).catch((err: unknown) => { throw toHttp(err); }) : await localDetokenize(req);
     if (!r.ok) throw r.error ? httpErrorOfWire(r.error.code, r.error.message, r.error.retryAfterS) : new HttpError(503, 'the tokenizer did not answer', 'service_unavailable', 'unavailable');
     return { prompt: r.prompt };
   }

@@ -7,8 +7,15 @@
  */
 import { createHash } from 'node:crypto';
 import type { DetokenizeReply, DetokenizeRequest, EngineParams, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
-import { decodeTokens, encodeChat, encodeText, tokenStrings } from '../../src/engine/emulator/tokenizer.ts';
 import type { ChatMessageIn } from './openai.ts';
+
+/**
+ * The emulator's tokenizer, loaded on first use only: a gateway over NATS counts with its instances' tokenizers
+ * and never needs it, and loading it (the 32000-token vocabulary, ~0.2 s of CPU) delayed every gateway start, so
+ * a replica restarted on a loaded host listened later (bench-results/chaos-cli.md).
+ */
+let emulatorTokenizer: Promise<typeof import('../../src/engine/emulator/tokenizer.ts')> | undefined;
+const loadTokenizer = () => (emulatorTokenizer ??= import('../../src/engine/emulator/tokenizer.ts'));
 
 /** What a tokenizer answers: the count and the engine's context length. */
 export interface TokenCount {
@@ -88,6 +95,7 @@ export class TokenizeRefused extends Error {
  */
 export function localTokenizer(maxModelLen: number): TokenizeFn {
   return async (req) => {
+    const { encodeChat, encodeText, tokenStrings } = await loadTokenizer();
     try {
       const ids = req.messages
         ? encodeChat(req.messages, { tools: req.params?.tools, continueFinalMessage: req.params?.continue_final_message })
@@ -104,7 +112,8 @@ export function localTokenizer(maxModelLen: number): TokenizeFn {
   };
 }
 
-export function localDetokenize(req: DetokenizeRequest): DetokenizeReply {
+export async function localDetokenize(req: DetokenizeRequest): Promise<DetokenizeReply> {
+  const { decodeTokens } = await loadTokenizer();
   try {
     return { v: 1, ok: true, prompt: decodeTokens(req.tokens) };
   } catch (err) {
