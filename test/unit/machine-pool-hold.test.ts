@@ -110,6 +110,24 @@ describe('pool machine: no ready instance, capacity coming', () => {
     expect(admits(d.status(7000, 'ready', T0 + 6500))).toEqual([[INST, r.id]]);
   });
 
+  it('a new leader with no assignment yet (its stored one not adopted: every instance died with their node agent) holds until the planner sends one', () => {
+    // the pool's only instance died with its node agent; the leader died too, and its successor takes the lead
+    // with the stored assignment but no live instance of the pool: it waits for the planner's assignment
+    const d = new Drive();
+    d.at(0, { type: 'start' });
+    const lead = d.at(0, { type: 'lead', term: 2, stored: assignment('active', 3) });
+    expect(lead.some((e) => e.kind === 'event' && /not adopted/.test(e.summary))).toBe(true);
+    expect(d.s.assignment).toBeUndefined();
+    // past deadAfterMs after the lead: the planner's assignment is still coming, and so is the capacity it grants
+    const r = req();
+    expect(d.dispatch(5000, r)).toEqual([held(r, 10_000)]);
+    // the planner's assignment: the reconciliation starts an instance on the granted GPUs, ready later
+    const start = d.at(6000, { type: 'assign', ref: 3, assignment: assignment('active', 4) }).flatMap((e) => (e.kind === 'node' ? [e.cmd] : []));
+    expect(start.map((c) => c.op)).toEqual(['start_instance']);
+    d.at(6010, { type: 'node_result', cmd: start[0]!, ok: true, purpose: 'reconcile' });
+    expect(admits(d.status(9000, 'ready', T0 + 6500))).toEqual([[INST, r.id]]);
+  });
+
   it('held no longer than the engine health deadline, then refused as overloaded', () => {
     const d = Drive.ready();
     d.status(1000, 'restarting');

@@ -146,6 +146,8 @@ export interface PoolMachineState {
   nextJob: number;
   /** when this replica last took the lead (its view of the instances fills within deadAfterMs), ms. */
   ledAtMs?: number;
+  /** the stored assignment not adopted at the lead (no live instance): until the planner's (`assignment`), its grants count as capacity coming. */
+  unadopted?: PoolAssignment;
   /** this replica's link to the bus is down ('link' event): the sweep gives no verdict meanwhile. */
   linkDown?: boolean;
   /** when, leading, it first saw its instances admit requests: its re-shard epochs count from then, ms. */
@@ -263,6 +265,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
         // assignment to a pool whose status shows an older epoch) and nothing starts from a previous plan
         if (s.assignment || aliveInstances(s).length > 0) setAssignment(s, ev.stored);
         else {
+          s.unadopted = ev.stored;
           fx.push({
             kind: 'event', event: 'lease', summary: `${cfg.pool}: stored assignment (epoch ${ev.stored.epoch}) not adopted: no live instance of the pool; waiting for the cluster planner`,
             decision: { adopted: false, storedEpoch: ev.stored.epoch }, inputs: { pool: cfg.pool, issuedBy: ev.stored.issuedBy, atMs: ev.stored.atMs },
@@ -540,7 +543,7 @@ function streamOf(id: string): string | undefined {
 
 const holdable = (s: PoolMachineState, now: number, cfg: PoolMachineConfig, self = 0) => capacityComing({
   reshard: s.reshard !== undefined, starting: s.starting.size, held: [...s.jobs.values()].filter((j) => (j.holdUntilMs ?? -Infinity) > -Infinity).length - self,
-  instances: s.instances.values(), assignment: s.assignment, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs,
+  instances: s.instances.values(), assignment: s.assignment ?? s.unadopted, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs,
 });
 function views(s: PoolMachineState, exclude: Set<string>): DispatchViewOf[] {
   return dispatchViews(s.instances.values(), exclude, (t) => t.alive);
