@@ -19,7 +19,7 @@ import {
 } from '../../protocols/index.ts';
 import type { Bus, ServeContext, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
-import { systemClock, type Clock } from '../../src/runtime/clock.ts';
+import { systemClock, within, type Clock } from '../../src/runtime/clock.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
@@ -145,8 +145,11 @@ export class PoolLeader {
       const errs: StoredStateUnreadable[] = [];
       // a failure on a server without JetStream (yet) moves the connection: the next attempt goes through another
       const failed = (err: unknown) => (this.#bus.jetstreamFailed((err as { cause?: unknown }).cause ?? err), errs.push(unreadable(err)), null);
-      if (stored === null) stored = await this.#readAssignment().catch(failed);
-      if (dispatched === null) dispatched = await this.#readDispatched().catch(failed);
+      // each read within its own deadline (a JetStream call's default is 5 s: one answer lost to a NATS node's death
+      // would spend the whole budget), growing from attempt to attempt for a slow but working server
+      const attemptMs = Math.max(1, Math.min(until - this.#clock.now(), TAKEOVER_READ_ATTEMPT_MS * 2 ** (attempt - 1)));
+      if (stored === null) stored = await within(this.#readAssignment(), attemptMs, `KV ${jetstream.inventoryBucket}`, this.#clock).catch(failed);
+      if (dispatched === null) dispatched = await within(this.#readDispatched(), attemptMs, `KV ${jetstream.dispatchedBucket}`, this.#clock).catch(failed);
       failure = errs[0];
       if (!this.isLeader()) return;
       if (!failure || this.#clock.now() + wait >= until) break;
@@ -421,6 +424,9 @@ export class StoredStateUnreadable extends DynError {
 }
 
 const unreadable = (err: unknown): StoredStateUnreadable => (err instanceof StoredStateUnreadable ? err : new StoredStateUnreadable('the pool state', err));
+
+/** the first takeover read's deadline, ms; it doubles at each attempt, within timeouts.takeoverReadMs. */
+const TAKEOVER_READ_ATTEMPT_MS = 1000;
 
 /** dispatch calls a pool leader works on at once (held ones do not count: see #dispatchSlots). */
 export const DISPATCH_HANDLERS = 256;

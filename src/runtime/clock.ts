@@ -3,6 +3,8 @@
  * drain deadlines) reads time and schedules timers through a Clock, so tests drive it with a ManualClock
  * and never sleep.
  */
+import { TimeoutError } from './errors.ts';
+
 export interface Clock {
   /** ms since epoch. */
   now(): number;
@@ -131,5 +133,22 @@ export class ManualClock implements Clock {
       left -= step;
       for (let i = 0; i < 5; i++) await Promise.resolve();
     }
+  }
+}
+
+/**
+ * `p`, or a TimeoutError (retryable) after `ms` on `clock`: a deadline for a call that has none of its own, or
+ * whose own is too long for the caller (a JetStream call waits 5 s by default). The call itself is left to
+ * finish or fail on its own; its late result is dropped.
+ */
+export async function within<T>(p: Promise<T>, ms: number, what: string, clock: Clock = systemClock): Promise<T> {
+  let h: unknown;
+  const late = new Promise<never>((_, reject) => {
+    h = clock.setTimeout(() => reject(new TimeoutError(what, ms)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clock.clearTimeout(h);
   }
 }

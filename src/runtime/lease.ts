@@ -19,7 +19,12 @@
  * - a record that does not decode is NOT free: it counts as held by an unknown holder until it has stayed
  *   unchanged (same revision) for a whole TTL, exactly like a holder that stopped renewing.
  * - renew: every `renewMs` with CAS on the revision of our last write; a CAS failure means someone else
- *   took it: step down.
+ *   took it: step down, unless the record is a write of ours whose answer was lost (below).
+ * - a write whose answer did not come within `opTimeoutMs` may still have been applied (a loaded server, a slow
+ *   replicated commit): its value is remembered, and a record equal to one of those values (holder, term,
+ *   acquiredMs and expiresMs: each write's expiry is its own) is ours, adopted as if the answer had come. Without
+ *   that, a contender whose acquire was applied unanswered waited out its own record's TTL, and a leader whose
+ *   renewal was applied unanswered found its next compare-and-set failing and stepped down ('taken').
  * - step down locally at our own expiry even when the server cannot be reached: `isLeader()` compares the
  *   clock against the expiry we wrote minus a safety margin, so a partitioned or paused leader stops
  *   claiming leadership before any standby may take over.
@@ -32,11 +37,12 @@ import type { KV, KvEntry } from '@nats-io/kv';
 import type { Logger } from 'pino';
 import { LeaseValue, jetstream as jsNames, kvKeySubject } from '../../protocols/index.ts';
 import type { Bus } from './bus.ts';
-import { systemClock, type Clock } from './clock.ts';
-import { TimeoutError } from './errors.ts';
+import { systemClock, within, type Clock } from './clock.ts';
 
 /** the next attempt after a failed one (unanswered, unreachable), ms; at most renewMs. */
 const RETRY_AFTER_FAILURE_MS = 200;
+/** writes without an answer remembered (one per failed attempt, cleared by an answer): a few TTLs of retries. */
+const MAX_UNANSWERED = 32;
 
 export interface LeaderLeaseOptions {
   bus: Bus;
@@ -88,6 +94,8 @@ export class LeaderLease extends EventEmitter {
   #held?: { revision: number; expiresMs: number; term: number; acquiredMs: number };
   /** an undecodable record: its revision and when we first saw it. */
   #corrupt?: { revision: number; seenMs: number };
+  /** our writes whose answer did not come (newest last, bounded): any of them may have been applied. */
+  #unanswered: LeaseValue[] = [];
 
   constructor(opts: LeaderLeaseOptions) {
     super();
@@ -231,9 +239,28 @@ export class LeaderLease extends EventEmitter {
       held.expiresMs = v.expiresMs;
       this.#armStepDown();
     } catch (err) {
-      if (isCasFailure(err)) this.#stepDown('taken');
-      else throw err; // unreachable: keep trying until our expiry
+      if (!isCasFailure(err)) throw err; // unreachable: keep trying until our expiry
+      // the revision moved on: by someone else, or by a renewal of ours applied while its answer was lost
+      const e = await this.#read();
+      if (this.#held !== held) return;
+      const mine = this.#mine(e);
+      if (!mine) {
+        this.#stepDown('taken');
+        return;
+      }
+      this.#log?.info({ key: this.key, term: held.term, revision: e!.revision }, 'lease renewal applied unanswered: adopted');
+      held.revision = e!.revision;
+      held.expiresMs = mine.expiresMs; // what the record says (a later write than the one we had an answer for)
+      this.#armStepDown();
     }
+  }
+
+  /** `e` is a write of ours whose answer did not come (see the module comment): its value, else undefined. */
+  #mine(e: KvEntry | null): LeaseValue | undefined {
+    if (!this.#unanswered.length) return undefined;
+    const cur = this.#decode(e);
+    if (!cur || cur === 'corrupt' || cur.holder !== this.holder) return undefined;
+    return this.#unanswered.find((u) => u.term === cur.term && u.acquiredMs === cur.acquiredMs && u.expiresMs === cur.expiresMs);
   }
 
   /** Returns ms until the next attempt. */
@@ -248,6 +275,12 @@ export class LeaderLease extends EventEmitter {
       if (left >= 0) return Math.min(this.renewMs, left + 1);
     }
     const cur = dec === 'corrupt' ? null : dec;
+    const mine = this.#mine(e);
+    if (mine && t0 < mine.expiresMs - this.safetyMs) {
+      // our acquire was applied while its answer was lost: we hold it since that write
+      this.#log?.info({ key: this.key, term: mine.term, revision: e!.revision }, 'lease acquire applied unanswered: adopted');
+      return this.#elected(e!.revision, mine);
+    }
     if (cur && cur.holder && cur.expiresMs >= t0) {
       // held by someone (possibly a previous process of ours): retry just after it would lapse
       return Math.min(this.renewMs, cur.expiresMs - t0 + 1);
@@ -263,11 +296,17 @@ export class LeaderLease extends EventEmitter {
       if (isCasFailure(err)) return this.renewMs; // someone else won
       throw err;
     }
+    return this.#elected(rev, v);
+  }
+
+  /** We hold the lease written as `v` at revision `rev`. Returns ms until the next attempt (the first renewal). */
+  #elected(rev: number, v: LeaseValue): number {
     if (!this.#running) return this.renewMs;
-    this.#held = { revision: rev, expiresMs: v.expiresMs, term, acquiredMs: t0 };
+    this.#held = { revision: rev, expiresMs: v.expiresMs, term: v.term, acquiredMs: v.acquiredMs };
+    this.#unanswered = [];
     this.#armStepDown();
-    this.#log?.info({ key: this.key, term }, 'lease elected');
-    this.emit('elected', { holder: this.holder, term, expiresMs: v.expiresMs });
+    this.#log?.info({ key: this.key, term: v.term }, 'lease elected');
+    this.emit('elected', { holder: this.holder, term: v.term, expiresMs: v.expiresMs });
     return this.renewMs;
   }
 
@@ -277,16 +316,8 @@ export class LeaderLease extends EventEmitter {
   }
 
   /** `p`, or a TimeoutError after `ms` (the operation itself is left to finish or fail on its own). */
-  async #within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-    let h: unknown;
-    const late = new Promise<never>((_, reject) => {
-      h = this.#clock.setTimeout(() => reject(new TimeoutError(what, ms)), ms);
-    });
-    try {
-      return await Promise.race([p, late]);
-    } finally {
-      this.#clock.clearTimeout(h);
-    }
+  #within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+    return within(p, ms, what, this.#clock);
   }
 
   /**
@@ -295,12 +326,23 @@ export class LeaderLease extends EventEmitter {
    * expected the same revision and the server let both through its pre-check (the message id dedupes it).
    */
   async #cas(v: LeaseValue, expected: number): Promise<number> {
-    const pa = await this.#bus.jetstream().publish(kvKeySubject(this.#bucket, this.key), LeaseValue.encode(v), {
-      msgID: `${this.key}@${expected}`,
-      expect: { lastSubjectSequence: expected },
-      timeout: this.opTimeoutMs,
-    });
+    let pa;
+    try {
+      pa = await this.#bus.jetstream().publish(kvKeySubject(this.#bucket, this.key), LeaseValue.encode(v), {
+        msgID: `${this.key}@${expected}`,
+        expect: { lastSubjectSequence: expected },
+        timeout: this.opTimeoutMs,
+      });
+    } catch (err) {
+      // no answer (or no verdict): the write may still be applied; a record equal to it is ours
+      if (!isCasFailure(err) && v.holder) {
+        this.#unanswered.push(v);
+        if (this.#unanswered.length > MAX_UNANSWERED) this.#unanswered.shift();
+      }
+      throw err;
+    }
     if (pa.duplicate) throw new LeaseCasLost(`wrong last sequence: revision ${expected} was already written over (seq ${pa.seq})`);
+    this.#unanswered = [];
     return pa.seq;
   }
 

@@ -11,6 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
+import { startStallProxy } from '../helpers/stall-proxy.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
@@ -127,5 +128,42 @@ describe('pool takeover while the KV is briefly unavailable', () => {
     const a = await admin.request(subjects.poolDispatch(pool), InferenceRequest, request(`kvdown-${Date.now()}`), Admission, { timeoutMs: 5000 });
     expect(a.ok).toBe(false);
     expect(a.error?.retryable).toBe(true);
+  }, 60_000);
+
+  it("a read whose answer is lost with its connection is sent again within the budget (not after JetStream's 5-s default)", async () => {
+    const pool = 'pool-kvcut';
+    const events: Ev[] = [];
+    admin.subscribe(subjects.eventsOfKind('failure'), DecisionEvent, (e) => void events.push(e), { capacity: 256 });
+    const proxy = await startStallProxy(nats.url);
+    try {
+      const bus = await Bus.connect({ servers: proxy.url, name: 'pm-kvcut', ...as('pool', 'pm-kvcut'), log: silentLogger() });
+      buses.push(bus);
+      // the first read of the pool's stored assignment reaches the server; the connection dies before its answer
+      const cut = proxy.cutAfter(`GET.KV_${jetstream.inventoryBucket}`);
+      const config = parseConfig({
+        pools: [{ id: pool, types: [...TYPES] }],
+        liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 6000 },
+        timeouts: { takeoverReadMs: 4000 },
+      });
+      const l = new PoolLeader({ pool, types: [...TYPES], holder: 'pm-kvcut', bus, config, log: silentLogger() });
+      leaders.push(l);
+      await l.start();
+      await cut;
+      // it leads with its state read: dispatch answered, and no "leads without" failure event past the 4-s budget
+      const a = await until(() => (l.isLeader() ? true : undefined), 5000, 'the lease').then(async () => {
+        for (const end = Date.now() + 8000; ; await sleep(200)) {
+          try {
+            return await admin.request(subjects.poolDispatch(pool), InferenceRequest, request(`kvcut-${Date.now()}`), Admission, { timeoutMs: 1000 });
+          } catch (err) {
+            if (Date.now() > end) throw err;
+          }
+        }
+      });
+      expect(a.ok).toBe(false); // no instance yet: a retryable refusal from the leader
+      await sleep(1000);
+      expect(events.filter((e) => e.actor === pool && /without/.test(e.summary)).map((e) => e.summary)).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
   }, 60_000);
 });
