@@ -10,6 +10,7 @@ export * from './sharding.ts';
 export * from './reshard-matching.ts';
 export * from './hungarian.ts';
 export * from './frequency.ts';
+export * from './arrival-rate.ts';
 export * from './dispatch.ts';
 export * from './emergency.ts';
 export * from './milp.ts';

@@ -7,6 +7,7 @@ import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { chooseClock } from '../../src/policy/frequency.ts';
 import { prefillClockFloor } from '../../src/policy/dispatch.ts';
+import { riseRate } from '../../src/policy/arrival-rate.ts';
 import {
   epochLoad,
   initialInstanceState, instanceStep, currentLoad, pendingPrefillTokens, clockSource,
@@ -202,7 +203,8 @@ describe('instance machine: load and clock', () => {
       d.at(5000 + i * 25, { type: 'first_token', id: r.id });
     }
     const fx = d.at(6000, { type: 'tick' });
-    const want = chooseClock({ profile, tp: 4, loadByType: { MS: 40 }, headroom: 0 }).clockMhz;
+    // the window ends at an arrival: 40 arrivals in 1 s read (40 - 1) / 1 s (riseRate)
+    const want = chooseClock({ profile, tp: 4, loadByType: { MS: 39 }, headroom: 0 }).clockMhz;
     expect(want).toBeGreaterThan(800);
     expect(clocks(fx)).toEqual([want]);
     expect(fx).toMatchObject([{ kind: 'set_clock', why: expect.stringMatching(/^load rose within the epoch/) }]);
@@ -212,6 +214,59 @@ describe('instance machine: load and clock', () => {
     d.applyClocks(6150, fx);
     // nothing arrived since the last check: no raise, and never down between epochs
     expect(clocks(d.at(6200, { type: 'tick' }))).toEqual([]);
+  });
+
+  it('reads the rate within the epoch as (N - 1) / t: a lone arrival on a lightly loaded instance does not raise its clock, a second one soon after does', () => {
+    const d = new Drive(cfg({ maxInEngine: 64, maxQueued: 64 })).ready(800);
+    const lm = (ms: number) => {
+      const r = req('LM', ms, { inputTokens: 10 });
+      const fx = d.at(ms, { type: 'admit', req: r });
+      d.at(ms, { type: 'first_token', id: r.id });
+      return fx;
+    };
+    // one LM request in the first epoch (0.2 req/s), then a quiet epoch: the EWMA reads 0.1 req/s
+    lm(1000);
+    d.applyClocks(5000, d.at(5000, { type: 'epoch' }));
+    d.applyClocks(10_000, d.at(10_000, { type: 'epoch' }));
+    expect(d.s.load.LM).toBeCloseTo(0.1, 6);
+    const low = chooseClock({ profile, tp: 4, loadByType: { LM: 0.1 }, headroom: 0 }).clockMhz;
+    expect(d.s.clockMhz).toBe(low);
+    // a lone arrival 1.5 s into the epoch: N / t would read 0.67 req/s, more than TP4 carries at any clock, and raise
+    // the clock to the max; (N - 1) / t reads no rise
+    expect(chooseClock({ profile, tp: 4, loadByType: { LM: 1 / 1.5 }, headroom: 0 }).clockMhz).toBe(MAX);
+    expect(clocks(lm(11_500))).toEqual([]);
+    expect(clocks(d.at(11_600, { type: 'tick' }))).toEqual([]);
+    // a second one half a second later: 1 / 2.1 s, the rise is followed at once
+    lm(12_000);
+    const fx = d.at(12_100, { type: 'tick' });
+    const want = chooseClock({ profile, tp: 4, loadByType: { LM: 1 / 2.1 }, headroom: 0 }).clockMhz;
+    expect(want).toBeGreaterThan(low);
+    expect(clocks(fx)).toEqual([want]);
+    expect(fx).toMatchObject([{ kind: 'set_clock', why: expect.stringMatching(/^load rose within the epoch/) }]);
+  });
+
+  it('riseRate: (N - 1) / t of all arrivals, split by type; unbiased for a Poisson process read at its N-th arrival, where N / t is not', () => {
+    expect(riseRate({ LM: 1 }, 1.5)).toEqual({});
+    expect(riseRate({}, 2)).toEqual({});
+    const r = riseRate({ SS: 3, MM: 1 }, 2);
+    expect(r.SS).toBeCloseTo((3 / 4) * (3 / 2), 9);
+    expect(r.MM).toBeCloseTo((1 / 4) * (3 / 2), 9);
+    // Poisson arrivals at 0.5 req/s, read at the N-th arrival (N = 2..6) from the start of the window
+    let seed = 12345;
+    const u = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) + 0.5) / 2147483648;
+    for (const N of [2, 3, 6]) {
+      let sumUnbiased = 0, sumNaive = 0;
+      const trials = 20_000;
+      for (let k = 0; k < trials; k++) {
+        let t = 0;
+        for (let i = 0; i < N; i++) t += -Math.log(u()) / 0.5;
+        sumUnbiased += riseRate({ LM: N }, t).LM!;
+        sumNaive += N / t;
+      }
+      expect(sumUnbiased / trials).toBeGreaterThan(0.5 * 0.97);
+      expect(sumUnbiased / trials).toBeLessThan(0.5 * 1.03);
+      expect(sumNaive / trials).toBeGreaterThan(0.5 * (N / (N - 1)) * 0.97);
+    }
   });
 
   it('raises the clock on admission when a long prompt needs it to meet its TTFT deadline, and the epoch keeps that floor', () => {

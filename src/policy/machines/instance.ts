@@ -25,6 +25,7 @@ import type { RequestType } from '../../../protocols/request-types.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { chooseClock } from '../frequency.ts';
 import { prefillClockFloor } from '../dispatch.ts';
+import { riseRate } from '../arrival-rate.ts';
 import { emergencyStep, initialEmergencyState, type EmergencyAction, type EmergencyState, type Justification } from '../emergency.ts';
 import { DEFAULT_HEADROOM } from '../types.ts';
 import { creditsOutstanding, initialCreditLedger, lendFor, revokeCredits, spendCredit, type CreditConfig, type CreditLedger, type CreditLoan } from './credits.ts';
@@ -528,17 +529,15 @@ function prefillRise(s: InstanceMachineState, fx: InstanceEffect[], now: number,
 }
 
 /**
- * Between epochs (every tick, when requests arrived since the last check): the clock follows a load rise
- * within the epoch instead of at its end. The epoch's arrivals so far (over at least 1 s, so a few
- * back-to-back requests do not read as a high rate) against the EWMA, the larger per type; only raises.
- */
+ * Between epochs (every tick, when requests arrived since the last check): the clock follows a load rise within the epoch
+ * instead of at its end. The epoch's arrival rate so far (riseRate, over at least 1 s) against the EWMA, the larger per type; only raises. */
 function loadRise(s: InstanceMachineState, fx: InstanceEffect[], now: number, cfg: InstanceMachineConfig): void {
   if (!s.arrivedSinceRiseCheck || s.raising) return;
   s.arrivedSinceRiseCheck = false;
   if (clockSource(s, now) !== 'instance' || s.clockMhz >= maxClockOf(s)) return;
-  const dt = Math.max(1, (now - s.windowStartMs) / 1000);
+  const rate = riseRate(s.arrivals, Math.max(1, (now - s.windowStartMs) / 1000) * cfg.timeScale);
   const load: Load = { ...s.load };
-  for (const [t, n] of Object.entries(s.arrivals) as [RequestType, number][]) load[t] = Math.max(load[t] ?? 0, n / dt / cfg.timeScale);
+  for (const [t, r] of Object.entries(rate) as [RequestType, number][]) load[t] = Math.max(load[t] ?? 0, r);
   const d = decideClock(cfg, uncachedLoad(s, load), s.supportedMhz);
   if (d) raise(s, fx, d.clockMhz, now, `load rose within the epoch: ${d.reason}`, { loadByType: load, feasible: d.feasible, predictedPowerW: d.powerW });
 }
