@@ -172,6 +172,10 @@ export const instanceStatus = z.object({
   runningSeqs: z.array(int).max(1024).optional(),
   /** offered load, req/s by (classified) type, EWMA. */
   loadByType: z.record(requestType, nonneg),
+  /** the load the pool's re-shard epoch sums, req/s by type: the EWMA projected to its epoch's close (the instance
+   * machine's projectedLoad), the same wherever in the instance's epoch it is read; optional (older instance
+   * managers: loadByType). */
+  epochLoadByType: z.record(requestType, nonneg).optional(),
   /** requests admitted since this process started, by type (cumulative; the pool's burst window counts each
    * minute's arrivals from the increments); optional (older instance managers). */
   admittedByType: z.record(requestType, nonneg).optional(),

@@ -31,7 +31,7 @@ import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { classified, type ClassifiedRequest } from '../common/policy.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import {
-  currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens,
+  currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens, projectedLoad,
   type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState
 } from '../../src/policy/machines/instance.ts';
 import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
@@ -778,7 +778,7 @@ export class InstanceManager {
       startedMs: this.startedMs, seq: this.#seq++, sentMs: now, clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(),
       queued: this.queued, running: running.length, queuedIds: this.#m.queue.slice(0, 1024).map((q) => q.id),
       runningIds: running.slice(0, 1024).map((r) => r.req.id), runningSeqs: running.slice(0, 1024).map((r) => r.seq),
-      loadByType: currentLoad(this.#m, now, this.#cfg),
+      loadByType: currentLoad(this.#m, now, this.#cfg), epochLoadByType: projectedLoad(this.#m, now, this.#cfg),
       admittedByType: { ...this.#m.admitted },
       pendingPrefillTokens: pendingPrefillTokens(this.#m),
     };

@@ -283,7 +283,8 @@ export abstract class SimControl extends SimLedger {
       healthDeadlineMs: this.cost.instanceStartS * 1000, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS,
       planner: 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000), reshardKeepsServing: this.o.reshardExecution !== 'units', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
     };
-    const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), prefix: i.core?.prefixCacheTokens() }));
+    // what each instance's status carries: its load, and (instance machines, after t = 0) the load the pool's epoch sums
+    const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), ...(!initial && i.brain ? { epochLoad: i.brain.epochLoad(now) } : {}), prefix: i.core?.prefixCacheTokens() }));
     const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool);
     if (!plan) return;
     const same = JSON.stringify(plan.target) === JSON.stringify(current);

@@ -6,7 +6,7 @@
  * change the clock, move requests to peers. No decision is taken here.
  */
 import {
-  currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens,
+  currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens, projectedLoad,
   type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState,
 } from '../policy/machines/instance.ts';
 import type { LoadByType } from '../policy/types.ts';
@@ -123,6 +123,11 @@ export class InstanceBrain {
   /** The load the instance reports to its pool (req/s by type). */
   load(now: number): LoadByType {
     return currentLoad(this.s, now, this.#cfg);
+  }
+
+  /** The load its status tells the pool's re-shard epoch (epochLoadByType: policy projectedLoad). */
+  epochLoad(now: number): LoadByType {
+    return projectedLoad(this.s, now, this.#cfg);
   }
 
   /** What its status tells the pool (actors/instance-manager #publishStatus): queue, running, load, prompt tokens awaiting prefill. */

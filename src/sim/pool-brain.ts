@@ -20,7 +20,7 @@ import { recordPoolArrivals, type PoolLoadSample } from '../policy/pool-shards.t
 export type { PoolLoadSample } from '../policy/pool-shards.ts';
 export type { PoolMachineConfig } from '../policy/machines/pool.ts';
 
-export interface SimPoolInstance { id: string; tp: number; ready: boolean; clockMhz: number; load: Partial<Record<RequestType, number>>; prefix?: { lookup: number; hit: number } | undefined }
+export interface SimPoolInstance { id: string; tp: number; ready: boolean; clockMhz: number; load: Partial<Record<RequestType, number>>; epochLoad?: Partial<Record<RequestType, number>>; prefix?: { lookup: number; hit: number } | undefined }
 
 export interface PoolReshardDecision { take: boolean; target: InstanceConfig[]; recentLoad: PoolLoadSample[] }
 
@@ -66,7 +66,7 @@ export function poolReshardDecision(
     const p = placed[k]!;
     const status: InstanceStatus = {
       v: 1, id: i.id, pool: cfg.pool, node: p.node, tp: i.tp as InstanceStatus['tp'], gpuIds: p.gpuIds, state: i.ready ? 'ready' : 'starting', startedMs: 0, seq: 1, sentMs: now,
-      clockMhz: i.clockMhz, maxClockMhz: i.clockMhz, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: i.load, ...(i.prefix ? { prefixCacheTokens: i.prefix } : {}),
+      clockMhz: i.clockMhz, maxClockMhz: i.clockMhz, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: i.load, ...(i.epochLoad ? { epochLoadByType: i.epochLoad } : {}), ...(i.prefix ? { prefixCacheTokens: i.prefix } : {}),
     };
     step({ type: 'status', status });
   }

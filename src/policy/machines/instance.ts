@@ -10,8 +10,10 @@
  *   SLO), the queue bound;
  * - the queue and the engine slots (which request starts next: FIFO, earliest TTFT deadline first once the
  *   emergency ladder reorders);
- * - the load estimate: arrivals per epoch, an EWMA of half weight per epoch (the dispatcher's view), and the
- *   clock's view max(EWMA, this window's rate) (a rise is followed at once, a fall through the EWMA);
+ * - the load estimate: arrivals per epoch, an EWMA of half weight per epoch (the dispatcher's view, with the
+ *   window's rate: currentLoad; the pool's re-shard view, moving towards the next EWMA as the epoch goes:
+ *   projectedLoad), and the clock's view max(EWMA, this window's rate) (a rise is followed at once, a fall
+ *   through the EWMA);
  * - the clock, arbitrated between its four sources in one place (`clockSource`):
  *   1. the emergency ladder's max clock holds over everything while it is at step 2 or above;
  *   2. a pool's set_clock holds for one instance epoch;
@@ -28,6 +30,8 @@ import { prefillClockFloor } from '../dispatch.ts';
 import { riseRate } from '../arrival-rate.ts';
 import { emergencyStep, initialEmergencyState, type EmergencyAction, type EmergencyState, type Justification } from '../emergency.ts';
 import { DEFAULT_HEADROOM } from '../types.ts';
+import { epochLoad } from './instance-load.ts';
+export { currentLoad, epochLoad, projectedLoad } from './instance-load.ts';
 import { creditsOutstanding, initialCreditLedger, lendFor, revokeCredits, spendCredit, type CreditConfig, type CreditLedger, type CreditLoan } from './credits.ts';
 
 type Load = Partial<Record<RequestType, number>>;
@@ -423,8 +427,14 @@ function creditedStart(s: InstanceMachineState, fx: InstanceEffect[], ev: Extrac
   if (ev.topUp) lend(s, fx, ev.req.id, ev.gateway, now, cfg);
 }
 
+/**
+ * An arrival at this instance: its epoch's arrivals (the EWMA) and its admission counter (status admittedByType: the
+ * pool's burst window). A moved request (an emergency step 3's, a dead peer's queue re-dispatched: moves > 0) is not
+ * one: it arrived at the pool once, and the instance that first admitted it counted it; counted again here, the pool's
+ * window and its summed load read each move as a second arrival.
+ */
 function countArrival(s: InstanceMachineState, req: MachineRequest): void {
-  if (req.probe) return;
+  if (req.probe || req.moves > 0) return;
   s.arrivals[req.type] = (s.arrivals[req.type] ?? 0) + 1;
   s.admitted[req.type] = (s.admitted[req.type] ?? 0) + 1;
   s.arrivedSinceRiseCheck = true;
@@ -472,33 +482,6 @@ function measureLoad(s: InstanceMachineState, now: number, cfg: InstanceMachineC
   s.windowStartMs = now;
   s.load = load;
   return forClock;
-}
-
-/**
- * The epoch's load rule: the EWMA of the arrival rate (half weight per epoch; a type's first epoch takes
- * its rate), and the clock's view max(EWMA, rate): the clock follows a rise at once (the SLO is at stake)
- * and a fall through the EWMA (no flapping). Rates under 1e-3 req/s are dropped.
- */
-export function epochLoad(ewma: Load, rate: Load): { load: Load; forClock: Load } {
-  const load: Load = {};
-  const forClock: Load = {};
-  const types = new Set([...Object.keys(rate), ...Object.keys(ewma)] as RequestType[]);
-  for (const t of types) {
-    const r = rate[t] ?? 0;
-    const v = 0.5 * r + 0.5 * (ewma[t] ?? r);
-    if (v > 1e-3) load[t] = v;
-    const c = Math.max(v, r);
-    if (c > 1e-3) forClock[t] = c;
-  }
-  return { load, forClock };
-}
-
-/** Load for the dispatcher: the last epoch's EWMA blended with arrivals since (so a step shows at once). */
-export function currentLoad(s: InstanceMachineState, now: number, cfg: Pick<InstanceMachineConfig, 'timeScale'>): Load {
-  const dt = (now - s.windowStartMs) / 1000;
-  const out: Load = { ...s.load };
-  if (dt > 0.5) for (const [t, n] of Object.entries(s.arrivals) as [RequestType, number][]) out[t] = Math.max(out[t] ?? 0, n / dt / cfg.timeScale);
-  return out;
 }
 
 /** Instance epoch: the least-energy clock meeting the SLO at this load (policy chooseClock), not below the prefill floor. */

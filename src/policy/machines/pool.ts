@@ -33,7 +33,7 @@ import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
 import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
-import { aliveInstances, capacityComing, countDispatched, dispatchViews, poolLoad, type DispatchViewOf, type HoldOutcome } from './router.ts';
+import { aliveInstances, capacityComing, countDispatched, dispatchViews, poolEpochLoad, poolLoad, type DispatchViewOf, type HoldOutcome } from './router.ts';
 export { aliveInstances, poolLoad } from './router.ts';
 import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, unitSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
@@ -811,7 +811,7 @@ function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: P
   const live = aliveInstances(s);
   if (!live.length || live.some((x) => x.state !== 'ready')) return; // a change in progress: next epoch
   // the burst guard: the split keeps what the window's highest minute needs; the instances it does not need are left out
-  const measured = poolLoad(s);
+  const measured = poolEpochLoad(s);
   s.recentLoad = recordPoolArrivals(s.recentLoad, {}, now, cfg.burstWindowMs ?? 0);
   const { load: peak, guarded } = guardedPoolLoad(measured, windowPeak(s.recentLoad));
   const input: PoolShardInput = {

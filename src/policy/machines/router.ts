@@ -66,6 +66,17 @@ export function aliveInstances(s: { instances: Map<string, TrackedInstance> }): 
   return [...s.instances.values()].filter((t) => t.alive).map((t) => t.status);
 }
 
+/**
+ * The pool's load for its re-shard epoch (req/s by type): the sum of its alive instances' epoch loads (status
+ * epochLoadByType, their EWMAs projected to their epochs' close; loadByType where absent), which read the same
+ * wherever in the instances' epochs the pool's epoch falls.
+ */
+export function poolEpochLoad(s: { instances: Map<string, TrackedInstance> }): Partial<Record<RequestType, number>> {
+  const out: Partial<Record<RequestType, number>> = {};
+  for (const st of aliveInstances(s)) for (const [t, v] of Object.entries(st.epochLoadByType ?? st.loadByType) as [RequestType, number][]) out[t] = (out[t] ?? 0) + v;
+  return out;
+}
+
 /** Measured pool load (req/s by type) = sum of its alive instances' loads. */
 export function poolLoad(s: { instances: Map<string, TrackedInstance> }): Partial<Record<RequestType, number>> {
   const out: Partial<Record<RequestType, number>> = {};
