@@ -266,7 +266,7 @@ export class ClusterManager extends Actor {
       this.log.warn({ err: (err as Error).message }, 'inventory not readable: stale assignments not checked');
       return;
     }
-    const r = reconcileInventory(stored, live, this.#mc.pools.map((p) => p.id));
+    const r = reconcileInventory(stored, live, this.#mc.pools.map((p) => p.id), c.nats.ownStore);
     let ledgerCleared = false;
     if (r.fresh) {
       try {

@@ -55,6 +55,12 @@ export const configSchema = z
         instanceKeysDir: z.string().min(1).optional(),
         /** the server does not enforce authorization and the cluster runs anyway (`up --insecure-nats`): status and the dashboard warn. */
         insecure: z.boolean().default(false),
+        /**
+         * the JetStream store is the cluster's own, created with it and removed with it (`up`'s private nats-server):
+         * a stored pool assignment or energy ledger is this run's even while no instance is alive (a node agent died
+         * with them), never a previous run's. Default false: a shared server may keep a previous run's state.
+         */
+        ownStore: z.boolean().default(false),
         /** TLS files: CA to trust, client certificate and key (mutual TLS). */
         tls: z.object({ ca: z.string().min(1).optional(), cert: z.string().min(1).optional(), key: z.string().min(1).optional() }).strict().optional(),
         /**

@@ -84,6 +84,7 @@ export class PoolLeader {
       moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS, planner: c.planner === 'milp' ? 'milp' : 'heuristic',
       // the burst guard's window: the last three re-shard epochs (policy poolBurstWindowMs, as the simulator's pools)
       burstWindowMs: poolBurstWindowMs(c.epochs.poolS * 1000),
+      ...(c.nats.ownStore ? { ownStore: true } : {}),
     };
     this.#m = initialPoolState(o.types);
     this.#lease = new LeaderLease({

@@ -9,6 +9,9 @@
  * Those are deleted from the store and never routed to or planned from (on a fresh start, the stored energy
  * ledger too: a new cluster's energy starts at 0); on a failover (live instances)
  * every assignment of a configured pool stays, since a pool whose instances are still starting is not stale.
+ * A store of the cluster's own (`ownStore`: config nats.ownStore, `up`'s private nats-server) holds no previous
+ * run's state: with no instance alive (a node agent died with them) it is a failover too, and the energy ledger
+ * and every assignment of a configured pool stay.
  */
 import type { InstanceStatus, PoolAssignment } from '../../protocols/index.ts';
 
@@ -24,13 +27,13 @@ export interface InventoryReconcile {
 
 /**
  * `live`: statuses of the instances seen within the liveness window (any state but stopped);
- * `pools`: the pool ids this cluster's config has (configured or derived).
+ * `pools`: the pool ids this cluster's config has (configured or derived); `ownStore`: the store is the cluster's own.
  */
-export function reconcileInventory(stored: readonly PoolAssignment[], live: readonly Pick<InstanceStatus, 'pool' | 'state'>[], pools: readonly string[]): InventoryReconcile {
+export function reconcileInventory(stored: readonly PoolAssignment[], live: readonly Pick<InstanceStatus, 'pool' | 'state'>[], pools: readonly string[], ownStore = false): InventoryReconcile {
   const alive = live.filter((s) => s.state !== 'stopped');
   const known = new Set(pools);
   const livePools = new Set(alive.map((s) => s.pool));
-  if (alive.length === 0) {
+  if (alive.length === 0 && !ownStore) {
     return { fresh: true, stale: [...stored], keep: [], why: 'no instance of the cluster is alive: the stored state is a previous run\'s' };
   }
   const stale = stored.filter((a) => !known.has(a.pool) && !livePools.has(a.pool));

@@ -31,4 +31,12 @@ describe('stale inventory (a previous run\'s pool assignments)', () => {
     expect(r.stale.map((x) => x.pool)).toEqual(['pool-old']);
     expect(r.keep.map((x) => x.pool)).toEqual(['pool-gone', 'pool-LL']);
   });
+
+  it("the cluster's own store (up's private NATS): no live instance (a node agent died with them) is a failover, not a previous run", () => {
+    const r = reconcileInventory([a('pool-old'), a('pool-LS'), a('pool-LL')], [], ['pool-LS', 'pool-LL'], true);
+    // the energy ledger and every configured pool's assignment stay; a pool the config does not have still goes
+    expect(r.fresh).toBe(false);
+    expect(r.keep.map((x) => x.pool)).toEqual(['pool-LS', 'pool-LL']);
+    expect(r.stale.map((x) => x.pool)).toEqual(['pool-old']);
+  });
 });

@@ -128,6 +128,18 @@ describe('pool machine: no ready instance, capacity coming', () => {
     expect(admits(d.status(9000, 'ready', T0 + 6500))).toEqual([[INST, r.id]]);
   });
 
+  it("with the cluster's own store (up's private NATS) a new leader adopts the stored assignment with no live instance and starts its instances at once", () => {
+    const d = new Drive();
+    const own = { ...cfg, ownStore: true };
+    d.s = poolStep(d.s, { type: 'start' }, T0, own).state;
+    const lead = poolStep(d.s, { type: 'lead', term: 2, stored: assignment('active', 3) }, T0, own);
+    d.s = lead.state;
+    expect(d.s.assignment?.epoch).toBe(3);
+    expect(lead.effects.some((e) => e.kind === 'event' && /not adopted/.test(e.summary))).toBe(false);
+    // the reconciliation starts an instance on the stored grants without waiting for the planner
+    expect(lead.effects.flatMap((e) => (e.kind === 'node' ? [e.cmd.op] : []))).toEqual(['start_instance']);
+  });
+
   it('held no longer than the engine health deadline, then refused as overloaded', () => {
     const d = Drive.ready();
     d.status(1000, 'restarting');

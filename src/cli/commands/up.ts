@@ -159,7 +159,8 @@ async function up(values: UpOptions): Promise<number> {
     for (const s of cluster.servers) childNats.set(`node-${s.id}`, key(`node/${s.id}`));
     for (let i = 0; i < gateway.replicas; i++) childNats.set(`gateway-${i}`, key(`gateway/gw-${i}`));
     observer = key('observer/');
-    clusterRaw.nats = { url: servers, instanceKeysDir: auth.instanceKeysDir, jetstreamReplicas: natsNodes === 1 ? 1 : 3 };
+    // the store lives in the state directory of this run (removed on stop): whatever it holds is this run's
+    clusterRaw.nats = { url: servers, instanceKeysDir: auth.instanceKeysDir, jetstreamReplicas: natsNodes === 1 ? 1 : 3, ownStore: true };
   } else {
     natsUrl = givenUrl;
     const servers = givenUrl.split(',');

@@ -68,6 +68,8 @@ export interface PoolMachineConfig {
   overhead?: PoolShardInput['overhead'];
   /** cache-aware routing (policy dispatchRequest `prefer`; the simulator's --prefix-routing): absent live. */
   prefer?: (req: InferenceRequest, eligibleIds: string[]) => string | undefined;
+  /** the NATS store is the cluster's own, created with it (config nats.ownStore): what it holds is this run's. */
+  ownStore?: boolean;
 }
 
 export interface TrackedInstance { status: InstanceStatus; lastSeenMs: number; alive: boolean }
@@ -259,17 +261,15 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.ledAtMs = now;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} leads ${cfg.pool}`, decision: { leader: cfg.holder, term: ev.term }, inputs: { pool: cfg.pool } });
       if (ev.stored && (!s.assignment || ev.stored.epoch > s.assignment.epoch)) {
-        // the store outlives the cluster (a shared NATS server keeps a previous run's KV): a stored assignment
-        // is this cluster's only when an instance of the pool is alive (a failover of this leader) or the
-        // planner already sent this replica one; otherwise the planner sends the current one (it re-sends an
-        // assignment to a pool whose status shows an older epoch) and nothing starts from a previous plan
-        if (s.assignment || aliveInstances(s).length > 0) setAssignment(s, ev.stored);
+        // a store of the cluster's own (`ownStore`) is this run's; another (a shared NATS server keeps a previous
+        // run's KV) is this cluster's only when an instance of the pool is alive or the planner already sent this
+        // replica one; otherwise the planner sends the current one (it re-sends an assignment to a pool whose
+        // status shows an older epoch) and nothing starts from a previous plan
+        if (s.assignment || aliveInstances(s).length > 0 || cfg.ownStore) setAssignment(s, ev.stored);
         else {
           s.unadopted = ev.stored;
-          fx.push({
-            kind: 'event', event: 'lease', summary: `${cfg.pool}: stored assignment (epoch ${ev.stored.epoch}) not adopted: no live instance of the pool; waiting for the cluster planner`,
-            decision: { adopted: false, storedEpoch: ev.stored.epoch }, inputs: { pool: cfg.pool, issuedBy: ev.stored.issuedBy, atMs: ev.stored.atMs },
-          });
+          fx.push({ kind: 'event', event: 'lease', summary: `${cfg.pool}: stored assignment (epoch ${ev.stored.epoch}) not adopted: no live instance of the pool; waiting for the cluster planner`,
+            decision: { adopted: false, storedEpoch: ev.stored.epoch }, inputs: { pool: cfg.pool, issuedBy: ev.stored.issuedBy, atMs: ev.stored.atMs } });
         }
       }
       adoptDispatched(s, fx, ev.dispatched ?? [], now, cfg);
@@ -543,8 +543,7 @@ function streamOf(id: string): string | undefined {
 
 const holdable = (s: PoolMachineState, now: number, cfg: PoolMachineConfig, self = 0) => capacityComing({
   reshard: s.reshard !== undefined, starting: s.starting.size, held: [...s.jobs.values()].filter((j) => (j.holdUntilMs ?? -Infinity) > -Infinity).length - self,
-  instances: s.instances.values(), assignment: s.assignment ?? s.unadopted, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs,
-});
+  instances: s.instances.values(), assignment: s.assignment ?? s.unadopted, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs });
 function views(s: PoolMachineState, exclude: Set<string>): DispatchViewOf[] {
   return dispatchViews(s.instances.values(), exclude, (t) => t.alive);
 }
