@@ -200,6 +200,11 @@ export const configSchema = z
       .object({
         /** fraction of each instance's SLO capacity kept free for bursts (cluster plan, dispatch, clock, sharding); default 0.2 (src/policy DEFAULT_HEADROOM, as the simulator). */
         headroom: z.number().min(0).max(0.9).default(DEFAULT_HEADROOM),
+        /**
+         * cache-aware routing: the gateway's dispatch prefers the instance that holds the prompt's prefix (policy
+         * preferPrefixHolder over its RoutedPrefixes); default on when engine.prefixCaching is true, else off.
+         */
+        prefixRouting: z.boolean().optional(),
       }).strict()
       .default({}),
     emergency: z

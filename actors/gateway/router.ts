@@ -50,7 +50,7 @@ export class GatewayRouter implements RequestRouter {
   /** `creditId`: this gateway's id, to be lent admission credits under (absent: none asked). */
   constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile, creditId?: string) {
     if (creditId !== undefined && config.engine.gatewayCredits > 0) this.creditId = creditId;
-    this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs, prefixRouting: config.engine.prefixCaching === true };
+    this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs, prefixRouting: config.policy.prefixRouting ?? config.engine.prefixCaching === true };
     this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
   }
 

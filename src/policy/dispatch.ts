@@ -255,10 +255,27 @@ export function chooseInstance(req: { type: RequestType }, instances: InstanceVi
   // an instance's rate score does not depend on the tier: computed at most once per call
   const scores = new Map<InstanceView, Score | null>();
   if (opts.instantaneous === false) return chooseByRate(req, healthy, profile, opts, scores);
+  const later = healthy.filter((v) => instantHeadroom(v, req.type, profile, fmax));
+  if (opts.prefer) {
+    // cache-aware routing: the preferred instance among all those that take the request within its SLO at max
+    // clock (the second tier's test; the first tier's instances pass it too), so that a holder of the prompt's
+    // prefix whose clock is low now still gets its session's next turn (its manager raises the clock as for the
+    // second tier); the profile prices the prompt uncached, the cached part only makes it cheaper
+    const d = opts.requestRate ?? 0.1, h = opts.headroom ?? 0;
+    const ok = later.filter((v) => {
+      let sc = scores.get(v);
+      if (sc === undefined) scores.set(v, (sc = memoScoreOf(req, v, profile, fmax, d, h)));
+      return sc !== null;
+    });
+    const id = ok.length ? opts.prefer(ok.map((v) => v.id)) : undefined;
+    const v = id !== undefined ? ok.find((x) => x.id === id) : undefined;
+    if (v) return { id: v.id, marginalEnergyJ: scores.get(v)!.e, utilisationAfter: scores.get(v)!.u };
+    // nothing cached anywhere (or no preference): the energy choice alone
+    opts = { ...opts, prefer: undefined };
+  }
   const now = healthy.filter((v) => instantHeadroom(v, req.type, profile, profile.clocksMhz.includes(v.clockMhz) ? v.clockMhz : fmax));
   const d1 = now.length ? chooseByRate(req, now, profile, opts, scores) : null;
   if (d1 && 'id' in d1) return d1;
-  const later = healthy.filter((v) => instantHeadroom(v, req.type, profile, fmax));
   const d2 = later.length ? chooseByRate(req, later, profile, opts, scores) : null;
   if (d2 && 'id' in d2) return d2;
   return { reject: 'all_at_capacity', retryable: true, detail: `all ${healthy.length} healthy instances at their SLO cap (rate or in-flight) for ${req.type}` };

@@ -2,23 +2,43 @@
  * Cache-aware routing (pure): prefer the instance that holds the prompt's prefix in its KV cache, as llm-d's
  * prefix-cache scorer and Dynamo's KV router do. Dynamo's router scores an instance by the prefill it would
  * have to do for this request (blocks not cached there) plus the work already waiting on it; this is the same
- * cost in tokens per GPU: (prompt tokens not cached there + prompt tokens already waiting for prefill) / TP,
- * i.e. the prefill work before this prompt's first token. Only instances the caller found eligible (under
- * their SLO cap) are candidates, so a warm cache never overloads an instance past its SLO.
+ * cost in tokens per GPU: (prompt tokens not cached there + prompt tokens already waiting for prefill that its
+ * cache will not serve) / TP, i.e. the prefill work before this prompt's first token. Only instances the caller
+ * found eligible (under their SLO cap) are candidates, so a warm cache never overloads an instance past its SLO.
  */
 export interface PrefixCandidate {
   id: string;
   tp: number;
   /** prompt tokens of this request already cached on the instance. */
   cachedPrefixTokens: number;
-  /** prompt tokens admitted there and not prefilled yet. */
+  /** prompt tokens admitted there and not prefilled yet, whole prompts (InstanceStatus.pendingPrefillTokens). */
   pendingPrefillTokens: number;
+  /**
+   * the share of those pending tokens its prefix cache is expected to serve: the share of the prompt tokens it
+   * looked up that its cache served so far (its engine's counters, prefixHitShare), 0..1; default 0. A holder's
+   * queue is mostly the next turns of the sessions whose prefixes it holds: counted whole, a busy holder would
+   * lose every turn to an idle instance that must prefill the whole prompt again.
+   */
+  cachedShare?: number;
+}
+
+/** hit / lookup of an engine's prefix-cache counters (vLLM's prefix_cache_hits / _queries), 0 without lookups. */
+export function prefixHitShare(c: { lookup: number; hit: number } | undefined): number {
+  return c && c.lookup > 0 ? Math.min(1, Math.max(0, c.hit / c.lookup)) : 0;
+}
+
+/** The prefill work before this prompt's first token on a candidate, in prompt tokens per GPU. */
+export function prefillBeforeFirstToken(promptTokens: number, c: PrefixCandidate): number {
+  const pending = Math.max(0, c.pendingPrefillTokens) * (1 - Math.min(1, Math.max(0, c.cachedShare ?? 0)));
+  return (Math.max(0, promptTokens - c.cachedPrefixTokens) + pending) / Math.max(1, c.tp);
 }
 
 /**
  * The eligible instance with the least prefill work before this prompt's first token, when at least one of
  * them holds part of the prefix; undefined when none does (the caller's load/energy choice stands: with
- * nothing cached anywhere, prefix routing has nothing to add). Ties: more cached tokens, then id.
+ * nothing cached anywhere, prefix routing has nothing to add). Ties: more cached tokens, then id. The balance
+ * between instances is the pending term: a holder whose uncached backlog costs more than its cache saves loses
+ * to a less loaded instance, which then holds the prefix too.
  */
 export function preferPrefixHolder(promptTokens: number, eligible: readonly PrefixCandidate[]): string | undefined {
   let best: PrefixCandidate | undefined;
@@ -26,7 +46,7 @@ export function preferPrefixHolder(promptTokens: number, eligible: readonly Pref
   let anyCached = false;
   for (const c of eligible) {
     if (c.cachedPrefixTokens > 0) anyCached = true;
-    const cost = (Math.max(0, promptTokens - c.cachedPrefixTokens) + Math.max(0, c.pendingPrefillTokens)) / Math.max(1, c.tp);
+    const cost = prefillBeforeFirstToken(promptTokens, c);
     if (!best || cost < bestCost - 1e-9 || (Math.abs(cost - bestCost) <= 1e-9 && (c.cachedPrefixTokens > best.cachedPrefixTokens || (c.cachedPrefixTokens === best.cachedPrefixTokens && c.id < best.id)))) {
       best = c;
       bestCost = cost;

@@ -13,7 +13,7 @@ import type { RequestType } from '../../protocols/request-types.ts';
 export { chooseClock } from '../policy/frequency.ts';
 export { chooseInstance, dispatchRequest, leastOutstandingPerGpu, prefillClockFloor } from '../policy/dispatch.ts';
 export { solveEq1 } from '../policy/milp.ts';
-export { preferPrefixHolder } from '../policy/prefix.ts';
+export { preferPrefixHolder, prefixHitShare } from '../policy/prefix.ts';
 
 /** Utilisation of one instance (sum of load_t / SLO max load_t): src/policy's own function. */
 export const utilisation = utilisationOf;

@@ -135,6 +135,11 @@ export class InstanceBrain {
     return { queued: this.s.queue.length, running: this.s.running.size, loadByType: currentLoad(this.s, now, this.#cfg), pendingPrefillTokens: pendingPrefillTokens(this.s) };
   }
 
+  /** Prompt tokens admitted and not prefilled yet, whole prompts (its status's pendingPrefillTokens). */
+  pendingPrefillTokens(): number {
+    return pendingPrefillTokens(this.s);
+  }
+
   /** Nothing for a tick to do: no queue, no emergency, no arrival since the last load-rise check. */
   idle(): boolean {
     return this.s.queue.length === 0 && this.s.emergency.level === 0 && !this.s.arrivedSinceRiseCheck && !this.s.moving;

@@ -241,7 +241,12 @@ export abstract class SimStepModel extends SimClocks {
   /** src/policy preferPrefixHolder over these instances (SimOptions.prefixRouting and a row with hash_ids), else undefined. */
   protected preferPrefix(insts: SimInstance[], hashIds: readonly number[] | undefined, inputTokens: number, now: number): string | undefined {
     if (!this.o.prefixRouting || !hashIds?.length) return undefined;
-    return decide.preferPrefixHolder(inputTokens, insts.filter((i) => i.core).map((i) => ({ id: i.id, tp: i.tp, cachedPrefixTokens: i.core!.cachedPrefixTokens(hashIds, inputTokens), pendingPrefillTokens: i.core!.pendingPrefillTokens(now) })));
+    // what the live gateway reads: the prompts awaiting prefill as the instance's status counts them (whole) and
+    // its engine's measured prefix-cache hit share
+    return decide.preferPrefixHolder(inputTokens, insts.filter((i) => i.core).map((i) => ({
+      id: i.id, tp: i.tp, cachedPrefixTokens: i.core!.cachedPrefixTokens(hashIds, inputTokens),
+      pendingPrefillTokens: i.brain ? i.brain.pendingPrefillTokens() : i.core!.pendingPrefillTokens(now), cachedShare: decide.prefixHitShare(i.core!.prefixCacheTokens()),
+    })));
   }
 
   protected arriveStep(r: TraceRecord, now: number): void {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { PrefixCache } from '../../src/engine/prefix-cache.ts';
 import { BatchingCore } from '../../src/engine/core.ts';
 import { createPerfModel } from '../../src/model/perf.ts';
-import { preferPrefixHolder } from '../../src/policy/prefix.ts';
+import { preferPrefixHolder, prefixHitShare } from '../../src/policy/prefix.ts';
 import type { CoreRequest } from '../../src/engine/core-types.ts';
 
 describe('PrefixCache (LRU of prefix blocks)', () => {
@@ -79,5 +79,18 @@ describe('preferPrefixHolder (cache-aware routing, src/policy)', () => {
     expect(preferPrefixHolder(10_000, [c('a', 0, 0), c('b', 8192, 30_000)])).toBe('a');
     // per GPU: a TP2 holder with the prefix vs a TP8 cold one
     expect(preferPrefixHolder(10_000, [c('a', 0, 0, 8), c('b', 9000, 0, 2)])).toBe('b');
+  });
+
+  it('counts the pending prompts at the share its cache serves: a holder with a modest queue of cached turns wins, a long one loses', () => {
+    const c = (id: string, cached: number, pending: number, cachedShare: number) => ({ id, tp: 1, cachedPrefixTokens: cached, pendingPrefillTokens: pending, cachedShare });
+    // 8,000 of 10,000 tokens cached at b, 12,000 tokens waiting there of which its cache serves 80%: 2,000 + 2,400
+    // before the first token, against 10,000 on the idle a
+    expect(preferPrefixHolder(10_000, [c('a', 0, 0, 0.8), c('b', 8000, 12_000, 0.8)])).toBe('b');
+    expect(prefixHitShare({ lookup: 50_000, hit: 40_000 })).toBeCloseTo(0.8, 12);
+    expect(prefixHitShare({ lookup: 0, hit: 0 })).toBe(0);
+    // the guard: 60,000 waiting at 80% is 12,000 uncached tokens, more than its cache saves (8,000)
+    expect(preferPrefixHolder(10_000, [c('a', 0, 0, 0.8), c('b', 8000, 60_000, 0.8)])).toBe('a');
+    // without a measured share the pending prompts count whole
+    expect(preferPrefixHolder(10_000, [c('a', 0, 0, 0), c('b', 8000, 12_000, 0)])).toBe('a');
   });
 });

@@ -68,4 +68,50 @@ describe('gateway: cache-aware routing on the prompt text', () => {
       else expect(next.filter((id, k) => id === first[k]).length).toBeLessThanOrEqual(1);
     }
   });
+
+  it('a holder with a modest queue of mostly cached turns still wins over an idle instance; a queue that costs more than its cache saves loses', () => {
+    // three TP8 instances of one pool: h holds a session's history, e and f are idle
+    const s = initialRouterState();
+    routerTable(s, { v: 1, routes: { LS: 'pool-LS' }, pools: [{ pool: 'pool-LS', types: ['LS'], retired: false }], epoch: 1, issuedBy: 'cm-0', sentMs: T0 }, T0);
+    const history = text(7, 40 * PREFIX_CHUNK_CHARS);
+    let seq = 0;
+    const put = (id: string, pending: number, share: number) => routerStatus(s, {
+      // TP8: one request in flight keeps it under its SLO cap for LS (the cap is the guard of its own)
+      ...status(id, ++seq), tp: 8, gpuIds: [0, 1, 2, 3, 4, 5, 6, 7], running: pending > 0 ? 1 : 0, pendingPrefillTokens: pending,
+      prefixCacheTokens: { lookup: 100_000, hit: Math.round(100_000 * share) },
+    }, T0);
+    for (const id of ['e', 'f']) put(id, 0, 0.75);
+    put('h', 0, 0.75);
+    expect(routerPick(s, 'pool-LS', req(history), new Set(['e', 'f']), T0, rc(true))).toBe('h');
+    // the next turn, 3,392 tokens (4 characters a token), finds 2,560 cached at h; h waits on one earlier turn of
+    // another session admitted and not prefilled, which its status counts whole (3,000 tokens) and whose engine has served 75% of its prompt
+    // tokens from cache: ~750 tokens + 832 before this prompt's first token, against 3,392 on an idle instance
+    put('h', 3000, 0.75);
+    for (const id of ['e', 'f']) put(id, 0, 0.75);
+    expect(routerPick(s, 'pool-LS', req(history + text(8, 13 * PREFIX_CHUNK_CHARS)), new Set(), T0, rc(true))).toBe('h');
+    // the balance: a backlog whose uncached part (12,000 x 25% = 3,000 tokens) costs more than h's cache saves
+    // (2,560) sends the turn to an idle instance, which then holds the history too
+    put('h', 12_000, 0.75);
+    for (const id of ['e', 'f']) put(id, 0, 0.75);
+    expect(routerPick(s, 'pool-LS', req(history + text(9, 13 * PREFIX_CHUNK_CHARS)), new Set(), T0, rc(true))).toBe('e');
+  });
+
+  it('a holder whose clock is low now still gets the turn when it takes it within its SLO at max clock', () => {
+    const s = initialRouterState();
+    routerTable(s, { v: 1, routes: { LS: 'pool-LS' }, pools: [{ pool: 'pool-LS', types: ['LS'], retired: false }], epoch: 1, issuedBy: 'cm-0', sentMs: T0 }, T0);
+    const history = text(5, 40 * PREFIX_CHUNK_CHARS);
+    let seq = 0;
+    const low = Math.min(...profile.clocksMhz);
+    const put = (id: string, clockMhz: number, running: number) => routerStatus(s, {
+      ...status(id, ++seq), tp: 8, gpuIds: [0, 1, 2, 3, 4, 5, 6, 7], clockMhz, running, pendingPrefillTokens: 0, prefixCacheTokens: { lookup: 100_000, hit: 75_000 },
+    }, T0);
+    for (const id of ['e', 'f', 'h']) put(id, 1980, 0);
+    expect(routerPick(s, 'pool-LS', req(history), new Set(['e', 'f']), T0, rc(true))).toBe('h');
+    // the epoch lowered h's clock while it streams one answer: at that clock it cannot take an LS request within
+    // its SLO, at max clock it can (its manager raises the clock); e and f run at max clock
+    put('h', low, 1);
+    for (const id of ['e', 'f']) put(id, 1980, 0);
+    const next = req(history + text(6, 13 * PREFIX_CHUNK_CHARS));
+    expect(routerPick(s, 'pool-LS', next, new Set(), T0, rc(true))).toBe('h');
+  });
 });

@@ -17,7 +17,7 @@ import type { InstanceStatus, PoolAssignment, RoutingTable } from '../../../prot
 import type { RequestType } from '../../../protocols/request-types.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
-import { PREFIX_CHUNK_CHARS, PREFIX_CHUNK_TOKENS, RoutedPrefixes, preferPrefixHolder, promptChunkHashes } from '../prefix.ts';
+import { PREFIX_CHUNK_CHARS, PREFIX_CHUNK_TOKENS, RoutedPrefixes, preferPrefixHolder, prefixHitShare, promptChunkHashes } from '../prefix.ts';
 import { routePools } from './cluster.ts';
 import type { TrackedInstance } from './pool.ts';
 import { creditStatus, type CreditLines } from './credits.ts';
@@ -256,7 +256,8 @@ export function routerPick(s: RouterState, pool: string, req: { type?: RequestTy
   const prefer = chunks?.hashes.length
     ? (ids: string[]) => preferPrefixHolder(req.inputTokens, ids.map((id) => {
       const x = v.find((y) => y.id === id)!;
-      return { id, tp: x.tp, cachedPrefixTokens: Math.min(req.inputTokens, s.prefixes.matched(id, chunks.hashes) * unit * tokensPerUnit), pendingPrefillTokens: x.pendingPrefillTokens ?? 0 };
+      // its pending prompts (whole, as its status and this view count them) at its engine's measured hit share
+      return { id, tp: x.tp, cachedPrefixTokens: Math.min(req.inputTokens, s.prefixes.matched(id, chunks.hashes) * unit * tokensPerUnit), pendingPrefillTokens: x.pendingPrefillTokens ?? 0, cachedShare: prefixHitShare(inst.get(id)?.status.prefixCacheTokens) };
     }))
     : undefined;
   const id = dispatchRequest(req, v, cfg.profile, types, { headroom: cfg.headroom, ...(prefer ? { prefer } : {}) }).id;
