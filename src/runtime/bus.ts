@@ -24,6 +24,7 @@ import { Mailbox } from './mailbox.ts';
 import { ServiceResponder, type EndpointStats, type ServiceIdentityOpts } from './service.ts';
 import { connectionOptions, type NatsSettings } from './nats-settings.ts';
 import { JetStreamMover } from './jetstream-move.ts';
+import { answeringFirst, NATS_DIAL_TIMEOUT_MS } from './nats-dial.ts';
 
 /** How long Bus.drain waits for an orderly drain before it closes the connection (ms). */
 export const BUS_DRAIN_TIMEOUT_MS = 5000;
@@ -44,11 +45,11 @@ export interface BusConnectOptions {
   log: Logger;
   /** reconnect forever after a disconnect (default true). */
   reconnect?: boolean;
-  /** deadline of the first connect, ms (default 5000). */
+  /** deadline of one connection attempt to one server (first connect and reconnects), ms. Default NATS_DIAL_TIMEOUT_MS. */
   connectTimeoutMs?: number;
   /** min ms between two log lines about bad payloads on one subject (default 10000). */
   protocolLogIntervalMs?: number;
-  /** try the servers in the order given (default: a random order, which spreads the clients over a cluster). */
+  /** try the servers in the order given (default: random, spreading clients); those answering first either way (nats-dial.ts). */
   noRandomize?: boolean;
 }
 
@@ -159,14 +160,18 @@ export class Bus extends EventEmitter {
       servers: typeof opts.servers === 'string' ? opts.servers.split(',') : (opts.servers ?? []),
       ...(opts.user !== undefined ? { user: opts.user, pass: opts.pass ?? '' } : {}),
     };
+    const conn = connectionOptions(settings), dialMs = opts.connectTimeoutMs ?? NATS_DIAL_TIMEOUT_MS;
     const nc = await connect({
-      ...connectionOptions(settings),
+      ...conn,
+      // the servers answering first (shuffled unless noRandomize), then the others: a silent one is not dialled first
+      servers: await answeringFirst(conn.servers, dialMs, opts.noRandomize),
+      noRandomize: true,
       name: opts.name,
       ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
       reconnect,
       maxReconnectAttempts: reconnect ? -1 : 0,
       reconnectTimeWait: 250,
-      timeout: opts.connectTimeoutMs ?? 5000,
+      timeout: dialMs,
       // a stale connection is detected within ~3 s (ping every 1 s, 3 outstanding) so a partitioned
       // actor learns quickly that it is cut off.
       pingInterval: 1000,
@@ -175,11 +180,10 @@ export class Bus extends EventEmitter {
       // maps each failure to its own error class anyway, and those stacks were a visible share of the
       // request plane's CPU (docs/DATAPATH.md)
       noAsyncTraces: true,
-      ...(opts.noRandomize ? { noRandomize: true } : {}),
     });
     opts.log.debug({ server: nc.getServer() }, 'nats connected');
     const bus = new Bus(nc, opts.log, opts.protocolLogIntervalMs ?? 10_000);
-    bus.#jsMover = new JetStreamMover(nc, connectionOptions(settings).servers, opts.log);
+    bus.#jsMover = new JetStreamMover(nc, conn.servers, opts.log);
     return bus;
   }
 

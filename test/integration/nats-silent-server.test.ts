@@ -1,0 +1,84 @@
+/**
+ * A NATS server that is silent (a host partitioned away or hung: its kernel may still accept the TCP connection, but
+ * nothing answers) among a client's servers. Real 3-server cluster; the silent one is a nats-server stopped with
+ * SIGSTOP. The first connect does not dial it first (the servers answering are dialled first), and a reconnect that
+ * comes to it gives it up after the dial deadline (NATS_DIAL_TIMEOUT_MS), not after 5 s.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startNatsCluster, as } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { NATS_DIAL_TIMEOUT_MS } from '../../src/runtime/nats-dial.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+
+let cluster: Awaited<ReturnType<typeof startNatsCluster>>;
+const buses: Bus[] = [];
+const stopped = new Set<number>();
+
+beforeAll(async () => {
+  cluster = await startNatsCluster(3);
+}, 60_000);
+
+afterAll(async () => {
+  for (const pid of stopped) {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone
+    }
+  }
+  for (const b of buses) await b.close().catch(() => {});
+  await cluster?.stop();
+});
+
+function silence(i: number): void {
+  const pid = cluster.servers[i]!.pid;
+  process.kill(pid, 'SIGSTOP');
+  stopped.add(pid);
+}
+function wake(i: number): void {
+  const pid = cluster.servers[i]!.pid;
+  process.kill(pid, 'SIGCONT');
+  stopped.delete(pid);
+}
+
+async function connect(servers: string[]): Promise<Bus> {
+  const b = await Bus.connect({ servers, noRandomize: true, name: 'silent-server', ...as('admin'), log: silentLogger() });
+  buses.push(b);
+  return b;
+}
+
+describe('a silent NATS server in the list', () => {
+  it('the first connect goes to a server that answers, without waiting out the silent one listed first', async () => {
+    const [s0, s1, s2] = cluster.urls as [string, string, string];
+    silence(0);
+    try {
+      const t0 = Date.now();
+      const b = await connect([s0, s1, s2]);
+      const tookMs = Date.now() - t0;
+      expect([s1, s2].map((u) => new URL(u).port)).toContain(b.nc.getServer().split(':').pop());
+      await b.nc.flush();
+      expect(tookMs, 'connected without dialling the silent server first').toBeLessThan(NATS_DIAL_TIMEOUT_MS);
+    } finally {
+      wake(0);
+    }
+  }, 30_000);
+
+  it('a reconnect whose next server is silent moves on after the dial deadline', async () => {
+    const [s0, s1, s2] = cluster.urls as [string, string, string];
+    // connected to s1; s0 is next in line
+    const b = await connect([s1, s0, s2]);
+    expect(b.nc.getServer().split(':').pop()).toBe(new URL(s1).port);
+    silence(0);
+    try {
+      const back = new Promise<number>((resolve) => b.on('status', (s: { type: string }) => s.type === 'reconnect' && resolve(Date.now())));
+      const t0 = Date.now();
+      process.kill(cluster.servers[1]!.pid, 'SIGKILL');
+      const tookMs = (await back) - t0;
+      expect(b.nc.getServer().split(':').pop()).toBe(new URL(s2).port);
+      // one attempt at the silent server (its dial deadline), then the live one: well under the former 5-s deadline
+      expect(tookMs, 'reconnected past the silent server').toBeLessThan(NATS_DIAL_TIMEOUT_MS + 2000);
+    } finally {
+      wake(0);
+    }
+  }, 30_000);
+});
