@@ -33,7 +33,6 @@
  * `admitTimeoutMs` past that hold's end (a leader that dies holding it has that long to be replaced), never
  * past the request's give-up time. So is an intake that waits on a leader election (elections.ts).
  */
-import { Agent } from 'node:http';
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { DynError, RemoteError } from '../../protocols/errors.ts';
 import { subjects } from '../../protocols/subjects.ts';
@@ -42,6 +41,7 @@ import {
 } from '../../protocols/messages.ts';
 import type { WireError } from '../../protocols/errors.ts';
 import { streamCompletionBatches } from '../../src/engine/client.ts';
+import { Http1Pool } from '../../src/engine/http1.ts';
 import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
@@ -133,8 +133,8 @@ export class NatsBackend implements GatewayBackend {
   private readonly holderCheckMs: number;
   private readonly elections: Elections | undefined;
   private readonly streams: StreamListeners;
-  /** keep-alive connections to the engines this gateway streams from (one per concurrent stream). */
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: 4_000 });
+  /** keep-alive connections to the engines this gateway streams from (one per concurrent stream; the lean HTTP/1.1 client). */
+  private readonly pool = new Http1Pool({ maxIdlePerHost: 256, idleTimeoutMs: 4_000 });
 
   constructor(
     private readonly bus: Bus,
@@ -181,7 +181,7 @@ export class NatsBackend implements GatewayBackend {
   close(): void {
     flushLegReports(this.bus);
     this.streams.close();
-    this.agent.destroy();
+    this.pool.destroy();
   }
 
   private cancel(id: string, reason: string, sent?: { done: boolean }): void {
@@ -450,7 +450,7 @@ export class NatsBackend implements GatewayBackend {
     let tail: TokenChunk | undefined;
     try {
       const it = streamCompletionBatches(
-        { host: url.hostname, port: Number(url.port), agent: this.agent, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 },
+        { host: url.hostname, port: Number(url.port), pool: this.pool, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 },
         engineReq,
         ac.signal,
         (cause) => new EngineStreamError(`engine stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause }),

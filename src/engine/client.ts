@@ -10,13 +10,17 @@ import type { EngineChunk, EngineCompletionRequest } from './engine.ts';
 import { EngineError, EngineHttpError, EngineStreamError, EngineTimeoutError } from './errors.ts';
 import { SseParser } from './sse.ts';
 import { parseEvent, TextEventScanner } from './sse-event.ts';
+import { http1Request, type Http1Pool, type Http1Response } from './http1.ts';
 
 export { parseEvent } from './sse-event.ts';
 
 export interface EngineTarget {
   host: string;
   port: number;
-  agent: Agent;
+  /** node:http's keep-alive agent (the instance manager's engine client), unless `pool` is given. */
+  agent?: Agent;
+  /** the lean HTTP/1.1 client's connections (src/engine/http1.ts; the gateway's direct data path): used instead of node:http. */
+  pool?: Http1Pool;
   /** the engine's API key (vLLM --api-key / VLLM_API_KEY): sent as `Authorization: Bearer`. */
   apiKey?: string;
   /** deadline of a completion without its own timeoutMs, ms. */
@@ -78,38 +82,48 @@ export async function* streamCompletionBatches(
   let tokenIndex = 0;
   let http: ClientRequest | undefined;
   const onAc = () => http?.destroy(ac.signal.reason instanceof Error ? ac.signal.reason : new Error('aborted'));
-  ac.signal.addEventListener('abort', onAc, { once: true });
+  if (!t.pool) ac.signal.addEventListener('abort', onAc, { once: true });
   let res: IncomingMessage | undefined;
+  let lean: Http1Response | undefined;
   let done = false;
   try {
     try {
       const payload = JSON.stringify(body);
-      const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
-      if (req.requestId) headers['x-request-id'] = req.requestId;
-      if (t.apiKey) headers.authorization = `Bearer ${t.apiKey}`;
-      const send = () => new Promise<IncomingMessage>((resolve, reject) => {
-        http = httpRequest({
-          host: t.host, port: t.port, method: 'POST', path: chat ? '/v1/chat/completions' : '/v1/completions', headers, agent: t.agent,
-        }, resolve);
-        http.on('error', reject);
-        if (ac.signal.aborted) onAc();
-        http.end(payload);
-      });
-      for (let attempt = 0; ; attempt++) {
-        try {
-          res = await send();
-          break;
-        } catch (err) {
-          // a kept-alive connection the server closed just as we sent on it: nothing reached the engine, so
-          // send again on a fresh connection (Node's documented pattern, request.reusedSocket)
-          const code = (err as NodeJS.ErrnoException)?.code;
-          if (attempt < 2 && !ac.signal.aborted && http!.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) continue;
-          throw err;
+      const path = chat ? '/v1/chat/completions' : '/v1/completions';
+      let bytes: { next(): Promise<Buffer | null>; take(): Buffer | undefined };
+      if (t.pool) {
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (req.requestId) headers['x-request-id'] = req.requestId;
+        if (t.apiKey) headers.authorization = `Bearer ${t.apiKey}`;
+        lean = await http1Request(t.pool, { host: t.host, port: t.port, method: 'POST', path, headers, body: payload }, ac.signal);
+        if (lean.status < 200 || lean.status >= 300) throw new EngineHttpError(lean.status, await readLean(lean), 'completion');
+        bytes = lean;
+      } else {
+        const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+        if (req.requestId) headers['x-request-id'] = req.requestId;
+        if (t.apiKey) headers.authorization = `Bearer ${t.apiKey}`;
+        const send = () => new Promise<IncomingMessage>((resolve, reject) => {
+          http = httpRequest({ host: t.host, port: t.port, method: 'POST', path, headers, agent: t.agent }, resolve);
+          http.on('error', reject);
+          if (ac.signal.aborted) onAc();
+          http.end(payload);
+        });
+        for (let attempt = 0; ; attempt++) {
+          try {
+            res = await send();
+            break;
+          } catch (err) {
+            // a kept-alive connection the server closed just as we sent on it: nothing reached the engine, so
+            // send again on a fresh connection (Node's documented pattern, request.reusedSocket)
+            const code = (err as NodeJS.ErrnoException)?.code;
+            if (attempt < 2 && !ac.signal.aborted && http!.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) continue;
+            throw err;
+          }
         }
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) throw new EngineHttpError(status, await readText(res), 'completion');
+        bytes = new ByteQueue(res);
       }
-      const status = res.statusCode ?? 0;
-      if (status < 200 || status >= 300) throw new EngineHttpError(status, await readText(res), 'completion');
-      const bytes = new ByteQueue(res);
       const parser = new SseParser();
       const events: string[] = [];
       const scanner = new TextEventScanner(chat);
@@ -144,11 +158,12 @@ export async function* streamCompletionBatches(
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
-    ac.signal.removeEventListener('abort', onAc);
+    if (!t.pool) ac.signal.removeEventListener('abort', onAc);
     // a response read to its [DONE] leaves its connection to the keep-alive pool once the rest of the message
     // (its chunked terminator, often not read yet when a whole batch ended in [DONE]) is in, within 1 s;
     // anything else (the consumer stopped early, an error) closes it
-    if (res && done) {
+    if (lean) lean.close(done ? 1000 : undefined);
+    else if (res && done) {
       if (!res.complete) {
         const r = res, h = http;
         const cut = setTimeout(() => r.complete || h?.destroy(), 1000);
@@ -158,6 +173,17 @@ export async function* streamCompletionBatches(
       res.resume();
     } else if (http && !http.destroyed) http.destroy();
   }
+}
+
+/** A lean response's body as text (an error answer), at most 64 KiB kept. */
+async function readLean(r: Http1Response): Promise<string> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for (let b = await r.next(); b !== null; b = await r.next()) {
+    if (n < 65_536) parts.push(Buffer.from(b));
+    n += b.length;
+  }
+  return Buffer.concat(parts).toString('utf8');
 }
 
 async function readText(res: IncomingMessage): Promise<string> {

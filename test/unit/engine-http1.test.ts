@@ -1,0 +1,263 @@
+/**
+ * The lean HTTP/1.1 client of the gateway's direct data path (src/engine/http1.ts), against real sockets: a
+ * node:http server and raw TCP servers that frame responses byte by byte. Bodies come out exactly as sent
+ * (chunked, split anywhere, with extensions and trailers; Content-Length; to the close), informational heads
+ * are skipped, a finished exchange leaves its connection to the pool and the next one reuses it, a kept
+ * connection the server closed as we sent is replaced, an abort breaks the exchange and closes the socket,
+ * idle connections are closed after their timeout, and streamCompletionBatches gives the same chunks through
+ * it as through node:http.
+ */
+import { createServer as createHttpServer, Agent, type Server as HttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Http1Pool, http1Request, type Http1Response } from '../../src/engine/http1.ts';
+import { streamCompletionBatches } from '../../src/engine/client.ts';
+import { EngineStreamError } from '../../src/engine/errors.ts';
+
+const closers: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+});
+
+async function listen(s: Server | HttpServer): Promise<number> {
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  closers.push(() => new Promise<void>((r) => {
+    (s as HttpServer).closeAllConnections?.();
+    s.close(() => r());
+  }));
+  return (s.address() as AddressInfo).port;
+}
+
+function pool(opts?: ConstructorParameters<typeof Http1Pool>[0]): Http1Pool {
+  const p = new Http1Pool(opts);
+  closers.push(() => p.destroy());
+  return p;
+}
+
+async function body(r: Http1Response): Promise<string> {
+  const parts: Buffer[] = [];
+  for (let b = await r.next(); b !== null; b = await r.next()) parts.push(Buffer.from(b));
+  return Buffer.concat(parts).toString('utf8');
+}
+
+const post = (port: number, path = '/x', b = '{"a":1}') => ({ host: '127.0.0.1', port, method: 'POST' as const, path, headers: { 'content-type': 'application/json' }, body: b });
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+/** A raw TCP server: `answer(socket, requestText, n)` for the n-th request head+body seen on any connection. */
+async function raw(answer: (s: Socket, req: string, n: number) => void): Promise<{ port: number; conns: Socket[] }> {
+  const conns: Socket[] = [];
+  let n = 0;
+  const srv = createServer((s) => {
+    conns.push(s);
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      for (;;) {
+        const he = buf.indexOf('\r\n\r\n');
+        if (he < 0) return;
+        const len = Number(/content-length: (\d+)/i.exec(buf.slice(0, he))?.[1] ?? 0);
+        if (buf.length < he + 4 + len) return;
+        const req = buf.slice(0, he + 4 + len);
+        buf = buf.slice(he + 4 + len);
+        answer(s, req, n++);
+      }
+    });
+    s.on('error', () => undefined);
+  });
+  const port = await listen(srv);
+  closers.push(() => conns.forEach((c) => c.destroy()));
+  return { port, conns };
+}
+
+/** Writes `bytes` one at a time, a macrotask apart (every split of the framing is seen). */
+async function dribble(s: Socket, bytes: string): Promise<void> {
+  for (const c of Buffer.from(bytes, 'utf8')) {
+    s.write(Buffer.from([c]));
+    await tick();
+  }
+}
+
+describe('http1Request', () => {
+  it('reads a chunked body split at every byte, with chunk extensions, 103 Early Hints and trailers', async () => {
+    const { port } = await raw((s) => void dribble(s,
+      'HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n' +
+      'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nx-a: 2\r\n\r\n' +
+      '6\r\ndata: \r\nb;ext=1\r\n{"t":"é"}\n\r\n' + '1\r\n\n\r\n' + '0\r\nTrailer-Field: x\r\n\r\n'));
+    const p = pool();
+    const r = await http1Request(p, post(port));
+    expect(r.status).toBe(200);
+    expect(r.headers['content-type']).toBe('text/event-stream');
+    expect(r.headers['x-a']).toBe('1, 2');
+    expect(await body(r)).toBe('data: {"t":"é"}\n\n');
+    expect(r.complete).toBe(true);
+    r.close();
+    expect(p.idleCount).toBe(1);
+  });
+
+  it('reuses the connection of a finished exchange for the next one (node:http server, streamed chunks)', async () => {
+    const ports: number[] = [];
+    const srv = createHttpServer((req, res) => {
+      ports.push(req.socket.remotePort!);
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        let i = 0;
+        const t = setInterval(() => {
+          if (i < 5) res.write(`data: ${i++}\n\n`);
+          else {
+            clearInterval(t);
+            res.end('data: [DONE]\n\n');
+          }
+        }, 2);
+      });
+    });
+    const port = await listen(srv);
+    const p = pool();
+    for (let k = 0; k < 3; k++) {
+      const r = await http1Request(p, post(port));
+      expect(await body(r)).toBe('data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\ndata: [DONE]\n\n');
+      r.close();
+    }
+    expect(new Set(ports).size).toBe(1);
+    expect(p.idleCount).toBe(1);
+  });
+
+  it('reads a Content-Length body and a body that runs to the close; a Connection: close answer is not pooled', async () => {
+    const { port } = await raw((s, _req, n) => {
+      if (n === 0) s.write('HTTP/1.1 400 Bad Request\r\nContent-Length: 13\r\n\r\n{"error":"x"}');
+      else if (n === 1) s.end('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end');
+    });
+    const p = pool();
+    const a = await http1Request(p, post(port));
+    expect([a.status, await body(a)]).toEqual([400, '{"error":"x"}']);
+    a.close();
+    expect(p.idleCount).toBe(1);
+    const b = await http1Request(p, post(port));
+    expect([b.status, await body(b)]).toEqual([200, 'until the end']);
+    b.close();
+    expect(p.idleCount).toBe(0);
+  });
+
+  it('sends a request again on a new connection when the kept one was closed by the server before any answer', async () => {
+    const { port, conns } = await raw((s, req, n) => {
+      expect(req).toContain('{"a":1}');
+      if (n === 1) return void s.destroy(); // the server timed the kept connection out as the request came
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    });
+    const p = pool();
+    const a = await http1Request(p, post(port));
+    expect(await body(a)).toBe('ok');
+    a.close();
+    const b = await http1Request(p, post(port));
+    expect(await body(b)).toBe('ok');
+    b.close();
+    expect(conns.length).toBe(2);
+  });
+
+  it('an answer cut mid-body rejects the reader; a server that never answers a new connection is not retried', async () => {
+    const { port } = await raw((s, _req, n) => {
+      if (n === 0) s.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab');
+      else s.destroy();
+    });
+    const p = pool();
+    const r = await http1Request(p, post(port));
+    await expect(body(r)).rejects.toThrow(/closed/);
+    await expect(http1Request(p, post(port))).rejects.toThrow(/hang up/);
+  });
+
+  it('an abort breaks the exchange with its reason and closes the connection', async () => {
+    let serverSaw: Socket | undefined;
+    const { port } = await raw((s) => {
+      serverSaw = s;
+      s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
+    });
+    const p = pool();
+    const ac = new AbortController();
+    const r = await http1Request(p, post(port), ac.signal);
+    expect((await r.next())!.toString()).toBe('abc');
+    const closed = new Promise((res) => serverSaw!.once('close', res));
+    ac.abort(new Error('stop here'));
+    await expect(r.next()).rejects.toThrow('stop here');
+    await closed;
+    r.close();
+    expect(p.idleCount).toBe(0);
+  });
+
+  it('a reader done before the terminator came leaves the connection to the pool once it comes (drain)', async () => {
+    let sock: Socket | undefined;
+    const { port } = await raw((s) => {
+      sock = s;
+      s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
+    });
+    const p = pool();
+    const r = await http1Request(p, post(port));
+    expect((await r.next())!.toString()).toBe('abc');
+    r.close(1000);
+    expect(p.idleCount).toBe(0);
+    sock!.write('0\r\n\r\n');
+    for (let i = 0; i < 50 && p.idleCount === 0; i++) await tick(10);
+    expect(p.idleCount).toBe(1);
+  });
+
+  it('closes idle connections after their idle timeout', async () => {
+    const { port, conns } = await raw((s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx'));
+    const p = pool({ idleTimeoutMs: 200 });
+    const r = await http1Request(p, post(port));
+    await body(r);
+    r.close();
+    expect(p.idleCount).toBe(1);
+    const closed = new Promise((res) => conns[0]!.once('close', res));
+    await closed;
+    expect(p.idleCount).toBe(0);
+  });
+
+  it('refuses a header value that would break the request framing; a bad status line is an error', async () => {
+    const { port } = await raw((s) => s.write('HTTP/2 200\r\n\r\n'));
+    const p = pool();
+    await expect(http1Request(p, { ...post(port), headers: { 'x-request-id': 'a\r\nInjected: 1' } })).rejects.toThrow(/invalid HTTP header/);
+    await expect(http1Request(p, post(port))).rejects.toThrow(/not an HTTP\/1.x response/);
+  });
+});
+
+describe('streamCompletionBatches through the lean client', () => {
+  it('gives the same chunks as node:http, and an engine that closes mid-stream is a classified error', async () => {
+    const events = [
+      { id: 'c', object: 'text_completion', created: 1, model: 'm', choices: [{ index: 0, text: 'Hel', logprobs: null, finish_reason: null }] },
+      { id: 'c', object: 'text_completion', created: 1, model: 'm', choices: [{ index: 0, text: 'lo "x"', logprobs: null, finish_reason: null }] },
+      { id: 'c', object: 'text_completion', created: 1, model: 'm', choices: [{ index: 0, text: '', logprobs: null, finish_reason: 'length' }] },
+      { id: 'c', object: 'text_completion', created: 1, model: 'm', choices: [], usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } },
+    ];
+    let cut = false;
+    const srv = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        if (cut) {
+          res.write(`data: ${JSON.stringify(events[0])}\n\n`);
+          setTimeout(() => res.destroy(), 5);
+          return;
+        }
+        for (const e of events) res.write(`data: ${JSON.stringify(e)}\n\n`);
+        res.end('data: [DONE]\n\n');
+      });
+    });
+    const port = await listen(srv);
+    const p = pool();
+    const agent = new Agent({ keepAlive: true });
+    closers.push(() => agent.destroy());
+    const req = { model: 'm', prompt: 'x', maxTokens: 2 };
+    const classify = (c: unknown) => new EngineStreamError(`broke: ${(c as Error).message}`);
+    const all = async (t: Parameters<typeof streamCompletionBatches>[0]) => {
+      const out = [];
+      for await (const b of streamCompletionBatches(t, req, undefined, classify)) out.push(...b);
+      return out;
+    };
+    const viaLean = await all({ host: '127.0.0.1', port, pool: p, defaultTimeoutMs: 5000 });
+    const viaNode = await all({ host: '127.0.0.1', port, agent, defaultTimeoutMs: 5000 });
+    expect(viaLean).toEqual(viaNode);
+    expect(viaLean.map((c) => c.text).join('')).toBe('Hello "x"');
+    expect(viaLean.at(-1)!.usage).toMatchObject({ promptTokens: 3, completionTokens: 2 });
+    cut = true;
+    await expect(all({ host: '127.0.0.1', port, pool: p, defaultTimeoutMs: 5000 })).rejects.toThrow(/broke/);
+  });
+});
