@@ -21,6 +21,7 @@ import { GatewayRouter } from './router.ts';
 import { ElectionWatch } from './elections.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { Counter } from 'prom-client';
+import { serveWorkerMetrics, workerIndex, workerMetricsText } from '../../src/runtime/workers.ts';
 
 /** period of the gateway's readiness probe of the cluster, ms. */
 const READY_PROBE_MS = 2000;
@@ -110,6 +111,8 @@ export class GatewayActor extends Actor {
       ...(router ? { router, directAdmitMs: this.g.cluster.timeouts.dispatchMs } : {}),
     });
     failoverMetrics(this.metrics, backend.counters);
+    const worker = workerIndex() !== undefined;
+    if (worker) serveWorkerMetrics(this.metrics.registry);
     this.server = new GatewayServer({
       backend,
       port: s.port,
@@ -123,6 +126,8 @@ export class GatewayActor extends Actor {
       requestTimeoutMs: s.requestTimeoutS * 1000,
       models: s.models ?? [this.g.cluster.model],
       metrics: this.metrics,
+      // a worker of a replica run as several processes answers /metrics for all of them (src/runtime/workers.ts)
+      ...(worker ? { metricsText: () => workerMetricsText() } : {}),
       live: s.dashboard ? this.live : undefined,
       log: this.log,
       replicaId: this.id,

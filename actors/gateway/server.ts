@@ -39,7 +39,6 @@ import { RateLimitedLog } from '../../src/runtime/logger.ts';
 const DISCARD_FACTOR = 16;
 
 /** What the gateway needs from the cluster. */
-
 export interface GatewayBackend {
   /**
    * Admits the request. Resolves once the cluster accepted it, with the request's token stream (ends after
@@ -88,6 +87,7 @@ export interface GatewayServerOptions {
   /** context length for the built-in tokenizer (a backend without tokenize()); default 4096. */
   maxModelLen?: number;
   metrics?: TelemetryMetrics;
+  /** the /metrics text where not `metrics`' own (a worker: its replica's workers aggregated). */ metricsText?: () => Promise<string>;
   live?: LiveState;
   /** WebSocket snapshot period, ms. Default 1000. */
   liveTickMs?: number;
@@ -278,11 +278,10 @@ export class GatewayServer {
     }
     if (method === 'GET' && path === '/metrics') {
       if (!this.opts.metrics) return this.sendError(res, path, new HttpError(404, 'metrics are not enabled', 'invalid_request_error', 'not_found'));
-      const body = await this.opts.metrics.text();
+      const body = await (this.opts.metricsText ?? (() => this.opts.metrics!.text()))().catch((err: unknown) => new HttpError(503, `metrics unavailable: ${(err as Error).message}`, 'service_unavailable', 'unavailable', null, 1));
+      if (body instanceof HttpError) return this.sendError(res, path, body);
       this.count(path, 200);
-      res.writeHead(200, { 'content-type': this.opts.metrics.contentType });
-      res.end(body);
-      return;
+      return void res.writeHead(200, { 'content-type': this.opts.metrics.contentType }).end(body);
     }
     if (method === 'GET' && STATIC[path]) return this.serveStatic(res, path, STATIC[path]!);
     if (method === 'GET' && path === '/api/live') {

@@ -5,10 +5,16 @@
  * exponential backoff (initialMs doubling up to maxMs, reset by a run longer than maxMs) and, on SIGTERM/SIGINT,
  * drains them all (SIGTERM each, SIGKILL past stopGraceMs), then exits. The gateway runs this with
  * `gateway.workers` > 1 (docs/DATAPATH.md "Gateway workers").
+ *
+ * Metrics: a worker asked for /metrics asks the primary (workerMetricsText), which gathers every live worker's
+ * registry over the cluster IPC channel (serveWorkerMetrics in each, within METRICS_GATHER_MS) and answers
+ * with them aggregated as one replica (src/telemetry/metrics.ts aggregateWorkerMetrics).
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import { workerId } from '../../protocols/permissions.ts';
+import { aggregateWorkerMetrics, type WorkerMetrics } from '../telemetry/metrics.ts';
 
 export { workerId };
 
@@ -62,6 +68,7 @@ export function runWorkers(opts: WorkersOptions): Promise<number> {
     });
   };
   for (let i = 0; i < opts.count; i++) fork(i);
+  gatherMetricsForWorkers(() => [...live.values()], log);
 
   return new Promise<number>((resolve) => {
     const stop = (sig: NodeJS.Signals) => {
@@ -85,4 +92,96 @@ export function runWorkers(opts: WorkersOptions): Promise<number> {
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
+}
+
+/** How long the primary waits for the workers' registries, ms (a worker that has not answered by then is left out). */
+export const METRICS_GATHER_MS = 2000;
+/** How long a worker waits for the primary's aggregated answer, ms. */
+export const METRICS_ASK_MS = METRICS_GATHER_MS + 1000;
+
+/** IPC messages between the primary and its workers (one host, one replica: no NATS subject). */
+type MetricsIpc =
+  | { type: 'dynamollm:metrics?'; id: number }
+  | { type: 'dynamollm:metrics'; id: number; text?: string; error?: string }
+  | { type: 'dynamollm:registry?'; id: number }
+  | { type: 'dynamollm:registry'; id: number; metrics?: WorkerMetrics; error?: string };
+
+const isIpc = (m: unknown): m is MetricsIpc => typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string' && (m as { type: string }).type.startsWith('dynamollm:');
+
+/** The primary: answers a worker's metrics request with every live worker's registry aggregated. */
+function gatherMetricsForWorkers(workers: () => Worker[], log: Logger): void {
+  let next = 0;
+  const pending = new Map<number, { got: WorkerMetrics[]; left: number; done: () => void }>();
+  cluster.on('message', (from: Worker, m: unknown) => {
+    if (!isIpc(m)) return;
+    if (m.type === 'dynamollm:registry') {
+      const p = pending.get(m.id);
+      if (!p) return; // too late: already answered without it
+      if (m.metrics) p.got.push(m.metrics);
+      if (--p.left === 0) p.done();
+      return;
+    }
+    if (m.type !== 'dynamollm:metrics?') return;
+    const asked = workers().filter((w) => w.isConnected());
+    const id = next++;
+    const answer = (msg: MetricsIpc) => {
+      if (from.isConnected()) from.send(msg);
+    };
+    const p: { got: WorkerMetrics[]; left: number; done: () => void } = { got: [], left: asked.length, done: () => undefined };
+    const timer = setTimeout(() => p.done(), METRICS_GATHER_MS);
+    p.done = () => {
+      clearTimeout(timer);
+      pending.delete(id);
+      if (asked.length > p.got.length) log.warn({ asked: asked.length, answered: p.got.length }, 'metrics: not every worker answered in time');
+      aggregateWorkerMetrics(p.got).then(
+        (text) => answer({ type: 'dynamollm:metrics', id: m.id, text }),
+        (err: unknown) => answer({ type: 'dynamollm:metrics', id: m.id, error: (err as Error).message }),
+      );
+    };
+    pending.set(id, p);
+    for (const w of asked) w.send({ type: 'dynamollm:registry?', id } satisfies MetricsIpc);
+    if (asked.length === 0) p.done();
+  });
+}
+
+/** A worker: gives its registry to the primary when it gathers the replica's metrics. */
+export function serveWorkerMetrics(registry: Registry): void {
+  process.on('message', (m: unknown) => {
+    if (!isIpc(m) || m.type !== 'dynamollm:registry?' || !process.send) return;
+    registry.getMetricsAsJSON().then(
+      (metrics) => process.send?.({ type: 'dynamollm:registry', id: m.id, metrics } satisfies MetricsIpc),
+      (err: unknown) => process.send?.({ type: 'dynamollm:registry', id: m.id, error: (err as Error).message } satisfies MetricsIpc),
+    );
+  });
+}
+
+let asks = 0;
+const waiting = new Map<number, { resolve: (s: string) => void; reject: (e: Error) => void }>();
+
+/** A worker: the replica's metrics (all its workers aggregated) from the primary; rejects past METRICS_ASK_MS. */
+export function workerMetricsText(timeoutMs = METRICS_ASK_MS): Promise<string> {
+  if (!process.send) return Promise.reject(new Error('not a worker process'));
+  if (waiting.size === 0) process.on('message', onAnswer);
+  const id = asks++;
+  return new Promise<string>((resolve, reject) => {
+    const t = setTimeout(() => settle(id, undefined, new Error(`the primary did not answer within ${timeoutMs} ms`)), timeoutMs);
+    waiting.set(id, {
+      resolve: (s) => (clearTimeout(t), resolve(s)),
+      reject: (e) => (clearTimeout(t), reject(e)),
+    });
+    process.send!({ type: 'dynamollm:metrics?', id } satisfies MetricsIpc);
+  });
+}
+
+function onAnswer(m: unknown): void {
+  if (isIpc(m) && m.type === 'dynamollm:metrics') settle(m.id, m.text, m.error !== undefined ? new Error(m.error) : undefined);
+}
+
+function settle(id: number, text: string | undefined, err: Error | undefined): void {
+  const w = waiting.get(id);
+  if (!w) return;
+  waiting.delete(id);
+  if (waiting.size === 0) process.off('message', onAnswer);
+  if (text !== undefined) w.resolve(text);
+  else w.reject(err ?? new Error('no metrics'));
 }

@@ -14,8 +14,13 @@
  *   replicas export the same values: take `max by (<the series' own labels>)` across replicas, then sum.
  * deploy/grafana/dynamollm.json follows this (test/integration/grafana-prometheus.test.ts checks it against
  * a real Prometheus scraping two replicas).
+ *
+ * A replica run as worker processes (`gateway.workers`, src/runtime/workers.ts) answers /metrics for all of
+ * them together (aggregateWorkerMetrics): its per-replica series summed over the workers, the cluster-wide
+ * ones (every worker aggregates the same NATS telemetry) taken once (their max), the process series as
+ * prom-client aggregates them (summed, or its own rule); so the replica looks as one process would.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { TokenHistogram } from './token-histogram.ts';
 import type { DecisionEvent, InstanceTelemetry, NodeTelemetry, RequestRecord } from '../../protocols/messages.ts';
 import { reconfigurationOf } from './reconfiguration.ts';
@@ -207,4 +212,21 @@ export class TelemetryMetrics {
   text(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/** The series of one worker process's registry (`registry.getMetricsAsJSON()`). */
+export type WorkerMetrics = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
+/**
+ * One replica's metrics from its workers' registries, as Prometheus text: `dynamollm_gateway_*` (what each
+ * worker served) summed, every other `dynamollm_*` series but the process ones (the same cluster-wide
+ * telemetry in every worker; a restarted worker's counters start again) their max, the process series by
+ * prom-client's own aggregator (CPU and memory summed).
+ */
+export async function aggregateWorkerMetrics(perWorker: readonly WorkerMetrics[]): Promise<string> {
+  const ruled = perWorker.map((metrics) => metrics.map((m) => {
+    const own = m.name.startsWith('dynamollm_gateway_') || m.name.startsWith('dynamollm_process_');
+    return own ? m : { ...m, aggregator: 'max' as const };
+  }));
+  return AggregatorRegistry.aggregate(ruled).metrics();
 }

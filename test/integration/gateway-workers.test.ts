@@ -2,7 +2,8 @@
  * Gateway worker processes behind one address (`gateway.workers`, src/runtime/workers.ts), on a real
  * `dynamollm actor gateway` process against a real nats-server: with 2 workers both serve the port (each a
  * replica with its own id, x-dynamollm-gateway), both hold their own NATS connection (their /livez says
- * connected), a SIGKILLed worker leaves the port serving and is restarted, and SIGTERM drains them all.
+ * connected), /metrics on any worker counts what every worker served (the primary aggregates their
+ * registries), a SIGKILLed worker leaves the port serving and is restarted, and SIGTERM drains them all.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
@@ -18,6 +19,8 @@ import { launchArgs } from '../../actors/common/launch-args.ts';
 let nats: TestNats;
 let gw: ChildProcess;
 let port: number;
+/** /livez answers the test got, by status code (every one was counted by the worker that gave it). */
+const livezAnswered = new Map<number, number>();
 
 /** GET /livez on a fresh connection (no keep-alive: the primary hands out connections, not requests). */
 function livez(): Promise<{ status: number; replica: string; nats: string }> {
@@ -32,11 +35,26 @@ function livez(): Promise<{ status: number; replica: string; nats: string }> {
         } catch {
           // not JSON
         }
+        livezAnswered.set(res.statusCode ?? 0, (livezAnswered.get(res.statusCode ?? 0) ?? 0) + 1);
         resolve({ status: res.statusCode ?? 0, replica: String(res.headers['x-dynamollm-gateway'] ?? ''), nats });
       });
     });
     req.on('error', () => resolve({ status: 0, replica: '', nats: '' }));
     req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+/** GET `path` on a fresh connection. */
+function get(path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timed out')));
     req.end();
   });
 }
@@ -94,6 +112,20 @@ describe('gateway workers', () => {
     expect([...ids].sort()).toEqual(['gw-k-w0', 'gw-k-w1']);
     expect(workerPids()).toHaveLength(2);
   }, 90_000);
+
+  it('/metrics on any worker counts what every worker served', async () => {
+    for (let k = 0; k < 4; k++) {
+      const text = await get('/metrics');
+      expect(text.status).toBe(200);
+      // each answered /livez was counted by the one worker that answered it: the sum over the workers
+      for (const [code, n] of livezAnswered) {
+        const m = new RegExp(`^dynamollm_gateway_http_requests_total\\{route="/livez",code="${code}"\\} (\\S+)$`, 'm').exec(text.body);
+        expect(Number(m?.[1]), `code ${code}: ${text.body.split('\n').filter((l) => l.includes('/livez')).join(' | ')}`).toBe(n);
+      }
+      // one process series per replica, not one per worker
+      expect(text.body.match(/^# TYPE dynamollm_gateway_http_requests_total /gm)).toHaveLength(1);
+    }
+  }, 60_000);
 
   it('a killed worker leaves the port serving and is restarted', async () => {
     const before = workerPids();
