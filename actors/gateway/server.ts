@@ -15,7 +15,7 @@ import { newRequestId } from './request-id.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { WebSocketServer, type WebSocket } from 'ws';
+import type { WebSocket, WebSocketServer } from 'ws';
 import type { Logger } from 'pino';
 import { DynError } from '../../protocols/errors.ts';
 import { PROTOCOL_VERSION } from '../../protocols/codec.ts';
@@ -125,7 +125,7 @@ function requestUrl(target: string | undefined): URL | undefined {
 
 export class GatewayServer {
   readonly server: Server;
-  private readonly wss: WebSocketServer;
+  private wss?: WebSocketServer; // the dashboard's, made at the first /ws upgrade (ws is not loaded before it: a gateway starts sooner)
   private readonly opts: Required<Pick<GatewayServerOptions, 'port' | 'host' | 'bodyLimitBytes' | 'maxInflight' | 'requestTimeoutMs' | 'models' | 'liveTickMs'>> & GatewayServerOptions;
   private readonly limits: ValidationLimits;
   private readonly failLog: RateLimitedLog | undefined;
@@ -163,7 +163,6 @@ export class GatewayServer {
     // slow-loris: headers within headersTimeoutMs, the whole request within bodyTimeoutMs (then 408 and close)
     this.server.headersTimeout = opts.headersTimeoutMs ?? 5000;
     this.server.requestTimeout = Math.max(this.server.headersTimeout, opts.bodyTimeoutMs ?? 15_000);
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: 4096 });
     this.server.on('upgrade', (req, socket, head) => {
       const target = requestUrl(req.url);
       if (!target) {
@@ -178,7 +177,8 @@ export class GatewayServer {
         socket.end('HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nConnection: close\r\n\r\n');
         return;
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.onWs(ws));
+      // (the socket has no data listener until handleUpgrade binds one: nothing it sends meanwhile is lost)
+      import('ws').then((m) => (this.wss ??= new m.WebSocketServer({ noServer: true, maxPayload: 4096 })).handleUpgrade(req, socket, head, (ws) => this.onWs(ws)), () => socket.destroy());
     });
   }
 
@@ -217,8 +217,8 @@ export class GatewayServer {
     const until = Date.now() + graceMs;
     while (this.inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     for (const a of this.aborts) a.abort(new DynError('unavailable', 'gateway shutting down', { retryable: true }));
-    for (const c of this.wss.clients) c.terminate();
-    this.wss.close();
+    for (const c of this.wss?.clients ?? []) c.terminate();
+    this.wss?.close();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -243,7 +243,7 @@ export class GatewayServer {
     const live = this.opts.live;
     if (!live) return;
     live.tick();
-    if (this.wss.clients.size === 0) return;
+    if (!this.wss?.clients.size) return;
     const msg = JSON.stringify(this.withWarnings(live.snapshot()));
     for (const c of this.wss.clients) {
       // a slow client is skipped rather than buffered without bound

@@ -1,7 +1,8 @@
 /**
  * What a gateway process loads before it can listen: a replica restarted on a loaded host serves again only once
  * its modules are loaded, so the gateway actor's module graph leaves out what a gateway over NATS never runs
- * (the emulator's tokenizer: the instances count prompts). The graph is read from Node's own resolver (a resolve
+ * (the emulator's tokenizer: the instances count prompts) and what waits for a client (the dashboard's WebSocket
+ * server; test/unit/gateway-security.test.ts and test/integration/gateway-nats.test.ts open /ws). The graph is read from Node's own resolver (a resolve
  * hook in a child process that imports the actor module), not from the source text.
  */
 import { execFileSync } from 'node:child_process';
@@ -40,5 +41,9 @@ if (!r.ok || r.count !== 3) throw new Error('count ' + JSON.stringify(r));
 const d = await m.localDetokenize({ v: 1, model: 'm', tokens: [1, 22172, 3186] });
 if (!d.ok || d.prompt !== 'hello world') throw new Error('detokenize ' + JSON.stringify(d));`);
     expect(used.some((u) => u.includes('llama-tokenizer-js'))).toBe(true);
+  }, 120_000);
+
+  it("does not load the dashboard's WebSocket server (ws) until a client opens /ws", () => {
+    expect(resolvedBy('actors/gateway/main.ts').filter((u) => /node_modules\/ws\//.test(u))).toEqual([]);
   }, 120_000);
 });
