@@ -89,6 +89,7 @@ export abstract class SimControl extends SimLedger {
     this.accountExtra(now);
     inst.state = 'stopping';
     inst.stopAtMs = now + this.cost.instanceStopS * 1000;
+    const before = this.stoppedEnergyJ;
     if (inst.core) {
       inst.core.idleUntil(now);
       const st = inst.core.stats();
@@ -99,6 +100,7 @@ export abstract class SimControl extends SimLedger {
       this.stoppedEnergyJ += inst.energyJ;
       this.stoppedIdleJ += inst.idleJ ?? 0;
     }
+    this.stoppedByPoolJ.set(inst.pool.id, (this.stoppedByPoolJ.get(inst.pool.id) ?? 0) + this.stoppedEnergyJ - before);
     if (inst.stopAtMs > now) {
       if (inst.stopAtMs < this.nextReadyMs) this.nextReadyMs = inst.stopAtMs;
       return;

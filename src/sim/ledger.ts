@@ -75,6 +75,8 @@ export abstract class SimLedger {
   protected extraAccMs = 0;
   protected gpuMs = 0;
   protected stoppedEnergyJ = 0;
+  /** stoppedEnergyJ by the pool the instance served in. */
+  protected readonly stoppedByPoolJ = new Map<string, number>();
   /** the breakdown of the energy: idle part of stopped instances, unallocated GPUs, starting instances, J. */
   protected stoppedIdleJ = 0;
   protected freeJ = 0;
@@ -251,6 +253,18 @@ export abstract class SimLedger {
     return { unallocatedKWh: this.freeJ / k, startingKWh: this.startingJ / k, instanceIdleKWh: idle / k, instanceBusyKWh: (total - idle) / k, unusedServersKWh: this.unusedJ / k, serverBootKWh: this.bootJ / k };
   }
 
+  /** Instance energy (idle and stepping, the instances' engines) by pool, kWh: the pools' shares of instanceIdleKWh + instanceBusyKWh. */
+  protected energyByPool(now: number): Record<string, number> {
+    const j = new Map(this.stoppedByPoolJ);
+    for (const p of this.pools)
+      for (const i of p.instances) {
+        if (i.state === 'stopped' || i.state === 'starting' || i.state === 'stopping') continue;
+        if (i.core && !i.inHeap) i.core.idleUntil(now);
+        j.set(p.id, (j.get(p.id) ?? 0) + (i.core ? i.core.stats().energyJ : i.energyJ));
+      }
+    return Object.fromEntries([...j].sort((a, b) => a[0].localeCompare(b[0])).map(([id, e]) => [id, e / 3.6e6]));
+  }
+
   protected totalEnergyJ(now: number): number {
     this.accountExtra(now);
     return this.instancesEnergyJ(now) + this.extraJ;
@@ -331,6 +345,7 @@ export abstract class SimLedger {
       requests: this.requests,
       energyKWh: energyJ / 3.6e6,
       energyBreakdown: this.energyBreakdown(endMs),
+      energyByPoolKWh: this.energyByPool(endMs),
       ...(this.cm?.s.power ? { serverPower: { powerOns: this.cm.powerOns, powerOffs: this.cm.powerOffs } } : {}),
       avgPowerW: energyJ / durationS,
       p99PowerW: percentile(this.powerSamples, 0.99),

@@ -198,6 +198,12 @@ export interface SimResult {
      */
     unusedServersKWh?: number; serverBootKWh?: number;
   };
+  /**
+   * instance energy (idle and stepping) by pool id, kWh: its sum is instanceIdleKWh + instanceBusyKWh. Pools are not
+   * comparable across policies one by one where they serve different types (dynamollm's merged pools, the oracle's
+   * one pool per type).
+   */
+  energyByPoolKWh?: Record<string, number>;
   /** unusedServers 'off': the cluster machine's power commands over the run. */
   serverPower?: { powerOns: number; powerOffs: number };
   costUsd: number;

@@ -1,7 +1,7 @@
 /**
  * The simulator's cluster level (scale-inst, dynamollm) is the live cluster manager's machine on its own
  * forecaster: it observes each past minute's arrivals and plans from them, never from the trace's future; and
- * every run says where its energy went (SimResult.energyBreakdown).
+ * every run says where its energy went (SimResult.energyBreakdown, energyByPoolKWh).
  */
 import { describe, it, expect, afterAll } from 'vitest';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
@@ -54,7 +54,13 @@ describe('simulator cluster level', () => {
         expect(b.unallocatedKWh + b.startingKWh + b.instanceIdleKWh + b.instanceBusyKWh, `${r.policy} ${fidelity}`).toBeCloseTo(r.energyKWh, 6);
         for (const v of Object.values(b)) expect(v).toBeGreaterThanOrEqual(0);
         expect(b.instanceBusyKWh).toBeGreaterThan(0);
+        // and the instances' energy by the pool they served in sums to their part
+        const byPool = Object.values(r.energyByPoolKWh ?? {});
+        expect(byPool.reduce((a, v) => a + v, 0), `${r.policy} ${fidelity} by pool`).toBeCloseTo(b.instanceIdleKWh + b.instanceBusyKWh, 6);
+        for (const v of byPool) expect(v).toBeGreaterThan(0);
       }
+      expect(Object.keys(single.energyByPoolKWh!)).toEqual(['pool-all']);
+      expect(Object.keys(dyn.energyByPoolKWh!).length).toBeGreaterThan(1);
       // single-pool: every GPU in a TP8 instance, nothing starts
       expect(single.energyBreakdown!.unallocatedKWh).toBe(0);
       expect(single.energyBreakdown!.startingKWh).toBe(0);
