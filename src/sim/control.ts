@@ -289,6 +289,7 @@ export abstract class SimControl extends SimLedger {
     const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), ...(!initial && i.brain ? { epochLoad: i.brain.epochLoad(now) } : {}), prefix: i.core?.prefixCacheTokens() }));
     const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool);
     if (!plan) return;
+    this.inp.onPoolDecision?.(pool.id, now, plan.event);
     const same = JSON.stringify(plan.target) === JSON.stringify(current);
     if (same || !(plan.take || initial)) return;
     this.accountExtra(now);

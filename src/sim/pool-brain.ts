@@ -22,7 +22,13 @@ export type { PoolMachineConfig } from '../policy/machines/pool.ts';
 
 export interface SimPoolInstance { id: string; tp: number; ready: boolean; clockMhz: number; load: Partial<Record<RequestType, number>>; epochLoad?: Partial<Record<RequestType, number>>; prefix?: { lookup: number; hit: number } | undefined }
 
-export interface PoolReshardDecision { take: boolean; target: InstanceConfig[]; recentLoad: PoolLoadSample[] }
+export interface PoolReshardDecision {
+  take: boolean;
+  target: InstanceConfig[];
+  recentLoad: PoolLoadSample[];
+  /** the machine's decision event, as the live pool leader logs it. */
+  event: { summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> };
+}
 
 /**
  * The pool machine's re-shard decision for these instances; undefined when it takes none this epoch (an
@@ -73,7 +79,7 @@ export function poolReshardDecision(
   step({ type: 'lead', stored: assignment });
   const fx = step({ type: 'reshard_epoch' });
   if (pool) windows.set(pool, s.recentLoad);
-  for (const e of fx) if (e.kind === 'event' && e.event === 'reshard' && typeof e.decision.take === 'boolean') return { take: e.decision.take, target: e.decision.target as InstanceConfig[], recentLoad: s.recentLoad };
+  for (const e of fx) if (e.kind === 'event' && e.event === 'reshard' && typeof e.decision.take === 'boolean') return { take: e.decision.take, target: e.decision.target as InstanceConfig[], recentLoad: s.recentLoad, event: { summary: e.summary, decision: e.decision, inputs: e.inputs } };
   return undefined;
 }
 

@@ -93,6 +93,11 @@ export interface ReplaySummary {
   avgPowerW: number | null;
   reconfigurations: Record<string, number> | null;
   errors: Record<string, number>;
+  /**
+   * how late the sends left against their due times (the trace's offsets / speed), ms: a client short of CPU sends
+   * the trace's requests later, and bunched, than the trace has them. null when nothing was sent.
+   */
+  sendLateMs: { p50: number; p99: number; max: number } | null;
 }
 
 interface Result {
@@ -272,6 +277,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
   const start = performance.now();
   let firstT: number | null = null;
   let lastT = 0;
+  const late: number[] = [];
   const timer = opts.onProgress
     ? setInterval(() => {
         prog.elapsedMs = performance.now() - start;
@@ -293,6 +299,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
       const due = (rec.tMs - firstT) / speed;
       const wait = due - (performance.now() - start);
       if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      late.push(Math.max(0, performance.now() - start - due));
       prog.traceMs = rec.tMs - firstT;
       prog.sent++;
       if (prog.inflight >= maxInflight) {
@@ -378,6 +385,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
       avgPowerW: clusterEnergyJ === null ? null : clusterEnergyJ / (wallS + 1.5),
       reconfigurations,
       errors,
+      sendLateMs: late.length ? { p50: percentile(late, 0.5), p99: percentile(late, 0.99), max: Math.max(...late) } : null,
     };
   } finally {
     if (timer) clearInterval(timer);
@@ -390,7 +398,7 @@ export function formatSummary(s: ReplaySummary): string {
   const out: string[] = [];
   out.push(`replay of ${s.trace} at ${s.speed}x against ${s.url} (model ${s.model}${s.timeScale !== 1 ? `, latencies x${s.timeScale} for the engines' time-scale` : ''})`);
   out.push(`requests: sent ${s.sent} = ok ${s.ok} + rejected ${s.rejected} + failed ${s.failed}${s.skipped ? `   (not sent: ${s.skipped} rows with input > 8192 tokens)` : ''}`);
-  out.push(`time: ${s.wallS.toFixed(1)} s wall for ${s.traceSpanS.toFixed(1)} s of trace`);
+  out.push(`time: ${s.wallS.toFixed(1)} s wall for ${s.traceSpanS.toFixed(1)} s of trace${s.sendLateMs ? `; sends late against the trace: p50 ${f(s.sendLateMs.p50)} ms, p99 ${f(s.sendLateMs.p99)} ms, max ${f(s.sendLateMs.max)} ms` : ''}`);
   out.push('');
   out.push('type     ok  rej fail  TTFT p50  TTFT p99 (SLO)    TBT p50  TBT p99 (SLO)  SLO met  p99 ok');
   for (const t of s.perType) {

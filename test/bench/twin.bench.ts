@@ -92,7 +92,8 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     await cluster.stop();
     if (process.env.TWIN_UP_LOG) writeFileSync(process.env.TWIN_UP_LOG, cluster.output());
   }
-  // TWIN_SIM_LOG=FILE: the simulated instance machines' decision events as JSON lines (the live side's are in TWIN_UP_LOG)
+  // TWIN_SIM_LOG=FILE: the simulated instance machines' decision events and the pool machine's re-shard decisions with
+  // their inputs, as JSON lines (the live side's are in TWIN_UP_LOG)
   const simEvents: string[] = [];
   const sim = await simulate({
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
@@ -103,6 +104,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     onInstanceStep: (instance, _cfg, _ev, t, fx) => {
       for (const e of fx) if (e.kind === 'event') simEvents.push(JSON.stringify({ tMs: t, instance, event: e.event, summary: e.summary, decision: e.decision }));
     },
+    onPoolDecision: (pool, t, e) => simEvents.push(JSON.stringify({ tMs: t, pool, event: 'reshard', summary: e.summary, decision: e.decision, inputs: e.inputs })),
   } : {});
   if (process.env.TWIN_SIM_LOG) writeFileSync(process.env.TWIN_SIM_LOG, simEvents.join('\n') + '\n');
   const rows: Record<string, string | number>[] = [];
@@ -131,6 +133,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     notes: [
       `live: \`dynamollm up --config ${spec.config}\` + \`replay --trace ${TRACE} --speed ${speed} --duration ${windowS}\`; simulated: the same window at the same speed, step fidelity, the config's cluster shape (${spec.shape})`,
       `live requests: ${live.ok} ok, ${live.rejected} rejected, ${live.failed} failed ${JSON.stringify(live.errors)}; simulated: ${sim.rejected} rejected`,
+      `live replay's sends late against the trace (the client short of CPU): ${live.sendLateMs ? `p50 ${Math.round(live.sendLateMs.p50)} ms, p99 ${Math.round(live.sendLateMs.p99)} ms, max ${Math.round(live.sendLateMs.max)} ms` : '-'}`,
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; live latency is wall time on this shared machine',
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',

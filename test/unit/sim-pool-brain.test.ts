@@ -25,7 +25,8 @@ describe('simulated pool epoch: the pool machine decides', () => {
     const d = poolReshardDecision(cfg, ['SM'], [inst('a', 8, light), inst('b', 8, light)], 8, 0);
     // what the live pool leader plans for the sum of its instances' loads on 16 GPUs
     const live = planPoolShards({ profile, load: { SM: 2 * light }, gpus: 16, current: [8, 8], epochS: 300, gpusPerServer: 8, headroom: 0.2, overhead: cfg.overhead });
-    expect(d).toEqual({ take: live!.take, target: live!.target, recentLoad: [] });
+    expect(d).toMatchObject({ take: live!.take, target: live!.target, recentLoad: [] });
+    expect(d!.event.summary).toBe(`pool-SM: ${live!.take ? 'take' : 'keep'} ${live!.summary}`);
     expect(d!.take).toBe(true);
     expect(d!.target).not.toEqual([{ tp: 8, count: 2 }]);
   });
