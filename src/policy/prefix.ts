@@ -1,3 +1,6 @@
+import type { Profile } from '../model/profile-types.ts';
+import { perfModelOfProfile } from '../model/perf.ts';
+
 /**
  * Cache-aware routing (pure): prefer the instance that holds the prompt's prefix in its KV cache, as llm-d's
  * prefix-cache scorer and Dynamo's KV router do. Dynamo's router scores an instance by the prefill it would
@@ -95,7 +98,9 @@ export function promptChunkHashes(req: PromptLike): { hashes: number[]; units: n
 /**
  * Per instance, a bounded LRU of the chunk hashes of the prompts routed there (a stand-in for its engine's prefix
  * cache, which the router cannot see): at most `perInstance` hashes each (16,384 chunks: ~4M characters, ~1M
- * tokens) and `maxInstances` instances (the least recently routed one forgotten first).
+ * tokens), fewer where the caller passes the chunks the instance's KV cache holds (record's `maxChunks`: an
+ * engine evicts what does not fit, and a router that remembers more sends turns to an instance for a prefix it
+ * no longer holds), and `maxInstances` instances (the least recently routed one forgotten first).
  */
 export class RoutedPrefixes {
   private readonly m = new Map<string, Map<number, true>>();
@@ -110,8 +115,12 @@ export class RoutedPrefixes {
     return n;
   }
 
-  /** The instance was sent a prompt with these chunks: they become its most recent, the oldest past the bound are dropped. */
-  record(id: string, hashes: readonly number[]): void {
+  /**
+   * The instance was sent a prompt with these chunks: they become its most recent, the oldest past the bound
+   * (`perInstance`, or `maxChunks` when lower: what its KV cache holds) are dropped.
+   */
+  record(id: string, hashes: readonly number[], maxChunks = this.perInstance): void {
+    const bound = Math.max(0, Math.min(this.perInstance, Math.floor(maxChunks)));
     if (!hashes.length) return;
     let set = this.m.get(id);
     if (set) this.m.delete(id);
@@ -122,7 +131,7 @@ export class RoutedPrefixes {
       set.set(x, true);
     }
     for (const k of set.keys()) {
-      if (set.size <= this.perInstance) break;
+      if (set.size <= bound) break;
       set.delete(k);
     }
     for (const k of this.m.keys()) {
@@ -135,3 +144,24 @@ export class RoutedPrefixes {
     this.m.delete(id);
   }
 }
+
+/**
+ * Prompt chunks of `tokensPerChunk` tokens an instance of `tp` GPUs holds in its KV cache (src/model's capacity
+ * of the profile's model on its GPU, what the emulator's and the simulator's prefix caches are sized from);
+ * undefined when the model cannot say (a model or TP outside the catalog). Memoised per profile and TP.
+ */
+export function kvCacheChunks(profile: Pick<Profile, 'model' | 'gpu' | 'source'>, tp: number, tokensPerChunk: number): number | undefined {
+  let byTp = kvMemo.get(profile);
+  if (!byTp) kvMemo.set(profile, (byTp = new Map<number, number>()));
+  let tokens = byTp.get(tp);
+  if (tokens === undefined) {
+    try {
+      tokens = perfModelOfProfile(profile).kvCapacityTokens(tp);
+    } catch {
+      tokens = NaN;
+    }
+    byTp.set(tp, tokens);
+  }
+  return Number.isFinite(tokens) && tokensPerChunk > 0 ? Math.floor(tokens / tokensPerChunk) : undefined;
+}
+const kvMemo = new WeakMap<object, Map<number, number>>();

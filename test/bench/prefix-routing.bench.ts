@@ -43,7 +43,7 @@ export async function bench(): Promise<BenchSection> {
     return {
       routing: routing ? 'on' : 'off',
       requests: rs.reduce((a, r) => a + r.requests, 0),
-      failed: rs.reduce((a, r) => a + r.failed, 0),
+      'failed (retried)': `${rs.reduce((a, r) => a + r.failed, 0)} (${rs.reduce((a, r) => a + r.retried, 0)})`,
       'prefix hit (runs)': `${f(100 * mean(rs.map((r) => r.hitShare)))}% (${rs.map((r) => f(100 * r.hitShare)).join(', ')})`,
       'same instance': `${f(100 * mean(rs.map((r) => r.sameInstanceShare)))}%`,
       'prompt tokens looked up / hit': `${Math.round(mean(rs.map((r) => r.lookupTokens)))} / ${Math.round(mean(rs.map((r) => r.hitTokens)))}`,

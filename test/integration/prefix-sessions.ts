@@ -41,7 +41,9 @@ export interface SessionsOptions {
 export interface SessionsResult {
   routing: boolean;
   requests: number;
+  /** turns that failed after their retries, and retries of refused turns (HTTP 429/503, retryable). */
   failed: number;
+  retried: number;
   errors: string[];
   /** prompt tokens the engines looked up in their prefix caches over the run, and found there. */
   lookupTokens: number;
@@ -187,7 +189,7 @@ export async function startSessionsCluster(o: ClusterOptions = {}): Promise<Sess
         const ttfts: number[] = [];
         const errors: string[] = [];
         const served: string[][] = [];
-        let requests = 0;
+        let requests = 0, retried = 0;
         const t0 = performance.now();
         await Promise.all(Array.from({ length: sessions }, async (_, k) => {
           const sr = rng(seed * 1000 + k + 1);
@@ -198,7 +200,14 @@ export async function startSessionsCluster(o: ClusterOptions = {}): Promise<Sess
           for (let t = 0; t < turns; t++) {
             messages.push({ role: 'user', content: text(sr, userWords) });
             requests++;
-            const x = await turn(base, messages, out);
+            // a retryable refusal (429/503: at capacity, or a deadline of the gateway's tokenize or admission on
+            // this loaded box) is retried as a client does, a few times with a growing pause
+            let x = await turn(base, messages, out);
+            for (let a = 1; a <= 5 && x.error && /^HTTP (429|503)/.test(x.error); a++) {
+              retried++;
+              await new Promise((res) => setTimeout(res, 250 * a));
+              x = await turn(base, messages, out);
+            }
             if (x.error) errors.push(x.error);
             else {
               ttfts.push(x.ttftMs!);
@@ -236,7 +245,7 @@ export async function startSessionsCluster(o: ClusterOptions = {}): Promise<Sess
           }
         }
         return {
-          routing: r.routing, requests, failed: errors.length, errors: errors.slice(0, 5), lookupTokens, hitTokens, hitShare: lookupTokens > 0 ? hitTokens / lookupTokens : 0,
+          routing: r.routing, requests, failed: errors.length, retried, errors: errors.slice(0, 5), lookupTokens, hitTokens, hitShare: lookupTokens > 0 ? hitTokens / lookupTokens : 0,
           perInstance, ttftP50Ms: pct(ttfts, 0.5), ttftP90Ms: pct(ttfts, 0.9), ttftP99Ms: pct(ttfts, 0.99), energyJ, energyPerRequestJ: ok ? energyJ / ok : NaN,
           requestEnergyJ, sameInstanceShare: next ? same / next : 0, wallS,
         };

@@ -114,4 +114,25 @@ describe('gateway: cache-aware routing on the prompt text', () => {
     const next = req(history + text(6, 13 * PREFIX_CHUNK_CHARS));
     expect(routerPick(s, 'pool-LS', next, new Set(), T0, rc(true))).toBe('h');
   });
+
+  it("remembers per instance what its KV cache holds: a session whose prefix its engine evicted is routed by load, a recent one still to its holder", () => {
+    // Llama2-70B on TP2 H100s holds ~22k tokens of KV cache (src/model): 347 chunks of 64 tokens
+    const s = initialRouterState();
+    routerTable(s, { v: 1, routes: { LS: 'pool-LS' }, pools: [{ pool: 'pool-LS', types: ['LS'], retired: false }], epoch: 1, issuedBy: 'cm-0', sentMs: T0 }, T0);
+    let seq = 0;
+    const idle = () => {
+      for (const id of ['e', 'f', 'h']) routerStatus(s, { ...status(id, ++seq), tp: 2, gpuIds: [0, 1] }, T0);
+    };
+    // ten sessions of 40 chunks (2,560 tokens) each went to h: 400 chunks, more than its cache holds
+    const sessions = Array.from({ length: 10 }, (_, k) => text(20 + k, 40 * PREFIX_CHUNK_CHARS));
+    for (const p of sessions) {
+      idle();
+      expect(routerPick(s, 'pool-LS', req(p), new Set(['e', 'f']), T0, rc(true))).toBe('h');
+    }
+    // the first session's blocks are the least recently used: its engine evicted them, and the router forgot them
+    idle();
+    expect(routerPick(s, 'pool-LS', req(sessions[0] + text(40, 5 * PREFIX_CHUNK_CHARS)), new Set(), T0, rc(true))).not.toBe('h');
+    idle();
+    expect(routerPick(s, 'pool-LS', req(sessions[9] + text(41, 5 * PREFIX_CHUNK_CHARS)), new Set(), T0, rc(true))).toBe('h');
+  });
 });

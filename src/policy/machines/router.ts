@@ -17,7 +17,7 @@ import type { InstanceStatus, PoolAssignment, RoutingTable } from '../../../prot
 import type { RequestType } from '../../../protocols/request-types.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
-import { PREFIX_CHUNK_CHARS, PREFIX_CHUNK_TOKENS, RoutedPrefixes, preferPrefixHolder, prefixHitShare, promptChunkHashes } from '../prefix.ts';
+import { PREFIX_CHUNK_CHARS, PREFIX_CHUNK_TOKENS, RoutedPrefixes, kvCacheChunks, preferPrefixHolder, prefixHitShare, promptChunkHashes } from '../prefix.ts';
 import { routePools } from './cluster.ts';
 import type { TrackedInstance } from './pool.ts';
 import { creditStatus, type CreditLines } from './credits.ts';
@@ -262,7 +262,8 @@ export function routerPick(s: RouterState, pool: string, req: { type?: RequestTy
     : undefined;
   const id = dispatchRequest(req, v, cfg.profile, types, { headroom: cfg.headroom, ...(prefer ? { prefer } : {}) }).id;
   inst.set(id, countDispatched(inst.get(id)!, req.inputTokens));
-  if (chunks) s.prefixes.record(id, chunks.hashes);
+  // the router remembers what the instance's KV cache can hold, not more (its engine evicts the rest)
+  if (chunks) s.prefixes.record(id, chunks.hashes, (cfg.profile && kvCacheChunks(cfg.profile, v.find((x) => x.id === id)?.tp ?? 1, unit * tokensPerUnit)) ?? Infinity);
   return id;
 }
 
