@@ -17,6 +17,11 @@ export const leaseValue = z.object({
   expiresMs: z.number().finite().nonnegative(),
   /** grows by one at each change of holder (fencing token). */
   term: z.number().int().nonnegative(),
+  /**
+   * the holder's process, `<boot id>/<pid namespace>/<pid>` (Linux): a later process of the same holder id on the
+   * same machine and pid namespace (a supervisor's restart) sees whether it is gone and may take the lease at once.
+   */
+  proc: z.string().max(160).optional(),
 });
 export type LeaseValue = z.infer<typeof leaseValue>;
 export const LeaseValue = codec('LeaseValue', leaseValue);

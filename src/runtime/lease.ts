@@ -16,6 +16,10 @@
  *   host kill). The duplicate check runs when a write is applied, in log order on every replica: of the
  *   writes expecting R, the first applied wins and the others come back as duplicates (0 of 200 rounds had
  *   two winners), which count as a failed compare-and-set.
+ * - a record held under our own holder id by another process of this machine that is gone (the record names its
+ *   process: boot id, pid namespace, pid) is free at once: a supervisor restarted the killed leader, and the
+ *   restarted process need not wait out the TTL of the dead one. A process that is alive (the same id given to two
+ *   live processes), one of another machine or pid namespace, or a record without a process: wait for the expiry.
  * - a record that does not decode is NOT free: it counts as held by an unknown holder until it has stayed
  *   unchanged (same revision) for a whole TTL, exactly like a holder that stopped renewing.
  * - renew: every `renewMs` with CAS on the revision of our last write; a CAS failure means someone else
@@ -33,6 +37,7 @@
  * Events: 'elected' ({holder, term, expiresMs}), 'lost' ({holder, term, reason}).
  */
 import { EventEmitter } from 'node:events';
+import { readFileSync, readlinkSync } from 'node:fs';
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { Logger } from 'pino';
 import { LeaseValue, jetstream as jsNames, kvKeySubject } from '../../protocols/index.ts';
@@ -94,6 +99,8 @@ export class LeaderLease extends EventEmitter {
   #held?: { revision: number; expiresMs: number; term: number; acquiredMs: number };
   /** an undecodable record: its revision and when we first saw it. */
   #corrupt?: { revision: number; seenMs: number };
+  /** this process as the records we write name it (Linux), see processName(). */
+  readonly #proc = processName();
   /** our writes whose answer did not come (newest last, bounded): any of them may have been applied. */
   #unanswered: LeaseValue[] = [];
 
@@ -231,7 +238,7 @@ export class LeaderLease extends EventEmitter {
       return;
     }
     const t0 = this.#clock.now();
-    const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: held.acquiredMs, expiresMs: t0 + this.ttlMs, term: held.term };
+    const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: held.acquiredMs, expiresMs: t0 + this.ttlMs, term: held.term, ...this.#procField() };
     try {
       const rev = await this.#cas(v, held.revision);
       if (this.#held !== held) return; // stepped down meanwhile
@@ -282,12 +289,17 @@ export class LeaderLease extends EventEmitter {
       return this.#elected(e!.revision, mine);
     }
     if (cur && cur.holder && cur.expiresMs >= t0) {
-      // held by someone (possibly a previous process of ours): retry just after it would lapse
-      return Math.min(this.renewMs, cur.expiresMs - t0 + 1);
+      if (cur.holder === this.holder && cur.proc && this.#proc && processGone(cur.proc, this.#proc)) {
+        // a previous process under our id (a restart of this actor): it is gone, its lease is free now
+        this.#log?.info({ key: this.key, term: cur.term, proc: cur.proc }, 'lease of our previous process, gone: taken at once');
+      } else {
+        // held by someone (possibly a previous process of ours): retry just after it would lapse
+        return Math.min(this.renewMs, cur.expiresMs - t0 + 1);
+      }
     }
     // terms only rise: above the record's term and above its revision (revisions only rise)
     const term = Math.max(cur?.term ?? 0, e?.revision ?? 0) + 1;
-    const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: t0, expiresMs: t0 + this.ttlMs, term };
+    const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: t0, expiresMs: t0 + this.ttlMs, term, ...this.#procField() };
     let rev: number;
     try {
       // expecting revision 0: the key must still be absent
@@ -313,6 +325,10 @@ export class LeaderLease extends EventEmitter {
   /** The lease record, within opTimeoutMs (KV reads take the JetStream context's 5-s default otherwise). */
   #read(): Promise<KvEntry | null> {
     return this.#within(this.#kv!.get(this.key), this.opTimeoutMs, `$KV.${this.#bucket}.${this.key}`);
+  }
+
+  #procField(): { proc?: string } {
+    return this.#proc ? { proc: this.#proc } : {};
   }
 
   /** `p`, or a TimeoutError after `ms` (the operation itself is left to finish or fail on its own). */
@@ -365,4 +381,32 @@ function isCasFailure(err: unknown): boolean {
   const m = (e?.message ?? '').toLowerCase();
   // JetStream: 10071 wrong last sequence; 10164/"key exists" for create
   return m.includes('wrong last sequence') || m.includes('key exists') || e?.code === 10071 || e?.api_error?.err_code === 10071 || m.includes('10071');
+}
+
+/** This process as `<boot id>/<pid namespace>/<pid>` (Linux); undefined where /proc does not tell. */
+function processName(): string | undefined {
+  try {
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const ns = readlinkSync('/proc/self/ns/pid');
+    if (!boot || !ns || boot.includes('/') || ns.includes('/')) return undefined;
+    return `${boot}/${ns}/${process.pid}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True only when `proc` names another process of this boot and pid namespace (`self`, processName's) that does not
+ * exist any more. A pid taken again by another process reads as alive: the lease then waits for its expiry.
+ */
+function processGone(proc: string, self: string): boolean {
+  const [boot, ns, pid] = proc.split('/');
+  const [myBoot, myNs, myPid] = self.split('/');
+  if (boot !== myBoot || ns !== myNs || pid === myPid || !/^[1-9]\d*$/.test(pid ?? '')) return false;
+  try {
+    process.kill(Number(pid), 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
