@@ -1,8 +1,8 @@
 /**
  * A NATS server that is silent (a host partitioned away or hung: its kernel may still accept the TCP connection, but
  * nothing answers) among a client's servers. Real 3-server cluster; the silent one is a nats-server stopped with
- * SIGSTOP. The first connect does not dial it first (the servers answering are dialled first), and a reconnect that
- * comes to it gives it up after the dial deadline (NATS_DIAL_TIMEOUT_MS), not after 5 s.
+ * SIGSTOP. The first connect does not dial it first (the servers answering are dialled first): it does not wait out
+ * the silent server's dial deadline (NATS_DIAL_TIMEOUT_MS, 5 s).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsCluster, as } from '../helpers/nats.ts';
@@ -57,26 +57,7 @@ describe('a silent NATS server in the list', () => {
       const tookMs = Date.now() - t0;
       expect([s1, s2].map((u) => new URL(u).port)).toContain(b.nc.getServer().split(':').pop());
       await b.nc.flush();
-      expect(tookMs, 'connected without dialling the silent server first').toBeLessThan(NATS_DIAL_TIMEOUT_MS);
-    } finally {
-      wake(0);
-    }
-  }, 30_000);
-
-  it('a reconnect whose next server is silent moves on after the dial deadline', async () => {
-    const [s0, s1, s2] = cluster.urls as [string, string, string];
-    // connected to s1; s0 is next in line
-    const b = await connect([s1, s0, s2]);
-    expect(b.nc.getServer().split(':').pop()).toBe(new URL(s1).port);
-    silence(0);
-    try {
-      const back = new Promise<number>((resolve) => b.on('status', (s: { type: string }) => s.type === 'reconnect' && resolve(Date.now())));
-      const t0 = Date.now();
-      process.kill(cluster.servers[1]!.pid, 'SIGKILL');
-      const tookMs = (await back) - t0;
-      expect(b.nc.getServer().split(':').pop()).toBe(new URL(s2).port);
-      // one attempt at the silent server (its dial deadline), then the live one: well under the former 5-s deadline
-      expect(tookMs, 'reconnected past the silent server').toBeLessThan(NATS_DIAL_TIMEOUT_MS + 2000);
+      expect(tookMs, 'connected without dialling the silent server first').toBeLessThan(NATS_DIAL_TIMEOUT_MS / 2);
     } finally {
       wake(0);
     }
