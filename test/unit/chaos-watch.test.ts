@@ -58,6 +58,21 @@ describe('chaos kill watcher', () => {
     await w;
   });
 
+  it('times a new leader by the elections\' own times, not by the order they arrived in', async () => {
+    const t = tree(1);
+    const status = { pools: [{ id: 'pool-all', leader: 'pm-1', instances: [] }] } as unknown as ClusterStatus;
+    const k: Kill = { kind: 'pool', id: 'pm-1', pid: 10, atMs: Date.now() };
+    const elected: { atMs: number; pool?: string; leader: string }[] = [];
+    const w = watchKill(k, t.read, () => status, () => 0, elected);
+    await vi.advanceTimersByTimeAsync(5000);
+    // a later election arrives first; the one 1.2 s after the kill (sent while the observer was reconnecting) after it
+    elected.push({ atMs: k.atMs + 4900, pool: 'pool-all', leader: 'pm-1' }, { atMs: k.atMs + 1200, pool: 'pool-all', leader: 'pm-0' });
+    await vi.advanceTimersByTimeAsync(200);
+    expect(k.newLeaderMs).toBe(1200);
+    expect(k.led).toEqual(['pool-all']);
+    await w;
+  });
+
   it('shares one read among every caller within its period', async () => {
     let reads = 0;
     const read = sharedRead(() => ++reads, 250);

@@ -27,6 +27,7 @@ import { subjects } from '../../../protocols/subjects.ts';
 import { splitConfig } from '../../../actors/gateway/config.ts';
 import { rng } from '../../sim/trace.ts';
 import { brokenByGatewayDeath, oneRequest, type Outcome } from '../chaos-client.ts';
+import { DynamoClient } from '../../client/index.ts';
 
 export const KILL_KINDS = ['engine', 'instance', 'node', 'cluster', 'pool', 'gateway', 'nats'] as const;
 type Kind = (typeof KILL_KINDS)[number];
@@ -145,6 +146,8 @@ export interface Kill {
   statusBackMs?: number;
   /** gateway: its port answering HTTP again (GET /healthz). */
   servingMs?: number;
+  /** pool: the pools the victim led when it was killed (a new leader is timed for each). */
+  led?: string[];
 }
 
 /** A leader elected (a lease event): of a pool, or the cluster planner; stamped by the actor that leads. */
@@ -224,11 +227,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
     // under the same id, which the cluster status's leader names cannot show
     const elected: Elected[] = [];
     bus?.subscribe(subjects.eventsOfKind('lease'), DecisionEvent, (e) => {
-      const leader = e.decision.leader;
-      const pool = e.inputs.pool;
-      if (typeof leader !== 'string') return;
-      if (typeof pool === 'string') elected.push({ atMs: e.atMs, pool, leader });
-      else if (/cluster planner/.test(e.summary)) elected.push({ atMs: e.atMs, leader });
+      const x = electedOf(e);
+      if (x) elected.push(x);
     }, { capacity: 4096 });
     const poll = setInterval(() => {
       void bus?.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).then((s) => {
@@ -277,6 +277,12 @@ async function chaos(v: ChaosOptions): Promise<number> {
     const results = await Promise.all(outs);
     await Promise.race([Promise.all(watchers), new Promise((r) => setTimeout(r, 30_000))]);
     clearInterval(poll);
+    // the elections the live subscription missed, from the events stream; every leader's kill timed again with them
+    if (bus) {
+      const stored = await storedElections(bus, t0 - 60_000, 20_000).catch((err: unknown) => (log(`events stream not read: ${(err as Error).message}`), []));
+      for (const e of stored) if (!elected.some((x) => x.atMs === e.atMs && x.pool === e.pool && x.leader === e.leader)) elected.push(e);
+      for (const k of kills) k.newLeaderMs = newLeaderAfter(k, elected) ?? k.newLeaderMs;
+    }
     const metrics = await gatewayCounters(urls, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
     const errors: Record<string, number> = {};
     const errorCodes: Record<string, number> = {};
@@ -349,6 +355,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
 export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, elected: readonly Elected[], parent?: Proc, gatewayUrl?: string): Promise<void> {
   // the pools the victim led when it was killed
   const led = k.kind === 'pool' ? (status()?.pools ?? []).filter((p) => p.leader === k.id).map((p) => p.id) : [];
+  if (led.length) k.led = led;
   const until = k.atMs + 60_000;
   const instanceId = k.kind === 'instance' ? k.id : parent?.id;
   const pending = () =>
@@ -371,20 +378,75 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
     const st = status();
     if (!st) continue;
     // a new leader: the first election after the kill (any replica, the victim's restarted process included)
-    if (k.kind === 'cluster' && k.newLeaderMs === undefined && k.leaderBefore === k.id) {
-      const e = elected.find((x) => x.pool === undefined && x.atMs > k.atMs);
-      if (e) k.newLeaderMs = e.atMs - k.atMs;
-    }
-    if (k.kind === 'pool' && k.newLeaderMs === undefined && led.length) {
-      const e = led.map((p) => elected.find((x) => x.pool === p && x.atMs > k.atMs));
-      if (e.every((x) => x !== undefined)) k.newLeaderMs = Math.max(...e.map((x) => x!.atMs)) - k.atMs;
-    }
+    if (k.newLeaderMs === undefined) k.newLeaderMs = newLeaderAfter(k, elected);
     if (instanceId && k.outOfDispatchMs === undefined) {
       const i = st.pools.flatMap((p) => p.instances).find((x) => x.id === instanceId);
       if (!i || i.state !== 'ready') k.outOfDispatchMs = now;
     }
     if (k.kind !== 'cluster' && k.kind !== 'pool' && !pending() && (!instanceId || k.outOfDispatchMs !== undefined)) break;
   }
+}
+
+/**
+ * ms from a leader's kill to the first election after it, by the elections' own times (not the order they arrived
+ * in: one sent while the observer was reconnecting comes late, or only from the events stream); for a pool
+ * manager, once every pool it led has a new leader. Undefined: not a leader's kill, or no election yet.
+ */
+export function newLeaderAfter(k: Kill, elected: readonly Elected[]): number | undefined {
+  const first = (pool: string | undefined) => {
+    let at: number | undefined;
+    for (const x of elected) if (x.pool === pool && x.atMs > k.atMs && (at === undefined || x.atMs < at)) at = x.atMs;
+    return at;
+  };
+  if (k.kind === 'cluster' && k.leaderBefore === k.id) {
+    const at = first(undefined);
+    return at === undefined ? undefined : at - k.atMs;
+  }
+  if (k.kind === 'pool' && k.led?.length) {
+    const at = k.led.map(first);
+    return at.every((x) => x !== undefined) ? Math.max(...(at as number[])) - k.atMs : undefined;
+  }
+  return undefined;
+}
+
+/**
+ * The run's lease events as the events stream (DYN_V1_EVENTS) kept them, within `ms`: the live subscription misses
+ * those sent while its connection was down (a NATS node's kill). Events that stream lost itself stay missing.
+ */
+export async function storedElections(bus: Bus, sinceMs: number, ms: number): Promise<Elected[]> {
+  const out: Elected[] = [];
+  const sub = await DynamoClient.fromConnection(bus.nc).eventHistory({ since: sinceMs, kinds: ['lease'] });
+  const end = Date.now() + ms;
+  try {
+    const it = sub[Symbol.asyncIterator]();
+    let next = it.next();
+    while (Date.now() < end) {
+      let timer: NodeJS.Timeout | undefined;
+      const r = await Promise.race([next, new Promise<'idle'>((res) => (timer = setTimeout(() => res('idle'), 1000)))]);
+      clearTimeout(timer);
+      if (r === 'idle') {
+        if (await sub.caughtUp()) break;
+        continue;
+      }
+      if (r.done) break;
+      const e = electedOf(r.value.value);
+      if (e) out.push(e);
+      r.value.ack();
+      next = it.next();
+    }
+  } finally {
+    await sub.stop();
+  }
+  return out;
+}
+
+/** A lease event as an election (a leader named), else undefined. */
+function electedOf(e: DecisionEvent): Elected | undefined {
+  const leader = e.decision.leader;
+  const pool = e.inputs.pool;
+  if (typeof leader !== 'string') return undefined;
+  if (typeof pool === 'string') return { atMs: e.atMs, pool, leader };
+  return /cluster planner/.test(e.summary) ? { atMs: e.atMs, leader } : undefined;
 }
 
 type Counters = { retries: number | null; migrated: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null };
