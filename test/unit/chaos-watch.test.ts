@@ -5,7 +5,7 @@
  * and a watcher's read blocks the harness's own load generator.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { sharedRead, watchKill, type Kill, type Proc } from '../../src/cli/commands/chaos.ts';
+import { loadRange, sharedRead, watchKill, type Kill, type Proc } from '../../src/cli/commands/chaos.ts';
 import type { ClusterStatus } from '../../protocols/messages.ts';
 
 beforeEach(() => vi.useFakeTimers({ now: 1_000_000 }));
@@ -82,5 +82,13 @@ describe('chaos kill watcher', () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(read()).toBe(2);
     expect(reads).toBe(2);
+  });
+});
+
+describe('chaos report: the load average', () => {
+  it('gives the first, last, least and most of the samples taken during the run (2 decimals), null without any', () => {
+    expect(loadRange([12.345, 30.1, 9.999, 17])).toEqual({ first: 12.35, last: 17, min: 10, max: 30.1, samples: 4 });
+    expect(loadRange([0.5])).toEqual({ first: 0.5, last: 0.5, min: 0.5, max: 0.5, samples: 1 });
+    expect(loadRange([])).toBeNull();
   });
 });

@@ -11,7 +11,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
@@ -150,6 +150,20 @@ export interface Kill {
   led?: string[];
 }
 
+/** period of the load average samples the report carries, ms. */
+const LOAD_SAMPLE_MS = 10_000;
+
+/**
+ * The host's 1-minute load averages sampled during a run, as the report gives them: first, last, least and most
+ * (2 decimals) and how many samples. On a shared host the load decides much of a run's outcome (a restarted
+ * actor at nice 10 gets a few % of a core), so every figure of a run comes with it.
+ */
+export function loadRange(samples: readonly number[]): { first: number; last: number; min: number; max: number; samples: number } | null {
+  if (!samples.length) return null;
+  const r = (x: number) => Math.round(x * 100) / 100;
+  return { first: r(samples[0]!), last: r(samples.at(-1)!), min: r(Math.min(...samples)), max: r(Math.max(...samples)), samples: samples.length };
+}
+
 /** A leader elected (a lease event): of a pool, or the cluster planner; stamped by the actor that leads. */
 export interface Elected { atMs: number; pool?: string; leader: string }
 
@@ -243,6 +257,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
     // load
     const outs: Promise<Outcome>[] = [];
     const t0 = Date.now();
+    const loads = [loadavg()[0]!];
+    const loadSampler = setInterval(() => loads.push(loadavg()[0]!), LOAD_SAMPLE_MS).unref();
     const loadTimer = setInterval(() => {
       const due = Math.floor(((Date.now() - t0) / 1000) * rps);
       while (outs.length < due) outs.push(oneRequest({ urls, model, ...(key ? { key } : {}), maxTokens, deadlineMs: (settleS + 30) * 1000 }));
@@ -277,6 +293,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
     const results = await Promise.all(outs);
     await Promise.race([Promise.all(watchers), new Promise((r) => setTimeout(r, 30_000))]);
     clearInterval(poll);
+    clearInterval(loadSampler);
+    loads.push(loadavg()[0]!);
     // the elections the live subscription missed, from the events stream; every leader's kill timed again with them
     if (bus) {
       const stored = await storedElections(bus, t0 - 60_000, 20_000).catch((err: unknown) => (log(`events stream not read: ${(err as Error).message}`), []));
@@ -310,6 +328,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
     const report = {
       command: `dynamollm chaos ${process.argv.slice(3).join(' ')}`.trim(),
       durationS, rps, killEveryS, kinds, natsNodes, gatewayReplicas: replicas,
+      // the host's 1-minute load average from the load's start to the report, every LOAD_SAMPLE_MS
+      loadAverage: loadRange(loads),
       sent: results.length,
       ok: results.filter((o) => o.ok).length,
       failed,
