@@ -273,12 +273,27 @@ export function chooseInstance(req: { type: RequestType }, instances: InstanceVi
     // nothing cached anywhere (or no preference): the energy choice alone
     opts = { ...opts, prefer: undefined };
   }
-  const now = healthy.filter((v) => instantHeadroom(v, req.type, profile, profile.clocksMhz.includes(v.clockMhz) ? v.clockMhz : fmax));
+  const now = healthy.filter((v) => instantHeadroom(v, req.type, profile, profileClockOf(profile, v.clockMhz) ?? fmax));
   const d1 = now.length ? chooseByRate(req, now, profile, opts, scores) : null;
   if (d1 && 'id' in d1) return d1;
   const d2 = later.length ? chooseByRate(req, later, profile, opts, scores) : null;
   if (d2 && 'id' in d2) return d2;
   return { reject: 'all_at_capacity', retryable: true, detail: `all ${healthy.length} healthy instances at their SLO cap (rate or in-flight) for ${req.type}` };
+}
+
+/** How far a GPU's applied clock may lie from the profile clock it was set to, MHz (an H100 applies 1400 as 1395, 1000 as 990: its 15-MHz steps). */
+export const APPLIED_CLOCK_SLACK_MHZ = 15;
+
+/**
+ * The profile clock an instance runs at: its reported clock (the GPU's applied one, off the profile's grid by up
+ * to APPLIED_CLOCK_SLACK_MHZ) taken to the nearest profile clock; undefined when none is that near. The
+ * simulator's instances report the profile clock itself; a live one at 990 MHz, read as off the grid, would be
+ * priced and admitted as if at max clock, and take requests the same instance at 1000 MHz refuses.
+ */
+export function profileClockOf(p: Profile, clockMhz: number): number | undefined {
+  let best: number | undefined;
+  for (const c of p.clocksMhz) if (Math.abs(c - clockMhz) <= APPLIED_CLOCK_SLACK_MHZ && (best === undefined || Math.abs(c - clockMhz) < Math.abs(best - clockMhz))) best = c;
+  return best;
 }
 
 /** An instance's marginal energy (J/request) and utilisation after taking the request; null: over its rate cap. */
@@ -377,7 +392,8 @@ function chooseByRate(req: { type: RequestType }, healthy: InstanceView[], profi
 
 /** (P(after) - P(before)) / rate: J per request added, at the instance's clock if it can carry the new load there, else at max clock. */
 function marginalEnergy(p: Profile, inst: InstanceView, after: LoadByType, fmax: number, d: number): number {
-  const clock = p.clocksMhz.includes(inst.clockMhz) && utilisationAt(p, pointOf(p, inst.tp, inst.clockMhz), after) <= 1 ? inst.clockMhz : fmax;
+  const at = profileClockOf(p, inst.clockMhz);
+  const clock = at !== undefined && utilisationAt(p, pointOf(p, inst.tp, at), after) <= 1 ? at : fmax;
   const pt = pointOf(p, inst.tp, clock);
   const cb = mixOf(p, inst.load, pt);
   const ca = mixOf(p, after, pt);

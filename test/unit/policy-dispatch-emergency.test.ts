@@ -171,6 +171,33 @@ describe('instantaneous headroom (running + queued vs the SLO concurrency)', () 
     expect(chooseInstance({ type: 'SS' }, [slow, fast], real)).toMatchObject({ id: 't' });
     expect(chooseInstance({ type: 'SS' }, [slow], real)).toMatchObject({ id: 's' }); // room only at max clock: tier 2
   });
+
+  it("an instance reporting its GPU's applied clock (off the profile's grid by a few MHz) is priced and admitted at the profile clock it was set to, not at max clock", async () => {
+    const { maxConcurrencyOf, profileClockOf } = await import('../../src/policy/dispatch.ts');
+    const lo = Math.min(...real.clocksMhz);
+    const fmax = Math.max(...real.clocksMhz);
+    const nLo = maxConcurrencyOf(real, 'SS', 8, lo);
+    // an H100 applies 800 MHz as 795; the same in-flight requests as above: room only at max clock
+    const applied = lo - 5;
+    expect(real.clocksMhz).not.toContain(applied);
+    expect(profileClockOf(real, applied)).toBe(lo);
+    expect(profileClockOf(real, lo - 40)).toBeUndefined();
+    const slow: InstanceView = { id: 's', tp: 8, clockMhz: applied, healthy: true, load: { SS: 0.1 }, queued: 0, running: Math.ceil(nLo) };
+    const idle: InstanceView = { id: 't', tp: 8, clockMhz: applied, healthy: true, load: {}, queued: 0, running: 0 };
+    const onGrid = (v: InstanceView): InstanceView => ({ ...v, clockMhz: lo });
+    // the choice and its price are those of the same instances reporting the profile clock (the simulator's)
+    const live = chooseInstance({ type: 'SS' }, [slow, idle], real);
+    const sim = chooseInstance({ type: 'SS' }, [onGrid(slow), onGrid(idle)], real);
+    expect(sim).toMatchObject({ id: 't' });
+    expect(live).toEqual(sim);
+    expect(fmax).toBeGreaterThan(lo);
+    // the twin check's re-shard window (Llama-3.1-8B, TP2): a busy instance at 1000 MHz applied as 990 with 150 requests
+    // in flight has no room at its clock; the idle one at 800 (795) takes the request, as in the simulator
+    const small = parseProfile(JSON.parse(readFileSync(new URL('../../profiles/llama3.1-8b.h100.chunked.json', import.meta.url), 'utf8')));
+    const view = (id: string, clockMhz: number, mm: number, running: number): InstanceView => ({ id, tp: 2, clockMhz, healthy: true, load: mm ? { MM: mm } : {}, queued: 0, running });
+    expect(chooseInstance({ type: 'MM' }, [view('busy', 1000, 3, 150), view('idle', 800, 0, 0)], small, { headroom: 0.2 })).toMatchObject({ id: 'idle' });
+    expect(chooseInstance({ type: 'MM' }, [view('busy', 990, 3, 150), view('idle', 795, 0, 0)], small, { headroom: 0.2 })).toMatchObject({ id: 'idle' });
+  });
 });
 
 describe('SLO concurrency where the SLO limit falls between a feasible and a saturated grid load', () => {
