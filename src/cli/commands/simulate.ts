@@ -67,8 +67,8 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--rate-scale <k|auto>', 'multiply the arrival rate by K (auto: single-pool sized for the trace peak = --servers)', '1')
     .option('--gpu-hour-price <usd>', 'price of a GPU hour', '2.5')
     .option('--carbon <file|gCO2perKWh>', 'carbon intensity: a constant or a time series file')
-    .option('--duration-s <s>', 'only the first S seconds of the trace')
-    .option('--start-s <s>', 'start S seconds into the trace', '0')
+    .option('--duration-s <s>', 'only the first S seconds of the trace (a trace file)')
+    .option('--start-s <s>', 'start S seconds into the trace (a trace file)', '0')
     .option('--lengths-from <file>', 'request lengths of a synthetic trace from this trace')
     .option('--seed <n>', 'PRNG seed', '1')
     .option('--profile <file>', 'profile (default the shipped one of --model and --gpu)')
@@ -129,6 +129,18 @@ function unusedServersOf(x: string): 'powered' | 'off' {
 /** Share of refused (over-context) requests above which simulate prints a warning. */
 export const REFUSED_WARN_SHARE = 0.01;
 
+/**
+ * A synthetic trace (synth:SHAPE:DAYS:RPS) as its source. It runs its DAYS whole: --start-s, --duration-s and --speed
+ * window a trace file, and are refused here rather than ignored.
+ */
+export function synthTraceOf(traceArg: string, v: Pick<SimulateOptions, 'durationS' | 'startS' | 'speed' | 'lengthsFrom'>, seed: number): TraceSource {
+  const [, shape, days, rps] = traceArg.split(':');
+  if (!['conversation', 'coding', 'flat', 'poisson'].includes(shape)) throw new UsageError(`synthetic shape must be conversation|coding|flat|poisson`);
+  const windowed = [v.durationS !== undefined && '--duration-s', num(v.startS, 'start-s') !== 0 && '--start-s', num(v.speed, 'speed') !== 1 && '--speed'].filter((x) => x);
+  if (windowed.length) throw new UsageError(`${windowed.join(', ')}: for a trace file only; a synthetic trace runs its DAYS whole (synth:SHAPE:DAYS:RPS)`);
+  return { kind: 'synth', shape: shape as 'conversation', durationS: num(days, 'trace days') * 86400, meanRps: num(rps, 'trace rps'), seed, lengthsFromFile: v.lengthsFrom !== undefined ? inputFile(v.lengthsFrom, '--lengths-from') : undefined };
+}
+
 async function simulate(v: SimulateOptions): Promise<number> {
   // the text report goes to stdout, or to stderr with --json (stdout then carries the JSON alone)
   const say = (text: string) => (v.json ? process.stderr : process.stdout).write(text);
@@ -140,9 +152,7 @@ async function simulate(v: SimulateOptions): Promise<number> {
   const seed = num(v.seed, 'seed');
   let trace: TraceSource;
   if (traceArg.startsWith('synth:')) {
-    const [, shape, days, rps] = traceArg.split(':');
-    if (!['conversation', 'coding', 'flat', 'poisson'].includes(shape)) throw new UsageError(`synthetic shape must be conversation|coding|flat|poisson`);
-    trace = { kind: 'synth', shape: shape as 'conversation', durationS: num(days, 'trace days') * 86400, meanRps: num(rps, 'trace rps'), seed, lengthsFromFile: v.lengthsFrom !== undefined ? inputFile(v.lengthsFrom, '--lengths-from') : undefined };
+    trace = synthTraceOf(traceArg, v, seed);
   } else {
     inputFile(traceArg, '--trace');
     const dur = v.durationS !== undefined ? num(v.durationS, 'duration-s') * 1000 : undefined;
