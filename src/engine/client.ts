@@ -239,11 +239,8 @@ class ByteQueue {
   }
   async next(): Promise<Buffer | null> {
     for (;;) {
-      const b = this.q.shift();
-      if (b) {
-        if (this.q.length === 0 && this.res.isPaused()) this.res.resume();
-        return b;
-      }
+      const b = this.take();
+      if (b) return b;
       if (this.err) throw this.err;
       if (this.ended) return null;
       await new Promise<void>((r) => (this.wake = r));

@@ -27,8 +27,8 @@
  * - a write whose answer did not come within `opTimeoutMs` may still have been applied (a loaded server, a slow
  *   replicated commit): its value is remembered, and a record equal to one of those values (holder, term,
  *   acquiredMs and expiresMs: each write's expiry is its own) is ours, adopted as if the answer had come. Without
- *   that, a contender whose acquire was applied unanswered waited out its own record's TTL, and a leader whose
- *   renewal was applied unanswered found its next compare-and-set failing and stepped down ('taken').
+ *   it, a contender whose acquire is applied unanswered would wait out its own record's TTL, and a leader whose
+ *   renewal is applied unanswered would find its next compare-and-set failing and step down ('taken').
  * - step down locally at our own expiry even when the server cannot be reached: `isLeader()` compares the
  *   clock against the expiry we wrote minus a safety margin, so a partitioned or paused leader stops
  *   claiming leadership before any standby may take over.

@@ -13,6 +13,7 @@ import { splitConfig } from '../../actors/gateway/config.ts';
 import { GatewayActor } from '../../actors/gateway/main.ts';
 import { InstanceStatus, InstanceTelemetry, RequestRecord, controlSubjects, subjects } from '../../protocols/index.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
+import { rng } from '../../src/sim/trace.ts';
 import { startHarness, type Harness } from './control-harness.ts';
 
 export interface ClusterOptions {
@@ -71,17 +72,6 @@ const WORDS = ('the of and to in is was for that on with as by at from his her t
   'too little state good very make world still own see men work long get here between both life being under never ' +
   'day same another know while last might us great old year off come since against go came right used take three ' +
   'river cache engine token power clock prompt answer model server energy region window garden lantern harbor quiet').split(' ');
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function text(r: () => number, words: number): string {
   const out: string[] = [];
