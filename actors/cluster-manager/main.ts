@@ -90,7 +90,7 @@ export class ClusterManager extends Actor {
       recentWindowMs: c.scaling.recentWindowS * 1000, headroom: c.policy.headroom,
       ...(c.power.driver ? { power: serverPowerConfig({ bootS: c.power.bootS, bootDeadlineS: c.power.bootDeadlineS, reserveServers: c.power.reserveServers, ...(c.power.idleBeforeOffS !== undefined ? { idleBeforeOffS: c.power.idleBeforeOffS } : {}) }) } : {}),
     };
-    if (c.power.driver) this.#power = new PowerDriver({ command: c.power.driver, timeoutMs: c.power.timeoutS * 1000, attempts: c.power.attempts }, this.log, (ms) => this.clock.sleep(ms));
+    if (c.power.driver) this.#power = new PowerDriver({ command: c.power.driver, timeoutMs: c.power.timeoutS * 1000, attempts: c.power.attempts }, this.log, this.clock);
     await this.#loadAssignments();
     this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intakeOnce(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
     // the predictor learns from the requests intake classified: records of others (the gateway routed them) are not decoded

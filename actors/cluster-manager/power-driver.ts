@@ -12,6 +12,7 @@
 import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
 import { DynError } from '../../protocols/errors.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import type { PowerResult } from '../../src/policy/machines/cluster-power.ts';
 
 export interface PowerDriverConfig {
@@ -37,15 +38,15 @@ export function powerArgv(command: readonly string[], action: PowerAction, serve
   return command.map((a) => a.replaceAll('{action}', action).replaceAll('{server}', server.id).replaceAll('{address}', server.address ?? ''));
 }
 
-/** One run of the command: ok, or an error that says whether to retry. */
-export function runOnce(argv: readonly string[], timeoutMs: number): Promise<PowerOutcome> {
+/** One run of the command: ok, or an error that says whether to retry; its deadline on `clock`. */
+export function runOnce(argv: readonly string[], timeoutMs: number, clock: Clock = systemClock): Promise<PowerOutcome> {
   return new Promise((resolve) => {
     let out = '';
     let settled = false;
     const done = (o: PowerOutcome) => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       resolve(o);
     };
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], shell: false });
@@ -54,7 +55,7 @@ export function runOnce(argv: readonly string[], timeoutMs: number): Promise<Pow
     };
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
-    const timer = setTimeout(() => {
+    const timer = clock.setTimeout(() => {
       child.kill('SIGKILL');
       done({ ok: false, attempts: 1, error: { code: 'timeout', message: `${argv[0]} did not finish within ${timeoutMs} ms`, retryable: true } });
     }, timeoutMs);
@@ -74,7 +75,8 @@ export class PowerDriver {
   commands = 0;
   #queued = 0;
 
-  constructor(readonly cfg: PowerDriverConfig, private readonly log: Logger, private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms))) {}
+  /** `clock`: each run's deadline and the pauses between attempts (src/runtime/clock.ts). */
+  constructor(readonly cfg: PowerDriverConfig, private readonly log: Logger, private readonly clock: Clock = systemClock) {}
 
   /** Power a server on or off: the command, retried while it fails retryably; after the one before it for that server. Throws DynError 'overloaded' when too many wait. */
   run(action: PowerAction, server: { id: string; address?: string }): Promise<PowerOutcome> {
@@ -107,10 +109,10 @@ export class PowerDriver {
     const argv = powerArgv(this.cfg.command, action, server);
     let last: PowerOutcome = { ok: false, attempts: 0 };
     for (let k = 1; k <= this.cfg.attempts; k++) {
-      last = { ...(await runOnce(argv, this.cfg.timeoutMs)), attempts: k };
+      last = { ...(await runOnce(argv, this.cfg.timeoutMs, this.clock)), attempts: k };
       if (last.ok || !last.error?.retryable) return last;
       this.log.warn({ server: server.id, action, attempt: k, err: last.error.message }, 'power command failed; retrying');
-      if (k < this.cfg.attempts) await this.sleep(1000 * 2 ** (k - 1));
+      if (k < this.cfg.attempts) await this.clock.sleep(1000 * 2 ** (k - 1));
     }
     return last;
   }

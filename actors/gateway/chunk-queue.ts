@@ -1,6 +1,7 @@
 /** The gateway's buffer of one leg's token chunks (actors/gateway/nats-backend.ts): bounded, one reader, silence-timed. */
 import { DynError } from '../../protocols/errors.ts';
 import type { TokenChunk } from '../../protocols/messages.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 
 /** A bounded single-consumer queue of chunks with an end/failure. */
 export class ChunkQueue {
@@ -8,7 +9,8 @@ export class ChunkQueue {
   private waiter: (() => void) | null = null;
   private ended = false;
   failure: DynError | null = null;
-  constructor(private readonly capacity: number) {}
+  /** `clock`: the silence timeouts' time and timers (src/runtime/clock.ts). */
+  constructor(private readonly capacity: number, private readonly clock: Clock = systemClock) {}
   /** the next chunk already here, without waiting. */
   take(): TokenChunk | undefined {
     return this.items.shift();
@@ -44,21 +46,21 @@ export class ChunkQueue {
    * says so (the caller ends or moves the stream instead of waiting for the whole silence timeout).
    */
   async nextWatched(idleMs: number, everyMs: number, gone: () => boolean): Promise<TokenChunk | null | 'gone'> {
-    const until = Date.now() + idleMs;
+    const until = this.clock.now() + idleMs;
     for (;;) {
       if (this.items.length) return this.items.shift()!;
       if (this.failure) throw this.failure;
       if (this.ended) return null;
-      const left = until - Date.now();
+      const left = until - this.clock.now();
       if (left <= 0) {
         throw new DynError('timeout', `no token for ${idleMs} ms: the instance serving this request stopped answering`, { retryable: true, retryAfterS: 1 });
       }
-      let t: NodeJS.Timeout | undefined;
+      let t: unknown;
       const timedOut = await new Promise<boolean>((resolve) => {
         this.waiter = () => resolve(false);
-        t = setTimeout(() => resolve(true), Math.min(left, everyMs));
+        t = this.clock.setTimeout(() => resolve(true), Math.min(left, everyMs));
       });
-      clearTimeout(t);
+      this.clock.clearTimeout(t);
       if (timedOut && this.items.length === 0 && !this.ended && gone()) return 'gone';
     }
   }

@@ -6,6 +6,7 @@
  * one is (docs/DATAPATH.md "Elections").
  */
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { Heartbeat, subjects } from '../../protocols/index.ts';
 import { electionLeaderSeen, initialElectionState, lastElectionMs, type ElectionState } from '../../src/policy/machines/router.ts';
 
@@ -16,11 +17,11 @@ export interface Elections {
 }
 
 /**
- * How long an intake that began at `startMs` is waited for because of elections: until admitTimeoutMs after the
- * last one under way since it began (bounded by the watch's holdMs after the leader's last heartbeat); 0: none.
+ * How long an intake that began at `startMs` is waited for because of elections, as of `now`: until admitTimeoutMs
+ * after the last one under way since it began (bounded by the watch's holdMs after the leader's last heartbeat); 0: none.
  */
-export function electionDeadline(e: Elections | undefined, startMs: number, admitTimeoutMs: number): number {
-  const last = e?.lastMs(Date.now());
+export function electionDeadline(e: Elections | undefined, startMs: number, admitTimeoutMs: number, now: number): number {
+  const last = e?.lastMs(now);
   return last !== undefined && last >= startMs ? last + admitTimeoutMs : 0;
 }
 
@@ -32,13 +33,16 @@ export class ElectionWatch implements Elections {
   #s: ElectionState = initialElectionState();
   #subs: SubscribeHandle[] = [];
 
-  /** `deadAfterMs`: a leader silent this long is dead; `holdMs`: the longest after its last heartbeat that its successor is waited for. */
-  constructor(private readonly bus: Bus, private readonly deadAfterMs: number, private readonly holdMs: number) {}
+  /**
+   * `deadAfterMs`: a leader silent this long is dead; `holdMs`: the longest after its last heartbeat that its successor
+   * is waited for; `clock`: the time heartbeats are seen at (src/runtime/clock.ts).
+   */
+  constructor(private readonly bus: Bus, private readonly deadAfterMs: number, private readonly holdMs: number, private readonly clock: Clock = systemClock) {}
 
   start(): void {
     this.#subs.push(
-      this.bus.subscribe(subjects.heartbeatsOf('cluster'), Heartbeat, (hb) => this.beat(hb, Date.now()), { capacity: 256, expectSubject: (hb) => subjects.heartbeat('cluster', hb.id) }),
-      this.bus.subscribe(subjects.heartbeatsOf('pool'), Heartbeat, (hb) => this.beat(hb, Date.now()), { capacity: 1024, expectSubject: (hb) => subjects.heartbeat('pool', hb.id) }),
+      this.bus.subscribe(subjects.heartbeatsOf('cluster'), Heartbeat, (hb) => this.beat(hb, this.clock.now()), { capacity: 256, expectSubject: (hb) => subjects.heartbeat('cluster', hb.id) }),
+      this.bus.subscribe(subjects.heartbeatsOf('pool'), Heartbeat, (hb) => this.beat(hb, this.clock.now()), { capacity: 1024, expectSubject: (hb) => subjects.heartbeat('pool', hb.id) }),
     );
   }
 

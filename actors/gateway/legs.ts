@@ -5,6 +5,7 @@
  * a request-reply retried inside a deadline.
  */
 import type { Bus } from '../../src/runtime/bus.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import { LegReply, LegReport, type InferenceRequest, type TokenChunk } from '../../protocols/messages.ts';
 import { DynError, type WireError } from '../../protocols/errors.ts';
@@ -144,23 +145,23 @@ export function holderGoneChunk(id: string): TokenChunk {
   };
 }
 
-/** Resolves once NATS is connected (at once when it is), false when `ms` passed first or the bus closed. */
-export function waitConnected(bus: Pick<Bus, 'connected' | 'closed'>, ms: number, signal: AbortSignal): Promise<boolean> {
+/** Resolves once NATS is connected (at once when it is), false when `ms` passed first (on `clock`) or the bus closed. */
+export function waitConnected(bus: Pick<Bus, 'connected' | 'closed'>, ms: number, signal: AbortSignal, clock: Clock = systemClock): Promise<boolean> {
   if (bus.connected) return Promise.resolve(true);
   return new Promise((resolve) => {
     const done = (v: boolean) => {
-      clearInterval(t);
-      clearTimeout(to);
+      clock.clearInterval(t);
+      clock.clearTimeout(to);
       signal.removeEventListener('abort', onAbort);
       resolve(v);
     };
     const onAbort = () => done(false);
     // the Bus flips `connected` on the client's reconnect status; poll it (a few requests at most wait here)
-    const t = setInterval(() => {
+    const t = clock.setInterval(() => {
       if (bus.connected) done(true);
       else if (bus.closed) done(false);
     }, 25);
-    const to = setTimeout(() => done(bus.connected), Math.max(0, ms));
+    const to = clock.setTimeout(() => done(bus.connected), Math.max(0, ms));
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }
@@ -172,33 +173,33 @@ export const fixed = (ms: number) => (): number => ms;
  * One request-reply, sent again (after a short backoff) while it fails in a way another attempt can fix:
  * no reply within `attemptMs`, no responders, a dropped connection (it first waits for the reconnect), or
  * a reply `again(reply)` says is worth another attempt; until `until()` (read at each step: a pool's hold
- * notice moves it). The last failure is thrown, or the last reply returned, when the budget is spent. The
- * callee must be idempotent.
+ * notice moves it), on `clock`. The last failure is thrown, or the last reply returned, when the budget is
+ * spent. The callee must be idempotent.
  */
 export async function retrying<R>(
   bus: Pick<Bus, 'connected' | 'closed'>, counters: { retries: number; heldForReconnect: number }, until: () => number, attemptMs: number,
-  signal: AbortSignal | undefined, send: (timeoutMs: number) => Promise<R>, again: (r: R) => boolean = () => false,
+  signal: AbortSignal | undefined, send: (timeoutMs: number) => Promise<R>, again: (r: R) => boolean = () => false, clock: Clock = systemClock,
 ): Promise<R> {
   const never = new AbortController().signal;
   let wait = 50;
   for (let attempt = 0; ; attempt++) {
     if (!bus.connected) {
       if (attempt === 0) counters.heldForReconnect++;
-      if (!(await waitConnected(bus, until() - Date.now(), signal ?? never))) {
+      if (!(await waitConnected(bus, until() - clock.now(), signal ?? never, clock))) {
         if (signal?.aborted) throw new DynError('cancelled', 'client disconnected', { retryable: false });
         throw new DynError('unavailable', 'the gateway lost its connection to the cluster and it did not come back in time', { retryable: true, retryAfterS: 1 });
       }
     }
     try {
-      const r = await send(Math.max(1, Math.min(attemptMs, until() - Date.now())));
-      if (!again(r) || Date.now() + wait >= until()) return r;
+      const r = await send(Math.max(1, Math.min(attemptMs, until() - clock.now())));
+      if (!again(r) || clock.now() + wait >= until()) return r;
     } catch (err) {
       const e = err as DynError;
       const fixable = e instanceof DynError && (retryableAdmission(e.code) || !bus.connected);
-      if (signal?.aborted || !fixable || Date.now() + wait >= until()) throw err;
+      if (signal?.aborted || !fixable || clock.now() + wait >= until()) throw err;
     }
     counters.retries++;
-    await new Promise((r) => setTimeout(r, wait));
+    await clock.sleep(wait);
     wait = Math.min(500, wait * 2);
   }
 }

@@ -6,6 +6,7 @@
  */
 import type { NatsSettings } from '../../src/runtime/nats-settings.ts';
 import { Actor } from '../../src/runtime/actor.ts';
+import type { Clock } from '../../src/runtime/clock.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
 import { subjects } from '../../protocols/subjects.ts';
@@ -36,14 +37,16 @@ export interface GatewayActorOptions {
   user?: string;
   pass?: string;
   log: ActorFactoryOptions['log'];
+  /** time and timers of the gateway and everything it runs (src/runtime/clock.ts). Default the system clock. */
+  clock?: Clock;
 }
 
 export class GatewayActor extends Actor {
   private server?: GatewayServer;
   readonly metrics = new TelemetryMetrics();
   readonly live: LiveState;
-  private sweepTimer?: NodeJS.Timeout;
-  private readyTimer?: NodeJS.Timeout;
+  private sweepTimer?: unknown;
+  private readyTimer?: unknown;
   /** the last cluster status probe: why the cluster cannot serve (null: it can), and when it was taken. */
   private servable: { reason: string | null; atMs: number } = { reason: 'cluster not asked yet', atMs: 0 };
   private readonly profile: Profile | undefined;
@@ -51,7 +54,7 @@ export class GatewayActor extends Actor {
   private elections?: ElectionWatch;
 
   constructor(private readonly g: GatewayActorOptions) {
-    super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000 });
+    super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000, clock: g.clock });
     let profile;
     try {
       profile = loadProfile(profilePathOf(g.cluster));
@@ -82,7 +85,7 @@ export class GatewayActor extends Actor {
       this.live.onNode(t);
     }, { capacity: 1024, expectSubject: (t) => subjects.telNode(t.node) });
     // the gateway's own routing (docs/DATAPATH.md "Request plane"): the cluster's routing table and the instances' status
-    const router = s.requestPlane === 'direct' ? new GatewayRouter(this.bus, this.g.cluster, this.profile, this.id) : undefined;
+    const router = s.requestPlane === 'direct' ? new GatewayRouter(this.bus, this.g.cluster, this.profile, this.id, this.clock) : undefined;
     router?.start();
     this.router = router;
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
@@ -94,18 +97,16 @@ export class GatewayActor extends Actor {
       this.metrics.onEvent(e);
       this.live.onEvent(e);
     }, { capacity: 1024, expectSubject: (e) => subjects.event(e.kind, e.actor) });
-    this.sweepTimer = setInterval(() => this.metrics.sweep(), 5000);
-    this.sweepTimer.unref();
-    this.readyTimer = setInterval(() => void this.probeCluster(), READY_PROBE_MS);
-    this.readyTimer.unref();
+    this.sweepTimer = this.clock.setInterval(() => this.metrics.sweep(), 5000);
+    this.readyTimer = this.clock.setInterval(() => void this.probeCluster(), READY_PROBE_MS);
     void this.probeCluster();
     // the leader elections a request's intake may wait on (the managers' heartbeats)
-    const elections = new ElectionWatch(this.bus, this.g.cluster.liveness.deadAfterMs, s.electionHoldMs);
+    const elections = new ElectionWatch(this.bus, this.g.cluster.liveness.deadAfterMs, s.electionHoldMs, this.clock);
     elections.start();
     this.elections = elections;
     const backend = new NatsBackend(this.bus, {
       admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
-      direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes, elections,
+      direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes, elections, clock: this.clock,
       // a prompt waits for a tokenizer while an instance starts, as long as a pool holds a request for one
       tokenizeHoldMs: Math.min(this.g.cluster.engine.healthDeadlineMs, s.requestTimeoutS * 1000),
       ...(router ? { router, directAdmitMs: this.g.cluster.timeouts.dispatchMs } : {}),
@@ -115,6 +116,7 @@ export class GatewayActor extends Actor {
     if (worker) serveWorkerMetrics(this.metrics.registry);
     this.server = new GatewayServer({
       backend,
+      clock: this.clock,
       port: s.port,
       host: s.host,
       apiKeys: s.apiKeys,
@@ -151,7 +153,7 @@ export class GatewayActor extends Actor {
    * status, and at least one instance is ready, as of a probe younger than 3 probe periods.
    */
   protected override notReadyReason(): string | null {
-    if (Date.now() - this.servable.atMs > 3 * READY_PROBE_MS) return 'no recent cluster status';
+    if (this.clock.now() - this.servable.atMs > 3 * READY_PROBE_MS) return 'no recent cluster status';
     return this.servable.reason;
   }
 
@@ -163,12 +165,12 @@ export class GatewayActor extends Actor {
     } catch (err) {
       reason = `cluster status unanswered: ${(err as Error).message}`;
     }
-    this.servable = { reason, atMs: Date.now() };
+    this.servable = { reason, atMs: this.clock.now() };
   }
 
   protected override async onStop(): Promise<void> {
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
-    if (this.readyTimer) clearInterval(this.readyTimer);
+    if (this.sweepTimer !== undefined) this.clock.clearInterval(this.sweepTimer);
+    if (this.readyTimer !== undefined) this.clock.clearInterval(this.readyTimer);
     this.router?.stop();
     this.elections?.stop();
     await this.server?.close(0);

@@ -34,6 +34,7 @@
  * past the request's give-up time. So is an intake that waits on a leader election (elections.ts).
  */
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { DynError, RemoteError } from '../../protocols/errors.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import {
@@ -84,6 +85,8 @@ export interface NatsBackendOptions {
   holderCheckMs?: number;
   /** the leader elections the intake may wait on (elections.ts): while one is under way, the intake's answer is waited for past admitTimeoutMs. */
   elections?: Elections;
+  /** time and timers of every deadline, hold and backoff here (src/runtime/clock.ts). Default the system clock. */
+  clock?: Clock;
 }
 
 
@@ -132,6 +135,7 @@ export class NatsBackend implements GatewayBackend {
   private readonly directAdmitMs: number;
   private readonly holderCheckMs: number;
   private readonly elections: Elections | undefined;
+  private readonly clock: Clock;
   private readonly streams: StreamListeners;
   /** keep-alive connections to the engines this gateway streams from (one per concurrent stream; the lean HTTP/1.1 client). */
   private readonly pool = new Http1Pool({ maxIdlePerHost: 256, idleTimeoutMs: 4_000 });
@@ -155,6 +159,7 @@ export class NatsBackend implements GatewayBackend {
     this.directAdmitMs = Math.min(opts.directAdmitMs ?? 2000, this.admitAttemptMs);
     this.holderCheckMs = opts.holderCheckMs ?? 250;
     this.elections = opts.elections;
+    this.clock = opts.clock ?? systemClock;
     this.streams = new StreamListeners(bus, this.direct, this.capacity);
   }
 
@@ -165,15 +170,15 @@ export class NatsBackend implements GatewayBackend {
    * tokenizeHoldMs), as a pool holds a request for it.
    */
   tokenize(req: TokenizeRequest): Promise<TokenizeReply> {
-    const start = Date.now();
+    const start = this.clock.now();
     let coming = start; // until tokenizeTimeoutMs after capacity was last seen coming, bounded by tokenizeHoldMs
-    const until = () => Math.min(Math.max(start, this.router?.capacityComing?.(this.tokenizeHoldMs) ? (coming = Date.now()) : coming) + this.tokenizeTimeoutMs, start + Math.max(this.tokenizeHoldMs, this.tokenizeTimeoutMs));
+    const until = () => Math.min(Math.max(start, this.router?.capacityComing?.(this.tokenizeHoldMs) ? (coming = this.clock.now()) : coming) + this.tokenizeTimeoutMs, start + Math.max(this.tokenizeHoldMs, this.tokenizeTimeoutMs));
     return retrying(this.bus, this.counters, until, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
-      this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs }), engineDown);
+      this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs }), engineDown, this.clock);
   }
   detokenize(req: DetokenizeRequest): Promise<DetokenizeReply> {
-    return retrying(this.bus, this.counters, fixed(Date.now() + this.tokenizeTimeoutMs), Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
-      this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }), engineDown);
+    return retrying(this.bus, this.counters, fixed(this.clock.now() + this.tokenizeTimeoutMs), Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
+      this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }), engineDown, this.clock);
   }
 
   ready = (): boolean => !this.bus.closed;
@@ -207,7 +212,7 @@ export class NatsBackend implements GatewayBackend {
           this.counters.credited++;
           leg.credited = a.credited;
         }
-        if (a.instance) leg.holder = { instance: a.instance, ...(a.startedMs !== undefined ? { startedMs: a.startedMs } : {}), admittedMs: Date.now() };
+        if (a.instance) leg.holder = { instance: a.instance, ...(a.startedMs !== undefined ? { startedMs: a.startedMs } : {}), admittedMs: this.clock.now() };
       }
       if (a !== 'intake') return a;
     }
@@ -223,17 +228,17 @@ export class NatsBackend implements GatewayBackend {
    * A refusal that retrying cannot fix (overloaded, rejected, invalid) is returned as it came.
    */
   private async admitIntake(msg: InferenceRequest, signal: AbortSignal, leg: Leg): Promise<Admission> {
-    const start = Date.now();
+    const start = this.clock.now();
     const base = start + this.admitTimeoutMs;
     const held = () => Math.max(base, leg.heldUntilMs ?? 0);
-    const elected = () => electionDeadline(this.elections, start, this.admitTimeoutMs);
+    const elected = () => electionDeadline(this.elections, start, this.admitTimeoutMs, this.clock.now());
     try {
       return await retrying(this.bus, this.counters, () => Math.min(Math.max(held(), elected()), msg.giveUpAtMs), this.admitAttemptMs, signal,
         (timeoutMs) => this.bus.request(subjects.clusterIntake(), InferenceRequest, msg, Admission, { timeoutMs, signal }),
-        (a) => !a.ok && retryableAdmission(a.error?.code) && a.error?.retryable !== false);
+        (a) => !a.ok && retryableAdmission(a.error?.code) && a.error?.retryable !== false, this.clock);
     } finally {
       // waited past its budget (and any pool hold's) because an election was under way
-      if (Date.now() > held() && elected() > held()) this.counters.electionHolds++;
+      if (this.clock.now() > held() && elected() > held()) this.counters.electionHolds++;
     }
   }
 
@@ -245,7 +250,7 @@ export class NatsBackend implements GatewayBackend {
   private async openLeg(req: InferenceRequest, signal: AbortSignal, o: LegRoute = {}): Promise<Leg> {
     const subject = subjects.stream(req.id);
     const msg: InferenceRequest = { ...req, streamSubject: subject };
-    const q = new ChunkQueue(this.capacity);
+    const q = new ChunkQueue(this.capacity, this.clock);
     const seen = new Set<number>();
     let granted: ((c: TokenChunk) => void) | undefined;
     const grant = new Promise<TokenChunk>((r) => (granted = r));
@@ -253,7 +258,7 @@ export class NatsBackend implements GatewayBackend {
     const onChunk = (c: TokenChunk) => {
       if (c.hold) { // a pool holds the request for a ready instance and answers within forMs: worth waiting for
         if (!leg.heldUntilMs) this.counters.poolHolds++;
-        leg.heldUntilMs = Math.max(leg.heldUntilMs ?? 0, Date.now() + c.hold.forMs + this.admitTimeoutMs);
+        leg.heldUntilMs = Math.max(leg.heldUntilMs ?? 0, this.clock.now() + c.hold.forMs + this.admitTimeoutMs);
         return;
       }
       if (leg.onControl) return leg.onControl(c);
@@ -429,18 +434,18 @@ export class NatsBackend implements GatewayBackend {
       temperature: lr.temperature,
       params: lr.params,
       requestId: lr.id,
-      timeoutMs: Math.max(1000, lr.giveUpAtMs - Date.now()),
+      timeoutMs: Math.max(1000, lr.giveUpAtMs - this.clock.now()),
     };
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
     // the instance holds the seat only briefly for a grant nobody takes: the first-token report says it is taken,
     // and 'started' does when the first token is slow to come (at once for an instance that gives no delay)
     const within = grant.grant!.reportWithinMs;
-    let startTimer: ReturnType<typeof setTimeout> | undefined;
+    let startTimer: unknown;
     // started on a credit: the instance learns of the request from its credited report (a top-up asks for a new loan)
     if (leg.credited && instance) creditedReport(this.bus, instance, lr.id, leg.credited, grant.grant!, leg.holder?.startedMs, this.legReportTimeoutMs, this.router);
     else if (instance) {
       if (within === undefined) legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'started' });
-      else startTimer = setTimeout(() => t.firstMs === undefined && legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'started' }), within);
+      else startTimer = this.clock.setTimeout(() => t.firstMs === undefined && legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'started' }), within);
     }
     /** the first token's report waits for the end of its batch: a leg that ends in that batch says it in its end report. */
     let firstPending = false;
@@ -457,7 +462,7 @@ export class NatsBackend implements GatewayBackend {
       );
       for await (const batch of it) {
         const outs: TokenChunk[] = [];
-        const now = Date.now();
+        const now = this.clock.now();
         for (const ch of batch) {
           if (ch.usage) usage = ch.usage;
           if (ch.finishReason) {
@@ -531,7 +536,7 @@ export class NatsBackend implements GatewayBackend {
       yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w }];
       return 'done';
     } finally {
-      clearTimeout(startTimer);
+      if (startTimer !== undefined) this.clock.clearTimeout(startTimer);
       signal.removeEventListener('abort', onAbort);
     }
   }
@@ -554,7 +559,7 @@ export class NatsBackend implements GatewayBackend {
   /** The next leg of a request already streaming: the client cannot get a 429 any more, so what another attempt can fix
    * (no ready instance while the dead one restarts, a manager failing over) is tried again for up to migrationHoldMs. */
   private async reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal, previous?: string): Promise<Leg> {
-    const until = Math.min(Date.now() + this.migrationHoldMs, req.giveUpAtMs - this.admitAttemptMs);
+    const until = Math.min(this.clock.now() + this.migrationHoldMs, req.giveUpAtMs - this.admitAttemptMs);
     let wait = 250;
     let leg = next;
     for (let k = 1; ; k++) {
@@ -564,7 +569,7 @@ export class NatsBackend implements GatewayBackend {
       } catch (err) {
         const e = err as DynError;
         const pause = Math.min(2000, Math.max(wait, (e.retryAfterS ?? 0) * 1000));
-        if (signal.aborted || !(e instanceof DynError) || !e.retryable || Date.now() + pause >= until) throw err;
+        if (signal.aborted || !(e instanceof DynError) || !e.retryable || this.clock.now() + pause >= until) throw err;
         // after a refusal nothing holds the leg id; after a timeout it may be held (and was cancelled): a new id
         if (!(e instanceof RemoteError)) {
           const suffix = `-r${k}`;
@@ -572,8 +577,8 @@ export class NatsBackend implements GatewayBackend {
           leg = { ...next, id, streamSubject: subjects.stream(id) };
         }
         await new Promise<void>((resolve) => {
-          const done = () => (clearTimeout(t), signal.removeEventListener('abort', done), resolve());
-          const t = setTimeout(done, pause);
+          const done = () => (this.clock.clearTimeout(t), signal.removeEventListener('abort', done), resolve());
+          const t = this.clock.setTimeout(done, pause);
           signal.addEventListener('abort', done, { once: true });
         });
         wait = Math.min(2000, wait * 2);
@@ -583,6 +588,6 @@ export class NatsBackend implements GatewayBackend {
 
   /** A leg that never started may be sent again: as a migration, while the request's give-up time leaves room. */
   private canRedrive(req: InferenceRequest, st: StreamState): boolean {
-    return Date.now() + Math.min(this.admitTimeoutMs, 5000) < req.giveUpAtMs && canMigrate(req, st, this.migrationLimit);
+    return this.clock.now() + Math.min(this.admitTimeoutMs, 5000) < req.giveUpAtMs && canMigrate(req, st, this.migrationLimit);
   }
 }

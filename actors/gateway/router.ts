@@ -7,6 +7,7 @@
  * view cannot decide (no table yet, no ready instance in it) goes to the cluster intake as before.
  */
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { Admission, InferenceRequest, InstanceStatus, RoutingTable, controlSubjects, subjects, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
@@ -47,8 +48,8 @@ export class GatewayRouter implements RequestRouter {
 
   readonly creditId?: string;
 
-  /** `creditId`: this gateway's id, to be lent admission credits under (absent: none asked). */
-  constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile, creditId?: string) {
+  /** `creditId`: this gateway's id, to be lent admission credits under (absent: none asked); `clock`: the view's time (src/runtime/clock.ts). */
+  constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile, creditId?: string, private readonly clock: Clock = systemClock) {
     if (creditId !== undefined && config.engine.gatewayCredits > 0) this.creditId = creditId;
     this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs, prefixRouting: config.policy.prefixRouting ?? config.engine.prefixCaching === true };
     this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
@@ -56,8 +57,8 @@ export class GatewayRouter implements RequestRouter {
 
   start(): void {
     this.#subs.push(
-      this.bus.subscribe(controlSubjects.routing(), RoutingTable, (t) => routerTable(this.#s, t, Date.now()), { capacity: 64 }),
-      this.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => routerStatus(this.#s, st, Date.now()), {
+      this.bus.subscribe(controlSubjects.routing(), RoutingTable, (t) => routerTable(this.#s, t, this.clock.now()), { capacity: 64 }),
+      this.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => routerStatus(this.#s, st, this.clock.now()), {
         capacity: 8192, expectSubject: (st) => controlSubjects.instanceStatus(st.pool, st.id),
       }),
     );
@@ -88,7 +89,7 @@ export class GatewayRouter implements RequestRouter {
     } catch {
       return undefined; // intake answers the invalid request with its own error
     }
-    const pools = routerPools(this.#s, cls.type, Date.now(), this.#cfg);
+    const pools = routerPools(this.#s, cls.type, this.clock.now(), this.#cfg);
     if (!pools.length) return undefined;
     if (this.#features.size >= FEATURES_KEPT) this.#features.delete(this.#features.keys().next().value!);
     // the predictor learns from traffic, not from a readiness probe
@@ -97,7 +98,7 @@ export class GatewayRouter implements RequestRouter {
   }
 
   pick(pool: string, req: ClassifiedRequest, exclude: ReadonlySet<string>): string | undefined {
-    return routerPick(this.#s, pool, req, exclude, Date.now(), this.#cfg);
+    return routerPick(this.#s, pool, req, exclude, this.clock.now(), this.#cfg);
   }
 
   gone(pool: string, instance: string): void {
@@ -105,19 +106,19 @@ export class GatewayRouter implements RequestRouter {
   }
 
   holderGone(instance: string, startedMs: number | undefined, admittedMs: number): boolean {
-    return routerHolderGone(this.#s, instance, startedMs, admittedMs, Date.now(), this.#cfg);
+    return routerHolderGone(this.#s, instance, startedMs, admittedMs, this.clock.now(), this.#cfg);
   }
 
   capacityComing(holdMs: number): boolean {
-    return routerCapacityComing(this.#s, Date.now(), this.#cfg, holdMs);
+    return routerCapacityComing(this.#s, this.clock.now(), this.#cfg, holdMs);
   }
 
   spendCredit(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean } | undefined {
-    return this.#s.credits.size ? creditSpend(this.#s.credits, instance, Date.now()) : undefined;
+    return this.#s.credits.size ? creditSpend(this.#s.credits, instance, this.clock.now()) : undefined;
   }
 
   creditLoan(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number }): void {
-    if (loan) creditReceived(this.#s.credits, instance, loan, ctx, Date.now());
+    if (loan) creditReceived(this.#s.credits, instance, loan, ctx, this.clock.now());
     else creditTopUpFailed(this.#s.credits, instance);
   }
 }

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { WebSocket, WebSocketServer } from 'ws';
 import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { DynError } from '../../protocols/errors.ts';
 import { PROTOCOL_VERSION } from '../../protocols/codec.ts';
 import { engineParams, type Usage, type DetokenizeReply, type DetokenizeRequest, type InferenceRequest, type TokenChunk, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
@@ -98,6 +99,7 @@ export interface GatewayServerOptions {
   health?: () => HealthReport;
   /** shown on the dashboard (in /api/live and the /ws snapshots), e.g. NATS without authorization. */
   warnings?: string[];
+  /** time and timers (src/runtime/clock.ts): request arrival and give-up times, the /ws ticks, the drain's wait. Default the system clock. */ clock?: Clock;
 }
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
@@ -126,14 +128,14 @@ function requestUrl(target: string | undefined): URL | undefined {
 export class GatewayServer {
   readonly server: Server;
   private wss?: WebSocketServer; // the dashboard's, made at the first /ws upgrade (ws is not loaded before it: a gateway starts sooner)
-  private readonly opts: Required<Pick<GatewayServerOptions, 'port' | 'host' | 'bodyLimitBytes' | 'maxInflight' | 'requestTimeoutMs' | 'models' | 'liveTickMs'>> & GatewayServerOptions;
+  private readonly opts: Required<Pick<GatewayServerOptions, 'port' | 'host' | 'bodyLimitBytes' | 'maxInflight' | 'requestTimeoutMs' | 'models' | 'liveTickMs' | 'clock'>> & GatewayServerOptions;
   private readonly limits: ValidationLimits;
   private readonly failLog: RateLimitedLog | undefined;
   private readonly keys: Buffer[];
   private readonly metricsToken: Buffer | undefined;
   private inflight = 0;
   private draining = false;
-  private liveTimer: NodeJS.Timeout | null = null;
+  private liveTimer: unknown;
   private readonly aborts = new Set<AbortController>();
   private readonly tokenizeFn: (req: TokenizeRequest) => Promise<TokenizeReply>;
   private readonly counter: PromptCounter;
@@ -141,7 +143,7 @@ export class GatewayServer {
   constructor(opts: GatewayServerOptions) {
     this.opts = {
       port: 8000, host: '127.0.0.1', bodyLimitBytes: 512 * 1024, maxInflight: 1024, requestTimeoutMs: 600_000,
-      models: ['llama2-70b'], liveTickMs: 1000, ...opts,
+      models: ['llama2-70b'], liveTickMs: 1000, clock: systemClock, ...opts,
     };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.failLog = opts.log ? new RateLimitedLog(opts.log) : undefined;
@@ -191,10 +193,7 @@ export class GatewayServer {
         resolve();
       });
     });
-    if (this.opts.live) {
-      this.liveTimer = setInterval(() => this.broadcast(), this.opts.liveTickMs);
-      this.liveTimer.unref();
-    }
+    if (this.opts.live) this.liveTimer = this.opts.clock.setInterval(() => this.broadcast(), this.opts.liveTickMs);
     return (this.server.address() as AddressInfo).port;
   }
 
@@ -212,10 +211,10 @@ export class GatewayServer {
    */
   async close(graceMs = 10_000): Promise<void> {
     this.draining = true;
-    if (this.liveTimer) clearInterval(this.liveTimer);
-    this.liveTimer = null;
-    const until = Date.now() + graceMs;
-    while (this.inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    if (this.liveTimer !== undefined) this.opts.clock.clearInterval(this.liveTimer);
+    this.liveTimer = undefined;
+    const until = this.opts.clock.now() + graceMs;
+    while (this.inflight > 0 && this.opts.clock.now() < until) await this.opts.clock.sleep(50);
     for (const a of this.aborts) a.abort(new DynError('unavailable', 'gateway shutting down', { retryable: true }));
     for (const c of this.wss?.clients ?? []) c.terminate();
     this.wss?.close();
@@ -236,7 +235,7 @@ export class GatewayServer {
     ws.on('message', () => {
       /* the stream is one-way; client messages are ignored */
     });
-    if (this.opts.live) ws.send(JSON.stringify(this.withWarnings(this.opts.live.snapshot(Date.now(), 600))));
+    if (this.opts.live) ws.send(JSON.stringify(this.withWarnings(this.opts.live.snapshot(this.opts.clock.now(), 600))));
   }
 
   private broadcast(): void {
@@ -294,7 +293,7 @@ export class GatewayServer {
       if (authErr) return this.sendError(res, path, authErr);
       if (path === '/v1/models') {
         if (method !== 'GET') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
-        const created = Math.floor(Date.now() / 1000);
+        const created = Math.floor(this.opts.clock.now() / 1000);
         const data = [];
         for (const id of this.opts.models) {
           // the engine's context length, learnt from its tokenizer (asked once per model)
@@ -554,7 +553,7 @@ export class GatewayServer {
     }
 
     const id = newRequestId();
-    const now = Date.now();
+    const now = this.opts.clock.now();
     const t0 = performance.now();
     const ir: InferenceRequest = {
       v: 1,

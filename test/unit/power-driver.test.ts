@@ -10,14 +10,17 @@ import { describe, expect, it } from 'vitest';
 import { PowerDriver, powerArgv } from '../../actors/cluster-manager/power-driver.ts';
 import { parseConfig } from '../../actors/common/config.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
+import { systemClock } from '../../src/runtime/clock.ts';
 
 const node = process.execPath;
+/** real time for the commands' deadlines, no pause between attempts. */
+const noPauses = { ...systemClock, sleep: async () => {} };
 /** a driver whose program appends its arguments to a log, then runs `body`. */
 function driver(body: string, o: { attempts?: number; timeoutMs?: number } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'dyn-pd-'));
   const log = join(dir, 'calls');
   const script = `require('fs').appendFileSync(${JSON.stringify(log)}, process.argv.slice(1).join(' ') + '\\n'); ${body}`;
-  const d = new PowerDriver({ command: [node, '-e', script, '{action}', '{server}', '{address}'], timeoutMs: o.timeoutMs ?? 10_000, attempts: o.attempts ?? 3 }, silentLogger(), async () => {});
+  const d = new PowerDriver({ command: [node, '-e', script, '{action}', '{server}', '{address}'], timeoutMs: o.timeoutMs ?? 10_000, attempts: o.attempts ?? 3 }, silentLogger(), noPauses);
   return { d, calls: () => readFileSync(log, 'utf8').split('\n').slice(0, -1) };
 }
 
