@@ -46,6 +46,46 @@ const LONG_FILES = {
 };
 const MAX_LINES = 600;
 
+/**
+ * Time in actors/ and in src/{model,policy}: read and scheduled through the injected Clock (src/runtime/clock.ts),
+ * which each actor gets from its main (ActorOptions.clock), so a test drives the code on a ManualClock and the
+ * simulator on its virtual clock. Date.now(), performance.now(), `new Date()` and the global timers are errors there.
+ */
+const CLOCK_MESSAGE = 'read time and arm timers through the injected Clock (src/runtime/clock.ts: clock.now(), clock.setTimeout/setInterval/sleep), so a test can drive this code on a ManualClock';
+const CLOCK_PROPERTIES = ['Date.now', 'performance.now', ...['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval'].map((t) => `globalThis.${t}`)];
+const CLOCK_GLOBALS = ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval'];
+/**
+ * Files that may keep one of CLOCK_PROPERTIES, each with its reason. performance.now() is kept only where it times
+ * intervals on the monotonic high-resolution timer (a time-scaled engine's token gaps are sub-millisecond; the
+ * injected clock is in whole wall milliseconds): it is never compared with a time of the clock or a deadline.
+ */
+const CLOCK_EXCEPTIONS = {
+  // the gaps between a leg's tokens (TBT) in timeTokens; the first token's time is the clock's
+  'actors/gateway/legs.ts': ['performance.now'],
+  // the client-facing TTFT/TBT histograms (StreamTimer's t0, taken at the request's arrival)
+  'actors/gateway/server.ts': ['performance.now'],
+  'actors/gateway/stream-timer.ts': ['performance.now'],
+  // the gaps between an instance's tokens (TBT); the first token's time is the clock's
+  'actors/instance-manager/instance-manager.ts': ['performance.now'],
+  // the HiGHS solve's own duration (solveMs, a figure reported with the plan): CPU time spent, not time in the model
+  'src/policy/milp.ts': ['performance.now'],
+};
+/** The time rules, less the properties `allowed`, plus `globals` (a folder's own restricted globals). */
+const clockRules = (allowed = [], globals = []) => ({
+  'no-restricted-properties': ['error', ...CLOCK_PROPERTIES.filter((p) => !allowed.includes(p)).map((p) => {
+    const [object, property] = p.split('.');
+    return { object, property, message: CLOCK_MESSAGE };
+  })],
+  'no-restricted-globals': ['error', ...globals, ...CLOCK_GLOBALS.map((name) => ({ name, message: CLOCK_MESSAGE }))],
+  'no-restricted-syntax': ['error',
+    { selector: "NewExpression[callee.name='Date'][arguments.length=0]", message: CLOCK_MESSAGE },
+    { selector: "CallExpression[callee.name='Date']", message: CLOCK_MESSAGE },
+    { selector: "ImportDeclaration[source.value=/^(node:)?timers/]", message: CLOCK_MESSAGE },
+  ],
+});
+const PURE_GLOBALS = [{ name: 'process', message: 'src/model and src/policy are pure: pass settings in as arguments' }];
+const PURE_FILES = ['src/model/**/*.ts', 'src/policy/**/*.ts'];
+
 export default tseslint.config(
   { ignores: ['node_modules/', 'dist/', 'test/artifacts/', 'bench-results/', 'src/telemetry/dashboard/', '**/*.js', '**/*.mjs', '**/*.cjs',
     // outside tsconfig.json, so the type-aware rules cannot read them
@@ -91,12 +131,18 @@ export default tseslint.config(
   ...Object.entries(LONG_FILES).map(([file, max]) => ({ files: [file], rules: { 'max-lines': ['error', { max }] } })),
   {
     // src/model and src/policy are pure: no files, threads, processes or environment
-    files: ['src/model/**/*.ts', 'src/policy/**/*.ts'],
+    files: PURE_FILES,
     rules: {
       'no-restricted-imports': ['error', { patterns: [{ group: ['node:*', 'fs', 'fs/*', 'path', 'os', 'child_process', 'worker_threads', 'net', 'http', 'https'], message: 'src/model and src/policy are pure: I/O belongs to src/{runtime,engine,gpu,sim,telemetry} or src/cli' }] }],
-      'no-restricted-globals': ['error', { name: 'process', message: 'src/model and src/policy are pure: pass settings in as arguments' }],
+      ...clockRules([], PURE_GLOBALS),
     },
   },
+  // actors interpret effects on the injected clock (docs: actors/README.md)
+  { files: ['actors/**/*.ts'], rules: clockRules() },
+  ...Object.entries(CLOCK_EXCEPTIONS).map(([file, allowed]) => ({
+    files: [file],
+    rules: clockRules(allowed, PURE_FILES.some((g) => file.startsWith(g.split('/**')[0])) ? PURE_GLOBALS : []),
+  })),
   {
     // Tests: the rules above apply, except these. Tests read wire JSON, parsed YAML and caught errors as
     // untyped values and assert on their fields (the assertion is the type check); they reset environment
