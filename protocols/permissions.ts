@@ -10,7 +10,8 @@
  *
  * Principles (issue 12):
  * - inboxes are prefixed per actor (`_INBOX.<kind>.<id>`, inboxPrefix()); nobody subscribes `_INBOX.>`;
- *   replies go out through `allow_responses` (a responder may answer the requests it received, only those);
+ * - a responder may publish into the inboxes of the roles whose requests it serves, and no other (ANSWERS): the
+ *   right to answer survives its reconnect, which `allow_responses` (kept, for the rest) does not;
  * - KV keys are written only by their owner: leases `cluster.planner` by cluster managers, `pool.<p>` by
  *   pool managers; the inventory's `pool.<p>` (assignments) by cluster managers, `node.<n>` by node n;
  * - the events stream (subjects `evt.>`) is written only by control roles (cluster, pool, instance, node),
@@ -104,6 +105,31 @@ function eventsOf(ids: string[] | undefined): string[] {
 
 const uniq = (xs: string[]): string[] => [...new Set(xs)];
 
+/**
+ * Whose requests each role answers: the roles whose rights publish on a request-reply subject
+ * (protocols/catalog.ts, pattern 'req') that the role subscribes; test/unit/nats-config.test.ts derives it from
+ * the two and fails when this table differs. NATS Service API requests (`$SRV.>`, monitoring) are left out.
+ *
+ * A responder gets publish on those roles' inboxes (`_INBOX.<role>.*.>`), on top of `allow_responses`: nats-server
+ * records the right to answer a request on the connection that received it, so a responder whose connection
+ * reconnected (its NATS server died while it held the request, or the reply was sent while it was disconnected
+ * and went out at the reconnect) was refused its reply ("Permissions Violation for Publish to _INBOX...") and the
+ * caller waited out its deadline. This is the responder's rights of NATS's authorization guide (publish on
+ * `_INBOX.>`) narrowed to the callers' own prefixes: a responder cannot reach another role's inbox, and a reply
+ * subject ends in a random token (nats.js's request mux) that it learns only from a request it received.
+ */
+export const ANSWERS: Readonly<Record<Role, readonly Role[]>> = {
+  gateway: [],
+  cluster: ['gateway', 'observer'],
+  pool: ['cluster', 'instance'],
+  instance: ['gateway', 'pool'],
+  node: ['pool'],
+  observer: [],
+  admin: [],
+};
+/** The inboxes of the roles whose requests `role` answers. */
+const replyInboxes = (role: Role): string[] => ANSWERS[role].map((r) => inboxOf(r, undefined));
+
 /** The rights of one actor (or, without id, of any actor of its role). */
 export function permissionsOf(a: ActorIdentity): Permissions {
   const id = a.id;
@@ -114,7 +140,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
       // with workers, the user is each worker's too (one identity per worker process, same credentials)
       const ids: (string | undefined)[] = id !== undefined && (a.workers ?? 1) > 1 ? Array.from({ length: a.workers! }, (_, i) => workerId(id, i)) : [id];
       return {
-        publish: uniq([subjects.clusterIntake(), wild(subjects.instanceAdmit(ANY)), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)), ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w))))]),
+        publish: uniq([subjects.clusterIntake(), wild(subjects.instanceAdmit(ANY)), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)), ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w)))), ...replyInboxes('gateway')]),
         subscribe: uniq([wild(subjects.stream(ANY)), controlSubjects.routing(), controlSubjects.instanceStatusAll(), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), ...ids.flatMap((w) => [inboxOf('gateway', w), ...serviceSubs('gateway', w)])]),
         allowResponses: true,
       };
@@ -131,6 +157,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           `$JS.API.STREAM.INFO.${jetstream.requestsStream}`, `$JS.API.STREAM.CREATE.${jetstream.requestsStream}`,
           // the leader's pool and cluster telemetry, and the routing table the gateways route by
           wild(subjects.telPool(ANY)), subjects.telCluster(), controlSubjects.routing(),
+          ...replyInboxes('cluster'),
         ]),
         subscribe: uniq([
           subjects.clusterIntake(), subjects.clusterStatus(), wild(subjects.telRequest(ANY)), wild(subjects.telInstance(ANY)), wild(subjects.telNode(ANY)),
@@ -152,6 +179,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           ...kvUse(jetstream.inventoryBucket),
           // the leader's list of dispatched requests (its successor re-dispatches or ends them)
           ...kvUse(jetstream.dispatchedBucket), ...kvWrite(jetstream.dispatchedBucket, P(dispatchedKeys.pool)),
+          ...replyInboxes('pool'),
         ]),
         subscribe: uniq([
           ...P(subjects.poolDispatch), ...P(subjects.poolControl), ...P(subjects.poolMove),
@@ -167,6 +195,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
         publish: uniq([
           wild(subjects.stream(ANY)), wild(subjects.poolMove(Q)), wild(controlSubjects.instanceStatus(Q, I)), wild(subjects.telInstance(I)),
           wild(subjects.telRequest(Q)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('instance'),
+          ...replyInboxes('instance'),
         ]),
         subscribe: uniq([
           wild(subjects.instanceAdmit(I)), wild(subjects.instanceControl(I)), wild(subjects.instanceLeg(I)), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(controlSubjects.instanceStatusPool(Q)),
@@ -180,6 +209,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
         publish: uniq([
           wild(controlSubjects.nodeStatus(I)), wild(subjects.telNode(I)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('node'),
           ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.node(I))]),
+          ...replyInboxes('node'),
         ]),
         subscribe: uniq([wild(subjects.nodeControl(I)), inboxOf('node', id), ...serviceSubs('node', id)]),
         allowResponses: true,

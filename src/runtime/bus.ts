@@ -25,6 +25,7 @@ import { ServiceResponder, type EndpointStats, type ServiceIdentityOpts } from '
 import { connectionOptions, type NatsSettings } from './nats-settings.ts';
 import { JetStreamMover } from './jetstream-move.ts';
 import { answeringFirst, NATS_DIAL_TIMEOUT_MS } from './nats-dial.ts';
+import { linkUp, ReplyHold, type ReplyHoldCounters } from './reply-hold.ts';
 
 /** How long Bus.drain waits for an orderly drain before it closes the connection (ms). */
 export const BUS_DRAIN_TIMEOUT_MS = 5000;
@@ -106,7 +107,7 @@ export interface SubscribeHandle {
   readonly mailbox: Mailbox<unknown>;
 }
 
-export interface BusCounters {
+export interface BusCounters extends ReplyHoldCounters {
   /** payloads that failed to decode or validate (received by serve/subscribe). */
   protocolErrors: number;
   /** messages refused because a mailbox was full. */
@@ -137,7 +138,7 @@ export function kvBucketOptions(replicas: number): Partial<KvOptions> {
 export class Bus extends EventEmitter {
   readonly nc: NatsConnection;
   readonly log: Logger;
-  readonly counters: BusCounters = { protocolErrors: 0, mailboxOverflows: 0, handlerErrors: 0, serverErrors: 0, identityRejections: 0 };
+  readonly counters: BusCounters = { protocolErrors: 0, mailboxOverflows: 0, handlerErrors: 0, serverErrors: 0, identityRejections: 0, repliesHeld: 0, repliesDropped: 0 };
   readonly #protocolLog: RateLimitedLog;
   #closing?: Promise<void>;
   #abort = new AbortController();
@@ -145,12 +146,14 @@ export class Bus extends EventEmitter {
   #kvs = new Map<string, Promise<KV>>();
   #handles = new Set<{ unsubscribe(): void; drain(): Promise<void> }>();
   #service?: ServiceResponder;
+  readonly #replies: ReplyHold;
 
   private constructor(nc: NatsConnection, log: Logger, protocolLogIntervalMs: number) {
     super();
     this.nc = nc;
     this.log = log;
     this.#protocolLog = new RateLimitedLog(log, protocolLogIntervalMs);
+    this.#replies = new ReplyHold(this.counters, log, () => nc.isClosed() || linkUp(nc, this.#connected));
     void this.#watchStatus();
   }
 
@@ -199,6 +202,7 @@ export class Bus extends EventEmitter {
           case 'reconnect':
             this.#connected = true;
             this.log.info({ server: s.server }, 'nats reconnected');
+            this.#replies.send();
             break;
           case 'reconnecting':
             this.log.debug('nats reconnecting');
@@ -297,14 +301,7 @@ export class Bus extends EventEmitter {
     const ac = new AbortController();
     const onBusAbort = () => ac.abort(new CancelledError('bus closing'));
     this.#abort.signal.addEventListener('abort', onBusAbort, { once: true });
-    const respond = (m: Msg, bytes: Uint8Array) => {
-      if (!m.reply) return;
-      try {
-        m.respond(bytes);
-      } catch (err) {
-        this.log.debug({ subject: m.subject, err: (err as Error).message }, 'reply failed');
-      }
-    };
+    const respond = (m: Msg, bytes: Uint8Array) => this.#replies.reply(m, bytes);
     const errorReply = (m: Msg, err: unknown) => respond(m, Ack.encode({ v: PROTOCOL_VERSION, ok: false, error: toWireError(err) }));
     const ep: EndpointStats | undefined = this.#service?.addEndpoint(subject, opts.queue);
     const done = (t0: bigint, err?: unknown) => ep?.record(Number(process.hrtime.bigint() - t0), err === undefined ? undefined : (err instanceof Error ? err.message : JSON.stringify(err) ?? 'undefined'));
@@ -540,6 +537,7 @@ export class Bus extends EventEmitter {
   }
 
   async #closeNow(): Promise<void> {
+    this.#replies.drop();
     for (const h of [...this.#handles]) h.unsubscribe();
     this.#service?.stop();
     this.#abort.abort(new CancelledError('bus closing'));

@@ -7,7 +7,8 @@ import { committedConfigs, deploymentAuth, possibleInstances } from '../../src/r
 import { committedNodeAgents } from '../../src/cli/k8s-node-agents-file.ts';
 import { nodeAgentManifests, NodeNameError } from '../../src/runtime/k8s-node-agents.ts';
 import { deploymentActors } from '../../src/cli/gen-nats-auth.ts';
-import { permissionsOf } from '../../protocols/permissions.ts';
+import { ANSWERS, ROLES, permissionsOf, type Role } from '../../protocols/permissions.ts';
+import { CATALOG } from '../../protocols/catalog.ts';
 import { REPO_ROOT } from '../helpers/nats.ts';
 
 describe('deployment seeds: a GPU node holds its own seeds and no other node\'s', () => {
@@ -112,6 +113,36 @@ describe('NATS server configs come from the one table of rights', () => {
     const ob = permissionsOf({ role: 'observer' });
     expect(ob.publish.some((s) => /intake|\.ctl$|\.admit$|dispatch|^\$KV|dyn\.v1\.(evt|stream|tel)/.test(s))).toBe(false);
     expect(ob.publish).toContain('$SRV.PING');
+  });
+  it("a responder publishes into the inboxes of exactly the roles whose requests it serves (ANSWERS, derived from the catalog's request subjects and the rights)", () => {
+    // two NATS subject patterns match a common subject
+    const meet = (a: string, b: string): boolean => {
+      const x = a.split('.'), y = b.split('.');
+      for (let i = 0; i < Math.max(x.length, y.length); i++) {
+        if (x[i] === '>' || y[i] === '>') return x[i] !== undefined && y[i] !== undefined;
+        if (x[i] === undefined || y[i] === undefined) return false;
+        if (x[i] !== '*' && y[i] !== '*' && x[i] !== y[i]) return false;
+      }
+      return true;
+    };
+    const actors = ROLES.filter((r) => r !== 'admin');
+    const derived = Object.fromEntries(actors.map((r) => [r, new Set<Role>()])) as Record<Role, Set<Role>>;
+    for (const e of CATALOG.filter((c) => c.pattern === 'req' && !c.wildcard.startsWith('$SRV'))) {
+      const callers = actors.filter((r) => permissionsOf({ role: r }).publish.some((s) => meet(s, e.wildcard)));
+      const servers = actors.filter((r) => permissionsOf({ role: r }).subscribe.some((s) => meet(s, e.wildcard)));
+      expect(callers.length, e.subject).toBeGreaterThan(0);
+      expect(servers.length, e.subject).toBeGreaterThan(0);
+      for (const r of servers) for (const c of callers) if (c !== r) derived[r].add(c);
+    }
+    for (const r of actors) {
+      expect([...ANSWERS[r]].sort(), r).toEqual([...derived[r]].sort());
+      const p = permissionsOf({ role: r, id: `${r}-0` });
+      expect(p.publish.filter((s) => s.startsWith('_INBOX.')).sort(), r).toEqual(ANSWERS[r].map((c) => `_INBOX.${c}.*.>`).sort());
+    }
+    expect(ANSWERS.pool).toContain('cluster');
+    expect(ANSWERS.cluster).toContain('gateway');
+    // no actor may publish into every inbox
+    for (const r of actors) expect(permissionsOf({ role: r }).publish.filter((s) => meet(s, '_INBOX.x.y') && !ANSWERS[r].some((c) => s.startsWith(`_INBOX.${c}.`)))).toEqual([]);
   });
   it('enumerates every instance id a pool leader may start (aligned TP groups)', () => {
     const ids = possibleInstances({ clusterId: 'c', clusterManagers: [], poolManagers: [], gateways: [], nodes: [{ id: 'n0', gpus: 8 }], pools: ['p'] }).map((i) => i.id);
