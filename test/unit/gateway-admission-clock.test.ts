@@ -1,0 +1,286 @@
+/**
+ * The gateway's admission and stream deadlines (actors/gateway/nats-backend.ts, legs.ts, elections.ts,
+ * chunk-queue.ts) on a virtual clock: the NatsBackend with a ManualClock over an in-memory stand-in for its Bus,
+ * whose request deadlines run on the same clock. Each case runs in virtual time to the millisecond the rule
+ * says, with no sleep:
+ * - the intake budget (admitTimeoutMs), retried with the same request id, and no longer;
+ * - a pool's hold notice (TokenChunk.hold) extends it to admitTimeoutMs past the hold's end, never past the
+ *   request's give-up time;
+ * - a leader election under way (ElectionWatch on the managers' heartbeats) extends it until the successor leads;
+ * - a request sent while NATS is down is held until the connection is back, inside the same budget;
+ * - a stream silent for chunkTimeoutMs ends with a retryable timeout, a chunk before it resets the wait.
+ * The real processes of these paths (a pool leader SIGKILLed, a NATS restart) are
+ * test/integration/{election-hold,pool-hold-admission,gateway-nats}.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/runtime/clock.ts';
+import { CancelledError, ConnectionClosedError, NoRespondersError, TimeoutError } from '../../src/runtime/errors.ts';
+import type { Bus } from '../../src/runtime/bus.ts';
+import type { Codec } from '../../protocols/codec.ts';
+import { Heartbeat, TokenChunk, subjects, type Admission, type InferenceRequest } from '../../protocols/index.ts';
+import { NatsBackend, type NatsBackendOptions } from '../../actors/gateway/nats-backend.ts';
+import { ElectionWatch } from '../../actors/gateway/elections.ts';
+
+/** NATS subject matching: `*` one token, `>` the rest. */
+function matches(pattern: string, subject: string): boolean {
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return s.length > i;
+    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+
+type Responder = (msg: unknown, reply: (r: unknown) => void) => void;
+
+/**
+ * What the backend uses of a Bus, in memory: publish/subscribe with NATS wildcards, request-reply with the
+ * Bus's errors (no responders, a timeout at the deadline on the ManualClock, a cancel, a closed connection), and
+ * the connection state a test flips. Every message goes through its codec both ways (validated as on the wire).
+ */
+class VirtualBus {
+  connected = true;
+  closed = false;
+  readonly #subs = new Set<{ pattern: string; codec: Codec<unknown>; handler: (m: unknown, s: string) => void }>();
+  readonly responders = new Map<string, Responder>();
+  /** every request sent: subject, virtual time, the request's id. */
+  readonly sent: { subject: string; atMs: number; id?: string }[] = [];
+  constructor(private readonly clock: ManualClock) {}
+
+  subscribe<T>(pattern: string, codec: Codec<T>, handler: (m: T, s: string) => void): { unsubscribe(): void } {
+    const s = { pattern, codec: codec as Codec<unknown>, handler: handler as (m: unknown, s: string) => void };
+    this.#subs.add(s);
+    return { unsubscribe: () => void this.#subs.delete(s) };
+  }
+
+  publish<T>(subject: string, codec: Codec<T>, msg: T): void {
+    if (!this.connected) throw new ConnectionClosedError(`publish to ${subject}: disconnected`);
+    const bytes = codec.encode(msg);
+    for (const s of [...this.#subs]) if (matches(s.pattern, subject)) s.handler(s.codec.decode(bytes, subject), subject);
+  }
+
+  request<Q, R>(subject: string, reqCodec: Codec<Q>, msg: Q, resCodec: Codec<R>, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<R> {
+    if (!this.connected) return Promise.reject(new ConnectionClosedError(`request to ${subject}: disconnected`));
+    const m = reqCodec.decode(reqCodec.encode(msg), subject);
+    this.sent.push({ subject, atMs: this.clock.now(), id: (m as { id?: string }).id });
+    const responder = this.responders.get(subject);
+    if (!responder) return Promise.reject(new NoRespondersError(subject));
+    return new Promise<R>((resolve, reject) => {
+      let settled = false;
+      const settle = (f: () => void) => {
+        if (settled) return;
+        settled = true;
+        this.clock.clearTimeout(t);
+        opts.signal?.removeEventListener('abort', onAbort);
+        f();
+      };
+      const onAbort = () => settle(() => reject(new CancelledError(`request to ${subject} cancelled`)));
+      const t = this.clock.setTimeout(() => settle(() => reject(new TimeoutError(subject, opts.timeoutMs))), opts.timeoutMs);
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      responder(m, (r) => settle(() => resolve(resCodec.decode(resCodec.encode(r as R), subject))));
+    });
+  }
+}
+
+const START = 1_700_000_000_000;
+const MODEL = 'llama3.1-8b';
+
+function setup(opts: NatsBackendOptions = {}) {
+  const clock = new ManualClock(START);
+  const bus = new VirtualBus(clock);
+  const backend = new NatsBackend(bus as unknown as Bus, { direct: false, admitTimeoutMs: 10_000, admitAttemptMs: 3000, chunkTimeoutMs: 30_000, ...opts, clock });
+  return { clock, bus, backend };
+}
+
+let seq = 0;
+function request(clock: ManualClock, giveUpInMs = 600_000): InferenceRequest {
+  const id = `r${++seq}`;
+  const now = clock.now();
+  return { v: 1, id, model: MODEL, kind: 'completion', prompt: 'hello', inputTokens: 2, maxTokens: 4, arrivalMs: now, giveUpAtMs: now + giveUpInMs, streamSubject: subjects.stream(id) };
+}
+
+const admitted = (id: string): Admission => ({ v: 1, id, ok: true, pool: 'pool-all', instance: 'i0', type: 'SS' });
+
+/** The outcome of a promise, and the virtual time it settled at. */
+function track<T>(clock: ManualClock, p: Promise<T>) {
+  const out: { value?: T; error?: Error; atMs?: number } = {};
+  p.then((v) => Object.assign(out, { value: v, atMs: clock.now() - START }), (e: unknown) => Object.assign(out, { error: e as Error, atMs: clock.now() - START }));
+  return out;
+}
+
+/** Virtual time forward by `ms` in `stepMs` steps, letting every promise continuation run after each. */
+async function run(clock: ManualClock, ms: number, stepMs = 5): Promise<void> {
+  for (let left = ms; left > 0; left -= stepMs) {
+    clock.advance(Math.min(stepMs, left));
+    await new Promise<void>((r) => setImmediate(r));
+  }
+}
+
+describe('gateway admission on a virtual clock', () => {
+  it('an intake that never answers is retried with the same id until admitTimeoutMs, then fails with a retryable timeout', async () => {
+    const { clock, bus, backend } = setup();
+    bus.responders.set(subjects.clusterIntake(), () => {}); // never answers
+    const req = request(clock);
+    const out = track(clock, backend.submit(req, new AbortController().signal));
+    await run(clock, 9_400);
+    expect(out.error).toBeUndefined();
+    await run(clock, 1_000);
+    expect(out.error).toMatchObject({ code: 'timeout', retryable: true });
+    // the last attempt's deadline is the budget's end: the request fails at 10 s, not an attempt later
+    expect(out.atMs).toBeGreaterThan(9_400);
+    expect(out.atMs).toBeLessThanOrEqual(10_000);
+    const attempts = bus.sent.filter((s) => s.subject === subjects.clusterIntake());
+    expect(attempts.length).toBeGreaterThanOrEqual(4);
+    expect(new Set(attempts.map((a) => a.id))).toEqual(new Set([req.id]));
+    expect(backend.counters.retries).toBe(attempts.length - 1);
+  });
+
+  it("a pool's hold notice extends the wait to admitTimeoutMs past the hold's end; the admission then completes", async () => {
+    const { clock, bus, backend } = setup();
+    let answerFromMs = Infinity;
+    bus.responders.set(subjects.clusterIntake(), (m, reply) => {
+      if (clock.now() - START >= answerFromMs) reply(admitted((m as InferenceRequest).id));
+    });
+    const req = request(clock);
+    const out = track(clock, backend.submit(req, new AbortController().signal));
+    await run(clock, 1_000);
+    // the pool holds the request for an instance that is starting, and answers within 20 s
+    bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, hold: { forMs: 20_000 } });
+    await run(clock, 20_000);
+    expect(out.error).toBeUndefined(); // 21 s: past the 10-s budget, inside the hold
+    answerFromMs = 24_000;
+    await run(clock, 6_000);
+    expect(out.value?.admission).toMatchObject({ ok: true, instance: 'i0' });
+    // the first attempt sent after 24 s is answered: attempts last 3 s at most, 0.5 s apart at most
+    expect(out.atMs).toBeGreaterThanOrEqual(24_000);
+    expect(out.atMs).toBeLessThanOrEqual(27_500);
+    expect(backend.counters.poolHolds).toBe(1);
+    // the relayed stream completes
+    bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: 'hi', tokens: 4, done: true, finishReason: 'length' });
+    const chunks: TokenChunk[] = [];
+    for await (const c of out.value!) chunks.push(c);
+    expect(chunks.map((c) => [c.text, c.done])).toEqual([['hi', true]]);
+  });
+
+  it('a hold is waited for until admitTimeoutMs past its end and no longer, and never past the give-up time', async () => {
+    const { clock, bus, backend } = setup();
+    bus.responders.set(subjects.clusterIntake(), () => {});
+    const req = request(clock);
+    const out = track(clock, backend.submit(req, new AbortController().signal));
+    await run(clock, 1_000);
+    bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, hold: { forMs: 20_000 } });
+    // held until 1 + 20 + 10 = 31 s
+    await run(clock, 29_400);
+    expect(out.error).toBeUndefined();
+    await run(clock, 1_000);
+    expect(out.error).toMatchObject({ code: 'timeout' });
+    expect(out.atMs).toBeGreaterThan(30_400);
+    expect(out.atMs).toBeLessThanOrEqual(31_000);
+
+    const short = request(clock, 15_000); // gives up 15 s after it arrived
+    const early = track(clock, backend.submit(short, new AbortController().signal));
+    await run(clock, 1_000);
+    bus.publish(short.streamSubject, TokenChunk, { v: 1, id: short.id, seq: 0, text: '', tokens: 0, hold: { forMs: 20_000 } });
+    await run(clock, 15_000);
+    expect(early.error).toMatchObject({ code: 'timeout' });
+    expect(early.atMs! - (short.arrivalMs - START)).toBeLessThanOrEqual(15_000);
+    expect(early.atMs! - (short.arrivalMs - START)).toBeGreaterThan(14_000);
+  });
+
+  it('a leader election under way extends the wait until its successor leads; without the watch it fails at the budget', async () => {
+    const DEAD_AFTER_MS = 1500;
+    for (const watched of [true, false]) {
+      const clock = new ManualClock(START);
+      const bus = new VirtualBus(clock);
+      const watch = new ElectionWatch(bus as unknown as Bus, DEAD_AFTER_MS, 60_000, clock);
+      watch.start();
+      const backend = new NatsBackend(bus as unknown as Bus, { direct: false, admitTimeoutMs: 2000, admitAttemptMs: 1000, clock, ...(watched ? { elections: watch } : {}) });
+      // the pool's leader beats every 250 ms (the pools it leads in its meta) until it dies at 1 s; its standby leads from 8 s
+      let leader: string | undefined = 'pm-0';
+      const beat = (id: string) => bus.publish(subjects.heartbeat('pool', id), Heartbeat, {
+        v: 1, kind: 'pool', id, seq: 0, startedMs: START, sentMs: clock.now(), state: 'running', load: { queued: 0, running: 0 }, ...(id === leader ? { meta: { leads: 'pool-all' } } : {}),
+      });
+      clock.setInterval(() => {
+        const t = clock.now() - START;
+        if (t <= 1000) beat('pm-0');
+        if (t >= 8000) beat('pm-1');
+      }, 250);
+      // the cluster's dispatch finds no pool leader: the intake answers once there is one again
+      bus.responders.set(subjects.clusterIntake(), (m, reply) => {
+        if (clock.now() - START >= 8000) reply(admitted((m as InferenceRequest).id));
+      });
+      await run(clock, 1000);
+      leader = 'pm-1';
+      const out = track(clock, backend.submit(request(clock), new AbortController().signal));
+      await run(clock, 10_000);
+      if (watched) {
+        expect(out.value?.admission).toMatchObject({ ok: true });
+        // the first attempt sent after 8 s is answered: attempts last 1 s at most, 0.5 s apart at most
+        expect(out.atMs).toBeGreaterThanOrEqual(8000);
+        expect(out.atMs).toBeLessThanOrEqual(9500);
+        expect(backend.counters.electionHolds).toBe(1);
+        // the election ended when the successor's first heartbeat came
+        expect(watch.lastMs(clock.now())).toBe(START + 8000);
+      } else {
+        expect(out.error).toMatchObject({ code: 'timeout' });
+        expect(out.atMs).toBeGreaterThan(2500);
+        expect(out.atMs).toBeLessThanOrEqual(3000);
+        expect(backend.counters.electionHolds).toBe(0);
+      }
+      watch.stop();
+    }
+  });
+
+  it('a request sent while NATS is down is held until it is back, inside the budget; past the budget it fails as unavailable', async () => {
+    const { clock, bus, backend } = setup();
+    bus.responders.set(subjects.clusterIntake(), (m, reply) => reply(admitted((m as InferenceRequest).id)));
+    bus.connected = false;
+    const out = track(clock, backend.submit(request(clock), new AbortController().signal));
+    await run(clock, 4000);
+    expect(out.value).toBeUndefined();
+    expect(bus.sent).toHaveLength(0); // nothing sent while down
+    bus.connected = true;
+    await run(clock, 100);
+    expect(out.value?.admission).toMatchObject({ ok: true });
+    expect(out.atMs).toBeGreaterThanOrEqual(4000);
+    expect(out.atMs).toBeLessThanOrEqual(4030); // the connection is polled every 25 ms
+    expect(backend.counters.heldForReconnect).toBe(1);
+
+    bus.connected = false;
+    const sentAt = clock.now() - START;
+    const lost = track(clock, backend.submit(request(clock), new AbortController().signal));
+    await run(clock, 9_990);
+    expect(lost.error).toBeUndefined();
+    await run(clock, 20);
+    expect(lost.error).toMatchObject({ code: 'unavailable', retryable: true });
+    expect(lost.atMs! - sentAt).toBe(10_000);
+    expect(backend.counters.heldForReconnect).toBe(2);
+  });
+
+  it('a stream silent for chunkTimeoutMs ends with a retryable timeout; a chunk before it starts the wait again', async () => {
+    const { clock, bus, backend } = setup({ chunkTimeoutMs: 30_000 });
+    bus.responders.set(subjects.clusterIntake(), (m, reply) => reply(admitted((m as InferenceRequest).id)));
+    const req = request(clock);
+    const stream = await (async () => {
+      const s = track(clock, backend.submit(req, new AbortController().signal));
+      await run(clock, 5);
+      return s.value!;
+    })();
+    const chunks: TokenChunk[] = [];
+    const read = track(clock, (async () => {
+      for await (const c of stream) chunks.push(c);
+    })());
+    const base = clock.now() - START;
+    await run(clock, 29_000);
+    bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: 'a', tokens: 1 });
+    await run(clock, 29_900);
+    expect(read.error).toBeUndefined();
+    expect(chunks.map((c) => c.text)).toEqual(['a']);
+    await run(clock, 200);
+    expect(read.error).toMatchObject({ code: 'timeout', retryable: true });
+    // 30 s after the last chunk (at 29 s), not 30 s after the first wait began
+    expect(read.atMs! - base).toBeGreaterThanOrEqual(59_000);
+    expect(read.atMs! - base).toBeLessThanOrEqual(59_010);
+  });
+});
