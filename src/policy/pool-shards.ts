@@ -237,11 +237,52 @@ export function planPoolShards(i: PoolShardInput): PoolShardDecision | undefined
  * is removed), larger instances first. GPUs are global indices: server k of the pool's grants = k * gps.
  * With `granted` (the pool's GPUs, global indices), a unit placed on GPUs an instance still holds when it runs
  * moves to granted GPUs of its server that nothing holds then (startOnFreeGpus): its engine starts beside the
- * ones it replaces instead of after they drain.
+ * ones it replaces instead of after they drain. Of instances alike in weights, the re-shard stops the least busy,
+ * the busiest first (stopsByLoad, on `current`'s inFlight).
  */
 export function reshardSteps(current: CurrentInstance[], target: InstanceConfig[], gpusPerServer: number, granted?: readonly number[]): StaggerUnit[][] {
-  const steps = staggerSteps(current, target, 1, undefined, gpusPerServer);
-  return granted ? startOnFreeGpus(current, steps.flat(), granted, gpusPerServer).map((u) => [u]) : steps;
+  const units = stopsByLoad(current, staggerSteps(current, target, 1, undefined, gpusPerServer).flat(), gpusPerServer);
+  return (granted ? startOnFreeGpus(current, units, granted, gpusPerServer) : units).map((u) => [u]);
+}
+
+/**
+ * Which of several interchangeable instances a re-shard stops, and in what order, by the requests each holds
+ * (`inFlight`, queued and running when the re-shard is planned). A stop unit waits until its instance has
+ * drained (its requests done) before its engine stops, and the next unit waits for it; the instances not yet
+ * drained take the pool's new arrivals meanwhile.
+ * - Instances of one TP on one server that the placement keeps as they are or stops whole (their GPUs going to
+ *   no new instance) are alike in weights: of those, the least busy are kept, so the new layout begins with the
+ *   fewest requests queued on it.
+ * - The stop units run busiest first: the longest drain begins at once, while the others still serve.
+ * Without `inFlight` (or on ties) the units are staggerSteps' as they are. Both executors run these units (the
+ * live pool machine, the simulator's 'units' execution), so which instance stops when does not hang on which
+ * instance the dispatch happened to fill.
+ */
+export function stopsByLoad(current: readonly CurrentInstance[], units: StaggerUnit[], gpusPerServer: number): StaggerUnit[] {
+  const work = new Map(current.map((c) => [c.id, c.inFlight ?? 0]));
+  const of = (id: string) => work.get(id) ?? 0;
+  const serverOf = (c: CurrentInstance) => Math.floor(c.gpus[0]! / gpusPerServer);
+  const touched = new Set(units.flatMap((u) => u.from));
+  const newGpus = new Set(units.filter((u) => u.kind !== 'stop').flatMap((u) => u.gpus));
+  // kept as they are: in no unit, on GPUs no new instance takes
+  const kept = current.filter((c) => !touched.has(c.id) && !c.gpus.some((g) => newGpus.has(g)));
+  const out = units.map((u) => ({ ...u }));
+  for (const u of out) {
+    if (u.kind !== 'stop' || u.from.length !== 1) continue;
+    const x = current.find((c) => c.id === u.from[0]);
+    if (!x || x.gpus.some((g) => newGpus.has(g))) continue;
+    // the busiest kept instance like it (same TP, same server) that is busier than it stops in its place
+    const y = kept.filter((c) => c.tp === x.tp && serverOf(c) === serverOf(x) && of(c.id) > of(x.id)).sort((a, b) => of(b.id) - of(a.id))[0];
+    if (!y) continue;
+    Object.assign(u, { gpus: [...y.gpus], from: [y.id] });
+    kept.splice(kept.indexOf(y), 1, x);
+  }
+  // the stop units in the slots they hold, busiest first (stable)
+  const load = (u: StaggerUnit) => u.from.reduce((n, id) => n + of(id), 0);
+  const slots = out.flatMap((u, i) => (u.kind === 'stop' ? [i] : []));
+  const stops = slots.map((i) => out[i]!).sort((a, b) => load(b) - load(a));
+  slots.forEach((i, k) => (out[i] = stops[k]!));
+  return out;
 }
 
 /**

@@ -33,6 +33,8 @@ export interface CurrentInstance {
   tp: number;
   /** global GPU indices (server = floor(gpu / gpusPerServer)); gpus[r] plays role r. */
   gpus: number[];
+  /** requests queued and running on it when the re-shard is planned (policy stopsByLoad: which of like instances a re-shard stops, and when); absent: 0. */
+  inFlight?: number;
 }
 
 export interface Placement {

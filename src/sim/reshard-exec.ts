@@ -114,6 +114,8 @@ export interface PlacedInstance {
   state: 'starting' | 'active' | 'draining' | 'stopping' | 'stopped';
   /** GPUs in the pool's GPU space (server k = k x gpusPerServer); set here when first placed. */
   gpus?: number[];
+  /** requests queued and running on it (which of like instances a re-shard stops, and when: policy stopsByLoad). */
+  outstanding?: number;
 }
 
 /**
@@ -147,7 +149,7 @@ export function unitsOf<I extends PlacedInstance>(
   ops: { start(tp: number, now: number): I; drain(inst: I, now: number): void },
   poolGpus?: number,
 ): UnitExecutor<I> {
-  const current = placeInstances(instances(), gpusPerServer).filter((i) => i.state === 'active' || i.state === 'starting').map((i) => ({ id: i.id, tp: i.tp, gpus: i.gpus! }));
+  const current = placeInstances(instances(), gpusPerServer).filter((i) => i.state === 'active' || i.state === 'starting').map((i) => ({ id: i.id, tp: i.tp, gpus: i.gpus!, inFlight: i.outstanding ?? 0 }));
   // the pool's GPUs: the first poolGpus of its GPU space (whole servers first, as the cluster grants them)
   const granted = poolGpus === undefined ? undefined : Array.from({ length: poolGpus }, (_, g) => g);
   const units = reshardSteps(current, target, gpusPerServer, granted).flat();

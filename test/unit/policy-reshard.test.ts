@@ -132,3 +132,29 @@ describe('re-shard units on the pool\'s free GPUs', () => {
   });
 });
 
+
+describe('which of like instances a re-shard stops, and when (stopsByLoad)', () => {
+  const inst = (id: string, gpus: number[], inFlight?: number) => ({ id, tp: gpus.length, gpus, ...(inFlight !== undefined ? { inFlight } : {}) });
+  const stops = (units: { kind: string; from: string[] }[]) => units.filter((u) => u.kind === 'stop').map((u) => u.from.join('+'));
+  it('4xTP2 -> 1xTP2 keeps the least busy and stops the others busiest first; without inFlight the placement\'s order', () => {
+    const four = (w?: number[]) => [0, 2, 4, 6].map((g, k) => inst(`i${k}`, [g, g + 1], w?.[k]));
+    expect(stops(reshardSteps(four(), [{ tp: 2, count: 1 }], 8).flat())).toEqual(['i1', 'i2', 'i3']);
+    const units = reshardSteps(four([1, 7, 0, 2]), [{ tp: 2, count: 1 }], 8).flat();
+    expect(stops(units)).toEqual(['i1', 'i3', 'i0']);
+    // each stop unit names its instance's own GPUs
+    expect(units.map((u) => u.gpus)).toEqual([[2, 3], [6, 7], [0, 1]]);
+    // ties keep the placement's order
+    expect(stops(reshardSteps(four([3, 3, 3, 3]), [{ tp: 2, count: 1 }], 8).flat())).toEqual(['i1', 'i2', 'i3']);
+  });
+
+  it('an instance on another server, or whose GPUs a new instance takes, is not traded', () => {
+    // two servers, 2xTP2 on each -> 3xTP2: the stop stays on server 1 (its busy pair's idle one is kept), never
+    // moving to server 0's idle pair
+    const two = [inst('s0a', [0, 1], 0), inst('s0b', [2, 3], 0), inst('s1a', [8, 9], 9), inst('s1b', [10, 11], 0)];
+    expect(stops(reshardSteps(two.map(({ inFlight: _, ...c }) => c), [{ tp: 2, count: 3 }], 8).flat())).toEqual(['s1b']);
+    expect(stops(reshardSteps(two, [{ tp: 2, count: 3 }], 8).flat())).toEqual(['s1a']);
+    // 2xTP2 -> 1xTP4: both TP2s' GPUs go to the TP4 (a re-shard unit, no stop to trade)
+    const merge = reshardSteps([inst('a', [0, 1], 0), inst('b', [2, 3], 9)], [{ tp: 4, count: 1 }], 8).flat();
+    expect(merge.map((u) => [u.kind, [...u.from].sort()])).toEqual([['reshard', ['a', 'b']]]);
+  });
+});

@@ -4,7 +4,7 @@
  * event with a host that records what it was asked to do.
  */
 import { describe, expect, it } from 'vitest';
-import { UnitExecutor, type UnitHost } from '../../src/sim/reshard-exec.ts';
+import { UnitExecutor, unitsOf, type PlacedInstance, type UnitHost } from '../../src/sim/reshard-exec.ts';
 import { reshardSteps, type StaggerUnit } from '../../src/policy/pool-shards.ts';
 import { simulate } from '../../src/sim/index.ts';
 import { loadTrace } from '../../src/sim/trace.ts';
@@ -113,6 +113,24 @@ describe('UnitExecutor', () => {
     }
     expect(x.finished).toBe(true);
     expect(h.insts.filter((i) => i.state === 'active').map((i) => i.tp).sort()).toEqual([4, 4]);
+  });
+});
+
+describe('unitsOf: the simulator\'s instances', () => {
+  it('4xTP2 -> 1xTP2 drains the busiest first and keeps the one with the fewest requests outstanding, as the live pool machine does', () => {
+    const insts: PlacedInstance[] = [1, 7, 0, 2].map((outstanding, k) => ({ id: `i${k}`, tp: 2, state: 'active', outstanding }));
+    const drained: string[] = [];
+    const x = unitsOf(() => insts.filter((i) => i.state !== 'stopped'), [{ tp: 2, count: 1 }], 8, {
+      start: () => { throw new Error('no start in a scale-in'); },
+      drain: (i) => { i.state = 'draining'; drained.push(i.id); },
+    });
+    for (let t = 0; t < 10 && !x.finished; t++) {
+      x.advance(t);
+      for (const i of insts) if (i.state === 'draining') i.state = 'stopped';
+    }
+    expect(x.finished).toBe(true);
+    expect(drained).toEqual(['i1', 'i3', 'i0']);
+    expect(insts.filter((i) => i.state === 'active').map((i) => i.id)).toEqual(['i2']);
   });
 });
 

@@ -847,7 +847,8 @@ function reshardPlacement(s: PoolMachineState, target: InstanceConfig[]): [Curre
   const a = s.assignment!;
   const gps = gpusPerServer(a);
   const nodeIdx = new Map(a.grants.map((g, k) => [g.node, k]));
-  const current = aliveInstances(s).map((x) => ({ id: x.id, tp: x.tp, gpus: x.gpuIds.map((g) => (nodeIdx.get(x.node ?? '') ?? 0) * gps + g) }));
+  // inFlight: which of like instances a scale-in stops, and when (policy stopsByLoad)
+  const current = aliveInstances(s).map((x) => ({ id: x.id, tp: x.tp, gpus: x.gpuIds.map((g) => (nodeIdx.get(x.node ?? '') ?? 0) * gps + g), inFlight: x.queued + x.running }));
   return [current, reshardSteps(current, target, gps, a.grants.flatMap((g, k) => g.gpuIds.map((x) => k * gps + x))).flat()];
 }
 
