@@ -8,9 +8,11 @@
  *   request's give-up time;
  * - a leader election under way (ElectionWatch on the managers' heartbeats) extends it until the successor leads;
  * - a request sent while NATS is down is held until the connection is back, inside the same budget;
- * - a stream silent for chunkTimeoutMs ends with a retryable timeout, a chunk before it resets the wait.
- * The real processes of these paths (a pool leader SIGKILLed, a NATS restart) are
- * test/integration/{election-hold,pool-hold-admission,gateway-nats}.test.ts.
+ * - a stream silent for chunkTimeoutMs ends with a retryable timeout, a chunk before it resets the wait;
+ * - a prompt's tokenize is retried past its deadline while the router (GatewayRouter on the instances' statuses)
+ *   expects an instance, up to tokenizeHoldMs.
+ * The real processes of these paths (a pool leader SIGKILLed, a NATS restart, an engine loading) are
+ * test/integration/{election-hold,pool-hold-admission,gateway-nats,tokenize-hold}.test.ts.
  */
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/runtime/clock.ts';
@@ -18,8 +20,11 @@ import { CancelledError, ConnectionClosedError, NoRespondersError, TimeoutError 
 import type { Bus } from '../../src/runtime/bus.ts';
 import type { Codec } from '../../protocols/codec.ts';
 import { Heartbeat, TokenChunk, subjects, type Admission, type InferenceRequest } from '../../protocols/index.ts';
+import { InstanceStatus, controlSubjects } from '../../protocols/control.ts';
 import { NatsBackend, type NatsBackendOptions } from '../../actors/gateway/nats-backend.ts';
 import { ElectionWatch } from '../../actors/gateway/elections.ts';
+import { GatewayRouter } from '../../actors/gateway/router.ts';
+import { parseConfig } from '../../actors/common/config.ts';
 
 /** NATS subject matching: `*` one token, `>` the rest. */
 function matches(pattern: string, subject: string): boolean {
@@ -282,5 +287,50 @@ describe('gateway admission on a virtual clock', () => {
     // 30 s after the last chunk (at 29 s), not 30 s after the first wait began
     expect(read.atMs! - base).toBeGreaterThanOrEqual(59_000);
     expect(read.atMs! - base).toBeLessThanOrEqual(59_010);
+  });
+
+  it('a tokenize is retried past its deadline while an instance is starting, up to tokenizeHoldMs; with one ready, not past the deadline', async () => {
+    const TOKENIZE_MS = 2000;
+    const HOLD_MS = 30_000;
+    const config = parseConfig({
+      model: MODEL, gpu: 'h100', servers: [{ id: 'n0', gpus: 2 }], pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+      liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 }, engine: { initialTp: 2 },
+    });
+    /** `readyAtMs`: when the instance's engine is loaded (its status says ready, its tokenizer answers). */
+    const attempt = async (readyAtMs: number, engineUpAtMs = readyAtMs) => {
+      const clock = new ManualClock(START);
+      const bus = new VirtualBus(clock);
+      const router = new GatewayRouter(bus as unknown as Bus, config, undefined, undefined, clock);
+      router.start();
+      const backend = new NatsBackend(bus as unknown as Bus, { tokenizeTimeoutMs: TOKENIZE_MS, tokenizeHoldMs: HOLD_MS, admitAttemptMs: 1000, router, clock });
+      let seqNo = 0;
+      clock.setInterval(() => bus.publish(controlSubjects.instanceStatus('pool-all', 'i0'), InstanceStatus, {
+        v: 1, id: 'i0', pool: 'pool-all', tp: 2, gpuIds: [0, 1], state: clock.now() - START >= readyAtMs ? 'ready' : 'starting', startedMs: START, seq: seqNo++, sentMs: clock.now(),
+        clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
+      }), 250);
+      // the instance answers for its tokenizer: the engine is down (retryable) until it has loaded
+      bus.responders.set(subjects.tokenize(), (_m, reply) => reply(clock.now() - START >= engineUpAtMs
+        ? { v: 1, ok: true, count: 3 }
+        : { v: 1, ok: false, error: { code: 'unavailable', message: 'engine loading', retryable: true } }));
+      await run(clock, 250); // the first status
+      const out = track(clock, backend.tokenize({ v: 1, model: MODEL, prompt: 'hello' }));
+      await run(clock, 40_000, 10);
+      return { reply: out.value, afterMs: out.atMs! - 250 };
+    };
+    // the engine loads for 12 s: counted once it is up, past the 2-s deadline
+    const held = await attempt(12_000);
+    expect(held.reply).toMatchObject({ ok: true, count: 3 });
+    expect(held.afterMs).toBeGreaterThanOrEqual(12_000 - 250);
+    expect(held.afterMs).toBeLessThanOrEqual(12_500);
+    // an instance that never gets ready is waited for up to tokenizeHoldMs, no longer: the engine's last answer
+    const never = await attempt(Infinity);
+    expect(never.reply).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+    expect(never.afterMs).toBeGreaterThan(HOLD_MS - 600);
+    expect(never.afterMs).toBeLessThanOrEqual(HOLD_MS);
+    // an instance that says it is ready while its engine does not answer: no capacity is coming, the deadline stands
+    const ready = await attempt(0, Infinity);
+    expect(ready.reply).toMatchObject({ ok: false });
+    expect(ready.afterMs).toBeGreaterThan(TOKENIZE_MS - 600);
+    expect(ready.afterMs).toBeLessThanOrEqual(TOKENIZE_MS);
   });
 });
