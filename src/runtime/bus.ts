@@ -24,7 +24,7 @@ import { Mailbox } from './mailbox.ts';
 import { ServiceResponder, type EndpointStats, type ServiceIdentityOpts } from './service.ts';
 import { connectionOptions, type NatsSettings } from './nats-settings.ts';
 import { JetStreamMover } from './jetstream-move.ts';
-import { answeringFirst, NATS_DIAL_TIMEOUT_MS } from './nats-dial.ts';
+import { answeringFirst, NATS_DIAL_TIMEOUT_MS, skipSilentOnReconnect } from './nats-dial.ts';
 import { linkUp, ReplyHold, type ReplyHoldCounters } from './reply-hold.ts';
 
 /** How long Bus.drain waits for an orderly drain before it closes the connection (ms). */
@@ -184,6 +184,8 @@ export class Bus extends EventEmitter {
       // request plane's CPU (docs/DATAPATH.md)
       noAsyncTraces: true,
     });
+    // a reconnect passes over the servers that do not answer while another does (nats-dial.ts)
+    skipSilentOnReconnect(nc, dialMs, opts.log);
     opts.log.debug({ server: nc.getServer() }, 'nats connected');
     const bus = new Bus(nc, opts.log, opts.protocolLogIntervalMs ?? 10_000);
     bus.#jsMover = new JetStreamMover(nc, conn.servers, opts.log);

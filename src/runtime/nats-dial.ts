@@ -6,15 +6,25 @@
  * that answered are dialled first, the others after them. The probe ends shortly after the first answer (as long
  * again as that one took, at least GRACE_MS, so the other live servers of a cluster answer too and clients still
  * spread over them), or at its deadline (none answered: the order is left as given).
+ *
+ * A reconnect is nats.js's own loop over its list (the servers given and those the cluster announced), each
+ * attempt at one server in turn with the `timeout` deadline, starting with the server it was connected to: after
+ * that server died (refused at once), a silent one next in the list held the reconnect 5 s. skipSilentOnReconnect
+ * puts the same probe in front of each attempt of a reconnect: a server that did not answer while another did is
+ * passed over at once (the loop goes on to the next), and the probe's answer serves the attempts of the next
+ * PROBE_REUSE_MS.
  */
 import { connect as tcpConnect, type Socket } from 'node:net';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
 
 /**
  * Deadline of one connection attempt to one NATS server, ms, at the first connect and at each reconnect (nats.js's
  * `timeout`); a silent server holds an attempt this long before the next server is tried. Not shorter: in
  * `dynamollm chaos` on a loaded 2-core VM, 2 s failed attempts at live servers whose answer a CPU-starved client
  * had not read in time (the server closing them with "Authentication Timeout"), and reconnects took 2 s p50 / 5-11 s
- * p90 instead of 0.5-1.1 s / 1.2-1.7 s. The first connect does not wait for it (answeringFirst).
+ * p90 instead of 0.5-1.1 s / 1.2-1.7 s. Neither the first connect (answeringFirst) nor a reconnect
+ * (skipSilentOnReconnect) waits for it while another server answers.
  */
 export const NATS_DIAL_TIMEOUT_MS = 5000;
 
@@ -36,7 +46,22 @@ export function hostPort(url: string): { host: string; port: number } | undefine
  */
 export async function answeringFirst(servers: readonly string[], ms: number, keepOrder = false): Promise<string[]> {
   if (servers.length < 2) return [...servers];
-  const state = servers.map((): 'pending' | 'answered' | 'failed' => 'pending');
+  const state = await probe(servers.map(hostPort), ms, keepOrder);
+  const first = servers.filter((_, i) => state[i] === 'answered');
+  if (!first.length) return [...servers];
+  if (!keepOrder) shuffle(first);
+  return [...first, ...servers.filter((_, i) => state[i] !== 'answered')];
+}
+
+type ProbeState = 'pending' | 'answered' | 'failed';
+
+/**
+ * Ask every server at once for its INFO line; ends shortly after the first answer (GRACE_MS, or as long again as it
+ * took), when every server has answered or failed, or at `ms`. With `keepOrder`, as soon as the first server of the
+ * list that did not fail has answered.
+ */
+async function probe(targets: readonly ({ host: string; port: number } | undefined)[], ms: number, keepOrder = false): Promise<ProbeState[]> {
+  const state = targets.map((): ProbeState => 'pending');
   const sockets: Socket[] = [];
   const t0 = Date.now();
   await new Promise<void>((done) => {
@@ -59,8 +84,7 @@ export async function answeringFirst(servers: readonly string[], ms: number, kee
         timer = setTimeout(done, Math.max(0, Math.min(ms - took, Math.max(GRACE_MS, took))));
       }
     };
-    servers.forEach((url, i) => {
-      const hp = hostPort(url);
+    targets.forEach((hp, i) => {
       if (!hp) return decided(i, 'failed');
       const s = tcpConnect({ host: hp.host, port: hp.port });
       sockets.push(s);
@@ -70,10 +94,72 @@ export async function answeringFirst(servers: readonly string[], ms: number, kee
     });
   });
   for (const s of sockets) s.destroy();
-  const first = servers.filter((_, i) => state[i] === 'answered');
-  if (!first.length) return [...servers];
-  if (!keepOrder) shuffle(first);
-  return [...first, ...servers.filter((_, i) => state[i] !== 'answered')];
+  return state;
+}
+
+/** A reconnect attempt passed over: the server did not answer the probe while another one did. */
+export class SilentServerSkipped extends Error {
+  constructor(readonly server: string) {
+    super(`NATS server ${server} did not answer while another did: not dialled`);
+    this.name = 'SilentServerSkipped';
+  }
+}
+
+/** How long one probe's answer decides the attempts of a reconnect, ms (a round over a 3-5 server list). */
+export const PROBE_REUSE_MS = 1000;
+/**
+ * Longest a reconnect attempt waits for the probe, ms. No server answering by then (every one silent, or slow to
+ * read on a starved host): the attempt goes ahead as nats.js makes it, so a reconnect where nothing answers costs
+ * this much more per attempt, not another dial deadline.
+ */
+export const RECONNECT_PROBE_MS = 1000;
+
+/** The part of nats.js's connection (nats-core 3.x ProtocolHandler) the reconnect probe stands in front of. */
+interface DialingProtocol {
+  connectedOnce: boolean;
+  servers: { getServers(): { hostname: string; port: number }[] };
+  dial(srv: { hostname: string; port: number }): Promise<void>;
+}
+
+function dialingProtocol(nc: NatsConnection): DialingProtocol | undefined {
+  const p = (nc as unknown as { protocol?: Partial<DialingProtocol> }).protocol;
+  return p && typeof p.dial === 'function' && typeof p.servers?.getServers === 'function' && typeof p.connectedOnce === 'boolean' ? (p as DialingProtocol) : undefined;
+}
+
+/**
+ * Before each attempt of a reconnect of `nc`, probe every server of its list (at most `ms` and RECONNECT_PROBE_MS): an attempt at a server
+ * that did not answer while another did fails at once (SilentServerSkipped), so nats.js tries the next one instead
+ * of waiting out its `timeout` on it. None answering: the attempt goes ahead as nats.js would make it. False (and
+ * nothing changed) when the connection is not the nats.js shape this reads.
+ */
+export function skipSilentOnReconnect(nc: NatsConnection, ms: number, log?: Logger): boolean {
+  const protocol = dialingProtocol(nc);
+  if (!protocol) {
+    log?.warn('nats.js connection without the expected dial loop: reconnects try silent servers until their deadline');
+    return false;
+  }
+  const dial = protocol.dial.bind(protocol);
+  const key = (h: { hostname: string; port: number }) => `${h.hostname}:${h.port}`;
+  let last: { at: number; probed: Set<string>; answered: Set<string> } | undefined;
+  protocol.dial = async (srv) => {
+    if (protocol.connectedOnce && protocol.servers.getServers().length > 1) {
+      if (!last || Date.now() - last.at > PROBE_REUSE_MS || !last.probed.has(key(srv))) {
+        // (an address a server's name resolved to is probed itself)
+        const targets = [...new Map([...protocol.servers.getServers(), srv].map((x) => [key(x), { host: x.hostname, port: x.port }])).values()];
+        const state = await probe(targets, Math.min(ms, RECONNECT_PROBE_MS));
+        const keyed = targets.map((x) => `${x.host}:${x.port}`);
+        last = { at: Date.now(), probed: new Set(keyed), answered: new Set(keyed.filter((_, i) => state[i] === 'answered')) };
+      }
+      if (last.answered.size && !last.answered.has(key(srv))) throw new SilentServerSkipped(key(srv));
+    }
+    try {
+      await dial(srv);
+    } finally {
+      // connected, or this server failed: the next reconnect or attempt asks again
+      last = undefined;
+    }
+  };
+  return true;
 }
 
 function shuffle(xs: string[]): void {
