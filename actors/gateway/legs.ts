@@ -46,6 +46,18 @@ export interface AdmissionCounters {
   electionHolds: number;
 }
 
+/** An engine URL's host and port, parsed once per URL (a grant names one of a few engines; bounded). */
+const engineAddresses = new Map<string, { host: string; port: number }>();
+export function engineAddress(url: string): { host: string; port: number } {
+  let a = engineAddresses.get(url);
+  if (a) return a;
+  const u = new URL(url);
+  a = { host: u.hostname, port: Number(u.port) };
+  if (engineAddresses.size >= 1024) engineAddresses.clear();
+  engineAddresses.set(url, a);
+  return a;
+}
+
 /** What the client's stream has seen so far, across legs. */
 export interface StreamState {
   /** next seq of the client's stream. */

@@ -43,11 +43,12 @@ import {
 import type { WireError } from '../../protocols/errors.ts';
 import { streamCompletionBatches } from '../../src/engine/client.ts';
 import { Http1Pool } from '../../src/engine/http1.ts';
+import { LeanAbort } from '../../src/engine/abort.ts';
 import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, canMigrate, continuation, creditedReport, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import type { AdmissionCounters } from './legs.ts';
 export type { AdmissionCounters } from './legs.ts';
@@ -413,8 +414,9 @@ export class NatsBackend implements GatewayBackend {
    */
   private async *directLeg(req: InferenceRequest, leg: Leg, grant: TokenChunk, st: StreamState, signal: AbortSignal): AsyncGenerator<TokenChunk[], 'done' | 'migrate'> {
     const instance = grant.instance;
-    const url = new URL(grant.grant!.url);
-    const ac = new AbortController();
+    const url = engineAddress(grant.grant!.url);
+    // the leg's cancellation (the client went away, the instance ended the leg): no EventTarget (src/engine/abort.ts)
+    const ac = new LeanAbort();
     const stopLeg = (c: TokenChunk) => {
       if (c.error || c.done) ac.abort(new LegEnded(c.error ?? { code: 'unavailable', message: 'the instance ended the request', retryable: true }));
     };
@@ -455,7 +457,7 @@ export class NatsBackend implements GatewayBackend {
     let tail: TokenChunk | undefined;
     try {
       const it = streamCompletionBatches(
-        { host: url.hostname, port: Number(url.port), pool: this.pool, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 },
+        { host: url.host, port: url.port, pool: this.pool, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 },
         engineReq,
         ac.signal,
         (cause) => new EngineStreamError(`engine stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause }),

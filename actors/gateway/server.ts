@@ -253,11 +253,15 @@ export class GatewayServer {
   // ---- HTTP ----
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const method = req.method ?? 'GET';
+    if (this.opts.replicaId) res.setHeader('x-dynamollm-gateway', this.opts.replicaId);
+    if (method === 'POST' && (req.url === '/v1/completions' || req.url === '/v1/chat/completions')) { // spelt exactly: their own path, no URL parse
+      const authErr = this.checkAuth(req);
+      return authErr ? this.sendError(res, req.url, authErr) : this.inference(req, res, req.url, req.url === '/v1/completions' ? 'completion' : 'chat');
+    }
     const url = requestUrl(req.url);
     if (!url) return this.sendError(res, '/?', new HttpError(400, 'the request target is not a valid path', 'invalid_request_error', 'invalid_request'));
     const path = url.pathname;
-    const method = req.method ?? 'GET';
-    if (this.opts.replicaId) res.setHeader('x-dynamollm-gateway', this.opts.replicaId);
 
     if (method === 'GET' && this.opts.health && (path === '/livez' || path === '/readyz')) {
       const r = probeResponse(path, this.opts.health)!;
@@ -447,10 +451,8 @@ export class GatewayServer {
     const h = req.headers.authorization;
     const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
     if (!m) return new HttpError(401, 'missing API key: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key');
-    const given = Buffer.from(m[1]!);
-    // constant-time comparison so a key cannot be guessed byte by byte from response times
-    const ok = this.keys.some((k) => k.length === given.length && timingSafeEqual(k, given));
-    return ok ? null : new HttpError(401, 'invalid API key', 'invalid_request_error', 'invalid_api_key');
+    // isKey compares in constant time, so a key cannot be guessed byte by byte from response times
+    return this.isKey(Buffer.from(m[1]!)) ? null : new HttpError(401, 'invalid API key', 'invalid_request_error', 'invalid_api_key');
   }
 
   private readBody(req: IncomingMessage): Promise<Buffer> {

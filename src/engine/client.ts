@@ -11,6 +11,7 @@ import { EngineError, EngineHttpError, EngineStreamError, EngineTimeoutError } f
 import { SseParser } from './sse.ts';
 import { parseEvent, TextEventScanner } from './sse-event.ts';
 import { http1Request, type Http1Pool, type Http1Response } from './http1.ts';
+import { LeanAbort, type AbortLike } from './abort.ts';
 
 export { parseEvent } from './sse-event.ts';
 
@@ -53,7 +54,7 @@ export function completionBody(req: EngineCompletionRequest): Record<string, unk
 export async function* streamCompletion(
   t: EngineTarget,
   req: EngineCompletionRequest,
-  signal: AbortSignal | undefined,
+  signal: AbortLike | undefined,
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
 ): AsyncGenerator<EngineChunk> {
   for await (const batch of streamCompletionBatches(t, req, signal, classify)) yield* batch;
@@ -66,14 +67,15 @@ export async function* streamCompletion(
 export async function* streamCompletionBatches(
   t: EngineTarget,
   req: EngineCompletionRequest,
-  signal: AbortSignal | undefined,
+  signal: AbortLike | undefined,
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
 ): AsyncGenerator<EngineChunk[]> {
   if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
   const chat = req.chat !== undefined;
   const body = completionBody(req);
   const timeoutMs = req.timeoutMs ?? t.defaultTimeoutMs;
-  const ac = new AbortController();
+  // the engine call's own cancellation (the caller's signal, or its deadline): no EventTarget (abort.ts)
+  const ac = new LeanAbort();
   // the error (and its stack) is made when the deadline passes, not for every request
   const timer = setTimeout(() => ac.abort(new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`)), timeoutMs);
   const onAbort = () => ac.abort(signal!.reason);

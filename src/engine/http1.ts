@@ -15,6 +15,7 @@
  * `reusedSocket` pattern does: nothing reached the engine. Anything else that breaks an exchange rejects it.
  */
 import { connect, type Socket } from 'node:net';
+import type { AbortLike } from './abort.ts';
 
 export interface Http1PoolOptions {
   /** idle connections kept per host:port. Default 256. */
@@ -186,7 +187,7 @@ function checkHeader(name: string, value: string): void {
  * before any response byte is replaced by a new one (at most twice). `signal` aborts it (rejects with, and later
  * breaks the body with, its reason).
  */
-export async function http1Request(pool: Http1Pool, req: Http1Request, signal?: AbortSignal): Promise<Http1Response> {
+export async function http1Request(pool: Http1Pool, req: Http1Request, signal?: AbortLike): Promise<Http1Response> {
   let head = `${req.method} ${req.path} HTTP/1.1\r\nHost: ${req.host}:${req.port}\r\n`;
   for (const k in req.headers) {
     const v = req.headers[k]!;
@@ -238,7 +239,7 @@ class Exchange implements Http1Response {
   private draining: NodeJS.Timeout | undefined;
   private readonly onAbort: (() => void) | undefined;
 
-  constructor(private readonly pool: Http1Pool, private readonly socket: PooledSocket, private readonly signal: AbortSignal | undefined) {
+  constructor(private readonly pool: Http1Pool, private readonly socket: PooledSocket, private readonly signal: AbortLike | undefined) {
     this.headReady = new Promise<void>((res, rej) => {
       this.headResolve = res;
       this.headReject = rej;

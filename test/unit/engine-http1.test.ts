@@ -13,6 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Http1Pool, http1Request, type Http1Response } from '../../src/engine/http1.ts';
 import { streamCompletionBatches } from '../../src/engine/client.ts';
 import { EngineStreamError } from '../../src/engine/errors.ts';
+import { LeanAbort } from '../../src/engine/abort.ts';
 
 const closers: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -165,14 +166,14 @@ describe('http1Request', () => {
     await expect(http1Request(p, post(port))).rejects.toThrow(/hang up/);
   });
 
-  it('an abort breaks the exchange with its reason and closes the connection', async () => {
+  it.each([['an AbortController', () => new AbortController()], ['a LeanAbort', () => new LeanAbort()]])('an abort (%s) breaks the exchange with its reason and closes the connection', async (_kind, make) => {
     let serverSaw: Socket | undefined;
     const { port } = await raw((s) => {
       serverSaw = s;
       s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
     });
     const p = pool();
-    const ac = new AbortController();
+    const ac = make();
     const r = await http1Request(p, post(port), ac.signal);
     expect((await r.next())!.toString()).toBe('abc');
     const closed = new Promise((res) => serverSaw!.once('close', res));
