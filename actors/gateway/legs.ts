@@ -44,6 +44,8 @@ export interface AdmissionCounters {
   poolHolds: number;
   /** legs whose intake was waited for past admitTimeoutMs because a leader election was under way during it (elections.ts). */
   electionHolds: number;
+  /** prompts (and detokenize calls) no instance's tokenizer answered at the first attempt, answered by the gateway's own copy of the engines' tokenizer. */
+  localTokenized: number;
 }
 
 /** An engine URL's host and port, parsed once per URL (a grant names one of a few engines; bounded). */
@@ -214,6 +216,26 @@ export async function retrying<R>(
     await clock.sleep(wait);
     wait = Math.min(500, wait * 2);
   }
+}
+
+/**
+ * An instance's answer when the first attempt (deadline `attemptMs`) gets one; what another attempt could fix (no
+ * responders, no reply in time, its engine down, NATS not connected) is answered by `here` (the gateway's own copy of
+ * the engines' tokenizer) at once: its answer is the engines' own, so waiting for an instance would only delay it.
+ */
+export async function firstOrLocal<R extends { ok: boolean; error?: WireError }>(
+  bus: Pick<Bus, 'connected'>, counters: { localTokenized: number }, attemptMs: number, remote: (timeoutMs: number) => Promise<R>, here: () => Promise<R>,
+): Promise<R> {
+  if (bus.connected) {
+    try {
+      const r = await remote(attemptMs);
+      if (!engineDown(r)) return r;
+    } catch (err) {
+      if (!(err instanceof DynError) || !(retryableAdmission(err.code) || !bus.connected)) throw err;
+    }
+  }
+  counters.localTokenized++;
+  return here();
 }
 
 /** Leg reports held at most: past it the held ones are published at once. */

@@ -20,6 +20,8 @@ import { GatewayServer } from './server.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
 import { GatewayRouter } from './router.ts';
 import { ElectionWatch } from './elections.ts';
+import { localDetokenize, localTokenizer } from './tokens.ts';
+import { getModelSpec } from '../../src/model/catalog.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { Counter } from 'prom-client';
 import { serveWorkerMetrics, workerIndex, workerMetricsText } from '../../src/runtime/workers.ts';
@@ -109,6 +111,9 @@ export class GatewayActor extends Actor {
       direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes, elections, clock: this.clock,
       // a prompt waits for a tokenizer while an instance starts, as long as a pool holds a request for one
       tokenizeHoldMs: Math.min(this.g.cluster.engine.healthDeadlineMs, s.requestTimeoutS * 1000),
+      // emulated engines tokenize with the emulator's tokenizer, which the gateway has too (loaded on first use): a
+      // prompt no instance counts at once is counted here, with the engines' own answer (context length included)
+      ...(emulatedTokenizer(this.g.cluster) ? { localTokenizer: { tokenize: localTokenizer(getModelSpec(this.g.cluster.model).maxContext), detokenize: localDetokenize } } : {}),
       ...(router ? { router, directAdmitMs: this.g.cluster.timeouts.dispatchMs } : {}),
     });
     failoverMetrics(this.metrics, backend.counters);
@@ -181,6 +186,14 @@ export class GatewayActor extends Actor {
   }
 }
 
+/**
+ * Whether the cluster's engines are the emulator the gateway ships (not a command of the operator's): its tokenizer
+ * (src/engine/emulator/tokenizer.ts) and its context length (the model catalog's) are then the engines' own.
+ */
+export function emulatedTokenizer(c: ClusterConfig): boolean {
+  return c.engine.kind === 'emulator' && c.engine.command === undefined;
+}
+
 /** The backend's failover counters as Prometheus counters of this replica (read at scrape time). */
 function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
   const def: [string, string, keyof AdmissionCounters][] = [
@@ -192,6 +205,7 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
     ['dynamollm_gateway_holder_died_total', 'Request legs this gateway replica routed whose instance process died before their stream ended (admitted again elsewhere, or ended at once).', 'holderDied'],
     ['dynamollm_gateway_pool_holds_total', 'Request legs a pool said it held for a ready instance (capacity coming): this gateway replica waited for their admission past its intake budget when the hold needed it.', 'poolHolds'],
     ['dynamollm_gateway_election_holds_total', 'Request legs whose cluster intake this gateway replica waited for past its intake budget because a leader election (a pool\'s, the cluster planner\'s) was under way.', 'electionHolds'],
+    ['dynamollm_gateway_local_tokenize_total', 'Prompts (and detokenize calls) this gateway replica answered with its own copy of the emulated engines\' tokenizer because no instance\'s tokenizer answered the first attempt (none ready, none in time, NATS reconnecting).', 'localTokenized'],
     ['dynamollm_gateway_intake_total', 'Request legs this gateway replica sent to the cluster intake (no routing table, no ready instance in its view, an instance unavailable, an admission that timed out).', 'viaIntake'],
   ];
   for (const [name, help, key] of def) {

@@ -48,9 +48,8 @@ import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
-import type { AdmissionCounters } from './legs.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { electionDeadline, type Elections } from './elections.ts';
@@ -68,6 +67,8 @@ export interface NatsBackendOptions {
   tokenizeTimeoutMs?: number;
   /** while the router's view expects an instance (none ready, one starting or restarting), a tokenize is retried up to this long, ms. Default 30000. */
   tokenizeHoldMs?: number;
+  /** the engines' own tokenizer in the gateway (emulated engines): what no instance answers at the first attempt is answered here (legs.ts firstOrLocal). */
+  localTokenizer?: import('./tokens.ts').LocalTokenizer;
   /** stream granted requests from the engine directly (docs/DATAPATH.md). Default true. */
   direct?: boolean;
   /** legs a request may continue on after its engine or instance died mid-stream. Default 3. */
@@ -120,13 +121,14 @@ interface Leg {
 interface LegRoute { exclude?: string; intake?: boolean }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
   private readonly capacity: number;
   private readonly tokenizeTimeoutMs: number;
   private readonly tokenizeHoldMs: number;
+  private readonly local: NatsBackendOptions['localTokenizer'];
   private readonly direct: boolean;
   private readonly migrationLimit: number;
   private readonly migrationMaxBytes: number;
@@ -151,6 +153,7 @@ export class NatsBackend implements GatewayBackend {
     this.capacity = opts.streamCapacity ?? 8192;
     this.tokenizeTimeoutMs = opts.tokenizeTimeoutMs ?? 5000;
     this.tokenizeHoldMs = opts.tokenizeHoldMs ?? 30_000;
+    this.local = opts.localTokenizer;
     this.direct = opts.direct ?? true;
     this.migrationLimit = opts.migrationLimit ?? 3;
     this.migrationMaxBytes = opts.migrationMaxBytes ?? 1 << 20;
@@ -168,9 +171,10 @@ export class NatsBackend implements GatewayBackend {
    * Any instance's engine tokenizer (queue group): vLLM's /tokenize. Held and retried like admission (it is
    * idempotent), also when the instance that answered has its engine down (another instance may answer), and
    * past tokenizeTimeoutMs while the router expects an instance (none ready, one starting or restarting: up to
-   * tokenizeHoldMs), as a pool holds a request for it.
+   * tokenizeHoldMs), as a pool holds a request for it. With a local tokenizer: one attempt, then the local count.
    */
   tokenize(req: TokenizeRequest): Promise<TokenizeReply> {
+    if (this.local) return firstOrLocal(this.bus, this.counters, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), (timeoutMs) => this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs }), () => this.local!.tokenize(req));
     const start = this.clock.now();
     let coming = start; // until tokenizeTimeoutMs after capacity was last seen coming, bounded by tokenizeHoldMs
     const until = () => Math.min(Math.max(start, this.router?.capacityComing?.(this.tokenizeHoldMs) ? (coming = this.clock.now()) : coming) + this.tokenizeTimeoutMs, start + Math.max(this.tokenizeHoldMs, this.tokenizeTimeoutMs));
@@ -178,6 +182,7 @@ export class NatsBackend implements GatewayBackend {
       this.bus.request(subjects.tokenize(), TokenizeRequest, req, TokenizeReply, { timeoutMs }), engineDown, this.clock);
   }
   detokenize(req: DetokenizeRequest): Promise<DetokenizeReply> {
+    if (this.local) return firstOrLocal(this.bus, this.counters, Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), (timeoutMs) => this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }), () => this.local!.detokenize(req));
     return retrying(this.bus, this.counters, fixed(this.clock.now() + this.tokenizeTimeoutMs), Math.min(this.admitAttemptMs, this.tokenizeTimeoutMs), undefined, (timeoutMs) =>
       this.bus.request(subjects.detokenize(), DetokenizeRequest, req, DetokenizeReply, { timeoutMs }), engineDown, this.clock);
   }

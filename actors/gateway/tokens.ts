@@ -25,6 +25,12 @@ export interface TokenCount {
 
 export type TokenizeFn = (req: TokenizeRequest) => Promise<TokenizeReply>;
 
+/** A tokenizer in the gateway's process that gives what the engines' /tokenize and /detokenize give. */
+export interface LocalTokenizer {
+  tokenize: TokenizeFn;
+  detokenize(req: DetokenizeRequest): Promise<DetokenizeReply>;
+}
+
 /** The request parameters that change what the chat template renders, so they are part of the cache key. */
 const TEMPLATE_PARAMS = ['tools', 'add_generation_prompt', 'continue_final_message', 'add_special_tokens', 'chat_template', 'chat_template_kwargs', 'documents'] as const;
 

@@ -339,7 +339,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       broken: { total: broken, byGatewayDeath, other: broken - byGatewayDeath },
       // connection refused or reset before any response byte, sent again to the next replica
       clientRetries: results.reduce((n, o) => n + o.retries, 0),
-      retried: metrics.retries, migrated: metrics.migrated, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds, electionHolds: metrics.electionHolds,
+      retried: metrics.retries, migrated: metrics.migrated, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds, electionHolds: metrics.electionHolds, localTokenized: metrics.localTokenized,
       errors, errorCodes, errorMessages,
       kills: { total: kills.length, byKind },
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
@@ -469,16 +469,16 @@ function electedOf(e: DecisionEvent): Elected | undefined {
   return /cluster planner/.test(e.summary) ? { atMs: e.atMs, leader } : undefined;
 }
 
-type Counters = { retries: number | null; migrated: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null };
+type Counters = { retries: number | null; migrated: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null; localTokenized: number | null };
 
 /** The gateways' counters summed over the replicas (a replica killed during the run counts from its restart only; null: none readable). */
 async function gatewayCounters(urls: readonly string[], token: string | undefined): Promise<Counters> {
   const all = await Promise.all(urls.map((u) => replicaCounters(u, token)));
   const sum = (k: keyof Counters) => all.reduce<number | null>((n, c) => (c[k] === null ? n : (n ?? 0) + c[k]), null);
-  return { retries: sum('retries'), migrated: sum('migrated'), held: sum('held'), poolHolds: sum('poolHolds'), electionHolds: sum('electionHolds') };
+  return { retries: sum('retries'), migrated: sum('migrated'), held: sum('held'), poolHolds: sum('poolHolds'), electionHolds: sum('electionHolds'), localTokenized: sum('localTokenized') };
 }
 
-/** One gateway's admission retries, migrations, requests held for a reconnect, legs a pool held and legs held for an election, from its /metrics (null when unreadable). */
+/** One gateway's admission retries, migrations, requests held for a reconnect, legs a pool held, legs held for an election and prompts it counted itself, from its /metrics (null when unreadable). */
 async function replicaCounters(url: string, token: string | undefined): Promise<Counters> {
   try {
     const r = await fetch(`${url}/metrics`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
@@ -487,8 +487,8 @@ async function replicaCounters(url: string, token: string | undefined): Promise<
       const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
       return m ? Number(m[1]) : null;
     };
-    return { retries: read('dynamollm_gateway_admission_retries_total'), migrated: read('dynamollm_gateway_migrations_total'), held: read('dynamollm_gateway_held_for_reconnect_total'), poolHolds: read('dynamollm_gateway_pool_holds_total'), electionHolds: read('dynamollm_gateway_election_holds_total') };
+    return { retries: read('dynamollm_gateway_admission_retries_total'), migrated: read('dynamollm_gateway_migrations_total'), held: read('dynamollm_gateway_held_for_reconnect_total'), poolHolds: read('dynamollm_gateway_pool_holds_total'), electionHolds: read('dynamollm_gateway_election_holds_total'), localTokenized: read('dynamollm_gateway_local_tokenize_total') };
   } catch {
-    return { retries: null, migrated: null, held: null, poolHolds: null, electionHolds: null };
+    return { retries: null, migrated: null, held: null, poolHolds: null, electionHolds: null, localTokenized: null };
   }
 }
