@@ -93,31 +93,49 @@ export class OnlineOutputPredictor implements OutputLengthPredictor {
     return [`${f.tenant ?? ''}\u0000${f.model}\u0000${b}`, `${f.model}\u0000${b}`];
   }
 
-  private posterior(f: RequestFeatures): number[] {
+  predict(f: RequestFeatures): Prediction {
     const [kf, km] = this.keys(f);
-    // global -> model/bucket -> tenant/model/bucket, each parent a prior of strength priorStrength
-    let dist = norm(this.global.n, [1 / 3, 1 / 3, 1 / 3]);
-    for (const h of [this.mid.get(km), this.fine.get(kf)]) {
-      if (!h) continue;
-      const s = this.priorStrength;
-      dist = norm(h.n.map((x, i) => x + s * dist[i]!), dist);
-    }
-    return dist;
+    return this.#predict(f, this.mid.get(km), this.fine.get(kf));
   }
 
-  predict(f: RequestFeatures): Prediction {
-    const post = this.posterior(f);
+  /**
+   * The prediction from the histograms of f's keys (read once per request: the gateway predicts every request
+   * it routes). The posterior: global -> model/bucket -> tenant/model/bucket, each parent a prior of strength
+   * priorStrength, each level's distribution normalised (its parent's where it sums to 0).
+   */
+  #predict(f: RequestFeatures, mid: Hist | undefined, fine: Hist | undefined): Prediction {
+    const g = this.global.n;
+    let d0 = 1 / 3, d1 = 1 / 3, d2 = 1 / 3;
+    const gs = g[0] + g[1] + g[2];
+    if (gs > 0) {
+      d0 = g[0] / gs;
+      d1 = g[1] / gs;
+      d2 = g[2] / gs;
+    }
+    const s = this.priorStrength;
+    for (const h of [mid, fine]) {
+      if (!h) continue;
+      const v0 = h.n[0] + s * d0, v1 = h.n[1] + s * d1, v2 = h.n[2] + s * d2;
+      const sum = v0 + v1 + v2;
+      if (sum > 0) {
+        d0 = v0 / sum;
+        d1 = v1 / sum;
+        d2 = v2 / sum;
+      }
+    }
     let best = 0;
-    for (let i = 1; i < 3; i++) if (post[i]! > post[best]! + 1e-12) best = i;
+    if (d1 > d0 + 1e-12) best = 1;
+    if (d2 > (best === 0 ? d0 : d1) + 1e-12) best = 2;
     let cls = LENGTH_CLASSES[best]!;
     if (f.maxTokens !== undefined && f.maxTokens >= 0) {
       const capCls = outputClassOfTokens(f.maxTokens, this.th);
       if (ci(capCls) < ci(cls)) cls = capCls;
     }
     const i = ci(cls);
-    const [kf, km] = this.keys(f);
     let tokens = this.defTokens[cls];
-    for (const h of [this.global, this.mid.get(km), this.fine.get(kf)]) if (h && h.n[i] > 0.5) tokens = h.tok[i] / h.n[i];
+    if (this.global.n[i] > 0.5) tokens = this.global.tok[i] / this.global.n[i];
+    if (mid && mid.n[i] > 0.5) tokens = mid.tok[i] / mid.n[i];
+    if (fine && fine.n[i] > 0.5) tokens = fine.tok[i] / fine.n[i];
     if (f.maxTokens !== undefined && f.maxTokens >= 0) tokens = Math.min(tokens, f.maxTokens);
     return { outputClass: cls, tokens: Math.round(tokens) };
   }
@@ -125,12 +143,12 @@ export class OnlineOutputPredictor implements OutputLengthPredictor {
   observe(f: RequestFeatures, actualOutputTokens: number): void {
     if (!(actualOutputTokens >= 0)) throw new RangeError(`actual output tokens must be >= 0, got ${actualOutputTokens}`);
     const actual = outputClassOfTokens(actualOutputTokens, this.th);
-    const hit = this.predict(f).outputClass === actual ? 1 : 0;
+    const [kf, km] = this.keys(f);
+    const hit = this.#predict(f, this.mid.get(km), this.fine.get(kf)).outputClass === actual ? 1 : 0;
     this.total++;
     this.correct += hit;
     this.recentN = this.recentN * this.decay + 1;
     this.recentC = this.recentC * this.decay + hit;
-    const [kf, km] = this.keys(f);
     const i = ci(actual);
     for (const h of [this.global, touch(this.mid, km, this.maxKeys), touch(this.fine, kf, this.maxKeys)]) {
       for (let j = 0; j < 3; j++) {
@@ -150,11 +168,6 @@ export class OnlineOutputPredictor implements OutputLengthPredictor {
       recentRate: this.recentN ? this.recentC / this.recentN : 0,
     };
   }
-}
-
-function norm(v: number[], fallback: number[]): number[] {
-  const s = v.reduce((a, b) => a + b, 0);
-  return s > 0 ? v.map((x) => x / s) : fallback;
 }
 
 /** get-or-create with LRU order (Map keeps insertion order; re-insert on use, evict the oldest). */
