@@ -5,7 +5,7 @@
  * and a watcher's read blocks the harness's own load generator.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { loadRange, sharedRead, watchKill, type Kill, type Proc } from '../../src/cli/commands/chaos.ts';
+import { leadersFromElections, loadRange, newLeaderAfter, sharedRead, watchKill, type Elected, type Kill, type Proc } from '../../src/cli/commands/chaos.ts';
 import type { ClusterStatus } from '../../protocols/messages.ts';
 
 beforeEach(() => vi.useFakeTimers({ now: 1_000_000 }));
@@ -90,5 +90,38 @@ describe('chaos report: the load average', () => {
     expect(loadRange([12.345, 30.1, 9.999, 17])).toEqual({ first: 12.35, last: 17, min: 10, max: 30.1, samples: 4 });
     expect(loadRange([0.5])).toEqual({ first: 0.5, last: 0.5, min: 0.5, max: 0.5, samples: 1 });
     expect(loadRange([])).toBeNull();
+  });
+});
+
+describe('who led at a kill: the elections after the last status read', () => {
+  const T = 2_000_000;
+  it("a stale status naming the victim: an election of another since makes it a standby's kill, with no new leader timed", () => {
+    // status read 5 s before the kill named cm-1; cm-0 was elected 4 s before it (the 60-s kill of the 04:51 run)
+    const k: Kill = { kind: 'cluster', id: 'cm-1', pid: 1, atMs: T, leaderBefore: 'cm-1', statusSeenMs: T - 5000 };
+    const elected: Elected[] = [{ atMs: T - 4000, leader: 'cm-0' }, { atMs: T + 10_700, leader: 'cm-0' }];
+    expect(newLeaderAfter(k, elected)).toBe(10_700);
+    leadersFromElections(k, elected);
+    expect(k.leaderBefore).toBe('cm-0');
+    expect(newLeaderAfter(k, elected)).toBeUndefined();
+  });
+  it('a stale status naming another: an election of the victim since makes it a leader\'s kill', () => {
+    const k: Kill = { kind: 'cluster', id: 'cm-0', pid: 1, atMs: T, leaderBefore: 'cm-1', statusSeenMs: T - 3000 };
+    const elected: Elected[] = [{ atMs: T - 2000, leader: 'cm-0' }, { atMs: T + 1500, leader: 'cm-1' }];
+    leadersFromElections(k, elected);
+    expect(newLeaderAfter(k, elected)).toBe(1500);
+  });
+  it('elections before the status read leave the status\'s leader', () => {
+    const k: Kill = { kind: 'cluster', id: 'cm-1', pid: 1, atMs: T, leaderBefore: 'cm-1', statusSeenMs: T - 200 };
+    leadersFromElections(k, [{ atMs: T - 4000, leader: 'cm-0' }]);
+    expect(k.leaderBefore).toBe('cm-1');
+  });
+  it('pools: the victim led the pools whose last election since the status read names it', () => {
+    const k: Kill = { kind: 'pool', id: 'pm-1', pid: 1, atMs: T, led: ['a'], statusSeenMs: T - 3000 };
+    const elected: Elected[] = [{ atMs: T - 2000, pool: 'a', leader: 'pm-0' }, { atMs: T - 1000, pool: 'b', leader: 'pm-1' }, { atMs: T - 5000, pool: 'c', leader: 'pm-1' }];
+    leadersFromElections(k, elected);
+    expect(k.led).toEqual(['b']);
+    const standby: Kill = { kind: 'pool', id: 'pm-1', pid: 1, atMs: T, led: ['a'], statusSeenMs: T - 3000 };
+    leadersFromElections(standby, [{ atMs: T - 2000, pool: 'a', leader: 'pm-0' }]);
+    expect(standby.led).toBeUndefined();
   });
 });

@@ -148,6 +148,8 @@ export interface Kill {
   servingMs?: number;
   /** pool: the pools the victim led when it was killed (a new leader is timed for each). */
   led?: string[];
+  /** cluster, pool: when the harness last read the cluster status it took leaderBefore and led from (epoch ms). */
+  statusSeenMs?: number;
 }
 
 /** period of the load average samples the report carries, ms. */
@@ -277,6 +279,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       const k: Kill = { kind: victim.kind as Kind, id: victim.id || String(victim.pid), pid: victim.pid, atMs: Date.now() };
       if (victim.kind === 'cluster') k.leaderBefore = status?.leader;
       if (victim.kind === 'pool') k.leaderBefore = status?.pools.map((p) => p.leader).join(',');
+      if (victim.kind === 'cluster' || victim.kind === 'pool') k.statusSeenMs = statusAt;
       const parent = victim.kind === 'engine' ? processTree(up.pid!).find((p) => p.pid === victim.ppid) : undefined;
       try {
         process.kill(victim.pid, 'SIGKILL');
@@ -299,7 +302,14 @@ async function chaos(v: ChaosOptions): Promise<number> {
     if (bus) {
       const stored = await storedElections(bus, t0 - 60_000, 20_000).catch((err: unknown) => (log(`events stream not read: ${(err as Error).message}`), []));
       for (const e of stored) if (!elected.some((x) => x.atMs === e.atMs && x.pool === e.pool && x.leader === e.leader)) elected.push(e);
-      for (const k of kills) k.newLeaderMs = newLeaderAfter(k, elected) ?? k.newLeaderMs;
+      for (const k of kills) {
+        const was = k.kind === 'cluster' ? k.leaderBefore === k.id : !!k.led?.length;
+        leadersFromElections(k, elected);
+        const is = k.kind === 'cluster' ? k.leaderBefore === k.id : !!k.led?.length;
+        // a kill the stale status took for a leader's is a standby's: no new leader to time
+        if (was && !is) delete k.newLeaderMs;
+        else k.newLeaderMs = newLeaderAfter(k, elected) ?? k.newLeaderMs;
+      }
     }
     const metrics = await gatewayCounters(urls, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
     const errors: Record<string, number> = {};
@@ -376,11 +386,13 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
   // the pools the victim led when it was killed
   const led = k.kind === 'pool' ? (status()?.pools ?? []).filter((p) => p.leader === k.id).map((p) => p.id) : [];
   if (led.length) k.led = led;
+  // elections announced after the status was read
+  leadersFromElections(k, elected);
   const until = k.atMs + 60_000;
   const instanceId = k.kind === 'instance' ? k.id : parent?.id;
   const pending = () =>
     // a new leader is awaited only after the kill of one (a standby's kill elects nobody)
-    k.restartMs === undefined || (((k.kind === 'cluster' && k.leaderBefore === k.id) || led.length > 0) && k.newLeaderMs === undefined) || (k.kind === 'nats' && k.statusBackMs === undefined) ||
+    k.restartMs === undefined || (((k.kind === 'cluster' && k.leaderBefore === k.id) || (k.led?.length ?? 0) > 0) && k.newLeaderMs === undefined) || (k.kind === 'nats' && k.statusBackMs === undefined) ||
     (gatewayUrl !== undefined && k.servingMs === undefined);
   while (Date.now() < until && pending()) {
     await new Promise((r) => setTimeout(r, 100));
@@ -405,6 +417,35 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
     }
     if (k.kind !== 'cluster' && k.kind !== 'pool' && !pending() && (!instanceId || k.outOfDispatchMs !== undefined)) break;
   }
+}
+
+/**
+ * Who led when `k` happened, corrected by the elections: the cluster status the harness read last can be seconds
+ * old at a kill (its requests unanswered while the planner's lease lapsed in a NATS node's loss), and then named a
+ * leader that a later election had replaced; such a kill of a standby was timed as a leader's, until the next
+ * election. An election after the status was read (k.statusSeenMs) and before the kill names the leader instead:
+ * k.leaderBefore (cluster) or k.led (pool) is rewritten. Elections no later than the status read leave it as it is.
+ */
+export function leadersFromElections(k: Kill, elected: readonly Elected[]): void {
+  if (k.kind !== 'cluster' && k.kind !== 'pool') return;
+  const seen = k.statusSeenMs ?? 0;
+  const last = (pool: string | undefined) => {
+    let e: Elected | undefined;
+    for (const x of elected) if (x.pool === pool && x.atMs > seen && x.atMs < k.atMs && (!e || x.atMs > e.atMs)) e = x;
+    return e;
+  };
+  if (k.kind === 'cluster') {
+    const e = last(undefined);
+    if (e) k.leaderBefore = e.leader;
+    return;
+  }
+  const pools = new Set([...(k.led ?? []), ...elected.flatMap((x) => (x.pool === undefined ? [] : [x.pool]))]);
+  const led = [...pools].filter((p) => {
+    const e = last(p);
+    return e ? e.leader === k.id : (k.led ?? []).includes(p);
+  });
+  if (led.length) k.led = led;
+  else delete k.led;
 }
 
 /**
