@@ -38,6 +38,12 @@ export const gatewaySchema = z
      * after the election, never past the request's give-up time), ms; default 60000.
      */
     electionHoldMs: z.number().positive().default(60_000),
+    /**
+     * the longest a request's admission is waited for in all, pool holds and leader elections included: each hold or
+     * election extends the wait past admitTimeoutMs, never past this after the intake began (then a retryable 503), ms;
+     * default 60000.
+     */
+    holdLimitMs: z.number().positive().default(60_000),
     /** deadline of one intake attempt before it is sent again (a dead cluster manager held it), ms; default 3000. */
     admitAttemptMs: z.number().positive().default(3000),
     /** longest silence of a token stream before the request fails (retryable), ms; default 60000. */

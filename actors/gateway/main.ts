@@ -110,7 +110,7 @@ export class GatewayActor extends Actor {
       admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
       direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes, elections, clock: this.clock,
       // a prompt waits for a tokenizer while an instance starts, as long as a pool holds a request for one
-      tokenizeHoldMs: Math.min(this.g.cluster.engine.healthDeadlineMs, s.requestTimeoutS * 1000),
+      tokenizeHoldMs: Math.min(this.g.cluster.engine.healthDeadlineMs, s.requestTimeoutS * 1000, s.holdLimitMs), holdLimitMs: s.holdLimitMs,
       // emulated engines tokenize with the emulator's tokenizer, which the gateway has too (loaded on first use): a
       // prompt no instance counts at once is counted here, with the engines' own answer (context length included)
       ...(emulatedTokenizer(this.g.cluster) ? { localTokenizer: { tokenize: localTokenizer(getModelSpec(this.g.cluster.model).maxContext), detokenize: localDetokenize } } : {}),

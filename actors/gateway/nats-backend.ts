@@ -31,7 +31,8 @@
  * request for a ready instance (an engine or instance starting, a new leader) says so on the stream subject
  * (TokenChunk.hold, with the time within which it answers): the admission is then waited for until
  * `admitTimeoutMs` past that hold's end (a leader that dies holding it has that long to be replaced), never
- * past the request's give-up time. So is an intake that waits on a leader election (elections.ts).
+ * past the request's give-up time. So is an intake that waits on a leader election (elections.ts). Holds and elections
+ * that follow one another extend it up to `holdLimitMs` after the intake began, then the client gets a retryable 503.
  */
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
@@ -54,42 +55,8 @@ export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { electionDeadline, type Elections } from './elections.ts';
 
-export interface NatsBackendOptions {
-  /** the whole admission's budget (classification + dispatch + instance admission, retries included), ms. Default 10000. */
-  admitTimeoutMs?: number;
-  /** deadline of one intake attempt before it is sent again (same request id), ms. Default 3000. */
-  admitAttemptMs?: number;
-  /** the longest silence between two chunks (and before the first) before the request fails, ms. Default 60000. */
-  chunkTimeoutMs?: number;
-  /** chunks buffered per request before the stream fails as too slow a reader, count. Default 8192. */
-  streamCapacity?: number;
-  /** deadline of a tokenize/detokenize request to an instance, ms. Default 5000. */
-  tokenizeTimeoutMs?: number;
-  /** while the router's view expects an instance (none ready, one starting or restarting), a tokenize is retried up to this long, ms. Default 30000. */
-  tokenizeHoldMs?: number;
-  /** the engines' own tokenizer in the gateway (emulated engines): what no instance answers at the first attempt is answered here (legs.ts firstOrLocal). */
-  localTokenizer?: import('./tokens.ts').LocalTokenizer;
-  /** stream granted requests from the engine directly (docs/DATAPATH.md). Default true. */
-  direct?: boolean;
-  /** legs a request may continue on after its engine or instance died mid-stream. Default 3. */
-  migrationLimit?: number;
-  /** most bytes of generated text kept per request for a migration (past it, no migration). Default 1 MiB. */
-  migrationMaxBytes?: number;
-  /** deadline of the leg's end report to its instance, ms. Default 2000. */
-  legReportTimeoutMs?: number;
-  /** how long a request already streaming waits for a peer to take its next leg (refused meanwhile: no ready instance), ms. Default 30000. */
-  migrationHoldMs?: number;
-  /** route requests itself and ask the chosen instance directly (absent: every request goes to the cluster intake). */
-  router?: RequestRouter;
-  /** deadline of one admission asked of an instance directly, ms. Default 2000 (at most admitAttemptMs). */
-  directAdmitMs?: number;
-  /** how often a routed leg waiting for its instance asks the router whether that instance's process is gone, ms. Default 250. */
-  holderCheckMs?: number;
-  /** the leader elections the intake may wait on (elections.ts): while one is under way, the intake's answer is waited for past admitTimeoutMs. */
-  elections?: Elections;
-  /** time and timers of every deadline, hold and backoff here (src/runtime/clock.ts). Default the system clock. */
-  clock?: Clock;
-}
+import type { NatsBackendOptions } from './backend-options.ts';
+export type { NatsBackendOptions } from './backend-options.ts';
 
 
 /**
@@ -128,6 +95,7 @@ export class NatsBackend implements GatewayBackend {
   private readonly capacity: number;
   private readonly tokenizeTimeoutMs: number;
   private readonly tokenizeHoldMs: number;
+  private readonly holdLimitMs: number;
   private readonly local: NatsBackendOptions['localTokenizer'];
   private readonly direct: boolean;
   private readonly migrationLimit: number;
@@ -153,6 +121,7 @@ export class NatsBackend implements GatewayBackend {
     this.capacity = opts.streamCapacity ?? 8192;
     this.tokenizeTimeoutMs = opts.tokenizeTimeoutMs ?? 5000;
     this.tokenizeHoldMs = opts.tokenizeHoldMs ?? 30_000;
+    this.holdLimitMs = opts.holdLimitMs ?? 60_000;
     this.local = opts.localTokenizer;
     this.direct = opts.direct ?? true;
     this.migrationLimit = opts.migrationLimit ?? 3;
@@ -230,8 +199,9 @@ export class NatsBackend implements GatewayBackend {
    * The cluster's admission of `msg`, retried with the same id inside admitTimeoutMs (see the module
    * comment), or past it while a pool holds the request: until admitTimeoutMs after the end of the last hold
    * a pool announced (`leg.heldUntilMs`), or after the last leader election under way since the intake began
-   * (a pool or the cluster planner without its leader: `elections`), never past the request's give-up time.
-   * A refusal that retrying cannot fix (overloaded, rejected, invalid) is returned as it came.
+   * (a pool or the cluster planner without its leader: `elections`), never past holdLimitMs after the intake began
+   * nor the request's give-up time. A refusal that retrying cannot fix (overloaded, rejected, invalid) is returned
+   * as it came.
    */
   private async admitIntake(msg: InferenceRequest, signal: AbortSignal, leg: Leg): Promise<Admission> {
     const start = this.clock.now();
@@ -239,7 +209,9 @@ export class NatsBackend implements GatewayBackend {
     const held = () => Math.max(base, leg.heldUntilMs ?? 0);
     const elected = () => electionDeadline(this.elections, start, this.admitTimeoutMs, this.clock.now());
     try {
-      return await retrying(this.bus, this.counters, () => Math.min(Math.max(held(), elected()), msg.giveUpAtMs), this.admitAttemptMs, signal,
+      // however many holds and elections follow one another, never past holdLimitMs: a client gets an answer
+      const limit = Math.min(msg.giveUpAtMs, start + Math.max(this.admitTimeoutMs, this.holdLimitMs));
+      return await retrying(this.bus, this.counters, () => Math.min(Math.max(held(), elected()), limit), this.admitAttemptMs, signal,
         (timeoutMs) => this.bus.request(subjects.clusterIntake(), InferenceRequest, msg, Admission, { timeoutMs, signal }),
         (a) => !a.ok && retryableAdmission(a.error?.code) && a.error?.retryable !== false, this.clock);
     } finally {

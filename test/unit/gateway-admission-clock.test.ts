@@ -5,7 +5,7 @@
  * says, with no sleep:
  * - the intake budget (admitTimeoutMs), retried with the same request id, and no longer;
  * - a pool's hold notice (TokenChunk.hold) extends it to admitTimeoutMs past the hold's end, never past the
- *   request's give-up time;
+ *   request's give-up time, and holds that follow one another never past holdLimitMs;
  * - a leader election under way (ElectionWatch on the managers' heartbeats) extends it until the successor leads;
  * - a request sent while NATS is down is held until the connection is back, inside the same budget;
  * - a stream silent for chunkTimeoutMs ends with a retryable timeout, a chunk before it resets the wait;
@@ -191,6 +191,26 @@ describe('gateway admission on a virtual clock', () => {
     expect(early.error).toMatchObject({ code: 'timeout' });
     expect(early.atMs! - (short.arrivalMs - START)).toBeLessThanOrEqual(15_000);
     expect(early.atMs! - (short.arrivalMs - START)).toBeGreaterThan(14_000);
+  });
+
+  it('holds that follow one another are waited for up to holdLimitMs after the intake began, then the request fails as retryable', async () => {
+    const { clock, bus, backend } = setup({ holdLimitMs: 60_000 });
+    bus.responders.set(subjects.clusterIntake(), () => {}); // never answers: no instance becomes ready
+    const req = request(clock);
+    const out = track(clock, backend.submit(req, new AbortController().signal));
+    // a pool holds it for 20 s, and holds it again every 15 s (a new leader, a new instance starting): each hold
+    // alone would have it waited for until 30 s after the hold's notice
+    const hold = () => bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, hold: { forMs: 20_000 } });
+    hold();
+    const again = clock.setInterval(hold, 15_000);
+    await run(clock, 59_400, 50);
+    expect(out.error).toBeUndefined();
+    await run(clock, 700);
+    clock.clearInterval(again);
+    expect(out.error).toMatchObject({ code: 'timeout', retryable: true });
+    expect(out.atMs).toBeGreaterThan(59_400);
+    expect(out.atMs).toBeLessThanOrEqual(60_000);
+    expect(backend.counters.poolHolds).toBe(1);
   });
 
   it('a leader election under way extends the wait until its successor leads; without the watch it fails at the budget', async () => {

@@ -1,0 +1,48 @@
+/** The options of the gateway's backend over NATS (nats-backend.ts): deadlines, holds, the data path, migration. */
+import type { Clock } from '../../src/runtime/clock.ts';
+import type { RequestRouter } from './router.ts';
+import type { Elections } from './elections.ts';
+import type { LocalTokenizer } from './tokens.ts';
+
+export interface NatsBackendOptions {
+  /** the whole admission's budget (classification + dispatch + instance admission, retries included), ms. Default 10000. */
+  admitTimeoutMs?: number;
+  /**
+   * the longest a request's admission is waited for in all, pool holds and leader elections included: each hold or
+   * election extends the wait past admitTimeoutMs, never past this after the intake began (then the last attempt's
+   * retryable error), ms. Default 60000.
+   */
+  holdLimitMs?: number;
+  /** deadline of one intake attempt before it is sent again (same request id), ms. Default 3000. */
+  admitAttemptMs?: number;
+  /** the longest silence between two chunks (and before the first) before the request fails, ms. Default 60000. */
+  chunkTimeoutMs?: number;
+  /** chunks buffered per request before the stream fails as too slow a reader, count. Default 8192. */
+  streamCapacity?: number;
+  /** deadline of a tokenize/detokenize request to an instance, ms. Default 5000. */
+  tokenizeTimeoutMs?: number;
+  /** while the router's view expects an instance (none ready, one starting or restarting), a tokenize is retried up to this long, ms. Default 30000. */
+  tokenizeHoldMs?: number;
+  /** the engines' own tokenizer in the gateway (emulated engines): what no instance answers at the first attempt is answered here (legs.ts firstOrLocal). */
+  localTokenizer?: LocalTokenizer;
+  /** stream granted requests from the engine directly (docs/DATAPATH.md). Default true. */
+  direct?: boolean;
+  /** legs a request may continue on after its engine or instance died mid-stream. Default 3. */
+  migrationLimit?: number;
+  /** most bytes of generated text kept per request for a migration (past it, no migration). Default 1 MiB. */
+  migrationMaxBytes?: number;
+  /** deadline of the leg's end report to its instance, ms. Default 2000. */
+  legReportTimeoutMs?: number;
+  /** how long a request already streaming waits for a peer to take its next leg (refused meanwhile: no ready instance), ms. Default 30000. */
+  migrationHoldMs?: number;
+  /** route requests itself and ask the chosen instance directly (absent: every request goes to the cluster intake). */
+  router?: RequestRouter;
+  /** deadline of one admission asked of an instance directly, ms. Default 2000 (at most admitAttemptMs). */
+  directAdmitMs?: number;
+  /** how often a routed leg waiting for its instance asks the router whether that instance's process is gone, ms. Default 250. */
+  holderCheckMs?: number;
+  /** the leader elections the intake may wait on (elections.ts): while one is under way, the intake's answer is waited for past admitTimeoutMs. */
+  elections?: Elections;
+  /** time and timers of every deadline, hold and backoff here (src/runtime/clock.ts). Default the system clock. */
+  clock?: Clock;
+}
