@@ -78,13 +78,16 @@ export class GatewayActor extends Actor {
 
   protected async onStart(): Promise<void> {
     const s = this.g.settings;
+    // the telemetry's arrival times on the gateway's clock (their staleness, the live stream's series)
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => {
-      this.metrics.onInstance(t);
-      this.live.onInstance(t);
+      const now = this.clock.now();
+      this.metrics.onInstance(t, now);
+      this.live.onInstance(t, now);
     }, { capacity: 4096, expectSubject: (t) => subjects.telInstance(t.id) });
     this.subscribe(subjects.telNodeAll(), NodeTelemetry, (t) => {
-      this.metrics.onNode(t);
-      this.live.onNode(t);
+      const now = this.clock.now();
+      this.metrics.onNode(t, now);
+      this.live.onNode(t, now);
     }, { capacity: 1024, expectSubject: (t) => subjects.telNode(t.node) });
     // the gateway's own routing (docs/DATAPATH.md "Request plane"): the cluster's routing table and the instances' status
     const router = s.requestPlane === 'direct' ? new GatewayRouter(this.bus, this.g.cluster, this.profile, this.id, this.clock) : undefined;
@@ -99,7 +102,7 @@ export class GatewayActor extends Actor {
       this.metrics.onEvent(e);
       this.live.onEvent(e);
     }, { capacity: 1024, expectSubject: (e) => subjects.event(e.kind, e.actor) });
-    this.sweepTimer = this.clock.setInterval(() => this.metrics.sweep(), 5000);
+    this.sweepTimer = this.clock.setInterval(() => this.metrics.sweep(this.clock.now()), 5000);
     this.readyTimer = this.clock.setInterval(() => void this.probeCluster(), READY_PROBE_MS);
     void this.probeCluster();
     // the leader elections a request's intake may wait on (the managers' heartbeats)

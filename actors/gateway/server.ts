@@ -241,9 +241,9 @@ export class GatewayServer {
   private broadcast(): void {
     const live = this.opts.live;
     if (!live) return;
-    live.tick();
+    live.tick(this.opts.clock.now());
     if (!this.wss?.clients.size) return;
-    const msg = JSON.stringify(this.withWarnings(live.snapshot()));
+    const msg = JSON.stringify(this.withWarnings(live.snapshot(this.opts.clock.now())));
     for (const c of this.wss.clients) {
       // a slow client is skipped rather than buffered without bound
       if (c.readyState === c.OPEN && c.bufferedAmount < 1 << 20) c.send(msg);
@@ -289,7 +289,7 @@ export class GatewayServer {
     if (method === 'GET' && STATIC[path]) return this.serveStatic(res, path, STATIC[path]!);
     if (method === 'GET' && path === '/api/live') {
       if (!this.opts.live) return this.sendError(res, path, new HttpError(404, 'live telemetry is not enabled', 'invalid_request_error', 'not_found'));
-      return this.sendJson(res, path, 200, this.withWarnings(this.opts.live.snapshot()));
+      return this.sendJson(res, path, 200, this.withWarnings(this.opts.live.snapshot(this.opts.clock.now())));
     }
 
     if (path.startsWith('/v1/')) {
