@@ -10,7 +10,9 @@
  * - a request sent while NATS is down is held until the connection is back, inside the same budget;
  * - a stream silent for chunkTimeoutMs ends with a retryable timeout, a chunk before it resets the wait;
  * - a prompt's tokenize is retried past its deadline while the router (GatewayRouter on the instances' statuses)
- *   expects an instance, up to tokenizeHoldMs.
+ *   expects an instance, up to tokenizeHoldMs;
+ * - a leg the gateway routed itself whose instance dies before its first token is sent again on a peer once the
+ *   router's view says the instance is gone (deadAfterMs), not after chunkTimeoutMs.
  * The real processes of these paths (a pool leader SIGKILLed, a NATS restart, an engine loading) are
  * test/integration/{election-hold,pool-hold-admission,gateway-nats,tokenize-hold}.test.ts.
  */
@@ -20,7 +22,7 @@ import { CancelledError, ConnectionClosedError, NoRespondersError, TimeoutError 
 import type { Bus } from '../../src/runtime/bus.ts';
 import type { Codec } from '../../protocols/codec.ts';
 import { Heartbeat, TokenChunk, subjects, type Admission, type InferenceRequest } from '../../protocols/index.ts';
-import { InstanceStatus, controlSubjects } from '../../protocols/control.ts';
+import { InstanceStatus, RoutingTable, controlSubjects } from '../../protocols/control.ts';
 import { NatsBackend, type NatsBackendOptions } from '../../actors/gateway/nats-backend.ts';
 import { ElectionWatch } from '../../actors/gateway/elections.ts';
 import { GatewayRouter } from '../../actors/gateway/router.ts';
@@ -352,5 +354,67 @@ describe('gateway admission on a virtual clock', () => {
     expect(ready.reply).toMatchObject({ ok: false });
     expect(ready.afterMs).toBeGreaterThan(TOKENIZE_MS - 600);
     expect(ready.afterMs).toBeLessThanOrEqual(TOKENIZE_MS);
+  });
+
+  it("a routed leg whose instance dies before its first token is sent again on a peer once the router's view says so, not after chunkTimeoutMs", async () => {
+    const DEAD_AFTER_MS = 1500;
+    const config = parseConfig({
+      model: MODEL, gpu: 'h100', servers: [{ id: 'n0', gpus: 2 }], pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+      liveness: { statusIntervalMs: 250, deadAfterMs: DEAD_AFTER_MS, leaseTtlMs: 1500 }, engine: { initialTp: 1 },
+    });
+    const clock = new ManualClock(START);
+    const bus = new VirtualBus(clock);
+    const router = new GatewayRouter(bus as unknown as Bus, config, undefined, undefined, clock);
+    router.start();
+    const backend = new NatsBackend(bus as unknown as Bus, { direct: false, chunkTimeoutMs: 30_000, holderCheckMs: 250, router, clock });
+    // the cluster's routing table, and two ready instances of its pool reporting every 250 ms while they live
+    bus.publish(controlSubjects.routing(), RoutingTable, {
+      v: 1, routes: Object.fromEntries(['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'].map((t) => [t, 'pool-all'])),
+      pools: [{ pool: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'], retired: false }], epoch: 1, issuedBy: 'cm-0', sentMs: clock.now(),
+    });
+    const alive = new Set(['i0', 'i1']);
+    let seqNo = 0;
+    clock.setInterval(() => {
+      for (const id of alive) {
+        bus.publish(controlSubjects.instanceStatus('pool-all', id), InstanceStatus, {
+          v: 1, id, pool: 'pool-all', tp: 1, gpuIds: [id === 'i0' ? 0 : 1], state: 'ready', startedMs: START, seq: seqNo++, sentMs: clock.now(),
+          clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
+        });
+      }
+    }, 250);
+    for (const id of alive) {
+      bus.responders.set(subjects.instanceAdmit(id), (m, reply) => reply({ ...admitted((m as InferenceRequest).id), instance: id, startedMs: START }));
+    }
+    await run(clock, 500);
+    const req = request(clock);
+    const out = track(clock, backend.submit(req, new AbortController().signal));
+    await run(clock, 5);
+    const first = bus.sent.find((x) => x.id === req.id && x.subject.endsWith('.admit'))!;
+    const holder = first.subject === subjects.instanceAdmit('i0') ? 'i0' : 'i1';
+    const peer = holder === 'i0' ? 'i1' : 'i0';
+    expect(out.value?.admission).toMatchObject({ ok: true, instance: holder });
+    expect(backend.counters.routed).toBe(1);
+    // the holder's process dies before the first token: no pool leader knows of the routed leg, nobody else ends it
+    const chunks: TokenChunk[] = [];
+    const read = track(clock, (async () => {
+      for await (const c of out.value!) chunks.push(c);
+    })());
+    alive.delete(holder);
+    bus.responders.delete(subjects.instanceAdmit(holder));
+    const diedAt = clock.now() - START;
+    await run(clock, 3000);
+    // silent past deadAfterMs: the leg is sent again (a new leg id) to the peer, within one holder check of the verdict
+    const again = bus.sent.find((x) => x.subject === subjects.instanceAdmit(peer));
+    expect(again).toBeDefined();
+    expect(again!.id).not.toBe(req.id);
+    expect(again!.atMs - START - diedAt).toBeGreaterThan(DEAD_AFTER_MS - 250);
+    expect(again!.atMs - START - diedAt).toBeLessThanOrEqual(DEAD_AFTER_MS + 2 * 250);
+    expect(backend.counters.holderDied).toBe(1);
+    expect(backend.counters.migrated).toBe(1);
+    // the peer streams it: the client sees one stream
+    bus.publish(subjects.stream(again!.id!), TokenChunk, { v: 1, id: again!.id!, seq: 0, text: 'ok', tokens: 4, done: true, finishReason: 'length' });
+    await run(clock, 5);
+    expect(read.error).toBeUndefined();
+    expect(chunks.map((c) => [c.text, c.done, c.error])).toEqual([['ok', true, undefined]]);
   });
 });
