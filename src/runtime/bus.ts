@@ -185,10 +185,10 @@ export class Bus extends EventEmitter {
       noAsyncTraces: true,
     });
     // a reconnect passes over the servers that do not answer while another does (nats-dial.ts)
-    skipSilentOnReconnect(nc, dialMs, opts.log);
+    const steering = skipSilentOnReconnect(nc, dialMs, opts.log);
     opts.log.debug({ server: nc.getServer() }, 'nats connected');
     const bus = new Bus(nc, opts.log, opts.protocolLogIntervalMs ?? 10_000);
-    bus.#jsMover = new JetStreamMover(nc, conn.servers, opts.log);
+    bus.#jsMover = new JetStreamMover(nc, conn.servers, opts.log, steering);
     return bus;
   }
 

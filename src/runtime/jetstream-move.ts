@@ -8,13 +8,15 @@
  */
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
+import type { ReconnectSteering } from './nats-dial.ts';
 
 export class JetStreamMover {
   /** moves made (the bus's counters read it). */
   moves = 0;
   #movedMs = -Infinity;
 
-  constructor(private readonly nc: NatsConnection, private readonly servers: readonly string[], private readonly log: Logger, private readonly minGapMs = 2000) {}
+  /** `steering`: the reconnect then leaves this server (nats.js's own loop dials the server it left first). */
+  constructor(private readonly nc: NatsConnection, private readonly servers: readonly string[], private readonly log: Logger, private readonly steering?: ReconnectSteering, private readonly minGapMs = 2000) {}
 
   /** `err` from a JetStream call: moves when it says this server has no JetStream and another server is known. True when it moves. */
   failed(err: unknown, connected: boolean): boolean {
@@ -25,6 +27,7 @@ export class JetStreamMover {
     this.#movedMs = now;
     this.moves++;
     this.log.warn({ server: this.nc.getServer() }, 'this NATS server has no JetStream (yet): moving to another');
+    this.steering?.leave(this.nc.getServer());
     this.nc.reconnect().catch(() => {});
     return true;
   }

@@ -97,12 +97,22 @@ async function probe(targets: readonly ({ host: string; port: number } | undefin
   return state;
 }
 
-/** A reconnect attempt passed over: the server did not answer the probe while another one did. */
+/** A reconnect attempt passed over: the server did not answer the probe while another one did, or it was to be left. */
 export class SilentServerSkipped extends Error {
-  constructor(readonly server: string) {
-    super(`NATS server ${server} did not answer while another did: not dialled`);
+  constructor(readonly server: string, why = 'did not answer while another did') {
+    super(`NATS server ${server} ${why}: not dialled`);
     this.name = 'SilentServerSkipped';
   }
+}
+
+/** What a Bus may ask of its reconnects. */
+export interface ReconnectSteering {
+  /**
+   * The next reconnect does not dial `server` (host:port, as nc.getServer() names it) first: nats.js's loop starts
+   * with the server it was connected to, so a forced reconnect to leave it (jetstream-move.ts) came back to it.
+   * Passed over once; the loop comes back to it when no other server takes the connection.
+   */
+  leave(server: string): void;
 }
 
 /** How long one probe's answer decides the attempts of a reconnect, ms (a round over a 3-5 server list). */
@@ -118,7 +128,7 @@ export const RECONNECT_PROBE_MS = 1000;
 interface DialingProtocol {
   connectedOnce: boolean;
   servers: { getServers(): { hostname: string; port: number }[] };
-  dial(srv: { hostname: string; port: number }): Promise<void>;
+  dial(srv: { hostname: string; port: number; listen?: string }): Promise<void>;
 }
 
 function dialingProtocol(nc: NatsConnection): DialingProtocol | undefined {
@@ -129,20 +139,25 @@ function dialingProtocol(nc: NatsConnection): DialingProtocol | undefined {
 /**
  * Before each attempt of a reconnect of `nc`, probe every server of its list (at most `ms` and RECONNECT_PROBE_MS): an attempt at a server
  * that did not answer while another did fails at once (SilentServerSkipped), so nats.js tries the next one instead
- * of waiting out its `timeout` on it. None answering: the attempt goes ahead as nats.js would make it. False (and
- * nothing changed) when the connection is not the nats.js shape this reads.
+ * of waiting out its `timeout` on it. None answering: the attempt goes ahead as nats.js would make it. Undefined
+ * (and nothing changed) when the connection is not the nats.js shape this reads.
  */
-export function skipSilentOnReconnect(nc: NatsConnection, ms: number, log?: Logger): boolean {
+export function skipSilentOnReconnect(nc: NatsConnection, ms: number, log?: Logger): ReconnectSteering | undefined {
   const protocol = dialingProtocol(nc);
   if (!protocol) {
     log?.warn('nats.js connection without the expected dial loop: reconnects try silent servers until their deadline');
-    return false;
+    return undefined;
   }
   const dial = protocol.dial.bind(protocol);
   const key = (h: { hostname: string; port: number }) => `${h.hostname}:${h.port}`;
   let last: { at: number; probed: Set<string>; answered: Set<string> } | undefined;
+  let leaving: string | undefined;
   protocol.dial = async (srv) => {
     if (protocol.connectedOnce && protocol.servers.getServers().length > 1) {
+      if (leaving !== undefined && (srv.listen ?? key(srv)) === leaving) {
+        leaving = undefined;
+        throw new SilentServerSkipped(key(srv), 'is being left');
+      }
       if (!last || Date.now() - last.at > PROBE_REUSE_MS || !last.probed.has(key(srv))) {
         // (an address a server's name resolved to is probed itself)
         const targets = [...new Map([...protocol.servers.getServers(), srv].map((x) => [key(x), { host: x.hostname, port: x.port }])).values()];
@@ -157,9 +172,10 @@ export function skipSilentOnReconnect(nc: NatsConnection, ms: number, log?: Logg
     } finally {
       // connected, or this server failed: the next reconnect or attempt asks again
       last = undefined;
+      leaving = undefined;
     }
   };
-  return true;
+  return { leave: (server) => void (leaving = server) };
 }
 
 function shuffle(xs: string[]): void {
