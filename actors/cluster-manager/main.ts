@@ -409,8 +409,10 @@ export class ClusterManager extends Actor {
 
   async #lead(): Promise<void> {
     this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
-    await ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
-    await ensureRequestsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
+    // the streams exist from the first planner on; made sure of beside the lead, not before it: each stream API call
+    // waits out JetStream's 5-s deadline when the stream's server does not answer, and the status waited for them
+    void ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
+    void ensureRequestsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
     // before anything is read from the store: a previous run's state is cleared
     await this.#reconcileInventory();
     if (!this.#lease.isLeader()) return;
