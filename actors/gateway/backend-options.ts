@@ -10,7 +10,8 @@ export interface NatsBackendOptions {
   /**
    * the longest a request's admission is waited for in all, pool holds and leader elections included: each hold or
    * election extends the wait past admitTimeoutMs, never past this after the intake began (then the last attempt's
-   * retryable error), ms. Default 60000.
+   * retryable error), ms; a request nothing was sent for is sent again as a new leg (its legs ended before they
+   * started) only until this after its admission began. Default 60000.
    */
   holdLimitMs?: number;
   /** deadline of one intake attempt before it is sent again (same request id), ms. Default 3000. */

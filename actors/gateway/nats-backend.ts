@@ -300,18 +300,20 @@ export class NatsBackend implements GatewayBackend {
       if (leg) this.cancel(leg.req.id, 'client disconnected', leg.cancelSent);
     };
     signal.addEventListener('abort', onAbort, { once: true });
+    // a request nothing was sent for is sent again (a leg ended before it started) only until holdLimitMs after this
+    const firstByMs = this.clock.now() + Math.max(this.admitTimeoutMs, this.holdLimitMs);
     try {
       leg = await this.openLeg(this.direct ? { ...req, direct: true } : req, signal);
     } catch (err) {
       signal.removeEventListener('abort', onAbort);
       throw err;
     }
-    const batches = this.stream(req, leg, signal, onAbort);
+    const batches = this.stream(req, leg, signal, onAbort, firstByMs);
     return { admission: leg.admission, batches: () => batches, [Symbol.asyncIterator]: () => flatten(batches)[Symbol.asyncIterator]() };
   }
 
   /** The client's stream over one or more legs, in batches. */
-  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void): AsyncGenerator<TokenChunk[]> {
+  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void, firstByMs: number): AsyncGenerator<TokenChunk[]> {
     let leg = first;
     let finished = false;
     const st: StreamState = { out: 0, sent: 0, text: '', keepText: true, energyJ: 0, legs: 0 };
@@ -321,7 +323,7 @@ export class NatsBackend implements GatewayBackend {
       for (;;) {
         const c = await this.nextChunk(leg);
         if (!c) return;
-        if (!c.grant && c.error?.retryable && legOut === 0 && this.canRedrive(req, st)) {
+        if (!c.grant && c.error?.retryable && legOut === 0 && this.canRedrive(req, st, firstByMs)) {
           // the control plane ended the leg before it started (its instance died holding it, no peer took it):
           // the gateway holds the request, so it sends it again as a new leg instead of failing the client
           leg.sub.unsubscribe();
@@ -565,8 +567,13 @@ export class NatsBackend implements GatewayBackend {
     }
   }
 
-  /** A leg that never started may be sent again: as a migration, while the request's give-up time leaves room. */
-  private canRedrive(req: InferenceRequest, st: StreamState): boolean {
-    return this.clock.now() + Math.min(this.admitTimeoutMs, 5000) < req.giveUpAtMs && canMigrate(req, st, this.migrationLimit);
+  /**
+   * A leg that never started may be sent again: as a migration, while the request's give-up time leaves room, and
+   * while nothing was sent for it only until `firstByMs` (holdLimitMs after its admission began): each new leg may
+   * wait chunkTimeoutMs again, and a client with no answer gets the retryable error instead of that wait.
+   */
+  private canRedrive(req: InferenceRequest, st: StreamState, firstByMs: number): boolean {
+    const now = this.clock.now();
+    return now + Math.min(this.admitTimeoutMs, 5000) < req.giveUpAtMs && (st.sent > 0 || now < firstByMs) && canMigrate(req, st, this.migrationLimit);
   }
 }

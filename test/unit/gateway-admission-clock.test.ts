@@ -9,6 +9,7 @@
  * - a leader election under way (ElectionWatch on the managers' heartbeats) extends it until the successor leads;
  * - a request sent while NATS is down is held until the connection is back, inside the same budget;
  * - a stream silent for chunkTimeoutMs ends with a retryable timeout, a chunk before it resets the wait;
+ * - a request whose legs end before they start is sent again as a new leg only until holdLimitMs;
  * - a prompt's tokenize is retried past its deadline while the router (GatewayRouter on the instances' statuses)
  *   expects an instance, up to tokenizeHoldMs;
  * - a leg the gateway routed itself whose instance dies before its first token is sent again on a peer once the
@@ -309,6 +310,38 @@ describe('gateway admission on a virtual clock', () => {
     // 30 s after the last chunk (at 29 s), not 30 s after the first wait began
     expect(read.atMs! - base).toBeGreaterThanOrEqual(59_000);
     expect(read.atMs! - base).toBeLessThanOrEqual(59_010);
+  });
+
+  it('a request whose legs end before they start (their instances die holding them) is sent again only until holdLimitMs', async () => {
+    const { clock, bus, backend } = setup({ holdLimitMs: 50_000 });
+    const legs: string[] = [];
+    // every leg is admitted, and 20 s later ended by its pool leader: the instance holding it died before starting it
+    bus.responders.set(subjects.clusterIntake(), (m, reply) => {
+      const leg = m as InferenceRequest;
+      if (!legs.includes(leg.id)) {
+        legs.push(leg.id);
+        clock.setTimeout(() => bus.publish(leg.streamSubject, TokenChunk, {
+          v: 1, id: leg.id, seq: 0, text: '', tokens: 0, done: true, finishReason: 'error',
+          error: { code: 'unavailable', message: 'instance i0 died holding the request', retryable: true, retryAfterS: 1 },
+        }), 20_000);
+      }
+      reply(admitted(leg.id));
+    });
+    const req = request(clock);
+    const submitted = track(clock, backend.submit(req, new AbortController().signal));
+    await run(clock, 5);
+    const chunks: TokenChunk[] = [];
+    const read = track(clock, (async () => {
+      for await (const c of submitted.value!) chunks.push(c);
+    })());
+    await run(clock, 60_500, 20);
+    // sent again at 20 s and 40 s (inside the 50-s limit), not at 60 s: the third leg's end is the client's answer
+    expect(legs).toHaveLength(3);
+    expect(read.atMs).toBeDefined();
+    expect(read.atMs!).toBeGreaterThanOrEqual(60_000);
+    expect(read.atMs!).toBeLessThanOrEqual(60_100);
+    expect(chunks.at(-1)).toMatchObject({ done: true, error: { code: 'unavailable', retryable: true } });
+    expect(backend.counters.migrated).toBe(2);
   });
 
   it('a tokenize is retried past its deadline while an instance is starting, up to tokenizeHoldMs; with one ready, not past the deadline', async () => {
