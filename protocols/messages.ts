@@ -168,6 +168,14 @@ export const inferenceRequest = z.object({
   /** times this request was moved between instances (emergency step 3, failures). */
   moves: int.optional(),
   /**
+   * set by the intake on its first pass along the request's chain of pools (policy spillPasses; the gateway's routing
+   * decides the same from its view): a pool whose every instance is at its SLO cap refuses it as overloaded
+   * (retryable) instead of taking it, so the next pool of the chain gets it (the cluster plan gives a pool floor(D)
+   * servers and sizes the longer pools for the rest). Absent (the second pass): the pool takes it at its cap (its
+   * least-loaded instance; the emergency ladder acts).
+   */
+  spill: z.boolean().optional(),
+  /**
    * the gateway reads the engine itself (docs/DATAPATH.md): when the request starts, the instance publishes a
    * grant (TokenChunk.grant) instead of the tokens, and learns the outcome from the gateway's LegReport.
    */

@@ -21,7 +21,7 @@ import {
   type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
-import { aliveServers, clusterStep, initialClusterState, intakePools, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
+import { aliveServers, clusterStep, initialClusterState, intakePools, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
 import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
@@ -157,8 +157,10 @@ export class ClusterManager extends Actor {
       return { v: 1, id: r.id, ok: false, error: toWireError(err) };
     }
     let last: WireError | undefined;
-    for (const pool of intakePools(this.#m, cls.type, (p) => this.#hasReady(p))) {
-      const a = await this.#dispatcher!.dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool }, pool);
+    // policy spillPasses: along the chain a pool at its SLO cap refuses it (spill); every one refusing, the chain
+    // again without spill (the first pool takes it at its cap)
+    for (const { pool, spill } of spillPasses(intakePools(this.#m, cls.type, (p) => this.#hasReady(p)))) {
+      const a = await this.#dispatcher!.dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool, ...(spill ? { spill } : {}) }, pool);
       if (a.ok || !a.error || a.error.code !== 'overloaded') return { ...a, type: cls.type };
       last = a.error;
     }

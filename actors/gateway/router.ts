@@ -12,6 +12,7 @@ import { Admission, InferenceRequest, InstanceStatus, RoutingTable, controlSubje
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { initialRouterState, routerCapacityComing, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
+import { spillPasses } from '../../src/policy/machines/cluster.ts';
 import { creditReceived, creditSpend, creditTopUpFailed, type CreditGrant } from '../../src/policy/machines/credits.ts';
 import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
 import type { ClusterConfig } from '../common/config.ts';
@@ -20,8 +21,8 @@ import type { ClusterConfig } from '../common/config.ts';
 export interface RequestRouter {
   /** The request classified as intake would (type, SLO, predicted output) and the pools to try in order; undefined: send it to intake. */
   plan(req: InferenceRequest): { req: ClassifiedRequest; pools: string[] } | undefined;
-  /** The instance of `pool` to ask next (not one of `exclude`), counted in the view; undefined: none left. */
-  pick(pool: string, req: ClassifiedRequest, exclude: ReadonlySet<string>): string | undefined;
+  /** The instance of `pool` to ask next (not one of `exclude`), counted in the view; undefined: none left, or (`spill`) every one at its SLO cap. */
+  pick(pool: string, req: ClassifiedRequest, exclude: ReadonlySet<string>, spill?: boolean): string | undefined;
   /** The instance did not answer (no responders): out of the view until its next status. */
   gone(pool: string, instance: string): void;
   /** The process of `instance` that admitted a request at `admittedMs` (started at `startedMs`) is gone: dead, or replaced by a new process. */
@@ -97,8 +98,8 @@ export class GatewayRouter implements RequestRouter {
     return { req: { ...withSlo(req, cls.type, this.config), predictedOutputTokens: cls.predicted }, pools };
   }
 
-  pick(pool: string, req: ClassifiedRequest, exclude: ReadonlySet<string>): string | undefined {
-    return routerPick(this.#s, pool, req, exclude, this.clock.now(), this.#cfg);
+  pick(pool: string, req: ClassifiedRequest, exclude: ReadonlySet<string>, spill?: boolean): string | undefined {
+    return routerPick(this.#s, pool, req, exclude, this.clock.now(), this.#cfg, spill);
   }
 
   gone(pool: string, instance: string): void {
@@ -144,9 +145,11 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
   if (!plan) return 'intake';
   const tried = new Set<string>(exclude ? [exclude] : []);
   let last: Admission | undefined;
-  for (const pool of plan.pools) {
+  // policy spillPasses: along the chain a pool whose every instance is at its SLO cap is passed over; every pool
+  // passed over or refusing, the chain again without that (the first pool takes it at its cap)
+  for (const { pool, spill } of spillPasses(plan.pools)) {
     for (let k = 0; k < DIRECT_TRIES; k++) {
-      const id = router.pick(pool, plan.req, tried);
+      const id = router.pick(pool, plan.req, tried, spill && k === 0);
       if (id === undefined) break;
       tried.add(id);
       const creditTo = msg.direct ? router.creditId : undefined;

@@ -523,7 +523,10 @@ export interface DispatchView {
  * there is no profile, the instance with the least outstanding work per GPU, (running + 2 x queued) / tp,
  * ties to the larger TP (first in `views` order after that), flagged `atCapacity`: the request still goes
  * there and that instance's emergency ladder takes over (the paper's overload path). The overflow choice
- * looks at every view, healthy or not (as the live adapter always has). Throws NoInstanceError on no views.
+ * looks at every view, healthy or not (as the live adapter always has). `capped`: the profile found every healthy
+ * instance at its SLO cap (chooseInstance 'all_at_capacity'; not set for a missing profile or a type outside it):
+ * a request that may spill (InferenceRequest.spill) is refused then, so that the next pool of its chain takes it.
+ * Throws NoInstanceError on no views.
  */
 export function dispatchRequest(
   req: { type?: RequestType },
@@ -531,19 +534,21 @@ export function dispatchRequest(
   profile: Profile | undefined,
   types: readonly RequestType[],
   opts: DispatchOptions = {},
-): { id: string; atCapacity: boolean } {
+): { id: string; atCapacity: boolean; capped: boolean } {
   if (!views.length) throw new NoInstanceError('no instance to dispatch to');
   const type = req.type ?? types[0] ?? 'LL';
+  let capped = false;
   if (profile) {
     try {
       const d = chooseInstance({ type }, views as InstanceView[], profile, opts);
-      if ('id' in d) return { id: d.id, atCapacity: false };
+      if ('id' in d) return { id: d.id, atCapacity: false, capped: false };
+      capped = d.reject === 'all_at_capacity';
     } catch {
       // a type or TP outside the profile: the overflow choice below
     }
   }
   const preferred = opts.prefer?.(views.map((v) => v.id));
-  return { id: (preferred !== undefined && views.some((v) => v.id === preferred) ? preferred : undefined) ?? leastOutstandingPerGpu(views).id, atCapacity: true };
+  return { id: (preferred !== undefined && views.some((v) => v.id === preferred) ? preferred : undefined) ?? leastOutstandingPerGpu(views).id, atCapacity: true, capped };
 }
 
 /** (running + 2 x queued) / tp, least first; ties to the larger TP, then the earlier view. */

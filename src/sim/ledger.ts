@@ -94,7 +94,7 @@ export abstract class SimLedger {
   protected readonly useDispatchPolicy: boolean;
   /** step, policy dispatch: arrivals no instance admitted yet (a pool leader holds them), with the pools left to try. */
   protected leaderNow = 0;
-  protected readonly arriving = new Map<string, { r: CoreRequest; c: { type: RequestType; pred: RequestType }; slo: number; pools: SimPool[]; msg: InferenceRequest }>();
+  protected readonly arriving = new Map<string, { r: CoreRequest; c: { type: RequestType; pred: RequestType }; slo: number; pools: { pool: SimPool; spill: boolean }[]; msg: InferenceRequest }>();
   protected readonly clockMemo = new Map<string, number>();
   /** instanceEpoch's scratch: the memo key's code units, the peak per type. */
   protected readonly clockCodes = new Uint16Array(19);

@@ -10,7 +10,7 @@ import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import type { PoolMachineConfig } from './pool-brain.ts';
 import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
-import { routePools } from '../policy/machines/cluster.ts';
+import { routePools, spillPasses } from '../policy/machines/cluster.ts';
 import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
 import { SimPoolLeader, simRequest } from './pool-leader.ts';
@@ -161,8 +161,9 @@ export abstract class SimStepModel extends SimClocks {
   protected offer(id: string, now: number): void {
     const a = this.arriving.get(id);
     if (!a) return;
-    for (let p = a.pools.shift(); p; p = a.pools.shift()) {
-      const adm = this.leaderOf(p, now).dispatch(a.msg, p.instances, now);
+    for (let o = a.pools.shift(); o; o = a.pools.shift()) {
+      const p = o.pool;
+      const adm = this.leaderOf(p, now).dispatch(o.spill ? { ...a.msg, spill: true } : a.msg, p.instances, now);
       if (!adm) return; // held: answered()
       if (adm.ok) return;
       if (adm.error?.code !== 'overloaded') break;
@@ -268,10 +269,10 @@ export abstract class SimStepModel extends SimClocks {
     if (this.useDispatchPolicy) {
       // the pools intake tries (policy routePools, as the live intake and gateway: the type's, then the pools of the
       // longer types in its chain, those with a ready instance when any has one), each dispatching through its
-      // leader's machine; an overloaded pool spills to the next
+      // leader's machine; an overloaded pool, or one at its SLO cap (spillPasses), spills to the next
       const byId = new Map(this.pools.map((p) => [p.id, p]));
       const ids = routePools(new Map([...this.route].map(([t, p]) => [t, p.id])), (p) => !byId.get(p)?.types.length, c.pred, (p) => byId.get(p)!.instances.some((i) => i.state === 'active' && !!i.brain));
-      this.arriving.set(id, { r: req, c, slo, pools: ids.map((p) => byId.get(p)!), msg: simRequest(req, c.pred, 0) });
+      this.arriving.set(id, { r: req, c, slo, pools: spillPasses(ids).map((o) => ({ pool: byId.get(o.pool)!, spill: o.spill })), msg: simRequest(req, c.pred, 0) });
       this.offer(id, now);
       return;
     }

@@ -32,16 +32,16 @@ describe('dispatchRequest (chooseInstance + the overflow rule of the live pool l
   const cap4 = maxLoadOf(p, 'MM', 4, 2000);
   it('is chooseInstance under the cap, else least (running + 2 x queued) / tp with ties to the larger TP', () => {
     const a = inst('a', 4, MEDIUM('MM')), b = inst('b', 8, MEDIUM('MM'));
-    expect(dispatchRequest({ type: 'MM' }, [b, a], p, ['MM'])).toEqual({ id: 'a', atCapacity: false });
+    expect(dispatchRequest({ type: 'MM' }, [b, a], p, ['MM'])).toEqual({ id: 'a', atCapacity: false, capped: false });
     const full4 = { ...inst('f4', 4, cap4), running: 4, queued: 0 }; // 1 per GPU
     const full8 = { ...inst('f8', 8, 10 * cap4), running: 6, queued: 1 }; // 1 per GPU: tie -> larger TP
     const busy2 = { ...inst('b2', 2, 10 * cap4), running: 1, queued: 1 }; // 1.5 per GPU
-    expect(dispatchRequest({ type: 'MM' }, [full4, busy2, full8], p, ['MM'])).toEqual({ id: 'f8', atCapacity: true });
-    expect(dispatchRequest({ type: 'MM' }, [full4, busy2], p, ['MM'])).toEqual({ id: 'f4', atCapacity: true });
+    expect(dispatchRequest({ type: 'MM' }, [full4, busy2, full8], p, ['MM'])).toEqual({ id: 'f8', atCapacity: true, capped: true });
+    expect(dispatchRequest({ type: 'MM' }, [full4, busy2], p, ['MM'])).toEqual({ id: 'f4', atCapacity: true, capped: true });
     // no profile, or a TP outside it: the overflow rule; no type: the pool's first type
-    expect(dispatchRequest({}, [busy2, full4], undefined, ['MM'])).toEqual({ id: 'f4', atCapacity: true });
+    expect(dispatchRequest({}, [busy2, full4], undefined, ['MM'])).toEqual({ id: 'f4', atCapacity: true, capped: false });
     const tp1 = { ...inst('t1', 4, 0), tp: 1 as unknown as 4 };
-    expect(dispatchRequest({ type: 'MM' }, [tp1], p, [])).toMatchObject({ id: 't1', atCapacity: true });
+    expect(dispatchRequest({ type: 'MM' }, [tp1], p, [])).toMatchObject({ id: 't1', atCapacity: true, capped: false });
     expect(() => dispatchRequest({ type: 'MM' }, [], p, ['MM'])).toThrow(NoInstanceError);
   });
 
@@ -49,11 +49,11 @@ describe('dispatchRequest (chooseInstance + the overflow rule of the live pool l
     const a = inst('a', 4, MEDIUM('MM')), b = inst('b', 8, MEDIUM('MM')), full = { ...inst('f', 4, cap4), running: 9 };
     const offered: string[][] = [];
     const prefer = (want: string) => (ids: string[]) => (offered.push(ids), ids.includes(want) ? want : undefined);
-    expect(dispatchRequest({ type: 'MM' }, [b, a, full], p, ['MM'], { prefer: prefer('b') })).toEqual({ id: 'b', atCapacity: false });
+    expect(dispatchRequest({ type: 'MM' }, [b, a, full], p, ['MM'], { prefer: prefer('b') })).toEqual({ id: 'b', atCapacity: false, capped: false });
     expect(offered.at(-1)).toEqual(['b', 'a']); // the tier's eligible ones: not the full instance
-    expect(dispatchRequest({ type: 'MM' }, [b, a, full], p, ['MM'], { prefer: prefer('f') })).toEqual({ id: 'a', atCapacity: false });
-    expect(dispatchRequest({ type: 'MM' }, [full, { ...full, id: 'g', running: 1 }], p, ['MM'], { prefer: prefer('f') })).toEqual({ id: 'f', atCapacity: true });
-    expect(dispatchRequest({ type: 'MM' }, [full, { ...full, id: 'g', running: 1 }], p, ['MM'])).toEqual({ id: 'g', atCapacity: true });
+    expect(dispatchRequest({ type: 'MM' }, [b, a, full], p, ['MM'], { prefer: prefer('f') })).toEqual({ id: 'a', atCapacity: false, capped: false });
+    expect(dispatchRequest({ type: 'MM' }, [full, { ...full, id: 'g', running: 1 }], p, ['MM'], { prefer: prefer('f') })).toEqual({ id: 'f', atCapacity: true, capped: true });
+    expect(dispatchRequest({ type: 'MM' }, [full, { ...full, id: 'g', running: 1 }], p, ['MM'])).toEqual({ id: 'g', atCapacity: true, capped: true });
   });
 
   it('takes exactly the decision of the live adapter (actors/common/policy.ts pickInstance) on random views', () => {
@@ -156,7 +156,7 @@ describe('instantaneous headroom (running + queued vs the SLO concurrency)', () 
     expect(chooseInstance({ type: 'MM' }, [busy, idle], p)).toMatchObject({ id: 'b' });
     // nothing with room: all_at_capacity, and dispatchRequest overflows to the least outstanding per GPU
     expect(chooseInstance({ type: 'MM' }, [busy], p)).toMatchObject({ reject: 'all_at_capacity' });
-    expect(dispatchRequest({ type: 'MM' }, [busy], p, ['MM'])).toEqual({ id: 'a', atCapacity: true });
+    expect(dispatchRequest({ type: 'MM' }, [busy], p, ['MM'])).toEqual({ id: 'a', atCapacity: true, capped: true });
   });
 
   it('prefers instances with room at their current clock, then those with room at max clock', async () => {

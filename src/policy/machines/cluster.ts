@@ -408,6 +408,19 @@ export function routePools(route: ReadonlyMap<RequestType, string>, retired: (po
   return anyReady ? candidates.filter(hasReady) : candidates;
 }
 
+/**
+ * The offers intake (and the gateway's routing, and the simulator) make along a chain of pools (routePools): each
+ * pool with `spill` (InferenceRequest.spill: a pool whose every instance is at its SLO cap refuses the request as
+ * overloaded, and the next pool takes it, as the cluster plan forwards the load above a pool's floor(D) servers to
+ * the next pool, sized for it), then, every pool having refused, the chain again without it (the request's own
+ * pool takes it at its cap: its least-loaded instance, whose emergency ladder acts; a pool whose instances refuse
+ * it, full, spills it to the next). A chain of one pool is one offer without `spill`.
+ */
+export function spillPasses(pools: readonly string[]): { pool: string; spill: boolean }[] {
+  const plain = pools.map((pool) => ({ pool, spill: false }));
+  return pools.length < 2 ? plain : [...pools.map((pool) => ({ pool, spill: true })), ...plain];
+}
+
 function round3(o: Partial<Record<string, number>>): Record<string, number> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round((v ?? 0) * 1000) / 1000]));
 }

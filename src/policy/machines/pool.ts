@@ -595,12 +595,12 @@ function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: Disp
     v = views(s, j.tried);
   }
   if (!v.length || j.attempts >= DISPATCH_TRIES) return finish(s, fx, job, j, now, cfg, j.lastError ?? refusal(cfg, 'overloaded', `pool ${cfg.pool} has no ready instance`));
-  const choice = dispatchRequest(j.req, v, cfg.profile, s.types, { headroom: cfg.headroom, ...(cfg.prefer ? { prefer: (ids: string[]) => cfg.prefer!(j.req, ids) } : {}) }).id;
-  // count it at once in the local view so a burst spreads before the next status arrives
+  const { id: choice, capped } = dispatchRequest(j.req, v, cfg.profile, s.types, { headroom: cfg.headroom, ...(cfg.prefer ? { prefer: (ids: string[]) => cfg.prefer!(j.req, ids) } : {}) });
+  // at its SLO cap, a request the intake may spill goes on to the next pool (spillPasses); else counted at once in the local view so a burst spreads before the next status
+  if (capped && j.req.spill && j.origin.kind === 'dispatch' && j.attempts === 0) return finish(s, fx, job, j, now, cfg, refusal(cfg, 'overloaded', `pool ${cfg.pool}: every instance at its SLO cap`));
   s.instances.set(choice, countDispatched(s.instances.get(choice)!, j.req.inputTokens));
-  const req = { ...j.req, pool: cfg.pool };
   s.jobs.set(job, { ...j, tried: new Set([...j.tried, choice]), attempts: j.attempts + 1, admitting: choice, holdUntilMs: undefined });
-  fx.push({ kind: 'admit', job, instance: choice, req });
+  fx.push({ kind: 'admit', job, instance: choice, req: { ...j.req, pool: cfg.pool } });
 }
 
 function admitResult(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEvent, { type: 'admit_result' }>, now: number, cfg: PoolMachineConfig): void {

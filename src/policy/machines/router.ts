@@ -241,9 +241,10 @@ export function routerPools(s: RouterState, type: RequestType, now: number, cfg:
 /**
  * The instance of `pool` the pool's dispatch picks for the request (policy dispatchRequest over the pool
  * leader's views), not one of `exclude`; counted at once in this view so a burst spreads before the next
- * status. Undefined when the view has no candidate left.
+ * status. Undefined when the view has no candidate left, or with `spill` (a longer pool follows in the request's
+ * chain: policy spillPasses) when every instance is at its SLO cap, as the pool's own dispatch refuses it then.
  */
-export function routerPick(s: RouterState, pool: string, req: { type?: RequestType; inputTokens: number } & Parameters<typeof promptChunkHashes>[0], exclude: ReadonlySet<string>, now: number, cfg: RouterConfig): string | undefined {
+export function routerPick(s: RouterState, pool: string, req: { type?: RequestType; inputTokens: number } & Parameters<typeof promptChunkHashes>[0], exclude: ReadonlySet<string>, now: number, cfg: RouterConfig, spill = false): string | undefined {
   const inst = s.byPool.get(pool);
   if (!inst) return undefined;
   const v = dispatchViews(inst.values(), exclude, aliveAt(now, cfg.deadAfterMs));
@@ -260,7 +261,9 @@ export function routerPick(s: RouterState, pool: string, req: { type?: RequestTy
       return { id, tp: x.tp, cachedPrefixTokens: Math.min(req.inputTokens, s.prefixes.matched(id, chunks.hashes) * unit * tokensPerUnit), pendingPrefillTokens: x.pendingPrefillTokens ?? 0, cachedShare: prefixHitShare(inst.get(id)?.status.prefixCacheTokens) };
     }))
     : undefined;
-  const id = dispatchRequest(req, v, cfg.profile, types, { headroom: cfg.headroom, ...(prefer ? { prefer } : {}) }).id;
+  const d = dispatchRequest(req, v, cfg.profile, types, { headroom: cfg.headroom, ...(prefer ? { prefer } : {}) });
+  if (spill && d.capped) return undefined;
+  const id = d.id;
   inst.set(id, countDispatched(inst.get(id)!, req.inputTokens));
   // the router remembers what the instance's KV cache can hold, not more (its engine evicts the rest)
   if (chunks) s.prefixes.record(id, chunks.hashes, (cfg.profile && kvCacheChunks(cfg.profile, v.find((x) => x.id === id)?.tp ?? 1, unit * tokensPerUnit)) ?? Infinity);
