@@ -63,6 +63,8 @@ export class ClusterManager extends Actor {
   #m: ClusterMachineState;
   /** when this replica began listening to the instances' status (the stale-inventory check waits a liveness window from it). */
   #listeningSinceMs = 0;
+  /** the first read of the store's assignments (started with the actor, awaited by a new leader). */
+  #loaded: Promise<void> = Promise.resolve();
   /** bumped when stale assignments are cleared: a store read begun before must not bring them back. */
   #loadGen = 0;
   /** per pool: when its assignment was last re-sent (the pool's PoolStatus showed an older epoch). */
@@ -91,7 +93,9 @@ export class ClusterManager extends Actor {
       ...(c.power.driver ? { power: serverPowerConfig({ bootS: c.power.bootS, bootDeadlineS: c.power.bootDeadlineS, reserveServers: c.power.reserveServers, ...(c.power.idleBeforeOffS !== undefined ? { idleBeforeOffS: c.power.idleBeforeOffS } : {}) }) } : {}),
     };
     if (c.power.driver) this.#power = new PowerDriver({ command: c.power.driver, timeoutMs: c.power.timeoutS * 1000, attempts: c.power.attempts }, this.log, this.clock);
-    await this.#loadAssignments();
+    // the store's assignments, read beside the lease: a replica contends as soon as it listens, also while the
+    // inventory's stream does not answer (each of its reads waits out JetStream's 5-s deadline); #lead waits for them
+    this.#loaded = this.#loadAssignments();
     this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intakeOnce(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
     // the predictor learns from the requests intake classified: records of others (the gateway routed them) are not decoded
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192, expectSubject: (r) => subjects.telRequest(r.pool), unwanted: () => this.#features.size === 0 });
@@ -415,7 +419,8 @@ export class ClusterManager extends Actor {
     // waits out JetStream's 5-s deadline when the stream's server does not answer, and the status waited for them
     void ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
     void ensureRequestsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
-    // before anything is read from the store: a previous run's state is cleared
+    // the stored assignments in the machine before it leads, then a previous run's state cleared from the store
+    await this.#loaded;
     await this.#reconcileInventory();
     if (!this.#lease.isLeader()) return;
     await this.#continueLedger();

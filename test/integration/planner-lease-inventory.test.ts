@@ -1,0 +1,118 @@
+/**
+ * A cluster manager contends for the planner lease as soon as it listens, also while the inventory does not answer
+ * (issue 13, the new-leader tail). A cluster manager read the store's pool assignments before it started its lease;
+ * each of those reads waits out JetStream's 5-s deadline when the inventory's stream does not answer (its server
+ * killed or restarting, its raft group electing), and a replica restarted then was no standby for that long: 5.0 s
+ * from its connection to its election when that read comes first, 0.2 s when it runs beside the lease.
+ *
+ * Real 3-server cluster, the project's role users, a real cluster manager process. The inventory bucket is one
+ * replica on one server, which is stopped (SIGSTOP: its API calls go unanswered); the leases are replicated and keep
+ * working on the other two. Timed from the manager's connection (its NATS Service API answers a PING) to its
+ * election, so that the process's start under load does not count.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { startNatsCluster, as, creds } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import { launchArgs } from '../../actors/common/launch-args.ts';
+import { DecisionEvent, jetstream, serviceName, serviceSubjects, subjects } from '../../protocols/index.ts';
+
+let cluster: Awaited<ReturnType<typeof startNatsCluster>>;
+let admin: Bus;
+let cm: ChildProcess | undefined;
+let stoppedPid: number | undefined;
+
+beforeAll(async () => {
+  cluster = await startNatsCluster(3);
+}, 60_000);
+
+afterAll(async () => {
+  cm?.kill('SIGKILL');
+  if (stoppedPid) process.kill(stoppedPid, 'SIGCONT');
+  await admin?.close();
+  await cluster?.stop();
+});
+
+describe('a cluster manager whose inventory does not answer', () => {
+  it('contends for the planner lease at once, not after the inventory reads time out', async () => {
+    admin = await Bus.connect({ servers: cluster.urls, name: 'lease-admin', ...as('admin'), log: silentLogger() });
+    // the leases replicated on all three (the cluster's meta leader must be up), the inventory on one server
+    admin.jetstreamReplicas = 3;
+    for (const until = Date.now() + 30_000; ;) {
+      try {
+        await admin.kv(jetstream.leasesBucket, { history: 1 });
+        break;
+      } catch (err) {
+        if (Date.now() > until) throw err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+    admin.jetstreamReplicas = 1;
+    await admin.kv(jetstream.inventoryBucket);
+    const jsm = await jetstreamManager(admin.nc);
+    const on = (await jsm.streams.info(`KV_${jetstream.inventoryBucket}`)).cluster?.leader;
+    const i = cluster.servers.findIndex((s) => on?.endsWith(`-${cluster.servers.indexOf(s)}`));
+    expect(i).toBeGreaterThanOrEqual(0);
+    await admin.close();
+    stoppedPid = cluster.servers[i]!.pid;
+    process.kill(stoppedPid, 'SIGSTOP');
+    const live = cluster.urls.filter((_, j) => j !== i);
+    // JetStream itself back on the two live servers (their meta group, the leases' stream): only the inventory is out
+    for (const until = Date.now() + 60_000; ;) {
+      const b = await Bus.connect({ servers: live, name: 'lease-admin', ...as('admin'), log: silentLogger() });
+      const t = Date.now();
+      const ok = await Promise.race([
+        (async () => {
+          await (await jetstreamManager(b.nc)).getAccountInfo();
+          await (await b.kv(jetstream.leasesBucket, { history: 1 })).get('probe');
+          return Date.now() - t < 1000;
+        })().catch(() => false),
+        new Promise<false>((r) => setTimeout(() => r(false), 2000)),
+      ]);
+      if (ok) {
+        admin = b;
+        break;
+      }
+      await b.close();
+      expect(Date.now(), 'JetStream back on the live servers').toBeLessThan(until);
+    }
+
+    const dir = mkdtempSync(join(tmpdir(), 'dyn-lease-inv-'));
+    const cfgPath = join(dir, 'cluster.json');
+    writeFileSync(cfgPath, JSON.stringify({
+      model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+      servers: [{ id: 'n0', gpus: 2 }],
+      pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+      liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+      engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
+      nats: { url: live.join(','), roles: { cluster: creds('cluster') }, jetstreamReplicas: 3 },
+    }));
+    const id = 'cm-lease-inv';
+    let electedAt: number | undefined;
+    admin.subscribe(subjects.eventsOfKind('lease'), DecisionEvent, (e) => {
+      if (e.decision.leader === id) electedAt ??= Date.now();
+    });
+    await admin.nc.flush();
+    cm = spawn(process.execPath, launchArgs('cluster', ['--id', id, '--config', cfgPath]), {
+      stdio: ['ignore', process.env.DYN_TEST_LOG ? 'inherit' : 'ignore', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYN_TEST_LOG ?? 'error' },
+    });
+    // connected: its Service API answers (started right after the connection, before the actor's own start)
+    const ping = serviceSubjects.control('PING', serviceName('cluster'), id);
+    let connectedAt: number | undefined;
+    for (const until = Date.now() + 60_000; connectedAt === undefined && Date.now() < until;) {
+      if (await admin.nc.request(ping, '', { timeout: 200 }).then(() => true, () => false)) connectedAt = Date.now();
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(connectedAt, 'connected').toBeDefined();
+    for (const until = Date.now() + 30_000; electedAt === undefined && Date.now() < until;) await new Promise((r) => setTimeout(r, 100));
+    expect(electedAt, 'elected').toBeDefined();
+    // what stays on the path: the lease's first attempts (reads and a compare-and-set on the two live servers);
+    // the inventory's read before the lease waited out JetStream's 5-s deadline
+    expect(electedAt! - connectedAt!, 'elected after its connection').toBeLessThan(3_000);
+  }, 120_000);
+});
