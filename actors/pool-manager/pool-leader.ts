@@ -337,7 +337,20 @@ export class PoolLeader {
         break;
       case 'persist_reshard': {
         const rec: ReshardRecord = { v: 1, pool: this.pool, epoch: e.epoch, target: e.target, state: e.state, leader: this.#o.holder, atMs: this.#clock.now() };
-        this.#storeDispatched((kv) => kv.put(dispatchedKeys.reshard(this.pool), ReshardRecord.encode(rec)));
+        const put = (kv: KV) => kv.put(dispatchedKeys.reshard(this.pool), ReshardRecord.encode(rec));
+        if (e.ack === undefined) {
+          this.#storeDispatched(put);
+          break;
+        }
+        // the re-shard's first command waits for this answer (the record is stored before anything changes)
+        const ack = e.ack;
+        within(this.#dispatchedKv().then(put), c.timeouts.controlMs, `KV ${jetstream.dispatchedBucket} re-shard record`, this.#clock).then(
+          () => this.#step({ type: 'reshard_stored', ack, ok: true }),
+          (err: unknown) => {
+            this.#log.warn({ err: (err as Error).message }, 're-shard record not stored: re-shard not executed');
+            this.#step({ type: 'reshard_stored', ack, ok: false });
+          },
+        );
         break;
       }
       case 'held':

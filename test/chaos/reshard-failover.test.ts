@@ -6,7 +6,7 @@
  * while a unit is under way (an instance draining). Expected:
  * - every request completes (the harness sends through the gateway's NATS backend: retries, migration);
  * - the standby leads and finishes the dead leader's re-shard to its target, which the leader stored when it
- *   began (KV, dispatchedKeys.reshard): within a bound, every instance is ready, none shares a GPU, and their
+ *   began, before its first command (KV, dispatchedKeys.reshard): within a bound, every instance is ready, none shares a GPU, and their
  *   TP degrees are the target's (the burst guard's target may leave GPUs in no instance). Without the stored
  *   target the standby leaves the layout it finds (the drained instances resumed): the re-shard is lost.
  */
@@ -65,6 +65,7 @@ beforeAll(async () => {
   h.bus.subscribe(subjects.eventsOfKind('reshard'), DecisionEvent, (e) => void events.push(e), { capacity: 1024 });
   h.bus.subscribe(subjects.eventsOfKind('lease'), DecisionEvent, (e) => void events.push(e), { capacity: 1024 });
   h.bus.subscribe(subjects.eventsOfKind('scale'), DecisionEvent, (e) => void events.push(e), { capacity: 1024 });
+  h.bus.subscribe(subjects.eventsOfKind('failure'), DecisionEvent, (e) => void events.push(e), { capacity: 1024 });
   h.startActor('cluster', 'cm-0');
   h.startActor('pool', 'pm-0');
   await sleep(1500);
@@ -147,7 +148,12 @@ async function reshardAndKill(phase: 'draining' | 'starting', first: number): Pr
     const ledAfterMs = Date.now() - killAt;
     // the layout settles on the target: every instance ready, all GPUs served, the target's TP degrees (the re-shard finished)
     expect(Object.keys(target).length, 'the re-shard decision taken').toBeGreaterThan(0);
-    await until(() => onTarget(target), 180_000, () => `the pool to settle on ${JSON.stringify(target)}: ${layout()}`);
+    await until(() => onTarget(target), 180_000, () => `the pool to settle on ${JSON.stringify(target)}: ${layout()}`).catch((err: unknown) => {
+      // what led there: the decisions since the load began, on the kill's time
+      if (process.env.DYN_TEST_DEBUG) for (const e of events.slice(seen)) console.log(`${e.atMs - killAt} ms ${e.kind}: ${e.summary} ${JSON.stringify(e.decision)}`);
+      if (process.env.DYN_TEST_DEBUG) console.log(`at the kill: ${JSON.stringify(layoutAtKill)}`);
+      throw err;
+    });
     expect(events.some((e) => e.kind === 'reshard' && e.atMs > killAt && (e.decision as { resume?: boolean }).resume === true), "the standby's resumed re-shard").toBe(true);
     const settledAfterMs = Date.now() - killAt;
     // load on the settled pool too

@@ -24,7 +24,9 @@ class Drive {
   at(ms: number, ev: PoolEvent): PoolEffect[] {
     const r = poolStep(this.s, ev, T0 + ms, cfg);
     this.s = r.state;
-    return r.effects;
+    // the shell's store acknowledges a re-shard's record at once (its first command waits for that)
+    const acks = r.effects.flatMap((e) => (e.kind === 'persist_reshard' && e.ack !== undefined ? [e.ack] : []));
+    return [...r.effects, ...acks.flatMap((ack) => this.at(ms, { type: 'reshard_stored', ack, ok: true }))];
   }
   status(id: string, o: Partial<InstanceStatus> = {}): InstanceStatus {
     const seq = (this.seqs.get(id) ?? 0) + 1;

@@ -56,7 +56,8 @@ class Drive {
     const { state, effects } = poolStep(this.s, ev, T0 + ms, this.c);
     expect(state).not.toBe(before);
     this.s = state;
-    return effects;
+    // the shell's store acknowledges a re-shard's record at once (its first command waits for that)
+    return [...effects, ...effects.flatMap((e) => (e.kind === 'persist_reshard' && e.ack !== undefined ? this.at(ms, { type: 'reshard_stored', ack: e.ack, ok: true }) : []))];
   }
   /** leads, then gets the assignment from the cluster planner (PoolCommand assign); returns the effects of both. */
   lead(ms: number, a?: PoolAssignment): PoolEffect[] {

@@ -35,6 +35,7 @@ import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
 import { aliveInstances, capacityComing, countDispatched, dispatchViews, poolEpochLoad, poolLoad, type DispatchViewOf, type HoldOutcome } from './router.ts';
 export { aliveInstances, poolLoad } from './router.ts';
+import { adoptReshard, adoptReshardOnAssign, resumeOrphanDrain } from './pool-takeover.ts';
 import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, unitSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
 export interface PoolMachineConfig {
@@ -116,6 +117,8 @@ interface ReshardRun {
   nodeIdx: Map<string, number>;
   gps: number;
   startedMs: number;
+  /** waiting until this time for its record to be stored ('reshard_stored'): no unit begins before, ms. */
+  storeUntilMs?: number;
   /** the unit under way, its node and local GPUs. */
   unit: number;
   unitNode?: string;
@@ -150,6 +153,8 @@ export interface PoolMachineState {
   ledAtMs?: number;
   /** the stored assignment not adopted at the lead (no live instance): until the planner's (`assignment`), its grants count as capacity coming. */
   unadopted?: PoolAssignment;
+  /** the previous leader's running re-shard stored on `unadopted`: finished once the planner sends that assignment (pool-takeover.ts). */
+  unadoptedReshard?: StoredReshard;
   /** this replica's link to the bus is down ('link' event): the sweep gives no verdict meanwhile. */
   linkDown?: boolean;
   /** when, leading, it first saw its instances admit requests: its re-shard epochs count from then, ms. */
@@ -196,7 +201,9 @@ export type PoolEvent =
   /** the MILP's answer to a 'solve' effect. */
   | { type: 'planned'; plan?: PoolShardDecision; force?: boolean }
   /** the answer to a 'node' effect. */
-  | { type: 'node_result'; cmd: NodeCommand; ok: boolean; purpose: 'reconcile' | 'reshard' };
+  | { type: 'node_result'; cmd: NodeCommand; ok: boolean; purpose: 'reconcile' | 'reshard' }
+  /** the answer to a 'persist_reshard' with `ack` (the store acknowledged the record, or failed). */
+  | { type: 'reshard_stored'; ack: number; ok: boolean };
 
 export type PoolEffect =
   | { kind: 'arm_timer'; timer: 'sweep' | 'tick' | 'reconcile' | 'reshard' | 'status'; everyMs: number }
@@ -212,7 +219,7 @@ export type PoolEffect =
   /** drop a request from that store (it ended, or was handed on). */
   | { kind: 'forget_dispatched'; id: string }
   /** keep the re-shard (begun, or complete) in the store a successor reads. */
-  | ({ kind: 'persist_reshard' } & StoredReshard)
+  | ({ kind: 'persist_reshard'; ack?: number } & StoredReshard)
   /** held: tell its caller (TokenChunk.hold on its stream subject) the pool answers within forMs; `first`: its first hold. */
   | { kind: 'held'; req: Pick<InferenceRequest, 'id' | 'streamSubject'>; forMs: number; first: boolean }
   /** a held request's dispatch is over (router HoldOutcome). */
@@ -274,8 +281,8 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       }
       adoptDispatched(s, fx, ev.dispatched ?? [], now, cfg);
       adoptReshard(s, fx, ev.reshard, cfg);
-      // an instance a previous leader's re-shard drained serves again (that re-shard died with it; one stopping resumes not)
-      for (const x of aliveInstances(s)) if (x.state === 'draining') fx.push({ kind: 'resume', instance: x.id, reason: `${cfg.holder} leads ${cfg.pool}: no re-shard of its drains ${x.id}` });
+      // an instance a previous leader's re-shard drained serves again (that re-shard died with it)
+      for (const x of aliveInstances(s)) resumeOrphanDrain(s, fx, x, cfg);
       fx.push(
         { kind: 'arm_timer', timer: 'reconcile', everyMs: Math.max(500, cfg.statusIntervalMs * 4) },
         { kind: 'arm_timer', timer: 'reshard', everyMs: cfg.epochMs },
@@ -289,6 +296,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} lost the lead of ${cfg.pool}`, decision: { leader: null }, inputs: { pool: cfg.pool } }, { kind: 'disarm_leader_timers' });
       s.reshard = undefined;
       s.pendingReshard = undefined;
+      s.unadoptedReshard = undefined;
       s.planning = false;
       s.reconciling = 0;
       s.trafficAtMs = undefined;
@@ -345,6 +353,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       } else {
         setAssignment(s, a);
         fx.push({ kind: 'command_reply', ref: ev.ref, ok: true, detail: { epoch: a.epoch } });
+        adoptReshardOnAssign(s, fx, a, cfg);
         reconcile(s, fx, now, cfg);
       }
       break;
@@ -365,6 +374,9 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
     case 'node_result':
       nodeResult(s, fx, ev.cmd, ev.ok, ev.purpose, now, cfg);
+      break;
+    case 'reshard_stored':
+      reshardStored(s, fx, ev.ack, ev.ok, now, cfg);
       break;
   }
   return { state: s, effects: fx };
@@ -396,13 +408,16 @@ function onStatus(s: PoolMachineState, fx: PoolEffect[], st: InstanceStatus, now
     if (keep.length) s.graves.set(st.id, keep); else s.graves.delete(st.id);
     s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
     if (t && !t.alive) fx.push({ kind: 'event', event: 'instance', summary: `${st.id} is back (${st.state})`, decision: { instance: st.id, alive: true }, inputs: { startedMs: st.startedMs } });
+    resumeOrphanDrain(s, fx, st, cfg);
     goneProcesses(s, fx, st, now, cfg);
     return;
   }
   // a new process under the same id: whatever the old one held is gone (a placeholder held nothing known)
   if (st.startedMs !== t.status.startedMs && t.status.startedMs !== UNSEEN) instanceDied(s, fx, st.id, 'restarted', t.status, now, cfg, (o) => o.startedMs !== st.startedMs);
   s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
-  if (t.status.startedMs === UNSEEN) goneProcesses(s, fx, st, now, cfg);
+  if (t.status.startedMs !== UNSEEN) return;
+  resumeOrphanDrain(s, fx, st, cfg);
+  goneProcesses(s, fx, st, now, cfg);
 }
 
 /**
@@ -680,15 +695,6 @@ function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMa
   else if (s.pendingReshard) resumeReshard(s, fx, now, cfg);
 }
 
-/** The stored re-shard of the previous leader, on this assignment: the layout it aimed at, and one to finish when it was running. */
-function adoptReshard(s: PoolMachineState, fx: PoolEffect[], r: StoredReshard | undefined, cfg: PoolMachineConfig): void {
-  if (!r || r.epoch !== s.assignment?.epoch) return;
-  s.target = r.target;
-  if (r.state !== 'running') return;
-  s.pendingReshard = r.target;
-  fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: finishing the previous leader's re-shard`, decision: { resume: true, target: r.target }, inputs: { epoch: r.epoch } });
-}
-
 /** The previous leader's unfinished re-shard, begun again from the layout now once every instance is ready and nothing starts. */
 function resumeReshard(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   const live = aliveInstances(s);
@@ -873,8 +879,24 @@ function beginReshard(s: PoolMachineState, fx: PoolEffect[], target: InstanceCon
     kind: 'event', event: 'reshard', summary: `${cfg.pool}: executing ${units.length} staggered unit(s)`, decision: { units: units.map((u) => ({ kind: u.kind, tp: u.tp, gpus: u.gpus, from: u.from })) },
     inputs: { current, target, gpusPerServer: gps },
   });
-  s.reshard = { target, units, unit: -1, todo: [], gps, startedMs: now, current, nodeIdx };
-  fx.push({ kind: 'persist_reshard', epoch: a.epoch, target, state: 'running' });
+  // no command before the record is stored: a leader killed after its first drain leaves its successor the target
+  s.reshard = { target, units, unit: -1, todo: [], gps, startedMs: now, current, nodeIdx, storeUntilMs: now + RESHARD_STORE_MS };
+  fx.push({ kind: 'persist_reshard', epoch: a.epoch, target, state: 'running', ack: now });
+}
+
+/** How long a re-shard waits for its record to be stored before it is not executed, ms. */
+const RESHARD_STORE_MS = 10_000;
+
+/** The store's answer to the record of the re-shard begun at `ack`: its first unit begins, or it is not executed. */
+function reshardStored(s: PoolMachineState, fx: PoolEffect[], ack: number, ok: boolean, now: number, cfg: PoolMachineConfig): void {
+  const r = s.reshard;
+  if (!r || r.storeUntilMs === undefined || r.startedMs !== ack) return;
+  if (!ok || now > r.storeUntilMs) {
+    s.reshard = undefined;
+    fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: re-shard not executed: its record was not stored (a successor could not finish it)`, decision: { target: r.target, stored: false }, inputs: {} });
+    return;
+  }
+  s.reshard = { ...r, storeUntilMs: undefined };
   nextUnit(s, fx, now, cfg);
   reshardAdvance(s, fx, now, cfg);
 }
@@ -930,6 +952,7 @@ function startCmd(pool: string, p: { node: string; gpuIds: number[]; id: string;
 function reshardAdvance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   for (let guard = 0; guard < 64 && s.reshard; guard++) {
     const r = s.reshard;
+    if (r.storeUntilMs !== undefined) return now > r.storeUntilMs ? reshardStored(s, fx, r.startedMs, false, now, cfg) : undefined;
     if (!r.phase) {
       const [step, ...rest] = r.todo;
       if (!step) {
