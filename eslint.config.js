@@ -88,9 +88,7 @@ const PURE_GLOBALS = [{ name: 'process', message: 'src/model and src/policy are 
 const PURE_FILES = ['src/model/**/*.ts', 'src/policy/**/*.ts'];
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'test/artifacts/', 'bench-results/', 'src/telemetry/dashboard/', '**/*.js', '**/*.mjs', '**/*.cjs',
-    // outside tsconfig.json, so the type-aware rules cannot read them
-    'scripts/'] },
+  { ignores: ['node_modules/', 'dist/', 'test/artifacts/', 'bench-results/', 'src/telemetry/dashboard/', '**/*.js', '**/*.mjs', '**/*.cjs'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -915,7 +915,8 @@ function nextUnit(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolM
   }
   const a = s.assignment!;
   const node = a.grants[Math.floor(u.gpus[0]! / r.gps)]!.node;
-  // ascending: the instance id names the first GPU and the count (reconcile reads the GPUs back from it)
+  // ascending (the node agent starts an instance on these GPUs in this order); the instance id names the lowest GPU and the
+  // count. The GPUs need not be adjacent: the matching keeps weights in place (TP4 [0,1,2,3] -> TP2 [0,2] and [1,3])
   const local = u.gpus.map((g) => g % r.gps).sort((x, y) => x - y);
   const toGlobal = (n: string | undefined, g: number) => (r.nodeIdx.get(n ?? '') ?? 0) * r.gps + g;
   const busy = new Set(aliveInstances(s).filter((x) => !u.from.includes(x.id)).flatMap((x) => x.gpuIds.map((g) => toGlobal(x.node, g))));
