@@ -11,12 +11,10 @@
  * election, so that the process's start under load does not count.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { startNatsCluster, as, creds } from '../helpers/nats.ts';
+import { startNatsCluster, as } from '../helpers/nats.ts';
+import { bucketsWhenReady, freezeServer, plannerConfig } from '../helpers/planner-fixture.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
@@ -43,25 +41,15 @@ describe('a cluster manager whose inventory does not answer', () => {
     admin = await Bus.connect({ servers: cluster.urls, name: 'lease-admin', ...as('admin'), log: silentLogger() });
     // the leases replicated on all three (the cluster's meta leader must be up), the inventory on one server
     admin.jetstreamReplicas = 3;
-    for (const until = Date.now() + 30_000; ;) {
-      try {
-        await admin.kv(jetstream.leasesBucket, { history: 1 });
-        break;
-      } catch (err) {
-        if (Date.now() > until) throw err;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    }
+    await bucketsWhenReady(admin, () => admin.kv(jetstream.leasesBucket, { history: 1 }));
     admin.jetstreamReplicas = 1;
     await admin.kv(jetstream.inventoryBucket);
     const jsm = await jetstreamManager(admin.nc);
     const on = (await jsm.streams.info(`KV_${jetstream.inventoryBucket}`)).cluster?.leader;
-    const i = cluster.servers.findIndex((s) => on?.endsWith(`-${cluster.servers.indexOf(s)}`));
-    expect(i).toBeGreaterThanOrEqual(0);
     await admin.close();
-    stoppedPid = cluster.servers[i]!.pid;
-    process.kill(stoppedPid, 'SIGSTOP');
-    const live = cluster.urls.filter((_, j) => j !== i);
+    const frozen = freezeServer(cluster, on);
+    stoppedPid = frozen.pid;
+    const live = frozen.live;
     // JetStream itself back on the two live servers (their meta group, the leases' stream): only the inventory is out
     for (const until = Date.now() + 60_000; ;) {
       const b = await Bus.connect({ servers: live, name: 'lease-admin', ...as('admin'), log: silentLogger() });
@@ -82,16 +70,7 @@ describe('a cluster manager whose inventory does not answer', () => {
       expect(Date.now(), 'JetStream back on the live servers').toBeLessThan(until);
     }
 
-    const dir = mkdtempSync(join(tmpdir(), 'dyn-lease-inv-'));
-    const cfgPath = join(dir, 'cluster.json');
-    writeFileSync(cfgPath, JSON.stringify({
-      model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
-      servers: [{ id: 'n0', gpus: 2 }],
-      pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-      liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
-      engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
-      nats: { url: live.join(','), roles: { cluster: creds('cluster') }, jetstreamReplicas: 3 },
-    }));
+    const cfgPath = plannerConfig(live, 'dyn-lease-inv-');
     const id = 'cm-lease-inv';
     let electedAt: number | undefined;
     admin.subscribe(subjects.eventsOfKind('lease'), DecisionEvent, (e) => {

@@ -11,12 +11,10 @@
  * inventory are replicated and keep working on the other two.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { startNatsCluster, as, creds } from '../helpers/nats.ts';
+import { startNatsCluster, as } from '../helpers/nats.ts';
+import { bucketsWhenReady, freezeServer, plannerConfig } from '../helpers/planner-fixture.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
@@ -43,16 +41,10 @@ describe('a new cluster planner whose streams do not answer', () => {
     admin = await Bus.connect({ servers: cluster.urls, name: 'streams-admin', ...as('admin'), log: silentLogger() });
     admin.jetstreamReplicas = 3;
     // the replicated buckets first (the cluster's meta leader must be up), then both streams on one server
-    for (const until = Date.now() + 30_000; ;) {
-      try {
-        await admin.kv(jetstream.leasesBucket, { history: 1 });
-        await admin.kv(jetstream.inventoryBucket);
-        break;
-      } catch (err) {
-        if (Date.now() > until) throw err;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    }
+    await bucketsWhenReady(admin, async () => {
+      await admin.kv(jetstream.leasesBucket, { history: 1 });
+      await admin.kv(jetstream.inventoryBucket);
+    });
     const jsm = await jetstreamManager(admin.nc);
     const place = async (name: string, subjectsOf: string[]) => {
       await jsm.streams.delete(name).catch(() => false);
@@ -62,24 +54,13 @@ describe('a new cluster planner whose streams do not answer', () => {
     const on = await place(jetstream.eventsStream, [...jetstream.eventsSubjects]);
     let tries = 0;
     while ((await place(jetstream.requestsStream, [...jetstream.requestsSubjects])) !== on) expect(++tries).toBeLessThan(30);
-    const i = cluster.servers.findIndex((s) => on?.endsWith(`-${cluster.servers.indexOf(s)}`));
-    expect(i).toBeGreaterThanOrEqual(0);
     await admin.close();
-    stoppedPid = cluster.servers[i]!.pid;
-    process.kill(stoppedPid, 'SIGSTOP');
-    const live = cluster.urls.filter((_, j) => j !== i);
+    const frozen = freezeServer(cluster, on);
+    stoppedPid = frozen.pid;
+    const live = frozen.live;
     admin = await Bus.connect({ servers: live, name: 'streams-admin', ...as('admin'), log: silentLogger() });
 
-    const dir = mkdtempSync(join(tmpdir(), 'dyn-planner-'));
-    const cfgPath = join(dir, 'cluster.json');
-    writeFileSync(cfgPath, JSON.stringify({
-      model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
-      servers: [{ id: 'n0', gpus: 2 }],
-      pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-      liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
-      engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
-      nats: { url: live.join(','), roles: { cluster: creds('cluster') }, jetstreamReplicas: 3 },
-    }));
+    const cfgPath = plannerConfig(live, 'dyn-planner-');
     let electedAt: number | undefined;
     admin.subscribe(subjects.eventsOfKind('lease'), DecisionEvent, (e) => {
       if (e.decision.leader === 'cm-streams') electedAt ??= Date.now();
