@@ -81,6 +81,8 @@ export class PoolLeader {
     this.#mc = {
       pool: o.pool, holder: o.holder, ...(o.profile ? { profile: o.profile } : {}), headroom: c.policy.headroom, deadAfterMs: c.liveness.deadAfterMs,
       statusIntervalMs: c.liveness.statusIntervalMs, epochMs: c.epochs.poolS * 1000, healthDeadlineMs: c.engine.healthDeadlineMs, initialTp: c.engine.initialTp,
+      // the epoch's arrival rate per modelled s, as the instances' loads (instance-manager machine-io's timeScale)
+      timeScale: c.engine.kind === 'emulator' ? c.engine.timeScale : 1,
       moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS, planner: c.planner === 'milp' ? 'milp' : 'heuristic',
       // the burst guard's window: the last three re-shard epochs (policy poolBurstWindowMs, as the simulator's pools)
       burstWindowMs: poolBurstWindowMs(c.epochs.poolS * 1000),

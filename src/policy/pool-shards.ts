@@ -126,6 +126,60 @@ export function recordPoolArrivals(window: readonly PoolLoadSample[], counts: Pa
   return kept;
 }
 
+/** `gpus` in groups of `n`, in order (a last group of fewer left out): the instances that fill free GPUs. */
+export function gpuGroups(gpus: readonly number[], n: number): number[][] {
+  const out: number[][] = [];
+  for (let i = 0; i + n <= gpus.length; i += n) out.push(gpus.slice(i, i + n));
+  return out;
+}
+
+/** GPUs per server of a pool's grants for the global GPU numbering of its re-shard (largest granted index + 1). */
+export function grantGpusPerServer(a: { grants: readonly { gpuIds: readonly number[] }[] } | undefined): number {
+  let m = 1;
+  for (const g of a?.grants ?? []) for (const x of g.gpuIds) m = Math.max(m, x + 1);
+  return m;
+}
+
+/**
+ * The pool's arrivals since its re-shard epoch last read them: the requests its instances admitted (the increments of
+ * their statuses' cumulative admittedByType, admittedBetween, wherever they came from: the pool's dispatch or the
+ * gateway's own), counted from `sinceMs`; `last`: the span and counts of the last reading (a forced epoch right after
+ * one reads them too, epochArrivalLoad). An instance stopped within the epoch keeps its arrivals in the count, where a
+ * sum of the instances' load estimates loses them with it.
+ */
+export interface EpochArrivals { sinceMs: number; counts: Partial<Record<RequestType, number>>; last?: { spanMs: number; counts: Partial<Record<RequestType, number>> } }
+
+/** `acc` with `counts` (requests admitted since the last record, by type) added; counting starts at the first record (a new object). */
+export function addEpochArrivals(acc: EpochArrivals | undefined, counts: Partial<Record<RequestType, number>>, now: number): EpochArrivals | undefined {
+  const add = Object.entries(counts).filter(([, n]) => (n ?? 0) > 0) as [RequestType, number][];
+  if (!add.length) return acc;
+  const out: EpochArrivals = acc ? { ...acc, counts: { ...acc.counts } } : { sinceMs: now, counts: {} };
+  for (const [t, n] of add) out.counts[t] = (out.counts[t] ?? 0) + n;
+  return out;
+}
+
+/**
+ * The pool's load for its re-shard epoch, req per modelled s by type: its arrivals since the last reading over the
+ * time since (`timeScale`: wall s per modelled s, as the instances' loads), and the counter restarted at `now`.
+ * A reading less than half an epoch after the last one (a forced re-shard) takes the last reading's arrivals and span
+ * too. `load` is undefined, and the count goes on, where nothing has been counted yet (no status with admission
+ * counters since this replica led) or the count began less than half an epoch ago with no reading before (a pool the
+ * simulator's cluster epoch created between two of its pool epochs): the caller reads its instances' estimates.
+ */
+export function epochArrivalLoad(acc: EpochArrivals | undefined, now: number, epochMs: number, timeScale = 1): { load?: Partial<Record<RequestType, number>>; next: EpochArrivals | undefined } {
+  if (!acc || !(now > acc.sinceMs)) return { next: acc };
+  let span = now - acc.sinceMs;
+  if (span < epochMs / 2 && !acc.last) return { next: acc };
+  const counts = { ...acc.counts };
+  if (span < epochMs / 2 && acc.last) {
+    span += acc.last.spanMs;
+    for (const [t, n] of Object.entries(acc.last.counts) as [RequestType, number][]) counts[t] = (counts[t] ?? 0) + n;
+  }
+  const load: Partial<Record<RequestType, number>> = {};
+  for (const [t, n] of Object.entries(counts) as [RequestType, number][]) if (n > 0) load[t] = n / (span / 1000) / timeScale;
+  return { load, next: { sinceMs: now, counts: {}, last: { spanMs: now - acc.sinceMs, counts: acc.counts } } };
+}
+
 /**
  * Requests an instance admitted between its previous status and this one (increments of its cumulative
  * admittedByType), by type; undefined when there is no earlier status of the same process to count from (a first

@@ -8,14 +8,15 @@
  * model: the new layout serves after tau x Table VI + resync (./control.ts). No decision is taken here.
  * What the live machine carries from one epoch to the next and decides with is carried here too: its burst window
  * (the minutes of arrivals its instances' statuses report, fed by the simulator between epochs through the same
- * policy recordPoolArrivals) and the layout of its last re-shard (the instances serving now), so that the granted
- * GPUs that layout leaves out stay out.
+ * policy recordPoolArrivals), its arrivals since its last epoch (the epoch's load, policy addEpochArrivals; step
+ * fidelity: fluid pools read their instances' loads) and the layout of its last re-shard (the instances serving
+ * now), so that the granted GPUs that layout leaves out stay out.
  */
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../policy/machines/pool.ts';
 import type { InstanceConfig } from '../policy/types.ts';
-import { recordPoolArrivals, type PoolLoadSample } from '../policy/pool-shards.ts';
+import { addEpochArrivals, recordPoolArrivals, type EpochArrivals, type PoolLoadSample } from '../policy/pool-shards.ts';
 
 export type { PoolLoadSample } from '../policy/pool-shards.ts';
 export type { PoolMachineConfig } from '../policy/machines/pool.ts';
@@ -77,8 +78,14 @@ export function poolReshardDecision(
     step({ type: 'status', status });
   }
   step({ type: 'lead', stored: assignment });
+  // the arrivals it counted while it led (a lead restarts the count; this machine has led since the pool's first traffic)
+  const counted = pool && epochs.get(pool);
+  if (counted) s = { ...s, epochArrivals: counted };
   const fx = step({ type: 'reshard_epoch' });
-  if (pool) windows.set(pool, s.recentLoad);
+  if (pool) {
+    windows.set(pool, s.recentLoad);
+    if (s.epochArrivals) epochs.set(pool, s.epochArrivals);
+  }
   for (const e of fx) if (e.kind === 'event' && e.event === 'reshard' && typeof e.decision.take === 'boolean') return { take: e.decision.take, target: e.decision.target as InstanceConfig[], recentLoad: s.recentLoad, event: { summary: e.summary, decision: e.decision, inputs: e.inputs } };
   return undefined;
 }
@@ -89,6 +96,8 @@ interface WithAdmitted { brain?: { s: { admitted: Partial<Record<RequestType, nu
 const seen = new WeakMap<WithAdmitted, Partial<Record<RequestType, number>>>();
 /** each simulated pool's burst window (the pool machine's recentLoad), carried between its epochs. */
 const windows = new WeakMap<object, PoolLoadSample[]>();
+/** each simulated pool's arrivals since its last re-shard epoch (the pool machine's epochArrivals). */
+const epochs = new WeakMap<object, EpochArrivals>();
 /** when each simulated pool's first arrivals were recorded (the live machine's trafficAtMs): its minutes count from there. */
 const origins = new WeakMap<object, number>();
 
@@ -98,7 +107,7 @@ export function burstWindowOf(pool: object): PoolLoadSample[] {
 }
 
 /**
- * The pool machine's burst window gets the pool's arrivals since the last call (policy recordPoolArrivals, which
+ * The pool machine's burst window and its count for the next re-shard epoch get the pool's arrivals since the last call (policy recordPoolArrivals, which
  * the live machine runs on each status with the increments of its instances' cumulative admittedByType): the
  * increments of the simulated instance machines' own counters (step fidelity; the simulator calls it at the live
  * status interval). Its minutes count from the first call that records arrivals, as the live machine's count from
@@ -115,6 +124,8 @@ export function recordSimPoolArrivals(pool: { instances: WithAdmitted[] }, now: 
   }
   if (!origins.has(pool) && Object.keys(add).length) origins.set(pool, now);
   windows.set(pool, recordPoolArrivals(burstWindowOf(pool), add, now, windowMs, origins.get(pool)));
+  const counted = addEpochArrivals(epochs.get(pool), add, now);
+  if (counted) epochs.set(pool, counted);
 }
 
 /** Fluid fidelity (no instance machines): the arrivals routed to the pool in a tick (counts by type, REQUEST_TYPES order). */

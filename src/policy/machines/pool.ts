@@ -20,9 +20,9 @@
  * - emergency step 3 of an instance: its moved requests go to peers with room;
  * - the assignment (stale epochs ignored) and reconciliation: stop instances on GPUs no longer granted,
  *   start instances on granted GPUs nobody uses (the re-shard's layout, else engine.initialTp);
- * - the re-shard epoch (policy planSharding; the MILP is an effect answered with 'planned') and its
- *   staggered execution, one unit at a time: start the new instance first where its GPUs are free, else
- *   drain, stop, and start on the freed GPUs; each wait bounded.
+ * - the re-shard epoch on the pool's arrivals since the last (policy epochArrivalLoad, planSharding; the MILP is an
+ *   effect answered with 'planned') and its staggered execution, one unit at a time: start the new instance first
+ *   where its GPUs are free, else drain, stop, and start on the freed GPUs; each wait bounded.
  */
 import type { RequestType } from '../../../protocols/request-types.ts';
 import type { InstanceStatus, MoveReply, NodeCommand, PoolAssignment } from '../../../protocols/control.ts';
@@ -36,7 +36,7 @@ import type { CurrentInstance } from '../reshard-matching.ts';
 import { aliveInstances, capacityComing, countDispatched, dispatchViews, poolEpochLoad, poolLoad, type DispatchViewOf, type HoldOutcome } from './router.ts';
 export { aliveInstances, poolLoad } from './router.ts';
 import { adoptReshard, adoptReshardOnAssign, resumeOrphanDrain } from './pool-takeover.ts';
-import { admittedBetween, darkReshardUnit, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, unitSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
+import { addEpochArrivals, admittedBetween, darkReshardUnit, epochArrivalLoad, type EpochArrivals, gpuGroups, grantGpusPerServer, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, windowPeak, type PoolLoadSample, reshardSteps, unitSteps, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 
 export interface PoolMachineConfig {
   pool: string;
@@ -55,6 +55,8 @@ export interface PoolMachineConfig {
   healthDeadlineMs: number;
   /** TP of the instances that fill granted GPUs before any re-shard. */
   initialTp: number;
+  /** wall s per modelled s of the pool's engines (an emulator at engine.timeScale k runs k times faster): the epoch's arrival rate is per modelled s, as the instances' loads. Absent: 1. */
+  timeScale?: number;
   /** a peer with this many queued requests or more takes no moved request. */
   moveQueueAbove: number;
   /** Retry-After told to refused clients, s. */
@@ -166,6 +168,8 @@ export interface PoolMachineState {
   reshard?: ReshardRun;
   /** the pool's measured load at its recent re-shard epochs (the burst guard's window, burstWindowMs). */
   recentLoad: PoolLoadSample[];
+  /** what its instances admitted since its re-shard epoch last read it, counted while it leads from its first traffic (the epoch's load). */
+  epochArrivals?: EpochArrivals;
 }
 
 export type PoolEvent =
@@ -300,6 +304,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.planning = false;
       s.reconciling = 0;
       s.trafficAtMs = undefined;
+      s.epochArrivals = undefined;
       for (const [job, j] of s.jobs) finish(s, fx, job, j, now, cfg, refusal(cfg, 'unavailable', `${cfg.holder} no longer leads ${cfg.pool}`));
       break;
     case 'status':
@@ -312,8 +317,9 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
           s.trafficAtMs = now;
           fx.push({ kind: 'arm_timer', timer: 'reshard', everyMs: cfg.epochMs });
         }
-        // the burst guard's window: what the pool's instances admitted, minute by minute from its first traffic
+        // what the pool's instances admitted: the burst guard's window (minute by minute from its first traffic) and the re-shard epoch's count
         if (arrived && cfg.burstWindowMs) s.recentLoad = recordPoolArrivals(s.recentLoad, arrived, now, cfg.burstWindowMs, s.trafficAtMs);
+        if (arrived && s.trafficAtMs !== undefined) s.epochArrivals = addEpochArrivals(s.epochArrivals, arrived, now);
       }
       advance(s, fx, now, cfg);
       break;
@@ -706,13 +712,6 @@ function resumeReshard(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: 
 
 // ------------------------------------------------------------------ assignment and reconciliation
 
-/** GPUs per server for the global GPU numbering of the re-shard (largest granted index + 1). */
-function gpusPerServer(a: PoolAssignment | undefined): number {
-  let m = 1;
-  for (const g of a?.grants ?? []) for (const x of g.gpuIds) m = Math.max(m, x + 1);
-  return m;
-}
-
 function nodeCmd(s: PoolMachineState, fx: PoolEffect[], node: string | undefined, cmd: NodeCommand, purpose: 'reconcile' | 'reshard'): boolean {
   if (!node) return false;
   if (purpose === 'reconcile') s.reconciling++;
@@ -756,11 +755,11 @@ function reconcile(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: Pool
     const free = g.gpuIds.filter((x) => !used.has(x)).sort((x, y) => x - y);
     // no target (first fill, or a successor of a leader whose re-shard unit was cut short): GPUs left after the
     // initialTp instances get the largest smaller degree the profile runs, so no granted GPU stays idle
-    const groups = chunk(free, tp);
+    const groups = gpuGroups(free, tp);
     let left = s.target ? [] : free.slice(groups.length * tp);
     for (let k = tp / 2; k >= 1 && left.length; k /= 2) {
       if (!cfg.profile?.tpDegrees.includes(k)) continue;
-      const more = chunk(left, k);
+      const more = gpuGroups(left, k);
       groups.push(...more);
       left = left.slice(more.length * k);
     }
@@ -803,25 +802,22 @@ function nodeResult(s: PoolMachineState, fx: PoolEffect[], cmd: NodeCommand, ok:
   reshardAdvance(s, fx, now, cfg);
 }
 
-function chunk(xs: number[], n: number): number[][] {
-  const out: number[][] = [];
-  for (let i = 0; i + n <= xs.length; i += n) out.push(xs.slice(i, i + n));
-  return out;
-}
-
 // ------------------------------------------------------------------ re-shard epoch
 
 function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig, force: boolean): void {
   if (!s.leader || s.reshard || s.reconciling > 0 || !s.assignment || !cfg.profile || s.starting.size || s.planning) return;
   const live = aliveInstances(s);
   if (!live.length || live.some((x) => x.state !== 'ready')) return; // a change in progress: next epoch
+  // the pool's arrivals since the last epoch, those of instances stopped since included (its instances' estimates until it counted any)
+  const { load: counted, next } = epochArrivalLoad(s.epochArrivals, now, cfg.epochMs, cfg.timeScale);
+  s.epochArrivals = next;
+  const measured = counted ?? poolEpochLoad(s);
   // the burst guard: the split keeps what the window's highest minute needs; the instances it does not need are left out
-  const measured = poolEpochLoad(s);
   s.recentLoad = recordPoolArrivals(s.recentLoad, {}, now, cfg.burstWindowMs ?? 0);
   const { load: peak, guarded } = guardedPoolLoad(measured, windowPeak(s.recentLoad));
   const input: PoolShardInput = {
     profile: cfg.profile, load: measured, ...(guarded ? { peak, allowIdleGpus: true } : {}), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp), ...poolPrefixReuse(live),
-    epochS: cfg.epochMs / 1000, gpusPerServer: gpusPerServer(s.assignment), headroom: cfg.headroom, ...(cfg.overhead ? { overhead: cfg.overhead } : {}),
+    epochS: cfg.epochMs / 1000, gpusPerServer: grantGpusPerServer(s.assignment), headroom: cfg.headroom, ...(cfg.overhead ? { overhead: cfg.overhead } : {}),
   };
   if (cfg.planner === 'milp') {
     s.planning = true;
@@ -851,7 +847,7 @@ function decideReshard(s: PoolMachineState, fx: PoolEffect[], plan: PoolShardDec
 /** The pool's instances on global GPU indices (server k of the grants = k * gps) and the staggered units to `target`. */
 function reshardPlacement(s: PoolMachineState, target: InstanceConfig[]): [CurrentInstance[], StaggerUnit[]] {
   const a = s.assignment!;
-  const gps = gpusPerServer(a);
+  const gps = grantGpusPerServer(a);
   const nodeIdx = new Map(a.grants.map((g, k) => [g.node, k]));
   // inFlight: which of like instances a scale-in stops, and when (policy stopsByLoad)
   const current = aliveInstances(s).map((x) => ({ id: x.id, tp: x.tp, gpus: x.gpuIds.map((g) => (nodeIdx.get(x.node ?? '') ?? 0) * gps + g), inFlight: x.queued + x.running }));
@@ -867,7 +863,7 @@ function reshardPlacement(s: PoolMachineState, target: InstanceConfig[]): [Curre
  */
 function beginReshard(s: PoolMachineState, fx: PoolEffect[], target: InstanceConfig[], now: number, cfg: PoolMachineConfig): void {
   const a = s.assignment!;
-  const gps = gpusPerServer(a);
+  const gps = grantGpusPerServer(a);
   const nodeIdx = new Map(a.grants.map((g, k) => [g.node, k]));
   const granted = new Set(a.grants.flatMap((g, k) => g.gpuIds.map((x) => k * gps + x)));
   const [current, units] = reshardPlacement(s, target);

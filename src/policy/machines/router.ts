@@ -67,7 +67,9 @@ export function aliveInstances(s: { instances: Map<string, TrackedInstance> }): 
 }
 
 /**
- * The pool's load for its re-shard epoch (req/s by type): the sum of its alive instances' epoch loads (status
+ * The instances' estimate of the pool's load for its re-shard epoch (req/s by type), read where the pool has counted
+ * no arrivals (policy epochArrivalLoad: a replica that has led for no traffic yet, instances without admission
+ * counters, the simulator's first epoch on the forecast): the sum of its alive instances' epoch loads (status
  * epochLoadByType, their EWMAs projected to their epochs' close; loadByType where absent), which read the same
  * wherever in the instances' epochs the pool's epoch falls.
  */
