@@ -28,9 +28,11 @@ const TRACE = 'data/traces/AzureLLMInferenceTrace_conv.csv';
 
 /** `dynamollm up` from source (tsx), as a user runs it; resolves with the gateway URL and a stop(). */
 async function up(config: string): Promise<{ base: string; stop: () => Promise<void>; output: () => string }> {
+  // TWIN_READY_S: how long the cluster has to serve its first request (default 100 s; a loaded host starts its actors slower)
+  const readyS = Number(process.env.TWIN_READY_S ?? 100);
   const port = await freePort();
   const runDir = mkdtempSync(join(tmpdir(), 'dyn-twin-'));
-  const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'up', '--config', config, '--port', String(port), '--run-dir', runDir, '--ready-timeout', '90'], {
+  const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'up', '--config', config, '--port', String(port), '--run-dir', runDir, '--ready-timeout', String(Math.max(1, readyS - 10))], {
     // TWIN_LOG_LEVEL=info (with TWIN_UP_LOG=FILE) keeps the actors' decisions for a look at where the two sides part
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.TWIN_LOG_LEVEL ?? 'warn' },
   });
@@ -44,7 +46,7 @@ async function up(config: string): Promise<{ base: string; stop: () => Promise<v
     await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
     if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   };
-  const until = Date.now() + 100_000;
+  const until = Date.now() + readyS * 1000;
   while (!out.includes('cluster ready') && Date.now() < until && p.exitCode === null) await new Promise((r) => setTimeout(r, 250));
   if (!out.includes('cluster ready')) {
     await stop();
