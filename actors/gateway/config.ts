@@ -73,6 +73,14 @@ export const gatewaySchema = z
      * "Gateway workers"). Default 1 (no workers: the process is the replica).
      */
     workers: z.number().int().min(1).max(64).default(1),
+    /**
+     * a replica's standby process: while another process holds the port (the replica's serving process) this one
+     * waits, started and connected but with no subscriptions, and takes the port over within ~250 ms once it is
+     * free; without it a port in use fails the start. `dynamollm up` runs two such processes per replica (one
+     * serving, one waiting: `--gateway-standbys`), so a replica whose process dies serves again without waiting
+     * for a new process to load. Default false.
+     */
+    standby: z.boolean().default(false),
     /** model ids served (/v1/models); default [the cluster's model]. */
     models: z.array(z.string().min(1)).optional(),
     /** serve the dashboard and /ws; default true. */
@@ -101,7 +109,7 @@ export function applyOverrides(g: GatewaySettings, extra: Record<string, string>
     if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
     if (k === 'apiKeys' || k === 'models') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
     else if (k === 'host' || k === 'metricsToken' || k === 'dataPath' || k === 'requestPlane') out[k] = v;
-    else if (k === 'dashboard') out[k] = v === 'true' || v === '1';
+    else if (k === 'dashboard' || k === 'standby') out[k] = v === 'true' || v === '1';
     else out[k] = Number(v);
   }
   if (env.DYNAMOLLM_API_KEYS) out.apiKeys = [...(out.apiKeys as string[]), ...env.DYNAMOLLM_API_KEYS.split(',').map((s) => s.trim()).filter(Boolean)];

@@ -24,10 +24,22 @@ import { localDetokenize, localTokenizer } from './tokens.ts';
 import { getModelSpec } from '../../src/model/catalog.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { Counter } from 'prom-client';
+import { createServer as createNetServer } from 'node:net';
 import { serveWorkerMetrics, workerIndex, workerMetricsText } from '../../src/runtime/workers.ts';
 
 /** period of the gateway's readiness probe of the cluster, ms. */
 const READY_PROBE_MS = 2000;
+/** how often a standby tries its replica's port, ms. */
+const PORT_WAIT_MS = 250;
+
+/** Whether `port` can be bound now: a listener bound and closed again at once (EADDRINUSE: another process serves it). */
+export function portFree(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const probe = createNetServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? resolve(false) : reject(err)));
+    probe.listen({ port, host, exclusive: true }, () => probe.close(() => resolve(true)));
+  });
+}
 
 export interface GatewayActorOptions {
   id: string;
@@ -54,6 +66,8 @@ export class GatewayActor extends Actor {
   private readonly profile: Profile | undefined;
   private router?: GatewayRouter;
   private elections?: ElectionWatch;
+  /** aborted by drain/stop: a standby waiting for its port gives up the wait. */
+  private readonly standbyWait = new AbortController();
 
   constructor(private readonly g: GatewayActorOptions) {
     super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000, clock: g.clock });
@@ -78,6 +92,10 @@ export class GatewayActor extends Actor {
 
   protected async onStart(): Promise<void> {
     const s = this.g.settings;
+    // a standby takes the port over once the replica's serving process has let it go (its death): nothing before
+    // that, so a waiting standby costs an idle connection and no telemetry
+    const standby = s.standby && s.port !== 0;
+    if (standby && !(await this.waitForPort(s.port, s.host))) return; // stopped while waiting: nothing was started
     // the telemetry's arrival times on the gateway's clock (their staleness, the live stream's series)
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => {
       const now = this.clock.now();
@@ -134,6 +152,7 @@ export class GatewayActor extends Actor {
       bodyTimeoutMs: s.bodyTimeoutMs,
       maxInflight: s.maxInflight,
       requestTimeoutMs: s.requestTimeoutS * 1000,
+      holdLimitMs: s.holdLimitMs,
       models: s.models ?? [this.g.cluster.model],
       metrics: this.metrics,
       // a worker of a replica run as several processes answers /metrics for all of them (src/runtime/workers.ts)
@@ -144,8 +163,45 @@ export class GatewayActor extends Actor {
       health: () => ({ ...this.health(), kind: 'gateway', id: this.id }),
       warnings: this.g.cluster.nats.insecure ? ['NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances'] : undefined,
     });
-    const port = await this.server.listen();
+    let port: number;
+    for (;;) {
+      try {
+        port = await this.server.listen();
+        break;
+      } catch (err) {
+        // another standby of the replica took the port in the meantime: wait for it again
+        if (!standby || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+        if (!(await this.waitForPort(s.port, s.host))) return;
+      }
+    }
     this.log.info({ port, auth: s.apiKeys.length > 0 }, `gateway listening on http://${s.host === '0.0.0.0' ? '127.0.0.1' : s.host}:${port} (dashboard at /)`);
+  }
+
+  /**
+   * Until `port` can be bound (tried every PORT_WAIT_MS: the replica's serving process holds it while alive): true,
+   * or false once the actor is told to drain or stop meanwhile.
+   */
+  private async waitForPort(port: number, host: string): Promise<boolean> {
+    let said = false;
+    const signal = this.standbyWait.signal;
+    while (!signal.aborted && !(await portFree(port, host))) {
+      if (!said) this.log.info({ port }, `standby: port ${port} is served by another process of this replica; taking it over when it is free`);
+      said = true;
+      await this.clock.sleep(PORT_WAIT_MS, signal).catch(() => {});
+    }
+    if (signal.aborted) return false;
+    if (said) this.log.info({ port }, `standby: port ${port} free, taking it over`);
+    return true;
+  }
+
+  override drain(): Promise<void> {
+    this.standbyWait.abort();
+    return super.drain();
+  }
+
+  override stop(): Promise<void> {
+    this.standbyWait.abort();
+    return super.stop();
   }
 
   protected override async onDrain(signal: AbortSignal): Promise<void> {

@@ -295,9 +295,10 @@ export class NatsBackend implements GatewayBackend {
     let leg: Leg | undefined;
     let failed: DynError | null = null;
     const onAbort = () => {
-      failed = new DynError('cancelled', 'client disconnected', { retryable: false });
+      // the client went away, or the gateway gave up on the request (its hold limit): the reason says which
+      failed = signal.reason instanceof DynError ? signal.reason : new DynError('cancelled', 'client disconnected', { retryable: false });
       leg?.q.fail(failed);
-      if (leg) this.cancel(leg.req.id, 'client disconnected', leg.cancelSent);
+      if (leg) this.cancel(leg.req.id, failed.message, leg.cancelSent);
     };
     signal.addEventListener('abort', onAbort, { once: true });
     // a request nothing was sent for is sent again (a leg ended before it started) only until holdLimitMs after this

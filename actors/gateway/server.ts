@@ -30,14 +30,13 @@ import {
 } from './openai.ts';
 import { childRequest, indexed, mergeStreams, oneByOne } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
+import { HoldLimit } from './hold-limit.ts';
+import { readBody } from './body.ts';
 import { SseWriter } from './sse-writer.ts';
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
 import { probeResponse, type HealthReport } from '../../src/runtime/health.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
-
-/** A refused (413) body is read and discarded up to this multiple of the limit, then the socket is closed. */
-const DISCARD_FACTOR = 16;
 
 /** What the gateway needs from the cluster. */
 export interface GatewayBackend {
@@ -82,6 +81,8 @@ export interface GatewayServerOptions {
   maxInflight?: number;
   /** a request (admission to last token) gets this long before its deadline, ms. Default 600000. */
   requestTimeoutMs?: number;
+  /** the longest a request waits for its answer to begin, from its arrival, ms: then a retryable 503. Default 60000 (gateway.holdLimitMs). */
+  holdLimitMs?: number;
   /** model ids served; a request for another model gets 404. Default ['llama2-70b']. */
   models?: string[];
   limits?: Partial<ValidationLimits>;
@@ -128,7 +129,7 @@ function requestUrl(target: string | undefined): URL | undefined {
 export class GatewayServer {
   readonly server: Server;
   private wss?: WebSocketServer; // the dashboard's, made at the first /ws upgrade (ws is not loaded before it: a gateway starts sooner)
-  private readonly opts: Required<Pick<GatewayServerOptions, 'port' | 'host' | 'bodyLimitBytes' | 'maxInflight' | 'requestTimeoutMs' | 'models' | 'liveTickMs' | 'clock'>> & GatewayServerOptions;
+  private readonly opts: Required<Pick<GatewayServerOptions, 'port' | 'host' | 'bodyLimitBytes' | 'maxInflight' | 'requestTimeoutMs' | 'holdLimitMs' | 'models' | 'liveTickMs' | 'clock'>> & GatewayServerOptions;
   private readonly limits: ValidationLimits;
   private readonly failLog: RateLimitedLog | undefined;
   private readonly keys: Buffer[];
@@ -142,7 +143,7 @@ export class GatewayServer {
 
   constructor(opts: GatewayServerOptions) {
     this.opts = {
-      port: 8000, host: '127.0.0.1', bodyLimitBytes: 512 * 1024, maxInflight: 1024, requestTimeoutMs: 600_000,
+      port: 8000, host: '127.0.0.1', bodyLimitBytes: 512 * 1024, maxInflight: 1024, requestTimeoutMs: 600_000, holdLimitMs: 60_000,
       models: ['llama2-70b'], liveTickMs: 1000, clock: systemClock, ...opts,
     };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
@@ -341,7 +342,7 @@ export class GatewayServer {
   private async readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
     const ct = req.headers['content-type'] ?? '';
     if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
-    const raw = await this.readBody(req);
+    const raw = await readBody(req, this.opts.bodyLimitBytes);
     let body: unknown;
     try {
       body = JSON.parse(raw.toString('utf8'));
@@ -455,70 +456,24 @@ export class GatewayServer {
     return this.isKey(Buffer.from(m[1]!)) ? null : new HttpError(401, 'invalid API key', 'invalid_request_error', 'invalid_api_key');
   }
 
-  private readBody(req: IncomingMessage): Promise<Buffer> {
-    const limit = this.opts.bodyLimitBytes;
-    const tooLarge = (msg: string) => new HttpError(413, msg, 'invalid_request_error', 'request_too_large');
-    // A refused body is still read and thrown away (up to DISCARD_FACTOR x the limit) before the 413 goes out:
-    // answering while the client is still sending makes its socket fail with EPIPE instead of showing the 413.
-    const discardThen = (err: HttpError): Promise<never> =>
-      new Promise((_, reject) => {
-        let seen = 0;
-        const cap = DISCARD_FACTOR * limit;
-        const finish = () => reject(err);
-        req.removeAllListeners('data');
-        req.on('data', (c: Buffer) => {
-          seen += c.length;
-          if (seen > cap) {
-            req.removeAllListeners('data');
-            req.pause();
-            finish();
-          }
-        });
-        req.once('end', finish);
-        req.once('error', finish);
-        req.resume();
-      });
-    const declared = Number(req.headers['content-length']);
-    if (Number.isFinite(declared) && declared > limit) {
-      return discardThen(tooLarge(`request body of ${declared} bytes exceeds the limit of ${limit} bytes`));
-    }
-    return new Promise((resolve, reject) => {
-      const parts: Buffer[] = [];
-      let size = 0;
-      let done = false;
-      req.on('data', (c: Buffer) => {
-        if (done) return;
-        size += c.length;
-        if (size > limit) {
-          done = true;
-          discardThen(tooLarge(`request body exceeds the limit of ${limit} bytes`)).catch(reject);
-          return;
-        }
-        parts.push(c);
-      });
-      req.on('end', () => {
-        if (!done) {
-          done = true;
-          resolve(Buffer.concat(parts));
-        }
-      });
-      req.on('error', (err) => {
-        if (!done) {
-          done = true;
-          reject(err);
-        }
-      });
+  private async inference(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {
+    // its wait for its answer to begin is bounded (holdLimitMs): then a retryable 503, and what is under way for it
+    // (the prompt's count, its admission, its legs) is cancelled
+    const hold = new HoldLimit(this.opts.clock, this.opts.holdLimitMs, () => !res.headersSent && !res.destroyed, () => {
+      this.opts.metrics?.gatewayRejections.inc({ reason: 'hold_limit' });
+      this.sendError(res, route, new HttpError(503, `the request did not start within the gateway's hold limit (${Math.round(this.opts.holdLimitMs / 1000)} s): retry`, 'service_unavailable', 'unavailable', null, 1));
     });
+    return this.inferenceHeld(req, res, route, kind, hold).finally(() => hold.clear());
   }
 
-  private async inference(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {
+  private async inferenceHeld(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit): Promise<void> {
     const ct = req.headers['content-type'] ?? '';
     let parsed: ParsedRequest;
     let inputTokens: number;
     try {
       if (this.draining) throw new HttpError(503, 'gateway is shutting down', 'service_unavailable', 'unavailable', null, 1);
       if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
-      const raw = await this.readBody(req);
+      const raw = await readBody(req, this.opts.bodyLimitBytes);
       let body: unknown;
       try {
         body = JSON.parse(raw.toString('utf8'));
@@ -549,10 +504,12 @@ export class GatewayServer {
         );
       }
     } catch (err) {
+      if (hold.passed) return; // answered already
       // a refused body may still be arriving; answer and close rather than read it
       if (err instanceof HttpError && err.status === 413) res.setHeader('connection', 'close');
       return this.sendError(res, route, err);
     }
+    if (hold.passed) return;
 
     const id = newRequestId();
     const now = this.opts.clock.now();
@@ -583,6 +540,7 @@ export class GatewayServer {
     const n = parsed.n;
     const irs = n === 1 ? [ir] : Array.from({ length: n }, (_, i) => childRequest(ir, i));
     const ac = new AbortController();
+    hold.onPass(() => ac.abort(new DynError('unavailable', 'the request did not start within the gateway\'s hold limit', { retryable: true, retryAfterS: 1 })));
     this.aborts.add(ac);
     this.inflight += n;
     this.opts.metrics?.gatewayInflight.set(this.inflight);
@@ -608,8 +566,8 @@ export class GatewayServer {
       const created = Math.floor(now / 1000);
       const timers = streams.map(() => new StreamTimer(this.opts.metrics, parsed.model, t0));
       complete = parsed.stream
-        ? await this.streamSse(res, route, parsed, id, created, inputTokens, streams, ac, timers)
-        : await this.collect(res, route, parsed, id, created, inputTokens, streams, ac, timers);
+        ? await this.streamSse(res, route, parsed, id, created, inputTokens, streams, ac, timers, hold)
+        : await this.collect(res, route, parsed, id, created, inputTokens, streams, ac, timers, hold);
     } finally {
       res.off('close', onClose);
       // a request that did not complete ends its other choices (an admitted choice nobody reads is cancelled)
@@ -621,13 +579,14 @@ export class GatewayServer {
   }
 
   /** One choice's answer gathered from its token stream; throws the HttpError the client gets when it fails. */
-  private async collectChoice(stream: AsyncIterable<readonly TokenChunk[]>, timer: StreamTimer): Promise<{ out: ChoiceOut; tokens: number; usage?: Usage }> {
+  private async collectChoice(stream: AsyncIterable<readonly TokenChunk[]>, timer: StreamTimer, hold: HoldLimit): Promise<{ out: ChoiceOut; tokens: number; usage?: Usage }> {
     const out: ChoiceOut = { text: '' };
     let tokens = 0;
     let last: TokenChunk | undefined;
     read: for await (const batch of stream) {
       for (const c of batch) {
         if (c.error) throw httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS);
+        hold.begin(); // its answer is being made: no longer held
         timer.onChunk(c);
         out.text += c.text;
         if (c.logprobs) out.logprobs = mergeLogprobs(out.logprobs, c.logprobs);
@@ -648,10 +607,10 @@ export class GatewayServer {
   }
 
   /** The whole answer as one JSON response: every choice, with its index. Resolves true when it was sent. */
-  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[]): Promise<boolean> {
+  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
     let got: { out: ChoiceOut; tokens: number; usage?: Usage }[];
     try {
-      got = await Promise.all(streams.map((s, i) => this.collectChoice(s, timers[i]!)));
+      got = await Promise.all(streams.map((s, i) => this.collectChoice(s, timers[i]!, hold)));
     } catch (err) {
       if (ac.signal.aborted) return false;
       this.sendError(res, route, toHttp(err));
@@ -675,12 +634,13 @@ export class GatewayServer {
    * A batch (the chunks that arrived together) is one write, and the batches of one turn after the first too
    * (SseWriter); a plain text token is framed from a template.
    */
-  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[]): Promise<boolean> {
+  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
     let started = false;
     const w = new SseWriter(res);
     const start = () => {
       if (started) return;
       started = true;
+      hold.begin();
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
       this.count(route, 200);
     };

@@ -21,6 +21,10 @@ export interface Outcome {
   retries: number;
   /** the stream broke after its response began (its connection reset or closed before [DONE]), at this time, ms. */
   brokenAtMs?: number;
+  /** each connection error before a response: the replica tried, the error's cause and when it came (ms after the request was sent). */
+  attempts?: { replica: number; cause: string; atMs: number }[];
+  /** the response's status line came this long after the request was sent, ms (absent: none came). */
+  headersMs?: number;
   /** when the request was sent and when its outcome was known (wall ms): failures are matched to the kills around them. */
   startMs?: number;
   endMs?: number;
@@ -42,34 +46,39 @@ let turn = 0;
 /** One streaming completion: ok when the stream ends with [DONE] and no error event. */
 export async function oneRequest(o: ClientOptions): Promise<Outcome> {
   const startMs = Date.now();
-  return { ...(await request(o)), startMs, endMs: Date.now() };
+  return { ...(await request(o, startMs)), startMs, endMs: Date.now() };
 }
 
-async function request(o: ClientOptions): Promise<Outcome> {
+async function request(o: ClientOptions, startMs: number): Promise<Outcome> {
   const ac = new AbortController();
   const t = setTimeout(() => ac.abort(), o.deadlineMs);
   const maxRetries = o.maxRetries ?? 2 * o.urls.length;
   let replica = turn++ % o.urls.length;
   let retries = 0;
+  const attempts: NonNullable<Outcome['attempts']> = [];
   try {
     for (;;) {
       let r: Response;
+      let headersAt = 0;
       try {
         r = await fetch(`${o.urls[replica]}/v1/completions`, {
           method: 'POST', signal: ac.signal,
           headers: { 'content-type': 'application/json', ...(o.key ? { authorization: `Bearer ${o.key}` } : {}) },
           body: JSON.stringify({ model: o.model, prompt: 'Tell me about energy-efficient inference. '.repeat(4), max_tokens: o.maxTokens, stream: true, ignore_eos: true }),
         });
+        headersAt = Date.now();
       } catch (err) {
-        if (ac.signal.aborted) return { ok: false, hung: true, replica, retries };
+        if (ac.signal.aborted) return { ok: false, hung: true, replica, retries, ...(attempts.length ? { attempts } : {}) };
+        attempts.push({ replica, cause: causeOf(err), atMs: Date.now() - startMs });
         // no response: the replica is gone (refused, reset): the next one, after a short pause
-        if (retries >= maxRetries) return { ok: false, hung: false, error: `connection: ${causeOf(err)}`, replica, retries };
+        if (retries >= maxRetries) return { ok: false, hung: false, error: `connection: ${causeOf(err)}`, replica, retries, attempts };
         retries++;
         replica = (replica + 1) % o.urls.length;
         await new Promise((res) => setTimeout(res, Math.min(1000, 100 * retries)));
         continue;
       }
-      return await read(r, replica, retries, ac.signal);
+      const out = await read(r, replica, retries, ac.signal);
+      return { ...out, headersMs: headersAt - startMs, ...(attempts.length ? { attempts } : {}) };
     }
   } finally {
     clearTimeout(t);

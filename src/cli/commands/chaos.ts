@@ -10,7 +10,7 @@
  * directory (`upLog` in the report). Linux only (the process tree is read from /proc).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, readdirSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync, readlinkSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -89,6 +89,36 @@ export function sharedRead<T>(read: () => T, ttlMs: number): () => T {
   };
 }
 
+/** Whether process `pid` holds the listening TCP socket of `port` (IPv4 or IPv6), from /proc/net/tcp* and its fds. */
+export function listensOn(pid: number, port: number): boolean {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const inodes = new Set<string>();
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n')) {
+      const c = line.trim().split(/\s+/);
+      if (c[1]?.endsWith(hex) && c[3] === '0A') inodes.add(c[9]!);
+    }
+  }
+  if (!inodes.size) return false;
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return inodes.has(/^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '');
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
 /** Every process under `root` (itself excluded), classified by its command line. */
 function processTree(root: number): Proc[] {
   const all: { pid: number; ppid: number; cmd: string[] }[] = [];
@@ -144,8 +174,10 @@ export interface Kill {
   kind: Kind; id: string; pid: number; atMs: number; leaderBefore?: string; restartMs?: number; newLeaderMs?: number; outOfDispatchMs?: number;
   /** nats: the first cluster status answered after the server came back (the planner reconnected and serving). */
   statusBackMs?: number;
-  /** gateway: its port answering HTTP again (GET /healthz). */
+  /** gateway: its port answering HTTP again (GET /healthz); not for a standby's kill (the port was served throughout). */
   servingMs?: number;
+  /** gateway: the victim was its replica's standby process (waiting for the port, not serving it). */
+  standby?: boolean;
   /** pool: the pools the victim led when it was killed (a new leader is timed for each). */
   led?: string[];
   /** cluster, pool: when the harness last read the cluster status it took leaderBefore and led from (epoch ms). */
@@ -273,14 +305,16 @@ async function chaos(v: ChaosOptions): Promise<number> {
     // kills on a fixed schedule (t0 + n x killEvery), so the time a kill takes (reading /proc) does not stretch it
     for (let n = 1; n * killEveryS <= durationS; n++) {
       await new Promise((r) => setTimeout(r, Math.max(0, t0 + n * killEveryS * 1000 - Date.now())));
-      const procs = processTree(up.pid!).filter((p) => kinds.includes(p.kind as Kind));
+      const peers = processTree(up.pid!);
+      const procs = peers.filter((p) => kinds.includes(p.kind as Kind));
       if (!procs.length) continue;
       const victim = procs[Math.floor(rand() * procs.length)]!;
       const k: Kill = { kind: victim.kind as Kind, id: victim.id || String(victim.pid), pid: victim.pid, atMs: Date.now() };
       if (victim.kind === 'cluster') k.leaderBefore = status?.leader;
       if (victim.kind === 'pool') k.leaderBefore = status?.pools.map((p) => p.leader).join(',');
       if (victim.kind === 'cluster' || victim.kind === 'pool') k.statusSeenMs = statusAt;
-      const parent = victim.kind === 'engine' ? processTree(up.pid!).find((p) => p.pid === victim.ppid) : undefined;
+      const parent = victim.kind === 'engine' ? peers.find((p) => p.pid === victim.ppid) : undefined;
+      const wasListening = victim.kind === 'gateway' && listensOn(victim.pid, port + Number(/^gw-(\d+)$/.exec(victim.id)?.[1] ?? 0));
       try {
         process.kill(victim.pid, 'SIGKILL');
       } catch {
@@ -288,8 +322,11 @@ async function chaos(v: ChaosOptions): Promise<number> {
       }
       kills.push(k);
       log(`killed ${k.kind} ${k.id} (pid ${k.pid})`);
-      const gatewayUrl = victim.kind === 'gateway' ? urls[Number(/^gw-(\d+)$/.exec(victim.id)?.[1] ?? -1)] : undefined;
-      watchers.push(watchKill(k, tree, () => status, () => statusAt, elected, parent, gatewayUrl));
+      // a gateway replica's standby (up --gateway-standbys): its kill leaves the port served; only the serving one's is timed
+      const replica = victim.kind === 'gateway' ? Number(/^gw-(\d+)$/.exec(victim.id)?.[1] ?? -1) : -1;
+      if (replica >= 0 && peers.some((p) => p.kind === 'gateway' && p.id === victim.id && p.pid !== victim.pid) && !wasListening) k.standby = true;
+      const gatewayUrl = replica >= 0 && !k.standby ? urls[replica] : undefined;
+      watchers.push(watchKill(k, tree, () => status, () => statusAt, elected, parent, gatewayUrl, peers.filter((p) => p.kind === victim.kind && p.id === victim.id).map((p) => p.pid)));
     }
     await new Promise((r) => setTimeout(r, Math.max(0, t0 + durationS * 1000 - Date.now())));
     clearInterval(loadTimer);
@@ -356,12 +393,15 @@ async function chaos(v: ChaosOptions): Promise<number> {
       timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),
       timeToRestartMs: series((k) => k.restartMs),
       timeToServeMs: series((k) => k.servingMs, ['gateway']),
+      // gateway kills of a replica's standby process (its port served throughout), of the gateway kills
+      gatewayStandbyKills: kills.filter((k) => k.standby).length,
       timeToClusterStatusMs: series((k) => k.statusBackMs, ['nats']),
       killLog: kills,
       // each failure (the first MAX_FAILURES), when it was sent and answered, s after the load began: matched to killLog
       failures: results.filter((o) => !o.ok).slice(0, MAX_FAILURES).map((o) => ({
         sentS: ((o.startMs ?? t0) - t0) / 1000, tookS: ((o.endMs ?? t0) - (o.startMs ?? t0)) / 1000, replica: o.replica,
         error: o.error ?? (o.hung ? 'hung' : 'failed'), ...(o.code ? { code: o.code } : {}), ...(o.message ? { message: o.message } : {}),
+        ...(o.headersMs !== undefined ? { headersS: o.headersMs / 1000 } : {}), ...(o.attempts ? { attempts: o.attempts.map((a) => `${a.replica}:${a.cause}@${a.atMs / 1000}s`) } : {}),
       })),
       loadStartMs: t0,
       upLog,
@@ -382,7 +422,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
  * engine under its instance), when a leader was elected after it (cluster, pool: the lease events of the
  * pools it led), and when the instance left the ready set (instance, engine). Gives up after 60 s.
  */
-export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, elected: readonly Elected[], parent?: Proc, gatewayUrl?: string): Promise<void> {
+export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, elected: readonly Elected[], parent?: Proc, gatewayUrl?: string, before: readonly number[] = [k.pid]): Promise<void> {
   // the pools the victim led when it was killed
   const led = k.kind === 'pool' ? (status()?.pools ?? []).filter((p) => p.leader === k.id).map((p) => p.id) : [];
   if (led.length) k.led = led;
@@ -402,7 +442,7 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
       const procs = tree();
       const back = k.kind === 'engine'
         ? procs.some((p) => p.kind === 'engine' && p.pid !== k.pid && procs.find((q) => q.pid === p.ppid)?.id === instanceId)
-        : procs.some((p) => p.kind === k.kind && p.id === k.id && p.pid !== k.pid);
+        : procs.some((p) => p.kind === k.kind && p.id === k.id && !before.includes(p.pid)); // a new process (a replica's standby was there before)
       if (back) k.restartMs = now;
     }
     if (k.kind === 'nats' && k.restartMs !== undefined && k.statusBackMs === undefined && statusAt() > k.atMs + k.restartMs) k.statusBackMs = statusAt() - k.atMs;

@@ -8,7 +8,8 @@
  * 2. Supervisor (restarts crashed children with backoff up to a cap, and never gives up) starting, in
  *    order: a cluster manager and a pool manager, then a standby of each (it takes the leader's lease when
  *    that one dies; --standbys 0 for none), one node agent per configured server (each starts the instance
- *    managers and their engines the cluster plan asks for), then the gateway replica(s).
+ *    managers and their engines the cluster plan asks for), then the gateway replica(s), each with a standby process
+ *    that takes its port over when the serving one dies (--gateway-standbys 0 for none).
  * 3. Waits until the cluster reports a ready instance and a first request (one token through the gateway, marked
  *    as a readiness probe: not counted as traffic)
  *    succeeds end to end, then prints "cluster ready" with the endpoint and dashboard URLs.
@@ -54,6 +55,7 @@ interface UpOptions {
   runDir?: string;
   readyTimeout: string;
   standbys: string;
+  gatewayStandbys: string;
   insecureNats?: boolean;
   natsNodes: string;
   logLevel?: string;
@@ -69,6 +71,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--run-dir <dir>', 'where the derived actor config and NATS data go. Default $TMPDIR/dynamollm/')
     .option('--ready-timeout <s>', 'how long to wait for the first request to succeed, s', '600')
     .option('--standbys <n>', 'standby cluster managers and standby pool managers (each takes over its leader\'s lease)', '1')
+    .option('--gateway-standbys <n>', 'a standby process per gateway replica (0 or 1): started and waiting, it takes the replica\'s port over when the serving process dies (gateway.standby; not with gateway.workers above 1 or port 0)', '1')
     .option('--log-level <level>', 'log level of up itself (the actors: env DYNAMOLLM_LOG_LEVEL, default warn)')
     .action(action(exit, (values: UpOptions) => up(values)));
 }
@@ -104,6 +107,10 @@ async function up(values: UpOptions): Promise<number> {
   const natsNodes = num(values.natsNodes, 'nats-nodes');
   if (![1, 3, 5].includes(natsNodes)) throw new UsageError(`--nats-nodes must be 1, 3 or 5, got ${values.natsNodes}`);
   if (!Number.isInteger(standbys) || standbys < 0 || standbys > 8) throw new UsageError(`--standbys must be an integer 0..8, got ${values.standbys}`);
+  const gatewayStandbys = num(values.gatewayStandbys, 'gateway-standbys');
+  if (gatewayStandbys !== 0 && gatewayStandbys !== 1) throw new UsageError(`--gateway-standbys must be 0 or 1, got ${values.gatewayStandbys}`);
+  // a standby waits for its replica's port: a worker pool shares its port through its primary, port 0 is none in particular
+  const gatewayStandby = gatewayStandbys === 1 && gateway.workers === 1 && port !== 0;
   // the managers: index 0 leads first, the others are standbys with warm state (same config, same roles)
   const managers = Array.from({ length: standbys + 1 }, (_, i) => i);
 
@@ -157,7 +164,10 @@ async function up(values: UpOptions): Promise<number> {
       childNats.set(`pool-${i}`, key(`pool/pm-${i}`));
     }
     for (const s of cluster.servers) childNats.set(`node-${s.id}`, key(`node/${s.id}`));
-    for (let i = 0; i < gateway.replicas; i++) childNats.set(`gateway-${i}`, key(`gateway/gw-${i}`));
+    for (let i = 0; i < gateway.replicas; i++) {
+      childNats.set(`gateway-${i}`, key(`gateway/gw-${i}`));
+      childNats.set(`gateway-${i}-standby`, key(`gateway/gw-${i}`));
+    }
     observer = key('observer/');
     // the store lives in the state directory of this run (removed on stop): whatever it holds is this run's
     clusterRaw.nats = { url: servers, instanceKeysDir: auth.instanceKeysDir, jetstreamReplicas: natsNodes === 1 ? 1 : 3, ownStore: true };
@@ -202,15 +212,19 @@ async function up(values: UpOptions): Promise<number> {
     ]),
     ...cluster.servers.map((s): ChildSpec => ({ name: `node-${s.id}`, command: node, args: launchArgs('node', ['--id', s.id, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: 20_000 })),
   ];
+  // each replica: its process, and with gateway standbys a second one under the same id and credentials that waits
+  // for the port; whichever holds it serves, and the one restarted after a death becomes the standby
   for (let i = 0; i < gateway.replicas; i++) {
-    children.push({
-      name: `gateway-${i}`,
-      command: node,
-      args: [...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--set', `port=${port === 0 ? 0 : port + i}`],
-      env,
-      cwd: REPO,
-      stopGraceMs: 20_000,
-    });
+    for (const name of gatewayStandby ? [`gateway-${i}`, `gateway-${i}-standby`] : [`gateway-${i}`]) {
+      children.push({
+        name,
+        command: node,
+        args: [...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--set', `port=${port === 0 ? 0 : port + i}`, ...(gatewayStandby ? ['--set', 'standby=true'] : [])],
+        env,
+        cwd: REPO,
+        stopGraceMs: 20_000,
+      });
+    }
   }
   // each child connects with its own credentials only: the NATS env of up's shell is cleared for it
   for (const c of children) {
