@@ -6,9 +6,9 @@
  * D = sum over the load routed to it of load_t / ML_t servers (ML_t = what one server carries of type t at
  * max clock, split into instances of the best of `splitTps`: TP8 alone in the paper; every TP degree when the
  * pools re-shard, since a pool splits its servers into the TP mix that carries its load); it gets floor(D) and
- * the fractional remainder of each type's load is forwarded to
- * the next pool; only the last pool (LL) rounds up. A pool that ends with zero servers is merged into the
- * pool that receives its load. Pure.
+ * the fractional remainder of each type's load is forwarded to the next pool (`longerType`: the pool intake spills
+ * that type's requests to, so the plan sizes the pool that takes them); only the last pool (LL) rounds up. A pool
+ * that ends with zero servers is merged into the pool that receives its load. Pure.
  */
 import { REQUEST_TYPES, inputClassOf, outputClassOf, type LengthClass, type RequestType } from '../../protocols/request-types.ts';
 import { PREFIX_REUSE_LARGEST_TP } from './pool-shards.ts';
@@ -21,6 +21,18 @@ import type { ClusterPlan, LoadByType } from './types.ts';
 export const POOL_ORDER: readonly RequestType[] = REQUEST_TYPES;
 
 export const poolIdOf = (t: RequestType) => `pool-${t}`;
+
+/**
+ * The one rule for where a type's load goes when its pool cannot take it: the type of the next pool in POOL_ORDER
+ * (SS -> SM -> SL -> MS -> MM -> ML -> LS -> LM -> LL; input class first, then output class). The cluster plan
+ * forwards a pool's load above its floor(D) servers along it and merges a pool with no server into the pool that
+ * receives its load (planCluster); intake's chain of pools (machines/cluster.ts routePools: the live intake, the
+ * gateway's routing, the simulator's dispatch) spills a request along it. So the pool intake spills a type's requests
+ * to is the pool the plan sized for them.
+ */
+export function longerType(t: RequestType): RequestType | undefined {
+  return POOL_ORDER[POOL_ORDER.indexOf(t) + 1];
+}
 
 export interface PlanClusterInput {
   /** forecast peak load per type over the coming epoch, req/s. */
@@ -72,7 +84,7 @@ export function planCluster(input: PlanClusterInput): ClusterPlanResult {
   const unservable = POOL_ORDER.filter((t) => !(ml.get(t)! > 0) && (input.forecastPeak[t] ?? 0) > 0);
   // ML of a type that cannot be served is taken from the next servable longer type (conservative)
   const mlEff = (t: RequestType): number => {
-    for (let i = POOL_ORDER.indexOf(t); i < POOL_ORDER.length; i++) if (ml.get(POOL_ORDER[i]!)! > 0) return ml.get(POOL_ORDER[i]!)!;
+    for (let x: RequestType | undefined = t; x; x = longerType(x)) if (ml.get(x)! > 0) return ml.get(x)!;
     return 0;
   };
 
@@ -80,14 +92,17 @@ export function planCluster(input: PlanClusterInput): ClusterPlanResult {
   const merges: ClusterPlan['merges'] = [];
   const rationale: ClusterPlan['rationale'] = [];
   const kept = new Map<RequestType, Map<string, number>>(); // type -> pool -> load kept there
-  let carry: LoadByType = {};
-  let mergedIn: RequestType[] = [];
+  // load forwarded to a type's pool, and the types merged into it, from the pools whose longerType it is
+  const carried = new Map<RequestType, LoadByType>();
+  const mergedInto = new Map<RequestType, RequestType[]>();
   for (let i = 0; i < POOL_ORDER.length; i++) {
     const t = POOL_ORDER[i]!;
-    const last = i === POOL_ORDER.length - 1;
+    const to = longerType(t);
+    const last = to === undefined;
     const pl = input.forecastPeak[t] ?? 0;
     if (!(pl >= 0)) throw new RangeError(`forecastPeak.${t} must be >= 0, got ${pl}`);
-    const routed: LoadByType = { ...carry };
+    const mergedIn = mergedInto.get(t) ?? [];
+    const routed: LoadByType = { ...carried.get(t) };
     if (pl > 0) routed[t] = (routed[t] ?? 0) + pl;
     let D = 0;
     for (const [tt, l] of Object.entries(routed) as [RequestType, number][]) {
@@ -114,13 +129,16 @@ export function planCluster(input: PlanClusterInput): ClusterPlanResult {
         kept.get(tt)!.set(id, l);
       }
       for (const from of mergedIn) merges.push({ from: poolIdOf(from), into: id });
-      mergedIn = [];
     } else if (!last) {
-      if (pl > 0) mergedIn.push(t);
+      mergedInto.set(to, [...(mergedInto.get(to) ?? []), ...mergedIn, ...(pl > 0 ? [t] : [])]);
     } else {
       for (const from of mergedIn) merges.push({ from: poolIdOf(from), into: '(none: no load)' });
     }
-    carry = last ? {} : next;
+    if (!last) {
+      const into = { ...carried.get(to) };
+      for (const [tt, l] of Object.entries(next) as [RequestType, number][]) into[tt] = (into[tt] ?? 0) + l;
+      carried.set(to, into);
+    }
   }
 
   // cap at the servers available: trim the biggest pool first (ties: the longer pool), never below 1 while it has load

@@ -32,7 +32,13 @@ export const TABLE_VI_TAU: readonly (readonly number[])[] = [
  * - a split that carries the load is replaced only when the new one saves more than the re-shard's cost (Table VI
  *   time, or an instance start, x the power it holds) at every load within RESHARD_MARGIN of the measured one (the
  *   measured load, and it x (1 - RESHARD_MARGIN) and x (1 + RESHARD_MARGIN)): a near tie, a saving that a load off by
- *   the margin would turn into a loss or into less than the cost, keeps the current split.
+ *   the margin would turn into a loss or into less than the cost, keeps the current split;
+ * - overloaded (no split carries the load), the split of the highest SLO capacity is taken only when that capacity is
+ *   more than (1 + RESHARD_MARGIN) x the current split's: a re-shard under overload for a capacity gain within the
+ *   measurement's noise moves the pool's load onto instances that start empty while the old ones drain their queues
+ *   (on the first synthetic day a one-server pool of the S, M and ML types, no split carrying its 3.8 req/s, went
+ *   2xTP4 -> 1xTP8 and its TTFT rose until the next epoch went back: docs/SIMULATION.md; for a mix of that kind,
+ *   ML 1.5, SM 1.0, MS 0.8 and MM 0.5 req/s, the profile gives 1xTP8 2.6% more capacity than 2xTP4).
  * Why a tenth: the load both rules read is a minute's arrivals (the burst guard's highest minute) or a few seconds'
  * rate; at 10 req/s a minute holds ~600 requests, whose count alone varies by +-4% (Poisson, one standard deviation)
  * and whose type mix shifts more. Without the margin, a 2.5% difference in one type's load (ML 1.45 against
@@ -265,13 +271,17 @@ export function planSharding(input: PlanShardingInput): ShardPlanDetail {
   const withIdle = (e: Eval): Eval => ({ ...e, energyJ: e.energyJ + Math.max(0, gpus - e.cfg.reduce((n, c) => n + c.tp * c.count, 0)) * idleGpuW * epochS });
   const cur = withIdle(evaluate(normalise(input.current), curves, L, epochS, h, powerFn, Lpeak));
   const feasible = best !== null;
-  const target = (best ?? biggest ?? cur).cfg;
+  // overloaded (no split carries the load): the highest-capacity split, unless it carries no more than the margin
+  // above the current split's capacity (a near tie: the current split keeps serving, no re-shard for a gain in the
+  // measurement's noise)
+  const holds = !feasible && biggest !== null && biggest.cap <= cur.cap * (1 + margin) + 1e-9;
+  const target = (best ?? (holds ? cur : biggest) ?? cur).cfg;
   const same = JSON.stringify(target) === JSON.stringify(cur.cfg);
   const { costJ, placements } = same ? { costJ: 0, placements: [] as Placement[] } : reconfigurationCost(p, canonicalPlacement(cur.cfg, gps), target, input.overhead, gps, input.modelBytes);
   const tgt = withIdle(evaluate(target, curves, L, epochS, h, powerFn, Lpeak));
   const gain = cur.energyJ - tgt.energyJ;
   let take: boolean, reason: string;
-  if (same) { take = false; reason = 'current split is already the best'; }
+  if (same) { take = false; reason = !feasible ? `overloaded: no split of ${gpus} GPUs carries ${fmt(Lpeak)} req/s within SLO; the current split's capacity (${fmt(cur.cap)} req/s) is within ${fmt(100 * margin)}% of the highest (${fmt(biggest?.cap ?? 0)} req/s): kept` : 'current split is already the best'; }
   else if (!feasible) { take = true; reason = `overloaded: no split of ${gpus} GPUs carries ${fmt(Lpeak)} req/s within SLO; taking the highest-capacity split`; }
   else if (!cur.feasible) { take = true; reason = `current split cannot carry ${fmt(Lpeak)} req/s within SLO`; }
   else {

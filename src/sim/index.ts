@@ -114,7 +114,19 @@ export async function recordSource(src: TraceSource, rateScale = 1, seed = 7): P
     return () => amplifyAsync(read(), rateScale, seed + 101);
   }
   const lengthsFrom = src.lengthsFromFile ? await loadTrace(src.lengthsFromFile) : undefined;
-  return () => synthTrace({ ...src, meanRps: src.meanRps * rateScale, lengthsFrom });
+  const gen = () => synthTrace({ ...src, meanRps: src.meanRps * rateScale, lengthsFrom });
+  if (src.startMs === undefined && src.durationMs === undefined) return gen;
+  const from = src.startMs ?? 0;
+  const until = src.durationMs !== undefined ? from + src.durationMs : Infinity;
+  return () => synthWindow(gen(), from, until);
+}
+
+/** The records of a synthetic trace in [fromMs, untilMs), their times from fromMs (the days' records are drawn whole, so a window holds the day's own requests). */
+export function* synthWindow(src: Iterable<TraceRecord>, fromMs: number, untilMs: number): Generator<TraceRecord> {
+  for (const x of src) {
+    if (x.tMs >= untilMs) return;
+    if (x.tMs >= fromMs) yield { ...x, tMs: x.tMs - fromMs };
+  }
 }
 
 /**

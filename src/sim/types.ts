@@ -29,7 +29,11 @@ export function paperFiguresFor(trace: TraceSource, durationS: number): { figure
 /** Serializable trace source (it crosses into worker threads). */
 export type TraceSource =
   | { kind: 'file'; path: string; startMs?: number; durationMs?: number; limit?: number; skipBad?: boolean; timeUnit?: TimeUnit | 'auto'; speed?: number }
-  | ({ kind: 'synth' } & Omit<SynthOptions, 'lengthsFrom'> & { lengthsFromFile?: string });
+  /**
+   * a synthetic trace of durationS (whole days: the shape is that of the days), optionally a window of it: its
+   * records from startMs for durationMs, their times taken from the window's start (as a trace file's window).
+   */
+  | ({ kind: 'synth' } & Omit<SynthOptions, 'lengthsFrom'> & { lengthsFromFile?: string; startMs?: number; durationMs?: number });
 
 /** Time a powered-off server takes to boot (unusedServers 'off'), drawing its unloaded idle power, s (Table V: a VM 1-2 min; the live default). */
 export const SERVER_BOOT_S = 120;

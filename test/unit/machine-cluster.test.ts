@@ -223,23 +223,38 @@ describe('cluster machine: intake routing', () => {
   const pools = REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] }));
   const active = (pool: string, types: PoolAssignment['types'], state: PoolAssignment['state'] = 'active'): PoolAssignment => ({ v: 1, pool, types, grants: [], epoch: 1, state, issuedBy: 'x', atMs: 0 });
 
-  it('spills to the pools serving longer requests: output class first, then input', () => {
+  it('spills to the pools serving longer requests, in the plan\'s pool order: input class first, then output', () => {
     expect(longerType('SS')).toBe('SM');
-    expect(longerType('SL')).toBe('ML');
-    expect(longerType('ML')).toBe('LL');
+    expect(longerType('SL')).toBe('MS');
+    expect(longerType('ML')).toBe('LS');
     expect(longerType('LL')).toBeUndefined();
     const s = initialClusterState({ pools });
-    expect(intakePools(s, 'SM', () => true)).toEqual(['pool-SM', 'pool-SL', 'pool-ML', 'pool-LL']);
+    expect(intakePools(s, 'MM', () => true)).toEqual(['pool-MM', 'pool-ML', 'pool-LS', 'pool-LM', 'pool-LL']);
+  });
+
+  it("an epoch sizes for a type's remainder the pool intake spills that type to (ML's: the LS pool)", () => {
+    const f = Math.max(...profile.clocksMhz);
+    const per = (t: 'ML' | 'LS' | 'LL') => maxLoadOf(profile, t, 8, f);
+    const servers = Array.from({ length: 12 }, (_, i) => ({ id: `node-${i}`, gpus: 8 }));
+    const d = new Drive(cfg({ splitTps: [8] }));
+    // ML at 1.5 servers' worth: one server and half a server of ML forwarded; LS at 0.6 of a server, LL at 1
+    const fx = d.at(0, { type: 'epoch', why: 'start', observed: {}, servers, forecast: { ML: 1.5 * per('ML'), LS: 0.6 * per('LS'), LL: 1 * per('LL') } });
+    const by = Object.fromEntries(assigned(fx).filter((a) => a.state === 'active').map((a) => [a.pool, a]));
+    // the LS pool's one server exists for ML's half (0.6 + 0.5 -> 1): ML's overflow goes there first
+    expect(Object.keys(by).sort()).toEqual(['pool-LL', 'pool-LS', 'pool-ML']);
+    expect(by['pool-LS']!.grants).toHaveLength(1);
+    expect(intakePools(d.s, 'ML', () => true)).toEqual(['pool-ML', 'pool-LS', 'pool-LL']);
+    expect(intakePools(d.s, 'LS', () => true)).toEqual(['pool-LS', 'pool-LL']);
   });
 
   it('skips retired pools, and pools without a ready instance while a longer pool has one', () => {
     const s = initialClusterState({ pools });
-    s.assignments.set('pool-SL', active('pool-SL', ['SL'], 'retired'));
-    s.route.set('SL', 'pool-ML'); // merged: SL routes to the ML pool
-    expect(intakePools(s, 'SM', () => true)).toEqual(['pool-SM', 'pool-ML', 'pool-LL']);
+    for (const x of ['pool-SL', 'pool-MM', 'pool-LS', 'pool-LM']) s.assignments.set(x, active(x, [x.slice(5) as 'SL'], 'retired'));
+    s.route.set('SL', 'pool-MS'); // merged: SL routes to the MS pool
+    expect(intakePools(s, 'SM', () => true)).toEqual(['pool-SM', 'pool-MS', 'pool-ML', 'pool-LL']);
     // pool-SM was just granted servers (nothing ready yet): the longer pools serve meanwhile
-    expect(intakePools(s, 'SM', (p) => p !== 'pool-SM')).toEqual(['pool-ML', 'pool-LL']);
+    expect(intakePools(s, 'SM', (p) => p !== 'pool-SM')).toEqual(['pool-MS', 'pool-ML', 'pool-LL']);
     // nothing ready anywhere: every candidate is tried (the pool leader holds the request while it starts)
-    expect(intakePools(s, 'SM', () => false)).toEqual(['pool-SM', 'pool-ML', 'pool-LL']);
+    expect(intakePools(s, 'SM', () => false)).toEqual(['pool-SM', 'pool-MS', 'pool-ML', 'pool-LL']);
   });
 });

@@ -104,8 +104,8 @@ describe('pool at its SLO cap: the request goes on to the next pool of its chain
     expect(routerPick(s, POOL, r, new Set(), T0 + 20, rc, true)).toBeUndefined();
     expect(routerPick(s, POOL, r, new Set(), T0 + 20, rc)).toBe(INST);
     const chain = routePools(new Map(Object.entries(routes) as [RequestType, string][]), () => false, 'ML', () => true);
-    expect(chain).toEqual([POOL, 'pool-LL']); // the longer types of ML: LL
-    expect(spillPasses(chain)).toEqual([{ pool: POOL, spill: true }, { pool: 'pool-LL', spill: true }, { pool: POOL, spill: false }, { pool: 'pool-LL', spill: false }]);
+    expect(chain).toEqual([POOL, 'pool-LS', 'pool-LM', 'pool-LL']); // the pools after ML's in the plan's order (policy longerType)
+    expect(spillPasses(chain.slice(0, 2))).toEqual([{ pool: POOL, spill: true }, { pool: 'pool-LS', spill: true }, { pool: POOL, spill: false }, { pool: 'pool-LS', spill: false }]);
     expect(spillPasses(['pool-LL'])).toEqual([{ pool: 'pool-LL', spill: false }]);
   });
 });

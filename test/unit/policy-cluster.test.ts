@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { paperProfile, MEDIUM } from '../fixtures/paper-profile.ts';
 import { planCluster, serversToStartAhead, planSharding, overheadTable } from '../../src/policy/index.ts';
-import { serverCapacity } from '../../src/policy/cluster.ts';
+import { POOL_ORDER, longerType, poolIdOf, serverCapacity } from '../../src/policy/cluster.ts';
+import type { RequestType } from '../../protocols/request-types.ts';
 import { profileFor } from '../../src/sim/index.ts';
 import { maxLoadOf } from '../../src/model/profile.ts';
 
@@ -34,6 +35,22 @@ describe('planCluster', () => {
     const withKnob = planCluster({ forecastPeak: { MS: 1.5 * ML('MS'), LL: 1 * ML('LL') }, profile: p, totalServers: 40, gpusPerServer: 8, minLoadToKeepPool: 2 * ML('MS') });
     expect(withKnob.merges).toContainEqual({ from: 'pool-MS', into: 'pool-MM' });
     expect(withKnob.pools.find((x) => x.pool.id === 'pool-MS')).toBeUndefined();
+  });
+
+  it("forwards each type's remainder only along its longerType chain, the pools intake spills it to", () => {
+    // every type at 1.5 servers' worth: every pool forwards half a server of load
+    const peak = Object.fromEntries(POOL_ORDER.map((t) => [t, 1.5 * ML(t)]));
+    const plan = planCluster({ forecastPeak: peak, profile: p, totalServers: 100, gpusPerServer: 8 });
+    for (const t of POOL_ORDER) {
+      const chain: string[] = [];
+      for (let x: RequestType | undefined = t; x; x = longerType(x)) chain.push(poolIdOf(x));
+      const pools = plan.routing[t]!.map((r) => r.pool);
+      expect(pools.every((x) => chain.includes(x)), `${t}: ${pools.join(',')} off its chain ${chain.join(',')}`).toBe(true);
+    }
+    // ML's remainder: the LS pool, next in the order
+    const ml = planCluster({ forecastPeak: { ML: 1.5 * ML('ML'), LS: 1 * ML('LS'), LL: 1 * ML('LL') }, profile: p, totalServers: 100, gpusPerServer: 8 });
+    expect(ml.routing.ML!.map((r) => r.pool)).toEqual(['pool-ML', 'pool-LS', 'pool-LL']);
+    expect(ml.pools.find((x) => x.pool.id === 'pool-LS')!.forecastLoad.ML).toBeGreaterThan(0);
   });
 
   it('caps at the servers available and flags it', () => {

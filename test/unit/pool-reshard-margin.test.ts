@@ -2,7 +2,8 @@
  * The pool's hold against near ties (src/policy/sharding.ts RESHARD_MARGIN, planPoolShards' default), event by event
  * on the pool machine (src/policy/machines/pool.ts, the live pool leader's and the simulator's): a split whose saving
  * a load off by the margin would not pay is not taken; a clear saving is; a current split that cannot carry the
- * load is left at once, for a split that carries the load with the margin.
+ * load is left at once, for a split that carries the load with the margin; overloaded (no split carries the load), a
+ * split whose capacity is within the margin of the current one's is not taken, a clearly larger one is.
  */
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
@@ -32,10 +33,10 @@ function status(id: string, load: Partial<Record<RequestType, number>>): Instanc
 }
 
 /** A leader of one 8-GPU server running 2xTP4, each instance measuring half of `load`; its re-shard epoch's decision. */
-function epoch(load: Partial<Record<RequestType, number>>): { take: boolean; target: { tp: number; count: number }[]; summary: string; units: number } {
+function epoch(load: Partial<Record<RequestType, number>>, c: PoolMachineConfig = cfg): { take: boolean; target: { tp: number; count: number }[]; summary: string; units: number } {
   let s: PoolMachineState = initialPoolState(['SS', 'LS']);
   const at = (ms: number, ev: PoolEvent): PoolEffect[] => {
-    const r = poolStep(s, ev, T0 + ms, cfg);
+    const r = poolStep(s, ev, T0 + ms, c);
     s = r.state;
     return r.effects;
   };
@@ -88,6 +89,30 @@ describe('pool re-shard: hold against near ties', () => {
     const bare = planPoolShards({ profile, load: { LS: 0.42 }, gpus: 8, current: [4, 4], epochS: 300, gpusPerServer: 8, headroom: 0.2, margin: 0 })!;
     expect(bare.target).not.toEqual(d.target);
     expect(p(bare.target.flatMap((c) => Array<number>(c.count).fill(c.tp)), 0.42 * (1 + RESHARD_MARGIN)).currentFeasible).toBe(false);
+  });
+
+  // the simulator's overlap re-shard (the old layout serves until the new one is up): a 2xTP4 -> 1xTP8 unit is not dark
+  const overlap: PoolMachineConfig = { ...cfg, reshardKeepsServing: true };
+
+  it('overloaded, a split of no more than the margin above the current capacity is not taken (the first day\'s one-server S, M and ML pool)', () => {
+    // 3.8 req/s that no split of 8 GPUs carries within SLO: 1xTP8 carries 2.6% more of this mix than 2xTP4
+    const mix = { ML: 1.5, SM: 1.0, MS: 0.8, MM: 0.5 };
+    const d = epoch(mix, overlap);
+    expect(d.take).toBe(false);
+    expect(d.target).toEqual([{ tp: 4, count: 2 }]);
+    expect(d.units).toBe(0);
+    expect(d.summary).toMatch(/^pool-all: keep 2xTP4 -> 2xTP4: overloaded: no split of 8 GPUs carries 3\.8 req\/s within SLO; the current split's capacity \(3\.7\d* req\/s\) is within 10% of the highest \(3\.8\d* req\/s\): kept$/);
+    // without the margin the highest-capacity split is taken
+    const bare = planPoolShards({ profile, load: mix, gpus: 8, current: [4, 4], epochS: 300, gpusPerServer: 8, headroom: 0.2, margin: 0 })!;
+    expect(bare.take).toBe(true);
+    expect(bare.target).toEqual([{ tp: 8, count: 1 }]);
+  });
+
+  it('overloaded, a split of clearly more capacity is taken: ML alone, 1xTP8 carries 19% more than 2xTP4', () => {
+    const d = epoch({ ML: 3 }, overlap);
+    expect(d.take).toBe(true);
+    expect(d.target).toEqual([{ tp: 8, count: 1 }]);
+    expect(d.summary).toContain('overloaded: no split of 8 GPUs carries 3 req/s within SLO; taking the highest-capacity split');
   });
 
   it('an infeasible current split is left even where the margin would hold a feasible one (safety before the hold)', () => {

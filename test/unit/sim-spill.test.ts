@@ -1,8 +1,8 @@
 /**
  * The simulator's intake order across pools (step fidelity, the pool machines dispatching): a pool that refuses a
  * request as overloaded spills it to the next pool of policy routePools, the order the live intake and the gateway's
- * routing try (the pools of the longer types in the request's chain: SS -> SM -> SL -> ML -> LL), not to every pool
- * serving a later type.
+ * routing try (the pools after the request's type in the plan's order, policy longerType: SS -> SM -> SL -> MS -> ...
+ * -> LL, the pools the cluster plan forwards that type's remainder to), skipping the types no pool serves.
  */
 import { describe, it, expect } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { simulate } from '../../src/sim/index.ts';
 
 describe('simulated spill between pools', () => {
-  it('an overloaded S-input burst spills along its type chain (SS, SL, LL pools), never to the MS pool', async () => {
+  it("an overloaded S-input burst spills along its chain of pools, the plan's order (SS, SL, MS, LL pools)", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sim-spill-'));
     try {
       // one server per pool: SS, SL, MS and LL; then 1,500 SS and 1,500 SL requests within a second, far more than
@@ -33,8 +33,9 @@ describe('simulated spill between pools', () => {
           byPool.set(pool, (byPool.get(pool) ?? 0) + 1);
         },
       });
-      expect([...byPool.keys()].sort()).toEqual(['pool-LL', 'pool-SL', 'pool-SS']);
-      expect(byPool.get('pool-LL')).toBeGreaterThan(0); // the burst did spill past the SL pool
+      expect([...byPool.keys()].sort()).toEqual(['pool-LL', 'pool-MS', 'pool-SL', 'pool-SS']);
+      expect(byPool.get('pool-MS')).toBeGreaterThan(0); // the burst did spill past the SL pool, to the next in the order
+      expect(byPool.get('pool-LL')).toBeGreaterThan(0); // and past the MS pool
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

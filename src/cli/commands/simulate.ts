@@ -67,8 +67,8 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--rate-scale <k|auto>', 'multiply the arrival rate by K (auto: single-pool sized for the trace peak = --servers)', '1')
     .option('--gpu-hour-price <usd>', 'price of a GPU hour', '2.5')
     .option('--carbon <file|gCO2perKWh>', 'carbon intensity: a constant or a time series file')
-    .option('--duration-s <s>', 'only the first S seconds of the trace (a trace file)')
-    .option('--start-s <s>', 'start S seconds into the trace (a trace file)', '0')
+    .option('--duration-s <s>', 'only S seconds of the trace (a trace file, or a synthetic trace: a window of its days)')
+    .option('--start-s <s>', 'start S seconds into the trace (a trace file or a synthetic trace)', '0')
     .option('--lengths-from <file>', 'request lengths of a synthetic trace from this trace')
     .option('--seed <n>', 'PRNG seed', '1')
     .option('--profile <file>', 'profile (default the shipped one of --model and --gpu)')
@@ -130,15 +130,24 @@ function unusedServersOf(x: string): 'powered' | 'off' {
 export const REFUSED_WARN_SHARE = 0.01;
 
 /**
- * A synthetic trace (synth:SHAPE:DAYS:RPS) as its source. It runs its DAYS whole: --start-s, --duration-s and --speed
- * window a trace file, and are refused here rather than ignored.
+ * A synthetic trace (synth:SHAPE:DAYS:RPS) as its source: its DAYS drawn whole, then --start-s and --duration-s
+ * window it as they window a trace file (the window's requests are those of the whole days; a run of hours 9-12
+ * starts with no forecast history). --speed is for a trace file only, and refused here rather than ignored.
  */
 export function synthTraceOf(traceArg: string, v: Pick<SimulateOptions, 'durationS' | 'startS' | 'speed' | 'lengthsFrom'>, seed: number): TraceSource {
   const [, shape, days, rps] = traceArg.split(':');
   if (!['conversation', 'coding', 'flat', 'poisson'].includes(shape)) throw new UsageError(`synthetic shape must be conversation|coding|flat|poisson`);
-  const windowed = [v.durationS !== undefined && '--duration-s', num(v.startS, 'start-s') !== 0 && '--start-s', num(v.speed, 'speed') !== 1 && '--speed'].filter((x) => x);
-  if (windowed.length) throw new UsageError(`${windowed.join(', ')}: for a trace file only; a synthetic trace runs its DAYS whole (synth:SHAPE:DAYS:RPS)`);
-  return { kind: 'synth', shape: shape as 'conversation', durationS: num(days, 'trace days') * 86400, meanRps: num(rps, 'trace rps'), seed, lengthsFromFile: v.lengthsFrom !== undefined ? inputFile(v.lengthsFrom, '--lengths-from') : undefined };
+  if (num(v.speed, 'speed') !== 1) throw new UsageError('--speed: for a trace file only; a synthetic trace runs at its own rate (synth:SHAPE:DAYS:RPS)');
+  const durationS = num(days, 'trace days') * 86400;
+  const startS = num(v.startS, 'start-s');
+  if (!(startS >= 0 && startS < durationS)) throw new UsageError(`--start-s must be >= 0 and within the trace's ${durationS} s, got ${v.startS}`);
+  const windowS = v.durationS !== undefined ? num(v.durationS, 'duration-s') : undefined;
+  if (windowS !== undefined && !(windowS > 0)) throw new UsageError(`--duration-s must be > 0, got ${v.durationS}`);
+  return {
+    kind: 'synth', shape: shape as 'conversation', durationS, meanRps: num(rps, 'trace rps'), seed,
+    lengthsFromFile: v.lengthsFrom !== undefined ? inputFile(v.lengthsFrom, '--lengths-from') : undefined,
+    ...(startS > 0 ? { startMs: startS * 1000 } : {}), ...(windowS !== undefined ? { durationMs: windowS * 1000 } : {}),
+  };
 }
 
 async function simulate(v: SimulateOptions): Promise<number> {

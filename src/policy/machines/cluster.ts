@@ -9,16 +9,17 @@
  *   the servers it holds (fewer moves), then takes free ones in order; with configured pools (or no
  *   profile) an even split of every server's GPUs;
  * - the pool assignments that change, and the routing table (type -> pool);
- * - intake's routing: the pool of a request's type, then (overloaded) the pools serving longer requests.
+ * - intake's routing: the pool of a request's type, then (overloaded) the pools serving longer requests, along
+ *   policy longerType, the rule the plan forwards a pool's load above its servers by.
  * - server power, when configured (./cluster-power.ts): drained servers powered off beyond a reserve, servers
  *   powered on ahead of the plans that need them, a server that does not come back marked failed and planned around.
  * Effects: arm a timer, assign a pool (store + command), power a server on or off, publish a decision event.
  */
-import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type LengthClass, type RequestType } from '../../../protocols/request-types.ts';
+import { REQUEST_TYPES, type LengthClass, type RequestType } from '../../../protocols/request-types.ts';
 import type { PoolAssignment } from '../../../protocols/control.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { LoadForecaster, type ForecasterState } from '../forecast.ts';
-import { planCluster, serversToStartAhead, sharedPrefixClasses, type ClusterPlanResult } from '../cluster.ts';
+import { longerType, planCluster, serversToStartAhead, sharedPrefixClasses, type ClusterPlanResult } from '../cluster.ts';
 import {
   afterPlacement, clonePower, idlePower, initialPowerState, observePower, plannableServers, powerResult, usableServers, wakeAhead,
   type AliveServer, type PowerEffect, type PowerMachineState, type PowerResult, type ServerPowerConfig,
@@ -367,15 +368,8 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
   }
 }
 
-const NEXT: Record<LengthClass, LengthClass | undefined> = { S: 'M', M: 'L', L: undefined };
-
-/** The type served by the next pool with longer requests (output class first, then input). */
-export function longerType(t: RequestType): RequestType | undefined {
-  const o = NEXT[outputClassOf(t)];
-  if (o) return requestTypeOf(inputClassOf(t), o);
-  const i = NEXT[inputClassOf(t)];
-  return i ? requestTypeOf(i, 'L') : undefined;
-}
+/** The type of the next pool intake spills to: policy longerType, the rule the cluster plan forwards a pool's remainder by. */
+export { longerType };
 
 /**
  * Intake's dispatch to a pool found no leader to answer it (no responders, no reply in time: the leader dead,
