@@ -36,6 +36,7 @@ import {
 } from '../../src/policy/machines/instance.ts';
 import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
 import { engineWireError, instanceMachineConfig, machineRequest } from './machine-io.ts';
+import { PrefixCacheScrape } from './prefix-scrape.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
 const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
@@ -166,11 +167,8 @@ export class InstanceManager {
   #ttfts: number[] = [];
   #tbts: number[] = [];
   #stopping?: Promise<void>;
-  /** the engine's prefix-cache counters, cumulative over this process (an engine restart's counters add on). */
-  #prefix?: { lookup: number; hit: number };
-  /** the engine's last scraped counters (raw: they restart from 0 with the engine). */
-  #prefixRaw = { lookup: 0, hit: 0 };
-  #scraping = false;
+  /** the engine's prefix-cache counters (actors/instance-manager/prefix-scrape.ts). */
+  #prefix = new PrefixCacheScrape();
 
   constructor(o: InstanceManagerOptions) {
     this.#o = o;
@@ -266,7 +264,10 @@ export class InstanceManager {
     this.#statusTimer = this.#clock.setInterval(() => this.#publishStatus(), this.#o.config.liveness.statusIntervalMs);
     this.#publishStatus();
     engine.on('crash', (info) => this.#onEngineCrash(info));
-    engine.on('restarted', () => void this.#step({ type: 'engine_restarted' }));
+    engine.on('restarted', () => {
+      this.#prefix.moved(); // its counters start again from 0: read once more
+      void this.#step({ type: 'engine_restarted' });
+    });
     engine.on('failed', (err) => {
       this.#step({ type: 'lifecycle', state: 'failed', why: `engine failed: ${err.message}` });
       void this.#evacuate(new DynError('engine_crashed', `engine of ${this.id} failed: ${err.message}`, { retryable: true })).finally(() => this.#o.onFailed?.(err));
@@ -357,6 +358,7 @@ export class InstanceManager {
     const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: clock.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
     let ok = false;
     this.#running.set(req.id, r);
+    this.#prefix.moved();
     const type = req.type;
     const base = { v: 1 as const, id: req.id, instance: this.id, pool: this.pool, type: req.type };
     let finishReason: string | undefined;
@@ -500,6 +502,7 @@ export class InstanceManager {
       const timer = (pend as { timer?: unknown } | null)?.timer;
       if (timer !== undefined) clock.clearTimeout(timer);
       this.#running.delete(req.id);
+      this.#prefix.moved();
       this.#held.delete(req.id);
       this.#admitState.delete(req.id);
       this.#unwatchCancel(req.id);
@@ -522,6 +525,7 @@ export class InstanceManager {
     // a gateway that started it on a credit has the grant and took it
     if (credited) r.gatewayStarted = true;
     this.#running.set(req.id, r);
+    this.#prefix.moved();
     let ok = false;
     let timer: unknown;
     let startTimer: unknown;
@@ -559,6 +563,7 @@ export class InstanceManager {
       if (timer !== undefined) clock.clearTimeout(timer);
       if (startTimer !== undefined) clock.clearTimeout(startTimer);
       this.#running.delete(req.id);
+      this.#prefix.moved();
       this.#held.delete(req.id);
       this.#admitState.delete(req.id);
       this.#unwatchCancel(req.id);
@@ -782,7 +787,7 @@ export class InstanceManager {
       admittedByType: { ...this.#m.admitted },
       pendingPrefillTokens: pendingPrefillTokens(this.#m),
     };
-    if (this.#prefix) st.prefixCacheTokens = { ...this.#prefix };
+    if (this.#prefix.counts) st.prefixCacheTokens = { ...this.#prefix.counts };
     if (this.#o.node) st.node = this.#o.node;
     if (this.#m.emergencyStepName) st.emergency = this.#m.emergencyStepName;
     if (this.#m.credits.epoch > 0) st.creditEpoch = this.#m.credits.epoch;
@@ -799,30 +804,14 @@ export class InstanceManager {
     return this.#m.supportedMhz[this.#m.supportedMhz.length - 1] ?? 0;
   }
 
-  /**
-   * Reads the engine's prefix-cache counters from its /metrics (vLLM v1 vllm:prefix_cache_queries_total /
-   * _hits_total, tokens): the status reports them (the pool's and the cluster's measured reuse) and the machine
-   * prices its clock at the uncached share (event prefix_cache), as the simulator hands it its core's counters.
-   * One scrape at a time, within the engine's probe deadline; a failed scrape leaves the last counts.
-   */
+  /** The engine's prefix-cache counters, when they may have moved (PrefixCacheScrape), within the engine's probe deadline. */
   async #scrapeEngine(): Promise<void> {
-    if (this.#scraping || this.#o.engine.state !== 'ready') return;
-    this.#scraping = true;
+    if (this.#o.engine.state !== 'ready') return;
     try {
-      const pc = (await this.#o.engine.metrics()).prefixCache;
-      if (!pc) return;
-      const raw = { lookup: pc.queries, hit: Math.min(pc.hits, pc.queries) };
-      const prev = this.#prefix ?? { lookup: 0, hit: 0 };
-      // counters below the last scrape: the engine restarted, its counts start again from 0
-      const restarted = raw.lookup < this.#prefixRaw.lookup || raw.hit < this.#prefixRaw.hit;
-      const d = restarted ? raw : { lookup: raw.lookup - this.#prefixRaw.lookup, hit: raw.hit - this.#prefixRaw.hit };
-      this.#prefixRaw = raw;
-      this.#prefix = { lookup: prev.lookup + d.lookup, hit: prev.hit + d.hit };
-      if (d.lookup > 0 || d.hit > 0) this.#step({ type: 'prefix_cache', lookup: this.#prefix.lookup, hit: this.#prefix.hit });
+      const c = await this.#prefix.scrape(async () => (await this.#o.engine.metrics()).prefixCache, this.#running.size);
+      if (c) this.#step({ type: 'prefix_cache', lookup: c.lookup, hit: c.hit });
     } catch (err) {
       this.#log.debug({ err: (err as Error).message }, 'engine metrics not read');
-    } finally {
-      this.#scraping = false;
     }
   }
 

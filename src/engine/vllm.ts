@@ -13,6 +13,7 @@ import type {
 } from './engine.ts';
 import { parseVllmMetrics, type EngineMetrics } from './metrics-parse.ts';
 import { streamCompletion } from './client.ts';
+import { Http1Pool, Http1TimeoutError, http1Text } from './http1.ts';
 import { tiedToParent } from '../runtime/parent-death.ts';
 import {
   EngineCrashedError, EngineError, EngineHttpError, EngineStartError, EngineStateError, EngineStreamError, EngineTimeoutError,
@@ -67,6 +68,8 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
    * Node's 5 s); `timeout` only notifies an active request, which its own deadline covers.
    */
   private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: 4_000 });
+  /** the small exchanges' connections (call()): kept alive, closed after 4 s idle as the agent's. */
+  private readonly small = new Http1Pool({ maxIdlePerHost: 8 });
 
   constructor(readonly spec: ProcessEngineSpec) {
     super();
@@ -342,19 +345,23 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
     return this.call(path, { method: 'POST' }, what);
   }
 
-  private async call(path: string, init: RequestInit, what: string): Promise<string> {
-    let res: Response;
+  /**
+   * One small exchange with the engine (/metrics, /tokenize, /detokenize, sleep mode) within the probe deadline,
+   * over the lean HTTP/1.1 client's kept-alive connections (src/engine/http1.ts): the instance manager scrapes
+   * /metrics every second, and the gateway's prompts are counted through /tokenize.
+   */
+  private async call(path: string, init: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string }, what: string): Promise<string> {
+    let res: { status: number; text: string };
     try {
-      const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
+      const headers: Record<string, string> = { ...init.headers };
       if (this.spec.apiKey) headers.authorization = `Bearer ${this.spec.apiKey}`;
-      res = await fetch(`${this.baseUrl}${path}`, { ...init, headers, signal: AbortSignal.timeout(this.spec.probeTimeoutMs) });
+      res = await http1Text(this.small, { host: this.spec.host, port: this.port, method: init.method, path, headers, body: init.body ?? '' }, this.spec.probeTimeoutMs);
     } catch (err) {
-      if ((err as Error)?.name === 'TimeoutError') throw new EngineTimeoutError(`${what}: no answer within ${this.spec.probeTimeoutMs} ms`, { cause: err });
+      if (err instanceof Http1TimeoutError) throw new EngineTimeoutError(`${what}: no answer within ${this.spec.probeTimeoutMs} ms`, { cause: err });
       throw new EngineStreamError(`${what}: ${(err as Error)?.message}`, { cause: err });
     }
-    const text = await res.text();
-    if (!res.ok) throw new EngineHttpError(res.status, text, what);
-    return text;
+    if (res.status < 200 || res.status > 299) throw new EngineHttpError(res.status, res.text, what);
+    return res.text;
   }
 
   async stop(graceMs = 10_000): Promise<void> {

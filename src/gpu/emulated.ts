@@ -8,6 +8,7 @@
 import type { AppliedClocks, GpuClocks, GpuControl, GpuControlConfig } from './types.ts';
 import { clampClocks, checkGpuIds } from './clamp.ts';
 import { GpuError, GpuReadOnlyError, GpuRequestError, GpuTransportError } from './errors.ts';
+import { Http1Pool, Http1TimeoutError, http1Text } from '../engine/http1.ts';
 
 export interface EmulatedGpuState {
   gpuCount: number;
@@ -22,6 +23,18 @@ export interface EmulatedGpuState {
   memClockMhz?: number;
 }
 
+/** host, port and path of a plain http URL without query or credentials; undefined for anything else. */
+function plainHttp(url: string): { host: string; port: number; path: string } | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
+  if (u.protocol !== 'http:' || u.search || u.username || u.password) return undefined;
+  return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port || 80), path: u.pathname.replace(/\/+$/, '') };
+}
+
 export class EmulatedGpuControl implements GpuControl {
   readonly kind = 'emulated' as const;
   readonly gpuIds: number[];
@@ -30,12 +43,19 @@ export class EmulatedGpuControl implements GpuControl {
   private readonly timeoutMs: number;
   private supported: number[] | undefined;
   private closed = false;
+  /** the state read in flight, shared by the reads made meanwhile. */
+  private reading: Promise<EmulatedGpuState> | undefined;
+  /** host, port and path prefix of a plain-http emulator URL (the lean client's); undefined: fetch. */
+  private readonly target: { host: string; port: number; path: string } | undefined;
+  /** kept-alive connections to the emulator (src/engine/http1.ts): a read every second costs no connection. */
+  private readonly pool = new Http1Pool({ maxIdlePerHost: 4 });
 
   private constructor(cfg: GpuControlConfig, url: string) {
     this.gpuIds = [...cfg.gpuIds];
     this.readOnly = cfg.readOnly ?? false;
     this.url = url.replace(/\/+$/, '');
     this.timeoutMs = cfg.timeoutMs ?? 5000;
+    this.target = plainHttp(this.url);
   }
 
   static async open(cfg: GpuControlConfig): Promise<EmulatedGpuControl> {
@@ -52,6 +72,11 @@ export class EmulatedGpuControl implements GpuControl {
   /** The emulator's whole GPU state (validated). */
   async state(): Promise<EmulatedGpuState> {
     this.assertOpen();
+    // reads that overlap share one GET (the instance manager reads power and energy together every second)
+    return (this.reading ??= this.readState().finally(() => (this.reading = undefined)));
+  }
+
+  private async readState(): Promise<EmulatedGpuState> {
     const body = (await this.call('GET', '/admin/gpu')) as Partial<EmulatedGpuState> | null;
     const okArr = (a: unknown): a is number[] => Array.isArray(a) && a.every((x) => typeof x === 'number' && Number.isFinite(x));
     if (!body || typeof body.gpuCount !== 'number' || !okArr(body.supportedClocksMhz) || typeof body.clockMhz !== 'number' || !okArr(body.powerMw) || !okArr(body.energyMj)) {
@@ -100,29 +125,43 @@ export class EmulatedGpuControl implements GpuControl {
       if (!this.readOnly) await this.resetClocks();
     } finally {
       this.closed = true;
+      this.pool.destroy();
     }
   }
 
   private async call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await fetch(this.url + path, {
-        method,
-        headers: body === undefined ? undefined : { 'content-type': 'application/json' },
-        body: body === undefined ? (method === 'POST' ? '{}' : undefined) : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
+      res = this.target
+        ? await http1Text(this.pool, {
+          host: this.target.host, port: this.target.port, method, path: this.target.path + path,
+          headers: method === 'POST' ? { 'content-type': 'application/json' } : {},
+          body: body === undefined ? (method === 'POST' ? '{}' : '') : JSON.stringify(body),
+        }, this.timeoutMs)
+        : await this.fetchText(method, path, body);
     } catch (err) {
-      throw new GpuTransportError(`emulator ${method} ${this.url}${path}: ${(err as Error).name === 'TimeoutError' ? `no answer within ${this.timeoutMs} ms` : (err as Error).message}`, { cause: err });
+      const timedOut = err instanceof Http1TimeoutError || (err as Error).name === 'TimeoutError';
+      throw new GpuTransportError(`emulator ${method} ${this.url}${path}: ${timedOut ? `no answer within ${this.timeoutMs} ms` : (err as Error).message}`, { cause: err });
     }
-    const text = await res.text();
-    if (!res.ok) throw new GpuError(`emulator ${method} ${path} -> HTTP ${res.status}: ${text.slice(0, 200)}`, res.status >= 500);
+    const { status, text } = res;
+    if (status < 200 || status > 299) throw new GpuError(`emulator ${method} ${path} -> HTTP ${status}: ${text.slice(0, 200)}`, status >= 500);
     if (!text) return null;
     try {
       return JSON.parse(text);
     } catch (err) {
       throw new GpuError(`emulator ${method} ${path} returned non-JSON`, false, { cause: err });
     }
+  }
+
+  /** An emulator URL other than plain http (https): through fetch. */
+  private async fetchText(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; text: string }> {
+    const res = await fetch(this.url + path, {
+      method,
+      headers: body === undefined ? undefined : { 'content-type': 'application/json' },
+      body: body === undefined ? (method === 'POST' ? '{}' : undefined) : JSON.stringify(body),
+      signal: AbortSignal.timeout(this.timeoutMs),
+    });
+    return { status: res.status, text: await res.text() };
   }
 
   private assertOpen(): void {
