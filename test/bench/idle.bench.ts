@@ -27,7 +27,7 @@ const BENCH_CONFIG = {
   pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
   epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
   engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000 },
-  gateway: { maxInflight: 4096 },
+  gateway: { maxInflight: 4096, dataPath: 'direct', requestPlane: 'direct', workers: 1 },
 };
 
 interface Sample { cpuMs: number; reads: number; writes: number; wakeups: number }
