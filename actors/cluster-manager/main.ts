@@ -33,6 +33,7 @@ import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, tak
 import { reconcileInventory } from '../../src/runtime/inventory.ts';
 import { powerCounts, serverPowerConfig } from '../../src/policy/machines/cluster-power.ts';
 import { PowerDriver, nodeSeen, serverObservation } from './power-driver.ts';
+import { readInventory, type InventoryReader } from './inventory-read.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -94,7 +95,8 @@ export class ClusterManager extends Actor {
     };
     if (c.power.driver) this.#power = new PowerDriver({ command: c.power.driver, timeoutMs: c.power.timeoutS * 1000, attempts: c.power.attempts }, this.log, this.clock);
     // the store's assignments, read beside the lease: a replica contends as soon as it listens, also while the
-    // inventory's stream does not answer (each of its reads waits out JetStream's 5-s deadline); #lead waits for them
+    // inventory's stream does not answer (its reads retried for timeouts.takeoverReadMs); #lead waits for them
+    this.#reader = { bus: this.bus, clock: this.clock, log: this.log, abandoned: () => this.#stopped };
     this.#loaded = this.#loadAssignments();
     this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intakeOnce(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
     // the predictor learns from the requests intake classified: records of others (the gateway routed them) are not decoded
@@ -222,17 +224,14 @@ export class ClusterManager extends Actor {
     }
   }
 
+  /** the inventory reads' deadlines and their way to another server (inventory-read.ts). */
+  #reader!: InventoryReader;
+
   async #loadAssignments(): Promise<void> {
-    const found: PoolAssignmentT[] = [];
     const gen = this.#loadGen;
+    let found: PoolAssignmentT[];
     try {
-      const kv: KV = await this.bus.kv(jetstream.inventoryBucket);
-      const keys = await kv.keys('pool.>');
-      for await (const k of keys) {
-        const e = await kv.get(k);
-        if (!e || !e.value.length) continue;
-        found.push(PoolAssignment.decode(e.value));
-      }
+      found = (await readInventory(this.#reader, 'the pool assignments', storedAssignments, this.clock.now() + this.#c.timeouts.takeoverReadMs)).stored;
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'assignments not readable');
       return;
@@ -246,28 +245,21 @@ export class ClusterManager extends Actor {
    * (src/runtime/inventory.ts). A previous run's are deleted from the store and from the machine's state
    * (routes back to the config's), keeping the epoch so every later assignment outranks them.
    */
-  async #reconcileInventory(): Promise<void> {
+  async #reconcileInventory(untilMs: number): Promise<void> {
     const c = this.#c;
     // every live instance reports within a status interval; wait a liveness window after subscribing
     const wait = this.#listeningSinceMs + c.liveness.deadAfterMs - this.clock.now();
     if (wait > 0) await this.clock.sleep(wait);
     const now = this.clock.now();
     const live = [...this.#instances.values()].filter((x) => now - x.seenMs < c.liveness.deadAfterMs).map((x) => x.st);
-    let kv: KV;
-    const stored: PoolAssignmentT[] = [];
-    /** keys whose value does not decode: nobody's assignment, deleted with the stale ones. */
-    const corrupt: string[] = [];
+    let kv!: KV;
+    /** corrupt: keys whose value does not decode, nobody's assignment, deleted with the stale ones. */
+    let stored: PoolAssignmentT[], corrupt: string[];
     try {
-      kv = await this.bus.kv(jetstream.inventoryBucket);
-      for await (const k of await kv.keys('pool.>')) {
-        const e = await kv.get(k);
-        if (!e || !e.value.length) continue;
-        try {
-          stored.push(PoolAssignment.decode(e.value));
-        } catch {
-          corrupt.push(k);
-        }
-      }
+      ({ stored, corrupt } = await readInventory(this.#reader, 'the pool assignments', (k) => {
+        kv = k;
+        return storedAssignments(k);
+      }, untilMs));
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'inventory not readable: stale assignments not checked');
       return;
@@ -276,7 +268,7 @@ export class ClusterManager extends Actor {
     let ledgerCleared = false;
     if (r.fresh) {
       try {
-        if (await kv.get(inventoryKeys.energy())) {
+        if (await readInventory(this.#reader, 'the energy ledger', (k) => k.get(inventoryKeys.energy()), untilMs)) {
           await kv.delete(inventoryKeys.energy());
           ledgerCleared = true;
         }
@@ -419,11 +411,13 @@ export class ClusterManager extends Actor {
     // waits out JetStream's 5-s deadline when the stream's server does not answer, and the status waited for them
     void ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
     void ensureRequestsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
-    // the stored assignments in the machine before it leads, then a previous run's state cleared from the store
+    // the stored assignments in the machine before it leads, then a previous run's state cleared from the store;
+    // their reads (and the ledger's) retried for timeouts.takeoverReadMs from when the liveness window lets them start
     await this.#loaded;
-    await this.#reconcileInventory();
+    const readsUntil = Math.max(this.clock.now(), this.#listeningSinceMs + this.#c.liveness.deadAfterMs) + this.#c.timeouts.takeoverReadMs;
+    await this.#reconcileInventory(readsUntil);
     if (!this.#lease.isLeader()) return;
-    await this.#continueLedger();
+    await this.#continueLedger(readsUntil);
     this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
     this.#leaderTimers.push(this.clock.setInterval(() => {
       this.#publishTelemetry();
@@ -494,10 +488,9 @@ export class ClusterManager extends Actor {
   #nodeTel = new Map<string, { powerW: number; seenMs: number }>();
 
   /** New leader: continue the ledger the previous leader stored with this replica's latest readings. */
-  async #continueLedger(): Promise<void> {
+  async #continueLedger(untilMs: number): Promise<void> {
     try {
-      const kv = await this.bus.kv(jetstream.inventoryBucket);
-      const e = await kv.get(inventoryKeys.energy());
+      const e = await readInventory(this.#reader, 'the energy ledger', (kv) => kv.get(inventoryKeys.energy()), untilMs);
       if (e && e.value.length) {
         const stored = EnergyLedger.decode(e.value);
         this.#book = takeOver(bookFromRecord(stored), this.#book, this.#readings.values());
@@ -576,6 +569,22 @@ export class ClusterManager extends Actor {
     this.#statusServe?.unsubscribe();
     await this.#lease?.stop().catch(() => {});
   }
+}
+
+/** Every stored pool assignment, and the keys whose value does not decode. */
+async function storedAssignments(kv: KV): Promise<{ stored: PoolAssignmentT[]; corrupt: string[] }> {
+  const stored: PoolAssignmentT[] = [];
+  const corrupt: string[] = [];
+  for await (const k of await kv.keys('pool.>')) {
+    const e = await kv.get(k);
+    if (!e || !e.value.length) continue;
+    try {
+      stored.push(PoolAssignment.decode(e.value));
+    } catch {
+      corrupt.push(k);
+    }
+  }
+  return { stored, corrupt };
 }
 
 /** `dynamollm actor cluster` (src/cli/actor-registry.ts). */

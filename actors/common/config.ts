@@ -284,6 +284,8 @@ export const configSchema = z
         /**
          * how long a new pool leader retries reading the pool's stored state (its assignment, the previous
          * leader's dispatched requests) while JetStream is unavailable, before it leads without it, ms; default 5000.
+         * A cluster manager's reads of the inventory (the stored assignments, at its start and when it leads; the
+         * energy ledger) are retried as long, each attempt within its own deadline.
          */
         takeoverReadMs: pos.default(5000),
         /**

@@ -480,9 +480,9 @@ export class Bus extends EventEmitter {
   }
 
   /** A JetStream call failed: off a server without JetStream (jetstream-move.ts). True when the connection moves. */
-  jetstreamFailed(err: unknown): boolean {
-    return this.#jsMover?.failed(err, this.connected) ?? false;
-  }
+  jetstreamFailed = (err: unknown): boolean => this.#jsMover?.failed(err, this.connected) ?? false;
+  /** A JetStream call went unanswered: off this server when it answers no ping within `ms` either (jetstream-move.ts). */
+  jetstreamUnanswered = (ms: number): Promise<boolean> => this.#jsMover?.unanswered(ms, () => this.connected) ?? Promise.resolve(false);
   #jsMover?: JetStreamMover;
 
   /** replicas of the KV buckets and streams created through this bus (a clustered NATS: 3). Default 1. */

@@ -34,8 +34,8 @@ export function freezeServer(cluster: Cluster, leader: string | undefined): { in
   return { index, pid, live: cluster.urls.filter((_, j) => j !== index) };
 }
 
-/** A cluster config (one 2-GPU emulated server, one pool, short liveness) whose NATS is `live`; its path. */
-export function plannerConfig(live: string[], prefix: string): string {
+/** A cluster config (one 2-GPU emulated server, one pool, short liveness) whose NATS is `live`, with `extra` on top; its path. */
+export function plannerConfig(live: string[], prefix: string, extra: Record<string, unknown> = {}): string {
   const cfgPath = join(mkdtempSync(join(tmpdir(), prefix)), 'cluster.json');
   writeFileSync(cfgPath, JSON.stringify({
     model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
@@ -44,6 +44,7 @@ export function plannerConfig(live: string[], prefix: string): string {
     liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
     engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
     nats: { url: live.join(','), roles: { cluster: creds('cluster') }, jetstreamReplicas: 3 },
+    ...extra,
   }));
   return cfgPath;
 }
