@@ -22,7 +22,7 @@
  *   it streams from an engine directly (`inst.<id>.leg`), and read telemetry, events and heartbeats (its
  *   dashboard): no command subject, no JetStream;
  * - the observer reads (telemetry, events live and through its own consumer of the events stream,
- *   heartbeats), asks the cluster status and sends NATS Service API requests; it changes nothing;
+ *   heartbeats, the lease records), asks the cluster status and sends NATS Service API requests; it changes nothing;
  * - every actor serves the NATS Service API: `$SRV.PING|INFO|STATS` and `$SRV.<verb>.dynamollm-<kind>[.<id>]`.
  */
 import { controlSubjects, dispatchedKeys, inventoryKeys } from './control.ts';
@@ -92,6 +92,24 @@ function kvUse(bucket: string): string[] {
     `$JS.API.CONSUMER.CREATE.${st}.>`,
     `$JS.API.CONSUMER.INFO.${st}.>`,
     `$JS.API.CONSUMER.DELETE.${st}.>`,
+    `$JS.FC.${st}.>`,
+  ];
+}
+/**
+ * JetStream API rights to read a KV bucket that exists, and nothing more: a key's record (kv.get on a bucket
+ * opened without a JetStream request: a stream message get, or a direct get) and its own watch (kv.watch: an
+ * ephemeral push consumer created with a name, its filter inside the bucket's keys, delivered to the reader's
+ * own inbox; its info, its delete, its flow control). No stream creation, no key write, no purge.
+ */
+function kvRead(bucket: string): string[] {
+  const st = `KV_${bucket}`;
+  return [
+    `$JS.API.STREAM.MSG.GET.${st}`,
+    `$JS.API.DIRECT.GET.${st}`,
+    `$JS.API.DIRECT.GET.${st}.>`,
+    `$JS.API.CONSUMER.CREATE.${st}.*.${kvKeySubject(bucket, '>')}`,
+    `$JS.API.CONSUMER.INFO.${st}.*`,
+    `$JS.API.CONSUMER.DELETE.${st}.*`,
     `$JS.FC.${st}.>`,
   ];
 }
@@ -226,6 +244,8 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           subjects.clusterStatus(), hbOwn('observer'),
           ...SERVICE_VERBS.flatMap((v) => [serviceSubjects.control(v), `${serviceSubjects.control(v)}.*`, `${serviceSubjects.control(v)}.*.*`]),
           '$JS.API.INFO', ...consume(jetstream.eventsStream), ...consume(jetstream.requestsStream),
+          // who leads: the lease records (dynamollm chaos times a new leader by them)
+          ...kvRead(jetstream.leasesBucket),
         ]),
         subscribe: uniq([subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), inboxOf('observer', id)]),
         allowResponses: false,

@@ -5,7 +5,8 @@
  * and a watcher's read blocks the harness's own load generator.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { leadersFromElections, loadRange, newLeaderAfter, sharedRead, watchKill, type Elected, type Kill, type Proc } from '../../src/cli/commands/chaos.ts';
+import { loadRange, sharedRead, timeByLeases, watchKill, type Kill, type Proc } from '../../src/cli/commands/chaos.ts';
+import { LeaseLog, leaseAround, type LeaseRecord } from '../../src/cli/chaos-leases.ts';
 import type { ClusterStatus } from '../../protocols/messages.ts';
 
 beforeEach(() => vi.useFakeTimers({ now: 1_000_000 }));
@@ -30,7 +31,7 @@ describe('chaos kill watcher', () => {
     const status = { pools: [{ id: 'pool-all', leader: 'pm-0', instances: [] }] } as unknown as ClusterStatus;
     const k: Kill = { kind: 'pool', id: 'pm-1', pid: 10, atMs: Date.now() };
     let done = false;
-    const w = watchKill(k, t.read, () => status, () => 0, []).then(() => (done = true));
+    const w = watchKill(k, t.read, () => status, () => 0, { log: new LeaseLog(), pools: ['pool-all'] }).then(() => (done = true));
     await vi.advanceTimersByTimeAsync(300);
     expect(k.restartMs).toBeGreaterThanOrEqual(300);
     expect(t.reads()).toBe(3);
@@ -41,32 +42,37 @@ describe('chaos kill watcher', () => {
     await w;
   });
 
-  it('still follows the kill of a pool leader until a new one is elected', async () => {
+  it('still follows the kill of a pool leader until the lease records name a new term', async () => {
     const t = tree(1);
     const status = { pools: [{ id: 'pool-all', leader: 'pm-1', instances: [] }] } as unknown as ClusterStatus;
     const k: Kill = { kind: 'pool', id: 'pm-1', pid: 10, atMs: Date.now() };
-    const elected: { atMs: number; pool?: string; leader: string }[] = [];
+    const log = new LeaseLog();
+    log.add(rec('pool.pool-all', 1, k.atMs - 3000, 'pm-1', 4, k.atMs - 3000));
+    log.add(rec('pool.pool-all', 2, k.atMs - 400, 'pm-1', 4, k.atMs - 3000));
     let done = false;
-    const w = watchKill(k, t.read, () => status, () => 0, elected).then(() => (done = true));
+    const w = watchKill(k, t.read, () => status, () => 0, { log, pools: ['pool-all'] }).then(() => (done = true));
     await vi.advanceTimersByTimeAsync(5000);
     expect(done).toBe(false);
-    elected.push({ atMs: Date.now(), pool: 'pool-all', leader: 'pm-0' });
+    log.add(rec('pool.pool-all', 3, Date.now(), 'pm-0', 5, Date.now() - 20));
     await vi.advanceTimersByTimeAsync(200);
     expect(done).toBe(true);
-    expect(k.newLeaderMs).toBe(5000);
+    expect(k.newLeaderMs).toBe(4980);
+    expect(k.newLeader).toBe('pool-all:pm-0');
     expect(t.reads()).toBe(1);
     await w;
   });
 
-  it('times a new leader by the elections\' own times, not by the order they arrived in', async () => {
+  it("times a new leader by the term's acquisition, also when only a later renewal of it was read", async () => {
     const t = tree(1);
     const status = { pools: [{ id: 'pool-all', leader: 'pm-1', instances: [] }] } as unknown as ClusterStatus;
     const k: Kill = { kind: 'pool', id: 'pm-1', pid: 10, atMs: Date.now() };
-    const elected: { atMs: number; pool?: string; leader: string }[] = [];
-    const w = watchKill(k, t.read, () => status, () => 0, elected);
+    const log = new LeaseLog();
+    log.add(rec('pool.pool-all', 7, k.atMs - 200, 'pm-1', 4, k.atMs - 9000));
+    const w = watchKill(k, t.read, () => status, () => 0, { log, pools: ['pool-all'] });
     await vi.advanceTimersByTimeAsync(5000);
-    // a later election arrives first; the one 1.2 s after the kill (sent while the observer was reconnecting) after it
-    elected.push({ atMs: k.atMs + 4900, pool: 'pool-all', leader: 'pm-1' }, { atMs: k.atMs + 1200, pool: 'pool-all', leader: 'pm-0' });
+    // the acquisition (revision 8, 1.2 s after the kill) was overwritten while the harness's NATS server was dead:
+    // the renewal read 4.9 s after the kill carries the term's acquisition time
+    log.add(rec('pool.pool-all', 12, k.atMs + 4900, 'pm-0', 8, k.atMs + 1200));
     await vi.advanceTimersByTimeAsync(200);
     expect(k.newLeaderMs).toBe(1200);
     expect(k.led).toEqual(['pool-all']);
@@ -93,35 +99,81 @@ describe('chaos report: the load average', () => {
   });
 });
 
-describe('who led at a kill: the elections after the last status read', () => {
+/** A lease record of `key` at `revision`, written at `writtenMs`, naming `holder` in `term` acquired at `acquiredMs`. */
+function rec(key: string, revision: number, writtenMs: number, holder: string, term: number, acquiredMs: number): LeaseRecord {
+  return { key, revision, writtenMs, holder, term, acquiredMs, expiresMs: writtenMs + 1500 };
+}
+
+describe('who led at a kill and who took over: the lease records', () => {
   const T = 2_000_000;
-  it("a stale status naming the victim: an election of another since makes it a standby's kill, with no new leader timed", () => {
-    // status read 5 s before the kill named cm-1; cm-0 was elected 4 s before it (the 60-s kill of the 04:51 run)
+  const P = 'cluster.planner';
+  it('the record in force at the kill names the leader; the next term is the new one, timed by its acquisition', () => {
+    const log = new LeaseLog();
+    for (const r of [rec(P, 1, T - 9000, 'cm-1', 3, T - 9000), rec(P, 2, T - 500, 'cm-1', 3, T - 9000), rec(P, 4, T + 1250, 'cm-0', 4, T + 1200), rec(P, 5, T + 1750, 'cm-0', 4, T + 1200)]) log.add(r);
+    const k: Kill = { kind: 'cluster', id: 'cm-1', pid: 1, atMs: T };
+    timeByLeases(k, log, []);
+    expect(k).toMatchObject({ leaderBefore: 'cm-1', newLeaderMs: 1200, newLeader: 'cm-0' });
+  });
+  it("a stale status naming the victim: the records say another held the lease, so it is a standby's kill, with nothing timed", () => {
+    const log = new LeaseLog();
+    log.add(rec(P, 1, T - 4000, 'cm-0', 9, T - 4000));
+    log.add(rec(P, 2, T - 1000, 'cm-0', 9, T - 4000));
+    log.add(rec(P, 3, T + 10_700, 'cm-0', 10, T + 10_700));
     const k: Kill = { kind: 'cluster', id: 'cm-1', pid: 1, atMs: T, leaderBefore: 'cm-1', statusSeenMs: T - 5000 };
-    const elected: Elected[] = [{ atMs: T - 4000, leader: 'cm-0' }, { atMs: T + 10_700, leader: 'cm-0' }];
-    expect(newLeaderAfter(k, elected)).toBe(10_700);
-    leadersFromElections(k, elected);
+    timeByLeases(k, log, []);
     expect(k.leaderBefore).toBe('cm-0');
-    expect(newLeaderAfter(k, elected)).toBeUndefined();
+    expect(k.newLeaderMs).toBeUndefined();
   });
-  it('a stale status naming another: an election of the victim since makes it a leader\'s kill', () => {
-    const k: Kill = { kind: 'cluster', id: 'cm-0', pid: 1, atMs: T, leaderBefore: 'cm-1', statusSeenMs: T - 3000 };
-    const elected: Elected[] = [{ atMs: T - 2000, leader: 'cm-0' }, { atMs: T + 1500, leader: 'cm-1' }];
-    leadersFromElections(k, elected);
-    expect(newLeaderAfter(k, elected)).toBe(1500);
+  it("the victim's restarted process taking the lease again under its id is a new leader (a new term)", () => {
+    const log = new LeaseLog();
+    log.add(rec(P, 1, T - 300, 'cm-0', 2, T - 6000));
+    log.add(rec(P, 2, T + 700, 'cm-0', 3, T + 650));
+    const k: Kill = { kind: 'cluster', id: 'cm-0', pid: 1, atMs: T };
+    timeByLeases(k, log, []);
+    expect(k).toMatchObject({ leaderBefore: 'cm-0', newLeaderMs: 650, newLeader: 'cm-0' });
   });
-  it('elections before the status read leave the status\'s leader', () => {
-    const k: Kill = { kind: 'cluster', id: 'cm-1', pid: 1, atMs: T, leaderBefore: 'cm-1', statusSeenMs: T - 200 };
-    leadersFromElections(k, [{ atMs: T - 4000, leader: 'cm-0' }]);
-    expect(k.leaderBefore).toBe('cm-1');
+  it('a released lease, or one lapsed by the kill, names nobody; records that do not reach back to the kill leave the status\'s reading', () => {
+    const log = new LeaseLog();
+    log.add(rec(P, 1, T - 300, '', 2, T - 6000));
+    const released: Kill = { kind: 'cluster', id: 'cm-0', pid: 1, atMs: T, leaderBefore: 'cm-0' };
+    timeByLeases(released, log, []);
+    expect(released.leaderBefore).toBeUndefined();
+    // the victim's last renewal expired 8 s before the kill (it was cut off from JetStream): not a leader's kill
+    const lapsed = new LeaseLog();
+    lapsed.add(rec(P, 1, T - 9500, 'cm-0', 2, T - 20_000));
+    lapsed.add(rec(P, 2, T + 115_000, 'cm-1', 3, T + 115_000));
+    const k0: Kill = { kind: 'cluster', id: 'cm-0', pid: 1, atMs: T, leaderBefore: 'cm-0' };
+    timeByLeases(k0, lapsed, []);
+    expect(k0.leaderBefore).toBeUndefined();
+    expect(k0.newLeaderMs).toBeUndefined();
+    const late = new LeaseLog();
+    late.add(rec(P, 9, T + 2000, 'cm-1', 5, T + 1500));
+    const k: Kill = { kind: 'cluster', id: 'cm-0', pid: 1, atMs: T, leaderBefore: 'cm-0' };
+    timeByLeases(k, late, []);
+    expect(k).toMatchObject({ leaderBefore: 'cm-0', newLeaderMs: 1500, newLeader: 'cm-1' });
   });
-  it('pools: the victim led the pools whose last election since the status read names it', () => {
+  it('pools: the victim led the pools whose lease names it at the kill, timed once each has a new term', () => {
+    const log = new LeaseLog();
+    for (const r of [rec('pool.a', 1, T - 100, 'pm-0', 1, T - 5000), rec('pool.b', 2, T - 200, 'pm-1', 1, T - 5000), rec('pool.c', 3, T - 9000, 'pm-0', 1, T - 9000), rec('pool.c', 4, T - 150, 'pm-1', 2, T - 160)]) log.add(r);
     const k: Kill = { kind: 'pool', id: 'pm-1', pid: 1, atMs: T, led: ['a'], statusSeenMs: T - 3000 };
-    const elected: Elected[] = [{ atMs: T - 2000, pool: 'a', leader: 'pm-0' }, { atMs: T - 1000, pool: 'b', leader: 'pm-1' }, { atMs: T - 5000, pool: 'c', leader: 'pm-1' }];
-    leadersFromElections(k, elected);
-    expect(k.led).toEqual(['b']);
-    const standby: Kill = { kind: 'pool', id: 'pm-1', pid: 1, atMs: T, led: ['a'], statusSeenMs: T - 3000 };
-    leadersFromElections(standby, [{ atMs: T - 2000, pool: 'a', leader: 'pm-0' }]);
-    expect(standby.led).toBeUndefined();
+    timeByLeases(k, log, ['a', 'b', 'c']);
+    expect(k.led).toEqual(['b', 'c']);
+    expect(k.leaderBefore).toBe('pm-0,pm-1,pm-1');
+    expect(k.newLeaderMs).toBeUndefined();
+    log.add(rec('pool.b', 5, T + 900, 'pm-0', 2, T + 850));
+    timeByLeases(k, log, ['a', 'b', 'c']);
+    expect(k.newLeaderMs).toBeUndefined();
+    log.add(rec('pool.c', 6, T + 1400, 'pm-0', 3, T + 1300));
+    timeByLeases(k, log, ['a', 'b', 'c']);
+    expect(k).toMatchObject({ newLeaderMs: 1300, newLeader: 'b:pm-0,c:pm-0' });
+  });
+  it('the log keeps each revision once, in revision order, whatever order the watch and the poll read them in', () => {
+    const log = new LeaseLog();
+    expect(log.add(rec(P, 5, T, 'x', 1, T))).toBe(true);
+    expect(log.add(rec(P, 3, T - 10, 'x', 1, T - 10))).toBe(true);
+    expect(log.add(rec(P, 5, T, 'x', 1, T))).toBe(false);
+    expect(log.records(P).map((r) => r.revision)).toEqual([3, 5]);
+    expect(leaseAround(log.records(P), T - 5).at?.revision).toBe(3);
+    expect(leaseAround(log.records(P), T - 11).at).toBeUndefined();
   });
 });

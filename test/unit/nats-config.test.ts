@@ -113,6 +113,12 @@ describe('NATS server configs come from the one table of rights', () => {
     const ob = permissionsOf({ role: 'observer' });
     expect(ob.publish.some((s) => /intake|\.ctl$|\.admit$|dispatch|^\$KV|dyn\.v1\.(evt|stream|tel)/.test(s))).toBe(false);
     expect(ob.publish).toContain('$SRV.PING');
+    // it reads the lease records (a get, its own watch: dynamollm chaos) and no other bucket; creates no stream
+    expect(ob.publish.filter((s) => s.includes('KV_'))).toEqual([
+      '$JS.API.STREAM.MSG.GET.KV_dyn_v1_leases', '$JS.API.DIRECT.GET.KV_dyn_v1_leases', '$JS.API.DIRECT.GET.KV_dyn_v1_leases.>',
+      '$JS.API.CONSUMER.CREATE.KV_dyn_v1_leases.*.$KV.dyn_v1_leases.>', '$JS.API.CONSUMER.INFO.KV_dyn_v1_leases.*', '$JS.API.CONSUMER.DELETE.KV_dyn_v1_leases.*', '$JS.FC.KV_dyn_v1_leases.>',
+    ]);
+    expect(ob.publish.some((s) => s.includes('STREAM.CREATE') || s.includes('STREAM.UPDATE') || s.includes('STREAM.PURGE') || s.includes('MSG.DELETE'))).toBe(false);
   });
   it("a responder publishes into the inboxes of exactly the roles whose requests it serves (ANSWERS, derived from the catalog's request subjects and the rights)", () => {
     // two NATS subject patterns match a common subject

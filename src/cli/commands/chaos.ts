@@ -4,9 +4,9 @@
  * while random processes of the chosen kinds are SIGKILLed on a schedule. Prints one JSON report: requests
  * sent/ok/failed/hung, the streams broken after their response began (and those a gateway's death explains),
  * the gateways' own retries, migrations and holds (from their /metrics), kills by kind, and per kill the time to its consequence: a new cluster or
- * pool leader (the first lease election after the kill, from the leaders' own events: the victim's restarted
- * process may win it again under the same id), the instance out of the ready set in the cluster status
- * (dispatch), the process back. up's output (the actors' logs at DYNAMOLLM_LOG_LEVEL) is kept in the run
+ * pool leader (the first acquisition of the lease after the kill, from the replicated lease records themselves:
+ * chaos-leases.ts; the victim's restarted process may win it again under the same id, in a new term), the
+ * instance out of the ready set in the cluster status (dispatch), the process back. up's output (the actors' logs at DYNAMOLLM_LOG_LEVEL) is kept in the run
  * directory (`upLog` in the report). Linux only (the process tree is read from /proc).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,12 +22,13 @@ import { Bus } from '../../runtime/bus.ts';
 import { freeLocalPort } from '../../runtime/nats-launcher.ts';
 import { silentLogger } from '../../runtime/logger.ts';
 import { inboxPrefix } from '../../../protocols/permissions.ts';
-import { ClusterStatus, DecisionEvent, StatusRequest } from '../../../protocols/messages.ts';
-import { subjects } from '../../../protocols/subjects.ts';
+import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
+import { leaseKeys, subjects } from '../../../protocols/subjects.ts';
 import { splitConfig } from '../../../actors/gateway/config.ts';
+import { poolsOf } from '../../../actors/common/config.ts';
 import { rng } from '../../sim/trace.ts';
 import { brokenByGatewayDeath, oneRequest, type Outcome } from '../chaos-client.ts';
-import { DynamoClient } from '../../client/index.ts';
+import { ObserverLink, leaseAround, type LeaseLog, type LeaseRecord } from '../chaos-leases.ts';
 
 export const KILL_KINDS = ['engine', 'instance', 'node', 'cluster', 'pool', 'gateway', 'nats'] as const;
 type Kind = (typeof KILL_KINDS)[number];
@@ -172,6 +173,8 @@ const pct = (xs: number[], q: number): number | null => {
 
 export interface Kill {
   kind: Kind; id: string; pid: number; atMs: number; leaderBefore?: string; restartMs?: number; newLeaderMs?: number; outOfDispatchMs?: number;
+  /** cluster, pool: who took the lease after a leader's kill (pool: `<pool>:<holder>` per pool it led), from the lease records. */
+  newLeader?: string;
   /** nats: the first cluster status answered after the server came back (the planner reconnected and serving). */
   statusBackMs?: number;
   /** gateway: its port answering HTTP again (GET /healthz); not for a standby's kill (the port was served throughout). */
@@ -180,7 +183,7 @@ export interface Kill {
   standby?: boolean;
   /** pool: the pools the victim led when it was killed (a new leader is timed for each). */
   led?: string[];
-  /** cluster, pool: when the harness last read the cluster status it took leaderBefore and led from (epoch ms). */
+  /** cluster, pool: when the harness last read the cluster status it took leaderBefore and led from (epoch ms); the lease records overrule it where they reach back to the kill. */
   statusSeenMs?: number;
 }
 
@@ -197,9 +200,6 @@ export function loadRange(samples: readonly number[]): { first: number; last: nu
   const r = (x: number) => Math.round(x * 100) / 100;
   return { first: r(samples[0]!), last: r(samples.at(-1)!), min: r(Math.min(...samples)), max: r(Math.max(...samples)), samples: samples.length };
 }
-
-/** A leader elected (a lease event): of a pool, or the cluster planner; stamped by the actor that leads. */
-export interface Elected { atMs: number; pool?: string; leader: string }
 
 async function chaos(v: ChaosOptions): Promise<number> {
   if (process.platform !== 'linux') throw new UsageError('dynamollm chaos reads the process tree from /proc: Linux only');
@@ -255,7 +255,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
     if (up.exitCode === null) up.kill('SIGKILL');
   };
   process.once('SIGINT', () => void stopUp().then(() => process.exit(130)));
-  let bus: Bus | undefined;
+  let link: ObserverLink | undefined;
   try {
     log(`starting the cluster (up, gateway on :${port})`);
     const readyBy = Date.now() + 600_000;
@@ -264,22 +264,25 @@ async function chaos(v: ChaosOptions): Promise<number> {
       if (Date.now() > readyBy) throw new Error('the cluster did not become ready within 600 s');
       await new Promise((r) => setTimeout(r, 250));
     }
-    // the cluster status as up's observer (the credentials up prints)
+    // the cluster status and who leads (the lease records: a watch of the leases bucket and a poll of each lease
+    // key) as up's observer (the credentials up prints), on a connection made again whenever nats.js closes it
     const nk = /NATS_URL=(\S+) NATS_NKEY=(\S+)/.exec(upOut);
+    const pools = poolsOf(cluster).map((p) => p.id);
     if (nk) {
-      bus = await Bus.connect({ settings: { servers: nk[1]!.split(','), nkey: nk[2]! }, name: 'dynamollm-chaos', inboxPrefix: inboxPrefix('observer', `chaos-${randomBytes(4).toString('hex')}`), log: silentLogger(), reconnect: true });
+      const settings = { servers: nk[1]!.split(','), nkey: nk[2]! };
+      link = new ObserverLink(
+        () => Bus.connect({ settings, name: 'dynamollm-chaos', inboxPrefix: inboxPrefix('observer', `chaos-${randomBytes(4).toString('hex')}`), log: silentLogger(), reconnect: true }),
+        [leaseKeys.clusterPlanner(), ...pools.map((p) => leaseKeys.poolLeader(p))],
+      );
+      link.start();
+      // the kills start once the lease records are read (a leader's kill before would go untimed)
+      for (const until = Date.now() + 60_000; !link.log.records(leaseKeys.clusterPlanner()).length && Date.now() < until;) await new Promise((r) => setTimeout(r, 200));
     }
+    const leases = link;
     let status: ClusterStatus | undefined;
     let statusAt = 0;
-    // elections as the leaders announce them: the restarted process of a killed leader may win the lease again
-    // under the same id, which the cluster status's leader names cannot show
-    const elected: Elected[] = [];
-    bus?.subscribe(subjects.eventsOfKind('lease'), DecisionEvent, (e) => {
-      const x = electedOf(e);
-      if (x) elected.push(x);
-    }, { capacity: 4096 });
     const poll = setInterval(() => {
-      void bus?.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).then((s) => {
+      void leases?.bus?.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).then((s) => {
         status = s;
         statusAt = Date.now();
       }, () => undefined);
@@ -326,7 +329,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       const replica = victim.kind === 'gateway' ? Number(/^gw-(\d+)$/.exec(victim.id)?.[1] ?? -1) : -1;
       if (replica >= 0 && peers.some((p) => p.kind === 'gateway' && p.id === victim.id && p.pid !== victim.pid) && !wasListening) k.standby = true;
       const gatewayUrl = replica >= 0 && !k.standby ? urls[replica] : undefined;
-      watchers.push(watchKill(k, tree, () => status, () => statusAt, elected, parent, gatewayUrl, peers.filter((p) => p.kind === victim.kind && p.id === victim.id).map((p) => p.pid)));
+      watchers.push(watchKill(k, tree, () => status, () => statusAt, leases ? { log: leases.log, pools } : undefined, parent, gatewayUrl, peers.filter((p) => p.kind === victim.kind && p.id === victim.id).map((p) => p.pid)));
     }
     await new Promise((r) => setTimeout(r, Math.max(0, t0 + durationS * 1000 - Date.now())));
     clearInterval(loadTimer);
@@ -335,18 +338,14 @@ async function chaos(v: ChaosOptions): Promise<number> {
     clearInterval(poll);
     clearInterval(loadSampler);
     loads.push(loadavg()[0]!);
-    // the elections the live subscription missed, from the events stream; every leader's kill timed again with them
-    if (bus) {
-      const stored = await storedElections(bus, t0 - 60_000, 20_000).catch((err: unknown) => (log(`events stream not read: ${(err as Error).message}`), []));
-      for (const e of stored) if (!elected.some((x) => x.atMs === e.atMs && x.pool === e.pool && x.leader === e.leader)) elected.push(e);
-      for (const k of kills) {
-        const was = k.kind === 'cluster' ? k.leaderBefore === k.id : !!k.led?.length;
-        leadersFromElections(k, elected);
-        const is = k.kind === 'cluster' ? k.leaderBefore === k.id : !!k.led?.length;
-        // a kill the stale status took for a leader's is a standby's: no new leader to time
-        if (was && !is) delete k.newLeaderMs;
-        else k.newLeaderMs = newLeaderAfter(k, elected) ?? k.newLeaderMs;
+    // every leader's kill timed again with every lease record seen (the last ones after its watcher gave up)
+    if (leases) {
+      // the current records, read until a poll of every key succeeds (10 tries at most)
+      for (let i = 0; i < 10; i++) {
+        if (leases.watch && (await leases.watch.poll())) break;
+        await new Promise((r) => setTimeout(r, 500));
       }
+      for (const k of kills) timeByLeases(k, leases.log, pools);
     }
     const metrics = await gatewayCounters(urls, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
     const errors: Record<string, number> = {};
@@ -390,6 +389,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
       errors, errorCodes, errorMessages,
       kills: { total: kills.length, byKind },
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
+      // the lease records read: by the watch, by the poll, the watch's starts and failures, the poll's failed reads
+      leaseReads: leases?.stats() ?? null,
       timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),
       timeToRestartMs: series((k) => k.restartMs),
       timeToServeMs: series((k) => k.servingMs, ['gateway']),
@@ -411,23 +412,25 @@ async function chaos(v: ChaosOptions): Promise<number> {
     if (v.out) writeFileSync(v.out, text + '\n');
     return report.hung === 0 && report.failed === 0 ? 0 : 1;
   } finally {
-    await bus?.close().catch(() => {});
+    await link?.stop();
     await stopUp();
     logFile.end();
   }
 }
 
+/** The lease records the harness follows (chaos-leases.ts) and the cluster's pools (lease keys leaseKeys.poolLeader). */
+export interface Leases { log: LeaseLog; pools: readonly string[] }
+
 /**
  * Follows one kill: when the process is back (a new pid under the same kind and id; an engine: a new
- * engine under its instance), when a leader was elected after it (cluster, pool: the lease events of the
- * pools it led), and when the instance left the ready set (instance, engine). Gives up after 60 s.
+ * engine under its instance), when the lease it held was taken again after it (cluster, pool: from the lease
+ * records, timeByLeases), and when the instance left the ready set (instance, engine). Gives up after 60 s.
  */
-export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, elected: readonly Elected[], parent?: Proc, gatewayUrl?: string, before: readonly number[] = [k.pid]): Promise<void> {
-  // the pools the victim led when it was killed
+export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, leases: Leases | undefined, parent?: Proc, gatewayUrl?: string, before: readonly number[] = [k.pid]): Promise<void> {
+  // the pools the victim led by the last cluster status read (the lease records overrule it where they reach back)
   const led = k.kind === 'pool' ? (status()?.pools ?? []).filter((p) => p.leader === k.id).map((p) => p.id) : [];
   if (led.length) k.led = led;
-  // elections announced after the status was read
-  leadersFromElections(k, elected);
+  if (leases) timeByLeases(k, leases.log, leases.pools);
   const until = k.atMs + 60_000;
   const instanceId = k.kind === 'instance' ? k.id : parent?.id;
   const pending = () =>
@@ -447,10 +450,10 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
     }
     if (k.kind === 'nats' && k.restartMs !== undefined && k.statusBackMs === undefined && statusAt() > k.atMs + k.restartMs) k.statusBackMs = statusAt() - k.atMs;
     if (gatewayUrl && k.restartMs !== undefined && k.servingMs === undefined && (await fetch(`${gatewayUrl}/healthz`, { signal: AbortSignal.timeout(500) }).then((r) => r.ok, () => false))) k.servingMs = Date.now() - k.atMs;
+    // who led at the kill and who took over, from the records seen so far (those of the kill's time may come late)
+    if (leases && k.newLeaderMs === undefined) timeByLeases(k, leases.log, leases.pools);
     const st = status();
     if (!st) continue;
-    // a new leader: the first election after the kill (any replica, the victim's restarted process included)
-    if (k.newLeaderMs === undefined) k.newLeaderMs = newLeaderAfter(k, elected);
     if (instanceId && k.outOfDispatchMs === undefined) {
       const i = st.pools.flatMap((p) => p.instances).find((x) => x.id === instanceId);
       if (!i || i.state !== 'ready') k.outOfDispatchMs = now;
@@ -460,94 +463,44 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
 }
 
 /**
- * Who led when `k` happened, corrected by the elections: the cluster status the harness read last can be seconds
- * old at a kill (its requests unanswered while the planner's lease lapsed in a NATS node's loss), and then named a
- * leader that a later election had replaced; such a kill of a standby was timed as a leader's, until the next
- * election. An election after the status was read (k.statusSeenMs) and before the kill names the leader instead:
- * k.leaderBefore (cluster) or k.led (pool) is rewritten. Elections no later than the status read leave it as it is.
+ * A cluster or pool manager's kill read from the lease records (chaos-leases.ts), in place:
+ * - who led at the kill: the holder of the record in force at `k.atMs` (cluster: k.leaderBefore, the planner
+ *   lease's holder; pool: k.led, the pools whose lease names the victim, and k.leaderBefore their holders). A key
+ *   whose records do not reach back to the kill leaves the cluster status's reading; a release ('') or a lease that
+ *   had lapsed by the kill (its holder cut off from JetStream) names nobody;
+ * - after a leader's kill, k.newLeaderMs: ms from the kill to the acquisition of the next term (the record's own
+ *   acquiredMs, which every record of that term carries: exact even when the acquisition's own record was
+ *   overwritten before the harness read it), and k.newLeader who took it; for a pool manager, once every pool
+ *   it led has one (the latest of them). A kill that the records show was a standby's has neither.
  */
-export function leadersFromElections(k: Kill, elected: readonly Elected[]): void {
+export function timeByLeases(k: Kill, log: LeaseLog, pools: readonly string[]): void {
   if (k.kind !== 'cluster' && k.kind !== 'pool') return;
-  const seen = k.statusSeenMs ?? 0;
-  const last = (pool: string | undefined) => {
-    let e: Elected | undefined;
-    for (const x of elected) if (x.pool === pool && x.atMs > seen && x.atMs < k.atMs && (!e || x.atMs > e.atMs)) e = x;
-    return e;
-  };
+  const around = (key: string) => leaseAround(log.records(key), k.atMs);
+  const holder = (r: LeaseRecord | undefined) => (r && r.expiresMs >= k.atMs ? r.holder : '');
+  let took: { holder: string; acquiredMs: number; pool?: string }[] | undefined;
   if (k.kind === 'cluster') {
-    const e = last(undefined);
-    if (e) k.leaderBefore = e.leader;
+    const { at, next } = around(leaseKeys.clusterPlanner());
+    if (at) k.leaderBefore = holder(at) || undefined;
+    if (k.leaderBefore === k.id && next) took = [{ holder: next.holder, acquiredMs: next.acquiredMs }];
+  } else {
+    const per = pools.map((pool) => ({ pool, ...around(leaseKeys.poolLeader(pool)) }));
+    if (per.some((x) => x.at)) {
+      const led = per.filter((x) => holder(x.at) === k.id);
+      if (led.length) k.led = led.map((x) => x.pool);
+      else delete k.led;
+      k.leaderBefore = per.map((x) => holder(x.at)).join(',');
+    }
+    const led = per.filter((x) => k.led?.includes(x.pool));
+    if (led.length && led.every((x) => x.next)) took = led.map((x) => ({ pool: x.pool, holder: x.next!.holder, acquiredMs: x.next!.acquiredMs }));
+  }
+  if (!took) {
+    delete k.newLeaderMs;
+    delete k.newLeader;
     return;
   }
-  const pools = new Set([...(k.led ?? []), ...elected.flatMap((x) => (x.pool === undefined ? [] : [x.pool]))]);
-  const led = [...pools].filter((p) => {
-    const e = last(p);
-    return e ? e.leader === k.id : (k.led ?? []).includes(p);
-  });
-  if (led.length) k.led = led;
-  else delete k.led;
-}
-
-/**
- * ms from a leader's kill to the first election after it, by the elections' own times (not the order they arrived
- * in: one sent while the observer was reconnecting comes late, or only from the events stream); for a pool
- * manager, once every pool it led has a new leader. Undefined: not a leader's kill, or no election yet.
- */
-export function newLeaderAfter(k: Kill, elected: readonly Elected[]): number | undefined {
-  const first = (pool: string | undefined) => {
-    let at: number | undefined;
-    for (const x of elected) if (x.pool === pool && x.atMs > k.atMs && (at === undefined || x.atMs < at)) at = x.atMs;
-    return at;
-  };
-  if (k.kind === 'cluster' && k.leaderBefore === k.id) {
-    const at = first(undefined);
-    return at === undefined ? undefined : at - k.atMs;
-  }
-  if (k.kind === 'pool' && k.led?.length) {
-    const at = k.led.map(first);
-    return at.every((x) => x !== undefined) ? Math.max(...(at as number[])) - k.atMs : undefined;
-  }
-  return undefined;
-}
-
-/**
- * The run's lease events as the events stream (DYN_V1_EVENTS) kept them, within `ms`: the live subscription misses
- * those sent while its connection was down (a NATS node's kill). Events that stream lost itself stay missing.
- */
-export async function storedElections(bus: Bus, sinceMs: number, ms: number): Promise<Elected[]> {
-  const out: Elected[] = [];
-  const sub = await DynamoClient.fromConnection(bus.nc).eventHistory({ since: sinceMs, kinds: ['lease'] });
-  const end = Date.now() + ms;
-  try {
-    const it = sub[Symbol.asyncIterator]();
-    let next = it.next();
-    while (Date.now() < end) {
-      let timer: NodeJS.Timeout | undefined;
-      const r = await Promise.race([next, new Promise<'idle'>((res) => (timer = setTimeout(() => res('idle'), 1000)))]);
-      clearTimeout(timer);
-      if (r === 'idle') {
-        if (await sub.caughtUp()) break;
-        continue;
-      }
-      if (r.done) break;
-      const e = electedOf(r.value.value);
-      if (e) out.push(e);
-      r.value.ack();
-      next = it.next();
-    }
-  } finally {
-    await sub.stop();
-  }
-  return out;
-}
-
-/** A lease event as an election (a leader named), else undefined. */
-function electedOf(e: DecisionEvent): Elected | undefined {
-  const leader = e.decision.leader;
-  const pool = e.inputs.pool;
-  if (typeof leader !== 'string') return undefined;
-  if (typeof pool === 'string') return { atMs: e.atMs, pool, leader };
-  return /cluster planner/.test(e.summary) ? { atMs: e.atMs, leader } : undefined;
+  // an acquisition under way at the kill (a lease that had lapsed just before it) counts as at the kill
+  k.newLeaderMs = Math.max(0, Math.max(...took.map((t) => t.acquiredMs)) - k.atMs);
+  k.newLeader = took.map((t) => (t.pool === undefined ? t.holder : `${t.pool}:${t.holder}`)).join(',');
 }
 
 type Counters = { retries: number | null; migrated: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null; localTokenized: number | null };
