@@ -143,32 +143,35 @@ export function grantGpusPerServer(a: { grants: readonly { gpuIds: readonly numb
 /**
  * The pool's arrivals since its re-shard epoch last read them: the requests its instances admitted (the increments of
  * their statuses' cumulative admittedByType, admittedBetween, wherever they came from: the pool's dispatch or the
- * gateway's own), counted from `sinceMs`; `last`: the span and counts of the last reading (a forced epoch right after
- * one reads them too, epochArrivalLoad). An instance stopped within the epoch keeps its arrivals in the count, where a
- * sum of the instances' load estimates loses them with it.
+ * gateway's own), counted from `sinceMs` to `lastMs`, when the last status was counted (with or without arrivals);
+ * `last`: the span and counts of the last reading (a forced epoch right after one reads them too, epochArrivalLoad).
+ * An instance stopped within the epoch keeps its arrivals in the count, where a sum of the instances' load estimates
+ * loses them with it.
  */
-export interface EpochArrivals { sinceMs: number; counts: Partial<Record<RequestType, number>>; last?: { spanMs: number; counts: Partial<Record<RequestType, number>> } }
+export interface EpochArrivals { sinceMs: number; lastMs: number; counts: Partial<Record<RequestType, number>>; last?: { spanMs: number; counts: Partial<Record<RequestType, number>> } }
 
-/** `acc` with `counts` (requests admitted since the last record, by type) added; counting starts at the first record (a new object). */
+/** `acc` with `counts` (requests admitted since the last record, by type) added, up to `now`; counting starts at the first record with arrivals (a new object). */
 export function addEpochArrivals(acc: EpochArrivals | undefined, counts: Partial<Record<RequestType, number>>, now: number): EpochArrivals | undefined {
   const add = Object.entries(counts).filter(([, n]) => (n ?? 0) > 0) as [RequestType, number][];
-  if (!add.length) return acc;
-  const out: EpochArrivals = acc ? { ...acc, counts: { ...acc.counts } } : { sinceMs: now, counts: {} };
+  if (!acc && !add.length) return undefined;
+  const out: EpochArrivals = acc ? { ...acc, lastMs: Math.max(acc.lastMs, now), counts: { ...acc.counts } } : { sinceMs: now, lastMs: now, counts: {} };
   for (const [t, n] of add) out.counts[t] = (out.counts[t] ?? 0) + n;
   return out;
 }
 
 /**
  * The pool's load for its re-shard epoch, req per modelled s by type: its arrivals since the last reading over the
- * time since (`timeScale`: wall s per modelled s, as the instances' loads), and the counter restarted at `now`.
- * A reading less than half an epoch after the last one (a forced re-shard) takes the last reading's arrivals and span
- * too. `load` is undefined, and the count goes on, where nothing has been counted yet (no status with admission
- * counters since this replica led) or the count began less than half an epoch ago with no reading before (a pool the
- * simulator's cluster epoch created between two of its pool epochs): the caller reads its instances' estimates.
+ * span they were counted in, to the last status counted (`timeScale`: wall s per modelled s, as the instances' loads),
+ * and the counter restarted there. The span ends at the last status, not at the epoch's timer: a replica whose event
+ * loop stalled reads the statuses of the stall after its timer, and they count in the next epoch. A reading less than
+ * half an epoch after the last one (a forced re-shard) takes the last reading's arrivals and span too. `load` is
+ * undefined, and the count goes on, where nothing has been counted yet (no status with admission counters since this
+ * replica led) or the count began less than half an epoch ago with no reading before (a pool the simulator's cluster
+ * epoch created between two of its pool epochs): the caller reads its instances' estimates.
  */
-export function epochArrivalLoad(acc: EpochArrivals | undefined, now: number, epochMs: number, timeScale = 1): { load?: Partial<Record<RequestType, number>>; next: EpochArrivals | undefined } {
-  if (!acc || !(now > acc.sinceMs)) return { next: acc };
-  let span = now - acc.sinceMs;
+export function epochArrivalLoad(acc: EpochArrivals | undefined, epochMs: number, timeScale = 1): { load?: Partial<Record<RequestType, number>>; next: EpochArrivals | undefined } {
+  if (!acc || !(acc.lastMs > acc.sinceMs)) return { next: acc };
+  let span = acc.lastMs - acc.sinceMs;
   if (span < epochMs / 2 && !acc.last) return { next: acc };
   const counts = { ...acc.counts };
   if (span < epochMs / 2 && acc.last) {
@@ -177,7 +180,7 @@ export function epochArrivalLoad(acc: EpochArrivals | undefined, now: number, ep
   }
   const load: Partial<Record<RequestType, number>> = {};
   for (const [t, n] of Object.entries(counts) as [RequestType, number][]) if (n > 0) load[t] = n / (span / 1000) / timeScale;
-  return { load, next: { sinceMs: now, counts: {}, last: { spanMs: now - acc.sinceMs, counts: acc.counts } } };
+  return { load, next: { sinceMs: acc.lastMs, lastMs: acc.lastMs, counts: {}, last: { spanMs: acc.lastMs - acc.sinceMs, counts: acc.counts } } };
 }
 
 /**

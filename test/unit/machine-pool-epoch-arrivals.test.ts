@@ -5,6 +5,8 @@
  * - an instance stopped within the epoch keeps its arrivals in the count (a sum of the instances' EWMAs loses them:
  *   the kept instance's EWMA takes their share over its next epochs);
  * - a forced epoch right after one reads the last epoch's arrivals too, not a few seconds' clump;
+ * - the count's span ends at the last status counted: a leader whose event loop stalled reads the stall's statuses
+ *   after its epoch timer, and they count in the next epoch;
  * - the rate is per modelled second (an emulator at timeScale k runs k times faster), as the instances' loads.
  */
 import { describe, it, expect } from 'vitest';
@@ -78,7 +80,7 @@ let n = 0;
  * not stopped, each done 10 ms later; the instances' 5-s epochs, a status of each every 500 ms, and the pool's epoch
  * at `epochsAt`; `stopB`: b drains at that time and reports 'stopped' 200 ms later.
  */
-function drive(p: Pool, a: Instance, b: Instance, o: { fromMs: number; toMs: number; perS: number; epochsAt: number[]; stopB?: number; forcedAt?: number; clumpAt?: { ms: number; count: number } }): void {
+function drive(p: Pool, a: Instance, b: Instance, o: { fromMs: number; toMs: number; perS: number; epochsAt: number[]; stopB?: number; forcedAt?: number; clumpAt?: { ms: number; count: number }; stall?: [number, number] }): void {
   const gap = 1000 / o.perS;
   let next = o.fromMs;
   let k = 0;
@@ -100,7 +102,8 @@ function drive(p: Pool, a: Instance, b: Instance, o: { fromMs: number; toMs: num
       p.step(t, { type: 'status', status: b.status(t, 'stopped') });
       b.stopped = true;
     }
-    if (t % 500 === 0) p.step(t, { type: 'statuses', statuses: live.filter((x) => !x.stopped).map((x) => x.status(t)) });
+    const stalled = o.stall && t >= o.stall[0] && t < o.stall[1];
+    if (t % 500 === 0 && !stalled) p.step(t, { type: 'statuses', statuses: live.filter((x) => !x.stopped).map((x) => x.status(t)) });
     if (o.epochsAt.includes(t)) p.step(t, { type: 'reshard_epoch' });
     if (o.forcedAt === t) p.step(t, { type: 'reshard_now', ref: 1 });
   }
@@ -138,6 +141,17 @@ describe("the pool's re-shard epoch reads the pool's arrivals since its last epo
     // (30 s x 6 + 2 s x 6 + 30) / 32 s = 6.9 req/s; the 2 s alone read (12 + 30) / 2 = 21
     expect(p.planned[1]!.MM).toBeGreaterThan(6.5);
     expect(p.planned[1]!.MM).toBeLessThan(7.5);
+  });
+
+  it('an epoch timer that fires after 5.5 s without statuses (a stalled event loop) reads the rate to the last status, and the next epoch the rest', () => {
+    const { p, a, b } = setUp();
+    // no status is handled from 25 s until after the epoch at 30.5 s; the status at 31 s carries the stall's admissions
+    drive(p, a, b, { fromMs: 100, toMs: 60_500, perS: 6, epochsAt: [30_500, 60_500], stall: [25_000, 31_000] });
+    expect(p.planned).toHaveLength(2);
+    for (const load of p.planned) {
+      expect(load.MM).toBeGreaterThan(6 * 0.95);
+      expect(load.MM).toBeLessThan(6 * 1.05);
+    }
   });
 
   it('reads the rate per modelled second: engines at timeScale 2 (twice real time) halve the wall rate', () => {

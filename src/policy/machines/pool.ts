@@ -809,7 +809,7 @@ function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: P
   const live = aliveInstances(s);
   if (!live.length || live.some((x) => x.state !== 'ready')) return; // a change in progress: next epoch
   // the pool's arrivals since the last epoch, those of instances stopped since included (its instances' estimates until it counted any)
-  const { load: counted, next } = epochArrivalLoad(s.epochArrivals, now, cfg.epochMs, cfg.timeScale);
+  const { load: counted, next } = epochArrivalLoad(s.epochArrivals, cfg.epochMs, cfg.timeScale);
   s.epochArrivals = next;
   const measured = counted ?? poolEpochLoad(s);
   // the burst guard: the split keeps what the window's highest minute needs; the instances it does not need are left out
