@@ -3,7 +3,7 @@
  * when a seed is given), and so does the gateway, each sent through the cluster on its own (classified,
  * dispatched, migrated when its engine dies); their token streams are then merged into one response.
  */
-import type { InferenceRequest } from '../../protocols/messages.ts';
+import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 import { subjects } from '../../protocols/subjects.ts';
 
 /** Choice i of a request of n: its own id, and seed + i when a seed is given (vLLM's child requests). */
@@ -48,21 +48,17 @@ export async function* oneByOne<T>(s: AsyncIterable<T>): AsyncGenerator<readonly
 }
 
 /**
- * One stream's items with its index, as mergeStreams gives them for several: a mapping iterator, not an async
- * generator (a generator's yield costs a few microtask hops per item, and an item is a batch of a real-time
- * stream's one token); return() reaches the stream, so a reader that stops early stops it.
+ * An admitted request's token stream. `batches()`: the chunks that arrived together, one await per batch;
+ * `batches(sink)`: some batches (a backend's choice: those read from an engine mid-stream) go to `sink`
+ * synchronously as they are read instead of being yielded, in stream order with the yielded ones; an exception
+ * the sink throws ends the stream and is what the iteration throws.
  */
-export function indexed<T>(s: AsyncIterable<T>): AsyncIterable<{ i: number; c: T }> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = s[Symbol.asyncIterator]();
-      return {
-        next: () => it.next().then((r): IteratorResult<{ i: number; c: T }> => (r.done ? { done: true, value: undefined } : { done: false, value: { i: 0, c: r.value } })),
-        return: async (): Promise<IteratorResult<{ i: number; c: T }>> => {
-          await it.return?.();
-          return { done: true, value: undefined };
-        },
-      };
-    },
-  };
+export type TokenSource = AsyncIterable<TokenChunk> & { batches?(sink?: (batch: readonly TokenChunk[]) => void): AsyncIterable<readonly TokenChunk[]> };
+
+/** A token source in batches (the chunks that arrived together) where the backend gives them, else one by one. */
+export function inBatches(s: TokenSource, sink?: (batch: readonly TokenChunk[]) => void): AsyncIterable<readonly TokenChunk[]> {
+  return s.batches ? s.batches(sink) : oneByOne(s);
 }
+
+/** What a sink throws once the client's stream is over, so the backend stops reading (never an error). */
+export const READER_DONE = new (class ReaderDone extends Error {})('the client stream is over');

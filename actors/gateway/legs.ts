@@ -76,7 +76,16 @@ export interface StreamState {
   legs: number;
   /** the last chunk of the request was given to the client: its instance knows the leg ended, so no Cancel. */
   ended?: boolean;
+  /** the reader's batch sink threw: the stream ends with its exception (the leg cancelled, no migration, no error chunk). */
+  readerFailed?: boolean;
 }
+
+/**
+ * A reader's callback for the batches of a leg streamed from its engine (`batches(sink)`): called synchronously
+ * from the engine socket's read, in stream order with the batches yielded. An exception it throws ends the stream
+ * (the leg cancelled, no migration) and is what the iteration throws.
+ */
+export type BatchSink = (batch: readonly TokenChunk[]) => void;
 
 /** Token timing of one leg, on the gateway's clock: first token (wall ms) and the gaps between tokens. */
 export interface LegTiming {

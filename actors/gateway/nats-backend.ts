@@ -42,14 +42,14 @@ import {
   Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest,
 } from '../../protocols/messages.ts';
 import type { WireError } from '../../protocols/errors.ts';
-import { streamCompletionBatches } from '../../src/engine/client.ts';
+import { streamCompletionBatches, streamCompletionPush } from '../../src/engine/client.ts';
 import { Http1Pool } from '../../src/engine/http1.ts';
 import { LeanAbort } from '../../src/engine/abort.ts';
 import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -62,9 +62,11 @@ export type { NatsBackendOptions } from './backend-options.ts';
 /**
  * The token stream of an admitted request, with the admission the cluster granted (pool, instance). Read it
  * chunk by chunk, or (the gateway's HTTP layer) `batches()`: the chunks that arrived together, one await per
- * batch. One reader, one way.
+ * batch; `batches(sink)`: the batches read from an engine mid-stream go to `sink` as they are read, without an
+ * await (docs/DATAPATH.md), and the rest (a relayed or control chunk, a leg's last chunk, an error) are yielded,
+ * in stream order. One reader, one way.
  */
-export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: Admission; batches(): AsyncIterable<readonly TokenChunk[]> };
+export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: Admission; batches(sink?: BatchSink): AsyncIterable<readonly TokenChunk[]> };
 
 /** One leg of a request: its own id and stream subject (a migrated request gets a new leg on a peer). */
 interface Leg {
@@ -309,12 +311,14 @@ export class NatsBackend implements GatewayBackend {
       signal.removeEventListener('abort', onAbort);
       throw err;
     }
-    const batches = this.stream(req, leg, signal, onAbort, firstByMs);
-    return { admission: leg.admission, batches: () => batches, [Symbol.asyncIterator]: () => flatten(batches)[Symbol.asyncIterator]() };
+    const opened = leg;
+    let batches: AsyncGenerator<TokenChunk[]> | undefined;
+    const read = (sink?: BatchSink) => (batches ??= this.stream(req, opened, signal, onAbort, firstByMs, sink));
+    return { admission: leg.admission, batches: read, [Symbol.asyncIterator]: () => flatten(read())[Symbol.asyncIterator]() };
   }
 
-  /** The client's stream over one or more legs, in batches. */
-  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void, firstByMs: number): AsyncGenerator<TokenChunk[]> {
+  /** The client's stream over one or more legs, in batches (those read from an engine mid-stream to `sink`, when given). */
+  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void, firstByMs: number, sink?: BatchSink): AsyncGenerator<TokenChunk[]> {
     let leg = first;
     let finished = false;
     const st: StreamState = { out: 0, sent: 0, text: '', keepText: true, energyJ: 0, legs: 0 };
@@ -341,7 +345,7 @@ export class NatsBackend implements GatewayBackend {
           if (finished) return;
           continue;
         }
-        const next = yield* this.directLeg(req, leg, c, st, signal);
+        const next = yield* this.directLeg(req, leg, c, st, signal, sink);
         leg.sub.unsubscribe();
         if (next === 'done') {
           finished = true;
@@ -354,7 +358,7 @@ export class NatsBackend implements GatewayBackend {
         leg = await this.reopen(req, await this.counted({ ...continuation(req, st), direct: true }), signal, leg.admission.instance);
       }
     } catch (err) {
-      if (signal.aborted || finished) throw err;
+      if (signal.aborted || finished || st.readerFailed) throw err;
       // the continuation could not be admitted, or a stream went silent: an explicit end, never a hang
       finished = true;
       // a refusal keeps its own class (overloaded, unavailable), not 'remote'; its words may name pools or instances
@@ -392,7 +396,7 @@ export class NatsBackend implements GatewayBackend {
    * Streams one granted leg from its engine. Returns 'done' when the request ended (its final chunk
    * yielded: success or an error that cannot migrate), 'migrate' when it must continue on a peer.
    */
-  private async *directLeg(req: InferenceRequest, leg: Leg, grant: TokenChunk, st: StreamState, signal: AbortSignal): AsyncGenerator<TokenChunk[], 'done' | 'migrate'> {
+  private async *directLeg(req: InferenceRequest, leg: Leg, grant: TokenChunk, st: StreamState, signal: AbortSignal, sink?: BatchSink): AsyncGenerator<TokenChunk[], 'done' | 'migrate'> {
     const instance = grant.instance;
     const url = engineAddress(grant.grant!.url);
     // the leg's cancellation (the client went away, the instance ended the leg): no EventTarget (src/engine/abort.ts)
@@ -435,49 +439,64 @@ export class NatsBackend implements GatewayBackend {
     let finishReason: string | undefined;
     let stopReason: string | number | null | undefined;
     let tail: TokenChunk | undefined;
-    try {
-      const it = streamCompletionBatches(
-        { host: url.host, port: url.port, pool: this.pool, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 },
-        engineReq,
-        ac.signal,
-        (cause) => new EngineStreamError(`engine stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause }),
-      );
-      for await (const batch of it) {
-        const outs: TokenChunk[] = [];
-        const now = this.clock.now();
-        for (const ch of batch) {
-          if (ch.usage) usage = ch.usage;
-          if (ch.finishReason) {
-            finishReason = ch.finishReason;
-            stopReason = ch.stopReason;
-          }
-          const extra = chunkExtras(ch);
-          if (ch.text === '' && !extra) continue;
-          const k = ch.tokens ?? (ch.text !== '' ? 1 : 0);
-          const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
-          const first = t.firstMs === undefined;
-          timeTokens(t, k, offs, now);
-          if (first && instance) firstPending = true;
-          const out: TokenChunk = extra ? { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k, ...extra } : { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k };
-          if (st.sent === 0 && first) out.ttftMs = Math.max(0, t.firstMs! - req.arrivalMs);
-          if (offs && k > 1) out.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
-          if (grant.instance) out.instance = grant.instance;
-          if (grant.pool) out.pool = grant.pool;
-          if (grant.type) out.type = grant.type;
-          st.sent += k;
-          if (st.keepText) {
-            st.text += ch.text;
-            if (st.text.length > this.migrationMaxBytes) {
-              st.keepText = false;
-              st.text = '';
-            }
-          }
-          if (ch.finishReason) tail = out; // the engine's last text goes out as the done chunk itself, as vLLM's
-          else outs.push(out);
+    /** one read's events: the client's chunks of those that carry tokens (the engine's last one kept as `tail`). */
+    const onBatch = (batch: readonly EngineChunk[]): TokenChunk[] => {
+      const outs: TokenChunk[] = [];
+      const now = this.clock.now();
+      for (const ch of batch) {
+        if (ch.usage) usage = ch.usage;
+        if (ch.finishReason) {
+          finishReason = ch.finishReason;
+          stopReason = ch.stopReason;
         }
-        if (firstPending && !finishReason && instance) legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'first_token', firstTokenMs: t.firstMs! });
-        firstPending = false;
-        if (outs.length) yield outs;
+        const extra = chunkExtras(ch);
+        if (ch.text === '' && !extra) continue;
+        const k = ch.tokens ?? (ch.text !== '' ? 1 : 0);
+        const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
+        const first = t.firstMs === undefined;
+        timeTokens(t, k, offs, now);
+        if (first && instance) firstPending = true;
+        const out: TokenChunk = extra ? { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k, ...extra } : { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k };
+        if (st.sent === 0 && first) out.ttftMs = Math.max(0, t.firstMs! - req.arrivalMs);
+        if (offs && k > 1) out.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
+        if (grant.instance) out.instance = grant.instance;
+        if (grant.pool) out.pool = grant.pool;
+        if (grant.type) out.type = grant.type;
+        st.sent += k;
+        if (st.keepText) {
+          st.text += ch.text;
+          if (st.text.length > this.migrationMaxBytes) {
+            st.keepText = false;
+            st.text = '';
+          }
+        }
+        if (ch.finishReason) tail = out; // the engine's last text goes out as the done chunk itself, as vLLM's
+        else outs.push(out);
+      }
+      if (firstPending && !finishReason && instance) legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'first_token', firstTokenMs: t.firstMs! });
+      firstPending = false;
+      return outs;
+    };
+    const target = { host: url.host, port: url.port, pool: this.pool, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 };
+    const broke = (cause: unknown) => new EngineStreamError(`engine stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    try {
+      if (sink) {
+        // pushed: each read's chunks go to the reader from the socket's read (no await per read)
+        await streamCompletionPush(target, engineReq, ac.signal, broke, (batch) => {
+          const outs = onBatch(batch);
+          if (outs.length === 0) return;
+          try {
+            sink(outs);
+          } catch (e) {
+            st.readerFailed = true;
+            throw e;
+          }
+        });
+      } else {
+        for await (const batch of streamCompletionBatches(target, engineReq, ac.signal, broke)) {
+          const outs = onBatch(batch);
+          if (outs.length) yield outs;
+        }
       }
       leg.onControl = () => {};
       // an engine that gave its own energy figure (the emulator's modelled one) is what the instance would answer:
@@ -498,6 +517,7 @@ export class NatsBackend implements GatewayBackend {
       return 'done';
     } catch (err) {
       leg.onControl = () => {};
+      if (st.readerFailed) throw err;
       if (signal.aborted) throw signal.reason ?? err;
       // text the client has been counted for goes out before the error or the next leg
       if (tail) yield [tail];

@@ -6,6 +6,7 @@
  * Extension: `usage` carries `energy_joules` (the request's GPU energy) and `energy_source`
  * ('measured' on a GPU counter, or 'modelled' for an emulated GPU).
  */
+import { DynError } from '../../protocols/errors.ts';
 import { CHAT_ONLY_PARAMS, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
 
 /** An error the gateway answers with; `status` is the HTTP status, `type`/`code` go into the JSON body. */
@@ -31,6 +32,16 @@ export class HttpError extends Error {
 
 export const badRequest = (message: string, param: string | null = null, code: string | null = null) =>
   new HttpError(400, message, 'invalid_request_error', code, param);
+
+/** Any error as the HTTP answer the client gets: a DynError by its (remote) code, anything else a 500. */
+export function toHttp(err: unknown): HttpError {
+  if (err instanceof HttpError) return err;
+  if (err instanceof DynError) {
+    const remote = (err as DynError & { remoteCode?: string }).remoteCode;
+    return httpErrorOfWire(remote ?? err.code, err.message, err.retryAfterS, remote === undefined);
+  }
+  return new HttpError(500, (err as Error)?.message ?? 'internal error', 'internal_error', 'internal');
+}
 
 /**
  * Maps a wire error code (Admission refusal, stream error, runtime error) to the HTTP answer. Capacity

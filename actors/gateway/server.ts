@@ -26,9 +26,9 @@ import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
   HttpError, badRequest, chatResponse, probeOf, PROBE_HEADER, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
-  continuousUsage, roleChunk, streamChunk, plainTextFrame, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
+  continuousUsage, roleChunk, streamChunk, plainTextFrame, toHttp, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
-import { childRequest, indexed, mergeStreams, oneByOne } from './choices.ts';
+import { childRequest, inBatches, mergeStreams, READER_DONE, type TokenSource } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
 import { HoldLimit } from './hold-limit.ts';
 import { readBody } from './body.ts';
@@ -45,7 +45,7 @@ export interface GatewayBackend {
    * a chunk with `done` or `error`); rejects with a DynError when refused. Aborting `signal` cancels it
    * downstream and ends the stream.
    */
-  submit(req: InferenceRequest, signal: AbortSignal): Promise<AsyncIterable<TokenChunk> & { batches?(): AsyncIterable<readonly TokenChunk[]> }>;
+  submit(req: InferenceRequest, signal: AbortSignal): Promise<TokenSource>;
   /** false while the backend cannot reach the cluster (healthz answers 503). Default true. */
   ready?(): boolean;
   /**
@@ -558,16 +558,12 @@ export class GatewayServer {
         this.opts.metrics?.gatewayRejections.inc({ reason: err instanceof DynError ? err.code : 'internal' });
         return this.sendError(res, route, toHttp(err));
       }
-      // read in batches (the chunks that arrived together) where the backend gives them
-      const streams = submitted.map((x) => {
-        const s = (x as PromiseFulfilledResult<Awaited<ReturnType<GatewayBackend['submit']>>>).value;
-        return s.batches ? s.batches() : oneByOne(s);
-      });
+      const sources = submitted.map((x) => (x as PromiseFulfilledResult<TokenSource>).value);
       const created = Math.floor(now / 1000);
-      const timers = streams.map(() => new StreamTimer(this.opts.metrics, parsed.model, t0));
+      const timers = sources.map(() => new StreamTimer(this.opts.metrics, parsed.model, t0));
       complete = parsed.stream
-        ? await this.streamSse(res, route, parsed, id, created, inputTokens, streams, ac, timers, hold)
-        : await this.collect(res, route, parsed, id, created, inputTokens, streams, ac, timers, hold);
+        ? await this.streamSse(res, route, parsed, id, created, inputTokens, sources, ac, timers, hold)
+        : await this.collect(res, route, parsed, id, created, inputTokens, sources.map((s) => inBatches(s)), ac, timers, hold);
     } finally {
       res.off('close', onClose);
       // a request that did not complete ends its other choices (an admitted choice nobody reads is cancelled)
@@ -634,7 +630,7 @@ export class GatewayServer {
    * A batch (the chunks that arrived together) is one write, and the batches of one turn after the first too
    * (SseWriter); a plain text token is framed from a template.
    */
-  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
+  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: AbortController, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
     let started = false;
     const w = new SseWriter(res);
     const start = () => {
@@ -659,48 +655,61 @@ export class GatewayServer {
       w.end();
       return false;
     };
-    const n = streams.length;
+    const n = sources.length;
     const tokens = new Array<number>(n).fill(0);
     const usages = new Array<Usage | undefined>(n);
-    const plain = streams.map((_, i) => plainTextFrame(p.kind, id, created, p.model, i, p.continuousUsage ? inputTokens : undefined));
+    const plain = sources.map((_, i) => plainTextFrame(p.kind, id, created, p.model, i, p.continuousUsage ? inputTokens : undefined));
     let ended = 0;
     let first = true;
-    try {
-      for await (const { i, c: batch } of n === 1 ? indexed(streams[0]!) : mergeStreams(streams)) {
-        if (ac.signal.aborted) return false;
-        for (const c of batch) {
-          if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
-          if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
-            return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
-          }
-          if (first && p.kind === 'chat') {
-            for (let j = 0; j < n; j++) send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined, j));
-          }
-          first = false;
-          tokens[i]! += c.tokens;
-          timers[i]!.onChunk(c);
-          if (!c.done && c.text.length > 0 && !c.toolCalls && !c.logprobs && c.reasoning === undefined) {
-            send(undefined, plain[i]!(c.text, tokens[i]!));
-            continue;
-          }
-          const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens[i]!) : undefined;
-          const piece = { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage };
-          if (c.done) {
-            // the choice's last chunk: its last text (the instance sends it with the end) and finish_reason, as vLLM's
-            send(streamChunk(p.kind, id, created, p.model, { ...piece, finish: c.finishReason ?? 'stop', stopReason: c.stopReason }, i));
-            usages[i] = c.usage;
-            if (++ended < n) continue;
-            if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
-            w.end('data: [DONE]\n\n');
-            return true;
-          }
-          if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece, i));
+    /** the chunks of choice i that came together; a boolean (the result) once the client's stream is over. */
+    const onBatch = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
+      if (ac.signal.aborted) return false;
+      for (const c of batch) {
+        if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
+        if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
+          return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
         }
-        w.flush();
+        if (first && p.kind === 'chat') {
+          for (let j = 0; j < n; j++) send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined, j));
+        }
+        first = false;
+        tokens[i]! += c.tokens;
+        timers[i]!.onChunk(c);
+        if (!c.done && c.text.length > 0 && !c.toolCalls && !c.logprobs && c.reasoning === undefined) {
+          send(undefined, plain[i]!(c.text, tokens[i]!));
+          continue;
+        }
+        const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens[i]!) : undefined;
+        const piece = { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage };
+        if (c.done) {
+          // the choice's last chunk: its last text (the instance sends it with the end) and finish_reason, as vLLM's
+          send(streamChunk(p.kind, id, created, p.model, { ...piece, finish: c.finishReason ?? 'stop', stopReason: c.stopReason }, i));
+          usages[i] = c.usage;
+          if (++ended < n) continue;
+          if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
+          w.end('data: [DONE]\n\n');
+          return true;
+        }
+        if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece, i));
+      }
+      w.flush();
+      return undefined;
+    };
+    let result: boolean | undefined; // one choice: the batches read from an engine come to `sink` from the socket's read (no await)
+    const sink = (batch: readonly TokenChunk[]): void => {
+      result ??= onBatch(0, batch);
+      if (result !== undefined) throw READER_DONE;
+    };
+    try {
+      if (n === 1) {
+        for await (const batch of inBatches(sources[0]!, sink)) if ((result = onBatch(0, batch)) !== undefined) return result;
+      } else {
+        for await (const { i, c } of mergeStreams(sources.map((s) => inBatches(s)))) if ((result = onBatch(i, c)) !== undefined) return result;
       }
       if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
       return false;
     } catch (err) {
+      if (err === READER_DONE) return result!;
       if (ac.signal.aborted) return false;
       return fail(toHttp(err));
     } finally {
@@ -739,15 +748,6 @@ export class GatewayServer {
     if (e.status === 401) res.setHeader('www-authenticate', 'Bearer');
     this.sendJson(res, route, e.status, e.body());
   }
-}
-
-function toHttp(err: unknown): HttpError {
-  if (err instanceof HttpError) return err;
-  if (err instanceof DynError) {
-    const remote = (err as DynError & { remoteCode?: string }).remoteCode;
-    return httpErrorOfWire(remote ?? err.code, err.message, err.retryAfterS, remote === undefined);
-  }
-  return new HttpError(500, (err as Error)?.message ?? 'internal error', 'internal_error', 'internal');
 }
 
 /**

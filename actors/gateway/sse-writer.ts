@@ -4,20 +4,41 @@ import type { Socket } from 'node:net';
 /** Held bytes at which a client's SSE stream is written at once rather than at the end of the turn. */
 export const SSE_COALESCE_MAX_BYTES = 65_536;
 
+/** The writers holding bytes for the end of this turn, written by one setImmediate for all of them. */
+let held: SseWriter[] = [];
+let heldTimer: NodeJS.Immediate | undefined;
+
+function writeHeld(): void {
+  heldTimer = undefined;
+  const ws = held;
+  held = [];
+  let failure: Error | undefined;
+  for (const w of ws) {
+    try {
+      w.writeHeld();
+    } catch (e) {
+      failure ??= e as Error; // the others are written all the same
+    }
+  }
+  if (failure) throw failure;
+}
+
 /**
  * A client's SSE stream as socket writes. Events are appended as they are framed; `flush` ends a batch. The
  * first flush (status line, headers and the first event: the client's TTFT) is written at once. Every later
  * flush is held until the end of the current event-loop turn (`setImmediate`: after the other sockets the
  * poll phase has ready), so the events of one stream that arrive in one turn (several engine reads, the
  * choices of an `n > 1` request) leave in one write, or at once when `maxBytes` are held. The bytes and their
- * order are those of one write per event; only the number of writes changes. A write after the first goes to
+ * order are those of one write per event; only the number of writes changes. The writers holding bytes at the
+ * end of a turn are written by one setImmediate (not one per stream). A write after the first goes to
  * the socket as one string framed as Node frames a chunk of a chunked response (size in hex, CRLF, data,
  * CRLF): the same bytes as `res.write`, without its four-part corked write; Node writes it where the response
  * is not yet on its socket (a pipelined request waiting its turn) or is not chunked.
  */
 export class SseWriter {
   private pending = '';
-  private timer: NodeJS.Immediate | undefined;
+  /** in `held`, to be written at the end of this turn. */
+  private queued = false;
   private wrote = false;
 
   constructor(
@@ -34,7 +55,11 @@ export class SseWriter {
   flush(): void {
     if (this.pending === '') return;
     if (this.wrote && this.pending.length < this.maxBytes) {
-      this.timer ??= setImmediate(this.write);
+      if (!this.queued) {
+        this.queued = true;
+        held.push(this);
+        heldTimer ??= setImmediate(writeHeld);
+      }
       return;
     }
     this.wrote = true;
@@ -43,7 +68,6 @@ export class SseWriter {
 
   /** writes what is held now, with `last` after it, and ends the response. */
   end(last = ''): void {
-    this.cancel();
     const s = this.pending + last;
     this.pending = '';
     if (!this.res.writableEnded) this.res.end(s);
@@ -51,23 +75,22 @@ export class SseWriter {
 
   /** drops what is held (the client went away, or the stream was ended elsewhere). */
   drop(): void {
-    this.cancel();
     this.pending = '';
   }
 
-  private readonly write = (): void => {
-    this.cancel();
+  /** (the end of the turn) writes what is held. */
+  writeHeld(): void {
+    this.queued = false;
+    this.write();
+  }
+
+  private write(): void {
     const s = this.pending;
     this.pending = '';
     if (s === '' || this.res.writableEnded || this.res.destroyed) return;
     const sock = chunkSocket(this.res);
     if (sock) sock.write(`${Buffer.byteLength(s).toString(16)}\r\n${s}\r\n`);
     else this.res.write(s);
-  };
-
-  private cancel(): void {
-    if (this.timer) clearImmediate(this.timer);
-    this.timer = undefined;
   }
 }
 

@@ -81,7 +81,6 @@ export async function* streamCompletionBatches(
   const onAbort = () => ac.abort(signal!.reason);
   signal?.addEventListener('abort', onAbort, { once: true });
   if (signal?.aborted) onAbort();
-  let tokenIndex = 0;
   let http: ClientRequest | undefined;
   const onAc = () => http?.destroy(ac.signal.reason instanceof Error ? ac.signal.reason : new Error('aborted'));
   if (!t.pool) ac.signal.addEventListener('abort', onAc, { once: true });
@@ -126,27 +125,13 @@ export async function* streamCompletionBatches(
         if (status < 200 || status >= 300) throw new EngineHttpError(status, await readText(res), 'completion');
         bytes = new ByteQueue(res);
       }
-      const parser = new SseParser();
-      const events: string[] = [];
-      const scanner = new TextEventScanner(chat);
-      for (let buf = await bytes.next(); buf !== null && !done; buf = await bytes.next()) {
-        parser.push(buf, events);
+      const ev = new EngineEvents(chat);
+      for (let buf = await bytes.next(); buf !== null && !ev.done; buf = await bytes.next()) {
+        ev.push(buf);
         // what else has already arrived goes into the same batch
-        for (let more = bytes.take(); more; more = bytes.take()) parser.push(more, events);
-        let batch: EngineChunk[] | undefined;
-        for (let i = 0; i < events.length; i++) {
-          const data = events[i]!;
-          if (data === '[DONE]') {
-            done = true;
-            break;
-          }
-          let chunk = scanner.scan(data, tokenIndex);
-          if (chunk === undefined) scanner.learn(data, (chunk = parseEvent(data, chat, tokenIndex)));
-          if (!chunk) continue; // e.g. the chat role-only first delta
-          tokenIndex += chunk.tokens ?? (chunk.text !== '' ? 1 : 0);
-          (batch ??= []).push(chunk);
-        }
-        events.length = 0;
+        for (let more = bytes.take(); more; more = bytes.take()) ev.push(more);
+        const batch = ev.take();
+        done = ev.done;
         if (batch) yield batch;
       }
     } catch (err) {
@@ -174,6 +159,113 @@ export async function* streamCompletionBatches(
       }
       res.resume();
     } else if (http && !http.destroyed) http.destroy();
+  }
+}
+
+/**
+ * The events of one engine stream read from its bytes, as EngineChunks: a plain text event through the skeleton
+ * scan (sse-event.ts), any other through JSON.parse; `done` once `[DONE]` was read (bytes after it are ignored).
+ */
+class EngineEvents {
+  private readonly parser = new SseParser();
+  private readonly events: string[] = [];
+  private readonly scanner: TextEventScanner;
+  private tokenIndex = 0;
+  done = false;
+
+  constructor(private readonly chat: boolean) {
+    this.scanner = new TextEventScanner(chat);
+  }
+
+  push(buf: Buffer): void {
+    if (!this.done) this.parser.push(buf, this.events);
+  }
+
+  /** The chunks of the events pushed since the last take (undefined: none); throws EngineStreamError for a bad event. */
+  take(): EngineChunk[] | undefined {
+    const events = this.events;
+    let batch: EngineChunk[] | undefined;
+    for (let i = 0; i < events.length; i++) {
+      const data = events[i]!;
+      if (data === '[DONE]') {
+        this.done = true;
+        break;
+      }
+      let chunk = this.scanner.scan(data, this.tokenIndex);
+      if (chunk === undefined) this.scanner.learn(data, (chunk = parseEvent(data, this.chat, this.tokenIndex)));
+      if (!chunk) continue; // e.g. the chat role-only first delta
+      this.tokenIndex += chunk.tokens ?? (chunk.text !== '' ? 1 : 0);
+      (batch ??= []).push(chunk);
+    }
+    events.length = 0;
+    return batch;
+  }
+}
+
+/**
+ * streamCompletionBatches pushed rather than pulled, over the lean HTTP/1.1 client only (`t.pool`): the events of
+ * each socket read go to `onBatch` synchronously from the socket's read (no promise, generator or queue per read:
+ * the gateway's direct data path, docs/DATAPATH.md). Resolves once `[DONE]` was read; rejects as
+ * streamCompletionBatches' iteration would. An exception thrown by `onBatch` ends the engine call (its connection
+ * closed) and is what the promise rejects with, unclassified.
+ */
+export async function streamCompletionPush(
+  t: EngineTarget & { pool: Http1Pool },
+  req: EngineCompletionRequest,
+  signal: AbortLike | undefined,
+  classify: (cause: unknown) => Promise<EngineError> | EngineError,
+  onBatch: (batch: EngineChunk[]) => void,
+): Promise<void> {
+  if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
+  const chat = req.chat !== undefined;
+  const body = completionBody(req);
+  const timeoutMs = req.timeoutMs ?? t.defaultTimeoutMs;
+  const ac = new LeanAbort();
+  const timer = setTimeout(() => ac.abort(new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`)), timeoutMs);
+  const onAbort = () => ac.abort(signal!.reason);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) onAbort();
+  const ev = new EngineEvents(chat);
+  let lean: Http1Response | undefined;
+  let sinkFailed = false;
+  let sinkErr: unknown;
+  try {
+    try {
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (req.requestId) headers['x-request-id'] = req.requestId;
+      if (t.apiKey) headers.authorization = `Bearer ${t.apiKey}`;
+      const payload = JSON.stringify(body);
+      const l = (lean = await http1Request(t.pool, { host: t.host, port: t.port, method: 'POST', path: chat ? '/v1/chat/completions' : '/v1/completions', headers, body: payload }, ac.signal));
+      if (l.status < 200 || l.status >= 300) throw new EngineHttpError(l.status, await readLean(l), 'completion');
+      await new Promise<void>((resolve, reject) => {
+        l.pipe((buf) => {
+          ev.push(buf);
+          const batch = ev.take();
+          if (ev.done) resolve();
+          if (!batch) return;
+          try {
+            onBatch(batch);
+          } catch (e) {
+            sinkFailed = true;
+            sinkErr = e;
+            throw e;
+          }
+        }).then(resolve, reject);
+      });
+    } catch (err) {
+      if (sinkFailed) throw sinkErr;
+      if (signal?.aborted) throw signal.reason ?? err;
+      const reason = ac.signal.reason as unknown;
+      if (ac.signal.aborted && reason instanceof EngineError) throw reason;
+      if (err instanceof EngineHttpError || err instanceof EngineStreamError) throw err;
+      throw await classify(err);
+    }
+    if (!ev.done) throw await classify(new Error('stream ended without [DONE]'));
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+    // read to its [DONE]: the connection goes to the keep-alive pool once the rest of the message is in (within 1 s)
+    if (lean) lean.close(ev.done && !sinkFailed ? 1000 : undefined);
   }
 }
 

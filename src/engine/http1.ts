@@ -170,6 +170,13 @@ export interface Http1Response {
   /** true once the whole message (body and framing) was read. */
   readonly complete: boolean;
   /**
+   * Push mode: every piece of the body from now on (those already queued first) goes to `onData` as the socket
+   * reads it, synchronously, instead of to next() and take(); the socket is never paused for the reader. Resolves
+   * at the end of the body, rejects when the exchange broke (an exception thrown by `onData` breaks it too, with
+   * that exception). Once the reader `close`s the exchange, pieces stop and the promise resolves.
+   */
+  pipe(onData: (b: Buffer) => void): Promise<void>;
+  /**
    * The reader is done with the exchange. A complete response leaves its connection to the pool; an incomplete
    * one with `drainMs` is read to its end in the background (its connection to the pool then) or closed after
    * drainMs; without it, the connection is closed.
@@ -232,6 +239,9 @@ class Exchange implements Http1Response {
   private left = 0;
   private keepAlive = true;
   private readonly q: Buffer[] = [];
+  /** push mode (pipe): the reader's callback, and the end of the body's settlement. */
+  private sink: ((b: Buffer) => void) | undefined;
+  private piped: { resolve: () => void; reject: (e: Error) => void } | undefined;
   private err: Error | null = null;
   private wake: (() => void) | null = null;
   private closed = false;
@@ -270,10 +280,29 @@ class Exchange implements Http1Response {
     }
   }
 
+  pipe(onData: (b: Buffer) => void): Promise<void> {
+    if (this.sink) throw new Error('the response is piped already');
+    return new Promise<void>((resolve, reject) => {
+      this.sink = onData;
+      this.piped = { resolve, reject };
+      try {
+        for (let b = this.q.shift(); b && !this.closed; b = this.q.shift()) onData(b);
+      } catch (e) {
+        return this.fail(e as Error, true);
+      }
+      if (this.socket.isPaused()) this.socket.resume();
+      this.poke();
+    });
+  }
+
   close(drainMs?: number): void {
     if (this.closed) return;
     this.closed = true;
     this.q.length = 0;
+    // a piped reader that closes is done with it: its promise settles now
+    const p = this.piped;
+    this.piped = undefined;
+    p?.resolve();
     this.detachSignal();
     if (this.socket.isPaused()) this.socket.resume();
     if (this.complete && !this.err) return this.finish();
@@ -353,10 +382,21 @@ class Exchange implements Http1Response {
       this.wake = null;
       w();
     }
+    const p = this.piped;
+    if (p && (this.err || this.complete)) {
+      this.piped = undefined;
+      if (this.err) p.reject(this.err);
+      else p.resolve();
+    }
   }
 
   private body(b: Buffer): void {
     if (b.length === 0 || this.closed) return;
+    // (an exception of the sink breaks the exchange: parse's caller fails it)
+    if (this.sink) {
+      if (!this.err) this.sink(b);
+      return;
+    }
     this.q.push(b);
     if (this.q.length >= HIGH_WATER) this.socket.pause();
     this.poke();

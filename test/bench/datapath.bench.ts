@@ -155,6 +155,8 @@ const RT_CLIENTS = 32;
 const RT_PROMPT = 2000;
 const RT_LEN = 200;
 const RT_S = 12;
+/** seconds of closed-loop warm-up of the real-time run before its idle and measured windows (DYN_BENCH_RT_WARM_S): what is measured is a warmed gateway's per-event cost, not V8 compiling it. Default 6. */
+const RT_WARM_S = Number(process.env.DYN_BENCH_RT_WARM_S ?? 6);
 
 /** One replay-shaped request; false when refused (429/503: the emulated cluster at its capacity, as in the replay). */
 async function replayShaped(base: string, model: string): Promise<boolean> {
@@ -182,7 +184,11 @@ async function replayShaped(base: string, model: string): Promise<boolean> {
  */
 async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[] }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; tokensPerS: number }> {
   const p = pids();
-  for (let i = 0; i < 4; i++) await replayShaped(base, model); // warm-up
+  for (let i = 0; i < 4; i++) await replayShaped(base, model); // warm-up: a few alone, then the closed loop
+  const warmUntil = performance.now() + RT_WARM_S * 1000;
+  await Promise.all(Array.from({ length: RT_CLIENTS }, async () => {
+    while (performance.now() < warmUntil) await replayShaped(base, model);
+  }));
   const i0 = sum(p.control), ig0 = sum(p.gateway), it0 = performance.now();
   await new Promise((r) => setTimeout(r, IDLE_S * 1000));
   const idleS = (performance.now() - it0) / 1000;
@@ -251,15 +257,23 @@ export async function bench(): Promise<BenchSection> {
   let emuOut = '';
   let upOut = '';
   try {
+    // DYN_BENCH_PATHS=direct (a comma list) measures only those paths against the engine alone (A/B runs on a noisy
+    // machine); DYN_BENCH_PATHS=direct-realtime only the real-time run (the gateway's per-event cost; no engine-alone baseline)
+    const only = process.env.DYN_BENCH_PATHS?.split(',');
+    const realtimeOnly = only !== undefined && only.every((k) => k === 'direct-realtime');
     // 1. the engine alone
-    const emuPort = await freePort();
-    const emu = spawn(process.execPath, [BIN, 'engine-emulator', '--model', MODEL, '--tp', '1', '--port', String(emuPort), '--zero-delay', '--served-model-name', MODEL], { stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.push(emu);
-    emu.stdout!.on('data', (d: Buffer) => (emuOut += d.toString()));
-    await waitFor(() => emuOut, '"listening"', 30_000);
-    const direct = await measure(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ engines: [emu.pid!], gateway: [] }));
-    const directCpu = await cpuPerToken(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ engines: [emu.pid!], control: [] }));
-    emu.kill('SIGTERM');
+    let direct: Awaited<ReturnType<typeof measure>> = { p50: NaN, p99: NaN, rps: NaN, refused: 0 };
+    let directCpu: Awaited<ReturnType<typeof cpuPerToken>> = { controlUs: NaN, marginalUs: NaN, idleMsPerS: NaN, engineUs: NaN, tokensPerS: NaN };
+    if (!realtimeOnly) {
+      const emuPort = await freePort();
+      const emu = spawn(process.execPath, [BIN, 'engine-emulator', '--model', MODEL, '--tp', '1', '--port', String(emuPort), '--zero-delay', '--served-model-name', MODEL], { stdio: ['ignore', 'pipe', 'pipe'] });
+      procs.push(emu);
+      emu.stdout!.on('data', (d: Buffer) => (emuOut += d.toString()));
+      await waitFor(() => emuOut, '"listening"', 30_000);
+      direct = await measure(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ engines: [emu.pid!], gateway: [] }));
+      directCpu = await cpuPerToken(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ engines: [emu.pid!], control: [] }));
+      emu.kill('SIGTERM');
+    }
 
     // 2. the whole path, one instance with the same zero-delay engine, for each token path
     const paths: Record<string, Awaited<ReturnType<typeof measure>> & { cpu: Awaited<ReturnType<typeof cpuPerToken>>; routed: number; credited: number; viaIntake: number }> = {};
@@ -272,9 +286,7 @@ export async function bench(): Promise<BenchSection> {
       { key: 'direct-realtime', dataPath: 'direct', requestPlane: 'direct', realtime: true },
     ] as const;
     let rt: (Awaited<ReturnType<typeof realtimeCpu>> & { credited: number }) | undefined;
-    // DYN_BENCH_PATHS=direct (a comma list) measures only those paths against the engine alone (A/B runs on a noisy machine)
-    const only = process.env.DYN_BENCH_PATHS?.split(',');
-    const wanted = (r: (typeof runs)[number]) => (r.realtime ? process.env.DYN_BENCH_REALTIME !== '0' && (!only || only.includes('direct')) : !only || only.includes(r.key));
+    const wanted = (r: (typeof runs)[number]) => (r.realtime ? process.env.DYN_BENCH_REALTIME !== '0' && (!only || only.includes('direct') || realtimeOnly) : !only || only.includes(r.key));
     for (const { key, dataPath, requestPlane, realtime } of runs.filter(wanted)) {
       const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
       const cfg = join(dir, 'bench.json');
@@ -317,7 +329,7 @@ export async function bench(): Promise<BenchSection> {
     }
 
     const f = (x: number) => x.toFixed(2);
-    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits`] : [];
+    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits`] : [];
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (zero-delay emulator)`,

@@ -5,13 +5,15 @@
  * are skipped, a finished exchange leaves its connection to the pool and the next one reuses it, a kept
  * connection the server closed as we sent is replaced, an abort breaks the exchange and closes the socket,
  * idle connections are closed after their timeout, and streamCompletionBatches gives the same chunks through
- * it as through node:http.
+ * it as through node:http. Piped (push mode), the body's pieces go to a callback as read, and
+ * streamCompletionPush gives the same chunks as streamCompletionBatches, whatever the reads' splits.
  */
 import { createServer as createHttpServer, Agent, type Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Http1Pool, http1Request, type Http1Response } from '../../src/engine/http1.ts';
-import { streamCompletionBatches } from '../../src/engine/client.ts';
+import { streamCompletionBatches, streamCompletionPush } from '../../src/engine/client.ts';
+import type { EngineChunk } from '../../src/engine/engine.ts';
 import { EngineStreamError } from '../../src/engine/errors.ts';
 import { LeanAbort } from '../../src/engine/abort.ts';
 
@@ -220,6 +222,41 @@ describe('http1Request', () => {
   });
 });
 
+describe('http1Request piped', () => {
+  it('gives every piece of a body split at every byte to the callback, the queued ones first, and resolves at its end', async () => {
+    const { port } = await raw((s) => void dribble(s, 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n' + '3\r\nabc\r\n' + 'b;x=1\r\n{"t":"é"}\n\r\n' + '0\r\n\r\n'));
+    const p = pool();
+    const r = await http1Request(p, post(port));
+    const first = (await r.next())!.toString(); // read pulled, then piped
+    const pieces: Buffer[] = [];
+    await r.pipe((b) => pieces.push(Buffer.from(b)));
+    expect(first + Buffer.concat(pieces).toString('utf8')).toBe('abc{"t":"é"}\n');
+    expect(pieces.length).toBeGreaterThan(1);
+    expect(r.complete).toBe(true);
+    r.close();
+    expect(p.idleCount).toBe(1);
+  });
+
+  it('a body cut mid-way rejects it; an exception of the callback breaks the exchange with it and closes the connection', async () => {
+    const { port, conns } = await raw((s, _req, n) => {
+      if (n === 0) s.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab');
+      else s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
+    });
+    const p = pool();
+    const cut = await http1Request(p, post(port));
+    await expect(cut.pipe(() => undefined)).rejects.toThrow(/closed/);
+    const r = await http1Request(p, post(port));
+    const closed = new Promise((res) => conns[1]!.once('close', res));
+    const boom = new Error('the reader failed');
+    await expect(r.pipe(() => {
+      throw boom;
+    })).rejects.toBe(boom);
+    await closed;
+    r.close();
+    expect(p.idleCount).toBe(0);
+  });
+});
+
 describe('streamCompletionBatches through the lean client', () => {
   it('gives the same chunks as node:http, and an engine that closes mid-stream is a classified error', async () => {
     const events = [
@@ -260,5 +297,68 @@ describe('streamCompletionBatches through the lean client', () => {
     expect(viaLean.at(-1)!.usage).toMatchObject({ promptTokens: 3, completionTokens: 2 });
     cut = true;
     await expect(all({ host: '127.0.0.1', port, pool: p, defaultTimeoutMs: 5000 })).rejects.toThrow(/broke/);
+  });
+});
+
+describe('streamCompletionPush', () => {
+  const events = [
+    { id: 'c', object: 'text_completion', created: 1, model: 'm', choices: [{ index: 0, text: 'Hel', logprobs: null, finish_reason: null }] },
+    { id: 'c', object: 'text_completion', created: 1, model: 'm', choices: [{ index: 0, text: 'lo', logprobs: null, finish_reason: null }] },
+    { id: 'c', object: 'text_completion', created: 1, model: 'm', choices: [{ index: 0, text: ' "x"', logprobs: null, finish_reason: null }] },
+    { id: 'c', object: 'text_completion', created: 1, model: 'm', choices: [{ index: 0, text: ' é', logprobs: null, finish_reason: 'length' }] },
+    { id: 'c', object: 'text_completion', created: 1, model: 'm', choices: [], usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 } },
+  ];
+  const sse = events.map((e) => `data: ${JSON.stringify(e)}\n\n`).join('') + 'data: [DONE]\n\n';
+  const chunked = (b: string) => `${Buffer.byteLength(b).toString(16)}\r\n${b}\r\n`;
+  const req = { model: 'm', prompt: 'x', maxTokens: 4 };
+  const classify = (c: unknown) => new EngineStreamError(`broke: ${(c as Error).message}`);
+
+  it('gives the chunks streamCompletionBatches gives, from reads split at many places or all in one', async () => {
+    const head = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n';
+    /** the bytes in pieces of 1 to 12 bytes, a macrotask apart (the splits fall everywhere in the framing and the events) */
+    const pieces = async (s: Socket, text: string) => {
+      const b = Buffer.from(text, 'utf8');
+      for (let at = 0, k = 0; at < b.length; at += (k++ % 12) + 1) {
+        s.write(b.subarray(at, at + (k % 12) + 1));
+        await tick();
+      }
+    };
+    const { port } = await raw((s, _req, n) => {
+      if (n % 2 === 0) void pieces(s, head + chunked(sse) + '0\r\n\r\n');
+      else s.write(head + chunked(sse) + '0\r\n\r\n');
+    });
+    const p = pool();
+    const t = { host: '127.0.0.1', port, pool: p, defaultTimeoutMs: 20_000 };
+    for (let round = 0; round < 2; round++) {
+      const pushed: EngineChunk[][] = [];
+      await streamCompletionPush(t, req, undefined, classify, (b) => pushed.push(b));
+      const pulled: EngineChunk[] = [];
+      for await (const b of streamCompletionBatches(t, req, undefined, classify)) pulled.push(...b);
+      expect(pushed.every((b) => b.length > 0)).toBe(true);
+      expect(pushed.flat()).toEqual(pulled);
+      expect(pulled.map((c) => c.text).join('')).toBe('Hello "x" é');
+      expect(pulled.find((c) => c.finishReason)).toMatchObject({ text: ' é', finishReason: 'length' });
+      expect(pulled.at(-1)).toMatchObject({ usage: { promptTokens: 3, completionTokens: 4 } });
+    }
+  });
+
+  it('a stream cut before [DONE] is a classified error; an exception of onBatch is its own, and closes the connection', async () => {
+    const { port, conns } = await raw((s, _req, n) => {
+      const part = `data: ${JSON.stringify(events[0])}\n\n`;
+      if (n === 0) s.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n' + chunked(part) + '0\r\n\r\n', () => s.destroy());
+      else s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n' + chunked(part));
+    });
+    const p = pool();
+    const t = { host: '127.0.0.1', port, pool: p, defaultTimeoutMs: 5000 };
+    await expect(streamCompletionPush(t, req, undefined, classify, () => undefined)).rejects.toThrow(/broke: stream ended without \[DONE\]/);
+    const boom = new Error('the reader failed');
+    const got: string[] = [];
+    await expect(streamCompletionPush(t, req, undefined, classify, (b) => {
+      got.push(...b.map((c) => c.text));
+      throw boom;
+    })).rejects.toBe(boom);
+    expect(got).toEqual(['Hel']);
+    await new Promise((res) => (conns[1]!.destroyed ? res(undefined) : conns[1]!.once('close', res)));
+    expect(p.idleCount).toBe(0);
   });
 });
