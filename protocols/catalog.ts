@@ -7,6 +7,7 @@ import type { z } from 'zod';
 import { ALL_CODECS } from './messages.ts';
 import { CONTROL_CODECS } from './control.ts';
 import { LeaseValue } from './lease.ts';
+import { ResumeEntry } from './journal.ts';
 import { jetstream } from './subjects.ts';
 import { serviceInfoResponse, servicePingResponse, serviceStatsResponse } from './service.ts';
 
@@ -44,6 +45,7 @@ export const CATALOG: readonly CatalogEntry[] = [
   { subject: 'dyn.v1.stream.<request>', wildcard: 'dyn.v1.stream.*', pattern: 'pub', message: 'TokenChunk', publisher: 'instance manager (pool leader for a dead instance, or for a request it holds; cluster manager for a request it holds for a pool election)', rate: "NATS relay: one per token chunk of a request; direct data path: a grant (none when the admission reply carries it), an error ended out of turn; before the admission, a `hold` notice (a pool holds the request for a ready instance, or the intake for a pool's leader election, and answers within `forMs`)", observer: false },
   { subject: 'dyn.v1.inst.<instance>.leg', wildcard: 'dyn.v1.inst.*.leg', pattern: 'req', message: 'LegReport', reply: 'LegReply', publisher: 'gateway -> the instance that granted a direct request', rate: 'one or two per direct request (the first token unless its batch ended the leg; the end; started only for a first token slower than the grant\'s reportWithinMs)', observer: false },
   { subject: 'dyn.v1.cancel.<request>', wildcard: 'dyn.v1.cancel.*', pattern: 'pub', message: 'Cancel', publisher: 'gateway', rate: 'one per cancelled request', observer: false },
+  { subject: 'dyn.v1.resume.<request>', wildcard: 'dyn.v1.resume.*', pattern: 'pub', message: 'ResumeEntry', publisher: 'gateway', rate: 'resumable streams only (opt-in, docs/PROTOCOL.md): one per engine read, one per leg, one at the end', stream: jetstream.resumeStream, observer: false, notes: 'read back by the gateway replica a client reconnects to with Last-Event-ID' },
   { subject: 'dyn.v1.cluster.intake', wildcard: 'dyn.v1.cluster.intake', pattern: 'req', message: 'InferenceRequest', reply: 'Admission', publisher: 'gateway -> cluster managers (queue group cluster-intake)', rate: 'one per request the gateway cannot route itself (no routing table, no ready instance in its view, an admit timed out)', observer: false },
   { subject: 'dyn.v1.cluster.status', wildcard: 'dyn.v1.cluster.status', pattern: 'req', message: 'StatusRequest', reply: 'ClusterStatus', publisher: 'anyone -> cluster leader', rate: 'on demand', observer: true },
   { subject: 'dyn.v1.pool.<pool>.dispatch', wildcard: 'dyn.v1.pool.*.dispatch', pattern: 'req', message: 'InferenceRequest', reply: 'Admission', publisher: 'cluster manager -> pool leader', rate: 'one per request through intake', observer: false },
@@ -66,7 +68,7 @@ export const CATALOG: readonly CatalogEntry[] = [
 /** Every message schema by name: the msgpack messages and the (JSON) Service API answers. */
 export function messageSchemas(): Record<string, z.ZodTypeAny> {
   const out: Record<string, z.ZodTypeAny> = {};
-  for (const c of [...Object.values(ALL_CODECS), ...Object.values(CONTROL_CODECS), LeaseValue]) out[c.name] = c.schema;
+  for (const c of [...Object.values(ALL_CODECS), ...Object.values(CONTROL_CODECS), LeaseValue, ResumeEntry]) out[c.name] = c.schema;
   out.ServicePingResponse = servicePingResponse;
   out.ServiceInfoResponse = serviceInfoResponse;
   out.ServiceStatsResponse = serviceStatsResponse;

@@ -5,5 +5,6 @@ export * from './messages.ts';
 export * from './request-types.ts';
 export * from './control.ts';
 export * from './lease.ts';
+export * from './journal.ts';
 export * from './service.ts';
 export * from './permissions.ts';

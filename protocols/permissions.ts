@@ -19,8 +19,9 @@
  * - the gateway may only submit requests (to the cluster intake, or to an instance's admission when it routes
  *   the request itself: `inst.<id>.admit`, which the instance checks like any admission), read token streams,
  *   the routing table and the instances' status (its routing view), cancel, report the legs of the requests
- *   it streams from an engine directly (`inst.<id>.leg`), and read telemetry, events and heartbeats (its
- *   dashboard): no command subject, no JetStream;
+ *   it streams from an engine directly (`inst.<id>.leg`), append to and read back the resume journal of its
+ *   resumable streams (`resume.<request>`, direct get on that one stream), and read telemetry, events and
+ *   heartbeats (its dashboard): no command subject, no other JetStream;
  * - the observer reads (telemetry, events live and through its own consumer of the events stream,
  *   heartbeats, the lease records), asks the cluster status and sends NATS Service API requests; it changes nothing;
  * - every actor serves the NATS Service API: `$SRV.PING|INFO|STATS` and `$SRV.<verb>.dynamollm-<kind>[.<id>]`.
@@ -113,6 +114,9 @@ function kvRead(bucket: string): string[] {
     `$JS.FC.${st}.>`,
   ];
 }
+/** The JetStream direct get of the resume journal (`{seq, next_by_subj}` in the body): a gateway reads a stream's entries, nothing else. */
+export const resumeDirectGet = (): string => `$JS.API.DIRECT.GET.${jetstream.resumeStream}`;
+
 /** Write right on some keys of a bucket (a KV put is a publish on `$KV.<bucket>.<key>`). */
 const kvWrite = (bucket: string, keys: string[]): string[] => keys.map((k) => kvKeySubject(bucket, k));
 
@@ -158,7 +162,12 @@ export function permissionsOf(a: ActorIdentity): Permissions {
       // with workers, the user is each worker's too (one identity per worker process, same credentials)
       const ids: (string | undefined)[] = id !== undefined && (a.workers ?? 1) > 1 ? Array.from({ length: a.workers! }, (_, i) => workerId(id, i)) : [id];
       return {
-        publish: uniq([subjects.clusterIntake(), wild(subjects.instanceAdmit(ANY)), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)), ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w)))), ...replyInboxes('gateway')]),
+        publish: uniq([
+          subjects.clusterIntake(), wild(subjects.instanceAdmit(ANY)), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)),
+          // the resume journal: append to it (core publish; the stream keeps it), read it back by subject (direct get)
+          wild(subjects.resume(ANY)), resumeDirectGet(),
+          ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w)))), ...replyInboxes('gateway'),
+        ]),
         subscribe: uniq([wild(subjects.stream(ANY)), controlSubjects.routing(), controlSubjects.instanceStatusAll(), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), ...ids.flatMap((w) => [inboxOf('gateway', w), ...serviceSubs('gateway', w)])]),
         allowResponses: true,
       };
@@ -173,6 +182,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.pool(ANY)), inventoryKeys.energy()]),
           `$JS.API.STREAM.INFO.${jetstream.eventsStream}`, `$JS.API.STREAM.CREATE.${jetstream.eventsStream}`,
           `$JS.API.STREAM.INFO.${jetstream.requestsStream}`, `$JS.API.STREAM.CREATE.${jetstream.requestsStream}`,
+          `$JS.API.STREAM.INFO.${jetstream.resumeStream}`, `$JS.API.STREAM.CREATE.${jetstream.resumeStream}`,
           // the leader's pool and cluster telemetry, and the routing table the gateways route by
           wild(subjects.telPool(ANY)), subjects.telCluster(), controlSubjects.routing(),
           ...replyInboxes('cluster'),

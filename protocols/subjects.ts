@@ -49,6 +49,8 @@ export const subjects = {
   cancel: (requestId: string) => `${ROOT}.cancel.${token(requestId, 'request id')}`,
   /** every request's Cancel (an instance manager's one subscription; it acts on the ids it holds). */
   cancelAll: () => `${ROOT}.cancel.*`,
+  /** gateway -> the resume journal (JetStream jetstream.resumeStream): ResumeEntry of one resumable stream. */
+  resume: (requestId: string) => `${ROOT}.resume.${token(requestId, 'request id')}`,
   /** gateway -> instance managers (queue group TOKENIZER_QUEUE): TokenizeRequest -> TokenizeReply. */
   tokenize: () => `${ROOT}.tokenize`,
   /** gateway -> instance managers (queue group TOKENIZER_QUEUE): DetokenizeRequest -> DetokenizeReply. */
@@ -91,6 +93,9 @@ export const jetstream = {
   leasesBucket: 'dyn_v1_leases',
   membersBucket: 'dyn_v1_members',
   inventoryBucket: 'dyn_v1_inventory',
+  /** the resume journal: what each resumable SSE stream sent its client (ResumeEntry, one per engine read), kept minutes. */
+  resumeStream: 'DYN_V1_RESUME',
+  resumeSubjects: [`${ROOT}.resume.*`],
   /** each pool leader's dispatched requests until their record (DispatchedEntry, keys dispatchedKeys); entries expire after an hour. */
   dispatchedBucket: 'dyn_v1_dispatched',
 } as const;

@@ -26,7 +26,7 @@ import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
-import { eventPublisher, ensureEventsStream, ensureRequestsStream, type EventPublisher } from '../common/events.ts';
+import { eventPublisher, ensureEventsStream, ensureRequestsStream, ensureResumeStream, type EventPublisher } from '../common/events.ts';
 import { classifyIntake, thresholdsOf, withSlo } from '../common/policy.ts';
 import { PoolDispatcher } from './dispatch.ts';
 import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
@@ -411,6 +411,7 @@ export class ClusterManager extends Actor {
     // waits out JetStream's 5-s deadline when the stream's server does not answer, and the status waited for them
     void ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
     void ensureRequestsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
+    void ensureResumeStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'resume journal stream not created'));
     // the stored assignments in the machine before it leads, then a previous run's state cleared from the store;
     // their reads (and the ledger's) retried for timeouts.takeoverReadMs from when the liveness window lets them start
     await this.#loaded;

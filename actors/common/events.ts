@@ -25,7 +25,7 @@ export function eventPublisher(bus: Bus, actor: string, log: Logger, clock: Cloc
 }
 
 /**
- * Retention of the two JetStream streams (docs/PROTOCOL.md): whichever limit is reached first removes the
+ * Retention of the JetStream streams (docs/PROTOCOL.md): whichever limit is reached first removes the
  * oldest messages (discard 'old'), so a full stream never refuses a publication and never slows a publisher
  * (actors publish with core NATS, fire-and-forget; the server appends). File storage, one replica by default.
  */
@@ -34,6 +34,12 @@ export const STREAM_RETENTION = {
   events: { maxAgeS: 7 * 24 * 3600, maxBytes: 256 * 2 ** 20, maxMsgs: 1_000_000, discard: 'old' as const },
   /** DYN_V1_REQUESTS: one RequestRecord (~250 B) per request; a billing consumer has a day to catch up. */
   requests: { maxAgeS: 24 * 3600, maxBytes: 1024 * 2 ** 20, maxMsgs: 10_000_000, discard: 'old' as const },
+  /**
+   * DYN_V1_RESUME: the resume journal of the opted-in SSE streams (one entry per engine read, ~100 B-1 KB). A stream
+   * is resumable for maxAgeS after its last entry (a request's own deadline is the gateway's requestTimeoutS, 600 s by
+   * default); maxMsgsPerSubject bounds one stream's entries (past it the oldest go, and a resume finds the journal cut: 410).
+   */
+  resume: { maxAgeS: 600, maxBytes: 256 * 2 ** 20, maxMsgs: 1_000_000, maxMsgsPerSubject: 65_536, discard: 'old' as const },
 } as const;
 
 /** Create the events stream when missing (idempotent; safe from several processes). */
@@ -46,7 +52,12 @@ export async function ensureRequestsStream(bus: Bus): Promise<void> {
   await ensureStream(bus, jetstream.requestsStream, [...jetstream.requestsSubjects], STREAM_RETENTION.requests);
 }
 
-async function ensureStream(bus: Bus, name: string, subjects: string[], r: { maxAgeS: number; maxBytes: number; maxMsgs: number; discard: 'old' }): Promise<void> {
+/** Create the resume journal's stream when missing (idempotent; safe from several processes): direct get on, so gateways read it by subject. */
+export async function ensureResumeStream(bus: Bus): Promise<void> {
+  await ensureStream(bus, jetstream.resumeStream, [...jetstream.resumeSubjects], STREAM_RETENTION.resume, true);
+}
+
+async function ensureStream(bus: Bus, name: string, subjects: string[], r: { maxAgeS: number; maxBytes: number; maxMsgs: number; maxMsgsPerSubject?: number; discard: 'old' }, allowDirect = false): Promise<void> {
   const { jetstreamManager, DiscardPolicy, StorageType } = await import('@nats-io/jetstream');
   const jsm = await jetstreamManager(bus.nc);
   try {
@@ -65,6 +76,8 @@ async function ensureStream(bus: Bus, name: string, subjects: string[], r: { max
       max_msgs: r.maxMsgs,
       discard: r.discard === 'old' ? DiscardPolicy.Old : DiscardPolicy.New,
       num_replicas: bus.jetstreamReplicas,
+      ...(r.maxMsgsPerSubject !== undefined ? { max_msgs_per_subject: r.maxMsgsPerSubject } : {}),
+      ...(allowDirect ? { allow_direct: true } : {}),
     });
   } catch (err) {
     // another replica created it meanwhile

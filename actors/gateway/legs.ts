@@ -7,11 +7,12 @@
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { subjects } from '../../protocols/subjects.ts';
-import { LegReply, LegReport, type InferenceRequest, type TokenChunk } from '../../protocols/messages.ts';
+import { Cancel, LegReply, LegReport, type InferenceRequest, type TokenChunk, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
 import { DynError, type WireError } from '../../protocols/errors.ts';
 import type { EngineChunk } from '../../src/engine/engine.ts';
 import type { CreditGrant } from '../../src/policy/machines/credits.ts';
 import type { RequestRouter, RoutedAdmission } from './router.ts';
+import type { JournalLeg, ResumeFrom } from './resume.ts';
 
 const MAX_ID = 128;
 
@@ -46,6 +47,8 @@ export interface AdmissionCounters {
   electionHolds: number;
   /** prompts (and detokenize calls) no instance's tokenizer answered at the first attempt, answered by the gateway's own copy of the engines' tokenizer. */
   localTokenized: number;
+  /** resumable streams this gateway took over from another replica (a reconnect with Last-Event-ID) and continued as a new leg. */
+  resumed: number;
 }
 
 /** An engine URL's host and port, parsed once per URL (a grant names one of a few engines; bounded). */
@@ -72,8 +75,10 @@ export interface StreamState {
   energyJ: number;
   energySource?: 'measured' | 'modelled';
   promptTokens?: number;
-  /** legs after the first (migrations). */
+  /** legs after the first (migrations and resumes). */
   legs: number;
+  /** of those, the legs a resume on another gateway started (resume.ts): not counted against the migration limit. */
+  resumes?: number;
   /** the last chunk of the request was given to the client: its instance knows the leg ended, so no Cancel. */
   ended?: boolean;
   /** the reader's batch sink threw: the stream ends with its exception (the leg cancelled, no migration, no error chunk). */
@@ -154,7 +159,7 @@ export const engineDown = (r: { ok: boolean; error?: WireError }): boolean => !r
 
 /** A request may continue on a peer: legs left (`limit`), its text kept, tokens still to make, a prompt it can extend. */
 export function canMigrate(req: InferenceRequest, st: StreamState, limit: number): boolean {
-  if (st.legs >= limit || !st.keepText || st.sent >= req.maxTokens) return false;
+  if (st.legs - (st.resumes ?? 0) >= limit || !st.keepText || st.sent >= req.maxTokens) return false;
   // echo would repeat the prompt (and the text already sent) at the start of the next leg
   if (req.params?.echo) return false;
   return req.messages !== undefined || req.prompt === undefined || typeof req.prompt === 'string';
@@ -320,4 +325,57 @@ async function endRequest(bus: Bus, timeoutMs: number, instance: string, rep: Le
   } catch {
     return undefined; // the instance died with its engine: its leg's energy is not known
   }
+}
+
+/** The state of a stream resumed from its journal (`from`): its tokens and text, the legs and energy before it, one more resume. */
+export function resumedState(req: InferenceRequest, from: ResumeFrom, maxTextBytes: number): StreamState {
+  return {
+    out: 0, sent: from.sent, text: from.text, keepText: from.text.length <= maxTextBytes, energyJ: from.leg?.energyJ ?? 0, legs: (from.leg?.legs ?? 0) + 1,
+    resumes: from.resumes + 1, promptTokens: req.inputTokens, ...(from.leg?.energySource ? { energySource: from.leg.energySource } : {}),
+  };
+}
+
+/**
+ * The leg another gateway streamed until it died (a resumed stream's `from.leg`), ended on its behalf: an end report
+ * ('failed', the tokens the journal has of it) to its instance, which records the leg once and frees its engine slot
+ * now instead of at the request's deadline; the energy it answers goes into `st`. No reply (the instance died too,
+ * or ended the leg already): nothing added. Then a Cancel, for an engine that still runs it.
+ */
+export async function endForeignLeg(bus: Bus, timeoutMs: number, from: ResumeFrom, st: StreamState): Promise<void> {
+  const leg = from.leg;
+  if (!leg) return;
+  if (leg.instance) {
+    const t: LegTiming = { tokens: Math.max(0, from.sent - leg.sentBefore), tbtSum: 0, tbtMax: 0, tbtN: 0 };
+    const reply = await endReport(bus, timeoutMs, leg.instance, leg.id, 'failed', t, undefined);
+    if (reply?.ok) {
+      st.energyJ += reply.energyJ ?? 0;
+      if (reply.energySource) st.energySource ??= reply.energySource;
+    }
+  }
+  // in case its engine still runs it (an instance that did not answer)
+  try {
+    bus.publish(subjects.cancel(leg.id), Cancel, { v: 1, id: leg.id, reason: 'its stream was resumed on another gateway' });
+  } catch {
+    // the connection is gone: the instance frees the slot at the request's deadline
+  }
+}
+
+/** The journal's record of leg `id` now generating (resume.ts JournalLeg): the legs, tokens and energy before it. */
+export function legOf(id: string, instance: string | undefined, st: StreamState): JournalLeg {
+  return { id, ...(instance ? { instance } : {}), legs: st.legs, sentBefore: st.sent, energyJ: st.energyJ, ...(st.energySource ? { energySource: st.energySource } : {}) };
+}
+
+/** `req` (a continuation) with its prompt counted by an engine's tokenizer (its pool and prefill figures need it); no answer: the estimate stands. */
+export async function countedBy(tokenize: (r: TokenizeRequest) => Promise<TokenizeReply>, req: InferenceRequest): Promise<InferenceRequest> {
+  try {
+    const tr: TokenizeRequest = { v: 1, model: req.model };
+    if (req.messages) tr.messages = req.messages;
+    else tr.prompt = req.prompt;
+    if (req.params) tr.params = req.params;
+    const r = await tokenize(tr);
+    if (r.ok && r.count !== undefined) return { ...req, inputTokens: r.count };
+  } catch {
+    // no tokenizer answered: the estimate (the prompt's count plus the tokens sent) stands
+  }
+  return req;
 }

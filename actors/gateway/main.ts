@@ -17,6 +17,7 @@ import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
+import { JournalWriter, readJournal } from './resume.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
 import { GatewayRouter } from './router.ts';
 import { ElectionWatch } from './elections.ts';
@@ -26,6 +27,9 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { Counter } from 'prom-client';
 import { createServer as createNetServer } from 'node:net';
 import { serveWorkerMetrics, workerIndex, workerMetricsText } from '../../src/runtime/workers.ts';
+
+/** a resume reads its stream's journal within this, ms (past it the client gets a retryable 503). */
+const RESUME_READ_MS = 5000;
 
 /** period of the gateway's readiness probe of the cluster, ms. */
 const READY_PROBE_MS = 2000;
@@ -161,6 +165,8 @@ export class GatewayActor extends Actor {
       log: this.log,
       replicaId: this.id,
       health: () => ({ ...this.health(), kind: 'gateway', id: this.id }),
+      // resumable streams (opt-in): their journal in JetStream, capped at the migration's text cap, read within RESUME_READ_MS
+      journal: { writer: (id, gen) => new JournalWriter(this.bus, id, gen, s.migrationMaxBytes), read: (id) => readJournal(this.bus, id, RESUME_READ_MS, this.clock) },
       warnings: this.g.cluster.nats.insecure ? ['NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances'] : undefined,
     });
     let port: number;
@@ -258,6 +264,7 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
   const def: [string, string, keyof AdmissionCounters][] = [
     ['dynamollm_gateway_admission_retries_total', 'Intake attempts this gateway replica sent again (same request id) after one hit a dead manager or a dropped connection.', 'retries'],
     ['dynamollm_gateway_held_for_reconnect_total', 'Requests this gateway replica held until NATS reconnected before their first intake attempt.', 'heldForReconnect'],
+    ['dynamollm_gateway_resumed_total', 'Resumable streams this gateway replica took over from another (a reconnect with Last-Event-ID) and continued as a new leg.', 'resumed'],
     ['dynamollm_gateway_migrations_total', 'Streams this gateway replica continued on another instance after theirs died mid-generation.', 'migrated'],
     ['dynamollm_gateway_routed_total', 'Request legs this gateway replica routed itself and an instance admitted directly (one round trip).', 'routed'],
     ['dynamollm_gateway_credited_total', 'Request legs this gateway replica routed and started on an admission credit its instance lent it (no round trip).', 'credited'],

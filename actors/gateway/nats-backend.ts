@@ -47,17 +47,15 @@ import { Http1Pool } from '../../src/engine/http1.ts';
 import { LeanAbort } from '../../src/engine/abort.ts';
 import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
-import type { GatewayBackend } from './server.ts';
+import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, countedBy, endForeignLeg, legOf, resumedState, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { electionDeadline, type Elections } from './elections.ts';
-
 import type { NatsBackendOptions } from './backend-options.ts';
 export type { NatsBackendOptions } from './backend-options.ts';
-
 
 /**
  * The token stream of an admitted request, with the admission the cluster granted (pool, instance). Read it
@@ -90,7 +88,7 @@ interface Leg {
 interface LegRoute { exclude?: string; intake?: boolean }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0, resumed: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -293,35 +291,47 @@ export class NatsBackend implements GatewayBackend {
     return leg;
   }
 
-  async submit(req: InferenceRequest, signal: AbortSignal): Promise<AdmittedStream> {
+  async submit(req: InferenceRequest, signal: AbortSignal, hooks?: StreamHooks): Promise<AdmittedStream> {
+    return this.begin(req, signal, { out: 0, sent: 0, text: '', keepText: true, energyJ: 0, legs: 0 }, () => this.openLeg(this.direct ? { ...req, direct: true } : req, signal), hooks);
+  }
+
+  /** Continues a stream another gateway carried (resume.ts): that gateway's leg ended on its behalf (legs.ts endForeignLeg),
+   * then a new leg with the prompt plus the journal's text (a migration, not counted against migrationLimit). */
+  async resume(req: InferenceRequest, from: ResumeFrom, signal: AbortSignal, hooks?: StreamHooks): Promise<AdmittedStream> {
+    const st = resumedState(req, from, this.migrationMaxBytes);
+    await endForeignLeg(this.bus, this.legReportTimeoutMs, from, st);
+    this.counters.resumed++;
+    if (!canMigrate(req, st, this.migrationLimit)) throw new DynError('unavailable', 'the stream cannot continue (nothing left to generate, or its text is past the migration cap)', { retryable: false });
+    const next = { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) };
+    return this.begin(req, signal, st, async () => this.reopen(req, await this.counted(next), signal, from.leg?.instance), hooks);
+  }
+
+  /** The stream of `req` from `st` once `open` admitted a leg (one that ends before it starts is sent again until firstByMs). */
+  private async begin(req: InferenceRequest, signal: AbortSignal, st: StreamState, open: () => Promise<Leg>, hooks?: StreamHooks): Promise<AdmittedStream> {
     let leg: Leg | undefined;
-    let failed: DynError | null = null;
     const onAbort = () => {
       // the client went away, or the gateway gave up on the request (its hold limit): the reason says which
-      failed = signal.reason instanceof DynError ? signal.reason : new DynError('cancelled', 'client disconnected', { retryable: false });
+      const failed = signal.reason instanceof DynError ? signal.reason : new DynError('cancelled', 'client disconnected', { retryable: false });
       leg?.q.fail(failed);
       if (leg) this.cancel(leg.req.id, failed.message, leg.cancelSent);
     };
     signal.addEventListener('abort', onAbort, { once: true });
-    // a request nothing was sent for is sent again (a leg ended before it started) only until holdLimitMs after this
     const firstByMs = this.clock.now() + Math.max(this.admitTimeoutMs, this.holdLimitMs);
-    try {
-      leg = await this.openLeg(this.direct ? { ...req, direct: true } : req, signal);
-    } catch (err) {
+    const opened = (leg = await open().catch((err: unknown) => {
       signal.removeEventListener('abort', onAbort);
       throw err;
-    }
-    const opened = leg;
+    }));
     let batches: AsyncGenerator<TokenChunk[]> | undefined;
-    const read = (sink?: BatchSink) => (batches ??= this.stream(req, opened, signal, onAbort, firstByMs, sink));
+    const read = (sink?: BatchSink) => (batches ??= this.stream(req, opened, signal, onAbort, firstByMs, st, hooks, sink));
     return { admission: leg.admission, batches: read, [Symbol.asyncIterator]: () => flatten(read())[Symbol.asyncIterator]() };
   }
 
-  /** The client's stream over one or more legs, in batches (those read from an engine mid-stream to `sink`, when given). */
-  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void, firstByMs: number, sink?: BatchSink): AsyncGenerator<TokenChunk[]> {
+  /** The client's stream over one or more legs from `st` (new or resumed), in batches (those read from an engine mid-stream to `sink`, when given). */
+  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void, firstByMs: number, st: StreamState, hooks?: StreamHooks, sink?: BatchSink): AsyncGenerator<TokenChunk[]> {
     let leg = first;
     let finished = false;
-    const st: StreamState = { out: 0, sent: 0, text: '', keepText: true, energyJ: 0, legs: 0 };
+    let told: Leg | undefined; // the leg the hook was told of: it hears of each leg once
+    const tell = (instance: string | undefined) => hooks?.onLeg && told !== leg && hooks.onLeg(legOf((told = leg).req.id, instance, st));
     /** chunks of the current leg given to the client. */
     let legOut = 0;
     try {
@@ -338,6 +348,7 @@ export class NatsBackend implements GatewayBackend {
           continue;
         }
         if (!c.grant) {
+          if (legOut === 0) tell(c.instance ?? leg.admission.instance);
           legOut++;
           // relayed by the instance (or ended before it started); finished before given: a reader may stop at the last chunk
           if (c.done || c.error) finished = true;
@@ -345,6 +356,7 @@ export class NatsBackend implements GatewayBackend {
           if (finished) return;
           continue;
         }
+        tell(c.instance ?? leg.admission.instance);
         const next = yield* this.directLeg(req, leg, c, st, signal, sink);
         leg.sub.unsubscribe();
         if (next === 'done') {
@@ -543,20 +555,8 @@ export class NatsBackend implements GatewayBackend {
     }
   }
 
-  /** The continuation's prompt counted by an engine's tokenizer (its pool and prefill figures need it). */
-  private async counted(req: InferenceRequest): Promise<InferenceRequest> {
-    try {
-      const tr: TokenizeRequest = { v: 1, model: req.model };
-      if (req.messages) tr.messages = req.messages;
-      else tr.prompt = req.prompt;
-      if (req.params) tr.params = req.params;
-      const r = await this.tokenize(tr);
-      if (r.ok && r.count !== undefined) return { ...req, inputTokens: r.count };
-    } catch {
-      // no tokenizer answered: the estimate (the prompt's count plus the tokens sent) stands
-    }
-    return req;
-  }
+  /** The continuation's prompt counted by an engine's tokenizer (legs.ts countedBy). */
+  private counted = (req: InferenceRequest): Promise<InferenceRequest> => countedBy((r) => this.tokenize(r), req);
 
   /** The next leg of a request already streaming: the client cannot get a 429 any more, so what another attempt can fix
    * (no ready instance while the dead one restarts, a manager failing over) is tried again for up to migrationHoldMs. */

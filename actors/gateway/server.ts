@@ -26,13 +26,15 @@ import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import type { LiveState } from '../../src/telemetry/live.ts';
 import {
   HttpError, badRequest, chatResponse, probeOf, PROBE_HEADER, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
-  continuousUsage, roleChunk, streamChunk, plainTextFrame, toHttp, usageChunk, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
+  toHttp, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
-import { childRequest, inBatches, mergeStreams, READER_DONE, type TokenSource } from './choices.ts';
+import { childRequest, inBatches, type TokenSource } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
 import { HoldLimit } from './hold-limit.ts';
 import { readBody } from './body.ts';
-import { SseWriter } from './sse-writer.ts';
+import { relaySse, replayPrelude, resumePlan, type Framing, type Resumable } from './sse-stream.ts';
+import { LAST_EVENT_ID_HEADER, RESUMABLE_HEADER, parseLastEventId, resumableOf, type ResumeFrom, type StreamHooks, type StreamJournal } from './resume.ts';
+export type { ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
 import { probeResponse, type HealthReport } from '../../src/runtime/health.ts';
@@ -45,7 +47,9 @@ export interface GatewayBackend {
    * a chunk with `done` or `error`); rejects with a DynError when refused. Aborting `signal` cancels it
    * downstream and ends the stream.
    */
-  submit(req: InferenceRequest, signal: AbortSignal): Promise<TokenSource>;
+  submit(req: InferenceRequest, signal: AbortSignal, hooks?: StreamHooks): Promise<TokenSource>;
+  /** Continues a resumable stream from `from` as a new leg (the stream's usage sums every leg); absent: resumes are refused. */
+  resume?(req: InferenceRequest, from: ResumeFrom, signal: AbortSignal, hooks?: StreamHooks): Promise<TokenSource>;
   /** false while the backend cannot reach the cluster (healthz answers 503). Default true. */
   ready?(): boolean;
   /**
@@ -101,6 +105,8 @@ export interface GatewayServerOptions {
   /** shown on the dashboard (in /api/live and the /ws snapshots), e.g. NATS without authorization. */
   warnings?: string[];
   /** time and timers (src/runtime/clock.ts): request arrival and give-up times, the /ws ticks, the drain's wait. Default the system clock. */ clock?: Clock;
+  /** the resume journal (docs/PROTOCOL.md "Resumable streams"); absent: no stream is resumable, a Last-Event-ID gets 404. */
+  journal?: StreamJournal;
 }
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
@@ -457,6 +463,7 @@ export class GatewayServer {
   }
 
   private async inference(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {
+    if (req.headers[LAST_EVENT_ID_HEADER] !== undefined) return this.resumeStream(req, res, route, kind);
     // its wait for its answer to begin is bounded (holdLimitMs): then a retryable 503, and what is under way for it
     // (the prompt's count, its admission, its legs) is cancelled
     const hold = new HoldLimit(this.opts.clock, this.opts.holdLimitMs, () => !res.headersSent && !res.destroyed, () => {
@@ -470,6 +477,7 @@ export class GatewayServer {
     const ct = req.headers['content-type'] ?? '';
     let parsed: ParsedRequest;
     let inputTokens: number;
+    let resumable = false;
     try {
       if (this.draining) throw new HttpError(503, 'gateway is shutting down', 'service_unavailable', 'unavailable', null, 1);
       if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
@@ -482,6 +490,10 @@ export class GatewayServer {
       }
       parsed = parseOpenAiRequest(kind, body, this.limits);
       parsed.probe = probeOf(req.headers[PROBE_HEADER], parsed);
+      const opted = resumableOf(req.headers[RESUMABLE_HEADER]);
+      if (opted === 'invalid') throw badRequest(`${RESUMABLE_HEADER} takes the value 1 (a resumable stream)`);
+      // one streamed choice, and a journal to keep it in: otherwise the stream is vLLM's as it is
+      resumable = opted && parsed.stream && parsed.n === 1 && this.opts.journal !== undefined;
       if (!this.opts.models.includes(parsed.model)) {
         throw new HttpError(404, `The model '${parsed.model}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
       }
@@ -549,20 +561,24 @@ export class GatewayServer {
     };
     res.on('close', onClose);
     let complete = false;
+    const created = Math.floor(now / 1000);
+    const journal: Resumable | undefined = resumable ? { journal: this.opts.journal!.writer(id, 0), next: 0, sent: 0, prelude: '' } : undefined;
+    journal?.journal.head({ req: ir, created, includeUsage: parsed.includeUsage, continuousUsage: parsed.continuousUsage });
+    const hooks: StreamHooks | undefined = journal ? { onLeg: (leg) => journal.journal.leg(leg) } : undefined;
     try {
-      const submitted = await Promise.allSettled(irs.map((r) => this.opts.backend.submit(r, ac.signal)));
+      const submitted = await Promise.allSettled(irs.map((r) => this.opts.backend.submit(r, ac.signal, hooks)));
       const refused = submitted.find((x): x is PromiseRejectedResult => x.status === 'rejected');
       if (refused) {
         if (ac.signal.aborted && !res.writable) return;
+        journal?.journal.stop('the request was refused');
         const err: unknown = refused.reason;
         this.opts.metrics?.gatewayRejections.inc({ reason: err instanceof DynError ? err.code : 'internal' });
         return this.sendError(res, route, toHttp(err));
       }
       const sources = submitted.map((x) => (x as PromiseFulfilledResult<TokenSource>).value);
-      const created = Math.floor(now / 1000);
       const timers = sources.map(() => new StreamTimer(this.opts.metrics, parsed.model, t0));
       complete = parsed.stream
-        ? await this.streamSse(res, route, parsed, id, created, inputTokens, sources, ac, timers, hold)
+        ? await this.streamSse(res, route, parsed, id, created, inputTokens, sources, ac, timers, hold, journal)
         : await this.collect(res, route, parsed, id, created, inputTokens, sources.map((s) => inBatches(s)), ac, timers, hold);
     } finally {
       res.off('close', onClose);
@@ -620,100 +636,75 @@ export class GatewayServer {
     return true;
   }
 
+  /** The token streams relayed as SSE (sse-stream.ts relaySse); resolves true when [DONE] was sent. */
+  private streamSse(res: ServerResponse, route: string, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: AbortController, timers: StreamTimer[], hold?: HoldLimit, r?: Resumable): Promise<boolean> {
+    const started = () => (hold?.begin(), this.count(route, 200));
+    return relaySse({ res, started, fail: (e: HttpError) => this.sendError(res, route, e) }, p, id, created, inputTokens, sources, ac, timers, r);
+  }
+
   /**
-   * Relays the token streams as SSE, framed as vLLM does (`data: <json>\n\n`, `data: [DONE]\n\n` at the end):
-   * every chunk names its choice's index; a chat stream opens with one role chunk per choice; each choice's
-   * last text chunk carries its finish_reason; the usage chunk (stream_options.include_usage) follows the
-   * last choice's end, its completion tokens summed over the choices. The status line waits for the first
-   * chunk: a request that fails before its first token gets an HTTP error status and an error body, not a 200
-   * stream. A failure after it is an error event, then the end (no [DONE]). Resolves true when [DONE] was sent.
-   * A batch (the chunks that arrived together) is one write, and the batches of one turn after the first too
-   * (SseWriter); a plain text token is framed from a template.
+   * A reconnect with `Last-Event-ID: <request id>:<event index>` (docs/PROTOCOL.md "Resumable streams"): the stream's
+   * journal is read (the body is ignored), the events after the client's last are sent again, and the generation goes
+   * on as a new leg (backend.resume), journaled as the next writer generation. Refusals: resumePlan; 503 (retryable).
    */
-  private async streamSse(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: AbortController, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
-    let started = false;
-    const w = new SseWriter(res);
-    const start = () => {
-      if (started) return;
-      started = true;
-      hold.begin();
-      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
-      this.count(route, 200);
-    };
-    /** an event: `obj` as JSON, or `framed` (a whole event already framed). */
-    const send = (obj: unknown, framed?: string): void => {
-      start();
-      w.add(framed ?? `data: ${JSON.stringify(obj)}\n\n`);
-    };
-    /** before the first byte: an HTTP error; after: an error event and the end of the stream. */
-    const fail = (e: HttpError): false => {
-      if (!started) {
-        this.sendError(res, route, e);
-        return false;
-      }
-      send({ error: { ...e.body().error, retryable: e.retryable } });
-      w.end();
-      return false;
-    };
-    const n = sources.length;
-    const tokens = new Array<number>(n).fill(0);
-    const usages = new Array<Usage | undefined>(n);
-    const plain = sources.map((_, i) => plainTextFrame(p.kind, id, created, p.model, i, p.continuousUsage ? inputTokens : undefined));
-    let ended = 0;
-    let first = true;
-    /** the chunks of choice i that came together; a boolean (the result) once the client's stream is over. */
-    const onBatch = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
-      if (ac.signal.aborted) return false;
-      for (const c of batch) {
-        if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
-        if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
-          return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
-        }
-        if (first && p.kind === 'chat') {
-          for (let j = 0; j < n; j++) send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined, j));
-        }
-        first = false;
-        tokens[i]! += c.tokens;
-        timers[i]!.onChunk(c);
-        if (!c.done && c.text.length > 0 && !c.toolCalls && !c.logprobs && c.reasoning === undefined) {
-          send(undefined, plain[i]!(c.text, tokens[i]!));
-          continue;
-        }
-        const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens[i]!) : undefined;
-        const piece = { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage };
-        if (c.done) {
-          // the choice's last chunk: its last text (the instance sends it with the end) and finish_reason, as vLLM's
-          send(streamChunk(p.kind, id, created, p.model, { ...piece, finish: c.finishReason ?? 'stop', stopReason: c.stopReason }, i));
-          usages[i] = c.usage;
-          if (++ended < n) continue;
-          if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
-          w.end('data: [DONE]\n\n');
-          return true;
-        }
-        if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece, i));
-      }
-      w.flush();
-      return undefined;
-    };
-    let result: boolean | undefined; // one choice: the batches read from an engine come to `sink` from the socket's read (no await)
-    const sink = (batch: readonly TokenChunk[]): void => {
-      result ??= onBatch(0, batch);
-      if (result !== undefined) throw READER_DONE;
-    };
+  private async resumeStream(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {
+    const journalOf = this.opts.journal;
+    const backend = this.opts.backend;
+    let found: Extract<ReturnType<typeof resumePlan>, { state: unknown }>;
     try {
-      if (n === 1) {
-        for await (const batch of inBatches(sources[0]!, sink)) if ((result = onBatch(0, batch)) !== undefined) return result;
-      } else {
-        for await (const { i, c } of mergeStreams(sources.map((s) => inBatches(s)))) if ((result = onBatch(i, c)) !== undefined) return result;
+      if (this.draining) throw new HttpError(503, 'gateway is shutting down', 'service_unavailable', 'unavailable', null, 1);
+      const last = parseLastEventId(req.headers[LAST_EVENT_ID_HEADER]);
+      if (last === 'invalid' || last === undefined) throw new HttpError(400, `${LAST_EVENT_ID_HEADER} is not an event id of this gateway (<request id>:<event index>)`, 'invalid_request_error', 'invalid_last_event_id');
+      await readBody(req, this.opts.bodyLimitBytes);
+      const got = resumePlan(journalOf && backend.resume ? await journalOf.read(last.id) : [], last, kind, this.apiKeyIdOfRequest(req));
+      if ('error' in got) throw got.error;
+      found = got;
+      if (this.inflight + 1 > this.opts.maxInflight) {
+        this.opts.metrics?.gatewayRejections.inc({ reason: 'inflight_limit' });
+        throw new HttpError(429, `gateway at its in-flight limit (${this.opts.maxInflight})`, 'rate_limit_error', 'overloaded', null, 1);
       }
-      if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
-      return false;
     } catch (err) {
-      if (err === READER_DONE) return result!;
-      if (ac.signal.aborted) return false;
-      return fail(toHttp(err));
+      if (err instanceof HttpError && err.status === 413) res.setHeader('connection', 'close');
+      return this.sendError(res, route, err);
+    }
+    const { state: s, plan, id } = found;
+    const { head } = s;
+    const p: Framing = { kind: head.req.kind, model: head.req.model, includeUsage: head.includeUsage, continuousUsage: head.continuousUsage };
+    const inputTokens = head.req.inputTokens;
+    const prelude = replayPrelude(id, head, plan);
+    if (plan.end) {
+      // the stream had ended: its last events and [DONE]
+      this.count(route, 200);
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
+      res.end(prelude + 'data: [DONE]\n\n');
+      return;
+    }
+    const ac = new AbortController();
+    this.aborts.add(ac);
+    this.inflight++;
+    this.opts.metrics?.gatewayInflight.set(this.inflight);
+    const onClose = () => {
+      if (!res.writableEnded) ac.abort(new DynError('cancelled', 'client disconnected', { retryable: false }));
+    };
+    res.on('close', onClose);
+    const writer = journalOf!.writer(id, s.gen + 1);
+    const r: Resumable = { journal: writer, next: plan.next, sent: plan.sent, prelude };
+    try {
+      let stream: TokenSource;
+      try {
+        stream = await backend.resume!(head.req, { sent: plan.sent, text: plan.text, ...(s.leg ? { leg: s.leg } : {}), resumes: s.gen }, ac.signal, { onLeg: (leg) => writer.leg(leg) });
+      } catch (err) {
+        if (ac.signal.aborted && !res.writable) return;
+        this.opts.metrics?.gatewayRejections.inc({ reason: err instanceof DynError ? err.code : 'internal' });
+        return this.sendError(res, route, toHttp(err));
+      }
+      const timer = new StreamTimer(this.opts.metrics, p.model, performance.now());
+      await this.streamSse(res, route, p, id, head.created, inputTokens, [stream], ac, [timer], undefined, r);
     } finally {
-      w.drop();
+      res.off('close', onClose);
+      this.inflight--;
+      this.aborts.delete(ac);
+      this.opts.metrics?.gatewayInflight.set(this.inflight);
     }
   }
 

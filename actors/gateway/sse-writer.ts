@@ -34,6 +34,10 @@ function writeHeld(): void {
  * the socket as one string framed as Node frames a chunk of a chunked response (size in hex, CRLF, data,
  * CRLF): the same bytes as `res.write`, without its four-part corked write; Node writes it where the response
  * is not yet on its socket (a pipelined request waiting its turn) or is not chunked.
+ *
+ * `afterJournal` (a resumable stream, resume.ts): the first write and the end wait for a microtask too, so that the
+ * journal entries published in the same turn reach the NATS socket first (the NATS client writes what it is given at
+ * the next microtask, queued before this one): a client never holds an event its journal lacks, unless NATS was down.
  */
 export class SseWriter {
   private pending = '';
@@ -44,6 +48,7 @@ export class SseWriter {
   constructor(
     private readonly res: ServerResponse,
     private readonly maxBytes = SSE_COALESCE_MAX_BYTES,
+    private readonly afterJournal = false,
   ) {}
 
   /** appends one framed event. */
@@ -63,14 +68,19 @@ export class SseWriter {
       return;
     }
     this.wrote = true;
-    this.write();
+    if (this.afterJournal) queueMicrotask(() => this.write());
+    else this.write();
   }
 
   /** writes what is held now, with `last` after it, and ends the response. */
   end(last = ''): void {
     const s = this.pending + last;
     this.pending = '';
-    if (!this.res.writableEnded) this.res.end(s);
+    if (this.afterJournal) {
+      queueMicrotask(() => {
+        if (!this.res.writableEnded) this.res.end(s);
+      });
+    } else if (!this.res.writableEnded) this.res.end(s);
   }
 
   /** drops what is held (the client went away, or the stream was ended elsewhere). */

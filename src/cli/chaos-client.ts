@@ -3,9 +3,15 @@
  * gateway replicas, as a client behind a load balancer sees them. Requests go to the replicas in turn; a
  * connection refused or reset before any byte of the response (the replica is dead or restarting) is sent
  * again to the next replica, as the OpenAI SDKs retry connection errors (the request never reached a live
- * gateway, so it cannot run twice). A stream that breaks after its response began is not retried: it is a
- * failure, reported as `broken` with the replica that served it, so the report can say which of them a
- * gateway's death cut (none is hidden).
+ * gateway, so it cannot run twice).
+ *
+ * Every stream opts in to resumption (header x-dynamollm-resumable: 1, docs/PROTOCOL.md "Resumable streams"):
+ * a stream that breaks after its response began (its replica died) is resumed on the next replica with
+ * `Last-Event-ID`, the id of the last whole event it got, as EventSource reconnects; counted in `resumed`. A
+ * stream that breaks without an id to resume from, or whose resumes are spent, is a failure, reported as `broken`
+ * with the replica that served it. The whole text is then checked: the emulated engine makes one word per token and
+ * the requests ask for exactly max_tokens (ignore_eos), so a lost token shows as fewer words and a duplicated one
+ * as more; the event ids must run 0, 1, 2, ... without a gap or a repeat. Either is a failure (`tokens`).
  */
 
 /** `error`: the class (http status, or the code of a stream's error event); `code`: an HTTP error body's own code, or the start of a stream error's message. */
@@ -19,11 +25,16 @@ export interface Outcome {
   replica: number;
   /** connection errors before any response byte, each sent again to the next replica. */
   retries: number;
-  /** the stream broke after its response began (its connection reset or closed before [DONE]), at this time, ms. */
+  /** resumes of a broken stream on the next replica (Last-Event-ID). */
+  resumed: number;
+  /** the stream broke after its response began and could not be resumed (its connection reset or closed before [DONE]), at this time, ms. */
   brokenAtMs?: number;
+  /** words of the text the client got (one per token), and whether the event ids ran without gap or repeat; absent when no stream was read. */
+  words?: number;
+  idsInOrder?: boolean;
   /** each connection error before a response: the replica tried, the error's cause and when it came (ms after the request was sent). */
   attempts?: { replica: number; cause: string; atMs: number }[];
-  /** the response's status line came this long after the request was sent, ms (absent: none came). */
+  /** the (first) response's status line came this long after the request was sent, ms (absent: none came). */
   headersMs?: number;
   /** when the request was sent and when its outcome was known (wall ms): failures are matched to the kills around them. */
   startMs?: number;
@@ -37,76 +48,155 @@ export interface ClientOptions {
   maxTokens: number;
   /** the whole request's deadline (past it: hung), ms. */
   deadlineMs: number;
-  /** connection errors before a response retried at most (on the next replica each time). Default 2 x the replicas. */
+  /** connection errors before a response retried at most (on the next replica each time), and resumes at most. Default 2 x the replicas. */
   maxRetries?: number;
 }
 
 let turn = 0;
 
-/** One streaming completion: ok when the stream ends with [DONE] and no error event. */
+/** One streaming completion: ok when the stream ends with [DONE], no error event, max_tokens words and its ids in order. */
 export async function oneRequest(o: ClientOptions): Promise<Outcome> {
   const startMs = Date.now();
   return { ...(await request(o, startMs)), startMs, endMs: Date.now() };
 }
 
+/** What the client has of its stream across resumes. */
+interface Got {
+  text: string;
+  /** the last whole event's id (what a resume sends as Last-Event-ID). */
+  lastId?: string;
+  /** the index the next event id must have. */
+  next: number;
+  idsInOrder: boolean;
+}
+
+const EVENT_ID = /^(.+):(\d+)$/;
+
 async function request(o: ClientOptions, startMs: number): Promise<Outcome> {
+  const attempts: NonNullable<Outcome['attempts']> = [];
+  let headersMs: number | undefined;
+  const seen = (x: Outcome): Outcome => ({ ...x, ...(attempts.length ? { attempts } : {}), ...(headersMs !== undefined ? { headersMs } : {}) });
+  return seen(await attempt(o, attempts, (ms) => (headersMs ??= ms), startMs));
+}
+
+async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts']>, headersAt: (ms: number) => void, startMs: number): Promise<Outcome> {
   const ac = new AbortController();
   const t = setTimeout(() => ac.abort(), o.deadlineMs);
   const maxRetries = o.maxRetries ?? 2 * o.urls.length;
   let replica = turn++ % o.urls.length;
   let retries = 0;
-  const attempts: NonNullable<Outcome['attempts']> = [];
+  let resumed = 0;
+  const got: Got = { text: '', next: 0, idsInOrder: true };
+  const body = JSON.stringify({ model: o.model, prompt: 'Tell me about energy-efficient inference. '.repeat(4), max_tokens: o.maxTokens, stream: true, ignore_eos: true });
+  const next = () => (replica = (replica + 1) % o.urls.length);
+  const pause = (n: number) => new Promise((res) => setTimeout(res, Math.min(1000, 100 * n)));
   try {
     for (;;) {
       let r: Response;
-      let headersAt = 0;
       try {
         r = await fetch(`${o.urls[replica]}/v1/completions`, {
           method: 'POST', signal: ac.signal,
-          headers: { 'content-type': 'application/json', ...(o.key ? { authorization: `Bearer ${o.key}` } : {}) },
-          body: JSON.stringify({ model: o.model, prompt: 'Tell me about energy-efficient inference. '.repeat(4), max_tokens: o.maxTokens, stream: true, ignore_eos: true }),
+          headers: {
+            'content-type': 'application/json', 'x-dynamollm-resumable': '1',
+            ...(got.lastId !== undefined ? { 'last-event-id': got.lastId } : {}), ...(o.key ? { authorization: `Bearer ${o.key}` } : {}),
+          },
+          body,
         });
-        headersAt = Date.now();
+        headersAt(Date.now() - startMs);
       } catch (err) {
-        if (ac.signal.aborted) return { ok: false, hung: true, replica, retries, ...(attempts.length ? { attempts } : {}) };
+        if (ac.signal.aborted) return { ok: false, hung: true, replica, retries, resumed };
         attempts.push({ replica, cause: causeOf(err), atMs: Date.now() - startMs });
         // no response: the replica is gone (refused, reset): the next one, after a short pause
-        if (retries >= maxRetries) return { ok: false, hung: false, error: `connection: ${causeOf(err)}`, replica, retries, attempts };
+        if (retries >= maxRetries) return { ok: false, hung: false, error: `connection: ${causeOf(err)}`, replica, retries, resumed };
         retries++;
-        replica = (replica + 1) % o.urls.length;
-        await new Promise((res) => setTimeout(res, Math.min(1000, 100 * retries)));
+        next();
+        await pause(retries);
         continue;
       }
-      const out = await read(r, replica, retries, ac.signal);
-      return { ...out, headersMs: headersAt - startMs, ...(attempts.length ? { attempts } : {}) };
+      if (!r.ok || !r.body) {
+        const text = await r.text().catch(() => '');
+        const code = /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1];
+        const message = /"message"\s*:\s*"([^"]{0,80})/.exec(text)?.[1];
+        // a resume the cluster could not take yet (no instance, the journal not answering): again, on the next replica
+        if (got.lastId !== undefined && (r.status === 503 || r.status === 429) && resumed < maxRetries) {
+          resumed++;
+          next();
+          await pause(resumed);
+          continue;
+        }
+        return { ok: false, hung: false, error: `http ${r.status}`, ...(code ? { code } : {}), ...(message ? { message } : {}), replica, retries, resumed };
+      }
+      const end = await read(r, got, ac.signal);
+      if (end.kind === 'hung') return { ok: false, hung: true, replica, retries, resumed };
+      const checked = { words: words(got.text), idsInOrder: got.idsInOrder };
+      if (end.kind === 'error') return { ok: false, hung: false, error: end.error, ...(end.code ? { code: end.code } : {}), replica, retries, resumed, ...checked };
+      if (end.kind === 'done') {
+        if (checked.words !== o.maxTokens || !checked.idsInOrder) {
+          return { ok: false, hung: false, error: 'tokens', code: `${checked.words} words for ${o.maxTokens} tokens${checked.idsInOrder ? '' : ', event ids out of order'}`, replica, retries, resumed, ...checked };
+        }
+        return { ok: true, hung: false, replica, retries, resumed, ...checked };
+      }
+      if (end.kind !== 'broken') continue;
+      // broken: resumed on the next replica from the last whole event, while there is one and resumes are left
+      if (got.lastId !== undefined && resumed < maxRetries) {
+        resumed++;
+        next();
+        continue;
+      }
+      return { ok: false, hung: false, error: 'stream broken', code: end.code, replica, retries, resumed, brokenAtMs: Date.now(), ...checked };
     }
   } finally {
     clearTimeout(t);
   }
 }
 
-async function read(r: Response, replica: number, retries: number, signal: AbortSignal): Promise<Outcome> {
-  if (!r.ok || !r.body) {
-    const body = await r.text().catch(() => '');
-    const code = /"code"\s*:\s*"([^"]+)"/.exec(body)?.[1];
-    const message = /"message"\s*:\s*"([^"]{0,80})/.exec(body)?.[1];
-    return { ok: false, hung: false, error: `http ${r.status}`, ...(code ? { code } : {}), ...(message ? { message } : {}), replica, retries };
-  }
-  let text = '';
+const words = (text: string): number => text.split(/\s+/).filter((w) => w.length > 0).length;
+
+/** Reads one response's SSE events into `got` (whole events only: a resume repeats a cut one). */
+async function read(r: Response, got: Got, signal: AbortSignal): Promise<{ kind: 'done' | 'hung' } | { kind: 'broken'; code: string } | { kind: 'error'; error: string; code?: string }> {
+  let buf = '';
   const dec = new TextDecoder();
+  const take = (block: string): 'done' | { error: string; code?: string } | undefined => {
+    let data = '';
+    for (const line of block.split('\n')) {
+      if (line.startsWith('id: ')) {
+        const m = EVENT_ID.exec(line.slice(4));
+        if (!m || Number(m[2]) !== got.next) got.idsInOrder = false;
+        got.next = m ? Number(m[2]) + 1 : got.next + 1;
+        got.lastId = line.slice(4);
+      } else if (line.startsWith('data: ')) data += line.slice(6);
+    }
+    if (data === '[DONE]') return 'done';
+    if (/"error"\s*:/.test(data)) {
+      const message = /"message"\s*:\s*"([^"]{0,80})/.exec(data)?.[1];
+      return { error: /"code"\s*:\s*"([^"]+)"/.exec(data)?.[1] ?? 'stream error', ...(message ? { code: message } : {}) };
+    }
+    try {
+      const c = JSON.parse(data) as { choices?: { text?: string }[] };
+      got.text += c.choices?.[0]?.text ?? '';
+    } catch {
+      // not JSON: nothing to add
+    }
+    return undefined;
+  };
   try {
-    for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) text += dec.decode(part, { stream: true });
+    for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) {
+      buf += dec.decode(part, { stream: true });
+      let at: number;
+      while ((at = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, at);
+        buf = buf.slice(at + 2);
+        const x = take(block);
+        if (x === 'done') return { kind: 'done' };
+        if (x) return { kind: 'error', ...x };
+      }
+    }
   } catch (err) {
-    if (signal.aborted) return { ok: false, hung: true, replica, retries };
-    return { ok: false, hung: false, error: 'stream broken', code: causeOf(err), replica, retries, brokenAtMs: Date.now() };
+    if (signal.aborted) return { kind: 'hung' };
+    return { kind: 'broken', code: causeOf(err) };
   }
-  if (/"error"\s*:/.test(text)) {
-    const message = /"message"\s*:\s*"([^"]{0,80})/.exec(text)?.[1];
-    return { ok: false, hung: false, error: /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? 'stream error', ...(message ? { code: message } : {}), replica, retries };
-  }
-  if (text.includes('[DONE]')) return { ok: true, hung: false, replica, retries };
   // the connection closed cleanly before [DONE]: as broken as a reset
-  return { ok: false, hung: false, error: 'stream broken', code: 'ended without [DONE]', replica, retries, brokenAtMs: Date.now() };
+  return { kind: 'broken', code: 'ended without [DONE]' };
 }
 
 /** The socket error under fetch's "fetch failed" (ECONNREFUSED, ECONNRESET, ...), or the message. */

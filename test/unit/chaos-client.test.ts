@@ -1,9 +1,11 @@
 /**
  * The load generator of `dynamollm chaos` (src/cli/chaos-client.ts) against real HTTP servers on loopback: a
  * client behind a load balancer. A replica that refuses the connection (its process dead) or resets it before
- * any response byte gets the request sent to the next replica; a stream that breaks after its response began
- * is a failure, reported as broken with the replica that served it and never retried; a broken stream right
- * after a kill of its replica counts as broken by that gateway's death.
+ * any response byte gets the request sent to the next replica. Every stream opts in to resumption: one that
+ * breaks after its response began is resumed on the next replica with Last-Event-ID (its last whole event), and
+ * completes; one that breaks with no event id to resume from is a failure, reported as broken with the replica
+ * that served it, and a broken stream right after a kill of its replica counts as broken by that gateway's death.
+ * The text is checked: max_tokens words (one per token), ids in order; a duplicated token fails the request.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,21 +18,38 @@ afterAll(async () => {
   for (const s of servers) await new Promise((r) => s.close(r));
 });
 
-/** A gateway stand-in: `mode` says what it does with a completion. */
-async function gateway(mode: 'ok' | 'reset' | 'break'): Promise<{ url: string; hits: () => number }> {
+const WORDS = 4;
+/** event i of a stand-in's stream: one word, and its id when the client opted in. */
+const event = (i: number, ids: boolean) => `${ids ? `id: req1:${i}\n` : ''}data: {"choices":[{"text":" w${i}"}]}\n\n`;
+
+/**
+ * A gateway stand-in: `mode` says what it does with a completion. 'ok' streams WORDS words (from after Last-Event-ID
+ * when given); 'reset' closes the connection before a response; 'break' sends 2 events and dies; 'noids' the same
+ * without id lines; 'replayAll' answers a resume with the whole stream again (a duplicating server).
+ */
+async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll'): Promise<{ url: string; hits: () => number; lastIds: (string | undefined)[] }> {
   let hits = 0;
+  const lastIds: (string | undefined)[] = [];
   const s = createServer((req, res) => {
     hits++;
     req.resume();
     if (mode === 'reset') return req.socket.destroy();
+    const ids = req.headers['x-dynamollm-resumable'] === '1' && mode !== 'noids';
+    const last = req.headers['last-event-id'] as string | undefined;
+    lastIds.push(last);
     res.writeHead(200, { 'content-type': 'text/event-stream' });
-    res.write('data: {"choices":[{"text":"a"}]}\n\n');
-    if (mode === 'break') return setTimeout(() => req.socket.destroy(), 20);
-    res.end('data: [DONE]\n\n');
+    if (mode === 'break' || mode === 'noids') {
+      res.write(event(0, ids) + event(1, ids));
+      return setTimeout(() => req.socket.destroy(), 20);
+    }
+    const from = last !== undefined && mode === 'ok' ? Number(last.split(':')[1]) + 1 : 0;
+    let out = '';
+    for (let i = from; i < WORDS; i++) out += event(i, ids);
+    res.end(out + 'data: [DONE]\n\n');
   });
   servers.push(s);
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(s.address() as AddressInfo).port}`, hits: () => hits };
+  return { url: `http://127.0.0.1:${(s.address() as AddressInfo).port}`, hits: () => hits, lastIds };
 }
 
 const opts = { model: 'm', maxTokens: 4, deadlineMs: 10_000 };
@@ -54,18 +73,38 @@ describe('chaos load generator', () => {
     expect(o).toMatchObject({ ok: false, hung: false, retries: 2, error: 'connection: ECONNREFUSED' });
   });
 
-  it('a stream that breaks after its response began is a failure, not retried, and counted as broken by its replica\'s death when one was killed just before', async () => {
+  it('a stream that breaks after its response began is resumed on the next replica from its last event id, and completes once', async () => {
     const broken = await gateway('break');
     const live = await gateway('ok');
     const urls = [broken.url, live.url];
     // the next request starts on replica 0 when the turn is even
     let o = await oneRequest({ ...opts, urls });
+    if (broken.hits() === 0) o = await oneRequest({ ...opts, urls });
+    expect(o).toMatchObject({ ok: true, hung: false, replica: 1, retries: 0, resumed: 1, words: WORDS, idsInOrder: true });
+    expect(o.brokenAtMs).toBeUndefined();
+    expect(live.lastIds.at(-1)).toBe('req1:1');
+  });
+
+  it('a stream broken with no event id to resume from is a failure, counted as broken by its replica\'s death when one was killed just before', async () => {
+    const broken = await gateway('noids');
+    const live = await gateway('ok');
+    const urls = [broken.url, live.url];
+    let o = await oneRequest({ ...opts, urls });
     if (o.replica !== 0) o = await oneRequest({ ...opts, urls });
-    expect(o).toMatchObject({ ok: false, hung: false, error: 'stream broken', replica: 0, retries: 0 });
+    expect(o).toMatchObject({ ok: false, hung: false, error: 'stream broken', replica: 0, retries: 0, resumed: 0 });
     expect(o.brokenAtMs).toBeGreaterThan(0);
     expect(broken.hits()).toBe(1);
     expect(brokenByGatewayDeath([o], [{ kind: 'gateway', id: 'gw-0', atMs: o.brokenAtMs! - 50 }])).toBe(1);
     // another replica's kill, or one long before, does not explain it
     expect(brokenByGatewayDeath([o], [{ kind: 'gateway', id: 'gw-1', atMs: o.brokenAtMs! - 50 }, { kind: 'gateway', id: 'gw-0', atMs: o.brokenAtMs! - 10_000 }])).toBe(0);
+  });
+
+  it('a resume that sends tokens the client had already is caught: more words than max_tokens, ids out of order', async () => {
+    const broken = await gateway('break');
+    const dup = await gateway('replayAll');
+    const urls = [broken.url, dup.url];
+    let o = await oneRequest({ ...opts, urls });
+    if (broken.hits() === 0) o = await oneRequest({ ...opts, urls });
+    expect(o).toMatchObject({ ok: false, error: 'tokens', resumed: 1, words: WORDS + 2, idsInOrder: false });
   });
 });

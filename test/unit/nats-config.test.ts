@@ -102,10 +102,13 @@ describe('NATS server configs come from the one table of rights', () => {
     expect(permissionsOf({ role: 'pool' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.*', '$KV.dyn_v1_dispatched.*.>']);
     expect(permissionsOf({ role: 'pool', pools: ['p1'] }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.p1', '$KV.dyn_v1_dispatched.p1.>']);
     expect(permissionsOf({ role: 'cluster' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.cluster.planner', '$KV.dyn_v1_inventory.pool.*', '$KV.dyn_v1_inventory.energy.cluster']);
-    // the gateway cannot command anything nor touch JetStream; it submits requests to intake or, routing them
-    // itself, to an instance's admission, and reads the routing table and the instances' status
+    // the gateway cannot command anything nor touch JetStream but to read its resume journal back (direct get on that
+    // one stream); it submits requests to intake or, routing them itself, to an instance's admission, and reads the
+    // routing table and the instances' status
     const gw = permissionsOf({ role: 'gateway' });
-    expect(gw.publish.some((s) => /\.ctl$|\.dispatch$|^\$KV|^\$JS/.test(s))).toBe(false);
+    expect(gw.publish.some((s) => /\.ctl$|\.dispatch$|^\$KV/.test(s))).toBe(false);
+    expect(gw.publish.filter((s) => s.startsWith('$JS'))).toEqual(['$JS.API.DIRECT.GET.DYN_V1_RESUME']);
+    expect(gw.publish.filter((s) => s.includes('.resume.'))).toEqual(['dyn.v1.resume.*']);
     expect(gw.publish.filter((s) => s.endsWith('.admit'))).toEqual(['dyn.v1.inst.*.admit']);
     expect(gw.subscribe).toEqual(expect.arrayContaining(['dyn.v1.ctl.route', 'dyn.v1.ctl.istat.*.*']));
     expect(gw.subscribe.some((s) => s.includes('.ctl.') && !['dyn.v1.ctl.route', 'dyn.v1.ctl.istat.*.*'].includes(s))).toBe(false);

@@ -2,7 +2,9 @@
  * `dynamollm chaos`: a local cluster (`dynamollm up`, standby managers included) under an open-loop load of
  * streaming completions through its gateway replicas (as a client behind a load balancer: chaos-client.ts),
  * while random processes of the chosen kinds are SIGKILLed on a schedule. Prints one JSON report: requests
- * sent/ok/failed/hung, the streams broken after their response began (and those a gateway's death explains),
+ * sent/ok/failed/hung, the streams broken after their response began that the client resumed on another replica
+ * (Last-Event-ID) and those it could not (and of them those a gateway's death explains), the streams with a lost
+ * or duplicated token,
  * the gateways' own retries, migrations and holds (from their /metrics), kills by kind, and per kill the time to its consequence: a new cluster or
  * pool leader (the first acquisition of the lease after the kill, from the replicated lease records themselves:
  * chaos-leases.ts; the victim's restarted process may win it again under the same id, in a new term), the
@@ -380,12 +382,16 @@ async function chaos(v: ChaosOptions): Promise<number> {
       ok: results.filter((o) => o.ok).length,
       failed,
       hung: results.filter((o) => o.hung).length,
-      // of the failed: streams whose response had begun and broke before [DONE] (not retried: the client saw part
-      // of an answer), and of those the ones a kill of the replica serving them explains (within 2 s of it)
+      // of the failed: streams whose response had begun and broke before [DONE] and could not be resumed (no event id
+      // yet, or the resumes spent), and of those the ones a kill of the replica serving them explains (within 2 s of it)
       broken: { total: broken, byGatewayDeath, other: broken - byGatewayDeath },
       // connection refused or reset before any response byte, sent again to the next replica
       clientRetries: results.reduce((n, o) => n + o.retries, 0),
-      retried: metrics.retries, migrated: metrics.migrated, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds, electionHolds: metrics.electionHolds, localTokenized: metrics.localTokenized,
+      // broken streams the client resumed on the next replica (Last-Event-ID), and the requests that needed it
+      resumed: { resumes: results.reduce((n, o) => n + o.resumed, 0), requests: results.filter((o) => o.resumed > 0).length, okAfterResume: results.filter((o) => o.ok && o.resumed > 0).length },
+      // streams that ended with [DONE] but with a token lost or duplicated (words != max_tokens) or their event ids out of order (failed too)
+      lostOrDuplicated: results.filter((o) => o.error === 'tokens').length,
+      retried: metrics.retries, migrated: metrics.migrated, gatewayResumed: metrics.resumed, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds, electionHolds: metrics.electionHolds, localTokenized: metrics.localTokenized,
       errors, errorCodes, errorMessages,
       kills: { total: kills.length, byKind },
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
@@ -503,13 +509,13 @@ export function timeByLeases(k: Kill, log: LeaseLog, pools: readonly string[]): 
   k.newLeader = took.map((t) => (t.pool === undefined ? t.holder : `${t.pool}:${t.holder}`)).join(',');
 }
 
-type Counters = { retries: number | null; migrated: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null; localTokenized: number | null };
+type Counters = { retries: number | null; migrated: number | null; resumed: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null; localTokenized: number | null };
 
 /** The gateways' counters summed over the replicas (a replica killed during the run counts from its restart only; null: none readable). */
 async function gatewayCounters(urls: readonly string[], token: string | undefined): Promise<Counters> {
   const all = await Promise.all(urls.map((u) => replicaCounters(u, token)));
   const sum = (k: keyof Counters) => all.reduce<number | null>((n, c) => (c[k] === null ? n : (n ?? 0) + c[k]), null);
-  return { retries: sum('retries'), migrated: sum('migrated'), held: sum('held'), poolHolds: sum('poolHolds'), electionHolds: sum('electionHolds'), localTokenized: sum('localTokenized') };
+  return { retries: sum('retries'), migrated: sum('migrated'), resumed: sum('resumed'), held: sum('held'), poolHolds: sum('poolHolds'), electionHolds: sum('electionHolds'), localTokenized: sum('localTokenized') };
 }
 
 /** One gateway's admission retries, migrations, requests held for a reconnect, legs a pool held, legs held for an election and prompts it counted itself, from its /metrics (null when unreadable). */
@@ -521,8 +527,8 @@ async function replicaCounters(url: string, token: string | undefined): Promise<
       const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
       return m ? Number(m[1]) : null;
     };
-    return { retries: read('dynamollm_gateway_admission_retries_total'), migrated: read('dynamollm_gateway_migrations_total'), held: read('dynamollm_gateway_held_for_reconnect_total'), poolHolds: read('dynamollm_gateway_pool_holds_total'), electionHolds: read('dynamollm_gateway_election_holds_total'), localTokenized: read('dynamollm_gateway_local_tokenize_total') };
+    return { retries: read('dynamollm_gateway_admission_retries_total'), migrated: read('dynamollm_gateway_migrations_total'), resumed: read('dynamollm_gateway_resumed_total'), held: read('dynamollm_gateway_held_for_reconnect_total'), poolHolds: read('dynamollm_gateway_pool_holds_total'), electionHolds: read('dynamollm_gateway_election_holds_total'), localTokenized: read('dynamollm_gateway_local_tokenize_total') };
   } catch {
-    return { retries: null, migrated: null, held: null, poolHolds: null, electionHolds: null, localTokenized: null };
+    return { retries: null, migrated: null, resumed: null, held: null, poolHolds: null, electionHolds: null, localTokenized: null };
   }
 }

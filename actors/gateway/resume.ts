@@ -1,0 +1,263 @@
+/**
+ * Resumable SSE streams (docs/PROTOCOL.md "Resumable streams"): a client that opts in (header
+ * `x-dynamollm-resumable: 1`) gets an SSE `id:` line on every event, `<request id>:<event index>`, and the gateway
+ * journals what it sent (one ResumeEntry per engine read, on subjects.resume, kept by the JetStream stream
+ * jetstream.resumeStream). When the gateway replica carrying the stream dies, the client sends the same request
+ * again to any replica with the `Last-Event-ID` header, as EventSource does: that replica reads the journal,
+ * sends the events after the client's last one again, and continues the generation as a migration (the prompt
+ * plus the text already sent; nats-backend.ts resume), so the client sees one stream.
+ *
+ * Here: the pure part (event ids, the journal's fold, what to send again) and the journal's I/O (a writer per
+ * stream, a reader with a deadline).
+ */
+import type { Bus } from '../../src/runtime/bus.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
+import { DynError } from '../../protocols/errors.ts';
+import { ResumeEntry, MAX_RESUME_EVENTS } from '../../protocols/journal.ts';
+import { subjects } from '../../protocols/subjects.ts';
+import { resumeDirectGet } from '../../protocols/permissions.ts';
+
+/** What a resumable stream's HTTP layer learns from the backend besides its tokens. */
+export interface StreamHooks {
+  /** a leg started generating (the first, a migration, a resume's): journaled, so that a resume elsewhere can end it. */
+  onLeg?(leg: JournalLeg): void;
+}
+
+/** Where a resumed stream continues: the tokens and text its client was sent, the leg that was generating, the resumes before. */
+export interface ResumeFrom {
+  sent: number;
+  text: string;
+  leg?: JournalLeg;
+  resumes: number;
+}
+
+/** The resume journal: a writer per resumable stream, and its entries read back. */
+export interface StreamJournal {
+  writer(id: string, gen: number): JournalWriter;
+  /** every entry of request `id`'s journal, in order (empty: none); rejects with a retryable DynError when the journal does not answer in time. */
+  read(id: string): Promise<ResumeEntry[]>;
+}
+
+/** The opt-in request header: value `1`. Without it the stream's bytes are exactly vLLM's (no `id:` lines, no journal). */
+export const RESUMABLE_HEADER = 'x-dynamollm-resumable';
+/** The reconnect header of the SSE specification (EventSource sends it): the id of the last event the client has. */
+export const LAST_EVENT_ID_HEADER = 'last-event-id';
+
+/** The SSE id of event `index` of request `id`. */
+export function eventId(id: string, index: number): string {
+  return `${id}:${index}`;
+}
+
+const LAST_EVENT_ID = /^([A-Za-z0-9_-]{1,128}):(\d{1,9})$/;
+
+/** `Last-Event-ID` as request id and event index; undefined: the header is absent; 'invalid': present but not an id this gateway wrote. */
+export function parseLastEventId(header: string | string[] | undefined): { id: string; index: number } | undefined | 'invalid' {
+  if (header === undefined) return undefined;
+  const m = typeof header === 'string' ? LAST_EVENT_ID.exec(header.trim()) : null;
+  if (!m) return 'invalid';
+  return { id: m[1]!, index: Number(m[2]) };
+}
+
+/** Whether the request opted in to a resumable stream (header value `1`); any other value is a client error. */
+export function resumableOf(header: string | string[] | undefined): boolean | 'invalid' {
+  if (header === undefined) return false;
+  return header === '1' ? true : 'invalid';
+}
+
+export type JournalHead = NonNullable<ResumeEntry['head']>;
+export type JournalLeg = NonNullable<ResumeEntry['leg']>;
+export type JournalEnd = NonNullable<ResumeEntry['end']>;
+
+/** A stream's journal read back: what its client was sent, and the leg generating it. */
+export interface JournalState {
+  head: JournalHead;
+  /** the last writer's generation (a resume writes as gen + 1). */
+  gen: number;
+  /** index of the first plain text event: 1 for a chat stream (event 0 is its role chunk), else 0. */
+  base: number;
+  /** the plain text events, event `base + i` at i. */
+  events: { text: string; tokens: number }[];
+  leg?: JournalLeg;
+  end?: JournalEnd;
+  /** not resumable, and why. */
+  stop?: string;
+}
+
+/**
+ * The journal's entries (in the stream's order) folded into one state; undefined without a head (unknown,
+ * expired, or cut by the stream's limits). An entry of an older generation than one already read is dropped
+ * (a gateway still writing after a resume took its stream over); an entry's events replace those from its
+ * `from` on (the resuming writer continues after what it read); an entry that starts past the events held means
+ * entries were lost: the stream is marked not resumable.
+ */
+export function foldJournal(entries: Iterable<ResumeEntry>): JournalState | undefined {
+  let s: JournalState | undefined;
+  for (const e of entries) {
+    if (e.head && e.gen === 0 && !s) s = { head: e.head, gen: 0, base: e.head.req.kind === 'chat' ? 1 : 0, events: [] };
+    if (!s || e.gen < s.gen) continue;
+    s.gen = e.gen;
+    if (e.events && e.from !== undefined) {
+      const at = e.from - s.base;
+      if (at < 0 || at > s.events.length) {
+        s.stop ??= 'the journal lost entries';
+        continue;
+      }
+      s.events.length = at;
+      for (const x of e.events) s.events.push(x);
+      // a later generation's events replace an end an older one wrote past them
+      if (s.end && s.end.at < s.base + s.events.length) delete s.end;
+    }
+    if (e.leg) s.leg = e.leg;
+    if (e.end) s.end = e.end;
+    if (e.stop !== undefined) s.stop ??= e.stop;
+  }
+  return s;
+}
+
+/** An event to send again: its index, text, tokens, and the completion tokens up to and with it (continuous usage). */
+export interface ReplayEvent { index: number; text: string; tokens: number; upTo: number }
+
+/**
+ * What a client whose last event is `last` is sent again from the journal: the text events after it, and whether
+ * the end (last event, usage event, [DONE]) follows; `sent`/`text`: the tokens and text of every text event (the
+ * continuation's prompt); `next`: the index of the first event a continuation writes. An error when the client has
+ * an event the journal does not (it was cut, or the client names an index it was never sent).
+ */
+export function replayAfter(s: JournalState, last: number):
+  | { ok: true; events: ReplayEvent[]; sent: number; text: string; next: number; end?: JournalEnd; endEvents: number[] }
+  | { ok: false; reason: string } {
+  const lastText = s.base + s.events.length - 1;
+  const lastIndex = s.end ? s.end.at + (s.head.includeUsage ? 1 : 0) : lastText;
+  if (last > lastIndex) return { ok: false, reason: `the journal of this stream ends at event ${lastIndex}, before the client's last event ${last}` };
+  const events: ReplayEvent[] = [];
+  let sent = 0;
+  let text = '';
+  for (let i = 0; i < s.events.length; i++) {
+    const x = s.events[i]!;
+    sent += x.tokens;
+    text += x.text;
+    if (s.base + i > last) events.push({ index: s.base + i, text: x.text, tokens: x.tokens, upTo: sent });
+  }
+  const endEvents: number[] = [];
+  if (s.end) {
+    if (s.end.at > last) endEvents.push(s.end.at);
+    if (s.head.includeUsage && s.end.at + 1 > last) endEvents.push(s.end.at + 1);
+  }
+  return { ok: true, events, sent, text, next: lastText + 1, ...(s.end ? { end: s.end } : {}), endEvents };
+}
+
+/**
+ * One resumable stream's journal writer (gen `gen`): text events are held and published as one entry at `flush`
+ * (the end of an engine read's batch), the leg at once, the end with what is held. Past `maxBytes` of text the
+ * stream stops being resumable (a `stop` entry, nothing more written). A publish the connection refuses is dropped:
+ * a resume then finds the journal behind the client and says so.
+ */
+export class JournalWriter {
+  #from = -1;
+  #held: { text: string; tokens: number }[] = [];
+  #bytes = 0;
+  #stopped = false;
+
+  constructor(
+    private readonly bus: Bus,
+    readonly id: string,
+    readonly gen: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  head(head: JournalHead): void {
+    this.#publish({ v: 1, id: this.id, gen: this.gen, head });
+  }
+
+  /** text event `index` (held until flush). */
+  text(index: number, text: string, tokens: number): void {
+    if (this.#stopped) return;
+    this.#bytes += text.length;
+    if (this.#bytes > this.maxBytes) return this.stop(`longer than the journal's cap (${this.maxBytes} characters)`);
+    if (this.#held.length === 0) this.#from = index;
+    this.#held.push({ text, tokens });
+    if (this.#held.length >= MAX_RESUME_EVENTS) this.flush();
+  }
+
+  /** publishes the held events as one entry. */
+  flush(): void {
+    if (this.#held.length === 0 || this.#stopped) return;
+    const events = this.#held;
+    this.#held = [];
+    this.#publish({ v: 1, id: this.id, gen: this.gen, from: this.#from, events });
+  }
+
+  leg(leg: JournalLeg): void {
+    if (this.#stopped) return;
+    this.flush();
+    this.#publish({ v: 1, id: this.id, gen: this.gen, leg });
+  }
+
+  end(end: JournalEnd): void {
+    if (this.#stopped) return;
+    this.flush();
+    this.#publish({ v: 1, id: this.id, gen: this.gen, end });
+    this.#stopped = true;
+  }
+
+  /** the stream is not resumable from here on (why). */
+  stop(why: string): void {
+    if (this.#stopped) return;
+    this.#held = [];
+    this.#stopped = true;
+    this.#publish({ v: 1, id: this.id, gen: this.gen, stop: why.slice(0, 256) });
+  }
+
+  #publish(e: ResumeEntry): void {
+    try {
+      this.bus.publish(subjects.resume(this.id), ResumeEntry, e);
+    } catch {
+      // the connection is closed: a resume finds the journal behind its client (410)
+    }
+  }
+}
+
+/** entries of one stream read at most (the stream's own per-subject cap is larger only for streams longer than any served). */
+export const MAX_JOURNAL_ENTRIES = 65_536;
+
+/** The JetStream direct get's answer headers: status code, and the message's sequence. */
+interface DirectReply { data: Uint8Array; headers?: { code: number; get(k: string): string } }
+
+/**
+ * The journal entries of request `id`, in the stream's order, read by direct get (`next_by_subj`, one entry a
+ * round trip) within `timeoutMs` in all on `clock`. Throws a retryable DynError ('timeout' or 'unavailable') when
+ * the journal did not answer in time, so the client may try the resume again.
+ */
+export async function readJournal(bus: Bus, id: string, timeoutMs: number, clock: Clock = systemClock): Promise<ResumeEntry[]> {
+  const subject = subjects.resume(id);
+  const until = clock.now() + timeoutMs;
+  const out: ResumeEntry[] = [];
+  let seq = 1;
+  while (out.length < MAX_JOURNAL_ENTRIES) {
+    const left = until - clock.now();
+    if (left <= 0) throw new DynError('timeout', 'the resume journal did not answer in time', { retryable: true, retryAfterS: 1 });
+    let r: DirectReply;
+    try {
+      r = (await bus.nc.request(resumeDirectGet(), JSON.stringify({ seq, next_by_subj: subject }), { timeout: left })) as unknown as DirectReply;
+    } catch (err) {
+      const timeout = /timeout/i.test((err as Error).message);
+      throw new DynError(timeout ? 'timeout' : 'unavailable', `the resume journal could not be read: ${(err as Error).message}`, { retryable: true, retryAfterS: 1 });
+    }
+    const code = r.headers?.code ?? 0;
+    if (code === 404) break; // no entry past seq
+    if (code !== 0 && code !== 200) throw new DynError('unavailable', `the resume journal answered ${code}`, { retryable: true, retryAfterS: 1 });
+    const at = Number(r.headers?.get('Nats-Sequence'));
+    if (!Number.isInteger(at) || at < seq) throw new DynError('internal', 'the resume journal answered without a sequence', { retryable: false });
+    try {
+      out.push(ResumeEntry.decode(r.data, subject));
+    } catch {
+      // an entry this gateway cannot read is skipped: the fold finds the gap if it mattered
+    }
+    seq = at + 1;
+  }
+  return out;
+}

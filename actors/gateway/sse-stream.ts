@@ -1,0 +1,186 @@
+/**
+ * A request's token streams relayed to its client as SSE (the gateway's HTTP layer, server.ts), and the events a
+ * resumed stream sends again from its journal (resume.ts).
+ */
+import type { ServerResponse } from 'node:http';
+import type { TokenChunk, Usage } from '../../protocols/messages.ts';
+import {
+  HttpError, continuousUsage, httpErrorOfWire, plainTextFrame, roleChunk, streamChunk, toHttp, usageChunk, usageOfChoices, type ParsedRequest,
+} from './openai.ts';
+import { inBatches, mergeStreams, READER_DONE, type TokenSource } from './choices.ts';
+import { SseWriter } from './sse-writer.ts';
+import type { StreamTimer } from './stream-timer.ts';
+import { RESUMABLE_HEADER, eventId, foldJournal, replayAfter, type JournalHead, type JournalState, type JournalWriter } from './resume.ts';
+import type { ResumeEntry } from '../../protocols/journal.ts';
+
+/** How a stream's events are framed. */
+export type Framing = Pick<ParsedRequest, 'kind' | 'model' | 'continuousUsage' | 'includeUsage'>;
+
+/** A resumable stream's state in relaySse: its journal writer, the next event's index, the tokens sent before, events to send first. */
+export interface Resumable {
+  journal: JournalWriter;
+  next: number;
+  sent: number;
+  prelude: string;
+}
+
+/** What relaySse needs of the HTTP layer: the response, a hook at its status line (metrics), the answer to an error before it. */
+export interface SseContext {
+  res: ServerResponse;
+  started(): void;
+  fail(e: HttpError): void;
+}
+
+/**
+ * Relays the token streams as SSE, framed as vLLM does (`data: <json>\n\n`, `data: [DONE]\n\n` at the end):
+ * every chunk names its choice's index; a chat stream opens with one role chunk per choice; each choice's
+ * last text chunk carries its finish_reason; the usage chunk (stream_options.include_usage) follows the
+ * last choice's end, its completion tokens summed over the choices. The status line waits for the first
+ * chunk: a request that fails before its first token gets an HTTP error status and an error body, not a 200
+ * stream. A failure after it is an error event, then the end (no [DONE]). Resolves true when [DONE] was sent.
+ * A batch (the chunks that arrived together) is one write, and the batches of one turn after the first too
+ * (SseWriter); a plain text token is framed from a template. One choice: the batches read from an engine come
+ * to the sink from the socket's read (no await).
+ *
+ * A resumable stream (`r`, one choice) also gets `id: <request id>:<event index>` before each event, and its
+ * text events are journaled per batch, published before the batch's write (resume.ts); an event the journal does
+ * not keep (logprobs, tool calls, reasoning, an error) ends its resumability. A resumed stream sends `r.prelude`
+ * (the events the client missed) with its status line, and numbers its events from `r.next`.
+ */
+export async function relaySse(ctx: SseContext, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: AbortController, timers: StreamTimer[], r?: Resumable): Promise<boolean> {
+  const res = ctx.res;
+  let started = false;
+  const w = new SseWriter(res, undefined, r !== undefined);
+  const start = () => {
+    if (started) return;
+    started = true;
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
+    ctx.started();
+    if (r?.prelude) w.add(r.prelude);
+  };
+  /** an event: `obj` as JSON, or `framed` (a whole event already framed). */
+  const send = (obj: unknown, framed?: string): void => {
+    start();
+    const ev = framed ?? `data: ${JSON.stringify(obj)}\n\n`;
+    w.add(r ? `id: ${eventId(id, r.next++)}\n${ev}` : ev);
+  };
+  /** before the first byte: an HTTP error; after: an error event and the end of the stream. */
+  const fail = (e: HttpError): false => {
+    r?.journal.stop('the stream ended with an error');
+    if (!started) {
+      ctx.fail(e);
+      return false;
+    }
+    send({ error: { ...e.body().error, retryable: e.retryable } });
+    w.end();
+    return false;
+  };
+  const n = sources.length;
+  const tokens = new Array<number>(n).fill(0);
+  if (r) tokens[0] = r.sent;
+  const usages = new Array<Usage | undefined>(n);
+  const plain = sources.map((_, i) => plainTextFrame(p.kind, id, created, p.model, i, p.continuousUsage ? inputTokens : undefined));
+  let ended = 0;
+  // a resumed chat stream had its role chunk (event 0)
+  let first = !(r && r.next > 0);
+  /** the chunks of choice i that came together; a boolean (the result) once the client's stream is over. */
+  const onBatch = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
+    if (ac.signal.aborted) return false;
+    for (const c of batch) {
+      if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
+      if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
+        return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
+      }
+      if (first && p.kind === 'chat') {
+        for (let j = 0; j < n; j++) send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined, j));
+      }
+      first = false;
+      tokens[i]! += c.tokens;
+      timers[i]!.onChunk(c);
+      const extras = !!c.toolCalls || !!c.logprobs || c.reasoning !== undefined;
+      if (!c.done && c.text.length > 0 && !extras) {
+        if (r) r.journal.text(r.next, c.text, c.tokens);
+        send(undefined, plain[i]!(c.text, tokens[i]!));
+        continue;
+      }
+      if (r && extras) r.journal.stop('an event the journal does not keep (logprobs, tool calls or reasoning)');
+      const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens[i]!) : undefined;
+      const piece = { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage };
+      if (c.done) {
+        // the choice's last chunk: its last text (the instance sends it with the end) and finish_reason, as vLLM's
+        const finish = c.finishReason ?? 'stop';
+        r?.journal.end({ at: r.next, text: c.text, tokens: c.tokens, finish, stopReason: c.stopReason ?? null, ...(c.usage ? { usage: c.usage } : {}) });
+        send(streamChunk(p.kind, id, created, p.model, { ...piece, finish, stopReason: c.stopReason }, i));
+        usages[i] = c.usage;
+        if (++ended < n) continue;
+        if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
+        w.end('data: [DONE]\n\n');
+        return true;
+      }
+      if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece, i));
+    }
+    r?.journal.flush();
+    w.flush();
+    return undefined;
+  };
+  let result: boolean | undefined; // one choice: the batches read from an engine come to `sink` from the socket's read (no await)
+  const sink = (batch: readonly TokenChunk[]): void => {
+    result ??= onBatch(0, batch);
+    if (result !== undefined) throw READER_DONE;
+  };
+  try {
+    if (n === 1) {
+      for await (const batch of inBatches(sources[0]!, sink)) if ((result = onBatch(0, batch)) !== undefined) return result;
+    } else {
+      for await (const { i, c } of mergeStreams(sources.map((s) => inBatches(s)))) if ((result = onBatch(i, c)) !== undefined) return result;
+    }
+    if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
+    return false;
+  } catch (err) {
+    if (err === READER_DONE) return result!;
+    if (ac.signal.aborted) return false;
+    return fail(toHttp(err));
+  } finally {
+    w.drop();
+  }
+}
+
+/**
+ * The events a resumed stream sends again (replayAfter's plan), framed as they were the first time: the text events
+ * after the client's last, and for an ended stream its last event and usage event (the caller adds [DONE]).
+ */
+export function replayPrelude(id: string, head: JournalHead, plan: Extract<ReturnType<typeof replayAfter>, { ok: true }>): string {
+  const kind = head.req.kind;
+  const model = head.req.model;
+  const inputTokens = head.req.inputTokens;
+  const frame = plainTextFrame(kind, id, head.created, model, 0, head.continuousUsage ? inputTokens : undefined);
+  let out = '';
+  for (const e of plan.events) out += `id: ${eventId(id, e.index)}\n${frame(e.text, e.upTo)}`;
+  const end = plan.end;
+  if (!end) return out;
+  const total = plan.sent + end.tokens;
+  if (plan.endEvents.includes(end.at)) {
+    const usage = head.continuousUsage ? continuousUsage(inputTokens, total) : undefined;
+    out += `id: ${eventId(id, end.at)}\ndata: ${JSON.stringify(streamChunk(kind, id, head.created, model, { text: end.text, finish: end.finish, stopReason: end.stopReason, usage }))}\n\n`;
+  }
+  if (plan.endEvents.includes(end.at + 1)) out += `id: ${eventId(id, end.at + 1)}\ndata: ${JSON.stringify(usageChunk(kind, id, head.created, model, usageOfChoices([end.usage], inputTokens, [total])))}\n\n`;
+  return out;
+}
+
+/**
+ * A resume of stream `last.id` after event `last.index` (docs/PROTOCOL.md "Resumable streams"), from its journal's
+ * entries: the state and what to send, or the refusal: 404 `stream_not_found` for a stream the journal does not have
+ * (unknown, expired, not opted in, or another API key's: the same answer), 400 `wrong_endpoint`, 410
+ * `stream_not_resumable` for one that stopped being resumable or whose journal is behind the client.
+ */
+export function resumePlan(entries: readonly ResumeEntry[], last: { id: string; index: number }, kind: ParsedRequest['kind'], apiKeyId: string | undefined):
+  | { id: string; state: JournalState; plan: Extract<ReturnType<typeof replayAfter>, { ok: true }> }
+  | { error: HttpError } {
+  const s = foldJournal(entries);
+  const gone = (why: string) => ({ error: new HttpError(410, `stream '${last.id}' can no longer be resumed: ${why}`, 'invalid_request_error', 'stream_not_resumable') });
+  if (!s || s.head.req.apiKeyId !== apiKeyId) return { error: new HttpError(404, `no resumable stream '${last.id}': unknown, expired, or not opted in (${RESUMABLE_HEADER}: 1)`, 'invalid_request_error', 'stream_not_found') };
+  if (s.head.req.kind !== kind) return { error: new HttpError(400, `stream '${last.id}' is a ${s.head.req.kind === 'chat' ? 'chat completion' : 'completion'}: resume it on its own endpoint`, 'invalid_request_error', 'wrong_endpoint') };
+  if (s.stop !== undefined) return gone(s.stop);
+  const plan = replayAfter(s, last.index);
+  return plan.ok ? { id: last.id, state: s, plan } : gone(plan.reason);
+}

@@ -1,0 +1,57 @@
+/**
+ * The gateways' resume journal (docs/PROTOCOL.md "Resumable streams"): ResumeEntry, on subjects.resume, kept by the
+ * JetStream stream jetstream.resumeStream.
+ */
+import { z } from 'zod';
+import { codec } from './codec.ts';
+import { FINISH_REASONS, inferenceRequest, usage } from './messages.ts';
+
+const v = z.literal(1);
+const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9_-]+$/);
+const nonneg = z.number().finite().nonnegative();
+const int = z.number().int().nonnegative();
+
+/** events one ResumeEntry carries at most (one engine read's events: far fewer). */
+export const MAX_RESUME_EVENTS = 4096;
+
+/**
+ * gateway -> the resume journal (subjects.resume, JetStream jetstream.resumeStream): what a resumable SSE stream
+ * (docs/PROTOCOL.md "Resumable streams") sent its client, so that another gateway replica can take it over after a
+ * reconnect with Last-Event-ID. One entry per engine read (its events together), one per leg, one at the end.
+ * Event `i` of the stream has SSE id `<id>:<i>`; a chat stream's event 0 is its role chunk (written from `head`).
+ */
+export const resumeEntry = z.object({
+  v,
+  /** the client's request id (the SSE ids' prefix). */
+  id,
+  /** the writer: 0 the gateway that took the request, one more per resume. A reader drops an entry older than one it has read. */
+  gen: int,
+  /** gen 0's first entry: the request (as the cluster got it, before any migration) and how its events are framed. */
+  head: z.object({
+    req: inferenceRequest,
+    /** the events' `created`, s since the epoch. */
+    created: int,
+    includeUsage: z.boolean(),
+    continuousUsage: z.boolean(),
+  }).optional(),
+  /** the index of `events[0]`: a reader keeps the events before it and replaces those from it on. */
+  from: int.optional(),
+  /** plain text events (a text delta each), in order. */
+  events: z.array(z.object({ text: z.string(), tokens: int })).max(MAX_RESUME_EVENTS).optional(),
+  /**
+   * the leg now generating: its id and instance (a resume ends it there: LegReport end, then Cancel), the legs before it
+   * (migrations and resumes), the tokens sent before it, and the energy of the legs before it (J).
+   */
+  leg: z.object({
+    id, instance: z.string().max(128).optional(), legs: int, sentBefore: int, energyJ: nonneg,
+    energySource: z.enum(['measured', 'modelled']).optional(),
+  }).optional(),
+  /** the stream ended: its last event (index `at`: its text, finish_reason, stop_reason) and usage; the usage event (when asked for) and [DONE] follow it. */
+  end: z.object({
+    at: int, text: z.string(), tokens: int, finish: z.enum(FINISH_REASONS), stopReason: z.union([z.string(), z.number().int(), z.null()]), usage: usage.optional(),
+  }).optional(),
+  /** the stream can no longer be resumed (an event the journal does not keep, its size cap, an error event), and why. */
+  stop: z.string().max(256).optional(),
+});
+export type ResumeEntry = z.infer<typeof resumeEntry>;
+export const ResumeEntry = codec('ResumeEntry', resumeEntry);

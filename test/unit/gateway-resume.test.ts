@@ -1,0 +1,248 @@
+/**
+ * Resumable SSE streams (actors/gateway/resume.ts, docs/PROTOCOL.md "Resumable streams"):
+ * - event ids `<request id>:<index>` and the Last-Event-ID / opt-in headers as the gateway reads them;
+ * - the journal's fold: a later writer generation replaces the events from its `from` on and an older one's late
+ *   entries are dropped; a gap marks the stream not resumable; what a client whose last event is L is sent again;
+ * - the writer: one entry per flush (an engine read's events), a leg entry at once, the end, and a stop past its cap;
+ * - through the HTTP layer of two gateway replicas sharing one journal: a stream opted in gets an `id:` line per
+ *   event, its client is cut mid-stream, reconnects to the other replica with Last-Event-ID and gets the rest once
+ *   (the whole token sequence, every id once, the backend asked to continue from the journal's text and leg); a
+ *   stream not opted in is byte for byte the same as without a journal (no `id:`, nothing journaled); an unknown id
+ *   gets a 404 with an OpenAI-shaped error body, a malformed one a 400.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { GatewayServer, type GatewayBackend, type ResumeFrom, type StreamHooks, type StreamJournal } from '../../actors/gateway/server.ts';
+import { JournalWriter, eventId, foldJournal, parseLastEventId, replayAfter, resumableOf } from '../../actors/gateway/resume.ts';
+import { ResumeEntry } from '../../protocols/journal.ts';
+import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import type { Bus } from '../../src/runtime/bus.ts';
+
+const head = (kind: 'completion' | 'chat' = 'completion'): ResumeEntry['head'] => ({
+  req: { v: 1, id: 'r1', model: 'm', kind, prompt: 'p', inputTokens: 3, maxTokens: 10, arrivalMs: 0, giveUpAtMs: 1, streamSubject: 'dyn.v1.stream.r1' },
+  created: 1, includeUsage: true, continuousUsage: false,
+});
+const ev = (...t: string[]) => t.map((text) => ({ text, tokens: 1 }));
+
+describe('event ids and headers', () => {
+  it('Last-Event-ID is <request id>:<index>; anything else is invalid, absence is undefined', () => {
+    expect(eventId('aB-_9', 12)).toBe('aB-_9:12');
+    expect(parseLastEventId('aB-_9:12')).toEqual({ id: 'aB-_9', index: 12 });
+    expect(parseLastEventId(' aB:0 ')).toEqual({ id: 'aB', index: 0 });
+    expect(parseLastEventId(undefined)).toBeUndefined();
+    for (const bad of ['', 'ab', 'ab:', ':3', 'a.b:3', 'ab:-1', 'ab:1.5', 'ab:3:4', 'a b:3', `${'x'.repeat(129)}:1`, 'ab:1234567890', ['ab:1']]) expect(parseLastEventId(bad), String(bad)).toBe('invalid');
+    expect(resumableOf(undefined)).toBe(false);
+    expect(resumableOf('1')).toBe(true);
+    expect(resumableOf('yes')).toBe('invalid');
+  });
+});
+
+describe('the journal fold and the replay', () => {
+  it('folds the entries of the writers in order: later generations replace from their `from`, older late entries are dropped', () => {
+    const s = foldJournal([
+      { v: 1, id: 'r1', gen: 0, head: head() },
+      { v: 1, id: 'r1', gen: 0, leg: { id: 'r1', instance: 'i0', legs: 0, sentBefore: 0, energyJ: 0 } },
+      { v: 1, id: 'r1', gen: 0, from: 0, events: ev(' a', ' b') },
+      { v: 1, id: 'r1', gen: 0, from: 2, events: ev(' c') },
+      // a resume read up to ' c' and continues after it (from 3); gen 0 still wrote one more it had sent to a dead client
+      { v: 1, id: 'r1', gen: 0, from: 3, events: ev(' X') },
+      { v: 1, id: 'r1', gen: 1, leg: { id: 'r1-m1', instance: 'i1', legs: 1, sentBefore: 3, energyJ: 2 } },
+      { v: 1, id: 'r1', gen: 1, from: 3, events: ev(' d') },
+      { v: 1, id: 'r1', gen: 0, from: 4, events: ev(' Y') },
+    ])!;
+    expect(s.gen).toBe(1);
+    expect(s.events.map((e) => e.text).join('')).toBe(' a b c d');
+    expect(s.leg).toMatchObject({ id: 'r1-m1', instance: 'i1', legs: 1, sentBefore: 3 });
+    expect(s.stop).toBeUndefined();
+  });
+
+  it('no head: nothing to resume; an entry past the events held: not resumable', () => {
+    expect(foldJournal([{ v: 1, id: 'r1', gen: 0, from: 0, events: ev(' a') }])).toBeUndefined();
+    const s = foldJournal([{ v: 1, id: 'r1', gen: 0, head: head() }, { v: 1, id: 'r1', gen: 0, from: 0, events: ev(' a') }, { v: 1, id: 'r1', gen: 0, from: 5, events: ev(' f') }])!;
+    expect(s.stop).toMatch(/lost entries/);
+  });
+
+  it('replays the events after the client\'s last, with the text of all for the continuation; a chat stream\'s event 0 is its role', () => {
+    const s = foldJournal([{ v: 1, id: 'r1', gen: 0, head: head('chat') }, { v: 1, id: 'r1', gen: 0, from: 1, events: ev(' a', ' b', ' c') }])!;
+    const p = replayAfter(s, 1);
+    if (!p.ok) throw new Error(p.reason);
+    expect(p.events.map((e) => [e.index, e.text, e.upTo])).toEqual([[2, ' b', 2], [3, ' c', 3]]);
+    expect(p.text).toBe(' a b c');
+    expect(p.sent).toBe(3);
+    expect(p.next).toBe(4);
+    expect(p.end).toBeUndefined();
+    // the client holds event 4, which the journal never got
+    expect(replayAfter(s, 4).ok).toBe(false);
+    expect(replayAfter(s, 3)).toMatchObject({ ok: true, events: [], next: 4 });
+  });
+
+  it('an ended stream replays its end event and usage event after the client\'s last', () => {
+    const s = foldJournal([
+      { v: 1, id: 'r1', gen: 0, head: head() },
+      { v: 1, id: 'r1', gen: 0, from: 0, events: ev(' a') },
+      { v: 1, id: 'r1', gen: 0, end: { at: 1, text: ' z', tokens: 1, finish: 'length', stopReason: null } },
+    ])!;
+    expect(replayAfter(s, 0)).toMatchObject({ ok: true, endEvents: [1, 2] });
+    expect(replayAfter(s, 1)).toMatchObject({ ok: true, endEvents: [2] });
+    expect(replayAfter(s, 2)).toMatchObject({ ok: true, endEvents: [] });
+    expect(replayAfter(s, 3).ok).toBe(false);
+  });
+});
+
+/** A bus that keeps what is published (through the codec, as NATS would carry it). */
+function memoryBus(): { bus: Bus; entries: ResumeEntry[] } {
+  const entries: ResumeEntry[] = [];
+  const bus = { publish: (_s: string, codec: typeof ResumeEntry, m: ResumeEntry) => void entries.push(codec.decode(codec.encode(m))) } as unknown as Bus;
+  return { bus, entries };
+}
+
+describe('JournalWriter', () => {
+  it('one entry per flush, the leg at once, the end; past its cap a stop and nothing more', () => {
+    const { bus, entries } = memoryBus();
+    const w = new JournalWriter(bus, 'r1', 0, 8);
+    w.head(head()!);
+    w.text(0, ' ab', 1);
+    w.text(1, ' cd', 1);
+    expect(entries).toHaveLength(1);
+    w.flush();
+    expect(entries[1]).toMatchObject({ gen: 0, from: 0, events: ev(' ab', ' cd') });
+    w.leg({ id: 'r1-m1', legs: 1, sentBefore: 2, energyJ: 0 });
+    expect(entries[2]!.leg).toMatchObject({ id: 'r1-m1' });
+    w.text(2, ' efg', 1);
+    expect(entries.at(-1)!.stop).toMatch(/cap/);
+    const n = entries.length;
+    w.text(3, 'x', 1);
+    w.flush();
+    w.end({ at: 4, text: '', tokens: 0, finish: 'stop', stopReason: null });
+    expect(entries).toHaveLength(n);
+  });
+});
+
+// ---- two replicas over one journal ----
+
+const MAX = 12;
+const word = (i: number) => ` w${i}`;
+
+/** A backend whose request yields ` w<i>` for i from where it starts to MAX, one token per batch, every 15 ms. */
+function fakeBackend(log: { resumed: ResumeFrom[]; legs: string[] }): GatewayBackend {
+  async function* gen(req: InferenceRequest, from: number, signal: AbortSignal): AsyncGenerator<TokenChunk[]> {
+    for (let i = from; i < MAX; i++) {
+      await new Promise((r) => setTimeout(r, 15));
+      if (signal.aborted) return;
+      const last = i === MAX - 1;
+      yield [{ v: 1, id: req.id, seq: i, text: word(i), tokens: 1, ...(last ? { done: true, finishReason: 'length' as const, usage: { promptTokens: 3, completionTokens: MAX, energyJ: 5, energySource: 'modelled' as const } } : {}) }];
+    }
+  }
+  const stream = (req: InferenceRequest, from: number, signal: AbortSignal) => {
+    const g = gen(req, from, signal);
+    return { batches: () => g, [Symbol.asyncIterator]: () => { throw new Error('batches only'); } } as unknown as AsyncIterable<TokenChunk> & { batches(): AsyncIterable<readonly TokenChunk[]> };
+  };
+  return {
+    async submit(req, signal, hooks?: StreamHooks) {
+      hooks?.onLeg?.({ id: req.id, instance: 'i0', legs: 0, sentBefore: 0, energyJ: 0 });
+      log.legs.push(req.id);
+      return stream(req, 0, signal);
+    },
+    async resume(req, from, signal, hooks?: StreamHooks) {
+      log.resumed.push(from);
+      hooks?.onLeg?.({ id: `${req.id}-m1`, instance: 'i1', legs: 1, sentBefore: from.sent, energyJ: 0 });
+      return stream(req, from.sent, signal);
+    },
+  };
+}
+
+const servers: GatewayServer[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.close(0);
+});
+
+async function replica(backend: GatewayBackend, journal?: StreamJournal): Promise<string> {
+  const s = new GatewayServer({ backend, port: 0, models: ['m'], maxModelLen: 4096, ...(journal ? { journal } : {}) });
+  servers.push(s);
+  return `http://127.0.0.1:${await s.listen()}`;
+}
+
+/** The SSE events of `text` that are complete: their id (if any) and data. */
+function events(text: string): { id?: string; data: string }[] {
+  const out: { id?: string; data: string }[] = [];
+  for (const block of text.split('\n\n').slice(0, -1)) {
+    const id = /^id: (.*)$/m.exec(block)?.[1];
+    const data = /^data: (.*)$/m.exec(block)?.[1] ?? '';
+    out.push({ ...(id !== undefined ? { id } : {}), data });
+  }
+  return out;
+}
+
+const textOf = (evs: { data: string }[]) => evs.filter((e) => e.data.startsWith('{')).map((e) => (JSON.parse(e.data) as { choices: { text?: string }[] }).choices[0]?.text ?? '').join('');
+const body = JSON.stringify({ model: 'm', prompt: 'hello', max_tokens: MAX, stream: true, stream_options: { include_usage: true } });
+
+describe('resume through the HTTP layer of another replica', () => {
+  it('a stream cut mid-way continues on the other replica from Last-Event-ID: every token once, every id once', async () => {
+    const { bus, entries } = memoryBus();
+    const journal: StreamJournal = { writer: (id, gen) => new JournalWriter(bus, id, gen, 1 << 20), read: async (id) => entries.filter((e) => e.id === id) };
+    const log = { resumed: [] as ResumeFrom[], legs: [] as string[] };
+    const a = await replica(fakeBackend(log), journal);
+    const b = await replica(fakeBackend(log), journal);
+
+    // replica a: read until 5 events arrived, then the connection dies
+    const ac = new AbortController();
+    const r1 = await fetch(`${a}/v1/completions`, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' }, body });
+    expect(r1.status).toBe(200);
+    const reqId = r1.headers.get('x-request-id')!;
+    let got = '';
+    const dec = new TextDecoder();
+    const reader = r1.body!.getReader();
+    while (events(got).length < 5) got += dec.decode((await reader.read()).value, { stream: true });
+    ac.abort();
+    const first = events(got);
+    expect(first.map((e) => e.id)).toEqual(first.map((_, i) => eventId(reqId, i)));
+    await new Promise((r) => setTimeout(r, 50));
+
+    // replica b: the rest, from the journal and a continuation
+    const last = first.at(-1)!.id!;
+    const r2 = await fetch(`${b}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'last-event-id': last, 'x-dynamollm-resumable': '1' }, body });
+    expect(r2.status).toBe(200);
+    expect(r2.headers.get('x-request-id')).toBe(reqId);
+    const rest = events(await r2.text());
+    expect(rest.at(-1)!.data).toBe('[DONE]');
+    const all = [...first, ...rest.slice(0, -1)];
+    expect(all.map((e) => e.id)).toEqual(all.map((_, i) => eventId(reqId, i)));
+    // the whole token sequence once: the events replica a had journaled past the cut, then the continuation
+    expect(textOf(all)).toBe(Array.from({ length: MAX }, (_, i) => word(i)).join(''));
+    // the continuation started from the journal's text and leg (a's leg on i0)
+    expect(log.resumed).toHaveLength(1);
+    const from = log.resumed[0]!;
+    expect(from.text).toBe(Array.from({ length: from.sent }, (_, i) => word(i)).join(''));
+    expect(from.sent).toBeGreaterThanOrEqual(5);
+    expect(from.leg).toMatchObject({ id: reqId, instance: 'i0', legs: 0 });
+    const usage = JSON.parse(all.at(-1)!.data) as { usage: { completion_tokens: number; energy_joules: number } };
+    expect(usage.usage.completion_tokens).toBe(MAX);
+    // the journal now says b's leg generates it, and it ended
+    const s = foldJournal(entries.filter((e) => e.id === reqId))!;
+    expect(s.gen).toBe(1);
+    expect(s.leg).toMatchObject({ id: `${reqId}-m1`, instance: 'i1' });
+    expect(s.end).toBeDefined();
+
+    // a resume after the end: the end again, then [DONE]
+    const r3 = await fetch(`${b}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'last-event-id': eventId(reqId, all.length - 3) }, body });
+    const tail = events(await r3.text());
+    expect(tail.map((e) => e.id ?? e.data)).toEqual([eventId(reqId, all.length - 2), eventId(reqId, all.length - 1), '[DONE]']);
+  }, 20_000);
+
+  it('without opting in: no id lines and nothing journaled; unknown and malformed ids are refused with an OpenAI error body', async () => {
+    const { bus, entries } = memoryBus();
+    const journal: StreamJournal = { writer: (id, gen) => new JournalWriter(bus, id, gen, 1 << 20), read: async (id) => entries.filter((e) => e.id === id) };
+    const log = { resumed: [] as ResumeFrom[], legs: [] as string[] };
+    const a = await replica(fakeBackend(log), journal);
+    const plain = await (await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })).text();
+    expect(plain).not.toMatch(/^id:/m);
+    expect(entries).toHaveLength(0);
+    expect(textOf(events(plain))).toBe(Array.from({ length: MAX }, (_, i) => word(i)).join(''));
+
+    const r404 = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'last-event-id': 'nosuchstream:3' }, body });
+    expect(r404.status).toBe(404);
+    expect(await r404.json()).toMatchObject({ error: { code: 'stream_not_found', type: 'invalid_request_error' } });
+    const r400 = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'last-event-id': 'no id' }, body });
+    expect(r400.status).toBe(400);
+    expect(log.resumed).toHaveLength(0);
+  }, 20_000);
+});
