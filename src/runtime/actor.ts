@@ -3,12 +3,15 @@
  * lifecycle (LifecycleState) and the two shutdown deadlines:
  * - drain: state 'draining' (announced by a heartbeat), `onDrain(signal)` finishes in-flight work within
  *   `drainGraceMs`; past it the signal is aborted and in-flight work gets `drainForceMs` more; then stop.
- * - stop: stop heartbeats, `onStop()`, a last heartbeat saying 'stopped', close the connection.
+ * - stop: stop heartbeats, `onStop()` within `stopHookMs`, a last heartbeat saying 'stopped', close the connection
+ *   (bounded by the Bus's drain deadline).
+ * A process told to stop by a signal, or whose supervisor is gone, exits once the sum of those deadlines has
+ * passed even if a step never settles (installSignalHandlers): a process that lost its node must not linger.
  * start/stop/drain are idempotent; calls in a state that forbids them throw LifecycleError.
  */
 import type { Logger } from 'pino';
 import { inboxPrefix, serviceName, type ActorKind, type Codec } from '../../protocols/index.ts';
-import { Bus, type MailboxOpts, type ServeContext, type ServeHandle, type SubscribeHandle, type SubscribeOpts } from './bus.ts';
+import { BUS_DRAIN_TIMEOUT_MS, Bus, type MailboxOpts, type ServeContext, type ServeHandle, type SubscribeHandle, type SubscribeOpts } from './bus.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { LifecycleError } from './errors.ts';
 import { Heartbeater, type LoadSummary } from './heartbeat.ts';
@@ -21,6 +24,8 @@ export type { LifecycleState } from './lifecycle.ts';
 
 /** How long stop() waits for a start in progress before it stops anyway (onStop then ends what the start began). */
 export const STOP_START_WAIT_MS = 2000;
+/** Default of ActorOptions.stopHookMs. */
+export const STOP_HOOK_MS = 15_000;
 
 export interface ActorOptions {
   kind: ActorKind;
@@ -44,6 +49,8 @@ export interface ActorOptions {
   drainGraceMs?: number;
   /** extra time after aborting in-flight work, ms. Default 5000. */
   drainForceMs?: number;
+  /** time `onStop()` gets before the connection is closed anyway, ms. Default STOP_HOOK_MS. */
+  stopHookMs?: number;
 }
 
 export abstract class Actor {
@@ -210,11 +217,9 @@ export abstract class Actor {
       const failed = this.#state === 'failed';
       this.#heartbeater?.stop();
       for (const h of this.#handles) h.unsubscribe();
-      try {
-        await this.onStop();
-      } catch (err) {
-        this.log.warn({ err }, 'onStop failed');
-      }
+      const hookMs = this.opts.stopHookMs ?? STOP_HOOK_MS;
+      const hooked = await this.#within(this.onStop().catch((err: unknown) => this.log.warn({ err }, 'onStop failed')), hookMs);
+      if (!hooked) this.log.error({ stopHookMs: hookMs }, 'onStop deadline passed, closing anyway');
       this.#state = failed ? 'failed' : 'stopped';
       this.#heartbeater?.beat();
       try {
@@ -239,14 +244,25 @@ export abstract class Actor {
   installSignalHandlers(exit: (code: number) => void = (c) => process.exit(c)): () => void {
     const supervised = process.env.DYNAMOLLM_SUPERVISED === '1';
     let signalled = false;
+    let backstop: unknown;
     const begin = (why: string) => {
       signalled = true;
       this.log.info({ reason: why }, 'draining');
+      // whatever a step waits on, the process ends once every deadline of the drain and the stop has passed
+      const limitMs = this.shutdownLimitMs();
+      backstop = this.clock.setTimeout(() => {
+        this.log.error({ limitMs }, 'shutdown deadline passed, exiting');
+        exit(1);
+      }, limitMs);
+      const end = (code: number) => {
+        this.clock.clearTimeout(backstop);
+        exit(code);
+      };
       this.drain().then(
-        () => exit(0),
+        () => end(0),
         (err: unknown) => {
           this.log.error({ err }, 'drain failed');
-          exit(1);
+          end(1);
         },
       );
     };
@@ -277,9 +293,16 @@ export abstract class Actor {
     if (supervised) check();
     return () => {
       if (watchdog) clearInterval(watchdog);
+      if (backstop !== undefined) this.clock.clearTimeout(backstop);
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
     };
+  }
+
+  /** The longest a drain and the stop after it may take by their deadlines (grace, force, a start's wait, onStop, the Bus's drain), plus 5 s. */
+  shutdownLimitMs(): number {
+    const o = this.opts;
+    return (o.drainGraceMs ?? 10_000) + (o.drainForceMs ?? 5000) + STOP_START_WAIT_MS + (o.stopHookMs ?? STOP_HOOK_MS) + BUS_DRAIN_TIMEOUT_MS + 5000;
   }
 
   /** Serve requests; the handle is drained by the default onDrain and closed on stop. */
