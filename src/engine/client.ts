@@ -70,17 +70,7 @@ export async function* streamCompletionBatches(
   signal: AbortLike | undefined,
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
 ): AsyncGenerator<EngineChunk[]> {
-  if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
-  const chat = req.chat !== undefined;
-  const body = completionBody(req);
-  const timeoutMs = req.timeoutMs ?? t.defaultTimeoutMs;
-  // the engine call's own cancellation (the caller's signal, or its deadline): no EventTarget (abort.ts)
-  const ac = new LeanAbort();
-  // the error (and its stack) is made when the deadline passes, not for every request
-  const timer = setTimeout(() => ac.abort(new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`)), timeoutMs);
-  const onAbort = () => ac.abort(signal!.reason);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  if (signal?.aborted) onAbort();
+  const { chat, body, ac, disarm } = armCompletion(t, req, signal);
   let http: ClientRequest | undefined;
   const onAc = () => http?.destroy(ac.signal.reason instanceof Error ? ac.signal.reason : new Error('aborted'));
   if (!t.pool) ac.signal.addEventListener('abort', onAc, { once: true });
@@ -93,11 +83,7 @@ export async function* streamCompletionBatches(
       const path = chat ? '/v1/chat/completions' : '/v1/completions';
       let bytes: { next(): Promise<Buffer | null>; take(): Buffer | undefined };
       if (t.pool) {
-        const headers: Record<string, string> = { 'content-type': 'application/json' };
-        if (req.requestId) headers['x-request-id'] = req.requestId;
-        if (t.apiKey) headers.authorization = `Bearer ${t.apiKey}`;
-        lean = await http1Request(t.pool, { host: t.host, port: t.port, method: 'POST', path, headers, body: payload }, ac.signal);
-        if (lean.status < 200 || lean.status >= 300) throw new EngineHttpError(lean.status, await readLean(lean), 'completion');
+        lean = await leanCompletion(t as EngineTarget & { pool: Http1Pool }, req, path, payload, ac);
         bytes = lean;
       } else {
         const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
@@ -143,8 +129,7 @@ export async function* streamCompletionBatches(
     }
     if (!done) throw await classify(new Error('stream ended without [DONE]'));
   } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', onAbort);
+    disarm();
     if (!t.pool) ac.signal.removeEventListener('abort', onAc);
     // a response read to its [DONE] leaves its connection to the keep-alive pool once the rest of the message
     // (its chunked terminator, often not read yet when a whole batch ended in [DONE]) is in, within 1 s;
@@ -216,27 +201,14 @@ export async function streamCompletionPush(
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
   onBatch: (batch: EngineChunk[]) => void,
 ): Promise<void> {
-  if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
-  const chat = req.chat !== undefined;
-  const body = completionBody(req);
-  const timeoutMs = req.timeoutMs ?? t.defaultTimeoutMs;
-  const ac = new LeanAbort();
-  const timer = setTimeout(() => ac.abort(new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`)), timeoutMs);
-  const onAbort = () => ac.abort(signal!.reason);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  if (signal?.aborted) onAbort();
+  const { chat, body, ac, disarm } = armCompletion(t, req, signal);
   const ev = new EngineEvents(chat);
   let lean: Http1Response | undefined;
   let sinkFailed = false;
   let sinkErr: unknown;
   try {
     try {
-      const headers: Record<string, string> = { 'content-type': 'application/json' };
-      if (req.requestId) headers['x-request-id'] = req.requestId;
-      if (t.apiKey) headers.authorization = `Bearer ${t.apiKey}`;
-      const payload = JSON.stringify(body);
-      const l = (lean = await http1Request(t.pool, { host: t.host, port: t.port, method: 'POST', path: chat ? '/v1/chat/completions' : '/v1/completions', headers, body: payload }, ac.signal));
-      if (l.status < 200 || l.status >= 300) throw new EngineHttpError(l.status, await readLean(l), 'completion');
+      const l = (lean = await leanCompletion(t, req, chat ? '/v1/chat/completions' : '/v1/completions', JSON.stringify(body), ac));
       await new Promise<void>((resolve, reject) => {
         l.pipe((buf) => {
           ev.push(buf);
@@ -262,11 +234,40 @@ export async function streamCompletionPush(
     }
     if (!ev.done) throw await classify(new Error('stream ended without [DONE]'));
   } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', onAbort);
+    disarm();
     // read to its [DONE]: the connection goes to the keep-alive pool once the rest of the message is in (within 1 s)
     if (lean) lean.close(ev.done && !sinkFailed ? 1000 : undefined);
   }
+}
+
+/**
+ * What both completion calls set up: the request's checks and body, and the engine call's own cancellation (the
+ * caller's signal, or its deadline; a LeanAbort, no EventTarget: abort.ts). `disarm` ends the deadline and the link.
+ */
+function armCompletion(t: EngineTarget, req: EngineCompletionRequest, signal: AbortLike | undefined) {
+  if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
+  const timeoutMs = req.timeoutMs ?? t.defaultTimeoutMs;
+  const ac = new LeanAbort();
+  // the error (and its stack) is made when the deadline passes, not for every request
+  const timer = setTimeout(() => ac.abort(new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`)), timeoutMs);
+  const onAbort = () => ac.abort(signal!.reason);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) onAbort();
+  const disarm = () => {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+  };
+  return { chat: req.chat !== undefined, body: completionBody(req), ac, disarm };
+}
+
+/** The completion POST over the lean HTTP/1.1 client: its response once the status is 2xx, else EngineHttpError with the body. */
+async function leanCompletion(t: EngineTarget & { pool: Http1Pool }, req: EngineCompletionRequest, path: string, payload: string, ac: LeanAbort): Promise<Http1Response> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (req.requestId) headers['x-request-id'] = req.requestId;
+  if (t.apiKey) headers.authorization = `Bearer ${t.apiKey}`;
+  const r = await http1Request(t.pool, { host: t.host, port: t.port, method: 'POST', path, headers, body: payload }, ac.signal);
+  if (r.status < 200 || r.status >= 300) throw new EngineHttpError(r.status, await readLean(r), 'completion');
+  return r;
 }
 
 /** A lean response's body as text (an error answer), at most 64 KiB kept. */
