@@ -44,6 +44,11 @@ const PORT_PATTERNS = [/"event"\s*:\s*"listening".*?"port"\s*:\s*(\d+)/, /Uvicor
 /** how long a broken stream waits for the process exit that would explain it, ms. */
 const CRASH_ATTRIBUTION_MS = 1_000;
 const HEALTH_POLL_MS = 100;
+/**
+ * deadline of /sleep and /wake_up, ms: vLLM answers them once the weights are off the GPU or back on it, seconds for
+ * a 70B model (src/model/sleep.ts: level 2 of a TP2 Llama2-70B ~10 s), so a probe's deadline is too short.
+ */
+const SLEEP_CALL_TIMEOUT_MS = 60_000;
 
 const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -315,13 +320,13 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
 
   async sleep(level: 1 | 2 = 1): Promise<void> {
     this.requireSleep();
-    await this.post(`/sleep?level=${level}`, 'sleep');
+    await this.call(`/sleep?level=${level}`, { method: 'POST' }, 'sleep', SLEEP_CALL_TIMEOUT_MS);
     this._state = 'sleeping';
   }
 
   async wakeUp(): Promise<void> {
     this.requireSleep();
-    await this.post('/wake_up', 'wake_up');
+    await this.call('/wake_up', { method: 'POST' }, 'wake_up', SLEEP_CALL_TIMEOUT_MS);
     if (this._state === 'sleeping') this._state = 'ready';
   }
 
@@ -341,23 +346,19 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
     return this.call(path, { method: 'GET' }, what);
   }
 
-  private async post(path: string, what: string): Promise<string> {
-    return this.call(path, { method: 'POST' }, what);
-  }
-
   /**
    * One small exchange with the engine (/metrics, /tokenize, /detokenize, sleep mode) within the probe deadline,
    * over the lean HTTP/1.1 client's kept-alive connections (src/engine/http1.ts): the instance manager scrapes
    * /metrics every second, and the gateway's prompts are counted through /tokenize.
    */
-  private async call(path: string, init: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string }, what: string): Promise<string> {
+  private async call(path: string, init: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string }, what: string, timeoutMs = this.spec.probeTimeoutMs): Promise<string> {
     let res: { status: number; text: string };
     try {
       const headers: Record<string, string> = { ...init.headers };
       if (this.spec.apiKey) headers.authorization = `Bearer ${this.spec.apiKey}`;
-      res = await http1Text(this.small, { host: this.spec.host, port: this.port, method: init.method, path, headers, body: init.body ?? '' }, this.spec.probeTimeoutMs);
+      res = await http1Text(this.small, { host: this.spec.host, port: this.port, method: init.method, path, headers, body: init.body ?? '' }, timeoutMs);
     } catch (err) {
-      if (err instanceof Http1TimeoutError) throw new EngineTimeoutError(`${what}: no answer within ${this.spec.probeTimeoutMs} ms`, { cause: err });
+      if (err instanceof Http1TimeoutError) throw new EngineTimeoutError(`${what}: no answer within ${timeoutMs} ms`, { cause: err });
       throw new EngineStreamError(`${what}: ${(err as Error)?.message}`, { cause: err });
     }
     if (res.status < 200 || res.status > 299) throw new EngineHttpError(res.status, res.text, what);

@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { BatchingCore } from '../core.ts';
 import type { CoreEvent, CoreRequest } from '../core-types.ts';
 import type { PerfModel } from '../../model/types.ts';
+import type { SleepLevel } from '../../model/sleep.ts';
 
 export interface DriverOptions {
   perf: PerfModel;
@@ -91,6 +92,9 @@ export class RealtimeDriver {
   private lockedMin: number | null = null;
   private lockedMax: number | null = null;
   private closed = false;
+  /** sleep mode: the level asleep at (null: awake), and the transition under way. */
+  private sleepLevel: SleepLevel | null = null;
+  private transition: 'falling-asleep' | 'waking' | null = null;
   private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
   /** arrival time of the latest submit; a step that may admit it cannot start before it. */
   private lastArrivalMs = 0;
@@ -249,19 +253,45 @@ export class RealtimeDriver {
     this.core.setClock(mhz);
   }
 
-  /** vLLM sleep mode; refused while requests are in flight. */
-  sleep(): void {
+  /**
+   * vLLM sleep mode (src/model/sleep.ts): refused while requests are in flight. The core draws its unloaded idle
+   * power once asleep; the caller (the HTTP server) waits the level's modelled time before calling `asleep`.
+   */
+  sleep(level: SleepLevel = 1): void {
     if (this.busy || this.core.hasWork()) throw new RangeError('engine has requests in flight; drain before sleeping');
+    this.sleepLevel = level;
+    this.transition = 'falling-asleep';
+  }
+
+  /** The modelled fall into sleep is over: unloaded idle power from now. */
+  asleep(): void {
+    if (this.transition !== 'falling-asleep') return;
+    this.transition = null;
     this.core.setSleeping(true, this.now());
   }
 
-  wakeUp(): void {
+  /** A wake begins: loaded idle power from now (the weights are copied back), work still refused until `awake`. */
+  beginWake(): void {
+    this.transition = 'waking';
+    this.core.setSleeping(false, this.now());
+  }
+
+  /** The wake is over: the engine serves again. */
+  awake(): void {
+    this.transition = null;
+    this.sleepLevel = null;
     this.core.setSleeping(false, this.now());
     this.kick();
   }
 
+  /** True from a sleep call until the wake that follows it has finished (vLLM's /is_sleeping). */
   isSleeping(): boolean {
-    return this.core.isSleeping();
+    return this.sleepLevel !== null;
+  }
+
+  /** The level of the current sleep, or null while awake. */
+  sleepingAt(): SleepLevel | null {
+    return this.sleepLevel;
   }
 
   close(): void {

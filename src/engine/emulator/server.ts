@@ -1,8 +1,10 @@
 /**
  * The emulator's HTTP surface, the subset of vLLM's OpenAI-compatible server the control plane uses:
  * /v1/completions and /v1/chat/completions (stream, stream_options.include_usage), /v1/models, /health,
- * /metrics (vllm: names), /sleep, /wake_up, /is_sleeping; plus the emulated GPU's admin endpoints
+ * /metrics (vllm: names), /sleep?level=1|2, /wake_up, /is_sleeping; plus the emulated GPU's admin endpoints
  * (/admin/gpu, /admin/gpu/lock-clocks, /admin/gpu/reset-clocks). Latencies and energy are modelled.
+ * Sleep mode (./sleep-mode.ts) takes the times src/model/sleep.ts models; asleep the GPUs draw their unloaded idle
+ * power, the prefix cache is dropped, and completions are refused (503) from the sleep call until the wake is over.
  *
  * The final usage object carries a non-standard `energy_joules`: the request's modelled energy (its
  * token share of every step it took part in), next to the standard fields.
@@ -11,6 +13,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { PerfModel } from '../../model/types.ts';
+import { EmulatedSleepMode, SleepCallError } from './sleep-mode.ts';
 import { QueueFullError } from '../errors.ts';
 import { RealtimeDriver, type LatencyHistogram } from './driver.ts';
 import { hash3 } from './text.ts';
@@ -92,6 +95,7 @@ export class EmulatorServer {
   private readonly created = Math.floor(Date.now() / 1000);
   private loadTimer: NodeJS.Timeout | null = null;
   private readonly streamInterval: number;
+  private readonly sleepMode: EmulatedSleepMode;
 
   constructor(readonly opts: EmulatorOptions) {
     const blockSize = opts.blockSize ?? 16;
@@ -101,6 +105,7 @@ export class EmulatorServer {
       perf: opts.perf, tp: opts.tp, maxModelLen: opts.perf.model.maxContext, timeScale: opts.timeScale, zeroDelay: opts.zeroDelay,
       maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, longPrefillTokenThreshold: opts.longPrefillTokenThreshold, maxWaiting: opts.maxWaiting,
     });
+    this.sleepMode = new EmulatedSleepMode(this.driver, opts.perf.model, opts.tp, opts.zeroDelay === true);
     this.servedModelName = opts.servedModelName ?? opts.perf.model.name;
     this.seed = opts.seed ?? 1;
     this.streamInterval = opts.streamInterval ?? 1;
@@ -176,15 +181,16 @@ export class EmulatorServer {
         await this.readBody(req);
         this.requireReady();
         try {
-          this.driver.sleep();
+          await this.sleepMode.sleep(url.searchParams.get('level'));
         } catch (e) {
-          throw new HttpError(409, (e as Error).message, 'ConflictError');
+          if (e instanceof SleepCallError) throw new HttpError(e.status, e.message, e.status === 409 ? 'ConflictError' : 'BadRequestError');
+          throw e;
         }
         res.writeHead(200).end();
         return;
       case 'POST /wake_up':
         await this.readBody(req);
-        this.driver.wakeUp();
+        await this.sleepMode.wakeUp();
         res.writeHead(200).end();
         return;
       case 'GET /is_sleeping':
