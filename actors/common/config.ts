@@ -231,6 +231,12 @@ export const configSchema = z
          * it has lasted this long).
          */
         recentWindowS: pos.default(300),
+        /**
+         * shorten the cluster epoch to this many seconds while the load forecast is confident (its last 10 minutes
+         * within twice counting noise), back to epochs.clusterS when it misses (src/policy/epoch-length.ts); a short
+         * epoch only scales in. Unset (the default): every epoch is epochs.clusterS.
+         */
+        epochFloorS: pos.optional(),
       }).strict()
       .default({}),
     /**
@@ -356,6 +362,7 @@ export function crossFieldErrors(c: ClusterConfig): string[] {
   if (!(ts.S <= ts.M && ts.M <= ts.L)) out.push(`slo.ttftMs: S <= M <= L required (longer prompts get at least as long), got ${ts.S}/${ts.M}/${ts.L}`);
   const maxGpus = Math.max(...c.servers.map((s) => s.gpus));
   if (c.engine.initialTp > maxGpus) out.push(`engine.initialTp: ${c.engine.initialTp} exceeds the largest server (${maxGpus} GPUs in servers)`);
+  if (c.scaling.epochFloorS !== undefined && c.scaling.epochFloorS > e.clusterS) out.push(`scaling.epochFloorS (${c.scaling.epochFloorS} s) must not exceed epochs.clusterS (${e.clusterS} s)`);
   if (c.scaling.minEpochGapS > e.clusterS) out.push(`scaling.minEpochGapS (${c.scaling.minEpochGapS} s) must not exceed epochs.clusterS (${e.clusterS} s)`);
   if (c.planner === 'milp' && c.milpDeadlineMs >= e.poolS * 1000) out.push(`milpDeadlineMs (${c.milpDeadlineMs} ms) must be shorter than epochs.poolS (${e.poolS} s)`);
   const pw = c.power;

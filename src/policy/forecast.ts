@@ -65,7 +65,7 @@ export class LoadForecaster {
   }
 
   /** A forecaster reading `state` in place, without a copy: for forecasts only (never call observe on it). */
-  static reading(state: ForecasterState, opts: ForecasterOptions = {}): Pick<LoadForecaster, 'forecast' | 'explain'> {
+  static reading(state: ForecasterState, opts: ForecasterOptions = {}): Pick<LoadForecaster, 'forecast' | 'explain' | 'predict'> {
     const f = new LoadForecaster(opts);
     (f as unknown as { s: ForecasterState }).s = state;
     return f;
@@ -95,6 +95,23 @@ export class LoadForecaster {
       const slope = this.o.beta * ((level - st.level) / dtMin) + (1 - this.o.beta) * st.slope * this.o.phi;
       this.s.holt[t] = { level, slope, lastT: tMs };
     }
+  }
+
+  /**
+   * Holt's prediction of the sample at `tMs` (its level and damped slope, no margin, no floor, no template), per type
+   * with a history: what a sample at tMs is scored against (./epoch-length.ts). Call it before observe(tMs).
+   */
+  predict(tMs: number): LoadByType {
+    const out: LoadByType = {};
+    const phi = this.o.phi;
+    for (const t of REQUEST_TYPES) {
+      const st = this.s.holt[t];
+      if (!st) continue;
+      const H = Math.max(0, (tMs - st.lastT) / MIN);
+      const damp = phi === 1 ? H : (phi * (1 - Math.pow(phi, H))) / (1 - phi);
+      out[t] = Math.max(0, st.level + st.slope * damp);
+    }
+    return out;
   }
 
   /** Per-type components of the forecast at `nowMs` for the next `horizonMs`. */

@@ -14,6 +14,7 @@ import { intakePools, type ClusterMachineConfig } from '../policy/machines/clust
 import { serverPowerConfig } from '../policy/machines/cluster-power.ts';
 import { SERVER_BOOT_S } from './types.ts';
 import { ClusterBrain, prefixReuseByType } from './cluster-brain.ts';
+import { EPOCH_LENGTH_DEFAULTS } from '../policy/epoch-length.ts';
 import { OracleSolver, staticPools, type PoolLayout } from './yardsticks.ts';
 import { SimLedger } from './ledger.ts';
 import { TYPE_INDEX, LOAD_WINDOW_S, PEER_STATUS_MS, type SimInstance, type SimPool } from './state.ts';
@@ -245,6 +246,7 @@ export abstract class SimControl extends SimLedger {
       splitTps: this.knobs.dynamicShards ? this.p.tpDegrees : [this.o.instanceTp ?? 8],
       // the forecast's floor is already the highest minute of the last 30; the plan keeps `headroom` free on top
       forecastMargin: 0,
+      ...(this.o.clusterEpochFloorS !== undefined ? { adaptiveEpoch: { ...EPOCH_LENGTH_DEFAULTS, floorMs: this.o.clusterEpochFloorS * 1000 } } : {}),
       // the live machine's server power decisions on the simulated servers
       ...(this.o.unusedServers === 'off' ? { power: serverPowerConfig({ bootS: this.o.serverBootS ?? SERVER_BOOT_S, ...(this.o.powerReserve !== undefined ? { reserveServers: this.o.powerReserve } : {}) }) } : {}),
     };

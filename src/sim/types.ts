@@ -155,6 +155,11 @@ export interface SimOptions {
    * the new one is up, after tau x Table VI + resync. Default 'overlap'.
    */
   reshardExecution?: 'units' | 'overlap';
+  /**
+   * the cluster machine's shorter epoch while its forecast is confident (src/policy/epoch-length.ts), the shortest
+   * length in seconds; absent: every cluster epoch is `epochs.clusterS`.
+   */
+  clusterEpochFloorS?: number;
   knobs?: { pools?: 'single' | 'per-type'; dynamicInstances?: boolean; dynamicShards?: boolean; dynamicClock?: boolean; emergency?: boolean };
 }
 

@@ -46,6 +46,8 @@ describe('config validation', () => {
     expect(err({ thresholds: { input: { S: 300, M: 200, L: 8192 } } })).toMatch(/thresholds\.input: S < M < L/);
     expect(err({ servers: [{ id: 'a', gpus: 4 }], engine: { initialTp: 8 } })).toMatch(/engine\.initialTp: 8 exceeds the largest server \(4 GPUs/);
     expect(err({ gpuBackend: 'nvml' })).toMatch(/gpuBackend: 'nvml' controls real GPUs, but engine\.kind is 'emulator'/);
+    expect(err({ scaling: { epochFloorS: 3600 } })).toMatch(/scaling\.epochFloorS \(3600 s\) must not exceed epochs\.clusterS \(1800 s\)/);
+    expect(parseConfig({ scaling: { epochFloorS: 300 } }).scaling.epochFloorS).toBe(300);
   });
 
   it('an unknown model or GPU is refused, with a suggestion', () => {

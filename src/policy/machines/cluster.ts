@@ -19,6 +19,7 @@ import { REQUEST_TYPES, type LengthClass, type RequestType } from '../../../prot
 import type { PoolAssignment } from '../../../protocols/control.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { LoadForecaster, type ForecasterState } from '../forecast.ts';
+import { epochAfterObservation, epochAfterRun, forecastError, initialEpochLength, meanError, type EpochLengthConfig, type EpochLengthState } from '../epoch-length.ts';
 import { longerType, planCluster, serversToStartAhead, sharedPrefixClasses, type ClusterPlanResult } from '../cluster.ts';
 import {
   afterPlacement, clonePower, idlePower, initialPowerState, observePower, plannableServers, powerResult, usableServers, wakeAhead,
@@ -64,6 +65,12 @@ export interface ClusterMachineConfig {
    * every configured server in `servers` and those whose node agent reports in `alive`.
    */
   power?: ServerPowerConfig;
+  /**
+   * a shorter epoch while the forecast is confident (../epoch-length.ts; fullMs is epochMs): every epoch plans for the
+   * current length's horizon and recent window (at most recentWindowMs), and once that length has passed since the last
+   * epoch an observation whose plan only takes servers away (scalesIn) runs one. Absent: every epoch is epochMs.
+   */
+  adaptiveEpoch?: Omit<EpochLengthConfig, 'fullMs'>;
 }
 
 export interface ClusterMachineState {
@@ -84,6 +91,8 @@ export interface ClusterMachineState {
   lastForecast?: Load;
   /** server power (with cfg.power). */
   power?: PowerMachineState;
+  /** the epoch's current length and the forecast's recent error (with cfg.adaptiveEpoch). */
+  epochLen?: EpochLengthState;
 }
 
 /** What the power decisions observe (with cfg.power): servers whose node agent reports, servers holding an instance. */
@@ -201,11 +210,20 @@ function grantedServers(s: ClusterMachineState): Set<string> {
   return out;
 }
 
-const forecasterOptions = (cfg: ClusterMachineConfig) => ({ recentWindowMs: cfg.recentWindowMs, ...(cfg.forecastMargin !== undefined ? { safetyMargin: cfg.forecastMargin } : {}) });
+const forecasterOptions = (cfg: ClusterMachineConfig, windowMs = cfg.recentWindowMs) => ({ recentWindowMs: windowMs, ...(cfg.forecastMargin !== undefined ? { safetyMargin: cfg.forecastMargin } : {}) });
 
-function forecastOf(s: ClusterMachineState, cfg: ClusterMachineConfig, at: number, horizonMs: number): Load {
-  return LoadForecaster.reading(s.forecaster, forecasterOptions(cfg)).forecast(at, horizonMs);
+/** The length of the epoch in force: cfg.epochMs, or shorter while the forecast is confident (cfg.adaptiveEpoch). */
+export function epochLengthOf(s: Pick<ClusterMachineState, 'epochLen'>, cfg: Pick<ClusterMachineConfig, 'epochMs' | 'adaptiveEpoch'>): number {
+  return cfg.adaptiveEpoch && s.epochLen ? Math.min(cfg.epochMs, s.epochLen.lenMs) : cfg.epochMs;
 }
+
+/** The forecast over `horizonMs` from `at`; its recent window is at most the epoch in force (a shorter epoch reads a shorter window). */
+function forecastOf(s: ClusterMachineState, cfg: ClusterMachineConfig, at: number, horizonMs: number): Load {
+  const windowMs = Math.min(cfg.recentWindowMs, epochLengthOf(s, cfg));
+  return LoadForecaster.reading(s.forecaster, forecasterOptions(cfg, windowMs)).forecast(at, horizonMs);
+}
+
+const epochLengthConfig = (cfg: ClusterMachineConfig): EpochLengthConfig | undefined => (cfg.adaptiveEpoch ? { ...cfg.adaptiveEpoch, fullMs: cfg.epochMs } : undefined);
 
 /**
  * Every observation tick: the measured load feeds the forecaster (one sample per sample period); when the
@@ -214,14 +232,18 @@ function forecastOf(s: ClusterMachineState, cfg: ClusterMachineConfig, at: numbe
  * does not wait for the epoch timer.
  */
 function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Load; servers: ClusterServer[] }, now: number, cfg: ClusterMachineConfig): void {
+  const lenCfg = epochLengthConfig(cfg);
   if (now - s.lastSampleMs >= sampleMsOf(cfg)) {
     const f = new LoadForecaster(forecasterOptions(cfg), s.forecaster);
+    // the minute scored against the forecaster's prediction of it, before it is fed in
+    if (lenCfg && s.forecaster.firstT !== null) s.epochLen = epochAfterObservation(s.epochLen ?? initialEpochLength(lenCfg), forecastError(f.predict(now), ev.observed, sampleMsOf(cfg) / 1000), lenCfg);
     f.observe(now, ev.observed);
     s.forecaster = f.snapshot();
     s.lastSampleMs = now;
   }
   if (!cfg.profile || cfg.configuredPools || !s.planServers) return;
-  const f = forecastOf(s, cfg, now, cfg.epochMs);
+  const lenMs = epochLengthOf(s, cfg);
+  const f = forecastOf(s, cfg, now, lenMs);
   let want: Map<string, number>;
   try {
     want = serversPerPool(planOf(f, s.power ? plannableServers(s.power, ev.servers) : ev.servers, cfg.profile, cfg.headroom, cfg.splitTps, s.sharedClasses));
@@ -229,6 +251,13 @@ function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Lo
     return;
   }
   const have = s.planServers;
+  if (lenCfg && lenMs < cfg.epochMs && now - s.lastEpochMs >= lenMs && scalesIn(have, want)) {
+    // a confident forecast's short epoch: it only takes servers away (a rise has the forecast-change epoch and the
+    // start-ahead; a move between pools costs an instance start each way)
+    s.mismatchTicks = 0;
+    scaleEpoch(s, fx, `short epoch: ${Math.round(lenMs / 1000)} s, forecast error ${(meanError(s.epochLen!) ?? 0).toFixed(2)}`, ev.observed, ev.servers, now, cfg);
+    return;
+  }
   const differs = [...new Set([...want.keys(), ...have.keys()])].some((p) => (want.get(p) ?? 0) !== (have.get(p) ?? 0));
   s.mismatchTicks = differs ? s.mismatchTicks + 1 : 0;
   if (s.mismatchTicks >= 2 && now - s.lastEpochMs >= cfg.minEpochGapMs) {
@@ -236,6 +265,12 @@ function observe(s: ClusterMachineState, fx: ClusterEffect[], ev: { observed: Lo
     const fmt = (m: Map<string, number>) => [...m].filter(([, n]) => n > 0).map(([p, n]) => `${p}:${n}`).join(',') || 'none';
     scaleEpoch(s, fx, `forecast change: plan ${fmt(have)} -> ${fmt(want)} (observed ${JSON.stringify(round3(ev.observed))})`, ev.observed, ev.servers, now, cfg);
   }
+}
+
+/** A plan that only takes servers away: no pool gains one, and at least one loses one. */
+export function scalesIn(have: ReadonlyMap<string, number>, want: ReadonlyMap<string, number>): boolean {
+  const sum = (m: ReadonlyMap<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+  return [...want].every(([p, n]) => n <= (have.get(p) ?? 0)) && sum(want) < sum(have);
 }
 
 /** The plan for a forecast peak, sized for it plus the headroom. */
@@ -261,7 +296,11 @@ function serversPerPool(plan: { pools: { pool: { id: string }; servers: number }
  */
 function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, observed: Load, servers: ClusterServer[], now: number, cfg: ClusterMachineConfig, extra?: Load, given?: Load): void {
   s.lastEpochMs = now;
-  const epochMs = cfg.epochMs;
+  // the next epoch's length (a confident forecast shortens it), the horizon this one plans for; a start-ahead epoch
+  // or a re-placement of the plan in force (`extra`, `given`) leaves it
+  const lenCfg = epochLengthConfig(cfg);
+  if (lenCfg && !extra && !given) s.epochLen = epochAfterRun(s.epochLen ?? initialEpochLength(lenCfg), lenCfg);
+  const epochMs = epochLengthOf(s, cfg);
   const forecast = { ...(given ?? forecastOf(s, cfg, now, epochMs)) };
   if (extra) for (const [t, v] of Object.entries(extra) as [RequestType, number][]) forecast[t] = Math.max(forecast[t] ?? 0, v);
   s.lastForecast = forecast;
@@ -362,7 +401,8 @@ function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, ob
   if (changes.length) {
     fx.push({
       kind: 'event', event: 'scale', summary: `cluster epoch ${epoch} (${why}): ${changes.length} pool(s) changed`,
-      decision: { epoch, why, changes, merges, startAhead, ...(capped ? { capped } : {}) }, inputs: { forecast, observed, servers: servers.map((x) => x.id), rationale, planner: 'heuristic' },
+      decision: { epoch, why, changes, merges, startAhead, ...(capped ? { capped } : {}), ...(lenCfg ? { nextEpochS: epochMs / 1000 } : {}) },
+      inputs: { forecast, observed, servers: servers.map((x) => x.id), rationale, planner: 'heuristic', ...(lenCfg && s.epochLen ? { forecastError: meanError(s.epochLen) ?? null } : {}) },
     });
     for (const m of merges) fx.push({ kind: 'event', event: 'merge', summary: `${m.from} merged into ${m.into}`, decision: m, inputs: { forecast } });
   }
