@@ -57,7 +57,7 @@ export interface PoolMachineConfig {
   holdLimitMs?: number;
   /** TP of the instances that fill granted GPUs before any re-shard. */
   initialTp: number;
-  /** wall s per modelled s of the pool's engines (an emulator at engine.timeScale k runs k times faster): the epoch's arrival rate is per modelled s, as the instances' loads. Absent: 1. */
+  /** modelled s per wall s of the pool's engines (an emulator at engine.timeScale k runs k times faster): the epoch's arrival rate and its burst window's peak are per modelled s, as the instances' loads. Absent: 1. */
   timeScale?: number;
   /** a peer with this many queued requests or more takes no moved request. */
   moveQueueAbove: number;
@@ -818,7 +818,7 @@ function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: P
   const measured = counted ?? poolEpochLoad(s);
   // the burst guard: the split keeps what the window's highest minute needs; the instances it does not need are left out
   s.recentLoad = recordPoolArrivals(s.recentLoad, {}, now, cfg.burstWindowMs ?? 0);
-  const { load: peak, guarded } = guardedPoolLoad(measured, windowPeak(s.recentLoad));
+  const { load: peak, guarded } = guardedPoolLoad(measured, windowPeak(s.recentLoad, cfg.timeScale));
   const input: PoolShardInput = {
     profile: cfg.profile, load: measured, ...(guarded ? { peak, allowIdleGpus: true } : {}), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp), ...poolPrefixReuse(live),
     epochS: cfg.epochMs / 1000, gpusPerServer: grantGpusPerServer(s.assignment), headroom: cfg.headroom, ...(cfg.overhead ? { overhead: cfg.overhead } : {}),
