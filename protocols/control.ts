@@ -143,7 +143,8 @@ export const moveReply = z.object({
 export type MoveReply = z.infer<typeof moveReply>;
 export const MoveReply = codec('MoveReply', moveReply);
 
-export const instanceStates = ['starting', 'ready', 'restarting', 'draining', 'stopped', 'failed'] as const;
+/** sleeping: its engine in vLLM's sleep mode, falling asleep or waking (src/policy/sleep-standby.ts): no dispatch to it; one of its pool's layout. */
+export const instanceStates = ['starting', 'ready', 'restarting', 'draining', 'stopped', 'failed', 'sleeping'] as const;
 
 /**
  * An instance as it reports itself to its pool leader every status interval: the dispatcher's view and

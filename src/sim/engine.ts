@@ -139,11 +139,13 @@ export class Simulation extends SimFluidModel {
     let nextEm = this.knobs.emergency || this.knobs.dynamicClock || this.useDispatchPolicy ? BRAIN_TICK_MS : Infinity;
     // the pools' burst windows get their instances' admissions at the live status interval (the live pool machine's statuses)
     let nextStatus = this.knobs.dynamicShards && !this.knobs.oracle ? PEER_STATUS_MS : Infinity;
+    // sleep mode's standby decisions (./sleep-standby.ts), at the live status interval
+    let nextSleep = this.sleepStandbyOn ? PEER_STATUS_MS : Infinity;
     let lastT = 0;
     while (true) {
       const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs) : Infinity;
       const tStep = this.stepHeap.peekTime();
-      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.nextReadyMs);
+      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.nextReadyMs, nextSleep, this.sleepDueMs);
       const t = Math.min(tArr, tStep, tTimer);
       if (t === Infinity || (t > endMs && !nextRec && this.stepHeap.size === 0)) break;
       if (t > endMs + 3.6e6) break; // safety: an hour past the last arrival
@@ -167,6 +169,15 @@ export class Simulation extends SimFluidModel {
           this.setClockNow(c.inst, c.mhz, t);
           c.inst.brain?.clockApplied(c.mhz, c.why ?? '', c.inputs ?? {}, t);
         }
+        continue;
+      }
+      if (this.sleepDueMs === t) {
+        this.sleepDue(t);
+        continue;
+      }
+      if (nextSleep === t) {
+        this.sleepStandbyTick(t);
+        nextSleep += PEER_STATUS_MS;
         continue;
       }
       if (nextSample === t) {
@@ -203,6 +214,6 @@ export class Simulation extends SimFluidModel {
     }
     const end = Math.max(endMs, lastT, this.lastSampleMs); // to the last event served, the last request's end
     this.sample(end);
-    return this.result(end, performance.now() - wall0);
+    return this.withSleepStandby(this.result(end, performance.now() - wall0), end);
   }
 }

@@ -10,7 +10,7 @@ import type { LoadByType } from '../policy/types.ts';
 import * as decide from './decide.ts';
 import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { overContext, type TraceRecord } from './trace.ts';
-import { SimStepModel } from './step-model.ts';
+import { SimSleepStandby } from './sleep-standby.ts';
 import { TYPE_INDEX, LOAD_WINDOW_S, type RequestTypeSpecLike, type SimInstance, type FluidGroup, type SimPool } from './state.ts';
 
 /**
@@ -24,7 +24,7 @@ const FLUID_LATENCY_WINDOW_S = Number(process.env.SIM_FLUID_LATENCY_WINDOW_S ?? 
 /** window of the arrival-rate smoothing that instance power is read at, s (a request occupies its instance for its whole service time, not one tick). */
 const FLUID_POWER_WINDOW_S = 5; // measured: 5..120 s move the conversation hour's fluid energy by < 1%
 
-export abstract class SimFluidModel extends SimStepModel {
+export abstract class SimFluidModel extends SimSleepStandby {
   /**
    * Advance every instance over one tick with the tick's arrivals (binned per pool and true type). Load is
    * shared in proportion to SLO capacity (what the dispatcher approximates); instances of a pool with the

@@ -35,6 +35,8 @@ export interface LeaderInstance {
   tp: number;
   clockMhz: number;
   state: 'starting' | 'active' | 'draining' | 'stopping' | 'stopped';
+  /** sleep mode (./sleep-standby.ts): an active instance with one reports 'sleeping' (no dispatch to it). */
+  sleep?: unknown;
   /** its instance machine (step fidelity): an active instance without one has no engine yet. */
   brain?: Pick<InstanceBrain, 'report'>;
 }
@@ -122,7 +124,7 @@ export class SimPoolLeader<I extends LeaderInstance> {
       seen.add(i.id);
       this.#byId.set(i.id, i);
       // stopping (its engine exiting): the live instance reports draining until its engine has exited
-      const state: InstanceStatus['state'] = i.state === 'active' ? (i.brain ? 'ready' : 'starting') : i.state === 'draining' || i.state === 'stopping' ? 'draining' : i.state === 'starting' ? 'starting' : 'stopped';
+      const state: InstanceStatus['state'] = i.state === 'active' ? (!i.brain ? 'starting' : i.sleep ? 'sleeping' : 'ready') : i.state === 'draining' || i.state === 'stopping' ? 'draining' : i.state === 'starting' ? 'starting' : 'stopped';
       const last = this.#sent.get(i.id);
       if (last && last.state === state && now - last.atMs < this.#cfg.statusIntervalMs) continue;
       this.#sent.set(i.id, { atMs: now, state });

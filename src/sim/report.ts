@@ -66,6 +66,8 @@ export function breakdownTable(results: SimResult[]): string[] {
   if (idle.length) out.push(`drawn powered on servers holding no grant and no instance (at most what --unused-servers off could save), kWh: ${idle.map((r) => `${r.policy} ${f1(r.energyBreakdown!.unusedServersKWh!)}`).join(', ')}`);
   const off = rs.filter((r) => r.serverPower);
   if (off.length) out.push(`server power (--unused-servers off, the cluster machine's decisions, ${SERVER_BOOT_S}-s boots by default): ${off.map((r) => `${r.policy} ${r.serverPower!.powerOffs} off / ${r.serverPower!.powerOns} on, ${f1(r.energyBreakdown!.unusedServersKWh ?? 0)} kWh not drawn, boots ${f1(r.energyBreakdown!.serverBootKWh ?? 0)} kWh`).join('; ')}`);
+  const slept = rs.filter((r) => r.sleepStandby);
+  if (slept.length) out.push(`sleep mode (--sleep-standby on): ${slept.map((r) => `${r.policy} ${r.sleepStandby!.sleeps} sleeps (${r.sleepStandby!.level2Sleeps} at level 2) / ${r.sleepStandby!.wakes} wakes, ${f1(r.sleepStandby!.asleepGpuHours)} GPU-h asleep drawing ${(r.energyBreakdown!.instanceAsleepKWh ?? 0).toFixed(2)} kWh (part of instances idle)`).join('; ')}`);
   const pooled = rs.filter((r) => r.energyByPoolKWh && Object.keys(r.energyByPoolKWh).length);
   if (pooled.length) out.push(`instances idle and stepping by pool, kWh: ${pooled.map((r) => `${r.policy} ${Object.entries(r.energyByPoolKWh!).map(([id, v]) => `${id.replace(/^pool-/, '')} ${v.toFixed(2)}`).join(' ')}`).join('; ')}`);
   const dyn = rs.find((r) => r.policy === 'dynamollm');

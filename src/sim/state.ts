@@ -5,6 +5,7 @@
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
 import type { PerfModel } from '../model/types.ts';
+import type { SleepLevel } from '../model/sleep.ts';
 import type { BatchingCore } from '../engine/core.ts';
 import type { LoadByType, TpDegree } from '../policy/types.ts';
 import type { HighsLike } from '../policy/milp.ts';
@@ -119,6 +120,13 @@ export interface SimInstance {
   arrived?: Float64Array;
   epochAtMs?: number;
   ewma?: LoadByType;
+  /**
+   * sleep mode (SimOptions.sleepStandby, ./sleep-standby.ts): to-sleep (finishing its requests, taking none), falling
+   * (weights leaving the GPU, until untilMs), asleep (since asleepAtMs), waking (until untilMs); absent: awake.
+   */
+  sleep?: { phase: 'to-sleep' | 'falling' | 'asleep' | 'waking'; level: SleepLevel; sinceMs: number; untilMs?: number; asleepAtMs?: number };
+  /** when it last woke (or was told to stay awake), ms: the standby policy's dwell. */
+  standbySinceMs?: number;
 }
 
 /** fluid: the active instances of a pool with one (TP, clock), and their share weight (SLO capacity at max clock for the tick's mix). */

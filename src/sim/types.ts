@@ -1,6 +1,7 @@
 /** Options and results of the trace-driven simulator. */
 import type { RequestType } from '../../protocols/request-types.ts';
 import type { SynthOptions, TimeUnit } from './trace.ts';
+import type { StandbyConfig, StandbyWindowConfig } from '../policy/sleep-standby.ts';
 
 export const POLICY_NAMES = ['single-pool', 'multi-pool', 'scale-inst', 'scale-shard', 'scale-freq', 'dynamollm', 'oracle'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
@@ -62,20 +63,6 @@ export interface SimCosts {
    * meanwhile, at loaded idle power); default policy defaultOverhead().instanceStopS.
    */
   instanceStopS: number;
-}
-
-/** What a live instance manager's config bounds (actors/common/config.ts engine and emergency sections). */
-export interface InstanceLimits {
-  /** requests inside the engine at once. */
-  maxInEngine: number;
-  /** bound of the instance manager's admission queue. */
-  maxQueued: number;
-  /** a request queued longer than this is rejected at emergency step 4, ms. */
-  rejectAfterMs: number;
-  /** a peer with fewer queued requests than this can take moved ones. */
-  moveQueueAbove: number;
-  /** Retry-After told to refused and rejected clients, s. */
-  retryAfterS: number;
 }
 
 export interface SimOptions {
@@ -175,11 +162,15 @@ export interface SimOptions {
    */
   clusterEpochFloorS?: number;
   /**
-   * the instance managers' limits, as a live cluster's config sets them (engine.maxInEngine, engine.maxQueued,
-   * emergency.rejectAfterMs / moveQueueAbove / retryAfterS); each default the live default (instance-brain.ts
-   * LIVE_INSTANCE_DEFAULTS). The twin check passes its config's.
+   * standby through vLLM's sleep mode (step fidelity, the policies with the cluster machine and the pools' dispatch):
+   * 'on' sleeps the instances a pool's forecast does not need before a wake and wakes them when it does
+   * (src/policy/sleep-standby.ts, ./sleep-standby.ts); default 'off'.
    */
-  instanceLimits?: Partial<InstanceLimits>;
+  sleepStandby?: 'on' | 'off';
+  /** with sleepStandby 'on': the policy's settings (src/policy/sleep-standby.ts STANDBY_DEFAULTS; level1Slots is the host's). */
+  sleepStandbyConfig?: Partial<Omit<StandbyConfig, 'level1Slots'>>;
+  /** with sleepStandby 'on': its forecast's window (STANDBY_WINDOW_DEFAULTS). */
+  sleepStandbyWindow?: Partial<StandbyWindowConfig>;
   knobs?: { pools?: 'single' | 'per-type'; dynamicInstances?: boolean; dynamicShards?: boolean; dynamicClock?: boolean; emergency?: boolean };
 }
 
@@ -226,7 +217,11 @@ export interface SimResult {
      * drawn powered (not drawn), serverBootKWh what its servers drew while booting (part of unallocatedKWh).
      */
     unusedServersKWh?: number; serverBootKWh?: number;
+    /** sleepStandby 'on': the part of instanceIdleKWh drawn asleep (unloaded idle power). */
+    instanceAsleepKWh?: number;
   };
+  /** sleepStandby 'on': instances put to sleep (level 2 of them), woken, and the GPU-hours asleep (part of gpuHours). */
+  sleepStandby?: { sleeps: number; level2Sleeps: number; wakes: number; asleepGpuHours: number };
   /**
    * instance energy (idle and stepping) by pool id, kWh: its sum is instanceIdleKWh + instanceBusyKWh. Pools are not
    * comparable across policies one by one where they serve different types (dynamollm's merged pools, the oracle's

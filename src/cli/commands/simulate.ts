@@ -47,6 +47,8 @@ interface SimulateOptions {
   reshardExecution: string;
   predictor: string;
   unusedServers: string;
+  sleepStandby: string;
+  sleepStandbyWindowS?: string;
   serverBootS?: string;
   powerReserve?: string;
   instanceStartS?: string;
@@ -87,6 +89,8 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--instance-start-s <s>', 'seconds until a new engine serves (default 300: Table V, weights cached in-cluster)')
     .option('--instance-stop-s <s>', 'seconds from a drained engine\'s stop to its GPUs free (default 5: a vLLM process exits in seconds)')
     .option('--unused-servers <how>', "servers holding no pool's grant and no instance: powered (their GPUs draw unloaded idle power) or off (the cluster machine's server power decisions, as the live cluster manager takes them with a power driver: drained servers powered off beyond a reserve, powered on a boot ahead of need; policies without the cluster machine keep every server powered)", 'powered')
+    .option('--sleep-standby <on|off>', "step fidelity, dynamollm: keep the instances a pool's forecast does not need before a wake asleep through vLLM's sleep mode (level 1 or 2, woken in seconds when the forecast rises), instead of idle at their loaded idle power", 'off')
+    .option('--sleep-standby-window-s <s>', 'with --sleep-standby on: how long its forecast remembers the busiest 10 s of a pool\'s arrivals, s (default 180)')
     .option('--server-boot-s <s>', 'with --unused-servers off: a server\'s boot time, s (default 120: Table V, a VM 1-2 min)')
     .option('--power-reserve <n>', 'with --unused-servers off: idle powered servers kept beyond the grants (default 1)')
     .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
@@ -120,6 +124,11 @@ function nonNegInt(x: number, flag: string): number {
 
 function nonNegative(x: number, flag: string): number {
   if (!(x >= 0)) throw new UsageError(`--${flag} must be >= 0, got ${x}`);
+  return x;
+}
+
+function onOff(x: string, flag: string): 'on' | 'off' {
+  if (x !== 'on' && x !== 'off') throw new UsageError(`--${flag} must be on or off, got '${x}'`);
   return x;
 }
 
@@ -193,6 +202,8 @@ async function simulate(v: SimulateOptions): Promise<number> {
     reshardExecution: reshardExecutionOf(v.reshardExecution),
     predictor: predictorOf(v.predictor, fidelity),
     unusedServers: unusedServersOf(v.unusedServers),
+    sleepStandby: onOff(v.sleepStandby, 'sleep-standby'),
+    ...(v.sleepStandbyWindowS !== undefined ? { sleepStandbyWindow: { windowMs: positive(num(v.sleepStandbyWindowS, 'sleep-standby-window-s'), 'sleep-standby-window-s') * 1000 } } : {}),
     ...(v.serverBootS !== undefined ? { serverBootS: positive(num(v.serverBootS, 'server-boot-s'), 'server-boot-s') } : {}),
     ...(v.powerReserve !== undefined ? { powerReserve: nonNegInt(num(v.powerReserve, 'power-reserve'), 'power-reserve') } : {}),
     ...(v.instanceStartS !== undefined || v.instanceStopS !== undefined ? {
