@@ -392,6 +392,11 @@ export class BatchingCore implements BatchingCoreApi {
     return this.preemptions;
   }
 
+  /** A request in the engine (waiting or running), as submitted. */
+  requestOf(id: string): CoreRequest | undefined {
+    return this.byId.get(id)?.req;
+  }
+
   /** Generated-token count of a known request (for the emulator's streaming), or -1. */
   generatedOf(id: string): number {
     return this.byId.get(id)?.generated ?? -1;

@@ -78,8 +78,13 @@ export abstract class SimControl extends SimLedger {
     if (inst.state !== 'active') return;
     inst.state = 'draining';
     inst.brain?.step({ type: 'lifecycle', state: 'draining', why: 'drained by the pool' }, now);
+    this.drainLog.drained(inst, now);
+    this.migrateOnDrain(inst, now);
     this.maybeStop(inst, now);
   }
+
+  /** Step fidelity with SimOptions.drainMigration: a draining instance's long requests to its peers (./drain-migration.ts). */
+  protected migrateOnDrain(_inst: SimInstance, _now: number): void {}
 
   /**
    * A drained instance with nothing left stops: its engine process exits, which takes costs.instanceStopS (its GPUs
@@ -115,6 +120,7 @@ export abstract class SimControl extends SimLedger {
     inst.state = 'stopped';
     inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
     this.reconf.instanceStop++;
+    this.drainLog.freed(inst, now);
     this.advanceExec(inst.pool, now);
   }
 

@@ -12,6 +12,7 @@ import type { LoadByType } from '../policy/types.ts';
 import type { PoolMachineConfig } from './pool-brain.ts';
 import { ClusterBrain } from './cluster-brain.ts';
 import { Heap } from './heap.ts';
+import { DrainLog } from './drain-migration.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 import { LogHistogram, percentile } from './metrics.ts';
@@ -61,6 +62,8 @@ export abstract class SimLedger {
   protected readonly sloOk = new Float64Array(9);
   protected readonly done = new Float64Array(9);
   protected readonly reconf = { instanceStart: 0, instanceStop: 0, reshard: 0, clock: 0, emergency: 0 };
+  /** drains: the pool's decision to the instance's GPUs free; requests migrated (./drain-migration.ts). */
+  protected readonly drainLog = new DrainLog();
   protected rejected = 0;
   protected unservable = 0;
   /** prompt + output over the model's context: refused at the door (vLLM answers 400), never an SLO miss. */
@@ -356,6 +359,7 @@ export abstract class SimLedger {
       sloAttainment: slo,
       p99WithinSlo: within,
       reconfigurations: { ...this.reconf },
+      ...(this.drainLog.summary() ? { drains: this.drainLog.summary()! } : {}),
       rejected: this.rejected,
       unservable: this.unservable,
       refusedOverContext: this.refusedOverContext,

@@ -69,6 +69,8 @@ export function breakdownTable(results: SimResult[]): string[] {
   const slept = rs.filter((r) => r.sleepStandby);
   if (slept.length) out.push(`sleep mode (--sleep-standby on): ${slept.map((r) => `${r.policy} ${r.sleepStandby!.sleeps} sleeps (${r.sleepStandby!.level2Sleeps} at level 2) / ${r.sleepStandby!.wakes} wakes, ${f1(r.sleepStandby!.asleepGpuHours)} GPU-h asleep drawing ${(r.energyBreakdown!.instanceAsleepKWh ?? 0).toFixed(2)} kWh (part of instances idle)`).join('; ')}`);
   const pooled = rs.filter((r) => r.energyByPoolKWh && Object.keys(r.energyByPoolKWh).length);
+  const drained = rs.filter((r) => r.drains);
+  if (drained.length) out.push(`drains (the pool's decision to the GPUs free), s: ${drained.map((r) => { const d = r.drains!; return `${r.policy} ${d.count} drains, mean ${d.meanS.toFixed(1)} p50 ${d.p50S.toFixed(1)} p99 ${d.p99S.toFixed(1)} max ${d.maxS.toFixed(1)}, ${d.migrated} requests migrated (${d.reprefillTokens} tokens prefilled again)`; }).join('; ')}`);
   if (pooled.length) out.push(`instances idle and stepping by pool, kWh: ${pooled.map((r) => `${r.policy} ${Object.entries(r.energyByPoolKWh!).map(([id, v]) => `${id.replace(/^pool-/, '')} ${v.toFixed(2)}`).join(' ')}`).join('; ')}`);
   const dyn = rs.find((r) => r.policy === 'dynamollm');
   const orc = rs.find((r) => r.policy === 'oracle');

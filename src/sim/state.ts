@@ -94,6 +94,8 @@ export interface SimInstance {
   readyAtMs: number;
   /** stopping: when its engine has exited and its GPUs are free, ms. */
   stopAtMs?: number;
+  /** when its pool drained it, ms (./drain-migration.ts DrainLog: the time to its GPUs free). */
+  drainAtMs?: number;
   core?: BatchingCore;
   inHeap: boolean;
   /** offered load estimate by type (req/s), exponentially decayed with LOAD_WINDOW_S; at `loadAtMs`. */

@@ -18,6 +18,7 @@ import { canServe, leastLoadedUnderCap, leastOutstanding } from './baseline-disp
 import type { Admission, InferenceRequest } from '../../protocols/messages.ts';
 import { overContext, type TraceRecord } from './trace.ts';
 import { SimClocks } from './clock-epochs.ts';
+import { migrateDraining } from './drain-migration.ts';
 import { TYPE_INDEX, LOAD_WINDOW_S, BRAIN_TICK_MS, PEER_STATUS_MS, LIVE_HEALTH_DEADLINE_MS, type SimInstance, type SimPool, type ReqState } from './state.ts';
 
 export abstract class SimStepModel extends SimClocks {
@@ -88,6 +89,11 @@ export abstract class SimStepModel extends SimClocks {
     st.inst.pool.leader?.record(id, st.inst.id, now);
     if (st.inst.state === 'draining') this.maybeStop(st.inst, now);
     return true;
+  }
+
+  /** SimOptions.drainMigration: the draining instance's long requests continue on its pool's peers (./drain-migration.ts). */
+  protected override migrateOnDrain(inst: SimInstance, now: number): void {
+    if (this.o.drainMigration) migrateDraining(inst, now, { reqs: this.reqs, admitted: this.admitted, leaderOf: (p, t) => this.leaderOf(p, t) }, this.o.drainMigration, this.drainLog);
   }
 
   /** Emergency step 3: the pool leader's machine places the moved requests on peers with room (its 'move'). */
@@ -346,7 +352,15 @@ export abstract class SimStepModel extends SimClocks {
       if (e.kind === 'preempted') continue;
       const st = this.reqs.get(e.id);
       if (!st) continue;
-      if (e.kind === 'first_token') {
+      if (e.kind === 'first_token' && st.firstMs >= 0) {
+        // a migrated request's first token on its peer: the client's stream goes on, the gap is one of its TBTs
+        const g = Math.max(0, e.atMs - st.lastMs);
+        this.tbt[st.type].add(g);
+        st.tbtSum += g;
+        st.tbtN++;
+        st.lastMs = Math.max(st.lastMs, e.atMs);
+        inst.brain?.step({ type: 'first_token', id: e.id }, e.atMs);
+      } else if (e.kind === 'first_token') {
         st.firstMs = e.atMs;
         st.lastMs = e.atMs;
         inst.brain?.step({ type: 'first_token', id: e.id }, e.atMs);

@@ -2,6 +2,8 @@
 import type { RequestType } from '../../protocols/request-types.ts';
 import type { SynthOptions, TimeUnit } from './trace.ts';
 import type { StandbyConfig, StandbyWindowConfig } from '../policy/sleep-standby.ts';
+import type { DrainSummary } from './drain-migration.ts';
+import type { DrainMigrationConfig } from '../policy/drain-migration.ts';
 
 export const POLICY_NAMES = ['single-pool', 'multi-pool', 'scale-inst', 'scale-shard', 'scale-freq', 'dynamollm', 'oracle'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
@@ -171,6 +173,11 @@ export interface SimOptions {
   sleepStandbyConfig?: Partial<Omit<StandbyConfig, 'level1Slots'>>;
   /** with sleepStandby 'on': its forecast's window (STANDBY_WINDOW_DEFAULTS). */
   sleepStandbyWindow?: Partial<StandbyWindowConfig>;
+  /**
+   * step fidelity: a drained instance (scale-in, re-shard) hands the requests whose remaining decode is longer than
+   * `minRemainingS` to its pool's peers instead of finishing them (./drain-migration.ts); absent: drains finish all.
+   */
+  drainMigration?: DrainMigrationConfig;
   knobs?: { pools?: 'single' | 'per-type'; dynamicInstances?: boolean; dynamicShards?: boolean; dynamicClock?: boolean; emergency?: boolean };
 }
 
@@ -238,6 +245,8 @@ export interface SimResult {
   /** p99 TTFT and TBT of every type within its SLO. */
   p99WithinSlo: boolean;
   reconfigurations: { instanceStart: number; instanceStop: number; reshard: number; clock: number; emergency: number };
+  /** instances drained (a scale-in, a re-shard): time from the pool's decision to their GPUs free; requests migrated. */
+  drains?: DrainSummary;
   rejected: number;
   /** requests no pool can serve (input over the longest class). */
   unservable: number;

@@ -55,6 +55,7 @@ interface SimulateOptions {
   instanceStopS?: string;
   clusterEpochS?: string;
   clusterEpochFloorS?: string;
+  drainMigrateS?: string;
   speed: string;
 }
 
@@ -84,6 +85,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--prefix-block-tokens <n>', 'tokens per prefix-cache block')
     .option('--reshard-execution <how>', "how a pool carries out a re-shard: overlap (the paper's NVLink re-shard: the old layout serves until the new one is up after tau x Table VI) or units (the live pool's: unit by unit, an engine stopped before one starts on its GPUs, each start taking --instance-start-s)", 'overlap')
     .option('--predictor <how>', "output-length prediction: proxy (the paper's BERT proxy, right 81% of the time) or online (the live gateway's: learns from completed requests, max_tokens the trace's output as replay sends it; step fidelity)", 'proxy')
+    .option('--drain-migrate-s <s>', 'step fidelity: a drained instance (scale-in, re-shard) hands requests with more than this many seconds of decode left to its pool\'s peers instead of finishing them (docs/SIMULATION.md; default off)')
     .option('--cluster-epoch-floor-s <s>', 'shorten the cluster epoch while the forecast is confident, down to this many seconds (src/policy/epoch-length.ts; default off)')
     .option('--cluster-epoch-s <s>', 'the cluster plan\'s epoch, s (default 1800: the paper\'s 30 min; early re-plans at most once per epoch)')
     .option('--instance-start-s <s>', 'seconds until a new engine serves (default 300: Table V, weights cached in-cluster)')
@@ -212,6 +214,7 @@ async function simulate(v: SimulateOptions): Promise<number> {
         ...(v.instanceStopS !== undefined ? { instanceStopS: nonNegative(num(v.instanceStopS, 'instance-stop-s'), 'instance-stop-s') } : {}),
       },
     } : {}),
+    ...(v.drainMigrateS !== undefined ? { drainMigration: { minRemainingS: nonNegative(num(v.drainMigrateS, 'drain-migrate-s'), 'drain-migrate-s') } } : {}),
     ...(v.clusterEpochFloorS !== undefined ? { clusterEpochFloorS: positive(num(v.clusterEpochFloorS, 'cluster-epoch-floor-s'), 'cluster-epoch-floor-s') } : {}),
     ...(v.clusterEpochS !== undefined ? { epochs: { clusterS: positive(num(v.clusterEpochS, 'cluster-epoch-s'), 'cluster-epoch-s') } } : {}),
   };

@@ -1,0 +1,33 @@
+/**
+ * Which requests a draining instance hands to its pool's peers instead of finishing them itself (issue 13 item 1:
+ * request migration used for a scale-in or a re-shard). Pure; the simulator runs it on every instance its pool drains
+ * (src/sim/drain-migration.ts).
+ *
+ * A draining instance holds all its GPUs until its last request ends; a request moved to a peer continues there with
+ * its prompt and the tokens already sent as the new prompt (the peer prefills them again, the KV cache not being moved)
+ * and the rest of its output. A request is moved when its remaining decode, at the TBT it has been getting, is longer
+ * than `minRemainingS`: the GPUs it would hold (the whole instance, loaded idle at least) for that long cost more than
+ * one prefill of its context on a peer. Requests not started yet (no token sent) move at no prefill beyond their own.
+ */
+export interface DrainMigrationConfig {
+  /** a request whose remaining decode is longer than this moves, s. */
+  minRemainingS: number;
+}
+
+export interface DrainingRequest {
+  id: string;
+  /** tokens generated (sent) so far. */
+  generated: number;
+  /** tokens left to generate. */
+  remaining: number;
+  /** the TBT it has been getting, ms (the instance's step time while it decodes). */
+  tbtMs: number;
+}
+
+/** The requests to move, longest remaining decode first. */
+export function drainMigrations(reqs: readonly DrainingRequest[], cfg: DrainMigrationConfig): string[] {
+  return reqs
+    .filter((r) => r.remaining > 0 && (r.remaining * r.tbtMs) / 1000 > cfg.minRemainingS)
+    .sort((a, b) => b.remaining * b.tbtMs - a.remaining * a.tbtMs || (a.id < b.id ? -1 : 1))
+    .map((r) => r.id);
+}

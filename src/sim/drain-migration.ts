@@ -1,0 +1,88 @@
+/**
+ * Scale-in and re-shard with request migration (SimOptions.drainMigration, `simulate --drain-migrate-s S`): when a
+ * pool drains an instance (a scale-in, a retired pool, a re-shard's old layout), the requests src/policy
+ * drainMigrations picks (remaining decode longer than S at the TBT they have been getting) continue on the pool's
+ * ready peers, as the live gateway's request migration continues a request whose instance went away
+ * (docs/DATAPATH.md "Request migration"): the peer's prompt is the prompt plus the tokens already sent (prefilled
+ * again: no KV transfer), its output the tokens left; the client's stream goes on (its TTFT stays the first leg's;
+ * the gap to the continuation's first token is one of its TBTs). The peer is the pool leader machine's 'move' (ready
+ * peers with room, not the draining one); a request no peer takes stays. The machine's queue moves the same way
+ * (its 'evacuate'). DrainLog measures every drain: from the pool's decision to the instance's GPUs free.
+ */
+import type { CoreRequest } from '../engine/core-types.ts';
+import { TBT_SLO_MS } from '../model/request-types.ts';
+import { drainMigrations, type DrainMigrationConfig, type DrainingRequest } from '../policy/drain-migration.ts';
+import { simRequest, type SimPoolLeader } from './pool-leader.ts';
+import type { ReqState, SimInstance, SimPool } from './state.ts';
+
+export interface MigrationHost {
+  readonly reqs: Map<string, ReqState>;
+  readonly admitted: Map<string, CoreRequest>;
+  leaderOf(pool: SimPool, now: number): SimPoolLeader<SimInstance>;
+}
+
+/** Drains measured: decision to GPUs free; requests moved and the tokens their peers prefilled again. */
+export class DrainLog {
+  private readonly freeMs: number[] = [];
+  migrated = 0;
+  /** tokens generated before a move, prefilled again on the peer. */
+  reprefillTokens = 0;
+
+  drained(inst: SimInstance, now: number): void {
+    inst.drainAtMs ??= now;
+  }
+
+  /** Its GPUs are free (its engine exited). */
+  freed(inst: SimInstance, now: number): void {
+    if (inst.drainAtMs !== undefined) this.freeMs.push(now - inst.drainAtMs);
+  }
+
+  summary(): DrainSummary | undefined {
+    if (!this.freeMs.length) return undefined;
+    const s = [...this.freeMs].sort((a, b) => a - b);
+    const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))]! / 1000;
+    return { count: s.length, meanS: s.reduce((a, b) => a + b, 0) / s.length / 1000, p50S: q(0.5), p99S: q(0.99), maxS: s.at(-1)! / 1000, migrated: this.migrated, reprefillTokens: this.reprefillTokens };
+  }
+}
+
+export interface DrainSummary {
+  /** drains whose instance stopped within the run. */
+  count: number;
+  /** time from the pool's drain to the instance's GPUs free, s. */
+  meanS: number;
+  p50S: number;
+  p99S: number;
+  maxS: number;
+  /** requests handed to a peer. */
+  migrated: number;
+  reprefillTokens: number;
+}
+
+/** The draining instance's requests src/policy drainMigrations picks, moved to its pool's peers; its queue evacuated. */
+export function migrateDraining(inst: SimInstance, now: number, host: MigrationHost, cfg: DrainMigrationConfig, log: DrainLog): void {
+  const core = inst.core, brain = inst.brain;
+  if (!core || !brain || !inst.pool.instances.some((i) => i !== inst && i.state === 'active' && i.brain)) return;
+  if (brain.s.queue.length) brain.step({ type: 'evacuate', why: 'draining: queued requests to peers' }, now);
+  const cands: (DrainingRequest & { r: CoreRequest; st: ReqState })[] = [];
+  for (const id of brain.s.running.keys()) {
+    const r = core.requestOf(id), st = host.reqs.get(id);
+    if (!r || !st || st.inst !== inst) continue;
+    const generated = Math.max(0, core.generatedOf(id));
+    cands.push({ id, generated, remaining: r.outputTokens - generated, tbtMs: st.tbtN ? st.tbtSum / st.tbtN : TBT_SLO_MS, r, st });
+  }
+  const byId = new Map(cands.map((c) => [c.id, c]));
+  for (const id of drainMigrations(cands, cfg)) {
+    const c = byId.get(id)!;
+    const cont: CoreRequest = { ...c.r, promptTokens: c.r.promptTokens + c.generated, outputTokens: c.remaining, ttftDeadlineMs: now };
+    host.admitted.set(id, cont);
+    const placed = host.leaderOf(inst.pool, now).move(inst.id, [simRequest(cont, c.st.pred, c.st.moves + 1)], inst.pool.instances, now);
+    if (!placed.some((p) => p.id === id)) {
+      if (c.st.inst === inst) host.admitted.delete(id);
+      continue;
+    }
+    core.cancel(id);
+    brain.step({ type: 'finished', id, ok: false }, now);
+    log.migrated++;
+    log.reprefillTokens += c.generated;
+  }
+}
