@@ -6,12 +6,19 @@
  * Publishes NodeStatus (free GPUs, instances) every status interval and keeps it in the inventory KV, and
  * NodeTelemetry (1/s): the power and energy of its GPUs that no instance holds (src/telemetry
  * unallocated-energy.ts; modelled idle power for emulated GPUs, the GPUs' own counters read-only on NVML/SMI).
+ *
+ * Its instance managers outlive it (src/runtime/adoption.ts): each is started adoptable, with a record of its pid,
+ * pool, TP and GPUs in a directory of this node's (the same across restarts of the node agent, per cluster, NATS
+ * servers and node), and writes its output to the node agent's own stdout and stderr, not through it. A node agent
+ * that died is restarted by its supervisor; the new one adopts every instance manager its records name that still
+ * runs before it serves any command, so a node agent's death costs no instance its engine or its requests. Records
+ * whose process is gone are dropped (the pool leader's reconciliation starts those instances again).
  */
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
-import { Supervisor } from '../../src/runtime/supervisor.ts';
+import { Supervisor, type ChildSpec } from '../../src/runtime/supervisor.ts';
 import { Ack, NodeCommand, NodeStatus, NodeTelemetry, controlSubjects, inventoryKeys, jetstream, subjects, DynError } from '../../protocols/index.ts';
 import { UnallocatedGpuMeter } from '../../src/telemetry/unallocated-energy.ts';
 import { createGpuControl, type GpuControl } from '../../src/gpu/index.ts';
@@ -21,6 +28,7 @@ import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { launchArgs } from '../common/launch-args.ts';
 import { NATS_ENV_NAMES } from '../../src/runtime/nats-settings.ts';
+import { ADOPT_FILE_ENV, adoptionDir, pidAlive, pidIsChild, readRecords, recordPath, removeRecord, writeRecord } from '../../src/runtime/adoption.ts';
 
 /** NodeTelemetry period, ms (as the instances' InstanceTelemetry). */
 const TELEMETRY_MS = 1000;
@@ -43,11 +51,14 @@ export class NodeAgent extends Actor {
   #meter?: UnallocatedGpuMeter;
   /** read-only GPU control over all this server's GPUs (measured backends): their energy counters. */
   #gpuRead?: GpuControl;
+  /** the records of this node's instance managers (src/runtime/adoption.ts). */
+  readonly adoptDir: string;
   constructor(opts: ActorOptions, private readonly config: ClusterConfig, private readonly configPath: string) {
     super(opts);
     const s = config.servers.find((x) => x.id === opts.id);
     if (!s) throw new ConfigError(`node ${opts.id} is not in config.servers (${config.servers.map((x) => x.id).join(', ')})`);
     this.#gpus = s.gpus;
+    this.adoptDir = adoptionDir(`${config.clusterId}|${(opts.nats?.servers ?? []).join(',')}|${opts.id}`);
   }
 
   free(): number[] {
@@ -58,7 +69,13 @@ export class NodeAgent extends Actor {
 
   protected async onStart(): Promise<void> {
     this.#sup = new Supervisor({ children: [], log: this.log, backoff: { initialMs: 200, maxMs: 5000 } });
+    // each (re)start of an instance manager: its record names its new pid and this supervisor
+    this.#sup.on('spawn', ({ name, pid }: { name: string; pid?: number }) => {
+      const i = this.#insts.get(name);
+      if (i && pid !== undefined) this.#record(i, pid);
+    });
     await this.#sup.start();
+    this.#adopt();
     this.serve(subjects.nodeControl(this.id), NodeCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64, concurrency: 4 });
     this.#timer = this.clock.setInterval(() => void this.#status(), this.config.liveness.statusIntervalMs);
     await this.#status();
@@ -115,6 +132,47 @@ export class NodeAgent extends Actor {
     return { ...Object.fromEntries(NATS_ENV_NAMES.map((n) => [n, ''])), NATS_URL: (this.opts.nats?.servers ?? []).join(','), NATS_NKEY: join(dir, `${id}.nk`) };
   }
 
+  /** The instance managers a previous node agent of this node started that still run: supervised from now on. */
+  #adopt(): void {
+    for (const r of readRecords(this.adoptDir)) {
+      const m = r.meta as Partial<Inst>;
+      const inst: Inst | undefined = typeof m.pool === 'string' && [1, 2, 4, 8].includes(m.tp as number) && Array.isArray(m.gpuIds) ? { id: r.name, pool: m.pool, tp: m.tp!, gpuIds: m.gpuIds } : undefined;
+      if (!inst || !pidAlive(r.pid) || !pidIsChild(r.pid, r.name) || this.#insts.has(r.name)) {
+        removeRecord(this.adoptDir, r.name);
+        continue;
+      }
+      this.#insts.set(inst.id, inst);
+      this.#sup!.adopt(this.#spec(inst, 30_000), r.pid);
+      this.#record(inst, r.pid);
+      this.log.info({ instance: inst.id, pid: r.pid, gpus: inst.gpuIds }, 'instance adopted');
+    }
+  }
+
+  #record(i: Inst, pid: number): void {
+    try {
+      writeRecord(this.adoptDir, { v: 1, name: i.id, pid, supervisorPid: process.pid, meta: { pool: i.pool, tp: i.tp, gpuIds: i.gpuIds } });
+    } catch (err) {
+      this.log.warn({ instance: i.id, err: (err as Error).message }, 'adoption record not written: the instance stops with this node agent');
+    }
+  }
+
+  #spec(inst: Inst, stopGraceMs: number): ChildSpec {
+    return {
+      name: inst.id,
+      command: process.execPath,
+      args: launchArgs('instance', [
+        '--id', inst.id, '--config', this.configPath, '--pool', inst.pool, '--tp', String(inst.tp), '--gpus', inst.gpuIds.join(','), '--node', this.id,
+        // its /metrics (and probes) on a port of its own: the base plus its first GPU's index
+        ...(this.config.instanceMetricsPortBase !== undefined ? ['--health', `0.0.0.0:${this.config.instanceMetricsPortBase + Math.min(...inst.gpuIds)}`] : []),
+      ]),
+      restart: 'on-failure',
+      env: { ...this.#instanceNatsEnv(inst.id), [ADOPT_FILE_ENV]: recordPath(this.adoptDir, inst.id) },
+      stopGraceMs,
+      // its output goes straight to this process's stdout/stderr (not through it): it outlives this process
+      output: 'direct',
+    };
+  }
+
   async #command(cmd: NodeCommand): Promise<Ack> {
     if (cmd.op === 'start_instance') {
       if (this.#insts.has(cmd.instanceId)) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, already: true } };
@@ -129,26 +187,19 @@ export class NodeAgent extends Actor {
       if (busy.length) throw new DynError('unavailable', `GPUs ${busy.join(',')} of ${this.id} are in use`, { retryable: true, retryAfterS: 1 });
       const inst: Inst = { id: cmd.instanceId, pool: cmd.pool, tp: cmd.tp, gpuIds: cmd.gpuIds };
       this.#insts.set(inst.id, inst);
-      this.#sup!.add({
-        name: inst.id,
-        command: process.execPath,
-        args: launchArgs('instance', [
-          '--id', inst.id, '--config', this.configPath, '--pool', inst.pool, '--tp', String(inst.tp), '--gpus', inst.gpuIds.join(','), '--node', this.id,
-          // its /metrics (and probes) on a port of its own: the base plus its first GPU's index
-          ...(this.config.instanceMetricsPortBase !== undefined ? ['--health', `0.0.0.0:${this.config.instanceMetricsPortBase + Math.min(...inst.gpuIds)}`] : []),
-        ]),
-        restart: 'on-failure',
-        env: this.#instanceNatsEnv(inst.id),
-        stopGraceMs: cmd.graceMs ?? 30_000,
-        output: 'inherit',
-      });
+      this.#sup!.add(this.#spec(inst, cmd.graceMs ?? 30_000));
+      // its record at once (not at the 'spawn' event): a successor of a node agent killed right now adopts it
+      const pid = this.#sup!.children().find((c) => c.name === inst.id)?.pid;
+      if (pid !== undefined) this.#record(inst, pid);
       this.log.info({ instance: inst.id, gpus: inst.gpuIds }, 'instance started');
       void this.#status();
       return { v: 1, ok: true, detail: { instanceId: inst.id } };
     }
     const inst = this.#insts.get(cmd.instanceId);
     if (!inst) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, absent: true } };
-    // the GPUs come back to the inventory only once the instance manager exited (it resets their clocks)
+    // told to stop: a successor of this node agent must not adopt it. The GPUs come back to the inventory only
+    // once the instance manager exited (it resets their clocks)
+    removeRecord(this.adoptDir, inst.id);
     void this.#sup!.remove(inst.id).finally(async () => {
       await this.#sampleMeter();
       this.#insts.delete(inst.id);
@@ -177,6 +228,8 @@ export class NodeAgent extends Actor {
     if (this.#timer !== undefined) this.clock.clearInterval(this.#timer);
     if (this.#telTimer !== undefined) this.clock.clearInterval(this.#telTimer);
     await this.#sup?.stop();
+    // stopped on purpose (the cluster stops): nothing left to adopt
+    for (const i of this.#insts.values()) removeRecord(this.adoptDir, i.id);
     await this.#gpuRead?.close();
   }
 

@@ -29,6 +29,7 @@ import {
   aliveInstances, initialPoolState, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
 } from '../../src/policy/machines/pool.ts';
 import { heldNow, type HoldOutcome } from '../../src/policy/machines/router.ts';
+import { gatewaySchema } from '../gateway/config.ts';
 
 export interface PoolLeaderOptions {
   pool: string;
@@ -87,6 +88,8 @@ export class PoolLeader {
       // the burst guard's window: the last three re-shard epochs (policy poolBurstWindowMs, as the simulator's pools)
       burstWindowMs: poolBurstWindowMs(c.epochs.poolS * 1000),
       ...(c.nats.ownStore ? { ownStore: true } : {}),
+      // a request held while no instance is ready waits as long as its gateway waits for it (from its arrival)
+      holdLimitMs: gatewaySchema.shape.holdLimitMs.safeParse((c.gateway as { holdLimitMs?: unknown } | undefined)?.holdLimitMs).data,
     };
     this.#m = initialPoolState(o.types);
     this.#lease = new LeaderLease({

@@ -161,7 +161,7 @@ export function addEpochArrivals(acc: EpochArrivals | undefined, counts: Partial
 
 /**
  * The pool's load for its re-shard epoch, req per modelled s by type: its arrivals since the last reading over the
- * span they were counted in, to the last status counted (`timeScale`: wall s per modelled s, as the instances' loads),
+ * span they were counted in, to the last status counted (`timeScale`: modelled s per wall s, as the instances' loads),
  * and the counter restarted there. The span ends at the last status, not at the epoch's timer: a replica whose event
  * loop stalled reads the statuses of the stall after its timer, and they count in the next epoch. A reading less than
  * half an epoch after the last one (a forced re-shard) takes the last reading's arrivals and span too. `load` is
@@ -199,11 +199,13 @@ export function admittedBetween(prev: Pick<InstanceStatus, 'startedMs' | 'seq' |
 }
 
 /**
- * The window's highest minute, req/s by type: the minute with the most arrivals, with its whole mix (not the
- * per-type maxima across minutes: types peak in different minutes, and their sum is a load the pool never had).
- * The minute under way counts with what has arrived so far, over a whole minute.
+ * The window's highest minute, req per modelled s by type: the minute with the most arrivals, with its whole mix (not
+ * the per-type maxima across minutes: types peak in different minutes, and their sum is a load the pool never had).
+ * The minute under way counts with what has arrived so far, over a whole minute. `timeScale`: as epochArrivalLoad's
+ * (engines k times faster than real time serve k modelled seconds a wall second), so the peak is in the unit of the
+ * epoch's measured load it floors.
  */
-export function windowPeak(window: readonly PoolLoadSample[]): Partial<Record<RequestType, number>> {
+export function windowPeak(window: readonly PoolLoadSample[], timeScale = 1): Partial<Record<RequestType, number>> {
   let best: PoolLoadSample | undefined;
   let top = 0;
   for (const x of window) {
@@ -214,7 +216,7 @@ export function windowPeak(window: readonly PoolLoadSample[]): Partial<Record<Re
     }
   }
   const out: Partial<Record<RequestType, number>> = {};
-  if (best) for (const [t, n] of Object.entries(best.counts) as [RequestType, number][]) out[t] = n / (POOL_LOAD_BUCKET_MS / 1000);
+  if (best) for (const [t, n] of Object.entries(best.counts) as [RequestType, number][]) out[t] = n / (POOL_LOAD_BUCKET_MS / 1000) / timeScale;
   return out;
 }
 

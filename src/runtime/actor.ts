@@ -19,6 +19,7 @@ import type { LifecycleState } from './lifecycle.ts';
 import { actorLogger, createLogger } from './logger.ts';
 import { DYNAMOLLM_VERSION } from './version.ts';
 import { natsSettings, type NatsSettings } from './nats-settings.ts';
+import { ADOPT_FILE_ENV, ADOPT_WAIT_MS, readRecord, supervised as watched } from './adoption.ts';
 
 export type { LifecycleState } from './lifecycle.ts';
 
@@ -238,7 +239,8 @@ export abstract class Actor {
    * the child then ignores SIGINT and waits for the supervisor's SIGTERM, so children stop in the
    * supervisor's order and actually drain. A supervised child whose parent is not the supervisor that started
    * it (DYNAMOLLM_SUPERVISOR_PID; re-parented, also before this ran) drains by itself, so a SIGKILLed
-   * supervisor leaves no orphans serving stale state.
+   * supervisor leaves no orphans serving stale state. An adoptable child (env DYNAMOLLM_ADOPT_FILE: a node agent's
+   * instance manager, src/runtime/adoption.ts) first waits ADOPT_WAIT_MS for a new supervisor to adopt it.
    * `exit` is injectable for tests.
    */
   installSignalHandlers(exit: (code: number) => void = (c) => process.exit(c)): () => void {
@@ -282,10 +284,27 @@ export abstract class Actor {
     process.on('SIGINT', onSignal);
     // the supervisor as it named itself: one that died before this process got here has left it another parent already
     const parent = Number(process.env.DYNAMOLLM_SUPERVISOR_PID) || process.ppid;
+    const adoptFile = process.env[ADOPT_FILE_ENV] || undefined;
+    let orphanSinceMs: number | undefined;
     const check = () => {
-      if (process.ppid !== parent && !signalled) {
+      if (signalled) return;
+      if (!adoptFile) {
+        if (process.ppid === parent) return;
         this.log.warn({ parent, ppid: process.ppid }, 'supervisor is gone');
-        begin('parent exited');
+        return begin('parent exited');
+      }
+      const record = readRecord(adoptFile);
+      if (watched({ ppid: process.ppid, startedBy: parent, pid: process.pid, ...(record ? { record } : {}) })) {
+        if (orphanSinceMs !== undefined) this.log.info({ supervisor: record?.supervisorPid }, 'adopted by a new supervisor');
+        orphanSinceMs = undefined;
+        return;
+      }
+      if (orphanSinceMs === undefined) {
+        orphanSinceMs = this.clock.now();
+        this.log.warn({ parent, ppid: process.ppid, waitMs: ADOPT_WAIT_MS }, 'supervisor is gone: serving on while waiting to be adopted');
+      } else if (this.clock.now() - orphanSinceMs >= ADOPT_WAIT_MS) {
+        this.log.warn({ parent, ppid: process.ppid }, 'supervisor is gone and nobody adopted this process');
+        begin('parent exited, not adopted');
       }
     };
     const watchdog = supervised ? setInterval(check, 1000) : undefined;

@@ -6,6 +6,8 @@
  * then SIGKILL after the child's stopGraceMs). Children's stdout/stderr pass through line by line.
  * Events: 'spawn' {name, pid}, 'exit' {name, pid, code, signal}, 'restart' {name, attempt, delayMs},
  * 'flapping' {name, restarts, delayMs} (once per flapping episode, before its first capped restart).
+ * A process another supervisor started and left (src/runtime/adoption.ts) is adopted by its pid: watched by polling
+ * (its exit code is not ours to read: any end is a failure), stopped by signals, and started anew from its spec.
  */
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -13,6 +15,10 @@ import { createInterface } from 'node:readline';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.ts';
 import { LifecycleError } from './errors.ts';
+import { ADOPT_FILE_ENV, pidAlive } from './adoption.ts';
+
+/** how often an adopted child's pid is checked, ms. */
+const ADOPTED_POLL_MS = 250;
 
 export interface ChildSpec {
   /** unique name of the child in this supervisor. */
@@ -25,8 +31,11 @@ export interface ChildSpec {
   stopGraceMs?: number;
   /** default 'on-failure' (restart after a non-zero exit or a signal). */
   restart?: 'always' | 'on-failure' | 'never';
-  /** where output goes: 'inherit' (line by line to our stdout/stderr, default), 'log', 'ignore'. */
-  output?: 'inherit' | 'log' | 'ignore';
+  /**
+   * where output goes: 'inherit' (line by line to our stdout/stderr, default), 'log', 'ignore', 'direct' (our own
+   * stdout/stderr handed to the child: its output does not pass through this process, so it outlives it).
+   */
+  output?: 'inherit' | 'log' | 'ignore' | 'direct';
 }
 
 export type ChildState = 'starting' | 'running' | 'backoff' | 'stopping' | 'stopped' | 'exited';
@@ -54,6 +63,9 @@ interface Child {
   timer?: unknown;
   exited?: Promise<void>;
   spawnedMs: number;
+  /** adopted (not spawned here): its pid, and the timer that polls it. */
+  adoptedPid?: number;
+  watch?: unknown;
 }
 
 export class Supervisor extends EventEmitter {
@@ -96,6 +108,29 @@ export class Supervisor extends EventEmitter {
     this.#spawn(c);
   }
 
+  /**
+   * Supervise process `pid`, started by a supervisor that died, as child `spec.name`: polled until it ends, then
+   * restarted from `spec` as any child that failed (src/runtime/adoption.ts).
+   */
+  adopt(spec: ChildSpec, pid: number): void {
+    if (this.#state !== 'running') throw new LifecycleError(`supervisor not running (${this.#state})`, this.#state);
+    if (this.#children.has(spec.name)) throw new RangeError(`Supervisor: child '${spec.name}' exists`);
+    const c: Child = { spec, state: 'running', restarts: 0, recent: [], flapping: false, failures: 0, spawnedMs: this.#clock.now(), adoptedPid: pid };
+    let resolveExit!: () => void;
+    c.exited = new Promise((r) => (resolveExit = r));
+    c.watch = this.#clock.setInterval(() => {
+      if (pidAlive(pid)) return;
+      this.#clock.clearInterval(c.watch);
+      c.watch = undefined;
+      resolveExit();
+      this.#onExit(c, undefined, null, null);
+      c.adoptedPid = undefined;
+    }, ADOPTED_POLL_MS);
+    this.#children.set(spec.name, c);
+    this.#log.info({ child: spec.name, pid }, 'child adopted');
+    this.emit('adopt', { name: spec.name, pid });
+  }
+
   /** Stop (SIGTERM, then SIGKILL after stopGraceMs) and forget a child. */
   async remove(name: string): Promise<void> {
     const c = this.#children.get(name);
@@ -105,7 +140,7 @@ export class Supervisor extends EventEmitter {
   }
 
   children(): { name: string; pid: number | undefined; restarts: number; state: ChildState }[] {
-    return [...this.#children.values()].map((c) => ({ name: c.spec.name, pid: c.proc?.pid, restarts: c.restarts, state: c.state }));
+    return [...this.#children.values()].map((c) => ({ name: c.spec.name, pid: c.proc?.pid ?? c.adoptedPid, restarts: c.restarts, state: c.state }));
   }
 
   /** Stop all children in reverse order of start. Idempotent. */
@@ -124,8 +159,8 @@ export class Supervisor extends EventEmitter {
     try {
       proc = spawn(spec.command, spec.args, {
         cwd: spec.cwd,
-        env: { ...process.env, DYNAMOLLM_SUPERVISED: '1', DYNAMOLLM_SUPERVISOR_PID: String(process.pid), ...spec.env },
-        stdio: ['ignore', out === 'ignore' ? 'ignore' : 'pipe', out === 'ignore' ? 'ignore' : 'pipe'],
+        env: { ...process.env, DYNAMOLLM_SUPERVISED: '1', DYNAMOLLM_SUPERVISOR_PID: String(process.pid), [ADOPT_FILE_ENV]: '', ...spec.env },
+        stdio: out === 'direct' ? ['ignore', 'inherit', 'inherit'] : ['ignore', out === 'ignore' ? 'ignore' : 'pipe', out === 'ignore' ? 'ignore' : 'pipe'],
       });
     } catch (err) {
       this.#log.error({ child: spec.name, err }, 'spawn failed');
@@ -168,14 +203,15 @@ export class Supervisor extends EventEmitter {
   #onExit(c: Child, proc: ChildProcess | undefined, code: number | null, signal: NodeJS.Signals | null): void {
     if (proc && c.proc !== proc) return;
     const { spec } = c;
-    this.emit('exit', { name: spec.name, pid: proc?.pid, code, signal });
+    const pid = proc?.pid ?? c.adoptedPid;
+    this.emit('exit', { name: spec.name, pid, code, signal });
     if (c.state === 'stopping' || c.state === 'stopped' || this.#state !== 'running') {
       c.state = 'stopped';
       return;
     }
     const policy = spec.restart ?? 'on-failure';
     const failed = code !== 0;
-    this.#log[failed ? 'warn' : 'info']({ child: spec.name, pid: proc?.pid, code, signal }, 'child exited');
+    this.#log[failed ? 'warn' : 'info']({ child: spec.name, pid, code, signal }, 'child exited');
     if (policy === 'never' || (policy === 'on-failure' && !failed)) {
       c.state = 'exited';
       return;
@@ -213,14 +249,24 @@ export class Supervisor extends EventEmitter {
     if (c.timer !== undefined) this.#clock.clearTimeout(c.timer);
     c.timer = undefined;
     const proc = c.proc;
-    const alive = proc && proc.exitCode === null && proc.signalCode === null;
+    const adopted = proc ? undefined : c.adoptedPid;
+    const alive = proc ? proc.exitCode === null && proc.signalCode === null : adopted !== undefined && pidAlive(adopted);
     c.state = 'stopping';
     if (!alive) {
+      if (c.watch !== undefined) this.#clock.clearInterval(c.watch);
       c.state = 'stopped';
       return;
     }
+    const kill = (sig: NodeJS.Signals) => {
+      try {
+        if (proc) proc.kill(sig);
+        else process.kill(adopted!, sig);
+      } catch {
+        // gone meanwhile
+      }
+    };
     const grace = c.spec.stopGraceMs ?? 10_000;
-    proc.kill('SIGTERM');
+    kill('SIGTERM');
     let h: unknown;
     const timedOut = await Promise.race([
       c.exited!.then(() => false),
@@ -229,7 +275,7 @@ export class Supervisor extends EventEmitter {
     this.#clock.clearTimeout(h);
     if (timedOut) {
       this.#log.warn({ child: c.spec.name, graceMs: grace }, 'child ignored SIGTERM, killing');
-      proc.kill('SIGKILL');
+      kill('SIGKILL');
       await c.exited;
     }
     c.state = 'stopped';

@@ -19,7 +19,8 @@ import { LogHistogram, percentile } from './metrics.ts';
 import { SimClassifier } from './classifier.ts';
 import { OracleSolver } from './yardsticks.ts';
 import { forEachRecord, longInputClassBound, overContext, rng } from './trace.ts';
-import { type Fidelity, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
+import { type Fidelity, type InstanceLimits, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
+import { LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { DEFAULT_EPOCHS, DEFAULT_COSTS, POLICY_KNOBS, TYPE_INDEX, DEFAULT_CONTEXT_FLOOR, type PolicyKnobs, type LoadTemplate, type EngineInputs, type SimInstance, type SimPool, type ReqState } from './state.ts';
 
 export abstract class SimLedger {
@@ -29,6 +30,8 @@ export abstract class SimLedger {
   protected readonly perf: PerfModel;
   protected readonly ep: SimEpochs;
   protected readonly cost: SimCosts;
+  /** the instance managers' limits (SimOptions.instanceLimits over the live defaults). */
+  protected readonly limits: InstanceLimits;
   protected readonly fidelity: Fidelity;
   protected readonly maxClock: number;
   protected readonly totalGpus: number;
@@ -112,6 +115,7 @@ export abstract class SimLedger {
     this.perf = inp.perf;
     this.ep = { ...DEFAULT_EPOCHS, ...this.o.epochs };
     this.cost = { ...DEFAULT_COSTS, ...this.o.costs };
+    this.limits = instanceLimitsOf(this.o.instanceLimits);
     this.fidelity = this.o.fidelity;
     this.maxClock = this.p.clocksMhz[this.p.clocksMhz.length - 1];
     this.gpusPerServer = this.o.gpusPerServer ?? this.perf.gpu.gpusPerServer;
@@ -372,4 +376,14 @@ export abstract class SimLedger {
       notes,
     };
   }
+}
+
+/** SimOptions.instanceLimits over the live instance manager's defaults; each a positive integer (rejectAfterMs, retryAfterS: positive). */
+export function instanceLimitsOf(o: Partial<InstanceLimits> = {}): InstanceLimits {
+  const { maxInEngine, maxQueued, rejectAfterMs, moveQueueAbove, retryAfterS } = LIVE_INSTANCE_DEFAULTS;
+  const l: InstanceLimits = { maxInEngine, maxQueued, rejectAfterMs, moveQueueAbove, retryAfterS, ...o };
+  for (const k of ['maxInEngine', 'maxQueued'] as const) if (!(Number.isInteger(l[k]) && l[k] >= 1)) throw new RangeError(`instanceLimits.${k} must be an integer >= 1, got ${l[k]}`);
+  if (!(Number.isInteger(l.moveQueueAbove) && l.moveQueueAbove >= 0)) throw new RangeError(`instanceLimits.moveQueueAbove must be an integer >= 0, got ${l.moveQueueAbove}`);
+  for (const k of ['rejectAfterMs', 'retryAfterS'] as const) if (!(Number.isFinite(l[k]) && l[k] > 0)) throw new RangeError(`instanceLimits.${k} must be > 0, got ${l[k]}`);
+  return l;
 }

@@ -32,8 +32,8 @@ export abstract class SimStepModel extends SimClocks {
     const k = this.knobs;
     const cfg: InstanceMachineConfig = {
       tp: inst.tp, headroom: this.headroom, epochMs: this.ep.instanceS * 1000, tickMs: BRAIN_TICK_MS, timeScale: 1,
-      maxInEngine: LIVE_INSTANCE_DEFAULTS.maxInEngine, maxQueued: LIVE_INSTANCE_DEFAULTS.maxQueued, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs,
-      moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove, rejectAfterMs: LIVE_INSTANCE_DEFAULTS.rejectAfterMs, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS,
+      maxInEngine: this.limits.maxInEngine, maxQueued: this.limits.maxQueued, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs,
+      moveQueueAbove: this.limits.moveQueueAbove, rejectAfterMs: this.limits.rejectAfterMs, retryAfterS: this.limits.retryAfterS,
       // the clock is the machine's with a dynamic-clock policy; the oracle sets it (pool set_clock); else max clock
       ...(k.dynamicClock && !k.oracle ? { profile: this.p } : {}),
       emergency: k.emergency,
@@ -117,8 +117,8 @@ export abstract class SimStepModel extends SimClocks {
     }
     const cfg: PoolMachineConfig = {
       pool: pool.id, holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS,
-      epochMs: this.ep.poolS * 1000, healthDeadlineMs: LIVE_HEALTH_DEADLINE_MS, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: LIVE_INSTANCE_DEFAULTS.moveQueueAbove,
-      retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS, planner: 'heuristic',
+      epochMs: this.ep.poolS * 1000, healthDeadlineMs: LIVE_HEALTH_DEADLINE_MS, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: this.limits.moveQueueAbove,
+      retryAfterS: this.limits.retryAfterS, planner: 'heuristic',
       ...(this.o.prefixRouting ? { prefer: (req: InferenceRequest, ids: string[]) => this.preferPrefix(ids.map((x) => pool.instances.find((i) => i.id === x)!), (this.arriving.get(req.id)?.r ?? this.admitted.get(req.id))?.prefixHashes, req.inputTokens, this.leaderNow) } : {}),
     };
     return (pool.leader = new SimPoolLeader<SimInstance>(cfg, pool.types, { admit: (i, m, t) => this.leaderAdmit(i, m, t), answer: (id, a, t) => this.answered(id, a, t) }, now));
@@ -132,7 +132,7 @@ export abstract class SimStepModel extends SimClocks {
     const arr = this.arriving.get(m.id);
     const r = arr?.r ?? this.admitted.get(m.id);
     const old = arr ? undefined : this.reqs.get(m.id);
-    const refuse = (code: 'overloaded' | 'unavailable', message: string): Admission => ({ v: 1, id: m.id, ok: false, error: { code, message, retryable: true, retryAfterS: LIVE_INSTANCE_DEFAULTS.retryAfterS } });
+    const refuse = (code: 'overloaded' | 'unavailable', message: string): Admission => ({ v: 1, id: m.id, ok: false, error: { code, message, retryable: true, retryAfterS: this.limits.retryAfterS } });
     if (!r || (!arr && !old)) return refuse('unavailable', 'request gone');
     if (!inst.core?.canHold(r.promptTokens + r.outputTokens)) return refuse('overloaded', 'KV cache cannot hold the request');
     const st: ReqState = old ?? { arrivalMs: r.arrivalMs, ttftSloMs: arr!.slo, type: arr!.c.type, pred: arr!.c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst, moves: 0 };

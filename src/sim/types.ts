@@ -67,6 +67,20 @@ export interface SimCosts {
   instanceStopS: number;
 }
 
+/** What a live instance manager's config bounds (actors/common/config.ts engine and emergency sections). */
+export interface InstanceLimits {
+  /** requests inside the engine at once. */
+  maxInEngine: number;
+  /** bound of the instance manager's admission queue. */
+  maxQueued: number;
+  /** a request queued longer than this is rejected at emergency step 4, ms. */
+  rejectAfterMs: number;
+  /** a peer with fewer queued requests than this can take moved ones. */
+  moveQueueAbove: number;
+  /** Retry-After told to refused and rejected clients, s. */
+  retryAfterS: number;
+}
+
 export interface SimOptions {
   policy: PolicyName;
   trace: TraceSource;
@@ -163,6 +177,12 @@ export interface SimOptions {
    * length in seconds; absent: every cluster epoch is `epochs.clusterS`.
    */
   clusterEpochFloorS?: number;
+  /**
+   * the instance managers' limits, as a live cluster's config sets them (engine.maxInEngine, engine.maxQueued,
+   * emergency.rejectAfterMs / moveQueueAbove / retryAfterS); each default the live default (instance-brain.ts
+   * LIVE_INSTANCE_DEFAULTS). The twin check passes its config's.
+   */
+  instanceLimits?: Partial<InstanceLimits>;
   /**
    * standby through vLLM's sleep mode (step fidelity, the policies with the cluster machine and the pools' dispatch):
    * 'on' sleeps the instances a pool's forecast does not need before a wake and wakes them when it does

@@ -5,9 +5,10 @@
  *   trace at --speed 1.
  * - Simulated: `simulate --fidelity step` of the same window with that cluster's shape (servers, GPUs, the TP it
  *   starts with, one pool, the instance machines' clock and emergency ladder, the pool machine's re-shard epoch
- *   where the config has one) on the same profile.
+ *   where the config has one) on the same profile, its instance managers bounded as the config bounds the live ones
+ *   (engine.maxInEngine, engine.maxQueued, the emergency section).
  * Two windows: this file's (deploy/replay-ci.yaml: 2 TP1 instances, clock decisions only) and
- * twin-reshard.bench.ts's (deploy/twin.yaml: 8 GPUs starting as 4xTP2, a 20-s pool epoch: re-shard decisions).
+ * twin-reshard.bench.ts's (deploy/twin.yaml: 8 GPUs starting as 4xTP2, a 30-s pool epoch: re-shard decisions).
  * Reports energy, TTFT (p50, p99) and p99 TBT per type and the decision counts side by side, as ratios simulated / live. Energy on
  * both sides is modelled (emulated GPUs; the simulator's power model), never measured. Latency on the live side
  * is wall time on this machine, shared by everything else running on it.
@@ -23,6 +24,7 @@ import { simulate } from '../../src/sim/index.ts';
 import type { SimOptions } from '../../src/sim/types.ts';
 import { replayTrace } from '../../src/telemetry/replay.ts';
 import { freePort } from '../helpers/net.ts';
+import { loadConfig } from '../../actors/common/config.ts';
 
 const TRACE = 'data/traces/AzureLLMInferenceTrace_conv.csv';
 
@@ -97,8 +99,11 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // TWIN_SIM_LOG=FILE: the simulated instance machines' decision events and the pool machine's re-shard decisions with
   // their inputs, as JSON lines (the live side's are in TWIN_UP_LOG)
   const simEvents: string[] = [];
+  // the instance managers' limits the live cluster runs with (its config's engine and emergency sections)
+  const c = loadConfig(spec.config);
   const sim = await simulate({
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
+    instanceLimits: { maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued, rejectAfterMs: c.emergency.rejectAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS },
     // the live intake's classifier (the gateway's online output predictor, max_tokens the trace's output as replay sends it)
     dispatch: 'policy', predictor: 'online',
     trace: { kind: 'file', path: TRACE, durationMs: windowS * 1000, speed },

@@ -58,6 +58,8 @@ class Instance {
 class Pool {
   s: PoolMachineState = initialPoolState(['MM']);
   planned: Partial<Record<RequestType, number>>[] = [];
+  /** the burst guard's peak each epoch planned for (undefined: unguarded). */
+  peaks: (Partial<Record<RequestType, number>> | undefined)[] = [];
   constructor(readonly cfg: PoolMachineConfig) {}
   step(ms: number, ev: PoolEvent): PoolEffect[] {
     const r = poolStep(this.s, ev, T0 + ms, this.cfg);
@@ -65,6 +67,7 @@ class Pool {
     for (const e of r.effects) {
       if (e.kind !== 'solve') continue;
       this.planned.push(e.input.load);
+      this.peaks.push(e.input.peak);
       this.s = poolStep(this.s, { type: 'planned' }, T0 + ms, this.cfg).state;
     }
     return r.effects;
@@ -159,6 +162,21 @@ describe("the pool's re-shard epoch reads the pool's arrivals since its last epo
     drive(p, a, b, { fromMs: 100, toMs: 30_500, perS: 6, epochsAt: [30_500] });
     expect(p.planned[0]!.MM).toBeGreaterThan(3 * 0.95);
     expect(p.planned[0]!.MM).toBeLessThan(3 * 1.05);
+  });
+
+  it("reads the burst window's highest minute per modelled second too: at timeScale 2 a minute of 6 wall req/s floors the next epoch at 3", () => {
+    for (const timeScale of [1, 2]) {
+      const { p, a, b } = setUp({ ...pcfg, timeScale });
+      // a minute at 6 wall req/s (the pool's first minute, from its first status with traffic at 500 ms), then 1 req/s
+      drive(p, a, b, { fromMs: 100, toMs: 60_499, perS: 6, epochsAt: [30_500] });
+      drive(p, a, b, { fromMs: 60_500, toMs: 90_500, perS: 1, epochsAt: [60_500, 90_500] });
+      expect(p.planned).toHaveLength(3);
+      // the third epoch measures its own 1 wall req/s and is floored by the first minute's 6 wall req/s, both per modelled s
+      expect(p.planned[2]!.MM).toBeGreaterThan((1 / timeScale) * 0.95);
+      expect(p.planned[2]!.MM).toBeLessThan((1 / timeScale) * 1.05);
+      expect(p.peaks[2]!.MM).toBeGreaterThan((6 / timeScale) * 0.95);
+      expect(p.peaks[2]!.MM).toBeLessThan((6 / timeScale) * 1.05);
+    }
   });
 });
 

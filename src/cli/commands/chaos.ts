@@ -122,7 +122,14 @@ export function listensOn(pid: number, port: number): boolean {
   }
 }
 
-/** Every process under `root` (itself excluded), classified by its command line. */
+/**
+ * The processes found under the root before (by pid): an instance manager whose node agent died is re-parented away
+ * from the tree while it serves on, to be adopted by the node agent's successor (src/runtime/adoption.ts); it and
+ * the engine it starts stay the run's processes.
+ */
+const seenUnderRoot = new Set<number>();
+
+/** Every process under `root` (itself excluded), or found under it before and still running, classified by its command line. */
 function processTree(root: number): Proc[] {
   const all: { pid: number; ppid: number; cmd: string[] }[] = [];
   for (const d of readdirSync('/proc')) {
@@ -135,7 +142,8 @@ function processTree(root: number): Proc[] {
       // gone meanwhile
     }
   }
-  const under = new Set([root]);
+  const running = new Set(all.map((p) => p.pid));
+  const under = new Set([root, ...[...seenUnderRoot].filter((pid) => running.has(pid))]);
   let grew = true;
   while (grew) {
     grew = false;
@@ -164,6 +172,8 @@ function processTree(root: number): Proc[] {
     }
     out.push({ pid: p.pid, ppid: p.ppid, kind, id });
   }
+  seenUnderRoot.clear();
+  for (const p of out) seenUnderRoot.add(p.pid);
   return out;
 }
 

@@ -197,7 +197,8 @@ async function up(values: UpOptions): Promise<number> {
   }
 
   const clusterFile = join(runDir, `cluster-${process.pid}.json`);
-  writeFileSync(clusterFile, JSON.stringify(clusterRaw, null, 2));
+  // the pool leaders hold a request while no instance is ready as long as the gateway waits for it (holdLimitMs)
+  writeFileSync(clusterFile, JSON.stringify({ ...clusterRaw, gateway: { holdLimitMs: gateway.holdLimitMs } }, null, 2));
   const gatewayFile = join(runDir, `gateway-${process.pid}.json`);
   writeFileSync(gatewayFile, JSON.stringify({ ...clusterRaw, gateway: { ...gateway, port } }, null, 2));
 

@@ -52,7 +52,7 @@ export interface InstanceMachineConfig {
   maxInEngine: number;
   /** bound of the admission queue. */
   maxQueued: number;
-  /** wall seconds per modelled second of the engine (an emulator at timeScale k: k); 1 for a real engine. */
+  /** modelled seconds per wall second of the engine (an emulator at timeScale k runs k times faster: k); 1 for a real engine. */
   timeScale: number;
   /** a peer's status older than this is forgotten, ms. */
   deadAfterMs: number;

@@ -53,9 +53,11 @@ export interface PoolMachineConfig {
   epochMs: number;
   /** time an engine has to report ready, ms (bounds holding a request, and a start). */
   healthDeadlineMs: number;
+  /** a request is held at least until this long after its arrival (gateway.holdLimitMs: the gateway waits as long), ms. Absent: healthDeadlineMs from the hold's start only. */
+  holdLimitMs?: number;
   /** TP of the instances that fill granted GPUs before any re-shard. */
   initialTp: number;
-  /** wall s per modelled s of the pool's engines (an emulator at engine.timeScale k runs k times faster): the epoch's arrival rate is per modelled s, as the instances' loads. Absent: 1. */
+  /** modelled s per wall s of the pool's engines (an emulator at engine.timeScale k runs k times faster): the epoch's arrival rate and its burst window's peak are per modelled s, as the instances' loads. Absent: 1. */
   timeScale?: number;
   /** a peer with this many queued requests or more takes no moved request. */
   moveQueueAbove: number;
@@ -100,6 +102,8 @@ interface DispatchJob {
   /** an admit is in flight to this instance. */
   admitting?: string;
   lastError?: WireError;
+  /** instances that refused it as not ready (unavailable): tried again once ready, whatever the view said then. */
+  unready?: Set<string>;
 }
 
 interface MoveJob { ref: number; pending: number; placed: MoveReply['placed']; refused: MoveReply['refused'] }
@@ -605,10 +609,10 @@ function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: Disp
     // capacity is coming (a re-shard, a start, an engine restart, granted GPUs the reconciliation fills): hold the
     // request until an instance is ready, bounded by its give-up time and the engine health deadline (a second
     // hold after a refused admit ends with the first). An instance it tried that is not ready now is tried again.
-    const until = j.holdUntilMs ?? j.holdEndMs ?? Math.min(j.req.giveUpAtMs - 1000, now + cfg.healthDeadlineMs);
+    const until = j.holdUntilMs ?? j.holdEndMs ?? Math.min(j.req.giveUpAtMs - 1000, Math.max(now + cfg.healthDeadlineMs, j.req.arrivalMs + (cfg.holdLimitMs ?? 0)));
     if (now <= until) {
       const ready = new Set(views(s, new Set()).map((x) => x.id));
-      const tried = new Set([...j.tried].filter((id) => ready.has(id) || j.exclude.has(id)));
+      const tried = new Set([...j.tried].filter((id) => (ready.has(id) && !j.unready?.has(id)) || j.exclude.has(id)));
       s.jobs.set(job, { ...j, tried, attempts: Math.min(j.attempts, tried.size), holdUntilMs: until, holdEndMs: until });
       fx.push({ kind: 'held', req: j.req, forMs: until - now, first: j.holdEndMs === undefined });
       return;
@@ -641,7 +645,7 @@ function admitResult(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEven
   // an admit that timed out may have been taken: no second try (no duplicate stream)
   if (ev.timedOut) return finish(s, fx, ev.job, j, now, cfg, { ...(error ?? refusal(cfg, 'unavailable', 'admit timed out')), retryable: true });
   if (error && !error.retryable) return finish(s, fx, ev.job, j, now, cfg, error);
-  const next: DispatchJob = { ...j, admitting: undefined, ...(error ? { lastError: error } : {}) };
+  const next: DispatchJob = { ...j, admitting: undefined, ...(error ? { lastError: error } : {}), ...(error?.code === 'unavailable' ? { unready: new Set([...(j.unready ?? []), j.admitting]) } : {}) };
   s.jobs.set(ev.job, next);
   tryDispatch(s, fx, ev.job, next, now, cfg);
 }
@@ -814,7 +818,7 @@ function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: P
   const measured = counted ?? poolEpochLoad(s);
   // the burst guard: the split keeps what the window's highest minute needs; the instances it does not need are left out
   s.recentLoad = recordPoolArrivals(s.recentLoad, {}, now, cfg.burstWindowMs ?? 0);
-  const { load: peak, guarded } = guardedPoolLoad(measured, windowPeak(s.recentLoad));
+  const { load: peak, guarded } = guardedPoolLoad(measured, windowPeak(s.recentLoad, cfg.timeScale));
   const input: PoolShardInput = {
     profile: cfg.profile, load: measured, ...(guarded ? { peak, allowIdleGpus: true } : {}), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp), ...poolPrefixReuse(live),
     epochS: cfg.epochMs / 1000, gpusPerServer: grantGpusPerServer(s.assignment), headroom: cfg.headroom, ...(cfg.overhead ? { overhead: cfg.overhead } : {}),

@@ -1,0 +1,114 @@
+/**
+ * A node agent's death costs no instance (src/runtime/adoption.ts): real processes (nats-server, a cluster and a pool
+ * manager, a node agent with two instance managers and their emulated engines).
+ * - the node agent is SIGKILLed: its instance managers serve on (same processes, same startedMs, never 'stopped'),
+ *   requests sent while no node agent runs complete;
+ * - a new node agent of the same node adopts them before it serves a command: past the orphans' wait to be adopted
+ *   they still run, its NodeStatus lists them, and one of them SIGKILLed is started again by the new node agent;
+ * - a stop on purpose (the node agent's SIGTERM) stops the instances it adopted and leaves no record behind.
+ */
+import { readdirSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type Harness, type Outcome } from '../integration/control-harness.ts';
+import { InstanceStatus, NodeStatus, controlSubjects, type InstanceStatus as InstanceStatusT, type NodeStatus as NodeStatusT } from '../../protocols/index.ts';
+import { ADOPT_WAIT_MS, adoptionDir, pidAlive, readRecords } from '../../src/runtime/adoption.ts';
+import { descendants, killTree } from '../helpers/procs.ts';
+
+let h: Harness;
+let dir: string;
+const statuses: InstanceStatusT[] = [];
+let nodeStatus: NodeStatusT | undefined;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  h = await startControlPlane({
+    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    servers: [{ id: 'n0', gpus: 4 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS: 1 },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+    engine: { kind: 'emulator', timeScale: 4, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
+  }, { ready: 2 });
+  // the node agent's records: per cluster id, NATS servers and node (its --config is the suite's)
+  dir = adoptionDir(`dynamollm|${h.nats.url}|n0`);
+  h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void statuses.push(s), { capacity: 8192 });
+  h.bus.subscribe(controlSubjects.nodeStatus('n0'), NodeStatus, (s) => void (nodeStatus = s), { capacity: 256 });
+}, 120_000);
+
+afterAll(async () => {
+  // adopted instance managers are no descendants of the suite's processes any more
+  const pids = readRecords(dir ?? '/nonexistent').map((r) => r.pid);
+  await h?.stop();
+  killTree(pids);
+}, 60_000);
+
+async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
+  const t = Date.now() + ms;
+  while (Date.now() < t) {
+    if (pred()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('a node agent dies: its instance managers serve on and its successor adopts them', () => {
+  it.runIf(process.platform === 'linux')('no instance stops, requests complete, the new node agent supervises them', async () => {
+    const first = h.procs.get('n0')!;
+    // its instance managers: its children that run `actor instance --id <id>`
+    const before = new Map<string, number>();
+    for (const [pid, args] of descendants([first.pid!])) {
+      const m = / actor instance --id (\S+)/.exec(args);
+      if (m) before.set(m[1]!, pid);
+    }
+    expect(before.size).toBe(2);
+    const started = new Map<string, number>();
+    await until(() => {
+      for (const s of statuses) if (before.has(s.id)) started.set(s.id, s.startedMs);
+      return started.size === 2;
+    }, 5000, 'both instances\' status');
+
+    const gone = new Promise((r) => first.once('exit', r));
+    first.kill('SIGKILL');
+    await gone;
+    const killedAt = Date.now();
+    // no node agent for 3 s: the instances serve the requests sent meanwhile
+    const during: Promise<Outcome>[] = [];
+    for (let i = 0; i < 6; i++) {
+      during.push(h.send(i));
+      await sleep(500);
+    }
+    h.startActor('node', 'n0');
+    // past the orphans' wait to be adopted, plus a margin
+    const after: Promise<Outcome>[] = [];
+    for (let i = 0; Date.now() < killedAt + ADOPT_WAIT_MS + 4000; i++) {
+      after.push(h.send(100 + i));
+      await sleep(1000);
+    }
+    for (const o of [...(await Promise.all(during)), ...(await Promise.all(after))]) expect(o.error ?? 'ok', o.id).toBe('ok');
+    // the same processes, never stopped, never restarted
+    for (const [id, pid] of before) expect(pidAlive(pid), `${id} (${pid}) alive`).toBe(true);
+    const since = statuses.filter((s) => before.has(s.id) && s.sentMs >= killedAt);
+    expect(since.length).toBeGreaterThan(10);
+    expect(since.filter((s) => s.state !== 'ready').map((s) => `${s.id} ${s.state}`)).toEqual([]);
+    expect(since.filter((s) => s.startedMs !== started.get(s.id))).toEqual([]);
+    // the new node agent lists them, and its records name it
+    await until(() => (nodeStatus?.instances.length ?? 0) === 2 && (nodeStatus?.startedMs ?? 0) > killedAt, 5000, 'the new node agent listing both instances');
+    expect(nodeStatus!.free).toEqual([]);
+    const second = h.procs.get('n0')!;
+    expect(readRecords(dir).map((r) => r.supervisorPid)).toEqual([second.pid, second.pid]);
+
+    // one of them SIGKILLed: the new node agent starts it again (a new process under the same id, ready)
+    const [victim, victimPid] = [...before][0]!;
+    process.kill(victimPid, 'SIGKILL');
+    await until(() => statuses.some((s) => s.id === victim && s.startedMs !== started.get(victim) && s.state === 'ready'), 30_000, `${victim} restarted by the new node agent`);
+    expect(readRecords(dir).find((r) => r.name === victim)?.pid).not.toBe(victimPid);
+
+    // a stop on purpose stops what it adopted, and leaves nothing to adopt
+    const pids = readRecords(dir).map((r) => r.pid);
+    const stopped = new Promise((r) => second.once('exit', r));
+    second.kill('SIGTERM');
+    await stopped;
+    await until(() => pids.every((p) => !pidAlive(p)), 30_000, 'the instance managers stopped with their node agent');
+    expect(readdirSync(dir).filter((f) => f.endsWith('.json'))).toEqual([]);
+  }, 150_000);
+});
