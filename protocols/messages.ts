@@ -360,6 +360,12 @@ export const legReport = z.object({
   request: inferenceRequest.optional(),
   /** credited: whose credit of which epoch; `topUp`: a request (-> LegReply.credit), not a publish. */
   credit: z.object({ gateway: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), epoch: int, topUp: z.boolean().optional() }).optional(),
+  /**
+   * started, first_token, credited: the gateway process that streams the leg from the engine (its Heartbeat's id and
+   * startedMs). Once that process's heartbeats have lapsed, the instance ends the leg and frees its seat after a
+   * grace for a resume on another gateway (which ends it itself), not at the request's give-up time.
+   */
+  gateway: z.object({ id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), startedMs: nonneg }).optional(),
   /** the end: how the leg ended ('failed': the engine's stream broke; the request continues elsewhere or fails). */
   outcome: z.enum(['ok', 'failed', 'cancelled']).optional(),
   firstTokenMs: nonneg.optional(),

@@ -227,6 +227,8 @@ export function permissionsOf(a: ActorIdentity): Permissions {
         ]),
         subscribe: uniq([
           wild(subjects.instanceAdmit(I)), wild(subjects.instanceControl(I)), wild(subjects.instanceLeg(I)), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(controlSubjects.instanceStatusPool(Q)),
+          // the gateways' heartbeats: a direct leg whose gateway process is gone frees its seat
+          subjects.heartbeatsOf('gateway'),
           inboxOf('instance', id), ...serviceSubs('instance', id),
         ]),
         allowResponses: true,

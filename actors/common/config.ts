@@ -288,6 +288,12 @@ export const configSchema = z
          */
         directStartMs: pos.default(10_000),
         /**
+         * a direct request whose gateway process is gone (its heartbeats lapsed: 3 s without one) keeps its seat this
+         * much longer for a resume on another gateway (which ends the leg itself), then the instance ends it, ms;
+         * default 10000.
+         */
+        resumeGraceMs: pos.default(10_000),
+        /**
          * how long a new pool leader retries reading the pool's stored state (its assignment, the previous
          * leader's dispatched requests) while JetStream is unavailable, before it leads without it, ms; default 5000.
          * A cluster manager's reads of the inventory (the stored assignments, at its start and when it leads; the

@@ -255,6 +255,23 @@ export async function firstOrLocal<R extends { ok: boolean; error?: WireError }>
 /** Leg reports held at most: past it the held ones are published at once. */
 export const LEG_REPORT_BATCH = 256;
 const heldReports = new WeakMap<Bus, { instance: string; rep: LegReport }[]>();
+/** the gateway process each bus reports for (reportAs). */
+const reporters = new WeakMap<Bus, NonNullable<LegReport['gateway']>>();
+
+/**
+ * The gateway process whose leg reports go out on `bus` (its Heartbeat's id and startedMs): its reports that tell an
+ * instance the leg is taken (started, first_token, credited) name it, so that the instance frees the leg's seat soon
+ * after that process is gone (its heartbeats lapsed), not at the request's give-up time.
+ */
+export function reportAs(bus: Bus, gateway: NonNullable<LegReport['gateway']>): void {
+  reporters.set(bus, gateway);
+}
+
+/** `rep` with its gateway process named (an end report needs none: the leg is over). */
+function stamped(bus: Bus, rep: LegReport): LegReport {
+  const gateway = rep.phase === 'end' || rep.gateway ? undefined : reporters.get(bus);
+  return gateway ? { ...rep, gateway } : rep;
+}
 
 /**
  * A leg report (first token, started, an end without reply) to the instance that granted the leg; no reply.
@@ -277,7 +294,7 @@ export function flushLegReports(bus: Bus): void {
   heldReports.set(bus, []);
   for (const { instance, rep } of q) {
     try {
-      bus.publish(subjects.instanceLeg(instance), LegReport, rep);
+      bus.publish(subjects.instanceLeg(instance), LegReport, stamped(bus, rep));
     } catch {
       // the connection is gone: the instance frees the slot at the request's deadline
     }
@@ -297,7 +314,7 @@ export function creditedReport(
   flushLegReports(bus);
   const ctx = { grant, pool: c.req.pool ?? '', ...(startedMs !== undefined ? { startedMs } : {}) };
   const loan = (l: LegReply['credit']) => router?.creditLoan?.(instance, l, ctx);
-  bus.request(subjects.instanceLeg(instance), LegReport, rep, LegReply, { timeoutMs }).then((r) => loan(r.ok ? r.credit : undefined), () => loan(undefined));
+  bus.request(subjects.instanceLeg(instance), LegReport, stamped(bus, rep), LegReply, { timeoutMs }).then((r) => loan(r.ok ? r.credit : undefined), () => loan(undefined));
 }
 
 /**

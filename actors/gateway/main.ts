@@ -19,6 +19,7 @@ import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
 import { JournalWriter, readJournal } from './resume.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
+import { reportAs } from './legs.ts';
 import { GatewayRouter } from './router.ts';
 import { ElectionWatch } from './elections.ts';
 import { localDetokenize, localTokenizer } from './tokens.ts';
@@ -131,6 +132,8 @@ export class GatewayActor extends Actor {
     const elections = new ElectionWatch(this.bus, this.g.cluster.liveness.deadAfterMs, s.electionHoldMs, this.clock);
     elections.start();
     this.elections = elections;
+    // the instances that grant this process legs free their seats once its heartbeats lapse (legs.ts reportAs)
+    reportAs(this.bus, { id: this.id, startedMs: this.startedMs });
     const backend = new NatsBackend(this.bus, {
       admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
       direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes, elections, clock: this.clock,

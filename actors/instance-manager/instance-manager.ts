@@ -37,6 +37,7 @@ import {
 import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
 import { engineWireError, instanceMachineConfig, machineRequest } from './machine-io.ts';
 import { PrefixCacheScrape } from './prefix-scrape.ts';
+import { GatewayWatch, watchLeg } from './gateway-watch.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
 const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
@@ -107,6 +108,8 @@ interface Running {
   legEnd?: (end: { rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }) => void;
   /** a direct request: the gateway said it took the grant (LegReport 'started', or any later report). */
   gatewayStarted?: boolean;
+  /** a direct request: stops watching its gateway process (gateway-watch.ts). */
+  unwatchGateway?: () => void;
 }
 
 /** A request the instance holds (queued, running or being moved): its body and when it came in. */
@@ -169,6 +172,7 @@ export class InstanceManager {
   #stopping?: Promise<void>;
   /** the engine's prefix-cache counters (actors/instance-manager/prefix-scrape.ts). */
   #prefix = new PrefixCacheScrape();
+  #gateways: GatewayWatch; // the gateway processes streaming its direct requests (a leg whose gateway is gone ends)
 
   constructor(o: InstanceManagerOptions) {
     this.#o = o;
@@ -181,6 +185,7 @@ export class InstanceManager {
     this.#evt = eventPublisher(o.bus, o.id, o.log, this.#clock);
     this.#cfg = instanceMachineConfig(o);
     this.#m = initialInstanceState(this.#clock.now());
+    this.#gateways = new GatewayWatch(this.#clock, o.config.timeouts.resumeGraceMs);
   }
 
   get state(): InstanceLifecycle {
@@ -263,6 +268,7 @@ export class InstanceManager {
     // announce ourselves as starting so the pool sees the instance coming (it will not dispatch to it yet)
     this.#statusTimer = this.#clock.setInterval(() => this.#publishStatus(), this.#o.config.liveness.statusIntervalMs);
     this.#publishStatus();
+    this.#gateways.start(bus);
     engine.on('crash', (info) => this.#onEngineCrash(info));
     engine.on('restarted', () => {
       this.#prefix.moved(); // its counters start again from 0: read once more
@@ -562,6 +568,7 @@ export class InstanceManager {
     } finally {
       if (timer !== undefined) clock.clearTimeout(timer);
       if (startTimer !== undefined) clock.clearTimeout(startTimer);
+      r.unwatchGateway?.();
       this.#running.delete(req.id);
       this.#prefix.moved();
       this.#held.delete(req.id);
@@ -577,6 +584,7 @@ export class InstanceManager {
     const r = this.#running.get(rep.id);
     if (!r?.req.direct) return { v: 1, ok: false, error: { code: 'not_found', message: `instance ${this.id} holds no direct request ${rep.id}`, retryable: false } };
     r.gatewayStarted = true;
+    if (rep.phase !== 'end') watchLeg(this.#gateways, r, rep.gateway);
     if (rep.phase === 'started') return { v: 1, ok: true };
     if (rep.firstTokenMs !== undefined && r.firstTokenMs === undefined) {
       r.firstTokenMs = rep.firstTokenMs;
@@ -613,6 +621,7 @@ export class InstanceManager {
     this.#held.set(req.id, { req, admittedMs: this.#clock.now() });
     this.#watchCancel(req.id);
     const { effects } = this.#step({ type: 'credited_start', req: machineRequest(req), gateway: credit.gateway, epoch: credit.epoch, ...(credit.topUp ? { topUp: true } : {}) });
+    watchLeg(this.#gateways, this.#running.get(req.id), rep.gateway);
     const lent = effects.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent' && e.id === req.id);
     return lent ? { v: 1, ok: true, credit: lent.loan } : { v: 1, ok: true };
   }
@@ -882,6 +891,7 @@ export class InstanceManager {
       this.#m = { ...this.#m, lifecycle: 'stopped' };
       this.#publishStatus();
       this.#cancelSub?.unsubscribe();
+      this.#gateways.stop();
       this.#cancelable.clear();
     })();
     return this.#stopping;

@@ -9,6 +9,10 @@
  * Expected: one stream to the client, every event id once and in order, exactly max_tokens words (the emulator
  * makes one word per token: a lost token shows as fewer, a duplicated one as more), usage counting every token
  * and the energy of both legs, each leg recorded once by its instance (A's leg at once, not at its deadline).
+ *
+ * A gateway C SIGKILLed mid-stream whose client never resumes: the instance ends C's leg and frees its seat once C's
+ * heartbeats have lapsed (3 s) plus the resume grace (timeouts.resumeGraceMs, 2 s here), not at the request's
+ * give-up time (10 min).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -41,6 +45,7 @@ beforeAll(async () => {
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
     epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
     liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+    timeouts: { resumeGraceMs: 2000 },
     // a quarter of real time: ~30 ms per token, so a 150-token answer takes seconds and the kill lands mid-stream
     engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 30_000, initialTp: 1, maxInEngine: 16, maxQueued: 64 },
   });
@@ -134,5 +139,44 @@ describe('a gateway replica SIGKILLed mid-stream: the client resumes on another 
     expect(new Set(legs.map((r) => r.id)).size).toBe(2);
     expect(legs.reduce((n, r) => n + r.completionTokens, 0)).toBe(MAX_TOKENS);
     expect(usage.energy_joules).toBeCloseTo(legs.reduce((n, r) => n + r.energyJ, 0), 2);
+  }, 120_000);
+
+  it('gateway C killed mid-stream and its client never resumes: the instance ends the leg within the heartbeat lapse plus the grace, not at the give-up time', async () => {
+    const pc = await freePort();
+    const urlC = `http://127.0.0.1:${pc}`;
+    h.startActor('gateway', 'gw-c', ['--port', String(pc)]);
+    await healthy(urlC, 60_000);
+    const r = await fetch(`${urlC}/v1/completions`, { method: 'POST', headers, body });
+    expect(r.status).toBe(200);
+    const id = r.headers.get('x-request-id')!;
+    const reader = r.body!.getReader();
+    const dec = new TextDecoder();
+    let got = '';
+    let killedAt = 0;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        got += dec.decode(value, { stream: true });
+        if (events(got).length >= 20 && !killedAt) {
+          killedAt = Date.now();
+          h.procs.get('gw-c')!.kill('SIGKILL');
+        }
+      }
+    } catch {
+      // the connection died with gateway C
+    }
+    expect(killedAt).toBeGreaterThan(0);
+    let rec: Rec | undefined;
+    while (!rec && Date.now() < killedAt + 20_000) {
+      rec = records.find((x) => x.id === id);
+      if (!rec) await sleep(100);
+    }
+    const tookMs = Date.now() - killedAt;
+    expect(rec, 'no record of the leg within 20 s of its gateway\'s death').toBeDefined();
+    expect(rec!.outcome).toBe('failed');
+    // not before the lapse and the grace, and soon after them
+    expect(tookMs).toBeGreaterThanOrEqual(2000);
+    expect(tookMs).toBeLessThan(12_000);
   }, 120_000);
 });

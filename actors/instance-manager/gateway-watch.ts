@@ -1,0 +1,77 @@
+/**
+ * The gateway processes an instance grants direct legs to, as their heartbeats show them (subjects.heartbeatsOf
+ * ('gateway')). A direct leg is streamed by one gateway process from the engine; the instance counts its seat until
+ * that gateway reports the leg's end. A gateway that dies never reports it, and its client may never resume the
+ * stream elsewhere, so the seat would stay taken until the request's give-up time (10 min by default). Here a leg
+ * whose gateway process (LegReport.gateway: id and startedMs; two processes of one replica, a serving one and its
+ * standby, beat under the same id) has not beaten for GONE_AFTER_MS, plus `timeouts.resumeGraceMs` for a resume
+ * on another gateway (which ends the leg itself), is ended. Only a process seen beating counts as gone when it goes
+ * silent: one never heard of (no heartbeat read yet, or none allowed) keeps the give-up time as its bound.
+ */
+import { DynError, Heartbeat, subjects } from '../../protocols/index.ts';
+import type { LegReport } from '../../protocols/messages.ts';
+import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
+import type { Clock } from '../../src/runtime/clock.ts';
+
+/** a gateway process silent this long is gone: three of its heartbeats (one a second) missed, ms. */
+export const GONE_AFTER_MS = 3000;
+/** how often the legs are checked, ms. */
+const CHECK_MS = 500;
+/** a process silent this long (and streaming no leg here) is forgotten, ms. */
+const FORGET_MS = 10 * 60_000;
+
+type GatewayProcess = NonNullable<LegReport['gateway']>;
+
+/** Whether a leg's gateway process, last heard at `lastBeatMs` (undefined: never), is gone past the grace at `now`. */
+export function gatewayGone(lastBeatMs: number | undefined, now: number, graceMs: number): boolean {
+  return lastBeatMs !== undefined && now - lastBeatMs > GONE_AFTER_MS + graceMs;
+}
+
+export class GatewayWatch {
+  /** last heartbeat of each gateway process (`id@startedMs`), on this clock. */
+  readonly #beats = new Map<string, number>();
+  readonly #legs = new Map<number, { key: string; onGone: () => void }>();
+  #next = 0;
+  #timer: unknown;
+  #sub?: SubscribeHandle;
+
+  constructor(private readonly clock: Clock, private readonly graceMs: number) {}
+
+  start(bus: Bus): void {
+    this.#sub = bus.subscribe(subjects.heartbeatsOf('gateway'), Heartbeat, (hb) => this.observe(hb), { capacity: 1024, expectSubject: (hb) => subjects.heartbeat(hb.kind, hb.id) });
+    this.#timer = this.clock.setInterval(() => this.check(), CHECK_MS);
+  }
+
+  stop(): void {
+    this.#sub?.unsubscribe();
+    if (this.#timer !== undefined) this.clock.clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  observe(hb: Heartbeat): void {
+    if (hb.kind === 'gateway') this.#beats.set(`${hb.id}@${hb.startedMs}`, this.clock.now());
+  }
+
+  /** Calls `onGone` once `gateway` is gone past the grace (see the module comment); returns the unwatch. */
+  watch(gateway: GatewayProcess, onGone: () => void): () => void {
+    const k = this.#next++;
+    this.#legs.set(k, { key: `${gateway.id}@${gateway.startedMs}`, onGone });
+    return () => void this.#legs.delete(k);
+  }
+
+  check(): void {
+    const now = this.clock.now();
+    for (const [k, leg] of this.#legs) {
+      if (!gatewayGone(this.#beats.get(leg.key), now, this.graceMs)) continue;
+      this.#legs.delete(k);
+      leg.onGone();
+    }
+    if (this.#beats.size > 256) for (const [key, at] of this.#beats) if (now - at > FORGET_MS) this.#beats.delete(key);
+  }
+}
+
+/** A direct leg (its abort, and where its unwatch is kept) ends once `gateway`, the process streaming it, is gone past the grace. */
+export function watchLeg(w: GatewayWatch, leg: { ac: AbortController; unwatchGateway?: () => void } | undefined, gateway: GatewayProcess | undefined): void {
+  if (!leg || !gateway || leg.unwatchGateway) return;
+  leg.unwatchGateway = w.watch(gateway, () => leg.ac.abort(new DynError('timeout', 'the gateway streaming this request is gone and no resume ended it', { retryable: true })));
+}
