@@ -57,6 +57,31 @@ async function up(config: string): Promise<{ base: string; stop: () => Promise<v
   return { base: `http://127.0.0.1:${port}`, stop, output: () => out };
 }
 
+/** The live pool leader's re-shards as its log says them (info level): each decision, then each unit with its seconds (a stop unit is its instance's drain and stop). */
+function reshardsOf(log: string): string {
+  const out: string[][] = [];
+  let last: number | undefined;
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{') || !line.includes('pool-')) continue;
+    let j: { time?: number; msg?: string };
+    try {
+      j = JSON.parse(line) as typeof j;
+    } catch {
+      continue;
+    }
+    const take = /: (take \S+ -> \S+):/.exec(j.msg ?? '');
+    const unit = /: unit (start|stop) (TP\d+) .* done$/.exec(j.msg ?? '');
+    if (take && j.time !== undefined) {
+      out.push([`${take[1]}:`]);
+      last = j.time;
+    } else if (unit && j.time !== undefined && last !== undefined) {
+      out[out.length - 1]?.push(`${unit[1]} ${unit[2]} ${((j.time - last) / 1000).toFixed(1)} s`);
+      last = j.time;
+    }
+  }
+  return out.map(([head, ...units]) => `${head} ${units.join(', ')}`).join('; ');
+}
+
 const round1 = (x: number | null | undefined) => (x == null ? '-' : Math.round(x * 10) / 10);
 const ratio = (sim: number | null | undefined, live: number | null | undefined) => (sim != null && live != null && live > 0 ? (sim / live).toFixed(3) : '-');
 
@@ -122,7 +147,9 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // the window each side charges: live, the replay's first send to its last completion; simulated, the first
   // arrival to the last request's end
   rows.push({ quantity: 'window s (first arrival to last completion)', live: round1(live.wallS), simulated: round1(sim.durationS), 'sim / live': ratio(sim.durationS, live.wallS) });
-  const liveW = liveJ === null ? null : liveJ / live.wallS;
+  // the live counters are read before the first send and 1.5 s after the last completion (replay's avgPowerW: J over
+  // wallS + 1.5 s), so the live energy spans that much more than the window above
+  const liveW = live.avgPowerW;
   rows.push({ quantity: 'average power W', live: liveW === null ? '-' : Math.round(liveW), simulated: Math.round(sim.avgPowerW), 'sim / live': ratio(sim.avgPowerW, liveW) });
   for (const t of live.perType) {
     const s = sim.latency.byType[t.type];
@@ -142,7 +169,8 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `live requests: ${live.ok} ok, ${live.rejected} rejected, ${live.failed} failed ${JSON.stringify(live.errors)}; simulated: ${sim.rejected} rejected`,
       `live replay's sends late against the trace (the client short of CPU): ${live.sendLateMs ? `p50 ${Math.round(live.sendLateMs.p50)} ms, p99 ${Math.round(live.sendLateMs.p99)} ms, max ${Math.round(live.sendLateMs.max)} ms` : '-'}`,
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
-      'energy is modelled on both sides (emulated GPUs, src/model), not measured; live latency is wall time on this shared machine',
+      `live pool's re-shards (its log, TWIN_LOG_LEVEL=info or debug): ${reshardsOf(cluster.output()) || '-'}`,
+      'energy is modelled on both sides (emulated GPUs, src/model), not measured; the live counters span the window and 1.5 s more (average power: the replay\'s, J over wall s + 1.5); live latency is wall time on this shared machine',
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',
     ],
     rows,
