@@ -5,7 +5,7 @@
  * epoch runs the same machine, starts in the config's layout, `asConfigured`, and carries the re-shard out unit
  * by unit as the live pool does, `reshardExecution: 'units'`, each new engine serving after `instanceStartS`:
  * the emulated engine's start, process and NATS connection, TWIN_START_S, default 3 s: the live pool's start unit took
- * 2.5-2.9 s on the 2-core VM at load average 4-12 (the bench's note on the live re-shards); each drained engine's
+ * 2.5-3.8 s in four runs on the 2-core VM at load average 4-12 (the bench's note on the live re-shards); each drained engine's
  * GPUs free after `instanceStopS`: the emulated engine's stop, from the instance's SIGTERM to its 'stopped' status
  * once its engine process has exited, TWIN_STOP_S, default 0.5 s: 0.51-0.58 s on the 2-core VM at load average 20).
  */
