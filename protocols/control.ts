@@ -98,11 +98,15 @@ export const PoolCommand = codec('PoolCommand', poolCommand);
  *   keeps running; used by the pool to force max clock during a re-shard).
  * - drain: accept no new requests, finish the running and queued ones (re-shard/scale-in step).
  * - resume: accept again.
+ * - sleep: vLLM sleep mode at `level` (1: weights to host RAM; 2: discarded): accept no new requests (status
+ *   'sleeping'), finish the running and queued ones, then put the engine to sleep. Acked at once.
+ * - wake: wake the engine (or, not asleep yet, just accept again); status 'ready' once it serves. Acked at once.
  */
 export const instanceCommand = z.object({
   v,
-  op: z.enum(['set_clock', 'drain', 'resume']),
+  op: z.enum(['set_clock', 'drain', 'resume', 'sleep', 'wake']),
   clockMhz: nonneg.optional(),
+  level: z.union([z.literal(1), z.literal(2)]).optional(),
   reason: z.string().max(512),
 });
 export type InstanceCommand = z.infer<typeof instanceCommand>;

@@ -237,6 +237,13 @@ export const configSchema = z
          * epoch only scales in. Unset (the default): every epoch is epochs.clusterS.
          */
         epochFloorS: pos.optional(),
+        /**
+         * keep the instances a pool's forecast does not need before a wake asleep through vLLM's sleep mode (the pool
+         * leader's 'sleep' / 'wake' commands, src/policy/machines/pool-standby.ts; the engines need sleep mode:
+         * engine.enableSleep for vLLM, always on for the emulator). Default false: in the simulator it saved 0.2% on
+         * the coding hour and cost 0.3% on the conversation hour (docs/SIMULATION.md).
+         */
+        sleepStandby: z.boolean().default(false),
       }).strict()
       .default({}),
     /**

@@ -23,6 +23,7 @@ import {
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { chunkExtras, type Engine } from '../../src/engine/engine.ts';
+import { LifecycleCommands } from './sleep-mode.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { GpuControl } from '../../src/gpu/index.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
@@ -173,6 +174,7 @@ export class InstanceManager {
   /** the engine's prefix-cache counters (actors/instance-manager/prefix-scrape.ts). */
   #prefix = new PrefixCacheScrape();
   #gateways: GatewayWatch; // the gateway processes streaming its direct requests (a leg whose gateway is gone ends)
+  #lifecycleCommands: LifecycleCommands;
 
   constructor(o: InstanceManagerOptions) {
     this.#o = o;
@@ -186,6 +188,8 @@ export class InstanceManager {
     this.#cfg = instanceMachineConfig(o);
     this.#m = initialInstanceState(this.#clock.now());
     this.#gateways = new GatewayWatch(this.#clock, o.config.timeouts.resumeGraceMs);
+    const lifecycle = (state: 'sleeping' | 'ready' | 'draining', why: string) => void this.#step({ type: 'lifecycle', state, why });
+    this.#lifecycleCommands = new LifecycleCommands({ engine: o.engine, clock: this.#clock, log: o.log, state: () => this.state, queued: () => this.queued, running: () => this.running, lifecycle });
   }
 
   get state(): InstanceLifecycle {
@@ -701,13 +705,8 @@ export class InstanceManager {
         await this.#step({ type: 'pool_set_clock', clockMhz: cmd.clockMhz, reason: cmd.reason }).applied;
         return { v: 1, ok: true, detail: { clockMhz: this.#m.clockMhz } };
       }
-      case 'drain':
-        if (this.state === 'ready') this.#step({ type: 'lifecycle', state: 'draining', why: cmd.reason });
-        return { v: 1, ok: true, detail: { queued: this.queued, running: this.#running.size } };
-      case 'resume':
-        // an instance that is stopping stays stopping
-        if (this.state === 'draining' && !this.#stopping) this.#step({ type: 'lifecycle', state: 'ready', why: cmd.reason });
-        return { v: 1, ok: true };
+      default: // drain, resume, sleep, wake: the lifecycle commands (./sleep-mode.ts)
+        return this.#lifecycleCommands.command(cmd, this.#stopping !== undefined);
     }
   }
 

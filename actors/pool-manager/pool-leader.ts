@@ -29,6 +29,8 @@ import {
   aliveInstances, initialPoolState, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
 } from '../../src/policy/machines/pool.ts';
 import { heldNow, type HoldOutcome } from '../../src/policy/machines/router.ts';
+import { initialPoolStandby, poolStandbyStep, type PoolStandbyState } from '../../src/policy/machines/pool-standby.ts';
+import { getModelSpec } from '../../src/model/catalog.ts';
 import { gatewaySchema } from '../gateway/config.ts';
 
 export interface PoolLeaderOptions {
@@ -70,6 +72,8 @@ export class PoolLeader {
   /** callers waiting for the machine's answer (dispatch, move, command), by ref. */
   #waiting = new Map<number, (e: PoolEffect) => void>();
   #ref = 0;
+  /** the sleep-mode standby's state while this replica leads (scaling.sleepStandby). */
+  #standby?: PoolStandbyState;
 
   constructor(o: PoolLeaderOptions) {
     this.#o = o;
@@ -404,8 +408,26 @@ export class PoolLeader {
     }
   }
 
+  /** The pool's sleep-mode standby (scaling.sleepStandby): its decision each status period, its commands sent. */
+  #sleepStandby(): void {
+    const c = this.#o.config;
+    if (!c.scaling.sleepStandby || !this.#o.profile) return;
+    const now = this.#clock.now();
+    this.#standby ??= initialPoolStandby(now);
+    const { state, commands } = poolStandbyStep(this.#standby, this.aliveInstances(), now, {
+      profile: this.#o.profile, model: getModelSpec(c.model), headroom: this.#mc.headroom, periodMs: c.liveness.statusIntervalMs,
+    });
+    this.#standby = state;
+    for (const k of commands) {
+      this.#log.info({ instance: k.instance, op: k.op, level: k.level, why: k.reason }, 'sleep standby');
+      this.#bus.request(subjects.instanceControl(k.instance), InstanceCommand, { v: 1, op: k.op, ...(k.level ? { level: k.level } : {}), reason: k.reason }, Ack, { timeoutMs: c.timeouts.controlMs })
+        .catch((err: unknown) => this.#log.warn({ instance: k.instance, op: k.op, err: (err as Error).message }, 'sleep standby command failed'));
+    }
+  }
+
   #publishPoolStatus(): void {
     if (!this.isLeader()) return;
+    this.#sleepStandby();
     const a = this.#m.assignment;
     const st = {
       v: 1 as const, pool: this.pool, leader: this.#o.holder, types: this.#m.types, loadByType: this.load(),

@@ -102,7 +102,8 @@ export interface MachineError { code: 'cancelled' | 'rejected' | 'overloaded' | 
 
 export interface PeerStatus { queued: number; running: number; state: string; seenMs: number }
 
-export type InstanceLifecycle = 'starting' | 'ready' | 'restarting' | 'draining' | 'stopped' | 'failed';
+/** sleeping: told to sleep (vLLM sleep mode): it admits nothing, finishes what it holds, then its engine sleeps; until woken. */
+export type InstanceLifecycle = 'starting' | 'ready' | 'restarting' | 'draining' | 'stopped' | 'failed' | 'sleeping';
 
 export interface InstanceMachineState {
   lifecycle: InstanceLifecycle;
@@ -215,7 +216,7 @@ export function initialInstanceState(nowMs: number): InstanceMachineState {
 }
 
 const maxClockOf = (s: InstanceMachineState) => s.supportedMhz[s.supportedMhz.length - 1] ?? 0;
-const serving = (s: InstanceMachineState) => s.lifecycle === 'ready' || s.lifecycle === 'draining';
+const serving = (s: InstanceMachineState) => s.lifecycle === 'ready' || s.lifecycle === 'draining' || s.lifecycle === 'sleeping';
 
 /**
  * One transition. The state passed in is not modified: the machine works on a copy (collections copied
@@ -326,7 +327,7 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       break;
   }
   // a draining instance that has just emptied says so at once: the pool stops it on that status, not a status period later
-  if (s.lifecycle === 'draining' && !s.running.size && !s.queue.length && (prev.running.size || prev.queue.length) && !fx.some((e) => e.kind === 'status')) fx.push({ kind: 'status' });
+  if ((s.lifecycle === 'draining' || s.lifecycle === 'sleeping') && !s.running.size && !s.queue.length && (prev.running.size || prev.queue.length) && !fx.some((e) => e.kind === 'status')) fx.push({ kind: 'status' });
   return { state: s, effects: fx };
 }
 

@@ -708,7 +708,7 @@ function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMa
 /** The previous leader's unfinished re-shard, begun again from the layout now once every instance is ready and nothing starts. */
 function resumeReshard(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   const live = aliveInstances(s);
-  if (s.reconciling > 0 || s.starting.size || s.planning || !live.length || live.some((x) => x.state !== 'ready')) return;
+  if (s.reconciling > 0 || s.starting.size || s.planning || !live.length || live.some((x) => x.state !== 'ready' && x.state !== 'sleeping')) return;
   const target = s.pendingReshard!;
   s.pendingReshard = undefined;
   beginReshard(s, fx, target, now, cfg);
@@ -811,7 +811,8 @@ function nodeResult(s: PoolMachineState, fx: PoolEffect[], cmd: NodeCommand, ok:
 function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig, force: boolean): void {
   if (!s.leader || s.reshard || s.reconciling > 0 || !s.assignment || !cfg.profile || s.starting.size || s.planning) return;
   const live = aliveInstances(s);
-  if (!live.length || live.some((x) => x.state !== 'ready')) return; // a change in progress: next epoch
+  // a change in progress: next epoch (an instance asleep through sleep mode is settled: one of the layout)
+  if (!live.length || live.some((x) => x.state !== 'ready' && x.state !== 'sleeping')) return;
   // the pool's arrivals since the last epoch, those of instances stopped since included (its instances' estimates until it counted any)
   const { load: counted, next } = epochArrivalLoad(s.epochArrivals, cfg.epochMs, cfg.timeScale);
   s.epochArrivals = next;

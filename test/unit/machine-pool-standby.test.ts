@@ -1,0 +1,85 @@
+/**
+ * The pool leader's sleep-mode standby (src/policy/machines/pool-standby.ts), status period by status period: the
+ * pool's arrivals are the increments of its instances' admission counters; a quiet pool tells the instances it does
+ * not need to sleep (once each: one told to sleep that still reports ready is on its way), a burst wakes them, and a
+ * wake it sent to an instance still reporting 'sleeping' reads as waking (not woken twice).
+ */
+import { describe, expect, it } from 'vitest';
+import { initialPoolStandby, poolStandbyStep, type PoolStandbyConfig, type PoolStandbyState } from '../../src/policy/machines/pool-standby.ts';
+import type { InstanceStatus } from '../../protocols/control.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
+import { getModelSpec } from '../../src/model/catalog.ts';
+
+const profile = loadProfile('profiles/llama2-70b.h100.json');
+const cfg: PoolStandbyConfig = { profile, model: getModelSpec('llama2-70b'), headroom: 0.2, periodMs: 500 };
+
+const status = (id: string, state: InstanceStatus['state'], admitted: number, seq: number): InstanceStatus => ({
+  v: 1, id, pool: 'p', node: 'n0', tp: 8, gpuIds: [0, 1, 2, 3, 4, 5, 6, 7], state, startedMs: 0, seq, sentMs: 0, clockMhz: 1980, maxClockMhz: 1980,
+  queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {}, admittedByType: { SS: admitted },
+});
+
+describe('pool standby step', () => {
+  it('quiet: sleeps all but one, once; a burst of admissions wakes them; a wake sent reads as waking', () => {
+    let s: PoolStandbyState = initialPoolStandby(0);
+    const ids = ['a', 'b', 'c'];
+    let seq = 0;
+    const adm: Record<string, number> = { a: 0, b: 0, c: 0 };
+    const states: Record<string, InstanceStatus['state']> = { a: 'ready', b: 'ready', c: 'ready' };
+    const tick = (now: number) => {
+      seq++;
+      const r = poolStandbyStep(s, ids.map((id) => status(id, states[id]!, adm[id]!, seq)), now, cfg);
+      s = r.state;
+      // a sleep is reported from the instance's next status; a wake once its engine is up (later, below)
+      for (const c of r.commands) if (c.op === 'sleep') states[c.instance] = 'sleeping';
+      return r.commands;
+    };
+    // a minute of a trickle (1 request every 10 s, on a): past the 30-s dwell, two of three sleep
+    let cmds: ReturnType<typeof tick> = [];
+    for (let t = 0; t <= 60_000; t += 500) {
+      if (t % 10_000 === 0) adm.a!++;
+      cmds.push(...tick(t));
+    }
+    const sleeps = cmds.filter((c) => c.op === 'sleep');
+    expect(sleeps.length).toBe(2);
+    expect(new Set(sleeps.map((c) => c.instance)).size).toBe(2);
+    expect(sleeps.every((c) => c.level === 1)).toBe(true);
+    const slept = sleeps.map((c) => c.instance).sort();
+    // asleep: no command repeats
+    cmds = [];
+    for (let t = 60_500; t <= 70_000; t += 500) cmds.push(...tick(t));
+    expect(cmds).toEqual([]);
+    // a burst: 400 admissions in 2 s (200 req/s, above three TP8s' SS capacity)
+    cmds = [];
+    for (let t = 70_500; t <= 72_000; t += 500) {
+      adm.c! += 100;
+      cmds.push(...tick(t));
+    }
+    expect(cmds.filter((c) => c.op === 'wake').map((c) => c.instance).sort()).toEqual(slept);
+    // still 'sleeping' (waking): not woken again
+    cmds = [];
+    for (let t = 72_500; t <= 73_000; t += 500) {
+      adm.c! += 100;
+      cmds.push(...tick(t));
+    }
+    expect(cmds).toEqual([]);
+  });
+
+  it('an instance told to sleep that keeps reporting ready is not told again within the dwell', () => {
+    let s = initialPoolStandby(0);
+    const cmds: string[] = [];
+    for (let t = 30_000, seq = 1; t <= 50_000; t += 500, seq++) {
+      const r = poolStandbyStep(s, [status('a', 'ready', 0, seq), status('b', 'ready', 0, seq)], t, cfg);
+      s = r.state;
+      cmds.push(...r.commands.map((c) => `${c.op} ${c.instance}`));
+    }
+    // a is told at 30 s (dwell from its start); still ready after two periods it is awake again, and b is told; neither again within the 30-s dwell
+    expect(cmds).toEqual(['sleep a', 'sleep b']);
+  });
+
+  it('an instance in another state (starting, draining) is not the standby\'s; an instance gone is forgotten', () => {
+    const r = poolStandbyStep(initialPoolStandby(0), [status('a', 'starting', 0, 1), status('b', 'draining', 0, 1)], 60_000, cfg);
+    expect(r.commands).toEqual([]);
+    const r2 = poolStandbyStep(r.state, [], 61_000, cfg);
+    expect(r2.state.seen.size).toBe(0);
+  });
+});
