@@ -43,6 +43,9 @@ import { BRAIN_TICK_MS, PEER_STATUS_MS, type SimPool } from './state.ts';
 
 export { DEFAULT_EPOCHS, DEFAULT_COSTS, POLICY_KNOBS, DEFAULT_CONTEXT_FLOOR, type PolicyKnobs, type LoadTemplate, type EngineInputs } from './state.ts';
 
+/** A fluid tick in which a pool got no arrival. */
+const NO_ARRIVALS: ArrayLike<number> = new Float64Array(9);
+
 export class Simulation extends SimFluidModel {
   protected initialPlan(): void {
     if (this.knobs.oracle) this.oracleEpoch(0);
@@ -111,7 +114,7 @@ export class Simulation extends SimFluidModel {
           this.arriveFluid(nextRec, counts, hasActive);
           await pull();
         }
-        if (this.knobs.dynamicShards && !this.knobs.oracle) for (const [p, c] of counts) recordFluidPoolArrivals(p, c, tEnd, poolBurstWindowMs(this.ep.poolS * 1000));
+        if (this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) recordFluidPoolArrivals(p, counts.get(p) ?? NO_ARRIVALS, tEnd, poolBurstWindowMs(this.ep.poolS * 1000), t);
         this.fluidSpill(tickMs / 1000, counts, hasActive);
         this.fluidTick(tickMs / 1000, counts, tEnd);
         if (this.nextReadyMs <= tEnd) this.activateDue(tEnd);

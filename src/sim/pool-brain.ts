@@ -8,9 +8,9 @@
  * model: the new layout serves after tau x Table VI + resync (./control.ts). No decision is taken here.
  * What the live machine carries from one epoch to the next and decides with is carried here too: its burst window
  * (the minutes of arrivals its instances' statuses report, fed by the simulator between epochs through the same
- * policy recordPoolArrivals), its arrivals since its last epoch (the epoch's load, policy addEpochArrivals; step
- * fidelity: fluid pools read their instances' loads) and the layout of its last re-shard (the instances serving
- * now), so that the granted GPUs that layout leaves out stay out.
+ * policy recordPoolArrivals), its arrivals since its last epoch (the epoch's load, policy addEpochArrivals: the
+ * instance machines' admissions in step fidelity, the arrivals routed to the pool in fluid) and the layout of its
+ * last re-shard (the instances serving now), so that the granted GPUs that layout leaves out stay out.
  */
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
@@ -128,13 +128,21 @@ export function recordSimPoolArrivals(pool: { instances: WithAdmitted[] }, now: 
   if (counted) epochs.set(pool, counted);
 }
 
-/** Fluid fidelity (no instance machines): the arrivals routed to the pool in a tick (counts by type, REQUEST_TYPES order). */
-export function recordFluidPoolArrivals(pool: object, counts: ArrayLike<number>, now: number, windowMs: number): void {
+/**
+ * Fluid fidelity (no instance machines): the arrivals routed to the pool in the tick [fromMs, now) (counts by type,
+ * REQUEST_TYPES order; none: the tick is counted empty), into the burst window and the count for the next re-shard
+ * epoch, as recordSimPoolArrivals records the instance machines' admissions: the epoch reads the pool's arrivals over
+ * the ticks since its last reading, counted from the start of the first tick that had any.
+ */
+export function recordFluidPoolArrivals(pool: object, counts: ArrayLike<number>, now: number, windowMs: number, fromMs = now): void {
   const add: Partial<Record<RequestType, number>> = {};
   REQUEST_TYPES.forEach((t, k) => {
-    if (counts[k]! > 0) add[t] = counts[k]!;
+    if ((counts[k] ?? 0) > 0) add[t] = counts[k]!;
   });
   windows.set(pool, recordPoolArrivals(burstWindowOf(pool), add, now, windowMs));
+  const acc = epochs.get(pool) ?? (Object.keys(add).length ? { sinceMs: fromMs, lastMs: fromMs, counts: {} } : undefined);
+  const counted = addEpochArrivals(acc, add, now);
+  if (counted) epochs.set(pool, counted);
 }
 
 /** Instances on whole servers, largest TP first, each on the first aligned free GPUs; undefined when a TP does not fit a server. */

@@ -74,6 +74,21 @@ describe('simulated pool epoch: the pool machine decides', () => {
     expect(used(d.target)).toBeLessThanOrEqual(16);
   });
 
+  it("fluid fidelity: the epoch reads the arrivals routed to the pool over its ticks, not its instances' estimates", () => {
+    const light = 0.08 * maxLoadOf(profile, 'SM', 8, fmax);
+    const pool = {};
+    // 5-s ticks: nothing for the first minute, then 3 * light req/s of SM to the 300-s epoch (a tick with no arrival is counted empty)
+    for (let t = 0; t < 300_000; t += 5000) recordFluidPoolArrivals(pool, [0, t >= 60_000 ? 3 * light * 5 : 0, 0, 0, 0, 0, 0, 0, 0], t + 5000, 0, t);
+    // the instances' estimates lag at light (the fluid model's decayed offered load)
+    const d = poolReshardDecision(cfg, ['SM'], [inst('a', 8, light), inst('b', 8, light)], 8, 300_000, 16, pool)!;
+    expect((d.event.inputs.loadByType as { SM: number }).SM).toBeCloseTo(3 * light, 6);
+    // the count restarts at the epoch: the empty tick after it is in the next epoch's span
+    recordFluidPoolArrivals(pool, [], 305_000, 0, 300_000);
+    for (let t = 305_000; t < 600_000; t += 5000) recordFluidPoolArrivals(pool, [0, light * 5, 0, 0, 0, 0, 0, 0, 0], t + 5000, 0, t);
+    const d2 = poolReshardDecision(cfg, ['SM'], [inst('a', 8, 3 * light), inst('b', 8, 3 * light)], 8, 600_000, 16, pool)!;
+    expect((d2.event.inputs.loadByType as { SM: number }).SM).toBeCloseTo((light * 295) / 300, 6);
+  });
+
   it("step fidelity: the window gets the instance machines' admissions, minutes counted from the first ones recorded (the live machine's trafficAtMs)", () => {
     const a = { brain: { s: { admitted: {} as Record<string, number> } } };
     const pool = { instances: [a] };
