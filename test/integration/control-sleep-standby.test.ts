@@ -1,0 +1,50 @@
+/**
+ * The sleep-mode standby in a whole live cluster (scaling.sleepStandby): real nats-server, the actor processes
+ * (cluster, pool and node managers, instance managers) and emulated engines (Llama-3.1-8B, 4 TP2 instances on one
+ * server of 8 H100s). With no load the pool leader tells all but one instance to sleep once their 30-s dwell has
+ * passed (the pool status reports them 'sleeping'); a burst wakes them, and every request of the burst is served.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openLoop, startControlPlane, type Harness } from './control-harness.ts';
+
+let h: Harness;
+
+beforeAll(async () => {
+  h = await startControlPlane({
+    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    servers: [{ id: 'n0', gpus: 8 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
+    scaling: { sleepStandby: true },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 2000 },
+    engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
+  }, { ready: 4 });
+}, 90_000);
+
+afterAll(async () => {
+  await h?.stop();
+}, 30_000);
+
+const states = async () => (await h.status())?.pools.find((p) => p.id === 'pool-all')?.instances.map((i) => i.state) ?? [];
+const count = (xs: string[], s: string) => xs.filter((x) => x === s).length;
+
+describe('control plane: sleep-mode standby', () => {
+  it('an idle pool sleeps all but one instance; a burst wakes them and is served', async () => {
+    let now: string[] = [];
+    for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 500))) {
+      now = await states();
+      if (count(now, 'sleeping') === 3) break;
+    }
+    expect(now.length).toBe(4);
+    expect(count(now, 'sleeping'), JSON.stringify(now)).toBe(3);
+    expect(count(now, 'ready')).toBe(1);
+    // a burst far above one TP2 instance's SLO capacity for these requests: the leader wakes the sleepers
+    const load = openLoop(h, 40, { maxTokens: 50, inputTokens: 1000, promptOfInputTokens: true });
+    let woke = false;
+    for (const until = Date.now() + 15_000; Date.now() < until && !woke; await new Promise((r) => setTimeout(r, 250))) woke = count(await states(), 'ready') >= 3;
+    const outs = await load.stop();
+    expect(woke).toBe(true);
+    expect(outs.length).toBeGreaterThan(50);
+    expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);
+  }, 120_000);
+});
