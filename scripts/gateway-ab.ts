@@ -5,6 +5,9 @@
  * blocks after an interleaved warm-up; each gateway's CPU (utime + stime from /proc) per request, less its idle CPU.
  * Run it twice with the trees swapped: the cluster started first comes out a few percent worse.
  *   npm run build (in both trees); WARM=40 npx tsx scripts/gateway-ab.ts <treeA> <treeB> [blocks] [blockSeconds]
+ * RT=1: the datapath bench's real-time run instead (the emulator stepping in wall time, 32 closed-loop clients sending
+ * the replay's requests: 2,000 token-id prompts, 200 tokens, usage on every event): CPU per streamed token of the
+ * gateway and of the whole control path (every process under `up` but the engine, NATS included), less idle.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -15,7 +18,11 @@ import { join, resolve } from 'node:path';
 const [ra, rb, blocksArg = '8', secsArg = '4'] = process.argv.slice(2);
 if (!ra || !rb || !(Number(blocksArg) >= 1) || !(Number(secsArg) > 0)) throw new Error('usage: gateway-ab.ts <treeA> <treeB> [blocks] [blockSeconds]');
 const MODEL = 'llama3.1-8b';
-const CLIENTS = 16;
+const RT = process.env.RT === '1';
+const CLIENTS = RT ? 32 : 16;
+/** the replay's request shape (test/bench/datapath.bench.ts, realtimeCpu). */
+const RT_PROMPT = Array.from({ length: 2000 }, (_, i) => 100 + i);
+const RT_LEN = 200;
 
 const freePort = () => new Promise<number>((ok) => {
   const s = net.createServer();
@@ -34,21 +41,41 @@ function cpuMs(pid: number): number {
     return 0;
   }
 }
-/** The gateway actor that `up` (pid `parent`) spawned. */
-function gatewayPid(parent: number): number {
+/** `root`'s descendants but the engines (the emulator processes): the control path, NATS included. */
+function controlPids(root: number): number[] {
+  const parent = new Map<number, number>();
+  const cmd = new Map<number, string>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
+      parent.set(Number(d), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]));
+      cmd.set(Number(d), readFileSync(`/proc/${d}/cmdline`, 'utf8'));
+    } catch {
+      // the process ended while we read it
+    }
+  }
+  const out = [root];
+  for (let i = 0; i < out.length; i++) for (const [c, pp] of parent) if (pp === out[i] && !cmd.get(c)!.includes('engine-emulator')) out.push(c);
+  return out;
+}
+/** The gateway actors that `up` (pid `parent`) spawned: the serving process and its standby (gateway.standby). */
+function gatewayPids(parent: number): number[] {
+  const out: number[] = [];
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
       const st = readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (cmd.includes('actor\0gateway\0') && Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === parent) return Number(d);
+      if (cmd.includes('actor\0gateway\0') && Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === parent) out.push(Number(d));
     } catch {
       // the process ended while we read it
     }
   }
-  throw new Error(`no gateway process under up (pid ${parent})`);
+  if (out.length === 0) throw new Error(`no gateway process under up (pid ${parent})`);
+  return out;
 }
-interface Cluster { up: ChildProcess; base: string; gw: number }
+interface Cluster { up: ChildProcess; base: string; gw: number[]; control: number[] }
 async function start(tree: string): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'gateway-ab-'));
   const cfg = join(dir, 'cluster.json');
@@ -56,7 +83,7 @@ async function start(tree: string): Promise<Cluster> {
     model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json', servers: [{ id: 'n0', gpus: 1 }],
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
     epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
-    engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: ['--zero-delay'] },
+    engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: RT ? [] : ['--zero-delay'] },
     gateway: { maxInflight: 4096, dataPath: 'direct', requestPlane: 'direct' },
   }));
   const port = await freePort();
@@ -67,52 +94,75 @@ async function start(tree: string): Promise<Cluster> {
   for (const t0 = Date.now(); !out.includes('cluster ready'); await new Promise((r) => setTimeout(r, 200))) {
     if (Date.now() - t0 > 120_000 || up.exitCode !== null) throw new Error(`${tree}: the cluster did not start: ${out.slice(-1500)}`);
   }
-  return { up, base: `http://127.0.0.1:${port}`, gw: gatewayPid(up.pid!) };
+  return { up, base: `http://127.0.0.1:${port}`, gw: gatewayPids(up.pid!), control: controlPids(up.pid!) };
 }
-async function one(base: string): Promise<void> {
+/** One request; the tokens it streamed (0 when refused: 429/503, the emulated cluster at its capacity). */
+async function one(base: string): Promise<number> {
+  if (RT) {
+    const r = await fetch(`${base}/v1/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, prompt: RT_PROMPT, max_tokens: RT_LEN, min_tokens: RT_LEN, ignore_eos: true, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } }),
+    });
+    const t = await r.text();
+    if (r.status === 429 || r.status === 503) return (await new Promise((res) => setTimeout(res, 50)), 0);
+    if (!t.includes('[DONE]')) throw new Error(`a request did not end with [DONE]: ${t.slice(-300)}`);
+    return RT_LEN;
+  }
   const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: MODEL, prompt: [1, 2, 3, 4, 5, 6, 7, 8], max_tokens: 4, ignore_eos: true, stream: true }) });
   const t = await r.text();
   if (!t.includes('[DONE]')) throw new Error(`a request did not end with [DONE]: ${t.slice(-300)}`);
+  return 4;
 }
-/** Requests completed by the closed loop in `s` seconds. */
+/** Requests (RT: tokens) completed by the closed loop in `s` seconds. */
 async function loop(base: string, s: number): Promise<number> {
   let done = 0;
   const until = performance.now() + s * 1000;
   await Promise.all(Array.from({ length: CLIENTS }, async () => {
     while (performance.now() < until) {
-      await one(base);
-      done++;
+      const n = await one(base);
+      done += RT ? n : n > 0 ? 1 : 0;
     }
   }));
   return done;
 }
+const sumCpu = (pids: number[]) => pids.reduce((a, p) => a + cpuMs(p), 0);
 
 const A = await start(resolve(ra));
 const B = await start(resolve(rb));
 try {
   for (let w = 0; w < Number(process.env.WARM ?? 6) / 2; w++) for (const c of w % 2 ? [B, A] : [A, B]) await loop(c.base, 2);
   // each gateway's idle CPU, both over the same 4 s
-  const ia = cpuMs(A.gw), ib = cpuMs(B.gw), it = performance.now();
+  const ia = sumCpu(A.gw), ib = sumCpu(B.gw), ca = sumCpu(A.control), cb = sumCpu(B.control), it = performance.now();
   await new Promise((r) => setTimeout(r, 4000));
   const idleS = (performance.now() - it) / 1000;
-  const idle = { A: (cpuMs(A.gw) - ia) / idleS, B: (cpuMs(B.gw) - ib) / idleS };
-  const acc = { A: { cpu: 0, done: 0, wall: 0, blocks: [] as number[] }, B: { cpu: 0, done: 0, wall: 0, blocks: [] as number[] } };
+  const idle = { A: (sumCpu(A.gw) - ia) / idleS, B: (sumCpu(B.gw) - ib) / idleS };
+  const idleControl = { A: (sumCpu(A.control) - ca) / idleS, B: (sumCpu(B.control) - cb) / idleS };
+  const acc = { A: { cpu: 0, control: 0, done: 0, wall: 0, blocks: [] as number[] }, B: { cpu: 0, control: 0, done: 0, wall: 0, blocks: [] as number[] } };
   const order: ('A' | 'B')[] = [];
   for (let i = 0; i < Number(blocksArg); i++) order.push(...(i % 2 ? ['B', 'A'] as const : ['A', 'B'] as const));
   for (const k of order) {
     const c = k === 'A' ? A : B;
-    const g0 = cpuMs(c.gw), t0 = performance.now();
+    const g0 = sumCpu(c.gw), c0 = sumCpu(c.control), t0 = performance.now();
     const done = await loop(c.base, Number(secsArg));
     const wall = (performance.now() - t0) / 1000;
-    const g = cpuMs(c.gw) - g0 - idle[k] * wall;
+    const g = sumCpu(c.gw) - g0 - idle[k] * wall;
     acc[k].cpu += g;
+    acc[k].control += sumCpu(c.control) - c0 - idleControl[k] * wall;
     acc[k].done += done;
     acc[k].wall += wall;
     acc[k].blocks.push(Math.round((g * 1000) / done));
   }
-  const res = (k: 'A' | 'B') => ({ usPerRequest: Math.round((acc[k].cpu * 1000) / acc[k].done), reqPerS: +(acc[k].done / acc[k].wall).toFixed(1), blocks: acc[k].blocks });
+  // per request, or (RT) per streamed token: the gateway's CPU and the whole control path's, each less its idle CPU
+  const per = RT ? 'Token' : 'Request';
+  const res = (k: 'A' | 'B') => ({
+    [`us${per}`]: +((acc[k].cpu * 1000) / acc[k].done).toFixed(1), [`controlUs${per}`]: +((acc[k].control * 1000) / acc[k].done).toFixed(1),
+    [RT ? 'tokensPerS' : 'reqPerS']: +(acc[k].done / acc[k].wall).toFixed(1), blocks: acc[k].blocks,
+  });
   const a = res('A'), b = res('B');
-  console.log(JSON.stringify({ idleMsPerS: { A: +idle.A.toFixed(1), B: +idle.B.toFixed(1) }, A: a, B: b, ratioAoverB: +(a.usPerRequest / b.usPerRequest).toFixed(3) }));
+  console.log(JSON.stringify({
+    idleMsPerS: { A: +idle.A.toFixed(1), B: +idle.B.toFixed(1) }, idleControlMsPerS: { A: +idleControl.A.toFixed(1), B: +idleControl.B.toFixed(1) }, A: a, B: b,
+    ratioAoverB: +(acc.A.cpu / acc.A.done / (acc.B.cpu / acc.B.done)).toFixed(3), controlRatioAoverB: +(acc.A.control / acc.A.done / (acc.B.control / acc.B.done)).toFixed(3),
+  }));
 } finally {
   A.up.kill('SIGINT');
   B.up.kill('SIGINT');

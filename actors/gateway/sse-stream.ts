@@ -83,9 +83,13 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   let ended = 0;
   // a resumed chat stream had its role chunk (event 0)
   let first = !(r && r.next > 0);
+  // read per event: a flag, not AbortSignal's checked getter
+  let aborted = ac.signal.aborted;
+  const onAborted = () => (aborted = true);
+  if (!aborted) ac.signal.addEventListener('abort', onAborted, { once: true });
   /** the chunks of choice i that came together; a boolean (the result) once the client's stream is over. */
   const onBatch = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
-    if (ac.signal.aborted) return false;
+    if (aborted) return false;
     for (const c of batch) {
       if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
       if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
@@ -141,6 +145,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     if (ac.signal.aborted) return false;
     return fail(toHttp(err));
   } finally {
+    ac.signal.removeEventListener('abort', onAborted);
     w.drop();
   }
 }

@@ -153,7 +153,7 @@ export async function* streamCompletionBatches(
  */
 class EngineEvents {
   private readonly parser = new SseParser();
-  private readonly events: string[] = [];
+  private events: string[] = [];
   private readonly scanner: TextEventScanner;
   private tokenIndex = 0;
   done = false;
@@ -169,6 +169,9 @@ class EngineEvents {
   /** The chunks of the events pushed since the last take (undefined: none); throws EngineStreamError for a bad event. */
   take(): EngineChunk[] | undefined {
     const events = this.events;
+    if (events.length === 0) return undefined;
+    // a new array rather than `length = 0` (a runtime call per read)
+    this.events = [];
     let batch: EngineChunk[] | undefined;
     for (let i = 0; i < events.length; i++) {
       const data = events[i]!;
@@ -182,7 +185,6 @@ class EngineEvents {
       this.tokenIndex += chunk.tokens ?? (chunk.text !== '' ? 1 : 0);
       (batch ??= []).push(chunk);
     }
-    events.length = 0;
     return batch;
   }
 }

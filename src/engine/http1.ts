@@ -5,7 +5,9 @@
  * (streams, events, a timer per socket, header validation per request) were the largest single item of the
  * gateway's CPU per request (docs/DATAPATH.md). Here a request is one socket write of a string, and the
  * response is parsed in place: the status line and headers, then the body framed by chunked transfer coding,
- * Content-Length, or the connection's close; the body's bytes are handed out as views of the socket's reads.
+ * Content-Length, or the connection's close; the body's bytes are handed out as views of the socket's reads. Every
+ * connection reads into one shared buffer (net's `onread`: no Buffer, Readable push or 'data' event per read), so a
+ * piped reader's views are valid during its callback only; the pieces queued for next() and take() are copies.
  *
  * Connections: one per concurrent exchange; an exchange whose response was read to its end on a connection
  * the server keeps open returns it to the pool (most recently used first, at most `maxIdlePerHost` per host),
@@ -15,7 +17,7 @@
  * `reusedSocket` pattern does: nothing reached the engine. Anything else that breaks an exchange rejects it.
  */
 import { connect, type Socket } from 'node:net';
-import { LeanAbort, type AbortLike } from './abort.ts';
+import type { AbortLike } from './abort.ts';
 
 export interface Http1PoolOptions {
   /** idle connections kept per host:port. Default 256. */
@@ -28,7 +30,12 @@ export interface Http1PoolOptions {
 const MAX_HEAD = 64 * 1024;
 /** Body views queued before the socket is paused (the reader is slower than the engine). */
 const HIGH_WATER = 64;
+/** Bytes one read of an engine connection takes at most (the shared read buffer's size). */
+const READ_BYTES = 64 * 1024;
 const CRLF = Buffer.from('\r\n');
+let sharedRead: Buffer | undefined;
+/** The read buffer every connection of every pool reads into (onread): its bytes are valid only during the read's callback. */
+const readBuffer = (): Buffer => (sharedRead ??= Buffer.allocUnsafe(READ_BYTES));
 const HEAD_END = Buffer.from('\r\n\r\n');
 
 /** An HTTP exchange broke: the connection failed or closed early, or the response is not valid HTTP/1.1. */
@@ -84,13 +91,21 @@ export class Http1Pool {
       s.ref();
       return { socket: s, reused: true };
     }
-    const s = connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 1000 }) as PooledSocket;
+    // every read lands in one buffer shared by all connections (read callbacks run one at a time) and is handed to
+    // the exchange at once: no Buffer, Readable push, 'data' event or nextTick per read; the exchange copies what it keeps
+    const s = connect({
+      host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 1000,
+      onread: {
+        buffer: readBuffer(),
+        callback: (n: number, buf: Uint8Array): boolean => {
+          const x = s._x;
+          if (x) x.onData((buf as Buffer).subarray(0, n));
+          else s.destroy(); // bytes on an idle connection: not a response to anything of ours
+          return true; // (an exchange whose queue is full pauses the socket itself)
+        },
+      },
+    }) as PooledSocket;
     s._key = key;
-    s.on('data', (b: Buffer) => {
-      const x = s._x;
-      if (x) x.onData(b);
-      else s.destroy(); // bytes on an idle connection: not a response to anything of ours
-    });
     s.on('end', () => {
       const x = s._x;
       if (x) x.onEnd();
@@ -171,7 +186,8 @@ export interface Http1Response {
   readonly complete: boolean;
   /**
    * Push mode: every piece of the body from now on (those already queued first) goes to `onData` as the socket
-   * reads it, synchronously, instead of to next() and take(); the socket is never paused for the reader. Resolves
+   * reads it, synchronously, instead of to next() and take(); the socket is never paused for the reader. A piece is
+   * a view of the shared read buffer, valid only until `onData` returns: a reader that keeps bytes copies them. Resolves
    * at the end of the body, rejects when the exchange broke (an exception thrown by `onData` breaks it too, with
    * that exception). Once the reader `close`s the exchange, pieces stop and the promise resolves.
    */
@@ -397,7 +413,8 @@ class Exchange implements Http1Response {
       if (!this.err) this.sink(b);
       return;
     }
-    this.q.push(b);
+    // (a view of the shared read buffer: what waits for the reader is copied)
+    this.q.push(Buffer.from(b));
     if (this.q.length >= HIGH_WATER) this.socket.pause();
     this.poke();
   }
@@ -421,7 +438,7 @@ class Exchange implements Http1Response {
           const end = b.indexOf(HEAD_END, pos);
           if (end < 0) {
             if (b.length - pos > MAX_HEAD) throw new Http1ProtocolError('response head too large', 'HPE_HEADER_OVERFLOW');
-            this.partial = b.subarray(pos);
+            this.partial = Buffer.from(b.subarray(pos));
             return;
           }
           const informational = this.head(b.toString('latin1', pos, end));
@@ -433,7 +450,7 @@ class Exchange implements Http1Response {
           const nl = b.indexOf(CRLF, pos);
           if (nl < 0) {
             if (b.length - pos > 1024) throw new Http1ProtocolError('chunk size line too long', 'HPE_INVALID_CHUNK_SIZE');
-            this.partial = b.subarray(pos);
+            this.partial = Buffer.from(b.subarray(pos));
             return;
           }
           let size = 0, i = pos, digits = 0;
@@ -464,7 +481,7 @@ class Exchange implements Http1Response {
         }
         case St.ChunkEnd: {
           if (b.length - pos < 2) {
-            this.partial = b.subarray(pos);
+            this.partial = Buffer.from(b.subarray(pos));
             return;
           }
           if (b[pos] !== 13 || b[pos + 1] !== 10) throw new Http1ProtocolError('chunk not followed by CRLF', 'HPE_STRICT');
@@ -477,7 +494,7 @@ class Exchange implements Http1Response {
           const nl = b.indexOf(CRLF, pos);
           if (nl < 0) {
             if (b.length - pos > MAX_HEAD) throw new Http1ProtocolError('trailer too large', 'HPE_HEADER_OVERFLOW');
-            this.partial = b.subarray(pos);
+            this.partial = Buffer.from(b.subarray(pos));
             return;
           }
           const empty = nl === pos;
@@ -557,41 +574,5 @@ class Exchange implements Http1Response {
       this.st = St.Close;
     }
     this.headResolve();
-  }
-}
-
-/** The deadline of an `http1Text` exchange passed. */
-export class Http1TimeoutError extends Http1Error {
-  override name = 'TimeoutError';
-  constructor(readonly ms: number) {
-    super(`no answer within ${ms} ms`, 'ETIMEDOUT');
-  }
-}
-
-/**
- * One whole exchange with a small answer (an engine's /metrics, /tokenize, the emulator's GPU admin calls): the
- * request over a kept-alive connection of `pool`, the status and the body as text, all within `timeoutMs`
- * (Http1TimeoutError past it). The instance manager makes such calls every second per engine; `fetch`
- * (undici: a Request, a Response, web streams, an AbortSignal) costs several times as much CPU per call.
- */
-export async function http1Text(pool: Http1Pool, req: Http1Request, timeoutMs: number): Promise<{ status: number; text: string }> {
-  const ac = new LeanAbort();
-  const timer = setTimeout(() => ac.abort(new Http1TimeoutError(timeoutMs)), timeoutMs);
-  let res: Http1Response | undefined;
-  try {
-    res = await http1Request(pool, req, ac);
-    const parts: Buffer[] = [];
-    for (let b = res.take(); ; b = res.take()) {
-      if (b) parts.push(b);
-      else {
-        const n = await res.next();
-        if (n === null) break;
-        parts.push(n);
-      }
-    }
-    return { status: res.status, text: parts.length === 1 ? parts[0]!.toString('utf8') : Buffer.concat(parts).toString('utf8') };
-  } finally {
-    clearTimeout(timer);
-    res?.close();
   }
 }

@@ -13,7 +13,8 @@ import type {
 } from './engine.ts';
 import { parseVllmMetrics, type EngineMetrics } from './metrics-parse.ts';
 import { streamCompletion } from './client.ts';
-import { Http1Pool, Http1TimeoutError, http1Text } from './http1.ts';
+import { Http1Pool } from './http1.ts';
+import { Http1TimeoutError, http1Text } from './http1-text.ts';
 import { tiedToParent } from '../runtime/parent-death.ts';
 import {
   EngineCrashedError, EngineError, EngineHttpError, EngineStartError, EngineStateError, EngineStreamError, EngineTimeoutError,

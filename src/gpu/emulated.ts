@@ -8,7 +8,8 @@
 import type { AppliedClocks, GpuClocks, GpuControl, GpuControlConfig } from './types.ts';
 import { clampClocks, checkGpuIds } from './clamp.ts';
 import { GpuError, GpuReadOnlyError, GpuRequestError, GpuTransportError } from './errors.ts';
-import { Http1Pool, Http1TimeoutError, http1Text } from '../engine/http1.ts';
+import { Http1Pool } from '../engine/http1.ts';
+import { Http1TimeoutError, http1Text } from '../engine/http1-text.ts';
 
 export interface EmulatedGpuState {
   gpuCount: number;

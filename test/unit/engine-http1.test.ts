@@ -97,6 +97,26 @@ describe('http1Request', () => {
     expect(p.idleCount).toBe(1);
   });
 
+  it('pieces waiting for their reader keep their bytes while later reads of every connection land in the shared read buffer', async () => {
+    // two exchanges at once, each body in many writes, read only once both are in: a queued piece that were a view
+    // of the connections' one read buffer would show the other body's or a later piece's bytes
+    const pieces = (tag: string) => Array.from({ length: 40 }, (_, i) => `${tag}${String(i).padStart(3, '0')}`);
+    const { port } = await raw((s, req) => void (async () => {
+      s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+      for (const p of pieces(req.endsWith('"a"}') ? 'a' : 'b')) {
+        s.write(`${p.length.toString(16)}\r\n${p}\r\n`);
+        await tick(1);
+      }
+      s.write('0\r\n\r\n');
+    })());
+    const p = pool();
+    const [r1, r2] = await Promise.all([http1Request(p, post(port, '/x', '{"tag":"a"}')), http1Request(p, post(port, '/x', '{"tag":"b"}'))]);
+    for (let i = 0; i < 400 && !(r1.complete && r2.complete); i++) await tick(5);
+    expect(r1.complete && r2.complete).toBe(true);
+    expect(await body(r1)).toBe(pieces('a').join(''));
+    expect(await body(r2)).toBe(pieces('b').join(''));
+  });
+
   it('reuses the connection of a finished exchange for the next one (node:http server, streamed chunks)', async () => {
     const ports: number[] = [];
     const srv = createHttpServer((req, res) => {
