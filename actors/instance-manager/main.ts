@@ -9,6 +9,7 @@ import { createEngine } from '../../src/engine/index.ts';
 import { getModelSpec } from '../../src/model/catalog.ts';
 import { instanceMetrics } from './metrics.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
+import { FollowingGpuControl } from '../../src/gpu/following.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { engineOfProfile } from '../../src/model/perf.ts';
 import { profilePathOf, ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
@@ -58,12 +59,11 @@ class InstanceActor extends Actor {
         void this.stop().finally(() => process.exit(70));
       },
       openGpu: (url) =>
-        createGpuControl(
-          c.gpuBackend === 'emulated'
-            ? // the emulator numbers its own GPUs 0..tp-1
-              { backend: 'emulated', gpuIds: this.a.gpuIds.map((_, i) => i), emulatorUrl: url }
-            : { backend: c.gpuBackend, gpuIds: this.a.gpuIds },
-        ),
+        c.gpuBackend === 'emulated'
+          ? // the emulator numbers its own GPUs 0..tp-1; they live in the engine's process, so the control follows a
+            // restarted engine to its new port (src/gpu/following.ts)
+            FollowingGpuControl.create(url, () => (engine.state === 'ready' ? engine.baseUrl : undefined), (u) => createGpuControl({ backend: 'emulated', gpuIds: this.a.gpuIds.map((_, i) => i), emulatorUrl: u }))
+          : createGpuControl({ backend: c.gpuBackend, gpuIds: this.a.gpuIds }),
     });
     await this.im.start();
   }

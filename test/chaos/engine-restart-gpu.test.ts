@@ -1,0 +1,63 @@
+/**
+ * An emulated engine restarted by its instance manager brings its GPUs back with it, on its new port
+ * (src/gpu/following.ts): real processes (nats-server, a cluster and a pool manager, a node agent, one instance
+ * manager and its emulated engine). The engine is SIGKILLed; once the instance serves again, its telemetry still
+ * reads the GPUs (energy keeps rising, from where it was) and its clock changes reach them (no 'clock change failed').
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type Harness } from '../integration/control-harness.ts';
+import { InstanceTelemetry, controlSubjects, InstanceStatus, subjects, type InstanceTelemetry as Tel, type InstanceStatus as St } from '../../protocols/index.ts';
+import { descendants } from '../helpers/procs.ts';
+
+let h: Harness;
+const tel: Tel[] = [];
+const st: St[] = [];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  h = await startControlPlane({
+    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    servers: [{ id: 'n0', gpus: 2 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS: 1 },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+    engine: { kind: 'emulator', timeScale: 4, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
+  }, { ready: 1 });
+  h.bus.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => void tel.push(t), { capacity: 4096 });
+  h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void st.push(s), { capacity: 4096 });
+}, 120_000);
+
+afterAll(async () => {
+  await h?.stop();
+}, 60_000);
+
+describe('an emulated engine restarted on another port', () => {
+  it.runIf(process.platform === 'linux')('its GPUs are read and clocked again, the energy counted on from where it was', async () => {
+    // requests now and then, so that the instance's clock epoch has something to decide
+    const load = (async () => {
+      for (let i = 0; i < 24; i++) {
+        void h.send(i);
+        await sleep(500);
+      }
+    })();
+    await sleep(2000);
+    const engines = [...descendants([h.procs.get('n0')!.pid!])].filter(([, args]) => args.includes('engine-emulator'));
+    expect(engines).toHaveLength(1);
+    const before = tel.at(-1)!;
+    expect(before.energyJ).toBeGreaterThan(0);
+    const killedAt = Date.now();
+    process.kill(engines[0]![0], 'SIGKILL');
+    const t = Date.now() + 30_000;
+    while (!st.some((s) => s.sentMs > killedAt && s.state === 'ready' && st.some((x) => x.sentMs > killedAt && x.state === 'restarting')) && Date.now() < t) await sleep(100);
+    const back = Date.now();
+    await load;
+    await sleep(3000);
+    const after = tel.filter((x) => x.sentMs > back);
+    expect(after.length).toBeGreaterThan(3);
+    // the GPUs are read: energy rises past what it was before the kill, and keeps rising
+    expect(after.at(-1)!.energyJ).toBeGreaterThan(before.energyJ);
+    expect(after.at(-1)!.energyJ).toBeGreaterThan(after[0]!.energyJ);
+    // the power read is the new process's (a failed read leaves the last one in place: the same figure every second)
+    expect(new Set(after.map((x) => x.powerW)).size).toBeGreaterThan(1);
+  }, 120_000);
+});
