@@ -50,8 +50,24 @@ function cpuMs(pid: number): number {
   }
 }
 
+/** Voluntary context switches of a process's main thread (its event loop's waits that slept), 0 once it is gone. */
+function wakes(pid: number): number {
+  try {
+    return Number(/voluntary_ctxt_switches:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+/** A control-path process's role for the real-time run's breakdown: its actor kind, `nats-server`, or `up`. */
+function roleOf(cmd: string): string {
+  const argv = cmd.split('\0');
+  const a = argv.indexOf('actor');
+  return a >= 0 ? argv[a + 1] ?? '?' : cmd.includes('nats-server') ? 'nats-server' : 'up';
+}
+
 /** pid's descendants, split into engines (the emulator processes) and the rest (the control path, NATS included); the gateway's among the latter. */
-function tree(root: number): { engines: number[]; control: number[]; gateway: number[] } {
+function tree(root: number): { engines: number[]; control: number[]; gateway: number[]; roles: Map<number, string> } {
   const parent = new Map<number, number>();
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
@@ -62,7 +78,7 @@ function tree(root: number): { engines: number[]; control: number[]; gateway: nu
       /* gone */
     }
   }
-  const out = { engines: [] as number[], control: [root], gateway: [] as number[] };
+  const out = { engines: [] as number[], control: [root], gateway: [] as number[], roles: new Map<number, string>([[root, 'up']]) };
   const walk = (p: number) => {
     for (const [c, pp] of parent) {
       if (pp !== p) continue;
@@ -73,6 +89,7 @@ function tree(root: number): { engines: number[]; control: number[]; gateway: nu
         /* gone */
       }
       (cmd.includes('engine-emulator') ? out.engines : out.control).push(c);
+      if (!cmd.includes('engine-emulator')) out.roles.set(c, roleOf(cmd));
       if (cmd.includes('actor\0gateway\0')) out.gateway.push(c);
       walk(c);
     }
@@ -182,18 +199,24 @@ async function replayShaped(base: string, model: string): Promise<boolean> {
  * replay-shaped requests; `marginal`: less the idle cluster's own CPU (heartbeats, statuses, telemetry), measured
  * for IDLE_S first: at ~1,000 tokens/s the idle cluster's ~100 ms per second is ~100 us per token by itself.
  */
-async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[] }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; tokensPerS: number }> {
+async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[]; roles: Map<number, string> }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; tokensPerS: number; byRole: Record<string, number>; gatewayWakesPerToken: number }> {
   const p = pids();
   for (let i = 0; i < 4; i++) await replayShaped(base, model); // warm-up: a few alone, then the closed loop
   const warmUntil = performance.now() + RT_WARM_S * 1000;
   await Promise.all(Array.from({ length: RT_CLIENTS }, async () => {
     while (performance.now() < warmUntil) await replayShaped(base, model);
   }));
-  const i0 = sum(p.control), ig0 = sum(p.gateway), it0 = performance.now();
+  // each role's CPU (the gateway's, the instance manager's, nats-server's, ...), idle and in the window
+  const byRole = () => {
+    const r: Record<string, number> = {};
+    for (const pid of p.control) r[p.roles.get(pid) ?? '?'] = (r[p.roles.get(pid) ?? '?'] ?? 0) + cpuMs(pid);
+    return r;
+  };
+  const i0 = sum(p.control), ig0 = sum(p.gateway), ir0 = byRole(), it0 = performance.now();
   await new Promise((r) => setTimeout(r, IDLE_S * 1000));
   const idleS = (performance.now() - it0) / 1000;
-  const idle = (sum(p.control) - i0) / idleS, idleGw = (sum(p.gateway) - ig0) / idleS;
-  const c0 = sum(p.control), g0 = sum(p.gateway), t0 = performance.now();
+  const idle = (sum(p.control) - i0) / idleS, idleGw = (sum(p.gateway) - ig0) / idleS, ir1 = byRole();
+  const c0 = sum(p.control), g0 = sum(p.gateway), r0 = byRole(), w0 = p.gateway.reduce((a, q) => a + wakes(q), 0), t0 = performance.now();
   const until = t0 + RT_S * 1000;
   let tokens = 0;
   await Promise.all(Array.from({ length: RT_CLIENTS }, async () => {
@@ -202,10 +225,15 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
     }
   }));
   const wall = (performance.now() - t0) / 1000;
-  const control = sum(p.control) - c0, gateway = sum(p.gateway) - g0;
+  const control = sum(p.control) - c0, gateway = sum(p.gateway) - g0, r1 = byRole();
+  const gatewayWakes = p.gateway.reduce((a, q) => a + wakes(q), 0) - w0;
+  // marginal CPU per token of each role: its window's CPU less its idle rate over the window
+  const roles: Record<string, number> = {};
+  for (const k of Object.keys(r1)) roles[k] = (Math.max(0, r1[k]! - r0[k]! - ((ir1[k]! - ir0[k]!) / idleS) * wall) * 1000) / tokens;
   return {
     controlUs: (control * 1000) / tokens, gatewayUs: (gateway * 1000) / tokens, tokensPerS: tokens / wall,
     marginalUs: (Math.max(0, control - idle * wall) * 1000) / tokens, gatewayMarginalUs: (Math.max(0, gateway - idleGw * wall) * 1000) / tokens,
+    byRole: roles, gatewayWakesPerToken: gatewayWakes / tokens,
   };
 }
 
@@ -329,7 +357,7 @@ export async function bench(): Promise<BenchSection> {
     }
 
     const f = (x: number) => x.toFixed(2);
-    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits`] : [];
+    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process: ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token`] : [];
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (zero-delay emulator)`,
