@@ -6,15 +6,10 @@
  * subject per `protocolLogIntervalMs`, and never stops the subscription.
  */
 import { EventEmitter } from 'node:events';
-import { connect } from '@nats-io/transport-node';
-import {
-  errors as natsErrors,
-  type Msg,
-  type NatsConnection,
-  type Subscription,
-} from '@nats-io/transport-node';
+import { connect, errors as natsErrors, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
-import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
+import type { KV, KvOptions } from '@nats-io/kv';
+import { openKv } from './kv-open.ts';
 import type { Logger } from 'pino';
 import { RateLimitedLog } from './logger.ts';
 import { Ack, type Codec, unpackRaw, PROTOCOL_VERSION } from '../../protocols/index.ts';
@@ -488,11 +483,11 @@ export class Bus extends EventEmitter {
   /** replicas of the KV buckets and streams created through this bus (a clustered NATS: 3). Default 1. */
   jetstreamReplicas = 1;
 
-  /** Open a KV bucket, creating it when missing (kvBucketOptions of jetstreamReplicas). Cached per bucket name. */
+  /** Open a KV bucket, bound when it exists, else created (kv-open.ts; kvBucketOptions of jetstreamReplicas). Cached per bucket name. */
   kv(bucket: string, opts?: Partial<KvOptions>): Promise<KV> {
     let p = this.#kvs.get(bucket);
     if (!p) {
-      p = new Kvm(this.nc).create(bucket, { ...kvBucketOptions(this.jetstreamReplicas), ...opts });
+      p = openKv(this.nc, bucket, { ...kvBucketOptions(this.jetstreamReplicas), ...opts });
       p.catch(() => this.#kvs.delete(bucket));
       this.#kvs.set(bucket, p);
     }
