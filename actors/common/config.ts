@@ -244,6 +244,13 @@ export const configSchema = z
          * the coding hour and cost 0.3% on the conversation hour (docs/SIMULATION.md).
          */
         sleepStandby: z.boolean().default(false),
+        /**
+         * when its pool drains an instance (a scale-in, a re-shard), the gateway continues the direct requests with
+         * more than this many seconds of decode left on a peer (request migration) instead of the instance finishing
+         * them (actors/instance-manager/drain-migrate.ts, src/policy/drain-migration.ts). Unset (the default): a
+         * drained instance finishes every request.
+         */
+        drainMigrateS: nonneg.optional(),
       }).strict()
       .default({}),
     /**

@@ -39,6 +39,7 @@ import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
 import { engineWireError, instanceMachineConfig, machineRequest } from './machine-io.ts';
 import { PrefixCacheScrape } from './prefix-scrape.ts';
 import { GatewayWatch, watchLeg } from './gateway-watch.ts';
+import { endForPeers } from './drain-migrate.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
 const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
@@ -188,7 +189,8 @@ export class InstanceManager {
     this.#cfg = instanceMachineConfig(o);
     this.#m = initialInstanceState(this.#clock.now());
     this.#gateways = new GatewayWatch(this.#clock, o.config.timeouts.resumeGraceMs);
-    const lifecycle = (state: 'sleeping' | 'ready' | 'draining', why: string) => void this.#step({ type: 'lifecycle', state, why });
+    const evacuate = (): void => { if (this.queued > 0) this.#step({ type: 'evacuate', why: 'draining: queued requests to peers' }); };
+    const lifecycle = (state: 'sleeping' | 'ready' | 'draining', why: string): void => { this.#step({ type: 'lifecycle', state, why }); if (state === 'draining') endForPeers(o.config.scaling.drainMigrateS, this.id, this.#running, this.#clock.now(), this.#tbts, evacuate); };
     this.#lifecycleCommands = new LifecycleCommands({ engine: o.engine, clock: this.#clock, log: o.log, state: () => this.state, queued: () => this.queued, running: () => this.running, lifecycle });
   }
 

@@ -8,6 +8,9 @@
  * and the rest of its output. A request is moved when its remaining decode, at the TBT it has been getting, is longer
  * than `minRemainingS`: the GPUs it would hold (the whole instance, loaded idle at least) for that long cost more than
  * one prefill of its context on a peer. Requests not started yet (no token sent) move at no prefill beyond their own.
+ * A request that is already a continuation (moved before, or migrated after a failure) stays: the peer a drain sends
+ * it to may be drained next (a re-shard's stop units, one after another), and each move costs a leg of the gateway's
+ * migration limit and a prefill.
  */
 export interface DrainMigrationConfig {
   /** a request whose remaining decode is longer than this moves, s. */
@@ -22,12 +25,14 @@ export interface DrainingRequest {
   remaining: number;
   /** the TBT it has been getting, ms (the instance's step time while it decodes). */
   tbtMs: number;
+  /** a continuation already (an earlier leg ended elsewhere): it is not moved again. */
+  continued?: boolean;
 }
 
 /** The requests to move, longest remaining decode first. */
 export function drainMigrations(reqs: readonly DrainingRequest[], cfg: DrainMigrationConfig): string[] {
   return reqs
-    .filter((r) => r.remaining > 0 && (r.remaining * r.tbtMs) / 1000 > cfg.minRemainingS)
+    .filter((r) => !r.continued && r.remaining > 0 && (r.remaining * r.tbtMs) / 1000 > cfg.minRemainingS)
     .sort((a, b) => b.remaining * b.tbtMs - a.remaining * a.tbtMs || (a.id < b.id ? -1 : 1))
     .map((r) => r.id);
 }

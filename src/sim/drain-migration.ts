@@ -68,7 +68,7 @@ export function migrateDraining(inst: SimInstance, now: number, host: MigrationH
     const r = core.requestOf(id), st = host.reqs.get(id);
     if (!r || !st || st.inst !== inst) continue;
     const generated = Math.max(0, core.generatedOf(id));
-    cands.push({ id, generated, remaining: r.outputTokens - generated, tbtMs: st.tbtN ? st.tbtSum / st.tbtN : TBT_SLO_MS, r, st });
+    cands.push({ id, generated, remaining: r.outputTokens - generated, tbtMs: st.tbtN ? st.tbtSum / st.tbtN : TBT_SLO_MS, continued: st.continued === true, r, st });
   }
   const byId = new Map(cands.map((c) => [c.id, c]));
   for (const id of drainMigrations(cands, cfg)) {
@@ -80,6 +80,7 @@ export function migrateDraining(inst: SimInstance, now: number, host: MigrationH
       if (c.st.inst === inst) host.admitted.delete(id);
       continue;
     }
+    c.st.continued = true;
     core.cancel(id);
     brain.step({ type: 'finished', id, ok: false }, now);
     log.migrated++;

@@ -170,4 +170,6 @@ export interface ReqState {
   inst: SimInstance;
   /** times moved between instances. */
   moves: number;
+  /** a drain handed it to a peer (./drain-migration.ts): it continues there as a new leg. */
+  continued?: boolean;
 }

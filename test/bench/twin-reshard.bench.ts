@@ -15,7 +15,8 @@ import { runTwin } from './twin.bench.ts';
 export async function bench(): Promise<BenchSection> {
   return runTwin({
     title: 'Twin check with re-shard epochs: live cluster vs simulator on the same trace window',
-    config: 'deploy/twin.yaml',
+    // TWIN_RESHARD_CONFIG: another config of this shape (e.g. deploy/twin.yaml with scaling.drainMigrateS)
+    config: process.env.TWIN_RESHARD_CONFIG ?? 'deploy/twin.yaml',
     windowS: Number(process.env.TWIN_RESHARD_S ?? 300),
     speed: 2,
     shape: '1 server x 8 H100 starting as 4xTP2, one pool, 30-s pool epoch, re-shards carried out unit by unit',
