@@ -166,7 +166,8 @@ export class NodeAgent extends Actor {
         ...(this.config.instanceMetricsPortBase !== undefined ? ['--health', `0.0.0.0:${this.config.instanceMetricsPortBase + Math.min(...inst.gpuIds)}`] : []),
       ]),
       restart: 'on-failure',
-      env: { ...this.#instanceNatsEnv(inst.id), [ADOPT_FILE_ENV]: recordPath(this.adoptDir, inst.id) },
+      // DYNAMOLLM_ADOPT_INSTANCES=0 (the systemd unit, whose KillMode stops them with the agent): not adoptable
+      env: { ...this.#instanceNatsEnv(inst.id), ...(process.env.DYNAMOLLM_ADOPT_INSTANCES === '0' ? {} : { [ADOPT_FILE_ENV]: recordPath(this.adoptDir, inst.id) }) },
       stopGraceMs,
       // its output goes straight to this process's stdout/stderr (not through it): it outlives this process
       output: 'direct',
