@@ -1,9 +1,10 @@
 /**
  * Step fidelity, SimOptions.sleepStandby 'on' (policies with the cluster machine and the pools' dispatch): each
- * pool's instances sleep and wake through vLLM's sleep mode as src/policy/sleep-standby.ts decides, every live
- * status interval (500 ms), on what the live pool leader reads: the admissions its instances count (their
- * cumulative admittedByType) and their TP. This file only carries the decision out, with the times and power
- * src/model/sleep.ts models:
+ * pool's instances sleep and wake through vLLM's sleep mode as the live pool leader decides: its step
+ * (src/policy/machines/pool-standby.ts poolStandbyStep, on src/policy/sleep-standby.ts planStandby) runs every live
+ * status interval (500 ms) on the statuses the pool's instances would send (their state, TP, queue and cumulative
+ * admittedByType from their instance machines), and its 'sleep' / 'wake' commands are carried out here, with the
+ * times and power src/model/sleep.ts models, as the live instance manager carries them out:
  * - to sleep: the instance takes no new request (its status says 'sleeping', so dispatch passes it over), finishes
  *   what it holds, then falls asleep (sleepTimeS at loaded idle power); asleep its engine draws unloaded idle power
  *   (the batching core's sleeping state) and its prefix cache is gone;
@@ -12,70 +13,56 @@
  * The pool's layout (re-shard epoch, cluster plan) counts a sleeping instance as one of its instances: it may drain
  * and stop it as any other.
  */
-import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
-import { level1SlotsPerServer, sleepTimeS, wakeTimeS, type SleepLevel } from '../model/sleep.ts';
-import { maxLoadFn } from '../policy/energy.ts';
-import {
-  STANDBY_DEFAULTS, STANDBY_WINDOW_DEFAULTS, instanceCapacity, planStandby, recordStandbyArrivals, standbyForecast,
-  type StandbyConfig, type StandbyInstance, type StandbyWindow, type StandbyWindowConfig,
-} from '../policy/sleep-standby.ts';
+import type { InstanceStatus } from '../../protocols/control.ts';
+import { sleepTimeS, wakeTimeS, type SleepLevel } from '../model/sleep.ts';
+import { initialPoolStandby, poolStandbyStep, type PoolStandbyConfig, type PoolStandbyState } from '../policy/machines/pool-standby.ts';
 import { SimStepModel } from './step-model.ts';
 import { PEER_STATUS_MS, type SimInstance, type SimPool } from './state.ts';
 import type { SimResult } from './types.ts';
 
-/** a pool's mix of admissions decays with this time constant, ms (the capacity's mix: a re-shard epoch). */
-const MIX_TAU_MS = 300_000;
-
-interface PoolStandby {
-  window?: StandbyWindow;
-  mix: Float64Array;
-  mixAtMs: number;
-}
-
 export abstract class SimSleepStandby extends SimStepModel {
   /** the earliest end of a fall into sleep or of a wake, ms. */
   protected sleepDueMs = Infinity;
-  readonly #pools = new WeakMap<SimPool, PoolStandby>();
-  readonly #seen = new WeakMap<SimInstance, Partial<Record<RequestType, number>>>();
+  readonly #pools = new WeakMap<SimPool, PoolStandbyState>();
   readonly #counts = { sleeps: 0, level2: 0, wakes: 0, asleepJ: 0, asleepGpuMs: 0 };
-  #maxLoad?: (t: RequestType, tp: number, clockMhz: number) => number;
-  #cfg?: StandbyConfig;
-  #win?: StandbyWindowConfig;
+  #seq = 0;
+  #cfg?: PoolStandbyConfig;
 
   /** Whether this run sleeps instances (step fidelity, the cluster machine's policies with the pools' dispatch). */
   protected get sleepStandbyOn(): boolean {
     return this.o.sleepStandby === 'on' && this.fidelity === 'step' && this.knobs.dynamicInstances && !this.knobs.oracle && this.useDispatchPolicy;
   }
 
-  /** Every status interval: each pool's arrivals counted, its plan made and carried out. */
+  /** Every status interval: each pool leader's standby step on its instances' statuses; its commands carried out. */
   protected sleepStandbyTick(now: number): void {
-    this.#cfg ??= { ...STANDBY_DEFAULTS, ...this.o.sleepStandbyConfig };
-    this.#win ??= { ...STANDBY_WINDOW_DEFAULTS, ...this.o.sleepStandbyWindow };
-    this.#maxLoad ??= maxLoadFn(this.p, this.sloScale);
+    this.#cfg ??= {
+      profile: this.p, model: this.perf.model, headroom: this.headroom, periodMs: PEER_STATUS_MS, sloScale: this.sloScale,
+      ...(this.o.sleepStandbyConfig ? { standby: this.o.sleepStandbyConfig } : {}), ...(this.o.sleepStandbyWindow ? { window: this.o.sleepStandbyWindow } : {}),
+    };
     for (const pool of this.pools) {
-      const ps = this.#pools.get(pool) ?? { mix: new Float64Array(9), mixAtMs: now };
-      this.#pools.set(pool, ps);
-      const arrived = this.#admissions(pool, ps, now);
-      ps.window = recordStandbyArrivals(ps.window, arrived, now, this.#win);
-      const live = pool.instances.filter((i) => i.state === 'active' && i.brain && i.core);
-      if (!live.length || !pool.types.length) continue;
-      const mix: Partial<Record<RequestType, number>> = {};
-      REQUEST_TYPES.forEach((t, k) => {
-        if (ps.mix[k]! > 0) mix[t] = ps.mix[k]!;
-      });
-      if (!Object.keys(mix).length) for (const t of pool.types) mix[t] = 1;
-      const views = live.map((i) => this.#view(i, mix));
-      const sleepers = views.filter((v) => v.phase === 'asleep');
-      const horizonS = (sleepers.length ? Math.min(...sleepers.map((v) => v.wakeS[v.level ?? 1])) : Math.min(...views.map((v) => v.wakeS[1]))) + PEER_STATUS_MS / 1000;
-      const forecast = standbyForecast(ps.window, now, horizonS, this.#win);
-      const servers = Math.max(1, Math.ceil(pool.gpus / this.gpusPerServer));
-      const plan = planStandby(views, forecast, now, { ...this.#cfg, level1Slots: level1SlotsPerServer(this.perf.model) * servers });
-      const byId = new Map(live.map((i) => [i.id, i]));
-      for (const id of plan.wake) this.#wakeUp(byId.get(id)!, now);
-      for (const s of plan.sleep) this.#toSleep(byId.get(s.id)!, s.level, now);
-      for (const id of plan.stop) this.drain(byId.get(id)!, now);
+      const statuses = pool.instances.filter((i) => i.brain).map((i) => this.#statusOf(i, now));
+      const { state, commands } = poolStandbyStep(this.#pools.get(pool) ?? initialPoolStandby(now), statuses, now, this.#cfg);
+      this.#pools.set(pool, state);
+      for (const c of commands) {
+        const inst = pool.instances.find((i) => i.id === c.instance);
+        if (!inst || inst.state !== 'active' || !inst.core) continue;
+        if (c.op === 'sleep' && !inst.sleep) this.#toSleep(inst, c.level ?? 1, now);
+        else if (c.op === 'wake') this.#wakeUp(inst, now);
+      }
     }
     this.sleepDue(now);
+  }
+
+  /** The status the live instance manager would send: 'sleeping' from its sleep command until it is awake again. */
+  #statusOf(i: SimInstance, now: number): InstanceStatus {
+    const r = i.brain!.report(now);
+    const state: InstanceStatus['state'] = i.state === 'active' ? (i.sleep ? 'sleeping' : 'ready') : i.state === 'starting' ? 'starting' : i.state === 'stopped' ? 'stopped' : 'draining';
+    const node = i.gpus?.length ? `server-${Math.floor(i.gpus[0]! / this.gpusPerServer)}` : i.id;
+    return {
+      v: 1, id: i.id, pool: i.pool.id, node, tp: i.tp as InstanceStatus['tp'], gpuIds: [], state, startedMs: i.readyAtMs, seq: ++this.#seq, sentMs: now,
+      clockMhz: i.clockMhz, maxClockMhz: this.maxClock, queued: r.queued, running: r.running, queuedIds: [], runningIds: [], loadByType: r.loadByType,
+      admittedByType: { ...i.brain!.s.admitted },
+    };
   }
 
   /** Falls into sleep and wakes that end by now; instances to sleep that hold nothing any more begin their fall. */
@@ -119,37 +106,6 @@ export abstract class SimSleepStandby extends SimStepModel {
       ...r,
       ...(r.energyBreakdown ? { energyBreakdown: { ...r.energyBreakdown, instanceAsleepKWh: c.asleepJ / 3.6e6 } } : {}),
       sleepStandby: { sleeps: c.sleeps, level2Sleeps: c.level2, wakes: c.wakes, asleepGpuHours: c.asleepGpuMs / 3.6e6 },
-    };
-  }
-
-  /** The pool's admissions since the last tick (its instance machines' cumulative counters), and its mix updated. */
-  #admissions(pool: SimPool, ps: PoolStandby, now: number): number {
-    const decay = Math.exp(-(now - ps.mixAtMs) / MIX_TAU_MS);
-    for (let k = 0; k < 9; k++) ps.mix[k]! *= decay;
-    ps.mixAtMs = now;
-    let n = 0;
-    for (const i of pool.instances) {
-      const cur = i.brain?.s.admitted;
-      if (!cur) continue;
-      const last = this.#seen.get(i) ?? {};
-      REQUEST_TYPES.forEach((t, k) => {
-        const d = (cur[t] ?? 0) - (last[t] ?? 0);
-        if (d > 0) {
-          n += d;
-          ps.mix[k]! += d;
-        }
-      });
-      this.#seen.set(i, { ...cur });
-    }
-    return n;
-  }
-
-  #view(i: SimInstance, mix: Partial<Record<RequestType, number>>): StandbyInstance {
-    const s = i.sleep;
-    const phase = !s ? 'awake' : s.phase === 'falling' ? 'asleep' : s.phase;
-    return {
-      id: i.id, gpus: i.tp, capacity: instanceCapacity(this.#maxLoad!, i.tp, this.maxClock, mix, this.headroom), phase, ...(s ? { level: s.level } : {}),
-      sinceMs: s ? s.sinceMs : (i.standbySinceMs ?? i.readyAtMs), wakeS: { 1: wakeTimeS(this.perf.model, i.tp, 1), 2: wakeTimeS(this.perf.model, i.tp, 2) }, outstanding: i.outstanding,
     };
   }
 

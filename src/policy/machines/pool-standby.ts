@@ -31,6 +31,8 @@ export interface PoolStandbyConfig {
   model: Pick<ModelSpec, 'paramsB' | 'dtypeBytes'>;
   /** fraction of SLO throughput kept free (the pool's headroom). */
   headroom: number;
+  /** multiplies the profile's SLOs (the simulator's sloScale); default 1. */
+  sloScale?: number;
   /** the status period, ms: the decision interval (part of the forecast's horizon). */
   periodMs: number;
   standby?: Partial<Omit<StandbyConfig, 'level1Slots'>>;
@@ -76,7 +78,7 @@ export function poolStandbyStep(prev: PoolStandbyState, statuses: readonly Insta
 
   const mine = statuses.filter((x) => x.state === 'ready' || x.state === 'sleeping');
   if (!mine.length) return { state: s, commands: [] };
-  const maxLoad = maxLoadFn(cfg.profile);
+  const maxLoad = maxLoadFn(cfg.profile, cfg.sloScale ?? 1);
   const fmax = maxClockOf(cfg.profile);
   const mix = Object.keys(s.mix).length ? s.mix : Object.fromEntries(REQUEST_TYPES.map((t) => [t, 1]));
   const views: StandbyInstance[] = mine.map((x) => {
