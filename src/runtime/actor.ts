@@ -54,6 +54,8 @@ export interface ActorOptions {
   stopHookMs?: number;
 }
 
+const processExit = (code: number): void => process.exit(code);
+
 export abstract class Actor {
   readonly kind: ActorKind;
   readonly id: string;
@@ -243,22 +245,27 @@ export abstract class Actor {
    * instance manager, src/runtime/adoption.ts) first waits ADOPT_WAIT_MS for a new supervisor to adopt it.
    * `exit` is injectable for tests.
    */
-  installSignalHandlers(exit: (code: number) => void = (c) => process.exit(c)): () => void {
+  installSignalHandlers(exit: (code: number) => void = processExit): () => void {
     const supervised = process.env.DYNAMOLLM_SUPERVISED === '1';
     let signalled = false;
     let backstop: unknown;
+    let orphan = false;
+    // an orphan's stdout may be a pipe its dead supervisor held: pino's flush at exit retries a write to it for ever
+    // (sonic-boom's flushSync on EPIPE), so once drained it ends without exit handlers
+    const quit = (code: number) => (orphan && exit === processExit ? process.kill(process.pid, 'SIGKILL') : exit(code));
     const begin = (why: string) => {
       signalled = true;
+      orphan = why.startsWith('parent exited');
       this.log.info({ reason: why }, 'draining');
       // whatever a step waits on, the process ends once every deadline of the drain and the stop has passed
       const limitMs = this.shutdownLimitMs();
       backstop = this.clock.setTimeout(() => {
         this.log.error({ limitMs }, 'shutdown deadline passed, exiting');
-        exit(1);
+        quit(1);
       }, limitMs);
       const end = (code: number) => {
         this.clock.clearTimeout(backstop);
-        exit(code);
+        quit(code);
       };
       this.drain().then(
         () => end(0),

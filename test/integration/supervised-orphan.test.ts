@@ -34,10 +34,13 @@ function alive(pid: number): boolean {
 }
 
 describe('a supervised actor whose supervisor died before it started', () => {
-  it.runIf(process.platform === 'linux')('drains and exits by itself', async () => {
+  it.runIf(process.platform === 'linux').each([
+    ['its output discarded', 'ignore', 'warn'],
+    ['its output a pipe to the dead supervisor, logging at info', 'inherit', 'info'],
+  ])('drains and exits by itself (%s)', async (_what, output, level) => {
     const { user, pass } = nats.creds('instance');
-    const actor = ['--import', 'tsx', join(REPO_ROOT, 'test/fixtures/actors/main.ts'), 'test-echo', '--id', 'orphan', '--nats', nats.url, '--user', user, '--pass', pass, '--log-level', 'warn'];
-    const sup = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'test/fixtures/dying-supervisor.ts'), JSON.stringify(actor)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const actor = ['--import', 'tsx', join(REPO_ROOT, 'test/fixtures/actors/main.ts'), 'test-echo', '--id', `orphan-${output}`, '--nats', nats.url, '--user', user, '--pass', pass, '--log-level', level!];
+    const sup = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'test/fixtures/dying-supervisor.ts'), JSON.stringify(actor), output!], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
     started.push(sup.pid!);
     const child = await new Promise<number>((resolve, reject) => {
       let out = '';
