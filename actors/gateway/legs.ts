@@ -13,6 +13,7 @@ import type { EngineChunk } from '../../src/engine/engine.ts';
 import type { CreditGrant } from '../../src/policy/machines/credits.ts';
 import type { RequestRouter, RoutedAdmission } from './router.ts';
 import type { JournalLeg, ResumeFrom } from './resume.ts';
+import { continuable } from '../../src/policy/drain-migration.ts';
 
 const MAX_ID = 128;
 
@@ -160,9 +161,8 @@ export const engineDown = (r: { ok: boolean; error?: WireError }): boolean => !r
 /** A request may continue on a peer: legs left (`limit`), its text kept, tokens still to make, a prompt it can extend. */
 export function canMigrate(req: InferenceRequest, st: StreamState, limit: number): boolean {
   if (st.legs - (st.resumes ?? 0) >= limit || !st.keepText || st.sent >= req.maxTokens) return false;
-  // echo would repeat the prompt (and the text already sent) at the start of the next leg
-  if (req.params?.echo) return false;
-  return req.messages !== undefined || req.prompt === undefined || typeof req.prompt === 'string';
+  // echo would repeat the prompt (and the text already sent) at the start of the next leg; a token-id prompt takes no text
+  return continuable(req);
 }
 
 /** The gateway's own end of leg `id` whose instance process is gone (router.ts holderGone): retryable, so a leg that never started is sent again. */

@@ -7,17 +7,17 @@
  *
  * Only direct legs (the gateway reads the engine, InferenceRequest.direct) that sent their first token are ended: the
  * gateway migrates those mid-stream; a relayed leg that already sent text would end the client's stream, and a leg not
- * started yet is sent again only within its first-token budget (measured: ending those too failed 12-30 of 1,445
- * requests of the twin's re-shard window with 'unavailable'). The instance does not see a direct leg's tokens: it
+ * started yet is sent again only within its first-token budget; a leg whose prompt the gateway cannot extend (token
+ * ids, echo) is not migrated at all. The instance does not see a direct leg's tokens: it
  * counts them from the first token's report at the TBT it measures (its own recent TBT samples).
  */
 import { DynError } from '../../protocols/index.ts';
 import { TBT_SLO_MS } from '../../src/model/request-types.ts';
-import { drainMigrations, type DrainingRequest } from '../../src/policy/drain-migration.ts';
+import { continuable, drainMigrations, type DrainingRequest } from '../../src/policy/drain-migration.ts';
 
 /** A request running on the instance, as the instance manager holds it. */
 export interface RunningView {
-  req: { id: string; direct?: boolean; maxTokens: number; migration?: number };
+  req: { id: string; direct?: boolean; maxTokens: number; migration?: number; prompt?: unknown; messages?: unknown; params?: { echo?: unknown } };
   /** first token's arrival, ms on the instance's clock (a direct leg's from the gateway's report). */
   firstTokenMs?: number;
   tbtSum: number;
@@ -34,7 +34,8 @@ export function drainingRequests(running: Iterable<RunningView>, now: number, tb
   for (const r of running) {
     // a leg without its first token is left: the gateway sends a leg that ended before it started again only within
     // the request's first-token budget, and past it the client would get the error
-    if (r.req.direct !== true || r.firstTokenMs === undefined) continue;
+    // and one the gateway cannot continue (a token-id prompt, echo: src/policy continuable) would end its client's stream
+    if (r.req.direct !== true || r.firstTokenMs === undefined || !continuable(r.req)) continue;
     const tbt = r.tbtN > 0 ? r.tbtSum / r.tbtN : fallback;
     const generated = r.firstTokenMs === undefined ? 0 : Math.max(r.tbtN + 1, 1 + Math.floor(Math.max(0, now - r.firstTokenMs) / Math.max(1, tbt)));
     out.push({ id: r.req.id, generated, remaining: Math.max(0, r.req.maxTokens - generated), tbtMs: tbt, continued: (r.req.migration ?? 0) > 0 });

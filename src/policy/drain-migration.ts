@@ -36,3 +36,13 @@ export function drainMigrations(reqs: readonly DrainingRequest[], cfg: DrainMigr
     .sort((a, b) => b.remaining * b.tbtMs - a.remaining * a.tbtMs || (a.id < b.id ? -1 : 1))
     .map((r) => r.id);
 }
+
+/**
+ * A request whose stream can continue as a new leg (the gateway's request migration, actors/gateway/legs.ts canMigrate):
+ * its prompt a string or chat messages (the text already sent is appended to it), no `echo` (the next leg would echo
+ * that text again). A token-id prompt cannot be extended with text: such a leg ended for a drain would end its stream.
+ */
+export function continuable(req: { messages?: unknown; prompt?: unknown; params?: { echo?: unknown } }): boolean {
+  if (req.params?.echo) return false;
+  return req.messages !== undefined || req.prompt === undefined || typeof req.prompt === 'string';
+}
