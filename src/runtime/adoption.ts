@@ -8,7 +8,7 @@
  * the supervisor that watches it), and the child's own watchdog (src/runtime/actor.ts) tolerates its supervisor's
  * death for `ADOPT_WAIT_MS`: a new supervisor that finds the record and the child alive adopts it (Supervisor.adopt,
  * which rewrites the record with its own pid), and the child goes on; a child nobody adopts by then drains and exits
- * as before, so a supervisor that is not coming back leaves no orphan serving stale state.
+ * (as an unadoptable child does at once), so a supervisor that is not coming back leaves no orphan serving stale state.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';

@@ -7,7 +7,7 @@
  * the lease bucket, and so could not contend for its lease, although the bucket's own stream (its leader) answers
  * reads and writes all along. So the bucket is first bound (`Kvm.open`: no API call), and a read of a key no bucket
  * holds, within PROBE_MS, proves its stream is there; when that read fails (no such bucket yet, no answer) the
- * bucket is created as before.
+ * bucket is created through `Kvm.create`.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
