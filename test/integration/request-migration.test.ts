@@ -173,6 +173,9 @@ function servingPids(instance: string): { im: number; engine: number } {
 describe('request plane: the gateway routes, the instance admits (one round trip)', () => {
   it('neither intake nor a pool dispatch carries the request; the pool leader counts it from the instance status', async () => {
     const id = `rp-${Date.now()}`;
+    // the router routes once it has the table and a fresh ready status of an instance (a loaded machine may deliver
+    // them late): until then a request goes to the intake, which is not what this case is about
+    await waitFor(() => (router.plan({ ...request(`rp-probe-${Date.now()}`, 1), probe: true })?.pools.length ? true : undefined), 10_000, 'a route at the gateway');
     const routed = backend.counters.routed;
     let during: PoolStatus | undefined;
     let instance: string | undefined;
