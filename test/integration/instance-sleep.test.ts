@@ -35,7 +35,7 @@ let n = 0;
 const admit = (maxTokens = 2) => {
   const now = Date.now();
   const id = `r${++n}`;
-  const req: InferenceRequest = { v: 1, id, model: MODEL, kind: 'completion', prompt: 'hello there', inputTokens: 3, maxTokens, arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream(id) };
+  const req: InferenceRequest = { v: 1, id, model: MODEL, kind: 'completion', prompt: 'hello there', inputTokens: 3, maxTokens, ignoreEos: true, arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream(id) };
   return bus.request(subjects.instanceAdmit('p-i0'), InferenceRequest, req, Admission, { timeoutMs: 5000 });
 };
 const gpuPowerW = async () => ((await (await fetch(`${engine.baseUrl}/admin/gpu`)).json()) as { powerMw: number[] }).powerMw[0]! / 1000;
@@ -44,7 +44,8 @@ beforeAll(async () => {
   nats = await startNatsServer();
   bus = await Bus.connect({ servers: nats.url, ...as('admin'), name: 'instance-sleep', log: silentLogger() });
   const config = parseConfig({ model: MODEL, gpu: 'h100', servers: [{ id: 'n0', gpus: 1 }], pools: [{ id: 'p', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }], engine: { initialTp: 1 } });
-  engine = createEngine({ kind: 'emulator', model: MODEL, gpu: 'h100', tp: 1, gpuIds: [0], port: 0, healthDeadlineMs: 20_000, timeScale: SCALE });
+  // served under the config's model name, as the instance manager's process starts it (actors/instance-manager/main.ts)
+  engine = createEngine({ kind: 'emulator', model: MODEL, servedModelName: MODEL, gpu: 'h100', tp: 1, gpuIds: [0], port: 0, healthDeadlineMs: 20_000, timeScale: SCALE });
   bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void statuses.push(s), { capacity: 4096 });
   im = new InstanceManager({
     id: 'p-i0', pool: 'p', tp: 1, gpuIds: [0], config, bus, log: silentLogger(), engine,
@@ -74,6 +75,9 @@ describe('instance manager: sleep and wake commands on the engine', () => {
     // the engine sleeps only once the request has finished
     expect(await engine.isSleeping()).toBe(false);
     await until(() => im.running + im.queued === 0, 20_000);
+    // served to its end (ignore_eos: all 3,000 tokens), not ended by the sleep
+    expect(im.metricsSnapshot().outcomes).toEqual({ ok: 1 });
+    expect(im.metricsSnapshot().completionTokens).toBe(3000);
     await until(() => engine.isSleeping(), 5000);
     await until(async () => Math.abs((await gpuPowerW()) - perf.gpu.idlePowerW) < 0.5, 5000);
 
@@ -98,5 +102,6 @@ describe('instance manager: sleep and wake commands on the engine', () => {
     // the request held through it all finishes, and the engine never slept
     await until(() => im.running + im.queued === 0, 20_000);
     expect(await engine.isSleeping()).toBe(false);
+    expect(im.metricsSnapshot().outcomes).toEqual({ ok: 3 });
   }, 60_000);
 });
