@@ -164,7 +164,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
       return {
         publish: uniq([
           subjects.clusterIntake(), wild(subjects.instanceAdmit(ANY)), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)),
-          // the resume journal: append to it (core publish; the stream keeps it), read it back by subject (direct get)
+          // the resume journal: append to it (the stream's PubAck comes to the inbox), read it back by subject (direct get)
           wild(subjects.resume(ANY)), resumeDirectGet(),
           ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w)))), ...replyInboxes('gateway'),
         ]),

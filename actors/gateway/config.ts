@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { ConfigError, formatIssues, parseConfig, type ClusterConfig } from '../common/config.ts';
+import { DEFAULT_JOURNAL_TIMING } from './journal-writer.ts';
 
 export const gatewaySchema = z
   .object({
@@ -64,6 +65,19 @@ export const gatewaySchema = z
     migrationLimit: z.number().int().min(0).max(16).default(3),
     /** generated text kept per request for a migration, bytes; past it the request cannot migrate; default 1 MiB. */
     migrationMaxBytes: z.number().int().positive().default(1 << 20),
+    /**
+     * the resume journal's deadlines, ms (actors/gateway/journal-writer.ts): a resumable stream's head must be held
+     * by JetStream within headMs before its first event (else the stream is served without resumption, header
+     * `x-dynamollm-resumable: 0`); an append is sent again after attemptMs unanswered; the client's events wait while
+     * an entry has waited lagMs for its ack (0: until each is held); an entry not held within giveUpMs ends the
+     * stream's resumability. Defaults 10000, 1000, 0, 10000.
+     */
+    journal: z.object({
+      headMs: z.number().positive().default(DEFAULT_JOURNAL_TIMING.headMs),
+      attemptMs: z.number().positive().default(DEFAULT_JOURNAL_TIMING.attemptMs),
+      lagMs: z.number().min(0).default(DEFAULT_JOURNAL_TIMING.lagMs),
+      giveUpMs: z.number().positive().default(DEFAULT_JOURNAL_TIMING.giveUpMs),
+    }).strict().default({}),
     /** gateway replicas `dynamollm up` starts (ports port, port+1, ...); default 1. */
     replicas: z.number().int().min(1).max(64).default(1),
     /**

@@ -17,7 +17,7 @@ import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
-import { JournalWriter, readJournal } from './resume.ts';
+import { JournalWriter, jetStreamAppend, readJournal } from './resume.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
 import { reportAs } from './legs.ts';
 import { GatewayRouter } from './router.ts';
@@ -147,6 +147,7 @@ export class GatewayActor extends Actor {
     failoverMetrics(this.metrics, backend.counters);
     const worker = workerIndex() !== undefined;
     if (worker) serveWorkerMetrics(this.metrics.registry);
+    const append = jetStreamAppend(this.bus);
     this.server = new GatewayServer({
       backend,
       clock: this.clock,
@@ -169,7 +170,7 @@ export class GatewayActor extends Actor {
       replicaId: this.id,
       health: () => ({ ...this.health(), kind: 'gateway', id: this.id }),
       // resumable streams (opt-in): their journal in JetStream, capped at the migration's text cap, read within RESUME_READ_MS
-      journal: { writer: (id, gen) => new JournalWriter(this.bus, id, gen, s.migrationMaxBytes), read: (id) => readJournal(this.bus, id, RESUME_READ_MS, this.clock) },
+      journal: { writer: (id, gen) => new JournalWriter(append, id, gen, s.migrationMaxBytes, s.journal, this.clock), read: (id) => readJournal(this.bus, id, RESUME_READ_MS, this.clock) },
       warnings: this.g.cluster.nats.insecure ? ['NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances'] : undefined,
     });
     let port: number;

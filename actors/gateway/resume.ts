@@ -7,15 +7,17 @@
  * sends the events after the client's last one again, and continues the generation as a migration (the prompt
  * plus the text already sent; nats-backend.ts resume), so the client sees one stream.
  *
- * Here: the pure part (event ids, the journal's fold, what to send again) and the journal's I/O (a writer per
- * stream, a reader with a deadline).
+ * Here: the pure part (event ids, the journal's fold, what to send again) and the journal's I/O (appends with
+ * JetStream's acknowledgement, a reader with a deadline); the writer of one stream is journal-writer.ts.
  */
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { DynError } from '../../protocols/errors.ts';
-import { ResumeEntry, MAX_RESUME_EVENTS } from '../../protocols/journal.ts';
-import { subjects } from '../../protocols/subjects.ts';
+import { ResumeEntry } from '../../protocols/journal.ts';
+import { jetstream, subjects } from '../../protocols/subjects.ts';
 import { resumeDirectGet } from '../../protocols/permissions.ts';
+import type { JournalAppend, JournalEnd, JournalHead, JournalLeg, JournalWriter } from './journal-writer.ts';
+export { JournalWriter, DEFAULT_JOURNAL_TIMING, type JournalAppend, type JournalEnd, type JournalHead, type JournalLeg, type JournalTiming } from './journal-writer.ts';
 
 /** What a resumable stream's HTTP layer learns from the backend besides its tokens. */
 export interface StreamHooks {
@@ -64,9 +66,6 @@ export function resumableOf(header: string | string[] | undefined): boolean | 'i
   return header === '1' ? true : 'invalid';
 }
 
-export type JournalHead = NonNullable<ResumeEntry['head']>;
-export type JournalLeg = NonNullable<ResumeEntry['leg']>;
-export type JournalEnd = NonNullable<ResumeEntry['end']>;
 
 /** A stream's journal read back: what its client was sent, and the leg generating it. */
 export interface JournalState {
@@ -81,6 +80,8 @@ export interface JournalState {
   end?: JournalEnd;
   /** not resumable, and why. */
   stop?: string;
+  /** an entry starts past the events held before it: the entries between are missing from what was read. */
+  gap?: true;
 }
 
 /**
@@ -88,7 +89,7 @@ export interface JournalState {
  * expired, or cut by the stream's limits). An entry of an older generation than one already read is dropped
  * (a gateway still writing after a resume took its stream over); an entry's events replace those from its
  * `from` on (the resuming writer continues after what it read); an entry that starts past the events held means
- * entries were lost: the stream is marked not resumable.
+ * entries are missing from what was read (`gap`; a writer appends in order, each entry once held before the next).
  */
 export function foldJournal(entries: Iterable<ResumeEntry>): JournalState | undefined {
   let s: JournalState | undefined;
@@ -99,7 +100,7 @@ export function foldJournal(entries: Iterable<ResumeEntry>): JournalState | unde
     if (e.events && e.from !== undefined) {
       const at = e.from - s.base;
       if (at < 0 || at > s.events.length) {
-        s.stop ??= 'the journal lost entries';
+        s.gap = true;
         continue;
       }
       s.events.length = at;
@@ -147,78 +148,18 @@ export function replayAfter(s: JournalState, last: number):
 }
 
 /**
- * One resumable stream's journal writer (gen `gen`): text events are held and published as one entry at `flush`
- * (the end of an engine read's batch), the leg at once, the end with what is held. Past `maxBytes` of text the
- * stream stops being resumable (a `stop` entry, nothing more written). A publish the connection refuses is dropped:
- * a resume then finds the journal behind the client and says so.
+ * Appends of `bus`'s connection to the resume journal: a request on the entry's subject, answered by the JetStream
+ * stream that keeps it (its PubAck) once it holds the entry. Rejects when the stream refuses it (an error PubAck),
+ * no stream answers (no responders: the stream has no leader, or NATS is unreachable) or none answers in time.
  */
-export class JournalWriter {
-  #from = -1;
-  #held: { text: string; tokens: number }[] = [];
-  #bytes = 0;
-  #stopped = false;
-
-  constructor(
-    private readonly bus: Bus,
-    readonly id: string,
-    readonly gen: number,
-    private readonly maxBytes: number,
-  ) {}
-
-  get stopped(): boolean {
-    return this.#stopped;
-  }
-
-  head(head: JournalHead): void {
-    this.#publish({ v: 1, id: this.id, gen: this.gen, head });
-  }
-
-  /** text event `index` (held until flush). */
-  text(index: number, text: string, tokens: number): void {
-    if (this.#stopped) return;
-    this.#bytes += text.length;
-    if (this.#bytes > this.maxBytes) return this.stop(`longer than the journal's cap (${this.maxBytes} characters)`);
-    if (this.#held.length === 0) this.#from = index;
-    this.#held.push({ text, tokens });
-    if (this.#held.length >= MAX_RESUME_EVENTS) this.flush();
-  }
-
-  /** publishes the held events as one entry. */
-  flush(): void {
-    if (this.#held.length === 0 || this.#stopped) return;
-    const events = this.#held;
-    this.#held = [];
-    this.#publish({ v: 1, id: this.id, gen: this.gen, from: this.#from, events });
-  }
-
-  leg(leg: JournalLeg): void {
-    if (this.#stopped) return;
-    this.flush();
-    this.#publish({ v: 1, id: this.id, gen: this.gen, leg });
-  }
-
-  end(end: JournalEnd): void {
-    if (this.#stopped) return;
-    this.flush();
-    this.#publish({ v: 1, id: this.id, gen: this.gen, end });
-    this.#stopped = true;
-  }
-
-  /** the stream is not resumable from here on (why). */
-  stop(why: string): void {
-    if (this.#stopped) return;
-    this.#held = [];
-    this.#stopped = true;
-    this.#publish({ v: 1, id: this.id, gen: this.gen, stop: why.slice(0, 256) });
-  }
-
-  #publish(e: ResumeEntry): void {
-    try {
-      this.bus.publish(subjects.resume(this.id), ResumeEntry, e);
-    } catch {
-      // the connection is closed: a resume finds the journal behind its client (410)
-    }
-  }
+export function jetStreamAppend(bus: Bus): JournalAppend {
+  const ok = `"stream":"${jetstream.resumeStream}"`;
+  return async (e, timeoutMs) => {
+    const r = await bus.nc.request(subjects.resume(e.id), ResumeEntry.encode(e), { timeout: timeoutMs });
+    // {"stream":"DYN_V1_RESUME","seq":N} or {"error":{...}}: a substring test, no JSON parse per entry
+    const ack = Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength).toString('latin1');
+    if (!ack.includes(ok) || ack.includes('"error"')) throw new DynError('unavailable', `the resume journal refused an entry: ${ack.slice(0, 200)}`, { retryable: true });
+  };
 }
 
 /** entries of one stream read at most (the stream's own per-subject cap is larger only for streams longer than any served). */

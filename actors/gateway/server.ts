@@ -478,6 +478,7 @@ export class GatewayServer {
     let parsed: ParsedRequest;
     let inputTokens: number;
     let resumable = false;
+    let opted = false;
     try {
       if (this.draining) throw new HttpError(503, 'gateway is shutting down', 'service_unavailable', 'unavailable', null, 1);
       if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
@@ -490,10 +491,11 @@ export class GatewayServer {
       }
       parsed = parseOpenAiRequest(kind, body, this.limits);
       parsed.probe = probeOf(req.headers[PROBE_HEADER], parsed);
-      const opted = resumableOf(req.headers[RESUMABLE_HEADER]);
-      if (opted === 'invalid') throw badRequest(`${RESUMABLE_HEADER} takes the value 1 (a resumable stream)`);
+      const optIn = resumableOf(req.headers[RESUMABLE_HEADER]);
+      if (optIn === 'invalid') throw badRequest(`${RESUMABLE_HEADER} takes the value 1 (a resumable stream)`);
+      opted = optIn;
       // one streamed choice, and a journal to keep it in: otherwise the stream is vLLM's as it is
-      resumable = opted && parsed.stream && parsed.n === 1 && this.opts.journal !== undefined;
+      resumable = optIn && parsed.stream && parsed.n === 1 && this.opts.journal !== undefined;
       if (!this.opts.models.includes(parsed.model)) {
         throw new HttpError(404, `The model '${parsed.model}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
       }
@@ -562,9 +564,10 @@ export class GatewayServer {
     res.on('close', onClose);
     let complete = false;
     const created = Math.floor(now / 1000);
-    const journal: Resumable | undefined = resumable ? { journal: this.opts.journal!.writer(id, 0), next: 0, sent: 0, prelude: '' } : undefined;
-    journal?.journal.head({ req: ir, created, includeUsage: parsed.includeUsage, continuousUsage: parsed.continuousUsage });
-    const hooks: StreamHooks | undefined = journal ? { onLeg: (leg) => journal.journal.leg(leg) } : undefined;
+    let journal: Resumable | undefined = resumable ? { journal: this.opts.journal!.writer(id, 0), next: 0, sent: 0, prelude: '' } : undefined;
+    // the head is appended while the request is admitted, and held by the journal before the stream's first event
+    const headHeld = journal?.journal.head({ req: ir, created, includeUsage: parsed.includeUsage, continuousUsage: parsed.continuousUsage });
+    const hooks: StreamHooks | undefined = journal ? { onLeg: (leg) => journal?.journal.leg(leg) } : undefined;
     try {
       const submitted = await Promise.allSettled(irs.map((r) => this.opts.backend.submit(r, ac.signal, hooks)));
       const refused = submitted.find((x): x is PromiseRejectedResult => x.status === 'rejected');
@@ -576,6 +579,11 @@ export class GatewayServer {
         return this.sendError(res, route, toHttp(err));
       }
       const sources = submitted.map((x) => (x as PromiseFulfilledResult<TokenSource>).value);
+      if (headHeld && !(await headHeld)) {
+        // the journal did not hold the head in time: the stream is served as it is, not resumable (the header says so)
+        journal = undefined;
+      }
+      if (opted && parsed.stream) res.setHeader(RESUMABLE_HEADER, journal ? '1' : '0');
       const timers = sources.map(() => new StreamTimer(this.opts.metrics, parsed.model, t0));
       complete = parsed.stream
         ? await this.streamSse(res, route, parsed, id, created, inputTokens, sources, ac, timers, hold, journal)
@@ -688,6 +696,7 @@ export class GatewayServer {
     };
     res.on('close', onClose);
     const writer = journalOf!.writer(id, s.gen + 1);
+    res.setHeader(RESUMABLE_HEADER, '1');
     const r: Resumable = { journal: writer, next: plan.next, sent: plan.sent, prelude };
     try {
       let stream: TokenSource;

@@ -10,7 +10,8 @@ import {
 import { inBatches, mergeStreams, READER_DONE, type TokenSource } from './choices.ts';
 import { SseWriter } from './sse-writer.ts';
 import type { StreamTimer } from './stream-timer.ts';
-import { RESUMABLE_HEADER, eventId, foldJournal, replayAfter, type JournalHead, type JournalState, type JournalWriter } from './resume.ts';
+import { RESUMABLE_HEADER, eventId, foldJournal, replayAfter, type JournalHead, type JournalState } from './resume.ts';
+import type { JournalWriter } from './journal-writer.ts';
 import type { ResumeEntry } from '../../protocols/journal.ts';
 
 /** How a stream's events are framed. */
@@ -43,14 +44,15 @@ export interface SseContext {
  * to the sink from the socket's read (no await).
  *
  * A resumable stream (`r`, one choice) also gets `id: <request id>:<event index>` before each event, and its
- * text events are journaled per batch, published before the batch's write (resume.ts); an event the journal does
- * not keep (logprobs, tool calls, reasoning, an error) ends its resumability. A resumed stream sends `r.prelude`
+ * text events are journaled per batch (journal-writer.ts); a batch's write waits until the journal holds its events
+ * (SseWriter's gate); an event the journal does not keep (logprobs, tool calls, reasoning, an error) ends its
+ * resumability. A resumed stream sends `r.prelude`
  * (the events the client missed) with its status line, and numbers its events from `r.next`.
  */
 export async function relaySse(ctx: SseContext, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: AbortController, timers: StreamTimer[], r?: Resumable): Promise<boolean> {
   const res = ctx.res;
   let started = false;
-  const w = new SseWriter(res, undefined, r !== undefined);
+  const w = new SseWriter(res, undefined, r?.journal);
   const start = () => {
     if (started) return;
     started = true;
@@ -176,7 +178,10 @@ export function replayPrelude(id: string, head: JournalHead, plan: Extract<Retur
  * A resume of stream `last.id` after event `last.index` (docs/PROTOCOL.md "Resumable streams"), from its journal's
  * entries: the state and what to send, or the refusal: 404 `stream_not_found` for a stream the journal does not have
  * (unknown, expired, not opted in, or another API key's: the same answer), 400 `wrong_endpoint`, 410
- * `stream_not_resumable` for one that stopped being resumable or whose journal is behind the client.
+ * `stream_not_resumable` for one that stopped being resumable, 503 `journal_behind` (retryable, Retry-After) for one
+ * whose journal as read lacks entries or ends before the client's last event: a client is sent only events its journal
+ * held, so what was read is a JetStream replica still catching up, or the journal not answering whole; a later read
+ * may find them.
  */
 export function resumePlan(entries: readonly ResumeEntry[], last: { id: string; index: number }, kind: ParsedRequest['kind'], apiKeyId: string | undefined):
   | { id: string; state: JournalState; plan: Extract<ReturnType<typeof replayAfter>, { ok: true }> }
@@ -186,6 +191,8 @@ export function resumePlan(entries: readonly ResumeEntry[], last: { id: string; 
   if (!s || s.head.req.apiKeyId !== apiKeyId) return { error: new HttpError(404, `no resumable stream '${last.id}': unknown, expired, or not opted in (${RESUMABLE_HEADER}: 1)`, 'invalid_request_error', 'stream_not_found') };
   if (s.head.req.kind !== kind) return { error: new HttpError(400, `stream '${last.id}' is a ${s.head.req.kind === 'chat' ? 'chat completion' : 'completion'}: resume it on its own endpoint`, 'invalid_request_error', 'wrong_endpoint') };
   if (s.stop !== undefined) return gone(s.stop);
+  const behind = (why: string) => ({ error: new HttpError(503, `the journal of stream '${last.id}' as read ${why}: retry the resume`, 'service_unavailable', 'journal_behind', null, 1) });
+  if (s.gap) return behind('lacks entries');
   const plan = replayAfter(s, last.index);
-  return plan.ok ? { id: last.id, state: s, plan } : gone(plan.reason);
+  return plan.ok ? { id: last.id, state: s, plan } : behind(plan.reason.replace(/^the journal of this stream /, ''));
 }

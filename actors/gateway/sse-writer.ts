@@ -35,20 +35,31 @@ function writeHeld(): void {
  * CRLF): the same bytes as `res.write`, without its four-part corked write; Node writes it where the response
  * is not yet on its socket (a pipelined request waiting its turn) or is not chunked.
  *
- * `afterJournal` (a resumable stream, resume.ts): the first write and the end wait for a microtask too, so that the
- * journal entries published in the same turn reach the NATS socket first (the NATS client writes what it is given at
- * the next microtask, queued before this one): a client never holds an event its journal lacks, unless NATS was down.
+ * `gate` (a resumable stream: its JournalWriter, journal-writer.ts): while it is held (the journal has not yet acknowledged
+ * an entry), writes and the end wait for its release, and the bytes held meanwhile leave together: a client never holds
+ * an event that its journal may lack.
  */
+/** What a stream's writes wait for (a resumable stream's journal). */
+export interface WriteGate {
+  held(): boolean;
+  /** `fn` runs once, at the gate's next release. */
+  onRelease(fn: () => void): void;
+}
+
 export class SseWriter {
   private pending = '';
   /** in `held`, to be written at the end of this turn. */
   private queued = false;
   private wrote = false;
+  /** waiting for the gate's release. */
+  private gated = false;
+  /** the end (its last bytes), once asked for. */
+  private ending?: string;
 
   constructor(
     private readonly res: ServerResponse,
     private readonly maxBytes = SSE_COALESCE_MAX_BYTES,
-    private readonly afterJournal = false,
+    private readonly gate?: WriteGate,
   ) {}
 
   /** appends one framed event. */
@@ -68,24 +79,21 @@ export class SseWriter {
       return;
     }
     this.wrote = true;
-    if (this.afterJournal) queueMicrotask(() => this.write());
-    else this.write();
+    this.write();
   }
 
-  /** writes what is held now, with `last` after it, and ends the response. */
+  /** writes what is held now (once the gate is released), with `last` after it, and ends the response. */
   end(last = ''): void {
+    this.ending = last;
+    if (this.wait()) return;
     const s = this.pending + last;
     this.pending = '';
-    if (this.afterJournal) {
-      queueMicrotask(() => {
-        if (!this.res.writableEnded) this.res.end(s);
-      });
-    } else if (!this.res.writableEnded) this.res.end(s);
+    if (!this.res.writableEnded) this.res.end(s);
   }
 
-  /** drops what is held (the client went away, or the stream was ended elsewhere). */
+  /** drops what is held (the client went away, or the stream was ended elsewhere); an end asked for still goes out. */
   drop(): void {
-    this.pending = '';
+    if (this.ending === undefined) this.pending = '';
   }
 
   /** (the end of the turn) writes what is held. */
@@ -94,7 +102,22 @@ export class SseWriter {
     this.write();
   }
 
+  /** true: the gate is held, and the writes resume at its release. */
+  private wait(): boolean {
+    if (!this.gate?.held()) return false;
+    if (!this.gated) {
+      this.gated = true;
+      this.gate.onRelease(() => {
+        this.gated = false;
+        if (this.ending !== undefined) this.end(this.ending);
+        else this.write();
+      });
+    }
+    return true;
+  }
+
   private write(): void {
+    if (this.ending !== undefined || this.wait()) return;
     const s = this.pending;
     this.pending = '';
     if (s === '' || this.res.writableEnded || this.res.destroyed) return;

@@ -7,8 +7,9 @@
  *
  * Every stream opts in to resumption (header x-dynamollm-resumable: 1, docs/PROTOCOL.md "Resumable streams"):
  * a stream that breaks after its response began (its replica died) is resumed on the next replica with
- * `Last-Event-ID`, the id of the last whole event it got, as EventSource reconnects; counted in `resumed`. A
- * stream that breaks without an id to resume from, or whose resumes are spent, is a failure, reported as `broken`
+ * `Last-Event-ID`, the id of the last whole event it got, as EventSource reconnects; counted in `resumed`. A resume
+ * refused for good (404, 410) while the client has no text yet is the request sent again from the start, counted in
+ * `resent`: the user lost nothing. A stream that breaks without an id to resume from, or whose resumes are spent, is a failure, reported as `broken`
  * with the replica that served it. The whole text is then checked: the emulated engine makes one word per token and
  * the requests ask for exactly max_tokens (ignore_eos), so a lost token shows as fewer words and a duplicated one
  * as more; the event ids must run 0, 1, 2, ... without a gap or a repeat. Either is a failure (`tokens`).
@@ -27,6 +28,8 @@ export interface Outcome {
   retries: number;
   /** resumes of a broken stream on the next replica (Last-Event-ID). */
   resumed: number;
+  /** sent again from the start: a resume refused (404, 410) before the client had any text (nothing lost or repeated). */
+  resent: number;
   /** the stream broke after its response began and could not be resumed (its connection reset or closed before [DONE]), at this time, ms. */
   brokenAtMs?: number;
   /** words of the text the client got (one per token), and whether the event ids ran without gap or repeat; absent when no stream was read. */
@@ -86,6 +89,7 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
   let replica = turn++ % o.urls.length;
   let retries = 0;
   let resumed = 0;
+  let resent = 0;
   const got: Got = { text: '', next: 0, idsInOrder: true };
   const body = JSON.stringify({ model: o.model, prompt: 'Tell me about energy-efficient inference. '.repeat(4), max_tokens: o.maxTokens, stream: true, ignore_eos: true });
   const next = () => (replica = (replica + 1) % o.urls.length);
@@ -104,10 +108,10 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
         });
         headersAt(Date.now() - startMs);
       } catch (err) {
-        if (ac.signal.aborted) return { ok: false, hung: true, replica, retries, resumed };
+        if (ac.signal.aborted) return { ok: false, hung: true, replica, retries, resumed, resent };
         attempts.push({ replica, cause: causeOf(err), atMs: Date.now() - startMs });
         // no response: the replica is gone (refused, reset): the next one, after a short pause
-        if (retries >= maxRetries) return { ok: false, hung: false, error: `connection: ${causeOf(err)}`, replica, retries, resumed };
+        if (retries >= maxRetries) return { ok: false, hung: false, error: `connection: ${causeOf(err)}`, replica, retries, resumed, resent };
         retries++;
         next();
         await pause(retries);
@@ -124,17 +128,25 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
           await pause(resumed);
           continue;
         }
-        return { ok: false, hung: false, error: `http ${r.status}`, ...(code ? { code } : {}), ...(message ? { message } : {}), replica, retries, resumed };
+        // a resume refused for good before any text arrived: the request again from the start (the user lost nothing)
+        if (got.lastId !== undefined && (r.status === 404 || r.status === 410) && words(got.text) === 0 && resent < maxRetries) {
+          resent++;
+          Object.assign(got, { text: '', next: 0, idsInOrder: true });
+          delete got.lastId;
+          next();
+          continue;
+        }
+        return { ok: false, hung: false, error: `http ${r.status}`, ...(code ? { code } : {}), ...(message ? { message } : {}), replica, retries, resumed, resent };
       }
       const end = await read(r, got, ac.signal);
-      if (end.kind === 'hung') return { ok: false, hung: true, replica, retries, resumed };
+      if (end.kind === 'hung') return { ok: false, hung: true, replica, retries, resumed, resent };
       const checked = { words: words(got.text), idsInOrder: got.idsInOrder };
-      if (end.kind === 'error') return { ok: false, hung: false, error: end.error, ...(end.code ? { code: end.code } : {}), replica, retries, resumed, ...checked };
+      if (end.kind === 'error') return { ok: false, hung: false, error: end.error, ...(end.code ? { code: end.code } : {}), replica, retries, resumed, resent, ...checked };
       if (end.kind === 'done') {
         if (checked.words !== o.maxTokens || !checked.idsInOrder) {
-          return { ok: false, hung: false, error: 'tokens', code: `${checked.words} words for ${o.maxTokens} tokens${checked.idsInOrder ? '' : ', event ids out of order'}`, replica, retries, resumed, ...checked };
+          return { ok: false, hung: false, error: 'tokens', code: `${checked.words} words for ${o.maxTokens} tokens${checked.idsInOrder ? '' : ', event ids out of order'}`, replica, retries, resumed, resent, ...checked };
         }
-        return { ok: true, hung: false, replica, retries, resumed, ...checked };
+        return { ok: true, hung: false, replica, retries, resumed, resent, ...checked };
       }
       if (end.kind !== 'broken') continue;
       // broken: resumed on the next replica from the last whole event, while there is one and resumes are left
@@ -143,7 +155,7 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
         next();
         continue;
       }
-      return { ok: false, hung: false, error: 'stream broken', code: end.code, replica, retries, resumed, brokenAtMs: Date.now(), ...checked };
+      return { ok: false, hung: false, error: 'stream broken', code: end.code, replica, retries, resumed, resent, brokenAtMs: Date.now(), ...checked };
     }
   } finally {
     clearTimeout(t);

@@ -27,13 +27,26 @@ const event = (i: number, ids: boolean) => `${ids ? `id: req1:${i}\n` : ''}data:
  * when given); 'reset' closes the connection before a response; 'break' sends 2 events and dies; 'noids' the same
  * without id lines; 'replayAll' answers a resume with the whole stream again (a duplicating server).
  */
-async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll'): Promise<{ url: string; hits: () => number; lastIds: (string | undefined)[] }> {
+async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll' | 'breakEmpty' | 'notFound'): Promise<{ url: string; hits: () => number; lastIds: (string | undefined)[] }> {
   let hits = 0;
   const lastIds: (string | undefined)[] = [];
   const s = createServer((req, res) => {
     hits++;
     req.resume();
     if (mode === 'reset') return req.socket.destroy();
+    const lastHeader = req.headers['last-event-id'] as string | undefined;
+    // 'notFound' refuses a resume as a gateway whose journal has no such stream, and serves a fresh request
+    if (mode === 'notFound' && lastHeader !== undefined) {
+      lastIds.push(lastHeader);
+      res.writeHead(404, { 'content-type': 'application/json' });
+      return res.end('{"error":{"message":"no resumable stream","type":"invalid_request_error","code":"stream_not_found"}}');
+    }
+    // 'breakEmpty' sends one event without text (its id only) and dies, the first time; then it serves as 'ok'
+    if (mode === 'breakEmpty' && hits === 1) {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('id: req1:0\ndata: {"choices":[{"text":""}]}\n\n');
+      return setTimeout(() => req.socket.destroy(), 20);
+    }
     const ids = req.headers['x-dynamollm-resumable'] === '1' && mode !== 'noids';
     const last = req.headers['last-event-id'] as string | undefined;
     lastIds.push(last);
@@ -42,7 +55,7 @@ async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll'): 
       res.write(event(0, ids) + event(1, ids));
       return setTimeout(() => req.socket.destroy(), 20);
     }
-    const from = last !== undefined && mode === 'ok' ? Number(last.split(':')[1]) + 1 : 0;
+    const from = last !== undefined && mode !== 'replayAll' ? Number(last.split(':')[1]) + 1 : 0;
     let out = '';
     for (let i = from; i < WORDS; i++) out += event(i, ids);
     res.end(out + 'data: [DONE]\n\n');
@@ -97,6 +110,26 @@ describe('chaos load generator', () => {
     expect(brokenByGatewayDeath([o], [{ kind: 'gateway', id: 'gw-0', atMs: o.brokenAtMs! - 50 }])).toBe(1);
     // another replica's kill, or one long before, does not explain it
     expect(brokenByGatewayDeath([o], [{ kind: 'gateway', id: 'gw-1', atMs: o.brokenAtMs! - 50 }, { kind: 'gateway', id: 'gw-0', atMs: o.brokenAtMs! - 10_000 }])).toBe(0);
+  });
+
+  it('a resume refused for good (404) before any text: the request sent again from the start, counted as resent, and completes once', async () => {
+    const broken = await gateway('breakEmpty');
+    const nf = await gateway('notFound');
+    const urls = [broken.url, nf.url];
+    let o = await oneRequest({ ...opts, urls });
+    if (broken.hits() === 0) o = await oneRequest({ ...opts, urls });
+    expect(nf.lastIds).toContain('req1:0');
+    expect(o).toMatchObject({ ok: true, hung: false, resumed: 1, resent: 1, words: WORDS, idsInOrder: true });
+    expect(broken.hits()).toBe(2);
+  });
+
+  it('a resume refused for good after text arrived is a failure, not sent again (the user saw text)', async () => {
+    const broken = await gateway('break');
+    const nf = await gateway('notFound');
+    const urls = [broken.url, nf.url];
+    let o = await oneRequest({ ...opts, urls });
+    if (broken.hits() === 0) o = await oneRequest({ ...opts, urls });
+    expect(o).toMatchObject({ ok: false, error: 'http 404', code: 'stream_not_found', resumed: 1, resent: 0 });
   });
 
   it('a resume that sends tokens the client had already is caught: more words than max_tokens, ids out of order', async () => {

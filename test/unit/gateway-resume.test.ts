@@ -11,11 +11,11 @@
  *   gets a 404 with an OpenAI-shaped error body, a malformed one a 400.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { resumePlan } from '../../actors/gateway/sse-stream.ts';
 import { GatewayServer, type GatewayBackend, type ResumeFrom, type StreamHooks, type StreamJournal } from '../../actors/gateway/server.ts';
-import { JournalWriter, eventId, foldJournal, parseLastEventId, replayAfter, resumableOf } from '../../actors/gateway/resume.ts';
+import { JournalWriter, eventId, foldJournal, parseLastEventId, replayAfter, resumableOf, type JournalAppend } from '../../actors/gateway/resume.ts';
 import { ResumeEntry } from '../../protocols/journal.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
-import type { Bus } from '../../src/runtime/bus.ts';
 
 const head = (kind: 'completion' | 'chat' = 'completion'): ResumeEntry['head'] => ({
   req: { v: 1, id: 'r1', model: 'm', kind, prompt: 'p', inputTokens: 3, maxTokens: 10, arrivalMs: 0, giveUpAtMs: 1, streamSubject: 'dyn.v1.stream.r1' },
@@ -55,10 +55,21 @@ describe('the journal fold and the replay', () => {
     expect(s.stop).toBeUndefined();
   });
 
-  it('no head: nothing to resume; an entry past the events held: not resumable', () => {
+  it('no head: nothing to resume; an entry past the events held: entries missing from what was read, a retryable 503', () => {
     expect(foldJournal([{ v: 1, id: 'r1', gen: 0, from: 0, events: ev(' a') }])).toBeUndefined();
-    const s = foldJournal([{ v: 1, id: 'r1', gen: 0, head: head() }, { v: 1, id: 'r1', gen: 0, from: 0, events: ev(' a') }, { v: 1, id: 'r1', gen: 0, from: 5, events: ev(' f') }])!;
-    expect(s.stop).toMatch(/lost entries/);
+    const entries: ResumeEntry[] = [{ v: 1, id: 'r1', gen: 0, head: head() }, { v: 1, id: 'r1', gen: 0, from: 0, events: ev(' a') }, { v: 1, id: 'r1', gen: 0, from: 5, events: ev(' f') }];
+    const s = foldJournal(entries)!;
+    expect(s.gap).toBe(true);
+    expect(s.stop).toBeUndefined();
+    const gap = resumePlan(entries, { id: 'r1', index: 0 }, 'completion', undefined);
+    expect('error' in gap && gap.error).toMatchObject({ status: 503, retryAfterS: 1, retryable: true });
+    // a journal that ends before the client's last event: the same (the client was sent only what the journal held)
+    const behind = resumePlan(entries.slice(0, 2), { id: 'r1', index: 3 }, 'completion', undefined);
+    expect('error' in behind && behind.error).toMatchObject({ status: 503, retryAfterS: 1 });
+    expect('error' in behind && behind.error.body().error.code).toBe('journal_behind');
+    // a stream that stopped being resumable: 410
+    const stopped = resumePlan([...entries.slice(0, 2), { v: 1, id: 'r1', gen: 0, stop: 'an error' }], { id: 'r1', index: 0 }, 'completion', undefined);
+    expect('error' in stopped && stopped.error.status).toBe(410);
   });
 
   it('replays the events after the client\'s last, with the text of all for the continuation; a chat stream\'s event 0 is its role', () => {
@@ -88,32 +99,142 @@ describe('the journal fold and the replay', () => {
   });
 });
 
-/** A bus that keeps what is published (through the codec, as NATS would carry it). */
-function memoryBus(): { bus: Bus; entries: ResumeEntry[] } {
+/** A journal that keeps what is appended (through the codec, as NATS would carry it), held at once. */
+function memoryBus(): { bus: JournalAppend; entries: ResumeEntry[] } {
   const entries: ResumeEntry[] = [];
-  const bus = { publish: (_s: string, codec: typeof ResumeEntry, m: ResumeEntry) => void entries.push(codec.decode(codec.encode(m))) } as unknown as Bus;
+  const bus: JournalAppend = async (m) => void entries.push(ResumeEntry.decode(ResumeEntry.encode(m)));
   return { bus, entries };
 }
 
+/** until the writer's acks and retries of this turn ran. */
+const settle = () => new Promise((r) => setImmediate(r));
+
 describe('JournalWriter', () => {
-  it('one entry per flush, the leg at once, the end; past its cap a stop and nothing more', () => {
+  it('one entry per flush, the leg, the end; past its cap a stop and nothing more', async () => {
     const { bus, entries } = memoryBus();
     const w = new JournalWriter(bus, 'r1', 0, 8);
-    w.head(head()!);
+    expect(await w.head(head()!)).toBe(true);
     w.text(0, ' ab', 1);
     w.text(1, ' cd', 1);
     expect(entries).toHaveLength(1);
     w.flush();
+    await settle();
     expect(entries[1]).toMatchObject({ gen: 0, from: 0, events: ev(' ab', ' cd') });
     w.leg({ id: 'r1-m1', legs: 1, sentBefore: 2, energyJ: 0 });
+    await settle();
     expect(entries[2]!.leg).toMatchObject({ id: 'r1-m1' });
     w.text(2, ' efg', 1);
+    await settle();
     expect(entries.at(-1)!.stop).toMatch(/cap/);
     const n = entries.length;
     w.text(3, 'x', 1);
     w.flush();
     w.end({ at: 4, text: '', tokens: 0, finish: 'stop', stopReason: null });
+    await settle();
     expect(entries).toHaveLength(n);
+  });
+});
+
+/** A journal whose appends the test answers: each call waits in `calls` until ack() or refuse(). */
+function manualJournal(): { append: JournalAppend; calls: { e: ResumeEntry; ack(): void; refuse(): void }[]; held: ResumeEntry[] } {
+  const calls: { e: ResumeEntry; ack(): void; refuse(): void }[] = [];
+  const held: ResumeEntry[] = [];
+  const append: JournalAppend = (e) => new Promise<void>((ok, no) => {
+    const copy = ResumeEntry.decode(ResumeEntry.encode(e));
+    calls.push({ e: copy, ack: () => (held.push(copy), ok()), refuse: () => no(new Error('no responders')) });
+  });
+  return { append, calls, held };
+}
+
+describe('JournalWriter with the journal\'s acknowledgements', () => {
+  const timing = { headMs: 300, attemptMs: 100, lagMs: 0, giveUpMs: 300 };
+
+  it('one entry in flight: entries made meanwhile wait behind it, text events join into one; the client is held until each is held', async () => {
+    const j = manualJournal();
+    const w = new JournalWriter(j.append, 'r1', 0, 1 << 20, timing);
+    const headHeld = w.head(head()!);
+    w.leg({ id: 'r1', legs: 0, sentBefore: 0, energyJ: 0 });
+    w.text(0, ' a', 1);
+    w.flush();
+    w.text(1, ' b', 1);
+    w.flush();
+    expect(j.calls).toHaveLength(1);
+    expect(w.held()).toBe(true);
+    let released = 0;
+    w.onRelease(() => released++);
+    j.calls[0]!.ack();
+    expect(await headHeld).toBe(true);
+    await settle();
+    expect(released).toBe(1);
+    expect(j.calls.map((c) => Object.keys(c.e).filter((k) => !['v', 'id', 'gen'].includes(k)).join())).toEqual(['head', 'leg']);
+    // while the leg waits, more text joins the queued entry: one append for both flushes and this one
+    w.text(2, ' c', 1);
+    w.flush();
+    j.calls[1]!.ack();
+    await settle();
+    expect(j.calls).toHaveLength(3);
+    expect(j.calls[2]!.e).toMatchObject({ from: 0, events: ev(' a', ' b', ' c') });
+    expect(w.held()).toBe(true);
+    j.calls[2]!.ack();
+    await settle();
+    expect(w.held()).toBe(false);
+    expect(foldJournal(j.held)!.events.map((e) => e.text).join('')).toBe(' a b c');
+  });
+
+  it('an append refused or unanswered is sent again, before any later entry, until the journal holds it', async () => {
+    const j = manualJournal();
+    const w = new JournalWriter(j.append, 'r1', 0, 1 << 20, { ...timing, giveUpMs: 5000 });
+    const headHeld = w.head(head()!);
+    j.calls[0]!.ack();
+    await headHeld;
+    w.text(0, ' a', 1);
+    w.flush();
+    j.calls[1]!.refuse();
+    w.text(1, ' b', 1);
+    w.flush();
+    await new Promise((r) => setTimeout(r, 150));
+    // the same entry again (the journal had no leader), the next one still behind it
+    expect(j.calls).toHaveLength(3);
+    expect(j.calls[2]!.e).toMatchObject({ from: 0, events: ev(' a') });
+    expect(w.held()).toBe(true);
+    j.calls[2]!.ack();
+    await settle();
+    expect(j.calls[3]!.e).toMatchObject({ from: 1, events: ev(' b') });
+    j.calls[3]!.ack();
+    await settle();
+    expect(w.held()).toBe(false);
+    expect(foldJournal(j.held)!.events.map((e) => e.text).join('')).toBe(' a b');
+  });
+
+  it('a head the journal does not hold within headMs: head() is false, nothing more is written or waited for', async () => {
+    const j = manualJournal();
+    const w = new JournalWriter(j.append, 'r1', 0, 1 << 20, timing);
+    const t0 = Date.now();
+    const headHeld = w.head(head()!);
+    const refuse = setInterval(() => j.calls.forEach((c) => c.refuse()), 20);
+    expect(await headHeld).toBe(false);
+    clearInterval(refuse);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(280);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(w.lost).toBe(true);
+    const n = j.calls.length;
+    w.text(0, ' a', 1);
+    w.flush();
+    w.end({ at: 1, text: '', tokens: 0, finish: 'stop', stopReason: null });
+    expect(j.calls).toHaveLength(n);
+    expect(w.held()).toBe(false);
+  });
+
+  it('lagMs > 0: the client waits only for an entry that has waited that long', async () => {
+    const j = manualJournal();
+    const w = new JournalWriter(j.append, 'r1', 0, 1 << 20, { ...timing, lagMs: 50, giveUpMs: 5000 });
+    void w.head(head()!);
+    expect(w.held()).toBe(false);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(w.held()).toBe(true);
+    j.calls[0]!.ack();
+    await settle();
+    expect(w.held()).toBe(false);
   });
 });
 

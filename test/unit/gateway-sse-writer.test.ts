@@ -50,6 +50,36 @@ describe('SseWriter', () => {
     expect(f.writes).toEqual([ev(0), ev(1) + ev(2) + ev(3), ev(4)]);
   });
 
+  it('with a gate (a resumable stream\'s journal): nothing is written, the end included, while it is held; at its release what was held leaves in one write', async () => {
+    const f = fakeRes();
+    let held = true;
+    const waiting: (() => void)[] = [];
+    const gate = { held: () => held, onRelease: (fn: () => void) => void waiting.push(fn) };
+    const release = () => {
+      held = false;
+      for (const fn of waiting.splice(0)) fn();
+    };
+    const w = new SseWriter(f as unknown as ServerResponse, undefined, gate);
+    w.add(ev(0));
+    w.flush();
+    w.add(ev(1));
+    w.flush();
+    await turn();
+    expect(f.writes).toEqual([]);
+    release();
+    expect(f.writes).toEqual([ev(0) + ev(1)]);
+    held = true;
+    w.add(ev(2));
+    w.flush();
+    w.end('data: [DONE]\n\n');
+    w.drop(); // the relay's own cleanup: an end asked for still goes out
+    await turn();
+    expect(f.ended).toBeUndefined();
+    release();
+    expect(f.ended).toBe(ev(2) + 'data: [DONE]\n\n');
+    expect(waiting).toHaveLength(0);
+  });
+
   it('writes at once past the byte bound, folds held events into the end, and drops them for a gone client', async () => {
     const f = fakeRes();
     const w = new SseWriter(f as unknown as ServerResponse, 40);

@@ -397,6 +397,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
       broken: { total: broken, byGatewayDeath, other: broken - byGatewayDeath },
       // connection refused or reset before any response byte, sent again to the next replica
       clientRetries: results.reduce((n, o) => n + o.retries, 0),
+      // requests sent again from the start, their resume refused (404, 410) before they had any text: retried, nothing lost
+      clientResent: { resends: results.reduce((n, o) => n + o.resent, 0), okAfterResend: results.filter((o) => o.ok && o.resent > 0).length },
       // broken streams the client resumed on the next replica (Last-Event-ID), and the requests that needed it
       resumed: { resumes: results.reduce((n, o) => n + o.resumed, 0), requests: results.filter((o) => o.resumed > 0).length, okAfterResume: results.filter((o) => o.ok && o.resumed > 0).length },
       // streams that ended with [DONE] but with a token lost or duplicated (words != max_tokens) or their event ids out of order (failed too)
