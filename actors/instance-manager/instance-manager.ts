@@ -18,8 +18,6 @@ import {
   TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply, TOKENIZER_QUEUE, LegReport, LegReply,
   type LegReport as LegReportT, type LegReply as LegReplyT, type Grant as GrantT,
   type InstanceCommand as InstanceCommandT, type RequestType, type WireError,
-  type TokenizeRequest as TokenizeRequestT, type TokenizeReply as TokenizeReplyT,
-  type DetokenizeRequest as DetokenizeRequestT, type DetokenizeReply as DetokenizeReplyT,
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { chunkExtras, type Engine } from '../../src/engine/engine.ts';
@@ -30,13 +28,13 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { classified, type ClassifiedRequest } from '../common/policy.ts';
-import { systemClock, type Clock } from '../../src/runtime/clock.ts';
+import { systemClock, within, type Clock } from '../../src/runtime/clock.ts';
 import {
   currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens, projectedLoad,
   type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState
 } from '../../src/policy/machines/instance.ts';
 import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
-import { engineWireError, instanceMachineConfig, machineRequest } from './machine-io.ts';
+import { engineDetokenize, engineTokenize, instanceMachineConfig, machineRequest } from './machine-io.ts';
 import { PrefixCacheScrape } from './prefix-scrape.ts';
 import { GatewayWatch, watchLeg } from './gateway-watch.ts';
 import { endForPeers } from './drain-migrate.ts';
@@ -149,10 +147,11 @@ export class InstanceManager {
    */
   #cancelable = new Set<string>();
   /**
-   * the admission in progress of a request that asked for its grant in the reply (InferenceRequest.replyGrant):
-   * a direct request the admission starts at once leaves its grant here (#runDirect) for #admit's reply.
+   * the admissions in progress of requests that asked for their grant in the reply (InferenceRequest.replyGrant), by
+   * id: a direct request the admission starts leaves its grant here (#runDirect) for #admit's reply, also one whose
+   * start waits for the clock its prefill needs.
    */
-  #replyGrant?: { id: string; grant?: GrantT };
+  #replyGrants = new Map<string, { grant?: GrantT }>();
   #cancelSub?: SubscribeHandle;
   #serves: (ServeHandle | SubscribeHandle)[] = [];
   #timers: unknown[] = [];
@@ -299,8 +298,8 @@ export class InstanceManager {
       // the gateway's reports on the direct requests this instance granted (first token, end)
       bus.serve(subjects.instanceLeg(this.id), LegReport, LegReply, async (rep) => this.#leg(rep), { capacity: this.#o.config.engine.maxQueued + this.#o.config.engine.maxInEngine, concurrency: 64 }),
       // the gateway counts prompts with the engine's tokenizer (any instance of the model answers)
-      bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => this.#tokenize(req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
-      bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => this.#detokenize(req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
+      bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => engineTokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
+      bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => engineDetokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
       // peers of the pool: whether anyone has room (backpressure, emergency step 3 needs somebody to move to)
       bus.subscribe(controlSubjects.instanceStatusPool(this.pool), InstanceStatus, (s) => {
         if (s.id !== this.id) void this.#step({ type: 'peer_status', id: s.id, queued: s.queued, running: s.running, state: s.state });
@@ -328,14 +327,14 @@ export class InstanceManager {
     }
     const known = this.#held.has(req.id);
     if (!known) this.#held.set(req.id, { req, admittedMs: this.#clock.now() });
-    const inReply = replyGrant === true && req.direct === true && !known ? { id: req.id } as { id: string; grant?: GrantT } : undefined;
-    this.#replyGrant = inReply;
+    const inReply: { grant?: GrantT } | undefined = replyGrant === true && req.direct === true && !known ? {} : undefined;
+    if (inReply) this.#replyGrants.set(req.id, inReply);
     // the gateway that asked is lent admission credits when the request starts at once (docs/DATAPATH.md)
     const lendTo = inReply && this.#o.engineApiKey ? creditTo : undefined;
-    const { effects } = this.#step({ type: 'admit', req: machineRequest(req), ...(lendTo !== undefined ? { lendTo } : {}) });
-    this.#replyGrant = undefined;
+    const { effects, applied } = this.#step({ type: 'admit', req: machineRequest(req), ...(lendTo !== undefined ? { lendTo } : {}) });
     const verdict = effects.find((e): e is Extract<InstanceEffect, { kind: 'admitted' | 'refused' }> => (e.kind === 'admitted' || e.kind === 'refused') && e.id === req.id);
     if (verdict?.kind === 'refused' || !verdict) {
+      this.#replyGrants.delete(req.id);
       if (!known) this.#held.delete(req.id);
       const error: WireError = verdict
         ? { code: verdict.code, message: `instance ${this.id}: ${verdict.message}`, retryable: true, retryAfterS: verdict.retryAfterS }
@@ -346,6 +345,10 @@ export class InstanceManager {
       if (TTFT_TRACE) this.#admitState.set(req.id, [this.#running.size, this.#m.queue.length - 1]);
       this.#watchCancel(req.id);
     }
+    // a start that waits for the clock its prefill needs leaves its grant once the clock is applied: the reply waits
+    // for it, within half the gateway's admission deadline (past it the grant goes on the stream subject, no loan)
+    if (inReply && this.#o.engineApiKey && !inReply.grant && effects.some((e) => e.kind === 'start' && e.id === req.id)) await within(applied, this.#o.config.timeouts.dispatchMs / 2, 'the clock of a start', this.#clock).catch(() => {});
+    this.#replyGrants.delete(req.id);
     // startedMs: the gateway that routed it watches this process's statuses, and admits it again elsewhere if it dies holding it
     const a: Admission = { v: 1, id: req.id, ok: true, instance: this.id, pool: this.pool, type: wire.type, startedMs: this.startedMs };
     if (inReply?.grant) {
@@ -560,7 +563,8 @@ export class InstanceManager {
       // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs
       const grant: GrantT = { url: this.#o.engine.baseUrl, apiKey: this.#o.engineApiKey!, reportWithinMs: Math.floor(this.#o.config.timeouts.directStartMs / 2) };
       // started by its own admission, for a gateway that asked for the grant in the reply: no message of its own
-      if (credited) { /* the gateway has the grant of its loan */ } else if (this.#replyGrant?.id === req.id) this.#replyGrant.grant = grant;
+      const inReply = this.#replyGrants.get(req.id);
+      if (credited) { /* the gateway has the grant of its loan */ } else if (inReply) inReply.grant = grant;
       else this.#bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: this.id, pool: this.pool, type: req.type, grant });
       // the energy the gateway was told (and put in the client's usage), not a later reading
       const { rep, energyJ, energySource } = await end;
@@ -630,27 +634,6 @@ export class InstanceManager {
     watchLeg(this.#gateways, this.#running.get(req.id), rep.gateway);
     const lent = effects.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent' && e.id === req.id);
     return lent ? { v: 1, ok: true, credit: lent.loan } : { v: 1, ok: true };
-  }
-
-  /** vLLM's /tokenize on this instance's engine; a refused prompt is an invalid_request reply with the engine's words. */
-  async #tokenize(req: TokenizeRequestT): Promise<TokenizeReplyT> {
-    try {
-      const r = await this.#o.engine.tokenize({ model: req.model, prompt: req.prompt, chat: req.messages, params: req.params, returnTokenStrs: req.returnTokenStrs });
-      const out: TokenizeReplyT = { v: 1, ok: true, count: r.count, maxModelLen: r.maxModelLen };
-      if (req.returnTokens) out.tokens = r.tokens;
-      if (req.returnTokenStrs && r.tokenStrs) out.tokenStrs = r.tokenStrs;
-      return out;
-    } catch (err) {
-      return { v: 1, ok: false, error: engineWireError(err) };
-    }
-  }
-
-  async #detokenize(req: DetokenizeRequestT): Promise<DetokenizeReplyT> {
-    try {
-      return { v: 1, ok: true, prompt: await this.#o.engine.detokenize(req.tokens) };
-    } catch (err) {
-      return { v: 1, ok: false, error: engineWireError(err) };
-    }
   }
 
   #pushSample(arr: number[], v: number): void {

@@ -1,9 +1,11 @@
 /**
  * The instance manager's translations between the world and its machine (src/policy/machines/instance.ts):
  * the machine's configuration from the cluster config, a request as the machine sees it,
- * an engine failure as a client may see it.
+ * an engine failure as a client may see it, the engine's tokenizer as the gateways ask for it.
  */
 import type { WireError } from '../../protocols/errors.ts';
+import type { DetokenizeReply, DetokenizeRequest, TokenizeReply, TokenizeRequest } from '../../protocols/index.ts';
+import type { Engine } from '../../src/engine/engine.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { InstanceMachineConfig, MachineRequest } from '../../src/policy/machines/instance.ts';
@@ -34,4 +36,26 @@ export function instanceMachineConfig(o: { tp: number; profile?: Profile; emerge
 /** The machine's view of a classified request. */
 export function machineRequest(req: ClassifiedRequest): MachineRequest {
   return { id: req.id, type: req.type, inputTokens: req.inputTokens, arrivalMs: req.arrivalMs, ttftDeadlineMs: req.ttftDeadlineMs, ttftSloMs: req.slo.ttftMs, moves: req.moves ?? 0, ...(req.probe ? { probe: true } : {}) };
+}
+
+/** vLLM's /tokenize on the instance's engine; a refused prompt is an invalid_request reply with the engine's words. */
+export async function engineTokenize(engine: Engine, req: TokenizeRequest): Promise<TokenizeReply> {
+  try {
+    const r = await engine.tokenize({ model: req.model, prompt: req.prompt, chat: req.messages, params: req.params, returnTokenStrs: req.returnTokenStrs });
+    const out: TokenizeReply = { v: 1, ok: true, count: r.count, maxModelLen: r.maxModelLen };
+    if (req.returnTokens) out.tokens = r.tokens;
+    if (req.returnTokenStrs && r.tokenStrs) out.tokenStrs = r.tokenStrs;
+    return out;
+  } catch (err) {
+    return { v: 1, ok: false, error: engineWireError(err) };
+  }
+}
+
+/** vLLM's /detokenize on the instance's engine. */
+export async function engineDetokenize(engine: Engine, req: DetokenizeRequest): Promise<DetokenizeReply> {
+  try {
+    return { v: 1, ok: true, prompt: await engine.detokenize(req.tokens) };
+  } catch (err) {
+    return { v: 1, ok: false, error: engineWireError(err) };
+  }
 }

@@ -6,7 +6,8 @@
  *
  * - The first request asks for admission (one round trip) and its reply lends the gateway credits; the next
  *   requests start on them: no admission message crosses NATS for them, the instance hears of each from its
- *   `credited` report and still records it (tokens, TTFT, TBT, energy equal to the client's usage).
+ *   `credited` report and still records it (tokens, TTFT, TBT, energy equal to the client's usage). The instance
+ *   is idle below its max clock then, so the first request's start waits for the clock its prefill needs.
  * - A client that goes away cancels a credited request: recorded cancelled, its slot freed.
  * - The instance revokes its loans when it leaves `ready` (a drain): the gateway, told by the status, asks
  *   for admission again.
@@ -56,7 +57,9 @@ beforeAll(async () => {
   h.bus.subscribe(subjects.instanceAdmitAll(), InferenceRequestCodec, (r) => void admitted.add(r.id), { capacity: 4096 });
   h.bus.subscribe(subjects.instanceLegAll(), LegReport, (r) => void legReports.set(r.id, [...(legReports.get(r.id) ?? []), r.phase]), { capacity: 4096 });
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void statuses.push(st), { capacity: 4096 });
-  await waitFor(() => (router.routable() ? true : undefined), 10_000, "the cluster's routing table at the gateway");
+  // the router routes once it has the cluster's table and a fresh ready status of the instance (a loaded machine may
+  // deliver the status after the table): until then a request goes to the intake, which lends no credits
+  await waitFor(() => (router.plan({ ...request(`cr-probe-${Date.now()}`, 1), probe: true })?.pools.length ? true : undefined), 10_000, 'a route at the gateway');
 }, 90_000);
 
 afterAll(async () => {
@@ -92,6 +95,9 @@ async function run(req: InferenceRequest): Promise<TokenChunk[]> {
 
 describe('admission credits', () => {
   it('the first admission lends credits; the next requests start on them without an admission and are still accounted', async () => {
+    // an idle instance lowers its clock at its first epoch (instanceS 5): the first admission then raises it for its
+    // prefill before the request starts, and its reply still carries the grant and the loan
+    await waitFor(() => statuses.find((s) => s.state === 'ready' && s.clockMhz < s.maxClockMhz), 20_000, 'an idle instance below its max clock');
     const credited0 = backend.counters.credited;
     const ids = [0, 1, 2].map((i) => `cr-${i}-${Date.now()}`);
     const results: TokenChunk[][] = [];
@@ -116,7 +122,7 @@ describe('admission credits', () => {
       expect(last.usage!.energyJ).toBeCloseTo(rec.energyJ, 6);
     }
     expect(legReports.get(ids[1]!)?.[0], seen()).toBe('credited');
-  }, 60_000);
+  }, 80_000);
 
   it('a client that goes away cancels a credited request (recorded cancelled, slot freed)', async () => {
     await run(request(`cr-warm-${Date.now()}`, 2)); // a loan in hand (the previous case may have spent it)
