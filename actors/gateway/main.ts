@@ -147,7 +147,7 @@ export class GatewayActor extends Actor {
     failoverMetrics(this.metrics, backend.counters);
     const worker = workerIndex() !== undefined;
     if (worker) serveWorkerMetrics(this.metrics.registry);
-    const append = jetStreamAppend(this.bus);
+    const append = jetStreamAppend(this.bus, this.clock);
     this.server = new GatewayServer({
       backend,
       clock: this.clock,

@@ -10,6 +10,7 @@
  * Here: the pure part (event ids, the journal's fold, what to send again) and the journal's I/O (appends with
  * JetStream's acknowledgement, a reader with a deadline); the writer of one stream is journal-writer.ts.
  */
+import { createInbox } from '@nats-io/transport-node';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { DynError } from '../../protocols/errors.ts';
@@ -147,19 +148,56 @@ export function replayAfter(s: JournalState, last: number):
   return { ok: true, events, sent, text, next: lastText + 1, ...(s.end ? { end: s.end } : {}), endEvents };
 }
 
+/** how often the appends' deadlines are checked (one timer for all of them), ms. */
+const APPEND_SWEEP_MS = 100;
+
 /**
- * Appends of `bus`'s connection to the resume journal: a request on the entry's subject, answered by the JetStream
- * stream that keeps it (its PubAck) once it holds the entry. Rejects when the stream refuses it (an error PubAck),
- * no stream answers (no responders: the stream has no leader, or NATS is unreachable) or none answers in time.
+ * Appends of `bus`'s connection to the resume journal: each entry published on its subject with a reply subject of
+ * one subscription (this connection's inbox, one token per append), answered by the JetStream stream that keeps it
+ * (its PubAck) once it holds the entry. Rejects when the stream refuses it (an error PubAck), nobody answers (the
+ * server's no-responders status: the stream has no leader) or no answer came within timeoutMs (one timer checks
+ * every append's deadline each APPEND_SWEEP_MS until the connection closes, so an append costs no timer, promise race or Error of its own).
  */
-export function jetStreamAppend(bus: Bus): JournalAppend {
+export function jetStreamAppend(bus: Bus, clock: Clock = systemClock): JournalAppend {
   const ok = `"stream":"${jetstream.resumeStream}"`;
-  return async (e, timeoutMs) => {
-    const r = await bus.nc.request(subjects.resume(e.id), ResumeEntry.encode(e), { timeout: timeoutMs });
-    // {"stream":"DYN_V1_RESUME","seq":N} or {"error":{...}}: a substring test, no JSON parse per entry
-    const ack = Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength).toString('latin1');
-    if (!ack.includes(ok) || ack.includes('"error"')) throw new DynError('unavailable', `the resume journal refused an entry: ${ack.slice(0, 200)}`, { retryable: true });
+  const waiting = new Map<string, { held: () => void; refused: (e: Error) => void; until: number }>();
+  let prefix = '';
+  let next = 0;
+  const start = () => {
+    prefix = createInbox((bus.nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+    bus.nc.subscribe(`${prefix}.*`, {
+      callback: (_err, m) => {
+        const w = waiting.get(m.subject.slice(prefix.length + 1));
+        if (!w) return; // answered after its deadline
+        waiting.delete(m.subject.slice(prefix.length + 1));
+        if (m.headers?.code === 503) return w.refused(new DynError('no_responders', 'the resume journal has no leader', { retryable: true }));
+        // {"stream":"DYN_V1_RESUME","seq":N} or {"error":{...}}: a substring test, no JSON parse per entry
+        const ack = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength).toString('latin1');
+        if (ack.includes(ok) && !ack.includes('"error"')) w.held();
+        else w.refused(new DynError('unavailable', `the resume journal refused an entry: ${ack.slice(0, 200)}`, { retryable: true }));
+      },
+    });
+    const sweep = clock.setInterval(() => {
+      const now = clock.now();
+      for (const [k, w] of waiting) {
+        if (w.until > now) continue;
+        waiting.delete(k);
+        w.refused(new DynError('timeout', 'the resume journal did not answer in time', { retryable: true }));
+      }
+    }, APPEND_SWEEP_MS);
+    void bus.nc.closed().then(() => clock.clearInterval(sweep));
   };
+  return (e, timeoutMs) => new Promise<void>((held, refused) => {
+    if (prefix === '') start();
+    const token = (next++).toString(36);
+    waiting.set(token, { held, refused, until: clock.now() + timeoutMs });
+    try {
+      bus.nc.publish(subjects.resume(e.id), ResumeEntry.encode(e), { reply: `${prefix}.${token}` });
+    } catch (err) {
+      waiting.delete(token);
+      refused(err as Error);
+    }
+  });
 }
 
 /** entries of one stream read at most (the stream's own per-subject cap is larger only for streams longer than any served). */
