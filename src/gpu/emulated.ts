@@ -18,7 +18,10 @@ export interface EmulatedGpuState {
   lockedMinMhz: number | null;
   lockedMaxMhz: number | null;
   maxClockMhz: number;
+  /** instantaneous power per GPU, mW (the executing step's, or idle). */
   powerMw: number[];
+  /** power per GPU averaged over the last second, mW: what nvmlDeviceGetPowerUsage reads on an H100. */
+  powerAvgMw?: number[];
   energyMj: number[];
   /** memory clock, MHz, if the emulator reports one. */
   memClockMhz?: number;
@@ -80,7 +83,7 @@ export class EmulatedGpuControl implements GpuControl {
   private async readState(): Promise<EmulatedGpuState> {
     const body = (await this.call('GET', '/admin/gpu')) as Partial<EmulatedGpuState> | null;
     const okArr = (a: unknown): a is number[] => Array.isArray(a) && a.every((x) => typeof x === 'number' && Number.isFinite(x));
-    if (!body || typeof body.gpuCount !== 'number' || !okArr(body.supportedClocksMhz) || typeof body.clockMhz !== 'number' || !okArr(body.powerMw) || !okArr(body.energyMj)) {
+    if (!body || typeof body.gpuCount !== 'number' || !okArr(body.supportedClocksMhz) || typeof body.clockMhz !== 'number' || !okArr(body.powerMw) || !okArr(body.energyMj) || (body.powerAvgMw !== undefined && !okArr(body.powerAvgMw))) {
       throw new GpuError(`emulator ${this.url}/admin/gpu returned a malformed GPU state`, false);
     }
     return body as EmulatedGpuState;
@@ -105,9 +108,11 @@ export class EmulatedGpuControl implements GpuControl {
     await this.call('POST', '/admin/gpu/reset-clocks');
   }
 
+  /** Power averaged over the last second, as NVML reads it on an H100 (the instantaneous draw from an emulator without the average). */
   async readPowerMw(): Promise<number[]> {
     const st = await this.state();
-    return this.gpuIds.map((id) => st.powerMw[id]);
+    const p = st.powerAvgMw ?? st.powerMw;
+    return this.gpuIds.map((id) => p[id]);
   }
 
   async readEnergyMj(): Promise<number[]> {

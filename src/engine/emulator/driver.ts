@@ -5,8 +5,8 @@
  * the driver started. Consecutive steps start exactly where the previous one ended on that timeline, so
  * timer jitter delays delivery but never accumulates into the modelled latencies.
  *
- * Also the emulated GPU: SM clock lock / reset within the supported list, instantaneous power and
- * cumulative energy per GPU (modelled, from the PerfModel; not measured).
+ * Also the emulated GPU: SM clock lock / reset within the supported list, instantaneous power, power averaged over
+ * the last second and cumulative energy per GPU (modelled, from the PerfModel; not measured).
  */
 import type { EmulatedGpuState } from '../../gpu/emulated.ts';
 import { performance } from 'node:perf_hooks';
@@ -77,6 +77,12 @@ interface Tracked {
 /** The emulated GPU's admin-endpoint body: the one shape the emulated GpuControl backend reads. */
 export type GpuState = EmulatedGpuState;
 
+/**
+ * The averaging window of the emulated power sensor, virtual ms: nvmlDeviceGetPowerUsage on Ampere (except GA100) and
+ * newer GPUs, H100 and H200 among them, returns the power averaged over 1 s, not the instantaneous draw.
+ */
+export const POWER_AVERAGE_MS = 1000;
+
 /** Largest wall lag (ms) the core timeline may trail the wall clock before it is pulled forward. */
 const MAX_LAG_WALL_MS = 250;
 
@@ -87,6 +93,12 @@ export class RealtimeDriver {
   private readonly t0 = performance.now();
   private busy = false;
   private stepPowerW = 0;
+  /**
+   * The energy timeline: (virtual ms, cumulative J) points between which the power was constant (step starts and
+   * ends, clock and sleep changes), oldest first, reaching back past the averaging window; the last ones may lie
+   * ahead of now (the executing step's end).
+   */
+  private readonly trace: { ms: number; j: number }[] = [{ ms: 0, j: 0 }];
   private readonly tracked = new Map<string, Tracked>();
   private readonly clocks: number[];
   private lockedMin: number | null = null;
@@ -161,6 +173,12 @@ export class RealtimeDriver {
     this.busy = true;
     this.stepPowerW = r.powerW;
     const endMs = r.startMs + r.durationMs;
+    if (r.durationMs > 0) {
+      // the core has counted the whole step; it ran from startMs to endMs at the step's power
+      const j = this.core.stats().energyJ;
+      this.mark(r.startMs, j - (r.powerW * r.durationMs) / 1000);
+      this.mark(endMs, j);
+    }
     const fire = () => {
       this.timer = null;
       for (const ev of r.events) this.deliver(ev);
@@ -204,6 +222,54 @@ export class RealtimeDriver {
     return this.core.powerW();
   }
 
+  /**
+   * Instance power averaged over the last POWER_AVERAGE_MS of the GPU's timeline (over its whole life while it is
+   * younger), W: what nvmlDeviceGetPowerUsage reads on an H100. A reader once a second sees the steps it fell between.
+   */
+  averagePowerW(): number {
+    const now = this.now();
+    const from = Math.max(0, now - POWER_AVERAGE_MS);
+    if (!(now > from)) return this.powerW();
+    // the window's start first: reading now marks a point, which may drop the points before the window
+    const start = this.energyAt(from);
+    return ((this.energyAt(now) - start) * 1000) / (now - from);
+  }
+
+  /** A point of the energy timeline: the power changes at `ms`, the energy counted up to it is `j`. */
+  private mark(ms: number, j: number): void {
+    const last = this.trace[this.trace.length - 1]!;
+    if (ms < last.ms) return;
+    if (ms === last.ms) last.j = j;
+    else this.trace.push({ ms, j });
+    if (this.trace.length < 256) return;
+    // the points before the window go, but the last of them (the energy at the window's start lies after it)
+    const horizon = this.now() - POWER_AVERAGE_MS;
+    let k = 0;
+    while (k + 1 < this.trace.length - 1 && this.trace[k + 1]!.ms <= horizon) k++;
+    if (k > 0) this.trace.splice(0, k);
+  }
+
+  /** Cumulative energy at virtual time `t` (not ahead of now), J: linear between the timeline's points, idle after the last one. */
+  private energyAt(t: number): number {
+    const tr = this.trace;
+    const last = tr[tr.length - 1]!;
+    if (t >= last.ms) {
+      if (this.busy) return last.j;
+      // idle since the last point, at one power: linear up to the energy the core counts up to now
+      const { ms, j } = last;
+      const now = this.now();
+      this.core.idleUntil(now);
+      const jNow = this.core.stats().energyJ;
+      this.mark(now, jNow);
+      return now > ms ? j + ((jNow - j) * (t - ms)) / (now - ms) : jNow;
+    }
+    let i = tr.length - 1;
+    while (i > 0 && tr[i - 1]!.ms > t) i--;
+    const a = tr[i - 1], b = tr[i]!;
+    if (!a) return b.j;
+    return a.j + ((b.j - a.j) * (t - a.ms)) / (b.ms - a.ms);
+  }
+
   energyJ(): number {
     if (!this.busy) this.core.idleUntil(this.now());
     return this.core.stats().energyJ;
@@ -212,6 +278,7 @@ export class RealtimeDriver {
   gpuState(): GpuState {
     const tp = this.opts.tp;
     const pw = this.powerW();
+    const avg = this.averagePowerW();
     const ej = this.energyJ();
     return {
       gpuCount: tp,
@@ -221,6 +288,7 @@ export class RealtimeDriver {
       lockedMaxMhz: this.lockedMax,
       maxClockMhz: this.clocks[this.clocks.length - 1],
       powerMw: new Array<number>(tp).fill(Math.round((pw / tp) * 1000)),
+      powerAvgMw: new Array<number>(tp).fill(Math.round((avg / tp) * 1000)),
       energyMj: new Array<number>(tp).fill(Math.round((ej / tp) * 1000)),
     };
   }
@@ -249,8 +317,16 @@ export class RealtimeDriver {
 
   private setCoreClock(mhz: number): void {
     // idle time before the change is accounted at the old clock's idle power
-    if (!this.busy) this.core.idleUntil(this.now());
+    if (!this.busy) this.markIdle();
     this.core.setClock(mhz);
+  }
+
+  /** Idle energy counted up to now, and a point of the energy timeline there (the idle power is about to change); now. */
+  private markIdle(): number {
+    const now = this.now();
+    this.core.idleUntil(now);
+    this.mark(now, this.core.stats().energyJ);
+    return now;
   }
 
   /**
@@ -267,20 +343,20 @@ export class RealtimeDriver {
   asleep(): void {
     if (this.transition !== 'falling-asleep') return;
     this.transition = null;
-    this.core.setSleeping(true, this.now());
+    this.core.setSleeping(true, this.markIdle());
   }
 
   /** A wake begins: loaded idle power from now (the weights are copied back), work still refused until `awake`. */
   beginWake(): void {
     this.transition = 'waking';
-    this.core.setSleeping(false, this.now());
+    this.core.setSleeping(false, this.markIdle());
   }
 
   /** The wake is over: the engine serves again. */
   awake(): void {
     this.transition = null;
     this.sleepLevel = null;
-    this.core.setSleeping(false, this.now());
+    this.core.setSleeping(false, this.markIdle());
     this.kick();
   }
 
