@@ -422,6 +422,11 @@ export const instanceTelemetry = z.object({
   /** cumulative instance energy since the manager started, J. */
   energyJ: nonneg,
   energySource: z.enum(['measured', 'modelled']),
+  /**
+   * present when the GPU read of this message failed: powerW and energyJ are the last successful reading's,
+   * taken this many ms before sentMs (not a figure of now: a power consumer skips it).
+   */
+  gpuStaleMs: nonneg.optional(),
   queued: int,
   running: int,
   kvUsage: nonneg.optional(),

@@ -38,6 +38,7 @@ import { engineDetokenize, engineTokenize, instanceMachineConfig, machineRequest
 import { PrefixCacheScrape } from './prefix-scrape.ts';
 import { GatewayWatch, watchLeg } from './gateway-watch.ts';
 import { endForPeers } from './drain-migrate.ts';
+import { GpuReads } from './gpu-reads.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
 const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
@@ -49,6 +50,8 @@ export interface InstanceMetricsSnapshot {
   clockMhz: number;
   maxClockMhz: number;
   powerW: number;
+  /** GPU reads that failed (their telemetry marked stale). */
+  gpuReadFailures: number;
   /** GPU energy since the instance started, J (the NVML counter's delta; modelled on emulated GPUs). */
   energyJ: number;
   energySource: 'measured' | 'modelled';
@@ -161,12 +164,10 @@ export class InstanceManager {
   #clockChain: Promise<void> = Promise.resolve();
   /** the move to peers in flight (the machine allows one). */
   #moveDone: Promise<void> = Promise.resolve();
-  #energy0?: number;
-  #energyLast = 0;
+  #reads: GpuReads;
   #outcomes: Partial<Record<RequestRecord['outcome'], number>> = {};
   #promptTokens = 0;
   #completionTokens = 0;
-  #powerW = 0;
   #seq = 0;
   #ttfts: number[] = [];
   #tbts: number[] = [];
@@ -184,6 +185,7 @@ export class InstanceManager {
     this.#log = o.log;
     this.#clock = o.clock ?? systemClock;
     this.startedMs = this.#clock.now();
+    this.#reads = new GpuReads(this.#log, () => this.#clock.now());
     this.#evt = eventPublisher(o.bus, o.id, o.log, this.#clock);
     this.#cfg = instanceMachineConfig(o);
     this.#m = initialInstanceState(this.#clock.now());
@@ -205,7 +207,7 @@ export class InstanceManager {
   /** What /metrics reports (actors/instance-manager/metrics.ts): read at scrape time. */
   metricsSnapshot(): InstanceMetricsSnapshot {
     return {
-      clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(), powerW: this.#powerW, energyJ: this.#energyLast,
+      clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(), powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, gpuReadFailures: this.#reads.failures,
       energySource: !this.#gpu || this.#gpu.kind === 'emulated' ? 'modelled' : 'measured', queued: this.queued, running: this.#running.size,
       outcomes: { ...this.#outcomes }, promptTokens: this.#promptTokens, completionTokens: this.#completionTokens,
     };
@@ -286,8 +288,7 @@ export class InstanceManager {
     await engine.start();
     this.#gpu = await this.#o.openGpu(engine.baseUrl);
     await this.#step({ type: 'gpu_ready', supportedMhz: await this.#gpu.supportedClocksMhz() }).applied;
-    const e = await this.#gpu.readEnergyMj();
-    this.#energy0 = e.reduce((a, b) => a + b, 0);
+    this.#reads.origin(await this.#gpu.readEnergyMj());
 
     this.#serves.push(
       bus.serve(subjects.instanceAdmit(this.id), InferenceRequest, Admission, (req) => this.#admit(req), {
@@ -812,24 +813,16 @@ export class InstanceManager {
     const gpu = this.#gpu;
     if (!gpu || this.#bus.closed) return;
     void this.#scrapeEngine();
-    try {
-      const [p, e] = await Promise.all([gpu.readPowerMw(), gpu.readEnergyMj()]);
-      this.#powerW = p.reduce((a, b) => a + b, 0) / 1000;
-      const total = e.reduce((a, b) => a + b, 0);
-      const energyJ = (total - (this.#energy0 ?? total)) / 1000;
-      const delta = Math.max(0, energyJ - this.#energyLast);
-      this.#energyLast = energyJ;
-      if (this.#running.size > 0) for (const r of this.#running.values()) r.energyJ += delta / this.#running.size;
-    } catch (err) {
-      this.#log.debug({ err: (err as Error).message }, 'gpu read failed');
-    }
+    const { deltaJ, staleMs } = await this.#reads.read(gpu);
+    if (this.#running.size > 0) for (const r of this.#running.values()) r.energyJ += deltaJ / this.#running.size;
     const now = this.#clock.now();
     const tel: InstanceTelemetry = {
       v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpus: this.#o.gpuIds, clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(),
-      powerW: this.#powerW, energyJ: this.#energyLast, energySource: gpu.kind === 'emulated' ? 'modelled' : 'measured',
+      powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, energySource: gpu.kind === 'emulated' ? 'modelled' : 'measured',
       queued: this.queued, running: this.#running.size, loadByType: currentLoad(this.#m, now, this.#cfg), state: this.state, sentMs: now,
     };
     if (this.#o.node) tel.node = this.#o.node;
+    if (staleMs !== undefined) tel.gpuStaleMs = staleMs;
     const p99 = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * 0.99))]! : undefined);
     const t1 = p99(this.#ttfts), t2 = p99(this.#tbts);
     if (t1 !== undefined) tel.ttftP99Ms = t1;

@@ -1,8 +1,9 @@
 /**
  * The instance manager's own Prometheus /metrics (served on its health address, `dynamollm actor instance
  * --health HOST:PORT`; the node agent gives each instance manager `instanceMetricsPortBase` + its first GPU
- * index): its GPUs' clock and power, the energy counter since it started (measured from NVML, or modelled on
- * emulated GPUs: the `source` label says which), its queue and batch, and its finished requests and tokens.
+ * index): its GPUs' clock and power, the reads of them that failed, the energy counter since it started
+ * (measured from NVML, or modelled on emulated GPUs: the `source` label says which), its queue and batch, and its
+ * finished requests and tokens.
  * Values are read from the instance manager at scrape time; names follow Prometheus conventions (units,
  * `_total` counters) and pass `promtool check metrics`.
  */
@@ -48,6 +49,15 @@ export function instanceMetrics(id: InstanceIdentity, snapshot: () => InstanceMe
     collect() {
       const s = snap();
       if (s) this.set({ source: s.energySource }, s.powerW);
+    },
+  });
+  new Counter({
+    name: 'dynamollm_instance_gpu_read_failures_total', help: "Reads of the instance's GPUs (power and energy) that failed; the telemetry of each reports the last reading, marked stale.", registers,
+    collect() {
+      const s = snap();
+      if (!s) return;
+      this.reset();
+      this.inc(s.gpuReadFailures);
     },
   });
   new Counter({
