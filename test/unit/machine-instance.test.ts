@@ -146,6 +146,22 @@ describe('instance machine: start-up and admission', () => {
     expect(kinds(d.at(20 + 3001, { type: 'admit', req: req('SS', 3021) }))).toContain('admitted');
   });
 
+  it("counts each request it pushes back at the peer with room: a burst within one of the peer's statuses fills that room, then queues", () => {
+    const d = new Drive(cfg({ maxInEngine: 2, maxQueued: 16 })).ready();
+    d.at(0, { type: 'admit', req: req('LL', 0) });
+    d.at(0, { type: 'admit', req: req('LL', 0) }); // the engine full; the service time is 1000 ms
+    // the peer's last status: one free seat (it may have filled since; the next status says)
+    d.at(10, { type: 'peer_status', id: 'peer', queued: 0, running: 1, state: 'ready' });
+    const verdicts = Array.from({ length: 6 }, (_, i) => d.at(20 + i, { type: 'admit', req: req('SS', 20 + i) }).find((e) => e.kind === 'admitted' || e.kind === 'refused')!.kind);
+    expect(verdicts).toEqual(['refused', 'admitted', 'admitted', 'admitted', 'admitted', 'admitted']);
+    expect(d.s.queue.length).toBe(5);
+    // the peer's next status is the truth again: room for two
+    d.at(200, { type: 'peer_status', id: 'peer', queued: 0, running: 0, state: 'ready' });
+    expect(kinds(d.at(210, { type: 'admit', req: req('SS', 210) }))).toEqual(['refused']);
+    expect(kinds(d.at(211, { type: 'admit', req: req('SS', 211) }))).toEqual(['refused']);
+    expect(kinds(d.at(212, { type: 'admit', req: req('SS', 212) }))).toContain('admitted');
+  });
+
   it('cancels a queued request with an error chunk and aborts a running one', () => {
     const d = new Drive(cfg({ maxInEngine: 1 })).ready();
     const a = req('MM', 0), b = req('MM', 1);

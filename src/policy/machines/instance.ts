@@ -372,7 +372,12 @@ function admit(s: InstanceMachineState, fx: InstanceEffect[], req: MachineReques
     // maxInEngine per mean service time) longer than half its TTFT SLO is refused (retryable) while a peer
     // has room, and the pool places it on another instance.
     const waitMs = ((s.queue.length + 1) * s.serviceMs) / cfg.maxInEngine;
-    if (waitMs > req.ttftSloMs / 2 && peerWithRoom(s, now, cfg)) {
+    const peer = waitMs > req.ttftSloMs / 2 ? peerWithRoom(s, now, cfg) : undefined;
+    if (peer) {
+      // counted at once in this view as the peer's, where the pool places it: a burst that comes within one status
+      // of the peer's fills its room here, then queues (two full peers, each seeing the other's last status, would
+      // otherwise refuse every request of the burst)
+      s.peers.set(peer.id, { ...peer.status, running: peer.status.running + 1 });
       fx.push({ kind: 'refused', id: req.id, code: 'overloaded', message: `engine full, ~${Math.round(waitMs)} ms to a free slot`, retryAfterS: cfg.retryAfterS });
       return;
     }
@@ -448,11 +453,11 @@ function revoke(s: InstanceMachineState, fx: InstanceEffect[]): void {
   if (s.credits.epoch !== before) fx.push({ kind: 'status' });
 }
 
-function peerWithRoom(s: InstanceMachineState, now: number, cfg: InstanceMachineConfig): boolean {
-  for (const p of s.peers.values()) {
-    if (p.state === 'ready' && now - p.seenMs <= cfg.deadAfterMs && p.queued === 0 && p.running < cfg.maxInEngine) return true;
+function peerWithRoom(s: InstanceMachineState, now: number, cfg: InstanceMachineConfig): { id: string; status: PeerStatus } | undefined {
+  for (const [id, p] of s.peers) {
+    if (p.state === 'ready' && now - p.seenMs <= cfg.deadAfterMs && p.queued === 0 && p.running < cfg.maxInEngine) return { id, status: p };
   }
-  return false;
+  return undefined;
 }
 
 // ------------------------------------------------------------------ load and clock
