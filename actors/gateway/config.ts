@@ -69,8 +69,8 @@ export const gatewaySchema = z
      * the resume journal's deadlines, ms (actors/gateway/journal-writer.ts): a resumable stream's head must be held
      * by JetStream within headMs before its first event (else the stream is served without resumption, header
      * `x-dynamollm-resumable: 0`); an append is sent again after attemptMs unanswered; the client's events wait while
-     * an entry has waited lagMs for its ack (0: until each is held); an entry not held within giveUpMs ends the
-     * stream's resumability. Defaults 10000, 1000, 0, 10000.
+     * an entry has waited lagMs for its ack (0: until each is held), and stop waiting while an entry has waited past
+     * giveUpMs (until the journal holds every entry again; the appends go on). Defaults 10000, 1000, 0, 10000.
      */
     journal: z.object({
       headMs: z.number().positive().default(DEFAULT_JOURNAL_TIMING.headMs),

@@ -3,15 +3,17 @@
  * are resume.ts). Every entry is appended with JetStream's acknowledgement (the PubAck of the stream that holds it),
  * one entry in flight per stream: entries made while one waits for its ack queue behind it, and text events made
  * meanwhile join the queued entry (one entry for all of them), so a stream sends one append per ack round trip at
- * most, whatever its token rate. An append that is refused or not answered within `attemptMs` is sent again (an
- * entry applied twice folds as once: foldJournal) until the journal holds it or `giveUpMs` passed since its first
- * send; then the stream stops being resumable (nothing more is written) and nothing waits for the journal.
+ * most, whatever its token rate. An append that is refused or not answered within `attemptMs` is sent again, after
+ * a pause that doubles from 100 ms to 1 s (an entry applied twice folds as once: foldJournal), before any later
+ * entry, until the journal holds it, for the journal's retention (RETRY_FOR_MS) at most.
  *
  * The head (the request) must be held before the stream's first event: `head()` resolves true once it is, false
- * when it is not within `headMs` (the stream is then served without resumption). The client's events wait for the
- * journal through `held()`/`onRelease()` (SseWriter's gate): while an entry has waited `lagMs` or more for its ack
- * (0: any entry not yet held), the events written to the client wait, so a client holds no event that the journal
- * may lack, and a gateway that dies leaves the journal at or past its client's last event.
+ * when it is not within `headMs` (the stream is then served without resumption, and nothing is written). The
+ * client's events wait for the journal through `held()`/`onRelease()` (SseWriter's gate): while an entry has waited
+ * `lagMs` or more for its ack (0: any entry not yet held), the events written to the client wait, so a client holds
+ * no event that the journal may lack, and a gateway that dies leaves the journal at or past its client's last event.
+ * An entry not held within `giveUpMs` stops the wait (`behind`): the client is sent its events while the appends go
+ * on, and once the journal holds every entry the client's events wait for it again (the stream is resumable again).
  */
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { MAX_RESUME_EVENTS, type ResumeEntry } from '../../protocols/journal.ts';
@@ -31,7 +33,7 @@ export interface JournalTiming {
   attemptMs: number;
   /** events go to the client only while no entry has waited this long for its ack (0: none waits). */
   lagMs: number;
-  /** an entry other than the head not held within this from its first send ends the stream's resumability. */
+  /** an entry other than the head not held within this from its first send: the client's events stop waiting until the journal holds every entry. */
   giveUpMs: number;
 }
 
@@ -42,8 +44,11 @@ export interface JournalTiming {
  */
 export const DEFAULT_JOURNAL_TIMING: JournalTiming = { headMs: 10_000, attemptMs: 1000, lagMs: 0, giveUpMs: 10_000 };
 
-/** pause before an append is sent again (after a refusal or a missed deadline), ms. */
+/** pause before an append is sent again (after a refusal or a missed deadline), doubling up to RETRY_MAX_MS, ms. */
 const RETRY_MS = 100;
+const RETRY_MAX_MS = 1000;
+/** an entry is sent again for this long at most (the journal's retention: STREAM_RETENTION.resume.maxAgeS), ms. */
+const RETRY_FOR_MS = 600_000;
 
 interface Queued {
   e: ResumeEntry;
@@ -58,8 +63,12 @@ export class JournalWriter {
   #held: { text: string; tokens: number }[] = [];
   #bytes = 0;
   #stopped = false;
-  /** the journal would not hold an entry in time: nothing is written or waited for any more. */
+  /** the journal did not hold the head in time, or an entry for RETRY_FOR_MS: nothing is written or waited for any more. */
   #lost = false;
+  /** an entry waited past giveUpMs: the client's events do not wait until the queue is empty again. */
+  #behind = false;
+  /** refusals in a row (the retry pause). */
+  #failures = 0;
   #queue: Queued[] = [];
   #sending = false;
   #release: (() => void)[] = [];
@@ -78,9 +87,14 @@ export class JournalWriter {
     return this.#stopped;
   }
 
-  /** the journal did not hold an entry within its deadline: the stream is no longer resumable. */
+  /** the journal did not hold the head within headMs (or an entry for RETRY_FOR_MS): the stream is not resumable. */
   get lost(): boolean {
     return this.#lost;
+  }
+
+  /** an entry waited past giveUpMs and the queue has not been emptied since: the client may hold events the journal lacks. */
+  get behind(): boolean {
+    return this.#behind;
   }
 
   /** Queues the head (first): resolves true once the journal holds it, false when it did not within headMs (nothing more is written). */
@@ -138,7 +152,7 @@ export class JournalWriter {
   /** whether the client's events must wait: an entry has waited lagMs or more for the journal. */
   held(): boolean {
     const q = this.#queue[0];
-    return q !== undefined && (this.timing.lagMs === 0 || this.clock.now() - q.at >= this.timing.lagMs);
+    return q !== undefined && !this.#behind && (this.timing.lagMs === 0 || this.clock.now() - q.at >= this.timing.lagMs);
   }
 
   /** `fn` runs once, when the journal holds the next entry (or the writer gave up on it). */
@@ -157,21 +171,29 @@ export class JournalWriter {
     if (this.#sending || !q || this.#lost) return;
     const now = this.clock.now();
     if (q.sent < 0) q.sent = now;
-    const left = (q.e.head ? this.timing.headMs : this.timing.giveUpMs) - (now - q.sent);
-    if (left <= 0) return this.#giveUp();
+    const waited = now - q.sent;
+    if (q.e.head ? waited >= this.timing.headMs : waited >= RETRY_FOR_MS) return this.#giveUp();
+    if (!q.e.head && waited >= this.timing.giveUpMs && !this.#behind) {
+      // the client stops waiting; the appends go on
+      this.#behind = true;
+      this.#released();
+    }
+    const left = q.e.head ? this.timing.headMs - waited : this.timing.attemptMs;
     this.#sending = true;
     this.append(q.e, Math.min(this.timing.attemptMs, left)).then(
       () => {
         this.#sending = false;
+        this.#failures = 0;
         this.#queue.shift();
         if (q.e.head) this.#headDone?.(true);
+        if (this.#queue.length === 0) this.#behind = false;
         this.#released();
         this.#pump();
       },
       () => {
         this.#sending = false;
-        // again after a pause (a leaderless stream refuses at once), within the entry's deadline
-        this.clock.setTimeout(() => this.#pump(), RETRY_MS);
+        // again after a pause (a leaderless stream refuses at once)
+        this.clock.setTimeout(() => this.#pump(), Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** this.#failures++));
       },
     );
   }

@@ -225,6 +225,41 @@ describe('JournalWriter with the journal\'s acknowledgements', () => {
     expect(w.held()).toBe(false);
   });
 
+  it('an entry not held within giveUpMs: the client stops waiting while the appends go on; once the journal holds every entry it waits again', async () => {
+    let up = false;
+    const held: ResumeEntry[] = [];
+    const append: JournalAppend = async (e) => {
+      if (!up) throw new Error('no responders');
+      held.push(ResumeEntry.decode(ResumeEntry.encode(e)));
+    };
+    const w = new JournalWriter(append, 'r1', 0, 1 << 20, { headMs: 1000, attemptMs: 50, lagMs: 0, giveUpMs: 250 });
+    up = true;
+    expect(await w.head(head()!)).toBe(true);
+    up = false;
+    w.text(0, ' a', 1);
+    w.flush();
+    expect(w.held()).toBe(true);
+    const released = new Promise<number>((r) => {
+      const t0 = Date.now();
+      w.onRelease(() => r(Date.now() - t0));
+    });
+    // released by the deadline, not by an ack
+    expect(await released).toBeGreaterThanOrEqual(240);
+    expect(w.behind).toBe(true);
+    expect(w.held()).toBe(false);
+    w.text(1, ' b', 1);
+    w.flush();
+    expect(w.held()).toBe(false);
+    up = true;
+    for (let t = 0; t < 50 && w.behind; t++) await new Promise((r) => setTimeout(r, 50));
+    expect(w.behind).toBe(false);
+    expect(foldJournal(held)!.events.map((e) => e.text).join('')).toBe(' a b');
+    // waiting again
+    w.text(2, ' c', 1);
+    w.flush();
+    expect(w.held()).toBe(true);
+  });
+
   it('lagMs > 0: the client waits only for an entry that has waited that long', async () => {
     const j = manualJournal();
     const w = new JournalWriter(j.append, 'r1', 0, 1 << 20, { ...timing, lagMs: 50, giveUpMs: 5000 });
@@ -347,6 +382,52 @@ describe('resume through the HTTP layer of another replica', () => {
     const r3 = await fetch(`${b}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'last-event-id': eventId(reqId, all.length - 3) }, body });
     const tail = events(await r3.text());
     expect(tail.map((e) => e.id ?? e.data)).toEqual([eventId(reqId, all.length - 2), eventId(reqId, all.length - 1), '[DONE]']);
+  }, 20_000);
+
+  it('a journal that does not hold the head within headMs: the request still succeeds, served without resumption, and the header says so', async () => {
+    let appends = 0;
+    const refusing: JournalAppend = async () => {
+      appends++;
+      throw new Error('no responders');
+    };
+    const journal: StreamJournal = { writer: (id, gen) => new JournalWriter(refusing, id, gen, 1 << 20, { headMs: 300, attemptMs: 100, lagMs: 0, giveUpMs: 300 }), read: async () => [] };
+    const log = { resumed: [] as ResumeFrom[], legs: [] as string[] };
+    const a = await replica(fakeBackend(log), journal);
+    const t0 = Date.now();
+    const r = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' }, body });
+    expect(r.status).toBe(200);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(280);
+    expect(r.headers.get('x-dynamollm-resumable')).toBe('0');
+    const text = await r.text();
+    expect(text).not.toMatch(/^id:/m);
+    expect(textOf(events(text))).toBe(Array.from({ length: MAX }, (_, i) => word(i)).join(''));
+    expect(appends).toBeGreaterThanOrEqual(2);
+  }, 20_000);
+
+  it('an event reaches the client only once the journal holds it (acks 30 ms late)', async () => {
+    const held: ResumeEntry[] = [];
+    const slow: JournalAppend = (e) => new Promise<void>((ok) => setTimeout(() => (held.push(ResumeEntry.decode(ResumeEntry.encode(e))), ok()), 30));
+    const journal: StreamJournal = { writer: (id, gen) => new JournalWriter(slow, id, gen, 1 << 20), read: async (id) => held.filter((e) => e.id === id) };
+    const log = { resumed: [] as ResumeFrom[], legs: [] as string[] };
+    const a = await replica(fakeBackend(log), journal);
+    const r = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' }, body });
+    expect(r.headers.get('x-dynamollm-resumable')).toBe('1');
+    const reader = r.body!.getReader();
+    const dec = new TextDecoder();
+    let got = '';
+    let checked = 0;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      got += dec.decode(value, { stream: true });
+      // every text event the client has is in the journal already
+      const s = foldJournal(held)!;
+      const have = events(got).filter((e) => e.id !== undefined && !/finish_reason":"length/.test(e.data) && !/"usage"/.test(e.data));
+      for (const e of have) expect(Number(e.id!.split(':')[1])).toBeLessThan(s.base + s.events.length + (s.end ? 1 : 0));
+      checked = have.length;
+    }
+    expect(checked).toBe(MAX - 1);
+    expect(foldJournal(held)!.end).toBeDefined();
   }, 20_000);
 
   it('without opting in: no id lines and nothing journaled; unknown and malformed ids are refused with an OpenAI error body', async () => {
