@@ -149,6 +149,19 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
 export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; config: Record<string, unknown> }): Harness {
   const { nats, bus, cfgPath, config } = x;
   const procs = new Map<string, ChildProcess>();
+  /** the last cluster status request that got no status (no responders, a timeout, a reply that did not decode). */
+  let statusError: Error | undefined;
+  /** What waitReady waited for in vain: the cluster's answer, the instances that are not ready, the actors that exited. */
+  const notReady = (n: number, last: ClusterStatus | undefined, at: { t0: number; first: number; last: number }, asked: number): string => {
+    const exited = [...procs].filter(([, p]) => p.exitCode !== null || p.signalCode !== null).map(([id, p]) => `${id} (${p.signalCode ?? `code ${p.exitCode}`})`);
+    const gone = exited.length ? `; actors exited: ${exited.join(', ')}` : '';
+    const err = statusError ? `${statusError instanceof DynError ? statusError.code : statusError.name}: ${statusError.message}` : 'none';
+    if (!last) return `no cluster status answered (${asked} asked, each within 1 s; the last error ${err})${gone}`;
+    const inst = last.pools.flatMap((p) => p.instances.map((i) => `${i.id} ${i.state}`));
+    const ready = last.pools.flatMap((p) => p.instances).filter((i) => i.state === 'ready').length;
+    const why = ready >= n ? `${ready} of ${n} instances ready, the condition asked for not met` : `${ready} of ${n} instances ready`;
+    return `${why} (${inst.join(', ') || 'no instance'}) in the last status (${Date.now() - at.last} ms ago; the first came ${at.first - at.t0} ms after the wait began); the last status error ${err}${gone}`;
+  };
   const backend = new NatsBackend(bus, { admitTimeoutMs: 15_000, chunkTimeoutMs: 30_000 });
   const h: Harness = {
     nats, bus, backend, cfgPath, procs,
@@ -202,22 +215,29 @@ export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; conf
     async status() {
       try {
         return await bus.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 });
-      } catch {
+      } catch (err) {
+        statusError = err as Error;
         return undefined;
       }
     },
     async waitReady(n, timeoutMs = 45_000, pred) {
-      const until = Date.now() + timeoutMs;
+      const t0 = Date.now();
+      const until = t0 + timeoutMs;
       let last: ClusterStatus | undefined;
+      let firstAt = 0, lastAt = 0;
+      let asked = 0;
+      statusError = undefined;
       while (Date.now() < until) {
-        last = (await h.status()) ?? last;
+        asked++;
+        const st = await h.status();
+        if (st) [last, lastAt, firstAt] = [st, Date.now(), firstAt || Date.now()];
         if (last) {
           const ready = last.pools.flatMap((p) => p.instances).filter((i) => i.state === 'ready');
           if (ready.length >= n && (!pred || pred(last))) return last;
         }
         await new Promise((r) => setTimeout(r, 300));
       }
-      throw new Error(`cluster not ready: ${JSON.stringify(last)}`);
+      throw new Error(`cluster not ready in ${timeoutMs} ms: ${notReady(n, last, { t0, first: firstAt, last: lastAt }, asked)}`);
     },
     async streamEvents() {
       const out: DecisionEvent[] = [];
