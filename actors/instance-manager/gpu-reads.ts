@@ -3,7 +3,10 @@
  * counted since the instance started. A read that fails (on emulated GPUs, the engine's process gone while it
  * restarts; a driver error) leaves the last reading's figures in place and says so: the read returns `staleMs`,
  * how old those figures are (InstanceTelemetry.gpuStaleMs), and the failure is counted (`failures`, on the
- * instance's /metrics), logged at warn when the reads start failing and at info when they read again.
+ * instance's /metrics), logged at warn when the reads start failing and at info when they read again. The energy is
+ * counted per GPU from one reading to the next, so it never decreases: a GPU counter below its last reading has
+ * restarted (a driver reload; an emulated GPU's new process read without FollowingGpuControl), and what it reads
+ * is the energy since that restart.
  */
 import type { Logger } from 'pino';
 import type { GpuControl } from '../../src/gpu/index.ts';
@@ -15,7 +18,8 @@ export class GpuReads {
   energyJ = 0;
   /** reads that failed, over the instance's life. */
   failures = 0;
-  #energy0?: number;
+  /** each GPU's counter at the last reading (the origin before the first), mJ. */
+  #lastMj?: number[];
   /** when the last reading was taken (the origin's time before the first). */
   #readAtMs: number;
   /** reads that failed since the last one that did not. */
@@ -27,7 +31,7 @@ export class GpuReads {
 
   /** The energy counter's origin (the first reading of the instance's GPUs), mJ per GPU. */
   origin(energyMj: number[]): void {
-    this.#energy0 = energyMj.reduce((a, b) => a + b, 0);
+    this.#lastMj = [...energyMj];
     this.#readAtMs = this.now();
   }
 
@@ -39,10 +43,10 @@ export class GpuReads {
     try {
       const [p, e] = await Promise.all([gpu.readPowerMw(), gpu.readEnergyMj()]);
       this.powerW = p.reduce((a, b) => a + b, 0) / 1000;
-      const total = e.reduce((a, b) => a + b, 0);
-      const energyJ = (total - (this.#energy0 ?? total)) / 1000;
-      const deltaJ = Math.max(0, energyJ - this.energyJ);
-      this.energyJ = energyJ;
+      const last = this.#lastMj ?? e;
+      const deltaJ = e.reduce((s, x, i) => s + (x >= (last[i] ?? x) ? x - (last[i] ?? x) : x), 0) / 1000;
+      this.#lastMj = [...e];
+      this.energyJ += deltaJ;
       const now = this.now();
       if (this.#failing > 0) this.log.info({ failed: this.#failing, staleMs: now - this.#readAtMs }, 'gpu read again');
       this.#failing = 0;

@@ -66,4 +66,19 @@ describe('GpuReads', () => {
     ]);
     expect(said.at(-1)).toMatchObject({ failed: 3, staleMs: 4_000 });
   });
+
+  it('a GPU counter below its last reading restarted: its reading counts as the energy since, and the instance energy never decreases', async () => {
+    const { g, ctl } = gpu();
+    const r = new GpuReads(pino({ level: 'silent' }), () => 0);
+    r.origin(await ctl.readEnergyMj());
+    g.energyMj = [6_000, 6_000];
+    expect(await r.read(ctl)).toEqual({ deltaJ: 2 });
+    // GPU 1's counter starts again from 0 (a driver reload): 0.5 J since, GPU 0's 1 J since the last reading
+    g.energyMj = [7_000, 500];
+    expect(await r.read(ctl)).toEqual({ deltaJ: 1.5 });
+    expect(r.energyJ).toBe(3.5);
+    g.energyMj = [7_000, 1_500];
+    expect(await r.read(ctl)).toEqual({ deltaJ: 1 });
+    expect(r.energyJ).toBe(4.5);
+  });
 });
