@@ -6,6 +6,12 @@
  * Every energy series has a `source` label: 'measured' (GPU counter) or 'modelled' (emulated GPU); request
  * series have `model_name` (the served model, as vLLM's).
  *
+ * An instance whose GPU read failed (InstanceTelemetry.gpuStaleMs: its engine restarting, a driver error) keeps
+ * its last successful reading in dynamollm_gpu_power_watts and in the cluster's power, and says how old it is:
+ * dynamollm_instance_gpu_reading_age_seconds (0 while its reads succeed) and, of the cluster's power, the part
+ * from such readings, dynamollm_cluster_stale_power_watts. Its energy counter repeats while its reads fail (the
+ * counter adds nothing) and the next good reading adds the energy spent meanwhile, once.
+ *
  * Two kinds of series, and how to aggregate them over several gateway replicas:
  * - per replica (`dynamollm_gateway_*`): what this replica served; each request is counted by exactly one
  *   replica, so `sum` across replicas. The client-facing latencies are here: dynamollm_gateway_ttft_seconds
@@ -69,7 +75,9 @@ export class TelemetryMetrics {
   readonly instanceQueued: Gauge<'pool' | 'instance'>;
   readonly instanceRunning: Gauge<'pool' | 'instance'>;
   readonly instanceTp: Gauge<'pool' | 'instance'>;
+  readonly gpuReadingAge: Gauge<'pool' | 'instance'>;
   readonly clusterPower: Gauge;
+  readonly clusterStalePower: Gauge;
   readonly unallocatedEnergy: Counter<'node' | 'source'>;
   readonly unallocatedGpus: Gauge<'node'>;
   readonly unallocatedPower: Gauge<'node'>;
@@ -101,6 +109,8 @@ export class TelemetryMetrics {
     this.instanceQueued = new Gauge({ name: 'dynamollm_instance_queued_requests', help: 'Requests waiting in the engine queue of an instance.', labelNames: ['pool', 'instance'], registers });
     this.instanceRunning = new Gauge({ name: 'dynamollm_instance_running_requests', help: 'Requests in the running batch of an instance.', labelNames: ['pool', 'instance'], registers });
     this.instanceTp = new Gauge({ name: 'dynamollm_instance_tensor_parallelism', help: 'Tensor parallelism (GPUs) of an instance.', labelNames: ['pool', 'instance'], registers });
+    this.gpuReadingAge = new Gauge({ name: 'dynamollm_instance_gpu_reading_age_seconds', help: "Age of the power and energy in an instance's last telemetry, seconds: 0 when its GPUs were read for it; when the read failed, the age of the last successful reading, which its dynamollm_gpu_power_watts still shows.", labelNames: ['pool', 'instance'], registers });
+    this.clusterStalePower = new Gauge({ name: 'dynamollm_cluster_stale_power_watts', help: 'Of dynamollm_cluster_power_watts, the instances whose last GPU read failed (their last successful reading), watts.', registers });
     this.clusterPower = new Gauge({ name: 'dynamollm_cluster_power_watts', help: "Power of the cluster's GPUs, watts: the live instances and the GPUs no instance holds.", registers });
     this.unallocatedEnergy = new Counter({ name: 'dynamollm_unallocated_gpu_energy_joules_total', help: 'Energy of GPUs while no instance held them, by node, joules (source: measured GPU counter or modelled idle power); the cluster energy is this plus dynamollm_energy_joules_total.', labelNames: ['node', 'source'], registers });
     this.unallocatedGpus = new Gauge({ name: 'dynamollm_unallocated_gpus', help: 'GPUs of a node that no instance holds.', labelNames: ['node'], registers });
@@ -130,8 +140,9 @@ export class TelemetryMetrics {
     this.instanceQueued.set(il, t.queued);
     this.instanceRunning.set(il, t.running);
     this.instanceTp.set(il, t.tp);
+    this.gpuReadingAge.set(il, (t.gpuStaleMs ?? 0) / 1000);
     this.seen.set(t.id, { pool: t.pool, gpus: [...t.gpus], energyJ: t.energyJ, source: t.energySource, seenMs: nowMs });
-    this.lastPower.set(t.id, t.powerW);
+    this.lastPower.set(t.id, { powerW: t.powerW, stale: t.gpuStaleMs !== undefined });
     this.updateClusterPower(nowMs);
   }
 
@@ -148,16 +159,22 @@ export class TelemetryMetrics {
   }
 
   private readonly nodes = new Map<string, { energyJ: number; source: string; powerW: number; seenMs: number }>();
-  /** latest power per instance, W; cluster power sums the instances and nodes not yet stale. */
-  private readonly lastPower = new Map<string, number>();
+  /**
+   * latest power per instance, W, and whether its GPU read failed (the figure is an older reading's); cluster
+   * power sums the instances and nodes not silent for staleAfterMs.
+   */
+  private readonly lastPower = new Map<string, { powerW: number; stale: boolean }>();
   private updateClusterPower(nowMs: number): void {
-    let sum = 0;
+    let sum = 0, stale = 0;
     for (const [id, s] of this.seen) {
       if (nowMs - s.seenMs > this.staleAfterMs) continue;
-      sum += this.lastPower.get(id) ?? 0;
+      const p = this.lastPower.get(id);
+      sum += p?.powerW ?? 0;
+      if (p?.stale) stale += p.powerW;
     }
     for (const n of this.nodes.values()) if (nowMs - n.seenMs <= this.staleAfterMs) sum += n.powerW;
     this.clusterPower.set(sum);
+    this.clusterStalePower.set(stale);
   }
 
   private dropInstance(id: string, s: InstanceSeen): void {
@@ -170,6 +187,7 @@ export class TelemetryMetrics {
     this.instanceQueued.remove(il);
     this.instanceRunning.remove(il);
     this.instanceTp.remove(il);
+    this.gpuReadingAge.remove(il);
   }
 
   /** Removes the gauges of instances silent for staleAfterMs (counters stay: they are cumulative). */

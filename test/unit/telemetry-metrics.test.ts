@@ -74,6 +74,28 @@ describe('TelemetryMetrics', () => {
     expect(value(fams, 'dynamollm_energy_joules_total', 'dynamollm_energy_joules_total', { instance: 'i1' })).toBe(1050);
   });
 
+  it("an instance whose GPU read failed shows its reading's age and, in the cluster's power, the stale part; its energy counts once", async () => {
+    const m = new TelemetryMetrics({ processMetrics: false });
+    m.onInstance(inst('i1', 100), 0);
+    m.onInstance(inst('i2', 500, { gpus: [4, 5, 6, 7], powerW: 1000 }), 0);
+    // i2's engine restarts: two readings of its last figures, 1 s and 2 s old
+    m.onInstance(inst('i2', 500, { gpus: [4, 5, 6, 7], powerW: 1000, gpuStaleMs: 1000 }), 1000);
+    m.onInstance(inst('i2', 500, { gpus: [4, 5, 6, 7], powerW: 1000, gpuStaleMs: 2000 }), 2000);
+    let fams = parsePrometheusText(await m.text());
+    const age = (id: string) => value(fams, 'dynamollm_instance_gpu_reading_age_seconds', 'dynamollm_instance_gpu_reading_age_seconds', { instance: id });
+    const one = (fam: string, labels: Record<string, string> = {}) => value(fams, fam, fam, labels);
+    expect([age('i1'), age('i2')]).toEqual([0, 2]);
+    expect(one('dynamollm_cluster_power_watts')).toBe(2600);
+    expect(one('dynamollm_cluster_stale_power_watts')).toBe(1000);
+    expect(one('dynamollm_energy_joules_total', { instance: 'i2' })).toBe(500);
+    // read again: the energy spent while the reads failed counts at this reading
+    m.onInstance(inst('i2', 560, { gpus: [4, 5, 6, 7], powerW: 400 }), 3000);
+    fams = parsePrometheusText(await m.text());
+    expect(age('i2')).toBe(0);
+    expect([one('dynamollm_cluster_power_watts'), one('dynamollm_cluster_stale_power_watts')]).toEqual([2000, 0]);
+    expect(one('dynamollm_energy_joules_total', { instance: 'i2' })).toBe(560);
+  });
+
   it('drops the gauges of a silent instance, keeps its energy', async () => {
     const m = new TelemetryMetrics({ processMetrics: false, staleAfterMs: 5000 });
     m.onInstance(inst('i1', 10), 0);
