@@ -34,7 +34,7 @@ import {
   type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState
 } from '../../src/policy/machines/instance.ts';
 import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
-import { engineDetokenize, engineTokenize, instanceMachineConfig, machineRequest } from './machine-io.ts';
+import { admissionLog, engineDetokenize, engineTokenize, instanceMachineConfig, machineRequest, maxClockOf } from './machine-io.ts';
 import { PrefixCacheScrape } from './prefix-scrape.ts';
 import { GatewayWatch, watchLeg } from './gateway-watch.ts';
 import { endForPeers } from './drain-migrate.ts';
@@ -207,7 +207,7 @@ export class InstanceManager {
   /** What /metrics reports (actors/instance-manager/metrics.ts): read at scrape time. */
   metricsSnapshot(): InstanceMetricsSnapshot {
     return {
-      clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(), powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, gpuReadFailures: this.#reads.failures,
+      clockMhz: this.#m.clockMhz, maxClockMhz: maxClockOf(this.#m), powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, gpuReadFailures: this.#reads.failures,
       energySource: !this.#gpu || this.#gpu.kind === 'emulated' ? 'modelled' : 'measured', queued: this.queued, running: this.#running.size,
       outcomes: { ...this.#outcomes }, promptTokens: this.#promptTokens, completionTokens: this.#completionTokens,
     };
@@ -219,7 +219,9 @@ export class InstanceManager {
 
   /** One machine transition; performs its effects. Resolves once the clock changes it asked for are applied. */
   #step(ev: InstanceEvent): { effects: InstanceEffect[]; applied: Promise<void> } {
-    const { state, effects } = instanceStep(this.#m, ev, this.#clock.now(), this.#cfg);
+    const now = this.#clock.now();
+    const { state, effects } = instanceStep(this.#m, ev, now, this.#cfg);
+    if (ev.type === 'admit' || ev.type === 'credited_start') this.#log.debug(admissionLog(ev, this.#m, effects, now), 'admission');
     this.#m = state;
     let applied: Promise<void> | undefined;
     for (const e of effects) {
@@ -774,7 +776,7 @@ export class InstanceManager {
     const now = this.#clock.now();
     const st: InstanceStatus = {
       v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpuIds: this.#o.gpuIds, state: this.state,
-      startedMs: this.startedMs, seq: this.#seq++, sentMs: now, clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(),
+      startedMs: this.startedMs, seq: this.#seq++, sentMs: now, clockMhz: this.#m.clockMhz, maxClockMhz: maxClockOf(this.#m),
       queued: this.queued, running: running.length, queuedIds: this.#m.queue.slice(0, 1024).map((q) => q.id),
       runningIds: running.slice(0, 1024).map((r) => r.req.id), runningSeqs: running.slice(0, 1024).map((r) => r.seq),
       loadByType: currentLoad(this.#m, now, this.#cfg), epochLoadByType: projectedLoad(this.#m, now, this.#cfg),
@@ -792,10 +794,6 @@ export class InstanceManager {
     } catch (err) {
       this.#log.debug({ err: (err as Error).message }, 'status not published');
     }
-  }
-
-  #maxClockMhz(): number {
-    return this.#m.supportedMhz[this.#m.supportedMhz.length - 1] ?? 0;
   }
 
   /** The engine's prefix-cache counters, when they may have moved (PrefixCacheScrape), within the engine's probe deadline. */
@@ -817,7 +815,7 @@ export class InstanceManager {
     if (this.#running.size > 0) for (const r of this.#running.values()) r.energyJ += deltaJ / this.#running.size;
     const now = this.#clock.now();
     const tel: InstanceTelemetry = {
-      v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpus: this.#o.gpuIds, clockMhz: this.#m.clockMhz, maxClockMhz: this.#maxClockMhz(),
+      v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpus: this.#o.gpuIds, clockMhz: this.#m.clockMhz, maxClockMhz: maxClockOf(this.#m),
       powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, energySource: gpu.kind === 'emulated' ? 'modelled' : 'measured',
       queued: this.queued, running: this.#running.size, loadByType: currentLoad(this.#m, now, this.#cfg), state: this.state, sentMs: now,
     };

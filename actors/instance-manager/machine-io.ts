@@ -1,14 +1,15 @@
 /**
  * The instance manager's translations between the world and its machine (src/policy/machines/instance.ts):
  * the machine's configuration from the cluster config, a request as the machine sees it,
- * an engine failure as a client may see it, the engine's tokenizer as the gateways ask for it.
+ * an engine failure as a client may see it, the engine's tokenizer as the gateways ask for it, an admission as
+ * the debug log tells it.
  */
 import type { WireError } from '../../protocols/errors.ts';
 import type { DetokenizeReply, DetokenizeRequest, TokenizeReply, TokenizeRequest } from '../../protocols/index.ts';
 import type { Engine } from '../../src/engine/engine.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import type { InstanceMachineConfig, MachineRequest } from '../../src/policy/machines/instance.ts';
+import type { InstanceEffect, InstanceEvent, InstanceMachineConfig, InstanceMachineState, MachineRequest } from '../../src/policy/machines/instance.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import type { ClassifiedRequest } from '../common/policy.ts';
 
@@ -58,4 +59,23 @@ export async function engineDetokenize(engine: Engine, req: DetokenizeRequest): 
   } catch (err) {
     return { v: 1, ok: false, error: engineWireError(err) };
   }
+}
+
+/** The GPU's max clock as the machine knows it (0 before the GPU is open). */
+export function maxClockOf(m: Pick<InstanceMachineState, 'supportedMhz'>): number {
+  return m.supportedMhz[m.supportedMhz.length - 1] ?? 0;
+}
+
+/**
+ * An admission (or a credited start) as the debug log tells it: the request, its age (ms since the gateway took it:
+ * what the way to this instance took of its TTFT SLO), the machine's state it met (clock, queue, engine) and whether
+ * it was taken. The twin check (test/bench/twin.bench.ts, TWIN_LOG_LEVEL=debug) lines these up with the simulated
+ * instances' admissions.
+ */
+export function admissionLog(ev: Extract<InstanceEvent, { type: 'admit' | 'credited_start' }>, m: InstanceMachineState, effects: InstanceEffect[], now: number): Record<string, unknown> {
+  const r = ev.req;
+  return {
+    admission: ev.type, rid: r.id, type: r.type, inputTokens: r.inputTokens, moves: r.moves, ageMs: now - r.arrivalMs, clockMhz: m.clockMhz, queued: m.queue.length, running: m.running.size,
+    taken: effects.some((e) => (e.kind === 'admitted' || e.kind === 'start') && e.id === r.id),
+  };
 }

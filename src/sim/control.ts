@@ -43,7 +43,13 @@ export abstract class SimControl extends SimLedger {
       inst.core = new BatchingCore({ perf: this.perf, tp: inst.tp, clockMhz: inst.clockMhz, maxWaiting: 1 << 20, maxNumBatchedTokens: sch?.maxNumBatchedTokens, maxNumSeqs: sch?.maxNumSeqs,
         prefixCacheBlockTokens: this.o.prefixCaching === false ? 0 : (this.o.prefixBlockTokens ?? 512), prefixCacheCounters: this.prefixCounters });
       inst.core.idleUntil(now);
-      inst.brain = this.newBrain(inst, now);
+      // its own epochs (SimOptions.instanceEpochPhaseMs): the first at its phase, or one epoch after it serves; an
+      // instance up before the trace has its load window open since its previous epoch, one epoch before its first here
+      const phases = this.o.instanceEpochPhaseMs === undefined ? undefined : [this.o.instanceEpochPhaseMs].flat();
+      const epochMs = this.ep.instanceS * 1000;
+      const first = phases === undefined ? undefined : now === 0 ? phases[this.initialInstances++ % phases.length]! : now + epochMs;
+      inst.brain = this.newBrain(inst, now, first === undefined ? now : Math.min(now, first - epochMs));
+      if (first !== undefined) this.epochHeap.push(first, inst);
     }
     for (const old of inst.replaces) this.drain(old, now);
     inst.replaces = [];
@@ -400,5 +406,6 @@ export abstract class SimControl extends SimLedger {
 
 
   /** step fidelity: the instance machine of an instance that became ready (./step-model.ts). */
-  protected abstract newBrain(inst: SimInstance, now: number): InstanceBrain;
+  /** `windowStartMs`: when its load window opened (default now). */
+  protected abstract newBrain(inst: SimInstance, now: number, windowStartMs?: number): InstanceBrain;
 }

@@ -55,7 +55,8 @@ export class Simulation extends SimFluidModel {
       this.installPools(s.wanted, s.routing, 0, true);
     }
     if (this.knobs.dynamicShards && !this.knobs.oracle && !this.o.asConfigured) for (const p of this.pools) this.reshard(p, 0, true);
-    this.instanceEpoch(0);
+    // with a phase, the instances hold their start-up clock until their first epoch (SimOptions.instanceEpochPhaseMs)
+    if (this.o.instanceEpochPhaseMs === undefined) this.instanceEpoch(0);
   }
 
   protected poolEpoch(t: number): void {
@@ -72,7 +73,7 @@ export class Simulation extends SimFluidModel {
     const sampleMs = (this.o.sampleS ?? (endMs > 6 * 3.6e6 ? 60 : 10)) * 1000;
     this.initialPlan();
 
-    let nextCluster = this.cm?.nextMs() ?? Infinity, nextPool = poolMs, nextInst = instMs, nextSample = sampleMs;
+    let nextCluster = this.cm?.nextMs() ?? Infinity, nextPool = poolMs, nextInst = this.o.instanceEpochPhaseMs === undefined ? instMs : Infinity, nextSample = sampleMs;
     let nextProgress = 0;
     const it = this.inp.records();
     const isAsync = Symbol.asyncIterator in it;
@@ -148,7 +149,7 @@ export class Simulation extends SimFluidModel {
     while (true) {
       const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs) : Infinity;
       const tStep = this.stepHeap.peekTime();
-      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.nextReadyMs, nextSleep, this.sleepDueMs);
+      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.epochHeap.peekTime(), this.nextReadyMs, nextSleep, this.sleepDueMs);
       const t = Math.min(tArr, tStep, tTimer);
       if (t === Infinity || (t > endMs && !nextRec && this.stepHeap.size === 0)) break;
       if (t > endMs + 3.6e6) break; // safety: an hour past the last arrival
@@ -197,6 +198,13 @@ export class Simulation extends SimFluidModel {
       if (nextStatus === t) {
         for (const p of this.pools) recordSimPoolArrivals(p, t, poolBurstWindowMs(this.ep.poolS * 1000));
         nextStatus += PEER_STATUS_MS;
+        continue;
+      }
+      if (this.epochHeap.peekTime() === t) {
+        // an instance's own epoch (SimOptions.instanceEpochPhaseMs), while it is not stopped
+        const inst = this.epochHeap.pop();
+        if (inst.state === 'active') inst.brain?.step({ type: 'epoch' }, t);
+        if (inst.state !== 'stopped') this.epochHeap.push(t + instMs, inst);
         continue;
       }
       if (nextInst === t) {

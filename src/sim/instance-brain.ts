@@ -46,11 +46,16 @@ export class InstanceBrain {
   readonly #pending: { ev: InstanceEvent; now: number }[] = [];
   #stepping = false;
 
-  constructor(cfg: InstanceMachineConfig, hooks: InstanceBrainHooks, now: number, supportedMhz: number[]) {
+  /** `windowStartMs`: when its load window opened (default now; earlier for an instance up before the simulation). */
+  constructor(cfg: InstanceMachineConfig, hooks: InstanceBrainHooks, now: number, supportedMhz: number[], windowStartMs = now) {
     this.#cfg = cfg;
     this.#hooks = hooks;
-    this.s = initialInstanceState(now);
+    this.s = { ...initialInstanceState(now), windowStartMs };
     this.step({ type: 'gpu_ready', supportedMhz }, now);
+    // the GPU opens at its max clock, and the machine hears that before the instance serves (the live actor awaits the
+    // start-up clock before it admits): an admission at this instant then finds the clock set, not 0
+    const max = supportedMhz.reduce((a, b) => Math.max(a, b), 0);
+    if (this.s.clockPending === max) this.clockApplied(max, 'start-up: max clock until the first epoch', {}, now);
     this.step({ type: 'lifecycle', state: 'ready', why: 'engine ready' }, now);
   }
 

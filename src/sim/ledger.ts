@@ -53,6 +53,10 @@ export abstract class SimLedger {
   protected seq = 0;
   protected readonly reqs = new Map<string, ReqState>();
   protected readonly stepHeap = new Heap<SimInstance>();
+  /** step, with SimOptions.instanceEpochPhaseMs: each instance's next clock epoch. */
+  protected readonly epochHeap = new Heap<SimInstance>();
+  /** the instances made at t = 0 so far (each takes the next of instanceEpochPhaseMs). */
+  protected initialInstances = 0;
   protected readonly clockHeap = new Heap<{ inst: SimInstance; mhz: number; why?: string; inputs?: Record<string, unknown> }>();
   /** step: requests admitted by an instance machine and not started in its engine yet. */
   protected readonly admitted = new Map<string, CoreRequest>();
@@ -128,6 +132,9 @@ export abstract class SimLedger {
     this.useDispatchPolicy = (this.o.dispatch ?? (this.o.policy === 'dynamollm' || this.o.policy === 'oracle' ? 'policy' : 'least-loaded')) === 'policy';
     this.maxContext = this.o.maxContext ?? Math.max(this.perf.model.maxContext, DEFAULT_CONTEXT_FLOOR);
     this.longInputMax = longInputClassBound(this.maxContext);
+    const phases = this.o.instanceEpochPhaseMs === undefined ? [] : [this.o.instanceEpochPhaseMs].flat();
+    for (const ph of phases) if (!(ph > 0 && ph <= this.ep.instanceS * 1000)) throw new RangeError(`instanceEpochPhaseMs must be in (0, ${this.ep.instanceS * 1000}], got ${ph}`);
+    if (this.o.instanceEpochPhaseMs !== undefined && (this.fidelity !== 'step' || this.knobs.oracle || !phases.length)) throw new RangeError('instanceEpochPhaseMs: step fidelity, a policy other than the oracle, at least one phase');
     if (this.o.predictor === 'online' && this.fidelity !== 'step') throw new RangeError("the online predictor learns from completed requests: step fidelity only (--fidelity step)");
     this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, longInputMax: this.longInputMax, model: this.o.model });
   }

@@ -166,6 +166,16 @@ export interface SimOptions {
   instanceTp?: 1 | 2 | 4 | 8;
   asConfigured?: boolean;
   /**
+   * step fidelity, not the oracle: each instance's own clock epochs, as a live instance's timer runs them. The instances
+   * the cluster starts with have their first epoch at these times, ms after the trace's start (0 < phase <=
+   * `epochs.instanceS` x 1000; one per instance in the order they are made, a shorter list repeated), an instance
+   * started later one epoch after it serves; each then every instanceS, holding until its first epoch the max clock it
+   * starts at, as the live instance machine does. A live cluster up before the trace has its instances' epochs at the
+   * phases their starts set (the twin check passes the live ones). Absent: every instance's epoch on one grid, at t = 0
+   * and every instanceS after.
+   */
+  instanceEpochPhaseMs?: number | readonly number[];
+  /**
    * how a pool carries out a re-shard decision. 'units' (the live pool machine's way): its staggered units one
    * at a time; a unit on GPUs an instance holds drains and stops it first, and the new instance serves after an
    * engine start (`costs.instanceStartS`). 'overlap' (the paper's NVLink re-shard): the old layout serves until

@@ -81,6 +81,8 @@ export interface ReplaySummary {
   /** rows not sent: input longer than the longest request type (8192 tokens). */
   skipped: number;
   wallS: number;
+  /** when the replay's clock started (its first request is due then), ms since the Unix epoch. */
+  startedAtMs: number;
   traceSpanS: number;
   perType: TypeStats[];
   /** energy reported in the responses' usage (requests' own share), J, with its sources. */
@@ -275,6 +277,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
   const prog: ReplayProgress = { sent: 0, done: 0, inflight: 0, ok: 0, rejected: 0, failed: 0, traceMs: 0, elapsedMs: 0 };
   let skipped = 0;
   const start = performance.now();
+  const startedAtMs = Date.now();
   let firstT: number | null = null;
   let lastT = 0;
   const late: number[] = [];
@@ -375,6 +378,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
       failed: all.filter((r) => r.outcome === 'failed').length,
       skipped,
       wallS,
+      startedAtMs,
       traceSpanS: firstT === null ? 0 : (lastT - firstT) / 1000,
       perType,
       requestEnergyJ: all.reduce((a, r) => a + r.energyJ, 0),

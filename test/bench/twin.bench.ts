@@ -35,8 +35,9 @@ async function up(config: string): Promise<{ base: string; stop: () => Promise<v
   const port = await freePort();
   const runDir = mkdtempSync(join(tmpdir(), 'dyn-twin-'));
   const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'up', '--config', config, '--port', String(port), '--run-dir', runDir, '--ready-timeout', String(Math.max(1, readyS - 10))], {
-    // TWIN_LOG_LEVEL=info (with TWIN_UP_LOG=FILE) keeps the actors' decisions for a look at where the two sides part
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.TWIN_LOG_LEVEL ?? 'warn' },
+    // info at least: the instances' clock decisions give their epochs' phase (epochPhaseOf); TWIN_LOG_LEVEL=debug (with
+    // TWIN_UP_LOG=FILE) adds each admission, for a look at where the two sides part
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.TWIN_LOG_LEVEL ?? 'info' },
   });
   let out = '';
   p.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -82,6 +83,42 @@ function reshardsOf(log: string): string {
   return out.map(([head, ...units]) => `${head} ${units.join(', ')}`).join('; ');
 }
 
+/**
+ * The live instances' clock-epoch phases against the replay's start (their log, info level): each instance's first
+ * epoch decision in the window (an epoch's reason is chooseClock's: 'least power ...' or 'no clock meets ...'; a rise, a
+ * prefill raise, the start-up clock are not epochs), its time after the replay's start modulo the epoch, in (0,
+ * epochMs]. `phases`: one per instance up before the replay (its start-up clock logged before it), in the order of
+ * their ids, as the simulator makes its instances; one that logged no epoch takes the others' circular mean. An epoch
+ * that keeps the clock logs nothing, so the first one logged may be a later one: the phase is the same.
+ */
+export function epochPhasesOf(log: string, replayStartMs: number, epochMs: number): { phases: number[]; byInstance: Record<string, number> } | undefined {
+  const byInstance: Record<string, number> = {};
+  const before = new Set<string>();
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{') || !line.includes('"event":"clock"')) continue;
+    let j: { time?: number; id?: string; msg?: string };
+    try {
+      j = JSON.parse(line) as typeof j;
+    } catch {
+      continue;
+    }
+    if (j.time === undefined || j.id === undefined) continue;
+    if (j.time < replayStartMs) {
+      before.add(j.id);
+      continue;
+    }
+    if (j.id in byInstance || !/MHz \((least power|no clock meets)/.test(j.msg ?? '')) continue;
+    const p = (j.time - replayStartMs) % epochMs;
+    byInstance[j.id] = p > 0 ? p : epochMs;
+  }
+  const known = [...before].filter((id) => id in byInstance).map((id) => byInstance[id]!);
+  if (!known.length) return undefined;
+  const a = (x: number) => (2 * Math.PI * x) / epochMs;
+  const mean = (Math.atan2(known.reduce((n, x) => n + Math.sin(a(x)), 0), known.reduce((n, x) => n + Math.cos(a(x)), 0)) * epochMs) / (2 * Math.PI);
+  const meanMs = ((mean % epochMs) + epochMs) % epochMs || epochMs;
+  return { phases: [...before].sort().map((id) => byInstance[id] ?? meanMs), byInstance };
+}
+
 const round1 = (x: number | null | undefined) => (x == null ? '-' : Math.round(x * 10) / 10);
 const ratio = (sim: number | null | undefined, live: number | null | undefined) => (sim != null && live != null && live > 0 ? (sim / live).toFixed(3) : '-');
 
@@ -119,26 +156,41 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     live = await replayTrace({ trace: TRACE, url: cluster.base, speed, durationS: windowS });
   } finally {
     await cluster.stop();
-    if (process.env.TWIN_UP_LOG) writeFileSync(process.env.TWIN_UP_LOG, cluster.output());
+    if (process.env.TWIN_UP_LOG) writeFileSync(process.env.TWIN_UP_LOG, (live ? JSON.stringify({ twin: 'replay_start', time: live.startedAtMs }) + '\n' : '') + cluster.output());
   }
-  // TWIN_SIM_LOG=FILE: the simulated instance machines' decision events and the pool machine's re-shard decisions with
-  // their inputs, as JSON lines (the live side's are in TWIN_UP_LOG)
+  // TWIN_SIM_LOG=FILE: the simulated instance machines' admissions and decision events and the pool machine's re-shard
+  // decisions with their inputs, as JSON lines (the live side's are in TWIN_UP_LOG; its first line the replay's start)
   const simEvents: string[] = [];
   // the instance managers' limits the live cluster runs with (its config's engine and emergency sections)
   const c = loadConfig(spec.config);
-  const sim = await simulate({
+  // the simulated instances' epochs at the live ones' phases: which instance a clump of arrivals lands on, and so every
+  // clock after, follows where in the instances' epochs it falls (the notes give the simulation at other phases)
+  const epochMs = (spec.sim.epochs?.instanceS ?? c.epochs.instanceS) * 1000;
+  const phase = epochPhasesOf(cluster.output(), live.startedAtMs, epochMs);
+  const simOpts: SimOptions = {
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
     instanceLimits: { maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued, rejectAfterMs: c.emergency.rejectAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS },
     // the live intake's classifier (the gateway's online output predictor, max_tokens the trace's output as replay sends it)
     dispatch: 'policy', predictor: 'online',
     trace: { kind: 'file', path: TRACE, durationMs: windowS * 1000, speed },
-  }, undefined, process.env.TWIN_SIM_LOG ? {
-    onInstanceStep: (instance, _cfg, _ev, t, fx) => {
-      for (const e of fx) if (e.kind === 'event') simEvents.push(JSON.stringify({ tMs: t, instance, event: e.event, summary: e.summary, decision: e.decision }));
+  };
+  const sim = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases } : {}) }, undefined, process.env.TWIN_SIM_LOG ? {
+    onInstanceStep: (instance, _cfg, ev, t, fx) => {
+      // each admission, as the live instance manager's debug log tells it (actors/instance-manager/machine-io.ts admissionLog)
+      if (ev.type === 'admit' || ev.type === 'credited_start') simEvents.push(JSON.stringify({ tMs: t, instance, admission: ev.type, rid: ev.req.id, type: ev.req.type, inputTokens: ev.req.inputTokens, moves: ev.req.moves, ageMs: t - ev.req.arrivalMs, taken: fx.some((e) => (e.kind === 'admitted' || e.kind === 'start') && e.id === ev.req.id) }));
+      for (const e of fx) if (e.kind === 'event') simEvents.push(JSON.stringify({ tMs: t, instance, event: e.event, summary: e.summary, decision: e.decision, inputs: e.inputs }));
     },
     onPoolDecision: (pool, t, e) => simEvents.push(JSON.stringify({ tMs: t, pool, event: 'reshard', summary: e.summary, decision: e.decision, inputs: e.inputs })),
   } : {});
   if (process.env.TWIN_SIM_LOG) writeFileSync(process.env.TWIN_SIM_LOG, simEvents.join('\n') + '\n');
+  // the simulation at TWIN_PHASES other phases, evenly over the epoch, every instance at the same one (default 10; 0:
+  // none): how far energy and the clock decisions move with the phase alone
+  const scan: { phaseMs: number; J: number; clock: number }[] = [];
+  const nPhases = Number(process.env.TWIN_PHASES ?? 10);
+  for (let k = 1; k <= nPhases; k++) {
+    const r = await simulate({ ...simOpts, instanceEpochPhaseMs: (k * epochMs) / nPhases });
+    scan.push({ phaseMs: (k * epochMs) / nPhases, J: r.energyKWh * 3.6e6, clock: r.reconfigurations.clock });
+  }
   const rows: Record<string, string | number>[] = [];
   const liveJ = live.clusterEnergyJ;
   const simJ = sim.energyKWh * 3.6e6;
@@ -169,7 +221,9 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `live requests: ${live.ok} ok, ${live.rejected} rejected, ${live.failed} failed ${JSON.stringify(live.errors)}; simulated: ${sim.rejected} rejected`,
       `live replay's sends late against the trace (the client short of CPU): ${live.sendLateMs ? `p50 ${Math.round(live.sendLateMs.p50)} ms, p99 ${Math.round(live.sendLateMs.p99)} ms, max ${Math.round(live.sendLateMs.max)} ms` : '-'}`,
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
-      `live pool's re-shards (its log, TWIN_LOG_LEVEL=info or debug): ${reshardsOf(cluster.output()) || '-'}`,
+      `live pool's re-shards (its log): ${reshardsOf(cluster.output()) || '-'}`,
+      `live instances' clock-epoch phases after the replay's start (their first epoch decisions): ${phase ? `${Object.entries(phase.byInstance).map(([id, p]) => `${id} ${Math.round(p)} ms`).join(', ')}; the simulated instances' in order, ${phase.phases.map((p) => Math.round(p)).join(', ')} ms` : '- (simulated with an epoch at t = 0)'}`,
+      `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; the live counters span the window and 1.5 s more (average power: the replay\'s, J over wall s + 1.5); live latency is wall time on this shared machine',
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',
     ],
