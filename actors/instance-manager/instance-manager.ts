@@ -115,6 +115,8 @@ interface Running {
   unwatchGateway?: () => void;
 }
 
+const newRunning = (req: ClassifiedRequest, now: number): Running => ({ req, ac: new AbortController(), seq: 0, startedMs: now, tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 });
+
 /** A request the instance holds (queued, running or being moved): its body and when it came in. */
 interface Held {
   req: ClassifiedRequest;
@@ -245,8 +247,13 @@ export class InstanceManager {
         const h = this.#held.get(e.id);
         // a credited start is in the engine already: the instance counts it now (its end report may follow at once)
         if (h && e.credited) return void this.#runDirect(h, true);
-        // the clock the prefill backlog needs is set before the prompt goes to the engine
-        if (h) void (clockFirst ? clockFirst.then(() => this.#run(h)) : this.#run(h));
+        // the clock the prefill backlog needs is set before the prompt goes to the engine; the request counts as
+        // running from the machine's start meanwhile (status, a sleep, a stop, a cancel: an abort ends it unstarted)
+        if (h && clockFirst) {
+          const r = newRunning(h.req, this.#clock.now());
+          this.#running.set(h.req.id, r);
+          void clockFirst.then(() => this.#run(h, r));
+        } else if (h) void this.#run(h);
         return undefined;
       }
       case 'fail': {
@@ -369,11 +376,12 @@ export class InstanceManager {
     this.#cancelable.delete(id);
   }
 
-  async #run(q: Held): Promise<void> {
-    if (q.req.direct && this.#o.engineApiKey) return this.#runDirect(q);
+  /** `pre`: its running record, made at the machine's start while the clock was set. */
+  async #run(q: Held, pre?: Running): Promise<void> {
+    if (q.req.direct && this.#o.engineApiKey) return this.#runDirect(q, false, pre);
     const req = q.req;
     const clock = this.#clock;
-    const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: clock.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
+    const r = pre ?? newRunning(req, clock.now());
     let ok = false;
     this.#running.set(req.id, r);
     this.#prefix.moved();
@@ -536,10 +544,10 @@ export class InstanceManager {
    * An abort (cancel, evacuation, stop) ends it with an error chunk on the stream subject, which the gateway
    * obeys by dropping its engine call.
    */
-  async #runDirect(q: Held, credited = false): Promise<void> {
+  async #runDirect(q: Held, credited = false, pre?: Running): Promise<void> {
     const req = q.req;
     const clock = this.#clock;
-    const r: Running = { req, ac: new AbortController(), seq: 0, startedMs: clock.now(), tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 };
+    const r = pre ?? newRunning(req, clock.now());
     // a gateway that started it on a credit has the grant and took it
     if (credited) r.gatewayStarted = true;
     this.#running.set(req.id, r);
@@ -567,7 +575,7 @@ export class InstanceManager {
       const grant: GrantT = { url: this.#o.engine.baseUrl, apiKey: this.#o.engineApiKey!, reportWithinMs: Math.floor(this.#o.config.timeouts.directStartMs / 2) };
       // started by its own admission, for a gateway that asked for the grant in the reply: no message of its own
       const inReply = this.#replyGrants.get(req.id);
-      if (credited) { /* the gateway has the grant of its loan */ } else if (inReply) inReply.grant = grant;
+      if (credited || r.ac.signal.aborted) { /* the gateway has the grant of its loan; an aborted one gets its error */ } else if (inReply) inReply.grant = grant;
       else this.#bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: this.id, pool: this.pool, type: req.type, grant });
       // the energy the gateway was told (and put in the client's usage), not a later reading
       const { rep, energyJ, energySource } = await end;

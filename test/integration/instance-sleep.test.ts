@@ -16,6 +16,7 @@ import { createEngine, type VllmEngine } from '../../src/engine/index.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
 import { createPerfModel } from '../../src/model/index.ts';
 import { wakeTimeS } from '../../src/model/sleep.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
 
 const MODEL = 'llama3.1-8b';
 const SCALE = 10;
@@ -32,6 +33,7 @@ const until = async (ok: () => boolean | Promise<boolean>, ms = 10_000) => {
 };
 const command = (op: 'sleep' | 'wake', level?: 1 | 2) => bus.request(subjects.instanceControl('p-i0'), InstanceCommand, { v: 1, op, ...(level ? { level } : {}), reason: 'test' }, Ack, { timeoutMs: 5000 });
 let n = 0;
+let clockGate: Promise<void> = Promise.resolve();
 const admit = (maxTokens = 2) => {
   const now = Date.now();
   const id = `r${++n}`;
@@ -48,8 +50,18 @@ beforeAll(async () => {
   engine = createEngine({ kind: 'emulator', model: MODEL, servedModelName: MODEL, gpu: 'h100', tp: 1, gpuIds: [0], port: 0, healthDeadlineMs: 20_000, timeScale: SCALE });
   bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void statuses.push(s), { capacity: 4096 });
   im = new InstanceManager({
-    id: 'p-i0', pool: 'p', tp: 1, gpuIds: [0], config, bus, log: silentLogger(), engine,
-    openGpu: (url) => createGpuControl({ backend: 'emulated', gpuIds: [0], emulatorUrl: url }),
+    // the TP1 profile: the clock epoch lowers an idle instance's clock, and an admission raises it for its prefill
+    id: 'p-i0', pool: 'p', tp: 1, gpuIds: [0], config, bus, log: silentLogger(), engine, profile: loadProfile('profiles/llama3.1-8b.h100.tp1.json'),
+    // a clock change waits for `clockGate` (a test holds it to keep a start waiting for its clock)
+    openGpu: async (url) => {
+      const gpu = await createGpuControl({ backend: 'emulated', gpuIds: [0], emulatorUrl: url });
+      const lock = gpu.lockClocks.bind(gpu);
+      gpu.lockClocks = async (min, max) => {
+        await clockGate;
+        return lock(min, max);
+      };
+      return gpu;
+    },
   });
   await im.start();
   await until(() => im.state === 'ready', 20_000);
@@ -103,5 +115,28 @@ describe('instance manager: sleep and wake commands on the engine', () => {
     await until(() => im.running + im.queued === 0, 20_000);
     expect(await engine.isSleeping()).toBe(false);
     expect(im.metricsSnapshot().outcomes).toEqual({ ok: 3 });
+  }, 60_000);
+
+  it('a request whose start waits for its clock counts as held: a sleep then waits for it, and it is served', async () => {
+    await until(() => im.running + im.queued === 0, 20_000);
+    // idle past its first epoch, the instance runs below its max clock: an admission raises it before the start
+    await until(() => im.state === 'ready' && im.clockMhz < perf.gpu.maxClockMhz, 20_000);
+    let release!: () => void;
+    clockGate = new Promise((r) => (release = r));
+    try {
+      expect((await admit(3000)).ok).toBe(true);
+      expect(im.running + im.queued).toBe(1);
+      const ack = await command('sleep', 1);
+      expect(ack.detail).toMatchObject({ held: 1 });
+    } finally {
+      release();
+      clockGate = Promise.resolve();
+    }
+    // the engine sleeps once the request has run to its end
+    await until(() => im.running + im.queued === 0, 20_000);
+    expect(im.metricsSnapshot().outcomes).toEqual({ ok: 4 });
+    await until(() => engine.isSleeping(), 5000);
+    expect((await command('wake')).ok).toBe(true);
+    await until(() => im.state === 'ready', 10_000);
   }, 60_000);
 });
