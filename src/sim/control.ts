@@ -43,8 +43,8 @@ export abstract class SimControl extends SimLedger {
       inst.core = new BatchingCore({ perf: this.perf, tp: inst.tp, clockMhz: inst.clockMhz, maxWaiting: 1 << 20, maxNumBatchedTokens: sch?.maxNumBatchedTokens, maxNumSeqs: sch?.maxNumSeqs,
         prefixCacheBlockTokens: this.o.prefixCaching === false ? 0 : (this.o.prefixBlockTokens ?? 512), prefixCacheCounters: this.prefixCounters });
       inst.core.idleUntil(now);
-      // its own epochs (SimOptions.instanceEpochPhaseMs): the first at its phase, or one epoch after it serves; an
-      // instance up before the trace has its load window open since its previous epoch, one epoch before its first here
+      // its own epochs (SimOptions.instanceEpochPhaseMs): the first at its phase, or one epoch after it serves; its load
+      // window open from one epoch before the first (an instance up before the trace: since its previous epoch)
       const phases = this.o.instanceEpochPhaseMs === undefined ? undefined : [this.o.instanceEpochPhaseMs].flat();
       const epochMs = this.ep.instanceS * 1000;
       const first = phases === undefined ? undefined : now === 0 ? phases[this.initialInstances++ % phases.length]! : now + epochMs;

@@ -167,12 +167,12 @@ export interface SimOptions {
   asConfigured?: boolean;
   /**
    * step fidelity, not the oracle: each instance's own clock epochs, as a live instance's timer runs them. The instances
-   * the cluster starts with have their first epoch at these times, ms after the trace's start (0 < phase <=
-   * `epochs.instanceS` x 1000; one per instance in the order they are made, a shorter list repeated), an instance
-   * started later one epoch after it serves; each then every instanceS, holding until its first epoch the max clock it
-   * starts at, as the live instance machine does. A live cluster up before the trace has its instances' epochs at the
-   * phases their starts set (the twin check passes the live ones). Absent: every instance's epoch on one grid, at t = 0
-   * and every instanceS after.
+   * the cluster starts with have their first epoch at these times, ms after the trace's start (> 0; one per instance in
+   * the order they are made, a shorter list repeated; within one epoch for an instance up before the trace, later for
+   * one that came up after it), an instance started later one epoch after it serves; each then every instanceS,
+   * holding until its first epoch the max clock it starts at, its load window open from one epoch before it, as the
+   * live instance machine does. A live cluster has its instances' epochs at the phases their starts set (the twin
+   * check passes the live ones). Absent: every instance's epoch on one grid, at t = 0 and every instanceS after.
    */
   instanceEpochPhaseMs?: number | readonly number[];
   /**

@@ -86,14 +86,17 @@ function reshardsOf(log: string): string {
 /**
  * The live instances' clock-epoch phases against the replay's start (their log, info level): each instance's first
  * epoch decision in the window (an epoch's reason is chooseClock's: 'least power ...' or 'no clock meets ...'; a rise, a
- * prefill raise, the start-up clock are not epochs), its time after the replay's start modulo the epoch, in (0,
- * epochMs]. `phases`: one per instance up before the replay (its start-up clock logged before it), in the order of
- * their ids, as the simulator makes its instances; one that logged no epoch takes the others' circular mean. An epoch
- * that keeps the clock logs nothing, so the first one logged may be a later one: the phase is the same.
+ * prefill raise, the start-up clock are not epochs), its time after the replay's start, modulo the epoch for an
+ * instance up before the replay (an epoch that keeps the clock logs nothing, so the first one logged may be a later
+ * one: the phase is the same). `phases`: one per instance the cluster started with (its start-up clock logged before
+ * the replay's start or within one epoch after it: the readiness probe may be answered before every instance is up),
+ * in the order of their ids, as the simulator makes its instances; one that logged no epoch takes the others'
+ * circular mean.
  */
 export function epochPhasesOf(log: string, replayStartMs: number, epochMs: number): { phases: number[]; byInstance: Record<string, number> } | undefined {
   const byInstance: Record<string, number> = {};
   const before = new Set<string>();
+  const after = new Set<string>();
   for (const line of log.split('\n')) {
     if (!line.startsWith('{') || !line.includes('"event":"clock"')) continue;
     let j: { time?: number; id?: string; msg?: string };
@@ -107,16 +110,18 @@ export function epochPhasesOf(log: string, replayStartMs: number, epochMs: numbe
       before.add(j.id);
       continue;
     }
+    if (/MHz \(start-up/.test(j.msg ?? '') && j.time < replayStartMs + epochMs) after.add(j.id);
     if (j.id in byInstance || !/MHz \((least power|no clock meets)/.test(j.msg ?? '')) continue;
-    const p = (j.time - replayStartMs) % epochMs;
-    byInstance[j.id] = p > 0 ? p : epochMs;
+    const t = j.time - replayStartMs;
+    byInstance[j.id] = after.has(j.id) ? t : t % epochMs || epochMs;
   }
-  const known = [...before].filter((id) => id in byInstance).map((id) => byInstance[id]!);
+  const initial = [...before, ...after].sort();
+  const known = initial.filter((id) => id in byInstance).map((id) => byInstance[id]! % epochMs);
   if (!known.length) return undefined;
   const a = (x: number) => (2 * Math.PI * x) / epochMs;
   const mean = (Math.atan2(known.reduce((n, x) => n + Math.sin(a(x)), 0), known.reduce((n, x) => n + Math.cos(a(x)), 0)) * epochMs) / (2 * Math.PI);
   const meanMs = ((mean % epochMs) + epochMs) % epochMs || epochMs;
-  return { phases: [...before].sort().map((id) => byInstance[id] ?? meanMs), byInstance };
+  return { phases: initial.map((id) => byInstance[id] ?? meanMs), byInstance };
 }
 
 const round1 = (x: number | null | undefined) => (x == null ? '-' : Math.round(x * 10) / 10);

@@ -83,9 +83,10 @@ describe('simulator: the instances start as the live ones do', () => {
     expect(Math.min(...atZero.map((e) => e.t))).toBeLessThan(100);
   }, 60_000);
 
-  it('a phase lies within one epoch, and needs the instance machines (step fidelity, not the oracle)', async () => {
+  it('a phase is a time after the start, and needs the instance machines (step fidelity, not the oracle)', async () => {
     await expect(simulate(clockWindow(0))).rejects.toThrow(/instanceEpochPhaseMs/);
-    await expect(simulate(clockWindow([1000, 5001]))).rejects.toThrow(/instanceEpochPhaseMs/);
+    await expect(simulate(clockWindow([1000, -1]))).rejects.toThrow(/instanceEpochPhaseMs/);
+    await expect(simulate(clockWindow([1000, Number.NaN]))).rejects.toThrow(/instanceEpochPhaseMs/);
     await expect(simulate({ ...clockWindow(1000), fidelity: 'fluid', predictor: undefined })).rejects.toThrow(/instanceEpochPhaseMs/);
     await expect(simulate({ ...clockWindow(1000), policy: 'oracle' })).rejects.toThrow(/instanceEpochPhaseMs/);
   });
