@@ -423,8 +423,8 @@ export const instanceTelemetry = z.object({
   energyJ: nonneg,
   energySource: z.enum(['measured', 'modelled']),
   /**
-   * present when the GPU read of this message failed: powerW and energyJ are the last successful reading's,
-   * taken this many ms before sentMs (not a figure of now: a power consumer skips it).
+   * present when the GPU read of this message failed: powerW and energyJ are the last successful reading's, taken this
+   * many ms before sentMs (power sums that include it say so: stalePowerW); the next good reading adds the energy since.
    */
   gpuStaleMs: nonneg.optional(),
   queued: int,
@@ -503,6 +503,8 @@ export const poolTelemetry = z.object({
   readyInstances: int,
   /** sum of the live instances' last power readings, W. */
   powerW: nonneg,
+  /** of powerW, the instances whose last GPU read failed (their last successful reading, InstanceTelemetry.gpuStaleMs), W; absent: none. */
+  stalePowerW: nonneg.optional(),
   /** pool energy since the cluster leader started, J (sum of its instances' energy increments). */
   energyJ: nonneg,
   queued: int,
@@ -524,6 +526,7 @@ export const clusterTelemetry = z.object({
   gpus: int,
   freeGpus: int,
   powerW: nonneg,
+  stalePowerW: nonneg.optional(),
   /** cluster energy since the cluster leader started, J. */
   energyJ: nonneg,
   queued: int,
@@ -574,6 +577,7 @@ export const clusterStatus = z.object({
           clockMhz: nonneg,
           powerW: nonneg,
           energyJ: nonneg,
+          gpuStaleMs: nonneg.optional(),
           queued: int,
           running: int,
           state: z.string().max(32),
@@ -583,6 +587,7 @@ export const clusterStatus = z.object({
   ),
   freeGpus: int,
   powerW: nonneg,
+  stalePowerW: nonneg.optional(),
   energyJ: nonneg,
 });
 export type ClusterStatus = z.infer<typeof clusterStatus>;

@@ -30,6 +30,7 @@ import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, ensureResumeStream, type EventPublisher } from '../common/events.ts';
 import { classifyIntake, thresholdsOf, withSlo } from '../common/policy.ts';
 import { PoolDispatcher } from './dispatch.ts';
+import { powerSum, staleOf } from '../../src/telemetry/power-sum.ts';
 import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
 import { reconcileInventory } from '../../src/runtime/inventory.ts';
 import { powerCounts, serverPowerConfig } from '../../src/policy/machines/cluster-power.ts';
@@ -460,8 +461,8 @@ export class ClusterManager extends Actor {
     }
   }
 
-  /** instance power/energy from InstanceTelemetry (modelled for emulated GPUs, measured on NVML/SMI). */
-  #tel = new Map<string, { powerW: number; energyJ: number; seenMs: number }>();
+  /** instance power/energy from InstanceTelemetry (modelled for emulated GPUs, measured on NVML/SMI; gpuStaleMs: an old reading's). */
+  #tel = new Map<string, { powerW: number; energyJ: number; seenMs: number; gpuStaleMs?: number }>();
   /** the latest energy counter reading of each instance (what a takeover adds to the stored ledger). */
   #readings = new Map<string, Reading>();
   /**
@@ -476,7 +477,7 @@ export class ClusterManager extends Actor {
     this.#readings.delete(t.id);
     this.#readings.set(t.id, r);
     if (this.#readings.size > 4096) this.#readings.delete(this.#readings.keys().next().value!);
-    this.#tel.set(t.id, { powerW: t.powerW, energyJ: t.energyJ, seenMs: this.clock.now() });
+    this.#tel.set(t.id, { powerW: t.powerW, energyJ: t.energyJ, seenMs: this.clock.now(), ...staleOf(t) });
     if (this.#tel.size > 4096) this.#tel.delete(this.#tel.keys().next().value!);
   }
 
@@ -527,9 +528,10 @@ export class ClusterManager extends Actor {
         const q = p.instances.reduce((n, i) => n + i.queued, 0);
         const r = p.instances.reduce((n, i) => n + i.running, 0);
         const rd = p.instances.filter((i) => i.state === 'ready').length;
+        const power = powerSum(p.instances);
         const pt: PoolTelemetryT = {
           v: 1, pool: p.id, types: p.types, gpus: p.gpus, instances: p.instances.length, readyInstances: rd,
-          powerW: p.instances.reduce((n, i) => n + i.powerW, 0), energyJ: this.#book.poolEnergyJ.get(p.id) ?? 0,
+          powerW: power.powerW, ...(power.stalePowerW > 0 ? { stalePowerW: power.stalePowerW } : {}), energyJ: this.#book.poolEnergyJ.get(p.id) ?? 0,
           queued: q, running: r, loadByType, sentMs: now,
         };
         if (p.leader) pt.leader = p.leader;
@@ -542,7 +544,7 @@ export class ClusterManager extends Actor {
       }
       this.bus.publish(subjects.telCluster(), ClusterTelemetry, {
         v: 1, leader: st.leader, pools: st.pools.length, instances, readyInstances: ready, gpus: gpus + st.freeGpus, freeGpus: st.freeGpus,
-        powerW: st.powerW, energyJ: st.energyJ, queued, running, loadByType: total, sentMs: now,
+        powerW: st.powerW, ...(st.stalePowerW !== undefined ? { stalePowerW: st.stalePowerW } : {}), energyJ: st.energyJ, queued, running, loadByType: total, sentMs: now,
         ...(this.#m.power ? { servers: { ...powerCounts(this.#m.power), powerChanges: this.#power?.commands ?? 0 } } : {}),
       });
     } catch (err) {
@@ -555,14 +557,13 @@ export class ClusterManager extends Actor {
     const alive = [...this.#instances.values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs).map((x) => x.st);
     const pools = [...this.#m.assignments.values()].filter((a) => a.state === 'active').map((a) => ({
       id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0), leader: this.#pools.get(a.pool)?.st.leader,
-      instances: alive.filter((s) => s.pool === a.pool).map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds, node: s.node, clockMhz: s.clockMhz, powerW: this.#tel.get(s.id)?.powerW ?? 0, energyJ: this.#tel.get(s.id)?.energyJ ?? 0, queued: s.queued, running: s.running, state: s.state })),
+      instances: alive.filter((s) => s.pool === a.pool).map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds, node: s.node, clockMhz: s.clockMhz, powerW: this.#tel.get(s.id)?.powerW ?? 0, energyJ: this.#tel.get(s.id)?.energyJ ?? 0, ...staleOf(this.#tel.get(s.id)), queued: s.queued, running: s.running, state: s.state })),
     }));
     const freeGpus = [...this.#nodes.values()].reduce((n, x) => n + x.st.free.length, 0);
-    // cluster power: the live instances' last telemetry (idle GPUs of free servers are not metered here)
-    let powerW = 0;
-    for (const [, x] of this.#tel) if (now - x.seenMs < Math.max(3000, this.#c.liveness.deadAfterMs)) powerW += x.powerW;
-    for (const [, x] of this.#nodeTel) if (now - x.seenMs < Math.max(3000, this.#c.liveness.deadAfterMs)) powerW += x.powerW;
-    return { v: 1, leader: this.id, atMs: now, ...(this.#c.nats.insecure ? { warnings: [INSECURE_NATS_WARNING] } : {}), pools, freeGpus, powerW, energyJ: this.#book.energyJ };
+    // cluster power: the live instances' last telemetry (its stale part said apart) and the nodes' GPUs no instance holds
+    const heard = (x: { seenMs: number }) => now - x.seenMs < Math.max(3000, this.#c.liveness.deadAfterMs);
+    const { powerW, stalePowerW } = powerSum([...this.#tel.values(), ...this.#nodeTel.values()].filter(heard));
+    return { v: 1, leader: this.id, atMs: now, ...(this.#c.nats.insecure ? { warnings: [INSECURE_NATS_WARNING] } : {}), pools, freeGpus, powerW, ...(stalePowerW > 0 ? { stalePowerW } : {}), energyJ: this.#book.energyJ };
   }
 
   protected override async onStop(): Promise<void> {

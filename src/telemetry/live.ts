@@ -6,11 +6,16 @@
  *
  * Energy truth: the cluster figure is the sum of the instances' own counters (measured or modelled, as
  * they say); the baseline is always modelled (profile interpolation), and the snapshot says so.
+ *
+ * An instance whose GPU read failed (InstanceTelemetry.gpuStaleMs) shows its last successful reading marked with
+ * its age (`gpuStaleMs` in the snapshot's instance), and that reading's part of the cluster's power is said apart
+ * (`stalePowerW`); its repeated energy counter adds nothing, and its next good reading adds what was spent meanwhile.
  */
 import type { DecisionEvent, InstanceTelemetry, NodeTelemetry, RequestRecord } from '../../protocols/messages.ts';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
 import { idlePowerOf, interpolate } from '../model/profile.ts';
+import { powerSum, staleOf } from './power-sum.ts';
 
 export interface LiveOptions {
   /** profile for the SinglePool baseline; without it the baseline is not drawn. */
@@ -41,9 +46,11 @@ export interface SeriesPoint {
 export interface LiveSnapshot {
   v: 1;
   atMs: number;
-  pools: { id: string; instances: (Pick<InstanceTelemetry, 'id' | 'tp' | 'gpus' | 'clockMhz' | 'maxClockMhz' | 'powerW' | 'queued' | 'running' | 'state' | 'node'> & { energyJ: number })[] }[];
+  pools: { id: string; instances: (Pick<InstanceTelemetry, 'id' | 'tp' | 'gpus' | 'clockMhz' | 'maxClockMhz' | 'powerW' | 'queued' | 'running' | 'state' | 'node' | 'gpuStaleMs'> & { energyJ: number })[] }[];
   /** the cluster's GPUs: the instances and the GPUs no instance holds, W. */
   powerW: number;
+  /** of powerW, the instances whose last GPU read failed (their last successful reading), W. */
+  stalePowerW: number;
   /** of powerW, the GPUs no instance holds, W. */
   unallocatedPowerW: number;
   /** the cluster's GPU energy since this gateway watched, J (instances and unallocated GPUs). */
@@ -195,15 +202,17 @@ export class LiveState {
       sources.add(t.energySource);
       let p = pools.get(t.pool);
       if (!p) pools.set(t.pool, (p = { id: t.pool, instances: [] }));
-      p.instances.push({ id: t.id, tp: t.tp, gpus: t.gpus, clockMhz: t.clockMhz, maxClockMhz: t.maxClockMhz, powerW: t.powerW, queued: t.queued, running: t.running, state: t.state, node: t.node, energyJ: t.energyJ });
+      p.instances.push({ id: t.id, tp: t.tp, gpus: t.gpus, clockMhz: t.clockMhz, maxClockMhz: t.maxClockMhz, powerW: t.powerW, queued: t.queued, running: t.running, state: t.state, node: t.node, energyJ: t.energyJ, ...staleOf(t) });
     }
     for (const p of pools.values()) p.instances.sort((a, b) => a.id.localeCompare(b.id));
     const last = this.series[this.series.length - 1];
+    const power = powerSum(insts.map((i) => i.t));
     return {
       v: 1,
       atMs: nowMs,
       pools: [...pools.values()].sort((a, b) => a.id.localeCompare(b.id)),
-      powerW: insts.reduce((s, i) => s + i.t.powerW, 0) + this.unallocatedPowerW(nowMs),
+      powerW: power.powerW + this.unallocatedPowerW(nowMs),
+      stalePowerW: power.stalePowerW,
       unallocatedPowerW: this.unallocatedPowerW(nowMs),
       energyJ: this.energyJ,
       energySource: sources.size === 0 ? 'none' : sources.size > 1 ? 'mixed' : (([...sources][0]) as 'measured' | 'modelled'),

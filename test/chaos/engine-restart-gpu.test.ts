@@ -2,19 +2,20 @@
  * An emulated engine restarted by its instance manager brings its GPUs back with it, on its new port
  * (src/gpu/following.ts): real processes (nats-server, a cluster and a pool manager, a node agent, one instance
  * manager and its emulated engine). The engine is SIGKILLed; while it restarts the GPU reads fail and the telemetry
- * says so (gpuStaleMs); once the instance serves again, every read succeeds (energy keeps rising, from where it
+ * says so (gpuStaleMs), and the cluster's power says how much of it is that instance's old reading (stalePowerW); once the instance serves again, every read succeeds (energy keeps rising, from where it
  * was), the requests sent meanwhile are served, and the power read follows them. The emulated GPU's power is its
  * average over the last second of the engine's timeline (as NVML's on an H100): at time scale 1 that second is the
  * telemetry's period, so each reading holds the requests of the second before it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type Harness } from '../integration/control-harness.ts';
-import { InstanceTelemetry, controlSubjects, InstanceStatus, subjects, type InstanceTelemetry as Tel, type InstanceStatus as St } from '../../protocols/index.ts';
+import { ClusterTelemetry, InstanceTelemetry, controlSubjects, InstanceStatus, subjects, type ClusterTelemetry as ClusterTel, type InstanceTelemetry as Tel, type InstanceStatus as St } from '../../protocols/index.ts';
 import { descendants } from '../helpers/procs.ts';
 
 let h: Harness;
 const tel: Tel[] = [];
 const st: St[] = [];
+const cluster: ClusterTel[] = [];
 type Sent = Awaited<ReturnType<Harness['send']>> & { sentAt: number };
 const sent: Sent[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -30,6 +31,7 @@ beforeAll(async () => {
   }, { ready: 1 });
   h.bus.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => void tel.push(t), { capacity: 4096 });
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void st.push(s), { capacity: 4096 });
+  h.bus.subscribe(subjects.telCluster(), ClusterTelemetry, (c) => void cluster.push(c), { capacity: 4096 });
 }, 120_000);
 
 afterAll(async () => {
@@ -74,6 +76,13 @@ describe('an emulated engine restarted on another port', () => {
     expect(after.length).toBeGreaterThan(3);
     // every read after the restart succeeds: the control reads the new process, not the dead one's port
     expect(after.filter((x) => x.gpuStaleMs !== undefined)).toEqual([]);
+    // the cluster's power holds the instance's old reading meanwhile and says so (the only instance: all of it),
+    // and none once its reads succeed again: the cluster telemetry (1/s) follows the instance's latest (1/s), so a
+    // stale one may come until a second after the instance's first fresh telemetry, sent within a second of `back`
+    const stale = cluster.filter((c) => c.sentMs > killedAt && c.stalePowerW !== undefined);
+    expect(stale.length).toBeGreaterThan(0);
+    for (const c of stale) expect(c.stalePowerW).toBe(c.powerW);
+    expect(stale.filter((c) => c.sentMs > back! + 3000)).toEqual([]);
     // the requests sent after the restart are served, by the instance
     const served = sent.filter((o) => o.sentAt > back!);
     expect(served.length).toBeGreaterThan(8);

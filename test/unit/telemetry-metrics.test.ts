@@ -116,6 +116,20 @@ describe('TelemetryMetrics', () => {
 });
 
 describe('LiveState', () => {
+  it("marks an instance whose GPU read failed and says its part of the cluster's power apart; its energy counts once", () => {
+    const live = new LiveState();
+    live.onInstance(inst('i1', 100, { powerW: 600 }), 0);
+    live.onInstance(inst('i2', 500, { powerW: 1000 }), 0);
+    live.onInstance(inst('i2', 500, { powerW: 1000, gpuStaleMs: 2000 }), 2000);
+    let s = live.snapshot(2000);
+    expect(s.pools[0]!.instances.map((i) => [i.id, i.gpuStaleMs])).toEqual([['i1', undefined], ['i2', 2000]]);
+    expect([s.powerW, s.stalePowerW, s.energyJ]).toEqual([1600, 1000, 0]);
+    live.onInstance(inst('i2', 560, { powerW: 400 }), 3000);
+    s = live.snapshot(3000);
+    expect(s.pools[0]!.instances.map((i) => i.gpuStaleMs)).toEqual([undefined, undefined]);
+    expect([s.powerW, s.stalePowerW, s.energyJ]).toEqual([1000, 0, 60]);
+  });
+
   it('integrates energy from counter deltas and a modelled SinglePool baseline', () => {
     const profile = loadProfile('profiles/llama2-70b.h100.json');
     const live = new LiveState({ profile, clusterGpus: 32 });

@@ -45,7 +45,8 @@
       w.hidden = !(s.warnings && s.warnings.length);
       w.textContent = s.warnings && s.warnings.length ? 'WARNING: ' + s.warnings.join(' | ') : '';
     }
-    $('power-now').textContent = fmtW(s.powerW);
+    // an instance whose GPU read failed shows its last reading: the part of the power that is such, said apart
+    $('power-now').textContent = fmtW(s.powerW) + (s.stalePowerW > 0 ? ' (' + fmtW(s.stalePowerW) + ' of it stale)' : '');
     $('energy-now').textContent = fmtJ(s.energyJ);
     $('energy-src').textContent = 'source: ' + s.energySource;
     $('baseline-now').textContent = fmtJ(s.baselineEnergyJ);
@@ -61,7 +62,7 @@
     s.pools.forEach(function (p) {
       p.instances.forEach(function (i, k) {
         rows += '<tr><td>' + (k === 0 ? esc(p.id) : '') + '</td><td>' + esc(i.id) + '</td><td>' + i.tp + '</td><td>' + esc(i.gpus.join(',')) +
-          '</td><td>' + Math.round(i.clockMhz) + '</td><td>' + Math.round(i.powerW) + '</td><td>' + i.queued + '</td><td>' + i.running + '</td><td>' + esc(i.state) + '</td></tr>';
+          '</td><td>' + Math.round(i.clockMhz) + '</td><td' + (i.gpuStaleMs !== undefined ? ' class="poor" title="GPU read failed: the last reading, ' + (i.gpuStaleMs / 1000).toFixed(0) + ' s old">' + Math.round(i.powerW) + ' (' + (i.gpuStaleMs / 1000).toFixed(0) + ' s old)' : '>' + Math.round(i.powerW)) + '</td><td>' + i.queued + '</td><td>' + i.running + '</td><td>' + esc(i.state) + '</td></tr>';
       });
     });
     $('instances').tBodies[0].innerHTML = rows || '<tr><td colspan="9">no instances reporting yet</td></tr>';
