@@ -11,7 +11,7 @@ export function renderStatus(s: ClusterStatus, opts: { energySource?: string } =
   for (const w of s.warnings ?? []) out.push(`WARNING: ${w}`);
   const insts = s.pools.flatMap((p) => p.instances);
   out.push(
-    `cluster leader ${s.leader} at ${new Date(s.atMs).toISOString()}   power ${s.powerW.toFixed(0)} W   energy so far ${fmtJ(s.energyJ)}` +
+    `cluster leader ${s.leader} at ${new Date(s.atMs).toISOString()}   power ${s.powerW.toFixed(0)} W${s.stalePowerW !== undefined ? ` (${s.stalePowerW.toFixed(0)} W of it stale)` : ''}   energy so far ${fmtJ(s.energyJ)}` +
       `${opts.energySource ? ` (${opts.energySource})` : ''}   instances ${insts.length}   free GPUs ${s.freeGpus}`,
   );
   out.push('');
@@ -23,7 +23,8 @@ export function renderStatus(s: ClusterStatus, opts: { energySource?: string } =
     for (const i of p.instances) {
       out.push(
         `${i.id.padEnd(30)} ${p.id.padEnd(14)} ${String(i.tp).padStart(2)}  ${i.gpus.join(',').padEnd(13)} ${(i.node ?? '-').padEnd(9)} ` +
-          `${i.clockMhz.toFixed(0).padStart(9)}  ${i.powerW.toFixed(0).padStart(7)}  ${String(i.queued).padStart(5)}  ${String(i.running).padStart(7)}  ${i.state}`,
+          `${i.clockMhz.toFixed(0).padStart(9)}  ${i.powerW.toFixed(0).padStart(7)}  ${String(i.queued).padStart(5)}  ${String(i.running).padStart(7)}  ${i.state}` +
+          (i.gpuStaleMs !== undefined ? `  (GPU read failed: power ${(i.gpuStaleMs / 1000).toFixed(0)} s old)` : ''),
       );
     }
   }

@@ -28,5 +28,13 @@ describe('dynamollm events / telemetry arguments and lines', () => {
     const c = { subject: 'dyn.v1.tel.cluster', value: { v: 1 as const, leader: 'cm-0', pools: 1, instances: 2, readyInstances: 2, gpus: 8, freeGpus: 4, powerW: 812.4, energyJ: 12_345, queued: 0, running: 3, loadByType: { SS: 1.5 }, sentMs: 0 } };
     expect(formatTelemetry(c, false)).toMatch(/cluster .*812 W .*12\.3 kJ/);
     expect(JSON.parse(formatTelemetry(c, true))).toMatchObject({ subject: 'dyn.v1.tel.cluster', powerW: 812.4 });
+    // a power sum holding an instance's old reading (its GPU read failed) says how much; the instance, how old
+    expect(formatTelemetry({ ...c, value: { ...c.value, stalePowerW: 400 } }, false)).toMatch(/812 W \(400 W of it stale\)/);
+    const i = {
+      subject: 'dyn.v1.tel.inst.i0',
+      value: { v: 1 as const, id: 'i0', pool: 'p', tp: 2, gpus: [0, 1], clockMhz: 1980, maxClockMhz: 1980, powerW: 400, energyJ: 900, energySource: 'modelled' as const, queued: 0, running: 0, loadByType: {}, state: 'restarting', sentMs: 0 },
+    };
+    expect(formatTelemetry(i, false)).not.toMatch(/stale|old/);
+    expect(formatTelemetry({ ...i, value: { ...i.value, gpuStaleMs: 3000 } }, false)).toMatch(/400 W \(GPU read failed: 3 s old\)/);
   });
 });

@@ -31,6 +31,9 @@ export function register(cmd: Command, exit: ExitCode): void {
 type Any = ClusterTelemetry | PoolTelemetry | InstanceTelemetry | NodeTelemetry | RequestRecord;
 
 const kJ = (j: number) => (j >= 1e6 ? `${(j / 1e6).toFixed(2)} MJ` : j >= 1e3 ? `${(j / 1e3).toFixed(1)} kJ` : `${j.toFixed(1)} J`);
+/** the part of a power sum from instances whose GPU read failed (their last reading), or the age of an instance's. */
+const stale = (w: number | undefined) => (w !== undefined ? ` (${w.toFixed(0)} W of it stale)` : '');
+const old = (ms: number | undefined) => (ms !== undefined ? ` (GPU read failed: ${(ms / 1000).toFixed(0)} s old)` : '');
 const load = (l: Partial<Record<string, number>>) => Object.entries(l).filter(([, x]) => (x ?? 0) > 0.005).map(([t, x]) => `${t}:${(x ?? 0).toFixed(2)}`).join(' ') || '-';
 
 export function formatTelemetry(m: Received<Any>, json: boolean): string {
@@ -39,15 +42,15 @@ export function formatTelemetry(m: Received<Any>, json: boolean): string {
   const s = m.subject;
   if (s.includes('.tel.cluster')) {
     const c = v as ClusterTelemetry;
-    return `${new Date(c.sentMs).toISOString()}  cluster  leader ${c.leader}  pools ${c.pools}  instances ${c.readyInstances}/${c.instances} ready  GPUs ${c.gpus - c.freeGpus}/${c.gpus}  ${c.powerW.toFixed(0)} W  ${kJ(c.energyJ)}  queued ${c.queued} running ${c.running}  load ${load(c.loadByType)}`;
+    return `${new Date(c.sentMs).toISOString()}  cluster  leader ${c.leader}  pools ${c.pools}  instances ${c.readyInstances}/${c.instances} ready  GPUs ${c.gpus - c.freeGpus}/${c.gpus}  ${c.powerW.toFixed(0)} W${stale(c.stalePowerW)}  ${kJ(c.energyJ)}  queued ${c.queued} running ${c.running}  load ${load(c.loadByType)}`;
   }
   if (s.includes('.tel.pool.')) {
     const p = v as PoolTelemetry;
-    return `${new Date(p.sentMs).toISOString()}  pool     ${p.pool}  instances ${p.readyInstances}/${p.instances}  GPUs ${p.gpus}  ${p.powerW.toFixed(0)} W  ${kJ(p.energyJ)}  queued ${p.queued} running ${p.running}  load ${load(p.loadByType)}`;
+    return `${new Date(p.sentMs).toISOString()}  pool     ${p.pool}  instances ${p.readyInstances}/${p.instances}  GPUs ${p.gpus}  ${p.powerW.toFixed(0)} W${stale(p.stalePowerW)}  ${kJ(p.energyJ)}  queued ${p.queued} running ${p.running}  load ${load(p.loadByType)}`;
   }
   if (s.includes('.tel.inst.')) {
     const i = v as InstanceTelemetry;
-    return `${new Date(i.sentMs).toISOString()}  instance ${i.id} (${i.pool}, TP${i.tp})  ${i.clockMhz}/${i.maxClockMhz} MHz  ${i.powerW.toFixed(0)} W  ${kJ(i.energyJ)} ${i.energySource}  queued ${i.queued} running ${i.running}  ${i.state}${i.emergency ? `  emergency ${i.emergency}` : ''}`;
+    return `${new Date(i.sentMs).toISOString()}  instance ${i.id} (${i.pool}, TP${i.tp})  ${i.clockMhz}/${i.maxClockMhz} MHz  ${i.powerW.toFixed(0)} W${old(i.gpuStaleMs)}  ${kJ(i.energyJ)} ${i.energySource}  queued ${i.queued} running ${i.running}  ${i.state}${i.emergency ? `  emergency ${i.emergency}` : ''}`;
   }
   if (s.includes('.tel.node.')) {
     const n = v as NodeTelemetry;
