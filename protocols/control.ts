@@ -206,7 +206,14 @@ export const nodeStatus = z.object({
   node: id,
   gpus: int,
   free: z.array(int).max(64),
-  instances: z.array(z.object({ id, pool: id, tp, gpuIds: z.array(int).max(64), state: z.string().max(32) })),
+  instances: z.array(z.object({
+    id, pool: id, tp, gpuIds: z.array(int).max(64), state: z.string().max(32),
+    /**
+     * when the node agent last saw this instance's manager process end (ms, the node's clock, as the instance's own
+     * startedMs): an InstanceStatus whose startedMs is older comes from a dead process, whatever its age. Absent: none ended.
+     */
+    exitedMs: nonneg.optional(),
+  })),
   startedMs: nonneg,
   sentMs: nonneg,
 });

@@ -36,6 +36,7 @@ import { reconcileInventory } from '../../src/runtime/inventory.ts';
 import { powerCounts, serverPowerConfig } from '../../src/policy/machines/cluster-power.ts';
 import { PowerDriver, nodeSeen, serverObservation } from './power-driver.ts';
 import { readInventory, type InventoryReader } from './inventory-read.ts';
+import { endedByNode } from './instance-ended.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -178,7 +179,7 @@ export class ClusterManager extends Actor {
 
   #hasReady(pool: string): boolean {
     const now = this.clock.now();
-    for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs) return true;
+    for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs && !endedByNode(st, this.#nodes)) return true;
     return false;
   }
 
@@ -554,7 +555,7 @@ export class ClusterManager extends Actor {
 
   #status(): ClusterStatus {
     const now = this.clock.now();
-    const alive = [...this.#instances.values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs).map((x) => x.st);
+    const alive = [...this.#instances.values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs && !endedByNode(x.st, this.#nodes)).map((x) => x.st);
     const pools = [...this.#m.assignments.values()].filter((a) => a.state === 'active').map((a) => ({
       id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0), leader: this.#pools.get(a.pool)?.st.leader,
       instances: alive.filter((s) => s.pool === a.pool).map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds, node: s.node, clockMhz: s.clockMhz, powerW: this.#tel.get(s.id)?.powerW ?? 0, energyJ: this.#tel.get(s.id)?.energyJ ?? 0, ...staleOf(this.#tel.get(s.id)), queued: s.queued, running: s.running, state: s.state })),

@@ -3,7 +3,8 @@
  * start_instance it starts an instance-manager process on the given GPUs (runtime Supervisor, restarted on
  * failure: a SIGKILLed instance manager comes back under the same id, resets its GPUs' clocks first and
  * serves again); on stop_instance it stops it (SIGTERM: the instance drains, then SIGKILL after graceMs).
- * Publishes NodeStatus (free GPUs, instances) every status interval and keeps it in the inventory KV, and
+ * Publishes NodeStatus (free GPUs, instances, and when each instance's process last ended: at once on that end, so
+ * the cluster drops the instance from its ready set then) every status interval and keeps it in the inventory KV, and
  * NodeTelemetry (1/s): the power and energy of its GPUs that no instance holds (src/telemetry
  * unallocated-energy.ts; modelled idle power for emulated GPUs, the GPUs' own counters read-only on NVML/SMI).
  *
@@ -45,6 +46,8 @@ interface Inst {
 export class NodeAgent extends Actor {
   #sup?: Supervisor;
   #insts = new Map<string, Inst>();
+  /** when each instance's manager process last ended (ms, this clock), since this node agent started. */
+  #exited = new Map<string, number>();
   #timer?: unknown;
   #telTimer?: unknown;
   #gpus: number;
@@ -69,6 +72,13 @@ export class NodeAgent extends Actor {
 
   protected async onStart(): Promise<void> {
     this.#sup = new Supervisor({ children: [], log: this.log, backoff: { initialMs: 200, maxMs: 5000 } });
+    // each end of an instance manager's process (a child's exit, or an adopted one's pid gone): its status says when
+    // at once, so the cluster takes the instance out of its ready set without waiting for its statuses to lapse
+    this.#sup.on('exit', ({ name }: { name: string }) => {
+      if (!this.#insts.has(name)) return;
+      this.#exited.set(name, this.clock.now());
+      void this.#status();
+    });
     // each (re)start of an instance manager: its record names its new pid and this supervisor
     this.#sup.on('spawn', ({ name, pid }: { name: string; pid?: number }) => {
       const i = this.#insts.get(name);
@@ -204,6 +214,7 @@ export class NodeAgent extends Actor {
     void this.#sup!.remove(inst.id).finally(async () => {
       await this.#sampleMeter();
       this.#insts.delete(inst.id);
+      this.#exited.delete(inst.id);
       void this.#status();
     });
     return { v: 1, ok: true, detail: { instanceId: inst.id } };
@@ -213,7 +224,10 @@ export class NodeAgent extends Actor {
     if (this.state !== 'running' && this.state !== 'starting') return;
     const st: NodeStatus = {
       v: 1, node: this.id, gpus: this.#gpus, free: this.free(),
-      instances: [...this.#insts.values()].map((i) => ({ id: i.id, pool: i.pool, tp: i.tp, gpuIds: i.gpuIds, state: this.#sup?.children().find((c) => c.name === i.id)?.state ?? 'unknown' })),
+      instances: [...this.#insts.values()].map((i) => {
+        const exitedMs = this.#exited.get(i.id);
+        return { id: i.id, pool: i.pool, tp: i.tp, gpuIds: i.gpuIds, state: this.#sup?.children().find((c) => c.name === i.id)?.state ?? 'unknown', ...(exitedMs !== undefined ? { exitedMs } : {}) };
+      }),
       startedMs: this.startedMs, sentMs: this.clock.now(),
     };
     try {

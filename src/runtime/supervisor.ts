@@ -17,8 +17,8 @@ import { systemClock, type Clock } from './clock.ts';
 import { LifecycleError } from './errors.ts';
 import { ADOPT_FILE_ENV, pidAlive } from './adoption.ts';
 
-/** how often an adopted child's pid is checked, ms. */
-const ADOPTED_POLL_MS = 250;
+/** how often an adopted child's pid is checked, ms (a kill(0) and a read of /proc/<pid>/stat each). */
+const ADOPTED_POLL_MS = 100;
 
 export interface ChildSpec {
   /** unique name of the child in this supervisor. */

@@ -1,0 +1,121 @@
+/**
+ * A dead instance manager leaves the cluster status's ready set within a second, on its node agent's word
+ * (NodeStatus instances[].exitedMs), not on its restarted process's first status nor its statuses' lapse
+ * (liveness.deadAfterMs): real processes (nats-server, a cluster and a pool manager, a node agent with two instance
+ * managers and their emulated engines).
+ * - an instance manager the node agent started (its child: the node agent sees its 'exit') is SIGKILLed;
+ * - the node agent is SIGKILLed and started again, it adopts the instance managers (src/runtime/adoption.ts: not its
+ *   children, watched by their pids), and one of them is SIGKILLed.
+ * Each time the cluster status drops the instance before any status of its new process has come, and within 1 s.
+ */
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type Harness } from '../integration/control-harness.ts';
+import { InstanceStatus, NodeStatus, controlSubjects, type InstanceStatus as InstanceStatusT, type NodeStatus as NodeStatusT } from '../../protocols/index.ts';
+import { adoptionDir, readRecords } from '../../src/runtime/adoption.ts';
+import { killTree } from '../helpers/procs.ts';
+
+let h: Harness;
+let dir: string;
+const statuses: { st: InstanceStatusT; atMs: number }[] = [];
+let nodeStatus: NodeStatusT | undefined;
+/** the parent pid of `pid` (/proc/<pid>/stat's fourth field). */
+const ppidOf = (pid: number) => Number(/^\d+ \(.*\) \S+ (\d+)/.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1]);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  h = await startControlPlane({
+    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
+    servers: [{ id: 'n0', gpus: 4 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS: 1 },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+    engine: { kind: 'emulator', timeScale: 4, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
+  }, { ready: 2 });
+  dir = adoptionDir(`dynamollm|${h.nats.url}|n0`);
+  h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void statuses.push({ st, atMs: Date.now() }), { capacity: 8192 });
+  h.bus.subscribe(controlSubjects.nodeStatus('n0'), NodeStatus, (s) => void (nodeStatus = s), { capacity: 256 });
+}, 120_000);
+
+afterAll(async () => {
+  const pids = readRecords(dir ?? '/nonexistent').map((r) => r.pid);
+  await h?.stop();
+  killTree(pids);
+}, 60_000);
+
+async function until(pred: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const t = Date.now() + ms;
+  while (Date.now() < t) {
+    if (await pred()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Both instances ready in the cluster status, each with the pid of its manager (the node agent's record). */
+async function readyInstances(): Promise<Map<string, { pid: number; startedMs: number }>> {
+  const out = new Map<string, { pid: number; startedMs: number }>();
+  await until(async () => {
+    const st = await h.status();
+    const ready = (st?.pools ?? []).flatMap((p) => p.instances).filter((i) => i.state === 'ready').map((i) => i.id);
+    out.clear();
+    for (const r of readRecords(dir)) {
+      const last = statuses.filter((s) => s.st.id === r.name).at(-1);
+      if (ready.includes(r.name) && last?.st.state === 'ready') out.set(r.name, { pid: r.pid, startedMs: last.st.startedMs });
+    }
+    return out.size === 2;
+  }, 60_000, 'both instances ready');
+  return out;
+}
+
+/**
+ * SIGKILLs instance `id`'s manager and polls the cluster status until the instance is out of its ready set: the ms
+ * that took, and whether a status of its new process had come by then.
+ */
+async function killAndTime(id: string, pid: number, startedMs: number): Promise<{ ms: number; newProcessSpokeFirst: boolean }> {
+  const at = Date.now();
+  process.kill(pid, 'SIGKILL');
+  for (;;) {
+    const st = await h.status();
+    const i = (st?.pools ?? []).flatMap((p) => p.instances).find((x) => x.id === id);
+    if (st && (!i || i.state !== 'ready')) {
+      return { ms: Date.now() - at, newProcessSpokeFirst: statuses.some((s) => s.st.id === id && s.st.startedMs !== startedMs && s.atMs >= at) };
+    }
+    if (Date.now() - at > 10_000) throw new Error(`${id} still ready in the cluster status 10 s after its kill`);
+    await sleep(50);
+  }
+}
+
+describe('a dead instance manager leaves the ready set on its node agent\'s word', () => {
+  it.runIf(process.platform === 'linux')('the node agent\'s child, then one it adopted after its own restart', async () => {
+    // its child
+    const before = await readyInstances();
+    const [a, ia] = [...before][0]!;
+    const child = await killAndTime(a, ia.pid, ia.startedMs);
+    expect(child.newProcessSpokeFirst, `${a}: dropped only once its new process reported`).toBe(false);
+    expect(child.ms).toBeLessThan(1000);
+    // its node status says when that process ended
+    await until(() => (nodeStatus?.instances.find((i) => i.id === a)?.exitedMs ?? 0) >= ia.startedMs, 5000, `n0's status naming ${a}'s end`);
+
+    // the node agent dies and its successor adopts both instance managers
+    const first = h.procs.get('n0')!;
+    const gone = new Promise((r) => first.once('exit', r));
+    first.kill('SIGKILL');
+    await gone;
+    const killedAt = Date.now();
+    const second = h.startActor('node', 'n0');
+    await until(() => (nodeStatus?.startedMs ?? 0) > killedAt && nodeStatus?.instances.length === 2 && readRecords(dir).every((r) => r.supervisorPid === second.pid), 30_000, 'the new node agent adopting both instances');
+    const adopted = await readyInstances();
+    // the one not killed before: its process is the one the first node agent started, adopted (not the new one's child)
+    const [b, ib] = [...adopted].find(([id]) => id !== a)!;
+    expect(ppidOf(ib.pid), `${b} (${ib.pid}) is adopted, not the new node agent's child`).not.toBe(second.pid);
+    const orphan = await killAndTime(b, ib.pid, ib.startedMs);
+    expect(orphan.newProcessSpokeFirst, `${b}: dropped only once its new process reported`).toBe(false);
+    expect(orphan.ms).toBeLessThan(1000);
+    // and it comes back under the new node agent
+    await until(() => statuses.some((s) => s.st.id === b && s.st.startedMs > ib.startedMs && s.st.state === 'ready'), 60_000, `${b} restarted and ready`);
+    const back = await h.status();
+    expect((back?.pools ?? []).flatMap((p) => p.instances).find((i) => i.id === b)?.state).toBe('ready');
+    console.log(`left the ready set: child ${child.ms} ms, adopted ${orphan.ms} ms`);
+  }, 180_000);
+});
