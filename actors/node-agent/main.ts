@@ -142,28 +142,16 @@ export class NodeAgent extends Actor {
     return { ...Object.fromEntries(NATS_ENV_NAMES.map((n) => [n, ''])), NATS_URL: (this.opts.nats?.servers ?? []).join(','), NATS_NKEY: join(dir, `${id}.nk`) };
   }
 
-  /**
-   * The instance managers a previous node agent of this node started: supervised from now on. One that still runs is
-   * adopted; one whose process ended while no node agent ran (its record left, its pid gone) is started again, as the
-   * supervisor restarts a child that failed: the instance was placed here and was not stopped on purpose (a stop
-   * removes its record).
-   */
+  /** The instance managers a previous node agent of this node started that still run: supervised from now on. */
   #adopt(): void {
     for (const r of readRecords(this.adoptDir)) {
       const m = r.meta as Partial<Inst>;
       const inst: Inst | undefined = typeof m.pool === 'string' && [1, 2, 4, 8].includes(m.tp as number) && Array.isArray(m.gpuIds) ? { id: r.name, pool: m.pool, tp: m.tp!, gpuIds: m.gpuIds } : undefined;
-      if (!inst || this.#insts.has(r.name) || inst.gpuIds.some((g) => !this.free().includes(g))) {
+      if (!inst || !pidAlive(r.pid) || !pidIsChild(r.pid, r.name) || this.#insts.has(r.name)) {
         removeRecord(this.adoptDir, r.name);
         continue;
       }
       this.#insts.set(inst.id, inst);
-      if (!pidAlive(r.pid) || !pidIsChild(r.pid, r.name)) {
-        this.#sup!.add(this.#spec(inst, 30_000));
-        const pid = this.#sup!.children().find((c) => c.name === inst.id)?.pid;
-        if (pid !== undefined) this.#record(inst, pid);
-        this.log.warn({ instance: inst.id, pid: r.pid, gpus: inst.gpuIds }, 'instance manager ended while no node agent ran: started again');
-        continue;
-      }
       this.#sup!.adopt(this.#spec(inst, 30_000), r.pid);
       this.#record(inst, r.pid);
       this.log.info({ instance: inst.id, pid: r.pid, gpus: inst.gpuIds }, 'instance adopted');
