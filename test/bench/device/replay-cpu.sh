@@ -19,8 +19,11 @@ snap() { # pid role ticks
     next=$(ps -eo pid=,ppid= | awk -v f=" $frontier " 'index(f, " " $2 " ") {print $1}' | tr '\n' ' ')
     tree="$tree$next"; frontier=$(echo $next)
   done
-  # plus a nats-server that `up` found already running (not its child; shared with anyone else using it)
-  for p in $(echo $tree $(pgrep -x nats-server) | tr ' ' '\n' | sort -un); do
+  # plus, when `up` started none, the nats-server it found already running (not its child; shared with anyone else
+  # using it); other nats-servers on the host (a chaos run's beside this one) are not counted
+  local extra=""
+  ps -o comm= -p $(echo $tree | tr ' ' ',') 2>/dev/null | grep -qx nats-server || extra=$(pgrep -x nats-server)
+  for p in $(echo $tree $extra | tr ' ' '\n' | sort -un); do
     [ -r /proc/$p/stat ] || continue
     cmd=$(tr '\0' ' ' < /proc/$p/cmdline)
     case "$cmd" in
