@@ -34,8 +34,6 @@ export interface NatsBackendOptions {
   migrationMaxBytes?: number;
   /** deadline of the leg's end report to its instance, ms. Default 2000. */
   legReportTimeoutMs?: number;
-  /** how long a request already streaming waits for a peer to take its next leg (refused meanwhile: no ready instance), ms. Default 30000. */
-  migrationHoldMs?: number;
   /** route requests itself and ask the chosen instance directly (absent: every request goes to the cluster intake). */
   router?: RequestRouter;
   /** deadline of one admission asked of an instance directly, ms. Default 2000 (at most admitAttemptMs). */

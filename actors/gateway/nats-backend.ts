@@ -101,7 +101,6 @@ export class NatsBackend implements GatewayBackend {
   private readonly migrationLimit: number;
   private readonly migrationMaxBytes: number;
   private readonly legReportTimeoutMs: number;
-  private readonly migrationHoldMs: number;
   private readonly router: RequestRouter | undefined;
   private readonly directAdmitMs: number;
   private readonly holderCheckMs: number;
@@ -127,7 +126,6 @@ export class NatsBackend implements GatewayBackend {
     this.migrationLimit = opts.migrationLimit ?? 3;
     this.migrationMaxBytes = opts.migrationMaxBytes ?? 1 << 20;
     this.legReportTimeoutMs = opts.legReportTimeoutMs ?? 2000;
-    this.migrationHoldMs = opts.migrationHoldMs ?? 30_000;
     this.router = opts.router;
     this.directAdmitMs = Math.min(opts.directAdmitMs ?? 2000, this.admitAttemptMs);
     this.holderCheckMs = opts.holderCheckMs ?? 250;
@@ -558,10 +556,10 @@ export class NatsBackend implements GatewayBackend {
   /** The continuation's prompt counted by an engine's tokenizer (legs.ts countedBy). */
   private counted = (req: InferenceRequest): Promise<InferenceRequest> => countedBy((r) => this.tokenize(r), req);
 
-  /** The next leg of a request already streaming: the client cannot get a 429 any more, so what another attempt can fix
-   * (no ready instance while the dead one restarts, a manager failing over) is tried again for up to migrationHoldMs. */
+  /** The next leg of a request already streaming: the client cannot get a 429 or 503 any more, so what another attempt can
+   * fix (no ready instance while the dead ones restart, a manager failing over) is tried again until the request's give-up time. */
   private async reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal, previous?: string): Promise<Leg> {
-    const until = Math.min(this.clock.now() + this.migrationHoldMs, req.giveUpAtMs - this.admitAttemptMs);
+    const until = req.giveUpAtMs - this.admitAttemptMs;
     let wait = 250;
     let leg = next;
     for (let k = 1; ; k++) {

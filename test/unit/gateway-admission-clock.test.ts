@@ -13,10 +13,15 @@
  * - a prompt's tokenize is retried past its deadline while the router (GatewayRouter on the instances' statuses)
  *   expects an instance, up to tokenizeHoldMs;
  * - a leg the gateway routed itself whose instance dies before its first token is sent again on a peer once the
- *   router's view says the instance is gone (deadAfterMs), not after chunkTimeoutMs.
+ *   router's view says the instance is gone (deadAfterMs), not after chunkTimeoutMs;
+ * - a stream whose engine and then its instance die mid-stream (direct data path, an HTTP engine that breaks)
+ *   while no peer is ready waits for its next leg until one is (past holdLimitMs, inside its give-up time): the
+ *   client's stream completes, not ended by a timeout error chunk.
  * The real processes of these paths (a pool leader SIGKILLed, a NATS restart, an engine loading) are
  * test/integration/{election-hold,pool-hold-admission,gateway-nats,tokenize-hold}.test.ts.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/runtime/clock.ts';
 import { CancelledError, ConnectionClosedError, NoRespondersError, TimeoutError } from '../../src/runtime/errors.ts';
@@ -109,6 +114,38 @@ function request(clock: ManualClock, giveUpInMs = 600_000): InferenceRequest {
 }
 
 const admitted = (id: string): Admission => ({ v: 1, id, ok: true, pool: 'pool-all', instance: 'i0', type: 'SS' });
+
+/**
+ * An engine of the direct data path on a real socket: each completion streams `words(prompt)` one-word events
+ * ('<name><i> '); then, `dies`, its connection is destroyed mid-stream (SIGKILL), else the last event has
+ * finish_reason 'length' and usage, then [DONE]. `bodies`: the completions it was asked for.
+ */
+async function engine(name: string, dies: boolean, words: (maxTokens: number) => number) {
+  const bodies: { prompt: string; max_tokens: number }[] = [];
+  const server = createServer((req, res) => {
+    let raw = '';
+    req.on('data', (b: Buffer) => (raw += b.toString()));
+    req.on('end', () => {
+      const body = JSON.parse(raw) as { prompt: string; max_tokens: number };
+      bodies.push(body);
+      const n = words(body.max_tokens);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (let i = 0; i < n; i++) {
+        const last = !dies && i === n - 1;
+        res.write(`data: ${JSON.stringify({ choices: [{ index: 0, text: `${name}${i} `, finish_reason: last ? 'length' : null }], ...(last ? { usage: { prompt_tokens: 9, completion_tokens: n, total_tokens: 9 + n } } : {}) })}\n\n`);
+      }
+      if (dies) setTimeout(() => res.socket?.destroy(), 20);
+      else res.end('data: [DONE]\n\n');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies, close: () => server.close() };
+}
+
+/** Waits in real time (an engine's socket) until `ok()`, 5 s at most. */
+async function until(ok: () => boolean): Promise<void> {
+  for (let t = 0; !ok() && t < 5000; t += 5) await new Promise((r) => setTimeout(r, 5));
+}
 
 /** The outcome of a promise, and the virtual time it settled at. */
 function track<T>(clock: ManualClock, p: Promise<T>) {
@@ -449,5 +486,60 @@ describe('gateway admission on a virtual clock', () => {
     await run(clock, 5);
     expect(read.error).toBeUndefined();
     expect(chunks.map((c) => [c.text, c.done, c.error])).toEqual([['ok', true, undefined]]);
+  });
+
+  it('a stream whose engine and then its instance die mid-stream, while no peer is ready for 45 s, completes on the first peer ready', async () => {
+    // chaos-cli (engine and instance manager kills every 2.5 s): no instance of the pool ready for longer than the
+    // gateway's hold limit; a continuation that waited only 30 s ended the client's stream with a 'timeout' error chunk
+    const READY_MS = 45_000;
+    const { clock, bus, backend } = setup({ direct: true, holdLimitMs: 30_000 });
+    const dead = await engine('a', true, () => 3);
+    const peer = await engine('b', false, (max) => max);
+    const grant = (id: string, instance: string, url: string) => bus.publish(subjects.stream(id), TokenChunk, {
+      v: 1, id, seq: 0, text: '', tokens: 0, instance, pool: 'pool-all', type: 'SS', grant: { url, apiKey: 'k'.repeat(16), reportWithinMs: 5000 },
+    });
+    const req = { ...request(clock), maxTokens: 8 };
+    const legs: { id: string; atMs: number }[] = [];
+    bus.responders.set(subjects.clusterIntake(), (m, reply) => {
+      const leg = m as InferenceRequest;
+      legs.push({ id: leg.id, atMs: clock.now() - START });
+      if (leg.id === req.id) {
+        grant(leg.id, 'i0', dead.url);
+        return reply(admitted(leg.id));
+      }
+      // the continuation: the pool holds it (its instances restarting) until one is ready, then admits it there
+      if (clock.now() - START < READY_MS) return bus.publish(leg.streamSubject, TokenChunk, { v: 1, id: leg.id, seq: 0, text: '', tokens: 0, pool: 'pool-all', hold: { forMs: 20_000 } });
+      grant(leg.id, 'i1', peer.url);
+      reply({ ...admitted(leg.id), instance: 'i1' });
+    });
+    // an engine's tokenizer counts the continuation's prompt; instance i0 died with its engine: its leg reports find no responder
+    bus.responders.set(subjects.tokenize(), (_m, reply) => reply({ v: 1, ok: true, count: 12 }));
+    try {
+      const submitted = track(clock, backend.submit(req, new AbortController().signal));
+      await run(clock, 5);
+      const chunks: TokenChunk[] = [];
+      const read = track(clock, (async () => {
+        for await (const c of submitted.value!) chunks.push(c);
+      })());
+      // the first leg streams 3 tokens from its engine, which then dies
+      await until(() => backend.counters.migrated === 1 && legs.length > 1);
+      expect(chunks.map((c) => c.text).join('')).toBe('a0 a1 a2 ');
+      await run(clock, READY_MS + 5_000, 50);
+      await until(() => read.atMs !== undefined);
+      expect(read.error).toBeUndefined();
+      // no error chunk (the old 30-s wait for the next leg ended the stream with a 'timeout' one at 30 s)
+      expect(chunks.filter((c) => c.error).map((c) => c.error?.code)).toEqual([]);
+      // one stream: every token once, seq contiguous, ended by the peer's last token
+      expect(chunks.map((c) => c.text).join('')).toBe('a0 a1 a2 b0 b1 b2 b3 b4 ');
+      expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+      expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'length', usage: { completionTokens: 8 } });
+      // the peer was asked for the prompt plus the text sent, and the tokens left; it was admitted once one was ready
+      expect(peer.bodies).toEqual([expect.objectContaining({ prompt: 'hello' + 'a0 a1 a2 ', max_tokens: 5 })]);
+      expect(read.atMs!).toBeGreaterThanOrEqual(READY_MS);
+      expect(legs.at(-1)!.atMs).toBeLessThanOrEqual(READY_MS + 3_000);
+    } finally {
+      dead.close();
+      peer.close();
+    }
   });
 });
