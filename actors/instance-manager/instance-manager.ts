@@ -797,6 +797,8 @@ export class InstanceManager {
     if (this.#m.credits.epoch > 0) st.creditEpoch = this.#m.credits.epoch;
     const lent = creditsOutstanding(this.#m.credits, now);
     if (lent > 0) st.creditsOutstanding = lent;
+    // the status schedule each instance keeps (its own interval from its start): the twin check reads it (debug level)
+    this.#log.debug({ status: { seq: st.seq, state: st.state, queued: st.queued, running: st.running, clockMhz: st.clockMhz } }, 'status');
     try {
       this.#bus.publish(controlSubjects.instanceStatus(this.pool, this.id), InstanceStatus, st);
     } catch (err) {

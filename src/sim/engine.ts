@@ -149,7 +149,7 @@ export class Simulation extends SimFluidModel {
     while (true) {
       const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs) : Infinity;
       const tStep = this.stepHeap.peekTime();
-      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.epochHeap.peekTime(), this.nextReadyMs, nextSleep, this.sleepDueMs);
+      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.epochHeap.peekTime(), this.statusHeap.peekTime(), this.nextReadyMs, nextSleep, this.sleepDueMs);
       const t = Math.min(tArr, tStep, tTimer);
       if (t === Infinity || (t > endMs && !nextRec && this.stepHeap.size === 0)) break;
       if (t > endMs + 3.6e6) break; // safety: an hour past the last arrival
@@ -198,6 +198,14 @@ export class Simulation extends SimFluidModel {
       if (nextStatus === t) {
         for (const p of this.pools) recordSimPoolArrivals(p, t, poolBurstWindowMs(this.ep.poolS * 1000));
         nextStatus += PEER_STATUS_MS;
+        continue;
+      }
+      if (this.statusHeap.peekTime() === t) {
+        // an instance's status timer: its status to its pool leader, while it is not stopped
+        const inst = this.statusHeap.pop();
+        if (inst.state === 'stopped') continue;
+        this.leaderOf(inst.pool, t).publish(inst, inst.pool.instances, t);
+        this.statusHeap.push(t + PEER_STATUS_MS, inst);
         continue;
       }
       if (this.epochHeap.peekTime() === t) {

@@ -21,7 +21,7 @@ import { OracleSolver } from './yardsticks.ts';
 import { forEachRecord, longInputClassBound, overContext, rng } from './trace.ts';
 import { type Fidelity, type InstanceLimits, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
 import { LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
-import { DEFAULT_EPOCHS, DEFAULT_COSTS, POLICY_KNOBS, TYPE_INDEX, DEFAULT_CONTEXT_FLOOR, type PolicyKnobs, type LoadTemplate, type EngineInputs, type SimInstance, type SimPool, type ReqState } from './state.ts';
+import { DEFAULT_EPOCHS, DEFAULT_COSTS, POLICY_KNOBS, TYPE_INDEX, DEFAULT_CONTEXT_FLOOR, PEER_STATUS_MS, type PolicyKnobs, type LoadTemplate, type EngineInputs, type SimInstance, type SimPool, type ReqState } from './state.ts';
 
 export abstract class SimLedger {
   protected readonly o: SimOptions;
@@ -57,6 +57,10 @@ export abstract class SimLedger {
   protected readonly epochHeap = new Heap<SimInstance>();
   /** the instances made at t = 0 so far (each takes the next of instanceEpochPhaseMs). */
   protected initialInstances = 0;
+  /** step, policy dispatch: each instance's next periodic status to its pool leader (its status timer, from its start). */
+  protected readonly statusHeap = new Heap<SimInstance>();
+  /** the instances made at t = 0 so far that have their status timer (each takes the next of instanceStatusPhaseMs). */
+  protected initialStatusTimers = 0;
   protected readonly clockHeap = new Heap<{ inst: SimInstance; mhz: number; why?: string; inputs?: Record<string, unknown> }>();
   /** step: requests admitted by an instance machine and not started in its engine yet. */
   protected readonly admitted = new Map<string, CoreRequest>();
@@ -135,6 +139,9 @@ export abstract class SimLedger {
     const phases = this.o.instanceEpochPhaseMs === undefined ? [] : [this.o.instanceEpochPhaseMs].flat();
     for (const ph of phases) if (!(ph > 0 && Number.isFinite(ph))) throw new RangeError(`instanceEpochPhaseMs must be > 0 ms, got ${ph}`);
     if (this.o.instanceEpochPhaseMs !== undefined && (this.fidelity !== 'step' || this.knobs.oracle || !phases.length)) throw new RangeError('instanceEpochPhaseMs: step fidelity, a policy other than the oracle, at least one phase');
+    const statusPhases = this.o.instanceStatusPhaseMs === undefined ? [] : [this.o.instanceStatusPhaseMs].flat();
+    for (const ph of statusPhases) if (!(ph > 0 && ph <= PEER_STATUS_MS)) throw new RangeError(`instanceStatusPhaseMs must be in (0, ${PEER_STATUS_MS}] ms, got ${ph}`);
+    if (this.o.instanceStatusPhaseMs !== undefined && (this.fidelity !== 'step' || !this.useDispatchPolicy || !statusPhases.length)) throw new RangeError('instanceStatusPhaseMs: step fidelity, the policy dispatch, at least one phase');
     if (this.o.predictor === 'online' && this.fidelity !== 'step') throw new RangeError("the online predictor learns from completed requests: step fidelity only (--fidelity step)");
     this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, longInputMax: this.longInputMax, model: this.o.model });
   }

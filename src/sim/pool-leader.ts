@@ -6,9 +6,12 @@
  * count between two statuses, its holds (no instance ready while capacity is coming) and its choice (policy
  * dispatchRequest) are the machine's.
  *
- * The machine sees the pool's instances as the live leader does, through their statuses: one per instance every
- * `statusIntervalMs` and one on each change of its state, built as the live instance manager builds its status
- * from its machine (queue length, running, currentLoad, pendingPrefillTokens). The effects are performed here:
+ * The machine sees the pool's instances as the live leader does, through their statuses: one per instance on its own
+ * schedule (`publish`, every `statusIntervalMs` from the instance's start, as the live instance manager's status
+ * timer: the simulator's event loop calls it) and one on each change of its state, built as the live instance manager
+ * builds its status from its machine (queue length, running, currentLoad, pendingPrefillTokens). Between two statuses
+ * the machine counts what it sent an instance (its local view); the status of an instance is as old as its last
+ * publication, not the dispatch's. The effects are performed here:
  * an 'admit' asks the simulated instance (the hook answers at once), a 'reply' or 'move_reply' answers the caller
  * (a held dispatch later, through the `answer` hook). The other effects (timers, the dispatched-list store,
  * reconciliation, decision events) have nothing to act on in the simulator: the pool's layout is ./pool-brain.ts's
@@ -27,6 +30,11 @@ export function simRequest(r: CoreRequest, pred: RequestType, moves: number): In
     v: 1, id: r.id, model: '', kind: 'completion', inputTokens: r.promptTokens, maxTokens: r.outputTokens, arrivalMs: r.arrivalMs, giveUpAtMs: r.arrivalMs + 600_000,
     streamSubject: '', type: pred, ttftDeadlineMs: r.ttftDeadlineMs ?? r.arrivalMs, moves,
   };
+}
+
+/** An instance's state as its status says it; stopping (its engine exiting): the live instance reports draining until its engine has exited. */
+function stateOf(i: LeaderInstance): InstanceStatus['state'] {
+  return i.state === 'active' ? (!i.brain ? 'starting' : i.sleep ? 'sleeping' : 'ready') : i.state === 'draining' || i.state === 'stopping' ? 'draining' : i.state === 'starting' ? 'starting' : 'stopped';
 }
 
 /** What the leader reads of a simulated instance (its status is built from its instance machine). */
@@ -116,17 +124,21 @@ export class SimPoolLeader<I extends LeaderInstance> {
     this.#run({ type: 'tick' }, now);
   }
 
-  /** The statuses due: every instance's each statusIntervalMs and on a change of its state; a stopped one's last. */
-  sync(instances: readonly I[], now: number): void {
+  /** One instance's periodic status (its status timer fired at `now`), with the statuses of changed states due. */
+  publish(inst: I, instances: readonly I[], now: number): void {
+    this.sync(instances, now, inst);
+  }
+
+  /** The statuses due: an instance's on a change of its state (and `periodic`'s, its timer's); a stopped one's last. */
+  sync(instances: readonly I[], now: number, periodic?: I): void {
     const due: InstanceStatus[] = [];
     const seen = new Set<string>();
     for (const i of instances) {
       seen.add(i.id);
       this.#byId.set(i.id, i);
-      // stopping (its engine exiting): the live instance reports draining until its engine has exited
-      const state: InstanceStatus['state'] = i.state === 'active' ? (!i.brain ? 'starting' : i.sleep ? 'sleeping' : 'ready') : i.state === 'draining' || i.state === 'stopping' ? 'draining' : i.state === 'starting' ? 'starting' : 'stopped';
+      const state = stateOf(i);
       const last = this.#sent.get(i.id);
-      if (last && last.state === state && now - last.atMs < this.#cfg.statusIntervalMs) continue;
+      if (last && last.state === state && i !== periodic) continue;
       this.#sent.set(i.id, { atMs: now, state });
       due.push(this.#statusOf(i, state, now));
     }

@@ -176,6 +176,15 @@ export interface SimOptions {
    */
   instanceEpochPhaseMs?: number | readonly number[];
   /**
+   * step fidelity, the policy dispatch: when the instances the cluster starts with publish their statuses, ms after the
+   * trace's start (in (0, 500], one per instance in the order they are made, a shorter list repeated). Each instance
+   * publishes its status to its pool's dispatch on its own timer, every 500 ms (the live status interval) from its
+   * start, as a live instance manager does, and the dispatch sees its load as of its last status plus what it sent it
+   * since. An instance started later publishes from its start. Absent: the instances the cluster starts with at 500 ms
+   * and every 500 ms after.
+   */
+  instanceStatusPhaseMs?: number | readonly number[];
+  /**
    * how a pool carries out a re-shard decision. 'units' (the live pool machine's way): its staggered units one
    * at a time; a unit on GPUs an instance holds drains and stops it first, and the new instance serves after an
    * engine start (`costs.instanceStartS`). 'overlap' (the paper's NVLink re-shard): the old layout serves until

@@ -93,7 +93,7 @@ function reshardsOf(log: string): string {
  * in the order of their ids, as the simulator makes its instances; one that logged no epoch takes the others'
  * circular mean.
  */
-export function epochPhasesOf(log: string, replayStartMs: number, epochMs: number): { phases: number[]; byInstance: Record<string, number> } | undefined {
+export function epochPhasesOf(log: string, replayStartMs: number, epochMs: number): { phases: number[]; ids: string[]; byInstance: Record<string, number> } | undefined {
   const byInstance: Record<string, number> = {};
   const before = new Set<string>();
   const after = new Set<string>();
@@ -121,7 +121,30 @@ export function epochPhasesOf(log: string, replayStartMs: number, epochMs: numbe
   const a = (x: number) => (2 * Math.PI * x) / epochMs;
   const mean = (Math.atan2(known.reduce((n, x) => n + Math.sin(a(x)), 0), known.reduce((n, x) => n + Math.cos(a(x)), 0)) * epochMs) / (2 * Math.PI);
   const meanMs = ((mean % epochMs) + epochMs) % epochMs || epochMs;
-  return { phases: initial.map((id) => byInstance[id] ?? meanMs), byInstance };
+  return { phases: initial.map((id) => byInstance[id] ?? meanMs), ids: initial, byInstance };
+}
+
+/**
+ * The live instances' status schedules against the replay's start (their log, debug level: each status an instance
+ * manager publishes): for each of `ids` (the instances the cluster started with, in the order the simulator makes
+ * them), its first status after the replay's start, modulo the status interval (in (0, intervalMs]); undefined when
+ * the log has none (info level), or when an instance has none.
+ */
+export function statusPhasesOf(log: string, replayStartMs: number, intervalMs: number, ids: readonly string[]): number[] | undefined {
+  const first = new Map<string, number>();
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{') || !line.includes('"msg":"status"')) continue;
+    let j: { time?: number; id?: string };
+    try {
+      j = JSON.parse(line) as typeof j;
+    } catch {
+      continue;
+    }
+    if (j.time === undefined || j.id === undefined || j.time < replayStartMs || first.has(j.id)) continue;
+    first.set(j.id, (j.time - replayStartMs) % intervalMs || intervalMs);
+  }
+  const phases = ids.map((id) => first.get(id));
+  return ids.length && phases.every((p) => p !== undefined) ? (phases as number[]) : undefined;
 }
 
 const round1 = (x: number | null | undefined) => (x == null ? '-' : Math.round(x * 10) / 10);
@@ -179,7 +202,10 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     dispatch: 'policy', predictor: 'online',
     trace: { kind: 'file', path: TRACE, durationMs: windowS * 1000, speed },
   };
-  const sim = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases } : {}) }, undefined, process.env.TWIN_SIM_LOG ? {
+  // and their statuses at the live ones' schedules (debug level logs each status): which instance the dispatch picks
+  // follows the load each instance's last status showed
+  const statusPhases = phase ? statusPhasesOf(cluster.output(), live.startedAtMs, c.liveness.statusIntervalMs, phase.ids) : undefined;
+  const sim = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases } : {}), ...(statusPhases ? { instanceStatusPhaseMs: statusPhases } : {}) }, undefined, process.env.TWIN_SIM_LOG ? {
     onInstanceStep: (instance, _cfg, ev, t, fx) => {
       // each admission, as the live instance manager's debug log tells it (actors/instance-manager/machine-io.ts admissionLog)
       if (ev.type === 'admit' || ev.type === 'credited_start') simEvents.push(JSON.stringify({ tMs: t, instance, admission: ev.type, rid: ev.req.id, type: ev.req.type, inputTokens: ev.req.inputTokens, moves: ev.req.moves, ageMs: t - ev.req.arrivalMs, taken: fx.some((e) => (e.kind === 'admitted' || e.kind === 'start') && e.id === ev.req.id) }));
@@ -195,6 +221,17 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   for (let k = 1; k <= nPhases; k++) {
     const r = await simulate({ ...simOpts, instanceEpochPhaseMs: (k * epochMs) / nPhases });
     scan.push({ phaseMs: (k * epochMs) / nPhases, J: r.energyKWh * 3.6e6, clock: r.reconfigurations.clock });
+  }
+  // the simulation at TWIN_STATUS_SCAN (default 5) other status schedules, each instance the cluster starts with at a
+  // phase drawn over the status interval (seeded): how far energy and the clock decisions move with where the
+  // instances' statuses fall against the arrivals (the dispatch reads the load of each one's last status)
+  const statusScan: { J: number; clock: number }[] = [];
+  let seed = 16;
+  const draw = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+  for (let k = 0; k < Number(process.env.TWIN_STATUS_SCAN ?? 5); k++) {
+    const n = phase?.ids.length ?? 1;
+    const r = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases } : {}), instanceStatusPhaseMs: Array.from({ length: n }, () => 1 + Math.floor(draw() * 499)) });
+    statusScan.push({ J: r.energyKWh * 3.6e6, clock: r.reconfigurations.clock });
   }
   const rows: Record<string, string | number>[] = [];
   const liveJ = live.clusterEnergyJ;
@@ -228,7 +265,9 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
       `live pool's re-shards (its log): ${reshardsOf(cluster.output()) || '-'}`,
       `live instances' clock-epoch phases after the replay's start (their first epoch decisions): ${phase ? `${Object.entries(phase.byInstance).map(([id, p]) => `${id} ${Math.round(p)} ms`).join(', ')}; the simulated instances' in order, ${phase.phases.map((p) => Math.round(p)).join(', ')} ms` : '- (simulated with an epoch at t = 0)'}`,
+      `live instances' status phases after the replay's start (their first statuses, debug level): ${statusPhases ? `${statusPhases.map((p) => Math.round(p)).join(', ')} ms (the simulated instances' in order)` : '- (simulated at 500 ms)'}`,
       `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
+      `simulated at the live epoch phases and ${statusScan.length} drawn status schedules: ${statusScan.length ? `energy ${Math.round(Math.min(...statusScan.map((x) => x.J)))}-${Math.round(Math.max(...statusScan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...statusScan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...statusScan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...statusScan.map((x) => x.clock))}-${Math.max(...statusScan.map((x) => x.clock))}` : '-'}`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; the live counters span the window and 1.5 s more (average power: the replay\'s, J over wall s + 1.5); live latency is wall time on this shared machine',
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',
     ],
