@@ -112,7 +112,10 @@ export const instanceCommand = z.object({
 export type InstanceCommand = z.infer<typeof instanceCommand>;
 export const InstanceCommand = codec('InstanceCommand', instanceCommand);
 
-/** cluster/pool leader -> node agent (nodeControl). Reply: Ack (detail: {instanceId}). */
+/**
+ * cluster/pool leader -> node agent (nodeControl). Reply: Ack (detail: {instanceId}). The cluster leader sends one only
+ * for an instance a node lists as lost (NodeStatus.lost): start it again, or stop it (forget it).
+ */
 export const nodeCommand = z.object({
   v,
   op: z.enum(['start_instance', 'stop_instance']),
@@ -214,6 +217,12 @@ export const nodeStatus = z.object({
      */
     exitedMs: nonneg.optional(),
   })),
+  /**
+   * Instances this node agent found recorded (src/runtime/adoption.ts) with their manager process gone: they ended while
+   * no node agent ran. None runs and their GPUs count as free; each stays listed until a leader decides: a
+   * start_instance under its id starts it again, a stop_instance forgets it (as does a start on any of its GPUs).
+   */
+  lost: z.array(z.object({ id, pool: id, tp, gpuIds: z.array(int).max(64) })).max(64).optional(),
   startedMs: nonneg,
   sentMs: nonneg,
 });

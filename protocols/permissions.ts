@@ -145,7 +145,7 @@ export const ANSWERS: Readonly<Record<Role, readonly Role[]>> = {
   cluster: ['gateway', 'observer'],
   pool: ['cluster', 'instance'],
   instance: ['gateway', 'pool'],
-  node: ['pool'],
+  node: ['pool', 'cluster'],
   observer: [],
   admin: [],
 };
@@ -175,7 +175,10 @@ export function permissionsOf(a: ActorIdentity): Permissions {
     case 'cluster':
       return {
         publish: uniq([
-          wild(subjects.poolDispatch(ANY)), wild(subjects.poolControl(ANY)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('cluster'),
+          wild(subjects.poolDispatch(ANY)), wild(subjects.poolControl(ANY)),
+          // the leader's answer to a node's lost instances (NodeStatus.lost): start one again under its id, or forget it
+          wild(subjects.nodeControl(ANY)),
+          ...eventsOf(id === undefined ? undefined : [id]), hbOwn('cluster'),
           // intake tells the caller of a request it holds for a pool's election (a hold notice on its stream subject)
           wild(subjects.stream(ANY)),
           ...kvUse(jetstream.leasesBucket), ...kvWrite(jetstream.leasesBucket, [leaseKeys.clusterPlanner()]),

@@ -9,7 +9,7 @@
  */
 import type { KV } from '@nats-io/kv';
 import type { Logger } from 'pino';
-import { DynError, jetstream } from '../../protocols/index.ts';
+import { DynError, PoolAssignment, jetstream } from '../../protocols/index.ts';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { within, type Clock } from '../../src/runtime/clock.ts';
 import { TimeoutError } from '../../src/runtime/errors.ts';
@@ -55,4 +55,20 @@ export async function readInventory<T>(o: InventoryReader, what: string, read: (
       wait = Math.min(1000, wait * 2);
     }
   }
+}
+
+/** Every stored pool assignment, and the keys whose value does not decode. */
+export async function storedAssignments(kv: KV): Promise<{ stored: PoolAssignment[]; corrupt: string[] }> {
+  const stored: PoolAssignment[] = [];
+  const corrupt: string[] = [];
+  for await (const k of await kv.keys('pool.>')) {
+    const e = await kv.get(k);
+    if (!e || !e.value.length) continue;
+    try {
+      stored.push(PoolAssignment.decode(e.value));
+    } catch {
+      corrupt.push(k);
+    }
+  }
+  return { stored, corrupt };
 }

@@ -35,8 +35,9 @@ import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, tak
 import { reconcileInventory } from '../../src/runtime/inventory.ts';
 import { powerCounts, serverPowerConfig } from '../../src/policy/machines/cluster-power.ts';
 import { PowerDriver, nodeSeen, serverObservation } from './power-driver.ts';
-import { readInventory, type InventoryReader } from './inventory-read.ts';
+import { readInventory, storedAssignments, type InventoryReader } from './inventory-read.ts';
 import { endedByNode } from './instance-ended.ts';
+import { LostInstances } from './lost-instances.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -73,6 +74,8 @@ export class ClusterManager extends Actor {
   #loadGen = 0;
   /** per pool: when its assignment was last re-sent (the pool's PoolStatus showed an older epoch). */
   #resentMs = new Map<string, number>();
+  /** leading with this run's assignments (the store checked for a previous run's): decides on lost instances. */
+  #deciding = false;
 
   constructor(opts: ActorOptions, config: ClusterConfig) {
     super(opts);
@@ -86,9 +89,7 @@ export class ClusterManager extends Actor {
     this.#evt = eventPublisher(this.bus, this.id, this.log, this.clock);
     this.#dispatcher = new PoolDispatcher(this.bus, this.clock, c);
     const ppath = profilePathOf(c);
-    if (existsSync(ppath)) {
-      this.#profile = loadProfile(ppath);
-    }
+    if (existsSync(ppath)) this.#profile = loadProfile(ppath);
     else this.log.warn({ profile: ppath }, 'no profile: scaling uses a static split of the servers');
     this.#mc = {
       issuer: this.id, profile: this.#profile, pools: poolsOf(c), configuredPools: c.pools !== undefined, epochMs: c.epochs.clusterS * 1000,
@@ -105,7 +106,12 @@ export class ClusterManager extends Actor {
     this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intakeOnce(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
     // the predictor learns from the requests intake classified: records of others (the gateway routed them) are not decoded
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192, expectSubject: (r) => subjects.telRequest(r.pool), unwanted: () => this.#features.size === 0 });
-    this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => void this.#nodes.set(s.node, nodeSeen(this.#nodes.get(s.node), s, this.clock.now(), this.#c.liveness.deadAfterMs)), { capacity: 1024, expectSubject: (s) => controlSubjects.nodeStatus(s.node) });
+    // a node's lost instances: the leader starts again at once those its assignments still want (./lost-instances.ts)
+    const lost = new LostInstances({ bus: this.bus, log: this.log, evt: this.#evt, timeoutMs: c.timeouts.controlMs, deciding: () => this.#deciding && this.#lease.isLeader(), assignments: () => this.#m.assignments });
+    this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => {
+      this.#nodes.set(s.node, nodeSeen(this.#nodes.get(s.node), s, this.clock.now(), this.#c.liveness.deadAfterMs));
+      lost.onNodeStatus(s);
+    }, { capacity: 1024, expectSubject: (s) => controlSubjects.nodeStatus(s.node) });
     this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.poolStatus(s.pool) });
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192, expectSubject: (t) => subjects.telInstance(t.id) });
     this.subscribe(subjects.telNodeAll(), NodeTelemetry, (t) => this.#onNodeTelemetry(t), { capacity: 1024, expectSubject: (t) => subjects.telNode(t.node) });
@@ -118,6 +124,7 @@ export class ClusterManager extends Actor {
     });
     this.#lease.on('elected', () => void this.#lead());
     this.#lease.on('lost', () => {
+      this.#deciding = false;
       this.#evt('lease', `${this.id} lost the cluster planner lease`, { leader: null }, {});
       for (const t of this.#leaderTimers) this.clock.clearInterval(t);
       this.#leaderTimers = [];
@@ -430,6 +437,7 @@ export class ClusterManager extends Actor {
       this.#publishRoutes(true);
     }, TELEMETRY_MS));
     this.#leaderTimers.push(this.clock.setInterval(() => this.#resendBehind(), Math.max(1000, this.#c.liveness.statusIntervalMs * 4)));
+    this.#deciding = true;
     this.#step({ type: 'lead' });
   }
 
@@ -574,22 +582,6 @@ export class ClusterManager extends Actor {
     this.#statusServe?.unsubscribe();
     await this.#lease?.stop().catch(() => {});
   }
-}
-
-/** Every stored pool assignment, and the keys whose value does not decode. */
-async function storedAssignments(kv: KV): Promise<{ stored: PoolAssignmentT[]; corrupt: string[] }> {
-  const stored: PoolAssignmentT[] = [];
-  const corrupt: string[] = [];
-  for await (const k of await kv.keys('pool.>')) {
-    const e = await kv.get(k);
-    if (!e || !e.value.length) continue;
-    try {
-      stored.push(PoolAssignment.decode(e.value));
-    } catch {
-      corrupt.push(k);
-    }
-  }
-  return { stored, corrupt };
 }
 
 /** `dynamollm actor cluster` (src/cli/actor-registry.ts). */

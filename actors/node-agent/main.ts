@@ -12,8 +12,11 @@
  * pool, TP and GPUs in a directory of this node's (the same across restarts of the node agent, per cluster, NATS
  * servers and node), and writes its output to the node agent's own stdout and stderr, not through it. A node agent
  * that died is restarted by its supervisor; the new one adopts every instance manager its records name that still
- * runs before it serves any command, so a node agent's death costs no instance its engine or its requests. Records
- * whose process is gone are dropped (the pool leader's reconciliation starts those instances again).
+ * runs before it serves any command, so a node agent's death costs no instance its engine or its requests. A record
+ * whose process is gone names an instance that ended while no node agent ran: it is not started again here (a cluster
+ * whose actors all died starts like a first run, issue 12) but listed as lost in every status (NodeStatus.lost, its
+ * record kept, so a successor of this node agent lists it too) until a leader decides: the cluster leader answers the
+ * first status that lists it with a start under its id (its GPUs still granted to its pool) or a stop (forget it).
  */
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,6 +51,8 @@ export class NodeAgent extends Actor {
   #insts = new Map<string, Inst>();
   /** when each instance's manager process last ended (ms, this clock), since this node agent started. */
   #exited = new Map<string, number>();
+  /** instances whose record names a process that is gone (ended while no node agent ran): not running, GPUs free. */
+  #lost = new Map<string, Inst>();
   #timer?: unknown;
   #telTimer?: unknown;
   #gpus: number;
@@ -142,19 +147,44 @@ export class NodeAgent extends Actor {
     return { ...Object.fromEntries(NATS_ENV_NAMES.map((n) => [n, ''])), NATS_URL: (this.opts.nats?.servers ?? []).join(','), NATS_NKEY: join(dir, `${id}.nk`) };
   }
 
-  /** The instance managers a previous node agent of this node started that still run: supervised from now on. */
+  /**
+   * The instance managers a previous node agent of this node started that still run: supervised from now on. Those
+   * whose process is gone are lost (listed in the status, records kept) unless an adopted one holds one of their GPUs.
+   */
   #adopt(): void {
+    const gone: Inst[] = [];
     for (const r of readRecords(this.adoptDir)) {
       const m = r.meta as Partial<Inst>;
-      const inst: Inst | undefined = typeof m.pool === 'string' && [1, 2, 4, 8].includes(m.tp as number) && Array.isArray(m.gpuIds) ? { id: r.name, pool: m.pool, tp: m.tp!, gpuIds: m.gpuIds } : undefined;
-      if (!inst || !pidAlive(r.pid) || !pidIsChild(r.pid, r.name) || this.#insts.has(r.name)) {
+      const inst: Inst | undefined = typeof m.pool === 'string' && [1, 2, 4, 8].includes(m.tp as number) && Array.isArray(m.gpuIds) && m.gpuIds.every((g) => Number.isInteger(g) && g >= 0 && g < this.#gpus) ? { id: r.name, pool: m.pool, tp: m.tp!, gpuIds: m.gpuIds } : undefined;
+      if (!inst || this.#insts.has(r.name)) {
         removeRecord(this.adoptDir, r.name);
+        continue;
+      }
+      if (!pidAlive(r.pid) || !pidIsChild(r.pid, r.name)) {
+        gone.push(inst);
         continue;
       }
       this.#insts.set(inst.id, inst);
       this.#sup!.adopt(this.#spec(inst, 30_000), r.pid);
       this.#record(inst, r.pid);
       this.log.info({ instance: inst.id, pid: r.pid, gpus: inst.gpuIds }, 'instance adopted');
+    }
+    const held = new Set([...this.#insts.values()].flatMap((i) => i.gpuIds));
+    for (const inst of gone) {
+      if (this.#insts.has(inst.id) || inst.gpuIds.some((g) => held.has(g))) removeRecord(this.adoptDir, inst.id);
+      else {
+        this.#lost.set(inst.id, inst);
+        this.log.warn({ instance: inst.id, gpus: inst.gpuIds }, 'instance manager ended while no node agent ran: listed as lost for the cluster to decide');
+      }
+    }
+  }
+
+  /** Lost instances on any of `gpuIds`: not wanted any more (another instance starts there), records removed. */
+  #forgetLost(gpuIds: number[]): void {
+    for (const l of [...this.#lost.values()]) {
+      if (!l.gpuIds.some((g) => gpuIds.includes(g))) continue;
+      this.#lost.delete(l.id);
+      removeRecord(this.adoptDir, l.id);
     }
   }
 
@@ -197,6 +227,9 @@ export class NodeAgent extends Actor {
       const busy = cmd.gpuIds.filter((g) => !free.has(g));
       if (busy.length) throw new DynError('unavailable', `GPUs ${busy.join(',')} of ${this.id} are in use`, { retryable: true, retryAfterS: 1 });
       const inst: Inst = { id: cmd.instanceId, pool: cmd.pool, tp: cmd.tp, gpuIds: cmd.gpuIds };
+      // a lost instance of that id starts again here; one on any of these GPUs is not wanted any more
+      this.#lost.delete(inst.id);
+      this.#forgetLost(inst.gpuIds);
       this.#insts.set(inst.id, inst);
       this.#sup!.add(this.#spec(inst, cmd.graceMs ?? 30_000));
       // its record at once (not at the 'spawn' event): a successor of a node agent killed right now adopts it
@@ -207,6 +240,12 @@ export class NodeAgent extends Actor {
       return { v: 1, ok: true, detail: { instanceId: inst.id } };
     }
     const inst = this.#insts.get(cmd.instanceId);
+    if (!inst && this.#lost.delete(cmd.instanceId)) {
+      // a lost instance the cluster does not want: forgotten
+      removeRecord(this.adoptDir, cmd.instanceId);
+      void this.#status();
+      return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, forgotten: true } };
+    }
     if (!inst) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, absent: true } };
     // told to stop: a successor of this node agent must not adopt it. The GPUs come back to the inventory only
     // once the instance manager exited (it resets their clocks)
@@ -228,6 +267,7 @@ export class NodeAgent extends Actor {
         const exitedMs = this.#exited.get(i.id);
         return { id: i.id, pool: i.pool, tp: i.tp, gpuIds: i.gpuIds, state: this.#sup?.children().find((c) => c.name === i.id)?.state ?? 'unknown', ...(exitedMs !== undefined ? { exitedMs } : {}) };
       }),
+      ...(this.#lost.size ? { lost: [...this.#lost.values()].slice(0, 64).map((i) => ({ id: i.id, pool: i.pool, tp: i.tp, gpuIds: i.gpuIds })) } : {}),
       startedMs: this.startedMs, sentMs: this.clock.now(),
     };
     try {
@@ -244,7 +284,7 @@ export class NodeAgent extends Actor {
     if (this.#telTimer !== undefined) this.clock.clearInterval(this.#telTimer);
     await this.#sup?.stop();
     // stopped on purpose (the cluster stops): nothing left to adopt
-    for (const i of this.#insts.values()) removeRecord(this.adoptDir, i.id);
+    for (const i of [...this.#insts.values(), ...this.#lost.values()]) removeRecord(this.adoptDir, i.id);
     await this.#gpuRead?.close();
   }
 
