@@ -29,6 +29,16 @@ export function sloOf(t: RequestType, c: ClusterConfig): { ttftMs: number; tbtMs
   return { ttftMs: c.slo.ttftMs[inputClassOf(t)], tbtMs: c.slo.tbtMs };
 }
 
+/**
+ * The SLO of a request not yet classified, as withSlo will set it: the TTFT SLO of its prompt's input class
+ * (promptTtftSloMs past 8,192 tokens; a prompt past the L bound gets the L class's), and the TBT SLO. The output
+ * class (which the predictor decides) changes neither.
+ */
+export function promptSloOf(inputTokens: number, c: ClusterConfig): { ttftMs: number; tbtMs: number } {
+  const t = classifyRequest(Math.min(inputTokens, c.thresholds.input.L), 'S', thresholdsOf(c));
+  return { ttftMs: promptTtftSloMs(sloOf(t, c).ttftMs, inputTokens), tbtMs: c.slo.tbtMs };
+}
+
 /** A request past classification: its type, SLO and TTFT deadline are set. */
 export type ClassifiedRequest = InferenceRequest & Required<Pick<InferenceRequest, 'type' | 'slo' | 'ttftDeadlineMs'>>;
 

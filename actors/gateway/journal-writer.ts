@@ -7,13 +7,18 @@
  * a pause that doubles from 100 ms to 1 s (an entry applied twice folds as once: foldJournal), before any later
  * entry, until the journal holds it, for the journal's retention (RETRY_FOR_MS) at most.
  *
- * The head (the request) must be held before the stream's first event: `head()` resolves true once it is, false
- * when it is not within `headMs` (the stream is then served without resumption, and nothing is written). The
- * client's events wait for the journal through `held()`/`onRelease()` (SseWriter's gate): while an entry has waited
- * `lagMs` or more for its ack (0: any entry not yet held), the events written to the client wait, so a client holds
- * no event that the journal may lack, and a gateway that dies leaves the journal at or past its client's last event.
- * An entry not held within `giveUpMs` stops the wait (`behind`): the client is sent its events while the appends go
- * on, and once the journal holds every entry the client's events wait for it again (the stream is resumable again).
+ * Every wait of the client for the journal is bounded by the request's SLO (`sloShare` of it) and a named cap:
+ * - the head (the request) must be held before the stream's first event: `head()` resolves true once it is, false
+ *   when it is not within headWaitMs = min(headMs, sloShare x the request's TTFT SLO) (the stream is then served
+ *   without resumption, and nothing is written);
+ * - the client's events wait for the journal through `held()`/`onRelease()` (SseWriter's gate): while an entry has
+ *   waited `lagMs` or more for its ack (0: any entry not yet held), the events written to the client wait, so a
+ *   client holds no event that the journal may lack, and a gateway that dies leaves the journal at or past its
+ *   client's last event. An entry not held within writeWaitMs = min(giveUpMs, sloShare x the request's TBT SLO)
+ *   of its making ends the stream's resumability (`unresumable`: the client's events stop waiting, SseWriter sends
+ *   them without event ids and resets the client's last event id, and a `stop` entry follows the queued ones, whose
+ *   appends go on, so that a resume from an earlier id is refused rather than answered with events the client has).
+ * `onTimeout` is told of each bound passed (the gateway counts and logs them).
  */
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { MAX_RESUME_EVENTS, type ResumeEntry } from '../../protocols/journal.ts';
@@ -33,16 +38,35 @@ export interface JournalTiming {
   attemptMs: number;
   /** events go to the client only while no entry has waited this long for its ack (0: none waits). */
   lagMs: number;
-  /** an entry other than the head not held within this from its first send: the client's events stop waiting until the journal holds every entry. */
+  /** an entry other than the head not held within this from its making: the stream stops being resumable and the client's events stop waiting. */
   giveUpMs: number;
+  /** the share of the request's SLO a wait may take: the head's of its TTFT SLO, an entry's of its TBT SLO (default 0.5). */
+  sloShare?: number;
 }
+
+/** A request's SLO (InferenceRequest.slo: p99 TTFT and TBT), ms. */
+export interface JournalSlo { ttftMs: number; tbtMs: number }
+
+/** The bound a wait passed: 'head' (the stream is served without resumption) or 'write' (its resumability ends). */
+export type JournalTimeout = (wait: 'head' | 'write', boundMs: number, id: string) => void;
 
 /**
  * The defaults (gateway config `journal`): a JetStream stream whose leader died elects another within its election
- * timeout (nats-server: 4-9 s), so a head or an entry is waited for 10 s; an append is answered in ~1 ms when the
- * stream has a leader, so an attempt gets 1 s.
+ * timeout (nats-server: 4-9 s), longer than any SLO, so a wait is bounded by half the request's SLO (a head by half
+ * its TTFT SLO: 125 ms for a short prompt; a write by half its TBT SLO: 50 ms), capped at 10 s for a request
+ * without one; an append is answered in ~1 ms (p99 3-18 ms, docs/DATAPATH.md) when the stream has a leader, so an
+ * attempt gets 1 s.
  */
-export const DEFAULT_JOURNAL_TIMING: JournalTiming = { headMs: 10_000, attemptMs: 1000, lagMs: 0, giveUpMs: 10_000 };
+export const DEFAULT_JOURNAL_TIMING: Required<JournalTiming> = { headMs: 10_000, attemptMs: 1000, lagMs: 0, giveUpMs: 10_000, sloShare: 0.5 };
+
+/** The head's and a write's wait bounds of a stream with SLO `slo` (none: the caps), ms. */
+export function journalBounds(t: JournalTiming, slo?: JournalSlo): { headWaitMs: number; writeWaitMs: number } {
+  const share = t.sloShare ?? DEFAULT_JOURNAL_TIMING.sloShare;
+  return {
+    headWaitMs: slo ? Math.min(t.headMs, share * slo.ttftMs) : t.headMs,
+    writeWaitMs: slo ? Math.min(t.giveUpMs, share * slo.tbtMs) : t.giveUpMs,
+  };
+}
 
 /** pause before an append is sent again (after a refusal or a missed deadline), doubling up to RETRY_MAX_MS, ms. */
 const RETRY_MS = 100;
@@ -65,14 +89,17 @@ export class JournalWriter {
   #stopped = false;
   /** the journal did not hold the head in time, or an entry for RETRY_FOR_MS: nothing is written or waited for any more. */
   #lost = false;
-  /** an entry waited past giveUpMs: the client's events do not wait until the queue is empty again. */
-  #behind = false;
+  /** why the stream stopped being resumable (an entry not held within writeWaitMs): the client's events wait no more. */
+  #unresumable: string | undefined;
   /** refusals in a row (the retry pause). */
   #failures = 0;
   #queue: Queued[] = [];
   #sending = false;
   #release: (() => void)[] = [];
   #headDone?: (held: boolean) => void;
+  /** the one timer of a bound: the head's, then (while the client waits) the first queued entry's. */
+  #timer: unknown;
+  readonly #bounds: { headWaitMs: number; writeWaitMs: number };
 
   constructor(
     private readonly append: JournalAppend,
@@ -81,26 +108,41 @@ export class JournalWriter {
     private readonly maxBytes: number,
     private readonly timing: JournalTiming = DEFAULT_JOURNAL_TIMING,
     private readonly clock: Clock = systemClock,
-  ) {}
+    slo?: JournalSlo,
+    private readonly onTimeout?: JournalTimeout,
+  ) {
+    this.#bounds = journalBounds(timing, slo);
+  }
 
   get stopped(): boolean {
     return this.#stopped;
   }
 
-  /** the journal did not hold the head within headMs (or an entry for RETRY_FOR_MS): the stream is not resumable. */
+  /** the journal did not hold the head within headWaitMs (or an entry for RETRY_FOR_MS): the stream is not resumable. */
   get lost(): boolean {
     return this.#lost;
   }
 
-  /** an entry waited past giveUpMs and the queue has not been emptied since: the client may hold events the journal lacks. */
-  get behind(): boolean {
-    return this.#behind;
+  /** why the stream stopped being resumable mid-way (an entry not held within writeWaitMs); undefined: it has not. */
+  get unresumable(): string | undefined {
+    return this.#unresumable;
   }
 
-  /** Queues the head (first): resolves true once the journal holds it, false when it did not within headMs (nothing more is written). */
+  /** the head's and a write's wait bounds, ms. */
+  get bounds(): { headWaitMs: number; writeWaitMs: number } {
+    return this.#bounds;
+  }
+
+  /** Queues the head (first): resolves true once the journal holds it, false when it did not within headWaitMs (nothing more is written). */
   head(head: JournalHead): Promise<boolean> {
     const done = new Promise<boolean>((resolve) => (this.#headDone = resolve));
     this.#enqueue({ v: 1, id: this.id, gen: this.gen, head });
+    this.#timer = this.clock.setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#queue[0]?.e.head === undefined || this.#lost) return;
+      this.onTimeout?.('head', this.#bounds.headWaitMs, this.id);
+      this.#giveUp();
+    }, this.#bounds.headWaitMs);
     return done;
   }
 
@@ -149,15 +191,39 @@ export class JournalWriter {
     this.#enqueue({ v: 1, id: this.id, gen: this.gen, stop: why.slice(0, 256) });
   }
 
-  /** whether the client's events must wait: an entry has waited lagMs or more for the journal. */
+  /** whether the client's events must wait: an entry has waited lagMs or more for the journal (and the stream is still resumable). */
   held(): boolean {
     const q = this.#queue[0];
-    return q !== undefined && !this.#behind && (this.timing.lagMs === 0 || this.clock.now() - q.at >= this.timing.lagMs);
+    return q !== undefined && this.#unresumable === undefined && (this.timing.lagMs === 0 || this.clock.now() - q.at >= this.timing.lagMs);
   }
 
-  /** `fn` runs once, when the journal holds the next entry (or the writer gave up on it). */
+  /** `fn` runs once, when the journal holds the next entry (or the stream stopped being resumable). */
   onRelease(fn: () => void): void {
     this.#release.push(fn);
+    this.#watch();
+  }
+
+  /** while the client waits: a timer at the first queued entry's writeWaitMs (one at a time, moved on as entries are held). */
+  #watch(): void {
+    const q = this.#queue[0];
+    if (this.#timer !== undefined || !q || this.#unresumable !== undefined || this.#release.length === 0) return;
+    this.#timer = this.clock.setTimeout(() => {
+      this.#timer = undefined;
+      const first = this.#queue[0];
+      if (!first || this.#unresumable !== undefined || this.#lost) return;
+      if (this.clock.now() - first.at < this.#bounds.writeWaitMs) return this.#watch();
+      this.#endResumable(`the journal did not hold an entry within ${Math.round(this.#bounds.writeWaitMs)} ms`);
+    }, Math.max(0, q.at + this.#bounds.writeWaitMs - this.clock.now()));
+  }
+
+  /** the client's events stop waiting for the journal: a stop follows what is queued, and the appends go on. */
+  #endResumable(why: string): void {
+    this.#unresumable = why;
+    this.onTimeout?.('write', this.#bounds.writeWaitMs, this.id);
+    this.#held = [];
+    this.#stopped = true;
+    this.#enqueue({ v: 1, id: this.id, gen: this.gen, stop: why.slice(0, 256) });
+    this.#released();
   }
 
   #enqueue(e: ResumeEntry): void {
@@ -172,21 +238,18 @@ export class JournalWriter {
     const now = this.clock.now();
     if (q.sent < 0) q.sent = now;
     const waited = now - q.sent;
-    if (q.e.head ? waited >= this.timing.headMs : waited >= RETRY_FOR_MS) return this.#giveUp();
-    if (!q.e.head && waited >= this.timing.giveUpMs && !this.#behind) {
-      // the client stops waiting; the appends go on
-      this.#behind = true;
-      this.#released();
-    }
-    const left = q.e.head ? this.timing.headMs - waited : this.timing.attemptMs;
+    if (q.e.head ? waited >= this.#bounds.headWaitMs : waited >= RETRY_FOR_MS) return this.#giveUp();
+    const left = q.e.head ? this.#bounds.headWaitMs - waited : this.timing.attemptMs;
     this.#sending = true;
     this.append(q.e, Math.min(this.timing.attemptMs, left)).then(
       () => {
         this.#sending = false;
         this.#failures = 0;
         this.#queue.shift();
-        if (q.e.head) this.#headDone?.(true);
-        if (this.#queue.length === 0) this.#behind = false;
+        if (q.e.head) {
+          this.#clearTimer();
+          this.#headDone?.(true);
+        }
         this.#released();
         this.#pump();
       },
@@ -198,10 +261,17 @@ export class JournalWriter {
     );
   }
 
+  #clearTimer(): void {
+    if (this.#timer === undefined) return;
+    this.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
   #giveUp(): void {
     this.#lost = true;
     this.#stopped = true;
     this.#held = [];
+    this.#clearTimer();
     const head = this.#queue[0]?.e.head !== undefined;
     this.#queue = [];
     if (head) this.#headDone?.(false);

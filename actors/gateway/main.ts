@@ -15,6 +15,8 @@ import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { profilePathOf, type ClusterConfig } from '../common/config.ts';
+import { promptSloOf } from '../common/policy.ts';
+import { RateLimitedLog } from '../../src/runtime/logger.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
 import { JournalWriter, jetStreamAppend, readJournal } from './resume.ts';
@@ -148,6 +150,13 @@ export class GatewayActor extends Actor {
     const worker = workerIndex() !== undefined;
     if (worker) serveWorkerMetrics(this.metrics.registry);
     const append = jetStreamAppend(this.bus, this.clock);
+    const journalLog = new RateLimitedLog(this.log);
+    const journalTimeout = (wait: 'head' | 'write', boundMs: number, id: string) => {
+      this.metrics.gatewayJournalTimeouts.inc({ wait });
+      journalLog.warn(`journal-${wait}`, { requestId: id, boundMs: Math.round(boundMs) }, wait === 'head'
+        ? `the resume journal did not hold a stream's head within ${Math.round(boundMs)} ms: served without resumption (x-dynamollm-resumable: 0)`
+        : `the resume journal did not hold a stream's entry within ${Math.round(boundMs)} ms: the stream is no longer resumable (event ids reset)`);
+    };
     this.server = new GatewayServer({
       backend,
       clock: this.clock,
@@ -169,8 +178,10 @@ export class GatewayActor extends Actor {
       log: this.log,
       replicaId: this.id,
       health: () => ({ ...this.health(), kind: 'gateway', id: this.id }),
-      // resumable streams (opt-in): their journal in JetStream, capped at the migration's text cap, read within RESUME_READ_MS
-      journal: { writer: (id, gen) => new JournalWriter(append, id, gen, s.migrationMaxBytes, s.journal, this.clock), read: (id) => readJournal(this.bus, id, RESUME_READ_MS, this.clock) },
+      // resumable streams (opt-in): their journal in JetStream, capped at the migration's text cap, read within
+      // RESUME_READ_MS; its waits bounded by a share of the request's SLO, each bound passed counted and logged
+      journal: { writer: (id, gen, slo) => new JournalWriter(append, id, gen, s.migrationMaxBytes, s.journal, this.clock, slo, journalTimeout), read: (id) => readJournal(this.bus, id, RESUME_READ_MS, this.clock) },
+      sloOf: (r) => promptSloOf(r.inputTokens, this.g.cluster),
       warnings: this.g.cluster.nats.insecure ? ['NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances'] : undefined,
     });
     let port: number;

@@ -17,8 +17,8 @@ import { DynError } from '../../protocols/errors.ts';
 import { ResumeEntry } from '../../protocols/journal.ts';
 import { jetstream, subjects } from '../../protocols/subjects.ts';
 import { resumeDirectGet } from '../../protocols/permissions.ts';
-import type { JournalAppend, JournalEnd, JournalHead, JournalLeg, JournalWriter } from './journal-writer.ts';
-export { JournalWriter, DEFAULT_JOURNAL_TIMING, type JournalAppend, type JournalEnd, type JournalHead, type JournalLeg, type JournalTiming } from './journal-writer.ts';
+import type { JournalAppend, JournalEnd, JournalHead, JournalLeg, JournalSlo, JournalWriter } from './journal-writer.ts';
+export { JournalWriter, DEFAULT_JOURNAL_TIMING, journalBounds, type JournalAppend, type JournalEnd, type JournalHead, type JournalLeg, type JournalSlo, type JournalTiming, type JournalTimeout } from './journal-writer.ts';
 
 /** What a resumable stream's HTTP layer learns from the backend besides its tokens. */
 export interface StreamHooks {
@@ -36,7 +36,8 @@ export interface ResumeFrom {
 
 /** The resume journal: a writer per resumable stream, and its entries read back. */
 export interface StreamJournal {
-  writer(id: string, gen: number): JournalWriter;
+  /** the writer of generation `gen` of stream `id`, its waits bounded by the request's SLO (journal-writer.ts). */
+  writer(id: string, gen: number, slo?: JournalSlo): JournalWriter;
   /** every entry of request `id`'s journal, in order (empty: none); rejects with a retryable DynError when the journal does not answer in time. */
   read(id: string): Promise<ResumeEntry[]>;
 }

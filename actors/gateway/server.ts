@@ -33,7 +33,7 @@ import { StreamTimer } from './stream-timer.ts';
 import { HoldLimit } from './hold-limit.ts';
 import { readBody } from './body.ts';
 import { relaySse, replayPrelude, resumePlan, type Framing, type Resumable } from './sse-stream.ts';
-import { LAST_EVENT_ID_HEADER, RESUMABLE_HEADER, parseLastEventId, resumableOf, type ResumeFrom, type StreamHooks, type StreamJournal } from './resume.ts';
+import { LAST_EVENT_ID_HEADER, RESUMABLE_HEADER, parseLastEventId, resumableOf, type ResumeFrom, type StreamHooks, type StreamJournal, type JournalSlo } from './resume.ts';
 export type { ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
 import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
@@ -107,6 +107,8 @@ export interface GatewayServerOptions {
   /** time and timers (src/runtime/clock.ts): request arrival and give-up times, the /ws ticks, the drain's wait. Default the system clock. */ clock?: Clock;
   /** the resume journal (docs/PROTOCOL.md "Resumable streams"); absent: no stream is resumable, a Last-Event-ID gets 404. */
   journal?: StreamJournal;
+  /** a request's SLO before its classification (its prompt's TTFT SLO, the TBT SLO): bounds its journal's waits. */
+  sloOf?: (r: InferenceRequest) => JournalSlo;
 }
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
@@ -564,7 +566,7 @@ export class GatewayServer {
     res.on('close', onClose);
     let complete = false;
     const created = Math.floor(now / 1000);
-    let journal: Resumable | undefined = resumable ? { journal: this.opts.journal!.writer(id, 0), next: 0, sent: 0, prelude: '' } : undefined;
+    let journal: Resumable | undefined = resumable ? { journal: this.opts.journal!.writer(id, 0, this.opts.sloOf?.(ir)), next: 0, sent: 0, prelude: '' } : undefined;
     // the head is appended while the request is admitted, and held by the journal before the stream's first event
     const headHeld = journal?.journal.head({ req: ir, created, includeUsage: parsed.includeUsage, continuousUsage: parsed.continuousUsage });
     const hooks: StreamHooks | undefined = journal ? { onLeg: (leg) => journal?.journal.leg(leg) } : undefined;
@@ -695,7 +697,7 @@ export class GatewayServer {
       if (!res.writableEnded) ac.abort(new DynError('cancelled', 'client disconnected', { retryable: false }));
     };
     res.on('close', onClose);
-    const writer = journalOf!.writer(id, s.gen + 1);
+    const writer = journalOf!.writer(id, s.gen + 1, this.opts.sloOf?.(head.req));
     res.setHeader(RESUMABLE_HEADER, '1');
     const r: Resumable = { journal: writer, next: plan.next, sent: plan.sent, prelude };
     try {

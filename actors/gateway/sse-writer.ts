@@ -37,14 +37,22 @@ function writeHeld(): void {
  *
  * `gate` (a resumable stream: its JournalWriter, journal-writer.ts): while it is held (the journal has not yet acknowledged
  * an entry), writes and the end wait for its release, and the bytes held meanwhile leave together: a client never holds
- * an event that its journal may lack.
+ * an event that its journal may lack. Once the gate says the stream is no longer resumable (`unresumable`: the journal
+ * did not hold an entry within its bound), the events leave without their `id:` lines, and the first of them carries
+ * an SSE comment saying why and an empty `id:` (SSE: the client's last event id is reset, so a reconnect does not ask
+ * to resume from an event before those it was sent).
  */
 /** What a stream's writes wait for (a resumable stream's journal). */
 export interface WriteGate {
   held(): boolean;
   /** `fn` runs once, at the gate's next release. */
   onRelease(fn: () => void): void;
+  /** why the stream stopped being resumable; undefined: its events carry ids the journal holds. */
+  readonly unresumable?: string | undefined;
 }
+
+/** an event's id line (events are `id: ...\n` then one `data: <json>` line: no data line starts with `id:`). */
+const ID_LINE = /^id: [^\n]*\n/gm;
 
 export class SseWriter {
   private pending = '';
@@ -55,6 +63,8 @@ export class SseWriter {
   private gated = false;
   /** the end (its last bytes), once asked for. */
   private ending?: string;
+  /** the client was told the stream is no longer resumable (its last event id reset). */
+  private told = false;
 
   constructor(
     private readonly res: ServerResponse,
@@ -86,8 +96,7 @@ export class SseWriter {
   end(last = ''): void {
     this.ending = last;
     if (this.wait()) return;
-    const s = this.pending + last;
-    this.pending = '';
+    const s = this.take(last);
     if (!this.res.writableEnded) this.res.end(s);
   }
 
@@ -116,10 +125,21 @@ export class SseWriter {
     return true;
   }
 
+  /** what is held (then `last`), taken to be written: past the gate's end of resumability without event ids. */
+  private take(last = ''): string {
+    let s = this.pending + last;
+    this.pending = '';
+    const why = this.gate?.unresumable;
+    if (why === undefined || s === '') return s;
+    s = s.replace(ID_LINE, '');
+    if (this.told) return s;
+    this.told = true;
+    return `: not resumable: ${why.replace(/[\r\n]/g, ' ')}\nid:\n${s}`;
+  }
+
   private write(): void {
     if (this.ending !== undefined || this.wait()) return;
-    const s = this.pending;
-    this.pending = '';
+    const s = this.take();
     if (s === '' || this.res.writableEnded || this.res.destroyed) return;
     const sock = chunkSocket(this.res);
     if (sock) sock.write(`${Buffer.byteLength(s).toString(16)}\r\n${s}\r\n`);

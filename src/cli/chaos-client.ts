@@ -171,7 +171,9 @@ async function read(r: Response, got: Got, signal: AbortSignal): Promise<{ kind:
   const take = (block: string): 'done' | { error: string; code?: string } | undefined => {
     let data = '';
     for (const line of block.split('\n')) {
-      if (line.startsWith('id: ')) {
+      // an empty id (SSE: the last event id reset): the stream stopped being resumable, nothing to resume from
+      if (line === 'id:' || line === 'id: ') delete got.lastId;
+      else if (line.startsWith('id: ')) {
         const m = EVENT_ID.exec(line.slice(4));
         if (!m || Number(m[2]) !== got.next) got.idsInOrder = false;
         got.next = m ? Number(m[2]) + 1 : got.next + 1;

@@ -3,13 +3,21 @@
  * throughout (a 3-node nats-server cluster with JetStream R3 and the project's permissions, cluster, pool and node
  * managers, two instance managers with emulated engines, two gateway actor processes).
  *
- * The NATS node leading the journal's stream (DYN_V1_RESUME) is SIGKILLed; a client at once opts in to a resumable
- * stream on gateway A; once it has 20 events, A is SIGKILLed; the client resumes on gateway B with Last-Event-ID.
- * While the stream has no leader (its replicas elect one within their election timeout, seconds) nothing is appended
- * to it: a journal entry published without JetStream's acknowledgement is lost, and B finds no head (404) or a
- * journal behind its client. Expected: the resume answers 200 and the client has one stream, every event id once
- * and in order, exactly max_tokens words (the emulator makes one word per token: a lost token shows as fewer, a
- * duplicated one as more), usage counting every token.
+ * A resumable stream is under way on gateway A when the NATS node leading the journal's stream (DYN_V1_RESUME) is
+ * SIGKILLed, and a client at once opts in to another. While the stream has no leader (its replicas elect one within
+ * their election timeout, 4-9 s) nothing is appended to it, and a client is never sent what the journal does not
+ * hold while its stream is declared resumable. Each wait is bounded by a share of the request's SLO
+ * (gateway.journal.sloShare, 0.5): the stream started during the election gets its first byte within its head bound
+ * (half its TTFT SLO) past a stream's usual first byte, served without resumption (`x-dynamollm-resumable: 0`); the
+ * stream under way is held half its TBT SLO, then goes on without event ids (its last event id reset, the reason in
+ * an SSE comment), its tokens never stalled for the election; a resume of it from its last id, once the journal
+ * has a leader again, is refused (410, the stop its gateway appended after the queued entries). Both streams give
+ * every token once; gateway A counts both timeouts in dynamollm_gateway_journal_timeouts_total.
+ *
+ * Once the journal has its new leader, a resumable stream starts on gateway A; once it has 20 events, A is
+ * SIGKILLed; the client resumes on gateway B with Last-Event-ID. Expected: the resume answers 200 and the client has
+ * one stream, every event id once and in order, exactly max_tokens words (the emulator makes one word per token: a
+ * lost token shows as fewer, a duplicated one as more), usage counting every token.
  *
  * Then every NATS node is stopped, and a resume of that stream is answered by a retryable 503 with Retry-After.
  */
@@ -110,19 +118,132 @@ function events(text: string): Ev[] {
 const body = JSON.stringify({ model: MODEL, prompt: 'Tell me about energy efficient inference in large clusters.', max_tokens: MAX_TOKENS, ignore_eos: true, stream: true, stream_options: { include_usage: true } });
 const headers = { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' };
 
+/** A client reading one stream: the text so far, and the longest pause between two reads once it had its first event (ms). */
+function reading(r: Response): { text: () => string; maxGapMs: () => number; done: Promise<void>; read: (n: number) => Promise<void> } {
+  const dec = new TextDecoder();
+  let text = '';
+  let last = 0;
+  let gap = 0;
+  const waiters: { n: number; ok: () => void }[] = [];
+  const reader = r.body!.getReader();
+  const done = (async () => {
+    for (;;) {
+      const { value, done: end } = await reader.read();
+      if (end) break;
+      const now = Date.now();
+      if (last) gap = Math.max(gap, now - last);
+      last = now;
+      text += dec.decode(value, { stream: true });
+      const n = events(text).length;
+      for (const w of waiters.splice(0)) if (n >= w.n) w.ok(); else waiters.push(w);
+    }
+    for (const w of waiters.splice(0)) w.ok();
+  })();
+  return {
+    text: () => text,
+    maxGapMs: () => gap,
+    done,
+    read: (n) => (events(text).length >= n ? Promise.resolve() : new Promise<void>((ok) => waiters.push({ n, ok }))),
+  };
+}
+
+/** one stream's events as parsed chunks, and its text's words. */
+function wordsOf(evs: Ev[]): number {
+  const chunks = evs.filter((e) => e.data.startsWith('{')).map((e) => JSON.parse(e.data) as { choices: { text?: string }[] });
+  return chunks.map((c) => c.choices[0]?.text ?? '').join('').trim().split(/\s+/).length;
+}
+
+/** a gateway's count of journal timeouts by wait, from its /metrics. */
+async function journalTimeouts(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^dynamollm_gateway_journal_timeouts_total\{wait="(\w+)"\} (\d+)/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}
+
+/** the head bound of a short prompt: gateway.journal.sloShare (0.5) x its TTFT SLO (Table IV, S: 250 ms). */
+const HEAD_WAIT_MS = 125;
+
 describe('the journal\'s NATS node killed, then the gateway carrying a resumable stream', () => {
   let streamId = '';
   let lastId = '';
 
-  it('the stream resumes on another gateway: every token once, every event id once and in order', async () => {
+  it('streams under way and started while the journal elects a leader: first byte and tokens within their SLO bounds, every token once', async () => {
+    // a stream's usual first byte and length here (the journal healthy): the second of two
+    let usualFirstByteMs = 0;
+    let usualMs = 0;
+    let t = 0;
+    for (let i = 0; i < 2; i++) {
+      t = Date.now();
+      const warm = await fetch(`${urlA}/v1/completions`, { method: 'POST', headers, body });
+      usualFirstByteMs = Date.now() - t;
+      expect(warm.headers.get('x-dynamollm-resumable')).toBe('1');
+      await warm.text();
+      usualMs = Date.now() - t;
+    }
+
+    const r0 = await fetch(`${urlA}/v1/completions`, { method: 'POST', headers, body });
+    expect(r0.headers.get('x-dynamollm-resumable')).toBe('1');
+    const before = reading(r0);
+    await before.read(10);
     const leader = await journalLeader();
     const killedAt = Date.now();
     process.kill(cluster.servers[leader]!.pid, 'SIGKILL');
     log('killed nats', leader);
 
+    t = Date.now();
     const r1 = await fetch(`${urlA}/v1/completions`, { method: 'POST', headers, body });
-    const firstByteMs = Date.now() - killedAt;
+    const firstByteMs = Date.now() - t;
+    const during = reading(r1);
+    await Promise.all([before.done, during.done]);
+    log('usual first byte', usualFirstByteMs, 'ms, whole stream', usualMs, 'ms; during the election: first byte', firstByteMs, 'ms, longest pause', during.maxGapMs(), 'ms; longest pause of the stream under way', before.maxGapMs(), 'ms; both done', Date.now() - killedAt, 'ms after the kill');
+
+    // started during the election: its first byte within its head bound past the usual, served without resumption
     expect(r1.status).toBe(200);
+    expect(r1.headers.get('x-dynamollm-resumable')).toBe('0');
+    expect(firstByteMs).toBeLessThan(HEAD_WAIT_MS + 2 * usualFirstByteMs + 250);
+    const evDuring = events(during.text());
+    expect(evDuring.at(-1)?.data).toBe('[DONE]');
+    expect(evDuring.every((e) => e.id === undefined)).toBe(true);
+    expect(wordsOf(evDuring)).toBe(MAX_TOKENS);
+
+    // under way: never stalled for the election; ids on the events the journal held, then the reset, then none
+    expect(before.maxGapMs()).toBeLessThan(1000);
+    const evBefore = events(before.text());
+    expect(evBefore.at(-1)?.data).toBe('[DONE]');
+    expect(wordsOf(evBefore)).toBe(MAX_TOKENS);
+    const idOf = r0.headers.get('x-request-id')!;
+    const ids = evBefore.filter((e) => e.id !== undefined).map((e) => e.id);
+    expect(ids.length).toBeGreaterThanOrEqual(10);
+    expect(ids.length).toBeLessThan(evBefore.length - 1);
+    expect(ids).toEqual(ids.map((_, i) => `${idOf}:${i}`));
+    expect(before.text().match(/^: not resumable: the journal did not hold an entry within 50 ms\nid:\n/gm)).toHaveLength(1);
+
+    // gateway A counted both (a write of the streams before the kill may have passed its 50 ms on a loaded VM too)
+    const timeouts = await journalTimeouts(urlA);
+    log('journal timeouts at gateway A', timeouts);
+    expect(timeouts.head).toBe(1);
+    expect(timeouts.write).toBeGreaterThanOrEqual(1);
+
+    // once the journal has a leader again, a resume from the last id it had is refused: the journal holds its stop
+    let gone: Response | undefined;
+    for (let i = 0; i < 30; i++) {
+      gone = await fetch(`${urlB}/v1/completions`, { method: 'POST', headers: { ...headers, 'last-event-id': ids.at(-1)! }, body });
+      if (gone.status !== 503) break;
+      await gone.text();
+      await sleep(1000);
+    }
+    const goneText = await gone!.text();
+    expect(gone!.status, goneText).toBe(410);
+    expect(goneText).toMatch(/did not hold an entry within 50 ms/);
+    log('resume of the stream under way refused', Date.now() - killedAt, 'ms after the kill');
+  }, 120_000);
+
+  it('the stream resumes on another gateway: every token once, every event id once and in order', async () => {
+    // the journal has its new leader (the reads above)
+    const r1 = await fetch(`${urlA}/v1/completions`, { method: 'POST', headers, body });
+    expect(r1.status).toBe(200);
+    expect(r1.headers.get('x-dynamollm-resumable')).toBe('1');
     streamId = r1.headers.get('x-request-id')!;
     const dec = new TextDecoder();
     let got = '';
@@ -141,7 +262,6 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
     } catch {
       // the connection died with gateway A
     }
-    log('first byte', firstByteMs, 'ms after the nats kill; gateway killed', gwKilledAt - killedAt, 'ms after it');
     const first = events(got);
     expect(gwKilledAt).toBeGreaterThan(0);
     expect(first.at(-1)?.data, 'gateway A was killed before the stream ended').not.toBe('[DONE]');
@@ -169,8 +289,6 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
     expect(chunks.at(-2)!.choices[0]!.finish_reason).toBe('length');
     expect(chunks.at(-1)!.usage!.completion_tokens).toBe(MAX_TOKENS);
     lastId = all.at(-3)!.id!;
-    // the response said the stream was resumable (its head held by the journal)
-    expect(r1.headers.get('x-dynamollm-resumable')).toBe('1');
   }, 120_000);
 
   it('a resume while NATS is down: a retryable 503 with Retry-After', async () => {

@@ -27,7 +27,7 @@ const event = (i: number, ids: boolean) => `${ids ? `id: req1:${i}\n` : ''}data:
  * when given); 'reset' closes the connection before a response; 'break' sends 2 events and dies; 'noids' the same
  * without id lines; 'replayAll' answers a resume with the whole stream again (a duplicating server).
  */
-async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll' | 'breakEmpty' | 'notFound'): Promise<{ url: string; hits: () => number; lastIds: (string | undefined)[] }> {
+async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll' | 'breakEmpty' | 'notFound' | 'idReset'): Promise<{ url: string; hits: () => number; lastIds: (string | undefined)[] }> {
   let hits = 0;
   const lastIds: (string | undefined)[] = [];
   const s = createServer((req, res) => {
@@ -51,6 +51,11 @@ async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll' | 
     const last = req.headers['last-event-id'] as string | undefined;
     lastIds.push(last);
     res.writeHead(200, { 'content-type': 'text/event-stream' });
+    // 'idReset': event 0 with its id, then the stream stops being resumable (an empty id), event 1 without one, and dies
+    if (mode === 'idReset') {
+      res.write(event(0, true) + ': not resumable: the journal did not hold an entry within 50 ms\nid:\n' + event(1, false));
+      return setTimeout(() => req.socket.destroy(), 20);
+    }
     if (mode === 'break' || mode === 'noids') {
       res.write(event(0, ids) + event(1, ids));
       return setTimeout(() => req.socket.destroy(), 20);
@@ -110,6 +115,16 @@ describe('chaos load generator', () => {
     expect(brokenByGatewayDeath([o], [{ kind: 'gateway', id: 'gw-0', atMs: o.brokenAtMs! - 50 }])).toBe(1);
     // another replica's kill, or one long before, does not explain it
     expect(brokenByGatewayDeath([o], [{ kind: 'gateway', id: 'gw-1', atMs: o.brokenAtMs! - 50 }, { kind: 'gateway', id: 'gw-0', atMs: o.brokenAtMs! - 10_000 }])).toBe(0);
+  });
+
+  it('a stream whose event ids were reset (no longer resumable) and that breaks is a failure, not resumed from an id before the reset', async () => {
+    const broken = await gateway('idReset');
+    const live = await gateway('ok');
+    const urls = [broken.url, live.url];
+    let o = await oneRequest({ ...opts, urls });
+    if (o.replica !== 0) o = await oneRequest({ ...opts, urls });
+    expect(o).toMatchObject({ ok: false, hung: false, error: 'stream broken', replica: 0, resumed: 0 });
+    expect(live.lastIds.filter((x) => x !== undefined)).toEqual([]);
   });
 
   it('a resume refused for good (404) before any text: the request sent again from the start, counted as resent, and completes once', async () => {

@@ -13,7 +13,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { resumePlan } from '../../actors/gateway/sse-stream.ts';
 import { GatewayServer, type GatewayBackend, type ResumeFrom, type StreamHooks, type StreamJournal } from '../../actors/gateway/server.ts';
-import { JournalWriter, eventId, foldJournal, parseLastEventId, replayAfter, resumableOf, type JournalAppend } from '../../actors/gateway/resume.ts';
+import { DEFAULT_JOURNAL_TIMING, JournalWriter, eventId, foldJournal, journalBounds, parseLastEventId, replayAfter, resumableOf, type JournalAppend } from '../../actors/gateway/resume.ts';
 import { ResumeEntry } from '../../protocols/journal.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 
@@ -225,14 +225,15 @@ describe('JournalWriter with the journal\'s acknowledgements', () => {
     expect(w.held()).toBe(false);
   });
 
-  it('an entry not held within giveUpMs: the client stops waiting while the appends go on; once the journal holds every entry it waits again', async () => {
+  it('an entry not held within giveUpMs: the stream stops being resumable, the client stops waiting, a stop follows the queued entries', async () => {
     let up = false;
     const held: ResumeEntry[] = [];
     const append: JournalAppend = async (e) => {
       if (!up) throw new Error('no responders');
       held.push(ResumeEntry.decode(ResumeEntry.encode(e)));
     };
-    const w = new JournalWriter(append, 'r1', 0, 1 << 20, { headMs: 1000, attemptMs: 50, lagMs: 0, giveUpMs: 250 });
+    const timeouts: string[] = [];
+    const w = new JournalWriter(append, 'r1', 0, 1 << 20, { headMs: 1000, attemptMs: 50, lagMs: 0, giveUpMs: 250 }, undefined, undefined, (wait) => timeouts.push(wait));
     up = true;
     expect(await w.head(head()!)).toBe(true);
     up = false;
@@ -245,19 +246,57 @@ describe('JournalWriter with the journal\'s acknowledgements', () => {
     });
     // released by the deadline, not by an ack
     expect(await released).toBeGreaterThanOrEqual(240);
-    expect(w.behind).toBe(true);
+    expect(w.unresumable).toMatch(/within 250 ms/);
+    expect(timeouts).toEqual(['write']);
     expect(w.held()).toBe(false);
+    // nothing more is journaled or waited for
     w.text(1, ' b', 1);
     w.flush();
     expect(w.held()).toBe(false);
     up = true;
-    for (let t = 0; t < 50 && w.behind; t++) await new Promise((r) => setTimeout(r, 50));
-    expect(w.behind).toBe(false);
-    expect(foldJournal(held)!.events.map((e) => e.text).join('')).toBe(' a b');
-    // waiting again
-    w.text(2, ' c', 1);
-    w.flush();
-    expect(w.held()).toBe(true);
+    for (let t = 0; t < 50 && foldJournal(held)?.stop === undefined; t++) await new Promise((r) => setTimeout(r, 50));
+    // the queued entry, then the stop: a resume from an event before the cut is refused, not answered again
+    const s = foldJournal(held)!;
+    expect(s.events.map((e) => e.text).join('')).toBe(' a');
+    expect(s.stop).toMatch(/did not hold an entry within 250 ms/);
+    expect(resumePlan(held, { id: 'r1', index: 0 }, 'completion', undefined)).toMatchObject({ error: { status: 410 } });
+  });
+
+  it('the bounds are shares of the request\'s SLO: the head waits half its TTFT SLO, an entry half its TBT SLO (then the caps)', async () => {
+    // an append the journal never answers (a stream whose leader died: nobody answers until one is elected)
+    const calls: ResumeEntry[] = [];
+    let answer = false;
+    const silent: JournalAppend = async (e) => {
+      calls.push(e);
+      if (!answer) await new Promise(() => {});
+    };
+    const slo = { ttftMs: 250, tbtMs: 100 };
+    expect(journalBounds(DEFAULT_JOURNAL_TIMING, slo)).toEqual({ headWaitMs: 125, writeWaitMs: 50 });
+    expect(journalBounds(DEFAULT_JOURNAL_TIMING)).toEqual({ headWaitMs: 10_000, writeWaitMs: 10_000 });
+    expect(journalBounds({ ...DEFAULT_JOURNAL_TIMING, headMs: 100, sloShare: 1 }, slo)).toEqual({ headWaitMs: 100, writeWaitMs: 100 });
+    const timeouts: string[] = [];
+    const onTimeout = (wait: 'head' | 'write') => timeouts.push(wait);
+    const w = new JournalWriter(silent, 'r1', 0, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo, onTimeout);
+    let t0 = Date.now();
+    expect(await w.head(head()!)).toBe(false);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(120);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(w.lost).toBe(true);
+    expect(timeouts).toEqual(['head']);
+
+    answer = true;
+    const w2 = new JournalWriter(silent, 'r2', 0, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo, onTimeout);
+    expect(await w2.head(head()!)).toBe(true);
+    answer = false;
+    w2.text(0, ' a', 1);
+    w2.flush();
+    expect(w2.held()).toBe(true);
+    t0 = Date.now();
+    await new Promise<void>((r) => w2.onRelease(r));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(45);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(w2.unresumable).toMatch(/within 50 ms/);
+    expect(timeouts).toEqual(['head', 'write']);
   });
 
   it('lagMs > 0: the client waits only for an entry that has waited that long', async () => {
@@ -311,8 +350,8 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await s.close(0);
 });
 
-async function replica(backend: GatewayBackend, journal?: StreamJournal): Promise<string> {
-  const s = new GatewayServer({ backend, port: 0, models: ['m'], maxModelLen: 4096, ...(journal ? { journal } : {}) });
+async function replica(backend: GatewayBackend, journal?: StreamJournal, sloOf?: () => { ttftMs: number; tbtMs: number }): Promise<string> {
+  const s = new GatewayServer({ backend, port: 0, models: ['m'], maxModelLen: 4096, ...(journal ? { journal } : {}), ...(sloOf ? { sloOf } : {}) });
   servers.push(s);
   return `http://127.0.0.1:${await s.listen()}`;
 }
@@ -402,6 +441,54 @@ describe('resume through the HTTP layer of another replica', () => {
     expect(text).not.toMatch(/^id:/m);
     expect(textOf(events(text))).toBe(Array.from({ length: MAX }, (_, i) => word(i)).join(''));
     expect(appends).toBeGreaterThanOrEqual(2);
+  }, 20_000);
+
+  it('a journal whose leader is gone: the head waits half the TTFT SLO, then the stream is served at once without resumption', async () => {
+    const silent: JournalAppend = () => new Promise(() => {});
+    const journal: StreamJournal = { writer: (id, gen, slo) => new JournalWriter(silent, id, gen, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo), read: async () => [] };
+    const a = await replica(fakeBackend({ resumed: [], legs: [] }), journal, () => ({ ttftMs: 250, tbtMs: 100 }));
+    const t0 = Date.now();
+    const r = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' }, body });
+    const firstByteMs = Date.now() - t0;
+    expect(r.status).toBe(200);
+    expect(firstByteMs).toBeGreaterThanOrEqual(120);
+    expect(firstByteMs).toBeLessThan(1000);
+    expect(r.headers.get('x-dynamollm-resumable')).toBe('0');
+    const text = await r.text();
+    expect(text).not.toMatch(/^id:/m);
+    expect(textOf(events(text))).toBe(Array.from({ length: MAX }, (_, i) => word(i)).join(''));
+  }, 20_000);
+
+  it('a journal that stops answering mid-stream: the client waits half the TBT SLO, then gets the rest without event ids, its last id reset', async () => {
+    const held: ResumeEntry[] = [];
+    let answer = true;
+    const app: JournalAppend = (e) => {
+      if (!answer) return new Promise(() => {});
+      held.push(ResumeEntry.decode(ResumeEntry.encode(e)));
+      if (e.events && e.from! + e.events.length >= 4) answer = false;
+      return Promise.resolve();
+    };
+    const journal: StreamJournal = { writer: (id, gen, slo) => new JournalWriter(app, id, gen, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo), read: async (id) => held.filter((e) => e.id === id) };
+    const a = await replica(fakeBackend({ resumed: [], legs: [] }), journal, () => ({ ttftMs: 250, tbtMs: 100 }));
+    const t0 = Date.now();
+    const r = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' }, body });
+    expect(r.headers.get('x-dynamollm-resumable')).toBe('1');
+    const text = await r.text();
+    // 12 tokens 15 ms apart and one wait of 50 ms (not the journal's 10-s cap)
+    expect(Date.now() - t0).toBeLessThan(2000);
+    const evs = events(text);
+    expect(textOf(evs)).toBe(Array.from({ length: MAX }, (_, i) => word(i)).join(''));
+    expect(evs.at(-1)!.data).toBe('[DONE]');
+    // ids only on the events the journal held, from 0 in order; then one comment and an empty id (the reset), then none
+    const reqId = r.headers.get('x-request-id')!;
+    const ids = evs.filter((e) => e.id !== undefined).map((e) => e.id);
+    expect(ids).toEqual(ids.map((_, i) => eventId(reqId, i)));
+    expect(ids.length).toBeGreaterThanOrEqual(4);
+    expect(ids.length).toBeLessThan(MAX);
+    const s = foldJournal(held)!;
+    expect(ids.length).toBeLessThanOrEqual(s.base + s.events.length);
+    expect(text.match(/^: not resumable: the journal did not hold an entry within 50 ms\nid:\n/gm)).toHaveLength(1);
+    expect(text.match(/^id:$/gm)).toHaveLength(1);
   }, 20_000);
 
   it('an event reaches the client only once the journal holds it (acks 30 ms late)', async () => {

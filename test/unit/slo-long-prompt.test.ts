@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createPerfModel, FLAT_TTFT_SLO_TOKENS, promptTtftSloMs, TTFT_SLO_MS } from '../../src/model/index.ts';
-import { withSlo } from '../../actors/common/policy.ts';
+import { promptSloOf, withSlo } from '../../actors/common/policy.ts';
 import { parseConfig } from '../../actors/common/config.ts';
 import type { InferenceRequest } from '../../protocols/index.ts';
 
@@ -34,5 +34,15 @@ describe('TTFT SLO of long prompts', () => {
     expect(r.slo.ttftMs).toBeCloseTo((c.slo.ttftMs.L * 40_000) / 8192, 6);
     expect(r.ttftDeadlineMs).toBeCloseTo(1000 + r.slo.ttftMs, 6);
     expect(withSlo({ ...req, inputTokens: 3000 }, 'LS', c).slo.ttftMs).toBe(c.slo.ttftMs.L);
+  });
+
+  it('a request\'s SLO before classification (the gateway\'s journal bounds) is the one classification sets: its prompt decides it', () => {
+    const c = parseConfig({});
+    const req = { v: 1, id: 'r1', model: 'm', kind: 'completion', prompt: 'x', inputTokens: 0, maxTokens: 10, arrivalMs: 1000 } as unknown as InferenceRequest;
+    for (const [n, type] of [[100, 'SL'], [255, 'SS'], [256, 'MM'], [5000, 'LS'], [8192, 'LL'], [40_000, 'LS']] as const) {
+      expect(promptSloOf(n, c), String(n)).toEqual(withSlo({ ...req, inputTokens: n }, type, c).slo);
+    }
+    expect(promptSloOf(100, c)).toEqual({ ttftMs: 250, tbtMs: 100 });
+    expect(promptSloOf(40_000, c).ttftMs).toBeCloseTo((2000 * 40_000) / 8192, 6);
   });
 });
