@@ -53,8 +53,13 @@ export abstract class SimControl extends SimLedger {
       // window open from one epoch before the first (an instance up before the trace: since its previous epoch)
       const phases = this.o.instanceEpochPhaseMs === undefined ? undefined : [this.o.instanceEpochPhaseMs].flat();
       const epochMs = this.ep.instanceS * 1000;
+      // (SimOptions.instanceEpochBeforeTrace) one up longer than an epoch before the trace had that epoch, on no load
+      const k = this.initialInstances;
       const first = phases === undefined ? undefined : now === 0 ? phases[this.initialInstances++ % phases.length]! : now + epochMs;
-      inst.brain = this.newBrain(inst, now, first === undefined ? now : Math.min(now, first - epochMs));
+      const before = now === 0 && first !== undefined && [this.o.instanceEpochBeforeTrace ?? false].flat()[k % [this.o.instanceEpochBeforeTrace ?? false].flat().length];
+      inst.brain = this.newBrain(inst, now, first === undefined ? now : Math.min(now, first - epochMs), before ? first - epochMs : undefined);
+      // the clock that epoch chose, on the GPU from the start
+      if (inst.brain.s.clockMhz !== inst.clockMhz) this.setClockNow(inst, inst.brain.s.clockMhz, now);
       if (first !== undefined) this.epochHeap.push(first, inst);
     }
     for (const old of inst.replaces) this.drain(old, now);
@@ -413,5 +418,6 @@ export abstract class SimControl extends SimLedger {
 
   /** step fidelity: the instance machine of an instance that became ready (./step-model.ts). */
   /** `windowStartMs`: when its load window opened (default now). */
-  protected abstract newBrain(inst: SimInstance, now: number, windowStartMs?: number): InstanceBrain;
+  /** `priorEpochMs`: its last epoch before the simulation (InstanceBrain). */
+  protected abstract newBrain(inst: SimInstance, now: number, windowStartMs?: number, priorEpochMs?: number): InstanceBrain;
 }

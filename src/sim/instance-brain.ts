@@ -45,18 +45,36 @@ export class InstanceBrain {
   /** events raised while effects are performed, stepped after them (in order). */
   readonly #pending: { ev: InstanceEvent; now: number }[] = [];
   #stepping = false;
+  /** while an epoch before the simulation runs: its decision is not the simulation's, and its clock is applied at once. */
+  #prior?: { clock?: { mhz: number; why: string; inputs: Record<string, unknown> } };
 
-  /** `windowStartMs`: when its load window opened (default now; earlier for an instance up before the simulation). */
-  constructor(cfg: InstanceMachineConfig, hooks: InstanceBrainHooks, now: number, supportedMhz: number[], windowStartMs = now) {
+  /**
+   * `windowStartMs`: when its load window opened (default now; earlier for an instance up before the simulation).
+   * `priorEpochMs` (< now): an instance up before the simulation whose last epoch before it fell then, with nothing
+   * arrived (a live instance up longer than an epoch before the trace): the machine runs that epoch, and its GPU is at
+   * the clock it chose when the simulation starts. Its start-up, that decision and their clock changes are before the
+   * simulation: the hooks' `event` and `setClock` do not hear of them (the tap does); the load window opens at that epoch.
+   */
+  constructor(cfg: InstanceMachineConfig, hooks: InstanceBrainHooks, now: number, supportedMhz: number[], windowStartMs = now, priorEpochMs?: number) {
     this.#cfg = cfg;
     this.#hooks = hooks;
-    this.s = { ...initialInstanceState(now), windowStartMs };
-    this.step({ type: 'gpu_ready', supportedMhz }, now);
+    const t0 = priorEpochMs === undefined ? now : priorEpochMs - cfg.epochMs;
+    // (forcedUntilMs: no pool clock before it; the machine's initial 0 would read as one at a time before 0)
+    this.s = { ...initialInstanceState(t0), windowStartMs: priorEpochMs === undefined ? windowStartMs : t0, ...(priorEpochMs !== undefined ? { forcedUntilMs: t0 } : {}) };
+    if (priorEpochMs !== undefined) this.#prior = {};
+    this.step({ type: 'gpu_ready', supportedMhz }, t0);
     // the GPU opens at its max clock, and the machine hears that before the instance serves (the live actor awaits the
     // start-up clock before it admits): an admission at this instant then finds the clock set, not 0
     const max = supportedMhz.reduce((a, b) => Math.max(a, b), 0);
-    if (this.s.clockPending === max) this.clockApplied(max, 'start-up: max clock until the first epoch', {}, now);
-    this.step({ type: 'lifecycle', state: 'ready', why: 'engine ready' }, now);
+    if (this.s.clockPending === max) this.clockApplied(max, 'start-up: max clock until the first epoch', {}, t0);
+    this.step({ type: 'lifecycle', state: 'ready', why: 'engine ready' }, t0);
+    if (priorEpochMs !== undefined) {
+      this.#prior = {};
+      this.step({ type: 'epoch' }, priorEpochMs);
+      const c = this.#prior?.clock;
+      if (c) this.clockApplied(c.mhz, c.why, c.inputs, priorEpochMs);
+      this.#prior = undefined;
+    }
   }
 
   get config(): InstanceMachineConfig {
@@ -99,7 +117,8 @@ export class InstanceBrain {
         h.fail(e.id, e.outcome, now);
         break;
       case 'set_clock':
-        h.setClock(e.clockMhz, e.why, e.inputs, now);
+        if (this.#prior) this.#prior.clock = { mhz: e.clockMhz, why: e.why, inputs: e.inputs };
+        else h.setClock(e.clockMhz, e.why, e.inputs, now);
         break;
       case 'move': {
         const placed = h.move(e.ids, now);
@@ -107,7 +126,7 @@ export class InstanceBrain {
         break;
       }
       case 'event':
-        h.event(e, now);
+        if (!this.#prior) h.event(e, now);
         break;
       // the simulator's loop drives the epochs and ticks; admissions are answered by the caller reading the
       // effects; statuses are read from the state when a peer or the dispatcher needs them

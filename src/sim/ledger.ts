@@ -139,6 +139,7 @@ export abstract class SimLedger {
     const phases = this.o.instanceEpochPhaseMs === undefined ? [] : [this.o.instanceEpochPhaseMs].flat();
     for (const ph of phases) if (!(ph > 0 && Number.isFinite(ph))) throw new RangeError(`instanceEpochPhaseMs must be > 0 ms, got ${ph}`);
     if (this.o.instanceEpochPhaseMs !== undefined && (this.fidelity !== 'step' || this.knobs.oracle || !phases.length)) throw new RangeError('instanceEpochPhaseMs: step fidelity, a policy other than the oracle, at least one phase');
+    if (this.o.instanceEpochBeforeTrace !== undefined && (this.o.instanceEpochPhaseMs === undefined || ![this.o.instanceEpochBeforeTrace].flat().length)) throw new RangeError('instanceEpochBeforeTrace: with instanceEpochPhaseMs, at least one value');
     const statusPhases = this.o.instanceStatusPhaseMs === undefined ? [] : [this.o.instanceStatusPhaseMs].flat();
     for (const ph of statusPhases) if (!(ph > 0 && ph <= PEER_STATUS_MS)) throw new RangeError(`instanceStatusPhaseMs must be in (0, ${PEER_STATUS_MS}] ms, got ${ph}`);
     if (this.o.instanceStatusPhaseMs !== undefined && (this.fidelity !== 'step' || !this.useDispatchPolicy || !statusPhases.length)) throw new RangeError('instanceStatusPhaseMs: step fidelity, the policy dispatch, at least one phase');

@@ -28,7 +28,7 @@ export abstract class SimStepModel extends SimClocks {
    * clockChangeMs), move queued requests to pool peers (the pool's placement: dispatch among the peers with
    * room, as the pool machine's move does).
    */
-  protected newBrain(inst: SimInstance, now: number, windowStartMs = now): InstanceBrain {
+  protected newBrain(inst: SimInstance, now: number, windowStartMs = now, priorEpochMs?: number): InstanceBrain {
     const k = this.knobs;
     const cfg: InstanceMachineConfig = {
       tp: inst.tp, headroom: this.headroom, epochMs: this.ep.instanceS * 1000, tickMs: BRAIN_TICK_MS, timeScale: 1,
@@ -76,7 +76,7 @@ export abstract class SimStepModel extends SimClocks {
         else if (r === 'clock') this.reconf.clock++;
       },
       ...(this.inp.onInstanceStep ? { tap: (ev: InstanceEvent, t: number, fx: InstanceEffect[]) => this.inp.onInstanceStep?.(inst.id, cfg, ev, t, fx) } : {}),
-    }, now, this.p.clocksMhz, windowStartMs);
+    }, now, this.p.clocksMhz, windowStartMs, priorEpochMs);
   }
 
   /** A request leaves the simulation without being served; false if it had left already. */

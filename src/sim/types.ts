@@ -176,6 +176,14 @@ export interface SimOptions {
    */
   instanceEpochPhaseMs?: number | readonly number[];
   /**
+   * with instanceEpochPhaseMs: whether each instance the cluster starts with (in the order they are made, a shorter list
+   * repeated) had its last epoch before the trace one epoch before its phase, on no load, as a live instance up longer
+   * than an epoch before the trace has: it starts at the clock that epoch chose (the least power at no load) instead
+   * of holding the max clock it starts at until its first epoch. The decision is before the trace and not counted.
+   * Default false.
+   */
+  instanceEpochBeforeTrace?: boolean | readonly boolean[];
+  /**
    * step fidelity, the policy dispatch: when the instances the cluster starts with publish their statuses, ms after the
    * trace's start (in (0, 500], one per instance in the order they are made, a shorter list repeated). Each instance
    * publishes its status to its pool's dispatch on its own timer, every 500 ms (the live status interval) from its

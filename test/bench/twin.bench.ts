@@ -91,12 +91,14 @@ function reshardsOf(log: string): string {
  * one: the phase is the same). `phases`: one per instance the cluster started with (its start-up clock logged before
  * the replay's start or within one epoch after it: the readiness probe may be answered before every instance is up),
  * in the order of their ids, as the simulator makes its instances; one that logged no epoch takes the others'
- * circular mean.
+ * circular mean. `epochBefore`: whether each had an epoch before the replay's start (up longer than an epoch before
+ * it: it serves the trace's first requests at the clock that epoch chose, not at the start-up max clock).
  */
-export function epochPhasesOf(log: string, replayStartMs: number, epochMs: number): { phases: number[]; ids: string[]; byInstance: Record<string, number> } | undefined {
+export function epochPhasesOf(log: string, replayStartMs: number, epochMs: number): { phases: number[]; ids: string[]; epochBefore: boolean[]; byInstance: Record<string, number> } | undefined {
   const byInstance: Record<string, number> = {};
   const before = new Set<string>();
   const after = new Set<string>();
+  const epochBefore = new Set<string>();
   for (const line of log.split('\n')) {
     if (!line.startsWith('{') || !line.includes('"event":"clock"')) continue;
     let j: { time?: number; id?: string; msg?: string };
@@ -108,6 +110,7 @@ export function epochPhasesOf(log: string, replayStartMs: number, epochMs: numbe
     if (j.time === undefined || j.id === undefined) continue;
     if (j.time < replayStartMs) {
       before.add(j.id);
+      if (/MHz \((least power|no clock meets)/.test(j.msg ?? '')) epochBefore.add(j.id);
       continue;
     }
     if (/MHz \(start-up/.test(j.msg ?? '') && j.time < replayStartMs + epochMs) after.add(j.id);
@@ -121,7 +124,7 @@ export function epochPhasesOf(log: string, replayStartMs: number, epochMs: numbe
   const a = (x: number) => (2 * Math.PI * x) / epochMs;
   const mean = (Math.atan2(known.reduce((n, x) => n + Math.sin(a(x)), 0), known.reduce((n, x) => n + Math.cos(a(x)), 0)) * epochMs) / (2 * Math.PI);
   const meanMs = ((mean % epochMs) + epochMs) % epochMs || epochMs;
-  return { phases: initial.map((id) => byInstance[id] ?? meanMs), ids: initial, byInstance };
+  return { phases: initial.map((id) => byInstance[id] ?? meanMs), ids: initial, epochBefore: initial.map((id) => epochBefore.has(id)), byInstance };
 }
 
 /**
@@ -205,7 +208,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // and their statuses at the live ones' schedules (debug level logs each status): which instance the dispatch picks
   // follows the load each instance's last status showed
   const statusPhases = phase ? statusPhasesOf(cluster.output(), live.startedAtMs, c.liveness.statusIntervalMs, phase.ids) : undefined;
-  const sim = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases } : {}), ...(statusPhases ? { instanceStatusPhaseMs: statusPhases } : {}) }, undefined, process.env.TWIN_SIM_LOG ? {
+  const sim = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), ...(statusPhases ? { instanceStatusPhaseMs: statusPhases } : {}) }, undefined, process.env.TWIN_SIM_LOG ? {
     onInstanceStep: (instance, _cfg, ev, t, fx) => {
       // each admission, as the live instance manager's debug log tells it (actors/instance-manager/machine-io.ts admissionLog)
       if (ev.type === 'admit' || ev.type === 'credited_start') simEvents.push(JSON.stringify({ tMs: t, instance, admission: ev.type, rid: ev.req.id, type: ev.req.type, inputTokens: ev.req.inputTokens, moves: ev.req.moves, ageMs: t - ev.req.arrivalMs, taken: fx.some((e) => (e.kind === 'admitted' || e.kind === 'start') && e.id === ev.req.id) }));
@@ -230,7 +233,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   const draw = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
   for (let k = 0; k < Number(process.env.TWIN_STATUS_SCAN ?? 5); k++) {
     const n = phase?.ids.length ?? 1;
-    const r = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases } : {}), instanceStatusPhaseMs: Array.from({ length: n }, () => 1 + Math.floor(draw() * 499)) });
+    const r = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), instanceStatusPhaseMs: Array.from({ length: n }, () => 1 + Math.floor(draw() * 499)) });
     statusScan.push({ J: r.energyKWh * 3.6e6, clock: r.reconfigurations.clock });
   }
   const rows: Record<string, string | number>[] = [];
@@ -264,7 +267,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `live replay's sends late against the trace (the client short of CPU): ${live.sendLateMs ? `p50 ${Math.round(live.sendLateMs.p50)} ms, p99 ${Math.round(live.sendLateMs.p99)} ms, max ${Math.round(live.sendLateMs.max)} ms` : '-'}`,
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
       `live pool's re-shards (its log): ${reshardsOf(cluster.output()) || '-'}`,
-      `live instances' clock-epoch phases after the replay's start (their first epoch decisions): ${phase ? `${Object.entries(phase.byInstance).map(([id, p]) => `${id} ${Math.round(p)} ms`).join(', ')}; the simulated instances' in order, ${phase.phases.map((p) => Math.round(p)).join(', ')} ms` : '- (simulated with an epoch at t = 0)'}`,
+      `live instances' clock-epoch phases after the replay's start (their first epoch decisions): ${phase ? `${Object.entries(phase.byInstance).map(([id, p]) => `${id} ${Math.round(p)} ms`).join(', ')}; the simulated instances' in order, ${phase.phases.map((p) => Math.round(p)).join(', ')} ms; an epoch before the replay: ${phase.epochBefore.join(', ')}` : '- (simulated with an epoch at t = 0)'}`,
       `live instances' status phases after the replay's start (their first statuses, debug level): ${statusPhases ? `${statusPhases.map((p) => Math.round(p)).join(', ')} ms (the simulated instances' in order)` : '- (simulated at 500 ms)'}`,
       `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
       `simulated at the live epoch phases and ${statusScan.length} drawn status schedules: ${statusScan.length ? `energy ${Math.round(Math.min(...statusScan.map((x) => x.J)))}-${Math.round(Math.max(...statusScan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...statusScan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...statusScan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...statusScan.map((x) => x.clock))}-${Math.max(...statusScan.map((x) => x.clock))}` : '-'}`,

@@ -83,7 +83,33 @@ describe('simulator: the instances start as the live ones do', () => {
     expect(Math.min(...atZero.map((e) => e.t))).toBeLessThan(100);
   }, 60_000);
 
+  it('an instance up longer than an epoch before the trace serves it at the clock its last epoch chose on no load', async () => {
+    // the live instances of a twin run at 17:52 UTC had their first epochs 1.9 s and 0.2 s before the replay's start,
+    // each lowering the start-up max clock to the least power at no load, and served the trace's first requests there
+    const out: { t: number; instance: string; from: number; to: number }[] = [];
+    const admittedAt: Record<string, number> = {};
+    const r = await simulate({ ...clockWindow([2500, 2500]), instanceEpochBeforeTrace: [true, false] }, undefined, {
+      onInstanceStep: (instance, _cfg, ev, t, fx) => {
+        for (const e of fx) if (e.kind === 'event' && e.event === 'clock') out.push({ t, instance, from: e.decision.from as number, to: e.decision.clockMhz as number });
+        if (ev.type === 'admit' && !(instance in admittedAt)) admittedAt[instance] = t;
+      },
+    });
+    const MIN = profile.clocksMhz[0]!;
+    // i0: started one epoch before its last epoch before the trace (at -2.5 s), which chose the least power at no load
+    expect(out.filter((e) => e.instance === 'pool-all-i0' && e.t < 0).map((e) => [e.from, e.to])).toEqual([[0, MAX], [MAX, MIN]]);
+    // at that clock from its first request (at 0) on, never at the
+    // max clock, while i1 holds the start-up max clock until its first epoch, at 2.5 s
+    expect(admittedAt['pool-all-i0']).toBe(0);
+    expect(out.filter((e) => e.instance === 'pool-all-i0' && e.t >= 0 && e.from === MAX)).toEqual([]);
+    const i1 = out.find((e) => e.instance === 'pool-all-i1' && e.t >= 0 && e.from !== 0)!;
+    expect([i1.from, i1.to]).toEqual([MAX, MIN]);
+    expect(i1.t).toBeGreaterThanOrEqual(2500);
+    // the decisions before the trace are not the trace's: the run counts the changes within it
+    expect(r.reconfigurations.clock).toBe(out.filter((e) => e.t >= 0 && e.from !== 0).length);
+  }, 60_000);
+
   it('a phase is a time after the start, and needs the instance machines (step fidelity, not the oracle)', async () => {
+    await expect(simulate({ ...clockWindow(), instanceEpochBeforeTrace: true })).rejects.toThrow(/instanceEpochBeforeTrace/);
     await expect(simulate(clockWindow(0))).rejects.toThrow(/instanceEpochPhaseMs/);
     await expect(simulate(clockWindow([1000, -1]))).rejects.toThrow(/instanceEpochPhaseMs/);
     await expect(simulate(clockWindow([1000, Number.NaN]))).rejects.toThrow(/instanceEpochPhaseMs/);
