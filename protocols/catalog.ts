@@ -8,6 +8,7 @@ import { ALL_CODECS } from './messages.ts';
 import { CONTROL_CODECS } from './control.ts';
 import { LeaseValue } from './lease.ts';
 import { ResumeEntry } from './journal.ts';
+import { ClientDisconnect } from './nats-advisory.ts';
 import { jetstream } from './subjects.ts';
 import { serviceInfoResponse, servicePingResponse, serviceStatsResponse } from './service.ts';
 
@@ -42,6 +43,7 @@ export const CATALOG: readonly CatalogEntry[] = [
   { subject: 'dyn.v1.ctl.nstat.<node>', wildcard: 'dyn.v1.ctl.nstat.*', pattern: 'pub', message: 'NodeStatus', publisher: 'node agent', rate: 'every liveness.statusIntervalMs per node', observer: false },
   { subject: 'dyn.v1.ctl.pstat.<pool>', wildcard: 'dyn.v1.ctl.pstat.*', pattern: 'pub', message: 'PoolStatus', publisher: 'pool manager (leader)', rate: 'every liveness.statusIntervalMs per pool', observer: false },
   { subject: 'dyn.v1.ctl.route', wildcard: 'dyn.v1.ctl.route', pattern: 'pub', message: 'RoutingTable', publisher: 'cluster manager (leader) -> gateways', rate: 'on every routing change and 1/s', observer: false },
+  { subject: 'dyn.v1.ctl.connend', wildcard: 'dyn.v1.ctl.connend', pattern: 'pub', message: 'ClientDisconnect', publisher: 'nats-server (its system account\'s $SYS.ACCOUNT.<cluster id>.DISCONNECT, imported into the cluster\'s account) -> cluster managers, pool managers, gateways', rate: 'one per connection of the cluster\'s account that ends', observer: false, notes: 'JSON, not msgpack (the server\'s advisory io.nats.server.advisory.v1.client_disconnect); an instance whose status names the ended connection leaves dispatch at once' },
   { subject: 'dyn.v1.stream.<request>', wildcard: 'dyn.v1.stream.*', pattern: 'pub', message: 'TokenChunk', publisher: 'instance manager (pool leader for a dead instance, or for a request it holds; cluster manager for a request it holds for a pool election)', rate: "NATS relay: one per token chunk of a request; direct data path: a grant (none when the admission reply carries it), an error ended out of turn; before the admission, a `hold` notice (a pool holds the request for a ready instance, or the intake for a pool's leader election, and answers within `forMs`)", observer: false },
   { subject: 'dyn.v1.inst.<instance>.leg', wildcard: 'dyn.v1.inst.*.leg', pattern: 'req', message: 'LegReport', reply: 'LegReply', publisher: 'gateway -> the instance that granted a direct request', rate: 'one or two per direct request (the first token unless its batch ended the leg; the end; started only for a first token slower than the grant\'s reportWithinMs)', observer: false },
   { subject: 'dyn.v1.cancel.<request>', wildcard: 'dyn.v1.cancel.*', pattern: 'pub', message: 'Cancel', publisher: 'gateway', rate: 'one per cancelled request', observer: false },
@@ -68,7 +70,7 @@ export const CATALOG: readonly CatalogEntry[] = [
 /** Every message schema by name: the msgpack messages and the (JSON) Service API answers. */
 export function messageSchemas(): Record<string, z.ZodTypeAny> {
   const out: Record<string, z.ZodTypeAny> = {};
-  for (const c of [...Object.values(ALL_CODECS), ...Object.values(CONTROL_CODECS), LeaseValue, ResumeEntry]) out[c.name] = c.schema;
+  for (const c of [...Object.values(ALL_CODECS), ...Object.values(CONTROL_CODECS), LeaseValue, ResumeEntry, ClientDisconnect]) out[c.name] = c.schema;
   out.ServicePingResponse = servicePingResponse;
   out.ServiceInfoResponse = serviceInfoResponse;
   out.ServiceStatsResponse = serviceStatsResponse;

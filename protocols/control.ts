@@ -36,6 +36,12 @@ export const controlSubjects = {
    * change and as a snapshot every second; a gateway routes a request itself only with a table.
    */
   routing: () => `${ROOT}.ctl.route`,
+  /**
+   * nats-server -> cluster managers, pool managers, gateways: ClientDisconnect (protocols/nats-advisory.ts), a
+   * connection of the cluster's account ended. The server configs import it from the system account's
+   * `$SYS.ACCOUNT.<cluster id>.DISCONNECT`; no actor may publish it.
+   */
+  connectionEnded: () => `${ROOT}.ctl.connend`,
 } as const;
 
 /** KV keys of the inventory bucket (jetstream.inventoryBucket). */
@@ -199,6 +205,13 @@ export const instanceStatus = z.object({
   creditEpoch: int.optional(),
   /** credits lent to gateways and not spent (seats kept for them), count. */
   creditsOutstanding: int.optional(),
+  /**
+   * the NATS connection this status went out on, as the server named it to this process (its INFO's server_id and
+   * client_id): a ClientDisconnect advisory naming both says that connection ended, and this status with it (its
+   * process died, or its connection was cut: its next status, from its new connection, counts again). Optional
+   * (older instance managers: only the statuses' lapse).
+   */
+  conn: z.object({ server: z.string().min(1).max(128), client: int }).optional(),
 });
 export type InstanceStatus = z.infer<typeof instanceStatus>;
 export const InstanceStatus = codec('InstanceStatus', instanceStatus);

@@ -8,3 +8,4 @@ export * from './lease.ts';
 export * from './journal.ts';
 export * from './service.ts';
 export * from './permissions.ts';
+export * from './nats-advisory.ts';

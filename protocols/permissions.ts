@@ -24,6 +24,9 @@
  *   heartbeats (its dashboard): no command subject, no other JetStream;
  * - the observer reads (telemetry, events live and through its own consumer of the events stream,
  *   heartbeats, the lease records), asks the cluster status and sends NATS Service API requests; it changes nothing;
+ * - the disconnect advisories of the cluster's account (controlSubjects.connectionEnded, imported from the server's
+ *   system account) are read by those that keep a dispatch view (cluster and pool managers, gateways) and
+ *   published by no actor: only the server writes them;
  * - every actor serves the NATS Service API: `$SRV.PING|INFO|STATS` and `$SRV.<verb>.dynamollm-<kind>[.<id>]`.
  */
 import { controlSubjects, dispatchedKeys, inventoryKeys } from './control.ts';
@@ -168,7 +171,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           wild(subjects.resume(ANY)), resumeDirectGet(),
           ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w)))), ...replyInboxes('gateway'),
         ]),
-        subscribe: uniq([wild(subjects.stream(ANY)), controlSubjects.routing(), controlSubjects.instanceStatusAll(), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), ...ids.flatMap((w) => [inboxOf('gateway', w), ...serviceSubs('gateway', w)])]),
+        subscribe: uniq([wild(subjects.stream(ANY)), controlSubjects.routing(), controlSubjects.instanceStatusAll(), controlSubjects.connectionEnded(), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), ...ids.flatMap((w) => [inboxOf('gateway', w), ...serviceSubs('gateway', w)])]),
         allowResponses: true,
       };
     }
@@ -192,7 +195,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
         ]),
         subscribe: uniq([
           subjects.clusterIntake(), subjects.clusterStatus(), wild(subjects.telRequest(ANY)), wild(subjects.telInstance(ANY)), wild(subjects.telNode(ANY)),
-          controlSubjects.instanceStatusAll(), controlSubjects.nodeStatusAll(), controlSubjects.poolStatusAll(), subjects.heartbeatAll(),
+          controlSubjects.instanceStatusAll(), controlSubjects.nodeStatusAll(), controlSubjects.poolStatusAll(), controlSubjects.connectionEnded(), subjects.heartbeatAll(),
           inboxOf('cluster', id), ...serviceSubs('cluster', id),
         ]),
         allowResponses: true,
@@ -214,7 +217,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
         ]),
         subscribe: uniq([
           ...P(subjects.poolDispatch), ...P(subjects.poolControl), ...P(subjects.poolMove),
-          ...P(controlSubjects.instanceStatusPool), ...P(subjects.telRequest), subjects.heartbeatAll(),
+          ...P(controlSubjects.instanceStatusPool), ...P(subjects.telRequest), controlSubjects.connectionEnded(), subjects.heartbeatAll(),
           inboxOf('pool', id), ...serviceSubs('pool', id),
         ]),
         allowResponses: true,

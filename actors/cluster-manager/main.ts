@@ -17,7 +17,7 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { existsSync } from 'node:fs';
 import {
   Ack, Admission, ClusterStatus, RoutingTable, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, NodeTelemetry, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
-  StatusRequest, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, toWireError,
+  StatusRequest, ClientDisconnect, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, toWireError,
   type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
@@ -36,7 +36,7 @@ import { reconcileInventory } from '../../src/runtime/inventory.ts';
 import { powerCounts, serverPowerConfig } from '../../src/policy/machines/cluster-power.ts';
 import { PowerDriver, nodeSeen, serverObservation } from './power-driver.ts';
 import { readInventory, storedAssignments, type InventoryReader } from './inventory-read.ts';
-import { endedByNode } from './instance-ended.ts';
+import { disconnectSeen, initialEndedConnections, outOfDispatch } from './instance-ended.ts';
 import { LostInstances } from './lost-instances.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
@@ -61,6 +61,7 @@ export class ClusterManager extends Actor {
   #power?: PowerDriver;
   #pools = new Map<string, { st: PoolStatusT; seenMs: number }>();
   #instances = new Map<string, { st: import('../../protocols/index.ts').InstanceStatus; seenMs: number }>();
+  #ended = initialEndedConnections(); // the connections the NATS server said ended (ClientDisconnect): their instances are out of dispatch
   #profile?: Profile;
   #statusServe?: { unsubscribe(): void };
   /** the scaling machine's configuration and state (src/policy/machines/cluster.ts). */
@@ -116,6 +117,7 @@ export class ClusterManager extends Actor {
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192, expectSubject: (t) => subjects.telInstance(t.id) });
     this.subscribe(subjects.telNodeAll(), NodeTelemetry, (t) => this.#onNodeTelemetry(t), { capacity: 1024, expectSubject: (t) => subjects.telNode(t.node) });
     this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: this.clock.now() }), { capacity: 8192, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) });
+    this.subscribe(controlSubjects.connectionEnded(), ClientDisconnect, (a) => void (this.#ended = disconnectSeen(this.#ended, a, this.clock.now(), c.liveness.deadAfterMs)), { capacity: 4096 });
     this.#listeningSinceMs = this.clock.now();
     void this.#watchAssignments();
     this.#lease = new LeaderLease({
@@ -186,7 +188,7 @@ export class ClusterManager extends Actor {
 
   #hasReady(pool: string): boolean {
     const now = this.clock.now();
-    for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs && !endedByNode(st, this.#nodes)) return true;
+    for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs && !outOfDispatch(st, this.#nodes, this.#ended)) return true;
     return false;
   }
 
@@ -563,7 +565,7 @@ export class ClusterManager extends Actor {
 
   #status(): ClusterStatus {
     const now = this.clock.now();
-    const alive = [...this.#instances.values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs && !endedByNode(x.st, this.#nodes)).map((x) => x.st);
+    const alive = [...this.#instances.values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs && !outOfDispatch(x.st, this.#nodes, this.#ended)).map((x) => x.st);
     const pools = [...this.#m.assignments.values()].filter((a) => a.state === 'active').map((a) => ({
       id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0), leader: this.#pools.get(a.pool)?.st.leader,
       instances: alive.filter((s) => s.pool === a.pool).map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds, node: s.node, clockMhz: s.clockMhz, powerW: this.#tel.get(s.id)?.powerW ?? 0, energyJ: this.#tel.get(s.id)?.energyJ ?? 0, ...staleOf(this.#tel.get(s.id)), queued: s.queued, running: s.running, state: s.state })),

@@ -8,10 +8,10 @@
  */
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
-import { Admission, InferenceRequest, InstanceStatus, RoutingTable, controlSubjects, subjects, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
+import { Admission, ClientDisconnect, InferenceRequest, InstanceStatus, endedConnection, RoutingTable, controlSubjects, subjects, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import { initialRouterState, routerCapacityComing, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
+import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { spillPasses } from '../../src/policy/machines/cluster.ts';
 import { creditReceived, creditSpend, creditTopUpFailed, type CreditGrant } from '../../src/policy/machines/credits.ts';
 import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
@@ -62,6 +62,11 @@ export class GatewayRouter implements RequestRouter {
       this.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => routerStatus(this.#s, st, this.clock.now()), {
         capacity: 8192, expectSubject: (st) => controlSubjects.instanceStatus(st.pool, st.id),
       }),
+      // the server's word that a connection of the account ended: an instance reporting on it leaves this view's dispatch at once
+      this.bus.subscribe(controlSubjects.connectionEnded(), ClientDisconnect, (a) => {
+        const conn = endedConnection(a);
+        if (conn) routerConnectionEnded(this.#s, conn, this.clock.now(), this.#cfg);
+      }, { capacity: 4096 }),
     );
   }
 

@@ -20,6 +20,7 @@ import {
   type InstanceCommand as InstanceCommandT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
+import { connectionIdOf } from '../../src/runtime/nats-dial.ts';
 import { chunkExtras, type Engine } from '../../src/engine/engine.ts';
 import { LifecycleCommands } from './sleep-mode.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
@@ -793,6 +794,9 @@ export class InstanceManager {
     };
     if (this.#prefix.counts) st.prefixCacheTokens = { ...this.#prefix.counts };
     if (this.#o.node) st.node = this.#o.node;
+    // the connection it goes out on: the server's word that it ended takes this instance out of dispatch at once
+    const conn = connectionIdOf(this.#bus.nc);
+    if (conn) st.conn = conn;
     if (this.#m.emergencyStepName) st.emergency = this.#m.emergencyStepName;
     if (this.#m.credits.epoch > 0) st.creditEpoch = this.#m.credits.epoch;
     const lent = creditsOutstanding(this.#m.credits, now);

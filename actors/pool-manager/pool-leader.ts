@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { KV } from '@nats-io/kv';
 import {
   Ack, Admission, DispatchedEntry, ReshardRecord, InferenceRequest, InstanceCommand, InstanceStatus, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
-  RequestRecord, TokenChunk, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
+  RequestRecord, TokenChunk, ClientDisconnect, endedConnection, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeContext, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
@@ -127,6 +127,11 @@ export class PoolLeader {
   async start(): Promise<void> {
     this.#handles.push(
       this.#bus.subscribe(controlSubjects.instanceStatusPool(this.pool), InstanceStatus, (s) => this.#step({ type: 'status', status: s }), { capacity: 4096, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) }),
+      // the server's word that a connection of the account ended: an instance reporting on it leaves dispatch at once
+      this.#bus.subscribe(controlSubjects.connectionEnded(), ClientDisconnect, (a) => {
+        const conn = endedConnection(a);
+        if (conn) this.#step({ type: 'conn_ended', conn });
+      }, { capacity: 4096 }),
       // a record changes the machine only for a request it dispatched (outstanding); with none outstanding and no
       // dispatch in flight (the gateway routed them all) records are not even decoded
       this.#bus.subscribe(subjects.telRequest(this.pool), RequestRecord, (r) => {

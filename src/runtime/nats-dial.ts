@@ -16,6 +16,7 @@
  */
 import { connect as tcpConnect, type Socket } from 'node:net';
 import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnectionId } from '../../protocols/nats-advisory.ts';
 import type { Logger } from 'pino';
 
 /**
@@ -183,4 +184,13 @@ function shuffle(xs: string[]): void {
     const j = Math.floor(Math.random() * (i + 1));
     [xs[i], xs[j]] = [xs[j]!, xs[i]!];
   }
+}
+
+/**
+ * The connection as its server named it when it accepted it (its INFO's server_id and client_id; a reconnect gets
+ * new ones): what the server's disconnect advisory names (protocols/nats-advisory.ts). Undefined before the first INFO.
+ */
+export function connectionIdOf(nc: Pick<NatsConnection, 'info'>): NatsConnectionId | undefined {
+  const info = nc.info;
+  return info?.server_id && typeof info.client_id === 'number' ? { server: info.server_id, client: info.client_id } : undefined;
 }

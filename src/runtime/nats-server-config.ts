@@ -16,6 +16,8 @@ import { dirname, join } from 'node:path';
 import { nkeys } from '@nats-io/transport-node';
 import { permissionsOf, type ActorIdentity, type Permissions, type Role } from '../../protocols/permissions.ts';
 import { token } from '../../protocols/subjects.ts';
+import { controlSubjects } from '../../protocols/control.ts';
+import { natsSystemSubjects } from '../../protocols/nats-advisory.ts';
 
 export interface UserEntry {
   /** comment line above the user. */
@@ -50,6 +52,14 @@ export interface ServerSpec {
   cluster?: { name: string; listen: string; routes: string[] };
   accounts: AccountSpec[];
 }
+
+/**
+ * The server's system account, named in the configs: it has no user (nobody logs in to it) and exports to each
+ * cluster's account only that account's disconnect advisories, which the account imports as
+ * controlSubjects.connectionEnded (its managers take an instance whose connection ended out of dispatch at once).
+ * No cluster id may take this name.
+ */
+export const SYSTEM_ACCOUNT = 'SYS';
 
 /** Largest NATS message; the gateway's body limit sits below it (actors/gateway/config.ts). */
 export const NATS_MAX_PAYLOAD_BYTES = 1024 * 1024;
@@ -91,8 +101,15 @@ export function renderServerConfig(s: ServerSpec): string {
   }
   out.push('# One account per cluster id: its subjects, KV buckets and streams are its own. No anonymous access.');
   out.push('accounts {');
+  for (const a of s.accounts) if (a.name === SYSTEM_ACCOUNT) throw new RangeError(`cluster id '${a.name}' is the system account's name`);
+  out.push(`  # the system account: no user; each cluster's account gets its own clients' disconnect advisories, nothing else`);
+  out.push(`  ${SYSTEM_ACCOUNT}: {`, '    exports: [');
+  for (const a of s.accounts) out.push(`      { stream: ${q(natsSystemSubjects.accountDisconnect(a.name))}, accounts: [${token(a.name, 'cluster id')}] }`);
+  out.push('    ]', '  }');
   for (const a of s.accounts) {
     out.push(`  ${token(a.name, 'cluster id')}: {`, '    jetstream: enabled');
+    out.push('    # its clients\' disconnects, as the servers see them (protocols/nats-advisory.ts); only cluster and pool managers and gateways may read them');
+    out.push(`    imports: [ { stream: { account: ${SYSTEM_ACCOUNT}, subject: ${q(natsSystemSubjects.accountDisconnect(a.name))} }, to: ${q(controlSubjects.connectionEnded())} } ]`);
     if (a.include !== undefined) {
       out.push('    # one nkey user per actor, each with only its own rights: `npm run gen:nats-auth` writes this file');
       out.push(`    include ${q(a.include)}`);
@@ -103,7 +120,7 @@ export function renderServerConfig(s: ServerSpec): string {
     }
     out.push('  }');
   }
-  out.push('}', '');
+  out.push('}', `system_account: ${SYSTEM_ACCOUNT}`, '');
   return out.join('\n');
 }
 

@@ -17,6 +17,7 @@ import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import {
   InferenceRequest, InstanceStatus, controlSubjects, inboxPrefix, inventoryKeys, jetstream, leaseKeys, subjects, ProtocolError,
+  ClientDisconnect, natsSystemSubjects, type ClientDisconnect as ClientDisconnectT,
 } from '../../protocols/index.ts';
 import { SAMPLES } from '../fixtures/actors/samples.ts';
 
@@ -160,6 +161,38 @@ describe('least privilege (per actor)', () => {
     expect((await tryPublish(a, 'gateway/gw-0', subjects.event('scale', 'gw-0'))).delivered).toBe(false);
     expect((await tryPublish(a, 'instance/pool-a-n0-g0x1', subjects.event('scale', 'pool-a'))).delivered).toBe(false);
     expect((await tryPublish(a, 'instance/pool-a-n0-g0x1', subjects.event('clock', 'pool-a-n0-g0x1'))).delivered).toBe(true);
+  });
+});
+
+describe('disconnect advisories (the server\'s system account, imported)', () => {
+  it('each cluster reads its own clients\' disconnects, named by their nkey; no actor forges one; only dispatch views read them', async () => {
+    const seen = async (auth: LocalAuth) => {
+      const cm = await as(auth, 'cluster/cm-0');
+      const got: ClientDisconnectT[] = [];
+      cm.nc.subscribe(controlSubjects.connectionEnded(), { callback: (err, m) => {
+        // (the admin's probes below publish non-advisories here: they do not decode)
+        try {
+          if (!err) got.push(ClientDisconnect.decode(m.data, m.subject));
+        } catch { /* not an advisory */ }
+      } });
+      await cm.nc.flush();
+      return got;
+    };
+    const [alpha, beta] = [await seen(a), await seen(b)];
+    const inst = await as(b, 'instance/pool-a-n0-g0x1');
+    const cid = inst.nc.info!.client_id;
+    await inst.nc.close();
+    await settle();
+    const named = beta.filter((x) => x.client.id === cid);
+    expect(named).toHaveLength(1);
+    expect(named[0]!.client.user).toBe(b.creds.get('instance/pool-a-n0-g0x1')!.publicKey);
+    expect(named[0]!.client.acc).toBe('beta');
+    expect(alpha.filter((x) => x.client.acc !== 'alpha')).toEqual([]);
+    // nobody but the server writes them, and only the cluster and pool managers and the gateways read them
+    for (const who of ['instance/pool-a-n0-g0x1', 'cluster/cm-0', 'gateway/gw-0', 'node/n0']) expect(await tryPublish(a, who, controlSubjects.connectionEnded()), who).toEqual({ delivered: false, denied: true });
+    for (const who of ['instance/pool-a-n0-g0x1', 'node/n0', 'observer/']) expect((await trySubscribe(a, who, controlSubjects.connectionEnded())).denied, who).toBe(true);
+    // the system account's own subjects stay out of reach
+    expect((await trySubscribe(a, 'cluster/cm-0', natsSystemSubjects.accountDisconnect('alpha'))).denied).toBe(true);
   });
 });
 

@@ -74,6 +74,16 @@ describe('NATS server configs come from the one table of rights', () => {
       expect(text).not.toMatch(/no_auth_user/);
     }
   });
+  it('the system account has no user and gives the cluster\'s account its own disconnect advisories only', () => {
+    for (const [path, text] of Object.entries(committedConfigs())) {
+      expect(text, path).toMatch(/^system_account: SYS$/m);
+      const sys = /^ {2}SYS: \{\n([\s\S]*?)\n {2}\}$/m.exec(text)?.[1] ?? '';
+      expect(sys, path).not.toMatch(/users|include|password|nkey/);
+      expect(sys.match(/stream:/g), path).toHaveLength(1);
+      expect(sys, path).toContain('{ stream: "$SYS.ACCOUNT.dynamollm.DISCONNECT", accounts: [dynamollm] }');
+      expect(text, path).toContain('imports: [ { stream: { account: SYS, subject: "$SYS.ACCOUNT.dynamollm.DISCONNECT" }, to: "dyn.v1.ctl.connend" } ]');
+    }
+  });
   it('the deployment configs hold no user of their own: per-actor users from the generated include only', () => {
     const c = committedConfigs();
     for (const path of ['deploy/nats/cluster.conf', 'deploy/k8s/nats.conf']) {
@@ -104,14 +114,20 @@ describe('NATS server configs come from the one table of rights', () => {
     expect(permissionsOf({ role: 'cluster' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.cluster.planner', '$KV.dyn_v1_inventory.pool.*', '$KV.dyn_v1_inventory.energy.cluster']);
     // the gateway cannot command anything nor touch JetStream but to read its resume journal back (direct get on that
     // one stream); it submits requests to intake or, routing them itself, to an instance's admission, and reads the
-    // routing table and the instances' status
+    // routing table, the instances' status and the server's disconnect advisories (its routing view)
     const gw = permissionsOf({ role: 'gateway' });
     expect(gw.publish.some((s) => /\.ctl$|\.dispatch$|^\$KV/.test(s))).toBe(false);
     expect(gw.publish.filter((s) => s.startsWith('$JS'))).toEqual(['$JS.API.DIRECT.GET.DYN_V1_RESUME']);
     expect(gw.publish.filter((s) => s.includes('.resume.'))).toEqual(['dyn.v1.resume.*']);
     expect(gw.publish.filter((s) => s.endsWith('.admit'))).toEqual(['dyn.v1.inst.*.admit']);
     expect(gw.subscribe).toEqual(expect.arrayContaining(['dyn.v1.ctl.route', 'dyn.v1.ctl.istat.*.*']));
-    expect(gw.subscribe.some((s) => s.includes('.ctl.') && !['dyn.v1.ctl.route', 'dyn.v1.ctl.istat.*.*'].includes(s))).toBe(false);
+    expect(gw.subscribe.some((s) => s.includes('.ctl.') && !['dyn.v1.ctl.route', 'dyn.v1.ctl.istat.*.*', 'dyn.v1.ctl.connend'].includes(s))).toBe(false);
+    // the disconnect advisories: read by those with a dispatch view, written by no actor (only the server imports them)
+    for (const role of ROLES) {
+      const p = permissionsOf({ role });
+      if (role !== 'admin') expect(p.publish.some((s) => s.includes('connend') || s === 'dyn.v1.ctl.>' || s.startsWith('$SYS')), role).toBe(false);
+      expect(p.subscribe.includes('dyn.v1.ctl.connend'), role).toBe(['cluster', 'pool', 'gateway'].includes(role));
+    }
     // the observer changes nothing: no command, intake, KV write or stream write
     const ob = permissionsOf({ role: 'observer' });
     expect(ob.publish.some((s) => /intake|\.ctl$|\.admit$|dispatch|^\$KV|dyn\.v1\.(evt|stream|tel)/.test(s))).toBe(false);

@@ -28,6 +28,8 @@ import type { RequestType } from '../../../protocols/request-types.ts';
 import type { InstanceStatus, MoveReply, NodeCommand, PoolAssignment } from '../../../protocols/control.ts';
 import type { Admission, InferenceRequest } from '../../../protocols/messages.ts';
 import type { WireError } from '../../../protocols/errors.ts';
+import type { NatsConnectionId } from '../../../protocols/nats-advisory.ts';
+import { connectionEnded, connectionEndedSeen, endedKeepMs, initialEndedConnections, type EndedConnections } from '../connection-ended.ts';
 import { subjects } from '../../../protocols/subjects.ts';
 import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
@@ -174,6 +176,8 @@ export interface PoolMachineState {
   recentLoad: PoolLoadSample[];
   /** what its instances admitted since its re-shard epoch last read it, counted while it leads from its first traffic (the epoch's load). */
   epochArrivals?: EpochArrivals;
+  /** the connections the NATS server said ended: an instance whose status went out on one takes no dispatch (connection-ended.ts). */
+  ended: EndedConnections;
 }
 
 export type PoolEvent =
@@ -190,6 +194,8 @@ export type PoolEvent =
   /** a request's record: it ended (on `instance`). */
   | { type: 'record'; id: string; instance?: string }
   | { type: 'sweep' }
+  /** the NATS server said a connection ended (a ClientDisconnect advisory): the instance reporting on it leaves dispatch. */
+  | { type: 'conn_ended'; conn: NatsConnectionId }
   /**
    * this replica's own link to the bus went down / came back. Silence heard while it is down is not the
    * instances' (no liveness verdict from it); when it comes back, every live instance gets deadAfterMs from then
@@ -249,7 +255,7 @@ export interface StoredReshard { epoch: number; target: InstanceConfig[]; state:
 
 
 export function initialPoolState(types: RequestType[]): PoolMachineState {
-  return { leader: false, types, instances: new Map(), outstanding: new Map(), graves: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, planning: false, recentLoad: [] };
+  return { leader: false, types, instances: new Map(), outstanding: new Map(), graves: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, planning: false, recentLoad: [], ended: initialEndedConnections() };
 }
 
 /** Ready-check period of the waits (held dispatches, re-shard steps), ms. */
@@ -337,6 +343,9 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
     }
     case 'sweep':
       if (!s.linkDown) sweep(s, fx, now, cfg);
+      break;
+    case 'conn_ended':
+      s.ended = connectionEndedSeen(s.ended, ev.conn, now, endedKeepMs(cfg.deadAfterMs));
       break;
     case 'link':
       if (ev.up && s.linkDown) for (const [id, t] of s.instances) if (t.alive) s.instances.set(id, { ...t, lastSeenMs: Math.max(t.lastSeenMs, now) });
@@ -570,7 +579,7 @@ const holdable = (s: PoolMachineState, now: number, cfg: PoolMachineConfig, self
   reshard: s.reshard !== undefined, starting: s.starting.size, held: [...s.jobs.values()].filter((j) => (j.holdUntilMs ?? -Infinity) > -Infinity).length - self,
   instances: s.instances.values(), assignment: s.assignment ?? s.unadopted, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs });
 function views(s: PoolMachineState, exclude: Set<string>): DispatchViewOf[] {
-  return dispatchViews(s.instances.values(), exclude, (t) => t.alive);
+  return dispatchViews(s.instances.values(), exclude, (t) => t.alive && !connectionEnded(s.ended, t.status.conn));
 }
 
 // ------------------------------------------------------------------ dispatch

@@ -21,6 +21,8 @@ import { PREFIX_CHUNK_CHARS, PREFIX_CHUNK_TOKENS, RoutedPrefixes, kvCacheChunks,
 import { routePools } from './cluster.ts';
 import type { TrackedInstance } from './pool.ts';
 import { creditStatus, type CreditLines } from './credits.ts';
+import type { NatsConnectionId } from '../../../protocols/nats-advisory.ts';
+import { connectionEnded, connectionEndedSeen, endedKeepMs, initialEndedConnections, type EndedConnections } from '../connection-ended.ts';
 
 export interface DispatchViewOf { id: string; tp: number; clockMhz: number; healthy: boolean; load: Partial<Record<RequestType, number>>; queued: number; running: number; pendingPrefillTokens?: number }
 
@@ -136,10 +138,12 @@ export interface RouterState {
   prefixes: RoutedPrefixes;
   /** admission credits the instances lent this gateway, by instance (credits.ts: creditReceived, creditSpend). */
   credits: CreditLines;
+  /** the connections the NATS server said ended: an instance whose status went out on one takes no dispatch (connection-ended.ts). */
+  ended: EndedConnections;
 }
 
 export function initialRouterState(): RouterState {
-  return { route: new Map(), pools: new Map(), byPool: new Map(), prefixes: new RoutedPrefixes(), credits: new Map() };
+  return { route: new Map(), pools: new Map(), byPool: new Map(), prefixes: new RoutedPrefixes(), credits: new Map(), ended: initialEndedConnections() };
 }
 
 /** A table older than this is no longer refreshed by its leader's snapshots (one a second): any table replaces it, ms. */
@@ -186,11 +190,16 @@ export function routerCapacityComing(s: RouterState, now: number, cfg: RouterCon
     for (const t of pool.values()) {
       const age = now - t.lastSeenMs;
       if (age >= holdMs) continue;
-      if (t.alive && age <= cfg.deadAfterMs && t.status.state === 'ready') return false;
+      if (t.alive && age <= cfg.deadAfterMs && t.status.state === 'ready' && !connectionEnded(s.ended, t.status.conn)) return false;
       seen = true;
     }
   }
   return seen || (s.epoch !== undefined && [...s.pools.values()].some((p) => !p.retired));
+}
+
+/** The NATS server said a connection ended: the instance whose status went out on it takes no dispatch until a status from another. */
+export function routerConnectionEnded(s: RouterState, conn: NatsConnectionId, now: number, cfg: RouterConfig): void {
+  s.ended = connectionEndedSeen(s.ended, conn, now, endedKeepMs(cfg.deadAfterMs));
 }
 
 /** An instance that did not answer its admission (no responders: its process is gone): no dispatch until its next status. */
@@ -220,11 +229,11 @@ export function routerHolderGone(s: RouterState, id: string, startedMs: number |
   return false;
 }
 
-const aliveAt = (now: number, deadAfterMs: number) => (t: TrackedInstance) => t.alive && now - t.lastSeenMs <= deadAfterMs;
+const aliveAt = (now: number, deadAfterMs: number, ended: EndedConnections) => (t: TrackedInstance) => t.alive && now - t.lastSeenMs <= deadAfterMs && !connectionEnded(ended, t.status.conn);
 
 /** Whether the view holds a ready, live instance of `pool`. */
 function hasReady(s: RouterState, pool: string, now: number, cfg: RouterConfig): boolean {
-  const alive = aliveAt(now, cfg.deadAfterMs);
+  const alive = aliveAt(now, cfg.deadAfterMs, s.ended);
   for (const t of s.byPool.get(pool)?.values() ?? []) if (t.status.state === 'ready' && alive(t)) return true;
   return false;
 }
@@ -249,7 +258,7 @@ export function routerPools(s: RouterState, type: RequestType, now: number, cfg:
 export function routerPick(s: RouterState, pool: string, req: { type?: RequestType; inputTokens: number } & Parameters<typeof promptChunkHashes>[0], exclude: ReadonlySet<string>, now: number, cfg: RouterConfig, spill = false): string | undefined {
   const inst = s.byPool.get(pool);
   if (!inst) return undefined;
-  const v = dispatchViews(inst.values(), exclude, aliveAt(now, cfg.deadAfterMs));
+  const v = dispatchViews(inst.values(), exclude, aliveAt(now, cfg.deadAfterMs, s.ended));
   if (!v.length) return undefined;
   const types = s.pools.get(pool)?.types ?? [...s.route].filter(([, p]) => p === pool).map(([t]) => t);
   // cache-aware: the instance sent the longest prefix of this prompt, by the prefill work before its first token
