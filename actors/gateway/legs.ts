@@ -173,6 +173,18 @@ export function holderGoneChunk(id: string): TokenChunk {
   };
 }
 
+/**
+ * The next leg of a stream the client already has tokens of, silent since its admission for chunkTimeoutMs (the
+ * ChunkQueue's retryable timeout), as its retryable end, after `cancel` (its instance may hold it): the stream loop sends
+ * it again as a new leg, as one ended before it started (its instance died holding it, nobody left to end it), instead
+ * of ending the client's stream. Any other error is thrown.
+ */
+export function silentLegEnd(err: unknown, id: string, cancel: () => void): TokenChunk {
+  if (!(err instanceof DynError) || err.code !== 'timeout') throw err;
+  cancel();
+  return { v: 1, id, seq: 0, text: '', tokens: 0, done: true, finishReason: 'error', error: { code: 'timeout', message: err.message, retryable: true, retryAfterS: 1 } };
+}
+
 /** Resolves once NATS is connected (at once when it is), false when `ms` passed first (on `clock`) or the bus closed. */
 export function waitConnected(bus: Pick<Bus, 'connected' | 'closed'>, ms: number, signal: AbortSignal, clock: Clock = systemClock): Promise<boolean> {
   if (bus.connected) return Promise.resolve(true);

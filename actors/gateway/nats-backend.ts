@@ -49,7 +49,7 @@ import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, countedBy, endForeignLeg, legOf, resumedState, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -334,7 +334,8 @@ export class NatsBackend implements GatewayBackend {
     let legOut = 0;
     try {
       for (;;) {
-        const c = await this.nextChunk(leg);
+        // a stream's next leg silent since its admission (no grant, no token) is sent again, as one ended before it started
+        const c = legOut > 0 || st.sent === 0 ? await this.nextChunk(leg) : await this.nextChunk(leg).catch((e: unknown) => silentLegEnd(e, leg.req.id, () => this.cancel(leg.req.id, 'no answer since its admission', leg.cancelSent)));
         if (!c) return;
         if (!c.grant && c.error?.retryable && legOut === 0 && this.canRedrive(req, st, firstByMs)) {
           // the control plane ended the leg before it started (its instance died holding it, no peer took it):

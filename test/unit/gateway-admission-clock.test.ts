@@ -16,7 +16,9 @@
  *   router's view says the instance is gone (deadAfterMs), not after chunkTimeoutMs;
  * - a stream whose engine and then its instance die mid-stream (direct data path, an HTTP engine that breaks)
  *   while no peer is ready waits for its next leg until one is (past holdLimitMs, inside its give-up time): the
- *   client's stream completes, not ended by a timeout error chunk.
+ *   client's stream completes, not ended by a timeout error chunk;
+ * - a stream whose next leg is admitted but never starts (no grant, no token: its instance died holding it and
+ *   nobody ended it) sends it again after chunkTimeoutMs (the silent leg cancelled) instead of ending the stream.
  * The real processes of these paths (a pool leader SIGKILLed, a NATS restart, an engine loading) are
  * test/integration/{election-hold,pool-hold-admission,gateway-nats,tokenize-hold}.test.ts.
  */
@@ -27,7 +29,7 @@ import { ManualClock } from '../../src/runtime/clock.ts';
 import { CancelledError, ConnectionClosedError, NoRespondersError, TimeoutError } from '../../src/runtime/errors.ts';
 import type { Bus } from '../../src/runtime/bus.ts';
 import type { Codec } from '../../protocols/codec.ts';
-import { Heartbeat, TokenChunk, subjects, type Admission, type InferenceRequest } from '../../protocols/index.ts';
+import { Cancel, Heartbeat, TokenChunk, subjects, type Admission, type InferenceRequest } from '../../protocols/index.ts';
 import { InstanceStatus, RoutingTable, controlSubjects } from '../../protocols/control.ts';
 import { NatsBackend, type NatsBackendOptions } from '../../actors/gateway/nats-backend.ts';
 import { ElectionWatch } from '../../actors/gateway/elections.ts';
@@ -537,6 +539,52 @@ describe('gateway admission on a virtual clock', () => {
       expect(peer.bodies).toEqual([expect.objectContaining({ prompt: 'hello' + 'a0 a1 a2 ', max_tokens: 5 })]);
       expect(read.atMs!).toBeGreaterThanOrEqual(READY_MS);
       expect(legs.at(-1)!.atMs).toBeLessThanOrEqual(READY_MS + 3_000);
+    } finally {
+      dead.close();
+      peer.close();
+    }
+  });
+
+  it('a stream whose next leg is admitted but never starts (its instance died holding it) sends it again after chunkTimeoutMs', async () => {
+    const { clock, bus, backend } = setup({ direct: true, chunkTimeoutMs: 30_000 });
+    const dead = await engine('a', true, () => 3);
+    const peer = await engine('b', false, (max) => max);
+    const grant = (id: string, instance: string, url: string) => bus.publish(subjects.stream(id), TokenChunk, {
+      v: 1, id, seq: 0, text: '', tokens: 0, instance, pool: 'pool-all', type: 'SS', grant: { url, apiKey: 'k'.repeat(16), reportWithinMs: 5000 },
+    });
+    const req = { ...request(clock), maxTokens: 8 };
+    const legs: { id: string; atMs: number }[] = [];
+    bus.responders.set(subjects.clusterIntake(), (m, reply) => {
+      const leg = m as InferenceRequest;
+      if (!legs.some((l) => l.id === leg.id)) legs.push({ id: leg.id, atMs: clock.now() - START });
+      const k = legs.findIndex((l) => l.id === leg.id);
+      // leg 0 on the engine that dies; leg 1 admitted by an instance that dies before granting it (nobody ends it); leg 2 on the peer
+      if (k === 0) grant(leg.id, 'i0', dead.url);
+      if (k === 2) grant(leg.id, 'i2', peer.url);
+      reply({ ...admitted(leg.id), instance: `i${k}` });
+    });
+    bus.responders.set(subjects.tokenize(), (_m, reply) => reply({ v: 1, ok: true, count: 12 }));
+    const cancels: string[] = [];
+    bus.subscribe(subjects.cancelAll(), Cancel, (c) => cancels.push(c.id));
+    try {
+      const submitted = track(clock, backend.submit(req, new AbortController().signal));
+      await run(clock, 5);
+      const chunks: TokenChunk[] = [];
+      const read = track(clock, (async () => {
+        for await (const c of submitted.value!) chunks.push(c);
+      })());
+      await until(() => legs.length === 2);
+      await run(clock, 31_000, 50);
+      await until(() => read.atMs !== undefined);
+      expect(read.error).toBeUndefined();
+      expect(chunks.filter((c) => c.error).map((c) => c.error?.code)).toEqual([]);
+      expect(chunks.map((c) => c.text).join('')).toBe('a0 a1 a2 b0 b1 b2 b3 b4 ');
+      expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+      expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'length', usage: { completionTokens: 8 } });
+      // the silent leg was cancelled at its instance, and its successor sent once it had been silent chunkTimeoutMs
+      expect(cancels).toContain(legs[1]!.id);
+      expect(legs[2]!.atMs - legs[1]!.atMs).toBeGreaterThanOrEqual(30_000);
+      expect(legs[2]!.atMs - legs[1]!.atMs).toBeLessThanOrEqual(30_100);
     } finally {
       dead.close();
       peer.close();
