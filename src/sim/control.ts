@@ -33,7 +33,7 @@ export abstract class SimControl extends SimLedger {
       // its status timer, as the live instance manager's: from its start (the first status then, on its state), every
       // status interval; one the cluster starts with at its phase (SimOptions.instanceStatusPhaseMs)
       const phases = this.o.instanceStatusPhaseMs === undefined ? undefined : [this.o.instanceStatusPhaseMs].flat();
-      this.statusHeap.push(now === 0 && phases ? phases[this.initialStatusTimers++ % phases.length]! : now + PEER_STATUS_MS, inst);
+      this.statusHeap.push(now === 0 && phases ? phases[this.initialStatusTimers++ % phases.length]! : now + (this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS), inst);
     }
     if (kind === 'start') this.reconf.instanceStart++;
     return inst;

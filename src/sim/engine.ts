@@ -205,7 +205,7 @@ export class Simulation extends SimFluidModel {
         const inst = this.statusHeap.pop();
         if (inst.state === 'stopped') continue;
         this.leaderOf(inst.pool, t).publish(inst, inst.pool.instances, t);
-        this.statusHeap.push(t + PEER_STATUS_MS, inst);
+        this.statusHeap.push(t + (this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS), inst);
         continue;
       }
       if (this.epochHeap.peekTime() === t) {

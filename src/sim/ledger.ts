@@ -141,7 +141,9 @@ export abstract class SimLedger {
     if (this.o.instanceEpochPhaseMs !== undefined && (this.fidelity !== 'step' || this.knobs.oracle || !phases.length)) throw new RangeError('instanceEpochPhaseMs: step fidelity, a policy other than the oracle, at least one phase');
     if (this.o.instanceEpochBeforeTrace !== undefined && (this.o.instanceEpochPhaseMs === undefined || ![this.o.instanceEpochBeforeTrace].flat().length)) throw new RangeError('instanceEpochBeforeTrace: with instanceEpochPhaseMs, at least one value');
     const statusPhases = this.o.instanceStatusPhaseMs === undefined ? [] : [this.o.instanceStatusPhaseMs].flat();
-    for (const ph of statusPhases) if (!(ph > 0 && ph <= PEER_STATUS_MS)) throw new RangeError(`instanceStatusPhaseMs must be in (0, ${PEER_STATUS_MS}] ms, got ${ph}`);
+    const statusEvery = this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS;
+    if (!(statusEvery >= 1 && Number.isFinite(statusEvery))) throw new RangeError(`instanceStatusIntervalMs must be at least 1 ms, got ${statusEvery}`);
+    for (const ph of statusPhases) if (!(ph > 0 && ph <= statusEvery)) throw new RangeError(`instanceStatusPhaseMs must be in (0, ${statusEvery}] ms, got ${ph}`);
     if (this.o.instanceStatusPhaseMs !== undefined && (this.fidelity !== 'step' || !this.useDispatchPolicy || !statusPhases.length)) throw new RangeError('instanceStatusPhaseMs: step fidelity, the policy dispatch, at least one phase');
     if (this.o.predictor === 'online' && this.fidelity !== 'step') throw new RangeError("the online predictor learns from completed requests: step fidelity only (--fidelity step)");
     this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, longInputMax: this.longInputMax, model: this.o.model });

@@ -193,6 +193,13 @@ export interface SimOptions {
    */
   instanceStatusPhaseMs?: number | readonly number[];
   /**
+   * step fidelity, the policy dispatch: the interval between two statuses of an instance, ms (default 500, the twin
+   * configs' liveness.statusIntervalMs). A live instance's status timer fires a little late each time and runs on from
+   * when it fired, so its statuses come at a slightly longer interval than its config's and drift against the arrivals
+   * (the twin check measures it from the live log).
+   */
+  instanceStatusIntervalMs?: number;
+  /**
    * how a pool carries out a re-shard decision. 'units' (the live pool machine's way): its staggered units one
    * at a time; a unit on GPUs an instance holds drains and stops it first, and the new instance serves after an
    * engine start (`costs.instanceStartS`). 'overlap' (the paper's NVLink re-shard): the old layout serves until

@@ -130,11 +130,13 @@ export function epochPhasesOf(log: string, replayStartMs: number, epochMs: numbe
 /**
  * The live instances' status schedules against the replay's start (their log, debug level: each status an instance
  * manager publishes): for each of `ids` (the instances the cluster started with, in the order the simulator makes
- * them), its first status after the replay's start, modulo the status interval (in (0, intervalMs]); undefined when
- * the log has none (info level), or when an instance has none.
+ * them), its first status after the replay's start, modulo the status interval (in (0, intervalMs]), and the interval
+ * its timer kept over the window, averaged over them (a timer fires a little late each time and runs on from then; the
+ * statuses it publishes on a change of state come between its firings, less than 0.8 intervals after the last one,
+ * and are left out); undefined when the log has none (info level), or when an instance has none.
  */
-export function statusPhasesOf(log: string, replayStartMs: number, intervalMs: number, ids: readonly string[]): number[] | undefined {
-  const first = new Map<string, number>();
+export function statusPhasesOf(log: string, replayStartMs: number, intervalMs: number, ids: readonly string[]): { phases: number[]; intervalMs: number } | undefined {
+  const timer = new Map<string, { first: number; last: number; n: number }>();
   for (const line of log.split('\n')) {
     if (!line.startsWith('{') || !line.includes('"msg":"status"')) continue;
     let j: { time?: number; id?: string };
@@ -143,11 +145,17 @@ export function statusPhasesOf(log: string, replayStartMs: number, intervalMs: n
     } catch {
       continue;
     }
-    if (j.time === undefined || j.id === undefined || j.time < replayStartMs || first.has(j.id)) continue;
-    first.set(j.id, (j.time - replayStartMs) % intervalMs || intervalMs);
+    if (j.time === undefined || j.id === undefined || j.time < replayStartMs) continue;
+    const x = timer.get(j.id);
+    if (!x) timer.set(j.id, { first: j.time, last: j.time, n: 0 });
+    else if (j.time - x.last >= 0.8 * intervalMs) timer.set(j.id, { ...x, last: j.time, n: x.n + 1 });
   }
-  const phases = ids.map((id) => first.get(id));
-  return ids.length && phases.every((p) => p !== undefined) ? (phases as number[]) : undefined;
+  const own = ids.map((id) => timer.get(id));
+  if (!ids.length || own.some((x) => x === undefined)) return undefined;
+  const timers = own as { first: number; last: number; n: number }[];
+  const ticks = timers.reduce((a, x) => a + x.n, 0);
+  const every = ticks ? timers.reduce((a, x) => a + x.last - x.first, 0) / ticks : intervalMs;
+  return { phases: timers.map((x) => ((x.first - replayStartMs) % every) || every), intervalMs: every };
 }
 
 const round1 = (x: number | null | undefined) => (x == null ? '-' : Math.round(x * 10) / 10);
@@ -208,7 +216,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // and their statuses at the live ones' schedules (debug level logs each status): which instance the dispatch picks
   // follows the load each instance's last status showed
   const statusPhases = phase ? statusPhasesOf(cluster.output(), live.startedAtMs, c.liveness.statusIntervalMs, phase.ids) : undefined;
-  const sim = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), ...(statusPhases ? { instanceStatusPhaseMs: statusPhases } : {}) }, undefined, process.env.TWIN_SIM_LOG ? {
+  const sim = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), ...(statusPhases ? { instanceStatusPhaseMs: statusPhases.phases, instanceStatusIntervalMs: statusPhases.intervalMs } : {}) }, undefined, process.env.TWIN_SIM_LOG ? {
     onInstanceStep: (instance, _cfg, ev, t, fx) => {
       // each admission, as the live instance manager's debug log tells it (actors/instance-manager/machine-io.ts admissionLog)
       if (ev.type === 'admit' || ev.type === 'credited_start') simEvents.push(JSON.stringify({ tMs: t, instance, admission: ev.type, rid: ev.req.id, type: ev.req.type, inputTokens: ev.req.inputTokens, moves: ev.req.moves, ageMs: t - ev.req.arrivalMs, taken: fx.some((e) => (e.kind === 'admitted' || e.kind === 'start') && e.id === ev.req.id) }));
@@ -233,7 +241,8 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   const draw = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
   for (let k = 0; k < Number(process.env.TWIN_STATUS_SCAN ?? 5); k++) {
     const n = phase?.ids.length ?? 1;
-    const r = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), instanceStatusPhaseMs: Array.from({ length: n }, () => 1 + Math.floor(draw() * 499)) });
+    const every = statusPhases?.intervalMs ?? 500;
+    const r = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), instanceStatusIntervalMs: every, instanceStatusPhaseMs: Array.from({ length: n }, () => 1 + draw() * (every - 1)) });
     statusScan.push({ J: r.energyKWh * 3.6e6, clock: r.reconfigurations.clock });
   }
   const rows: Record<string, string | number>[] = [];
@@ -268,7 +277,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,
       `live pool's re-shards (its log): ${reshardsOf(cluster.output()) || '-'}`,
       `live instances' clock-epoch phases after the replay's start (their first epoch decisions): ${phase ? `${Object.entries(phase.byInstance).map(([id, p]) => `${id} ${Math.round(p)} ms`).join(', ')}; the simulated instances' in order, ${phase.phases.map((p) => Math.round(p)).join(', ')} ms; an epoch before the replay: ${phase.epochBefore.join(', ')}` : '- (simulated with an epoch at t = 0)'}`,
-      `live instances' status phases after the replay's start (their first statuses, debug level): ${statusPhases ? `${statusPhases.map((p) => Math.round(p)).join(', ')} ms (the simulated instances' in order)` : '- (simulated at 500 ms)'}`,
+      `live instances' status phases after the replay's start (their first statuses, debug level): ${statusPhases ? `${statusPhases.phases.map((p) => Math.round(p)).join(', ')} ms (the simulated instances' in order), every ${statusPhases.intervalMs.toFixed(2)} ms` : '- (simulated at 500 ms)'}`,
       `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
       `simulated at the live epoch phases and ${statusScan.length} drawn status schedules: ${statusScan.length ? `energy ${Math.round(Math.min(...statusScan.map((x) => x.J)))}-${Math.round(Math.max(...statusScan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...statusScan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...statusScan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...statusScan.map((x) => x.clock))}-${Math.max(...statusScan.map((x) => x.clock))}` : '-'}`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; the live counters span the window and 1.5 s more (average power: the replay\'s, J over wall s + 1.5); live latency is wall time on this shared machine',

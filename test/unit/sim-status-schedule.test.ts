@@ -82,7 +82,20 @@ describe('simulated dispatch: each instance publishes its status on its own time
     expect(early.filter((p, k) => p !== late[k]).length).toBeGreaterThan(30);
   }, 60_000);
 
+  it('the statuses come at the interval the timer keeps: 1.6 ms late a time moves where requests land', async () => {
+    // a live instance's status timer fires a little late each time and runs on from then: on this 2-core VM at load 10-17
+    // its statuses came every 501.6 ms (the twin run at 18:08 UTC), so they drift 200 ms against the arrivals in a minute
+    const exact = await placements({ ...clockWindow([421, 199]), instanceStatusIntervalMs: 500 });
+    const late = await placements({ ...clockWindow([421, 199]), instanceStatusIntervalMs: 501.6 });
+    expect(late.length).toBe(exact.length);
+    expect(exact.filter((p, k) => p !== late[k]).length).toBeGreaterThan(30);
+    // the default is the live interval of the twin configs
+    expect(await placements(clockWindow([421, 199]))).toEqual(exact);
+  }, 60_000);
+
   it('a status phase is within the status interval, and needs the policy dispatch at step fidelity', async () => {
+    await expect(simulate({ ...clockWindow([100, 100]), instanceStatusIntervalMs: 0.5 })).rejects.toThrow(/instanceStatusIntervalMs/);
+    await expect(simulate({ ...clockWindow([100, 450]), instanceStatusIntervalMs: 400 })).rejects.toThrow(/instanceStatusPhaseMs/);
     await expect(simulate(clockWindow(0))).rejects.toThrow(/instanceStatusPhaseMs/);
     await expect(simulate(clockWindow([100, 501]))).rejects.toThrow(/instanceStatusPhaseMs/);
     await expect(simulate(clockWindow([100, Number.NaN]))).rejects.toThrow(/instanceStatusPhaseMs/);
