@@ -814,7 +814,7 @@ export class InstanceManager {
   async #scrapeEngine(): Promise<void> {
     if (this.#o.engine.state !== 'ready') return;
     try {
-      const c = await this.#prefix.scrape(async () => (await this.#o.engine.metrics()).prefixCache, this.#running.size);
+      const c = await this.#prefix.scrape(() => this.#o.engine.prefixCache(), this.#running.size);
       if (c) this.#step({ type: 'prefix_cache', lookup: c.lookup, hit: c.hit });
     } catch (err) {
       this.#log.debug({ err: (err as Error).message }, 'engine metrics not read');

@@ -136,6 +136,8 @@ export interface Engine extends EventEmitter<EngineEvents> {
   detokenize(tokens: number[]): Promise<string>;
   /** Scrape and parse /metrics (MetricsParseError on bad text). */
   metrics(): Promise<EngineMetrics>;
+  /** vLLM v1's prefix-cache counters (tokens looked up, found) from /metrics, undefined when not exposed; only their lines are parsed (MetricsParseError on a bad one). */
+  prefixCache(): Promise<{ queries: number; hits: number } | undefined>;
   /** vLLM sleep mode (level 1: offload weights, drop KV). Requires enableSleep. */
   sleep(level?: 1 | 2): Promise<void>;
   wakeUp(): Promise<void>;

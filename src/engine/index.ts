@@ -13,7 +13,7 @@ export * from './errors.ts';
 export { VllmEngine, DEFAULT_RESTART, type ProcessEngineSpec } from './vllm.ts';
 export { BatchingCore, KV_BLOCK_TOKENS } from './core.ts';
 export type * from './core-types.ts';
-export { parsePrometheusText, parseVllmMetrics, histogramQuantile, type MetricFamily, type Sample } from './metrics-parse.ts';
+export { parsePrometheusText, parseVllmMetrics, parseVllmPrefixCache, histogramQuantile, type MetricFamily, type Sample } from './metrics-parse.ts';
 
 
 /** `--max-num-batched-tokens N --max-num-seqs N` (same flags in vLLM and the emulator) when the config sets a budget. */

@@ -4,7 +4,7 @@
  * families the instance manager needs (EngineMetrics).
  */
 import { MetricsParseError } from './errors.ts';
-import { parsePrometheusText as parseText, PromParseError, type PromFamily, type PromSample } from '../telemetry/prom-parse.ts';
+import { parsePrometheusText as parseText, parseValue, PromParseError, type PromFamily, type PromSample } from '../telemetry/prom-parse.ts';
 
 // One strict text-format parser for the whole project (src/telemetry/prom-parse.ts); here its errors become
 // MetricsParseError (retryable: the next scrape may be fine), which is what the engine manager reports.
@@ -138,4 +138,73 @@ export function parseVllmMetrics(text: string): EngineMetrics {
     itl: histogramOf(fam.get('vllm:inter_token_latency_seconds')) ?? histogramOf(fam.get('vllm:time_per_output_token_seconds')),
     families: fam,
   };
+}
+
+const PREFIX_QUERIES = 'vllm:prefix_cache_queries';
+const PREFIX_HITS = 'vllm:prefix_cache_hits';
+
+/**
+ * vLLM v1's prefix-cache counters from a /metrics text, as `parseVllmMetrics(text).prefixCache` reads them (each the
+ * sum over its label sets of its `_total` samples, else of its samples without the suffix; absent unless both are
+ * named by a sample, HELP or TYPE line), without parsing the other ~180 lines: the instance manager reads only these
+ * two every second while its engine runs requests, and the whole text's parse (its histograms) is most of that
+ * read's CPU. Only the lines of these two families are checked (MetricsParseError on a bad value or label set).
+ */
+export function parseVllmPrefixCache(text: string): { queries: number; hits: number } | undefined {
+  const q = { named: false, total: 0, totalSeen: false, plain: 0 };
+  const h = { named: false, total: 0, totalSeen: false, plain: 0 };
+  let from = 0;
+  for (;;) {
+    const at = text.indexOf('vllm:prefix_cache_', from);
+    if (at < 0) break;
+    const eol = text.indexOf('\n', at);
+    const end = eol < 0 ? text.length : eol;
+    from = end;
+    const bol = text.lastIndexOf('\n', at) + 1;
+    const line = text.slice(bol, end);
+    const name = /^vllm:prefix_cache_[a-zA-Z0-9_:]*/.exec(text.slice(at, end))![0];
+    const base = name.endsWith('_total') ? name.slice(0, -6) : name;
+    const c = base === PREFIX_QUERIES ? q : base === PREFIX_HITS ? h : undefined;
+    if (!c) continue;
+    if (bol !== at) {
+      // a name inside another line: only HELP/TYPE lines name these families (a label value may hold anything)
+      if (/^#\s+(HELP|TYPE)\s+$/.test(text.slice(bol, at))) c.named = true;
+      continue;
+    }
+    c.named = true;
+    const value = sampleValue(line, name.length, text, bol);
+    if (name === base) c.plain += value;
+    else {
+      c.total += value;
+      c.totalSeen = true;
+    }
+  }
+  if (!q.named || !h.named) return undefined;
+  return { queries: q.totalSeen ? q.total : q.plain, hits: h.totalSeen ? h.total : h.plain };
+}
+
+/** The value of a sample line whose name ends at `p` (an optional label set, the value, an optional timestamp). */
+function sampleValue(line: string, p: number, text: string, bol: number): number {
+  const ln = () => text.slice(0, bol).split('\n').length;
+  if (line[p] === '{') {
+    // skip the label set: quoted values may hold '}' and escapes
+    let inQuote = false;
+    for (p++; ; p++) {
+      const ch = line[p];
+      if (ch === undefined) throw new MetricsParseError('unterminated label set', ln());
+      if (inQuote) {
+        if (ch === '\\') p++;
+        else if (ch === '"') inQuote = false;
+      } else if (ch === '"') inQuote = true;
+      else if (ch === '}') break;
+    }
+    p++;
+  }
+  const rest = line.slice(p).trim().split(/\s+/);
+  if (rest.length < 1 || rest.length > 2 || rest[0] === '') throw new MetricsParseError("expected 'value [timestamp]'", ln());
+  try {
+    return parseValue(rest[0]!, 0);
+  } catch {
+    throw new MetricsParseError(`bad value '${rest[0]}'`, ln());
+  }
 }

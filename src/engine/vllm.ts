@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import type {
   Engine, EngineChunk, EngineCompletionRequest, EngineEvents, EngineExitInfo, EngineState, EngineTokenizeRequest, EngineTokenizeResult, RestartPolicy,
 } from './engine.ts';
-import { parseVllmMetrics, type EngineMetrics } from './metrics-parse.ts';
+import { parseVllmMetrics, parseVllmPrefixCache, type EngineMetrics } from './metrics-parse.ts';
 import { streamCompletion } from './client.ts';
 import { Http1Pool } from './http1.ts';
 import { Http1TimeoutError, http1Text } from './http1-text.ts';
@@ -317,6 +317,10 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
   async metrics(): Promise<EngineMetrics> {
     const text = await this.get('/metrics', 'metrics');
     return parseVllmMetrics(text);
+  }
+
+  async prefixCache(): Promise<{ queries: number; hits: number } | undefined> {
+    return parseVllmPrefixCache(await this.get('/metrics', 'metrics'));
   }
 
   async sleep(level: 1 | 2 = 1): Promise<void> {

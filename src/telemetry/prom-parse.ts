@@ -26,7 +26,8 @@ const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
 
-function parseValue(s: string, line: number): number {
+/** A sample's value as Prometheus' parser reads it (PromParseError naming `line` when it is not a number). */
+export function parseValue(s: string, line: number): number {
   // as Prometheus' own parser (Go strconv.ParseFloat): NaN and Inf are case-insensitive (prom-client writes 'Nan')
   const l = s.toLowerCase();
   if (l === 'nan') return NaN;

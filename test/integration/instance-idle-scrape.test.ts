@@ -14,7 +14,7 @@ import { silentLogger } from '../../src/runtime/logger.ts';
 import { parseConfig } from '../../actors/common/config.ts';
 import { InstanceManager } from '../../actors/instance-manager/instance-manager.ts';
 import { Admission, InferenceRequest, InstanceStatus, controlSubjects, subjects } from '../../protocols/index.ts';
-import type { EngineChunk, EngineEvents, EngineMetrics } from '../../src/engine/index.ts';
+import type { EngineChunk, EngineEvents } from '../../src/engine/index.ts';
 import type { GpuControl } from '../../src/gpu/index.ts';
 
 /** An engine that is up, streams two tokens per completion and counts the /metrics scrapes. */
@@ -36,12 +36,12 @@ class CountingEngine extends EventEmitter<EngineEvents> {
   async detokenize(): Promise<never> {
     throw new Error('not used');
   }
-  async metrics(): Promise<EngineMetrics> {
+  async metrics(): Promise<never> {
+    throw new Error('not used');
+  }
+  async prefixCache(): Promise<{ queries: number; hits: number }> {
     this.scrapes++;
-    return {
-      numRequestsRunning: 0, numRequestsWaiting: 0, kvCacheUsage: 0, promptTokensTotal: 0, generationTokensTotal: 0, requestSuccessTotal: 0,
-      prefixCache: { queries: this.queries, hits: 0 }, families: new Map(),
-    };
+    return { queries: this.queries, hits: 0 };
   }
   async sleep(): Promise<void> {}
   async wakeUp(): Promise<void> {}

@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { EmulatorServer } from '../../src/engine/emulator/server.ts';
 import { createPerfModel } from '../../src/model/index.ts';
-import { parseVllmMetrics } from '../../src/engine/metrics-parse.ts';
+import { parseVllmMetrics, parseVllmPrefixCache } from '../../src/engine/metrics-parse.ts';
 import { promptBlockHashes } from '../../src/engine/prefix-cache.ts';
 
 const MODEL = 'llama2-70b';
@@ -29,7 +29,10 @@ async function complete(base: string, prompt: number[]): Promise<{ ttftS: number
   const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: MODEL, prompt, max_tokens: 2, ignore_eos: true }) });
   expect(r.status).toBe(200);
   await r.json();
-  const m = parseVllmMetrics(await (await fetch(`${base}/metrics`)).text());
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const m = parseVllmMetrics(text);
+  // the instance manager's reading of the same text (only the two counters' lines)
+  expect(parseVllmPrefixCache(text)).toEqual(m.prefixCache);
   return { ttftS: m.ttft!.sum - before, queries: m.prefixCache?.queries, hits: m.prefixCache?.hits };
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { histogramQuantile, parsePrometheusText, parseVllmMetrics } from '../../src/engine/metrics-parse.ts';
+import { histogramQuantile, parsePrometheusText, parseVllmMetrics, parseVllmPrefixCache } from '../../src/engine/metrics-parse.ts';
 import { MetricsParseError } from '../../src/engine/errors.ts';
 import { SseParser, sseData } from '../../src/engine/sse.ts';
 import { parseEvent } from '../../src/engine/vllm.ts';
@@ -67,6 +67,46 @@ describe('Prometheus / vLLM metrics parsing', () => {
 
   it('requires the vLLM load gauges', () => {
     expect(() => parseVllmMetrics('up 1\n')).toThrow(/vllm:num_requests_running/);
+  });
+});
+
+describe("vLLM's prefix-cache counters read alone (parseVllmPrefixCache)", () => {
+  const typed = `# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 4096.0
+vllm:prefix_cache_queries_total{engine="1",model_name="m"} 1024.0
+vllm:prefix_cache_queries_created{engine="0",model_name="m"} 1.7e9
+# HELP vllm:prefix_cache_hits Prefix cache hits, in terms of number of cached tokens.
+# TYPE vllm:prefix_cache_hits counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 2048.0
+vllm:prefix_cache_hits_total{engine="1",model_name="m"} 512.0
+`;
+  const texts: [string, string][] = [
+    ['no prefix-cache counters', VLLM],
+    ['counters declared without _total, samples with it, two label sets, _created lines', VLLM + typed],
+    ['counters before the other families', typed + VLLM],
+    ['no TYPE lines', VLLM + 'vllm:prefix_cache_queries_total{model_name="m"} 300\nvllm:prefix_cache_hits_total{model_name="m"} 100 1700000000000\n'],
+    ['untyped samples without _total', VLLM + 'vllm:prefix_cache_queries 30\nvllm:prefix_cache_hits 10\n'],
+    ['only the queries', VLLM + '# TYPE vllm:prefix_cache_queries counter\nvllm:prefix_cache_queries_total 30\n'],
+    ['declared, no samples yet', VLLM + '# TYPE vllm:prefix_cache_queries counter\n# TYPE vllm:prefix_cache_hits counter\n'],
+    ['names inside label values and a } in one', VLLM + 'other{a="vllm:prefix_cache_hits_total 5"} 1\nvllm:prefix_cache_queries_total{a="}\\" 9",b="x"} 7\nvllm:prefix_cache_hits_total{a="vllm:prefix_cache_queries_total"} 3\n'],
+    ['no final newline', VLLM + 'vllm:prefix_cache_queries_total 8\nvllm:prefix_cache_hits_total 2'],
+  ];
+  it.each(texts)('gives what the whole parse gives: %s', (_, text) => {
+    expect(parseVllmPrefixCache(text)).toEqual(parseVllmMetrics(text).prefixCache);
+  });
+
+  it('reads the counters of the typed text', () => {
+    expect(parseVllmPrefixCache(VLLM + typed)).toEqual({ queries: 5120, hits: 2560 });
+  });
+
+  it.each([
+    ['vllm:prefix_cache_queries_total abc\nvllm:prefix_cache_hits_total 1\n', /line 1: bad value 'abc'/],
+    ['vllm:prefix_cache_queries_total 1\nvllm:prefix_cache_hits_total{a="x" 1\n', /line 2: unterminated label set/],
+    ['vllm:prefix_cache_queries_total 1 2 3\nvllm:prefix_cache_hits_total 1\n', /value \[timestamp\]/],
+  ])('rejects a bad line of these families %j', (text, re) => {
+    expect(() => parseVllmPrefixCache(text)).toThrow(MetricsParseError);
+    expect(() => parseVllmPrefixCache(text)).toThrow(re);
   });
 });
 
