@@ -5,6 +5,7 @@
  * blocks after an interleaved warm-up; each gateway's CPU (utime + stime from /proc) per request, less its idle CPU.
  * Run it twice with the trees swapped: the cluster started first comes out a few percent worse.
  *   npm run build (in both trees); WARM=40 npx tsx scripts/gateway-ab.ts <treeA> <treeB> [blocks] [blockSeconds]
+ * Each role (gateway, instance, cluster, pool, node, nats-server, up) is also reported alone (`byRole` and `roleRatioAoverB` less idle, `rawByRole` and `rawRoleRatioAoverB` with it).
  * RT=1: the datapath bench's real-time run instead (the emulator stepping in wall time, 32 closed-loop clients sending
  * the replay's requests: 2,000 token-id prompts, 200 tokens, usage on every event): CPU per streamed token of the
  * gateway and of the whole control path (every process under `up` but the engine, NATS included), less idle.
@@ -78,6 +79,16 @@ function gatewayPids(parent: number): number[] {
   if (out.length === 0) throw new Error(`no gateway process under up (pid ${parent})`);
   return out;
 }
+/** A control-path process's role (its actor kind, `nats-server` or `up`), for the per-role figures. */
+function roleOf(pid: number): string {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const a = argv.indexOf('actor');
+    return a >= 0 ? argv[a + 1] ?? '?' : argv.join(' ').includes('nats-server') ? 'nats-server' : 'up';
+  } catch {
+    return '?';
+  }
+}
 interface Cluster { up: ChildProcess; base: string; gw: number[]; control: number[] }
 async function start(tree: string): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'gateway-ab-'));
@@ -129,23 +140,33 @@ async function loop(base: string, s: number): Promise<number> {
   return done;
 }
 const sumCpu = (pids: number[]) => pids.reduce((a, p) => a + cpuMs(p), 0);
+/** CPU ms of each role's processes (gateway, instance, cluster, pool, node, nats-server, up). */
+const byRole = (pids: number[]) => {
+  const r: Record<string, number> = {};
+  for (const p of pids) r[roleOf(p)] = (r[roleOf(p)] ?? 0) + cpuMs(p);
+  return r;
+};
 
 const A = await start(resolve(ra));
 const B = await start(resolve(rb));
 try {
   for (let w = 0; w < Number(process.env.WARM ?? 6) / 2; w++) for (const c of w % 2 ? [B, A] : [A, B]) await loop(c.base, 2);
   // each gateway's idle CPU, both over the same 4 s
-  const ia = sumCpu(A.gw), ib = sumCpu(B.gw), ca = sumCpu(A.control), cb = sumCpu(B.control), it = performance.now();
+  const ia = sumCpu(A.gw), ib = sumCpu(B.gw), ca = sumCpu(A.control), cb = sumCpu(B.control), ra = byRole(A.control), rb0 = byRole(B.control), it = performance.now();
   await new Promise((r) => setTimeout(r, 4000));
   const idleS = (performance.now() - it) / 1000;
   const idle = { A: (sumCpu(A.gw) - ia) / idleS, B: (sumCpu(B.gw) - ib) / idleS };
   const idleControl = { A: (sumCpu(A.control) - ca) / idleS, B: (sumCpu(B.control) - cb) / idleS };
+  const idleRole = { A: {} as Record<string, number>, B: {} as Record<string, number> };
+  for (const [k, c, r0] of [['A', A, ra], ['B', B, rb0]] as const) for (const [role, ms] of Object.entries(byRole(c.control))) idleRole[k][role] = (ms - (r0[role] ?? 0)) / idleS;
+  const roleAcc = { A: {} as Record<string, number>, B: {} as Record<string, number> };
+  const roleRaw = { A: {} as Record<string, number>, B: {} as Record<string, number> };
   const acc = { A: { cpu: 0, raw: 0, control: 0, done: 0, wall: 0, blocks: [] as number[] }, B: { cpu: 0, raw: 0, control: 0, done: 0, wall: 0, blocks: [] as number[] } };
   const order: ('A' | 'B')[] = [];
   for (let i = 0; i < Number(blocksArg); i++) order.push(...(i % 2 ? ['B', 'A'] as const : ['A', 'B'] as const));
   for (const k of order) {
     const c = k === 'A' ? A : B;
-    const g0 = sumCpu(c.gw), c0 = sumCpu(c.control), t0 = performance.now();
+    const g0 = sumCpu(c.gw), c0 = sumCpu(c.control), r0 = byRole(c.control), t0 = performance.now();
     const done = await loop(c.base, Number(secsArg));
     const wall = (performance.now() - t0) / 1000;
     const raw = sumCpu(c.gw) - g0;
@@ -153,6 +174,10 @@ try {
     acc[k].raw += raw;
     acc[k].cpu += g;
     acc[k].control += sumCpu(c.control) - c0 - idleControl[k] * wall;
+    for (const [role, ms] of Object.entries(byRole(c.control))) {
+      roleAcc[k][role] = (roleAcc[k][role] ?? 0) + ms - (r0[role] ?? 0) - (idleRole[k][role] ?? 0) * wall;
+      roleRaw[k][role] = (roleRaw[k][role] ?? 0) + ms - (r0[role] ?? 0);
+    }
     acc[k].done += done;
     acc[k].wall += wall;
     acc[k].blocks.push(Math.round((g * 1000) / done));
@@ -162,11 +187,16 @@ try {
   const res = (k: 'A' | 'B') => ({
     [`us${per}`]: +((acc[k].cpu * 1000) / acc[k].done).toFixed(1), [`rawUs${per}`]: +((acc[k].raw * 1000) / acc[k].done).toFixed(1), [`controlUs${per}`]: +((acc[k].control * 1000) / acc[k].done).toFixed(1),
     [RT ? 'tokensPerS' : 'reqPerS']: +(acc[k].done / acc[k].wall).toFixed(1), blocks: acc[k].blocks,
+    // each role's CPU per request (RT: per token) less its idle CPU, us
+    byRole: Object.fromEntries(Object.entries(roleAcc[k]).map(([role, ms]) => [role, +((ms * 1000) / acc[k].done).toFixed(2)])),
+    rawByRole: Object.fromEntries(Object.entries(roleRaw[k]).map(([role, ms]) => [role, +((ms * 1000) / acc[k].done).toFixed(2)])),
   });
   const a = res('A'), b = res('B');
   console.log(JSON.stringify({
     idleMsPerS: { A: +idle.A.toFixed(1), B: +idle.B.toFixed(1) }, idleControlMsPerS: { A: +idleControl.A.toFixed(1), B: +idleControl.B.toFixed(1) }, A: a, B: b,
-    ratioAoverB: +(acc.A.cpu / acc.A.done / (acc.B.cpu / acc.B.done)).toFixed(3), rawRatioAoverB: +(acc.A.raw / acc.A.done / (acc.B.raw / acc.B.done)).toFixed(3), controlRatioAoverB: +(acc.A.control / acc.A.done / (acc.B.control / acc.B.done)).toFixed(3),
+    ratioAoverB: +(acc.A.cpu / acc.A.done / (acc.B.cpu / acc.B.done)).toFixed(3),
+    rawRoleRatioAoverB: Object.fromEntries(Object.keys(roleRaw.A).map((role) => [role, +((roleRaw.A[role]! / acc.A.done) / ((roleRaw.B[role] ?? NaN) / acc.B.done)).toFixed(3)])),
+    roleRatioAoverB: Object.fromEntries(Object.keys(roleAcc.A).map((role) => [role, +((roleAcc.A[role]! / acc.A.done) / ((roleAcc.B[role] ?? NaN) / acc.B.done)).toFixed(3)])), rawRatioAoverB: +(acc.A.raw / acc.A.done / (acc.B.raw / acc.B.done)).toFixed(3), controlRatioAoverB: +(acc.A.control / acc.A.done / (acc.B.control / acc.B.done)).toFixed(3),
   }));
 } finally {
   A.up.kill('SIGINT');
