@@ -72,3 +72,38 @@ export async function storedAssignments(kv: KV): Promise<{ stored: PoolAssignmen
   }
   return { stored, corrupt };
 }
+
+/** What a watch of the inventory needs beside a reader's: where it puts its handle (stopped with the actor). */
+export interface InventoryWatcher extends InventoryReader {
+  watches: Set<{ stop(): void }>;
+}
+
+/**
+ * Entries of the inventory under `key` as the store changes them (a KV watch: one consumer, entries pushed as they
+ * are written, the current ones first), rather than a listing and a read of every key each second: `on` gets each
+ * decoded value, undefined for a deleted one. An undecodable value is skipped. A watch that ends (a dropped
+ * connection, the bucket not there yet) is started again a second later, until `o.abandoned()`.
+ */
+export async function watchInventory<T>(o: InventoryWatcher, key: string, codec: { decode(b: Uint8Array): T }, on: (v: T | undefined) => void): Promise<void> {
+  while (!o.abandoned?.()) {
+    try {
+      const it = await (await o.bus.kv(jetstream.inventoryBucket)).watch({ key });
+      o.watches.add(it);
+      if (o.abandoned?.()) it.stop();
+      for await (const e of it) {
+        let v: T | undefined;
+        try {
+          v = e.operation === 'PUT' && e.value.length ? codec.decode(e.value) : undefined;
+        } catch (err) {
+          o.log.debug({ key: e.key, err: (err as Error).message }, 'undecodable inventory entry skipped');
+          continue;
+        }
+        on(v);
+      }
+      o.watches.delete(it);
+    } catch (err) {
+      o.log.debug({ key, err: (err as Error).message }, 'inventory watch ended');
+    }
+    if (!o.abandoned?.()) await o.clock.sleep(1000);
+  }
+}

@@ -35,7 +35,7 @@ import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, tak
 import { reconcileInventory } from '../../src/runtime/inventory.ts';
 import { powerCounts, serverPowerConfig } from '../../src/policy/machines/cluster-power.ts';
 import { PowerDriver, nodeSeen, serverObservation } from './power-driver.ts';
-import { readInventory, storedAssignments, type InventoryReader } from './inventory-read.ts';
+import { readInventory, storedAssignments, watchInventory, type InventoryReader } from './inventory-read.ts';
 import { disconnectSeen, initialEndedConnections, outOfDispatch } from './instance-ended.ts';
 import { LostInstances } from './lost-instances.ts';
 
@@ -119,7 +119,9 @@ export class ClusterManager extends Actor {
     this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: this.clock.now() }), { capacity: 8192, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) });
     this.subscribe(controlSubjects.connectionEnded(), ClientDisconnect, (a) => void (this.#ended = disconnectSeen(this.#ended, a, this.clock.now(), c.liveness.deadAfterMs)), { capacity: 4096 });
     this.#listeningSinceMs = this.clock.now();
-    void this.#watchAssignments();
+    const watcher = { ...this.#reader, watches: this.#watches };
+    void watchInventory(watcher, 'pool.>', PoolAssignment, (a) => a && this.#step({ type: 'assignments_loaded', assignments: [a] }));
+    void watchInventory(watcher, inventoryKeys.energy(), EnergyLedger, (l) => void (this.#ledgerSeen = l));
     this.#lease = new LeaderLease({
       bus: this.bus, key: leaseKeys.clusterPlanner(), holder: this.id, ttlMs: c.liveness.leaseTtlMs,
       renewMs: Math.max(100, Math.floor(c.liveness.leaseTtlMs / 3)), log: this.log,
@@ -205,37 +207,11 @@ export class ClusterManager extends Actor {
   }
 
   #stopped = false;
-  #assignWatch?: { stop(): void };
-
-  /**
-   * The pool assignments as the store changes them (a KV watch on `pool.>`: one consumer, entries pushed as
-   * they are written, the current ones first), rather than a listing and a read of every key each second. A
-   * watch that ends (a dropped connection, the bucket not there yet) is started again a second later.
-   */
-  async #watchAssignments(): Promise<void> {
-    while (!this.#stopped) {
-      try {
-        const kv: KV = await this.bus.kv(jetstream.inventoryBucket);
-        const it = await kv.watch({ key: 'pool.>' });
-        this.#assignWatch = it;
-        if (this.#stopped) it.stop();
-        for await (const e of it) {
-          if (e.operation !== 'PUT' || !e.value.length) continue;
-          let a: PoolAssignmentT;
-          try {
-            a = PoolAssignment.decode(e.value);
-          } catch (err) {
-            this.log.debug({ key: e.key, err: (err as Error).message }, 'undecodable assignment skipped');
-            continue;
-          }
-          this.#step({ type: 'assignments_loaded', assignments: [a] });
-        }
-      } catch (err) {
-        this.log.debug({ err: (err as Error).message }, 'assignment watch ended');
-      }
-      if (!this.#stopped) await this.clock.sleep(1000);
-    }
-  }
+  /** the inventory watches (assignments, energy ledger: inventory-read.ts watchInventory), stopped with the actor. */
+  #watches = new Set<{ stop(): void }>();
+  /** the energy ledger as last stored (its watch): a new leader's status counts on from it until its own read of the ledger. */
+  #ledgerSeen?: EnergyLedger;
+  #ledgerPending = false;
 
   /** the inventory reads' deadlines and their way to another server (inventory-read.ts). */
   #reader!: InventoryReader;
@@ -429,10 +405,17 @@ export class ClusterManager extends Actor {
     // their reads (and the ledger's) retried for timeouts.takeoverReadMs from when the liveness window lets them start
     await this.#loaded;
     const readsUntil = Math.max(this.clock.now(), this.#listeningSinceMs + this.#c.liveness.deadAfterMs) + this.#c.timeouts.takeoverReadMs;
+    // the status (this replica's own view: the statuses it heard, the assignments it holds) once it has listened a
+    // liveness window, not after the reads: they wait up to takeoverReadMs while the inventory's stream does not
+    // answer, and a status not answered leaves its readers with the last one (a dead instance in it still ready)
+    await this.clock.sleep(Math.max(0, this.#listeningSinceMs + this.#c.liveness.deadAfterMs - this.clock.now()));
+    if (!this.#lease.isLeader()) return;
+    this.#ledgerPending = true;
+    this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
     await this.#reconcileInventory(readsUntil);
     if (!this.#lease.isLeader()) return;
     await this.#continueLedger(readsUntil);
-    this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
+    this.#ledgerPending = false;
     this.#leaderTimers.push(this.clock.setInterval(() => {
       this.#publishTelemetry();
       this.#storeLedger();
@@ -504,17 +487,18 @@ export class ClusterManager extends Actor {
 
   /** New leader: continue the ledger the previous leader stored with this replica's latest readings. */
   async #continueLedger(untilMs: number): Promise<void> {
+    let stored: EnergyLedger | undefined;
     try {
       const e = await readInventory(this.#reader, 'the energy ledger', (kv) => kv.get(inventoryKeys.energy()), untilMs);
-      if (e && e.value.length) {
-        const stored = EnergyLedger.decode(e.value);
-        this.#book = takeOver(bookFromRecord(stored), this.#book, this.#readings.values());
-        this.#bookContinued = true;
-        this.log.info({ energyJ: Math.round(this.#book.energyJ), from: stored.leader }, 'energy ledger continued');
-      }
+      stored = e && e.value.length ? EnergyLedger.decode(e.value) : undefined;
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'energy ledger not readable: counting from what this manager saw');
+      stored = this.#ledgerSeen;
+      this.log.warn({ err: (err as Error).message, seenFrom: stored?.leader }, 'energy ledger not readable: continuing the one its watch saw stored, else counting from what this manager saw');
     }
+    if (!stored) return;
+    this.#book = takeOver(bookFromRecord(stored), this.#book, this.#readings.values());
+    this.#bookContinued = true;
+    this.log.info({ energyJ: Math.round(this.#book.energyJ), from: stored.leader }, 'energy ledger continued');
   }
 
   /** Leader: store the ledger (every telemetry period) for a successor. */
@@ -574,12 +558,15 @@ export class ClusterManager extends Actor {
     // cluster power: the live instances' last telemetry (its stale part said apart) and the nodes' GPUs no instance holds
     const heard = (x: { seenMs: number }) => now - x.seenMs < Math.max(3000, this.#c.liveness.deadAfterMs);
     const { powerW, stalePowerW } = powerSum([...this.#tel.values(), ...this.#nodeTel.values()].filter(heard));
-    return { v: 1, leader: this.id, atMs: now, ...(this.#c.nats.insecure ? { warnings: [INSECURE_NATS_WARNING] } : {}), pools, freeGpus, powerW, ...(stalePowerW > 0 ? { stalePowerW } : {}), energyJ: this.#book.energyJ };
+    // a new leader before its read of the stored ledger: the one its watch last saw stored, continued
+    const seen = this.#ledgerPending ? this.#ledgerSeen : undefined;
+    const energyJ = seen ? takeOver(bookFromRecord(seen), this.#book, this.#readings.values()).energyJ : this.#book.energyJ;
+    return { v: 1, leader: this.id, atMs: now, ...(this.#c.nats.insecure ? { warnings: [INSECURE_NATS_WARNING] } : {}), pools, freeGpus, powerW, ...(stalePowerW > 0 ? { stalePowerW } : {}), energyJ };
   }
 
   protected override async onStop(): Promise<void> {
     this.#stopped = true;
-    this.#assignWatch?.stop();
+    for (const w of this.#watches) w.stop();
     for (const t of [...this.#timers, ...this.#leaderTimers]) this.clock.clearInterval(t);
     this.#statusServe?.unsubscribe();
     await this.#lease?.stop().catch(() => {});
