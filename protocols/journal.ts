@@ -52,6 +52,13 @@ export const resumeEntry = z.object({
   }).optional(),
   /** the stream can no longer be resumed (an event the journal does not keep, its size cap, an error event), and why. */
   stop: z.string().max(256).optional(),
+  /**
+   * an unresumable range: the client was sent events from `from` on without ids (its last event id reset), because
+   * the journal did not hold them in time. Open (no `until`, with `why`): a resume from any event is refused (410).
+   * Closed at `until` (the journal held every event before it, and the events from `until` on carry ids again): a
+   * resume from an event before `until` is refused (410), one from `until` on is served. The last marker read counts.
+   */
+  unresumable: z.object({ from: int, until: int.optional(), why: z.string().max(256).optional() }).optional(),
 });
 export type ResumeEntry = z.infer<typeof resumeEntry>;
 export const ResumeEntry = codec('ResumeEntry', resumeEntry);

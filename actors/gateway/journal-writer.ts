@@ -15,9 +15,14 @@
  *   waited `lagMs` or more for its ack (0: any entry not yet held), the events written to the client wait, so a
  *   client holds no event that the journal may lack, and a gateway that dies leaves the journal at or past its
  *   client's last event. An entry not held within writeWaitMs = min(giveUpMs, sloShare x the request's TBT SLO)
- *   of its making ends the stream's resumability (`unresumable`: the client's events stop waiting, SseWriter sends
- *   them without event ids and resets the client's last event id, and a `stop` entry follows the queued ones, whose
- *   appends go on, so that a resume from an earlier id is refused rather than answered with events the client has).
+ *   of its making opens an unresumable range (`unresumable`: the client's events stop waiting, SseWriter sends them
+ *   without event ids and resets the client's last event id, and an open `unresumable` marker is appended right
+ *   after the entry in flight, so that a resume from an earlier id is refused rather than answered with events the
+ *   client has). The appends go on meanwhile, so the journal still gets every event;
+ * - `regain(index)` (SseWriter, before it writes event `index` on): once the journal holds every event before `index`
+ *   (those the client was sent), the range is closed at `index` (a closing marker, queued), and the stream is
+ *   resumable again: event `index` and the later ones carry ids and wait for the journal as before, so a resume from
+ *   an id at or past `index` gets exactly what follows it, and one from before `index` is refused (410).
  * `onTimeout` is told of each bound passed (the gateway counts and logs them).
  */
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
@@ -38,7 +43,7 @@ export interface JournalTiming {
   attemptMs: number;
   /** events go to the client only while no entry has waited this long for its ack (0: none waits). */
   lagMs: number;
-  /** an entry other than the head not held within this from its making: the stream stops being resumable and the client's events stop waiting. */
+  /** an entry other than the head not held within this from its making: an unresumable range opens and the client's events stop waiting. */
   giveUpMs: number;
   /** the share of the request's SLO a wait may take: the head's of its TTFT SLO, an entry's of its TBT SLO (default 0.5). */
   sloShare?: number;
@@ -89,8 +94,12 @@ export class JournalWriter {
   #stopped = false;
   /** the journal did not hold the head in time, or an entry for RETRY_FOR_MS: nothing is written or waited for any more. */
   #lost = false;
-  /** why the stream stopped being resumable (an entry not held within writeWaitMs): the client's events wait no more. */
+  /** why the stream is in an unresumable range (an entry not held within writeWaitMs): the client's events wait no more. */
   #unresumable: string | undefined;
+  /** the first event of the open unresumable range (the first the journal had not held at its opening). */
+  #rangeFrom = 0;
+  /** the index after the last event the journal holds (text events, the end): a range's start when nothing is queued. */
+  #heldNext = 0;
   /** refusals in a row (the retry pause). */
   #failures = 0;
   #queue: Queued[] = [];
@@ -123,7 +132,7 @@ export class JournalWriter {
     return this.#lost;
   }
 
-  /** why the stream stopped being resumable mid-way (an entry not held within writeWaitMs); undefined: it has not. */
+  /** why the stream is in an unresumable range (an entry not held within writeWaitMs); undefined: its events carry ids the journal holds. */
   get unresumable(): string | undefined {
     return this.#unresumable;
   }
@@ -183,6 +192,26 @@ export class JournalWriter {
     this.#stopped = true;
   }
 
+  /**
+   * Closes the open unresumable range at event `index` (the next event the client is to be sent): true when the
+   * journal holds every event before it (what the client was sent) and the entries still queued are younger than
+   * writeWaitMs, so the stream is resumable again from `index` on (a closing marker is queued: the client's events
+   * wait for it and for their own entries as before); false otherwise, or when no range is open.
+   */
+  regain(index: number): boolean {
+    if (this.#unresumable === undefined || this.#stopped || this.#lost) return false;
+    if (this.#held.length > 0 && this.#from < index) return false;
+    const now = this.clock.now();
+    for (const q of this.#queue) {
+      if (now - q.at >= this.#bounds.writeWaitMs) return false;
+      if (q.e.events && q.e.from! < index) return false;
+      if (q.e.end && q.e.end.at < index) return false;
+    }
+    this.#unresumable = undefined;
+    this.#mark({ from: this.#rangeFrom, until: index });
+    return true;
+  }
+
   /** the stream is not resumable from here on (why). */
   stop(why: string): void {
     if (this.#stopped) return;
@@ -216,14 +245,22 @@ export class JournalWriter {
     }, Math.max(0, q.at + this.#bounds.writeWaitMs - this.clock.now()));
   }
 
-  /** the client's events stop waiting for the journal: a stop follows what is queued, and the appends go on. */
+  /** the client's events stop waiting for the journal: an open unresumable range is marked, and the appends go on. */
   #endResumable(why: string): void {
     this.#unresumable = why;
+    const q = this.#queue.find((x) => x.e.events || x.e.end);
+    this.#rangeFrom = q ? (q.e.from ?? q.e.end!.at) : this.#held.length > 0 ? this.#from : this.#heldNext;
     this.onTimeout?.('write', this.#bounds.writeWaitMs, this.id);
-    this.#held = [];
-    this.#stopped = true;
-    this.#enqueue({ v: 1, id: this.id, gen: this.gen, stop: why.slice(0, 256) });
+    this.#mark({ from: this.#rangeFrom, why: why.slice(0, 256) });
     this.#released();
+  }
+
+  /** an unresumable range's marker, queued right after the entry in flight (a resume reads it the sooner). */
+  #mark(range: NonNullable<ResumeEntry['unresumable']>): void {
+    if (this.#lost) return;
+    const at = this.#queue[0] && this.#queue[0].sent >= 0 ? 1 : 0;
+    this.#queue.splice(at, 0, { e: { v: 1, id: this.id, gen: this.gen, unresumable: range }, at: this.clock.now(), sent: -1 });
+    this.#pump();
   }
 
   #enqueue(e: ResumeEntry): void {
@@ -238,7 +275,11 @@ export class JournalWriter {
     const now = this.clock.now();
     if (q.sent < 0) q.sent = now;
     const waited = now - q.sent;
-    if (q.e.head ? waited >= this.#bounds.headWaitMs : waited >= RETRY_FOR_MS) return this.#giveUp();
+    if (q.e.head ? waited >= this.#bounds.headWaitMs : waited >= RETRY_FOR_MS) {
+      // a retry due before the head's timer (a busy event loop runs the earlier one first) passes its bound too
+      if (q.e.head) this.onTimeout?.('head', this.#bounds.headWaitMs, this.id);
+      return this.#giveUp();
+    }
     const left = q.e.head ? this.#bounds.headWaitMs - waited : this.timing.attemptMs;
     this.#sending = true;
     this.append(q.e, Math.min(this.timing.attemptMs, left)).then(
@@ -246,6 +287,8 @@ export class JournalWriter {
         this.#sending = false;
         this.#failures = 0;
         this.#queue.shift();
+        if (q.e.events) this.#heldNext = Math.max(this.#heldNext, q.e.from! + q.e.events.length);
+        if (q.e.end) this.#heldNext = Math.max(this.#heldNext, q.e.end.at + 1);
         if (q.e.head) {
           this.#clearTimer();
           this.#headDone?.(true);

@@ -82,6 +82,8 @@ export interface JournalState {
   end?: JournalEnd;
   /** not resumable, and why. */
   stop?: string;
+  /** the last unresumable range marked (ResumeEntry.unresumable): no `until`, open (no resume); else a resume from before `until` is refused. */
+  unresumable?: { from: number; until?: number; why?: string };
   /** an entry starts past the events held before it: the entries between are missing from what was read. */
   gap?: true;
 }
@@ -91,13 +93,16 @@ export interface JournalState {
  * expired, or cut by the stream's limits). An entry of an older generation than one already read is dropped
  * (a gateway still writing after a resume took its stream over); an entry's events replace those from its
  * `from` on (the resuming writer continues after what it read); an entry that starts past the events held means
- * entries are missing from what was read (`gap`; a writer appends in order, each entry once held before the next).
+ * entries are missing from what was read (`gap`; a writer appends in order, each entry once held before the next);
+ * the last unresumable range marked counts (a closing marker follows its opening one).
  */
 export function foldJournal(entries: Iterable<ResumeEntry>): JournalState | undefined {
   let s: JournalState | undefined;
   for (const e of entries) {
     if (e.head && e.gen === 0 && !s) s = { head: e.head, gen: 0, base: e.head.req.kind === 'chat' ? 1 : 0, events: [] };
     if (!s || e.gen < s.gen) continue;
+    // a later writer resumed past the ranges closed before it; one an older writer left open is not its client's
+    if (e.gen > s.gen && s.unresumable && s.unresumable.until === undefined) delete s.unresumable;
     s.gen = e.gen;
     if (e.events && e.from !== undefined) {
       const at = e.from - s.base;
@@ -113,6 +118,7 @@ export function foldJournal(entries: Iterable<ResumeEntry>): JournalState | unde
     if (e.leg) s.leg = e.leg;
     if (e.end) s.end = e.end;
     if (e.stop !== undefined) s.stop ??= e.stop;
+    if (e.unresumable) s.unresumable = e.unresumable;
   }
   return s;
 }

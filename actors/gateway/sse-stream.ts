@@ -178,7 +178,8 @@ export function replayPrelude(id: string, head: JournalHead, plan: Extract<Retur
  * A resume of stream `last.id` after event `last.index` (docs/PROTOCOL.md "Resumable streams"), from its journal's
  * entries: the state and what to send, or the refusal: 404 `stream_not_found` for a stream the journal does not have
  * (unknown, expired, not opted in, or another API key's: the same answer), 400 `wrong_endpoint`, 410
- * `stream_not_resumable` for one that stopped being resumable, 503 `journal_behind` (retryable, Retry-After) for one
+ * `stream_not_resumable` for one that stopped being resumable, or whose client's last event is before the end of an
+ * unresumable range (events sent without ids: the client has events after it), 503 `journal_behind` (retryable, Retry-After) for one
  * whose journal as read lacks entries or ends before the client's last event: a client is sent only events its journal
  * held, so what was read is a JetStream replica still catching up, or the journal not answering whole; a later read
  * may find them.
@@ -191,6 +192,9 @@ export function resumePlan(entries: readonly ResumeEntry[], last: { id: string; 
   if (!s || s.head.req.apiKeyId !== apiKeyId) return { error: new HttpError(404, `no resumable stream '${last.id}': unknown, expired, or not opted in (${RESUMABLE_HEADER}: 1)`, 'invalid_request_error', 'stream_not_found') };
   if (s.head.req.kind !== kind) return { error: new HttpError(400, `stream '${last.id}' is a ${s.head.req.kind === 'chat' ? 'chat completion' : 'completion'}: resume it on its own endpoint`, 'invalid_request_error', 'wrong_endpoint') };
   if (s.stop !== undefined) return gone(s.stop);
+  const u = s.unresumable;
+  if (u && u.until === undefined) return gone(`its events from ${u.from} on were sent without ids (${u.why ?? 'the journal did not hold them in time'})`);
+  if (u?.until !== undefined && last.index < u.until) return gone(`its events from ${u.from} to ${u.until - 1} were sent without ids: resume from event ${u.until} or later`);
   const behind = (why: string) => ({ error: new HttpError(503, `the journal of stream '${last.id}' as read ${why}: retry the resume`, 'service_unavailable', 'journal_behind', null, 1) });
   if (s.gap) return behind('lacks entries');
   const plan = replayAfter(s, last.index);

@@ -37,22 +37,28 @@ function writeHeld(): void {
  *
  * `gate` (a resumable stream: its JournalWriter, journal-writer.ts): while it is held (the journal has not yet acknowledged
  * an entry), writes and the end wait for its release, and the bytes held meanwhile leave together: a client never holds
- * an event that its journal may lack. Once the gate says the stream is no longer resumable (`unresumable`: the journal
- * did not hold an entry within its bound), the events leave without their `id:` lines, and the first of them carries
- * an SSE comment saying why and an empty `id:` (SSE: the client's last event id is reset, so a reconnect does not ask
- * to resume from an event before those it was sent).
+ * an event that its journal may lack. While the gate says the stream is in an unresumable range (`unresumable`: the
+ * journal did not hold an entry within its bound), the events leave without their `id:` lines, and the first of them
+ * carries an SSE comment saying why and an empty `id:` (SSE: the client's last event id is reset, so a reconnect does
+ * not ask to resume from an event before those it was sent). Before each write in such a range the gate is asked to
+ * close it at the first event held here (`regain`: the journal holds every event the client was sent); once it
+ * does, the events carry their ids again and wait for the journal as before.
  */
 /** What a stream's writes wait for (a resumable stream's journal). */
 export interface WriteGate {
   held(): boolean;
   /** `fn` runs once, at the gate's next release. */
   onRelease(fn: () => void): void;
-  /** why the stream stopped being resumable; undefined: its events carry ids the journal holds. */
+  /** why the stream is in an unresumable range; undefined: its events carry ids the journal holds. */
   readonly unresumable?: string | undefined;
+  /** closes the unresumable range at event `index` when the journal holds every event before it: true once closed. */
+  regain?(index: number): boolean;
 }
 
 /** an event's id line (events are `id: ...\n` then one `data: <json>` line: no data line starts with `id:`). */
 const ID_LINE = /^id: [^\n]*\n/gm;
+/** the first id line's event index (`id: <request id>:<index>`). */
+const FIRST_INDEX = /^id: [^\n]*:(\d+)$/m;
 
 export class SseWriter {
   private pending = '';
@@ -63,7 +69,7 @@ export class SseWriter {
   private gated = false;
   /** the end (its last bytes), once asked for. */
   private ending?: string;
-  /** the client was told the stream is no longer resumable (its last event id reset). */
+  /** the client was told of the open unresumable range (its last event id reset). */
   private told = false;
 
   constructor(
@@ -95,6 +101,7 @@ export class SseWriter {
   /** writes what is held now (once the gate is released), with `last` after it, and ends the response. */
   end(last = ''): void {
     this.ending = last;
+    this.regain();
     if (this.wait()) return;
     const s = this.take(last);
     if (!this.res.writableEnded) this.res.end(s);
@@ -137,8 +144,17 @@ export class SseWriter {
     return `: not resumable: ${why.replace(/[\r\n]/g, ' ')}\nid:\n${s}`;
   }
 
+  /** in an unresumable range: asks the gate to close it at the first event held here. */
+  private regain(): void {
+    if (this.gate?.unresumable === undefined || !this.gate.regain) return;
+    const m = FIRST_INDEX.exec(this.pending);
+    if (m && this.gate.regain(Number(m[1]))) this.told = false;
+  }
+
   private write(): void {
-    if (this.ending !== undefined || this.wait()) return;
+    if (this.ending !== undefined) return;
+    this.regain();
+    if (this.wait()) return;
     const s = this.take();
     if (s === '' || this.res.writableEnded || this.res.destroyed) return;
     const sock = chunkSocket(this.res);

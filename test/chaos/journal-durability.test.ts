@@ -9,10 +9,12 @@
  * hold while its stream is declared resumable. Each wait is bounded by a share of the request's SLO
  * (gateway.journal.sloShare, 0.5): the stream started during the election gets its first byte within its head bound
  * (half its TTFT SLO) past a stream's usual first byte, served without resumption (`x-dynamollm-resumable: 0`); the
- * stream under way is held half its TBT SLO, then goes on without event ids (its last event id reset, the reason in
- * an SSE comment), its tokens never stalled for the election; a resume of it from its last id, once the journal
- * has a leader again, is refused (410, the stop its gateway appended after the queued entries). Both streams give
- * every token once; gateway A counts both timeouts in dynamollm_gateway_journal_timeouts_total.
+ * stream under way (long enough to outlast the election) is held half its TBT SLO, then goes on without event ids
+ * (its last event id reset, the reason in an SSE comment), its tokens never stalled for the election, and once the
+ * journal has a leader again and holds every event the client was sent, its events carry ids again (each its
+ * event's index). A resume of it from an id before the reset is refused (410: the unresumable range its gateway
+ * marked); one from its first id after the catch-up gets exactly the events the client had after it. Both streams
+ * give every token once; gateway A counts both timeouts in dynamollm_gateway_journal_timeouts_total.
  *
  * Once the journal has its new leader, a resumable stream starts on gateway A; once it has 20 events, A is
  * SIGKILLed; the client resumes on gateway B with Last-Event-ID. Expected: the resume answers 200 and the client has
@@ -36,6 +38,8 @@ import { jetstream } from '../../protocols/index.ts';
 
 const MODEL = 'llama3.1-8b';
 const MAX_TOKENS = 120;
+/** the stream under way at the kill: ~30 ms per token, so it outlasts the election (4-9 s) and the journal's catch-up. */
+const LONG_TOKENS = 500;
 let cluster: Awaited<ReturnType<typeof startNatsCluster>>;
 let h: Harness;
 let admin: Bus;
@@ -116,6 +120,7 @@ function events(text: string): Ev[] {
 }
 
 const body = JSON.stringify({ model: MODEL, prompt: 'Tell me about energy efficient inference in large clusters.', max_tokens: MAX_TOKENS, ignore_eos: true, stream: true, stream_options: { include_usage: true } });
+const longBody = JSON.stringify({ ...(JSON.parse(body) as object), max_tokens: LONG_TOKENS });
 const headers = { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' };
 
 /** A client reading one stream: the text so far, and the longest pause between two reads once it had its first event (ms). */
@@ -182,7 +187,7 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
       usualMs = Date.now() - t;
     }
 
-    const r0 = await fetch(`${urlA}/v1/completions`, { method: 'POST', headers, body });
+    const r0 = await fetch(`${urlA}/v1/completions`, { method: 'POST', headers, body: longBody });
     expect(r0.headers.get('x-dynamollm-resumable')).toBe('1');
     const before = reading(r0);
     await before.read(10);
@@ -207,17 +212,27 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
     expect(evDuring.every((e) => e.id === undefined)).toBe(true);
     expect(wordsOf(evDuring)).toBe(MAX_TOKENS);
 
-    // under way: never stalled for the election; ids on the events the journal held, then the reset, then none
+    // under way: never stalled for the election; ids on the events the journal held, then the reset and events
+    // without ids, then (the journal caught up) ids again; every id its event's index
     expect(before.maxGapMs()).toBeLessThan(1000);
     const evBefore = events(before.text());
     expect(evBefore.at(-1)?.data).toBe('[DONE]');
-    expect(wordsOf(evBefore)).toBe(MAX_TOKENS);
+    expect(wordsOf(evBefore)).toBe(LONG_TOKENS);
     const idOf = r0.headers.get('x-request-id')!;
-    const ids = evBefore.filter((e) => e.id !== undefined).map((e) => e.id);
-    expect(ids.length).toBeGreaterThanOrEqual(10);
-    expect(ids.length).toBeLessThan(evBefore.length - 1);
-    expect(ids).toEqual(ids.map((_, i) => `${idOf}:${i}`));
-    expect(before.text().match(/^: not resumable: the journal did not hold an entry within 50 ms\nid:\n/gm)).toHaveLength(1);
+    const withId = evBefore.flatMap((e, i) => (e.id !== undefined ? [i] : []));
+    for (const i of withId) expect(evBefore[i]!.id).toBe(`${idOf}:${i}`);
+    const firstReset = before.text().search(/^: not resumable: the journal did not hold an entry within 50 ms\nid:\n/m);
+    expect(firstReset).toBeGreaterThan(0);
+    const reset = events(before.text().slice(0, firstReset)).length;
+    expect(reset).toBeGreaterThan(0);
+    expect(withId.slice(0, reset)).toEqual(Array.from({ length: reset }, (_, i) => i));
+    const resets = before.text().match(/^: not resumable: [^\n]*\nid:\n/gm)!.length;
+    // the ids came back: the last range (there may be more than one on a loaded VM) closed before the end
+    let back = evBefore.length - 1;
+    while (back > 0 && evBefore[back - 1]!.id !== undefined) back--;
+    log('stream under way: reset at event', reset, 'ids again from event', back, 'of', evBefore.length, '; resets', resets);
+    expect(back).toBeGreaterThan(reset);
+    expect(back).toBeLessThan(evBefore.length - 3);
 
     // gateway A counted both (a write of the streams before the kill may have passed its 50 ms on a loaded VM too)
     const timeouts = await journalTimeouts(urlA);
@@ -225,18 +240,30 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
     expect(timeouts.head).toBe(1);
     expect(timeouts.write).toBeGreaterThanOrEqual(1);
 
-    // once the journal has a leader again, a resume from the last id it had is refused: the journal holds its stop
-    let gone: Response | undefined;
-    for (let i = 0; i < 30; i++) {
-      gone = await fetch(`${urlB}/v1/completions`, { method: 'POST', headers: { ...headers, 'last-event-id': ids.at(-1)! }, body });
-      if (gone.status !== 503) break;
-      await gone.text();
-      await sleep(1000);
-    }
-    const goneText = await gone!.text();
-    expect(gone!.status, goneText).toBe(410);
-    expect(goneText).toMatch(/did not hold an entry within 50 ms/);
-    log('resume of the stream under way refused', Date.now() - killedAt, 'ms after the kill');
+    // a resume from the last id before the reset is refused (the client has the events after it); one from the
+    // first id after the catch-up gets exactly the events the client had after it
+    const resume = async (last: number): Promise<Response> => {
+      let r: Response | undefined;
+      for (let i = 0; i < 30; i++) {
+        r = await fetch(`${urlB}/v1/completions`, { method: 'POST', headers: { ...headers, 'last-event-id': `${idOf}:${last}` }, body: longBody });
+        if (r.status !== 503) break;
+        await r.text();
+        await sleep(1000);
+      }
+      return r!;
+    };
+    const gone = await resume(reset - 1);
+    const goneText = await gone.text();
+    expect(gone.status, goneText).toBe(410);
+    expect(goneText).toMatch(/sent without ids/);
+    const again = await resume(back);
+    const againText = await again.text();
+    expect(again.status, againText.slice(0, 500)).toBe(200);
+    const replayed = events(againText);
+    expect(replayed.map((e) => e.id ?? e.data)).toEqual(evBefore.slice(back + 1).map((e) => e.id ?? e.data));
+    const textOf = (evs: Ev[]) => evs.filter((e) => e.data.startsWith('{')).map((e) => (JSON.parse(e.data) as { choices: { text?: string }[] }).choices[0]?.text ?? '').join('');
+    expect(textOf(replayed)).toBe(textOf(evBefore.slice(back + 1)));
+    log('resume of the stream under way: before the reset', gone.status, '; after the catch-up', again.status, replayed.length, 'events,', Date.now() - killedAt, 'ms after the kill');
   }, 120_000);
 
   it('the stream resumes on another gateway: every token once, every event id once and in order', async () => {

@@ -4,6 +4,8 @@
  * - the journal's fold: a later writer generation replaces the events from its `from` on and an older one's late
  *   entries are dropped; a gap marks the stream not resumable; what a client whose last event is L is sent again;
  * - the writer: one entry per flush (an engine read's events), a leg entry at once, the end, and a stop past its cap;
+ *   an entry not held in time opens an unresumable range (test/unit/journal-range.test.ts), closed once the journal
+ *   holds all the client was sent: through the HTTP layer, ids come back and a resume from before the range is refused;
  * - through the HTTP layer of two gateway replicas sharing one journal: a stream opted in gets an `id:` line per
  *   event, its client is cut mid-stream, reconnects to the other replica with Last-Event-ID and gets the rest once
  *   (the whole token sequence, every id once, the backend asked to continue from the journal's text and leg); a
@@ -225,43 +227,6 @@ describe('JournalWriter with the journal\'s acknowledgements', () => {
     expect(w.held()).toBe(false);
   });
 
-  it('an entry not held within giveUpMs: the stream stops being resumable, the client stops waiting, a stop follows the queued entries', async () => {
-    let up = false;
-    const held: ResumeEntry[] = [];
-    const append: JournalAppend = async (e) => {
-      if (!up) throw new Error('no responders');
-      held.push(ResumeEntry.decode(ResumeEntry.encode(e)));
-    };
-    const timeouts: string[] = [];
-    const w = new JournalWriter(append, 'r1', 0, 1 << 20, { headMs: 1000, attemptMs: 50, lagMs: 0, giveUpMs: 250 }, undefined, undefined, (wait) => timeouts.push(wait));
-    up = true;
-    expect(await w.head(head()!)).toBe(true);
-    up = false;
-    w.text(0, ' a', 1);
-    w.flush();
-    expect(w.held()).toBe(true);
-    const released = new Promise<number>((r) => {
-      const t0 = Date.now();
-      w.onRelease(() => r(Date.now() - t0));
-    });
-    // released by the deadline, not by an ack
-    expect(await released).toBeGreaterThanOrEqual(240);
-    expect(w.unresumable).toMatch(/within 250 ms/);
-    expect(timeouts).toEqual(['write']);
-    expect(w.held()).toBe(false);
-    // nothing more is journaled or waited for
-    w.text(1, ' b', 1);
-    w.flush();
-    expect(w.held()).toBe(false);
-    up = true;
-    for (let t = 0; t < 50 && foldJournal(held)?.stop === undefined; t++) await new Promise((r) => setTimeout(r, 50));
-    // the queued entry, then the stop: a resume from an event before the cut is refused, not answered again
-    const s = foldJournal(held)!;
-    expect(s.events.map((e) => e.text).join('')).toBe(' a');
-    expect(s.stop).toMatch(/did not hold an entry within 250 ms/);
-    expect(resumePlan(held, { id: 'r1', index: 0 }, 'completion', undefined)).toMatchObject({ error: { status: 410 } });
-  });
-
   it('the bounds are shares of the request\'s SLO: the head waits half its TTFT SLO, an entry half its TBT SLO (then the caps)', async () => {
     // an append the journal never answers (a stream whose leader died: nobody answers until one is elected)
     const calls: ResumeEntry[] = [];
@@ -317,14 +282,14 @@ describe('JournalWriter with the journal\'s acknowledgements', () => {
 const MAX = 12;
 const word = (i: number) => ` w${i}`;
 
-/** A backend whose request yields ` w<i>` for i from where it starts to MAX, one token per batch, every 15 ms. */
-function fakeBackend(log: { resumed: ResumeFrom[]; legs: string[] }): GatewayBackend {
+/** A backend whose request yields ` w<i>` for i from where it starts to `max`, one token per batch, every 15 ms. */
+function fakeBackend(log: { resumed: ResumeFrom[]; legs: string[] }, max = MAX): GatewayBackend {
   async function* gen(req: InferenceRequest, from: number, signal: AbortSignal): AsyncGenerator<TokenChunk[]> {
-    for (let i = from; i < MAX; i++) {
+    for (let i = from; i < max; i++) {
       await new Promise((r) => setTimeout(r, 15));
       if (signal.aborted) return;
-      const last = i === MAX - 1;
-      yield [{ v: 1, id: req.id, seq: i, text: word(i), tokens: 1, ...(last ? { done: true, finishReason: 'length' as const, usage: { promptTokens: 3, completionTokens: MAX, energyJ: 5, energySource: 'modelled' as const } } : {}) }];
+      const last = i === max - 1;
+      yield [{ v: 1, id: req.id, seq: i, text: word(i), tokens: 1, ...(last ? { done: true, finishReason: 'length' as const, usage: { promptTokens: 3, completionTokens: max, energyJ: 5, energySource: 'modelled' as const } } : {}) }];
     }
   }
   const stream = (req: InferenceRequest, from: number, signal: AbortSignal) => {
@@ -489,6 +454,69 @@ describe('resume through the HTTP layer of another replica', () => {
     expect(ids.length).toBeLessThanOrEqual(s.base + s.events.length);
     expect(text.match(/^: not resumable: the journal did not hold an entry within 50 ms\nid:\n/gm)).toHaveLength(1);
     expect(text.match(/^id:$/gm)).toHaveLength(1);
+  }, 20_000);
+
+  it('a journal silent for a while mid-stream: ids come back once it holds all the client was sent; a resume from a later id gets the rest once, one from before 410', async () => {
+    const n = 40;
+    const held: ResumeEntry[] = [];
+    // the entry reaching event 3 is held at once; the appends of the next 120 ms are answered at its end (a new leader)
+    let silentUntil = 0;
+    const app: JournalAppend = (e) => {
+      const hold = () => void held.push(ResumeEntry.decode(ResumeEntry.encode(e)));
+      const wait = silentUntil - Date.now();
+      if (silentUntil === 0 && e.events && e.from! + e.events.length >= 4) silentUntil = Date.now() + 120;
+      if (wait <= 0) return Promise.resolve(hold());
+      return new Promise<void>((ok) => setTimeout(() => ok(hold()), wait));
+    };
+    const journal: StreamJournal = { writer: (id, gen, slo) => new JournalWriter(app, id, gen, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo), read: async (id) => held.filter((e) => e.id === id) };
+    const log = { resumed: [] as ResumeFrom[], legs: [] as string[] };
+    const slo = () => ({ ttftMs: 250, tbtMs: 100 });
+    const a = await replica(fakeBackend(log, n), journal, slo);
+    const b = await replica(fakeBackend(log, n), journal, slo);
+    const req = JSON.stringify({ model: 'm', prompt: 'hello', max_tokens: n, stream: true, stream_options: { include_usage: true } });
+    const ac = new AbortController();
+    const r1 = await fetch(`${a}/v1/completions`, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' }, body: req });
+    expect(r1.headers.get('x-dynamollm-resumable')).toBe('1');
+    const reqId = r1.headers.get('x-request-id')!;
+    // read until 3 events with ids came after the reset, then the connection dies
+    const reader = r1.body!.getReader();
+    const dec = new TextDecoder();
+    let got = '';
+    const idsAfterReset = () => (got.includes('\nid:\n') ? events(got.slice(got.indexOf('\nid:\n'))).filter((e) => e.id !== undefined).length : 0);
+    while (idsAfterReset() < 3) {
+      const { value, done } = await reader.read();
+      expect(done).toBe(false);
+      got += dec.decode(value, { stream: true });
+    }
+    ac.abort();
+    expect(got.match(/^: not resumable: the journal did not hold an entry within 50 ms\nid:\n/gm)).toHaveLength(1);
+    const first = events(got);
+    // every id is its event's index: ids before the reset, none in the range, ids again after the catch-up
+    const withId = first.flatMap((e, i) => (e.id !== undefined ? [i] : []));
+    for (const i of withId) expect(first[i]!.id).toBe(eventId(reqId, i));
+    const reset = got.slice(0, got.indexOf('\nid:\n')).split('\n\n').length - 1;
+    const until = withId.find((i) => i >= reset)!;
+    expect(until).toBeGreaterThan(reset);
+    expect(first.slice(reset, until).every((e) => e.id === undefined)).toBe(true);
+    expect(first.slice(until).every((e) => e.id !== undefined)).toBe(true);
+    await new Promise((r) => setTimeout(r, 50));
+    const resume = (last: number) => fetch(`${b}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'last-event-id': eventId(reqId, last), 'x-dynamollm-resumable': '1' }, body: req });
+    // from before the reset, or from inside the range: the client has events after it, 410
+    for (const last of [reset - 1, until - 1]) {
+      const r = await resume(last);
+      expect(r.status).toBe(410);
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe('stream_not_resumable');
+    }
+    // from the last id the client has: every remaining token once, ids from the next index on
+    const r2 = await resume(first.length - 1);
+    expect(r2.status).toBe(200);
+    const rest = events(await r2.text());
+    expect(rest.at(-1)!.data).toBe('[DONE]');
+    const all = [...first, ...rest.slice(0, -1)];
+    expect(rest.slice(0, -1).map((e) => e.id)).toEqual(rest.slice(0, -1).map((_, i) => eventId(reqId, first.length + i)));
+    expect(textOf(all)).toBe(Array.from({ length: n }, (_, i) => word(i)).join(''));
+    expect(log.resumed).toHaveLength(1);
+    expect(log.resumed[0]!.text).toBe(Array.from({ length: log.resumed[0]!.sent }, (_, i) => word(i)).join(''));
   }, 20_000);
 
   it('an event reaches the client only once the journal holds it (acks 30 ms late)', async () => {
