@@ -79,6 +79,28 @@ describe('chaos kill watcher', () => {
     await w;
   });
 
+  it('an instance kill during a gap in the cluster status: its leave is timed no earlier than the first status answered after it, which is recorded', async () => {
+    // the instance's manager back at the 3rd read of the tree (pid 11 under the same id)
+    const read = (() => {
+      let n = 0;
+      return () => (++n >= 3 ? [{ pid: 11, ppid: 1, kind: 'instance', id: 'i1' }] : []) as Proc[];
+    })();
+    const ready = { pools: [{ id: 'pool-all', instances: [{ id: 'i1', state: 'ready' }] }] } as unknown as ClusterStatus;
+    let status = ready;
+    let statusAt = Date.now() - 300; // read before the kill; no planner answers for 5 s
+    const k: Kill = { kind: 'instance', id: 'i1', pid: 10, atMs: Date.now() };
+    const w = watchKill(k, read, () => status, () => statusAt, undefined);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(k.statusAfterMs).toBeUndefined();
+    expect(k.outOfDispatchMs).toBeUndefined();
+    status = { pools: [{ id: 'pool-all', instances: [] }] } as unknown as ClusterStatus;
+    statusAt = Date.now();
+    await vi.advanceTimersByTimeAsync(200);
+    expect(k.statusAfterMs).toBe(5000);
+    expect(k.outOfDispatchMs).toBeGreaterThanOrEqual(k.statusAfterMs!);
+    await w;
+  });
+
   it('shares one read among every caller within its period', async () => {
     let reads = 0;
     const read = sharedRead(() => ++reads, 250);

@@ -197,6 +197,11 @@ export interface Kill {
   led?: string[];
   /** cluster, pool: when the harness last read the cluster status it took leaderBefore and led from (epoch ms); the lease records overrule it where they reach back to the kill. */
   statusSeenMs?: number;
+  /**
+   * instance, engine: the first cluster status answered after the kill, ms. outOfDispatchMs is not below it: until
+   * then the harness holds the status read before the kill, the dead instance ready in it (no planner serving).
+   */
+  statusAfterMs?: number;
 }
 
 /** period of the load average samples the report carries, ms. */
@@ -410,6 +415,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
       // the lease records read: by the watch, by the poll, the watch's starts and failures, the poll's failed reads
       leaseReads: leases?.stats() ?? null,
       timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),
+      // the first cluster status answered after those kills: a leave of dispatch is not seen before it
+      timeToStatusAfterLeaveMs: series((k) => k.statusAfterMs, ['instance', 'engine']),
       timeToRestartMs: series((k) => k.restartMs),
       timeToServeMs: series((k) => k.servingMs, ['gateway']),
       // gateway kills of a replica's standby process (its port served throughout), of the gateway kills
@@ -442,7 +449,8 @@ export interface Leases { log: LeaseLog; pools: readonly string[] }
 /**
  * Follows one kill: when the process is back (a new pid under the same kind and id; an engine: a new
  * engine under its instance), when the lease it held was taken again after it (cluster, pool: from the lease
- * records, timeByLeases), and when the instance left the ready set (instance, engine). Gives up after 60 s.
+ * records, timeByLeases), and when the instance left the ready set (instance, engine: also after the restart, and
+ * statusAfterMs, the first status answered after the kill, which it cannot precede). Gives up after 60 s.
  */
 export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, leases: Leases | undefined, parent?: Proc, gatewayUrl?: string, before: readonly number[] = [k.pid]): Promise<void> {
   // the pools the victim led by the last cluster status read (the lease records overrule it where they reach back)
@@ -455,7 +463,8 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
     // a new leader is awaited only after the kill of one (a standby's kill elects nobody)
     k.restartMs === undefined || (((k.kind === 'cluster' && k.leaderBefore === k.id) || (k.led?.length ?? 0) > 0) && k.newLeaderMs === undefined) || (k.kind === 'nats' && k.statusBackMs === undefined) ||
     (gatewayUrl !== undefined && k.servingMs === undefined);
-  while (Date.now() < until && pending()) {
+  // an instance's leave is followed past its restart: a status not yet answered (no planner serving) holds it ready
+  while (Date.now() < until && (pending() || (instanceId !== undefined && k.outOfDispatchMs === undefined))) {
     await new Promise((r) => setTimeout(r, 100));
     const now = Date.now() - k.atMs;
     // the process tree (a snapshot shared by the watchers) only until the victim is back
@@ -470,6 +479,7 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
     if (gatewayUrl && k.restartMs !== undefined && k.servingMs === undefined && (await fetch(`${gatewayUrl}/healthz`, { signal: AbortSignal.timeout(500) }).then((r) => r.ok, () => false))) k.servingMs = Date.now() - k.atMs;
     // who led at the kill and who took over, from the records seen so far (those of the kill's time may come late)
     if (leases && k.newLeaderMs === undefined) timeByLeases(k, leases.log, leases.pools);
+    if (instanceId && k.statusAfterMs === undefined && statusAt() > k.atMs) k.statusAfterMs = statusAt() - k.atMs;
     const st = status();
     if (!st) continue;
     if (instanceId && k.outOfDispatchMs === undefined) {
