@@ -66,21 +66,22 @@ export const gatewaySchema = z
     /** generated text kept per request for a migration, bytes; past it the request cannot migrate; default 1 MiB. */
     migrationMaxBytes: z.number().int().positive().default(1 << 20),
     /**
-     * the resume journal's deadlines, ms (actors/gateway/journal-writer.ts), each wait bounded by a share of the
-     * request's SLO: a resumable stream's head must be held by JetStream within min(headMs, sloShare x its TTFT SLO)
-     * before its first event (else the stream is served without resumption, header `x-dynamollm-resumable: 0`); the
-     * client's events wait while an entry has waited lagMs for its ack (0: until each is held), and an entry not held
-     * within min(giveUpMs, sloShare x its TBT SLO) ends the stream's resumability (its later events go without ids,
-     * the client's last event id reset; the appends go on, then a stop entry); an append is sent again after
-     * attemptMs unanswered. Each bound passed counts in dynamollm_gateway_journal_timeouts_total{wait}. Defaults
-     * 10000, 1000, 0, 10000, 0.5 (125 ms for a short prompt's head, 50 ms for a write, at Table IV's SLOs).
+     * the resume journal's deadlines, ms (actors/gateway/journal-writer.ts): a resumable stream's head must be held by
+     * JetStream within headMs before its first event (else the stream is served without resumption, header
+     * `x-dynamollm-resumable: 0`); the client's events wait while an entry has waited lagMs for its ack (0: until each
+     * is held), and an entry not held within giveUpMs opens an unresumable range (its later events go without ids, the
+     * client's last event id reset, until the journal holds every event the client was sent); an append is sent again
+     * after attemptMs unanswered. sloShare > 0 also bounds the head's wait by that share of the request's TTFT SLO and
+     * an entry's by that share of its TBT SLO: latency kept through a journal leader's election, resumability given up
+     * meanwhile. Each bound passed counts in dynamollm_gateway_journal_timeouts_total{wait}. Defaults 10000, 1000, 0,
+     * 10000, 0 (no SLO bound).
      */
     journal: z.object({
       headMs: z.number().positive().default(DEFAULT_JOURNAL_TIMING.headMs),
       attemptMs: z.number().positive().default(DEFAULT_JOURNAL_TIMING.attemptMs),
       lagMs: z.number().min(0).default(DEFAULT_JOURNAL_TIMING.lagMs),
       giveUpMs: z.number().positive().default(DEFAULT_JOURNAL_TIMING.giveUpMs),
-      sloShare: z.number().positive().max(1).default(DEFAULT_JOURNAL_TIMING.sloShare),
+      sloShare: z.number().min(0).max(1).default(DEFAULT_JOURNAL_TIMING.sloShare),
     }).strict().default({}),
     /** gateway replicas `dynamollm up` starts (ports port, port+1, ...); default 1. */
     replicas: z.number().int().min(1).max(64).default(1),

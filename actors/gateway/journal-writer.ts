@@ -7,14 +7,15 @@
  * a pause that doubles from 100 ms to 1 s (an entry applied twice folds as once: foldJournal), before any later
  * entry, until the journal holds it, for the journal's retention (RETRY_FOR_MS) at most.
  *
- * Every wait of the client for the journal is bounded by the request's SLO (`sloShare` of it) and a named cap:
+ * Every wait of the client for the journal is bounded by a named cap and, when `sloShare` is set, by that share of the
+ * request's SLO:
  * - the head (the request) must be held before the stream's first event: `head()` resolves true once it is, false
- *   when it is not within headWaitMs = min(headMs, sloShare x the request's TTFT SLO) (the stream is then served
+ *   when it is not within headWaitMs = headMs, or min(headMs, sloShare x the request's TTFT SLO) (the stream is then served
  *   without resumption, and nothing is written);
  * - the client's events wait for the journal through `held()`/`onRelease()` (SseWriter's gate): while an entry has
  *   waited `lagMs` or more for its ack (0: any entry not yet held), the events written to the client wait, so a
  *   client holds no event that the journal may lack, and a gateway that dies leaves the journal at or past its
- *   client's last event. An entry not held within writeWaitMs = min(giveUpMs, sloShare x the request's TBT SLO)
+ *   client's last event. An entry not held within writeWaitMs = giveUpMs, or min(giveUpMs, sloShare x the request's TBT SLO),
  *   of its making opens an unresumable range (`unresumable`: the client's events stop waiting, SseWriter sends them
  *   without event ids and resets the client's last event id, and an open `unresumable` marker is appended right
  *   after the entry in flight, so that a resume from an earlier id is refused rather than answered with events the
@@ -45,7 +46,7 @@ export interface JournalTiming {
   lagMs: number;
   /** an entry other than the head not held within this from its making: an unresumable range opens and the client's events stop waiting. */
   giveUpMs: number;
-  /** the share of the request's SLO a wait may take: the head's of its TTFT SLO, an entry's of its TBT SLO (default 0.5). */
+  /** the share of the request's SLO a wait may take: the head's of its TTFT SLO, an entry's of its TBT SLO (0, the default: no SLO bound, the caps alone). */
   sloShare?: number;
 }
 
@@ -57,19 +58,23 @@ export type JournalTimeout = (wait: 'head' | 'write', boundMs: number, id: strin
 
 /**
  * The defaults (gateway config `journal`): a JetStream stream whose leader died elects another within its election
- * timeout (nats-server: 4-9 s), longer than any SLO, so a wait is bounded by half the request's SLO (a head by half
- * its TTFT SLO: 125 ms for a short prompt; a write by half its TBT SLO: 50 ms), capped at 10 s for a request
- * without one; an append is answered in ~1 ms (p99 3-18 ms, docs/DATAPATH.md) when the stream has a leader, so an
- * attempt gets 1 s.
+ * timeout (nats-server: 4-9 s), longer than any SLO. A wait bounded by the SLO (`sloShare`) keeps a stream's TTFT and
+ * TBT through an election but serves the stream without resumption meanwhile, so a gateway dying then breaks its
+ * clients' streams: in a quiet-host run of 1,000 kills with `sloShare` 0.5 (BENCHMARKS.md, chaos), 3 streams served
+ * without resumption after their 125-ms head bound broke when their gateway was killed 190 ms after they were sent.
+ * So by default a resumable stream waits for the journal (10 s caps: the election's length stalls the streams of that
+ * moment, and none loses its resumability); `sloShare` trades that for latency. An append is answered in ~1 ms
+ * (p99 3-18 ms, docs/DATAPATH.md) when the stream has a leader, so an attempt gets 1 s.
  */
-export const DEFAULT_JOURNAL_TIMING: Required<JournalTiming> = { headMs: 10_000, attemptMs: 1000, lagMs: 0, giveUpMs: 10_000, sloShare: 0.5 };
+export const DEFAULT_JOURNAL_TIMING: Required<JournalTiming> = { headMs: 10_000, attemptMs: 1000, lagMs: 0, giveUpMs: 10_000, sloShare: 0 };
 
-/** The head's and a write's wait bounds of a stream with SLO `slo` (none: the caps), ms. */
+/** The head's and a write's wait bounds of a stream with SLO `slo` (none, or sloShare 0: the caps), ms. */
 export function journalBounds(t: JournalTiming, slo?: JournalSlo): { headWaitMs: number; writeWaitMs: number } {
   const share = t.sloShare ?? DEFAULT_JOURNAL_TIMING.sloShare;
+  const bySlo = slo !== undefined && share > 0;
   return {
-    headWaitMs: slo ? Math.min(t.headMs, share * slo.ttftMs) : t.headMs,
-    writeWaitMs: slo ? Math.min(t.giveUpMs, share * slo.tbtMs) : t.giveUpMs,
+    headWaitMs: bySlo ? Math.min(t.headMs, share * slo.ttftMs) : t.headMs,
+    writeWaitMs: bySlo ? Math.min(t.giveUpMs, share * slo.tbtMs) : t.giveUpMs,
   };
 }
 

@@ -81,6 +81,8 @@ beforeAll(async () => {
     epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
     liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
     timeouts: { resumeGraceMs: 2000 },
+    // the waits bounded by half the request's SLO (the default, 0, waits for the journal's new leader)
+    gateway: { journal: { sloShare: 0.5 } },
     // a quarter of real time: ~30 ms per token, so the answer takes seconds and the kill lands mid-stream
     engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 30_000, initialTp: 1, maxInEngine: 16, maxQueued: 64 },
   };

@@ -19,6 +19,9 @@ import { DEFAULT_JOURNAL_TIMING, JournalWriter, eventId, foldJournal, journalBou
 import { ResumeEntry } from '../../protocols/journal.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 
+/** the journal's waits bounded by half the request's SLO (gateway.journal.sloShare 0.5; the default is 0: the caps alone). */
+const SLO_BOUND = { ...DEFAULT_JOURNAL_TIMING, sloShare: 0.5 };
+
 const head = (kind: 'completion' | 'chat' = 'completion'): ResumeEntry['head'] => ({
   req: { v: 1, id: 'r1', model: 'm', kind, prompt: 'p', inputTokens: 3, maxTokens: 10, arrivalMs: 0, giveUpAtMs: 1, streamSubject: 'dyn.v1.stream.r1' },
   created: 1, includeUsage: true, continuousUsage: false,
@@ -236,12 +239,14 @@ describe('JournalWriter with the journal\'s acknowledgements', () => {
       if (!answer) await new Promise(() => {});
     };
     const slo = { ttftMs: 250, tbtMs: 100 };
-    expect(journalBounds(DEFAULT_JOURNAL_TIMING, slo)).toEqual({ headWaitMs: 125, writeWaitMs: 50 });
-    expect(journalBounds(DEFAULT_JOURNAL_TIMING)).toEqual({ headWaitMs: 10_000, writeWaitMs: 10_000 });
+    // by default the caps alone (a stream stays resumable through a journal leader's election); sloShare adds the SLO's share
+    expect(journalBounds(DEFAULT_JOURNAL_TIMING, slo)).toEqual({ headWaitMs: 10_000, writeWaitMs: 10_000 });
+    expect(journalBounds(SLO_BOUND, slo)).toEqual({ headWaitMs: 125, writeWaitMs: 50 });
+    expect(journalBounds(SLO_BOUND)).toEqual({ headWaitMs: 10_000, writeWaitMs: 10_000 });
     expect(journalBounds({ ...DEFAULT_JOURNAL_TIMING, headMs: 100, sloShare: 1 }, slo)).toEqual({ headWaitMs: 100, writeWaitMs: 100 });
     const timeouts: string[] = [];
     const onTimeout = (wait: 'head' | 'write') => timeouts.push(wait);
-    const w = new JournalWriter(silent, 'r1', 0, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo, onTimeout);
+    const w = new JournalWriter(silent, 'r1', 0, 1 << 20, SLO_BOUND, undefined, slo, onTimeout);
     let t0 = Date.now();
     expect(await w.head(head()!)).toBe(false);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(120);
@@ -250,7 +255,7 @@ describe('JournalWriter with the journal\'s acknowledgements', () => {
     expect(timeouts).toEqual(['head']);
 
     answer = true;
-    const w2 = new JournalWriter(silent, 'r2', 0, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo, onTimeout);
+    const w2 = new JournalWriter(silent, 'r2', 0, 1 << 20, SLO_BOUND, undefined, slo, onTimeout);
     expect(await w2.head(head()!)).toBe(true);
     answer = false;
     w2.text(0, ' a', 1);
@@ -262,6 +267,26 @@ describe('JournalWriter with the journal\'s acknowledgements', () => {
     expect(Date.now() - t0).toBeLessThan(1000);
     expect(w2.unresumable).toMatch(/within 50 ms/);
     expect(timeouts).toEqual(['head', 'write']);
+  });
+
+  it('by default a stream waits for its journal past its SLO (a leader election) and stays resumable', async () => {
+    let answerAt = Infinity;
+    const t0 = Date.now();
+    // the journal answers once 400 ms have passed (a short prompt's TTFT SLO is 250 ms, its TBT SLO 100 ms)
+    const late: JournalAppend = async () => {
+      while (Date.now() < answerAt) await new Promise((r) => setTimeout(r, 10));
+    };
+    answerAt = t0 + 400;
+    const timeouts: string[] = [];
+    const w = new JournalWriter(late, 'r1', 0, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, { ttftMs: 250, tbtMs: 100 }, (wait) => timeouts.push(wait));
+    expect(await w.head(head()!)).toBe(true);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(390);
+    answerAt = Date.now() + 300;
+    w.text(0, ' a', 1);
+    w.flush();
+    await new Promise<void>((r) => w.onRelease(r));
+    expect(w.lost).toBe(false);
+    expect(timeouts).toEqual([]);
   });
 
   it('lagMs > 0: the client waits only for an entry that has waited that long', async () => {
@@ -410,7 +435,7 @@ describe('resume through the HTTP layer of another replica', () => {
 
   it('a journal whose leader is gone: the head waits half the TTFT SLO, then the stream is served at once without resumption', async () => {
     const silent: JournalAppend = () => new Promise(() => {});
-    const journal: StreamJournal = { writer: (id, gen, slo) => new JournalWriter(silent, id, gen, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo), read: async () => [] };
+    const journal: StreamJournal = { writer: (id, gen, slo) => new JournalWriter(silent, id, gen, 1 << 20, SLO_BOUND, undefined, slo), read: async () => [] };
     const a = await replica(fakeBackend({ resumed: [], legs: [] }), journal, () => ({ ttftMs: 250, tbtMs: 100 }));
     const t0 = Date.now();
     const r = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' }, body });
@@ -433,7 +458,7 @@ describe('resume through the HTTP layer of another replica', () => {
       if (e.events && e.from! + e.events.length >= 4) answer = false;
       return Promise.resolve();
     };
-    const journal: StreamJournal = { writer: (id, gen, slo) => new JournalWriter(app, id, gen, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo), read: async (id) => held.filter((e) => e.id === id) };
+    const journal: StreamJournal = { writer: (id, gen, slo) => new JournalWriter(app, id, gen, 1 << 20, SLO_BOUND, undefined, slo), read: async (id) => held.filter((e) => e.id === id) };
     const a = await replica(fakeBackend({ resumed: [], legs: [] }), journal, () => ({ ttftMs: 250, tbtMs: 100 }));
     const t0 = Date.now();
     const r = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' }, body });
@@ -468,7 +493,7 @@ describe('resume through the HTTP layer of another replica', () => {
       if (wait <= 0) return Promise.resolve(hold());
       return new Promise<void>((ok) => setTimeout(() => ok(hold()), wait));
     };
-    const journal: StreamJournal = { writer: (id, gen, slo) => new JournalWriter(app, id, gen, 1 << 20, DEFAULT_JOURNAL_TIMING, undefined, slo), read: async (id) => held.filter((e) => e.id === id) };
+    const journal: StreamJournal = { writer: (id, gen, slo) => new JournalWriter(app, id, gen, 1 << 20, SLO_BOUND, undefined, slo), read: async (id) => held.filter((e) => e.id === id) };
     const log = { resumed: [] as ResumeFrom[], legs: [] as string[] };
     const slo = () => ({ ttftMs: 250, tbtMs: 100 });
     const a = await replica(fakeBackend(log, n), journal, slo);
