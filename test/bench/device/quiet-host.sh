@@ -24,9 +24,9 @@ done
 # DATAPATH=0 leaves the data-path bench out (the twin windows start at once)
 DATAPATH=${DATAPATH:-1} taskset -c 0-3 bash -c '
   [ "$DATAPATH" = 0 ] || node --import tsx test/bench/run.ts datapath > /tmp/qh/datapath.txt 2>&1
-  TWIN_LOG_LEVEL=info TWIN_UP_LOG=/tmp/qh/clock-up.log TWIN_SIM_LOG=/tmp/qh/clock-sim.log \
+  TWIN_LOG_LEVEL=debug TWIN_UP_LOG=/tmp/qh/clock-up.log TWIN_SIM_LOG=/tmp/qh/clock-sim.log \
     node --import tsx test/bench/run.ts twin.bench > /tmp/qh/twin-clock.txt 2>&1
-  TWIN_LOG_LEVEL=info TWIN_UP_LOG=/tmp/qh/reshard-up.log TWIN_SIM_LOG=/tmp/qh/reshard-sim.log \
+  TWIN_LOG_LEVEL=debug TWIN_UP_LOG=/tmp/qh/reshard-up.log TWIN_SIM_LOG=/tmp/qh/reshard-sim.log \
     node --import tsx test/bench/run.ts twin-reshard > /tmp/qh/twin-reshard.txt 2>&1' &
 while [ $(( $(date +%s) - T0 )) -lt "$LIMIT_S" ] && [ -n "$(jobs -r)" ]; do sleep 5; echo "$(date -u +%T) $(cut -d' ' -f1-3 /proc/loadavg)" >> /tmp/qh/load.txt; done
 { echo "== ended at $(( $(date +%s) - T0 )) s; still running: $(jobs -r | wc -l)"
