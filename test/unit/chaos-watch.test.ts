@@ -101,6 +101,23 @@ describe('chaos kill watcher', () => {
     await w;
   });
 
+  it('a first status after the kill that lists the instance ready, its process back: the leave was missed, no figure', async () => {
+    const read = () => [{ pid: 11, ppid: 1, kind: 'instance', id: 'i1' }] as Proc[];
+    const status = { pools: [{ id: 'pool-all', instances: [{ id: 'i1', state: 'ready' }] }] } as unknown as ClusterStatus;
+    let statusAt = Date.now() - 300;
+    const k: Kill = { kind: 'instance', id: 'i1', pid: 10, atMs: Date.now() };
+    let done = false;
+    const w = watchKill(k, read, () => status, () => statusAt, undefined).then(() => (done = true));
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(done).toBe(false);
+    statusAt = Date.now();
+    await vi.advanceTimersByTimeAsync(200);
+    expect(done).toBe(true);
+    expect(k.statusAfterMs).toBe(3000);
+    expect(k.outOfDispatchMs).toBeUndefined();
+    await w;
+  });
+
   it('shares one read among every caller within its period', async () => {
     let reads = 0;
     const read = sharedRead(() => ++reads, 250);

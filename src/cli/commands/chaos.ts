@@ -449,8 +449,8 @@ export interface Leases { log: LeaseLog; pools: readonly string[] }
 /**
  * Follows one kill: when the process is back (a new pid under the same kind and id; an engine: a new
  * engine under its instance), when the lease it held was taken again after it (cluster, pool: from the lease
- * records, timeByLeases), and when the instance left the ready set (instance, engine: also after the restart, and
- * statusAfterMs, the first status answered after the kill, which it cannot precede). Gives up after 60 s.
+ * records, timeByLeases), and when the instance left the ready set (instance, engine: up to the first status answered
+ * after the kill, statusAfterMs, also when that comes after the restart). Gives up after 60 s.
  */
 export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, leases: Leases | undefined, parent?: Proc, gatewayUrl?: string, before: readonly number[] = [k.pid]): Promise<void> {
   // the pools the victim led by the last cluster status read (the lease records overrule it where they reach back)
@@ -463,8 +463,10 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
     // a new leader is awaited only after the kill of one (a standby's kill elects nobody)
     k.restartMs === undefined || (((k.kind === 'cluster' && k.leaderBefore === k.id) || (k.led?.length ?? 0) > 0) && k.newLeaderMs === undefined) || (k.kind === 'nats' && k.statusBackMs === undefined) ||
     (gatewayUrl !== undefined && k.servingMs === undefined);
-  // an instance's leave is followed past its restart: a status not yet answered (no planner serving) holds it ready
-  while (Date.now() < until && (pending() || (instanceId !== undefined && k.outOfDispatchMs === undefined))) {
+  // an instance's leave is followed past its restart up to the first status answered after the kill (while no
+  // planner serves, the status held is the one read before it): a status then listing it ready, its process back,
+  // missed the leave, which gets no figure
+  while (Date.now() < until && (pending() || (instanceId !== undefined && k.outOfDispatchMs === undefined && k.statusAfterMs === undefined))) {
     await new Promise((r) => setTimeout(r, 100));
     const now = Date.now() - k.atMs;
     // the process tree (a snapshot shared by the watchers) only until the victim is back
