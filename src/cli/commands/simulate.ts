@@ -11,6 +11,7 @@ import { POLICY_NAMES, paperFiguresFor, type Fidelity, type PolicyName, type Sim
 import { simulateMany } from '../../sim/parallel.ts';
 import { table, html } from '../../sim/report.ts';
 import { detectTraceTimeUnit, TIME_UNITS, type TimeUnit } from '../../sim/trace.ts';
+import { ConfigError, defaultConfig, loadConfig } from '../../../actors/common/config.ts';
 
 const DESCRIPTION = `Trace files: Azure/BurstGPT CSV or JSONL (timestamp|time|arrival_time, input_length|input_tokens|prompt_tokens,
 output_length|output_tokens|completion_tokens, optional hash_ids: prefix-block hashes, e.g. Mooncake traces);
@@ -57,6 +58,8 @@ interface SimulateOptions {
   clusterEpochFloorS?: string;
   drainMigrateS?: string;
   speed: string;
+  config?: string;
+  statusIntervalMs?: string;
 }
 
 export function register(cmd: Command, exit: ExitCode): void {
@@ -95,6 +98,8 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--sleep-standby-window-s <s>', 'with --sleep-standby on: how long its forecast remembers the busiest 10 s of a pool\'s arrivals, s (default 180)')
     .option('--server-boot-s <s>', 'with --unused-servers off: a server\'s boot time, s (default 120: Table V, a VM 1-2 min)')
     .option('--power-reserve <n>', 'with --unused-servers off: idle powered servers kept beyond the grants (default 1)')
+    .option('--config <file>', "a cluster config (up's YAML/JSON): the simulated instances publish their statuses every its liveness.statusIntervalMs")
+    .option('--status-interval-ms <ms>', "step fidelity: the interval between two statuses of an instance, ms (default: --config's liveness.statusIntervalMs, else the live default, 1000)")
     .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
     .addOption(jsonOption())
     .option('--out <file>', 'also write every number, time series included, as JSON to FILE')
@@ -137,6 +142,26 @@ function onOff(x: string, flag: string): 'on' | 'off' {
 function unusedServersOf(x: string): 'powered' | 'off' {
   if (x !== 'powered' && x !== 'off') throw new UsageError(`--unused-servers must be powered or off, got '${x}'`);
   return x;
+}
+
+/**
+ * The interval of the simulated instances' statuses to their pool's dispatch, ms: --status-interval-ms, else the
+ * liveness.statusIntervalMs of --config, else the live cluster's default (a config without liveness), so that the
+ * simulated dispatch reads statuses as old as the live cluster's would be.
+ */
+export function statusIntervalOf(v: Pick<SimulateOptions, 'config' | 'statusIntervalMs'>): number {
+  if (v.statusIntervalMs !== undefined) {
+    const ms = num(v.statusIntervalMs, 'status-interval-ms');
+    if (!(ms >= 1 && Number.isFinite(ms))) throw new UsageError(`--status-interval-ms must be at least 1, got ${v.statusIntervalMs}`);
+    return ms;
+  }
+  if (v.config === undefined) return defaultConfig().liveness.statusIntervalMs;
+  try {
+    return loadConfig(inputFile(v.config, '--config')).liveness.statusIntervalMs;
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(err.message);
+    throw err;
+  }
 }
 
 /** Share of refused (over-context) requests above which simulate prints a warning. */
@@ -204,6 +229,7 @@ async function simulate(v: SimulateOptions): Promise<number> {
     reshardExecution: reshardExecutionOf(v.reshardExecution),
     predictor: predictorOf(v.predictor, fidelity),
     unusedServers: unusedServersOf(v.unusedServers),
+    instanceStatusIntervalMs: statusIntervalOf(v),
     sleepStandby: onOff(v.sleepStandby, 'sleep-standby'),
     ...(v.sleepStandbyWindowS !== undefined ? { sleepStandbyWindow: { windowMs: positive(num(v.sleepStandbyWindowS, 'sleep-standby-window-s'), 'sleep-standby-window-s') * 1000 } } : {}),
     ...(v.serverBootS !== undefined ? { serverBootS: positive(num(v.serverBootS, 'server-boot-s'), 'server-boot-s') } : {}),
