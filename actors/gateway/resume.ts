@@ -192,9 +192,17 @@ export function jetStreamAppend(bus: Bus, clock: Clock = systemClock): JournalAp
         w.refused(new DynError('timeout', 'the resume journal did not answer in time', { retryable: true }));
       }
     }, APPEND_SWEEP_MS);
-    void bus.nc.closed().then(() => clock.clearInterval(sweep));
+    // a closed connection answers nothing more: every append still waiting is refused at once, not left unsettled
+    void bus.nc.closed().then(() => {
+      clock.clearInterval(sweep);
+      for (const [k, w] of waiting) {
+        waiting.delete(k);
+        w.refused(new DynError('unavailable', 'the NATS connection closed before the resume journal answered', { retryable: true }));
+      }
+    });
   };
   return (e, timeoutMs) => new Promise<void>((held, refused) => {
+    if (bus.nc.isClosed()) return refused(new DynError('unavailable', 'the NATS connection is closed', { retryable: true }));
     if (prefix === '') start();
     const token = (next++).toString(36);
     waiting.set(token, { held, refused, until: clock.now() + timeoutMs });

@@ -62,6 +62,26 @@ describe('jetStreamAppend', () => {
     expect((await readJournal(gw, 'j3', 5000)).map((e) => e.head?.req.id)).toEqual(['j3']);
   }, 30_000);
 
+  it('an append waiting when its connection closes: refused at once, not left waiting past its deadline', async () => {
+    const gw2 = await Bus.connect({ servers: nats.url, name: 'gw2', ...nats.creds('gateway'), inboxPrefix: inboxPrefix('gateway', 'gw-2'), log: silentLogger(), reconnect: false });
+    const append = jetStreamAppend(gw2);
+    await append(head('j6'), 2000);
+    // the server stopped (SIGSTOP): the entry is sent, no answer comes; then the connection closes under it
+    process.kill(nats.pid, 'SIGSTOP');
+    try {
+      const waiting = append(head('j7'), 20_000);
+      const settled = waiting.then(() => 'held', (e: unknown) => (e as Error).message);
+      await new Promise((r) => setTimeout(r, 200));
+      const t0 = Date.now();
+      await gw2.close().catch(() => {});
+      expect(await Promise.race([settled, new Promise((r) => setTimeout(() => r('still waiting'), 3000))])).toMatch(/closed/);
+      expect(Date.now() - t0).toBeLessThan(3000);
+      await expect(append(head('j8'), 20_000)).rejects.toMatchObject({ code: 'unavailable' });
+    } finally {
+      process.kill(nats.pid, 'SIGCONT');
+    }
+  }, 30_000);
+
   it('with the server gone: refused within the deadline', async () => {
     const append = jetStreamAppend(gw);
     await append(head('j4'), 2000);
