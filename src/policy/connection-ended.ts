@@ -54,8 +54,3 @@ export function connectionEndedSeen(s: EndedConnections, conn: NatsConnectionId,
 export function connectionEnded(s: EndedConnections, conn: NatsConnectionId | undefined): boolean {
   return conn !== undefined && s.ended.has(key(conn));
 }
-
-/** Whether two connection ids name the same connection. */
-export function sameConnection(a: NatsConnectionId | undefined, b: NatsConnectionId): boolean {
-  return a !== undefined && a.server === b.server && a.client === b.client;
-}
