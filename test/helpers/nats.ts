@@ -147,6 +147,18 @@ function existsBin(p: string): boolean {
  * buckets and streams. Each server listens on its own free port; `urls` lists them all.
  */
 export async function startNatsCluster(n = 3): Promise<{ urls: string[]; servers: TestNats[]; stop(): Promise<void> }> {
+  // the route ports are chosen before the servers start: one taken meanwhile (by another server's client port, or
+  // any process's) fails that server's start, and the whole cluster is tried again on new ports
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startNatsClusterOnce(n);
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startNatsClusterOnce(n: number): Promise<{ urls: string[]; servers: TestNats[]; stop(): Promise<void> }> {
   const routePorts: number[] = [];
   for (let i = 0; i < n; i++) routePorts.push(await freePort());
   const name = `dyn-test-${randomBytes(3).toString('hex')}`;

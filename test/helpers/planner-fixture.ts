@@ -7,6 +7,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { creds, type startNatsCluster } from './nats.ts';
 
@@ -22,6 +23,21 @@ export async function bucketsWhenReady(admin: Bus, make: () => Promise<unknown>)
       if (Date.now() > until) throw err;
       await new Promise((r) => setTimeout(r, 250));
     }
+  }
+}
+
+/**
+ * Moves the raft leader of `stream` (an R3 stream) off the server `server` names (`<name>-<index>`), asking it to step
+ * down until another server leads (30 s at most): a server frozen later then costs the stream no election.
+ */
+export async function streamLeaderOff(admin: Bus, stream: string, server: string | undefined): Promise<void> {
+  const jsm = await jetstreamManager(admin.nc);
+  for (const until = Date.now() + 30_000; ;) {
+    const leader = await jsm.streams.info(stream).then((i) => i.cluster?.leader, () => undefined);
+    if (leader && leader !== server) return;
+    if (Date.now() > until) throw new Error(`stream ${stream} still led by ${String(leader)}`);
+    if (leader) await admin.nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, undefined, { timeout: 2000 }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 500));
   }
 }
 
