@@ -36,14 +36,6 @@ const LONG_FILES = {
   // arbitration, prefill floor, emergency ladder, moves, the seats lent to gateways as admission credits) in one
   // transition function, as issue 16 asks
   'src/policy/machines/instance.ts': 745,
-  // the pool's pure state machine: instance tracking, dispatch with its tries and holds, moves, reconciliation
-  // and the staggered re-shard's steps (never leaving a loaded pool dark), the dispatched list a successor adopts and dispatch idempotent by
-  // request id, the deaths a standby saw before it led and the process each request went to, the drains a dead
-  // leader's re-shard left, the re-shard a successor finishes from its stored target (no command before that target
-  // is stored; one stored while no instance was in view waits for the planner's assignment), and the holds while
-  // capacity is coming, no liveness verdict while its own link is down and no dispatch to an instance whose NATS
-  // connection the server said ended (issue 13), all in one transition function as issue 16 asks
-  'src/policy/machines/pool.ts': 1010,
 };
 const MAX_LINES = 600;
 

@@ -1,5 +1,5 @@
 /**
- * A re-shard carried out as the live pool machine carries it out (src/policy/machines/pool.ts beginReshard,
+ * A re-shard carried out as the live pool machine carries it out (src/policy/machines/pool-reshard.ts beginReshard,
  * nextUnit): the staggered units of src/policy reshardSteps, one at a time, in order, each unit's steps in the
  * order src/policy unitSteps gives both.
  * - A unit whose GPUs no instance holds starts its new instance first and retires the ones it replaces once

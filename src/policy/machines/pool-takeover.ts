@@ -4,7 +4,7 @@
  * Pure helpers of poolStep: they edit the state poolStep handed them and add effects.
  */
 import type { InstanceStatus, PoolAssignment } from '../../../protocols/control.ts';
-import type { PoolEffect, PoolMachineConfig, PoolMachineState, StoredReshard } from './pool.ts';
+import type { PoolEffect, PoolMachineConfig, PoolMachineState, StoredReshard } from './pool-types.ts';
 
 /** The same assignment (a re-send of it): epoch, issuer and issue time. */
 function sameAssignment(a: PoolAssignment, b: PoolAssignment): boolean {

@@ -19,7 +19,7 @@ import type { Profile } from '../../model/profile-types.ts';
 import { dispatchRequest } from '../dispatch.ts';
 import { PREFIX_CHUNK_CHARS, PREFIX_CHUNK_TOKENS, RoutedPrefixes, kvCacheChunks, preferPrefixHolder, prefixHitShare, promptChunkHashes } from '../prefix.ts';
 import { routePools } from './cluster.ts';
-import type { TrackedInstance } from './pool.ts';
+import type { TrackedInstance } from './pool-types.ts';
 import { creditStatus, type CreditLines } from './credits.ts';
 import type { NatsConnectionId } from '../../../protocols/nats-advisory.ts';
 import { connectionEnded, connectionEndedSeen, endedKeepMs, initialEndedConnections, type EndedConnections } from '../connection-ended.ts';
