@@ -147,7 +147,8 @@ export class Simulation extends SimFluidModel {
     let nextSleep = this.sleepStandbyOn ? PEER_STATUS_MS : Infinity;
     let lastT = 0;
     while (true) {
-      const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs) : Infinity;
+      // a request reaches the dispatch the data path's time after its client sent it (SimOptions.requestPathMs)
+      const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs + this.pathToEngineMs) : Infinity;
       const tStep = this.stepHeap.peekTime();
       const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.epochHeap.peekTime(), this.statusHeap.peekTime(), this.nextReadyMs, nextSleep, this.sleepDueMs);
       const t = Math.min(tArr, tStep, tTimer);

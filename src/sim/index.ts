@@ -175,9 +175,10 @@ export function loadHighs(): Promise<HighsLike> {
 
 /**
  * `taps.onInstanceStep`: every transition of every instance machine (step fidelity), for tests that replay them;
- * `taps.onPoolDecision`: each pool machine's re-shard decision with its inputs (the twin check's log).
+ * `taps.onPoolDecision`: each pool machine's re-shard decision with its inputs (the twin check's log);
+ * `taps.onRequest`: each request served, its arrival, true type and TTFT (the twin check's per-request log).
  */
-export async function simulate(opts: SimOptions, onProgress?: (f: number) => void, taps: Pick<EngineInputs, 'onInstanceStep' | 'onPoolDecision'> = {}): Promise<SimResult> {
+export async function simulate(opts: SimOptions, onProgress?: (f: number) => void, taps: Pick<EngineInputs, 'onInstanceStep' | 'onPoolDecision' | 'onRequest'> = {}): Promise<SimResult> {
   const profile = profileFor(opts.model, opts.gpu, opts.profilePath);
   // the step model is the one the profile was generated from (its engine generation), as in the emulator
   const perf = profile.source.kind === 'model' && profile.model === opts.model && profile.gpu === opts.gpu ? perfModelOfProfile(profile) : createPerfModel(opts.model, opts.gpu);

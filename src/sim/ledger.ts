@@ -42,6 +42,9 @@ export abstract class SimLedger {
   protected readonly classifier: SimClassifier;
   /** SLO throughput kept free by provisioning, sharding, clock and dispatch choices; default 0.2. */
   protected readonly headroom: number;
+  /** step: the live data path's time from the client's send to the dispatch, and from the engine's token to the client, ms (SimOptions.requestPathMs). */
+  protected readonly pathToEngineMs: number;
+  protected readonly pathToClientMs: number;
   protected pools: SimPool[] = [];
   /** per type: the pool its requests go to first (overload spills to the longer pools). */
   protected route = new Map<RequestType, SimPool>();
@@ -145,6 +148,10 @@ export abstract class SimLedger {
     if (!(statusEvery >= 1 && Number.isFinite(statusEvery))) throw new RangeError(`instanceStatusIntervalMs must be at least 1 ms, got ${statusEvery}`);
     for (const ph of statusPhases) if (!(ph > 0 && ph <= statusEvery)) throw new RangeError(`instanceStatusPhaseMs must be in (0, ${statusEvery}] ms, got ${ph}`);
     if (this.o.instanceStatusPhaseMs !== undefined && (this.fidelity !== 'step' || !this.useDispatchPolicy || !statusPhases.length)) throw new RangeError('instanceStatusPhaseMs: step fidelity, the policy dispatch, at least one phase');
+    this.pathToEngineMs = this.o.requestPathMs?.toEngineMs ?? 0;
+    this.pathToClientMs = this.o.requestPathMs?.toClientMs ?? 0;
+    for (const [k, v] of [['toEngineMs', this.pathToEngineMs], ['toClientMs', this.pathToClientMs]] as const) if (!(v >= 0 && Number.isFinite(v))) throw new RangeError(`requestPathMs.${k} must be a finite number >= 0 ms, got ${v}`);
+    if ((this.pathToEngineMs || this.pathToClientMs) && this.fidelity !== 'step') throw new RangeError('requestPathMs: step fidelity only');
     if (this.o.predictor === 'online' && this.fidelity !== 'step') throw new RangeError("the online predictor learns from completed requests: step fidelity only (--fidelity step)");
     this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, longInputMax: this.longInputMax, model: this.o.model });
   }

@@ -71,6 +71,8 @@ export interface EngineInputs {
   onInstanceStep?: (instance: string, cfg: InstanceMachineConfig, ev: InstanceEvent, now: number, effects: InstanceEffect[]) => void;
   /** each pool machine's re-shard decision (take or keep) with the inputs it decided on (the live pool leader logs the same event). */
   onPoolDecision?: (pool: string, now: number, event: { summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> }) => void;
+  /** each request served (step fidelity): its arrival, true type and TTFT, ms (the twin check's per-request log). */
+  onRequest?: (r: { arrivalMs: number; type: RequestType; ttftMs: number }) => void;
 }
 
 /** EWMA window of an instance's offered-load estimate, s (dispatch adds 1/window per request: policy default 0.1). */

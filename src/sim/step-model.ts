@@ -271,7 +271,9 @@ export abstract class SimStepModel extends SimClocks {
     if (c.pred !== c.type) this.misclassified++;
     const home = this.route.get(c.pred);
     const slo = promptTtftSloMs(TTFT_SLO_MS[inputClassOf(c.type)], r.inputTokens) * this.sloScale;
-    const req: CoreRequest = { id, arrivalMs: now, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: now + slo, prefixHashes: r.hashIds };
+    // its arrival is the client's send, the data path's time (SimOptions.requestPathMs) before the dispatch now
+    const arrivalMs = now - this.pathToEngineMs;
+    const req: CoreRequest = { id, arrivalMs, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: arrivalMs + slo, prefixHashes: r.hashIds };
     if (this.useDispatchPolicy) {
       // the pools intake tries (policy routePools, as the live intake and gateway: the type's, then the pools of the
       // longer types in its chain, those with a ready instance when any has one), each dispatching through its
@@ -302,7 +304,7 @@ export abstract class SimStepModel extends SimClocks {
       return;
     }
     let at: SimInstance = inst;
-    const st: ReqState = { arrivalMs: now, ttftSloMs: slo, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst: at, moves: 0 };
+    const st: ReqState = { arrivalMs, ttftSloMs: slo, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst: at, moves: 0 };
     this.reqs.set(id, st);
     at.outstanding++;
     // the instance machine may refuse (backpressure, a full queue): the next instance of the pool, at most 4 tries
@@ -384,9 +386,11 @@ export abstract class SimStepModel extends SimClocks {
 
   protected finish(id: string, st: ReqState): void {
     const k = TYPE_INDEX[st.type];
-    const ttft = st.firstMs - st.arrivalMs;
+    // the client's: the first token reaches it the data path's time after the engine emitted it (SimOptions.requestPathMs)
+    const ttft = st.firstMs + this.pathToClientMs - st.arrivalMs;
     this.ttft[st.type].push(ttft);
     this.ttftOverSlo[st.type].push(ttft / st.ttftSloMs);
+    this.inp.onRequest?.({ arrivalMs: st.arrivalMs, type: st.type, ttftMs: ttft });
     const meanTbt = st.tbtN ? st.tbtSum / st.tbtN : 0;
     this.done[k]++;
     this.classifier.completed(id);

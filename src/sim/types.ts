@@ -201,6 +201,15 @@ export interface SimOptions {
    */
   instanceStatusIntervalMs?: number;
   /**
+   * step fidelity: the live data path's own time, ms, which the engine's TTFT does not hold (docs/DATAPATH.md): a
+   * request reaches its pools' dispatch `toEngineMs` after the client sent it (the gateway's HTTP parse, the prompt's
+   * count, routing, the admission or the credit, the engine request's write), and its tokens reach the client
+   * `toClientMs` after the engine emits them (the engine's stream to the gateway, its SSE write, the client's read).
+   * The request's arrival (its TTFT's start and its deadline's) stays the client's send; its TTFT holds both.
+   * Each default 0 (the paper's simulation: TTFT is the engine's). The twin check passes the live cluster's.
+   */
+  requestPathMs?: { toEngineMs?: number; toClientMs?: number };
+  /**
    * how a pool carries out a re-shard decision. 'units' (the live pool machine's way): its staggered units one
    * at a time; a unit on GPUs an instance holds drains and stops it first, and the new instance serves after an
    * engine start (`costs.instanceStartS`). 'overlap' (the paper's NVLink re-shard): the old layout serves until

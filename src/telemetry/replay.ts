@@ -37,6 +37,8 @@ export interface ReplayOptions {
   maxInflight?: number;
   /** called about twice a second. */
   onProgress?: (p: ReplayProgress) => void;
+  /** called as each request ends (a look at single requests: the twin check's per-request log). */
+  onResult?: (r: ReplayRequestResult) => void;
   signal?: AbortSignal;
 }
 
@@ -49,6 +51,19 @@ export interface ReplayProgress {
   failed: number;
   traceMs: number;
   elapsedMs: number;
+}
+
+/** One request's outcome, as measured by the client. */
+export interface ReplayRequestResult {
+  /** its offset in the trace window (from the window's first row), trace ms. */
+  traceMs: number;
+  type: RequestType;
+  inputTokens: number;
+  outcome: 'ok' | 'rejected' | 'failed';
+  /** time to its first token, ms (x timeScale); undefined when none came. */
+  ttftMs?: number;
+  /** how late it was sent against its due time, ms (wall). */
+  lateMs: number;
 }
 
 export interface TypeStats {
@@ -313,8 +328,10 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
         continue;
       }
       prog.inflight++;
+      const sent = { traceMs: prog.traceMs, lateMs: late[late.length - 1]! };
       results.push(
         oneRequest({ url, apiKey: opts.apiKey, model, rec, type, timeoutMs: opts.requestTimeoutMs ?? 300_000, timeScale, signal: opts.signal }).then((r) => {
+          opts.onResult?.({ ...sent, type, inputTokens: rec.inputTokens, outcome: r.outcome, ...(r.ttftMs !== undefined ? { ttftMs: r.ttftMs } : {}) });
           prog.inflight--;
           prog.done++;
           prog[r.outcome]++;

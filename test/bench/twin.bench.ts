@@ -158,6 +158,30 @@ export function statusPhasesOf(log: string, replayStartMs: number, intervalMs: n
   return { phases: timers.map((x) => ((x.first - replayStartMs) % every) || every), intervalMs: every };
 }
 
+/**
+ * The live data path's time from a request's arrival at the gateway to its instance (the instance managers' admission
+ * log, debug level: each admission's ageMs, the instance's clock less the gateway's arrival stamp; a request started on
+ * a credit is in its engine already when its instance hears of it, a hop later): the median over the admissions after
+ * the replay's start, ms; undefined when the log has none (info level).
+ */
+export function admissionAgeOf(log: string, replayStartMs: number): number | undefined {
+  const ages: number[] = [];
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{') || !line.includes('"msg":"admission"')) continue;
+    let j: { time?: number; ageMs?: number; moves?: number };
+    try {
+      j = JSON.parse(line) as typeof j;
+    } catch {
+      continue;
+    }
+    if (j.time === undefined || j.time < replayStartMs || typeof j.ageMs !== 'number' || (j.moves ?? 0) > 0) continue;
+    ages.push(j.ageMs);
+  }
+  if (!ages.length) return undefined;
+  ages.sort((a, b) => a - b);
+  return ages[Math.floor((ages.length - 1) / 2)]!;
+}
+
 const round1 = (x: number | null | undefined) => (x == null ? '-' : Math.round(x * 10) / 10);
 const ratio = (sim: number | null | undefined, live: number | null | undefined) => (sim != null && live != null && live > 0 ? (sim / live).toFixed(3) : '-');
 
@@ -189,10 +213,12 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   const windowS = spec.windowS;
   const speed = spec.speed ?? 1;
   const cluster = await up(spec.config);
+  const reqLog: string[] = [];
   let live;
   const load0 = loadavg()[0];
   try {
-    live = await replayTrace({ trace: TRACE, url: cluster.base, speed, durationS: windowS });
+    // TWIN_REQ_LOG=FILE: each request's TTFT on both sides as JSON lines ({side, atMs (wall ms after the window's start), type, ttftMs})
+    live = await replayTrace({ trace: TRACE, url: cluster.base, speed, durationS: windowS, ...(process.env.TWIN_REQ_LOG ? { onResult: (r) => reqLog.push(JSON.stringify({ side: 'live', atMs: r.traceMs / speed, type: r.type, ttftMs: r.ttftMs ?? null, lateMs: r.lateMs })) } : {}) });
   } finally {
     await cluster.stop();
     if (process.env.TWIN_UP_LOG) writeFileSync(process.env.TWIN_UP_LOG, (live ? JSON.stringify({ twin: 'replay_start', time: live.startedAtMs }) + '\n' : '') + cluster.output());
@@ -206,7 +232,13 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // clock after, follows where in the instances' epochs it falls (the notes give the simulation at other phases)
   const epochMs = (spec.sim.epochs?.instanceS ?? c.epochs.instanceS) * 1000;
   const phase = epochPhasesOf(cluster.output(), live.startedAtMs, epochMs);
+  // the live data path's own time (SimOptions.requestPathMs): to the engine, the live admissions' median age (debug
+  // level) or TWIN_PATH_IN_MS; to the client, TWIN_PATH_OUT_MS (default 0.3 ms: the gateway's own time from the
+  // engine's first bytes to the client's first write, docs/DATAPATH.md "The first token's path")
+  const toEngineMs = process.env.TWIN_PATH_IN_MS !== undefined ? Number(process.env.TWIN_PATH_IN_MS) : admissionAgeOf(cluster.output(), live.startedAtMs) ?? 0;
+  const toClientMs = Number(process.env.TWIN_PATH_OUT_MS ?? 0.3);
   const simOpts: SimOptions = {
+    requestPathMs: { toEngineMs, toClientMs },
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
     instanceLimits: { maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued, rejectAfterMs: c.emergency.rejectAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS },
     // the live intake's classifier (the gateway's online output predictor, max_tokens the trace's output as replay sends it)
@@ -216,22 +248,32 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // and their statuses at the live ones' schedules (debug level logs each status): which instance the dispatch picks
   // follows the load each instance's last status showed
   const statusPhases = phase ? statusPhasesOf(cluster.output(), live.startedAtMs, c.liveness.statusIntervalMs, phase.ids) : undefined;
+  const onRequest = process.env.TWIN_REQ_LOG ? { onRequest: (r: { arrivalMs: number; type: string; ttftMs: number }) => reqLog.push(JSON.stringify({ side: 'sim', atMs: r.arrivalMs, type: r.type, ttftMs: r.ttftMs })) } : {};
   const sim = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), ...(statusPhases ? { instanceStatusPhaseMs: statusPhases.phases, instanceStatusIntervalMs: statusPhases.intervalMs } : {}) }, undefined, process.env.TWIN_SIM_LOG ? {
+    ...onRequest,
     onInstanceStep: (instance, _cfg, ev, t, fx) => {
       // each admission, as the live instance manager's debug log tells it (actors/instance-manager/machine-io.ts admissionLog)
       if (ev.type === 'admit' || ev.type === 'credited_start') simEvents.push(JSON.stringify({ tMs: t, instance, admission: ev.type, rid: ev.req.id, type: ev.req.type, inputTokens: ev.req.inputTokens, moves: ev.req.moves, ageMs: t - ev.req.arrivalMs, taken: fx.some((e) => (e.kind === 'admitted' || e.kind === 'start') && e.id === ev.req.id) }));
       for (const e of fx) if (e.kind === 'event') simEvents.push(JSON.stringify({ tMs: t, instance, event: e.event, summary: e.summary, decision: e.decision, inputs: e.inputs }));
     },
     onPoolDecision: (pool, t, e) => simEvents.push(JSON.stringify({ tMs: t, pool, event: 'reshard', summary: e.summary, decision: e.decision, inputs: e.inputs })),
-  } : {});
+  } : onRequest);
   if (process.env.TWIN_SIM_LOG) writeFileSync(process.env.TWIN_SIM_LOG, simEvents.join('\n') + '\n');
+  if (process.env.TWIN_REQ_LOG) writeFileSync(process.env.TWIN_REQ_LOG, reqLog.join('\n') + '\n');
   // the simulation at TWIN_PHASES other phases, evenly over the epoch, every instance at the same one (default 10; 0:
   // none): how far energy and the clock decisions move with the phase alone
+  type Tails = Partial<Record<string, { ttft: number; tbt: number }>>;
+  const tailsOf = (r: Awaited<ReturnType<typeof simulate>>): Tails => Object.fromEntries(Object.entries(r.latency.byType).filter(([, x]) => x?.requests).map(([t, x]) => [t, { ttft: x!.ttftP99Ms, tbt: x!.tbtP99Ms }]));
+  // the same simulation without the data path (the engine's TTFT alone): what the path's time moves
+  const atLive = { ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), ...(statusPhases ? { instanceStatusPhaseMs: statusPhases.phases, instanceStatusIntervalMs: statusPhases.intervalMs } : {}) };
+  const noPath = await simulate({ ...simOpts, ...atLive, requestPathMs: { toEngineMs: 0, toClientMs: 0 } });
+  const scanTails: Tails[] = [];
   const scan: { phaseMs: number; J: number; clock: number }[] = [];
   const nPhases = Number(process.env.TWIN_PHASES ?? 10);
   for (let k = 1; k <= nPhases; k++) {
     const r = await simulate({ ...simOpts, instanceEpochPhaseMs: (k * epochMs) / nPhases });
     scan.push({ phaseMs: (k * epochMs) / nPhases, J: r.energyKWh * 3.6e6, clock: r.reconfigurations.clock });
+    scanTails.push(tailsOf(r));
   }
   // the simulation at TWIN_STATUS_SCAN (default 5) other status schedules, each instance the cluster starts with at a
   // phase drawn over the status interval (seeded): how far energy and the clock decisions move with where the
@@ -244,12 +286,16 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     const every = statusPhases?.intervalMs ?? 500;
     const r = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), instanceStatusIntervalMs: every, instanceStatusPhaseMs: Array.from({ length: n }, () => 1 + draw() * (every - 1)) });
     statusScan.push({ J: r.energyKWh * 3.6e6, clock: r.reconfigurations.clock });
+    scanTails.push(tailsOf(r));
   }
   const rows: Record<string, string | number>[] = [];
   const liveJ = live.clusterEnergyJ;
   const simJ = sim.energyKWh * 3.6e6;
   rows.push({ quantity: 'requests served', live: live.ok, simulated: Object.values(sim.latency.byType).reduce((n, x) => n + (x?.requests ?? 0), 0), 'sim / live': ratio(Object.values(sim.latency.byType).reduce((n, x) => n + (x?.requests ?? 0), 0), live.ok) });
-  rows.push({ quantity: 'energy J (modelled both sides)', live: liveJ === null ? '-' : Math.round(liveJ), simulated: Math.round(simJ), 'sim / live': ratio(simJ, liveJ) });
+  // the simulation's own band over its phase and status scans (sim / live), beside the one at the live phases
+  const scanned = [...scan, ...statusScan];
+  const bandOf = (xs: number[], live: number | null | undefined) => (xs.length && live ? `${ratio(Math.min(...xs), live)}-${ratio(Math.max(...xs), live)}` : '-');
+  rows.push({ quantity: 'energy J (modelled both sides)', live: liveJ === null ? '-' : Math.round(liveJ), simulated: Math.round(simJ), 'sim / live': ratio(simJ, liveJ), 'without the path': ratio(noPath.energyKWh * 3.6e6, liveJ), scans: bandOf(scanned.map((x) => x.J), liveJ) });
   // the window each side charges: live, the replay's first send to its last completion; simulated, the first
   // arrival to the last request's end
   rows.push({ quantity: 'window s (first arrival to last completion)', live: round1(live.wallS), simulated: round1(sim.durationS), 'sim / live': ratio(sim.durationS, live.wallS) });
@@ -260,14 +306,24 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   for (const t of live.perType) {
     const s = sim.latency.byType[t.type];
     if (!t.ok || !s?.requests) continue;
-    rows.push({ quantity: `p50 TTFT ms ${t.type} (${t.ok} live)`, live: Math.round(t.ttftP50Ms ?? 0), simulated: Math.round(s.ttftP50Ms), 'sim / live': ratio(s.ttftP50Ms, t.ttftP50Ms) });
-    rows.push({ quantity: `p99 TTFT ms ${t.type}`, live: Math.round(t.ttftP99Ms ?? 0), simulated: Math.round(s.ttftP99Ms), 'sim / live': ratio(s.ttftP99Ms, t.ttftP99Ms) });
-    rows.push({ quantity: `p99 TBT ms ${t.type}`, live: round1(t.tbtP99Ms), simulated: round1(s.tbtP99Ms), 'sim / live': ratio(s.tbtP99Ms, t.tbtP99Ms) });
+    rows.push({ quantity: `p50 TTFT ms ${t.type} (${t.ok} live)`, live: Math.round(t.ttftP50Ms ?? 0), simulated: Math.round(s.ttftP50Ms), 'sim / live': ratio(s.ttftP50Ms, t.ttftP50Ms), 'without the path': ratio(noPath.latency.byType[t.type]?.ttftP50Ms, t.ttftP50Ms), 'scans': '' });
+    const band = (k: 'ttft' | 'tbt') => {
+      const xs = scanTails.map((x) => x[t.type]?.[k]).filter((x): x is number => x !== undefined);
+      const live = k === 'ttft' ? t.ttftP99Ms : t.tbtP99Ms;
+      return xs.length && live ? `${ratio(Math.min(...xs), live)}-${ratio(Math.max(...xs), live)}` : '-';
+    };
+    rows.push({ quantity: `p99 TTFT ms ${t.type}`, live: Math.round(t.ttftP99Ms ?? 0), simulated: Math.round(s.ttftP99Ms), 'sim / live': ratio(s.ttftP99Ms, t.ttftP99Ms), 'without the path': ratio(noPath.latency.byType[t.type]?.ttftP99Ms, t.ttftP99Ms), 'scans': band('ttft') });
+    rows.push({ quantity: `p99 TBT ms ${t.type}`, live: round1(t.tbtP99Ms), simulated: round1(s.tbtP99Ms), 'sim / live': ratio(s.tbtP99Ms, t.tbtP99Ms), 'without the path': '', 'scans': band('tbt') });
   }
   const lr = live.reconfigurations ?? {};
   // both sides count what src/telemetry reconfigurationOf counts (the live metric; the simulator's reconf)
   const kinds: [string, number][] = [['clock', sim.reconfigurations.clock], ['instance_start', sim.reconfigurations.instanceStart], ['reshard', sim.reconfigurations.reshard], ['emergency', sim.reconfigurations.emergency]];
-  for (const [k, v] of kinds) rows.push({ quantity: `decisions: ${k}`, live: lr[k] ?? 0, simulated: v, 'sim / live': ratio(v, lr[k] ?? 0) });
+  for (const [k, v] of kinds) rows.push({ quantity: `decisions: ${k}`, live: lr[k] ?? 0, simulated: v, 'sim / live': ratio(v, lr[k] ?? 0), ...(k === 'clock' ? { 'without the path': ratio(noPath.reconfigurations.clock, lr[k] ?? 0), scans: bandOf(scanned.map((x) => x.clock), lr[k] ?? 0) } : {}) });
+  // every row with every column (the table's are the first row's)
+  for (const r of rows) {
+    r['without the path'] ??= '';
+    r.scans ??= '';
+  }
   return {
     title: spec.title,
     notes: [
@@ -281,6 +337,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
       `simulated at the live epoch phases and ${statusScan.length} drawn status schedules: ${statusScan.length ? `energy ${Math.round(Math.min(...statusScan.map((x) => x.J)))}-${Math.round(Math.max(...statusScan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...statusScan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...statusScan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...statusScan.map((x) => x.clock))}-${Math.max(...statusScan.map((x) => x.clock))}` : '-'}`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; the live counters span the window and 1.5 s more (average power: the replay\'s, J over wall s + 1.5); live latency is wall time on this shared machine',
+      `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(1)} ms to the engine (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age, debug level'}), ${toClientMs.toFixed(1)} ms to the client; 'without the path': the same simulation with the engine's TTFT alone; 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',
     ],
     rows,

@@ -1,0 +1,61 @@
+/**
+ * The live data path's own time (SimOptions.requestPathMs, docs/DATAPATH.md): a simulated request reaches its pool's
+ * dispatch `toEngineMs` after its client sent it, its first token reaches the client `toClientMs` after the engine
+ * emitted it, and its TTFT (from the client's send, as the live client measures it) holds both.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, it, expect } from 'vitest';
+import { simulate } from '../../src/sim/index.ts';
+import type { SimOptions } from '../../src/sim/types.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'sim-path-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+// three requests a second apart (ms timestamps): each finds an idle instance at its start-up clock
+const trace = join(dir, 'spaced.jsonl');
+writeFileSync(trace, [[0, 90, 20], [1000, 400, 30], [2000, 1200, 40]].map(([t, i, o]) => JSON.stringify({ timestamp: t, input_length: i, output_length: o })).join('\n') + '\n');
+
+/** the twin check's clock-window shape (2 TP1 instances, the policy dispatch), epochs after the trace's last request. */
+const opts = (path?: SimOptions['requestPathMs']): SimOptions => ({
+  policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1,
+  profilePath: 'profiles/llama3.1-8b.h100.tp1.json', servers: 1, gpusPerServer: 2, instanceTp: 1,
+  knobs: { pools: 'single', dynamicInstances: false, dynamicShards: false, dynamicClock: true, emergency: true },
+  dispatch: 'policy', trace: { kind: 'file', path: trace, timeUnit: 'ms' }, instanceEpochPhaseMs: [4000, 4000],
+  ...(path ? { requestPathMs: path } : {}),
+});
+
+async function run(o: SimOptions) {
+  const ttft: number[] = [];
+  const admits: { now: number; arrivalMs: number; deadlineMs: number; sloMs: number }[] = [];
+  const r = await simulate(o, undefined, {
+    onRequest: (q) => ttft.push(q.ttftMs),
+    onInstanceStep: (_i, _c, ev, now) => {
+      if (ev.type === 'admit') admits.push({ now, arrivalMs: ev.req.arrivalMs, deadlineMs: ev.req.ttftDeadlineMs, sloMs: ev.req.ttftSloMs });
+    },
+  });
+  return { r, ttft, admits };
+}
+
+describe('simulated data path (requestPathMs)', () => {
+  it('a request is dispatched toEngineMs after its send and its TTFT holds toEngineMs + toClientMs', async () => {
+    const engine = await run(opts());
+    const path = await run(opts({ toEngineMs: 7, toClientMs: 4 }));
+    expect(engine.ttft).toHaveLength(3);
+    expect(path.ttft).toHaveLength(3);
+    // each engine TTFT is the same, the client's 11 ms longer
+    for (let k = 0; k < 3; k++) expect(path.ttft[k]! - engine.ttft[k]!).toBeCloseTo(11, 6);
+    // the instance machine admits it at its send + 7 ms; its arrival and its TTFT deadline stay the client's send's
+    expect(engine.admits.map((a) => a.now)).toEqual([0, 1000, 2000]);
+    expect(path.admits.map((a) => a.now)).toEqual([7, 1007, 2007]);
+    expect(path.admits.map((a) => a.arrivalMs)).toEqual([0, 1000, 2000]);
+    expect(path.admits.map((a) => a.deadlineMs - a.arrivalMs)).toEqual(engine.admits.map((a) => a.deadlineMs - a.arrivalMs));
+    expect(path.r.latency.byType.SS?.ttftP50Ms).toBeCloseTo((engine.r.latency.byType.SS?.ttftP50Ms ?? 0) + 11, 6);
+  }, 60_000);
+
+  it('is step fidelity only and never negative', async () => {
+    await expect(simulate({ ...opts({ toEngineMs: -1 }) })).rejects.toThrow(/toEngineMs/);
+    await expect(simulate({ ...opts({ toClientMs: Number.NaN }) })).rejects.toThrow(/toClientMs/);
+    await expect(simulate({ ...opts({ toEngineMs: 1 }), fidelity: 'fluid', instanceEpochPhaseMs: undefined, dispatch: undefined })).rejects.toThrow(/step fidelity/);
+  });
+});

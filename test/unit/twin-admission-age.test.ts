@@ -1,0 +1,29 @@
+/**
+ * The twin check's reading of the live data path's time to the engine (test/bench/twin.bench.ts admissionAgeOf): the
+ * median age of the live instance managers' admissions after the replay's start (their debug log), moved requests
+ * left out; nothing at info level.
+ */
+import { describe, it, expect } from 'vitest';
+import { admissionAgeOf } from '../bench/twin.bench.ts';
+
+const line = (time: number, ageMs: number, moves = 0, admission = 'credited_start') =>
+  JSON.stringify({ level: 20, time, actor: 'instance', id: 'pool-all-n0-g0x1', admission, rid: `r${time}`, type: 'SS', inputTokens: 90, moves, ageMs, taken: true, msg: 'admission' });
+
+describe('twin check: the live admissions\' age', () => {
+  it('is the median over the admissions after the replay\'s start, first admissions only', () => {
+    const log = [
+      line(900, 40), // before the replay's start (the readiness probe)
+      '{"level":20,"time":1001,"msg":"status","id":"x"}',
+      line(1001, 3), line(1002, 9, 0, 'admit'), line(1003, 2), line(1004, 5), line(1005, 4),
+      line(1006, 200, 1), // a moved request: its age counts its first instance's time
+      'not json',
+    ].join('\n');
+    expect(admissionAgeOf(log, 1000)).toBe(4);
+    // an even count: the lower middle
+    expect(admissionAgeOf([line(1001, 3), line(1002, 9)].join('\n'), 1000)).toBe(3);
+  });
+
+  it('is undefined without admissions (an info-level log)', () => {
+    expect(admissionAgeOf('{"level":30,"time":1001,"msg":"pool-all-n0-g0x1: clock 1980 -> 795 MHz"}\n', 1000)).toBeUndefined();
+  });
+});
