@@ -171,9 +171,18 @@ async function oneOrRefused(base: string, model: string, maxTokens: number, refu
 const RT_CLIENTS = 32;
 const RT_PROMPT = 2000;
 const RT_LEN = 200;
-const RT_S = 12;
+/** seconds of the real-time run's measured window (DYN_BENCH_RT_S). Default 12. */
+const RT_S = Number(process.env.DYN_BENCH_RT_S ?? 12);
 /** seconds of closed-loop warm-up of the real-time run before its idle and measured windows (DYN_BENCH_RT_WARM_S): what is measured is a warmed gateway's per-event cost, not V8 compiling it. Default 6. */
 const RT_WARM_S = Number(process.env.DYN_BENCH_RT_WARM_S ?? 6);
+/**
+ * seconds of the real-time run's idle window (DYN_BENCH_RT_IDLE_S, default 10): each process's idle rate, taken out of
+ * its measured window, is read over it. The managers' idle work comes in periods of 1-2 s (statuses, heartbeats,
+ * telemetry, lease renewals, garbage collection) and /proc counts CPU in 10-ms ticks, so a window of a few seconds
+ * misreads a process's idle rate by a period's work: over 3 s, by up to ~5 us per token of each manager at ~900
+ * tokens/s, more than what a manager spends per token.
+ */
+const RT_IDLE_S = Number(process.env.DYN_BENCH_RT_IDLE_S ?? 10);
 
 /** One replay-shaped request; false when refused (429/503: the emulated cluster at its capacity, as in the replay). */
 async function replayShaped(base: string, model: string): Promise<boolean> {
@@ -197,9 +206,10 @@ async function replayShaped(base: string, model: string): Promise<boolean> {
 /**
  * CPU per streamed token of the control path and of the gateway alone while RT_CLIENTS closed-loop clients stream
  * replay-shaped requests; `marginal`: less the idle cluster's own CPU (heartbeats, statuses, telemetry), measured
- * for IDLE_S first: at ~1,000 tokens/s the idle cluster's ~100 ms per second is ~100 us per token by itself.
+ * for RT_IDLE_S first: at ~1,000 tokens/s the idle cluster's ~100 ms per second is ~100 us per token by itself.
+ * `byRole`: each process kind's marginal CPU per token, signed; `idleByRole`: its idle CPU, ms per s.
  */
-async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[]; roles: Map<number, string> }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; tokensPerS: number; byRole: Record<string, number>; gatewayWakesPerToken: number }> {
+async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[]; roles: Map<number, string> }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; tokensPerS: number; byRole: Record<string, number>; idleByRole: Record<string, number>; gatewayWakesPerToken: number }> {
   const p = pids();
   for (let i = 0; i < 4; i++) await replayShaped(base, model); // warm-up: a few alone, then the closed loop
   const warmUntil = performance.now() + RT_WARM_S * 1000;
@@ -213,7 +223,7 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
     return r;
   };
   const i0 = sum(p.control), ig0 = sum(p.gateway), ir0 = byRole(), it0 = performance.now();
-  await new Promise((r) => setTimeout(r, IDLE_S * 1000));
+  await new Promise((r) => setTimeout(r, RT_IDLE_S * 1000));
   const idleS = (performance.now() - it0) / 1000;
   const idle = (sum(p.control) - i0) / idleS, idleGw = (sum(p.gateway) - ig0) / idleS, ir1 = byRole();
   const c0 = sum(p.control), g0 = sum(p.gateway), r0 = byRole(), w0 = p.gateway.reduce((a, q) => a + wakes(q), 0), t0 = performance.now();
@@ -229,11 +239,16 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
   const gatewayWakes = p.gateway.reduce((a, q) => a + wakes(q), 0) - w0;
   // marginal CPU per token of each role: its window's CPU less its idle rate over the window
   const roles: Record<string, number> = {};
-  for (const k of Object.keys(r1)) roles[k] = (Math.max(0, r1[k]! - r0[k]! - ((ir1[k]! - ir0[k]!) / idleS) * wall) * 1000) / tokens;
+  // (signed: a process with no per-token work comes out within its idle rate's error of 0, on either side)
+  const idleByRole: Record<string, number> = {};
+  for (const k of Object.keys(r1)) {
+    idleByRole[k] = (ir1[k]! - ir0[k]!) / idleS;
+    roles[k] = ((r1[k]! - r0[k]! - idleByRole[k] * wall) * 1000) / tokens;
+  }
   return {
     controlUs: (control * 1000) / tokens, gatewayUs: (gateway * 1000) / tokens, tokensPerS: tokens / wall,
     marginalUs: (Math.max(0, control - idle * wall) * 1000) / tokens, gatewayMarginalUs: (Math.max(0, gateway - idleGw * wall) * 1000) / tokens,
-    byRole: roles, gatewayWakesPerToken: gatewayWakes / tokens,
+    byRole: roles, idleByRole, gatewayWakesPerToken: gatewayWakes / tokens,
   };
 }
 
@@ -357,7 +372,7 @@ export async function bench(): Promise<BenchSection> {
     }
 
     const f = (x: number) => x.toFixed(2);
-    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process: ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token`] : [];
+    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process (its window's CPU less its idle rate, signed): ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; idle CPU ms per s over ${RT_IDLE_S} s: ${Object.entries(rt.idleByRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token`] : [];
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (zero-delay emulator)`,
