@@ -8,6 +8,7 @@ import { ALL_CODECS } from './messages.ts';
 import { CONTROL_CODECS } from './control.ts';
 import { LeaseValue } from './lease.ts';
 import { ResumeEntry } from './journal.ts';
+import { DispatchView } from './dispatch-view.ts';
 import { ClientDisconnect } from './nats-advisory.ts';
 import { jetstream } from './subjects.ts';
 import { serviceInfoResponse, servicePingResponse, serviceStatsResponse } from './service.ts';
@@ -50,6 +51,7 @@ export const CATALOG: readonly CatalogEntry[] = [
   { subject: 'dyn.v1.resume.<request>', wildcard: 'dyn.v1.resume.*', pattern: 'pub', message: 'ResumeEntry', publisher: 'gateway', rate: 'resumable streams only (opt-in, docs/PROTOCOL.md): one per engine read at most (one in flight per stream), one per leg, one at the end', stream: jetstream.resumeStream, observer: false, notes: 'appended with the stream\'s acknowledgement (PubAck); read back by the gateway replica a client reconnects to with Last-Event-ID' },
   { subject: 'dyn.v1.cluster.intake', wildcard: 'dyn.v1.cluster.intake', pattern: 'req', message: 'InferenceRequest', reply: 'Admission', publisher: 'gateway -> cluster managers (queue group cluster-intake)', rate: 'one per request the gateway cannot route itself (no routing table, no ready instance in its view, an admit timed out)', observer: false },
   { subject: 'dyn.v1.cluster.status', wildcard: 'dyn.v1.cluster.status', pattern: 'req', message: 'StatusRequest', reply: 'ClusterStatus', publisher: 'anyone -> cluster leader', rate: 'on demand', observer: true },
+  { subject: 'dyn.v1.view.<kind>.<id>', wildcard: 'dyn.v1.view.*.*', pattern: 'req', message: 'StatusRequest', reply: 'DispatchView', publisher: 'observer -> one gateway (worker process; kind gateway) or pool manager (kind pool)', rate: 'on demand (dynamollm chaos: every 100 ms per gateway and pool manager)', observer: true, notes: 'the instances it dispatches to now and those it tracks that take no request, with why (state, dead, lapsed, conn_ended); computed only when asked' },
   { subject: 'dyn.v1.pool.<pool>.dispatch', wildcard: 'dyn.v1.pool.*.dispatch', pattern: 'req', message: 'InferenceRequest', reply: 'Admission', publisher: 'cluster manager -> pool leader', rate: 'one per request through intake', observer: false },
   { subject: 'dyn.v1.pool.<pool>.ctl', wildcard: 'dyn.v1.pool.*.ctl', pattern: 'req', message: 'PoolCommand', reply: 'Ack', publisher: 'cluster leader -> pool leader', rate: 'one per cluster decision', observer: false },
   { subject: 'dyn.v1.pool.<pool>.move', wildcard: 'dyn.v1.pool.*.move', pattern: 'req', message: 'MoveRequest', reply: 'MoveReply', publisher: 'instance -> pool leader', rate: 'emergency step 3 only', observer: false },
@@ -70,7 +72,7 @@ export const CATALOG: readonly CatalogEntry[] = [
 /** Every message schema by name: the msgpack messages and the (JSON) Service API answers. */
 export function messageSchemas(): Record<string, z.ZodTypeAny> {
   const out: Record<string, z.ZodTypeAny> = {};
-  for (const c of [...Object.values(ALL_CODECS), ...Object.values(CONTROL_CODECS), LeaseValue, ResumeEntry, ClientDisconnect]) out[c.name] = c.schema;
+  for (const c of [...Object.values(ALL_CODECS), ...Object.values(CONTROL_CODECS), LeaseValue, ResumeEntry, DispatchView, ClientDisconnect]) out[c.name] = c.schema;
   out.ServicePingResponse = servicePingResponse;
   out.ServiceInfoResponse = serviceInfoResponse;
   out.ServiceStatsResponse = serviceStatsResponse;

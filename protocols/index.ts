@@ -6,6 +6,7 @@ export * from './request-types.ts';
 export * from './control.ts';
 export * from './lease.ts';
 export * from './journal.ts';
+export * from './dispatch-view.ts';
 export * from './service.ts';
 export * from './permissions.ts';
 export * from './nats-advisory.ts';

@@ -20,10 +20,12 @@
  *   the request itself: `inst.<id>.admit`, which the instance checks like any admission), read token streams,
  *   the routing table and the instances' status (its routing view), cancel, report the legs of the requests
  *   it streams from an engine directly (`inst.<id>.leg`), append to and read back the resume journal of its
- *   resumable streams (`resume.<request>`, direct get on that one stream), and read telemetry, events and
- *   heartbeats (its dashboard): no command subject, no other JetStream;
+ *   resumable streams (`resume.<request>`, direct get on that one stream), read telemetry, events and
+ *   heartbeats (its dashboard), and answer the observer's request for its own routing view (`view.gateway.<id>`):
+ *   no command subject, no other JetStream;
  * - the observer reads (telemetry, events live and through its own consumer of the events stream,
- *   heartbeats, the lease records), asks the cluster status and sends NATS Service API requests; it changes nothing;
+ *   heartbeats, the lease records), asks the cluster status and each gateway's and pool manager's dispatch view
+ *   (`view.<kind>.<id>`, which each answers for itself only) and sends NATS Service API requests; it changes nothing;
  * - the disconnect advisories of the cluster's account (controlSubjects.connectionEnded, imported from the server's
  *   system account) are read by those that keep a dispatch view (cluster and pool managers, gateways) and
  *   published by no actor: only the server writes them;
@@ -31,7 +33,7 @@
  */
 import { controlSubjects, dispatchedKeys, inventoryKeys } from './control.ts';
 import { SERVICE_VERBS, serviceName, serviceSubjects } from './service.ts';
-import { ROOT, jetstream, kvKeySubject, leaseKeys, subjects, token, type ActorKind } from './subjects.ts';
+import { DISPATCH_VIEW_KINDS, ROOT, jetstream, kvKeySubject, leaseKeys, subjects, token, type ActorKind } from './subjects.ts';
 
 export const ROLES = ['gateway', 'cluster', 'pool', 'instance', 'node', 'observer', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
@@ -144,9 +146,9 @@ const uniq = (xs: string[]): string[] => [...new Set(xs)];
  * subject ends in a random token (nats.js's request mux) that it learns only from a request it received.
  */
 export const ANSWERS: Readonly<Record<Role, readonly Role[]>> = {
-  gateway: [],
+  gateway: ['observer'],
   cluster: ['gateway', 'observer'],
-  pool: ['cluster', 'instance'],
+  pool: ['cluster', 'instance', 'observer'],
   instance: ['gateway', 'pool'],
   node: ['pool', 'cluster'],
   observer: [],
@@ -171,7 +173,10 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           wild(subjects.resume(ANY)), resumeDirectGet(),
           ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w)))), ...replyInboxes('gateway'),
         ]),
-        subscribe: uniq([wild(subjects.stream(ANY)), controlSubjects.routing(), controlSubjects.instanceStatusAll(), controlSubjects.connectionEnded(), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), ...ids.flatMap((w) => [inboxOf('gateway', w), ...serviceSubs('gateway', w)])]),
+        subscribe: uniq([
+          wild(subjects.stream(ANY)), controlSubjects.routing(), controlSubjects.instanceStatusAll(), controlSubjects.connectionEnded(), subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(),
+          ...ids.flatMap((w) => [inboxOf('gateway', w), wild(subjects.dispatchView('gateway', idOr(w))), ...serviceSubs('gateway', w)]),
+        ]),
         allowResponses: true,
       };
     }
@@ -218,7 +223,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
         subscribe: uniq([
           ...P(subjects.poolDispatch), ...P(subjects.poolControl), ...P(subjects.poolMove),
           ...P(controlSubjects.instanceStatusPool), ...P(subjects.telRequest), controlSubjects.connectionEnded(), subjects.heartbeatAll(),
-          inboxOf('pool', id), ...serviceSubs('pool', id),
+          inboxOf('pool', id), wild(subjects.dispatchView('pool', I)), ...serviceSubs('pool', id),
         ]),
         allowResponses: true,
       };
@@ -260,6 +265,8 @@ export function permissionsOf(a: ActorIdentity): Permissions {
       return {
         publish: uniq([
           subjects.clusterStatus(), hbOwn('observer'),
+          // each dispatcher's view of the instances it sends requests to (dynamollm chaos times a dead instance's leave by them)
+          ...DISPATCH_VIEW_KINDS.map((k) => wild(subjects.dispatchView(k, ANY))),
           ...SERVICE_VERBS.flatMap((v) => [serviceSubjects.control(v), `${serviceSubjects.control(v)}.*`, `${serviceSubjects.control(v)}.*.*`]),
           '$JS.API.INFO', ...consume(jetstream.eventsStream), ...consume(jetstream.requestsStream),
           // who leads: the lease records (dynamollm chaos times a new leader by them)

@@ -29,6 +29,11 @@ export const subjects = {
   poolControl: (pool: string) => `${ROOT}.pool.${token(pool, 'pool')}.ctl`,
   /** instance -> pool leader (emergency step 3): MoveRequest -> MoveReply. */
   poolMove: (pool: string) => `${ROOT}.pool.${token(pool, 'pool')}.move`,
+  /**
+   * observer -> one gateway (worker process) or pool manager: StatusRequest -> DispatchView, the instances it sends
+   * requests to now (its own routing view, or each pool's dispatch view); answered on demand, nothing computed otherwise.
+   */
+  dispatchView: (kind: DispatchViewKind, id: string) => `${ROOT}.view.${kind}.${token(id)}`,
   /** pool leader -> instance manager: InferenceRequest -> Admission. */
   instanceAdmit: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.admit`,
   /** every instance's admissions (observers, tests). */
@@ -76,6 +81,10 @@ export const subjects = {
   eventAll: () => `${ROOT}.evt.>`,
   eventsOfKind: (kind: EventKind) => `${ROOT}.evt.${kind}.*`,
 } as const;
+
+/** The actors that dispatch requests to instances themselves, and answer subjects.dispatchView. */
+export const DISPATCH_VIEW_KINDS = ['gateway', 'pool'] as const satisfies readonly ActorKind[];
+export type DispatchViewKind = (typeof DISPATCH_VIEW_KINDS)[number];
 
 export const CLUSTER_INTAKE_QUEUE = 'cluster-intake';
 export const TOKENIZER_QUEUE = 'tokenizer';

@@ -11,6 +11,7 @@ import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import { ClusterStatus, DecisionEvent, InstanceTelemetry, NodeTelemetry, RequestRecord, StatusRequest } from '../../protocols/messages.ts';
+import { DispatchView } from '../../protocols/dispatch-view.ts';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
@@ -118,6 +119,10 @@ export class GatewayActor extends Actor {
     const router = s.requestPlane === 'direct' ? new GatewayRouter(this.bus, this.g.cluster, this.profile, this.id, this.clock) : undefined;
     router?.start();
     this.router = router;
+    // its routing view, on the observer's request (dynamollm chaos times a dead instance's leave by it): computed only when asked
+    this.serve(subjects.dispatchView('gateway', this.id), StatusRequest, DispatchView, () => Promise.resolve({
+      v: 1 as const, kind: 'gateway' as const, id: this.id, atMs: this.clock.now(), ...(router ? router.view() : { routing: false, pools: [] }),
+    }), { capacity: 16, concurrency: 1 });
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
       router?.learn(r);
       this.metrics.onRequest(r);

@@ -8,10 +8,10 @@
  */
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
-import { Admission, ClientDisconnect, InferenceRequest, InstanceStatus, endedConnection, RoutingTable, controlSubjects, subjects, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
+import { Admission, ClientDisconnect, InferenceRequest, InstanceStatus, endedConnection, RoutingTable, controlSubjects, subjects, type DispatchView, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
+import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { spillPasses } from '../../src/policy/machines/cluster.ts';
 import { creditReceived, creditSpend, creditTopUpFailed, type CreditGrant } from '../../src/policy/machines/credits.ts';
 import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
@@ -79,6 +79,11 @@ export class GatewayRouter implements RequestRouter {
     for (const s of this.#subs.splice(0)) s.unsubscribe();
   }
 
+  /** The instances this view routes to now and those it tracks that take no request, by pool (policy routerView). */
+  view(): { routing: boolean; pools: DispatchView['pools'] } {
+    return routerView(this.#s, this.clock.now(), this.#cfg);
+  }
+
   /** A finished request's record (the gateway reads them all for its metrics): the predictor learns from the ones it routed. */
   learn(rec: RequestRecord): void {
     const f = this.#features.get(rec.id);
@@ -108,7 +113,7 @@ export class GatewayRouter implements RequestRouter {
   }
 
   gone(pool: string, instance: string): void {
-    routerGone(this.#s, pool, instance);
+    routerGone(this.#s, pool, instance, this.clock.now());
   }
 
   holderGone(instance: string, startedMs: number | undefined, admittedMs: number): boolean {

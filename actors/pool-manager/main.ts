@@ -10,6 +10,7 @@ import { poolsOf, profilePathOf, ConfigError, requireProfileCovers, type Cluster
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { PoolLeader } from './pool-leader.ts';
+import { DispatchView, StatusRequest, subjects } from '../../protocols/index.ts';
 import { closeMilpPlanner } from '../common/policy.ts';
 import { poolManagerMetrics } from './metrics.ts';
 
@@ -33,6 +34,10 @@ export class PoolManager extends Actor {
       this.leaders.push(l);
       await l.start();
     }
+    // each pool's dispatch view, on the observer's request (dynamollm chaos times a dead instance's leave by it): computed only when asked
+    this.serve(subjects.dispatchView('pool', this.id), StatusRequest, DispatchView, () => Promise.resolve({
+      v: 1 as const, kind: 'pool' as const, id: this.id, atMs: this.clock.now(), pools: this.leaders.map((l) => l.view()),
+    }), { capacity: 16, concurrency: 1 });
   }
   protected override async onStop(): Promise<void> {
     await Promise.all(this.leaders.map((l) => l.stop()));

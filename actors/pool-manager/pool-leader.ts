@@ -15,7 +15,7 @@ import type { KV } from '@nats-io/kv';
 import {
   Ack, Admission, DispatchedEntry, ReshardRecord, InferenceRequest, InstanceCommand, InstanceStatus, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
   RequestRecord, TokenChunk, ClientDisconnect, endedConnection, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
-  type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
+  type DispatchView as DispatchViewT, type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeContext, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
@@ -26,7 +26,7 @@ import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { planPoolShardsMilp } from '../common/policy.ts';
 import { poolBurstWindowMs } from '../../src/policy/pool-shards.ts';
 import {
-  aliveInstances, initialPoolState, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
+  aliveInstances, initialPoolState, poolDispatchView, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
 } from '../../src/policy/machines/pool.ts';
 import { heldNow, type HoldOutcome } from '../../src/policy/machines/router.ts';
 import { initialPoolStandby, poolStandbyStep, type PoolStandbyState } from '../../src/policy/machines/pool-standby.ts';
@@ -114,6 +114,10 @@ export class PoolLeader {
   }
   aliveInstances(): InstanceStatusT[] {
     return aliveInstances(this.#m);
+  }
+  /** This replica's dispatch view of the pool (policy poolDispatchView): whether it leads, the instances dispatch may choose, the others and why. */
+  view(): DispatchViewT['pools'][number] {
+    return poolDispatchView(this.#m, this.pool);
   }
   /** Requests held now (no ready instance, capacity coming), waiting for one. */
   heldNow(): number {

@@ -50,6 +50,11 @@ export function connectionEndedSeen(s: EndedConnections, conn: NatsConnectionId,
   return { ended };
 }
 
+/** When the server's word that a status's connection ended came (ms); undefined when it did not, or without one. */
+export function connectionEndedAt(s: EndedConnections, conn: NatsConnectionId | undefined): number | undefined {
+  return conn === undefined ? undefined : s.ended.get(key(conn));
+}
+
 /** Whether a status's connection (InstanceStatus.conn) is one the server said ended; false without one. */
 export function connectionEnded(s: EndedConnections, conn: NatsConnectionId | undefined): boolean {
   return conn !== undefined && s.ended.has(key(conn));

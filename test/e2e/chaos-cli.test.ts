@@ -17,10 +17,14 @@ describe('dynamollm chaos', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'dyn-chaos-test-')), 'report.json');
     const args = [...cliArgs(), 'chaos', '--config', 'deploy/chaos.yaml', '--duration', '40', '--rps', '2', '--kill-every', '2.5', '--kinds', 'engine,instance', '--seed', '3', '--settle', '45', '--out', out];
     await new Promise<void>((resolve) => execFile(process.execPath, args, { cwd: REPO_ROOT, env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' }, maxBuffer: 1 << 24 }, () => resolve()));
-    const r = JSON.parse(readFileSync(out, 'utf8')) as { sent: number; ok: number; failed: number; hung: number; errors: Record<string, number>; errorCodes: Record<string, number>; kills: { total: number; byKind: Record<string, number> }; timeToRestartMs: { n: number } };
-    console.log(`chaos: ${JSON.stringify({ sent: r.sent, ok: r.ok, failed: r.failed, hung: r.hung, errorCodes: r.errorCodes, kills: r.kills })}`);
+    const r = JSON.parse(readFileSync(out, 'utf8')) as { sent: number; ok: number; failed: number; hung: number; errors: Record<string, number>; errorCodes: Record<string, number>; kills: { total: number; byKind: Record<string, number> }; timeToRestartMs: { n: number }; timeToLeaveGatewayMs: { n: number; maxMs: number | null }; timeToLeavePoolMs: { n: number; maxMs: number | null }; viewReads: { answers: number } | null };
+    console.log(`chaos: ${JSON.stringify({ sent: r.sent, ok: r.ok, failed: r.failed, hung: r.hung, errorCodes: r.errorCodes, kills: r.kills, gateway: r.timeToLeaveGatewayMs, pool: r.timeToLeavePoolMs })}`);
     expect(r.kills.total).toBeGreaterThanOrEqual(10);
     expect(r.timeToRestartMs.n).toBe(r.kills.total);
+    // the gateway's and the pool leader's own dispatch views, read as the observer (subjects.dispatchView), timed the leaves
+    expect(r.viewReads?.answers ?? 0).toBeGreaterThan(0);
+    expect(r.timeToLeaveGatewayMs.n).toBeGreaterThan(0);
+    expect(r.timeToLeavePoolMs.n).toBeGreaterThan(0);
     expect(r.sent).toBeGreaterThan(50);
     expect(r.hung).toBe(0);
     expect(Object.keys(r.errors).filter((e) => e !== 'http 429' && e !== 'http 503')).toEqual([]);

@@ -8,7 +8,8 @@
  * the gateways' own retries, migrations and holds (from their /metrics), kills by kind, and per kill the time to its consequence: a new cluster or
  * pool leader (the first acquisition of the lease after the kill, from the replicated lease records themselves:
  * chaos-leases.ts; the victim's restarted process may win it again under the same id, in a new term), the
- * instance out of the ready set in the cluster status (dispatch), the process back. up's output (the actors' logs at DYNAMOLLM_LOG_LEVEL) is kept in the run
+ * instance out of the ready set in the cluster status (dispatch) and out of every gateway's own routing view and its
+ * pool leader's dispatch view (where requests actually go: chaos-views.ts), the process back. up's output (the actors' logs at DYNAMOLLM_LOG_LEVEL) is kept in the run
  * directory (`upLog` in the report). Linux only (the process tree is read from /proc).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -31,6 +32,7 @@ import { poolsOf } from '../../../actors/common/config.ts';
 import { rng } from '../../sim/trace.ts';
 import { brokenByGatewayDeath, oneRequest, type Outcome } from '../chaos-client.ts';
 import { ObserverLink, leaseAround, type LeaseLog, type LeaseRecord } from '../chaos-leases.ts';
+import { DispatchViews, countBy, timeByViews, viewsPending, type KillViews, type ViewFigures } from '../chaos-views.ts';
 
 export const KILL_KINDS = ['engine', 'instance', 'node', 'cluster', 'pool', 'gateway', 'nats'] as const;
 type Kind = (typeof KILL_KINDS)[number];
@@ -183,7 +185,8 @@ const pct = (xs: number[], q: number): number | null => {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 };
 
-export interface Kill {
+/** One kill and its consequences (ViewFigures: its instance's leave of the dispatchers' own views, chaos-views.ts). */
+export interface Kill extends ViewFigures {
   kind: Kind; id: string; pid: number; atMs: number; leaderBefore?: string; restartMs?: number; newLeaderMs?: number; outOfDispatchMs?: number;
   /** cluster, pool: who took the lease after a leader's kill (pool: `<pool>:<holder>` per pool it led), from the lease records. */
   newLeader?: string;
@@ -304,6 +307,9 @@ async function chaos(v: ChaosOptions): Promise<number> {
         statusAt = Date.now();
       }, () => undefined);
     }, 200);
+    // every gateway's and pool manager's own dispatch view (chaos-views.ts), asked on the observer connection
+    const views = new DispatchViews(() => leases?.bus);
+    if (leases) views.start();
     // up's gateway replicas: gw-<i> on port + i
     const urls = Array.from({ length: replicas }, (_, i) => `http://127.0.0.1:${port + i}`);
     log(`ready: load ${rps} req/s for ${durationS} s over ${replicas} gateway replica(s), a SIGKILL every ${killEveryS} s among ${kinds.join(',')}`);
@@ -346,13 +352,18 @@ async function chaos(v: ChaosOptions): Promise<number> {
       const replica = victim.kind === 'gateway' ? Number(/^gw-(\d+)$/.exec(victim.id)?.[1] ?? -1) : -1;
       if (replica >= 0 && peers.some((p) => p.kind === 'gateway' && p.id === victim.id && p.pid !== victim.pid) && !wasListening) k.standby = true;
       const gatewayUrl = replica >= 0 && !k.standby ? urls[replica] : undefined;
-      watchers.push(watchKill(k, tree, () => status, () => statusAt, leases ? { log: leases.log, pools } : undefined, parent, gatewayUrl, peers.filter((p) => p.kind === victim.kind && p.id === victim.id).map((p) => p.pid)));
+      const instanceId = victim.kind === 'instance' ? k.id : parent?.id;
+      const leave = instanceId && leases ? views.follow(instanceId, k.atMs) : undefined;
+      const viewsOf = leave ? { leave, lastAnswer: (id: string) => views.lastAnswer('gateway', id), routing: () => views.routingSeen } : undefined;
+      watchers.push(watchKill(k, tree, () => status, () => statusAt, leases ? { log: leases.log, pools } : undefined, parent, gatewayUrl, peers.filter((p) => p.kind === victim.kind && p.id === victim.id).map((p) => p.pid), viewsOf)
+        .finally(() => leave && views.unfollow(leave)));
     }
     await new Promise((r) => setTimeout(r, Math.max(0, t0 + durationS * 1000 - Date.now())));
     clearInterval(loadTimer);
     const results = await Promise.all(outs);
     await Promise.race([Promise.all(watchers), new Promise((r) => setTimeout(r, 30_000))]);
     clearInterval(poll);
+    views.stop();
     clearInterval(loadSampler);
     loads.push(loadavg()[0]!);
     // every leader's kill timed again with every lease record seen (the last ones after its watcher gave up)
@@ -383,7 +394,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
     for (const k of kills) byKind[k.kind] = (byKind[k.kind] ?? 0) + 1;
     const series = (f: (k: Kill) => number | undefined, kind?: Kind[]) => {
       const xs = kills.filter((k) => !kind || kind.includes(k.kind)).map(f).filter((x): x is number => x !== undefined);
-      return { n: xs.length, p50Ms: pct(xs, 0.5), maxMs: xs.length ? Math.max(...xs) : null };
+      return { n: xs.length, p50Ms: pct(xs, 0.5), p95Ms: pct(xs, 0.95), maxMs: xs.length ? Math.max(...xs) : null, over1s: xs.filter((x) => x > 1000).length };
     };
     const failed = results.filter((o) => !o.ok && !o.hung).length;
     const broken = results.filter((o) => o.brokenAtMs !== undefined).length;
@@ -417,6 +428,18 @@ async function chaos(v: ChaosOptions): Promise<number> {
       timeToLeaveDispatchMs: series((k) => k.outOfDispatchMs, ['instance', 'engine']),
       // the first cluster status answered after those kills: a leave of dispatch is not seen before it
       timeToStatusAfterLeaveMs: series((k) => k.statusAfterMs, ['instance', 'engine']),
+      // where requests go: every routing gateway's own view, and the pool leader's dispatch view (chaos-views.ts)
+      timeToLeaveGatewayMs: series((k) => k.outOfGatewayMs, ['instance', 'engine']),
+      timeToLeavePoolMs: series((k) => k.outOfPoolMs, ['instance', 'engine']),
+      // when the harness saw those leaves (the answers' arrival: late while its own connection was down)
+      timeToSeeGatewayLeaveMs: series((k) => k.gatewaySeenMs, ['instance', 'engine']),
+      timeToSeePoolLeaveMs: series((k) => k.poolSeenMs, ['instance', 'engine']),
+      // why the gateways' views dropped the instance (the last gateway's reason per kill), and the views' reads
+      gatewayLeaveWhy: countBy(kills.map((k) => k.gatewayOutWhy)),
+      // of those figures, the kills whose instance each view had out already when the kill came (0 ms: it was starting or restarting)
+      viewOutAtKill: { gateway: kills.filter((k) => k.outOfGatewayMs === 0).length, pool: kills.filter((k) => k.outOfPoolMs === 0).length },
+      poolLeaveWhy: countBy(kills.map((k) => k.poolOutWhy)),
+      viewReads: leases ? views.stats : null,
       timeToRestartMs: series((k) => k.restartMs),
       timeToServeMs: series((k) => k.servingMs, ['gateway']),
       // gateway kills of a replica's standby process (its port served throughout), of the gateway kills
@@ -452,7 +475,7 @@ export interface Leases { log: LeaseLog; pools: readonly string[] }
  * records, timeByLeases), and when the instance left the ready set (instance, engine: up to the first status answered
  * after the kill, statusAfterMs, also when that comes after the restart). Gives up after 60 s.
  */
-export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, leases: Leases | undefined, parent?: Proc, gatewayUrl?: string, before: readonly number[] = [k.pid]): Promise<void> {
+export async function watchKill(k: Kill, tree: () => Proc[], status: () => ClusterStatus | undefined, statusAt: () => number, leases: Leases | undefined, parent?: Proc, gatewayUrl?: string, before: readonly number[] = [k.pid], views?: KillViews): Promise<void> {
   // the pools the victim led by the last cluster status read (the lease records overrule it where they reach back)
   const led = k.kind === 'pool' ? (status()?.pools ?? []).filter((p) => p.leader === k.id).map((p) => p.id) : [];
   if (led.length) k.led = led;
@@ -466,7 +489,7 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
   // an instance's leave is followed past its restart up to the first status answered after the kill (while no
   // planner serves, the status held is the one read before it): a status then listing it ready, its process back,
   // missed the leave, which gets no figure
-  while (Date.now() < until && (pending() || (instanceId !== undefined && k.outOfDispatchMs === undefined && k.statusAfterMs === undefined))) {
+  while (Date.now() < until && (pending() || (instanceId !== undefined && k.outOfDispatchMs === undefined && k.statusAfterMs === undefined) || viewsPending(k, views, Date.now()))) {
     await new Promise((r) => setTimeout(r, 100));
     const now = Date.now() - k.atMs;
     // the process tree (a snapshot shared by the watchers) only until the victim is back
@@ -482,13 +505,14 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
     // who led at the kill and who took over, from the records seen so far (those of the kill's time may come late)
     if (leases && k.newLeaderMs === undefined) timeByLeases(k, leases.log, leases.pools);
     if (instanceId && k.statusAfterMs === undefined && statusAt() > k.atMs) k.statusAfterMs = statusAt() - k.atMs;
+    if (views) timeByViews(k, views, Date.now());
     const st = status();
     if (!st) continue;
     if (instanceId && k.outOfDispatchMs === undefined) {
       const i = st.pools.flatMap((p) => p.instances).find((x) => x.id === instanceId);
       if (!i || i.state !== 'ready') k.outOfDispatchMs = now;
     }
-    if (k.kind !== 'cluster' && k.kind !== 'pool' && !pending() && (!instanceId || k.outOfDispatchMs !== undefined)) break;
+    if (k.kind !== 'cluster' && k.kind !== 'pool' && !pending() && (!instanceId || k.outOfDispatchMs !== undefined) && !viewsPending(k, views, Date.now())) break;
   }
 }
 

@@ -6,9 +6,8 @@
  */
 import type { Admission, InferenceRequest } from '../../../protocols/messages.ts';
 import type { WireError } from '../../../protocols/errors.ts';
-import { connectionEnded } from '../connection-ended.ts';
 import { dispatchRequest } from '../dispatch.ts';
-import { capacityComing, countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
+import { aliveAt, capacityComing, countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
 import { refusal, UNSEEN, type DispatchJob, type MoveJob, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from './pool-types.ts';
 
 /** Tries of one dispatch (the chosen instance, then the next best on each refusal). */
@@ -20,7 +19,7 @@ export const holdable = (s: PoolMachineState, now: number, cfg: PoolMachineConfi
   instances: s.instances.values(), assignment: s.assignment ?? s.unadopted, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs });
 /** The dispatch views of the instances alive and not on an ended connection, less `exclude`. */
 export function views(s: PoolMachineState, exclude: Set<string>): DispatchViewOf[] {
-  return dispatchViews(s.instances.values(), exclude, (t) => t.alive && !connectionEnded(s.ended, t.status.conn));
+  return dispatchViews(s.instances.values(), exclude, aliveAt(0, s.ended));
 }
 
 /**

@@ -9,6 +9,7 @@ import type { InstanceStatus } from '../../../protocols/control.ts';
 import type { InferenceRequest } from '../../../protocols/messages.ts';
 import { subjects } from '../../../protocols/subjects.ts';
 import { resumeOrphanDrain } from './pool-takeover.ts';
+import { trackedStatus } from './router.ts';
 import { newJob } from './pool-dispatch.ts';
 import { refusal, UNSEEN, type DispatchedListEntry, type Outstanding, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from './pool-types.ts';
 
@@ -24,7 +25,7 @@ export function onStatus(s: PoolMachineState, fx: PoolEffect[], st: InstanceStat
     // the same process reporting again (cut off, e.g. NATS restarted, not dead): a grave kept for it is void
     const keep = s.graves.get(st.id)?.filter((g) => g.status.startedMs !== st.startedMs) ?? [];
     if (keep.length) s.graves.set(st.id, keep); else s.graves.delete(st.id);
-    s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
+    s.instances.set(st.id, trackedStatus(t, st, now));
     if (t && !t.alive) fx.push({ kind: 'event', event: 'instance', summary: `${st.id} is back (${st.state})`, decision: { instance: st.id, alive: true }, inputs: { startedMs: st.startedMs } });
     resumeOrphanDrain(s, fx, st, cfg);
     goneProcesses(s, fx, st, now, cfg);
@@ -32,7 +33,7 @@ export function onStatus(s: PoolMachineState, fx: PoolEffect[], st: InstanceStat
   }
   // a new process under the same id: whatever the old one held is gone (a placeholder held nothing known)
   if (st.startedMs !== t.status.startedMs && t.status.startedMs !== UNSEEN) instanceDied(s, fx, st.id, 'restarted', t.status, now, cfg, (o) => o.startedMs !== st.startedMs);
-  s.instances.set(st.id, { status: st, lastSeenMs: now, alive: true });
+  s.instances.set(st.id, trackedStatus(t, st, now));
   if (t.status.startedMs !== UNSEEN) return;
   resumeOrphanDrain(s, fx, st, cfg);
   goneProcesses(s, fx, st, now, cfg);
@@ -57,7 +58,7 @@ export function goneProcesses(s: PoolMachineState, fx: PoolEffect[], st: Instanc
 export function sweep(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   for (const [id, t] of s.instances) {
     if (t.alive && now - t.lastSeenMs > cfg.deadAfterMs) {
-      s.instances.set(id, { ...t, alive: false });
+      s.instances.set(id, { ...t, alive: false, deadMs: now });
       instanceDied(s, fx, id, `no status for ${now - t.lastSeenMs} ms`, t.status, now, cfg);
     } else if (!t.alive && now - t.lastSeenMs > 60_000) s.instances.delete(id);
   }
@@ -112,7 +113,7 @@ export function adoptDispatched(s: PoolMachineState, fx: PoolEffect[], list: Dis
     // instance; a placeholder that takes no dispatch and gives way to its first status
     s.instances.set(id, {
       status: { v: 1, id, pool: cfg.pool, tp: 1, gpuIds: [], state: 'starting', startedMs: UNSEEN, seq: 0, sentMs: now, clockMhz: 0, maxClockMhz: 0, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {} },
-      lastSeenMs: now, alive: true,
+      lastSeenMs: now, alive: true, stateSinceMs: now,
     });
   }
 }

@@ -32,7 +32,7 @@ import type { RequestType } from '../../../protocols/request-types.ts';
 import type { PoolAssignment } from '../../../protocols/control.ts';
 import { connectionEndedSeen, endedKeepMs, initialEndedConnections } from '../connection-ended.ts';
 import { aliveInstances } from './router.ts';
-export { aliveInstances, poolLoad } from './router.ts';
+export { aliveInstances, poolDispatchView, poolLoad } from './router.ts';
 import { adoptReshard, adoptReshardOnAssign, resumeOrphanDrain } from './pool-takeover.ts';
 import { addEpochArrivals, admittedBetween, recordPoolArrivals } from '../pool-shards.ts';
 import { refusal, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type PoolStepResult } from './pool-types.ts';

@@ -22,7 +22,8 @@ import { routePools } from './cluster.ts';
 import type { TrackedInstance } from './pool-types.ts';
 import { creditStatus, type CreditLines } from './credits.ts';
 import type { NatsConnectionId } from '../../../protocols/nats-advisory.ts';
-import { connectionEnded, connectionEndedSeen, endedKeepMs, initialEndedConnections, type EndedConnections } from '../connection-ended.ts';
+import type { DispatchOutReason, DispatchView } from '../../../protocols/dispatch-view.ts';
+import { connectionEnded, connectionEndedAt, connectionEndedSeen, endedKeepMs, initialEndedConnections, type EndedConnections } from '../connection-ended.ts';
 
 export interface DispatchViewOf { id: string; tp: number; clockMhz: number; healthy: boolean; load: Partial<Record<RequestType, number>>; queued: number; running: number; pendingPrefillTokens?: number }
 
@@ -105,6 +106,12 @@ export function dispatchViews(instances: Iterable<TrackedInstance>, exclude: Rea
   return out;
 }
 
+/** An instance's status as a view tracks it from `now`: its state's start kept while the same process reports the same state. */
+export function trackedStatus(t: TrackedInstance | undefined, st: InstanceStatus, now: number): TrackedInstance {
+  const same = t !== undefined && t.alive && t.status.startedMs === st.startedMs && t.status.state === st.state;
+  return { status: st, lastSeenMs: now, alive: true, stateSinceMs: same ? t.stateSinceMs ?? now : now };
+}
+
 /** The instance as its view counts it once a request of `inputTokens` went to it (until its next status says). */
 export function countDispatched(t: TrackedInstance, inputTokens: number): TrackedInstance {
   const st = t.status;
@@ -174,7 +181,7 @@ export function routerStatus(s: RouterState, st: InstanceStatus, now: number): v
     return;
   }
   if (!pool) s.byPool.set(st.pool, (pool = new Map<string, TrackedInstance>()));
-  pool.set(st.id, { status: st, lastSeenMs: now, alive: true });
+  pool.set(st.id, trackedStatus(t, st, now));
 }
 
 /**
@@ -190,7 +197,7 @@ export function routerCapacityComing(s: RouterState, now: number, cfg: RouterCon
     for (const t of pool.values()) {
       const age = now - t.lastSeenMs;
       if (age >= holdMs) continue;
-      if (t.alive && age <= cfg.deadAfterMs && t.status.state === 'ready' && !connectionEnded(s.ended, t.status.conn)) return false;
+      if (outOfDispatch(t, s.ended, now, cfg.deadAfterMs) === undefined) return false;
       seen = true;
     }
   }
@@ -202,11 +209,11 @@ export function routerConnectionEnded(s: RouterState, conn: NatsConnectionId, no
   s.ended = connectionEndedSeen(s.ended, conn, now, endedKeepMs(cfg.deadAfterMs));
 }
 
-/** An instance that did not answer its admission (no responders: its process is gone): no dispatch until its next status. */
-export function routerGone(s: RouterState, pool: string, id: string): void {
+/** An instance that did not answer its admission (no responders: its process is gone) at `now`: no dispatch until its next status. */
+export function routerGone(s: RouterState, pool: string, id: string, now?: number): void {
   s.credits.delete(id);
   const t = s.byPool.get(pool)?.get(id);
-  if (t) s.byPool.get(pool)!.set(id, { ...t, alive: false });
+  if (t) s.byPool.get(pool)!.set(id, { ...t, alive: false, ...(now !== undefined ? { deadMs: now } : {}) });
 }
 
 /**
@@ -229,11 +236,88 @@ export function routerHolderGone(s: RouterState, id: string, startedMs: number |
   return false;
 }
 
-const aliveAt = (now: number, deadAfterMs: number, ended: EndedConnections) => (t: TrackedInstance) => t.alive && now - t.lastSeenMs <= deadAfterMs && !connectionEnded(ended, t.status.conn);
+/**
+ * Why a tracked instance takes no request now, undefined when one may go to it: the one test behind every dispatch
+ * view (the gateway's routing, the pool leader's dispatch, and what each reports in its DispatchView). In order:
+ * dead in the view (`alive` false: the pool leader's death verdict, or no responders at the gateway), no status for
+ * `deadAfterMs` (given by the gateway, which has no sweep; the pool leader's sweep sets `alive` instead), the
+ * connection its status went out on ended (the server's advisory), a state other than ready.
+ */
+export function outOfDispatch(t: TrackedInstance, ended: EndedConnections, now: number, deadAfterMs?: number): DispatchOutReason | undefined {
+  if (!t.alive) return 'dead';
+  if (deadAfterMs !== undefined && now - t.lastSeenMs > deadAfterMs) return 'lapsed';
+  if (connectionEnded(ended, t.status.conn)) return 'conn_ended';
+  if (t.status.state !== 'ready') return 'state';
+  return undefined;
+}
+
+/**
+ * outOfDispatch with when the instance left this view's dispatch (`sinceMs`, this view's clock): the earliest of the
+ * reasons that apply whose start is known (dead: the verdict's time; lapsed: its last status's arrival plus
+ * deadAfterMs; conn_ended: the advisory's arrival; state: the first status of its process in that state), `why` that
+ * reason; undefined when a request may go to it.
+ */
+export function outOfDispatchSince(t: TrackedInstance, ended: EndedConnections, now: number, deadAfterMs?: number): { why: DispatchOutReason; sinceMs?: number } | undefined {
+  const first = outOfDispatch(t, ended, now, deadAfterMs);
+  if (first === undefined) return undefined;
+  const known: [DispatchOutReason, number | undefined][] = [
+    ['dead', t.alive ? undefined : t.deadMs],
+    ['lapsed', deadAfterMs !== undefined && now - t.lastSeenMs > deadAfterMs ? t.lastSeenMs + deadAfterMs : undefined],
+    ['conn_ended', connectionEndedAt(ended, t.status.conn)],
+    ['state', t.status.state !== 'ready' ? t.stateSinceMs : undefined],
+  ];
+  let best: { why: DispatchOutReason; sinceMs?: number } = { why: first };
+  for (const [why, at] of known) if (at !== undefined && (best.sinceMs === undefined || at < best.sinceMs)) best = { why, sinceMs: at };
+  return best;
+}
+
+/** Entries of a view listed at most per pool (ready and out each), and pools at most (DispatchView's bounds). */
+export const VIEW_MAX_INSTANCES = 1024;
+export const VIEW_MAX_POOLS = 256;
+
+/** One pool's entry of a DispatchView: its tracked instances split by outOfDispatchSince (`why`), bounded, sorted by id. */
+export function poolViewOf(pool: string, instances: Iterable<TrackedInstance>, why: (t: TrackedInstance) => { why: DispatchOutReason; sinceMs?: number } | undefined, leader?: boolean): DispatchView['pools'][number] {
+  const ready: string[] = [];
+  const out: DispatchView['pools'][number]['out'] = [];
+  for (const t of instances) {
+    const w = why(t);
+    if (w === undefined) {
+      if (ready.length < VIEW_MAX_INSTANCES) ready.push(t.status.id);
+    } else if (out.length < VIEW_MAX_INSTANCES) out.push({ id: t.status.id, state: t.status.state, why: w.why, ...(w.sinceMs !== undefined ? { sinceMs: w.sinceMs } : {}) });
+  }
+  ready.sort();
+  out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { pool, ...(leader !== undefined ? { leader } : {}), ready, out };
+}
+
+/**
+ * The gateway's routing view as it reports it (subjects.dispatchView): each pool it tracks instances of, the ones
+ * routerPick may choose (alive, a status within deadAfterMs, its connection not ended, ready) and the others with
+ * why. `routing`: whether it routes at all (a direct request plane and a routing table: routerPools is empty without).
+ */
+export function routerView(s: RouterState, now: number, cfg: RouterConfig, direct = true): { routing: boolean; pools: DispatchView['pools'] } {
+  const pools = [...s.byPool.keys()].sort().slice(0, VIEW_MAX_POOLS);
+  return { routing: direct && s.epoch !== undefined, pools: pools.map((p) => poolViewOf(p, s.byPool.get(p)!.values(), (t) => outOfDispatchSince(t, s.ended, now, cfg.deadAfterMs))) };
+}
+
+/**
+ * The pool's dispatch view as its manager reports it (subjects.dispatchView): the instances its dispatch may choose
+ * (alive in this replica's view, its connection not ended, ready) and the others with why; `leader`: whether this
+ * replica leads the pool (only the leader dispatches).
+ */
+export function poolDispatchView(s: { instances: Map<string, TrackedInstance>; ended: EndedConnections; leader: boolean }, pool: string): DispatchView['pools'][number] {
+  return poolViewOf(pool, s.instances.values(), (t) => outOfDispatchSince(t, s.ended, 0), s.leader);
+}
+
+/** Alive in a view, a status within deadAfterMs when given, and its connection not ended (outOfDispatch less the state, which dispatchViews tests). */
+export const aliveAt = (now: number, ended: EndedConnections, deadAfterMs?: number) => (t: TrackedInstance): boolean => {
+  const w = outOfDispatch(t, ended, now, deadAfterMs);
+  return w === undefined || w === 'state';
+};
 
 /** Whether the view holds a ready, live instance of `pool`. */
 function hasReady(s: RouterState, pool: string, now: number, cfg: RouterConfig): boolean {
-  const alive = aliveAt(now, cfg.deadAfterMs, s.ended);
+  const alive = aliveAt(now, s.ended, cfg.deadAfterMs);
   for (const t of s.byPool.get(pool)?.values() ?? []) if (t.status.state === 'ready' && alive(t)) return true;
   return false;
 }
@@ -258,7 +342,7 @@ export function routerPools(s: RouterState, type: RequestType, now: number, cfg:
 export function routerPick(s: RouterState, pool: string, req: { type?: RequestType; inputTokens: number } & Parameters<typeof promptChunkHashes>[0], exclude: ReadonlySet<string>, now: number, cfg: RouterConfig, spill = false): string | undefined {
   const inst = s.byPool.get(pool);
   if (!inst) return undefined;
-  const v = dispatchViews(inst.values(), exclude, aliveAt(now, cfg.deadAfterMs, s.ended));
+  const v = dispatchViews(inst.values(), exclude, aliveAt(now, s.ended, cfg.deadAfterMs));
   if (!v.length) return undefined;
   const types = s.pools.get(pool)?.types ?? [...s.route].filter(([, p]) => p === pool).map(([t]) => t);
   // cache-aware: the instance sent the longest prefix of this prompt, by the prefill work before its first token
