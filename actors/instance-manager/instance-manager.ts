@@ -9,21 +9,24 @@
  *   with a retryable error; each step is a decision event;
  * - publishes InstanceStatus (liveness + dispatch view), InstanceTelemetry and one RequestRecord per request.
  * No request is dropped silently: every admitted request ends with a done chunk or an error chunk.
+ *
+ * Its parts: running.ts (what it holds of a request; LegHost, what the parts below reach of it), engine-stream.ts
+ * (a request it streams from the engine), direct-legs.ts (a request the gateway streams: grant and reports),
+ * status.ts (its status, telemetry and request records), machine-io.ts, sleep-mode.ts, drain-migrate.ts,
+ * gateway-watch.ts, gpu-reads.ts, prefix-scrape.ts, metrics.ts.
  */
 import type { Logger } from 'pino';
-import { appendFileSync } from 'node:fs';
 import {
   Admission, Cancel, InferenceRequest, InstanceCommand, InstanceStatus, InstanceTelemetry, MoveReply, MoveRequest,
   RequestRecord, TokenChunk, Ack, controlSubjects, subjects, DynError, toWireError,
   TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply, TOKENIZER_QUEUE, LegReport, LegReply,
-  type LegReport as LegReportT, type LegReply as LegReplyT, type Grant as GrantT,
+  type Grant as GrantT,
   type InstanceCommand as InstanceCommandT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { connectionIdOf } from '../../src/runtime/nats-dial.ts';
-import { chunkExtras, type Engine } from '../../src/engine/engine.ts';
+import type { Engine } from '../../src/engine/engine.ts';
 import { LifecycleCommands } from './sleep-mode.ts';
-import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { GpuControl } from '../../src/gpu/index.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
@@ -31,37 +34,21 @@ import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { classified, type ClassifiedRequest } from '../common/policy.ts';
 import { systemClock, within, type Clock } from '../../src/runtime/clock.ts';
 import {
-  currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens, projectedLoad,
-  type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState
+  initialInstanceState, instanceStep, type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState,
 } from '../../src/policy/machines/instance.ts';
-import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
 import { admissionLog, engineDetokenize, engineTokenize, instanceMachineConfig, machineRequest, maxClockOf } from './machine-io.ts';
 import { PrefixCacheScrape } from './prefix-scrape.ts';
-import { GatewayWatch, watchLeg } from './gateway-watch.ts';
+import { GatewayWatch } from './gateway-watch.ts';
 import { endForPeers } from './drain-migrate.ts';
 import { GpuReads } from './gpu-reads.ts';
-
-/** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
-const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
+import { newRunning, TTFT_TRACE, type Held, type LegHost, type Running } from './running.ts';
+import { streamFromEngine } from './engine-stream.ts';
+import { legReport, runDirectLeg } from './direct-legs.ts';
+import { instanceStatus, instanceTelemetry, requestRecord } from './status.ts';
+import type { InstanceMetricsSnapshot } from './metrics.ts';
+export type { InstanceMetricsSnapshot } from './metrics.ts';
 
 export type InstanceState = InstanceLifecycle;
-
-/** The instance's state at a /metrics scrape. */
-export interface InstanceMetricsSnapshot {
-  clockMhz: number;
-  maxClockMhz: number;
-  powerW: number;
-  /** GPU reads that failed (their telemetry marked stale). */
-  gpuReadFailures: number;
-  /** GPU energy since the instance started, J (the NVML counter's delta; modelled on emulated GPUs). */
-  energyJ: number;
-  energySource: 'measured' | 'modelled';
-  queued: number;
-  running: number;
-  outcomes: Partial<Record<RequestRecord['outcome'], number>>;
-  promptTokens: number;
-  completionTokens: number;
-}
 
 export interface InstanceManagerOptions {
   id: string;
@@ -92,36 +79,6 @@ export interface InstanceManagerOptions {
    * held: the process shell exits so that the GPUs are freed and its supervisor starts a fresh one.
    */
   onFailed?: (err: Error) => void;
-}
-
-interface Running {
-  req: ClassifiedRequest;
-  ac: AbortController;
-  seq: number;
-  startedMs: number;
-  /** first token's arrival, ms since epoch on the injected clock (TTFT). */
-  firstTokenMs?: number;
-  /** last token's arrival (engine time when the engine says), performance.now() ms (TBT). */
-  lastTokenMs?: number;
-  tbtSum: number;
-  tbtMax: number;
-  tbtN: number;
-  /** energy attributed from the GPU counter while it ran, J. */
-  energyJ: number;
-  /** a direct request (the gateway reads the engine): resolves with the gateway's report of the leg's end and the energy replied. */
-  legEnd?: (end: { rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }) => void;
-  /** a direct request: the gateway said it took the grant (LegReport 'started', or any later report). */
-  gatewayStarted?: boolean;
-  /** a direct request: stops watching its gateway process (gateway-watch.ts). */
-  unwatchGateway?: () => void;
-}
-
-const newRunning = (req: ClassifiedRequest, now: number): Running => ({ req, ac: new AbortController(), seq: 0, startedMs: now, tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 });
-
-/** A request the instance holds (queued, running or being moved): its body and when it came in. */
-interface Held {
-  req: ClassifiedRequest;
-  admittedMs: number;
 }
 
 /**
@@ -179,6 +136,8 @@ export class InstanceManager {
   #prefix = new PrefixCacheScrape();
   #gateways: GatewayWatch; // the gateway processes streaming its direct requests (a leg whose gateway is gone ends)
   #lifecycleCommands: LifecycleCommands;
+  /** what engine-stream.ts and direct-legs.ts reach of this manager. */
+  #host: LegHost;
 
   constructor(o: InstanceManagerOptions) {
     this.#o = o;
@@ -196,6 +155,19 @@ export class InstanceManager {
     const evacuate = (): void => { if (this.queued > 0) this.#step({ type: 'evacuate', why: 'draining: queued requests to peers' }); };
     const lifecycle = (state: 'sleeping' | 'ready' | 'draining', why: string): void => { this.#step({ type: 'lifecycle', state, why }); if (state === 'draining') endForPeers(o.config.scaling.drainMigrateS, this.id, this.#running, this.#clock.now(), this.#tbts, evacuate); };
     this.#lifecycleCommands = new LifecycleCommands({ engine: o.engine, clock: this.#clock, log: o.log, state: () => this.state, queued: () => this.queued, running: () => this.running, lifecycle });
+    this.#host = {
+      id: this.id, pool: this.pool, bus: this.#bus, log: this.#log, clock: this.#clock, config: o.config, engine: o.engine, engineApiKey: o.engineApiKey,
+      running: this.#running, held: this.#held, replyGrants: this.#replyGrants, admitState: this.#admitState, gateways: this.#gateways,
+      step: (ev) => this.#step(ev),
+      clockMhz: () => this.#m.clockMhz,
+      gpuKind: () => this.#gpu?.kind,
+      sampleTtft: (ms) => this.#pushSample(this.#ttfts, ms),
+      sampleTbt: (ms) => this.#pushSample(this.#tbts, ms),
+      watchCancel: (id) => this.#watchCancel(id),
+      ended: (id, ok) => this.#ended(id, ok),
+      record: (...a) => this.#record(...a),
+      finishWithError: (...a) => this.#finishWithError(...a),
+    };
   }
 
   get state(): InstanceLifecycle {
@@ -307,7 +279,7 @@ export class InstanceManager {
       }),
       bus.serve(subjects.instanceControl(this.id), InstanceCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
       // the gateway's reports on the direct requests this instance granted (first token, end)
-      bus.serve(subjects.instanceLeg(this.id), LegReport, LegReply, async (rep) => this.#leg(rep), { capacity: this.#o.config.engine.maxQueued + this.#o.config.engine.maxInEngine, concurrency: 64 }),
+      bus.serve(subjects.instanceLeg(this.id), LegReport, LegReply, async (rep) => legReport(this.#host, rep), { capacity: this.#o.config.engine.maxQueued + this.#o.config.engine.maxInEngine, concurrency: 64 }),
       // the gateway counts prompts with the engine's tokenizer (any instance of the model answers)
       bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => engineTokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
       bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => engineDetokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
@@ -381,271 +353,31 @@ export class InstanceManager {
   async #run(q: Held, pre?: Running): Promise<void> {
     if (q.req.direct && this.#o.engineApiKey) return this.#runDirect(q, false, pre);
     const req = q.req;
-    const clock = this.#clock;
-    const r = pre ?? newRunning(req, clock.now());
-    let ok = false;
+    const r = pre ?? newRunning(req, this.#clock.now());
     this.#running.set(req.id, r);
     this.#prefix.moved();
-    const type = req.type;
-    const base = { v: 1 as const, id: req.id, instance: this.id, pool: this.pool, type: req.type };
-    let finishReason: string | undefined;
-    let stopReason: string | number | null | undefined;
-    let usage: { promptTokens: number; completionTokens: number; energyJoules?: number } | undefined;
-    let completion = 0;
-    /** the engine's last text event (it carries finish_reason): sent as the done chunk itself */
-    let tail: TokenChunk | undefined;
-    const remainingMs = Math.max(1000, req.giveUpAtMs - clock.now());
-    // token coalescing (engine.streamCoalesceMs): tokens after the first gather in `pend` for at most the
-    // window, then travel as one chunk with each token's arrival offset (see docs/REPLAY.md)
-    const coalesceMs = this.#o.config.engine.streamCoalesceMs;
-    let pend: { text: string; n: number; t0: number; offsets: number[]; timer?: unknown } | null = null;
-    const flush = () => {
-      const p = pend;
-      if (!p) return;
-      pend = null;
-      if (p.timer !== undefined) clock.clearTimeout(p.timer);
-      const chunk: TokenChunk = { ...base, seq: r.seq++, text: p.text, tokens: p.n };
-      if (p.n > 1) chunk.tokenOffsetsMs = p.offsets;
-      try {
-        this.#bus.publish(req.streamSubject, TokenChunk, chunk);
-      } catch (err) {
-        this.#log.debug({ id: req.id, err: (err as Error).message }, 'token chunk not published');
-      }
-    };
-    try {
-      const it = this.#o.engine.completion(
-        {
-          model: req.model,
-          prompt: req.prompt ?? (req.messages ? undefined : ''),
-          chat: req.messages,
-          maxTokens: req.maxTokens,
-          minTokens: req.minTokens,
-          ignoreEos: req.ignoreEos,
-          temperature: req.temperature,
-          params: req.params,
-          requestId: req.id,
-          timeoutMs: remainingMs,
-        },
-        r.ac.signal,
-      );
-      for await (const ch of it) {
-        if (ch.usage) usage = ch.usage;
-        if (ch.finishReason) {
-          finishReason = ch.finishReason;
-          stopReason = ch.stopReason;
-        }
-        // what the client sees besides text (logprobs, tool calls, reasoning) travels with the chunk, uncoalesced
-        const extra = chunkExtras(ch);
-        if (ch.text === '' && !extra) {
-          if (!ch.finishReason || ch.usage) continue;
-        }
-        // an engine event may hold k tokens (the engine's stream interval); `offs` says when the engine made
-        // each, ms after the first of them, and the last of them arrived now
-        const k = ch.tokens ?? 1;
-        const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
-        const span = offs ? offs[k - 1]! - offs[0]! : 0;
-        const now = clock.now();
-        // token intervals (TBT) on the monotonic high-resolution timer: sub-ms gaps of a time-scaled engine
-        const t = performance.now();
-        // (never before the previous token: arrival lags differ between events)
-        const floor = r.lastTokenMs ?? -Infinity;
-        const at = (i: number) => (offs ? Math.max(floor, t - (offs[k - 1]! - offs[i]!)) : t);
-        for (let i = 0; i < k; i++) {
-          if (r.firstTokenMs === undefined) r.firstTokenMs = now - span;
-          else if (r.lastTokenMs !== undefined) {
-            const d = at(i) - r.lastTokenMs;
-            r.tbtSum += d;
-            r.tbtN++;
-            r.tbtMax = Math.max(r.tbtMax, d);
-            this.#pushSample(this.#tbts, d);
-          }
-          r.lastTokenMs = at(i);
-        }
-        completion += k;
-        if (r.seq === 0 && TTFT_TRACE) {
-          const st = this.#admitState.get(req.id);
-          this.#admitState.delete(req.id);
-          appendFileSync(TTFT_TRACE, JSON.stringify({
-            id: req.id, type, inst: this.id, arrivalMs: req.arrivalMs, admitMs: q.admittedMs, startMs: r.startedMs, firstMs: r.firstTokenMs,
-            running: st?.[0], queued: st?.[1], clock: this.#m.clockMhz, moves: req.moves ?? 0,
-          }) + '\n');
-        }
-        if (r.seq === 0 && !pend) {
-          this.#step({ type: 'first_token', id: req.id });
-          // the first token goes at once: coalescing never delays TTFT
-          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ttftMs: Math.max(0, r.firstTokenMs! - req.arrivalMs), ...extra };
-          if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
-          this.#pushSample(this.#ttfts, chunk.ttftMs!);
-          // the engine's last text goes out with the end (finish_reason on the last text chunk, as vLLM's)
-          if (ch.finishReason) tail = chunk;
-          else this.#bus.publish(req.streamSubject, TokenChunk, chunk);
-        } else if (coalesceMs <= 0 || extra || ch.finishReason) {
-          flush();
-          const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ...extra };
-          if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
-          if (ch.finishReason) tail = chunk;
-          else this.#bus.publish(req.streamSubject, TokenChunk, chunk);
-        } else {
-          if (!pend) {
-            pend = { text: '', n: 0, t0: at(0), offsets: [] };
-            pend.timer = clock.setTimeout(flush, Math.max(0, coalesceMs - (t - pend.t0)));
-          }
-          pend.text += ch.text;
-          pend.n += k;
-          for (let i = 0; i < k; i++) pend.offsets.push(Math.round((at(i) - pend.t0) * 1000) / 1000);
-          if (t - pend.t0 >= coalesceMs) flush();
-        }
-      }
-      flush();
-      if (r.ac.signal.aborted) throw r.ac.signal.reason;
-      const energyJ = usage?.energyJoules ?? r.energyJ;
-      const energySource = usage?.energyJoules !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
-      this.#bus.publish(req.streamSubject, TokenChunk, {
-        ...base,
-        ...(tail ?? { seq: r.seq++, text: '', tokens: 0 }),
-        done: true,
-        finishReason: finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop',
-        stopReason: stopReason ?? null,
-        usage: { promptTokens: usage?.promptTokens ?? req.inputTokens, completionTokens: usage?.completionTokens ?? completion, energyJ, energySource },
-      });
-      this.#record(req, type, 'ok', r, usage?.completionTokens ?? completion, energyJ, energySource);
-      ok = true;
-    } catch (err) {
-      flush(); // tokens already produced reach the client before the error chunk, in order
-      if (tail) this.#bus.publish(req.streamSubject, TokenChunk, tail);
-      const aborted = r.ac.signal.aborted;
-      // the wire message reaches the client: the engine's own words for a refused request, nothing internal
-      // (instance ids, URLs) otherwise; the details go to this log
-      if (!aborted) this.#log.warn({ id: req.id, err: (err as Error)?.message ?? String(err) }, 'engine call failed');
-      const w: WireError = aborted
-        ? toWireError(r.ac.signal.reason)
-        : err instanceof EngineHttpError && !err.retryable
-          ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
-          : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS };
-      this.#running.delete(req.id);
-      this.#finishWithError(req, r.seq, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
-      return;
-    } finally {
-      const timer = (pend as { timer?: unknown } | null)?.timer;
-      if (timer !== undefined) clock.clearTimeout(timer);
-      this.#running.delete(req.id);
-      this.#prefix.moved();
-      this.#held.delete(req.id);
-      this.#admitState.delete(req.id);
-      this.#unwatchCancel(req.id);
-      this.#step({ type: 'finished', id: req.id, ok });
-    }
+    return streamFromEngine(this.#host, q, r);
   }
 
-  /**
-   * A direct request: the gateway streams it from the engine itself (docs/DATAPATH.md). The instance grants
-   * it (the engine's URL and key, on the request's own stream subject), counts it as running in the engine
-   * until the gateway reports the leg's end (or its deadline passes), and keeps its admission, cancel,
-   * energy and SLO accounting: the report carries the first token's time, the token gaps and the counts.
-   * An abort (cancel, evacuation, stop) ends it with an error chunk on the stream subject, which the gateway
-   * obeys by dropping its engine call.
-   */
+  /** A request the instance held left the engine: its records go, and the machine learns it. */
+  #ended(id: string, ok: boolean): void {
+    this.#running.delete(id);
+    this.#prefix.moved();
+    this.#held.delete(id);
+    this.#admitState.delete(id);
+    this.#unwatchCancel(id);
+    this.#step({ type: 'finished', id, ok });
+  }
+
+  /** A direct request (direct-legs.ts runDirectLeg): granted to the gateway, running until its report of the end. */
   async #runDirect(q: Held, credited = false, pre?: Running): Promise<void> {
     const req = q.req;
-    const clock = this.#clock;
-    const r = pre ?? newRunning(req, clock.now());
+    const r = pre ?? newRunning(req, this.#clock.now());
     // a gateway that started it on a credit has the grant and took it
     if (credited) r.gatewayStarted = true;
     this.#running.set(req.id, r);
     this.#prefix.moved();
-    let ok = false;
-    let timer: unknown;
-    let startTimer: unknown;
-    try {
-      const end = new Promise<{ rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }>((resolve, reject) => {
-        r.legEnd = resolve;
-        const abort = () => reject(r.ac.signal.reason instanceof Error ? r.ac.signal.reason : new DynError('cancelled', 'aborted', { retryable: false }));
-        if (r.ac.signal.aborted) abort();
-        else r.ac.signal.addEventListener('abort', abort, { once: true });
-        // a gateway that died mid-stream never reports: the slot is freed at the client's give-up time
-        timer = clock.setTimeout(
-          () => r.ac.abort(new DynError('timeout', 'no report from the gateway streaming this request', { retryable: true })),
-          Math.max(1000, req.giveUpAtMs - clock.now()) + 5000,
-        );
-        // nor does one that had gone (or given up) before the grant came: its seat is freed within directStartMs
-        startTimer = clock.setTimeout(() => {
-          if (!r.gatewayStarted) r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
-        }, this.#o.config.timeouts.directStartMs);
-      });
-      // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs
-      const grant: GrantT = { url: this.#o.engine.baseUrl, apiKey: this.#o.engineApiKey!, reportWithinMs: Math.floor(this.#o.config.timeouts.directStartMs / 2) };
-      // started by its own admission, for a gateway that asked for the grant in the reply: no message of its own
-      const inReply = this.#replyGrants.get(req.id);
-      if (credited || r.ac.signal.aborted) { /* the gateway has the grant of its loan; an aborted one gets its error */ } else if (inReply) inReply.grant = grant;
-      else this.#bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: this.id, pool: this.pool, type: req.type, grant });
-      // the energy the gateway was told (and put in the client's usage), not a later reading
-      const { rep, energyJ, energySource } = await end;
-      const outcome = rep.outcome === 'ok' ? 'ok' : rep.outcome === 'cancelled' ? 'cancelled' : 'failed';
-      // the engine's own count of the prompt when the gateway had it (usage.prompt_tokens)
-      this.#record(rep.promptTokens !== undefined ? { ...req, inputTokens: rep.promptTokens } : req, req.type, outcome, r, rep.completionTokens ?? 0, energyJ, energySource);
-      ok = outcome === 'ok';
-    } catch (err) {
-      const w = toWireError(err);
-      this.#finishWithError(req, 1, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
-    } finally {
-      if (timer !== undefined) clock.clearTimeout(timer);
-      if (startTimer !== undefined) clock.clearTimeout(startTimer);
-      r.unwatchGateway?.();
-      this.#running.delete(req.id);
-      this.#prefix.moved();
-      this.#held.delete(req.id);
-      this.#admitState.delete(req.id);
-      this.#unwatchCancel(req.id);
-      this.#step({ type: 'finished', id: req.id, ok });
-    }
-  }
-
-  /** The gateway's report on a direct request this instance granted: its first token, or its end (-> energy). */
-  #leg(rep: LegReportT): LegReplyT {
-    if (rep.phase === 'credited') return this.#credited(rep);
-    const r = this.#running.get(rep.id);
-    if (!r?.req.direct) return { v: 1, ok: false, error: { code: 'not_found', message: `instance ${this.id} holds no direct request ${rep.id}`, retryable: false } };
-    r.gatewayStarted = true;
-    if (rep.phase !== 'end') watchLeg(this.#gateways, r, rep.gateway);
-    if (rep.phase === 'started') return { v: 1, ok: true };
-    if (rep.firstTokenMs !== undefined && r.firstTokenMs === undefined) {
-      r.firstTokenMs = rep.firstTokenMs;
-      this.#pushSample(this.#ttfts, Math.max(0, rep.firstTokenMs - r.req.arrivalMs));
-      this.#step({ type: 'first_token', id: rep.id });
-    }
-    if (rep.phase === 'first_token') return { v: 1, ok: true };
-    r.tbtSum = rep.tbtSumMs ?? 0;
-    r.tbtMax = rep.tbtMaxMs ?? 0;
-    r.tbtN = rep.tbtN ?? 0;
-    r.seq = rep.completionTokens ?? 0;
-    if (r.tbtN > 0) this.#pushSample(this.#tbts, r.tbtSum / r.tbtN);
-    const energyJ = rep.engineEnergyJ ?? r.energyJ;
-    const energySource = rep.engineEnergyJ !== undefined || this.#gpu?.kind === 'emulated' ? 'modelled' : 'measured';
-    r.legEnd?.({ rep, energyJ, energySource });
-    return { v: 1, ok: true, energyJ, energySource };
-  }
-
-  /**
-   * A request a gateway started on a credit this instance lent it (docs/DATAPATH.md "Admission credits"): it
-   * is checked as an admission is (its own stream subject, a direct request), then held and counted as running
-   * in the engine, with its cancel watch, energy and SLO accounting as any granted request. A report that asks
-   * for a top-up gets the gateway's new loan.
-   */
-  #credited(rep: LegReportT): LegReplyT {
-    const asked = rep.request;
-    const credit = rep.credit;
-    if (!asked || !credit || asked.id !== rep.id || asked.streamSubject !== subjects.stream(asked.id) || asked.direct !== true || !this.#o.engineApiKey) {
-      return { v: 1, ok: false, error: { code: 'invalid_request', message: `instance ${this.id}: a credited report carries its direct request (its own stream subject) and credit`, retryable: false } };
-    }
-    if (this.#held.has(asked.id)) return { v: 1, ok: true };
-    const { replyGrant: _g, creditTo: _c, ...wire } = asked;
-    const req = classified(wire, this.#o.config);
-    this.#held.set(req.id, { req, admittedMs: this.#clock.now() });
-    this.#watchCancel(req.id);
-    const { effects } = this.#step({ type: 'credited_start', req: machineRequest(req), gateway: credit.gateway, epoch: credit.epoch, ...(credit.topUp ? { topUp: true } : {}) });
-    watchLeg(this.#gateways, this.#running.get(req.id), rep.gateway);
-    const lent = effects.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent' && e.id === req.id);
-    return lent ? { v: 1, ok: true, credit: lent.loan } : { v: 1, ok: true };
+    return runDirectLeg(this.#host, q, r, credited);
   }
 
   #pushSample(arr: number[], v: number): void {
@@ -671,21 +403,7 @@ export class InstanceManager {
     this.#outcomes[outcome] = (this.#outcomes[outcome] ?? 0) + 1;
     this.#promptTokens += req.inputTokens;
     this.#completionTokens += completionTokens;
-    const slo = req.slo;
-    const ttftMs = r?.firstTokenMs !== undefined ? Math.max(0, r.firstTokenMs - req.arrivalMs) : undefined;
-    const tbtMeanMs = r && r.tbtN > 0 ? r.tbtSum / r.tbtN : undefined;
-    const rec: RequestRecord = {
-      v: 1, id: req.id, type, pool: this.pool, instance: this.id, outcome, promptTokens: req.inputTokens, completionTokens,
-      energyJ, energySource, finishedMs: this.#clock.now(),
-      sloMet: outcome === 'ok' && (ttftMs ?? 0) <= slo.ttftMs && (tbtMeanMs ?? 0) <= slo.tbtMs,
-    };
-    if (ttftMs !== undefined) rec.ttftMs = ttftMs;
-    if (tbtMeanMs !== undefined) rec.tbtMeanMs = tbtMeanMs;
-    if (r && r.tbtN > 0) rec.tbtMaxMs = r.tbtMax;
-    if (req.type) rec.predictedType = req.type;
-    rec.model = req.model;
-    if (req.apiKeyId !== undefined) rec.apiKeyId = req.apiKeyId;
-    if (req.tenant !== undefined) rec.tenant = req.tenant;
+    const rec = requestRecord(this, req, type, outcome, r, completionTokens, energyJ, energySource, this.#clock.now());
     try {
       this.#bus.publish(subjects.telRequest(this.pool), RequestRecord, rec);
     } catch (err) {
@@ -781,26 +499,8 @@ export class InstanceManager {
 
   #publishStatus(): void {
     if (this.#bus.closed) return;
-    const running = [...this.#running.values()];
     const now = this.#clock.now();
-    const st: InstanceStatus = {
-      v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpuIds: this.#o.gpuIds, state: this.state,
-      startedMs: this.startedMs, seq: this.#seq++, sentMs: now, clockMhz: this.#m.clockMhz, maxClockMhz: maxClockOf(this.#m),
-      queued: this.queued, running: running.length, queuedIds: this.#m.queue.slice(0, 1024).map((q) => q.id),
-      runningIds: running.slice(0, 1024).map((r) => r.req.id), runningSeqs: running.slice(0, 1024).map((r) => r.seq),
-      loadByType: currentLoad(this.#m, now, this.#cfg), epochLoadByType: projectedLoad(this.#m, now, this.#cfg),
-      admittedByType: { ...this.#m.admitted },
-      pendingPrefillTokens: pendingPrefillTokens(this.#m),
-    };
-    if (this.#prefix.counts) st.prefixCacheTokens = { ...this.#prefix.counts };
-    if (this.#o.node) st.node = this.#o.node;
-    // the connection it goes out on: the server's word that it ended takes this instance out of dispatch at once
-    const conn = connectionIdOf(this.#bus.nc);
-    if (conn) st.conn = conn;
-    if (this.#m.emergencyStepName) st.emergency = this.#m.emergencyStepName;
-    if (this.#m.credits.epoch > 0) st.creditEpoch = this.#m.credits.epoch;
-    const lent = creditsOutstanding(this.#m.credits, now);
-    if (lent > 0) st.creditsOutstanding = lent;
+    const st = instanceStatus(this.#o, this.startedMs, this.#m, this.#cfg, [...this.#running.values()], { seq: this.#seq++, now, prefixCounts: this.#prefix.counts, conn: connectionIdOf(this.#bus.nc) });
     // the status schedule each instance keeps (its own interval from its start): the twin check reads it (debug level)
     this.#log.debug({ status: { seq: st.seq, state: st.state, queued: st.queued, running: st.running, clockMhz: st.clockMhz } }, 'status');
     try {
@@ -828,20 +528,11 @@ export class InstanceManager {
     const { deltaJ, staleMs } = await this.#reads.read(gpu);
     if (this.#running.size > 0) for (const r of this.#running.values()) r.energyJ += deltaJ / this.#running.size;
     const now = this.#clock.now();
-    const tel: InstanceTelemetry = {
-      v: 1, id: this.id, pool: this.pool, tp: this.#o.tp, gpus: this.#o.gpuIds, clockMhz: this.#m.clockMhz, maxClockMhz: maxClockOf(this.#m),
-      powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, energySource: gpu.kind === 'emulated' ? 'modelled' : 'measured',
-      queued: this.queued, running: this.#running.size, loadByType: currentLoad(this.#m, now, this.#cfg), state: this.state, sentMs: now,
-    };
-    if (this.#o.node) tel.node = this.#o.node;
-    if (staleMs !== undefined) tel.gpuStaleMs = staleMs;
-    const p99 = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * 0.99))]! : undefined);
-    const t1 = p99(this.#ttfts), t2 = p99(this.#tbts);
-    if (t1 !== undefined) tel.ttftP99Ms = t1;
-    if (t2 !== undefined) tel.tbtP99Ms = t2;
+    const tel = instanceTelemetry(this.#o, this.#m, this.#cfg, this.#running.size, {
+      now, powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, emulatedGpu: gpu.kind === 'emulated', staleMs, ttfts: this.#ttfts, tbts: this.#tbts,
+    });
     this.#ttfts = this.#ttfts.slice(-500);
     this.#tbts = this.#tbts.slice(-500);
-    if (this.#m.emergencyStepName) tel.emergency = this.#m.emergencyStepName;
     try {
       this.#bus.publish(subjects.telInstance(this.id), InstanceTelemetry, tel);
     } catch {

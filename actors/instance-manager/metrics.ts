@@ -8,7 +8,24 @@
  * `_total` counters) and pass `promtool check metrics`.
  */
 import { Counter, Gauge, Registry } from 'prom-client';
-import type { InstanceMetricsSnapshot } from './instance-manager.ts';
+import type { RequestRecord } from '../../protocols/index.ts';
+
+/** The instance's state at a /metrics scrape. */
+export interface InstanceMetricsSnapshot {
+  clockMhz: number;
+  maxClockMhz: number;
+  powerW: number;
+  /** GPU reads that failed (their telemetry marked stale). */
+  gpuReadFailures: number;
+  /** GPU energy since the instance started, J (the NVML counter's delta; modelled on emulated GPUs). */
+  energyJ: number;
+  energySource: 'measured' | 'modelled';
+  queued: number;
+  running: number;
+  outcomes: Partial<Record<RequestRecord['outcome'], number>>;
+  promptTokens: number;
+  completionTokens: number;
+}
 
 export interface InstanceIdentity {
   instance: string;

@@ -1,0 +1,115 @@
+/**
+ * The instance manager's direct legs: requests the gateway streams from the engine itself (docs/DATAPATH.md). The
+ * instance grants each (the engine's URL and key), counts it as running until the gateway reports its end, and keeps
+ * its cancel, energy and SLO accounting from the gateway's reports (LegReport: started, first token, end, and a start
+ * on an admission credit the instance lent). The manager holds the request (instance-manager.ts #runDirect); its end goes
+ * back to the manager's bookkeeping (LegHost.ended).
+ */
+import { DynError, TokenChunk, subjects, toWireError, type Grant as GrantT, type LegReply as LegReplyT, type LegReport as LegReportT } from '../../protocols/index.ts';
+import type { InstanceEffect } from '../../src/policy/machines/instance.ts';
+import { classified } from '../common/policy.ts';
+import { machineRequest } from './machine-io.ts';
+import { watchLeg } from './gateway-watch.ts';
+import type { Held, LegHost, Running } from './running.ts';
+
+/**
+ * A direct request: the gateway streams it from the engine itself (docs/DATAPATH.md). The instance grants
+ * it (the engine's URL and key, on the request's own stream subject), counts it as running in the engine
+ * until the gateway reports the leg's end (or its deadline passes), and keeps its admission, cancel,
+ * energy and SLO accounting: the report carries the first token's time, the token gaps and the counts.
+ * An abort (cancel, evacuation, stop) ends it with an error chunk on the stream subject, which the gateway
+ * obeys by dropping its engine call.
+ */
+export async function runDirectLeg(h: LegHost, q: Held, r: Running, credited: boolean): Promise<void> {
+  const req = q.req;
+  const clock = h.clock;
+  let ok = false;
+  let timer: unknown;
+  let startTimer: unknown;
+  try {
+    const end = new Promise<{ rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }>((resolve, reject) => {
+      r.legEnd = resolve;
+      const abort = () => reject(r.ac.signal.reason instanceof Error ? r.ac.signal.reason : new DynError('cancelled', 'aborted', { retryable: false }));
+      if (r.ac.signal.aborted) abort();
+      else r.ac.signal.addEventListener('abort', abort, { once: true });
+      // a gateway that died mid-stream never reports: the slot is freed at the client's give-up time
+      timer = clock.setTimeout(
+        () => r.ac.abort(new DynError('timeout', 'no report from the gateway streaming this request', { retryable: true })),
+        Math.max(1000, req.giveUpAtMs - clock.now()) + 5000,
+      );
+      // nor does one that had gone (or given up) before the grant came: its seat is freed within directStartMs
+      startTimer = clock.setTimeout(() => {
+        if (!r.gatewayStarted) r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
+      }, h.config.timeouts.directStartMs);
+    });
+    // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs
+    const grant: GrantT = { url: h.engine.baseUrl, apiKey: h.engineApiKey!, reportWithinMs: Math.floor(h.config.timeouts.directStartMs / 2) };
+    // started by its own admission, for a gateway that asked for the grant in the reply: no message of its own
+    const inReply = h.replyGrants.get(req.id);
+    if (credited || r.ac.signal.aborted) { /* the gateway has the grant of its loan; an aborted one gets its error */ } else if (inReply) inReply.grant = grant;
+    else h.bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: h.id, pool: h.pool, type: req.type, grant });
+    // the energy the gateway was told (and put in the client's usage), not a later reading
+    const { rep, energyJ, energySource } = await end;
+    const outcome = rep.outcome === 'ok' ? 'ok' : rep.outcome === 'cancelled' ? 'cancelled' : 'failed';
+    // the engine's own count of the prompt when the gateway had it (usage.prompt_tokens)
+    h.record(rep.promptTokens !== undefined ? { ...req, inputTokens: rep.promptTokens } : req, req.type, outcome, r, rep.completionTokens ?? 0, energyJ, energySource);
+    ok = outcome === 'ok';
+  } catch (err) {
+    const w = toWireError(err);
+    h.finishWithError(req, 1, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
+  } finally {
+    if (timer !== undefined) clock.clearTimeout(timer);
+    if (startTimer !== undefined) clock.clearTimeout(startTimer);
+    r.unwatchGateway?.();
+    h.ended(req.id, ok);
+  }
+}
+
+/** The gateway's report on a direct request this instance granted: its first token, or its end (-> energy). */
+export function legReport(h: LegHost, rep: LegReportT): LegReplyT {
+  if (rep.phase === 'credited') return creditedReport(h, rep);
+  const r = h.running.get(rep.id);
+  if (!r?.req.direct) return { v: 1, ok: false, error: { code: 'not_found', message: `instance ${h.id} holds no direct request ${rep.id}`, retryable: false } };
+  r.gatewayStarted = true;
+  if (rep.phase !== 'end') watchLeg(h.gateways, r, rep.gateway);
+  if (rep.phase === 'started') return { v: 1, ok: true };
+  if (rep.firstTokenMs !== undefined && r.firstTokenMs === undefined) {
+    r.firstTokenMs = rep.firstTokenMs;
+    h.sampleTtft(Math.max(0, rep.firstTokenMs - r.req.arrivalMs));
+    h.step({ type: 'first_token', id: rep.id });
+  }
+  if (rep.phase === 'first_token') return { v: 1, ok: true };
+  r.tbtSum = rep.tbtSumMs ?? 0;
+  r.tbtMax = rep.tbtMaxMs ?? 0;
+  r.tbtN = rep.tbtN ?? 0;
+  r.seq = rep.completionTokens ?? 0;
+  if (r.tbtN > 0) h.sampleTbt(r.tbtSum / r.tbtN);
+  const energyJ = rep.engineEnergyJ ?? r.energyJ;
+  const energySource = rep.engineEnergyJ !== undefined || h.gpuKind() === 'emulated' ? 'modelled' : 'measured';
+  r.legEnd?.({ rep, energyJ, energySource });
+  return { v: 1, ok: true, energyJ, energySource };
+}
+
+/**
+ * A request a gateway started on a credit this instance lent it (docs/DATAPATH.md "Admission credits"): it
+ * is checked as an admission is (its own stream subject, a direct request), then held and counted as running
+ * in the engine, with its cancel watch, energy and SLO accounting as any granted request. A report that asks
+ * for a top-up gets the gateway's new loan.
+ */
+function creditedReport(h: LegHost, rep: LegReportT): LegReplyT {
+  const asked = rep.request;
+  const credit = rep.credit;
+  if (!asked || !credit || asked.id !== rep.id || asked.streamSubject !== subjects.stream(asked.id) || asked.direct !== true || !h.engineApiKey) {
+    return { v: 1, ok: false, error: { code: 'invalid_request', message: `instance ${h.id}: a credited report carries its direct request (its own stream subject) and credit`, retryable: false } };
+  }
+  if (h.held.has(asked.id)) return { v: 1, ok: true };
+  const { replyGrant: _g, creditTo: _c, ...wire } = asked;
+  const req = classified(wire, h.config);
+  h.held.set(req.id, { req, admittedMs: h.clock.now() });
+  h.watchCancel(req.id);
+  const { effects } = h.step({ type: 'credited_start', req: machineRequest(req), gateway: credit.gateway, epoch: credit.epoch, ...(credit.topUp ? { topUp: true } : {}) });
+  watchLeg(h.gateways, h.running.get(req.id), rep.gateway);
+  const lent = effects.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent' && e.id === req.id);
+  return lent ? { v: 1, ok: true, credit: lent.loan } : { v: 1, ok: true };
+}
+
