@@ -427,9 +427,14 @@ export class InstanceManager {
 
   // ---------------------------------------------------------------- effects on the GPU and the pool
 
-  /** Sets the GPU clock; the machine learns the clock the GPU took (or that the change failed). */
+  /**
+   * Sets the GPU clock; the machine learns the clock the GPU took (or that the change failed), with the change's
+   * time (inputs.applyMs: from the GPU call to its answer, ms; the simulator's costs.clockChangeMs, which the twin
+   * check reads from the clock events).
+   */
   async #applyClock(mhz: number, why: string, inputs: Record<string, unknown>): Promise<void> {
     let appliedMhz: number | undefined;
+    const t0 = this.#clock.now();
     if (this.#gpu) {
       try {
         appliedMhz = (await this.#gpu.lockClocks(mhz, mhz)).maxMhz;
@@ -437,7 +442,7 @@ export class InstanceManager {
         this.#log.warn({ err: (err as Error).message, mhz }, 'clock change failed');
       }
     }
-    this.#step({ type: 'clock_applied', requestedMhz: mhz, appliedMhz, why, inputs: { ...inputs, pool: this.pool } });
+    this.#step({ type: 'clock_applied', requestedMhz: mhz, appliedMhz, why, inputs: { ...inputs, pool: this.pool, applyMs: this.#clock.now() - t0 } });
   }
 
   /** Hands the queued requests the machine took to the pool leader for peers; the machine learns which were placed. */

@@ -182,6 +182,28 @@ export function admissionAgeOf(log: string, replayStartMs: number): number | und
   return ages[Math.floor((ages.length - 1) / 2)]!;
 }
 
+/**
+ * The live GPUs' clock change time (the instance managers' clock events, info level: inputs.applyMs, from the GPU call
+ * to its answer; the emulated GPU's is its HTTP call): the median over the log's clock changes, ms; undefined when none
+ * carries it.
+ */
+export function clockApplyOf(log: string): number | undefined {
+  const ms: number[] = [];
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{') || !line.includes('"event":"clock"') || !line.includes('"applyMs"')) continue;
+    let j: { inputs?: { applyMs?: unknown } };
+    try {
+      j = JSON.parse(line) as typeof j;
+    } catch {
+      continue;
+    }
+    if (typeof j.inputs?.applyMs === 'number' && j.inputs.applyMs >= 0) ms.push(j.inputs.applyMs);
+  }
+  if (!ms.length) return undefined;
+  ms.sort((a, b) => a - b);
+  return ms[Math.floor((ms.length - 1) / 2)]!;
+}
+
 const round1 = (x: number | null | undefined) => (x == null ? '-' : Math.round(x * 10) / 10);
 const ratio = (sim: number | null | undefined, live: number | null | undefined) => (sim != null && live != null && live > 0 ? (sim / live).toFixed(3) : '-');
 
@@ -237,9 +259,13 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // engine's first bytes to the client's first write, docs/DATAPATH.md "The first token's path")
   const toEngineMs = process.env.TWIN_PATH_IN_MS !== undefined ? Number(process.env.TWIN_PATH_IN_MS) : admissionAgeOf(cluster.output(), live.startedAtMs) ?? 0;
   const toClientMs = Number(process.env.TWIN_PATH_OUT_MS ?? 0.3);
+  // the live GPUs' clock change time (the clock events' applyMs, info level; TWIN_CLOCK_CHANGE_MS sets it), else the
+  // simulator's default (a real H100's, costs.clockChangeMs)
+  const clockChangeMs = process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? Number(process.env.TWIN_CLOCK_CHANGE_MS) : clockApplyOf(cluster.output());
   const simOpts: SimOptions = {
     requestPathMs: { toEngineMs, toClientMs },
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
+    ...(clockChangeMs !== undefined ? { costs: { ...spec.sim.costs, clockChangeMs } } : {}),
     instanceLimits: { maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued, rejectAfterMs: c.emergency.rejectAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS },
     // the live intake's classifier (the gateway's online output predictor, max_tokens the trace's output as replay sends it)
     dispatch: 'policy', predictor: 'online',
@@ -264,9 +290,10 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // none): how far energy and the clock decisions move with the phase alone
   type Tails = Partial<Record<string, { ttft: number; tbt: number }>>;
   const tailsOf = (r: Awaited<ReturnType<typeof simulate>>): Tails => Object.fromEntries(Object.entries(r.latency.byType).filter(([, x]) => x?.requests).map(([t, x]) => [t, { ttft: x!.ttftP99Ms, tbt: x!.tbtP99Ms }]));
-  // the same simulation without the data path (the engine's TTFT alone): what the path's time moves
+  // the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults): what
+  // the live path's and the live GPUs' times move
   const atLive = { ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), ...(statusPhases ? { instanceStatusPhaseMs: statusPhases.phases, instanceStatusIntervalMs: statusPhases.intervalMs } : {}) };
-  const noPath = await simulate({ ...simOpts, ...atLive, requestPathMs: { toEngineMs: 0, toClientMs: 0 } });
+  const noPath = await simulate({ ...simOpts, ...atLive, requestPathMs: { toEngineMs: 0, toClientMs: 0 }, ...(spec.sim.costs ? { costs: spec.sim.costs } : { costs: undefined }) });
   const scanTails: Tails[] = [];
   const scan: { phaseMs: number; J: number; clock: number }[] = [];
   const nPhases = Number(process.env.TWIN_PHASES ?? 10);
@@ -295,7 +322,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // the simulation's own band over its phase and status scans (sim / live), beside the one at the live phases
   const scanned = [...scan, ...statusScan];
   const bandOf = (xs: number[], live: number | null | undefined) => (xs.length && live ? `${ratio(Math.min(...xs), live)}-${ratio(Math.max(...xs), live)}` : '-');
-  rows.push({ quantity: 'energy J (modelled both sides)', live: liveJ === null ? '-' : Math.round(liveJ), simulated: Math.round(simJ), 'sim / live': ratio(simJ, liveJ), 'without the path': ratio(noPath.energyKWh * 3.6e6, liveJ), scans: bandOf(scanned.map((x) => x.J), liveJ) });
+  rows.push({ quantity: 'energy J (modelled both sides)', live: liveJ === null ? '-' : Math.round(liveJ), simulated: Math.round(simJ), 'sim / live': ratio(simJ, liveJ), 'engine only': ratio(noPath.energyKWh * 3.6e6, liveJ), scans: bandOf(scanned.map((x) => x.J), liveJ) });
   // the window each side charges: live, the replay's first send to its last completion; simulated, the first
   // arrival to the last request's end
   rows.push({ quantity: 'window s (first arrival to last completion)', live: round1(live.wallS), simulated: round1(sim.durationS), 'sim / live': ratio(sim.durationS, live.wallS) });
@@ -306,22 +333,22 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   for (const t of live.perType) {
     const s = sim.latency.byType[t.type];
     if (!t.ok || !s?.requests) continue;
-    rows.push({ quantity: `p50 TTFT ms ${t.type} (${t.ok} live)`, live: Math.round(t.ttftP50Ms ?? 0), simulated: Math.round(s.ttftP50Ms), 'sim / live': ratio(s.ttftP50Ms, t.ttftP50Ms), 'without the path': ratio(noPath.latency.byType[t.type]?.ttftP50Ms, t.ttftP50Ms), 'scans': '' });
+    rows.push({ quantity: `p50 TTFT ms ${t.type} (${t.ok} live)`, live: Math.round(t.ttftP50Ms ?? 0), simulated: Math.round(s.ttftP50Ms), 'sim / live': ratio(s.ttftP50Ms, t.ttftP50Ms), 'engine only': ratio(noPath.latency.byType[t.type]?.ttftP50Ms, t.ttftP50Ms), 'scans': '' });
     const band = (k: 'ttft' | 'tbt') => {
       const xs = scanTails.map((x) => x[t.type]?.[k]).filter((x): x is number => x !== undefined);
       const live = k === 'ttft' ? t.ttftP99Ms : t.tbtP99Ms;
       return xs.length && live ? `${ratio(Math.min(...xs), live)}-${ratio(Math.max(...xs), live)}` : '-';
     };
-    rows.push({ quantity: `p99 TTFT ms ${t.type}`, live: Math.round(t.ttftP99Ms ?? 0), simulated: Math.round(s.ttftP99Ms), 'sim / live': ratio(s.ttftP99Ms, t.ttftP99Ms), 'without the path': ratio(noPath.latency.byType[t.type]?.ttftP99Ms, t.ttftP99Ms), 'scans': band('ttft') });
-    rows.push({ quantity: `p99 TBT ms ${t.type}`, live: round1(t.tbtP99Ms), simulated: round1(s.tbtP99Ms), 'sim / live': ratio(s.tbtP99Ms, t.tbtP99Ms), 'without the path': '', 'scans': band('tbt') });
+    rows.push({ quantity: `p99 TTFT ms ${t.type}`, live: Math.round(t.ttftP99Ms ?? 0), simulated: Math.round(s.ttftP99Ms), 'sim / live': ratio(s.ttftP99Ms, t.ttftP99Ms), 'engine only': ratio(noPath.latency.byType[t.type]?.ttftP99Ms, t.ttftP99Ms), 'scans': band('ttft') });
+    rows.push({ quantity: `p99 TBT ms ${t.type}`, live: round1(t.tbtP99Ms), simulated: round1(s.tbtP99Ms), 'sim / live': ratio(s.tbtP99Ms, t.tbtP99Ms), 'engine only': '', 'scans': band('tbt') });
   }
   const lr = live.reconfigurations ?? {};
   // both sides count what src/telemetry reconfigurationOf counts (the live metric; the simulator's reconf)
   const kinds: [string, number][] = [['clock', sim.reconfigurations.clock], ['instance_start', sim.reconfigurations.instanceStart], ['reshard', sim.reconfigurations.reshard], ['emergency', sim.reconfigurations.emergency]];
-  for (const [k, v] of kinds) rows.push({ quantity: `decisions: ${k}`, live: lr[k] ?? 0, simulated: v, 'sim / live': ratio(v, lr[k] ?? 0), ...(k === 'clock' ? { 'without the path': ratio(noPath.reconfigurations.clock, lr[k] ?? 0), scans: bandOf(scanned.map((x) => x.clock), lr[k] ?? 0) } : {}) });
+  for (const [k, v] of kinds) rows.push({ quantity: `decisions: ${k}`, live: lr[k] ?? 0, simulated: v, 'sim / live': ratio(v, lr[k] ?? 0), ...(k === 'clock' ? { 'engine only': ratio(noPath.reconfigurations.clock, lr[k] ?? 0), scans: bandOf(scanned.map((x) => x.clock), lr[k] ?? 0) } : {}) });
   // every row with every column (the table's are the first row's)
   for (const r of rows) {
-    r['without the path'] ??= '';
+    r['engine only'] ??= '';
     r.scans ??= '';
   }
   return {
@@ -337,7 +364,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
       `simulated at the live epoch phases and ${statusScan.length} drawn status schedules: ${statusScan.length ? `energy ${Math.round(Math.min(...statusScan.map((x) => x.J)))}-${Math.round(Math.max(...statusScan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...statusScan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...statusScan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...statusScan.map((x) => x.clock))}-${Math.max(...statusScan.map((x) => x.clock))}` : '-'}`,
       'energy is modelled on both sides (emulated GPUs, src/model), not measured; the live counters span the window and 1.5 s more (average power: the replay\'s, J over wall s + 1.5); live latency is wall time on this shared machine',
-      `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(1)} ms to the engine (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age, debug level'}), ${toClientMs.toFixed(1)} ms to the client; 'without the path': the same simulation with the engine's TTFT alone; 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
+      `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(1)} ms to the engine (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age, debug level'}), ${toClientMs.toFixed(1)} ms to the client; and the live GPUs' clock change: ${clockChangeMs === undefined ? `- (the simulator's ${simOpts.costs?.clockChangeMs ?? 65} ms)` : `${clockChangeMs.toFixed(1)} ms (${process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? 'TWIN_CLOCK_CHANGE_MS' : 'the live clock events\' median applyMs'})`}; 'engine only': the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults); 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
       'targets (issue 16): energy within 5%, p99 TTFT and TBT within 15%, decision counts within 10%',
     ],
     rows,

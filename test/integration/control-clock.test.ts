@@ -65,6 +65,10 @@ describe('control plane: instance clock epoch', () => {
     // the event carries its inputs: the measured load and the policy's predicted power
     expect(raise!.inputs.loadByType).toBeDefined();
     expect((raise!.inputs.loadByType as Record<string, number>).MS).toBeGreaterThan(2);
+    // and the change's time, from the GPU call to its answer (the twin check's clock change time for the simulator)
+    expect(typeof raise!.inputs.applyMs).toBe('number');
+    expect(raise!.inputs.applyMs as number).toBeGreaterThanOrEqual(0);
+    expect(raise!.inputs.applyMs as number).toBeLessThan(5000);
     // p99 TTFT (instance-measured from arrival) and TBT of the high-load phase: measured and logged. Whether
     // they meet the SLO (Table IV: 250/100 ms) on this shared machine is a latency target: a benchmark's job.
     const high = outs.filter((o) => o.at >= stepAt && o.at < highEnd);
