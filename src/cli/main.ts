@@ -4,6 +4,8 @@
  * Only the command named on the command line is loaded, so `dynamollm model predict` does not pay for NATS or
  * HTTP imports; the others are listed with the summary below.
  */
+// first: marks the process's boot (an actor's start-up steps, src/runtime/startup.ts)
+import '../runtime/startup.ts';
 import { Command } from 'commander';
 import { configure, ExitCode, runProgram } from './program.ts';
 

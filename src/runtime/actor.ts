@@ -20,6 +20,7 @@ import { actorLogger, createLogger } from './logger.ts';
 import { DYNAMOLLM_VERSION } from './version.ts';
 import { natsSettings, type NatsSettings } from './nats-settings.ts';
 import { ADOPT_FILE_ENV, ADOPT_WAIT_MS, readRecord, supervised as watched } from './adoption.ts';
+import { sinceProcessStart, startupPhases } from './startup.ts';
 
 export type { LifecycleState } from './lifecycle.ts';
 
@@ -125,6 +126,7 @@ export abstract class Actor {
           inboxPrefix: inboxPrefix(this.kind, this.id),
           log: this.log,
         });
+        const connect = sinceProcessStart();
         this.#bus.jetstreamReplicas = this.opts.jetstreamReplicas ?? 1;
         // the NATS Service API: `nats micro ls` lists this actor, with every subject it serves as an endpoint
         this.#bus.startService({
@@ -149,7 +151,9 @@ export abstract class Actor {
         if ((this.#state as string) !== 'starting') return; // drained/stopped during start
         this.#state = 'running';
         this.#heartbeater.start();
-        this.log.info('actor running');
+        // where this process's start went (src/runtime/startup.ts): each step's ms, and spawn to running
+        const startup = startupPhases({ connect, running: sinceProcessStart() });
+        this.log.info(startup ? { startup: startup.phases, startupMs: startup.totalMs, startupCpuMs: startup.cpuMs } : {}, 'actor running');
       } catch (err) {
         // stopped while starting: what the start was waiting for was ended by the stop, not a failure
         if ((this.#state as string) === 'stopped') return;

@@ -15,6 +15,7 @@ import { createLogger } from '../../runtime/logger.ts';
 import { startHealthServer } from '../../runtime/health.ts';
 import { runWorkers, workerId, workerIndex } from '../../runtime/workers.ts';
 import { actorNatsSettings, type NatsConfigSection, type NatsFlags } from '../../runtime/nats-settings.ts';
+import { markStartup } from '../../runtime/startup.ts';
 
 interface ActorOptions extends NatsFlags {
   id?: string;
@@ -54,6 +55,7 @@ export function runActor(argv: string[], registry: ActorRegistry): Promise<numbe
 }
 
 async function startActor(kind: string, values: ActorOptions, registry: ActorRegistry): Promise<number> {
+  markStartup('cli');
   const load = registry[kind];
   if (!load) throw new UsageError(`unknown actor kind '${kind}' (kinds: ${Object.keys(registry).join(', ')})`);
   const extra: Record<string, string> = {};
@@ -64,11 +66,13 @@ async function startActor(kind: string, values: ActorOptions, registry: ActorReg
   }
   const config: unknown = values.config ? readConfigFile(values.config) : undefined;
   const log = createLogger({ level: values.logLevel, pretty: values.pretty });
+  markStartup('config');
   // a worker (src/runtime/workers.ts) is the actor under its own id; the primary passes it its own id in the env
   const index = workerIndex();
   const baseId = process.env.DYNAMOLLM_WORKERS_ID ?? values.id ?? `${kind}-${randomBytes(3).toString('hex')}`;
   const id = index === undefined ? baseId : workerId(baseId, index);
   const mod = await load();
+  markStartup('module');
   let actor: Awaited<ReturnType<typeof mod.createActor>>;
   try {
     const opts = {
@@ -86,6 +90,7 @@ async function startActor(kind: string, values: ActorOptions, registry: ActorReg
       return await runWorkers({ count: workers, log });
     }
     actor = await mod.createActor(opts);
+    markStartup('create');
   } catch (err) {
     // a config the actor cannot run with (a profile lacking its TP, a bad --set) is refused before it connects,
     // as `up` refuses it: exit 2, one line naming the file and the key
