@@ -12,9 +12,7 @@
 import type { KV } from '@nats-io/kv';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
-import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import { existsSync } from 'node:fs';
 import {
   Ack, Admission, ClusterStatus, RoutingTable, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, NodeTelemetry, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
   StatusRequest, ClientDisconnect, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, toWireError,
@@ -78,9 +76,11 @@ export class ClusterManager extends Actor {
   /** leading with this run's assignments (the store checked for a previous run's): decides on lost instances. */
   #deciding = false;
 
-  constructor(opts: ActorOptions, config: ClusterConfig) {
+  /** `profile`: the config's profile as createActor read it (undefined: none). */
+  constructor(opts: ActorOptions, config: ClusterConfig, profile: Profile | undefined) {
     super(opts);
     this.#c = config;
+    this.#profile = profile;
     this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
     this.#m = initialClusterState({ pools: poolsOf(config) });
   }
@@ -89,9 +89,7 @@ export class ClusterManager extends Actor {
     const c = this.#c;
     this.#evt = eventPublisher(this.bus, this.id, this.log, this.clock);
     this.#dispatcher = new PoolDispatcher(this.bus, this.clock, c);
-    const ppath = profilePathOf(c);
-    if (existsSync(ppath)) this.#profile = loadProfile(ppath);
-    else this.log.warn({ profile: ppath }, 'no profile: scaling uses a static split of the servers');
+    if (!this.#profile) this.log.warn({ profile: profilePathOf(c) }, 'no profile: scaling uses a static split of the servers');
     this.#mc = {
       issuer: this.id, profile: this.#profile, pools: poolsOf(c), configuredPools: c.pools !== undefined, epochMs: c.epochs.clusterS * 1000,
       statusIntervalMs: c.liveness.statusIntervalMs, minEpochGapMs: c.scaling.minEpochGapS * 1000, instanceStartupMs: c.scaling.instanceStartupS * 1000,
@@ -576,6 +574,6 @@ export class ClusterManager extends Actor {
 /** `dynamollm actor cluster` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): ClusterManager {
   const config = parseConfig(o.config ?? {});
-  requireProfileCovers(config, [config.engine.initialTp]);
-  return new ClusterManager({ kind: 'cluster', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config);
+  const profile = requireProfileCovers(config, [config.engine.initialTp]);
+  return new ClusterManager({ kind: 'cluster', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, profile);
 }

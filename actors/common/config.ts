@@ -6,7 +6,8 @@
 import { DEFAULT_HEADROOM } from '../../src/policy/types.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { parse as parseYaml } from 'yaml';
+import type { Profile } from '../../src/model/profile-types.ts';
+import { parseYaml } from '../../src/runtime/yaml.ts';
 import { z } from 'zod';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
 import { GPUS, MODELS } from '../../src/model/catalog.ts';
@@ -414,18 +415,20 @@ export function checkProfileCovers(profile: { tpDegrees: number[]; model: string
  * At an actor's start, before it connects: the profile the config names (when it exists; without one the
  * actors run on static splits and max clocks, and say so) must be for the config's model and GPU and cover
  * the TP degrees this actor starts instances with. Throws ConfigError naming the profile and the degrees, so
- * a standalone actor (systemd, Kubernetes) refuses to start as `up` does.
+ * a standalone actor (systemd, Kubernetes) refuses to start as `up` does. Returns the profile (undefined when the
+ * file does not exist), which the actor runs with: it is read and validated once per process.
  */
-export function requireProfileCovers(c: ClusterConfig, tps: number[]): void {
+export function requireProfileCovers(c: ClusterConfig, tps: number[]): Profile | undefined {
   const path = profilePathOf(c);
-  if (!existsSync(path)) return;
-  let profile: { tpDegrees: number[]; model: string; gpu: string };
+  if (!existsSync(path)) return undefined;
+  let profile: Profile;
   try {
     profile = loadProfile(path);
   } catch (err) {
     throw new ConfigError(`profile ${path}: ${(err as Error).message}`);
   }
   checkProfileCovers(profile, tps, path, c);
+  return profile;
 }
 
 /** zod issues as lines naming the key; an unknown key gets the closest known key of its object. */

@@ -2,15 +2,14 @@
  * `instance` actor process: `--id ID --config FILE --pool P --tp N --gpus 0,1[,..] [--node N]`.
  * Owns one engine process (config.engine) and its GPUs' clocks (config.gpuBackend).
  */
-import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { randomBytes } from 'node:crypto';
 import { createEngine } from '../../src/engine/index.ts';
 import { getModelSpec } from '../../src/model/catalog.ts';
-import { instanceMetrics } from './metrics.ts';
+import type { instanceMetrics } from './metrics.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
 import { FollowingGpuControl } from '../../src/gpu/following.ts';
-import { loadProfile } from '../../src/telemetry/profile-io.ts';
+import type { Profile } from '../../src/model/profile-types.ts';
 import { engineOfProfile } from '../../src/model/perf.ts';
 import { profilePathOf, ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
@@ -21,14 +20,14 @@ export const summary = 'instance manager: one engine and its GPU clocks';
 
 class InstanceActor extends Actor {
   im?: InstanceManager;
-  constructor(opts: ActorOptions, private readonly a: { config: ClusterConfig; pool: string; tp: 1 | 2 | 4 | 8; gpuIds: number[]; node?: string }) {
+  /** `profile`: the config's profile as createActor read it (undefined: none). */
+  constructor(opts: ActorOptions, private readonly a: { config: ClusterConfig; profile: Profile | undefined; pool: string; tp: 1 | 2 | 4 | 8; gpuIds: number[]; node?: string }) {
     super(opts);
   }
   protected async onStart(): Promise<void> {
     const c = this.a.config;
-    const ppath = profilePathOf(c);
-    const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
-    if (!profile) this.log.warn({ profile: ppath }, 'no profile: the instance stays at max clock');
+    const profile = this.a.profile;
+    if (!profile) this.log.warn({ profile: profilePathOf(c) }, 'no profile: the instance stays at max clock');
     // the engine refuses /v1 calls without this key; the gateways that stream a direct request get it in the grant
     const engineApiKey = randomBytes(24).toString('base64url');
     const engine = createEngine({
@@ -74,11 +73,12 @@ class InstanceActor extends Actor {
     await this.im?.stop(0);
   }
   /** Prometheus text of this instance manager (served on --health HOST:PORT as /metrics). */
-  metricsText(): Promise<string> {
-    this.#metrics ??= instanceMetrics({ instance: this.id, pool: this.a.pool, model: this.a.config.model, tp: this.a.tp }, () => this.im?.metricsSnapshot());
-    return this.#metrics.text();
+  async metricsText(): Promise<string> {
+    // prom-client is loaded on the first scrape, not with every start of this process (src/runtime/startup.ts)
+    this.#metrics ??= import('./metrics.ts').then((m) => m.instanceMetrics({ instance: this.id, pool: this.a.pool, model: this.a.config.model, tp: this.a.tp }, () => this.im?.metricsSnapshot()));
+    return (await this.#metrics).text();
   }
-  #metrics?: ReturnType<typeof instanceMetrics>;
+  #metrics?: Promise<ReturnType<typeof instanceMetrics>>;
   protected override loadSummary() {
     return { queued: this.im?.queued ?? 0, running: this.im?.running ?? 0 };
   }
@@ -95,10 +95,10 @@ export function createActor(o: ActorFactoryOptions): Actor {
   const gpuIds = (o.extra.gpus ?? '').split(',').map(Number);
   if (gpuIds.length !== tp || gpuIds.some((g) => !Number.isInteger(g) || g < 0)) throw new ConfigError(`--set gpus must list ${tp} GPU indices`);
   if (!o.extra.pool) throw new ConfigError('--set pool=POOL is required');
-  requireProfileCovers(config, [tp]);
+  const profile = requireProfileCovers(config, [tp]);
   return new InstanceActor(
     { kind: 'instance', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas },
-    { config, pool: o.extra.pool, tp: tp as 1 | 2 | 4 | 8, gpuIds, node: o.extra.node },
+    { config, profile, pool: o.extra.pool, tp: tp as 1 | 2 | 4 | 8, gpuIds, node: o.extra.node },
   );
 }
 

@@ -3,22 +3,22 @@
  * pool (each with its own lease), so one process can stand for all pools on a small machine; run two such
  * processes for standby leaders. With `--health HOST:PORT` it serves its /metrics there (metrics.ts).
  */
-import { existsSync } from 'node:fs';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
-import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { poolsOf, profilePathOf, ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
+import type { Profile } from '../../src/model/profile-types.ts';
+import { poolsOf, ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { PoolLeader } from './pool-leader.ts';
 import { DispatchView, StatusRequest, subjects } from '../../protocols/index.ts';
 import { closeMilpPlanner } from '../common/policy.ts';
-import { poolManagerMetrics } from './metrics.ts';
+import type { poolManagerMetrics } from './metrics.ts';
 
 export const summary = 'pool manager: dispatch, re-shard epoch, instance failures (one leader per pool)';
 
 export class PoolManager extends Actor {
   leaders: PoolLeader[] = [];
-  constructor(opts: ActorOptions, private readonly config: ClusterConfig, private readonly poolIds?: string[]) {
+  /** `profile`: the config's profile as createActor read it (undefined: none). */
+  constructor(opts: ActorOptions, private readonly config: ClusterConfig, private readonly profile: Profile | undefined, private readonly poolIds?: string[]) {
     super(opts);
   }
   protected async onStart(): Promise<void> {
@@ -27,13 +27,10 @@ export class PoolManager extends Actor {
     const chosen = this.poolIds ? all.filter((p) => this.poolIds!.includes(p.id)) : all;
     const unknown = (this.poolIds ?? []).filter((id) => !all.some((p) => p.id === id));
     if (unknown.length) throw new ConfigError(`unknown pool(s) ${unknown.join(', ')} (known: ${all.map((p) => p.id).join(', ')})`);
-    const ppath = profilePathOf(c);
-    const profile = existsSync(ppath) ? loadProfile(ppath) : undefined;
-    for (const p of chosen) {
-      const l = new PoolLeader({ pool: p.id, types: p.types, holder: this.id, bus: this.bus, config: c, log: this.log, profile, clock: this.clock });
-      this.leaders.push(l);
-      await l.start();
-    }
+    const profile = this.profile;
+    for (const p of chosen) this.leaders.push(new PoolLeader({ pool: p.id, types: p.types, holder: this.id, bus: this.bus, config: c, log: this.log, profile, clock: this.clock }));
+    // each pool's lease contends at once (their first attempts side by side: the bucket is opened once, Bus.kv)
+    await Promise.all(this.leaders.map((l) => l.start()));
     // each pool's dispatch view, on the observer's request (dynamollm chaos times a dead instance's leave by it): computed only when asked
     this.serve(subjects.dispatchView('pool', this.id), StatusRequest, DispatchView, () => Promise.resolve({
       v: 1 as const, kind: 'pool' as const, id: this.id, atMs: this.clock.now(), pools: this.leaders.map((l) => l.view()),
@@ -44,11 +41,12 @@ export class PoolManager extends Actor {
     await closeMilpPlanner();
   }
   /** Prometheus text of this pool manager (served on --health HOST:PORT as /metrics): leads, holds and their outcomes. */
-  metricsText(): Promise<string> {
-    this.#metrics ??= poolManagerMetrics(this.id, () => this.leaders);
-    return this.#metrics.text();
+  async metricsText(): Promise<string> {
+    // prom-client is loaded on the first scrape, not with every start of this process (src/runtime/startup.ts)
+    this.#metrics ??= import('./metrics.ts').then((m) => m.poolManagerMetrics(this.id, () => this.leaders));
+    return (await this.#metrics).text();
   }
-  #metrics?: ReturnType<typeof poolManagerMetrics>;
+  #metrics?: Promise<ReturnType<typeof poolManagerMetrics>>;
   protected override heartbeatMeta() {
     return { leads: this.leaders.filter((l) => l.isLeader()).map((l) => l.pool).join(',') };
   }
@@ -57,6 +55,6 @@ export class PoolManager extends Actor {
 /** `dynamollm actor pool [--set pools=pool-SS,pool-MM]` (src/cli/actor-registry.ts). */
 export function createActor(o: ActorFactoryOptions): PoolManager {
   const config = parseConfig(o.config ?? {});
-  requireProfileCovers(config, [config.engine.initialTp]);
-  return new PoolManager({ kind: 'pool', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, o.extra.pools ? o.extra.pools.split(',') : undefined);
+  const profile = requireProfileCovers(config, [config.engine.initialTp]);
+  return new PoolManager({ kind: 'pool', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, profile, o.extra.pools ? o.extra.pools.split(',') : undefined);
 }

@@ -2,7 +2,7 @@
  * Argument checks shared by the commands (parsing itself: commander, see ./program.ts). A UsageError exits 2.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { parseYaml } from '../runtime/yaml.ts';
 
 export class UsageError extends Error {
   override name = 'UsageError';

@@ -48,6 +48,48 @@ const profileSchema = z.object({
   idlePowerW: z.array(z.object({ tp: z.number().int().positive(), clockMhz: num, powerW: nonneg })).optional(),
 });
 
+/** The profile without its cells, which cellOf checks (thousands of them: through zod they were most of an actor's start). */
+const profileHeadSchema = profileSchema.extend({ cells: z.array(z.unknown()) });
+
+const TYPES: ReadonlySet<string> = new Set(REQUEST_TYPES);
+const finite = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
+const nonNeg = (x: unknown): x is number => finite(x) && x >= 0;
+
+/**
+ * The cell as profileSchema makes it (its keys only, in the schema's order) when it passes every check of
+ * profileSchema's cell, else undefined (parseProfile then lets zod name the first bad field). Only plain objects:
+ * anything else is left to zod.
+ */
+function cellOf(c: unknown): ProfileCell | undefined {
+  if (typeof c !== 'object' || c === null) return undefined;
+  const proto = Object.getPrototypeOf(c) as unknown;
+  if (proto !== Object.prototype && proto !== null) return undefined;
+  const { type, tp, clockMhz, load, powerW, energyPerRequestJ, ttftP50Ms, ttftP99Ms, tbtP50Ms, tbtP99Ms, meetsSlo } = c as Record<string, unknown>;
+  if (typeof type !== 'string' || !TYPES.has(type) || !Number.isInteger(tp) || !((tp as number) > 0) || !finite(clockMhz)) return undefined;
+  if (!nonNeg(load) || !nonNeg(powerW) || !nonNeg(energyPerRequestJ) || !nonNeg(ttftP50Ms) || !nonNeg(ttftP99Ms) || !nonNeg(tbtP50Ms) || !nonNeg(tbtP99Ms)) return undefined;
+  if (typeof meetsSlo !== 'boolean') return undefined;
+  return { type: type as RequestType, tp: tp as number, clockMhz, load, powerW, energyPerRequestJ, ttftP50Ms, ttftP99Ms, tbtP50Ms, tbtP99Ms, meetsSlo };
+}
+
+/**
+ * profileSchema.safeParse(json)'s data, or its first issue: the cells checked by cellOf, the rest by zod; a document
+ * with any bad cell (or any other bad field) goes through profileSchema whole, so the issue named is zod's own.
+ */
+function parseDocument(json: unknown): { data: z.infer<typeof profileSchema> } | { issue: z.ZodIssue } {
+  const head = profileHeadSchema.safeParse(json);
+  if (head.success) {
+    const cells: ProfileCell[] = [];
+    for (const c of head.data.cells) {
+      const cell = cellOf(c);
+      if (!cell) break;
+      cells.push(cell);
+    }
+    if (cells.length === head.data.cells.length) return { data: { ...head.data, cells } };
+  }
+  const r = profileSchema.safeParse(json);
+  return r.success ? { data: r.data } : { issue: r.error.issues[0]! };
+}
+
 function ascending(xs: number[], field: string): void {
   for (let i = 1; i < xs.length; i++) {
     if (!(xs[i]! > xs[i - 1]!)) throw new ProfileError(`${field} must be strictly ascending (index ${i}: ${xs[i - 1]} then ${xs[i]})`);
@@ -79,11 +121,8 @@ export function parseProfile(json: unknown): Profile {
   if (json && typeof json === 'object' && 'version' in json && (json as { version: unknown }).version !== PROFILE_VERSION) {
     throw new ProfileError(`version: unsupported profile version ${JSON.stringify((json as { version: unknown }).version)} (this build reads ${PROFILE_VERSION})`);
   }
-  const r = profileSchema.safeParse(json);
-  if (!r.success) {
-    const i = r.error.issues[0]!;
-    throw new ProfileError(`${i.path.join('.') || '(root)'}: ${i.message}`);
-  }
+  const r = parseDocument(json);
+  if ('issue' in r) throw new ProfileError(`${r.issue.path.join('.') || '(root)'}: ${r.issue.message}`);
   const p = r.data as Profile;
   ascending(p.tpDegrees, 'tpDegrees');
   ascending(p.clocksMhz, 'clocksMhz');

@@ -14,7 +14,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { workerId } from '../../protocols/permissions.ts';
-import { aggregateWorkerMetrics, type WorkerMetrics } from '../telemetry/metrics.ts';
+import type { WorkerMetrics } from '../telemetry/metrics.ts';
 
 export { workerId };
 
@@ -133,7 +133,8 @@ function gatherMetricsForWorkers(workers: () => Worker[], log: Logger): void {
       clearTimeout(timer);
       pending.delete(id);
       if (asked.length > p.got.length) log.warn({ asked: asked.length, answered: p.got.length }, 'metrics: not every worker answered in time');
-      aggregateWorkerMetrics(p.got).then(
+      // prom-client is loaded on the first gathering, not with every actor process (src/runtime/startup.ts)
+      import('../telemetry/metrics.ts').then(({ aggregateWorkerMetrics }) => aggregateWorkerMetrics(p.got)).then(
         (text) => answer({ type: 'dynamollm:metrics', id: m.id, text }),
         (err: unknown) => answer({ type: 'dynamollm:metrics', id: m.id, error: (err as Error).message }),
       );
