@@ -29,7 +29,9 @@ describe('profile cells', () => {
     ['a TP as a string', (c: Record<string, unknown>) => void (c.tp = '2'), 'cells.5.tp: Expected number, received string'],
     ['an unknown type', (c: Record<string, unknown>) => void (c.type = 'XX'), "cells.5.type: Invalid enum value. Expected 'SS' | 'SM' | 'SL' | 'MS' | 'MM' | 'ML' | 'LS' | 'LM' | 'LL', received 'XX'"],
     ['meetsSlo as a string', (c: Record<string, unknown>) => void (c.meetsSlo = 'yes'), 'cells.5.meetsSlo: Expected boolean, received string'],
-    ['a missing clock', (c: Record<string, unknown>) => void delete c.clockMhz, 'cells.5.clockMhz: Required'],
+    ['a missing clock', (c: Record<string, unknown>) => {
+      delete c.clockMhz;
+    }, 'cells.5.clockMhz: Required'],
     ['a NaN load', (c: Record<string, unknown>) => void (c.load = NaN), 'cells.5.load: Expected number, received nan'],
     ['null', () => null, 'cells.5: Expected object, received null'],
     ['an array', () => [], 'cells.5: Expected object, received array'],
