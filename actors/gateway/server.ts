@@ -7,109 +7,43 @@
  * validation -> in-flight bound -> backend.submit (admission; a refusal becomes 429/503 with Retry-After)
  * -> tokens streamed as SSE, or collected into one JSON response. A client that disconnects aborts the
  * request's AbortSignal, which the backend turns into a Cancel downstream.
+ *
+ * Its parts: server-options.ts (GatewayBackend, GatewayServerOptions), auth.ts (API keys, the dashboard cookie, the
+ * metrics token), tokenize-routes.ts (/tokenize, /detokenize, the prompt count), collect.ts (the non-streamed
+ * answer), sse-stream.ts and sse-writer.ts (the SSE stream), resume.ts (resumable streams), openai.ts (validation).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { newRequestId } from './request-id.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { WebSocket, WebSocketServer } from 'ws';
-import type { Logger } from 'pino';
-import { systemClock, type Clock } from '../../src/runtime/clock.ts';
+import { systemClock } from '../../src/runtime/clock.ts';
 import { DynError } from '../../protocols/errors.ts';
 import { PROTOCOL_VERSION } from '../../protocols/codec.ts';
-import { engineParams, type Usage, type DetokenizeReply, type DetokenizeRequest, type InferenceRequest, type TokenChunk, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
+import type { Usage, InferenceRequest, TokenChunk, TokenizeRequest } from '../../protocols/messages.ts';
 import { subjects } from '../../protocols/subjects.ts';
-import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
-import type { LiveState } from '../../src/telemetry/live.ts';
 import {
-  HttpError, badRequest, chatResponse, probeOf, PROBE_HEADER, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, parseOpenAiRequest,
-  toHttp, usageOfChoices, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
+  HttpError, badRequest, probeOf, PROBE_HEADER, parseOpenAiRequest, toHttp, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
 import { childRequest, inBatches, type TokenSource } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
 import { HoldLimit } from './hold-limit.ts';
 import { readBody } from './body.ts';
 import { relaySse, replayPrelude, resumePlan, type Framing, type Resumable } from './sse-stream.ts';
-import { LAST_EVENT_ID_HEADER, RESUMABLE_HEADER, parseLastEventId, resumableOf, type ResumeFrom, type StreamHooks, type StreamJournal, type JournalSlo } from './resume.ts';
+import { LAST_EVENT_ID_HEADER, RESUMABLE_HEADER, parseLastEventId, resumableOf, type StreamHooks } from './resume.ts';
 export type { ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
-import { PromptCounter, TokenizeRefused, localDetokenize, localTokenizer, type TokenCount } from './tokens.ts';
+import type { GatewayServerOptions } from './server-options.ts';
+export type { GatewayBackend, GatewayServerOptions } from './server-options.ts';
+import { PromptCounter, localTokenizer } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
-import { probeResponse, type HealthReport } from '../../src/runtime/health.ts';
+import { probeResponse } from '../../src/runtime/health.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
-
-/** What the gateway needs from the cluster. */
-export interface GatewayBackend {
-  /**
-   * Admits the request. Resolves once the cluster accepted it, with the request's token stream (ends after
-   * a chunk with `done` or `error`); rejects with a DynError when refused. Aborting `signal` cancels it
-   * downstream and ends the stream.
-   */
-  submit(req: InferenceRequest, signal: AbortSignal, hooks?: StreamHooks): Promise<TokenSource>;
-  /** Continues a resumable stream from `from` as a new leg (the stream's usage sums every leg); absent: resumes are refused. */
-  resume?(req: InferenceRequest, from: ResumeFrom, signal: AbortSignal, hooks?: StreamHooks): Promise<TokenSource>;
-  /** false while the backend cannot reach the cluster (healthz answers 503). Default true. */
-  ready?(): boolean;
-  /**
-   * Counts (and with returnTokens, gives) a prompt's tokens with the engine's tokenizer (vLLM's /tokenize,
-   * chat template applied). Without it the gateway uses the emulator's Llama tokenizer (tests, a lone gateway).
-   */
-  tokenize?(req: TokenizeRequest): Promise<TokenizeReply>;
-  /** Token ids back to text with the engine's tokenizer (vLLM's /detokenize). */
-  detokenize?(req: DetokenizeRequest): Promise<DetokenizeReply>;
-}
-
-export interface GatewayServerOptions {
-  backend: GatewayBackend;
-  /** TCP port; 0 picks a free one. Default 8000. */
-  port?: number;
-  /** bind address. Default '127.0.0.1' (loopback: expose it on purpose). */
-  host?: string;
-  /**
-   * accepted API keys (Authorization: Bearer <key>); empty = no auth. Default []. With keys, every endpoint
-   * but /healthz needs one: the API in the Authorization header, the dashboard (/, /api/live, /ws) also
-   * through the cookie `GET /?key=<key>` sets, /metrics also with `metricsToken`.
-   */
-  apiKeys?: string[];
-  /** read-only token accepted on /metrics only (Authorization: Bearer <token>), for a Prometheus scraper. */
-  metricsToken?: string;
-  /** largest request body, bytes (413 above, not retryable). Default 512 KiB (below NATS max_payload). */
-  bodyLimitBytes?: number;
-  /** a client must send its request headers within this, ms (slow-loris). Default 5000. */
-  headersTimeoutMs?: number;
-  /** a client must send its whole request (headers and body) within this, ms. Default 15000. */
-  bodyTimeoutMs?: number;
-  /** requests in flight at this replica before 429. Default 1024. */
-  maxInflight?: number;
-  /** a request (admission to last token) gets this long before its deadline, ms. Default 600000. */
-  requestTimeoutMs?: number;
-  /** the longest a request waits for its answer to begin, from its arrival, ms: then a retryable 503. Default 60000 (gateway.holdLimitMs). */
-  holdLimitMs?: number;
-  /** model ids served; a request for another model gets 404. Default ['llama2-70b']. */
-  models?: string[];
-  limits?: Partial<ValidationLimits>;
-  /** context length for the built-in tokenizer (a backend without tokenize()); default 4096. */
-  maxModelLen?: number;
-  metrics?: TelemetryMetrics;
-  /** the /metrics text where not `metrics`' own (a worker: its replica's workers aggregated). */ metricsText?: () => Promise<string>;
-  live?: LiveState;
-  /** WebSocket snapshot period, ms. Default 1000. */
-  liveTickMs?: number;
-  log?: Logger;
-  /** id of this replica (logs, headers). */
-  replicaId?: string;
-  /** liveness/readiness of the process for GET /livez and /readyz (src/runtime/health.ts); absent: both 404. */
-  health?: () => HealthReport;
-  /** shown on the dashboard (in /api/live and the /ws snapshots), e.g. NATS without authorization. */
-  warnings?: string[];
-  /** time and timers (src/runtime/clock.ts): request arrival and give-up times, the /ws ticks, the drain's wait. Default the system clock. */ clock?: Clock;
-  /** the resume journal (docs/PROTOCOL.md "Resumable streams"); absent: no stream is resumable, a Last-Event-ID gets 404. */
-  journal?: StreamJournal;
-  /** a request's SLO before its classification (its prompt's TTFT SLO, the TBT SLO): bounds its journal's waits. */
-  sloOf?: (r: InferenceRequest) => JournalSlo;
-}
+import { ApiKeys } from './auth.ts';
+export { apiKeyIdOf } from './auth.ts';
+import { countTokens, detokenizeRoute, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
+import { collectChoice, collectedBody } from './collect.ts';
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
 const STATIC: Record<string, string> = {
@@ -119,11 +53,6 @@ const STATIC: Record<string, string> = {
   '/dashboard.css': 'dashboard.css',
 };
 const MIME: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
-
-/** Constant-time comparison, so a key cannot be guessed byte by byte from response times. */
-function safeEqual(a: Buffer, b: Buffer): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
-}
 
 /** The request target as a URL; undefined when the URL parser refuses it (e.g. `//a|b`, read as a host). */
 function requestUrl(target: string | undefined): URL | undefined {
@@ -140,14 +69,13 @@ export class GatewayServer {
   private readonly opts: Required<Pick<GatewayServerOptions, 'port' | 'host' | 'bodyLimitBytes' | 'maxInflight' | 'requestTimeoutMs' | 'holdLimitMs' | 'models' | 'liveTickMs' | 'clock'>> & GatewayServerOptions;
   private readonly limits: ValidationLimits;
   private readonly failLog: RateLimitedLog | undefined;
-  private readonly keys: Buffer[];
-  private readonly metricsToken: Buffer | undefined;
+  private readonly auth: ApiKeys;
   private inflight = 0;
   private draining = false;
   private liveTimer: unknown;
   private readonly aborts = new Set<AbortController>();
-  private readonly tokenizeFn: (req: TokenizeRequest) => Promise<TokenizeReply>;
   private readonly counter: PromptCounter;
+  private readonly tokenizers: Tokenizers;
 
   constructor(opts: GatewayServerOptions) {
     this.opts = {
@@ -157,10 +85,10 @@ export class GatewayServer {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.failLog = opts.log ? new RateLimitedLog(opts.log) : undefined;
     const backend = this.opts.backend;
-    this.tokenizeFn = backend.tokenize ? (r) => backend.tokenize!(r) : localTokenizer(opts.maxModelLen ?? 4096);
-    this.counter = new PromptCounter(this.tokenizeFn);
-    this.keys = (opts.apiKeys ?? []).filter((k) => k.length > 0).map((k) => Buffer.from(k));
-    this.metricsToken = opts.metricsToken ? Buffer.from(opts.metricsToken) : undefined;
+    const tokenize = backend.tokenize ? (r: TokenizeRequest) => backend.tokenize!(r) : localTokenizer(opts.maxModelLen ?? 4096);
+    this.counter = new PromptCounter(tokenize);
+    this.tokenizers = { models: this.opts.models, tokenize, backend, counter: this.counter };
+    this.auth = new ApiKeys(opts.apiKeys, opts.metricsToken);
     // the timeouts below are enforced by a sweep every connectionsCheckingInterval (Node's default: 30 s)
     this.server = createServer({ connectionsCheckingInterval: 500 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
@@ -184,7 +112,7 @@ export class GatewayServer {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
         return;
       }
-      if (!this.readAllowed(req)) {
+      if (!this.auth.readAllowed(req)) {
         socket.end('HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nConnection: close\r\n\r\n');
         return;
       }
@@ -265,7 +193,7 @@ export class GatewayServer {
     const method = req.method ?? 'GET';
     if (this.opts.replicaId) res.setHeader('x-dynamollm-gateway', this.opts.replicaId);
     if (method === 'POST' && (req.url === '/v1/completions' || req.url === '/v1/chat/completions')) { // spelt exactly: their own path, no URL parse
-      const authErr = this.checkAuth(req);
+      const authErr = this.auth.check(req);
       return authErr ? this.sendError(res, req.url, authErr) : this.inference(req, res, req.url, req.url === '/v1/completions' ? 'completion' : 'chat');
     }
     const url = requestUrl(req.url);
@@ -285,7 +213,7 @@ export class GatewayServer {
     // with API keys, everything below needs one (the health probe above does not)
     if (method === 'GET' && path === '/' && url.searchParams.has('key')) return this.dashboardLogin(res, url.searchParams.get('key') ?? '');
     const readOnly = path === '/metrics' || path === '/api/live' || STATIC[path] !== undefined;
-    if (readOnly && !this.readAllowed(req, path === '/metrics')) {
+    if (readOnly && !this.auth.readAllowed(req, path === '/metrics')) {
       return this.sendError(res, path, new HttpError(401, STATIC[path] ? 'API key required: open /?key=<API key> once' : 'API key required: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key'));
     }
     if (method === 'GET' && path === '/metrics') {
@@ -302,7 +230,7 @@ export class GatewayServer {
     }
 
     if (path.startsWith('/v1/')) {
-      const authErr = this.checkAuth(req);
+      const authErr = this.auth.check(req);
       if (authErr) return this.sendError(res, path, authErr);
       if (path === '/v1/models') {
         if (method !== 'GET') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
@@ -311,7 +239,7 @@ export class GatewayServer {
         for (const id of this.opts.models) {
           // the engine's context length, learnt from its tokenizer (asked once per model)
           let maxLen = this.counter.maxModelLen.get(id);
-          if (maxLen === undefined) maxLen = await this.countTokens(id, '', undefined).then((c) => c.maxModelLen, () => undefined);
+          if (maxLen === undefined) maxLen = await countTokens(this.counter, id, '', undefined).then((c) => c.maxModelLen, () => undefined);
           data.push({ id, object: 'model', created, owned_by: 'dynamollm', root: id, parent: null, ...(maxLen !== undefined ? { max_model_len: maxLen } : {}) });
         }
         return this.sendJson(res, path, 200, { object: 'list', data });
@@ -322,11 +250,11 @@ export class GatewayServer {
       }
     }
     if (path === '/tokenize' || path === '/detokenize') {
-      const authErr = this.checkAuth(req);
+      const authErr = this.auth.check(req);
       if (authErr) return this.sendError(res, path, authErr);
       if (method !== 'POST') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
       try {
-        return this.sendJson(res, path, 200, path === '/tokenize' ? await this.tokenizeRoute(await this.readJson(req)) : await this.detokenizeRoute(await this.readJson(req)));
+        return this.sendJson(res, path, 200, path === '/tokenize' ? await tokenizeRoute(this.tokenizers, await readJson(req, this.opts.bodyLimitBytes)) : await detokenizeRoute(this.tokenizers, await readJson(req, this.opts.bodyLimitBytes)));
       } catch (err) {
         return this.sendError(res, path, err);
       }
@@ -334,118 +262,9 @@ export class GatewayServer {
     return this.sendError(res, path, new HttpError(404, `no route for ${method} ${path}`, 'invalid_request_error', 'not_found'));
   }
 
-  /** Counts with the engine's tokenizer; its refusal is a 400, an unreachable tokenizer a 503. */
-  private async countTokens(model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params']): Promise<TokenCount> {
-    try {
-      return await this.counter.count(model, prompt, messages, params);
-    } catch (err) {
-      if (err instanceof TokenizeRefused) {
-        if (err.code === 'invalid_request') throw badRequest(err.message, messages ? 'messages' : 'prompt');
-        throw new HttpError(503, 'no instance could count the prompt\'s tokens: retry later', 'service_unavailable', 'unavailable', null, 1);
-      }
-      throw toHttp(err);
-    }
-  }
-
-  private async readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-    const ct = req.headers['content-type'] ?? '';
-    if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
-    const raw = await readBody(req, this.opts.bodyLimitBytes);
-    let body: unknown;
-    try {
-      body = JSON.parse(raw.toString('utf8'));
-    } catch (e) {
-      throw badRequest(`request body is not valid JSON: ${(e as Error).message}`);
-    }
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('request body must be a JSON object');
-    return body as Record<string, unknown>;
-  }
-
-  private servedModel(body: Record<string, unknown>): string {
-    const model = body.model ?? this.opts.models[0];
-    if (typeof model !== 'string' || !this.opts.models.includes(model)) {
-      throw new HttpError(404, `The model '${JSON.stringify(model) ?? 'undefined'}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
-    }
-    return model;
-  }
-
-  /** vLLM's POST /tokenize: {model, prompt} or {model, messages, add_generation_prompt, tools...} -> {count, max_model_len, tokens, token_strs}. */
-  private async tokenizeRoute(body: Record<string, unknown>): Promise<unknown> {
-    const model = this.servedModel(body);
-    const req: TokenizeRequest = { v: 1, model, returnTokens: true };
-    const { model: _m, prompt, messages, return_token_strs, ...rest } = body;
-    if (messages !== undefined) {
-      const p = parseOpenAiRequest('chat', { model, messages });
-      req.messages = p.messages;
-    } else if (typeof prompt === 'string' || Array.isArray(prompt)) {
-      req.prompt = parseOpenAiRequest('completion', { model, prompt }).prompt;
-    } else throw badRequest("'prompt' or 'messages' is required", 'prompt');
-    if (return_token_strs === true) req.returnTokenStrs = true;
-    const params = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null && v !== undefined));
-    if (Object.keys(params).length > 0) {
-      const r = engineParams.safeParse(params);
-      if (!r.success) {
-        const issue = r.error.issues[0]!;
-        const k = issue.code === 'unrecognized_keys' ? issue.keys[0]! : issue.path.map(String).join('.');
-        throw badRequest(`'${k}': ${issue.code === 'unrecognized_keys' ? 'not a /tokenize parameter' : issue.message}`, k);
-      }
-      req.params = r.data;
-    }
-    const r = await this.tokenizeFn(req).catch((err: unknown) => {
-      throw toHttp(err);
-    });
-    if (!r.ok) throw r.error ? httpErrorOfWire(r.error.code, r.error.message, r.error.retryAfterS) : new HttpError(503, 'the tokenizer did not answer', 'service_unavailable', 'unavailable');
-    if (r.maxModelLen !== undefined) this.counter.maxModelLen.set(model, r.maxModelLen);
-    return { count: r.count, max_model_len: r.maxModelLen, tokens: r.tokens ?? [], token_strs: r.tokenStrs ?? null };
-  }
-
-  /** vLLM's POST /detokenize: {model, tokens} -> {prompt}. */
-  private async detokenizeRoute(body: Record<string, unknown>): Promise<unknown> {
-    const model = this.servedModel(body);
-    const tokens = body.tokens;
-    if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0)) throw badRequest("'tokens' must be an array of token ids", 'tokens');
-    const req: DetokenizeRequest = { v: 1, model, tokens: tokens as number[] };
-    const backend = this.opts.backend;
-    const r = backend.detokenize ? await backend.detokenize(req).catch((err: unknown) => { throw toHttp(err); }) : await localDetokenize(req);
-    if (!r.ok) throw r.error ? httpErrorOfWire(r.error.code, r.error.message, r.error.retryAfterS) : new HttpError(503, 'the tokenizer did not answer', 'service_unavailable', 'unavailable');
-    return { prompt: r.prompt };
-  }
-
-  /** The accounting id of the (already checked) API key of a request; undefined when no keys are configured. */
-  private apiKeyIdOfRequest(req: IncomingMessage): string | undefined {
-    if (this.keys.length === 0) return undefined;
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-    return m ? apiKeyIdOf(m[1]!) : undefined;
-  }
-
-  /** A key, given as a bearer token (or, for the dashboard, in its cookie); the metrics token on /metrics. */
-  private readAllowed(req: IncomingMessage, metrics = false): boolean {
-    if (this.keys.length === 0) return true;
-    const h = req.headers.authorization;
-    const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
-    if (m) {
-      if (this.isKey(Buffer.from(m[1]!))) return true;
-      if (metrics && this.metricsToken && safeEqual(this.metricsToken, Buffer.from(m[1]!))) return true;
-      return false;
-    }
-    const c = /(?:^|;\s*)dynamollm_key=([^;]+)/.exec(req.headers.cookie ?? '');
-    if (!c) return false;
-    let v: string;
-    try {
-      v = decodeURIComponent(c[1]!);
-    } catch {
-      return false;
-    }
-    return this.isKey(Buffer.from(v));
-  }
-
-  private isKey(given: Buffer): boolean {
-    return this.keys.some((k) => safeEqual(k, given));
-  }
-
   /** `GET /?key=<key>`: a valid key becomes an HttpOnly cookie for the dashboard, then back to `/`. */
   private dashboardLogin(res: ServerResponse, key: string): void {
-    if (this.keys.length > 0 && !this.isKey(Buffer.from(key))) return this.sendError(res, '/', new HttpError(401, 'invalid API key', 'invalid_request_error', 'invalid_api_key'));
+    if (this.auth.enabled && !this.auth.isKey(Buffer.from(key))) return this.sendError(res, '/', new HttpError(401, 'invalid API key', 'invalid_request_error', 'invalid_api_key'));
     this.count('/', 303);
     res.writeHead(303, {
       location: '/',
@@ -453,15 +272,6 @@ export class GatewayServer {
       'cache-control': 'no-store',
     });
     res.end();
-  }
-
-  private checkAuth(req: IncomingMessage): HttpError | null {
-    if (this.keys.length === 0) return null;
-    const h = req.headers.authorization;
-    const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
-    if (!m) return new HttpError(401, 'missing API key: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key');
-    // isKey compares in constant time, so a key cannot be guessed byte by byte from response times
-    return this.isKey(Buffer.from(m[1]!)) ? null : new HttpError(401, 'invalid API key', 'invalid_request_error', 'invalid_api_key');
   }
 
   private async inference(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {
@@ -507,7 +317,7 @@ export class GatewayServer {
       }
       // the engine's tokenizer counts the prompt (chat template applied); the context check happens here,
       // before anything is dispatched
-      const counted = await this.countTokens(parsed.model, parsed.prompt, parsed.messages, parsed.params);
+      const counted = await countTokens(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params);
       inputTokens = counted.count;
       if (!parsed.maxTokensGiven) parsed.maxTokens = Math.max(1, Math.min(parsed.maxTokens, counted.maxModelLen - counted.count));
       if (inputTokens + parsed.maxTokens > counted.maxModelLen) {
@@ -548,7 +358,7 @@ export class GatewayServer {
     if (parsed.temperature !== undefined) ir.temperature = parsed.temperature;
     if (parsed.params !== undefined) ir.params = parsed.params;
     if (parsed.user !== undefined) ir.tenant = parsed.user;
-    const keyId = this.apiKeyIdOfRequest(req);
+    const keyId = this.auth.keyIdOf(req);
     if (keyId !== undefined) ir.apiKeyId = keyId;
 
     // n choices are n requests to the cluster, each classified, dispatched and (if its engine dies) migrated on
@@ -600,49 +410,18 @@ export class GatewayServer {
     }
   }
 
-  /** One choice's answer gathered from its token stream; throws the HttpError the client gets when it fails. */
-  private async collectChoice(stream: AsyncIterable<readonly TokenChunk[]>, timer: StreamTimer, hold: HoldLimit): Promise<{ out: ChoiceOut; tokens: number; usage?: Usage }> {
-    const out: ChoiceOut = { text: '' };
-    let tokens = 0;
-    let last: TokenChunk | undefined;
-    read: for await (const batch of stream) {
-      for (const c of batch) {
-        if (c.error) throw httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS);
-        hold.begin(); // its answer is being made: no longer held
-        timer.onChunk(c);
-        out.text += c.text;
-        if (c.logprobs) out.logprobs = mergeLogprobs(out.logprobs, c.logprobs);
-        if (c.toolCalls) mergeToolCalls((out.toolCalls ??= []), c.toolCalls);
-        if (c.reasoning !== undefined) out.reasoning = (out.reasoning ?? '') + c.reasoning;
-        tokens += c.tokens;
-        last = c;
-        if (c.done) break read;
-      }
-    }
-    if (!last?.done) throw new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream');
-    if (last.finishReason === 'error' || last.finishReason === 'cancelled') {
-      throw new HttpError(503, `request ended early (${last.finishReason})`, 'service_unavailable', last.finishReason, null, 1);
-    }
-    out.finish = last.finishReason;
-    out.stopReason = last.stopReason;
-    return { out, tokens, usage: last.usage };
-  }
-
   /** The whole answer as one JSON response: every choice, with its index. Resolves true when it was sent. */
   private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
     let got: { out: ChoiceOut; tokens: number; usage?: Usage }[];
     try {
-      got = await Promise.all(streams.map((s, i) => this.collectChoice(s, timers[i]!, hold)));
+      got = await Promise.all(streams.map((s, i) => collectChoice(s, timers[i]!, hold)));
     } catch (err) {
       if (ac.signal.aborted) return false;
       this.sendError(res, route, toHttp(err));
       return false;
     }
     if (ac.signal.aborted) return false;
-    const usage = usageOfChoices(got.map((g) => g.usage), inputTokens, got.map((g) => g.tokens));
-    const outs = got.map((g) => g.out);
-    const body = p.kind === 'chat' ? chatResponse(id, created, p.model, outs, usage) : completionResponse(id, created, p.model, outs, usage);
-    this.sendJson(res, route, 200, body);
+    this.sendJson(res, route, 200, collectedBody(p, id, created, inputTokens, got));
     return true;
   }
 
@@ -666,7 +445,7 @@ export class GatewayServer {
       const last = parseLastEventId(req.headers[LAST_EVENT_ID_HEADER]);
       if (last === 'invalid' || last === undefined) throw new HttpError(400, `${LAST_EVENT_ID_HEADER} is not an event id of this gateway (<request id>:<event index>)`, 'invalid_request_error', 'invalid_last_event_id');
       await readBody(req, this.opts.bodyLimitBytes);
-      const got = resumePlan(journalOf && backend.resume ? await journalOf.read(last.id) : [], last, kind, this.apiKeyIdOfRequest(req));
+      const got = resumePlan(journalOf && backend.resume ? await journalOf.read(last.id) : [], last, kind, this.auth.keyIdOf(req));
       if ('error' in got) throw got.error;
       found = got;
       if (this.inflight + 1 > this.opts.maxInflight) {
@@ -750,13 +529,4 @@ export class GatewayServer {
     if (e.status === 401) res.setHeader('www-authenticate', 'Bearer');
     this.sendJson(res, route, e.status, e.body());
   }
-}
-
-/**
- * The id a request's API key is accounted under (RequestRecord.apiKeyId): `key-` and the first 16 hex digits
- * of the key's SHA-256. It names the key in telemetry and ledgers without revealing it; an operator computes
- * it with `printf %s "$KEY" | sha256sum | cut -c1-16`.
- */
-export function apiKeyIdOf(key: string): string {
-  return `key-${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }

@@ -1,0 +1,97 @@
+/**
+ * The gateway's tokenizer routes, vLLM's POST /tokenize and /detokenize, and the prompt count every request gets
+ * before it is dispatched (the engine's tokenizer through the backend, else the emulator's: tokens.ts).
+ */
+import type { IncomingMessage } from 'node:http';
+import { engineParams, type DetokenizeReply, type DetokenizeRequest, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
+import { HttpError, badRequest, httpErrorOfWire, parseOpenAiRequest, toHttp, type ParsedRequest } from './openai.ts';
+import { readBody } from './body.ts';
+import { TokenizeRefused, localDetokenize, type PromptCounter, type TokenCount } from './tokens.ts';
+
+/** What the tokenizer routes use: the served models, the tokenizer, the backend (its detokenizer; absent: the emulator's), the prompt counter. */
+export interface Tokenizers {
+  models: string[];
+  tokenize: (req: TokenizeRequest) => Promise<TokenizeReply>;
+  backend: { detokenize?(req: DetokenizeRequest): Promise<DetokenizeReply> };
+  counter: PromptCounter;
+}
+
+/** Counts with the engine's tokenizer; its refusal is a 400, an unreachable tokenizer a 503. */
+export async function countTokens(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params']): Promise<TokenCount> {
+  try {
+    return await counter.count(model, prompt, messages, params);
+  } catch (err) {
+    if (err instanceof TokenizeRefused) {
+      if (err.code === 'invalid_request') throw badRequest(err.message, messages ? 'messages' : 'prompt');
+      throw new HttpError(503, 'no instance could count the prompt\'s tokens: retry later', 'service_unavailable', 'unavailable', null, 1);
+    }
+    throw toHttp(err);
+  }
+}
+
+/** The request body as a JSON object, within bodyLimitBytes (415 without a JSON content type, 400 for anything but an object). */
+export async function readJson(req: IncomingMessage, bodyLimitBytes: number): Promise<Record<string, unknown>> {
+  const ct = req.headers['content-type'] ?? '';
+  if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
+  const raw = await readBody(req, bodyLimitBytes);
+  let body: unknown;
+  try {
+    body = JSON.parse(raw.toString('utf8'));
+  } catch (e) {
+    throw badRequest(`request body is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('request body must be a JSON object');
+  return body as Record<string, unknown>;
+}
+
+/** The model a tokenizer route names (default the first served); 404 for one not served. */
+function servedModel(models: string[], body: Record<string, unknown>): string {
+  const model = body.model ?? models[0];
+  if (typeof model !== 'string' || !models.includes(model)) {
+    throw new HttpError(404, `The model '${JSON.stringify(model) ?? 'undefined'}' does not exist (served: ${models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
+  }
+  return model;
+}
+
+/** vLLM's POST /tokenize: {model, prompt} or {model, messages, add_generation_prompt, tools...} -> {count, max_model_len, tokens, token_strs}. */
+export async function tokenizeRoute(t: Tokenizers, body: Record<string, unknown>): Promise<unknown> {
+  const model = servedModel(t.models, body);
+  const req: TokenizeRequest = { v: 1, model, returnTokens: true };
+  const { model: _m, prompt, messages, return_token_strs, ...rest } = body;
+  if (messages !== undefined) {
+    const p = parseOpenAiRequest('chat', { model, messages });
+    req.messages = p.messages;
+  } else if (typeof prompt === 'string' || Array.isArray(prompt)) {
+    req.prompt = parseOpenAiRequest('completion', { model, prompt }).prompt;
+  } else throw badRequest("'prompt' or 'messages' is required", 'prompt');
+  if (return_token_strs === true) req.returnTokenStrs = true;
+  const params = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null && v !== undefined));
+  if (Object.keys(params).length > 0) {
+    const r = engineParams.safeParse(params);
+    if (!r.success) {
+      const issue = r.error.issues[0]!;
+      const k = issue.code === 'unrecognized_keys' ? issue.keys[0]! : issue.path.map(String).join('.');
+      throw badRequest(`'${k}': ${issue.code === 'unrecognized_keys' ? 'not a /tokenize parameter' : issue.message}`, k);
+    }
+    req.params = r.data;
+  }
+  const r = await t.tokenize(req).catch((err: unknown) => {
+    throw toHttp(err);
+  });
+  if (!r.ok) throw r.error ? httpErrorOfWire(r.error.code, r.error.message, r.error.retryAfterS) : new HttpError(503, 'the tokenizer did not answer', 'service_unavailable', 'unavailable');
+  if (r.maxModelLen !== undefined) t.counter.maxModelLen.set(model, r.maxModelLen);
+  return { count: r.count, max_model_len: r.maxModelLen, tokens: r.tokens ?? [], token_strs: r.tokenStrs ?? null };
+}
+
+/** vLLM's POST /detokenize: {model, tokens} -> {prompt}. */
+export async function detokenizeRoute(t: Tokenizers, body: Record<string, unknown>): Promise<unknown> {
+  const model = servedModel(t.models, body);
+  const tokens = body.tokens;
+  if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0)) throw badRequest("'tokens' must be an array of token ids", 'tokens');
+  const req: DetokenizeRequest = { v: 1, model, tokens: tokens as number[] };
+  const backend = t.backend;
+  const r = backend.detokenize ? await backend.detokenize(req).catch((err: unknown) => { throw toHttp(err); }) : await localDetokenize(req);
+  if (!r.ok) throw r.error ? httpErrorOfWire(r.error.code, r.error.message, r.error.retryAfterS) : new HttpError(503, 'the tokenizer did not answer', 'service_unavailable', 'unavailable');
+  return { prompt: r.prompt };
+}
+
