@@ -14,11 +14,11 @@
 import { readFileSync } from 'node:fs';
 import {
   credsAuthenticator,
-  nkeyAuthenticator,
   usernamePasswordAuthenticator,
   type Authenticator,
   type TlsOptions,
 } from '@nats-io/transport-node';
+import { nativeNkeyAuthenticator } from './nkey-auth.ts';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 
@@ -166,7 +166,7 @@ export function connectionOptions(s: NatsSettings): { servers: string[]; authent
     const seed = new TextDecoder().decode(readFileOrThrow(s.nkey, 'nkey seed')).trim();
     const line = seed.split(/\s+/).find((w) => w.startsWith('SU'));
     if (!line) throw new NatsSettingsError(`NATS nkey file ${s.nkey} holds no user seed (a line starting with SU)`);
-    authenticator = nkeyAuthenticator(new TextEncoder().encode(line));
+    authenticator = nativeNkeyAuthenticator(line);
   } else if (s.user !== undefined) authenticator = usernamePasswordAuthenticator(s.user, s.pass ?? '');
   const tls: TlsOptions | undefined = s.tls ? { caFile: s.tls.ca, certFile: s.tls.cert, keyFile: s.tls.key } : undefined;
   return { servers: s.servers, ...(authenticator ? { authenticator } : {}), ...(tls ? { tls } : {}) };
