@@ -11,7 +11,7 @@ import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { Admission, ClientDisconnect, InferenceRequest, InstanceStatus, endedConnection, RoutingTable, controlSubjects, subjects, type DispatchView, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
+import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerSweep, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { spillPasses } from '../../src/policy/machines/cluster.ts';
 import { creditReceived, creditSpend, creditTopUpFailed, type CreditGrant } from '../../src/policy/machines/credits.ts';
 import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
@@ -59,7 +59,11 @@ export class GatewayRouter implements RequestRouter {
   start(): void {
     this.#subs.push(
       this.bus.subscribe(controlSubjects.routing(), RoutingTable, (t) => routerTable(this.#s, t, this.clock.now()), { capacity: 64 }),
-      this.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => routerStatus(this.#s, st, this.clock.now()), {
+      this.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => {
+        const now = this.clock.now();
+        routerStatus(this.#s, st, now);
+        routerSweep(this.#s, now, this.#cfg);
+      }, {
         capacity: 8192, expectSubject: (st) => controlSubjects.instanceStatus(st.pool, st.id),
       }),
       // the server's word that a connection of the account ended: an instance reporting on it leaves this view's dispatch at once

@@ -7,7 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
-import { MAX_ELECTION_ROLES, TABLE_STALE_MS, electionLeaderSeen, initialElectionState, initialRouterState, lastElectionMs, routerCapacityComing, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
+import { MAX_ELECTION_ROLES, TABLE_STALE_MS, electionLeaderSeen, initialElectionState, initialRouterState, lastElectionMs, routerCapacityComing, routerConnectionEnded, routerForgetAfterMs, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, routerView, type RouterConfig } from '../../src/policy/machines/router.ts';
 import type { InstanceStatus, RoutingTable } from '../../protocols/control.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 import type { RequestType } from '../../protocols/request-types.ts';
@@ -159,6 +159,32 @@ describe('gateway routing (router machine)', () => {
     // without a start in the admission (an older instance), silence alone decides
     expect(routerHolderGone(s2, 'k', undefined, T0, T0 + 200 + DEAD, rc)).toBe(false);
     expect(routerHolderGone(s2, 'k', undefined, T0, T0 + 200 + DEAD + 1, rc)).toBe(true);
+  });
+});
+
+describe('instances the gateway forgets (routerSweep, run by routerView, routerPick and the status feed)', () => {
+  it('an instance killed (its statuses stop, no `stopped`) leaves the view after routerForgetAfterMs; a live one stays; its connection ending later does not bring it back', () => {
+    const s = initialRouterState();
+    routerTable(s, table(), T0);
+    const c = { server: 'SRV', client: 7 };
+    routerStatus(s, status('pool-SS', 'killed', 4, { conn: c }), T0);
+    const forget = routerForgetAfterMs(DEAD);
+    expect(forget).toBeGreaterThanOrEqual(10 * DEAD);
+    const outIds = (now: number) => routerView(s, now, rc).pools.find((p) => p.pool === 'pool-SS')?.out.map((o) => o.id) ?? [];
+    let now = T0;
+    for (; now <= T0 + forget + 2 * DEAD; now += 500) {
+      routerStatus(s, status('pool-SS', 'live', 4), now);
+      // dead and still in the view (lapsed) up to the bound
+      if (now > T0 + DEAD && now <= T0 + forget) expect(outIds(now)).toEqual(['killed']);
+      if (now > T0 + DEAD) expect(routerPick(s, 'pool-SS', req('SS'), new Set(), now, rc)).toBe('live');
+    }
+    expect(outIds(now)).toEqual([]);
+    expect([...s.byPool.get('pool-SS')!.keys()]).toEqual(['live']);
+    routerConnectionEnded(s, c, now, rc);
+    expect(routerView(s, now, rc).pools.find((p) => p.pool === 'pool-SS')).toEqual({ pool: 'pool-SS', ready: ['live'], out: [] });
+    // a later status under the id tracks it anew
+    routerStatus(s, status('pool-SS', 'killed', 4, { startedMs: now }), now);
+    expect(routerView(s, now, rc).pools.find((p) => p.pool === 'pool-SS')?.ready).toEqual(['killed', 'live']);
   });
 });
 

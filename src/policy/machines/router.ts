@@ -147,6 +147,8 @@ export interface RouterState {
   credits: CreditLines;
   /** the connections the NATS server said ended: an instance whose status went out on one takes no dispatch (connection-ended.ts). */
   ended: EndedConnections;
+  /** when routerSweep last walked byPool (it walks at most once per deadAfterMs). */
+  sweptMs?: number;
 }
 
 export function initialRouterState(): RouterState {
@@ -182,6 +184,35 @@ export function routerStatus(s: RouterState, st: InstanceStatus, now: number): v
   }
   if (!pool) s.byPool.set(st.pool, (pool = new Map<string, TrackedInstance>()));
   pool.set(st.id, trackedStatus(t, st, now));
+}
+
+/**
+ * How long after its last status the router forgets an instance (routerSweep), ms: the pool machine's bound for a
+ * dead instance (60 s, pool-instances.ts sweep) or 10 death verdicts where deadAfterMs is longer. Well past every
+ * use of an instance silent that long: its death (lapsed after deadAfterMs, routerHolderGone's verdict) and the
+ * connection-ended record of its connection (endedKeepMs); routerCapacityComing, without it, reads the table's pools.
+ */
+export const routerForgetAfterMs = (deadAfterMs: number): number => Math.max(60_000, 10 * deadAfterMs);
+
+/**
+ * Forgets the instances without a status for routerForgetAfterMs (SIGKILLed, or replaced under another id: no
+ * `stopped` status ever comes), with their routed prefixes and credits, and pools left without instances; walks
+ * the view at most once per deadAfterMs. Called with each status, pick and view, so the view is bounded by the
+ * instances heard from in the last routerForgetAfterMs. A later status of a forgotten instance tracks it anew.
+ */
+export function routerSweep(s: RouterState, now: number, cfg: RouterConfig): void {
+  if (s.sweptMs !== undefined && now - s.sweptMs < cfg.deadAfterMs) return;
+  s.sweptMs = now;
+  const forgetMs = routerForgetAfterMs(cfg.deadAfterMs);
+  for (const [p, pool] of s.byPool) {
+    for (const [id, t] of pool) {
+      if (now - t.lastSeenMs <= forgetMs) continue;
+      pool.delete(id);
+      s.prefixes.forget(id);
+      s.credits.delete(id);
+    }
+    if (!pool.size) s.byPool.delete(p);
+  }
 }
 
 /**
@@ -296,6 +327,7 @@ export function poolViewOf(pool: string, instances: Iterable<TrackedInstance>, w
  * why. `routing`: whether it routes at all (a direct request plane and a routing table: routerPools is empty without).
  */
 export function routerView(s: RouterState, now: number, cfg: RouterConfig, direct = true): { routing: boolean; pools: DispatchView['pools'] } {
+  routerSweep(s, now, cfg);
   const pools = [...s.byPool.keys()].sort().slice(0, VIEW_MAX_POOLS);
   return { routing: direct && s.epoch !== undefined, pools: pools.map((p) => poolViewOf(p, s.byPool.get(p)!.values(), (t) => outOfDispatchSince(t, s.ended, now, cfg.deadAfterMs))) };
 }
@@ -340,6 +372,7 @@ export function routerPools(s: RouterState, type: RequestType, now: number, cfg:
  * chain: policy spillPasses) when every instance is at its SLO cap, as the pool's own dispatch refuses it then.
  */
 export function routerPick(s: RouterState, pool: string, req: { type?: RequestType; inputTokens: number } & Parameters<typeof promptChunkHashes>[0], exclude: ReadonlySet<string>, now: number, cfg: RouterConfig, spill = false): string | undefined {
+  routerSweep(s, now, cfg);
   const inst = s.byPool.get(pool);
   if (!inst) return undefined;
   const v = dispatchViews(inst.values(), exclude, aliveAt(now, s.ended, cfg.deadAfterMs));
