@@ -75,7 +75,11 @@ class InstanceActor extends Actor {
   /** Prometheus text of this instance manager (served on --health HOST:PORT as /metrics). */
   async metricsText(): Promise<string> {
     // prom-client is loaded on the first scrape, not with every start of this process (src/runtime/startup.ts)
-    this.#metrics ??= import('./metrics.ts').then((m) => m.instanceMetrics({ instance: this.id, pool: this.a.pool, model: this.a.config.model, tp: this.a.tp }, () => this.im?.metricsSnapshot()));
+    // a failed load clears the cache so the next scrape tries again
+    this.#metrics ??= import('./metrics.ts').then((m) => m.instanceMetrics({ instance: this.id, pool: this.a.pool, model: this.a.config.model, tp: this.a.tp }, () => this.im?.metricsSnapshot())).catch((e: unknown) => {
+      this.#metrics = undefined;
+      throw e;
+    });
     return (await this.#metrics).text();
   }
   #metrics?: Promise<ReturnType<typeof instanceMetrics>>;

@@ -43,7 +43,11 @@ export class PoolManager extends Actor {
   /** Prometheus text of this pool manager (served on --health HOST:PORT as /metrics): leads, holds and their outcomes. */
   async metricsText(): Promise<string> {
     // prom-client is loaded on the first scrape, not with every start of this process (src/runtime/startup.ts)
-    this.#metrics ??= import('./metrics.ts').then((m) => m.poolManagerMetrics(this.id, () => this.leaders));
+    // a failed load clears the cache so the next scrape tries again
+    this.#metrics ??= import('./metrics.ts').then((m) => m.poolManagerMetrics(this.id, () => this.leaders)).catch((e: unknown) => {
+      this.#metrics = undefined;
+      throw e;
+    });
     return (await this.#metrics).text();
   }
   #metrics?: Promise<ReturnType<typeof poolManagerMetrics>>;

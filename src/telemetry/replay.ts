@@ -331,11 +331,16 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
       const sent = { traceMs: prog.traceMs, lateMs: late[late.length - 1]! };
       results.push(
         oneRequest({ url, apiKey: opts.apiKey, model, rec, type, timeoutMs: opts.requestTimeoutMs ?? 300_000, timeScale, signal: opts.signal }).then((r) => {
-          opts.onResult?.({ ...sent, type, inputTokens: rec.inputTokens, outcome: r.outcome, ...(r.ttftMs !== undefined ? { ttftMs: r.ttftMs } : {}) });
           prog.inflight--;
           prog.done++;
           prog[r.outcome]++;
           if (r.error) errors[r.error] = (errors[r.error] ?? 0) + 1;
+          // the caller's callback runs after the counters; a throw from it is counted, not left as a request in flight
+          try {
+            opts.onResult?.({ ...sent, type, inputTokens: rec.inputTokens, outcome: r.outcome, ...(r.ttftMs !== undefined ? { ttftMs: r.ttftMs } : {}) });
+          } catch {
+            errors.on_result_callback = (errors.on_result_callback ?? 0) + 1;
+          }
           return r;
         }),
       );
