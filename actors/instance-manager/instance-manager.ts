@@ -214,7 +214,7 @@ export class InstanceManager {
         return undefined;
       case 'admitted':
       case 'refused':
-      case 'lent': // the admission reply, or the credited report's (#admit, #leg read them)
+      case 'lent': // the admission reply, or the credited report's (#admit and direct-legs.ts legReport read them)
         return undefined;
       case 'start': {
         const h = this.#held.get(e.id);

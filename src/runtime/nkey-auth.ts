@@ -1,10 +1,11 @@
 /**
- * The NATS nkey challenge signed with Node's own Ed25519 (OpenSSL) instead of nats.js's nkeyAuthenticator, which runs
- * tweetnacl in JavaScript: on each connect it derives the key pair twice and signs, 100-200 ms of CPU in a process
- * that has just started (its code cold), a visible share of an actor's start on a loaded host
- * (src/runtime/startup.ts). Ed25519 signatures are deterministic: the nkey and the signature are the bytes
- * nats.js's authenticator gives (test/unit/nkey-auth.test.ts compares them). A seed this module does not read
- * (not a user seed, a bad checksum) is left to nats.js's own authenticator, which refuses it as before.
+ * The NATS nkey challenge signed with Node's own Ed25519 (OpenSSL). nats.js's nkeyAuthenticator runs tweetnacl in
+ * JavaScript: on each connect it derives the key pair twice and signs, 76-82 ms of CPU for the first signature in a
+ * fresh process (its code cold) against 4.6-5.6 ms here (BENCHMARKS.md "Actor start-up", the shared 2-core VM,
+ * 2026-12-05 21:41 UTC, load ~10-11), a visible share of an actor's start on a loaded host (src/runtime/startup.ts).
+ * Ed25519 signatures are deterministic: the nkey and the signature are the bytes nats.js's authenticator gives
+ * (test/unit/nkey-auth.test.ts compares them). A seed this module does not read (not a user seed, a bad checksum) is
+ * left to nats.js's own authenticator, which refuses a bad one and signs an account seed.
  */
 import { createPrivateKey, createPublicKey, sign, type KeyObject } from 'node:crypto';
 import { nkeyAuthenticator, type Authenticator } from '@nats-io/transport-node';

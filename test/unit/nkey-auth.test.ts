@@ -1,7 +1,7 @@
 /**
  * The nkey challenge signed with node:crypto (src/runtime/nkey-auth.ts) gives the nkey and the signature nats.js's
  * own nkeyAuthenticator gives (Ed25519 is deterministic), for fresh user seeds and nonces; a seed it does not read
- * is left to nats.js, which refuses it as before.
+ * is left to nats.js, which refuses a bad one and signs an account seed with the bytes its authenticator gives.
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -24,7 +24,7 @@ describe('nkey authenticator on node:crypto', () => {
     }
   });
 
-  it("leaves a seed it does not read to nats.js's authenticator (which refuses it as before)", () => {
+  it("leaves a seed it does not read to nats.js's authenticator (a bad checksum refused, an account seed signed)", () => {
     const seed = new TextDecoder().decode(nkeys.createUser().getSeed());
     // one character of the key changed (not the last, whose low bits are padding): the checksum catches it
     const bad = seed.slice(0, 10) + (seed[10] === 'A' ? 'B' : 'A') + seed.slice(11);

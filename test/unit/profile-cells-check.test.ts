@@ -47,7 +47,7 @@ describe('profile cells', () => {
     const reordered = parseProfile(withCell((c) => Object.assign(Object.create(null) as object, Object.fromEntries(Object.entries(c).reverse()))));
     expect(reordered.cells[5]).toEqual(p.cells[5]);
     expect(Object.keys(reordered.cells[5]!)).toEqual(KEYS);
-    // the other fields are zod's as before: unknown top-level keys dropped
+    // the other fields are checked by zod: unknown top-level keys dropped
     expect('extra' in parseProfile({ ...(JSON.parse(small) as object), extra: 1 })).toBe(false);
   });
 

@@ -81,7 +81,7 @@ export function lendCredits(ledger: CreditLedger, gateway: string, free: number,
   return { ledger: { ...base, loans }, loan: { epoch: base.epoch, total: next.total, ttlMs: cfg.ttlMs } };
 }
 
-/** What lending reads of the instance machine's state (instance.ts InstanceMachineState). */
+/** What lending reads of the instance machine's state (instance-types.ts InstanceMachineState). */
 export interface LendingView {
   credits: CreditLedger;
   lifecycle: string;
