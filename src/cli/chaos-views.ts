@@ -29,9 +29,6 @@ export class ViewLeave {
   readonly gateways = new Map<string, ViewOut | undefined>();
   /** the pool's dispatch view: the first answer after the kill, from a manager leading the instance's pool, without it ready. */
   pool?: ViewOut & { leader: string };
-  /** when a gateway or a leader of the pool last answered after the kill (harness clock). */
-  lastGatewayMs = 0;
-  lastLeaderMs = 0;
 
   constructor(readonly instance: string, readonly atMs: number) {}
 
@@ -46,7 +43,6 @@ export class ViewLeave {
     };
     if (v.kind === 'gateway') {
       if (!v.routing) return;
-      this.lastGatewayMs = now;
       if (this.gateways.get(v.id) !== undefined) return;
       // ready in any pool of its view: still routed to
       const ready = v.pools.some((p) => p.ready.includes(this.instance));
@@ -55,7 +51,6 @@ export class ViewLeave {
     }
     const led = v.pools.find((p) => p.pool === pool && p.leader === true);
     if (!led) return;
-    this.lastLeaderMs = now;
     if (this.pool) return;
     const o = out(led);
     if (o) this.pool = { ...o, leader: v.id };
@@ -80,6 +75,24 @@ export class ViewLeave {
   }
 }
 
+/** Dispatchers (gateways and pool managers) DispatchViews follows at most. */
+export const MAX_DISPATCHERS = 1024;
+/** Instances whose pool DispatchViews remembers at most (a view lists at most VIEW_MAX_INSTANCES per pool and kind). */
+export const MAX_POOL_OF = 16_384;
+
+/** A dispatcher DispatchViews asks: its last heartbeat, whether a request is in flight, its last answer (harness clock). */
+export interface Dispatcher { kind: DispatchViewKind; id: string; hbMs: number; busy: boolean; answerMs: number }
+
+/** Forgets the dispatchers without a request in flight whose last heartbeat is more than `forgetMs` before `now`. */
+export function pruneDispatchers(actors: Map<string, Dispatcher>, now: number, forgetMs: number): void {
+  for (const [key, a] of actors) if (!a.busy && now - a.hbMs > forgetMs) actors.delete(key);
+}
+
+/** Forgets the instances no view listed for more than `forgetMs` before `now`, except those `keep` names (a kill followed). */
+export function prunePoolOf(poolOf: Map<string, { pool: string; seenMs: number }>, now: number, forgetMs: number, keep: (instance: string) => boolean): void {
+  for (const [id, e] of poolOf) if (now - e.seenMs > forgetMs && !keep(id)) poolOf.delete(id);
+}
+
 export interface DispatchViewsOptions {
   /** period of the requests to each dispatcher, ms. Default 100. */
   pollMs?: number;
@@ -96,14 +109,15 @@ export class DispatchViews {
   readonly #pollMs: number;
   readonly #timeoutMs: number;
   readonly #forgetMs: number;
-  /** dispatchers by `kind/id`: their last heartbeat, whether a request is in flight, their last answer (harness clock). */
-  readonly #actors = new Map<string, { kind: DispatchViewKind; id: string; hbMs: number; busy: boolean; answerMs: number }>();
-  /** each instance's pool, as the last view that listed it named it. */
-  readonly #poolOf = new Map<string, string>();
+  /** dispatchers by `kind/id` (at most MAX_DISPATCHERS; pruneDispatchers forgets the silent ones). */
+  readonly #actors = new Map<string, Dispatcher>();
+  /** each instance's pool, as the last view that listed it named it, and when (at most MAX_POOL_OF; prunePoolOf forgets the old ones). */
+  readonly #poolOf = new Map<string, { pool: string; seenMs: number }>();
   readonly #follows = new Set<ViewLeave>();
   #attached?: Bus;
   #subs: SubscribeHandle[] = [];
   #timer?: ReturnType<typeof setInterval>;
+  #prunedMs = 0;
 
   constructor(bus: () => Bus | undefined, o: DispatchViewsOptions = {}) {
     this.#bus = bus;
@@ -120,6 +134,7 @@ export class DispatchViews {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
     for (const s of this.#subs.splice(0)) s.unsubscribe();
+    this.#attached = undefined;
   }
 
   /** Follows an instance's leave from a kill at `atMs` until `unfollow`. */
@@ -153,11 +168,18 @@ export class DispatchViews {
           const key = `${kind}/${hb.id}`;
           const a = this.#actors.get(key);
           if (a) a.hbMs = Date.now();
-          else if (this.#actors.size < 1024) this.#actors.set(key, { kind, id: hb.id, hbMs: Date.now(), busy: false, answerMs: 0 });
+          else if (this.#actors.size < MAX_DISPATCHERS) this.#actors.set(key, { kind, id: hb.id, hbMs: Date.now(), busy: false, answerMs: 0 });
         }, { capacity: 1024 }));
       }
     }
     const now = Date.now();
+    // the maps walked once a second, not every poll
+    if (now - this.#prunedMs >= 1000) {
+      this.#prunedMs = now;
+      pruneDispatchers(this.#actors, now, this.#forgetMs);
+      const followed = new Set([...this.#follows].map((f) => f.instance));
+      prunePoolOf(this.#poolOf, now, this.#forgetMs, (id) => followed.has(id));
+    }
     for (const a of this.#actors.values()) {
       if (a.busy || now - a.hbMs > this.#forgetMs) continue;
       a.busy = true;
@@ -169,8 +191,10 @@ export class DispatchViews {
         a.answerMs = at;
         if (v.kind !== a.kind || v.id !== a.id) return;
         if (v.routing) this.routingSeen = true;
-        for (const p of v.pools) for (const id of [...p.ready, ...p.out.map((o) => o.id)]) this.#poolOf.set(id, p.pool);
-        for (const f of this.#follows) f.seen(v, sentMs, at, this.#poolOf.get(f.instance));
+        for (const p of v.pools) {
+          for (const id of [...p.ready, ...p.out.map((o) => o.id)]) if (this.#poolOf.has(id) || this.#poolOf.size < MAX_POOL_OF) this.#poolOf.set(id, { pool: p.pool, seenMs: at });
+        }
+        for (const f of this.#follows) f.seen(v, sentMs, at, this.#poolOf.get(f.instance)?.pool);
       }, () => {
         this.stats.failures++;
       }).finally(() => (a.busy = false));

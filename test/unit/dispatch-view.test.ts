@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { initialRouterState, routerConnectionEnded, routerGone, routerPick, routerStatus, routerTable, routerView, type RouterConfig } from '../../src/policy/machines/router.ts';
 import { initialPoolState, poolDispatchView, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
-import { ViewLeave, timeByViews } from '../../src/cli/chaos-views.ts';
+import { ViewLeave, prunePoolOf, pruneDispatchers, timeByViews, type Dispatcher } from '../../src/cli/chaos-views.ts';
 import type { Kill } from '../../src/cli/commands/chaos.ts';
 import { DispatchView, type DispatchView as DispatchViewT, type InferenceRequest, type InstanceStatus } from '../../protocols/index.ts';
 
@@ -174,5 +174,19 @@ describe('dynamollm chaos: a kill\'s leave of the dispatchers\' views (ViewLeave
     // gw-0 answered last 20 ms after the kill: 2 s later it is gone and not waited for
     timeByViews(k, views, atMs + 2100);
     expect(k).toMatchObject({ outOfGatewayMs: 0, gatewayOutWhy: 'state', gatewaySeenMs: 30, outOfPoolMs: 60, poolOutWhy: 'state', poolSeenMs: 5000 });
+  });
+});
+
+describe('dynamollm chaos: what DispatchViews remembers is bounded (pruneDispatchers, prunePoolOf)', () => {
+  it('forgets a dispatcher silent past forgetMs unless a request to it is in flight, and an instance no view listed for forgetMs unless a kill of it is followed', () => {
+    const now = 100_000;
+    const FORGET = 10_000;
+    const d = (id: string, hbMs: number, busy = false): [string, Dispatcher] => [`gateway/${id}`, { kind: 'gateway', id, hbMs, busy, answerMs: 0 }];
+    const actors = new Map([d('live', now - 500), d('gone', now - FORGET - 1), d('gone-busy', now - FORGET - 1, true), d('edge', now - FORGET)]);
+    pruneDispatchers(actors, now, FORGET);
+    expect([...actors.keys()].sort()).toEqual(['gateway/edge', 'gateway/gone-busy', 'gateway/live']);
+    const poolOf = new Map([['fresh', { pool: POOL, seenMs: now - 100 }], ['old', { pool: POOL, seenMs: now - FORGET - 1 }], ['old-followed', { pool: POOL, seenMs: now - FORGET - 1 }]]);
+    prunePoolOf(poolOf, now, FORGET, (id) => id === 'old-followed');
+    expect([...poolOf.keys()].sort()).toEqual(['fresh', 'old-followed']);
   });
 });
