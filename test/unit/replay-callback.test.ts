@@ -1,0 +1,48 @@
+/**
+ * `dynamollm replay` (src/telemetry/replay.ts) with a caller's onResult that throws: every request is still counted
+ * done and none is left in flight, and the throw is counted in the summary's errors. The endpoint is a local
+ * node:http server refusing every completion (429), so each request ends at once.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { replayTrace, type ReplayProgress } from '../../src/telemetry/replay.ts';
+
+let server: Server;
+let url: string;
+
+beforeAll(async () => {
+  server = createServer((rq, rs) => {
+    rq.resume();
+    rq.on('end', () => {
+      rs.writeHead(rq.url === '/v1/completions' ? 429 : 404, { 'content-type': 'application/json' });
+      rs.end(JSON.stringify({ error: { code: 'overloaded' } }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+});
+
+describe('replay with an onResult that throws', () => {
+  it('counts every request done, none in flight, and the callback errors', async () => {
+    let calls = 0;
+    let last: ReplayProgress | undefined;
+    const s = await replayTrace({
+      trace: 'data/traces/AzureLLMInferenceTrace_conv.csv', url, model: 'm', limit: 3, speed: 1e6,
+      onResult: () => {
+        calls++;
+        throw new Error('callback bug');
+      },
+      onProgress: (p) => (last = p),
+    });
+    expect(calls).toBe(3);
+    expect(s).toMatchObject({ sent: 3, rejected: 3 });
+    expect(s.errors).toMatchObject({ on_result_callback: 3, http_429_overloaded: 3 });
+    expect(last).toMatchObject({ sent: 3, done: 3, inflight: 0 });
+  }, 20_000);
+});
