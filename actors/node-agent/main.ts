@@ -18,8 +18,7 @@
  * record kept, so a successor of this node agent lists it too) until a leader decides: the cluster leader answers the
  * first status that lists it with a start under its id (its GPUs still granted to its pool) or a stop (forget it).
  */
-import { writeFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { Supervisor, type ChildSpec } from '../../src/runtime/supervisor.ts';
@@ -61,12 +60,16 @@ export class NodeAgent extends Actor {
   #gpuRead?: GpuControl;
   /** the records of this node's instance managers (src/runtime/adoption.ts). */
   readonly adoptDir: string;
-  constructor(opts: ActorOptions, private readonly config: ClusterConfig, private readonly configPath: string) {
+  /**
+   * `configPath`: the config file its instance managers get (`--config`): nodeConfigPath(adoptDir), which this node
+   * agent removes when it stops on purpose (its instance managers stopped with it).
+   */
+  constructor(opts: ActorOptions, private readonly config: ClusterConfig, readonly configPath: string) {
     super(opts);
     const s = config.servers.find((x) => x.id === opts.id);
     if (!s) throw new ConfigError(`node ${opts.id} is not in config.servers (${config.servers.map((x) => x.id).join(', ')})`);
     this.#gpus = s.gpus;
-    this.adoptDir = adoptionDir(`${config.clusterId}|${(opts.nats?.servers ?? []).join(',')}|${opts.id}`);
+    this.adoptDir = nodeAdoptionDir(config, opts.nats?.servers ?? [], opts.id);
   }
 
   free(): number[] {
@@ -285,6 +288,8 @@ export class NodeAgent extends Actor {
     await this.#sup?.stop();
     // stopped on purpose (the cluster stops): nothing left to adopt
     for (const i of [...this.#insts.values(), ...this.#lost.values()]) removeRecord(this.adoptDir, i.id);
+    // no instance manager of this node runs or restarts any more: its credentials go too
+    rmSync(this.configPath, { force: true });
     await this.#gpuRead?.close();
   }
 
@@ -293,12 +298,47 @@ export class NodeAgent extends Actor {
   }
 }
 
-/** `dynamollm actor node` (src/cli/actor-registry.ts); its instance managers get the config as a file. */
+/** The adoption directory of node `id` (src/runtime/adoption.ts): per cluster id, NATS servers and node id. */
+export function nodeAdoptionDir(config: ClusterConfig, servers: readonly string[], id: string): string {
+  return adoptionDir(`${config.clusterId}|${servers.join(',')}|${id}`);
+}
+
+/**
+ * The config file of a node's instance managers: one per node, in its adoption directory (mode 0700), in a
+ * subdirectory so that no adoption record (`<dir>/<name>.json`) is ever this file.
+ */
+export function nodeConfigPath(adoptDir: string): string {
+  return join(adoptDir, 'config', 'node.json');
+}
+
+/**
+ * Writes the instance managers' config (with the NATS credentials) at `path`, mode 0600 in a 0700 directory, replaced
+ * atomically (a temporary file renamed over it): an instance manager starting meanwhile reads the old or the new file,
+ * never half of one. Temporary files left by a writer that died (its pid gone) are removed.
+ */
+export function writeNodeConfig(path: string, text: string): void {
+  const dir = join(path, '..');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  for (const f of readdirSync(dir)) {
+    const m = /\.(\d+)\.tmp$/.exec(f);
+    if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) rmSync(join(dir, f), { force: true });
+  }
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, text, { mode: 0o600 });
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** `dynamollm actor node` (src/cli/actor-registry.ts); its instance managers get the config as a file (nodeConfigPath). */
 export function createActor(o: ActorFactoryOptions): NodeAgent {
   const config = parseConfig(o.config ?? {});
   requireProfileCovers(config, [config.engine.initialTp]);
-  const path = join(mkdtempSync(join(tmpdir(), 'dyn-node-')), 'config.json');
   const { servers, ...auth } = o.nats;
-  writeFileSync(path, JSON.stringify({ ...config, nats: { ...config.nats, url: servers, ...auth } }));
+  const path = nodeConfigPath(nodeAdoptionDir(config, servers, o.id));
+  writeNodeConfig(path, JSON.stringify({ ...config, nats: { ...config.nats, url: servers, ...auth } }));
   return new NodeAgent({ kind: 'node', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, path);
 }

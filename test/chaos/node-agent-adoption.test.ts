@@ -5,14 +5,16 @@
  *   requests sent while no node agent runs complete;
  * - a new node agent of the same node adopts them before it serves a command: past the orphans' wait to be adopted
  *   they still run, its NodeStatus lists them, and one of them SIGKILLed is started again by the new node agent;
- * - a stop on purpose (the node agent's SIGTERM) stops the instances it adopted and leaves no record behind.
+ * - a stop on purpose (the node agent's SIGTERM) stops the instances it adopted and leaves no record behind, nor the
+ *   instance managers' config file (its NATS credentials).
  */
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type Harness, type Outcome } from '../integration/control-harness.ts';
 import { InstanceStatus, NodeStatus, controlSubjects, type InstanceStatus as InstanceStatusT, type NodeStatus as NodeStatusT } from '../../protocols/index.ts';
 import { ADOPT_WAIT_MS, adoptionDir, pidAlive, readRecords } from '../../src/runtime/adoption.ts';
 import { descendants, killTree } from '../helpers/procs.ts';
+import { nodeConfigPath } from '../../actors/node-agent/main.ts';
 
 let h: Harness;
 let dir: string;
@@ -110,5 +112,7 @@ describe('a node agent dies: its instance managers serve on and its successor ad
     await stopped;
     await until(() => pids.every((p) => !pidAlive(p)), 30_000, 'the instance managers stopped with their node agent');
     expect(readdirSync(dir).filter((f) => f.endsWith('.json'))).toEqual([]);
+    // nor the instance managers' config (its NATS credentials)
+    expect(existsSync(nodeConfigPath(dir))).toBe(false);
   }, 150_000);
 });
