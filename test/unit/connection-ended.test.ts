@@ -10,7 +10,7 @@ import { ClientDisconnect, endedConnection, natsSystemSubjects, ProtocolError } 
 import { ENDED_CONNECTIONS_MAX, connectionEnded, connectionEndedSeen, endedKeepMs, initialEndedConnections } from '../../src/policy/connection-ended.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
 import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerPick, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
-import type { InstanceStatus } from '../../protocols/control.ts';
+import { instanceStatusMaker } from '../helpers/instance-status.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 
 /** nats-server 2.9.10's advisory as it published it (a SIGKILLed client), fields beyond the schema's included. */
@@ -71,15 +71,7 @@ const POOL = 'pool-SS';
 const A = `${POOL}-node-0-g0x4`, B = `${POOL}-node-0-g4x4`;
 const conn = (client: number) => ({ server: SRV, client });
 let n = 0;
-const seqs = new Map<string, number>();
-function status(id: string, o: Partial<InstanceStatus> = {}): InstanceStatus {
-  const seq = (seqs.get(id) ?? 0) + 1;
-  seqs.set(id, seq);
-  return {
-    v: 1, id, pool: POOL, node: 'node-0', tp: 4, gpuIds: [0, 1, 2, 3], state: 'ready', startedMs: T0, seq, sentMs: T0,
-    clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {}, ...o,
-  };
-}
+const status = instanceStatusMaker(POOL, T0);
 function req(): InferenceRequest {
   const id = `r${++n}`;
   return { v: 1, id, model: 'm', kind: 'completion', prompt: 'x', inputTokens: 100, maxTokens: 50, arrivalMs: T0, giveUpAtMs: T0 + 600_000, streamSubject: `dyn.v1.stream.${id}`, type: 'SS' };

@@ -9,22 +9,15 @@ import { initialRouterState, routerConnectionEnded, routerGone, routerPick, rout
 import { initialPoolState, poolDispatchView, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
 import { ViewLeave, prunePoolOf, pruneDispatchers, timeByViews, type Dispatcher } from '../../src/cli/chaos-views.ts';
 import type { Kill } from '../../src/cli/commands/chaos.ts';
-import { DispatchView, type DispatchView as DispatchViewT, type InferenceRequest, type InstanceStatus } from '../../protocols/index.ts';
+import { DispatchView, type DispatchView as DispatchViewT, type InferenceRequest } from '../../protocols/index.ts';
+import { instanceStatusMaker } from '../helpers/instance-status.ts';
 
 const T0 = 1_700_000_000_000;
 const POOL = 'pool-SS';
 const SRV = 'NSERVER';
 const conn = (client: number) => ({ server: SRV, client });
 const [A, B, C, D] = ['i-a', 'i-b', 'i-c', 'i-d'];
-const seqs = new Map<string, number>();
-function status(id: string, o: Partial<InstanceStatus> = {}): InstanceStatus {
-  const seq = (seqs.get(id) ?? 0) + 1;
-  seqs.set(id, seq);
-  return {
-    v: 1, id, pool: POOL, node: 'node-0', tp: 4, gpuIds: [0, 1, 2, 3], state: 'ready', startedMs: T0, seq, sentMs: T0,
-    clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {}, ...o,
-  };
-}
+const status = instanceStatusMaker(POOL, T0);
 let n = 0;
 function req(): InferenceRequest {
   const id = `r${++n}`;
