@@ -21,6 +21,7 @@ import { DYNAMOLLM_VERSION } from './version.ts';
 import { natsSettings, type NatsSettings } from './nats-settings.ts';
 import { ADOPT_FILE_ENV, ADOPT_WAIT_MS, readRecord, supervised as watched } from './adoption.ts';
 import { sinceProcessStart, startupPhases } from './startup.ts';
+import { ACTOR_FIRST_CONNECT_MS } from './nats-dial.ts';
 
 export type { LifecycleState } from './lifecycle.ts';
 
@@ -53,6 +54,8 @@ export interface ActorOptions {
   drainForceMs?: number;
   /** time `onStop()` gets before the connection is closed anyway, ms. Default STOP_HOOK_MS. */
   stopHookMs?: number;
+  /** how long the start keeps dialling NATS while no server takes the connection, ms. Default ACTOR_FIRST_CONNECT_MS. */
+  firstConnectMs?: number;
 }
 
 const processExit = (code: number): void => process.exit(code);
@@ -67,6 +70,8 @@ export abstract class Actor {
   #state: LifecycleState | 'new' = 'new';
   #heartbeater?: Heartbeater;
   #starting?: Promise<void>;
+  /** aborted by stop(): ends a start still dialling NATS. */
+  readonly #startAbort = new AbortController();
   #draining?: Promise<void>;
   #stopping?: Promise<void>;
   #handles: (ServeHandle | SubscribeHandle)[] = [];
@@ -125,6 +130,8 @@ export abstract class Actor {
           name: `${this.kind}/${this.id}`,
           inboxPrefix: inboxPrefix(this.kind, this.id),
           log: this.log,
+          firstConnectMs: this.opts.firstConnectMs ?? ACTOR_FIRST_CONNECT_MS,
+          signal: this.#startAbort.signal,
         });
         const connect = sinceProcessStart();
         this.#bus.jetstreamReplicas = this.opts.jetstreamReplicas ?? 1;
@@ -156,7 +163,7 @@ export abstract class Actor {
         this.log.info(startup ? { startup: startup.phases, startupMs: startup.totalMs, startupCpuMs: startup.cpuMs } : {}, 'actor running');
       } catch (err) {
         // stopped while starting: what the start was waiting for was ended by the stop, not a failure
-        if ((this.#state as string) === 'stopped') return;
+        if ((this.#state as string) === 'stopped' || this.#startAbort.signal.aborted) return;
         this.#state = 'failed';
         this.log.error({ err }, 'actor failed to start');
         this.#heartbeater?.stop();
@@ -218,6 +225,7 @@ export abstract class Actor {
         return;
       }
       if (this.#state === 'starting') {
+        this.#startAbort.abort(new LifecycleError('stopped while starting', 'starting'));
         const started = await this.#within(this.#starting?.catch(() => {}) ?? Promise.resolve(), STOP_START_WAIT_MS);
         if (!started) this.log.warn({ waitedMs: STOP_START_WAIT_MS }, 'stopping while the start has not finished');
       }

@@ -19,7 +19,7 @@ import { Mailbox } from './mailbox.ts';
 import { ServiceResponder, type EndpointStats, type ServiceIdentityOpts } from './service.ts';
 import { connectionOptions, type NatsSettings } from './nats-settings.ts';
 import { JetStreamMover } from './jetstream-move.ts';
-import { answeringFirst, NATS_DIAL_TIMEOUT_MS, skipSilentOnReconnect } from './nats-dial.ts';
+import { answeringFirst, firstConnect, NATS_DIAL_TIMEOUT_MS, skipSilentOnReconnect } from './nats-dial.ts';
 import { linkUp, ReplyHold, type ReplyHoldCounters } from './reply-hold.ts';
 
 /** How long Bus.drain waits for an orderly drain before it closes the connection (ms). */
@@ -43,6 +43,10 @@ export interface BusConnectOptions {
   reconnect?: boolean;
   /** deadline of one connection attempt to one server (first connect and reconnects), ms. Default NATS_DIAL_TIMEOUT_MS. */
   connectTimeoutMs?: number;
+  /** how long the first connect is retried while no server takes it, ms (nats-dial.ts firstConnect). Default 0: one attempt. */
+  firstConnectMs?: number;
+  /** ends the first connect's retries (CancelledError). */
+  signal?: AbortSignal;
   /** min ms between two log lines about bad payloads on one subject (default 10000). */
   protocolLogIntervalMs?: number;
   /** try the servers in the order given (default: random, spreading clients); those answering first either way (nats-dial.ts). */
@@ -159,7 +163,7 @@ export class Bus extends EventEmitter {
       ...(opts.user !== undefined ? { user: opts.user, pass: opts.pass ?? '' } : {}),
     };
     const conn = connectionOptions(settings), dialMs = opts.connectTimeoutMs ?? NATS_DIAL_TIMEOUT_MS;
-    const nc = await connect({
+    const nc = await firstConnect(async () => connect({
       ...conn,
       // the servers answering first (shuffled unless noRandomize), then the others: a silent one is not dialled first
       servers: await answeringFirst(conn.servers, dialMs, opts.noRandomize),
@@ -178,7 +182,7 @@ export class Bus extends EventEmitter {
       // maps each failure to its own error class anyway, and those stacks were a visible share of the
       // request plane's CPU (docs/DATAPATH.md)
       noAsyncTraces: true,
-    });
+    }), { deadlineMs: opts.firstConnectMs ?? 0, servers: conn.servers, log: opts.log, ...(opts.signal ? { signal: opts.signal } : {}) });
     // a reconnect passes over the servers that do not answer while another does (nats-dial.ts)
     const steering = skipSilentOnReconnect(nc, dialMs, opts.log);
     opts.log.debug({ server: nc.getServer() }, 'nats connected');

@@ -15,7 +15,8 @@
  * PROBE_REUSE_MS.
  */
 import { connect as tcpConnect, type Socket } from 'node:net';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { errors as natsErrors, type NatsConnection } from '@nats-io/transport-node';
+import { CancelledError, DynError } from './errors.ts';
 import type { NatsConnectionId } from '../../protocols/nats-advisory.ts';
 import type { Logger } from 'pino';
 
@@ -193,4 +194,79 @@ function shuffle(xs: string[]): void {
 export function connectionIdOf(nc: Pick<NatsConnection, 'info'>): NatsConnectionId | undefined {
   const info = nc.info;
   return info?.server_id && typeof info.client_id === 'number' ? { server: info.server_id, client: info.client_id } : undefined;
+}
+
+/**
+ * How long an actor keeps dialling NATS at start-up while no server takes the connection (refused, silent, not yet
+ * resolvable), ms: a node agent booted before its NATS server, an actor restarted while NATS restarts. Past it the
+ * start fails (NatsUnreachableError) and the process exits for its supervisor to restart it.
+ */
+export const ACTOR_FIRST_CONNECT_MS = 60_000;
+
+/** First wait between two start-up attempts, ms; doubled after each failed one up to FIRST_CONNECT_MAX_WAIT_MS. */
+export const FIRST_CONNECT_WAIT_MS = 100;
+export const FIRST_CONNECT_MAX_WAIT_MS = 2000;
+
+/** No NATS server took the first connection within the start-up deadline. Retryable: NATS may come up later. */
+export class NatsUnreachableError extends DynError {
+  override name = 'NatsUnreachableError';
+  constructor(readonly servers: readonly string[], readonly attempts: number, readonly waitedMs: number, cause: unknown) {
+    super('unavailable', `no NATS server of ${servers.join(',')} took the connection in ${attempts} attempts over ${waitedMs} ms: ${(cause as Error)?.message ?? String(cause)}`, { retryable: true, cause });
+  }
+}
+
+/**
+ * Whether a failed first connect may succeed when tried again: not when the server refused the credentials or the
+ * options are invalid (the same attempt fails the same way); a refused, reset, silent or unresolvable server may
+ * come up.
+ */
+export function firstConnectRetryable(err: unknown): boolean {
+  return !(
+    err instanceof natsErrors.AuthorizationError ||
+    err instanceof natsErrors.UserAuthenticationExpiredError ||
+    err instanceof natsErrors.InvalidArgumentError ||
+    err instanceof natsErrors.InvalidOperationError
+  );
+}
+
+/**
+ * The first connection: `attempt` again, after a wait growing from FIRST_CONNECT_WAIT_MS to FIRST_CONNECT_MAX_WAIT_MS,
+ * while it fails retryably (firstConnectRetryable) and `deadlineMs` has not passed since the first (an attempt begun
+ * before it runs to its own dial deadline). deadlineMs 0: one attempt, its error as is. Past the deadline:
+ * NatsUnreachableError; `signal` aborted: CancelledError.
+ */
+export async function firstConnect<T>(
+  attempt: () => Promise<T>,
+  o: { deadlineMs: number; servers: readonly string[]; log?: Logger; signal?: AbortSignal },
+): Promise<T> {
+  const t0 = Date.now();
+  let wait = FIRST_CONNECT_WAIT_MS;
+  for (let n = 1; ; n++) {
+    if (o.signal?.aborted) throw new CancelledError('first NATS connect cancelled', o.signal.reason);
+    try {
+      const c = await attempt();
+      if (n > 1) o.log?.info({ attempts: n, waitedMs: Date.now() - t0 }, 'nats connected after start-up retries');
+      return c;
+    } catch (err) {
+      if (o.deadlineMs <= 0 || !firstConnectRetryable(err)) throw err;
+      const left = t0 + o.deadlineMs - Date.now();
+      if (left <= 0) throw new NatsUnreachableError(o.servers, n, Date.now() - t0, err);
+      if (n === 1) o.log?.warn({ servers: o.servers, err: (err as Error).message, deadlineMs: o.deadlineMs }, 'nats not reachable at start-up: retrying');
+      else o.log?.debug({ attempt: n, err: (err as Error).message }, 'nats not reachable yet');
+      await abortableDelay(Math.min(wait, left), o.signal);
+      wait = Math.min(wait * 2, FIRST_CONNECT_MAX_WAIT_MS);
+    }
+  }
+}
+
+function abortableDelay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

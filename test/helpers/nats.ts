@@ -33,6 +33,8 @@ export interface TestNats {
    * crash and a restart: its clients reconnect). Absent on a TestNats that stands for something else.
    */
   restart?(downMs: number): Promise<void>;
+  /** Whether the server process still runs, else how it ended, and the tail of its stderr (a failed suite's message). */
+  describe?(): string;
   stop(): Promise<void>;
 }
 
@@ -88,6 +90,12 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
       for (const f of readdirSync(dir)) if (f.endsWith('.ports')) rmSync(join(dir, f));
       proc = await spawnServer(dir, conf, port, opts);
     },
+    describe() {
+      const c = proc.child;
+      const how = c.exitCode === null && c.signalCode === null ? `nats-server ${c.pid} running` : `nats-server ${c.pid} exited (${c.signalCode ?? `code ${c.exitCode}`})`;
+      const tail = proc.stderr().trim().split('\n').slice(-5).join(' | ');
+      return tail ? `${how}; its stderr: ${tail}` : how;
+    },
     stop: () =>
       (stopped ??= (async () => {
         if (proc.child.exitCode === null && proc.child.signalCode === null) {
@@ -102,7 +110,7 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
 }
 
 /** One nats-server process on `conf` (port -1: a free one), once it greets. */
-async function spawnServer(dir: string, conf: string, wantPort: number, opts: { jetstream?: boolean; env?: Record<string, string> }): Promise<{ child: ChildProcess; exited: Promise<void>; port: number }> {
+async function spawnServer(dir: string, conf: string, wantPort: number, opts: { jetstream?: boolean; env?: Record<string, string> }): Promise<{ child: ChildProcess; exited: Promise<void>; port: number; stderr: () => string }> {
   const args = ['-c', conf, '-a', '127.0.0.1', '-p', String(wantPort), '--ports_file_dir', dir];
   if (opts.jetstream !== false) args.push('-js');
   const proc = spawn(existsBin(NATS_BIN) ? NATS_BIN : 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...ROLE_PASSWORD_ENV, ...opts.env } });
@@ -130,7 +138,7 @@ async function spawnServer(dir: string, conf: string, wantPort: number, opts: { 
     proc.kill('SIGKILL');
     throw new Error(`nats-server did not start: ${stderr}`);
   }
-  return { child: proc, exited, port };
+  return { child: proc, exited, port, stderr: () => stderr };
 }
 
 function existsBin(p: string): boolean {

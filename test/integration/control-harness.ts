@@ -154,7 +154,7 @@ export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; conf
   /** What waitReady waited for in vain: the cluster's answer, the instances that are not ready, the actors that exited. */
   const notReady = (n: number, last: ClusterStatus | undefined, at: { t0: number; first: number; last: number }, asked: number): string => {
     const exited = [...procs].filter(([, p]) => p.exitCode !== null || p.signalCode !== null).map(([id, p]) => `${id} (${p.signalCode ?? `code ${p.exitCode}`})`);
-    const gone = exited.length ? `; actors exited: ${exited.join(', ')}` : '';
+    const gone = (exited.length ? `; actors exited: ${exited.join(', ')}` : '') + (nats.describe ? `; ${nats.describe()}` : '');
     const err = statusError ? `${statusError instanceof DynError ? statusError.code : statusError.name}: ${statusError.message}` : 'none';
     if (!last) return `no cluster status answered (${asked} asked, each within 1 s; the last error ${err})${gone}`;
     const inst = last.pools.flatMap((p) => p.instances.map((i) => `${i.id} ${i.state}`));
