@@ -16,11 +16,11 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import {
   Ack, Admission, ClusterStatus, RoutingTable, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, NodeTelemetry, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
   StatusRequest, ClientDisconnect, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, toWireError,
-  type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType, type WireError,
+  type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType,
 } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { EPOCH_LENGTH_DEFAULTS } from '../../src/policy/epoch-length.ts';
-import { aliveServers, clusterStep, initialClusterState, intakePools, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
+import { aliveServers, clusterStep, initialClusterState, intakePools, spillNext, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
 import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
@@ -175,15 +175,15 @@ export class ClusterManager extends Actor {
     } catch (err) {
       return { v: 1, id: r.id, ok: false, error: toWireError(err) };
     }
-    let last: WireError | undefined;
-    // policy spillPasses: along the chain a pool at its SLO cap refuses it (spill); every one refusing, the chain
-    // again without spill (the first pool takes it at its cap)
-    for (const { pool, spill } of spillPasses(intakePools(this.#m, cls.type, (p) => this.#hasReady(p)))) {
-      const a = await this.#dispatcher!.dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool, ...(spill ? { spill } : {}) }, pool);
-      if (a.ok || !a.error || a.error.code !== 'overloaded') return { ...a, type: cls.type };
-      last = a.error;
+    // policy spillPasses, spillNext: along the chain a pool at its SLO cap refuses it (spill); every one refusing, the
+    // chain again without spill (the first pool takes it at its cap); a refusal other than overloaded ends the walk
+    let move = spillNext<string, Admission>({ offers: spillPasses(intakePools(this.#m, cls.type, (p) => this.#hasReady(p))) });
+    while (move.kind === 'offer') {
+      const { pool, spill } = move.offer;
+      move = spillNext(move.walk, await this.#dispatcher!.dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool, ...(spill ? { spill } : {}) }, pool));
     }
-    return { v: 1, id: r.id, ok: false, type: cls.type, error: last ?? { code: 'unavailable', message: `no pool serves ${cls.type}`, retryable: true, retryAfterS: this.#c.emergency.retryAfterS } };
+    if (move.answer) return { ...move.answer, type: cls.type };
+    return { v: 1, id: r.id, ok: false, type: cls.type, error: { code: 'unavailable', message: `no pool serves ${cls.type}`, retryable: true, retryAfterS: this.#c.emergency.retryAfterS } };
   }
 
   #hasReady(pool: string): boolean {

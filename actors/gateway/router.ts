@@ -12,7 +12,7 @@ import { Admission, ClientDisconnect, InferenceRequest, InstanceStatus, endedCon
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerSweep, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
-import { spillPasses } from '../../src/policy/machines/cluster.ts';
+import { spillNext, spillPasses } from '../../src/policy/machines/cluster.ts';
 import { creditReceived, creditSpend, creditTopUpFailed, type CreditGrant } from '../../src/policy/machines/credits.ts';
 import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
 import type { ClusterConfig } from '../common/config.ts';
@@ -158,10 +158,13 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
   const plan = router.plan(msg);
   if (!plan) return 'intake';
   const tried = new Set<string>(exclude ? [exclude] : []);
-  let last: Admission | undefined;
-  // policy spillPasses: along the chain a pool whose every instance is at its SLO cap is passed over; every pool
-  // passed over or refusing, the chain again without that (the first pool takes it at its cap)
-  for (const { pool, spill } of spillPasses(plan.pools)) {
+  // policy spillPasses, spillNext: along the chain a pool whose every instance is at its SLO cap is passed over; every
+  // pool passed over or refusing, the chain again without that (the first pool takes it at its cap); a pool's answer
+  // (its last instance's) other than overloaded ends the walk
+  let move = spillNext<string, Admission>({ offers: spillPasses(plan.pools) });
+  while (move.kind === 'offer') {
+    const { pool, spill } = move.offer;
+    let last: Admission | undefined;
     for (let k = 0; k < DIRECT_TRIES; k++) {
       const id = router.pick(pool, plan.req, tried, spill && k === 0);
       if (id === undefined) break;
@@ -198,8 +201,7 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
       if (a.error && !a.error.retryable) return a;
       last = a;
     }
-    // intake spills only an overloaded pool to the next one
-    if (last && last.error?.code !== 'overloaded') break;
+    move = spillNext(move.walk, last);
   }
-  return last ? { ...last, type: plan.req.type } : 'intake';
+  return move.answer ? { ...move.answer, type: plan.req.type } : 'intake';
 }

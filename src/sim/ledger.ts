@@ -14,7 +14,8 @@ import { ClusterBrain } from './cluster-brain.ts';
 import { Heap } from './heap.ts';
 import { DrainLog } from './drain-migration.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
-import type { InferenceRequest } from '../../protocols/messages.ts';
+import type { Admission, InferenceRequest } from '../../protocols/messages.ts';
+import type { SpillWalk } from '../policy/machines/cluster.ts';
 import { LogHistogram, percentile } from './metrics.ts';
 import { SimClassifier } from './classifier.ts';
 import { OracleSolver } from './yardsticks.ts';
@@ -111,7 +112,7 @@ export abstract class SimLedger {
   protected readonly useDispatchPolicy: boolean;
   /** step, policy dispatch: arrivals no instance admitted yet (a pool leader holds them), with the pools left to try. */
   protected leaderNow = 0;
-  protected readonly arriving = new Map<string, { r: CoreRequest; c: { type: RequestType; pred: RequestType }; slo: number; pools: { pool: SimPool; spill: boolean }[]; msg: InferenceRequest }>();
+  protected readonly arriving = new Map<string, { r: CoreRequest; c: { type: RequestType; pred: RequestType }; slo: number; walk: SpillWalk<SimPool, Admission>; msg: InferenceRequest }>();
   protected readonly clockMemo = new Map<string, number>();
   /** instanceEpoch's scratch: the memo key's code units, the peak per type. */
   protected readonly clockCodes = new Uint16Array(19);

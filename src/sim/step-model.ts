@@ -10,7 +10,7 @@ import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import type { PoolMachineConfig } from './pool-brain.ts';
 import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
-import { routePools, spillPasses } from '../policy/machines/cluster.ts';
+import { routePools, spillNext, spillPasses } from '../policy/machines/cluster.ts';
 import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
 import { SimPoolLeader, simRequest } from './pool-leader.ts';
@@ -163,27 +163,31 @@ export abstract class SimStepModel extends SimClocks {
     return { v: 1, id: m.id, ok: true, instance: inst.id };
   }
 
-  /** Offer an arrival to the pools left in its list (a pool refusing it as overloaded spills to the next, as intake does). */
-  protected offer(id: string, now: number): void {
+  /**
+   * Walk an arrival along its offers (policy spillNext, as intake and the gateway's routing): `answer` the refusal or
+   * admission of the offer made last (a held dispatch's, answered()); the walk ends admitted, or refused (counted).
+   */
+  protected offer(id: string, now: number, answer?: Admission): void {
     const a = this.arriving.get(id);
     if (!a) return;
-    for (let o = a.pools.shift(); o; o = a.pools.shift()) {
-      const p = o.pool;
-      const adm = this.leaderOf(p, now).dispatch(o.spill ? { ...a.msg, spill: true } : a.msg, p.instances, now);
+    for (let move = spillNext(a.walk, answer); ; ) {
+      if (move.kind === 'end') {
+        if (move.answer?.ok) return;
+        break;
+      }
+      a.walk = move.walk;
+      const { pool: p, spill } = move.offer;
+      const adm = this.leaderOf(p, now).dispatch(spill ? { ...a.msg, spill: true } : a.msg, p.instances, now);
       if (!adm) return; // held: answered()
-      if (adm.ok) return;
-      if (adm.error?.code !== 'overloaded') break;
+      move = spillNext(a.walk, adm);
     }
     this.arriving.delete(id);
     this.rejected++;
   }
 
-  /** A held dispatch's answer: admitted (counted by leaderAdmit), or refused (the next pool, as offer). */
+  /** A held dispatch's answer: admitted (counted by leaderAdmit), or refused (the walk goes on, as offer). */
   protected answered(id: string, a: Admission, now: number): void {
-    if (a.ok) return;
-    const arr = this.arriving.get(id);
-    if (arr && a.error?.code !== 'overloaded') arr.pools = [];
-    this.offer(id, now);
+    this.offer(id, now, a);
   }
 
   /** Offer a request to an instance's machine; its refusal, undefined when admitted. */
@@ -280,7 +284,7 @@ export abstract class SimStepModel extends SimClocks {
       // leader's machine; an overloaded pool, or one at its SLO cap (spillPasses), spills to the next
       const byId = new Map(this.pools.map((p) => [p.id, p]));
       const ids = routePools(new Map([...this.route].map(([t, p]) => [t, p.id])), (p) => !byId.get(p)?.types.length, c.pred, (p) => byId.get(p)!.instances.some((i) => i.state === 'active' && !!i.brain && !i.sleep));
-      this.arriving.set(id, { r: req, c, slo, pools: spillPasses(ids).map((o) => ({ pool: byId.get(o.pool)!, spill: o.spill })), msg: simRequest(req, c.pred, 0) });
+      this.arriving.set(id, { r: req, c, slo, walk: { offers: spillPasses(ids).map((o) => ({ pool: byId.get(o.pool)!, spill: o.spill })) }, msg: simRequest(req, c.pred, 0) });
       this.offer(id, now);
       return;
     }

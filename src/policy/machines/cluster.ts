@@ -455,6 +455,41 @@ export function spillPasses(pools: readonly string[]): { pool: string; spill: bo
   return pools.length < 2 ? plain : [...pools.map((pool) => ({ pool, spill: true })), ...plain];
 }
 
+/** One offer of intake's walk along a chain (spillPasses): the pool, and whether it may pass the request on at its SLO cap. */
+export interface SpillOffer<P = string> {
+  pool: P;
+  spill: boolean;
+}
+
+/** A pool's answer to an offer, as far as the walk reads it. */
+export interface SpillAnswer {
+  ok: boolean;
+  error?: { code: string };
+}
+
+/** Where intake's walk along its offers stands: the offers left, the last pool's refusal as overloaded. */
+export interface SpillWalk<P = string, A extends SpillAnswer = SpillAnswer> {
+  readonly offers: readonly SpillOffer<P>[];
+  readonly last?: A;
+}
+
+/** The walk's next move: an offer to make (then spillNext with its answer), or its end with the answer to give (none: no pool answered). */
+export type SpillMove<P = string, A extends SpillAnswer = SpillAnswer> = { kind: 'offer'; offer: SpillOffer<P>; walk: SpillWalk<P, A> } | { kind: 'end'; answer?: A };
+
+/**
+ * Intake's walk along its offers (spillPasses), the rule the cluster manager's intake, the gateway's routing and the
+ * simulator all run: an admission, or a refusal other than 'overloaded', ends it with that answer; a refusal as
+ * overloaded, or no answer at all (the pool had no instance to ask), goes on to the next offer; past the last offer
+ * the walk ends with the last overloaded refusal. Begin with spillNext({ offers }), no answer.
+ */
+export function spillNext<P, A extends SpillAnswer>(w: SpillWalk<P, A>, answer?: A): SpillMove<P, A> {
+  if (answer && (answer.ok || answer.error?.code !== 'overloaded')) return { kind: 'end', answer };
+  const last = answer ?? w.last;
+  const [offer, ...offers] = w.offers;
+  if (!offer) return last ? { kind: 'end', answer: last } : { kind: 'end' };
+  return { kind: 'offer', offer, walk: last ? { offers, last } : { offers } };
+}
+
 function round3(o: Partial<Record<string, number>>): Record<string, number> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round((v ?? 0) * 1000) / 1000]));
 }
