@@ -154,8 +154,7 @@ export const inferenceRequest = z.object({
    * request timeout, 600 s by default). Not the SLO: that is `slo` and `ttftDeadlineMs`.
    */
   giveUpAtMs: nonneg,
-  /** where the instance sends TokenChunks (subjects.stream(id)). */
-  /** subjects.stream(id): checked by the instance (isOwnStreamSubject) so a request cannot aim tokens elsewhere. */
+  /** where the instance sends TokenChunks, subjects.stream(id): checked by the instance so a request cannot aim tokens elsewhere. */
   streamSubject: z.string().max(256).regex(STREAM_SUBJECT, 'streamSubject must be dyn.v1.stream.<request id>'),
   /** set by the cluster manager on classification, with `slo` and `ttftDeadlineMs`. */
   type: requestType.optional(),
@@ -180,6 +179,9 @@ export const inferenceRequest = z.object({
    * grant (TokenChunk.grant) instead of the tokens, and learns the outcome from the gateway's LegReport.
    */
   direct: z.boolean().optional(),
+  /** a direct request sent to its instance without `prompt` and `messages` (the gateway sends them to the engine): their
+   * form, for policy continuable. An instance that would stream it itself refuses it (docs/DATAPATH.md "What the instance keeps of a request"). */
+  promptForm: z.enum(['text', 'chat', 'ids']).optional(),
   /**
    * set by a gateway that asks the instance itself (its own routing, subjects.instanceAdmit): a direct request
    * that starts at once gets its grant in the admission reply (Admission.grant) instead of a TokenChunk on the
@@ -193,12 +195,9 @@ export const inferenceRequest = z.object({
   creditTo: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/).optional(),
   /** a migrated request's leg number (1 = the first continuation): its prompt already holds the tokens sent. */
   migration: int.optional(),
-  /**
-   * a readiness probe (`dynamollm up`'s first request; header x-dynamollm-probe: 1 on a one-token request): served
-   * as any request, but not traffic: the instance leaves it out of its load and its admission counter (status
-   * admittedByType, whose first increments start the pool's re-shard epochs), and the intake's output predictor
-   * does not learn from it.
-   */
+  /** a readiness probe (`dynamollm up`'s first request; header x-dynamollm-probe: 1 on a one-token request): served as any
+   * request, but not traffic: the instance leaves it out of its load and its admission counter (status admittedByType,
+   * whose first increments start the pool's re-shard epochs), and the intake's output predictor does not learn from it. */
   probe: z.boolean().optional(),
 });
 export type InferenceRequest = z.infer<typeof inferenceRequest>;

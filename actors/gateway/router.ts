@@ -153,10 +153,24 @@ export type RoutedAdmission = Admission & {
   credited?: { req: InferenceRequest; gateway: string; epoch: number; topUp: boolean };
 };
 
+/**
+ * A direct request as an instance is sent it (InferenceRequest.promptForm): without its prompt, which the gateway holds
+ * and sends to the engine itself, and with the prompt's form (the instance's drain migration reads it). The prompt
+ * is most of the request (a 2,000-token-id prompt is ~6 KB of its ~6.3 KB), which the admission and the credited
+ * report would otherwise encode and validate here and decode and validate at the instance, per request.
+ */
+export function withoutPrompt<R extends InferenceRequest>(req: R): R {
+  if (req.prompt === undefined && req.messages === undefined) return req;
+  const { prompt, messages: _m, ...rest } = req;
+  return { ...rest, promptForm: req.messages !== undefined ? 'chat' : typeof prompt === 'string' ? 'text' : 'ids' } as R;
+}
+
 export async function admitRouted(bus: Bus, router: RequestRouter, msg: InferenceRequest, signal: AbortSignal, timeoutMs: number, exclude?: string): Promise<RoutedAdmission | 'intake' | 'timed_out'> {
   if (!bus.connected) return 'intake';
   const plan = router.plan(msg);
   if (!plan) return 'intake';
+  // what the instance is sent: a direct request without its prompt (the router's pick reads the prompt: plan.req)
+  const sent = msg.direct ? withoutPrompt(plan.req) : plan.req;
   const tried = new Set<string>(exclude ? [exclude] : []);
   // policy spillPasses, spillNext: along the chain a pool whose every instance is at its SLO cap is passed over; every
   // pool passed over or refusing, the chain again without that (the first pool takes it at its cap); a pool's answer
@@ -175,13 +189,13 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
       if (c && creditTo !== undefined) {
         return {
           v: 1, id: msg.id, ok: true, instance: id, pool, type: plan.req.type, grant: c.grant, ...(c.startedMs !== undefined ? { startedMs: c.startedMs } : {}),
-          credited: { req: { ...plan.req, pool }, gateway: creditTo, epoch: c.epoch, topUp: c.topUp },
+          credited: { req: { ...sent, pool }, gateway: creditTo, epoch: c.epoch, topUp: c.topUp },
         };
       }
       let a: Admission;
       try {
         // a direct request asks for its grant in the reply (one message less when it starts at once), and for credits
-        a = await bus.request(subjects.instanceAdmit(id), InferenceRequest, { ...plan.req, pool, ...(msg.direct ? { replyGrant: true } : {}), ...(creditTo !== undefined ? { creditTo } : {}) }, Admission, { timeoutMs, signal });
+        a = await bus.request(subjects.instanceAdmit(id), InferenceRequest, { ...sent, pool, ...(msg.direct ? { replyGrant: true } : {}), ...(creditTo !== undefined ? { creditTo } : {}) }, Admission, { timeoutMs, signal });
       } catch (err) {
         const code = (err as DynError).code;
         if (code === 'no_responders') {

@@ -308,6 +308,11 @@ export class InstanceManager {
     if (req.streamSubject !== subjects.stream(req.id)) {
       return { v: 1, id: req.id, ok: false, instance: this.id, pool: this.pool, error: { code: 'invalid_request', message: `streamSubject must be ${subjects.stream(req.id)}`, retryable: false } };
     }
+    // a request sent without its prompt is one the gateway streams itself: an instance that cannot grant it would
+    // stream it, prompt and all (its gateway then sends the whole request through intake)
+    if (req.promptForm !== undefined && req.prompt === undefined && req.messages === undefined && !(req.direct === true && this.#o.engineApiKey)) {
+      return { v: 1, id: req.id, ok: false, instance: this.id, pool: this.pool, error: { code: 'unavailable', message: `instance ${this.id} streams its requests itself: send the prompt`, retryable: true } };
+    }
     const known = this.#held.has(req.id);
     if (!known) this.#held.set(req.id, { req, admittedMs: this.#clock.now() });
     const inReply: { grant?: GrantT } | undefined = replyGrant === true && req.direct === true && !known ? {} : undefined;

@@ -41,8 +41,12 @@ export function drainMigrations(reqs: readonly DrainingRequest[], cfg: DrainMigr
  * A request whose stream can continue as a new leg (the gateway's request migration, actors/gateway/legs.ts canMigrate):
  * its prompt a string or chat messages (the text already sent is appended to it), no `echo` (the next leg would echo
  * that text again). A token-id prompt cannot be extended with text: such a leg ended for a drain would end its stream.
+ * A request sent without its prompt is read by its `promptForm`.
  */
-export function continuable(req: { messages?: unknown; prompt?: unknown; params?: { echo?: unknown } }): boolean {
+export function continuable(req: { messages?: unknown; prompt?: unknown; promptForm?: 'text' | 'chat' | 'ids'; params?: { echo?: unknown } }): boolean {
   if (req.params?.echo) return false;
-  return req.messages !== undefined || req.prompt === undefined || typeof req.prompt === 'string';
+  if (req.messages !== undefined) return true;
+  if (req.prompt !== undefined) return typeof req.prompt === 'string';
+  // a direct request sent without its prompt names the prompt's form (InferenceRequest.promptForm)
+  return req.promptForm !== 'ids';
 }

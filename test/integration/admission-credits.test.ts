@@ -7,7 +7,8 @@
  * - The first request asks for admission (one round trip) and its reply lends the gateway credits; the next
  *   requests start on them: no admission message crosses NATS for them, the instance hears of each from its
  *   `credited` report and still records it (tokens, TTFT, TBT, energy equal to the client's usage). The instance
- *   is idle below its max clock then, so the first request's start waits for the clock its prefill needs.
+ *   is idle below its max clock then, so the first request's start waits for the clock its prefill needs. The
+ *   admission and the credited reports carry the request without its prompt (InferenceRequest.promptForm).
  * - A client that goes away cancels a credited request: recorded cancelled, its slot freed.
  * - The instance revokes its loans when it leaves `ready` (a drain): the gateway, told by the status, asks
  *   for admission again.
@@ -30,6 +31,8 @@ let backend: NatsBackend;
 let router: GatewayRouter;
 const records = new Map<string, Rec>();
 const admitted = new Set<string>();
+/** what the instances were sent of each request: its admission's, its credited report's (prompt, promptForm). */
+const sentReqs = new Map<string, InferenceRequest[]>();
 const legReports = new Map<string, string[]>();
 const statuses: InstanceStatus[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -54,8 +57,15 @@ beforeAll(async () => {
   router.start();
   backend = new NatsBackend(gw, { chunkTimeoutMs: 20_000, router });
   h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => void records.set(r.id, r), { capacity: 4096 });
-  h.bus.subscribe(subjects.instanceAdmitAll(), InferenceRequestCodec, (r) => void admitted.add(r.id), { capacity: 4096 });
-  h.bus.subscribe(subjects.instanceLegAll(), LegReport, (r) => void legReports.set(r.id, [...(legReports.get(r.id) ?? []), r.phase]), { capacity: 4096 });
+  const sent = (r: InferenceRequest) => void sentReqs.set(r.id, [...(sentReqs.get(r.id) ?? []), r]);
+  h.bus.subscribe(subjects.instanceAdmitAll(), InferenceRequestCodec, (r) => {
+    admitted.add(r.id);
+    sent(r);
+  }, { capacity: 4096 });
+  h.bus.subscribe(subjects.instanceLegAll(), LegReport, (r) => {
+    legReports.set(r.id, [...(legReports.get(r.id) ?? []), r.phase]);
+    if (r.request) sent(r.request);
+  }, { capacity: 4096 });
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void statuses.push(st), { capacity: 4096 });
   // the router routes once it has the cluster's table and a fresh ready status of the instance (a loaded machine may
   // deliver the status after the table): until then a request goes to the intake, which lends no credits
@@ -122,6 +132,18 @@ describe('admission credits', () => {
       expect(last.usage!.energyJ).toBeCloseTo(rec.energyJ, 6);
     }
     expect(legReports.get(ids[1]!)?.[0], seen()).toBe('credited');
+    // the admission and the credited reports carry the request without its prompt, which the gateway sends the
+    // engine itself; its form says the instance's drain may move it (a text prompt), and the instance still records
+    // the engine's count of the prompt
+    for (const id of ids) {
+      const got = sentReqs.get(id) ?? [];
+      expect(got.length, id).toBe(1);
+      expect(got[0]!.prompt, id).toBeUndefined();
+      expect(got[0]!.messages, id).toBeUndefined();
+      expect(got[0]!.promptForm, id).toBe('text');
+      expect(got[0]!.inputTokens, id).toBe(9);
+      expect(records.get(id)!.promptTokens, id).toBeGreaterThan(0);
+    }
   }, 80_000);
 
   it('a client that goes away cancels a credited request (recorded cancelled, slot freed)', async () => {

@@ -125,4 +125,21 @@ describe('instance manager: the engine scrape of an idle instance', () => {
     await seconds(3);
     expect(engine.scrapes).toBe(3);
   }, 60_000);
+
+  it('an instance without an engine key refuses a direct request sent without its prompt: it would stream it itself', async () => {
+    const now = clock.now();
+    const req: InferenceRequest = {
+      v: 1, id: 'r-lean', model: 'llama3.1-8b', kind: 'completion', promptForm: 'ids', inputTokens: 100, maxTokens: 2, direct: true,
+      arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream('r-lean'),
+    };
+    const queries = engine.queries;
+    const a = await bus.request(subjects.instanceAdmit('p-i0'), InferenceRequest, req, Admission, { timeoutMs: 5000 });
+    expect(a.ok).toBe(false);
+    expect(a.error?.code).toBe('unavailable');
+    expect(a.error?.retryable).toBe(true);
+    // nothing went to the engine, nothing is held
+    await new Promise((r) => setTimeout(r, 100));
+    expect(engine.queries).toBe(queries);
+    expect(im.running).toBe(0);
+  }, 30_000);
 });
