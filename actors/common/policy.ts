@@ -8,11 +8,8 @@ import { inputClassOf } from '../../protocols/request-types.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { classifyRequest } from '../../src/policy/classify.ts';
 import { dispatchRequest, type DispatchView } from '../../src/policy/dispatch.ts';
-import { DEFAULT_HEADROOM, type InstanceConfig, type TpDegree } from '../../src/policy/types.ts';
-import { overheadTable, reconfigurationCost } from '../../src/policy/sharding.ts';
-import { planPoolShards, type PoolShardInput, type PoolShardDecision } from '../../src/policy/pool-shards.ts';
+import { DEFAULT_HEADROOM, type TpDegree } from '../../src/policy/types.ts';
 import { MilpPlanner } from '../../src/runtime/milp-planner.ts';
-import { maxClockOf } from '../../src/policy/energy.ts';
 import type { ClassThresholds } from '../../src/model/types.ts';
 import { promptTtftSloMs } from '../../src/policy/slo.ts';
 import type { ClusterConfig } from './config.ts';
@@ -102,60 +99,13 @@ export function pickInstance(req: InferenceRequest, views: InstanceViewLike[], p
   return dispatchRequest(req, views.map((v) => ({ ...v, tp: v.tp as TpDegree })) as DispatchView[], profile, types, { headroom });
 }
 
-export { planPoolShards, reshardSteps, type PoolShardInput, type PoolShardDecision, type StaggerUnit } from '../../src/policy/pool-shards.ts';
 
 let milp: MilpPlanner | undefined;
-/** One MILP worker per process (started on the first solve). */
+/** One MILP worker per process (started on the first solve): the pool machine's 'solve' effects (src/policy/pool-shards-milp.ts decides on their outcome). */
 export function milpPlanner(): MilpPlanner {
   return (milp ??= new MilpPlanner());
 }
 export async function closeMilpPlanner(): Promise<void> {
   await milp?.close();
   milp = undefined;
-}
-
-/**
- * `planner: milp`: the pool's split from Eq. 1 solved exactly by HiGHS (worker thread, `deadlineMs`) at
- * max clock (the frequency is the instance's decision), taken by the heuristic's rule (the gain over the
- * epoch pays the overhead table's cost, or the current split cannot carry the load). On a timeout, a
- * worker failure or an infeasible MILP the heuristic's decision stands (inputs.planner says which ran).
- */
-export async function planPoolShardsMilp(i: PoolShardInput, deadlineMs: number, planner: MilpPlanner = milpPlanner()): Promise<PoolShardDecision | undefined> {
-  const h = planPoolShards(i);
-  if (!h) return undefined;
-  const fmt = (c: InstanceConfig[]) => c.map((x) => `${x.count}xTP${x.tp}`).join('+') || 'none';
-  const fallback = (why: string): PoolShardDecision => ({ ...h, summary: `${h.summary} [heuristic: ${why}]`, inputs: { ...h.inputs, planner: 'heuristic', milpFallback: why } });
-  if (!Object.values(i.load).some((x) => (x ?? 0) > 0)) return fallback('no load');
-  let r;
-  try {
-    r = await planner.solve({ profile: i.profile, pools: [{ id: 'pool', loadByType: i.load }], gpus: i.gpus, epochS: i.epochS, clocks: [maxClockOf(i.profile)] }, deadlineMs);
-  } catch (err) {
-    return fallback((err as Error).message);
-  }
-  if (!r.feasible) return fallback(`MILP ${r.status}`);
-  const counts = new Map<TpDegree, number>();
-  for (const g of r.config) if (g.count > 0) counts.set(g.tp, (counts.get(g.tp) ?? 0) + g.count);
-  const target: InstanceConfig[] = [...counts].sort((a, b) => b[0] - a[0]).map(([tp, count]) => ({ tp, count }));
-  const current = h.inputs.current as InstanceConfig[];
-  const same = fmt([...current].sort((a, b) => b.tp - a.tp)) === fmt(target);
-  // canonical placement of the current instances (packed in TP order) for the overhead-table cost
-  let next = 0;
-  const placed = [...current].sort((a, b) => b.tp - a.tp).flatMap((c) => Array.from({ length: c.count }, (_, k) => ({ id: `c${c.tp}-${k}`, tp: c.tp, gpus: Array.from({ length: c.tp }, () => next++) })));
-  const costJ = same ? 0 : reconfigurationCost(i.profile, placed, target, overheadTable(), i.gpusPerServer ?? 8).costJ;
-  const currentEnergyJ = Number(h.inputs.currentEnergyJ);
-  const gain = currentEnergyJ - r.energy;
-  const currentFeasible = h.inputs.currentFeasible === true;
-  const take = !same && (!currentFeasible || gain > costJ);
-  const reason = same ? 'the MILP optimum is the current split' : !currentFeasible ? 'the current split cannot carry the load within SLO'
-    : take ? `saves ${gain.toFixed(0)} J over ${i.epochS} s > reconfiguration cost ${costJ.toFixed(0)} J` : `gain ${gain.toFixed(0)} J does not pay the reconfiguration cost ${costJ.toFixed(0)} J`;
-  return {
-    take,
-    target,
-    summary: `${fmt(current)} -> ${fmt(target)} (MILP): ${reason}`,
-    inputs: {
-      ...h.inputs, planner: 'milp', targetEnergyJ: r.energy, costJ, feasible: r.feasible,
-      milp: { status: r.status, solveMs: r.solveMs, variables: r.variables, config: r.config },
-      heuristic: { target: h.target, targetEnergyJ: h.inputs.targetEnergyJ, take: h.take },
-    },
-  };
 }

@@ -23,7 +23,7 @@ import { systemClock, within, type Clock } from '../../src/runtime/clock.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
-import { planPoolShardsMilp } from '../common/policy.ts';
+import { milpPlanner } from '../common/policy.ts';
 import { poolBurstWindowMs } from '../../src/policy/pool-shards.ts';
 import {
   aliveInstances, initialPoolState, poolDispatchView, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
@@ -403,11 +403,12 @@ export class PoolLeader {
         this.#bus.request(subjects.instanceControl(e.instance), InstanceCommand, { v: 1, op: e.kind, reason: e.reason }, Ack, { timeoutMs: c.timeouts.controlMs }).catch(() => undefined);
         break;
       case 'solve':
-        planPoolShardsMilp(e.input, c.milpDeadlineMs).then(
-          (plan) => this.#step({ type: 'planned', force: e.force, ...(plan ? { plan } : {}) }),
+        // the MILP worker solves Eq. 1; the machine decides on its outcome (policy milpShardDecision)
+        milpPlanner().solve(e.input, c.milpDeadlineMs).then(
+          (result) => this.#step({ type: 'planned', force: e.force, solved: { result } }),
           (err: unknown) => {
-            this.#log.warn({ err: (err as Error).message }, 're-shard plan failed');
-            this.#step({ type: 'planned', force: e.force });
+            this.#log.warn({ err: (err as Error).message }, 're-shard MILP solve failed: the heuristic decides');
+            this.#step({ type: 'planned', force: e.force, solved: { error: (err as Error).message } });
           },
         );
         break;

@@ -1,7 +1,7 @@
 /**
  * A pool's re-shard decision (policy planSharding at max clock, Eq. 1 with the frequency fixed) and the
- * staggered steps that carry it out; the pool machine (machines/pool.ts) and the MILP variant of the
- * actors (actors/common/policy.ts planPoolShardsMilp) call these.
+ * staggered steps that carry it out; the pool machine (machines/pool.ts) calls these, and the MILP variant
+ * (./pool-shards-milp.ts) decides against this heuristic's baseline.
  */
 import type { RequestType } from '../../protocols/request-types.ts';
 import type { InstanceStatus } from '../../protocols/control.ts';

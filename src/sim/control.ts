@@ -9,6 +9,7 @@ import type { InstanceConfig, LoadByType, TpDegree } from '../policy/types.ts';
 import { poolBurstWindowMs } from '../policy/pool-shards.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision } from './pool-brain.ts';
+import { solveEq1 } from '../policy/milp.ts';
 import { reshardTau, unitsOf } from './reshard-exec.ts';
 import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
 import { serverPowerConfig } from '../policy/machines/cluster-power.ts';
@@ -308,11 +309,12 @@ export abstract class SimControl extends SimLedger {
     this.poolCfg ??= {
       pool: '', holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS, epochMs: this.ep.poolS * 1000,
       healthDeadlineMs: this.cost.instanceStartS * 1000, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: this.limits.moveQueueAbove, retryAfterS: this.limits.retryAfterS,
-      planner: 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000), reshardKeepsServing: this.o.reshardExecution !== 'units', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
+      planner: this.o.poolPlanner ?? 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000), reshardKeepsServing: this.o.reshardExecution !== 'units', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
     };
     // what each instance's status carries: its load, and (instance machines, after t = 0) the load the pool's epoch sums
     const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), ...(!initial && i.brain ? { epochLoad: i.brain.epochLoad(now) } : {}), prefix: i.core?.prefixCacheTokens() }));
-    const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool);
+    const highs = this.inp.highs;
+    const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool, highs ? (eq1) => solveEq1(highs, eq1) : undefined);
     if (!plan) return;
     this.inp.onPoolDecision?.(pool.id, now, plan.event);
     const same = JSON.stringify(plan.target) === JSON.stringify(current);

@@ -163,7 +163,7 @@ export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | 
 
 const autoCache = new Map<string, number>();
 let highsP: Promise<HighsLike> | null = null;
-/** HiGHS, loaded once per thread (the oracle's Eq. 1 solver, the same one src/policy's MilpPlanner worker uses). */
+/** HiGHS, loaded once per thread (the oracle's Eq. 1 solver and the pools' MILP planner's, the same one the live MilpPlanner worker uses). */
 export function loadHighs(): Promise<HighsLike> {
   highsP ??= (async () => {
     const m = (await import('highs')) as unknown as { default: unknown };
@@ -192,7 +192,7 @@ export async function simulate(opts: SimOptions, onProgress?: (f: number) => voi
     rateScale = k;
   }
   const records = await recordSource(opts.trace, rateScale, opts.seed);
-  const highs = opts.policy === 'oracle' ? await loadHighs() : undefined;
+  const highs = opts.policy === 'oracle' || opts.poolPlanner === 'milp' ? await loadHighs() : undefined;
   const sim = new Simulation({ opts: { ...opts, rateScale }, profile, perf, records, carbonAt: carbonLookup(opts.carbon), onProgress, highs, ...taps });
   return sim.run();
 }

@@ -16,6 +16,8 @@ import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.t
 import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../policy/machines/pool.ts';
 import type { InstanceConfig } from '../policy/types.ts';
+import type { Eq1Input, Eq1Result } from '../policy/milp.ts';
+import type { MilpSolveOutcome } from '../policy/pool-shards-milp.ts';
 import { addEpochArrivals, recordPoolArrivals, type EpochArrivals, type PoolLoadSample } from '../policy/pool-shards.ts';
 
 export type { PoolLoadSample } from '../policy/pool-shards.ts';
@@ -36,7 +38,7 @@ export interface PoolReshardDecision {
  * instance not ready, an instance outside the profile's TP degrees).
  */
 export function poolReshardDecision(
-  cfg: PoolMachineConfig, types: RequestType[], instances: SimPoolInstance[], gpusPerServer: number, now: number, poolGpus?: number, pool?: object,
+  cfg: PoolMachineConfig, types: RequestType[], instances: SimPoolInstance[], gpusPerServer: number, now: number, poolGpus?: number, pool?: object, solve?: (input: Eq1Input) => Eq1Result,
 ): PoolReshardDecision | undefined {
   const recentLoad = (pool && windows.get(pool)) ?? [];
   const placed = packOnServers(instances, gpusPerServer);
@@ -82,6 +84,18 @@ export function poolReshardDecision(
   const counted = pool && epochs.get(pool);
   if (counted) s = { ...s, epochArrivals: counted };
   const fx = step({ type: 'reshard_epoch' });
+  // planner 'milp': the machine's solve, answered at once (HiGHS on this thread, where the live leader's worker runs it)
+  for (const e of [...fx]) {
+    if (e.kind !== 'solve') continue;
+    if (!solve) throw new Error(`${cfg.pool}: planner 'milp' needs a solver`);
+    let solved: MilpSolveOutcome;
+    try {
+      solved = { result: solve(e.input) };
+    } catch (err) {
+      solved = { error: (err as Error).message };
+    }
+    fx.push(...step({ type: 'planned', force: e.force, solved }));
+  }
   if (pool) {
     windows.set(pool, s.recentLoad);
     if (s.epochArrivals) epochs.set(pool, s.epochArrivals);

@@ -118,7 +118,7 @@ export abstract class SimStepModel extends SimClocks {
     const cfg: PoolMachineConfig = {
       pool: pool.id, holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS,
       epochMs: this.ep.poolS * 1000, healthDeadlineMs: LIVE_HEALTH_DEADLINE_MS, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: this.limits.moveQueueAbove,
-      retryAfterS: this.limits.retryAfterS, planner: 'heuristic',
+      retryAfterS: this.limits.retryAfterS, planner: this.o.poolPlanner ?? 'heuristic',
       ...(this.o.prefixRouting ? { prefer: (req: InferenceRequest, ids: string[]) => this.preferPrefix(ids.map((x) => pool.instances.find((i) => i.id === x)!), (this.arriving.get(req.id)?.r ?? this.admitted.get(req.id))?.prefixHashes, req.inputTokens, this.leaderNow) } : {}),
     };
     return (pool.leader = new SimPoolLeader<SimInstance>(cfg, pool.types, { admit: (i, m, t) => this.leaderAdmit(i, m, t), answer: (id, a, t) => this.answered(id, a, t) }, now));

@@ -217,6 +217,12 @@ export interface SimOptions {
    */
   reshardExecution?: 'units' | 'overlap';
   /**
+   * the pool machine's re-shard planner, as a live pool's config sets it (`planner`): 'heuristic' (policy planPoolShards)
+   * or 'milp' (Eq. 1 solved by HiGHS, here synchronously; the machine's own rule takes it, policy milpShardDecision).
+   * Default 'heuristic'.
+   */
+  poolPlanner?: 'heuristic' | 'milp';
+  /**
    * the cluster machine's shorter epoch while its forecast is confident (src/policy/epoch-length.ts), the shortest
    * length in seconds; absent: every cluster epoch is `epochs.clusterS`.
    */

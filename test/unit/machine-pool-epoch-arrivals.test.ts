@@ -25,7 +25,7 @@ const profile = profileFor('llama2-70b', 'h100');
 const icfg: InstanceMachineConfig = {
   tp: 4, headroom: 0, epochMs: 5000, tickMs: 100, maxInEngine: 64, maxQueued: 64, timeScale: 1, deadAfterMs: 3000, moveQueueAbove: 4, rejectAfterMs: 10_000, retryAfterS: 1,
 };
-// planner 'milp': the epoch's input is the 'solve' effect, answered with no plan (the layout stays, every epoch plans)
+// planner 'milp': the epoch's input is the solve's, answered with no plan (the layout stays, every epoch plans)
 const pcfg: PoolMachineConfig = {
   pool: POOL, holder: 'pm-1', profile, headroom: 0, deadAfterMs: 3000, statusIntervalMs: 500, epochMs: 30_000, healthDeadlineMs: 10_000,
   initialTp: 4, moveQueueAbove: 4, retryAfterS: 1, planner: 'milp', burstWindowMs: 90_000,
@@ -65,10 +65,15 @@ class Pool {
     const r = poolStep(this.s, ev, T0 + ms, this.cfg);
     this.s = r.state;
     for (const e of r.effects) {
-      if (e.kind !== 'solve') continue;
-      this.planned.push(e.input.load);
-      this.peaks.push(e.input.peak);
-      this.s = poolStep(this.s, { type: 'planned' }, T0 + ms, this.cfg).state;
+      // the epoch's input: the solve's (held by the machine while it waits), or, with no load to solve, the heuristic's decision's
+      if (e.kind === 'solve') {
+        this.planned.push(this.s.planning!.input.load);
+        this.peaks.push(this.s.planning!.input.peak);
+        this.s = poolStep(this.s, { type: 'planned' }, T0 + ms, this.cfg).state;
+      } else if (e.kind === 'event' && e.event === 'reshard' && e.inputs.milpFallback === 'no load') {
+        this.planned.push(e.inputs.loadByType as Partial<Record<RequestType, number>>);
+        this.peaks.push(e.inputs.peakLoadByType as Partial<Record<RequestType, number>> | undefined);
+      }
     }
     return r.effects;
   }

@@ -11,6 +11,7 @@ import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard } from '../../src/policy/machines/pool.ts';
 import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
+import { milpSolved } from '../helpers/milp-solved.ts';
 
 const profile = profileFor('llama2-70b', 'h100');
 const T0 = 1_700_000_000_000;
@@ -52,15 +53,18 @@ const summaries = (fx: PoolEffect[]) => of(fx, 'event').filter((e) => e.event ==
 const commanded = (fx: PoolEffect[], k: 'drain' | 'resume') => fx.flatMap((e) => ((e.kind === 'drain' || e.kind === 'resume') && e.kind === k ? [e.instance] : [])).sort();
 const drained = (fx: PoolEffect[]) => commanded(fx, 'drain');
 
-/** A leader of 2xTP4 on one 8-GPU grant that takes 2xTP4 -> 1xTP8 (both drain first) at 300.1 s; `store`: as Drive's. */
+/** A leader of 2xTP4 on one 8-GPU grant that takes the MILP's 2xTP4 -> 1xTP8 (both drain first) at 300.1 s; `store`: as Drive's. */
 function takes(store = true): { leader: Drive; begun: PoolEffect[] } {
   const leader = new Drive(cfg('pm-1'), store);
   leader.at(0, { type: 'lead', term: 1 });
   for (const e of of(leader.at(0, { type: 'assign', ref: 1, assignment: assignment() }), 'node')) leader.at(10, { type: 'node_result', cmd: e.cmd, ok: true, purpose: 'reconcile' });
-  leader.at(20, { type: 'status', status: status(A) });
-  leader.at(20, { type: 'status', status: status(B) });
+  // load at the epoch (the MILP has something to solve), none when its answer comes (a loaded pool is never left dark)
+  leader.at(20, { type: 'status', status: status(A, { loadByType: { SS: 1 } }) });
+  leader.at(20, { type: 'status', status: status(B, { loadByType: { SS: 1 } }) });
   leader.at(300_000, { type: 'reshard_epoch' });
-  return { leader, begun: leader.at(300_100, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }], summary: '2xTP4 -> 1xTP8', inputs: {} } }) };
+  leader.at(300_050, { type: 'status', status: status(A) });
+  leader.at(300_050, { type: 'status', status: status(B) });
+  return { leader, begun: leader.at(300_100, milpSolved([{ tp: 8, count: 1 }])) };
 }
 
 /** takes(), and a standby that saw both instances drain. */

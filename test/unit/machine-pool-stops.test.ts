@@ -9,6 +9,7 @@ import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
 import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
+import { milpSolved } from '../helpers/milp-solved.ts';
 
 const T0 = 1_700_000_000_000;
 const POOL = 'pool-SS';
@@ -51,7 +52,7 @@ describe('pool machine: which instances a scale-in stops, and when', () => {
     for (const id of [g0, g2, g4, g6]) d.at(20, { type: 'status', status: d.status(id, work[id]) });
     d.at(30, { type: 'reshard_epoch' });
     let t = 40;
-    let out = d.at(t, { type: 'planned', plan: { take: true, target: [{ tp: 2, count: 1 }], summary: '4xTP2 -> 1xTP2', inputs: {} } });
+    let out = d.at(t, milpSolved([{ tp: 2, count: 1 }]));
     const drained: string[] = [];
     for (let unit = 0; unit < 3; unit++) {
       const [drain, ...more] = drains(out);

@@ -6,13 +6,11 @@
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { planPoolShards } from '../../src/policy/pool-shards.ts';
-import {
-  initialPoolState, poolStep, poolLoad, POOL_TICK_MS,
-  type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState,
-} from '../../src/policy/machines/pool.ts';
+import { initialPoolState, poolStep, poolLoad, POOL_TICK_MS, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
 import type { InstanceStatus, NodeCommand, PoolAssignment } from '../../protocols/control.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 import type { RequestType } from '../../protocols/request-types.ts';
+import { milpSolved } from '../helpers/milp-solved.ts';
 
 const profile = profileFor('llama2-70b', 'h100');
 const T0 = 1_700_000_000_000;
@@ -375,7 +373,7 @@ describe('pool machine: re-shard', () => {
     leader.at(300_000, { type: 'reshard_epoch' });
     leader.at(300_050, { type: 'status', status: status(a, { loadByType: {} }) });
     leader.at(300_050, { type: 'status', status: status(b, { loadByType: {} }) });
-    const out = leader.at(300_100, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }], summary: '2xTP4 -> 1xTP8', inputs: {} } });
+    const out = leader.at(300_100, milpSolved([{ tp: 8, count: 1 }]));
     expect(out.filter((e) => e.kind === 'drain').map((e) => e.kind === 'drain' && e.instance).sort()).toEqual([a, b]);
     // a standby saw both instances, then both draining; the leader dies before it stops them
     const standby = new Drive(cfg({ profile, planner: 'milp', holder: 'pm-2' }));
@@ -396,7 +394,7 @@ describe('pool machine: re-shard', () => {
   it('MILP: the plan is a solve effect; a plan that is taken runs its units one by one, each wait bounded', () => {
     const d = loaded(cfg({ profile, planner: 'milp' }));
     const fx = d.at(300_000, { type: 'reshard_epoch' });
-    expect(fx).toEqual([{ kind: 'solve', force: false, input: { profile, load: { SS: 80 }, gpus: 8, current: [4, 4], epochS: 300, gpusPerServer: 8, headroom: 0 } }]);
+    expect(fx).toEqual([{ kind: 'solve', force: false, input: { profile, pools: [{ id: 'pool', loadByType: { SS: 80 } }], gpus: 8, epochS: 300, clocks: [Math.max(...profile.clocksMhz)] } }]);
     expect(d.at(300_001, { type: 'reshard_epoch' })).toEqual([]); // one solve at a time
     // 2xTP4 -> 1xTP8: the TP8 needs the GPUs of both: drain both, stop them, start the TP8 on the freed GPUs;
     // taken only while the pool carries no load (a pool with load is never left with no instance serving)
@@ -404,8 +402,8 @@ describe('pool machine: re-shard', () => {
     d.at(300_050, { type: 'status', status: status(a, { loadByType: {} }) });
     d.at(300_050, { type: 'status', status: status(b, { loadByType: {} }) });
     let t = 300_100;
-    let out = d.at(t, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }], summary: '2xTP4 -> 1xTP8', inputs: {} } });
-    expect(events(out, 'reshard').map((e) => e.summary)).toEqual([`${POOL}: take 2xTP4 -> 1xTP8`, `${POOL}: executing 1 staggered unit(s)`]);
+    let out = d.at(t, milpSolved([{ tp: 8, count: 1 }]));
+    expect(events(out, 'reshard').map((e) => e.summary)).toEqual([`${POOL}: take 2xTP4 -> 1xTP8 (MILP): the current split cannot carry the load within SLO`, `${POOL}: executing 1 staggered unit(s)`]);
     expect(out.filter((e) => e.kind === 'drain').map((e) => e.kind === 'drain' && e.instance).sort()).toEqual([a, b]);
     // requests arriving now are held (nothing ready once both drain)
     d.at(t + 10, { type: 'status', status: status(a, { state: 'draining', queued: 0, running: 1 }) });
@@ -440,15 +438,16 @@ describe('pool machine: re-shard', () => {
   it('a plan whose unit drains every serving instance first is kept while the pool carries load (it would be dark for an engine start)', () => {
     const d = loaded(cfg({ profile, planner: 'milp' }));
     d.at(300_000, { type: 'reshard_epoch' });
-    const out = d.at(300_100, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }], summary: '2xTP4 -> 1xTP8', inputs: {} } });
+    const out = d.at(300_100, milpSolved([{ tp: 8, count: 1 }]));
     const [ev, ...rest] = events(out, 'reshard');
     expect(rest).toEqual([]);
-    expect(ev!.summary).toBe(`${POOL}: keep 2xTP4 -> 1xTP8; not taken: its TP8 unit on GPUs [0,1,2,3,4,5,6,7] drains ${POOL}-node-0-g0x4, ${POOL}-node-0-g4x4 first and leaves the pool with no instance serving while the new one starts`);
+    expect(ev!.summary).toBe(`${POOL}: keep 2xTP4 -> 1xTP8 (MILP): the current split cannot carry the load within SLO; not taken: its TP8 unit on GPUs [0,1,2,3,4,5,6,7] drains ${POOL}-node-0-g0x4, ${POOL}-node-0-g4x4 first and leaves the pool with no instance serving while the new one starts`);
     expect(ev!.decision).toEqual({ take: false, target: [{ tp: 8, count: 1 }], force: false, dark: true });
     expect(out.some((e) => e.kind === 'drain' || e.kind === 'node')).toBe(false);
     expect(d.s.reshard).toBeUndefined();
     // 2xTP4 -> 4xTP2 keeps serving: each TP2 pair replaces one TP4 while the other serves
-    const ok2 = d.at(300_200, { type: 'planned', plan: { take: true, target: [{ tp: 2, count: 4 }], summary: '2xTP4 -> 4xTP2', inputs: {} } });
+    d.at(300_150, { type: 'reshard_epoch' });
+    const ok2 = d.at(300_200, milpSolved([{ tp: 2, count: 4 }]));
     expect(events(ok2, 'reshard')[0]!.decision).toEqual({ take: true, target: [{ tp: 2, count: 4 }], force: false });
     expect(ok2.filter((e) => e.kind === 'drain')).toHaveLength(1);
   });
@@ -460,7 +459,7 @@ describe('pool machine: re-shard', () => {
     const old = `${POOL}-node-0-g0x4`;
     d.at(20, { type: 'status', status: status(old, { loadByType: hot }) });
     d.at(30, { type: 'reshard_epoch' });
-    const out = d.at(40, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }, { tp: 4, count: 1 }], summary: 'x', inputs: {} } });
+    const out = d.at(40, milpSolved([{ tp: 8, count: 1 }, { tp: 4, count: 1 }]));
     expect(nodeCmds(out).map((c) => [c.op, c.instanceId])).toEqual([['start_instance', `${POOL}-node-1-g0x8`]]);
     expect(out.some((e) => e.kind === 'drain')).toBe(false);
     d.at(50, { type: 'node_result', cmd: nodeCmds(out)[0]!, ok: true, purpose: 'reshard' });
@@ -474,7 +473,7 @@ describe('pool machine: re-shard', () => {
     for (const cmd of nodeCmds(d.lead(0, assignment([G8('node-0')])))) d.at(10, { type: 'node_result', cmd, ok: false, purpose: 'reconcile' });
     d.at(20, { type: 'status', status: status(t4, { gpuIds: [0, 2, 1, 3], loadByType: hot }) }); // as a merge of 2 TP2s leaves it
     d.at(30, { type: 'reshard_epoch' });
-    const out = d.at(40, { type: 'planned', plan: { take: true, target: [{ tp: 2, count: 2 }], summary: '1xTP4 -> 2xTP2', inputs: {} } });
+    const out = d.at(40, milpSolved([{ tp: 2, count: 2 }]));
     expect([events(out, 'reshard')[0]!.decision, out.some((e) => e.kind === 'drain'), nodeCmds(out)]).toMatchObject([{ take: true }, false, [{ instanceId: tp2, gpuIds: [4, 5] }]]);
     d.at(50, { type: 'node_result', cmd: nodeCmds(out)[0]!, ok: true, purpose: 'reshard' });
     expect(d.at(60, { type: 'status', status: status(tp2, { loadByType: hot }) }).filter((e) => e.kind === 'drain').map((e) => e.kind === 'drain' && e.instance)).toEqual([t4]);
@@ -486,8 +485,8 @@ describe('pool machine: re-shard', () => {
     d.at(10, { type: 'node_result', cmd: { v: 1, op: 'start_instance', instanceId: `${POOL}-node-0-g0x4`, pool: POOL, tp: 4, gpuIds: [0, 1, 2, 3], reason: '' } satisfies NodeCommand, ok: true, purpose: 'reconcile' });
     d.at(20, { type: 'status', status: status(`${POOL}-node-0-g0x4`, { loadByType: hot }) });
     d.at(30, { type: 'reshard_epoch' });
-    const out = d.at(40, { type: 'planned', plan: { take: true, target: [{ tp: 8, count: 1 }], summary: 'x', inputs: {} } });
-    expect(events(out, 'reshard').map((e) => e.summary)).toEqual([`${POOL}: take x`, `${POOL}: re-shard placement leaves the granted GPUs; not executed`]);
+    const out = d.at(40, milpSolved([{ tp: 8, count: 1 }]));
+    expect(events(out, 'reshard').map((e) => e.summary)).toEqual([`${POOL}: take 1xTP4 -> 1xTP8 (MILP): the current split cannot carry the load within SLO`, `${POOL}: re-shard placement leaves the granted GPUs; not executed`]);
     expect(d.s.reshard).toBeUndefined();
   });
 });

@@ -46,6 +46,7 @@ interface SimulateOptions {
   prefixCache: boolean;
   prefixBlockTokens?: string;
   reshardExecution: string;
+  poolPlanner: string;
   predictor: string;
   unusedServers: string;
   sleepStandby: string;
@@ -87,6 +88,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--no-prefix-cache', 'turn the engines\' prefix cache off')
     .option('--prefix-block-tokens <n>', 'tokens per prefix-cache block')
     .option('--reshard-execution <how>', "how a pool carries out a re-shard: overlap (the paper's NVLink re-shard: the old layout serves until the new one is up after tau x Table VI) or units (the live pool's: unit by unit, an engine stopped before one starts on its GPUs, each start taking --instance-start-s)", 'overlap')
+    .option('--pool-planner <how>', "the pools' re-shard planner, as a live pool's config `planner`: heuristic or milp (Eq. 1 solved by HiGHS, taken by the pool machine's rule)", 'heuristic')
     .option('--predictor <how>', "output-length prediction: proxy (the paper's BERT proxy, right 81% of the time) or online (the live gateway's: learns from completed requests, max_tokens the trace's output as replay sends it; step fidelity)", 'proxy')
     .option('--drain-migrate-s <s>', 'step fidelity: a drained instance (scale-in, re-shard) hands requests with more than this many seconds of decode left to its pool\'s peers instead of finishing them (docs/SIMULATION.md; default off)')
     .option('--cluster-epoch-floor-s <s>', 'shorten the cluster epoch while the forecast is confident, down to this many seconds (src/policy/epoch-length.ts; default off)')
@@ -106,6 +108,11 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--report <dir>', 'write an HTML report to DIR/index.html')
     .addHelpText('after', `\n${DESCRIPTION}`)
     .action(action(exit, (values: SimulateOptions) => simulate(values)));
+}
+
+function poolPlannerOf(x: string): 'heuristic' | 'milp' {
+  if (x !== 'heuristic' && x !== 'milp') throw new UsageError(`--pool-planner must be heuristic or milp, got '${x}'`);
+  return x;
 }
 
 function reshardExecutionOf(x: string): 'units' | 'overlap' {
@@ -227,6 +234,7 @@ async function simulate(v: SimulateOptions): Promise<number> {
     prefixRouting: v.prefixRouting ?? false, prefixCaching: v.prefixCache,
     prefixBlockTokens: v.prefixBlockTokens === undefined ? undefined : num(v.prefixBlockTokens, 'prefix-block-tokens'),
     reshardExecution: reshardExecutionOf(v.reshardExecution),
+    poolPlanner: poolPlannerOf(v.poolPlanner),
     predictor: predictorOf(v.predictor, fidelity),
     unusedServers: unusedServersOf(v.unusedServers),
     instanceStatusIntervalMs: statusIntervalOf(v),

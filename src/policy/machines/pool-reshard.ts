@@ -1,6 +1,6 @@
 /**
  * The pool machine's re-shard (src/policy/machines/pool.ts poolStep): the epoch on the pool's arrivals since the
- * last (policy epochArrivalLoad, planSharding; the MILP is an effect answered with 'planned'), the decision (never
+ * last (policy epochArrivalLoad, planSharding; the MILP's solve is an effect answered with 'planned'), the decision (never
  * leaving a loaded pool dark), and its staggered execution, one unit at a time: start the new instance first where
  * its GPUs are free, else drain, stop, and start on the freed GPUs; each wait bounded. No unit begins before the
  * record a successor finishes it from is stored. Pure helpers of poolStep: they edit the state poolStep handed them
@@ -12,6 +12,7 @@ import type { CurrentInstance } from '../reshard-matching.ts';
 import { aliveInstances, poolEpochLoad, poolLoad } from './router.ts';
 import { instanceIdOf, nodeCmd } from './pool-reconcile.ts';
 import { darkReshardUnit, epochArrivalLoad, grantGpusPerServer, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, reshardSteps, unitSteps, windowPeak, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
+import { milpFallback, milpSolveInput } from '../pool-shards-milp.ts';
 import type { Phase, PoolEffect, PoolMachineConfig, PoolMachineState, Step } from './pool-types.ts';
 
 /** A node's answer to a command: a reconciliation's is counted off; a re-shard start's moves its unit on (ready wait, or a retry). */
@@ -52,12 +53,19 @@ export function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number,
     profile: cfg.profile, load: measured, ...(guarded ? { peak, allowIdleGpus: true } : {}), gpus: s.assignment.grants.reduce((n, g) => n + g.gpuIds.length, 0), current: live.map((x) => x.tp), ...poolPrefixReuse(live),
     epochS: cfg.epochMs / 1000, gpusPerServer: grantGpusPerServer(s.assignment), headroom: cfg.headroom, ...(cfg.overhead ? { overhead: cfg.overhead } : {}),
   };
-  if (cfg.planner === 'milp') {
-    s.planning = true;
-    fx.push({ kind: 'solve', input, force });
+  const heuristic = planPoolShards(input);
+  if (cfg.planner === 'milp' && heuristic) {
+    // the solve is the shell's (a worker live, HiGHS in the simulator); a pool without load has nothing to solve
+    const eq1 = milpSolveInput(input);
+    if (eq1) {
+      s.planning = { input, heuristic };
+      fx.push({ kind: 'solve', input: eq1, force });
+      return;
+    }
+    decideReshard(s, fx, milpFallback(heuristic, 'no load'), now, cfg, force);
     return;
   }
-  decideReshard(s, fx, planPoolShards(input), now, cfg, force);
+  decideReshard(s, fx, heuristic, now, cfg, force);
 }
 
 /** Take or keep a plan (never one that leaves a loaded pool dark), and begin it when taken. */

@@ -12,6 +12,8 @@ import type { Profile } from '../../model/profile-types.ts';
 import type { InstanceConfig } from '../types.ts';
 import type { HoldOutcome } from './router.ts';
 import type { EpochArrivals, PoolLoadSample, PoolShardDecision, PoolShardInput, StaggerUnit } from '../pool-shards.ts';
+import type { MilpSolveOutcome } from '../pool-shards-milp.ts';
+import type { Eq1Input } from '../milp.ts';
 
 export interface PoolMachineConfig {
   pool: string;
@@ -38,7 +40,7 @@ export interface PoolMachineConfig {
   moveQueueAbove: number;
   /** Retry-After told to refused clients, s. */
   retryAfterS: number;
-  /** 'milp': the re-shard plan is an effect ('solve') answered with 'planned'. */
+  /** 'milp': the re-shard plan's Eq. 1 is solved by an effect ('solve') answered with 'planned'; the machine decides on it (policy milpShardDecision). */
   planner: 'heuristic' | 'milp';
   /** the burst guard's window, ms: the re-shard plan carries the highest load measured at the epochs within it. 0/absent: none. */
   burstWindowMs?: number;
@@ -143,8 +145,8 @@ export interface PoolMachineState {
   trafficAtMs?: number;
   /** node commands of a reconciliation not yet answered (no re-shard epoch meanwhile). */
   reconciling: number;
-  /** a MILP solve of the re-shard epoch is under way. */
-  planning: boolean;
+  /** a MILP solve of the re-shard epoch is under way: its input and the heuristic's decision of it (the rule's baseline, policy milpShardDecision). */
+  planning?: { input: PoolShardInput; heuristic: PoolShardDecision };
   reshard?: ReshardRun;
   /** the pool's measured load at its recent re-shard epochs (the burst guard's window, burstWindowMs). */
   recentLoad: PoolLoadSample[];
@@ -186,8 +188,8 @@ export type PoolEvent =
   | { type: 'reshard_now'; ref: number }
   | { type: 'reconcile' }
   | { type: 'reshard_epoch'; force?: boolean }
-  /** the MILP's answer to a 'solve' effect. */
-  | { type: 'planned'; plan?: PoolShardDecision; force?: boolean }
+  /** the solver's answer to a 'solve' effect (absent: none, the epoch decides nothing). */
+  | { type: 'planned'; solved?: MilpSolveOutcome; force?: boolean }
   /** the answer to a 'node' effect. */
   | { type: 'node_result'; cmd: NodeCommand; ok: boolean; purpose: 'reconcile' | 'reshard' }
   /** the answer to a 'persist_reshard' with `ack` (the store acknowledged the record, or failed). */
@@ -218,8 +220,8 @@ export type PoolEffect =
   | { kind: 'node'; node: string; cmd: NodeCommand; purpose: 'reconcile' | 'reshard' }
   /** drain an instance, or resume one drained (no answer needed). */
   | { kind: 'drain' | 'resume'; instance: string; reason: string }
-  /** solve the re-shard plan with the MILP; answer with 'planned'. */
-  | { kind: 'solve'; input: PoolShardInput; force: boolean }
+  /** solve Eq. 1 for the re-shard plan (the MILP); answer with 'planned'. */
+  | { kind: 'solve'; input: Eq1Input; force: boolean }
   | { kind: 'event'; event: 'lease' | 'instance' | 'failure' | 'scale' | 'reshard'; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> };
 
 export interface PoolStepResult { state: PoolMachineState; effects: PoolEffect[] }

@@ -39,12 +39,13 @@ import { refusal, type PoolEffect, type PoolEvent, type PoolMachineConfig, type 
 import { admitResult, dispatch, finish, holdable, move, tryDispatch, views } from './pool-dispatch.ts';
 import { adoptDispatched, onStatus, sweep } from './pool-instances.ts';
 import { reconcile } from './pool-reconcile.ts';
+import { milpShardDecision } from '../pool-shards-milp.ts';
 import { decideReshard, nodeResult, reshardAdvance, reshardEpoch, reshardStored, resumeReshard } from './pool-reshard.ts';
 export type { DispatchedListEntry, PoolEffect, PoolEvent, PoolMachineConfig, PoolMachineState, PoolStepResult, StoredReshard, TrackedInstance } from './pool-types.ts';
 export { instanceIdOf } from './pool-reconcile.ts';
 
 export function initialPoolState(types: RequestType[]): PoolMachineState {
-  return { leader: false, types, instances: new Map(), outstanding: new Map(), graves: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, planning: false, recentLoad: [], ended: initialEndedConnections() };
+  return { leader: false, types, instances: new Map(), outstanding: new Map(), graves: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, recentLoad: [], ended: initialEndedConnections() };
 }
 
 /** Ready-check period of the waits (held dispatches, re-shard steps), ms. */
@@ -98,7 +99,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.reshard = undefined;
       s.pendingReshard = undefined;
       s.unadoptedReshard = undefined;
-      s.planning = false;
+      s.planning = undefined;
       s.reconciling = 0;
       s.trafficAtMs = undefined;
       s.epochArrivals = undefined;
@@ -174,10 +175,12 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
     case 'reshard_epoch':
       reshardEpoch(s, fx, now, cfg, ev.force ?? false);
       break;
-    case 'planned':
-      s.planning = false;
-      if (s.leader && !s.reshard) decideReshard(s, fx, ev.plan, now, cfg, ev.force ?? false);
+    case 'planned': {
+      const p = s.planning;
+      s.planning = undefined;
+      if (p && ev.solved && s.leader && !s.reshard) decideReshard(s, fx, milpShardDecision(p.input, p.heuristic, ev.solved), now, cfg, ev.force ?? false);
       break;
+    }
     case 'node_result':
       nodeResult(s, fx, ev.cmd, ev.ok, ev.purpose, now, cfg);
       break;
