@@ -2,18 +2,17 @@
  * Scale-in and re-shard with request migration, live (config `scaling.drainMigrateS`): when its pool drains the
  * instance, the requests src/policy drainMigrations picks (more than drainMigrateS of decode left) are ended with a
  * retryable error, and the gateway continues each on a peer with its prompt and the text already sent (request
- * migration, docs/DATAPATH.md); the pool stops the instance once nothing runs on it. The simulator runs the same rule
- * (src/sim/drain-migration.ts).
+ * migration, docs/DATAPATH.md); the pool stops the instance once nothing runs on it. The simulator runs the same rule,
+ * src/policy legsToMigrate (src/sim/drain-migration.ts).
  *
  * Only direct legs (the gateway reads the engine, InferenceRequest.direct) that sent their first token are ended: the
  * gateway migrates those mid-stream; a relayed leg that already sent text would end the client's stream, and a leg not
  * started yet is sent again only within its first-token budget; a leg whose prompt the gateway cannot extend (token
- * ids, echo) is not migrated at all. The instance does not see a direct leg's tokens: it
- * counts them from the first token's report at the TBT it measures (its own recent TBT samples).
+ * ids, echo) is not migrated at all. The instance does not see a direct leg's tokens: the policy counts them from the
+ * first token's report at the TBT it measures (its own recent TBT samples).
  */
 import { DynError } from '../../protocols/index.ts';
-import { TBT_SLO_MS } from '../../src/model/request-types.ts';
-import { continuable, drainMigrations, type DrainingRequest } from '../../src/policy/drain-migration.ts';
+import { continuable, legsToMigrate, type RunningLeg } from '../../src/policy/drain-migration.ts';
 
 /** A request running on the instance, as the instance manager holds it. */
 export interface RunningView {
@@ -24,37 +23,21 @@ export interface RunningView {
   tbtN: number;
 }
 
-/**
- * What the policy reads of each direct leg: its tokens so far (counted from its first token at its TBT: its own when
- * reported, else the mean of the instance's recent samples `tbtSamplesMs`, else the TBT SLO), those left of maxTokens.
- */
-export function drainingRequests(running: Iterable<RunningView>, now: number, tbtSamplesMs: readonly number[]): DrainingRequest[] {
-  const fallback = tbtSamplesMs.length ? tbtSamplesMs.reduce((a, b) => a + b, 0) / tbtSamplesMs.length : TBT_SLO_MS;
-  const out: DrainingRequest[] = [];
-  for (const r of running) {
-    // a leg without its first token is left: the gateway sends a leg that ended before it started again only within
-    // the request's first-token budget, and past it the client would get the error
-    // and one the gateway cannot continue (a token-id prompt, echo: src/policy continuable) would end its client's stream
-    if (r.req.direct !== true || r.firstTokenMs === undefined || !continuable(r.req)) continue;
-    const tbt = r.tbtN > 0 ? r.tbtSum / r.tbtN : fallback;
-    const generated = r.firstTokenMs === undefined ? 0 : Math.max(r.tbtN + 1, 1 + Math.floor(Math.max(0, now - r.firstTokenMs) / Math.max(1, tbt)));
-    out.push({ id: r.req.id, generated, remaining: Math.max(0, r.req.maxTokens - generated), tbtMs: tbt, continued: (r.req.migration ?? 0) > 0 });
-  }
-  return out;
-}
-
-/** The direct legs a draining instance ends for the gateway to continue on peers. */
-export function legsToMigrate(running: Iterable<RunningView>, now: number, tbtSamplesMs: readonly number[], minRemainingS: number): string[] {
-  return drainMigrations(drainingRequests(running, now, tbtSamplesMs), { minRemainingS });
+/** What src/policy legsToMigrate reads of a running request: only a direct leg whose prompt the gateway can extend is movable. */
+export function legOf(r: RunningView): RunningLeg {
+  return {
+    id: r.req.id, ...(r.firstTokenMs !== undefined ? { firstTokenMs: r.firstTokenMs } : {}), tbtSumMs: r.tbtSum, tbtN: r.tbtN, maxTokens: r.req.maxTokens,
+    continued: (r.req.migration ?? 0) > 0, movable: r.req.direct === true && continuable(r.req),
+  };
 }
 
 /**
  * A drained instance's part (`minS` = scaling.drainMigrateS; nothing when unset): its queue to its peers (`evacuate`),
- * then the legs legsToMigrate picks ended with a retryable 'unavailable' error, which their gateways migrate.
+ * then the legs src/policy legsToMigrate picks ended with a retryable 'unavailable' error, which their gateways migrate.
  */
 export function endForPeers(minS: number | undefined, instance: string, running: ReadonlyMap<string, RunningView & { ac: AbortController }>, now: number, tbtSamplesMs: readonly number[], evacuate: () => void): void {
   if (minS === undefined) return;
   evacuate();
   const gone = new DynError('unavailable', `instance ${instance} is draining: the request continues on a peer`, { retryable: true, retryAfterS: 0 });
-  for (const id of legsToMigrate(running.values(), now, tbtSamplesMs, minS)) running.get(id)?.ac.abort(gone);
+  for (const id of legsToMigrate([...running.values()].map(legOf), now, tbtSamplesMs, { minRemainingS: minS })) running.get(id)?.ac.abort(gone);
 }

@@ -1,17 +1,20 @@
 /**
- * Which requests a draining instance hands to its pool's peers instead of finishing them itself (issue 13 item 1:
- * request migration used for a scale-in or a re-shard). Pure; the simulator runs it on every instance its pool drains
- * (src/sim/drain-migration.ts).
+ * Which requests a draining instance hands to its pool's peers instead of finishing them itself (request migration
+ * used for a scale-in or a re-shard). Pure; the live instance manager (actors/instance-manager/drain-migrate.ts) and
+ * the simulator (src/sim/drain-migration.ts) both run legsToMigrate on what each knows of its running requests.
  *
  * A draining instance holds all its GPUs until its last request ends; a request moved to a peer continues there with
  * its prompt and the tokens already sent as the new prompt (the peer prefills them again, the KV cache not being moved)
  * and the rest of its output. A request is moved when its remaining decode, at the TBT it has been getting, is longer
  * than `minRemainingS`: the GPUs it would hold (the whole instance, loaded idle at least) for that long cost more than
- * one prefill of its context on a peer. Requests not started yet (no token sent) move at no prefill beyond their own.
+ * one prefill of its context on a peer. A request without its first token stays: its gateway sends a leg that ended
+ * before it started again only within the request's first-token budget (past it, the client would get the error).
  * A request that is already a continuation (moved before, or migrated after a failure) stays: the peer a drain sends
  * it to may be drained next (a re-shard's stop units, one after another), and each move costs a leg of the gateway's
  * migration limit and a prefill.
  */
+import { TBT_SLO_MS } from '../model/request-types.ts';
+
 export interface DrainMigrationConfig {
   /** a request whose remaining decode is longer than this moves, s. */
   minRemainingS: number;
@@ -49,4 +52,43 @@ export function continuable(req: { messages?: unknown; prompt?: unknown; promptF
   if (req.prompt !== undefined) return typeof req.prompt === 'string';
   // a direct request sent without its prompt names the prompt's form (InferenceRequest.promptForm)
   return req.promptForm !== 'ids';
+}
+
+/** A request running on a draining instance, as the instance knows it: legsToMigrate's input. */
+export interface RunningLeg {
+  id: string;
+  /** its first token's time, ms on the instance's clock (none yet: it stays). */
+  firstTokenMs?: number;
+  /** its own TBT samples so far: their sum, ms, and count. */
+  tbtSumMs: number;
+  tbtN: number;
+  /** tokens it may generate in all (its max_tokens). */
+  maxTokens: number;
+  /** a continuation already (an earlier leg ended elsewhere). */
+  continued: boolean;
+  /** its gateway can continue it on a peer: a direct leg (the gateway reads the engine) whose prompt it can extend (continuable). */
+  movable: boolean;
+}
+
+/**
+ * What drainMigrations reads of each running request: its tokens so far, counted from its first token at its TBT (its
+ * own samples' mean when it has any, else the mean of the instance's recent samples `tbtSamplesMs`, else the TBT SLO;
+ * at least one more than its samples), those left of maxTokens. A request without its first token, or one its gateway
+ * cannot continue, is left out.
+ */
+export function drainingRequests(legs: Iterable<RunningLeg>, now: number, tbtSamplesMs: readonly number[]): DrainingRequest[] {
+  const fallback = tbtSamplesMs.length ? tbtSamplesMs.reduce((a, b) => a + b, 0) / tbtSamplesMs.length : TBT_SLO_MS;
+  const out: DrainingRequest[] = [];
+  for (const r of legs) {
+    if (!r.movable || r.firstTokenMs === undefined) continue;
+    const tbt = r.tbtN > 0 ? r.tbtSumMs / r.tbtN : fallback;
+    const generated = Math.max(r.tbtN + 1, 1 + Math.floor(Math.max(0, now - r.firstTokenMs) / Math.max(1, tbt)));
+    out.push({ id: r.id, generated, remaining: Math.max(0, r.maxTokens - generated), tbtMs: tbt, continued: r.continued });
+  }
+  return out;
+}
+
+/** The requests a draining instance ends for its peers to continue (drainMigrations over drainingRequests). */
+export function legsToMigrate(legs: Iterable<RunningLeg>, now: number, tbtSamplesMs: readonly number[], cfg: DrainMigrationConfig): string[] {
+  return drainMigrations(drainingRequests(legs, now, tbtSamplesMs), cfg);
 }

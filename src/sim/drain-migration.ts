@@ -1,7 +1,8 @@
 /**
  * Scale-in and re-shard with request migration (SimOptions.drainMigration, `simulate --drain-migrate-s S`): when a
  * pool drains an instance (a scale-in, a retired pool, a re-shard's old layout), the requests src/policy
- * drainMigrations picks (remaining decode longer than S at the TBT they have been getting) continue on the pool's
+ * legsToMigrate picks (the live instance manager's rule: a first token sent, remaining decode longer than S at the
+ * TBT they have been getting) continue on the pool's
  * ready peers, as the live gateway's request migration continues a request whose instance went away
  * (docs/DATAPATH.md "Request migration"): the peer's prompt is the prompt plus the tokens already sent (prefilled
  * again: no KV transfer), its output the tokens left; the client's stream goes on (its TTFT stays the first leg's;
@@ -10,8 +11,7 @@
  * (its 'evacuate'). DrainLog measures every drain: from the pool's decision to the instance's GPUs free.
  */
 import type { CoreRequest } from '../engine/core-types.ts';
-import { TBT_SLO_MS } from '../model/request-types.ts';
-import { drainMigrations, type DrainMigrationConfig, type DrainingRequest } from '../policy/drain-migration.ts';
+import { legsToMigrate, type DrainMigrationConfig, type RunningLeg } from '../policy/drain-migration.ts';
 import { simRequest, type SimPoolLeader } from './pool-leader.ts';
 import type { ReqState, SimInstance, SimPool } from './state.ts';
 
@@ -58,32 +58,37 @@ export interface DrainSummary {
   reprefillTokens: number;
 }
 
-/** The draining instance's requests src/policy drainMigrations picks, moved to its pool's peers; its queue evacuated. */
+/**
+ * The draining instance's requests src/policy legsToMigrate picks (the live instance manager's rule, on what the
+ * instance knows: each request's first token and TBT samples), moved to its pool's peers; its queue evacuated. Every
+ * simulated request is a direct leg whose prompt the gateway can extend. The continuation's prompt is the prompt plus
+ * the tokens the engine did generate (what the gateway sent), its output the rest.
+ */
 export function migrateDraining(inst: SimInstance, now: number, host: MigrationHost, cfg: DrainMigrationConfig, log: DrainLog): void {
   const core = inst.core, brain = inst.brain;
   if (!core || !brain || !inst.pool.instances.some((i) => i !== inst && i.state === 'active' && i.brain)) return;
   if (brain.s.queue.length) brain.step({ type: 'evacuate', why: 'draining: queued requests to peers' }, now);
-  const cands: (DrainingRequest & { r: CoreRequest; st: ReqState })[] = [];
+  const legs: RunningLeg[] = [];
   for (const id of brain.s.running.keys()) {
     const r = core.requestOf(id), st = host.reqs.get(id);
     if (!r || !st || st.inst !== inst) continue;
-    const generated = Math.max(0, core.generatedOf(id));
-    cands.push({ id, generated, remaining: r.outputTokens - generated, tbtMs: st.tbtN ? st.tbtSum / st.tbtN : TBT_SLO_MS, continued: st.continued === true, r, st });
+    legs.push({ id, ...(st.firstMs >= 0 ? { firstTokenMs: st.firstMs } : {}), tbtSumMs: st.tbtSum, tbtN: st.tbtN, maxTokens: r.outputTokens, continued: st.continued === true, movable: true });
   }
-  const byId = new Map(cands.map((c) => [c.id, c]));
-  for (const id of drainMigrations(cands, cfg)) {
-    const c = byId.get(id)!;
-    const cont: CoreRequest = { ...c.r, promptTokens: c.r.promptTokens + c.generated, outputTokens: c.remaining, ttftDeadlineMs: now };
+  for (const id of legsToMigrate(legs, now, [], cfg)) {
+    const r = core.requestOf(id)!, st = host.reqs.get(id)!;
+    const generated = Math.max(0, core.generatedOf(id));
+    if (generated >= r.outputTokens) continue;
+    const cont: CoreRequest = { ...r, promptTokens: r.promptTokens + generated, outputTokens: r.outputTokens - generated, ttftDeadlineMs: now };
     host.admitted.set(id, cont);
-    const placed = host.leaderOf(inst.pool, now).move(inst.id, [simRequest(cont, c.st.pred, c.st.moves + 1)], inst.pool.instances, now);
+    const placed = host.leaderOf(inst.pool, now).move(inst.id, [simRequest(cont, st.pred, st.moves + 1)], inst.pool.instances, now);
     if (!placed.some((p) => p.id === id)) {
-      if (c.st.inst === inst) host.admitted.delete(id);
+      if (st.inst === inst) host.admitted.delete(id);
       continue;
     }
-    c.st.continued = true;
+    st.continued = true;
     core.cancel(id);
     brain.step({ type: 'finished', id, ok: false }, now);
     log.migrated++;
-    log.reprefillTokens += c.generated;
+    log.reprefillTokens += generated;
   }
 }

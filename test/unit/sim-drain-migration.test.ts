@@ -4,8 +4,8 @@
  * drain decision to the instance's GPUs free.
  */
 import { describe, expect, it } from 'vitest';
-import { continuable, drainMigrations } from '../../src/policy/drain-migration.ts';
-import { drainingRequests, legsToMigrate } from '../../actors/instance-manager/drain-migrate.ts';
+import { continuable, drainMigrations, drainingRequests, legsToMigrate } from '../../src/policy/drain-migration.ts';
+import { legOf } from '../../actors/instance-manager/drain-migrate.ts';
 import { simulate } from '../../src/sim/index.ts';
 import type { SimOptions } from '../../src/sim/types.ts';
 
@@ -26,7 +26,7 @@ describe('drainMigrations', () => {
     expect(drainMigrations(reqs.map((r) => (r.id === 'b' ? { ...r, continued: true } : r)), { minRemainingS: 5 })).toEqual(['e']);
   });
 
-  it("live: the instance manager's direct legs with a first token that the gateway can continue, their tokens counted at their TBT (actors/instance-manager/drain-migrate.ts)", () => {
+  it("src/policy legsToMigrate over the live instance manager's running legs (actors/instance-manager/drain-migrate.ts legOf): direct legs with a first token that the gateway can continue, their tokens counted at their TBT (actors/instance-manager/drain-migrate.ts)", () => {
     const running = [
       { req: { id: 'd1', direct: true, maxTokens: 300 }, firstTokenMs: 1000, tbtSum: 0, tbtN: 0 }, // 2 s at 50 ms: 41 tokens
       { req: { id: 'd2', direct: true, maxTokens: 300 }, tbtSum: 0, tbtN: 0 }, // no first token yet: left
@@ -36,18 +36,19 @@ describe('drainMigrations', () => {
       { req: { id: 'd5', direct: true, maxTokens: 300, prompt: [1, 2, 3] }, firstTokenMs: 1000, tbtSum: 0, tbtN: 0 }, // token ids: no text to extend
       { req: { id: 'd6', direct: true, maxTokens: 300, prompt: 'hi', params: { echo: true } }, firstTokenMs: 1000, tbtSum: 0, tbtN: 0 }, // echo
     ];
-    expect(drainingRequests(running, 3000, [40, 60])).toEqual([
+    const legs = running.map(legOf);
+    expect(drainingRequests(legs, 3000, [40, 60])).toEqual([
       { id: 'd1', generated: 41, remaining: 259, tbtMs: 50, continued: false },
       { id: 'd3', generated: 41, remaining: 259, tbtMs: 50, continued: true },
       { id: 'd4', generated: 41, remaining: 19, tbtMs: 50, continued: false },
     ]);
-    expect(legsToMigrate(running, 3000, [40, 60], 5)).toEqual(['d1']);
+    expect(legsToMigrate(legs, 3000, [40, 60], { minRemainingS: 5 })).toEqual(['d1']);
     expect(continuable({ prompt: 'a' })).toBe(true);
     expect(continuable({ messages: [] })).toBe(true);
     expect(continuable({ prompt: [1, 2] })).toBe(false);
     expect(continuable({ prompt: 'a', params: { echo: true } })).toBe(false);
     // no TBT sample yet: the TBT SLO (100 ms), 21 tokens after 2 s
-    expect(drainingRequests(running, 3000, [])[0]).toEqual({ id: 'd1', generated: 21, remaining: 279, tbtMs: 100, continued: false });
+    expect(drainingRequests(legs, 3000, [])[0]).toEqual({ id: 'd1', generated: 21, remaining: 279, tbtMs: 100, continued: false });
   });
 });
 
