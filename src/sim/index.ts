@@ -176,9 +176,10 @@ export function loadHighs(): Promise<HighsLike> {
 /**
  * `taps.onInstanceStep`: every transition of every instance machine (step fidelity), for tests that replay them;
  * `taps.onPoolDecision`: each pool machine's re-shard decision with its inputs (the twin check's log);
- * `taps.onRequest`: each request served, its arrival, true type and TTFT (the twin check's per-request log).
+ * `taps.onRequest`: each request served, its arrival, true type and TTFT (the twin check's per-request log);
+ * `taps.onTokenGap`: each gap between a request's tokens after its first, with its arrival and true type (its TBTs).
  */
-export async function simulate(opts: SimOptions, onProgress?: (f: number) => void, taps: Pick<EngineInputs, 'onInstanceStep' | 'onPoolDecision' | 'onRequest'> = {}): Promise<SimResult> {
+export async function simulate(opts: SimOptions, onProgress?: (f: number) => void, taps: Pick<EngineInputs, 'onInstanceStep' | 'onPoolDecision' | 'onRequest' | 'onTokenGap'> = {}): Promise<SimResult> {
   const profile = profileFor(opts.model, opts.gpu, opts.profilePath);
   // the step model is the one the profile was generated from (its engine generation), as in the emulator
   const perf = profile.source.kind === 'model' && profile.model === opts.model && profile.gpu === opts.gpu ? perfModelOfProfile(profile) : createPerfModel(opts.model, opts.gpu);

@@ -73,6 +73,8 @@ export interface EngineInputs {
   onPoolDecision?: (pool: string, now: number, event: { summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> }) => void;
   /** each request served (step fidelity): its arrival, true type and TTFT, ms (the twin check's per-request log). */
   onRequest?: (r: { arrivalMs: number; type: RequestType; ttftMs: number }) => void;
+  /** each gap between a request's tokens after its first (step fidelity), with the request's arrival and true type, ms (the twin check's per-request TBT). */
+  onTokenGap?: (r: { arrivalMs: number; type: RequestType; gapMs: number }) => void;
 }
 
 /** EWMA window of an instance's offered-load estimate, s (dispatch adds 1/window per request: policy default 0.1). */

@@ -362,6 +362,7 @@ export abstract class SimStepModel extends SimClocks {
         // a migrated request's first token on its peer: the client's stream goes on, the gap is one of its TBTs
         const g = Math.max(0, e.atMs - st.lastMs);
         this.tbt[st.type].add(g);
+        this.inp.onTokenGap?.({ arrivalMs: st.arrivalMs, type: st.type, gapMs: g });
         st.tbtSum += g;
         st.tbtN++;
         st.lastMs = Math.max(st.lastMs, e.atMs);
@@ -373,6 +374,7 @@ export abstract class SimStepModel extends SimClocks {
       } else if (e.kind === 'token') {
         const g = e.atMs - st.lastMs;
         this.tbt[st.type].add(g);
+        this.inp.onTokenGap?.({ arrivalMs: st.arrivalMs, type: st.type, gapMs: g });
         st.tbtSum += g;
         st.tbtN++;
         st.lastMs = e.atMs;

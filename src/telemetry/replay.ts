@@ -27,7 +27,9 @@ export interface ReplayOptions {
   speed?: number;
   /** at most this many requests. */
   limit?: number;
-  /** only the first durationS seconds of trace time. */
+  /** skip the trace's first startS seconds (trace time from its first row): the window starts there. Default 0. */
+  startS?: number;
+  /** only durationS seconds of trace time (from startS). */
   durationS?: number;
   /** cluster engines' time-scale: measured latencies are multiplied by it before SLO comparison. Default 1. */
   timeScale?: number;
@@ -62,6 +64,8 @@ export interface ReplayRequestResult {
   outcome: 'ok' | 'rejected' | 'failed';
   /** time to its first token, ms (x timeScale); undefined when none came. */
   ttftMs?: number;
+  /** the gaps between its tokens after the first, ms (x timeScale); empty when it streamed one token or none. */
+  tbtMs: number[];
   /** how late it was sent against its due time, ms (wall). */
   lateMs: number;
 }
@@ -303,7 +307,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
       }, 500)
     : null;
   try {
-    for await (const rec of readTrace(opts.trace, { limit: opts.limit, durationMs: opts.durationS !== undefined ? opts.durationS * 1000 : undefined })) {
+    for await (const rec of readTrace(opts.trace, { limit: opts.limit, ...(opts.startS ? { startMs: opts.startS * 1000 } : {}), durationMs: opts.durationS !== undefined ? opts.durationS * 1000 : undefined })) {
       if (opts.signal?.aborted) break;
       firstT ??= rec.tMs;
       lastT = rec.tMs;
@@ -337,7 +341,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
           if (r.error) errors[r.error] = (errors[r.error] ?? 0) + 1;
           // the caller's callback runs after the counters; a throw from it is counted, not left as a request in flight
           try {
-            opts.onResult?.({ ...sent, type, inputTokens: rec.inputTokens, outcome: r.outcome, ...(r.ttftMs !== undefined ? { ttftMs: r.ttftMs } : {}) });
+            opts.onResult?.({ ...sent, type, inputTokens: rec.inputTokens, outcome: r.outcome, ...(r.ttftMs !== undefined ? { ttftMs: r.ttftMs } : {}), tbtMs: r.tbtMs });
           } catch {
             errors.on_result_callback = (errors.on_result_callback ?? 0) + 1;
           }

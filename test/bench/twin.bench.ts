@@ -13,6 +13,8 @@
  * both sides is modelled (emulated GPUs; the simulator's power model), never measured. Latency on the live side
  * is wall time on this machine, shared by everything else running on it.
  * Targets (issue 16): energy within 5%, p99s within 15%, decision counts within 10%.
+ * One window's per-type p99 rests on a few requests: TWIN_FROM_S moves the window into the trace and TWIN_SAMPLES
+ * writes its samples, for the pooled check over several windows (twin-pool.ts, test/bench/device/quiet-host-twin.sh).
  */
 import { spawn } from 'node:child_process';
 import { loadavg } from 'node:os';
@@ -22,9 +24,10 @@ import { join } from 'node:path';
 import type { BenchSection } from './types.ts';
 import { simulate } from '../../src/sim/index.ts';
 import type { SimOptions } from '../../src/sim/types.ts';
-import { replayTrace } from '../../src/telemetry/replay.ts';
+import { replayTrace, type ReplayRequestResult } from '../../src/telemetry/replay.ts';
 import { freePort } from '../helpers/net.ts';
 import { loadConfig } from '../../actors/common/config.ts';
+import { WindowCollector, type WindowSamples } from './twin-stats.ts';
 
 const TRACE = 'data/traces/AzureLLMInferenceTrace_conv.csv';
 
@@ -234,13 +237,26 @@ export async function bench(): Promise<BenchSection> {
 export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   const windowS = spec.windowS;
   const speed = spec.speed ?? 1;
+  // TWIN_FROM_S: the window starts this many seconds of trace time into the trace (both sides; default 0)
+  const fromS = Number(process.env.TWIN_FROM_S ?? 0);
+  // TWIN_SAMPLES=FILE: the window's per-type samples by blocks of TWIN_BLOCK_S (default 10) s of trace time, its energy
+  // and decision counts, both sides, as JSON for the pooled check over several windows (twin-pool.ts, twin-stats.ts)
+  const samples = process.env.TWIN_SAMPLES ? new WindowCollector(Number(process.env.TWIN_BLOCK_S ?? 10)) : undefined;
   const cluster = await up(spec.config);
   const reqLog: string[] = [];
   let live;
   const load0 = loadavg()[0];
   try {
     // TWIN_REQ_LOG=FILE: each request's TTFT on both sides as JSON lines ({side, atMs (wall ms after the window's start), type, ttftMs})
-    live = await replayTrace({ trace: TRACE, url: cluster.base, speed, durationS: windowS, ...(process.env.TWIN_REQ_LOG ? { onResult: (r) => reqLog.push(JSON.stringify({ side: 'live', atMs: r.traceMs / speed, type: r.type, ttftMs: r.ttftMs ?? null, lateMs: r.lateMs })) } : {}) });
+    const onResult = (r: ReplayRequestResult) => {
+      if (process.env.TWIN_REQ_LOG) reqLog.push(JSON.stringify({ side: 'live', atMs: r.traceMs / speed, type: r.type, ttftMs: r.ttftMs ?? null, lateMs: r.lateMs }));
+      // the replay's per-type quantiles are over its ok requests
+      if (samples && r.outcome === 'ok' && r.ttftMs !== undefined) {
+        samples.addTtft('live', r.type, r.traceMs, r.ttftMs);
+        samples.addTbt('live', r.type, r.traceMs, r.tbtMs);
+      }
+    };
+    live = await replayTrace({ trace: TRACE, url: cluster.base, speed, startS: fromS, durationS: windowS, ...(process.env.TWIN_REQ_LOG || samples ? { onResult } : {}) });
   } finally {
     await cluster.stop();
     if (process.env.TWIN_UP_LOG) writeFileSync(process.env.TWIN_UP_LOG, (live ? JSON.stringify({ twin: 'replay_start', time: live.startedAtMs }) + '\n' : '') + cluster.output());
@@ -269,12 +285,23 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     instanceLimits: { maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued, rejectAfterMs: c.emergency.rejectAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS },
     // the live intake's classifier (the gateway's online output predictor, max_tokens the trace's output as replay sends it)
     dispatch: 'policy', predictor: 'online',
-    trace: { kind: 'file', path: TRACE, durationMs: windowS * 1000, speed },
+    trace: { kind: 'file', path: TRACE, startMs: fromS * 1000, durationMs: windowS * 1000, speed },
   };
   // and their statuses at the live ones' schedules (debug level logs each status): which instance the dispatch picks
   // follows the load each instance's last status showed
   const statusPhases = phase ? statusPhasesOf(cluster.output(), live.startedAtMs, c.liveness.statusIntervalMs, phase.ids) : undefined;
-  const onRequest = process.env.TWIN_REQ_LOG ? { onRequest: (r: { arrivalMs: number; type: string; ttftMs: number }) => reqLog.push(JSON.stringify({ side: 'sim', atMs: r.arrivalMs, type: r.type, ttftMs: r.ttftMs })) } : {};
+  // the simulated requests' arrivals are the sends, trace time / speed from the window's first row
+  const onRequest = {
+    ...(process.env.TWIN_REQ_LOG || samples
+      ? {
+          onRequest: (r: { arrivalMs: number; type: string; ttftMs: number }) => {
+            if (process.env.TWIN_REQ_LOG) reqLog.push(JSON.stringify({ side: 'sim', atMs: r.arrivalMs, type: r.type, ttftMs: r.ttftMs }));
+            samples?.addTtft('sim', r.type, r.arrivalMs * speed, r.ttftMs);
+          },
+        }
+      : {}),
+    ...(samples ? { onTokenGap: (r: { arrivalMs: number; type: string; gapMs: number }) => samples.addTbt('sim', r.type, r.arrivalMs * speed, r.gapMs) } : {}),
+  };
   const sim = await simulate({ ...simOpts, ...(phase ? { instanceEpochPhaseMs: phase.phases, instanceEpochBeforeTrace: phase.epochBefore } : {}), ...(statusPhases ? { instanceStatusPhaseMs: statusPhases.phases, instanceStatusIntervalMs: statusPhases.intervalMs } : {}) }, undefined, process.env.TWIN_SIM_LOG ? {
     ...onRequest,
     onInstanceStep: (instance, _cfg, ev, t, fx) => {
@@ -346,6 +373,21 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // both sides count what src/telemetry reconfigurationOf counts (the live metric; the simulator's reconf)
   const kinds: [string, number][] = [['clock', sim.reconfigurations.clock], ['instance_start', sim.reconfigurations.instanceStart], ['reshard', sim.reconfigurations.reshard], ['emergency', sim.reconfigurations.emergency]];
   for (const [k, v] of kinds) rows.push({ quantity: `decisions: ${k}`, live: lr[k] ?? 0, simulated: v, 'sim / live': ratio(v, lr[k] ?? 0), ...(k === 'clock' ? { 'engine only': ratio(noPath.reconfigurations.clock, lr[k] ?? 0), scans: bandOf(scanned.map((x) => x.clock), lr[k] ?? 0) } : {}) });
+  if (samples && process.env.TWIN_SAMPLES) {
+    const w: WindowSamples = {
+      group: `${spec.config}, ${windowS} s of trace at speed ${speed}`,
+      label: `from ${fromS} s`,
+      startS: fromS,
+      windowS,
+      speed,
+      blockS: samples.blockS,
+      requests: { live: live.ok, sim: Object.values(sim.latency.byType).reduce((n, x) => n + (x?.requests ?? 0), 0) },
+      energyJ: { live: liveJ, sim: simJ },
+      decisions: { live: Object.fromEntries(kinds.map(([k]) => [k, lr[k] ?? 0])), sim: Object.fromEntries(kinds) },
+      blocks: samples.blocks(),
+    };
+    writeFileSync(process.env.TWIN_SAMPLES, JSON.stringify(w));
+  }
   // every row with every column (the table's are the first row's)
   for (const r of rows) {
     r['engine only'] ??= '';
@@ -354,7 +396,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   return {
     title: spec.title,
     notes: [
-      `live: \`dynamollm up --config ${spec.config}\` + \`replay --trace ${TRACE} --speed ${speed} --duration ${windowS}\`; simulated: the same window at the same speed, step fidelity, the config's cluster shape (${spec.shape})`,
+      `live: \`dynamollm up --config ${spec.config}\` + \`replay --trace ${TRACE} --speed ${speed}${fromS ? ` --start ${fromS}` : ''} --duration ${windowS}\`; simulated: the same window at the same speed, step fidelity, the config's cluster shape (${spec.shape})`,
       `live requests: ${live.ok} ok, ${live.rejected} rejected, ${live.failed} failed ${JSON.stringify(live.errors)}; simulated: ${sim.rejected} rejected`,
       `live replay's sends late against the trace (the client short of CPU): ${live.sendLateMs ? `p50 ${Math.round(live.sendLateMs.p50)} ms, p99 ${Math.round(live.sendLateMs.p99)} ms, max ${Math.round(live.sendLateMs.max)} ms` : '-'}`,
       `live reconfiguration counters seen: ${JSON.stringify(lr)}; load average ${load0.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end (live latency and the live clock decisions move with it)`,

@@ -1,5 +1,5 @@
 /**
- * `dynamollm replay --trace FILE [--speed X] [--limit N] [--duration S] [--json] [--out FILE] [--url URL]`:
+ * `dynamollm replay --trace FILE [--speed X] [--limit N] [--start S] [--duration S] [--json] [--out FILE] [--url URL]`:
  * plays a trace (Azure LLM inference CSV `TIMESTAMP,ContextTokens,GeneratedTokens`, or JSONL
  * `timestamp,input_length,output_length`) against the gateway with open-loop arrivals, shows a progress
  * bar and prints a summary (src/telemetry/replay.ts). Exit code 0 when every request is accounted for.
@@ -17,6 +17,7 @@ interface ReplayOptions {
   model?: string;
   speed: string;
   limit?: string;
+  start?: string;
   duration?: string;
   timeScale: string;
   maxInflight: string;
@@ -32,7 +33,8 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--model <id>', 'model id (default: the first of /v1/models)')
     .option('--speed <x>', 'arrival-rate multiplier', '1')
     .option('--limit <n>', 'at most N requests')
-    .option('--duration <s>', 'only the first S seconds of trace time')
+    .option('--start <s>', 'skip the first S seconds of trace time (the window starts there)')
+    .option('--duration <s>', 'only S seconds of trace time (from --start)')
     .option('--time-scale <k>', "the cluster engines' time-scale: latencies are multiplied by K for SLO checks", '1')
     .option('--max-inflight <n>', 'client-side bound of requests in flight', '4096')
     .addOption(jsonOption())
@@ -78,6 +80,7 @@ async function replay(values: ReplayOptions): Promise<number> {
     model: values.model,
     speed: num(values.speed, 'speed'),
     limit,
+    startS: values.start !== undefined ? num(values.start, 'start') : undefined,
     durationS: values.duration !== undefined ? num(values.duration, 'duration') : undefined,
     timeScale: num(values.timeScale, 'time-scale'),
     maxInflight: num(values.maxInflight, 'max-inflight'),

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The pooled twin check on the lent GPU machine's 16 cores (its GPU unused: engines and GPUs emulated, energy
+# modelled): several twin windows side by side, each at its own offset into the conversation trace and pinned to its
+# own cores (from core $FIRST_CORE, default 2: cores 0-1 left to the OS), each its own live cluster and simulation
+# (test/bench/twin.bench.ts with TWIN_FROM_S and TWIN_SAMPLES); then test/bench/twin-pool.ts pools each window
+# shape's samples: energy and decision counts by their sums, each type's p50 / p99 TTFT and p99 TBT sim / live with a
+# 95% paired block-bootstrap interval, each p99 judged by its interval. Pack first (WITH_TSX=1 bash
+# test/bench/device/pack-replay.sh; npm run build), run there with carry [".device","dist"]:
+#   bash test/bench/device/quiet-host-twin.sh
+# Without .device/ it runs with the node on PATH (a local try: JOBS="twin.bench:0:1 twin.bench:120:1" CLOCK_S=20).
+# JOBS: "bench:fromS[:cores]" each (bench: twin-reshard, the re-shard window; twin.bench, the clock window), default
+# four re-shard windows of $RESHARD_S (700) s of trace at speed 2 (350 s wall) from 0, 700, 1400 and 2100 s, on cores
+# 2-4, 5-7, 8-10, 11-13, and one clock window of $CLOCK_S (420) s at speed 1 from 0 s on cores 14-15. Results: $OUT/summary.txt (the pooled tables, each window's own table) and
+# $OUT/logs.tgz (each window's bench output and samples); what has finished by $LIMIT_S (default 560) s is pooled.
+set -u
+cd "$(dirname "$0")/../../.."
+T0=$(date +%s); LIMIT_S=${LIMIT_S:-560}; FIRST_CORE=${FIRST_CORE:-2}; CORES=${CORES:-3}
+RESHARD_S=${RESHARD_S:-700}; CLOCK_S=${CLOCK_S:-420}; POOL_S=${POOL_S:-30}
+JOBS=${JOBS:-"twin-reshard:0 twin-reshard:700 twin-reshard:1400 twin-reshard:2100 twin.bench:0:2"}
+OUT=${OUT:-/tmp/qht-out}; W=${WORK:-/tmp/qht}
+mkdir -p "$OUT" "$W"; rm -f "$W"/*.samples.json
+if [ -f .device/node.xz ]; then
+  mkdir -p /tmp/bin
+  xz -d -c .device/node.xz > /tmp/bin/node && xz -d -c .device/nats-server.xz > /tmp/bin/nats-server
+  chmod +x /tmp/bin/node /tmp/bin/nats-server; export PATH=/tmp/bin:$PATH
+  tar -xJf .device/nm.tar.xz
+fi
+{ echo "cores: $(nproc)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)  commit: $(cat .device/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
+  node --version; nats-server --version; date -u; uptime
+  echo "jobs: $JOBS; re-shard windows $RESHARD_S s of trace, clock windows $CLOCK_S s; limit $LIMIT_S s"; } > "$W/summary.txt"
+pids=()
+core=$FIRST_CORE
+for job in $JOBS; do
+  IFS=: read -r bench from n <<< "$job"; n=${n:-$CORES}
+  cores="$core-$((core + n - 1))"; core=$((core + n))
+  name="$bench-$from"
+  echo "$name on cores $cores" >> "$W/summary.txt"
+  # its own session (the cluster's processes with it), so what is still running at the limit can be stopped
+  TWIN_FROM_S=$from TWIN_SAMPLES="$W/$name.samples.json" TWIN_RESHARD_S=$RESHARD_S TWIN_S=$CLOCK_S TWIN_PHASES=0 TWIN_STATUS_SCAN=0 \
+    TWIN_LOG_LEVEL=debug TWIN_READY_S=${TWIN_READY_S:-120} \
+    setsid taskset -c "$cores" node --import tsx test/bench/run.ts "$bench" > "$W/$name.txt" 2>&1 &
+  pids+=($!)
+done
+running() { local n=0 p; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done; echo $n; }
+while [ $(( $(date +%s) - T0 )) -lt $((LIMIT_S - POOL_S)) ] && [ "$(running)" -gt 0 ]; do
+  sleep 5; echo "$(date -u +%T) $(cut -d' ' -f1-3 /proc/loadavg)" >> "$W/load.txt"
+done
+left=$(running)
+# what is still running is cut: its session stopped (SIGINT first: `up` stops its cluster), its samples not written
+for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && kill -INT -- -"$p" 2>/dev/null; done
+for i in $(seq 1 10); do [ "$(running)" -eq 0 ] && break; sleep 1; done
+for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL -- -"$p" 2>/dev/null; done
+{ echo "== windows ended at $(( $(date +%s) - T0 )) s; cut: $left"
+  for job in $JOBS; do
+    IFS=: read -r bench from n <<< "$job"; name="$bench-$from"
+    echo "== $name: $([ -f "$W/$name.samples.json" ] && echo finished || echo 'cut or failed')"
+    grep -E '^\||^live|FAILED|Error' "$W/$name.txt" 2>/dev/null | grep -v '^live instances' | head -60
+  done
+  echo "== pooled ($(ls "$W"/*.samples.json 2>/dev/null | wc -l) windows)"
+  ls "$W"/*.samples.json > /dev/null 2>&1 && taskset -c 0-1 node --import tsx test/bench/twin-pool.ts "$W"/*.samples.json 2>&1
+  echo "== load"; awk 'NR % 6 == 1' "$W/load.txt" 2>/dev/null; echo "== done at $(( $(date +%s) - T0 )) s"; } >> "$W/summary.txt"
+cp "$W/summary.txt" "$OUT/summary.txt"
+tar -C "$(dirname "$W")" -czf "$OUT/logs.tgz" "$(basename "$W")"

@@ -1,0 +1,68 @@
+/**
+ * The pooled twin check: reads the samples files of several twin windows (twin.bench.ts / twin-reshard.bench.ts run
+ * with TWIN_SAMPLES=FILE, each at its own TWIN_FROM_S), pools each group's windows (one config, speed and length)
+ * and prints, per group, energy and the decision counts (sim / live of the sums, and the windows' own range) and per
+ * type the p50 and p99 TTFT and the p99 TBT sim / live with their 95% paired block-bootstrap intervals
+ * (twin-stats.ts), each p99 judged against the 15% target by its interval.
+ *   node --import tsx test/bench/twin-pool.ts FILE...      (TWIN_RESAMPLES, default 1000; TWIN_MIN_P99_N, default 500)
+ */
+import { readFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { poolTypes, pooledSum, verdict, type WindowSamples } from './twin-stats.ts';
+
+const TARGET = { energy: 0.05, p99: 0.15, decisions: 0.1 };
+/**
+ * The fewest requests of a type on a side for its p99 to be judged: 500, so that 5 or more lie above it. A p99 over
+ * fewer is one of the few largest samples, and a bootstrap cannot draw past a sample's largest: its interval is then
+ * too narrow on one side and says nothing.
+ */
+export const MIN_P99_N = 500;
+
+const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : '-');
+const span = (lo: number, hi: number) => (Number.isFinite(lo) ? `${f3(lo)}-${f3(hi)}` : '-');
+const within = (ratio: number, tol: number) => (Number.isFinite(ratio) ? (Math.abs(ratio - 1) <= tol ? 'within' : 'outside') : '-');
+
+/** The pooled report of windows (any groups), as markdown. */
+export function poolReport(windows: readonly WindowSamples[], opts: { resamples?: number; minP99N?: number } = {}): string {
+  const groups = new Map<string, WindowSamples[]>();
+  for (const w of windows) groups.set(w.group, [...(groups.get(w.group) ?? []), w]);
+  const out: string[] = [];
+  for (const [group, ws] of groups) {
+    out.push(`## Pooled twin: ${group}`, '');
+    out.push(`${ws.length} window${ws.length === 1 ? '' : 's'} (${ws.map((w) => w.label).join('; ')}); requests served live ${ws.reduce((a, w) => a + w.requests.live, 0)}, simulated ${ws.reduce((a, w) => a + w.requests.sim, 0)}; blocks of ${ws[0]!.blockS} s of trace time; intervals: 95%, paired block bootstrap within each window (${opts.resamples ?? 1000} resamples)`, '');
+    out.push('| quantity | live | simulated | sim / live | 95% interval | each window | target | judged |', '|---|---|---|---|---|---|---|---|');
+    const withLive = ws.filter((w) => w.energyJ.live !== null);
+    const e = pooledSum(withLive.map((w) => ({ live: w.energyJ.live!, sim: w.energyJ.sim })));
+    out.push(`| energy J (modelled both sides, ${withLive.length} window${withLive.length === 1 ? '' : 's'}) | ${Math.round(e.live)} | ${Math.round(e.sim)} | ${f3(e.ratio)} | | ${span(e.min, e.max)} | 5% | ${within(e.ratio, TARGET.energy)} |`);
+    const kinds = [...new Set(ws.flatMap((w) => [...Object.keys(w.decisions.live), ...Object.keys(w.decisions.sim)]))].sort();
+    for (const k of kinds) {
+      const d = pooledSum(ws.map((w) => ({ live: w.decisions.live[k] ?? 0, sim: w.decisions.sim[k] ?? 0 })));
+      out.push(`| decisions: ${k} | ${d.live} | ${d.sim} | ${f3(d.ratio)} | | ${span(d.min, d.max)} | 10% | ${d.live === 0 && d.sim === 0 ? 'within' : within(d.ratio, TARGET.decisions)} |`);
+    }
+    const tally = { ttft: { within: 0, outside: 0, undecided: 0, few: 0 }, tbt: { within: 0, outside: 0, undecided: 0, few: 0 } };
+    for (const t of poolTypes(ws, opts)) {
+      const few = Math.min(t.n.live, t.n.sim) < (opts.minP99N ?? MIN_P99_N);
+      const vt = few ? 'few' : verdict(t.ttftP99, TARGET.p99);
+      const vb = few ? 'few' : verdict(t.tbtP99, TARGET.p99);
+      tally.ttft[vt]++;
+      tally.tbt[vb]++;
+      out.push(`| p50 TTFT ms ${t.type} (${t.n.live} live, ${t.n.sim} sim) | ${Math.round(t.ttftP50.live)} | ${Math.round(t.ttftP50.sim)} | ${f3(t.ttftP50.ratio)} | ${f3(t.ttftP50.lo)}-${f3(t.ttftP50.hi)} | | | |`);
+      out.push(`| p99 TTFT ms ${t.type} | ${Math.round(t.ttftP99.live)} | ${Math.round(t.ttftP99.sim)} | ${f3(t.ttftP99.ratio)} | ${f3(t.ttftP99.lo)}-${f3(t.ttftP99.hi)} | | 15% | ${vt === 'few' ? `not judged (< ${opts.minP99N ?? MIN_P99_N} requests)` : vt} |`);
+      out.push(`| p99 TBT ms ${t.type} | ${t.tbtP99.live.toFixed(1)} | ${t.tbtP99.sim.toFixed(1)} | ${f3(t.tbtP99.ratio)} | ${f3(t.tbtP99.lo)}-${f3(t.tbtP99.hi)} | | 15% | ${vb === 'few' ? `not judged (< ${opts.minP99N ?? MIN_P99_N} requests)` : vb} |`);
+    }
+    out.push('');
+    out.push(`p99 TTFT by its interval: within 15% ${tally.ttft.within}, outside ${tally.ttft.outside}, undecided ${tally.ttft.undecided} (interval across a bound: more requests needed), not judged ${tally.ttft.few} (too few requests); p99 TBT: within ${tally.tbt.within}, outside ${tally.tbt.outside}, undecided ${tally.tbt.undecided}, not judged ${tally.tbt.few}`, '');
+    out.push(`a p99's judgement is its interval's: 'within' when it lies inside [0.85, 1.15], 'outside' when wholly outside, 'undecided' otherwise; a type with fewer than ${opts.minP99N ?? MIN_P99_N} requests on a side is not judged; energy and decisions are judged by the pooled sums`, '');
+  }
+  return out.join('\n');
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const files = process.argv.slice(2);
+  if (!files.length) {
+    process.stderr.write('usage: node --import tsx test/bench/twin-pool.ts SAMPLES.json...\n');
+    process.exit(2);
+  }
+  const windows = files.map((f) => JSON.parse(readFileSync(f, 'utf8')) as WindowSamples);
+  process.stdout.write(poolReport(windows, { resamples: Number(process.env.TWIN_RESAMPLES ?? 1000), minP99N: Number(process.env.TWIN_MIN_P99_N ?? MIN_P99_N) }) + '\n');
+}
