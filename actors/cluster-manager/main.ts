@@ -316,7 +316,8 @@ export class ClusterManager extends Actor {
             const tick = e.timer === 'observe' ? () => this.#step({ type: 'observe', ...this.#observation() }) : () => this.#step({ type: 'epoch', why: 'epoch', ...this.#observation(), ...this.#prefixReuse() });
             this.#leaderTimers.push(this.clock.setInterval(tick, e.everyMs));
           } else if (e.timer === 'first_epoch') {
-            this.#leaderTimers.push(this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse() }), e.inMs));
+            // a new leader's first epoch keeps the grants of a granted server silent now (policy keptServers)
+            this.#leaderTimers.push(this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers }), e.inMs));
           } else {
             if (this.#aheadTimer !== undefined) this.clock.clearTimeout(this.#aheadTimer);
             const extra = e.forecast;

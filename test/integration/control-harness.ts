@@ -145,8 +145,10 @@ export async function startHarness(config: Record<string, unknown>, o: { actorsA
 /**
  * The harness over a NATS the caller started (one server, or a cluster: `nats.stop` stops what it stands for)
  * and the test's bus on it; actors read `cfgPath`. stop() ends the actors, their children, the bus and `nats`.
+ * `backend`: the gateway backend `send` goes through (default one on `bus` without the gateway's own routing: every
+ * request through the cluster intake); the caller closes one it gave.
  */
-export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; config: Record<string, unknown> }): Harness {
+export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; config: Record<string, unknown>; backend?: NatsBackend }): Harness {
   const { nats, bus, cfgPath, config } = x;
   const procs = new Map<string, ChildProcess>();
   /** the last cluster status request that got no status (no responders, a timeout, a reply that did not decode). */
@@ -162,7 +164,7 @@ export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; conf
     const why = ready >= n ? `${ready} of ${n} instances ready, the condition asked for not met` : `${ready} of ${n} instances ready`;
     return `${why} (${inst.join(', ') || 'no instance'}) in the last status (${Date.now() - at.last} ms ago; the first came ${at.first - at.t0} ms after the wait began); the last status error ${err}${gone}`;
   };
-  const backend = new NatsBackend(bus, { admitTimeoutMs: 15_000, chunkTimeoutMs: 30_000 });
+  const backend = x.backend ?? new NatsBackend(bus, { admitTimeoutMs: 15_000, chunkTimeoutMs: 30_000 });
   const h: Harness = {
     nats, bus, backend, cfgPath, procs,
     startActor(kind, id, extra = []) {

@@ -9,7 +9,7 @@ import { planCluster } from '../../src/policy/cluster.ts';
 import { maxLoadOf } from '../../src/model/profile.ts';
 import { LoadForecaster } from '../../src/policy/forecast.ts';
 import {
-  aliveServers, clusterStep, initialClusterState, intakePools, longerType, sampleMsOf,
+  aliveServers, clusterStep, keptServers, initialClusterState, intakePools, longerType, sampleMsOf,
   type ClusterEffect, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState,
 } from '../../src/policy/machines/cluster.ts';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
@@ -69,6 +69,29 @@ describe('cluster machine', () => {
     expect(assigned(d1.at(0, { type: 'epoch', why: 'start', observed: {}, servers: SERVERS.slice(0, 1) })).map((a) => a.grants)).toEqual([
       [{ node: 'node-0', gpuIds: [0, 1, 2, 3] }], [{ node: 'node-0', gpuIds: [4, 5, 6, 7] }],
     ]);
+  });
+
+  it("a new leader's first epoch keeps a silent server's grants; a server back from silence gets its share again", () => {
+    const pools = [{ id: 'all', types: [...REQUEST_TYPES] }];
+    const three = SERVERS.slice(0, 3);
+    const nodesOf = (a: PoolAssignment | undefined) => a?.grants.map((g) => g.node);
+    // the previous leader's plan: every server granted to the pool
+    const d = new Drive(cfg({ pools, configuredPools: true }));
+    d.at(0, { type: 'assignments_loaded', assignments: [{ v: 1, pool: 'all', types: [...REQUEST_TYPES], grants: three.map((x) => ({ node: x.id, gpuIds: [0, 1, 2, 3, 4, 5, 6, 7] })), epoch: 4, state: 'active', issuedBy: 'cm-0', atMs: 0 }] });
+    d.at(0, { type: 'lead' });
+    // node-2 silent (a partition) when the new leader's first epoch runs: its grants stay, nothing is re-assigned
+    expect(assigned(d.at(1500, { type: 'epoch', why: 'start', observed: {}, servers: three.slice(0, 2), keep: SERVERS }))).toEqual([]);
+    expect(nodesOf(d.s.assignments.get('all'))).toEqual(['node-0', 'node-1', 'node-2']);
+    // a server no assignment grants is not kept (the plan places over those alive)
+    expect(keptServers(three.slice(0, 2), SERVERS, d.s.assignments).map((x) => x.id)).toEqual(['node-0', 'node-1', 'node-2']);
+    // a timed epoch while node-2 is still silent places over the servers alive: node-2's grants go
+    expect(nodesOf(assigned(d.at(60_000, { type: 'epoch', why: 'epoch', observed: {}, servers: three.slice(0, 2) }))[0])).toEqual(['node-0', 'node-1']);
+    // node-2 reports again: the next observation places the plan again over the three, without waiting for the epoch timer
+    const back = d.at(62_000, { type: 'observe', observed: {}, servers: three });
+    expect(nodesOf(assigned(back)[0])).toEqual(['node-0', 'node-1', 'node-2']);
+    expect(back.find((e) => e.kind === 'event')).toMatchObject({ event: 'scale', decision: { why: 'servers back: node-2' } });
+    // and once: the next observation changes nothing
+    expect(assigned(d.at(64_000, { type: 'observe', observed: {}, servers: three }))).toEqual([]);
   });
 
   it('without load the longest pool keeps one server and serves every type; the others merge into it', () => {

@@ -93,6 +93,8 @@ export interface ClusterMachineState {
   power?: PowerMachineState;
   /** the epoch's current length and the forecast's recent error (with cfg.adaptiveEpoch). */
   epochLen?: EpochLengthState;
+  /** the servers the last epoch of this leader placed over (undefined before its first): one back from silence is placed again. */
+  placedServers?: string[];
 }
 
 /** What the power decisions observe (with cfg.power): servers whose node agent reports, servers holding an instance. */
@@ -115,8 +117,11 @@ export type ClusterEvent =
    * simulator's forecaster knows the trace); then nothing is started ahead (the caller's forecast covers it).
    * `prefixReuse`: each type's pool's measured prefix reuse (share of prompt tokens served from cache): input classes
    * that reuse prefixes get one pool (policy sharedPrefixClasses).
+   * `keep`: servers placed over although silent now, where the assignments in force grant them (policy keptServers:
+   * a new leader's first epoch, so that a host a partition or a NATS election hid for seconds keeps its pools' grants
+   * and its instances; the epoch timer's epochs place over the servers alive).
    */
-  | ({ type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load; forecast?: Load; prefixReuse?: Load } & PowerObservation);
+  | ({ type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load; forecast?: Load; prefixReuse?: Load; keep?: ClusterServer[] } & PowerObservation);
 
 export type ClusterEffect =
   | { kind: 'arm_timer'; timer: 'observe' | 'epoch'; everyMs: number }
@@ -134,6 +139,36 @@ export function initialClusterState(cfg: Pick<ClusterMachineConfig, 'pools'>): C
 
 /** The forecaster's sample period: a minute (its unit) in production, shorter when the epoch is short (tests). */
 export const sampleMsOf = (cfg: Pick<ClusterMachineConfig, 'epochMs'>) => Math.min(60_000, Math.max(1000, cfg.epochMs / 30));
+
+/**
+ * The servers an epoch places over: those alive, and of `keep` (in its order) those the active assignments grant GPUs on,
+ * so that a leader's first epoch does not take a silent host's grants away (its pool leader would stop the instances
+ * there once the host is heard again). A server really gone loses its grants at the next timed epoch.
+ */
+export function keptServers(alive: ClusterServer[], keep: ClusterServer[], assignments: ReadonlyMap<string, PoolAssignment>): ClusterServer[] {
+  const granted = new Set<string>();
+  for (const a of assignments.values()) if (a.state === 'active') for (const g of a.grants) if (g.gpuIds.length) granted.add(g.node);
+  const ids = new Set(alive.map((x) => x.id));
+  const extra = keep.filter((x) => !ids.has(x.id) && granted.has(x.id));
+  if (!extra.length) return alive;
+  const take = new Set([...ids, ...extra.map((x) => x.id)]);
+  // in the order of `keep` (the configured one): the even split gives each server the pool it had
+  const kept = new Set(keep.map((x) => x.id));
+  return [...keep.filter((x) => take.has(x.id)), ...alive.filter((x) => !kept.has(x.id))];
+}
+
+/**
+ * Servers alive that the last epoch of this leader did not place over (back from silence, or reporting late) and that
+ * no active pool holds: the plan in force is placed again over the servers alive (an epoch with the forecast it
+ * planned for), so a host back from a partition or a restart serves again without waiting for the epoch timer.
+ */
+export function serversBack(s: Pick<ClusterMachineState, 'placedServers' | 'assignments'>, servers: ClusterServer[]): string[] {
+  if (!s.placedServers) return [];
+  const placed = new Set(s.placedServers);
+  const granted = new Set<string>();
+  for (const a of s.assignments.values()) if (a.state === 'active') for (const g of a.grants) granted.add(g.node);
+  return servers.filter((x) => !placed.has(x.id) && !granted.has(x.id)).map((x) => x.id);
+}
 
 /** The servers whose node agent reported within 3 x deadAfterMs (at least 3 s); every configured server before any has. */
 export function aliveServers(configured: ClusterServer[], seenMs: ReadonlyMap<string, number>, now: number, deadAfterMs: number): ClusterServer[] {
@@ -173,8 +208,11 @@ export function clusterStep(prev: ClusterMachineState, ev: ClusterEvent, now: nu
       const replan = power && ev.alive ? observePower(power.p, ev.servers, ev.alive, now, power.cfg, fx) ?? takeReplan(power.p) : undefined;
       const epochBefore = s.epoch;
       if (ev.type === 'observe') observe(s, fx, ev, now, cfg);
+      // without server power: a server back from silence gets its share of the plan in force again
+      const back = power ? [] : serversBack(s, ev.servers);
       // the plan in force placed again (its forecast), now that servers came up or one failed
-      if (replan && s.epoch === epochBefore) scaleEpoch(s, fx, replan, ev.observed, ev.servers, now, cfg, undefined, s.lastForecast);
+      const again = replan ?? (back.length ? `servers back: ${back.join(', ')}` : undefined);
+      if (again && s.epoch === epochBefore) scaleEpoch(s, fx, again, ev.observed, ev.servers, now, cfg, undefined, s.lastForecast);
       if (power && ev.alive) idlePower(power.p, ev.servers, grantedServers(s), new Set(ev.busy ?? []), now, power.cfg, fx);
       break;
     }
@@ -190,7 +228,7 @@ export function clusterStep(prev: ClusterMachineState, ev: ClusterEvent, now: nu
         observePower(power.p, ev.servers, ev.alive, now, power.cfg, fx);
         takeReplan(power.p);
       }
-      scaleEpoch(s, fx, ev.why, ev.observed, ev.servers, now, cfg, ev.extra, ev.forecast);
+      scaleEpoch(s, fx, ev.why, ev.observed, ev.keep ? keptServers(ev.servers, ev.keep, s.assignments) : ev.servers, now, cfg, ev.extra, ev.forecast);
       break;
   }
   return { state: s, effects: fx };
@@ -296,6 +334,7 @@ function serversPerPool(plan: { pools: { pool: { id: string }; servers: number }
  */
 function scaleEpoch(s: ClusterMachineState, fx: ClusterEffect[], why: string, observed: Load, servers: ClusterServer[], now: number, cfg: ClusterMachineConfig, extra?: Load, given?: Load): void {
   s.lastEpochMs = now;
+  s.placedServers = servers.map((x) => x.id);
   // the next epoch's length (a confident forecast shortens it), the horizon this one plans for; a start-ahead epoch
   // or a re-placement of the plan in force (`extra`, `given`) leaves it
   const lenCfg = epochLengthConfig(cfg);
