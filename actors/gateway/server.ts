@@ -525,6 +525,8 @@ export class GatewayServer {
   private sendError(res: ServerResponse, route: string, err: unknown): void {
     const e = toHttp(err);
     if (res.headersSent || res.destroyed) return;
+    // a refusal's own cause (the client gets fixed words): which wait or answer ended it
+    if (e.status >= 500 || e.status === 429) this.opts.log?.info({ route, status: e.status, code: e.code, cause: (err as Error)?.message, remoteCode: (err as { remoteCode?: string }).remoteCode }, 'request refused');
     if (e.retryAfterS !== undefined) res.setHeader('retry-after', String(Math.max(1, Math.ceil(e.retryAfterS))));
     if (e.status === 401) res.setHeader('www-authenticate', 'Bearer');
     this.sendJson(res, route, e.status, e.body());

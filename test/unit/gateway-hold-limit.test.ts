@@ -10,6 +10,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
 import { ManualClock } from '../../src/runtime/clock.ts';
 import { DynError } from '../../protocols/errors.ts';
+import { createLogger } from '../../src/runtime/logger.ts';
+import { Writable } from 'node:stream';
 import type { InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
 
 const LIMIT_MS = 60_000;
@@ -63,8 +65,12 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await s.close(0);
 });
 
+/** the gateway's log lines (JSON), as its log level info writes them. */
+const logged: Record<string, unknown>[] = [];
+const log = createLogger({ level: 'info', pretty: false, destination: new Writable({ write: (b: Buffer, _e, cb) => (logged.push(JSON.parse(b.toString()) as Record<string, unknown>), cb()) }) });
+
 async function start(backend: HeldBackend, clock: ManualClock): Promise<string> {
-  const gw = new GatewayServer({ backend, clock, port: 0, host: '127.0.0.1', models: ['m1'], holdLimitMs: LIMIT_MS });
+  const gw = new GatewayServer({ backend, clock, port: 0, host: '127.0.0.1', models: ['m1'], holdLimitMs: LIMIT_MS, log });
   servers.push(gw);
   return `http://127.0.0.1:${await gw.listen()}`;
 }
@@ -112,6 +118,8 @@ describe('gateway hold limit (holdLimitMs from arrival)', () => {
       expect(backend.signals[0]!.aborted).toBe(true);
       expect(backend.signals[0]!.reason).toBeInstanceOf(DynError);
       expect(backend.signals[0]!.reason).toMatchObject({ code: 'unavailable', retryable: true });
+      // the log says which wait ended it (the client's words are fixed)
+      expect(logged.filter((l) => l.msg === 'request refused').at(-1)).toMatchObject({ status: 503, code: 'unavailable', cause: expect.stringContaining('hold limit') });
     });
   }
 
