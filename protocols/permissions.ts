@@ -33,7 +33,7 @@
  */
 import { controlSubjects, dispatchedKeys, inventoryKeys } from './control.ts';
 import { SERVICE_VERBS, serviceName, serviceSubjects } from './service.ts';
-import { DISPATCH_VIEW_KINDS, ROOT, jetstream, kvKeySubject, leaseKeys, subjects, token, type ActorKind } from './subjects.ts';
+import { DISPATCH_VIEW_KINDS, ROOT, allLeaseBuckets, jetstream, kvKeySubject, leaseKeys, subjects, token, type ActorKind } from './subjects.ts';
 
 export const ROLES = ['gateway', 'cluster', 'pool', 'instance', 'node', 'observer', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
@@ -189,7 +189,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           ...eventsOf(id === undefined ? undefined : [id]), hbOwn('cluster'),
           // intake tells the caller of a request it holds for a pool's election (a hold notice on its stream subject)
           wild(subjects.stream(ANY)),
-          ...kvUse(jetstream.leasesBucket), ...kvWrite(jetstream.leasesBucket, [leaseKeys.clusterPlanner()]),
+          ...allLeaseBuckets().flatMap((b) => [...kvUse(b), ...kvWrite(b, [leaseKeys.clusterPlanner()])]),
           ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.pool(ANY)), inventoryKeys.energy()]),
           `$JS.API.STREAM.INFO.${jetstream.eventsStream}`, `$JS.API.STREAM.CREATE.${jetstream.eventsStream}`,
           `$JS.API.STREAM.INFO.${jetstream.requestsStream}`, `$JS.API.STREAM.CREATE.${jetstream.requestsStream}`,
@@ -214,7 +214,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           // a pool leader ends the token streams of an instance that died holding them
           wild(subjects.stream(ANY)),
           ...eventsOf(pools), ...P(controlSubjects.poolStatus), hbOwn('pool'),
-          ...kvUse(jetstream.leasesBucket), ...kvWrite(jetstream.leasesBucket, P(leaseKeys.poolLeader)),
+          ...allLeaseBuckets().flatMap((b) => [...kvUse(b), ...kvWrite(b, P(leaseKeys.poolLeader))]),
           ...kvUse(jetstream.inventoryBucket),
           // the leader's list of dispatched requests (its successor re-dispatches or ends them)
           ...kvUse(jetstream.dispatchedBucket), ...kvWrite(jetstream.dispatchedBucket, P(dispatchedKeys.pool)),
@@ -270,7 +270,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           ...SERVICE_VERBS.flatMap((v) => [serviceSubjects.control(v), `${serviceSubjects.control(v)}.*`, `${serviceSubjects.control(v)}.*.*`]),
           '$JS.API.INFO', ...consume(jetstream.eventsStream), ...consume(jetstream.requestsStream),
           // who leads: the lease records (dynamollm chaos times a new leader by them)
-          ...kvRead(jetstream.leasesBucket),
+          ...allLeaseBuckets().flatMap(kvRead),
         ]),
         subscribe: uniq([subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), inboxOf('observer', id)]),
         allowResponses: false,

@@ -112,6 +112,22 @@ export const jetstream = {
 /** The subject a write of `key` in KV bucket `bucket` is published on (a KV put is a JetStream publish there). */
 export const kvKeySubject = (bucket: string, key: string): string => `$KV.${bucket}.${key}`;
 
+/**
+ * The lease buckets of a NATS deployment whose buckets keep `replicas` copies (src/runtime/lease.ts). One: the one
+ * bucket `jetstream.leasesBucket`. More (a NATS cluster): `replicas` buckets of one copy each, bucket i on the one
+ * server whose `server_tags` hold leasePlacementTag(i); a lease is held on a majority of them.
+ */
+export const leaseBuckets = (replicas: number): string[] => {
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_LEASE_BUCKETS) throw new RangeError(`lease buckets: replicas must be 1..${MAX_LEASE_BUCKETS}, got ${replicas}`);
+  return replicas === 1 ? [jetstream.leasesBucket] : Array.from({ length: replicas }, (_, i) => `${jetstream.leasesBucket}_${i}`);
+};
+/** JetStream keeps at most 5 replicas of a stream: as many lease buckets at most. */
+export const MAX_LEASE_BUCKETS = 5;
+/** Every lease bucket name any deployment uses (the rights: protocols/permissions.ts). */
+export const allLeaseBuckets = (): string[] => [...new Set(Array.from({ length: MAX_LEASE_BUCKETS }, (_, i) => leaseBuckets(i + 1)).flat())];
+/** The placement tag of lease bucket `i` of several: one NATS server's `server_tags` holds it (nats-server configs). */
+export const leasePlacementTag = (i: number): string => `dyn-lease-${i}`;
+
 /** Lease keys (KV keys: letters, digits, -, _, /, =, .). */
 export const leaseKeys = {
   clusterPlanner: () => 'cluster.planner',

@@ -1,7 +1,8 @@
 /**
  * Who leads, as `dynamollm chaos` (commands/chaos.ts) reads it: the leader lease records themselves, in the
- * replicated JetStream KV bucket the cluster and pool managers contend for (src/runtime/lease.ts; keys
- * protocols' leaseKeys), not the lease events the leaders publish. Those events are core-NATS publications: one
+ * JetStream KV buckets the cluster and pool managers contend for (src/runtime/lease.ts; keys protocols' leaseKeys;
+ * buckets leaseBuckets: one, or on a NATS cluster one per server, a lease held on a majority of them, which
+ * MajorityLeaseLog reads as one), not the lease events the leaders publish. Those events are core-NATS publications: one
  * sent while its publisher's NATS server dies is lost, and the events stream never stores it, so a kill whose
  * successor's event was lost read as a gap until a later election (tens of seconds).
  *
@@ -17,7 +18,7 @@
  */
 import { Kvm, type KV, type KvEntry, type KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { LeaseValue, jetstream } from '../../protocols/index.ts';
+import { LeaseValue, jetstream, leaseBuckets } from '../../protocols/index.ts';
 import type { Bus } from '../runtime/bus.ts';
 import { within } from '../runtime/clock.ts';
 
@@ -67,6 +68,35 @@ export class LeaseLog {
   /** the newest revision seen of `key` (0: none). */
   lastRevision(key: string): number {
     return this.#byKey.get(key)?.at(-1)?.revision ?? 0;
+  }
+}
+
+/** The records of each lease key, in the order they were written (what leaseAround and the harness read). */
+export interface LeaseRecords {
+  records(key: string): readonly LeaseRecord[];
+}
+
+/**
+ * The records of several lease buckets (a NATS cluster: a lease is held on a majority of them) read as one: the
+ * records of each acquisition (holder, term, acquiredMs) that a majority of the buckets hold, and the releases of
+ * those terms, in the order they were written (revision: that order). An acquisition that got no majority (a split,
+ * given back) leads nobody and is left out.
+ */
+export class MajorityLeaseLog implements LeaseRecords {
+  constructor(readonly logs: readonly LeaseLog[]) {}
+
+  records(key: string): readonly LeaseRecord[] {
+    const quorum = Math.floor(this.logs.length / 2) + 1;
+    const id = (r: LeaseRecord) => `${r.term}/${r.holder}/${r.acquiredMs}`;
+    const on = new Map<string, Set<number>>();
+    this.logs.forEach((log, i) => {
+      for (const r of log.records(key)) if (r.holder) (on.get(id(r)) ?? on.set(id(r), new Set()).get(id(r))!).add(i);
+    });
+    const terms = new Set([...on].filter(([, b]) => b.size >= quorum).map(([k]) => Number(k.split('/')[0])));
+    return this.logs
+      .flatMap((log) => log.records(key).filter((r) => (r.holder ? on.get(id(r))!.size >= quorum : terms.has(r.term))))
+      .sort((a, b) => a.writtenMs - b.writtenMs || a.term - b.term)
+      .map((r, i) => ({ ...r, revision: i + 1 }));
   }
 }
 
@@ -262,18 +292,29 @@ export type LeaseWatchStats = LeaseWatch['stats'];
  * rest of the run). Every connection's records go into one LeaseLog.
  */
 export class ObserverLink {
-  readonly log = new LeaseLog();
+  /** every lease bucket's records as one (LeaseLog with one bucket, MajorityLeaseLog with several). */
+  readonly log: LeaseRecords;
   /** the connection now (undefined while it is being made again). */
   bus?: Bus;
-  watch?: LeaseWatch;
+  /** one watch per lease bucket on the connection now. */
+  watches: LeaseWatch[] = [];
   /** connections made again after nats.js closed one. */
   reconnects = 0;
+  readonly #logs: LeaseLog[];
+  readonly #buckets: string[];
   readonly #done: LeaseWatchStats[] = [];
   #stopping = false;
   #loop?: Promise<void>;
 
-  /** `connect`: a new observer connection; `keys`: the lease keys polled (LeaseWatchOptions.keys). */
-  constructor(private readonly connect: () => Promise<Bus>, private readonly keys: readonly string[]) {}
+  /**
+   * `connect`: a new observer connection; `keys`: the lease keys polled (LeaseWatchOptions.keys); `replicas`: the
+   * cluster's nats.jetstreamReplicas (its lease buckets: leaseBuckets).
+   */
+  constructor(private readonly connect: () => Promise<Bus>, private readonly keys: readonly string[], replicas = 1) {
+    this.#buckets = leaseBuckets(replicas);
+    this.#logs = this.#buckets.map(() => new LeaseLog());
+    this.log = this.#logs.length === 1 ? this.#logs[0]! : new MajorityLeaseLog(this.#logs);
+  }
 
   start(): void {
     this.#loop ??= this.#run();
@@ -285,9 +326,16 @@ export class ObserverLink {
     await this.#loop;
   }
 
-  /** the lease reading's counts over every connection (errors: the current one's and the last's kinds). */
+  /** One poll of every key of every bucket now; true when every read was answered. */
+  async poll(): Promise<boolean> {
+    const ws = this.watches;
+    if (!ws.length) return false;
+    return (await Promise.all(ws.map((w) => w.poll().catch(() => false)))).every(Boolean);
+  }
+
+  /** the lease reading's counts over every connection and bucket (errors: the current one's and the last's kinds). */
   stats(): LeaseWatchStats & { reconnects: number } {
-    const all = [...this.#done, ...(this.watch ? [this.watch.stats] : [])];
+    const all = [...this.#done, ...this.watches.map((w) => w.stats)];
     const sum = (k: Exclude<keyof LeaseWatchStats, 'errors'>) => all.reduce((n, s) => n + s[k], 0);
     const errors: Record<string, number> = {};
     for (const s of all) for (const [m, n] of Object.entries(s.errors)) errors[m] = (errors[m] ?? 0) + n;
@@ -307,16 +355,18 @@ export class ObserverLink {
         await b.close().catch(() => {});
         break;
       }
-      // a read failed on a server without JetStream yet (a restarted one catching up): the connection moves to another
-      const w = new LeaseWatch(b.nc, { keys: this.keys, log: this.log, onError: (err) => b.jetstreamFailed((err as { cause?: unknown }).cause ?? err) });
+      // a read failed on a server without JetStream yet (a restarted one catching up): the connection moves to
+      // another; with several buckets one bucket's server gone says nothing of this connection's (its reads fail)
+      const onError = this.#buckets.length === 1 ? (err: unknown) => b.jetstreamFailed((err as { cause?: unknown }).cause ?? err) : undefined;
+      const ws = this.#buckets.map((bucket, i) => new LeaseWatch(b.nc, { keys: this.keys, log: this.#logs[i]!, bucket, ...(onError ? { onError } : {}) }));
       this.bus = b;
-      this.watch = w;
-      w.start();
+      this.watches = ws;
+      for (const w of ws) w.start();
       await b.nc.closed();
-      await w.stop();
-      this.#done.push(w.stats);
+      await Promise.all(ws.map((w) => w.stop()));
+      this.#done.push(...ws.map((w) => w.stats));
       this.bus = undefined;
-      this.watch = undefined;
+      this.watches = [];
       if (!this.#stopping) this.reconnects++;
     }
   }

@@ -1,13 +1,19 @@
 /**
  * Leader leases for singleton roles (cluster planner, one pool manager per pool) on JetStream KV.
  *
- * The lease is one key in bucket `jetstream.leasesBucket` whose value (protocols' LeaseValue) names the
- * holder and its expiry. nats-server 2.9 has no per-key TTL, so expiry lives in the value:
- * - acquire: only when the key is absent, released (holder ''), or expired (expiresMs < now), with
- *   compare-and-set on the revision read: of two contenders exactly one wins. The new term (the fencing
- *   token) is max(previous term, revision read) + 1: KV revisions only rise, so terms only rise too, even
- *   when a record was corrupted, deleted or rewritten with a lower term.
- * - every write (acquire, renew, release) is that compare-and-set: a JetStream publish on the key's subject
+ * Layout (protocols' leaseBuckets of the bus's jetstreamReplicas N, lease-slot.ts opens them):
+ * - N = 1 (one NATS server): one key in the one bucket `jetstream.leasesBucket`.
+ * - N > 1 (a NATS cluster): the key in each of N buckets of ONE replica, bucket i placed (JetStream placement tags)
+ *   on the one server whose `server_tags` hold leasePlacementTag(i). A lease is held on a MAJORITY (floor(N/2)+1)
+ *   of them. One replicated bucket would stop every lease for as long as its stream re-elects a raft leader after
+ *   the NATS server leading it dies (seconds); with one bucket per server, a server's loss costs the holder one
+ *   bucket and no election: it keeps its majority on the others. A bucket that cannot be placed (no server with
+ *   its tag) fails with LeaseLayoutError; the lease never falls back to another layout (two contenders on two
+ *   layouts would both lead).
+ *
+ * The record (protocols' LeaseValue) names the holder and its expiry. nats-server 2.9 has no per-key TTL, so
+ * expiry lives in the value. Per bucket (lease-slot.ts):
+ * - every write (acquire, renew, release) is a compare-and-set: a JetStream publish on the key's subject
  *   expecting the key's last revision R, with the message id `<key>@R`. The id is what makes it exact on a
  *   replicated (R3) bucket: nats-server before 2.9.21 checks an expected per-subject revision only before
  *   the write is proposed to the stream's raft group, not when it is applied, so two writes expecting the same
@@ -16,38 +22,68 @@
  *   host kill). The duplicate check runs when a write is applied, in log order on every replica: of the
  *   writes expecting R, the first applied wins and the others come back as duplicates (0 of 200 rounds had
  *   two winners), which count as a failed compare-and-set.
- * - a record held under our own holder id by another process of this machine that is gone (the record names its
- *   process: boot id, pid namespace, pid) is free at once: a supervisor restarted the killed leader, and the
- *   restarted process need not wait out the TTL of the dead one. A process that is alive (the same id given to two
- *   live processes), one of another machine or pid namespace, or a record without a process: wait for the expiry.
+ * - a record is free when absent, released (holder '') or expired (expiresMs < now). A record held under our own
+ *   holder id by another process of this machine that is gone (the record names its process: boot id, pid
+ *   namespace, pid) is free at once: a supervisor restarted the killed leader, and the restarted process need not
+ *   wait out the TTL of the dead one. A process that is alive (the same id given to two live processes), one of
+ *   another machine or pid namespace, or a record without a process: wait for the expiry.
  * - a record that does not decode is NOT free: it counts as held by an unknown holder until it has stayed
  *   unchanged (same revision) for a whole TTL, exactly like a holder that stopped renewing.
- * - renew: every `renewMs` with CAS on the revision of our last write; a CAS failure means someone else
- *   took it: step down, unless the record is a write of ours whose answer was lost (below).
  * - a write whose answer did not come within `opTimeoutMs` may still have been applied (a loaded server, a slow
  *   replicated commit): its value is remembered, and a record equal to one of those values (holder, term,
  *   acquiredMs and expiresMs: each write's expiry is its own) is ours, adopted as if the answer had come. Without
  *   it, a contender whose acquire is applied unanswered would wait out its own record's TTL, and a leader whose
  *   renewal is applied unanswered would find its next compare-and-set failing and step down ('taken').
- * - step down locally at our own expiry even when the server cannot be reached: `isLeader()` compares the
- *   clock against the expiry we wrote minus a safety margin, so a partitioned or paused leader stops
- *   claiming leadership before any standby may take over.
+ * Over the buckets (this file):
+ * - acquire: read every bucket in parallel, each within opTimeoutMs; fewer than a majority answered: try again
+ *   soon. A majority of answered records that are one acquisition of ours applied unanswered: elected on them.
+ *   Any answered record held by someone else (or undecodable and young): wait. Else write our value on every
+ *   answered bucket, expecting the revision read there: the lowest-numbered one alone first (every contender that
+ *   read the same buckets starts there, so exactly one goes on; a loser of it stops), then the others together.
+ *   Elected when a majority of writes succeeded; on a split (no majority) release what we got and try again after
+ *   a random fraction of renewMs, so that two contenders converge.
+ * - term (the fencing token) = max over the records read (their term, and their revision: revisions only rise,
+ *   so a record corrupted, deleted or rewritten with a lower term still raises it) + 1, written on the majority.
+ * - renew: every `renewMs`, compare-and-set on each bucket we hold (a failure whose record is not ours: that
+ *   bucket is lost), and on each bucket we do not hold whose record is free with a term <= ours, or is our own
+ *   record of this term (a server that came back, a write of ours that failed): the majority comes back after a
+ *   server returns. Fewer buckets held than a majority: step down ('taken').
+ * - step down locally at our own expiry even when no server can be reached: `isLeader()` compares the clock
+ *   against the majority-th latest expiry we wrote successfully (that many buckets hold our record until then)
+ *   minus a safety margin, so a partitioned or paused leader stops claiming leadership before any standby may
+ *   take over.
+ * Why at most one leader: on one bucket, a record's holder is alone until its expiry (nobody writes over a
+ *   record before reading it expired, and the compare-and-set fails when anything was written between that read
+ *   and the write). A leader at time t has a majority of buckets whose records it wrote expire after t; two such
+ *   majorities share a bucket, whose record cannot be live for two holders. A server that comes back with
+ *   stale records changes nothing: its records carry their expiry, and any write there is a compare-and-set on
+ *   the revision it holds.
+ * Why terms rise (a later leader's term is above every earlier one's): on each bucket, the terms of the records
+ *   never fall along its revisions (an acquirer writes above what it read, a holder writes its own term over its
+ *   own record, and a regaining leader only over a record of a term <= its own). A leader elected after another
+ *   shares a bucket of its majority with the other's majority, and wrote there after the other (the other way
+ *   round, the later one's record would have blocked the earlier one until it expired, after the later one's
+ *   election had to happen), so it read a term >= the other's there and took one above it. N = 1 is the same
+ *   argument on one bucket.
  * Assumption: contenders' clocks agree to well within `safetyMs` (exact on one machine; NTP across nodes,
  * where ttlMs should then be several seconds).
  * Events: 'elected' ({holder, term, expiresMs}), 'lost' ({holder, term, reason}).
  */
 import { EventEmitter } from 'node:events';
 import { readFileSync, readlinkSync } from 'node:fs';
-import type { KV, KvEntry } from '@nats-io/kv';
+import type { KvEntry } from '@nats-io/kv';
 import type { Logger } from 'pino';
-import { LeaseValue, jetstream as jsNames, kvKeySubject } from '../../protocols/index.ts';
+import { LeaseValue, leaseBuckets } from '../../protocols/index.ts';
 import type { Bus } from './bus.ts';
 import { systemClock, within, type Clock } from './clock.ts';
+import { LeaseSlot, isCasFailure } from './lease-slot.ts';
+
+export { LeaseLayoutError } from './lease-slot.ts';
 
 /** the next attempt after a failed one (unanswered, unreachable), ms; at most renewMs. */
 const RETRY_AFTER_FAILURE_MS = 200;
-/** writes without an answer remembered (one per failed attempt, cleared by an answer): a few TTLs of retries. */
-const MAX_UNANSWERED = 32;
+/** with several buckets, how long an acquisition waits for the other buckets' reads once a majority answered, ms. */
+const READ_GRACE_MS = 50;
 
 export interface LeaderLeaseOptions {
   bus: Bus;
@@ -63,8 +99,10 @@ export interface LeaderLeaseOptions {
   safetyMs?: number;
   clock?: Clock;
   log?: Logger;
-  /** bucket name (default jetstream.leasesBucket). */
+  /** one bucket of this name instead of the layout of the bus's replicas (leaseBuckets(bus.jetstreamReplicas)). */
   bucket?: string;
+  /** the layout's replicas N (leaseBuckets(N)); default the bus's jetstreamReplicas. */
+  replicas?: number;
   /**
    * Deadline of one lease operation (a KV read, a compare-and-set), ms. Default renewMs. An operation caught by a
    * NATS restart or reconnect gets no answer; given up at this deadline, it is tried again on the reconnected
@@ -79,6 +117,19 @@ export interface LeaseInfo {
   term: number;
 }
 
+/** Our lease while we hold it: the term, and per bucket index our last write there that was answered. */
+interface Held {
+  term: number;
+  acquiredMs: number;
+  slots: Map<number, { revision: number; expiresMs: number }>;
+}
+
+/** One answered read of a bucket. */
+interface Answered {
+  slot: LeaseSlot;
+  e: KvEntry | null;
+}
+
 export class LeaderLease extends EventEmitter {
   readonly key: string;
   readonly holder: string;
@@ -86,23 +137,21 @@ export class LeaderLease extends EventEmitter {
   readonly renewMs: number;
   readonly safetyMs: number;
   readonly opTimeoutMs: number;
+  /** the buckets the lease is held on (a majority of them). */
+  readonly buckets: readonly string[];
+  /** how many buckets make a majority. */
+  readonly quorum: number;
   #bus: Bus;
   #clock: Clock;
   #log?: Logger;
-  #bucket: string;
-  #kv?: KV;
+  #slots: LeaseSlot[];
   #running = false;
   #timer: unknown;
   #stepDownTimer: unknown;
   #busy = false;
-  /** our lease while we hold it. */
-  #held?: { revision: number; expiresMs: number; term: number; acquiredMs: number };
-  /** an undecodable record: its revision and when we first saw it. */
-  #corrupt?: { revision: number; seenMs: number };
+  #held?: Held;
   /** this process as the records we write name it (Linux), see processName(). */
   readonly #proc = processName();
-  /** our writes whose answer did not come (newest last, bounded): any of them may have been applied. */
-  #unanswered: LeaseValue[] = [];
 
   constructor(opts: LeaderLeaseOptions) {
     super();
@@ -118,7 +167,10 @@ export class LeaderLease extends EventEmitter {
     if (!this.holder) throw new RangeError('LeaderLease: holder must be non-empty');
     this.#clock = opts.clock ?? systemClock;
     this.#log = opts.log;
-    this.#bucket = opts.bucket ?? jsNames.leasesBucket;
+    this.buckets = opts.bucket !== undefined ? [opts.bucket] : leaseBuckets(opts.replicas ?? this.#bus.jetstreamReplicas);
+    this.quorum = Math.floor(this.buckets.length / 2) + 1;
+    const env = { bus: this.#bus, key: this.key, holder: this.holder, opTimeoutMs: this.opTimeoutMs, clock: this.#clock, log: this.#log };
+    this.#slots = this.buckets.map((b, i) => new LeaseSlot(env, b, i, this.buckets.length));
   }
 
   /**
@@ -139,19 +191,15 @@ export class LeaderLease extends EventEmitter {
     this.#timer = undefined;
     const held = this.#held;
     if (held) {
+      const slots = new Map(held.slots);
       this.#stepDown('released');
-      try {
-        const v: LeaseValue = { v: 1, holder: '', acquiredMs: held.acquiredMs, expiresMs: 0, term: held.term };
-        await this.#cas(v, held.revision);
-      } catch (err) {
-        this.#log?.debug({ key: this.key, err: (err as Error).message }, 'lease release failed (it will expire)');
-      }
+      await this.#release(held, slots);
     }
   }
 
   /** True while we hold an unexpired lease (checked against the clock, not just a flag). */
   isLeader(): boolean {
-    return this.#held !== undefined && this.#clock.now() < this.#held.expiresMs - this.safetyMs;
+    return this.#held !== undefined && this.#clock.now() < this.#until(this.#held) - this.safetyMs;
   }
 
   /** Our term while leader (fencing token), else undefined. */
@@ -161,28 +209,38 @@ export class LeaderLease extends EventEmitter {
 
   /** Until when we may act as leader (ms since epoch), or 0. */
   leaderUntilMs(): number {
-    return this.isLeader() ? this.#held!.expiresMs - this.safetyMs : 0;
+    return this.isLeader() ? this.#until(this.#held!) - this.safetyMs : 0;
   }
 
-  /** The current lease as stored (null when absent, released or expired). */
+  /** The current lease as stored (null when absent, released or expired; with several buckets: on no majority). */
   async leader(): Promise<LeaseInfo | null> {
-    const kv = this.#kv ?? (await this.#bus.kv(this.#bucket, { history: 1 }));
-    const e = await kv.get(this.key);
-    const v = this.#decode(e);
-    if (v === 'corrupt') return { holder: '(undecodable record)', expiresMs: Number.POSITIVE_INFINITY, term: e!.revision };
-    if (!v || !v.holder || v.expiresMs < this.#clock.now()) return null;
-    return { holder: v.holder, expiresMs: v.expiresMs, term: v.term };
+    if (this.#slots.length === 1) {
+      const slot = this.#slots[0]!;
+      const e = await (await slot.open()).get(this.key);
+      const v = slot.decode(e);
+      if (v === 'corrupt') return { holder: '(undecodable record)', expiresMs: Number.POSITIVE_INFINITY, term: e!.revision };
+      if (!v || !v.holder || v.expiresMs < this.#clock.now()) return null;
+      return { holder: v.holder, expiresMs: v.expiresMs, term: v.term };
+    }
+    const now = this.#clock.now();
+    const live = new Map<string, { holder: string; term: number; expiries: number[] }>();
+    await Promise.all(this.#slots.map(async (s) => {
+      const v = s.decode(await s.read().catch(() => null));
+      if (!v || v === 'corrupt' || !v.holder || v.expiresMs < now) return;
+      const id = `${v.term}/${v.holder}`;
+      const g = live.get(id) ?? live.set(id, { holder: v.holder, term: v.term, expiries: [] }).get(id)!;
+      g.expiries.push(v.expiresMs);
+    }));
+    for (const g of live.values()) {
+      if (g.expiries.length >= this.quorum) return { holder: g.holder, term: g.term, expiresMs: g.expiries.sort((a, b) => b - a)[this.quorum - 1]! };
+    }
+    return null;
   }
 
-  /** null: absent, deleted or empty (free); 'corrupt': a value that does not decode (not free). */
-  #decode(e: KvEntry | null): LeaseValue | null | 'corrupt' {
-    if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
-    try {
-      return LeaseValue.decode(e.value, `$KV.${this.#bucket}.${this.key}`);
-    } catch (err) {
-      this.#log?.warn({ key: this.key, revision: e.revision, err: (err as Error).message }, 'undecodable lease record: held until it stays unchanged for a TTL');
-      return 'corrupt';
-    }
+  /** The majority-th latest expiry of our answered writes (0 when we hold fewer buckets than a majority). */
+  #until(held: Held): number {
+    if (held.slots.size < this.quorum) return 0;
+    return [...held.slots.values()].map((s) => s.expiresMs).sort((a, b) => b - a)[this.quorum - 1]!;
   }
 
   #schedule(ms: number): void {
@@ -213,9 +271,10 @@ export class LeaderLease extends EventEmitter {
     this.#busy = true;
     let next = this.renewMs;
     try {
-      // the bucket, opened within a TTL (its JetStream calls take the context's 5-s default otherwise)
-      this.#kv ??= await this.#within(this.#bus.kv(this.#bucket, { history: 1 }), this.ttlMs, `KV ${this.#bucket}`);
-      if (this.#held) await this.#renew();
+      // one bucket: opened within a TTL (its JetStream calls take the context's 5-s default otherwise); several:
+      // each is opened within its first read or write (one server's loss must not hold up the others)
+      if (this.#slots.length === 1) await within(this.#slots[0]!.open(), this.ttlMs, `KV ${this.buckets[0]}`, this.#clock);
+      if (this.#held) next = await this.#renew();
       else next = await this.#tryAcquire();
     } catch (err) {
       this.#log?.warn({ key: this.key, err: (err as Error).message }, 'lease attempt failed');
@@ -231,135 +290,229 @@ export class LeaderLease extends EventEmitter {
     this.#schedule(next);
   }
 
-  async #renew(): Promise<void> {
+  /**
+   * `f` on every bucket at once; each failure (unanswered, unreachable) is that bucket's, logged when it starts.
+   * With one bucket its failure is the attempt's (thrown). Returns how many failed.
+   */
+  async #each(slots: readonly LeaseSlot[], f: (s: LeaseSlot) => Promise<void>): Promise<number> {
+    if (this.#slots.length === 1) {
+      for (const s of slots) await f(s);
+      return 0;
+    }
+    const errors = await Promise.all(slots.map((s) => f(s).then(() => {
+      if (s.failing) this.#log?.info({ key: this.key, bucket: s.bucket }, 'lease bucket answers again');
+      s.failing = false;
+      return undefined;
+    }, (err: unknown) => {
+      if (!s.failing) this.#log?.warn({ key: this.key, bucket: s.bucket, err: (err as Error).message }, 'lease bucket unanswered (the others hold the lease)');
+      s.failing = true;
+      return { err };
+    })));
+    const failed = errors.filter((e) => e !== undefined);
+    // one bucket's server gone says nothing of this connection's (a stream without its server answers 503, which
+    // reads as 'jetstream is not enabled'); every bucket failing does: off a server without JetStream, or one that
+    // answers nothing (frozen), to another while the lease may still be renewed
+    if (failed.length === slots.length && slots.length === this.#slots.length) {
+      if (!this.#bus.jetstreamFailed(failed[0]!.err)) void this.#bus.jetstreamUnanswered(this.opTimeoutMs);
+    }
+    return failed.length;
+  }
+
+  async #renew(): Promise<number> {
     const held = this.#held!;
     if (!this.isLeader()) {
       this.#stepDown('expired');
-      return;
+      return this.renewMs;
     }
     const t0 = this.#clock.now();
     const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: held.acquiredMs, expiresMs: t0 + this.ttlMs, term: held.term, ...this.#procField() };
+    const failed = await this.#each(this.#slots, (s) => (held.slots.has(s.index) ? this.#renewOn(s, v, held) : this.#regain(s, v, held)));
+    if (this.#held !== held) return this.renewMs; // stepped down meanwhile
+    if (held.slots.size < this.quorum) {
+      this.#stepDown('taken');
+      return this.renewMs;
+    }
+    this.#armStepDown();
+    if (this.#slots.length === 1) return this.renewMs;
+    // a bucket that did not answer took up to opTimeoutMs of this period; more failing than the majority allows: soon
+    if (this.#slots.length - failed < this.quorum) return Math.min(this.renewMs, RETRY_AFTER_FAILURE_MS);
+    return Math.max(1, this.renewMs - (this.#clock.now() - t0));
+  }
+
+  /** A renewal on a bucket we hold. */
+  async #renewOn(s: LeaseSlot, v: LeaseValue, held: Held): Promise<void> {
     try {
-      const rev = await this.#cas(v, held.revision);
+      const rev = await s.cas(v, held.slots.get(s.index)!.revision);
       if (this.#held !== held) return; // stepped down meanwhile
-      held.revision = rev;
-      held.expiresMs = v.expiresMs;
-      this.#armStepDown();
+      held.slots.set(s.index, { revision: rev, expiresMs: v.expiresMs });
     } catch (err) {
       if (!isCasFailure(err)) throw err; // unreachable: keep trying until our expiry
       // the revision moved on: by someone else, or by a renewal of ours applied while its answer was lost
-      const e = await this.#read();
+      const e = await s.read();
       if (this.#held !== held) return;
-      const mine = this.#mine(e);
+      const mine = s.mine(e);
       if (!mine) {
-        this.#stepDown('taken');
+        if (this.#slots.length > 1) this.#log?.warn({ key: this.key, bucket: s.bucket, term: held.term }, 'lease bucket taken');
+        held.slots.delete(s.index);
         return;
       }
-      this.#log?.info({ key: this.key, term: held.term, revision: e!.revision }, 'lease renewal applied unanswered: adopted');
-      held.revision = e!.revision;
-      held.expiresMs = mine.expiresMs; // what the record says (a later write than the one we had an answer for)
-      this.#armStepDown();
+      this.#log?.info({ key: this.key, bucket: s.bucket, term: held.term, revision: e!.revision }, 'lease renewal applied unanswered: adopted');
+      // what the record says (a later write than the one we had an answer for)
+      held.slots.set(s.index, { revision: e!.revision, expiresMs: mine.expiresMs });
     }
   }
 
-  /** `e` is a write of ours whose answer did not come (see the module comment): its value, else undefined. */
-  #mine(e: KvEntry | null): LeaseValue | undefined {
-    if (!this.#unanswered.length) return undefined;
-    const cur = this.#decode(e);
-    if (!cur || cur === 'corrupt' || cur.holder !== this.holder) return undefined;
-    return this.#unanswered.find((u) => u.term === cur.term && u.acquiredMs === cur.acquiredMs && u.expiresMs === cur.expiresMs);
+  /**
+   * A leader's write on a bucket it does not hold: only over a free record of a term <= ours (terms never fall
+   * along a bucket's records: the module comment), or over our own record of this term.
+   */
+  async #regain(s: LeaseSlot, v: LeaseValue, held: Held): Promise<void> {
+    const e = await s.read();
+    if (this.#held !== held || !this.isLeader()) return;
+    const cur = s.decode(e);
+    if (cur === 'corrupt') return;
+    const ours = cur !== null && cur.holder === this.holder && cur.proc === this.#proc && cur.term === held.term;
+    const free = !cur || !cur.holder || cur.expiresMs < this.#clock.now();
+    if (!ours && !(free && (cur?.term ?? 0) <= held.term)) return;
+    try {
+      const rev = await s.cas(v, e?.revision ?? 0);
+      if (this.#held !== held) return;
+      held.slots.set(s.index, { revision: rev, expiresMs: v.expiresMs });
+      this.#log?.info({ key: this.key, bucket: s.bucket, term: held.term }, 'lease bucket regained');
+    } catch (err) {
+      if (!isCasFailure(err)) throw err;
+    }
   }
 
   /** Returns ms until the next attempt. */
   async #tryAcquire(): Promise<number> {
-    const e = await this.#read();
-    const dec = this.#decode(e);
+    const answered = await this.#readAll();
+    if (answered.length < this.quorum) return RETRY_AFTER_FAILURE_MS;
     const t0 = this.#clock.now();
-    if (dec === 'corrupt') {
-      // not free: wait until this very record has stood unchanged for a TTL (its writer may believe it leads)
-      if (this.#corrupt?.revision !== e!.revision) this.#corrupt = { revision: e!.revision, seenMs: t0 };
-      const left = this.#corrupt.seenMs + this.ttlMs - t0;
-      if (left >= 0) return Math.min(this.renewMs, left + 1);
+    // our acquisition applied while its answers were lost: we hold it since those writes
+    const mine = new Map<LeaseSlot, LeaseValue>();
+    for (const { slot, e } of answered) {
+      const m = slot.mine(e);
+      if (m && t0 < m.expiresMs - this.safetyMs) mine.set(slot, m);
     }
-    const cur = dec === 'corrupt' ? null : dec;
-    const mine = this.#mine(e);
-    if (mine && t0 < mine.expiresMs - this.safetyMs) {
-      // our acquire was applied while its answer was lost: we hold it since that write
-      this.#log?.info({ key: this.key, term: mine.term, revision: e!.revision }, 'lease acquire applied unanswered: adopted');
-      return this.#elected(e!.revision, mine);
-    }
-    if (cur && cur.holder && cur.expiresMs >= t0) {
-      if (cur.holder === this.holder && cur.proc && this.#proc && processGone(cur.proc, this.#proc)) {
-        // a previous process under our id (a restart of this actor): it is gone, its lease is free now
-        this.#log?.info({ key: this.key, term: cur.term, proc: cur.proc }, 'lease of our previous process, gone: taken at once');
-      } else {
-        // held by someone (possibly a previous process of ours): retry just after it would lapse
-        return Math.min(this.renewMs, cur.expiresMs - t0 + 1);
+    const adopted = this.#adoptable(answered, mine);
+    if (adopted) return adopted;
+    let wait: number | undefined;
+    let term = 0;
+    for (const { slot, e } of answered) {
+      const dec = slot.decode(e);
+      term = Math.max(term, e?.revision ?? 0);
+      if (dec === 'corrupt') {
+        // not free: wait until this very record has stood unchanged for a TTL (its writer may believe it leads)
+        if (slot.corrupt?.revision !== e!.revision) slot.corrupt = { revision: e!.revision, seenMs: t0 };
+        const left = slot.corrupt.seenMs + this.ttlMs - t0;
+        if (left >= 0) wait = Math.min(wait ?? Infinity, this.renewMs, left + 1);
+        continue;
       }
+      term = Math.max(term, dec?.term ?? 0);
+      // a write of ours not part of a majority (another bucket did not take it): free for us
+      if (!dec || mine.has(slot) || !dec.holder || dec.expiresMs < t0) continue;
+      if (dec.holder === this.holder && dec.proc && this.#proc && processGone(dec.proc, this.#proc)) {
+        // a previous process under our id (a restart of this actor): it is gone, its lease is free now
+        this.#log?.info({ key: this.key, bucket: slot.bucket, term: dec.term, proc: dec.proc }, 'lease of our previous process, gone: taken at once');
+        continue;
+      }
+      // held by someone (possibly a previous process of ours): retry just after it would lapse
+      wait = Math.min(wait ?? Infinity, this.renewMs, dec.expiresMs - t0 + 1);
     }
-    // terms only rise: above the record's term and above its revision (revisions only rise)
-    const term = Math.max(cur?.term ?? 0, e?.revision ?? 0) + 1;
-    const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: t0, expiresMs: t0 + this.ttlMs, term, ...this.#procField() };
-    let rev: number;
-    try {
+    if (wait !== undefined) return wait;
+    // terms only rise: above every record's term and above its revision (revisions only rise)
+    const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: t0, expiresMs: t0 + this.ttlMs, term: term + 1, ...this.#procField() };
+    const got = new Map<number, { revision: number; expiresMs: number }>();
+    const write = async ({ slot, e }: Answered) => {
       // expecting revision 0: the key must still be absent
-      rev = await this.#cas(v, e?.revision ?? 0);
-    } catch (err) {
-      if (isCasFailure(err)) return this.renewMs; // someone else won
-      throw err;
-    }
-    return this.#elected(rev, v);
+      got.set(slot.index, { revision: await slot.cas(v, e?.revision ?? 0), expiresMs: v.expiresMs });
+    };
+    const [first, ...rest] = answered;
+    let lost = false;
+    await this.#each([first!.slot], () => write(first!).catch((err: unknown) => {
+      if (!isCasFailure(err)) throw err; // unanswered (several buckets: it may still be applied; the others go on)
+      lost = true;
+    }));
+    if (lost) return this.renewMs; // someone else won (the first bucket: the others are theirs to take)
+    await this.#each(rest.map((a) => a.slot), (s) => write(answered.find((a) => a.slot === s)!).catch((err: unknown) => {
+      if (!isCasFailure(err)) throw err;
+    }));
+    if (got.size >= this.quorum) return this.#elected(v, got);
+    // a split (or too few answers): give back what we got, and try again after a random while
+    this.#log?.info({ key: this.key, term: v.term, got: got.size, quorum: this.quorum }, 'lease split: released, trying again');
+    await this.#release({ term: v.term, acquiredMs: v.acquiredMs }, got);
+    return RETRY_AFTER_FAILURE_MS + Math.floor(Math.random() * this.renewMs);
   }
 
-  /** We hold the lease written as `v` at revision `rev`. Returns ms until the next attempt (the first renewal). */
-  #elected(rev: number, v: LeaseValue): number {
+  /**
+   * Every bucket's record, in bucket order: with one bucket its read (a failure is the attempt's); with several
+   * those answered within opTimeoutMs, or within READ_GRACE_MS after a majority answered (a server that does not
+   * answer, frozen or gone, holds up no election: any live holder's majority shares a bucket with ours).
+   */
+  async #readAll(): Promise<Answered[]> {
+    const answered: Answered[] = [];
+    let majority!: () => void;
+    const quorumRead = new Promise<void>((r) => (majority = r));
+    let timer: unknown;
+    const all = this.#each(this.#slots, async (slot) => {
+      const e = await slot.read();
+      answered.push({ slot, e });
+      if (answered.length === this.quorum) majority();
+    });
+    const grace = quorumRead.then(() => new Promise<void>((r) => (timer = this.#clock.setTimeout(r, READ_GRACE_MS))));
+    try {
+      await (this.#slots.length === 1 ? all : Promise.race([all, grace]));
+    } finally {
+      if (timer !== undefined) this.#clock.clearTimeout(timer);
+    }
+    return [...answered].sort((a, b) => a.slot.index - b.slot.index);
+  }
+
+  /** A majority of answered records that are one acquisition of ours (`mine`, still valid): elected on them. */
+  #adoptable(answered: Answered[], mine: Map<LeaseSlot, LeaseValue>): number | undefined {
+    const groups = new Map<string, Answered[]>();
+    for (const a of answered) {
+      const m = mine.get(a.slot);
+      if (!m) continue;
+      const id = `${m.term}/${m.acquiredMs}`;
+      (groups.get(id) ?? groups.set(id, []).get(id)!).push(a);
+    }
+    for (const g of groups.values()) {
+      if (g.length < this.quorum) continue;
+      const m = mine.get(g[0]!.slot)!;
+      this.#log?.info({ key: this.key, term: m.term, revisions: g.map((a) => a.e!.revision) }, 'lease acquire applied unanswered: adopted');
+      return this.#elected(m, new Map(g.map((a) => [a.slot.index, { revision: a.e!.revision, expiresMs: mine.get(a.slot)!.expiresMs }])));
+    }
+    return undefined;
+  }
+
+  /** We hold the lease written as `v` on the buckets `slots`. Returns ms until the next attempt (the first renewal). */
+  #elected(v: LeaseValue, slots: Map<number, { revision: number; expiresMs: number }>): number {
     if (!this.#running) return this.renewMs;
-    this.#held = { revision: rev, expiresMs: v.expiresMs, term: v.term, acquiredMs: v.acquiredMs };
-    this.#unanswered = [];
+    const held: Held = { term: v.term, acquiredMs: v.acquiredMs, slots };
+    this.#held = held;
+    for (const s of this.#slots) s.unanswered = [];
     this.#armStepDown();
-    this.#log?.info({ key: this.key, term: v.term }, 'lease elected');
-    this.emit('elected', { holder: this.holder, term: v.term, expiresMs: v.expiresMs });
+    this.#log?.info({ key: this.key, term: v.term, buckets: slots.size }, 'lease elected');
+    this.emit('elected', { holder: this.holder, term: v.term, expiresMs: this.#until(held) });
     return this.renewMs;
   }
 
-  /** The lease record, within opTimeoutMs (KV reads take the JetStream context's 5-s default otherwise). */
-  #read(): Promise<KvEntry | null> {
-    return this.#within(this.#kv!.get(this.key), this.opTimeoutMs, `$KV.${this.#bucket}.${this.key}`);
+  /** Release (holder '') on `slots`, each a compare-and-set on our write there; one that fails lapses at its expiry. */
+  async #release(held: Pick<Held, 'term' | 'acquiredMs'>, slots: Map<number, { revision: number }>): Promise<void> {
+    const v: LeaseValue = { v: 1, holder: '', acquiredMs: held.acquiredMs, expiresMs: 0, term: held.term };
+    await Promise.all([...slots].map(async ([i, { revision }]) => {
+      try {
+        await this.#slots[i]!.cas(v, revision);
+      } catch (err) {
+        this.#log?.debug({ key: this.key, bucket: this.buckets[i], err: (err as Error).message }, 'lease release failed (it will expire)');
+      }
+    }));
   }
 
   #procField(): { proc?: string } {
     return this.#proc ? { proc: this.#proc } : {};
-  }
-
-  /** `p`, or a TimeoutError after `ms` (the operation itself is left to finish or fail on its own). */
-  #within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-    return within(p, ms, what, this.#clock);
-  }
-
-  /**
-   * Writes `v` only if the key's last revision is still `expected` (0: the key is absent); resolves to the
-   * new revision. Throws a CAS failure (isCasFailure) when another write came first, also when that write
-   * expected the same revision and the server let both through its pre-check (the message id dedupes it).
-   */
-  async #cas(v: LeaseValue, expected: number): Promise<number> {
-    let pa;
-    try {
-      pa = await this.#bus.jetstream().publish(kvKeySubject(this.#bucket, this.key), LeaseValue.encode(v), {
-        msgID: `${this.key}@${expected}`,
-        expect: { lastSubjectSequence: expected },
-        timeout: this.opTimeoutMs,
-      });
-    } catch (err) {
-      // no answer (or no verdict): the write may still be applied; a record equal to it is ours
-      if (!isCasFailure(err) && v.holder) {
-        this.#unanswered.push(v);
-        if (this.#unanswered.length > MAX_UNANSWERED) this.#unanswered.shift();
-      }
-      throw err;
-    }
-    if (pa.duplicate) throw new LeaseCasLost(`wrong last sequence: revision ${expected} was already written over (seq ${pa.seq})`);
-    this.#unanswered = [];
-    return pa.seq;
   }
 
   /** Step down at our local expiry even if no tick runs (server unreachable, slow requests). */
@@ -368,19 +521,8 @@ export class LeaderLease extends EventEmitter {
     const held = this.#held!;
     this.#stepDownTimer = this.#clock.setTimeout(() => {
       if (this.#held === held && !this.isLeader()) this.#stepDown('expired');
-    }, held.expiresMs - this.safetyMs - this.#clock.now());
+    }, this.#until(held) - this.safetyMs - this.#clock.now());
   }
-}
-
-/** Another write of the lease key came first (see #cas). */
-class LeaseCasLost extends Error {}
-
-function isCasFailure(err: unknown): boolean {
-  if (err instanceof LeaseCasLost) return true;
-  const e = err as { message?: string; code?: number; api_error?: { err_code?: number } };
-  const m = (e?.message ?? '').toLowerCase();
-  // JetStream: 10071 wrong last sequence; 10164/"key exists" for create
-  return m.includes('wrong last sequence') || m.includes('key exists') || e?.code === 10071 || e?.api_error?.err_code === 10071 || m.includes('10071');
 }
 
 /** This process as `<boot id>/<pid namespace>/<pid>` (Linux); undefined where /proc does not tell. */

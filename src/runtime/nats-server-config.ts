@@ -50,6 +50,11 @@ export interface ServerSpec {
   storeDir: string;
   maxFileStore?: string;
   cluster?: { name: string; listen: string; routes: string[] };
+  /**
+   * the server's `server_tags` (literal tags, or one `$NAME` expanded from the server's environment): in a cluster
+   * each server holds one leasePlacementTag, on which the lease bucket of that index is placed (src/runtime/lease.ts).
+   */
+  serverTags?: string[];
   accounts: AccountSpec[];
 }
 
@@ -93,6 +98,10 @@ export function renderServerConfig(s: ServerSpec): string {
   out.push(`listen: ${s.listen}`);
   if (s.http) out.push(`http: ${s.http}`);
   out.push(`server_name: ${s.serverName}`, '');
+  if (s.serverTags?.length) {
+    out.push('# the lease bucket placed on this server (one per server of the cluster: src/runtime/lease.ts)');
+    out.push(`server_tags: [${s.serverTags.map((t) => (t.startsWith('$') ? t : q(t))).join(', ')}]`, '');
+  }
   out.push('# payloads are small msgpack messages; 1 MiB bounds a bad client (the gateway refuses larger bodies first).');
   out.push('max_payload: 1MB', '');
   out.push('jetstream {', `  store_dir: ${q(s.storeDir)}`, '  max_memory_store: 256MB', `  max_file_store: ${s.maxFileStore ?? '2GB'}`, '}', '');
@@ -133,6 +142,9 @@ const ROLE_COMMENT: Record<Role, string> = {
   observer: 'observer (read-only): telemetry, events (live or through its own consumer), heartbeats, cluster status, $SRV requests',
   admin: 'admin: everything (operators and tests; never given to an actor)',
 };
+
+/** Env variable holding a deployed server's lease placement tag (leasePlacementTag of its index) in the committed cluster configs. */
+export const LEASE_TAG_ENV = 'DYN_NATS_LEASE_TAG';
 
 /** Env variable holding a role's password in the committed configs. */
 export const rolePasswordEnv = (role: Role): string => `DYN_${role.toUpperCase()}_PASS`;
@@ -185,21 +197,26 @@ export function committedConfigs(): Record<string, string> {
     }),
     'deploy/nats/cluster.conf': renderServerConfig({
       header: ['dynamollm NATS cluster config: 3 servers, JetStream replicated.', gen, '', ...DEPLOY_DOC, '',
-        'Each server: DYN_NATS_NAME=nats-0 nats-server -c cluster.conf, with auth/users.conf beside it. Put TLS in front',
-        'when the network is not trusted; keep the route port (6222) on a private network.'],
+        'Each server: DYN_NATS_NAME=nats-0 DYN_NATS_LEASE_TAG=dyn-lease-0 nats-server -c cluster.conf (nats-1 with',
+        'dyn-lease-1, nats-2 with dyn-lease-2: each server its own tag; the leader leases keep one bucket on each), with',
+        'auth/users.conf beside it. Put TLS in front when the network is not trusted; keep the route port (6222) on a',
+        'private network.'],
       listen: '0.0.0.0:4222',
       http: '0.0.0.0:8222',
       serverName: '$DYN_NATS_NAME',
+      serverTags: [`$${LEASE_TAG_ENV}`],
       storeDir: '/var/lib/nats/jetstream',
       cluster: { name: 'dynamollm', listen: '0.0.0.0:6222', routes: ['nats-route://nats-0:6222', 'nats-route://nats-1:6222', 'nats-route://nats-2:6222'] },
       accounts: [deployAccount],
     }),
     'deploy/k8s/nats.conf': renderServerConfig({
       header: ['dynamollm NATS config for Kubernetes (kustomize configMapGenerator nats-config, key nats.conf).', gen, '', ...DEPLOY_DOC, '',
-        'The StatefulSet projects the Secret dynamollm-nats-auth (users.conf) to /etc/nats/auth and POD_NAME from the pod.'],
+        'The StatefulSet projects the Secret dynamollm-nats-auth (users.conf) to /etc/nats/auth and POD_NAME from the pod;',
+        `its start sets ${LEASE_TAG_ENV}=dyn-lease-<the pod's ordinal> (each server its own leader-lease bucket).`],
       listen: '0.0.0.0:4222',
       http: '0.0.0.0:8222',
       serverName: '$POD_NAME',
+      serverTags: [`$${LEASE_TAG_ENV}`],
       storeDir: '/data/jetstream',
       maxFileStore: '10GB',
       cluster: { name: 'dynamollm', listen: '0.0.0.0:6222', routes: ['nats://nats-0.nats.dynamollm.svc:6222', 'nats://nats-1.nats.dynamollm.svc:6222', 'nats://nats-2.nats.dynamollm.svc:6222'] },

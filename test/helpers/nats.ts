@@ -14,6 +14,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { probeNats } from '../../src/runtime/nats-launcher.ts';
 import { freePort } from './net.ts';
+import { leasePlacementTag } from '../../protocols/subjects.ts';
 
 export type { Role } from '../../protocols/permissions.ts';
 
@@ -152,21 +153,22 @@ function existsBin(p: string): boolean {
 
 /**
  * A NATS cluster of `n` servers on loopback (routes between them, JetStream on each), for replicated (R3)
- * buckets and streams. Each server listens on its own free port; `urls` lists them all.
+ * buckets and streams. Each server listens on its own free port; `urls` lists them all. Server i carries the
+ * server tag leasePlacementTag(i) (the lease bucket i is placed there: src/runtime/lease.ts) unless `leaseTags` is false.
  */
-export async function startNatsCluster(n = 3): Promise<{ urls: string[]; servers: TestNats[]; stop(): Promise<void> }> {
+export async function startNatsCluster(n = 3, opts: { leaseTags?: boolean } = {}): Promise<{ urls: string[]; servers: TestNats[]; stop(): Promise<void> }> {
   // the route ports are chosen before the servers start: one taken meanwhile (by another server's client port, or
   // any process's) fails that server's start, and the whole cluster is tried again on new ports
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startNatsClusterOnce(n);
+      return await startNatsClusterOnce(n, opts.leaseTags !== false);
     } catch (err) {
       if (attempt >= 3 || !/address already in use/.test((err as Error).message)) throw err;
     }
   }
 }
 
-async function startNatsClusterOnce(n: number): Promise<{ urls: string[]; servers: TestNats[]; stop(): Promise<void> }> {
+async function startNatsClusterOnce(n: number, leaseTags: boolean): Promise<{ urls: string[]; servers: TestNats[]; stop(): Promise<void> }> {
   const routePorts: number[] = [];
   for (let i = 0; i < n; i++) routePorts.push(await freePort());
   const name = `dyn-test-${randomBytes(3).toString('hex')}`;
@@ -174,7 +176,7 @@ async function startNatsClusterOnce(n: number): Promise<{ urls: string[]; server
   try {
     for (let i = 0; i < n; i++) {
       const routes = routePorts.filter((_, j) => j !== i).map((p) => `nats-route://127.0.0.1:${p}`).join(', ');
-      const conf = readFileSync(NATS_CONF, 'utf8').replace(/^server_name: .*$/m, `server_name: ${name}-${i}`) +
+      const conf = readFileSync(NATS_CONF, 'utf8').replace(/^server_name: .*$/m, `server_name: ${name}-${i}${leaseTags ? `\nserver_tags: ["${leasePlacementTag(i)}"]` : ''}`) +
         `\ncluster {\n  name: ${name}\n  listen: 127.0.0.1:${routePorts[i]}\n  routes: [${routes}]\n}\n`;
       const dir = mkdtempSync(join(tmpdir(), 'dyn-natsc-'));
       writeFileSync(join(dir, 'cluster.conf'), conf);

@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { Bus } from '../../src/runtime/bus.ts';
+import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
+import { leaseBuckets } from '../../protocols/subjects.ts';
 import { creds, type startNatsCluster } from './nats.ts';
 
 type Cluster = Awaited<ReturnType<typeof startNatsCluster>>;
@@ -24,6 +26,11 @@ export async function bucketsWhenReady(admin: Bus, make: () => Promise<unknown>)
       await new Promise((r) => setTimeout(r, 250));
     }
   }
+}
+
+/** The lease buckets of a 3-server cluster (one replica each, bucket i on server i: src/runtime/lease.ts), made. */
+export function leaseBucketsOf(admin: Bus): Promise<unknown> {
+  return Promise.all(leaseBuckets(3).map((b, i) => openLeaseBucket(admin, b, i, 3)));
 }
 
 /**

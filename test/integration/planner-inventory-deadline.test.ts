@@ -7,14 +7,14 @@
  * Between two attempts a connection whose server answers no ping either moves to another server of the cluster.
  *
  * Real 3-server cluster, the project's role users, a real cluster manager process. The inventory bucket is one
- * replica on one server, which is stopped (SIGSTOP: its API calls go unanswered); the leases are replicated and keep
- * working on the other two.
+ * replica on one server, which is stopped (SIGSTOP: its API calls go unanswered); the leases (a majority of one bucket per
+ * server) keep working on the other two.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { startNatsCluster, as } from '../helpers/nats.ts';
-import { bucketsWhenReady, freezeServer, plannerConfig } from '../helpers/planner-fixture.ts';
+import { bucketsWhenReady, leaseBucketsOf, freezeServer, plannerConfig } from '../helpers/planner-fixture.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
@@ -39,10 +39,8 @@ afterAll(async () => {
 describe('a new cluster planner whose inventory does not answer', () => {
   it('serves the cluster status once its reads have had timeouts.takeoverReadMs, not after 5 s per read', async () => {
     admin = await Bus.connect({ servers: cluster.urls, name: 'inv-admin', ...as('admin'), log: silentLogger() });
-    // the leases replicated on all three (the cluster's meta leader must be up), the inventory on one server
-    admin.jetstreamReplicas = 3;
-    await bucketsWhenReady(admin, () => admin.kv(jetstream.leasesBucket, { history: 1 }));
-    admin.jetstreamReplicas = 1;
+    // the lease buckets, one on each server (the cluster's meta leader must be up), the inventory on one server
+    await bucketsWhenReady(admin, () => leaseBucketsOf(admin));
     await admin.kv(jetstream.inventoryBucket);
     const on = (await (await jetstreamManager(admin.nc)).streams.info(`KV_${jetstream.inventoryBucket}`)).cluster?.leader;
     await admin.close();

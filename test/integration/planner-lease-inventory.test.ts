@@ -6,19 +6,20 @@
  * from its connection to its election when that read comes first, 0.2 s when it runs beside the lease.
  *
  * Real 3-server cluster, the project's role users, a real cluster manager process. The inventory bucket is one
- * replica on one server, which is stopped (SIGSTOP: its API calls go unanswered); the leases are replicated and keep
- * working on the other two. Timed from the manager's connection (its NATS Service API answers a PING) to its
+ * replica on one server, which is stopped (SIGSTOP: its API calls go unanswered); the leases (a majority of one bucket per
+ * server) keep working on the other two. Timed from the manager's connection (its NATS Service API answers a PING) to its
  * election, so that the process's start under load does not count.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { startNatsCluster, as } from '../helpers/nats.ts';
-import { bucketsWhenReady, freezeServer, plannerConfig } from '../helpers/planner-fixture.ts';
+import { bucketsWhenReady, leaseBucketsOf, freezeServer, plannerConfig } from '../helpers/planner-fixture.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
+import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
-import { DecisionEvent, jetstream, serviceName, serviceSubjects, subjects } from '../../protocols/index.ts';
+import { DecisionEvent, jetstream, leaseBuckets, serviceName, serviceSubjects, subjects } from '../../protocols/index.ts';
 
 let cluster: Awaited<ReturnType<typeof startNatsCluster>>;
 let admin: Bus;
@@ -39,10 +40,8 @@ afterAll(async () => {
 describe('a cluster manager whose inventory does not answer', () => {
   it('contends for the planner lease at once, not after the inventory reads time out', async () => {
     admin = await Bus.connect({ servers: cluster.urls, name: 'lease-admin', ...as('admin'), log: silentLogger() });
-    // the leases replicated on all three (the cluster's meta leader must be up), the inventory on one server
-    admin.jetstreamReplicas = 3;
-    await bucketsWhenReady(admin, () => admin.kv(jetstream.leasesBucket, { history: 1 }));
-    admin.jetstreamReplicas = 1;
+    // the lease buckets, one on each server (the cluster's meta leader must be up), the inventory on one server
+    await bucketsWhenReady(admin, () => leaseBucketsOf(admin));
     await admin.kv(jetstream.inventoryBucket);
     const jsm = await jetstreamManager(admin.nc);
     const on = (await jsm.streams.info(`KV_${jetstream.inventoryBucket}`)).cluster?.leader;
@@ -50,14 +49,15 @@ describe('a cluster manager whose inventory does not answer', () => {
     const frozen = freezeServer(cluster, on);
     stoppedPid = frozen.pid;
     const live = frozen.live;
-    // JetStream itself back on the two live servers (their meta group, the leases' stream): only the inventory is out
+    // JetStream itself back on the two live servers (their meta group, a lease bucket there): only the inventory is out
     for (const until = Date.now() + 60_000; ;) {
       const b = await Bus.connect({ servers: live, name: 'lease-admin', ...as('admin'), log: silentLogger() });
       const t = Date.now();
       const ok = await Promise.race([
         (async () => {
           await (await jetstreamManager(b.nc)).getAccountInfo();
-          await (await b.kv(jetstream.leasesBucket, { history: 1 })).get('probe');
+          const i = (frozen.index + 1) % 3;
+          await (await openLeaseBucket(b, leaseBuckets(3)[i]!, i, 3)).get('probe');
           return Date.now() - t < 1000;
         })().catch(() => false),
         new Promise<false>((r) => setTimeout(() => r(false), 2000)),

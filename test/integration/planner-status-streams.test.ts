@@ -7,14 +7,14 @@
  * 'request-records stream not created: timeout' and a 5-s inventory read.
  *
  * Real 3-server cluster, the project's role users, a real cluster manager process. Both streams exist as one
- * replica on one server, which is then stopped (SIGSTOP: its streams' API calls go unanswered); the leases and the
- * inventory are replicated and keep working on the other two.
+ * replica on one server, which is then stopped (SIGSTOP: its streams' API calls go unanswered); the leases (a majority of one
+ * bucket per server) and the inventory (replicated) keep working on the other two.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { startNatsCluster, as } from '../helpers/nats.ts';
-import { bucketsWhenReady, freezeServer, plannerConfig } from '../helpers/planner-fixture.ts';
+import { bucketsWhenReady, leaseBucketsOf, freezeServer, plannerConfig } from '../helpers/planner-fixture.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
@@ -42,7 +42,7 @@ describe('a new cluster planner whose streams do not answer', () => {
     admin.jetstreamReplicas = 3;
     // the replicated buckets first (the cluster's meta leader must be up), then both streams on one server
     await bucketsWhenReady(admin, async () => {
-      await admin.kv(jetstream.leasesBucket, { history: 1 });
+      await leaseBucketsOf(admin);
       await admin.kv(jetstream.inventoryBucket);
     });
     const jsm = await jetstreamManager(admin.nc);

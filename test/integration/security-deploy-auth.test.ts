@@ -36,7 +36,7 @@ beforeAll(async () => {
     .replace(/^http: .*\n/m, '');
   const path = join(dir, 'nats.conf');
   writeFileSync(path, conf);
-  nats = await startNatsServer({ conf: path, env: { POD_NAME: 'nats-0' }, files: { 'auth/users.conf': readFileSync(auth.usersFile, 'utf8') } });
+  nats = await startNatsServer({ conf: path, env: { POD_NAME: 'nats-0', DYN_NATS_LEASE_TAG: 'dyn-lease-0' }, files: { 'auth/users.conf': readFileSync(auth.usersFile, 'utf8') } });
 }, 30_000);
 
 afterAll(async () => {

@@ -6,7 +6,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { loadRange, sharedRead, timeByLeases, watchKill, type Kill, type Proc } from '../../src/cli/commands/chaos.ts';
-import { LeaseLog, leaseAround, type LeaseRecord } from '../../src/cli/chaos-leases.ts';
+import { LeaseLog, MajorityLeaseLog, leaseAround, type LeaseRecord } from '../../src/cli/chaos-leases.ts';
 import type { ClusterStatus } from '../../protocols/messages.ts';
 
 beforeEach(() => vi.useFakeTimers({ now: 1_000_000 }));
@@ -190,6 +190,26 @@ describe('who led at a kill and who took over: the lease records', () => {
     const k: Kill = { kind: 'cluster', id: 'cm-0', pid: 1, atMs: T, leaderBefore: 'cm-0' };
     timeByLeases(k, late, []);
     expect(k).toMatchObject({ leaderBefore: 'cm-0', newLeaderMs: 1500, newLeader: 'cm-1' });
+  });
+  it('several buckets (a NATS cluster): an acquisition counts once a majority holds it; a split given back leads nobody', () => {
+    const b = [new LeaseLog(), new LeaseLog(), new LeaseLog()];
+    // cm-1 led term 3 on all three buckets; at the kill's time bucket 2 was down
+    for (const [i, rev] of [[0, 1], [1, 1], [2, 1]] as const) b[i]!.add(rec(P, rev, T - 9000, 'cm-1', 3, T - 9000));
+    b[0]!.add(rec(P, 2, T - 400, 'cm-1', 3, T - 9000));
+    b[1]!.add(rec(P, 2, T - 390, 'cm-1', 3, T - 9000));
+    // after the kill: cm-2 took bucket 0 only (a split, given back), then cm-0 took buckets 0 and 1 (a majority)
+    b[0]!.add(rec(P, 3, T + 2700, 'cm-2', 4, T + 2690));
+    b[0]!.add(rec(P, 4, T + 2710, '', 4, T + 2690));
+    b[0]!.add(rec(P, 5, T + 3100, 'cm-0', 5, T + 3050));
+    b[1]!.add(rec(P, 3, T + 3120, 'cm-0', 5, T + 3050));
+    const log = new MajorityLeaseLog(b);
+    expect(log.records(P).map((r) => `${r.holder || '-'}:${r.term}`)).toEqual(['cm-1:3', 'cm-1:3', 'cm-1:3', 'cm-1:3', 'cm-1:3', 'cm-0:5', 'cm-0:5']);
+    const k: Kill = { kind: 'cluster', id: 'cm-1', pid: 1, atMs: T };
+    timeByLeases(k, log, []);
+    expect(k).toMatchObject({ leaderBefore: 'cm-1', newLeaderMs: 3050, newLeader: 'cm-0' });
+    // one bucket's records alone (a minority) name no leader
+    const alone = new MajorityLeaseLog([b[0]!, new LeaseLog(), new LeaseLog()]);
+    expect(alone.records(P)).toEqual([]);
   });
   it('pools: the victim led the pools whose lease names it at the kill, timed once each has a new term', () => {
     const log = new LeaseLog();

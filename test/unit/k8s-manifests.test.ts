@@ -15,6 +15,7 @@ import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { splitConfig } from '../../actors/gateway/config.ts';
+import { leasePlacementTag } from '../../protocols/subjects.ts';
 
 type Obj = Record<string, any>;
 
@@ -125,7 +126,16 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     const cm = find('ConfigMap', cmName)!;
     expect(cm.data['nats.conf']).toBe(readFileSync('deploy/k8s/nats.conf', 'utf8'));
     expect(cm.data['nats.conf']).toMatch(/jetstream/);
-    expect(sts.spec.template.spec.containers[0].args).toEqual(expect.arrayContaining(['-c', '/etc/nats/nats.conf']));
+    // started through a shell that gives each pod its own lease placement tag (server_tags [$DYN_NATS_LEASE_TAG]):
+    // nats-<i> carries leasePlacementTag(i), so the lease buckets land one per server (src/runtime/lease.ts)
+    const command = sts.spec.template.spec.containers[0].command as string[];
+    expect(command.slice(0, 2)).toEqual(['/bin/sh', '-c']);
+    expect(command[2]).toMatch(/exec nats-server -c \/etc\/nats\/nats\.conf /);
+    expect(cm.data['nats.conf']).toMatch(/^server_tags: \[\$DYN_NATS_LEASE_TAG\]$/m);
+    for (let i = 0; i < (sts.spec.replicas as number); i++) {
+      const env = execFileSync('/bin/sh', ['-c', command[2]!.replace(/exec nats-server .*$/, 'exec printenv DYN_NATS_LEASE_TAG')], { env: { PATH: process.env.PATH, POD_NAME: `nats-${i}` }, encoding: 'utf8' });
+      expect(env.trim()).toBe(leasePlacementTag(i));
+    }
     const cfg = find('ConfigMap', objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('dynamollm-config-'))!.metadata.name)!;
     const { cluster } = splitConfig(parse(cfg.data['cluster.yaml']), 'deploy/k8s/cluster.yaml');
     expect(cluster.nats.jetstreamReplicas).toBe(3);

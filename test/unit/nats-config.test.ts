@@ -109,9 +109,13 @@ describe('NATS server configs come from the one table of rights', () => {
     // KV writes
     expect(permissionsOf({ role: 'node' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_inventory.node.*']);
     expect(permissionsOf({ role: 'node', id: 'n3' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_inventory.node.n3']);
-    expect(permissionsOf({ role: 'pool' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.*', '$KV.dyn_v1_dispatched.*.>']);
-    expect(permissionsOf({ role: 'pool', pools: ['p1'] }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.pool.p1', '$KV.dyn_v1_dispatched.p1.>']);
-    expect(permissionsOf({ role: 'cluster' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual(['$KV.dyn_v1_leases.cluster.planner', '$KV.dyn_v1_inventory.pool.*', '$KV.dyn_v1_inventory.energy.cluster']);
+    // the leases: the one bucket (one NATS server) and the one-replica buckets of a NATS cluster (leaseBuckets)
+    const leaseBuckets = ['dyn_v1_leases', 'dyn_v1_leases_0', 'dyn_v1_leases_1', 'dyn_v1_leases_2', 'dyn_v1_leases_3', 'dyn_v1_leases_4'];
+    expect(permissionsOf({ role: 'pool' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual([...leaseBuckets.map((b) => `$KV.${b}.pool.*`), '$KV.dyn_v1_dispatched.*.>']);
+    expect(permissionsOf({ role: 'pool', pools: ['p1'] }).publish.filter((s) => s.startsWith('$KV.'))).toEqual([...leaseBuckets.map((b) => `$KV.${b}.pool.p1`), '$KV.dyn_v1_dispatched.p1.>']);
+    expect(permissionsOf({ role: 'cluster' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual([...leaseBuckets.map((b) => `$KV.${b}.cluster.planner`), '$KV.dyn_v1_inventory.pool.*', '$KV.dyn_v1_inventory.energy.cluster']);
+    // no other role touches a lease bucket
+    for (const role of ['gateway', 'instance', 'node'] as const) expect(permissionsOf({ role }).publish.some((s) => s.includes('dyn_v1_leases')), role).toBe(false);
     // the gateway cannot command anything nor touch JetStream but to read its resume journal back (direct get on that
     // one stream); it submits requests to intake or, routing them itself, to an instance's admission, and reads the
     // routing table, the instances' status and the server's disconnect advisories (its routing view)
@@ -133,10 +137,10 @@ describe('NATS server configs come from the one table of rights', () => {
     expect(ob.publish.some((s) => /intake|\.ctl$|\.admit$|dispatch|^\$KV|dyn\.v1\.(evt|stream|tel)/.test(s))).toBe(false);
     expect(ob.publish).toContain('$SRV.PING');
     // it reads the lease records (a get, its own watch: dynamollm chaos) and no other bucket; creates no stream
-    expect(ob.publish.filter((s) => s.includes('KV_'))).toEqual([
-      '$JS.API.STREAM.MSG.GET.KV_dyn_v1_leases', '$JS.API.DIRECT.GET.KV_dyn_v1_leases', '$JS.API.DIRECT.GET.KV_dyn_v1_leases.>',
-      '$JS.API.CONSUMER.CREATE.KV_dyn_v1_leases.*.$KV.dyn_v1_leases.>', '$JS.API.CONSUMER.INFO.KV_dyn_v1_leases.*', '$JS.API.CONSUMER.DELETE.KV_dyn_v1_leases.*', '$JS.FC.KV_dyn_v1_leases.>',
-    ]);
+    expect(ob.publish.filter((s) => s.includes('KV_'))).toEqual(leaseBuckets.flatMap((b) => [
+      `$JS.API.STREAM.MSG.GET.KV_${b}`, `$JS.API.DIRECT.GET.KV_${b}`, `$JS.API.DIRECT.GET.KV_${b}.>`,
+      `$JS.API.CONSUMER.CREATE.KV_${b}.*.$KV.${b}.>`, `$JS.API.CONSUMER.INFO.KV_${b}.*`, `$JS.API.CONSUMER.DELETE.KV_${b}.*`, `$JS.FC.KV_${b}.>`,
+    ]));
     expect(ob.publish.some((s) => s.includes('STREAM.CREATE') || s.includes('STREAM.UPDATE') || s.includes('STREAM.PURGE') || s.includes('MSG.DELETE'))).toBe(false);
   });
   it("a responder publishes into the inboxes of exactly the roles whose requests it serves (ANSWERS, derived from the catalog's request subjects and the rights)", () => {

@@ -31,7 +31,8 @@ import { splitConfig } from '../../../actors/gateway/config.ts';
 import { poolsOf } from '../../../actors/common/config.ts';
 import { rng } from '../../sim/trace.ts';
 import { brokenByGatewayDeath, oneRequest, type Outcome } from '../chaos-client.ts';
-import { ObserverLink, leaseAround, type LeaseLog, type LeaseRecord } from '../chaos-leases.ts';
+import { ObserverLink, leaseAround, type LeaseRecords, type LeaseRecord } from '../chaos-leases.ts';
+import { upJetstreamReplicas } from './up.ts';
 import { DispatchViews, countBy, timeByViews, viewsPending, type KillViews, type ViewFigures } from '../chaos-views.ts';
 
 export const KILL_KINDS = ['engine', 'instance', 'node', 'cluster', 'pool', 'gateway', 'nats'] as const;
@@ -293,6 +294,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       link = new ObserverLink(
         () => Bus.connect({ settings, name: 'dynamollm-chaos', inboxPrefix: inboxPrefix('observer', `chaos-${randomBytes(4).toString('hex')}`), log: silentLogger(), reconnect: true }),
         [leaseKeys.clusterPlanner(), ...pools.map((p) => leaseKeys.poolLeader(p))],
+        upJetstreamReplicas(natsNodes),
       );
       link.start();
       // the kills start once the lease records are read (a leader's kill before would go untimed)
@@ -370,7 +372,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
     if (leases) {
       // the current records, read until a poll of every key succeeds (10 tries at most)
       for (let i = 0; i < 10; i++) {
-        if (leases.watch && (await leases.watch.poll())) break;
+        if (await leases.poll()) break;
         await new Promise((r) => setTimeout(r, 500));
       }
       for (const k of kills) timeByLeases(k, leases.log, pools);
@@ -467,7 +469,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
 }
 
 /** The lease records the harness follows (chaos-leases.ts) and the cluster's pools (lease keys leaseKeys.poolLeader). */
-export interface Leases { log: LeaseLog; pools: readonly string[] }
+export interface Leases { log: LeaseRecords; pools: readonly string[] }
 
 /**
  * Follows one kill: when the process is back (a new pid under the same kind and id; an engine: a new
@@ -527,7 +529,7 @@ export async function watchKill(k: Kill, tree: () => Proc[], status: () => Clust
  *   overwritten before the harness read it), and k.newLeader who took it; for a pool manager, once every pool
  *   it led has one (the latest of them). A kill that the records show was a standby's has neither.
  */
-export function timeByLeases(k: Kill, log: LeaseLog, pools: readonly string[]): void {
+export function timeByLeases(k: Kill, log: LeaseRecords, pools: readonly string[]): void {
   if (k.kind !== 'cluster' && k.kind !== 'pool') return;
   const around = (key: string) => leaseAround(log.records(key), k.atMs);
   const holder = (r: LeaseRecord | undefined) => (r && r.expiresMs >= k.atMs ? r.holder : '');

@@ -38,7 +38,7 @@ import { loadProfile } from '../../telemetry/profile-io.ts';
 import { Supervisor, type ChildSpec } from '../../runtime/supervisor.ts';
 import { Bus } from '../../runtime/bus.ts';
 import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
-import { subjects } from '../../../protocols/subjects.ts';
+import { leasePlacementTag, subjects } from '../../../protocols/subjects.ts';
 import { splitConfig } from '../../../actors/gateway/config.ts';
 import { launchArgs } from '../../../actors/common/launch-args.ts';
 import { cliArgs, REPO_ROOT } from '../../runtime/code-path.ts';
@@ -59,6 +59,11 @@ interface UpOptions {
   insecureNats?: boolean;
   natsNodes: string;
   logLevel?: string;
+}
+
+/** The JetStream replicas of `up`'s private NATS of `natsNodes` servers (its buckets, streams and lease layout). */
+export function upJetstreamReplicas(natsNodes: number): number {
+  return natsNodes === 1 ? 1 : 3;
 }
 
 export function register(cmd: Command, exit: ExitCode): void {
@@ -144,6 +149,8 @@ async function up(values: UpOptions): Promise<number> {
         header: [`dynamollm up: private server of cluster ${clusterId}${node ? `, node ${node.index} of ${natsNodes}` : ''} (generated; per-actor nkey users)`],
         listen: '127.0.0.1:4222',
         serverName: `dynamollm-${clusterId}${node ? `-${node.index}` : ''}`,
+        // each node its own lease bucket (src/runtime/lease.ts: a lease is held on a majority of them)
+        ...(node ? { serverTags: [leasePlacementTag(node.index)] } : {}),
         storeDir: join(stateDir, 'jetstream'),
         accounts: [auth.account],
         ...(node ? { cluster: node.cluster } : {}),
@@ -170,7 +177,7 @@ async function up(values: UpOptions): Promise<number> {
     }
     observer = key('observer/');
     // the store lives in the state directory of this run (removed on stop): whatever it holds is this run's
-    clusterRaw.nats = { url: servers, instanceKeysDir: auth.instanceKeysDir, jetstreamReplicas: natsNodes === 1 ? 1 : 3, ownStore: true };
+    clusterRaw.nats = { url: servers, instanceKeysDir: auth.instanceKeysDir, jetstreamReplicas: upJetstreamReplicas(natsNodes), ownStore: true };
   } else {
     natsUrl = givenUrl;
     const servers = givenUrl.split(',');

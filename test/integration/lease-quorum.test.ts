@@ -1,0 +1,178 @@
+/**
+ * Leader leases on a NATS cluster (issue 13, lossless failover): a lease is held on a majority of one-replica
+ * buckets, one per NATS server (src/runtime/lease.ts), so a NATS server's loss costs its holder one bucket and no
+ * election. Real 3-server cluster on loopback, each server tagged dyn-lease-<i>; the contenders speak as the project's
+ * cluster and pool roles.
+ *
+ * - a NATS server killed (SIGKILL), then another frozen (SIGSTOP), each holding one of the leader's buckets (or, where
+ *   the lease lives in one replicated bucket, leading its stream's raft group): the leader leads at every 20-ms
+ *   sample, no standby on another server is ever elected, and never two lead at once.
+ * - the leader's process SIGKILLed while a NATS server is down: a standby on another server leads within ttl + 1 s of
+ *   the kill, under a higher term.
+ * - a bucket whose tag no server carries: LeaseLayoutError naming the missing server_tags, not retryable.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { startNatsCluster, as, REPO_ROOT } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { LeaderLease, LeaseLayoutError } from '../../src/runtime/lease.ts';
+import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
+import { createLogger, silentLogger } from '../../src/runtime/logger.ts';
+import { jetstream, leaseBuckets, leaseKeys } from '../../protocols/index.ts';
+
+const TTL_MS = 3000;
+const RENEW_MS = 1000;
+let cluster: Awaited<ReturnType<typeof startNatsCluster>>;
+let admin: Bus;
+const buses: Bus[] = [];
+const leases: LeaderLease[] = [];
+let child: ChildProcess | undefined;
+let frozenPid: number | undefined;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  cluster = await startNatsCluster(3);
+  admin = await Bus.connect({ servers: cluster.urls, name: 'lease-quorum-admin', ...as('admin'), log: silentLogger() });
+  admin.jetstreamReplicas = 3;
+  // the cluster's meta leader up: the lease buckets can be made
+  for (const until = Date.now() + 30_000; ;) {
+    try {
+      await Promise.all(leaseBuckets(3).map((b, i) => openLeaseBucket(admin, b, i, 3)));
+      break;
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await sleep(250);
+    }
+  }
+}, 60_000);
+
+afterAll(async () => {
+  child?.kill('SIGKILL');
+  if (frozenPid) process.kill(frozenPid, 'SIGCONT');
+  for (const l of leases) await l.stop().catch(() => {});
+  await Promise.all([admin, ...buses].map((b) => b?.close()));
+  await cluster?.stop();
+});
+
+async function contender(server: number, role: 'cluster' | 'pool', holder: string, key: string): Promise<LeaderLease> {
+  const b = await Bus.connect({ servers: cluster.urls[server]!, name: holder, ...as(role, holder), log: silentLogger() });
+  b.jetstreamReplicas = 3;
+  buses.push(b);
+  const l = new LeaderLease({ bus: b, key, holder, ttlMs: TTL_MS, renewMs: RENEW_MS, log: process.env.DYN_TEST_LOG ? createLogger({ level: 'debug' }).child({ holder }) : silentLogger() });
+  leases.push(l);
+  return l;
+}
+
+/** The server (index) leading each lease stream that exists: the one replicated bucket's, or each one-replica bucket's. */
+async function leaseStreamHosts(): Promise<Map<string, number>> {
+  const jsm = await jetstreamManager(admin.nc, { timeout: 2000 });
+  const out = new Map<string, number>();
+  for (const b of [jetstream.leasesBucket, ...leaseBuckets(3)]) {
+    const leader = await jsm.streams.info(`KV_${b}`).then((i) => i.cluster?.leader, () => undefined);
+    const index = cluster.servers.findIndex((_, j) => leader?.endsWith(`-${j}`));
+    if (index >= 0) out.set(b, index);
+  }
+  return out;
+}
+
+/** Every 20 ms, which of `ls` claim to lead. */
+function sample(ls: LeaderLease[]): { samples: { t: number; leaders: string[] }[]; stop(): void } {
+  const samples: { t: number; leaders: string[] }[] = [];
+  const timer = setInterval(() => samples.push({ t: Date.now(), leaders: ls.filter((l) => l.isLeader()).map((l) => l.holder) }), 20);
+  return { samples, stop: () => clearInterval(timer) };
+}
+
+async function until(what: string, ms: number, ok: () => boolean): Promise<void> {
+  for (const end = Date.now() + ms; !ok(); await sleep(20)) if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+}
+
+describe('a lease on a majority of one-replica buckets, one per NATS server', () => {
+  it('a NATS server killed, then another frozen: the leader leads throughout, no standby is elected', async () => {
+    const key = leaseKeys.clusterPlanner();
+    const leader = await contender(0, 'cluster', 'cm-a', key);
+    await leader.start();
+    await until('cm-a elected', 15_000, () => leader.isLeader());
+    const standbys = [await contender(1, 'cluster', 'cm-b', key), await contender(2, 'cluster', 'cm-c', key)];
+    const elected: string[] = [];
+    for (const s of standbys) s.on('elected', () => elected.push(s.holder));
+    await Promise.all(standbys.map((s) => s.start()));
+    const seen = sample([leader, ...standbys]);
+    try {
+      // the server leading the one replicated lease bucket where it exists, else the one holding lease bucket 1
+      const hosts = await leaseStreamHosts();
+      const killed = hosts.get(jetstream.leasesBucket) ?? hosts.get(leaseBuckets(3)[1]!)!;
+      expect(killed).toBeGreaterThanOrEqual(0);
+      process.kill(cluster.servers[killed]!.pid, 'SIGKILL');
+      await sleep(2 * TTL_MS);
+      await cluster.servers[killed]!.restart!(0);
+      await sleep(TTL_MS);
+      // then frozen: the server leading the replicated bucket now, else the one holding lease bucket 2
+      const again = await leaseStreamHosts();
+      const frozen = again.get(jetstream.leasesBucket) ?? again.get(leaseBuckets(3)[2]!)!;
+      frozenPid = cluster.servers[frozen]!.pid;
+      process.kill(frozenPid, 'SIGSTOP');
+      await sleep(2 * TTL_MS);
+      process.kill(frozenPid, 'SIGCONT');
+      frozenPid = undefined;
+      await sleep(RENEW_MS);
+    } finally {
+      seen.stop();
+    }
+    expect(seen.samples.length).toBeGreaterThan(500);
+    expect(seen.samples.filter((s) => s.leaders.length > 1), 'two leaders at once').toEqual([]);
+    const gaps = seen.samples.filter((s) => !s.leaders.includes('cm-a'));
+    expect(gaps.length, `the leader did not lead at ${gaps.length} samples, first ${(gaps[0]?.t ?? 0) - seen.samples[0]!.t} ms into the run`).toBe(0);
+    expect(elected, 'a standby elected while the leader lives').toEqual([]);
+  }, 120_000);
+
+  it('the leader process killed while a NATS server is down: a standby on another server leads within ttl + 1 s', async () => {
+    const key = leaseKeys.poolLeader('quorum');
+    const { user, pass, inboxPrefix } = as('pool', 'pm-a');
+    const lines: { t: number; leader: boolean; term: number }[] = [];
+    child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'test/fixtures/lease-holder.ts'), cluster.urls[0]!, user, pass, inboxPrefix, key, 'pm-a', String(TTL_MS), String(RENEW_MS)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        lines.push(JSON.parse(buf.slice(0, i)) as { t: number; leader: boolean; term: number });
+        buf = buf.slice(i + 1);
+      }
+    });
+    await until('pm-a (a process of its own) elected', 60_000, () => lines.at(-1)?.leader === true);
+    const standbys = [await contender(1, 'pool', 'pm-b', key), await contender(2, 'pool', 'pm-c', key)];
+    const elected: { holder: string; term: number; t: number }[] = [];
+    for (const s of standbys) s.on('elected', ({ term }: { term: number }) => elected.push({ holder: s.holder, term, t: Date.now() }));
+    await Promise.all(standbys.map((s) => s.start()));
+    const seen = sample(standbys);
+    try {
+      // one NATS server down for good: the one holding lease bucket 2 (or leading the one replicated bucket)
+      const hosts = await leaseStreamHosts();
+      const down = hosts.get(jetstream.leasesBucket) ?? hosts.get(leaseBuckets(3)[2]!)!;
+      process.kill(cluster.servers[down]!.pid, 'SIGKILL');
+      await sleep(1500);
+      expect(lines.at(-1)?.leader, 'pm-a leads on with a NATS server down').toBe(true);
+      expect(elected).toEqual([]);
+      const killedMs = Date.now();
+      child.kill('SIGKILL');
+      await until('a standby elected', 3 * TTL_MS, () => elected.length > 0);
+      const took = elected[0]!.t - killedMs;
+      expect(took, `a standby led ${took} ms after the leader's kill`).toBeLessThanOrEqual(TTL_MS + 1000);
+      expect(elected[0]!.term, 'the new term is above the killed leader\'s').toBeGreaterThan(lines.filter((l) => l.leader).at(-1)!.term);
+      await sleep(2 * RENEW_MS);
+      await cluster.servers[down]!.restart!(0);
+    } finally {
+      seen.stop();
+    }
+    expect(elected.length, `elected: ${JSON.stringify(elected)}`).toBe(1);
+    expect(seen.samples.filter((s) => s.leaders.length > 1), 'two leaders at once').toEqual([]);
+  }, 120_000);
+
+  it('a bucket whose placement tag no NATS server carries: LeaseLayoutError naming it, not retryable', async () => {
+    const err = await openLeaseBucket(admin, 'dyn_v1_leases_3', 3, 5).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(LeaseLayoutError);
+    expect((err as LeaseLayoutError).retryable).toBe(false);
+    expect((err as Error).message).toContain('server_tags ["dyn-lease-3"]');
+  }, 30_000);
+});
