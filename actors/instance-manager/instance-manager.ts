@@ -153,8 +153,8 @@ export class InstanceManager {
     this.#m = initialInstanceState(this.#clock.now());
     this.#gateways = new GatewayWatch(this.#clock, o.config.timeouts.resumeGraceMs);
     const evacuate = (): void => { if (this.queued > 0) this.#step({ type: 'evacuate', why: 'draining: queued requests to peers' }); };
-    const lifecycle = (state: 'sleeping' | 'ready' | 'draining', why: string): void => { this.#step({ type: 'lifecycle', state, why }); if (state === 'draining') endForPeers(o.config.scaling.drainMigrateS, this.id, this.#running, this.#clock.now(), this.#tbts, evacuate); };
-    this.#lifecycleCommands = new LifecycleCommands({ engine: o.engine, clock: this.#clock, log: o.log, state: () => this.state, queued: () => this.queued, running: () => this.running, lifecycle });
+    const lifecycle = (state: 'ready' | 'draining', why: string): void => { this.#step({ type: 'lifecycle', state, why }); if (state === 'draining') endForPeers(o.config.scaling.drainMigrateS, this.id, this.#running, this.#clock.now(), this.#tbts, evacuate); };
+    this.#lifecycleCommands = new LifecycleCommands({ engine: o.engine, log: o.log, state: () => this.state, queued: () => this.queued, running: () => this.running, lifecycle, step: (ev) => void this.#step(ev) });
     this.#host = {
       id: this.id, pool: this.pool, bus: this.#bus, log: this.#log, clock: this.#clock, config: o.config, engine: o.engine, engineApiKey: o.engineApiKey,
       running: this.#running, held: this.#held, replyGrants: this.#replyGrants, admitState: this.#admitState, gateways: this.#gateways,
@@ -248,6 +248,10 @@ export class InstanceManager {
         return undefined;
       case 'status':
         this.#publishStatus();
+        return undefined;
+      case 'engine_sleep':
+      case 'engine_wake': // sleep mode (./sleep-mode.ts)
+        this.#lifecycleCommands.engine(e);
         return undefined;
     }
   }

@@ -1,41 +1,33 @@
 /**
  * The instance manager's lifecycle commands from its pool leader: 'drain' and 'resume' (re-shard and scale-in
  * steps), and its part of the pool's sleep-mode standby (src/policy/sleep-standby.ts): the 'sleep' and 'wake'
- * instance commands, carried out on the engine (vLLM sleep mode: POST /sleep?level=N, POST /wake_up). The
- * decision is the pool leader's; the instance machine's lifecycle 'sleeping' makes it admit nothing and report
- * 'sleeping', while the requests it holds finish. This shell waits for them, then puts the engine to sleep; a wake
- * waits for a sleep call in flight, wakes the engine and turns the instance ready again. Both answer at once (a
- * wake takes seconds: src/model/sleep.ts); the status says when the instance serves.
+ * instance commands. The decisions are the instance machine's (src/policy/machines/instance-sleep.ts: it stops
+ * admitting, puts the engine to sleep once it holds nothing, gives up at its deadline, wakes): this shell hands it the
+ * commands and carries out its engine_sleep and engine_wake on the engine (vLLM sleep mode: POST /sleep?level=N,
+ * POST /wake_up), one call at a time, each answered back to the machine. Commands answer at once (a wake takes seconds:
+ * src/model/sleep.ts); the status says when the instance serves.
  */
 import type { Logger } from 'pino';
 import type { Ack, InstanceCommand } from '../../protocols/index.ts';
 import type { Engine } from '../../src/engine/index.ts';
-import type { Clock } from '../../src/runtime/clock.ts';
-import type { InstanceLifecycle } from '../../src/policy/machines/instance.ts';
-
-/** How long a sleep waits for the instance's requests to finish before it gives up and serves again, ms. */
-export const SLEEP_DRAIN_DEADLINE_MS = 600_000;
-const POLL_MS = 50;
+import type { InstanceEvent, InstanceLifecycle } from '../../src/policy/machines/instance.ts';
 
 export interface SleepModeDeps {
   engine: Pick<Engine, 'sleep' | 'wakeUp'>;
-  clock: Clock;
   log: Logger;
   state: () => InstanceLifecycle;
   /** requests the instance holds: queued, and running. */
   queued: () => number;
   running: () => number;
-  /** the instance machine's lifecycle event. */
-  lifecycle: (state: 'sleeping' | 'ready' | 'draining', why: string) => void;
+  /** the instance machine's lifecycle event (a drain also hands requests to peers). */
+  lifecycle: (state: 'ready' | 'draining', why: string) => void;
+  /** one instance machine transition. */
+  step: (ev: InstanceEvent) => void;
 }
 
 export class LifecycleCommands {
-  /** the engine is asleep (its sleep call answered), or a sleep call is in flight. */
-  #asleep = false;
-  /** the sleep or wake under way: the next one waits for it. */
+  /** the engine call under way: the next one waits for it. */
   #op: Promise<void> = Promise.resolve();
-  /** bumped by each command: a drain wait of an earlier sleep gives up. */
-  #gen = 0;
 
   constructor(private readonly d: SleepModeDeps) {}
 
@@ -45,74 +37,38 @@ export class LifecycleCommands {
     switch (cmd.op) {
       case 'drain':
         // a sleeping instance drains too (a re-shard or scale-in stops it): it holds nothing, or finishes what it holds
-        if (st === 'ready' || st === 'sleeping') {
-          this.#gen++;
-          this.d.lifecycle('draining', cmd.reason);
-        }
+        if (st === 'ready' || st === 'sleeping') this.d.lifecycle('draining', cmd.reason);
         return { v: 1, ok: true, detail: { queued: this.d.queued(), running: this.d.running() } };
       case 'resume':
         // an instance that is stopping stays stopping
         if (st === 'draining' && !stopping) this.d.lifecycle('ready', cmd.reason);
         return { v: 1, ok: true };
       case 'sleep':
-        return this.sleep(cmd.level ?? 1, cmd.reason);
+        if (st === 'sleeping') return { v: 1, ok: true, detail: { already: true } };
+        if (st !== 'ready') return { v: 1, ok: false, error: { code: 'unavailable', message: `cannot sleep while ${st}`, retryable: true } };
+        this.d.step({ type: 'sleep', level: cmd.level ?? 1, why: cmd.reason });
+        return { v: 1, ok: true, detail: { level: cmd.level ?? 1, held: this.d.queued() + this.d.running() } };
       case 'wake':
-        return this.wake(cmd.reason);
+        if (st !== 'sleeping') return { v: 1, ok: true, detail: { already: true } };
+        this.d.step({ type: 'wake', why: cmd.reason });
+        return { v: 1, ok: true };
       default:
         return { v: 1, ok: false, error: { code: 'invalid_request', message: `not a lifecycle command: ${cmd.op}`, retryable: false } };
     }
   }
 
-  /** Whether the engine is asleep (or falling asleep). */
-  get asleep(): boolean {
-    return this.#asleep;
-  }
-
-  sleep(level: 1 | 2, why: string): Ack {
-    const st = this.d.state();
-    if (st === 'sleeping') return { v: 1, ok: true, detail: { already: true } };
-    if (st !== 'ready') return { v: 1, ok: false, error: { code: 'unavailable', message: `cannot sleep while ${st}`, retryable: true } };
-    this.d.lifecycle('sleeping', why);
-    const gen = ++this.#gen;
-    this.#op = this.#op.then(() => this.#sleepWhenIdle(level, gen));
-    return { v: 1, ok: true, detail: { level, held: (this.d.queued() + this.d.running()) } };
-  }
-
-  wake(why: string): Ack {
-    if (this.d.state() !== 'sleeping') return { v: 1, ok: true, detail: { already: true } };
-    const gen = ++this.#gen;
+  /** The machine's engine_sleep / engine_wake: the engine call, its outcome back to the machine. */
+  engine(e: { kind: 'engine_sleep'; level: 1 | 2 } | { kind: 'engine_wake' }): void {
     this.#op = this.#op.then(async () => {
-      if (gen !== this.#gen || this.d.state() !== 'sleeping') return;
-      if (this.#asleep) {
-        try {
-          await this.d.engine.wakeUp();
-          this.#asleep = false;
-        } catch (err) {
-          this.d.log.warn({ err: (err as Error).message }, 'engine wake failed: the instance stays sleeping');
-          return;
-        }
+      try {
+        if (e.kind === 'engine_sleep') await this.d.engine.sleep(e.level);
+        else await this.d.engine.wakeUp();
+        this.d.step(e.kind === 'engine_sleep' ? { type: 'engine_slept', ok: true } : { type: 'engine_woke', ok: true });
+      } catch (err) {
+        const error = (err as Error).message;
+        this.d.log.warn({ err: error }, e.kind === 'engine_sleep' ? 'engine sleep failed: serving again' : 'engine wake failed: the instance stays sleeping');
+        this.d.step(e.kind === 'engine_sleep' ? { type: 'engine_slept', ok: false, error } : { type: 'engine_woke', ok: false, error });
       }
-      if (this.d.state() === 'sleeping') this.d.lifecycle('ready', why);
     });
-    return { v: 1, ok: true };
-  }
-
-  async #sleepWhenIdle(level: 1 | 2, gen: number): Promise<void> {
-    const until = this.d.clock.now() + SLEEP_DRAIN_DEADLINE_MS;
-    while ((this.d.queued() + this.d.running()) > 0 && gen === this.#gen && this.d.state() === 'sleeping' && this.d.clock.now() < until) await this.d.clock.sleep(POLL_MS);
-    if (gen !== this.#gen || this.d.state() !== 'sleeping') return;
-    if ((this.d.queued() + this.d.running()) > 0) {
-      this.d.log.warn({ held: (this.d.queued() + this.d.running()) }, 'requests still held at the sleep deadline: serving again');
-      this.d.lifecycle('ready', 'sleep gave up: requests still held');
-      return;
-    }
-    this.#asleep = true;
-    try {
-      await this.d.engine.sleep(level);
-    } catch (err) {
-      this.#asleep = false;
-      this.d.log.warn({ err: (err as Error).message, level }, 'engine sleep failed: serving again');
-      if (this.d.state() === 'sleeping') this.d.lifecycle('ready', 'engine sleep failed');
-    }
   }
 }

@@ -3,7 +3,7 @@
  * instance manager runs) on the simulator's virtual clock. The simulator feeds it the events the live
  * actor would (admissions, first tokens, completions, epochs, ticks, peers' statuses, the GPU clock's
  * changes) and interprets its effects through the hooks: start a request in the batching core, fail one,
- * change the clock, move requests to peers. No decision is taken here.
+ * change the clock, move requests to peers, put the engine to sleep and wake it. No decision is taken here.
  */
 import {
   currentLoad, initialInstanceState, instanceStep, pendingPrefillTokens, projectedLoad,
@@ -22,6 +22,8 @@ export interface InstanceBrainHooks {
   move(ids: string[], now: number): string[];
   /** a decision event (instance, clock, emergency). */
   event(e: Extract<InstanceEffect, { kind: 'event' }>, now: number): void;
+  /** sleep mode: put the engine to sleep or wake it; answer with `step` 'engine_slept' / 'engine_woke' when done. */
+  engine?(e: Extract<InstanceEffect, { kind: 'engine_sleep' | 'engine_wake' }>, now: number): void;
   /**
    * the engine's prefix-cache counters now (the core's; undefined: no cache): handed to the machine as the live
    * instance manager hands it the engine's scraped vllm:prefix_cache_queries / _hits, before an admission, a tick
@@ -127,6 +129,10 @@ export class InstanceBrain {
       }
       case 'event':
         if (!this.#prior) h.event(e, now);
+        break;
+      case 'engine_sleep':
+      case 'engine_wake':
+        h.engine?.(e, now);
         break;
       // the simulator's loop drives the epochs and ticks; admissions are answered by the caller reading the
       // effects; statuses are read from the state when a peer or the dispatcher needs them

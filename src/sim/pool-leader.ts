@@ -34,7 +34,7 @@ export function simRequest(r: CoreRequest, pred: RequestType, moves: number): In
 
 /** An instance's state as its status says it; stopping (its engine exiting): the live instance reports draining until its engine has exited. */
 function stateOf(i: LeaderInstance): InstanceStatus['state'] {
-  return i.state === 'active' ? (!i.brain ? 'starting' : i.sleep ? 'sleeping' : 'ready') : i.state === 'draining' || i.state === 'stopping' ? 'draining' : i.state === 'starting' ? 'starting' : 'stopped';
+  return i.state === 'active' ? (!i.brain ? 'starting' : i.brain.s?.lifecycle === 'sleeping' ? 'sleeping' : 'ready') : i.state === 'draining' || i.state === 'stopping' ? 'draining' : i.state === 'starting' ? 'starting' : 'stopped';
 }
 
 /** What the leader reads of a simulated instance (its status is built from its instance machine). */
@@ -43,10 +43,8 @@ export interface LeaderInstance {
   tp: number;
   clockMhz: number;
   state: 'starting' | 'active' | 'draining' | 'stopping' | 'stopped';
-  /** sleep mode (./sleep-standby.ts): an active instance with one reports 'sleeping' (no dispatch to it). */
-  sleep?: unknown;
-  /** its instance machine (step fidelity): an active instance without one has no engine yet. */
-  brain?: Pick<InstanceBrain, 'report'>;
+  /** its instance machine (step fidelity): an active instance without one has no engine yet; one whose lifecycle is 'sleeping' (sleep mode, ./sleep-standby.ts) reports so (no dispatch to it). */
+  brain?: Pick<InstanceBrain, 'report'> & { s?: { lifecycle: string } };
 }
 
 export interface LeaderHooks<I extends LeaderInstance> {

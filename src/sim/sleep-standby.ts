@@ -3,18 +3,20 @@
  * pool's instances sleep and wake through vLLM's sleep mode as the live pool leader decides: its step
  * (src/policy/machines/pool-standby.ts poolStandbyStep, on src/policy/sleep-standby.ts planStandby) runs every live
  * status interval (500 ms) on the statuses the pool's instances would send (their state, TP, queue and cumulative
- * admittedByType from their instance machines), and its 'sleep' / 'wake' commands are carried out here, with the
- * times and power src/model/sleep.ts models, as the live instance manager carries them out:
- * - to sleep: the instance takes no new request (its status says 'sleeping', so dispatch passes it over), finishes
- *   what it holds, then falls asleep (sleepTimeS at loaded idle power); asleep its engine draws unloaded idle power
- *   (the batching core's sleeping state) and its prefix cache is gone;
- * - to wake: wakeTimeS of its level at loaded idle power (after the fall, if it was still falling), then it serves
- *   again; an instance still finishing its requests before sleeping serves again at once.
+ * admittedByType from their instance machines), and its 'sleep' / 'wake' commands go to the instance machines, as the
+ * live instance manager hands them to its machine. The instance machine decides the rest (src/policy/machines/
+ * instance-sleep.ts: it takes no new request, its status says 'sleeping', it finishes what it holds, its engine sleeps
+ * once it holds nothing, it gives up at its deadline, it serves once woken); its engine_sleep and engine_wake are
+ * carried out here on the engine model, with the times and power src/model/sleep.ts models:
+ * - engine_sleep: the fall (sleepTimeS at loaded idle power), then asleep: its engine draws unloaded idle power (the
+ *   batching core's sleeping state) and its prefix cache is gone; the machine hears 'engine_slept';
+ * - engine_wake: wakeTimeS of its level at loaded idle power, then the machine hears 'engine_woke' and serves.
  * The pool's layout (re-shard epoch, cluster plan) counts a sleeping instance as one of its instances: it may drain
  * and stop it as any other.
  */
 import type { InstanceStatus } from '../../protocols/control.ts';
-import { sleepTimeS, wakeTimeS, type SleepLevel } from '../model/sleep.ts';
+import { sleepTimeS, wakeTimeS } from '../model/sleep.ts';
+import type { InstanceEffect } from '../policy/machines/instance.ts';
 import { initialPoolStandby, poolStandbyStep, type PoolStandbyConfig, type PoolStandbyState } from '../policy/machines/pool-standby.ts';
 import { SimStepModel } from './step-model.ts';
 import { PEER_STATUS_MS, type SimInstance, type SimPool } from './state.ts';
@@ -45,9 +47,17 @@ export abstract class SimSleepStandby extends SimStepModel {
       this.#pools.set(pool, state);
       for (const c of commands) {
         const inst = pool.instances.find((i) => i.id === c.instance);
-        if (!inst || inst.state !== 'active' || !inst.core) continue;
-        if (c.op === 'sleep' && !inst.sleep) this.#toSleep(inst, c.level ?? 1, now);
-        else if (c.op === 'wake') this.#wakeUp(inst, now);
+        const b = inst?.brain;
+        if (!inst || !b || inst.state !== 'active' || !inst.core) continue;
+        if (c.op === 'sleep') {
+          const level = c.level ?? 1;
+          const was = b.s.lifecycle;
+          b.step({ type: 'sleep', level, why: c.reason }, now);
+          if (was === 'ready' && b.s.lifecycle === 'sleeping') {
+            this.#counts.sleeps++;
+            if (level === 2) this.#counts.level2++;
+          }
+        } else if (c.op === 'wake') b.step({ type: 'wake', why: c.reason }, now);
       }
     }
     this.sleepDue(now);
@@ -56,7 +66,7 @@ export abstract class SimSleepStandby extends SimStepModel {
   /** The status the live instance manager would send: 'sleeping' from its sleep command until it is awake again. */
   #statusOf(i: SimInstance, now: number): InstanceStatus {
     const r = i.brain!.report(now);
-    const state: InstanceStatus['state'] = i.state === 'active' ? (i.sleep ? 'sleeping' : 'ready') : i.state === 'starting' ? 'starting' : i.state === 'stopped' ? 'stopped' : 'draining';
+    const state: InstanceStatus['state'] = i.state === 'active' ? (i.brain!.s.lifecycle === 'sleeping' ? 'sleeping' : 'ready') : i.state === 'starting' ? 'starting' : i.state === 'stopped' ? 'stopped' : 'draining';
     const node = i.gpus?.length ? `server-${Math.floor(i.gpus[0]! / this.gpusPerServer)}` : i.id;
     return {
       v: 1, id: i.id, pool: i.pool.id, node, tp: i.tp as InstanceStatus['tp'], gpuIds: [], state, startedMs: i.readyAtMs, seq: ++this.#seq, sentMs: now,
@@ -65,7 +75,7 @@ export abstract class SimSleepStandby extends SimStepModel {
     };
   }
 
-  /** Falls into sleep and wakes that end by now; instances to sleep that hold nothing any more begin their fall. */
+  /** Falls into sleep and wakes that end by now, each answered to the instance's machine. */
   protected sleepDue(now: number): void {
     let next = Infinity;
     for (const pool of this.pools)
@@ -78,23 +88,33 @@ export abstract class SimSleepStandby extends SimStepModel {
           i.sleep = undefined;
           continue;
         }
-        if (s.phase === 'to-sleep' && i.outstanding === 0 && !i.core.hasWork()) {
-          s.phase = 'falling';
-          s.untilMs = now + sleepTimeS(this.perf.model, i.tp, s.level) * 1000;
-        }
         if (s.phase === 'falling' && s.untilMs! <= now) {
           s.phase = 'asleep';
-          s.sinceMs = now;
           s.asleepAtMs = now;
           i.core.setSleeping(true, now);
+          // a wake that came during the fall: the machine's engine_wake starts it now (engineSleepMode)
+          i.brain?.step({ type: 'engine_slept', ok: true }, now);
         } else if (s.phase === 'waking' && s.untilMs! <= now) {
           i.sleep = undefined;
-          i.standbySinceMs = now;
-          continue;
+          i.brain?.step({ type: 'engine_woke', ok: true }, now);
         }
-        if ((s.phase === 'falling' || s.phase === 'waking') && s.untilMs! < next) next = s.untilMs!;
+        const z = i.sleep;
+        if (z && (z.phase === 'falling' || z.phase === 'waking') && z.untilMs! < next) next = z.untilMs!;
       }
     this.sleepDueMs = next;
+  }
+
+  /** The instance machine's engine_sleep (the fall begins) or engine_wake (the wake begins, after the fall). */
+  protected override engineSleepMode(i: SimInstance, e: Extract<InstanceEffect, { kind: 'engine_sleep' | 'engine_wake' }>, now: number): void {
+    if (e.kind === 'engine_sleep') i.sleep = { phase: 'falling', level: e.level, sinceMs: now, untilMs: now + sleepTimeS(this.perf.model, i.tp, e.level) * 1000 };
+    else {
+      const level = i.sleep?.level ?? 1;
+      this.#counts.wakes++;
+      this.#leaveAsleep(i, now);
+      i.core?.setSleeping(false, now);
+      i.sleep = { phase: 'waking', level, sinceMs: now, untilMs: now + wakeTimeS(this.perf.model, i.tp, level) * 1000 };
+    }
+    if (i.sleep.untilMs! < this.sleepDueMs) this.sleepDueMs = i.sleep.untilMs!;
   }
 
   /** The run's result with what sleep mode did (counts, GPU-hours asleep, the asleep part of the instances' idle energy). */
@@ -107,29 +127,6 @@ export abstract class SimSleepStandby extends SimStepModel {
       ...(r.energyBreakdown ? { energyBreakdown: { ...r.energyBreakdown, instanceAsleepKWh: c.asleepJ / 3.6e6 } } : {}),
       sleepStandby: { sleeps: c.sleeps, level2Sleeps: c.level2, wakes: c.wakes, asleepGpuHours: c.asleepGpuMs / 3.6e6 },
     };
-  }
-
-  #toSleep(i: SimInstance, level: SleepLevel, now: number): void {
-    this.#counts.sleeps++;
-    if (level === 2) this.#counts.level2++;
-    i.sleep = { phase: 'to-sleep', level, sinceMs: now };
-    if (now < this.sleepDueMs) this.sleepDueMs = now;
-  }
-
-  #wakeUp(i: SimInstance, now: number): void {
-    const s = i.sleep;
-    if (!s) return;
-    if (s.phase === 'to-sleep') {
-      i.sleep = undefined;
-      i.standbySinceMs = now;
-      return;
-    }
-    this.#counts.wakes++;
-    const from = s.phase === 'falling' ? s.untilMs! : now;
-    this.#leaveAsleep(i, now);
-    i.core?.setSleeping(false, now);
-    i.sleep = { phase: 'waking', level: s.level, sinceMs: now, untilMs: from + wakeTimeS(this.perf.model, i.tp, s.level) * 1000 };
-    if (i.sleep.untilMs! < this.sleepDueMs) this.sleepDueMs = i.sleep.untilMs!;
   }
 
   /** An asleep instance leaves sleep (a wake, a drain, the run's end): its asleep time and energy counted. */

@@ -127,12 +127,11 @@ export interface SimInstance {
   epochAtMs?: number;
   ewma?: LoadByType;
   /**
-   * sleep mode (SimOptions.sleepStandby, ./sleep-standby.ts): to-sleep (finishing its requests, taking none), falling
-   * (weights leaving the GPU, until untilMs), asleep (since asleepAtMs), waking (until untilMs); absent: awake.
+   * its engine in sleep mode (SimOptions.sleepStandby, ./sleep-standby.ts, carrying out its machine's engine_sleep and
+   * engine_wake): falling (weights leaving the GPU, until untilMs), asleep (since asleepAtMs), waking (until untilMs);
+   * absent: awake. Whether the instance admits is its machine's lifecycle ('sleeping' from the sleep command on).
    */
-  sleep?: { phase: 'to-sleep' | 'falling' | 'asleep' | 'waking'; level: SleepLevel; sinceMs: number; untilMs?: number; asleepAtMs?: number };
-  /** when it last woke (or was told to stay awake), ms: the standby policy's dwell. */
-  standbySinceMs?: number;
+  sleep?: { phase: 'falling' | 'asleep' | 'waking'; level: SleepLevel; sinceMs: number; untilMs?: number; asleepAtMs?: number };
 }
 
 /** fluid: the active instances of a pool with one (TP, clock), and their share weight (SLO capacity at max clock for the tick's mix). */

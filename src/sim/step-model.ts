@@ -68,7 +68,7 @@ export abstract class SimStepModel extends SimClocks {
         // a change takes clockChangeMs at the old clock; the machine hears back when it took effect
         this.clockHeap.push(t + (change ? this.cost.clockChangeMs : 0), { inst, mhz, why, inputs });
       },
-      move: (ids, t) => this.moveToPeers(inst, ids, t), prefixCache: () => inst.core?.prefixCacheTokens(), // the engine's counters, as the live manager scrapes them
+      move: (ids, t) => this.moveToPeers(inst, ids, t), engine: (e, t) => this.engineSleepMode(inst, e, t), prefixCache: () => inst.core?.prefixCacheTokens(), // the engine's counters, as the live manager scrapes them
       // counted as the live cluster counts them (dynamollm_reconfigurations_total, src/telemetry reconfigurationOf)
       event: (e) => {
         const r = reconfigurationOf({ kind: e.event, decision: e.decision });
@@ -95,6 +95,9 @@ export abstract class SimStepModel extends SimClocks {
   protected override migrateOnDrain(inst: SimInstance, now: number): void {
     if (this.o.drainMigration) migrateDraining(inst, now, { reqs: this.reqs, admitted: this.admitted, leaderOf: (p, t) => this.leaderOf(p, t) }, this.o.drainMigration, this.drainLog);
   }
+
+  /** Sleep mode's engine calls (the instance machine's engine_sleep / engine_wake): carried out by ./sleep-standby.ts. */
+  protected engineSleepMode(_inst: SimInstance, _e: Extract<InstanceEffect, { kind: 'engine_sleep' | 'engine_wake' }>, _now: number): void {}
 
   /** Emergency step 3: the pool leader's machine places the moved requests on peers with room (its 'move'). */
   protected moveToPeers(from: SimInstance, ids: string[], now: number): string[] {
@@ -212,7 +215,7 @@ export abstract class SimStepModel extends SimClocks {
     inst.peersAtMs = now;
     const peers: { id: string; queued: number; running: number; state: string }[] = [];
     for (const i of inst.pool.instances) {
-      if (i === inst || i.state !== 'active' || !i.brain || !i.core || i.sleep) continue;
+      if (i === inst || i.state !== 'active' || !i.brain || !i.core || i.brain.s.lifecycle === 'sleeping') continue;
       const st = i.core.stats();
       peers.push({ id: i.id, queued: i.brain.s.queue.length + st.waiting, running: st.running, state: 'ready' });
     }
@@ -283,7 +286,7 @@ export abstract class SimStepModel extends SimClocks {
       // longer types in its chain, those with a ready instance when any has one), each dispatching through its
       // leader's machine; an overloaded pool, or one at its SLO cap (spillPasses), spills to the next
       const byId = new Map(this.pools.map((p) => [p.id, p]));
-      const ids = routePools(new Map([...this.route].map(([t, p]) => [t, p.id])), (p) => !byId.get(p)?.types.length, c.pred, (p) => byId.get(p)!.instances.some((i) => i.state === 'active' && !!i.brain && !i.sleep));
+      const ids = routePools(new Map([...this.route].map(([t, p]) => [t, p.id])), (p) => !byId.get(p)?.types.length, c.pred, (p) => byId.get(p)!.instances.some((i) => i.state === 'active' && !!i.brain && i.brain.s.lifecycle !== 'sleeping'));
       this.arriving.set(id, { r: req, c, slo, walk: { offers: spillPasses(ids).map((o) => ({ pool: byId.get(o.pool)!, spill: o.spill })) }, msg: simRequest(req, c.pred, 0) });
       this.offer(id, now);
       return;

@@ -18,8 +18,8 @@ const cfg: PoolMachineConfig = {
 class Inst implements LeaderInstance {
   clockMhz = 1980;
   tp = 1;
-  sleep?: { phase: string };
-  brain = { report: () => ({ queued: 0, running: 0, loadByType: {}, pendingPrefillTokens: 0 }) };
+  /** its instance machine's lifecycle: 'sleeping' from the sleep command until it has woken (src/policy/machines/instance-sleep.ts). */
+  brain = { s: { lifecycle: 'ready' }, report: () => ({ queued: 0, running: 0, loadByType: {}, pendingPrefillTokens: 0 }) };
   constructor(public id: string, public state: LeaderInstance['state'] = 'active') {}
 }
 const req = (id: string): InferenceRequest => ({ v: 1, id, model: '', kind: 'completion', inputTokens: 100, maxTokens: 50, arrivalMs: 0, giveUpAtMs: 600_000, streamSubject: '', type: 'SS', moves: 0 });
@@ -27,15 +27,15 @@ const req = (id: string): InferenceRequest => ({ v: 1, id, model: '', kind: 'com
 describe('pool leader and sleeping instances', () => {
   it('dispatches only to awake instances; with none awake it holds the request and answers once one has woken', () => {
     const a = new Inst('a'), b = new Inst('b');
-    a.sleep = { phase: 'asleep' };
+    a.brain.s.lifecycle = 'sleeping'; // asleep
     const answers: [string, Admission][] = [];
     const l = new SimPoolLeader<Inst>(cfg, ['SS'], { admit: (i, r) => ({ v: 1, id: r.id, ok: true, instance: i.id }), answer: (id, x) => answers.push([id, x]) }, 0);
     for (let k = 0; k < 4; k++) expect(l.dispatch(req(`r${k}`), [a, b], k * 10)?.instance).toBe('b');
-    b.sleep = { phase: 'to-sleep' };
-    a.sleep = { phase: 'waking' };
+    b.brain.s.lifecycle = 'sleeping'; // finishing its requests before its engine sleeps
+    // a: waking (still 'sleeping')
     expect(l.dispatch(req('held'), [a, b], 1000)).toBeUndefined();
     expect(l.holding()).toBe(true);
-    a.sleep = undefined;
+    a.brain.s.lifecycle = 'ready'; // woken
     l.tick([a, b], 2600);
     expect(answers).toMatchObject([['held', { id: 'held', ok: true, instance: 'a' }]]);
   });

@@ -41,6 +41,25 @@ export interface InstanceMachineConfig {
   emergency?: boolean;
   /** admission credits lent to gateways (credits.ts); absent or perGateway 0: none. */
   credits?: CreditConfig;
+  /** how long a sleep waits for the requests held to finish before the instance serves again, ms. Default SLEEP_DRAIN_DEADLINE_MS. */
+  sleepDrainDeadlineMs?: number;
+}
+
+/** How long a sleep waits for the instance's requests to finish before it gives up and serves again, ms. */
+export const SLEEP_DRAIN_DEADLINE_MS = 600_000;
+
+/**
+ * vLLM sleep mode as the machine carries out its pool's 'sleep' and 'wake' (instance-sleep.ts): to-sleep (admits
+ * nothing, finishes what it holds, until giveUpAtMs), falling (engine_sleep in flight), asleep, waking (engine_wake in
+ * flight).
+ */
+export interface SleepMode {
+  phase: 'to-sleep' | 'falling' | 'asleep' | 'waking';
+  level: 1 | 2;
+  /** to-sleep: past this time with requests still held, the instance serves again, ms. */
+  giveUpAtMs: number;
+  /** a wake came (its reason): the engine wakes once its fall is done (falling), or is waking for it. */
+  wake?: string;
 }
 
 /** A request as the machine sees it (the body stays with the shell). */
@@ -119,6 +138,8 @@ export interface InstanceMachineState {
   serviceMs: number;
   /** the immediate starts lent to gateways (credits.ts): their seats are kept out of the pump and the backpressure. */
   credits: CreditLedger;
+  /** sleep mode under way (told to sleep, asleep, or waking); none: awake. */
+  sleep?: SleepMode;
 }
 
 export type InstanceEvent =
@@ -154,7 +175,15 @@ export type InstanceEvent =
   /** stopping: move everything queued to peers. */
   | { type: 'evacuate'; why: string }
   /** the engine's prefix-cache counters, prompt tokens looked up and found cached (cumulative; vLLM's prefix_cache_queries / _hits). */
-  | { type: 'prefix_cache'; lookup: number; hit: number };
+  | { type: 'prefix_cache'; lookup: number; hit: number }
+  /** the pool's sleep command (vLLM sleep mode at `level`): see instance-sleep.ts. */
+  | { type: 'sleep'; level: 1 | 2; why: string }
+  /** the pool's wake command. */
+  | { type: 'wake'; why: string }
+  /** the outcome of an engine_sleep effect (the engine's sleep call answered, or failed). */
+  | { type: 'engine_slept'; ok: boolean; error?: string }
+  /** the outcome of an engine_wake effect. */
+  | { type: 'engine_woke'; ok: boolean; error?: string };
 
 export type InstanceEffect =
   | { kind: 'arm_timer'; timer: 'epoch' | 'tick'; everyMs: number }
@@ -175,7 +204,11 @@ export type InstanceEffect =
   /** publish a decision event (the events stream). */
   | { kind: 'event'; event: 'instance' | 'clock' | 'emergency'; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> }
   /** publish the status now (a state change). */
-  | { kind: 'status' };
+  | { kind: 'status' }
+  /** put the engine to sleep (vLLM POST /sleep?level=N); answer with 'engine_slept'. */
+  | { kind: 'engine_sleep'; level: 1 | 2 }
+  /** wake the engine (vLLM POST /wake_up); answer with 'engine_woke'. */
+  | { kind: 'engine_wake' };
 
 export interface InstanceStepResult { state: InstanceMachineState; effects: InstanceEffect[] }
 

@@ -23,16 +23,21 @@
  *      (on admission), one raise in flight at a time;
  * - the emergency ladder (policy emergencyStep) with its predicted misses, peers and the moves.
  *
+ * - the lifecycle, and the pool's sleep-mode standby carried out: when the instance stops admitting, when its engine
+ *   sleeps, when a sleep gives up, when it serves again after a wake (instance-sleep.ts).
+ *
  * Its parts: instance-types.ts (state, events, effects), instance-admission.ts (admission, queue, engine slots,
- * credits), instance-clock.ts (load and clock), instance-emergency.ts (the emergency ladder and the moves),
+ * credits), instance-sleep.ts (lifecycle and sleep mode), instance-clock.ts (load and clock), instance-emergency.ts (the emergency ladder and the moves),
  * instance-load.ts (the load estimates), credits.ts (the admission credits).
  */
 import { initialEmergencyState } from '../emergency.ts';
 export { currentLoad, epochLoad, projectedLoad } from './instance-load.ts';
-import { initialCreditLedger, revokeCredits } from './credits.ts';
+import { initialCreditLedger } from './credits.ts';
 import { maxClockOf, type InstanceEvent, type InstanceEffect, type InstanceMachineConfig, type InstanceMachineState, type InstanceStepResult } from './instance-types.ts';
 export type { InstanceEffect, InstanceEvent, InstanceLifecycle, InstanceMachineConfig, InstanceMachineState, InstanceStepResult, MachineError, MachineRequest, PeerStatus } from './instance-types.ts';
+export { SLEEP_DRAIN_DEADLINE_MS, type SleepMode } from './instance-types.ts';
 import { admit, creditedStart, lend, pump, revoke } from './instance-admission.ts';
+import { changeLifecycle, engineSlept, engineWoke, sleepCommand, sleepProgress, wakeCommand } from './instance-sleep.ts';
 import { epoch, setClock } from './instance-clock.ts';
 export { clockSource, decideClock, decidePrefillFloor, pendingPrefillTokens, uncachedLoad } from './instance-clock.ts';
 import { move, moved, tick } from './instance-emergency.ts';
@@ -64,13 +69,19 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       break;
     }
     case 'lifecycle':
-      if (s.lifecycle !== ev.state) {
-        const from = s.lifecycle;
-        s.lifecycle = ev.state;
-        s.credits = revokeCredits(s.credits);
-        fx.push({ kind: 'event', event: 'instance', summary: `${from} -> ${ev.state} (${ev.why})`, decision: { state: ev.state, from }, inputs: {} }, { kind: 'status' });
-        pump(s, fx, now, cfg);
-      }
+      changeLifecycle(s, fx, ev.state, ev.why, now, cfg);
+      break;
+    case 'sleep':
+      sleepCommand(s, fx, ev.level, ev.why, now, cfg);
+      break;
+    case 'wake':
+      wakeCommand(s, fx, ev.why, now, cfg);
+      break;
+    case 'engine_slept':
+      engineSlept(s, fx, ev.ok, ev.error, now, cfg);
+      break;
+    case 'engine_woke':
+      engineWoke(s, fx, ev.ok, ev.error, now, cfg);
       break;
     case 'admit':
       admit(s, fx, ev.req, now, cfg);
@@ -154,6 +165,8 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       if (ev.lookup >= 0 && ev.hit >= 0) [s.promptTokens, s.cachedTokens] = [ev.lookup, Math.min(ev.hit, ev.lookup)];
       break;
   }
+  // sleep mode: a wait to sleep ends, falls asleep or gives up (instance-sleep.ts)
+  sleepProgress(s, fx, now, cfg);
   // a draining instance that has just emptied says so at once: the pool stops it on that status, not a status period later
   if ((s.lifecycle === 'draining' || s.lifecycle === 'sleeping') && !s.running.size && !s.queue.length && (prev.running.size || prev.queue.length) && !fx.some((e) => e.kind === 'status')) fx.push({ kind: 'status' });
   return { state: s, effects: fx };

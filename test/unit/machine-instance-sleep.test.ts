@@ -1,0 +1,115 @@
+/**
+ * The instance machine's sleep mode (src/policy/machines/instance-sleep.ts), event by event on a virtual clock: when a
+ * told-to-sleep instance stops admitting, when its engine sleeps, when the sleep gives up, when it serves again after a
+ * wake. The live instance manager and the simulator only carry out its engine_sleep / engine_wake.
+ */
+import { describe, expect, it } from 'vitest';
+import { initialInstanceState, instanceStep, SLEEP_DRAIN_DEADLINE_MS, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState, type MachineRequest } from '../../src/policy/machines/instance.ts';
+
+const T0 = 1_700_000_000_000;
+const cfg: InstanceMachineConfig = { tp: 2, epochMs: 5000, tickMs: 100, maxInEngine: 4, maxQueued: 8, timeScale: 1, deadAfterMs: 3000, moveQueueAbove: 4, rejectAfterMs: 10_000, retryAfterS: 1 };
+
+class Drive {
+  s: InstanceMachineState = initialInstanceState(T0);
+  constructor(readonly c: InstanceMachineConfig = cfg) {
+    this.at(0, { type: 'start' });
+    this.at(0, { type: 'lifecycle', state: 'ready', why: 'engine healthy' });
+  }
+  at(ms: number, ev: InstanceEvent): InstanceEffect[] {
+    const r = instanceStep(this.s, ev, T0 + ms, this.c);
+    this.s = r.state;
+    return r.effects;
+  }
+}
+
+const req = (id: string, atMs: number): MachineRequest => ({ id, type: 'SS', inputTokens: 100, arrivalMs: T0 + atMs, ttftDeadlineMs: T0 + atMs + 250, ttftSloMs: 250, moves: 0 });
+const engineCalls = (fx: InstanceEffect[]) => fx.filter((e) => e.kind === 'engine_sleep' || e.kind === 'engine_wake');
+
+describe('instance machine: sleep mode', () => {
+  it('an idle instance: sleeping at once, its engine told to sleep; asleep once the call answers; a wake wakes the engine, then it serves', () => {
+    const d = new Drive();
+    const fx = d.at(1000, { type: 'sleep', level: 2, why: 'standby' });
+    expect(d.s.lifecycle).toBe('sleeping');
+    expect(engineCalls(fx)).toEqual([{ kind: 'engine_sleep', level: 2 }]);
+    expect(fx).toContainEqual({ kind: 'status' });
+    expect(d.s.sleep?.phase).toBe('falling');
+    d.at(1200, { type: 'engine_slept', ok: true });
+    expect(d.s.sleep?.phase).toBe('asleep');
+    // nothing admitted while sleeping
+    expect(d.at(1300, { type: 'admit', req: req('a', 1300) }).find((e) => e.kind === 'refused')).toBeDefined();
+    expect(engineCalls(d.at(2000, { type: 'wake', why: 'load rises' }))).toEqual([{ kind: 'engine_wake' }]);
+    expect(d.s.lifecycle).toBe('sleeping'); // until the engine has woken
+    d.at(4000, { type: 'engine_woke', ok: true });
+    expect(d.s.lifecycle).toBe('ready');
+    expect(d.s.sleep).toBeUndefined();
+  });
+
+  it('an instance holding requests finishes them first: the engine sleeps when the last one ends', () => {
+    const d = new Drive();
+    d.at(0, { type: 'admit', req: req('a', 0) });
+    expect(d.s.running.has('a')).toBe(true);
+    expect(engineCalls(d.at(100, { type: 'sleep', level: 1, why: 'standby' }))).toEqual([]);
+    expect(d.s.sleep?.phase).toBe('to-sleep');
+    expect(engineCalls(d.at(200, { type: 'tick' }))).toEqual([]);
+    expect(engineCalls(d.at(5000, { type: 'finished', id: 'a', ok: true }))).toEqual([{ kind: 'engine_sleep', level: 1 }]);
+  });
+
+  it('requests still held at the deadline: the sleep gives up and the instance serves again', () => {
+    const d = new Drive({ ...cfg, sleepDrainDeadlineMs: 30_000 });
+    d.at(0, { type: 'admit', req: req('a', 0) });
+    d.at(100, { type: 'sleep', level: 1, why: 'standby' });
+    d.at(30_000, { type: 'tick' });
+    expect(d.s.lifecycle).toBe('sleeping');
+    const fx = d.at(30_100, { type: 'tick' });
+    expect(d.s.lifecycle).toBe('ready');
+    expect(d.s.sleep).toBeUndefined();
+    expect(fx.find((e) => e.kind === 'event' && /sleep gave up/.test(e.summary))).toBeDefined();
+    expect(engineCalls(d.at(40_000, { type: 'finished', id: 'a', ok: true }))).toEqual([]);
+    expect(SLEEP_DRAIN_DEADLINE_MS).toBe(600_000); // the default
+  });
+
+  it('a wake before the fall: it serves again at once, no engine call', () => {
+    const d = new Drive();
+    d.at(0, { type: 'admit', req: req('a', 0) });
+    d.at(100, { type: 'sleep', level: 1, why: 'standby' });
+    expect(engineCalls(d.at(200, { type: 'wake', why: 'load rises' }))).toEqual([]);
+    expect(d.s.lifecycle).toBe('ready');
+    expect(engineCalls(d.at(300, { type: 'finished', id: 'a', ok: true }))).toEqual([]);
+  });
+
+  it('a wake during the fall: the engine wakes once its sleep call answers', () => {
+    const d = new Drive();
+    d.at(0, { type: 'sleep', level: 1, why: 'standby' });
+    expect(engineCalls(d.at(100, { type: 'wake', why: 'load rises' }))).toEqual([]);
+    expect(engineCalls(d.at(500, { type: 'engine_slept', ok: true }))).toEqual([{ kind: 'engine_wake' }]);
+    d.at(900, { type: 'engine_woke', ok: true });
+    expect(d.s.lifecycle).toBe('ready');
+  });
+
+  it('a failed sleep serves again; a failed wake stays sleeping', () => {
+    const d = new Drive();
+    d.at(0, { type: 'sleep', level: 1, why: 'standby' });
+    d.at(100, { type: 'engine_slept', ok: false, error: 'HTTP 500' });
+    expect(d.s.lifecycle).toBe('ready');
+    d.at(200, { type: 'sleep', level: 1, why: 'standby' });
+    d.at(300, { type: 'engine_slept', ok: true });
+    d.at(400, { type: 'wake', why: 'w' });
+    d.at(500, { type: 'engine_woke', ok: false, error: 'HTTP 500' });
+    expect(d.s.lifecycle).toBe('sleeping');
+    expect(d.s.sleep?.phase).toBe('asleep');
+    expect(engineCalls(d.at(600, { type: 'wake', why: 'again' }))).toEqual([{ kind: 'engine_wake' }]);
+  });
+
+  it('a drain ends the wait to sleep: the engine is not put to sleep when the requests end', () => {
+    const d = new Drive();
+    d.at(0, { type: 'admit', req: req('a', 0) });
+    d.at(100, { type: 'sleep', level: 1, why: 'standby' });
+    d.at(200, { type: 'lifecycle', state: 'draining', why: 're-shard' });
+    expect(d.s.sleep).toBeUndefined();
+    expect(engineCalls(d.at(300, { type: 'finished', id: 'a', ok: true }))).toEqual([]);
+    // a sleep or wake of an instance not ready / not sleeping does nothing
+    expect(d.at(400, { type: 'sleep', level: 1, why: 'x' })).toEqual([]);
+    expect(d.at(500, { type: 'wake', why: 'x' })).toEqual([]);
+    expect(d.s.lifecycle).toBe('draining');
+  });
+});
