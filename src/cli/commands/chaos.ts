@@ -10,7 +10,8 @@
  * chaos-leases.ts; the victim's restarted process may win it again under the same id, in a new term), the
  * instance out of the ready set in the cluster status (dispatch) and out of every gateway's own routing view and its
  * pool leader's dispatch view (where requests actually go: chaos-views.ts), the process back. up's output (the actors' logs at DYNAMOLLM_LOG_LEVEL) is kept in the run
- * directory (`upLog` in the report). Linux only (the process tree is read from /proc).
+ * directory (`upLog` in the report); at DYNAMOLLM_LOG_LEVEL info the gateways' own cause of each refusal is counted from it
+ * (`refusalCauses`, src/cli/chaos-refusals.ts). Linux only (the process tree is read from /proc).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync, readlinkSync, writeFileSync, mkdtempSync } from 'node:fs';
@@ -31,6 +32,7 @@ import { splitConfig } from '../../../actors/gateway/config.ts';
 import { poolsOf } from '../../../actors/common/config.ts';
 import { rng } from '../../sim/trace.ts';
 import { brokenByGatewayDeath, oneRequest, type Outcome } from '../chaos-client.ts';
+import { refusalCauses } from '../chaos-refusals.ts';
 import { ObserverLink, leaseAround, type LeaseRecords, type LeaseRecord } from '../chaos-leases.ts';
 import { upJetstreamReplicas } from './up.ts';
 import { DispatchViews, countBy, timeByViews, viewsPending, type KillViews, type ViewFigures } from '../chaos-views.ts';
@@ -423,6 +425,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
       lostOrDuplicated: results.filter((o) => o.error === 'tokens').length,
       retried: metrics.retries, migrated: metrics.migrated, gatewayResumed: metrics.resumed, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds, electionHolds: metrics.electionHolds, localTokenized: metrics.localTokenized,
       errors, errorCodes, errorMessages,
+      // the gateways' own cause of each refusal, from their 'request refused' lines (up.log at DYNAMOLLM_LOG_LEVEL info)
+      refusalCauses: refusalCauses(readFileSync(upLog, 'utf8')),
       kills: { total: kills.length, byKind },
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
       // the lease records read: by the watch, by the poll, the watch's starts and failures, the poll's failed reads
