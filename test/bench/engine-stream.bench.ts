@@ -3,7 +3,7 @@
  * process: VllmEngine.completion, i.e. node:http + the incremental SSE parser + JSON.parse per event) and of
  * the emulator process writing the SSE stream, with C concurrent streams decoding in real time (Llama-3.1-8B
  * TP2 emulated, batches of C, ~25-30 ms steps, as in deploy/replay.yaml).
- * Baseline (same run, same emulator): the previous reader, fetch + web streams + the same SSE parser.
+ * Baseline (same run, same emulator): a reader on fetch + web streams + the same SSE parser.
  * Also the emulator with --stream-interval 4 (vLLM's flag: events of 4 tokens after the first).
  */
 import { readFileSync, readdirSync } from 'node:fs';
@@ -110,7 +110,7 @@ export async function bench(): Promise<BenchSection> {
     title: 'Engine stream: per-token CPU of reading (instance manager side) and writing (emulator) the SSE stream',
     notes: [
       `${C} concurrent streams x ${OUT} output tokens (64-token prompts, ignore_eos), ${ROUNDS} rounds, ${MODEL} TP2 emulated in real time (steps of a batch of ${C}). ` +
-        'Reader CPU is this process (process.cpuUsage), emulator CPU its /proc utime+stime. The baseline reader is the previous VllmEngine loop (fetch, web streams, JSON.parse per event).',
+        'Reader CPU is this process (process.cpuUsage), emulator CPU its /proc utime+stime. The baseline reader reads through fetch and web streams (JSON.parse per event).',
       `reader CPU per token: node:http ${now} us vs fetch ${base} us (ratio ${(now / base).toFixed(2)})`,
     ],
     rows,
