@@ -37,10 +37,13 @@ export async function runDirectLeg(h: LegHost, q: Held, r: Running, credited: bo
         () => r.ac.abort(new DynError('timeout', 'no report from the gateway streaming this request', { retryable: true })),
         Math.max(1000, req.giveUpAtMs - clock.now()) + 5000,
       );
-      // nor does one that had gone (or given up) before the grant came: its seat is freed within directStartMs
-      startTimer = clock.setTimeout(() => {
-        if (!r.gatewayStarted) r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
-      }, h.config.timeouts.directStartMs);
+      // nor does one that had gone (or given up) before the grant came: its seat is freed within directStartMs (a
+      // credited leg was started by its gateway: no grant to wait for)
+      if (!r.gatewayStarted) {
+        startTimer = clock.setTimeout(() => {
+          if (!r.gatewayStarted) r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
+        }, h.config.timeouts.directStartMs);
+      }
     });
     // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs
     const grant: GrantT = { url: h.engine.baseUrl, apiKey: h.engineApiKey!, reportWithinMs: Math.floor(h.config.timeouts.directStartMs / 2) };

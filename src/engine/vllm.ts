@@ -50,6 +50,13 @@ const HEALTH_POLL_MS = 100;
  * a 70B model (src/model/sleep.ts: level 2 of a TP2 Llama2-70B ~10 s), so a probe's deadline is too short.
  */
 const SLEEP_CALL_TIMEOUT_MS = 60_000;
+/**
+ * /metrics with only the two prefix-cache counters (`name[]`, which prometheus_client's exposition and so vLLM's
+ * /metrics honour, as the emulator does): ~0.5 KB instead of the ~15-KB text the instance manager would fetch every
+ * second while its engine runs requests. An engine that sends the whole text anyway is read the same way
+ * (parseVllmPrefixCache reads only those two families' lines).
+ */
+export const PREFIX_CACHE_METRICS = `/metrics?${['vllm:prefix_cache_queries_total', 'vllm:prefix_cache_hits_total'].map((n) => `name%5B%5D=${encodeURIComponent(n)}`).join('&')}`;
 
 const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -320,7 +327,7 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
   }
 
   async prefixCache(): Promise<{ queries: number; hits: number } | undefined> {
-    return parseVllmPrefixCache(await this.get('/metrics', 'metrics'));
+    return parseVllmPrefixCache(await this.get(PREFIX_CACHE_METRICS, 'metrics'));
   }
 
   async sleep(level: 1 | 2 = 1): Promise<void> {

@@ -4,7 +4,8 @@
  * uses), in one process against one zero-delay emulator, alternating blocks (A B B A ...) so that a loaded
  * machine weighs on both alike. CPU of this process (the client side only) per 4-token request and per
  * 256-token stream, 16 closed-loop streams. A second part times the transports alone (the body's bytes read,
- * no SSE parse), with undici's Pool beside them: the well-kept library the lean client is weighed against.
+ * no SSE parse), with undici's Pool beside them: the well-kept library the lean client is weighed against. A note
+ * times the instance manager's /metrics scrape: the two prefix-cache counters only against the whole text.
  */
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -15,6 +16,9 @@ import { fileURLToPath } from 'node:url';
 import type { BenchSection } from './types.ts';
 import { streamCompletionBatches, type EngineTarget } from '../../src/engine/client.ts';
 import { Http1Pool, http1Request } from '../../src/engine/http1.ts';
+import { http1Text } from '../../src/engine/http1-text.ts';
+import { parseVllmPrefixCache } from '../../src/engine/metrics-parse.ts';
+import { PREFIX_CACHE_METRICS } from '../../src/engine/vllm.ts';
 import { EngineStreamError } from '../../src/engine/errors.ts';
 import { freePort } from '../helpers/net.ts';
 
@@ -121,6 +125,25 @@ export async function bench(): Promise<BenchSection> {
     } finally {
       await upool.close();
     }
+    // the instance manager's scrape of its engine's prefix-cache counters (once a second while requests run): the two
+    // counters only (`name[]`, PREFIX_CACHE_METRICS) against the whole text, both read by parseVllmPrefixCache
+    const scrape = async (path: string, n: number): Promise<number> => {
+      const c0 = process.cpuUsage();
+      for (let i = 0; i < n; i++) {
+        const r = await http1Text(pool, { host: '127.0.0.1', port, method: 'GET', path, headers: {}, body: '' }, 5000);
+        if (!parseVllmPrefixCache(r.text)) throw new Error(`${path}: no prefix-cache counters`);
+      }
+      const c = process.cpuUsage(c0);
+      return (c.user + c.system) / n;
+    };
+    await scrape('/metrics', 100);
+    await scrape(PREFIX_CACHE_METRICS, 100);
+    const sc: { lean: number[]; whole: number[] } = { lean: [], whole: [] };
+    for (let i = 0; i < ROUNDS; i++) {
+      for (const k of i % 2 ? (['whole', 'lean'] as const) : (['lean', 'whole'] as const)) sc[k].push(await scrape(k === 'lean' ? PREFIX_CACHE_METRICS : '/metrics', 200));
+    }
+    const avg = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+    notes.push(`The instance manager's /metrics scrape (its prefix-cache counters, lean client, parseVllmPrefixCache), ${ROUNDS} alternating blocks of 200 sequential reads: the two counters only (name[], src/engine/vllm.ts PREFIX_CACHE_METRICS) ${avg(sc.lean).toFixed(0)} us of this process's CPU per read against ${avg(sc.whole).toFixed(0)} us for the whole text (${(avg(sc.lean) / avg(sc.whole)).toFixed(2)}x).`);
     notes.push(`${C} closed-loop streams against one zero-delay emulator, ${ROUNDS} blocks of ${BLOCK_S} s per client alternating; CPU of the client process only (process.cpuUsage), per completed request. "transport only" rows: the raw response bytes read, no SSE parse, with undici ${UNDICI_VERSION}'s Pool (a devDependency, for this comparison only).`);
     return { title: "Engine client: node:http + Agent vs the lean HTTP/1.1 client (the gateway's direct data path)", notes, rows };
   } finally {

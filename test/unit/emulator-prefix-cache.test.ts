@@ -2,7 +2,7 @@
  * The emulator's automatic prefix caching (vLLM --enable-prefix-caching): a prompt's full 16-token blocks stay
  * cached, a later prompt with the same leading blocks prefills only the rest (its modelled TTFT is shorter), and
  * /metrics counts vLLM v1's vllm:prefix_cache_queries_total / vllm:prefix_cache_hits_total in tokens, which
- * parseVllmMetrics reads. Off (the default), a repeated prompt costs the same and nothing is a hit. (Time scale 20:
+ * parseVllmMetrics reads, and with `name[]` (the instance manager's scrape) only those two families. Off (the default), a repeated prompt costs the same and nothing is a hit. (Time scale 20:
  * an idle engine starts a step when the request comes, so a TTFT on the modelled timeline is its steps alone.)
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { EmulatorServer } from '../../src/engine/emulator/server.ts';
 import { createPerfModel } from '../../src/model/index.ts';
 import { parseVllmMetrics, parseVllmPrefixCache } from '../../src/engine/metrics-parse.ts';
 import { promptBlockHashes } from '../../src/engine/prefix-cache.ts';
+import { PREFIX_CACHE_METRICS } from '../../src/engine/vllm.ts';
 
 const MODEL = 'llama2-70b';
 let em: EmulatorServer | undefined;
@@ -33,6 +34,11 @@ async function complete(base: string, prompt: number[]): Promise<{ ttftS: number
   const m = parseVllmMetrics(text);
   // the instance manager's reading of the same text (only the two counters' lines)
   expect(parseVllmPrefixCache(text)).toEqual(m.prefixCache);
+  // and of what it fetches: only those two families (`name[]`, as prometheus_client filters vLLM's /metrics)
+  const lean = await (await fetch(`${base}${PREFIX_CACHE_METRICS}`)).text();
+  expect(parseVllmPrefixCache(lean)).toEqual(m.prefixCache);
+  expect(lean.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.slice(0, l.indexOf('{')))).toEqual(['vllm:prefix_cache_queries_total', 'vllm:prefix_cache_hits_total']);
+  expect(lean.length * 10).toBeLessThan(text.length);
   return { ttftS: m.ttft!.sum - before, queries: m.prefixCache?.queries, hits: m.prefixCache?.hits };
 }
 

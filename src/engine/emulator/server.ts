@@ -1,7 +1,7 @@
 /**
  * The emulator's HTTP surface, the subset of vLLM's OpenAI-compatible server the control plane uses:
  * /v1/completions and /v1/chat/completions (stream, stream_options.include_usage), /v1/models, /health,
- * /metrics (vllm: names), /sleep?level=1|2, /wake_up, /is_sleeping; plus the emulated GPU's admin endpoints
+ * /metrics (vllm: names; `name[]` keeps only those samples' families, as prometheus_client does), /sleep?level=1|2, /wake_up, /is_sleeping; plus the emulated GPU's admin endpoints
  * (/admin/gpu, /admin/gpu/lock-clocks, /admin/gpu/reset-clocks). Latencies and energy are modelled.
  * Sleep mode (./sleep-mode.ts) takes the times src/model/sleep.ts models; asleep the GPUs draw their unloaded idle
  * power, the prefix cache is dropped, and completions are refused (503) from the sleep call until the wake is over.
@@ -15,7 +15,8 @@ import type { AddressInfo } from 'node:net';
 import type { PerfModel } from '../../model/types.ts';
 import { EmulatedSleepMode, SleepCallError } from './sleep-mode.ts';
 import { QueueFullError } from '../errors.ts';
-import { RealtimeDriver, type LatencyHistogram } from './driver.ts';
+import { RealtimeDriver } from './driver.ts';
+import { emulatorMetricsText } from './metrics-text.ts';
 import { hash3 } from './text.ts';
 import { logprobsOf, plan, type Plan } from './generate.ts';
 import { decodeTokens, encodeChat, encodeText, tokenStrings, type TemplateMessage } from './tokenizer.ts';
@@ -168,7 +169,7 @@ export class EmulatorServer {
         });
       case 'GET /metrics':
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-        res.end(this.metricsText());
+        res.end(this.metricsText(url.searchParams.getAll('name[]')));
         return;
       case 'POST /tokenize':
         return this.tokenize(req, res);
@@ -546,48 +547,9 @@ export class EmulatorServer {
     }
   }
 
-  /**
-   * Prometheus text with vLLM's metric names, HELP and TYPE (vllm/v1/metrics/loggers.py; a counter's family is
-   * declared with its `_total` name, as prometheus_client writes it) and its labels (model_name, engine);
-   * latencies in modelled seconds, i.e. on the GPU's timeline. The emulated GPU's own series are dynamollm_*.
-   */
-  metricsText(): string {
-    const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-    const lbl = `engine="0",model_name="${esc(this.servedModelName)}"`;
-    const st = this.driver.core.stats();
-    const kv = st.kvCapacityTokens > 0 ? st.kvUsedTokens / st.kvCapacityTokens : 0;
-    const out: string[] = [];
-    const gauge = (name: string, help: string, v: number) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name}{${lbl}} ${v}`);
-    const counter = (name: string, help: string, v: number) => out.push(`# HELP ${name}_total ${help}`, `# TYPE ${name}_total counter`, `${name}_total{${lbl}} ${v}`);
-    const hist = (name: string, help: string, h: LatencyHistogram) => {
-      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
-      h.bounds.forEach((b, i) => out.push(`${name}_bucket{${lbl},le="${b}"} ${h.counts[i]}`));
-      out.push(`${name}_bucket{${lbl},le="+Inf"} ${h.count}`, `${name}_sum{${lbl}} ${h.sum}`, `${name}_count{${lbl}} ${h.count}`);
-    };
-    const d = this.driver;
-    gauge('vllm:num_requests_running', 'Number of requests in model execution batches.', st.running);
-    gauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed.', st.waiting);
-    gauge('vllm:gpu_cache_usage_perc', 'GPU KV-cache usage. 1 means 100 percent usage.DEPRECATED: Use vllm:kv_cache_usage_perc instead.', kv);
-    gauge('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', kv);
-    counter('vllm:num_preemptions', 'Cumulative number of preemption from the engine.', d.core.preemptionCount());
-    counter('vllm:prompt_tokens', 'Number of prefill tokens processed.', d.promptTokensTotal);
-    counter('vllm:generation_tokens', 'Number of generation tokens processed.', d.generationTokensTotal);
-    // vLLM v1's prefix-cache counters (tokens; 0 with caching off)
-    const pc = d.core.prefixCacheTokens();
-    counter('vllm:prefix_cache_queries', 'Prefix cache queries, in terms of number of queried tokens.', pc?.lookup ?? 0);
-    counter('vllm:prefix_cache_hits', 'Prefix cache hits, in terms of number of cached tokens.', pc?.hit ?? 0);
-    out.push('# HELP vllm:request_success_total Count of successfully processed requests.', '# TYPE vllm:request_success_total counter');
-    for (const r of ['stop', 'length', 'abort']) out.push(`vllm:request_success_total{${lbl},finished_reason="${r}"} ${this.successByReason.get(r) ?? 0}`);
-    hist('vllm:request_prompt_tokens', 'Number of prefill tokens processed.', d.promptTokensHist);
-    hist('vllm:request_generation_tokens', 'Number of generation tokens processed.', d.generationTokensHist);
-    hist('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', d.ttft);
-    hist('vllm:time_per_output_token_seconds', 'Histogram of time per output token in seconds.', d.itl);
-    hist('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', d.itl);
-    hist('vllm:e2e_request_latency_seconds', 'Histogram of e2e request latency in seconds.', d.e2e);
-    counter('dynamollm_emulator_energy_joules', 'Modelled cumulative energy of the instance (all GPUs), J.', d.energyJ());
-    gauge('dynamollm_emulator_power_watts', 'Modelled instantaneous power of the instance (all GPUs), W.', d.powerW());
-    gauge('dynamollm_emulator_sm_clock_mhz', 'SM clock the emulated GPUs run at, MHz.', st.clockMhz);
-    return out.join('\n') + '\n';
+  /** The /metrics text (./metrics-text.ts); `names`: only those samples' families (the `name[]` parameters). */
+  metricsText(names?: readonly string[]): string {
+    return emulatorMetricsText(this.driver, this.servedModelName, this.successByReason, names);
   }
 }
 
