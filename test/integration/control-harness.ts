@@ -5,7 +5,7 @@
  * (DYN_V1_EVENTS), which is where the issue wants them kept.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream as js } from '@nats-io/jetstream';
@@ -168,9 +168,13 @@ export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; conf
   const h: Harness = {
     nats, bus, backend, cfgPath, procs,
     startActor(kind, id, extra = []) {
+      // DYN_TEST_LOG_DIR: each actor's log (its stdout, at DYN_TEST_LOG) kept there as <id>.log
+      const logDir = process.env.DYN_TEST_LOG_DIR;
+      const out = logDir ? (mkdirSync(logDir, { recursive: true }), openSync(join(logDir, `${id}.log`), 'a')) : 'ignore';
       const p = spawn(process.execPath, launchArgs(kind, ['--id', id, '--config', cfgPath, ...extra]), {
-        stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYN_TEST_LOG ?? 'error' },
+        stdio: ['ignore', out, 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYN_TEST_LOG ?? 'error' },
       });
+      if (typeof out === 'number') closeSync(out);
       procs.set(id, p);
       return p;
     },

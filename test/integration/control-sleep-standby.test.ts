@@ -16,7 +16,9 @@ beforeAll(async () => {
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
     epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
     scaling: { sleepStandby: true },
-    liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 2000 },
+    // nothing here fails over: leases and liveness long enough that a starved 2-core host does not take the planner's
+    // lease from it mid-start (at load 29 its status server went away, no_responders, and no instance was placed in 45 s)
+    liveness: { statusIntervalMs: 250, deadAfterMs: 4000, leaseTtlMs: 6000 },
     engine: { kind: 'emulator', timeScale: 1, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
   }, { ready: 4 });
 }, 90_000);
