@@ -72,6 +72,8 @@ export class PoolLeader {
   /** callers waiting for the machine's answer (dispatch, move, command), by ref. */
   #waiting = new Map<number, (e: PoolEffect) => void>();
   #ref = 0;
+  /** leads taken so far: a late read of one lead's state (#readLate) ends with it. */
+  #leads = 0;
   /** the sleep-mode standby's state while this replica leads (scaling.sleepStandby). */
   #standby?: PoolStandbyState;
 
@@ -184,7 +186,11 @@ export class PoolLeader {
         { assignmentRead: stored !== null, dispatchedRead: dispatched !== null }, { error: failure.message, budgetMs });
     }
     if (dispatched?.entries.length) this.#log.info({ requests: dispatched.entries.length }, 'dispatched requests of the previous leader adopted');
-    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched: dispatched?.entries ?? [], ...(dispatched?.reshard ? { reshard: dispatched.reshard } : {}) });
+    const gen = ++this.#leads;
+    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched: dispatched?.entries ?? [], ...(dispatched?.reshard ? { reshard: dispatched.reshard } : {}), unread: stored === null });
+    // what did not answer is read on while this lead lasts (the machine starts and stops no instance on an assignment
+    // it could not confirm, and the dispatched list a late read finds is adopted then)
+    if (failure) void this.#readLate(gen, stored === null, dispatched === null);
     // served only now: a dispatch retried from the previous leader finds the request it dispatched (its
     // list is adopted) instead of sending it to a second instance
     const opts = { capacity: 4096, concurrency: DISPATCH_HANDLERS };
@@ -193,6 +199,28 @@ export class PoolLeader {
       this.#bus.serve(subjects.poolMove(this.pool), MoveRequest, MoveReply, (m) => this.#ask<MoveReply>((ref) => ({ type: 'move', ref, from: m.from, requests: m.requests })), { capacity: 256, concurrency: 16 }),
       this.#bus.serve(subjects.poolControl(this.pool), PoolCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
     );
+  }
+
+  /**
+   * The takeover reads that failed by the lead (`assignment`, `dispatched`), retried while lead `gen` lasts, each
+   * within TAKEOVER_READ_ATTEMPT_MS, LATE_READ_MAX_MS apart at most; what answers goes to the machine ('stored').
+   */
+  async #readLate(gen: number, assignment: boolean, dispatched: boolean): Promise<void> {
+    let wait = 500;
+    const leading = () => gen === this.#leads && this.isLeader();
+    while ((assignment || dispatched) && leading()) {
+      await this.#clock.sleep(wait);
+      wait = Math.min(LATE_READ_MAX_MS, wait * 2);
+      if (!leading()) return;
+      const failed = (err: unknown) => (this.#bus.jetstreamFailed((err as { cause?: unknown }).cause ?? err), null);
+      const a = assignment ? await within(this.#readAssignment(), TAKEOVER_READ_ATTEMPT_MS, `KV ${jetstream.inventoryBucket}`, this.#clock).catch(failed) : null;
+      const d = dispatched ? await within(this.#readDispatched(), TAKEOVER_READ_ATTEMPT_MS, `KV ${jetstream.dispatchedBucket}`, this.#clock).catch(failed) : null;
+      if (!leading() || (a === null && d === null)) continue;
+      if (a !== null) assignment = false;
+      if (d !== null) dispatched = false;
+      this.#log.info({ assignment: a !== null, dispatched: d?.entries.length }, 'pool state read after the takeover');
+      this.#step({ type: 'stored', ...(a !== null ? { assignment: a ? { stored: a } : {} } : {}), ...(d ? { dispatched: d.entries, ...(d.reshard ? { reshard: d.reshard } : {}) } : {}) });
+    }
   }
 
   /** A dispatch call: the machine's answer (at once, or when a held request is dispatched or refused). */
@@ -478,6 +506,8 @@ const unreadable = (err: unknown): StoredStateUnreadable => (err instanceof Stor
 
 /** the first takeover read's deadline, ms; it doubles at each attempt, within timeouts.takeoverReadMs. */
 const TAKEOVER_READ_ATTEMPT_MS = 1000;
+/** the longest wait between two reads of the pool state a lead began without, ms. */
+const LATE_READ_MAX_MS = 2000;
 
 /** dispatch calls a pool leader works on at once (held ones do not count: see #dispatchSlots). */
 export const DISPATCH_HANDLERS = 256;

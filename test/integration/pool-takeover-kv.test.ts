@@ -130,6 +130,28 @@ describe('pool takeover while the KV is briefly unavailable', () => {
     expect(a.error?.retryable).toBe(true);
   }, 60_000);
 
+  it('a state unreadable past takeoverReadMs is read on while it leads: the dispatched request adopted late has its dead instance\'s stream ended', async () => {
+    const pool = 'pool-kvlate';
+    const req = request(`kvlate-${Date.now()}`);
+    const kv = await admin.kv(jetstream.dispatchedBucket, { ttl: 3_600_000 });
+    await kv.put(dispatchedKeys.entry(pool, req.id), DispatchedEntry.encode({ v: 1, req, instance: `${pool}-n0-g0x1`, atMs: Date.now(), startedMs: Date.now() - 60_000 }));
+    const chunks: Chunk[] = [];
+    admin.subscribe(subjects.stream(req.id), TokenChunk, (c) => void chunks.push(c), { capacity: 64 });
+    const events: Ev[] = [];
+    admin.subscribe(subjects.eventsOfKind('failure'), DecisionEvent, (e) => void events.push(e), { capacity: 256 });
+    // the buckets fail until the leader has led without them (JetStream electing for longer than the budget)
+    let down = true;
+    const bus = await flakyBus('pm-kvlate', () => down);
+    const l = leader(pool, bus, 1500);
+    await l.start();
+    await until(() => events.find((e) => e.actor === pool && /without/.test(e.summary)), 20_000, 'the failure event');
+    expect(chunks).toEqual([]);
+    down = false;
+    const end = await until(() => chunks.find((c) => c.error), 20_000, "the end of the request adopted after the lead");
+    expect(end.error).toMatchObject({ code: 'unavailable', retryable: true });
+    expect(end.done).toBe(true);
+  }, 60_000);
+
   it("a read whose answer is lost with its connection is sent again within the budget (not after JetStream's 5-s default)", async () => {
     const pool = 'pool-kvcut';
     const events: Ev[] = [];

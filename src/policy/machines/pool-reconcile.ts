@@ -18,7 +18,8 @@ export function nodeCmd(s: PoolMachineState, fx: PoolEffect[], node: string | un
 /** Instances this pool should run on its grants: the re-shard's layout where there is one, else initialTp. */
 export function reconcile(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   const a = s.assignment;
-  if (!a || !s.leader || s.reconciling > 0 || s.reshard) return;
+  // an assignment held from an earlier lead, unconfirmed since (assignmentUnread), may grant what the planner took away
+  if (!a || !s.leader || s.reconciling > 0 || s.reshard || s.assignmentUnread) return;
   const granted = new Map(a.grants.map((g) => [g.node, new Set(g.gpuIds)]));
   const live = aliveInstances(s);
   // stop instances on GPUs no longer granted (scale-in, merge)

@@ -139,6 +139,11 @@ export interface PoolMachineState {
   unadopted?: PoolAssignment;
   /** the previous leader's running re-shard stored on `unadopted`: finished once the planner sends that assignment (pool-takeover.ts). */
   unadoptedReshard?: StoredReshard;
+  /**
+   * led without reading the stored assignment (its store did not answer): the one this replica holds may be an earlier
+   * lead's, so reconciliation starts and stops nothing until the planner sends one or a later read (`stored`) answers.
+   */
+  assignmentUnread?: boolean;
   /** this replica's link to the bus is down ('link' event): the sweep gives no verdict meanwhile. */
   linkDown?: boolean;
   /** when, leading, it first saw its instances admit requests: its re-shard epochs count from then, ms. */
@@ -163,7 +168,12 @@ export type PoolEvent =
    * this replica leads the pool; the assignment the store holds, if any, and the requests the previous
    * leader dispatched that have no record yet (its persisted list).
    */
-  | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: DispatchedListEntry[]; reshard?: StoredReshard }
+  | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: DispatchedListEntry[]; reshard?: StoredReshard; unread?: boolean }
+  /**
+   * the takeover reads that did not answer by the lead, answered later: `assignment` when the assignment's read did
+   * (`stored` undefined: none stored), `dispatched` (and `reshard`) when the dispatched list's did.
+   */
+  | { type: 'stored'; assignment?: { stored?: PoolAssignment }; dispatched?: DispatchedListEntry[]; reshard?: StoredReshard }
   | { type: 'lost' }
   /** an instance's status, or several at once, in order (the simulator hands over those due in one event). */
   | { type: 'status'; status: InstanceStatus } | { type: 'statuses'; statuses: InstanceStatus[] }

@@ -69,18 +69,8 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.leader = true;
       s.ledAtMs = now;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} leads ${cfg.pool}`, decision: { leader: cfg.holder, term: ev.term }, inputs: { pool: cfg.pool } });
-      if (ev.stored && (!s.assignment || ev.stored.epoch > s.assignment.epoch)) {
-        // a store of the cluster's own (`ownStore`) is this run's; another (a shared NATS server keeps a previous
-        // run's KV) is this cluster's only when an instance of the pool is alive or the planner already sent this
-        // replica one; otherwise the planner sends the current one (it re-sends an assignment to a pool whose
-        // status shows an older epoch) and nothing starts from a previous plan
-        if (s.assignment || aliveInstances(s).length > 0 || cfg.ownStore) setAssignment(s, ev.stored);
-        else {
-          s.unadopted = ev.stored;
-          fx.push({ kind: 'event', event: 'lease', summary: `${cfg.pool}: stored assignment (epoch ${ev.stored.epoch}) not adopted: no live instance of the pool; waiting for the cluster planner`,
-            decision: { adopted: false, storedEpoch: ev.stored.epoch }, inputs: { pool: cfg.pool, issuedBy: ev.stored.issuedBy, atMs: ev.stored.atMs } });
-        }
-      }
+      s.assignmentUnread = ev.unread === true;
+      adoptStored(s, fx, ev.stored, cfg);
       adoptDispatched(s, fx, ev.dispatched ?? [], now, cfg);
       adoptReshard(s, fx, ev.reshard, cfg);
       // an instance a previous leader's re-shard drained serves again (that re-shard died with it)
@@ -93,8 +83,20 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       );
       reconcile(s, fx, now, cfg);
       break;
+    case 'stored':
+      // the reads a lead began without, answered now
+      if (!s.leader) break;
+      if (ev.assignment) {
+        s.assignmentUnread = false;
+        adoptStored(s, fx, ev.assignment.stored, cfg);
+      }
+      if (ev.dispatched) adoptDispatched(s, fx, ev.dispatched, now, cfg);
+      if (ev.reshard && !s.reshard) adoptReshard(s, fx, ev.reshard, cfg);
+      reconcile(s, fx, now, cfg);
+      break;
     case 'lost':
       s.leader = false;
+      s.assignmentUnread = false;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} lost the lead of ${cfg.pool}`, decision: { leader: null }, inputs: { pool: cfg.pool } }, { kind: 'disarm_leader_timers' });
       s.reshard = undefined;
       s.pendingReshard = undefined;
@@ -156,8 +158,11 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       if (a.pool !== cfg.pool) {
         fx.push({ kind: 'command_reply', ref: ev.ref, ok: false, error: { code: 'invalid_request', message: `assignment for ${a.pool} sent to ${cfg.pool}`, retryable: false } });
       } else if (s.assignment && a.epoch < s.assignment.epoch) {
+        // the planner's is older than the one held: that one is no earlier lead's stale copy
+        s.assignmentUnread = false;
         fx.push({ kind: 'command_reply', ref: ev.ref, ok: true, detail: { ignored: 'stale epoch' } });
       } else {
+        s.assignmentUnread = false;
         setAssignment(s, a);
         fx.push({ kind: 'command_reply', ref: ev.ref, ok: true, detail: { epoch: a.epoch } });
         adoptReshardOnAssign(s, fx, a, cfg);
@@ -189,6 +194,23 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
   }
   return { state: s, effects: fx };
+}
+
+/**
+ * The assignment the store holds, read by a new leader: taken when newer than the one held. A store of the cluster's
+ * own (`ownStore`) is this run's; another (a shared NATS server keeps a previous run's KV) is this cluster's only when
+ * an instance of the pool is alive or the planner already sent this replica one; otherwise the planner sends the
+ * current one (it re-sends an assignment to a pool whose status shows an older epoch) and nothing starts from a
+ * previous plan.
+ */
+function adoptStored(s: PoolMachineState, fx: PoolEffect[], stored: PoolAssignment | undefined, cfg: PoolMachineConfig): void {
+  if (!stored || (s.assignment && stored.epoch <= s.assignment.epoch)) return;
+  if (s.assignment || aliveInstances(s).length > 0 || cfg.ownStore) setAssignment(s, stored);
+  else {
+    s.unadopted = stored;
+    fx.push({ kind: 'event', event: 'lease', summary: `${cfg.pool}: stored assignment (epoch ${stored.epoch}) not adopted: no live instance of the pool; waiting for the cluster planner`,
+      decision: { adopted: false, storedEpoch: stored.epoch }, inputs: { pool: cfg.pool, issuedBy: stored.issuedBy, atMs: stored.atMs } });
+  }
 }
 
 function setAssignment(s: PoolMachineState, a: PoolAssignment): void {
