@@ -28,6 +28,7 @@ import { ElectionWatch } from '../../actors/gateway/elections.ts';
 import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { InstanceStatus, controlSubjects } from '../../protocols/index.ts';
+import { leasePlacementTag } from '../../protocols/subjects.ts';
 
 const isRoot = process.getuid?.() === 0;
 const NATS_BIN = process.env.NATS_SERVER_BIN ?? '/usr/sbin/nats-server';
@@ -109,7 +110,8 @@ function startNatsNode(h: (typeof HOSTS)[number]): void {
   const routes = HOSTS.filter((o) => o !== h).map((o) => `nats-route://${o.ip}:6222`).join(', ');
   let conf = readFileSync(NATS_CONF, 'utf8')
     .replace(/^listen: .*$/m, `listen: ${h.ip}:4222`)
-    .replace(/^server_name: .*$/m, `server_name: dyn-${h.node}`);
+    // each server its own lease placement tag: a leader lease is held on a majority of one-replica buckets, one per server
+    .replace(/^server_name: .*$/m, `server_name: dyn-${h.node}\nserver_tags: ["${leasePlacementTag(h.i)}"]`);
   conf = withStoreDir(conf, join(dir, `js-${h.node}`));
   // A route to a cut-off node is seen dead only by its pings or by a write that stalls. Measured with the defaults
   // (ping every 2 min, 10 s write deadline): the routes to the cut node closed 20-21 s after the cut, and the
