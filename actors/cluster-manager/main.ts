@@ -20,7 +20,7 @@ import {
 } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { EPOCH_LENGTH_DEFAULTS } from '../../src/policy/epoch-length.ts';
-import { aliveServers, clusterStep, initialClusterState, intakePools, spillNext, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
+import { aliveServers, clusterStep, initialClusterState, intakePools, observedLoad, spillNext, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
 import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
@@ -425,13 +425,9 @@ export class ClusterManager extends Actor {
     this.#step({ type: 'lead' });
   }
 
+  /** The instances' load estimates, summed (policy observedLoad: the simulator's cluster machine observes the same). */
   #observedLoad(now: number): Partial<Record<RequestType, number>> {
-    const load: Partial<Record<RequestType, number>> = {};
-    for (const { st, seenMs } of this.#instances.values()) {
-      if (now - seenMs > this.#c.liveness.deadAfterMs) continue;
-      for (const [t, v] of Object.entries(st.loadByType) as [RequestType, number][]) load[t] = (load[t] ?? 0) + v;
-    }
-    return load;
+    return observedLoad(this.#instances.values(), now, this.#c.liveness.deadAfterMs);
   }
 
   #aheadTimer?: unknown;

@@ -1,16 +1,19 @@
 /**
  * The simulated cluster manager: the live cluster manager's machine (src/policy/machines/cluster.ts) on the
- * simulator's virtual clock, with its own forecaster. Every minute it observes the minute that just ended (the
- * arrivals by predicted type, what a live forecaster counts); its epochs plan for the forecast of that past (Holt
- * trend, the highest minute of its recent window, a day's or a week's template, times its safety margin); a
- * forecast change on two observations in a row runs an epoch early (at most once per minEpochGapMs), and a rise it
- * forecasts for the next epoch arms a start-ahead epoch. Only the first plan (t = 0, no history yet) is given a
- * load: the trace starts warm. No decision is taken here; the simulator installs the assignments it issues.
+ * simulator's virtual clock, its timers the ones the machine arms and its observation the live leader's. At t = 0 it
+ * leads ('lead'): the machine arms its observe and epoch timers (and a first-epoch one) and this class runs them on the
+ * virtual clock as the live leader's injected clock does (an interval from its lead, a one-shot start-ahead epoch
+ * replacing the one armed before). Each observe tick and each epoch carry what the live leader observes (policy
+ * observedLoad: the sum of the live instances' load estimates, the `loadByType` their statuses carry; the caller hands
+ * each instance's estimate at that time). The trace starts warm: the machine's first epoch runs at t = 0 on the first
+ * epoch's forecast, in place of its first-epoch timer (live: a few seconds after the lead, on the load its instances
+ * report by then); every later epoch plans from the machine's own forecaster. No decision is taken here; the simulator
+ * installs the assignments it issues.
  * With the machine's server power (cfg.power) the servers are simulated too: a power-off takes a server down at
  * once, a power-on brings it up (its node agent reporting) cfg.power.bootMs later; the driver always succeeds.
  */
-import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
-import { clusterStep, initialClusterState, type ClusterEffect, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
+import type { RequestType } from '../../protocols/request-types.ts';
+import { clusterStep, initialClusterState, type ClusterEffect, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState, type ClusterServer } from '../policy/machines/cluster.ts';
 import type { LoadByType } from '../policy/types.ts';
 import { prefixReuseByType as policyPrefixReuseByType } from '../policy/pool-shards.ts';
 
@@ -24,13 +27,18 @@ export interface SimServerPower {
   before: (now: number) => void;
 }
 
+/** A periodic timer the machine armed: its period and its next firing, ms. */
+interface Interval { everyMs: number; nextMs: number }
+
 export class ClusterBrain {
   /** each type's pool's measured prefix reuse at an epoch (prefixReuseByType), as the live pools would report it. */
   prefixReuse?: () => LoadByType;
   s: ClusterMachineState;
-  private observeMs = 60_000;
-  private epochMs: number;
+  /** the machine's periodic timers (arm_timer everyMs), each from the time it was armed. */
+  private readonly intervals = new Map<'observe' | 'epoch', Interval>();
   private startAhead?: { atMs: number; forecast: LoadByType };
+  /** the observations the machine was given, in order (what the live leader's observe ticks carry). */
+  readonly observations: { atMs: number; observed: LoadByType }[] = [];
   /** servers up (node agent reporting) since when; booting ones with the time they come up. */
   private up = new Map<string, number>();
   private booting = new Map<string, number>();
@@ -40,18 +48,16 @@ export class ClusterBrain {
   power?: SimServerPower;
 
   /**
-   * `perMin(t, b)`: arrivals of predicted type t in minute b; `firstEpochMs`: the epoch timer's first firing
-   * (then every cfg.epochMs); `onPlan`: called with the machine's state after a step that assigned pools.
+   * `observe(now)`: what the live leader's observation sums, each live instance's load estimate at `now` (its status's
+   * loadByType); `onPlan`: called with the machine's state after a step that assigned pools.
    */
   constructor(
     readonly cfg: ClusterMachineConfig,
     readonly servers: ClusterServer[],
-    firstEpochMs: number,
-    private readonly perMin: (t: RequestType, b: number) => number,
+    private readonly observe: (now: number) => LoadByType,
     private readonly onPlan: (state: ClusterMachineState, effects: ClusterEffect[], now: number, initial: boolean) => void,
   ) {
     this.s = initialClusterState(cfg);
-    this.epochMs = firstEpochMs;
     for (const x of servers) this.up.set(x.id, -1);
   }
 
@@ -60,59 +66,77 @@ export class ClusterBrain {
     return this.up.has(id);
   }
 
-  /** The first plan (t = 0), for the load it is given. */
+  /** It leads at t = 0 (its timers armed), and its first plan runs then, for the load it is given (the trace starts warm). */
   start(forecast: LoadByType): void {
+    this.lead(0);
     this.step(0, { type: 'epoch', why: 'start', forecast }, true);
   }
 
-  /** Run the machine's timers due at or before t, each at its own time: minute observations, the epoch, a start-ahead epoch. */
+  /** The machine's 'lead': the timers it arms run from `now`; its first-epoch timer is the warm start's epoch (start()). */
+  private lead(now: number): void {
+    this.power?.before(now);
+    const { state, effects } = clusterStep(this.s, { type: 'lead' }, now, this.cfg);
+    this.s = state;
+    this.timers(effects, now);
+  }
+
+  /** The machine's timers on the virtual clock: an interval from now (re-armed: replaced), a start-ahead epoch replacing the one before. */
+  private timers(effects: ClusterEffect[], now: number): void {
+    for (const e of effects) {
+      if (e.kind !== 'arm_timer') continue;
+      if ('everyMs' in e) {
+        if (e.timer === 'observe' || e.timer === 'epoch') this.intervals.set(e.timer, { everyMs: e.everyMs, nextMs: now + e.everyMs });
+      } else if (e.timer === 'start_ahead') this.startAhead = { atMs: now + e.inMs, forecast: e.forecast ?? {} };
+    }
+  }
+
+  /** Run the machine's timers due at or before t, each at its own time: observe ticks, the epoch, a start-ahead epoch. */
   due(t: number): void {
     while (true) {
       const at = this.nextMs();
       if (at > t) return;
       const booted = [...this.booting].find(([, upAt]) => upAt === at);
+      const observe = this.intervals.get('observe');
+      const epoch = this.intervals.get('epoch');
       if (booted) {
         this.booting.delete(booted[0]);
         this.up.set(booted[0], at);
         this.step(at, { type: 'power_tick' });
-      } else if (this.s.power?.wake?.atMs === at && at !== this.observeMs && at !== this.epochMs) {
+      } else if (this.s.power?.wake?.atMs === at && at !== observe?.nextMs && at !== epoch?.nextMs) {
         this.step(at, { type: 'power_tick' });
       } else if (this.startAhead?.atMs === at) {
         const extra = this.startAhead.forecast;
         this.startAhead = undefined;
         this.step(at, { type: 'epoch', why: 'start ahead of the next epoch', extra });
-      } else if (this.epochMs === at) {
-        this.epochMs += this.cfg.epochMs;
-        this.step(at, { type: 'epoch', why: 'epoch timer' });
-      } else {
-        this.observeMs += 60_000;
+      } else if (epoch?.nextMs === at) {
+        epoch.nextMs += epoch.everyMs;
+        this.step(at, { type: 'epoch', why: 'epoch' });
+      } else if (observe?.nextMs === at) {
+        observe.nextMs += observe.everyMs;
         this.step(at, { type: 'observe' });
-      }
+      } else return;
     }
   }
 
   nextMs(): number {
-    let t = Math.min(this.observeMs, this.epochMs, this.startAhead?.atMs ?? Infinity, this.s.power?.wake?.atMs ?? Infinity);
+    let t = Math.min(this.intervals.get('observe')?.nextMs ?? Infinity, this.intervals.get('epoch')?.nextMs ?? Infinity, this.startAhead?.atMs ?? Infinity, this.s.power?.wake?.atMs ?? Infinity);
     for (const upAt of this.booting.values()) t = Math.min(t, upAt);
     return t;
   }
 
   private step(now: number, ev: Ev, initial = false): void {
-    const observed: LoadByType = {};
-    if (ev.type === 'observe') {
-      // the minute that just ended, req/s by predicted type
-      const b = Math.floor(now / 60_000) - 1;
-      if (b >= 0) for (const t of REQUEST_TYPES) if (this.perMin(t, b) > 0) observed[t] = this.perMin(t, b) / 60;
-    }
+    // what the live leader's #observation carries: the instances' load estimates, summed (policy observedLoad)
+    const observed = this.observe(now);
+    if (ev.type === 'observe') this.observations.push({ atMs: now, observed });
     const seen = this.cfg.power ? { alive: [...this.up].map(([id, upSinceMs]) => ({ id, upSinceMs })), busy: this.power?.busy() ?? [] } : {};
-    const mev = ev.type === 'observe' || ev.type === 'power_tick'
+    const mev: ClusterEvent = ev.type === 'observe' || ev.type === 'power_tick'
       ? { type: ev.type, observed, servers: this.servers, ...seen }
       : { type: 'epoch' as const, why: ev.why, observed, servers: this.servers, ...(ev.forecast ? { forecast: ev.forecast } : {}), ...(ev.extra ? { extra: ev.extra } : {}), ...(this.prefixReuse ? { prefixReuse: this.prefixReuse() } : {}), ...seen };
     this.power?.before(now);
     const { state, effects } = clusterStep(this.s, mev, now, this.cfg);
     this.s = state;
     this.powerEffects(effects, now);
-    for (const e of effects) if (e.kind === 'arm_timer' && e.timer === 'start_ahead' && 'inMs' in e) this.startAhead = { atMs: now + e.inMs, forecast: e.forecast ?? {} };
+    this.timers(effects, now);
     if (effects.some((e) => e.kind === 'assign')) this.onPlan(state, effects, now, initial);
   }
 

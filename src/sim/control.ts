@@ -11,7 +11,7 @@ import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { poolReshardDecision } from './pool-brain.ts';
 import { solveEq1 } from '../policy/milp.ts';
 import { reshardTau, unitsOf } from './reshard-exec.ts';
-import { intakePools, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
+import { intakePools, observedLoad, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
 import { serverPowerConfig } from '../policy/machines/cluster-power.ts';
 import { SERVER_BOOT_S } from './types.ts';
 import { ClusterBrain, prefixReuseByType } from './cluster-brain.ts';
@@ -255,8 +255,29 @@ export abstract class SimControl extends SimLedger {
   }
 
   /**
-   * ScaleInst / DynamoLLM cluster level: the live cluster manager's machine on its own forecaster of the past
-   * minutes (./cluster-brain.ts); the first plan is given the first epoch's highest minute (the trace starts warm;
+   * What the cluster machine observes (policy observedLoad, as the live leader sums its instances' statuses): every
+   * instance not stopped, its load estimate now (its instance machine's, step fidelity; its EWMA of its arrivals, fluid).
+   */
+  protected observedLoad(now: number): LoadByType {
+    const seen: { st: { loadByType: LoadByType }; seenMs: number }[] = [];
+    for (const p of this.pools) {
+      for (const i of p.instances) {
+        if (i.state === 'stopped') continue;
+        let loadByType: LoadByType;
+        if (i.brain) loadByType = i.brain.load(now);
+        else {
+          this.decayLoad(i, now);
+          loadByType = this.loadOf(i);
+        }
+        seen.push({ st: { loadByType }, seenMs: now });
+      }
+    }
+    return observedLoad(seen, now, Infinity);
+  }
+
+  /**
+   * ScaleInst / DynamoLLM cluster level: the live cluster manager's machine, its timers and its observation
+   * (./cluster-brain.ts); the first plan is given the first epoch's highest minute (the trace starts warm;
    * the forecaster has no history yet, and its floor is the highest minute of its recent window). A new pool's
    * instances pay the start cost.
    */
@@ -264,7 +285,7 @@ export abstract class SimControl extends SimLedger {
     const leadMs = this.cost.instanceStartS * 1000;
     const cfg: ClusterMachineConfig = {
       issuer: 'sim', profile: this.p, pools: REQUEST_TYPES.map((t) => ({ id: `pool-${t}`, types: [t] })), configuredPools: false,
-      epochMs: this.ep.clusterS * 1000, statusIntervalMs: PEER_STATUS_MS, minEpochGapMs: this.ep.clusterS * 1000, instanceStartupMs: leadMs,
+      epochMs: this.ep.clusterS * 1000, statusIntervalMs: this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS, minEpochGapMs: this.ep.clusterS * 1000, instanceStartupMs: leadMs,
       recentWindowMs: this.ep.clusterS * 1000, headroom: this.headroom,
       // pools that re-shard split a server into the TP mix that carries their load; else they keep the start TP
       splitTps: this.knobs.dynamicShards ? this.p.tpDegrees : [this.o.instanceTp ?? 8],
@@ -275,8 +296,7 @@ export abstract class SimControl extends SimLedger {
       ...(this.o.unusedServers === 'off' ? { power: serverPowerConfig({ bootS: this.o.serverBootS ?? SERVER_BOOT_S, ...(this.o.powerReserve !== undefined ? { reserveServers: this.o.powerReserve } : {}) }) } : {}),
     };
     const servers = Array.from({ length: this.o.servers }, (_, k) => ({ id: `server-${k}`, gpus: this.gpusPerServer }));
-    // epochs are decided `leadMs` before each epoch so new servers are ready at it
-    this.cm = new ClusterBrain(cfg, servers, Math.max(1, this.ep.clusterS * 1000 - leadMs), (t, b) => this.template.perMin[t][b] ?? 0, (state, effects, now, initial) => {
+    this.cm = new ClusterBrain(cfg, servers, (now) => this.observedLoad(now), (state, effects, now, initial) => {
       const capped = effects.map((e) => (e.kind === 'event' ? (e.decision.capped as { needed: number } | undefined) : undefined)).find((x) => x);
       if (capped && !this.notes.some((n) => n.startsWith('cluster plan capped'))) this.notes.push(`cluster plan capped at ${this.o.servers} servers (needed ${capped.needed}) at t=${(now / 1000).toFixed(0)} s`);
       const wanted = [...state.assignments.values()].filter((a) => a.state === 'active').map((a) => ({ id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0) }));

@@ -1,6 +1,6 @@
 /**
  * The simulator's cluster level (scale-inst, dynamollm) is the live cluster manager's machine on its own
- * forecaster: it observes each past minute's arrivals and plans from them, never from the trace's future; and
+ * forecaster: it observes the load its instances measure and plans from it, never from the trace's future; and
  * every run says where its energy went (SimResult.energyBreakdown, energyByPoolKWh).
  */
 import { describe, it, expect, afterAll } from 'vitest';
@@ -29,10 +29,10 @@ function stepTrace(minutes: number, stepMin: number, lowRps: number, highRps: nu
 }
 
 describe('simulator cluster level', () => {
-  it('plans from the load it has seen: a rise after the 25-min epoch is not provisioned for before it comes', async () => {
-    // low load for 40 min, then 6x. The cluster epoch runs at 25 min (decided 5 min ahead of the 30-min epoch).
-    // Planning from the trace's future (the next 35 min) grew pool-LM at 25 min, 15 min before the rise; the
-    // machine's forecaster (past minutes only) keeps the plan until it sees the rise.
+  it('plans from the load it has seen: a rise after the 30-min epoch is not provisioned for before it comes', async () => {
+    // low load for 40 min, then 6x. The cluster epoch runs at 30 min (the machine's epoch timer from its lead at 0).
+    // Planning from the trace's future grew pool-LM at the epoch, 10 min before the rise; the machine's forecaster
+    // (the load its instances measured) keeps the plan until it sees the rise.
     const path = stepTrace(60, 40, 0.05, 0.3);
     const r = await simulate({ model: 'llama2-70b', gpu: 'h100', servers: 12, policy: 'scale-inst', fidelity: 'fluid', trace: { kind: 'file', path } });
     const s = r.series;

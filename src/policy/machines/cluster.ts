@@ -170,6 +170,20 @@ export function serversBack(s: Pick<ClusterMachineState, 'placedServers' | 'assi
   return servers.filter((x) => !placed.has(x.id) && !granted.has(x.id)).map((x) => x.id);
 }
 
+/**
+ * The load the machine observes (its 'observe' and 'epoch' events' `observed`): the sum, by type, of the load estimates
+ * (InstanceStatus.loadByType, each instance's EWMA of its admissions) of the instances heard within deadAfterMs. The live
+ * leader sums its instances' last statuses; the simulator sums its instances' estimates at the tick.
+ */
+export function observedLoad(instances: Iterable<{ st: { loadByType: Load }; seenMs: number }>, now: number, deadAfterMs: number): Load {
+  const load: Load = {};
+  for (const { st, seenMs } of instances) {
+    if (now - seenMs > deadAfterMs) continue;
+    for (const [t, v] of Object.entries(st.loadByType) as [RequestType, number][]) load[t] = (load[t] ?? 0) + v;
+  }
+  return load;
+}
+
 /** The servers whose node agent reported within 3 x deadAfterMs (at least 3 s); every configured server before any has. */
 export function aliveServers(configured: ClusterServer[], seenMs: ReadonlyMap<string, number>, now: number, deadAfterMs: number): ClusterServer[] {
   const alive = configured.filter((s) => {
