@@ -307,7 +307,7 @@ describe.skipIf(!isRoot)('three hosts as network namespaces, one 3-node NATS clu
     const out = await load.stop();
     unwatch();
     sub.unsubscribe();
-    log('outcomes', out.length, 'failed', failures(out), 'victim processes', [...victimProcesses], 'ready again after', staysMs);
+    log('outcomes', out.length, 'failed', failures(out), 'victim processes', [...victimProcesses], 'ready again after', staysMs, 'admissions', JSON.stringify(h.backend.counters));
     expect(out.length).toBeGreaterThan(60);
     expect(failures(out)).toEqual([]);
     // the gateway's view needs no leader: the victim's last status plus deadAfterMs (2 s here), plus this poll
