@@ -15,7 +15,7 @@
  * `migrationMaxBytes`). The client sees one stream: seq, token counts and usage continue across legs, and
  * usage sums the legs' energy.
  *
- * An instance that cannot grant (no engine key) streams the tokens over NATS as before; the gateway reads
+ * An instance that cannot grant (no engine key) streams the tokens over NATS; the gateway reads
  * them from a bounded queue, and a stream silent for `chunkTimeoutMs` ends with an explicit retryable error.
  *
  * Request plane (docs/DATAPATH.md): with a router (router.ts admitRouted) the gateway picks the pool and

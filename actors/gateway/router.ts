@@ -4,7 +4,7 @@
  * request as intake does (actors/common/policy.ts classifyIntake, with its own online output predictor that
  * learns from the records of the requests it routed), and says which pools and instances to ask. The
  * gateway's backend (nats-backend.ts) then asks the chosen instance for admission directly; whatever this
- * view cannot decide (no table yet, no ready instance in it) goes to the cluster intake as before.
+ * view cannot decide (no table yet, no ready instance in it) goes to the cluster intake.
  */
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';

@@ -17,7 +17,7 @@ export interface DispatchOptions {
   headroom?: number;
   /**
    * judge headroom also from the instance's instantaneous state (running + queued vs the concurrency its SLO
-   * allows, instantHeadroom). Default true; false = EWMA rate only (the pre-session-4 rule).
+   * allows, instantHeadroom). Default true; false = EWMA rate only.
    */
   instantaneous?: boolean;
   /**

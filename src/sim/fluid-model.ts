@@ -16,9 +16,8 @@ import { TYPE_INDEX, LOAD_WINDOW_S, type RequestTypeSpecLike, type SimInstance, 
 /**
  * fluid: window of the arrival-rate smoothing that latency is read at, s; default 60. The profile's p99 cells
  * were generated with Poisson arrivals at a MEAN load, so they already hold the Poisson bursts: reading them at
- * a raw 5-s count (as before) counted those bursts twice (a TP8 instance provisioned at 80% of its SLO load sees
- * 5-s counts over 100% in many ticks; scale-freq, whose static pools split evenly, then met the SLO for only
- * 47% of ML requests in the week). 60 s = the forecasts' per-minute granularity.
+ * a raw 5-s count would count those bursts twice (a TP8 instance provisioned at 80% of its SLO load sees
+ * 5-s counts over 100% in many ticks). 60 s = the forecasts' per-minute granularity.
  */
 const FLUID_LATENCY_WINDOW_S = Number(process.env.SIM_FLUID_LATENCY_WINDOW_S ?? 60);
 /** window of the arrival-rate smoothing that instance power is read at, s (a request occupies its instance for its whole service time, not one tick). */

@@ -123,7 +123,7 @@ export interface FluidConfig {
 const cfgMemo = new WeakMap<Profile, Map<number, FluidConfig | null>>();
 const LAT_METRICS = ['ttftP50Ms', 'ttftP99Ms', 'tbtP50Ms', 'tbtP99Ms'] as const;
 
-/** The fast-path constants for (tp, clock), or null where some type cannot be read there (the caller then takes the original path, which throws or not as before). */
+/** The fast-path constants for (tp, clock), or null where some type cannot be read there (the caller then takes the general path, fluidGroup). */
 export function fluidConfig(p: Profile, tp: number, clockMhz: number, maxClockMhz: number): FluidConfig | null {
   let m = cfgMemo.get(p);
   if (!m) {

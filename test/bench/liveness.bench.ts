@@ -1,5 +1,5 @@
 /**
- * Liveness latency on a real nats-server (JetStream KV leases), the timings the integration tests no longer
+ * Liveness latency on a real nats-server (JetStream KV leases), the timings the integration tests do not
  * assert on wall time (a shared machine's load is not the lease's behaviour):
  * - a leader cut off from the server (its connection closed) steps down at expiry: time from the cut to its
  *   'lost' (reason expired), against the TTL (the baseline: the expiry it last wrote is its last renewal + TTL,

@@ -2,7 +2,7 @@
  * The instance clock follows a load rise within its epoch (not only at the epoch's end): real nats-server,
  * real actor processes and an emulated TP2 Llama3.1-8B engine at 1x, with a 10-s clock epoch. After the first
  * epoch lowered the clock under light load, a step up 1.5 s into the next epoch must raise the clock long
- * before that epoch ends (the rule before this change raised it only at the epoch's end, ~8.5 s later).
+ * before that epoch ends (~8.5 s before its end).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { oneTp2InstanceConfig, openLoop, startControlPlane, type Harness } from './control-harness.ts';

@@ -103,7 +103,7 @@ describe('simulator', () => {
 
   it('step batches with the scheduler budget the profile records (Profile.scheduler)', async () => {
     // the same profile with vLLM's max_num_seqs at 2: the core may run only 2 requests at once, so requests queue
-    // and TTFT grows; without the field the core's default (256) applies, as before
+    // and TTFT grows; without the field the core's default (256) applies
     const p = profileFor('llama2-70b', 'h100');
     const dir = mkdtempSync(join(tmpdir(), 'sim-sched-'));
     try {

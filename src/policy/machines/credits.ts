@@ -7,7 +7,7 @@
  * live, and revokes every loan at once (a new credit epoch, published in its status) when it leaves `ready`,
  * takes an emergency step, or its engine crashes. The gateway spends a credit with one message, the leg's
  * `credited` report (the request itself, no reply waited for), and streams from the engine at once with the
- * grant it keeps from the loan; past its credits it asks for admission as before, and that reply lends again.
+ * grant it keeps from the loan; past its credits it asks the instance for admission, and that reply lends again.
  *
  * Loans are cumulative per (epoch, gateway): the instance says "your credits total T in epoch e" and the
  * gateway counts what it spent in e, so a loan renewed while spent credits are still on their way is never
