@@ -9,6 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { simulate } from '../../src/sim/index.ts';
 import { rng } from '../../src/sim/trace.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
+import { idlePowerOf } from '../../src/model/profile.ts';
+import { GPUS } from '../../src/model/catalog.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'sim-cluster-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,29 +47,42 @@ describe('simulator cluster level', () => {
     expect(gpusAt(38)).toBe(gpusAt(20));
   }, 60_000);
 
-  it('breaks the energy down into parts that sum to it (step and fluid)', async () => {
+  it('breaks the energy down into parts bounded by the GPUs, their idle power and the run time (step and fluid)', async () => {
     const trace = { kind: 'file', path: 'data/traces/AzureLLMInferenceTrace_conv.csv', durationMs: 10 * 60_000 } as const;
+    const profile = loadProfile('profiles/llama2-70b.h100.json');
+    const maxClock = Math.max(...profile.clocksMhz);
+    const kWh = (w: number, s: number) => (w * s) / 3.6e6;
     for (const fidelity of ['step', 'fluid'] as const) {
       const single = await simulate({ model: 'llama2-70b', gpu: 'h100', servers: 12, policy: 'single-pool', fidelity, trace });
       const dyn = await simulate({ model: 'llama2-70b', gpu: 'h100', servers: 12, policy: 'dynamollm', fidelity, trace, rateScale: 0.3 });
       for (const r of [single, dyn]) {
         const b = r.energyBreakdown!;
-        expect(b.unallocatedKWh + b.startingKWh + b.instanceIdleKWh + b.instanceBusyKWh, `${r.policy} ${fidelity}`).toBeCloseTo(r.energyKWh, 6);
         for (const v of Object.values(b)) expect(v).toBeGreaterThanOrEqual(0);
         expect(b.instanceBusyKWh).toBeGreaterThan(0);
-        // and the instances' energy by the pool they served in sums to their part
-        const byPool = Object.values(r.energyByPoolKWh ?? {});
-        expect(byPool.reduce((a, v) => a + v, 0), `${r.policy} ${fidelity} by pool`).toBeCloseTo(b.instanceIdleKWh + b.instanceBusyKWh, 6);
-        for (const v of byPool) expect(v).toBeGreaterThan(0);
+        // no part draws more than every GPU at its power limit for the whole run
+        const ceiling = kWh(12 * 8 * GPUS.h100!.tdpW, r.durationS);
+        for (const [k, v] of Object.entries(b)) expect(v, `${r.policy} ${fidelity} ${k}`).toBeLessThanOrEqual(ceiling);
+        for (const v of Object.values(r.energyByPoolKWh ?? {})) expect(v).toBeGreaterThan(0);
       }
+      // single-pool: 12 TP8 instances at the maximum clock for the whole run, nothing starts, no GPU is left out.
+      // The profile's loaded idle power of a TP8 instance at that clock bounds the parts from outside the ledger:
+      // an instance idles at most the whole run, and stepping draws at least its idle power.
+      const sb = single.energyBreakdown!;
+      const idleAll = kWh(12 * idlePowerOf(profile, 8, maxClock), single.durationS);
+      expect(sb.unallocatedKWh).toBe(0);
+      expect(sb.startingKWh).toBe(0);
+      expect(sb.instanceIdleKWh, `single ${fidelity} idle`).toBeGreaterThan(0);
+      expect(sb.instanceIdleKWh, `single ${fidelity} idle`).toBeLessThanOrEqual(idleAll * (1 + 1e-9));
+      expect(sb.instanceIdleKWh + sb.instanceBusyKWh, `single ${fidelity} instances`).toBeGreaterThanOrEqual(idleAll * (1 - 1e-9));
+      expect(single.energyKWh, `single ${fidelity} total`).toBeGreaterThanOrEqual(idleAll * (1 - 1e-9));
       expect(Object.keys(single.energyByPoolKWh!)).toEqual(['pool-all']);
       expect(Object.keys(dyn.energyByPoolKWh!).length).toBeGreaterThan(1);
-      // single-pool: every GPU in a TP8 instance, nothing starts
-      expect(single.energyBreakdown!.unallocatedKWh).toBe(0);
-      expect(single.energyBreakdown!.startingKWh).toBe(0);
-      expect(single.energyBreakdown!.instanceIdleKWh).toBeGreaterThan(0);
-      // dynamollm at 30% of the load: the cluster plan leaves servers out of every pool (powered, unloaded idle)
-      expect(dyn.energyBreakdown!.unallocatedKWh).toBeGreaterThan(0);
+      // dynamollm at 30% of the load: the cluster plan leaves servers out of every pool; each GPU out of every
+      // instance draws the GPU's idle power, so that part is at most 96 such GPUs for the whole run
+      const db = dyn.energyBreakdown!;
+      expect(db.unallocatedKWh).toBeGreaterThan(0);
+      expect(db.unallocatedKWh, `dynamollm ${fidelity} unallocated`).toBeLessThanOrEqual(kWh(96 * GPUS.h100!.idlePowerW, dyn.durationS) * (1 + 1e-9));
+      console.log(`${fidelity}: single idle ${sb.instanceIdleKWh.toFixed(3)} busy ${sb.instanceBusyKWh.toFixed(3)} (idle bound ${idleAll.toFixed(3)} kWh, ${single.durationS} s); dynamollm ${JSON.stringify(db)}`);
     }
   }, 120_000);
 });
