@@ -34,6 +34,8 @@ export interface Outcome {
   ttftMs?: number;
 }
 
+export interface SendOptions { maxTokens?: number; inputTokens?: number; giveUpAfterMs?: number; promptOfInputTokens?: boolean; apiKeyId?: string }
+
 export interface Harness {
   nats: TestNats;
   bus: Bus;
@@ -44,13 +46,55 @@ export interface Harness {
   startActor(kind: string, id: string, extra?: string[]): ChildProcess;
   /** `promptOfInputTokens`: a prompt text the emulator's tokenizer counts as exactly inputTokens tokens (BOS, '▁', then 'hello' per token; default a 10-word prompt). */
   /** `apiKeyId`: as the gateway sets it for an authenticated request (accounting). */
-  send(i: number, o?: { maxTokens?: number; inputTokens?: number; giveUpAfterMs?: number; promptOfInputTokens?: boolean; apiKeyId?: string }): Promise<Outcome>;
+  send(i: number, o?: SendOptions): Promise<Outcome>;
   status(): Promise<ClusterStatus | undefined>;
   waitReady(n: number, timeoutMs?: number, pred?: (s: ClusterStatus) => boolean): Promise<ClusterStatus>;
   /** every decision event kept in the JetStream stream so far. */
   streamEvents(): Promise<DecisionEvent[]>;
   pidsOf(pattern: string): number[];
   stop(): Promise<void>;
+}
+
+/** One request through `backend` (the gateway's NATS backend: intake retried with the same id, chunks deduplicated, request migration), followed to its end. */
+export async function sendVia(backend: NatsBackend, model: string, i: number, so: SendOptions = {}): Promise<Outcome> {
+  const id = `r${i}-${Math.random().toString(36).slice(2, 8)}`;
+  const chunks: Chunk[] = [];
+  const chunkAt: number[] = [];
+  const now = Date.now();
+  const req: InferenceRequest = {
+    v: 1, id, model, kind: 'completion', prompt: so.promptOfInputTokens ? 'hello '.repeat(Math.max(1, (so.inputTokens ?? 100) - 2)) : 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
+    maxTokens: so.maxTokens ?? 40, ignoreEos: true, arrivalMs: now, giveUpAtMs: now + (so.giveUpAfterMs ?? 60_000), streamSubject: subjects.stream(id),
+  };
+  if (so.apiKeyId !== undefined) req.apiKeyId = so.apiKeyId;
+  const out: Outcome = { id, ok: false, chunks, chunkAt, tokens: 0, at: now };
+  const ac = new AbortController();
+  let stream;
+  try {
+    // through the gateway's backend: intake retried with the same id inside 15 s, chunks deduplicated
+    stream = await backend.submit(req, ac.signal);
+  } catch (err) {
+    const e = err as DynError;
+    out.error = e.code === 'remote' || e.name === 'RemoteError' ? `refused: ${(e as { remoteCode?: string }).remoteCode} ${e.message} (retryable ${e.retryable})` : `intake: ${e.message} (retryable ${e.retryable})`;
+    return out;
+  }
+  out.admitted = stream.admission.instance;
+  try {
+    for await (const c of stream) {
+      chunks.push(c);
+      chunkAt.push(Date.now());
+    }
+    const last = chunks[chunks.length - 1];
+    out.ok = !!last?.done && !last.error;
+    if (last?.error) out.error = `${last.error.code}: ${last.error.message} (retryable ${last.error.retryable})`;
+    else if (!last?.done) out.error = 'HUNG';
+  } catch (err) {
+    // a stream silent for 30 s counts as HUNG (the deadline machinery must end it before)
+    const e = err as DynError;
+    out.error = e.code === 'timeout' ? 'HUNG' : `${e.code}: ${e.message} (retryable ${e.retryable})`;
+  }
+  out.tokens = chunks.reduce((n, c) => n + c.tokens, 0);
+  if (chunks[0]?.ttftMs !== undefined) out.ttftMs = chunks[0].ttftMs;
+  return out;
 }
 
 /** Send requests at `rps` until stopped; returns the outcomes once all settled. */
@@ -81,6 +125,25 @@ export function openLoop(h: Harness, rps: number, o: { maxTokens?: number; input
       return Promise.all(all);
     },
   };
+}
+
+/**
+ * What is wrong with a request's stream as its client saw it, [] when nothing: it completed (a done chunk, no
+ * error), its seq runs 0..n-1 without a gap or a repeat, and it carried exactly `maxTokens` tokens, once each
+ * (the token counts, the text's words: the emulator's tokens are one word each, and usage all agree).
+ */
+export function streamProblems(o: Outcome, maxTokens: number): string[] {
+  const out: string[] = [];
+  const why = (s: string) => out.push(`${o.id} (admitted by ${o.admitted ?? 'nobody'}): ${s}`);
+  if (!o.ok) why(o.error ?? 'not completed');
+  const seqs = o.chunks.map((c) => c.seq);
+  if (seqs.some((s, i) => s !== i)) why(`seq ${seqs.join(',')}`);
+  if (o.tokens !== maxTokens) why(`${o.tokens} tokens of ${maxTokens}`);
+  const words = o.chunks.map((c) => c.text).join('').trim().split(/\s+/).filter((w) => w !== '').length;
+  if (o.ok && words !== maxTokens) why(`${words} words of ${maxTokens}`);
+  const usage = o.chunks.at(-1)?.usage?.completionTokens;
+  if (o.ok && usage !== maxTokens) why(`usage ${usage} of ${maxTokens}`);
+  return out;
 }
 
 export function p99(xs: number[]): number {
@@ -178,46 +241,7 @@ export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; conf
       procs.set(id, p);
       return p;
     },
-    async send(i, so = {}) {
-      const id = `r${i}-${Math.random().toString(36).slice(2, 8)}`;
-      const chunks: Chunk[] = [];
-      const chunkAt: number[] = [];
-      const now = Date.now();
-      const req: InferenceRequest = {
-        v: 1, id, model: typeof config.model === 'string' ? config.model : 'llama3.1-8b', kind: 'completion', prompt: so.promptOfInputTokens ? 'hello '.repeat(Math.max(1, (so.inputTokens ?? 100) - 2)) : 'hello '.repeat(10), inputTokens: so.inputTokens ?? 100,
-        maxTokens: so.maxTokens ?? 40, ignoreEos: true, arrivalMs: now, giveUpAtMs: now + (so.giveUpAfterMs ?? 60_000), streamSubject: subjects.stream(id),
-      };
-      if (so.apiKeyId !== undefined) req.apiKeyId = so.apiKeyId;
-      const out: Outcome = { id, ok: false, chunks, chunkAt, tokens: 0, at: now };
-      const ac = new AbortController();
-      let stream;
-      try {
-        // through the gateway's backend: intake retried with the same id inside 15 s, chunks deduplicated
-        stream = await backend.submit(req, ac.signal);
-      } catch (err) {
-        const e = err as DynError;
-        out.error = e.code === 'remote' || e.name === 'RemoteError' ? `refused: ${(e as { remoteCode?: string }).remoteCode} ${e.message} (retryable ${e.retryable})` : `intake: ${e.message} (retryable ${e.retryable})`;
-        return out;
-      }
-      out.admitted = stream.admission.instance;
-      try {
-        for await (const c of stream) {
-          chunks.push(c);
-          chunkAt.push(Date.now());
-        }
-        const last = chunks[chunks.length - 1];
-        out.ok = !!last?.done && !last.error;
-        if (last?.error) out.error = `${last.error.code}: ${last.error.message} (retryable ${last.error.retryable})`;
-        else if (!last?.done) out.error = 'HUNG';
-      } catch (err) {
-        // a stream silent for 30 s counts as HUNG (the deadline machinery must end it before)
-        const e = err as DynError;
-        out.error = e.code === 'timeout' ? 'HUNG' : `${e.code}: ${e.message} (retryable ${e.retryable})`;
-      }
-      out.tokens = chunks.reduce((n, c) => n + c.tokens, 0);
-      if (chunks[0]?.ttftMs !== undefined) out.ttftMs = chunks[0].ttftMs;
-      return out;
-    },
+    send: (i, so = {}) => sendVia(backend, typeof config.model === 'string' ? config.model : 'llama3.1-8b', i, so),
     async status() {
       try {
         return await bus.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 });

@@ -13,6 +13,8 @@ import { silentLogger } from '../../src/runtime/logger.ts';
 import { Admission, ClusterStatus, InferenceRequest, StatusRequest, TokenChunk, DecisionEvent, subjects, type TokenChunk as Chunk } from '../../protocols/index.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
 import { suitePids } from '../helpers/procs.ts';
+import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import { sendVia, streamProblems, type Outcome as GatewayOutcome } from './control-harness.ts';
 
 let nats: TestNats;
 let bus: Bus;
@@ -149,41 +151,79 @@ describe('control plane: request path', () => {
     for (const o of outs) expect(o.admitted).toMatch(/^pool-all-n0-g[01]x1$/);
   }, 60_000);
 
-  it('SIGKILL of an instance manager under load: no request hangs, dispatch drops it fast', async () => {
-    const st = await waitReady(2);
-    const victim = st.pools[0]!.instances[0]!.id;
-    const running: Promise<Outcome>[] = [];
+  it('SIGKILL of an instance manager under load: every request completes, its streams whole, dispatch drops it', async () => {
+    await waitReady(2);
+    const MAX = 40;
+    // through the gateway's own NATS backend: intake retried with the same id, a stream whose instance died
+    // continues on another leg (request migration)
+    const backend = new NatsBackend(bus, { admitTimeoutMs: 15_000, chunkTimeoutMs: 30_000 });
+    const running: Promise<GatewayOutcome>[] = [];
     let i = 100;
     let killedAt = 0;
-    const load = setInterval(() => running.push(send(i++, 60)), 60);
+    let dead: DecisionEvent | undefined;
+    let sentAfterVerdict = 0;
+    const until = async (pred: () => boolean | Promise<boolean>, ms: number, what: string) => {
+      const t = Date.now() + ms;
+      while (!(await pred())) {
+        if (Date.now() > t) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    // a long request: its instance is the victim, killed while it streams
+    const now = Date.now();
+    const probeId = `probe-${Math.random().toString(36).slice(2, 8)}`;
+    const PROBE = 400;
+    const probeStream = await backend.submit({
+      v: 1, id: probeId, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello '.repeat(10), inputTokens: 100, maxTokens: PROBE, ignoreEos: true,
+      arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream(probeId),
+    }, new AbortController().signal);
+    const victim = probeStream.admission.instance!;
+    const probe: GatewayOutcome = { id: probeId, ok: false, admitted: victim, chunks: [], chunkAt: [], tokens: 0, at: now };
+    const probeDone = (async () => {
+      try {
+        for await (const c of probeStream) probe.chunks.push(c);
+        const last = probe.chunks.at(-1);
+        probe.ok = !!last?.done && !last.error;
+        if (last?.error) probe.error = `${last.error.code}: ${last.error.message}`;
+      } catch (err) {
+        probe.error = (err as Error).message;
+      }
+      probe.tokens = probe.chunks.reduce((n, c) => n + c.tokens, 0);
+    })();
+    // beside it, a load the surviving instance carries alone (its 8 engine seats): a refusal for overload would be
+    // backpressure, not a loss to the failure
+    const load = setInterval(() => {
+      running.push(sendVia(backend, 'llama3.1-8b', i++, { maxTokens: MAX }));
+      if (dead) sentAfterVerdict++;
+    }, 250);
     try {
-    await new Promise((r) => setTimeout(r, 1500));
-    // among this suite's processes: another suite on this machine may run an instance of the same id
-    const [pid] = suitePids(procs.map((p) => p.pid ?? -1), `--id ${victim} `);
-    process.kill(pid!, 'SIGKILL');
-    killedAt = Date.now();
-    
-    await new Promise((r) => setTimeout(r, 4000));
+      await until(() => probe.chunks.length >= 10, 20_000, `${victim} streaming the long request`);
+      // among this suite's processes: another suite on this machine may run an instance of the same id
+      const [pid] = suitePids(procs.map((p) => p.pid ?? -1), `--id ${victim} `);
+      process.kill(pid!, 'SIGKILL');
+      killedAt = Date.now();
+      // the load goes on until the failure verdict and 10 requests past it
+      await until(() => {
+        dead ??= events.find((e) => e.kind === 'failure' && e.decision.instance === victim && e.atMs >= killedAt);
+        return dead !== undefined && sentAfterVerdict >= 10;
+      }, 30_000, `the failure verdict on ${victim} and 10 requests after it`);
     } finally {
       clearInterval(load);
     }
     const outs = await Promise.all(running);
-    expect(outs.filter((o) => o.error === 'HUNG')).toEqual([]);
-    const failed = outs.filter((o) => !o.ok);
-    // every failure is explicit and retryable
-    for (const o of failed) expect(o.error).toMatch(/retryable true|refused: (unavailable|overloaded|timeout)/);
-    const dead = events.find((e) => e.kind === 'failure' && e.decision.instance === victim && e.atMs >= killedAt);
-    expect(dead).toBeDefined();
+    await probeDone;
+    backend.close();
+    // every request completes, each stream whole (no token lost, none twice): the long one the dead instance was
+    // streaming continued on another leg, those it held queued were sent again
+    expect(outs.flatMap((o) => streamProblems(o, MAX))).toEqual([]);
+    expect(streamProblems(probe, PROBE)).toEqual([]);
+    expect(backend.counters.migrated, 'the long request went on as a new leg').toBeGreaterThan(0);
     // how soon the verdict comes is the liveness rule (missed heartbeats), tested on a virtual clock in
     // test/unit/runtime-core.test.ts; the wall time here depends on the machine's load and is only logged
-    // after the failure verdict, nothing was admitted by the dead instance until it came back
-    const back = events.find((e) => e.kind === 'instance' && (e.decision as { instance?: string; alive?: boolean }).instance === victim && e.atMs > dead!.atMs);
-    const bad = outs.filter((o) => o.admitted === victim && o.at > dead!.atMs && (!back || o.at < back.atMs) && !o.ok);
-    expect(bad).toEqual([]);
     // after the verdict the surviving instance serves
     expect(outs.filter((o) => o.ok && o.at > dead!.atMs).length).toBeGreaterThan(0);
-    console.log(`kill: ${outs.length} requests, ${outs.filter((o) => o.ok).length} ok, ${failed.length} explicit retryable errors; failure verdict after ${dead!.atMs - killedAt} ms`);
-  }, 60_000);
+    console.log(`kill: ${outs.length} requests, ${outs.filter((o) => o.ok).length} ok, ${backend.counters.migrated} legs migrated; failure verdict after ${dead!.atMs - killedAt} ms`);
+  }, 90_000);
 
   it('a burst beyond capacity walks the emergency ladder in order and ends in explicit retryable rejections', async () => {
     await waitReady(2);
