@@ -9,7 +9,8 @@
  *   sample, no standby on another server is ever elected, and never two lead at once.
  * - the leader's process SIGKILLed while a NATS server is down: a standby on another server leads within ttl + 1 s of
  *   the kill, under a higher term.
- * - a bucket whose tag no server carries: LeaseLayoutError naming the missing server_tags, not retryable.
+ * - a bucket whose tag no server carries: LeaseLayoutError naming the missing server_tags, not retryable; on servers
+ *   without the tags nobody is elected and no bucket of another layout is made.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -168,6 +169,35 @@ describe('a lease on a majority of one-replica buckets, one per NATS server', ()
     expect(elected.length, `elected: ${JSON.stringify(elected)}`).toBe(1);
     expect(seen.samples.filter((s) => s.leaders.length > 1), 'two leaders at once').toEqual([]);
   }, 120_000);
+
+  it('NATS servers without the lease tags: nobody is elected, no other layout is made, the error names server_tags', async () => {
+    const plain = await startNatsCluster(3, { leaseTags: false });
+    const b = await Bus.connect({ servers: plain.urls, name: 'lease-untagged', ...as('admin'), log: silentLogger() });
+    try {
+      b.jetstreamReplicas = 3;
+      // once the cluster's meta leader answers, the bucket's creation is refused for its placement
+      let err: unknown;
+      for (const end = Date.now() + 30_000; !(err instanceof LeaseLayoutError) && Date.now() < end; await sleep(250)) {
+        err = await openLeaseBucket(b, leaseBuckets(3)[0]!, 0, 3).then(() => undefined, (e: unknown) => e);
+      }
+      expect(err).toBeInstanceOf(LeaseLayoutError);
+      expect((err as Error).message).toContain('server_tags ["dyn-lease-0"]');
+      const l = new LeaderLease({ bus: b, key: leaseKeys.clusterPlanner(), holder: 'untagged', ttlMs: 1500, renewMs: 500, log: silentLogger() });
+      let elected = false;
+      l.on('elected', () => (elected = true));
+      await l.start();
+      await sleep(3000);
+      await l.stop();
+      expect(elected).toBe(false);
+      const jsm = await jetstreamManager(b.nc, { timeout: 5000 });
+      const streams: string[] = [];
+      for await (const name of jsm.streams.names()) streams.push(name);
+      expect(streams.filter((n) => n.startsWith(`KV_${jetstream.leasesBucket}`))).toEqual([]);
+    } finally {
+      await b.close();
+      await plain.stop();
+    }
+  }, 90_000);
 
   it('a bucket whose placement tag no NATS server carries: LeaseLayoutError naming it, not retryable', async () => {
     const err = await openLeaseBucket(admin, 'dyn_v1_leases_3', 3, 5).then(() => undefined, (e: unknown) => e);
