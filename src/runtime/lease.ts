@@ -8,8 +8,10 @@
  *   of them. One replicated bucket would stop every lease for as long as its stream re-elects a raft leader after
  *   the NATS server leading it dies (seconds); with one bucket per server, a server's loss costs the holder one
  *   bucket and no election: it keeps its majority on the others. A bucket that cannot be placed (no server with
- *   its tag) fails with LeaseLayoutError; the lease never falls back to another layout (two contenders on two
- *   layouts would both lead).
+ *   its tag) fails with LeaseLayoutError; the lease never falls back to another layout.
+ * - Layouts: a contender also reads (never makes) the other layout's records of its key (lease-other-layout.ts),
+ *   before it writes and again after its majority was written, and a live record of another holder there is held.
+ *   Two managers on two values of N would otherwise each find their own layout free and both lead.
  *
  * The record (protocols' LeaseValue) names the holder and its expiry. nats-server 2.9 has no per-key TTL, so
  * expiry lives in the value. Per bucket (lease-slot.ts):
@@ -35,13 +37,14 @@
  *   it, a contender whose acquire is applied unanswered would wait out its own record's TTL, and a leader whose
  *   renewal is applied unanswered would find its next compare-and-set failing and step down ('taken').
  * Over the buckets (this file):
- * - acquire: read every bucket in parallel, each within opTimeoutMs; fewer than a majority answered: try again
- *   soon. A majority of answered records that are one acquisition of ours applied unanswered: elected on them.
+ * - acquire: read every bucket (and the other layout's) in parallel, each within opTimeoutMs; fewer than a majority
+ *   answered: try again soon; a live holder on the other layout: wait. A majority of answered records that are one
+ *   acquisition of ours applied unanswered: elected on them.
  *   Any answered record held by someone else (or undecodable and young): wait. Else write our value on every
  *   answered bucket, expecting the revision read there: the lowest-numbered one alone first (every contender that
  *   read the same buckets starts there, so exactly one goes on; a loser of it stops), then the others together.
- *   Elected when a majority of writes succeeded; on a split (no majority) release what we got and try again after
- *   a random fraction of renewMs, so that two contenders converge.
+ *   Elected when a majority of writes succeeded and the other layout then shows no live holder; on a split (no
+ *   majority) or such a holder, release what we got and try again after a random fraction of renewMs (converging).
  * - term (the fencing token) = max over the records read (their term, and their revision: revisions only rise,
  *   so a record corrupted, deleted or rewritten with a lower term still raises it) + 1, written on the majority.
  * - renew: every `renewMs`, compare-and-set on each bucket we hold (a failure whose record is not ours: that
@@ -77,6 +80,7 @@ import { LeaseValue, leaseBuckets } from '../../protocols/index.ts';
 import type { Bus } from './bus.ts';
 import { systemClock, within, type Clock } from './clock.ts';
 import { LeaseSlot, isCasFailure } from './lease-slot.ts';
+import { otherLayoutBuckets, readOtherLayout } from './lease-other-layout.ts';
 
 export { LeaseLayoutError } from './lease-slot.ts';
 
@@ -145,6 +149,10 @@ export class LeaderLease extends EventEmitter {
   #clock: Clock;
   #log?: Logger;
   #slots: LeaseSlot[];
+  /** the buckets of the other layout, read (never made) before and after an acquisition (lease-other-layout.ts). */
+  #others: string[];
+  /** buckets of the other layout on which a live holder was logged (an error, once per bucket). */
+  #mismatchLogged = new Set<string>();
   #running = false;
   #timer: unknown;
   #stepDownTimer: unknown;
@@ -171,6 +179,7 @@ export class LeaderLease extends EventEmitter {
     this.quorum = Math.floor(this.buckets.length / 2) + 1;
     const env = { bus: this.#bus, key: this.key, holder: this.holder, opTimeoutMs: this.opTimeoutMs, clock: this.#clock, log: this.#log };
     this.#slots = this.buckets.map((b, i) => new LeaseSlot(env, b, i, this.buckets.length));
+    this.#others = opts.bucket !== undefined ? [] : otherLayoutBuckets(this.buckets);
   }
 
   /**
@@ -386,9 +395,13 @@ export class LeaderLease extends EventEmitter {
 
   /** Returns ms until the next attempt. */
   async #tryAcquire(): Promise<number> {
+    const otherRead = this.#otherLayoutHeld();
     const answered = await this.#readAll();
+    const other = await otherRead;
     if (answered.length < this.quorum) return RETRY_AFTER_FAILURE_MS;
     const t0 = this.#clock.now();
+    // a live holder on the other layout: held (retry just after it would lapse)
+    if (other !== undefined) return Math.max(1, Math.min(this.renewMs, other - t0 + 1));
     // our acquisition applied while its answers were lost: we hold it since those writes
     const mine = new Map<LeaseSlot, LeaseValue>();
     for (const { slot, e } of answered) {
@@ -438,7 +451,14 @@ export class LeaderLease extends EventEmitter {
     await this.#each(rest.map((a) => a.slot), (s) => write(answered.find((a) => a.slot === s)!).catch((err: unknown) => {
       if (!isCasFailure(err)) throw err;
     }));
-    if (got.size >= this.quorum) return this.#elected(v, got);
+    if (got.size >= this.quorum) {
+      // a contender of the other layout that read ours free while we read its free: of two such, at least one
+      // reads the other's write here (each wrote before reading the other's layout), and gives its majority back
+      const after = await this.#otherLayoutHeld();
+      if (after === undefined) return this.#elected(v, got);
+      await this.#release({ term: v.term, acquiredMs: v.acquiredMs }, got);
+      return RETRY_AFTER_FAILURE_MS + Math.floor(Math.random() * this.renewMs);
+    }
     // a split (or too few answers): give back what we got, and try again after a random while
     this.#log?.info({ key: this.key, term: v.term, got: got.size, quorum: this.quorum }, 'lease split: released, trying again');
     await this.#release({ term: v.term, acquiredMs: v.acquiredMs }, got);
@@ -467,6 +487,28 @@ export class LeaderLease extends EventEmitter {
       if (timer !== undefined) this.#clock.clearTimeout(timer);
     }
     return [...answered].sort((a, b) => a.slot.index - b.slot.index);
+  }
+
+  /** The latest expiry of a live record of another holder on the other layout (lease-other-layout.ts), else undefined. */
+  async #otherLayoutHeld(): Promise<number | undefined> {
+    if (!this.#others.length) return undefined;
+    const records = await Promise.all(this.#others.map((b) => readOtherLayout(this.#bus, b, this.key, this.opTimeoutMs).catch((err: unknown) => {
+      this.#log?.debug({ key: this.key, bucket: b, err: (err as Error).message }, 'lease record of the other layout unanswered');
+      return undefined;
+    })));
+    const now = this.#clock.now();
+    let until: number | undefined;
+    for (const r of records) {
+      const v = r?.value;
+      if (!r || !v || !v.holder || v.expiresMs < now) continue;
+      if (v.holder === this.holder && v.proc && this.#proc && processGone(v.proc, this.#proc)) continue;
+      if (!this.#mismatchLogged.has(r.bucket)) {
+        this.#mismatchLogged.add(r.bucket);
+        this.#log?.error({ key: this.key, bucket: r.bucket, holder: v.holder, term: v.term, buckets: this.buckets }, `lease ${this.key}: a live holder on the other layout (${r.bucket}): every manager must use the same nats.jetstreamReplicas; waiting for it to lapse`);
+      }
+      until = Math.max(until ?? 0, v.expiresMs);
+    }
+    return until;
   }
 
   /** A majority of answered records that are one acquisition of ours (`mine`, still valid): elected on them. */
