@@ -1,0 +1,160 @@
+/**
+ * Leader leases on a NATS cluster when a MAJORITY of the lease buckets cannot be reached (src/runtime/lease.ts: a
+ * lease is held on a majority of one-replica buckets, one per server). Real 3-server cluster on loopback, tagged
+ * dyn-lease-<i>; servers frozen with SIGSTOP (a hung host: no answer, no closed socket). Each test fails where a
+ * lease needs fewer buckets than a majority:
+ *
+ * - a standby that reaches one bucket only (the other two servers frozen, among them the server the leader is
+ *   connected to), that bucket free: it is not elected while they are frozen, so never two leaders; the leader,
+ *   cut off, stops leading by its expiry.
+ * - a leader on all three buckets whose connection's server stays up while the two others are frozen: it stops
+ *   leading by the expiry of its last renewal that reached a majority (not renewing on its one bucket for ever),
+ *   and the standby on its server is not elected while they are frozen.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startNatsCluster, as } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { LeaderLease } from '../../src/runtime/lease.ts';
+import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
+import { createLogger, silentLogger } from '../../src/runtime/logger.ts';
+import { leaseBuckets, leaseKeys } from '../../protocols/index.ts';
+
+const TTL_MS = 3000;
+const RENEW_MS = 1000;
+let cluster: Awaited<ReturnType<typeof startNatsCluster>>;
+const buses: Bus[] = [];
+const leases: LeaderLease[] = [];
+const frozen = new Set<number>();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  cluster = await startNatsCluster(3);
+  const admin = await bus(0, 'lease-minority-admin');
+  for (const until = Date.now() + 30_000; ;) {
+    try {
+      await Promise.all(leaseBuckets(3).map((b, i) => openLeaseBucket(admin, b, i, 3)));
+      break;
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await sleep(250);
+    }
+  }
+}, 60_000);
+
+afterAll(async () => {
+  for (const i of frozen) process.kill(cluster.servers[i]!.pid, 'SIGCONT');
+  for (const l of leases) await l.stop().catch(() => {});
+  await Promise.all(buses.map((b) => b.close()));
+  await cluster?.stop();
+});
+
+async function bus(server: number, name: string): Promise<Bus> {
+  const b = await Bus.connect({ servers: cluster.urls[server]!, name, ...as('pool', name), log: silentLogger() });
+  b.jetstreamReplicas = 3;
+  buses.push(b);
+  return b;
+}
+
+function lease(b: Bus, key: string, holder: string): LeaderLease {
+  const l = new LeaderLease({ bus: b, key, holder, ttlMs: TTL_MS, renewMs: RENEW_MS, log: process.env.DYN_TEST_LOG ? createLogger({ level: 'debug' }).child({ holder }) : silentLogger() });
+  leases.push(l);
+  return l;
+}
+
+function freeze(i: number): void {
+  process.kill(cluster.servers[i]!.pid, 'SIGSTOP');
+  frozen.add(i);
+}
+function thaw(i: number): void {
+  process.kill(cluster.servers[i]!.pid, 'SIGCONT');
+  frozen.delete(i);
+}
+
+/** Every 20 ms, which of `ls` claim to lead. */
+function sample(ls: LeaderLease[]): { samples: { t: number; leaders: string[] }[]; stop(): void } {
+  const samples: { t: number; leaders: string[] }[] = [];
+  const timer = setInterval(() => samples.push({ t: Date.now(), leaders: ls.filter((l) => l.isLeader()).map((l) => l.holder) }), 20);
+  return { samples, stop: () => clearInterval(timer) };
+}
+
+async function until(what: string, ms: number, ok: () => boolean): Promise<void> {
+  for (const end = Date.now() + ms; !ok(); await sleep(20)) if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+}
+
+describe('a lease whose majority of buckets cannot be reached', () => {
+  it('a standby reaching one free bucket is not elected; the leader, its server frozen, stops by its expiry', async () => {
+    const key = leaseKeys.poolLeader('minority-standby');
+    // the standby's connection and bucket handles first (server 2 is frozen next)
+    const sb = await bus(2, 'pm-standby');
+    await Promise.all(leaseBuckets(3).map((b, i) => openLeaseBucket(sb, b, i, 3)));
+    // the leader elected on buckets 0 and 1 while server 2 (bucket 2) is frozen: bucket 2 stays free
+    freeze(2);
+    const leader = lease(await bus(0, 'pm-leader'), key, 'pm-leader');
+    await leader.start();
+    await until('the leader elected on two buckets', 10_000, () => leader.isLeader());
+    const standby = lease(sb, key, 'pm-standby');
+    const elected: number[] = [];
+    standby.on('elected', () => elected.push(Date.now()));
+    const seen = sample([leader, standby]);
+    let cutMs = 0;
+    let leaderUntil = 0;
+    try {
+      // the leader's buckets and its connection's server frozen; the free bucket's server back; the standby contends
+      leaderUntil = leader.leaderUntilMs();
+      freeze(0);
+      freeze(1);
+      cutMs = Date.now();
+      thaw(2);
+      await standby.start();
+      await sleep(2 * TTL_MS);
+      expect(elected, 'the standby elected on one bucket of three').toEqual([]);
+      thaw(0);
+      thaw(1);
+      await until('a leader once the servers are back', 4 * TTL_MS, () => leader.isLeader() || standby.isLeader());
+      await sleep(RENEW_MS);
+    } finally {
+      seen.stop();
+    }
+    expect(seen.samples.filter((s) => s.leaders.length > 1), 'two leaders at once').toEqual([]);
+    expect(leaderUntil, 'the leader leads no longer than a TTL after the cut').toBeLessThanOrEqual(cutMs + TTL_MS);
+    const late = seen.samples.filter((s) => s.t > leaderUntil && s.t < cutMs + 2 * TTL_MS && s.leaders.includes('pm-leader'));
+    expect(late.length, 'samples where the cut-off leader still leads after its expiry').toBe(0);
+  }, 90_000);
+
+  it('a leader whose connection stays up while two of its three buckets\' servers are frozen stops by its expiry', async () => {
+    const key = leaseKeys.poolLeader('minority-leader');
+    const lb = await bus(2, 'pm-l');
+    const leader = lease(lb, key, 'pm-l');
+    await leader.start();
+    await until('the leader elected', 10_000, () => leader.isLeader());
+    const standby = lease(await bus(2, 'pm-s'), key, 'pm-s');
+    const elected: number[] = [];
+    standby.on('elected', () => elected.push(Date.now()));
+    await standby.start();
+    // a renewal on all three buckets
+    await sleep(2 * RENEW_MS);
+    const seen = sample([leader, standby]);
+    let cutMs = 0;
+    let leaderUntil = 0;
+    try {
+      leaderUntil = leader.leaderUntilMs();
+      freeze(0);
+      freeze(1);
+      cutMs = Date.now();
+      await sleep(2 * TTL_MS);
+      expect(leader.isLeader(), 'the leader still leads on one bucket of three').toBe(false);
+      expect(elected, 'the standby elected on one bucket of three').toEqual([]);
+      thaw(0);
+      thaw(1);
+      await until('a leader once the servers are back', 4 * TTL_MS, () => leader.isLeader() || standby.isLeader());
+      await sleep(RENEW_MS);
+    } finally {
+      seen.stop();
+    }
+    expect(seen.samples.filter((s) => s.leaders.length > 1), 'two leaders at once').toEqual([]);
+    const stopped = seen.samples.find((s) => s.t > cutMs && !s.leaders.includes('pm-l'))?.t ?? Infinity;
+    // it renewed at most once more while bucket 2 alone answered: it stops within a TTL of the cut
+    expect(stopped - cutMs, 'ms from the cut until the leader stopped leading').toBeLessThanOrEqual(TTL_MS + 100);
+    expect(leaderUntil).toBeGreaterThan(cutMs);
+  }, 90_000);
+});
