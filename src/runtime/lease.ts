@@ -48,8 +48,8 @@
  * - term (the fencing token) = max over the records read (their term, and their revision: revisions only rise,
  *   so a record corrupted, deleted or rewritten with a lower term still raises it) + 1, written on the majority.
  * - renew: every `renewMs`, compare-and-set on each bucket we hold (a failure whose record is not ours: that
- *   bucket is lost), and on each bucket we do not hold whose record is free with a term <= ours, or is our own
- *   record of this term (a server that came back, a write of ours that failed): the majority comes back after a
+ *   bucket is lost), and on each bucket we do not hold whose record is free (whatever its term: a split loser's
+ *   release may carry a higher one), or is our own record of this term (a server that came back, a write of ours that failed): the majority comes back after a
  *   server returns. Fewer buckets held than a majority: step down ('taken').
  * - step down locally at our own expiry even when no server can be reached: `isLeader()` compares the clock
  *   against the majority-th latest expiry we wrote successfully (that many buckets hold our record until then)
@@ -61,9 +61,11 @@
  *   majorities share a bucket, whose record cannot be live for two holders. A server that comes back with
  *   stale records changes nothing: its records carry their expiry, and any write there is a compare-and-set on
  *   the revision it holds.
- * Why terms rise (a later leader's term is above every earlier one's): on each bucket, the terms of the records
- *   never fall along its revisions (an acquirer writes above what it read, a holder writes its own term over its
- *   own record, and a regaining leader only over a record of a term <= its own). A leader elected after another
+ * Why terms rise (a later leader's term is above every earlier one's; by induction over elections): on a bucket,
+ *   every record written after a leader's record there has a term >= that leader's: the leader itself writes its
+ *   own term; an acquirer (and its release) writes above the record it read, itself after ours; a leader that
+ *   regains the bucket writes its own term, and regains only once our record there is free (released or expired:
+ *   our lead is over), so it was elected after us and its term is above ours. A leader elected after another
  *   shares a bucket of its majority with the other's majority, and wrote there after the other (the other way
  *   round, the later one's record would have blocked the earlier one until it expired, after the later one's
  *   election had to happen), so it read a term >= the other's there and took one above it. N = 1 is the same
@@ -372,8 +374,8 @@ export class LeaderLease extends EventEmitter {
   }
 
   /**
-   * A leader's write on a bucket it does not hold: only over a free record of a term <= ours (terms never fall
-   * along a bucket's records: the module comment), or over our own record of this term.
+   * A leader's write on a bucket it does not hold: only over a free record (of any term: terms still rise, the
+   * module comment), or over our own record of this term. Our term (the fencing token) never changes while we lead.
    */
   async #regain(s: LeaseSlot, v: LeaseValue, held: Held): Promise<void> {
     const e = await s.read();
@@ -382,7 +384,7 @@ export class LeaderLease extends EventEmitter {
     if (cur === 'corrupt') return;
     const ours = cur !== null && cur.holder === this.holder && cur.proc === this.#proc && cur.term === held.term;
     const free = !cur || !cur.holder || cur.expiresMs < this.#clock.now();
-    if (!ours && !(free && (cur?.term ?? 0) <= held.term)) return;
+    if (!ours && !free) return;
     try {
       const rev = await s.cas(v, e?.revision ?? 0);
       if (this.#held !== held) return;

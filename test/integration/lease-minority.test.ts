@@ -10,6 +10,8 @@
  * - a leader on all three buckets whose connection's server stays up while the two others are frozen: it stops
  *   leading by the expiry of its last renewal that reached a majority (not renewing on its one bucket for ever),
  *   and the standby on its server is not elected while they are frozen.
+ * - a leader that loses a bucket to a released record of a higher term (what a split loser's release leaves) takes
+ *   that bucket back at its next renewal, under its own term: it does not lead on a bare majority.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsCluster, as } from '../helpers/nats.ts';
@@ -17,7 +19,7 @@ import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
 import { createLogger, silentLogger } from '../../src/runtime/logger.ts';
-import { leaseBuckets, leaseKeys } from '../../protocols/index.ts';
+import { LeaseValue, leaseBuckets, leaseKeys } from '../../protocols/index.ts';
 
 const TTL_MS = 3000;
 const RENEW_MS = 1000;
@@ -157,4 +159,25 @@ describe('a lease whose majority of buckets cannot be reached', () => {
     expect(stopped - cutMs, 'ms from the cut until the leader stopped leading').toBeLessThanOrEqual(TTL_MS + 100);
     expect(leaderUntil).toBeGreaterThan(cutMs);
   }, 90_000);
+
+  it('a released record of a higher term on one of its buckets: the leader takes the bucket back under its own term', async () => {
+    const key = leaseKeys.poolLeader('regain-higher');
+    const b = await bus(1, 'pm-r');
+    const leader = lease(b, key, 'pm-r');
+    await leader.start();
+    await until('the leader elected', 10_000, () => leader.isLeader());
+    await sleep(2 * RENEW_MS);
+    const term = leader.term()!;
+    const kv2 = await openLeaseBucket(b, leaseBuckets(3)[2]!, 2, 3);
+    await kv2.put(key, LeaseValue.encode({ v: 1, holder: '', acquiredMs: Date.now(), expiresMs: 0, term: term + 50 }));
+    const holderOf2 = async () => {
+      const e = await kv2.get(key);
+      return e ? LeaseValue.decode(e.value, key) : null;
+    };
+    let rec = await holderOf2();
+    for (const end = Date.now() + 4 * RENEW_MS; rec?.holder !== 'pm-r' && Date.now() < end; rec = await holderOf2()) await sleep(50);
+    expect(rec?.holder, 'bucket 2\'s record holder').toBe('pm-r');
+    expect(rec?.term, 'written under the leader\'s own term').toBe(term);
+    expect(leader.term(), 'the fencing token unchanged').toBe(term);
+  }, 30_000);
 });
