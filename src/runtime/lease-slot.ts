@@ -18,6 +18,8 @@ import { within, type Clock } from './clock.ts';
 
 /** writes without an answer remembered per bucket (one per failed attempt, cleared by an answer): a few TTLs of retries. */
 const MAX_UNANSWERED = 32;
+/** a bucket that cannot be placed (LeaseLayoutError) is logged as an error at most this often, ms. */
+const LAYOUT_ERROR_LOG_MS = 30_000;
 
 /**
  * A lease bucket of several could not be made: no NATS server carries its placement tag (or none that does is up
@@ -35,12 +37,13 @@ export class LeaseLayoutError extends DynError {
   }
 }
 
-/** The server refused a placement (nats-server: 'insufficient resources' 10023, 'no suitable peers for placement' 10005). */
+/**
+ * The server found no server for the bucket's placement tag (nats-server 10005 'no suitable peers for placement').
+ * Other refusals (a full store: 10023 'insufficient resources') are the attempt's ordinary failure, tried again.
+ */
 function isPlacementFailure(err: unknown): boolean {
   const e = err as { message?: string; api_error?: { err_code?: number } };
-  const m = (e?.message ?? '').toLowerCase();
-  const code = e?.api_error?.err_code;
-  return m.includes('insufficient resources') || m.includes('no suitable peers') || m.includes('placement') || code === 10023 || code === 10005;
+  return e?.api_error?.err_code === 10005 || (e?.message ?? '').toLowerCase().includes('no suitable peers');
 }
 
 /** Opens lease bucket `index` of `of` (see the module comment). */
@@ -77,6 +80,8 @@ export class LeaseSlot {
   unanswered: LeaseValue[] = [];
   /** the last operation here failed (logged once per change). */
   failing = false;
+  /** when a LeaseLayoutError of this bucket was last logged. */
+  #layoutLoggedMs = Number.NEGATIVE_INFINITY;
 
   constructor(env: SlotEnv, bucket: string, index: number, of: number) {
     this.#env = env;
@@ -96,6 +101,19 @@ export class LeaseSlot {
       },
     );
     return this.#opening;
+  }
+
+  /**
+   * An operation here failed (with several buckets): a bucket that cannot be placed is logged as an error every
+   * LAYOUT_ERROR_LOG_MS while it lasts (the lease keeps trying it), another failure once until one succeeds.
+   */
+  failed(err: unknown): void {
+    const now = this.#env.clock.now();
+    if (err instanceof LeaseLayoutError && now - this.#layoutLoggedMs >= LAYOUT_ERROR_LOG_MS) {
+      this.#layoutLoggedMs = now;
+      this.#env.log?.error({ key: this.#env.key, bucket: this.bucket, err: err.message }, 'lease bucket cannot be placed (tried again)');
+    } else if (!this.failing) this.#env.log?.warn({ key: this.#env.key, bucket: this.bucket, err: (err as Error).message }, 'lease bucket unanswered (the others hold the lease)');
+    this.failing = true;
   }
 
   /** The open bucket (after open() resolved once). */

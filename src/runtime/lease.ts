@@ -315,8 +315,7 @@ export class LeaderLease extends EventEmitter {
       s.failing = false;
       return undefined;
     }, (err: unknown) => {
-      if (!s.failing) this.#log?.warn({ key: this.key, bucket: s.bucket, err: (err as Error).message }, 'lease bucket unanswered (the others hold the lease)');
-      s.failing = true;
+      s.failed(err);
       return { err };
     })));
     const failed = errors.filter((e) => e !== undefined);
