@@ -10,7 +10,7 @@ import { LeaseValue } from './lease.ts';
 import { ResumeEntry } from './journal.ts';
 import { DispatchView } from './dispatch-view.ts';
 import { ClientDisconnect } from './nats-advisory.ts';
-import { jetstream } from './subjects.ts';
+import { MAX_LEASE_BUCKETS, jetstream, leaseBuckets } from './subjects.ts';
 import { serviceInfoResponse, servicePingResponse, serviceStatsResponse } from './service.ts';
 
 export interface CatalogEntry {
@@ -61,7 +61,8 @@ export const CATALOG: readonly CatalogEntry[] = [
   { subject: 'dyn.v1.detokenize', wildcard: 'dyn.v1.detokenize', pattern: 'req', message: 'DetokenizeRequest', reply: 'DetokenizeReply', publisher: 'gateway -> instance managers (queue group)', rate: 'one per /detokenize call', observer: false },
   { subject: 'dyn.v1.node.<node>.ctl', wildcard: 'dyn.v1.node.*.ctl', pattern: 'req', message: 'NodeCommand', reply: 'Ack', publisher: 'cluster/pool leader -> node agent', rate: 'one per instance start/stop (the cluster leader: per instance a node lists as lost)', observer: false },
   { subject: `KV ${jetstream.leasesBucket} cluster.planner, pool.<pool>`, wildcard: `$KV.${jetstream.leasesBucket}.>`, pattern: 'kv', message: 'LeaseValue', publisher: 'cluster and pool managers', rate: 'every leaseTtlMs/3 per lease', observer: true, notes: 'one NATS server (jetstreamReplicas 1)' },
-  { subject: `KV ${jetstream.leasesBucket}_<i> cluster.planner, pool.<pool>`, wildcard: `$KV.${jetstream.leasesBucket}_0.>`, pattern: 'kv', message: 'LeaseValue', publisher: 'cluster and pool managers', rate: 'every leaseTtlMs/3 per lease, on each bucket', observer: true, notes: 'a NATS cluster (jetstreamReplicas N > 1): N buckets of one replica, bucket i on the server tagged dyn-lease-<i>; a lease is held on a majority (leaseBuckets)' },
+  // one entry per bucket of the N > 1 layout (a NATS wildcard cannot match part of a bucket name)
+  ...leaseBuckets(MAX_LEASE_BUCKETS).map((b, i): CatalogEntry => ({ subject: `KV ${b} cluster.planner, pool.<pool>`, wildcard: `$KV.${b}.>`, pattern: 'kv', message: 'LeaseValue', publisher: 'cluster and pool managers', rate: 'every leaseTtlMs/3 per lease, on each bucket', observer: true, notes: `a NATS cluster (jetstreamReplicas N > ${i}): bucket ${i} of N, one replica, on the server tagged dyn-lease-${i}; a lease is held on a majority (leaseBuckets)` })),
   { subject: `KV ${jetstream.inventoryBucket} node.<node>`, wildcard: `$KV.${jetstream.inventoryBucket}.node.*`, pattern: 'kv', message: 'NodeStatus', publisher: 'node agent', rate: 'every liveness.statusIntervalMs per node', observer: false },
   { subject: `KV ${jetstream.inventoryBucket} pool.<pool>`, wildcard: `$KV.${jetstream.inventoryBucket}.pool.*`, pattern: 'kv', message: 'PoolAssignment', publisher: 'cluster leader', rate: 'one per cluster decision', observer: false },
   { subject: `KV ${jetstream.inventoryBucket} energy.cluster`, wildcard: `$KV.${jetstream.inventoryBucket}.energy.cluster`, pattern: 'kv', message: 'EnergyLedger', publisher: 'cluster leader', rate: 'every cluster telemetry tick (1/s)', observer: false, notes: "the cluster's energy ledger, read by the next leader" },
