@@ -38,6 +38,9 @@ export function nodeResult(s: PoolMachineState, fx: PoolEffect[], cmd: NodeComma
 
 /** The re-shard epoch: the pool's measured load (burst-guarded) planned into a layout, by the heuristic here or the MILP as an effect. */
 export function reshardEpoch(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig, force: boolean): void {
+  // an assignment held from an earlier lead, unconfirmed since (assignmentUnread), may grant GPUs the planner gave
+  // another pool: no plan over it (the epoch timer keeps running; the next epoch plans once it is confirmed)
+  if (s.assignmentUnread) return;
   if (!s.leader || s.reshard || s.reconciling > 0 || !s.assignment || !cfg.profile || s.starting.size || s.planning) return;
   const live = aliveInstances(s);
   // a change in progress: next epoch (an instance asleep through sleep mode is settled: one of the layout)

@@ -183,7 +183,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
     case 'planned': {
       const p = s.planning;
       s.planning = undefined;
-      if (p && ev.solved && s.leader && !s.reshard) decideReshard(s, fx, milpShardDecision(p.input, p.heuristic, ev.solved), now, cfg, ev.force ?? false);
+      if (p && ev.solved && s.leader && !s.reshard && !s.assignmentUnread) decideReshard(s, fx, milpShardDecision(p.input, p.heuristic, ev.solved), now, cfg, ev.force ?? false);
       break;
     }
     case 'node_result':
