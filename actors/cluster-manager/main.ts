@@ -20,7 +20,7 @@ import {
 } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { EPOCH_LENGTH_DEFAULTS } from '../../src/policy/epoch-length.ts';
-import { aliveServers, clusterStep, initialClusterState, intakePools, observedLoad, spillNext, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
+import { aliveServers, clusterStep, keepSilentForMs, initialClusterState, intakePools, observedLoad, spillNext, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
 import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
@@ -93,7 +93,7 @@ export class ClusterManager extends Actor {
     this.#mc = {
       issuer: this.id, profile: this.#profile, pools: poolsOf(c), configuredPools: c.pools !== undefined, epochMs: c.epochs.clusterS * 1000,
       statusIntervalMs: c.liveness.statusIntervalMs, minEpochGapMs: c.scaling.minEpochGapS * 1000, instanceStartupMs: c.scaling.instanceStartupS * 1000,
-      recentWindowMs: c.scaling.recentWindowS * 1000, headroom: c.policy.headroom,
+      recentWindowMs: c.scaling.recentWindowS * 1000, headroom: c.policy.headroom, keepSilentForMs: keepSilentForMs(c.liveness.deadAfterMs),
       ...(c.scaling.epochFloorS !== undefined ? { adaptiveEpoch: { ...EPOCH_LENGTH_DEFAULTS, floorMs: c.scaling.epochFloorS * 1000 } } : {}),
       ...(c.power.driver ? { power: serverPowerConfig({ bootS: c.power.bootS, bootDeadlineS: c.power.bootDeadlineS, reserveServers: c.power.reserveServers, ...(c.power.idleBeforeOffS !== undefined ? { idleBeforeOffS: c.power.idleBeforeOffS } : {}) }) } : {}),
     };
@@ -316,8 +316,8 @@ export class ClusterManager extends Actor {
             const tick = e.timer === 'observe' ? () => this.#step({ type: 'observe', ...this.#observation() }) : () => this.#step({ type: 'epoch', why: 'epoch', ...this.#observation(), ...this.#prefixReuse() });
             this.#leaderTimers.push(this.clock.setInterval(tick, e.everyMs));
           } else if (e.timer === 'first_epoch') {
-            // a new leader's first epoch keeps the grants of a granted server silent now (policy keptServers)
-            this.#leaderTimers.push(this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers }), e.inMs));
+            // a new leader's first epoch keeps the grants of a granted server silent briefly (policy keptServers)
+            this.#leaderTimers.push(this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers, silentMs: this.#silentMs() }), e.inMs));
           } else {
             if (this.#aheadTimer !== undefined) this.clock.clearTimeout(this.#aheadTimer);
             const extra = e.forecast;
@@ -341,6 +341,12 @@ export class ClusterManager extends Actor {
   }
 
   /** What the scaling machine observes: the load the live instances measure, the servers whose agent is alive. */
+  /** How long each configured server has been silent: since its node agent's last status, else since this process began to listen. */
+  #silentMs(): Record<string, number> {
+    const now = this.clock.now();
+    return Object.fromEntries(this.#c.servers.map((x) => [x.id, now - (this.#nodes.get(x.id)?.seenMs ?? this.#listeningSinceMs)]));
+  }
+
   #observation(): { observed: Partial<Record<RequestType, number>>; servers: { id: string; gpus: number }[]; alive?: { id: string; upSinceMs: number }[]; busy?: string[] } {
     const now = this.clock.now();
     if (this.#mc.power) {

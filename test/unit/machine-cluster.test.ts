@@ -9,7 +9,7 @@ import { planCluster } from '../../src/policy/cluster.ts';
 import { maxLoadOf } from '../../src/model/profile.ts';
 import { LoadForecaster } from '../../src/policy/forecast.ts';
 import {
-  aliveServers, clusterStep, keptServers, initialClusterState, intakePools, longerType, sampleMsOf,
+  aliveServers, clusterStep, keepSilentForMs, keptServers, initialClusterState, intakePools, longerType, sampleMsOf,
   type ClusterEffect, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState,
 } from '../../src/policy/machines/cluster.ts';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
@@ -80,10 +80,10 @@ describe('cluster machine', () => {
     d.at(0, { type: 'assignments_loaded', assignments: [{ v: 1, pool: 'all', types: [...REQUEST_TYPES], grants: three.map((x) => ({ node: x.id, gpuIds: [0, 1, 2, 3, 4, 5, 6, 7] })), epoch: 4, state: 'active', issuedBy: 'cm-0', atMs: 0 }] });
     d.at(0, { type: 'lead' });
     // node-2 silent (a partition) when the new leader's first epoch runs: its grants stay, nothing is re-assigned
-    expect(assigned(d.at(1500, { type: 'epoch', why: 'start', observed: {}, servers: three.slice(0, 2), keep: SERVERS }))).toEqual([]);
+    expect(assigned(d.at(1500, { type: 'epoch', why: 'start', observed: {}, servers: three.slice(0, 2), keep: SERVERS, silentMs: { 'node-2': 10_000 } }))).toEqual([]);
     expect(nodesOf(d.s.assignments.get('all'))).toEqual(['node-0', 'node-1', 'node-2']);
     // a server no assignment grants is not kept (the plan places over those alive)
-    expect(keptServers(three.slice(0, 2), SERVERS, d.s.assignments).map((x) => x.id)).toEqual(['node-0', 'node-1', 'node-2']);
+    expect(keptServers(three.slice(0, 2), SERVERS, d.s.assignments, { 'node-2': 10_000, 'node-3': 0 }, 30_000).map((x) => x.id)).toEqual(['node-0', 'node-1', 'node-2']);
     // a timed epoch while node-2 is still silent places over the servers alive: node-2's grants go
     expect(nodesOf(assigned(d.at(60_000, { type: 'epoch', why: 'epoch', observed: {}, servers: three.slice(0, 2) }))[0])).toEqual(['node-0', 'node-1']);
     // node-2 reports again: the next observation places the plan again over the three, without waiting for the epoch timer
@@ -92,6 +92,30 @@ describe('cluster machine', () => {
     expect(back.find((e) => e.kind === 'event')).toMatchObject({ event: 'scale', decision: { why: 'servers back: node-2' } });
     // and once: the next observation changes nothing
     expect(assigned(d.at(64_000, { type: 'observe', observed: {}, servers: three }))).toEqual([]);
+  });
+
+  it("a new leader's first epoch keeps a server silent briefly, not one silent past keepSilentForMs (10 x deadAfterMs, at least 30 s)", () => {
+    const pools = [{ id: 'all', types: [...REQUEST_TYPES] }];
+    const three = SERVERS.slice(0, 3);
+    const loaded = () => {
+      const d = new Drive(cfg({ pools, configuredPools: true, keepSilentForMs: keepSilentForMs(3000) }));
+      d.at(0, { type: 'assignments_loaded', assignments: [{ v: 1, pool: 'all', types: [...REQUEST_TYPES], grants: three.map((x) => ({ node: x.id, gpuIds: [0, 1, 2, 3, 4, 5, 6, 7] })), epoch: 4, state: 'active', issuedBy: 'cm-0', atMs: 0 }] });
+      d.at(0, { type: 'lead' });
+      return d;
+    };
+    expect(keepSilentForMs(3000)).toBe(30_000);
+    expect(keepSilentForMs(5000)).toBe(50_000);
+    // node-2 silent 12 s (a partition and its heal's elections): its grants stay
+    const brief = loaded();
+    expect(assigned(brief.at(1500, { type: 'epoch', why: 'start', observed: {}, servers: three.slice(0, 2), keep: SERVERS, silentMs: { 'node-2': 12_000 } }))).toEqual([]);
+    expect(brief.s.assignments.get('all')?.grants.map((g) => g.node)).toEqual(['node-0', 'node-1', 'node-2']);
+    // node-2 silent 40 s (dead): the first epoch places over the servers alive, node-2's grants go
+    const dead = loaded();
+    const fx = assigned(dead.at(1500, { type: 'epoch', why: 'start', observed: {}, servers: three.slice(0, 2), keep: SERVERS, silentMs: { 'node-2': 40_000 } }));
+    expect(fx.map((a) => a.grants.map((g) => g.node))).toEqual([['node-0', 'node-1']]);
+    // a server whose silence is unknown is not kept either
+    const unknown = loaded();
+    expect(assigned(unknown.at(1500, { type: 'epoch', why: 'start', observed: {}, servers: three.slice(0, 2), keep: SERVERS })).map((a) => a.grants.map((g) => g.node))).toEqual([['node-0', 'node-1']]);
   });
 
   it('without load the longest pool keeps one server and serves every type; the others merge into it', () => {

@@ -71,7 +71,21 @@ export interface ClusterMachineConfig {
    * epoch an observation whose plan only takes servers away (scalesIn) runs one. Absent: every epoch is epochMs.
    */
   adaptiveEpoch?: Omit<EpochLengthConfig, 'fullMs'>;
+  /**
+   * how long a silent server's grants are kept at a new leader's first epoch (policy keptServers), ms: a server silent
+   * longer is placed as gone. Default keepSilentForMs(3000); the live planner's is keepSilentForMs(liveness.deadAfterMs).
+   */
+  keepSilentForMs?: number;
 }
+
+/**
+ * The bound on a silent server's kept grants: 10 x deadAfterMs, at least 30 s. It covers a network partition and the
+ * JetStream elections at its heal (measured in test/chaos/multi-host.test.ts: a cut of ~8 s, leases lapsing for seconds
+ * after the heal) and a host frozen past the liveness window while the planner changes (~10 s in
+ * test/integration/planner-takeover-silent-host.test.ts); a host silent longer is dead, and its GPUs go to the pools
+ * alive at the first epoch after it, however often the leader changes meanwhile.
+ */
+export const keepSilentForMs = (deadAfterMs: number): number => Math.max(30_000, 10 * deadAfterMs);
 
 export interface ClusterMachineState {
   /** the last epoch number issued (or found in the store). */
@@ -119,9 +133,11 @@ export type ClusterEvent =
    * that reuse prefixes get one pool (policy sharedPrefixClasses).
    * `keep`: servers placed over although silent now, where the assignments in force grant them (policy keptServers:
    * a new leader's first epoch, so that a host a partition or a NATS election hid for seconds keeps its pools' grants
-   * and its instances; the epoch timer's epochs place over the servers alive).
+   * and its instances; the epoch timer's epochs place over the servers alive). `silentMs`: how long each server of
+   * `keep` has been silent as this process saw it (since its last node status, else since the process began to
+   * listen); one silent cfg.keepSilentForMs or longer, or without an entry, is not kept.
    */
-  | ({ type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load; forecast?: Load; prefixReuse?: Load; keep?: ClusterServer[] } & PowerObservation);
+  | ({ type: 'epoch'; why: string; observed: Load; servers: ClusterServer[]; extra?: Load; forecast?: Load; prefixReuse?: Load; keep?: ClusterServer[]; silentMs?: Readonly<Record<string, number>> } & PowerObservation);
 
 export type ClusterEffect =
   | { kind: 'arm_timer'; timer: 'observe' | 'epoch'; everyMs: number }
@@ -143,13 +159,14 @@ export const sampleMsOf = (cfg: Pick<ClusterMachineConfig, 'epochMs'>) => Math.m
 /**
  * The servers an epoch places over: those alive, and of `keep` (in its order) those the active assignments grant GPUs on,
  * so that a leader's first epoch does not take a silent host's grants away (its pool leader would stop the instances
- * there once the host is heard again). A server really gone loses its grants at the next timed epoch.
+ * there once the host is heard again). Only a server silent for less than `boundMs` (`silentMs`, keepSilentForMs) is
+ * kept: one silent longer is gone and loses its grants here; one kept loses them at the next timed epoch if still silent.
  */
-export function keptServers(alive: ClusterServer[], keep: ClusterServer[], assignments: ReadonlyMap<string, PoolAssignment>): ClusterServer[] {
+export function keptServers(alive: ClusterServer[], keep: ClusterServer[], assignments: ReadonlyMap<string, PoolAssignment>, silentMs: Readonly<Record<string, number>>, boundMs: number): ClusterServer[] {
   const granted = new Set<string>();
   for (const a of assignments.values()) if (a.state === 'active') for (const g of a.grants) if (g.gpuIds.length) granted.add(g.node);
   const ids = new Set(alive.map((x) => x.id));
-  const extra = keep.filter((x) => !ids.has(x.id) && granted.has(x.id));
+  const extra = keep.filter((x) => !ids.has(x.id) && granted.has(x.id) && (silentMs[x.id] ?? Infinity) < boundMs);
   if (!extra.length) return alive;
   const take = new Set([...ids, ...extra.map((x) => x.id)]);
   // in the order of `keep` (the configured one): the even split gives each server the pool it had
@@ -242,7 +259,7 @@ export function clusterStep(prev: ClusterMachineState, ev: ClusterEvent, now: nu
         observePower(power.p, ev.servers, ev.alive, now, power.cfg, fx);
         takeReplan(power.p);
       }
-      scaleEpoch(s, fx, ev.why, ev.observed, ev.keep ? keptServers(ev.servers, ev.keep, s.assignments) : ev.servers, now, cfg, ev.extra, ev.forecast);
+      scaleEpoch(s, fx, ev.why, ev.observed, ev.keep ? keptServers(ev.servers, ev.keep, s.assignments, ev.silentMs ?? {}, cfg.keepSilentForMs ?? keepSilentForMs(3000)) : ev.servers, now, cfg, ev.extra, ev.forecast);
       break;
   }
   return { state: s, effects: fx };
