@@ -26,6 +26,27 @@ const req = (id: string, atMs: number): MachineRequest => ({ id, type: 'SS', inp
 const engineCalls = (fx: InstanceEffect[]) => fx.filter((e) => e.kind === 'engine_sleep' || e.kind === 'engine_wake');
 
 describe('instance machine: sleep mode', () => {
+  it('an engine that crashed while falling asleep or asleep restarts awake: once ready the instance can sleep again', () => {
+    for (const asleep of [false, true]) {
+      const d = new Drive();
+      d.at(1000, { type: 'sleep', level: 1, why: 'standby' });
+      expect(d.s.sleep?.phase).toBe('falling');
+      if (asleep) d.at(1200, { type: 'engine_slept', ok: true });
+      // the engine process dies; the instance manager restarts it (as actors/instance-manager does)
+      d.at(2000, { type: 'lifecycle', state: 'restarting', why: 'engine exited (code 1, signal null)' });
+      d.at(2000, { type: 'engine_crashed' });
+      d.at(9000, { type: 'engine_restarted' });
+      expect(d.s.lifecycle).toBe('ready');
+      expect(d.s.sleep).toBeUndefined();
+      // a late answer of the dead engine's sleep call changes nothing
+      d.at(9100, { type: 'engine_slept', ok: true });
+      expect(d.s.sleep).toBeUndefined();
+      const fx = d.at(10_000, { type: 'sleep', level: 2, why: 'standby' });
+      expect(d.s.lifecycle).toBe('sleeping');
+      expect(engineCalls(fx)).toEqual([{ kind: 'engine_sleep', level: 2 }]);
+    }
+  });
+
   it('an idle instance: sleeping at once, its engine told to sleep; asleep once the call answers; a wake wakes the engine, then it serves', () => {
     const d = new Drive();
     const fx = d.at(1000, { type: 'sleep', level: 2, why: 'standby' });

@@ -8,7 +8,8 @@
  * - a wake: before the fall it serves again at once; during the fall, once the engine has slept it wakes; asleep, the
  *   engine wakes (engine_wake) and the instance serves once it has; a failed wake leaves it asleep, a failed sleep
  *   serves again;
- * - a drain (or any other lifecycle) ends a wait to sleep; an engine asleep stays so (the pool stops the instance).
+ * - a drain (or any other lifecycle) ends a wait to sleep; an engine asleep stays so (the pool stops the instance);
+ * - an engine crash ends any sleep under way (the restarted engine is awake): once ready again the instance can sleep.
  * The live instance manager performs engine_sleep / engine_wake on its engine (actors/instance-manager/sleep-mode.ts),
  * the simulator on its engine model with src/model/sleep.ts's times (src/sim/sleep-standby.ts).
  */

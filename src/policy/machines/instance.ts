@@ -143,6 +143,8 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       moved(s, fx, ev, now, cfg);
       break;
     case 'engine_crashed':
+      // the engine restarted is awake: a sleep under way (falling, asleep, waking) ended with the process
+      s.sleep = undefined;
       revoke(s, fx);
       move(s, fx, s.queue.length, 'engine crashed');
       break;
