@@ -160,8 +160,12 @@ export function instanceDied(s: PoolMachineState, fx: PoolEffect[], id: string, 
     kind: 'event', event: 'failure', summary: `${id} dead (${why}): removed from dispatch, ${redispatch.length} queued re-dispatched, ${failed.length} streams ended`,
     decision: { instance: id, redispatched: redispatch.map((r) => r.id), failed }, inputs: { lastStatus: { state: last.state, queued: last.queued, running: last.running, sentMs: last.sentMs } },
   });
+  if (s.diedHandled) s.diedHandled = [...s.diedHandled, ...failed, ...redispatch.map((r) => r.id)].slice(-DIED_HANDLED_MAX);
   for (const r of redispatch) newJob(s, fx, { req: r, origin: { kind: 'redispatch' }, exclude: new Set([id]), tried: new Set([id]), attempts: 0 }, now, cfg);
 }
+
+/** The most request ids a lead keeps as handled at a death until it reads the dispatched list (PoolMachineState.diedHandled). */
+export const DIED_HANDLED_MAX = 8192;
 
 /** The stream subject of a request id (every leg streams on its own id's subject), undefined for an id no subject can carry. */
 function streamOf(id: string): string | undefined {

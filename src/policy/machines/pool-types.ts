@@ -124,6 +124,12 @@ export interface PoolMachineState {
    * already reports under the same id.
    */
   graves: Map<string, { status: InstanceStatus; atMs: number }[]>;
+  /**
+   * while a lead has not read the stored dispatched list (its lead came without it): the request ids this lead ended
+   * or re-dispatched at an instance's death (the latest DIED_HANDLED_MAX). The list read late adopts none of them:
+   * each was handled once already (the gateway retries an ended stream). Undefined once the list is read.
+   */
+  diedHandled?: string[];
   /** instances a node was asked to start (not yet reporting): when, on which node and GPUs (a re-shard's may not be contiguous). */
   starting: Map<string, { atMs: number; node: string; gpuIds: number[] }>;
   /** the layout of the last re-shard (undefined: fill the grants with initialTp instances). */

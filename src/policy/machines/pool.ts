@@ -71,6 +71,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} leads ${cfg.pool}`, decision: { leader: cfg.holder, term: ev.term }, inputs: { pool: cfg.pool } });
       s.assignmentUnread = ev.unread === true;
       adoptStored(s, fx, ev.stored, cfg);
+      s.diedHandled = ev.dispatched === undefined ? [] : undefined;
       adoptDispatched(s, fx, ev.dispatched ?? [], now, cfg);
       adoptReshard(s, fx, ev.reshard, cfg);
       // an instance a previous leader's re-shard drained serves again (that re-shard died with it)
@@ -90,13 +91,19 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
         s.assignmentUnread = false;
         adoptStored(s, fx, ev.assignment.stored, cfg);
       }
-      if (ev.dispatched) adoptDispatched(s, fx, ev.dispatched, now, cfg);
+      if (ev.dispatched) {
+        // what this lead already ended or re-dispatched at a death is not the list's to handle again
+        const handled = new Set(s.diedHandled ?? []);
+        s.diedHandled = undefined;
+        adoptDispatched(s, fx, ev.dispatched.filter((d) => !handled.has(d.req.id)), now, cfg);
+      }
       if (ev.reshard && !s.reshard) adoptReshard(s, fx, ev.reshard, cfg);
       reconcile(s, fx, now, cfg);
       break;
     case 'lost':
       s.leader = false;
       s.assignmentUnread = false;
+      s.diedHandled = undefined;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} lost the lead of ${cfg.pool}`, decision: { leader: null }, inputs: { pool: cfg.pool } }, { kind: 'disarm_leader_timers' });
       s.reshard = undefined;
       s.pendingReshard = undefined;
