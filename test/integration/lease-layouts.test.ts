@@ -10,11 +10,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsCluster, as } from '../helpers/nats.ts';
+import { makeLeaseBuckets } from '../helpers/lease-buckets.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
-import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
-import { leaseBuckets, leaseKeys } from '../../protocols/index.ts';
+import { leaseKeys } from '../../protocols/index.ts';
 
 const TTL_MS = 1500;
 const RENEW_MS = 500;
@@ -29,16 +29,7 @@ beforeAll(async () => {
     b.jetstreamReplicas = 3;
     buses.push(b);
   }
-  // the cluster's meta leader up: the buckets of both layouts can be made
-  for (const until = Date.now() + 30_000; ;) {
-    try {
-      await Promise.all([...leaseBuckets(3).map((b, i) => openLeaseBucket(buses[0]!, b, i, 3)), openLeaseBucket(buses[0]!, leaseBuckets(1)[0]!, 0, 1)]);
-      break;
-    } catch (err) {
-      if (Date.now() > until) throw err;
-      await sleep(250);
-    }
-  }
+  await makeLeaseBuckets(buses[0]!, 3, { single: true });
 }, 60_000);
 
 afterAll(async () => {

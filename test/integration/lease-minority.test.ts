@@ -15,6 +15,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsCluster, as } from '../helpers/nats.ts';
+import { makeLeaseBuckets } from '../helpers/lease-buckets.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
@@ -32,15 +33,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 beforeAll(async () => {
   cluster = await startNatsCluster(3);
   const admin = await bus(0, 'lease-minority-admin');
-  for (const until = Date.now() + 30_000; ;) {
-    try {
-      await Promise.all(leaseBuckets(3).map((b, i) => openLeaseBucket(admin, b, i, 3)));
-      break;
-    } catch (err) {
-      if (Date.now() > until) throw err;
-      await sleep(250);
-    }
-  }
+  await makeLeaseBuckets(admin, 3);
 }, 60_000);
 
 afterAll(async () => {

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { startNatsCluster, as, REPO_ROOT } from '../helpers/nats.ts';
+import { makeLeaseBuckets } from '../helpers/lease-buckets.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease, LeaseLayoutError } from '../../src/runtime/lease.ts';
 import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
@@ -37,16 +38,7 @@ beforeAll(async () => {
   cluster = await startNatsCluster(3);
   admin = await Bus.connect({ servers: cluster.urls, name: 'lease-quorum-admin', ...as('admin'), log: silentLogger() });
   admin.jetstreamReplicas = 3;
-  // the cluster's meta leader up: the lease buckets can be made
-  for (const until = Date.now() + 30_000; ;) {
-    try {
-      await Promise.all(leaseBuckets(3).map((b, i) => openLeaseBucket(admin, b, i, 3)));
-      break;
-    } catch (err) {
-      if (Date.now() > until) throw err;
-      await sleep(250);
-    }
-  }
+  await makeLeaseBuckets(admin, 3);
 }, 60_000);
 
 afterAll(async () => {
