@@ -10,11 +10,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsCluster, as } from '../helpers/nats.ts';
-import { makeLeaseBuckets } from '../helpers/lease-buckets.ts';
+import { bucketsWhenReady, leaseBucketsOf } from '../helpers/planner-fixture.ts';
+import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
-import { leaseKeys } from '../../protocols/index.ts';
+import { leaseBuckets, leaseKeys } from '../../protocols/index.ts';
 
 const TTL_MS = 1500;
 const RENEW_MS = 500;
@@ -29,7 +30,9 @@ beforeAll(async () => {
     b.jetstreamReplicas = 3;
     buses.push(b);
   }
-  await makeLeaseBuckets(buses[0]!, 3, { single: true });
+  // the buckets of both layouts
+  const b0 = buses[0]!;
+  await bucketsWhenReady(b0, () => Promise.all([leaseBucketsOf(b0), openLeaseBucket(b0, leaseBuckets(1)[0]!, 0, 1)]));
 }, 60_000);
 
 afterAll(async () => {

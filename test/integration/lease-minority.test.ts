@@ -15,7 +15,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsCluster, as } from '../helpers/nats.ts';
-import { makeLeaseBuckets } from '../helpers/lease-buckets.ts';
+import { bucketsWhenReady, leaseBucketsOf } from '../helpers/planner-fixture.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
@@ -33,7 +33,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 beforeAll(async () => {
   cluster = await startNatsCluster(3);
   const admin = await bus(0, 'lease-minority-admin');
-  await makeLeaseBuckets(admin, 3);
+  await bucketsWhenReady(admin, () => leaseBucketsOf(admin));
 }, 60_000);
 
 afterAll(async () => {

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { startNatsCluster, as, REPO_ROOT } from '../helpers/nats.ts';
-import { makeLeaseBuckets } from '../helpers/lease-buckets.ts';
+import { bucketsWhenReady, leaseBucketsOf } from '../helpers/planner-fixture.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease, LeaseLayoutError } from '../../src/runtime/lease.ts';
 import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
@@ -38,7 +38,7 @@ beforeAll(async () => {
   cluster = await startNatsCluster(3);
   admin = await Bus.connect({ servers: cluster.urls, name: 'lease-quorum-admin', ...as('admin'), log: silentLogger() });
   admin.jetstreamReplicas = 3;
-  await makeLeaseBuckets(admin, 3);
+  await bucketsWhenReady(admin, () => leaseBucketsOf(admin));
 }, 60_000);
 
 afterAll(async () => {
