@@ -54,6 +54,10 @@ describe('an emulated engine restarted on another port', () => {
     await sleep(2000);
     const engines = [...descendants([h.procs.get('n0')!.pid!])].filter(([, args]) => args.includes('engine-emulator'));
     expect(engines).toHaveLength(1);
+    // killed 0.8 s after a telemetry (1/s): the next one falls 0.2 s into the restart, which takes ~0.6 s here
+    const last = tel.length;
+    while (tel.length === last) await sleep(10);
+    await sleep(800);
     const before = tel.at(-1)!;
     expect(before.energyJ).toBeGreaterThan(0);
     const killedAt = Date.now();
