@@ -11,6 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsCluster, as } from '../helpers/nats.ts';
 import { bucketsWhenReady, leaseBucketsOf } from '../helpers/planner-fixture.ts';
+import { until } from '../helpers/lease-watch.ts';
 import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
@@ -42,10 +43,6 @@ afterAll(async () => {
 
 const lease = (server: number, key: string, holder: string, replicas: number) =>
   new LeaderLease({ bus: buses[server]!, key, holder, replicas, ttlMs: TTL_MS, renewMs: RENEW_MS, log: silentLogger() });
-
-async function until(what: string, ms: number, ok: () => boolean): Promise<void> {
-  for (const end = Date.now() + ms; !ok(); await sleep(20)) if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-}
 
 describe('a lease contended on two bucket layouts (different nats.jetstreamReplicas)', () => {
   for (const [first, second] of [[1, 3], [3, 1]] as const) {

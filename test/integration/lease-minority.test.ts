@@ -16,6 +16,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsCluster, as } from '../helpers/nats.ts';
 import { bucketsWhenReady, leaseBucketsOf } from '../helpers/planner-fixture.ts';
+import { sample, until } from '../helpers/lease-watch.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { openLeaseBucket } from '../../src/runtime/lease-slot.ts';
@@ -63,17 +64,6 @@ function freeze(i: number): void {
 function thaw(i: number): void {
   process.kill(cluster.servers[i]!.pid, 'SIGCONT');
   frozen.delete(i);
-}
-
-/** Every 20 ms, which of `ls` claim to lead. */
-function sample(ls: LeaderLease[]): { samples: { t: number; leaders: string[] }[]; stop(): void } {
-  const samples: { t: number; leaders: string[] }[] = [];
-  const timer = setInterval(() => samples.push({ t: Date.now(), leaders: ls.filter((l) => l.isLeader()).map((l) => l.holder) }), 20);
-  return { samples, stop: () => clearInterval(timer) };
-}
-
-async function until(what: string, ms: number, ok: () => boolean): Promise<void> {
-  for (const end = Date.now() + ms; !ok(); await sleep(20)) if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
 }
 
 describe('a lease whose majority of buckets cannot be reached', () => {
