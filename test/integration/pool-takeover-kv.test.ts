@@ -86,17 +86,25 @@ async function until<T>(f: () => T | undefined, ms: number, what: string): Promi
   }
 }
 
+/**
+ * What a previous leader of `pool` left: one request dispatched to an instance that will never report again; the
+ * request's stream and the failure events, collected.
+ */
+async function leftDispatched(pool: string, prefix: string): Promise<{ req: ReturnType<typeof request>; chunks: Chunk[]; events: Ev[] }> {
+  const req = request(`${prefix}-${Date.now()}`);
+  const kv = await admin.kv(jetstream.dispatchedBucket, { ttl: 3_600_000 });
+  await kv.put(dispatchedKeys.entry(pool, req.id), DispatchedEntry.encode({ v: 1, req, instance: `${pool}-n0-g0x1`, atMs: Date.now(), startedMs: Date.now() - 60_000 }));
+  const chunks: Chunk[] = [];
+  admin.subscribe(subjects.stream(req.id), TokenChunk, (c) => void chunks.push(c), { capacity: 64 });
+  const events: Ev[] = [];
+  admin.subscribe(subjects.eventsOfKind('failure'), DecisionEvent, (e) => void events.push(e), { capacity: 256 });
+  return { req, chunks, events };
+}
+
 describe('pool takeover while the KV is briefly unavailable', () => {
   it("retries the stored state's reads: the previous leader's dispatched request is adopted and its dead instance's stream ended", async () => {
     const pool = 'pool-kvflap';
-    // what the previous leader left: one request dispatched to an instance that will never report again
-    const req = request(`kvflap-${Date.now()}`);
-    const kv = await admin.kv(jetstream.dispatchedBucket, { ttl: 3_600_000 });
-    await kv.put(dispatchedKeys.entry(pool, req.id), DispatchedEntry.encode({ v: 1, req, instance: `${pool}-n0-g0x1`, atMs: Date.now(), startedMs: Date.now() - 60_000 }));
-    const chunks: Chunk[] = [];
-    admin.subscribe(subjects.stream(req.id), TokenChunk, (c) => void chunks.push(c), { capacity: 64 });
-    const events: Ev[] = [];
-    admin.subscribe(subjects.eventsOfKind('failure'), DecisionEvent, (e) => void events.push(e), { capacity: 256 });
+    const { chunks, events } = await leftDispatched(pool, 'kvflap');
     // each bucket fails its first two opens (the first read and its first retry)
     const fails = new Map<string, number>();
     const bus = await flakyBus('pm-kvflap', (b) => {
@@ -132,13 +140,7 @@ describe('pool takeover while the KV is briefly unavailable', () => {
 
   it('a state unreadable past takeoverReadMs is read on while it leads: the dispatched request adopted late has its dead instance\'s stream ended', async () => {
     const pool = 'pool-kvlate';
-    const req = request(`kvlate-${Date.now()}`);
-    const kv = await admin.kv(jetstream.dispatchedBucket, { ttl: 3_600_000 });
-    await kv.put(dispatchedKeys.entry(pool, req.id), DispatchedEntry.encode({ v: 1, req, instance: `${pool}-n0-g0x1`, atMs: Date.now(), startedMs: Date.now() - 60_000 }));
-    const chunks: Chunk[] = [];
-    admin.subscribe(subjects.stream(req.id), TokenChunk, (c) => void chunks.push(c), { capacity: 64 });
-    const events: Ev[] = [];
-    admin.subscribe(subjects.eventsOfKind('failure'), DecisionEvent, (e) => void events.push(e), { capacity: 256 });
+    const { chunks, events } = await leftDispatched(pool, 'kvlate');
     // the buckets fail until the leader has led without them (JetStream electing for longer than the budget)
     let down = true;
     const bus = await flakyBus('pm-kvlate', () => down);
