@@ -232,6 +232,7 @@ export async function* readTrace(path: string, opts: ReadTraceOptions = {}): Asy
   const limit = opts.limit ?? Infinity;
   const speed = opts.speed ?? 1;
   if (!(speed > 0 && Number.isFinite(speed))) throw new RangeError(`trace speed must be a positive number, got ${opts.speed}`);
+  if (!(startMs >= 0 && Number.isFinite(startMs))) throw new RangeError(`trace window start must be a number >= 0, got ${opts.startMs}`);
   const stats = opts.stats ?? { rows: 0, skipped: 0 };
   const input = createReadStream(path, { encoding: 'utf8' });
   const rl = createInterface({ input, crlfDelay: Infinity });

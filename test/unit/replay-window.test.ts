@@ -61,4 +61,12 @@ describe('replay of a window into the trace', () => {
       expect(r.tbtMs[2]).toBe(0);
     }
   }, 30_000);
+
+  it('a window start before the trace, or not a number, is refused', async () => {
+    for (const startMs of [-1000, Number.NaN]) {
+      await expect(async () => {
+        for await (const _ of readTrace(TRACE, { startMs })) break;
+      }).rejects.toThrow(/window start must be a number >= 0/);
+    }
+  });
 });
