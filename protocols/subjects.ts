@@ -112,6 +112,9 @@ export const jetstream = {
 /** The subject a write of `key` in KV bucket `bucket` is published on (a KV put is a JetStream publish there). */
 export const kvKeySubject = (bucket: string, key: string): string => `$KV.${bucket}.${key}`;
 
+/** JetStream's API subject that returns a KV bucket's last message of a subject (`last_by_subj`): a read that makes no bucket. */
+export const kvLastMessageSubject = (bucket: string): string => `$JS.API.STREAM.MSG.GET.KV_${bucket}`;
+
 /**
  * The lease buckets of a NATS deployment whose buckets keep `replicas` copies (src/runtime/lease.ts). One: the one
  * bucket `jetstream.leasesBucket`. More (a NATS cluster): `replicas` buckets of one copy each, bucket i on the one

@@ -16,7 +16,7 @@
  * down) is skipped, so a mismatch is caught only while that server answers; the supported fix remains one N for
  * every manager (docs/PROTOCOL.md, "Leader leases").
  */
-import { LeaseValue, MAX_LEASE_BUCKETS, jetstream, kvKeySubject, leaseBuckets } from '../../protocols/index.ts';
+import { LeaseValue, MAX_LEASE_BUCKETS, jetstream, kvKeySubject, kvLastMessageSubject, leaseBuckets } from '../../protocols/index.ts';
 import type { Bus } from './bus.ts';
 
 /** The buckets of every layout but `own` (one bucket: the N > 1 buckets `_0` .. `_<MAX-1>`; several: the one bucket). */
@@ -37,7 +37,7 @@ const dec = new TextDecoder();
 /** The lease record of `key` in `bucket` if the bucket exists, within `timeoutMs` (rejects when unanswered or refused). */
 export async function readOtherLayout(bus: Bus, bucket: string, key: string, timeoutMs: number): Promise<OtherRecord> {
   const req = new TextEncoder().encode(JSON.stringify({ last_by_subj: kvKeySubject(bucket, key) }));
-  const m = await bus.nc.request(`$JS.API.STREAM.MSG.GET.KV_${bucket}`, req, { timeout: timeoutMs });
+  const m = await bus.nc.request(kvLastMessageSubject(bucket), req, { timeout: timeoutMs });
   const r = JSON.parse(dec.decode(m.data)) as { message?: { data?: string; hdrs?: string }; error?: { code?: number; err_code?: number; description?: string } };
   if (r.error) {
     // 10059 stream not found (no such bucket), 10037 no message found (no such key): no holder there
