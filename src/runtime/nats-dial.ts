@@ -221,6 +221,9 @@ export class NatsUnreachableError extends DynError {
  * come up.
  */
 export function firstConnectRetryable(err: unknown): boolean {
+  // the server's 'Authentication Timeout' (a client too slow to send its CONNECT, e.g. on a loaded host) comes as an
+  // AuthorizationError too, but says nothing of the credentials: dial again
+  if (err instanceof natsErrors.AuthorizationError && /authentication timeout/i.test(err.message)) return true;
   return !(
     err instanceof natsErrors.AuthorizationError ||
     err instanceof natsErrors.UserAuthenticationExpiredError ||
