@@ -14,6 +14,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { probeNats } from '../../src/runtime/nats-launcher.ts';
 import { freePort } from './net.ts';
+import { CrashLog } from './crash-log.ts';
 import { leasePlacementTag } from '../../protocols/subjects.ts';
 
 export type { Role } from '../../protocols/permissions.ts';
@@ -34,7 +35,10 @@ export interface TestNats {
    * crash and a restart: its clients reconnect). Absent on a TestNats that stands for something else.
    */
   restart?(downMs: number): Promise<void>;
-  /** Whether the server process still runs, else how it ended, and the tail of its stderr (a failed suite's message). */
+  /**
+   * Whether the server process still runs, else how it ended, and its stderr: the cause of a Go panic or fatal error
+   * when it printed one, and the last lines (a failed suite's message; test/helpers/crash-log.ts).
+   */
   describe?(): string;
   stop(): Promise<void>;
 }
@@ -94,8 +98,8 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
     describe() {
       const c = proc.child;
       const how = c.exitCode === null && c.signalCode === null ? `nats-server ${c.pid} running` : `nats-server ${c.pid} exited (${c.signalCode ?? `code ${c.exitCode}`})`;
-      const tail = proc.stderr().trim().split('\n').slice(-5).join(' | ');
-      return tail ? `${how}; its stderr: ${tail}` : how;
+      const said = proc.stderr.summary(5);
+      return said ? `${how}; its stderr: ${said}` : how;
     },
     stop: () =>
       (stopped ??= (async () => {
@@ -111,17 +115,18 @@ export async function startNatsServer(opts: { conf?: string; jetstream?: boolean
 }
 
 /** One nats-server process on `conf` (port -1: a free one), once it greets. */
-async function spawnServer(dir: string, conf: string, wantPort: number, opts: { jetstream?: boolean; env?: Record<string, string> }): Promise<{ child: ChildProcess; exited: Promise<void>; port: number; stderr: () => string }> {
+async function spawnServer(dir: string, conf: string, wantPort: number, opts: { jetstream?: boolean; env?: Record<string, string> }): Promise<{ child: ChildProcess; exited: Promise<void>; port: number; stderr: CrashLog }> {
   const args = ['-c', conf, '-a', '127.0.0.1', '-p', String(wantPort), '--ports_file_dir', dir];
   if (opts.jetstream !== false) args.push('-js');
   const proc = spawn(existsBin(NATS_BIN) ? NATS_BIN : 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...ROLE_PASSWORD_ENV, ...opts.env } });
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const stderr = new CrashLog();
+  proc.stderr!.setEncoding('utf8');
+  proc.stderr!.on('data', (d: string) => stderr.push(d));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const deadline = Date.now() + 10_000;
   let port = 0;
   while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new Error(`nats-server exited (${proc.exitCode}): ${stderr}`);
+    if (proc.exitCode !== null) throw new Error(`nats-server exited (${proc.exitCode}): ${stderr.summary(40)}`);
     const f = readdirSync(dir).find((n) => n.endsWith('.ports'));
     if (f) {
       try {
@@ -137,9 +142,9 @@ async function spawnServer(dir: string, conf: string, wantPort: number, opts: { 
   }
   if (!port) {
     proc.kill('SIGKILL');
-    throw new Error(`nats-server did not start: ${stderr}`);
+    throw new Error(`nats-server did not start: ${stderr.summary(40)}`);
   }
-  return { child: proc, exited, port, stderr: () => stderr };
+  return { child: proc, exited, port, stderr };
 }
 
 function existsBin(p: string): boolean {
