@@ -125,12 +125,16 @@ const body = JSON.stringify({ model: MODEL, prompt: 'Tell me about energy effici
 const longBody = JSON.stringify({ ...(JSON.parse(body) as object), max_tokens: LONG_TOKENS });
 const headers = { 'content-type': 'application/json', 'x-dynamollm-resumable': '1' };
 
-/** A client reading one stream: the text so far, and the longest pause between two reads once it had its first event (ms). */
-function reading(r: Response): { text: () => string; maxGapMs: () => number; done: Promise<void>; read: (n: number) => Promise<void> } {
+/**
+ * A client reading one stream: the text so far, the longest pause between two reads once it had its first event
+ * (ms), and when each whole event arrived (epoch ms, by index).
+ */
+function reading(r: Response): { text: () => string; maxGapMs: () => number; arrivedAt: (i: number) => number; done: Promise<void>; read: (n: number) => Promise<void> } {
   const dec = new TextDecoder();
   let text = '';
   let last = 0;
   let gap = 0;
+  const arrived: number[] = [];
   const waiters: { n: number; ok: () => void }[] = [];
   const reader = r.body!.getReader();
   const done = (async () => {
@@ -142,6 +146,7 @@ function reading(r: Response): { text: () => string; maxGapMs: () => number; don
       last = now;
       text += dec.decode(value, { stream: true });
       const n = events(text).length;
+      while (arrived.length < n) arrived.push(now);
       for (const w of waiters.splice(0)) if (n >= w.n) w.ok(); else waiters.push(w);
     }
     for (const w of waiters.splice(0)) w.ok();
@@ -149,6 +154,7 @@ function reading(r: Response): { text: () => string; maxGapMs: () => number; don
   return {
     text: () => text,
     maxGapMs: () => gap,
+    arrivedAt: (i) => arrived[i] ?? NaN,
     done,
     read: (n) => (events(text).length >= n ? Promise.resolve() : new Promise<void>((ok) => waiters.push({ n, ok }))),
   };
@@ -168,8 +174,13 @@ async function journalTimeouts(url: string): Promise<Record<string, number>> {
   return out;
 }
 
-/** the head bound of a short prompt: gateway.journal.sloShare (0.5) x its TTFT SLO (Table IV, S: 250 ms). */
-const HEAD_WAIT_MS = 125;
+/**
+ * nats-server's least Raft election timeout (4 s; a replica campaigns 4-9 s after it last heard from its leader): no
+ * replica of the journal's stream leads earlier than this after the leader's SIGKILL, so a stream that waited for the
+ * journal (gateway.journal.sloShare 0, or the SLO bound missing) has its first byte, and a stream under way its next
+ * event, no earlier. The bounds below are that, not a latency target; the figures are printed.
+ */
+const ELECTION_MIN_MS = 4000;
 
 describe('the journal\'s NATS node killed, then the gateway carrying a resumable stream', () => {
   let streamId = '';
@@ -200,23 +211,27 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
 
     t = Date.now();
     const r1 = await fetch(`${urlA}/v1/completions`, { method: 'POST', headers, body });
-    const firstByteMs = Date.now() - t;
+    const firstByteAt = Date.now();
     const during = reading(r1);
     await Promise.all([before.done, during.done]);
-    log('usual first byte', usualFirstByteMs, 'ms, whole stream', usualMs, 'ms; during the election: first byte', firstByteMs, 'ms, longest pause', during.maxGapMs(), 'ms; longest pause of the stream under way', before.maxGapMs(), 'ms; both done', Date.now() - killedAt, 'ms after the kill');
+    console.log(`journal leader killed: usual first byte ${usualFirstByteMs} ms (whole stream ${usualMs} ms); a stream sent at +${t - killedAt} ms ` +
+      `had its first byte after ${firstByteAt - t} ms (+${firstByteAt - killedAt} ms), its longest pause ${during.maxGapMs()} ms; ` +
+      `the stream under way: longest pause ${before.maxGapMs()} ms; both done ${Date.now() - killedAt} ms after the kill`);
 
-    // started during the election: its first byte within its head bound past the usual, served without resumption
+    // started during the election: served without resumption (the head wait's timeout counted below), its first
+    // byte before any new leader of the journal could be elected
     expect(r1.status).toBe(200);
     expect(r1.headers.get('x-dynamollm-resumable')).toBe('0');
-    expect(firstByteMs).toBeLessThan(HEAD_WAIT_MS + 2 * usualFirstByteMs + 250);
+    expect(firstByteAt - killedAt, 'first byte before the journal could have a new leader').toBeLessThan(ELECTION_MIN_MS);
     const evDuring = events(during.text());
     expect(evDuring.at(-1)?.data).toBe('[DONE]');
     expect(evDuring.every((e) => e.id === undefined)).toBe(true);
     expect(wordsOf(evDuring)).toBe(MAX_TOKENS);
 
-    // under way: never stalled for the election; ids on the events the journal held, then the reset and events
-    // without ids, then (the journal caught up) ids again; every id its event's index
-    expect(before.maxGapMs()).toBeLessThan(1000);
+    // under way: never stalled for the election (no pause of half the least election); ids on the events the
+    // journal held, then the reset and events without ids, then (the journal caught up) ids again; every id its
+    // event's index
+    expect(before.maxGapMs(), 'the stream under way paused for the election').toBeLessThan(ELECTION_MIN_MS / 2);
     const evBefore = events(before.text());
     expect(evBefore.at(-1)?.data).toBe('[DONE]');
     expect(wordsOf(evBefore)).toBe(LONG_TOKENS);
@@ -232,9 +247,12 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
     // the ids came back: the last range (there may be more than one on a loaded VM) closed before the end
     let back = evBefore.length - 1;
     while (back > 0 && evBefore[back - 1]!.id !== undefined) back--;
-    log('stream under way: reset at event', reset, 'ids again from event', back, 'of', evBefore.length, '; resets', resets);
+    log('stream under way: reset at event', reset, 'ids again from event', back, 'of', evBefore.length, '; resets', resets, '; ids again at +', before.arrivedAt(back) - killedAt, 'ms');
     expect(back).toBeGreaterThan(reset);
     expect(back).toBeLessThan(evBefore.length - 3);
+    // the stream went on while the journal had no leader: events were sent without ids during the least election
+    const sentWithoutIds = evBefore.filter((e, i) => i >= reset && e.id === undefined && before.arrivedAt(i) - killedAt < ELECTION_MIN_MS).length;
+    expect(sentWithoutIds, 'events sent while the journal could have no leader').toBeGreaterThan(10);
 
     // gateway A counted both (a write of the streams before the kill may have passed its 50 ms on a loaded VM too)
     const timeouts = await journalTimeouts(urlA);
