@@ -39,9 +39,12 @@ const head = (id: string): ResumeEntry => ({
 describe('jetStreamAppend', () => {
   it('refused at once without the stream; held, and read back in order, with it; a writer sends a refused entry again', async () => {
     const append = jetStreamAppend(gw);
+    // refused as no_responders, well before the deadline it would be refused at if it waited (a timeout)
     const t0 = Date.now();
-    await expect(append(head('j1'), 2000)).rejects.toMatchObject({ code: 'no_responders' });
-    expect(Date.now() - t0).toBeLessThan(1000);
+    await expect(append(head('j1'), 10_000)).rejects.toMatchObject({ code: 'no_responders' });
+    const refusedMs = Date.now() - t0;
+    console.log(`append without the stream refused after ${refusedMs} ms (deadline 10000 ms)`);
+    expect(refusedMs).toBeLessThan(5000);
 
     // a writer whose head is refused until the stream exists
     const w = new JournalWriter(append, 'j2', 0, 1 << 20, { headMs: 10_000, attemptMs: 500, lagMs: 0, giveUpMs: 10_000 });
@@ -72,10 +75,11 @@ describe('jetStreamAppend', () => {
       const waiting = append(head('j7'), 20_000);
       const settled = waiting.then(() => 'held', (e: unknown) => (e as Error).message);
       await new Promise((r) => setTimeout(r, 200));
+      // refused when the connection closes, not at its 20 s deadline: half of it is the bound
       const t0 = Date.now();
       await gw2.close().catch(() => {});
-      expect(await Promise.race([settled, new Promise((r) => setTimeout(() => r('still waiting'), 3000))])).toMatch(/closed/);
-      expect(Date.now() - t0).toBeLessThan(3000);
+      expect(await Promise.race([settled, new Promise((r) => setTimeout(() => r('still waiting'), 10_000))])).toMatch(/closed/);
+      console.log(`an append waiting when its connection closed: refused ${Date.now() - t0} ms after the close`);
       await expect(append(head('j8'), 20_000)).rejects.toMatchObject({ code: 'unavailable' });
     } finally {
       process.kill(nats.pid, 'SIGCONT');
@@ -86,8 +90,10 @@ describe('jetStreamAppend', () => {
     const append = jetStreamAppend(gw);
     await append(head('j4'), 2000);
     await nats.stop();
+    // a 500 ms deadline: refused by it at the latest, not left waiting (a bound of 10 deadlines, for a loaded host)
     const t0 = Date.now();
     await expect(append(head('j5'), 500)).rejects.toBeDefined();
-    expect(Date.now() - t0).toBeLessThan(1500);
+    console.log(`an append with the server gone refused after ${Date.now() - t0} ms (deadline 500 ms)`);
+    expect(Date.now() - t0).toBeLessThan(5000);
   }, 30_000);
 });
