@@ -11,8 +11,8 @@ import type { ChatMessageIn } from './openai.ts';
 
 /**
  * The emulator's tokenizer, loaded on first use only: a gateway over NATS counts with its instances' tokenizers
- * and never needs it, and loading it (the 32000-token vocabulary, ~0.2 s of CPU) delayed every gateway start, so
- * a replica restarted on a loaded host listened later (bench-results/chaos-cli.md).
+ * and never needs it, and loading it (the 32000-token vocabulary, ~0.2 s of CPU) before listening would delay every
+ * gateway start, a replica restarted on a loaded host most (test/unit/gateway-start-imports.test.ts).
  */
 let emulatorTokenizer: Promise<typeof import('../../src/engine/emulator/tokenizer.ts')> | undefined;
 const loadTokenizer = () => (emulatorTokenizer ??= import('../../src/engine/emulator/tokenizer.ts'));
