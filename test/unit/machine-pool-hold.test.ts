@@ -97,6 +97,17 @@ describe('pool machine: no ready instance, capacity coming', () => {
     expect(d.s.instances.get(INST)?.status.seq).toBe(51);
   });
 
+  it('held requests go on by TTFT deadline when the instance is ready, not by arrival', () => {
+    const d = Drive.ready();
+    d.status(1000, 'restarting');
+    // arrivals in the order late, early, middle deadline (an L prompt's long TTFT SLO arrives first)
+    const late = { ...req(), arrivalMs: T0 + 1100, ttftDeadlineMs: T0 + 9000 };
+    const early = { ...req(), arrivalMs: T0 + 1150, ttftDeadlineMs: T0 + 1400 };
+    const middle = { ...req(), arrivalMs: T0 + 1200, ttftDeadlineMs: T0 + 3000 };
+    for (const [i, r] of [late, early, middle].entries()) expect(d.dispatch(1100 + 50 * i, r)).toEqual([held(r, 10_000)]);
+    expect(admits(d.status(2500, 'ready')).map(([, id]) => id)).toEqual([early.id, middle.id, late.id]);
+  });
+
   it('a node agent died with its instance: held while the reconciliation starts another on the granted GPUs', () => {
     const d = Drive.ready();
     // no status for deadAfterMs: the sweep declares the instance dead

@@ -230,8 +230,12 @@ function setAssignment(s: PoolMachineState, a: PoolAssignment): void {
 function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   if (!s.leader) return;
   const coming = holdable(s, now, cfg, 1);
-  for (const [job, j] of s.jobs) {
-    if (j.holdUntilMs === undefined || j.admitting) continue;
+  // the held requests go on by TTFT deadline, the earliest first (a request not yet classified by its arrival)
+  const byDeadline = [...s.jobs].filter(([, j]) => j.holdUntilMs !== undefined && !j.admitting)
+    .sort(([, a], [, b]) => (a.req.ttftDeadlineMs ?? a.req.arrivalMs) - (b.req.ttftDeadlineMs ?? b.req.arrivalMs));
+  for (const [job] of byDeadline) {
+    const j = s.jobs.get(job);
+    if (!j || j.holdUntilMs === undefined || j.admitting) continue;
     if (views(s, j.tried).length > 0 || now > j.holdUntilMs || !coming) {
       // the hold is over: one more look, without holding again
       const next = { ...j, holdUntilMs: -Infinity };
