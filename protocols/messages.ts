@@ -283,11 +283,11 @@ export type Admission = z.infer<typeof admission>;
 export const Admission = codec('Admission', admission);
 
 export const usage = z.object({
-  promptTokens: int,
-  completionTokens: int,
-  energyJ: nonneg,
+  promptTokens: int, completionTokens: int, energyJ: nonneg,
   /** where the energy figure came from: the GPU's counter, or the model (emulated GPU). */
   energySource: z.enum(['measured', 'modelled']),
+  /** of energyJ, the gateway's estimate (modelled by the instance's own rule) for legs whose instance died before reporting it; absent: none. */
+  energyEstimatedJ: nonneg.optional(),
 });
 export type Usage = z.infer<typeof usage>;
 

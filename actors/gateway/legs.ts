@@ -13,6 +13,7 @@ import type { EngineChunk } from '../../src/engine/engine.ts';
 import type { CreditGrant } from '../../src/policy/machines/credits.ts';
 import type { RequestRouter, RoutedAdmission } from './router.ts';
 import type { JournalLeg, ResumeFrom } from './resume.ts';
+import type { LegEnergy } from './leg-energy.ts';
 import { continuable } from '../../src/policy/drain-migration.ts';
 
 const MAX_ID = 128;
@@ -50,6 +51,8 @@ export interface AdmissionCounters {
   localTokenized: number;
   /** resumable streams this gateway took over from another replica (a reconnect with Last-Event-ID) and continued as a new leg. */
   resumed: number;
+  /** legs whose instance died before answering their end report: their energy estimated from its telemetry (leg-energy.ts). */
+  energyEstimated: number;
 }
 
 /** An engine URL's host and port, parsed once per URL (a grant names one of a few engines; bounded). */
@@ -75,6 +78,8 @@ export interface StreamState {
   keepText: boolean;
   energyJ: number;
   energySource?: 'measured' | 'modelled';
+  /** of energyJ, the estimate of the legs whose instance died before answering their end report (chargeLeg). */
+  energyEstimatedJ?: number;
   promptTokens?: number;
   /** legs after the first (migrations and resumes). */
   legs: number;
@@ -354,6 +359,32 @@ async function endRequest(bus: Bus, timeoutMs: number, instance: string, rep: Le
   } catch {
     return undefined; // the instance died with its engine: its leg's energy is not known
   }
+}
+
+/**
+ * Adds a leg's energy to `st`: its instance's answer to the end report, else the engine's own figure (`engineJ`, modelled);
+ * with neither (the instance died before answering), the estimate from its instance's telemetry (leg-energy.ts), counted
+ * in `energyEstimatedJ` too. `fallback`: the source of a leg whose energy nobody knows.
+ */
+export function chargeLeg(
+  st: StreamState, reply: LegReply | undefined, engineJ: number | undefined, estimate: (() => LegEnergy | undefined) | undefined, counters: { energyEstimated: number }, fallback?: 'measured',
+): void {
+  const e = reply === undefined && engineJ === undefined ? estimate?.() : undefined;
+  if (e) {
+    counters.energyEstimated++;
+    st.energyJ += e.energyJ;
+    st.energyEstimatedJ = (st.energyEstimatedJ ?? 0) + e.energyJ;
+  }
+  else st.energyJ += reply?.energyJ ?? engineJ ?? 0;
+  const source = e?.energySource ?? reply?.energySource ?? (engineJ !== undefined ? 'modelled' : fallback);
+  if (source) st.energySource ??= source;
+}
+
+/** The client's usage at the end of the stream: tokens and energy summed over its legs. */
+export function usageOf(st: StreamState): NonNullable<TokenChunk['usage']> {
+  const u: NonNullable<TokenChunk['usage']> = { promptTokens: st.promptTokens ?? 0, completionTokens: st.sent, energyJ: st.energyJ, energySource: st.energySource ?? 'measured' };
+  if (st.energyEstimatedJ) u.energyEstimatedJ = st.energyEstimatedJ;
+  return u;
 }
 
 /** The state of a stream resumed from its journal (`from`): its tokens and text, the legs and energy before it, one more resume. */

@@ -286,6 +286,7 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
     ['dynamollm_gateway_held_for_reconnect_total', 'Requests this gateway replica held until NATS reconnected before their first intake attempt.', 'heldForReconnect'],
     ['dynamollm_gateway_resumed_total', 'Resumable streams this gateway replica took over from another (a reconnect with Last-Event-ID) and continued as a new leg.', 'resumed'],
     ['dynamollm_gateway_migrations_total', 'Streams this gateway replica continued on another instance after theirs died mid-generation.', 'migrated'],
+    ['dynamollm_gateway_estimated_leg_energy_total', 'Request legs whose instance died before answering their end report: their energy (in the client\'s usage.energy_estimated_joules) is this gateway replica\'s estimate from that instance\'s telemetry.', 'energyEstimated'],
     ['dynamollm_gateway_routed_total', 'Request legs this gateway replica routed itself and an instance admitted directly (one round trip).', 'routed'],
     ['dynamollm_gateway_credited_total', 'Request legs this gateway replica routed and started on an admission credit its instance lent it (no round trip).', 'credited'],
     ['dynamollm_gateway_holder_died_total', 'Request legs this gateway replica routed whose instance process died before their stream ended (admitted again elsewhere, or ended at once).', 'holderDied'],

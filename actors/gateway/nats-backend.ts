@@ -49,10 +49,11 @@ import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
+import { InstanceEnergyMeters, type LegMark } from './leg-energy.ts';
 import { electionDeadline, type Elections } from './elections.ts';
 import type { NatsBackendOptions } from './backend-options.ts';
 export type { NatsBackendOptions } from './backend-options.ts';
@@ -88,7 +89,7 @@ interface Leg {
 interface LegRoute { exclude?: string; intake?: boolean }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0, resumed: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0, resumed: 0, energyEstimated: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -107,6 +108,8 @@ export class NatsBackend implements GatewayBackend {
   private readonly elections: Elections | undefined;
   private readonly clock: Clock;
   private readonly streams: StreamListeners;
+  /** the instances' energy meters: a leg whose instance dies before answering its end report is charged an estimate (leg-energy.ts). */
+  private readonly meters: InstanceEnergyMeters;
   /** keep-alive connections to the engines this gateway streams from (one per concurrent stream; the lean HTTP/1.1 client). */
   private readonly pool = new Http1Pool({ maxIdlePerHost: 256, idleTimeoutMs: 4_000 });
 
@@ -132,6 +135,7 @@ export class NatsBackend implements GatewayBackend {
     this.elections = opts.elections;
     this.clock = opts.clock ?? systemClock;
     this.streams = new StreamListeners(bus, this.direct, this.capacity);
+    this.meters = new InstanceEnergyMeters(this.clock, this.direct ? bus : undefined);
   }
 
   /**
@@ -159,6 +163,7 @@ export class NatsBackend implements GatewayBackend {
   close(): void {
     flushLegReports(this.bus);
     this.streams.close();
+    this.meters.stop();
     this.pool.destroy();
   }
 
@@ -409,6 +414,7 @@ export class NatsBackend implements GatewayBackend {
    */
   private async *directLeg(req: InferenceRequest, leg: Leg, grant: TokenChunk, st: StreamState, signal: AbortSignal, sink?: BatchSink): AsyncGenerator<TokenChunk[], 'done' | 'migrate'> {
     const instance = grant.instance;
+    const estimate = instance ? ((m: LegMark) => () => this.meters.estimate(m))(this.meters.mark(instance)) : undefined;
     const url = engineAddress(grant.grant!.url);
     // the leg's cancellation (the client went away, the instance ended the leg): no EventTarget (src/engine/abort.ts)
     const ac = new LeanAbort();
@@ -515,15 +521,14 @@ export class NatsBackend implements GatewayBackend {
       const reply = !instance ? undefined : usage?.energyJoules !== undefined
         ? endReport(this.bus, 0, instance, lr.id, 'ok', t, usage) && { v: 1 as const, ok: true, energyJ: usage.energyJoules, energySource: 'modelled' as const }
         : await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'ok', t, usage);
-      st.energyJ += reply?.energyJ ?? usage?.energyJoules ?? 0;
-      st.energySource ??= reply?.energySource ?? (usage?.energyJoules !== undefined ? 'modelled' : 'measured');
+      chargeLeg(st, reply, usage?.energyJoules, estimate, this.counters, 'measured');
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
       const fr = finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop';
       const where = { ...(grant.instance ? { instance: grant.instance } : {}), ...(grant.pool ? { pool: grant.pool } : {}), ...(grant.type ? { type: grant.type } : {}) };
       if (instance) st.ended = true; // the instance has the end report: no Cancel when the reader stops at this chunk
       yield [{
         ...(tail ?? { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, ...where }), done: true, finishReason: fr, stopReason: stopReason ?? null,
-        usage: { promptTokens: st.promptTokens, completionTokens: st.sent, energyJ: st.energyJ, energySource: st.energySource },
+        usage: usageOf(st),
       }];
       return 'done';
     } catch (err) {
@@ -534,11 +539,7 @@ export class NatsBackend implements GatewayBackend {
       if (tail) yield [tail];
       const ended = ac.signal.reason instanceof LegEnded ? ac.signal.reason.error : undefined;
       // the instance learns how its leg ended (it ended it itself when it sent the error)
-      if (!ended && instance) {
-        const reply = await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'failed', t, usage);
-        st.energyJ += reply?.energyJ ?? 0;
-        if (reply?.energySource) st.energySource ??= reply.energySource;
-      }
+      if (!ended && instance) chargeLeg(st, await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'failed', t, usage), undefined, estimate, this.counters);
       st.promptTokens ??= req.inputTokens;
       const w: WireError = ended
         ?? (err instanceof EngineHttpError && !err.retryable

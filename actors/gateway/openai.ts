@@ -4,7 +4,8 @@
  * unit-tested without a server.
  *
  * Extension: `usage` carries `energy_joules` (the request's GPU energy) and `energy_source`
- * ('measured' on a GPU counter, or 'modelled' for an emulated GPU).
+ * ('measured' on a GPU counter, or 'modelled' for an emulated GPU), and `energy_estimated_joules` when part of
+ * it is the gateway's estimate for a leg whose instance died before reporting its energy.
  */
 import { DynError } from '../../protocols/errors.ts';
 import { CHAT_ONLY_PARAMS, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
@@ -281,6 +282,11 @@ export interface UsageOut {
   energy_joules: number;
   /** where energy_joules came from: 'measured' (GPU counter) or 'modelled' (emulated GPU). */
   energy_source: 'measured' | 'modelled';
+  /**
+   * of energy_joules, the part estimated (modelled) by the gateway for legs whose instance died before reporting
+   * their energy (its share of that instance's telemetry while it ran); absent: none.
+   */
+  energy_estimated_joules?: number;
 }
 
 export function usageOut(u: Usage | undefined, promptTokens: number, completionTokens: number): UsageOut {
@@ -292,6 +298,7 @@ export function usageOut(u: Usage | undefined, promptTokens: number, completionT
     total_tokens: p + c,
     energy_joules: Math.round((u?.energyJ ?? 0) * 1000) / 1000,
     energy_source: u?.energySource ?? 'modelled',
+    ...(u?.energyEstimatedJ ? { energy_estimated_joules: Math.round(u.energyEstimatedJ * 1000) / 1000 } : {}),
   };
 }
 
@@ -303,12 +310,14 @@ export function usageOfChoices(us: readonly (Usage | undefined)[], promptTokens:
   const each = us.map((u, i) => usageOut(u, promptTokens, completionTokens[i] ?? 0));
   const p = each[0]?.prompt_tokens ?? promptTokens;
   const c = each.reduce((a, u) => a + u.completion_tokens, 0);
+  const estimated = us.reduce((a, u) => a + (u?.energyEstimatedJ ?? 0), 0);
   return {
     prompt_tokens: p,
     completion_tokens: c,
     total_tokens: p + c,
     energy_joules: Math.round(us.reduce((a, u) => a + (u?.energyJ ?? 0), 0) * 1000) / 1000,
     energy_source: each.length > 0 && each.every((u) => u.energy_source === 'measured') ? 'measured' : 'modelled',
+    ...(estimated > 0 ? { energy_estimated_joules: Math.round(estimated * 1000) / 1000 } : {}),
   };
 }
 

@@ -41,6 +41,7 @@ import { PrefixCacheScrape } from './prefix-scrape.ts';
 import { GatewayWatch } from './gateway-watch.ts';
 import { endForPeers } from './drain-migrate.ts';
 import { GpuReads } from './gpu-reads.ts';
+import { requestShareJ } from '../../src/policy/energy.ts';
 import { newRunning, TTFT_TRACE, type Held, type LegHost, type Running } from './running.ts';
 import { streamFromEngine } from './engine-stream.ts';
 import { legReport, runDirectLeg } from './direct-legs.ts';
@@ -540,7 +541,8 @@ export class InstanceManager {
     if (!gpu || this.#bus.closed) return;
     void this.#scrapeEngine();
     const { deltaJ, staleMs } = await this.#reads.read(gpu);
-    if (this.#running.size > 0) for (const r of this.#running.values()) r.energyJ += deltaJ / this.#running.size;
+    // each running request's share of the reading's increment (the rule a gateway's estimate of a dead instance's leg applies too)
+    for (const r of this.#running.values()) r.energyJ += requestShareJ(deltaJ, this.#running.size);
     const now = this.#clock.now();
     const tel = instanceTelemetry(this.#o, this.#m, this.#cfg, this.#running.size, {
       now, powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, emulatedGpu: gpu.kind === 'emulated', staleMs, ttfts: this.#ttfts, tbts: this.#tbts,

@@ -185,3 +185,64 @@ export function maxLoadFn(p: Profile, sloScale = 1): (t: RequestType, tp: number
   return (t, tp, f) => mm.get(`${t}|${tp}|${f}`)?.max ?? 0;
 }
 const scaledCache = new WeakMap<Profile, Map<number, Map<string, { max: number; broken: boolean }>>>();
+
+/**
+ * A request's share of one increment of its instance's energy counter (`deltaJ`: the energy since the reading before,
+ * J) when `running` requests run at the reading, the request among them: an even split. The instance manager
+ * attributes each reading so (RequestRecord.energyJ where the engine gives no figure of its own), and a gateway
+ * estimates the energy of a leg whose instance died before reporting it by the same rule (meteredLegJ).
+ */
+export function requestShareJ(deltaJ: number, running: number): number {
+  return running > 0 && deltaJ > 0 ? deltaJ / running : 0;
+}
+
+/** One reading of an instance's energy counter (InstanceTelemetry), at `atMs` on the reader's clock. */
+export interface EnergyReading {
+  atMs: number;
+  /** the instance's cumulative energy, J. */
+  energyJ: number;
+  /** its power at the reading, W. */
+  powerW: number;
+  /** requests running on it at the reading. */
+  running: number;
+}
+
+/**
+ * One instance process's readings, summed as the instance attributes them: `shareJ` is what one request that ran
+ * through every reading so far was given (requestShareJ of each increment). A request's share from one reading to
+ * another is the difference of the two sums, so a reader keeps O(1) per instance, whatever the request's length.
+ */
+export interface ShareMeter {
+  shareJ: number;
+  last?: EnergyReading;
+  /** ms between the last two readings (the instance's reading interval), 0 before two. */
+  gapMs: number;
+}
+
+export const newShareMeter = (): ShareMeter => ({ shareJ: 0, gapMs: 0 });
+
+/** The meter after reading `r` (the same process's counter: a restarted one starts a new meter). */
+export function meterReading(m: ShareMeter, r: EnergyReading): void {
+  if (m.last) {
+    m.shareJ += requestShareJ(r.energyJ - m.last.energyJ, r.running);
+    m.gapMs = r.atMs - m.last.atMs;
+  }
+  m.last = r;
+}
+
+/**
+ * The energy (J, an estimate) of one request that ran on the meter's instance from `fromMs` (when the meter's sum
+ * was `startShareJ`) to `toMs` (the reader's clock, not before the meter's last reading), which the instance did not
+ * report (it died): the readings in between give it what the instance gave it (`shareJ` - `startShareJ`), and the
+ * increment its next reading would have carried is estimated from the last reading's power over the time since it
+ * (within the span, at most one reading interval), shared among the requests running then, this one counted.
+ */
+export function meteredLegJ(m: ShareMeter, startShareJ: number, fromMs: number, toMs: number): number {
+  let j = Math.max(0, m.shareJ - startShareJ);
+  const last = m.last;
+  if (last && m.gapMs > 0) {
+    const spanMs = Math.min(toMs - Math.max(fromMs, last.atMs), m.gapMs);
+    if (spanMs > 0) j += requestShareJ((last.powerW * spanMs) / 1000, last.atMs > fromMs ? Math.max(1, last.running) : last.running + 1);
+  }
+  return j;
+}

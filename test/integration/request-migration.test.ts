@@ -12,8 +12,9 @@
  *   a new leg wherever the pool sends it (the peer, or the victim's id once it is back). The client sees one
  *   stream (seq contiguous, every token once, exactly max_tokens), and the leg that finished was asked for
  *   exactly the prompt plus the text the client had received: its prompt token count equals the engine
- *   tokenizer's count of that text. Usage sums the legs' energy (when the dead leg's instance survives to
- *   report it).
+ *   tokenizer's count of that text. Usage sums the legs' energy: the dead leg's as its instance reports it
+ *   after an engine kill; after an instance kill (nobody reports it), the gateway's estimate from that instance's
+ *   telemetry, labelled in usage.energyEstimatedJ.
  * - With migrationLimit 0 the same kill ends the stream with an explicit retryable error.
  * - n choices through the gateway's HTTP layer: each choice is its own request, so the choice whose engine
  *   dies migrates on its own and every choice still ends complete, each with its own finish_reason.
@@ -36,7 +37,7 @@ import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.
 import { GatewayRouter } from '../../actors/gateway/router.ts';
 import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { Admission, Cancel, InferenceRequest as InferenceRequestCodec, LegReport, PoolStatus, RequestRecord, controlSubjects, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
+import { Admission, Cancel, InferenceRequest as InferenceRequestCodec, InstanceTelemetry, LegReport, PoolStatus, RequestRecord, controlSubjects, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
 const MODEL = 'llama3.1-8b';
 const PROMPT = 'Tell me about energy efficient inference in large clusters.';
@@ -52,6 +53,8 @@ const records = new Map<string, Rec>();
 /** messages on each request's stream subject, and the leg reports each request's instance got (by id). */
 const onStream = new Map<string, TokenChunk[]>();
 const legReports = new Map<string, string[]>();
+/** each instance's power readings (InstanceTelemetry.powerW). */
+const powerSeen = new Map<string, number[]>();
 
 /** timeouts.directStartMs of this suite: how long an untaken grant holds its seat */
 const DIRECT_START_MS = 3000;
@@ -101,6 +104,7 @@ beforeAll(async () => {
   h.bus.subscribe(subjects.poolDispatch('pool-all'), InferenceRequestCodec, (r) => void viaDispatch.add(r.id), { capacity: 4096 });
   h.bus.subscribe(subjects.streamAll(), TokenChunkCodec, (c) => void onStream.set(c.id, [...(onStream.get(c.id) ?? []), c]), { capacity: 65536 });
   h.bus.subscribe(subjects.instanceLegAll(), LegReport, (r) => void legReports.set(r.id, [...(legReports.get(r.id) ?? []), r.phase]), { capacity: 4096 });
+  h.bus.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => void powerSeen.set(t.id, [...(powerSeen.get(t.id) ?? []), t.powerW].slice(-600)), { capacity: 4096 });
   h.bus.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (st) => void poolStatuses.push({ atMs: Date.now(), st }), { capacity: 4096 });
   await waitFor(() => (router.routable() ? true : undefined), 10_000, "the cluster's routing table at the gateway");
 }, 90_000);
@@ -325,10 +329,13 @@ describe('request migration (SIGKILL mid-stream)', () => {
     let killedPid = 0;
     let aliveAfterKill: boolean | string = 'not checked';
     let killedAt = 0;
+    let firstAt = 0;
+    const estimatedBefore = backend.counters.energyEstimated;
     const seenText: string[] = [];
     const chunks = await run(request(id, max), (c, n) => {
       seenText.push(c.text);
       victim ??= c.instance;
+      firstAt ||= Date.now();
       if (atKill < 0 && n >= 30 && victim) {
         atKill = n;
         textAtKill = seenText.join('');
@@ -346,6 +353,7 @@ describe('request migration (SIGKILL mid-stream)', () => {
       }
     });
     const endedAt = Date.now();
+    const victimMaxW = Math.max(0, ...(victim ? (powerSeen.get(victim) ?? []) : []));
     const text = checkOneStream(chunks, max);
     expect(atKill).toBeGreaterThan(0);
     expect(text.startsWith(textAtKill)).toBe(true);
@@ -386,7 +394,19 @@ describe('request migration (SIGKILL mid-stream)', () => {
       expect(usage.energyJ).toBeGreaterThanOrEqual(leg1.energyJ + last.energyJ - 1e-6);
       expect(usage.energyJ).toBeLessThanOrEqual(all + 1e-6);
     } else {
-      expect(usage.energyJ).toBeGreaterThanOrEqual(last.energyJ - 1e-6);
+      // the first leg's instance died with it and never reported its energy: the gateway charged it its share of that
+      // instance's telemetry while it ran (the instance's own rule), labelled as estimated; the other legs' energy is
+      // their records' (a leg in between that its instance ended before it started adds its record's, if any)
+      const estimated = usage.energyEstimatedJ ?? 0;
+      const ranMs = killedAt - firstAt;
+      console.log(`instance kill: usage ${usage.energyJ.toFixed(3)} J (${usage.energySource}), of it estimated ${estimated.toFixed(3)} J for the first leg (${ranMs} ms of tokens), last leg's record ${last.energyJ.toFixed(3)} J`);
+      expect(estimated, diag).toBeGreaterThan(0);
+      expect(backend.counters.energyEstimated, diag).toBeGreaterThan(estimatedBefore);
+      // no more than the whole instance at its highest telemetry power over the leg's life and one reading interval
+      expect(estimated, diag).toBeLessThanOrEqual((victimMaxW * (ranMs + 3000)) / 1000);
+      const recorded = legRecords().reduce((a, r) => a + r.energyJ, 0);
+      expect(usage.energyJ, diag).toBeGreaterThanOrEqual(last.energyJ + estimated - 1e-6);
+      expect(usage.energyJ, diag).toBeLessThanOrEqual(recorded + estimated + 1e-6);
     }
   }
 
