@@ -209,7 +209,7 @@ async function replayShaped(base: string, model: string): Promise<boolean> {
  * for RT_IDLE_S first: at ~1,000 tokens/s the idle cluster's ~100 ms per second is ~100 us per token by itself.
  * `byRole`: each process kind's marginal CPU per token, signed; `idleByRole`: its idle CPU, ms per s.
  */
-async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[]; roles: Map<number, string> }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; tokensPerS: number; byRole: Record<string, number>; idleByRole: Record<string, number>; gatewayWakesPerToken: number }> {
+async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[]; engines?: number[]; roles: Map<number, string> }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; engineUs: number; tokensPerS: number; byRole: Record<string, number>; idleByRole: Record<string, number>; gatewayWakesPerToken: number }> {
   const p = pids();
   for (let i = 0; i < 4; i++) await replayShaped(base, model); // warm-up: a few alone, then the closed loop
   const warmUntil = performance.now() + RT_WARM_S * 1000;
@@ -226,7 +226,7 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
   await new Promise((r) => setTimeout(r, RT_IDLE_S * 1000));
   const idleS = (performance.now() - it0) / 1000;
   const idle = (sum(p.control) - i0) / idleS, idleGw = (sum(p.gateway) - ig0) / idleS, ir1 = byRole();
-  const c0 = sum(p.control), g0 = sum(p.gateway), r0 = byRole(), w0 = p.gateway.reduce((a, q) => a + wakes(q), 0), t0 = performance.now();
+  const c0 = sum(p.control), g0 = sum(p.gateway), e0 = sum(p.engines ?? []), r0 = byRole(), w0 = p.gateway.reduce((a, q) => a + wakes(q), 0), t0 = performance.now();
   const until = t0 + RT_S * 1000;
   let tokens = 0;
   await Promise.all(Array.from({ length: RT_CLIENTS }, async () => {
@@ -235,7 +235,7 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
     }
   }));
   const wall = (performance.now() - t0) / 1000;
-  const control = sum(p.control) - c0, gateway = sum(p.gateway) - g0, r1 = byRole();
+  const control = sum(p.control) - c0, gateway = sum(p.gateway) - g0, engine = sum(p.engines ?? []) - e0, r1 = byRole();
   const gatewayWakes = p.gateway.reduce((a, q) => a + wakes(q), 0) - w0;
   // marginal CPU per token of each role: its window's CPU less its idle rate over the window
   const roles: Record<string, number> = {};
@@ -248,7 +248,7 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
   return {
     controlUs: (control * 1000) / tokens, gatewayUs: (gateway * 1000) / tokens, tokensPerS: tokens / wall,
     marginalUs: (Math.max(0, control - idle * wall) * 1000) / tokens, gatewayMarginalUs: (Math.max(0, gateway - idleGw * wall) * 1000) / tokens,
-    byRole: roles, idleByRole, gatewayWakesPerToken: gatewayWakes / tokens,
+    engineUs: (engine * 1000) / tokens, byRole: roles, idleByRole, gatewayWakesPerToken: gatewayWakes / tokens,
   };
 }
 
@@ -330,6 +330,20 @@ export async function bench(): Promise<BenchSection> {
     ] as const;
     let rt: (Awaited<ReturnType<typeof realtimeCpu>> & { credited: number }) | undefined;
     const wanted = (r: (typeof runs)[number]) => (r.realtime ? process.env.DYN_BENCH_REALTIME !== '0' && (!only || only.includes('direct') || realtimeOnly) : !only || only.includes(r.key));
+    // the real-time run's baseline: the same emulator stepping in wall time, alone, under the same load (its own
+    // socket read and write per token per stream, its batching model): the CPU per token a client of the engine
+    // alone costs it, against which the control path's figure is a ratio
+    let rtAlone: Awaited<ReturnType<typeof realtimeCpu>> | undefined;
+    if (runs.some((r) => r.realtime && wanted(r))) {
+      const emuPort = await freePort();
+      let out = '';
+      const emu = spawn(process.execPath, [BIN, 'engine-emulator', '--model', MODEL, '--tp', '1', '--port', String(emuPort), '--served-model-name', MODEL], { stdio: ['ignore', 'pipe', 'pipe'] });
+      procs.push(emu);
+      emu.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      await waitFor(() => out, '"listening"', 30_000);
+      rtAlone = await realtimeCpu(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ control: [emu.pid!], gateway: [], roles: new Map([[emu.pid!, 'engine']]) }));
+      emu.kill('SIGTERM');
+    }
     for (const { key, dataPath, requestPlane, realtime } of runs.filter(wanted)) {
       const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
       const cfg = join(dir, 'bench.json');
@@ -372,7 +386,7 @@ export async function bench(): Promise<BenchSection> {
     }
 
     const f = (x: number) => x.toFixed(2);
-    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process (its window's CPU less its idle rate, signed): ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; idle CPU ms per s over ${RT_IDLE_S} s: ${Object.entries(rt.idleByRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token`] : [];
+    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process (its window's CPU less its idle rate, signed): ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; idle CPU ms per s over ${RT_IDLE_S} s: ${Object.entries(rt.idleByRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token${rtAlone ? `; the engine alone under the same load (the baseline): ${f(rtAlone.controlUs)} us CPU per token (marginal ${f(rtAlone.marginalUs)}), ${f(rtAlone.tokensPerS)} tokens/s; its engine through the path ${f(rt.engineUs)} us; x the engine alone's CPU per token: the control path ${f(rt.controlUs / rtAlone.controlUs)} (marginal ${f(rt.marginalUs / rtAlone.marginalUs)}), the gateway ${f(rt.gatewayUs / rtAlone.controlUs)} (marginal ${f(rt.gatewayMarginalUs / rtAlone.marginalUs)}); tokens/s x the engine alone ${f(rt.tokensPerS / rtAlone.tokensPerS)}` : ''}`] : [];
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (zero-delay emulator)`,
