@@ -11,7 +11,7 @@
  * token over NATS). With the direct path, the same path again with the emulator stepping in wall time and the
  * replay's requests (token-id prompts, usage on every event): each token its own socket read and client write,
  * the per-event cost the zero-delay runs (many tokens per read) hide; CPU per token of the control path and of
- * the gateway alone.
+ * the gateway alone, and as ratios against the same emulator serving the same load alone (its baseline, run first).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { freePort } from '../helpers/net.ts';
@@ -389,7 +389,7 @@ export async function bench(): Promise<BenchSection> {
     const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process (its window's CPU less its idle rate, signed): ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; idle CPU ms per s over ${RT_IDLE_S} s: ${Object.entries(rt.idleByRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token${rtAlone ? `; the engine alone under the same load (the baseline): ${f(rtAlone.controlUs)} us CPU per token (marginal ${f(rtAlone.marginalUs)}), ${f(rtAlone.tokensPerS)} tokens/s; its engine through the path ${f(rt.engineUs)} us; x the engine alone's CPU per token: the control path ${f(rt.controlUs / rtAlone.controlUs)} (marginal ${f(rt.marginalUs / rtAlone.marginalUs)}), the gateway ${f(rt.gatewayUs / rtAlone.controlUs)} (marginal ${f(rt.gatewayMarginalUs / rtAlone.marginalUs)}); tokens/s x the engine alone ${f(rt.tokensPerS / rtAlone.tokensPerS)}` : ''}`] : [];
     if (only) {
       return {
-        title: `Data path (${only.join(', ')} only) vs the engine alone (zero-delay emulator)`,
+        title: `Data path (${only.join(', ')} only) vs the engine alone (${realtimeOnly ? 'the emulator stepping in wall time' : 'zero-delay emulator; the real-time run: the emulator stepping in wall time'})`,
         notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(direct.rps)} (ratio ${f(p.rps / direct.rps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)}); routed ${p.routed} (on credits ${p.credited}), via intake ${p.viaIntake}; CPU per closed-loop 4-token request (less each process's idle CPU, after ${WARM_S} s of closed-loop warm-up): gateway ${f(p.gatewayUsPerReq ?? NaN)} us, its engine ${f(p.engineUsPerReq ?? NaN)} us (the engine alone: ${f(direct.engineUsPerReq ?? NaN)} us)`), ...rtNote],
         rows: [],
       };
