@@ -110,7 +110,7 @@ describe('a lease on a majority of one-replica buckets, one per NATS server', ()
     expect(elected, 'a standby elected while the leader lives').toEqual([]);
   }, 120_000);
 
-  it('the leader process killed while a NATS server is down: a standby on another server leads within ttl + 1 s', async () => {
+  it('the leader process killed while a NATS server is down: a standby on another server leads within twice the ttl', async () => {
     const key = leaseKeys.poolLeader('quorum');
     const { user, pass, inboxPrefix } = as('pool', 'pm-a');
     const lines: { t: number; leader: boolean; term: number }[] = [];
@@ -140,8 +140,11 @@ describe('a lease on a majority of one-replica buckets, one per NATS server', ()
       const killedMs = Date.now();
       child.kill('SIGKILL');
       await until('a standby elected', 3 * TTL_MS, () => elected.length > 0);
+      // the killed leader's lease lapses within a TTL, a standby's next try comes within a renewal: it leads before a
+      // second TTL has passed (one that waited on the down server's bucket, or for a second lapse, would not)
       const took = elected[0]!.t - killedMs;
-      expect(took, `a standby led ${took} ms after the leader's kill`).toBeLessThanOrEqual(TTL_MS + 1000);
+      console.log(`a standby led ${took} ms after the leader's kill, a NATS server down (TTL ${TTL_MS} ms, renewal ${RENEW_MS} ms)`);
+      expect(took, `a standby led ${took} ms after the leader's kill`).toBeLessThan(2 * TTL_MS);
       expect(elected[0]!.term, 'the new term is above the killed leader\'s').toBeGreaterThan(lines.filter((l) => l.leader).at(-1)!.term);
       await sleep(2 * RENEW_MS);
       await cluster.servers[down]!.restart!(0);
