@@ -35,12 +35,12 @@ describe('request-reply', () => {
   it('fails fast with NoRespondersError when nobody serves the subject', async () => {
     const b = await bus('admin');
     const t0 = Date.now();
-    const deadlineMs = 2000;
+    const deadlineMs = 10_000;
     const err = await rejection(b.request(subjects.instanceAdmit('nobody'), InferenceRequest, req('r1'), Admission, { timeoutMs: deadlineMs }));
-    // the server's no-responders answer, before the request's own deadline (a timeout there would be a TimeoutError)
+    // the server's no-responders answer, well before the request's own deadline (a timeout there would be a TimeoutError)
     expect(err).toBeInstanceOf(NoRespondersError);
     expect(err.retryable).toBe(true);
-    expect(Date.now() - t0).toBeLessThan(deadlineMs);
+    expect(Date.now() - t0).toBeLessThan(deadlineMs / 2);
   });
 
   it('fails with TimeoutError inside its deadline when the responder is slow', async () => {
@@ -330,7 +330,9 @@ describe('drain while NATS is unreachable', () => {
     const t0 = Date.now();
     await b.drain(1500);
     const took = Date.now() - t0;
-    expect(took).toBeLessThan(4000);
+    // its 1.5 s deadline ends the drain (without it the drain waits on the reconnecting connection for good)
+    console.log(`a drain with NATS unreachable: closed after ${took} ms (deadline 1500 ms)`);
+    expect(took).toBeLessThan(5 * 1500);
     expect(b.nc.isClosed()).toBe(true);
   });
 });
