@@ -91,7 +91,9 @@ describe('a reply across the responder reconnecting to another NATS server', () 
     const t0 = Date.now();
     const results = await Promise.allSettled([during, after]);
     expect(results.map((r) => (r.status === 'fulfilled' ? `ok ${r.value.ok}` : `failed ${(r.reason as Error).message}`))).toEqual(['ok true', 'ok true']);
-    expect(Date.now() - t0, 'replies arrive at once, not at a deadline').toBeLessThan(2000);
+    // the requests' deadline is 8 s: replies held to it, or sent again after it, come later than half of it
+    console.log(`replies across the responder's reconnect: both settled ${Date.now() - t0} ms after it`);
+    expect(Date.now() - t0, 'replies arrive at once, not at a deadline').toBeLessThan(4000);
     expect(violations).toEqual([]);
     // the first answer was settled while the responder was disconnected: held and sent at the reconnect
     expect(responder.counters.repliesHeld).toBe(1);
