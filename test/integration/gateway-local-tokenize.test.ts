@@ -85,8 +85,9 @@ describe('a gateway in front of emulated engines counts a prompt itself when no 
       expect(a.status, JSON.stringify(a.gateway)).toBe(200);
       expect(a.gateway).toEqual(a.engine);
       expect((a.gateway as { max_model_len: number }).max_model_len).toBe(131072);
-      // one attempt's deadline (500 ms) and the tokenizer's first load, not the 5-s tokenize deadline
-      expect(a.tookMs).toBeLessThan(4000);
+      // one attempt's deadline (500 ms) and the tokenizer's first load, not the 5-s tokenize deadline (the bound)
+      console.log(`tokenize with a starved tokenizer: answered in ${a.tookMs} ms`);
+      expect(a.tookMs).toBeLessThan(5000);
       const chat = await both({ messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'What is a GPU clock?' }] });
       expect(chat.status).toBe(200);
       expect(chat.gateway).toEqual(chat.engine);
@@ -107,7 +108,9 @@ describe('a gateway in front of emulated engines counts a prompt itself when no 
     const a = await both({ prompt: 'Counted with no instance alive.' });
     expect(a.status, JSON.stringify(a.gateway)).toBe(200);
     expect(a.gateway).toEqual(a.engine);
-    expect(a.tookMs).toBeLessThan(3000);
+    // at once, not at the 5-s tokenize deadline (the bound)
+    console.log(`tokenize with no instance: answered in ${a.tookMs} ms`);
+    expect(a.tookMs).toBeLessThan(5000);
     const tokens = (a.engine as { tokens: number[] }).tokens;
     const d = await post(`${base}/detokenize`, { model: MODEL, tokens });
     expect(d.status).toBe(200);
