@@ -24,6 +24,8 @@ let cluster: Awaited<ReturnType<typeof startNatsCluster>>;
 let admin: Bus;
 let cm: ChildProcess | undefined;
 const stopped: number[] = [];
+/** nats.js's ping-out of a connection to a server that answers nothing: 3 pings outstanding at 1 s, ms. */
+const PING_OUT_MS = 3000;
 
 beforeAll(async () => {
   cluster = await startNatsCluster(3);
@@ -67,8 +69,10 @@ describe('a new cluster planner whose inventory does not answer', () => {
     expect(electedAt, 'elected').toBeDefined();
     expect(answeredAt, 'status answered').toBeDefined();
     // on the path: the liveness window before the reads (deadAfterMs 1.5 s, from the manager's start) and the 2-s
-    // read budget; with 5 s per unanswered read (the assignments at the start, again at the lead, the ledger) > 10 s
-    expect(answeredAt! - electedAt!, 'status served after the election').toBeLessThan(6000);
+    // read budget; with 5 s per unanswered read (the assignments at the start, again at the lead, the ledger) > 10 s,
+    // the bound
+    console.log(`a planner with a silent server: status served ${answeredAt! - electedAt!} ms after its election`);
+    expect(answeredAt! - electedAt!, 'status served after the election').toBeLessThan(10_000);
   }, 150_000);
 
   it('a JetStream call unanswered on a server that answers no ping either: the connection moves to another at once', async () => {
@@ -85,11 +89,12 @@ describe('a new cluster planner whose inventory does not answer', () => {
       const t = Date.now();
       // (a call that finds the connection between two states answers false: asked again, as the planner's next attempt would)
       let moved = false;
-      while (!moved && Date.now() - t < 2500) moved = await b.jetstreamUnanswered(500);
+      // nats.js's own ping-out (1 s x 3 outstanding) would take 3 s and more to leave it: the bound
+      while (!moved && Date.now() - t < PING_OUT_MS) moved = await b.jetstreamUnanswered(500);
       expect(moved, 'left by the probe').toBe(true);
-      for (; b.nc.getServer() === first || !b.connected; await new Promise((r) => setTimeout(r, 50))) expect(Date.now() - t, 'moved').toBeLessThan(2500);
-      // nats.js's own ping-out (1 s x 3 outstanding) would take 3 s and more to leave it
-      expect(Date.now() - t).toBeLessThan(2500);
+      for (; b.nc.getServer() === first || !b.connected; await new Promise((r) => setTimeout(r, 50))) expect(Date.now() - t, 'moved').toBeLessThan(PING_OUT_MS);
+      console.log(`a connection to a silent server moved after ${Date.now() - t} ms`);
+      expect(Date.now() - t).toBeLessThan(PING_OUT_MS);
     } finally {
       await b.close();
     }

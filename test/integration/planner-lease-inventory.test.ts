@@ -91,7 +91,8 @@ describe('a cluster manager whose inventory does not answer', () => {
     for (const until = Date.now() + 30_000; electedAt === undefined && Date.now() < until;) await new Promise((r) => setTimeout(r, 100));
     expect(electedAt, 'elected').toBeDefined();
     // what stays on the path: the lease's first attempts (reads and a compare-and-set on the two live servers);
-    // the inventory's read before the lease waited out JetStream's 5-s deadline
-    expect(electedAt! - connectedAt!, 'elected after its connection').toBeLessThan(3_000);
+    // the inventory's read before the lease waited out JetStream's 5-s deadline: the bound
+    console.log(`a planner with a stopped server: elected ${electedAt! - connectedAt!} ms after its connection`);
+    expect(electedAt! - connectedAt!, 'elected after its connection').toBeLessThan(5_000);
   }, 120_000);
 });
