@@ -15,13 +15,16 @@ const ACTORS = ['./actors'];
 const RUNTIME = ['./src/runtime', './src/engine', './src/gpu', './src/sim', './src/telemetry'];
 const PURE = ['./src/model', './src/policy'];
 const PROTOCOLS = ['./protocols'];
+// the consumers' client library (dynamollm/client): protocols only, beside the layers (the CLI uses it)
+const CLIENT = ['./src/client'];
 const TEST = ['./test'];
 const zone = (target, from, layer) => ({ target, from, message: `the layer order is cli > actors > src/{runtime,engine,gpu,sim,telemetry} > src/{model,policy} > protocols: ${layer} must not import from here (eslint.config.js)` });
 const LAYER_ZONES = [
   zone(ACTORS, [...CLI, ...TEST], 'actors'),
-  zone(RUNTIME, [...CLI, ...ACTORS, ...TEST], 'src/{runtime,engine,gpu,sim,telemetry}'),
-  zone(PURE, [...CLI, ...ACTORS, ...RUNTIME, ...TEST], 'src/{model,policy}'),
-  zone(PROTOCOLS, [...CLI, ...ACTORS, ...RUNTIME, ...PURE, ...TEST], 'protocols'),
+  zone(RUNTIME, [...CLI, ...ACTORS, ...CLIENT, ...TEST], 'src/{runtime,engine,gpu,sim,telemetry}'),
+  zone(PURE, [...CLI, ...ACTORS, ...RUNTIME, ...CLIENT, ...TEST], 'src/{model,policy}'),
+  zone(PROTOCOLS, [...CLI, ...ACTORS, ...RUNTIME, ...PURE, ...CLIENT, ...TEST], 'protocols'),
+  zone(CLIENT, [...CLI, ...ACTORS, ...RUNTIME, ...PURE, ...TEST], 'src/client'),
   zone(CLI, TEST, 'src/cli'),
 ];
 
