@@ -19,6 +19,8 @@ export const DISPATCH_OUT_REASONS = [
   'dead',
   /** (gateway) no status from it for liveness.deadAfterMs. */
   'lapsed',
+  /** no status from it for liveness.suspectAfterMs while another instance of its pool was heard (policy suspect.ts): no new request, its own go on. */
+  'suspect',
   /** the NATS server said the connection its status went out on ended (protocols/nats-advisory.ts). */
   'conn_ended',
 ] as const;

@@ -3,6 +3,7 @@
  * with zod; a bad file fails with the path of each bad field. Every knob states its unit and default.
  * Default (`defaultConfig()`): Llama2-70B on 4 emulated 8xH100 servers, the paper's epochs and SLOs.
  */
+import { instanceStatusMs } from '../../src/policy/suspect.ts';
 import { DEFAULT_HEADROOM } from '../../src/policy/types.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
@@ -115,6 +116,19 @@ export const configSchema = z
          * statusIntervalMs and keeps several missed statuses in this window.
          */
         deadAfterMs: pos.default(3000),
+        /**
+         * status period of each instance, ms; default 250, or statusIntervalMs where that is shorter (policy
+         * instanceStatusMs). Its own, shorter than the other actors': a dispatcher tells a silent instance (a host
+         * cut off sends no reset) from its statuses only, and suspects it after a few missed ones (suspectAfterMs).
+         */
+        instanceStatusIntervalMs: pos.optional(),
+        /**
+         * an instance silent this long takes no new request while another of its pool is heard; it keeps the
+         * requests it holds (none is moved or ended before deadAfterMs) and takes requests again at its next
+         * status, ms; default 3 x instanceStatusIntervalMs (750 ms). Every instance of a pool silent this long
+         * (a stalled dispatcher): the least silent ones still take requests (policy suspect.ts).
+         */
+        suspectAfterMs: pos.optional(),
         /** leader lease TTL, ms; default 3000 (a standby takes over within about this). */
         leaseTtlMs: pos.default(3000),
       }).strict()
@@ -371,6 +385,12 @@ export function crossFieldErrors(c: ClusterConfig): string[] {
   const l = c.liveness;
   if (l.deadAfterMs < 2 * l.statusIntervalMs) {
     out.push(`liveness.deadAfterMs: ${l.deadAfterMs} ms must be at least 2 x liveness.statusIntervalMs (${l.statusIntervalMs} ms): one late status would declare an actor dead`);
+  }
+  const inst = instanceStatusMs(l);
+  if (inst < 50) out.push(`liveness.instanceStatusIntervalMs: ${inst} ms is below 50 ms: every dispatcher decodes each instance's status`);
+  if (l.deadAfterMs < 2 * inst) out.push(`liveness.deadAfterMs: ${l.deadAfterMs} ms must be at least 2 x the instances' status interval (${inst} ms): one late status would declare an instance dead`);
+  if (l.suspectAfterMs !== undefined && l.suspectAfterMs < 2 * inst) {
+    out.push(`liveness.suspectAfterMs: ${l.suspectAfterMs} ms must be at least 2 x the instances' status interval (${inst} ms): one late status would take an instance out of dispatch`);
   }
   if (l.leaseTtlMs < 500) out.push(`liveness.leaseTtlMs: ${l.leaseTtlMs} ms is below 500 ms: a leader cannot renew its lease (every ttl/3, at least 100 ms) before it lapses`);
   const e = c.epochs;

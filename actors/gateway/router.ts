@@ -6,6 +6,7 @@
  * gateway's backend (nats-backend.ts) then asks the chosen instance for admission directly; whatever this
  * view cannot decide (no table yet, no ready instance in it) goes to the cluster intake.
  */
+import { suspectAfterMsOf } from '../../src/policy/suspect.ts';
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { Admission, ClientDisconnect, InferenceRequest, InstanceStatus, endedConnection, RoutingTable, controlSubjects, subjects, type DispatchView, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
@@ -52,7 +53,7 @@ export class GatewayRouter implements RequestRouter {
   /** `creditId`: this gateway's id, to be lent admission credits under (absent: none asked); `clock`: the view's time (src/runtime/clock.ts). */
   constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile, creditId?: string, private readonly clock: Clock = systemClock) {
     if (creditId !== undefined && config.engine.gatewayCredits > 0) this.creditId = creditId;
-    this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs, prefixRouting: config.policy.prefixRouting ?? config.engine.prefixCaching === true };
+    this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs, suspectAfterMs: suspectAfterMsOf(config.liveness), prefixRouting: config.policy.prefixRouting ?? config.engine.prefixCaching === true };
     this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
   }
 

@@ -15,6 +15,7 @@
  * status.ts (its status, telemetry and request records), machine-io.ts, sleep-mode.ts, drain-migrate.ts,
  * gateway-watch.ts, gpu-reads.ts, prefix-scrape.ts, metrics.ts.
  */
+import { instanceStatusMs } from '../../src/policy/suspect.ts';
 import type { Logger } from 'pino';
 import {
   Admission, Cancel, InferenceRequest, InstanceCommand, InstanceStatus, InstanceTelemetry, MoveReply, MoveRequest,
@@ -260,7 +261,7 @@ export class InstanceManager {
   async start(): Promise<void> {
     const { bus, engine } = this.#o;
     // announce ourselves as starting so the pool sees the instance coming (it will not dispatch to it yet)
-    this.#statusTimer = this.#clock.setInterval(() => this.#publishStatus(), this.#o.config.liveness.statusIntervalMs);
+    this.#statusTimer = this.#clock.setInterval(() => this.#publishStatus(), instanceStatusMs(this.#o.config.liveness));
     this.#publishStatus();
     this.#gateways.start(bus);
     engine.on('crash', (info) => this.#onEngineCrash(info));

@@ -10,6 +10,7 @@
  * (subjects.poolMove) and commands (subjects.poolControl), publishes the pool's status, and keeps its list
  * of dispatched requests in the KV (jetstream.dispatchedBucket) for its successor.
  */
+import { suspectAfterMsOf } from '../../src/policy/suspect.ts';
 import type { Logger } from 'pino';
 import type { KV } from '@nats-io/kv';
 import {
@@ -86,7 +87,7 @@ export class PoolLeader {
     this.#evt = eventPublisher(o.bus, o.pool, this.#log, this.#clock);
     const c = o.config;
     this.#mc = {
-      pool: o.pool, holder: o.holder, ...(o.profile ? { profile: o.profile } : {}), headroom: c.policy.headroom, deadAfterMs: c.liveness.deadAfterMs,
+      pool: o.pool, holder: o.holder, ...(o.profile ? { profile: o.profile } : {}), headroom: c.policy.headroom, deadAfterMs: c.liveness.deadAfterMs, suspectAfterMs: suspectAfterMsOf(c.liveness),
       statusIntervalMs: c.liveness.statusIntervalMs, epochMs: c.epochs.poolS * 1000, healthDeadlineMs: c.engine.healthDeadlineMs, initialTp: c.engine.initialTp,
       // the epoch's arrival rate per modelled s, as the instances' loads (instance-manager machine-io's timeScale)
       timeScale: c.engine.kind === 'emulator' ? c.engine.timeScale : 1,
@@ -119,7 +120,7 @@ export class PoolLeader {
   }
   /** This replica's dispatch view of the pool (policy poolDispatchView): whether it leads, the instances dispatch may choose, the others and why. */
   view(): DispatchViewT['pools'][number] {
-    return poolDispatchView(this.#m, this.pool);
+    return poolDispatchView(this.#m, this.pool, this.#clock.now(), this.#mc.suspectAfterMs);
   }
   /** Requests held now (no ready instance, capacity coming), waiting for one. */
   heldNow(): number {

@@ -3,6 +3,7 @@
  * its manager the live instance machine (./instance-brain.ts), its pool's dispatch the live pool machine
  * (./pool-leader.ts); this file interprets their effects: admission, engine steps, tokens, moves, clock changes.
  */
+import { suspectAfterMsOf } from '../policy/suspect.ts';
 import { REQUEST_TYPES, inputClassOf, type RequestType } from '../../protocols/request-types.ts';
 import { maxLoadOf } from '../model/profile.ts';
 import { TTFT_SLO_MS, TBT_SLO_MS, promptTtftSloMs } from '../model/request-types.ts';
@@ -120,6 +121,8 @@ export abstract class SimStepModel extends SimClocks {
     }
     const cfg: PoolMachineConfig = {
       pool: pool.id, holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS,
+      // the live leader's suspicion of a silent instance, over the statuses' interval here (policy suspect.ts)
+      suspectAfterMs: suspectAfterMsOf({ statusIntervalMs: PEER_STATUS_MS, instanceStatusIntervalMs: this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS }),
       epochMs: this.ep.poolS * 1000, healthDeadlineMs: LIVE_HEALTH_DEADLINE_MS, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: this.limits.moveQueueAbove,
       retryAfterS: this.limits.retryAfterS, planner: this.o.poolPlanner ?? 'heuristic',
       ...(this.o.prefixRouting ? { prefer: (req: InferenceRequest, ids: string[]) => this.preferPrefix(ids.map((x) => pool.instances.find((i) => i.id === x)!), (this.arriving.get(req.id)?.r ?? this.admitted.get(req.id))?.prefixHashes, req.inputTokens, this.leaderNow) } : {}),

@@ -5,8 +5,8 @@
  * and a node agent with its instance and emulated engine, and talks to them only over those addresses. The test's
  * gateway is the gateway's backend with its own routing and election watch, as `dynamollm gateway` runs by default.
  * Then, under load:
- *   - one host is partitioned away and healed: its instance leaves the gateway's dispatch (a status lapse: a partition
- *     sends no TCP reset) and comes back as the same process, no request fails through the heal's JetStream
+ *   - one host is partitioned away and healed: its instance leaves the gateway's dispatch (suspected after a few missed
+ *     statuses: a partition sends no TCP reset) and comes back as the same process, no request fails through the heal's JetStream
  *     elections, and no two cluster planners ever hold the same lease term (no split brain);
  *   - one whole host dies (its NATS node, managers, node agent, instance and engine, SIGKILL): no request fails.
  * Needs root (ip netns); CI runs as root. DYN_TEST_DEBUG=1 prints the timeline (leaders and readiness every 500 ms).
@@ -29,6 +29,7 @@ import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { InstanceStatus, controlSubjects } from '../../protocols/index.ts';
 import { leasePlacementTag } from '../../protocols/subjects.ts';
+import { suspectAfterMsOf } from '../../src/policy/suspect.ts';
 
 const isRoot = process.getuid?.() === 0;
 const NATS_BIN = process.env.NATS_SERVER_BIN ?? '/usr/sbin/nats-server';
@@ -155,7 +156,7 @@ let gw: Bus;
 let router: GatewayRouter;
 let elections: ElectionWatch;
 
-/** the instances of a node ready in the gateway's routing view (alive, a status within deadAfterMs, ready) */
+/** the instances of a node ready in the gateway's routing view (alive, a status within deadAfterMs and not suspected, ready) */
 const routableOn = (node: string): number => router.view().pools.flatMap((p) => p.ready).filter((id) => id.includes(`-${node}-`)).length;
 
 /** the instances of a node that the cluster reports ready */
@@ -288,7 +289,7 @@ describe.skipIf(!isRoot)('three hosts as network namespaces, one 3-node NATS clu
     await new Promise((r) => setTimeout(r, 3000));
     setLink(victim, false);
     log('partitioned', victim.ns);
-    // out of the gateway's dispatch (its routing view: a status lapse, the only sign a partition gives) and of the
+    // out of the gateway's dispatch (its routing view: its statuses' silence, the only sign a partition gives) and of the
     // cluster's status (the cluster leader's view, answered only while the cluster has a leader)
     const [leftMs, leftStatusMs] = await Promise.all([
       waitFor(`${victim.node}'s instance leaves the gateway's dispatch`, async () => routableOn(victim.node) === 0, 10_000),
@@ -310,8 +311,9 @@ describe.skipIf(!isRoot)('three hosts as network namespaces, one 3-node NATS clu
     log('outcomes', out.length, 'failed', failures(out), 'victim processes', [...victimProcesses], 'ready again after', staysMs, 'admissions', JSON.stringify(h.backend.counters));
     expect(out.length).toBeGreaterThan(60);
     expect(failures(out)).toEqual([]);
-    // the gateway's view needs no leader: the victim's last status plus deadAfterMs (2 s here), plus this poll
-    expect(leftMs).toBeLessThan(config.liveness.deadAfterMs + 2000);
+    // the gateway's view needs no leader: the victim's last status plus suspectAfterMs (policy suspect.ts: 750 ms
+    // here, 3 of its 250-ms statuses; its death verdict waits for deadAfterMs, 2 s), plus this poll's 200 ms
+    expect(leftMs).toBeLessThan(suspectAfterMsOf(config.liveness) + 1000);
     expect(victimProcesses.size).toBe(1);
     await expectOnePlannerPerTerm();
   }, 180_000);

@@ -41,6 +41,16 @@ describe('config validation', () => {
     expect(() => parseConfig({ liveness: { statusIntervalMs: 250, deadAfterMs: 500, leaseTtlMs: 500 } })).not.toThrow();
   });
 
+  it('the instances\' status interval and the suspicion: too short or too long against each other is refused', () => {
+    const m = err({ liveness: { instanceStatusIntervalMs: 2000, suspectAfterMs: 1000 } });
+    expect(m).toMatch(/liveness\.deadAfterMs: 3000 ms must be at least 2 x the instances' status interval \(2000 ms\)/);
+    expect(m).toMatch(/liveness\.suspectAfterMs: 1000 ms must be at least 2 x the instances' status interval \(2000 ms\)/);
+    expect(err({ liveness: { instanceStatusIntervalMs: 20 } })).toMatch(/liveness\.instanceStatusIntervalMs: 20 ms is below 50 ms/);
+    // the defaults: the instances every 250 ms (or statusIntervalMs where shorter), suspected after 3 of them
+    expect(() => parseConfig({ liveness: { statusIntervalMs: 1000, deadAfterMs: 3000, instanceStatusIntervalMs: 250, suspectAfterMs: 750 } })).not.toThrow();
+    expect(() => parseConfig({ liveness: { statusIntervalMs: 100, deadAfterMs: 300 } })).not.toThrow();
+  });
+
   it('other contradictions name their keys', () => {
     expect(err({ epochs: { poolS: 10, instanceS: 20 } })).toMatch(/epochs\.instanceS \(20 s\) must not exceed epochs\.poolS \(10 s\)/);
     expect(err({ thresholds: { input: { S: 300, M: 200, L: 8192 } } })).toMatch(/thresholds\.input: S < M < L/);

@@ -17,9 +17,9 @@ const DISPATCH_TRIES = 4;
 export const holdable = (s: PoolMachineState, now: number, cfg: PoolMachineConfig, self = 0) => capacityComing({
   reshard: s.reshard !== undefined, starting: s.starting.size, held: [...s.jobs.values()].filter((j) => (j.holdUntilMs ?? -Infinity) > -Infinity).length - self,
   instances: s.instances.values(), assignment: s.assignment ?? s.unadopted, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs });
-/** The dispatch views of the instances alive and not on an ended connection, less `exclude`. */
-export function views(s: PoolMachineState, exclude: Set<string>): DispatchViewOf[] {
-  return dispatchViews(s.instances.values(), exclude, aliveAt(0, s.ended));
+/** The dispatch views of the instances alive, not on an ended connection and not suspected at `now` (policy suspect.ts), less `exclude`. */
+export function views(s: PoolMachineState, exclude: Set<string>, now: number, cfg: PoolMachineConfig): DispatchViewOf[] {
+  return dispatchViews(s.instances.values(), exclude, aliveAt(0, s.ended), { now, afterMs: cfg.suspectAfterMs });
 }
 
 /**
@@ -51,20 +51,20 @@ export function newJob(s: PoolMachineState, fx: PoolEffect[], j: DispatchJob, no
 
 /** The next try of a dispatch: hold it, send it to the best instance not tried yet, or give up. */
 export function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
-  let v = views(s, j.tried);
+  let v = views(s, j.tried, now, cfg);
   if (!v.length && j.origin.kind !== 'move' && (j.holdEndMs !== undefined || holdable(s, now, cfg))) {
     // capacity is coming (a re-shard, a start, an engine restart, granted GPUs the reconciliation fills): hold the
     // request until an instance is ready, bounded by its give-up time and the engine health deadline (a second
     // hold after a refused admit ends with the first). An instance it tried that is not ready now is tried again.
     const until = j.holdUntilMs ?? j.holdEndMs ?? Math.min(j.req.giveUpAtMs - 1000, Math.max(now + cfg.healthDeadlineMs, j.req.arrivalMs + (cfg.holdLimitMs ?? 0)));
     if (now <= until) {
-      const ready = new Set(views(s, new Set()).map((x) => x.id));
+      const ready = new Set(views(s, new Set(), now, cfg).map((x) => x.id));
       const tried = new Set([...j.tried].filter((id) => (ready.has(id) && !j.unready?.has(id)) || j.exclude.has(id)));
       s.jobs.set(job, { ...j, tried, attempts: Math.min(j.attempts, tried.size), holdUntilMs: until, holdEndMs: until });
       fx.push({ kind: 'held', req: j.req, forMs: until - now, first: j.holdEndMs === undefined });
       return;
     }
-    v = views(s, j.tried);
+    v = views(s, j.tried, now, cfg);
   }
   if (!v.length || j.attempts >= DISPATCH_TRIES) return finish(s, fx, job, j, now, cfg, j.lastError ?? refusal(cfg, 'overloaded', `pool ${cfg.pool} has no ready instance`));
   const { id: choice, capped } = dispatchRequest(j.req, v, cfg.profile, s.types, { headroom: cfg.headroom, ...(cfg.prefer ? { prefer: (ids: string[]) => cfg.prefer!(j.req, ids) } : {}) });

@@ -24,6 +24,8 @@ export interface PoolMachineConfig {
   headroom: number;
   /** an instance without a status for this long is dead, ms. */
   deadAfterMs: number;
+  /** an instance without a status for this long takes no new request while another is heard, and keeps what it holds (policy suspect.ts), ms; absent: none is suspected. */
+  suspectAfterMs?: number;
   /** status interval of the actors, ms (reconcile every 4 of them, at least 500 ms). */
   statusIntervalMs: number;
   /** re-shard epoch, ms. */

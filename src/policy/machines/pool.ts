@@ -236,7 +236,7 @@ function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMa
   for (const [job] of byDeadline) {
     const j = s.jobs.get(job);
     if (!j || j.holdUntilMs === undefined || j.admitting) continue;
-    if (views(s, j.tried).length > 0 || now > j.holdUntilMs || !coming) {
+    if (views(s, j.tried, now, cfg).length > 0 || now > j.holdUntilMs || !coming) {
       // the hold is over: one more look, without holding again
       const next = { ...j, holdUntilMs: -Infinity };
       tryDispatch(s, fx, job, next, now, cfg);

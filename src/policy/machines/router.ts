@@ -23,6 +23,7 @@ import type { TrackedInstance } from './pool-types.ts';
 import { creditStatus, type CreditLines } from './credits.ts';
 import type { NatsConnectionId } from '../../../protocols/nats-advisory.ts';
 import type { DispatchOutReason, DispatchView } from '../../../protocols/dispatch-view.ts';
+import { unsuspected } from '../suspect.ts';
 import { connectionEnded, connectionEndedAt, connectionEndedSeen, endedKeepMs, initialEndedConnections, type EndedConnections } from '../connection-ended.ts';
 
 export interface DispatchViewOf { id: string; tp: number; clockMhz: number; healthy: boolean; load: Partial<Record<RequestType, number>>; queued: number; running: number; pendingPrefillTokens?: number }
@@ -89,15 +90,24 @@ export function poolLoad(s: { instances: Map<string, TrackedInstance> }): Partia
   return out;
 }
 
+/** The time and threshold of a dispatch's suspicion (policy suspect.ts): `afterMs` undefined suspects none. */
+export interface SuspectAt { now: number; afterMs: number | undefined }
+const lastSeenOf = (t: TrackedInstance): number => t.lastSeenMs;
+
 /**
  * The dispatch view (policy dispatchRequest's input) of the tracked instances that are alive, ready and
- * not excluded: the pool leader's (pool.ts), and the gateway's for the pools it routes itself.
+ * not excluded, less those `suspect` suspects among the alive and ready ones (policy unsuspected: the least silent
+ * when it would suspect them all): the pool leader's (pool.ts), and the gateway's for the pools it routes itself.
  */
-export function dispatchViews(instances: Iterable<TrackedInstance>, exclude: ReadonlySet<string>, alive: (t: TrackedInstance) => boolean): DispatchViewOf[] {
+export function dispatchViews(instances: Iterable<TrackedInstance>, exclude: ReadonlySet<string>, alive: (t: TrackedInstance) => boolean, suspect?: SuspectAt): DispatchViewOf[] {
+  const eligible: TrackedInstance[] = [];
+  for (const t of instances) if (t.status.state === 'ready' && alive(t)) eligible.push(t);
   const out: DispatchViewOf[] = [];
-  for (const t of instances) {
+  // suspected among all the live ready ones, then the excluded (tried) left out: a refusal of every heard instance
+  // does not send the request to a silent one
+  for (const t of suspect ? unsuspected(eligible, lastSeenOf, suspect.now, suspect.afterMs) : eligible) {
     const st = t.status;
-    if (st.state !== 'ready' || exclude.has(st.id) || !alive(t)) continue;
+    if (exclude.has(st.id)) continue;
     // load: the status's own object, not a copy: dispatch remembers an instance's score on it until the
     // next status replaces it (policy dispatch memoScoreOf), so a burst between two statuses costs one
     // scoring per instance, not one per request
@@ -124,6 +134,8 @@ export interface RouterConfig {
   headroom: number;
   /** an instance without a status for this long is not dispatched to (the pool leader's death verdict), ms. */
   deadAfterMs: number;
+  /** an instance without a status for this long takes no new request while another is heard (policy suspect.ts), ms; absent: none is suspected. */
+  suspectAfterMs?: number;
   /**
    * cache-aware routing on the prompt's text (policy promptChunkHashes, RoutedPrefixes, preferPrefixHolder: the
    * engines cache prefixes; the gateway's config `engine.prefixCaching`). Default false: the energy choice alone.
@@ -329,16 +341,34 @@ export function poolViewOf(pool: string, instances: Iterable<TrackedInstance>, w
 export function routerView(s: RouterState, now: number, cfg: RouterConfig, direct = true): { routing: boolean; pools: DispatchView['pools'] } {
   routerSweep(s, now, cfg);
   const pools = [...s.byPool.keys()].sort().slice(0, VIEW_MAX_POOLS);
-  return { routing: direct && s.epoch !== undefined, pools: pools.map((p) => poolViewOf(p, s.byPool.get(p)!.values(), (t) => outOfDispatchSince(t, s.ended, now, cfg.deadAfterMs))) };
+  return {
+    routing: direct && s.epoch !== undefined,
+    pools: pools.map((p) => poolViewOf(p, s.byPool.get(p)!.values(), whyOut(s.byPool.get(p)!.values(), s.ended, now, cfg.deadAfterMs, cfg.suspectAfterMs))),
+  };
+}
+
+/**
+ * outOfDispatchSince of a pool's instances, and `suspect` (since its last status plus suspectAfterMs) for one that
+ * dispatch leaves out as suspected (dispatchViews with nothing excluded), so that a view lists ready exactly what its
+ * dispatch chooses from.
+ */
+function whyOut(instances: Iterable<TrackedInstance>, ended: EndedConnections, now: number, deadAfterMs: number | undefined, suspectAfterMs: number | undefined): (t: TrackedInstance) => { why: DispatchOutReason; sinceMs?: number } | undefined {
+  const all = [...instances];
+  const chosen = suspectAfterMs === undefined ? undefined : new Set(dispatchViews(all, new Set(), aliveAt(now, ended, deadAfterMs), { now, afterMs: suspectAfterMs }).map((v) => v.id));
+  return (t) => {
+    const w = outOfDispatchSince(t, ended, now, deadAfterMs);
+    if (w !== undefined || chosen === undefined || chosen.has(t.status.id)) return w;
+    return { why: 'suspect', sinceMs: t.lastSeenMs + suspectAfterMs! };
+  };
 }
 
 /**
  * The pool's dispatch view as its manager reports it (subjects.dispatchView): the instances its dispatch may choose
- * (alive in this replica's view, its connection not ended, ready) and the others with why; `leader`: whether this
- * replica leads the pool (only the leader dispatches).
+ * (alive in this replica's view, its connection not ended, ready, and not suspected at `now` with `suspectAfterMs`)
+ * and the others with why; `leader`: whether this replica leads the pool (only the leader dispatches).
  */
-export function poolDispatchView(s: { instances: Map<string, TrackedInstance>; ended: EndedConnections; leader: boolean }, pool: string): DispatchView['pools'][number] {
-  return poolViewOf(pool, s.instances.values(), (t) => outOfDispatchSince(t, s.ended, 0), s.leader);
+export function poolDispatchView(s: { instances: Map<string, TrackedInstance>; ended: EndedConnections; leader: boolean }, pool: string, now = 0, suspectAfterMs?: number): DispatchView['pools'][number] {
+  return poolViewOf(pool, s.instances.values(), whyOut(s.instances.values(), s.ended, now, undefined, suspectAfterMs), s.leader);
 }
 
 /** Alive in a view, a status within deadAfterMs when given, and its connection not ended (outOfDispatch less the state, which dispatchViews tests). */
@@ -375,7 +405,7 @@ export function routerPick(s: RouterState, pool: string, req: { type?: RequestTy
   routerSweep(s, now, cfg);
   const inst = s.byPool.get(pool);
   if (!inst) return undefined;
-  const v = dispatchViews(inst.values(), exclude, aliveAt(now, s.ended, cfg.deadAfterMs));
+  const v = dispatchViews(inst.values(), exclude, aliveAt(now, s.ended, cfg.deadAfterMs), { now, afterMs: cfg.suspectAfterMs });
   if (!v.length) return undefined;
   const types = s.pools.get(pool)?.types ?? [...s.route].filter(([, p]) => p === pool).map(([t]) => t);
   // cache-aware: the instance sent the longest prefix of this prompt, by the prefill work before its first token
