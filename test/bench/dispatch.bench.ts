@@ -3,7 +3,7 @@
  * every request) on one pool of 16 TP2 Llama-3.1-8B instances (deploy/replay-large.yaml's layout) at a
  * mixed load of all nine types (~48 req/s over the pool, the conversation trace's mix), against a baseline
  * measured in the same run: the straightforward formulation of the same rule (energy.ts mixCurve + powerAt
- * per instance, built whole on every request, as dispatch.ts did before), whose decisions the fast path must
+ * per instance, built whole on every request, with none of dispatch.ts's memoised points), whose decisions the fast path must
  * equal (checked on every baseline call). Profile energy is modelled (profiles/llama3.1-8b.h100.json).
  *
  * Three rows: the baseline; `cold`, every request sees new load objects (no score reuse: the simulator's
