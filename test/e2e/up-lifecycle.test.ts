@@ -85,6 +85,8 @@ describe('dynamollm up: ready and Ctrl-C', () => {
       expect(kinds.some((c) => c.includes('nats-server'))).toBe(true);
       expect(kinds.some((c) => c.includes('engine-emulator'))).toBe(true);
       for (const k of ['gateway', 'cluster', 'pool', 'node', 'instance']) expect(kinds.some((c) => c.includes(` actor ${k} `)), k).toBe(true);
+      // by default a standby of each manager and of the gateway replica waits beside the one that serves
+      for (const k of ['cluster', 'pool', 'gateway']) expect(kinds.filter((c) => c.includes(` actor ${k} `)).length, `${k} processes`).toBe(2);
 
       const mark = out.length;
       process.kill(-up.pid!, 'SIGINT');
@@ -97,6 +99,8 @@ describe('dynamollm up: ready and Ctrl-C', () => {
         return i;
       };
       const order = [at('stopped gateway-0'), at('stopped node-n0'), at('stopped pool-0'), at('stopped cluster-0'), at('stopped NATS'), at('dynamollm: stopped\n')];
+      // the standbys stop with their leaders, before NATS
+      for (const name of ['pool-1', 'cluster-1']) expect(at(`stopped ${name}`)).toBeLessThan(order[4]!);
       expect([...order].sort((a, b) => a - b)).toEqual(order);
       // NATS outlived every actor: none lost its connection or its lease while stopping
       expect(tail).not.toMatch(/nats disconnected|lease attempt failed|Authorization Violation/i);
