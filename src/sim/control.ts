@@ -18,14 +18,15 @@ import { ClusterBrain, prefixReuseByType } from './cluster-brain.ts';
 import { EPOCH_LENGTH_DEFAULTS } from '../policy/epoch-length.ts';
 import { OracleSolver, staticPools, type PoolLayout } from './yardsticks.ts';
 import { SimLedger } from './ledger.ts';
-import { TYPE_INDEX, LOAD_WINDOW_S, PEER_STATUS_MS, type SimInstance, type SimPool } from './state.ts';
+import { currentLoad, projectedLoad } from '../policy/machines/instance.ts';
+import { TYPE_INDEX, MACHINE_TIME, PEER_STATUS_MS, type SimInstance, type SimPool } from './state.ts';
 
 export abstract class SimControl extends SimLedger {
   protected newInstance(pool: SimPool, tp: TpDegree, now: number, delayMs: number, kind: 'start' | 'reshard' | 'init' | 'unit', replaces: SimInstance[] = []): SimInstance {
     const id = `${pool.id}-i${this.seq++}`;
     const inst: SimInstance = {
       id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs,
-      inHeap: false, load: new Float64Array(9), loadAtMs: now, peakCur: new Float64Array(9), peakPrev: new Float64Array(9), outstanding: 0, energyJ: 0, reshard: kind === 'reshard', replaces,
+      inHeap: false, load: new Float64Array(9), loadAtMs: now, outstanding: 0, energyJ: 0, reshard: kind === 'reshard', replaces,
     };
     if (delayMs <= 0) this.activate(inst, now);
     else if (inst.readyAtMs < this.nextReadyMs) this.nextReadyMs = inst.readyAtMs;
@@ -42,8 +43,9 @@ export abstract class SimControl extends SimLedger {
 
   protected activate(inst: SimInstance, now: number): void {
     inst.state = 'active';
-    inst.epochAtMs = now;
     inst.loadAtMs = now;
+    // fluid: its machine's load window, open from now (step: its machine's, below)
+    if (this.fidelity === 'fluid') inst.window = { load: {}, arrivals: {}, windowStartMs: now };
     if (this.fidelity === 'step') {
       // the scheduler budget of the engine the profile describes (Profile.scheduler; absent: the core's default)
       const sch = this.p.scheduler;
@@ -256,20 +258,15 @@ export abstract class SimControl extends SimLedger {
 
   /**
    * What the cluster machine observes (policy observedLoad, as the live leader sums its instances' statuses): every
-   * instance not stopped, its load estimate now (its instance machine's, step fidelity; its EWMA of its arrivals, fluid).
+   * instance not stopped, its load estimate now (its instance machine's: policy currentLoad, on its machine's state in
+   * step fidelity, on its share of its pool's arrivals in fluid).
    */
   protected observedLoad(now: number): LoadByType {
     const seen: { st: { loadByType: LoadByType }; seenMs: number }[] = [];
     for (const p of this.pools) {
       for (const i of p.instances) {
         if (i.state === 'stopped') continue;
-        let loadByType: LoadByType;
-        if (i.brain) loadByType = i.brain.load(now);
-        else {
-          this.decayLoad(i, now);
-          loadByType = this.loadOf(i);
-        }
-        seen.push({ st: { loadByType }, seenMs: now });
+        seen.push({ st: { loadByType: this.machineLoad(i, now) }, seenMs: now });
       }
     }
     return observedLoad(seen, now, Infinity);
@@ -322,9 +319,7 @@ export abstract class SimControl extends SimLedger {
     const warm = this.forecastPeak(now, now + this.ep.poolS * 1000);
     const load = (i: SimInstance, k: number): LoadByType => {
       if (initial) return k > 0 ? {} : Object.fromEntries([...this.route].filter(([t, p]) => p === pool && warm[t]).map(([t]) => [t, warm[t]!]));
-      if (i.brain) return i.brain.load(now);
-      this.decayLoad(i, now);
-      return this.loadOf(i);
+      return this.machineLoad(i, now);
     };
     this.poolCfg ??= {
       pool: '', holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS, epochMs: this.ep.poolS * 1000,
@@ -332,7 +327,7 @@ export abstract class SimControl extends SimLedger {
       planner: this.o.poolPlanner ?? 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000), reshardKeepsServing: this.o.reshardExecution !== 'units', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
     };
     // what each instance's status carries: its load, and (instance machines, after t = 0) the load the pool's epoch sums
-    const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), ...(!initial && i.brain ? { epochLoad: i.brain.epochLoad(now) } : {}), prefix: i.core?.prefixCacheTokens() }));
+    const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), ...(!initial ? this.machineEpochLoad(i, now) : {}), prefix: i.core?.prefixCacheTokens() }));
     const highs = this.inp.highs;
     const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool, highs ? (eq1) => solveEq1(highs, eq1) : undefined);
     if (!plan) return;
@@ -421,20 +416,16 @@ export abstract class SimControl extends SimLedger {
     inst.core?.setClock(mhz);
   }
 
-  /** Decay an instance's load estimate to `now`. */
-  protected decayLoad(inst: SimInstance, now: number): void {
-    const dt = now - inst.loadAtMs;
-    if (dt <= 0) return;
-    const f = Math.exp(-dt / (LOAD_WINDOW_S * 1000));
-    for (let k = 0; k < 9; k++) inst.load[k] *= f;
-    inst.loadAtMs = now;
+  /** The load an instance reports (its status's loadByType: policy currentLoad on its machine's load window); none before it serves. */
+  protected machineLoad(inst: SimInstance, now: number): LoadByType {
+    if (inst.brain) return inst.brain.load(now);
+    return inst.window ? currentLoad(inst.window, now, MACHINE_TIME) : {};
   }
 
-  /** the load estimate as a LoadByType. */
-  protected loadOf(inst: SimInstance): LoadByType {
-    const l: LoadByType = {};
-    for (let k = 0; k < 9; k++) if (inst.load[k] > 1e-6) l[REQUEST_TYPES[k]] = inst.load[k];
-    return l;
+  /** The load its status tells the pool's re-shard epoch (epochLoadByType: policy projectedLoad), when it has a load window. */
+  protected machineEpochLoad(inst: SimInstance, now: number): { epochLoad?: LoadByType } {
+    if (inst.brain) return { epochLoad: inst.brain.epochLoad(now) };
+    return inst.window ? { epochLoad: projectedLoad(inst.window, now, { ...MACHINE_TIME, epochMs: this.ep.instanceS * 1000 }) } : {};
   }
 
 

@@ -117,7 +117,7 @@ export class Simulation extends SimFluidModel {
         }
         if (this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) recordFluidPoolArrivals(p, counts.get(p) ?? NO_ARRIVALS, tEnd, poolBurstWindowMs(this.ep.poolS * 1000), t);
         this.fluidSpill(tickMs / 1000, counts, hasActive);
-        this.fluidTick(tickMs / 1000, counts, tEnd);
+        this.fluidTick(tickMs / 1000, counts);
         if (this.nextReadyMs <= tEnd) this.activateDue(tEnd);
         while (nextSample <= tEnd) {
           this.sample(nextSample <= tEnd ? tEnd : nextSample);

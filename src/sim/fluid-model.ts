@@ -7,6 +7,7 @@ import { REQUEST_TYPES, inputClassOf } from '../../protocols/request-types.ts';
 import { interpolate, latencyWithinSlo, maxLoadOf, idlePowerOf } from '../model/profile.ts';
 import { TTFT_SLO_MS, TBT_SLO_MS } from '../model/request-types.ts';
 import type { LoadByType } from '../policy/types.ts';
+import { countArrivals } from '../policy/machines/instance.ts';
 import * as decide from './decide.ts';
 import { fluidConfig, latencyFast, leastLoadedBusyFraction, mixedPowerFast, utilisationFast, type FluidConfig } from './fluid.ts';
 import { overContext, type TraceRecord } from './trace.ts';
@@ -29,8 +30,7 @@ export abstract class SimFluidModel extends SimSleepStandby {
    * shared in proportion to SLO capacity (what the dispatcher approximates); instances of a pool with the
    * same (TP, clock) get the same share, so the work is O(pools x distinct configs x types) per tick.
    */
-  protected fluidTick(dtS: number, counts: Map<SimPool, Float64Array>, endMs: number): void {
-    const fDecay = Math.exp(-dtS / LOAD_WINDOW_S);
+  protected fluidTick(dtS: number, counts: Map<SimPool, Float64Array>): void {
     const fPow = Math.exp(-dtS / FLUID_POWER_WINDOW_S);
     const fLat = Math.exp(-dtS / FLUID_LATENCY_WINDOW_S);
     const fx = this.fluidScratch;
@@ -74,8 +74,8 @@ export abstract class SimFluidModel extends SimSleepStandby {
         const g = groups[j]!;
         const share = capSum > 0 ? g.cap / capSum : 0;
         const cfg = fluidConfig(this.p, g.tp, g.clock, this.maxClock);
-        if (cfg) this.fluidGroupFast(cfg, g, share, dtS, fDecay, c, total, sm, ls, endMs);
-        else this.fluidGroup(g, share, dtS, fDecay, c, total, sm, ls, endMs);
+        if (cfg) this.fluidGroupFast(cfg, g, share, dtS, c, total, sm, ls);
+        else this.fluidGroup(g, share, dtS, c, total, sm, ls);
       }
     }
   }
@@ -99,12 +99,12 @@ export abstract class SimFluidModel extends SimSleepStandby {
   }
   protected readonly mlMaxByTp = new Map<number, Float64Array>();
 
-  protected readonly fluidScratch = { tps: [] as number[], nByTp: [] as number[], groups: [] as FluidGroup[], pl: new Float64Array(9), l: new Float64Array(9), add: new Float64Array(9), pw: new Float64Array(2), lat: new Float64Array(4), outTok: null as Float64Array | null };
+  protected readonly fluidScratch = { tps: [] as number[], nByTp: [] as number[], groups: [] as FluidGroup[], pl: new Float64Array(9), l: new Float64Array(9), pw: new Float64Array(2), lat: new Float64Array(4), outTok: null as Float64Array | null };
 
   /** One (TP, clock) group's tick, on the precomputed constants of ./fluid.ts (the same arithmetic as fluidGroup). */
-  protected fluidGroupFast(cfg: FluidConfig, g: FluidGroup, share: number, dtS: number, fDecay: number, c: Float64Array | undefined, total: number, sm: Float64Array, ls: Float64Array, endMs: number): void {
+  protected fluidGroupFast(cfg: FluidConfig, g: FluidGroup, share: number, dtS: number, c: Float64Array | undefined, total: number, sm: Float64Array, ls: Float64Array): void {
     const fx = this.fluidScratch;
-    const pl = fx.pl, l = fx.l, add = fx.add, pw = fx.pw;
+    const pl = fx.pl, l = fx.l, pw = fx.pw;
     // latency is read at the smoothed rate (see FLUID_LATENCY_WINDOW_S); the tick's counts weight it
     for (let k = 0; k < 9; k++) {
       l[k] = ls[k] > 1e-9 ? ls[k] * share : 0;
@@ -125,14 +125,10 @@ export abstract class SimFluidModel extends SimSleepStandby {
     }
     // the idle part (the energy breakdown): the share of the tick no request is in service, at idle power
     const idleJ = (1 - Math.min(1, busy)) * cfg.idleW * dtS;
-    for (let k = 0; k < 9; k++) add[k] = (1 - fDecay) * (c ? (c[k] * share) / dtS : 0);
     for (const inst of g.insts) {
       inst.energyJ += w * dtS;
       inst.idleJ = (inst.idleJ ?? 0) + idleJ;
-      const ld = inst.load;
-      for (let k = 0; k < 9; k++) ld[k] = ld[k] * fDecay + add[k];
-      inst.loadAtMs = endMs;
-      if (c) this.countArrivals(inst, c, share);
+      if (c) this.fluidArrivals(inst, c, share);
     }
     if (!c || total === 0) return;
     const u = utilisationFast(cfg, l);
@@ -153,14 +149,14 @@ export abstract class SimFluidModel extends SimSleepStandby {
     }
   }
 
-  /** fluid: an instance's share of its pool's arrivals in a tick, for its machine's epoch load. */
-  protected countArrivals(inst: SimInstance, c: Float64Array, share: number): void {
-    const a = (inst.arrived ??= new Float64Array(9));
-    for (let k = 0; k < 9; k++) a[k] += c[k] * share;
+  /** fluid: an instance's share of its pool's arrivals in a tick, counted into its machine's load window (policy countArrivals). */
+  protected fluidArrivals(inst: SimInstance, c: Float64Array, share: number): void {
+    const w = inst.window;
+    if (w) for (let k = 0; k < 9; k++) if (c[k] > 0) countArrivals(w, REQUEST_TYPES[k], c[k] * share);
   }
 
   /** One (TP, clock) group's tick, read from the profile directly (where ./fluid.ts has no constants for it). */
-  protected fluidGroup(g: FluidGroup, share: number, dtS: number, fDecay: number, c: Float64Array | undefined, total: number, sm: Float64Array, ls: Float64Array, endMs: number): void {
+  protected fluidGroup(g: FluidGroup, share: number, dtS: number, c: Float64Array | undefined, total: number, sm: Float64Array, ls: Float64Array): void {
     // latency is read at the smoothed rate (see FLUID_LATENCY_WINDOW_S); the tick's counts weight it
     const load: LoadByType = {};
     for (let k = 0; k < 9; k++) if (ls[k] > 1e-9) load[REQUEST_TYPES[k]] = ls[k] * share;
@@ -186,11 +182,7 @@ export abstract class SimFluidModel extends SimSleepStandby {
     for (const inst of g.insts) {
       inst.energyJ += w * dtS;
       inst.idleJ = (inst.idleJ ?? 0) + idleJ;
-      for (let k = 0; k < 9; k++) inst.load[k] = inst.load[k] * fDecay + (1 - fDecay) * (c ? (c[k] * share) / dtS : 0);
-      // the EWMA is now current at the tick's end: without this, decayLoad (instance epoch) decayed it a
-      // second time for the same 5 s and the clock saw ~1/(1 + e^-0.5) = 62% of the load
-      inst.loadAtMs = endMs;
-      if (c) this.countArrivals(inst, c, share);
+      if (c) this.fluidArrivals(inst, c, share);
     }
     if (!c || total === 0) return;
     const n = g.insts.length;

@@ -12,7 +12,7 @@ import type { HighsLike } from '../policy/milp.ts';
 import { overheadTable } from '../policy/sharding.ts';
 import { LIVE_INSTANCE_DEFAULTS, type InstanceBrain } from './instance-brain.ts';
 import type { UnitExecutor } from './reshard-exec.ts';
-import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
+import type { InstanceEffect, InstanceEvent, InstanceMachineConfig, LoadWindow } from '../policy/machines/instance.ts';
 import type { SimPoolLeader } from './pool-leader.ts';
 import type { TraceRecord } from './trace.ts';
 import type { PolicyName, SimCosts, SimEpochs, SimOptions } from './types.ts';
@@ -79,6 +79,8 @@ export interface EngineInputs {
 
 /** EWMA window of an instance's offered-load estimate, s (dispatch adds 1/window per request: policy default 0.1). */
 export const LOAD_WINDOW_S = 10;
+/** the instance machines' time: modelled time, unscaled (InstanceMachineConfig.timeScale). */
+export const MACHINE_TIME = { timeScale: 1 } as const;
 /** the instance machines' tick (emergency ladder, load rise), ms: the live instance manager's. */
 export const BRAIN_TICK_MS = LIVE_INSTANCE_DEFAULTS.tickMs;
 /** peers' statuses reach an instance machine this often, ms (the live status interval's default). */
@@ -102,12 +104,11 @@ export interface SimInstance {
   drainAtMs?: number;
   core?: BatchingCore;
   inHeap: boolean;
-  /** offered load estimate by type (req/s), exponentially decayed with LOAD_WINDOW_S; at `loadAtMs`. */
+  /** the baselines' dispatch cap (step, SimOptions.dispatch 'least-loaded'): offered load by type (req/s), exponentially decayed with LOAD_WINDOW_S; at `loadAtMs`. */
   load: Float64Array;
   loadAtMs: number;
-  /** peak of `load` (per type) in the current and the previous clock epoch: chooseClock provisions for it. */
-  peakCur: Float64Array;
-  peakPrev: Float64Array;
+  /** the oracle's clock: the clock's view of the instance machine's load (policy closeWindow) at its last epoch, its recent peak. */
+  clockPrev?: LoadByType;
   outstanding: number;
   /** fluid: energy J. */
   energyJ: number;
@@ -122,10 +123,12 @@ export interface SimInstance {
   brain?: InstanceBrain;
   /** when its machine last got its peers' statuses, ms. */
   peersAtMs?: number;
-  /** fluid: arrivals by type since `epochAtMs` (its share of its pool's), and the instance machine's load EWMA. */
-  arrived?: Float64Array;
-  epochAtMs?: number;
-  ewma?: LoadByType;
+  /**
+   * fluid: the instance machine's load estimate (policy LoadWindow: its EWMA, its share of its pool's arrivals since its
+   * epoch began), kept by the machine's own rules (countArrivals, closeWindow; read by currentLoad and projectedLoad).
+   * Step fidelity: its machine's state (`brain.s`).
+   */
+  window?: LoadWindow;
   /**
    * its engine in sleep mode (SimOptions.sleepStandby, ./sleep-standby.ts, carrying out its machine's engine_sleep and
    * engine_wake): falling (weights leaving the GPU, until untilMs), asleep (since asleepAtMs), waking (until untilMs);

@@ -20,7 +20,7 @@ import type { Admission, InferenceRequest } from '../../protocols/messages.ts';
 import { overContext, type TraceRecord } from './trace.ts';
 import { SimClocks } from './clock-epochs.ts';
 import { migrateDraining } from './drain-migration.ts';
-import { TYPE_INDEX, LOAD_WINDOW_S, BRAIN_TICK_MS, PEER_STATUS_MS, LIVE_HEALTH_DEADLINE_MS, type SimInstance, type SimPool, type ReqState } from './state.ts';
+import { TYPE_INDEX, LOAD_WINDOW_S, MACHINE_TIME, BRAIN_TICK_MS, PEER_STATUS_MS, LIVE_HEALTH_DEADLINE_MS, type SimInstance, type SimPool, type ReqState } from './state.ts';
 
 export abstract class SimStepModel extends SimClocks {
   /**
@@ -32,7 +32,7 @@ export abstract class SimStepModel extends SimClocks {
   protected newBrain(inst: SimInstance, now: number, windowStartMs = now, priorEpochMs?: number): InstanceBrain {
     const k = this.knobs;
     const cfg: InstanceMachineConfig = {
-      tp: inst.tp, headroom: this.headroom, epochMs: this.ep.instanceS * 1000, tickMs: BRAIN_TICK_MS, timeScale: 1,
+      tp: inst.tp, headroom: this.headroom, epochMs: this.ep.instanceS * 1000, tickMs: BRAIN_TICK_MS, timeScale: MACHINE_TIME.timeScale,
       maxInEngine: this.limits.maxInEngine, maxQueued: this.limits.maxQueued, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs,
       moveQueueAbove: this.limits.moveQueueAbove, rejectAfterMs: this.limits.rejectAfterMs, retryAfterS: this.limits.retryAfterS,
       // the clock is the machine's with a dynamic-clock policy; the oracle sets it (pool set_clock); else max clock
@@ -162,10 +162,7 @@ export abstract class SimStepModel extends SimClocks {
       }
       return refuse(no.code, no.message);
     }
-    if (arr) {
-      this.arriving.delete(m.id);
-      this.counted(inst, st.pred, now);
-    }
+    if (arr) this.arriving.delete(m.id);
     return { v: 1, id: m.id, ok: true, instance: inst.id };
   }
 
@@ -335,12 +332,19 @@ export abstract class SimStepModel extends SimClocks {
     this.counted(at, c.pred, now);
   }
 
-  /** The sim's own offered-load estimate of an instance takes one request of `pred` (the baselines' cap, the oracle's peaks). */
+  /** The baselines' dispatch cap's offered-load estimate of an instance takes one request of `pred` (./baseline-dispatch.ts: no live manager runs it). */
   protected counted(at: SimInstance, pred: RequestType, now: number): void {
     this.decayLoad(at, now);
-    const k = TYPE_INDEX[pred];
-    at.load[k] += 1 / LOAD_WINDOW_S;
-    if (at.load[k] > at.peakCur[k]) at.peakCur[k] = at.load[k];
+    at.load[TYPE_INDEX[pred]] += 1 / LOAD_WINDOW_S;
+  }
+
+  /** The baselines' estimate decayed to `now`. */
+  protected decayLoad(inst: SimInstance, now: number): void {
+    const dt = now - inst.loadAtMs;
+    if (dt <= 0) return;
+    const f = Math.exp(-dt / (LOAD_WINDOW_S * 1000));
+    for (let k = 0; k < 9; k++) inst.load[k] *= f;
+    inst.loadAtMs = now;
   }
 
   /** src/policy prefillClockFloor on an instance's prefill backlog (step fidelity; the min clock otherwise). */

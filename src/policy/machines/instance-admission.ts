@@ -6,6 +6,7 @@
  */
 import { creditsOutstanding, lendFor, revokeCredits, spendCredit } from './credits.ts';
 import { prefillRise } from './instance-clock.ts';
+import { countArrivals } from './instance-load.ts';
 import { serving, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState, type MachineRequest, type PeerStatus, type Queued } from './instance-types.ts';
 
 /** An admit: accepted (queued, started when a slot is free), or refused (lifecycle, backpressure to the pool, the queue bound). */
@@ -93,7 +94,7 @@ export function creditedStart(s: InstanceMachineState, fx: InstanceEffect[], ev:
  */
 function countArrival(s: InstanceMachineState, req: MachineRequest): void {
   if (req.probe || req.moves > 0) return;
-  s.arrivals[req.type] = (s.arrivals[req.type] ?? 0) + 1;
+  countArrivals(s, req.type);
   s.admitted[req.type] = (s.admitted[req.type] ?? 0) + 1;
   s.arrivedSinceRiseCheck = true;
 }

@@ -10,7 +10,7 @@ import { chooseClock } from '../frequency.ts';
 import { prefillClockFloor } from '../dispatch.ts';
 import { riseRate } from '../arrival-rate.ts';
 import { DEFAULT_HEADROOM } from '../types.ts';
-import { epochLoad } from './instance-load.ts';
+import { closeWindow } from './instance-load.ts';
 import { maxClockOf, serving, type InstanceEffect, type InstanceMachineConfig, type InstanceMachineState, type Load, type MachineRequest } from './instance-types.ts';
 
 /**
@@ -29,15 +29,12 @@ export function setClock(s: InstanceMachineState, fx: InstanceEffect[], mhz: num
   fx.push({ kind: 'set_clock', clockMhz: mhz, why, inputs });
 }
 
-/** Closes the epoch's arrival window: the EWMA (half weight per epoch) and the clock's view max(EWMA, rate). */
+/** Closes the epoch's arrival window (closeWindow): the EWMA (half weight per epoch) and the clock's view max(EWMA, rate). */
 function measureLoad(s: InstanceMachineState, now: number, cfg: InstanceMachineConfig): Load {
-  const dt = Math.max(0.001, (now - s.windowStartMs) / 1000);
-  const rate: Load = {};
-  for (const [t, n] of Object.entries(s.arrivals) as [RequestType, number][]) rate[t] = n / dt / cfg.timeScale;
-  const { load, forClock } = epochLoad(s.load, rate);
-  s.arrivals = {};
-  s.windowStartMs = now;
-  s.load = load;
+  const { window, forClock } = closeWindow(s, now, cfg);
+  s.arrivals = window.arrivals;
+  s.windowStartMs = window.windowStartMs;
+  s.load = window.load;
   return forClock;
 }
 

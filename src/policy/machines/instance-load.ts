@@ -34,6 +34,24 @@ export function epochLoad(ewma: Load, rate: Load): { load: Load; forClock: Load 
   return { load, forClock };
 }
 
+/**
+ * Closes the epoch's arrival window at `now` (the instance machine's epoch, ./instance-clock.ts; the simulator's fluid
+ * instances on their share of their pool's arrivals): epochLoad's rule over the window's arrival rate, and the window
+ * opened again at `now`.
+ */
+export function closeWindow(w: LoadWindow, now: number, cfg: { timeScale: number }): { window: LoadWindow; forClock: Load } {
+  const dt = Math.max(0.001, (now - w.windowStartMs) / 1000);
+  const rate: Load = {};
+  for (const [t, n] of Object.entries(w.arrivals) as [RequestType, number][]) rate[t] = n / dt / cfg.timeScale;
+  const { load, forClock } = epochLoad(w.load, rate);
+  return { window: { load, arrivals: {}, windowStartMs: now }, forClock };
+}
+
+/** `n` arrivals of type `t` in the window (one admission; a fluid instance's fractional share of its pool's). */
+export function countArrivals(w: Pick<LoadWindow, 'arrivals'>, t: RequestType, n = 1): void {
+  w.arrivals[t] = (w.arrivals[t] ?? 0) + n;
+}
+
 /** Load for the dispatcher: the last epoch's EWMA blended with arrivals since (so a step shows at once). */
 export function currentLoad(s: LoadWindow, now: number, cfg: { timeScale: number }): Load {
   const dt = (now - s.windowStartMs) / 1000;

@@ -31,7 +31,7 @@
  * instance-load.ts (the load estimates), credits.ts (the admission credits).
  */
 import { initialEmergencyState } from '../emergency.ts';
-export { currentLoad, epochLoad, projectedLoad } from './instance-load.ts';
+export { closeWindow, countArrivals, currentLoad, epochLoad, projectedLoad, type LoadWindow } from './instance-load.ts';
 import { initialCreditLedger } from './credits.ts';
 import { maxClockOf, type InstanceEvent, type InstanceEffect, type InstanceMachineConfig, type InstanceMachineState, type InstanceStepResult } from './instance-types.ts';
 export type { InstanceEffect, InstanceEvent, InstanceLifecycle, InstanceMachineConfig, InstanceMachineState, InstanceStepResult, MachineError, MachineRequest, PeerStatus } from './instance-types.ts';
