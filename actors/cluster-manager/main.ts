@@ -26,7 +26,8 @@ import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterC
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, ensureEventsStream, ensureRequestsStream, ensureResumeStream, type EventPublisher } from '../common/events.ts';
-import { classifyIntake, thresholdsOf, withSlo } from '../common/policy.ts';
+import { classifyIntake } from '../../src/policy/classify.ts';
+import { thresholdsOf, withSlo } from '../../src/policy/slo.ts';
 import { PoolDispatcher } from './dispatch.ts';
 import { powerSum, staleOf } from '../../src/telemetry/power-sum.ts';
 import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';

@@ -16,7 +16,7 @@ import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { profilePathOf, type ClusterConfig } from '../common/config.ts';
-import { promptSloOf } from '../common/policy.ts';
+import { promptSloOf } from '../../src/policy/classify.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';

@@ -1,7 +1,7 @@
 /**
  * The gateway's own routing (docs/DATAPATH.md "Request plane"): the shell of src/policy/machines/router.ts.
  * It follows the routing table the cluster leader publishes and every instance's status, classifies a
- * request as intake does (actors/common/policy.ts classifyIntake, with its own online output predictor that
+ * request as intake does (src/policy/classify.ts classifyIntake, with its own online output predictor that
  * learns from the records of the requests it routed), and says which pools and instances to ask. The
  * gateway's backend (nats-backend.ts) then asks the chosen instance for admission directly; whatever this
  * view cannot decide (no table yet, no ready instance in it) goes to the cluster intake.
@@ -15,7 +15,8 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerSweep, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { spillNext, spillPasses } from '../../src/policy/machines/cluster.ts';
 import { creditReceived, creditSpend, creditTopUpFailed, type CreditGrant } from '../../src/policy/machines/credits.ts';
-import { classifyIntake, thresholdsOf, withSlo, type ClassifiedRequest } from '../common/policy.ts';
+import { classifyIntake } from '../../src/policy/classify.ts';
+import { thresholdsOf, withSlo, type ClassifiedRequest } from '../../src/policy/slo.ts';
 import type { ClusterConfig } from '../common/config.ts';
 
 /** What the backend needs of a router (a test may give its own view). */

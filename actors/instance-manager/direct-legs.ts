@@ -7,7 +7,7 @@
  */
 import { DynError, TokenChunk, subjects, toWireError, type Grant as GrantT, type LegReply as LegReplyT, type LegReport as LegReportT } from '../../protocols/index.ts';
 import type { InstanceEffect } from '../../src/policy/machines/instance.ts';
-import { classified } from '../common/policy.ts';
+import { classified } from '../../src/policy/classify.ts';
 import { machineRequest } from './machine-io.ts';
 import { watchLeg } from './gateway-watch.ts';
 import type { Held, LegHost, Running } from './running.ts';

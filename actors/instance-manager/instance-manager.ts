@@ -32,7 +32,8 @@ import type { GpuControl } from '../../src/gpu/index.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
-import { classified, type ClassifiedRequest } from '../common/policy.ts';
+import { classified } from '../../src/policy/classify.ts';
+import type { ClassifiedRequest } from '../../src/policy/slo.ts';
 import { systemClock, within, type Clock } from '../../src/runtime/clock.ts';
 import {
   initialInstanceState, instanceStep, type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState,

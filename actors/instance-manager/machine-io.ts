@@ -11,7 +11,7 @@ import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { InstanceEffect, InstanceEvent, InstanceMachineConfig, InstanceMachineState, MachineRequest } from '../../src/policy/machines/instance.ts';
 import type { ClusterConfig } from '../common/config.ts';
-import type { ClassifiedRequest } from '../common/policy.ts';
+import type { ClassifiedRequest } from '../../src/policy/slo.ts';
 
 /** An engine call's failure as the client may see it: the engine's own message for a refusal, nothing internal. */
 export function engineWireError(err: unknown): WireError {

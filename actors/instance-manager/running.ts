@@ -11,7 +11,7 @@ import type { Engine } from '../../src/engine/engine.ts';
 import type { GpuControl } from '../../src/gpu/index.ts';
 import type { InstanceEffect, InstanceEvent } from '../../src/policy/machines/instance.ts';
 import type { ClusterConfig } from '../common/config.ts';
-import type { ClassifiedRequest } from '../common/policy.ts';
+import type { ClassifiedRequest } from '../../src/policy/slo.ts';
 import type { GatewayWatch } from './gateway-watch.ts';
 
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */

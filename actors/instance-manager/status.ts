@@ -7,7 +7,7 @@ import type { InstanceStatus, InstanceTelemetry, RequestRecord, RequestType } fr
 import type { NatsConnectionId } from '../../protocols/nats-advisory.ts';
 import { currentLoad, pendingPrefillTokens, projectedLoad, type InstanceMachineConfig, type InstanceMachineState } from '../../src/policy/machines/instance.ts';
 import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
-import type { ClassifiedRequest } from '../common/policy.ts';
+import type { ClassifiedRequest } from '../../src/policy/slo.ts';
 import { maxClockOf } from './machine-io.ts';
 import type { Running } from './running.ts';
 

@@ -4,7 +4,7 @@
  * - 'proxy' (default): the paper's BERT proxy classifier, right with probability `accuracy` (0.81), else a
  *   neighbouring output class (its errors are mostly off by one class). Draws from its own random stream only, so
  *   the load template's pre-pass (`templateClass`) reproduces every prediction of the run exactly.
- * - 'online': the live intake's classifier (actors/common/policy.ts classifyIntake, which the gateway's own routing
+ * - 'online': the live intake's classifier (src/policy/classify.ts classifyIntake, which the gateway's own routing
  *   and the cluster intake run): policy OnlineOutputPredictor over what is known at arrival (prompt tokens,
  *   max_tokens, the model), max_tokens capping the class, learning from each request that completes. max_tokens is
  *   the trace's output length, as `replay` sends it (ignore_eos). Step fidelity only (it learns from completions);
@@ -12,6 +12,7 @@
  */
 import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type LengthClass, type RequestType } from '../../protocols/request-types.ts';
 import { OnlineOutputPredictor, type RequestFeatures } from '../policy/predictor.ts';
+import type { ClassThresholds } from '../policy/slo.ts';
 import { classifyCached, rng, type TraceRecord } from './trace.ts';
 
 export type SimPredictor = 'proxy' | 'online';
@@ -33,8 +34,8 @@ export interface SimClassifierOptions {
   seed: number;
   /** the oracle knows every request's true length. */
   oracle: boolean;
-  /** the longest prompt of the input classes (trace classifyCached). */
-  longInputMax: number;
+  /** the class thresholds (the cluster's, their L input bound the model's context: trace simThresholds). */
+  thresholds: ClassThresholds;
   /** the model name (a feature of the online predictor). */
   model: string;
 }
@@ -51,12 +52,12 @@ export class SimClassifier {
     this.#o = o;
     this.#seed = o.seed + 7919;
     this.#rand = rng(this.#seed);
-    if (o.predictor === 'online' && !o.oracle) this.#online = new OnlineOutputPredictor();
+    if (o.predictor === 'online' && !o.oracle) this.#online = new OnlineOutputPredictor({ thresholds: o.thresholds });
   }
 
   /** The true type and the predicted one of a request (`id`: the online predictor learns when it completes); null: no class fits. */
   classify(r: TraceRecord, id: string): { type: RequestType; pred: RequestType } | null {
-    const type = classifyCached(r.inputTokens, r.outputTokens, this.#o.longInputMax);
+    const type = classifyCached(r.inputTokens, r.outputTokens, this.#o.thresholds);
     if (type === null) return null;
     if (!this.#online) return { type, pred: this.#proxy(type, this.#rand) };
     const f = { inputTokens: Math.max(1, r.inputTokens), maxTokens: Math.max(1, r.outputTokens), model: this.#o.model };
@@ -80,7 +81,7 @@ export class SimClassifier {
 
   /** The load template's class of a record (the pre-pass over the trace, in order); null: no class fits. */
   templateClass(r: TraceRecord): RequestType | null {
-    const type = classifyCached(r.inputTokens, r.outputTokens, this.#o.longInputMax);
+    const type = classifyCached(r.inputTokens, r.outputTokens, this.#o.thresholds);
     if (type === null) return null;
     return this.#proxy(type, (this.#templateRand ??= rng(this.#seed)));
   }

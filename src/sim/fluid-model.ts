@@ -3,9 +3,9 @@
  * and latency percentiles interpolated from profile cells; ./fluid.ts holds the precomputed constants), the SLO
  * cap spills a pool's excess to the next longer pool.
  */
-import { REQUEST_TYPES, inputClassOf } from '../../protocols/request-types.ts';
+import { REQUEST_TYPES } from '../../protocols/request-types.ts';
 import { interpolate, latencyWithinSlo, maxLoadOf, idlePowerOf } from '../model/profile.ts';
-import { TTFT_SLO_MS, TBT_SLO_MS } from '../model/request-types.ts';
+import { sloOf } from '../policy/slo.ts';
 import type { LoadByType } from '../policy/types.ts';
 import { countArrivals } from '../policy/machines/instance.ts';
 import * as decide from './decide.ts';
@@ -228,7 +228,7 @@ export abstract class SimFluidModel extends SimSleepStandby {
     // 1 - 1/u as missing (and halved the rest on a p99 TTFT miss); but u is load over the SLO max load, and
     // for most types that limit is the p99 TBT (long prefills stalling decodes), not a throughput limit:
     // conv hour, multi-pool, the LL pool at u ~ 1.2 met 100% in step (TTFT p99 357 ms) and 48% in fluid.
-    const ttSlo = TTFT_SLO_MS[inputClassOf(t)] * this.sloScale, tbSlo = TBT_SLO_MS * this.sloScale;
+    const { ttftMs: ttSlo, tbtMs: tbSlo } = sloOf(t, this.sloSettings);
     const midT = (ttftP50 + ttftP99) / 2, midB = (tbtP50 + tbtP99) / 2;
     const ok = (ttftP50 * over <= ttSlo && tbtP50 <= tbSlo ? 0.5 : 0) + (midT * over <= ttSlo && midB <= tbSlo ? 0.49 : 0) + (ttftP99 * over <= ttSlo && tbtP99 <= tbSlo ? 0.01 : 0);
     this.sloOk[k] += cnt * ok;

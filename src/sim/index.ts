@@ -6,7 +6,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createPerfModel, generateProfile, parseProfile, perfModelOfProfile, type Profile } from '../model/index.ts';
 import { DEFAULT_CONTEXT_FLOOR, Simulation, type EngineInputs } from './engine.ts';
-import { classifyCached, forEachRecord, loadTrace, longInputClassBound, overContext, readTrace, rng, synthTrace, type TraceRecord } from './trace.ts';
+import { classifyCached, forEachRecord, loadTrace, overContext, readTrace, rng, simThresholds, synthTrace, type TraceRecord } from './trace.ts';
+import { DEFAULT_SLO_SETTINGS, DEFAULT_THRESHOLDS, thresholdsOf, type ClassThresholds } from '../policy/slo.ts';
 import { maxLoadOf } from '../model/profile.ts';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { HighsLike } from '../policy/milp.ts';
@@ -132,10 +133,11 @@ export function* synthWindow(src: Iterable<TraceRecord>, fromMs: number, untilMs
 /**
  * The rate factor of `--rate-scale auto`: single-pool sizing for the trace's peak (5-minute average of
  * the per-minute arrivals, utilisation sum_t load_t / maxLoad_t at TP8 and max clock from the profile, with
- * `headroom` kept free) needs exactly `servers` servers after scaling.
+ * `headroom` kept free) needs exactly `servers` servers after scaling. Requests are classified under `thresholds`
+ * (the cluster's, SimOptions `thresholds`), their L input bound widened to the context as the run's (simThresholds).
  */
-export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | Iterable<TraceRecord>, profile: Profile, servers: number, gpusPerServer: number, headroom: number, maxContext = DEFAULT_CONTEXT_FLOOR): Promise<number> {
-  const longMax = longInputClassBound(maxContext);
+export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | Iterable<TraceRecord>, profile: Profile, servers: number, gpusPerServer: number, headroom: number, maxContext = DEFAULT_CONTEXT_FLOOR, thresholds: ClassThresholds = DEFAULT_THRESHOLDS): Promise<number> {
+  const th = simThresholds(thresholds, maxContext);
   const fmax = profile.clocksMhz[profile.clocksMhz.length - 1];
   const perMin: number[] = []; // utilisation-minutes: sum over requests of 1/maxLoad_t, per minute bin
   const inv = new Map<RequestType, number>();
@@ -144,7 +146,7 @@ export async function autoRateScale(records: () => AsyncIterable<TraceRecord> | 
     inv.set(t, ml > 0 ? 1 / ml : 0);
   }
   await forEachRecord(records(), (r) => {
-    const t = classifyCached(r.inputTokens, r.outputTokens, longMax);
+    const t = classifyCached(r.inputTokens, r.outputTokens, th);
     if (t === null || overContext(r, maxContext)) return;
     const b = Math.floor(r.tMs / 60000);
     while (perMin.length <= b) perMin.push(0);
@@ -187,9 +189,10 @@ export async function simulate(opts: SimOptions, onProgress?: (f: number) => voi
   if (rateScale === 'auto') {
     // one pre-pass per (trace, profile, servers, headroom) in this thread: serial multi-policy runs share it
     const maxContext = opts.maxContext ?? Math.max(perf.model.maxContext, DEFAULT_CONTEXT_FLOOR);
-    const key = JSON.stringify([opts.trace, opts.model, opts.gpu, opts.profilePath, opts.servers, opts.headroom, maxContext]);
+    const thresholds = thresholdsOf({ thresholds: opts.thresholds ?? DEFAULT_SLO_SETTINGS.thresholds });
+    const key = JSON.stringify([opts.trace, opts.model, opts.gpu, opts.profilePath, opts.servers, opts.headroom, maxContext, thresholds]);
     let k = autoCache.get(key);
-    if (k === undefined) autoCache.set(key, (k = await autoRateScale(await recordSource(opts.trace, 1, opts.seed), profile, opts.servers, perf.gpu.gpusPerServer, opts.headroom ?? 0.2, maxContext)));
+    if (k === undefined) autoCache.set(key, (k = await autoRateScale(await recordSource(opts.trace, 1, opts.seed), profile, opts.servers, perf.gpu.gpusPerServer, opts.headroom ?? 0.2, maxContext, thresholds)));
     rateScale = k;
   }
   const records = await recordSource(opts.trace, rateScale, opts.seed);

@@ -3,11 +3,11 @@
  * forecasts read, the energy accounting (instances, GPUs in no instance, starting instances, servers in use and
  * their boots), the power and carbon series, and the result. Energy is modelled (src/model, with its calibration).
  */
-import { REQUEST_TYPES, inputClassOf, type RequestType } from '../../protocols/request-types.ts';
+import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
 import type { PerfModel } from '../model/types.ts';
 import { idlePowerOf } from '../model/profile.ts';
-import { TTFT_SLO_MS, TBT_SLO_MS } from '../model/request-types.ts';
+import { DEFAULT_SLO_SETTINGS, scaledSlo, sloOf, thresholdsOf, type ClassThresholds, type SloSettings } from '../policy/slo.ts';
 import type { LoadByType } from '../policy/types.ts';
 import type { PoolMachineConfig } from './pool-brain.ts';
 import { ClusterBrain } from './cluster-brain.ts';
@@ -19,7 +19,7 @@ import type { SpillWalk } from '../policy/machines/cluster.ts';
 import { LogHistogram, percentile } from './metrics.ts';
 import { SimClassifier } from './classifier.ts';
 import { OracleSolver } from './yardsticks.ts';
-import { forEachRecord, longInputClassBound, overContext, rng } from './trace.ts';
+import { forEachRecord, overContext, rng, simThresholds } from './trace.ts';
 import { type Fidelity, type InstanceLimits, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
 import { LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import { DEFAULT_EPOCHS, DEFAULT_COSTS, POLICY_KNOBS, TYPE_INDEX, DEFAULT_CONTEXT_FLOOR, PEER_STATUS_MS, type PolicyKnobs, type LoadTemplate, type EngineInputs, type SimInstance, type SimPool, type ReqState } from './state.ts';
@@ -84,8 +84,10 @@ export abstract class SimLedger {
   /** prompt + output over the model's context: refused at the door (vLLM answers 400), never an SLO miss. */
   protected refusedOverContext = 0;
   protected readonly maxContext: number;
-  /** the L input class's upper bound (longInputClassBound of the context). */
-  protected readonly longInputMax: number;
+  /** the class thresholds: SimOptions `thresholds` (Table IV's by default), the L input bound widened to the context (trace simThresholds). */
+  protected readonly classThresholds: ClassThresholds;
+  /** the SLOs and thresholds each request's SLO is policy requestSloOf's under: SimOptions `slo` and `thresholds`, the SLOs times sloScale. */
+  protected readonly sloSettings: SloSettings;
   protected readonly prefixCounters = { hitTokens: 0, lookupTokens: 0 };
   protected misclassified = 0;
   protected requests = 0;
@@ -139,7 +141,8 @@ export abstract class SimLedger {
     // slow); default 'least-loaded' (what actors/common/policy.ts pickInstance runs live today)
     this.useDispatchPolicy = (this.o.dispatch ?? (this.o.policy === 'dynamollm' || this.o.policy === 'oracle' ? 'policy' : 'least-loaded')) === 'policy';
     this.maxContext = this.o.maxContext ?? Math.max(this.perf.model.maxContext, DEFAULT_CONTEXT_FLOOR);
-    this.longInputMax = longInputClassBound(this.maxContext);
+    this.sloSettings = scaledSlo({ slo: this.o.slo ?? DEFAULT_SLO_SETTINGS.slo, thresholds: this.o.thresholds ?? DEFAULT_SLO_SETTINGS.thresholds }, this.sloScale);
+    this.classThresholds = simThresholds(thresholdsOf(this.sloSettings), this.maxContext);
     const phases = this.o.instanceEpochPhaseMs === undefined ? [] : [this.o.instanceEpochPhaseMs].flat();
     for (const ph of phases) if (!(ph > 0 && Number.isFinite(ph))) throw new RangeError(`instanceEpochPhaseMs must be > 0 ms, got ${ph}`);
     if (this.o.instanceEpochPhaseMs !== undefined && (this.fidelity !== 'step' || this.knobs.oracle || !phases.length)) throw new RangeError('instanceEpochPhaseMs: step fidelity, a policy other than the oracle, at least one phase');
@@ -154,7 +157,7 @@ export abstract class SimLedger {
     for (const [k, v] of [['toEngineMs', this.pathToEngineMs], ['toClientMs', this.pathToClientMs]] as const) if (!(v >= 0 && Number.isFinite(v))) throw new RangeError(`requestPathMs.${k} must be a finite number >= 0 ms, got ${v}`);
     if ((this.pathToEngineMs || this.pathToClientMs) && this.fidelity !== 'step') throw new RangeError('requestPathMs: step fidelity only');
     if (this.o.predictor === 'online' && this.fidelity !== 'step') throw new RangeError("the online predictor learns from completed requests: step fidelity only (--fidelity step)");
-    this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, longInputMax: this.longInputMax, model: this.o.model });
+    this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, thresholds: this.classThresholds, model: this.o.model });
   }
 
   // ---------------------------------------------------------------- load template
@@ -354,8 +357,9 @@ export abstract class SimLedger {
       byType[t] = s;
       slo[t] = this.sloOk[k] / this.done[k];
       // judge types with >= 100 requests (no meaningful p99 below); step: each TTFT against its own SLO (promptTtftSloMs)
-      const ttftMiss = this.fidelity === 'step' ? percentile(this.ttftOverSlo[t], 0.99) > 1 : s.ttftP99Ms > TTFT_SLO_MS[inputClassOf(t)] * this.sloScale;
-      if (this.done[k] >= 100 && (ttftMiss || s.tbtP99Ms > TBT_SLO_MS * this.sloScale)) within = false;
+      const typeSlo = sloOf(t, this.sloSettings);
+      const ttftMiss = this.fidelity === 'step' ? percentile(this.ttftOverSlo[t], 0.99) > 1 : s.ttftP99Ms > typeSlo.ttftMs;
+      if (this.done[k] >= 100 && (ttftMiss || s.tbtP99Ms > typeSlo.tbtMs)) within = false;
     }
     const allTtft = new LogHistogram();
     if (this.fidelity === 'step') for (const t of REQUEST_TYPES) for (const v of this.ttft[t]) allTtft.add(v);
@@ -366,7 +370,8 @@ export abstract class SimLedger {
     const notes: string[] = [...this.notes];
     if (this.fidelity === 'fluid') notes.push('fluid fidelity: latency percentiles are profile-based estimates (interpolated profile cells), not simulated per request');
     if (this.refusedOverContext > 0) notes.push(`${this.refusedOverContext} requests (${((100 * this.refusedOverContext) / Math.max(1, this.requests)).toFixed(1)}%) refused: prompt + output over the ${this.maxContext}-token context; not in latency or SLO attainment`);
-    notes.push(`SLO attainment: share of requests with TTFT <= SLO and mean TBT <= SLO (x${this.sloScale}); p99WithinSlo judges types with >= 100 requests`);
+    const so = this.sloSettings.slo;
+    notes.push(`SLO attainment: share of requests with TTFT <= SLO and mean TBT <= SLO (TTFT ${so.ttftMs.S}/${so.ttftMs.M}/${so.ttftMs.L} ms by input class, TBT ${so.tbtMs} ms: the cluster's SLO x${this.sloScale}); p99WithinSlo judges types with >= 100 requests`);
     const totalCarbon = this.carbonG / 1000;
     return {
       policy: this.o.policy,

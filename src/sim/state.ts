@@ -165,7 +165,7 @@ export interface SimPool {
 
 export interface ReqState {
   arrivalMs: number;
-  /** its TTFT SLO, ms (promptTtftSloMs: the class's, scaled with prompts past 8,192 tokens; x sloScale). */
+  /** its TTFT SLO, ms (policy requestSloOf under the run's SLOs: its input class's, scaled with prompts past 8,192 tokens; x sloScale). */
   ttftSloMs: number;
   type: RequestType;
   pred: RequestType;

@@ -4,9 +4,9 @@
  * (./pool-leader.ts); this file interprets their effects: admission, engine steps, tokens, moves, clock changes.
  */
 import { suspectAfterMsOf } from '../policy/suspect.ts';
-import { REQUEST_TYPES, inputClassOf, type RequestType } from '../../protocols/request-types.ts';
+import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import { maxLoadOf } from '../model/profile.ts';
-import { TTFT_SLO_MS, TBT_SLO_MS, promptTtftSloMs } from '../model/request-types.ts';
+import { requestSloOf } from '../policy/slo.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
 import type { PoolMachineConfig } from './pool-brain.ts';
@@ -277,7 +277,8 @@ export abstract class SimStepModel extends SimClocks {
     }
     if (c.pred !== c.type) this.misclassified++;
     const home = this.route.get(c.pred);
-    const slo = promptTtftSloMs(TTFT_SLO_MS[inputClassOf(c.type)], r.inputTokens) * this.sloScale;
+    // the SLO and TTFT deadline the live intake's withSlo sets (policy requestSloOf), under the cluster's SLOs x sloScale
+    const slo = requestSloOf(c.pred, r.inputTokens, this.sloSettings).ttftMs;
     // its arrival is the client's send, the data path's time (SimOptions.requestPathMs) before the dispatch now
     const arrivalMs = now - this.pathToEngineMs;
     const req: CoreRequest = { id, arrivalMs, promptTokens: Math.max(1, r.inputTokens), outputTokens: Math.max(1, r.outputTokens), type: c.pred, ttftDeadlineMs: arrivalMs + slo, prefixHashes: r.hashIds };
@@ -410,7 +411,7 @@ export abstract class SimStepModel extends SimClocks {
     const meanTbt = st.tbtN ? st.tbtSum / st.tbtN : 0;
     this.done[k]++;
     this.classifier.completed(id);
-    if (ttft <= st.ttftSloMs && meanTbt <= TBT_SLO_MS * this.sloScale) this.sloOk[k]++;
+    if (ttft <= st.ttftSloMs && meanTbt <= this.sloSettings.slo.tbtMs) this.sloOk[k]++;
     st.inst.outstanding--;
     this.reqs.delete(id);
     st.inst.pool.leader?.record(id, st.inst.id, st.lastMs);

@@ -475,23 +475,20 @@ export function* synthTrace(opts: SynthOptions): Generator<TraceRecord> {
   }
 }
 
-const classMemos = new Map<number, Map<number, RequestType | null>>();
-const thresholdsFor = new Map<number, ClassThresholds>();
+const classMemos = new WeakMap<ClassThresholds, Map<number, RequestType | null>>();
 /**
- * classifyLengths memoised on (input, output) tokens; null where it throws (negative or over-long input).
- * `longInputMax` is the L input class's upper bound: the paper's 8192 (default), or a long-context model's
- * context (longInputClassBound), so its long prompts are L-input requests rather than unservable.
- * A week's fluid run classifies ~14 million records over three passes (rate scale, load template, run) from a
- * few thousand distinct length pairs.
+ * classifyLengths memoised on (input, output) tokens, one memo per thresholds object (pass the same object for a
+ * run); null where it throws (negative or over-long input). `thresholds` are the cluster's (SimOptions `thresholds`,
+ * the config's), its L input bound widened to a long-context model's context (simThresholds), so the model's long
+ * prompts are L-input requests rather than unservable. A week's fluid run classifies ~14 million records over three
+ * passes (rate scale, load template, run) from a few thousand distinct length pairs.
  */
-export function classifyCached(inputTokens: number, outputTokens: number, longInputMax: number = DEFAULT_THRESHOLDS.inputUpper.L): RequestType | null {
-  let classMemo = classMemos.get(longInputMax);
+export function classifyCached(inputTokens: number, outputTokens: number, thresholds: ClassThresholds = DEFAULT_THRESHOLDS): RequestType | null {
+  let classMemo = classMemos.get(thresholds);
   if (!classMemo) {
     classMemo = new Map();
-    classMemos.set(longInputMax, classMemo);
+    classMemos.set(thresholds, classMemo);
   }
-  let th = thresholdsFor.get(longInputMax);
-  if (!th) thresholdsFor.set(longInputMax, (th = { ...DEFAULT_THRESHOLDS, inputUpper: { ...DEFAULT_THRESHOLDS.inputUpper, L: longInputMax } }));
   // one small-integer key (a V8 Smi: hashed fast) for the common lengths; others are classified each time
   const memo = inputTokens >= 0 && outputTokens >= 0 && inputTokens < 2 ** 17 && outputTokens < 2 ** 13 && Number.isInteger(inputTokens) && Number.isInteger(outputTokens);
   const key = inputTokens * 2 ** 13 + outputTokens;
@@ -501,7 +498,7 @@ export function classifyCached(inputTokens: number, outputTokens: number, longIn
   }
   let t: RequestType | null;
   try {
-    t = classifyLengths(inputTokens, outputTokens, th);
+    t = classifyLengths(inputTokens, outputTokens, thresholds);
   } catch {
     t = null;
   }
@@ -513,11 +510,17 @@ export function classifyCached(inputTokens: number, outputTokens: number, longIn
 }
 
 /**
- * The L input class's upper bound for a model: the paper's 8192 tokens, or the model's context when longer
- * (Table IV's classes were drawn for 4k-8k models; a 128k model serves longer prompts, in the L pools).
+ * The L input class's upper bound for a model: the thresholds' (`inputL`, Table IV's 8192 by default), or the
+ * model's context when longer (Table IV's classes were drawn for 4k-8k models; a 128k model serves longer prompts,
+ * in the L pools).
  */
-export function longInputClassBound(maxContext: number): number {
-  return Math.max(DEFAULT_THRESHOLDS.inputUpper.L, maxContext);
+export function longInputClassBound(maxContext: number, inputL: number = DEFAULT_THRESHOLDS.inputUpper.L): number {
+  return Math.max(inputL, maxContext);
+}
+
+/** The simulator's class thresholds for a model: `th` with its L input bound widened to the context (longInputClassBound). */
+export function simThresholds(th: ClassThresholds, maxContext: number): ClassThresholds {
+  return { inputUpper: { ...th.inputUpper, L: longInputClassBound(maxContext, th.inputUpper.L) }, outputUpper: { ...th.outputUpper } };
 }
 
 /** A request the model cannot take: prompt + output over its context (vLLM refuses it with a 400). */

@@ -4,6 +4,7 @@ import type { SynthOptions, TimeUnit } from './trace.ts';
 import type { StandbyConfig, StandbyWindowConfig } from '../policy/sleep-standby.ts';
 import type { DrainSummary } from './drain-migration.ts';
 import type { DrainMigrationConfig } from '../policy/drain-migration.ts';
+import type { SloSettings } from '../policy/slo.ts';
 
 export const POLICY_NAMES = ['single-pool', 'multi-pool', 'scale-inst', 'scale-shard', 'scale-freq', 'dynamollm', 'oracle'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
@@ -88,7 +89,18 @@ export interface SimOptions {
   gpu: string;
   servers: number;
   fidelity: Fidelity;
-  /** multiplies the SLOs of Table IV; default 1 (the paper's 5x-unloaded SLO). */
+  /**
+   * the cluster's SLOs (p99 TTFT by input class, TBT), as a cluster config's `slo:` (src/policy/slo.ts SloSettings);
+   * default Table IV's (DEFAULT_SLO_SETTINGS). Each request's SLO and TTFT deadline are policy requestSloOf's under
+   * them (times sloScale), as the live intake's withSlo sets them.
+   */
+  slo?: SloSettings['slo'];
+  /**
+   * the cluster's class thresholds, as a cluster config's `thresholds:`; default Table IV's. The L input bound is
+   * widened to the model's context (`maxContext`) when that is longer.
+   */
+  thresholds?: SloSettings['thresholds'];
+  /** multiplies the SLOs (`slo`, Table IV's by default); default 1 (the paper's 5x-unloaded SLO). */
   sloScale?: number;
   /**
    * multiplies the arrival rate, keeping the trace's duration and shape (a file trace: each request is

@@ -282,6 +282,8 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     requestPathMs: { toEngineMs, toClientMs },
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
     ...(clockChangeMs !== undefined ? { costs: { ...spec.sim.costs, clockChangeMs } } : {}),
+    // the live cluster's SLOs and class thresholds (its config's slo: and thresholds:)
+    slo: c.slo, thresholds: c.thresholds,
     instanceLimits: { maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued, rejectAfterMs: c.emergency.rejectAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS },
     // the live intake's classifier (the gateway's online output predictor, max_tokens the trace's output as replay sends it)
     dispatch: 'policy', predictor: 'online',

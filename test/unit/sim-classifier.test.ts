@@ -9,10 +9,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SimClassifier } from '../../src/sim/classifier.ts';
+import { DEFAULT_THRESHOLDS } from '../../src/policy/slo.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { simulate } from '../../src/sim/index.ts';
 
-const base = { seed: 7, oracle: false, longInputMax: 8192, model: 'llama3.1-8b' };
+const base = { seed: 7, oracle: false, thresholds: DEFAULT_THRESHOLDS, model: 'llama3.1-8b' };
 
 describe('simulated intake classification', () => {
   it("'online' predicts what the live intake's predictor predicts, learning from completed requests only", () => {

@@ -2,7 +2,8 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { detectTimeUnit, detectTraceTimeUnit, loadTrace, overContext, classifyCached, longInputClassBound, type TraceStats } from '../../src/sim/trace.ts';
+import { detectTimeUnit, detectTraceTimeUnit, loadTrace, overContext, classifyCached, longInputClassBound, simThresholds, type TraceStats } from '../../src/sim/trace.ts';
+import { DEFAULT_THRESHOLDS } from '../../src/policy/slo.ts';
 import { synthPrefixTrace } from '../../src/sim/prefix-trace.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'simtracefmt-'));
@@ -65,7 +66,8 @@ describe('public trace shapes', () => {
     expect(overContext({ inputTokens: 130_000, outputTokens: 1_000 }, 131_072)).toBe(false);
     expect(overContext({ inputTokens: 130_500, outputTokens: 1_000 }, 131_072)).toBe(true);
     expect(classifyCached(20_000, 50)).toBeNull(); // the paper's classes end at 8192
-    expect(classifyCached(20_000, 50, longInputClassBound(131_072))).toBe('LS');
+    expect(classifyCached(20_000, 50, simThresholds(DEFAULT_THRESHOLDS, 131_072))).toBe('LS');
+    expect(simThresholds(DEFAULT_THRESHOLDS, 131_072).inputUpper).toEqual({ S: 256, M: 1024, L: 131_072 });
     expect(longInputClassBound(4096)).toBe(8192);
   });
 

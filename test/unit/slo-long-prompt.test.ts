@@ -4,7 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createPerfModel, FLAT_TTFT_SLO_TOKENS, promptTtftSloMs, TTFT_SLO_MS } from '../../src/model/index.ts';
-import { promptSloOf, withSlo } from '../../actors/common/policy.ts';
+import { promptSloOf } from '../../src/policy/classify.ts';
+import { withSlo } from '../../src/policy/slo.ts';
 import { parseConfig } from '../../actors/common/config.ts';
 import type { InferenceRequest } from '../../protocols/index.ts';
 

@@ -11,7 +11,7 @@ import { POLICY_NAMES, paperFiguresFor, type Fidelity, type PolicyName, type Sim
 import { simulateMany } from '../../sim/parallel.ts';
 import { table, html } from '../../sim/report.ts';
 import { detectTraceTimeUnit, TIME_UNITS, type TimeUnit } from '../../sim/trace.ts';
-import { ConfigError, defaultConfig, loadConfig } from '../../../actors/common/config.ts';
+import { ConfigError, defaultConfig, loadConfig, type ClusterConfig } from '../../../actors/common/config.ts';
 
 const DESCRIPTION = `Trace files: Azure/BurstGPT CSV or JSONL (timestamp|time|arrival_time, input_length|input_tokens|prompt_tokens,
 output_length|output_tokens|completion_tokens, optional hash_ids: prefix-block hashes, e.g. Mooncake traces);
@@ -71,7 +71,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .requiredOption('--gpu <g>', 'GPU id (e.g. h100)')
     .requiredOption('--servers <n>', 'servers in the cluster')
     .option('--fidelity <f>', 'step | fluid', 'step')
-    .option('--slo-scale <k>', 'multiply the SLOs by K', '1')
+    .option('--slo-scale <k>', "multiply the SLOs (--config's slo:, else Table IV's) by K", '1')
     .option('--rate-scale <k|auto>', 'multiply the arrival rate by K (auto: single-pool sized for the trace peak = --servers)', '1')
     .option('--gpu-hour-price <usd>', 'price of a GPU hour', '2.5')
     .option('--carbon <file|gCO2perKWh>', 'carbon intensity: a constant or a time series file')
@@ -100,7 +100,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--sleep-standby-window-s <s>', 'with --sleep-standby on: how long its forecast remembers the busiest 10 s of a pool\'s arrivals, s (default 180)')
     .option('--server-boot-s <s>', 'with --unused-servers off: a server\'s boot time, s (default 120: Table V, a VM 1-2 min)')
     .option('--power-reserve <n>', 'with --unused-servers off: idle powered servers kept beyond the grants (default 1)')
-    .option('--config <file>', "a cluster config (up's YAML/JSON): the simulated instances publish their statuses every its liveness.statusIntervalMs")
+    .option('--config <file>', "a cluster config (up's YAML/JSON): the requests' SLOs and classes are its slo: and thresholds:, and the simulated instances publish their statuses every its liveness.statusIntervalMs (default: the config defaults, Table IV's SLOs and classes)")
     .option('--status-interval-ms <ms>', "step fidelity: the interval between two statuses of an instance, ms (default: --config's liveness.statusIntervalMs, else the live default, 1000)")
     .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
     .addOption(jsonOption())
@@ -162,9 +162,23 @@ export function statusIntervalOf(v: Pick<SimulateOptions, 'config' | 'statusInte
     if (!(ms >= 1 && Number.isFinite(ms))) throw new UsageError(`--status-interval-ms must be at least 1, got ${v.statusIntervalMs}`);
     return ms;
   }
-  if (v.config === undefined) return defaultConfig().liveness.statusIntervalMs;
+  return (v.config === undefined ? defaultConfig() : configOf(v.config)).liveness.statusIntervalMs;
+}
+
+/**
+ * The cluster's SLOs and class thresholds the simulated requests get (SimOptions `slo`, `thresholds`): the `slo:` and
+ * `thresholds:` of --config, as the live cluster on that config classifies its requests; none without a config (the
+ * simulator's default, Table IV's, the config's defaults). --slo-scale multiplies these SLOs.
+ */
+export function sloSettingsOf(v: Pick<SimulateOptions, 'config'>): Pick<SimOptions, 'slo' | 'thresholds'> {
+  if (v.config === undefined) return {};
+  const c = configOf(v.config);
+  return { slo: c.slo, thresholds: c.thresholds };
+}
+
+function configOf(path: string): ClusterConfig {
   try {
-    return loadConfig(inputFile(v.config, '--config')).liveness.statusIntervalMs;
+    return loadConfig(inputFile(path, '--config'));
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;
@@ -228,7 +242,7 @@ async function simulate(v: SimulateOptions): Promise<number> {
   const carbon = v.carbon === undefined ? undefined : Number.isFinite(Number(v.carbon)) ? Number(v.carbon) : v.carbon;
   const base: Omit<SimOptions, 'policy'> = {
     trace, model: req(v.model, 'model'), gpu: req(v.gpu, 'gpu'), servers: num(v.servers, 'servers'), fidelity,
-    sloScale: num(v.sloScale, 'slo-scale'), rateScale: v.rateScale === 'auto' ? 'auto' : num(v.rateScale, 'rate-scale'),
+    ...sloSettingsOf(v), sloScale: num(v.sloScale, 'slo-scale'), rateScale: v.rateScale === 'auto' ? 'auto' : num(v.rateScale, 'rate-scale'),
     gpuHourPrice: num(v.gpuHourPrice, 'gpu-hour-price'), carbon, seed, profilePath: v.profile !== undefined ? inputFile(v.profile, '--profile') : undefined,
     maxContext: v.maxContext === undefined ? undefined : num(v.maxContext, 'max-context'),
     prefixRouting: v.prefixRouting ?? false, prefixCaching: v.prefixCache,
