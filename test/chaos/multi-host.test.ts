@@ -313,6 +313,8 @@ describe.skipIf(!isRoot)('three hosts as network namespaces, one 3-node NATS clu
     expect(failures(out)).toEqual([]);
     // the gateway's view needs no leader: the victim's last status plus suspectAfterMs (policy suspect.ts: 750 ms
     // here, 3 of its 250-ms statuses; its death verdict waits for deadAfterMs, 2 s), plus this poll's 200 ms
+    // (the death verdict alone, the last status up to 250 ms before the cut, would take 1.75 s and more: the bound)
+    console.log(`partitioned host: out of the gateway's dispatch after ${leftMs} ms, of the cluster status after ${leftStatusMs} ms (suspectAfterMs ${suspectAfterMsOf(config.liveness)}, deadAfterMs ${config.liveness.deadAfterMs})`);
     expect(leftMs).toBeLessThan(suspectAfterMsOf(config.liveness) + 1000);
     expect(victimProcesses.size).toBe(1);
     await expectOnePlannerPerTerm();
