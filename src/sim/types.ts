@@ -206,8 +206,8 @@ export interface SimOptions {
   instanceStatusPhaseMs?: number | readonly number[];
   /**
    * step fidelity, the policy dispatch: the interval between two statuses of an instance, ms (default 500, the twin
-   * configs' liveness.statusIntervalMs; `dynamollm simulate` passes its --config's liveness.statusIntervalMs, else the
-   * live default, 1000). A live instance's status timer fires a little late each time and runs on from when it fired,
+   * configs' liveness.instanceStatusIntervalMs; `dynamollm simulate` passes its --config's instances' status interval,
+   * policy instanceStatusMs, else the live default, 250). A live instance's status timer fires a little late each time and runs on from when it fired,
    * so its statuses come at a slightly longer interval than its config's and drift against the arrivals (the twin
    * check measures it from the live log).
    */

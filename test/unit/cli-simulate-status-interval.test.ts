@@ -1,6 +1,6 @@
 /**
- * `dynamollm simulate`: the simulated instances publish their statuses at the interval the live cluster would, the
- * liveness.statusIntervalMs of the cluster config it is given (--config), else the live default; --status-interval-ms
+ * `dynamollm simulate`: the simulated instances publish their statuses at the interval the live cluster's would, the
+ * instances' status interval of the cluster config it is given (--config), else the live default; --status-interval-ms
  * sets it outright (a measured interval, as the twin check passes SimOptions.instanceStatusIntervalMs).
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -54,16 +54,17 @@ describe('dynamollm simulate: the status interval of the simulated instances', (
   });
   afterEach(() => vi.restoreAllMocks());
 
-  it('is the live default (liveness.statusIntervalMs, 1000 ms) without a config', async () => {
+  it('is the live default (the instances\' status interval, 250 ms) without a config', async () => {
     expect(defaultConfig().liveness.statusIntervalMs).toBe(1000);
-    expect(await run()).toEqual({ code: 0, every: [1000, 1000] });
+    expect(await run()).toEqual({ code: 0, every: [250, 250] });
   });
 
-  it("is the given cluster config's liveness.statusIntervalMs, the default where it sets no liveness", async () => {
-    expect(await run('--config', configWith('liveness: { statusIntervalMs: 1000, deadAfterMs: 3000, leaseTtlMs: 3000 }'))).toEqual({ code: 0, every: [1000, 1000] });
-    expect(await run('--config', configWith('liveness: { statusIntervalMs: 750, deadAfterMs: 3000, leaseTtlMs: 3000 }'))).toEqual({ code: 0, every: [750, 750] });
+  it("is the given cluster config's instances' status interval (instanceStatusIntervalMs, else 250 ms or statusIntervalMs where shorter)", async () => {
+    expect(await run('--config', configWith('liveness: { statusIntervalMs: 1000, instanceStatusIntervalMs: 1000, deadAfterMs: 3000, leaseTtlMs: 3000 }'))).toEqual({ code: 0, every: [1000, 1000] });
+    expect(await run('--config', configWith('liveness: { statusIntervalMs: 750, deadAfterMs: 3000, leaseTtlMs: 3000 }'))).toEqual({ code: 0, every: [250, 250] });
+    expect(await run('--config', configWith('liveness: { statusIntervalMs: 200, deadAfterMs: 3000, leaseTtlMs: 3000 }'))).toEqual({ code: 0, every: [200, 200] });
     expect(await run('--config', 'deploy/twin.yaml')).toEqual({ code: 0, every: [500, 500] });
-    expect(await run('--config', configWith(''))).toEqual({ code: 0, every: [1000, 1000] });
+    expect(await run('--config', configWith(''))).toEqual({ code: 0, every: [250, 250] });
   });
 
   it('is --status-interval-ms where given (over the config); a bad value or config is a usage error', async () => {

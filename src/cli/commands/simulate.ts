@@ -12,6 +12,7 @@ import { simulateMany } from '../../sim/parallel.ts';
 import { table, html } from '../../sim/report.ts';
 import { detectTraceTimeUnit, TIME_UNITS, type TimeUnit } from '../../sim/trace.ts';
 import { ConfigError, defaultConfig, loadConfig, type ClusterConfig } from '../../../actors/common/config.ts';
+import { instanceStatusMs } from '../../policy/suspect.ts';
 
 const DESCRIPTION = `Trace files: Azure/BurstGPT CSV or JSONL (timestamp|time|arrival_time, input_length|input_tokens|prompt_tokens,
 output_length|output_tokens|completion_tokens, optional hash_ids: prefix-block hashes, e.g. Mooncake traces);
@@ -100,8 +101,8 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--sleep-standby-window-s <s>', 'with --sleep-standby on: how long its forecast remembers the busiest 10 s of a pool\'s arrivals, s (default 180)')
     .option('--server-boot-s <s>', 'with --unused-servers off: a server\'s boot time, s (default 120: Table V, a VM 1-2 min)')
     .option('--power-reserve <n>', 'with --unused-servers off: idle powered servers kept beyond the grants (default 1)')
-    .option('--config <file>', "a cluster config (up's YAML/JSON): the requests' SLOs and classes are its slo: and thresholds:, and the simulated instances publish their statuses every its liveness.statusIntervalMs (default: the config defaults, Table IV's SLOs and classes)")
-    .option('--status-interval-ms <ms>', "step fidelity: the interval between two statuses of an instance, ms (default: --config's liveness.statusIntervalMs, else the live default, 1000)")
+    .option('--config <file>', "a cluster config (up's YAML/JSON): the requests' SLOs and classes are its slo: and thresholds:, and the simulated instances publish their statuses at its instances' status interval (liveness.instanceStatusIntervalMs) (default: the config defaults, Table IV's SLOs and classes)")
+    .option('--status-interval-ms <ms>', "step fidelity: the interval between two statuses of an instance, ms (default: --config's instances' status interval, liveness.instanceStatusIntervalMs, else the live default, 250)")
     .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
     .addOption(jsonOption())
     .option('--out <file>', 'also write every number, time series included, as JSON to FILE')
@@ -153,7 +154,8 @@ function unusedServersOf(x: string): 'powered' | 'off' {
 
 /**
  * The interval of the simulated instances' statuses to their pool's dispatch, ms: --status-interval-ms, else the
- * liveness.statusIntervalMs of --config, else the live cluster's default (a config without liveness), so that the
+ * instances' status interval of --config (policy instanceStatusMs: liveness.instanceStatusIntervalMs, else 250 ms or its
+ * liveness.statusIntervalMs where shorter), else the live cluster's default (a config without liveness), so that the
  * simulated dispatch reads statuses as old as the live cluster's would be.
  */
 export function statusIntervalOf(v: Pick<SimulateOptions, 'config' | 'statusIntervalMs'>): number {
@@ -162,7 +164,7 @@ export function statusIntervalOf(v: Pick<SimulateOptions, 'config' | 'statusInte
     if (!(ms >= 1 && Number.isFinite(ms))) throw new UsageError(`--status-interval-ms must be at least 1, got ${v.statusIntervalMs}`);
     return ms;
   }
-  return (v.config === undefined ? defaultConfig() : configOf(v.config)).liveness.statusIntervalMs;
+  return instanceStatusMs((v.config === undefined ? defaultConfig() : configOf(v.config)).liveness);
 }
 
 /**
