@@ -5,7 +5,8 @@
  * sent/ok/failed/hung, the streams broken after their response began that the client resumed on another replica
  * (Last-Event-ID) and those it could not (and of them those a gateway's death explains), the streams with a lost
  * or duplicated token,
- * the gateways' own retries, migrations and holds (from their /metrics), kills by kind, and per kill the time to its consequence: a new cluster or
+ * the gateways' own retries, migrations and holds (their /metrics, scraped through the run and summed over each
+ * replica's processes: chaos-counters.ts), kills by kind, and per kill the time to its consequence: a new cluster or
  * pool leader (the first acquisition of the lease after the kill, from the replicated lease records themselves:
  * chaos-leases.ts; the victim's restarted process may win it again under the same id, in a new term), the
  * instance out of the ready set in the cluster status (dispatch) and out of every gateway's own routing view and its
@@ -33,6 +34,7 @@ import { poolsOf } from '../../../actors/common/config.ts';
 import { rng } from '../../sim/trace.ts';
 import { brokenByGatewayDeath, oneRequest, type Outcome } from '../chaos-client.ts';
 import { refusalCauses } from '../chaos-refusals.ts';
+import { CounterScraper } from '../chaos-counters.ts';
 import { ObserverLink, leaseAround, type LeaseRecords, type LeaseRecord } from '../chaos-leases.ts';
 import { upJetstreamReplicas } from './up.ts';
 import { DispatchViews, countBy, timeByViews, viewsPending, type KillViews, type ViewFigures } from '../chaos-views.ts';
@@ -323,6 +325,9 @@ async function chaos(v: ChaosOptions): Promise<number> {
     const t0 = Date.now();
     const loads = [loadavg()[0]!];
     const loadSampler = setInterval(() => loads.push(loadavg()[0]!), LOAD_SAMPLE_MS).unref();
+    // the gateways' counters, scraped through the run (a killed replica's counted up to its last scrape: chaos-counters.ts)
+    const scraper = new CounterScraper(urls, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
+    scraper.start();
     const loadTimer = setInterval(() => {
       const due = Math.floor(((Date.now() - t0) / 1000) * rps);
       while (outs.length < due) outs.push(oneRequest({ urls, model, ...(key ? { key } : {}), maxTokens, deadlineMs: (settleS + 30) * 1000 }));
@@ -379,7 +384,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       }
       for (const k of kills) timeByLeases(k, leases.log, pools);
     }
-    const metrics = await gatewayCounters(urls, gateway.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN);
+    const { counters: metrics, ...counterScrapes } = await scraper.finish();
     const errors: Record<string, number> = {};
     const errorCodes: Record<string, number> = {};
     const errorMessages: Record<string, number> = {};
@@ -424,6 +429,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
       // streams that ended with [DONE] but with a token lost or duplicated (words != max_tokens) or their event ids out of order (failed too)
       lostOrDuplicated: results.filter((o) => o.error === 'tokens').length,
       retried: metrics.retries, migrated: metrics.migrated, gatewayResumed: metrics.resumed, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds, electionHolds: metrics.electionHolds, localTokenized: metrics.localTokenized,
+      // the scrapes of the gateways' /metrics those counters come from: answered, missed, and the replicas' restarts seen in them
+      counterScrapes,
       errors, errorCodes, errorMessages,
       // the gateways' own cause of each refusal, from their 'request refused' lines (up.log at DYNAMOLLM_LOG_LEVEL info)
       refusalCauses: refusalCauses(readFileSync(upLog, 'utf8')),
@@ -561,28 +568,4 @@ export function timeByLeases(k: Kill, log: LeaseRecords, pools: readonly string[
   // an acquisition under way at the kill (a lease that had lapsed just before it) counts as at the kill
   k.newLeaderMs = Math.max(0, Math.max(...took.map((t) => t.acquiredMs)) - k.atMs);
   k.newLeader = took.map((t) => (t.pool === undefined ? t.holder : `${t.pool}:${t.holder}`)).join(',');
-}
-
-type Counters = { retries: number | null; migrated: number | null; resumed: number | null; held: number | null; poolHolds: number | null; electionHolds: number | null; localTokenized: number | null };
-
-/** The gateways' counters summed over the replicas (a replica killed during the run counts from its restart only; null: none readable). */
-async function gatewayCounters(urls: readonly string[], token: string | undefined): Promise<Counters> {
-  const all = await Promise.all(urls.map((u) => replicaCounters(u, token)));
-  const sum = (k: keyof Counters) => all.reduce<number | null>((n, c) => (c[k] === null ? n : (n ?? 0) + c[k]), null);
-  return { retries: sum('retries'), migrated: sum('migrated'), resumed: sum('resumed'), held: sum('held'), poolHolds: sum('poolHolds'), electionHolds: sum('electionHolds'), localTokenized: sum('localTokenized') };
-}
-
-/** One gateway's admission retries, migrations, requests held for a reconnect, legs a pool held, legs held for an election and prompts it counted itself, from its /metrics (null when unreadable). */
-async function replicaCounters(url: string, token: string | undefined): Promise<Counters> {
-  try {
-    const r = await fetch(`${url}/metrics`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-    const text = await r.text();
-    const read = (name: string) => {
-      const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
-      return m ? Number(m[1]) : null;
-    };
-    return { retries: read('dynamollm_gateway_admission_retries_total'), migrated: read('dynamollm_gateway_migrations_total'), resumed: read('dynamollm_gateway_resumed_total'), held: read('dynamollm_gateway_held_for_reconnect_total'), poolHolds: read('dynamollm_gateway_pool_holds_total'), electionHolds: read('dynamollm_gateway_election_holds_total'), localTokenized: read('dynamollm_gateway_local_tokenize_total') };
-  } catch {
-    return { retries: null, migrated: null, resumed: null, held: null, poolHolds: null, electionHolds: null, localTokenized: null };
-  }
 }
