@@ -1,16 +1,21 @@
 /**
  * The simulated control plane's effects on instances and pools (./engine.ts): instances start, serve, drain and
- * stop; pools are installed from the cluster machine's plan or the yardsticks' layouts; the pool machine's
- * re-shard decision is carried out (overlapped, or unit by unit as live); the oracle's Eq. 1 layout is applied.
+ * stop; pools are installed from the cluster machine's plan or the yardsticks' layouts, each granted its GPUs (nodes
+ * and GPU ids) as an assignment to its one pool machine (./pool-leader.ts), whose node commands and drains are carried
+ * out here (the simulator is its node agents): its reconciliation fills the grants, its re-shard runs unit by unit;
+ * the oracle's Eq. 1 layout is applied.
  */
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import { BatchingCore } from '../engine/core.ts';
 import type { InstanceConfig, LoadByType, TpDegree } from '../policy/types.ts';
 import { poolBurstWindowMs } from '../policy/pool-shards.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
-import { poolReshardDecision } from './pool-brain.ts';
 import { solveEq1 } from '../policy/milp.ts';
-import { reshardTau, unitsOf } from './reshard-exec.ts';
+import { suspectAfterMsOf } from '../policy/suspect.ts';
+import { reshardTau } from './reshard-cost.ts';
+import { SimPoolLeader, type PoolMachineConfig, type StatusReport } from './pool-leader.ts';
+import type { NodeCommand, PoolAssignment } from '../../protocols/control.ts';
+import type { InferenceRequest, Admission } from '../../protocols/messages.ts';
 import { intakePools, observedLoad, type ClusterMachineConfig } from '../policy/machines/cluster.ts';
 import { serverPowerConfig } from '../policy/machines/cluster-power.ts';
 import { SERVER_BOOT_S } from './types.ts';
@@ -19,14 +24,26 @@ import { EPOCH_LENGTH_DEFAULTS } from '../policy/epoch-length.ts';
 import { OracleSolver, staticPools, type PoolLayout } from './yardsticks.ts';
 import { SimLedger } from './ledger.ts';
 import { currentLoad, projectedLoad } from '../policy/machines/instance.ts';
-import { TYPE_INDEX, MACHINE_TIME, PEER_STATUS_MS, type SimInstance, type SimPool } from './state.ts';
+import { TYPE_INDEX, MACHINE_TIME, PEER_STATUS_MS, LIVE_HEALTH_DEADLINE_MS, type SimInstance, type SimPool } from './state.ts';
 
 export abstract class SimControl extends SimLedger {
-  protected newInstance(pool: SimPool, tp: TpDegree, now: number, delayMs: number, kind: 'start' | 'reshard' | 'init' | 'unit', replaces: SimInstance[] = []): SimInstance {
-    const id = `${pool.id}-i${this.seq++}`;
+  /** the pools' grants are the yardsticks' (no cluster machine): the epoch of the last assignment made. */
+  private staticEpoch = 0;
+  /** t = 0: the trace starts warm (the pools' first instances and their first layout serve at once, free). */
+  protected warm = false;
+  /** t = 0: the load the pool's first instance reports at its warm start (the forecast of the first epoch). */
+  private warmLoads?: Map<SimPool, LoadByType>;
+
+  /**
+   * A new instance, serving after `delayMs`: `place` names it and its node and GPUs (the pool machine's start
+   * command); without, the oracle's layout names it.
+   */
+  protected newInstance(pool: SimPool, tp: TpDegree, now: number, delayMs: number, kind: 'start' | 'reshard' | 'init' | 'unit', place?: { id: string; node: string; gpuIds: number[] }): SimInstance {
+    const id = place?.id ?? `${pool.id}-i${this.seq++}`;
     const inst: SimInstance = {
-      id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs,
-      inHeap: false, load: new Float64Array(9), loadAtMs: now, outstanding: 0, energyJ: 0, reshard: kind === 'reshard', replaces,
+      id, pool, tp, clockMhz: this.maxClock, state: delayMs > 0 ? 'starting' : 'active', readyAtMs: now + delayMs, startedMs: now,
+      inHeap: false, load: new Float64Array(9), loadAtMs: now, outstanding: 0, energyJ: 0, reshard: kind === 'reshard',
+      ...(place ? { node: place.node, gpuIds: [...place.gpuIds] } : {}),
     };
     if (delayMs <= 0) this.activate(inst, now);
     else if (inst.readyAtMs < this.nextReadyMs) this.nextReadyMs = inst.readyAtMs;
@@ -38,11 +55,18 @@ export abstract class SimControl extends SimLedger {
       this.statusHeap.push(now === 0 && phases ? phases[this.initialStatusTimers++ % phases.length]! : now + (this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS), inst);
     }
     if (kind === 'start') this.reconf.instanceStart++;
+    this.notify(pool, now);
     return inst;
+  }
+
+  /** The pool's machine hears of its instances' changes of state (a live instance's status on each change). */
+  protected notify(pool: SimPool, now: number): void {
+    pool.leader?.sync(pool.instances, now);
   }
 
   protected activate(inst: SimInstance, now: number): void {
     inst.state = 'active';
+    inst.served = this.fidelity === 'fluid';
     inst.loadAtMs = now;
     // fluid: its machine's load window, open from now (step: its machine's, below)
     if (this.fidelity === 'fluid') inst.window = { load: {}, arrivals: {}, windowStartMs: now };
@@ -65,9 +89,7 @@ export abstract class SimControl extends SimLedger {
       if (inst.brain.s.clockMhz !== inst.clockMhz) this.setClockNow(inst, inst.brain.s.clockMhz, now);
       if (first !== undefined) this.epochHeap.push(first, inst);
     }
-    for (const old of inst.replaces) this.drain(old, now);
-    inst.replaces = [];
-    this.advanceExec(inst.pool, now);
+    this.notify(inst.pool, now);
   }
 
   protected activateDue(now: number): void {
@@ -82,7 +104,7 @@ export abstract class SimControl extends SimLedger {
           if (i.stopAtMs! <= now) this.stopped(i, now);
           else if (i.stopAtMs! < next) next = i.stopAtMs!;
         }
-    // an activation or a stop above may have started or stopped instances (a re-shard's next unit)
+    // an activation or a stop above may have started or stopped instances (the pool machine's next re-shard unit)
     for (const p of this.pools) for (const i of p.instances) next = Math.min(next, i.state === 'starting' ? i.readyAtMs : i.state === 'stopping' ? i.stopAtMs! : Infinity);
     this.nextReadyMs = next;
   }
@@ -92,7 +114,7 @@ export abstract class SimControl extends SimLedger {
       this.accountExtra(now);
       inst.state = 'stopped';
       inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
-      this.advanceExec(inst.pool, now);
+      this.notify(inst.pool, now);
       return;
     }
     if (inst.state !== 'active') return;
@@ -101,6 +123,9 @@ export abstract class SimControl extends SimLedger {
     this.drainLog.drained(inst, now);
     this.migrateOnDrain(inst, now);
     this.maybeStop(inst, now);
+    // the warm start's layout is reached before the trace: the engines it replaces are gone at once
+    if (this.warm && (inst.state as SimInstance['state']) === 'stopping') this.stopped(inst, now);
+    this.notify(inst.pool, now);
   }
 
   /** Step fidelity with SimOptions.drainMigration: a draining instance's long requests to its peers (./drain-migration.ts). */
@@ -141,33 +166,126 @@ export abstract class SimControl extends SimLedger {
     inst.pool.instances = inst.pool.instances.filter((x) => x !== inst);
     this.reconf.instanceStop++;
     this.drainLog.freed(inst, now);
-    this.advanceExec(inst.pool, now);
+    this.notify(inst.pool, now);
   }
 
-  /** A pool's re-shard under way moves on (an instance became ready or stopped); a finished one is cleared. */
-  protected advanceExec(pool: SimPool, now: number): void {
-    const x = pool.exec;
-    if (!x) return;
-    x.advance(now);
-    if (x.finished && pool.exec === x) pool.exec = undefined;
-  }
-
-  /** The live pool's execution of a re-shard decision (./reshard-exec.ts), each new engine serving after instanceStartS. */
-  protected beginUnits(pool: SimPool, target: InstanceConfig[], now: number): void {
-    pool.exec = unitsOf(() => pool.instances, target, this.gpusPerServer, {
-      start: (tp, t) => this.newInstance(pool, tp as TpDegree, t, this.cost.instanceStartS * 1000, 'unit'),
-      drain: (i, t) => this.drain(i, t),
-    }, pool.gpus);
-    this.advanceExec(pool, now);
-  }
-
-  /** live TP mix of a pool: active and starting instances, not counting those a pending re-shard retires. */
+  /** live TP mix of a pool: active and starting instances. */
   protected liveMix(pool: SimPool): InstanceConfig[] {
-    const retiring = new Set<SimInstance>();
-    for (const i of pool.instances) for (const r of i.replaces) retiring.add(r);
     const m = new Map<number, number>();
-    for (const i of pool.instances) if ((i.state === 'active' || i.state === 'starting') && !retiring.has(i)) m.set(i.tp, (m.get(i.tp) ?? 0) + 1);
+    for (const i of pool.instances) if (i.state === 'active' || i.state === 'starting') m.set(i.tp, (m.get(i.tp) ?? 0) + 1);
     return [...m.entries()].sort((a, b) => b[0] - a[0]).map(([tp, count]) => ({ tp: tp as TpDegree, count }));
+  }
+
+  // ---------------------------------------------------------------- pool machines
+  /** Pools run by a pool machine (its reconciliation and re-shards): every policy's but the oracle's (a yardstick that lays its pools out itself). */
+  protected get machinePools(): boolean {
+    return !this.knobs.oracle;
+  }
+
+  /** The pool machine's configuration, as the live pool leader's (config pool.*, engine.*), on the simulator's costs. */
+  protected poolMachineConfig(pool: SimPool): PoolMachineConfig {
+    return {
+      pool: pool.id, holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS,
+      // the live leader's suspicion of a silent instance, over the statuses' interval here (policy suspect.ts)
+      suspectAfterMs: suspectAfterMsOf({ statusIntervalMs: PEER_STATUS_MS, instanceStatusIntervalMs: this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS }),
+      epochMs: this.ep.poolS * 1000, healthDeadlineMs: LIVE_HEALTH_DEADLINE_MS, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: this.limits.moveQueueAbove,
+      retryAfterS: this.limits.retryAfterS, planner: this.o.poolPlanner ?? 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000),
+      reshardKeepsServing: this.o.reshardExecution !== 'units', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
+      ...this.dispatchPreference(pool),
+    };
+  }
+
+  /** Step fidelity with prefix routing: the pool machine's dispatch preference (PoolMachineConfig.prefer). */
+  protected dispatchPreference(_pool: SimPool): Pick<PoolMachineConfig, 'prefer'> {
+    return {};
+  }
+
+  /** The pool's one machine (./pool-leader.ts), made with the pool, for its whole life. */
+  protected leaderOf(pool: SimPool, now: number): SimPoolLeader<SimInstance> {
+    this.leaderNow = now;
+    if (pool.leader) {
+      pool.leader.setTypes(pool.types);
+      return pool.leader;
+    }
+    const highs = this.inp.highs;
+    return (pool.leader = new SimPoolLeader<SimInstance>(this.poolMachineConfig(pool), pool.types, {
+      admit: (i, m, t) => this.leaderAdmit(i, m, t),
+      answer: (id, a, t) => this.answered(id, a, t),
+      report: (i, t) => this.statusReport(i, t),
+      node: (node, cmd, purpose, t) => this.nodeCommand(pool, node, cmd, purpose, t),
+      drain: (i, t) => this.drain(i, t),
+      ...(highs ? { solve: (eq1) => solveEq1(highs, eq1) } : {}),
+      event: (e, t) => this.poolEvent(pool, e, t),
+    }, now));
+  }
+
+  /** A pool leader's 'admit' to an instance (step fidelity: ./step-model.ts). */
+  protected leaderAdmit(_inst: SimInstance, m: InferenceRequest, _now: number): Admission {
+    return { v: 1, id: m.id, ok: false, error: { code: 'unavailable', message: 'no dispatch at this fidelity', retryable: true } };
+  }
+
+  /** A held dispatch's answer (step fidelity: ./step-model.ts). */
+  protected answered(_id: string, _a: Admission, _now: number): void {}
+
+  /**
+   * What an instance's status reports: its instance machine's report, the load its pool's epoch sums, its cumulative
+   * admissions and its engine's prefix cache counters (step fidelity); its load EWMA and its share of the pool's
+   * arrivals (fluid). At the warm start, the pool's first instance reports the forecast of the first epoch.
+   */
+  protected statusReport(inst: SimInstance, now: number): StatusReport {
+    const warm = this.warmLoads?.get(inst.pool);
+    if (warm) return { loadByType: inst === inst.pool.instances.find((i) => i.state === 'active' || i.state === 'starting') ? warm : {} };
+    if (inst.brain) {
+      const prefix = inst.core?.prefixCacheTokens();
+      return { ...inst.brain.report(now), epochLoadByType: inst.brain.epochLoad(now), admittedByType: { ...inst.brain.s.admitted }, ...(prefix ? { prefixCacheTokens: prefix } : {}) };
+    }
+    const admitted: LoadByType = {};
+    if (inst.admittedSum) REQUEST_TYPES.forEach((t, k) => { if (inst.admittedSum![k]! > 0) admitted[t] = inst.admittedSum![k]!; });
+    const epochLoad = this.machineEpochLoad(inst, now).epochLoad;
+    return { loadByType: this.machineLoad(inst, now), ...(epochLoad ? { epochLoadByType: epochLoad } : {}), admittedByType: admitted };
+  }
+
+  /**
+   * A node agent carries out the pool machine's command: a start makes the instance on its node and GPUs (serving
+   * after an engine start; an overlap re-shard's after its tau x Table VI + resync; at the warm start at once), refused
+   * while the node still runs an instance of that id; a stop drains the instance (it stops once its requests are done).
+   */
+  protected nodeCommand(pool: SimPool, node: string, cmd: NodeCommand, purpose: 'reconcile' | 'reshard', now: number): boolean {
+    if (cmd.op === 'start_instance') {
+      if (pool.instances.some((i) => i.id === cmd.instanceId)) return false;
+      const overlap = purpose === 'reshard' && pool.overlapMs !== undefined;
+      const delay = this.warm ? 0 : overlap ? pool.overlapMs! : this.cost.instanceStartS * 1000;
+      this.newInstance(pool, (cmd.tp ?? cmd.gpuIds?.length ?? 1) as TpDegree, now, delay, this.warm ? 'init' : purpose === 'reconcile' ? 'start' : overlap ? 'reshard' : 'unit', { id: cmd.instanceId, node, gpuIds: cmd.gpuIds ?? [] });
+      return true;
+    }
+    const inst = pool.instances.find((i) => i.id === cmd.instanceId);
+    if (inst) this.drain(inst, now);
+    return true;
+  }
+
+  /** The pool machine's decision events: its re-shards counted (and reported); an overlap re-shard's cost set for its units. */
+  protected poolEvent(pool: SimPool, e: { event: string; summary: string; decision: Record<string, unknown>; inputs: Record<string, unknown> }, now: number): void {
+    if (e.event !== 'reshard') return;
+    if (typeof e.decision.take === 'boolean') {
+      this.inp.onPoolDecision?.(pool.id, now, { summary: e.summary, decision: e.decision, inputs: e.inputs });
+      if (!e.decision.take) return;
+      if (!this.warm) this.reconf.reshard++;
+      // the paper's NVLink re-shard: each new instance serves after tau x Table VI (of the pool's layouts) + resync
+      if (this.o.reshardExecution !== 'units') pool.overlapMs = reshardTau(this.liveMix(pool), e.decision.target as InstanceConfig[]) * this.cost.tauMs + this.cost.resyncMs;
+    } else if (e.decision.complete === true || e.decision.stored === false) pool.overlapMs = undefined;
+  }
+
+  /**
+   * The pool's assignment: the cluster machine's (its grants, node names and GPU ids) or, for the yardsticks' static
+   * layouts, the pool's GPUs on whole servers in pool order (`gpus` from `first`, a GPU index over the cluster).
+   */
+  private staticAssignment(pool: SimPool, first: number, gpus: number, now: number): PoolAssignment {
+    const grants = new Map<string, number[]>();
+    for (let g = first; g < first + gpus; g++) {
+      const node = `server-${Math.floor(g / this.gpusPerServer)}`;
+      grants.set(node, [...(grants.get(node) ?? []), g % this.gpusPerServer]);
+    }
+    return { v: 1, pool: pool.id, types: pool.types, epoch: this.staticEpoch, state: 'active', issuedBy: 'sim', atMs: now, grants: [...grants].map(([node, gpuIds]) => ({ node, gpuIds })) };
   }
 
   protected poolGpus(pool: SimPool): number {
@@ -179,8 +297,12 @@ export abstract class SimControl extends SimLedger {
     return types.length ? Math.max(...types.map((t) => TYPE_INDEX[t])) : 9;
   }
 
-  /** Install pools (id -> GPUs) and the routing of every type (type -> pool id), resizing existing pools. */
-  protected installPools(wanted: { id: string; types: RequestType[]; gpus: number }[], routing: Partial<Record<RequestType, string>>, now: number, initial: boolean): void {
+  /**
+   * Install pools (id -> GPUs) and the routing of every type (type -> pool id). A pool run by a pool machine gets its
+   * assignment (`assignments`: the cluster machine's; else whole servers in pool order), which its machine reconciles;
+   * the oracle's are resized here.
+   */
+  protected installPools(wanted: { id: string; types: RequestType[]; gpus: number }[], routing: Partial<Record<RequestType, string>>, now: number, initial: boolean, assignments?: ReadonlyMap<string, PoolAssignment>): void {
     this.accountExtra(now);
     const byId = new Map(this.pools.map((p) => [p.id, p]));
     const next: SimPool[] = [];
@@ -190,7 +312,8 @@ export abstract class SimControl extends SimLedger {
       byId.delete(w.id);
       pool.types = w.types;
       pool.order = this.poolOrder(w.types);
-      this.resizePool(pool, w.gpus, now, initial);
+      if (this.machinePools) pool.gpus = w.gpus;
+      else this.resizePool(pool, w.gpus, now, initial);
       next.push(pool);
     }
     for (const gone of byId.values()) {
@@ -207,6 +330,21 @@ export abstract class SimControl extends SimLedger {
       // no route, or one to a pool that serves nothing: the pool that names t, else the next longer pool, else the last
       const pool = r && r.types.length > 0 ? r : serving.find((p) => p.types.includes(t)) ?? serving.find((p) => p.order > TYPE_INDEX[t]) ?? serving.at(-1) ?? next[0];
       if (pool) this.route.set(t, pool);
+    }
+    if (!this.machinePools) return;
+    // each pool's machine gets its assignment and reconciles it (at t = 0 the trace starts warm: its instances serve at once)
+    this.staticEpoch++;
+    let first = 0;
+    this.warm = initial;
+    try {
+      for (const w of wanted) {
+        const pool = byIdNew.get(w.id)!;
+        const a = assignments?.get(w.id) ?? this.staticAssignment(pool, first, w.gpus, now);
+        first += w.gpus;
+        this.leaderOf(pool, now).assign(a, pool.instances, now);
+      }
+    } finally {
+      this.warm = false;
     }
   }
 
@@ -299,7 +437,7 @@ export abstract class SimControl extends SimLedger {
       const wanted = [...state.assignments.values()].filter((a) => a.state === 'active').map((a) => ({ id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0) }));
       // intake's first pool per type (the machine's routing; a pool that refuses spills to the longer ones)
       const routing: Partial<Record<RequestType, string>> = Object.fromEntries(REQUEST_TYPES.map((t) => [t, intakePools(state, t, () => true)[0]]));
-      this.installPools(wanted, routing, now, initial);
+      this.installPools(wanted, routing, now, initial, state.assignments);
     });
     this.cm.prefixReuse = () => prefixReuseByType(this.pools);
     if (cfg.power) this.cm.power = { busy: () => this.drainingServers(), before: (now) => this.accountExtra(now) };
@@ -307,51 +445,28 @@ export abstract class SimControl extends SimLedger {
   }
 
   /**
-   * Pool epoch: the live pool machine's re-shard decision (./pool-brain.ts) on the load its instances
-   * measure (at t = 0, the trace starts warm: the forecast of the first epoch); the new instances serve
-   * after tau x Table VI + resync, the old ones serve until then.
+   * The pool machine's re-shard epoch (its timer, ./engine.ts). At t = 0 (`initial`) the trace starts warm: a forced
+   * epoch on the forecast of the first epoch, the instances reporting it, whose layout is reached before the trace
+   * (its units at once, at no cost).
    */
   protected reshard(pool: SimPool, now: number, initial: boolean): void {
-    if (pool.exec || pool.instances.some((i) => i.replaces.length > 0)) return; // a re-shard is still in flight
-    const live = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting');
-    const current = this.liveMix(pool);
-    if (current.length === 0) return;
+    const leader = pool.leader;
+    if (!leader) return;
+    if (!initial) {
+      leader.epoch(pool.instances, now);
+      return;
+    }
     const warm = this.forecastPeak(now, now + this.ep.poolS * 1000);
-    const load = (i: SimInstance, k: number): LoadByType => {
-      if (initial) return k > 0 ? {} : Object.fromEntries([...this.route].filter(([t, p]) => p === pool && warm[t]).map(([t]) => [t, warm[t]!]));
-      return this.machineLoad(i, now);
-    };
-    this.poolCfg ??= {
-      pool: '', holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS, epochMs: this.ep.poolS * 1000,
-      healthDeadlineMs: this.cost.instanceStartS * 1000, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: this.limits.moveQueueAbove, retryAfterS: this.limits.retryAfterS,
-      planner: this.o.poolPlanner ?? 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000), reshardKeepsServing: this.o.reshardExecution !== 'units', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },
-    };
-    // what each instance's status carries: its load, and (instance machines, after t = 0) the load the pool's epoch sums
-    const views = live.map((i, k) => ({ id: i.id, tp: i.tp, ready: i.state === 'active', clockMhz: i.clockMhz, load: load(i, k), ...(!initial ? this.machineEpochLoad(i, now) : {}), prefix: i.core?.prefixCacheTokens() }));
-    const highs = this.inp.highs;
-    const plan = poolReshardDecision({ ...this.poolCfg, pool: pool.id }, pool.types, views, this.gpusPerServer, now, pool.gpus, pool, highs ? (eq1) => solveEq1(highs, eq1) : undefined);
-    if (!plan) return;
-    this.inp.onPoolDecision?.(pool.id, now, plan.event);
-    const same = JSON.stringify(plan.target) === JSON.stringify(current);
-    if (same || !(plan.take || initial)) return;
-    this.accountExtra(now);
-    const old = pool.instances.filter((i) => i.state === 'active' || i.state === 'starting');
-    if (initial) {
-      // t = 0: the pool starts in its planned TP mix (the trace starts warm)
-      for (const i of old) this.drain(i, now);
-      for (const c of plan.target) for (let k = 0; k < c.count; k++) this.newInstance(pool, c.tp, now, 0, 'init');
-      return;
+    this.warmLoads = new Map([[pool, Object.fromEntries([...this.route].filter(([t, p]) => p === pool && warm[t]).map(([t]) => [t, warm[t]!]))]]);
+    this.warm = true;
+    try {
+      leader.epoch(pool.instances, now, { force: true, cfg: { overhead: { tauMs: 0, resyncS: 0, instanceStartS: 0 }, reshardKeepsServing: true } });
+    } finally {
+      this.warm = false;
+      this.warmLoads = undefined;
     }
-    if (this.o.reshardExecution === 'units') {
-      this.reconf.reshard++;
-      this.beginUnits(pool, plan.target, now);
-      return;
-    }
-    const delay = reshardTau(current, plan.target) * this.cost.tauMs + this.cost.resyncMs;
-    const news: SimInstance[] = [];
-    for (const c of plan.target) for (let k = 0; k < c.count; k++) news.push(this.newInstance(pool, c.tp, now, delay, 'reshard'));
-    news[0].replaces = old; // old instances serve until the new layout is up
-    this.reconf.reshard++;
+    // its instances report what they measure from here on
+    leader.sync(pool.instances, now, 'all');
   }
 
   /**

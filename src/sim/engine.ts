@@ -2,8 +2,9 @@
  * The trace-driven cluster simulator. One run = one policy over one trace on a virtual clock.
  *
  * Control plane: the cluster epoch (servers per pool, routing) is the live cluster manager's machine
- * (src/policy/machines/cluster.ts) given the simulator's forecast; the pool epoch (TP mix) is the live pool
- * machine's re-shard decision (./pool-brain.ts), and at step fidelity its dispatch (./pool-leader.ts). The static baselines (single-pool, multi-pool) and the
+ * (src/policy/machines/cluster.ts) given the simulator's forecast; each pool is run by one live pool machine for its
+ * whole life (./pool-leader.ts): its assignment, reconciliation, re-shard epoch (on the timer it arms) and staggered
+ * units, and at step fidelity its dispatch. The static baselines (single-pool, multi-pool) and the
  * oracle (Eq. 1 with the future known) are the paper's yardsticks, not live managers: their sizing is here.
  * Instances: at step fidelity each instance's manager IS the live instance machine
  * (src/policy/machines/instance.ts through ./instance-brain.ts): admission, queue, engine slots, the load
@@ -11,8 +12,8 @@
  * interprets its effects. Fluid has no per-request events: its clock is the machine's rule (epochLoad,
  * decideClock) on each instance's share of its pool's arrivals.
  * Reconfigurations are charged, not free: a new instance serves only after `instanceStartS` and its GPUs
- * draw loaded-idle power meanwhile; a re-shard makes the new instances ready after tau x Table VI + resync
- * (old instances drain meanwhile); a clock change takes `clockChangeMs` at the old clock.
+ * draw loaded-idle power meanwhile; a re-shard's new instance serves after tau x Table VI + resync beside the ones
+ * it replaces ('overlap'), or after an engine start ('units', as live); a clock change takes `clockChangeMs` at the old clock.
  * GPUs in no instance draw unloaded idle power (they are powered; the paper counts servers in use).
  *
  * Data plane:
@@ -28,23 +29,18 @@
  * The run is one object whose parts live in one file each, each part a layer over the one before:
  * - ./state.ts: the instances, pools and requests, the policies' knobs, the live managers' defaults;
  * - ./ledger.ts (SimLedger): the run's state, the load template, the energy accounting, the series, the result;
- * - ./control.ts (SimControl): instances start, drain and stop; pools installed; re-shards carried out; the oracle;
+ * - ./control.ts (SimControl): instances start, drain and stop; pools installed; the pool machines' commands carried out; the oracle;
  * - ./clock-epochs.ts (SimClocks): the instance epoch's clocks;
  * - ./step-model.ts (SimStepModel): step fidelity, the instance and pool machines' effects interpreted;
  * - ./fluid-model.ts (SimFluidModel): fluid fidelity;
  * - this file (Simulation): the event loop on the virtual clock.
  */
-import { poolBurstWindowMs } from '../policy/pool-shards.ts';
-import { recordFluidPoolArrivals, recordSimPoolArrivals } from './pool-brain.ts';
 import type { TraceRecord } from './trace.ts';
 import type { SimResult } from './types.ts';
 import { SimFluidModel } from './fluid-model.ts';
 import { BRAIN_TICK_MS, PEER_STATUS_MS, type SimPool } from './state.ts';
 
 export { DEFAULT_EPOCHS, DEFAULT_COSTS, POLICY_KNOBS, DEFAULT_CONTEXT_FLOOR, type PolicyKnobs, type LoadTemplate, type EngineInputs } from './state.ts';
-
-/** A fluid tick in which a pool got no arrival. */
-const NO_ARRIVALS: ArrayLike<number> = new Float64Array(9);
 
 export class Simulation extends SimFluidModel {
   protected initialPlan(): void {
@@ -59,9 +55,39 @@ export class Simulation extends SimFluidModel {
     if (this.o.instanceEpochPhaseMs === undefined) this.instanceEpoch(0);
   }
 
-  protected poolEpoch(t: number): void {
-    if (this.knobs.oracle) this.oracleEpoch(t);
-    else if (this.knobs.dynamicShards) for (const p of [...this.pools]) this.reshard(p, t, false);
+  /** The pools whose machines re-shard: their epochs run on the timers the machines arm. */
+  protected get reshardingPools(): boolean {
+    return this.knobs.dynamicShards && !this.knobs.oracle && this.machinePools;
+  }
+
+  /** When the next pool machine's re-shard epoch is due, ms. */
+  protected nextPoolEpochMs(): number {
+    let next = Infinity;
+    if (this.reshardingPools) for (const p of this.pools) next = Math.min(next, p.leader?.nextEpochMs() ?? Infinity);
+    return next;
+  }
+
+  /** The re-shard epochs due by `t`. */
+  protected poolEpochsDue(t: number): void {
+    for (const p of [...this.pools]) if ((p.leader?.nextEpochMs() ?? Infinity) <= t) this.reshard(p, t, false);
+  }
+
+  /**
+   * Fluid: the arrivals routed to each pool in a tick, shared among its instances (their cumulative admissions, which
+   * their statuses report), and every instance's status to its pool's machine.
+   */
+  protected fluidStatuses(counts: Map<SimPool, Float64Array>, t: number): void {
+    for (const p of this.pools) {
+      if (!p.leader) continue;
+      const c = counts.get(p);
+      const active = p.instances.filter((i) => i.state === 'active');
+      const to = active.length ? active : p.instances.filter((i) => i.state !== 'stopped');
+      if (c && to.length) for (const i of to) {
+        const a = (i.admittedSum ??= new Float64Array(9));
+        for (let k = 0; k < 9; k++) a[k] += c[k]! / to.length;
+      }
+      p.leader.sync(p.instances, t, 'all');
+    }
   }
 
   async run(): Promise<SimResult> {
@@ -73,7 +99,7 @@ export class Simulation extends SimFluidModel {
     const sampleMs = (this.o.sampleS ?? (endMs > 6 * 3.6e6 ? 60 : 10)) * 1000;
     this.initialPlan();
 
-    let nextCluster = this.cm?.nextMs() ?? Infinity, nextPool = poolMs, nextInst = this.o.instanceEpochPhaseMs === undefined ? instMs : Infinity, nextSample = sampleMs;
+    let nextCluster = this.cm?.nextMs() ?? Infinity, nextPool = this.knobs.oracle ? poolMs : Infinity, nextInst = this.o.instanceEpochPhaseMs === undefined ? instMs : Infinity, nextSample = sampleMs;
     let nextProgress = 0;
     const it = this.inp.records();
     const isAsync = Symbol.asyncIterator in it;
@@ -115,7 +141,7 @@ export class Simulation extends SimFluidModel {
           this.arriveFluid(nextRec, counts, hasActive);
           await pull();
         }
-        if (this.knobs.dynamicShards && !this.knobs.oracle) for (const p of this.pools) recordFluidPoolArrivals(p, counts.get(p) ?? NO_ARRIVALS, tEnd, poolBurstWindowMs(this.ep.poolS * 1000), t);
+        if (this.reshardingPools) this.fluidStatuses(counts, tEnd);
         this.fluidSpill(tickMs / 1000, counts, hasActive);
         this.fluidTick(tickMs / 1000, counts);
         if (this.nextReadyMs <= tEnd) this.activateDue(tEnd);
@@ -128,9 +154,10 @@ export class Simulation extends SimFluidModel {
           while (nextInst <= tEnd) nextInst += instMs;
         }
         if (nextPool <= tEnd) {
-          this.poolEpoch(tEnd);
+          this.oracleEpoch(tEnd);
           while (nextPool <= tEnd) nextPool += poolMs;
         }
+        if (this.nextPoolEpochMs() <= tEnd) this.poolEpochsDue(tEnd);
         if (nextCluster <= tEnd) cluster(tEnd);
         progress(tEnd);
       }
@@ -141,8 +168,9 @@ export class Simulation extends SimFluidModel {
 
     // the instance machines' tick: the emergency ladder, and the clock's load rise between epochs
     let nextEm = this.knobs.emergency || this.knobs.dynamicClock || this.useDispatchPolicy ? BRAIN_TICK_MS : Infinity;
-    // the pools' burst windows get their instances' admissions at the live status interval (the live pool machine's statuses)
-    let nextStatus = this.knobs.dynamicShards && !this.knobs.oracle ? PEER_STATUS_MS : Infinity;
+    // without the policy dispatch (whose instances publish on their own status timers), the re-sharding pools'
+    // machines get every instance's status at the live status interval (their burst windows and epoch counts)
+    let nextStatus = this.reshardingPools && !this.useDispatchPolicy ? PEER_STATUS_MS : Infinity;
     // sleep mode's standby decisions (./sleep-standby.ts), at the live status interval
     let nextSleep = this.sleepStandbyOn ? PEER_STATUS_MS : Infinity;
     let lastT = 0;
@@ -150,7 +178,8 @@ export class Simulation extends SimFluidModel {
       // a request reaches the dispatch the data path's time after its client sent it (SimOptions.requestPathMs)
       const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs + this.pathToEngineMs) : Infinity;
       const tStep = this.stepHeap.peekTime();
-      const tTimer = Math.min(nextCluster, nextPool, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.epochHeap.peekTime(), this.statusHeap.peekTime(), this.nextReadyMs, nextSleep, this.sleepDueMs);
+      const nextPoolEpoch = this.nextPoolEpochMs();
+      const tTimer = Math.min(nextCluster, nextPool, nextPoolEpoch, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.epochHeap.peekTime(), this.statusHeap.peekTime(), this.nextReadyMs, nextSleep, this.sleepDueMs);
       const t = Math.min(tArr, tStep, tTimer);
       if (t === Infinity || (t > endMs && !nextRec && this.stepHeap.size === 0)) break;
       if (t > endMs + 3.6e6) break; // safety: an hour past the last arrival
@@ -197,7 +226,7 @@ export class Simulation extends SimFluidModel {
         continue;
       }
       if (nextStatus === t) {
-        for (const p of this.pools) recordSimPoolArrivals(p, t, poolBurstWindowMs(this.ep.poolS * 1000));
+        for (const p of this.pools) p.leader?.sync(p.instances, t, 'all');
         nextStatus += PEER_STATUS_MS;
         continue;
       }
@@ -222,8 +251,12 @@ export class Simulation extends SimFluidModel {
         continue;
       }
       if (nextPool === t) {
-        this.poolEpoch(t);
+        this.oracleEpoch(t);
         nextPool += poolMs;
+        continue;
+      }
+      if (nextPoolEpoch === t) {
+        this.poolEpochsDue(t);
         continue;
       }
       if (nextCluster === t) {

@@ -9,7 +9,6 @@ import type { PerfModel } from '../model/types.ts';
 import { idlePowerOf } from '../model/profile.ts';
 import { DEFAULT_SLO_SETTINGS, scaledSlo, sloOf, thresholdsOf, type ClassThresholds, type SloSettings } from '../policy/slo.ts';
 import type { LoadByType } from '../policy/types.ts';
-import type { PoolMachineConfig } from './pool-brain.ts';
 import { ClusterBrain } from './cluster-brain.ts';
 import { Heap } from './heap.ts';
 import { DrainLog } from './drain-migration.ts';
@@ -51,8 +50,6 @@ export abstract class SimLedger {
   protected route = new Map<RequestType, SimPool>();
   /** the cluster manager's machine (policies with dynamic instances, not the oracle): its state and configuration. */
   protected cm?: ClusterBrain;
-  /** the pool machines' configuration (the pool id set per pool). */
-  protected poolCfg?: PoolMachineConfig;
   protected template!: LoadTemplate;
   protected seq = 0;
   protected readonly reqs = new Map<string, ReqState>();

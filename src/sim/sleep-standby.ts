@@ -67,9 +67,8 @@ export abstract class SimSleepStandby extends SimStepModel {
   #statusOf(i: SimInstance, now: number): InstanceStatus {
     const r = i.brain!.report(now);
     const state: InstanceStatus['state'] = i.state === 'active' ? (i.brain!.s.lifecycle === 'sleeping' ? 'sleeping' : 'ready') : i.state === 'starting' ? 'starting' : i.state === 'stopped' ? 'stopped' : 'draining';
-    const node = i.gpus?.length ? `server-${Math.floor(i.gpus[0]! / this.gpusPerServer)}` : i.id;
     return {
-      v: 1, id: i.id, pool: i.pool.id, node, tp: i.tp as InstanceStatus['tp'], gpuIds: [], state, startedMs: i.readyAtMs, seq: ++this.#seq, sentMs: now,
+      v: 1, id: i.id, pool: i.pool.id, node: i.node ?? i.id, tp: i.tp as InstanceStatus['tp'], gpuIds: i.gpuIds ?? [], state, startedMs: i.startedMs, seq: ++this.#seq, sentMs: now,
       clockMhz: i.clockMhz, maxClockMhz: this.maxClock, queued: r.queued, running: r.running, queuedIds: [], runningIds: [], loadByType: r.loadByType,
       admittedByType: { ...i.brain!.s.admitted },
     };

@@ -11,7 +11,6 @@ import type { LoadByType, TpDegree } from '../policy/types.ts';
 import type { HighsLike } from '../policy/milp.ts';
 import { overheadTable } from '../policy/sharding.ts';
 import { LIVE_INSTANCE_DEFAULTS, type InstanceBrain } from './instance-brain.ts';
-import type { UnitExecutor } from './reshard-exec.ts';
 import type { InstanceEffect, InstanceEvent, InstanceMachineConfig, LoadWindow } from '../policy/machines/instance.ts';
 import type { SimPoolLeader } from './pool-leader.ts';
 import type { TraceRecord } from './trace.ts';
@@ -114,11 +113,17 @@ export interface SimInstance {
   energyJ: number;
   /** fluid: the part of energyJ at the instance's idle power (zero load at its clock), J. */
   idleJ?: number;
-  /** a re-shard target: its GPUs are the retiring instances' (no extra power or GPU-hours while starting). */
+  /** an overlap re-shard's new instance: built beside the ones it replaces, on their GPUs (no extra power or GPU-hours while starting). */
   reshard: boolean;
-  /** instances of the pool this one replaces (drained when it is ready). */
-  replaces: SimInstance[];
-  gpus?: number[]; // in the pool's GPU space, once placed (./reshard-exec.ts)
+  /** the node and its GPUs the pool machine started it on (absent: the oracle's layout, placed by no pool machine). */
+  node?: string;
+  gpuIds?: number[];
+  /** when its process started (its statuses' startedMs), ms. */
+  startedMs: number;
+  /** fluid (no instance machine): serving once active. */
+  served?: boolean;
+  /** fluid: its share of its pool's arrivals since it started, by type (its statuses' cumulative admittedByType). */
+  admittedSum?: Float64Array;
   /** step fidelity: the instance manager (the live instance machine) of this instance. */
   brain?: InstanceBrain;
   /** when its machine last got its peers' statuses, ms. */
@@ -158,9 +163,13 @@ export interface SimPool {
   accepted?: Float64Array;
   /** fluid: the pool's arrival rate by true type, req/s, smoothed over FLUID_LATENCY_WINDOW_S (latency is read at it). */
   latSmooth?: Float64Array;
-  exec?: UnitExecutor<SimInstance>; // a re-shard under way, unit by unit (reshardExecution 'units')
-  /** step fidelity, policy dispatch: the pool leader's machine that dispatches within the pool (./pool-leader.ts). */
+  /**
+   * the pool's leader (./pool-leader.ts): the one pool machine that runs the pool for its whole life (its
+   * assignment, its instances' statuses, reconciliation, the re-shard epoch and its units, dispatch at step fidelity).
+   */
   leader?: SimPoolLeader<SimInstance>;
+  /** an overlap re-shard under way: how long each of its new instances takes to serve (tau x Table VI + resync), ms. */
+  overlapMs?: number;
 }
 
 export interface ReqState {

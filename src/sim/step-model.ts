@@ -3,24 +3,23 @@
  * its manager the live instance machine (./instance-brain.ts), its pool's dispatch the live pool machine
  * (./pool-leader.ts); this file interprets their effects: admission, engine steps, tokens, moves, clock changes.
  */
-import { suspectAfterMsOf } from '../policy/suspect.ts';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import { maxLoadOf } from '../model/profile.ts';
 import { requestSloOf } from '../policy/slo.ts';
 import * as decide from './decide.ts';
 import { InstanceBrain, LIVE_INSTANCE_DEFAULTS } from './instance-brain.ts';
-import type { PoolMachineConfig } from './pool-brain.ts';
+import type { PoolMachineConfig } from './pool-leader.ts';
 import { reconfigurationOf } from '../telemetry/reconfiguration.ts';
 import { routePools, spillNext, spillPasses } from '../policy/machines/cluster.ts';
 import type { InstanceEffect, InstanceEvent, InstanceMachineConfig } from '../policy/machines/instance.ts';
 import type { CoreRequest } from '../engine/core-types.ts';
-import { SimPoolLeader, simRequest } from './pool-leader.ts';
+import { simRequest } from './pool-leader.ts';
 import { canServe, leastLoadedUnderCap, leastOutstanding } from './baseline-dispatch.ts';
 import type { Admission, InferenceRequest } from '../../protocols/messages.ts';
 import { overContext, type TraceRecord } from './trace.ts';
 import { SimClocks } from './clock-epochs.ts';
 import { migrateDraining } from './drain-migration.ts';
-import { TYPE_INDEX, LOAD_WINDOW_S, MACHINE_TIME, BRAIN_TICK_MS, PEER_STATUS_MS, LIVE_HEALTH_DEADLINE_MS, type SimInstance, type SimPool, type ReqState } from './state.ts';
+import { TYPE_INDEX, LOAD_WINDOW_S, MACHINE_TIME, BRAIN_TICK_MS, PEER_STATUS_MS, type SimInstance, type SimPool, type ReqState } from './state.ts';
 
 export abstract class SimStepModel extends SimClocks {
   /**
@@ -112,29 +111,17 @@ export abstract class SimStepModel extends SimClocks {
     return this.leaderOf(from.pool, now).move(from.id, reqs, from.pool.instances, now).map((p) => p.id);
   }
 
-  /** The pool's leader machine (./pool-leader.ts), made on first use. */
-  protected leaderOf(pool: SimPool, now: number): SimPoolLeader<SimInstance> {
-    this.leaderNow = now;
-    if (pool.leader) {
-      pool.leader.setTypes(pool.types);
-      return pool.leader;
-    }
-    const cfg: PoolMachineConfig = {
-      pool: pool.id, holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS,
-      // the live leader's suspicion of a silent instance, over the statuses' interval here (policy suspect.ts)
-      suspectAfterMs: suspectAfterMsOf({ statusIntervalMs: PEER_STATUS_MS, instanceStatusIntervalMs: this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS }),
-      epochMs: this.ep.poolS * 1000, healthDeadlineMs: LIVE_HEALTH_DEADLINE_MS, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: this.limits.moveQueueAbove,
-      retryAfterS: this.limits.retryAfterS, planner: this.o.poolPlanner ?? 'heuristic',
-      ...(this.o.prefixRouting ? { prefer: (req: InferenceRequest, ids: string[]) => this.preferPrefix(ids.map((x) => pool.instances.find((i) => i.id === x)!), (this.arriving.get(req.id)?.r ?? this.admitted.get(req.id))?.prefixHashes, req.inputTokens, this.leaderNow) } : {}),
-    };
-    return (pool.leader = new SimPoolLeader<SimInstance>(cfg, pool.types, { admit: (i, m, t) => this.leaderAdmit(i, m, t), answer: (id, a, t) => this.answered(id, a, t) }, now));
+  /** Prefix routing (SimOptions.prefixRouting): the pool machine's dispatch prefers the instance whose cache holds the most of the prompt. */
+  protected override dispatchPreference(pool: SimPool): Pick<PoolMachineConfig, 'prefer'> {
+    if (!this.o.prefixRouting) return {};
+    return { prefer: (req: InferenceRequest, ids: string[]) => this.preferPrefix(ids.map((x) => pool.instances.find((i) => i.id === x)!), (this.arriving.get(req.id)?.r ?? this.admitted.get(req.id))?.prefixHashes, req.inputTokens, this.leaderNow) };
   }
 
   /**
    * A pool leader's 'admit' to an instance: the instance machine's admission (a KV cache that cannot hold the
    * request refuses it as overloaded). A new request is counted on its instance; a moved one leaves its old one.
    */
-  protected leaderAdmit(inst: SimInstance, m: InferenceRequest, now: number): Admission {
+  protected override leaderAdmit(inst: SimInstance, m: InferenceRequest, now: number): Admission {
     const arr = this.arriving.get(m.id);
     const r = arr?.r ?? this.admitted.get(m.id);
     const old = arr ? undefined : this.reqs.get(m.id);
@@ -189,7 +176,7 @@ export abstract class SimStepModel extends SimClocks {
   }
 
   /** A held dispatch's answer: admitted (counted by leaderAdmit), or refused (the walk goes on, as offer). */
-  protected answered(id: string, a: Admission, now: number): void {
+  protected override answered(id: string, a: Admission, now: number): void {
     this.offer(id, now, a);
   }
 

@@ -1,7 +1,7 @@
 /**
  * The pool's re-shard epoch reads the pool's own arrivals since its last epoch (policy epochArrivalLoad, from the
  * increments of its instances' admission counters), the instance and pool machines driven event by event on a
- * virtual clock, and the simulator's pool epoch (src/sim/pool-brain.ts) reads them through the same machine:
+ * virtual clock (the simulator's pool level runs the same machine, test/unit/sim-pool-level.test.ts):
  * - an instance stopped within the epoch keeps its arrivals in the count (a sum of the instances' EWMAs loses them:
  *   the kept instance's EWMA takes their share over its next epochs);
  * - a forced epoch right after one reads the last epoch's arrivals too, not a few seconds' clump;
@@ -15,7 +15,6 @@ import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolM
 import {
   currentLoad, initialInstanceState, instanceStep, projectedLoad, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState,
 } from '../../src/policy/machines/instance.ts';
-import { poolReshardDecision, recordSimPoolArrivals } from '../../src/sim/pool-brain.ts';
 import type { RequestType } from '../../protocols/request-types.ts';
 import type { InstanceStatus, PoolAssignment } from '../../protocols/control.ts';
 
@@ -182,49 +181,5 @@ describe("the pool's re-shard epoch reads the pool's arrivals since its last epo
       expect(p.peaks[2]!.MM).toBeGreaterThan((6 / timeScale) * 0.95);
       expect(p.peaks[2]!.MM).toBeLessThan((6 / timeScale) * 1.05);
     }
-  });
-});
-
-describe("the simulator's pool epoch reads the pool's arrivals through the same machine", () => {
-  it('an instance gone from the pool within the epoch keeps its arrivals in the load the epoch plans for', () => {
-    const scfg: PoolMachineConfig = { ...pcfg, planner: 'heuristic', epochMs: 60_000, burstWindowMs: 0 };
-    const i0 = { brain: { s: { admitted: {} as Partial<Record<RequestType, number>> } } };
-    const i1 = { brain: { s: { admitted: {} as Partial<Record<RequestType, number>> } } };
-    const pool = { instances: [i0, i1] };
-    // 5 req/s on each from 0 to 50 s, recorded every 500 ms; i1 then leaves the pool and i0 takes 10 req/s to 60 s
-    for (let t = 500; t <= 60_000; t += 500) {
-      if (t <= 50_000) {
-        i0.brain.s.admitted = { MM: (i0.brain.s.admitted.MM ?? 0) + 2.5 };
-        i1.brain.s.admitted = { MM: (i1.brain.s.admitted.MM ?? 0) + 2.5 };
-      } else i0.brain.s.admitted = { MM: (i0.brain.s.admitted.MM ?? 0) + 5 };
-      if (t === 50_500) pool.instances = [i0];
-      recordSimPoolArrivals(pool, t, 0);
-    }
-    // the instance left reports an estimate that lags (its EWMA at 7 req/s), as a live status would
-    const d = poolReshardDecision(scfg, ['MM'], [{ id: 'i0', tp: 4, ready: true, clockMhz: 1980, load: { MM: 7 }, epochLoad: { MM: 7 } }], 8, 60_000, 8, pool);
-    expect(d).toBeDefined();
-    // 600 arrivals from the first record (500 ms) to 60 s
-    expect((d!.event.inputs.loadByType as { MM: number }).MM).toBeCloseTo(600 / 59.5, 6);
-  });
-
-  it('a pool whose count began less than half an epoch ago (created between two pool epochs) reads its instances\' estimates, and counts on', () => {
-    const scfg: PoolMachineConfig = { ...pcfg, planner: 'heuristic', epochMs: 60_000, burstWindowMs: 0 };
-    const i0 = { brain: { s: { admitted: {} as Partial<Record<RequestType, number>> } } };
-    const pool = { instances: [i0] };
-    const view = [{ id: 'i0', tp: 4, ready: true, clockMhz: 1980, load: { MM: 7 }, epochLoad: { MM: 7 } }];
-    // 10 req/s from 50 s
-    const feed = (from: number, to: number) => {
-      for (let t = from; t <= to; t += 500) {
-        i0.brain.s.admitted = { MM: (i0.brain.s.admitted.MM ?? 0) + 5 };
-        recordSimPoolArrivals(pool, t, 0);
-      }
-    };
-    feed(50_500, 60_000);
-    const early = poolReshardDecision(scfg, ['MM'], view, 8, 60_000, 8, pool);
-    expect((early!.event.inputs.loadByType as { MM: number }).MM).toBe(7);
-    feed(60_500, 120_000);
-    const next = poolReshardDecision(scfg, ['MM'], view, 8, 120_000, 8, pool);
-    // the 700 arrivals counted from its first record (50.5 s) to 120 s
-    expect((next!.event.inputs.loadByType as { MM: number }).MM).toBeCloseTo(700 / 69.5, 6);
   });
 });

@@ -3,12 +3,12 @@
  * (poolPrefixReuse, from the instances' statuses), the TP degrees it may split into (prefixAwareTps), the re-shard
  * plan that sizes the largest-TP split for the prompt work its caches do not serve (planPoolShards with
  * `prefixReuse`), and the pool machine that reads the reuse from its instances' statuses (through the simulator's
- * pool epoch, src/sim/pool-brain.ts).
+ * pool level, src/sim/pool-leader.ts).
  */
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { planPoolShards, poolPrefixReuse, prefixAwareTps, PREFIX_REUSE_LARGEST_TP } from '../../src/policy/pool-shards.ts';
-import { poolReshardDecision, type SimPoolInstance } from '../../src/sim/pool-brain.ts';
+import { epochDecision, type PoolView } from '../helpers/sim-pool.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
 import { InstanceStatus, type PoolAssignment } from '../../protocols/index.ts';
 
@@ -75,13 +75,13 @@ describe('the pool machine reads the reuse from its instances statuses', () => {
     pool: 'pool-LM', holder: 'sim', profile, headroom: 0.2, deadAfterMs: 3000, statusIntervalMs: 500, epochMs: 300_000, healthDeadlineMs: 300_000,
     initialTp: 8, moveQueueAbove: 16, retryAfterS: 1, planner: 'heuristic', overhead: { tauMs: 50, resyncS: 2, instanceStartS: 300 },
   };
-  const inst = (id: string, prefix?: { lookup: number; hit: number }): SimPoolInstance => ({ id, tp: 4, ready: true, clockMhz: fmax, load: { LM: 0.03 }, prefix });
+  const inst = (id: string, prefix?: { lookup: number; hit: number }): PoolView => ({ id, tp: 4, ready: true, clockMhz: fmax, load: { LM: 0.03 }, prefix });
   it('TP4 instances that serve 40% of their prompt tokens from cache re-shard to TP8; without counters they keep TP2/TP4', () => {
     const ids = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
-    const cached = poolReshardDecision(cfg, ['LM'], ids.map((id) => inst(id, { lookup: 10_000, hit: 4_000 })), 8, 300_000, 32)!;
+    const cached = epochDecision(cfg, ['LM'], ids.map((id) => inst(id, { lookup: 10_000, hit: 4_000 })), 8, 300_000, 32)!;
     expect(cached.take).toBe(true);
     expect(cached.target.every((c) => c.tp === 8)).toBe(true);
-    const plain = poolReshardDecision(cfg, ['LM'], ids.map((id) => inst(id)), 8, 300_000, 32);
+    const plain = epochDecision(cfg, ['LM'], ids.map((id) => inst(id)), 8, 300_000, 32);
     expect(plain?.target.every((c) => c.tp === 8) ?? false).toBe(false);
   });
 
@@ -89,7 +89,7 @@ describe('the pool machine reads the reuse from its instances statuses', () => {
     const ids = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
     const counts = ids.map((_, k) => ({ lookup: 10_000 + 1000 * k, hit: 3_000 + 700 * k }));
     const now = 300_000;
-    const sim = poolReshardDecision(cfg, ['LM'], ids.map((id, k) => inst(id, counts[k])), 8, now, 32)!;
+    const sim = epochDecision(cfg, ['LM'], ids.map((id, k) => inst(id, counts[k])), 8, now, 32)!;
     // the live leader: each instance's status as the instance manager publishes it (through the wire codec:
     // validated), its stored assignment (four 8-GPU servers, which those instances fill), then its re-shard epoch timer
     const assignment: PoolAssignment = {

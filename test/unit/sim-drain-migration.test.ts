@@ -53,7 +53,7 @@ describe('drainMigrations', () => {
 });
 
 describe('simulate: a drained instance hands its requests to its peers', () => {
-  // the twin's window (as sim-reshard-exec's engine stop): 4xTP2 re-sharded to 1xTP2 at t = 30 s, three stop units one
+  // the twin's window (with the twin's engine stop): 4xTP2 re-sharded to 1xTP2 at t = 30 s, three stop units one
   // after the other, each draining an instance
   const run = (drainMigration?: SimOptions['drainMigration']) => simulate({
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, dispatch: 'policy', predictor: 'online',

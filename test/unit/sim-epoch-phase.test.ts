@@ -56,7 +56,7 @@ describe('simulator: the instances start as the live ones do', () => {
     // nothing moves the clock before the first epoch: the start-up clock only
     expect(ev.filter((e) => e.t < 2500).map((e) => e.from)).toEqual([0, 0]);
     // both instances' first epoch lowers the max clock at the phase (the change applied 65 ms on)
-    for (const i of ['pool-all-i0', 'pool-all-i1']) {
+    for (const i of ['pool-all-server-0-g0x1', 'pool-all-server-0-g1x1']) {
       const first = changes.find((e) => e.instance === i)!;
       expect(first.from).toBe(MAX);
       expect(first.t).toBeGreaterThanOrEqual(2500);
@@ -74,8 +74,8 @@ describe('simulator: the instances start as the live ones do', () => {
 
     // one phase per instance, in the order they are made: each its own grid
     const own = (await clockEvents(clockWindow([1500, 3500]))).filter((e) => e.from === MAX);
-    expect(own.find((e) => e.instance === 'pool-all-i0')!.t - 1500).toBeLessThan(100);
-    expect(own.find((e) => e.instance === 'pool-all-i1')!.t - 3500).toBeLessThan(100);
+    expect(own.find((e) => e.instance === 'pool-all-server-0-g0x1')!.t - 1500).toBeLessThan(100);
+    expect(own.find((e) => e.instance === 'pool-all-server-0-g1x1')!.t - 3500).toBeLessThan(100);
     expect(Math.min(...own.map((e) => e.t))).toBeGreaterThanOrEqual(1500);
 
     // without a phase: an epoch at t = 0, so the clocks leave the max at once
@@ -96,12 +96,12 @@ describe('simulator: the instances start as the live ones do', () => {
     });
     const MIN = profile.clocksMhz[0]!;
     // i0: started one epoch before its last epoch before the trace (at -2.5 s), which chose the least power at no load
-    expect(out.filter((e) => e.instance === 'pool-all-i0' && e.t < 0).map((e) => [e.from, e.to])).toEqual([[0, MAX], [MAX, MIN]]);
+    expect(out.filter((e) => e.instance === 'pool-all-server-0-g0x1' && e.t < 0).map((e) => [e.from, e.to])).toEqual([[0, MAX], [MAX, MIN]]);
     // at that clock from its first request (at 0) on, never at the
     // max clock, while i1 holds the start-up max clock until its first epoch, at 2.5 s
-    expect(admittedAt['pool-all-i0']).toBe(0);
-    expect(out.filter((e) => e.instance === 'pool-all-i0' && e.t >= 0 && e.from === MAX)).toEqual([]);
-    const i1 = out.find((e) => e.instance === 'pool-all-i1' && e.t >= 0 && e.from !== 0)!;
+    expect(admittedAt['pool-all-server-0-g0x1']).toBe(0);
+    expect(out.filter((e) => e.instance === 'pool-all-server-0-g0x1' && e.t >= 0 && e.from === MAX)).toEqual([]);
+    const i1 = out.find((e) => e.instance === 'pool-all-server-0-g1x1' && e.t >= 0 && e.from !== 0)!;
     expect([i1.from, i1.to]).toEqual([MAX, MIN]);
     expect(i1.t).toBeGreaterThanOrEqual(2500);
     // the decisions before the trace are not the trace's: the run counts the changes within it

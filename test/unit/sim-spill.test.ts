@@ -29,7 +29,7 @@ describe('simulated spill between pools', () => {
       }, undefined, {
         onInstanceStep: (instance, _cfg, ev, _t, fx) => {
           if (ev.type !== 'admit' || ev.req.type[0] !== 'S' || !fx.some((e) => e.kind === 'admitted')) return;
-          const pool = instance.replace(/-i\d+$/, '');
+          const pool = instance.replace(/-server-\d+-g\d+x\d+$/, '');
           byPool.set(pool, (byPool.get(pool) ?? 0) + 1);
         },
       });

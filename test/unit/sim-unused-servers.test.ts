@@ -15,9 +15,10 @@ const night = (policy: SimOptions['policy'], o: Partial<SimOptions> = {}): SimOp
   model: 'llama2-70b', gpu: 'h100', servers: 10, policy, fidelity: 'fluid', ...o,
   trace: { kind: 'synth', shape: 'poisson', durationS: 2 * 3600, meanRps: 1, seed: 2 },
 });
-// half a day of the conversation shape: the morning rise needs servers powered on again
+// half a day of the conversation shape: the morning rise needs servers powered on again (no reserve: the servers the
+// night's plan drained are off, and the rise's plan needs them)
 const morning = (o: Partial<SimOptions> = {}): SimOptions => ({
-  model: 'llama2-70b', gpu: 'h100', servers: 10, policy: 'dynamollm', fidelity: 'fluid', ...o,
+  model: 'llama2-70b', gpu: 'h100', servers: 10, policy: 'dynamollm', fidelity: 'fluid', powerReserve: 0, ...o,
   trace: { kind: 'synth', shape: 'conversation', durationS: 12 * 3600, meanRps: 1.5, seed: 2 },
 });
 
@@ -60,9 +61,11 @@ describe('simulate: server power', () => {
       const perBootWs = (r.energyBreakdown!.serverBootKWh! * 3.6e6) / r.serverPower!.powerOns / (r === slow ? 600 : 120);
       expect(perBootWs).toBeGreaterThan(IDLE_SERVER_W * 0.99);
       expect(perBootWs).toBeLessThan(IDLE_SERVER_W * 1.01);
-      // powered on ahead: the pools got their servers when the plan wanted them, the same decisions as powered
-      expect(r.gpuHours).toBeCloseTo(on.gpuHours, 6);
-      expect(r.sloAttainment).toEqual(on.sloAttainment);
+      // powered on ahead: the pools got their servers when the plan wanted them, the same plans as powered (within 1% of
+      // its GPU-hours: grants go to powered servers only, so a pool may get other servers, and its machine moves its
+      // instances there as live)
+      expect(Math.abs(r.gpuHours / on.gpuHours - 1)).toBeLessThan(0.01);
+      for (const [t, a] of Object.entries(on.sloAttainment)) expect(Math.abs((r.sloAttainment as Record<string, number>)[t]! - (a as number))).toBeLessThan(0.01);
       expect(r.energyKWh).toBeLessThan(on.energyKWh * 0.7);
     }
     expect(slow.energyKWh).toBeGreaterThan(off.energyKWh);

@@ -164,7 +164,8 @@ function nextUnit(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolM
   const fromGpus = new Set(r.current.filter((c) => u.from.includes(c.id)).flatMap((c) => c.gpus));
   const id = instanceIdOf(cfg.pool, node, local);
   // policy unitSteps: the order the simulator's executor runs too
-  const steps = unitSteps(u, (g) => fromGpus.has(g) || busy.has(g));
+  // (reshardKeepsServing) the new instance is built beside the ones it replaces, which serve until it is ready
+  const steps = unitSteps(u, (g) => !cfg.reshardKeepsServing && (fromGpus.has(g) || busy.has(g)));
   const todo: Step[] = u.kind === 'stop'
     ? [{ kind: 'retire', ids: u.from, why: 're-shard: stop' }]
     : steps[0] === 'start'

@@ -46,7 +46,11 @@ export interface PoolMachineConfig {
   planner: 'heuristic' | 'milp';
   /** the burst guard's window, ms: the re-shard plan carries the highest load measured at the epochs within it. 0/absent: none. */
   burstWindowMs?: number;
-  /** true where a re-shard's old instances serve until the new layout is up (the paper's NVLink re-shard, the simulator's `overlap`): no unit is dark. Absent live (engines start anew). */
+  /**
+   * true where a re-shard's old instances serve until the new layout is up (the paper's NVLink re-shard, the
+   * simulator's `overlap`): every unit starts its new instance first, beside the ones it replaces, and retires them
+   * once it is ready; no unit is dark. Absent live (engines start anew: a unit on held GPUs stops them first).
+   */
   reshardKeepsServing?: boolean;
   /** reconfiguration costs the re-shard plan weighs (default: policy overheadTable's). */
   overhead?: PoolShardInput['overhead'];
