@@ -30,8 +30,10 @@ export interface NatsBackendOptions {
   direct?: boolean;
   /** legs a request may continue on after its engine or instance died mid-stream. Default 3. */
   migrationLimit?: number;
-  /** most bytes of generated text kept per request for a migration (past it, no migration). Default 1 MiB. */
+  /** most bytes (UTF-8) of generated text kept per request for a migration (past it, no migration). Default 1 MiB. */
   migrationMaxBytes?: number;
+  /** most bytes of generated text kept for migration by all of this gateway's streams together: past it, a stream's next piece makes it stop keeping text (no migration). Default 256 MiB. */
+  migrationMaxTotalBytes?: number;
   /** deadline of the leg's end report to its instance, ms. Default 2000. */
   legReportTimeoutMs?: number;
   /** route requests itself and ask the chosen instance directly (absent: every request goes to the cluster intake). */

@@ -63,8 +63,17 @@ export const gatewaySchema = z
     requestPlane: z.enum(['direct', 'intake']).default('direct'),
     /** legs a request may continue on after its engine or instance died mid-stream (0: none); default 3. */
     migrationLimit: z.number().int().min(0).max(16).default(3),
-    /** generated text kept per request for a migration, bytes; past it the request cannot migrate; default 1 MiB. */
+    /**
+     * generated text kept per request for a migration, UTF-8 bytes; past it the request cannot migrate (it streams on),
+     * and a resumable stream's journal stops (the stream is no longer resumable); default 1 MiB.
+     */
     migrationMaxBytes: z.number().int().positive().default(1 << 20),
+    /**
+     * generated text kept for migration by all of a gateway replica's streams together, UTF-8 bytes: a piece that would
+     * pass it makes its stream stop keeping text (that stream cannot migrate; it streams on), and a stream's text leaves
+     * the total when the stream ends or stops keeping it; default 256 MiB.
+     */
+    migrationMaxTotalBytes: z.number().int().positive().default(256 << 20),
     /**
      * the resume journal's deadlines, ms (actors/gateway/journal-writer.ts): a resumable stream's head must be held by
      * JetStream within headMs before its first event (else the stream is served without resumption, header

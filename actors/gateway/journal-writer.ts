@@ -163,8 +163,8 @@ export class JournalWriter {
   /** text event `index` (held until flush). */
   text(index: number, text: string, tokens: number): void {
     if (this.#stopped) return;
-    this.#bytes += text.length;
-    if (this.#bytes > this.maxBytes) return this.stop(`longer than the journal's cap (${this.maxBytes} characters)`);
+    this.#bytes += Buffer.byteLength(text);
+    if (this.#bytes > this.maxBytes) return this.stop(`longer than the journal's cap (${this.maxBytes} bytes)`);
     if (this.#held.length === 0) this.#from = index;
     this.#held.push({ text, tokens });
     if (this.#held.length >= MAX_RESUME_EVENTS) this.flush();

@@ -73,8 +73,11 @@ export interface StreamState {
   out: number;
   /** tokens sent to the client. */
   sent: number;
-  /** their text (for a continuation), while it fits the memory cap. */
+  /** their text (for a continuation), while the migration caps let it be kept (MigrationText). */
   text: string;
+  /** the text's size, UTF-8 bytes, counted piece by piece as it is kept. */
+  textBytes: number;
+  /** the text is kept: false once a cap was passed (the stream can no longer migrate; it goes on streaming). */
   keepText: boolean;
   energyJ: number;
   energySource?: 'measured' | 'modelled';
@@ -168,6 +171,64 @@ export function canMigrate(req: InferenceRequest, st: StreamState, limit: number
   if (st.legs - (st.resumes ?? 0) >= limit || !st.keepText || st.sent >= req.maxTokens) return false;
   // echo would repeat the prompt (and the text already sent) at the start of the next leg; a token-id prompt takes no text
   return continuable(req);
+}
+
+/** The most text a gateway keeps for migration, UTF-8 bytes: per stream, and in all (its streams' together). */
+export interface MigrationCaps {
+  maxBytes: number;
+  maxTotalBytes: number;
+}
+
+/**
+ * Whether a stream that keeps `streamBytes` of text keeps a piece of `pieceBytes` more, while the gateway's streams
+ * keep `totalBytes` in all: both caps still hold with it. False: the stream stops keeping text (it can no longer migrate).
+ */
+export function keepsPiece(streamBytes: number, pieceBytes: number, totalBytes: number, caps: MigrationCaps): boolean {
+  return streamBytes + pieceBytes <= caps.maxBytes && totalBytes + pieceBytes <= caps.maxTotalBytes;
+}
+
+/**
+ * The text a gateway's streams keep for migration, bounded per stream and in all (`caps`, keepsPiece). A stream's text
+ * counts in `totalBytes` from claim (its stream loop's start) until release (its end, or the moment it stops keeping
+ * text); each piece is measured once, as it is appended. `dropped` counts the streams a cap made stop keeping text.
+ */
+export class MigrationText {
+  totalBytes = 0;
+  dropped = 0;
+  constructor(readonly caps: MigrationCaps) {}
+
+  /** `piece` joins the stream's text when both caps hold with it; else the stream stops keeping text. */
+  append(st: StreamState, piece: string): void {
+    if (!st.keepText || piece === '') return;
+    const b = Buffer.byteLength(piece);
+    if (!keepsPiece(st.textBytes, b, this.totalBytes, this.caps)) return this.drop(st);
+    st.text += piece;
+    st.textBytes += b;
+    this.totalBytes += b;
+  }
+
+  /** The text a stream starts with (a resumed stream's, from its journal) counted in the total; dropped when a cap does not hold with it. */
+  claim(st: StreamState): void {
+    const b = st.textBytes;
+    st.textBytes = 0;
+    if (!st.keepText || b === 0) return;
+    if (!keepsPiece(0, b, this.totalBytes, this.caps)) return this.drop(st);
+    st.textBytes = b;
+    this.totalBytes += b;
+  }
+
+  /** The stream ended: its text leaves the total. */
+  release(st: StreamState): void {
+    this.totalBytes -= st.textBytes;
+    st.textBytes = 0;
+    st.text = '';
+  }
+
+  private drop(st: StreamState): void {
+    this.release(st);
+    st.keepText = false;
+    this.dropped++;
+  }
 }
 
 /** The gateway's own end of leg `id` whose instance process is gone (router.ts holderGone): retryable, so a leg that never started is sent again. */
@@ -389,8 +450,9 @@ export function usageOf(st: StreamState): NonNullable<TokenChunk['usage']> {
 
 /** The state of a stream resumed from its journal (`from`): its tokens and text, the legs and energy before it, one more resume. */
 export function resumedState(req: InferenceRequest, from: ResumeFrom, maxTextBytes: number): StreamState {
+  const textBytes = Buffer.byteLength(from.text);
   return {
-    out: 0, sent: from.sent, text: from.text, keepText: from.text.length <= maxTextBytes, energyJ: from.leg?.energyJ ?? 0, legs: (from.leg?.legs ?? 0) + 1,
+    out: 0, sent: from.sent, text: from.text, textBytes, keepText: textBytes <= maxTextBytes, energyJ: from.leg?.energyJ ?? 0, legs: (from.leg?.legs ?? 0) + 1,
     resumes: from.resumes + 1, promptTokens: req.inputTokens, ...(from.leg?.energySource ? { energySource: from.leg.energySource } : {}),
   };
 }

@@ -22,13 +22,13 @@ import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
 import { JournalWriter, jetStreamAppend, readJournal } from './resume.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
-import { reportAs } from './legs.ts';
+import { reportAs, type MigrationText } from './legs.ts';
 import { GatewayRouter } from './router.ts';
 import { ElectionWatch } from './elections.ts';
 import { localDetokenize, localTokenizer } from './tokens.ts';
 import { getModelSpec } from '../../src/model/catalog.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import { Counter } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { createServer as createNetServer } from 'node:net';
 import { serveWorkerMetrics, workerIndex, workerMetricsText } from '../../src/runtime/workers.ts';
 
@@ -143,7 +143,7 @@ export class GatewayActor extends Actor {
     reportAs(this.bus, { id: this.id, startedMs: this.startedMs });
     const backend = new NatsBackend(this.bus, {
       admitTimeoutMs: s.admitTimeoutMs, admitAttemptMs: s.admitAttemptMs, chunkTimeoutMs: s.chunkTimeoutMs,
-      direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes, elections, clock: this.clock,
+      direct: s.dataPath === 'direct', migrationLimit: s.migrationLimit, migrationMaxBytes: s.migrationMaxBytes, migrationMaxTotalBytes: s.migrationMaxTotalBytes, elections, clock: this.clock,
       // a prompt waits for a tokenizer while an instance starts, as long as a pool holds a request for one
       tokenizeHoldMs: Math.min(this.g.cluster.engine.healthDeadlineMs, s.requestTimeoutS * 1000, s.holdLimitMs), holdLimitMs: s.holdLimitMs,
       // emulated engines tokenize with the emulator's tokenizer, which the gateway has too (loaded on first use): a
@@ -152,6 +152,7 @@ export class GatewayActor extends Actor {
       ...(router ? { router, directAdmitMs: this.g.cluster.timeouts.dispatchMs } : {}),
     });
     failoverMetrics(this.metrics, backend.counters);
+    migrationTextMetrics(this.metrics, backend.migrationText);
     const worker = workerIndex() !== undefined;
     if (worker) serveWorkerMetrics(this.metrics.registry);
     const append = jetStreamAppend(this.bus, this.clock);
@@ -304,6 +305,23 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
       },
     });
   }
+}
+
+/** The text this replica's streams keep for migration (legs.ts MigrationText), read at scrape time. */
+function migrationTextMetrics(m: TelemetryMetrics, t: MigrationText): void {
+  new Gauge({
+    name: 'dynamollm_gateway_migration_text_bytes', help: 'Generated text this gateway replica keeps for request migration, all its streams together, UTF-8 bytes (at most gateway.migrationMaxTotalBytes).', registers: [m.registry],
+    collect() {
+      this.set(t.totalBytes);
+    },
+  });
+  new Counter({
+    name: 'dynamollm_gateway_migration_text_dropped_total', help: 'Streams that stopped keeping their text for migration because a cap (gateway.migrationMaxBytes per stream, gateway.migrationMaxTotalBytes in all) would have passed: they streamed on, and could no longer migrate.', registers: [m.registry],
+    collect() {
+      this.reset();
+      this.inc(t.dropped);
+    },
+  });
 }
 
 /** Worker processes behind the gateway's port (`gateway.workers`, src/runtime/workers.ts). */

@@ -11,8 +11,9 @@
  *
  * Request migration: when the engine's stream breaks mid-generation (the engine or its instance died), or
  * the control plane ends the leg with a retryable error, the request continues as a new leg on a peer with
- * its prompt and the text already sent (`migration` legs, at most `migrationLimit`; only while the text fits
- * `migrationMaxBytes`). The client sees one stream: seq, token counts and usage continue across legs, and
+ * its prompt and the text already sent (`migration` legs, at most `migrationLimit`; only while its text is kept:
+ * `migrationMaxBytes` per stream and `migrationMaxTotalBytes` across this gateway's streams, UTF-8 bytes, legs.ts
+ * MigrationText). The client sees one stream: seq, token counts and usage continue across legs, and
  * usage sums the legs' energy.
  *
  * An instance that cannot grant (no engine key) streams the tokens over NATS; the gateway reads
@@ -49,7 +50,7 @@ import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, MigrationText, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -101,6 +102,8 @@ export class NatsBackend implements GatewayBackend {
   private readonly direct: boolean;
   private readonly migrationLimit: number;
   private readonly migrationMaxBytes: number;
+  /** the text this gateway's streams keep for migration, bounded per stream and in all. */
+  readonly migrationText: MigrationText;
   private readonly legReportTimeoutMs: number;
   private readonly router: RequestRouter | undefined;
   private readonly directAdmitMs: number;
@@ -128,6 +131,7 @@ export class NatsBackend implements GatewayBackend {
     this.direct = opts.direct ?? true;
     this.migrationLimit = opts.migrationLimit ?? 3;
     this.migrationMaxBytes = opts.migrationMaxBytes ?? 1 << 20;
+    this.migrationText = new MigrationText({ maxBytes: this.migrationMaxBytes, maxTotalBytes: opts.migrationMaxTotalBytes ?? 256 << 20 });
     this.legReportTimeoutMs = opts.legReportTimeoutMs ?? 2000;
     this.router = opts.router;
     this.directAdmitMs = Math.min(opts.directAdmitMs ?? 2000, this.admitAttemptMs);
@@ -295,7 +299,7 @@ export class NatsBackend implements GatewayBackend {
   }
 
   async submit(req: InferenceRequest, signal: AbortSignal, hooks?: StreamHooks): Promise<AdmittedStream> {
-    return this.begin(req, signal, { out: 0, sent: 0, text: '', keepText: true, energyJ: 0, legs: 0 }, () => this.openLeg(this.direct ? { ...req, direct: true } : req, signal), hooks);
+    return this.begin(req, signal, { out: 0, sent: 0, text: '', textBytes: 0, keepText: true, energyJ: 0, legs: 0 }, () => this.openLeg(this.direct ? { ...req, direct: true } : req, signal), hooks);
   }
 
   /** Continues a stream another gateway carried (resume.ts): that gateway's leg ended on its behalf (legs.ts endForeignLeg),
@@ -337,6 +341,7 @@ export class NatsBackend implements GatewayBackend {
     const tell = (instance: string | undefined) => hooks?.onLeg && told !== leg && hooks.onLeg(legOf((told = leg).req.id, instance, st));
     /** chunks of the current leg given to the client. */
     let legOut = 0;
+    this.migrationText.claim(st);
     try {
       for (;;) {
         // a stream's next leg silent since its admission (no grant, no token) is sent again, as one ended before it started
@@ -385,6 +390,7 @@ export class NatsBackend implements GatewayBackend {
       yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: 'error', error: w }];
     } finally {
       signal.removeEventListener('abort', onAbort);
+      this.migrationText.release(st);
       leg.sub.unsubscribe();
       if (!finished && !st.ended) this.cancel(leg.req.id, signal.aborted ? 'client disconnected' : 'gateway stopped reading', leg.cancelSent);
     }
@@ -480,13 +486,7 @@ export class NatsBackend implements GatewayBackend {
         if (grant.pool) out.pool = grant.pool;
         if (grant.type) out.type = grant.type;
         st.sent += k;
-        if (st.keepText) {
-          st.text += ch.text;
-          if (st.text.length > this.migrationMaxBytes) {
-            st.keepText = false;
-            st.text = '';
-          }
-        }
+        this.migrationText.append(st, ch.text);
         if (ch.finishReason) tail = out; // the engine's last text goes out as the done chunk itself, as vLLM's
         else outs.push(out);
       }

@@ -16,6 +16,9 @@
  *   after an engine kill; after an instance kill (nobody reports it), the gateway's estimate from that instance's
  *   telemetry, labelled in usage.energyEstimatedJ.
  * - With migrationLimit 0 the same kill ends the stream with an explicit retryable error.
+ * - With a 16-byte cap on the text kept for migration, per stream (migrationMaxBytes) or across the gateway's streams
+ *   (migrationMaxTotalBytes), a stream past it keeps streaming, and when its instance manager dies it is not migrated:
+ *   it ends with an explicit retryable error, and the text it kept leaves the gateway's total.
  * - n choices through the gateway's HTTP layer: each choice is its own request, so the choice whose engine
  *   dies migrates on its own and every choice still ends complete, each with its own finish_reason.
  *
@@ -353,6 +356,8 @@ describe('request migration (SIGKILL mid-stream)', () => {
       }
     });
     const endedAt = Date.now();
+    // the stream's text, kept for its migrations, left the gateway's total when it ended
+    expect(backend.migrationText.totalBytes).toBe(0);
     const victimMaxW = Math.max(0, ...(victim ? (powerSeen.get(victim) ?? []) : []));
     const text = checkOneStream(chunks, max);
     expect(atKill).toBeGreaterThan(0);
@@ -440,6 +445,47 @@ describe('request migration (SIGKILL mid-stream)', () => {
     expect(last.error?.code).toBe('engine_crashed');
     expect(last.error?.retryable).toBe(true);
     expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+  }, 90_000);
+
+  /** A backend with `caps` (16 bytes): the instance manager serving a stream dies at its 20th token, past the cap. */
+  async function notMigratedPastCap(caps: { migrationMaxBytes?: number; migrationMaxTotalBytes?: number }): Promise<void> {
+    await h.waitReady(2, 60_000);
+    const b = new NatsBackend(gw, { chunkTimeoutMs: 20_000, router, ...caps });
+    const id = `mig-cap-${Date.now()}`;
+    let killed = false;
+    let keptAtKill = -1;
+    const chunks = await run(request(id, 300), (c, n) => {
+      if (!killed && n >= 20 && c.instance) {
+        killed = true;
+        keptAtKill = b.migrationText.totalBytes;
+        process.kill(servingPids(c.instance).im, 'SIGKILL');
+      }
+    }, b);
+    b.close();
+    const last = chunks[chunks.length - 1]!;
+    expect(killed).toBe(true);
+    // the stream went on past the cap: it just stopped keeping its text
+    expect(keptAtKill).toBe(0);
+    expect(b.migrationText.dropped).toBe(1);
+    expect(last.done).toBe(true);
+    expect(last.error?.retryable, JSON.stringify(last.error)).toBe(true);
+    expect(['engine_crashed', 'unavailable'], JSON.stringify(last.error)).toContain(last.error?.code);
+    expect(b.counters.migrated).toBe(0);
+    expect(chunks.reduce((a, c) => a + c.tokens, 0)).toBeLessThan(300);
+    expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+    // no continuation leg was asked for
+    await sleep(500);
+    expect([...onStream.keys()].filter((k) => k.startsWith(`${id}-`))).toEqual([]);
+    expect([...records.keys()].filter((k) => k.startsWith(`${id}-`))).toEqual([]);
+    expect(b.migrationText.totalBytes).toBe(0);
+  }
+
+  it('past a 16-byte per-request cap, an instance death ends the stream with an explicit retryable error, not migrated', async () => {
+    await notMigratedPastCap({ migrationMaxBytes: 16 });
+  }, 90_000);
+
+  it('past a 16-byte cap across the gateway\'s streams, an instance death ends the stream with an explicit retryable error, not migrated', async () => {
+    await notMigratedPastCap({ migrationMaxTotalBytes: 16 });
   }, 90_000);
 
   it('n choices through the gateway: the engine of one choice dies, that choice migrates, every choice completes with its own finish', async () => {

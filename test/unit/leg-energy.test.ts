@@ -13,7 +13,7 @@ import { usageOut } from '../../actors/gateway/openai.ts';
 
 const T0 = 1_700_000_000_000;
 const tel = (energyJ: number, powerW: number, running: number, id = 'inst-a') => ({ id, energyJ, powerW, running, energySource: 'measured' as const });
-const state = (): StreamState => ({ out: 0, sent: 0, text: '', keepText: true, energyJ: 0, legs: 0 });
+const state = (): StreamState => ({ out: 0, sent: 0, text: '', textBytes: 0, keepText: true, energyJ: 0, legs: 0 });
 
 describe('requestShareJ (the instance manager attribution rule)', () => {
   it('splits an increment evenly over the requests running at the reading; nothing running or no increment: nothing', () => {
