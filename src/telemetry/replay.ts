@@ -10,9 +10,10 @@
 import http from 'node:http';
 import https from 'node:https';
 import { readTrace, type TraceRecord } from '../sim/trace.ts';
-import { classifyLengths, TBT_SLO_MS, TTFT_SLO_MS } from '../model/request-types.ts';
+import { classifyLengths } from '../model/request-types.ts';
+import { DEFAULT_SLO_SETTINGS, requestSloOf, sloOf, thresholdsOf, type SloSettings } from '../policy/slo.ts';
 import { percentile } from '../sim/metrics.ts';
-import { REQUEST_TYPES, type RequestType, type LengthClass } from '../../protocols/request-types.ts';
+import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import { parsePrometheusText } from './prom-parse.ts';
 
 export interface ReplayOptions {
@@ -31,6 +32,11 @@ export interface ReplayOptions {
   startS?: number;
   /** only durationS seconds of trace time (from startS). */
   durationS?: number;
+  /**
+   * the SLOs and class thresholds the requests are typed and judged by: the cluster config's `slo:` and
+   * `thresholds:`, as its gateway types and its instances schedule them. Default Table IV.
+   */
+  slo?: SloSettings;
   /** cluster engines' time-scale: measured latencies are multiplied by it before SLO comparison. Default 1. */
   timeScale?: number;
   /** a request gets this long end to end, ms. Default 300000. */
@@ -290,8 +296,10 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
   const url = opts.url.replace(/\/+$/, '').replace(/\/v1$/, '');
   const model = opts.model ?? (await firstModel(url, opts.apiKey));
   const maxInflight = opts.maxInflight ?? 4096;
+  const settings = opts.slo ?? DEFAULT_SLO_SETTINGS;
+  const thresholds = thresholdsOf(settings);
   const before = await metricsSnapshot(url, opts.apiKey);
-  const results: Promise<Result>[] = [];
+  const results: Promise<Result & { ttftSloMs: number }>[] = [];
   const errors: Record<string, number> = {};
   const prog: ReplayProgress = { sent: 0, done: 0, inflight: 0, ok: 0, rejected: 0, failed: 0, traceMs: 0, elapsedMs: 0 };
   let skipped = 0;
@@ -313,7 +321,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
       lastT = rec.tMs;
       let type: RequestType;
       try {
-        type = classifyLengths(rec.inputTokens, rec.outputTokens);
+        type = classifyLengths(rec.inputTokens, rec.outputTokens, thresholds);
       } catch {
         skipped++;
         continue;
@@ -328,11 +336,13 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
         prog.failed++;
         prog.done++;
         errors.client_inflight_limit = (errors.client_inflight_limit ?? 0) + 1;
-        results.push(Promise.resolve({ type, outcome: 'failed', tbtMs: [], energyJ: 0, error: 'client_inflight_limit' }));
+        results.push(Promise.resolve({ type, outcome: 'failed', tbtMs: [], energyJ: 0, error: 'client_inflight_limit', ttftSloMs: 0 }));
         continue;
       }
       prog.inflight++;
       const sent = { traceMs: prog.traceMs, lateMs: late[late.length - 1]! };
+      // the request's own TTFT SLO, as its instance schedules it (a prompt past 8,192 tokens: the L class's pace)
+      const ttftSloMs = requestSloOf(type, rec.inputTokens, settings).ttftMs;
       results.push(
         oneRequest({ url, apiKey: opts.apiKey, model, rec, type, timeoutMs: opts.requestTimeoutMs ?? 300_000, timeScale, signal: opts.signal }).then((r) => {
           prog.inflight--;
@@ -345,7 +355,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
           } catch {
             errors.on_result_callback = (errors.on_result_callback ?? 0) + 1;
           }
-          return r;
+          return { ...r, ttftSloMs };
         }),
       );
     }
@@ -363,8 +373,8 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
       const ok = rs.filter((r) => r.outcome === 'ok');
       const ttfts = ok.map((r) => r.ttftMs!).filter((x) => x !== undefined);
       const tbts = ok.flatMap((r) => r.tbtMs);
-      const ttftSlo = TTFT_SLO_MS[t[0] as LengthClass];
-      const met = ok.filter((r) => r.ttftMs! <= ttftSlo && (r.tbtMs.length === 0 || percentile(r.tbtMs, 0.99) <= TBT_SLO_MS)).length;
+      const { ttftMs: ttftSlo, tbtMs: tbtSlo } = sloOf(t, settings);
+      const met = ok.filter((r) => r.ttftMs! <= r.ttftSloMs && (r.tbtMs.length === 0 || percentile(r.tbtMs, 0.99) <= tbtSlo)).length;
       const p99ttft = ttfts.length ? percentile(ttfts, 0.99) : null;
       const p99tbt = tbts.length ? percentile(tbts, 0.99) : null;
       perType.push({
@@ -377,9 +387,9 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
         tbtP50Ms: tbts.length ? percentile(tbts, 0.5) : null,
         tbtP99Ms: p99tbt,
         ttftSloMs: ttftSlo,
-        tbtSloMs: TBT_SLO_MS,
+        tbtSloMs: tbtSlo,
         sloAttainment: ok.length ? met / ok.length : null,
-        p99MeetsSlo: p99ttft === null ? null : p99ttft <= ttftSlo && (p99tbt === null || p99tbt <= TBT_SLO_MS),
+        p99MeetsSlo: p99ttft === null ? null : p99ttft <= ttftSlo && (p99tbt === null || p99tbt <= tbtSlo),
       });
     }
     const clusterEnergyJ = before && after ? Math.max(0, after.energyJ - before.energyJ) : null;

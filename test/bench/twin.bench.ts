@@ -264,7 +264,8 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
         samples.addTbt('live', r.type, r.traceMs, r.tbtMs);
       }
     };
-    live = await replayTrace({ trace: TRACE, url: cluster.base, speed, startS: fromS, durationS: windowS, ...(process.env.TWIN_REQ_LOG || samples ? { onResult } : {}) });
+    const { slo, thresholds } = loadConfig(spec.config);
+    live = await replayTrace({ trace: TRACE, url: cluster.base, speed, startS: fromS, durationS: windowS, slo: { slo, thresholds }, ...(process.env.TWIN_REQ_LOG || samples ? { onResult } : {}) });
   } finally {
     await cluster.stop();
     if (process.env.TWIN_UP_LOG) writeFileSync(process.env.TWIN_UP_LOG, (live ? JSON.stringify({ twin: 'replay_start', time: live.startedAtMs }) + '\n' : '') + cluster.output());

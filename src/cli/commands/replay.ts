@@ -9,6 +9,8 @@ import type { Command } from 'commander';
 import { inputFile, num } from '../args.ts';
 import { action, jsonOption, type ExitCode } from '../program.ts';
 import { formatSummary, replayTrace, type ReplayProgress } from '../../telemetry/replay.ts';
+import { sloSettingsOf } from './simulate.ts';
+import type { SloSettings } from '../../policy/slo.ts';
 
 interface ReplayOptions {
   trace: string;
@@ -23,6 +25,7 @@ interface ReplayOptions {
   maxInflight: string;
   json?: boolean;
   out?: string;
+  config?: string;
 }
 
 export function register(cmd: Command, exit: ExitCode): void {
@@ -37,6 +40,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--duration <s>', 'only S seconds of trace time (from --start)')
     .option('--time-scale <k>', "the cluster engines' time-scale: latencies are multiplied by K for SLO checks", '1')
     .option('--max-inflight <n>', 'client-side bound of requests in flight', '4096')
+    .option('--config <file>', "the cluster's config: its slo: and thresholds: type and judge the requests as its gateway and instances do (default Table IV)")
     .addOption(jsonOption())
     .option('--out <file>', 'also write the summary as JSON to FILE')
     .addHelpText('after', '\nExit 0 when every request is accounted for (ok, rejected or failed), 1 otherwise.')
@@ -84,6 +88,7 @@ async function replay(values: ReplayOptions): Promise<number> {
     durationS: values.duration !== undefined ? num(values.duration, 'duration') : undefined,
     timeScale: num(values.timeScale, 'time-scale'),
     maxInflight: num(values.maxInflight, 'max-inflight'),
+    ...sloOption(values),
     signal: ac.signal,
     onProgress: (p) => {
       // not a TTY (CI logs): a line every 5 s instead of a redrawn bar
@@ -98,4 +103,10 @@ async function replay(values: ReplayOptions): Promise<number> {
   process.stdout.write((values.json ? JSON.stringify(s, null, 2) : formatSummary(s)) + '\n');
   if (values.out) writeFileSync(values.out, JSON.stringify(s, null, 2));
   return s.ok + s.rejected + s.failed === s.sent ? 0 : 1;
+}
+
+/** the --config's SLOs and thresholds, as replayTrace takes them; none: its default (Table IV). */
+function sloOption(values: ReplayOptions): { slo?: SloSettings } {
+  const { slo, thresholds } = sloSettingsOf(values);
+  return slo && thresholds ? { slo: { slo, thresholds } } : {};
 }

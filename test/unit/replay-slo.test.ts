@@ -1,0 +1,60 @@
+/**
+ * `dynamollm replay` types and judges its requests by the cluster's own SLOs and class thresholds (the config's
+ * `slo:` and `thresholds:`), as the cluster's gateway types them and its instances schedule them; Table IV without
+ * them. The endpoint is a local node:http server that streams each completion's one token after ~40 ms.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { replayTrace } from '../../src/telemetry/replay.ts';
+import { DEFAULT_SLO_SETTINGS, type SloSettings } from '../../src/policy/slo.ts';
+
+let server: Server;
+let url: string;
+
+beforeAll(async () => {
+  server = createServer((rq, rs) => {
+    rq.resume();
+    rq.on('end', () => {
+      if (rq.url !== '/v1/completions') return void rs.writeHead(404).end();
+      rs.writeHead(200, { 'content-type': 'text/event-stream' });
+      setTimeout(() => {
+        rs.write(`data: ${JSON.stringify({ choices: [{ text: 'a' }], usage: { completion_tokens: 1 } })}\n\n`);
+        rs.end('data: [DONE]\n\n');
+      }, 40);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+});
+
+// the conversation trace's first 5 rows: prompts of 374-1,000 tokens, answers of 44-400 (Table IV: S or M input)
+const run = (slo?: SloSettings) => replayTrace({ trace: 'data/traces/AzureLLMInferenceTrace_conv.csv', url, model: 'm', limit: 5, speed: 1e6, ...(slo ? { slo } : {}) });
+
+describe('replay judged by the cluster config', () => {
+  it("Table IV by default: every ~40 ms first token is within its type's TTFT SLO", async () => {
+    const s = await run();
+    expect(s.ok).toBe(5);
+    for (const t of s.perType) {
+      expect(t.ttftSloMs).toBe(DEFAULT_SLO_SETTINGS.slo.ttftMs[t.type[0] as 'S' | 'M' | 'L']);
+      expect(t.sloAttainment).toBe(1);
+    }
+  }, 20_000);
+
+  it("a config's tighter TTFT SLO and its thresholds: the requests are typed and judged by them", async () => {
+    // every prompt and answer past 10 tokens is L: one type, LL; a 20-ms TTFT SLO no ~40 ms first token meets
+    const slo: SloSettings = {
+      slo: { ttftMs: { S: 20, M: 20, L: 20 }, tbtMs: 100 },
+      thresholds: { input: { S: 5, M: 10, L: 1_000_000 }, output: { S: 5, M: 10 } },
+    };
+    const s = await run(slo);
+    expect(s.ok).toBe(5);
+    expect(s.perType.map((t) => t.type)).toEqual(['LL']);
+    expect(s.perType[0]).toMatchObject({ ttftSloMs: 20, tbtSloMs: 100, sloAttainment: 0, p99MeetsSlo: false });
+  }, 20_000);
+});
