@@ -93,7 +93,8 @@ export class Simulation extends SimFluidModel {
   async run(): Promise<SimResult> {
     const wall0 = performance.now();
     await this.buildTemplate();
-    const endMs = this.template.durationMs;
+    // the trace's window, or the span the caller counts over (SimOptions.untilMs) when it is longer
+    const endMs = Math.max(this.template.durationMs, this.o.untilMs ?? 0);
     const poolMs = this.ep.poolS * 1000;
     const instMs = this.ep.instanceS * 1000;
     const sampleMs = (this.o.sampleS ?? (endMs > 6 * 3.6e6 ? 60 : 10)) * 1000;
@@ -198,10 +199,12 @@ export class Simulation extends SimFluidModel {
         continue;
       }
       if (this.clockHeap.peekTime() === t) {
-        const c = this.clockHeap.pop();
-        if (c.inst.state === 'active' || (c.inst.brain && c.inst.state === 'draining')) {
-          this.setClockNow(c.inst, c.mhz, t);
-          c.inst.brain?.clockApplied(c.mhz, c.why ?? '', c.inputs ?? {}, t);
+        // the instance's oldest set_clock in flight (its chain's order: the heap does not order equal times)
+        const inst = this.clockHeap.pop();
+        const c = inst.clockChain!.shift()!;
+        if (inst.state === 'active' || (inst.brain && inst.state === 'draining')) {
+          this.setClockNow(inst, c.mhz, t);
+          inst.brain?.clockApplied(c.mhz, c.why, c.inputs, t);
         }
         continue;
       }

@@ -62,7 +62,8 @@ export abstract class SimLedger {
   protected readonly statusHeap = new Heap<SimInstance>();
   /** the instances made at t = 0 so far that have their status timer (each takes the next of instanceStatusPhaseMs). */
   protected initialStatusTimers = 0;
-  protected readonly clockHeap = new Heap<{ inst: SimInstance; mhz: number; why?: string; inputs?: Record<string, unknown> }>();
+  /** step: an instance at the time its oldest set_clock in flight takes effect (its `clockChain`). */
+  protected readonly clockHeap = new Heap<SimInstance>();
   /** step: requests admitted by an instance machine and not started in its engine yet. */
   protected readonly admitted = new Map<string, CoreRequest>();
   protected nextReadyMs = Infinity;

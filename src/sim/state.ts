@@ -124,6 +124,9 @@ export interface SimInstance {
   served?: boolean;
   /** fluid: its share of its pool's arrivals since it started, by type (its statuses' cumulative admittedByType). */
   admittedSum?: Float64Array;
+  /** step fidelity: its machine's set_clocks in flight, in order (the live actor applies them one after another), and when the last takes effect, ms. */
+  clockChain?: { mhz: number; why: string; inputs: Record<string, unknown> }[];
+  clockFreeAtMs?: number;
   /** step fidelity: the instance manager (the live instance machine) of this instance. */
   brain?: InstanceBrain;
   /** when its machine last got its peers' statuses, ms. */

@@ -58,15 +58,21 @@ export abstract class SimStepModel extends SimClocks {
         if (this.dropRequest(id, t)) this.rejected++;
       },
       setClock: (mhz, why, inputs, t) => {
-        const change = mhz !== inst.clockMhz;
-        if (change && inst.core && !inst.inHeap) {
+        // the GPU takes its set_clocks one after another, as the live actor's chain applies them: each starts when
+        // the one before it took effect, and changes the clock the GPU will have then (a change in flight, else now)
+        const chain = (inst.clockChain ??= []);
+        const change = mhz !== (chain.at(-1)?.mhz ?? inst.clockMhz);
+        const from = chain.length ? Math.max(t, inst.clockFreeAtMs ?? t) : t;
+        if (change && !chain.length && inst.core && !inst.inHeap) {
           // an idle engine: the change (clockChangeMs) comes before its next step (a prompt the raise is for)
           this.setClockNow(inst, mhz, t);
           inst.inHeap = true;
           this.stepHeap.push(t + this.cost.clockChangeMs, inst);
         }
         // a change takes clockChangeMs at the old clock; the machine hears back when it took effect
-        this.clockHeap.push(t + (change ? this.cost.clockChangeMs : 0), { inst, mhz, why, inputs });
+        inst.clockFreeAtMs = from + (change ? this.cost.clockChangeMs : 0);
+        chain.push({ mhz, why, inputs });
+        this.clockHeap.push(inst.clockFreeAtMs, inst);
       },
       move: (ids, t) => this.moveToPeers(inst, ids, t), engine: (e, t) => this.engineSleepMode(inst, e, t), prefixCache: () => inst.core?.prefixCacheTokens(), // the engine's counters, as the live manager scrapes them
       // counted as the live cluster counts them (dynamollm_reconfigurations_total, src/telemetry reconfigurationOf)

@@ -222,6 +222,13 @@ export interface SimOptions {
    */
   requestPathMs?: { toEngineMs?: number; toClientMs?: number };
   /**
+   * The simulation runs on to at least this time, ms from the window's start: its timers (the instances' epochs and
+   * ticks, statuses, samples) and its energy, past its last request's end. The twin check passes the span of the live
+   * counters it compares with (the replay's first send to its last completion, and the wait before their last read),
+   * so that both sides count decisions and energy over the same time. Default: to the last request's end.
+   */
+  untilMs?: number;
+  /**
    * how a pool carries out a re-shard decision. 'units' (the live pool machine's way): its staggered units one
    * at a time; a unit on GPUs an instance holds drains and stops it first, and the new instance serves after an
    * engine start (`costs.instanceStartS`). 'overlap' (the paper's NVLink re-shard): the old layout serves until

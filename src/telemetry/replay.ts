@@ -137,6 +137,9 @@ interface Result {
   error?: string;
 }
 
+/** How long the replay waits after its last completion before its last read of the cluster's counters, s (telemetry lags by one status period). */
+export const COUNTER_WAIT_S = 1.5;
+
 const REJECT_STATUS = new Set([429, 503]);
 const REJECT_CODES = new Set(['overloaded', 'rejected', 'mailbox_full', 'unavailable', 'no_responders', 'timeout']);
 
@@ -364,7 +367,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
     opts.onProgress?.({ ...prog });
     const wallS = (performance.now() - start) / 1000;
     // telemetry lags by one status period: give the counters a moment before the final read
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise((r) => setTimeout(r, COUNTER_WAIT_S * 1000));
     const after = before ? await metricsSnapshot(url, opts.apiKey) : null;
     const perType: TypeStats[] = [];
     for (const t of REQUEST_TYPES) {
@@ -422,7 +425,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
       clusterEnergyJ,
       clusterEnergyKWh: clusterEnergyJ === null ? null : clusterEnergyJ / 3.6e6,
       clusterEnergySources: after?.sources ?? [],
-      avgPowerW: clusterEnergyJ === null ? null : clusterEnergyJ / (wallS + 1.5),
+      avgPowerW: clusterEnergyJ === null ? null : clusterEnergyJ / (wallS + COUNTER_WAIT_S),
       reconfigurations,
       errors,
       sendLateMs: late.length ? { p50: percentile(late, 0.5), p99: percentile(late, 0.99), max: Math.max(...late) } : null,

@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import type { BenchSection } from './types.ts';
 import { simulate } from '../../src/sim/index.ts';
 import type { SimOptions } from '../../src/sim/types.ts';
-import { replayTrace, type ReplayRequestResult } from '../../src/telemetry/replay.ts';
+import { COUNTER_WAIT_S, replayTrace, type ReplayRequestResult } from '../../src/telemetry/replay.ts';
 import { freePort } from '../helpers/net.ts';
 import { loadConfig } from '../../actors/common/config.ts';
 import { WindowCollector, type WindowSamples } from './twin-stats.ts';
@@ -297,6 +297,9 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     // the live intake's classifier (the gateway's online output predictor, max_tokens the trace's output as replay sends it)
     dispatch: 'policy', predictor: 'online',
     trace: { kind: 'file', path: TRACE, startMs: fromS * 1000, durationMs: windowS * 1000, speed },
+    // the span the live counters cover (replay reads them before its first send and COUNTER_WAIT_S after its last completion):
+    // the simulation counts its decisions and energy over the same time (its timers run on past its last request)
+    untilMs: (live.wallS + COUNTER_WAIT_S) * 1000,
   };
   // and their statuses at the live ones' schedules (debug level logs each status): which instance the dispatch picks
   // follows the load each instance's last status showed
@@ -361,11 +364,10 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   const scanned = [...scan, ...statusScan];
   const bandOf = (xs: number[], live: number | null | undefined) => (xs.length && live ? `${ratio(Math.min(...xs), live)}-${ratio(Math.max(...xs), live)}` : '-');
   rows.push({ quantity: 'energy J (modelled both sides)', live: liveJ === null ? '-' : Math.round(liveJ), simulated: Math.round(simJ), 'sim / live': ratio(simJ, liveJ), target: verdict(simJ, liveJ, 0.05), 'engine only': ratio(noPath.energyKWh * 3.6e6, liveJ), scans: bandOf(scanned.map((x) => x.J), liveJ) });
-  // the window each side charges: live, the replay's first send to its last completion; simulated, the first
-  // arrival to the last request's end
-  rows.push({ quantity: 'window s (first arrival to last completion)', live: round1(live.wallS), simulated: round1(sim.durationS), 'sim / live': ratio(sim.durationS, live.wallS) });
-  // the live counters are read before the first send and 1.5 s after the last completion (replay's avgPowerW: J over
-  // wallS + 1.5 s), so the live energy spans that much more than the window above
+  // the span each side counts energy and decisions over: live, the replay's first send to its last completion and the
+  // wait before the counters' last read; simulated, the same span (SimOptions.untilMs), or to its last request's end if later
+  rows.push({ quantity: 'counters\' span s (first arrival to last completion, and the wait before the last read)', live: round1(live.wallS + COUNTER_WAIT_S), simulated: round1(sim.durationS), 'sim / live': ratio(sim.durationS, live.wallS + COUNTER_WAIT_S) });
+  // average power over that span (replay's avgPowerW: J over wallS + COUNTER_WAIT_S)
   const liveW = live.avgPowerW;
   rows.push({ quantity: 'average power W', live: liveW === null ? '-' : Math.round(liveW), simulated: Math.round(sim.avgPowerW), 'sim / live': ratio(sim.avgPowerW, liveW) });
   for (const t of live.perType) {
@@ -418,7 +420,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `live instances' status phases after the replay's start (their first statuses, debug level): ${statusPhases ? `${statusPhases.phases.map((p) => Math.round(p)).join(', ')} ms (the simulated instances' in order), every ${statusPhases.intervalMs.toFixed(2)} ms` : '- (simulated at 500 ms)'}`,
       `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
       `simulated at the live epoch phases and ${statusScan.length} drawn status schedules: ${statusScan.length ? `energy ${Math.round(Math.min(...statusScan.map((x) => x.J)))}-${Math.round(Math.max(...statusScan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...statusScan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...statusScan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...statusScan.map((x) => x.clock))}-${Math.max(...statusScan.map((x) => x.clock))}` : '-'}`,
-      'energy is modelled on both sides (emulated GPUs, src/model), not measured; the live counters span the window and 1.5 s more (average power: the replay\'s, J over wall s + 1.5); live latency is wall time on this shared machine',
+      `energy is modelled on both sides (emulated GPUs, src/model), not measured; both sides count energy and decisions over the live counters' span (the replay's first send to its last completion and ${COUNTER_WAIT_S} s more; the simulation runs its timers on to it, SimOptions.untilMs); live latency is wall time on this shared machine`,
       `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(1)} ms to the engine (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age, debug level'}), ${toClientMs.toFixed(1)} ms to the client; and the live GPUs' clock change: ${clockChangeMs === undefined ? `- (the simulator's ${simOpts.costs?.clockChangeMs ?? 65} ms)` : `${clockChangeMs.toFixed(1)} ms (${process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? 'TWIN_CLOCK_CHANGE_MS' : 'the live clock events\' median applyMs'})`}; 'engine only': the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults); 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
       `targets (issue 16): energy within 5%, p99 TTFT and TBT within 15% (a type's p99s judged from ${P99_JUDGED_FROM} live requests), decision counts within 10% (none on both sides: not judged): ${judged.filter((r) => r.target === 'met').length} of ${judged.length} judged rows met${judged.some((r) => r.target === 'not met') ? `; not met: ${judged.filter((r) => r.target === 'not met').map((r) => r.quantity).join(', ')}` : ''}`,
     ],
