@@ -11,6 +11,7 @@ import { EngineHttpError } from '../../src/engine/errors.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { InstanceEffect, InstanceEvent, InstanceMachineConfig, InstanceMachineState, MachineRequest } from '../../src/policy/machines/instance.ts';
 import type { ClusterConfig } from '../common/config.ts';
+import { suspectAfterMsOf } from '../../src/policy/suspect.ts';
 import type { ClassifiedRequest } from '../../src/policy/slo.ts';
 
 /** An engine call's failure as the client may see it: the engine's own message for a refusal, nothing internal. */
@@ -27,7 +28,7 @@ export function instanceMachineConfig(o: { tp: number; profile?: Profile; emerge
     maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued,
     // wall seconds -> modelled seconds: an emulator with timeScale k runs k times faster than the model
     timeScale: c.engine.kind === 'emulator' ? c.engine.timeScale : 1,
-    deadAfterMs: c.liveness.deadAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, rejectAfterMs: c.emergency.rejectAfterMs,
+    deadAfterMs: c.liveness.deadAfterMs, suspectAfterMs: suspectAfterMsOf(c.liveness), moveQueueAbove: c.emergency.moveQueueAbove, rejectAfterMs: c.emergency.rejectAfterMs,
     retryAfterS: c.emergency.retryAfterS, maxMovePerStep: 16,
     // credits go only with a grant: an instance without an engine key streams every request itself
     credits: { perGateway: o.engineApiKey ? c.engine.gatewayCredits : 0, ttlMs: c.engine.gatewayCreditTtlMs },

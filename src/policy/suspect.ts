@@ -12,8 +12,16 @@
  *     host was slow), dispatch keeps the least silent ones (those heard within suspectAfterMs of the freshest)
  *     instead of refusing the request.
  *
- * One home for the gateway's routing (router.ts routerPick, routerView), the pool machine's dispatch (pool-dispatch.ts,
- * run by the pool leader and the simulator) and their dispatch views. Pure: times in, decisions out.
+ * A move of queued requests to peers (emergency step 3, an engine crash, a stop) has no such fallback: it goes only to
+ * peers heard within suspectAfterMs (heard), and when every peer is suspected it moves nothing. A moved request has a
+ * home that is heard (its instance keeps it, the ladder's reject step bounds its wait), so a move refused costs one
+ * ladder step, while a move into silence strands it on a host that may be cut off until deadAfterMs and the death's
+ * re-dispatch. A dispatcher whose own loop stalled reads the queued statuses and moves at its next step. The same
+ * rule counts an instance's peers with room (the ladder's move step, the backpressure to the pool).
+ *
+ * One home for the gateway's routing (router.ts routerPick, routerView), the pool machine's dispatch and moves
+ * (pool-dispatch.ts, run by the pool leader and the simulator), their dispatch views, and the instance machine's peers
+ * (instance-emergency.ts, instance-admission.ts). Pure: times in, decisions out.
  */
 
 /** An instance publishes its status every this many ms by default (liveness.instanceStatusIntervalMs), at most liveness.statusIntervalMs. */
@@ -52,4 +60,13 @@ export function unsuspected<T>(xs: readonly T[], lastSeenMs: (x: T) => number, n
   let latest = -Infinity;
   for (const x of xs) latest = Math.max(latest, lastSeenMs(x));
   return xs.filter((x) => !suspected(lastSeenMs(x), latest, suspectAfterMs));
+}
+
+/**
+ * The candidates a move may go to (in their order): those not suspected at `now`, possibly none (no all-silent
+ * fallback: a move keeps its requests where they are heard rather than send them into silence). Without a threshold,
+ * all of them.
+ */
+export function heard<T>(xs: readonly T[], lastSeenMs: (x: T) => number, now: number, suspectAfterMs: number | undefined): T[] {
+  return xs.filter((x) => !suspected(lastSeenMs(x), now, suspectAfterMs));
 }

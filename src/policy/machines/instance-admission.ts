@@ -6,6 +6,7 @@
  */
 import { creditsOutstanding, lendFor, revokeCredits, spendCredit } from './credits.ts';
 import { prefillRise } from './instance-clock.ts';
+import { suspected } from '../suspect.ts';
 import { countArrivals } from './instance-load.ts';
 import { serving, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState, type MachineRequest, type PeerStatus, type Queued } from './instance-types.ts';
 
@@ -106,10 +107,10 @@ export function revoke(s: InstanceMachineState, fx: InstanceEffect[]): void {
   if (s.credits.epoch !== before) fx.push({ kind: 'status' });
 }
 
-/** A ready peer, heard from within deadAfterMs, with nothing queued and a free engine slot. */
+/** A ready peer, heard from within deadAfterMs and not suspected (policy suspect.ts), with nothing queued and a free engine slot. */
 function peerWithRoom(s: InstanceMachineState, now: number, cfg: InstanceMachineConfig): { id: string; status: PeerStatus } | undefined {
   for (const [id, p] of s.peers) {
-    if (p.state === 'ready' && now - p.seenMs <= cfg.deadAfterMs && p.queued === 0 && p.running < cfg.maxInEngine) return { id, status: p };
+    if (p.state === 'ready' && now - p.seenMs <= cfg.deadAfterMs && !suspected(p.seenMs, now, cfg.suspectAfterMs) && p.queued === 0 && p.running < cfg.maxInEngine) return { id, status: p };
   }
   return undefined;
 }

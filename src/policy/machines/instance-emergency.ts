@@ -5,6 +5,7 @@
  * edit the state instanceStep handed them and add effects.
  */
 import { emergencyStep, type EmergencyAction, type Justification } from '../emergency.ts';
+import { suspected } from '../suspect.ts';
 import { epoch, loadRise, setClock } from './instance-clock.ts';
 import { pump, revoke } from './instance-admission.ts';
 import { maxClockOf, serving, type InstanceEffect, type InstanceMachineConfig, type InstanceMachineState, type Queued } from './instance-types.ts';
@@ -22,7 +23,7 @@ function predictedMisses(s: InstanceMachineState, now: number, cfg: InstanceMach
   return misses;
 }
 
-/** The ladder tick: the load rise, peers forgotten when silent, and one step of the emergency ladder. */
+/** The ladder tick: the load rise, peers forgotten when silent past deadAfterMs (not counted past suspectAfterMs), and one step of the emergency ladder. */
 export function tick(s: InstanceMachineState, fx: InstanceEffect[], now: number, cfg: InstanceMachineConfig): void {
   if (!serving(s)) return;
   loadRise(s, fx, now, cfg);
@@ -30,7 +31,7 @@ export function tick(s: InstanceMachineState, fx: InstanceEffect[], now: number,
   let peersWithCapacity = 0;
   for (const [id, p] of s.peers) {
     if (now - p.seenMs > cfg.deadAfterMs) s.peers.delete(id);
-    else if (p.state === 'ready' && p.queued < cfg.moveQueueAbove) peersWithCapacity++;
+    else if (p.state === 'ready' && p.queued < cfg.moveQueueAbove && !suspected(p.seenMs, now, cfg.suspectAfterMs)) peersWithCapacity++;
   }
   const maxMhz = maxClockOf(s);
   const predictedMissCount = predictedMisses(s, now, cfg);

@@ -29,6 +29,8 @@ export interface InstanceMachineConfig {
   timeScale: number;
   /** a peer's status older than this is forgotten, ms. */
   deadAfterMs: number;
+  /** a peer without a status for this long is not counted as room for moved or refused requests (policy suspect.ts), ms; absent: none is suspected. */
+  suspectAfterMs?: number;
   /** a peer with fewer queued requests than this can take moved ones. */
   moveQueueAbove: number;
   /** a request waiting longer than this is rejected at emergency step 4, ms. */

@@ -7,6 +7,7 @@
 import type { Admission, InferenceRequest } from '../../../protocols/messages.ts';
 import type { WireError } from '../../../protocols/errors.ts';
 import { dispatchRequest } from '../dispatch.ts';
+import { heard } from '../suspect.ts';
 import { aliveAt, capacityComing, countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
 import { refusal, UNSEEN, type DispatchJob, type MoveJob, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from './pool-types.ts';
 
@@ -52,6 +53,8 @@ export function newJob(s: PoolMachineState, fx: PoolEffect[], j: DispatchJob, no
 /** The next try of a dispatch: hold it, send it to the best instance not tried yet, or give up. */
 export function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
   let v = views(s, j.tried, now, cfg);
+  // a moved request goes only to a peer heard within suspectAfterMs, none when every peer is silent (policy suspect.ts heard)
+  if (j.origin.kind === 'move') v = heard(v, (x) => s.instances.get(x.id)?.lastSeenMs ?? -Infinity, now, cfg.suspectAfterMs);
   if (!v.length && j.origin.kind !== 'move' && (j.holdEndMs !== undefined || holdable(s, now, cfg))) {
     // capacity is coming (a re-shard, a start, an engine restart, granted GPUs the reconciliation fills): hold the
     // request until an instance is ready, bounded by its give-up time and the engine health deadline (a second
@@ -121,7 +124,7 @@ export function finish(s: PoolMachineState, fx: PoolEffect[], job: number, j: Di
   }
 }
 
-/** Emergency step 3 of an instance: its requests go to peers with room (a peer as loaded helps nobody). */
+/** Emergency step 3 of an instance (an engine crash, a stop): its requests go to heard peers with room (a peer as loaded helps nobody, a silent one may be cut off). */
 export function move(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEvent, { type: 'move' }>, now: number, cfg: PoolMachineConfig): void {
   if (!ev.requests.length) {
     fx.push({ kind: 'move_reply', ref: ev.ref, reply: { v: 1, placed: [], refused: [] } });
