@@ -1,8 +1,9 @@
 /**
  * Gateway settings: the `gateway:` section of the cluster config file (deploy/local.yaml documents it),
- * overridable per process with `--set key=value` and env DYNAMOLLM_API_KEYS (comma-separated keys, so
- * secrets need not sit in the file). The section is split off before the rest goes to the shared cluster
- * config parser (actors/common/config.ts), which stays strict about its own fields.
+ * overridable per process with `--set key=value` (`--set journal.<name>=value` for a journal setting) and env
+ * DYNAMOLLM_API_KEYS (comma-separated keys, so secrets need not sit in the file). The section is split off before
+ * the rest goes to the shared cluster config parser (actors/common/config.ts), which stays strict about its own
+ * fields.
  */
 import { z } from 'zod';
 import { ConfigError, formatIssues, parseConfig, type ClusterConfig } from '../common/config.ts';
@@ -130,10 +131,22 @@ export function splitConfig(raw: unknown, where = 'config'): { cluster: ClusterC
   return { cluster: parseConfig(rest, where), gateway: g.data, clusterRaw: rest };
 }
 
-/** Applies `--set key=value` overrides (port, host, apiKeys=a,b, bodyLimitBytes, ...) and env DYNAMOLLM_API_KEYS. */
+/** The journal's settings, by name (`--set journal.<name>=ms`). */
+const journalKeys = Object.keys(gatewaySchema.shape.journal.removeDefault().shape);
+
+/**
+ * Applies `--set key=value` overrides (port, host, apiKeys=a,b, bodyLimitBytes, journal.sloShare=0.5, ...) and env
+ * DYNAMOLLM_API_KEYS.
+ */
 export function applyOverrides(g: GatewaySettings, extra: Record<string, string>, env: NodeJS.ProcessEnv = process.env): GatewaySettings {
   const out: Record<string, unknown> = { ...g };
   for (const [k, v] of Object.entries(extra)) {
+    if (k.startsWith('journal.')) {
+      const name = k.slice('journal.'.length);
+      if (!journalKeys.includes(name)) throw new ConfigError(`--set ${k}: not a journal setting (${journalKeys.map((j) => `journal.${j}`).join(', ')})`);
+      out.journal = { ...(out.journal as Record<string, unknown>), [name]: Number(v) };
+      continue;
+    }
     if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
     if (k === 'apiKeys' || k === 'models') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
     else if (k === 'host' || k === 'metricsToken' || k === 'dataPath' || k === 'requestPlane') out[k] = v;

@@ -16,12 +16,15 @@
  * marked); one from its first id after the catch-up gets exactly the events the client had after it. Both streams
  * give every token once; gateway A counts both timeouts in dynamollm_gateway_journal_timeouts_total.
  *
- * Once the journal has its new leader, a resumable stream starts on gateway A; once it has 20 events, A is
- * SIGKILLed; the client resumes on gateway B with Last-Event-ID. Expected: the resume answers 200 and the client has
+ * Once the journal has its new leader, two more gateways start, C and D, their journal waits bounded only by its caps
+ * (`--set journal.sloShare=0`: a write slowed by a loaded host is waited for, not given up at half a TBT SLO, so
+ * every event of their streams carries an id). A resumable stream starts on gateway C; once it has 20 events, C is
+ * SIGKILLed; the client resumes on gateway D with Last-Event-ID. Expected: the resume answers 200 and the client has
  * one stream, every event id once and in order, exactly max_tokens words (the emulator makes one word per token: a
  * lost token shows as fewer, a duplicated one as more), usage counting every token.
  *
- * Then every NATS node is stopped, and a resume of that stream is answered by a retryable 503 with Retry-After.
+ * Then every NATS node is stopped, and a resume of that stream (on D) is answered by a retryable 503 with
+ * Retry-After.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -45,6 +48,8 @@ let h: Harness;
 let admin: Bus;
 let urlA: string;
 let urlB: string;
+/** gateway D (started by the second test), its journal waits bounded by the journal's caps only */
+let urlD = '';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (...a: unknown[]) => process.env.DYN_TEST_DEBUG && console.log('[journal]', ...a);
 
@@ -287,8 +292,14 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
   }, 120_000);
 
   it('the stream resumes on another gateway: every token once, every event id once and in order', async () => {
-    // the journal has its new leader (the reads above)
-    const r1 = await fetch(`${urlA}/v1/completions`, { method: 'POST', headers, body });
+    // the journal has its new leader (the reads above); C and D wait for each journal write up to its caps (10 s)
+    const [pc, pd] = [await freePort(), await freePort()];
+    const urlC = `http://127.0.0.1:${pc}`;
+    urlD = `http://127.0.0.1:${pd}`;
+    h.startActor('gateway', 'gw-c', ['--port', String(pc), '--set', 'journal.sloShare=0']);
+    h.startActor('gateway', 'gw-d', ['--port', String(pd), '--set', 'journal.sloShare=0']);
+    await Promise.all([healthy(urlC, 60_000), healthy(urlD, 60_000)]);
+    const r1 = await fetch(`${urlC}/v1/completions`, { method: 'POST', headers, body });
     expect(r1.status).toBe(200);
     expect(r1.headers.get('x-dynamollm-resumable')).toBe('1');
     streamId = r1.headers.get('x-request-id')!;
@@ -303,22 +314,22 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
         got += dec.decode(value, { stream: true });
         if (events(got).length >= 20 && !gwKilledAt) {
           gwKilledAt = Date.now();
-          h.procs.get('gw-a')!.kill('SIGKILL');
+          h.procs.get('gw-c')!.kill('SIGKILL');
         }
       }
     } catch {
-      // the connection died with gateway A
+      // the connection died with gateway C
     }
     const first = events(got);
     expect(gwKilledAt).toBeGreaterThan(0);
-    expect(first.at(-1)?.data, 'gateway A was killed before the stream ended').not.toBe('[DONE]');
+    expect(first.at(-1)?.data, 'gateway C was killed before the stream ended').not.toBe('[DONE]');
     expect(first.map((e) => e.id)).toEqual(first.map((_, i) => `${streamId}:${i}`));
 
-    // on B, from the last whole event (a 503 is sent again, as a client does after Retry-After)
+    // on D, from the last whole event (a 503 is sent again, as a client does after Retry-After)
     let r2: Response | undefined;
     let refusal = '';
     for (let t = 0; t < 10; t++) {
-      r2 = await fetch(`${urlB}/v1/completions`, { method: 'POST', headers: { ...headers, 'last-event-id': first.at(-1)!.id! }, body });
+      r2 = await fetch(`${urlD}/v1/completions`, { method: 'POST', headers: { ...headers, 'last-event-id': first.at(-1)!.id! }, body });
       if (r2.status !== 503) break;
       refusal = await r2.text();
       log('resume 503', refusal);
@@ -336,10 +347,11 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
     expect(chunks.at(-2)!.choices[0]!.finish_reason).toBe('length');
     expect(chunks.at(-1)!.usage!.completion_tokens).toBe(MAX_TOKENS);
     lastId = all.at(-3)!.id!;
-  }, 120_000);
+  }, 180_000);
 
   it('a resume while NATS is down: a retryable 503 with Retry-After', async () => {
     expect(streamId).not.toBe('');
+    expect(urlD).not.toBe('');
     for (const s of cluster.servers) {
       try {
         process.kill(s.pid, 'SIGKILL');
@@ -348,7 +360,7 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
       }
     }
     await sleep(500);
-    const r = await fetch(`${urlB}/v1/completions`, { method: 'POST', headers: { ...headers, 'last-event-id': lastId || `${streamId}:0` }, body, signal: AbortSignal.timeout(20_000) });
+    const r = await fetch(`${urlD}/v1/completions`, { method: 'POST', headers: { ...headers, 'last-event-id': lastId || `${streamId}:0` }, body, signal: AbortSignal.timeout(20_000) });
     const text = await r.text();
     log('resume with nats down', r.status, text.slice(0, 300));
     expect(r.status, text).toBe(503);
