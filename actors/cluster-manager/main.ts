@@ -20,6 +20,7 @@ import {
 } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { EPOCH_LENGTH_DEFAULTS } from '../../src/policy/epoch-length.ts';
+import { suspectAfterMsOf, suspected } from '../../src/policy/suspect.ts';
 import { aliveServers, clusterStep, keepSilentForMs, initialClusterState, intakePools, observedLoad, spillNext, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
 import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
@@ -178,7 +179,7 @@ export class ClusterManager extends Actor {
     }
     // policy spillPasses, spillNext: along the chain a pool at its SLO cap refuses it (spill); every one refusing, the
     // chain again without spill (the first pool takes it at its cap); a refusal other than overloaded ends the walk
-    let move = spillNext<string, Admission>({ offers: spillPasses(intakePools(this.#m, cls.type, (p) => this.#hasReady(p))) });
+    let move = spillNext<string, Admission>({ offers: spillPasses(intakePools(this.#m, cls.type, (p) => this.#hasReady(p), (p) => this.#hasReady(p, true))) });
     while (move.kind === 'offer') {
       const { pool, spill } = move.offer;
       move = spillNext(move.walk, await this.#dispatcher!.dispatch({ ...withSlo(r, cls.type, this.#c), predictedOutputTokens: cls.predicted, pool, ...(spill ? { spill } : {}) }, pool));
@@ -187,9 +188,11 @@ export class ClusterManager extends Actor {
     return { v: 1, id: r.id, ok: false, type: cls.type, error: { code: 'unavailable', message: `no pool serves ${cls.type}`, retryable: true, retryAfterS: this.#c.emergency.retryAfterS } };
   }
 
-  #hasReady(pool: string): boolean {
+  /** A ready instance of `pool` heard within deadAfterMs (`heard`: not suspected either, policy suspect.ts). */
+  #hasReady(pool: string, heard = false): boolean {
     const now = this.clock.now();
-    for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs && !outOfDispatch(st, this.#nodes, this.#ended)) return true;
+    const suspectAfterMs = heard ? suspectAfterMsOf(this.#c.liveness) : undefined;
+    for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs && !suspected(seenMs, now, suspectAfterMs) && !outOfDispatch(st, this.#nodes, this.#ended)) return true;
     return false;
   }
 

@@ -19,7 +19,11 @@
  * re-dispatch. A dispatcher whose own loop stalled reads the queued statuses and moves at its next step. The same
  * rule counts an instance's peers with room (the ladder's move step, the backpressure to the pool).
  *
- * One home for the gateway's routing (router.ts routerPick, routerView), the pool machine's dispatch and moves
+ * The pool choice (the gateway's routerPools, intake's intakePools) skips a pool whose ready instances are all
+ * suspected while a longer pool serving the type has one heard; with none heard anywhere, the live ready ones count.
+ *
+ * One home for the gateway's routing (router.ts routerPick, routerPools, routerView), intake's pool choice (cluster.ts
+ * intakePools, the cluster manager), the pool machine's dispatch and moves
  * (pool-dispatch.ts, run by the pool leader and the simulator), their dispatch views, and the instance machine's peers
  * (instance-emergency.ts, instance-admission.ts). Pure: times in, decisions out.
  */

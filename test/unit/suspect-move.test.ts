@@ -3,10 +3,14 @@
  * machines event by event: a peer silent past suspectAfterMs (a host cut off by a partition: its statuses just stop)
  * takes no moved request from the pool machine (emergency step 3, an engine crash, a stop) and does not count as room
  * at the instance machine (the ladder's move step, the backpressure to the pool); its next status takes it back at
- * once. With every peer silent, a move moves nothing (its requests stay with the instance that is heard).
+ * once. With every peer silent, a move moves nothing (its requests stay with the instance that is heard). The pool
+ * choice (the gateway's routerPools, intake's intakePools) skips a pool whose ready instances are all suspected while a
+ * longer pool has one heard.
  */
 import { describe, expect, it } from 'vitest';
 import { heard } from '../../src/policy/suspect.ts';
+import { initialRouterState, routerPools, routerStatus, routerTable, type RouterConfig } from '../../src/policy/machines/router.ts';
+import { intakePools } from '../../src/policy/machines/cluster.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
 import { initialInstanceState, instanceStep, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState, type MachineRequest } from '../../src/policy/machines/instance.ts';
 import { profileFor } from '../../src/sim/index.ts';
@@ -146,5 +150,34 @@ describe('the instance machine counts no peer silent past suspectAfterMs as room
     expect(kinds(at(800, { type: 'admit', req: mreq('SS', 800) }))).toContain('admitted');
     peer(900);
     expect(at(910, { type: 'admit', req: mreq('SS', 910) })).toMatchObject([{ kind: 'refused', code: 'overloaded' }]);
+  });
+});
+
+describe('the pool choice (routerPools, intakePools) skips a pool whose ready instances are all silent past suspectAfterMs', () => {
+  const rc: RouterConfig = { headroom: 0, deadAfterMs: 2000, suspectAfterMs: 750 };
+  const ss = instanceStatusMaker('pool-SS', T0), ll = instanceStatusMaker('pool-LL', T0);
+
+  it('a longer pool heard takes the type while its own pool is silent; its next status brings it back; all silent: both', () => {
+    const s = initialRouterState();
+    routerTable(s, { v: 1, routes: { SS: 'pool-SS', LL: 'pool-LL' }, pools: [{ pool: 'pool-SS', types: ['SS'], retired: false }, { pool: 'pool-LL', types: ['LL'], retired: false }], epoch: 1, issuedBy: 'cm', sentMs: T0 }, T0);
+    routerStatus(s, ss(A), T0);
+    routerStatus(s, ll(B), T0);
+    expect(routerPools(s, 'SS', T0 + 10, rc)).toEqual(['pool-SS', 'pool-LL']);
+    // pool-SS's host is cut off; pool-LL's statuses come every 250 ms
+    for (let t = 250; t <= 1000; t += 250) routerStatus(s, ll(B), T0 + t);
+    expect(routerPools(s, 'SS', T0 + 1000, rc)).toEqual(['pool-LL']);
+    routerStatus(s, ss(A), T0 + 1100);
+    expect(routerPools(s, 'SS', T0 + 1100, rc)).toEqual(['pool-SS', 'pool-LL']);
+    // the gateway's loop stalled: every instance silent past suspectAfterMs, none dead: both pools, as without the suspicion
+    expect(routerPools(s, 'SS', T0 + 1900, rc)).toEqual(['pool-SS', 'pool-LL']);
+  });
+
+  it('intake: heard pools first, then the live ready ones, then every candidate', () => {
+    const m = { route: new Map([['SS', 'pool-SS'], ['LL', 'pool-LL']] as const), assignments: new Map() };
+    const sets = (ready: string[], heardOnes: string[]) => intakePools(m, 'SS', (p) => ready.includes(p), (p) => heardOnes.includes(p));
+    expect(sets(['pool-SS', 'pool-LL'], ['pool-LL'])).toEqual(['pool-LL']);
+    expect(sets(['pool-SS', 'pool-LL'], [])).toEqual(['pool-SS', 'pool-LL']);
+    expect(sets(['pool-SS'], [])).toEqual(['pool-SS']);
+    expect(sets([], [])).toEqual(['pool-SS', 'pool-LL']);
   });
 });

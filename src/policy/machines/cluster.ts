@@ -495,21 +495,24 @@ export function leaderlessHoldMs(leaderlessSinceMs: number, now: number, untilMs
 /**
  * The pools intake tries for a request of type t, in order: the pool of t, then the pools serving longer
  * requests (a pool that refuses as overloaded spills to the next). A retired (merged) pool serves nothing;
- * a pool without a ready instance (just granted servers) is skipped while a longer pool has one.
+ * a pool without a ready instance (just granted servers) is skipped while a longer pool has one, and a pool whose
+ * ready instances are all silent past suspectAfterMs (`heard` false: a partition) while a longer pool has one heard
+ * (policy suspect.ts; with none heard anywhere, the dispatcher's own loop stalled, the live ready ones count).
  */
-export function intakePools(s: Pick<ClusterMachineState, 'route' | 'assignments'>, t: RequestType, hasReady: (pool: string) => boolean): string[] {
-  return routePools(s.route, (p) => s.assignments.get(p)?.state === 'retired', t, hasReady);
+export function intakePools(s: Pick<ClusterMachineState, 'route' | 'assignments'>, t: RequestType, hasReady: (pool: string) => boolean, heard?: (pool: string) => boolean): string[] {
+  return routePools(s.route, (p) => s.assignments.get(p)?.state === 'retired', t, hasReady, heard);
 }
 
-/** intakePools over a routing table (type -> pool) and a retired test: the gateway's routing runs it too (machines/router.ts). */
-export function routePools(route: ReadonlyMap<RequestType, string>, retired: (pool: string) => boolean, t: RequestType, hasReady: (pool: string) => boolean): string[] {
+/** intakePools over a routing table (type -> pool) and a retired test: the gateway's routing runs it too (machines/router.ts). `heard` implies `hasReady`. */
+export function routePools(route: ReadonlyMap<RequestType, string>, retired: (pool: string) => boolean, t: RequestType, hasReady: (pool: string) => boolean, heard?: (pool: string) => boolean): string[] {
   const candidates: string[] = [];
   for (let x: RequestType | undefined = t; x; x = longerType(x)) {
     const p = route.get(x);
     if (p && !candidates.includes(p) && !retired(p)) candidates.push(p);
   }
-  const anyReady = candidates.some(hasReady);
-  return anyReady ? candidates.filter(hasReady) : candidates;
+  const ready = heard && candidates.some(heard) ? heard : hasReady;
+  const anyReady = candidates.some(ready);
+  return anyReady ? candidates.filter(ready) : candidates;
 }
 
 /**

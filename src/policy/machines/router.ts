@@ -23,7 +23,7 @@ import type { TrackedInstance } from './pool-types.ts';
 import { creditStatus, type CreditLines } from './credits.ts';
 import type { NatsConnectionId } from '../../../protocols/nats-advisory.ts';
 import type { DispatchOutReason, DispatchView } from '../../../protocols/dispatch-view.ts';
-import { unsuspected } from '../suspect.ts';
+import { suspected, unsuspected } from '../suspect.ts';
 import { connectionEnded, connectionEndedAt, connectionEndedSeen, endedKeepMs, initialEndedConnections, type EndedConnections } from '../connection-ended.ts';
 
 export interface DispatchViewOf { id: string; tp: number; clockMhz: number; healthy: boolean; load: Partial<Record<RequestType, number>>; queued: number; running: number; pendingPrefillTokens?: number }
@@ -377,10 +377,10 @@ export const aliveAt = (now: number, ended: EndedConnections, deadAfterMs?: numb
   return w === undefined || w === 'state';
 };
 
-/** Whether the view holds a ready, live instance of `pool`. */
-function hasReady(s: RouterState, pool: string, now: number, cfg: RouterConfig): boolean {
+/** Whether the view holds a ready, live instance of `pool` (`heard`: one not suspected at `now`, policy suspect.ts). */
+function hasReady(s: RouterState, pool: string, now: number, cfg: RouterConfig, heard = false): boolean {
   const alive = aliveAt(now, s.ended, cfg.deadAfterMs);
-  for (const t of s.byPool.get(pool)?.values() ?? []) if (t.status.state === 'ready' && alive(t)) return true;
+  for (const t of s.byPool.get(pool)?.values() ?? []) if (t.status.state === 'ready' && alive(t) && !(heard && suspected(t.lastSeenMs, now, cfg.suspectAfterMs))) return true;
   return false;
 }
 
@@ -392,7 +392,7 @@ function hasReady(s: RouterState, pool: string, now: number, cfg: RouterConfig):
 export function routerPools(s: RouterState, type: RequestType, now: number, cfg: RouterConfig): string[] {
   if (s.epoch === undefined) return [];
   const ready = (p: string) => hasReady(s, p, now, cfg);
-  return routePools(s.route, (p) => s.pools.get(p)?.retired === true, type, ready).filter(ready);
+  return routePools(s.route, (p) => s.pools.get(p)?.retired === true, type, ready, (p) => hasReady(s, p, now, cfg, true)).filter(ready);
 }
 
 /**
