@@ -102,14 +102,15 @@ function kvUse(bucket: string): string[] {
   ];
 }
 /**
- * JetStream API rights to read a KV bucket that exists, and nothing more: a key's record (kv.get on a bucket
- * opened without a JetStream request: a stream message get, or a direct get) and its own watch (kv.watch: an
+ * JetStream API rights to read a KV bucket that exists, and nothing more: its stream info (how the bucket is read,
+ * src/runtime/kv-open.ts), a key's record (kv.get: a stream message get, or a direct get) and its own watch (kv.watch: an
  * ephemeral push consumer created with a name, its filter inside the bucket's keys, delivered to the reader's
  * own inbox; its info, its delete, its flow control). No stream creation, no key write, no purge.
  */
 function kvRead(bucket: string): string[] {
   const st = `KV_${bucket}`;
   return [
+    `$JS.API.STREAM.INFO.${st}`,
     `$JS.API.STREAM.MSG.GET.${st}`,
     `$JS.API.DIRECT.GET.${st}`,
     `$JS.API.DIRECT.GET.${st}.>`,

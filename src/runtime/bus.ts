@@ -125,7 +125,8 @@ const DEFAULT_CAPACITY = 1024;
  * The options every KV bucket of the project is opened with. Replicated buckets (a NATS cluster) read through
  * their stream's leader, not by direct get: a direct get may be answered by a follower that has not applied the
  * last write yet, so a reader (a successor taking a lease, the dispatched list or a re-shard record) could see
- * the value before a write that was already acknowledged. One replica has no follower; it keeps NATS's default.
+ * the value before a write that was already acknowledged. One replica has no follower: it is read by direct get
+ * (kv-open.ts says why a one-replica bucket is never read by a stream message get).
  */
 export function kvBucketOptions(replicas: number): Partial<KvOptions> {
   return replicas > 1 ? { replicas, allow_direct: false } : { replicas };
@@ -487,11 +488,11 @@ export class Bus extends EventEmitter {
   /** replicas of the KV buckets and streams created through this bus (a clustered NATS: 3). Default 1. */
   jetstreamReplicas = 1;
 
-  /** Open a KV bucket, bound when it exists, else created (kv-open.ts; kvBucketOptions of jetstreamReplicas). Cached per bucket name. */
+  /** Open a KV bucket, bound when it exists, else created (kv-open.ts; kvBucketOptions of opts.replicas ?? jetstreamReplicas). Cached per name. */
   kv(bucket: string, opts?: Partial<KvOptions>): Promise<KV> {
     let p = this.#kvs.get(bucket);
     if (!p) {
-      p = openKv(this.nc, bucket, { ...kvBucketOptions(this.jetstreamReplicas), ...opts });
+      p = openKv(this.nc, bucket, { ...kvBucketOptions(opts?.replicas ?? this.jetstreamReplicas), ...opts });
       p.catch(() => this.#kvs.delete(bucket));
       this.#kvs.set(bucket, p);
     }

@@ -1,31 +1,37 @@
 /**
- * Opening a KV bucket with no need for JetStream's management API when the bucket exists.
+ * Opening a KV bucket with no need for JetStream's meta leader when the bucket exists.
  *
  * nats.js's `Kvm.create` asks the account info and the stream info before anything else, and in a NATS cluster the
- * JetStream meta leader answers those; a NATS node's death takes that leader away until the others elect another
- * (seconds). A process that starts meanwhile (a restarted leader, a standby that just started) could then not open
- * the lease bucket, and so could not contend for its lease, although the bucket's own stream (its leader) answers
- * reads and writes all along. So the bucket is first bound (`Kvm.open`: no API call), and a read of a key no bucket
- * holds, within PROBE_MS, proves its stream is there; when that read fails (no such bucket yet, no answer) the
- * bucket is created through `Kvm.create`.
+ * JetStream meta leader answers the account info; a NATS node's death takes that leader away until the others elect
+ * another (seconds). A process that starts meanwhile (a restarted leader, a standby that just started) could then
+ * not open the lease bucket, and so could not contend for its lease, although the bucket's own stream (its leader)
+ * answers all along. So the bucket's stream info is asked first, within PROBE_MS (a stream that exists answers it
+ * through its own leader), and the bucket is bound (`Kvm.open`: no API call); when that fails (no such bucket yet,
+ * no answer) the bucket is created through `Kvm.create`.
+ *
+ * How a bucket is read follows its stream: one replica made with direct get is read by direct get, a replicated one
+ * (kvBucketOptions: made without) by a stream message get through its leader. A one-replica bucket is never probed
+ * or read by a stream message get where it can be avoided: nats-server before 2.9.15 lists a stream before its store
+ * is open, and a message get reaching it in that window (a bucket being made by another process, a server recovering
+ * its streams after a restart) dereferences the missing store and crashes the server. The stream info and the direct
+ * get wait for the store; a replicated stream's leader leads only once its store is open.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
 
-/** a key no bucket holds: its read answers null when the bucket's stream is there. */
-const PROBE_KEY = '__dynamollm_probe';
-/** deadline of that read, ms: past it the bucket is opened by `create`. */
+/** deadline of the stream info probe, ms: past it the bucket is opened by `create`. */
 const PROBE_MS = 1000;
 
 export async function openKv(nc: NatsConnection, bucket: string, opts: Partial<KvOptions>): Promise<KV> {
-  // reads through the stream's leader (what a replicated bucket is created with; right for any bucket)
-  const bound = { ...opts, allow_direct: false };
+  let direct: boolean | undefined;
   try {
-    await (await new Kvm(jetstream(nc, { timeout: PROBE_MS })).open(bucket, bound)).get(PROBE_KEY);
-    // the handle kept uses the JetStream context's usual deadlines, not the probe's
-    return await new Kvm(nc).open(bucket, bound);
+    const info = await (await jetstreamManager(nc, { timeout: PROBE_MS, checkAPI: false })).streams.info(`KV_${bucket}`);
+    // direct get where the stream has it and no follower could answer it before the last write reached it
+    direct = info.config.allow_direct && info.config.num_replicas <= 1;
   } catch {
-    return new Kvm(nc).create(bucket, opts);
+    direct = undefined;
   }
+  if (direct !== undefined) return new Kvm(nc).open(bucket, { ...opts, allow_direct: direct });
+  return new Kvm(nc).create(bucket, opts);
 }

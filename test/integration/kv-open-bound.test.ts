@@ -1,9 +1,10 @@
 /**
- * A KV bucket that exists opens without JetStream's management API (src/runtime/kv-open.ts): the account info and
- * stream info that nats.js's create asks first are answered by the JetStream meta leader, which a NATS node's death
- * takes away for seconds, while the bucket's own stream goes on answering reads and writes. Here a real nats-server
- * gives one user no right to those API calls (as if no meta leader answered them): that user's Bus still opens the
- * existing lease bucket, reads and writes it; a bucket that does not exist is still created (by a user that may).
+ * A KV bucket that exists opens without what only JetStream's meta leader answers (src/runtime/kv-open.ts): the
+ * account info that nats.js's create asks first, and a stream's creation or update; a NATS node's death takes that
+ * leader away for seconds, while the bucket's own stream goes on answering its stream info (its leader answers it),
+ * reads and writes. Here a real nats-server gives one user no right to those API calls (as if no meta leader answered
+ * them): that user's Bus still opens the existing lease bucket, reads and writes it; a bucket that does not exist is
+ * still created (by a user that may).
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,7 +25,7 @@ accounts {
       {
         user: nomgmt, password: nomgmt-pass
         permissions: {
-          publish: { allow: [">"], deny: ["$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>"] }
+          publish: { allow: [">"], deny: ["$JS.API.INFO", "$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>"] }
           subscribe: { allow: [">"] }
         }
       }

@@ -136,9 +136,9 @@ describe('NATS server configs come from the one table of rights', () => {
     const ob = permissionsOf({ role: 'observer' });
     expect(ob.publish.some((s) => /intake|\.ctl$|\.admit$|dispatch|^\$KV|dyn\.v1\.(evt|stream|tel)/.test(s))).toBe(false);
     expect(ob.publish).toContain('$SRV.PING');
-    // it reads the lease records (a get, its own watch: dynamollm chaos) and no other bucket; creates no stream
+    // it reads the lease records (the stream's info, a get, its own watch: dynamollm chaos) and no other bucket; creates no stream
     expect(ob.publish.filter((s) => s.includes('KV_'))).toEqual(leaseBuckets.flatMap((b) => [
-      `$JS.API.STREAM.MSG.GET.KV_${b}`, `$JS.API.DIRECT.GET.KV_${b}`, `$JS.API.DIRECT.GET.KV_${b}.>`,
+      `$JS.API.STREAM.INFO.KV_${b}`, `$JS.API.STREAM.MSG.GET.KV_${b}`, `$JS.API.DIRECT.GET.KV_${b}`, `$JS.API.DIRECT.GET.KV_${b}.>`,
       `$JS.API.CONSUMER.CREATE.KV_${b}.*.$KV.${b}.>`, `$JS.API.CONSUMER.INFO.KV_${b}.*`, `$JS.API.CONSUMER.DELETE.KV_${b}.*`, `$JS.FC.KV_${b}.>`,
     ]));
     expect(ob.publish.some((s) => s.includes('STREAM.CREATE') || s.includes('STREAM.UPDATE') || s.includes('STREAM.PURGE') || s.includes('MSG.DELETE'))).toBe(false);
