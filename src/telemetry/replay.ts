@@ -89,7 +89,10 @@ export interface TypeStats {
   tbtSloMs: number;
   /** fraction of ok requests whose TTFT and p99-of-own-TBT met the SLOs. */
   sloAttainment: number | null;
-  /** p99 TTFT and p99 TBT of the type within their SLOs. */
+  /**
+   * p99 TTFT and p99 TBT of the type within their SLOs: the TTFT as the p99 of each request's TTFT over its own SLO
+   * (a prompt past 8,192 tokens has a longer one than its type's `ttftSloMs`), at most 1.
+   */
   p99MeetsSlo: boolean | null;
 }
 
@@ -392,7 +395,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
         ttftSloMs: ttftSlo,
         tbtSloMs: tbtSlo,
         sloAttainment: ok.length ? met / ok.length : null,
-        p99MeetsSlo: p99ttft === null ? null : p99ttft <= ttftSlo && (p99tbt === null || p99tbt <= tbtSlo),
+        p99MeetsSlo: p99ttft === null ? null : percentile(ok.filter((r) => r.ttftMs !== undefined).map((r) => r.ttftMs! / r.ttftSloMs), 0.99) <= 1 && (p99tbt === null || p99tbt <= tbtSlo),
       });
     }
     const clusterEnergyJ = before && after ? Math.max(0, after.energyJ - before.energyJ) : null;

@@ -4,7 +4,10 @@
  * them. The endpoint is a local node:http server that streams each completion's one token after ~40 ms.
  */
 import { createServer, type Server } from 'node:http';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replayTrace } from '../../src/telemetry/replay.ts';
 import { DEFAULT_SLO_SETTINGS, type SloSettings } from '../../src/policy/slo.ts';
@@ -56,5 +59,17 @@ describe('replay judged by the cluster config', () => {
     expect(s.ok).toBe(5);
     expect(s.perType.map((t) => t.type)).toEqual(['LL']);
     expect(s.perType[0]).toMatchObject({ ttftSloMs: 20, tbtSloMs: 100, sloAttainment: 0, p99MeetsSlo: false });
+  }, 20_000);
+
+  it("a prompt past 8,192 tokens is judged by its own TTFT SLO (the L class's pace), for its attainment and the type's p99", async () => {
+    // 40,960-token prompts: their own SLO is 5 x the type's flat 20 ms (100 ms), which a ~40 ms first token meets
+    const trace = join(mkdtempSync(join(tmpdir(), 'dyn-replay-slo-')), 'long.csv');
+    writeFileSync(trace, ['TIMESTAMP,ContextTokens,GeneratedTokens', ...[0, 1, 2].map((i) => `2023-11-16 18:15:4${i}.0000000,40960,20`)].join('\n') + '\n');
+    const slo: SloSettings = { slo: { ttftMs: { S: 20, M: 20, L: 20 }, tbtMs: 100 }, thresholds: DEFAULT_SLO_SETTINGS.thresholds };
+    const s = await replayTrace({ trace, url, model: 'm', speed: 1e6, slo: { ...slo, thresholds: { ...slo.thresholds, input: { ...slo.thresholds.input, L: 100_000 } } } });
+    expect(s.ok).toBe(3);
+    expect(s.perType).toHaveLength(1);
+    expect(s.perType[0]).toMatchObject({ type: 'LS', ttftSloMs: 20, sloAttainment: 1, p99MeetsSlo: true });
+    expect(s.perType[0]!.ttftP99Ms!).toBeGreaterThan(20);
   }, 20_000);
 });
