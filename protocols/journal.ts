@@ -40,11 +40,12 @@ export const resumeEntry = z.object({
   events: z.array(z.object({ text: z.string(), tokens: int })).max(MAX_RESUME_EVENTS).optional(),
   /**
    * the leg now generating: its id and instance (a resume ends it there: LegReport end, then Cancel), the legs before it
-   * (migrations and resumes), the tokens sent before it, and the energy of the legs before it (J).
+   * (migrations and resumes), the tokens sent before it, and the energy of the legs before it (J); `energyEstimatedJ`:
+   * of that energy, the gateway's estimate for legs whose instance did not answer their energy (absent: none).
    */
   leg: z.object({
     id, instance: z.string().max(128).optional(), legs: int, sentBefore: int, energyJ: nonneg,
-    energySource: z.enum(['measured', 'modelled']).optional(),
+    energyEstimatedJ: nonneg.optional(), energySource: z.enum(['measured', 'modelled']).optional(),
   }).optional(),
   /** the stream ended: its last event (index `at`: its text, finish_reason, stop_reason) and usage; the usage event (when asked for) and [DONE] follow it. */
   end: z.object({

@@ -217,16 +217,16 @@ export class MigrationText {
     this.totalBytes += b;
   }
 
-  /** The stream ended: its text leaves the total. */
+  /** The stream ended: its text leaves the total, and the stream keeps no more text (an append after it is not counted). */
   release(st: StreamState): void {
     this.totalBytes -= st.textBytes;
     st.textBytes = 0;
     st.text = '';
+    st.keepText = false;
   }
 
   private drop(st: StreamState): void {
     this.release(st);
-    st.keepText = false;
     this.dropped++;
   }
 }
@@ -423,14 +423,16 @@ async function endRequest(bus: Bus, timeoutMs: number, instance: string, rep: Le
 }
 
 /**
- * Adds a leg's energy to `st`: its instance's answer to the end report, else the engine's own figure (`engineJ`, modelled);
- * with neither (the instance died before answering), the estimate from its instance's telemetry (leg-energy.ts), counted
- * in `energyEstimatedJ` too. `fallback`: the source of a leg whose energy nobody knows.
+ * Adds a leg's energy to `st`: its instance's figure in its answer to the end report, else the engine's own figure
+ * (`engineJ`, modelled); with neither (the instance died before answering, or answered without a figure: a restarted
+ * process, or one that ended the leg itself when its engine crashed, holds no such request), the estimate from its
+ * instance's telemetry (leg-energy.ts), counted in `energyEstimatedJ` too. `fallback`: the source of a leg whose energy
+ * nobody knows.
  */
 export function chargeLeg(
   st: StreamState, reply: LegReply | undefined, engineJ: number | undefined, estimate: (() => LegEnergy | undefined) | undefined, counters: { energyEstimated: number }, fallback?: 'measured',
 ): void {
-  const e = reply === undefined && engineJ === undefined ? estimate?.() : undefined;
+  const e = reply?.energyJ === undefined && engineJ === undefined ? estimate?.() : undefined;
   if (e) {
     counters.energyEstimated++;
     st.energyJ += e.energyJ;
@@ -448,12 +450,13 @@ export function usageOf(st: StreamState): NonNullable<TokenChunk['usage']> {
   return u;
 }
 
-/** The state of a stream resumed from its journal (`from`): its tokens and text, the legs and energy before it, one more resume. */
+/** The state of a stream resumed from its journal (`from`): its tokens and text, the legs and energy (its estimated part too) before it, one more resume. */
 export function resumedState(req: InferenceRequest, from: ResumeFrom, maxTextBytes: number): StreamState {
   const textBytes = Buffer.byteLength(from.text);
   return {
     out: 0, sent: from.sent, text: from.text, textBytes, keepText: textBytes <= maxTextBytes, energyJ: from.leg?.energyJ ?? 0, legs: (from.leg?.legs ?? 0) + 1,
-    resumes: from.resumes + 1, promptTokens: req.inputTokens, ...(from.leg?.energySource ? { energySource: from.leg.energySource } : {}),
+    resumes: from.resumes + 1, promptTokens: req.inputTokens, ...(from.leg?.energyEstimatedJ ? { energyEstimatedJ: from.leg.energyEstimatedJ } : {}),
+    ...(from.leg?.energySource ? { energySource: from.leg.energySource } : {}),
   };
 }
 
@@ -482,9 +485,12 @@ export async function endForeignLeg(bus: Bus, timeoutMs: number, from: ResumeFro
   }
 }
 
-/** The journal's record of leg `id` now generating (resume.ts JournalLeg): the legs, tokens and energy before it. */
+/** The journal's record of leg `id` now generating (resume.ts JournalLeg): the legs, tokens and energy (its estimated part too) before it. */
 export function legOf(id: string, instance: string | undefined, st: StreamState): JournalLeg {
-  return { id, ...(instance ? { instance } : {}), legs: st.legs, sentBefore: st.sent, energyJ: st.energyJ, ...(st.energySource ? { energySource: st.energySource } : {}) };
+  return {
+    id, ...(instance ? { instance } : {}), legs: st.legs, sentBefore: st.sent, energyJ: st.energyJ,
+    ...(st.energyEstimatedJ ? { energyEstimatedJ: st.energyEstimatedJ } : {}), ...(st.energySource ? { energySource: st.energySource } : {}),
+  };
 }
 
 /** `req` (a continuation) with its prompt counted by an engine's tokenizer (its pool and prefill figures need it); no answer: the estimate stands. */

@@ -97,6 +97,16 @@ describe('MigrationText: the bound across streams', () => {
     expect(mt.totalBytes).toBe(0);
   });
 
+  it('a released stream keeps no more text: an append after its release is not counted in the total', () => {
+    const mt = new MigrationText({ maxBytes: 100, maxTotalBytes: 30 });
+    const a = streamed(mt, 'x', 5);
+    mt.release(a);
+    mt.append(a, 'xyz');
+    expect([a.keepText, a.text, a.textBytes, mt.totalBytes, mt.dropped]).toEqual([false, '', 0, 0, 0]);
+    mt.release(a);
+    expect(mt.totalBytes).toBe(0);
+  });
+
   it('a resumed stream claims its journal text when it fits, and stops keeping it when it does not', () => {
     const mt = new MigrationText({ maxBytes: 100, maxTotalBytes: 30 });
     const from: ResumeFrom = { sent: 10, text: 'é'.repeat(10), resumes: 0 }

@@ -10,6 +10,9 @@ import { meterReading, meteredLegJ, newShareMeter, requestShareJ } from '../../s
 import { InstanceEnergyMeters } from '../../actors/gateway/leg-energy.ts';
 import { chargeLeg, usageOf, type StreamState } from '../../actors/gateway/legs.ts';
 import { usageOut } from '../../actors/gateway/openai.ts';
+import { legOf, resumedState } from '../../actors/gateway/legs.ts';
+import { ResumeEntry } from '../../protocols/journal.ts';
+import type { InferenceRequest } from '../../protocols/messages.ts';
 
 const T0 = 1_700_000_000_000;
 const tel = (energyJ: number, powerW: number, running: number, id = 'inst-a') => ({ id, energyJ, powerW, running, energySource: 'measured' as const });
@@ -118,5 +121,40 @@ describe('chargeLeg: the estimate only where the instance did not answer, labell
     expect(usageOut(u, 0, 0)).toMatchObject({ energy_joules: 46.5, energy_estimated_joules: 12.5 });
     // nothing estimated: no field
     expect(usageOut(usageOf({ ...state(), energyJ: 3, energySource: 'modelled' }), 0, 0)).not.toHaveProperty('energy_estimated_joules');
+  });
+
+  it('an answer without a figure (a restarted instance, or one that ended the leg when its engine crashed: not_found) takes the estimate; one with a figure is never estimated too', () => {
+    const counters = { energyEstimated: 0 };
+    const st = state();
+    const notFound = { v: 1 as const, ok: false, error: { code: 'not_found' as const, message: 'instance i holds no direct request r', retryable: false } };
+    chargeLeg(st, notFound, undefined, () => ({ energyJ: 7.5, energySource: 'measured' }), counters);
+    expect([st.energyJ, st.energyEstimatedJ, counters.energyEstimated, st.energySource]).toEqual([7.5, 7.5, 1, 'measured']);
+    // answered with its figure (0 J included): that figure alone
+    chargeLeg(st, { v: 1, ok: true, energyJ: 0, energySource: 'measured' }, undefined, () => ({ energyJ: 99, energySource: 'measured' }), counters);
+    chargeLeg(st, { v: 1, ok: true, energyJ: 20, energySource: 'measured' }, undefined, () => ({ energyJ: 99, energySource: 'measured' }), counters);
+    // an engine figure with an answer that has none: the engine's figure
+    chargeLeg(st, notFound, 3, () => ({ energyJ: 99, energySource: 'modelled' }), counters);
+    expect([st.energyJ, st.energyEstimatedJ, counters.energyEstimated]).toEqual([30.5, 7.5, 1]);
+  });
+});
+
+describe('a resumed stream keeps the label of its estimated energy', () => {
+  it('the journal records the estimated part of the energy before a leg, and a resume on another gateway restores it', () => {
+    const st = state();
+    const counters = { energyEstimated: 0 };
+    chargeLeg(st, undefined, undefined, () => ({ energyJ: 12.5, energySource: 'measured' }), counters);
+    chargeLeg(st, { v: 1, ok: true, energyJ: 30, energySource: 'measured' }, undefined, undefined, counters);
+    st.sent = 40;
+    st.legs = 2;
+    const leg = ResumeEntry.decode(ResumeEntry.encode({ v: 1, id: 'r1', gen: 1, leg: legOf('r1', 'inst-b', st) })).leg!;
+    expect(leg).toMatchObject({ energyJ: 42.5, energyEstimatedJ: 12.5 });
+    const req: InferenceRequest = {
+      v: 1, id: 'r1', model: 'm', kind: 'completion', prompt: 'Hi', inputTokens: 2, maxTokens: 100, arrivalMs: 0, giveUpAtMs: 60_000, streamSubject: 'dyn.v1.stream.r1',
+    };
+    const resumed = resumedState(req, { sent: 40, text: 'x'.repeat(40), resumes: 0, leg }, 1 << 20);
+    chargeLeg(resumed, { v: 1, ok: true, energyJ: 5, energySource: 'measured' }, undefined, undefined, counters);
+    expect(usageOut(usageOf(resumed), 0, 0)).toMatchObject({ energy_joules: 47.5, energy_estimated_joules: 12.5 });
+    // nothing estimated: the journal has no such field
+    expect(legOf('r2', 'inst-b', { ...state(), energyJ: 3 })).not.toHaveProperty('energyEstimatedJ');
   });
 });
