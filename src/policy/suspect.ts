@@ -10,7 +10,10 @@
  *     deadAfterMs), and its next status takes it back into dispatch at once;
  *   - when every candidate of a dispatch is suspected (the dispatcher's own event loop stalled, or every instance's
  *     host was slow), dispatch keeps the least silent ones (those heard within suspectAfterMs of the freshest)
- *     instead of refusing the request.
+ *     instead of refusing the request;
+ *   - when every candidate the suspicion leaves refused a request (tried, e.g. overloaded), the request goes on to the
+ *     suspected ones not tried yet, the least silent first (router.ts dispatchViews): a silent instance is alive until
+ *     deadAfterMs, and refusing a request while one is left is neither a hold nor an overload.
  *
  * A move of queued requests to peers (emergency step 3, an engine crash, a stop) has no such fallback: it goes only to
  * peers heard within suspectAfterMs (heard), and when every peer is suspected it moves nothing. A moved request has a

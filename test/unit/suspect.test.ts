@@ -3,7 +3,8 @@
  * off by a partition: no reset, its statuses just stop) leaves the gateway's routing and the pool leader's dispatch
  * at once, keeps its in-flight requests (its death, and what the death does to them, waits for deadAfterMs), and
  * takes requests again at its next status; when every instance of a pool is silent that long (the dispatcher's own
- * event loop stalled), dispatch keeps the least silent ones instead of refusing.
+ * event loop stalled), dispatch keeps the least silent ones instead of refusing; when every heard instance refused a
+ * request, it goes on to the silent ones still alive, the least silent first.
  */
 import { describe, expect, it } from 'vitest';
 import { INSTANCE_STATUS_MS, instanceStatusMs, suspectAfterMsOf, suspected, unsuspected } from '../../src/policy/suspect.ts';
@@ -49,12 +50,12 @@ describe('the suspicion (policy suspect.ts)', () => {
 
 describe('the gateway\'s routing (routerPick, routerView) suspects a silent instance before its death', () => {
   const rc: RouterConfig = { headroom: 0, deadAfterMs: 2000, suspectAfterMs: 750 };
+  /** the instances 8 requests at `now` are routed to, none refused (each counted in the view, so a burst spreads) */
   const picks = (s: RouterState, now: number): string[] => {
     const got = new Set<string>();
     for (let i = 0; i < 8; i++) {
-      const id = routerPick(s, POOL, req(), got, now, rc);
-      if (id === undefined) break;
-      got.add(id);
+      const id = routerPick(s, POOL, req(), new Set(), now, rc);
+      if (id !== undefined) got.add(id);
     }
     return [...got].sort();
   };
@@ -155,5 +156,63 @@ describe('the pool leader\'s dispatch (poolStep) suspects a silent instance befo
     expect(fx.filter((e) => e.kind === 'held' || (e.kind === 'reply' && !e.admission.ok))).toEqual([]);
     expect(fx.flatMap((e) => (e.kind === 'admit' ? [e.instance] : []))).toHaveLength(1);
     expect(admitted(1700)).toEqual([A, B]);
+  });
+});
+
+describe('a request every heard instance refused goes on to the silent ones still alive, the least silent first', () => {
+  // B silent 1000 ms and C silent 2000 ms at T0 + 2000: both suspected (750 ms), neither dead (3000 ms)
+  const DEAD = 3000;
+  const full = (id: string) => ({ v: 1 as const, id, ok: false, error: { code: 'overloaded' as const, message: 'engine full', retryable: true } });
+
+  it('the pool leader\'s dispatch (poolStep): A refuses, B then C are tried; every one refusing is overload (no hold)', () => {
+    const run = (suspectAfterMs: number | undefined, refuse: Set<string>) => {
+      const cfg: PoolMachineConfig = { pool: POOL, holder: 'pm-1', headroom: 0, deadAfterMs: DEAD, ...(suspectAfterMs !== undefined ? { suspectAfterMs } : {}), statusIntervalMs: 250, epochMs: 300_000, healthDeadlineMs: 10_000, initialTp: 4, moveQueueAbove: 4, retryAfterS: 1, planner: 'heuristic' };
+      let s = initialPoolState(['SS']);
+      const at = (ms: number, ev: PoolEvent): PoolEffect[] => {
+        const r = poolStep(s, ev, T0 + ms, cfg);
+        s = r.state;
+        return r.effects;
+      };
+      at(0, { type: 'start' });
+      at(0, { type: 'lead', term: 1 });
+      for (const id of [A, B, C]) at(0, { type: 'status', status: status(id) });
+      at(1000, { type: 'status', status: status(B) });
+      for (let t = 250; t <= 2000; t += 250) at(t, { type: 'status', status: status(A) });
+      const tried: string[] = [];
+      const fx = at(2000, { type: 'dispatch', ref: 1, req: req() });
+      for (let e = fx.shift(); e; e = fx.shift()) {
+        if (e.kind === 'reply') return { tried, reply: e.admission };
+        if (e.kind === 'held') return { tried, held: true };
+        if (e.kind !== 'admit') continue;
+        tried.push(e.instance);
+        fx.push(...at(2000, { type: 'admit_result', job: e.job, admission: refuse.has(e.instance) ? full(e.req.id) : { v: 1, id: e.req.id, ok: true, instance: e.instance } }));
+      }
+      return { tried };
+    };
+    const heardOneFull = run(750, new Set([A]));
+    expect(heardOneFull.tried).toEqual([A, B]);
+    expect(heardOneFull.reply).toMatchObject({ ok: true, instance: B });
+    // without the suspicion the same run ends at B as well
+    expect(run(undefined, new Set([A])).reply).toMatchObject({ ok: true, instance: B });
+    expect(run(750, new Set([A, B])).tried).toEqual([A, B, C]);
+    const allFull = run(750, new Set([A, B, C]));
+    expect(allFull.tried).toEqual([A, B, C]);
+    expect(allFull.reply).toMatchObject({ ok: false, error: { code: 'overloaded' } });
+  });
+
+  it('the gateway\'s routing (routerPick): with A tried, B; with A and B tried, C; none once all are tried', () => {
+    const rc: RouterConfig = { headroom: 0, deadAfterMs: DEAD, suspectAfterMs: 750 };
+    const s = initialRouterState();
+    routerTable(s, { v: 1, routes: { SS: POOL }, pools: [{ pool: POOL, types: ['SS'], retired: false }], epoch: 1, issuedBy: 'cm', sentMs: T0 }, T0);
+    for (const id of [A, B, C]) routerStatus(s, status(id), T0);
+    routerStatus(s, status(B), T0 + 1000);
+    for (let t = 250; t <= 2000; t += 250) routerStatus(s, status(A), T0 + t);
+    const pick = (tried: string[]) => routerPick(s, POOL, req(), new Set(tried), T0 + 2000, rc);
+    expect(pick([])).toBe(A);
+    expect(pick([A])).toBe(B);
+    expect(pick([A, B])).toBe(C);
+    expect(pick([A, B, C])).toBeUndefined();
+    // the view lists what a request nothing refused may go to: the heard one
+    expect(routerView(s, T0 + 2000, rc).pools[0]!.ready).toEqual([A]);
   });
 });

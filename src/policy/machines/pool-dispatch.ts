@@ -18,9 +18,12 @@ const DISPATCH_TRIES = 4;
 export const holdable = (s: PoolMachineState, now: number, cfg: PoolMachineConfig, self = 0) => capacityComing({
   reshard: s.reshard !== undefined, starting: s.starting.size, held: [...s.jobs.values()].filter((j) => (j.holdUntilMs ?? -Infinity) > -Infinity).length - self,
   instances: s.instances.values(), assignment: s.assignment ?? s.unadopted, newLeader: s.ledAtMs !== undefined && now - s.ledAtMs < cfg.deadAfterMs });
-/** The dispatch views of the instances alive, not on an ended connection and not suspected at `now` (policy suspect.ts), less `exclude`. */
-export function views(s: PoolMachineState, exclude: Set<string>, now: number, cfg: PoolMachineConfig): DispatchViewOf[] {
-  return dispatchViews(s.instances.values(), exclude, aliveAt(0, s.ended), { now, afterMs: cfg.suspectAfterMs });
+/**
+ * The dispatch views of the instances alive, not on an ended connection and not suspected at `now` (policy suspect.ts),
+ * less `exclude`; the untried suspected ones once every heard one is excluded, unless for a `move` (router dispatchViews).
+ */
+export function views(s: PoolMachineState, exclude: Set<string>, now: number, cfg: PoolMachineConfig, move = false): DispatchViewOf[] {
+  return dispatchViews(s.instances.values(), exclude, aliveAt(0, s.ended), { now, afterMs: cfg.suspectAfterMs, heardOnly: move });
 }
 
 /**
@@ -52,7 +55,7 @@ export function newJob(s: PoolMachineState, fx: PoolEffect[], j: DispatchJob, no
 
 /** The next try of a dispatch: hold it, send it to the best instance not tried yet, or give up. */
 export function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
-  let v = views(s, j.tried, now, cfg);
+  let v = views(s, j.tried, now, cfg, j.origin.kind === 'move');
   // a moved request goes only to a peer heard within suspectAfterMs, none when every peer is silent (policy suspect.ts heard)
   if (j.origin.kind === 'move') v = heard(v, (x) => s.instances.get(x.id)?.lastSeenMs ?? -Infinity, now, cfg.suspectAfterMs);
   if (!v.length && j.origin.kind !== 'move' && (j.holdEndMs !== undefined || holdable(s, now, cfg))) {

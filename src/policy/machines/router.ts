@@ -90,30 +90,35 @@ export function poolLoad(s: { instances: Map<string, TrackedInstance> }): Partia
   return out;
 }
 
-/** The time and threshold of a dispatch's suspicion (policy suspect.ts): `afterMs` undefined suspects none. */
-export interface SuspectAt { now: number; afterMs: number | undefined }
+/**
+ * The time and threshold of a dispatch's suspicion (policy suspect.ts): `afterMs` undefined suspects none. `heardOnly`:
+ * a move's candidates, with no fallback to the suspected ones once the heard ones are all excluded.
+ */
+export interface SuspectAt { now: number; afterMs: number | undefined; heardOnly?: boolean }
 const lastSeenOf = (t: TrackedInstance): number => t.lastSeenMs;
 
 /**
  * The dispatch view (policy dispatchRequest's input) of the tracked instances that are alive, ready and
  * not excluded, less those `suspect` suspects among the alive and ready ones (policy unsuspected: the least silent
  * when it would suspect them all): the pool leader's (pool.ts), and the gateway's for the pools it routes itself.
+ * When every candidate the suspicion leaves is excluded (tried: each refused the request), a new request goes on to
+ * the suspected ones not tried, the least silent first (policy unsuspected over them, freshest first): a silent
+ * instance is alive until deadAfterMs, and a refusal of the heard ones does not make the pool empty. A move
+ * (`heardOnly`) has no such fallback.
  */
 export function dispatchViews(instances: Iterable<TrackedInstance>, exclude: ReadonlySet<string>, alive: (t: TrackedInstance) => boolean, suspect?: SuspectAt): DispatchViewOf[] {
   const eligible: TrackedInstance[] = [];
   for (const t of instances) if (t.status.state === 'ready' && alive(t)) eligible.push(t);
-  const out: DispatchViewOf[] = [];
-  // suspected among all the live ready ones, then the excluded (tried) left out: a refusal of every heard instance
-  // does not send the request to a silent one
-  for (const t of suspect ? unsuspected(eligible, lastSeenOf, suspect.now, suspect.afterMs) : eligible) {
-    const st = t.status;
-    if (exclude.has(st.id)) continue;
-    // load: the status's own object, not a copy: dispatch remembers an instance's score on it until the
-    // next status replaces it (policy dispatch memoScoreOf), so a burst between two statuses costs one
-    // scoring per instance, not one per request
-    out.push({ id: st.id, tp: st.tp, clockMhz: st.clockMhz, healthy: true, load: st.loadByType, queued: st.queued, running: st.running, ...(st.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: st.pendingPrefillTokens } : {}) });
+  const chosen = suspect ? unsuspected(eligible, lastSeenOf, suspect.now, suspect.afterMs) : eligible;
+  let left = chosen.filter((t) => !exclude.has(t.status.id));
+  if (!left.length && suspect && !suspect.heardOnly && chosen.length < eligible.length) {
+    const untried = eligible.filter((t) => !exclude.has(t.status.id));
+    left = unsuspected(untried, lastSeenOf, suspect.now, suspect.afterMs).sort((a, b) => b.lastSeenMs - a.lastSeenMs);
   }
-  return out;
+  // load: the status's own object, not a copy: dispatch remembers an instance's score on it until the
+  // next status replaces it (policy dispatch memoScoreOf), so a burst between two statuses costs one
+  // scoring per instance, not one per request
+  return left.map(({ status: st }) => ({ id: st.id, tp: st.tp, clockMhz: st.clockMhz, healthy: true, load: st.loadByType, queued: st.queued, running: st.running, ...(st.pendingPrefillTokens !== undefined ? { pendingPrefillTokens: st.pendingPrefillTokens } : {}) }));
 }
 
 /** An instance's status as a view tracks it from `now`: its state's start kept while the same process reports the same state. */
