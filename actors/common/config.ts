@@ -3,7 +3,7 @@
  * with zod; a bad file fails with the path of each bad field. Every knob states its unit and default.
  * Default (`defaultConfig()`): Llama2-70B on 4 emulated 8xH100 servers, the paper's epochs and SLOs.
  */
-import { instanceStatusMs } from '../../src/policy/suspect.ts';
+import { instanceStatusMs, suspectAfterMsOf, SUSPECT_INTERVALS } from '../../src/policy/suspect.ts';
 import { DEFAULT_HEADROOM } from '../../src/policy/types.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
@@ -125,8 +125,9 @@ export const configSchema = z
         /**
          * an instance silent this long takes no new request while another of its pool is heard; it keeps the
          * requests it holds (none is moved or ended before deadAfterMs) and takes requests again at its next
-         * status, ms; default 3 x instanceStatusIntervalMs (750 ms). Every instance of a pool silent this long
-         * (a stalled dispatcher): the least silent ones still take requests (policy suspect.ts).
+         * status, ms; default 3 x instanceStatusIntervalMs (750 ms); below deadAfterMs, set or derived. Every
+         * instance of a pool silent this long (a stalled dispatcher): the least silent ones still take requests
+         * (policy suspect.ts).
          */
         suspectAfterMs: pos.optional(),
         /** leader lease TTL, ms; default 3000 (a standby takes over within about this). */
@@ -391,6 +392,11 @@ export function crossFieldErrors(c: ClusterConfig): string[] {
   if (l.deadAfterMs < 2 * inst) out.push(`liveness.deadAfterMs: ${l.deadAfterMs} ms must be at least 2 x the instances' status interval (${inst} ms): one late status would declare an instance dead`);
   if (l.suspectAfterMs !== undefined && l.suspectAfterMs < 2 * inst) {
     out.push(`liveness.suspectAfterMs: ${l.suspectAfterMs} ms must be at least 2 x the instances' status interval (${inst} ms): one late status would take an instance out of dispatch`);
+  }
+  const suspect = suspectAfterMsOf(l);
+  if (suspect >= l.deadAfterMs) {
+    const how = l.suspectAfterMs !== undefined ? 'set' : `by default ${SUSPECT_INTERVALS} x the instances' status interval of ${inst} ms: set liveness.instanceStatusIntervalMs or liveness.suspectAfterMs lower, or liveness.deadAfterMs higher`;
+    out.push(`liveness.suspectAfterMs: ${suspect} ms (${how}) must be below liveness.deadAfterMs (${l.deadAfterMs} ms): a silent instance would be dead before it is suspected`);
   }
   if (l.leaseTtlMs < 500) out.push(`liveness.leaseTtlMs: ${l.leaseTtlMs} ms is below 500 ms: a leader cannot renew its lease (every ttl/3, at least 100 ms) before it lapses`);
   const e = c.epochs;
