@@ -200,4 +200,24 @@ describe('pool machine: no ready instance, capacity coming', () => {
     // the held ones all go to the instance once it is ready
     expect(admits(full.status(2000, 'ready'))).toHaveLength(MAX_HELD);
   });
+
+  it('a status with no request held looks at each job once (no copy, filter or sort of them); a held one still goes on', () => {
+    const d = Drive.ready();
+    for (let k = 0; k < 20; k++) d.dispatch(600, req());
+    expect(d.s.jobs.size).toBe(20);
+    // each job's admission in flight: its record counts the reads of its hold
+    let reads = 0;
+    for (const [job, j] of d.s.jobs) {
+      const { holdUntilMs, ...rest } = j;
+      d.s.jobs.set(job, Object.defineProperty(rest, 'holdUntilMs', { enumerable: true, get: () => (reads++, holdUntilMs) }));
+    }
+    d.status(750, 'ready');
+    expect(reads).toBeGreaterThan(0);
+    expect(reads).toBeLessThanOrEqual(20);
+    // with one held (the instance restarting), the status that says it is ready admits it
+    d.status(1000, 'restarting');
+    const r = req();
+    expect(d.dispatch(1100, r)).toEqual([held(r, 10_000)]);
+    expect(admits(d.status(1500, 'ready'))).toEqual([[INST, r.id]]);
+  });
 });

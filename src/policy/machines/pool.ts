@@ -35,7 +35,7 @@ import { aliveInstances } from './router.ts';
 export { aliveInstances, poolDispatchView, poolLoad } from './router.ts';
 import { adoptReshard, adoptReshardOnAssign, resumeOrphanDrain } from './pool-takeover.ts';
 import { addEpochArrivals, admittedBetween, recordPoolArrivals } from '../pool-shards.ts';
-import { refusal, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type PoolStepResult } from './pool-types.ts';
+import { refusal, type DispatchJob, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type PoolStepResult } from './pool-types.ts';
 import { admitResult, dispatch, finish, holdable, move, tryDispatch, views } from './pool-dispatch.ts';
 import { adoptDispatched, onStatus, sweep } from './pool-instances.ts';
 import { reconcile } from './pool-reconcile.ts';
@@ -226,12 +226,31 @@ function setAssignment(s: PoolMachineState, a: PoolAssignment): void {
   s.types = a.types;
 }
 
+/** A dispatch held, or past its hold, waiting for its next try (not an admission in flight). */
+const waiting = (j: DispatchJob): boolean => j.holdUntilMs !== undefined && !j.admitting;
+
 /** Held dispatches and the re-shard's waits move on (a status arrived, or the tick). */
 function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   if (!s.leader) return;
+  if (s.jobs.size) advanceHeld(s, fx, now, cfg);
+  if (s.reshard) reshardAdvance(s, fx, now, cfg);
+  else if (s.pendingReshard) resumeReshard(s, fx, now, cfg);
+}
+
+/** The held dispatches that may go on do (an instance to try, the hold over, or no capacity coming); nothing to do with none held. */
+function advanceHeld(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
+  // one look per job, no copy, before the work below (every status, every 250 ms per instance, comes through here)
+  let any = false;
+  for (const j of s.jobs.values()) {
+    if (waiting(j)) {
+      any = true;
+      break;
+    }
+  }
+  if (!any) return;
   const coming = holdable(s, now, cfg, 1);
   // the held requests go on by TTFT deadline, the earliest first (a request not yet classified by its arrival)
-  const byDeadline = [...s.jobs].filter(([, j]) => j.holdUntilMs !== undefined && !j.admitting)
+  const byDeadline = [...s.jobs].filter(([, j]) => waiting(j))
     .sort(([, a], [, b]) => (a.req.ttftDeadlineMs ?? a.req.arrivalMs) - (b.req.ttftDeadlineMs ?? b.req.arrivalMs));
   for (const [job] of byDeadline) {
     const j = s.jobs.get(job);
@@ -242,6 +261,4 @@ function advance(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMa
       tryDispatch(s, fx, job, next, now, cfg);
     }
   }
-  if (s.reshard) reshardAdvance(s, fx, now, cfg);
-  else if (s.pendingReshard) resumeReshard(s, fx, now, cfg);
 }
