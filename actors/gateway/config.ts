@@ -70,9 +70,9 @@ export const gatewaySchema = z
      */
     migrationMaxBytes: z.number().int().positive().default(1 << 20),
     /**
-     * generated text kept for migration by all of a gateway replica's streams together, UTF-8 bytes: a piece that would
-     * pass it makes its stream stop keeping text (that stream cannot migrate; it streams on), and a stream's text leaves
-     * the total when the stream ends or stops keeping it; default 256 MiB.
+     * generated text kept for migration by all of a gateway process's streams together (each worker of `workers` its
+     * own), UTF-8 bytes: a piece that would pass it makes its stream stop keeping text (that stream cannot migrate; it
+     * streams on), and a stream's text leaves the total when the stream ends or stops keeping it; default 256 MiB.
      */
     migrationMaxTotalBytes: z.number().int().positive().default(256 << 20),
     /**

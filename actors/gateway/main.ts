@@ -310,13 +310,13 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
 /** The text this replica's streams keep for migration (legs.ts MigrationText), read at scrape time. */
 function migrationTextMetrics(m: TelemetryMetrics, t: MigrationText): void {
   new Gauge({
-    name: 'dynamollm_gateway_migration_text_bytes', help: 'Generated text this gateway replica keeps for request migration, all its streams together, UTF-8 bytes (at most gateway.migrationMaxTotalBytes).', registers: [m.registry],
+    name: 'dynamollm_gateway_migration_text_bytes', help: 'Generated text this gateway replica keeps for request migration, all its streams together, UTF-8 bytes: at most gateway.migrationMaxTotalBytes per process, so a replica of several processes (gateway.workers) sums their caps as it sums their text.', registers: [m.registry],
     collect() {
       this.set(t.totalBytes);
     },
   });
   new Counter({
-    name: 'dynamollm_gateway_migration_text_dropped_total', help: 'Streams that stopped keeping their text for migration because a cap (gateway.migrationMaxBytes per stream, gateway.migrationMaxTotalBytes in all) would have passed: they streamed on, and could no longer migrate.', registers: [m.registry],
+    name: 'dynamollm_gateway_migration_text_dropped_total', help: 'Streams that stopped keeping their text for migration because a cap (gateway.migrationMaxBytes per stream, gateway.migrationMaxTotalBytes over the streams of one process, each of gateway.workers its own) would have passed: they streamed on, and could no longer migrate.', registers: [m.registry],
     collect() {
       this.reset();
       this.inc(t.dropped);
