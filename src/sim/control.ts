@@ -186,8 +186,8 @@ export abstract class SimControl extends SimLedger {
   protected poolMachineConfig(pool: SimPool): PoolMachineConfig {
     return {
       pool: pool.id, holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS,
-      // the live leader's suspicion of a silent instance, over the statuses' interval here (policy suspect.ts)
-      suspectAfterMs: suspectAfterMsOf({ statusIntervalMs: PEER_STATUS_MS, instanceStatusIntervalMs: this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS }),
+      // the live leader's suspicion of a silent instance: the config's, else derived from the statuses' interval here (policy suspect.ts)
+      suspectAfterMs: suspectAfterMsOf({ statusIntervalMs: PEER_STATUS_MS, instanceStatusIntervalMs: this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS, suspectAfterMs: this.o.suspectAfterMs }),
       epochMs: this.ep.poolS * 1000, healthDeadlineMs: LIVE_HEALTH_DEADLINE_MS, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: this.limits.moveQueueAbove,
       retryAfterS: this.limits.retryAfterS, planner: this.o.poolPlanner ?? 'heuristic', burstWindowMs: poolBurstWindowMs(this.ep.poolS * 1000),
       reshardKeepsServing: this.o.reshardExecution !== 'units', overhead: { tauMs: this.cost.tauMs, resyncS: this.cost.resyncMs / 1000, instanceStartS: this.cost.instanceStartS },

@@ -213,6 +213,12 @@ export interface SimOptions {
    */
   instanceStatusIntervalMs?: number;
   /**
+   * step fidelity, the pool machines' suspicion of a silent instance (policy suspect.ts), ms: the live config's
+   * liveness.suspectAfterMs (`dynamollm simulate` passes its --config's where set); default SUSPECT_INTERVALS of
+   * instanceStatusIntervalMs (policy suspectAfterMsOf), as the live cluster derives it.
+   */
+  suspectAfterMs?: number;
+  /**
    * step fidelity: the live data path's own time, ms, which the engine's TTFT does not hold (docs/DATAPATH.md): a
    * request reaches its pools' dispatch `toEngineMs` after the client sent it (the gateway's HTTP parse, the prompt's
    * count, routing, the admission or the credit, the engine request's write), and its tokens reach the client

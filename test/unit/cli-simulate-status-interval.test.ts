@@ -1,7 +1,8 @@
 /**
  * `dynamollm simulate`: the simulated instances publish their statuses at the interval the live cluster's would, the
  * instances' status interval of the cluster config it is given (--config), else the live default; --status-interval-ms
- * sets it outright (a measured interval, as the twin check passes SimOptions.instanceStatusIntervalMs).
+ * sets it outright (a measured interval, as the twin check passes SimOptions.instanceStatusIntervalMs). The pools
+ * suspect a silent instance after the config's liveness.suspectAfterMs where it sets one.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -40,11 +41,15 @@ const configWith = (liveness: string): string => {
   writeFileSync(path, `model: llama2-70b\ngpu: h100\n${liveness}\n`);
   return path;
 };
-const run = async (...extra: string[]): Promise<{ code: number; every: (number | undefined)[] }> => {
+const simulate = async (extra: string[]): Promise<{ code: number; opts: SimOptions[] }> => {
   seen.length = 0;
   const code = await main(['simulate', '--trace', 'synth:flat:1:0.5', '--duration-s', '30', '--policy', 'dynamollm,single-pool', '--serial',
     '--model', 'llama2-70b', '--gpu', 'h100', '--servers', '2', ...extra]);
-  return { code, every: (seen[0] ?? []).map((o) => o.instanceStatusIntervalMs) };
+  return { code, opts: seen[0] ?? [] };
+};
+const run = async (...extra: string[]): Promise<{ code: number; every: (number | undefined)[] }> => {
+  const { code, opts } = await simulate(extra);
+  return { code, every: opts.map((o) => o.instanceStatusIntervalMs) };
 };
 
 describe('dynamollm simulate: the status interval of the simulated instances', () => {
@@ -60,11 +65,21 @@ describe('dynamollm simulate: the status interval of the simulated instances', (
   });
 
   it("is the given cluster config's instances' status interval (instanceStatusIntervalMs, else 250 ms or statusIntervalMs where shorter)", async () => {
-    expect(await run('--config', configWith('liveness: { statusIntervalMs: 1000, instanceStatusIntervalMs: 1000, deadAfterMs: 3000, leaseTtlMs: 3000 }'))).toEqual({ code: 0, every: [1000, 1000] });
+    expect(await run('--config', configWith('liveness: { statusIntervalMs: 1000, instanceStatusIntervalMs: 1000, deadAfterMs: 4000, leaseTtlMs: 3000 }'))).toEqual({ code: 0, every: [1000, 1000] });
     expect(await run('--config', configWith('liveness: { statusIntervalMs: 750, deadAfterMs: 3000, leaseTtlMs: 3000 }'))).toEqual({ code: 0, every: [250, 250] });
     expect(await run('--config', configWith('liveness: { statusIntervalMs: 200, deadAfterMs: 3000, leaseTtlMs: 3000 }'))).toEqual({ code: 0, every: [200, 200] });
     expect(await run('--config', 'deploy/twin.yaml')).toEqual({ code: 0, every: [500, 500] });
     expect(await run('--config', configWith(''))).toEqual({ code: 0, every: [250, 250] });
+  });
+
+  it("passes the config's liveness.suspectAfterMs where it sets one (else the simulator derives it from the status interval)", async () => {
+    const got = await simulate(['--config', configWith('liveness: { instanceStatusIntervalMs: 250, suspectAfterMs: 1200 }')]);
+    expect(got.code).toBe(0);
+    expect(got.opts.map((o) => o.suspectAfterMs)).toEqual([1200, 1200]);
+    expect((await simulate(['--config', configWith('liveness: { instanceStatusIntervalMs: 250 }')])).opts.map((o) => o.suspectAfterMs)).toEqual([undefined, undefined]);
+    expect((await simulate([])).opts.map((o) => o.suspectAfterMs)).toEqual([undefined, undefined]);
+    // a suspicion no shorter than the death is the config's error
+    expect((await simulate(['--config', configWith('liveness: { suspectAfterMs: 3000 }')])).code).toBe(2);
   });
 
   it('is --status-interval-ms where given (over the config); a bad value or config is a usage error', async () => {
