@@ -14,18 +14,14 @@ import { intakePools } from '../../src/policy/machines/cluster.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
 import { initialInstanceState, instanceStep, type InstanceEffect, type InstanceEvent, type InstanceMachineConfig, type InstanceMachineState, type MachineRequest } from '../../src/policy/machines/instance.ts';
 import { profileFor } from '../../src/sim/index.ts';
-import type { InferenceRequest } from '../../protocols/index.ts';
-import { instanceStatusMaker } from '../helpers/instance-status.ts';
+import { instanceStatusMaker, requestMaker } from '../helpers/instance-status.ts';
 
 const T0 = 1_700_000_000_000;
 const POOL = 'pool-SS';
 const [A, B, C] = ['i-a', 'i-b', 'i-c'];
 const status = instanceStatusMaker(POOL, T0);
+const req = requestMaker(T0);
 let n = 0;
-function req(): InferenceRequest {
-  const id = `r${++n}`;
-  return { v: 1, id, model: 'm', kind: 'completion', prompt: 'x', inputTokens: 100, maxTokens: 50, arrivalMs: T0, giveUpAtMs: T0 + 600_000, streamSubject: `dyn.v1.stream.${id}`, type: 'SS' };
-}
 
 describe('heard (policy suspect.ts): the candidates of a move', () => {
   it('keeps those heard within suspectAfterMs, none when all are silent (no least-silent fallback), all without a threshold', () => {

@@ -10,18 +10,14 @@ import { describe, expect, it } from 'vitest';
 import { INSTANCE_STATUS_MS, instanceStatusMs, suspectAfterMsOf, suspected, unsuspected } from '../../src/policy/suspect.ts';
 import { initialRouterState, routerHolderGone, routerPick, routerStatus, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { initialPoolState, poolDispatchView, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
-import type { InferenceRequest } from '../../protocols/index.ts';
-import { instanceStatusMaker } from '../helpers/instance-status.ts';
+import { instanceStatusMaker, requestMaker } from '../helpers/instance-status.ts';
 
 const T0 = 1_700_000_000_000;
 const POOL = 'pool-SS';
 const [A, B, C] = ['i-a', 'i-b', 'i-c'];
 const status = instanceStatusMaker(POOL, T0);
+const req = requestMaker(T0);
 let n = 0;
-function req(): InferenceRequest {
-  const id = `r${++n}`;
-  return { v: 1, id, model: 'm', kind: 'completion', prompt: 'x', inputTokens: 100, maxTokens: 50, arrivalMs: T0, giveUpAtMs: T0 + 600_000, streamSubject: `dyn.v1.stream.${id}`, type: 'SS' };
-}
 
 describe('the suspicion (policy suspect.ts)', () => {
   it('derives its defaults from the status intervals: 250-ms instance statuses (the actors\' interval where shorter), 3 of them', () => {
@@ -111,7 +107,7 @@ describe('the pool leader\'s dispatch (poolStep) suspects a silent instance befo
   const admitted = (ms: number): string[] => {
     const got = new Set<string>();
     for (let i = 0; i < 8; i++) {
-      for (const e of at(ms, { type: 'dispatch', ref: n, req: req() })) {
+      for (const e of at(ms, { type: 'dispatch', ref: ++n, req: req() })) {
         if (e.kind !== 'admit') continue;
         got.add(e.instance);
         at(ms, { type: 'admit_result', job: e.job, admission: { v: 1, id: e.req.id, ok: true, instance: e.instance } });
