@@ -3,30 +3,22 @@
  * done and none is left in flight, and the throw is counted in the summary's errors. The endpoint is a local
  * node:http server refusing every completion (429), so each request ends at once.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localEndpoint } from '../helpers/net.ts';
 import { replayTrace, type ReplayProgress } from '../../src/telemetry/replay.ts';
 
-let server: Server;
+let endpoint: Awaited<ReturnType<typeof localEndpoint>>;
 let url: string;
 
 beforeAll(async () => {
-  server = createServer((rq, rs) => {
-    rq.resume();
-    rq.on('end', () => {
-      rs.writeHead(rq.url === '/v1/completions' ? 429 : 404, { 'content-type': 'application/json' });
-      rs.end(JSON.stringify({ error: { code: 'overloaded' } }));
-    });
+  endpoint = await localEndpoint((rq, rs) => {
+    rs.writeHead(rq.url === '/v1/completions' ? 429 : 404, { 'content-type': 'application/json' });
+    rs.end(JSON.stringify({ error: { code: 'overloaded' } }));
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  url = endpoint.url;
 });
 
-afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((r) => server.close(r));
-});
+afterAll(() => endpoint.close());
 
 describe('replay with an onResult that throws', () => {
   it('counts every request done, none in flight, and the callback errors', async () => {

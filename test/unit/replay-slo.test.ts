@@ -3,38 +3,30 @@
  * `slo:` and `thresholds:`), as the cluster's gateway types them and its instances schedule them; Table IV without
  * them. The endpoint is a local node:http server that streams each completion's one token after ~40 ms.
  */
-import { createServer, type Server } from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localEndpoint } from '../helpers/net.ts';
 import { replayTrace } from '../../src/telemetry/replay.ts';
 import { DEFAULT_SLO_SETTINGS, type SloSettings } from '../../src/policy/slo.ts';
 
-let server: Server;
+let endpoint: Awaited<ReturnType<typeof localEndpoint>>;
 let url: string;
 
 beforeAll(async () => {
-  server = createServer((rq, rs) => {
-    rq.resume();
-    rq.on('end', () => {
-      if (rq.url !== '/v1/completions') return void rs.writeHead(404).end();
-      rs.writeHead(200, { 'content-type': 'text/event-stream' });
-      setTimeout(() => {
-        rs.write(`data: ${JSON.stringify({ choices: [{ text: 'a' }], usage: { completion_tokens: 1 } })}\n\n`);
-        rs.end('data: [DONE]\n\n');
-      }, 40);
-    });
+  endpoint = await localEndpoint((rq, rs) => {
+    if (rq.url !== '/v1/completions') return void rs.writeHead(404).end();
+    rs.writeHead(200, { 'content-type': 'text/event-stream' });
+    setTimeout(() => {
+      rs.write(`data: ${JSON.stringify({ choices: [{ text: 'a' }], usage: { completion_tokens: 1 } })}\n\n`);
+      rs.end('data: [DONE]\n\n');
+    }, 40);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  url = endpoint.url;
 });
 
-afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((r) => server.close(r));
-});
+afterAll(() => endpoint.close());
 
 // the conversation trace's first 5 rows: prompts of 374-1,000 tokens, answers of 44-400 (Table IV: S or M input)
 const run = (slo?: SloSettings) => replayTrace({ trace: 'data/traces/AzureLLMInferenceTrace_conv.csv', url, model: 'm', limit: 5, speed: 1e6, ...(slo ? { slo } : {}) });

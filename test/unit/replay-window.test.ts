@@ -5,39 +5,31 @@
  * adds its gap and k - 1 gaps of 0. The endpoint is a local node:http server streaming three text events (usage 1, 2
  * and 4 tokens) 25 ms apart.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localEndpoint } from '../helpers/net.ts';
 import { replayTrace, type ReplayRequestResult } from '../../src/telemetry/replay.ts';
 import { readTrace } from '../../src/sim/trace.ts';
 
 const TRACE = 'data/traces/AzureLLMInferenceTrace_conv.csv';
-let server: Server;
+let endpoint: Awaited<ReturnType<typeof localEndpoint>>;
 let url: string;
 
 beforeAll(async () => {
-  server = createServer((rq, rs) => {
-    rq.resume();
-    rq.on('end', () => {
-      if (rq.url !== '/v1/completions') {
-        rs.writeHead(404).end();
-        return;
-      }
-      rs.writeHead(200, { 'content-type': 'text/event-stream' });
-      const ev = (tokens: number) => `data: ${JSON.stringify({ choices: [{ text: 'x' }], usage: { completion_tokens: tokens } })}\n\n`;
-      rs.write(ev(1));
-      setTimeout(() => rs.write(ev(2)), 25);
-      setTimeout(() => rs.end(ev(4) + 'data: [DONE]\n\n'), 50);
-    });
+  endpoint = await localEndpoint((rq, rs) => {
+    if (rq.url !== '/v1/completions') {
+      rs.writeHead(404).end();
+      return;
+    }
+    rs.writeHead(200, { 'content-type': 'text/event-stream' });
+    const ev = (tokens: number) => `data: ${JSON.stringify({ choices: [{ text: 'x' }], usage: { completion_tokens: tokens } })}\n\n`;
+    rs.write(ev(1));
+    setTimeout(() => rs.write(ev(2)), 25);
+    setTimeout(() => rs.end(ev(4) + 'data: [DONE]\n\n'), 50);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  url = endpoint.url;
 });
 
-afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((r) => server.close(r));
-});
+afterAll(() => endpoint.close());
 
 describe('replay of a window into the trace', () => {
   it("sends the reader's records from startS, timed from the window's first row, each result with its token gaps", async () => {
