@@ -62,11 +62,11 @@ export function suspected(lastSeenMs: number, now: number, suspectAfterMs: numbe
  */
 export function unsuspected<T>(xs: readonly T[], lastSeenMs: (x: T) => number, now: number, suspectAfterMs: number | undefined): T[] {
   if (suspectAfterMs === undefined || !xs.length) return [...xs];
-  const fresh = xs.filter((x) => !suspected(lastSeenMs(x), now, suspectAfterMs));
+  const fresh = heard(xs, lastSeenMs, now, suspectAfterMs);
   if (fresh.length) return fresh;
   let latest = -Infinity;
   for (const x of xs) latest = Math.max(latest, lastSeenMs(x));
-  return xs.filter((x) => !suspected(lastSeenMs(x), latest, suspectAfterMs));
+  return heard(xs, lastSeenMs, latest, suspectAfterMs);
 }
 
 /**

@@ -7,7 +7,6 @@
 import type { Admission, InferenceRequest } from '../../../protocols/messages.ts';
 import type { WireError } from '../../../protocols/errors.ts';
 import { dispatchRequest } from '../dispatch.ts';
-import { heard } from '../suspect.ts';
 import { aliveAt, capacityComing, countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
 import { refusal, UNSEEN, type DispatchJob, type MoveJob, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from './pool-types.ts';
 
@@ -55,9 +54,8 @@ export function newJob(s: PoolMachineState, fx: PoolEffect[], j: DispatchJob, no
 
 /** The next try of a dispatch: hold it, send it to the best instance not tried yet, or give up. */
 export function tryDispatch(s: PoolMachineState, fx: PoolEffect[], job: number, j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
+  // a moved request goes only to a peer heard within suspectAfterMs, none when every peer is silent (views: heardOnly)
   let v = views(s, j.tried, now, cfg, j.origin.kind === 'move');
-  // a moved request goes only to a peer heard within suspectAfterMs, none when every peer is silent (policy suspect.ts heard)
-  if (j.origin.kind === 'move') v = heard(v, (x) => s.instances.get(x.id)?.lastSeenMs ?? -Infinity, now, cfg.suspectAfterMs);
   if (!v.length && j.origin.kind !== 'move' && (j.holdEndMs !== undefined || holdable(s, now, cfg))) {
     // capacity is coming (a re-shard, a start, an engine restart, granted GPUs the reconciliation fills): hold the
     // request until an instance is ready, bounded by its give-up time and the engine health deadline (a second

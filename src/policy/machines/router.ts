@@ -23,7 +23,7 @@ import type { TrackedInstance } from './pool-types.ts';
 import { creditStatus, type CreditLines } from './credits.ts';
 import type { NatsConnectionId } from '../../../protocols/nats-advisory.ts';
 import type { DispatchOutReason, DispatchView } from '../../../protocols/dispatch-view.ts';
-import { suspected, unsuspected } from '../suspect.ts';
+import { heard, suspected, unsuspected } from '../suspect.ts';
 import { connectionEnded, connectionEndedAt, connectionEndedSeen, endedKeepMs, initialEndedConnections, type EndedConnections } from '../connection-ended.ts';
 
 export interface DispatchViewOf { id: string; tp: number; clockMhz: number; healthy: boolean; load: Partial<Record<RequestType, number>>; queued: number; running: number; pendingPrefillTokens?: number }
@@ -92,7 +92,7 @@ export function poolLoad(s: { instances: Map<string, TrackedInstance> }): Partia
 
 /**
  * The time and threshold of a dispatch's suspicion (policy suspect.ts): `afterMs` undefined suspects none. `heardOnly`:
- * a move's candidates, with no fallback to the suspected ones once the heard ones are all excluded.
+ * a move's candidates, only those heard (policy heard): no fallback to suspected ones, none when all are silent.
  */
 export interface SuspectAt { now: number; afterMs: number | undefined; heardOnly?: boolean }
 const lastSeenOf = (t: TrackedInstance): number => t.lastSeenMs;
@@ -109,7 +109,7 @@ const lastSeenOf = (t: TrackedInstance): number => t.lastSeenMs;
 export function dispatchViews(instances: Iterable<TrackedInstance>, exclude: ReadonlySet<string>, alive: (t: TrackedInstance) => boolean, suspect?: SuspectAt): DispatchViewOf[] {
   const eligible: TrackedInstance[] = [];
   for (const t of instances) if (t.status.state === 'ready' && alive(t)) eligible.push(t);
-  const chosen = suspect ? unsuspected(eligible, lastSeenOf, suspect.now, suspect.afterMs) : eligible;
+  const chosen = suspect ? (suspect.heardOnly ? heard : unsuspected)(eligible, lastSeenOf, suspect.now, suspect.afterMs) : eligible;
   let left = chosen.filter((t) => !exclude.has(t.status.id));
   if (!left.length && suspect && !suspect.heardOnly && chosen.length < eligible.length) {
     const untried = eligible.filter((t) => !exclude.has(t.status.id));
