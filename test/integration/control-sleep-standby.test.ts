@@ -42,11 +42,15 @@ describe('control plane: sleep-mode standby', () => {
     expect(count(now, 'ready')).toBe(1);
     // a burst far above one TP2 instance's SLO capacity for these requests: the leader wakes the sleepers
     const load = openLoop(h, 40, { maxTokens: 50, inputTokens: 1000, promptOfInputTokens: true });
+    // the wake is asserted, not its latency (a starved 2-core host delays every status and command; latency targets
+    // belong in benchmarks): the burst lasts until the sleepers are awake or 45 s have passed
+    const t0 = Date.now();
     let woke = false;
-    for (const until = Date.now() + 15_000; Date.now() < until && !woke; await new Promise((r) => setTimeout(r, 250))) woke = count(await states(), 'ready') >= 3;
+    for (const until = t0 + 45_000; Date.now() < until && !woke; await new Promise((r) => setTimeout(r, 250))) woke = count(await states(), 'ready') >= 3;
     const outs = await load.stop();
+    console.log(`woken: ${woke} after ${Date.now() - t0} ms of the burst, ${outs.length} requests`);
     expect(woke).toBe(true);
     expect(outs.length).toBeGreaterThan(50);
     expect(outs.filter((o) => !o.ok).map((o) => o.error)).toEqual([]);
-  }, 120_000);
+  }, 150_000);
 });
