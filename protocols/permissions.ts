@@ -120,8 +120,13 @@ function kvRead(bucket: string): string[] {
     `$JS.FC.${st}.>`,
   ];
 }
-/** The JetStream direct get of the resume journal (`{seq, next_by_subj}` in the body): a gateway reads a stream's entries, nothing else. */
+/**
+ * The reads of the resume journal (`{seq, next_by_subj}` in the body): a gateway reads a stream's entries, nothing
+ * else. One replica: direct get. Replicated: the stream leader's message get (a direct get may be answered by a
+ * follower that has not applied an acknowledged append yet; actors/common/events.ts ensureResumeStream).
+ */
 export const resumeDirectGet = (): string => `$JS.API.DIRECT.GET.${jetstream.resumeStream}`;
+export const resumeLeaderGet = (): string => `$JS.API.STREAM.MSG.GET.${jetstream.resumeStream}`;
 
 /** Write right on some keys of a bucket (a KV put is a publish on `$KV.<bucket>.<key>`). */
 const kvWrite = (bucket: string, keys: string[]): string[] => keys.map((k) => kvKeySubject(bucket, k));
@@ -170,8 +175,9 @@ export function permissionsOf(a: ActorIdentity): Permissions {
       return {
         publish: uniq([
           subjects.clusterIntake(), wild(subjects.instanceAdmit(ANY)), subjects.clusterStatus(), subjects.tokenize(), subjects.detokenize(), wild(subjects.cancel(ANY)), wild(subjects.instanceLeg(ANY)),
-          // the resume journal: append to it (the stream's PubAck comes to the inbox), read it back by subject (direct get)
-          wild(subjects.resume(ANY)), resumeDirectGet(),
+          // the resume journal: append to it (the stream's PubAck comes to the inbox), read it back by subject (direct
+          // get of one replica, the leader's message get of a replicated stream)
+          wild(subjects.resume(ANY)), resumeDirectGet(), resumeLeaderGet(),
           ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w)))), ...replyInboxes('gateway'),
         ]),
         subscribe: uniq([
@@ -195,6 +201,8 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           `$JS.API.STREAM.INFO.${jetstream.eventsStream}`, `$JS.API.STREAM.CREATE.${jetstream.eventsStream}`,
           `$JS.API.STREAM.INFO.${jetstream.requestsStream}`, `$JS.API.STREAM.CREATE.${jetstream.requestsStream}`,
           `$JS.API.STREAM.INFO.${jetstream.resumeStream}`, `$JS.API.STREAM.CREATE.${jetstream.resumeStream}`,
+          // the journal's direct get turned off once replicated (its reads go through the stream leader)
+          `$JS.API.STREAM.UPDATE.${jetstream.resumeStream}`,
           // the leader's pool and cluster telemetry, and the routing table the gateways route by
           wild(subjects.telPool(ANY)), subjects.telCluster(), controlSubjects.routing(),
           ...replyInboxes('cluster'),

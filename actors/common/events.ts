@@ -52,19 +52,29 @@ export async function ensureRequestsStream(bus: Bus): Promise<void> {
   await ensureStream(bus, jetstream.requestsStream, [...jetstream.requestsSubjects], STREAM_RETENTION.requests);
 }
 
-/** Create the resume journal's stream when missing (idempotent; safe from several processes): direct get on, so gateways read it by subject. */
+/**
+ * Create the resume journal's stream when missing (idempotent; safe from several processes). Gateways read it by
+ * subject (actors/gateway/resume.ts readJournal): one replica by direct get (direct get on), a replicated stream
+ * through its leader's message get (direct get off: a direct get may be answered by a follower that has not applied
+ * an acknowledged append yet, e.g. one catching up after a restart, and a resume would find the stream missing).
+ * A stream that exists with the other setting is updated to it.
+ */
 export async function ensureResumeStream(bus: Bus): Promise<void> {
-  await ensureStream(bus, jetstream.resumeStream, [...jetstream.resumeSubjects], STREAM_RETENTION.resume, true);
+  await ensureStream(bus, jetstream.resumeStream, [...jetstream.resumeSubjects], STREAM_RETENTION.resume, bus.jetstreamReplicas <= 1);
 }
 
 async function ensureStream(bus: Bus, name: string, subjects: string[], r: { maxAgeS: number; maxBytes: number; maxMsgs: number; maxMsgsPerSubject?: number; discard: 'old' }, allowDirect = false): Promise<void> {
   const { jetstreamManager, DiscardPolicy, StorageType } = await import('@nats-io/jetstream');
   const jsm = await jetstreamManager(bus.nc);
+  let info;
   try {
-    await jsm.streams.info(name);
-    return;
+    info = await jsm.streams.info(name);
   } catch {
     // missing: create below
+  }
+  if (info) {
+    if ((info.config.allow_direct ?? false) !== allowDirect) await jsm.streams.update(name, { ...info.config, allow_direct: allowDirect });
+    return;
   }
   try {
     await jsm.streams.add({

@@ -16,7 +16,7 @@ import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { DynError } from '../../protocols/errors.ts';
 import { ResumeEntry } from '../../protocols/journal.ts';
 import { jetstream, subjects } from '../../protocols/subjects.ts';
-import { resumeDirectGet } from '../../protocols/permissions.ts';
+import { resumeDirectGet, resumeLeaderGet } from '../../protocols/permissions.ts';
 import type { JournalAppend, JournalEnd, JournalHead, JournalLeg, JournalSlo, JournalWriter } from './journal-writer.ts';
 export { JournalWriter, DEFAULT_JOURNAL_TIMING, journalBounds, type JournalAppend, type JournalEnd, type JournalHead, type JournalLeg, type JournalSlo, type JournalTiming, type JournalTimeout } from './journal-writer.ts';
 
@@ -221,37 +221,73 @@ export const MAX_JOURNAL_ENTRIES = 65_536;
 /** The JetStream direct get's answer headers: status code, and the message's sequence. */
 interface DirectReply { data: Uint8Array; headers?: { code: number; get(k: string): string } }
 
+/** The stream message get's answer (JSON): the message (data in base64) or an error. */
+interface LeaderReply { message?: { seq?: number; data?: string }; error?: { code?: number; description?: string } }
+
+/** One read of the journal: the entry's bytes and sequence, or null when no entry of the subject is at or past `seq`. */
+type ReadOne = (seq: number, timeoutMs: number) => Promise<{ seq: number; data: Uint8Array } | null>;
+
+/** A read through the stream's leader (`$JS.API.STREAM.MSG.GET`): what a replicated journal is read by. */
+function leaderRead(bus: Bus, subject: string): ReadOne {
+  return async (seq, timeoutMs) => {
+    const m = await bus.nc.request(resumeLeaderGet(), JSON.stringify({ seq, next_by_subj: subject }), { timeout: timeoutMs });
+    let r: LeaderReply;
+    try {
+      r = JSON.parse(new TextDecoder().decode(m.data)) as LeaderReply;
+    } catch {
+      throw new DynError('internal', 'the resume journal answered what is not JSON', { retryable: false });
+    }
+    if (r.error) {
+      if (r.error.code === 404) return null;
+      throw new DynError('unavailable', `the resume journal answered ${r.error.code ?? '?'}: ${r.error.description ?? ''}`, { retryable: true, retryAfterS: 1 });
+    }
+    return { seq: Number(r.message?.seq), data: Buffer.from(r.message?.data ?? '', 'base64') };
+  };
+}
+
+/** A direct get (`$JS.API.DIRECT.GET`): what a one-replica journal is read by (nats-server < 2.9.15 may crash on a message get there: kv-open.ts). */
+function directRead(bus: Bus, subject: string): ReadOne {
+  return async (seq, timeoutMs) => {
+    const r = (await bus.nc.request(resumeDirectGet(), JSON.stringify({ seq, next_by_subj: subject }), { timeout: timeoutMs })) as unknown as DirectReply;
+    const code = r.headers?.code ?? 0;
+    if (code === 404) return null;
+    if (code !== 0 && code !== 200) throw new DynError('unavailable', `the resume journal answered ${code}`, { retryable: true, retryAfterS: 1 });
+    return { seq: Number(r.headers?.get('Nats-Sequence')), data: r.data };
+  };
+}
+
 /**
- * The journal entries of request `id`, in the stream's order, read by direct get (`next_by_subj`, one entry a
- * round trip) within `timeoutMs` in all on `clock`. Throws a retryable DynError ('timeout' or 'unavailable') when
- * the journal did not answer in time, so the client may try the resume again.
+ * The journal entries of request `id`, in the stream's order, read one entry a round trip (`next_by_subj`) within
+ * `timeoutMs` in all on `clock`: by direct get when the journal has one replica, through the stream's leader when
+ * it is replicated (`bus.jetstreamReplicas`; a follower's direct get could miss an acknowledged entry, and a resume
+ * would be refused as unknown). Throws a retryable DynError ('timeout' or 'unavailable') when the journal did not
+ * answer in time, so the client may try the resume again.
  */
 export async function readJournal(bus: Bus, id: string, timeoutMs: number, clock: Clock = systemClock): Promise<ResumeEntry[]> {
   const subject = subjects.resume(id);
+  const read = bus.jetstreamReplicas > 1 ? leaderRead(bus, subject) : directRead(bus, subject);
   const until = clock.now() + timeoutMs;
   const out: ResumeEntry[] = [];
   let seq = 1;
   while (out.length < MAX_JOURNAL_ENTRIES) {
     const left = until - clock.now();
     if (left <= 0) throw new DynError('timeout', 'the resume journal did not answer in time', { retryable: true, retryAfterS: 1 });
-    let r: DirectReply;
+    let r: { seq: number; data: Uint8Array } | null;
     try {
-      r = (await bus.nc.request(resumeDirectGet(), JSON.stringify({ seq, next_by_subj: subject }), { timeout: left })) as unknown as DirectReply;
+      r = await read(seq, left);
     } catch (err) {
+      if (err instanceof DynError) throw err;
       const timeout = /timeout/i.test((err as Error).message);
       throw new DynError(timeout ? 'timeout' : 'unavailable', `the resume journal could not be read: ${(err as Error).message}`, { retryable: true, retryAfterS: 1 });
     }
-    const code = r.headers?.code ?? 0;
-    if (code === 404) break; // no entry past seq
-    if (code !== 0 && code !== 200) throw new DynError('unavailable', `the resume journal answered ${code}`, { retryable: true, retryAfterS: 1 });
-    const at = Number(r.headers?.get('Nats-Sequence'));
-    if (!Number.isInteger(at) || at < seq) throw new DynError('internal', 'the resume journal answered without a sequence', { retryable: false });
+    if (!r) break; // no entry past seq
+    if (!Number.isInteger(r.seq) || r.seq < seq) throw new DynError('internal', 'the resume journal answered without a sequence', { retryable: false });
     try {
       out.push(ResumeEntry.decode(r.data, subject));
     } catch {
       // an entry this gateway cannot read is skipped: the fold finds the gap if it mattered
     }
-    seq = at + 1;
+    seq = r.seq + 1;
   }
   return out;
 }

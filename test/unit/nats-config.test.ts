@@ -116,12 +116,12 @@ describe('NATS server configs come from the one table of rights', () => {
     expect(permissionsOf({ role: 'cluster' }).publish.filter((s) => s.startsWith('$KV.'))).toEqual([...leaseBuckets.map((b) => `$KV.${b}.cluster.planner`), '$KV.dyn_v1_inventory.pool.*', '$KV.dyn_v1_inventory.energy.cluster']);
     // no other role touches a lease bucket
     for (const role of ['gateway', 'instance', 'node'] as const) expect(permissionsOf({ role }).publish.some((s) => s.includes('dyn_v1_leases')), role).toBe(false);
-    // the gateway cannot command anything nor touch JetStream but to read its resume journal back (direct get on that
-    // one stream); it submits requests to intake or, routing them itself, to an instance's admission, and reads the
+    // the gateway cannot command anything nor touch JetStream but to read its resume journal back (that one stream's
+    // direct get, and its leader's message get when replicated); it submits requests to intake or, routing them itself, to an instance's admission, and reads the
     // routing table, the instances' status and the server's disconnect advisories (its routing view)
     const gw = permissionsOf({ role: 'gateway' });
     expect(gw.publish.some((s) => /\.ctl$|\.dispatch$|^\$KV/.test(s))).toBe(false);
-    expect(gw.publish.filter((s) => s.startsWith('$JS'))).toEqual(['$JS.API.DIRECT.GET.DYN_V1_RESUME']);
+    expect(gw.publish.filter((s) => s.startsWith('$JS'))).toEqual(['$JS.API.DIRECT.GET.DYN_V1_RESUME', '$JS.API.STREAM.MSG.GET.DYN_V1_RESUME']);
     expect(gw.publish.filter((s) => s.includes('.resume.'))).toEqual(['dyn.v1.resume.*']);
     expect(gw.publish.filter((s) => s.endsWith('.admit'))).toEqual(['dyn.v1.inst.*.admit']);
     expect(gw.subscribe).toEqual(expect.arrayContaining(['dyn.v1.ctl.route', 'dyn.v1.ctl.istat.*.*']));
