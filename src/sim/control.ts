@@ -185,7 +185,7 @@ export abstract class SimControl extends SimLedger {
   /** The pool machine's configuration, as the live pool leader's (config pool.*, engine.*), on the simulator's costs. */
   protected poolMachineConfig(pool: SimPool): PoolMachineConfig {
     return {
-      pool: pool.id, holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS,
+      pool: pool.id, holder: 'sim', profile: this.p, headroom: this.headroom, deadAfterMs: this.o.deadAfterMs ?? LIVE_INSTANCE_DEFAULTS.deadAfterMs, statusIntervalMs: PEER_STATUS_MS,
       // the live leader's suspicion of a silent instance: the config's, else derived from the statuses' interval here (policy suspect.ts)
       suspectAfterMs: suspectAfterMsOf({ statusIntervalMs: PEER_STATUS_MS, instanceStatusIntervalMs: this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS, suspectAfterMs: this.o.suspectAfterMs }),
       epochMs: this.ep.poolS * 1000, healthDeadlineMs: LIVE_HEALTH_DEADLINE_MS, initialTp: this.o.instanceTp ?? 8, moveQueueAbove: this.limits.moveQueueAbove,

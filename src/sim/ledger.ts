@@ -149,6 +149,7 @@ export abstract class SimLedger {
     const statusEvery = this.o.instanceStatusIntervalMs ?? PEER_STATUS_MS;
     if (!(statusEvery >= 1 && Number.isFinite(statusEvery))) throw new RangeError(`instanceStatusIntervalMs must be at least 1 ms, got ${statusEvery}`);
     if (this.o.suspectAfterMs !== undefined && !(this.o.suspectAfterMs > 0 && Number.isFinite(this.o.suspectAfterMs))) throw new RangeError(`suspectAfterMs must be a finite number > 0 ms, got ${this.o.suspectAfterMs}`);
+    if (this.o.deadAfterMs !== undefined && !(this.o.deadAfterMs > 0 && Number.isFinite(this.o.deadAfterMs))) throw new RangeError(`deadAfterMs must be a finite number > 0 ms, got ${this.o.deadAfterMs}`);
     for (const ph of statusPhases) if (!(ph > 0 && ph <= statusEvery)) throw new RangeError(`instanceStatusPhaseMs must be in (0, ${statusEvery}] ms, got ${ph}`);
     if (this.o.instanceStatusPhaseMs !== undefined && (this.fidelity !== 'step' || !this.useDispatchPolicy || !statusPhases.length)) throw new RangeError('instanceStatusPhaseMs: step fidelity, the policy dispatch, at least one phase');
     this.pathToEngineMs = this.o.requestPathMs?.toEngineMs ?? 0;

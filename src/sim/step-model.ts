@@ -32,7 +32,7 @@ export abstract class SimStepModel extends SimClocks {
     const k = this.knobs;
     const cfg: InstanceMachineConfig = {
       tp: inst.tp, headroom: this.headroom, epochMs: this.ep.instanceS * 1000, tickMs: BRAIN_TICK_MS, timeScale: MACHINE_TIME.timeScale,
-      maxInEngine: this.limits.maxInEngine, maxQueued: this.limits.maxQueued, deadAfterMs: LIVE_INSTANCE_DEFAULTS.deadAfterMs,
+      maxInEngine: this.limits.maxInEngine, maxQueued: this.limits.maxQueued, deadAfterMs: this.o.deadAfterMs ?? LIVE_INSTANCE_DEFAULTS.deadAfterMs,
       moveQueueAbove: this.limits.moveQueueAbove, rejectAfterMs: this.limits.rejectAfterMs, retryAfterS: this.limits.retryAfterS,
       // the clock is the machine's with a dynamic-clock policy; the oracle sets it (pool set_clock); else max clock
       ...(k.dynamicClock && !k.oracle ? { profile: this.p } : {}),

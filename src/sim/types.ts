@@ -219,6 +219,12 @@ export interface SimOptions {
    */
   suspectAfterMs?: number;
   /**
+   * step fidelity, the pool and instance machines' verdict that a silent instance is dead (its requests moved or ended, a
+   * silent peer forgotten), ms: the live config's liveness.deadAfterMs (`dynamollm simulate --config` passes its
+   * config's); default 3000, the live default (instance-brain.ts LIVE_INSTANCE_DEFAULTS).
+   */
+  deadAfterMs?: number;
+  /**
    * step fidelity: the live data path's own time, ms, which the engine's TTFT does not hold (docs/DATAPATH.md): a
    * request reaches its pools' dispatch `toEngineMs` after the client sent it (the gateway's HTTP parse, the prompt's
    * count, routing, the admission or the credit, the engine request's write), and its tokens reach the client

@@ -2,7 +2,8 @@
  * `dynamollm simulate`: the simulated instances publish their statuses at the interval the live cluster's would, the
  * instances' status interval of the cluster config it is given (--config), else the live default; --status-interval-ms
  * sets it outright (a measured interval, as the twin check passes SimOptions.instanceStatusIntervalMs). The pools
- * suspect a silent instance after the config's liveness.suspectAfterMs where it sets one.
+ * suspect a silent instance after the config's liveness.suspectAfterMs where it sets one, and call it dead after its
+ * liveness.deadAfterMs.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -80,6 +81,14 @@ describe('dynamollm simulate: the status interval of the simulated instances', (
     expect((await simulate([])).opts.map((o) => o.suspectAfterMs)).toEqual([undefined, undefined]);
     // a suspicion no shorter than the death is the config's error
     expect((await simulate(['--config', configWith('liveness: { suspectAfterMs: 3000 }')])).code).toBe(2);
+  });
+
+  it("passes the config's liveness.deadAfterMs (its default, 3000 ms, where it sets none); nothing without a config", async () => {
+    const got = await simulate(['--config', configWith('liveness: { instanceStatusIntervalMs: 250, deadAfterMs: 4500 }')]);
+    expect(got.code).toBe(0);
+    expect(got.opts.map((o) => o.deadAfterMs)).toEqual([4500, 4500]);
+    expect((await simulate(['--config', configWith('')])).opts.map((o) => o.deadAfterMs)).toEqual([3000, 3000]);
+    expect((await simulate([])).opts.map((o) => o.deadAfterMs)).toEqual([undefined, undefined]);
   });
 
   it('is --status-interval-ms where given (over the config); a bad value or config is a usage error', async () => {

@@ -101,7 +101,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--sleep-standby-window-s <s>', 'with --sleep-standby on: how long its forecast remembers the busiest 10 s of a pool\'s arrivals, s (default 180)')
     .option('--server-boot-s <s>', 'with --unused-servers off: a server\'s boot time, s (default 120: Table V, a VM 1-2 min)')
     .option('--power-reserve <n>', 'with --unused-servers off: idle powered servers kept beyond the grants (default 1)')
-    .option('--config <file>', "a cluster config (up's YAML/JSON): the requests' SLOs and classes are its slo: and thresholds:, and the simulated instances publish their statuses at its instances' status interval (liveness.instanceStatusIntervalMs) and the pools suspect a silent one after its liveness.suspectAfterMs (default: the config defaults, Table IV's SLOs and classes)")
+    .option('--config <file>', "a cluster config (up's YAML/JSON): the requests' SLOs and classes are its slo: and thresholds:, and the simulated instances publish their statuses at its instances' status interval (liveness.instanceStatusIntervalMs) and the pools suspect a silent one after its liveness.suspectAfterMs and call it dead after its liveness.deadAfterMs (default: the config defaults, Table IV's SLOs and classes)")
     .option('--status-interval-ms <ms>', "step fidelity: the interval between two statuses of an instance, ms (default: --config's instances' status interval, liveness.instanceStatusIntervalMs, else the live default, 250)")
     .option('--speed <x>', 'time compression of a trace file, as replay --speed (the window is in trace time)', '1')
     .addOption(jsonOption())
@@ -179,12 +179,15 @@ export function sloSettingsOf(v: Pick<SimulateOptions, 'config'>): Pick<SimOptio
 }
 
 /**
- * The pool machines' suspicion of a silent instance (SimOptions `suspectAfterMs`): --config's liveness.suspectAfterMs
- * where it sets one; else none, and the simulator derives it from the status interval as the live cluster does.
+ * The machines' liveness verdicts on a silent instance, from --config's liveness (none without a config: the live
+ * defaults): `deadAfterMs` its liveness.deadAfterMs (SimOptions `deadAfterMs`: the pool machines' death verdict, the
+ * instance machines' forgetting of a peer), `suspectAfterMs` its liveness.suspectAfterMs where it sets one (else the
+ * simulator derives it from the status interval as the live cluster does).
  */
-export function suspectSettingOf(v: Pick<SimulateOptions, 'config'>): Pick<SimOptions, 'suspectAfterMs'> {
-  const ms = v.config === undefined ? undefined : configOf(v.config).liveness.suspectAfterMs;
-  return ms === undefined ? {} : { suspectAfterMs: ms };
+export function livenessSettingsOf(v: Pick<SimulateOptions, 'config'>): Pick<SimOptions, 'suspectAfterMs' | 'deadAfterMs'> {
+  if (v.config === undefined) return {};
+  const l = configOf(v.config).liveness;
+  return { deadAfterMs: l.deadAfterMs, ...(l.suspectAfterMs !== undefined ? { suspectAfterMs: l.suspectAfterMs } : {}) };
 }
 
 function configOf(path: string): ClusterConfig {
@@ -262,7 +265,7 @@ async function simulate(v: SimulateOptions): Promise<number> {
     poolPlanner: poolPlannerOf(v.poolPlanner),
     predictor: predictorOf(v.predictor, fidelity),
     unusedServers: unusedServersOf(v.unusedServers),
-    instanceStatusIntervalMs: statusIntervalOf(v), ...suspectSettingOf(v),
+    instanceStatusIntervalMs: statusIntervalOf(v), ...livenessSettingsOf(v),
     sleepStandby: onOff(v.sleepStandby, 'sleep-standby'),
     ...(v.sleepStandbyWindowS !== undefined ? { sleepStandbyWindow: { windowMs: positive(num(v.sleepStandbyWindowS, 'sleep-standby-window-s'), 'sleep-standby-window-s') * 1000 } } : {}),
     ...(v.serverBootS !== undefined ? { serverBootS: positive(num(v.serverBootS, 'server-boot-s'), 'server-boot-s') } : {}),
