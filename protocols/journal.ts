@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { codec } from './codec.ts';
 import { FINISH_REASONS, inferenceRequest, usage } from './messages.ts';
+import { REQUEST_TYPES } from './request-types.ts';
 
 const v = z.literal(1);
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9_-]+$/);
@@ -42,10 +43,14 @@ export const resumeEntry = z.object({
    * the leg now generating: its id and instance (a resume ends it there: LegReport end, then Cancel), the legs before it
    * (migrations and resumes), the tokens sent before it, and the energy of the legs before it (J); `energyEstimatedJ`:
    * of that energy, the gateway's estimate for legs whose instance did not answer their energy (absent: none).
+   * `startedMs` (the writer's wall clock), `pool` and `type`: when and where the leg started streaming; a resume whose
+   * end report gets no answer (the instance died too) estimates the leg's energy from that instance's telemetry since
+   * then and publishes its RequestRecord (docs/DATAPATH.md "Request migration").
    */
   leg: z.object({
     id, instance: z.string().max(128).optional(), legs: int, sentBefore: int, energyJ: nonneg,
     energyEstimatedJ: nonneg.optional(), energySource: z.enum(['measured', 'modelled']).optional(),
+    startedMs: nonneg.optional(), pool: z.string().max(128).optional(), type: z.enum(REQUEST_TYPES).optional(),
   }).optional(),
   /** the stream ended: its last event (index `at`: its text, finish_reason, stop_reason) and usage; the usage event (when asked for) and [DONE] follow it. */
   end: z.object({

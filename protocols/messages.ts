@@ -7,8 +7,9 @@ import { codec } from './codec.ts';
 import { REQUEST_TYPES } from './request-types.ts';
 import { ACTOR_KINDS, EVENT_KINDS, ROOT } from './subjects.ts';
 import { FINISH_REASONS, MAX_CHUNK_TOKENS, fastTokenChunk } from './token-chunk-check.ts';
+import { RequestRecord, requestRecord } from './request-record.ts';
 
-export { FINISH_REASONS, MAX_CHUNK_TOKENS };
+export { FINISH_REASONS, MAX_CHUNK_TOKENS, RequestRecord, requestRecord };
 
 /** A token stream subject: `dyn.v1.stream.<request id>` (never another subject: an instance publishes there). */
 export const STREAM_SUBJECT = new RegExp(`^${ROOT.replace('.', '\\.')}\\.stream\\.[A-Za-z0-9_-]{1,128}$`);
@@ -195,6 +196,11 @@ export const inferenceRequest = z.object({
   creditTo: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/).optional(),
   /** a migrated request's leg number (1 = the first continuation): its prompt already holds the tokens sent. */
   migration: int.optional(),
+  /**
+   * a continuation leg (a migration or a resume, `<request>-m<n>`): the client's request id it continues. The instance
+   * copies it into the leg's RequestRecord (`request`), so a consumer sums a request's legs without parsing ids.
+   */
+  request: id.optional(),
   /** a readiness probe (`dynamollm up`'s first request; header x-dynamollm-probe: 1 on a one-token request): served as any
    * request, but not traffic: the instance leaves it out of its load and its admission counter (status admittedByType,
    * whose first increments start the pool's re-shard epochs), and the intake's output predictor does not learn from it. */
@@ -459,36 +465,6 @@ export const nodeTelemetry = z.object({
 export type NodeTelemetry = z.infer<typeof nodeTelemetry>;
 export const NodeTelemetry = codec('NodeTelemetry', nodeTelemetry);
 
-/**
- * One finished (or failed) request, for latency/SLO/energy accounting (billing per request's energy: keyed
- * by `id`, charged to `apiKeyId`/`tenant` for `model`).
- */
-export const requestRecord = z.object({
-  v,
-  id,
-  model: z.string().max(256).optional(),
-  apiKeyId: z.string().max(64).optional(),
-  tenant: z.string().max(128).optional(),
-  type: requestType,
-  pool: z.string().max(128),
-  instance: z.string().max(128).optional(),
-  outcome: z.enum(['ok', 'rejected', 'failed', 'cancelled']),
-  promptTokens: int,
-  completionTokens: int,
-  ttftMs: nonneg.optional(),
-  /** mean and max time between tokens of this request, ms. */
-  tbtMeanMs: nonneg.optional(),
-  tbtMaxMs: nonneg.optional(),
-  /** GPU energy of this request, J: the engine's own figure when it reports one (the emulator does), else its
-   * share of its instance's energy while it ran (each second's energy split evenly over the running requests). */
-  energyJ: nonneg,
-  energySource: z.enum(['measured', 'modelled']),
-  sloMet: z.boolean(),
-  predictedType: requestType.optional(),
-  finishedMs: nonneg,
-});
-export type RequestRecord = z.infer<typeof requestRecord>;
-export const RequestRecord = codec('RequestRecord', requestRecord);
 
 /** One pool, as the cluster leader sees it from its instances' telemetry and its pool leader's status. */
 export const poolTelemetry = z.object({

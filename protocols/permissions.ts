@@ -20,7 +20,8 @@
  *   the request itself: `inst.<id>.admit`, which the instance checks like any admission), read token streams,
  *   the routing table and the instances' status (its routing view), cancel, report the legs of the requests
  *   it streams from an engine directly (`inst.<id>.leg`), append to and read back the resume journal of its
- *   resumable streams (`resume.<request>`, direct get on that one stream), read telemetry, events and
+ *   resumable streams (`resume.<request>`, direct get on that one stream), publish the RequestRecord of a leg whose
+ *   instance died before recording it (`tel.req.<pool>`, its energy estimated and labelled so), read telemetry, events and
  *   heartbeats (its dashboard), and answer the observer's request for its own routing view (`view.gateway.<id>`):
  *   no command subject, no other JetStream;
  * - the observer reads (telemetry, events live and through its own consumer of the events stream,
@@ -178,6 +179,8 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           // the resume journal: append to it (the stream's PubAck comes to the inbox), read it back by subject (direct
           // get of one replica, the leader's message get of a replicated stream)
           wild(subjects.resume(ANY)), resumeDirectGet(), resumeLeaderGet(),
+          // the record of a leg whose instance died before recording it, with the gateway's estimate of its energy
+          wild(subjects.telRequest(ANY)),
           ...ids.map((w) => wild(subjects.heartbeat('gateway', idOr(w)))), ...replyInboxes('gateway'),
         ]),
         subscribe: uniq([

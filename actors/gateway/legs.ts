@@ -14,6 +14,7 @@ import type { CreditGrant } from '../../src/policy/machines/credits.ts';
 import type { RequestRouter, RoutedAdmission } from './router.ts';
 import type { JournalLeg, ResumeFrom } from './resume.ts';
 import type { LegEnergy } from './leg-energy.ts';
+import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
 import { continuable } from '../../src/policy/drain-migration.ts';
 
 const MAX_ID = 128;
@@ -140,6 +141,7 @@ export function continuation(req: InferenceRequest, st: StreamState): InferenceR
     maxTokens: req.maxTokens - st.sent,
     inputTokens: req.inputTokens + st.sent,
     migration: n,
+    request: req.id,
   };
   if (req.minTokens !== undefined) next.minTokens = Math.max(0, req.minTokens - st.sent);
   // nothing sent yet: the same request again (a chat gets no empty assistant turn to continue)
@@ -427,11 +429,12 @@ async function endRequest(bus: Bus, timeoutMs: number, instance: string, rep: Le
  * (`engineJ`, modelled); with neither (the instance died before answering, or answered without a figure: a restarted
  * process, or one that ended the leg itself when its engine crashed, holds no such request), the estimate from its
  * instance's telemetry (leg-energy.ts), counted in `energyEstimatedJ` too. `fallback`: the source of a leg whose energy
- * nobody knows.
+ * nobody knows. Returns the estimate when it charged one: no instance records that leg, so its record is the
+ * gateway's to publish (leg-record.ts).
  */
 export function chargeLeg(
   st: StreamState, reply: LegReply | undefined, engineJ: number | undefined, estimate: (() => LegEnergy | undefined) | undefined, counters: { energyEstimated: number }, fallback?: 'measured',
-): void {
+): LegEnergy | undefined {
   const e = reply?.energyJ === undefined && engineJ === undefined ? estimate?.() : undefined;
   if (e) {
     counters.energyEstimated++;
@@ -441,6 +444,17 @@ export function chargeLeg(
   else st.energyJ += reply?.energyJ ?? engineJ ?? 0;
   const source = e?.energySource ?? reply?.energySource ?? (engineJ !== undefined ? 'modelled' : fallback);
   if (source) st.energySource ??= source;
+  return e;
+}
+
+/**
+ * A leg that never started may be sent again: as a migration, while the request's give-up time leaves room (`now` plus
+ * the admission's wait, at most 5 s), and while nothing was sent for it only until `firstByMs` (holdLimitMs after its
+ * admission began): each new leg may wait chunkTimeoutMs again, and a client with no answer gets the retryable error
+ * instead of that wait.
+ */
+export function canRedrive(req: InferenceRequest, st: StreamState, firstByMs: number, now: number, admitTimeoutMs: number, migrationLimit: number): boolean {
+  return now + Math.min(admitTimeoutMs, 5000) < req.giveUpAtMs && (st.sent > 0 || now < firstByMs) && canMigrate(req, st, migrationLimit);
 }
 
 /** The client's usage at the end of the stream: tokens and energy summed over its legs. */
@@ -463,18 +477,28 @@ export function resumedState(req: InferenceRequest, from: ResumeFrom, maxTextByt
 /**
  * The leg another gateway streamed until it died (a resumed stream's `from.leg`), ended on its behalf: an end report
  * ('failed', the tokens the journal has of it) to its instance, which records the leg once and frees its engine slot
- * now instead of at the request's deadline; the energy it answers goes into `st`. No reply (the instance died too,
- * or ended the leg already): nothing added. Then a Cancel, for an engine that still runs it.
+ * now instead of at the request's deadline; the energy it answers goes into `st`. An answer without a figure (the
+ * instance ended the leg already, when the dead gateway's heartbeats lapsed, and recorded it): nothing added. No
+ * answer (the instance died too): the leg is charged the estimate from that instance's telemetry since the leg's
+ * start (`estimateFrom(instance, leg.startedMs)`: InstanceEnergyMeters.markAt), counted in `energyEstimatedJ`, and
+ * the gateway publishes the leg's record with it (leg-record.ts), as for a leg of its own. Then a Cancel, for an
+ * engine that still runs it.
  */
-export async function endForeignLeg(bus: Bus, timeoutMs: number, from: ResumeFrom, st: StreamState): Promise<void> {
+export async function endForeignLeg(
+  bus: Bus, timeoutMs: number, req: InferenceRequest, from: ResumeFrom, st: StreamState,
+  estimateFrom?: (instance: string, startedMs: number) => (() => LegEnergy | undefined) | undefined, counters: { energyEstimated: number } = { energyEstimated: 0 }, clock: Pick<Clock, 'now'> = systemClock,
+): Promise<void> {
   const leg = from.leg;
   if (!leg) return;
   if (leg.instance) {
     const t: LegTiming = { tokens: Math.max(0, from.sent - leg.sentBefore), tbtSum: 0, tbtMax: 0, tbtN: 0 };
     const reply = await endReport(bus, timeoutMs, leg.instance, leg.id, 'failed', t, undefined);
-    if (reply?.ok) {
-      st.energyJ += reply.energyJ ?? 0;
-      if (reply.energySource) st.energySource ??= reply.energySource;
+    if (reply?.ok) chargeLeg(st, reply, undefined, undefined, counters);
+    const estimate = !reply && leg.startedMs !== undefined ? estimateFrom?.(leg.instance, leg.startedMs) : undefined;
+    const e = estimate && chargeLeg(st, undefined, undefined, estimate, counters);
+    if (e) {
+      const legReq: InferenceRequest = { ...req, id: leg.id, inputTokens: req.inputTokens + leg.sentBefore };
+      publishLegRecord(bus, estimatedLegRecord(req, legReq, { instance: leg.instance, ...(leg.pool ? { pool: leg.pool } : {}), ...(leg.type ? { type: leg.type } : {}) }, 'failed', t, t.tokens, e, clock.now()));
     }
   }
   // in case its engine still runs it (an instance that did not answer)
@@ -485,11 +509,15 @@ export async function endForeignLeg(bus: Bus, timeoutMs: number, from: ResumeFro
   }
 }
 
-/** The journal's record of leg `id` now generating (resume.ts JournalLeg): the legs, tokens and energy (its estimated part too) before it. */
-export function legOf(id: string, instance: string | undefined, st: StreamState): JournalLeg {
+/**
+ * The journal's record of leg `id` now generating (resume.ts JournalLeg): the legs, tokens and energy (its estimated
+ * part too) before it; where (`at`: its instance, pool and type) and when (`startedMs`) it started streaming.
+ */
+export function legOf(id: string, at: Pick<TokenChunk, 'instance' | 'pool' | 'type'>, st: StreamState, startedMs?: number): JournalLeg {
   return {
-    id, ...(instance ? { instance } : {}), legs: st.legs, sentBefore: st.sent, energyJ: st.energyJ,
+    id, ...(at.instance ? { instance: at.instance } : {}), legs: st.legs, sentBefore: st.sent, energyJ: st.energyJ,
     ...(st.energyEstimatedJ ? { energyEstimatedJ: st.energyEstimatedJ } : {}), ...(st.energySource ? { energySource: st.energySource } : {}),
+    ...(startedMs !== undefined ? { startedMs } : {}), ...(at.pool ? { pool: at.pool } : {}), ...(at.type ? { type: at.type } : {}),
   };
 }
 

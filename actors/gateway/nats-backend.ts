@@ -40,7 +40,7 @@ import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { DynError, RemoteError } from '../../protocols/errors.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import {
-  Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest,
+  Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest, type LegReply,
 } from '../../protocols/messages.ts';
 import type { WireError } from '../../protocols/errors.ts';
 import { streamCompletionBatches, streamCompletionPush } from '../../src/engine/client.ts';
@@ -50,11 +50,12 @@ import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, MigrationText, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, MigrationText, canRedrive, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { InstanceEnergyMeters, type LegMark } from './leg-energy.ts';
+import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
 import { electionDeadline, type Elections } from './elections.ts';
 import type { NatsBackendOptions } from './backend-options.ts';
 export type { NatsBackendOptions } from './backend-options.ts';
@@ -306,7 +307,8 @@ export class NatsBackend implements GatewayBackend {
    * then a new leg with the prompt plus the journal's text (a migration, not counted against migrationLimit). */
   async resume(req: InferenceRequest, from: ResumeFrom, signal: AbortSignal, hooks?: StreamHooks): Promise<AdmittedStream> {
     const st = resumedState(req, from, this.migrationMaxBytes);
-    await endForeignLeg(this.bus, this.legReportTimeoutMs, from, st);
+    const estimateFrom = (instance: string, startedMs: number) => ((m) => m && (() => this.meters.estimate(m)))(this.meters.markAt(instance, startedMs));
+    await endForeignLeg(this.bus, this.legReportTimeoutMs, req, from, st, estimateFrom, this.counters, this.clock);
     this.counters.resumed++;
     if (!canMigrate(req, st, this.migrationLimit)) throw new DynError('unavailable', 'the stream cannot continue (nothing left to generate, or its text is past the migration cap)', { retryable: false });
     const next = { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) };
@@ -338,7 +340,7 @@ export class NatsBackend implements GatewayBackend {
     let leg = first;
     let finished = false;
     let told: Leg | undefined; // the leg the hook was told of: it hears of each leg once
-    const tell = (instance: string | undefined) => hooks?.onLeg && told !== leg && hooks.onLeg(legOf((told = leg).req.id, instance, st));
+    const tell = (c: TokenChunk) => hooks?.onLeg && told !== leg && hooks.onLeg(legOf((told = leg).req.id, { ...leg.admission, ...c }, st, this.clock.now()));
     /** chunks of the current leg given to the client. */
     let legOut = 0;
     this.migrationText.claim(st);
@@ -347,7 +349,7 @@ export class NatsBackend implements GatewayBackend {
         // a stream's next leg silent since its admission (no grant, no token) is sent again, as one ended before it started
         const c = legOut > 0 || st.sent === 0 ? await this.nextChunk(leg) : await this.nextChunk(leg).catch((e: unknown) => silentLegEnd(e, leg.req.id, () => this.cancel(leg.req.id, 'no answer since its admission', leg.cancelSent)));
         if (!c) return;
-        if (!c.grant && c.error?.retryable && legOut === 0 && this.canRedrive(req, st, firstByMs)) {
+        if (!c.grant && c.error?.retryable && legOut === 0 && canRedrive(req, st, firstByMs, this.clock.now(), this.admitTimeoutMs, this.migrationLimit)) {
           // the control plane ended the leg before it started (its instance died holding it, no peer took it):
           // the gateway holds the request, so it sends it again as a new leg instead of failing the client
           leg.sub.unsubscribe();
@@ -357,7 +359,7 @@ export class NatsBackend implements GatewayBackend {
           continue;
         }
         if (!c.grant) {
-          if (legOut === 0) tell(c.instance ?? leg.admission.instance);
+          if (legOut === 0) tell(c);
           legOut++;
           // relayed by the instance (or ended before it started); finished before given: a reader may stop at the last chunk
           if (c.done || c.error) finished = true;
@@ -365,7 +367,7 @@ export class NatsBackend implements GatewayBackend {
           if (finished) return;
           continue;
         }
-        tell(c.instance ?? leg.admission.instance);
+        tell(c);
         const next = yield* this.directLeg(req, leg, c, st, signal, sink);
         leg.sub.unsubscribe();
         if (next === 'done') {
@@ -462,6 +464,9 @@ export class NatsBackend implements GatewayBackend {
     let finishReason: string | undefined;
     let stopReason: string | number | null | undefined;
     let tail: TokenChunk | undefined;
+    // the leg's energy into the stream's; an estimate (no instance records that leg) goes out as its record (leg-record.ts)
+    const charge = (reply: LegReply | undefined, engineJ: number | undefined, outcome: 'ok' | 'failed', fallback?: 'measured') => publishLegRecord(this.bus, estimatedLegRecord(
+      req, lr, { instance: instance!, pool: grant.pool ?? leg.admission.pool, type: grant.type ?? leg.admission.type }, outcome, t, usage?.completionTokens ?? t.tokens, chargeLeg(st, reply, engineJ, estimate, this.counters, fallback), this.clock.now()));
     /** one read's events: the client's chunks of those that carry tokens (the engine's last one kept as `tail`). */
     const onBatch = (batch: readonly EngineChunk[]): TokenChunk[] => {
       const outs: TokenChunk[] = [];
@@ -521,7 +526,7 @@ export class NatsBackend implements GatewayBackend {
       const reply = !instance ? undefined : usage?.energyJoules !== undefined
         ? endReport(this.bus, 0, instance, lr.id, 'ok', t, usage) && { v: 1 as const, ok: true, energyJ: usage.energyJoules, energySource: 'modelled' as const }
         : await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'ok', t, usage);
-      chargeLeg(st, reply, usage?.energyJoules, estimate, this.counters, 'measured');
+      charge(reply, usage?.energyJoules, 'ok', 'measured');
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
       const fr = finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop';
       const where = { ...(grant.instance ? { instance: grant.instance } : {}), ...(grant.pool ? { pool: grant.pool } : {}), ...(grant.type ? { type: grant.type } : {}) };
@@ -539,7 +544,7 @@ export class NatsBackend implements GatewayBackend {
       if (tail) yield [tail];
       const ended = ac.signal.reason instanceof LegEnded ? ac.signal.reason.error : undefined;
       // the instance learns how its leg ended (it ended it itself when it sent the error)
-      if (!ended && instance) chargeLeg(st, await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'failed', t, usage), undefined, estimate, this.counters);
+      if (!ended && instance) charge(await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'failed', t, usage), undefined, 'failed');
       st.promptTokens ??= req.inputTokens;
       const w: WireError = ended
         ?? (err instanceof EngineHttpError && !err.retryable
@@ -586,15 +591,5 @@ export class NatsBackend implements GatewayBackend {
         wait = Math.min(2000, wait * 2);
       }
     }
-  }
-
-  /**
-   * A leg that never started may be sent again: as a migration, while the request's give-up time leaves room, and
-   * while nothing was sent for it only until `firstByMs` (holdLimitMs after its admission began): each new leg may
-   * wait chunkTimeoutMs again, and a client with no answer gets the retryable error instead of that wait.
-   */
-  private canRedrive(req: InferenceRequest, st: StreamState, firstByMs: number): boolean {
-    const now = this.clock.now();
-    return now + Math.min(this.admitTimeoutMs, 5000) < req.giveUpAtMs && (st.sent > 0 || now < firstByMs) && canMigrate(req, st, this.migrationLimit);
   }
 }

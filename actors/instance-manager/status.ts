@@ -81,5 +81,6 @@ export function requestRecord(
   rec.model = req.model;
   if (req.apiKeyId !== undefined) rec.apiKeyId = req.apiKeyId;
   if (req.tenant !== undefined) rec.tenant = req.tenant;
+  if (req.request !== undefined) rec.request = req.request;
   return rec;
 }

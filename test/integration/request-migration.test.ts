@@ -14,7 +14,9 @@
  *   exactly the prompt plus the text the client had received: its prompt token count equals the engine
  *   tokenizer's count of that text. Usage sums the legs' energy: the dead leg's as its instance reports it
  *   after an engine kill; after an instance kill (nobody reports it), the gateway's estimate from that instance's
- *   telemetry, labelled in usage.energyEstimatedJ.
+ *   telemetry, labelled in usage.energyEstimatedJ. The continuation legs' records name their request
+ *   (RequestRecord.request); after an instance kill the gateway records the dead leg with its estimate
+ *   (RequestRecord.energyEstimatedJ), so the records of the request sum to the client's usage energy.
  * - With migrationLimit 0 the same kill ends the stream with an explicit retryable error.
  * - With a 16-byte cap on the text kept for migration, per stream (migrationMaxBytes) or across the gateway's streams
  *   (migrationMaxTotalBytes), a stream past it keeps streaming, and when its instance manager dies it is not migrated:
@@ -374,7 +376,8 @@ describe('request migration (SIGKILL mid-stream)', () => {
     // exactly one leg finished, the last: it was asked for the prompt plus exactly the text the client had before
     // it, and the tokens left. It ran wherever the pool sent it: on the peer, or on the victim's id once that is
     // back (its engine restarted, or, after an instance kill, a new process the node agent started under that id)
-    const legRecords = () => [...records.values()].filter((r) => r.id.startsWith(`${id}-m`));
+    // the continuation legs' records name the client's request they continue (RequestRecord.request)
+    const legRecords = () => [...records.values()].filter((r) => r.request === id);
     const last = await waitFor(() => legRecords().find((r) => r.outcome === 'ok'), 5000, 'the last leg record');
     expect(legRecords().filter((r) => r.outcome === 'ok').map((r) => r.id)).toEqual([last.id]);
     if (kill === 'instance' && last.instance === victim) expect(h.pidsOf(`--id ${victim} `)).not.toContain(killedPid);
@@ -412,6 +415,17 @@ describe('request migration (SIGKILL mid-stream)', () => {
       const recorded = legRecords().reduce((a, r) => a + r.energyJ, 0);
       expect(usage.energyJ, diag).toBeGreaterThanOrEqual(last.energyJ + estimated - 1e-6);
       expect(usage.energyJ, diag).toBeLessThanOrEqual(recorded + estimated + 1e-6);
+      // what a billing consumer reads: the gateway recorded the dead leg (no instance did), its energy labelled as the
+      // estimate, on the victim; the records of the request (its id, or naming it) sum to the client's usage, and their
+      // estimated parts to the usage's
+      const leg1 = await waitFor(() => records.get(id), 5000, "the gateway's record of the dead leg");
+      expect(leg1, diag).toMatchObject({ instance: victim, outcome: 'failed', energyEstimatedJ: leg1.energyJ });
+      expect(leg1.energyJ, diag).toBeCloseTo(estimated, 9);
+      const all = [...records.values()].filter((r) => r.id === id || r.request === id);
+      const sum = all.reduce((a, r) => a + r.energyJ, 0);
+      console.log(`instance kill: records ${all.map((r) => `${r.id}@${r.instance}:${r.outcome}:${r.energyJ.toFixed(3)}${r.energyEstimatedJ !== undefined ? ' (estimated)' : ''}`).join(', ')}; sum ${sum.toFixed(3)} J`);
+      expect(sum, diag).toBeCloseTo(usage.energyJ, 6);
+      expect(all.reduce((a, r) => a + (r.energyEstimatedJ ?? 0), 0), diag).toBeCloseTo(estimated, 9);
     }
   }
 

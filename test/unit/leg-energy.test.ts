@@ -146,7 +146,7 @@ describe('a resumed stream keeps the label of its estimated energy', () => {
     chargeLeg(st, { v: 1, ok: true, energyJ: 30, energySource: 'measured' }, undefined, undefined, counters);
     st.sent = 40;
     st.legs = 2;
-    const leg = ResumeEntry.decode(ResumeEntry.encode({ v: 1, id: 'r1', gen: 1, leg: legOf('r1', 'inst-b', st) })).leg!;
+    const leg = ResumeEntry.decode(ResumeEntry.encode({ v: 1, id: 'r1', gen: 1, leg: legOf('r1', { instance: 'inst-b' }, st) })).leg!;
     expect(leg).toMatchObject({ energyJ: 42.5, energyEstimatedJ: 12.5 });
     const req: InferenceRequest = {
       v: 1, id: 'r1', model: 'm', kind: 'completion', prompt: 'Hi', inputTokens: 2, maxTokens: 100, arrivalMs: 0, giveUpAtMs: 60_000, streamSubject: 'dyn.v1.stream.r1',
@@ -155,6 +155,6 @@ describe('a resumed stream keeps the label of its estimated energy', () => {
     chargeLeg(resumed, { v: 1, ok: true, energyJ: 5, energySource: 'measured' }, undefined, undefined, counters);
     expect(usageOut(usageOf(resumed), 0, 0)).toMatchObject({ energy_joules: 47.5, energy_estimated_joules: 12.5 });
     // nothing estimated: the journal has no such field
-    expect(legOf('r2', 'inst-b', { ...state(), energyJ: 3 })).not.toHaveProperty('energyEstimatedJ');
+    expect(legOf('r2', { instance: 'inst-b' }, { ...state(), energyJ: 3 })).not.toHaveProperty('energyEstimatedJ');
   });
 });
