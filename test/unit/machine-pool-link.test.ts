@@ -1,10 +1,12 @@
 /**
  * The pool machine's liveness verdicts against its own link to the bus, event by event on a virtual clock: the
  * silence a replica hears while its own connection is down (a NATS restart) is not its instances'; once the link
- * is back, each live instance gets deadAfterMs from then to report before it is declared dead.
+ * is back, each live instance gets deadAfterMs from then to report before it is declared dead. Its suspicion (policy
+ * suspect.ts) is not reset by the link's return: an instance that died while the link was down (its host lost with
+ * the replica's NATS node) leaves dispatch once a peer is heard again, and a healthy one is back at its next status.
  */
 import { describe, it, expect } from 'vitest';
-import { initialPoolState, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
+import { initialPoolState, poolDispatchView, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
 
 const T0 = 1_700_000_000_000;
 const POOL = 'pool-SS';
@@ -13,12 +15,16 @@ const cfg: PoolMachineConfig = {
   pool: POOL, holder: 'pm-1', headroom: 0, deadAfterMs: 3000, statusIntervalMs: 500, epochMs: 300_000, healthDeadlineMs: 10_000,
   initialTp: 4, moveQueueAbove: 4, retryAfterS: 1, planner: 'heuristic',
 };
+/** the same pool suspecting an instance silent for 3 of its 500-ms statuses */
+const SUSPECT_MS = 1500;
+const suspecting: PoolMachineConfig = { ...cfg, suspectAfterMs: SUSPECT_MS };
 
 class Drive {
   s: PoolMachineState = initialPoolState(['SS']);
   seq = 0;
+  constructor(readonly c: PoolMachineConfig = cfg) {}
   at(ms: number, ev: PoolEvent): PoolEffect[] {
-    const r = poolStep(this.s, ev, T0 + ms, cfg);
+    const r = poolStep(this.s, ev, T0 + ms, this.c);
     this.s = r.state;
     return r.effects;
   }
@@ -33,8 +39,8 @@ class Drive {
     });
   }
   /** a leader with two ready instances heard at 10 ms */
-  static leading(): Drive {
-    const d = new Drive();
+  static leading(c: PoolMachineConfig = cfg): Drive {
+    const d = new Drive(c);
     d.at(0, { type: 'start' });
     d.at(0, { type: 'lead', term: 1 });
     d.status(10, A);
@@ -43,6 +49,11 @@ class Drive {
   }
   alive(): boolean[] {
     return [A, B].map((id) => this.s.instances.get(id)!.alive);
+  }
+  /** the leader's dispatch view at `ms`: the instances a request may go to, and why the others may not */
+  view(ms: number): { ready: string[]; out: Record<string, string> } {
+    const v = poolDispatchView(this.s, POOL, T0 + ms, this.c.suspectAfterMs);
+    return { ready: v.ready, out: Object.fromEntries(v.out.map((o) => [o.id, o.why])) };
   }
 }
 
@@ -71,5 +82,36 @@ describe('pool machine: liveness and its own link', () => {
     const d = Drive.leading();
     d.at(2000, { type: 'link', up: true });
     expect(failures(d.at(3011, { type: 'sweep' })).sort()).toEqual([A, B]);
+  });
+
+  it('an instance that died while the link was down leaves dispatch once a peer is heard again, not suspectAfterMs after the link came back', () => {
+    const d = Drive.leading(suspecting);
+    // its NATS node dies: the link goes down; A's host died with it (no status from A again), B reconnects elsewhere
+    d.at(200, { type: 'link', up: false });
+    d.at(600, { type: 'link', up: true });
+    // nobody heard since the link came back: the silence is everyone's (the all-silent fallback keeps both)
+    expect(d.view(650).ready).toEqual([A, B].sort());
+    d.status(700, B);
+    d.status(1200, B);
+    // A silent since 10 ms, past SUSPECT_MS while B is heard: out (counted from the link's return, it would still be in until 2100)
+    expect(d.view(1600)).toEqual({ ready: [B], out: { [A]: 'suspect' } });
+    // its death verdict still waits deadAfterMs from the link's return
+    d.status(1700, B);
+    d.status(2200, B);
+    d.status(2700, B);
+    d.status(3200, B);
+    d.status(3500, B);
+    expect(failures(d.at(3600, { type: 'sweep' }))).toEqual([]);
+    expect(failures(d.at(3601, { type: 'sweep' }))).toEqual([A]);
+  });
+
+  it('a healthy instance is back in dispatch at its first status after the link came back', () => {
+    const d = Drive.leading(suspecting);
+    d.at(200, { type: 'link', up: false });
+    d.at(2000, { type: 'link', up: true });
+    d.status(2100, B);
+    expect(d.view(2200)).toEqual({ ready: [B], out: { [A]: 'suspect' } });
+    d.status(2400, A);
+    expect(d.view(2400).ready).toEqual([A, B].sort());
   });
 });

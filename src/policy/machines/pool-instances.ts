@@ -57,7 +57,7 @@ export function goneProcesses(s: PoolMachineState, fx: PoolEffect[], st: Instanc
 
 export function sweep(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
   for (const [id, t] of s.instances) {
-    if (t.alive && now - t.lastSeenMs > cfg.deadAfterMs) {
+    if (t.alive && now - Math.max(t.lastSeenMs, s.linkUpMs ?? -Infinity) > cfg.deadAfterMs) {
       s.instances.set(id, { ...t, alive: false, deadMs: now });
       instanceDied(s, fx, id, `no status for ${now - t.lastSeenMs} ms`, t.status, now, cfg);
     } else if (!t.alive && now - t.lastSeenMs > 60_000) s.instances.delete(id);

@@ -158,6 +158,8 @@ export interface PoolMachineState {
   assignmentUnread?: boolean;
   /** this replica's link to the bus is down ('link' event): the sweep gives no verdict meanwhile. */
   linkDown?: boolean;
+  /** when its link last came back after being down: the sweep's death verdict counts an instance's silence from then at the earliest, ms. */
+  linkUpMs?: number;
   /** when, leading, it first saw its instances admit requests: its re-shard epochs count from then, ms. */
   trafficAtMs?: number;
   /** node commands of a reconciliation not yet answered (no re-shard epoch meanwhile). */
@@ -196,8 +198,8 @@ export type PoolEvent =
   | { type: 'conn_ended'; conn: NatsConnectionId }
   /**
    * this replica's own link to the bus went down / came back. Silence heard while it is down is not the
-   * instances' (no liveness verdict from it); when it comes back, every live instance gets deadAfterMs from then
-   * to report, as after a new leader takes over.
+   * instances' (no death verdict from it); when it comes back, every live instance gets deadAfterMs from then
+   * to report, as after a new leader takes over. The suspicion still counts from each instance's last status.
    */
   | { type: 'link'; up: boolean }
   /** the timer of the waits (held dispatches, re-shard steps). */

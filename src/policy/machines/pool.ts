@@ -145,7 +145,10 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       s.ended = connectionEndedSeen(s.ended, ev.conn, now, endedKeepMs(cfg.deadAfterMs));
       break;
     case 'link':
-      if (ev.up && s.linkDown) for (const [id, t] of s.instances) if (t.alive) s.instances.set(id, { ...t, lastSeenMs: Math.max(t.lastSeenMs, now) });
+      // the silence heard while its own link was down is not its instances': their death verdict counts from the link's
+      // return (sweep), but their suspicion counts from their last status as ever, so an instance that died meanwhile
+      // (a host lost with this replica's NATS node) leaves dispatch once a peer is heard again, not suspectAfterMs later
+      if (ev.up && s.linkDown) s.linkUpMs = now;
       s.linkDown = !ev.up;
       break;
     case 'tick':
