@@ -1,15 +1,17 @@
 /**
  * Energy ledger: a real consumer of dynamollm's public pub/sub API. It reads every RequestRecord from the
  * DYN_V1_REQUESTS stream through a durable consumer (observer credentials), writes it into PostgreSQL keyed by
- * the request id, and acknowledges it only after the row is committed. A restart resumes after the last
- * acknowledged record; a record delivered again (a crash between commit and ack, an ack lost, a replay) hits
- * the primary key and changes nothing, so nothing is ever counted twice.
+ * the record's id (one row per leg: a migrated request has a record per leg, `client_request` names the client's
+ * request), and acknowledges it only after the row is committed. A restart resumes after the last acknowledged
+ * record; a record delivered again (a crash between commit and ack, an ack lost, a replay) hits the primary key
+ * and changes nothing, so nothing is ever counted twice. A leg the gateway recorded with its estimate (its instance
+ * died: `energyEstimatedJ`) is replaced by the instance's own record of it when that comes after all.
  *
  *   NATS_URL=nats://127.0.0.1:4222 NATS_USER=observer NATS_PASSWORD=observer-local \
  *   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
  *   node --conditions=source --import tsx examples/energy-ledger/ledger.ts
  *
- * Who spent what:  SELECT api_key, model, sum(energy_joules) FROM energy_ledger GROUP BY api_key, model;
+ * Who spent what:  SELECT api_key, model, count(DISTINCT client_request), sum(energy_joules) FROM energy_ledger GROUP BY api_key, model;
  */
 import pg from 'pg';
 import { DynamoClient, type RequestRecord, type StreamSubscription } from 'dynamollm/client';
@@ -55,27 +57,40 @@ export async function ensureTable(db: pg.Pool, table?: string): Promise<void> {
     finished_at       timestamptz NOT NULL,
     stream_seq        bigint NOT NULL
   )`);
+  // a leg's client request and the estimated part of its energy (a table made without them gets them)
+  await db.query(`ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS client_request text`);
+  await db.query(`ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS energy_estimated_joules double precision NOT NULL DEFAULT 0`);
 }
 
-/** Insert one record; a second insert of the same request id changes nothing. Returns true when it was new. */
+/**
+ * Store one record (one leg of a request). A second delivery of the same record id changes nothing, except that a
+ * record with no estimate replaces one whose energy was estimated (the gateway's record of a leg whose instance did
+ * not answer, then the instance's own record of it). Returns true when the row was written.
+ */
 export async function storeRecord(db: pg.Pool, r: RequestRecord, seq: number, table?: string): Promise<boolean> {
   const t = tableName(table);
   const res = await db.query(
-    `INSERT INTO ${t} (request_id, api_key, tenant, model, request_type, pool, instance, outcome, prompt_tokens, completion_tokens,
-       energy_joules, energy_source, finished_at, stream_seq)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, to_timestamp($13 / 1000.0), $14)
-     ON CONFLICT (request_id) DO NOTHING`,
-    [r.id, r.apiKeyId ?? 'anonymous', r.tenant ?? null, r.model ?? 'unknown', r.type, r.pool, r.instance ?? null, r.outcome,
-      r.promptTokens, r.completionTokens, r.energyJ, r.energySource, r.finishedMs, seq],
+    `INSERT INTO ${t} (request_id, client_request, api_key, tenant, model, request_type, pool, instance, outcome, prompt_tokens,
+       completion_tokens, energy_joules, energy_estimated_joules, energy_source, finished_at, stream_seq)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, to_timestamp($15 / 1000.0), $16)
+     ON CONFLICT (request_id) DO UPDATE SET
+       instance = EXCLUDED.instance, outcome = EXCLUDED.outcome, prompt_tokens = EXCLUDED.prompt_tokens,
+       completion_tokens = EXCLUDED.completion_tokens, energy_joules = EXCLUDED.energy_joules,
+       energy_estimated_joules = EXCLUDED.energy_estimated_joules, energy_source = EXCLUDED.energy_source,
+       finished_at = EXCLUDED.finished_at, stream_seq = EXCLUDED.stream_seq
+     WHERE ${t}.energy_estimated_joules > 0 AND EXCLUDED.energy_estimated_joules = 0`,
+    [r.id, r.request ?? r.id, r.apiKeyId ?? 'anonymous', r.tenant ?? null, r.model ?? 'unknown', r.type, r.pool, r.instance ?? null, r.outcome,
+      r.promptTokens, r.completionTokens, r.energyJ, r.energyEstimatedJ ?? 0, r.energySource, r.finishedMs, seq],
   );
   return res.rowCount === 1;
 }
 
-/** Who spent what: joules per (api key, model). */
+/** Who spent what: client requests and joules per (api key, model), every leg of a migrated request counted in its request. */
 export async function spentByKeyAndModel(db: pg.Pool, table?: string): Promise<{ apiKey: string; model: string; requests: number; energyJoules: number }[]> {
   const t = tableName(table);
   const r = await db.query<{ api_key: string; model: string; requests: string; energy_joules: number }>(
-    `SELECT api_key, model, count(*) AS requests, sum(energy_joules) AS energy_joules FROM ${t} GROUP BY api_key, model ORDER BY api_key, model`,
+    `SELECT api_key, model, count(DISTINCT coalesce(client_request, request_id)) AS requests, sum(energy_joules) AS energy_joules
+     FROM ${t} GROUP BY api_key, model ORDER BY api_key, model`,
   );
   return r.rows.map((x) => ({ apiKey: x.api_key, model: x.model, requests: Number(x.requests), energyJoules: x.energy_joules }));
 }
