@@ -132,6 +132,16 @@ export const configSchema = z
         suspectAfterMs: pos.optional(),
         /** leader lease TTL, ms; default 3000 (a standby takes over within about this). */
         leaseTtlMs: pos.default(3000),
+        /**
+         * the supervisors' liveness watchdog (`up`'s children, its private NATS, a node agent's instance managers;
+         * src/policy/watchdog.ts): a probe every intervalMs (default 1000); a process that missed `misses` probes in a
+         * row (default 8: at least 8 s silent; stopped, or its event loop stuck) is SIGKILLed and restarted; one that
+         * starts has startGraceMs (default 30000) before its silence counts.
+         */
+        watchdog: z
+          .object({ intervalMs: pos.int().default(1000), misses: pos.int().default(8), startGraceMs: pos.int().default(30_000) })
+          .strict()
+          .default({}),
       }).strict()
       .default({}),
     engine: z

@@ -2,7 +2,11 @@
  * Node agent (one per GPU server, `--id NODE --config FILE`): owns the server's GPUs. On NodeCommand
  * start_instance it starts an instance-manager process on the given GPUs (runtime Supervisor, restarted on
  * failure: a SIGKILLed instance manager comes back under the same id, resets its GPUs' clocks first and
- * serves again); on stop_instance it stops it (SIGTERM: the instance drains, then SIGKILL after graceMs).
+ * serves again); on stop_instance it stops it (SIGTERM: the instance drains, then SIGKILL after graceMs). Each
+ * instance manager beats for the supervisor's liveness watchdog (liveness.watchdog, src/policy/watchdog.ts): one that
+ * stopped answering (SIGSTOP, a stuck event loop) is SIGKILLed and restarted under its id, and a start_instance for an
+ * id whose process missed probes in a row (its pool leader found it dead) replaces it at once (`replaced` in the
+ * Ack) instead of answering `already`.
  * Publishes NodeStatus (free GPUs, instances, and when each instance's process last ended: at once on that end, so
  * the cluster drops the instance from its ready set then) every status interval and keeps it in the inventory KV, and
  * NodeTelemetry (1/s): the power and energy of its GPUs that no instance holds (src/telemetry
@@ -79,7 +83,7 @@ export class NodeAgent extends Actor {
   }
 
   protected async onStart(): Promise<void> {
-    this.#sup = new Supervisor({ children: [], log: this.log, backoff: { initialMs: 200, maxMs: 5000 } });
+    this.#sup = new Supervisor({ children: [], log: this.log, backoff: { initialMs: 200, maxMs: 5000 }, watchdog: this.config.liveness.watchdog });
     // each end of an instance manager's process (a child's exit, or an adopted one's pid gone): its status says when
     // at once, so the cluster takes the instance out of its ready set without waiting for its statuses to lapse
     this.#sup.on('exit', ({ name }: { name: string }) => {
@@ -212,6 +216,8 @@ export class NodeAgent extends Actor {
       // DYNAMOLLM_ADOPT_INSTANCES=0 (the systemd unit, whose KillMode stops them with the agent): not adoptable
       env: { ...this.#instanceNatsEnv(inst.id), ...(process.env.DYNAMOLLM_ADOPT_INSTANCES === '0' ? {} : { [ADOPT_FILE_ENV]: recordPath(this.adoptDir, inst.id) }) },
       stopGraceMs,
+      // it beats into a file of this node's adoption directory: a successor of this node agent probes the same file
+      liveness: { file: join(this.adoptDir, 'live', inst.id) },
       // its output goes straight to this process's stdout/stderr (not through it): it outlives this process
       output: 'direct',
     };
@@ -219,13 +225,13 @@ export class NodeAgent extends Actor {
 
   async #command(cmd: NodeCommand): Promise<Ack> {
     if (cmd.op === 'start_instance') {
-      if (this.#insts.has(cmd.instanceId)) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, already: true } };
+      if (this.#insts.has(cmd.instanceId)) return this.#already(cmd.instanceId);
       if (!cmd.pool || !cmd.tp || !cmd.gpuIds || cmd.gpuIds.length !== cmd.tp) {
         throw new DynError('invalid_request', 'start_instance needs pool, tp and tp gpuIds', { retryable: false });
       }
       // the interval up to now is charged to the GPUs unallocated until now (checked again after the read)
       await this.#sampleMeter();
-      if (this.#insts.has(cmd.instanceId)) return { v: 1, ok: true, detail: { instanceId: cmd.instanceId, already: true } };
+      if (this.#insts.has(cmd.instanceId)) return this.#already(cmd.instanceId);
       const free = new Set(this.free());
       const busy = cmd.gpuIds.filter((g) => !free.has(g));
       if (busy.length) throw new DynError('unavailable', `GPUs ${busy.join(',')} of ${this.id} are in use`, { retryable: true, retryAfterS: 1 });
@@ -257,9 +263,22 @@ export class NodeAgent extends Actor {
       await this.#sampleMeter();
       this.#insts.delete(inst.id);
       this.#exited.delete(inst.id);
+      rmSync(join(this.adoptDir, 'live', inst.id), { force: true });
       void this.#status();
     });
     return { v: 1, ok: true, detail: { instanceId: inst.id } };
+  }
+
+  /**
+   * A start of an instance this node runs: `already`, unless its process stopped answering the watchdog's probes
+   * (policy watchdog unresponsive): then it is SIGKILLed now and restarted under its id by the supervisor (`replaced`).
+   */
+  #already(id: string): Ack {
+    if (this.#sup!.unresponsive(id) && this.#sup!.replace(id, 'start_instance for an instance whose process does not answer')) {
+      this.log.warn({ instance: id }, 'instance manager unresponsive: replaced on start_instance');
+      return { v: 1, ok: true, detail: { instanceId: id, replaced: true } };
+    }
+    return { v: 1, ok: true, detail: { instanceId: id, already: true } };
   }
 
   async #status(): Promise<void> {

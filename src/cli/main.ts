@@ -6,6 +6,8 @@
  */
 // first: marks the process's boot (an actor's start-up steps, src/runtime/startup.ts)
 import '../runtime/startup.ts';
+// second: a supervised process beats for its supervisor's liveness watchdog from its start (src/runtime/liveness-beat.ts)
+import '../runtime/liveness-beat.ts';
 import { Command } from 'commander';
 import { configure, ExitCode, runProgram } from './program.ts';
 

@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { DynError } from '../../protocols/errors.ts';
 import { tiedToParent } from './parent-death.ts';
+import { watchdogProbe, watchdogSettings, watchdogStart, type WatchdogSettings } from '../policy/watchdog.ts';
 
 export class NatsUnavailableError extends DynError {
   override name = 'NatsUnavailableError';
@@ -135,6 +136,13 @@ export interface OwnNatsOptions {
    * up, and each restart is logged. Default on (initialMs 250, maxMs 5000); `false` leaves a dead server dead.
    */
   restart?: { initialMs?: number; maxMs?: number } | false;
+  /**
+   * The liveness watchdog (src/policy/watchdog.ts): every intervalMs the server's client port must greet with INFO
+   * within the interval (a probe as probeNats); a server that missed `misses` probes in a row (stopped, hung: its port
+   * still accepts connections into the kernel's backlog) is SIGKILLed, then restarted as after any death. Default
+   * WATCHDOG_DEFAULTS; false: none. Only with `restart`.
+   */
+  watchdog?: Partial<WatchdogSettings> | false;
 }
 
 /** A private server this process started, kept running until stop(). */
@@ -144,6 +152,8 @@ export interface OwnNatsHandle extends NatsHandle {
   pid(): number | undefined;
   /** how many times the server was started again after it died. */
   restarts(): number;
+  /** how many times the watchdog killed it for not answering its probes. */
+  hangKills(): number;
 }
 
 /**
@@ -308,15 +318,47 @@ async function superviseServer(opts: OwnNatsOptions, fixedPort: number, what: st
     });
   };
   watch(proc);
+  // the liveness watchdog: a server that stopped greeting on its port is killed, and restarted by watch()
+  const w = backoff && opts.watchdog !== false ? watchdogSettings(opts.watchdog || {}) : undefined;
+  let live = { pid: proc.pid, state: watchdogStart(Date.now()) };
+  let probing = false;
+  let hangKills = 0;
+  /** the pid killed for silence (its exit not seen yet): not probed again. */
+  let killed: number | undefined;
+  const probeTimer = w
+    ? setInterval(() => {
+        const p = proc;
+        if (stopping || probing || p.exitCode !== null || p.signalCode !== null || p.pid === killed) return;
+        if (live.pid !== p.pid) live = { pid: p.pid, state: watchdogStart(Date.now()) };
+        probing = true;
+        void probeNats('127.0.0.1', Number(port), Math.min(w.intervalMs, 2000)).then((ok) => {
+          probing = false;
+          if (p !== proc || stopping) return;
+          const r = watchdogProbe(live.state, Date.now(), ok, w);
+          live.state = r.state;
+          if (r.verdict.kind === 'kill') {
+            hangKills++;
+            killed = p.pid;
+            opts.log.error({ pid: p.pid, misses: r.verdict.misses, silentMs: r.verdict.silentMs, hangKills }, `the private ${what} does not answer on its port: killed (SIGKILL) to be restarted`);
+            p.kill('SIGKILL');
+          } else if (r.verdict.kind === 'miss' && r.verdict.misses === 2) {
+            opts.log.warn({ pid: p.pid, misses: r.verdict.misses, silentMs: r.verdict.silentMs }, `the private ${what} missed liveness probes`);
+          }
+        });
+      }, w.intervalMs)
+    : undefined;
+  probeTimer?.unref();
   let stopped: Promise<void> | undefined;
   return {
     url,
     started: true,
     pid: () => proc.pid,
     restarts: () => restarts,
+    hangKills: () => hangKills,
     stop: () =>
       (stopped ??= (async () => {
         stopping = true;
+        if (probeTimer) clearInterval(probeTimer);
         if (timer) clearTimeout(timer);
         await stopProc(proc);
       })()),

@@ -8,6 +8,10 @@
  * 'flapping' {name, restarts, delayMs} (once per flapping episode, before its first capped restart).
  * A process another supervisor started and left (src/runtime/adoption.ts) is adopted by its pid: watched by polling
  * (its exit code is not ours to read: any end is a failure), stopped by signals, and started anew from its spec.
+ * A child whose spec names a liveness file (it beats: src/runtime/liveness-beat.ts) is probed every
+ * `watchdog.intervalMs`; one that missed `watchdog.misses` probes in a row (stopped, or its event loop stuck) is
+ * SIGKILLed and restarted as after any death (src/policy/watchdog.ts): event 'unresponsive' {name, pid, misses,
+ * silentMs}, counted in children()'s `hangKills`.
  */
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -16,6 +20,9 @@ import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.ts';
 import { LifecycleError } from './errors.ts';
 import { ADOPT_FILE_ENV, pidAlive } from './adoption.ts';
+import { ChildWatch } from './watchdog.ts';
+import { LIVENESS_FILE_ENV } from './liveness-beat.ts';
+import { watchdogSettings, type WatchdogSettings } from '../policy/watchdog.ts';
 
 /** how often an adopted child's pid is checked, ms (a kill(0) and a read of /proc/<pid>/stat each). */
 const ADOPTED_POLL_MS = 100;
@@ -36,6 +43,8 @@ export interface ChildSpec {
    * stdout/stderr handed to the child: its output does not pass through this process, so it outlives it).
    */
   output?: 'inherit' | 'log' | 'ignore' | 'direct';
+  /** the child beats into this file (a Node process of the CLI: src/runtime/liveness-beat.ts): it is probed by the watchdog. */
+  liveness?: { file: string };
 }
 
 export type ChildState = 'starting' | 'running' | 'backoff' | 'stopping' | 'stopped' | 'exited';
@@ -46,6 +55,8 @@ export interface SupervisorOptions {
   backoff?: { initialMs?: number; maxMs?: number; factor?: number };
   /** more than maxRestarts restarts within windowMs: the child is flapping (logged once, backoff at the cap). Default 5 per 60 s. */
   flapping?: { maxRestarts?: number; windowMs?: number };
+  /** the liveness watchdog of the children that beat (src/policy/watchdog.ts WATCHDOG_DEFAULTS); false: none. */
+  watchdog?: Partial<WatchdogSettings> | false;
   clock?: Clock;
 }
 
@@ -66,6 +77,8 @@ interface Child {
   /** adopted (not spawned here): its pid, and the timer that polls it. */
   adoptedPid?: number;
   watch?: unknown;
+  /** its liveness watchdog (spec.liveness). */
+  live?: ChildWatch;
 }
 
 export class Supervisor extends EventEmitter {
@@ -76,6 +89,8 @@ export class Supervisor extends EventEmitter {
   #flapping: { maxRestarts: number; windowMs: number };
   #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   #initial: ChildSpec[];
+  #watchdog: WatchdogSettings | undefined;
+  #probeTimer?: unknown;
 
   constructor(opts: SupervisorOptions) {
     super();
@@ -84,6 +99,7 @@ export class Supervisor extends EventEmitter {
     this.#backoff = { initialMs: 500, maxMs: 10_000, factor: 2, ...opts.backoff };
     this.#flapping = { maxRestarts: 5, windowMs: 60_000, ...opts.flapping };
     this.#initial = opts.children;
+    this.#watchdog = opts.watchdog === false ? undefined : watchdogSettings(opts.watchdog);
     const names = new Set<string>();
     for (const c of opts.children) {
       if (names.has(c.name)) throw new RangeError(`Supervisor: duplicate child name '${c.name}'`);
@@ -96,6 +112,7 @@ export class Supervisor extends EventEmitter {
     if (this.#state === 'running') return;
     if (this.#state !== 'new') throw new LifecycleError(`supervisor cannot start in state ${this.#state}`, this.#state);
     this.#state = 'running';
+    if (this.#watchdog) this.#probeTimer = this.#clock.setInterval(() => this.#probe(), this.#watchdog.intervalMs);
     for (const spec of this.#initial) this.add(spec);
   }
 
@@ -116,6 +133,10 @@ export class Supervisor extends EventEmitter {
     if (this.#state !== 'running') throw new LifecycleError(`supervisor not running (${this.#state})`, this.#state);
     if (this.#children.has(spec.name)) throw new RangeError(`Supervisor: child '${spec.name}' exists`);
     const c: Child = { spec, state: 'running', restarts: 0, recent: [], flapping: false, failures: 0, spawnedMs: this.#clock.now(), adoptedPid: pid };
+    if (spec.liveness && this.#watchdog) {
+      c.live = new ChildWatch(spec.liveness.file, this.#clock.now());
+      c.live.adopted(this.#clock.now());
+    }
     let resolveExit!: () => void;
     c.exited = new Promise((r) => (resolveExit = r));
     c.watch = this.#clock.setInterval(() => {
@@ -139,14 +160,62 @@ export class Supervisor extends EventEmitter {
     this.#children.delete(name);
   }
 
-  children(): { name: string; pid: number | undefined; restarts: number; state: ChildState }[] {
-    return [...this.#children.values()].map((c) => ({ name: c.spec.name, pid: c.proc?.pid ?? c.adoptedPid, restarts: c.restarts, state: c.state }));
+  /** Each child; `misses`: liveness probes it missed in a row, `hangKills`: its kills for silence (children that beat). */
+  children(): { name: string; pid: number | undefined; restarts: number; state: ChildState; misses?: number; hangKills?: number }[] {
+    return [...this.#children.values()].map((c) => ({
+      name: c.spec.name, pid: c.proc?.pid ?? c.adoptedPid, restarts: c.restarts, state: c.state, ...(c.live ? { misses: c.live.misses, hangKills: c.live.kills } : {}),
+    }));
+  }
+
+  /** Whether child `name` runs but missed liveness probes in a row (policy watchdog unresponsive): alive, not answering. */
+  unresponsive(name: string): boolean {
+    const c = this.#children.get(name);
+    return c?.state === 'running' && c.live?.unresponsive === true;
+  }
+
+  /** SIGKILL child `name` now (it is restarted as after any death); false when it does not run. Counted as a kill for silence. */
+  replace(name: string, why: string): boolean {
+    const c = this.#children.get(name);
+    if (!c || c.state !== 'running') return false;
+    this.#hangKill(c, { misses: c.live?.misses ?? 0, silentMs: 0, why });
+    return true;
+  }
+
+  /** One liveness probe of every running child that beats. */
+  #probe(): void {
+    const w = this.#watchdog;
+    if (!w || this.#state !== 'running') return;
+    const now = this.#clock.now();
+    for (const c of this.#children.values()) {
+      if (!c.live || c.state !== 'running' || c.live.killing) continue;
+      const v = c.live.probe(now, w);
+      if (v.kind === 'kill') this.#hangKill(c, { misses: v.misses, silentMs: v.silentMs, why: `missed ${v.misses} liveness probes in a row` });
+      else if (v.kind === 'miss' && v.misses === 2) this.#log.warn({ child: c.spec.name, misses: v.misses, silentMs: v.silentMs }, 'child silent: missed liveness probes');
+    }
+  }
+
+  #hangKill(c: Child, e: { misses: number; silentMs: number; why: string }): void {
+    const pid = c.proc?.pid ?? c.adoptedPid;
+    if (c.live?.killing) return;
+    if (c.live) {
+      c.live.kills++;
+      c.live.killing = true;
+    }
+    this.#log.error({ child: c.spec.name, pid, misses: e.misses, silentMs: e.silentMs, reason: e.why }, 'child unresponsive: killed (SIGKILL) to be restarted');
+    this.emit('unresponsive', { name: c.spec.name, pid, misses: e.misses, silentMs: e.silentMs, why: e.why });
+    try {
+      if (c.proc) c.proc.kill('SIGKILL');
+      else if (c.adoptedPid !== undefined) process.kill(c.adoptedPid, 'SIGKILL');
+    } catch {
+      // gone meanwhile: its exit restarts it
+    }
   }
 
   /** Stop all children in reverse order of start. Idempotent. */
   async stop(): Promise<void> {
     if (this.#state === 'stopped' || this.#state === 'stopping') return;
     this.#state = 'stopping';
+    if (this.#probeTimer !== undefined) this.#clock.clearInterval(this.#probeTimer);
     for (const c of [...this.#children.values()].reverse()) await this.#stopChild(c);
     this.#state = 'stopped';
   }
@@ -155,11 +224,16 @@ export class Supervisor extends EventEmitter {
     const { spec } = c;
     c.state = 'starting';
     const out = spec.output ?? 'inherit';
+    let beatEnv: Record<string, string> = { [LIVENESS_FILE_ENV]: '' };
+    if (spec.liveness && this.#watchdog) {
+      c.live ??= new ChildWatch(spec.liveness.file, this.#clock.now());
+      beatEnv = c.live.spawning(this.#clock.now(), this.#watchdog);
+    }
     let proc: ChildProcess;
     try {
       proc = spawn(spec.command, spec.args, {
         cwd: spec.cwd,
-        env: { ...process.env, DYNAMOLLM_SUPERVISED: '1', DYNAMOLLM_SUPERVISOR_PID: String(process.pid), [ADOPT_FILE_ENV]: '', ...spec.env },
+        env: { ...process.env, DYNAMOLLM_SUPERVISED: '1', DYNAMOLLM_SUPERVISOR_PID: String(process.pid), [ADOPT_FILE_ENV]: '', ...spec.env, ...beatEnv },
         stdio: out === 'direct' ? ['ignore', 'inherit', 'inherit'] : ['ignore', out === 'ignore' ? 'ignore' : 'pipe', out === 'ignore' ? 'ignore' : 'pipe'],
       });
     } catch (err) {

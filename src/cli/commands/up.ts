@@ -5,7 +5,8 @@
  *    by the cluster id, one nkey user per actor limited to its own rights, seeds in the state directory
  *    (<run-dir>/<cluster id>-<pid>/, removed on stop; never committed). Given a URL, refuse to start when
  *    that server lets an anonymous client in, unless --insecure-nats (then status and the dashboard warn).
- * 2. Supervisor (restarts crashed children with backoff up to a cap, and never gives up) starting, in
+ * 2. Supervisor (restarts crashed children with backoff up to a cap, and never gives up; kills and restarts a child
+ *    that stopped answering its liveness probes: liveness.watchdog, src/policy/watchdog.ts) starting, in
  *    order: a cluster manager and a pool manager, then a standby of each (it takes the leader's lease when
  *    that one dies; --standbys 0 for none), one node agent per configured server (each starts the instance
  *    managers and their engines the cluster plan asks for), then the gateway replica(s), each with a standby process
@@ -157,10 +158,10 @@ async function up(values: UpOptions): Promise<number> {
       });
     let servers: string[];
     if (natsNodes === 1) {
-      nats = await startOwnNats({ conf: nodeConf(), dir: stateDir, log });
+      nats = await startOwnNats({ conf: nodeConf(), dir: stateDir, log, watchdog: cluster.liveness.watchdog });
       servers = [nats.url];
     } else {
-      const c = await startOwnNatsCluster({ conf: nodeConf, nodes: natsNodes, name: `dynamollm-${clusterId}`, dir: stateDir, log });
+      const c = await startOwnNatsCluster({ conf: nodeConf, nodes: natsNodes, name: `dynamollm-${clusterId}`, dir: stateDir, log, watchdog: cluster.liveness.watchdog });
       nats = c;
       servers = c.urls;
     }
@@ -234,13 +235,16 @@ async function up(values: UpOptions): Promise<number> {
       });
     }
   }
+  // each child beats for the supervisor's liveness watchdog (a stopped or stuck one is killed and restarted)
+  const liveDir = join(runDir, `live-${process.pid}`);
+  for (const c of children) c.liveness = { file: join(liveDir, c.name) };
   // each child connects with its own credentials only: the NATS env of up's shell is cleared for it
   for (const c of children) {
     const s = childNats.get(c.name);
     if (s) c.env = { ...c.env, ...Object.fromEntries(NATS_ENV_NAMES.map((n) => [n, ''])), ...settingsEnv(s) };
   }
   // restarts back off to 5 s and never stop; a standby leads while its peer is down
-  const sup = new Supervisor({ children, log, backoff: { initialMs: 250, maxMs: 5000 } });
+  const sup = new Supervisor({ children, log, backoff: { initialMs: 250, maxMs: 5000 }, watchdog: cluster.liveness.watchdog });
   sup.on('flapping', (e: { name: string; delayMs: number }) => log.error({ child: e.name, everyMs: e.delayMs }, 'child keeps crashing; still restarting it (see its log above)'));
 
   let stopping: Promise<void> | null = null;
@@ -257,6 +261,7 @@ async function up(values: UpOptions): Promise<number> {
       await sup.stop();
       sup.off('exit', onExit);
       await nats.stop();
+      rmSync(liveDir, { recursive: true, force: true });
       if (nats.started) {
         rmSync(stateDir, { recursive: true, force: true });
         process.stderr.write('dynamollm: stopped NATS\n');
