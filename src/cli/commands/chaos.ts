@@ -11,7 +11,8 @@
  * chaos-leases.ts; the victim's restarted process may win it again under the same id, in a new term), the
  * instance out of the ready set in the cluster status (dispatch) and out of every gateway's own routing view and its
  * pool leader's dispatch view (where requests actually go: chaos-views.ts), the process back. up's output (the actors' logs at DYNAMOLLM_LOG_LEVEL) is kept in the run
- * directory (`upLog` in the report); at DYNAMOLLM_LOG_LEVEL info the gateways' own cause of each refusal is counted from it
+ * directory (`upLog` in the report); with --pause a share of the victims is paused (SIGSTOP) instead, for the supervisors'
+ * liveness watchdog to find (src/cli/chaos-pause.ts; `pauses` in the report); at DYNAMOLLM_LOG_LEVEL info the gateways' own cause of each refusal is counted from it
  * (`refusalCauses`, src/cli/chaos-refusals.ts). Linux only (the process tree is read from /proc).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -34,6 +35,7 @@ import { poolsOf } from '../../../actors/common/config.ts';
 import { rng } from '../../sim/trace.ts';
 import { brokenByGatewayDeath, oneRequest, type Outcome } from '../chaos-client.ts';
 import { refusalCauses } from '../chaos-refusals.ts';
+import { Pauses, pauseOptions, victimSignal } from '../chaos-pause.ts';
 import { CounterScraper } from '../chaos-counters.ts';
 import { ObserverLink, leaseAround, type LeaseRecords, type LeaseRecord } from '../chaos-leases.ts';
 import { upJetstreamReplicas } from './up.ts';
@@ -54,6 +56,8 @@ interface ChaosOptions {
   natsNodes: string;
   gatewayReplicas?: string;
   out?: string;
+  pause?: string;
+  contAfter?: string;
 }
 
 export function register(cmd: Command, exit: ExitCode): void {
@@ -69,6 +73,8 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--nats-nodes <n>', 'servers of up\'s private NATS (up --nats-nodes): 1, or 3 / 5 clustered', '1')
     .option('--gateway-replicas <n>', 'gateway replicas up starts (gateway.replicas; default the config\'s): the load goes to them in turn, a connection refused or reset before a response is sent to the next (as a client behind a load balancer). Killing kind gateway needs 2 or more')
     .option('--out <file>', 'also write the JSON report here')
+    .option('--pause <share>', 'share of the victims (0..1) paused with SIGSTOP instead of killed: alive, answering nothing (the supervisors\' liveness watchdog must replace them)', '0')
+    .option('--cont-after <s>', 'resume a paused victim still there after this many seconds (SIGCONT); 0: never (those left are resumed when the load ends)', '0')
     .action(action(exit, (v: ChaosOptions) => chaos(v)));
 }
 
@@ -210,6 +216,8 @@ export interface Kill extends ViewFigures {
    * then the harness holds the status read before the kill, the dead instance ready in it (no planner serving).
    */
   statusAfterMs?: number;
+  /** the victim was paused (SIGSTOP, --pause), not killed. */
+  paused?: boolean;
 }
 
 /** period of the load average samples the report carries, ms. */
@@ -241,6 +249,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
   const kinds = v.kinds.split(',').map((k) => k.trim()).filter(Boolean) as Kind[];
   for (const k of kinds) if (!KILL_KINDS.includes(k)) throw new UsageError(`--kinds: unknown kind '${k}' (one of ${KILL_KINDS.join(', ')})`);
   const rand = rng(num(v.seed, 'seed'));
+  const pause = pauseOptions(v.pause, v.contAfter);
+  const pauses = new Pauses(pause);
   const raw = ((v.config ? readConfigFile(v.config) : undefined) ?? {}) as Record<string, unknown>;
   const split = splitConfig(raw, v.config ? `config ${v.config}` : 'default config');
   const { cluster } = split;
@@ -350,13 +360,18 @@ async function chaos(v: ChaosOptions): Promise<number> {
       if (victim.kind === 'cluster' || victim.kind === 'pool') k.statusSeenMs = statusAt;
       const parent = victim.kind === 'engine' ? peers.find((p) => p.pid === victim.ppid) : undefined;
       const wasListening = victim.kind === 'gateway' && listensOn(victim.pid, port + Number(/^gw-(\d+)$/.exec(victim.id)?.[1] ?? 0));
+      const signal = victimSignal(pause, rand);
       try {
-        process.kill(victim.pid, 'SIGKILL');
+        process.kill(victim.pid, signal);
       } catch {
         continue;
       }
       kills.push(k);
-      log(`killed ${k.kind} ${k.id} (pid ${k.pid})`);
+      if (signal === 'SIGSTOP') {
+        k.paused = true;
+        pauses.add({ kind: k.kind, id: k.id, pid: k.pid, atMs: k.atMs });
+      }
+      log(`${signal === 'SIGSTOP' ? 'paused' : 'killed'} ${k.kind} ${k.id} (pid ${k.pid})`);
       // a gateway replica's standby (up --gateway-standbys): its kill leaves the port served; only the serving one's is timed
       const replica = victim.kind === 'gateway' ? Number(/^gw-(\d+)$/.exec(victim.id)?.[1] ?? -1) : -1;
       if (replica >= 0 && peers.some((p) => p.kind === 'gateway' && p.id === victim.id && p.pid !== victim.pid) && !wasListening) k.standby = true;
@@ -370,6 +385,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
     await new Promise((r) => setTimeout(r, Math.max(0, t0 + durationS * 1000 - Date.now())));
     clearInterval(loadTimer);
     const results = await Promise.all(outs);
+    const paused = pauses.finish();
     await Promise.race([Promise.all(watchers), new Promise((r) => setTimeout(r, 30_000))]);
     clearInterval(poll);
     views.stop();
@@ -435,6 +451,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
       // the gateways' own cause of each refusal, from their 'request refused' lines (up.log at DYNAMOLLM_LOG_LEVEL info)
       refusalCauses: refusalCauses(readFileSync(upLog, 'utf8')),
       kills: { total: kills.length, byKind },
+      // of those, the victims paused (SIGSTOP) instead of killed: ended by their supervisor's watchdog (replaced), resumed
+      pauses: paused,
       timeToNewLeaderMs: series((k) => k.newLeaderMs, ['cluster', 'pool']),
       // the lease records read: by the watch, by the poll, the watch's starts and failures, the poll's failed reads
       leaseReads: leases?.stats() ?? null,
