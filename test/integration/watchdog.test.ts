@@ -3,7 +3,7 @@
  * SIGSTOP (alive, its port held, answering nothing), and must be killed and replaced, its port served again; the
  * private nats-server likewise, probed on its client port.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +23,16 @@ async function answer(port: number, ms: number): Promise<number | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** Sends SIGSTOP to `pid` and waits until every thread of it is stopped (state T; a loaded host takes a while). */
+async function pause(pid: number): Promise<void> {
+  process.kill(pid, 'SIGSTOP');
+  const state = (t: string) => {
+    const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  };
+  await until(async () => (readdirSync(`/proc/${pid}/task`).every((t) => state(t) === 'T') ? true : undefined), 10_000);
 }
 
 async function until<T>(f: () => Promise<T | undefined>, ms: number): Promise<T | undefined> {
@@ -52,8 +62,8 @@ describe('liveness watchdog on real processes', () => {
       // healthy for 3 s: no kill
       await new Promise((r) => setTimeout(r, 3000));
       expect(hung).toEqual([]);
-      process.kill(first!, 'SIGSTOP');
       const t0 = Date.now();
+      await pause(first!);
       // stopped: the port accepts the connection (the kernel's backlog) but nothing answers
       expect(await answer(port, 500)).toBeUndefined();
       const next = await until(async () => {
@@ -80,7 +90,7 @@ describe('liveness watchdog on real processes', () => {
       const pid = h.pid()!;
       await new Promise((r) => setTimeout(r, 2000));
       expect(h.hangKills()).toBe(0);
-      process.kill(pid, 'SIGSTOP');
+      await pause(pid);
       expect(await probeNats('127.0.0.1', port, 300)).toBe(false);
       const back = await until(async () => (h.pid() !== pid && (await probeNats('127.0.0.1', port, 300)) ? true : undefined), 30_000);
       expect(back).toBe(true);
