@@ -307,6 +307,7 @@ export class NodeAgent extends Actor {
     await this.#sup?.stop();
     // stopped on purpose (the cluster stops): nothing left to adopt
     for (const i of [...this.#insts.values(), ...this.#lost.values()]) removeRecord(this.adoptDir, i.id);
+    rmSync(join(this.adoptDir, 'live'), { recursive: true, force: true });
     // no instance manager of this node runs or restarts any more: its credentials go too
     rmSync(this.configPath, { force: true });
     await this.#gpuRead?.close();
