@@ -238,14 +238,20 @@ export abstract class SimFluidModel extends SimSleepStandby {
    * Dispatch's SLO cap in fluid: a pool accepts up to (1 - headroom) of its SLO throughput at max clock (sum over
    * its active instances), judged on its accepted rate smoothed over LOAD_WINDOW_S, the estimate step's dispatch
    * caps each instance with; the excess of each type's tick count goes on to the next longer pool with an active
-   * instance (which caps it in turn); the last pool keeps its overflow (step then queues it in its home pool).
-   * Without it fluid kept every pool's overflow at home while step spilled it (conv hour, multi-pool: the ML
-   * pool's overflow to the LS pool kept the LS pool 24% busier in step than in fluid).
+   * instance (which caps it in turn). What the last pool cannot take either goes back to the pool each request came
+   * to first, which takes it at its cap: step's walk (policy spillPasses: every pool having refused it, the
+   * request's own pool queues it), not the last pool's. Without the spill fluid kept every pool's overflow at home
+   * while step spilled it (conv hour, multi-pool: the ML pool's overflow to the LS pool kept the LS pool 24% busier
+   * in step than in fluid); with the last pool keeping it, the coding hour's LS bursts piled onto the LL pool's one
+   * TP2 instance (u up to 18, TTFT p99 of six types past 5,000 s).
    */
   protected fluidSpill(dtS: number, counts: Map<SimPool, Float64Array>, hasActive: Set<SimPool>): void {
     const f = Math.exp(-dtS / LOAD_WINDOW_S);
     const serving = this.pools.filter((p) => hasActive.has(p));
-    for (let j = 0; j < serving.length; j++) {
+    const n = serving.length;
+    // from[j][i]: the tick's counts in serving[j] that came first to serving[i] (i < j), per type
+    const from = this.spillScratch(n);
+    for (let j = 0; j < n; j++) {
       const pool = serving[j]!;
       const c = counts.get(pool);
       const acc = (pool.accepted ??= new Float64Array(9));
@@ -254,41 +260,80 @@ export abstract class SimFluidModel extends SimSleepStandby {
         continue;
       }
       const next = serving[j + 1];
-      let u = 0;
-      if (next) {
-        // active instances per TP, in the order of their first instance
-        const tps = this.fluidScratch.tps, nByTp = this.fluidScratch.nByTp;
-        let nt = 0;
-        for (const i of pool.instances) {
-          if (i.state !== 'active') continue;
-          let j = 0;
-          while (j < nt && tps[j] !== i.tp) j++;
-          if (j === nt) {
-            tps[nt] = i.tp;
-            nByTp[nt++] = 0;
-          }
-          nByTp[j]++;
-        }
-        for (let k = 0; k < 9; k++) {
-          const e = acc[k] * f + (1 - f) * (c[k] / dtS);
-          if (!(e > 0)) continue;
-          let cap = 0;
-          for (let j = 0; j < nt; j++) cap += nByTp[j]! * this.maxLoadAtMax(k, tps[j]!);
-          u += cap > 0 ? e / cap : Infinity;
-        }
-      }
+      const u = this.spillUtilisation(pool, acc, c, f, dtS);
       const keep = u > 1 - this.headroom ? (1 - this.headroom) / u : 1;
-      let out: Float64Array | undefined;
-      for (let k = 0; k < 9; k++) {
-        if (keep < 1 && c[k] > 0) {
-          out ??= counts.get(next!) ?? (counts.set(next!, new Float64Array(9)), counts.get(next!)!);
-          out[k] += c[k] * (1 - keep);
-          c[k] *= keep;
+      if (keep < 1) {
+        const rows = from[j]!;
+        const out = next ? (counts.get(next) ?? (counts.set(next, new Float64Array(9)), counts.get(next)!)) : undefined;
+        for (let k = 0; k < 9; k++) {
+          if (!(c[k] > 0)) continue;
+          const excess = c[k] * (1 - keep);
+          let own = c[k];
+          for (let i = 0; i < j; i++) {
+            const x = rows[i]![k]!;
+            if (!(x > 0)) continue;
+            own -= x;
+            const part = x * (1 - keep);
+            if (out) from[j + 1]![i]![k] += part;
+            else this.spillHome(serving[i]!, counts, k, part, f, dtS);
+          }
+          // the excess of the pool's own arrivals moves on; the last pool keeps its own (their home)
+          if (out) {
+            out[k] += excess;
+            from[j + 1]![j]![k] += Math.max(0, own) * (1 - keep);
+            c[k] -= excess;
+          } else c[k] -= excess - Math.max(0, own) * (1 - keep);
         }
-        acc[k] = acc[k] * f + (1 - f) * (c[k] / dtS);
       }
+      for (let k = 0; k < 9; k++) acc[k] = acc[k] * f + (1 - f) * (c[k] / dtS);
     }
   }
+
+  /** A pool's utilisation of its SLO throughput at max clock on its accepted rate with the tick's counts `c` (Infinity: a type it cannot serve). */
+  private spillUtilisation(pool: SimPool, acc: Float64Array, c: Float64Array, f: number, dtS: number): number {
+    // active instances per TP, in the order of their first instance
+    const tps = this.fluidScratch.tps, nByTp = this.fluidScratch.nByTp;
+    let nt = 0;
+    for (const i of pool.instances) {
+      if (i.state !== 'active') continue;
+      let j = 0;
+      while (j < nt && tps[j] !== i.tp) j++;
+      if (j === nt) {
+        tps[nt] = i.tp;
+        nByTp[nt++] = 0;
+      }
+      nByTp[j]++;
+    }
+    let u = 0;
+    for (let k = 0; k < 9; k++) {
+      const e = acc[k] * f + (1 - f) * (c[k] / dtS);
+      if (!(e > 0)) continue;
+      let cap = 0;
+      for (let j = 0; j < nt; j++) cap += nByTp[j]! * this.maxLoadAtMax(k, tps[j]!);
+      u += cap > 0 ? e / cap : Infinity;
+    }
+    return u;
+  }
+
+  /** Overflow no pool took goes back to the pool it came to first (already walked this tick: its accepted rate takes it too). */
+  private spillHome(home: SimPool, counts: Map<SimPool, Float64Array>, k: number, x: number, f: number, dtS: number): void {
+    const c = counts.get(home) ?? (counts.set(home, new Float64Array(9)), counts.get(home)!);
+    c[k] += x;
+    home.accepted![k] += (1 - f) * (x / dtS);
+  }
+
+  /** fluidSpill's origin rows, zeroed: n x n rows of 9 types. */
+  private spillScratch(n: number): Float64Array[][] {
+    const s = this.spillRows;
+    while (s.length < n) s.push([]);
+    for (let j = 0; j < n; j++) {
+      const rows = s[j]!;
+      while (rows.length < n) rows.push(new Float64Array(9));
+      for (let i = 0; i < j; i++) rows[i]!.fill(0);
+    }
+    return s;
+  }
+  private readonly spillRows: Float64Array[][] = [];
 
   protected arriveFluid(r: TraceRecord, counts: Map<SimPool, Float64Array>, hasActive: Set<SimPool>): void {
     this.requests++;
