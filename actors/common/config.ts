@@ -5,6 +5,7 @@
  */
 import { instanceStatusMs, suspectAfterMsOf, SUSPECT_INTERVALS } from '../../src/policy/suspect.ts';
 import { DEFAULT_HEADROOM } from '../../src/policy/types.ts';
+import { DEFAULT_ENGINE_HEALTH, DEFAULT_ENGINE_IDLE } from '../../src/policy/engine-liveness.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
@@ -345,6 +346,33 @@ export const configSchema = z
          * to it: the cluster intake tells their callers so (a hold notice) and retries, ms; default 60000.
          */
         leaderHoldMs: pos.default(60_000),
+        /**
+         * the idle deadline of an engine's stream (the gateway's direct read, the instance manager's own): no byte
+         * from the engine for longer ends the leg as an engine failure (retryable: the request continues on a peer).
+         * Before the first token max(firstTokenFloorMs, firstTokenMultiple x the request's TTFT SLO), after it
+         * max(nextTokenFloorMs, nextTokenMultiple x its TBT SLO); defaults 20 x / 30 s and 100 x / 10 s (why:
+         * src/policy/engine-liveness.ts DEFAULT_ENGINE_IDLE).
+         */
+        engineIdle: z
+          .object({
+            firstTokenMultiple: pos.default(DEFAULT_ENGINE_IDLE.firstTokenMultiple),
+            firstTokenFloorMs: pos.default(DEFAULT_ENGINE_IDLE.firstTokenFloorMs),
+            nextTokenMultiple: pos.default(DEFAULT_ENGINE_IDLE.nextTokenMultiple),
+            nextTokenFloorMs: pos.default(DEFAULT_ENGINE_IDLE.nextTokenFloorMs),
+          }).strict()
+          .default({}),
+        /**
+         * the instance manager's /health probe of its running engine: every intervalMs (skipped when tokens came
+         * within it), each within deadlineMs; `misses` failures in a row make the engine hung: the instance leaves
+         * ready, SIGKILLs it and restarts it as after a crash. Defaults 2000 ms / 3000 ms / 3.
+         */
+        engineHealth: z
+          .object({
+            intervalMs: pos.default(DEFAULT_ENGINE_HEALTH.intervalMs),
+            deadlineMs: pos.default(DEFAULT_ENGINE_HEALTH.deadlineMs),
+            misses: z.number().int().min(1).default(DEFAULT_ENGINE_HEALTH.misses),
+          }).strict()
+          .default({}),
       }).strict()
       .default({}),
   })

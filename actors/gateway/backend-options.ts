@@ -3,6 +3,7 @@ import type { Clock } from '../../src/runtime/clock.ts';
 import type { RequestRouter } from './router.ts';
 import type { Elections } from './elections.ts';
 import type { LocalTokenizer } from './tokens.ts';
+import type { EngineIdleSettings, IdleSlo } from '../../src/policy/engine-liveness.ts';
 
 export interface NatsBackendOptions {
   /** the whole admission's budget (classification + dispatch + instance admission, retries included), ms. Default 10000. */
@@ -34,6 +35,11 @@ export interface NatsBackendOptions {
   migrationMaxBytes?: number;
   /** most bytes of generated text kept for migration by all of this gateway's streams together: past it, a stream's next piece makes it stop keeping text (no migration). Default 256 MiB. */
   migrationMaxTotalBytes?: number;
+  /**
+   * the idle deadline of a direct read of an engine (config timeouts.engineIdle, src/policy engine-liveness.ts): the
+   * request's SLO, or `fallback` (the most lenient class's) for one without. Default the config's defaults.
+   */
+  engineIdle?: { settings: EngineIdleSettings; fallback: IdleSlo };
   /** deadline of the leg's end report to its instance, ms. Default 2000. */
   legReportTimeoutMs?: number;
   /** route requests itself and ask the chosen instance directly (absent: every request goes to the cluster intake). */

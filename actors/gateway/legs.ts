@@ -9,7 +9,7 @@ import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import { Cancel, LegReply, LegReport, type InferenceRequest, type TokenChunk, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
 import { DynError, type WireError } from '../../protocols/errors.ts';
-import type { EngineChunk } from '../../src/engine/engine.ts';
+import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engine.ts';
 import type { CreditGrant } from '../../src/policy/machines/credits.ts';
 import type { RequestRouter, RoutedAdmission } from './router.ts';
 import type { JournalLeg, ResumeFrom } from './resume.ts';
@@ -167,6 +167,23 @@ export function retryableAdmission(code: string | undefined): boolean {
 
 /** A tokenizer reply another attempt may fix: its instance's engine did not answer. */
 export const engineDown = (r: { ok: boolean; error?: WireError }): boolean => !r.ok && retryableAdmission(r.error?.code) && r.error?.retryable !== false;
+
+/** The engine call of leg `lr` at `nowMs` (the gateway's direct read): its deadline the leg's give-up time, its idle deadlines `idle`. */
+export function engineRequestOf(lr: InferenceRequest, nowMs: number, idle: EngineCompletionRequest['idle']): EngineCompletionRequest {
+  return {
+    model: lr.model,
+    prompt: lr.prompt ?? (lr.messages ? undefined : ''),
+    chat: lr.messages,
+    maxTokens: lr.maxTokens,
+    minTokens: lr.minTokens,
+    ignoreEos: lr.ignoreEos,
+    temperature: lr.temperature,
+    params: lr.params,
+    requestId: lr.id,
+    timeoutMs: Math.max(1000, lr.giveUpAtMs - nowMs),
+    ...(idle ? { idle } : {}),
+  };
+}
 
 /** A request may continue on a peer: legs left (`limit`), its text kept, tokens still to make, a prompt it can extend. */
 export function canMigrate(req: InferenceRequest, st: StreamState, limit: number): boolean {

@@ -150,6 +150,7 @@ export class GatewayActor extends Actor {
       // prompt no instance counts at once is counted here, with the engines' own answer (context length included)
       ...(emulatedTokenizer(this.g.cluster) ? { localTokenizer: { tokenize: localTokenizer(getModelSpec(this.g.cluster.model).maxContext), detokenize: localDetokenize } } : {}),
       ...(router ? { router, directAdmitMs: this.g.cluster.timeouts.dispatchMs } : {}),
+      engineIdle: { settings: this.g.cluster.timeouts.engineIdle, fallback: { ttftMs: this.g.cluster.slo.ttftMs.L, tbtMs: this.g.cluster.slo.tbtMs } },
     });
     failoverMetrics(this.metrics, backend.counters);
     migrationTextMetrics(this.metrics, backend.migrationText);

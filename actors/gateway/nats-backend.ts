@@ -46,11 +46,11 @@ import type { WireError } from '../../protocols/errors.ts';
 import { streamCompletionBatches, streamCompletionPush } from '../../src/engine/client.ts';
 import { Http1Pool } from '../../src/engine/http1.ts';
 import { LeanAbort } from '../../src/engine/abort.ts';
-import { chunkExtras, type EngineChunk, type EngineCompletionRequest } from '../../src/engine/engine.ts';
+import { chunkExtras, type EngineChunk } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, MigrationText, canRedrive, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, MigrationText, canRedrive, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -58,6 +58,7 @@ import { InstanceEnergyMeters, type LegMark } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
 import { electionDeadline, type Elections } from './elections.ts';
 import type { NatsBackendOptions } from './backend-options.ts';
+import { DEFAULT_ENGINE_IDLE, engineIdleBounds, type EngineIdleSettings, type IdleSlo } from '../../src/policy/engine-liveness.ts';
 export type { NatsBackendOptions } from './backend-options.ts';
 
 /**
@@ -106,6 +107,7 @@ export class NatsBackend implements GatewayBackend {
   /** the text this gateway's streams keep for migration, bounded per stream and in all. */
   readonly migrationText: MigrationText;
   private readonly legReportTimeoutMs: number;
+  private readonly engineIdle: { settings: EngineIdleSettings; fallback: IdleSlo };
   private readonly router: RequestRouter | undefined;
   private readonly directAdmitMs: number;
   private readonly holderCheckMs: number;
@@ -134,6 +136,7 @@ export class NatsBackend implements GatewayBackend {
     this.migrationMaxBytes = opts.migrationMaxBytes ?? 1 << 20;
     this.migrationText = new MigrationText({ maxBytes: this.migrationMaxBytes, maxTotalBytes: opts.migrationMaxTotalBytes ?? 256 << 20 });
     this.legReportTimeoutMs = opts.legReportTimeoutMs ?? 2000;
+    this.engineIdle = opts.engineIdle ?? { settings: DEFAULT_ENGINE_IDLE, fallback: { ttftMs: 2000, tbtMs: 100 } };
     this.router = opts.router;
     this.directAdmitMs = Math.min(opts.directAdmitMs ?? 2000, this.admitAttemptMs);
     this.holderCheckMs = opts.holderCheckMs ?? 250;
@@ -435,18 +438,8 @@ export class NatsBackend implements GatewayBackend {
     signal.addEventListener('abort', onAbort, { once: true });
     if (signal.aborted) onAbort();
     const lr = leg.req;
-    const engineReq: EngineCompletionRequest = {
-      model: lr.model,
-      prompt: lr.prompt ?? (lr.messages ? undefined : ''),
-      chat: lr.messages,
-      maxTokens: lr.maxTokens,
-      minTokens: lr.minTokens,
-      ignoreEos: lr.ignoreEos,
-      temperature: lr.temperature,
-      params: lr.params,
-      requestId: lr.id,
-      timeoutMs: Math.max(1000, lr.giveUpAtMs - this.clock.now()),
-    };
+    // silent past its idle deadline (a frozen engine), the leg ends as an engine failure and migrates (docs/DATAPATH.md "A hung engine")
+    const engineReq = engineRequestOf(lr, this.clock.now(), engineIdleBounds(lr.slo, this.engineIdle.fallback, this.engineIdle.settings));
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
     // the instance holds the seat only briefly for a grant nobody takes: the first-token report says it is taken,
     // and 'started' does when the first token is slow to come (at once for an instance that gives no delay)

@@ -8,6 +8,7 @@ import { appendFileSync } from 'node:fs';
 import { TokenChunk, toWireError, type WireError } from '../../protocols/index.ts';
 import { chunkExtras } from '../../src/engine/engine.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
+import { engineIdleBounds } from '../../src/policy/engine-liveness.ts';
 import { TTFT_TRACE, type Held, type LegHost, type Running } from './running.ts';
 
 /** Streams request `q` (running as `r`) from the engine to its stream subject; at its end, the manager's bookkeeping (LegHost.ended). */
@@ -54,6 +55,8 @@ export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise
         params: req.params,
         requestId: req.id,
         timeoutMs: remainingMs,
+        // silent past it (a frozen engine), the stream ends as an engine failure (retryable), as after a crash
+        idle: engineIdleBounds(req.slo, req.slo, h.config.timeouts.engineIdle),
       },
       r.ac.signal,
     );

@@ -41,6 +41,7 @@ import {
 import { admissionLog, engineDetokenize, engineTokenize, instanceMachineConfig, machineRequest, maxClockOf } from './machine-io.ts';
 import { PrefixCacheScrape } from './prefix-scrape.ts';
 import { GatewayWatch } from './gateway-watch.ts';
+import { EngineHealth } from './engine-health.ts';
 import { endForPeers } from './drain-migrate.ts';
 import { GpuReads } from './gpu-reads.ts';
 import { requestShareJ } from '../../src/policy/energy.ts';
@@ -141,6 +142,7 @@ export class InstanceManager {
   #lifecycleCommands: LifecycleCommands;
   /** what engine-stream.ts and direct-legs.ts reach of this manager. */
   #host: LegHost;
+  #health: EngineHealth; // the running engine's /health probe: a hung one is killed, restarted as a crashed one
 
   constructor(o: InstanceManagerOptions) {
     this.#o = o;
@@ -164,13 +166,14 @@ export class InstanceManager {
       step: (ev) => this.#step(ev),
       clockMhz: () => this.#m.clockMhz,
       gpuKind: () => this.#gpu?.kind,
-      sampleTtft: (ms) => this.#pushSample(this.#ttfts, ms),
-      sampleTbt: (ms) => this.#pushSample(this.#tbts, ms),
+      sampleTtft: (ms) => (this.#health.tokens(), this.#pushSample(this.#ttfts, ms)),
+      sampleTbt: (ms) => (this.#health.tokens(), this.#pushSample(this.#tbts, ms)),
       watchCancel: (id) => this.#watchCancel(id),
       ended: (id, ok) => this.#ended(id, ok),
       record: (...a) => this.#record(...a),
       finishWithError: (...a) => this.#finishWithError(...a),
     };
+    this.#health = new EngineHealth({ clock: this.#clock, engine: o.engine, settings: o.config.timeouts.engineHealth, hung: (misses) => this.#onEngineDown({ misses }) });
   }
 
   get state(): InstanceLifecycle {
@@ -265,8 +268,9 @@ export class InstanceManager {
     this.#statusTimer = this.#clock.setInterval(() => this.#publishStatus(), instanceStatusMs(this.#o.config.liveness));
     this.#publishStatus();
     this.#gateways.start(bus);
-    engine.on('crash', (info) => this.#onEngineCrash(info));
+    engine.on('crash', (info) => this.#onEngineDown(info));
     engine.on('restarted', () => {
+      this.#health.restarted();
       this.#prefix.moved(); // its counters start again from 0: read once more
       void this.#step({ type: 'engine_restarted' });
     });
@@ -300,7 +304,7 @@ export class InstanceManager {
       if (this.#cancelable.has(c.id)) void this.#step({ type: 'cancel', id: c.id, reason: c.reason });
     }, { capacity: 1024, expectSubject: (c) => subjects.cancel(c.id) });
     this.#step({ type: 'start' });
-    this.#timers.push(this.#clock.setInterval(() => void this.#telemetry(), 1000));
+    this.#timers.push(this.#clock.setInterval(() => void this.#telemetry(), 1000), this.#clock.setInterval(() => this.#health.tick(), this.#health.tickMs));
     this.#step({ type: 'lifecycle', state: 'ready', why: 'engine healthy' });
   }
 
@@ -494,9 +498,12 @@ export class InstanceManager {
 
   // ---------------------------------------------------------------- engine failure
 
-  #onEngineCrash(info: { code: number | null; signal: string | null }): void {
-    if (this.state === 'stopped' || this.state === 'draining' && this.#stopping) return;
-    this.#step({ type: 'lifecycle', state: 'restarting', why: `engine exited (code ${info.code}, signal ${info.signal})` });
+  /** The engine exited, or is hung (./engine-health.ts kills it then: its exit comes here as a crash's): out of dispatch at once. */
+  #onEngineDown(info: { code: number | null; signal: string | null } | { misses: number }): void {
+    const hung = 'misses' in info;
+    if (this.state === 'stopped' || (hung || this.state === 'draining') && this.#stopping) return;
+    this.#step({ type: 'lifecycle', state: 'restarting', why: hung ? `engine hung: ${info.misses} health probes missed` : `engine exited (code ${info.code}, signal ${info.signal})` });
+    if (hung) return this.#evt('failure', `${this.id}: engine hung (${info.misses} health probes missed); killing it`, { action: 'kill_engine', running: this.#running.size }, info);
     this.#evt('failure', `${this.id}: engine crashed; moving ${this.queued} queued requests to peers`, { action: 'move_queued', queued: this.queued, running: this.#running.size }, { code: info.code, signal: info.signal });
     // running streams end with a retryable error by themselves (their completion throws EngineCrashedError)
     this.#step({ type: 'engine_crashed' });
@@ -527,21 +534,11 @@ export class InstanceManager {
     }
   }
 
-  /** The engine's prefix-cache counters, when they may have moved (PrefixCacheScrape), within the engine's probe deadline. */
-  async #scrapeEngine(): Promise<void> {
-    if (this.#o.engine.state !== 'ready') return;
-    try {
-      const c = await this.#prefix.scrape(() => this.#o.engine.prefixCache(), this.#running.size);
-      if (c) this.#step({ type: 'prefix_cache', lookup: c.lookup, hit: c.hit });
-    } catch (err) {
-      this.#log.debug({ err: (err as Error).message }, 'engine metrics not read');
-    }
-  }
-
   async #telemetry(): Promise<void> {
     const gpu = this.#gpu;
     if (!gpu || this.#bus.closed) return;
-    void this.#scrapeEngine();
+    // the engine's prefix-cache counters, when they may have moved (PrefixCacheScrape)
+    void this.#prefix.scrapeEngine(this.#o.engine, this.#running.size, (c) => this.#step({ type: 'prefix_cache', lookup: c.lookup, hit: c.hit }), this.#log);
     const { deltaJ, staleMs } = await this.#reads.read(gpu);
     // each running request's share of the reading's increment (the rule a gateway's estimate of a dead instance's leg applies too)
     for (const r of this.#running.values()) r.energyJ += requestShareJ(deltaJ, this.#running.size);

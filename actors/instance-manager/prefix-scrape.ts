@@ -6,6 +6,9 @@
  * the engine runs, so an engine that ran nothing since the last scrape (no request started or ended there, none
  * running, no restart) is not scraped: an idle instance would fetch and parse a 13-KB text every second for nothing.
  */
+import type { Logger } from 'pino';
+import type { Engine } from '../../src/engine/engine.ts';
+
 export class PrefixCacheScrape {
   /** the counters, cumulative over this process (an engine restart's counters add on); undefined before any read. */
   counts: { lookup: number; hit: number } | undefined;
@@ -44,6 +47,17 @@ export class PrefixCacheScrape {
       return d.lookup > 0 || d.hit > 0 ? this.counts : undefined;
     } finally {
       this.#busy = false;
+    }
+  }
+
+  /** scrape() of `engine` when it is ready (within its probe deadline), new counts to `moved`; a failed read is logged (debug) and leaves the last counts. */
+  async scrapeEngine(engine: Pick<Engine, 'state' | 'prefixCache'>, running: number, moved: (c: { lookup: number; hit: number }) => void, log: Logger): Promise<void> {
+    if (engine.state !== 'ready') return;
+    try {
+      const c = await this.scrape(() => engine.prefixCache(), running);
+      if (c) moved(c);
+    } catch (err) {
+      log.debug({ err: (err as Error).message }, 'engine metrics not read');
     }
   }
 }

@@ -7,7 +7,8 @@
  */
 import { request as httpRequest, type Agent, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { EngineChunk, EngineCompletionRequest } from './engine.ts';
-import { EngineError, EngineHttpError, EngineStreamError, EngineTimeoutError } from './errors.ts';
+import { EngineError, EngineHttpError, EngineStalledError, EngineStreamError, EngineTimeoutError } from './errors.ts';
+import { idleLeftMs } from '../policy/engine-liveness.ts';
 import { SseParser } from './sse.ts';
 import { parseEvent, TextEventScanner } from './sse-event.ts';
 import { http1Request, type Http1Pool, type Http1Response } from './http1.ts';
@@ -48,8 +49,8 @@ export function completionBody(req: EngineCompletionRequest): Record<string, unk
 
 /**
  * Streams one completion. Errors: EngineHttpError (the engine answered non-2xx), EngineStreamError (an error
- * event), EngineTimeoutError (the deadline), the signal's reason when aborted, and whatever `classify` makes of
- * a broken connection or a stream that ended without [DONE].
+ * event), EngineTimeoutError (the deadline), EngineStalledError (silent past `req.idle`), the signal's reason when
+ * aborted, and whatever `classify` makes of a broken connection or a stream that ended without [DONE].
  */
 export async function* streamCompletion(
   t: EngineTarget,
@@ -70,7 +71,7 @@ export async function* streamCompletionBatches(
   signal: AbortLike | undefined,
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
 ): AsyncGenerator<EngineChunk[]> {
-  const { chat, body, ac, disarm } = armCompletion(t, req, signal);
+  const { chat, body, ac, disarm, idle } = armCompletion(t, req, signal);
   let http: ClientRequest | undefined;
   const onAc = () => http?.destroy(ac.signal.reason instanceof Error ? ac.signal.reason : new Error('aborted'));
   if (!t.pool) ac.signal.addEventListener('abort', onAc, { once: true });
@@ -117,6 +118,7 @@ export async function* streamCompletionBatches(
         // what else has already arrived goes into the same batch
         for (let more = bytes.take(); more; more = bytes.take()) ev.push(more);
         const batch = ev.take();
+        idle?.touch(batch !== undefined);
         done = ev.done;
         if (batch) yield batch;
       }
@@ -203,7 +205,7 @@ export async function streamCompletionPush(
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
   onBatch: (batch: EngineChunk[]) => void,
 ): Promise<void> {
-  const { chat, body, ac, disarm } = armCompletion(t, req, signal);
+  const { chat, body, ac, disarm, idle } = armCompletion(t, req, signal);
   const ev = new EngineEvents(chat);
   let lean: Http1Response | undefined;
   let sinkFailed = false;
@@ -215,6 +217,7 @@ export async function streamCompletionPush(
         l.pipe((buf) => {
           ev.push(buf);
           const batch = ev.take();
+          idle?.touch(batch !== undefined);
           if (ev.done) resolve();
           if (!batch) return;
           try {
@@ -244,7 +247,8 @@ export async function streamCompletionPush(
 
 /**
  * What both completion calls set up: the request's checks and body, and the engine call's own cancellation (the
- * caller's signal, or its deadline; a LeanAbort, no EventTarget: abort.ts). `disarm` ends the deadline and the link.
+ * caller's signal, its deadline, or its idle deadline; a LeanAbort, no EventTarget: abort.ts). `disarm` ends the
+ * deadlines and the link.
  */
 function armCompletion(t: EngineTarget, req: EngineCompletionRequest, signal: AbortLike | undefined) {
   if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
@@ -255,11 +259,54 @@ function armCompletion(t: EngineTarget, req: EngineCompletionRequest, signal: Ab
   const onAbort = () => ac.abort(signal!.reason);
   signal?.addEventListener('abort', onAbort, { once: true });
   if (signal?.aborted) onAbort();
+  const idle = req.idle ? new IdleWatch(req.idle, ac) : undefined;
   const disarm = () => {
     clearTimeout(timer);
+    idle?.stop();
     signal?.removeEventListener('abort', onAbort);
   };
-  return { chat: req.chat !== undefined, body: completionBody(req), ac, disarm };
+  return { chat: req.chat !== undefined, body: completionBody(req), ac, disarm, idle };
+}
+
+/**
+ * A stream's idle deadline (EngineCompletionRequest.idle; src/policy engine-liveness.ts idleLeftMs): one timer,
+ * re-armed only when it fires early (a read moves the last byte's time, nothing else), and once at the first token
+ * (the shorter bound then). Past the bound the call is aborted with EngineStalledError.
+ */
+class IdleWatch {
+  private lastMs = performance.now();
+  private tokens = false;
+  private timer: NodeJS.Timeout | undefined;
+  constructor(private readonly b: { firstMs: number; nextMs: number }, private readonly ac: LeanAbort) {
+    this.arm(b.firstMs);
+  }
+
+  /** bytes came from the engine (`tokens`: a batch of events with them). */
+  touch(tokens: boolean): void {
+    this.lastMs = performance.now();
+    if (tokens && !this.tokens) {
+      this.tokens = true;
+      clearTimeout(this.timer);
+      this.arm(this.b.nextMs);
+    }
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(this.check, ms);
+  }
+
+  private readonly check = (): void => {
+    this.timer = undefined;
+    const left = idleLeftMs(this.b, this.lastMs, this.tokens, performance.now());
+    if (left > 0) return this.arm(left);
+    const ms = this.tokens ? this.b.nextMs : this.b.firstMs;
+    this.ac.abort(new EngineStalledError(`the engine sent nothing for ${ms} ms ${this.tokens ? 'between two tokens' : 'before the first token'}`));
+  };
 }
 
 /** The completion POST over the lean HTTP/1.1 client: its response once the status is 2xx, else EngineHttpError with the body. */

@@ -45,6 +45,11 @@ export interface EngineCompletionRequest {
   requestId?: string;
   /** total deadline of the call, ms; default EngineConfig.requestTimeoutMs (600 000). */
   timeoutMs?: number;
+  /**
+   * the stream's idle deadlines, ms (src/policy/engine-liveness.ts engineIdleBounds): no byte from the engine for
+   * `firstMs` before the first token, or `nextMs` after it, ends the call with EngineStalledError. Absent: none.
+   */
+  idle?: { firstMs: number; nextMs: number };
 }
 
 export interface EngineTokenizeRequest {
@@ -142,6 +147,10 @@ export interface Engine extends EventEmitter<EngineEvents> {
   sleep(level?: 1 | 2): Promise<void>;
   wakeUp(): Promise<void>;
   isSleeping(): Promise<boolean>;
+  /** GET /health within `timeoutMs`: true on 200, false on anything else (an error, the deadline). */
+  probeHealth(timeoutMs: number): Promise<boolean>;
+  /** SIGKILL the process (a hung engine): its exit is a crash, restarted as one ('crash', then 'restarted'). */
+  killHung(): void;
   /** SIGTERM, then SIGKILL after graceMs (default 10 000). Idempotent. */
   stop(graceMs?: number): Promise<void>;
   /** The last captured log lines of the process (bounded ring buffer). */

@@ -70,6 +70,15 @@ export class EngineTimeoutError extends EngineError {
   override readonly retryable = true;
 }
 
+/**
+ * The engine sent nothing for longer than the request's idle deadline (EngineCompletionRequest.idle): a frozen or
+ * hung engine; the request may continue on a healthy one, as after a crash.
+ */
+export class EngineStalledError extends EngineError {
+  override name = 'EngineStalledError';
+  override readonly retryable = true;
+}
+
 /** The engine is not in a state that allows the call (not started, stopped, sleeping, failed). */
 export class EngineStateError extends EngineError {
   override name = 'EngineStateError';

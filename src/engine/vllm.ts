@@ -390,6 +390,28 @@ export class VllmEngine extends EventEmitter<EngineEvents> implements Engine {
     this._state = 'stopped';
   }
 
+  /** GET /health within `timeoutMs`: true on 200 (the instance manager's periodic probe while it serves). */
+  async probeHealth(timeoutMs: number): Promise<boolean> {
+    try {
+      const res = await fetch(`${this.baseUrl}/health`, { signal: AbortSignal.timeout(timeoutMs) });
+      await res.arrayBuffer();
+      return res.status === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  /** SIGKILL the process group of a hung engine at once (a stopped process dies too): its exit is a crash, restarted as one. */
+  killHung(): void {
+    const child = this.child;
+    if (!child || this.exited) return;
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      child.kill('SIGKILL');
+    }
+  }
+
   /** SIGTERM the process group, SIGKILL after graceMs, and wait for the exit. */
   private async killChild(graceMs: number): Promise<void> {
     const child = this.child;

@@ -1,0 +1,233 @@
+/**
+ * A frozen engine (docs/DATAPATH.md "A hung engine"), on a real nats-server, real actor processes (cluster, pool and
+ * node managers, two instance managers) and emulated engines; the gateway is the real NatsBackend routing itself
+ * and reading the engines directly. The serving engine is SIGSTOPped at the 30th token of a 300-token stream: its
+ * process and its socket stay, so nothing breaks, and only deadlines can tell.
+ *
+ * - The gateway's idle deadline: the engine sends nothing for longer than the request's next-token bound
+ *   (timeouts.engineIdle), the leg ends as an engine failure and the request continues on the peer. The engine is
+ *   let go (SIGCONT) once the gateway migrated, before its instance's health watch would find it hung: the client's
+ *   stream is whole (exactly 300 tokens, one word each, contiguous seq), its tokens after the stall from the peer,
+ *   and the stopped engine was not killed (the migration was the idle deadline's).
+ * - The instance manager's health watch: the engine stays stopped; its /health misses timeouts.engineHealth.misses
+ *   probes, the instance leaves `ready` (the pool's status shows it), SIGKILLs the engine and restarts it as after a
+ *   crash: a new engine process, the instance ready again; the stream is whole on the peer.
+ *
+ * Each prints the stall's figures: time to the migration, to the instance leaving ready, to the kill, to ready again.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startHarness, type Harness } from './control-harness.ts';
+import { as } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import { GatewayRouter } from '../../actors/gateway/router.ts';
+import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
+import { loadProfile } from '../../src/telemetry/profile-io.ts';
+import { subjects, type InferenceRequest, type TokenChunk } from '../../protocols/index.ts';
+
+const MODEL = 'llama3.1-8b';
+const PROMPT = 'Tell me about energy efficient inference in large clusters.';
+/** the stream's idle deadline after its first token: 3 s (this suite's; the default is 10 s) */
+const IDLE = { nextTokenMultiple: 1, nextTokenFloorMs: 3000 };
+/** the health watch: a probe every 1.5 s within 1 s, 6 misses: a stopped engine is hung 8.5-10 s after its stall */
+const HEALTH = { intervalMs: 1500, deadlineMs: 1000, misses: 6 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let h: Harness;
+let gw: Bus;
+let backend: NatsBackend;
+let router: GatewayRouter;
+
+beforeAll(async () => {
+  h = await startHarness({
+    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json',
+    servers: [{ id: 'n0', gpus: 2 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
+    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+    // a quarter of real time: ~30 ms per token, so a 300-token answer takes seconds and the stall lands mid-stream
+    engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 60_000, initialTp: 1, maxInEngine: 16, maxQueued: 64 },
+    timeouts: { engineIdle: IDLE, engineHealth: HEALTH },
+  });
+  h.startActor('cluster', 'cm-0');
+  h.startActor('pool', 'pm-0');
+  h.startActor('node', 'n0');
+  await h.waitReady(2, 90_000);
+  gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-hang'), name: 'gw-hang', log: silentLogger() });
+  const config = loadConfig(h.cfgPath);
+  router = new GatewayRouter(gw, config, loadProfile(profilePathOf(config)));
+  router.start();
+  // the gateway actor's own wiring (actors/gateway/main.ts): the config's idle deadline, the most lenient SLO as fallback
+  backend = new NatsBackend(gw, { chunkTimeoutMs: 60_000, router, engineIdle: { settings: config.timeouts.engineIdle, fallback: { ttftMs: config.slo.ttftMs.L, tbtMs: config.slo.tbtMs } } });
+  await waitFor(() => (router.routable() ? true : undefined), 20_000, "the cluster's routing table at the gateway");
+}, 150_000);
+
+afterAll(async () => {
+  router?.stop();
+  backend?.close();
+  await gw?.close();
+  await h?.stop();
+}, 30_000);
+
+function request(id: string, maxTokens: number): InferenceRequest {
+  const now = Date.now();
+  return {
+    v: 1, id, model: MODEL, kind: 'completion', prompt: PROMPT, inputTokens: 13, maxTokens, ignoreEos: true,
+    arrivalMs: now, giveUpAtMs: now + 180_000, streamSubject: subjects.stream(id),
+  };
+}
+
+async function waitFor<T>(f: () => T | undefined | Promise<T | undefined>, ms: number, what: string): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').map(Number).filter((n) => n > 0);
+  } catch {
+    return [];
+  }
+}
+
+const cmdline = (pid: number): string => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+  } catch {
+    return '';
+  }
+};
+
+/** the engine process of `instance` now (its manager's emulator child), or 0. */
+function enginePid(instance: string): number {
+  const im = h.pidsOf(`--id ${instance} `)[0] ?? 0;
+  return im ? (childrenOf(im).find((pid) => cmdline(pid).includes('engine-emulator')) ?? 0) : 0;
+}
+
+/** gone, or a zombie not reaped yet */
+function dead(pid: number): boolean {
+  if (!existsSync(`/proc/${pid}`)) return true;
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') ?? true;
+  } catch {
+    return true;
+  }
+}
+
+async function instanceState(id: string): Promise<string | undefined> {
+  const s = await h.status();
+  return s?.pools.flatMap((p) => p.instances).find((i) => i.id === id)?.state;
+}
+
+interface Stall {
+  chunks: TokenChunk[];
+  victim: string;
+  pid: number;
+  stallAt: number;
+  /** the gateway's migration counter moved, ms after the stall */
+  migratedMs?: number;
+}
+
+/**
+ * Streams 300 tokens; at the 30th SIGSTOPs the serving engine, and `after` runs alongside the rest of the stream
+ * (it may SIGCONT the engine, or watch it die). Returns the client's chunks once the stream and `after` are done.
+ */
+async function stallMidStream(id: string, after: (s: Stall) => Promise<void>): Promise<Stall> {
+  const before = backend.counters.migrated;
+  const st: Partial<Stall> & { chunks: TokenChunk[] } = { chunks: [] };
+  let watching: Promise<void> | undefined;
+  let n = 0;
+  for await (const c of await backend.submit(request(id, 300), new AbortController().signal)) {
+    st.chunks.push(c);
+    n += c.tokens;
+    st.victim ??= c.instance;
+    if (!watching && n >= 30 && st.victim) {
+      st.pid = enginePid(st.victim);
+      if (!(st.pid > 0)) throw new Error(`no engine process of ${st.victim}`);
+      process.kill(st.pid, 'SIGSTOP');
+      st.stallAt = Date.now();
+      const s = st as Stall;
+      watching = (async () => {
+        await waitFor(() => (backend.counters.migrated > before ? true : undefined), 60_000, 'the gateway migrating the stalled leg');
+        s.migratedMs = Date.now() - s.stallAt;
+        await after(s);
+      })();
+    }
+  }
+  await watching;
+  return st as Stall;
+}
+
+/** The client's stream is whole: 300 tokens once each (one word each from the emulator), seq contiguous; the tokens after the stall from the peer. */
+function checkWhole(s: Stall): void {
+  const { chunks } = s;
+  const runs: string[] = [];
+  for (const c of chunks) if (runs.at(-1)?.startsWith(`${c.instance}:`) !== true) runs.push(`${c.instance}:${c.seq}`);
+  const diag = `chunks by instance ${runs.join(' ')}; stalled engine ${s.pid} of ${s.victim}`;
+  expect(chunks.map((c) => c.seq), diag).toEqual(chunks.map((_, i) => i));
+  const last = chunks[chunks.length - 1]!;
+  expect(last.error, `${JSON.stringify(last.error)}; ${diag}`).toBeUndefined();
+  expect(last.done, diag).toBe(true);
+  expect(chunks.reduce((a, c) => a + c.tokens, 0), diag).toBe(300);
+  expect(chunks.map((c) => c.text).join('').trim().split(/\s+/).length, diag).toBe(300);
+  expect(last.usage!.completionTokens, diag).toBe(300);
+  // the first leg's tokens, then the peer's: the stream went on elsewhere
+  const other = chunks.filter((c) => c.tokens > 0 && c.instance !== s.victim);
+  expect(other.length, diag).toBeGreaterThan(0);
+  expect(chunks.findIndex((c) => c.tokens > 0 && c.instance !== s.victim), diag).toBeGreaterThan(0);
+}
+
+const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+
+describe('a SIGSTOPped engine mid-stream', () => {
+  it("the gateway's idle deadline ends the leg and the request continues on the peer, whole", async () => {
+    const s = await stallMidStream(`hang-idle-${Date.now()}`, async (x) => {
+      // let the engine go at once: the migration was the gateway's, the health watch (>= 8.5 s) had not acted
+      process.kill(x.pid, 'SIGCONT');
+    });
+    checkWhole(s);
+    console.log(`idle deadline: stall -> migration ${s.migratedMs} ms (bound ${IDLE.nextTokenFloorMs} ms); ${new Date().toISOString()}, load ${load()}`);
+    expect(s.migratedMs).toBeGreaterThanOrEqual(IDLE.nextTokenFloorMs - 1000);
+    // not killed: the migration came from the idle deadline, not from a restarted engine's broken socket
+    expect(dead(s.pid)).toBe(false);
+    expect(enginePid(s.victim)).toBe(s.pid);
+  }, 120_000);
+
+  it("the instance's health watch takes it out of dispatch, kills it and restarts it; the request continues on the peer", async () => {
+    // the other instance served last; the victim of the first case is ready again
+    await h.waitReady(2, 60_000);
+    const seen: { notReadyMs?: number; killedMs?: number; readyMs?: number; newPid?: number } = {};
+    const s = await stallMidStream(`hang-health-${Date.now()}`, async (x) => {
+      await waitFor(async () => {
+        const now = Date.now() - x.stallAt;
+        const st = await instanceState(x.victim);
+        if (st !== undefined && st !== 'ready') seen.notReadyMs ??= now;
+        if (dead(x.pid)) seen.killedMs ??= now;
+        const pid = enginePid(x.victim);
+        if (seen.killedMs !== undefined && pid > 0 && pid !== x.pid && st === 'ready') {
+          seen.readyMs = now;
+          seen.newPid = pid;
+          return true;
+        }
+        return undefined;
+      }, 120_000, `instance ${x.victim} back ready with a new engine`);
+    });
+    checkWhole(s);
+    console.log(`health watch: stall -> migration ${s.migratedMs} ms, -> out of ready ${seen.notReadyMs} ms, -> engine killed ${seen.killedMs} ms, -> ready with a new engine ${seen.readyMs} ms (pid ${s.pid} -> ${seen.newPid}); ${new Date().toISOString()}, load ${load()}`);
+    expect(seen.notReadyMs).toBeDefined();
+    expect(seen.killedMs).toBeDefined();
+    // hung only after `misses` probes: never before (misses - 1) intervals
+    expect(seen.killedMs!).toBeGreaterThanOrEqual((HEALTH.misses - 1) * HEALTH.intervalMs);
+    expect(seen.newPid).not.toBe(s.pid);
+    // the stall is an engine failure: the instance says why it left ready
+    const events = await h.streamEvents();
+    expect(events.some((e) => e.kind === 'failure' && e.actor === s.victim && /engine hung/.test(e.summary))).toBe(true);
+  }, 180_000);
+});
