@@ -33,7 +33,7 @@ export interface EngineIdleSettings {
  *   for a decode step (tens of ms), a chunked prefill of others in the batch (bounded by the scheduler's token
  *   budget: under a second), or a preemption and its recompute (a prefill of its context: seconds); 10 s is
  *   past all of them. A silence that long is a frozen engine, which the health watch kills within
- *   `engineHealth` (about 10 s) anyway: this bound ends the streams a health watch cannot (the manager itself
+ *   `engineHealth` (about 11 s) anyway: this bound ends the streams a health watch cannot (the manager itself
  *   frozen or gone while the engine's socket stays open).
  */
 export const DEFAULT_ENGINE_IDLE: EngineIdleSettings = { firstTokenMultiple: 20, firstTokenFloorMs: 30_000, nextTokenMultiple: 100, nextTokenFloorMs: 10_000 };
@@ -79,9 +79,10 @@ export interface EngineHealthSettings {
 }
 
 /**
- * Defaults: a probe every 2 s within 3 s; 3 misses in a row (a probe out counts when its deadline passes): a
- * frozen engine is found hung 3 probes after its last answer, about 8-10 s, and one slow answer under load (a
- * vLLM API server busy tokenizing a long prompt) is not a miss in a row of 3.
+ * Defaults: a probe every 2 s within 3 s; 3 misses in a row (a probe out counts when its deadline passes, and the
+ * next goes then): a frozen engine is found hung at its third probe's deadline, the first sent 2 s after its last
+ * token: about 2 + 3 x 3 = 11 s after it froze. One slow answer under load (a vLLM API server busy tokenizing a long
+ * prompt) is not a miss in a row of 3, and a restart (minutes for a real 70B model) is not spent on one.
  */
 export const DEFAULT_ENGINE_HEALTH: EngineHealthSettings = { intervalMs: 2000, deadlineMs: 3000, misses: 3 };
 

@@ -26,7 +26,7 @@ import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { GatewayRouter } from '../../actors/gateway/router.ts';
 import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { subjects, type InferenceRequest, type TokenChunk } from '../../protocols/index.ts';
+import { InstanceStatus, controlSubjects, subjects, type InferenceRequest, type TokenChunk } from '../../protocols/index.ts';
 
 const MODEL = 'llama3.1-8b';
 const PROMPT = 'Tell me about energy efficient inference in large clusters.';
@@ -39,6 +39,8 @@ let h: Harness;
 let gw: Bus;
 let backend: NatsBackend;
 let router: GatewayRouter;
+/** each instance's published states, with when they arrived */
+const states: { id: string; atMs: number; state: string }[] = [];
 
 beforeAll(async () => {
   h = await startHarness({
@@ -55,6 +57,7 @@ beforeAll(async () => {
   h.startActor('pool', 'pm-0');
   h.startActor('node', 'n0');
   await h.waitReady(2, 90_000);
+  h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void states.push({ id: st.id, atMs: Date.now(), state: st.state }), { capacity: 4096 });
   gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-hang'), name: 'gw-hang', log: silentLogger() });
   const config = loadConfig(h.cfgPath);
   router = new GatewayRouter(gw, config, loadProfile(profilePathOf(config)));
@@ -159,6 +162,7 @@ async function stallMidStream(id: string, after: (s: Stall) => Promise<void>): P
         s.migratedMs = Date.now() - s.stallAt;
         await after(s);
       })();
+      watching.catch(() => {}); // its failure is the test's, thrown below once the stream ends
     }
   }
   await watching;
@@ -205,10 +209,16 @@ describe('a SIGSTOPped engine mid-stream', () => {
     await h.waitReady(2, 60_000);
     const seen: { notReadyMs?: number; killedMs?: number; readyMs?: number; newPid?: number } = {};
     const s = await stallMidStream(`hang-health-${Date.now()}`, async (x) => {
+      // the kill, seen every 50 ms (apart from the slower status reads below)
+      const poll = setInterval(() => {
+        if (dead(x.pid)) seen.killedMs ??= Date.now() - x.stallAt;
+      }, 50);
       await waitFor(async () => {
         const now = Date.now() - x.stallAt;
         const st = await instanceState(x.victim);
-        if (st !== undefined && st !== 'ready') seen.notReadyMs ??= now;
+        // the instance's own status leaving ready (what its pool dispatches by)
+        const left = states.find((t) => t.id === x.victim && t.atMs > x.stallAt && t.state !== 'ready');
+        if (left) seen.notReadyMs ??= left.atMs - x.stallAt;
         if (dead(x.pid)) seen.killedMs ??= now;
         const pid = enginePid(x.victim);
         if (seen.killedMs !== undefined && pid > 0 && pid !== x.pid && st === 'ready') {
@@ -217,7 +227,7 @@ describe('a SIGSTOPped engine mid-stream', () => {
           return true;
         }
         return undefined;
-      }, 120_000, `instance ${x.victim} back ready with a new engine`);
+      }, 120_000, `instance ${x.victim} back ready with a new engine`).finally(() => clearInterval(poll));
     });
     checkWhole(s);
     console.log(`health watch: stall -> migration ${s.migratedMs} ms, -> out of ready ${seen.notReadyMs} ms, -> engine killed ${seen.killedMs} ms, -> ready with a new engine ${seen.readyMs} ms (pid ${s.pid} -> ${seen.newPid}); ${new Date().toISOString()}, load ${load()}`);

@@ -48,6 +48,10 @@ class CountingEngine extends EventEmitter<EngineEvents> {
   async isSleeping(): Promise<boolean> {
     return false;
   }
+  async probeHealth(): Promise<boolean> {
+    return true;
+  }
+  killHung(): void {}
   async stop(): Promise<void> {}
   logs(): readonly string[] {
     return [];
