@@ -122,6 +122,9 @@ export class InstanceManager {
   #cancelSub?: SubscribeHandle;
   #serves: (ServeHandle | SubscribeHandle)[] = [];
   #timers: unknown[] = [];
+  /** the machine's periodic timers by name (arm_timer, pause_timer): the ladder tick runs only while it may act. */
+  #machineTimers = new Map<string, unknown>();
+  #timersCleared = false;
   #statusTimer?: unknown; // the status period, until the engine has exited (the pool reads 'stopped' as its GPUs free)
   #gpu?: GpuControl;
   /** the GPU clock changes, one after the other in the order the machine asked for them. */
@@ -215,9 +218,19 @@ export class InstanceManager {
   /** `clockFirst`: a clock change this step asked for before the effect (a request starts once it is applied). */
   #perform(e: InstanceEffect, clockFirst?: Promise<void>): Promise<void> | undefined {
     switch (e.kind) {
-      case 'arm_timer':
-        this.#timers.push(this.#clock.setInterval(() => void this.#step({ type: e.timer }), e.everyMs));
+      case 'arm_timer': {
+        if (this.#timersCleared) return undefined; // stopping: no timer runs again
+        const old = this.#machineTimers.get(e.timer);
+        if (old !== undefined) this.#clock.clearInterval(old);
+        this.#machineTimers.set(e.timer, this.#clock.setInterval(() => void this.#step({ type: e.timer }), e.everyMs));
         return undefined;
+      }
+      case 'pause_timer': {
+        const t = this.#machineTimers.get(e.timer);
+        if (t !== undefined) this.#clock.clearInterval(t);
+        this.#machineTimers.delete(e.timer);
+        return undefined;
+      }
       case 'admitted':
       case 'refused':
       case 'lent': // the admission reply, or the credited report's (#admit and direct-legs.ts legReport read them)
@@ -574,7 +587,9 @@ export class InstanceManager {
       this.#step({ type: 'fail_queued', error: { code: 'unavailable', message: gone.message, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS } });
       for (const r of this.#running.values()) r.ac.abort(gone);
       await this.#clock.sleep(50);
-      for (const t of this.#timers) this.#clock.clearInterval(t);
+      for (const t of [...this.#timers, ...this.#machineTimers.values()]) this.#clock.clearInterval(t);
+      this.#machineTimers.clear();
+      this.#timersCleared = true;
       try {
         await this.#gpu?.resetClocks();
       } catch (err) {

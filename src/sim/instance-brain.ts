@@ -137,6 +137,7 @@ export class InstanceBrain {
       // the simulator's loop drives the epochs and ticks; admissions are answered by the caller reading the
       // effects; statuses are read from the state when a peer or the dispatcher needs them
       case 'arm_timer':
+      case 'pause_timer':
       case 'admitted':
       case 'refused':
       case 'abort':

@@ -23,6 +23,17 @@ function predictedMisses(s: InstanceMachineState, now: number, cfg: InstanceMach
   return misses;
 }
 
+/**
+ * Whether a tick may act: a serving instance with requests queued (the ladder's predicted misses, the overdue), the
+ * ladder above step 0 or holding the max clock (its clearing is timed), arrivals not yet looked at for a load rise,
+ * or a sleep waiting for its requests (its give-up is timed). Otherwise a tick changes nothing but forgetting peers
+ * silent past deadAfterMs, which every reader of the peers also skips by their age (peerWithRoom, the tick's count).
+ */
+export function tickWanted(s: InstanceMachineState): boolean {
+  if (!serving(s)) return false;
+  return s.queue.length > 0 || s.arrivedSinceRiseCheck || s.emergency.level > 0 || s.emergencyMaxClock || s.sleep?.phase === 'to-sleep';
+}
+
 /** The ladder tick: the load rise, peers forgotten when silent past deadAfterMs (not counted past suspectAfterMs), and one step of the emergency ladder. */
 export function tick(s: InstanceMachineState, fx: InstanceEffect[], now: number, cfg: InstanceMachineConfig): void {
   if (!serving(s)) return;

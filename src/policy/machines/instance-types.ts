@@ -134,6 +134,11 @@ export interface InstanceMachineState {
   cachedTokens?: number;
   windowStartMs: number;
   arrivedSinceRiseCheck: boolean;
+  /**
+   * the ladder's tick timer is paused: the last tick found nothing it could act on (tickWanted false), and the step
+   * that gives it something again re-arms it (instance.ts). Absent: armed, or never started.
+   */
+  tickPaused?: boolean;
   /** EWMA of the per-epoch arrival rate, req per modelled s (the dispatcher's load). */
   load: Load;
   /** EWMA of a request's time in the engine, ms (the miss prediction, the backpressure wait). */
@@ -189,6 +194,8 @@ export type InstanceEvent =
 
 export type InstanceEffect =
   | { kind: 'arm_timer'; timer: 'epoch' | 'tick'; everyMs: number }
+  /** stop the periodic timer armed under this name until an arm_timer of it (an idle instance's ladder tick). */
+  | { kind: 'pause_timer'; timer: 'tick' }
   /** answer to an admit: accepted, or refused with a retryable error. */
   | { kind: 'admitted'; id: string }
   | { kind: 'refused'; id: string; code: 'unavailable' | 'overloaded'; message: string; retryAfterS: number }

@@ -40,7 +40,8 @@ import { admit, creditedStart, lend, pump, revoke } from './instance-admission.t
 import { changeLifecycle, engineSlept, engineWoke, sleepCommand, sleepProgress, wakeCommand } from './instance-sleep.ts';
 import { epoch, setClock } from './instance-clock.ts';
 export { clockSource, decideClock, decidePrefillFloor, pendingPrefillTokens, uncachedLoad } from './instance-clock.ts';
-import { move, moved, tick } from './instance-emergency.ts';
+import { move, moved, tick, tickWanted } from './instance-emergency.ts';
+export { tickWanted } from './instance-emergency.ts';
 
 export function initialInstanceState(nowMs: number): InstanceMachineState {
   return {
@@ -114,6 +115,11 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
     }
     case 'tick':
       tick(s, fx, now, cfg);
+      // nothing left for the next ticks to act on: the timer stops until a step gives them something (below)
+      if (!s.tickPaused && !tickWanted(s)) {
+        s.tickPaused = true;
+        fx.push({ kind: 'pause_timer', timer: 'tick' });
+      }
       break;
     case 'epoch':
       epoch(s, fx, now, cfg);
@@ -169,6 +175,11 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
   }
   // sleep mode: a wait to sleep ends, falls asleep or gives up (instance-sleep.ts)
   sleepProgress(s, fx, now, cfg);
+  // a paused ladder tick runs again from the step that gives it something to act on (an admission, a sleep's wait)
+  if (s.tickPaused && tickWanted(s)) {
+    s.tickPaused = false;
+    fx.push({ kind: 'arm_timer', timer: 'tick', everyMs: cfg.tickMs ?? 100 });
+  }
   // a draining instance that has just emptied says so at once: the pool stops it on that status, not a status period later
   if ((s.lifecycle === 'draining' || s.lifecycle === 'sleeping') && !s.running.size && !s.queue.length && (prev.running.size || prev.queue.length) && !fx.some((e) => e.kind === 'status')) fx.push({ kind: 'status' });
   return { state: s, effects: fx };
