@@ -62,6 +62,7 @@ export class PoolLeader {
   #sweepTimer: unknown;
   /** the leader's timers by name: arming one again replaces it (the re-shard epoch re-phased at the pool's first traffic). */
   #leaderTimers = new Map<string, unknown>();
+  #timersStopped = false;
   /** requests this replica held while it led (`held`), and how their dispatch ended (the pool manager's metrics read them). */
   readonly holds: Record<'held' | HoldOutcome, number> = { held: 0, dispatched: 0, refused: 0, timed_out: 0 };
   /**
@@ -343,6 +344,7 @@ export class PoolLeader {
     const c = this.#o.config;
     switch (e.kind) {
       case 'arm_timer': {
+        if (this.#timersStopped) break; // stopping: no timer runs again
         const timer = e.timer;
         const t = this.#clock.setInterval(() => (timer === 'status' ? this.#publishPoolStatus() : this.#step(TIMER_EVENTS[timer])), e.everyMs);
         if (e.timer === 'sweep') this.#sweepTimer = t;
@@ -357,6 +359,12 @@ export class PoolLeader {
         for (const t of this.#leaderTimers.values()) this.#clock.clearInterval(t);
         this.#leaderTimers.clear();
         break;
+      case 'pause_timer': {
+        const t = this.#leaderTimers.get(e.timer);
+        if (t !== undefined) this.#clock.clearInterval(t);
+        this.#leaderTimers.delete(e.timer);
+        break;
+      }
       case 'admit': {
         // a grant goes to a gateway only: one sent through intake never asks for it in the (pool leader's) reply
         const { replyGrant: _gatewayOnly, ...req } = e.req;
@@ -490,6 +498,7 @@ export class PoolLeader {
     for (const t of [this.#sweepTimer, ...this.#leaderTimers.values()]) if (t !== undefined) this.#clock.clearInterval(t);
     this.#leaderTimers.clear();
     this.#sweepTimer = undefined;
+    this.#timersStopped = true;
     for (const h of [...this.#leaderHandles, ...this.#handles]) h.unsubscribe();
     await this.#lease.stop().catch(() => {});
   }

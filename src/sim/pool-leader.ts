@@ -280,6 +280,9 @@ export class SimPoolLeader<I extends LeaderInstance> {
       case 'disarm_leader_timers':
         for (const k of [...this.#timers.keys()]) if (k !== 'sweep') this.#timers.delete(k);
         break;
+      case 'pause_timer':
+        this.#timers.delete(e.timer);
+        break;
       case 'node':
         queue.push({ type: 'node_result', cmd: e.cmd, ok: this.#hooks.node?.(e.node, e.cmd, e.purpose, now) ?? false, purpose: e.purpose });
         break;

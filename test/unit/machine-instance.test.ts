@@ -223,7 +223,8 @@ describe('instance machine: load and clock', () => {
     const want = chooseClock({ profile, tp: 4, loadByType: { MS: 39 }, headroom: 0 }).clockMhz;
     expect(want).toBeGreaterThan(800);
     expect(clocks(fx)).toEqual([want]);
-    expect(fx).toMatchObject([{ kind: 'set_clock', why: expect.stringMatching(/^load rose within the epoch/) }]);
+    // the arrivals looked at, the queue empty: the tick pauses (machine-instance-tick.test.ts)
+    expect(fx).toMatchObject([{ kind: 'set_clock', why: expect.stringMatching(/^load rose within the epoch/) }, { kind: 'pause_timer', timer: 'tick' }]);
     // while it is in flight no second raise
     d.at(6050, { type: 'admit', req: req('MS', 6050, { inputTokens: 10 }) });
     expect(clocks(d.at(6100, { type: 'tick' }))).toEqual([]);
@@ -258,7 +259,7 @@ describe('instance machine: load and clock', () => {
     const want = chooseClock({ profile, tp: 4, loadByType: { LM: 1 / 2.1 }, headroom: 0 }).clockMhz;
     expect(want).toBeGreaterThan(low);
     expect(clocks(fx)).toEqual([want]);
-    expect(fx).toMatchObject([{ kind: 'set_clock', why: expect.stringMatching(/^load rose within the epoch/) }]);
+    expect(fx).toMatchObject([{ kind: 'set_clock', why: expect.stringMatching(/^load rose within the epoch/) }, { kind: 'pause_timer', timer: 'tick' }]);
   });
 
   it('riseRate: (N - 1) / t of all arrivals, split by type; unbiased for a Poisson process read at its N-th arrival, where N / t is not', () => {
@@ -373,7 +374,7 @@ describe('instance machine: emergency ladder', () => {
     while (d.s.emergency.level > 0 && t < 60_000) {
       const fx = d.at((t += 100), { type: 'tick' });
       if (d.s.emergency.level < 2) expect(d.s.emergencyMaxClock).toBe(false);
-      if (d.s.emergency.level === 0) expect(fx).toMatchObject([{ kind: 'event', decision: { step: 'clear' } }]);
+      if (d.s.emergency.level === 0) expect(fx).toMatchObject([{ kind: 'event', decision: { step: 'clear' } }, { kind: 'pause_timer', timer: 'tick' }]);
     }
     expect(d.s.emergency.level).toBe(0);
     expect(d.s.edf).toBe(false);

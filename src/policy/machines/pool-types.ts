@@ -167,6 +167,11 @@ export interface PoolMachineState {
   /** a MILP solve of the re-shard epoch is under way: its input and the heuristic's decision of it (the rule's baseline, policy milpShardDecision). */
   planning?: { input: PoolShardInput; heuristic: PoolShardDecision };
   reshard?: ReshardRun;
+  /**
+   * the leader's 100-ms tick timer is paused: the last tick found no held dispatch and no re-shard to move on
+   * (poolTickWanted false); the step that gives it one re-arms it (pool.ts). Absent: armed, or not leading.
+   */
+  tickPaused?: boolean;
   /** the pool's measured load at its recent re-shard epochs (the burst guard's window, burstWindowMs). */
   recentLoad: PoolLoadSample[];
   /** what its instances admitted since its re-shard epoch last read it, counted while it leads from its first traffic (the epoch's load). */
@@ -223,6 +228,8 @@ export type PoolEffect =
   | { kind: 'arm_timer'; timer: 'sweep' | 'tick' | 'reconcile' | 'reshard' | 'status'; everyMs: number }
   /** stop the leader's timers (the sweep stays). */
   | { kind: 'disarm_leader_timers' }
+  /** stop the leader's tick until an arm_timer of it (a pool with nothing held and no re-shard under way). */
+  | { kind: 'pause_timer'; timer: 'tick' }
   /** ask an instance to admit the request; answer with 'admit_result'. */
   | { kind: 'admit'; job: number; instance: string; req: InferenceRequest }
   | { kind: 'reply'; ref: number; admission: Admission }

@@ -67,6 +67,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
     case 'lead':
       s.leader = true;
+      s.tickPaused = undefined; // armed below
       s.ledAtMs = now;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} leads ${cfg.pool}`, decision: { leader: cfg.holder, term: ev.term }, inputs: { pool: cfg.pool } });
       s.assignmentUnread = ev.unread === true;
@@ -102,6 +103,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
     case 'lost':
       s.leader = false;
+      s.tickPaused = undefined; // disarmed with the leader's timers
       s.assignmentUnread = false;
       s.diedHandled = undefined;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} lost the lead of ${cfg.pool}`, decision: { leader: null }, inputs: { pool: cfg.pool } }, { kind: 'disarm_leader_timers' });
@@ -153,6 +155,11 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
     case 'tick':
       advance(s, fx, now, cfg);
+      // nothing held and no re-shard under way: the timer stops until a step gives the tick something (below)
+      if (s.leader && !s.tickPaused && !poolTickWanted(s)) {
+        s.tickPaused = true;
+        fx.push({ kind: 'pause_timer', timer: 'tick' });
+      }
       break;
     case 'dispatch':
       dispatch(s, fx, ev.ref, ev.req, now, cfg);
@@ -203,7 +210,20 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       reshardStored(s, fx, ev.ack, ev.ok, now, cfg);
       break;
   }
+  // a paused tick runs again from the step that holds a dispatch or starts a re-shard
+  if (s.tickPaused && poolTickWanted(s)) {
+    s.tickPaused = false;
+    fx.push({ kind: 'arm_timer', timer: 'tick', everyMs: POOL_TICK_MS });
+  }
   return { state: s, effects: fx };
+}
+
+/**
+ * Whether the leader's tick may act (advance): a dispatch job held or waiting for its next try, a re-shard under
+ * way or one waiting to resume. Otherwise a tick changes nothing.
+ */
+export function poolTickWanted(s: PoolMachineState): boolean {
+  return s.leader && (s.jobs.size > 0 || s.reshard !== undefined || s.pendingReshard !== undefined);
 }
 
 /**
