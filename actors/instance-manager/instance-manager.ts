@@ -277,6 +277,7 @@ export class InstanceManager {
 
   async start(): Promise<void> {
     const { bus, engine } = this.#o;
+    const ownStatus = controlSubjects.instanceStatus(this.pool, this.id);
     // announce ourselves as starting so the pool sees the instance coming (it will not dispatch to it yet)
     this.#statusTimer = this.#clock.setInterval(() => this.#publishStatus(), instanceStatusMs(this.#o.config.liveness));
     this.#publishStatus();
@@ -308,9 +309,10 @@ export class InstanceManager {
       bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => engineTokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
       bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => engineDetokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
       // peers of the pool: whether anyone has room (backpressure, emergency step 3 needs somebody to move to)
+      // its own statuses come back on the pool's wildcard: dropped before their decode
       bus.subscribe(controlSubjects.instanceStatusPool(this.pool), InstanceStatus, (s) => {
         if (s.id !== this.id) void this.#step({ type: 'peer_status', id: s.id, queued: s.queued, running: s.running, state: s.state });
-      }, { capacity: 1024, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) }),
+      }, { capacity: 1024, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id), unwanted: (subject) => subject === ownStatus }),
     );
     // apart from #serves: a Cancel still ends a request while the instance drains at stop
     this.#cancelSub = bus.subscribe(subjects.cancelAll(), Cancel, (c) => {

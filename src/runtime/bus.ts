@@ -85,9 +85,10 @@ export interface SubscribeOpts<T> extends MailboxOpts {
   /**
    * Asked as a message arrives, before it is decoded: true drops it uncounted. For a subscriber that has no
    * use for any message of the subject for now (a pool leader with no request of its own outstanding, for the
-   * records of requests the gateway routed), so it spends no decode on them.
+   * records of requests the gateway routed), so it spends no decode on them; `subject`: the one it arrived on (an
+   * instance drops its own status on its pool's wildcard).
    */
-  unwanted?: () => boolean;
+  unwanted?: (subject: string) => boolean;
 }
 
 export interface ServeHandle {
@@ -400,7 +401,7 @@ export class Bus extends EventEmitter {
           this.log.warn({ subject, err: err.message }, 'subscription error');
           return;
         }
-        if (opts.unwanted?.()) return;
+        if (opts.unwanted?.(m.subject)) return;
         let msg: T;
         try {
           msg = codec.decode(m.data, m.subject);

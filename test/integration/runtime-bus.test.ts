@@ -236,6 +236,26 @@ describe('bad payloads on every subject', () => {
     expect(got).toEqual(['taken']);
     expect(sub.counters.protocolErrors).toBe(0);
   });
+
+  it('unwanted is asked with the subject a publication came on: a wildcard subscriber drops one subject undecoded (an instance its own status)', async () => {
+    const sub = await bus('admin', 'sub-unwanted-subject');
+    const pub = await bus('admin', 'pub-unwanted-subject');
+    const own = subjects.telRequest('pool-own'), other = subjects.telRequest('pool-other');
+    const got: string[] = [];
+    const asked: string[] = [];
+    sub.subscribe(subjects.telRequestAll(), RequestRecord, (m) => void got.push(m.id), { unwanted: (s) => (asked.push(s), s === own) });
+    await sub.nc.flush();
+    pub.nc.publish(own, packRaw({ v: 1, garbage: true })); // not decoded: not counted as a protocol error
+    pub.publish(own, RequestRecord, { ...(SAMPLES.RequestRecord as RequestRecord), id: 'own' });
+    pub.publish(other, RequestRecord, { ...(SAMPLES.RequestRecord as RequestRecord), id: 'other' });
+    await pub.nc.flush();
+    const deadline = Date.now() + 3000;
+    while (got.length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got).toEqual(['other']);
+    expect(asked).toEqual([own, own, other]);
+    expect(sub.counters.protocolErrors).toBe(0);
+  });
 });
 
 describe('role permissions from nats.conf', () => {
