@@ -8,8 +8,9 @@
  * Which: one bucket (N = 1) reads `dyn_v1_leases_0` .. `_<MAX_LEASE_BUCKETS-1>` (any N > 1), several read the one
  * bucket. Layouts of two N > 1 need no read-across: the smaller's buckets are among the larger's, so a majority of
  * either shares a bucket with what the other reads, and any live record of another holder read there is held.
- * When: together with the own layout's reads (each within opTimeoutMs, so an election waits no longer), and again
- * after a majority of the own layout was written. Of two contenders on two layouts that both read the other free,
+ * When: after the own layout's reads, only where those find the lease free or an acquisition of ours (a live holder
+ * there holds it whatever the other layout says: a standby waiting on a live leader reads nothing more each attempt),
+ * each within opTimeoutMs; and again after a majority of the own layout was written. Of two contenders on two layouts that both read the other free,
  * each wrote before reading the other's layout, so at least one reads the other's write afterwards and gives its
  * majority back (both may: each retries after a random while). A record of a previous process under our own id
  * that is gone does not count. Limit: a bucket of the other layout that exists but does not answer (its server

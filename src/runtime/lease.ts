@@ -396,44 +396,22 @@ export class LeaderLease extends EventEmitter {
 
   /** Returns ms until the next attempt. */
   async #tryAcquire(): Promise<number> {
-    const otherRead = this.#otherLayoutHeld();
     const answered = await this.#readAll();
-    const other = await otherRead;
     if (answered.length < this.quorum) return RETRY_AFTER_FAILURE_MS;
+    // held on the own layout by a live holder, none of its records an acquisition of ours: nothing to take whatever the
+    // other layout says, so its records are read only when this layout may be taken or adopted (lease-other-layout.ts)
+    const seen = this.#clock.now();
+    const early = this.#mine(answered, seen).size ? undefined : this.#heldFor(answered, new Map(), seen, true).wait;
+    if (early !== undefined) return early;
+    const other = await this.#otherLayoutHeld();
     const t0 = this.#clock.now();
     // a live holder on the other layout: held (retry just after it would lapse)
     if (other !== undefined) return Math.max(1, Math.min(this.renewMs, other - t0 + 1));
     // our acquisition applied while its answers were lost: we hold it since those writes
-    const mine = new Map<LeaseSlot, LeaseValue>();
-    for (const { slot, e } of answered) {
-      const m = slot.mine(e);
-      if (m && t0 < m.expiresMs - this.safetyMs) mine.set(slot, m);
-    }
+    const mine = this.#mine(answered, t0);
     const adopted = this.#adoptable(answered, mine);
     if (adopted) return adopted;
-    let wait: number | undefined;
-    let term = 0;
-    for (const { slot, e } of answered) {
-      const dec = slot.decode(e);
-      term = Math.max(term, e?.revision ?? 0);
-      if (dec === 'corrupt') {
-        // not free: wait until this very record has stood unchanged for a TTL (its writer may believe it leads)
-        if (slot.corrupt?.revision !== e!.revision) slot.corrupt = { revision: e!.revision, seenMs: t0 };
-        const left = slot.corrupt.seenMs + this.ttlMs - t0;
-        if (left >= 0) wait = Math.min(wait ?? Infinity, this.renewMs, left + 1);
-        continue;
-      }
-      term = Math.max(term, dec?.term ?? 0);
-      // a write of ours not part of a majority (another bucket did not take it): free for us
-      if (!dec || mine.has(slot) || !dec.holder || dec.expiresMs < t0) continue;
-      if (dec.holder === this.holder && dec.proc && this.#proc && processGone(dec.proc, this.#proc)) {
-        // a previous process under our id (a restart of this actor): it is gone, its lease is free now
-        this.#log?.info({ key: this.key, bucket: slot.bucket, term: dec.term, proc: dec.proc }, 'lease of our previous process, gone: taken at once');
-        continue;
-      }
-      // held by someone (possibly a previous process of ours): retry just after it would lapse
-      wait = Math.min(wait ?? Infinity, this.renewMs, dec.expiresMs - t0 + 1);
-    }
+    const { wait, term } = this.#heldFor(answered, mine, t0, false);
     if (wait !== undefined) return wait;
     // terms only rise: above every record's term and above its revision (revisions only rise)
     const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: t0, expiresMs: t0 + this.ttlMs, term: term + 1, ...this.#procField() };
@@ -491,6 +469,47 @@ export class LeaderLease extends EventEmitter {
   }
 
   /** The latest expiry of a live record of another holder on the other layout (lease-other-layout.ts), else undefined. */
+  /** The answered records that are an acquisition of ours still valid at `t0`. */
+  #mine(answered: Answered[], t0: number): Map<LeaseSlot, LeaseValue> {
+    const mine = new Map<LeaseSlot, LeaseValue>();
+    for (const { slot, e } of answered) {
+      const m = slot.mine(e);
+      if (m && t0 < m.expiresMs - this.safetyMs) mine.set(slot, m);
+    }
+    return mine;
+  }
+
+  /**
+   * How long the answered records hold the lease from us at `t0` (undefined: free to take), and the highest term
+   * and revision among them. `quiet`: a look ahead of the attempt's own (no log).
+   */
+  #heldFor(answered: Answered[], mine: Map<LeaseSlot, LeaseValue>, t0: number, quiet: boolean): { wait?: number; term: number } {
+    let wait: number | undefined;
+    let term = 0;
+    for (const { slot, e } of answered) {
+      const dec = slot.decode(e);
+      term = Math.max(term, e?.revision ?? 0);
+      if (dec === 'corrupt') {
+        // not free: wait until this very record has stood unchanged for a TTL (its writer may believe it leads)
+        if (slot.corrupt?.revision !== e!.revision) slot.corrupt = { revision: e!.revision, seenMs: t0 };
+        const left = slot.corrupt.seenMs + this.ttlMs - t0;
+        if (left >= 0) wait = Math.min(wait ?? Infinity, this.renewMs, left + 1);
+        continue;
+      }
+      term = Math.max(term, dec?.term ?? 0);
+      // a write of ours not part of a majority (another bucket did not take it): free for us
+      if (!dec || mine.has(slot) || !dec.holder || dec.expiresMs < t0) continue;
+      if (dec.holder === this.holder && dec.proc && this.#proc && processGone(dec.proc, this.#proc)) {
+        // a previous process under our id (a restart of this actor): it is gone, its lease is free now
+        if (!quiet) this.#log?.info({ key: this.key, bucket: slot.bucket, term: dec.term, proc: dec.proc }, 'lease of our previous process, gone: taken at once');
+        continue;
+      }
+      // held by someone (possibly a previous process of ours): retry just after it would lapse
+      wait = Math.min(wait ?? Infinity, this.renewMs, dec.expiresMs - t0 + 1);
+    }
+    return wait === undefined ? { term } : { wait, term };
+  }
+
   async #otherLayoutHeld(): Promise<number | undefined> {
     if (!this.#others.length) return undefined;
     const records = await Promise.all(this.#others.map((b) => readOtherLayout(this.#bus, b, this.key, this.opTimeoutMs).catch((err: unknown) => {
