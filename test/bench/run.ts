@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: runs every test/bench/*.bench.ts (each exports `bench(): Promise<BenchSection>`),
- * prints the results and rewrites BENCHMARKS.md with the date and machine. A section compares against a
+ * prints the results and rewrites BENCHMARKS.md with the date and machine (./benchmarks-file.ts: what it keeps). A section compares against a
  * baseline measured in the same run and states the ratio. `npm run bench -- <filter>` runs matching files.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -8,6 +8,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import type { BenchSection } from './types.ts';
+import { benchmarksFile } from './benchmarks-file.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const filter = process.argv[2];
@@ -54,17 +55,25 @@ const header = [
   '',
 ].join('\n');
 if (!filter) {
-  // Sections measured elsewhere (e.g. NVML on a lent H100) are kept as committed files in bench-results/
-  // and appended verbatim, each stating its own date and machine.
+  // Sections measured elsewhere (e.g. NVML on a lent H100) or by hand are kept as committed files in bench-results/
+  // and appended verbatim, each stating its own date and machine; a section of the previous file that this run did
+  // not produce and no such file holds is kept too (./benchmarks-file.ts)
   const dir = join(here, '..', '..', 'bench-results');
+  const file = join(here, '..', '..', 'BENCHMARKS.md');
   let kept: string[] = [];
   try {
     kept = readdirSync(dir)
       .filter((f) => f.endsWith('.md'))
       .sort()
-      .map((f) => readFileSync(join(dir, f), 'utf8').trim() + '\n');
+      .map((f) => readFileSync(join(dir, f), 'utf8'));
   } catch {
     kept = [];
   }
-  writeFileSync(join(here, '..', '..', 'BENCHMARKS.md'), header + '\n' + sections.map(renderSection).join('\n') + '\n' + kept.join('\n'));
+  let previous: string | undefined;
+  try {
+    previous = readFileSync(file, 'utf8');
+  } catch {
+    previous = undefined;
+  }
+  writeFileSync(file, benchmarksFile(header, sections.map((s) => ({ title: s.title, text: renderSection(s) })), previous, kept));
 }
