@@ -35,6 +35,7 @@ import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { classified } from '../../src/policy/classify.ts';
 import type { ClassifiedRequest } from '../../src/policy/slo.ts';
 import { systemClock, within, type Clock } from '../../src/runtime/clock.ts';
+import { NamedTimers } from '../../src/runtime/named-timers.ts';
 import {
   initialInstanceState, instanceStep, type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState,
 } from '../../src/policy/machines/instance.ts';
@@ -121,10 +122,7 @@ export class InstanceManager {
   #replyGrants = new Map<string, { grant?: GrantT }>();
   #cancelSub?: SubscribeHandle;
   #serves: (ServeHandle | SubscribeHandle)[] = [];
-  #timers: unknown[] = [];
-  /** the machine's periodic timers by name (arm_timer, pause_timer): the ladder tick runs only while it may act. */
-  #machineTimers = new Map<string, unknown>();
-  #timersCleared = false;
+  #timers: NamedTimers; // its telemetry's, its engine probe's, the machine's arm_timer, pause_timer (its ladder tick runs only while it may act)
   #statusTimer?: unknown; // the status period, until the engine has exited (the pool reads 'stopped' as its GPUs free)
   #gpu?: GpuControl;
   /** the GPU clock changes, one after the other in the order the machine asked for them. */
@@ -154,6 +152,7 @@ export class InstanceManager {
     this.#bus = o.bus;
     this.#log = o.log;
     this.#clock = o.clock ?? systemClock;
+    this.#timers = new NamedTimers(this.#clock);
     this.startedMs = this.#clock.now();
     this.#reads = new GpuReads(this.#log, () => this.#clock.now());
     this.#evt = eventPublisher(o.bus, o.id, o.log, this.#clock);
@@ -218,19 +217,10 @@ export class InstanceManager {
   /** `clockFirst`: a clock change this step asked for before the effect (a request starts once it is applied). */
   #perform(e: InstanceEffect, clockFirst?: Promise<void>): Promise<void> | undefined {
     switch (e.kind) {
-      case 'arm_timer': {
-        if (this.#timersCleared) return undefined; // stopping: no timer runs again
-        const old = this.#machineTimers.get(e.timer);
-        if (old !== undefined) this.#clock.clearInterval(old);
-        this.#machineTimers.set(e.timer, this.#clock.setInterval(() => void this.#step({ type: e.timer }), e.everyMs));
-        return undefined;
-      }
-      case 'pause_timer': {
-        const t = this.#machineTimers.get(e.timer);
-        if (t !== undefined) this.#clock.clearInterval(t);
-        this.#machineTimers.delete(e.timer);
-        return undefined;
-      }
+      case 'arm_timer':
+        return this.#timers.arm(e.timer, e.everyMs, () => void this.#step({ type: e.timer }));
+      case 'pause_timer':
+        return this.#timers.pause(e.timer);
       case 'admitted':
       case 'refused':
       case 'lent': // the admission reply, or the credited report's (#admit and direct-legs.ts legReport read them)
@@ -277,7 +267,6 @@ export class InstanceManager {
 
   async start(): Promise<void> {
     const { bus, engine } = this.#o;
-    const ownStatus = controlSubjects.instanceStatus(this.pool, this.id);
     // announce ourselves as starting so the pool sees the instance coming (it will not dispatch to it yet)
     this.#statusTimer = this.#clock.setInterval(() => this.#publishStatus(), instanceStatusMs(this.#o.config.liveness));
     this.#publishStatus();
@@ -309,17 +298,17 @@ export class InstanceManager {
       bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => engineTokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
       bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => engineDetokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
       // peers of the pool: whether anyone has room (backpressure, emergency step 3 needs somebody to move to)
-      // its own statuses come back on the pool's wildcard: dropped before their decode
       bus.subscribe(controlSubjects.instanceStatusPool(this.pool), InstanceStatus, (s) => {
         if (s.id !== this.id) void this.#step({ type: 'peer_status', id: s.id, queued: s.queued, running: s.running, state: s.state });
-      }, { capacity: 1024, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id), unwanted: (subject) => subject === ownStatus }),
+      }, { capacity: 1024, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id), unwanted: (subject) => subject === controlSubjects.instanceStatus(this.pool, this.id) }), // its own: undecoded
     );
     // apart from #serves: a Cancel still ends a request while the instance drains at stop
     this.#cancelSub = bus.subscribe(subjects.cancelAll(), Cancel, (c) => {
       if (this.#cancelable.has(c.id)) void this.#step({ type: 'cancel', id: c.id, reason: c.reason });
     }, { capacity: 1024, expectSubject: (c) => subjects.cancel(c.id) });
     this.#step({ type: 'start' });
-    this.#timers.push(this.#clock.setInterval(() => void this.#telemetry(), 1000), this.#clock.setInterval(() => this.#health.tick(), this.#health.tickMs));
+    this.#timers.arm('telemetry', 1000, () => void this.#telemetry());
+    this.#timers.arm('health', this.#health.tickMs, () => this.#health.tick());
     this.#step({ type: 'lifecycle', state: 'ready', why: 'engine healthy' });
   }
 
@@ -589,9 +578,7 @@ export class InstanceManager {
       this.#step({ type: 'fail_queued', error: { code: 'unavailable', message: gone.message, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS } });
       for (const r of this.#running.values()) r.ac.abort(gone);
       await this.#clock.sleep(50);
-      for (const t of [...this.#timers, ...this.#machineTimers.values()]) this.#clock.clearInterval(t);
-      this.#machineTimers.clear();
-      this.#timersCleared = true;
+      this.#timers.clear();
       try {
         await this.#gpu?.resetClocks();
       } catch (err) {

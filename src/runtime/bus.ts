@@ -85,8 +85,7 @@ export interface SubscribeOpts<T> extends MailboxOpts {
   /**
    * Asked as a message arrives, before it is decoded: true drops it uncounted. For a subscriber that has no
    * use for any message of the subject for now (a pool leader with no request of its own outstanding, for the
-   * records of requests the gateway routed), so it spends no decode on them; `subject`: the one it arrived on (an
-   * instance drops its own status on its pool's wildcard).
+   * records of requests the gateway routed), so it spends no decode on them; `subject`: the one it arrived on.
    */
   unwanted?: (subject: string) => boolean;
 }

@@ -75,7 +75,6 @@
  * Events: 'elected' ({holder, term, expiresMs}), 'lost' ({holder, term, reason}).
  */
 import { EventEmitter } from 'node:events';
-import { readFileSync, readlinkSync } from 'node:fs';
 import type { KvEntry } from '@nats-io/kv';
 import type { Logger } from 'pino';
 import { LeaseValue, leaseBuckets } from '../../protocols/index.ts';
@@ -83,6 +82,7 @@ import type { Bus } from './bus.ts';
 import { systemClock, within, type Clock } from './clock.ts';
 import { LeaseSlot, isCasFailure } from './lease-slot.ts';
 import { otherLayoutBuckets, readOtherLayout } from './lease-other-layout.ts';
+import { processGone, processName } from './lease-proc.ts';
 
 export { LeaseLayoutError } from './lease-slot.ts';
 
@@ -584,33 +584,5 @@ export class LeaderLease extends EventEmitter {
     this.#stepDownTimer = this.#clock.setTimeout(() => {
       if (this.#held === held && !this.isLeader()) this.#stepDown('expired');
     }, this.#until(held) - this.safetyMs - this.#clock.now());
-  }
-}
-
-/** This process as `<boot id>/<pid namespace>/<pid>` (Linux); undefined where /proc does not tell. */
-function processName(): string | undefined {
-  try {
-    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    const ns = readlinkSync('/proc/self/ns/pid');
-    if (!boot || !ns || boot.includes('/') || ns.includes('/')) return undefined;
-    return `${boot}/${ns}/${process.pid}`;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * True only when `proc` names another process of this boot and pid namespace (`self`, processName's) that does not
- * exist any more. A pid taken again by another process reads as alive: the lease then waits for its expiry.
- */
-function processGone(proc: string, self: string): boolean {
-  const [boot, ns, pid] = proc.split('/');
-  const [myBoot, myNs, myPid] = self.split('/');
-  if (boot !== myBoot || ns !== myNs || pid === myPid || !/^[1-9]\d*$/.test(pid ?? '')) return false;
-  try {
-    process.kill(Number(pid), 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }

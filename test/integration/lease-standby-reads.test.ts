@@ -35,7 +35,7 @@ describe('a standby waiting on a live leader', () => {
     buses.push(watcher);
     const others = new Set(leaseBuckets(MAX_LEASE_BUCKETS).map((b) => `$JS.API.STREAM.MSG.GET.KV_${b}`));
     let otherReads = 0;
-    watcher.nc.subscribe('$JS.API.STREAM.MSG.GET.>', { callback: (_e, m) => void (others.has(m.subject) && otherReads++) });
+    watcher.nc.subscribe('$JS.API.STREAM.MSG.GET.>', { callback: (_e, m) => { if (others.has(m.subject)) otherReads++; } });
     await watcher.nc.flush();
 
     const key = leaseKeys.poolLeader('standby-reads');
@@ -43,7 +43,7 @@ describe('a standby waiting on a live leader', () => {
     const leader = new LeaderLease({ bus: await connect('pm-a'), holder: 'pm-a', ...opts });
     const standby = new LeaderLease({ bus: await connect('pm-b'), holder: 'pm-b', ...opts });
     let both = false;
-    const check = setInterval(() => void (leader.isLeader() && standby.isLeader() && (both = true)), 5);
+    const check = setInterval(() => { if (leader.isLeader() && standby.isLeader()) both = true; }, 5);
     try {
       await leader.start();
       for (const end = Date.now() + 10_000; !leader.isLeader(); await sleep(20)) if (Date.now() > end) throw new Error('the first contender never led');
