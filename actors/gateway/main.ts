@@ -31,6 +31,7 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { Counter, Gauge } from 'prom-client';
 import { createServer as createNetServer } from 'node:net';
 import { serveWorkerMetrics, workerIndex, workerMetricsText } from '../../src/runtime/workers.ts';
+import { notifyReady } from '../../src/runtime/ready-notify.ts';
 
 /** a resume reads its stream's journal within this, ms (past it the client gets a retryable 503). */
 const RESUME_READ_MS = 5000;
@@ -213,7 +214,11 @@ export class GatewayActor extends Actor {
     let said = false;
     const signal = this.standbyWait.signal;
     while (!signal.aborted && !(await portFree(port, host))) {
-      if (!said) this.log.info({ port }, `standby: port ${port} is served by another process of this replica; taking it over when it is free`);
+      if (!said) {
+        this.log.info({ port }, `standby: port ${port} is served by another process of this replica; taking it over when it is free`);
+        // started and waiting is this process's job while its peer serves: its supervisor counts it ready
+        notifyReady();
+      }
       said = true;
       await this.clock.sleep(PORT_WAIT_MS, signal).catch(() => {});
     }

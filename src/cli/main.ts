@@ -8,6 +8,8 @@
 import '../runtime/startup.ts';
 // second: a supervised process beats for its supervisor's liveness watchdog from its start (src/runtime/liveness-beat.ts)
 import '../runtime/liveness-beat.ts';
+// third: takes the supervisor's readiness descriptor out of the environment before anything can start a process
+import '../runtime/ready-notify.ts';
 import { Command } from 'commander';
 import { configure, ExitCode, runProgram } from './program.ts';
 

@@ -21,6 +21,7 @@ import { DYNAMOLLM_VERSION } from './version.ts';
 import { natsSettings, type NatsSettings } from './nats-settings.ts';
 import { ADOPT_FILE_ENV, ADOPT_WAIT_MS, readRecord, supervised as watched } from './adoption.ts';
 import { sinceProcessStart, startupPhases } from './startup.ts';
+import { notifyReady } from './ready-notify.ts';
 import { ACTOR_FIRST_CONNECT_MS } from './nats-dial.ts';
 
 export type { LifecycleState } from './lifecycle.ts';
@@ -161,6 +162,8 @@ export abstract class Actor {
         // where this process's start went (src/runtime/startup.ts): each step's ms, and spawn to running
         const startup = startupPhases({ connect, running: sinceProcessStart() });
         this.log.info(startup ? { startup: startup.phases, startupMs: startup.totalMs, startupCpuMs: startup.cpuMs } : {}, 'actor running');
+        // its supervisor counts a death from here on as the end of a stable run (src/policy/restart-backoff.ts)
+        notifyReady();
       } catch (err) {
         // stopped while starting: what the start was waiting for was ended by the stop, not a failure
         if ((this.#state as string) === 'stopped' || this.#startAbort.signal.aborted) return;

@@ -1,13 +1,17 @@
 /**
- * Supervises actor processes: starts children from specs, restarts a crashed child with exponential
- * backoff (initialMs x factor^n, capped at maxMs) and never gives up: a child that crashed more than
- * `flapping.maxRestarts` times within `flapping.windowMs` is flapping, and waits the cap (maxMs) before
- * each further restart until it runs longer than the cap again. Stops them all in reverse order (SIGTERM,
- * then SIGKILL after the child's stopGraceMs). Children's stdout/stderr pass through line by line.
- * Events: 'spawn' {name, pid}, 'exit' {name, pid, code, signal}, 'restart' {name, attempt, delayMs},
- * 'flapping' {name, restarts, delayMs} (once per flapping episode, before its first capped restart).
+ * Supervises actor processes: starts children from specs, restarts a crashed child and never gives up. The delay
+ * before a restart is src/policy/restart-backoff.ts's: a child that ended a stable run (it said it was ready and
+ * stayed so, or it lived longer than the cap) starts again after initialMs; a failed start (a death before ready)
+ * backs off exponentially (initialMs x factor^n, capped at maxMs), and past `flapping.maxRestarts` failed starts within
+ * `flapping.windowMs` the child is flapping and waits the cap before each start until a stable run. A child says it is
+ * ready through the pipe it gets as descriptor `DYNAMOLLM_READY_FD` (src/runtime/ready-notify.ts; an Actor does once
+ * running). Stops them all in reverse order (SIGTERM, then SIGKILL after the child's stopGraceMs). Children's
+ * stdout/stderr pass through line by line.
+ * Events: 'spawn' {name, pid}, 'ready' {name, pid}, 'exit' {name, pid, code, signal}, 'restart' {name, attempt,
+ * delayMs, stable}, 'flapping' {name, restarts, delayMs} (once per flapping episode, before its first capped restart).
  * A process another supervisor started and left (src/runtime/adoption.ts) is adopted by its pid: watched by polling
- * (its exit code is not ours to read: any end is a failure), stopped by signals, and started anew from its spec.
+ * (its exit code is not ours to read: any end is a failure; it cannot say it is ready), stopped by signals, and
+ * started anew from its spec.
  * A child whose spec names a liveness file (it beats: src/runtime/liveness-beat.ts) is probed every
  * `watchdog.intervalMs`; one that missed `watchdog.misses` probes in a row (stopped, or its event loop stuck) is
  * SIGKILLed and restarted as after any death (src/policy/watchdog.ts): event 'unresponsive' {name, pid, misses,
@@ -16,6 +20,7 @@
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.ts';
 import { LifecycleError } from './errors.ts';
@@ -23,9 +28,13 @@ import { ADOPT_FILE_ENV, pidAlive } from './adoption.ts';
 import { ChildWatch } from './watchdog.ts';
 import { LIVENESS_FILE_ENV } from './liveness-beat.ts';
 import { watchdogSettings, type WatchdogSettings } from '../policy/watchdog.ts';
+import { READY_FD_ENV } from './ready-notify.ts';
+import { DEFAULT_RESTART_BACKOFF, NO_RESTARTS, restartAfter, type RestartBackoff, type RestartHistory } from '../policy/restart-backoff.ts';
 
 /** how often an adopted child's pid is checked, ms (a kill(0) and a read of /proc/<pid>/stat each). */
 const ADOPTED_POLL_MS = 100;
+/** the child's descriptor of its readiness pipe (stdio index). */
+const READY_FD = 3;
 
 export interface ChildSpec {
   /** unique name of the child in this supervisor. */
@@ -52,8 +61,9 @@ export type ChildState = 'starting' | 'running' | 'backoff' | 'stopping' | 'stop
 export interface SupervisorOptions {
   children: ChildSpec[];
   log: Logger;
-  backoff?: { initialMs?: number; maxMs?: number; factor?: number };
-  /** more than maxRestarts restarts within windowMs: the child is flapping (logged once, backoff at the cap). Default 5 per 60 s. */
+  /** minReadyMs: a child that said it was ready and died sooner than this after it failed its start. Defaults 500, 10000, 2, 1000. */
+  backoff?: { initialMs?: number; maxMs?: number; factor?: number; minReadyMs?: number };
+  /** more than maxRestarts failed starts within windowMs: the child is flapping (logged once, backoff at the cap). Default 5 per 60 s. */
   flapping?: { maxRestarts?: number; windowMs?: number };
   /** the liveness watchdog of the children that beat (src/policy/watchdog.ts WATCHDOG_DEFAULTS); false: none. */
   watchdog?: Partial<WatchdogSettings> | false;
@@ -65,15 +75,13 @@ interface Child {
   proc?: ChildProcess;
   state: ChildState;
   restarts: number;
-  /** restart times within the flapping window. */
-  recent: number[];
-  /** flapping reported for the current episode. */
-  flapping: boolean;
-  /** consecutive failures (sets the backoff). */
-  failures: number;
+  /** its failed starts (src/policy/restart-backoff.ts). */
+  history: RestartHistory;
   timer?: unknown;
   exited?: Promise<void>;
   spawnedMs: number;
+  /** when the current process said it was ready. */
+  readyMs?: number;
   /** adopted (not spawned here): its pid, and the timer that polls it. */
   adoptedPid?: number;
   watch?: unknown;
@@ -85,8 +93,7 @@ export class Supervisor extends EventEmitter {
   #children = new Map<string, Child>();
   #log: Logger;
   #clock: Clock;
-  #backoff: { initialMs: number; maxMs: number; factor: number };
-  #flapping: { maxRestarts: number; windowMs: number };
+  #backoff: RestartBackoff;
   #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   #initial: ChildSpec[];
   #watchdog: WatchdogSettings | undefined;
@@ -96,8 +103,11 @@ export class Supervisor extends EventEmitter {
     super();
     this.#log = opts.log;
     this.#clock = opts.clock ?? systemClock;
-    this.#backoff = { initialMs: 500, maxMs: 10_000, factor: 2, ...opts.backoff };
-    this.#flapping = { maxRestarts: 5, windowMs: 60_000, ...opts.flapping };
+    const d = DEFAULT_RESTART_BACKOFF;
+    this.#backoff = {
+      initialMs: opts.backoff?.initialMs ?? d.initialMs, maxMs: opts.backoff?.maxMs ?? d.maxMs, factor: opts.backoff?.factor ?? d.factor,
+      minReadyMs: opts.backoff?.minReadyMs ?? d.minReadyMs, flapMaxRestarts: opts.flapping?.maxRestarts ?? d.flapMaxRestarts, flapWindowMs: opts.flapping?.windowMs ?? d.flapWindowMs,
+    };
     this.#initial = opts.children;
     this.#watchdog = opts.watchdog === false ? undefined : watchdogSettings(opts.watchdog);
     const names = new Set<string>();
@@ -120,7 +130,7 @@ export class Supervisor extends EventEmitter {
   add(spec: ChildSpec): void {
     if (this.#state !== 'running') throw new LifecycleError(`supervisor not running (${this.#state})`, this.#state);
     if (this.#children.has(spec.name)) throw new RangeError(`Supervisor: child '${spec.name}' exists`);
-    const c: Child = { spec, state: 'starting', restarts: 0, recent: [], flapping: false, failures: 0, spawnedMs: 0 };
+    const c: Child = { spec, state: 'starting', restarts: 0, history: NO_RESTARTS, spawnedMs: 0 };
     this.#children.set(spec.name, c);
     this.#spawn(c);
   }
@@ -132,7 +142,7 @@ export class Supervisor extends EventEmitter {
   adopt(spec: ChildSpec, pid: number): void {
     if (this.#state !== 'running') throw new LifecycleError(`supervisor not running (${this.#state})`, this.#state);
     if (this.#children.has(spec.name)) throw new RangeError(`Supervisor: child '${spec.name}' exists`);
-    const c: Child = { spec, state: 'running', restarts: 0, recent: [], flapping: false, failures: 0, spawnedMs: this.#clock.now(), adoptedPid: pid };
+    const c: Child = { spec, state: 'running', restarts: 0, history: NO_RESTARTS, spawnedMs: this.#clock.now(), adoptedPid: pid };
     if (spec.liveness && this.#watchdog) {
       c.live = new ChildWatch(spec.liveness.file, this.#clock.now());
       c.live.adopted(this.#clock.now());
@@ -223,6 +233,7 @@ export class Supervisor extends EventEmitter {
   #spawn(c: Child): void {
     const { spec } = c;
     c.state = 'starting';
+    c.readyMs = undefined;
     const out = spec.output ?? 'inherit';
     let beatEnv: Record<string, string> = { [LIVENESS_FILE_ENV]: '' };
     if (spec.liveness && this.#watchdog) {
@@ -233,8 +244,13 @@ export class Supervisor extends EventEmitter {
     try {
       proc = spawn(spec.command, spec.args, {
         cwd: spec.cwd,
-        env: { ...process.env, DYNAMOLLM_SUPERVISED: '1', DYNAMOLLM_SUPERVISOR_PID: String(process.pid), [ADOPT_FILE_ENV]: '', ...spec.env, ...beatEnv },
-        stdio: out === 'direct' ? ['ignore', 'inherit', 'inherit'] : ['ignore', out === 'ignore' ? 'ignore' : 'pipe', out === 'ignore' ? 'ignore' : 'pipe'],
+        env: { ...process.env, DYNAMOLLM_SUPERVISED: '1', DYNAMOLLM_SUPERVISOR_PID: String(process.pid), [ADOPT_FILE_ENV]: '', [READY_FD_ENV]: String(READY_FD), ...spec.env, ...beatEnv },
+        stdio: [
+          'ignore',
+          ...(out === 'direct' ? ['inherit', 'inherit'] as const : out === 'ignore' ? ['ignore', 'ignore'] as const : ['pipe', 'pipe'] as const),
+          // the readiness pipe (ready-notify.ts): the child's first line on it says its start is done
+          'pipe',
+        ],
       });
     } catch (err) {
       this.#log.error({ child: spec.name, err }, 'spawn failed');
@@ -256,6 +272,16 @@ export class Supervisor extends EventEmitter {
         else dest.write(line + '\n');
       });
     }
+    const ready = proc.stdio[READY_FD] as Readable | null | undefined;
+    ready?.once('data', () => {
+      // a line read after the process's end (it wrote, then died) tells of a run that is over
+      if (c.proc !== proc || c.readyMs !== undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+      c.readyMs = this.#clock.now();
+      this.#log.info({ child: spec.name, pid: proc.pid, afterMs: c.readyMs - c.spawnedMs }, 'child ready');
+      this.emit('ready', { name: spec.name, pid: proc.pid });
+    });
+    ready?.on('error', () => {}); // the child's end closed with it
+    ready?.resume();
     proc.once('spawn', () => {
       if (c.state === 'starting') c.state = 'running';
       this.#log.info({ child: spec.name, pid: proc.pid }, 'child spawned');
@@ -285,32 +311,24 @@ export class Supervisor extends EventEmitter {
     }
     const policy = spec.restart ?? 'on-failure';
     const failed = code !== 0;
-    this.#log[failed ? 'warn' : 'info']({ child: spec.name, pid, code, signal }, 'child exited');
+    const now = this.#clock.now();
+    const run = { spawnedMs: c.spawnedMs, exitedMs: now, ...(c.readyMs !== undefined ? { readyMs: c.readyMs } : {}) };
+    const ran = { ranMs: now - c.spawnedMs, ...(c.readyMs !== undefined ? { readyForMs: now - c.readyMs } : {}) };
     if (policy === 'never' || (policy === 'on-failure' && !failed)) {
+      this.#log[failed ? 'warn' : 'info']({ child: spec.name, pid, code, signal, ...ran }, 'child exited');
       c.state = 'exited';
       return;
     }
-    const now = this.#clock.now();
-    // a child that ran longer than the max backoff was stable: start the backoff over
-    if (now - c.spawnedMs > this.#backoff.maxMs) {
-      c.failures = 0;
-      c.flapping = false;
-    }
-    c.recent = c.recent.filter((t) => now - t < this.#flapping.windowMs);
-    let delayMs = Math.min(this.#backoff.maxMs, this.#backoff.initialMs * this.#backoff.factor ** c.failures);
-    if (c.recent.length >= this.#flapping.maxRestarts) {
+    const { delayMs, stable, flappingStarts, history } = restartAfter(c.history, run, this.#backoff);
+    c.history = history;
+    this.#log[failed ? 'warn' : 'info']({ child: spec.name, pid, code, signal, ...ran, stable, restartInMs: delayMs }, 'child exited');
+    if (flappingStarts) {
       // flapping: keep trying, at the cap, and say so once per episode
-      delayMs = this.#backoff.maxMs;
-      if (!c.flapping) {
-        c.flapping = true;
-        this.#log.error({ child: spec.name, restarts: c.restarts, windowMs: this.#flapping.windowMs, delayMs }, 'child keeps crashing; restarting it every backoff cap until it stays up');
-        this.emit('flapping', { name: spec.name, restarts: c.restarts, delayMs });
-      }
+      this.#log.error({ child: spec.name, restarts: c.restarts, windowMs: this.#backoff.flapWindowMs, delayMs }, 'child keeps crashing; restarting it every backoff cap until it stays up');
+      this.emit('flapping', { name: spec.name, restarts: c.restarts, delayMs });
     }
-    c.failures++;
-    c.recent.push(now);
     c.state = 'backoff';
-    this.emit('restart', { name: spec.name, attempt: c.restarts + 1, delayMs });
+    this.emit('restart', { name: spec.name, attempt: c.restarts + 1, delayMs, stable });
     c.timer = this.#clock.setTimeout(() => {
       c.timer = undefined;
       if (c.state !== 'backoff' || this.#state !== 'running') return;

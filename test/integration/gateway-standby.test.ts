@@ -3,12 +3,15 @@
  * actor gateway` processes against a real nats-server: two processes of one replica (same id, same port) started
  * together, one serves the port and the other waits; SIGKILL the one that serves and the port answers again from
  * the standby, with no process started after the kill. Without standby a second process on a port in use fails its
- * start (exit code 1) instead of waiting. A standby told to stop while waiting exits 0 at once.
+ * start (exit code 1) instead of waiting. A standby told to stop while waiting exits 0 at once. Both processes of a
+ * replica tell their supervisor they are ready (its restart backoff counts their deaths as stable runs): the serving
+ * one once running, the standby once waiting for the port.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsServer, type TestNats } from '../helpers/nats.ts';
@@ -33,16 +36,21 @@ function servedBy(port: number): Promise<number> {
   });
 }
 
-/** A gateway process of replica gw-s on `port`; `log()` is what it has logged (info and above). */
-function gateway(port: number, standby: boolean): ChildProcess & { log: () => string } {
+/**
+ * A gateway process of replica gw-s on `port`; `log()` is what it has logged (info and above), `ready()` whether it
+ * said it was ready on the readiness descriptor a Supervisor gives it (src/runtime/ready-notify.ts).
+ */
+function gateway(port: number, standby: boolean): ChildProcess & { log: () => string; ready: () => boolean } {
   const p = spawn(process.execPath, launchArgs('gateway', ['--id', 'gw-s', '--config', cfg, '--set', `port=${port}`, ...(standby ? ['--set', 'standby=true'] : [])]), {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'info', DYNAMOLLM_LOG_PRETTY: '0', NATS_URL: nats.url, NATS_USER: 'gateway', NATS_PASSWORD: nats.creds('gateway').pass },
+    stdio: ['ignore', 'pipe', 'inherit', 'pipe'],
+    env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'info', DYNAMOLLM_LOG_PRETTY: '0', NATS_URL: nats.url, NATS_USER: 'gateway', NATS_PASSWORD: nats.creds('gateway').pass, DYNAMOLLM_READY_FD: '3' },
   });
   let out = '';
+  let ready = '';
   p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  (p.stdio[3] as Readable).on('data', (d: Buffer) => (ready += d.toString())).on('error', () => {});
   procs.push(p);
-  return Object.assign(p, { log: () => out });
+  return Object.assign(p, { log: () => out, ready: () => ready === 'ready\n' });
 }
 
 /** the gateway actor's drain grace (actors/gateway/main.ts drainGraceMs): a start in progress is waited for this long. */
@@ -61,7 +69,7 @@ async function until<T>(f: () => Promise<T | undefined> | T | undefined, ms: num
 }
 
 /** The process (of `ps`) that holds `port`'s listening socket, by the socket inode in /proc/net/tcp. */
-async function listener(port: number, ps: ChildProcess[]): Promise<ChildProcess | undefined> {
+async function listener<P extends ChildProcess>(port: number, ps: P[]): Promise<P | undefined> {
   const { readFileSync, readdirSync, readlinkSync } = await import('node:fs');
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
   const inode = readFileSync('/proc/net/tcp', 'utf8').split('\n').map((l) => l.trim().split(/\s+/)).find((f) => f[1]?.endsWith(`:${hex}`) && f[3] === '0A')?.[9];
@@ -102,6 +110,9 @@ describe('gateway standby', () => {
     await until(async () => ((await servedBy(port)) !== 0 ? true : undefined), 60_000, 'the port to serve');
     const serving = await until(() => listener(port, [a, b]), 10_000, 'the listening process');
     const standby = serving === a ? b : a;
+    // both are ready for their supervisor: the serving one running, the standby started and waiting for the port
+    await until(() => (serving.ready() && standby.ready() ? true : undefined), 30_000, 'both processes to say they are ready');
+    expect(/standby: port \d+ is served by another process/.test(standby.log())).toBe(true);
     await new Promise((r) => setTimeout(r, 1000));
     expect(alive(standby)).toBe(true);
     expect(await listener(port, [a, b])).toBe(serving);
