@@ -55,6 +55,7 @@ interface ChaosOptions {
   settle: string;
   natsNodes: string;
   gatewayReplicas?: string;
+  gatewayStandbys?: string;
   out?: string;
   pause?: string;
   contAfter?: string;
@@ -72,6 +73,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--settle <s>', 'seconds after the last kill for requests to finish (a request open longer is hung)', '60')
     .option('--nats-nodes <n>', 'servers of up\'s private NATS (up --nats-nodes): 1, or 3 / 5 clustered', '1')
     .option('--gateway-replicas <n>', 'gateway replicas up starts (gateway.replicas; default the config\'s): the load goes to them in turn, a connection refused or reset before a response is sent to the next (as a client behind a load balancer). Killing kind gateway needs 2 or more')
+    .option('--gateway-standbys <n>', 'standby processes per gateway replica (up --gateway-standbys; default up\'s, 1)')
     .option('--out <file>', 'also write the JSON report here')
     .option('--pause <share>', 'share of the victims (0..1) paused with SIGSTOP instead of killed: alive, answering nothing (the supervisors\' liveness watchdog must replace them)', '0')
     .option('--cont-after <s>', 'resume a paused victim still there after this many seconds (SIGCONT); 0: never (those left are resumed when the load ends)', '0')
@@ -271,7 +273,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
   }
 
   const natsNodes = num(v.natsNodes, 'nats-nodes');
-  const up: ChildProcess = spawn(process.execPath, [...cliArgs(), 'up', ...(configFile ? ['--config', configFile] : []), '--port', String(port), '--run-dir', runDir, '--nats-nodes', String(natsNodes)], {
+  const up: ChildProcess = spawn(process.execPath, [...cliArgs(), 'up', ...(configFile ? ['--config', configFile] : []), '--port', String(port), '--run-dir', runDir, '--nats-nodes', String(natsNodes), ...(v.gatewayStandbys !== undefined ? ['--gateway-standbys', v.gatewayStandbys] : [])], {
     cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'error', DYNAMOLLM_LOG_PRETTY: '0' },
   });
   let upOut = '';
@@ -426,7 +428,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
     const byGatewayDeath = brokenByGatewayDeath(results, kills);
     const report = {
       command: `dynamollm chaos ${process.argv.slice(3).join(' ')}`.trim(),
-      durationS, rps, killEveryS, kinds, natsNodes, gatewayReplicas: replicas,
+      durationS, rps, killEveryS, kinds, natsNodes, gatewayReplicas: replicas, gatewayStandbys: v.gatewayStandbys !== undefined ? Number(v.gatewayStandbys) : 1,
       // the host's 1-minute load average from the load's start to the report, every LOAD_SAMPLE_MS
       loadAverage: loadRange(loads),
       sent: results.length,

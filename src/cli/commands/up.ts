@@ -10,7 +10,9 @@
  *    order: a cluster manager and a pool manager, then a standby of each (it takes the leader's lease when
  *    that one dies; --standbys 0 for none), one node agent per configured server (each starts the instance
  *    managers and their engines the cluster plan asks for), then the gateway replica(s), each with a standby process
- *    that takes its port over when the serving one dies (--gateway-standbys 0 for none).
+ *    that takes its port over when the serving one dies (--gateway-standbys: 1 by default, 0 for none, up to 3).
+ *    A restart waits 250 ms after a stable run (the child said it was ready, or lived past the cap) and backs off
+ *    to 5 s after failed starts (src/policy/restart-backoff.ts).
  * 3. Waits until the cluster reports a ready instance and a first request (one token through the gateway, marked
  *    as a readiness probe: not counted as traffic)
  *    succeeds end to end, then prints "cluster ready" with the endpoint and dashboard URLs.
@@ -77,7 +79,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--run-dir <dir>', 'where the derived actor config and NATS data go. Default $TMPDIR/dynamollm/')
     .option('--ready-timeout <s>', 'how long to wait for the first request to succeed, s', '600')
     .option('--standbys <n>', 'standby cluster managers and standby pool managers (each takes over its leader\'s lease)', '1')
-    .option('--gateway-standbys <n>', 'a standby process per gateway replica (0 or 1): started and waiting, it takes the replica\'s port over when the serving process dies (gateway.standby; not with gateway.workers above 1 or port 0)', '1')
+    .option('--gateway-standbys <n>', 'standby processes per gateway replica (0..3): started and waiting, one takes the replica\'s port over when the serving process dies (gateway.standby; not with gateway.workers above 1 or port 0)', '1')
     .option('--log-level <level>', 'log level of up itself (the actors: env DYNAMOLLM_LOG_LEVEL, default warn)')
     .action(action(exit, (values: UpOptions) => up(values)));
 }
@@ -114,9 +116,11 @@ async function up(values: UpOptions): Promise<number> {
   if (![1, 3, 5].includes(natsNodes)) throw new UsageError(`--nats-nodes must be 1, 3 or 5, got ${values.natsNodes}`);
   if (!Number.isInteger(standbys) || standbys < 0 || standbys > 8) throw new UsageError(`--standbys must be an integer 0..8, got ${values.standbys}`);
   const gatewayStandbys = num(values.gatewayStandbys, 'gateway-standbys');
-  if (gatewayStandbys !== 0 && gatewayStandbys !== 1) throw new UsageError(`--gateway-standbys must be 0 or 1, got ${values.gatewayStandbys}`);
+  if (!Number.isInteger(gatewayStandbys) || gatewayStandbys < 0 || gatewayStandbys > 3) throw new UsageError(`--gateway-standbys must be an integer 0..3, got ${values.gatewayStandbys}`);
   // a standby waits for its replica's port: a worker pool shares its port through its primary, port 0 is none in particular
-  const gatewayStandby = gatewayStandbys === 1 && gateway.workers === 1 && port !== 0;
+  const gatewayStandby = gatewayStandbys > 0 && gateway.workers === 1 && port !== 0;
+  // each replica's processes, by supervisor child name: gateway-<i>, then gateway-<i>-standby, gateway-<i>-standby-2, ...
+  const gatewayChildren = (i: number) => [`gateway-${i}`, ...Array.from({ length: gatewayStandby ? gatewayStandbys : 0 }, (_, k) => `gateway-${i}-standby${k ? `-${k + 1}` : ''}`)];
   // the managers: index 0 leads first, the others are standbys with warm state (same config, same roles)
   const managers = Array.from({ length: standbys + 1 }, (_, i) => i);
 
@@ -173,8 +177,7 @@ async function up(values: UpOptions): Promise<number> {
     }
     for (const s of cluster.servers) childNats.set(`node-${s.id}`, key(`node/${s.id}`));
     for (let i = 0; i < gateway.replicas; i++) {
-      childNats.set(`gateway-${i}`, key(`gateway/gw-${i}`));
-      childNats.set(`gateway-${i}-standby`, key(`gateway/gw-${i}`));
+      for (const name of gatewayChildren(i)) childNats.set(name, key(`gateway/gw-${i}`));
     }
     observer = key('observer/');
     // the store lives in the state directory of this run (removed on stop): whatever it holds is this run's
@@ -221,10 +224,10 @@ async function up(values: UpOptions): Promise<number> {
     ]),
     ...cluster.servers.map((s): ChildSpec => ({ name: `node-${s.id}`, command: node, args: launchArgs('node', ['--id', s.id, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: 20_000 })),
   ];
-  // each replica: its process, and with gateway standbys a second one under the same id and credentials that waits
-  // for the port; whichever holds it serves, and the one restarted after a death becomes the standby
+  // each replica: its process, and with gateway standbys more under the same id and credentials that wait for the
+  // port; whichever holds it serves, and the one restarted after a death becomes a standby
   for (let i = 0; i < gateway.replicas; i++) {
-    for (const name of gatewayStandby ? [`gateway-${i}`, `gateway-${i}-standby`] : [`gateway-${i}`]) {
+    for (const name of gatewayChildren(i)) {
       children.push({
         name,
         command: node,
@@ -243,7 +246,7 @@ async function up(values: UpOptions): Promise<number> {
     const s = childNats.get(c.name);
     if (s) c.env = { ...c.env, ...Object.fromEntries(NATS_ENV_NAMES.map((n) => [n, ''])), ...settingsEnv(s) };
   }
-  // restarts back off to 5 s and never stop; a standby leads while its peer is down
+  // restarts back off to 5 s after failed starts and never stop (src/policy/restart-backoff.ts); a standby leads while its peer is down
   const sup = new Supervisor({ children, log, backoff: { initialMs: 250, maxMs: 5000 }, watchdog: cluster.liveness.watchdog });
   sup.on('flapping', (e: { name: string; delayMs: number }) => log.error({ child: e.name, everyMs: e.delayMs }, 'child keeps crashing; still restarting it (see its log above)'));
 
