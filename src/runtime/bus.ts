@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { connect, errors as natsErrors, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { KV, KvOptions } from '@nats-io/kv';
-import { openKv } from './kv-open.ts';
+import { KvOpens, openKv } from './kv-open.ts';
 import type { Logger } from 'pino';
 import { RateLimitedLog } from './logger.ts';
 import { Ack, type Codec, unpackRaw, PROTOCOL_VERSION } from '../../protocols/index.ts';
@@ -143,7 +143,7 @@ export class Bus extends EventEmitter {
   #closing?: Promise<void>;
   #abort = new AbortController();
   #js?: JetStreamClient;
-  #kvs = new Map<string, Promise<KV>>();
+  #kvs = new KvOpens();
   #handles = new Set<{ unsubscribe(): void; drain(): Promise<void> }>();
   #service?: ServiceResponder;
   readonly #replies: ReplyHold;
@@ -488,15 +488,9 @@ export class Bus extends EventEmitter {
   /** replicas of the KV buckets and streams created through this bus (a clustered NATS: 3). Default 1. */
   jetstreamReplicas = 1;
 
-  /** Open a KV bucket, bound when it exists, else created (kv-open.ts; kvBucketOptions of opts.replicas ?? jetstreamReplicas). Cached per name. */
+  /** Open a KV bucket, bound when it exists, else created (kv-open.ts; kvBucketOptions of opts.replicas ?? jetstreamReplicas). Shared per name (KvOpens). */
   kv(bucket: string, opts?: Partial<KvOptions>): Promise<KV> {
-    let p = this.#kvs.get(bucket);
-    if (!p) {
-      p = openKv(this.nc, bucket, { ...kvBucketOptions(opts?.replicas ?? this.jetstreamReplicas), ...opts });
-      p.catch(() => this.#kvs.delete(bucket));
-      this.#kvs.set(bucket, p);
-    }
-    return p;
+    return this.#kvs.open(bucket, () => openKv(this.nc, bucket, { ...kvBucketOptions(opts?.replicas ?? this.jetstreamReplicas), ...opts }));
   }
 
   /**

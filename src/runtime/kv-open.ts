@@ -19,9 +19,14 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
+import { systemClock, type Clock } from './clock.ts';
 
 /** deadline of the stream info probe, ms: past it the bucket is opened by `create`. */
 const PROBE_MS = 1000;
+/** an open of a bucket still pending this long is joined by a new attempt (KvOpens), ms. */
+export const KV_OPEN_AGAIN_MS = PROBE_MS;
+/** attempts to open one bucket in flight at most (KvOpens). */
+const MAX_OPENS_IN_FLIGHT = 4;
 
 export async function openKv(nc: NatsConnection, bucket: string, opts: Partial<KvOptions>): Promise<KV> {
   let direct: boolean | undefined;
@@ -34,4 +39,64 @@ export async function openKv(nc: NatsConnection, bucket: string, opts: Partial<K
   }
   if (direct !== undefined) return new Kvm(nc).open(bucket, { ...opts, allow_direct: direct });
   return new Kvm(nc).create(bucket, opts);
+}
+
+/**
+ * The KV buckets of one connection, each opened once (Bus.kv): callers of one bucket share its open. An open can stay
+ * pending for seconds after it stopped being needed: one that began while the bucket's server was down (its stream
+ * info unanswered, then nats.js's create waiting the JetStream context's 5-s default on each of its calls) answers only
+ * at those deadlines, although the server came back a second later. So an open pending for `againMs` is joined by a new
+ * attempt (at most MAX_OPENS_IN_FLIGHT at once), and the bucket is whichever attempt opens it first; the open fails
+ * only when every attempt failed, and a failed open is tried anew at the next call. A restarted manager that began
+ * opening its lease buckets during a NATS server's death thus contends as soon as the server answers again.
+ */
+export class KvOpens {
+  readonly #opens = new Map<string, Opening>();
+
+  constructor(private readonly clock: Clock = systemClock, private readonly againMs = KV_OPEN_AGAIN_MS) {}
+
+  /** The bucket `name`, from its open in flight or done, or from a new attempt `open()` (see the class comment). */
+  open(name: string, open: () => Promise<KV>): Promise<KV> {
+    const now = this.clock.now();
+    let o = this.#opens.get(name);
+    if (o && (o.done || now - o.sinceMs < this.againMs || o.inFlight >= MAX_OPENS_IN_FLIGHT)) return o.p;
+    if (!o) {
+      let resolve!: (kv: KV) => void;
+      let reject!: (err: unknown) => void;
+      const p = new Promise<KV>((res, rej) => ((resolve = res), (reject = rej)));
+      // a failure is its callers' to handle; none may be listening any more
+      p.catch(() => undefined);
+      o = { p, resolve, reject, sinceMs: now, inFlight: 0, done: false };
+      this.#opens.set(name, o);
+    }
+    const cur = o;
+    cur.sinceMs = now;
+    cur.inFlight++;
+    new Promise<KV>((res) => res(open())).then(
+      (kv) => {
+        cur.inFlight--;
+        cur.done = true;
+        cur.resolve(kv);
+      },
+      (err: unknown) => {
+        cur.inFlight--;
+        if (cur.done || cur.inFlight > 0) return;
+        // every attempt failed: the open fails, and the next call tries anew
+        if (this.#opens.get(name) === cur) this.#opens.delete(name);
+        cur.reject(err);
+      },
+    );
+    return cur.p;
+  }
+}
+
+/** One bucket's open: the promise its callers share, and the attempts in flight for it. */
+interface Opening {
+  p: Promise<KV>;
+  resolve(kv: KV): void;
+  reject(err: unknown): void;
+  /** when the last attempt began. */
+  sinceMs: number;
+  inFlight: number;
+  done: boolean;
 }

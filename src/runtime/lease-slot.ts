@@ -73,7 +73,6 @@ export class LeaseSlot {
   readonly #of: number;
   readonly #env: SlotEnv;
   #kv?: KV;
-  #opening?: Promise<KV>;
   /** an undecodable record: its revision and when we first saw it. */
   corrupt?: { revision: number; seenMs: number };
   /** our writes here whose answer did not come (newest last, bounded): any of them may have been applied. */
@@ -90,17 +89,14 @@ export class LeaseSlot {
     this.#of = of;
   }
 
-  /** The bucket, opened once (an open that failed is tried again at the next call). */
+  /**
+   * The bucket, opened once. Until it is, each call asks the Bus (Bus.kv shares an open in flight, and joins one
+   * pending past KV_OPEN_AGAIN_MS with a new attempt: one that began while the bucket's server was down answers only
+   * at its own deadlines, seconds after the server came back); an open that failed is tried again at the next call.
+   */
   open(): Promise<KV> {
     if (this.#kv) return Promise.resolve(this.#kv);
-    this.#opening ??= openLeaseBucket(this.#env.bus, this.bucket, this.index, this.#of).then(
-      (kv) => (this.#kv = kv),
-      (err: unknown) => {
-        this.#opening = undefined;
-        throw err;
-      },
-    );
-    return this.#opening;
+    return openLeaseBucket(this.#env.bus, this.bucket, this.index, this.#of).then((kv) => (this.#kv = kv));
   }
 
   /**
