@@ -343,10 +343,10 @@ export class LeaderLease extends EventEmitter {
       return this.renewMs;
     }
     this.#armStepDown();
-    if (this.#slots.length === 1) return this.renewMs;
+    // renewMs after this renewal's value was made (not after its answer, which may take most of the TTL)
+    const next = Math.max(1, this.renewMs - (this.#clock.now() - t0));
     // a bucket that did not answer took up to opTimeoutMs of this period; more failing than the majority allows: soon
-    if (this.#slots.length - failed < this.quorum) return Math.min(this.renewMs, RETRY_AFTER_FAILURE_MS);
-    return Math.max(1, this.renewMs - (this.#clock.now() - t0));
+    return this.#slots.length > 1 && this.#slots.length - failed < this.quorum ? Math.min(next, RETRY_AFTER_FAILURE_MS) : next;
   }
 
   /** A renewal on a bucket we hold. */
@@ -549,7 +549,10 @@ export class LeaderLease extends EventEmitter {
     return undefined;
   }
 
-  /** We hold the lease written as `v` on the buckets `slots`. Returns ms until the next attempt (the first renewal). */
+  /**
+   * We hold the lease written as `v` on the buckets `slots`. Returns ms until the first renewal: renewMs after `v` was
+   * made (not after the election: on a loaded host an acquisition's reads and writes take most of the TTL).
+   */
   #elected(v: LeaseValue, slots: Map<number, { revision: number; expiresMs: number }>): number {
     if (!this.#running) return this.renewMs;
     const held: Held = { term: v.term, acquiredMs: v.acquiredMs, slots };
@@ -558,7 +561,7 @@ export class LeaderLease extends EventEmitter {
     this.#armStepDown();
     this.#log?.info({ key: this.key, term: v.term, buckets: slots.size }, 'lease elected');
     this.emit('elected', { holder: this.holder, term: v.term, expiresMs: this.#until(held) });
-    return this.renewMs;
+    return Math.max(1, v.expiresMs - this.ttlMs + this.renewMs - this.#clock.now());
   }
 
   /** Release (holder '') on `slots`, each a compare-and-set on our write there; one that fails lapses at its expiry. */
