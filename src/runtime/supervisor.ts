@@ -9,6 +9,11 @@
  * stdout/stderr pass through line by line.
  * Events: 'spawn' {name, pid}, 'ready' {name, pid}, 'exit' {name, pid, code, signal}, 'restart' {name, attempt,
  * delayMs, stable}, 'flapping' {name, restarts, delayMs} (once per flapping episode, before its first capped restart).
+ * Children of one `group` stand in for one another (a manager and its standby): one killed by another process's signal
+ * (SIGKILL, SIGTERM, SIGINT, SIGHUP: an OOM kill, an operator, a chaos run; not a crash of its own) while no other child
+ * of its group is up is restarted after initialMs even when its start had not finished (a failed start otherwise backs
+ * off): its group has no process left, and the wait would be the outage's. A child that ends by itself (an exit code,
+ * SIGSEGV, SIGABRT) backs off as any (a crash loop).
  * A process another supervisor started and left (src/runtime/adoption.ts) is adopted by its pid: watched by polling
  * (its exit code is not ours to read: any end is a failure; it cannot say it is ready), stopped by signals, and
  * started anew from its spec.
@@ -31,6 +36,8 @@ import { watchdogSettings, type WatchdogSettings } from '../policy/watchdog.ts';
 import { READY_FD_ENV } from './ready-notify.ts';
 import { DEFAULT_RESTART_BACKOFF, NO_RESTARTS, restartAfter, type RestartBackoff, type RestartHistory } from '../policy/restart-backoff.ts';
 
+/** signals another process ends a child with (its group's last one is restarted without backoff). */
+const KILL_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP']);
 /** how often an adopted child's pid is checked, ms (a kill(0) and a read of /proc/<pid>/stat each). */
 const ADOPTED_POLL_MS = 100;
 /** the child's descriptor of its readiness pipe (stdio index). */
@@ -47,6 +54,8 @@ export interface ChildSpec {
   stopGraceMs?: number;
   /** default 'on-failure' (restart after a non-zero exit or a signal). */
   restart?: 'always' | 'on-failure' | 'never';
+  /** children of one group stand in for one another (see the module comment). */
+  group?: string;
   /**
    * where output goes: 'inherit' (line by line to our stdout/stderr, default), 'log', 'ignore', 'direct' (our own
    * stdout/stderr handed to the child: its output does not pass through this process, so it outlives it).
@@ -319,10 +328,13 @@ export class Supervisor extends EventEmitter {
       c.state = 'exited';
       return;
     }
-    const { delayMs, stable, flappingStarts, history } = restartAfter(c.history, run, this.#backoff);
+    const after = restartAfter(c.history, run, this.#backoff);
+    const { stable, flappingStarts, history } = after;
+    // killed, and its group has no other process up: no backoff (its failed starts still count for the next one)
+    const delayMs = signal !== null && KILL_SIGNALS.has(signal) && this.#lastOfGroup(c) ? this.#backoff.initialMs : after.delayMs;
     c.history = history;
     this.#log[failed ? 'warn' : 'info']({ child: spec.name, pid, code, signal, ...ran, stable, restartInMs: delayMs }, 'child exited');
-    if (flappingStarts) {
+    if (flappingStarts && delayMs === after.delayMs) {
       // flapping: keep trying, at the cap, and say so once per episode
       this.#log.error({ child: spec.name, restarts: c.restarts, windowMs: this.#backoff.flapWindowMs, delayMs }, 'child keeps crashing; restarting it every backoff cap until it stays up');
       this.emit('flapping', { name: spec.name, restarts: c.restarts, delayMs });
@@ -335,6 +347,13 @@ export class Supervisor extends EventEmitter {
       c.restarts++;
       this.#spawn(c);
     }, delayMs);
+  }
+
+  /** `c` has a group and no other child of it is up (spawned and not ended). */
+  #lastOfGroup(c: Child): boolean {
+    const g = c.spec.group;
+    if (g === undefined) return false;
+    return ![...this.#children.values()].some((o) => o !== c && o.spec.group === g && (o.state === 'running' || o.state === 'starting'));
   }
 
   async #stopChild(c: Child): Promise<void> {

@@ -219,8 +219,8 @@ async function up(values: UpOptions): Promise<number> {
   const node = process.execPath;
   const children: ChildSpec[] = [
     ...managers.flatMap((i): ChildSpec[] => [
-      { name: `cluster-${i}`, command: node, args: launchArgs('cluster', ['--id', `cm-${i}`, '--config', clusterFile]), env, cwd: REPO },
-      { name: `pool-${i}`, command: node, args: launchArgs('pool', ['--id', `pm-${i}`, '--config', clusterFile]), env, cwd: REPO },
+      { name: `cluster-${i}`, group: 'cluster', command: node, args: launchArgs('cluster', ['--id', `cm-${i}`, '--config', clusterFile]), env, cwd: REPO },
+      { name: `pool-${i}`, group: 'pool', command: node, args: launchArgs('pool', ['--id', `pm-${i}`, '--config', clusterFile]), env, cwd: REPO },
     ]),
     ...cluster.servers.map((s): ChildSpec => ({ name: `node-${s.id}`, command: node, args: launchArgs('node', ['--id', s.id, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: 20_000 })),
   ];
@@ -230,6 +230,7 @@ async function up(values: UpOptions): Promise<number> {
     for (const name of gatewayChildren(i)) {
       children.push({
         name,
+        group: `gateway-${i}`,
         command: node,
         args: [...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--set', `port=${port === 0 ? 0 : port + i}`, ...(gatewayStandby ? ['--set', 'standby=true'] : [])],
         env,
@@ -246,7 +247,9 @@ async function up(values: UpOptions): Promise<number> {
     const s = childNats.get(c.name);
     if (s) c.env = { ...c.env, ...Object.fromEntries(NATS_ENV_NAMES.map((n) => [n, ''])), ...settingsEnv(s) };
   }
-  // restarts back off to 5 s after failed starts and never stop (src/policy/restart-backoff.ts); a standby leads while its peer is down
+  // restarts back off to 5 s after failed starts and never stop (src/policy/restart-backoff.ts); a standby leads while its
+  // peer is down, and the last process of a group (a role's managers, a gateway replica's processes) that was killed
+  // is restarted without backoff
   const sup = new Supervisor({ children, log, backoff: { initialMs: 250, maxMs: 5000 }, watchdog: cluster.liveness.watchdog });
   sup.on('flapping', (e: { name: string; delayMs: number }) => log.error({ child: e.name, everyMs: e.delayMs }, 'child keeps crashing; still restarting it (see its log above)'));
 
