@@ -25,8 +25,11 @@ import { systemClock, type Clock } from './clock.ts';
 const PROBE_MS = 1000;
 /** an open of a bucket still pending this long is joined by a new attempt (KvOpens), ms. */
 export const KV_OPEN_AGAIN_MS = PROBE_MS;
-/** attempts to open one bucket in flight at most (KvOpens). */
-const MAX_OPENS_IN_FLIGHT = 4;
+/**
+ * attempts to open one bucket in flight at most (KvOpens): one lasts up to ~11 s (the 1-s probe, then nats.js's create
+ * with its 5-s default on the account info and the stream info), so one a second keeps going through such a stall.
+ */
+const MAX_OPENS_IN_FLIGHT = 12;
 
 export async function openKv(nc: NatsConnection, bucket: string, opts: Partial<KvOptions>): Promise<KV> {
   let direct: boolean | undefined;
