@@ -7,7 +7,7 @@
  *
  * Real 3-server cluster on loopback, each server tagged dyn-lease-<i> (lease bucket i on server i). Server 1 killed and
  * server 2 frozen (SIGSTOP) as a fresh contender on server 0 starts: no majority of buckets answers; server 1 back
- * 1.2 s later: the contender leads on buckets 0 and 1 within 3.5 s of it (measured on this VM at load 30-37: 0.84-0.93 s;
+ * 1.2 s later: the contender leads on buckets 0 and 1 within 4.5 s of it (measured on this VM at load 30-37: 0.84-0.93 s;
  * with one cached open per bucket until it settled: 5.1-10.9 s).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,7 +44,7 @@ afterAll(async () => {
 });
 
 describe('a fresh contender amid NATS server deaths', () => {
-  it('starts while no majority of lease buckets answers: leads within 3.5 s of a majority answering again', async () => {
+  it('starts while no majority of lease buckets answers: leads within 4.5 s of a majority answering again', async () => {
     const key = leaseKeys.poolLeader('fresh');
     process.kill(cluster.servers[1]!.pid, 'SIGKILL');
     frozenPid = cluster.servers[2]!.pid;
@@ -63,6 +63,6 @@ describe('a fresh contender amid NATS server deaths', () => {
     await until('the fresh contender elected', 30_000, () => lease.isLeader());
     const ms = Date.now() - back;
     console.log(`fresh contender elected ${Date.now() - t0} ms after its start, ${ms} ms after server 1 answered again`);
-    expect(ms).toBeLessThan(3500);
+    expect(ms).toBeLessThan(4500);
   }, 90_000);
 });
