@@ -79,7 +79,7 @@ export class GatewayActor extends Actor {
   private readonly standbyWait = new AbortController();
 
   constructor(private readonly g: GatewayActorOptions) {
-    super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000, clock: g.clock });
+    super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000, clock: g.clock, jetstreamReplicas: g.cluster.nats.jetstreamReplicas });
     let profile;
     try {
       profile = loadProfile(profilePathOf(g.cluster));

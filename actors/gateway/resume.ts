@@ -259,14 +259,27 @@ function directRead(bus: Bus, subject: string): ReadOne {
 /**
  * The journal entries of request `id`, in the stream's order, read one entry a round trip (`next_by_subj`) within
  * `timeoutMs` in all on `clock`: by direct get when the journal has one replica, through the stream's leader when
- * it is replicated (`bus.jetstreamReplicas`; a follower's direct get could miss an acknowledged entry, and a resume
- * would be refused as unknown). Throws a retryable DynError ('timeout' or 'unavailable') when the journal did not
- * answer in time, so the client may try the resume again.
+ * it is replicated (`bus.jetstreamReplicas`, the cluster's nats.jetstreamReplicas; a follower's direct get could miss
+ * an acknowledged entry, and a resume would be refused as unknown). A stream made with the other setting (a process
+ * configured otherwise, an upgrade under way) answers the other read only: when the first read gets no answer within
+ * half of the time (or no responders) the other is tried, and the one that answers reads the rest. Throws a retryable
+ * DynError ('timeout' or 'unavailable') when the journal did not answer in time, so the client may try the resume
+ * again.
  */
 export async function readJournal(bus: Bus, id: string, timeoutMs: number, clock: Clock = systemClock): Promise<ResumeEntry[]> {
   const subject = subjects.resume(id);
-  const read = bus.jetstreamReplicas > 1 ? leaderRead(bus, subject) : directRead(bus, subject);
+  const reads = bus.jetstreamReplicas > 1 ? [leaderRead(bus, subject), directRead(bus, subject)] : [directRead(bus, subject), leaderRead(bus, subject)];
+  let read = reads[0]!;
   const until = clock.now() + timeoutMs;
+  const first = async (left: number): Promise<{ seq: number; data: Uint8Array } | null> => {
+    try {
+      return await reads[0]!(1, Math.max(1, Math.floor(left / 2)));
+    } catch (err) {
+      if (err instanceof DynError || clock.now() >= until) throw err;
+      read = reads[1]!;
+      return read(1, Math.max(1, until - clock.now()));
+    }
+  };
   const out: ResumeEntry[] = [];
   let seq = 1;
   while (out.length < MAX_JOURNAL_ENTRIES) {
@@ -274,7 +287,7 @@ export async function readJournal(bus: Bus, id: string, timeoutMs: number, clock
     if (left <= 0) throw new DynError('timeout', 'the resume journal did not answer in time', { retryable: true, retryAfterS: 1 });
     let r: { seq: number; data: Uint8Array } | null;
     try {
-      r = await read(seq, left);
+      r = seq === 1 && out.length === 0 && read === reads[0] ? await first(left) : await read(seq, left);
     } catch (err) {
       if (err instanceof DynError) throw err;
       const timeout = /timeout/i.test((err as Error).message);
