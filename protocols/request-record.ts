@@ -18,7 +18,8 @@ const requestType = z.enum(REQUEST_TYPES);
  * (billing per request's energy: keyed by `id`, charged to `apiKeyId`/`tenant` for `model`). Published by the
  * instance that served it; for a leg whose instance died before recording it, by the gateway that streamed it, with
  * its estimated energy (`energyEstimatedJ`). A client request's energy is the sum over the records whose `id` or
- * `request` is its id: every leg is recorded once under its own id, and no joule is in two records.
+ * `request` is its id, each record id counted once: every leg is recorded under its own id, and a consumer keeps one
+ * record per id (the instance's over the gateway's estimate, which it replaces when a slow instance records the leg).
  */
 export const requestRecord = z.object({
   v,

@@ -11,7 +11,7 @@
  *   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
  *   node --conditions=source --import tsx examples/energy-ledger/ledger.ts
  *
- * Who spent what:  SELECT api_key, model, count(DISTINCT client_request), sum(energy_joules) FROM energy_ledger GROUP BY api_key, model;
+ * Who spent what:  SELECT api_key, model, count(DISTINCT coalesce(client_request, request_id)), sum(energy_joules) FROM energy_ledger GROUP BY api_key, model;
  */
 import pg from 'pg';
 import { DynamoClient, type RequestRecord, type StreamSubscription } from 'dynamollm/client';

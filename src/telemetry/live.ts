@@ -116,7 +116,9 @@ export class LiveState {
     return w;
   }
 
+  /** One request record; a gateway's record of a dead leg (`energyEstimatedJ`) is not an outcome (its next leg's is). */
   onRequest(r: RequestRecord): void {
+    if (r.energyEstimatedJ !== undefined) return;
     this.requests[r.outcome]++;
     if (r.outcome === 'ok') {
       const s = this.slo[r.type]!;

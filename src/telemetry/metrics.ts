@@ -212,8 +212,16 @@ export class TelemetryMetrics {
     this.updateClusterPower(nowMs);
   }
 
+  /**
+   * One request record. A gateway's record of a leg whose instance died (`energyEstimatedJ`) is not an outcome: the
+   * request goes on as its next leg, which its instance records; only its energy counts.
+   */
   onRequest(r: RequestRecord): void {
     const l = { model_name: r.model ?? '', type: r.type, pool: r.pool };
+    if (r.energyEstimatedJ !== undefined) {
+      this.requestEnergy.inc({ ...l, source: r.energySource }, r.energyJ);
+      return;
+    }
     this.requests.inc({ ...l, outcome: r.outcome });
     if (r.outcome === 'rejected') this.rejections.inc(l);
     if (r.outcome === 'ok') {

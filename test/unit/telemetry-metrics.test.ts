@@ -32,6 +32,8 @@ describe('TelemetryMetrics', () => {
     m.onRequest(rec());
     m.onRequest(rec({ ttftMs: 900, sloMet: false }));
     m.onRequest(rec({ outcome: 'rejected', ttftMs: undefined, tbtMeanMs: undefined, energyJ: 0 }));
+    // a gateway's record of a leg whose instance died: its energy counts, it is not a request's outcome
+    m.onRequest(rec({ id: 'r2', outcome: 'failed', ttftMs: undefined, energyJ: 7, energyEstimatedJ: 7, sloMet: false }));
     m.onEvent(evt('reshard', { take: true, target: [] }));
     m.onEvent(evt('clock', { clockMhz: 1400, from: 1980 }));
     m.onEvent(evt('lease'));
@@ -57,6 +59,8 @@ describe('TelemetryMetrics', () => {
     expect(value(fams, 'dynamollm_gpu_sm_clock_hertz', 'dynamollm_gpu_sm_clock_hertz', { instance: 'i2', gpu: '11' })).toBe(1.98e9);
     expect(value(fams, 'dynamollm_cluster_power_watts', 'dynamollm_cluster_power_watts', {})).toBe(5600);
     expect(value(fams, 'dynamollm_requests_total', 'dynamollm_requests_total', { type: 'SS', outcome: 'ok' })).toBe(2);
+    expect(value(fams, 'dynamollm_requests_total', 'dynamollm_requests_total', { type: 'SS', outcome: 'failed' })).toBeUndefined();
+    expect(value(fams, 'dynamollm_request_energy_joules_total', 'dynamollm_request_energy_joules_total', { type: 'SS', source: 'modelled' })).toBe(40 + 40 + 0 + 7);
     expect(value(fams, 'dynamollm_slo_violations_total', 'dynamollm_slo_violations_total', { type: 'SS' })).toBe(1);
     expect(value(fams, 'dynamollm_rejections_total', 'dynamollm_rejections_total', { type: 'SS' })).toBe(1);
     expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_bucket', { le: '0.25' })).toBe(1);
@@ -138,6 +142,7 @@ describe('LiveState', () => {
     live.onInstance(inst('i1', 2200, { powerW: 1200 }), 1000);
     live.onRequest(rec());
     live.onRequest(rec({ type: 'LL', sloMet: false }));
+    live.onRequest(rec({ id: 'r2', outcome: 'failed', energyJ: 7, energyEstimatedJ: 7, sloMet: false }));
     live.onEvent(evt('scale'));
     live.tick(1000);
     const s = live.snapshot(1000);
@@ -146,6 +151,7 @@ describe('LiveState', () => {
     expect(s.pools[0]!.instances[0]).toMatchObject({ id: 'i1', tp: 4, clockMhz: 1200 });
     expect(s.slo.SS).toEqual({ total: 1, met: 1 });
     expect(s.slo.LL).toEqual({ total: 1, met: 0 });
+    expect(s.requests.failed).toBe(0);
     expect(s.events[0]!.summary).toBe('scale happened');
     // 4 TP8 instances at max clock idle at least as much as one TP4 at 1200 MHz: the baseline is higher
     expect(s.series.at(-1)!.baselinePowerW!).toBeGreaterThan(1200);
