@@ -12,7 +12,8 @@
  * Children of one `group` stand in for one another (a manager and its standby): one killed by another process's signal
  * (SIGKILL, SIGTERM, SIGINT, SIGHUP: an OOM kill, an operator, a chaos run; not a crash of its own) while no other child
  * of its group is up is restarted after initialMs even when its start had not finished (a failed start otherwise backs
- * off): its group has no process left, and the wait would be the outage's. A child that ends by itself (an exit code,
+ * off): its group has no process left, and the wait would be the outage's; past twice the flapping threshold of failed
+ * starts within the window (killed at every start: out of memory) it backs off as any. A child that ends by itself (an exit code,
  * SIGSEGV, SIGABRT) backs off as any (a crash loop).
  * A process another supervisor started and left (src/runtime/adoption.ts) is adopted by its pid: watched by polling
  * (its exit code is not ours to read: any end is a failure; it cannot say it is ready), stopped by signals, and
@@ -330,8 +331,11 @@ export class Supervisor extends EventEmitter {
     }
     const after = restartAfter(c.history, run, this.#backoff);
     const { stable, flappingStarts, history } = after;
-    // killed, and its group has no other process up: no backoff (its failed starts still count for the next one)
-    const delayMs = signal !== null && KILL_SIGNALS.has(signal) && this.#lastOfGroup(c) ? this.#backoff.initialMs : after.delayMs;
+    // killed, and its group has no other process up: no backoff (its failed starts still count for the next one), up
+    // to twice the flapping threshold of failed starts within the window: past it (a process killed at every start,
+    // e.g. out of memory) it backs off as any, not restarted every initialMs for ever
+    const lastKilled = signal !== null && KILL_SIGNALS.has(signal) && this.#lastOfGroup(c) && history.recent.length <= 2 * this.#backoff.flapMaxRestarts;
+    const delayMs = lastKilled ? this.#backoff.initialMs : after.delayMs;
     c.history = history;
     this.#log[failed ? 'warn' : 'info']({ child: spec.name, pid, code, signal, ...ran, stable, restartInMs: delayMs }, 'child exited');
     if (flappingStarts && delayMs === after.delayMs) {

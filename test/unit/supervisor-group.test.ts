@@ -4,7 +4,8 @@
  * start, src/policy/restart-backoff.ts) backs off while another child of its group is up, but the last one of its group
  * to be killed is restarted after the initial backoff, whatever its failed starts: in `dynamollm chaos --kinds
  * pool,nats` at load 14-45 pool managers were killed 5-10 s into their starts, and both, flapping, waited the 5-s cap
- * before their restarts while neither was up (a new pool leader 25 s after the leader's kill).
+ * before their restarts while neither was up (a new pool leader 25 s after the leader's kill). A process killed at every
+ * start (out of memory) is not restarted every initialMs for ever: past twice the flapping threshold it backs off.
  */
 import { describe, expect, it } from 'vitest';
 import { ManualClock, Supervisor, silentLogger } from '../../src/runtime/index.ts';
@@ -51,6 +52,30 @@ describe('Supervisor groups', () => {
       clock.advance(100);
       [a, b] = (await Promise.all(both)).map((e) => e.pid!);
       expect(sup.children().map((c) => c.state)).toEqual(['running', 'running']);
+    } finally {
+      await sup.stop();
+    }
+  });
+
+  it('the last one up killed at every start: initialMs up to twice the flapping threshold, then the cap', async () => {
+    const clock = new ManualClock(0);
+    const sup = new Supervisor({ children: [idle('solo')], log: silentLogger(), backoff: { initialMs: 100, maxMs: 1000, factor: 2 }, flapping: { maxRestarts: 2, windowMs: 60_000 }, clock });
+    const next = (event: 'spawn' | 'restart') => new Promise<{ pid?: number; delayMs?: number }>((resolve) => sup.once(event, resolve));
+    const up = next('spawn');
+    await sup.start();
+    let pid = (await up).pid!;
+    try {
+      const delays: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        const restart = next('restart');
+        process.kill(pid, 'SIGKILL');
+        const { delayMs } = await restart;
+        delays.push(delayMs!);
+        const spawned = next('spawn');
+        clock.advance(delayMs!);
+        pid = (await spawned).pid!;
+      }
+      expect(delays).toEqual([100, 100, 100, 100, 1000, 1000]);
     } finally {
       await sup.stop();
     }
