@@ -115,7 +115,7 @@ export abstract class Actor {
     return this.#bus;
   }
 
-  /** Connect, start heartbeats, run onStart. Idempotent; throws LifecycleError once draining/stopped/failed. */
+  /** beforeConnect, connect, start heartbeats, run onStart. Idempotent; throws LifecycleError once draining/stopped/failed. */
   start(): Promise<void> {
     if (this.#starting) return this.#starting;
     if (this.#state !== 'new') return Promise.reject(new LifecycleError(`cannot start in state ${this.#state}`, this.#state));
@@ -123,6 +123,9 @@ export abstract class Actor {
     this.#starting = (async () => {
       try {
         const servers = this.opts.servers ?? this.opts.natsUrl;
+        // what the kind must have before NATS answers (the gateway's bound port: a start while NATS is down holds its
+        // clients' requests instead of refusing their connections)
+        await this.beforeConnect();
         const settings =
           this.opts.nats ??
           natsSettings({ flags: { nats: Array.isArray(servers) ? servers.join(',') : servers, user: this.opts.user, password: this.opts.pass } });
@@ -370,6 +373,12 @@ export abstract class Actor {
     this.#handles.push(h);
     return h;
   }
+
+  /**
+   * Runs first in start(), before NATS is dialled (`bus` does not exist yet): what a kind does whether or not NATS
+   * answers. A throw fails the start. Default: nothing.
+   */
+  protected async beforeConnect(): Promise<void> {}
 
   protected abstract onStart(): Promise<void>;
 
