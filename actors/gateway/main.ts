@@ -20,7 +20,7 @@ import { promptSloOf } from '../../src/policy/classify.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
-import { JournalWriter, jetStreamAppend, readJournal } from './resume.ts';
+import { JournalWriter, jetStreamAppend, readJournal, type JournalAppend } from './resume.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
 import { reportAs, type MigrationText } from './legs.ts';
 import { GatewayRouter } from './router.ts';
@@ -32,6 +32,9 @@ import { Counter, Gauge } from 'prom-client';
 import { createServer as createNetServer } from 'node:net';
 import { serveWorkerMetrics, workerIndex, workerMetricsText } from '../../src/runtime/workers.ts';
 import { notifyReady } from '../../src/runtime/ready-notify.ts';
+import { sinceProcessStart } from '../../src/runtime/startup.ts';
+import { DynError } from '../../protocols/errors.ts';
+import { ConnectingBackend } from './connecting-backend.ts';
 
 /** a resume reads its stream's journal within this, ms (past it the client gets a retryable 503). */
 const RESUME_READ_MS = 5000;
@@ -77,6 +80,18 @@ export class GatewayActor extends Actor {
   private elections?: ElectionWatch;
   /** aborted by drain/stop: a standby waiting for its port gives up the wait. */
   private readonly standbyWait = new AbortController();
+  /** what the server asks of the cluster, held from the port's bind until the first NATS connection. */
+  private gate?: ConnectingBackend;
+  /** the bind of the port (a standby's once its peer let it go): true once bound, false when stopped first. */
+  private binding?: Promise<boolean>;
+  /** the first NATS connection is up (onStart ran). */
+  private connected = false;
+  /** the port is bound (listening() ran). */
+  private bound = false;
+  /** a standby found its port served by a peer and waits for it. */
+  private portTaken = false;
+  /** the resume journal's appends on this process's connection, made at the first append. */
+  private append?: JournalAppend;
 
   constructor(private readonly g: GatewayActorOptions) {
     super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000, clock: g.clock, jetstreamReplicas: g.cluster.nats.jetstreamReplicas });
@@ -99,12 +114,81 @@ export class GatewayActor extends Actor {
     return this.server!.port;
   }
 
+  /**
+   * Before NATS is dialled: the HTTP server, its API keys and options as configured, bound to its port at once (a
+   * standby's once its peer has let it go, meanwhile dialling NATS), its calls to the cluster held by the gate until
+   * the first connection (connecting-backend.ts): a start during a NATS outage holds its clients' requests instead
+   * of refusing their connections. Not ready meanwhile (Actor.health: starting), and not ready to the supervisor
+   * either (notifyReady once running).
+   */
+  protected override async beforeConnect(): Promise<void> {
+    const s = this.g.settings;
+    const gate = new ConnectingBackend({ clock: this.clock, holdMs: s.holdLimitMs, capacity: s.maxInflight });
+    this.gate = gate;
+    heldForConnectMetric(this.metrics, gate);
+    const worker = workerIndex() !== undefined;
+    if (worker) serveWorkerMetrics(this.metrics.registry);
+    const journalLog = new RateLimitedLog(this.log);
+    const journalTimeout = (wait: 'head' | 'write', boundMs: number, id: string) => {
+      this.metrics.gatewayJournalTimeouts.inc({ wait });
+      journalLog.warn(`journal-${wait}`, { requestId: id, boundMs: Math.round(boundMs) }, wait === 'head'
+        ? `the resume journal did not hold a stream's head within ${Math.round(boundMs)} ms: served without resumption (x-dynamollm-resumable: 0)`
+        : `the resume journal did not hold a stream's entry within ${Math.round(boundMs)} ms: the stream is no longer resumable (event ids reset)`);
+    };
+    // a stream's writer is made once its prompt was counted, which waited for the connection: an append before it
+    // (none is made) is refused as a journal that did not answer
+    const append: JournalAppend = (e, timeoutMs) => this.connected
+      ? (this.append ??= jetStreamAppend(this.bus, this.clock))(e, timeoutMs)
+      : Promise.reject(new DynError('unavailable', 'NATS is not connected yet', { retryable: true }));
+    this.server = new GatewayServer({
+      backend: gate,
+      clock: this.clock,
+      port: s.port,
+      host: s.host,
+      apiKeys: s.apiKeys,
+      bodyLimitBytes: s.bodyLimitBytes,
+      metricsToken: s.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN,
+      headersTimeoutMs: s.headersTimeoutMs,
+      bodyTimeoutMs: s.bodyTimeoutMs,
+      maxInflight: s.maxInflight,
+      requestTimeoutMs: s.requestTimeoutS * 1000,
+      holdLimitMs: s.holdLimitMs,
+      models: s.models ?? [this.g.cluster.model],
+      metrics: this.metrics,
+      // a worker of a replica run as several processes answers /metrics for all of them (src/runtime/workers.ts)
+      ...(worker ? { metricsText: () => workerMetricsText() } : {}),
+      live: s.dashboard ? this.live : undefined,
+      log: this.log,
+      replicaId: this.id,
+      health: () => ({ ...this.health(), kind: 'gateway', id: this.id }),
+      // resumable streams (opt-in): their journal in JetStream, capped at the migration's text cap, read within
+      // RESUME_READ_MS; its waits bounded by a share of the request's SLO, each bound passed counted and logged
+      journal: {
+        writer: (id, gen, slo) => new JournalWriter(append, id, gen, s.migrationMaxBytes, s.journal, this.clock, slo, journalTimeout),
+        read: (id) => gate.whenConnected(() => readJournal(this.bus, id, RESUME_READ_MS, this.clock)),
+      },
+      sloOf: (r) => promptSloOf(r.inputTokens, this.g.cluster),
+      warnings: this.g.cluster.nats.insecure ? ['NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances'] : undefined,
+    });
+    // a standby binds once the replica's serving process has let the port go (its death), and dials NATS meanwhile;
+    // any other gateway binds now, and a port in use fails its start
+    if (s.standby && s.port !== 0) {
+      const binding = this.takePort(s.port, s.host);
+      binding.catch(() => {}); // its failure fails the start in onStart
+      this.binding = binding;
+      return;
+    }
+    this.binding = this.server.listen().then((port) => this.listening(port));
+    await this.binding;
+  }
+
   protected async onStart(): Promise<void> {
     const s = this.g.settings;
-    // a standby takes the port over once the replica's serving process has let it go (its death): nothing before
-    // that, so a waiting standby costs an idle connection and no telemetry
-    const standby = s.standby && s.port !== 0;
-    if (standby && !(await this.waitForPort(s.port, s.host))) return; // stopped while waiting: nothing was started
+    this.connected = true;
+    // started, connected and waiting for its peer's port: the standby's job while its peer serves (its supervisor
+    // counts it ready); nothing before the port is bound, so a waiting standby costs an idle connection and no telemetry
+    if (this.portTaken) notifyReady();
+    if (!(await this.binding)) return; // stopped while waiting: nothing was started
     // the telemetry's arrival times on the gateway's clock (their staleness, the live stream's series)
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => {
       const now = this.clock.now();
@@ -155,55 +239,30 @@ export class GatewayActor extends Actor {
     });
     failoverMetrics(this.metrics, backend.counters);
     migrationTextMetrics(this.metrics, backend.migrationText);
-    const worker = workerIndex() !== undefined;
-    if (worker) serveWorkerMetrics(this.metrics.registry);
-    const append = jetStreamAppend(this.bus, this.clock);
-    const journalLog = new RateLimitedLog(this.log);
-    const journalTimeout = (wait: 'head' | 'write', boundMs: number, id: string) => {
-      this.metrics.gatewayJournalTimeouts.inc({ wait });
-      journalLog.warn(`journal-${wait}`, { requestId: id, boundMs: Math.round(boundMs) }, wait === 'head'
-        ? `the resume journal did not hold a stream's head within ${Math.round(boundMs)} ms: served without resumption (x-dynamollm-resumable: 0)`
-        : `the resume journal did not hold a stream's entry within ${Math.round(boundMs)} ms: the stream is no longer resumable (event ids reset)`);
-    };
-    this.server = new GatewayServer({
-      backend,
-      clock: this.clock,
-      port: s.port,
-      host: s.host,
-      apiKeys: s.apiKeys,
-      bodyLimitBytes: s.bodyLimitBytes,
-      metricsToken: s.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN,
-      headersTimeoutMs: s.headersTimeoutMs,
-      bodyTimeoutMs: s.bodyTimeoutMs,
-      maxInflight: s.maxInflight,
-      requestTimeoutMs: s.requestTimeoutS * 1000,
-      holdLimitMs: s.holdLimitMs,
-      models: s.models ?? [this.g.cluster.model],
-      metrics: this.metrics,
-      // a worker of a replica run as several processes answers /metrics for all of them (src/runtime/workers.ts)
-      ...(worker ? { metricsText: () => workerMetricsText() } : {}),
-      live: s.dashboard ? this.live : undefined,
-      log: this.log,
-      replicaId: this.id,
-      health: () => ({ ...this.health(), kind: 'gateway', id: this.id }),
-      // resumable streams (opt-in): their journal in JetStream, capped at the migration's text cap, read within
-      // RESUME_READ_MS; its waits bounded by a share of the request's SLO, each bound passed counted and logged
-      journal: { writer: (id, gen, slo) => new JournalWriter(append, id, gen, s.migrationMaxBytes, s.journal, this.clock, slo, journalTimeout), read: (id) => readJournal(this.bus, id, RESUME_READ_MS, this.clock) },
-      sloOf: (r) => promptSloOf(r.inputTokens, this.g.cluster),
-      warnings: this.g.cluster.nats.insecure ? ['NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances'] : undefined,
-    });
-    let port: number;
+    const held = this.gate!.waiting;
+    this.gate!.attach(backend);
+    this.log.info({ held }, held ? `NATS connected: serving the ${held} requests held since the start` : 'NATS connected: serving');
+  }
+
+  /** The port bound: logged (scripts/gateway-downtime.ts reads this line: the port answers from here on). */
+  private listening(port: number): true {
+    const s = this.g.settings;
+    this.bound = true;
+    this.log.info({ port, auth: s.apiKeys.length > 0, natsConnected: this.connected, sinceProcessStartMs: Math.round(sinceProcessStart()) }, `gateway listening on http://${s.host === '0.0.0.0' ? '127.0.0.1' : s.host}:${port} (dashboard at /)`);
+    return true;
+  }
+
+  /** A standby's bind: once the port is free, bound (another standby of the replica that took it first is waited for again); false when told to stop first. */
+  private async takePort(port: number, host: string): Promise<boolean> {
     for (;;) {
+      if (!(await this.waitForPort(port, host))) return false;
       try {
-        port = await this.server.listen();
-        break;
+        return this.listening(await this.server!.listen());
       } catch (err) {
         // another standby of the replica took the port in the meantime: wait for it again
-        if (!standby || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-        if (!(await this.waitForPort(s.port, s.host))) return;
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
       }
     }
-    this.log.info({ port, auth: s.apiKeys.length > 0 }, `gateway listening on http://${s.host === '0.0.0.0' ? '127.0.0.1' : s.host}:${port} (dashboard at /)`);
   }
 
   /**
@@ -216,25 +275,45 @@ export class GatewayActor extends Actor {
     while (!signal.aborted && !(await portFree(port, host))) {
       if (!said) {
         this.log.info({ port }, `standby: port ${port} is served by another process of this replica; taking it over when it is free`);
-        // started and waiting is this process's job while its peer serves: its supervisor counts it ready
-        notifyReady();
+        // started, connected and waiting is this process's job while its peer serves: its supervisor counts it ready
+        // (onStart tells it when the connection comes later)
+        if (this.connected) notifyReady();
       }
       said = true;
+      this.portTaken = true;
       await this.clock.sleep(PORT_WAIT_MS, signal).catch(() => {});
     }
+    this.portTaken = false;
     if (signal.aborted) return false;
     if (said) this.log.info({ port }, `standby: port ${port} free, taking it over`);
     return true;
   }
 
+  /** A start that fails (NATS unreachable past its first-connect deadline, refused credentials) answers the requests it holds with a retryable 503 before its port closes. */
+  override start(): Promise<void> {
+    return super.start().catch(async (err: unknown) => {
+      await this.release(new DynError('unavailable', 'the gateway could not reach the cluster: retry', { retryable: true, retryAfterS: 1 }));
+      throw err;
+    });
+  }
+
   override drain(): Promise<void> {
     this.standbyWait.abort();
+    // a standby still waiting for its port holds no request: its start (dialling NATS) is not waited for
+    if (this.state === 'starting' && !this.bound) return this.stop();
     return super.drain();
   }
 
   override stop(): Promise<void> {
     this.standbyWait.abort();
     return super.stop();
+  }
+
+  /** Refuses the requests held for a first connection that did not come with `err`, and closes the port once they are answered. */
+  private async release(err: DynError): Promise<void> {
+    // the refusals are written on the next turns of the event loop: closeAllConnections would cut them
+    if (this.gate?.fail(err)) await this.clock.sleep(50);
+    await this.server?.close(0);
   }
 
   protected override async onDrain(signal: AbortSignal): Promise<void> {
@@ -270,7 +349,7 @@ export class GatewayActor extends Actor {
     if (this.readyTimer !== undefined) this.clock.clearInterval(this.readyTimer);
     this.router?.stop();
     this.elections?.stop();
-    await this.server?.close(0);
+    await this.release(new DynError('unavailable', 'gateway shutting down', { retryable: true, retryAfterS: 1 }));
   }
 
   protected override loadSummary(): LoadSummary {
@@ -311,6 +390,17 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
       },
     });
   }
+}
+
+/** The calls this replica held at its start until its first NATS connection (connecting-backend.ts), read at scrape time. */
+function heldForConnectMetric(m: TelemetryMetrics, gate: ConnectingBackend): void {
+  new Counter({
+    name: 'dynamollm_gateway_held_for_first_connect_total', help: 'Calls to the cluster (a prompt\'s count, an admission, a resume) this gateway replica held after binding its port until its first NATS connection (a start during a NATS outage).', registers: [m.registry],
+    collect() {
+      this.reset();
+      this.inc(gate.held);
+    },
+  });
 }
 
 /** The text this replica's streams keep for migration (legs.ts MigrationText), read at scrape time. */
