@@ -13,81 +13,56 @@
  * their stream's silence timeout (chunkTimeoutMs): without the gateway's watch they fail with 'timeout' then.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startHarness, type Harness } from '../integration/control-harness.ts';
-import { as } from '../helpers/nats.ts';
-import { Bus } from '../../src/runtime/bus.ts';
-import { silentLogger } from '../../src/runtime/logger.ts';
-import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
-import { GatewayRouter } from '../../actors/gateway/router.ts';
-import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
-import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { RequestRecord, subjects, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
+import { completionRequest, emulatedClusterConfig, expectOneStream, sleep, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import type { Harness } from '../integration/control-harness.ts';
+import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import type { GatewayRouter } from '../../actors/gateway/router.ts';
+import { RequestRecord, subjects, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
-const MODEL = 'llama3.1-8b';
-const PROMPT = 'Tell me about energy efficient inference in large clusters.';
 /** the gateway's stream silence timeout here: a request the fix does not save waits this long, then fails. */
 const CHUNK_TIMEOUT_MS = 45_000;
+let cluster: GatewayCluster;
 let h: Harness;
-let gw: Bus;
 let backend: NatsBackend;
-let router: GatewayRouter;
 const records = new Map<string, Rec>();
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const request = (id: string, maxTokens: number) => completionRequest(id, maxTokens, { giveUpAfterMs: 180_000 });
+
+/** both instances in the router's view: every request of the test is then admitted by the gateway's own routing */
+function readyInView(router: GatewayRouter): number {
+  const plan = router.plan(request(`probe-${Date.now()}`, 1));
+  if (!plan) return 0;
+  const seen = new Set<string>();
+  for (let id = router.pick(plan.pools[0]!, plan.req, seen); id !== undefined; id = router.pick(plan.pools[0]!, plan.req, seen)) seen.add(id);
+  return seen.size;
+}
 
 beforeAll(async () => {
-  h = await startHarness({
-    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json',
-    servers: [{ id: 'n0', gpus: 2 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
-    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
-    // one request in each engine at a time (~30 ms per token): the rest wait in the instance's own queue
-    engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 30_000, initialTp: 1, maxInEngine: 1, maxQueued: 32 },
-    // TTFT SLOs and the ladder far above the waits here: a busy instance queues requests instead of refusing or moving them
-    slo: { ttftMs: { S: 60_000, M: 60_000, L: 60_000 } },
-    emergency: { rejectAfterMs: 60_000, retryAfterS: 1, moveQueueAbove: 64 },
+  cluster = await startGatewayCluster({
+    config: emulatedClusterConfig(2, {
+      // one request in each engine at a time (~30 ms per token): the rest wait in the instance's own queue
+      engine: { maxInEngine: 1, maxQueued: 32 },
+      // TTFT SLOs and the ladder far above the waits here: a busy instance queues requests instead of refusing or moving them
+      slo: { ttftMs: { S: 60_000, M: 60_000, L: 60_000 } },
+      emergency: { rejectAfterMs: 60_000, retryAfterS: 1, moveQueueAbove: 64 },
+    }),
+    ready: 2, readyTimeoutMs: 60_000,
+    gatewayId: 'gw-dpf',
+    backend: () => ({ chunkTimeoutMs: CHUNK_TIMEOUT_MS }),
+    // the routing table and both instances' statuses in the router's view (the table can arrive first)
+    routed: {
+      until: (r) => r.routable() && readyInView(r) >= 2,
+      timeoutMs: 10_000,
+      what: (r) => `the gateway's router to see both instances (routing table: ${r.routable()}, instances ready in its view: ${readyInView(r)})`,
+    },
   });
-  h.startActor('cluster', 'cm-0');
-  h.startActor('pool', 'pm-0');
-  h.startActor('node', 'n0');
-  await h.waitReady(2, 60_000);
+  ({ h, backend } = cluster);
   h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => void records.set(r.id, r), { capacity: 4096 });
-  gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-dpf'), name: 'gw-dpf', log: silentLogger() });
-  const config = loadConfig(h.cfgPath);
-  router = new GatewayRouter(gw, config, loadProfile(profilePathOf(config)));
-  router.start();
-  backend = new NatsBackend(gw, { chunkTimeoutMs: CHUNK_TIMEOUT_MS, router });
-  const until = Date.now() + 10_000;
-  // the routing table and both instances' statuses in the router's view (the table can arrive first): every
-  // request of the test is then admitted by the gateway's own routing
-  const readyInView = (): number => {
-    const plan = router.plan(request(`probe-${Date.now()}`, 1));
-    if (!plan) return 0;
-    const seen = new Set<string>();
-    for (let id = router.pick(plan.pools[0]!, plan.req, seen); id !== undefined; id = router.pick(plan.pools[0]!, plan.req, seen)) seen.add(id);
-    return seen.size;
-  };
-  while (!router.routable() || readyInView() < 2) {
-    if (Date.now() > until) throw new Error(`the gateway's router does not see both instances (routing table: ${router.routable()}, instances ready in its view: ${readyInView()})`);
-    await sleep(100);
-  }
 }, 90_000);
 
 afterAll(async () => {
-  router?.stop();
-  backend?.close();
-  await gw?.close();
-  await h?.stop();
+  await cluster?.stop();
 }, 30_000);
-
-function request(id: string, maxTokens: number): InferenceRequest {
-  const now = Date.now();
-  return {
-    v: 1, id, model: MODEL, kind: 'completion', prompt: PROMPT, inputTokens: 13, maxTokens, ignoreEos: true,
-    arrivalMs: now, giveUpAtMs: now + 180_000, streamSubject: subjects.stream(id),
-  };
-}
 
 interface Client { id: string; admittedOn?: string; chunks: TokenChunk[]; tokens: number; done: Promise<void>; endedMs?: number; error?: string }
 
@@ -156,13 +131,10 @@ describe('direct request plane: the instance manager holding queued requests die
       for (const x of c.chunks) if (runs.at(-1)?.startsWith(`${x.instance}:`) !== true) runs.push(`${x.instance}:${x.seq}`);
       const what = `${c.id} (admitted on ${c.admittedOn}${queuedAtKill.includes(c) ? ', queued at the kill' : ''}; ended ${c.endedMs! - killedAt} ms after the kill; chunks by instance ${runs.join(' ')}; gateway ${JSON.stringify(backend.counters)}): ${c.error ?? JSON.stringify(last?.error ?? null)}`;
       expect(c.error, what).toBeUndefined();
-      expect(last?.error, what).toBeUndefined();
-      expect(last?.done, what).toBe(true);
-      expect(c.chunks.map((x) => x.seq), what).toEqual(c.chunks.map((_, i) => i));
-      // the emulator's tokens are one word each: every token once, none twice
+      expect(last, what).toBeDefined();
+      // every token once, none twice (c.tokens is what the client counted of the same chunks)
+      expectOneStream(c.chunks, MAX, what);
       expect(c.tokens, what).toBe(MAX);
-      expect(c.chunks.map((x) => x.text).join('').trim().split(/\s+/).length, what).toBe(MAX);
-      expect(last!.usage!.completionTokens, what).toBe(MAX);
     }
     // the queued ones were admitted again (and the running one migrated) long before their stream's silence timeout
     for (const c of queuedAtKill) expect(c.endedMs! - killedAt, c.id).toBeLessThan(CHUNK_TIMEOUT_MS);

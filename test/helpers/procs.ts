@@ -4,6 +4,7 @@
  * another suite's: a suite looks for its processes only among the descendants of the ones it started.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /** pid -> command line of every descendant of `roots` (the roots included). */
 export function descendants(roots: readonly number[]): Map<number, string> {
@@ -51,4 +52,22 @@ export function killTree(roots: readonly number[]): number[] {
     }
   }
   return pids;
+}
+
+/** The pids of the children of `pid` now ([] when it has none or is gone). */
+export function childrenOf(pid: number): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').map(Number).filter((n) => n > 0);
+  } catch {
+    return [];
+  }
+}
+
+/** The command line of `pid`, its arguments joined by spaces ('' when it is gone). */
+export function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+  } catch {
+    return '';
+  }
 }

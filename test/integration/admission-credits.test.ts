@@ -14,48 +14,35 @@
  *   for admission again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startHarness, type Harness } from './control-harness.ts';
-import { as } from '../helpers/nats.ts';
-import { Bus } from '../../src/runtime/bus.ts';
-import { silentLogger } from '../../src/runtime/logger.ts';
-import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
-import { GatewayRouter } from '../../actors/gateway/router.ts';
-import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
-import { loadProfile } from '../../src/telemetry/profile-io.ts';
+import { completionRequest, emulatedClusterConfig, sleep, startGatewayCluster, waitFor, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import type { Harness } from './control-harness.ts';
+import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { Ack, InferenceRequest as InferenceRequestCodec, InstanceCommand, InstanceStatus, LegReport, RequestRecord, controlSubjects, subjects, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
-const MODEL = 'llama3.1-8b';
+let cluster: GatewayCluster;
 let h: Harness;
-let gw: Bus;
 let backend: NatsBackend;
-let router: GatewayRouter;
 const records = new Map<string, Rec>();
 const admitted = new Set<string>();
 /** what the instances were sent of each request: its admission's, its credited report's (prompt, promptForm). */
 const sentReqs = new Map<string, InferenceRequest[]>();
 const legReports = new Map<string, string[]>();
 const statuses: InstanceStatus[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const request = (id: string, maxTokens: number) => completionRequest(id, maxTokens, { prompt: 'Tell me about energy efficient inference.', inputTokens: 9 });
 
 beforeAll(async () => {
-  h = await startHarness({
-    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json',
-    servers: [{ id: 'n0', gpus: 1 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
-    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
+  cluster = await startGatewayCluster({
     // ~30 ms per token: a 300-token answer runs long enough to cancel it mid-stream
-    engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 30_000, initialTp: 1, maxInEngine: 16, maxQueued: 64, gatewayCredits: 4, gatewayCreditTtlMs: 20_000 },
+    config: emulatedClusterConfig(1, { engine: { gatewayCredits: 4, gatewayCreditTtlMs: 20_000 } }),
+    ready: 1, readyTimeoutMs: 60_000,
+    gatewayId: 'gw-cred', credits: true,
+    backend: () => ({ chunkTimeoutMs: 20_000 }),
+    // the router routes once it has the cluster's table and a fresh ready status of the instance (a loaded machine may
+    // deliver the status after the table): until then a request goes to the intake, which lends no credits
+    routed: { until: (r) => (r.plan({ ...request(`cr-probe-${Date.now()}`, 1), probe: true })?.pools.length ?? 0) > 0, timeoutMs: 10_000, what: () => 'a route at the gateway' },
   });
-  h.startActor('cluster', 'cm-0');
-  h.startActor('pool', 'pm-0');
-  h.startActor('node', 'n0');
-  await h.waitReady(1, 60_000);
-  gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-cred'), name: 'gw-cred', log: silentLogger() });
-  const config = loadConfig(h.cfgPath);
-  router = new GatewayRouter(gw, config, loadProfile(profilePathOf(config)), 'gw-cred');
-  router.start();
-  backend = new NatsBackend(gw, { chunkTimeoutMs: 20_000, router });
+  ({ h, backend } = cluster);
   h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => void records.set(r.id, r), { capacity: 4096 });
   const sent = (r: InferenceRequest) => void sentReqs.set(r.id, [...(sentReqs.get(r.id) ?? []), r]);
   h.bus.subscribe(subjects.instanceAdmitAll(), InferenceRequestCodec, (r) => {
@@ -67,35 +54,11 @@ beforeAll(async () => {
     if (r.request) sent(r.request);
   }, { capacity: 4096 });
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void statuses.push(st), { capacity: 4096 });
-  // the router routes once it has the cluster's table and a fresh ready status of the instance (a loaded machine may
-  // deliver the status after the table): until then a request goes to the intake, which lends no credits
-  await waitFor(() => (router.plan({ ...request(`cr-probe-${Date.now()}`, 1), probe: true })?.pools.length ? true : undefined), 10_000, 'a route at the gateway');
 }, 90_000);
 
 afterAll(async () => {
-  router?.stop();
-  backend?.close();
-  await gw?.close();
-  await h?.stop();
+  await cluster?.stop();
 }, 30_000);
-
-function request(id: string, maxTokens: number): InferenceRequest {
-  const now = Date.now();
-  return {
-    v: 1, id, model: MODEL, kind: 'completion', prompt: 'Tell me about energy efficient inference.', inputTokens: 9, maxTokens, ignoreEos: true,
-    arrivalMs: now, giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id),
-  };
-}
-
-async function waitFor<T>(f: () => T | undefined, ms: number, what: string): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 async function run(req: InferenceRequest): Promise<TokenChunk[]> {
   const out: TokenChunk[] = [];

@@ -169,15 +169,16 @@ export function oneTp2InstanceConfig(instanceS: number): Record<string, unknown>
 
 /**
  * The usual control plane of a suite: nats, the test's bus, one cluster and one pool manager and a node agent per
- * `nodes` (default n0), then wait for `ready` instances (default 1). Stops what it started if that fails.
+ * `nodes` (default n0), then wait for `ready` instances (default 1) up to `readyTimeoutMs` (default waitReady's). Stops
+ * what it started if that fails.
  */
-export async function startControlPlane(config: Record<string, unknown>, o: { ready?: number; nodes?: string[] } = {}): Promise<Harness> {
+export async function startControlPlane(config: Record<string, unknown>, o: { ready?: number; readyTimeoutMs?: number; nodes?: string[] } = {}): Promise<Harness> {
   const h = await startHarness(config);
   try {
     h.startActor('cluster', 'cm-0');
     h.startActor('pool', 'pm-0');
     for (const n of o.nodes ?? ['n0']) h.startActor('node', n);
-    await h.waitReady(o.ready ?? 1);
+    await h.waitReady(o.ready ?? 1, o.readyTimeoutMs);
     return h;
   } catch (err) {
     await h.stop();

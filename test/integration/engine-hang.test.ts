@@ -15,104 +15,47 @@
  *
  * Each prints the stall's figures: time to the migration, to the instance leaving ready, to the kill, to ready again.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startHarness, type Harness } from './control-harness.ts';
-import { as } from '../helpers/nats.ts';
-import { Bus } from '../../src/runtime/bus.ts';
-import { silentLogger } from '../../src/runtime/logger.ts';
-import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
-import { GatewayRouter } from '../../actors/gateway/router.ts';
-import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
-import { loadProfile } from '../../src/telemetry/profile-io.ts';
-import { InstanceStatus, controlSubjects, subjects, type InferenceRequest, type TokenChunk } from '../../protocols/index.ts';
+import { completionRequest, emulatedClusterConfig, expectOneStream, servingPids, startGatewayCluster, waitFor, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import type { Harness } from './control-harness.ts';
+import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import { InstanceStatus, controlSubjects, type TokenChunk } from '../../protocols/index.ts';
 
-const MODEL = 'llama3.1-8b';
-const PROMPT = 'Tell me about energy efficient inference in large clusters.';
 /** the stream's idle deadline after its first token: 3 s (this suite's; the default is 10 s) */
 const IDLE = { nextTokenMultiple: 1, nextTokenFloorMs: 3000 };
 /** the health watch: a probe every 1.5 s within 1 s, 6 misses: a stopped engine is hung 8.5-10 s after its stall */
 const HEALTH = { intervalMs: 1500, deadlineMs: 1000, misses: 6 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let cluster: GatewayCluster;
 let h: Harness;
-let gw: Bus;
 let backend: NatsBackend;
-let router: GatewayRouter;
 /** each instance's published states, with when they arrived */
 const states: { id: string; atMs: number; state: string }[] = [];
 
 beforeAll(async () => {
-  h = await startHarness({
-    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json',
-    servers: [{ id: 'n0', gpus: 2 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
-    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
-    // a quarter of real time: ~30 ms per token, so a 300-token answer takes seconds and the stall lands mid-stream
-    engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 60_000, initialTp: 1, maxInEngine: 16, maxQueued: 64 },
-    timeouts: { engineIdle: IDLE, engineHealth: HEALTH },
+  cluster = await startGatewayCluster({
+    config: emulatedClusterConfig(2, {
+      engine: { healthDeadlineMs: 60_000 },
+      timeouts: { engineIdle: IDLE, engineHealth: HEALTH },
+    }),
+    ready: 2, readyTimeoutMs: 90_000,
+    gatewayId: 'gw-hang',
+    // the gateway actor's own wiring (actors/gateway/main.ts): the config's idle deadline, the most lenient SLO as fallback
+    backend: (config) => ({ chunkTimeoutMs: 60_000, engineIdle: { settings: config.timeouts.engineIdle, fallback: { ttftMs: config.slo.ttftMs.L, tbtMs: config.slo.tbtMs } } }),
+    routed: { until: (r) => r.routable(), timeoutMs: 20_000, what: () => "the cluster's routing table at the gateway" },
   });
-  h.startActor('cluster', 'cm-0');
-  h.startActor('pool', 'pm-0');
-  h.startActor('node', 'n0');
-  await h.waitReady(2, 90_000);
+  ({ h, backend } = cluster);
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void states.push({ id: st.id, atMs: Date.now(), state: st.state }), { capacity: 4096 });
-  gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-hang'), name: 'gw-hang', log: silentLogger() });
-  const config = loadConfig(h.cfgPath);
-  router = new GatewayRouter(gw, config, loadProfile(profilePathOf(config)));
-  router.start();
-  // the gateway actor's own wiring (actors/gateway/main.ts): the config's idle deadline, the most lenient SLO as fallback
-  backend = new NatsBackend(gw, { chunkTimeoutMs: 60_000, router, engineIdle: { settings: config.timeouts.engineIdle, fallback: { ttftMs: config.slo.ttftMs.L, tbtMs: config.slo.tbtMs } } });
-  await waitFor(() => (router.routable() ? true : undefined), 20_000, "the cluster's routing table at the gateway");
 }, 150_000);
 
 afterAll(async () => {
-  router?.stop();
-  backend?.close();
-  await gw?.close();
-  await h?.stop();
+  await cluster?.stop();
 }, 30_000);
 
-function request(id: string, maxTokens: number): InferenceRequest {
-  const now = Date.now();
-  return {
-    v: 1, id, model: MODEL, kind: 'completion', prompt: PROMPT, inputTokens: 13, maxTokens, ignoreEos: true,
-    arrivalMs: now, giveUpAtMs: now + 180_000, streamSubject: subjects.stream(id),
-  };
-}
-
-async function waitFor<T>(f: () => T | undefined | Promise<T | undefined>, ms: number, what: string): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-function childrenOf(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').map(Number).filter((n) => n > 0);
-  } catch {
-    return [];
-  }
-}
-
-const cmdline = (pid: number): string => {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-  } catch {
-    return '';
-  }
-};
+const request = (id: string, maxTokens: number) => completionRequest(id, maxTokens, { giveUpAfterMs: 180_000 });
 
 /** the engine process of `instance` now (its manager's emulator child), or 0. */
-function enginePid(instance: string): number {
-  const im = h.pidsOf(`--id ${instance} `)[0] ?? 0;
-  return im ? (childrenOf(im).find((pid) => cmdline(pid).includes('engine-emulator')) ?? 0) : 0;
-}
+const enginePid = (instance: string): number => servingPids(h, instance).engine;
 
 /** gone, or a zombie not reaped yet */
 function dead(pid: number): boolean {
@@ -175,13 +118,7 @@ function checkWhole(s: Stall): void {
   const runs: string[] = [];
   for (const c of chunks) if (runs.at(-1)?.startsWith(`${c.instance}:`) !== true) runs.push(`${c.instance}:${c.seq}`);
   const diag = `chunks by instance ${runs.join(' ')}; stalled engine ${s.pid} of ${s.victim}`;
-  expect(chunks.map((c) => c.seq), diag).toEqual(chunks.map((_, i) => i));
-  const last = chunks[chunks.length - 1]!;
-  expect(last.error, `${JSON.stringify(last.error)}; ${diag}`).toBeUndefined();
-  expect(last.done, diag).toBe(true);
-  expect(chunks.reduce((a, c) => a + c.tokens, 0), diag).toBe(300);
-  expect(chunks.map((c) => c.text).join('').trim().split(/\s+/).length, diag).toBe(300);
-  expect(last.usage!.completionTokens, diag).toBe(300);
+  expectOneStream(chunks, 300, diag);
   // the first leg's tokens, then the peer's: the stream went on elsewhere
   const other = chunks.filter((c) => c.tokens > 0 && c.instance !== s.victim);
   expect(other.length, diag).toBeGreaterThan(0);

@@ -30,22 +30,17 @@
  * it, and every migration case runs over that plane (a leg on the peer is routed by the gateway too).
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startHarness, type Harness } from './control-harness.ts';
-import { as } from '../helpers/nats.ts';
-import { Bus } from '../../src/runtime/bus.ts';
-import { silentLogger } from '../../src/runtime/logger.ts';
+import { completionRequest as request, emulatedClusterConfig, expectOneStream, MODEL, PROMPT, servingPids as pidsServing, sleep, startGatewayCluster, waitFor, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import type { Harness } from './control-harness.ts';
+import type { Bus } from '../../src/runtime/bus.ts';
 import OpenAI from 'openai';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
-import { GatewayRouter } from '../../actors/gateway/router.ts';
-import { loadConfig, profilePathOf } from '../../actors/common/config.ts';
-import { loadProfile } from '../../src/telemetry/profile-io.ts';
+import type { GatewayRouter } from '../../actors/gateway/router.ts';
 import { Admission, Cancel, InferenceRequest as InferenceRequestCodec, InstanceTelemetry, LegReport, PoolStatus, RequestRecord, controlSubjects, subjects, TokenChunk as TokenChunkCodec, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
-const MODEL = 'llama3.1-8b';
-const PROMPT = 'Tell me about energy efficient inference in large clusters.';
+let cluster: GatewayCluster;
 let h: Harness;
 let gw: Bus;
 let backend: NatsBackend;
@@ -63,44 +58,15 @@ const powerSeen = new Map<string, number[]>();
 
 /** timeouts.directStartMs of this suite: how long an untaken grant holds its seat */
 const DIRECT_START_MS = 3000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function childrenOf(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').map(Number).filter((n) => n > 0);
-  } catch {
-    return [];
-  }
-}
-
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-  } catch {
-    return '';
-  }
-}
 
 beforeAll(async () => {
-  h = await startHarness({
-    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json',
-    servers: [{ id: 'n0', gpus: 2 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 600, poolS: 600, instanceS: 5 },
-    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
-    // a quarter of real time: ~30 ms per token, so a 150-token answer takes seconds and a kill lands mid-stream
-    engine: { kind: 'emulator', timeScale: 0.25, healthDeadlineMs: 30_000, initialTp: 1, maxInEngine: 16, maxQueued: 64 },
-    timeouts: { directStartMs: DIRECT_START_MS },
+  cluster = await startGatewayCluster({
+    config: emulatedClusterConfig(2, { timeouts: { directStartMs: DIRECT_START_MS } }),
+    ready: 2, readyTimeoutMs: 60_000,
+    gatewayId: 'gw-mig',
+    backend: () => ({ chunkTimeoutMs: 20_000 }),
   });
-  h.startActor('cluster', 'cm-0');
-  h.startActor('pool', 'pm-0');
-  h.startActor('node', 'n0');
-  await h.waitReady(2, 60_000);
-  gw = await Bus.connect({ servers: h.nats.url, ...as('gateway', 'gw-mig'), name: 'gw-mig', log: silentLogger() });
-  const config = loadConfig(h.cfgPath);
-  router = new GatewayRouter(gw, config, loadProfile(profilePathOf(config)));
-  router.start();
-  backend = new NatsBackend(gw, { chunkTimeoutMs: 20_000, router });
+  ({ h, gw, backend, router } = cluster);
   h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
     records.set(r.id, r);
     router.learn(r);
@@ -111,33 +77,11 @@ beforeAll(async () => {
   h.bus.subscribe(subjects.instanceLegAll(), LegReport, (r) => void legReports.set(r.id, [...(legReports.get(r.id) ?? []), r.phase]), { capacity: 4096 });
   h.bus.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => void powerSeen.set(t.id, [...(powerSeen.get(t.id) ?? []), t.powerW].slice(-600)), { capacity: 4096 });
   h.bus.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (st) => void poolStatuses.push({ atMs: Date.now(), st }), { capacity: 4096 });
-  await waitFor(() => (router.routable() ? true : undefined), 10_000, "the cluster's routing table at the gateway");
 }, 90_000);
 
 afterAll(async () => {
-  router?.stop();
-  backend?.close();
-  await gw?.close();
-  await h?.stop();
+  await cluster?.stop();
 }, 30_000);
-
-function request(id: string, maxTokens: number): InferenceRequest {
-  const now = Date.now();
-  return {
-    v: 1, id, model: MODEL, kind: 'completion', prompt: PROMPT, inputTokens: 13, maxTokens, ignoreEos: true,
-    arrivalMs: now, giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id),
-  };
-}
-
-async function waitFor<T>(f: () => T | undefined, ms: number, what: string): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /** Streams `req`; `onChunk` may act mid-stream (a kill). Returns every chunk the client saw. */
 async function run(req: InferenceRequest, onChunk?: (c: TokenChunk, tokensSoFar: number) => void, b: NatsBackend = backend): Promise<TokenChunk[]> {
@@ -153,17 +97,8 @@ async function run(req: InferenceRequest, onChunk?: (c: TokenChunk, tokensSoFar:
 }
 
 function checkOneStream(chunks: TokenChunk[], maxTokens: number): string {
-  expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
-  const last = chunks[chunks.length - 1]!;
-  expect(last.error, JSON.stringify(last.error)).toBeUndefined();
-  expect(last.done).toBe(true);
-  const text = chunks.map((c) => c.text).join('');
   if (process.env.DYN_DEBUG) console.log(JSON.stringify(chunks.map((c) => [c.seq, c.tokens, c.text, c.instance])));
-  // the emulator's tokens are one word each: every token reached the client once, none twice
-  expect(chunks.reduce((a, c) => a + c.tokens, 0)).toBe(maxTokens);
-  expect(text.trim().split(/\s+/).length).toBe(maxTokens);
-  expect(last.usage!.completionTokens).toBe(maxTokens);
-  return text;
+  return expectOneStream(chunks, maxTokens);
 }
 
 /**
@@ -172,9 +107,7 @@ function checkOneStream(chunks: TokenChunk[], maxTokens: number): string {
  * which lags) may find an engine that a previous kill left restarting, or none yet.
  */
 function servingPids(instance: string): { im: number; engine: number } {
-  const im = h.pidsOf(`--id ${instance} `)[0] ?? 0;
-  // the manager's child that runs the emulator (a manager may have other short-lived children)
-  const engine = im ? (childrenOf(im).find((pid) => cmdline(pid).includes('engine-emulator')) ?? 0) : 0;
+  const { im, engine } = pidsServing(h, instance);
   if (!(im > 0 && engine > 0)) throw new Error(`no serving processes of ${instance} (instance manager ${im}, engine ${engine})`);
   return { im, engine };
 }
