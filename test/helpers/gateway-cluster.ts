@@ -4,7 +4,8 @@
  * config and permissions, cluster, pool and node managers, instance managers with emulated engines) and, once its
  * instances are ready, a gateway in the test: the real NatsBackend and GatewayRouter on a gateway-role connection,
  * wired as the gateway actor wires them, and ready once its router sees what the suite needs. Also the requests and
- * checks of these suites: a request's build, the check that a client's stream is whole.
+ * checks of these suites and of the intake-hold ones (a pool's hold, its election): a request's build, a timed send,
+ * the checks that a client's stream is whole.
  */
 import { expect } from 'vitest';
 import { startControlPlane, type Harness } from '../integration/control-harness.ts';
@@ -149,3 +150,34 @@ export function expectOneStream(chunks: TokenChunk[], maxTokens: number, diag?: 
   return text;
 }
 
+/** What `submitTimed` saw: how long the admission took, the chunks, or the error that ended the request. */
+export interface TimedOutcome { admitMs: number; chunks: TokenChunk[]; error?: string }
+
+/** A 20-token request (a 10-word prompt) through `backend`, followed to its end; a failure is returned, not thrown. */
+export async function submitTimed(backend: NatsBackend, tag: string): Promise<TimedOutcome> {
+  const id = `${tag}-${Math.random().toString(36).slice(2, 8)}`;
+  const now = Date.now();
+  const req: InferenceRequest = {
+    v: 1, id, model: MODEL, kind: 'completion', prompt: 'hello '.repeat(10), inputTokens: 12, maxTokens: 20, ignoreEos: true,
+    arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream(id),
+  };
+  const chunks: TokenChunk[] = [];
+  try {
+    const stream = await backend.submit(req, new AbortController().signal);
+    const admitMs = Date.now() - now;
+    for await (const c of stream) chunks.push(c);
+    return { admitMs, chunks };
+  } catch (err) {
+    return { admitMs: Date.now() - now, chunks, error: `${(err as Error).name}: ${(err as Error).message}` };
+  }
+}
+
+/** `submitTimed`'s request completed: no error, a done chunk, its 20 tokens, seq contiguous from 0. */
+export function expectCompleted(r: TimedOutcome): void {
+  expect(r.error).toBeUndefined();
+  const last = r.chunks[r.chunks.length - 1]!;
+  expect(last.error).toBeUndefined();
+  expect(last.done).toBe(true);
+  expect(r.chunks.reduce((n, c) => n + c.tokens, 0)).toBe(20);
+  expect(r.chunks.map((c) => c.seq)).toEqual(r.chunks.map((_, k) => k));
+}

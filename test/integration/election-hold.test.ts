@@ -20,7 +20,8 @@ import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { ElectionWatch } from '../../actors/gateway/elections.ts';
-import { PoolStatus, controlSubjects, subjects, type InferenceRequest, type TokenChunk } from '../../protocols/index.ts';
+import { PoolStatus, controlSubjects } from '../../protocols/index.ts';
+import { expectCompleted, submitTimed, waitFor as until } from '../helpers/gateway-cluster.ts';
 
 const POOL = 'pool-all';
 const ADMIT_MS = 2000;
@@ -30,7 +31,6 @@ let gw: Bus;
 let backend: NatsBackend;
 let watch: ElectionWatch;
 const leaders: { leader: string; atMs: number }[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   h = await startHarness({
@@ -61,53 +61,19 @@ afterAll(async () => {
   await h?.stop();
 }, 30_000);
 
-async function until<T>(f: () => Promise<T | undefined> | T | undefined, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-/** One request through the gateway's backend (the cluster intake): how long its admission took, and its chunks (or the error that ended it). */
-async function send(tag: string): Promise<{ admitMs: number; chunks: TokenChunk[]; error?: string }> {
-  const id = `${tag}-${Math.random().toString(36).slice(2, 8)}`;
-  const now = Date.now();
-  const req: InferenceRequest = {
-    v: 1, id, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello '.repeat(10), inputTokens: 12, maxTokens: 20, ignoreEos: true,
-    arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream(id),
-  };
-  const chunks: TokenChunk[] = [];
-  try {
-    const stream = await backend.submit(req, new AbortController().signal);
-    const admitMs = Date.now() - now;
-    for await (const c of stream) chunks.push(c);
-    return { admitMs, chunks };
-  } catch (err) {
-    return { admitMs: Date.now() - now, chunks, error: `${(err as Error).name}: ${(err as Error).message}` };
-  }
-}
-
 describe('a request sent during a pool leader election', () => {
   it('is waited for past the intake budget and completes once the standby leads', async () => {
     await h.waitReady(1);
     const first = await until(() => leaders.at(-1)?.leader, 10_000, 'a pool leader');
     // a request with a leader in place completes (the election counters are read from here on)
-    const calm = await send('calm');
+    const calm = await submitTimed(backend, 'calm');
     expect(calm.error).toBeUndefined();
     const heldBefore = backend.counters.electionHolds;
 
     const killedAt = Date.now();
     h.procs.get(first)!.kill('SIGKILL');
-    const r = await send('elect');
-    expect(r.error).toBeUndefined();
-    const last = r.chunks[r.chunks.length - 1]!;
-    expect(last.error).toBeUndefined();
-    expect(last.done).toBe(true);
-    expect(r.chunks.reduce((n, c) => n + c.tokens, 0)).toBe(20);
-    expect(r.chunks.map((c) => c.seq)).toEqual(r.chunks.map((_, k) => k));
+    const r = await submitTimed(backend, 'elect');
+    expectCompleted(r);
     // it waited on the election: past the budget, admitted once the standby led
     const successor = await until(() => leaders.find((l) => l.atMs > killedAt), 10_000, "the successor's pool status");
     expect(successor.leader).toBe(first === 'pm-0' ? 'pm-1' : 'pm-0');

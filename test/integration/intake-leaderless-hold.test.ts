@@ -20,7 +20,8 @@ import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { ElectionWatch } from '../../actors/gateway/elections.ts';
-import { PoolStatus, controlSubjects, subjects, type InferenceRequest, type TokenChunk } from '../../protocols/index.ts';
+import { PoolStatus, controlSubjects } from '../../protocols/index.ts';
+import { expectCompleted, sleep, submitTimed, waitFor as until } from '../helpers/gateway-cluster.ts';
 
 const POOL = 'pool-all';
 const ADMIT_MS = 2000;
@@ -28,7 +29,6 @@ const DEAD_AFTER_MS = 1500;
 let h: Harness;
 let gw: Bus;
 const leaders: { leader: string; atMs: number }[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   h = await startHarness({
@@ -53,35 +53,6 @@ afterAll(async () => {
   await h?.stop();
 }, 30_000);
 
-async function until<T>(f: () => Promise<T | undefined> | T | undefined, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-/** One request through `backend` (the cluster intake): how long its admission took, and its chunks (or the error that ended it). */
-async function send(backend: NatsBackend, tag: string): Promise<{ admitMs: number; chunks: TokenChunk[]; error?: string }> {
-  const id = `${tag}-${Math.random().toString(36).slice(2, 8)}`;
-  const now = Date.now();
-  const req: InferenceRequest = {
-    v: 1, id, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello '.repeat(10), inputTokens: 12, maxTokens: 20, ignoreEos: true,
-    arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream(id),
-  };
-  const chunks: TokenChunk[] = [];
-  try {
-    const stream = await backend.submit(req, new AbortController().signal);
-    const admitMs = Date.now() - now;
-    for await (const c of stream) chunks.push(c);
-    return { admitMs, chunks };
-  } catch (err) {
-    return { admitMs: Date.now() - now, chunks, error: `${(err as Error).name}: ${(err as Error).message}` };
-  }
-}
-
 describe('a request whose pool has no leader, through a gateway that has not seen the election', () => {
   it('is held by the intake past the gateway budget and completes once a new pool manager leads', async () => {
     await h.waitReady(1);
@@ -96,16 +67,11 @@ describe('a request whose pool has no leader, through a gateway that has not see
     const backend = new NatsBackend(gw, { admitTimeoutMs: ADMIT_MS, admitAttemptMs: 1000, chunkTimeoutMs: 30_000, elections: watch });
     try {
       const sentAt = Date.now();
-      const pending = send(backend, "leaderless");
+      const pending = submitTimed(backend, "leaderless");
       await sleep(2 * ADMIT_MS);
       h.startActor('pool', 'pm-1');
       const r = await pending;
-      expect(r.error).toBeUndefined();
-      const last = r.chunks[r.chunks.length - 1]!;
-      expect(last.error).toBeUndefined();
-      expect(last.done).toBe(true);
-      expect(r.chunks.reduce((n, c) => n + c.tokens, 0)).toBe(20);
-      expect(r.chunks.map((c) => c.seq)).toEqual(r.chunks.map((_, k) => k));
+      expectCompleted(r);
       // admitted by the new pool leader, past the gateway's budget: the intake's hold notices kept it waiting
       const successor = await until(() => leaders.find((l) => l.atMs > sentAt), 10_000, "pm-1's pool status");
       expect(successor.leader).toBe('pm-1');

@@ -23,7 +23,8 @@ import { as } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
-import { PoolStatus, controlSubjects, subjects, type InferenceRequest, type TokenChunk } from '../../protocols/index.ts';
+import { PoolStatus, controlSubjects } from '../../protocols/index.ts';
+import { expectCompleted, submitTimed, waitFor as until } from '../helpers/gateway-cluster.ts';
 import { freePort } from '../helpers/net.ts';
 import { parsePrometheusText } from '../../src/telemetry/prom-parse.ts';
 import { promtoolProblems } from '../helpers/promtool.ts';
@@ -37,7 +38,6 @@ let backend: NatsBackend;
 const leaders: string[] = [];
 /** each pool manager's health address, where it serves its /metrics. */
 const metricsPort = new Map<string, number>();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   h = await startHarness({
@@ -67,35 +67,6 @@ afterAll(async () => {
   await h?.stop();
 }, 30_000);
 
-async function until<T>(f: () => Promise<T | undefined> | T | undefined, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-/** One request through the gateway's backend: how long its admission took, and its chunks (or the error that ended it). */
-async function send(tag: string): Promise<{ admitMs: number; chunks: TokenChunk[]; error?: string }> {
-  const id = `${tag}-${Math.random().toString(36).slice(2, 8)}`;
-  const now = Date.now();
-  const req: InferenceRequest = {
-    v: 1, id, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello '.repeat(10), inputTokens: 12, maxTokens: 20, ignoreEos: true,
-    arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream(id),
-  };
-  const chunks: TokenChunk[] = [];
-  try {
-    const stream = await backend.submit(req, new AbortController().signal);
-    const admitMs = Date.now() - now;
-    for await (const c of stream) chunks.push(c);
-    return { admitMs, chunks };
-  } catch (err) {
-    return { admitMs: Date.now() - now, chunks, error: `${(err as Error).name}: ${(err as Error).message}` };
-  }
-}
-
 /** A pool manager's /metrics: its text and one sample's value (labels matched as given; absent: undefined). */
 async function poolMetrics(id: string): Promise<{ text: string; value(name: string, labels?: Record<string, string>): number | undefined }> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort.get(id)}/metrics`)).text();
@@ -103,21 +74,12 @@ async function poolMetrics(id: string): Promise<{ text: string; value(name: stri
   return { text, value: (name, labels = {}) => fams.get(name)?.samples.find((x) => Object.entries({ pool: POOL, ...labels }).every(([k, v]) => x.labels[k] === v))?.value };
 }
 
-function complete(r: { chunks: TokenChunk[]; error?: string }): void {
-  expect(r.error).toBeUndefined();
-  const last = r.chunks[r.chunks.length - 1]!;
-  expect(last.error).toBeUndefined();
-  expect(last.done).toBe(true);
-  expect(r.chunks.reduce((n, c) => n + c.tokens, 0)).toBe(20);
-  expect(r.chunks.map((c) => c.seq)).toEqual(r.chunks.map((_, k) => k));
-}
-
 describe('a pool hold longer than the gateway intake budget', () => {
   it('the engine still loading: the request is held past admitTimeoutMs and completes', async () => {
     // the pool leads, its instance is starting (its engine loads for STARTUP_MS): send now
     await until(async () => (await h.status())?.pools.find((p) => p.id === POOL)?.instances.some((i) => i.state === 'starting') || undefined, 30_000, 'a starting instance');
-    const r = await send('load');
-    complete(r);
+    const r = await submitTimed(backend, 'load');
+    expectCompleted(r);
     expect(r.admitMs).toBeGreaterThan(ADMIT_MS);
     expect(backend.counters.poolHolds).toBeGreaterThanOrEqual(1);
     // the leader counted the hold and its outcome; it holds nothing now; the standby counted nothing
@@ -144,13 +106,13 @@ describe('a pool hold longer than the gateway intake budget', () => {
     const holds = backend.counters.poolHolds;
     const successor = leader === 'pm-0' ? 'pm-1' : 'pm-0';
     const before = (await poolMetrics(successor)).value('dynamollm_pool_hold_outcomes_total', { outcome: 'dispatched' }) ?? 0;
-    const pending = send('lead');
+    const pending = submitTimed(backend, 'lead');
     await until(() => (backend.counters.poolHolds > holds ? true : undefined), 5000, 'the hold notice');
     // held now, as the leader's metrics show while the request waits
     expect((await poolMetrics(leader)).value('dynamollm_pool_held_requests')).toBeGreaterThanOrEqual(1);
     h.procs.get(leader)!.kill('SIGKILL');
     const r = await pending;
-    complete(r);
+    expectCompleted(r);
     expect(r.admitMs).toBeGreaterThan(ADMIT_MS);
     // the request was held by the standby after the leader's death, and dispatched by it
     expect(leaders.at(-1)).toBe(successor);
