@@ -5,75 +5,7 @@
  * with GPUs granted.
  */
 import { describe, it, expect } from 'vitest';
-import {
-  initialPoolState, poolStep,
-  type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState,
-} from '../../src/policy/machines/pool.ts';
-import type { InstanceStatus } from '../../protocols/control.ts';
-import type { InferenceRequest } from '../../protocols/messages.ts';
-import type { RequestType } from '../../protocols/request-types.ts';
-
-const T0 = 1_700_000_000_000;
-const POOL = 'pool-SS';
-
-const cfg = (o: Partial<PoolMachineConfig> = {}): PoolMachineConfig => ({
-  pool: POOL, holder: 'pm-1', headroom: 0, deadAfterMs: 3000, statusIntervalMs: 500, epochMs: 300_000, healthDeadlineMs: 10_000,
-  initialTp: 4, moveQueueAbove: 4, retryAfterS: 1, planner: 'heuristic', ...o,
-});
-
-let n = 0;
-function req(o: Partial<InferenceRequest> = {}): InferenceRequest {
-  const id = `r${++n}`;
-  return {
-    v: 1, id, model: 'm', kind: 'completion', prompt: 'x', inputTokens: 100, maxTokens: 50, arrivalMs: T0, giveUpAtMs: T0 + 600_000,
-    streamSubject: `dyn.v1.stream.${id}`, type: 'SS' as RequestType, ...o,
-  };
-}
-
-const seqs = new Map<string, number>();
-/** An instance's status; `seq` counts per instance unless given. */
-function status(id: string, o: Partial<InstanceStatus> = {}): InstanceStatus {
-  const seq = o.seq ?? (seqs.get(id) ?? 0) + 1;
-  seqs.set(id, seq);
-  const m = /-(node-\d+)-g(\d+)x(\d+)$/.exec(id);
-  const tp = m ? Number(m[3]) : 4;
-  const g0 = m ? Number(m[2]) : 0;
-  return {
-    v: 1, id, pool: POOL, node: m?.[1] ?? 'node-0', tp: tp as 1 | 2 | 4 | 8, gpuIds: Array.from({ length: tp }, (_, i) => g0 + i), state: 'ready', startedMs: T0, seq, sentMs: T0,
-    clockMhz: 1980, maxClockMhz: 1980, queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {}, ...o,
-  };
-}
-
-class Drive {
-  s: PoolMachineState = initialPoolState(['SS']);
-  ref = 0;
-  constructor(readonly c: PoolMachineConfig = cfg()) {}
-  at(ms: number, ev: PoolEvent): PoolEffect[] {
-    const before = this.s;
-    const { state, effects } = poolStep(this.s, ev, T0 + ms, this.c);
-    expect(state).not.toBe(before);
-    this.s = state;
-    return effects;
-  }
-  lead(ms: number): PoolEffect[] {
-    return this.at(ms, { type: 'lead', term: 1 });
-  }
-  dispatch(ms: number, r: InferenceRequest): PoolEffect[] {
-    return this.at(ms, { type: 'dispatch', ref: ++this.ref, req: r });
-  }
-}
-const admits = (fx: PoolEffect[]) => fx.flatMap((e) => (e.kind === 'admit' ? [e] : []));
-const replies = (fx: PoolEffect[]) => fx.flatMap((e) => (e.kind === 'reply' ? [e] : []));
-
-/** A leader with two ready TP4 instances on node-0 (no assignment: nothing to reconcile). */
-function twoReady(c = cfg()): Drive {
-  const d = new Drive(c);
-  d.at(0, { type: 'start' });
-  d.lead(0);
-  d.at(10, { type: 'status', status: status(`${POOL}-node-0-g0x4`) });
-  d.at(10, { type: 'status', status: status(`${POOL}-node-0-g4x4`) });
-  return d;
-}
+import { admits, Drive, POOL, replies, req, status, T0, twoReady } from '../helpers/pool-machine.ts';
 
 describe('pool machine: holds for missing capacity', () => {
   it('every instance restarting (capacity only missing for now): requests are held and admitted once one is ready, not refused', () => {
