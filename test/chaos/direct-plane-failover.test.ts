@@ -13,7 +13,8 @@
  * their stream's silence timeout (chunkTimeoutMs): without the gateway's watch they fail with 'timeout' then.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { completionRequest, emulatedClusterConfig, expectOneStream, sleep, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { completionRequest, emulatedClusterConfig, expectOneStream, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { sleep } from '../helpers/wait.ts';
 import type { Harness } from '../integration/control-harness.ts';
 import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import type { GatewayRouter } from '../../actors/gateway/router.ts';

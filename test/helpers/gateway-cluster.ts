@@ -11,6 +11,7 @@ import { expect } from 'vitest';
 import { startControlPlane, type Harness } from '../integration/control-harness.ts';
 import { as } from './nats.ts';
 import { childrenOf, commandLine } from './procs.ts';
+import { sleep } from './wait.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { NatsBackend, type NatsBackendOptions } from '../../actors/gateway/nats-backend.ts';
@@ -101,19 +102,6 @@ export async function startGatewayCluster(o: GatewayClusterOptions): Promise<Gat
   }
 }
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** `f`'s first value other than undefined, asked every 100 ms; throws after `ms`, saying what it waited for. */
-export async function waitFor<T>(f: () => T | undefined | Promise<T | undefined>, ms: number, what: string): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 /** A completion of exactly `maxTokens` tokens (ignoreEos) of PROMPT, or `o.prompt` of `o.inputTokens`; the client gives up after 120 s. */
 export function completionRequest(id: string, maxTokens: number, o: { prompt?: string; inputTokens?: number; giveUpAfterMs?: number } = {}): InferenceRequest {
   const now = Date.now();
@@ -121,6 +109,26 @@ export function completionRequest(id: string, maxTokens: number, o: { prompt?: s
     v: 1, id, model: MODEL, kind: 'completion', prompt: o.prompt ?? PROMPT, inputTokens: o.inputTokens ?? PROMPT_TOKENS, maxTokens, ignoreEos: true,
     arrivalMs: now, giveUpAtMs: now + (o.giveUpAfterMs ?? 120_000), streamSubject: subjects.stream(id),
   };
+}
+
+/**
+ * Streams `req` through `backend` and aborts it once `afterTokens` tokens arrived: its client goes away (the stream
+ * ends with the abort, as the HTTP layer sees it). Returns the instance that served it.
+ */
+export async function abortAfter(backend: NatsBackend, req: InferenceRequest, afterTokens: number): Promise<string | undefined> {
+  const ac = new AbortController();
+  let n = 0;
+  let instance: string | undefined;
+  try {
+    for await (const c of await backend.submit(req, ac.signal)) {
+      n += c.tokens;
+      instance ??= c.instance;
+      if (n >= afterTokens) ac.abort();
+    }
+  } catch {
+    // the stream ends with the abort
+  }
+  return instance;
 }
 
 /**

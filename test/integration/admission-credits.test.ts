@@ -14,7 +14,8 @@
  *   for admission again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { completionRequest, emulatedClusterConfig, sleep, startGatewayCluster, waitFor, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { abortAfter, completionRequest, emulatedClusterConfig, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { sleep, waitFor } from '../helpers/wait.ts';
 import type { Harness } from './control-harness.ts';
 import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { Ack, InferenceRequest as InferenceRequestCodec, InstanceCommand, InstanceStatus, LegReport, RequestRecord, controlSubjects, subjects, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
@@ -113,18 +114,8 @@ describe('admission credits', () => {
     await run(request(`cr-warm-${Date.now()}`, 2)); // a loan in hand (the previous case may have spent it)
     const credited0 = backend.counters.credited;
     const id = `cr-cancel-${Date.now()}`;
-    const ac = new AbortController();
-    let n = 0;
-    let instance: string | undefined;
-    try {
-      for await (const c of await backend.submit(request(id, 300), ac.signal)) {
-        n += c.tokens;
-        instance ??= c.instance;
-        if (n >= 5) ac.abort();
-      }
-    } catch {
-      // the stream ends with the abort
-    }
+    // the client goes away at its 5th token
+    const instance = await abortAfter(backend, request(id, 300), 5);
     expect(backend.counters.credited - credited0).toBe(1);
     expect(admitted.has(id)).toBe(false);
     const rec = await waitFor(() => records.get(id), 5000, 'the cancelled record');

@@ -8,7 +8,8 @@
  * left to finish where it is.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { completionRequest as request, emulatedClusterConfig, expectOneStream, sleep, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { completionRequest as request, emulatedClusterConfig, expectOneStream, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { sleep } from '../helpers/wait.ts';
 import type { Harness } from './control-harness.ts';
 import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { Ack, InstanceCommand, InstanceStatus, RequestRecord, controlSubjects, subjects, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';

@@ -17,7 +17,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { completionRequest, emulatedClusterConfig, expectOneStream, servingPids, startGatewayCluster, waitFor, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { completionRequest, emulatedClusterConfig, expectOneStream, servingPids, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { waitFor } from '../helpers/wait.ts';
 import type { Harness } from './control-harness.ts';
 import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { InstanceStatus, controlSubjects, type TokenChunk } from '../../protocols/index.ts';

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor as until } from '../helpers/wait.ts';
 import { startNatsServer, type TestNats } from '../helpers/nats.ts';
 import { freePort } from '../helpers/net.ts';
 import { killTree } from '../helpers/procs.ts';
@@ -57,16 +58,6 @@ function gateway(port: number, standby: boolean): ChildProcess & { log: () => st
 const DRAIN_GRACE_MS = 15_000;
 
 const alive = (p: ChildProcess) => p.exitCode === null && p.signalCode === null;
-
-async function until<T>(f: () => Promise<T | undefined> | T | undefined, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** The process (of `ps`) that holds `port`'s listening socket, by the socket inode in /proc/net/tcp. */
 async function listener<P extends ChildProcess>(port: number, ps: P[]): Promise<P | undefined> {

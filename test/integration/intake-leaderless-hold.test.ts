@@ -21,7 +21,8 @@ import { silentLogger } from '../../src/runtime/logger.ts';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { ElectionWatch } from '../../actors/gateway/elections.ts';
 import { PoolStatus, controlSubjects } from '../../protocols/index.ts';
-import { expectCompleted, sleep, submitTimed, waitFor as until } from '../helpers/gateway-cluster.ts';
+import { expectCompleted, submitTimed } from '../helpers/gateway-cluster.ts';
+import { sleep, waitFor as until } from '../helpers/wait.ts';
 
 const POOL = 'pool-all';
 const ADMIT_MS = 2000;

@@ -9,6 +9,7 @@
  * then 'ready' with an admission that says yes, and every held request is answered with that admission.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor as until } from '../helpers/wait.ts';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
@@ -31,7 +32,6 @@ let leader: PoolLeader;
 let statusTimer: NodeJS.Timeout | undefined;
 let state: Status['state'] = 'starting';
 let admitted = 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   nats = await startNatsServer();
@@ -60,16 +60,6 @@ function publishStatus(): void {
     queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
   };
   admin.publish(controlSubjects.instanceStatus(POOL, INSTANCE), InstanceStatus, st);
-}
-
-async function until<T>(f: () => T | undefined, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 describe('a burst of held dispatches', () => {

@@ -10,6 +10,7 @@
  * connection whose KV opens of those two buckets are made to fail (the connection itself is real).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep, waitFor as until } from '../helpers/wait.ts';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
 import { startStallProxy } from '../helpers/stall-proxy.ts';
 import { Bus } from '../../src/runtime/bus.ts';
@@ -26,7 +27,6 @@ let nats: TestNats;
 let admin: Bus;
 const buses: Bus[] = [];
 const leaders: PoolLeader[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   nats = await startNatsServer();
@@ -74,16 +74,6 @@ function leader(pool: string, bus: Bus, takeoverReadMs: number): PoolLeader {
 function request(id: string): Req {
   const now = Date.now();
   return { v: 1, id, model: 'llama2-70b', kind: 'completion', prompt: 'hello', inputTokens: 10, maxTokens: 20, arrivalMs: now, giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id), type: 'SS' };
-}
-
-async function until<T>(f: () => T | undefined, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 /**

@@ -31,7 +31,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { completionRequest as request, emulatedClusterConfig, expectOneStream, MODEL, PROMPT, servingPids as pidsServing, sleep, startGatewayCluster, waitFor, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { abortAfter, completionRequest as request, emulatedClusterConfig, expectOneStream, MODEL, PROMPT, servingPids as pidsServing, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { sleep, waitFor } from '../helpers/wait.ts';
 import type { Harness } from './control-harness.ts';
 import type { Bus } from '../../src/runtime/bus.ts';
 import OpenAI from 'openai';
@@ -164,18 +165,8 @@ describe('direct data path', () => {
 
   it('a client that goes away cancels the request at its instance (recorded cancelled, slot freed)', async () => {
     const id = `dp-cancel-${Date.now()}`;
-    const ac = new AbortController();
-    let n = 0;
-    let instance: string | undefined;
-    try {
-      for await (const c of await backend.submit(request(id, 300), ac.signal)) {
-        n += c.tokens;
-        instance ??= c.instance;
-        if (n >= 5) ac.abort();
-      }
-    } catch {
-      // the stream ends with the abort: what the HTTP layer sees when its client goes away
-    }
+    // the client goes away at its 5th token
+    const instance = await abortAfter(backend, request(id, 300), 5);
     const rec = await waitFor(() => records.get(id), 5000, 'the cancelled record');
     expect(rec.outcome).toBe('cancelled');
     expect(rec.instance).toBe(instance);

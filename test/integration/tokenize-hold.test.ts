@@ -8,6 +8,7 @@
  * agent, its instance manager and emulated engine); the gateway's NatsBackend and GatewayRouter in the test.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor as until } from '../helpers/wait.ts';
 import { startHarness, type Harness } from './control-harness.ts';
 import { as } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
@@ -30,7 +31,6 @@ let h: Harness;
 let gw: Bus;
 let router: GatewayRouter;
 let backend: NatsBackend;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   h = await startHarness(config);
@@ -49,16 +49,6 @@ afterAll(async () => {
   await gw?.close();
   await h?.stop();
 }, 30_000);
-
-async function until<T>(f: () => T | undefined, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 describe('a prompt counted while the only instance restarts', () => {
   it('waits past the tokenize deadline for the restarted engine and is counted', async () => {
