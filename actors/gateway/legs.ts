@@ -4,6 +4,7 @@
  * request whose engine or instance died (request migration, docs/DATAPATH.md); waiting for NATS to reconnect;
  * a request-reply retried inside a deadline.
  */
+import { randomBytes } from 'node:crypto';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { subjects } from '../../protocols/subjects.ts';
@@ -93,6 +94,13 @@ export interface StreamState {
   ended?: boolean;
   /** the reader's batch sink threw: the stream ends with its exception (the leg cancelled, no migration, no error chunk). */
   readerFailed?: boolean;
+  /**
+   * the client got a tool-call or reasoning delta (sentEvent): output a continuation's prompt cannot carry (it takes
+   * text only), so the stream does not migrate (canMigrate) and a broken leg ends it with a retryable error.
+   */
+  opaque?: boolean;
+  /** what makes this stream's continuation leg ids its own (a resume's: resumedState), so no two resumes reuse a leg id. */
+  legTag?: string;
 }
 
 /**
@@ -129,10 +137,32 @@ export function timeTokens(t: LegTiming, k: number, offs: number[] | undefined, 
   t.tokens += k;
 }
 
-/** The next leg of a request whose engine died: its prompt extended by the text already sent. */
+/**
+ * An engine event given to the client (text, a tool-call delta, reasoning, logprobs): its tokens, counted in `st.sent`
+ * (the engine's count of a multi-token event, else one for an event with output, none for logprobs alone), and its text
+ * kept for a continuation. A tool-call or reasoning delta makes the stream opaque: the text kept no longer says what the
+ * client has (the tool call's text is what vLLM's tool parser made of tokens the gateway never sees; a chat template
+ * closes the reasoning of a continued assistant turn), so the text is released and the stream cannot migrate.
+ */
+export function sentEvent(st: StreamState, ch: Pick<EngineChunk, 'text' | 'tokens' | 'toolCalls' | 'reasoning'>, kept: MigrationText): number {
+  const other = ch.toolCalls !== undefined || !!ch.reasoning;
+  const k = ch.tokens ?? (ch.text !== '' || other ? 1 : 0);
+  st.sent += k;
+  if (other && !st.opaque) {
+    st.opaque = true;
+    kept.release(st);
+  }
+  kept.append(st, ch.text);
+  return k;
+}
+
+/**
+ * The next leg of a request whose engine died: its prompt extended by the text already sent (a chat's assistant turn
+ * continued: the client's own final assistant message when it asked for continue_final_message, else a new one).
+ */
 export function continuation(req: InferenceRequest, st: StreamState): InferenceRequest {
   const n = st.legs;
-  const suffix = `-m${n}`;
+  const suffix = st.legTag ? `-${st.legTag}m${n}` : `-m${n}`;
   const id = req.id.slice(0, MAX_ID - suffix.length) + suffix;
   const next: InferenceRequest = {
     ...req,
@@ -148,7 +178,10 @@ export function continuation(req: InferenceRequest, st: StreamState): InferenceR
   if (st.sent === 0 && st.text === '') return next;
   if (req.messages) {
     // the chat continues the assistant turn it was writing (vLLM's continue_final_message)
-    next.messages = [...req.messages, { role: 'assistant', content: st.text }];
+    const last = req.messages.at(-1);
+    next.messages = req.params?.continue_final_message && last?.role === 'assistant' && typeof last.content === 'string'
+      ? [...req.messages.slice(0, -1), { ...last, content: last.content + st.text }]
+      : [...req.messages, { role: 'assistant', content: st.text }];
     next.params = { ...req.params, continue_final_message: true, add_generation_prompt: false };
   } else {
     next.prompt = (typeof req.prompt === 'string' ? req.prompt : '') + st.text;
@@ -185,10 +218,14 @@ export function engineRequestOf(lr: InferenceRequest, nowMs: number, idle: Engin
   };
 }
 
-/** A request may continue on a peer: legs left (`limit`), its text kept, tokens still to make, a prompt it can extend. */
+/**
+ * A request may continue on a peer: legs left (`limit`), its text kept, no tool-call or reasoning output sent (opaque),
+ * tokens still to make, a prompt it can extend without changing what the model must write (continuable).
+ */
 export function canMigrate(req: InferenceRequest, st: StreamState, limit: number): boolean {
-  if (st.legs - (st.resumes ?? 0) >= limit || !st.keepText || st.sent >= req.maxTokens) return false;
-  // echo would repeat the prompt (and the text already sent) at the start of the next leg; a token-id prompt takes no text
+  if (st.legs - (st.resumes ?? 0) >= limit || !st.keepText || st.opaque || st.sent >= req.maxTokens) return false;
+  // echo would repeat the prompt (and the text already sent) at the start of the next leg; a token-id prompt takes no
+  // text; guided decoding would start its grammar again after the text already sent
   return continuable(req);
 }
 
@@ -481,12 +518,17 @@ export function usageOf(st: StreamState): NonNullable<TokenChunk['usage']> {
   return u;
 }
 
-/** The state of a stream resumed from its journal (`from`): its tokens and text, the legs and energy (its estimated part too) before it, one more resume. */
-export function resumedState(req: InferenceRequest, from: ResumeFrom, maxTextBytes: number): StreamState {
+/**
+ * The state of a stream resumed from its journal (`from`): its tokens and text, the legs and energy (its estimated part
+ * too) before it, one more resume. Its leg ids carry `nonce` (legTag): a resume whose gateway died after its leg was
+ * admitted, before the journal had that leg, leaves the journal as it was, and the next resume must not ask an
+ * instance for a leg id it already holds (an instance answers a known id without a new grant).
+ */
+export function resumedState(req: InferenceRequest, from: ResumeFrom, maxTextBytes: number, nonce: string = randomBytes(3).toString('hex')): StreamState {
   const textBytes = Buffer.byteLength(from.text);
   return {
     out: 0, sent: from.sent, text: from.text, textBytes, keepText: textBytes <= maxTextBytes, energyJ: from.leg?.energyJ ?? 0, legs: (from.leg?.legs ?? 0) + 1,
-    resumes: from.resumes + 1, promptTokens: req.inputTokens, ...(from.leg?.energyEstimatedJ ? { energyEstimatedJ: from.leg.energyEstimatedJ } : {}),
+    resumes: from.resumes + 1, legTag: `g${from.resumes + 1}${nonce}`, promptTokens: req.inputTokens, ...(from.leg?.energyEstimatedJ ? { energyEstimatedJ: from.leg.energyEstimatedJ } : {}),
     ...(from.leg?.energySource ? { energySource: from.leg.energySource } : {}),
   };
 }

@@ -50,7 +50,7 @@ import { chunkExtras, type EngineChunk } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, MigrationText, canRedrive, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -320,27 +320,34 @@ export class NatsBackend implements GatewayBackend {
 
   /** The stream of `req` from `st` once `open` admitted a leg (one that ends before it starts is sent again until firstByMs). */
   private async begin(req: InferenceRequest, signal: AbortSignal, st: StreamState, open: () => Promise<Leg>, hooks?: StreamHooks): Promise<AdmittedStream> {
-    let leg: Leg | undefined;
+    // the stream's current leg (the stream loop moves it to each new leg): the one an abort wakes and cancels
+    const cur: { leg?: Leg } = {};
     const onAbort = () => {
       // the client went away, or the gateway gave up on the request (its hold limit): the reason says which
       const failed = signal.reason instanceof DynError ? signal.reason : new DynError('cancelled', 'client disconnected', { retryable: false });
+      const leg = cur.leg;
       leg?.q.fail(failed);
       if (leg) this.cancel(leg.req.id, failed.message, leg.cancelSent);
     };
     signal.addEventListener('abort', onAbort, { once: true });
     const firstByMs = this.clock.now() + Math.max(this.admitTimeoutMs, this.holdLimitMs);
-    const opened = (leg = await open().catch((err: unknown) => {
+    const opened = (cur.leg = await open().catch((err: unknown) => {
       signal.removeEventListener('abort', onAbort);
       throw err;
     }));
     let batches: AsyncGenerator<TokenChunk[]> | undefined;
-    const read = (sink?: BatchSink) => (batches ??= this.stream(req, opened, signal, onAbort, firstByMs, st, hooks, sink));
-    return { admission: leg.admission, batches: read, [Symbol.asyncIterator]: () => flatten(read())[Symbol.asyncIterator]() };
+    const read = (sink?: BatchSink) => (batches ??= this.stream(req, cur as { leg: Leg }, signal, onAbort, firstByMs, st, hooks, sink));
+    return { admission: opened.admission, batches: read, [Symbol.asyncIterator]: () => flatten(read())[Symbol.asyncIterator]() };
   }
 
   /** The client's stream over one or more legs from `st` (new or resumed), in batches (those read from an engine mid-stream to `sink`, when given). */
-  private async *stream(req: InferenceRequest, first: Leg, signal: AbortSignal, onAbort: () => void, firstByMs: number, st: StreamState, hooks?: StreamHooks, sink?: BatchSink): AsyncGenerator<TokenChunk[]> {
-    let leg = first;
+  private async *stream(req: InferenceRequest, cur: { leg: Leg }, signal: AbortSignal, onAbort: () => void, firstByMs: number, st: StreamState, hooks?: StreamHooks, sink?: BatchSink): AsyncGenerator<TokenChunk[]> {
+    let leg = cur.leg;
+    /** the stream goes on with `next`: an abort that came while it was being admitted ends it at once. */
+    const moveTo = (next: Leg) => {
+      leg = cur.leg = next;
+      if (signal.aborted) onAbort();
+    };
     let finished = false;
     let told: Leg | undefined; // the leg the hook was told of: it hears of each leg once
     const tell = (c: TokenChunk) => hooks?.onLeg && told !== leg && hooks.onLeg(legOf((told = leg).req.id, { ...leg.admission, ...c }, st, this.clock.now()));
@@ -358,7 +365,7 @@ export class NatsBackend implements GatewayBackend {
           leg.sub.unsubscribe();
           st.legs++;
           this.counters.migrated++;
-          leg = await this.reopen(req, { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal, leg.admission.instance);
+          moveTo(await this.reopen(req, { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal, leg.admission.instance));
           continue;
         }
         if (!c.grant) {
@@ -381,7 +388,7 @@ export class NatsBackend implements GatewayBackend {
         legOut = 0;
         st.legs++;
         this.counters.migrated++;
-        leg = await this.reopen(req, await this.counted({ ...continuation(req, st), direct: true }), signal, leg.admission.instance);
+        moveTo(await this.reopen(req, await this.counted({ ...continuation(req, st), direct: true }), signal, leg.admission.instance));
       }
     } catch (err) {
       if (signal.aborted || finished || st.readerFailed) throw err;
@@ -441,6 +448,7 @@ export class NatsBackend implements GatewayBackend {
     // silent past its idle deadline (a frozen engine), the leg ends as an engine failure and migrates (docs/DATAPATH.md "A hung engine")
     const engineReq = engineRequestOf(lr, this.clock.now(), engineIdleBounds(lr.slo, this.engineIdle.fallback, this.engineIdle.settings));
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
+    const sentBefore = st.sent;
     // the instance holds the seat only briefly for a grant nobody takes: the first-token report says it is taken,
     // and 'started' does when the first token is slow to come (at once for an instance that gives no delay)
     const within = grant.grant!.reportWithinMs;
@@ -472,7 +480,7 @@ export class NatsBackend implements GatewayBackend {
         }
         const extra = chunkExtras(ch);
         if (ch.text === '' && !extra) continue;
-        const k = ch.tokens ?? (ch.text !== '' ? 1 : 0);
+        const k = sentEvent(st, ch, this.migrationText); // counted, its text kept; a tool call or reasoning: opaque
         const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
         const first = t.firstMs === undefined;
         timeTokens(t, k, offs, now);
@@ -483,8 +491,6 @@ export class NatsBackend implements GatewayBackend {
         if (grant.instance) out.instance = grant.instance;
         if (grant.pool) out.pool = grant.pool;
         if (grant.type) out.type = grant.type;
-        st.sent += k;
-        this.migrationText.append(st, ch.text);
         if (ch.finishReason) tail = out; // the engine's last text goes out as the done chunk itself, as vLLM's
         else outs.push(out);
       }
@@ -520,6 +526,8 @@ export class NatsBackend implements GatewayBackend {
         ? endReport(this.bus, 0, instance, lr.id, 'ok', t, usage) && { v: 1 as const, ok: true, energyJ: usage.energyJoules, energySource: 'modelled' as const }
         : await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'ok', t, usage);
       charge(reply, usage?.energyJoules, 'ok', 'measured');
+      // the engine's count of the leg's tokens where it has one (a tool parser's delta may hold several, or wait for more)
+      if (usage?.completionTokens !== undefined) st.sent = Math.max(st.sent, sentBefore + usage.completionTokens);
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
       const fr = finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop';
       const where = { ...(grant.instance ? { instance: grant.instance } : {}), ...(grant.pool ? { pool: grant.pool } : {}), ...(grant.type ? { type: grant.type } : {}) };
@@ -539,11 +547,12 @@ export class NatsBackend implements GatewayBackend {
       // the instance learns how its leg ended (it ended it itself when it sent the error)
       if (!ended && instance) charge(await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'failed', t, usage), undefined, 'failed');
       st.promptTokens ??= req.inputTokens;
-      const w: WireError = ended
+      let w: WireError = ended
         ?? (err instanceof EngineHttpError && !err.retryable
           ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
           : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: 1 });
       if (w.retryable && canMigrate(req, st, this.migrationLimit)) return 'migrate';
+      if (w.retryable && st.opaque) w = { ...w, message: `${w.message} (not continued on another instance: it had sent a tool call or reasoning)` };
       if (ended || instance) st.ended = true; // the instance ended the leg, or has its end report
       yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w }];
       return 'done';

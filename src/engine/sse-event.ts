@@ -124,7 +124,7 @@ export function parseEvent(data: string, chat: boolean, tokenIndex: number): Eng
     if (typeof u.energy_joules === 'number') chunk.usage.energyJoules = u.energy_joules;
   }
   const offs = obj.dynamollm_token_offsets_ms;
-  if (text !== '' && Array.isArray(offs) && offs.length > 1 && offs.every((x) => typeof x === 'number' && x >= 0)) {
+  if ((text !== '' || toolCalls || reasoning) && Array.isArray(offs) && offs.length > 1 && offs.every((x) => typeof x === 'number' && x >= 0)) {
     chunk.tokens = offs.length;
     chunk.tokenOffsetsMs = offs as number[];
   }

@@ -41,13 +41,33 @@ export function drainMigrations(reqs: readonly DrainingRequest[], cfg: DrainMigr
 }
 
 /**
+ * vLLM's guided-decoding parameters (and response_format other than text): the engine constrains a leg's output from
+ * that leg's first token, so a continuation, whose prompt ends with the part of the output already sent, would be
+ * constrained from there again (a second JSON value after half of one), not as the rest of the first.
+ */
+const GUIDED = ['guided_json', 'guided_regex', 'guided_choice', 'guided_grammar', 'structural_tag', 'structured_outputs'] as const;
+
+/** Whether a request's output is constrained by guided decoding (structured output: a grammar, a JSON schema, a choice). */
+export function guided(params: Readonly<Record<string, unknown>> | undefined): boolean {
+  if (!params) return false;
+  const rf = params.response_format;
+  if (rf !== undefined && rf !== null && !(typeof rf === 'object' && (rf as { type?: unknown }).type === 'text')) return true;
+  return GUIDED.some((k) => params[k] !== undefined && params[k] !== null);
+}
+
+/** Whether a chat request may answer with a tool call (tools given, tool_choice not 'none'): output a continuation cannot carry. */
+export function mayCallTools(params: Readonly<Record<string, unknown>> | undefined): boolean {
+  return Array.isArray(params?.tools) && params.tools.length > 0 && params.tool_choice !== 'none';
+}
+
+/**
  * A request whose stream can continue as a new leg (the gateway's request migration, actors/gateway/legs.ts canMigrate):
  * its prompt a string or chat messages (the text already sent is appended to it), no `echo` (the next leg would echo
- * that text again). A token-id prompt cannot be extended with text: such a leg ended for a drain would end its stream.
- * A request sent without its prompt is read by its `promptForm`.
+ * that text again), no guided decoding (`guided`). A token-id prompt cannot be extended with text: such a leg ended for
+ * a drain would end its stream. A request sent without its prompt is read by its `promptForm`.
  */
-export function continuable(req: { messages?: unknown; prompt?: unknown; promptForm?: 'text' | 'chat' | 'ids'; params?: { echo?: unknown } }): boolean {
-  if (req.params?.echo) return false;
+export function continuable(req: { messages?: unknown; prompt?: unknown; promptForm?: 'text' | 'chat' | 'ids'; params?: Readonly<Record<string, unknown>> }): boolean {
+  if (req.params?.echo || guided(req.params)) return false;
   if (req.messages !== undefined) return true;
   if (req.prompt !== undefined) return typeof req.prompt === 'string';
   // a direct request sent without its prompt names the prompt's form (InferenceRequest.promptForm)

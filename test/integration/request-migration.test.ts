@@ -18,6 +18,8 @@
  *   (RequestRecord.request); after an instance kill the gateway records the dead leg with its estimate
  *   (RequestRecord.energyEstimatedJ), so the records of the request sum to the client's usage energy.
  * - With migrationLimit 0 the same kill ends the stream with an explicit retryable error.
+ * - An engine killed mid tool call (chat, tool_choice required): the stream ends with an explicit retryable error and
+ *   is not continued (a text-only continuation would make the model write the call again); the call's name came once.
  * - With a 16-byte cap on the text kept for migration, per stream (migrationMaxBytes) or across the gateway's streams
  *   (migrationMaxTotalBytes), a stream past it keeps streaming, and when its instance manager dies it is not migrated:
  *   it ends with an explicit retryable error, and the text it kept leaves the gateway's total.
@@ -383,6 +385,39 @@ describe('request migration (SIGKILL mid-stream)', () => {
     expect(last.error?.code).toBe('engine_crashed');
     expect(last.error?.retryable).toBe(true);
     expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+  }, 90_000);
+
+  it('the engine dies mid tool call: an explicit retryable error, not continued (the model would write the call again)', async () => {
+    await h.waitReady(2, 60_000);
+    const id = `mig-tool-${Date.now()}`;
+    const before = backend.counters.migrated;
+    // long arguments: 40 string properties of up to four words each (the emulator fills the tool's schema)
+    const properties = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`field_${i}`, { type: 'string' }]));
+    const now = Date.now();
+    const req: InferenceRequest = {
+      v: 1, id, model: MODEL, kind: 'chat', messages: [{ role: 'user', content: 'Fill in the form.' }], inputTokens: 12, maxTokens: 600, arrivalMs: now,
+      giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id), params: { tools: [{ type: 'function', function: { name: 'fill_form', parameters: { type: 'object', properties } } }], tool_choice: 'required' },
+    };
+    let calls = 0;
+    let killed = false;
+    const chunks = await run(req, (c) => {
+      if (c.toolCalls) calls++;
+      if (!killed && calls >= 20 && c.instance) {
+        killed = true;
+        process.kill(servingPids(c.instance).engine, 'SIGKILL');
+      }
+    });
+    expect(killed).toBe(true);
+    // the call's name once: no second tool call joined to the first
+    const names = chunks.flatMap((c) => c.toolCalls ?? []).map((t) => (t.function as { name?: string } | undefined)?.name).filter((n) => n !== undefined);
+    expect(names).toEqual(['fill_form']);
+    expect(chunks.at(-1), JSON.stringify(chunks.at(-1))).toMatchObject({ done: true, finishReason: 'error', error: { code: 'engine_crashed', retryable: true } });
+    expect(backend.counters.migrated).toBe(before);
+    // every tool-call delta counted
+    expect(chunks.reduce((a, c) => a + c.tokens, 0)).toBeGreaterThanOrEqual(calls);
+    expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+    await sleep(500);
+    expect([...onStream.keys()].filter((k) => k.startsWith(`${id}-`))).toEqual([]);
   }, 90_000);
 
   /** A backend with `caps` (16 bytes): the instance manager serving a stream dies at its 20th token, past the cap. */
