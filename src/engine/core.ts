@@ -8,8 +8,10 @@
  *     (max_num_batched_tokens); KV blocks (16 tokens) are allocated as tokens grow; when the cache is full
  *     the newest running request is preempted back to the front of the waiting queue (recompute: its KV
  *     is freed and its prompt plus generated tokens are prefilled again later);
- *  2. if nothing was preempted, waiting requests are admitted in queue order while the budget, the
- *     max_num_seqs cap and free KV blocks allow (the last one admitted may get a partial prefill chunk).
+ *  2. if nothing was preempted, waiting requests that have arrived by the step's start are admitted in queue
+ *     order while the budget, the max_num_seqs cap and free KV blocks allow (the last one admitted may get a
+ *     partial prefill chunk); one arriving later joins a later step. A step starts where the previous one
+ *     ended (or at `nowMs` if later), and with nothing running not before the first waiting arrival.
  * A request samples a token when its computed tokens reach prompt + generated (end of prefill, or a decode).
  *
  * Step duration and per-GPU power come from the PerfModel at the current SM clock; instance power is
@@ -161,9 +163,11 @@ export class BatchingCore implements BatchingCoreApi {
 
   step(nowMs: number): StepResult | null {
     if (!this.hasWork()) return null;
-    // A step cannot start before the previous one ended; the gap before it (if any) was idle.
-    this.idleUntil(nowMs);
-    const startMs = this.accountedMs === null ? nowMs : Math.max(nowMs, this.accountedMs);
+    // A step cannot start before the previous one ended; the gap before it (if any) was idle. With nothing running
+    // it cannot start before the first waiting request has arrived (the engine idles until then).
+    let startMs = this.accountedMs === null ? nowMs : Math.max(nowMs, this.accountedMs);
+    if (this.running.length === 0) startMs = Math.max(startMs, this.firstArrivalMs());
+    this.idleUntil(startMs);
 
     let budget = this.maxNumBatchedTokens;
     const scheduled: Seq[] = [];
@@ -194,13 +198,18 @@ export class BatchingCore implements BatchingCoreApi {
       // back to the front of the waiting queue, oldest first
       for (let i = 0; i < preempted.length; i++) this.waitingQ.unshift(preempted[i]);
     } else {
-      // 2. admit waiting requests
-      while (budget > 0 && this.waitingQ.length > 0 && this.running.length < this.maxNumSeqs) {
-        const s = this.waitingQ[0];
+      // 2. admit waiting requests, in queue order, those that have arrived by the step's start (a request that
+      // arrives while the step is formed or running joins the next one, as with vLLM's engine loop)
+      for (let i = 0; budget > 0 && i < this.waitingQ.length && this.running.length < this.maxNumSeqs; ) {
+        const s = this.waitingQ[i];
+        if (s.req.arrivalMs > startMs) {
+          i++;
+          continue;
+        }
         this.takeCachedPrefix(s);
         const n = Math.min(this.newTokens(s), budget);
         if (!this.allocate(s, n)) break;
-        this.waitingQ.shift();
+        this.waitingQ.splice(i, 1);
         this.running.push(s);
         s.sched = n;
         budget -= n;
@@ -272,6 +281,13 @@ export class BatchingCore implements BatchingCoreApi {
     }
     if (finished > 0) this.running = this.running.filter((s) => s.computed >= 0);
     return { startMs, durationMs, powerW, prefillTokens, decodeSeqs, events };
+  }
+
+  /** The earliest arrival among the waiting requests (Infinity when none waits). */
+  private firstArrivalMs(): number {
+    let t = Infinity;
+    for (const s of this.waitingQ) if (s.req.arrivalMs < t) t = s.req.arrivalMs;
+    return t;
   }
 
   idleUntil(nowMs: number): void {

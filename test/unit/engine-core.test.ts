@@ -139,6 +139,29 @@ describe('BatchingCore', () => {
     expect(() => new BatchingCore({ perf: linearPerf(), tp: 1, clockMhz: 2000, longPrefillTokenThreshold: -1 })).toThrow(RangeError);
   });
 
+  it('a step takes only the requests that have arrived by its start; with nothing running it starts at the first arrival', () => {
+    const perf = linearPerf();
+    const core = new BatchingCore({ perf, tp: 1, clockMhz: 2000 });
+    core.submit({ id: 'a', arrivalMs: 0, promptTokens: 100, outputTokens: 3 });
+    const r1 = core.step(0)!; // 0 - 11 ms
+    // b arrives at 11.5 ms, after a's step ended at 11 ms; an engine whose timer ran late forms the next step at 11 ms
+    core.submit({ id: 'b', arrivalMs: 11.5, promptTokens: 100, outputTokens: 2 });
+    const r2 = core.step(r1.startMs + r1.durationMs)!;
+    expect(r2.startMs).toBe(11);
+    expect(r2).toMatchObject({ prefillTokens: 0, decodeSeqs: 1 });
+    // b joins the step after, at the end of a's decode
+    const r3 = core.step(r2.startMs + r2.durationMs)!;
+    expect(r3.startMs).toBeCloseTo(21.1, 9);
+    expect(r3.prefillTokens).toBe(100);
+    expect(r3.events).toContainEqual({ kind: 'first_token', id: 'b', atMs: r3.startMs + r3.durationMs });
+    runAll(core, r3.startMs + r3.durationMs);
+    // an idle engine asked to step before its only request arrived starts at the arrival (it idled until then)
+    core.submit({ id: 'c', arrivalMs: 500, promptTokens: 10, outputTokens: 1 });
+    const r4 = core.step(400)!;
+    expect(r4.startMs).toBe(500);
+    expect(r4.events[0]).toMatchObject({ kind: 'first_token', id: 'c' });
+  });
+
   it('caps running sequences at max_num_seqs', () => {
     const core = new BatchingCore({ perf: linearPerf(), tp: 1, clockMhz: 2000, maxNumSeqs: 2 });
     for (let i = 0; i < 5; i++) core.submit({ id: `r${i}`, arrivalMs: 0, promptTokens: 8, outputTokens: 4 });

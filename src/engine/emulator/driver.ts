@@ -108,8 +108,6 @@ export class RealtimeDriver {
   private sleepLevel: SleepLevel | null = null;
   private transition: 'falling-asleep' | 'waking' | null = null;
   private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
-  /** arrival time of the latest submit; a step that may admit it cannot start before it. */
-  private lastArrivalMs = 0;
   readonly ttft = new LatencyHistogram(TTFT_BUCKETS);
   readonly itl = new LatencyHistogram(ITL_BUCKETS);
   readonly e2e = new LatencyHistogram(REQUEST_LATENCY_BUCKETS);
@@ -143,7 +141,6 @@ export class RealtimeDriver {
   submit(req: Omit<CoreRequest, 'arrivalMs'>, listener: DriverListener): number {
     const arrivalMs = this.now();
     this.core.submit({ ...req, arrivalMs });
-    this.lastArrivalMs = arrivalMs;
     this.tracked.set(req.id, { listener, arrivalMs, lastTokenMs: arrivalMs });
     this.promptTokensTotal += req.promptTokens;
     this.kick();
@@ -181,12 +178,21 @@ export class RealtimeDriver {
     }
     const fire = () => {
       this.timer = null;
+      // a timer may fire before its time on the core's timeline (Node's timers count from the event loop's cached
+      // time, whole ms): wait out the rest, so that the next step is formed at this one's end with every request
+      // that arrived before it, as the engine loop forms it
+      if (!this.zeroDelay && !this.closed && this.now() < endMs) {
+        this.timer = setTimeout(fire, (endMs - this.now()) / this.timeScale);
+        return;
+      }
       for (const ev of r.events) this.deliver(ev);
       if (this.closed) return;
       if (this.core.hasWork()) {
-        // Continue on the core timeline (timer lateness does not add up into the modelled latencies); pull
-        // it forward when badly behind (process starved), and never start before a request that may join.
-        this.runStep(Math.max(endMs, this.lastArrivalMs, this.now() - MAX_LAG_WALL_MS * this.timeScale));
+        // Continue on the core timeline (timer lateness does not add up into the modelled latencies): the next
+        // step starts where this one ended, as a GPU's engine loop goes on, and takes the requests that had arrived
+        // by then (one submitted while this timer was late joins the step after, the core's rule); pull it
+        // forward when badly behind (process starved).
+        this.runStep(Math.max(endMs, this.now() - MAX_LAG_WALL_MS * this.timeScale));
       } else this.busy = false;
     };
     if (this.zeroDelay) this.timer = setImmediate(fire);
