@@ -133,7 +133,7 @@ function schedule(reqs: readonly EngineTwinRequest[], timeScale: number, f: (i: 
 }
 
 /** The live side in this process: the emulator's driver, each request's tokens timed at their delivery. */
-export async function driverSide(o: EngineTwinOptions, reqs: readonly EngineTwinRequest[]): Promise<Map<number, RequestTiming[]>> {
+export async function driverSide(o: EngineTwinOptions, reqs: readonly EngineTwinRequest[], pulled: { count: number; ms: number } = { count: 0, ms: 0 }): Promise<Map<number, RequestTiming[]>> {
   const p = loadProfile(o.profile);
   const driver = new RealtimeDriver({ perf: perfModelOfProfile(p), tp: o.tp, timeScale: o.timeScale, maxNumBatchedTokens: p.scheduler?.maxNumBatchedTokens, maxNumSeqs: p.scheduler?.maxNumSeqs });
   const out = new Map<number, RequestTiming[]>();
@@ -168,6 +168,8 @@ export async function driverSide(o: EngineTwinOptions, reqs: readonly EngineTwin
       });
       r.sentMs = at;
     });
+    pulled.count = driver.pulls;
+    pulled.ms = driver.pulledMs;
   } finally {
     driver.close();
   }
@@ -289,6 +291,10 @@ export interface EngineTwinReport {
   ttftDiffP50Ms: number;
   tbtMeanAbsDiffP50Ms: number;
   tbtMeanDiffP50Ms: number;
+  /** live driver only: requests whose TTFT on the engine's timeline is off the simulated by more than 1 ms (a step early or late), and their largest |sim - live|, ms. */
+  engineTtftOff?: { requests: number; maxMs: number };
+  /** live driver only: times its timeline was pulled forward (its process starved past the driver's lag bound), and the ms skipped. */
+  driverPulls?: { count: number; ms: number };
   /** each side's TTFT p50 / p99 and per-token TBT (request means) p50 / p99 and largest gaps' p99, ms. */
   live: { ttftP50: number; ttftP99: number; tbtMeanP50: number; tbtMeanP99: number; tbtMaxP99: number };
   sim: { ttftP50: number; ttftP99: number; tbtMeanP50: number; tbtMeanP99: number; tbtMaxP99: number };
@@ -309,13 +315,17 @@ export function compare(reqs: number, pairs: ReturnType<typeof pairUp>): EngineT
     tbtMeanAbsDiffP50Ms: q(withGaps.map((x) => Math.abs(x.sim.tbtMeanMs - x.live.tbtMeanMs)), 0.5),
     tbtMeanDiffP50Ms: q(withGaps.map((x) => x.sim.tbtMeanMs - x.live.tbtMeanMs), 0.5),
     live: side('live'), sim: side('sim'),
+    ...(pairs.some((x) => x.live.coreTtftMs !== undefined)
+      ? { engineTtftOff: ((d) => ({ requests: d.filter((x) => x > 1).length, maxMs: Math.max(0, ...d) }))(pairs.map((x) => Math.abs(x.sim.ttftMs - x.live.coreTtftMs!))) }
+      : {}),
   };
 }
 
 /** The engine twin over a window: both sides, paired and compared. */
 export async function engineTwin(o: EngineTwinOptions): Promise<{ report: EngineTwinReport; pairs: ReturnType<typeof pairUp> }> {
   const reqs = await windowRequests(o);
-  const live = o.live === 'http' ? await httpSide(o, reqs) : await driverSide(o, reqs);
+  const pulled = { count: 0, ms: 0 };
+  const live = o.live === 'http' ? await httpSide(o, reqs) : await driverSide(o, reqs, pulled);
   // the simulation of the requests as the live side sent them (its sends a little late against the trace: a request
   // sent later finds the engine's steps at another phase), so that the two sides differ by the engine alone
   const dir = mkdtempSync(join(tmpdir(), 'engine-twin-'));
@@ -333,7 +343,7 @@ export async function engineTwin(o: EngineTwinOptions): Promise<{ report: Engine
       });
     }
     const pairs = pairUp(bySend, sim);
-    return { report: compare(reqs.length, pairs), pairs };
+    return { report: { ...compare(reqs.length, pairs), ...(o.live === 'driver' ? { driverPulls: pulled } : {}) }, pairs };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

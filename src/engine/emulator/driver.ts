@@ -108,6 +108,9 @@ export class RealtimeDriver {
   private sleepLevel: SleepLevel | null = null;
   private transition: 'falling-asleep' | 'waking' | null = null;
   private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
+  /** times the timeline was pulled forward (the process starved past MAX_LAG_WALL_MS), and the virtual ms it skipped. */
+  pulls = 0;
+  pulledMs = 0;
   readonly ttft = new LatencyHistogram(TTFT_BUCKETS);
   readonly itl = new LatencyHistogram(ITL_BUCKETS);
   readonly e2e = new LatencyHistogram(REQUEST_LATENCY_BUCKETS);
@@ -143,7 +146,8 @@ export class RealtimeDriver {
     this.core.submit({ ...req, arrivalMs });
     this.tracked.set(req.id, { listener, arrivalMs, lastTokenMs: arrivalMs });
     this.promptTokensTotal += req.promptTokens;
-    this.kick();
+    // an idle engine starts its step at the arrival (the time it took to get here is not the engine's)
+    this.kick(arrivalMs);
     return arrivalMs;
   }
 
@@ -156,9 +160,9 @@ export class RealtimeDriver {
     return this.tracked.size;
   }
 
-  private kick(): void {
+  private kick(atMs = this.now()): void {
     if (this.busy || this.closed || !this.core.hasWork()) return;
-    this.runStep(this.now());
+    this.runStep(atMs);
   }
 
   private runStep(startMs: number): void {
@@ -192,7 +196,12 @@ export class RealtimeDriver {
         // step starts where this one ended, as a GPU's engine loop goes on, and takes the requests that had arrived
         // by then (one submitted while this timer was late joins the step after, the core's rule); pull it
         // forward when badly behind (process starved).
-        this.runStep(Math.max(endMs, this.now() - MAX_LAG_WALL_MS * this.timeScale));
+        const floor = this.now() - MAX_LAG_WALL_MS * this.timeScale;
+        if (floor > endMs) {
+          this.pulls++;
+          this.pulledMs += floor - endMs;
+        }
+        this.runStep(Math.max(endMs, floor));
       } else this.busy = false;
     };
     if (this.zeroDelay) this.timer = setImmediate(fire);
