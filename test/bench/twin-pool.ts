@@ -4,7 +4,7 @@
  * and prints, per group, energy and the decision counts (sim / live of the sums, and the windows' own range) and per
  * type the p50 and p99 TTFT and the p99 TBT sim / live with their 95% paired block-bootstrap intervals
  * (twin-stats.ts), each p99 judged against the 15% target by its interval.
- *   node --import tsx test/bench/twin-pool.ts FILE...      (TWIN_RESAMPLES, default 1000; TWIN_MIN_P99_N, default 500)
+ *   node --import tsx test/bench/twin-pool.ts FILE...      (TWIN_RESAMPLES, default 1000; TWIN_MIN_P99_N, default 100)
  */
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -12,11 +12,12 @@ import { poolTypes, pooledSum, verdict, type WindowSamples } from './twin-stats.
 
 const TARGET = { energy: 0.05, p99: 0.15, decisions: 0.1 };
 /**
- * The fewest requests of a type on a side for its p99 to be judged: 500, so that 5 or more lie above it. A p99 over
- * fewer is one of the few largest samples, and a bootstrap cannot draw past a sample's largest: its interval is then
- * too narrow on one side and says nothing.
+ * The fewest requests of a type on a side for its p99 to be judged: 100 (the single window's rule too, twin.bench.ts),
+ * so that its p99 is not its largest sample. Between 100 and 500 the p99 is one of the 2-5 largest and its interval,
+ * drawn from those few, is narrow on its upper side (a bootstrap cannot draw past the largest): such a type is judged,
+ * its row says on how few it rests. A type with fewer is listed as informational, with the reason.
  */
-export const MIN_P99_N = 500;
+export const MIN_P99_N = 100;
 
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : '-');
 const span = (lo: number, hi: number) => (Number.isFinite(lo) ? `${f3(lo)}-${f3(hi)}` : '-');
@@ -40,19 +41,23 @@ export function poolReport(windows: readonly WindowSamples[], opts: { resamples?
       out.push(`| decisions: ${k} | ${d.live} | ${d.sim} | ${f3(d.ratio)} | | ${span(d.min, d.max)} | 10% | ${d.live === 0 && d.sim === 0 ? 'within' : within(d.ratio, TARGET.decisions)} |`);
     }
     const tally = { ttft: { within: 0, outside: 0, undecided: 0, few: 0 }, tbt: { within: 0, outside: 0, undecided: 0, few: 0 } };
+    const minN = opts.minP99N ?? MIN_P99_N;
+    const informational: string[] = [];
     for (const t of poolTypes(ws, opts)) {
-      const few = Math.min(t.n.live, t.n.sim) < (opts.minP99N ?? MIN_P99_N);
+      const few = Math.min(t.n.live, t.n.sim) < minN;
+      if (few) informational.push(`${t.type} (${t.n.live} live, ${t.n.sim} sim)`);
       const vt = few ? 'few' : verdict(t.ttftP99, TARGET.p99);
       const vb = few ? 'few' : verdict(t.tbtP99, TARGET.p99);
       tally.ttft[vt]++;
       tally.tbt[vb]++;
       out.push(`| p50 TTFT ms ${t.type} (${t.n.live} live, ${t.n.sim} sim) | ${Math.round(t.ttftP50.live)} | ${Math.round(t.ttftP50.sim)} | ${f3(t.ttftP50.ratio)} | ${f3(t.ttftP50.lo)}-${f3(t.ttftP50.hi)} | | | |`);
-      out.push(`| p99 TTFT ms ${t.type} | ${Math.round(t.ttftP99.live)} | ${Math.round(t.ttftP99.sim)} | ${f3(t.ttftP99.ratio)} | ${f3(t.ttftP99.lo)}-${f3(t.ttftP99.hi)} | | 15% | ${vt === 'few' ? `not judged (< ${opts.minP99N ?? MIN_P99_N} requests)` : vt} |`);
-      out.push(`| p99 TBT ms ${t.type} | ${t.tbtP99.live.toFixed(1)} | ${t.tbtP99.sim.toFixed(1)} | ${f3(t.tbtP99.ratio)} | ${f3(t.tbtP99.lo)}-${f3(t.tbtP99.hi)} | | 15% | ${vb === 'few' ? `not judged (< ${opts.minP99N ?? MIN_P99_N} requests)` : vb} |`);
+      out.push(`| p99 TTFT ms ${t.type} | ${Math.round(t.ttftP99.live)} | ${Math.round(t.ttftP99.sim)} | ${f3(t.ttftP99.ratio)} | ${f3(t.ttftP99.lo)}-${f3(t.ttftP99.hi)} | | 15% | ${vt === 'few' ? `informational (< ${minN} requests)` : vt} |`);
+      out.push(`| p99 TBT ms ${t.type} | ${t.tbtP99.live.toFixed(1)} | ${t.tbtP99.sim.toFixed(1)} | ${f3(t.tbtP99.ratio)} | ${f3(t.tbtP99.lo)}-${f3(t.tbtP99.hi)} | | 15% | ${vb === 'few' ? `informational (< ${minN} requests)` : vb} |`);
     }
     out.push('');
-    out.push(`p99 TTFT by its interval: within 15% ${tally.ttft.within}, outside ${tally.ttft.outside}, undecided ${tally.ttft.undecided} (interval across a bound: more requests needed), not judged ${tally.ttft.few} (too few requests); p99 TBT: within ${tally.tbt.within}, outside ${tally.tbt.outside}, undecided ${tally.tbt.undecided}, not judged ${tally.tbt.few}`, '');
-    out.push(`a p99's judgement is its interval's: 'within' when it lies inside [0.85, 1.15], 'outside' when wholly outside, 'undecided' otherwise; a type with fewer than ${opts.minP99N ?? MIN_P99_N} requests on a side is not judged; energy and decisions are judged by the pooled sums`, '');
+    out.push(`p99 TTFT by its interval: within 15% ${tally.ttft.within}, outside ${tally.ttft.outside}, undecided ${tally.ttft.undecided} (interval across a bound: more requests needed), informational ${tally.ttft.few} (too few requests); p99 TBT: within ${tally.tbt.within}, outside ${tally.tbt.outside}, undecided ${tally.tbt.undecided}, informational ${tally.tbt.few}`, '');
+    out.push(`informational, not judged: the p99s of ${informational.length ? informational.join(', ') : 'no type'} (fewer than ${minN} requests of the type on a side over the pooled windows: its p99 would be its largest TTFT and TBT, one request's coincidence)`, '');
+    out.push(`a p99's judgement is its interval's: 'within' when it lies inside [0.85, 1.15], 'outside' when wholly outside, 'undecided' otherwise; a type with fewer than ${minN} requests on a side is informational; energy and decisions are judged by the pooled sums`, '');
   }
   return out.join('\n');
 }

@@ -216,7 +216,9 @@ const P99_JUDGED_FROM = 100;
  * nothing to judge (no live figure, or a p99 over fewer than P99_JUDGED_FROM requests).
  */
 const verdict = (sim: number | null | undefined, live: number | null | undefined, tol: number, n = Infinity) =>
-  n < P99_JUDGED_FROM || sim == null || live == null || live <= 0 ? '-' : Math.abs(sim / live - 1) <= tol + 1e-9 ? 'met' : 'not met';
+  sim == null || live == null || live <= 0 ? '-' : n < P99_JUDGED_FROM ? INFORMATIONAL : Math.abs(sim / live - 1) <= tol + 1e-9 ? 'met' : 'not met';
+/** a p99 row over too few requests: shown, not judged */
+const INFORMATIONAL = `informational (< ${P99_JUDGED_FROM} live)`;
 
 /** One twin window: the live config and the simulator options of the same cluster shape. */
 export interface TwinSpec {
@@ -408,6 +410,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
     r.scans ??= '';
   }
   const judged = rows.filter((r) => r.target === 'met' || r.target === 'not met');
+  const informational = live.perType.filter((t) => t.ok && t.ok < P99_JUDGED_FROM && sim.latency.byType[t.type]?.requests).map((t) => `${t.type} (${t.ok})`);
   return {
     title: spec.title,
     notes: [
@@ -423,6 +426,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `energy is modelled on both sides (emulated GPUs, src/model), not measured; both sides count energy and decisions over the live counters' span (the replay's first send to its last completion and ${COUNTER_WAIT_S} s more; the simulation runs its timers on to it, SimOptions.untilMs); live latency is wall time on this shared machine`,
       `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(1)} ms to the engine (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age, debug level'}), ${toClientMs.toFixed(1)} ms to the client; and the live GPUs' clock change: ${clockChangeMs === undefined ? `- (the simulator's ${simOpts.costs?.clockChangeMs ?? 65} ms)` : `${clockChangeMs.toFixed(1)} ms (${process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? 'TWIN_CLOCK_CHANGE_MS' : 'the live clock events\' median applyMs'})`}; 'engine only': the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults); 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
       `targets (issue 16): energy within 5%, p99 TTFT and TBT within 15% (a type's p99s judged from ${P99_JUDGED_FROM} live requests), decision counts within 10% (none on both sides: not judged): ${judged.filter((r) => r.target === 'met').length} of ${judged.length} judged rows met${judged.some((r) => r.target === 'not met') ? `; not met: ${judged.filter((r) => r.target === 'not met').map((r) => r.quantity).join(', ')}` : ''}`,
+      `informational, not judged: the p99s of ${informational.length ? informational.join(', ') : 'no type'} (fewer than ${P99_JUDGED_FROM} live requests of the type in the window: its p99 is its largest one or two TTFTs and TBTs, a coincidence of a few requests; the pooled check over several windows, twin-pool.ts, judges them)`,
     ],
     rows,
   };

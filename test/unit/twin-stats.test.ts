@@ -174,9 +174,12 @@ describe('collecting and pooling windows', () => {
     expect(report).toContain('| energy J (modelled both sides, 2 windows) | 400 | 400 | 1.000 |');
     expect(report).toContain('| decisions: clock | 30 | 33 | 1.100 |');
     expect(report).toMatch(/\| p99 TTFT ms MM \| 129 \| 258 \| 2\.000 \| 2\.000-2\.000 \| \| 15% \| outside \|/);
-    expect(report).toMatch(/p99 TTFT by its interval: within 15% 0, outside 1, undecided 0 \(.*\), not judged 0/);
-    // 60 requests a side: under the default 500 a type's p99 is not judged
-    expect(poolReport(ws, { resamples: 200 })).toMatch(/\| p99 TTFT ms MM \| 129 \| 258 \| 2\.000 \| 2\.000-2\.000 \| \| 15% \| not judged \(< 500 requests\) \|/);
+    expect(report).toMatch(/p99 TTFT by its interval: within 15% 0, outside 1, undecided 0 \(.*\), informational 0/);
+    expect(report).toContain('informational, not judged: the p99s of no type');
+    // 60 requests a side: under the default 100 a type's p99 is informational, listed with the reason
+    const few = poolReport(ws, { resamples: 200 });
+    expect(few).toMatch(/\| p99 TTFT ms MM \| 129 \| 258 \| 2\.000 \| 2\.000-2\.000 \| \| 15% \| informational \(< 100 requests\) \|/);
+    expect(few).toContain('informational, not judged: the p99s of MM (60 live, 60 sim) (fewer than 100 requests of the type on a side');
   });
 
   it('counts a window shorter than its block as one block', () => {

@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # The pooled twin check on the lent GPU machine's 16 cores (its GPU unused: engines and GPUs emulated, energy
 # modelled): several twin windows side by side, each at its own offset into the conversation trace and pinned to its
-# own cores (from core $FIRST_CORE, default 2: cores 0-1 left to the OS), each its own live cluster and simulation
-# (test/bench/twin.bench.ts with TWIN_FROM_S and TWIN_SAMPLES); then test/bench/twin-pool.ts pools each window
+# own cores (from core $FIRST_CORE, default 1: core 0 left to the OS and the pooling), each its own live cluster and
+# simulation (test/bench/twin.bench.ts with TWIN_FROM_S and TWIN_SAMPLES); then test/bench/twin-pool.ts pools each window
 # shape's samples: energy and decision counts by their sums, each type's p50 / p99 TTFT and p99 TBT sim / live with a
-# 95% paired block-bootstrap interval, each p99 judged by its interval. Pack first (WITH_TSX=1 bash
-# test/bench/device/pack-replay.sh; npm run build), run there with carry [".device","dist"]:
+# 95% paired block-bootstrap interval, each p99 judged by its interval from 100 requests of the type on a side (fewer:
+# listed as informational, with the reason). Twin windows only (no chaos, no data-path bench). Pack first
+# (WITH_TSX=1 bash test/bench/device/pack-replay.sh; npm run build), run there with carry [".device","dist"]:
 #   bash test/bench/device/quiet-host-twin.sh
 # Without .device/ it runs with the node on PATH (a local try: JOBS="twin.bench:0:1 twin.bench:120:1" CLOCK_S=20).
 # JOBS: "bench:fromS[:cores]" each (bench: twin-reshard, the re-shard window; twin.bench, the clock window), default
-# four re-shard windows of $RESHARD_S (700) s of trace at speed 2 (350 s wall) from 0, 700, 1400 and 2100 s, on cores
-# 2-4, 5-7, 8-10, 11-13, and one clock window of $CLOCK_S (420) s at speed 1 from 0 s on cores 14-15. Results: $OUT/summary.txt (the pooled tables, each window's own table) and
-# $OUT/logs.tgz (each window's bench output and samples); what has finished by $LIMIT_S (default 560) s is pooled.
+# three re-shard windows of $RESHARD_S (480) s of trace at speed 2 (240 s wall) from 0, 480 and 960 s, on cores 1-3,
+# 4-6, 7-9, and three clock windows of $CLOCK_S (240) s at speed 1 (240 s wall) from 0, 240 and 480 s on cores 10-11,
+# 12-13, 14-15: every live window within 4 min wall, all side by side; at the first hour's rates that pools about
+# 120-560 requests a type in the clock windows and 190-2,300 in the re-shard windows (SL about 15: informational).
+# Results: $OUT/summary.txt (the pooled tables, each window's own table) and $OUT/logs.tgz (each window's bench output
+# and samples); what has finished by $LIMIT_S (default 560) s is pooled.
 set -u
 cd "$(dirname "$0")/../../.."
-T0=$(date +%s); LIMIT_S=${LIMIT_S:-560}; FIRST_CORE=${FIRST_CORE:-2}; CORES=${CORES:-3}
-RESHARD_S=${RESHARD_S:-700}; CLOCK_S=${CLOCK_S:-420}; POOL_S=${POOL_S:-30}
-JOBS=${JOBS:-"twin-reshard:0 twin-reshard:700 twin-reshard:1400 twin-reshard:2100 twin.bench:0:2"}
+T0=$(date +%s); LIMIT_S=${LIMIT_S:-560}; FIRST_CORE=${FIRST_CORE:-1}; CORES=${CORES:-3}
+RESHARD_S=${RESHARD_S:-480}; CLOCK_S=${CLOCK_S:-240}; POOL_S=${POOL_S:-30}
+JOBS=${JOBS:-"twin-reshard:0 twin-reshard:480 twin-reshard:960 twin.bench:0:2 twin.bench:240:2 twin.bench:480:2"}
 OUT=${OUT:-/tmp/qht-out}; W=${WORK:-/tmp/qht}
 mkdir -p "$OUT" "$W"; rm -f "$W"/*.samples.json
 if [ -f .device/node.xz ]; then
@@ -54,10 +58,10 @@ for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL -- -"$p" 2>/dev
   for job in $JOBS; do
     IFS=: read -r bench from n <<< "$job"; name="$bench-$from"
     echo "== $name: $([ -f "$W/$name.samples.json" ] && echo finished || echo 'cut or failed')"
-    grep -E '^\||^live|FAILED|Error' "$W/$name.txt" 2>/dev/null | grep -v '^live instances' | head -60
+    grep -E '^\||^live|^targets|^informational|FAILED|Error' "$W/$name.txt" 2>/dev/null | grep -v "^live instances" | head -80
   done
   echo "== pooled ($(ls "$W"/*.samples.json 2>/dev/null | wc -l) windows)"
-  ls "$W"/*.samples.json > /dev/null 2>&1 && taskset -c 0-1 node --import tsx test/bench/twin-pool.ts "$W"/*.samples.json 2>&1
+  ls "$W"/*.samples.json > /dev/null 2>&1 && taskset -c 0-$((FIRST_CORE > 0 ? FIRST_CORE - 1 : 0)) node --import tsx test/bench/twin-pool.ts "$W"/*.samples.json 2>&1
   echo "== load"; awk 'NR % 6 == 1' "$W/load.txt" 2>/dev/null; echo "== done at $(( $(date +%s) - T0 )) s"; } >> "$W/summary.txt"
 cp "$W/summary.txt" "$OUT/summary.txt"
 tar -C "$(dirname "$W")" -czf "$OUT/logs.tgz" "$(basename "$W")"
