@@ -1,17 +1,27 @@
 /**
- * What one Node relay hop costs per streamed token, with nothing of the gateway's in it: the emulator stepping in
- * wall time (the datapath bench's real-time engine) and the replay's requests (32 closed-loop clients, 2,000 token-id
- * prompts, 200 tokens, usage on every event), sent to the engine alone and through a relay process, a TCP proxy that
- * passes each connection's bytes on as it reads them (one read from the engine and one write to the client per
- * event, no HTTP parse: the least any proxy of these streams does). Prints the
- * relay's CPU per streamed token (utime + stime from /proc, less its idle CPU) and the engine's, in alternating blocks
- * (the engine alone, through the relay, through a second relay that holds its writes to the end of the event-loop
- * turn as the gateway's SSE writer does). docs/DATAPATH.md compares them with the gateway's figure.
- *   npx tsx scripts/relay-floor.ts [blockSeconds]          (needs the built CLI: npm run build)
+ * What one relay hop costs per streamed token, with nothing of the gateway's in it: the emulator stepping in wall
+ * time (the datapath bench's real-time engine) and the replay's requests (32 closed-loop clients, 2,000 token-id
+ * prompts, 200 tokens, usage on every event), sent to the engine alone and through relay processes that pass each
+ * connection's bytes on as they read them (one read from the engine and one write to the client per event, no HTTP
+ * parse: the least any proxy of these streams does):
+ *   node        a Node TCP proxy writing at once
+ *   node-hold   the same holding its writes to the end of the event-loop turn, as the gateway's SSE writer does
+ *   c-copy      scripts/relay-floor.c: one C thread, epoll, read and write through a user buffer
+ *   c-splice    the same moving the bytes with splice(2) through a pipe
+ *   handoff     a Node process that reads each request (headers and body), writes it to the engine and hands both
+ *               sockets' fds to a native thread through koffi (scripts/body-relay.c), which relays the response to
+ *               its end and reports the last usage event; JavaScript takes the connection back for its next request.
+ *               The design a gateway with a native data plane would have: what that process pays per token.
+ * Prints each relay's CPU per streamed token (utime + stime of all its threads from /proc, less its idle CPU; for
+ * handoff also its JavaScript thread's share) and the engine's, in blocks alternating over the targets (in order,
+ * then reversed, twice). The C sources are built with gcc into a temporary directory at each run. docs/DATAPATH.md
+ * ("Relay floor") compares them with the gateway's figure.
+ *   npx tsx scripts/relay-floor.ts [blockSeconds]          (needs the built CLI: npm run build; gcc)
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -21,6 +31,17 @@ const CLIENTS = 32;
 const PROMPT = Array.from({ length: 2000 }, (_, i) => 100 + i);
 const LEN = 200;
 const SECS = Number(process.argv[2] ?? 12);
+
+/** a socket's libuv handle: its fd, and its reads stopped and started without the stream's knowledge */
+type Handle = { fd: number; reading: boolean; readStop(): number; readStart(): number };
+const handleOf = (s: net.Socket) => (s as unknown as { _handle: Handle })._handle;
+const reads = (s: net.Socket, on: boolean) => {
+  const h = handleOf(s);
+  if (h.reading === on) return;
+  h.reading = on;
+  if (on) h.readStart();
+  else h.readStop();
+};
 
 if (process.argv[2] === 'relay') {
   // the relay: a TCP proxy, each client connection paired with its own engine connection, bytes passed on as read
@@ -51,9 +72,86 @@ if (process.argv[2] === 'relay') {
     engine.on('close', () => client.destroy());
   });
   server.listen(0, '127.0.0.1', () => process.send!((server.address() as net.AddressInfo).port));
+} else if (process.argv[2] === 'handoff') {
+  // the hand-off relay: JavaScript reads each request and writes it to the engine; scripts/body-relay.c's thread
+  // moves the response; its end comes back as a line naming the stream, the engine's status and the last usage
+  const enginePort = Number(process.argv[3]);
+  const { default: koffi } = await import('koffi');
+  const lib = koffi.load(process.argv[4]!);
+  const start = lib.func('int body_relay_start(void)') as () => number;
+  const add = lib.func('int body_relay_add(int id, int client_fd, int engine_fd)') as (id: number, c: number, e: number) => number;
+  const doneFd = start();
+  if (doneFd < 0) throw new Error('body_relay_start failed');
+  type Conn = { client: net.Socket; engine: net.Socket | null; req: Buffer };
+  const streams = new Map<number, Conn>();
+  let nextId = 0, usageTokens = 0;
+  let rest = '';
+  new net.Socket({ fd: doneFd, readable: true, writable: false }).on('data', (d: Buffer) => {
+    const lines = (rest + d.toString()).split('\n');
+    rest = lines.pop()!;
+    for (const l of lines) {
+      const [id, status, , ...usage] = l.split(' ');
+      const c = streams.get(Number(id))!;
+      streams.delete(Number(id));
+      // the accounting at the stream's end: the engine's last usage event
+      if (usage.length) usageTokens += (JSON.parse(usage.join(' ')) as { usage: { completion_tokens: number } }).usage.completion_tokens;
+      if (Number(status) < 0) {
+        // -1: the engine's connection failed; -2: the client's (a gateway would cancel the request here)
+        c.client.destroy();
+        c.engine?.destroy();
+        continue;
+      }
+      reads(c.client, true);
+      reads(c.engine!, true);
+      take(c);
+    }
+  });
+  const engineFor = (c: Conn) => {
+    const e = net.connect({ port: enginePort, host: '127.0.0.1', noDelay: true });
+    // between requests the engine sends nothing: bytes or its end make the connection unusable
+    e.on('data', () => e.destroy());
+    e.on('error', () => {});
+    e.on('close', () => {
+      if (c.engine === e) c.engine = null;
+    });
+    return (c.engine = e);
+  };
+  /** a whole request in c.req (headers and a content-length body): to the engine, and its response handed over */
+  const take = (c: Conn) => {
+    const h = c.req.indexOf('\r\n\r\n');
+    if (h < 0) return;
+    const len = h + 4 + Number(/\r\ncontent-length: *(\d+)/i.exec(c.req.subarray(0, h).toString('latin1'))?.[1] ?? 0);
+    if (c.req.length < len) return;
+    const req = c.req.subarray(0, len);
+    c.req = c.req.subarray(len);
+    const go = (e: net.Socket) => {
+      e.write(req);
+      reads(c.client, false);
+      reads(e, false);
+      const id = nextId++ & 0x7fffffff;
+      streams.set(id, c);
+      if (add(id, handleOf(c.client).fd, handleOf(e).fd) < 0) throw new Error('body_relay_add failed');
+    };
+    const e = c.engine ?? engineFor(c);
+    // a new connection: after its 'connect' Node starts reading it, stopped in go() on the next tick
+    if (e.connecting) e.once('connect', () => process.nextTick(go, e));
+    else go(e);
+  };
+  const server = net.createServer((client) => {
+    client.setNoDelay(true);
+    const c: Conn = { client, engine: null, req: Buffer.alloc(0) };
+    client.on('data', (d: Buffer) => {
+      c.req = c.req.length ? Buffer.concat([c.req, d]) : d;
+      take(c);
+    });
+    client.on('error', () => {});
+    client.on('close', () => c.engine?.destroy());
+  });
+  process.on('message', () => process.send!(usageTokens));
+  server.listen(0, '127.0.0.1', () => process.send!((server.address() as net.AddressInfo).port));
 } else {
-  const cpuMs = (pid: number): number => {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  const cpuMs = (pid: number, tid?: number): number => {
+    const f = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return (Number(f[11]) + Number(f[12])) * 10;
   };
   const freePort = () => new Promise<number>((ok) => {
@@ -64,19 +162,36 @@ if (process.argv[2] === 'relay') {
     });
   });
   const procs: ChildProcess[] = [];
+  const build = mkdtempSync(join(tmpdir(), 'relay-floor-'));
   try {
+    const cc = (...args: string[]) => execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', ...args], { stdio: 'inherit' });
+    cc('-o', join(build, 'relay-floor'), join(REPO, 'scripts', 'relay-floor.c'));
+    cc('-shared', '-fPIC', '-pthread', '-o', join(build, 'body-relay.so'), join(REPO, 'scripts', 'body-relay.c'));
     const enginePort = await freePort();
     let out = '';
     const emu = spawn(process.execPath, [join(REPO, 'bin', 'dynamollm.js'), 'engine-emulator', '--model', MODEL, '--tp', '1', '--port', String(enginePort), '--served-model-name', MODEL], { stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(emu);
     emu.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     for (const t0 = Date.now(); !out.includes('"listening"'); await new Promise((r) => setTimeout(r, 100))) if (Date.now() - t0 > 30_000) throw new Error(`the emulator did not start: ${out}`);
-    // two relays: writing at once, and holding the writes to the end of the turn (RELAY_HOLD)
-    const relays = await Promise.all([false, true].map(async (hold) => {
-      const p = fork(fileURLToPath(import.meta.url), ['relay', String(enginePort)], { execArgv: ['--import', 'tsx'], env: { ...process.env, RELAY_HOLD: hold ? '1' : '0' } });
+    const forked = async (args: string[], env: Record<string, string> = {}) => {
+      const p = fork(fileURLToPath(import.meta.url), args, { execArgv: ['--import', 'tsx'], env: { ...process.env, ...env } });
       procs.push(p);
-      return { pid: p.pid!, port: await new Promise<number>((r) => p.once('message', (m) => r(Number(m)))) };
-    }));
+      return { p, pid: p.pid!, port: await new Promise<number>((r) => p.once('message', (m) => r(Number(m)))) };
+    };
+    const native = async (mode: string) => {
+      const p = spawn(join(build, 'relay-floor'), [String(enginePort), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+      procs.push(p);
+      return { p, pid: p.pid!, port: await new Promise<number>((r) => p.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim())))) };
+    };
+    const relays = {
+      node: await forked(['relay', String(enginePort)], { RELAY_HOLD: '0' }),
+      'node-hold': await forked(['relay', String(enginePort)], { RELAY_HOLD: '1' }),
+      'c-copy': await native('copy'),
+      'c-splice': await native('splice'),
+      handoff: await forked(['handoff', String(enginePort), join(build, 'body-relay.so')]),
+    };
+    type Target = 'direct' | keyof typeof relays;
+    const names = Object.keys(relays) as (keyof typeof relays)[];
     const one = async (port: number): Promise<number> => {
       const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
         method: 'POST', headers: { 'content-type': 'application/json' },
@@ -86,7 +201,9 @@ if (process.argv[2] === 'relay') {
       if (!t.includes('[DONE]')) throw new Error(`HTTP ${r.status}: ${t.slice(-300)}`);
       return LEN;
     };
-    const loop = async (port: number, s: number) => {
+    let handoffTokens = 0;
+    const loop = async (t: Target, s: number) => {
+      const port = t === 'direct' ? enginePort : relays[t].port;
       let tokens = 0;
       const until = performance.now() + s * 1000;
       await Promise.all(Array.from({ length: CLIENTS }, async () => {
@@ -95,27 +212,45 @@ if (process.argv[2] === 'relay') {
           tokens += n;
         }
       }));
+      if (t === 'handoff') handoffTokens += tokens;
       return tokens;
     };
-    for (const r of relays) await loop(r.port, 6); // warm-up
-    const i0 = relays.map((r) => cpuMs(r.pid)), it0 = performance.now();
+    for (const k of names) await loop(k, 6); // warm-up
+    const i0 = names.map((k) => cpuMs(relays[k].pid)), it0 = performance.now();
     await new Promise((r) => setTimeout(r, 3000));
-    const idle = relays.map((r, k) => (cpuMs(r.pid) - i0[k]!) / ((performance.now() - it0) / 1000));
-    const sums = { direct: [0, 0], relay: [0, 0], 'relay-hold': [0, 0] } as Record<string, [number, number]>;
-    const blocks = [['direct', -1], ['relay', 0], ['relay-hold', 1], ['direct', -1], ['relay-hold', 1], ['relay', 0]] as const;
-    for (const [k, ri] of [...blocks, ...blocks]) {
-      const r = relays[ri], pid = r?.pid ?? relays[0]!.pid;
-      const r0 = cpuMs(pid), e0 = cpuMs(emu.pid!), t0 = performance.now();
-      const tokens = await loop(r?.port ?? enginePort, SECS);
+    const idle = Object.fromEntries(names.map((k, j) => [k, (cpuMs(relays[k].pid) - i0[j]!) / ((performance.now() - it0) / 1000)])) as Record<Target, number>;
+    const targets: Target[] = ['direct', ...names];
+    const sums = Object.fromEntries(targets.map((k) => [k, [0, 0, 0]])) as Record<Target, [number, number, number]>;
+    const order = [...targets, ...[...targets].reverse()];
+    for (const k of [...order, ...order]) {
+      const pid = k === 'direct' ? emu.pid! : relays[k].pid;
+      const r0 = cpuMs(pid), j0 = cpuMs(pid, pid), e0 = cpuMs(emu.pid!), t0 = performance.now();
+      const tokens = await loop(k, SECS);
       const wall = (performance.now() - t0) / 1000;
-      const relayUs = r ? ((cpuMs(pid) - r0 - idle[ri]! * wall) * 1000) / tokens : NaN, engineUs = ((cpuMs(emu.pid!) - e0) * 1000) / tokens;
-      console.log(JSON.stringify({ target: k, tokens, tokensPerS: +(tokens / wall).toFixed(1), relayUsPerToken: r ? +relayUs.toFixed(1) : undefined, engineUsPerToken: +engineUs.toFixed(1) }));
-      sums[k]![0] += r ? relayUs * tokens : engineUs * tokens;
-      sums[k]![1] += tokens;
+      const relayUs = k === 'direct' ? NaN : ((cpuMs(pid) - r0 - idle[k] * wall) * 1000) / tokens;
+      const jsUs = k === 'handoff' ? ((cpuMs(pid, pid) - j0) * 1000) / tokens : NaN;
+      const engineUs = ((cpuMs(emu.pid!) - e0) * 1000) / tokens;
+      const fix = (x: number) => (Number.isNaN(x) ? undefined : +x.toFixed(1));
+      console.log(JSON.stringify({ target: k, tokens, tokensPerS: +(tokens / wall).toFixed(1), relayUsPerToken: fix(relayUs), jsThreadUsPerToken: fix(jsUs), engineUsPerToken: fix(engineUs) }));
+      sums[k][0] += k === 'direct' ? engineUs * tokens : relayUs * tokens;
+      sums[k][1] += tokens;
+      sums[k][2] += jsUs * tokens;
     }
-    const mean = (k: string) => +(sums[k]![0] / sums[k]![1]).toFixed(1);
-    console.log(JSON.stringify({ idleMsPerS: idle.map((x) => +x.toFixed(1)), relayUsPerToken: mean('relay'), relayHoldUsPerToken: mean('relay-hold'), engineAloneUsPerToken: mean('direct') }));
+    const usageTokens = await new Promise<number>((r) => {
+      relays.handoff.p.once('message', (m) => r(Number(m)));
+      relays.handoff.p.send('usage');
+    });
+    const mean = (k: Target, i = 0) => +(sums[k][i] / sums[k][1]).toFixed(1);
+    console.log(JSON.stringify({
+      idleMsPerS: Object.fromEntries(names.map((k) => [k, +idle[k].toFixed(1)])),
+      engineAloneUsPerToken: mean('direct'),
+      relayUsPerToken: Object.fromEntries(names.map((k) => [k, mean(k)])),
+      handoffJsThreadUsPerToken: mean('handoff', 2),
+      // the hand-off relay's accounting: the completion tokens of the usage events it read, against those streamed
+      handoffUsageTokens: usageTokens, handoffTokensStreamed: handoffTokens,
+    }));
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+    rmSync(build, { recursive: true, force: true });
   }
 }
