@@ -12,9 +12,9 @@
  *               sockets' fds to a native thread through koffi (scripts/body-relay.c), which relays the response to
  *               its end and reports the last usage event; JavaScript takes the connection back for its next request.
  *               The design a gateway with a native data plane would have: what that process pays per token.
- * Prints each relay's CPU per streamed token (utime + stime of all its threads from /proc, less its idle CPU; for
- * handoff also its JavaScript thread's share) and the engine's, in blocks alternating over the targets (in order,
- * then reversed, twice). The C sources are built with gcc into a temporary directory at each run. docs/DATAPATH.md
+ * Prints each relay's CPU per streamed token (utime + stime of all its threads from /proc, raw and less its idle rate,
+ * read over the other targets' blocks; for handoff also its JavaScript thread's share) and the engine's, in blocks
+ * alternating over the targets (in order, then reversed, twice). The C sources are built with gcc into a temporary directory at each run. docs/DATAPATH.md
  * ("Relay floor") compares them with the gateway's figure.
  *   npx tsx scripts/relay-floor.ts [blockSeconds]          (needs the built CLI: npm run build; gcc)
  */
@@ -216,36 +216,47 @@ if (process.argv[2] === 'relay') {
       return tokens;
     };
     for (const k of names) await loop(k, 6); // warm-up
-    const i0 = names.map((k) => cpuMs(relays[k].pid)), it0 = performance.now();
-    await new Promise((r) => setTimeout(r, 3000));
-    const idle = Object.fromEntries(names.map((k, j) => [k, (cpuMs(relays[k].pid) - i0[j]!) / ((performance.now() - it0) / 1000)])) as Record<Target, number>;
+    // each relay's idle rate: its CPU over the blocks of the other targets (their keep-alive connections open, no
+    // streams), per second of those blocks
+    const idleCpu = Object.fromEntries(names.map((k) => [k, [0, 0]])) as Record<Target, [number, number]>;
     const targets: Target[] = ['direct', ...names];
-    const sums = Object.fromEntries(targets.map((k) => [k, [0, 0, 0]])) as Record<Target, [number, number, number]>;
+    /** per target: relay CPU ms, tokens, seconds, JavaScript thread CPU ms */
+    const sums = Object.fromEntries(targets.map((k) => [k, [0, 0, 0, 0]])) as Record<Target, [number, number, number, number]>;
     const order = [...targets, ...[...targets].reverse()];
     for (const k of [...order, ...order]) {
       const pid = k === 'direct' ? emu.pid! : relays[k].pid;
-      const r0 = cpuMs(pid), j0 = cpuMs(pid, pid), e0 = cpuMs(emu.pid!), t0 = performance.now();
+      const c0 = names.map((n) => cpuMs(relays[n].pid)), j0 = cpuMs(pid, pid), e0 = cpuMs(emu.pid!), t0 = performance.now();
       const tokens = await loop(k, SECS);
       const wall = (performance.now() - t0) / 1000;
-      const relayUs = k === 'direct' ? NaN : ((cpuMs(pid) - r0 - idle[k] * wall) * 1000) / tokens;
-      const jsUs = k === 'handoff' ? ((cpuMs(pid, pid) - j0) * 1000) / tokens : NaN;
-      const engineUs = ((cpuMs(emu.pid!) - e0) * 1000) / tokens;
-      const fix = (x: number) => (Number.isNaN(x) ? undefined : +x.toFixed(1));
-      console.log(JSON.stringify({ target: k, tokens, tokensPerS: +(tokens / wall).toFixed(1), relayUsPerToken: fix(relayUs), jsThreadUsPerToken: fix(jsUs), engineUsPerToken: fix(engineUs) }));
-      sums[k][0] += k === 'direct' ? engineUs * tokens : relayUs * tokens;
-      sums[k][1] += tokens;
-      sums[k][2] += jsUs * tokens;
+      const c1 = names.map((n) => cpuMs(relays[n].pid));
+      names.forEach((n, i) => {
+        if (n === k) return;
+        idleCpu[n][0] += c1[i]! - c0[i]!;
+        idleCpu[n][1] += wall;
+      });
+      const engineMs = cpuMs(emu.pid!) - e0;
+      const relayMs = k === 'direct' ? engineMs : c1[names.indexOf(k)]! - c0[names.indexOf(k)]!;
+      const jsMs = k === 'handoff' ? cpuMs(pid, pid) - j0 : 0;
+      const us = (ms: number) => +((ms * 1000) / tokens).toFixed(1);
+      console.log(JSON.stringify({ target: k, tokens, tokensPerS: +(tokens / wall).toFixed(1), relayRawUsPerToken: k === 'direct' ? undefined : us(relayMs), jsThreadUsPerToken: k === 'handoff' ? us(jsMs) : undefined, engineUsPerToken: us(engineMs) }));
+      const m = sums[k];
+      m[0] += relayMs;
+      m[1] += tokens;
+      m[2] += wall;
+      m[3] += jsMs;
     }
     const usageTokens = await new Promise<number>((r) => {
       relays.handoff.p.once('message', (m) => r(Number(m)));
       relays.handoff.p.send('usage');
     });
-    const mean = (k: Target, i = 0) => +(sums[k][i] / sums[k][1]).toFixed(1);
+    const idle = (k: keyof typeof relays) => idleCpu[k][0] / idleCpu[k][1];
+    const perToken = (k: Target, ms: number) => +((ms * 1000) / sums[k][1]).toFixed(1);
     console.log(JSON.stringify({
-      idleMsPerS: Object.fromEntries(names.map((k) => [k, +idle[k].toFixed(1)])),
-      engineAloneUsPerToken: mean('direct'),
-      relayUsPerToken: Object.fromEntries(names.map((k) => [k, mean(k)])),
-      handoffJsThreadUsPerToken: mean('handoff', 2),
+      engineAloneUsPerToken: perToken('direct', sums.direct[0]),
+      relayRawUsPerToken: Object.fromEntries(names.map((k) => [k, perToken(k, sums[k][0])])),
+      idleMsPerS: Object.fromEntries(names.map((k) => [k, +idle(k).toFixed(2)])),
+      relayUsPerToken: Object.fromEntries(names.map((k) => [k, perToken(k, sums[k][0] - idle(k) * sums[k][2])])),
+      handoffJsThreadUsPerToken: perToken('handoff', sums.handoff[3]),
       // the hand-off relay's accounting: the completion tokens of the usage events it read, against those streamed
       handoffUsageTokens: usageTokens, handoffTokensStreamed: handoffTokens,
     }));
