@@ -96,6 +96,8 @@ export class PoolLeader {
       // the burst guard's window: the last three re-shard epochs (policy poolBurstWindowMs, as the simulator's pools)
       burstWindowMs: poolBurstWindowMs(c.epochs.poolS * 1000),
       ...(c.nats.ownStore ? { ownStore: true } : {}),
+      // a dispatch's admission is answered once its entry is in the dispatched list (a successor reads it)
+      storeBeforeReply: true,
       // a request held while no instance is ready waits as long as its gateway waits for it (from its arrival)
       holdLimitMs: gatewaySchema.shape.holdLimitMs.safeParse((c.gateway as { holdLimitMs?: unknown } | undefined)?.holdLimitMs).data,
     };
@@ -149,6 +151,8 @@ export class PoolLeader {
     this.#step({ type: 'start' });
     this.#bus.on('status', this.#onLink);
     this.#lease.on('elected', () => void this.#becomeLeader());
+    // each acknowledged renewal bounds the machine's lead (state leaseUntilMs): every decision checks it, no lease read
+    this.#lease.on('renewed', (r: { untilMs: number }) => this.#step({ type: 'lease', untilMs: r.untilMs }));
     this.#lease.on('lost', () => this.#stepDown());
     await this.#lease.start();
   }
@@ -189,7 +193,7 @@ export class PoolLeader {
     }
     if (dispatched?.entries.length) this.#log.info({ requests: dispatched.entries.length }, 'dispatched requests of the previous leader adopted');
     const gen = ++this.#leads;
-    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, ...(stored ? { stored } : {}), dispatched: dispatched?.entries ?? [], ...(dispatched?.reshard ? { reshard: dispatched.reshard } : {}), unread: stored === null });
+    this.#step({ type: 'lead', term: this.#lease.term() ?? 0, leaseUntilMs: this.#lease.leaderUntilMs(), ...(stored ? { stored } : {}), dispatched: dispatched?.entries ?? [], ...(dispatched?.reshard ? { reshard: dispatched.reshard } : {}), unread: stored === null });
     // what did not answer is read on while this lead lasts (the machine starts and stops no instance on an assignment
     // it could not confirm, and the dispatched list a late read finds is adopted then)
     if (failure) void this.#readLate(gen, stored === null, dispatched === null);
@@ -298,7 +302,7 @@ export class PoolLeader {
   /** puts and deletes of the dispatched list not yet acknowledged (bounded: past it an entry is not kept). */
   #dispatchedInFlight = 0;
   #storeDispatched(op: (kv: KV) => Promise<unknown>): void {
-    if (this.#dispatchedInFlight >= 4096) {
+    if (this.#dispatchedInFlight >= DISPATCHED_IN_FLIGHT_MAX) {
       this.#log.warn('dispatched-request store lagging: entry not kept');
       return;
     }
@@ -306,9 +310,35 @@ export class PoolLeader {
     void this.#dispatchedKv().then((kv) => op(kv)).catch((err: unknown) => this.#log.debug({ err: (err as Error).message }, 'dispatched entry not stored')).finally(() => this.#dispatchedInFlight--);
   }
 
-  #stepDown(): void {
+  /**
+   * A dispatched entry whose admission waits for it: the machine hears 'dispatched_stored' when the store answered,
+   * or failed, or did not answer within DISPATCHED_STORE_MS of the dispatch deadline. The writes of concurrent
+   * dispatches are in flight together (each its own JetStream publish), never one after the other.
+   */
+  #storeDispatchedAcked(put: (kv: KV) => Promise<unknown>, ack: number): void {
+    const answer = (ok: boolean) => this.#step({ type: 'dispatched_stored', ack, ok });
+    if (this.#dispatchedInFlight >= DISPATCHED_IN_FLIGHT_MAX) {
+      this.#log.warn('dispatched-request store lagging: admission answered without its entry');
+      queueMicrotask(() => answer(false));
+      return;
+    }
+    this.#dispatchedInFlight++;
+    const deadlineMs = Math.min(DISPATCHED_STORE_MS, Math.max(1, Math.floor(this.#o.config.timeouts.dispatchMs / 2)));
+    within(this.#dispatchedKv().then(put), deadlineMs, `KV ${jetstream.dispatchedBucket} dispatched entry`, this.#clock)
+      .then(() => answer(true), (err: unknown) => {
+        this.#log.warn({ err: (err as Error).message, deadlineMs }, 'dispatched entry not stored: admission answered, entry written again');
+        answer(false);
+      })
+      .finally(() => this.#dispatchedInFlight--);
+  }
+
+  #unserve(): void {
     for (const h of this.#leaderHandles) h.unsubscribe();
     this.#leaderHandles = [];
+  }
+
+  #stepDown(): void {
+    this.#unserve();
     this.#step({ type: 'lost' });
   }
 
@@ -384,9 +414,17 @@ export class PoolLeader {
       }
       case 'persist_dispatched': {
         const entry: DispatchedEntry = { v: 1, req: e.req, instance: e.instance, atMs: e.atMs, ...(e.startedMs !== undefined ? { startedMs: e.startedMs } : {}) };
-        this.#storeDispatched((kv) => kv.put(dispatchedKeys.entry(this.pool, e.req.id), DispatchedEntry.encode(entry)));
+        const put = (kv: KV) => kv.put(dispatchedKeys.entry(this.pool, e.req.id), DispatchedEntry.encode(entry));
+        if (e.ack === undefined) this.#storeDispatched(put);
+        else this.#storeDispatchedAcked(put, e.ack);
         break;
       }
+      case 'lease_lapsed':
+        // the machine no longer leads: nothing more is served, and the lease (past its own bound too) is given up
+        this.#log.warn({ untilMs: e.untilMs, lateMs: this.#clock.now() - e.untilMs }, 'lease may have lapsed (a stall past its TTL): stepping down');
+        this.#unserve();
+        this.#lease.resign();
+        break;
       case 'forget_dispatched':
         this.#storeDispatched((kv) => kv.purge(dispatchedKeys.entry(this.pool, e.id)));
         break;
@@ -521,6 +559,12 @@ const LATE_READ_MAX_MS = 2000;
 
 /** dispatch calls a pool leader works on at once (held ones do not count: see #dispatchSlots). */
 export const DISPATCH_HANDLERS = 256;
+
+/** puts and deletes of the dispatched list in flight at most (past it an entry is not kept, or its admission waits for none). */
+const DISPATCHED_IN_FLIGHT_MAX = 4096;
+
+/** the longest an admission waits for its dispatched entry's store, ms (at most half timeouts.dispatchMs). */
+const DISPATCHED_STORE_MS = 1000;
 
 /** how long a dispatched entry stays in the store without its record, ms (requests give up well before). */
 const DISPATCHED_TTL_MS = 3_600_000;

@@ -70,9 +70,8 @@
  *   round, the later one's record would have blocked the earlier one until it expired, after the later one's
  *   election had to happen), so it read a term >= the other's there and took one above it. N = 1 is the same
  *   argument on one bucket.
- * Assumption: contenders' clocks agree to well within `safetyMs` (exact on one machine; NTP across nodes,
- * where ttlMs should then be several seconds).
- * Events: 'elected' ({holder, term, expiresMs}), 'lost' ({holder, term, reason}).
+ * Assumption: contenders' clocks agree to well within `safetyMs` (exact on one machine; NTP across nodes, where ttlMs should then be several seconds).
+ * Events: 'elected' ({holder, term, expiresMs}), 'renewed' ({holder, term, untilMs}: leaderUntilMs() after a renewal), 'lost' ({holder, term, reason}).
  */
 import { EventEmitter } from 'node:events';
 import type { KvEntry } from '@nats-io/kv';
@@ -218,6 +217,14 @@ export class LeaderLease extends EventEmitter {
     return this.isLeader() ? this.#held!.term : undefined;
   }
 
+  /** Steps down now ('lost', 'resigned'), releases what is still ours (compare-and-set on our writes), contends on: a shell past the leaderUntilMs() it was told. */
+  resign(): void {
+    const held = this.#held;
+    if (!held) return;
+    this.#stepDown('resigned');
+    void this.#release(held, held.slots); // written no more: renewals of this lead end with it
+  }
+
   /** Until when we may act as leader (ms since epoch), or 0. */
   leaderUntilMs(): number {
     return this.isLeader() ? this.#until(this.#held!) - this.safetyMs : 0;
@@ -343,6 +350,8 @@ export class LeaderLease extends EventEmitter {
       return this.renewMs;
     }
     this.#armStepDown();
+    // a leader's shell bounds its decisions by it (no lease read per decision)
+    this.emit('renewed', { holder: this.holder, term: held.term, untilMs: this.leaderUntilMs() });
     // renewMs after this renewal's value was made (not after its answer, which may take most of the TTL)
     const next = Math.max(1, this.renewMs - (this.#clock.now() - t0));
     // a bucket that did not answer took up to opTimeoutMs of this period; more failing than the majority allows: soon
@@ -468,7 +477,6 @@ export class LeaderLease extends EventEmitter {
     return [...answered].sort((a, b) => a.slot.index - b.slot.index);
   }
 
-  /** The latest expiry of a live record of another holder on the other layout (lease-other-layout.ts), else undefined. */
   /** The answered records that are an acquisition of ours still valid at `t0`. */
   #mine(answered: Answered[], t0: number): Map<LeaseSlot, LeaseValue> {
     const mine = new Map<LeaseSlot, LeaseValue>();
@@ -510,6 +518,7 @@ export class LeaderLease extends EventEmitter {
     return wait === undefined ? { term } : { wait, term };
   }
 
+  /** The latest expiry of a live record of another holder on the other layout (lease-other-layout.ts), else undefined. */
   async #otherLayoutHeld(): Promise<number | undefined> {
     if (!this.#others.length) return undefined;
     const records = await Promise.all(this.#others.map((b) => readOtherLayout(this.#bus, b, this.key, this.opTimeoutMs).catch((err: unknown) => {

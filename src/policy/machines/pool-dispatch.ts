@@ -31,6 +31,13 @@ export function views(s: PoolMachineState, exclude: Set<string>, now: number, cf
  */
 export function dispatch(s: PoolMachineState, fx: PoolEffect[], ref: number, req: InferenceRequest, now: number, cfg: PoolMachineConfig): void {
   const o = s.outstanding.get(req.id);
+  // admitted, its entry not stored yet: the retry is answered with the first call (cfg.storeBeforeReply)
+  for (const [job, j] of o ? s.jobs : []) {
+    if (j.req.id === req.id && j.storing) {
+      s.jobs.set(job, { ...j, joined: [...(j.joined ?? []), ref] });
+      return;
+    }
+  }
   if (o) {
     fx.push({ kind: 'reply', ref, admission: { v: 1, id: req.id, ok: true, pool: cfg.pool, instance: o.instance } });
     return;
@@ -88,6 +95,13 @@ export function admitResult(s: PoolMachineState, fx: PoolEffect[], ev: Extract<P
     const started = s.instances.get(j.admitting)?.status.startedMs;
     const proc = started !== undefined && started !== UNSEEN ? { startedMs: started } : {};
     s.outstanding.set(j.req.id, { req, instance: j.admitting, atMs: now, ...proc });
+    if (cfg.storeBeforeReply) {
+      // answered once its entry is stored ('dispatched_stored'): a caller that has its admission finds the request in
+      // the list a successor reads, also when this leader dies right after answering
+      s.jobs.set(ev.job, { ...j, admitting: undefined, storing: { ...a, pool: cfg.pool } });
+      fx.push({ kind: 'persist_dispatched', req, instance: j.admitting, atMs: now, ...proc, ack: ev.job });
+      return;
+    }
     fx.push({ kind: 'persist_dispatched', req, instance: j.admitting, atMs: now, ...proc });
     finish(s, fx, ev.job, j, now, cfg, undefined, { ...a, pool: cfg.pool });
     return;
@@ -99,6 +113,25 @@ export function admitResult(s: PoolMachineState, fx: PoolEffect[], ev: Extract<P
   const next: DispatchJob = { ...j, admitting: undefined, ...(error ? { lastError: error } : {}), ...(error?.code === 'unavailable' ? { unready: new Set([...(j.unready ?? []), j.admitting]) } : {}) };
   s.jobs.set(ev.job, next);
   tryDispatch(s, fx, ev.job, next, now, cfg);
+}
+
+/**
+ * The store's answer to an admitted request's entry: its admission goes to whoever waits, stored or not. A store
+ * that failed (or did not answer within the shell's deadline) does not turn the admission into a refusal: the
+ * instance runs the request, and a refusal would have its caller dispatch it a second time (a successor that lacks
+ * the entry sends it to another instance: two streams). The entry is written once more without waiting, and the
+ * failure is an event.
+ */
+export function dispatchedStored(s: PoolMachineState, fx: PoolEffect[], ev: Extract<PoolEvent, { type: 'dispatched_stored' }>, now: number, cfg: PoolMachineConfig): void {
+  const j = s.jobs.get(ev.ack);
+  if (!j?.storing) return;
+  if (!ev.ok) {
+    const o = s.outstanding.get(j.req.id);
+    if (o && s.leader) fx.push({ kind: 'persist_dispatched', req: o.req, instance: o.instance, atMs: o.atMs, ...(o.startedMs !== undefined ? { startedMs: o.startedMs } : {}) });
+    fx.push({ kind: 'event', event: 'failure', summary: `${cfg.pool}: request ${j.req.id} admitted on ${j.storing.instance ?? '?'} answered without its dispatched entry stored (written again)`,
+      decision: { answered: 'admission', rewrite: o !== undefined && s.leader }, inputs: { pool: cfg.pool, id: j.req.id } });
+  }
+  finish(s, fx, ev.ack, j, now, cfg, undefined, j.storing);
 }
 
 /** The dispatch is over: answer whoever waits for it. */

@@ -58,6 +58,12 @@ export interface PoolMachineConfig {
   prefer?: (req: InferenceRequest, eligibleIds: string[]) => string | undefined;
   /** the NATS store is the cluster's own, created with it (config nats.ownStore): what it holds is this run's. */
   ownStore?: boolean;
+  /**
+   * true where the shell stores the dispatched list (the live pool leader): an admitted request's answer waits for
+   * its entry's store ('persist_dispatched' with `ack`, answered by 'dispatched_stored'), so a successor reads every
+   * request whose admission a caller got. Absent (the simulator: no store to lose): answered at once.
+   */
+  storeBeforeReply?: boolean;
 }
 
 /** `stateSinceMs`: when its process's status first said its state; `deadMs`: when this view took it for dead (alive false); both ms, what a view reports as out since (policy outOfDispatchSince). */
@@ -88,6 +94,8 @@ export interface DispatchJob {
   lastError?: WireError;
   /** instances that refused it as not ready (unavailable): tried again once ready, whatever the view said then. */
   unready?: Set<string>;
+  /** admitted, its entry being stored (cfg.storeBeforeReply): this admission is the answer once the store answers. */
+  storing?: Admission;
 }
 
 export interface MoveJob { ref: number; pending: number; placed: MoveReply['placed']; refused: MoveReply['refused'] }
@@ -120,6 +128,13 @@ export interface ReshardRun {
 
 export interface PoolMachineState {
   leader: boolean;
+  /**
+   * while leading: until when its lease holds by this replica's own clock (the shell's LeaderLease.leaderUntilMs()
+   * after its last renewal a majority acknowledged, the safety margin taken off), ms. At or past it the lease may
+   * be another replica's: the step steps down first ('lease_lapsed') and refuses what the event asked (a dispatch,
+   * a move, a command). Absent: no lease bounds the lead (the simulator's leaders).
+   */
+  leaseUntilMs?: number;
   types: RequestType[];
   assignment?: PoolAssignment;
   instances: Map<string, TrackedInstance>;
@@ -187,7 +202,9 @@ export type PoolEvent =
    * this replica leads the pool; the assignment the store holds, if any, and the requests the previous
    * leader dispatched that have no record yet (its persisted list).
    */
-  | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: DispatchedListEntry[]; reshard?: StoredReshard; unread?: boolean }
+  | { type: 'lead'; term?: number; stored?: PoolAssignment; dispatched?: DispatchedListEntry[]; reshard?: StoredReshard; unread?: boolean; leaseUntilMs?: number }
+  /** the lease was renewed (acknowledged by a majority): the lead holds until `untilMs` (state leaseUntilMs). */
+  | { type: 'lease'; untilMs: number }
   /**
    * the takeover reads that did not answer by the lead, answered later: `assignment` when the assignment's read did
    * (`stored` undefined: none stored), `dispatched` (and `reshard`) when the dispatched list's did.
@@ -222,7 +239,9 @@ export type PoolEvent =
   /** the answer to a 'node' effect. */
   | { type: 'node_result'; cmd: NodeCommand; ok: boolean; purpose: 'reconcile' | 'reshard' }
   /** the answer to a 'persist_reshard' with `ack` (the store acknowledged the record, or failed). */
-  | { type: 'reshard_stored'; ack: number; ok: boolean };
+  | { type: 'reshard_stored'; ack: number; ok: boolean }
+  /** the answer to a 'persist_dispatched' with `ack` (the store acknowledged the entry, or failed or did not answer in time). */
+  | { type: 'dispatched_stored'; ack: number; ok: boolean };
 
 export type PoolEffect =
   | { kind: 'arm_timer'; timer: 'sweep' | 'tick' | 'reconcile' | 'reshard' | 'status'; everyMs: number }
@@ -235,8 +254,10 @@ export type PoolEffect =
   | { kind: 'reply'; ref: number; admission: Admission }
   | { kind: 'move_reply'; ref: number; reply: MoveReply }
   | { kind: 'command_reply'; ref: number; ok: boolean; detail?: Record<string, unknown>; error?: WireError }
-  /** keep (replace) a dispatched request in the store a successor reads. */
-  | { kind: 'persist_dispatched'; req: InferenceRequest; instance: string; atMs: number; startedMs?: number }
+  /** keep (replace) a dispatched request in the store a successor reads; with `ack`, answer with 'dispatched_stored'. */
+  | { kind: 'persist_dispatched'; req: InferenceRequest; instance: string; atMs: number; startedMs?: number; ack?: number }
+  /** the lease may have lapsed (state leaseUntilMs): the machine no longer leads; stop serving and give the lease up. */
+  | { kind: 'lease_lapsed'; untilMs: number }
   /** drop a request from that store (it ended, or was handed on). */
   | { kind: 'forget_dispatched'; id: string }
   /** keep the re-shard (begun, or complete) in the store a successor reads. */

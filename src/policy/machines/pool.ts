@@ -36,7 +36,7 @@ export { aliveInstances, poolDispatchView, poolLoad } from './router.ts';
 import { adoptReshard, adoptReshardOnAssign, resumeOrphanDrain } from './pool-takeover.ts';
 import { addEpochArrivals, admittedBetween, recordPoolArrivals } from '../pool-shards.ts';
 import { refusal, type DispatchJob, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type PoolStepResult } from './pool-types.ts';
-import { admitResult, dispatch, finish, holdable, move, tryDispatch, views } from './pool-dispatch.ts';
+import { admitResult, dispatch, dispatchedStored, finish, holdable, move, tryDispatch, views } from './pool-dispatch.ts';
 import { adoptDispatched, onStatus, sweep } from './pool-instances.ts';
 import { reconcile } from './pool-reconcile.ts';
 import { milpShardDecision } from '../pool-shards-milp.ts';
@@ -61,12 +61,19 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
     jobs: new Map(prev.jobs), moves: new Map(prev.moves),
   };
   const fx: PoolEffect[] = [];
+  // a lead past its lease (a process resumed after a stall longer than the lease, its step-down timer not run yet) may
+  // be another replica's by now: it ends before this event decides anything (what the event asks is refused below)
+  if (s.leader && s.leaseUntilMs !== undefined && now >= s.leaseUntilMs && ev.type !== 'lease' && ev.type !== 'lead' && ev.type !== 'lost') {
+    fx.push({ kind: 'lease_lapsed', untilMs: s.leaseUntilMs });
+    leaveLead(s, fx, now, cfg, `${cfg.holder} stopped leading ${cfg.pool}: its lease may have lapsed ${now - s.leaseUntilMs} ms ago`, { lapsedMs: now - s.leaseUntilMs });
+  }
   switch (ev.type) {
     case 'start':
       fx.push({ kind: 'arm_timer', timer: 'sweep', everyMs: Math.max(50, Math.floor(cfg.deadAfterMs / 4)) });
       break;
     case 'lead':
       s.leader = true;
+      s.leaseUntilMs = ev.leaseUntilMs;
       s.tickPaused = undefined; // armed below
       s.ledAtMs = now;
       fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} leads ${cfg.pool}`, decision: { leader: cfg.holder, term: ev.term }, inputs: { pool: cfg.pool } });
@@ -101,20 +108,13 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       if (ev.reshard && !s.reshard) adoptReshard(s, fx, ev.reshard, cfg);
       reconcile(s, fx, now, cfg);
       break;
+    case 'lease':
+      if (s.leader) s.leaseUntilMs = ev.untilMs;
+      break;
     case 'lost':
-      s.leader = false;
-      s.tickPaused = undefined; // disarmed with the leader's timers
-      s.assignmentUnread = false;
-      s.diedHandled = undefined;
-      fx.push({ kind: 'event', event: 'lease', summary: `${cfg.holder} lost the lead of ${cfg.pool}`, decision: { leader: null }, inputs: { pool: cfg.pool } }, { kind: 'disarm_leader_timers' });
-      s.reshard = undefined;
-      s.pendingReshard = undefined;
-      s.unadoptedReshard = undefined;
-      s.planning = undefined;
-      s.reconciling = 0;
-      s.trafficAtMs = undefined;
-      s.epochArrivals = undefined;
-      for (const [job, j] of s.jobs) finish(s, fx, job, j, now, cfg, refusal(cfg, 'unavailable', `${cfg.holder} no longer leads ${cfg.pool}`));
+      // a lead already ended (its lease lapsed by this replica's clock), or none begun: nothing left to end
+      if (!s.leader) break;
+      leaveLead(s, fx, now, cfg, `${cfg.holder} lost the lead of ${cfg.pool}`, {});
       break;
     case 'status':
     case 'statuses':
@@ -162,17 +162,24 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       }
       break;
     case 'dispatch':
-      dispatch(s, fx, ev.ref, ev.req, now, cfg);
+      if (!s.leader) fx.push({ kind: 'reply', ref: ev.ref, admission: { v: 1, id: ev.req.id, ok: false, pool: cfg.pool, error: notLeading(cfg) } });
+      else dispatch(s, fx, ev.ref, ev.req, now, cfg);
+      break;
+    case 'dispatched_stored':
+      dispatchedStored(s, fx, ev, now, cfg);
       break;
     case 'admit_result':
       admitResult(s, fx, ev, now, cfg);
       break;
     case 'move':
-      move(s, fx, ev, now, cfg);
+      if (!s.leader) fx.push({ kind: 'move_reply', ref: ev.ref, reply: { v: 1, placed: [], refused: ev.requests.map((r) => ({ id: r.id, error: notLeading(cfg) })) } });
+      else move(s, fx, ev, now, cfg);
       break;
     case 'assign': {
       const a = ev.assignment;
-      if (a.pool !== cfg.pool) {
+      if (!s.leader) {
+        fx.push({ kind: 'command_reply', ref: ev.ref, ok: false, error: notLeading(cfg) });
+      } else if (a.pool !== cfg.pool) {
         fx.push({ kind: 'command_reply', ref: ev.ref, ok: false, error: { code: 'invalid_request', message: `assignment for ${a.pool} sent to ${cfg.pool}`, retryable: false } });
       } else if (s.assignment && a.epoch < s.assignment.epoch) {
         // the planner's is older than the one held: that one is no earlier lead's stale copy
@@ -188,6 +195,10 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
     }
     case 'reshard_now':
+      if (!s.leader) {
+        fx.push({ kind: 'command_reply', ref: ev.ref, ok: false, error: notLeading(cfg) });
+        break;
+      }
       fx.push({ kind: 'command_reply', ref: ev.ref, ok: true });
       reshardEpoch(s, fx, now, cfg, true);
       break;
@@ -216,6 +227,31 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
     fx.push({ kind: 'arm_timer', timer: 'tick', everyMs: POOL_TICK_MS });
   }
   return { state: s, effects: fx };
+}
+
+/** The refusal of what only a leader does, asked of a replica that does not lead (its lease lapsed): the caller retries on the leader. */
+const notLeading = (cfg: PoolMachineConfig) => refusal(cfg, 'unavailable', `${cfg.holder} does not lead ${cfg.pool}`);
+
+/**
+ * The lead ends (the lease lost, or lapsed by this replica's clock): the leader's timers and waits stop, and every
+ * dispatch under way is answered: a refusal (retryable: its caller tries the new leader), except an admission whose
+ * entry is being stored, which stands (its instance runs the request).
+ */
+function leaveLead(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig, summary: string, inputs: Record<string, unknown>): void {
+  s.leader = false;
+  s.leaseUntilMs = undefined;
+  s.tickPaused = undefined; // disarmed with the leader's timers
+  s.assignmentUnread = false;
+  s.diedHandled = undefined;
+  fx.push({ kind: 'event', event: 'lease', summary, decision: { leader: null }, inputs: { pool: cfg.pool, ...inputs } }, { kind: 'disarm_leader_timers' });
+  s.reshard = undefined;
+  s.pendingReshard = undefined;
+  s.unadoptedReshard = undefined;
+  s.planning = undefined;
+  s.reconciling = 0;
+  s.trafficAtMs = undefined;
+  s.epochArrivals = undefined;
+  for (const [job, j] of s.jobs) finish(s, fx, job, j, now, cfg, j.storing ? undefined : refusal(cfg, 'unavailable', `${cfg.holder} no longer leads ${cfg.pool}`), j.storing);
 }
 
 /**
