@@ -293,6 +293,7 @@ export class ClusterManager extends Actor {
    * assignment again.
    */
   #resendBehind(): void {
+    if (!this.#mayDecide()) return;
     const now = this.clock.now();
     const c = this.#c;
     for (const [pool, a] of this.#m.assignments) {
@@ -317,15 +318,15 @@ export class ClusterManager extends Actor {
       switch (e.kind) {
         case 'arm_timer':
           if ('everyMs' in e) {
-            const tick = e.timer === 'observe' ? () => this.#step({ type: 'observe', ...this.#observation() }) : () => this.#step({ type: 'epoch', why: 'epoch', ...this.#observation(), ...this.#prefixReuse() });
+            const tick = e.timer === 'observe' ? () => this.#mayDecide() && this.#step({ type: 'observe', ...this.#observation() }) : () => this.#mayDecide() && this.#step({ type: 'epoch', why: 'epoch', ...this.#observation(), ...this.#prefixReuse() });
             this.#leaderTimers.push(this.clock.setInterval(tick, e.everyMs));
           } else if (e.timer === 'first_epoch') {
             // a new leader's first epoch keeps the grants of a granted server silent briefly (policy keptServers)
-            this.#leaderTimers.push(this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers, silentMs: this.#silentMs() }), e.inMs));
+            this.#leaderTimers.push(this.clock.setTimeout(() => this.#mayDecide() && this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers, silentMs: this.#silentMs() }), e.inMs));
           } else {
             if (this.#aheadTimer !== undefined) this.clock.clearTimeout(this.#aheadTimer);
             const extra = e.forecast;
-            this.#aheadTimer = this.clock.setTimeout(() => this.#step({ type: 'epoch', why: 'start ahead of the next epoch', ...this.#observation(), ...this.#prefixReuse(), ...(extra ? { extra } : {}) }), e.inMs);
+            this.#aheadTimer = this.clock.setTimeout(() => this.#mayDecide() && this.#step({ type: 'epoch', why: 'start ahead of the next epoch', ...this.#observation(), ...this.#prefixReuse(), ...(extra ? { extra } : {}) }), e.inMs);
             this.#leaderTimers.push(this.#aheadTimer);
           }
           break;
@@ -344,13 +345,24 @@ export class ClusterManager extends Actor {
     }
   }
 
-  /** What the scaling machine observes: the load the live instances measure, the servers whose agent is alive. */
+  /**
+   * Whether it may decide as the planner now, by its lease's bound on its own clock (no lease read): a process resumed after a stall past its lease runs its
+   * due timers (observe, epoch) before its lease's, on a view where every node was silent. Past it the lease is given up at once (its 'lost' stops the timers).
+   */
+  #mayDecide(what?: Record<string, unknown>): boolean {
+    if (this.#lease.isLeader()) return true;
+    if (what) this.log.warn(what, 'not done: the planner lease may have lapsed');
+    this.#lease.resign();
+    return false;
+  }
+
   /** How long each configured server has been silent: since its node agent's last status, else since this process began to listen. */
   #silentMs(): Record<string, number> {
     const now = this.clock.now();
     return Object.fromEntries(this.#c.servers.map((x) => [x.id, now - (this.#nodes.get(x.id)?.seenMs ?? this.#listeningSinceMs)]));
   }
 
+  /** What the scaling machine observes: the load the live instances measure, the servers whose agent is alive. */
   #observation(): { observed: Partial<Record<RequestType, number>>; servers: { id: string; gpus: number }[]; alive?: { id: string; upSinceMs: number }[]; busy?: string[] } {
     const now = this.clock.now();
     if (this.#mc.power) {
@@ -446,12 +458,14 @@ export class ClusterManager extends Actor {
 
   /** Stores an assignment the machine issued (inventory KV) and tells the pool leader. */
   async #assign(a: PoolAssignmentT): Promise<void> {
+    if (!this.#mayDecide({ pool: a.pool, epoch: a.epoch, assignment: 'not stored' })) return; // sent in order: the lead may be over by now
     try {
       const kv = await this.bus.kv(jetstream.inventoryBucket);
       await kv.put(inventoryKeys.pool(a.pool), PoolAssignment.encode(a));
     } catch (err) {
       this.log.warn({ err: (err as Error).message, pool: a.pool }, 'assignment not stored');
     }
+    if (!this.#mayDecide({ pool: a.pool, epoch: a.epoch, assignment: 'stored, not sent' })) return;
     try {
       await this.bus.request(subjects.poolControl(a.pool), PoolCommand, { v: 1, op: 'assign', assignment: a, reason: `cluster epoch ${a.epoch}` }, Ack, { timeoutMs: this.#c.timeouts.controlMs });
     } catch (err) {
