@@ -11,7 +11,10 @@
  * - `response_format` json_object / json_schema, `guided_json`, `guided_choice`: valid JSON (the schema's
  *   properties filled by type) or one of the choices;
  * - `tools` with tool_choice 'required' or a named function: one tool call whose arguments follow the tool's
- *   parameter schema (finish_reason 'tool_calls'; 'stop' for a named function, as vLLM).
+ *   parameter schema (finish_reason 'tool_calls'; 'stop' for a named function, as vLLM);
+ * - a server started with a reasoning parser (vLLM's --reasoning-parser): a chat's plain-text output opens with its
+ *   reasoning, the first half of its tokens, streamed as `delta.reasoning_content` (`message.reasoning_content`
+ *   when not streamed) and the rest as content. `include_reasoning` is not modelled.
  */
 import { hash3, outputLength, tokenText, uniform } from './text.ts';
 
@@ -26,6 +29,8 @@ export interface GenRequest {
   minTokens: number;
   ignoreEos: boolean;
   params: Record<string, unknown>;
+  /** the server runs a reasoning parser: a chat's plain-text output opens with reasoning. */
+  reasoning?: boolean;
 }
 
 export interface ToolCallPlan {
@@ -42,6 +47,8 @@ export interface Plan {
   toolCall?: ToolCallPlan;
   /** top alternatives per token when logprobs were asked (0: only the sampled token's); null: none. */
   topLogprobs: number | null;
+  /** the leading tokens that are reasoning (delta.reasoning_content), the rest content; none when absent. */
+  reasoning?: number;
 }
 
 const ALT_WORDS = [' the', ' of', ' and', ' to', ' a', ' in', ' is', ' that', ' for', ' it', ' on', ' with', ' as', ' was', ' at', ' by', ' an', ' be', ' this', ' from'];
@@ -188,7 +195,33 @@ export function plan(g: GenRequest): Plan {
       }
     }
   }
-  return { pieces, finishReason, stopReason, topLogprobs };
+  const reasoning = g.chat && g.reasoning ? Math.floor(pieces.length / 2) : 0;
+  return { pieces, finishReason, stopReason, topLogprobs, ...(reasoning > 0 ? { reasoning } : {}) };
+}
+
+/** The chat delta of output tokens [from, to) as vLLM streams it: a piece of the tool call, reasoning, content. */
+export function chatDelta(pl: Plan, from: number, to: number): Record<string, unknown> {
+  const text = pl.pieces.slice(from, to).join('');
+  if (pl.toolCall) {
+    const call: Record<string, unknown> = { index: 0 };
+    if (from === 0) Object.assign(call, { id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } });
+    else call.function = { arguments: text };
+    return { tool_calls: [call] };
+  }
+  const r = pl.reasoning ?? 0;
+  if (from >= r) return { content: text };
+  const d: Record<string, unknown> = { reasoning_content: pl.pieces.slice(from, Math.min(to, r)).join('') };
+  if (to > r) d.content = pl.pieces.slice(r, to).join('');
+  return d;
+}
+
+/** The assistant message of a whole chat output (not streamed), as vLLM answers it. */
+export function chatMessage(pl: Plan): Record<string, unknown> {
+  const text = pl.pieces.join('');
+  if (pl.toolCall) return { role: 'assistant', content: null, tool_calls: [{ id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } }] };
+  const r = pl.reasoning ?? 0;
+  if (r === 0) return { role: 'assistant', content: text, tool_calls: [] };
+  return { role: 'assistant', reasoning_content: pl.pieces.slice(0, r).join(''), content: pl.pieces.slice(r).join(''), tool_calls: [] };
 }
 
 function finish(pieces: string[], g: GenRequest, o: { toolCall?: ToolCallPlan; topLogprobs: number | null; done: Plan['finishReason'] }): Plan {

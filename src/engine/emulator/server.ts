@@ -18,7 +18,7 @@ import { QueueFullError } from '../errors.ts';
 import { RealtimeDriver } from './driver.ts';
 import { emulatorMetricsText } from './metrics-text.ts';
 import { hash3 } from './text.ts';
-import { logprobsOf, plan, type Plan } from './generate.ts';
+import { chatDelta, chatMessage, logprobsOf, plan, type Plan } from './generate.ts';
 import { decodeTokens, encodeChat, encodeText, tokenStrings, type TemplateMessage } from './tokenizer.ts';
 import { promptBlockHashes } from '../prefix-cache.ts';
 
@@ -52,6 +52,8 @@ export interface EmulatorOptions {
    * (`dynamollm_token_offsets_ms`).
    */
   streamInterval?: number;
+  /** vLLM's --reasoning-parser: a chat's plain-text output opens with reasoning, streamed as delta.reasoning_content (generate.ts). */
+  reasoningParser?: string;
   /**
    * vLLM's automatic prefix caching (--enable-prefix-caching): the KV of a prompt's full blocks stays cached
    * (an LRU of block hashes sized from the KV capacity, src/engine/prefix-cache.ts), and a later prompt with the
@@ -333,7 +335,7 @@ export class EmulatorServer {
     const reqNo = ++this.reqNo;
     let pl: Plan;
     try {
-      pl = plan({ chat, serverSeed: this.seed, reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params: body });
+      pl = plan({ chat, serverSeed: this.seed, reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params: body, reasoning: this.opts.reasoningParser !== undefined });
     } catch (e) {
       if (e instanceof RangeError || e instanceof SyntaxError) throw new HttpError(400, e.message);
       throw e;
@@ -347,7 +349,7 @@ export class EmulatorServer {
     const object = chat ? 'chat.completion.chunk' : 'text_completion';
     const lpKey = hash3(this.seed, reqNo, 0x1a9);
     /** the plain path: no logprobs, no tool call (an event's bytes are built from a head and a tail) */
-    const plain = pl.topLogprobs === null && !pl.toolCall;
+    const plain = pl.topLogprobs === null && !pl.toolCall && !pl.reasoning;
     let finished = false;
 
     const sse = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
@@ -365,16 +367,8 @@ export class EmulatorServer {
       if (plain) return head + JSON.stringify(text) + (fr === null ? tailMid : tailOf(fr)) + offs + '}\n\n';
       const logprobs = logprobsOf(pl, chat, lpKey, from, to, textOffset(from));
       let choice: Record<string, unknown>;
-      if (chat) {
-        const delta: Record<string, unknown> = {};
-        if (pl.toolCall) {
-          const call: Record<string, unknown> = { index: 0 };
-          if (from === 0) Object.assign(call, { id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } });
-          else call.function = { arguments: text };
-          delta.tool_calls = [call];
-        } else delta.content = text;
-        choice = { index: 0, delta, logprobs, finish_reason: fr, stop_reason: fr === null ? null : stopReason };
-      } else choice = { index: 0, text, logprobs, finish_reason: fr, stop_reason: fr === null ? null : stopReason };
+      if (chat) choice = { index: 0, delta: chatDelta(pl, from, to), logprobs, finish_reason: fr, stop_reason: fr === null ? null : stopReason };
+      else choice = { index: 0, text, logprobs, finish_reason: fr, stop_reason: fr === null ? null : stopReason };
       return `data: ${JSON.stringify({ id, object, created, model, choices: [choice] })}`.slice(0, -1) + offs + '}\n\n';
     };
     const offsets: number[] = [0];
@@ -433,9 +427,8 @@ export class EmulatorServer {
           } else {
             const text = pl.pieces.join('');
             const logprobs = logprobsOf(pl, chat, lpKey, 0, outputTokens, 0);
-            const toolCalls = pl.toolCall ? [{ id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } }] : [];
             this.json(res, 200, chat
-              ? { id, object: 'chat.completion', created, model, choices: [{ index: 0, message: { role: 'assistant', content: pl.toolCall ? null : text, tool_calls: toolCalls }, logprobs, finish_reason: finishReason, stop_reason: stopReason }], usage }
+              ? { id, object: 'chat.completion', created, model, choices: [{ index: 0, message: chatMessage(pl), logprobs, finish_reason: finishReason, stop_reason: stopReason }], usage }
               : { id, object: 'text_completion', created, model, choices: [{ index: 0, text, logprobs, finish_reason: finishReason, stop_reason: stopReason }], usage });
           }
         }
@@ -468,7 +461,7 @@ export class EmulatorServer {
     try {
       for (let i = 0; i < p.n; i++) {
         const params = seed === undefined ? body : { ...body, seed: seed + i };
-        plans.push(plan({ chat, serverSeed: this.seed, reqNo: ++this.reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params }));
+        plans.push(plan({ chat, serverSeed: this.seed, reqNo: ++this.reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params, reasoning: this.opts.reasoningParser !== undefined }));
       }
     } catch (e) {
       if (e instanceof RangeError || e instanceof SyntaxError) throw new HttpError(400, e.message);
@@ -489,14 +482,7 @@ export class EmulatorServer {
       const { pl, text, logprobs } = part(i, index, index + 1);
       const stop = fr === null ? null : pl.stopReason;
       if (!chat) return { index: i, text, logprobs, finish_reason: fr, stop_reason: stop };
-      const delta: Record<string, unknown> = {};
-      if (pl.toolCall) {
-        const call: Record<string, unknown> = { index: 0 };
-        if (index === 0) Object.assign(call, { id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } });
-        else call.function = { arguments: text };
-        delta.tool_calls = [call];
-      } else delta.content = text;
-      return { index: i, delta, logprobs, finish_reason: fr, stop_reason: stop };
+      return { index: i, delta: chatDelta(pl, index, index + 1), logprobs, finish_reason: fr, stop_reason: stop };
     };
     const done = new Array<boolean>(p.n).fill(false);
     let ended = 0;
@@ -519,8 +505,7 @@ export class EmulatorServer {
       const choices = plans.map((pl, i) => {
         const { text, logprobs } = part(i, 0, pl.pieces.length);
         if (!chat) return { index: i, text, logprobs, finish_reason: pl.finishReason, stop_reason: pl.stopReason };
-        const toolCalls = pl.toolCall ? [{ id: pl.toolCall.id, type: 'function', function: { name: pl.toolCall.name, arguments: text } }] : [];
-        return { index: i, message: { role: 'assistant', content: pl.toolCall ? null : text, tool_calls: toolCalls }, logprobs, finish_reason: pl.finishReason, stop_reason: pl.stopReason };
+        return { index: i, message: chatMessage(pl), logprobs, finish_reason: pl.finishReason, stop_reason: pl.stopReason };
       });
       this.json(res, 200, { id, object: chat ? 'chat.completion' : 'text_completion', created, model, choices, usage });
     };
