@@ -10,47 +10,30 @@
  * - the pool leader dispatches the requests sent right after the kill to the live instance only.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startControlPlane, type Harness } from '../integration/control-harness.ts';
+import type { Harness } from '../integration/control-harness.ts';
+import { startNodeAgentPlane, type NodeAgentPlane } from '../helpers/node-agent-plane.ts';
+import { sleep, waitUntil as until } from '../helpers/wait.ts';
 import { ClientDisconnect, InstanceStatus, controlSubjects, type ClientDisconnect as ClientDisconnectT, type InstanceStatus as InstanceStatusT } from '../../protocols/index.ts';
-import { adoptionDir, readRecords } from '../../src/runtime/adoption.ts';
-import { killTree } from '../helpers/procs.ts';
+import { readRecords } from '../../src/runtime/adoption.ts';
 
+let plane: NodeAgentPlane;
 let h: Harness;
 let dir: string;
 const statuses: { st: InstanceStatusT; atMs: number }[] = [];
 /** the suite's liveness.deadAfterMs: statuses older than this drop an instance on their own */
 const DEAD_AFTER_MS = 1500;
 const advisories: { a: ClientDisconnectT; atMs: number }[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
-  h = await startControlPlane({
-    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
-    servers: [{ id: 'n0', gpus: 4 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 600, poolS: 600, instanceS: 1 },
-    liveness: { statusIntervalMs: 250, deadAfterMs: DEAD_AFTER_MS, leaseTtlMs: 1500 },
-    engine: { kind: 'emulator', timeScale: 4, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
-  }, { ready: 2 });
-  dir = adoptionDir(`dynamollm|${h.nats.url}|n0`);
+  plane = await startNodeAgentPlane({ liveness: { deadAfterMs: DEAD_AFTER_MS } });
+  ({ h, dir } = plane);
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void statuses.push({ st, atMs: Date.now() }), { capacity: 8192 });
   h.bus.subscribe(controlSubjects.connectionEnded(), ClientDisconnect, (a) => void advisories.push({ a, atMs: Date.now() }), { capacity: 1024 });
 }, 120_000);
 
 afterAll(async () => {
-  const pids = readRecords(dir ?? '/nonexistent').map((r) => r.pid);
-  await h?.stop();
-  killTree(pids);
+  await plane?.stop();
 }, 60_000);
-
-async function until(pred: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const t = Date.now() + ms;
-  while (Date.now() < t) {
-    if (await pred()) return;
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 const readyIds = async (): Promise<string[] | undefined> => {
   const st = await h.status();

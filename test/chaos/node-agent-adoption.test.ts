@@ -10,48 +10,30 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startControlPlane, type Harness, type Outcome } from '../integration/control-harness.ts';
+import type { Harness, Outcome } from '../integration/control-harness.ts';
+import { startNodeAgentPlane, type NodeAgentPlane } from '../helpers/node-agent-plane.ts';
+import { sleep, waitUntil as until } from '../helpers/wait.ts';
 import { InstanceStatus, NodeStatus, controlSubjects, type InstanceStatus as InstanceStatusT, type NodeStatus as NodeStatusT } from '../../protocols/index.ts';
-import { ADOPT_WAIT_MS, adoptionDir, pidAlive, readRecords } from '../../src/runtime/adoption.ts';
-import { descendants, killTree } from '../helpers/procs.ts';
+import { ADOPT_WAIT_MS, pidAlive, readRecords } from '../../src/runtime/adoption.ts';
+import { descendants } from '../helpers/procs.ts';
 import { nodeConfigPath } from '../../actors/node-agent/main.ts';
 
+let plane: NodeAgentPlane;
 let h: Harness;
 let dir: string;
 const statuses: InstanceStatusT[] = [];
 let nodeStatus: NodeStatusT | undefined;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
-  h = await startControlPlane({
-    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
-    servers: [{ id: 'n0', gpus: 4 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 600, poolS: 600, instanceS: 1 },
-    liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 },
-    engine: { kind: 'emulator', timeScale: 4, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
-  }, { ready: 2 });
-  // the node agent's records: per cluster id, NATS servers and node (its --config is the suite's)
-  dir = adoptionDir(`dynamollm|${h.nats.url}|n0`);
+  plane = await startNodeAgentPlane();
+  ({ h, dir } = plane);
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void statuses.push(s), { capacity: 8192 });
   h.bus.subscribe(controlSubjects.nodeStatus('n0'), NodeStatus, (s) => void (nodeStatus = s), { capacity: 256 });
 }, 120_000);
 
 afterAll(async () => {
-  // adopted instance managers are no descendants of the suite's processes any more
-  const pids = readRecords(dir ?? '/nonexistent').map((r) => r.pid);
-  await h?.stop();
-  killTree(pids);
+  await plane?.stop();
 }, 60_000);
-
-async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
-  const t = Date.now() + ms;
-  while (Date.now() < t) {
-    if (pred()) return;
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('a node agent dies: its instance managers serve on and its successor adopts them', () => {
   it.runIf(process.platform === 'linux')('no instance stops, requests complete, the new node agent supervises them', async () => {

@@ -12,47 +12,34 @@
  *   instance never restarts, nothing is left lost, and requests complete.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startControlPlane, type Harness, type Outcome } from '../integration/control-harness.ts';
+import type { Harness, Outcome } from '../integration/control-harness.ts';
+import { startNodeAgentPlane, type NodeAgentPlane } from '../helpers/node-agent-plane.ts';
+import { sleep, waitUntil } from '../helpers/wait.ts';
 import { InstanceStatus, NodeStatus, controlSubjects, type InstanceStatus as InstanceStatusT, type NodeStatus as NodeStatusT } from '../../protocols/index.ts';
-import { adoptionDir, pidAlive, readRecords } from '../../src/runtime/adoption.ts';
-import { descendants, killTree } from '../helpers/procs.ts';
+import { pidAlive, readRecords } from '../../src/runtime/adoption.ts';
+import { descendants } from '../helpers/procs.ts';
 
+let plane: NodeAgentPlane;
 let h: Harness;
 let dir: string;
 const statuses: { st: InstanceStatusT; at: number }[] = [];
 const nodeStatuses: { st: NodeStatusT; at: number }[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** every pid of an instance manager seen (adopted ones are no descendants of the suite's processes). */
 const imPids = new Set<number>();
 
 beforeAll(async () => {
-  h = await startControlPlane({
-    model: 'llama3.1-8b', gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.json',
-    servers: [{ id: 'n0', gpus: 4 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 600, poolS: 600, instanceS: 1 },
-    liveness: { statusIntervalMs: 1000, deadAfterMs: 10_000, leaseTtlMs: 3000 },
-    engine: { kind: 'emulator', timeScale: 4, healthDeadlineMs: 30_000, initialTp: 2, maxInEngine: 32, maxQueued: 128 },
-  }, { ready: 2 });
-  dir = adoptionDir(`dynamollm|${h.nats.url}|n0`);
+  plane = await startNodeAgentPlane({ liveness: { statusIntervalMs: 1000, deadAfterMs: 10_000, leaseTtlMs: 3000 } });
+  ({ h, dir } = plane);
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void statuses.push({ st, at: Date.now() }), { capacity: 8192 });
   h.bus.subscribe(controlSubjects.nodeStatus('n0'), NodeStatus, (st) => void nodeStatuses.push({ st, at: Date.now() }), { capacity: 1024 });
 }, 120_000);
 
 afterAll(async () => {
-  for (const r of readRecords(dir ?? '/nonexistent')) imPids.add(r.pid);
-  await h?.stop();
-  killTree([...imPids].filter((p) => pidAlive(p)));
+  await plane?.stop(imPids);
 }, 60_000);
 
-async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
-  const t = Date.now() + ms;
-  while (Date.now() < t) {
-    if (pred()) return;
-    await sleep(50);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+/** `pred` polled every 50 ms */
+const until = (pred: () => boolean, ms: number, what: string) => waitUntil(pred, ms, what, 50);
 
 async function killNodeAgent(): Promise<void> {
   const p = h.procs.get('n0')!;

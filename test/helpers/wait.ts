@@ -13,3 +13,12 @@ export async function waitFor<T>(f: () => T | undefined | Promise<T | undefined>
   }
 }
 
+/** Resolves once `pred` holds, asked every `everyMs`; throws after `ms`, saying what it waited for. */
+export async function waitUntil(pred: () => boolean | Promise<boolean>, ms: number, what: string, everyMs = 100): Promise<void> {
+  const t = Date.now() + ms;
+  while (Date.now() < t) {
+    if (await pred()) return;
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
