@@ -93,6 +93,23 @@ function renderUser(u: UserEntry, ind: string): string {
   return lines.join('\n');
 }
 
+/**
+ * How fast a server gives up on a silent peer, route or client (nats-server 2.9 has these only at the top level:
+ * they apply to routes and clients alike; its `cluster {}` block takes no ping or write-deadline of its own).
+ * - pingIntervalS (s, default 1): a server pings a route or client that sent it nothing for this long;
+ * - pingMax (default 3): the pings left unanswered after which it closes the connection ("Stale Connection");
+ * - writeDeadlineS (s, default 2): a write blocked this long closes the connection ("Slow Consumer").
+ * A route to a cut-off or stopped node (no TCP reset) closes within pingIntervalS x (pingMax + 1) of its last word;
+ * until it closes, the other nodes keep sending that node its share of queue-group traffic (intake, tokenize, admits,
+ * cancels), which is lost there. nats-server's defaults (2 min, 2, 10 s) keep it for 20 s or more. A client stalled
+ * longer than that bound (a stopped or frozen process) is dropped and leaves its queue groups; it reconnects when it
+ * runs again. The bound sits far above the event-loop stalls of actors on a loaded host, so a busy host's routes and
+ * clients do not flap. nats-server 2.9.10 pings no connection it keeps sending on (its issue #4014): that side of a
+ * cut route, or a stopped client that receives broadcasts, closes only on the write deadline once the socket buffers
+ * fill (README "Running against real vLLM and GPUs", item 4; scripts/nats-route-cut.sh measures it).
+ */
+export const NATS_SERVER_LIVENESS = { pingIntervalS: 1, pingMax: 3, writeDeadlineS: 2 } as const;
+
 export function renderServerConfig(s: ServerSpec): string {
   const out: string[] = [...s.header.map((h) => (h ? `# ${h}` : '#')), ''];
   out.push(`listen: ${s.listen}`);
@@ -105,6 +122,12 @@ export function renderServerConfig(s: ServerSpec): string {
   out.push('# payloads are small msgpack messages; 1 MiB bounds a bad client (the gateway refuses larger bodies first).');
   out.push('max_payload: 1MB', '');
   out.push('jetstream {', `  store_dir: ${q(s.storeDir)}`, '  max_memory_store: 256MB', `  max_file_store: ${s.maxFileStore ?? '2GB'}`, '}', '');
+  const l = NATS_SERVER_LIVENESS;
+  out.push(
+    `# a silent route or client (a cut-off host, a stopped process) is closed within ${l.pingIntervalS * (l.pingMax + 1)} s: ping after ${l.pingIntervalS} s`,
+    `# of silence, close after ${l.pingMax} unanswered; a write blocked ${l.writeDeadlineS} s closes too (src/runtime/nats-server-config.ts).`,
+    `ping_interval: "${l.pingIntervalS}s"`, `ping_max: ${l.pingMax}`, `write_deadline: "${l.writeDeadlineS}s"`, '',
+  );
   if (s.cluster) {
     out.push('cluster {', `  name: ${s.cluster.name}`, `  listen: ${s.cluster.listen}`, '  routes: [', ...s.cluster.routes.map((r) => `    ${r}`), '  ]', '}', '');
   }

@@ -115,10 +115,9 @@ function startNatsNode(h: (typeof HOSTS)[number]): void {
     // each server its own lease placement tag: a leader lease is held on a majority of one-replica buckets, one per server
     .replace(/^server_name: .*$/m, `server_name: dyn-${h.node}\nserver_tags: ["${leasePlacementTag(h.i)}"]`);
   conf = withStoreDir(conf, join(dir, `js-${h.node}`));
-  // A route to a cut-off node is seen dead only by its pings or by a write that stalls. Measured with the defaults
-  // (ping every 2 min, 10 s write deadline): the routes to the cut node closed 20-21 s after the cut, and the
-  // cluster status went unanswered from the cut until then. With these settings they close ~6 s after the cut.
-  conf += `\nping_interval: "1s"\nping_max: 3\nwrite_deadline: "2s"\n`;
+  // A route to a cut-off node is seen dead only by its pings or by a write that stalls: the shipped config's own
+  // ping_interval, ping_max and write_deadline (src/runtime/nats-server-config.ts NATS_SERVER_LIVENESS) decide how soon.
+  if (!/^ping_interval: /m.test(conf)) throw new Error(`${NATS_CONF} sets no ping_interval: run npm run gen:nats-config`);
   conf += `\ncluster {\n  name: dyn-multihost\n  listen: ${h.ip}:6222\n  routes: [${routes}]\n}\n`;
   const path = join(dir, `nats-${h.node}.conf`);
   writeFileSync(path, conf);

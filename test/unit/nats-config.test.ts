@@ -3,7 +3,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { committedConfigs, deploymentAuth, possibleInstances } from '../../src/runtime/nats-server-config.ts';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { NATS_SERVER_LIVENESS, committedConfigs, deploymentAuth, possibleInstances, renderServerConfig, rolePasswordEnv } from '../../src/runtime/nats-server-config.ts';
 import { committedNodeAgents } from '../../src/cli/k8s-node-agents-file.ts';
 import { nodeAgentManifests, NodeNameError } from '../../src/runtime/k8s-node-agents.ts';
 import { deploymentActors } from '../../src/cli/gen-nats-auth.ts';
@@ -66,6 +68,24 @@ describe('NATS server configs come from the one table of rights', () => {
   it('the committed nats.conf, deploy/nats/cluster.conf and deploy/k8s/nats.conf equal their generated form', () => {
     for (const [path, text] of Object.entries(committedConfigs())) {
       expect(readFileSync(join(REPO_ROOT, path), 'utf8'), `${path}: run npm run gen:nats-config`).toBe(text);
+    }
+  });
+  it('every committed config, and the one `up` writes, closes a silent route or client within seconds (accepted by the nats-server here)', () => {
+    const l = NATS_SERVER_LIVENESS;
+    // nats-server's defaults (ping every 2 min, 2 outstanding, 10 s write deadline) keep a route to a cut-off node for 20 s or more
+    expect(l.pingIntervalS * (l.pingMax + 1)).toBeLessThanOrEqual(5);
+    const upConf = renderServerConfig({ header: ['up'], listen: '127.0.0.1:4222', serverName: 'up-0', storeDir: '/tmp/x', accounts: [{ name: 'dynamollm', users: [] }],
+      cluster: { name: 'c', listen: '127.0.0.1:6222', routes: ['nats-route://127.0.0.1:6223'] } });
+    for (const [path, text] of Object.entries({ ...committedConfigs(), up: upConf })) {
+      expect(text, path).toContain(`\nping_interval: "${l.pingIntervalS}s"\nping_max: ${l.pingMax}\nwrite_deadline: "${l.writeDeadlineS}s"\n`);
+    }
+    // nats-server 2.9 takes them at the top level only (its cluster block has no ping or write deadline of its own)
+    const dir = mkdtempSync(join(tmpdir(), 'dyn-natsconf-'));
+    const env = { ...process.env, ...Object.fromEntries(ROLES.map((r) => [rolePasswordEnv(r), 'x'])) };
+    for (const [name, text] of [['local.conf', committedConfigs()['nats.conf']!], ['up.conf', upConf]] as const) {
+      writeFileSync(join(dir, name), text);
+      const t = spawnSync(process.env.NATS_SERVER_BIN ?? 'nats-server', ['-c', join(dir, name), '-t'], { env, encoding: 'utf8' });
+      expect(`${t.stdout}${t.stderr}`, name).toMatch(/configuration file .* is valid/);
     }
   });
   it('no committed config holds a password or lets anyone in anonymously', () => {
