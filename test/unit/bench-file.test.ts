@@ -35,4 +35,13 @@ describe('BENCHMARKS.md as npm run bench writes it', () => {
     expect(text).toContain('**The real-time run against the engine alone**');
     expect(text).toContain('The section\'s last row (2026-12-06 00:01 UTC');
   });
+
+  it("every bench-results file's sections are in the repository's BENCHMARKS.md as they are in the file", () => {
+    // npm run bench appends each bench-results file verbatim: a section edited in BENCHMARKS.md alone is lost at its next run
+    const sections = new Map(mdSections(readFileSync(join(REPO_ROOT, 'BENCHMARKS.md'), 'utf8')).map((s) => [s.title, s.text]));
+    const dir = join(REPO_ROOT, 'bench-results');
+    for (const f of readdirSync(dir).filter((n) => n.endsWith('.md')).sort()) {
+      for (const s of mdSections(readFileSync(join(dir, f), 'utf8'))) expect(sections.get(s.title), `${f}: ${s.title}`).toBe(s.text);
+    }
+  });
 });
