@@ -15,9 +15,23 @@
  * as more; the event ids must run 0, 1, 2, ... without a gap or a repeat. Either is a failure (`tokens`).
  */
 
+/**
+ * Where a request failed: `connection` no response on any try; `status` an HTTP error status; `event` an error event
+ * in its stream; `broken` its response began and its connection reset or closed before the end; `tokens` a stream
+ * ended with [DONE] but with a token lost or duplicated (or its event ids out of order); `answer` a non-streamed
+ * answer that is not whole (chaos-sdk-client.ts).
+ */
+export type FailureClass = 'connection' | 'status' | 'event' | 'broken' | 'tokens' | 'answer';
+
 /** `error`: the class (http status, or the code of a stream's error event); `code`: an HTTP error body's own code, or the start of a stream error's message. */
 export interface Outcome {
   ok: boolean;
+  /** the request's kind in the mix (chaos-mix.ts); absent: `resumable`. */
+  kind?: string;
+  /** where it failed (absent when ok or hung). */
+  failure?: FailureClass;
+  /** broken: the stream had an event id to resume from, but its resumes were spent. */
+  resumesSpent?: boolean;
   hung: boolean;
   error?: string;
   code?: string;
@@ -57,6 +71,9 @@ export interface ClientOptions {
 
 let turn = 0;
 
+/** The replica a new request goes to first: the replicas in turn, every kind of request together. */
+export const firstReplica = (replicas: number): number => turn++ % replicas;
+
 /** One streaming completion: ok when the stream ends with [DONE], no error event, max_tokens words and its ids in order. */
 export async function oneRequest(o: ClientOptions): Promise<Outcome> {
   const startMs = Date.now();
@@ -64,7 +81,7 @@ export async function oneRequest(o: ClientOptions): Promise<Outcome> {
 }
 
 /** What the client has of its stream across resumes. */
-interface Got {
+export interface Got {
   text: string;
   /** the last whole event's id (what a resume sends as Last-Event-ID). */
   lastId?: string;
@@ -86,7 +103,7 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
   const ac = new AbortController();
   const t = setTimeout(() => ac.abort(), o.deadlineMs);
   const maxRetries = o.maxRetries ?? 2 * o.urls.length;
-  let replica = turn++ % o.urls.length;
+  let replica = firstReplica(o.urls.length);
   let retries = 0;
   let resumed = 0;
   let resent = 0;
@@ -111,7 +128,7 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
         if (ac.signal.aborted) return { ok: false, hung: true, replica, retries, resumed, resent };
         attempts.push({ replica, cause: causeOf(err), atMs: Date.now() - startMs });
         // no response: the replica is gone (refused, reset): the next one, after a short pause
-        if (retries >= maxRetries) return { ok: false, hung: false, error: `connection: ${causeOf(err)}`, replica, retries, resumed, resent };
+        if (retries >= maxRetries) return { ok: false, hung: false, failure: 'connection', error: `connection: ${causeOf(err)}`, replica, retries, resumed, resent };
         retries++;
         next();
         await pause(retries);
@@ -136,15 +153,15 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
           next();
           continue;
         }
-        return { ok: false, hung: false, error: `http ${r.status}`, ...(code ? { code } : {}), ...(message ? { message } : {}), replica, retries, resumed, resent };
+        return { ok: false, hung: false, failure: 'status', error: `http ${r.status}`, ...(code ? { code } : {}), ...(message ? { message } : {}), replica, retries, resumed, resent };
       }
       const end = await read(r, got, ac.signal);
       if (end.kind === 'hung') return { ok: false, hung: true, replica, retries, resumed, resent };
       const checked = { words: words(got.text), idsInOrder: got.idsInOrder };
-      if (end.kind === 'error') return { ok: false, hung: false, error: end.error, ...(end.code ? { code: end.code } : {}), replica, retries, resumed, resent, ...checked };
+      if (end.kind === 'error') return { ok: false, hung: false, failure: 'event', error: end.error, ...(end.code ? { code: end.code } : {}), replica, retries, resumed, resent, ...checked };
       if (end.kind === 'done') {
         if (checked.words !== o.maxTokens || !checked.idsInOrder) {
-          return { ok: false, hung: false, error: 'tokens', code: `${checked.words} words for ${o.maxTokens} tokens${checked.idsInOrder ? '' : ', event ids out of order'}`, replica, retries, resumed, resent, ...checked };
+          return { ok: false, hung: false, failure: 'tokens', error: 'tokens', code: `${checked.words} words for ${o.maxTokens} tokens${checked.idsInOrder ? '' : ', event ids out of order'}`, replica, retries, resumed, resent, ...checked };
         }
         return { ok: true, hung: false, replica, retries, resumed, resent, ...checked };
       }
@@ -155,17 +172,21 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
         next();
         continue;
       }
-      return { ok: false, hung: false, error: 'stream broken', code: end.code, replica, retries, resumed, resent, brokenAtMs: Date.now(), ...checked };
+      return { ok: false, hung: false, failure: 'broken', error: 'stream broken', code: end.code, replica, retries, resumed, resent, brokenAtMs: Date.now(), ...(got.lastId !== undefined ? { resumesSpent: true } : {}), ...checked };
     }
   } finally {
     clearTimeout(t);
   }
 }
 
-const words = (text: string): number => text.split(/\s+/).filter((w) => w.length > 0).length;
+/** Words of a text: the emulated engine makes one per token. */
+export const words = (text: string): number => text.split(/\s+/).filter((w) => w.length > 0).length;
 
-/** Reads one response's SSE events into `got` (whole events only: a resume repeats a cut one). */
-async function read(r: Response, got: Got, signal: AbortSignal): Promise<{ kind: 'done' | 'hung' } | { kind: 'broken'; code: string } | { kind: 'error'; error: string; code?: string }> {
+/**
+ * Reads one response's SSE events into `got` (whole events only: a resume repeats a cut one): the text of a
+ * completion's choices[0].text or a chat chunk's choices[0].delta.content; the event ids where the stream has them.
+ */
+export async function read(r: Response, got: Got, signal: AbortSignal): Promise<{ kind: 'done' | 'hung' } | { kind: 'broken'; code: string } | { kind: 'error'; error: string; code?: string }> {
   let buf = '';
   const dec = new TextDecoder();
   const take = (block: string): 'done' | { error: string; code?: string } | undefined => {
@@ -186,8 +207,8 @@ async function read(r: Response, got: Got, signal: AbortSignal): Promise<{ kind:
       return { error: /"code"\s*:\s*"([^"]+)"/.exec(data)?.[1] ?? 'stream error', ...(message ? { code: message } : {}) };
     }
     try {
-      const c = JSON.parse(data) as { choices?: { text?: string }[] };
-      got.text += c.choices?.[0]?.text ?? '';
+      const c = JSON.parse(data) as { choices?: { text?: string; delta?: { content?: string | null } }[] };
+      got.text += c.choices?.[0]?.text ?? c.choices?.[0]?.delta?.content ?? '';
     } catch {
       // not JSON: nothing to add
     }
@@ -214,20 +235,24 @@ async function read(r: Response, got: Got, signal: AbortSignal): Promise<{ kind:
 }
 
 /** The socket error under fetch's "fetch failed" (ECONNREFUSED, ECONNRESET, ...), or the message. */
-function causeOf(err: unknown): string {
+export function causeOf(err: unknown): string {
   const c = (err as { cause?: { code?: string; message?: string } }).cause;
   return c?.code ?? c?.message ?? (err as Error).message;
 }
 
+/** A kill as the failure's cause is matched against it: a gateway replica's standby (`standby`) served no connection. */
+export interface KillSeen { kind: string; id: string; atMs: number; standby?: boolean }
+
 /**
- * The broken streams a gateway death explains: one served by replica `gw-<i>` that broke within `windowMs`
- * after a kill of that replica (its connections reset when its process died).
+ * Whether a gateway death explains a broken request: it was served by replica `gw-<i>`, which was killed (its
+ * serving process, not a standby) within `windowMs` before the break (its connections reset when its process died).
  */
-export function brokenByGatewayDeath(outs: readonly Outcome[], kills: readonly { kind: string; id: string; atMs: number }[], windowMs = 2000): number {
-  let n = 0;
-  for (const o of outs) {
-    if (o.brokenAtMs === undefined) continue;
-    if (kills.some((k) => k.kind === 'gateway' && k.id === `gw-${o.replica}` && o.brokenAtMs! >= k.atMs && o.brokenAtMs! - k.atMs <= windowMs)) n++;
-  }
-  return n;
+export function brokenByItsGateway(o: Outcome, kills: readonly KillSeen[], windowMs = 2000): boolean {
+  const at = o.brokenAtMs;
+  return at !== undefined && kills.some((k) => k.kind === 'gateway' && !k.standby && k.id === `gw-${o.replica}` && at >= k.atMs && at - k.atMs <= windowMs);
+}
+
+/** The broken requests a gateway death explains (brokenByItsGateway). */
+export function brokenByGatewayDeath(outs: readonly Outcome[], kills: readonly KillSeen[], windowMs = 2000): number {
+  return outs.filter((o) => brokenByItsGateway(o, kills, windowMs)).length;
 }

@@ -91,16 +91,19 @@ describe('dynamollm CLI', () => {
     for (const r of [none, cmd, opt, sub, missing, badNumber, extra]) expect(r.stderr).not.toMatch(NO_STACK);
   });
 
-  it('chaos refuses a schedule it cannot keep: a kill interval of 0, a negative duration (exit 2, before starting anything)', async () => {
-    const [every, dur] = await Promise.all([
+  it('chaos refuses a schedule it cannot keep: a kill interval of 0, a negative duration, an unknown kind of request (exit 2, before starting anything)', async () => {
+    const [every, dur, mix] = await Promise.all([
       cli(['chaos', '--kill-every', '0']),
       cli(['chaos', '--duration', '-5']),
+      cli(['chaos', '--mix', 'resumable=1,sse=1']),
     ]);
+    expect(mix.code).toBe(2);
+    expect(mix.stderr).toContain("--mix: unknown kind 'sse'");
     expect(every.code).toBe(2);
     expect(every.stderr).toContain('--kill-every must be at least 0.05 s, got 0');
     expect(dur.code).toBe(2);
     expect(dur.stderr).toContain('--duration must be above 0 s, got -5');
-    for (const r of [every, dur]) expect(r.stderr).not.toMatch(NO_STACK);
+    for (const r of [every, dur, mix]) expect(r.stderr).not.toMatch(NO_STACK);
   });
 
   it('a missing input file is a one-line usage error naming it (exit 2)', async () => {

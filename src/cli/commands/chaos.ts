@@ -1,10 +1,11 @@
 /**
- * `dynamollm chaos`: a local cluster (`dynamollm up`, standby managers included) under an open-loop load of
- * streaming completions through its gateway replicas (as a client behind a load balancer: chaos-client.ts),
+ * `dynamollm chaos`: a local cluster (`dynamollm up`, standby managers included) under an open-loop load through its
+ * gateway replicas (as a client behind a load balancer): resumable streamed completions (chaos-client.ts), or a mix
+ * of those and what an OpenAI SDK sends, streamed and not, completions and chat (--mix: chaos-mix.ts),
  * while random processes of the chosen kinds are SIGKILLed on a schedule. Prints one JSON report: requests
  * sent/ok/failed/hung, the streams broken after their response began that the client resumed on another replica
  * (Last-Event-ID) and those it could not (and of them those a gateway's death explains), the streams with a lost
- * or duplicated token,
+ * or duplicated token, all of it per kind of request, and each failure's cause (and whether any server could avoid it),
  * the gateways' own retries, migrations and holds (their /metrics, scraped through the run and summed over each
  * replica's processes: chaos-counters.ts), kills by kind, and per kill the time to its consequence: a new cluster or
  * pool leader (the first acquisition of the lease after the kill, from the replicated lease records themselves:
@@ -33,7 +34,8 @@ import { leaseKeys, subjects } from '../../../protocols/subjects.ts';
 import { splitConfig } from '../../../actors/gateway/config.ts';
 import { poolsOf } from '../../../actors/common/config.ts';
 import { rng } from '../../sim/trace.ts';
-import { brokenByGatewayDeath, oneRequest, type Outcome } from '../chaos-client.ts';
+import { brokenByGatewayDeath, type Outcome } from '../chaos-client.ts';
+import { DEFAULT_MIX, failureCause, mixOptions, mixReport, mixRequest, pickKind, REQUEST_KINDS } from '../chaos-mix.ts';
 import { refusalCauses } from '../chaos-refusals.ts';
 import { Pauses, pauseOptions, victimSignal } from '../chaos-pause.ts';
 import { CounterScraper } from '../chaos-counters.ts';
@@ -59,13 +61,16 @@ interface ChaosOptions {
   out?: string;
   pause?: string;
   contAfter?: string;
+  mix: string; sdkRetries: string;
 }
 
 export function register(cmd: Command, exit: ExitCode): void {
   cmd
     .option('--config <file>', 'cluster config (as for up). Default: up\'s default cluster')
     .option('--duration <s>', 'seconds of load and kills', '60')
-    .option('--rps <n>', 'requests per second (streaming completions through the gateway)', '3')
+    .option('--rps <n>', 'requests per second through the gateway (of the kinds --mix names)', '3')
+    .option('--mix <kind=weight,...>', `kinds of request and their weights (${REQUEST_KINDS.join(', ')}): resumable, a streamed completion resumed on another replica after a break; the others sent as an OpenAI SDK sends them (stream, chat: streamed completion, chat; nonstream, chat-nonstream: not streamed)`, DEFAULT_MIX)
+    .option('--sdk-retries <n>', 'retries of a request of the SDK kinds at most (the openai SDKs\' max_retries): connection errors and 408/409/429/5xx before a response began, with their backoff', '2')
     .option('--kill-every <s>', 'seconds between two SIGKILLs', '3')
     .option('--kinds <list>', `what may be killed, comma-separated (${KILL_KINDS.join(',')})`, 'engine,instance,node,cluster,pool')
     .option('--seed <n>', 'seed of the kill schedule', '1')
@@ -251,6 +256,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
   const kinds = v.kinds.split(',').map((k) => k.trim()).filter(Boolean) as Kind[];
   for (const k of kinds) if (!KILL_KINDS.includes(k)) throw new UsageError(`--kinds: unknown kind '${k}' (one of ${KILL_KINDS.join(', ')})`);
   const rand = rng(num(v.seed, 'seed'));
+  const { mix, draw: mixRand, sdkRetries } = mixOptions(v.mix, v.sdkRetries, num(v.seed, 'seed'));
   const pause = pauseOptions(v.pause, v.contAfter);
   const pauses = new Pauses(pause);
   const raw = ((v.config ? readConfigFile(v.config) : undefined) ?? {}) as Record<string, unknown>;
@@ -342,7 +348,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
     scraper.start();
     const loadTimer = setInterval(() => {
       const due = Math.floor(((Date.now() - t0) / 1000) * rps);
-      while (outs.length < due) outs.push(oneRequest({ urls, model, ...(key ? { key } : {}), maxTokens, deadlineMs: (settleS + 30) * 1000 }));
+      while (outs.length < due) outs.push(mixRequest(pickKind(mix, mixRand()), { urls, model, ...(key ? { key } : {}), maxTokens, deadlineMs: (settleS + 30) * 1000 }, sdkRetries));
     }, 20);
 
     // kills
@@ -426,16 +432,19 @@ async function chaos(v: ChaosOptions): Promise<number> {
     const failed = results.filter((o) => !o.ok && !o.hung).length;
     const broken = results.filter((o) => o.brokenAtMs !== undefined).length;
     const byGatewayDeath = brokenByGatewayDeath(results, kills);
+    const { byKind: requestKinds, ...causes } = mixReport(results, kills);
     const report = {
       command: `dynamollm chaos ${process.argv.slice(3).join(' ')}`.trim(),
-      durationS, rps, killEveryS, kinds, natsNodes, gatewayReplicas: replicas, gatewayStandbys: v.gatewayStandbys !== undefined ? Number(v.gatewayStandbys) : 1,
+      durationS, rps, mix, sdkRetries, killEveryS, kinds, natsNodes, gatewayReplicas: replicas, gatewayStandbys: v.gatewayStandbys !== undefined ? Number(v.gatewayStandbys) : 1,
       // the host's 1-minute load average from the load's start to the report, every LOAD_SAMPLE_MS
       loadAverage: loadRange(loads),
       sent: results.length,
       ok: results.filter((o) => o.ok).length,
       failed,
       hung: results.filter((o) => o.hung).length,
-      // of the failed: streams whose response had begun and broke before [DONE] and could not be resumed (no event id
+      // per kind of request; the failures by cause, and those no server can avoid (chaos-mix.ts failureCause)
+      requestKinds, ...causes,
+      // of the failed: streams (and answers) whose response had begun and broke before the end and could not be resumed (not resumable, no event id
       // yet, or the resumes spent), and of those the ones a kill of the replica serving them explains (within 2 s of it)
       broken: { total: broken, byGatewayDeath, other: broken - byGatewayDeath },
       // connection refused or reset before any response byte, sent again to the next replica
@@ -481,7 +490,7 @@ async function chaos(v: ChaosOptions): Promise<number> {
       killLog: kills,
       // each failure (the first MAX_FAILURES), when it was sent and answered, s after the load began: matched to killLog
       failures: results.filter((o) => !o.ok).slice(0, MAX_FAILURES).map((o) => ({
-        sentS: ((o.startMs ?? t0) - t0) / 1000, tookS: ((o.endMs ?? t0) - (o.startMs ?? t0)) / 1000, replica: o.replica,
+        sentS: ((o.startMs ?? t0) - t0) / 1000, tookS: ((o.endMs ?? t0) - (o.startMs ?? t0)) / 1000, replica: o.replica, kind: o.kind ?? 'resumable', ...failureCause(o, kills),
         error: o.error ?? (o.hung ? 'hung' : 'failed'), ...(o.code ? { code: o.code } : {}), ...(o.message ? { message: o.message } : {}),
         ...(o.headersMs !== undefined ? { headersS: o.headersMs / 1000 } : {}), ...(o.attempts ? { attempts: o.attempts.map((a) => `${a.replica}:${a.cause}@${a.atMs / 1000}s`) } : {}),
       })),
