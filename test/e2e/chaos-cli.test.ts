@@ -5,6 +5,9 @@
  * replicas and NATS servers are SIGKILLed every 2.5 s. Every request must complete:
  * none failed, none hung, no stream with a token lost or repeated (the harness checks each stream's words against
  * its max_tokens and its event ids); every killed process must come back, and the report must say what happened.
+ * With --mix (OpenAI SDK clients beside the resumable streams: streamed and not, completions and chat, retried only
+ * before a response began) under engine, instance manager and gateway kills, none hangs or loses a token, and a
+ * failure is only one no server can avoid (its response had begun, not resumable, and its gateway process died).
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -44,5 +47,30 @@ describe('dynamollm chaos', () => {
     expect(r.lostOrDuplicated).toBe(0);
     expect(r.failures, JSON.stringify(r.failures.slice(0, 10))).toEqual([]);
     expect(r.ok).toBe(r.sent);
+  }, 300_000);
+
+  it('--mix: what OpenAI SDKs send beside resumable streams, checked per kind; a failure is only one no server can avoid', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'dyn-chaos-mix-test-')), 'report.json');
+    const args = [...cliArgs(), 'chaos', '--config', 'deploy/chaos.yaml', '--duration', '40', '--rps', '2', '--kill-every', '2.5', '--kinds', 'engine,instance,gateway',
+      '--gateway-replicas', '2', '--mix', 'resumable=0.4,stream=0.2,chat=0.2,nonstream=0.1,chat-nonstream=0.1', '--seed', '3', '--settle', '45', '--out', out];
+    await new Promise<void>((resolve) => execFile(process.execPath, args, { cwd: REPO_ROOT, env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' }, maxBuffer: 1 << 24 }, () => resolve()));
+    const r = JSON.parse(readFileSync(out, 'utf8')) as {
+      sent: number; ok: number; hung: number; lostOrDuplicated: number; kills: { total: number }; failedUnavoidable: number; failedBySystem: number;
+      requestKinds: Record<string, { sent: number; ok: number; failed: number; hung: number; unavoidable: number }>;
+      failures: { kind: string; cause: string; unavoidable: boolean }[];
+    };
+    console.log(`chaos --mix: ${JSON.stringify({ sent: r.sent, ok: r.ok, requestKinds: r.requestKinds, failedUnavoidable: r.failedUnavoidable, failedBySystem: r.failedBySystem, kills: r.kills })}`);
+    expect(r.kills.total).toBeGreaterThanOrEqual(10);
+    // every kind was sent (seed 3), and the kinds add up to the whole
+    expect(Object.keys(r.requestKinds).sort()).toEqual(['chat', 'chat-nonstream', 'nonstream', 'resumable', 'stream']);
+    expect(Object.values(r.requestKinds).reduce((n, k) => n + k.sent, 0)).toBe(r.sent);
+    expect(Object.values(r.requestKinds).reduce((n, k) => n + k.ok, 0)).toBe(r.ok);
+    expect(r.sent).toBeGreaterThan(50);
+    // none hung, no token lost or repeated, no failure the system could have avoided: only a connection to a gateway that died
+    expect(r.hung).toBe(0);
+    expect(r.lostOrDuplicated).toBe(0);
+    expect(r.failedBySystem, JSON.stringify(r.failures.slice(0, 10))).toBe(0);
+    expect(r.failures.every((f) => f.unavoidable)).toBe(true);
+    expect(r.ok + r.failedUnavoidable).toBe(r.sent);
   }, 300_000);
 });
