@@ -52,6 +52,7 @@ import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
+import { codePointLength, shiftTextOffsets } from './openai.ts';
 export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { InstanceEnergyMeters, type LegMark } from './leg-energy.ts';
@@ -449,6 +450,7 @@ export class NatsBackend implements GatewayBackend {
     const engineReq = engineRequestOf(lr, this.clock.now(), engineIdleBounds(lr.slo, this.engineIdle.fallback, this.engineIdle.settings));
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
     const sentBefore = st.sent;
+    const offsetBase = st.legs > 0 ? codePointLength(st.text) : 0; // a continuation's logprobs text_offset: past the text before it
     // the instance holds the seat only briefly for a grant nobody takes: the first-token report says it is taken,
     // and 'started' does when the first token is slow to come (at once for an instance that gives no delay)
     const within = grant.grant!.reportWithinMs;
@@ -479,6 +481,7 @@ export class NatsBackend implements GatewayBackend {
           stopReason = ch.stopReason;
         }
         const extra = chunkExtras(ch);
+        if (offsetBase > 0 && extra?.logprobs) extra.logprobs = shiftTextOffsets(extra.logprobs, offsetBase);
         if (ch.text === '' && !extra) continue;
         const k = sentEvent(st, ch, this.migrationText); // counted, its text kept; a tool call or reasoning: opaque
         const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;

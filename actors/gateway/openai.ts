@@ -348,6 +348,27 @@ export function mergeLogprobs(acc: Record<string, unknown> | undefined, next: Re
   return acc;
 }
 
+/**
+ * A completion's logprobs with their `text_offset`s moved by `base` characters: a continuation leg's engine counts them
+ * from the start of its own output, the client from the start of the whole answer (`base`: the characters sent before
+ * that leg, as vLLM counts them, code points). Anything else (a chat's logprobs have no offsets) is returned as it is.
+ */
+export function shiftTextOffsets(logprobs: Record<string, unknown>, base: number): Record<string, unknown> {
+  const to = logprobs.text_offset;
+  if (base === 0 || !Array.isArray(to)) return logprobs;
+  return { ...logprobs, text_offset: to.map((o: unknown) => (typeof o === 'number' ? o + base : o)) };
+}
+
+/** A text's length as vLLM counts text offsets (Python's len: code points). */
+export function codePointLength(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0xdc00 || c > 0xdfff || i === 0 || s.charCodeAt(i - 1) < 0xd800 || s.charCodeAt(i - 1) > 0xdbff) n++;
+  }
+  return n;
+}
+
 /** Folds tool call deltas (OpenAI streaming: by `index`; id/type/name once, arguments in pieces) into whole calls. */
 export function mergeToolCalls(acc: Record<string, unknown>[], deltas: readonly Record<string, unknown>[]): void {
   for (const d of deltas) {

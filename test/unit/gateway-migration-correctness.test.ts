@@ -8,7 +8,8 @@
  *   is a request that may call a tool;
  * - a continuation of a chat the client sent with continue_final_message extends the client's own final message;
  * - two resumes from the same journal never ask for the same leg id;
- * - a client that goes away while a later leg waits for its grant cancels that leg at once.
+ * - a client that goes away while a later leg waits for its grant cancels that leg at once;
+ * - a continuation's completion logprobs have their text offsets counted from the start of the whole answer.
  * The NatsBackend cases run on a ManualClock over an in-memory Bus (test/helpers/virtual-bus.ts) with engines on real
  * sockets.
  */
@@ -24,6 +25,7 @@ import { continuable, guided, mayCallTools } from '../../src/policy/drain-migrat
 import { legOf } from '../../actors/instance-manager/drain-migrate.ts';
 import { parseEvent } from '../../src/engine/sse-event.ts';
 import { VirtualBus } from '../helpers/virtual-bus.ts';
+import { codePointLength } from '../../actors/gateway/openai.ts';
 
 const START = 1_700_000_000_000;
 const fresh = (): StreamState => ({ out: 0, sent: 0, text: '', textBytes: 0, keepText: true, energyJ: 0, legs: 0 });
@@ -241,6 +243,29 @@ describe('a client that goes away after a migration', () => {
       expect(cancels).toContain(legs[1]);
     } finally {
       dead.close();
+    }
+  });
+});
+
+describe('logprobs across legs', () => {
+  it("a continuation's text_offset continues from the text sent before it, not from 0", async () => {
+    const lp = (name: string, i: number) => ({ tokens: [`${name}${i} `], token_logprobs: [-0.5], top_logprobs: [{}], text_offset: [i * 3] });
+    const ev = (name: string, i: number, finish: string | null = null, usage?: unknown) => ({ choices: [{ index: 0, text: `${name}${i} `, logprobs: lp(name, i), finish_reason: finish }], ...(usage ? { usage } : {}) });
+    const dead = await engine(() => ({ events: [ev('a', 0), ev('a', 1)], dies: true }));
+    const peer = await engine(() => ({ events: [ev('b', 0), ev('b', 1, 'length', { prompt_tokens: 4, completion_tokens: 2 })], dies: false }));
+    const { clock, backend } = setup((k) => (k === 0 ? dead.url : peer.url));
+    try {
+      const req: InferenceRequest = { v: 1, id: 'lp1', model: 'm', kind: 'completion', prompt: 'hello', inputTokens: 2, maxTokens: 4, arrivalMs: START, giveUpAtMs: START + 600_000, streamSubject: subjects.stream('lp1'), params: { logprobs: 0 } };
+      const { chunks, out } = await read(clock, backend, req);
+      await until(() => out.done === true);
+      expect(out.error).toBeUndefined();
+      expect(chunks.map((c) => c.text).join('')).toBe('a0 a1 b0 b1 ');
+      expect(chunks.flatMap((c) => (c.logprobs?.text_offset as number[] | undefined) ?? [])).toEqual([0, 3, 6, 9]);
+      // offsets count code points, as vLLM (Python's len)
+      expect(codePointLength('a\u{1F600}b')).toBe(3);
+    } finally {
+      dead.close();
+      peer.close();
     }
   });
 });
