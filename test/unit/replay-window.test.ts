@@ -3,7 +3,7 @@
  * the trace's records from there, the reader's own window, with their times from the window's first row; and each
  * request's result carries its token gaps (`tbtMs`, the twin check's per-request TBT): an event that brings k tokens
  * adds its gap and k - 1 gaps of 0. The endpoint is a local node:http server streaming three text events (usage 1, 2
- * and 4 tokens) 25 ms apart.
+ * and 4 tokens) 150 ms apart (gaps wide enough that a loaded host does not read two events in one read).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localEndpoint } from '../helpers/net.ts';
@@ -23,8 +23,10 @@ beforeAll(async () => {
     rs.writeHead(200, { 'content-type': 'text/event-stream' });
     const ev = (tokens: number) => `data: ${JSON.stringify({ choices: [{ text: 'x' }], usage: { completion_tokens: tokens } })}\n\n`;
     rs.write(ev(1));
-    setTimeout(() => rs.write(ev(2)), 25);
-    setTimeout(() => rs.end(ev(4) + 'data: [DONE]\n\n'), 50);
+    setTimeout(() => {
+      rs.write(ev(2));
+      setTimeout(() => rs.end(ev(4) + 'data: [DONE]\n\n'), 150);
+    }, 150);
   });
   url = endpoint.url;
 });
