@@ -38,7 +38,7 @@ import { PowerDriver, nodeSeen, serverObservation } from './power-driver.ts';
 import { readInventory, storedAssignments, watchInventory, type InventoryReader } from './inventory-read.ts';
 import { disconnectSeen, initialEndedConnections, outOfDispatch } from './instance-ended.ts';
 import { LostInstances } from './lost-instances.ts';
-
+import { stallSafeInterval } from '../../src/runtime/stall-interval.ts';
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
 export const summary = 'cluster manager: intake, classification, routing; leader: scaling and GPU inventory';
@@ -319,7 +319,7 @@ export class ClusterManager extends Actor {
         case 'arm_timer':
           if ('everyMs' in e) {
             const tick = e.timer === 'observe' ? () => this.#mayDecide() && this.#step({ type: 'observe', ...this.#observation() }) : () => this.#mayDecide() && this.#step({ type: 'epoch', why: 'epoch', ...this.#observation(), ...this.#prefixReuse() });
-            this.#leaderTimers.push(this.clock.setInterval(tick, e.everyMs));
+            this.#leaderTimers.push(stallSafeInterval(this.clock, tick, e.everyMs)); // ticks after a stop see its statuses first
           } else if (e.timer === 'first_epoch') {
             // a new leader's first epoch keeps the grants of a granted server silent briefly (policy keptServers)
             this.#leaderTimers.push(this.clock.setTimeout(() => this.#mayDecide() && this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers, silentMs: this.#silentMs() }), e.inMs));

@@ -8,6 +8,7 @@
 import { DynError, TokenChunk, subjects, toWireError, type Grant as GrantT, type LegReply as LegReplyT, type LegReport as LegReportT } from '../../protocols/index.ts';
 import type { InstanceEffect } from '../../src/policy/machines/instance.ts';
 import { classified } from '../../src/policy/classify.ts';
+import { timerStallMs } from '../../src/policy/timer-stall.ts';
 import { machineRequest } from './machine-io.ts';
 import { watchLeg } from './gateway-watch.ts';
 import type { Held, LegHost, Running } from './running.ts';
@@ -40,9 +41,18 @@ export async function runDirectLeg(h: LegHost, q: Held, r: Running, credited: bo
       // nor does one that had gone (or given up) before the grant came: its seat is freed within directStartMs (a
       // credited leg was started by its gateway: no grant to wait for)
       if (!r.gatewayStarted) {
-        startTimer = clock.setTimeout(() => {
-          if (!r.gatewayStarted) r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
-        }, h.config.timeouts.directStartMs);
+        // a check that runs late ran after this process was stopped (src/policy/timer-stall.ts): the gateway's report
+        // may wait unread in the socket, so the window starts again at the resume
+        const armStart = (ms: number) => {
+          const dueMs = clock.now() + ms;
+          startTimer = clock.setTimeout(() => {
+            const stall = timerStallMs(dueMs, clock.now());
+            if (r.gatewayStarted) return;
+            if (stall > 0) armStart(stall);
+            else r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
+          }, ms);
+        };
+        armStart(h.config.timeouts.directStartMs);
       }
     });
     // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs

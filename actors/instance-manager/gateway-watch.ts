@@ -12,6 +12,7 @@ import { DynError, Heartbeat, subjects } from '../../protocols/index.ts';
 import type { LegReport } from '../../protocols/messages.ts';
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
+import { creditStall, timerStallMs } from '../../src/policy/timer-stall.ts';
 
 /** a gateway process silent this long is gone: three of its heartbeats (one a second) missed, ms. */
 export const GONE_AFTER_MS = 3000;
@@ -33,12 +34,15 @@ export class GatewayWatch {
   readonly #legs = new Map<number, { key: string; onGone: () => void }>();
   #next = 0;
   #timer: unknown;
+  /** when the next check is due (start's interval), on this clock; undefined: checks are called by hand. */
+  #dueMs: number | undefined;
   #sub?: SubscribeHandle;
 
   constructor(private readonly clock: Clock, private readonly graceMs: number) {}
 
   start(bus: Bus): void {
     this.#sub = bus.subscribe(subjects.heartbeatsOf('gateway'), Heartbeat, (hb) => this.observe(hb), { capacity: 1024, expectSubject: (hb) => subjects.heartbeat(hb.kind, hb.id) });
+    this.#dueMs = this.clock.now() + CHECK_MS;
     this.#timer = this.clock.setInterval(() => this.check(), CHECK_MS);
   }
 
@@ -61,6 +65,11 @@ export class GatewayWatch {
 
   check(): void {
     const now = this.clock.now();
+    // a check that runs late ran after this process was stopped (src/policy/timer-stall.ts): the heartbeats of the
+    // stall wait unread in its socket, so the stall is not the gateways' silence
+    const stall = this.#dueMs === undefined ? 0 : timerStallMs(this.#dueMs, now);
+    if (this.#dueMs !== undefined) this.#dueMs = now + CHECK_MS;
+    if (stall > 0) for (const [key, at] of this.#beats) this.#beats.set(key, creditStall(at, stall));
     for (const [k, leg] of this.#legs) {
       if (!gatewayGone(this.#beats.get(leg.key), now, this.graceMs)) continue;
       this.#legs.delete(k);

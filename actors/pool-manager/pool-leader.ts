@@ -33,6 +33,7 @@ import { heldNow, type HoldOutcome } from '../../src/policy/machines/router.ts';
 import { initialPoolStandby, poolStandbyStep, type PoolStandbyState } from '../../src/policy/machines/pool-standby.ts';
 import { getModelSpec } from '../../src/model/catalog.ts';
 import { gatewaySchema } from '../gateway/config.ts';
+import { timerStallMs } from '../../src/policy/timer-stall.ts';
 
 export interface PoolLeaderOptions {
   pool: string;
@@ -376,7 +377,15 @@ export class PoolLeader {
       case 'arm_timer': {
         if (this.#timersStopped) break; // stopping: no timer runs again
         const timer = e.timer;
-        const t = this.#clock.setInterval(() => (timer === 'status' ? this.#publishPoolStatus() : this.#step(TIMER_EVENTS[timer])), e.everyMs);
+        // the death check measures its own lateness: one after a stop of this process does not count the stall as silence
+        let dueMs = this.#clock.now() + e.everyMs;
+        const sweepEvent = (): PoolEvent => {
+          const now = this.#clock.now();
+          const stalledMs = timerStallMs(dueMs, now);
+          dueMs = now + e.everyMs;
+          return stalledMs > 0 ? { type: 'sweep', stalledMs } : TIMER_EVENTS.sweep;
+        };
+        const t = this.#clock.setInterval(() => (timer === 'status' ? this.#publishPoolStatus() : this.#step(timer === 'sweep' ? sweepEvent() : TIMER_EVENTS[timer])), e.everyMs);
         if (e.timer === 'sweep') this.#sweepTimer = t;
         else {
           const old = this.#leaderTimers.get(e.timer);

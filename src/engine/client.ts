@@ -9,6 +9,7 @@ import { request as httpRequest, type Agent, type ClientRequest, type IncomingMe
 import type { EngineChunk, EngineCompletionRequest } from './engine.ts';
 import { EngineError, EngineHttpError, EngineStalledError, EngineStreamError, EngineTimeoutError } from './errors.ts';
 import { idleLeftMs } from '../policy/engine-liveness.ts';
+import { creditStall, timerStallMs } from '../policy/timer-stall.ts';
 import { SseParser } from './sse.ts';
 import { parseEvent, TextEventScanner } from './sse-event.ts';
 import { http1Request, type Http1Pool, type Http1Response } from './http1.ts';
@@ -277,6 +278,8 @@ class IdleWatch {
   private lastMs = performance.now();
   private tokens = false;
   private timer: NodeJS.Timeout | undefined;
+  /** when the armed check is due (performance.now()). */
+  private dueMs = 0;
   constructor(private readonly b: { firstMs: number; nextMs: number }, private readonly ac: LeanAbort) {
     this.arm(b.firstMs);
   }
@@ -297,12 +300,17 @@ class IdleWatch {
   }
 
   private arm(ms: number): void {
+    this.dueMs = performance.now() + ms;
     this.timer = setTimeout(this.check, ms);
   }
 
   private readonly check = (): void => {
     this.timer = undefined;
-    const left = idleLeftMs(this.b, this.lastMs, this.tokens, performance.now());
+    const now = performance.now();
+    // a check that runs late ran after this process was stopped (src/policy/timer-stall.ts): the engine's bytes of
+    // the stall wait unread in the socket, so the stall is not the engine's silence
+    this.lastMs = creditStall(this.lastMs, timerStallMs(this.dueMs, now));
+    const left = idleLeftMs(this.b, this.lastMs, this.tokens, now);
     if (left > 0) return this.arm(left);
     const ms = this.tokens ? this.b.nextMs : this.b.firstMs;
     this.ac.abort(new EngineStalledError(`the engine sent nothing for ${ms} ms ${this.tokens ? 'between two tokens' : 'before the first token'}`));

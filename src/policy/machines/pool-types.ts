@@ -215,7 +215,11 @@ export type PoolEvent =
   | { type: 'status'; status: InstanceStatus } | { type: 'statuses'; statuses: InstanceStatus[] }
   /** a request's record: it ended (on `instance`). */
   | { type: 'record'; id: string; instance?: string }
-  | { type: 'sweep' }
+  /**
+   * the death check. `stalledMs`: its timer ran this late, after this replica's process was stopped (policy
+   * timer-stall.ts): the statuses of the stall wait unread, so every instance gets deadAfterMs from now, as after its link's return.
+   */
+  | { type: 'sweep'; stalledMs?: number }
   /** the NATS server said a connection ended (a ClientDisconnect advisory): the instance reporting on it leaves dispatch. */
   | { type: 'conn_ended'; conn: NatsConnectionId }
   /**

@@ -141,6 +141,7 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       break;
     }
     case 'sweep':
+      if (ev.stalledMs !== undefined && ev.stalledMs > 0) s.linkUpMs = now;
       if (!s.linkDown) sweep(s, fx, now, cfg);
       break;
     case 'conn_ended':
