@@ -27,7 +27,7 @@ import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { milpPlanner } from '../common/policy.ts';
 import { poolBurstWindowMs } from '../../src/policy/pool-shards.ts';
 import {
-  aliveInstances, initialPoolState, poolDispatchView, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
+  aliveInstances, initialPoolState, poolDispatchView, poolLinkProofGapMs, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
 } from '../../src/policy/machines/pool.ts';
 import { heldNow, type HoldOutcome } from '../../src/policy/machines/router.ts';
 import { initialPoolStandby, poolStandbyStep, type PoolStandbyState } from '../../src/policy/machines/pool-standby.ts';
@@ -99,6 +99,8 @@ export class PoolLeader {
       ...(c.nats.ownStore ? { ownStore: true } : {}),
       // a dispatch's admission is answered once its entry is in the dispatched list (a successor reads it)
       storeBeforeReply: true,
+      // a death verdict needs the link proven (the lease's round trips, below) within this long: a cut not noticed yet is no instance's death
+      linkProofGapMs: poolLinkProofGapMs(c.liveness.deadAfterMs),
       // a request held while no instance is ready waits as long as its gateway waits for it (from its arrival)
       holdLimitMs: gatewaySchema.shape.holdLimitMs.safeParse((c.gateway as { holdLimitMs?: unknown } | undefined)?.holdLimitMs).data,
     };
@@ -108,7 +110,8 @@ export class PoolLeader {
       key: leaseKeys.poolLeader(o.pool),
       holder: o.holder,
       ttlMs: c.liveness.leaseTtlMs,
-      renewMs: Math.max(100, Math.floor(c.liveness.leaseTtlMs / 3)),
+      // its round trips prove the link to the machine ('link_proven'): at least three within deadAfterMs
+      renewMs: Math.max(100, Math.floor(Math.min(c.liveness.leaseTtlMs, c.liveness.deadAfterMs) / 3)),
       log: this.#log,
     });
   }
@@ -155,6 +158,7 @@ export class PoolLeader {
     // each acknowledged renewal bounds the machine's lead (state leaseUntilMs): every decision checks it, no lease read
     this.#lease.on('renewed', (r: { untilMs: number }) => this.#step({ type: 'lease', untilMs: r.untilMs }));
     this.#lease.on('lost', () => this.#stepDown());
+    this.#lease.on('answered', (a: { sentMs: number }) => this.#step({ type: 'link_proven', sentMs: a.sentMs }));
     await this.#lease.start();
   }
 

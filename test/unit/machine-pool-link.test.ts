@@ -115,3 +115,67 @@ describe('pool machine: liveness and its own link', () => {
     expect(d.view(2400).ready).toEqual([A, B].sort());
   });
 });
+
+/**
+ * A cut the replica's client has not noticed (a partition, a dead link whose pings have not timed out yet: no 'link'
+ * event) shows only as the absence of the link's proofs (its lease's round trips answered, 'link_proven'): while the
+ * last proof is older than linkProofGapMs no death verdict is reached, and the first proof after such a gap starts
+ * every instance's death clock again from it, as the link's return does.
+ */
+describe('pool machine: liveness and the proofs of its own link', () => {
+  const GAP_MS = 1500;
+  const watched: PoolMachineConfig = { ...cfg, linkProofGapMs: GAP_MS };
+  /** the lease's round trips answered every 1000 ms from `fromMs` to `toMs` (each `sentMs` at its send time). */
+  const proofs = (d: Drive, fromMs: number, toMs: number) => {
+    for (let t = fromMs; t <= toMs; t += 1000) d.at(t, { type: 'link_proven', sentMs: T0 + t });
+  };
+  /** both instances report every 250 ms in [fromMs, toMs] */
+  const heard = (d: Drive, ids: string[], fromMs: number, toMs: number) => {
+    for (let t = fromMs; t <= toMs; t += 250) for (const id of ids) d.status(t, id);
+  };
+
+  it('with its link proven, a silent instance is dead deadAfterMs after its last status (the control)', () => {
+    const d = Drive.leading(watched);
+    proofs(d, 0, 5000);
+    heard(d, [B], 250, 5000);
+    expect(failures(d.at(3010, { type: 'sweep' }))).toEqual([]);
+    expect(failures(d.at(3011, { type: 'sweep' }))).toEqual([A]);
+  });
+
+  it('a cut not noticed: no death while its link is unproven; back, the clocks count from the first proof', () => {
+    const d = Drive.leading(watched);
+    proofs(d, 0, 1000);
+    heard(d, [A, B], 250, 1200);
+    // cut at 1200: no status, no proof, and no 'link' event (the client's pings have not timed out)
+    for (let t = 1300; t <= 6000; t += 750) expect(failures(d.at(t, { type: 'sweep' }))).toEqual([]);
+    expect(d.alive()).toEqual([true, true]);
+    // healed at 6000 without a 'link' event: the proof comes first, B's status a little later, A's later still
+    proofs(d, 6000, 10_000);
+    d.status(6100, B);
+    expect(failures(d.at(6200, { type: 'sweep' }))).toEqual([]);
+    heard(d, [A, B], 6300, 8000);
+    expect(failures(d.at(9000, { type: 'sweep' }))).toEqual([]);
+    expect(d.alive()).toEqual([true, true]);
+  });
+
+  it('a leader cut off with one instance (a partition: its own host heard, its lease unanswered) takes no death from the others', () => {
+    const d = Drive.leading(watched);
+    proofs(d, 0, 1000);
+    heard(d, [A, B], 250, 1200);
+    // A is on the other side: silent; B shares the leader's side and keeps reporting; the lease gets no majority
+    heard(d, [B], 1250, 8000);
+    for (let t = 1300; t <= 8000; t += 750) expect(failures(d.at(t, { type: 'sweep' }))).toEqual([]);
+    // A really is gone: once the link is proven again, A is dead deadAfterMs after the first proof
+    proofs(d, 8000, 12_000);
+    heard(d, [B], 8250, 12_000);
+    expect(failures(d.at(11_000, { type: 'sweep' }))).toEqual([]);
+    expect(failures(d.at(11_001, { type: 'sweep' }))).toEqual([A]);
+  });
+
+  it('a replica that never had its link proven reaches no verdict; an unwatched link (no linkProofGapMs) needs no proof', () => {
+    const d = Drive.leading(watched);
+    expect(failures(d.at(5000, { type: 'sweep' }))).toEqual([]);
+    const u = Drive.leading();
+    expect(failures(u.at(5000, { type: 'sweep' })).sort()).toEqual([A, B]);
+  });
+});

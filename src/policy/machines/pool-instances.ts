@@ -55,9 +55,33 @@ export function goneProcesses(s: PoolMachineState, fx: PoolEffect[], st: Instanc
   }
 }
 
+/**
+ * The longest a replica's link may go unproven before the silence it hears counts as its own, ms: half of deadAfterMs.
+ * An instance heard until the link was cut (its statuses come at least every deadAfterMs / 2, config validation) has
+ * not been silent for deadAfterMs while the last proof is younger than this, so a cut never yields its death; the
+ * link's proofs (the lease's round trips, every min(leaseTtlMs, deadAfterMs) / 3) come well within it.
+ */
+export const poolLinkProofGapMs = (deadAfterMs: number): number => Math.floor(deadAfterMs / 2);
+
+/** A round trip to the bus sent at `sentMs` was answered: after a longer gap than linkProofGapMs the death clocks start again from it. */
+export function linkProven(s: PoolMachineState, sentMs: number, cfg: PoolMachineConfig): void {
+  if (cfg.linkProofGapMs === undefined || (s.linkProvenMs !== undefined && sentMs <= s.linkProvenMs)) return;
+  if (s.linkProvenMs === undefined || sentMs - s.linkProvenMs > cfg.linkProofGapMs) s.linkUpMs = Math.max(s.linkUpMs ?? -Infinity, sentMs);
+  s.linkProvenMs = sentMs;
+}
+
+/**
+ * Whether this replica may reach a death verdict at `now`: its link is proven within linkProofGapMs (always, where
+ * the link is not watched). Otherwise the silence it hears may be its own (a cut not noticed yet, a partition).
+ */
+export function linkProvenAt(s: PoolMachineState, now: number, cfg: PoolMachineConfig): boolean {
+  return cfg.linkProofGapMs === undefined || (s.linkProvenMs !== undefined && now - s.linkProvenMs <= cfg.linkProofGapMs);
+}
+
 export function sweep(s: PoolMachineState, fx: PoolEffect[], now: number, cfg: PoolMachineConfig): void {
+  const verdicts = linkProvenAt(s, now, cfg);
   for (const [id, t] of s.instances) {
-    if (t.alive && now - Math.max(t.lastSeenMs, s.linkUpMs ?? -Infinity) > cfg.deadAfterMs) {
+    if (t.alive && verdicts && now - Math.max(t.lastSeenMs, s.linkUpMs ?? -Infinity) > cfg.deadAfterMs) {
       s.instances.set(id, { ...t, alive: false, deadMs: now });
       instanceDied(s, fx, id, `no status for ${now - t.lastSeenMs} ms`, t.status, now, cfg);
     } else if (!t.alive && now - t.lastSeenMs > 60_000) s.instances.delete(id);

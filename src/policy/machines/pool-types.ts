@@ -24,6 +24,13 @@ export interface PoolMachineConfig {
   headroom: number;
   /** an instance without a status for this long is dead, ms. */
   deadAfterMs: number;
+  /**
+   * the longest this replica's link to the bus may go unproven, ms: a death verdict needs a round trip to the bus
+   * (its lease's, 'link_proven') answered within this long, and counts an instance's silence from the end of the last
+   * stretch without one at the earliest (poolLinkProofGapMs: deadAfterMs / 2). Absent: the link is not watched (the
+   * simulator's pools, whose bus never fails).
+   */
+  linkProofGapMs?: number;
   /** an instance without a status for this long takes no new request while another is heard, and keeps what it holds (policy suspect.ts), ms; absent: none is suspected. */
   suspectAfterMs?: number;
   /** status interval of the actors, ms (reconcile every 4 of them, at least 500 ms). */
@@ -173,8 +180,10 @@ export interface PoolMachineState {
   assignmentUnread?: boolean;
   /** this replica's link to the bus is down ('link' event): the sweep gives no verdict meanwhile. */
   linkDown?: boolean;
-  /** when its link last came back after being down: the sweep's death verdict counts an instance's silence from then at the earliest, ms. */
+  /** when its link last came back after being down or unproven: the sweep's death verdict counts an instance's silence from then at the earliest, ms. */
   linkUpMs?: number;
+  /** the send time of the latest round trip to the bus that was answered ('link_proven'), ms. */
+  linkProvenMs?: number;
   /** when, leading, it first saw its instances admit requests: its re-shard epochs count from then, ms. */
   trafficAtMs?: number;
   /** node commands of a reconciliation not yet answered (no re-shard epoch meanwhile). */
@@ -228,6 +237,13 @@ export type PoolEvent =
    * to report, as after a new leader takes over. The suspicion still counts from each instance's last status.
    */
   | { type: 'link'; up: boolean }
+  /**
+   * a round trip to the bus sent at `sentMs` was answered (the lease's renewal or read, by a majority of its
+   * buckets): the link worked then. A cut the client has not noticed yet (no ping answer for seconds, a partition)
+   * shows as the absence of these; a proof after a gap longer than linkProofGapMs starts the instances' death
+   * clocks again from it, as the link's return does.
+   */
+  | { type: 'link_proven'; sentMs: number }
   /** the timer of the waits (held dispatches, re-shard steps). */
   | { type: 'tick' }
   | { type: 'dispatch'; ref: number; req: InferenceRequest }

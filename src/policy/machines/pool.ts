@@ -37,12 +37,13 @@ import { adoptReshard, adoptReshardOnAssign, resumeOrphanDrain } from './pool-ta
 import { addEpochArrivals, admittedBetween, recordPoolArrivals } from '../pool-shards.ts';
 import { refusal, type DispatchJob, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type PoolStepResult } from './pool-types.ts';
 import { admitResult, dispatch, dispatchedStored, finish, holdable, move, tryDispatch, views } from './pool-dispatch.ts';
-import { adoptDispatched, onStatus, sweep } from './pool-instances.ts';
+import { adoptDispatched, linkProven, onStatus, sweep } from './pool-instances.ts';
 import { reconcile } from './pool-reconcile.ts';
 import { milpShardDecision } from '../pool-shards-milp.ts';
 import { decideReshard, nodeResult, reshardAdvance, reshardEpoch, reshardStored, resumeReshard } from './pool-reshard.ts';
 export type { DispatchedListEntry, PoolEffect, PoolEvent, PoolMachineConfig, PoolMachineState, PoolStepResult, StoredReshard, TrackedInstance } from './pool-types.ts';
 export { instanceIdOf } from './pool-reconcile.ts';
+export { poolLinkProofGapMs } from './pool-instances.ts';
 
 export function initialPoolState(types: RequestType[]): PoolMachineState {
   return { leader: false, types, instances: new Map(), outstanding: new Map(), graves: new Map(), starting: new Map(), jobs: new Map(), moves: new Map(), nextJob: 1, reconciling: 0, recentLoad: [], ended: initialEndedConnections() };
@@ -153,6 +154,9 @@ export function poolStep(prev: PoolMachineState, ev: PoolEvent, now: number, cfg
       // (a host lost with this replica's NATS node) leaves dispatch once a peer is heard again, not suspectAfterMs later
       if (ev.up && s.linkDown) s.linkUpMs = now;
       s.linkDown = !ev.up;
+      break;
+    case 'link_proven':
+      linkProven(s, ev.sentMs, cfg);
       break;
     case 'tick':
       advance(s, fx, now, cfg);
