@@ -12,7 +12,7 @@ import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { Admission, ClientDisconnect, InferenceRequest, InstanceStatus, endedConnection, RoutingTable, controlSubjects, subjects, type DispatchView, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerSweep, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
+import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHeard, routerHolderGone, routerLink, routerPick, routerPools, routerStatus, routerSweep, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { spillNext, spillPasses } from '../../src/policy/machines/cluster.ts';
 import { creditReceived, creditSpend, creditTopUpFailed, type CreditGrant } from '../../src/policy/machines/credits.ts';
 import { classifyIntake } from '../../src/policy/classify.ts';
@@ -59,10 +59,16 @@ export class GatewayRouter implements RequestRouter {
   }
 
   start(): void {
+    this.bus.on('status', this.#onLink);
     this.#subs.push(
-      this.bus.subscribe(controlSubjects.routing(), RoutingTable, (t) => routerTable(this.#s, t, this.clock.now()), { capacity: 64 }),
+      this.bus.subscribe(controlSubjects.routing(), RoutingTable, (t) => {
+        const now = this.clock.now();
+        routerHeard(this.#s, now, this.#cfg);
+        routerTable(this.#s, t, now);
+      }, { capacity: 64 }),
       this.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => {
         const now = this.clock.now();
+        routerHeard(this.#s, now, this.#cfg);
         routerStatus(this.#s, st, now);
         routerSweep(this.#s, now, this.#cfg);
       }, {
@@ -82,8 +88,14 @@ export class GatewayRouter implements RequestRouter {
   }
 
   stop(): void {
+    this.bus.off('status', this.#onLink);
     for (const s of this.#subs.splice(0)) s.unsubscribe();
   }
+
+  /** the bus's own link: its silence while down calls no holder gone (policy routerLink). */
+  readonly #onLink = (st: { type: string }): void => {
+    if (st.type === 'disconnect' || st.type === 'reconnect') routerLink(this.#s, st.type === 'reconnect', this.clock.now());
+  };
 
   /** The instances this view routes to now and those it tracks that take no request, by pool (policy routerView). */
   view(): { routing: boolean; pools: DispatchView['pools'] } {

@@ -1,7 +1,8 @@
 /**
- * What the gateway's NatsBackend uses of a Bus, in memory, on a ManualClock (test/unit/gateway-admission-clock.test.ts,
+ * What the gateway's NatsBackend and GatewayRouter use of a Bus, in memory, on a ManualClock (test/unit/gateway-admission-clock.test.ts,
  * gateway-migration-correctness.test.ts).
  */
+import { EventEmitter } from 'node:events';
 import type { ManualClock } from '../../src/runtime/clock.ts';
 import { CancelledError, ConnectionClosedError, NoRespondersError, TimeoutError } from '../../src/runtime/errors.ts';
 import type { Codec } from '../../protocols/codec.ts';
@@ -22,16 +23,18 @@ export type Responder = (msg: unknown, reply: (r: unknown) => void) => void;
 /**
  * What the backend uses of a Bus, in memory: publish/subscribe with NATS wildcards, request-reply with the
  * Bus's errors (no responders, a timeout at the deadline on the ManualClock, a cancel, a closed connection), and
- * the connection state a test flips. Every message goes through its codec both ways (validated as on the wire).
+ * the connection state a test flips (its 'status' events, as the Bus's, are the test's to emit). Every message goes through its codec both ways (validated as on the wire).
  */
-export class VirtualBus {
+export class VirtualBus extends EventEmitter {
   connected = true;
   closed = false;
   readonly #subs = new Set<{ pattern: string; codec: Codec<unknown>; handler: (m: unknown, s: string) => void }>();
   readonly responders = new Map<string, Responder>();
   /** every request sent: subject, virtual time, the request's id. */
   readonly sent: { subject: string; atMs: number; id?: string }[] = [];
-  constructor(private readonly clock: ManualClock) {}
+  constructor(private readonly clock: ManualClock) {
+    super();
+  }
 
   subscribe<T>(pattern: string, codec: Codec<T>, handler: (m: T, s: string) => void): { unsubscribe(): void } {
     const s = { pattern, codec: codec as Codec<unknown>, handler: handler as (m: unknown, s: string) => void };

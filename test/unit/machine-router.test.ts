@@ -7,7 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import { profileFor } from '../../src/sim/index.ts';
 import { initialPoolState, poolStep, type PoolEffect, type PoolMachineConfig, type PoolMachineState } from '../../src/policy/machines/pool.ts';
-import { MAX_ELECTION_ROLES, TABLE_STALE_MS, electionLeaderSeen, initialElectionState, initialRouterState, lastElectionMs, routerCapacityComing, routerConnectionEnded, routerForgetAfterMs, routerGone, routerHolderGone, routerPick, routerPools, routerStatus, routerTable, routerView, type RouterConfig } from '../../src/policy/machines/router.ts';
+import { MAX_ELECTION_ROLES, TABLE_STALE_MS, electionLeaderSeen, initialElectionState, initialRouterState, lastElectionMs, routerCapacityComing, routerConnectionEnded, routerForgetAfterMs, routerGone, routerHeard, routerHolderGone, routerLink, routerPick, routerPools, routerStatus, routerTable, routerView, type RouterConfig } from '../../src/policy/machines/router.ts';
 import type { InstanceStatus, RoutingTable } from '../../protocols/control.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 import type { RequestType } from '../../protocols/request-types.ts';
@@ -129,6 +129,32 @@ describe('gateway routing (router machine)', () => {
     expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 400, rc)).toBe('b');
     routerStatus(s, status('pool-SS', 'b', 4, { state: 'stopped' }), T0 + DEAD + 500);
     expect(routerPick(s, 'pool-SS', req('SS'), new Set(), T0 + DEAD + 500, rc)).toBeUndefined();
+  });
+  it("a holder is not called gone for the silence of this view's own link: down, or unheard past routerLinkGapMs; back, its silence counts from the link's return", () => {
+    const s = initialRouterState();
+    const heard = (ms: number, ids: string[]) => {
+      routerHeard(s, T0 + ms, rc);
+      for (const id of ids) routerStatus(s, status('pool-SS', id, 4), T0 + ms);
+    };
+    routerTable(s, table(), T0);
+    // h holds the request (admitted at 0), p is a peer; both report every 250 ms until 1000
+    for (let t = 0; t <= 1000; t += 250) heard(t, ['h', 'p']);
+    // a cut this view's client has not noticed: nothing heard from 1000 on
+    expect(routerHolderGone(s, 'h', T0, T0, T0 + 4100, rc)).toBe(false);
+    // heard again at 6000 (a table first, then the peer): h's silence counts from 6000
+    heard(6000, []);
+    heard(6100, ['p']);
+    expect(routerHolderGone(s, 'h', T0, T0, T0 + 6200, rc)).toBe(false);
+    heard(6250, ['h']);
+    expect(routerHolderGone(s, 'h', T0, T0, T0 + 6300, rc)).toBe(false);
+    // the link itself down (the bus's disconnect) past deadAfterMs: no verdict; back up, deadAfterMs from then
+    routerLink(s, false, T0 + 6400);
+    expect(routerHolderGone(s, 'h', T0, T0, T0 + 10_000, rc)).toBe(false);
+    routerLink(s, true, T0 + 10_000);
+    for (let t = 10_000; t <= 13_500; t += 250) heard(t, ['p']);
+    expect(routerHolderGone(s, 'h', T0, T0, T0 + 13_000, rc)).toBe(false);
+    // h really is gone: silent while the view hears the bus, deadAfterMs after the link's return
+    expect(routerHolderGone(s, 'h', T0, T0, T0 + 13_001, rc)).toBe(true);
   });
   it("the process holding a routed request is gone: silent for deadAfterMs, replaced by a later process, or not answering; never for a process the view has not seen yet", () => {
     const s = initialRouterState();

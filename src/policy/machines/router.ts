@@ -166,6 +166,12 @@ export interface RouterState {
   ended: EndedConnections;
   /** when routerSweep last walked byPool (it walks at most once per deadAfterMs). */
   sweptMs?: number;
+  /** this view's own link to the bus is down (routerLink): no holder is called gone for its silence meanwhile. */
+  linkDown?: boolean;
+  /** when this view last heard the bus (a status, a routing table: routerHeard), ms; undefined: its link is not watched (a view fed by hand). */
+  heardMs?: number;
+  /** the end of its last stretch without the bus (its link back, or the first message after a gap): silence counts from then at the earliest, ms. */
+  linkUpMs?: number;
 }
 
 export function initialRouterState(): RouterState {
@@ -265,10 +271,30 @@ export function routerGone(s: RouterState, pool: string, id: string, now?: numbe
 }
 
 /**
+ * The longest this view may hear nothing from the bus before the silence counts as its own (a cut its client has
+ * not noticed yet), ms: half of deadAfterMs. A live cluster speaks to it more often: each instance's status (every
+ * deadAfterMs / 2 at most, config validation) and the planner's routing table (every second).
+ */
+export const routerLinkGapMs = (deadAfterMs: number): number => Math.floor(deadAfterMs / 2);
+
+/** This view heard the bus at `now` (a status, a routing table): after a longer gap than routerLinkGapMs, its silence ends here. */
+export function routerHeard(s: RouterState, now: number, cfg: RouterConfig): void {
+  if (s.heardMs === undefined || now - s.heardMs > routerLinkGapMs(cfg.deadAfterMs)) s.linkUpMs = Math.max(s.linkUpMs ?? -Infinity, now);
+  s.heardMs = Math.max(s.heardMs ?? -Infinity, now);
+}
+
+/** This view's own connection went down / came back (the bus's status): its silence meanwhile is nobody's death. */
+export function routerLink(s: RouterState, up: boolean, now: number): void {
+  if (up && s.linkDown) s.linkUpMs = now;
+  s.linkDown = !up;
+}
+
+/**
  * Whether the process of instance `id` that admitted a request at `admittedMs` (started at `startedMs`, from
  * its admission) is gone in this view: a status of a later process under the id arrived, it did not answer an
  * admission since (routerGone), or no sign of life (a status, or the admission itself) came for deadAfterMs:
- * the pool leader's death verdict. An instance this view does not hold (never seen, or it reported `stopped`
+ * the pool leader's death verdict. Silence is no verdict while this view's own link is down or unheard for longer
+ * than routerLinkGapMs, and counts from the link's return (routerLink, routerHeard) at the earliest. An instance this view does not hold (never seen, or it reported `stopped`
  * and ended its requests itself) is not called gone.
  */
 export function routerHolderGone(s: RouterState, id: string, startedMs: number | undefined, admittedMs: number, now: number, cfg: RouterConfig): boolean {
@@ -279,7 +305,9 @@ export function routerHolderGone(s: RouterState, id: string, startedMs: number |
     // a status of an earlier process still in the view says nothing of the one that admitted the request
     const same = startedMs === undefined || t.status.startedMs === startedMs;
     if (same && !t.alive) return true;
-    return now - (same ? Math.max(t.lastSeenMs, admittedMs) : admittedMs) > cfg.deadAfterMs;
+    // silence is a death only while this view hears the bus, and counts from its link's last return at the earliest
+    if (s.linkDown || (s.heardMs !== undefined && now - s.heardMs > routerLinkGapMs(cfg.deadAfterMs))) return false;
+    return now - Math.max(same ? Math.max(t.lastSeenMs, admittedMs) : admittedMs, s.linkUpMs ?? -Infinity) > cfg.deadAfterMs;
   }
   return false;
 }
