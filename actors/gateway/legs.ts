@@ -55,6 +55,8 @@ export interface AdmissionCounters {
   resumed: number;
   /** legs whose instance died before answering their end report: their energy estimated from its telemetry (leg-energy.ts). */
   energyEstimated: number;
+  /** relayed legs (the NATS data path) ended at a missing chunk (relayGapChunk): continued on another leg, or ended with a retryable error. */
+  relayGaps: number;
 }
 
 /** An engine URL's host and port, parsed once per URL (a grant names one of a few engines; bounded). */
@@ -285,6 +287,29 @@ export class MigrationText {
     this.release(st);
     this.dropped++;
   }
+}
+
+/**
+ * The gateway's own end of relayed leg `id` at the chunk `seq` that never came (a later one did: NATS dropped it, a
+ * reconnect, a slow consumer, another sender's seq ahead of the stream): retryable, so the stream continues as a new leg
+ * from the last chunk before the gap (legs.ts continuation), and no token of the client's stream is missing or repeated.
+ */
+export function relayGapChunk(id: string, seq: number): TokenChunk {
+  return {
+    v: 1, id, seq, text: '', tokens: 0, done: true, finishReason: 'error',
+    error: { code: 'unavailable', message: `chunk ${seq} of the relayed stream never arrived; retry`, retryable: true, retryAfterS: 1 },
+  };
+}
+
+/**
+ * A chunk a relayed leg sent, as the client's stream numbers it (`st.out`). What it carries counts as sent (sentEvent:
+ * the next leg's continuation starts after it; a tool call or reasoning makes the stream opaque), and a last leg's usage counts the whole stream: the client's prompt, every
+ * leg's completion tokens.
+ */
+export function relayedOut(c: TokenChunk, req: InferenceRequest, st: StreamState, text: MigrationText): TokenChunk {
+  sentEvent(st, c, text);
+  const usage = c.usage && st.legs > 0 ? { ...c.usage, promptTokens: req.inputTokens, completionTokens: st.sent } : c.usage;
+  return { ...c, seq: st.out++, ...(usage ? { usage } : {}) };
 }
 
 /** The gateway's own end of leg `id` whose instance process is gone (router.ts holderGone): retryable, so a leg that never started is sent again. */

@@ -49,8 +49,8 @@ import { LeanAbort } from '../../src/engine/abort.ts';
 import { chunkExtras, type EngineChunk } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
-import { ChunkQueue } from './chunk-queue.ts';
-import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { ChunkQueue, LegOrder } from './chunk-queue.ts';
+import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, relayGapChunk, relayedOut, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 export type { AdmissionCounters } from './legs.ts';
@@ -87,13 +87,15 @@ interface Leg {
   heldUntilMs?: number;
   /** started on a credit of its instance (no admission asked): the instance learns of it from the credited report. */
   credited?: RoutedAdmission['credited'];
+  /** a relayed leg ended at this missing chunk (relayGapChunk): what arrives after it is not the client's. */
+  gapAt?: number;
 }
 
 /** How a leg is admitted: `exclude` an instance from the gateway's own routing; `intake`: only through the cluster intake. */
 interface LegRoute { exclude?: string; intake?: boolean }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0, resumed: 0, energyEstimated: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0, resumed: 0, energyEstimated: 0, relayGaps: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -241,7 +243,7 @@ export class NatsBackend implements GatewayBackend {
     const subject = subjects.stream(req.id);
     const msg: InferenceRequest = { ...req, streamSubject: subject };
     const q = new ChunkQueue(this.capacity, this.clock);
-    const seen = new Set<number>();
+    const order = new LegOrder();
     let granted: ((c: TokenChunk) => void) | undefined;
     const grant = new Promise<TokenChunk>((r) => (granted = r));
     const leg: Leg = { req: msg, q, sub: undefined as unknown as SubscribeHandle, cancelSent: { done: false }, admission: { v: 1, id: msg.id, ok: true } };
@@ -253,14 +255,15 @@ export class NatsBackend implements GatewayBackend {
       }
       if (leg.onControl) return leg.onControl(c);
       if (c.grant) granted?.(c);
-      // a request moved between instances may repeat a seq; the first copy wins. A terminal chunk (done or
-      // error) ends the stream whoever sends it: the pool leader ending a dead instance's stream numbers it
-      // from that instance's last status, which may be a seq the gateway already has
-      if (seen.has(c.seq)) {
-        if (!(c.done || c.error)) return;
-        this.counters.foreignTerminals++;
+      const took = order.take(c);
+      if (took === 'drop') return;
+      if (took === 'foreign') this.counters.foreignTerminals++;
+      if (took === 'gap') {
+        // the leg ends at the missing chunk, retryable: the stream continues on a new leg from the chunks before it
+        leg.gapAt = order.gapAt;
+        this.counters.relayGaps++;
+        return q.push(relayGapChunk(msg.id, order.gapAt!));
       }
-      seen.add(c.seq);
       q.push(c);
     };
     leg.sub = this.streams.listen(subject, msg.id, onChunk);
@@ -369,12 +372,21 @@ export class NatsBackend implements GatewayBackend {
           moveTo(await this.reopen(req, { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal, leg.admission.instance));
           continue;
         }
+        if (!c.grant && c.error?.retryable && legOut > 0 && c.tokens === 0 && canMigrate(req, st, this.migrationLimit) && this.clock.now() < req.giveUpAtMs) {
+          // a relayed leg ended retryably mid-stream (a chunk missing, its instance dead): on a new leg, as a direct one
+          leg.sub.unsubscribe();
+          this.cancel(leg.req.id, leg.gapAt !== undefined ? `chunk ${leg.gapAt} never arrived` : 'its leg ended', leg.cancelSent);
+          legOut = 0;
+          st.legs++;
+          this.counters.migrated++;
+          moveTo(await this.reopen(req, await this.counted({ ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }), signal, leg.admission.instance));
+          continue;
+        }
         if (!c.grant) {
-          if (legOut === 0) tell(c);
-          legOut++;
+          if (legOut++ === 0) tell(c);
           // relayed by the instance (or ended before it started); finished before given: a reader may stop at the last chunk
           if (c.done || c.error) finished = true;
-          yield [{ ...c, seq: st.out++ }];
+          yield [relayedOut(c, req, st, this.migrationText)];
           if (finished) return;
           continue;
         }
