@@ -263,11 +263,6 @@ export class LeaderLease extends EventEmitter {
     return [...held.slots.values()].map((s) => s.expiresMs).sort((a, b) => b - a)[this.quorum - 1]!;
   }
 
-  /** A majority of the buckets answered an attempt sent at `sentMs`: this process's link to the bus worked then ('answered'). */
-  #answered(sentMs: number): void {
-    this.emit('answered', { sentMs });
-  }
-
   #schedule(ms: number): void {
     if (!this.#running) return;
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
@@ -351,7 +346,7 @@ export class LeaderLease extends EventEmitter {
     const t0 = this.#clock.now();
     const v: LeaseValue = { v: 1, holder: this.holder, acquiredMs: held.acquiredMs, expiresMs: t0 + this.ttlMs, term: held.term, ...this.#procField() };
     const failed = await this.#each(this.#slots, (s) => (held.slots.has(s.index) ? this.#renewOn(s, v, held) : this.#regain(s, v, held)));
-    if (this.#slots.length - failed >= this.quorum) this.#answered(t0);
+    if (this.#slots.length - failed >= this.quorum) this.emit('answered', { sentMs: t0 });
     if (this.#held !== held) return this.renewMs; // stepped down meanwhile
     if (held.slots.size < this.quorum) {
       this.#stepDown('taken');
@@ -416,7 +411,7 @@ export class LeaderLease extends EventEmitter {
     const sentMs = this.#clock.now();
     const answered = await this.#readAll();
     if (answered.length < this.quorum) return RETRY_AFTER_FAILURE_MS;
-    this.#answered(sentMs);
+    this.emit('answered', { sentMs });
     // held on the own layout by a live holder, none of its records an acquisition of ours: nothing to take whatever the
     // other layout says, so its records are read only when this layout may be taken or adopted (lease-other-layout.ts)
     const seen = this.#clock.now();
