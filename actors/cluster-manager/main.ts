@@ -39,6 +39,8 @@ import { readInventory, storedAssignments, watchInventory, type InventoryReader 
 import { disconnectSeen, initialEndedConnections, outOfDispatch } from './instance-ended.ts';
 import { LostInstances } from './lost-instances.ts';
 import { stallSafeInterval } from '../../src/runtime/stall-interval.ts';
+import { initialLinkWatch, linkEvent, linkGapMs, linkProof, silenceFromMs } from '../../src/policy/link-watch.ts';
+
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
 export const summary = 'cluster manager: intake, classification, routing; leader: scaling and GPU inventory';
@@ -69,6 +71,15 @@ export class ClusterManager extends Actor {
   #m: ClusterMachineState;
   /** when this replica began listening to the instances' status (the stale-inventory check waits a liveness window from it). */
   #listeningSinceMs = 0;
+  /** its own link to the bus (policy link-watch.ts): the silence heard while it is down or unproven is nobody's. */
+  #link = initialLinkWatch();
+  readonly #onLink = (st: { type: string }): void => {
+    if (st.type === 'disconnect' || st.type === 'reconnect') this.#link = linkEvent(this.#link, st.type === 'reconnect', this.clock.now());
+  };
+  /** from when a server's or an instance's silence counts now (link-watch.ts silenceFromMs). */
+  #since(now: number): number {
+    return silenceFromMs(this.#link, now, linkGapMs(this.#c.liveness.deadAfterMs));
+  }
   /** the first read of the store's assignments (started with the actor, awaited by a new leader). */
   #loaded: Promise<void> = Promise.resolve();
   /** bumped when stale assignments are cleared: a store read begun before must not bring them back. */
@@ -124,8 +135,11 @@ export class ClusterManager extends Actor {
     void watchInventory(watcher, inventoryKeys.energy(), EnergyLedger, (l) => void (this.#ledgerSeen = l));
     this.#lease = new LeaderLease({
       bus: this.bus, key: leaseKeys.clusterPlanner(), holder: this.id, ttlMs: c.liveness.leaseTtlMs,
-      renewMs: Math.max(100, Math.floor(c.liveness.leaseTtlMs / 3)), log: this.log,
+      // its round trips prove the link ('answered'): at least three within deadAfterMs
+      renewMs: Math.max(100, Math.floor(Math.min(c.liveness.leaseTtlMs, c.liveness.deadAfterMs) / 3)), log: this.log,
     });
+    this.bus.on('status', this.#onLink);
+    this.#lease.on('answered', (a: { sentMs: number }) => void (this.#link = linkProof(this.#link, a.sentMs, linkGapMs(c.liveness.deadAfterMs))));
     this.#lease.on('elected', () => void this.#lead());
     this.#lease.on('lost', () => {
       this.#deciding = false;
@@ -359,7 +373,7 @@ export class ClusterManager extends Actor {
   /** How long each configured server has been silent: since its node agent's last status, else since this process began to listen. */
   #silentMs(): Record<string, number> {
     const now = this.clock.now();
-    return Object.fromEntries(this.#c.servers.map((x) => [x.id, now - (this.#nodes.get(x.id)?.seenMs ?? this.#listeningSinceMs)]));
+    return Object.fromEntries(this.#c.servers.map((x) => [x.id, now - Math.max(this.#nodes.get(x.id)?.seenMs ?? this.#listeningSinceMs, this.#since(now))]));
   }
 
   /** What the scaling machine observes: the load the live instances measure, the servers whose agent is alive. */
@@ -370,7 +384,7 @@ export class ClusterManager extends Actor {
       return { observed: this.#observedLoad(now), servers: this.#c.servers, ...serverObservation(this.#nodes, this.#instances.values(), now, this.#c.liveness.deadAfterMs) };
     }
     const seen = new Map([...this.#nodes].map(([id, n]) => [id, n.seenMs]));
-    return { observed: this.#observedLoad(now), servers: aliveServers(this.#c.servers, seen, now, this.#c.liveness.deadAfterMs) };
+    return { observed: this.#observedLoad(now), servers: aliveServers(this.#c.servers, seen, now, this.#c.liveness.deadAfterMs, this.#since(now)) };
   }
 
   /**
@@ -449,7 +463,7 @@ export class ClusterManager extends Actor {
 
   /** The instances' load estimates, summed (policy observedLoad: the simulator's cluster machine observes the same). */
   #observedLoad(now: number): Partial<Record<RequestType, number>> {
-    return observedLoad(this.#instances.values(), now, this.#c.liveness.deadAfterMs);
+    return observedLoad(this.#instances.values(), now, this.#c.liveness.deadAfterMs, this.#since(now));
   }
 
   #aheadTimer?: unknown;
@@ -585,6 +599,7 @@ export class ClusterManager extends Actor {
 
   protected override async onStop(): Promise<void> {
     this.#stopped = true;
+    this.bus.off('status', this.#onLink);
     for (const w of this.#watches) w.stop();
     for (const t of [...this.#timers, ...this.#leaderTimers]) this.clock.clearInterval(t);
     this.#statusServe?.unsubscribe();

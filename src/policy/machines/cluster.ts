@@ -189,23 +189,27 @@ export function serversBack(s: Pick<ClusterMachineState, 'placedServers' | 'assi
 
 /**
  * The load the machine observes (its 'observe' and 'epoch' events' `observed`): the sum, by type, of the load estimates
- * (InstanceStatus.loadByType, each instance's EWMA of its admissions) of the instances heard within deadAfterMs. The live
- * leader sums its instances' last statuses; the simulator sums its instances' estimates at the tick.
+ * (InstanceStatus.loadByType, each instance's EWMA of its admissions) of the instances heard within deadAfterMs (counted
+ * from `sinceMs` at the earliest: link-watch.ts silenceFromMs). The live leader sums its instances' last statuses; the
+ * simulator sums its instances' estimates at the tick.
  */
-export function observedLoad(instances: Iterable<{ st: { loadByType: Load }; seenMs: number }>, now: number, deadAfterMs: number): Load {
+export function observedLoad(instances: Iterable<{ st: { loadByType: Load }; seenMs: number }>, now: number, deadAfterMs: number, sinceMs = -Infinity): Load {
   const load: Load = {};
   for (const { st, seenMs } of instances) {
-    if (now - seenMs > deadAfterMs) continue;
+    if (now - Math.max(seenMs, sinceMs) > deadAfterMs) continue;
     for (const [t, v] of Object.entries(st.loadByType) as [RequestType, number][]) load[t] = (load[t] ?? 0) + v;
   }
   return load;
 }
 
-/** The servers whose node agent reported within 3 x deadAfterMs (at least 3 s); every configured server before any has. */
-export function aliveServers(configured: ClusterServer[], seenMs: ReadonlyMap<string, number>, now: number, deadAfterMs: number): ClusterServer[] {
+/**
+ * The servers whose node agent reported within 3 x deadAfterMs (at least 3 s); every configured server before any has.
+ * `sinceMs` (link-watch.ts silenceFromMs): silence counts from then at the earliest (the planner's own link was down).
+ */
+export function aliveServers(configured: ClusterServer[], seenMs: ReadonlyMap<string, number>, now: number, deadAfterMs: number, sinceMs = -Infinity): ClusterServer[] {
   const alive = configured.filter((s) => {
     const t = seenMs.get(s.id);
-    return t !== undefined && now - t < Math.max(3 * deadAfterMs, 3000);
+    return t !== undefined && now - Math.max(t, sinceMs) < Math.max(3 * deadAfterMs, 3000);
   });
   return alive.length ? alive : configured;
 }
