@@ -131,7 +131,11 @@ export const configSchema = z
          * (policy suspect.ts).
          */
         suspectAfterMs: pos.optional(),
-        /** leader lease TTL, ms; default 3000 (a standby takes over within about this). */
+        /**
+         * leader lease TTL, ms; default 3000 (a standby takes over within about this). The cluster and pool managers
+         * renew it every min(leaseTtlMs, deadAfterMs) / 3: its round trips also prove their own link to the bus, which
+         * their death verdicts need (docs/DATAPATH.md "Liveness").
+         */
         leaseTtlMs: pos.default(3000),
         /**
          * the supervisors' liveness watchdog (`up`'s children, its private NATS, a node agent's instance managers;
@@ -436,7 +440,7 @@ export function crossFieldErrors(c: ClusterConfig): string[] {
     const how = l.suspectAfterMs !== undefined ? 'set' : `by default ${SUSPECT_INTERVALS} x the instances' status interval of ${inst} ms: set liveness.instanceStatusIntervalMs or liveness.suspectAfterMs lower, or liveness.deadAfterMs higher`;
     out.push(`liveness.suspectAfterMs: ${suspect} ms (${how}) must be below liveness.deadAfterMs (${l.deadAfterMs} ms): a silent instance would be dead before it is suspected`);
   }
-  if (l.leaseTtlMs < 500) out.push(`liveness.leaseTtlMs: ${l.leaseTtlMs} ms is below 500 ms: a leader cannot renew its lease (every ttl/3, at least 100 ms) before it lapses`);
+  if (l.leaseTtlMs < 500) out.push(`liveness.leaseTtlMs: ${l.leaseTtlMs} ms is below 500 ms: a leader cannot renew its lease (every min(ttl, deadAfterMs)/3, at least 100 ms) before it lapses`);
   const e = c.epochs;
   if (e.instanceS > e.poolS) out.push(`epochs.instanceS (${e.instanceS} s) must not exceed epochs.poolS (${e.poolS} s)`);
   const ti = c.thresholds.input;
