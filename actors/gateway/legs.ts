@@ -302,9 +302,18 @@ export function relayGapChunk(id: string, seq: number): TokenChunk {
 }
 
 /**
+ * Whether a relayed leg's chunk says the leg is lost, not refused: a retryable end, with no token, of the serving side
+ * gone (`unavailable`: its instance dead, stopped or draining, a chunk missing; `engine_crashed`). Such a leg continues
+ * on a new one; a refusal of the emergency ladder (`rejected`, `overloaded`) goes to the client, whose retry is told when.
+ */
+export function legLost(c: TokenChunk): boolean {
+  return c.error?.retryable === true && c.tokens === 0 && (c.error.code === 'unavailable' || c.error.code === 'engine_crashed');
+}
+
+/**
  * A chunk a relayed leg sent, as the client's stream numbers it (`st.out`). What it carries counts as sent (sentEvent:
- * the next leg's continuation starts after it; a tool call or reasoning makes the stream opaque), and a last leg's usage counts the whole stream: the client's prompt, every
- * leg's completion tokens.
+ * the next leg's continuation starts after it; a tool call or reasoning makes the stream opaque), and a last leg's
+ * usage counts the whole stream: the client's prompt, every leg's completion tokens.
  */
 export function relayedOut(c: TokenChunk, req: InferenceRequest, st: StreamState, text: MigrationText): TokenChunk {
   sentEvent(st, c, text);

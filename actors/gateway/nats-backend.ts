@@ -50,7 +50,7 @@ import { chunkExtras, type EngineChunk } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue, LegOrder } from './chunk-queue.ts';
-import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, relayGapChunk, relayedOut, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legLost, legReport, relayGapChunk, relayedOut, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 export type { AdmissionCounters } from './legs.ts';
@@ -372,8 +372,8 @@ export class NatsBackend implements GatewayBackend {
           moveTo(await this.reopen(req, { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal, leg.admission.instance));
           continue;
         }
-        if (!c.grant && c.error?.retryable && legOut > 0 && c.tokens === 0 && canMigrate(req, st, this.migrationLimit) && this.clock.now() < req.giveUpAtMs) {
-          // a relayed leg ended retryably mid-stream (a chunk missing, its instance dead): on a new leg, as a direct one
+        if (!c.grant && legOut > 0 && legLost(c) && canMigrate(req, st, this.migrationLimit) && this.clock.now() < req.giveUpAtMs) {
+          // a relayed leg lost mid-stream (a chunk missing, its instance or engine gone): on a new leg, as a direct one
           leg.sub.unsubscribe();
           this.cancel(leg.req.id, leg.gapAt !== undefined ? `chunk ${leg.gapAt} never arrived` : 'its leg ended', leg.cancelSent);
           legOut = 0;

@@ -126,4 +126,19 @@ describe('relay data path: a missing chunk', () => {
     expect(out.chunks.map((c) => c.text).join('')).toBe('a b c d ');
     expect(out.chunks.some((c) => c.error)).toBe(false);
   });
+
+  it("a refusal of the emergency ladder mid-stream ('rejected', retryable) goes to the client: no new leg", async () => {
+    const { clock, bus, backend, legs } = setup();
+    const req = request(clock);
+    const out = await client(clock, backend, req);
+    const first = legs[0]!;
+    bus.publish(first.streamSubject, TokenChunk, word(first, 0, 'a '));
+    bus.publish(first.streamSubject, TokenChunk, {
+      v: 1, id: first.id, seq: 1, text: '', tokens: 0, done: true, finishReason: 'error', error: { code: 'rejected', message: 'overloaded: retry later', retryable: true, retryAfterS: 1 },
+    });
+    await run(clock, 50);
+    expect(legs).toHaveLength(1);
+    expect(out.done).toBe(true);
+    expect(out.chunks.at(-1)).toMatchObject({ error: { code: 'rejected', retryable: true } });
+  });
 });
