@@ -21,7 +21,7 @@ import {
 import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { EPOCH_LENGTH_DEFAULTS } from '../../src/policy/epoch-length.ts';
 import { suspectAfterMsOf, suspected } from '../../src/policy/suspect.ts';
-import { aliveServers, clusterStep, keepSilentForMs, initialClusterState, intakePools, observedLoad, spillNext, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
+import { clusterStep, keepSilentForMs, initialClusterState, intakePools, spillNext, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
 import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
@@ -34,12 +34,13 @@ import { powerSum, staleOf } from '../../src/telemetry/power-sum.ts';
 import { addReading, nodeReadingId, bookFromRecord, bookToRecord, emptyBook, takeOver, type EnergyBook, type Reading } from '../../src/telemetry/energy-ledger.ts';
 import { reconcileInventory } from '../../src/runtime/inventory.ts';
 import { powerCounts, serverPowerConfig } from '../../src/policy/machines/cluster-power.ts';
-import { PowerDriver, nodeSeen, serverObservation } from './power-driver.ts';
+import { PowerDriver, nodeSeen } from './power-driver.ts';
 import { readInventory, storedAssignments, watchInventory, type InventoryReader } from './inventory-read.ts';
 import { disconnectSeen, initialEndedConnections, outOfDispatch } from './instance-ended.ts';
 import { LostInstances } from './lost-instances.ts';
 import { stallSafeInterval } from '../../src/runtime/stall-interval.ts';
-import { initialLinkWatch, linkEvent, linkGapMs, linkProof, silenceFromMs } from '../../src/policy/link-watch.ts';
+import { LinkWatcher } from '../common/link-watcher.ts';
+import { observation, silentMs, type Heard, type Observation } from './observation.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -71,15 +72,8 @@ export class ClusterManager extends Actor {
   #m: ClusterMachineState;
   /** when this replica began listening to the instances' status (the stale-inventory check waits a liveness window from it). */
   #listeningSinceMs = 0;
-  /** its own link to the bus (policy link-watch.ts): the silence heard while it is down or unproven is nobody's. */
-  #link = initialLinkWatch();
-  readonly #onLink = (st: { type: string }): void => {
-    if (st.type === 'disconnect' || st.type === 'reconnect') this.#link = linkEvent(this.#link, st.type === 'reconnect', this.clock.now());
-  };
-  /** from when a server's or an instance's silence counts now (link-watch.ts silenceFromMs). */
-  #since(now: number): number {
-    return silenceFromMs(this.#link, now, linkGapMs(this.#c.liveness.deadAfterMs));
-  }
+  /** its own link to the bus: the silence heard while it is down or unproven is nobody's (policy link-watch.ts). */
+  #link?: LinkWatcher;
   /** the first read of the store's assignments (started with the actor, awaited by a new leader). */
   #loaded: Promise<void> = Promise.resolve();
   /** bumped when stale assignments are cleared: a store read begun before must not bring them back. */
@@ -135,11 +129,9 @@ export class ClusterManager extends Actor {
     void watchInventory(watcher, inventoryKeys.energy(), EnergyLedger, (l) => void (this.#ledgerSeen = l));
     this.#lease = new LeaderLease({
       bus: this.bus, key: leaseKeys.clusterPlanner(), holder: this.id, ttlMs: c.liveness.leaseTtlMs,
-      // its round trips prove the link ('answered'): at least three within deadAfterMs
       renewMs: Math.max(100, Math.floor(Math.min(c.liveness.leaseTtlMs, c.liveness.deadAfterMs) / 3)), log: this.log,
     });
-    this.bus.on('status', this.#onLink);
-    this.#lease.on('answered', (a: { sentMs: number }) => void (this.#link = linkProof(this.#link, a.sentMs, linkGapMs(c.liveness.deadAfterMs))));
+    this.#link = new LinkWatcher(this.bus, this.#lease, c.liveness.deadAfterMs, this.clock); // its round trips prove the link
     this.#lease.on('elected', () => void this.#lead());
     this.#lease.on('lost', () => {
       this.#deciding = false;
@@ -336,7 +328,7 @@ export class ClusterManager extends Actor {
             this.#leaderTimers.push(stallSafeInterval(this.clock, tick, e.everyMs)); // ticks after a stop see its statuses first
           } else if (e.timer === 'first_epoch') {
             // a new leader's first epoch keeps the grants of a granted server silent briefly (policy keptServers)
-            this.#leaderTimers.push(this.clock.setTimeout(() => this.#mayDecide() && this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers, silentMs: this.#silentMs() }), e.inMs));
+            this.#leaderTimers.push(this.clock.setTimeout(() => this.#mayDecide() && this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers, silentMs: silentMs(this.#heard(), this.clock.now(), this.#link?.since(this.clock.now()) ?? -Infinity, this.#listeningSinceMs) }), e.inMs));
           } else {
             if (this.#aheadTimer !== undefined) this.clock.clearTimeout(this.#aheadTimer);
             const extra = e.forecast;
@@ -370,21 +362,12 @@ export class ClusterManager extends Actor {
     return false;
   }
 
-  /** How long each configured server has been silent: since its node agent's last status, else since this process began to listen. */
-  #silentMs(): Record<string, number> {
-    const now = this.clock.now();
-    return Object.fromEntries(this.#c.servers.map((x) => [x.id, now - Math.max(this.#nodes.get(x.id)?.seenMs ?? this.#listeningSinceMs, this.#since(now))]));
+  #heard(): Heard {
+    return { servers: this.#c.servers, nodes: this.#nodes, instances: this.#instances, deadAfterMs: this.#c.liveness.deadAfterMs };
   }
-
-  /** What the scaling machine observes: the load the live instances measure, the servers whose agent is alive. */
-  #observation(): { observed: Partial<Record<RequestType, number>>; servers: { id: string; gpus: number }[]; alive?: { id: string; upSinceMs: number }[]; busy?: string[] } {
+  #observation(): Observation {
     const now = this.clock.now();
-    if (this.#mc.power) {
-      // server power: every configured server, those reporting and those holding an instance
-      return { observed: this.#observedLoad(now), servers: this.#c.servers, ...serverObservation(this.#nodes, this.#instances.values(), now, this.#c.liveness.deadAfterMs) };
-    }
-    const seen = new Map([...this.#nodes].map(([id, n]) => [id, n.seenMs]));
-    return { observed: this.#observedLoad(now), servers: aliveServers(this.#c.servers, seen, now, this.#c.liveness.deadAfterMs, this.#since(now)) };
+    return observation(this.#heard(), now, this.#link?.since(now) ?? -Infinity, Boolean(this.#mc.power));
   }
 
   /**
@@ -459,11 +442,6 @@ export class ClusterManager extends Actor {
     this.#leaderTimers.push(this.clock.setInterval(() => this.#resendBehind(), Math.max(1000, this.#c.liveness.statusIntervalMs * 4)));
     this.#deciding = true;
     this.#step({ type: 'lead' });
-  }
-
-  /** The instances' load estimates, summed (policy observedLoad: the simulator's cluster machine observes the same). */
-  #observedLoad(now: number): Partial<Record<RequestType, number>> {
-    return observedLoad(this.#instances.values(), now, this.#c.liveness.deadAfterMs, this.#since(now));
   }
 
   #aheadTimer?: unknown;
@@ -599,7 +577,7 @@ export class ClusterManager extends Actor {
 
   protected override async onStop(): Promise<void> {
     this.#stopped = true;
-    this.bus.off('status', this.#onLink);
+    this.#link?.stop();
     for (const w of this.#watches) w.stop();
     for (const t of [...this.#timers, ...this.#leaderTimers]) this.clock.clearInterval(t);
     this.#statusServe?.unsubscribe();

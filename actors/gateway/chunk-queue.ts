@@ -1,4 +1,4 @@
-/** The gateway's buffer of one leg's token chunks (actors/gateway/nats-backend.ts): bounded, one reader, silence-timed; and their order (LegOrder). */
+/** The gateway's buffer of one leg's token chunks (actors/gateway/nats-backend.ts): bounded, one reader, silence-timed */
 import { DynError } from '../../protocols/errors.ts';
 import type { TokenChunk } from '../../protocols/messages.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
@@ -66,34 +66,3 @@ export class ChunkQueue {
   }
 }
 
-/**
- * Which chunks of a leg's stream subject go to its reader, in order. A request moved between instances may repeat a
- * seq: the first copy wins. A terminal chunk (done or error) ends the stream whoever sends it ('foreign': the pool
- * leader ending a dead instance's stream numbers it from that instance's last status, a seq the gateway may already
- * have). Relayed (no grant came: the instance publishes the tokens, numbered 0, 1, ... per leg), a chunk past the one
- * expected next is a 'gap' (NATS dropped one, a reconnect, a slow consumer, a sender numbering its end ahead of the
- * stream): the leg ends at `gapAt` and nothing after it is taken.
- */
-export class LegOrder {
-  readonly #seen = new Set<number>();
-  #next = 0;
-  #direct = false;
-  /** the seq of the relayed chunk that never came, once a gap was seen. */
-  gapAt?: number;
-
-  take(c: TokenChunk): 'take' | 'foreign' | 'drop' | 'gap' {
-    if (this.gapAt !== undefined) return 'drop';
-    if (c.grant) this.#direct = true;
-    let took: 'take' | 'foreign' = 'take';
-    if (this.#seen.has(c.seq)) {
-      if (!(c.done || c.error)) return 'drop';
-      took = 'foreign';
-    } else if (!this.#direct && c.seq > this.#next) {
-      this.gapAt = this.#next;
-      return 'gap';
-    }
-    this.#seen.add(c.seq);
-    if (!c.grant) this.#next = Math.max(this.#next, c.seq + 1);
-    return took;
-  }
-}

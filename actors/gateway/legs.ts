@@ -289,38 +289,6 @@ export class MigrationText {
   }
 }
 
-/**
- * The gateway's own end of relayed leg `id` at the chunk `seq` that never came (a later one did: NATS dropped it, a
- * reconnect, a slow consumer, another sender's seq ahead of the stream): retryable, so the stream continues as a new leg
- * from the last chunk before the gap (legs.ts continuation), and no token of the client's stream is missing or repeated.
- */
-export function relayGapChunk(id: string, seq: number): TokenChunk {
-  return {
-    v: 1, id, seq, text: '', tokens: 0, done: true, finishReason: 'error',
-    error: { code: 'unavailable', message: `chunk ${seq} of the relayed stream never arrived; retry`, retryable: true, retryAfterS: 1 },
-  };
-}
-
-/**
- * Whether a relayed leg's chunk says the leg is lost, not refused: a retryable end, with no token, of the serving side
- * gone (`unavailable`: its instance dead, stopped or draining, a chunk missing; `engine_crashed`). Such a leg continues
- * on a new one; a refusal of the emergency ladder (`rejected`, `overloaded`) goes to the client, whose retry is told when.
- */
-export function legLost(c: TokenChunk): boolean {
-  return c.error?.retryable === true && c.tokens === 0 && (c.error.code === 'unavailable' || c.error.code === 'engine_crashed');
-}
-
-/**
- * A chunk a relayed leg sent, as the client's stream numbers it (`st.out`). What it carries counts as sent (sentEvent:
- * the next leg's continuation starts after it; a tool call or reasoning makes the stream opaque), and a last leg's
- * usage counts the whole stream: the client's prompt, every leg's completion tokens.
- */
-export function relayedOut(c: TokenChunk, req: InferenceRequest, st: StreamState, text: MigrationText): TokenChunk {
-  sentEvent(st, c, text);
-  const usage = c.usage && st.legs > 0 ? { ...c.usage, promptTokens: req.inputTokens, completionTokens: st.sent } : c.usage;
-  return { ...c, seq: st.out++, ...(usage ? { usage } : {}) };
-}
-
 /** The gateway's own end of leg `id` whose instance process is gone (router.ts holderGone): retryable, so a leg that never started is sent again. */
 export function holderGoneChunk(id: string): TokenChunk {
   return {

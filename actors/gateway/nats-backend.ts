@@ -49,8 +49,9 @@ import { LeanAbort } from '../../src/engine/abort.ts';
 import { chunkExtras, type EngineChunk } from '../../src/engine/engine.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
-import { ChunkQueue, LegOrder } from './chunk-queue.ts';
-import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legLost, legReport, relayGapChunk, relayedOut, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { ChunkQueue } from './chunk-queue.ts';
+import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
+import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 export type { AdmissionCounters } from './legs.ts';
@@ -258,13 +259,8 @@ export class NatsBackend implements GatewayBackend {
       const took = order.take(c);
       if (took === 'drop') return;
       if (took === 'foreign') this.counters.foreignTerminals++;
-      if (took === 'gap') {
-        // the leg ends at the missing chunk, retryable: the stream continues on a new leg from the chunks before it
-        leg.gapAt = order.gapAt;
-        this.counters.relayGaps++;
-        return q.push(relayGapChunk(msg.id, order.gapAt!));
-      }
-      q.push(c);
+      if (took === 'gap') this.counters.relayGaps++; // the leg ends at the missing chunk (retryable), continued from before it
+      q.push(took === 'gap' ? relayGapChunk(msg.id, (leg.gapAt = order.gapAt!)) : c);
     };
     leg.sub = this.streams.listen(subject, msg.id, onChunk);
     const admission = this.admit(msg, signal, o, leg);
@@ -363,23 +359,16 @@ export class NatsBackend implements GatewayBackend {
         // a stream's next leg silent since its admission (no grant, no token) is sent again, as one ended before it started
         const c = legOut > 0 || st.sent === 0 ? await this.nextChunk(leg) : await this.nextChunk(leg).catch((e: unknown) => silentLegEnd(e, leg.req.id, () => this.cancel(leg.req.id, 'no answer since its admission', leg.cancelSent)));
         if (!c) return;
-        if (!c.grant && c.error?.retryable && legOut === 0 && canRedrive(req, st, firstByMs, this.clock.now(), this.admitTimeoutMs, this.migrationLimit)) {
-          // the control plane ended the leg before it started (its instance died holding it, no peer took it):
-          // the gateway holds the request, so it sends it again as a new leg instead of failing the client
+        // a leg ended before it started (its instance died holding it, no peer took it) is sent again as a new leg; a relayed
+        // leg lost mid-stream (a chunk missing, its instance or engine gone) continues on a new leg, as a direct one does
+        const redrive = !c.grant && c.error?.retryable && legOut === 0 && canRedrive(req, st, firstByMs, this.clock.now(), this.admitTimeoutMs, this.migrationLimit);
+        const lost = !c.grant && legOut > 0 && legLost(c) && canMigrate(req, st, this.migrationLimit) && this.clock.now() < req.giveUpAtMs;
+        if (redrive || lost) {
           leg.sub.unsubscribe();
-          st.legs++;
-          this.counters.migrated++;
-          moveTo(await this.reopen(req, { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal, leg.admission.instance));
-          continue;
-        }
-        if (!c.grant && legOut > 0 && legLost(c) && canMigrate(req, st, this.migrationLimit) && this.clock.now() < req.giveUpAtMs) {
-          // a relayed leg lost mid-stream (a chunk missing, its instance or engine gone): on a new leg, as a direct one
-          leg.sub.unsubscribe();
-          this.cancel(leg.req.id, leg.gapAt !== undefined ? `chunk ${leg.gapAt} never arrived` : 'its leg ended', leg.cancelSent);
-          legOut = 0;
-          st.legs++;
-          this.counters.migrated++;
-          moveTo(await this.reopen(req, await this.counted({ ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }), signal, leg.admission.instance));
+          if (lost) this.cancel(leg.req.id, leg.gapAt !== undefined ? `chunk ${leg.gapAt} never arrived` : 'its leg ended', leg.cancelSent);
+          [legOut, st.legs, this.counters.migrated] = [0, st.legs + 1, this.counters.migrated + 1];
+          const next = { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) };
+          moveTo(await this.reopen(req, lost ? await this.counted(next) : next, signal, leg.admission.instance));
           continue;
         }
         if (!c.grant) {

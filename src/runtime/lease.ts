@@ -7,16 +7,13 @@
  *   on the one server whose `server_tags` hold leasePlacementTag(i). A lease is held on a MAJORITY (floor(N/2)+1)
  *   of them. One replicated bucket would stop every lease for as long as its stream re-elects a raft leader after
  *   the NATS server leading it dies (seconds); with one bucket per server, a server's loss costs the holder one
- *   bucket and no election: it keeps its majority on the others. A bucket that cannot be placed (no server with
- *   its tag) fails with LeaseLayoutError; the lease never falls back to another layout.
+ *   bucket and no election: it keeps its majority on the others. A bucket that cannot be placed (no server with its tag) fails with LeaseLayoutError; the lease never falls back to another layout.
  * - Layouts: a contender also reads (never makes) the other layout's records of its key (lease-other-layout.ts),
- *   before it writes and again after its majority was written, and a live record of another holder there is held.
- *   Two managers on two values of N would otherwise each find their own layout free and both lead.
+ *   before it writes and again after its majority was written, and a live record of another holder there is held. Two managers on two values of N would otherwise each find their own layout free and both lead.
  *
  * The record (protocols' LeaseValue) names the holder and its expiry. nats-server 2.9 has no per-key TTL, so
  * expiry lives in the value. Per bucket (lease-slot.ts):
- * - every write (acquire, renew, release) is a compare-and-set: a JetStream publish on the key's subject
- *   expecting the key's last revision R, with the message id `<key>@R`. The id is what makes it exact on a
+ * - every write (acquire, renew, release) is a compare-and-set: a JetStream publish on the key's subject expecting the key's last revision R, with the message id `<key>@R`. The id is what makes it exact on a
  *   replicated (R3) bucket: nats-server before 2.9.21 checks an expected per-subject revision only before
  *   the write is proposed to the stream's raft group, not when it is applied, so two writes expecting the same
  *   R that arrive together both pass (measured on 2.9.10, 3 servers on loopback: 198 of 200 rounds of 6
@@ -71,9 +68,7 @@
  *   election had to happen), so it read a term >= the other's there and took one above it. N = 1 is the same
  *   argument on one bucket.
  * Assumption: contenders' clocks agree to well within `safetyMs` (exact on one machine; NTP across nodes, where ttlMs should then be several seconds).
- * Events: 'elected' ({holder, term, expiresMs}), 'renewed' ({holder, term, untilMs}: leaderUntilMs() after a renewal), 'lost' ({holder, term, reason}),
- * 'answered' ({sentMs}: a majority of the buckets answered an attempt, a renewal or an acquisition's reads, sent at
- * sentMs: a proof that this process's link to the bus worked then, which a holder of liveness verdicts needs).
+ * Events: 'elected' ({holder, term, expiresMs}), 'renewed' ({holder, term, untilMs}: leaderUntilMs() after a renewal), 'lost' ({holder, term, reason}), 'answered' ({sentMs}: a majority of the buckets answered a renewal or a read sent then: the link worked, as liveness verdicts need).
  */
 import { EventEmitter } from 'node:events';
 import type { KvEntry } from '@nats-io/kv';

@@ -1,0 +1,31 @@
+/**
+ * What the cluster planner's machine observes at an epoch (src/policy/machines/cluster.ts): the load its live instances
+ * measure, the servers whose node agent is alive (every configured one under server power), and how long each server
+ * has been silent. Each silence counts from `sinceMs` at the earliest: the planner's own link's return, or now while
+ * that link is down or unproven (actors/common/link-watcher.ts, policy link-watch.ts).
+ */
+import type { InstanceStatus, NodeStatus, RequestType } from '../../protocols/index.ts';
+import { aliveServers, observedLoad, type ClusterServer } from '../../src/policy/machines/cluster.ts';
+import { serverObservation } from './power-driver.ts';
+
+export interface Heard {
+  servers: ClusterServer[];
+  nodes: ReadonlyMap<string, { st: NodeStatus; seenMs: number; upSinceMs: number }>;
+  instances: ReadonlyMap<string, { st: InstanceStatus; seenMs: number }>;
+  deadAfterMs: number;
+}
+
+export type Observation = { observed: Partial<Record<RequestType, number>>; servers: ClusterServer[]; alive?: { id: string; upSinceMs: number }[]; busy?: string[] };
+
+/** The machine's observation at `now`; `power`: server power decides on every configured server. */
+export function observation(h: Heard, now: number, sinceMs: number, power: boolean): Observation {
+  const observed = observedLoad(h.instances.values(), now, h.deadAfterMs, sinceMs);
+  // server power: every configured server, those reporting and those holding an instance
+  if (power) return { observed, servers: h.servers, ...serverObservation(h.nodes, h.instances.values(), now, h.deadAfterMs) };
+  return { observed, servers: aliveServers(h.servers, new Map([...h.nodes].map(([id, n]) => [id, n.seenMs])), now, h.deadAfterMs, sinceMs) };
+}
+
+/** How long each configured server has been silent at `now`: since its node agent's last status, else since `listeningSinceMs`. */
+export function silentMs(h: Heard, now: number, sinceMs: number, listeningSinceMs: number): Record<string, number> {
+  return Object.fromEntries(h.servers.map((x) => [x.id, now - Math.max(h.nodes.get(x.id)?.seenMs ?? listeningSinceMs, sinceMs)]));
+}
