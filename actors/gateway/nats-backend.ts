@@ -88,8 +88,6 @@ interface Leg {
   heldUntilMs?: number;
   /** started on a credit of its instance (no admission asked): the instance learns of it from the credited report. */
   credited?: RoutedAdmission['credited'];
-  /** a relayed leg ended at this missing chunk (relayGapChunk): what arrives after it is not the client's. */
-  gapAt?: number;
 }
 
 /** How a leg is admitted: `exclude` an instance from the gateway's own routing; `intake`: only through the cluster intake. */
@@ -260,7 +258,7 @@ export class NatsBackend implements GatewayBackend {
       if (took === 'drop') return;
       if (took === 'foreign') this.counters.foreignTerminals++;
       if (took === 'gap') this.counters.relayGaps++; // the leg ends at the missing chunk (retryable), continued from before it
-      q.push(took === 'gap' ? relayGapChunk(msg.id, (leg.gapAt = order.gapAt!)) : c);
+      q.push(took === 'gap' ? relayGapChunk(msg.id, order.gapAt!) : c);
     };
     leg.sub = this.streams.listen(subject, msg.id, onChunk);
     const admission = this.admit(msg, signal, o, leg);
@@ -365,7 +363,7 @@ export class NatsBackend implements GatewayBackend {
         const lost = !c.grant && legOut > 0 && legLost(c) && canMigrate(req, st, this.migrationLimit) && this.clock.now() < req.giveUpAtMs;
         if (redrive || lost) {
           leg.sub.unsubscribe();
-          if (lost) this.cancel(leg.req.id, leg.gapAt !== undefined ? `chunk ${leg.gapAt} never arrived` : 'its leg ended', leg.cancelSent);
+          if (lost) this.cancel(leg.req.id, `its relayed leg was lost (${c.error!.message})`, leg.cancelSent);
           [legOut, st.legs, this.counters.migrated] = [0, st.legs + 1, this.counters.migrated + 1];
           const next = { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) };
           moveTo(await this.reopen(req, lost ? await this.counted(next) : next, signal, leg.admission.instance));
