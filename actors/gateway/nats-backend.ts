@@ -482,13 +482,13 @@ export class NatsBackend implements GatewayBackend {
         const extra = chunkExtras(ch);
         if (offsetBase > 0 && extra?.logprobs) extra.logprobs = shiftTextOffsets(extra.logprobs, offsetBase);
         if (ch.text === '' && !extra) continue;
-        const k = sentEvent(st, ch, this.migrationText); // counted, its text kept; a tool call or reasoning: opaque
+        const before = st.sent, k = sentEvent(st, ch, this.migrationText); // counted, its text kept; a tool call or reasoning: opaque
         const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
         const first = t.firstMs === undefined;
         timeTokens(t, k, offs, now);
         if (first && instance) firstPending = true;
         const out: TokenChunk = extra ? { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k, ...extra } : { v: 1, id: req.id, seq: st.out++, text: ch.text, tokens: k };
-        if (st.sent === 0 && first) out.ttftMs = Math.max(0, t.firstMs! - req.arrivalMs);
+        if (before === 0 && first) out.ttftMs = Math.max(0, t.firstMs! - req.arrivalMs);
         if (offs && k > 1) out.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
         if (grant.instance) out.instance = grant.instance;
         if (grant.pool) out.pool = grant.pool;
