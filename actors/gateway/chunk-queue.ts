@@ -1,4 +1,4 @@
-/** The gateway's buffer of one leg's token chunks (actors/gateway/nats-backend.ts): bounded, one reader, silence-timed */
+/** The gateway's buffer of one leg's token chunks (actors/gateway/nats-backend.ts): bounded, one reader, silence-timed. */
 import { DynError } from '../../protocols/errors.ts';
 import type { TokenChunk } from '../../protocols/messages.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
@@ -65,4 +65,3 @@ export class ChunkQueue {
     }
   }
 }
-
