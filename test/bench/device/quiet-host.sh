@@ -9,10 +9,8 @@
 set -u
 cd "$(dirname "$0")/../../.."
 T0=$(date +%s); LIMIT_S=${LIMIT_S:-570}; DUR=${DUR:-400}; KILL_EVERY=${KILL_EVERY:-1.6}; SEED=${SEED:-6000}
-mkdir -p /tmp/bin /tmp/qh
-xz -d -c .device/node.xz > /tmp/bin/node && xz -d -c .device/nats-server.xz > /tmp/bin/nats-server
-chmod +x /tmp/bin/node /tmp/bin/nats-server; export PATH=/tmp/bin:$PATH
-tar -xJf .device/nm.tar.xz
+mkdir -p /tmp/qh
+. test/bench/device/unpack.sh
 { echo "cores: $(nproc)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)  commit: $(cat .device/commit 2>/dev/null)"
   node --version; nats-server --version; date -u; uptime; } > /tmp/qh/summary.txt
 for i in 1 2 3 4; do
