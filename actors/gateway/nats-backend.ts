@@ -58,6 +58,8 @@ export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { InstanceEnergyMeters, type LegMark } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
+import { crossStopEvent, crossStopOf } from './stop-across.ts';
+import { reopenLeg } from './reopen.ts';
 import { electionDeadline, type Elections } from './elections.ts';
 import type { NatsBackendOptions } from './backend-options.ts';
 import { DEFAULT_ENGINE_IDLE, engineIdleBounds, type EngineIdleSettings, type IdleSlo } from '../../src/policy/engine-liveness.ts';
@@ -71,6 +73,9 @@ export type { NatsBackendOptions } from './backend-options.ts';
  * in stream order. One reader, one way.
  */
 export type AdmittedStream = AsyncIterable<TokenChunk> & { readonly admission: Admission; batches(sink?: BatchSink): AsyncIterable<readonly TokenChunk[]> };
+
+/** what ends an engine call pushed to a reader at a stop string that completed across legs. */
+const STOPPED = new Error('a stop string completed across legs');
 
 /** One leg of a request: its own id and stream subject (a migrated request gets a new leg on a peer). */
 interface Leg {
@@ -466,6 +471,9 @@ export class NatsBackend implements GatewayBackend {
     let finishReason: string | undefined;
     let stopReason: string | number | null | undefined;
     let tail: TokenChunk | undefined;
+    // a continuation: a stop string the text sent before it began may complete in it (stop-across.ts)
+    let cross = st.legs > 0 ? crossStopOf(req, st.sent, st.text) : undefined;
+    let stopped = false;
     // the leg's energy into the stream's; an estimate (no instance records that leg) goes out as its record (leg-record.ts)
     const charge = (reply: LegReply | undefined, engineJ: number | undefined, outcome: 'ok' | 'failed', fallback?: 'measured') => publishLegRecord(this.bus, estimatedLegRecord(
       req, lr, { instance: instance!, pool: grant.pool ?? leg.admission.pool, type: grant.type ?? leg.admission.type }, outcome, t, usage?.completionTokens ?? t.tokens, chargeLeg(st, reply, engineJ, estimate, this.counters, fallback), this.clock.now()));
@@ -473,7 +481,11 @@ export class NatsBackend implements GatewayBackend {
     const onBatch = (batch: readonly EngineChunk[]): TokenChunk[] => {
       const outs: TokenChunk[] = [];
       const now = this.clock.now();
-      for (const ch of batch) {
+      for (let ch of batch) {
+        if (stopped) break;
+        const x = cross && (ch.text !== '' || ch.finishReason) ? crossStopEvent(cross, ch) : undefined;
+        if (x === 'hold') continue;
+        if (x) [ch, stopped, cross] = [x.ch, x.stopped, x.ended ? undefined : cross];
         if (ch.usage) usage = ch.usage;
         if (ch.finishReason) {
           finishReason = ch.finishReason;
@@ -481,7 +493,7 @@ export class NatsBackend implements GatewayBackend {
         }
         const extra = chunkExtras(ch);
         if (offsetBase > 0 && extra?.logprobs) extra.logprobs = shiftTextOffsets(extra.logprobs, offsetBase);
-        if (ch.text === '' && !extra) continue;
+        if (ch.text === '' && !extra && !stopped) continue;
         const before = st.sent, k = sentEvent(st, ch, this.migrationText); // counted, its text kept; a tool call or reasoning: opaque
         const offs = ch.tokenOffsetsMs && ch.tokenOffsetsMs.length === k ? ch.tokenOffsetsMs : undefined;
         const first = t.firstMs === undefined;
@@ -507,18 +519,21 @@ export class NatsBackend implements GatewayBackend {
         // pushed: each read's chunks go to the reader from the socket's read (no await per read)
         await streamCompletionPush(target, engineReq, ac.signal, broke, (batch) => {
           const outs = onBatch(batch);
-          if (outs.length === 0) return;
           try {
-            sink(outs);
+            if (outs.length) sink(outs);
           } catch (e) {
             st.readerFailed = true;
             throw e;
           }
+          if (stopped) throw STOPPED; // the engine call ends here (its connection closed: the engine aborts the request)
+        }).catch((e: unknown) => {
+          if (e !== STOPPED) throw e;
         });
       } else {
         for await (const batch of streamCompletionBatches(target, engineReq, ac.signal, broke)) {
           const outs = onBatch(batch);
           if (outs.length) yield outs;
+          if (stopped) break;
         }
       }
       leg.onControl = () => {};
@@ -567,33 +582,8 @@ export class NatsBackend implements GatewayBackend {
   /** The continuation's prompt counted by an engine's tokenizer (legs.ts countedBy). */
   private counted = (req: InferenceRequest): Promise<InferenceRequest> => countedBy((r) => this.tokenize(r), req);
 
-  /** The next leg of a request already streaming: the client cannot get a 429 or 503 any more, so what another attempt can
-   * fix (no ready instance while the dead ones restart, a manager failing over) is tried again until the request's give-up time. */
-  private async reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal, previous?: string): Promise<Leg> {
-    const until = req.giveUpAtMs - this.admitAttemptMs;
-    let wait = 250;
-    let leg = next;
-    for (let k = 1; ; k++) {
-      try {
-        // the gateway's own routing tries another instance than the previous leg's first (intake decides freely)
-        return await this.openLeg(leg, signal, previous !== undefined ? { exclude: previous } : {});
-      } catch (err) {
-        const e = err as DynError;
-        const pause = Math.min(2000, Math.max(wait, (e.retryAfterS ?? 0) * 1000));
-        if (signal.aborted || !(e instanceof DynError) || !e.retryable || this.clock.now() + pause >= until) throw err;
-        // after a refusal nothing holds the leg id; after a timeout it may be held (and was cancelled): a new id
-        if (!(e instanceof RemoteError)) {
-          const suffix = `-r${k}`;
-          const id = next.id.slice(0, 128 - suffix.length) + suffix;
-          leg = { ...next, id, streamSubject: subjects.stream(id) };
-        }
-        await new Promise<void>((resolve) => {
-          const done = () => (this.clock.clearTimeout(t), signal.removeEventListener('abort', done), resolve());
-          const t = this.clock.setTimeout(done, pause);
-          signal.addEventListener('abort', done, { once: true });
-        });
-        wait = Math.min(2000, wait * 2);
-      }
-    }
+  /** The next leg of a request already streaming (reopen.ts); the gateway's own routing tries another instance than the previous leg's first (intake decides freely). */
+  private reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal, previous?: string): Promise<Leg> {
+    return reopenLeg((l) => this.openLeg(l, signal, previous !== undefined ? { exclude: previous } : {}), this.clock, this.admitAttemptMs, req, next, signal);
   }
 }

@@ -304,7 +304,10 @@ class Exchange implements Http1Response {
       try {
         for (let b = this.q.shift(); b && !this.closed; b = this.q.shift()) onData(b);
       } catch (e) {
-        return this.fail(e as Error, true);
+        this.fail(e as Error, true);
+        // a response already read to its end has no error of its own to settle the reader with: the sink's exception does
+        this.piped = undefined;
+        return reject(e as Error);
       }
       if (this.socket.isPaused()) this.socket.resume();
       this.poke();

@@ -275,6 +275,18 @@ describe('http1Request piped', () => {
     r.close();
     expect(p.idleCount).toBe(0);
   });
+
+  it('an exception of the callback on a body read to its end before it was piped rejects with it too', async () => {
+    const { port } = await raw((s) => void s.write('HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc'));
+    const r = await http1Request(pool(), post(port));
+    for (let i = 0; i < 100 && !r.complete; i++) await new Promise((res) => setTimeout(res, 5));
+    expect(r.complete).toBe(true);
+    const boom = new Error('the reader stopped');
+    await expect(Promise.race([r.pipe(() => {
+      throw boom;
+    }), new Promise((res) => setTimeout(() => res('unsettled'), 1000))])).rejects.toBe(boom);
+    r.close();
+  });
 });
 
 describe('streamCompletionBatches through the lean client', () => {

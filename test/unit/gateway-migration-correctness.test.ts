@@ -25,6 +25,7 @@ import { continuable, guided, mayCallTools } from '../../src/policy/drain-migrat
 import { legOf } from '../../actors/instance-manager/drain-migrate.ts';
 import { parseEvent } from '../../src/engine/sse-event.ts';
 import { VirtualBus } from '../helpers/virtual-bus.ts';
+import { crossStopEvent, crossStopOf } from '../../actors/gateway/stop-across.ts';
 import { codePointLength } from '../../actors/gateway/openai.ts';
 
 const START = 1_700_000_000_000;
@@ -267,5 +268,85 @@ describe('logprobs across legs', () => {
       dead.close();
       peer.close();
     }
+  });
+});
+
+describe('a stop string split across legs', () => {
+  const ev = (text: string, finish: string | null = null, usage?: unknown) => ({ choices: [{ index: 0, text, finish_reason: finish, stop_reason: null }], ...(usage ? { usage } : {}) });
+  const stopReq = (id: string, params: InferenceRequest['params']): InferenceRequest => ({
+    v: 1, id, model: 'm', kind: 'completion', prompt: 'hello', inputTokens: 2, maxTokens: 16, arrivalMs: START, giveUpAtMs: START + 600_000, streamSubject: subjects.stream(id), params,
+  });
+  /** leg 1 sends "a0 E" and dies; its continuation writes "ND b1 " and more: "END" completes across the boundary. */
+  async function split(id: string, params: InferenceRequest['params'], peerEvents = [ev('N'), ev('D b1 '), ev('b2 '), ev('b3 ', 'length', { prompt_tokens: 6, completion_tokens: 4 })]) {
+    const dead = await engine(() => ({ events: [ev('a0 '), ev('E')], dies: true }));
+    const peer = await engine(() => ({ events: peerEvents, dies: false }));
+    const { clock, backend, cancels, legs } = setup((k) => (k === 0 ? dead.url : peer.url));
+    try {
+      const { chunks, out } = await read(clock, backend, stopReq(id, params));
+      await until(() => out.done === true);
+      await run(clock, 200, 50);
+      expect(out.error).toBeUndefined();
+      expect(backend.counters.migrated).toBe(1);
+      return { chunks, cancels, legs, peer };
+    } finally {
+      dead.close();
+      peer.close();
+    }
+  }
+
+  it('ends the stream at the stop string, as one vLLM request: finish_reason stop, stop_reason, the string not sent', async () => {
+    const { chunks } = await split('st1', { stop: ['zz', 'END'] });
+    expect(chunks.map((c) => c.text).join('')).toBe('a0 E');
+    const last = chunks.at(-1)!;
+    expect(last).toMatchObject({ done: true, finishReason: 'stop', stopReason: 'END' });
+    // the tokens the continuation wrote up to the stop string count (vLLM counts a stop string's tokens)
+    expect(last.usage?.completionTokens).toBe(4);
+    expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+  });
+
+  it('with include_stop_str_in_output the stop string is sent, and nothing after it', async () => {
+    const { chunks } = await split('st2', { stop: 'END', include_stop_str_in_output: true });
+    expect(chunks.map((c) => c.text).join('')).toBe('a0 END');
+    expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'stop', stopReason: 'END' });
+  });
+
+  it('read pushed (the HTTP layer reads batches into a sink): the same end', async () => {
+    const dead = await engine(() => ({ events: [ev('a0 '), ev('E')], dies: true }));
+    const peer = await engine(() => ({ events: [ev('N'), ev('D b1 '), ev('b2 ', 'length', { prompt_tokens: 6, completion_tokens: 3 })], dies: false }));
+    const { clock, backend } = setup((k) => (k === 0 ? dead.url : peer.url));
+    try {
+      const s = backend.submit(stopReq('st4', { stop: ['END'] }), new AbortController().signal);
+      await run(clock, 5);
+      const chunks: TokenChunk[] = [];
+      const out: { done?: boolean; error?: unknown } = {};
+      void (async () => {
+        for await (const b of (await s).batches((b) => chunks.push(...b))) chunks.push(...b);
+      })().then(() => (out.done = true), (e: unknown) => Object.assign(out, { done: true, error: e }));
+      for (let i = 0; i < 200 && !out.done; i++) await run(clock, 20, 20).then(() => new Promise((r) => setTimeout(r, 20)));
+      expect(out.error).toBeUndefined();
+      expect(chunks.map((c) => c.text).join('')).toBe('a0 E');
+      expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'stop', stopReason: 'END' });
+    } finally {
+      dead.close();
+      peer.close();
+    }
+  });
+
+  it('the watch: the first stop string to complete wins, text that may start one is held, min_tokens defers it', () => {
+    const req = (params: InferenceRequest['params'], minTokens?: number) => ({ ...stopReq('w', params), ...(minTokens !== undefined ? { minTokens } : {}) });
+    const w = crossStopOf(req({ stop: ['CDEF', 'CD'] }), 3, 'xxABC')!;
+    expect(crossStopEvent(w, { text: 'D tail' })).toMatchObject({ ch: { text: '', finishReason: 'stop', stopReason: 'CD' }, stopped: true });
+    const h = crossStopOf(req({ stop: ['ABCD'] }), 3, 'xxAB')!;
+    expect(crossStopEvent(h, { text: 'C' })).toBe('hold');
+    expect(crossStopEvent(h, { text: 'x y' })).toEqual({ ch: { text: 'Cx y', tokens: 2 }, stopped: false, ended: true });
+    const m = crossStopOf(req({ stop: ['ABCD'] }, 6), 3, 'xxAB')!;
+    expect(crossStopEvent(m, { text: 'CD z' })).toMatchObject({ ch: { text: 'CD z' }, stopped: false, ended: true });
+    expect(crossStopOf(req({ stop: ['X'] }), 3, 'abX')).toBeUndefined();
+  });
+
+  it('a continuation that does not complete it streams on to its own end', async () => {
+    const { chunks } = await split('st3', { stop: ['END'] }, [ev('NX b1 '), ev('b2 ', 'length', { prompt_tokens: 6, completion_tokens: 2 })]);
+    expect(chunks.map((c) => c.text).join('')).toBe('a0 ENX b1 b2 ');
+    expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'length' });
   });
 });
