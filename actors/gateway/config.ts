@@ -110,6 +110,18 @@ export const gatewaySchema = z
      * for a new process to load. Default false.
      */
     standby: z.boolean().default(false),
+    /**
+     * on SIGTERM, how long the gateway keeps serving (new connections and requests included) while /readyz and /healthz
+     * answer 503, before it closes its listener, ms: the time a load balancer takes to notice the 503 or the endpoint's
+     * removal (Kubernetes: the readiness probe's period times its failure threshold, plus the endpoint change reaching
+     * every proxy), so that no client is sent to a port that stopped accepting. Default 0 (the listener closes at once).
+     */
+    drainDelayMs: z.number().int().min(0).max(600_000).default(0),
+    /**
+     * after the listener closed on SIGTERM, how long the requests and streams in flight are waited for, ms; past it the
+     * rest end with a retryable error (a resumable stream continues on another replica, docs/DATAPATH.md). Default 10000.
+     */
+    drainStreamsMs: z.number().int().min(0).max(3_600_000).default(10_000),
     /** model ids served (/v1/models); default [the cluster's model]. */
     models: z.array(z.string().min(1)).optional(),
     /** serve the dashboard and /ws; default true. */
@@ -118,6 +130,17 @@ export const gatewaySchema = z
   .strict();
 
 export type GatewaySettings = z.infer<typeof gatewaySchema>;
+
+/** What the gateway's drain does past its delay and its streams' wait (router, elections, subscriptions, the port's close), ms. */
+export const DRAIN_MARGIN_MS = 5000;
+
+/**
+ * The gateway actor's drain grace (ActorOptions.drainGraceMs) from its settings: the delay, the wait for the streams in
+ * flight and DRAIN_MARGIN_MS. Its whole shutdown bound is src/runtime/actor.ts shutdownLimitMs of it.
+ */
+export function gatewayDrainGraceMs(s: Pick<GatewaySettings, 'drainDelayMs' | 'drainStreamsMs'>): number {
+  return s.drainDelayMs + s.drainStreamsMs + DRAIN_MARGIN_MS;
+}
 
 /** Splits a raw config object (parsed YAML/JSON) into the shared cluster config and the gateway section. */
 export function splitConfig(raw: unknown, where = 'config'): { cluster: ClusterConfig; gateway: GatewaySettings; clusterRaw: Record<string, unknown> } {

@@ -5,7 +5,7 @@
  * `dynamollm actor gateway --id gw-0 --config deploy/local.yaml [--set port=8001]`.
  */
 import type { NatsSettings } from '../../src/runtime/nats-settings.ts';
-import { Actor } from '../../src/runtime/actor.ts';
+import { Actor, shutdownLimitMs } from '../../src/runtime/actor.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
@@ -18,7 +18,7 @@ import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { promptSloOf } from '../../src/policy/classify.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
-import { applyOverrides, splitConfig, type GatewaySettings } from './config.ts';
+import { applyOverrides, gatewayDrainGraceMs, splitConfig, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
 import { JournalWriter, jetStreamAppend, readJournal, type JournalAppend } from './resume.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
@@ -94,7 +94,7 @@ export class GatewayActor extends Actor {
   private append?: JournalAppend;
 
   constructor(private readonly g: GatewayActorOptions) {
-    super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: 15_000, clock: g.clock, jetstreamReplicas: g.cluster.nats.jetstreamReplicas });
+    super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: gatewayDrainGraceMs(g.settings), clock: g.clock, jetstreamReplicas: g.cluster.nats.jetstreamReplicas });
     let profile;
     try {
       profile = loadProfile(profilePathOf(g.cluster));
@@ -316,9 +316,20 @@ export class GatewayActor extends Actor {
     await this.server?.close(0);
   }
 
+  /**
+   * Leave the load balancer while serving for gateway.drainDelayMs (/readyz 503, answers close their connections), then
+   * close the listener and let the requests in flight finish within gateway.drainStreamsMs, then drop the telemetry
+   * subscriptions. A standby that never bound its port has nothing to leave.
+   */
   protected override async onDrain(signal: AbortSignal): Promise<void> {
-    // stop taking requests and let in-flight streams finish first, then drop the telemetry subscriptions
-    await this.server?.close(10_000);
+    const s = this.g.settings;
+    if (this.bound && s.drainDelayMs > 0) {
+      this.server?.leave();
+      this.log.info({ drainDelayMs: s.drainDelayMs, inflight: this.server?.inflightCount ?? 0 }, 'draining: not ready, serving on until the load balancer has let go of this replica');
+      await this.clock.sleep(s.drainDelayMs, signal).catch(() => {});
+    }
+    this.log.info({ drainStreamsMs: s.drainStreamsMs, inflight: this.server?.inflightCount ?? 0 }, 'draining: listener closed, waiting for the requests in flight');
+    await this.server?.close(s.drainStreamsMs);
     this.router?.stop();
     this.elections?.stop();
     await super.onDrain(signal);
@@ -425,6 +436,15 @@ function migrationTextMetrics(m: TelemetryMetrics, t: MigrationText): void {
 export function workerCount(opts: ActorFactoryOptions): number {
   const { gateway } = splitConfig(opts.config);
   return applyOverrides(gateway, opts.extra).workers;
+}
+
+/**
+ * How long the primary of `gateway.workers` > 1 gives a worker between its SIGTERM and its SIGKILL, ms: the worker's
+ * own shutdown bound (its drain delay, its wait for the streams, its stop), so a worker is killed only past it.
+ */
+export function workerStopGraceMs(opts: ActorFactoryOptions): number {
+  const { gateway } = splitConfig(opts.config);
+  return shutdownLimitMs({ drainGraceMs: gatewayDrainGraceMs(applyOverrides(gateway, opts.extra)) });
 }
 
 /** Entry for `dynamollm actor gateway` (src/cli/actor-registry.ts). */

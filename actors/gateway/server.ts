@@ -71,6 +71,9 @@ export class GatewayServer {
   private readonly failLog: RateLimitedLog | undefined;
   private readonly auth: ApiKeys;
   private inflight = 0;
+  /** leaving the load balancer (leave()): not ready, every answer closes its connection; requests still served. */
+  private leaving = false;
+  /** closing (close()): the listener is closed and new requests get 503. */
   private draining = false;
   private liveTimer: unknown;
   private readonly aborts = new Set<AbortController>();
@@ -143,22 +146,36 @@ export class GatewayServer {
   }
 
   /**
-   * Stops taking requests (new ones get 503), waits up to graceMs for in-flight ones, then cancels the rest
-   * and closes every connection.
+   * Leaves the load balancer while still serving: /readyz and /healthz answer 503 (reason draining), and every answer
+   * from now on closes its connection, so a client's keep-alive connection goes back through the load balancer to
+   * another replica; new connections and requests are served as before. Then close() (the gateway's drain:
+   * gateway.drainDelayMs between the two).
+   */
+  leave(): void {
+    this.leaving = true;
+  }
+
+  /**
+   * Stops taking requests: closes the listener (a new connection is refused; the idle kept-alive ones are closed, and
+   * a request on another gets a retryable 503), waits up to graceMs for the in-flight ones, then cancels the rest and
+   * closes every connection.
    */
   async close(graceMs = 10_000): Promise<void> {
+    this.leaving = true;
     this.draining = true;
     if (this.liveTimer !== undefined) this.opts.clock.clearInterval(this.liveTimer);
     this.liveTimer = undefined;
+    const closed = new Promise<void>((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+    });
     const until = this.opts.clock.now() + graceMs;
     while (this.inflight > 0 && this.opts.clock.now() < until) await this.opts.clock.sleep(50);
     for (const a of this.aborts) a.abort(new DynError('unavailable', 'gateway shutting down', { retryable: true }));
     for (const c of this.wss?.clients ?? []) c.terminate();
     this.wss?.close();
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-    });
+    this.server.closeAllConnections();
+    await closed;
   }
 
   private withWarnings<T extends object>(snap: T): T & { warnings?: string[] } {
@@ -192,6 +209,7 @@ export class GatewayServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';
     if (this.opts.replicaId) res.setHeader('x-dynamollm-gateway', this.opts.replicaId);
+    if (this.leaving) res.setHeader('connection', 'close');
     if (method === 'POST' && (req.url === '/v1/completions' || req.url === '/v1/chat/completions')) { // spelt exactly: their own path, no URL parse
       const authErr = this.auth.check(req);
       return authErr ? this.sendError(res, req.url, authErr) : this.inference(req, res, req.url, req.url === '/v1/completions' ? 'completion' : 'chat');
@@ -203,12 +221,12 @@ export class GatewayServer {
     if (method === 'GET' && this.opts.health && (path === '/livez' || path === '/readyz')) {
       const r = probeResponse(path, this.opts.health)!;
       // a draining replica leaves the load balancer at once but stays alive until its streams end
-      if (path === '/readyz' && this.draining) return this.sendJson(res, path, 503, { ...r.body, ready: false, reason: 'draining' });
+      if (path === '/readyz' && this.leaving) return this.sendJson(res, path, 503, { ...r.body, ready: false, reason: 'draining' });
       return this.sendJson(res, path, r.status, r.body);
     }
     if (method === 'GET' && path === '/healthz') {
-      const ok = !this.draining && (this.opts.backend.ready?.() ?? true);
-      return this.sendJson(res, path, ok ? 200 : 503, { status: ok ? 'ok' : this.draining ? 'draining' : 'backend unavailable', inflight: this.inflight, protocol: PROTOCOL_VERSION });
+      const ok = !this.leaving && (this.opts.backend.ready?.() ?? true);
+      return this.sendJson(res, path, ok ? 200 : 503, { status: ok ? 'ok' : this.leaving ? 'draining' : 'backend unavailable', inflight: this.inflight, protocol: PROTOCOL_VERSION });
     }
     // with API keys, everything below needs one (the health probe above does not)
     if (method === 'GET' && path === '/' && url.searchParams.has('key')) return this.dashboardLogin(res, url.searchParams.get('key') ?? '');

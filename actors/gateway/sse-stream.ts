@@ -56,7 +56,8 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   const start = () => {
     if (started) return;
     started = true;
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
+    // a draining gateway set `connection: close` (GatewayServer.leave): the stream's connection ends with it
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...(res.hasHeader('connection') ? {} : { connection: 'keep-alive' }), 'x-request-id': id });
     ctx.started();
     if (r?.prelude) w.add(r.prelude);
   };

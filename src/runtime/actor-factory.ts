@@ -25,6 +25,8 @@ export interface ActorModule {
    * the process is the actor. Throws ConfigError on a bad config, as createActor does.
    */
   workerCount?(opts: ActorFactoryOptions): number;
+  /** ms the primary gives a worker between SIGTERM and SIGKILL (WorkersOptions.stopGraceMs); absent: its default. */
+  workerStopGraceMs?(opts: ActorFactoryOptions): number;
 }
 
 /** kind -> lazy import of the module that creates it (so running one kind does not load the others). */

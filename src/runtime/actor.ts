@@ -61,6 +61,15 @@ export interface ActorOptions {
 
 const processExit = (code: number): void => process.exit(code);
 
+/**
+ * The longest an actor with these options takes from a SIGTERM to its exit by its deadlines (drain grace, force, a
+ * start's wait, onStop, the Bus's drain), plus 5 s: its signal handler exits then whatever a step waits on. A
+ * supervisor's grace before SIGKILL (Kubernetes' terminationGracePeriodSeconds, a primary's stopGraceMs) covers it.
+ */
+export function shutdownLimitMs(o: Pick<ActorOptions, 'drainGraceMs' | 'drainForceMs' | 'stopHookMs'>): number {
+  return (o.drainGraceMs ?? 10_000) + (o.drainForceMs ?? 5000) + STOP_START_WAIT_MS + (o.stopHookMs ?? STOP_HOOK_MS) + BUS_DRAIN_TIMEOUT_MS + 5000;
+}
+
 export abstract class Actor {
   readonly kind: ActorKind;
   readonly id: string;
@@ -343,10 +352,9 @@ export abstract class Actor {
     };
   }
 
-  /** The longest a drain and the stop after it may take by their deadlines (grace, force, a start's wait, onStop, the Bus's drain), plus 5 s. */
+  /** The longest a drain and the stop after it may take by their deadlines (shutdownLimitMs of this actor's options). */
   shutdownLimitMs(): number {
-    const o = this.opts;
-    return (o.drainGraceMs ?? 10_000) + (o.drainForceMs ?? 5000) + STOP_START_WAIT_MS + (o.stopHookMs ?? STOP_HOOK_MS) + BUS_DRAIN_TIMEOUT_MS + 5000;
+    return shutdownLimitMs(this.opts);
   }
 
   /** Serve requests; the handle is drained by the default onDrain and closed on stop. */

@@ -32,7 +32,7 @@ export interface WorkersOptions {
   count: number;
   log: Logger;
   backoff?: { initialMs?: number; maxMs?: number };
-  /** ms between a worker's SIGTERM and its SIGKILL on stop; default 20000 (the gateway drains for up to 15 s). */
+  /** ms between a worker's SIGTERM and its SIGKILL on stop; default 20000 (the gateway passes its workers' shutdown bound: workerStopGraceMs). */
   stopGraceMs?: number;
 }
 

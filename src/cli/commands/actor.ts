@@ -87,7 +87,8 @@ async function startActor(kind: string, values: ActorOptions, registry: ActorReg
       // the primary: no NATS connection of its own, only the workers (a random default id stays one for all)
       process.env.DYNAMOLLM_WORKERS_ID = baseId;
       log.info({ id, workers }, `${kind} running ${workers} worker processes (ids ${workerId(id, 0)}..${workerId(id, workers - 1)})`);
-      return await runWorkers({ count: workers, log });
+      const stopGraceMs = mod.workerStopGraceMs?.(opts);
+      return await runWorkers({ count: workers, log, ...(stopGraceMs !== undefined ? { stopGraceMs } : {}) });
     }
     actor = await mod.createActor(opts);
     markStartup('create');
