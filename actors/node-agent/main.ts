@@ -69,7 +69,7 @@ export class NodeAgent extends Actor {
    * agent removes when it stops on purpose (its instance managers stopped with it).
    */
   constructor(opts: ActorOptions, private readonly config: ClusterConfig, readonly configPath: string) {
-    super(opts);
+    super({ stopHookMs: NODE_AGENT_STOP_HOOK_MS, ...opts });
     const s = config.servers.find((x) => x.id === opts.id);
     if (!s) throw new ConfigError(`node ${opts.id} is not in config.servers (${config.servers.map((x) => x.id).join(', ')})`);
     this.#gpus = s.gpus;
@@ -83,7 +83,8 @@ export class NodeAgent extends Actor {
   }
 
   protected async onStart(): Promise<void> {
-    this.#sup = new Supervisor({ children: [], log: this.log, backoff: { initialMs: 200, maxMs: 5000 }, watchdog: this.config.liveness.watchdog });
+    // its instance managers stop side by side (each drains on its own GPUs): a node's stop takes one instance's grace
+    this.#sup = new Supervisor({ children: [], log: this.log, backoff: { initialMs: 200, maxMs: 5000 }, watchdog: this.config.liveness.watchdog, stopTogether: true });
     // each end of an instance manager's process (a child's exit, or an adopted one's pid gone): its status says when
     // at once, so the cluster takes the instance out of its ready set without waiting for its statuses to lapse
     this.#sup.on('exit', ({ name }: { name: string }) => {
@@ -172,7 +173,7 @@ export class NodeAgent extends Actor {
         continue;
       }
       this.#insts.set(inst.id, inst);
-      this.#sup!.adopt(this.#spec(inst, 30_000), r.pid);
+      this.#sup!.adopt(this.#spec(inst, INSTANCE_STOP_GRACE_MS), r.pid);
       this.#record(inst, r.pid);
       this.log.info({ instance: inst.id, pid: r.pid, gpus: inst.gpuIds }, 'instance adopted');
     }
@@ -240,7 +241,8 @@ export class NodeAgent extends Actor {
       this.#lost.delete(inst.id);
       this.#forgetLost(inst.gpuIds);
       this.#insts.set(inst.id, inst);
-      this.#sup!.add(this.#spec(inst, cmd.graceMs ?? 30_000));
+      // at most INSTANCE_STOP_GRACE_MS: this node agent's own stop (NODE_AGENT_STOP_HOOK_MS) waits for it
+      this.#sup!.add(this.#spec(inst, Math.min(cmd.graceMs ?? INSTANCE_STOP_GRACE_MS, INSTANCE_STOP_GRACE_MS)));
       // its record at once (not at the 'spawn' event): a successor of a node agent killed right now adopts it
       const pid = this.#sup!.children().find((c) => c.name === inst.id)?.pid;
       if (pid !== undefined) this.#record(inst, pid);
@@ -317,6 +319,18 @@ export class NodeAgent extends Actor {
     return { gpus: this.#gpus, free: this.free().length, instances: this.#insts.size };
   }
 }
+
+/**
+ * ms an instance manager gets between its SIGTERM and its SIGKILL when it is stopped (a start_instance's graceMs is at
+ * most this): its drain (requests in flight, 10 s), its engine's stop (5 s), its last status and its connection's close.
+ */
+export const INSTANCE_STOP_GRACE_MS = 30_000;
+/**
+ * A node agent's stop hook deadline (ActorOptions.stopHookMs), ms: its instance managers stop together within
+ * INSTANCE_STOP_GRACE_MS, and 5 s for its records, its GPU reads and its last status. Its whole shutdown bound is
+ * src/runtime/actor.ts shutdownLimitMs of it (deploy/k8s: terminationGracePeriodSeconds covers it).
+ */
+export const NODE_AGENT_STOP_HOOK_MS = INSTANCE_STOP_GRACE_MS + 5000;
 
 /** The adoption directory of node `id` (src/runtime/adoption.ts): per cluster id, NATS servers and node id. */
 export function nodeAdoptionDir(config: ClusterConfig, servers: readonly string[], id: string): string {

@@ -5,8 +5,8 @@
  * backs off exponentially (initialMs x factor^n, capped at maxMs), and past `flapping.maxRestarts` failed starts within
  * `flapping.windowMs` the child is flapping and waits the cap before each start until a stable run. A child says it is
  * ready through the pipe it gets as descriptor `DYNAMOLLM_READY_FD` (src/runtime/ready-notify.ts; an Actor does once
- * running). Stops them all in reverse order (SIGTERM, then SIGKILL after the child's stopGraceMs). Children's
- * stdout/stderr pass through line by line.
+ * running). Stops them all in reverse order, or all at once (`stopTogether`): SIGTERM, then SIGKILL after the child's
+ * stopGraceMs. Children's stdout/stderr pass through line by line.
  * Events: 'spawn' {name, pid}, 'ready' {name, pid}, 'exit' {name, pid, code, signal}, 'restart' {name, attempt,
  * delayMs, stable}, 'flapping' {name, restarts, delayMs} (once per flapping episode, before its first capped restart).
  * Children of one `group` stand in for one another (a manager and its standby): one killed by another process's signal
@@ -78,6 +78,12 @@ export interface SupervisorOptions {
   /** the liveness watchdog of the children that beat (src/policy/watchdog.ts WATCHDOG_DEFAULTS); false: none. */
   watchdog?: Partial<WatchdogSettings> | false;
   clock?: Clock;
+  /**
+   * stop() stops every child at once instead of in reverse order of start: for children that do not depend on one
+   * another (a node agent's instance managers), so the stop takes the longest child's grace, not the sum of theirs.
+   * Default false.
+   */
+  stopTogether?: boolean;
 }
 
 interface Child {
@@ -108,10 +114,12 @@ export class Supervisor extends EventEmitter {
   #initial: ChildSpec[];
   #watchdog: WatchdogSettings | undefined;
   #probeTimer?: unknown;
+  #stopTogether: boolean;
 
   constructor(opts: SupervisorOptions) {
     super();
     this.#log = opts.log;
+    this.#stopTogether = opts.stopTogether ?? false;
     this.#clock = opts.clock ?? systemClock;
     const d = DEFAULT_RESTART_BACKOFF;
     this.#backoff = {
@@ -231,12 +239,13 @@ export class Supervisor extends EventEmitter {
     }
   }
 
-  /** Stop all children in reverse order of start. Idempotent. */
+  /** Stop all children in reverse order of start (all at once with `stopTogether`). Idempotent. */
   async stop(): Promise<void> {
     if (this.#state === 'stopped' || this.#state === 'stopping') return;
     this.#state = 'stopping';
     if (this.#probeTimer !== undefined) this.#clock.clearInterval(this.#probeTimer);
-    for (const c of [...this.#children.values()].reverse()) await this.#stopChild(c);
+    if (this.#stopTogether) await Promise.all([...this.#children.values()].map((c) => this.#stopChild(c)));
+    else for (const c of [...this.#children.values()].reverse()) await this.#stopChild(c);
     this.#state = 'stopped';
   }
 
