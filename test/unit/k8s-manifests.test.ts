@@ -4,8 +4,10 @@
  * schemas twice: kubernetes-models' validators (the OpenAPI schema compiled: required fields, types, enums,
  * formats) and a TypeScript check of the objects as literals of kubernetes-models' API types (unknown or
  * misspelt fields anywhere, which the OpenAPI schema alone admits). Then what the deployment needs: probes
- * with liveness apart from readiness, PDBs, securityContext, resources, no API token, NATS x3 with JetStream
- * R3 and its config from the nats-config ConfigMap, and the images of deploy/docker.
+ * with liveness apart from readiness, PDBs, securityContext, resources, no API token, termination grace periods that
+ * cover each actor's shutdown bound (the gateway's from the shipped config) and a gateway that serves on until its
+ * readiness probe saw it leave, NATS x3 with JetStream R3 and its config from the nats-config ConfigMap, and the
+ * images of deploy/docker.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -14,8 +16,10 @@ import { join, resolve } from 'node:path';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
-import { splitConfig } from '../../actors/gateway/config.ts';
+import { gatewayDrainGraceMs, splitConfig } from '../../actors/gateway/config.ts';
 import { leasePlacementTag } from '../../protocols/subjects.ts';
+import { shutdownLimitMs } from '../../src/runtime/actor.ts';
+import { NODE_AGENT_STOP_HOOK_MS } from '../../actors/node-agent/main.ts';
 
 type Obj = Record<string, any>;
 
@@ -115,6 +119,41 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     }
     // no component calls the Kubernetes API: no Role, ClusterRole or binding at all
     expect(objs.filter((o) => /Role/.test(o.kind))).toEqual([]);
+  });
+
+  it('termination: each pod\'s grace covers its preStop and its process\'s shutdown bound (the gateway\'s from the shipped config); the gateway stays serving until its readiness probe has seen it leave', () => {
+    const cfg = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('dynamollm-config-'))!;
+    const { gateway } = splitConfig(parse(cfg.data['cluster.yaml']), 'deploy/k8s/cluster.yaml');
+    /** a preStop hook's wait, ms: `sleep N` (exec) or none */
+    const preStopMs = (c: Obj): number => {
+      const cmd = (c.lifecycle?.preStop?.exec?.command ?? []) as string[];
+      const m = /(?:^|\s)sleep\s+(\d+(?:\.\d+)?)\b/.exec(cmd.join(' '));
+      if (c.lifecycle?.preStop && !m) throw new Error(`a preStop hook that is not a sleep: ${JSON.stringify(c.lifecycle.preStop)}`);
+      return m ? Number(m[1]) * 1000 : 0;
+    };
+    // the longest each actor takes from its SIGTERM to its exit by its own deadlines (src/runtime/actor.ts): the
+    // gateway's drain from its settings (delay, streams, margin; its workers' primary kills them past the same bound),
+    // the managers' defaults, the node agents' stop hook that waits for their instance managers
+    const bound: Record<string, number> = {
+      gateway: shutdownLimitMs({ drainGraceMs: gatewayDrainGraceMs(gateway) }),
+      'cluster-manager': shutdownLimitMs({}),
+      'pool-manager': shutdownLimitMs({}),
+      ...Object.fromEntries(NODES.map((n) => [`node-agent-${n}`, shutdownLimitMs({ stopHookMs: NODE_AGENT_STOP_HOOK_MS })])),
+    };
+    for (const name of ACTORS) {
+      const pod = workloads.find((o) => o.metadata.name === name)!.spec.template.spec;
+      const c = pod.containers[0];
+      const graceMs = (pod.terminationGracePeriodSeconds as number) * 1000;
+      expect(graceMs, `${name}: terminationGracePeriodSeconds vs preStop ${preStopMs(c)} ms + shutdown bound ${bound[name]} ms`).toBeGreaterThanOrEqual(preStopMs(c) + bound[name]!);
+    }
+    // the gateway: after its SIGTERM it serves on (preStop, or the process's own gateway.drainDelayMs) for longer than
+    // its readiness probe takes to see the 503 (period x failure threshold, the last probe's timeout)
+    const gw = workloads.find((o) => o.metadata.name === 'gateway')!.spec.template.spec.containers[0];
+    const rp = gw.readinessProbe as { periodSeconds?: number; failureThreshold?: number; timeoutSeconds?: number };
+    const noticeMs = ((rp.periodSeconds ?? 10) * (rp.failureThreshold ?? 3) + (rp.timeoutSeconds ?? 1)) * 1000;
+    expect(preStopMs(gw) + gateway.drainDelayMs, `serving on after SIGTERM vs the readiness probe's ${noticeMs} ms`).toBeGreaterThan(noticeMs);
+    // and it waits for streams in flight after that
+    expect(gateway.drainStreamsMs).toBeGreaterThan(0);
   });
 
   it('NATS: 3 replicas, config from ConfigMap nats-config key nats.conf, JetStream R3 in the actors config', () => {
