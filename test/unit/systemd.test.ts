@@ -2,8 +2,9 @@
  * deploy/systemd: `systemd-analyze security --offline=true` rates every unit MEDIUM or better (exposure
  * < 7.0; the units reach OK), the units run the compiled CLI's `actor` command (no TypeScript at run time),
  * the node agent drains its engines before any gets a signal (KillMode=mixed: SIGTERM to the agent
- * alone, which drains its instance managers, each stopping its own engine), and every actor serves its
- * health endpoints (the managers and the node agent with --health on loopback, the gateway on its HTTP port).
+ * alone, which drains its instance managers, each stopping its own engine), every actor serves its
+ * health endpoints (the managers and the node agent with --health on loopback, the gateway on its HTTP port), and
+ * every actor's TimeoutStopSec covers its process's shutdown bound by its deadlines (src/runtime/actor.ts).
  * Without systemd-analyze (it ships with systemd) the rating is skipped with a message; the directive checks
  * still run.
  */
@@ -11,6 +12,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { shutdownLimitMs } from '../../src/runtime/actor.ts';
+import { gatewayDrainGraceMs, gatewaySchema } from '../../actors/gateway/config.ts';
+import { NODE_AGENT_STOP_HOOK_MS } from '../../actors/node-agent/main.ts';
 
 const DIR = join('deploy', 'systemd');
 const units = readdirSync(DIR).filter((f) => f.endsWith('.service'));
@@ -78,5 +82,15 @@ describe('systemd units', () => {
     expect(d.get('KillMode')).toEqual(['mixed']);
     expect(d.get('KillSignal')).toEqual(['SIGTERM']);
     expect(Number(d.get('TimeoutStopSec')![0])).toBeGreaterThanOrEqual(60);
+  });
+
+  it('each actor unit gives its process its shutdown bound before SIGKILL (the gateway with its default drain settings)', () => {
+    const bound: Record<string, number> = {
+      'dynamollm-gateway@.service': shutdownLimitMs({ drainGraceMs: gatewayDrainGraceMs(gatewaySchema.parse({})) }),
+      'dynamollm-cluster@.service': shutdownLimitMs({}),
+      'dynamollm-pool@.service': shutdownLimitMs({}),
+      'dynamollm-node-agent.service': shutdownLimitMs({ stopHookMs: NODE_AGENT_STOP_HOOK_MS }),
+    };
+    for (const [u, ms] of Object.entries(bound)) expect(Number(directives(u).get('TimeoutStopSec')![0]) * 1000, u).toBeGreaterThanOrEqual(ms);
   });
 });
