@@ -328,7 +328,7 @@ export class GatewayActor extends Actor {
       this.log.info({ drainDelayMs: s.drainDelayMs, inflight: this.server?.inflightCount ?? 0 }, 'draining: not ready, serving on until the load balancer has let go of this replica');
       await this.clock.sleep(s.drainDelayMs, signal).catch(() => {});
     }
-    this.log.info({ drainStreamsMs: s.drainStreamsMs, inflight: this.server?.inflightCount ?? 0 }, 'draining: listener closed, waiting for the requests in flight');
+    this.log.info({ drainStreamsMs: s.drainStreamsMs, inflight: this.server?.inflightCount ?? 0 }, 'draining: closing the listener, waiting for the requests in flight');
     await this.server?.close(s.drainStreamsMs);
     this.router?.stop();
     this.elections?.stop();
