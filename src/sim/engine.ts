@@ -180,14 +180,20 @@ export class Simulation extends SimFluidModel {
       const tArr = nextRec ? Math.max(lastT, (nextRec as TraceRecord).tMs + this.pathToEngineMs) : Infinity;
       const tStep = this.stepHeap.peekTime();
       const nextPoolEpoch = this.nextPoolEpochMs();
+      const tHandoff = this.nextHandoffMs();
       const tTimer = Math.min(nextCluster, nextPool, nextPoolEpoch, nextInst, nextSample, nextEm, nextStatus, this.clockHeap.peekTime(), this.epochHeap.peekTime(), this.statusHeap.peekTime(), this.nextReadyMs, nextSleep, this.sleepDueMs);
-      const t = Math.min(tArr, tStep, tTimer);
-      if (t === Infinity || (t > endMs && !nextRec && this.stepHeap.size === 0)) break;
+      const t = Math.min(tArr, tStep, tHandoff, tTimer);
+      if (t === Infinity || (t > endMs && !nextRec && this.stepHeap.size === 0 && tHandoff === Infinity)) break;
       if (t > endMs + 3.6e6) break; // safety: an hour past the last arrival
       lastT = t;
       if (tArr === t && nextRec) {
         this.arriveStep(nextRec, t);
         await pull();
+        continue;
+      }
+      // a started request reaches its engine before the engine's step at the same time
+      if (tHandoff === t) {
+        this.handoffsDue(t);
         continue;
       }
       if (tStep === t && this.stepHeap.size) {

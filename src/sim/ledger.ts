@@ -45,6 +45,11 @@ export abstract class SimLedger {
   /** step: the live data path's time from the client's send to the dispatch, and from the engine's token to the client, ms (SimOptions.requestPathMs). */
   protected readonly pathToEngineMs: number;
   protected readonly pathToClientMs: number;
+  /** step: from an instance machine's start of a request to its engine's receipt of it, ms (SimOptions.requestPathMs.startToEngineMs). */
+  protected readonly pathStartToEngineMs: number;
+  /** step, with pathStartToEngineMs: the requests started and not in their engine yet, in the order they are due (a start's due time never precedes an earlier one's). */
+  protected readonly handoffs: { atMs: number; inst: SimInstance; r: CoreRequest }[] = [];
+  protected handoffHead = 0;
   protected pools: SimPool[] = [];
   /** per type: the pool its requests go to first (overload spills to the longer pools). */
   protected route = new Map<RequestType, SimPool>();
@@ -154,8 +159,9 @@ export abstract class SimLedger {
     if (this.o.instanceStatusPhaseMs !== undefined && (this.fidelity !== 'step' || !this.useDispatchPolicy || !statusPhases.length)) throw new RangeError('instanceStatusPhaseMs: step fidelity, the policy dispatch, at least one phase');
     this.pathToEngineMs = this.o.requestPathMs?.toEngineMs ?? 0;
     this.pathToClientMs = this.o.requestPathMs?.toClientMs ?? 0;
-    for (const [k, v] of [['toEngineMs', this.pathToEngineMs], ['toClientMs', this.pathToClientMs]] as const) if (!(v >= 0 && Number.isFinite(v))) throw new RangeError(`requestPathMs.${k} must be a finite number >= 0 ms, got ${v}`);
-    if ((this.pathToEngineMs || this.pathToClientMs) && this.fidelity !== 'step') throw new RangeError('requestPathMs: step fidelity only');
+    this.pathStartToEngineMs = this.o.requestPathMs?.startToEngineMs ?? 0;
+    for (const [k, v] of [['toEngineMs', this.pathToEngineMs], ['toClientMs', this.pathToClientMs], ['startToEngineMs', this.pathStartToEngineMs]] as const) if (!(v >= 0 && Number.isFinite(v))) throw new RangeError(`requestPathMs.${k} must be a finite number >= 0 ms, got ${v}`);
+    if ((this.pathToEngineMs || this.pathToClientMs || this.pathStartToEngineMs) && this.fidelity !== 'step') throw new RangeError('requestPathMs: step fidelity only');
     if (this.o.predictor === 'online' && this.fidelity !== 'step') throw new RangeError("the online predictor learns from completed requests: step fidelity only (--fidelity step)");
     this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, thresholds: this.classThresholds, model: this.o.model });
   }

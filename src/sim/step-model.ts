@@ -43,15 +43,9 @@ export abstract class SimStepModel extends SimClocks {
         const r = this.admitted.get(id);
         this.admitted.delete(id);
         if (!r || !inst.core) return;
-        try {
-          inst.core.submit(r);
-        } catch {
-          this.unservable++;
-          this.dropRequest(id, t);
-          inst.brain?.step({ type: 'finished', id, ok: false }, t);
-          return;
-        }
-        this.wake(inst, t);
+        // the engine takes it the data path's time after the start (SimOptions.requestPathMs.startToEngineMs)
+        if (this.pathStartToEngineMs > 0) this.handoffs.push({ atMs: Math.max(t + this.pathStartToEngineMs, this.handoffs.at(-1)?.atMs ?? 0), inst, r });
+        else this.toEngine(inst, r, t);
       },
       fail: (id, _outcome, t) => {
         this.admitted.delete(id);
@@ -228,6 +222,37 @@ export abstract class SimStepModel extends SimClocks {
   }
 
   // ---------------------------------------------------------------- data plane: step
+  /** A started request into its instance's engine (one the engine cannot take fails, as the live engine's 400). */
+  protected toEngine(inst: SimInstance, r: CoreRequest, t: number): void {
+    if (!inst.core) return;
+    try {
+      inst.core.submit(r);
+    } catch {
+      this.unservable++;
+      this.dropRequest(r.id, t);
+      inst.brain?.step({ type: 'finished', id: r.id, ok: false }, t);
+      return;
+    }
+    this.wake(inst, t);
+  }
+
+  /** When the next started request reaches its engine (SimOptions.requestPathMs.startToEngineMs); Infinity when none is on its way. */
+  protected nextHandoffMs(): number {
+    return this.handoffs[this.handoffHead]?.atMs ?? Infinity;
+  }
+
+  /** The started requests due at `t` into their engines. */
+  protected handoffsDue(t: number): void {
+    while (this.handoffHead < this.handoffs.length && this.handoffs[this.handoffHead]!.atMs <= t) {
+      const h = this.handoffs[this.handoffHead++]!;
+      this.toEngine(h.inst, h.r, t);
+    }
+    if (this.handoffHead === this.handoffs.length) {
+      this.handoffs.length = 0;
+      this.handoffHead = 0;
+    }
+  }
+
   protected wake(inst: SimInstance, now: number): void {
     if (inst.inHeap || !inst.core) return;
     inst.inHeap = true;

@@ -230,9 +230,12 @@ export interface SimOptions {
    * count, routing, the admission or the credit, the engine request's write), and its tokens reach the client
    * `toClientMs` after the engine emits them (the engine's stream to the gateway, its SSE write, the client's read).
    * The request's arrival (its TTFT's start and its deadline's) stays the client's send; its TTFT holds both.
+   * `startToEngineMs`: from its instance's start of a request to its engine's receipt of it (the grant to the gateway,
+   * the gateway's engine request over HTTP, the engine's read of it): the engine takes it that much after the instance
+   * machine started it, and its batching sees it then.
    * Each default 0 (the paper's simulation: TTFT is the engine's). The twin check passes the live cluster's.
    */
-  requestPathMs?: { toEngineMs?: number; toClientMs?: number };
+  requestPathMs?: { toEngineMs?: number; toClientMs?: number; startToEngineMs?: number };
   /**
    * The simulation runs on to at least this time, ms from the window's start: its timers (the instances' epochs and
    * ticks, statuses, samples) and its energy, past its last request's end. The twin check passes the span of the live

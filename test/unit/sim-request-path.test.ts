@@ -53,7 +53,40 @@ describe('simulated data path (requestPathMs)', () => {
     expect(path.r.latency.byType.SS?.ttftP50Ms).toBeCloseTo((engine.r.latency.byType.SS?.ttftP50Ms ?? 0) + 11, 6);
   }, 60_000);
 
+  it('a started request reaches its engine startToEngineMs after its instance started it', async () => {
+    const engine = await run(opts());
+    const hop = await run(opts({ startToEngineMs: 5 }));
+    expect(hop.ttft).toHaveLength(3);
+    // the instance machine admits (and starts) it at its send, as without the hop; the engine takes it 5 ms later, so
+    // each idle engine's first token comes 5 ms later
+    expect(hop.admits.map((a) => a.now)).toEqual([0, 1000, 2000]);
+    for (let k = 0; k < 3; k++) expect(hop.ttft[k]! - engine.ttft[k]!).toBeCloseTo(5, 6);
+    // with the other two terms: all three add up
+    const all = await run(opts({ toEngineMs: 7, toClientMs: 4, startToEngineMs: 5 }));
+    for (let k = 0; k < 3; k++) expect(all.ttft[k]! - engine.ttft[k]!).toBeCloseTo(16, 6);
+  }, 60_000);
+
+  it('a request waiting for room in the engine is held the hop after its start, not after its admission', async () => {
+    // one instance that takes one request into its engine at a time: the second waits in its machine's queue until
+    // the first finishes, then starts and reaches the engine the hop later
+    const one = (path?: SimOptions['requestPathMs']): SimOptions => ({ ...opts(path), gpusPerServer: 1, instanceEpochPhaseMs: [4000], instanceLimits: { maxInEngine: 1, maxQueued: 8 } });
+    const burst = join(dir, 'burst.jsonl');
+    writeFileSync(burst, [[0, 400, 30], [1, 400, 30]].map(([t, i, o]) => JSON.stringify({ timestamp: t, input_length: i, output_length: o })).join('\n') + '\n');
+    const at = (path?: SimOptions['requestPathMs']) => run({ ...one(path), trace: { kind: 'file', path: burst, timeUnit: 'ms' } });
+    const engine = await at();
+    const hop = await at({ startToEngineMs: 5 });
+    expect(hop.ttft).toHaveLength(2);
+    // the first: 5 ms later; the second starts when the first ends (5 ms later too) and reaches its engine 5 ms after
+    // that: 10 ms later in all
+    const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+    const [a0, a1] = sorted(engine.ttft), [b0, b1] = sorted(hop.ttft);
+    expect(b0! - a0!).toBeCloseTo(5, 6);
+    expect(b1! - a1!).toBeCloseTo(10, 6);
+  }, 60_000);
+
   it('is step fidelity only and never negative', async () => {
+    await expect(simulate({ ...opts({ startToEngineMs: -1 }) })).rejects.toThrow(/startToEngineMs/);
+    await expect(simulate({ ...opts({ startToEngineMs: 2 }), fidelity: 'fluid', instanceEpochPhaseMs: undefined, dispatch: undefined })).rejects.toThrow(/step fidelity/);
     await expect(simulate({ ...opts({ toEngineMs: -1 }) })).rejects.toThrow(/toEngineMs/);
     await expect(simulate({ ...opts({ toClientMs: Number.NaN }) })).rejects.toThrow(/toClientMs/);
     await expect(simulate({ ...opts({ toEngineMs: 1 }), fidelity: 'fluid', instanceEpochPhaseMs: undefined, dispatch: undefined })).rejects.toThrow(/step fidelity/);
