@@ -88,6 +88,9 @@ export function legReport(h: LegHost, rep: LegReportT): LegReplyT {
   if (rep.phase === 'started') return { v: 1, ok: true };
   if (rep.firstTokenMs !== undefined && r.firstTokenMs === undefined) {
     r.firstTokenMs = rep.firstTokenMs;
+    // when its gateway took it, when this instance started it and when its gateway read its first token (the twin
+    // check, test/bench/twin.bench.ts engineHopOf: the data path's time to and from the engine)
+    h.log.debug({ rid: rep.id, arrivalMs: r.req.arrivalMs, startedMs: r.startedMs, firstTokenMs: rep.firstTokenMs }, 'leg first token');
     h.sampleTtft(Math.max(0, rep.firstTokenMs - r.req.arrivalMs));
     h.step({ type: 'first_token', id: rep.id });
   }

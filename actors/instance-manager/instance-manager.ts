@@ -271,6 +271,8 @@ export class InstanceManager {
     this.#statusTimer = this.#clock.setInterval(() => this.#publishStatus(), instanceStatusMs(this.#o.config.liveness));
     this.#publishStatus();
     this.#gateways.start(bus);
+    // the engine's own output at debug level (the emulator's first-token lines: the twin check's hop to the engine)
+    if (this.#log.isLevelEnabled('debug')) engine.on('log', (l) => this.#log.debug({ stream: l.stream, line: l.line }, 'engine output'));
     engine.on('crash', (info) => this.#onEngineDown(info));
     engine.on('restarted', () => {
       this.#health.restarted();

@@ -78,6 +78,10 @@ async function runEmulator(values: EmulatorOptions): Promise<number> {
   const { createPerfModel } = await import('../../model/index.ts');
   const { EmulatorServer } = await import('../../engine/emulator/server.ts');
   const perf = createPerfModel(model, gpu, { engine: values.calibrationEngine });
+  // DYNAMOLLM_LOG_LEVEL=debug (an instance manager's engine inherits its environment): each streamed request's first
+  // token, one JSON line on stdout (the manager logs its engine's lines at debug level)
+  const { createLogger } = await import('../../runtime/logger.ts');
+  const log = createLogger({ name: 'engine-emulator' });
   const emu = new EmulatorServer({
     perf,
     tp,
@@ -96,6 +100,7 @@ async function runEmulator(values: EmulatorOptions): Promise<number> {
     blockSize: posInt(num(values.blockSize, 'block-size', 16), 'block-size'),
     // as vLLM: the API key comes from the environment (never the command line, which `ps` shows)
     ...(process.env.VLLM_API_KEY ? { apiKey: process.env.VLLM_API_KEY } : {}),
+    ...(log.isLevelEnabled('debug') ? { onFirstToken: (t: { requestId: string | undefined; receivedMs: number; firstTokenMs: number }) => log.debug({ event: 'first_token', rid: t.requestId, receivedMs: t.receivedMs, firstTokenMs: t.firstTokenMs }, 'first token') } : {}),
   });
   const bound = await emu.listen(port, values.host ?? '127.0.0.1');
   process.stdout.write(JSON.stringify({ event: 'listening', port: bound, model: emu.servedModelName, tp, gpu }) + '\n');

@@ -63,7 +63,17 @@ export interface EmulatorOptions {
   enablePrefixCaching?: boolean;
   /** tokens per KV block (vLLM --block-size; the prefix cache's granularity); default 16. */
   blockSize?: number;
+  /**
+   * Called with each streamed one-choice completion's first token: the client's `x-request-id` (absent: none), when
+   * the server took the request and when it wrote the first token, wall ms (performance.timeOrigin + now(): sub-ms,
+   * on the host's clock, comparable with other processes' Date.now()). `dynamollm engine-emulator` logs it at debug
+   * level; the twin check (test/bench/twin.bench.ts) reads the data path's hop to and from the engine off it.
+   */
+  onFirstToken?: (t: { requestId: string | undefined; receivedMs: number; firstTokenMs: number }) => void;
 }
+
+/** The host's wall clock, ms, to a fraction of one (Date.now() is whole ms). */
+const wallMs = () => performance.timeOrigin + performance.now();
 
 class HttpError extends Error {
   constructor(readonly status: number, message: string, readonly type = 'BadRequestError') {
@@ -327,6 +337,7 @@ export class EmulatorServer {
   }
 
   private async completion(req: IncomingMessage, res: ServerResponse, chat: boolean): Promise<void> {
+    const receivedMs = this.opts.onFirstToken ? wallMs() : 0;
     const body = await this.readJson(req);
     this.requireReady();
     if (this.driver.isSleeping()) throw new HttpError(503, 'engine is sleeping', 'ServiceUnavailableError');
@@ -413,8 +424,13 @@ export class EmulatorServer {
     };
 
     try {
+      const timed = p.stream ? this.opts.onFirstToken : undefined;
+      const rid = req.headers['x-request-id'];
       this.driver.submit({ id, promptTokens: p.promptTokens, outputTokens, ...(p.prefixHashes ? { prefixHashes: p.prefixHashes } : {}) }, (ev) => {
-        if (ev.kind === 'first_token') onToken(0, ev.atMs);
+        if (ev.kind === 'first_token') {
+          onToken(0, ev.atMs);
+          timed?.({ requestId: typeof rid === 'string' ? rid : undefined, receivedMs, firstTokenMs: wallMs() });
+        }
         else if (ev.kind === 'token') onToken(ev.index, ev.atMs);
         else if (ev.kind === 'finished') {
           finished = true;
