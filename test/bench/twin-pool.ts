@@ -38,7 +38,8 @@ export function poolReport(windows: readonly WindowSamples[], opts: { resamples?
     const kinds = [...new Set(ws.flatMap((w) => [...Object.keys(w.decisions.live), ...Object.keys(w.decisions.sim)]))].sort();
     for (const k of kinds) {
       const d = pooledSum(ws.map((w) => ({ live: w.decisions.live[k] ?? 0, sim: w.decisions.sim[k] ?? 0 })));
-      out.push(`| decisions: ${k} | ${d.live} | ${d.sim} | ${f3(d.ratio)} | | ${span(d.min, d.max)} | 10% | ${d.live === 0 && d.sim === 0 ? 'within' : within(d.ratio, TARGET.decisions)} |`);
+      // none live and some simulated: no ratio, and not within any tolerance
+      out.push(`| decisions: ${k} | ${d.live} | ${d.sim} | ${f3(d.ratio)} | | ${span(d.min, d.max)} | 10% | ${d.live === 0 ? (d.sim === 0 ? 'within' : 'outside') : within(d.ratio, TARGET.decisions)} |`);
     }
     const tally = { ttft: { within: 0, outside: 0, undecided: 0, few: 0 }, tbt: { within: 0, outside: 0, undecided: 0, few: 0 } };
     const minN = opts.minP99N ?? MIN_P99_N;
@@ -55,6 +56,8 @@ export function poolReport(windows: readonly WindowSamples[], opts: { resamples?
       out.push(`| p99 TBT ms ${t.type} | ${t.tbtP99.live.toFixed(1)} | ${t.tbtP99.sim.toFixed(1)} | ${f3(t.tbtP99.ratio)} | ${f3(t.tbtP99.lo)}-${f3(t.tbtP99.hi)} | | 15% | ${vb === 'few' ? `informational (< ${minN} requests)` : vb} |`);
     }
     out.push('');
+    const paths = ws.filter((w) => w.requestPathMs);
+    out.push(`the data path's time each window's simulation took (SimOptions.requestPathMs, ms, measured in its own live run): ${paths.length ? paths.map((w) => `${w.label}: ${w.requestPathMs!.toEngineMs.toFixed(1)} to the instance, ${w.requestPathMs!.startToEngineMs.toFixed(2)} from its start to the engine, ${w.requestPathMs!.toClientMs.toFixed(2)} from the engine to the client (${w.requestPathMs!.hopRequests ? `medians over ${w.requestPathMs!.hopRequests} live requests: ${w.requestPathMs!.hopToEngineMs?.toFixed(2) ?? '-'} from the gateway's arrival stamp to the engine, ${w.requestPathMs!.hopOutMs?.toFixed(2) ?? '-'} from the engine's first token to the gateway` : 'no engine hop measured'})`).join('; ') : '- (samples without it)'}`, '');
     out.push(`p99 TTFT by its interval: within 15% ${tally.ttft.within}, outside ${tally.ttft.outside}, undecided ${tally.ttft.undecided} (interval across a bound: more requests needed), informational ${tally.ttft.few} (too few requests); p99 TBT: within ${tally.tbt.within}, outside ${tally.tbt.outside}, undecided ${tally.tbt.undecided}, informational ${tally.tbt.few}`, '');
     out.push(`informational, not judged: the p99s of ${informational.length ? informational.join(', ') : 'no type'} (fewer than ${minN} requests of the type on a side over the pooled windows: its p99 would be its largest TTFT and TBT, one request's coincidence)`, '');
     out.push(`a p99's judgement is its interval's: 'within' when it lies inside [0.85, 1.15], 'outside' when wholly outside, 'undecided' otherwise; a type with fewer than ${minN} requests on a side is informational; energy and decisions are judged by the pooled sums`, '');

@@ -224,6 +224,13 @@ export interface WindowSamples {
   decisions: Record<Side, Record<string, number>>;
   /** per side, per type, per block index (its trace time from the window's first row / blockS). */
   blocks: Record<Side, Record<string, Record<string, BlockSamples>>>;
+  /**
+   * the data path's time the window's simulation took (SimOptions.requestPathMs), ms, each measured in the window's
+   * live run (twin.bench.ts), over how many live requests the hop to and from the engine was (0: none measured), and
+   * its medians as measured (twin.bench.ts engineHopOf: from the gateway's arrival stamp to the engine's receipt, and
+   * from the engine's first token to the gateway's read).
+   */
+  requestPathMs?: { toEngineMs: number; startToEngineMs: number; toClientMs: number; hopRequests: number; hopToEngineMs?: number; hopOutMs?: number };
 }
 
 /** Collects one window's per-request samples by side, type and block of trace time. */

@@ -12,6 +12,8 @@
  * Reports energy, TTFT (p50, p99) and p99 TBT per type and the decision counts side by side, as ratios simulated / live. Energy on
  * both sides is modelled (emulated GPUs; the simulator's power model), never measured. Latency on the live side
  * is wall time on this machine, shared by everything else running on it.
+ * The simulation takes the live data path's times measured in the same live run (debug level): to the instance (the
+ * admissions' median age), to the engine and from it to the gateway (engineHopOf); its notes say which it took.
  * Targets (issue 16): energy within 5%, p99s within 15%, decision counts within 10%.
  * One window's per-type p99 rests on a few requests: TWIN_FROM_S moves the window into the trace and TWIN_SAMPLES
  * writes its samples, for the pooled check over several windows (twin-pool.ts, test/bench/device/quiet-host-twin.sh).
@@ -38,9 +40,10 @@ async function up(config: string): Promise<{ base: string; stop: () => Promise<v
   const port = await freePort();
   const runDir = mkdtempSync(join(tmpdir(), 'dyn-twin-'));
   const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'up', '--config', config, '--port', String(port), '--run-dir', runDir, '--ready-timeout', String(Math.max(1, readyS - 10))], {
-    // info at least: the instances' clock decisions give their epochs' phase (epochPhaseOf); TWIN_LOG_LEVEL=debug (with
-    // TWIN_UP_LOG=FILE) adds each admission, for a look at where the two sides part
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.TWIN_LOG_LEVEL ?? 'info' },
+    // debug (TWIN_LOG_LEVEL, default debug): each admission, each status and each engine's first tokens, the live data
+    // path's times and the instances' status schedules the simulation takes (info: the clock decisions alone, which
+    // give the instances' epochs' phase; the rest left at its defaults, the notes say which); TWIN_UP_LOG=FILE keeps it
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: process.env.TWIN_LOG_LEVEL ?? 'debug' },
   });
   let out = '';
   p.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -186,6 +189,62 @@ export function admissionAgeOf(log: string, replayStartMs: number): number | und
 }
 
 /**
+ * The live data path's time to and from the engine (debug level), per request an instance held (matched by request id,
+ * the engine's x-request-id; all on the host's clock): `toEngine`, from its gateway's arrival stamp (the instance
+ * manager's 'leg first token' line: arrivalMs, the stamp the admissions' age counts from) to its engine's receipt of
+ * it (the emulator's 'first token' line, relayed by its instance manager as 'engine output': receivedMs); `in`, from
+ * its instance's start of it (startedMs) to that receipt, negative for a request its gateway started on a credit (in
+ * its engine before its instance hears of it); `out`, from the engine's write of its first token (firstTokenMs) to its
+ * gateway's read of it (the instance manager's line: the gateway's firstTokenMs). The medians over the requests
+ * started after the replay's start, and how many of them started on a credit; undefined when the log has none (info level).
+ */
+export function engineHopOf(log: string, replayStartMs: number): { toEngineMs: number; inMs: number; outMs: number; n: number; credited: number } | undefined {
+  const legs = new Map<string, { arrivalMs: number; startedMs: number; firstTokenMs: number }>();
+  const engine = new Map<string, { receivedMs: number; firstTokenMs: number }>();
+  const credited = new Set<string>();
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const leg = line.includes('"msg":"leg first token"'), out = line.includes('"msg":"engine output"'), adm = line.includes('"admission":"credited_start"');
+    if (!leg && !out && !adm) continue;
+    let j: { rid?: unknown; arrivalMs?: unknown; startedMs?: unknown; firstTokenMs?: unknown; line?: unknown };
+    try {
+      j = JSON.parse(line) as typeof j;
+    } catch {
+      continue;
+    }
+    if (adm && typeof j.rid === 'string') credited.add(j.rid);
+    if (leg && typeof j.rid === 'string' && typeof j.arrivalMs === 'number' && typeof j.startedMs === 'number' && typeof j.firstTokenMs === 'number' && j.startedMs >= replayStartMs) {
+      legs.set(j.rid, { arrivalMs: j.arrivalMs, startedMs: j.startedMs, firstTokenMs: j.firstTokenMs });
+    }
+    if (out && typeof j.line === 'string' && j.line.includes('"event":"first_token"')) {
+      let e: { rid?: unknown; receivedMs?: unknown; firstTokenMs?: unknown };
+      try {
+        e = JSON.parse(j.line) as typeof e;
+      } catch {
+        continue;
+      }
+      if (typeof e.rid === 'string' && typeof e.receivedMs === 'number' && typeof e.firstTokenMs === 'number') engine.set(e.rid, { receivedMs: e.receivedMs, firstTokenMs: e.firstTokenMs });
+    }
+  }
+  const to: number[] = [], ins: number[] = [], outs: number[] = [];
+  let onCredit = 0;
+  for (const [rid, l] of legs) {
+    const e = engine.get(rid);
+    if (!e) continue;
+    to.push(e.receivedMs - l.arrivalMs);
+    ins.push(e.receivedMs - l.startedMs);
+    outs.push(l.firstTokenMs - e.firstTokenMs);
+    if (credited.has(rid)) onCredit++;
+  }
+  if (!to.length) return undefined;
+  const median = (xs: number[]) => {
+    xs.sort((a, b) => a - b);
+    return xs[Math.floor((xs.length - 1) / 2)]!;
+  };
+  return { toEngineMs: median(to), inMs: median(ins), outMs: median(outs), n: to.length, credited: onCredit };
+}
+
+/**
  * The live GPUs' clock change time (the instance managers' clock events, info level: inputs.applyMs, from the GPU call
  * to its answer; the emulated GPU's is its HTTP call): the median over the log's clock changes, ms; undefined when none
  * carries it.
@@ -281,16 +340,26 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // clock after, follows where in the instances' epochs it falls (the notes give the simulation at other phases)
   const epochMs = (spec.sim.epochs?.instanceS ?? c.epochs.instanceS) * 1000;
   const phase = epochPhasesOf(cluster.output(), live.startedAtMs, epochMs);
-  // the live data path's own time (SimOptions.requestPathMs): to the engine, the live admissions' median age (debug
-  // level) or TWIN_PATH_IN_MS; to the client, TWIN_PATH_OUT_MS (default 0.3 ms: the gateway's own time from the
-  // engine's first bytes to the client's first write, docs/DATAPATH.md "The first token's path")
-  const toEngineMs = process.env.TWIN_PATH_IN_MS !== undefined ? Number(process.env.TWIN_PATH_IN_MS) : admissionAgeOf(cluster.output(), live.startedAtMs) ?? 0;
-  const toClientMs = Number(process.env.TWIN_PATH_OUT_MS ?? 0.3);
+  // the live data path's own time (SimOptions.requestPathMs): to the instance, the live admissions' median age (debug
+  // level) or TWIN_PATH_IN_MS; the gateway's own to the client, TWIN_PATH_OUT_MS (default 0.3 ms: from the engine's
+  // first bytes to the client's first write, docs/DATAPATH.md "The first token's path")
+  const toInstanceMs = process.env.TWIN_PATH_IN_MS !== undefined ? Number(process.env.TWIN_PATH_IN_MS) : admissionAgeOf(cluster.output(), live.startedAtMs) ?? 0;
+  // the time to and from the engine, measured in this window (debug level; engineHopOf): the simulated engine takes a
+  // request the live median time to the engine after its send; the simulated instance machine hears of it at the
+  // admissions' median age, or at that time when the engine's is earlier (most requests started on a credit: in their
+  // engines before their instances hear of them; the simulated machines admit and start every request, none on a
+  // credit), and starts it into its engine the rest later (requestPathMs.startToEngineMs); the engine's first token
+  // reaches the gateway the median `out` later, which joins the gateway's own time to the client
+  const hop = engineHopOf(cluster.output(), live.startedAtMs);
+  const gatewayOutMs = Number(process.env.TWIN_PATH_OUT_MS ?? 0.3);
+  const toClientMs = gatewayOutMs + Math.max(0, hop?.outMs ?? 0);
+  const toEngineMs = hop ? Math.max(0, Math.min(toInstanceMs, hop.toEngineMs)) : toInstanceMs;
+  const startToEngineMs = hop ? Math.max(0, hop.toEngineMs - toEngineMs) : 0;
   // the live GPUs' clock change time (the clock events' applyMs, info level; TWIN_CLOCK_CHANGE_MS sets it), else the
   // simulator's default (a real H100's, costs.clockChangeMs)
   const clockChangeMs = process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? Number(process.env.TWIN_CLOCK_CHANGE_MS) : clockApplyOf(cluster.output());
   const simOpts: SimOptions = {
-    requestPathMs: { toEngineMs, toClientMs },
+    requestPathMs: { toEngineMs, toClientMs, startToEngineMs },
     policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
     ...(clockChangeMs !== undefined ? { costs: { ...spec.sim.costs, clockChangeMs } } : {}),
     // the live cluster's SLOs and class thresholds (its config's slo: and thresholds:)
@@ -400,6 +469,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       energyJ: { live: liveJ, sim: simJ },
       decisions: { live: Object.fromEntries(kinds.map(([k]) => [k, lr[k] ?? 0])), sim: Object.fromEntries(kinds) },
       blocks: samples.blocks(),
+      requestPathMs: { toEngineMs, startToEngineMs, toClientMs, hopRequests: hop?.n ?? 0, ...(hop ? { hopToEngineMs: hop.toEngineMs, hopOutMs: hop.outMs } : {}) },
     };
     writeFileSync(process.env.TWIN_SAMPLES, JSON.stringify(w));
   }
@@ -424,7 +494,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
       `simulated at the live epoch phases and ${statusScan.length} drawn status schedules: ${statusScan.length ? `energy ${Math.round(Math.min(...statusScan.map((x) => x.J)))}-${Math.round(Math.max(...statusScan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...statusScan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...statusScan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...statusScan.map((x) => x.clock))}-${Math.max(...statusScan.map((x) => x.clock))}` : '-'}`,
       `energy is modelled on both sides (emulated GPUs, src/model), not measured; both sides count energy and decisions over the live counters' span (the replay's first send to its last completion and ${COUNTER_WAIT_S} s more; the simulation runs its timers on to it, SimOptions.untilMs); live latency is wall time on this shared machine`,
-      `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(1)} ms to the engine (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age, debug level'}), ${toClientMs.toFixed(1)} ms to the client; and the live GPUs' clock change: ${clockChangeMs === undefined ? `- (the simulator's ${simOpts.costs?.clockChangeMs ?? 65} ms)` : `${clockChangeMs.toFixed(1)} ms (${process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? 'TWIN_CLOCK_CHANGE_MS' : 'the live clock events\' median applyMs'})`}; 'engine only': the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults); 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
+      `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(2)} ms to the instance (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age'} ${toInstanceMs.toFixed(1)} ms${hop && hop.toEngineMs < toInstanceMs ? `, or the engine's, when earlier` : ''}), ${startToEngineMs.toFixed(2)} ms from its start to the engine and ${toClientMs.toFixed(2)} ms from the engine's first token to the client (${gatewayOutMs} ms the gateway's own, TWIN_PATH_OUT_MS${hop ? `, and the engine's write to the gateway's read); measured in this window's live run, the medians over ${hop.n} requests (${hop.credited} started on a credit) of the instance managers' and the emulators' debug lines: to the engine ${hop.toEngineMs.toFixed(2)} ms from the gateway's arrival stamp, ${hop.inMs.toFixed(2)} ms from the instance's start, the first token ${hop.outMs.toFixed(2)} ms from the engine's write to the gateway's read` : `; no time to or from the engine: the live log has no engine timings, debug level)`}; and the live GPUs' clock change: ${clockChangeMs === undefined ? `- (the simulator's ${simOpts.costs?.clockChangeMs ?? 65} ms)` : `${clockChangeMs.toFixed(1)} ms (${process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? 'TWIN_CLOCK_CHANGE_MS' : 'the live clock events\' median applyMs'})`}; 'engine only': the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults); 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
       `targets (issue 16): energy within 5%, p99 TTFT and TBT within 15% (a type's p99s judged from ${P99_JUDGED_FROM} live requests), decision counts within 10% (none on both sides: not judged): ${judged.filter((r) => r.target === 'met').length} of ${judged.length} judged rows met${judged.some((r) => r.target === 'not met') ? `; not met: ${judged.filter((r) => r.target === 'not met').map((r) => r.quantity).join(', ')}` : ''}`,
       `informational, not judged: the p99s of ${informational.length ? informational.join(', ') : 'no type'} (fewer than ${P99_JUDGED_FROM} live requests of the type in the window: its p99 is its largest one or two TTFTs and TBTs, a coincidence of a few requests; the pooled check over several windows, twin-pool.ts, judges them)`,
     ],

@@ -2,10 +2,11 @@
  * The twin check's readings of the live `up` log (test/bench/twin.bench.ts): the data path's time to the engine
  * (admissionAgeOf: the median age of the live instance managers' admissions after the replay's start, their debug
  * log, moved requests left out; nothing at info level) and the live GPUs' clock change time (clockApplyOf: the median
- * applyMs of the clock events, info level).
+ * applyMs of the clock events, info level), and the time to and from the engine (engineHopOf: the instance managers'
+ * 'leg first token' lines matched with their engines' relayed 'first token' lines, debug level).
  */
 import { describe, it, expect } from 'vitest';
-import { admissionAgeOf, clockApplyOf } from '../bench/twin.bench.ts';
+import { admissionAgeOf, clockApplyOf, engineHopOf } from '../bench/twin.bench.ts';
 
 const line = (time: number, ageMs: number, moves = 0, admission = 'credited_start') =>
   JSON.stringify({ level: 20, time, actor: 'instance', id: 'pool-all-n0-g0x1', admission, rid: `r${time}`, type: 'SS', inputTokens: 90, moves, ageMs, taken: true, msg: 'admission' });
@@ -40,5 +41,37 @@ describe('twin check: the live clock changes\' time', () => {
 
   it('is undefined when no clock event carries it', () => {
     expect(clockApplyOf([clock(1), line(2, 3)].join('\n'))).toBeUndefined();
+  });
+});
+
+describe('twin check: the live time to and from the engine', () => {
+  // as the instance manager logs them: its leg's first token (gateway's arrival stamp, its start, the gateway's read),
+  // its engine's line relayed, and an admission on a credit
+  const leg = (rid: string, arrivalMs: number, startedMs: number, firstTokenMs: number) =>
+    JSON.stringify({ level: 20, time: firstTokenMs + 1, actor: 'instance', id: 'pool-all-n0-g0x1', rid, arrivalMs, startedMs, firstTokenMs, msg: 'leg first token' });
+  const engine = (rid: string, receivedMs: number, firstTokenMs: number) =>
+    JSON.stringify({ level: 20, time: Math.round(firstTokenMs) + 1, actor: 'instance', id: 'pool-all-n0-g0x1', stream: 'stdout', line: JSON.stringify({ level: 20, time: Math.round(firstTokenMs), name: 'engine-emulator', event: 'first_token', rid, receivedMs, firstTokenMs, msg: 'first token' }), msg: 'engine output' });
+  const credit = (rid: string, time: number) => JSON.stringify({ level: 20, time, actor: 'instance', id: 'pool-all-n0-g0x1', admission: 'credited_start', rid, type: 'SS', moves: 0, ageMs: 9, taken: true, msg: 'admission' });
+
+  it('the medians over the requests started after the replay\'s start, matched by request id', () => {
+    const log = [
+      leg('probe', 900, 905, 990), engine('probe', 960, 980), // before the replay's start: left out
+      // started by their instances: the engine takes them after the start
+      leg('a', 1000, 1004, 1100), engine('a', 1010.5, 1099.25), // to the engine 10.5, in 6.5, out 0.75
+      leg('b', 1010, 1012, 1200), engine('b', 1019, 1198), // 9, 7, 2
+      // on a credit: in its engine before its instance hears of it
+      credit('c', 1030), leg('c', 1020, 1030, 1300), engine('c', 1026, 1299.5), // 6, -4, 0.5
+      leg('d', 1040, 1045, 1400), // no engine line: left out
+      engine('e', 1100, 1150), // no leg line: left out
+      '{"level":20,"time":1500,"actor":"instance","stream":"stdout","line":"not json","msg":"engine output"}',
+      'not json',
+    ].join('\n');
+    // to the engine [6, 9, 10.5]: 9; in [-4, 6.5, 7]: 6.5; out [0.5, 0.75, 2]: 0.75
+    expect(engineHopOf(log, 1000)).toEqual({ toEngineMs: 9, inMs: 6.5, outMs: 0.75, n: 3, credited: 1 });
+  });
+
+  it('is undefined without the engines\' lines (an info-level log, or an engine that logs none)', () => {
+    expect(engineHopOf([leg('a', 1000, 1004, 1100), credit('a', 1004)].join('\n'), 1000)).toBeUndefined();
+    expect(engineHopOf('', 1000)).toBeUndefined();
   });
 });

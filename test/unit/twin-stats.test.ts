@@ -182,6 +182,16 @@ describe('collecting and pooling windows', () => {
     expect(few).toContain('informational, not judged: the p99s of MM (60 live, 60 sim) (fewer than 100 requests of the type on a side');
   });
 
+  it('judges a decision kind with none live and some simulated as outside; lists the data path each window simulated', () => {
+    const fill = (c: WindowCollector) => c.addTtft('live', 'SS', 0, 5);
+    const a = { ...window('a', fill, [100, 100], [0, 0]), decisions: { live: { clock: 0, reshard: 0 }, sim: { clock: 0, reshard: 2 } }, requestPathMs: { toEngineMs: 4.5, startToEngineMs: 0.25, toClientMs: 1.4, hopRequests: 59, hopToEngineMs: 4.75, hopOutMs: 1.1 } };
+    const b = window('b', fill, [100, 100], [0, 0]);
+    const report = poolReport([a, b], { resamples: 50 });
+    expect(report).toContain('| decisions: reshard | 0 | 2 | - | | - | 10% | outside |');
+    expect(report).toContain('| decisions: clock | 0 | 0 | - | | - | 10% | within |');
+    expect(report).toContain("a: 4.5 to the instance, 0.25 from its start to the engine, 1.40 from the engine to the client (medians over 59 live requests: 4.75 from the gateway's arrival stamp to the engine, 1.10 from the engine's first token to the gateway)");
+  });
+
   it('counts a window shorter than its block as one block', () => {
     const blocks: BlockSamples[] = pairedBlocks({ group: 'g', label: 'x', startS: 0, windowS: 5, speed: 1, blockS: 10, requests: { live: 0, sim: 0 }, energyJ: { live: null, sim: 0 }, decisions: { live: {}, sim: {} }, blocks: { live: {}, sim: {} } }, 'SS').map((x) => x.live);
     expect(blocks).toHaveLength(1);
