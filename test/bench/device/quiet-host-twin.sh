@@ -10,17 +10,31 @@
 #   bash test/bench/device/quiet-host-twin.sh
 # Without .device/ it runs with the node on PATH (a local try: JOBS="twin.bench:0:1 twin.bench:120:1" CLOCK_S=20).
 # JOBS: "bench:fromS[:cores]" each (bench: twin-reshard, the re-shard window; twin.bench, the clock window), default
-# three re-shard windows of $RESHARD_S (480) s of trace at speed 2 (240 s wall) from 0, 480 and 960 s, on cores 1-3,
-# 4-6, 7-9, and three clock windows of $CLOCK_S (240) s at speed 1 (240 s wall) from 0, 240 and 480 s on cores 10-11,
-# 12-13, 14-15: every live window within 4 min wall, all side by side; at the first hour's rates that pools about
-# 120-560 requests a type in the clock windows and 190-2,300 in the re-shard windows (SL about 15: informational).
+# three re-shard windows of $RESHARD_S (720) s of trace at speed 2 (360 s wall) on cores 1-3, 4-6, 7-9, and three clock
+# windows of $CLOCK_S (360) s at speed 1 (360 s wall) on cores 10-11, 12-13, 14-15, all side by side, sized so that
+# every window (its cluster's start, the live side, the counters' wait, its simulation) is done within about 470 s
+# there (windows of 240 s wall were done by 304 s); window i of a kind starts at i x its length into the trace (wrapped
+# into its first $TRACE_S (3500) s), i = 3 x ROUND + 0..2: ROUND=0 (default) 0, 720, 1440 s and 0, 360, 720 s;
+# ROUND=1 the next three of each (2160, 100, 820 s: the last two overlap ROUND=0's in trace time, each a live run of
+# its own; and 1080, 1440, 1800 s).
+# Each window logs at debug level: the instance managers' admissions (the data path's time to the instance) and the
+# engines' first tokens (the hop to and from the engine), which its simulation takes (twin.bench.ts).
 # Results: $OUT/summary.txt (the pooled tables, each window's own table) and $OUT/logs.tgz (each window's bench output
-# and samples); what has finished by $LIMIT_S (default 560) s is pooled.
+# and samples, qht/*.samples.json); what has finished by $LIMIT_S (default 560) s is pooled.
+# Pooling two calls (say ROUND=0, then ROUND=1): unpack each call's logs.tgz into its own folder and pool every
+# samples file together: node --import tsx test/bench/twin-pool.ts call1/qht/*.samples.json call2/qht/*.samples.json
 set -u
 cd "$(dirname "$0")/../../.."
 T0=$(date +%s); LIMIT_S=${LIMIT_S:-560}; FIRST_CORE=${FIRST_CORE:-1}; CORES=${CORES:-3}
-RESHARD_S=${RESHARD_S:-480}; CLOCK_S=${CLOCK_S:-240}; POOL_S=${POOL_S:-30}
-JOBS=${JOBS:-"twin-reshard:0 twin-reshard:480 twin-reshard:960 twin.bench:0:2 twin.bench:240:2 twin.bench:480:2"}
+RESHARD_S=${RESHARD_S:-720}; CLOCK_S=${CLOCK_S:-360}; POOL_S=${POOL_S:-30}; ROUND=${ROUND:-0}; TRACE_S=${TRACE_S:-3500}
+# window i of length len: from i x len, wrapped into the trace's first TRACE_S s
+from() { local x=$(( $1 * $2 )); [ $(( x + $2 )) -le "$TRACE_S" ] && echo $x || echo $(( x % (TRACE_S - $2) )); }
+if [ -z "${JOBS:-}" ]; then
+  JOBS=""
+  for i in 0 1 2; do JOBS="$JOBS twin-reshard:$(from $(( 3 * ROUND + i )) "$RESHARD_S")"; done
+  for i in 0 1 2; do JOBS="$JOBS twin.bench:$(from $(( 3 * ROUND + i )) "$CLOCK_S"):2"; done
+  JOBS=${JOBS# }
+fi
 OUT=${OUT:-/tmp/qht-out}; W=${WORK:-/tmp/qht}
 mkdir -p "$OUT" "$W"; rm -f "$W"/*.samples.json
 if [ -f .device/node.xz ]; then
@@ -31,7 +45,7 @@ if [ -f .device/node.xz ]; then
 fi
 { echo "cores: $(nproc)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)  commit: $(cat .device/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
   node --version; nats-server --version; date -u; uptime
-  echo "jobs: $JOBS; re-shard windows $RESHARD_S s of trace, clock windows $CLOCK_S s; limit $LIMIT_S s"; } > "$W/summary.txt"
+  echo "jobs: $JOBS; re-shard windows $RESHARD_S s of trace, clock windows $CLOCK_S s; round $ROUND; limit $LIMIT_S s"; } > "$W/summary.txt"
 pids=()
 core=$FIRST_CORE
 for job in $JOBS; do
