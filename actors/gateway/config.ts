@@ -22,7 +22,15 @@ export const gatewaySchema = z
      * the request must still fit NATS max_payload (1 MiB) once encoded.
      */
     bodyLimitBytes: z.number().int().positive().max(960 * 1024, 'bodyLimitBytes must stay below NATS max_payload (1 MiB): at most 983040').default(512 * 1024),
-    /** read-only bearer token accepted on /metrics only (for a Prometheus scraper), when apiKeys are set; default none. */
+    /**
+     * serve a non-loopback `host` without API keys: anyone who reaches the port may use the cluster. Without it
+     * such a gateway refuses to start (checkExposure); default false.
+     */
+    allowUnauthenticated: z.boolean().default(false),
+    /**
+     * read-only bearer token accepted on /metrics only (for a Prometheus scraper), when apiKeys are set; env
+     * DYNAMOLLM_METRICS_TOKEN when unset here; default none.
+     */
     metricsToken: z.string().min(16, 'metricsToken must be at least 16 characters').optional(),
     /** a client must send its request headers within this, ms (cuts slow-loris clients); default 5000. */
     headersTimeoutMs: z.number().int().positive().default(5000),
@@ -131,6 +139,37 @@ export const gatewaySchema = z
 
 export type GatewaySettings = z.infer<typeof gatewaySchema>;
 
+/** A value shipped in templates and examples: a gateway refuses it as a key or token (everyone knows it). */
+const PLACEHOLDER = /change-?me|replace-?me|placeholder|<[^>]*>/i;
+
+/** Whether `host` is a loopback address (only this machine reaches it). */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * The gateway's exposure, secure by default (throws ConfigError, not retryable: the same settings fail again): a
+ * non-loopback host needs API keys unless allowUnauthenticated says otherwise, and no key or metrics token may be a
+ * template's placeholder.
+ */
+export function checkExposure(g: GatewaySettings): void {
+  const placeholder = g.apiKeys.find((k) => PLACEHOLDER.test(k));
+  if (placeholder !== undefined) {
+    throw new ConfigError(`gateway API key '${placeholder}' is a placeholder from a template, known to everyone: set a secret key of your own (e.g. \`openssl rand -hex 24\`; Kubernetes: the Secret dynamollm-secrets, README "Deploying")`);
+  }
+  if (g.metricsToken !== undefined && PLACEHOLDER.test(g.metricsToken)) {
+    throw new ConfigError(`gateway metricsToken '${g.metricsToken}' is a placeholder from a template: set a secret token of your own (e.g. \`openssl rand -hex 24\`)`);
+  }
+  if (g.apiKeys.length === 0 && !isLoopback(g.host) && !g.allowUnauthenticated) {
+    throw new ConfigError(
+      `gateway.host ${g.host} is not a loopback address and no API keys are set: anyone who reaches it could use the cluster. ` +
+        'Set gateway.apiKeys or env DYNAMOLLM_API_KEYS (Kubernetes: the Secret dynamollm-secrets, README "Deploying"), ' +
+        'bind host 127.0.0.1, or set gateway.allowUnauthenticated: true to serve it without keys on purpose',
+    );
+  }
+}
+
 /** What the gateway's drain does past its delay and its streams' wait (router, elections, subscriptions, the port's close), ms. */
 export const DRAIN_MARGIN_MS = 5000;
 
@@ -158,8 +197,9 @@ export function splitConfig(raw: unknown, where = 'config'): { cluster: ClusterC
 const journalKeys = Object.keys(gatewaySchema.shape.journal.removeDefault().shape);
 
 /**
- * Applies `--set key=value` overrides (port, host, apiKeys=a,b, bodyLimitBytes, journal.sloShare=0.5, ...) and env
- * DYNAMOLLM_API_KEYS.
+ * Applies `--set key=value` overrides (port, host, apiKeys=a,b, bodyLimitBytes, journal.sloShare=0.5, ...), env
+ * DYNAMOLLM_API_KEYS and DYNAMOLLM_METRICS_TOKEN (when metricsToken is unset), and checks the result's exposure
+ * (checkExposure).
  */
 export function applyOverrides(g: GatewaySettings, extra: Record<string, string>, env: NodeJS.ProcessEnv = process.env): GatewaySettings {
   const out: Record<string, unknown> = { ...g };
@@ -173,11 +213,13 @@ export function applyOverrides(g: GatewaySettings, extra: Record<string, string>
     if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
     if (k === 'apiKeys' || k === 'models') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
     else if (k === 'host' || k === 'metricsToken' || k === 'dataPath' || k === 'requestPlane') out[k] = v;
-    else if (k === 'dashboard' || k === 'standby') out[k] = v === 'true' || v === '1';
+    else if (k === 'dashboard' || k === 'standby' || k === 'allowUnauthenticated') out[k] = v === 'true' || v === '1';
     else out[k] = Number(v);
   }
   if (env.DYNAMOLLM_API_KEYS) out.apiKeys = [...(out.apiKeys as string[]), ...env.DYNAMOLLM_API_KEYS.split(',').map((s) => s.trim()).filter(Boolean)];
+  if (out.metricsToken === undefined && env.DYNAMOLLM_METRICS_TOKEN) out.metricsToken = env.DYNAMOLLM_METRICS_TOKEN;
   const r = gatewaySchema.safeParse(out);
   if (!r.success) throw new ConfigError(`gateway settings are invalid:\n${r.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
+  checkExposure(r.data);
   return r.data;
 }
