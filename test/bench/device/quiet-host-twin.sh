@@ -37,12 +37,7 @@ if [ -z "${JOBS:-}" ]; then
 fi
 OUT=${OUT:-/tmp/qht-out}; W=${WORK:-/tmp/qht}
 mkdir -p "$OUT" "$W"; rm -f "$W"/*.samples.json
-if [ -f .device/node.xz ]; then
-  mkdir -p /tmp/bin
-  xz -d -c .device/node.xz > /tmp/bin/node && xz -d -c .device/nats-server.xz > /tmp/bin/nats-server
-  chmod +x /tmp/bin/node /tmp/bin/nats-server; export PATH=/tmp/bin:$PATH
-  tar -xJf .device/nm.tar.xz
-fi
+. test/bench/device/unpack.sh
 { echo "cores: $(nproc)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)  commit: $(cat .device/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
   node --version; nats-server --version; date -u; uptime
   echo "jobs: $JOBS; re-shard windows $RESHARD_S s of trace, clock windows $CLOCK_S s; round $ROUND; limit $LIMIT_S s"; } > "$W/summary.txt"
