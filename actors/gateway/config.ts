@@ -9,6 +9,9 @@ import { z } from 'zod';
 import { ConfigError, formatIssues, parseConfig, type ClusterConfig } from '../common/config.ts';
 import { DEFAULT_JOURNAL_TIMING } from './journal-writer.ts';
 
+/** an HTTP token (RFC 9110): a method or a field name; '*' is one too. */
+const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
 export const gatewaySchema = z
   .object({
     /** HTTP port; default 8000 (0 picks a free port). */
@@ -130,6 +133,15 @@ export const gatewaySchema = z
      * rest end with a retryable error (a resumable stream continues on another replica, docs/DATAPATH.md). Default 10000.
      */
     drainStreamsMs: z.number().int().min(0).max(3_600_000).default(10_000),
+    /**
+     * CORS, as vLLM's --allowed-origins, --allowed-methods, --allowed-headers, --allow-credentials (actors/gateway/cors.ts),
+     * with vLLM's defaults: any origin, method and header ('*'), no credentials. An origin is '*', 'null' or
+     * scheme://host[:port] as a browser sends it (no path, no trailing slash). A preflight is answered without an API key.
+     */
+    allowedOrigins: z.array(z.string().regex(/^(\*|null|[a-z][a-z0-9+.-]*:\/\/[^\s/]+)$/i, "an origin is '*', 'null' or scheme://host[:port] (no path, no trailing slash)")).default(['*']),
+    allowedMethods: z.array(z.string().regex(HTTP_TOKEN, 'a method is an HTTP token (e.g. GET, POST) or *')).default(['*']),
+    allowedHeaders: z.array(z.string().regex(HTTP_TOKEN, 'a header is an HTTP field name (e.g. Authorization) or *')).default(['*']),
+    allowCredentials: z.boolean().default(false),
     /** model ids served (/v1/models); default [the cluster's model]. */
     models: z.array(z.string().min(1)).optional(),
     /** serve the dashboard and /ws; default true. */
@@ -211,9 +223,9 @@ export function applyOverrides(g: GatewaySettings, extra: Record<string, string>
       continue;
     }
     if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
-    if (k === 'apiKeys' || k === 'models') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
+    if (k === 'apiKeys' || k === 'models' || k === 'allowedOrigins' || k === 'allowedMethods' || k === 'allowedHeaders') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
     else if (k === 'host' || k === 'metricsToken' || k === 'dataPath' || k === 'requestPlane') out[k] = v;
-    else if (k === 'dashboard' || k === 'standby' || k === 'allowUnauthenticated') out[k] = v === 'true' || v === '1';
+    else if (k === 'dashboard' || k === 'standby' || k === 'allowUnauthenticated' || k === 'allowCredentials') out[k] = v === 'true' || v === '1';
     else out[k] = Number(v);
   }
   if (env.DYNAMOLLM_API_KEYS) out.apiKeys = [...(out.apiKeys as string[]), ...env.DYNAMOLLM_API_KEYS.split(',').map((s) => s.trim()).filter(Boolean)];

@@ -146,6 +146,7 @@ export class GatewayActor extends Actor {
       port: s.port,
       host: s.host,
       apiKeys: s.apiKeys,
+      cors: { allowedOrigins: s.allowedOrigins, allowedMethods: s.allowedMethods, allowedHeaders: s.allowedHeaders, allowCredentials: s.allowCredentials },
       bodyLimitBytes: s.bodyLimitBytes,
       metricsToken: s.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN,
       headersTimeoutMs: s.headersTimeoutMs,

@@ -11,6 +11,7 @@ import type { HealthReport } from '../../src/runtime/health.ts';
 import type { ValidationLimits } from './openai.ts';
 import type { TokenSource } from './choices.ts';
 import type { JournalSlo, ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
+import type { CorsSettings } from './cors.ts';
 
 /** What the gateway needs from the cluster. */
 export interface GatewayBackend {
@@ -45,6 +46,8 @@ export interface GatewayServerOptions {
    * through the cookie `GET /?key=<key>` sets, /metrics also with `metricsToken`.
    */
   apiKeys?: string[];
+  /** CORS (cors.ts), as vLLM's --allowed-origins, --allowed-methods, --allowed-headers, --allow-credentials. Default vLLM's: any origin, method and header, no credentials. */
+  cors?: CorsSettings;
   /** read-only token accepted on /metrics only (Authorization: Bearer <token>), for a Prometheus scraper. */
   metricsToken?: string;
   /** largest request body, bytes (413 above, not retryable). Default 512 KiB (below NATS max_payload). */

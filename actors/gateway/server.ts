@@ -44,6 +44,7 @@ import { ApiKeys } from './auth.ts';
 export { apiKeyIdOf } from './auth.ts';
 import { countTokens, detokenizeRoute, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
 import { collectChoice, collectedBody } from './collect.ts';
+import { Cors } from './cors.ts';
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
 const STATIC: Record<string, string> = {
@@ -79,6 +80,9 @@ export class GatewayServer {
   private readonly aborts = new Set<AbortController>();
   private readonly counter: PromptCounter;
   private readonly tokenizers: Tokenizers;
+  private readonly cors: Cors;
+  /** models whose context length /v1/models is asking their tokenizer for. */
+  private readonly modelLenAsked = new Set<string>();
 
   constructor(opts: GatewayServerOptions) {
     this.opts = {
@@ -92,6 +96,7 @@ export class GatewayServer {
     this.counter = new PromptCounter(tokenize);
     this.tokenizers = { models: this.opts.models, tokenize, backend, counter: this.counter };
     this.auth = new ApiKeys(opts.apiKeys, opts.metricsToken);
+    this.cors = new Cors(opts.cors);
     // the timeouts below are enforced by a sweep every connectionsCheckingInterval (Node's default: 30 s)
     this.server = createServer({ connectionsCheckingInterval: 500 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
@@ -210,6 +215,14 @@ export class GatewayServer {
     const method = req.method ?? 'GET';
     if (this.opts.replicaId) res.setHeader('x-dynamollm-gateway', this.opts.replicaId);
     if (this.leaving) res.setHeader('connection', 'close');
+    const origin = req.headers.origin;
+    if (origin !== undefined) {
+      // CORS as vLLM's: a preflight is answered here, unauthenticated (a browser sends it without credentials)
+      const asked = req.headers['access-control-request-method'];
+      if (method === 'OPTIONS' && asked !== undefined) return this.corsPreflight(req, res, origin, asked);
+      const h = this.cors.answerHeaders(origin, req.headers.cookie !== undefined);
+      for (const k in h) res.setHeader(k, h[k]!);
+    }
     if (method === 'POST' && (req.url === '/v1/completions' || req.url === '/v1/chat/completions')) { // spelt exactly: their own path, no URL parse
       const authErr = this.auth.check(req);
       return authErr ? this.sendError(res, req.url, authErr) : this.inference(req, res, req.url, req.url === '/v1/completions' ? 'completion' : 'chat');
@@ -255,9 +268,13 @@ export class GatewayServer {
         const created = Math.floor(this.opts.clock.now() / 1000);
         const data = [];
         for (const id of this.opts.models) {
-          // the engine's context length, learnt from its tokenizer (asked once per model)
-          let maxLen = this.counter.maxModelLen.get(id);
-          if (maxLen === undefined) maxLen = await countTokens(this.counter, id, '', undefined).then((c) => c.maxModelLen, () => undefined);
+          // the engine's context length as its tokenizer last reported it; not known yet: asked in the background
+          // (one question per model at a time), the listing answers at once without it
+          const maxLen = this.counter.maxModelLen.get(id);
+          if (maxLen === undefined && !this.modelLenAsked.has(id)) {
+            this.modelLenAsked.add(id);
+            void countTokens(this.counter, id, '', undefined).catch(() => undefined).finally(() => this.modelLenAsked.delete(id));
+          }
           data.push({ id, object: 'model', created, owned_by: 'dynamollm', root: id, parent: null, ...(maxLen !== undefined ? { max_model_len: maxLen } : {}) });
         }
         return this.sendJson(res, path, 200, { object: 'list', data });
@@ -278,6 +295,13 @@ export class GatewayServer {
       }
     }
     return this.sendError(res, path, new HttpError(404, `no route for ${method} ${path}`, 'invalid_request_error', 'not_found'));
+  }
+
+  private corsPreflight(req: IncomingMessage, res: ServerResponse, origin: string, asked: string): void {
+    const requested = req.headers['access-control-request-headers'];
+    const p = this.cors.preflight(origin, asked, Array.isArray(requested) ? requested.join(',') : requested);
+    this.count(requestUrl(req.url)?.pathname ?? '/?', p.status);
+    res.writeHead(p.status, { ...p.headers, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(p.body) }).end(p.body);
   }
 
   /** `GET /?key=<key>`: a valid key becomes an HttpOnly cookie for the dashboard, then back to `/`. */
@@ -304,6 +328,29 @@ export class GatewayServer {
   }
 
   private async inferenceHeld(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit): Promise<void> {
+    // from its start, the client's leaving (or the hold limit) aborts what is under way for the request: the prompt's
+    // count, its admission, its legs; and its slots of maxInflight, taken at the in-flight check, are given back at its end
+    const ac = new AbortController();
+    const onClose = () => {
+      if (!res.writableEnded) ac.abort(new DynError('cancelled', 'client disconnected', { retryable: false }));
+    };
+    res.on('close', onClose);
+    hold.onPass(() => ac.abort(new DynError('unavailable', 'the request did not start within the gateway\'s hold limit', { retryable: true, retryAfterS: 1 })));
+    this.aborts.add(ac);
+    const slots = { n: 0 };
+    try {
+      await this.inferenceSlotted(req, res, route, kind, hold, ac, slots);
+    } finally {
+      res.off('close', onClose);
+      this.aborts.delete(ac);
+      if (slots.n > 0) {
+        this.inflight -= slots.n;
+        this.opts.metrics?.gatewayInflight.set(this.inflight);
+      }
+    }
+  }
+
+  private async inferenceSlotted(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit, ac: AbortController, slots: { n: number }): Promise<void> {
     const ct = req.headers['content-type'] ?? '';
     let parsed: ParsedRequest;
     let inputTokens: number;
@@ -333,9 +380,12 @@ export class GatewayServer {
         this.opts.metrics?.gatewayRejections.inc({ reason: 'inflight_limit' });
         throw new HttpError(429, `gateway at its in-flight limit (${this.opts.maxInflight})`, 'rate_limit_error', 'overloaded', null, 1);
       }
+      slots.n = parsed.n;
+      this.inflight += parsed.n;
+      this.opts.metrics?.gatewayInflight.set(this.inflight);
       // the engine's tokenizer counts the prompt (chat template applied); the context check happens here,
       // before anything is dispatched
-      const counted = await countTokens(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params);
+      const counted = await countTokens(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params, ac.signal);
       inputTokens = counted.count;
       if (!parsed.maxTokensGiven) parsed.maxTokens = Math.max(1, Math.min(parsed.maxTokens, counted.maxModelLen - counted.count));
       if (inputTokens + parsed.maxTokens > counted.maxModelLen) {
@@ -353,7 +403,7 @@ export class GatewayServer {
       if (err instanceof HttpError && err.status === 413) res.setHeader('connection', 'close');
       return this.sendError(res, route, err);
     }
-    if (hold.passed) return;
+    if (hold.passed || ac.signal.aborted) return; // answered already, or the client left
 
     const id = newRequestId();
     const now = this.opts.clock.now();
@@ -383,15 +433,6 @@ export class GatewayServer {
     // its own, as vLLM makes each choice a child request: child i samples with seed + i when a seed is given
     const n = parsed.n;
     const irs = n === 1 ? [ir] : Array.from({ length: n }, (_, i) => childRequest(ir, i));
-    const ac = new AbortController();
-    hold.onPass(() => ac.abort(new DynError('unavailable', 'the request did not start within the gateway\'s hold limit', { retryable: true, retryAfterS: 1 })));
-    this.aborts.add(ac);
-    this.inflight += n;
-    this.opts.metrics?.gatewayInflight.set(this.inflight);
-    const onClose = () => {
-      if (!res.writableEnded) ac.abort(new DynError('cancelled', 'client disconnected', { retryable: false }));
-    };
-    res.on('close', onClose);
     let complete = false;
     const created = Math.floor(now / 1000);
     let journal: Resumable | undefined = resumable ? { journal: this.opts.journal!.writer(id, 0, this.opts.sloOf?.(ir)), next: 0, sent: 0, prelude: '' } : undefined;
@@ -419,12 +460,8 @@ export class GatewayServer {
         ? await this.streamSse(res, route, parsed, id, created, inputTokens, sources, ac, timers, hold, journal)
         : await this.collect(res, route, parsed, id, created, inputTokens, sources.map((s) => inBatches(s)), ac, timers, hold);
     } finally {
-      res.off('close', onClose);
       // a request that did not complete ends its other choices (an admitted choice nobody reads is cancelled)
       if (!complete && n > 1 && !ac.signal.aborted) ac.abort(new DynError('cancelled', 'another choice of the request failed', { retryable: false }));
-      this.inflight -= n;
-      this.aborts.delete(ac);
-      this.opts.metrics?.gatewayInflight.set(this.inflight);
     }
   }
 

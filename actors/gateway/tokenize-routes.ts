@@ -16,10 +16,15 @@ export interface Tokenizers {
   counter: PromptCounter;
 }
 
-/** Counts with the engine's tokenizer; its refusal is a 400, an unreachable tokenizer a 503. */
-export async function countTokens(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params']): Promise<TokenCount> {
+/**
+ * Counts with the engine's tokenizer; its refusal is a 400, an unreachable tokenizer a 503. An abort of `signal` (the
+ * client left, the hold limit passed) ends the wait at once with the signal's reason (the count, under its own deadline,
+ * still fills the cache when it comes).
+ */
+export async function countTokens(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params'], signal?: AbortSignal): Promise<TokenCount> {
   try {
-    return await counter.count(model, prompt, messages, params);
+    const counting = counter.count(model, prompt, messages, params);
+    return await (signal ? untilAborted(counting, signal) : counting);
   } catch (err) {
     if (err instanceof TokenizeRefused) {
       if (err.code === 'invalid_request') throw badRequest(err.message, messages ? 'messages' : 'prompt');
@@ -27,6 +32,19 @@ export async function countTokens(counter: PromptCounter, model: string, prompt:
     }
     throw toHttp(err);
   }
+}
+
+/** `p`, or a rejection with the signal's reason once `signal` aborts, whichever comes first. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** The request body as a JSON object, within bodyLimitBytes (415 without a JSON content type, 400 for anything but an object). */
