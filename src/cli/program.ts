@@ -1,7 +1,8 @@
 /**
  * The command-line plumbing every `dynamollm` command shares (commander underneath):
  * - exit codes: 0 ok, 1 runtime failure (an error while running: a server unreachable, a failed check),
- *   2 usage error (unknown command or option, a missing or bad argument, an unreadable input file);
+ *   2 usage error (unknown command or option, a missing or bad argument, an unreadable input file, a config file its
+ *   schema refuses: ConfigError, with the schema's message);
  * - did-you-mean suggestions for unknown commands and options (commander's);
  * - errors are one line `dynamollm <command>: <message>`; the stack only with --verbose or env DEBUG set;
  * - `--json` means one thing wherever it is offered: the command's result as JSON on stdout, in place of
@@ -10,6 +11,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { UsageError } from './args.ts';
 import { UnknownIdError } from '../model/catalog.ts';
+import { ConfigError } from '../../actors/common/config.ts';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -98,7 +100,7 @@ export async function runProgram(program: Command, argv: string[], exit: ExitCod
       return EXIT_USAGE;
     }
     const cmd = commandPath(program, argv);
-    if (err instanceof UsageError || err instanceof UnknownIdError) {
+    if (err instanceof UsageError || err instanceof UnknownIdError || err instanceof ConfigError) {
       process.stderr.write(`dynamollm${cmd}: ${describeError(err)}\n(see 'dynamollm${cmd} --help')\n`);
       if (verbose) process.stderr.write(`${(err as Error).stack}\n`);
       return EXIT_USAGE;
