@@ -203,8 +203,8 @@ export function retryableAdmission(code: string | undefined): boolean {
 /** A tokenizer reply another attempt may fix: its instance's engine did not answer. */
 export const engineDown = (r: { ok: boolean; error?: WireError }): boolean => !r.ok && retryableAdmission(r.error?.code) && r.error?.retryable !== false;
 
-/** The engine call of leg `lr` at `nowMs` (the gateway's direct read): its deadline the leg's give-up time, its idle deadlines `idle`. */
-export function engineRequestOf(lr: InferenceRequest, nowMs: number, idle: EngineCompletionRequest['idle']): EngineCompletionRequest {
+/** The engine call of leg `lr` at `nowMs` (the gateway's direct read): its deadline the leg's give-up time, its idle deadlines `idle`; `counted`: the usage so far on every event (a leg that may migrate). */
+export function engineRequestOf(lr: InferenceRequest, nowMs: number, idle: EngineCompletionRequest['idle'], counted: boolean): EngineCompletionRequest {
   return {
     model: lr.model,
     prompt: lr.prompt ?? (lr.messages ? undefined : ''),
@@ -216,6 +216,7 @@ export function engineRequestOf(lr: InferenceRequest, nowMs: number, idle: Engin
     params: lr.params,
     requestId: lr.id,
     timeoutMs: Math.max(1000, lr.giveUpAtMs - nowMs),
+    continuousUsage: counted,
     ...(idle ? { idle } : {}),
   };
 }

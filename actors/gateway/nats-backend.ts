@@ -47,6 +47,7 @@ import { streamCompletionBatches, streamCompletionPush } from '../../src/engine/
 import { Http1Pool } from '../../src/engine/http1.ts';
 import { LeanAbort } from '../../src/engine/abort.ts';
 import { chunkExtras, type EngineChunk } from '../../src/engine/engine.ts';
+import { continuousUsage } from '../../src/engine/sse-event.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
@@ -451,7 +452,8 @@ export class NatsBackend implements GatewayBackend {
     if (signal.aborted) onAbort();
     const lr = leg.req;
     // silent past its idle deadline (a frozen engine), the leg ends as an engine failure and migrates (docs/DATAPATH.md "A hung engine")
-    const engineReq = engineRequestOf(lr, this.clock.now(), engineIdleBounds(lr.slo, this.engineIdle.fallback, this.engineIdle.settings));
+    // the engine's count of the tokens it made is asked for where a break continues the stream (or a stop string may cross into it)
+    const engineReq = engineRequestOf(lr, this.clock.now(), engineIdleBounds(lr.slo, this.engineIdle.fallback, this.engineIdle.settings), st.legs > 0 || canMigrate(req, st, this.migrationLimit));
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
     const sentBefore = st.sent;
     const offsetBase = st.legs > 0 ? codePointLength(st.text) : 0; // a continuation's logprobs text_offset: past the text before it
@@ -468,6 +470,9 @@ export class NatsBackend implements GatewayBackend {
     /** the first token's report waits for the end of its batch: a leg that ends in that batch says it in its end report. */
     let firstPending = false;
     let usage: EngineChunk['usage'];
+    // the last text event's usage so far (continuous usage), unparsed until the leg ends or breaks (sse-event.ts)
+    let usageJson: string | undefined;
+    const counted = () => (usageJson !== undefined && (usage = continuousUsage(usageJson) ?? usage), (usageJson = undefined));
     let finishReason: string | undefined;
     let stopReason: string | number | null | undefined;
     let tail: TokenChunk | undefined;
@@ -486,7 +491,8 @@ export class NatsBackend implements GatewayBackend {
         const x = cross && (ch.text !== '' || ch.finishReason) ? crossStopEvent(cross, ch) : undefined;
         if (x === 'hold') continue;
         if (x) [ch, stopped, cross] = [x.ch, x.stopped, x.ended ? undefined : cross];
-        if (ch.usage) usage = ch.usage;
+        if (ch.usage) [usage, usageJson] = [ch.usage, undefined];
+        else if (ch.usageJson !== undefined) usageJson = ch.usageJson;
         if (ch.finishReason) {
           finishReason = ch.finishReason;
           stopReason = ch.stopReason;
@@ -537,6 +543,7 @@ export class NatsBackend implements GatewayBackend {
         }
       }
       leg.onControl = () => {};
+      counted();
       // an engine that gave its own energy figure (the emulator's modelled one) is what the instance would answer:
       // the end is told without waiting for a reply, and the client's last chunk goes out a round trip sooner
       const reply = !instance ? undefined : usage?.energyJoules !== undefined
@@ -561,6 +568,9 @@ export class NatsBackend implements GatewayBackend {
       // text the client has been counted for goes out before the error or the next leg
       if (tail) yield [tail];
       const ended = ac.signal.reason instanceof LegEnded ? ac.signal.reason.error : undefined;
+      counted();
+      // the engine's count of the tokens it made (continuous usage: several in an event, or some whose text it held back)
+      if (usage?.completionTokens !== undefined) st.sent = Math.max(st.sent, sentBefore + usage.completionTokens);
       // the instance learns how its leg ended (it ended it itself when it sent the error)
       if (!ended && instance) charge(await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'failed', t, usage), undefined, 'failed');
       st.promptTokens ??= req.inputTokens;

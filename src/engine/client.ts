@@ -37,7 +37,7 @@ export function completionBody(req: EngineCompletionRequest): Record<string, unk
     model: req.model,
     max_tokens: req.maxTokens,
     stream: true,
-    stream_options: { include_usage: true },
+    stream_options: req.continuousUsage ? { include_usage: true, continuous_usage_stats: true } : { include_usage: true },
   };
   if (req.chat !== undefined) body.messages = req.chat;
   else if (req.prompt !== undefined) body.prompt = req.prompt;

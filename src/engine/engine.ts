@@ -50,6 +50,12 @@ export interface EngineCompletionRequest {
    * `firstMs` before the first token, or `nextMs` after it, ends the call with EngineStalledError. Absent: none.
    */
   idle?: { firstMs: number; nextMs: number };
+  /**
+   * ask for the usage so far on every event (vLLM's stream_options.continuous_usage_stats): the exact count of the
+   * tokens made when a stream breaks, whatever each event holds (several tokens with --stream-interval, none while the
+   * detokenizer holds text back).
+   */
+  continuousUsage?: boolean;
 }
 
 export interface EngineTokenizeRequest {
@@ -98,8 +104,13 @@ export interface EngineChunk {
   toolCalls?: Record<string, unknown>[];
   /** the event's delta.reasoning_content (chat, with a reasoning parser). */
   reasoning?: string;
-  /** set on the final usage chunk. */
+  /** set on the final usage chunk, and on an event parsed in full that carries the usage so far (continuous usage). */
   usage?: EngineUsage;
+  /**
+   * a text event's usage so far as the engine sent it (JSON, unparsed: sse-event.ts continuousUsage reads it), when the
+   * request asked for continuous usage (EngineCompletionRequest.continuousUsage) and the event took the fast path.
+   */
+  usageJson?: string;
 }
 
 export interface EngineExitInfo {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseEvent, TextEventScanner } from '../../src/engine/sse-event.ts';
+import { continuousUsage, parseEvent, TextEventScanner } from '../../src/engine/sse-event.ts';
 import type { EngineChunk } from '../../src/engine/engine.ts';
 import { streamChunk, textFrame } from '../../actors/gateway/openai.ts';
 
@@ -126,5 +126,32 @@ describe('TextEventScanner: the fast path of plain text events', () => {
       expect(fast.out).toEqual(slow.out);
       expect(frames(fast.out, chat)).toBe(frames(slow.out, chat));
     }
+  });
+
+  it("continuous usage (vLLM's every event with the usage so far): the text scanned, the usage kept unparsed, the same counts", () => {
+    const cu = (t: string, n: number, chat: boolean) => (chat ? vllm.chat(t).slice(0, -1) : vllm.text(t).replace(',"usage":null}', ''))
+      + `,"usage":{"prompt_tokens":7,"total_tokens":${7 + n},"completion_tokens":${n},"prompt_tokens_details":null}}`;
+    const asParsed = (c: EngineChunk | { error: string }) => {
+      if ('error' in c || c.usageJson === undefined) return c;
+      const { usageJson, ...rest } = c;
+      return { ...rest, usage: continuousUsage(usageJson) };
+    };
+    for (const chat of [false, true]) {
+      const events = TEXTS.map((t, i) => cu(t, 2 * i + 1, chat));
+      const slow = read(events, chat, false);
+      const fast = read(events, chat, true);
+      expect(fast.out.map(asParsed)).toEqual(slow.out.map((c) => ('usage' in c && c.usage ? { ...c, usage: { promptTokens: 7, completionTokens: c.usage.completionTokens } } : c)));
+      const scannable = TEXTS.slice(1).filter((t) => !Array.from({ length: t.length }, (_, i) => t.charCodeAt(i)).some((c) => c === 34 || c === 92 || c < 32)).length;
+      expect(fast.scanned).toBe(scannable);
+      expect(fast.out.filter((c) => 'usageJson' in c).length).toBe(scannable);
+    }
+    // a member after the usage (an error), or a usage that is not one flat object, goes to the full parse
+    const s = new TextEventScanner(false);
+    s.learn(cu(' a', 1, false), parseEvent(cu(' a', 1, false), false, 0));
+    expect(s.scan(cu(' b', 2, false), 1)).toEqual({ text: ' b', tokenIndex: 1, usageJson: '{"prompt_tokens":7,"total_tokens":9,"completion_tokens":2,"prompt_tokens_details":null}' });
+    expect(s.scan(cu(' b', 2, false).replace('null}}', 'null},"error":{"message":"boom"}}'), 1)).toBeUndefined();
+    expect(s.scan(cu(' b', 2, false).replace('"prompt_tokens_details":null', '"prompt_tokens_details":{"cached_tokens":0}'), 1)).toBeUndefined();
+    expect(continuousUsage('{"prompt_tokens":7,"completion_tokens":-1}')).toBeUndefined();
+    expect(continuousUsage('{"prompt_tokens":7,"completion_tokens":3')).toBeUndefined();
   });
 });

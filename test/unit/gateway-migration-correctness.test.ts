@@ -350,3 +350,30 @@ describe('a stop string split across legs', () => {
     expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'length' });
   });
 });
+
+describe("an engine's token count across legs (vLLM's continuous usage)", () => {
+  // vLLM's bytes: an event may hold several tokens (--stream-interval, text held back) and says so only in its usage so far
+  const vev = (text: string, n: number, finish: string | null = null) => ({
+    id: 'cmpl-1', object: 'text_completion', created: 1, model: 'm', choices: [{ index: 0, text, logprobs: null, finish_reason: finish, stop_reason: null }],
+    usage: { prompt_tokens: 2, total_tokens: 2 + n, completion_tokens: n },
+  });
+  it('the continuation asks for max_tokens less the tokens the engine made, and usage counts them all', async () => {
+    const dead = await engine(() => ({ events: [vev('a b c ', 3), vev('d e ', 5), vev('f ', 6)], dies: true }));
+    const peer = await engine(() => ({ events: [vev('g h ', 2), vev('i ', 3, 'length'), { choices: [], usage: { prompt_tokens: 9, completion_tokens: 3 } }], dies: false }));
+    const { clock, backend } = setup((k) => (k === 0 ? dead.url : peer.url));
+    try {
+      const req: InferenceRequest = { v: 1, id: 'cu1', model: 'm', kind: 'completion', prompt: 'hello', inputTokens: 2, maxTokens: 16, arrivalMs: START, giveUpAtMs: START + 600_000, streamSubject: subjects.stream('cu1') };
+      const { chunks, out } = await read(clock, backend, req);
+      await until(() => out.done === true);
+      expect(out.error).toBeUndefined();
+      expect(chunks.map((c) => c.text).join('')).toBe('a b c d e f g h i ');
+      expect(peer.bodies[0]!.max_tokens).toBe(10);
+      expect(peer.bodies[0]!.prompt).toBe('helloa b c d e f ');
+      expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'length', usage: { completionTokens: 9 } });
+      expect(dead.bodies[0]!.stream_options).toEqual({ include_usage: true, continuous_usage_stats: true });
+    } finally {
+      dead.close();
+      peer.close();
+    }
+  });
+});

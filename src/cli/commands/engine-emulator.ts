@@ -24,6 +24,7 @@ interface EmulatorOptions {
   longPrefillTokenThreshold?: string;
   maxWaiting?: string;
   streamInterval?: string;
+  tokenOffsets?: boolean;
   reasoningParser?: string;
   enablePrefixCaching?: boolean;
   blockSize?: string;
@@ -48,6 +49,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--long-prefill-token-threshold <n>', 'vLLM long_prefill_token_threshold: a prompt with more tokens left gets at most N per step; 0 = off', '0')
     .option('--max-waiting <n>', 'bound of the waiting queue (503 beyond it)', '4096')
     .option('--stream-interval <n>', "vLLM's --stream-interval: the first token streams at once, later ones in events of N tokens", '1')
+    .option('--no-token-offsets', "events of several tokens do not say when each was made (as vLLM's: only stream_options.continuous_usage_stats tells their count)")
     .option('--reasoning-parser <name>', "vLLM's --reasoning-parser: a chat's plain-text output opens with reasoning (the first half of its tokens), streamed as delta.reasoning_content")
     .option('--enable-prefix-caching', "vLLM's automatic prefix caching: a prompt's full KV blocks stay cached (LRU within the KV capacity) and a later prompt with the same leading blocks prefills only the rest")
     .option('--block-size <n>', "tokens per KV block (vLLM's --block-size; the prefix cache's granularity)", '16')
@@ -95,6 +97,7 @@ async function runEmulator(values: EmulatorOptions): Promise<number> {
     maxWaiting: posInt(num(values.maxWaiting, 'max-waiting', 4096), 'max-waiting'),
     zeroDelay: values.zeroDelay ?? false,
     streamInterval: posInt(num(values.streamInterval, 'stream-interval', 1), 'stream-interval'),
+    tokenOffsets: values.tokenOffsets !== false,
     enablePrefixCaching: values.enablePrefixCaching ?? false,
     ...(values.reasoningParser ? { reasoningParser: values.reasoningParser } : {}),
     blockSize: posInt(num(values.blockSize, 'block-size', 16), 'block-size'),

@@ -52,6 +52,11 @@ export interface EmulatorOptions {
    * (`dynamollm_token_offsets_ms`).
    */
   streamInterval?: number;
+  /**
+   * events of several tokens say when each was produced (`dynamollm_token_offsets_ms`); default true. False: they say
+   * nothing of it, as vLLM's events, whose token count only the usage tells (stream_options.continuous_usage_stats).
+   */
+  tokenOffsets?: boolean;
   /** vLLM's --reasoning-parser: a chat's plain-text output opens with reasoning, streamed as delta.reasoning_content (generate.ts). */
   reasoningParser?: string;
   /**
@@ -91,6 +96,8 @@ interface ParsedRequest {
   ignoreEos: boolean;
   stream: boolean;
   includeUsage: boolean;
+  /** stream_options.continuous_usage_stats with include_usage (as vLLM): every event carries the usage so far. */
+  continuousUsage: boolean;
   /** choices (vLLM's parallel sampling). */
   n: number;
   /** the prompt's full-block hashes (prefix caching on). */
@@ -297,7 +304,7 @@ export class EmulatorServer {
     if (promptTokens + maxTokens > maxLen) {
       throw new HttpError(400, `This model's maximum context length is ${maxLen} tokens. However, you requested ${promptTokens + maxTokens} tokens (${promptTokens} in the messages, ${maxTokens} in the completion). Please reduce the length of the messages or completion.`);
     }
-    const so = body.stream_options as { include_usage?: unknown } | undefined | null;
+    const so = body.stream_options as { include_usage?: unknown; continuous_usage_stats?: unknown } | undefined | null;
     let promptHash = 0x811c9dc5;
     for (const t of ids) promptHash = Math.imul(promptHash ^ t, 0x01000193) >>> 0;
     return {
@@ -309,6 +316,7 @@ export class EmulatorServer {
       ignoreEos: body.ignore_eos === true,
       stream: body.stream === true,
       includeUsage: so?.include_usage === true,
+      continuousUsage: so?.include_usage === true && so.continuous_usage_stats === true,
       n,
       ...(this.opts.enablePrefixCaching ? { prefixHashes: promptBlockHashes(ids, this.opts.blockSize ?? 16) } : {}),
     };
@@ -372,9 +380,11 @@ export class EmulatorServer {
       ',"stop_reason":' + (fr === null || stopReason === null ? 'null' : JSON.stringify(stopReason)) + '}]';
     const tailMid = tailOf(null);
     /** the event of output tokens [from, to) */
+    // continuous usage (vLLM's UsageInfo, its field order): the event's last member, the tokens made through it
+    const usageSoFar = (n: number) => p.continuousUsage ? `,"usage":{"prompt_tokens":${p.promptTokens},"total_tokens":${p.promptTokens + n},"completion_tokens":${n},"prompt_tokens_details":null}` : '';
     const tokenEvent = (from: number, to: number, fr: string | null, offsetsMs: number[] | null) => {
       const text = pl.pieces.slice(from, to).join('');
-      const offs = offsetsMs ? `,"dynamollm_token_offsets_ms":[${offsetsMs.join(',')}]` : '';
+      const offs = (offsetsMs && this.opts.tokenOffsets !== false ? `,"dynamollm_token_offsets_ms":[${offsetsMs.join(',')}]` : '') + usageSoFar(to);
       if (plain) return head + JSON.stringify(text) + (fr === null ? tailMid : tailOf(fr)) + offs + '}\n\n';
       const logprobs = logprobsOf(pl, chat, lpKey, from, to, textOffset(from));
       let choice: Record<string, unknown>;
@@ -459,7 +469,7 @@ export class EmulatorServer {
     });
     if (p.stream) {
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
-      if (chat) sse({ id, object, created, model, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
+      if (chat) sse({ id, object, created, model, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], ...(p.continuousUsage ? { usage: { prompt_tokens: p.promptTokens, total_tokens: p.promptTokens, completion_tokens: 0, prompt_tokens_details: null } } : {}) });
     }
   }
 
