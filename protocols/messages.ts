@@ -94,7 +94,8 @@ export const engineParams = z
     include_stop_str_in_output: z.boolean().optional(),
     skip_special_tokens: z.boolean().optional(),
     spaces_between_special_tokens: z.boolean().optional(),
-    truncate_prompt_tokens: z.number().int().positive().optional(),
+    /** the prompt's last k tokens only; -1: the last max_model_len (vLLM's meaning). */
+    truncate_prompt_tokens: z.number().int().min(-1).optional(),
     allowed_token_ids: tokenIds.optional(),
     bad_words: z.array(z.string()).optional(),
     // vLLM extras

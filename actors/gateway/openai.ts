@@ -113,8 +113,11 @@ export interface ParsedRequest {
 }
 
 export interface ValidationLimits {
-  /** largest max_tokens accepted (tokens). Default 16384. */
-  maxTokensLimit: number;
+  /**
+   * largest max_tokens accepted (tokens). Default none: as in vLLM, the engine's context length caps it (prompt +
+   * max_tokens over max_model_len is the context-length 400, checked once the prompt is counted).
+   */
+  maxTokensLimit?: number;
   /** largest `n` accepted (choices per request; each is a request to the cluster). Default 16. */
   maxN: number;
   /** max_tokens when the client gives none: completions (OpenAI default 16), chat (tokens). */
@@ -123,7 +126,6 @@ export interface ValidationLimits {
 }
 
 export const DEFAULT_LIMITS: ValidationLimits = {
-  maxTokensLimit: 16384,
   maxN: 16,
   defaultMaxTokensCompletion: 16,
   defaultMaxTokensChat: 256,
@@ -132,11 +134,11 @@ export const DEFAULT_LIMITS: ValidationLimits = {
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 const isInt = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x);
 
-function optInt(body: Record<string, unknown>, name: string, min: number, max: number): number | undefined {
+function optInt(body: Record<string, unknown>, name: string, min: number, max?: number): number | undefined {
   const v = body[name];
   if (v === undefined || v === null) return undefined;
   if (!isInt(v)) throw badRequest(`'${name}' must be an integer`, name);
-  if (v < min || v > max) throw badRequest(`'${name}' must be between ${min} and ${max}, got ${v}`, name);
+  if (v < min || (max !== undefined && v > max)) throw badRequest(max !== undefined ? `'${name}' must be between ${min} and ${max}, got ${v}` : `'${name}' must be at least ${min}, got ${v}`, name);
   return v;
 }
 
@@ -181,8 +183,9 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   const minTokens = optInt(body, 'min_tokens', 0, limits.maxTokensLimit);
   if (minTokens !== undefined && minTokens > maxTokens) throw badRequest(`'min_tokens' (${minTokens}) exceeds max_tokens (${maxTokens})`, 'min_tokens');
   const t = body.temperature;
-  if (t !== undefined && t !== null && (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 2)) {
-    throw badRequest("'temperature' must be a number between 0 and 2", 'temperature');
+  // vLLM (SamplingParams): any non-negative temperature
+  if (t !== undefined && t !== null && (typeof t !== 'number' || !Number.isFinite(t) || t < 0)) {
+    throw badRequest(`'temperature' must be a non-negative number, got ${JSON.stringify(t)}`, 'temperature');
   }
   const stream = optBool(body, 'stream') ?? false;
   let includeUsage = false;
@@ -245,7 +248,8 @@ function parseEngineParams(kind: ApiKind, body: Record<string, unknown>): Engine
   const rest: Record<string, unknown> = {};
   let any = false;
   for (const [k, v] of Object.entries(body)) {
-    if (STRUCTURAL.has(k) || v === null || v === undefined) continue;
+    // max_completion_tokens is a chat field: on /v1/completions it is an unknown name like any other (refused below)
+    if ((STRUCTURAL.has(k) && (k !== 'max_completion_tokens' || kind === 'chat')) || v === null || v === undefined) continue;
     const refused = REFUSED[k]?.(v);
     if (refused) throw badRequest(refused, k);
     if (REFUSED[k]) continue; // the default value of a refused parameter: nothing to carry

@@ -24,7 +24,7 @@ export interface Tokenizers {
 export async function countTokens(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params'], signal?: AbortSignal): Promise<TokenCount> {
   try {
     const counting = counter.count(model, prompt, messages, params);
-    return await (signal ? untilAborted(counting, signal) : counting);
+    return truncated(await (signal ? untilAborted(counting, signal) : counting), params?.truncate_prompt_tokens);
   } catch (err) {
     if (err instanceof TokenizeRefused) {
       if (err.code === 'invalid_request') throw badRequest(err.message, messages ? 'messages' : 'prompt');
@@ -32,6 +32,17 @@ export async function countTokens(counter: PromptCounter, model: string, prompt:
     }
     throw toHttp(err);
   }
+}
+
+/**
+ * The count the engine sees with vLLM's truncate_prompt_tokens `k`: the prompt's last k tokens (-1: the last
+ * max_model_len); a k over max_model_len is vLLM's 400.
+ */
+function truncated(c: TokenCount, k: number | undefined): TokenCount {
+  if (k === undefined) return c;
+  const keep = k === -1 ? c.maxModelLen : k;
+  if (keep > c.maxModelLen) throw badRequest(`truncate_prompt_tokens value (${keep}) is greater than max_model_len (${c.maxModelLen}). Please, select a smaller truncation size.`, 'truncate_prompt_tokens');
+  return keep < c.count ? { count: keep, maxModelLen: c.maxModelLen } : c;
 }
 
 /** `p`, or a rejection with the signal's reason once `signal` aborts, whichever comes first. */

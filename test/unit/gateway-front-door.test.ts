@@ -1,7 +1,8 @@
 /**
  * The gateway's front door while a prompt is being counted (the tokenizer's round trip): a client that leaves is never
  * submitted, maxInflight holds across the count, close() waits for counted requests; /v1/models answers without waiting
- * on a tokenizer; CORS as vLLM's (preflight without an API key, allow headers on answers, the settings validated).
+ * on a tokenizer; max_tokens capped by the context length only, truncate_prompt_tokens counted as the engine keeps the
+ * prompt; CORS as vLLM's (preflight without an API key, allow headers on answers, the settings validated).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { request as httpRequest } from 'node:http';
@@ -13,10 +14,12 @@ import type { InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest } fro
 class HeldTokenizer implements GatewayBackend {
   asked: TokenizeRequest[] = [];
   submitted: InferenceRequest[] = [];
+  /** answer at once. */
+  instant = false;
   private waiting: (() => void)[] = [];
   async tokenize(r: TokenizeRequest): Promise<TokenizeReply> {
     this.asked.push(r);
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (!this.instant) await new Promise<void>((resolve) => this.waiting.push(resolve));
     return { v: 1, ok: true, count: 5, maxModelLen: 4096 };
   }
   release(): void {
@@ -111,6 +114,31 @@ describe('/v1/models', () => {
     let known: number | undefined;
     for (let i = 0; i < 50 && known === undefined; i++) known = (await list()).data[0]!.max_model_len;
     expect(known).toBe(4096);
+  });
+});
+
+describe('max_tokens and truncate_prompt_tokens against the context length (vLLM)', () => {
+  it('max_tokens is capped by max_model_len - prompt only; truncate_prompt_tokens (-1: max_model_len) counts the prompt the engine keeps', async () => {
+    const backend = new HeldTokenizer();
+    backend.instant = true; // every prompt counts 5, max_model_len 4096
+    gw = new GatewayServer({ backend, port: 0, models: ['m'] });
+    const port = await gw.listen();
+    const post = async (body: Record<string, unknown>) => {
+      const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', prompt: 'hello', ...body }) });
+      return { status: r.status, body: (await r.json()) as { error?: { param: string | null; code: string | null; message: string } } };
+    };
+    expect((await post({ max_tokens: 4091 })).status).toBe(200);
+    expect(backend.submitted.at(-1)!.maxTokens).toBe(4091);
+    const over = await post({ max_tokens: 4092 });
+    expect([over.status, over.body.error?.code]).toEqual([400, 'context_length_exceeded']);
+    expect((await post({ max_tokens: 3, truncate_prompt_tokens: -1 })).status).toBe(200);
+    expect(backend.submitted.at(-1)!.params).toEqual({ truncate_prompt_tokens: -1 });
+    expect(backend.submitted.at(-1)!.inputTokens).toBe(5);
+    expect((await post({ max_tokens: 4094, truncate_prompt_tokens: 2 })).status).toBe(200);
+    expect(backend.submitted.at(-1)!.inputTokens).toBe(2);
+    const big = await post({ max_tokens: 3, truncate_prompt_tokens: 5000 });
+    expect([big.status, big.body.error?.param]).toEqual([400, 'truncate_prompt_tokens']);
+    expect(big.body.error?.message).toContain('greater than max_model_len (4096)');
   });
 });
 

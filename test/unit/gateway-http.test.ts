@@ -193,7 +193,7 @@ describe('gateway errors', () => {
     expect((await post('/v1/chat/completions', { model: 'm1', messages: [{ role: 'wizard', content: 'x' }] })).status).toBe(400);
     expect((await post('/v1/completions', { model: 'm1', prompt: 'x', n: 17 })).body.error?.param).toBe('n');
     expect((await post('/v1/completions', { model: 'm1', prompt: 'x', stream_options: { include_usage: true } })).status).toBe(400);
-    expect((await post('/v1/completions', { model: 'm1', prompt: 'x', temperature: 9 })).body.error?.param).toBe('temperature');
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'x', temperature: -1 })).body.error?.param).toBe('temperature');
     await expect(client().completions.create({ model: 'm1', prompt: 'x', max_tokens: 0 })).rejects.toMatchObject({ status: 400 });
   });
 

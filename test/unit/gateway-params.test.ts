@@ -69,6 +69,24 @@ describe('gateway request parameters', () => {
     expect(parseOpenAiRequest('chat', { model: 'm', messages: [{ role: 'user', content: 'x' }], n: 1, best_of: 1, use_beam_search: false }).params).toBeUndefined();
   });
 
+  it("validates as vLLM: any temperature >= 0, truncate_prompt_tokens >= -1, no max_tokens cap but the context's, max_completion_tokens only on chat", () => {
+    const chat = { model: 'm', messages: [{ role: 'user', content: 'x' }] };
+    expect(parseOpenAiRequest('chat', { ...chat, temperature: 3 }).temperature).toBe(3);
+    expect(refusal(() => parseOpenAiRequest('chat', { ...chat, temperature: -0.5 })).param).toBe('temperature');
+    const t = parseOpenAiRequest('completion', { model: 'm', prompt: 'x', truncate_prompt_tokens: -1 });
+    expect(t.params).toEqual({ truncate_prompt_tokens: -1 });
+    // -1 travels to the engine unchanged
+    const wire = { v: 1 as const, id: 'r1', model: 'm', kind: 'completion' as const, prompt: 'x', inputTokens: 5, maxTokens: 5, arrivalMs: 1, giveUpAtMs: 2, streamSubject: 'dyn.v1.stream.r1', params: t.params };
+    expect(InferenceRequest.decode(InferenceRequest.encode(wire), 's').params).toEqual({ truncate_prompt_tokens: -1 });
+    expect(refusal(() => parseOpenAiRequest('completion', { model: 'm', prompt: 'x', truncate_prompt_tokens: -2 })).param).toBe('truncate_prompt_tokens');
+    expect(parseOpenAiRequest('completion', { model: 'm', prompt: 'x', max_tokens: 100_000 }).maxTokens).toBe(100_000);
+    expect(parseOpenAiRequest('chat', { ...chat, max_completion_tokens: 50_000 }).maxTokens).toBe(50_000);
+    expect(refusal(() => parseOpenAiRequest('completion', { model: 'm', prompt: 'x', max_tokens: 0 })).param).toBe('max_tokens');
+    const mct = refusal(() => parseOpenAiRequest('completion', { model: 'm', prompt: 'x', max_completion_tokens: 5 }));
+    expect([mct.status, mct.param]).toEqual([400, 'max_completion_tokens']);
+    expect(mct.message).toContain('unsupported parameter');
+  });
+
   it('folds streamed logprobs and tool call deltas into one answer', () => {
     let lp = mergeLogprobs(undefined, { tokens: [' a'], token_logprobs: [-1], top_logprobs: [{ ' a': -1 }], text_offset: [0] });
     lp = mergeLogprobs(lp, { tokens: [' b'], token_logprobs: [-2], top_logprobs: [{ ' b': -2 }], text_offset: [2] });

@@ -288,7 +288,8 @@ export class EmulatorServer {
     if (body.model !== this.servedModelName) {
       throw new HttpError(404, `The model \`${String(body.model)}\` does not exist.`, 'NotFoundError');
     }
-    const ids = this.promptIds(body, chat);
+    const maxLen = this.opts.perf.model.maxContext;
+    const ids = truncatedIds(this.promptIds(body, chat), body.truncate_prompt_tokens, maxLen);
     const promptTokens = ids.length;
     const intField = (name: string, dflt: number, min: number): number => {
       const v = body[name];
@@ -300,7 +301,6 @@ export class EmulatorServer {
     const minTokens = intField('min_tokens', 0, 0);
     if (minTokens > maxTokens) throw new HttpError(400, `min_tokens (${minTokens}) must be <= max_tokens (${maxTokens})`);
     const n = intField('n', 1, 1);
-    const maxLen = this.opts.perf.model.maxContext;
     if (promptTokens + maxTokens > maxLen) {
       throw new HttpError(400, `This model's maximum context length is ${maxLen} tokens. However, you requested ${promptTokens + maxTokens} tokens (${promptTokens} in the messages, ${maxTokens} in the completion). Please reduce the length of the messages or completion.`);
     }
@@ -569,4 +569,16 @@ function bearerMatches(header: string | undefined, key: string): boolean {
   const want = Buffer.from(`Bearer ${key}`);
   const got = Buffer.from(header ?? '');
   return got.length === want.length && timingSafeEqual(got, want);
+}
+
+/**
+ * vLLM's truncate_prompt_tokens: the prompt's last k tokens (-1: the last max_model_len; absent: all of them); an
+ * integer below -1 or above max_model_len is a 400, as vLLM answers.
+ */
+function truncatedIds(ids: number[], k: unknown, maxModelLen: number): number[] {
+  if (k === undefined || k === null) return ids;
+  if (typeof k !== 'number' || !Number.isInteger(k) || k < -1) throw new HttpError(400, "'truncate_prompt_tokens' must be an integer >= -1");
+  const keep = k === -1 ? maxModelLen : k;
+  if (keep > maxModelLen) throw new HttpError(400, `truncate_prompt_tokens value (${keep}) is greater than max_model_len (${maxModelLen}). Please, select a smaller truncation size.`);
+  return keep < ids.length ? ids.slice(ids.length - keep) : ids;
 }
