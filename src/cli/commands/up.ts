@@ -36,13 +36,13 @@ import { checkAuthorization, startOwnNats, startOwnNatsCluster, type NatsHandle 
 import { localClusterAuth, renderServerConfig } from '../../runtime/nats-server-config.ts';
 import { actorNatsSettings, NATS_ENV_NAMES, settingsEnv, type NatsSettings } from '../../runtime/nats-settings.ts';
 import { inboxPrefix } from '../../../protocols/permissions.ts';
-import { checkProfileCovers, poolsOf, profilePathOf } from '../../../actors/common/config.ts';
+import { checkProfileCovers, ConfigError, poolsOf, profilePathOf } from '../../../actors/common/config.ts';
 import { loadProfile } from '../../telemetry/profile-io.ts';
 import { Supervisor, type ChildSpec } from '../../runtime/supervisor.ts';
 import { Bus } from '../../runtime/bus.ts';
 import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
 import { leasePlacementTag, subjects } from '../../../protocols/subjects.ts';
-import { splitConfig } from '../../../actors/gateway/config.ts';
+import { applyOverrides, splitConfig, type GatewaySettings } from '../../../actors/gateway/config.ts';
 import { launchArgs } from '../../../actors/common/launch-args.ts';
 import { cliArgs, REPO_ROOT } from '../../runtime/code-path.ts';
 
@@ -110,6 +110,18 @@ async function up(values: UpOptions): Promise<number> {
     }
   }
   const port = values.port !== undefined ? num(values.port, 'port') : gateway.port;
+  // the gateway's settings as its processes will read them (the file, --port, env DYNAMOLLM_API_KEYS), through its
+  // own schema and exposure check before anything starts: a setting it refuses would fail every restart of it
+  let settings: GatewaySettings;
+  try {
+    settings = applyOverrides(gateway, { port: String(port) });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(`${values.port !== undefined ? `--port ${values.port}` : where}: ${err.message}`);
+    throw err;
+  }
+  if (port !== 0 && port + settings.replicas - 1 > 65535) {
+    throw new UsageError(`--port ${port} with ${settings.replicas} gateway replicas needs ports ${port}..${port + settings.replicas - 1}: the last must be at most 65535`);
+  }
   const readyTimeoutS = num(values.readyTimeout, 'ready-timeout');
   const standbys = num(values.standbys, 'standbys');
   const natsNodes = num(values.natsNodes, 'nats-nodes');
