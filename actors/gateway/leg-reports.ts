@@ -1,0 +1,105 @@
+/**
+ * The gateway's leg reports to the instance that granted a direct leg (LegReport: started, first token, credited, end):
+ * held until the end of the event-loop turn and published together, or asked as a request where a reply is wanted.
+ */
+import type { Bus } from '../../src/runtime/bus.ts';
+import { subjects } from '../../protocols/subjects.ts';
+import { senderTrusted } from '../../protocols/codec.ts';
+import { LegReply, LegReport } from '../../protocols/messages.ts';
+import type { EngineChunk } from '../../src/engine/engine.ts';
+import type { CreditGrant } from '../../src/policy/machines/credits.ts';
+import type { RequestRouter, RoutedAdmission } from './router.ts';
+import type { LegTiming } from './legs.ts';
+/** Leg reports held at most: past it the held ones are published at once. */
+export const LEG_REPORT_BATCH = 256;
+/** the held reports' codec: built here from checked values, packed without the sender's check (the instance validates them). */
+const HeldReport = senderTrusted(LegReport);
+const heldReports = new WeakMap<Bus, { instance: string; rep: LegReport }[]>();
+/** the gateway process each bus reports for (reportAs). */
+const reporters = new WeakMap<Bus, NonNullable<LegReport['gateway']>>();
+
+/**
+ * The gateway process whose leg reports go out on `bus` (its Heartbeat's id and startedMs): its reports that tell an
+ * instance the leg is taken (started, first_token, credited) name it, so that the instance frees the leg's seat soon
+ * after that process is gone (its heartbeats lapsed), not at the request's give-up time.
+ */
+export function reportAs(bus: Bus, gateway: NonNullable<LegReport['gateway']>): void {
+  reporters.set(bus, gateway);
+}
+
+/** `rep` with its gateway process named (an end report needs none: the leg is over). */
+function stamped(bus: Bus, rep: LegReport): LegReport {
+  const gateway = rep.phase === 'end' || rep.gateway ? undefined : reporters.get(bus);
+  return gateway ? { ...rep, gateway } : rep;
+}
+
+/**
+ * A leg report (first token, started, an end without reply) to the instance that granted the leg; no reply.
+ * Held until the end of the event-loop turn (setImmediate), or until LEG_REPORT_BATCH are held, and then
+ * published together: the NATS client writes what it is given in one tick with one socket write, so the
+ * reports of every leg that ended in one turn cost one write, not one each. A leg's reports keep their order.
+ */
+export function legReport(bus: Bus, instance: string, rep: LegReport): void {
+  let q = heldReports.get(bus);
+  if (!q) heldReports.set(bus, (q = []));
+  q.push({ instance, rep });
+  if (q.length === 1) setImmediate(() => flushLegReports(bus));
+  else if (q.length >= LEG_REPORT_BATCH) flushLegReports(bus);
+}
+
+/** Publishes the held leg reports now (before a report that asks for a reply, so it cannot overtake them). */
+export function flushLegReports(bus: Bus): void {
+  const q = heldReports.get(bus);
+  if (!q || q.length === 0) return;
+  heldReports.set(bus, []);
+  for (const { instance, rep } of q) {
+    try {
+      bus.publish(subjects.instanceLeg(instance), HeldReport, stamped(bus, rep));
+    } catch {
+      // the connection is gone: the instance frees the slot at the request's deadline
+    }
+  }
+}
+
+/**
+ * A leg started on a credit, told to its instance (LegReport 'credited', with the request): held and published
+ * with the turn's other reports, or, when the credit asks for a top-up, a request (the held reports first, so
+ * none is overtaken) whose reply's loan goes to the router (never awaited by the leg).
+ */
+export function creditedReport(
+  bus: Bus, instance: string, id: string, c: NonNullable<RoutedAdmission['credited']>, grant: CreditGrant, startedMs: number | undefined, timeoutMs: number, router: RequestRouter | undefined,
+): void {
+  const rep: LegReport = { v: 1, id, phase: 'credited', request: c.req, credit: { gateway: c.gateway, epoch: c.epoch, ...(c.topUp ? { topUp: true } : {}) } };
+  if (!c.topUp) return legReport(bus, instance, rep);
+  flushLegReports(bus);
+  const ctx = { grant, pool: c.req.pool ?? '', ...(startedMs !== undefined ? { startedMs } : {}) };
+  const loan = (l: LegReply['credit']) => router?.creditLoan?.(instance, l, ctx);
+  bus.request(subjects.instanceLeg(instance), LegReport, stamped(bus, rep), LegReply, { timeoutMs }).then((r) => loan(r.ok ? r.credit : undefined), () => loan(undefined));
+}
+
+/**
+ * The leg's end to its instance, which answers with the energy it attributes to the leg (undefined: not known).
+ * `timeoutMs` 0: published, no reply asked for (the gateway knows the energy already); returns true.
+ */
+export function endReport(bus: Bus, timeoutMs: 0, instance: string, id: string, outcome: 'ok' | 'failed', t: LegTiming, usage: EngineChunk['usage']): true;
+export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed', t: LegTiming, usage: EngineChunk['usage']): Promise<LegReply | undefined>;
+export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed', t: LegTiming, usage: EngineChunk['usage']): Promise<LegReply | undefined> | true {
+  const rep: LegReport = { v: 1, id, phase: 'end', outcome, completionTokens: usage?.completionTokens ?? t.tokens, tbtSumMs: t.tbtSum, tbtMaxMs: t.tbtMax, tbtN: t.tbtN };
+  if (t.firstMs !== undefined) rep.firstTokenMs = t.firstMs;
+  if (usage?.promptTokens !== undefined) rep.promptTokens = usage.promptTokens;
+  if (usage?.energyJoules !== undefined) rep.engineEnergyJ = usage.energyJoules;
+  if (timeoutMs === 0) {
+    legReport(bus, instance, rep);
+    return true;
+  }
+  return endRequest(bus, timeoutMs, instance, rep);
+}
+
+async function endRequest(bus: Bus, timeoutMs: number, instance: string, rep: LegReport): Promise<LegReply | undefined> {
+  flushLegReports(bus);
+  try {
+    return await bus.request(subjects.instanceLeg(instance), LegReport, rep, LegReply, { timeoutMs });
+  } catch {
+    return undefined; // the instance died with its engine: its leg's energy is not known
+  }
+}
