@@ -85,6 +85,7 @@ interface Leg {
   sub: { unsubscribe(): void };
   /** while the gateway streams this leg from an engine: takes the control chunks (an error ends the leg). */
   onControl?: (c: TokenChunk) => void;
+  /** while streamed from an engine: ends that call (the request's abort, through the stream's one listener). */ onAbort?: () => void;
   cancelSent: { done: boolean };
   /** the cluster's admission (or, when the instance's grant came first, what the grant says). */
   admission: Admission;
@@ -332,6 +333,7 @@ export class NatsBackend implements GatewayBackend {
       const leg = cur.leg;
       leg?.q.fail(failed);
       if (leg) this.cancel(leg.req.id, failed.message, leg.cancelSent);
+      leg?.onAbort?.();
     };
     signal.addEventListener('abort', onAbort, { once: true });
     const firstByMs = this.clock.now() + Math.max(this.admitTimeoutMs, this.holdLimitMs);
@@ -447,8 +449,7 @@ export class NatsBackend implements GatewayBackend {
     };
     leg.onControl = stopLeg;
     for (let c = leg.q.take(); c; c = leg.q.take()) stopLeg(c);
-    const onAbort = () => ac.abort(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
+    const onAbort = (leg.onAbort = () => ac.abort(signal.reason));
     if (signal.aborted) onAbort();
     const lr = leg.req;
     // silent past its idle deadline (a frozen engine), the leg ends as an engine failure and migrates (docs/DATAPATH.md "A hung engine")
@@ -585,7 +586,7 @@ export class NatsBackend implements GatewayBackend {
       return 'done';
     } finally {
       if (startTimer !== undefined) this.clock.clearTimeout(startTimer);
-      signal.removeEventListener('abort', onAbort);
+      leg.onAbort = undefined;
     }
   }
 

@@ -86,13 +86,10 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   let ended = 0;
   // a resumed chat stream had its role chunk (event 0)
   let first = !(r && r.next > 0);
-  // read per event: a flag, not AbortSignal's checked getter
-  let aborted = ac.signal.aborted;
-  const onAborted = () => (aborted = true);
-  if (!aborted) ac.signal.addEventListener('abort', onAborted, { once: true });
+  const signal = ac.signal; // read once per batch: no listener of its own
   /** the chunks of choice i that came together; a boolean (the result) once the client's stream is over. */
   const onBatch = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
-    if (aborted) return false;
+    if (signal.aborted) return false;
     for (const c of batch) {
       if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
       if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
@@ -148,7 +145,6 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     if (ac.signal.aborted) return false;
     return fail(toHttp(err));
   } finally {
-    ac.signal.removeEventListener('abort', onAborted);
     w.drop();
   }
 }
