@@ -1,6 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { packRaw, ProtocolError, VersionMismatchError, ALL_CODECS } from '../../protocols/index.ts';
 import { SAMPLES, CODECS } from '../fixtures/actors/samples.ts';
+import { senderTrusted } from '../../protocols/codec.ts';
+import { LegReport, type LegReport as LegReportT } from '../../protocols/messages.ts';
 
 describe('codec: every message type', () => {
   it('has a sample for every codec', () => {
@@ -45,4 +47,17 @@ describe('codec: every message type', () => {
       });
     });
   }
+});
+
+describe('codec: senderTrusted (a hot sender that builds its values from checked ones)', () => {
+  it('packs the same bytes without the sender-side check; the receiver still validates', () => {
+    const trusted = senderTrusted(LegReport);
+    const good = SAMPLES.LegReport as LegReportT;
+    expect(trusted.encode(good)).toEqual(LegReport.encode(good));
+    const bad = { ...good, phase: 'nonsense' } as unknown as LegReportT;
+    expect(() => LegReport.encode(bad)).toThrow(ProtocolError);
+    const bytes = trusted.encode(bad);
+    expect(() => trusted.decode(bytes, 'x')).toThrow(ProtocolError);
+    expect(() => LegReport.decode(bytes, 'x')).toThrow(ProtocolError);
+  });
 });
