@@ -15,6 +15,23 @@ export function childRequest(ir: InferenceRequest, i: number): InferenceRequest 
 }
 
 /**
+ * Every choice submitted (`submit` once each): their sources in order, or the first refusal's reason. One choice awaits
+ * its own promise (no allSettled and its result objects per request).
+ */
+export async function submitAll<S>(irs: readonly InferenceRequest[], submit: (r: InferenceRequest) => Promise<S>): Promise<S[] | { refused: unknown }> {
+  if (irs.length === 1) {
+    try {
+      return [await submit(irs[0]!)];
+    } catch (err) {
+      return { refused: err };
+    }
+  }
+  const settled = await Promise.allSettled(irs.map(submit));
+  const refused = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  return refused ? { refused: refused.reason as unknown } : settled.map((x) => (x as PromiseFulfilledResult<S>).value);
+}
+
+/**
  * The chunks of several streams as they arrive, each with its stream's index. A stream that fails fails the
  * merge; leaving it early (return, throw) ends the streams still open.
  */

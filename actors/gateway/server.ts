@@ -27,7 +27,7 @@ import { subjects } from '../../protocols/subjects.ts';
 import {
   HttpError, badRequest, probeOf, PROBE_HEADER, parseOpenAiRequest, toHttp, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
-import { childRequest, inBatches, type TokenSource } from './choices.ts';
+import { childRequest, inBatches, submitAll, type TokenSource } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
 import { HoldLimit } from './hold-limit.ts';
 import { readBody } from './body.ts';
@@ -440,16 +440,14 @@ export class GatewayServer {
     const headHeld = journal?.journal.head({ req: ir, created, includeUsage: parsed.includeUsage, continuousUsage: parsed.continuousUsage });
     const hooks: StreamHooks | undefined = journal ? { onLeg: (leg) => journal?.journal.leg(leg) } : undefined;
     try {
-      const submitted = await Promise.allSettled(irs.map((r) => this.opts.backend.submit(r, ac.signal, hooks)));
-      const refused = submitted.find((x): x is PromiseRejectedResult => x.status === 'rejected');
-      if (refused) {
+      const sources = await submitAll<TokenSource>(irs, (r) => this.opts.backend.submit(r, ac.signal, hooks));
+      if (!Array.isArray(sources)) {
         if (ac.signal.aborted && !res.writable) return;
         journal?.journal.stop('the request was refused');
-        const err: unknown = refused.reason;
+        const err = sources.refused;
         this.opts.metrics?.gatewayRejections.inc({ reason: err instanceof DynError ? err.code : 'internal' });
         return this.sendError(res, route, toHttp(err));
       }
-      const sources = submitted.map((x) => (x as PromiseFulfilledResult<TokenSource>).value);
       if (headHeld && !(await headHeld)) {
         // the journal did not hold the head in time: the stream is served as it is, not resumable (the header says so)
         journal = undefined;
