@@ -93,6 +93,7 @@ export interface ParsedRequest {
   /** completions: the prompt text, or token ids. */
   prompt?: string | number[];
   messages?: ChatMessageIn[];
+  /** 0: echo without generation (completions with echo; echo.ts). */
   maxTokens: number;
   /** choices to return (OpenAI's `n`); each is its own request to the cluster, as vLLM makes each its own child request. */
   n: number;
@@ -178,7 +179,12 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   const n = optInt(body, 'n', 1, limits.maxN) ?? 1;
   // vLLM: best_of, when given, must be at least n (and this cluster supports only best_of 1)
   if (n > 1 && body.best_of === 1) throw badRequest(`best_of must be greater than or equal to n, got n=${n} and best_of=1`, 'best_of');
-  const given = (kind === 'chat' ? optInt(body, 'max_completion_tokens', 1, limits.maxTokensLimit) : undefined) ?? optInt(body, 'max_tokens', 1, limits.maxTokensLimit);
+  // vLLM: /v1/completions with echo takes max_tokens 0 (the prompt alone: echo.ts)
+  const echo = kind === 'completion' && body.echo === true;
+  const given = (kind === 'chat' ? optInt(body, 'max_completion_tokens', 1, limits.maxTokensLimit) : undefined) ?? optInt(body, 'max_tokens', echo ? 0 : 1, limits.maxTokensLimit);
+  if (given === 0 && body.logprobs !== undefined && body.logprobs !== null) {
+    throw badRequest('logprobs with echo and max_tokens 0 are prompt logprobs, which are not supported: the cluster streams from the engine, and vLLM returns prompt logprobs only without streaming', 'logprobs');
+  }
   const maxTokens = given ?? (kind === 'chat' ? limits.defaultMaxTokensChat : limits.defaultMaxTokensCompletion);
   const minTokens = optInt(body, 'min_tokens', 0, limits.maxTokensLimit);
   if (minTokens !== undefined && minTokens > maxTokens) throw badRequest(`'min_tokens' (${minTokens}) exceeds max_tokens (${maxTokens})`, 'min_tokens');

@@ -45,6 +45,7 @@ export { apiKeyIdOf } from './auth.ts';
 import { countTokens, detokenizeRoute, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
 import { collectChoice, collectedBody } from './collect.ts';
 import { Cors } from './cors.ts';
+import { echoSource, echoedPrompt } from './echo.ts';
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
 const STATIC: Record<string, string> = {
@@ -354,6 +355,7 @@ export class GatewayServer {
     const ct = req.headers['content-type'] ?? '';
     let parsed: ParsedRequest;
     let inputTokens: number;
+    let echoed: string | undefined; // the prompt's text, for echo without generation
     let resumable = false;
     let opted = false;
     try {
@@ -372,7 +374,7 @@ export class GatewayServer {
       if (optIn === 'invalid') throw badRequest(`${RESUMABLE_HEADER} takes the value 1 (a resumable stream)`);
       opted = optIn;
       // one streamed choice, and a journal to keep it in: otherwise the stream is vLLM's as it is
-      resumable = optIn && parsed.stream && parsed.n === 1 && this.opts.journal !== undefined;
+      resumable = optIn && parsed.stream && parsed.n === 1 && this.opts.journal !== undefined && parsed.maxTokens > 0;
       if (!this.opts.models.includes(parsed.model)) {
         throw new HttpError(404, `The model '${parsed.model}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
       }
@@ -397,6 +399,7 @@ export class GatewayServer {
           'invalid_request_error', 'context_length_exceeded', kind === 'chat' ? 'messages' : 'prompt',
         );
       }
+      if (parsed.maxTokens === 0) echoed = await echoedPrompt(this.tokenizers, parsed);
     } catch (err) {
       if (hold.passed) return; // answered already
       // a refused body may still be arriving; answer and close rather than read it
@@ -440,7 +443,7 @@ export class GatewayServer {
     const headHeld = journal?.journal.head({ req: ir, created, includeUsage: parsed.includeUsage, continuousUsage: parsed.continuousUsage });
     const hooks: StreamHooks | undefined = journal ? { onLeg: (leg) => journal?.journal.leg(leg) } : undefined;
     try {
-      const sources = await submitAll<TokenSource>(irs, (r) => this.opts.backend.submit(r, ac.signal, hooks));
+      const sources = echoed !== undefined ? irs.map((r) => echoSource(r, echoed)) : await submitAll<TokenSource>(irs, (r) => this.opts.backend.submit(r, ac.signal, hooks));
       if (!Array.isArray(sources)) {
         if (ac.signal.aborted && !res.writable) return;
         journal?.journal.stop('the request was refused');

@@ -2,7 +2,7 @@
  * The gateway's front door while a prompt is being counted (the tokenizer's round trip): a client that leaves is never
  * submitted, maxInflight holds across the count, close() waits for counted requests; /v1/models answers without waiting
  * on a tokenizer; max_tokens capped by the context length only, truncate_prompt_tokens counted as the engine keeps the
- * prompt; CORS as vLLM's (preflight without an API key, allow headers on answers, the settings validated).
+ * prompt, echo with max_tokens 0 the prompt alone; CORS as vLLM's (preflight without an API key, allow headers on answers, the settings validated).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { request as httpRequest } from 'node:http';
@@ -139,6 +139,38 @@ describe('max_tokens and truncate_prompt_tokens against the context length (vLLM
     const big = await post({ max_tokens: 3, truncate_prompt_tokens: 5000 });
     expect([big.status, big.body.error?.param]).toEqual([400, 'truncate_prompt_tokens']);
     expect(big.body.error?.message).toContain('greater than max_model_len (4096)');
+  });
+});
+
+describe('echo without generation (/v1/completions, echo and max_tokens 0, as vLLM)', () => {
+  it('each choice is the prompt alone, finish_reason length, streamed or not; nothing goes to the cluster', async () => {
+    const backend = new HeldTokenizer();
+    backend.instant = true; // every prompt counts 5
+    gw = new GatewayServer({ backend, port: 0, models: ['m'] });
+    const port = await gw.listen();
+    const post = async (body: Record<string, unknown>) => {
+      const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', echo: true, max_tokens: 0, ...body }) });
+      return { status: r.status, text: await r.text() };
+    };
+    const one = await post({ prompt: 'Say it back', n: 2 });
+    expect(one.status).toBe(200);
+    const body = JSON.parse(one.text) as { choices: { index: number; text: string; finish_reason: string }[]; usage: { prompt_tokens: number; completion_tokens: number } };
+    expect(body.choices).toEqual([expect.objectContaining({ index: 0, text: 'Say it back', finish_reason: 'length' }), expect.objectContaining({ index: 1, text: 'Say it back', finish_reason: 'length' })]);
+    expect(body.usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 0 });
+    const streamed = await post({ prompt: 'Say it back', stream: true, stream_options: { include_usage: true } });
+    const events = streamed.text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+    expect(events.at(-1)).toBe('[DONE]');
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { choices: { text: string; finish_reason: string | null }[]; usage?: { completion_tokens: number } });
+    expect(chunks.map((c) => c.choices[0]?.text).join('')).toBe('Say it back');
+    expect(chunks.at(-2)!.choices[0]!.finish_reason).toBe('length');
+    expect(chunks.at(-1)!.usage).toMatchObject({ completion_tokens: 0 });
+    // a token-id prompt is echoed as its text (the built-in tokenizer's)
+    const ids = JSON.parse((await post({ prompt: [15043, 3186] })).text) as { choices: { text: string }[] };
+    expect(ids.choices[0]!.text.trim().length).toBeGreaterThan(0);
+    expect(backend.submitted).toEqual([]);
+    // max_tokens 0 needs echo; echo's logprobs at 0 tokens would be prompt logprobs (refused)
+    expect((await post({ prompt: 'x', echo: false })).status).toBe(400);
+    expect((await post({ prompt: 'x', logprobs: 1 })).status).toBe(400);
   });
 });
 
