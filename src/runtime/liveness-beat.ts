@@ -7,10 +7,14 @@
  * are adopted by its successor (src/runtime/adoption.ts), which reads the same file; and no NATS is involved (an
  * outage of NATS must not look like every process hanging).
  *
+ * The file is opened once and each beat overwrites its start in place (one pwrite: no open, truncate and close every
+ * beat, and no read of the supervisor ever finds it empty); the beat only grows, so nothing of an earlier one is left.
+ * A write that fails opens the file again at the next beat.
+ *
  * The variables are removed from this process's environment once read: a process it starts (a gateway's workers,
  * an instance's engine) does not beat for it.
  */
-import { writeFileSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 
 export const LIVENESS_FILE_ENV = 'DYNAMOLLM_LIVENESS_FILE';
 export const LIVENESS_BEAT_ENV = 'DYNAMOLLM_LIVENESS_BEAT_MS';
@@ -26,11 +30,15 @@ export function startLivenessBeat(env: NodeJS.ProcessEnv = process.env): boolean
   if (!file || started) return started;
   started = true;
   let n = 0;
+  let fd: number | undefined;
   const beat = () => {
     try {
-      writeFileSync(file, `${process.pid} ${++n}\n`);
+      fd ??= openSync(file, 'w');
+      writeSync(fd, `${process.pid} ${++n}\n`, 0);
     } catch {
-      // the supervisor's directory is gone (it stopped): nobody reads the beat
+      // the supervisor's directory is gone (it stopped): nobody reads the beat; a later beat opens the file again
+      if (fd !== undefined) closeQuietly(fd);
+      fd = undefined;
     }
   };
   beat();
@@ -39,3 +47,11 @@ export function startLivenessBeat(env: NodeJS.ProcessEnv = process.env): boolean
 }
 
 startLivenessBeat();
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    /* closed already */
+  }
+}
