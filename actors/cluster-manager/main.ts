@@ -40,7 +40,7 @@ import { disconnectSeen, initialEndedConnections, outOfDispatch } from './instan
 import { LostInstances } from './lost-instances.ts';
 import { stallSafeInterval } from '../../src/runtime/stall-interval.ts';
 import { LinkWatcher } from '../common/link-watcher.ts';
-import { observation, silentMs, type Heard, type Observation } from './observation.ts';
+import { HeardInstances, heardNow, observation, silentMs, type Heard, type Observation } from './observation.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -63,7 +63,8 @@ export class ClusterManager extends Actor {
   /** the operator's power driver (config power.driver); none: no server is powered off or on. */
   #power?: PowerDriver;
   #pools = new Map<string, { st: PoolStatusT; seenMs: number }>();
-  #instances = new Map<string, { st: import('../../protocols/index.ts').InstanceStatus; seenMs: number }>();
+  /** each instance's last status and when it came, each kept undecoded until read (./observation.ts HeardInstances). */
+  #instances?: HeardInstances;
   #ended = initialEndedConnections(); // the connections the NATS server said ended (ClientDisconnect): their instances are out of dispatch
   #profile?: Profile;
   #statusServe?: { unsubscribe(): void };
@@ -121,7 +122,7 @@ export class ClusterManager extends Actor {
     this.subscribe(controlSubjects.poolStatusAll(), PoolStatus, (s) => void this.#pools.set(s.pool, { st: s, seenMs: this.clock.now() }), { capacity: 1024, expectSubject: (s) => controlSubjects.poolStatus(s.pool) });
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => this.#onTelemetry(t), { capacity: 8192, expectSubject: (t) => subjects.telInstance(t.id) });
     this.subscribe(subjects.telNodeAll(), NodeTelemetry, (t) => this.#onNodeTelemetry(t), { capacity: 1024, expectSubject: (t) => subjects.telNode(t.node) });
-    this.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (s) => void this.#instances.set(s.id, { st: s, seenMs: this.clock.now() }), { capacity: 8192, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) });
+    this.#instances = new HeardInstances(this.bus.subscribeLatest(controlSubjects.instanceStatusAll(), InstanceStatus, { now: () => this.clock.now(), maxSubjects: 8192, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) }));
     this.subscribe(controlSubjects.connectionEnded(), ClientDisconnect, (a) => void (this.#ended = disconnectSeen(this.#ended, a, this.clock.now(), c.liveness.deadAfterMs)), { capacity: 4096 });
     this.#listeningSinceMs = this.clock.now();
     const watcher = { ...this.#reader, watches: this.#watches };
@@ -198,7 +199,7 @@ export class ClusterManager extends Actor {
   #hasReady(pool: string, heard = false): boolean {
     const now = this.clock.now();
     const suspectAfterMs = heard ? suspectAfterMsOf(this.#c.liveness) : undefined;
-    for (const { st, seenMs } of this.#instances.values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs && !suspected(seenMs, now, suspectAfterMs) && !outOfDispatch(st, this.#nodes, this.#ended)) return true;
+    for (const { st, seenMs } of heardNow(this.#instances).values()) if (st.pool === pool && st.state === 'ready' && now - seenMs < this.#c.liveness.deadAfterMs && !suspected(seenMs, now, suspectAfterMs) && !outOfDispatch(st, this.#nodes, this.#ended)) return true;
     return false;
   }
 
@@ -248,7 +249,7 @@ export class ClusterManager extends Actor {
     const wait = this.#listeningSinceMs + c.liveness.deadAfterMs - this.clock.now();
     if (wait > 0) await this.clock.sleep(wait);
     const now = this.clock.now();
-    const live = [...this.#instances.values()].filter((x) => now - x.seenMs < c.liveness.deadAfterMs).map((x) => x.st);
+    const live = [...heardNow(this.#instances).values()].filter((x) => now - x.seenMs < c.liveness.deadAfterMs).map((x) => x.st);
     let kv!: KV;
     /** corrupt: keys whose value does not decode, nobody's assignment, deleted with the stale ones. */
     let stored: PoolAssignmentT[], corrupt: string[];
@@ -363,7 +364,7 @@ export class ClusterManager extends Actor {
   }
 
   #heard(): Heard {
-    return { servers: this.#c.servers, nodes: this.#nodes, instances: this.#instances, deadAfterMs: this.#c.liveness.deadAfterMs };
+    return { servers: this.#c.servers, nodes: this.#nodes, instances: heardNow(this.#instances), deadAfterMs: this.#c.liveness.deadAfterMs };
   }
   #observation(): Observation {
     const now = this.clock.now();
@@ -377,7 +378,7 @@ export class ClusterManager extends Actor {
   #prefixReuse(): { prefixReuse?: Partial<Record<RequestType, number>> } {
     const now = this.clock.now();
     const byPool = new Map<string, InstanceStatus[]>();
-    for (const { st, seenMs } of this.#instances.values()) {
+    for (const { st, seenMs } of heardNow(this.#instances).values()) {
       if (now - seenMs > this.#c.liveness.deadAfterMs || !st.prefixCacheTokens) continue;
       const l = byPool.get(st.pool) ?? [];
       l.push(st);
@@ -560,7 +561,7 @@ export class ClusterManager extends Actor {
 
   #status(): ClusterStatus {
     const now = this.clock.now();
-    const alive = [...this.#instances.values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs && !outOfDispatch(x.st, this.#nodes, this.#ended)).map((x) => x.st);
+    const alive = [...heardNow(this.#instances).values()].filter((x) => now - x.seenMs < this.#c.liveness.deadAfterMs && !outOfDispatch(x.st, this.#nodes, this.#ended)).map((x) => x.st);
     const pools = [...this.#m.assignments.values()].filter((a) => a.state === 'active').map((a) => ({
       id: a.pool, types: a.types, gpus: a.grants.reduce((n, g) => n + g.gpuIds.length, 0), leader: this.#pools.get(a.pool)?.st.leader,
       instances: alive.filter((s) => s.pool === a.pool).map((s) => ({ id: s.id, tp: s.tp, gpus: s.gpuIds, node: s.node, clockMhz: s.clockMhz, powerW: this.#tel.get(s.id)?.powerW ?? 0, energyJ: this.#tel.get(s.id)?.energyJ ?? 0, ...staleOf(this.#tel.get(s.id)), queued: s.queued, running: s.running, state: s.state })),
@@ -581,6 +582,7 @@ export class ClusterManager extends Actor {
     for (const w of this.#watches) w.stop();
     for (const t of [...this.#timers, ...this.#leaderTimers]) this.clock.clearInterval(t);
     this.#statusServe?.unsubscribe();
+    this.#instances?.latest.unsubscribe();
     await this.#lease?.stop().catch(() => {});
   }
 }

@@ -7,6 +7,7 @@
 import type { InstanceStatus, NodeStatus, RequestType } from '../../protocols/index.ts';
 import { aliveServers, observedLoad, type ClusterServer } from '../../src/policy/machines/cluster.ts';
 import { serverObservation } from './power-driver.ts';
+import type { LatestHandle } from '../../src/runtime/bus-latest.ts';
 
 export interface Heard {
   servers: ClusterServer[];
@@ -28,4 +29,26 @@ export function observation(h: Heard, now: number, sinceMs: number, power: boole
 /** How long each configured server has been silent at `now`: since its node agent's last status, else since `listeningSinceMs`. */
 export function silentMs(h: Heard, now: number, sinceMs: number, listeningSinceMs: number): Record<string, number> {
   return Object.fromEntries(h.servers.map((x) => [x.id, now - Math.max(h.nodes.get(x.id)?.seenMs ?? listeningSinceMs, sinceMs)]));
+}
+
+/**
+ * Each instance's last status and when it came. The statuses (4 a second an instance) are read far less often (the
+ * leader's status each second, an epoch, an intake): each is kept undecoded (Bus.subscribeLatest) until a read, which
+ * decodes those kept since the last one, each with its arrival time (a bad one refused and counted, as at arrival).
+ */
+export class HeardInstances {
+  #map = new Map<string, { st: InstanceStatus; seenMs: number }>();
+  constructor(readonly latest: LatestHandle<InstanceStatus>) {}
+
+  now(): ReadonlyMap<string, { st: InstanceStatus; seenMs: number }> {
+    for (const { msg, atMs } of this.latest.take()) this.#map.set(msg.id, { st: msg, seenMs: atMs });
+    return this.#map;
+  }
+}
+
+const NONE: ReadonlyMap<string, { st: InstanceStatus; seenMs: number }> = new Map();
+
+/** What `h` heard by now; nothing before it listens. */
+export function heardNow(h: HeardInstances | undefined): ReadonlyMap<string, { st: InstanceStatus; seenMs: number }> {
+  return h?.now() ?? NONE;
 }

@@ -10,6 +10,9 @@ import { connect, errors as natsErrors, type Msg, type NatsConnection, type Subs
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { KV, KvOptions } from '@nats-io/kv';
 import { KvOpens, openKv } from './kv-open.ts';
+import { LatestPayloads, type LatestHandle, type LatestOpts } from './bus-latest.ts';
+import type { MailboxOpts, ServeHandle, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
+export type { MailboxOpts, ServeHandle, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
 import type { Logger } from 'pino';
 import { RateLimitedLog } from './logger.ts';
 import { Ack, type Codec, unpackRaw, PROTOCOL_VERSION } from '../../protocols/index.ts';
@@ -63,47 +66,6 @@ export interface ServeContext {
    * service bounds what it holds that way; a drain does not wait for a released handler.
    */
   release: () => void;
-}
-
-export interface MailboxOpts {
-  /** queue group: one member of the group gets each message. */
-  queue?: string;
-  /** max messages waiting for a handler slot (default 1024). Beyond it: mailbox_full. */
-  capacity?: number;
-  /** handlers running at once (default 64 for serve, 1 for subscribe: ordered). */
-  concurrency?: number;
-}
-
-export interface SubscribeOpts<T> extends MailboxOpts {
-  /**
-   * Identity check at intake: the subject a message must have arrived on, given what it claims (e.g. an
-   * InstanceStatus of instance X on pool P: controlSubjects.instanceStatus(P, X)). The server's
-   * permissions let only X's credentials publish there, so a message whose claim does not match its
-   * subject is forged (or a bug): it is refused, counted (identityRejections) and logged rate-limited.
-   */
-  expectSubject?: (msg: T) => string;
-  /**
-   * Asked as a message arrives, before it is decoded: true drops it uncounted. For a subscriber that has no
-   * use for any message of the subject for now (a pool leader with no request of its own outstanding, for the
-   * records of requests the gateway routed), so it spends no decode on them; `subject`: the one it arrived on.
-   */
-  unwanted?: (subject: string) => boolean;
-}
-
-export interface ServeHandle {
-  readonly subject: string;
-  /** stop receiving at once; running handlers see their signal aborted. */
-  unsubscribe(): void;
-  /** stop receiving, let queued and running handlers finish. */
-  drain(): Promise<void>;
-  readonly mailbox: Mailbox<unknown>;
-}
-
-export interface SubscribeHandle {
-  readonly subject: string;
-  unsubscribe(): void;
-  drain(): Promise<void>;
-  readonly mailbox: Mailbox<unknown>;
 }
 
 export interface BusCounters extends ReplyHoldCounters {
@@ -401,14 +363,8 @@ export class Bus extends EventEmitter {
           return;
         }
         if (opts.unwanted?.(m.subject)) return;
-        let msg: T;
-        try {
-          msg = codec.decode(m.data, m.subject);
-        } catch (e) {
-          this.#badPayload(m.subject, e);
-          return;
-        }
-        if (opts.expectSubject && !this.#claimMatches(opts.expectSubject, msg, m.subject)) return;
+        const msg = this.#decodeChecked(codec, m.data, m.subject, opts.expectSubject);
+        if (msg === undefined) return;
         try {
           mailbox.offer({ msg, subject: m.subject });
         } catch {
@@ -418,6 +374,33 @@ export class Bus extends EventEmitter {
       },
     });
     return this.#track(subject, sub, mailbox, () => {}) as SubscribeHandle;
+  }
+
+  /**
+   * Receive publications on `subject` keeping only the latest payload of each subject it arrives on, undecoded, with
+   * its arrival time (./bus-latest.ts): nothing is decoded or handled as they arrive; `take()` decodes what arrived
+   * since the last take, each payload checked as `subscribe` checks it.
+   */
+  subscribeLatest<T>(subject: string, codec: Codec<T>, opts: LatestOpts<T>): LatestHandle<T> {
+    const kept = new LatestPayloads<T>(opts, (s) => {
+      this.counters.mailboxOverflows++;
+      this.#rateLimitedWarn(`overflow:${subject}`, { subject: s, capacity: opts.maxSubjects }, 'latest payloads full, dropping publication');
+    });
+    const sub = this.nc.subscribe(subject, { callback: (err, m) => (err ? this.log.warn({ subject, err: err.message }, 'subscription error') : kept.offer(m.subject, m.data)) });
+    const handle = this.#track(subject, sub, new Mailbox<never>({ capacity: 1, name: `latest ${subject}`, handler: async () => {} }), () => kept.clear());
+    return kept.handle(subject, handle, (data, s) => this.#decodeChecked(codec, data, s, opts.expectSubject));
+  }
+
+  /** A payload's message, or undefined where it does not decode or claims another identity than `subject` (counted). */
+  #decodeChecked<T>(codec: Codec<T>, data: Uint8Array, subject: string, expectSubject?: (msg: T) => string): T | undefined {
+    let msg: T;
+    try {
+      msg = codec.decode(data, subject);
+    } catch (e) {
+      this.#badPayload(subject, e);
+      return undefined;
+    }
+    return !expectSubject || this.#claimMatches(expectSubject, msg, subject) ? msg : undefined;
   }
 
   #track<T>(subject: string, sub: Subscription, mailbox: Mailbox<T>, onStop: () => void) {
