@@ -14,11 +14,12 @@ import { suspectAfterMsOf } from '../../src/policy/suspect.ts';
 import type { Logger } from 'pino';
 import type { KV } from '@nats-io/kv';
 import {
-  Ack, Admission, DispatchedEntry, ReshardRecord, InferenceRequest, InstanceCommand, InstanceStatus, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
+  Ack, Admission, DispatchedEntry, ReshardRecord, InferenceRequest, InstanceCommand, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
   RequestRecord, TokenChunk, ClientDisconnect, endedConnection, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type DispatchView as DispatchViewT, type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeContext, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
+import { PoolStatuses } from './statuses.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { systemClock, within, type Clock } from '../../src/runtime/clock.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
@@ -77,6 +78,8 @@ export class PoolLeader {
   #ref = 0;
   /** leads taken so far: a late read of one lead's state (#readLate) ends with it. */
   #leads = 0;
+  /** the instances' statuses, stepped as they come while the machine leads, else kept until read (./statuses.ts). */
+  #statuses: PoolStatuses;
   /** the sleep-mode standby's state while this replica leads (scaling.sleepStandby). */
   #standby?: PoolStandbyState;
 
@@ -105,6 +108,7 @@ export class PoolLeader {
       holdLimitMs: gatewaySchema.shape.holdLimitMs.safeParse((c.gateway as { holdLimitMs?: unknown } | undefined)?.holdLimitMs).data,
     };
     this.#m = initialPoolState(o.types);
+    this.#statuses = new PoolStatuses(o.bus, o.pool, this.#clock, (status, atMs) => this.#step({ type: 'status', status }, atMs));
     this.#lease = new LeaderLease({
       bus: o.bus,
       key: leaseKeys.poolLeader(o.pool),
@@ -123,10 +127,12 @@ export class PoolLeader {
     return this.#m.assignment;
   }
   aliveInstances(): InstanceStatusT[] {
+    this.#statuses.replay();
     return aliveInstances(this.#m);
   }
   /** This replica's dispatch view of the pool (policy poolDispatchView): whether it leads, the instances dispatch may choose, the others and why. */
   view(): DispatchViewT['pools'][number] {
+    this.#statuses.replay();
     return poolDispatchView(this.#m, this.pool, this.#clock.now(), this.#mc.suspectAfterMs);
   }
   /** Requests held now (no ready instance, capacity coming), waiting for one. */
@@ -135,12 +141,12 @@ export class PoolLeader {
   }
   /** Measured pool load (req/s by type) = sum of its instances' loads. */
   load(): Partial<Record<RequestType, number>> {
+    this.#statuses.replay();
     return poolLoad(this.#m);
   }
 
   async start(): Promise<void> {
     this.#handles.push(
-      this.#bus.subscribe(controlSubjects.instanceStatusPool(this.pool), InstanceStatus, (s) => this.#step({ type: 'status', status: s }), { capacity: 4096, expectSubject: (s) => controlSubjects.instanceStatus(s.pool, s.id) }),
       // the server's word that a connection of the account ended: an instance reporting on it leaves dispatch at once
       this.#bus.subscribe(controlSubjects.connectionEnded(), ClientDisconnect, (a) => {
         const conn = endedConnection(a);
@@ -153,6 +159,7 @@ export class PoolLeader {
       }, { capacity: 8192, unwanted: () => this.#m.outstanding.size === 0 && this.#m.jobs.size === 0 }),
     );
     this.#step({ type: 'start' });
+    this.#statuses.listen(false);
     this.#bus.on('status', this.#onLink);
     this.#lease.on('elected', () => void this.#becomeLeader());
     // each acknowledged renewal bounds the machine's lead (state leaseUntilMs): every decision checks it, no lease read
@@ -368,10 +375,12 @@ export class PoolLeader {
     return p;
   }
 
-  /** One transition of the pool machine; performs its effects. */
-  #step(ev: PoolEvent): void {
-    const { state, effects } = poolStep(this.#m, ev, this.#clock.now(), this.#mc);
+  /** One transition of the pool machine at `now`; performs its effects. */
+  #step(ev: PoolEvent, now = this.#clock.now()): void {
+    if (ev.type === 'sweep' || ev.type === 'lead') this.#statuses.replay();
+    const { state, effects } = poolStep(this.#m, ev, now, this.#mc);
     this.#m = state;
+    if (state.leader !== this.#statuses.eager && !this.#timersStopped) this.#statuses.listen(state.leader);
     for (const e of effects) this.#perform(e);
   }
 
@@ -551,6 +560,7 @@ export class PoolLeader {
     this.#sweepTimer = undefined;
     this.#timersStopped = true;
     for (const h of [...this.#leaderHandles, ...this.#handles]) h.unsubscribe();
+    this.#statuses.stop();
     await this.#lease.stop().catch(() => {});
   }
 }
