@@ -5,7 +5,8 @@
  * performs its effects: the admit, node and instance requests (each with its deadline), the error chunks,
  * the MILP solve, decision events and timers.
  *
- * Every replica tracks the pool's instances from their InstanceStatus (a standby has a warm view); the
+ * Every replica tracks the pool's instances from their InstanceStatus (a standby has a warm view: the latest status of
+ * each stepped before its sweep, its lead and a read of its view, ./statuses.ts); the
  * lease holder (leaseKeys.poolLeader) also serves dispatch (subjects.poolDispatch), moves
  * (subjects.poolMove) and commands (subjects.poolControl), publishes the pool's status, and keeps its list
  * of dispatched requests in the KV (jetstream.dispatchedBucket) for its successor.
