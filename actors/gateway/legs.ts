@@ -8,15 +8,14 @@ import { randomBytes } from 'node:crypto';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { subjects } from '../../protocols/subjects.ts';
-import { Cancel, LegReply, type InferenceRequest, type TokenChunk, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
+import { Cancel, LegReply, type InferenceRequest, type TokenChunk } from '../../protocols/messages.ts';
 import { DynError, type WireError } from '../../protocols/errors.ts';
 import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engine.ts';
 import type { JournalLeg, ResumeFrom } from './resume.ts';
 import type { LegEnergy } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
 import { continuable } from '../../src/policy/drain-migration.ts';
-
-const MAX_ID = 128;
+export { continuation, countedBy, countedWithin, continuationError } from './continuation.ts';
 
 /** The control plane ended a leg (an error chunk on its stream subject while the gateway read the engine). */
 export class LegEnded extends Error {
@@ -154,39 +153,6 @@ export function sentEvent(st: StreamState, ch: Pick<EngineChunk, 'text' | 'token
   }
   kept.append(st, ch.text);
   return k;
-}
-
-/**
- * The next leg of a request whose engine died: its prompt extended by the text already sent (a chat's assistant turn
- * continued: the client's own final assistant message when it asked for continue_final_message, else a new one).
- */
-export function continuation(req: InferenceRequest, st: StreamState): InferenceRequest {
-  const n = st.legs;
-  const suffix = st.legTag ? `-${st.legTag}m${n}` : `-m${n}`;
-  const id = req.id.slice(0, MAX_ID - suffix.length) + suffix;
-  const next: InferenceRequest = {
-    ...req,
-    id,
-    streamSubject: subjects.stream(id),
-    maxTokens: req.maxTokens - st.sent,
-    inputTokens: req.inputTokens + st.sent,
-    migration: n,
-    request: req.id,
-  };
-  if (req.minTokens !== undefined) next.minTokens = Math.max(0, req.minTokens - st.sent);
-  // nothing sent yet: the same request again (a chat gets no empty assistant turn to continue)
-  if (st.sent === 0 && st.text === '') return next;
-  if (req.messages) {
-    // the chat continues the assistant turn it was writing (vLLM's continue_final_message)
-    const last = req.messages.at(-1);
-    next.messages = req.params?.continue_final_message && last?.role === 'assistant' && typeof last.content === 'string'
-      ? [...req.messages.slice(0, -1), { ...last, content: last.content + st.text }]
-      : [...req.messages, { role: 'assistant', content: st.text }];
-    next.params = { ...req.params, continue_final_message: true, add_generation_prompt: false };
-  } else {
-    next.prompt = (typeof req.prompt === 'string' ? req.prompt : '') + st.text;
-  }
-  return next;
 }
 
 export async function* flatten(batches: AsyncIterable<readonly TokenChunk[]>): AsyncGenerator<TokenChunk> {
@@ -490,19 +456,4 @@ export function legOf(id: string, at: Pick<TokenChunk, 'instance' | 'pool' | 'ty
     ...(st.energyEstimatedJ ? { energyEstimatedJ: st.energyEstimatedJ } : {}), ...(st.energySource ? { energySource: st.energySource } : {}),
     ...(startedMs !== undefined ? { startedMs } : {}), ...(at.pool ? { pool: at.pool } : {}), ...(at.type ? { type: at.type } : {}),
   };
-}
-
-/** `req` (a continuation) with its prompt counted by an engine's tokenizer (its pool and prefill figures need it); no answer: the estimate stands. */
-export async function countedBy(tokenize: (r: TokenizeRequest) => Promise<TokenizeReply>, req: InferenceRequest): Promise<InferenceRequest> {
-  try {
-    const tr: TokenizeRequest = { v: 1, model: req.model };
-    if (req.messages) tr.messages = req.messages;
-    else tr.prompt = req.prompt;
-    if (req.params) tr.params = req.params;
-    const r = await tokenize(tr);
-    if (r.ok && r.count !== undefined) return { ...req, inputTokens: r.count };
-  } catch {
-    // no tokenizer answered: the estimate (the prompt's count plus the tokens sent) stands
-  }
-  return req;
 }

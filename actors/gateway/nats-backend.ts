@@ -52,7 +52,7 @@ import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedBy, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationError, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 export type { AdmissionCounters } from './legs.ts';
@@ -320,7 +320,7 @@ export class NatsBackend implements GatewayBackend {
     this.counters.resumed++;
     if (!canMigrate(req, st, this.migrationLimit)) throw new DynError('unavailable', 'the stream cannot continue (nothing left to generate, or its text is past the migration cap)', { retryable: false });
     const next = { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) };
-    return this.begin(req, signal, st, async () => this.reopen(req, await this.counted(next), signal, from.leg?.instance), hooks);
+    return this.begin(req, signal, st, async () => this.reopen(req, await this.counted(next, signal), signal, from.leg?.instance), hooks);
   }
 
   /** The stream of `req` from `st` once `open` admitted a leg (one that ends before it starts is sent again until firstByMs). */
@@ -374,7 +374,7 @@ export class NatsBackend implements GatewayBackend {
           if (lost) this.cancel(leg.req.id, `its relayed leg was lost (${c.error!.message})`, leg.cancelSent);
           [legOut, st.legs, this.counters.migrated] = [0, st.legs + 1, this.counters.migrated + 1];
           const next = { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) };
-          moveTo(await this.reopen(req, lost ? await this.counted(next) : next, signal, leg.admission.instance));
+          moveTo(await this.reopen(req, lost ? await this.counted(next, signal) : next, signal, leg.admission.instance));
           continue;
         }
         if (!c.grant) {
@@ -396,16 +396,13 @@ export class NatsBackend implements GatewayBackend {
         legOut = 0;
         st.legs++;
         this.counters.migrated++;
-        moveTo(await this.reopen(req, await this.counted({ ...continuation(req, st), direct: true }), signal, leg.admission.instance));
+        moveTo(await this.reopen(req, await this.counted({ ...continuation(req, st), direct: true }, signal), signal, leg.admission.instance));
       }
     } catch (err) {
       if (signal.aborted || finished || st.readerFailed) throw err;
       // the continuation could not be admitted, or a stream went silent: an explicit end, never a hang
       finished = true;
-      // a refusal keeps its own class (overloaded, unavailable), not 'remote'; its words may name pools or instances
-      const w: WireError = err instanceof RemoteError
-        ? { code: err.remoteCode, message: `the request could not continue on another instance (${err.remoteCode})`, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) }
-        : err instanceof DynError ? { code: err.code as WireError['code'], message: err.message, retryable: err.retryable, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) } : { code: 'internal', message: 'the request could not continue', retryable: true };
+      const w = continuationError(err);
       if (st.sent === 0 && st.legs === 0) throw err;
       yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: 'error', error: w }];
     } finally {
@@ -590,8 +587,9 @@ export class NatsBackend implements GatewayBackend {
     }
   }
 
-  /** The continuation's prompt counted by an engine's tokenizer (legs.ts countedBy). */
-  private counted = (req: InferenceRequest): Promise<InferenceRequest> => countedBy((r) => this.tokenize(r), req);
+  /** The continuation's prompt counted by an engine's tokenizer: one attempt within tokenizeTimeoutMs and admitAttemptMs (continuation.ts countedWithin). */
+  private counted = (req: InferenceRequest, signal: AbortSignal): Promise<InferenceRequest> => countedWithin((r, timeoutMs) => this.local ? this.tokenize(r)
+    : this.bus.request(subjects.tokenize(), TokenizeRequest, r, TokenizeReply, { timeoutMs, signal }), req, Math.min(this.tokenizeTimeoutMs, this.admitAttemptMs), signal, this.clock);
 
   /** The next leg of a request already streaming (reopen.ts); the gateway's own routing tries another instance than the previous leg's first (intake decides freely). */
   private reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal, previous?: string): Promise<Leg> {

@@ -377,3 +377,66 @@ describe("an engine's token count across legs (vLLM's continuous usage)", () => 
     }
   });
 });
+
+describe("the count of a continuation's prompt", () => {
+  const ev = (text: string, finish: string | null = null, usage?: unknown) => ({ choices: [{ index: 0, text, finish_reason: finish }], ...(usage ? { usage } : {}) });
+  const longReq = (id: string, inputTokens: number, maxTokens: number): InferenceRequest => ({
+    v: 1, id, model: 'm', kind: 'completion', prompt: 'hello', inputTokens, maxTokens, arrivalMs: START, giveUpAtMs: START + 600_000, streamSubject: subjects.stream(id),
+  });
+
+  it("a continuation whose counted prompt leaves less room in the context than max_tokens asks for what fits (vLLM refuses more)", async () => {
+    const dead = await engine(() => ({ events: [ev('a0 '), ev('a1 ')], dies: true }));
+    const peer = await engine(() => ({ events: [ev('b0 ', 'length', { prompt_tokens: 4000, completion_tokens: 1 })], dies: false }));
+    const { clock, bus, backend } = setup((k) => (k === 0 ? dead.url : peer.url));
+    // the prompt and the text sent count 4,000 tokens (2 more than the request's 3,996 and its 2 tokens: a retokenized text)
+    bus.responders.set(subjects.tokenize(), (_m, reply) => reply({ v: 1, ok: true, count: 4000, maxModelLen: 4096 }));
+    try {
+      const { out } = await read(clock, backend, longReq('cl1', 3996, 100));
+      await until(() => out.done === true);
+      expect(out.error).toBeUndefined();
+      expect(peer.bodies[0]!.max_tokens).toBe(96);
+    } finally {
+      dead.close();
+      peer.close();
+    }
+  });
+
+  it("a client that leaves while the continuation's prompt is counted ends the stream at once, and no leg is admitted", async () => {
+    const dead = await engine(() => ({ events: [ev('a0 '), ev('a1 ')], dies: true }));
+    const { clock, bus, backend, legs } = setup(() => dead.url);
+    // no instance's tokenizer answers
+    bus.responders.set(subjects.tokenize(), () => undefined);
+    try {
+      const ac = new AbortController();
+      const { out } = await read(clock, backend, longReq('cl2', 2, 100), ac.signal);
+      await until(() => bus.sent.some((s) => s.subject === subjects.tokenize()));
+      ac.abort();
+      await run(clock, 200, 20);
+      await until(() => out.done === true);
+      expect(out.done).toBe(true);
+      expect(legs).toEqual(['cl2']);
+    } finally {
+      dead.close();
+    }
+  });
+
+  it('the count waits no longer than an admission attempt (tokenizeTimeoutMs 60 s here): then the estimate stands', async () => {
+    const dead = await engine(() => ({ events: [ev('a0 '), ev('a1 ')], dies: true }));
+    const peer = await engine(() => ({ events: [ev('b0 ', 'length', { prompt_tokens: 4, completion_tokens: 1 })], dies: false }));
+    const { clock, bus, backend, legs } = setup((k) => (k === 0 ? dead.url : peer.url), { tokenizeTimeoutMs: 60_000, admitAttemptMs: 2000 });
+    bus.responders.set(subjects.tokenize(), () => undefined);
+    try {
+      const { out } = await read(clock, backend, longReq('cl3', 2, 100));
+      await until(() => bus.sent.some((s) => s.subject === subjects.tokenize()));
+      const asked = clock.now();
+      for (let i = 0; i < 100 && legs.length < 2; i++) await run(clock, 100, 20);
+      expect(legs.length).toBe(2);
+      expect(bus.sent.find((s) => s.id === legs[1])!.atMs - asked).toBeLessThanOrEqual(2000);
+      await until(() => out.done === true);
+      expect(peer.bodies[0]!.max_tokens).toBe(98);
+    } finally {
+      dead.close();
+      peer.close();
+    }
+  });
+});

@@ -1,0 +1,89 @@
+/**
+ * The next leg of a request whose engine or instance died (request migration, docs/DATAPATH.md): its request (the
+ * prompt extended by the text sent), its prompt counted and its budget fitted to the context, and the error a stream
+ * ends with when no next leg could start.
+ */
+import { subjects } from '../../protocols/subjects.ts';
+import { DynError, RemoteError, type WireError } from '../../protocols/errors.ts';
+import type { InferenceRequest, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
+import type { Clock } from '../../src/runtime/clock.ts';
+import type { StreamState } from './legs.ts';
+
+const MAX_ID = 128;
+
+/**
+ * The next leg of a request whose engine died: its prompt extended by the text already sent (a chat's assistant turn
+ * continued: the client's own final assistant message when it asked for continue_final_message, else a new one).
+ */
+export function continuation(req: InferenceRequest, st: StreamState): InferenceRequest {
+  const n = st.legs;
+  const suffix = st.legTag ? `-${st.legTag}m${n}` : `-m${n}`;
+  const id = req.id.slice(0, MAX_ID - suffix.length) + suffix;
+  const next: InferenceRequest = {
+    ...req,
+    id,
+    streamSubject: subjects.stream(id),
+    maxTokens: req.maxTokens - st.sent,
+    inputTokens: req.inputTokens + st.sent,
+    migration: n,
+    request: req.id,
+  };
+  if (req.minTokens !== undefined) next.minTokens = Math.max(0, req.minTokens - st.sent);
+  // nothing sent yet: the same request again (a chat gets no empty assistant turn to continue)
+  if (st.sent === 0 && st.text === '') return next;
+  if (req.messages) {
+    // the chat continues the assistant turn it was writing (vLLM's continue_final_message)
+    const last = req.messages.at(-1);
+    next.messages = req.params?.continue_final_message && last?.role === 'assistant' && typeof last.content === 'string'
+      ? [...req.messages.slice(0, -1), { ...last, content: last.content + st.text }]
+      : [...req.messages, { role: 'assistant', content: st.text }];
+    next.params = { ...req.params, continue_final_message: true, add_generation_prompt: false };
+  } else {
+    next.prompt = (typeof req.prompt === 'string' ? req.prompt : '') + st.text;
+  }
+  return next;
+}
+
+/**
+ * `req` (a continuation) with its prompt counted by an engine's tokenizer (its pool and prefill figures need it), and its
+ * max_tokens (and min_tokens) at most the context length left after that prompt: the text sent may count more tokens
+ * than were made (a retokenized text, a chat template's turn), and vLLM refuses a prompt plus max_tokens past it. No
+ * answer: the estimate stands.
+ */
+export async function countedBy(tokenize: (r: TokenizeRequest) => Promise<TokenizeReply>, req: InferenceRequest): Promise<InferenceRequest> {
+  try {
+    const tr: TokenizeRequest = { v: 1, model: req.model };
+    if (req.messages) tr.messages = req.messages;
+    else tr.prompt = req.prompt;
+    if (req.params) tr.params = req.params;
+    const r = await tokenize(tr);
+    if (!r.ok || r.count === undefined) return req;
+    const maxTokens = r.maxModelLen === undefined ? req.maxTokens : Math.max(1, Math.min(req.maxTokens, r.maxModelLen - r.count));
+    return { ...req, inputTokens: r.count, maxTokens, ...(req.minTokens !== undefined ? { minTokens: Math.min(req.minTokens, maxTokens) } : {}) };
+  } catch {
+    // no tokenizer answered: the estimate (the prompt's count plus the tokens sent) stands
+  }
+  return req;
+}
+
+/**
+ * countedBy for a stream already begun, which does not wait for a tokenizer as a new request does (the estimate stands
+ * without an answer): one attempt of `tokenize` within `attemptMs` and before the request's give-up time, ended by the
+ * client's leaving (`signal`), after which it throws a non-retryable 'cancelled' instead of giving the next leg.
+ */
+export async function countedWithin(
+  tokenize: (r: TokenizeRequest, timeoutMs: number) => Promise<TokenizeReply>, req: InferenceRequest, attemptMs: number, signal: AbortSignal, clock: Pick<Clock, 'now'>,
+): Promise<InferenceRequest> {
+  const timeoutMs = Math.max(1, Math.min(attemptMs, req.giveUpAtMs - clock.now()));
+  const next = await countedBy((r) => tokenize(r, timeoutMs), req);
+  if (signal.aborted) throw new DynError('cancelled', 'client disconnected', { retryable: false });
+  return next;
+}
+
+/** The error a stream ends with when its next leg could not start: a refusal keeps its own class (overloaded, unavailable), not 'remote', in the gateway's words (the cluster's may name pools or instances). */
+export function continuationError(err: unknown): WireError {
+  const after = (e: { retryAfterS?: number }) => (e.retryAfterS !== undefined ? { retryAfterS: e.retryAfterS } : {});
+  if (err instanceof RemoteError) return { code: err.remoteCode, message: `the request could not continue on another instance (${err.remoteCode})`, retryable: err.retryable, ...after(err) };
+  if (err instanceof DynError) return { code: err.code as WireError['code'], message: err.message, retryable: err.retryable, ...after(err) };
+  return { code: 'internal', message: 'the request could not continue', retryable: true };
+}
