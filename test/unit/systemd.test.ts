@@ -4,7 +4,7 @@
  * the node agent drains its engines before any gets a signal (KillMode=mixed: SIGTERM to the agent
  * alone, which drains its instance managers, each stopping its own engine), every actor serves its
  * health endpoints (the managers and the node agent with --health on loopback, the gateway on its HTTP port), and
- * every actor's TimeoutStopSec covers its process's shutdown bound by its deadlines (src/runtime/actor.ts).
+ * a usage error's exit (2: a config the actor refuses) is not restarted, and every actor's TimeoutStopSec covers its process's shutdown bound by its deadlines (src/runtime/actor.ts).
  * Without systemd-analyze (it ships with systemd) the rating is skipped with a message; the directive checks
  * still run.
  */
@@ -15,6 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { shutdownLimitMs } from '../../src/runtime/actor.ts';
 import { gatewayDrainGraceMs, gatewaySchema } from '../../actors/gateway/config.ts';
 import { NODE_AGENT_STOP_HOOK_MS } from '../../actors/node-agent/main.ts';
+import { EXIT_USAGE } from '../../src/cli/program.ts';
 
 const DIR = join('deploy', 'systemd');
 const units = readdirSync(DIR).filter((f) => f.endsWith('.service'));
@@ -58,6 +59,8 @@ describe('systemd units', () => {
       expect(d.get('Environment')!.some((e) => /^NATS_NKEY(_DIR)?=\/etc\/dynamollm\/nats-keys/.test(e)), u).toBe(true);
       expect(d.get('Environment')!.some((e) => /^NATS_(USER|PASSWORD)=/.test(e)), u).toBe(false);
       expect(d.get('EnvironmentFile'), u).toBeTruthy();
+      // a usage error (a config the actor refuses) is not restarted: the same start would fail again
+      expect(d.get('RestartPreventExitStatus'), u).toEqual([String(EXIT_USAGE)]);
     }
   });
 
