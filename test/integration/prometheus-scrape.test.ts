@@ -1,5 +1,5 @@
 /**
- * The shipped Prometheus job of the Kubernetes gateways (deploy/k8s/prometheus-scrape.yaml) scrapes /metrics with
+ * The shipped Prometheus job of the Kubernetes gateways (deploy/prometheus/k8s-gateways-scrape.yaml) scrapes /metrics with
  * the read-only metrics token the gateways read from the Secret dynamollm-secrets: promtool accepts it, and a real
  * Prometheus running the job (its pod discovery swapped for the gateway's address) scrapes a gateway with API keys
  * (up 1) where the same job without the token gets 401 (up 0). The gateway pods carry no scrape annotation (an
@@ -20,7 +20,7 @@ import { freePort } from '../helpers/net.ts';
 type Obj = Record<string, any>;
 const PROMETHEUS = process.env.PROMETHEUS ?? 'prometheus';
 const TOKEN = 'metrics-token-0123456789abcdef';
-const job = (parse(readFileSync('deploy/k8s/prometheus-scrape.yaml', 'utf8')) as { scrape_configs: Obj[] }).scrape_configs[0]!;
+const job = (parse(readFileSync('deploy/prometheus/k8s-gateways-scrape.yaml', 'utf8')) as { scrape_configs: Obj[] }).scrape_configs[0]!;
 const dir = mkdtempSync(join(tmpdir(), 'prom-scrape-'));
 const tokenFile = join(dir, 'token');
 writeFileSync(tokenFile, TOKEN);
@@ -65,7 +65,7 @@ async function ups(): Promise<Record<string, string>> {
   }
 }
 
-describe('deploy/k8s/prometheus-scrape.yaml', () => {
+describe('deploy/prometheus/k8s-gateways-scrape.yaml', () => {
   it('promtool accepts the job (its token file present)', () => {
     const check = (j: Obj) => {
       const cfg = join(dir, 'check.yml');
