@@ -22,7 +22,6 @@ import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
 import { EPOCH_LENGTH_DEFAULTS } from '../../src/policy/epoch-length.ts';
 import { suspectAfterMsOf, suspected } from '../../src/policy/suspect.ts';
 import { clusterStep, keepSilentForMs, initialClusterState, intakePools, spillNext, spillPasses, type ClusterEvent, type ClusterMachineConfig, type ClusterMachineState } from '../../src/policy/machines/cluster.ts';
-import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
@@ -40,7 +39,8 @@ import { disconnectSeen, initialEndedConnections, outOfDispatch } from './instan
 import { LostInstances } from './lost-instances.ts';
 import { stallSafeInterval } from '../../src/runtime/stall-interval.ts';
 import { LinkWatcher } from '../common/link-watcher.ts';
-import { HeardInstances, heardNow, observation, silentMs, type Heard, type Observation } from './observation.ts';
+import { HeardInstances, heardNow, observation, prefixReuse, silentMs, type Heard, type Observation } from './observation.ts';
+import { Leads } from './leads.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -58,7 +58,8 @@ export class ClusterManager extends Actor {
   #features = new Map<string, { inputTokens: number; maxTokens: number; model: string; tenant?: string }>();
   #lease!: LeaderLease;
   #timers: unknown[] = [];
-  #leaderTimers: unknown[] = [];
+  /** the leads of the planner lease: what the lead in place armed, stopped with it (./leads.ts). */
+  #leads!: Leads;
   #nodes = new Map<string, { st: NodeStatusT; seenMs: number; upSinceMs: number }>();
   /** the operator's power driver (config power.driver); none: no server is powered off or on. */
   #power?: PowerDriver;
@@ -67,7 +68,6 @@ export class ClusterManager extends Actor {
   #instances?: HeardInstances;
   #ended = initialEndedConnections(); // the connections the NATS server said ended (ClientDisconnect): their instances are out of dispatch
   #profile?: Profile;
-  #statusServe?: { unsubscribe(): void };
   /** the scaling machine's configuration and state (src/policy/machines/cluster.ts). */
   #mc!: ClusterMachineConfig;
   #m: ClusterMachineState;
@@ -133,13 +133,13 @@ export class ClusterManager extends Actor {
       renewMs: Math.max(100, Math.floor(Math.min(c.liveness.leaseTtlMs, c.liveness.deadAfterMs) / 3)), log: this.log,
     });
     this.#link = new LinkWatcher(this.bus, this.#lease, c.liveness.deadAfterMs, this.clock); // its round trips prove the link
-    this.#lease.on('elected', () => void this.#lead());
+    this.#leads = new Leads(this.clock, () => this.#lease.isLeader());
+    this.#lease.on('elected', () => void this.#lead(this.#leads.next()));
     this.#lease.on('lost', () => {
+      this.#leads.next(); // the lead's timers and status service stop; a lead still in its setup arms nothing
       this.#deciding = false;
+      this.#ledgerPending = false;
       this.#evt('lease', `${this.id} lost the cluster planner lease`, { leader: null }, {});
-      for (const t of this.#leaderTimers) this.clock.clearInterval(t);
-      this.#leaderTimers = [];
-      this.#statusServe?.unsubscribe();
     });
     await this.#lease.start();
   }
@@ -241,9 +241,10 @@ export class ClusterManager extends Actor {
   /**
    * A new planner, before it plans: the store's assignments against the live instances
    * (src/runtime/inventory.ts). A previous run's are deleted from the store and from the machine's state
-   * (routes back to the config's), keeping the epoch so every later assignment outranks them.
+   * (routes back to the config's), keeping the epoch so every later assignment outranks them. Nothing is deleted or
+   * changed once `current()` fails (its lead is over: a new leader may have written those keys since).
    */
-  async #reconcileInventory(untilMs: number): Promise<void> {
+  async #reconcileInventory(untilMs: number, current: () => boolean): Promise<void> {
     const c = this.#c;
     // every live instance reports within a status interval; wait a liveness window after subscribing
     const wait = this.#listeningSinceMs + c.liveness.deadAfterMs - this.clock.now();
@@ -262,11 +263,12 @@ export class ClusterManager extends Actor {
       this.log.warn({ err: (err as Error).message }, 'inventory not readable: stale assignments not checked');
       return;
     }
+    if (!current()) return;
     const r = reconcileInventory(stored, live, this.#mc.pools.map((p) => p.id), c.nats.ownStore);
     let ledgerCleared = false;
     if (r.fresh) {
       try {
-        if (await readInventory(this.#reader, 'the energy ledger', (k) => k.get(inventoryKeys.energy()), untilMs)) {
+        if (await readInventory(this.#reader, 'the energy ledger', (k) => k.get(inventoryKeys.energy()), untilMs) && current()) {
           await kv.delete(inventoryKeys.energy());
           ledgerCleared = true;
         }
@@ -277,12 +279,14 @@ export class ClusterManager extends Actor {
     if (!r.stale.length && !ledgerCleared && !corrupt.length) return;
     this.#loadGen++;
     for (const key of [...r.stale.map((a) => inventoryKeys.pool(a.pool)), ...corrupt]) {
+      if (!current()) return;
       try {
         await kv.delete(key);
       } catch (err) {
         this.log.warn({ err: (err as Error).message, key }, 'stale assignment not deleted');
       }
     }
+    if (!current()) return;
     const fresh = initialClusterState({ pools: this.#mc.pools });
     const epoch = Math.max(this.#m.epoch, ...stored.map((a) => a.epoch));
     this.#m = { ...this.#m, assignments: fresh.assignments, route: fresh.route, planServers: undefined, mismatchTicks: 0, epoch };
@@ -326,15 +330,15 @@ export class ClusterManager extends Actor {
         case 'arm_timer':
           if ('everyMs' in e) {
             const tick = e.timer === 'observe' ? () => this.#mayDecide() && this.#step({ type: 'observe', ...this.#observation() }) : () => this.#mayDecide() && this.#step({ type: 'epoch', why: 'epoch', ...this.#observation(), ...this.#prefixReuse() });
-            this.#leaderTimers.push(stallSafeInterval(this.clock, tick, e.everyMs)); // ticks after a stop see its statuses first
+            this.#leads.arm(stallSafeInterval(this.clock, tick, e.everyMs)); // ticks after a stop see its statuses first
           } else if (e.timer === 'first_epoch') {
             // a new leader's first epoch keeps the grants of a granted server silent briefly (policy keptServers)
-            this.#leaderTimers.push(this.clock.setTimeout(() => this.#mayDecide() && this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers, silentMs: silentMs(this.#heard(), this.clock.now(), this.#link?.since(this.clock.now()) ?? -Infinity, this.#listeningSinceMs) }), e.inMs));
+            this.#leads.arm(this.clock.setTimeout(() => this.#mayDecide() && this.#step({ type: 'epoch', why: 'start', ...this.#observation(), ...this.#prefixReuse(), keep: this.#c.servers, silentMs: silentMs(this.#heard(), this.clock.now(), this.#link?.since(this.clock.now()) ?? -Infinity, this.#listeningSinceMs) }), e.inMs));
           } else {
             if (this.#aheadTimer !== undefined) this.clock.clearTimeout(this.#aheadTimer);
             const extra = e.forecast;
             this.#aheadTimer = this.clock.setTimeout(() => this.#mayDecide() && this.#step({ type: 'epoch', why: 'start ahead of the next epoch', ...this.#observation(), ...this.#prefixReuse(), ...(extra ? { extra } : {}) }), e.inMs);
-            this.#leaderTimers.push(this.#aheadTimer);
+            this.#leads.arm(this.#aheadTimer);
           }
           break;
         case 'assign':
@@ -371,23 +375,9 @@ export class ClusterManager extends Actor {
     return observation(this.#heard(), now, this.#link?.since(now) ?? -Infinity, Boolean(this.#mc.power));
   }
 
-  /**
-   * Each type's pool's measured prefix reuse for the epoch (policy prefixReuseByType over the live instances'
-   * statuses, prefixCacheTokens: their engines' prefix-cache counters); none when no instance reports any.
-   */
+  /** Each type's pool's measured prefix reuse for the epoch (./observation.ts prefixReuse). */
   #prefixReuse(): { prefixReuse?: Partial<Record<RequestType, number>> } {
-    const now = this.clock.now();
-    const byPool = new Map<string, InstanceStatus[]>();
-    for (const { st, seenMs } of heardNow(this.#instances).values()) {
-      if (now - seenMs > this.#c.liveness.deadAfterMs || !st.prefixCacheTokens) continue;
-      const l = byPool.get(st.pool) ?? [];
-      l.push(st);
-      byPool.set(st.pool, l);
-    }
-    if (!byPool.size) return {};
-    const pools = [...this.#m.assignments.values()].filter((a) => a.state === 'active').map((a) => ({ types: a.types, statuses: byPool.get(a.pool) ?? [] }));
-    const r = prefixReuseByType(pools);
-    return Object.keys(r).length ? { prefixReuse: r } : {};
+    return prefixReuse(this.#heard(), this.clock.now(), this.#m.assignments.values());
   }
 
   /** the routing table last published (its content, without the time). */
@@ -413,7 +403,9 @@ export class ClusterManager extends Actor {
     }
   }
 
-  async #lead(): Promise<void> {
+  /** Lead `gen` (Leads.next at its 'elected'): after each await of its setup, it goes on only while it is the lead in place. */
+  async #lead(gen: number): Promise<void> {
+    const current = () => this.#leads.current(gen);
     this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
     // the streams exist from the first planner on; made sure of beside the lead, not before it: each stream API call
     // waits out JetStream's 5-s deadline when the stream's server does not answer, and the status waited for them
@@ -423,24 +415,26 @@ export class ClusterManager extends Actor {
     // the stored assignments in the machine before it leads, then a previous run's state cleared from the store;
     // their reads (and the ledger's) retried for timeouts.takeoverReadMs from when the liveness window lets them start
     await this.#loaded;
+    if (!current()) return;
     const readsUntil = Math.max(this.clock.now(), this.#listeningSinceMs + this.#c.liveness.deadAfterMs) + this.#c.timeouts.takeoverReadMs;
     // the status (this replica's own view: the statuses it heard, the assignments it holds) once it has listened a
     // liveness window, not after the reads: they wait up to takeoverReadMs while the inventory's stream does not
     // answer, and a status not answered leaves its readers with the last one (a dead instance in it still ready)
     await this.clock.sleep(Math.max(0, this.#listeningSinceMs + this.#c.liveness.deadAfterMs - this.clock.now()));
-    if (!this.#lease.isLeader()) return;
+    if (!current()) return;
     this.#ledgerPending = true;
-    this.#statusServe = this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 });
-    await this.#reconcileInventory(readsUntil);
-    if (!this.#lease.isLeader()) return;
-    await this.#continueLedger(readsUntil);
+    this.#leads.serve(this.bus.serve(subjects.clusterStatus(), StatusRequest, ClusterStatus, async () => this.#status(), { capacity: 64 }));
+    await this.#reconcileInventory(readsUntil, current);
+    if (!current()) return;
+    await this.#continueLedger(readsUntil, current);
+    if (!current()) return;
     this.#ledgerPending = false;
-    this.#leaderTimers.push(this.clock.setInterval(() => {
+    this.#leads.arm(this.clock.setInterval(() => {
       this.#publishTelemetry();
       this.#storeLedger();
       this.#publishRoutes(true);
     }, TELEMETRY_MS));
-    this.#leaderTimers.push(this.clock.setInterval(() => this.#resendBehind(), Math.max(1000, this.#c.liveness.statusIntervalMs * 4)));
+    this.#leads.arm(this.clock.setInterval(() => this.#resendBehind(), Math.max(1000, this.#c.liveness.statusIntervalMs * 4)));
     this.#deciding = true;
     this.#step({ type: 'lead' });
   }
@@ -497,8 +491,8 @@ export class ClusterManager extends Actor {
   }
   #nodeTel = new Map<string, { powerW: number; seenMs: number }>();
 
-  /** New leader: continue the ledger the previous leader stored with this replica's latest readings. */
-  async #continueLedger(untilMs: number): Promise<void> {
+  /** New leader: continue the ledger the previous leader stored with this replica's latest readings (while `current()`: its lead goes on). */
+  async #continueLedger(untilMs: number, current: () => boolean): Promise<void> {
     let stored: EnergyLedger | undefined;
     try {
       const e = await readInventory(this.#reader, 'the energy ledger', (kv) => kv.get(inventoryKeys.energy()), untilMs);
@@ -507,7 +501,7 @@ export class ClusterManager extends Actor {
       stored = this.#ledgerSeen;
       this.log.warn({ err: (err as Error).message, seenFrom: stored?.leader }, 'energy ledger not readable: continuing the one its watch saw stored, else counting from what this manager saw');
     }
-    if (!stored) return;
+    if (!stored || !current()) return;
     this.#book = takeOver(bookFromRecord(stored), this.#book, this.#readings.values());
     this.#bookContinued = true;
     this.log.info({ energyJ: Math.round(this.#book.energyJ), from: stored.leader }, 'energy ledger continued');
@@ -580,8 +574,8 @@ export class ClusterManager extends Actor {
     this.#stopped = true;
     this.#link?.stop();
     for (const w of this.#watches) w.stop();
-    for (const t of [...this.#timers, ...this.#leaderTimers]) this.clock.clearInterval(t);
-    this.#statusServe?.unsubscribe();
+    for (const t of this.#timers) this.clock.clearInterval(t);
+    this.#leads?.end();
     this.#instances?.latest.unsubscribe();
     await this.#lease?.stop().catch(() => {});
   }

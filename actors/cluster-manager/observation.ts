@@ -2,10 +2,11 @@
  * What the cluster planner's machine observes at an epoch (src/policy/machines/cluster.ts): the load its live instances
  * measure, the servers whose node agent is alive (every configured one under server power), and how long each server
  * has been silent. Each silence counts from `sinceMs` at the earliest: the planner's own link's return, or now while
- * that link is down or unproven (actors/common/link-watcher.ts, policy link-watch.ts).
+ * that link is down or unproven (actors/common/link-watcher.ts, policy link-watch.ts). And each type's pool's prefix reuse.
  */
-import type { InstanceStatus, NodeStatus, RequestType } from '../../protocols/index.ts';
+import type { InstanceStatus, NodeStatus, PoolAssignment, RequestType } from '../../protocols/index.ts';
 import { aliveServers, observedLoad, type ClusterServer } from '../../src/policy/machines/cluster.ts';
+import { prefixReuseByType } from '../../src/policy/pool-shards.ts';
 import { serverObservation } from './power-driver.ts';
 import type { LatestHandle } from '../../src/runtime/bus-latest.ts';
 
@@ -51,4 +52,22 @@ const NONE: ReadonlyMap<string, { st: InstanceStatus; seenMs: number }> = new Ma
 /** What `h` heard by now; nothing before it listens. */
 export function heardNow(h: HeardInstances | undefined): ReadonlyMap<string, { st: InstanceStatus; seenMs: number }> {
   return h?.now() ?? NONE;
+}
+
+/**
+ * Each type's pool's measured prefix reuse for the epoch (policy prefixReuseByType over the live instances'
+ * statuses, prefixCacheTokens: their engines' prefix-cache counters) among `assignments`' active pools; none when no instance reports any.
+ */
+export function prefixReuse(h: Heard, now: number, assignments: Iterable<PoolAssignment>): { prefixReuse?: Partial<Record<RequestType, number>> } {
+  const byPool = new Map<string, InstanceStatus[]>();
+  for (const { st, seenMs } of h.instances.values()) {
+    if (now - seenMs > h.deadAfterMs || !st.prefixCacheTokens) continue;
+    const l = byPool.get(st.pool) ?? [];
+    l.push(st);
+    byPool.set(st.pool, l);
+  }
+  if (!byPool.size) return {};
+  const pools = [...assignments].filter((a) => a.state === 'active').map((a) => ({ types: a.types, statuses: byPool.get(a.pool) ?? [] }));
+  const r = prefixReuseByType(pools);
+  return Object.keys(r).length ? { prefixReuse: r } : {};
 }
