@@ -77,7 +77,7 @@ export class PoolLeader {
   /** callers waiting for the machine's answer (dispatch, move, command), by ref. */
   #waiting = new Map<number, (e: PoolEffect) => void>();
   #ref = 0;
-  /** leads taken so far: a late read of one lead's state (#readLate) ends with it. */
+  /** the lease's 'elected' and 'lost' so far: a lead's takeover and late reads (#becomeLeader, #readLate) end with it. */
   #leads = 0;
   /** the instances' statuses, stepped as they come while the machine leads, else kept until read (./statuses.ts). */
   #statuses: PoolStatuses;
@@ -162,7 +162,7 @@ export class PoolLeader {
     this.#step({ type: 'start' });
     this.#statuses.listen(false);
     this.#bus.on('status', this.#onLink);
-    this.#lease.on('elected', () => void this.#becomeLeader());
+    this.#lease.on('elected', () => void this.#becomeLeader(++this.#leads));
     // each acknowledged renewal bounds the machine's lead (state leaseUntilMs): every decision checks it, no lease read
     this.#lease.on('renewed', (r: { untilMs: number }) => this.#step({ type: 'lease', untilMs: r.untilMs }));
     this.#lease.on('lost', () => this.#stepDown());
@@ -170,7 +170,9 @@ export class PoolLeader {
     await this.#lease.start();
   }
 
-  async #becomeLeader(): Promise<void> {
+  /** Lead `gen`: it takes over only while it is the lead in place (a replica lost and elected again meanwhile: a second one runs). */
+  async #becomeLeader(gen: number): Promise<void> {
+    const leading = () => gen === this.#leads && this.isLeader();
     // pick up the assignment the cluster leader left in the inventory KV and the previous leader's list of
     // dispatched requests (failover of this leader). JetStream may be briefly unavailable (a bucket's stream
     // electing its leader, a NATS node restarting): the reads are retried with backoff for takeoverReadMs;
@@ -191,12 +193,12 @@ export class PoolLeader {
       if (stored === null) stored = await within(this.#readAssignment(), attemptMs, `KV ${jetstream.inventoryBucket}`, this.#clock).catch(failed);
       if (dispatched === null) dispatched = await within(this.#readDispatched(), attemptMs, `KV ${jetstream.dispatchedBucket}`, this.#clock).catch(failed);
       failure = errs[0];
-      if (!this.isLeader()) return;
+      if (!leading()) return;
       if (!failure || this.#clock.now() + wait >= until) break;
       this.#log.warn({ attempt, err: failure.message, retryInMs: wait }, 'pool state unreadable at takeover: retrying');
       await this.#clock.sleep(wait);
       wait = Math.min(1000, wait * 2);
-      if (!this.isLeader()) return;
+      if (!leading()) return;
     }
     if (failure) {
       // led without it: the deaths of instances before this leader end their streams only by their deadline
@@ -205,7 +207,6 @@ export class PoolLeader {
         { assignmentRead: stored !== null, dispatchedRead: dispatched !== null }, { error: failure.message, budgetMs });
     }
     if (dispatched?.entries.length) this.#log.info({ requests: dispatched.entries.length }, 'dispatched requests of the previous leader adopted');
-    const gen = ++this.#leads;
     this.#step({ type: 'lead', term: this.#lease.term() ?? 0, leaseUntilMs: this.#lease.leaderUntilMs(), ...(stored ? { stored } : {}), dispatched: dispatched?.entries ?? [], ...(dispatched?.reshard ? { reshard: dispatched.reshard } : {}), unread: stored === null });
     // what did not answer is read on while this lead lasts (the machine starts and stops no instance on an assignment
     // it could not confirm, and the dispatched list a late read finds is adopted then)
@@ -351,6 +352,7 @@ export class PoolLeader {
   }
 
   #stepDown(): void {
+    this.#leads++; // a takeover still reading (#becomeLeader) takes no lead
     this.#unserve();
     this.#step({ type: 'lost' });
   }
