@@ -3,12 +3,18 @@
  * with TWIN_SAMPLES=FILE, each at its own TWIN_FROM_S), pools each group's windows (one config, speed and length)
  * and prints, per group, energy and the decision counts (sim / live of the sums, and the windows' own range) and per
  * type the p50 and p99 TTFT and the p99 TBT sim / live with their 95% paired block-bootstrap intervals
- * (twin-stats.ts), each p99 judged against the 15% target by its interval.
- *   node --import tsx test/bench/twin-pool.ts FILE...      (TWIN_RESAMPLES, default 1000; TWIN_MIN_P99_N, default 100)
+ * (twin-stats.ts), each p99 judged against the 15% target by its interval. With --phases K (default 8; 0: none) it
+ * re-simulates each window at K seeded phase draws of its instances' clock epochs and status reports with the options
+ * its live run recorded (twin-phases.ts) and adds, per type, the pooled p99 TTFT of each draw, their median (the
+ * simulator's point prediction) sim / live judged against 15%, and that median's paired block-bootstrap interval judged
+ * as the others. Samples files without their simulation's options are rebuilt from their spec with --clock-change-ms MS.
+ *   node --import tsx test/bench/twin-pool.ts [--phases K] [--clock-change-ms MS] FILE...
+ *   (TWIN_RESAMPLES, default 1000; TWIN_MIN_P99_N, default 100)
  */
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { poolTypes, pooledSum, verdict, type WindowSamples } from './twin-stats.ts';
+import { poolTypes, pooledSum, ttftQuantile, verdict, type WindowSamples } from './twin-stats.ts';
+import { legacySimulation, phaseDraws, phaseMedianTypes, simulateDraws, type DrawBlocks } from './twin-phases.ts';
 
 const TARGET = { energy: 0.05, p99: 0.15, decisions: 0.1 };
 /**
@@ -24,7 +30,7 @@ const span = (lo: number, hi: number) => (Number.isFinite(lo) ? `${f3(lo)}-${f3(
 const within = (ratio: number, tol: number) => (Number.isFinite(ratio) ? (Math.abs(ratio - 1) <= tol ? 'within' : 'outside') : '-');
 
 /** The pooled report of windows (any groups), as markdown. */
-export function poolReport(windows: readonly WindowSamples[], opts: { resamples?: number; minP99N?: number } = {}): string {
+export function poolReport(windows: readonly WindowSamples[], opts: { resamples?: number; minP99N?: number; draws?: readonly (readonly DrawBlocks[])[] } = {}): string {
   const groups = new Map<string, WindowSamples[]>();
   for (const w of windows) groups.set(w.group, [...(groups.get(w.group) ?? []), w]);
   const out: string[] = [];
@@ -61,16 +67,62 @@ export function poolReport(windows: readonly WindowSamples[], opts: { resamples?
     out.push(`p99 TTFT by its interval: within 15% ${tally.ttft.within}, outside ${tally.ttft.outside}, undecided ${tally.ttft.undecided} (interval across a bound: more requests needed), informational ${tally.ttft.few} (too few requests); p99 TBT: within ${tally.tbt.within}, outside ${tally.tbt.outside}, undecided ${tally.tbt.undecided}, informational ${tally.tbt.few}`, '');
     out.push(`informational, not judged: the p99s of ${informational.length ? informational.join(', ') : 'no type'} (fewer than ${minN} requests of the type on a side over the pooled windows: its p99 would be its largest TTFT and TBT, one request's coincidence)`, '');
     out.push(`a p99's judgement is its interval's: 'within' when it lies inside [0.85, 1.15], 'outside' when wholly outside, 'undecided' otherwise; a type with fewer than ${minN} requests on a side is informational; energy and decisions are judged by the pooled sums`, '');
+    if (opts.draws) out.push(...phaseSection(ws, ws.map((w) => opts.draws![windows.indexOf(w)]!), { resamples: opts.resamples ?? 1000, minN }));
   }
   return out.join('\n');
 }
 
+/** The phase-median rows of one group: `draws[i]`, window i's K draws. */
+function phaseSection(ws: readonly WindowSamples[], draws: readonly (readonly DrawBlocks[])[], o: { resamples: number; minN: number }): string[] {
+  const K = draws[0]?.length ?? 0;
+  const out = [`### p99 TTFT over ${K} phase draws`, '', `each window re-simulated with the options its live run recorded at ${K} seeded phase draws (each instance's clock epoch uniform over its epoch, its status schedule over its status interval; seed 16 + the window's start s); a draw's p99 pools its run of every window; the simulator's point prediction is the median over the draws; the interval: the paired block bootstrap of that median against the live p99 (${o.resamples} resamples, the same blocks live and in every draw)`, ''];
+  out.push('| type (live, sim per draw) | live p99 ms | sim at the live phases / live | each draw / live (min-max) | median over draws ms | sim / live | point (15%) | 95% interval | interval judged |', '|---|---|---|---|---|---|---|---|---|');
+  const tally = { point: { within: 0, outside: 0 }, interval: { within: 0, outside: 0, undecided: 0 } };
+  for (const t of phaseMedianTypes(ws, draws, { resamples: o.resamples })) {
+    const aligned = ttftQuantile(ws.flatMap((w) => Object.values(w.blocks.sim[t.type] ?? {})), 0.99);
+    const few = Math.min(t.n.live, t.n.sim) < o.minN;
+    const point = within(t.ci.ratio, TARGET.p99);
+    const iv = verdict(t.ci, TARGET.p99);
+    if (!few && point !== '-') tally.point[point]++;
+    if (!few) tally.interval[iv]++;
+    const each = t.perDraw.map((x) => x / t.ci.live);
+    out.push(`| ${t.type} (${t.n.live}, ${t.n.sim}) | ${Math.round(t.ci.live)} | ${f3(aligned / t.ci.live)} | ${span(Math.min(...each), Math.max(...each))} | ${Math.round(t.ci.sim)} | ${f3(t.ci.ratio)} | ${few ? 'informational' : point} | ${span(t.ci.lo, t.ci.hi)} | ${few ? `informational (< ${o.minN} requests)` : iv} |`);
+  }
+  out.push('', `phase-median p99 TTFT by its point estimate: within 15% ${tally.point.within}, outside ${tally.point.outside}; by its interval: within ${tally.interval.within}, outside ${tally.interval.outside}, undecided ${tally.interval.undecided}`, '');
+  return out;
+}
+
+/** `--name value` from argv (removed from it), else undefined. */
+function option(argv: string[], name: string): string | undefined {
+  const i = argv.indexOf(name);
+  if (i < 0) return undefined;
+  const v = argv[i + 1];
+  if (v === undefined || !Number.isFinite(Number(v))) throw new Error(`${name} takes a number`);
+  argv.splice(i, 2);
+  return v;
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const files = process.argv.slice(2);
-  if (!files.length) {
-    process.stderr.write('usage: node --import tsx test/bench/twin-pool.ts SAMPLES.json...\n');
+  const K = Number(option(files, '--phases') ?? 8);
+  const clock = option(files, '--clock-change-ms');
+  if (!files.length || !Number.isInteger(K) || K < 0) {
+    process.stderr.write('usage: node --import tsx test/bench/twin-pool.ts [--phases K] [--clock-change-ms MS] SAMPLES.json...\n');
     process.exit(2);
   }
   const windows = files.map((f) => JSON.parse(readFileSync(f, 'utf8')) as WindowSamples);
-  process.stdout.write(poolReport(windows, { resamples: Number(process.env.TWIN_RESAMPLES ?? 1000), minP99N: Number(process.env.TWIN_MIN_P99_N ?? MIN_P99_N) }) + '\n');
+  let draws: DrawBlocks[][] | undefined;
+  if (K > 0) {
+    const { simulate } = await import('../../src/sim/index.ts');
+    const { TRACE, twinSpec } = await import('./twin.bench.ts');
+    const { reshardSpec } = await import('./twin-reshard.bench.ts');
+    const sims = windows.map((w) => w.simulation ?? legacySimulation(w, [twinSpec(), reshardSpec()], clock === undefined ? undefined : Number(clock), TRACE));
+    draws = [];
+    for (const [i, w] of windows.entries()) {
+      const t0 = Date.now();
+      draws.push(await simulateDraws(w, sims[i]!, phaseDraws(K, sims[i]!, 16 + w.startS), simulate));
+      process.stderr.write(`${files[i]}: ${K} phase draws simulated in ${((Date.now() - t0) / 1000).toFixed(1)} s${w.simulation ? '' : ' (options rebuilt from its spec)'}\n`);
+    }
+  }
+  process.stdout.write(poolReport(windows, { resamples: Number(process.env.TWIN_RESAMPLES ?? 1000), minP99N: Number(process.env.TWIN_MIN_P99_N ?? MIN_P99_N), ...(draws ? { draws } : {}) }) + '\n');
 }

@@ -10,10 +10,10 @@
  * once its engine process has exited, TWIN_STOP_S, default 0.5 s: 0.51-0.58 s on the 2-core VM at load average 20).
  */
 import type { BenchSection } from './types.ts';
-import { runTwin } from './twin.bench.ts';
+import { runTwin, type TwinSpec } from './twin.bench.ts';
 
-export async function bench(): Promise<BenchSection> {
-  return runTwin({
+/** This window's spec (TWIN_RESHARD_CONFIG, TWIN_RESHARD_S s of trace at speed 2). */
+export const reshardSpec = (): TwinSpec => ({
     title: 'Twin check with re-shard epochs: live cluster vs simulator on the same trace window',
     // TWIN_RESHARD_CONFIG: another config of this shape (e.g. deploy/twin.yaml with scaling.drainMigrateS)
     config: process.env.TWIN_RESHARD_CONFIG ?? 'deploy/twin.yaml',
@@ -25,5 +25,8 @@ export async function bench(): Promise<BenchSection> {
       epochs: { clusterS: 3600, poolS: 30, instanceS: 5 }, reshardExecution: 'units', costs: { instanceStartS: Number(process.env.TWIN_START_S ?? 3), instanceStopS: Number(process.env.TWIN_STOP_S ?? 0.5) },
       knobs: { pools: 'single', dynamicInstances: false, dynamicShards: true, dynamicClock: true, emergency: true },
     },
-  });
+});
+
+export async function bench(): Promise<BenchSection> {
+  return runTwin(reshardSpec());
 }

@@ -14,6 +14,7 @@
  * bucket's geometric middle, within 0.5% of every value in it.
  */
 import { rng } from '../../src/sim/trace.ts';
+import type { SimOptions } from '../../src/sim/types.ts';
 
 /** The nearest-rank quantile, as the replay's and the simulator's percentiles: the ceil(q n)-th smallest; NaN for none. */
 export function quantile(xs: ArrayLike<number>, q: number): number {
@@ -231,7 +232,27 @@ export interface WindowSamples {
    * from the engine's first token to the gateway's read).
    */
   requestPathMs?: { toEngineMs: number; startToEngineMs: number; toClientMs: number; hopRequests: number; hopToEngineMs?: number; hopOutMs?: number };
+  /** what the window's simulation needs to be run again at other phases (twin-phases.ts); absent in older files. */
+  simulation?: TwinSimulation;
 }
+
+/** The phase options of one simulation (SimOptions' instance epoch and status schedules). */
+export type PhaseOptions = Pick<SimOptions, 'instanceEpochPhaseMs' | 'instanceEpochBeforeTrace' | 'instanceStatusPhaseMs' | 'instanceStatusIntervalMs'>;
+
+/** What a window's simulation needs to be run again (twin.bench.ts writes it into the samples file). */
+export interface TwinSimulation {
+  /** the simulation's options as the window's live run set them, without the phases (no callbacks: JSON). */
+  options: SimOptions;
+  /** the phases aligned to the live run's (its epochs' and statuses' as its log showed them; empty when unknown). */
+  aligned: PhaseOptions;
+  /** the instances' clock epoch, ms. */
+  epochMs: number;
+  /** the instances' status interval, ms (the live one's as measured, else its config's). */
+  statusIntervalMs: number;
+  /** the instances the cluster starts with. */
+  instances: number;
+}
+
 
 /** Collects one window's per-request samples by side, type and block of trace time. */
 export class WindowCollector {

@@ -30,8 +30,9 @@ import { COUNTER_WAIT_S, replayTrace, type ReplayRequestResult } from '../../src
 import { freePort } from '../helpers/net.ts';
 import { loadConfig } from '../../actors/common/config.ts';
 import { WindowCollector, type WindowSamples } from './twin-stats.ts';
+import { seededDraw, twinSimOptions } from './twin-phases.ts';
 
-const TRACE = 'data/traces/AzureLLMInferenceTrace_conv.csv';
+export const TRACE = 'data/traces/AzureLLMInferenceTrace_conv.csv';
 
 /** `dynamollm up` from source (tsx), as a user runs it; resolves with the gateway URL and a stop(). */
 async function up(config: string): Promise<{ base: string; stop: () => Promise<void>; output: () => string }> {
@@ -291,8 +292,8 @@ export interface TwinSpec {
   sim: Pick<SimOptions, 'profilePath' | 'servers' | 'gpusPerServer' | 'instanceTp' | 'knobs' | 'epochs' | 'asConfigured' | 'reshardExecution' | 'costs'>;
 }
 
-export async function bench(): Promise<BenchSection> {
-  return runTwin({
+/** This window's spec (deploy/replay-ci.yaml, TWIN_S s of trace at speed 1). */
+export const twinSpec = (): TwinSpec => ({
     title: 'Twin check: live cluster vs simulator on the same trace window',
     config: 'deploy/replay-ci.yaml',
     windowS: Number(process.env.TWIN_S ?? 60),
@@ -300,7 +301,10 @@ export async function bench(): Promise<BenchSection> {
     // the config's cluster: one pool of every type, no cluster or pool epoch within the window; the instance
     // machines' clock and emergency ladder as live
     sim: { profilePath: 'profiles/llama3.1-8b.h100.tp1.json', servers: 1, gpusPerServer: 2, instanceTp: 1, knobs: { pools: 'single', dynamicInstances: false, dynamicShards: false, dynamicClock: true, emergency: true } },
-  });
+});
+
+export async function bench(): Promise<BenchSection> {
+  return runTwin(twinSpec());
 }
 
 export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
@@ -358,20 +362,10 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // the live GPUs' clock change time (the clock events' applyMs, info level; TWIN_CLOCK_CHANGE_MS sets it), else the
   // simulator's default (a real H100's, costs.clockChangeMs)
   const clockChangeMs = process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? Number(process.env.TWIN_CLOCK_CHANGE_MS) : clockApplyOf(cluster.output());
-  const simOpts: SimOptions = {
-    requestPathMs: { toEngineMs, toClientMs, startToEngineMs },
-    policy: 'dynamollm', fidelity: 'step', model: 'llama3.1-8b', gpu: 'h100', rateScale: 1, ...spec.sim,
-    ...(clockChangeMs !== undefined ? { costs: { ...spec.sim.costs, clockChangeMs } } : {}),
-    // the live cluster's SLOs and class thresholds (its config's slo: and thresholds:)
-    slo: c.slo, thresholds: c.thresholds,
-    instanceLimits: { maxInEngine: c.engine.maxInEngine, maxQueued: c.engine.maxQueued, rejectAfterMs: c.emergency.rejectAfterMs, moveQueueAbove: c.emergency.moveQueueAbove, retryAfterS: c.emergency.retryAfterS },
-    // the live intake's classifier (the gateway's online output predictor, max_tokens the trace's output as replay sends it)
-    dispatch: 'policy', predictor: 'online',
-    trace: { kind: 'file', path: TRACE, startMs: fromS * 1000, durationMs: windowS * 1000, speed },
-    // the span the live counters cover (replay reads them before its first send and COUNTER_WAIT_S after its last completion):
-    // the simulation counts its decisions and energy over the same time (its timers run on past its last request)
-    untilMs: (live.wallS + COUNTER_WAIT_S) * 1000,
-  };
+  // the live cluster's SLOs, thresholds and instance limits, its data path's time and clock change, the trace window, and
+  // the span the live counters cover (replay reads them before its first send and COUNTER_WAIT_S after its last
+  // completion: the simulation counts its decisions and energy over the same time)
+  const simOpts: SimOptions = twinSimOptions(spec, { fromS, windowS, speed, requestPathMs: { toEngineMs, toClientMs, startToEngineMs }, ...(clockChangeMs !== undefined ? { clockChangeMs } : {}), untilMs: (live.wallS + COUNTER_WAIT_S) * 1000, trace: TRACE });
   // and their statuses at the live ones' schedules (debug level logs each status): which instance the dispatch picks
   // follows the load each instance's last status showed
   const statusPhases = phase ? statusPhasesOf(cluster.output(), live.startedAtMs, c.liveness.statusIntervalMs, phase.ids) : undefined;
@@ -418,8 +412,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   // phase drawn over the status interval (seeded): how far energy and the clock decisions move with where the
   // instances' statuses fall against the arrivals (the dispatch reads the load of each one's last status)
   const statusScan: { J: number; clock: number }[] = [];
-  let seed = 16;
-  const draw = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+  const draw = seededDraw(16);
   for (let k = 0; k < Number(process.env.TWIN_STATUS_SCAN ?? 5); k++) {
     const n = phase?.ids.length ?? 1;
     const every = statusPhases?.intervalMs ?? 500;
@@ -470,6 +463,8 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       decisions: { live: Object.fromEntries(kinds.map(([k]) => [k, lr[k] ?? 0])), sim: Object.fromEntries(kinds) },
       blocks: samples.blocks(),
       requestPathMs: { toEngineMs, startToEngineMs, toClientMs, hopRequests: hop?.n ?? 0, ...(hop ? { hopToEngineMs: hop.toEngineMs, hopOutMs: hop.outMs } : {}) },
+      // the simulation's options and the live phases, for twin-pool.ts --phases (the simulation at other phase draws)
+      simulation: { options: simOpts, aligned: atLive, epochMs, statusIntervalMs: statusPhases?.intervalMs ?? c.liveness.statusIntervalMs, instances: phase?.ids.length ?? Math.floor(((spec.sim.servers ?? 1) * (spec.sim.gpusPerServer ?? 1)) / (spec.sim.instanceTp ?? 1)) },
     };
     writeFileSync(process.env.TWIN_SAMPLES, JSON.stringify(w));
   }

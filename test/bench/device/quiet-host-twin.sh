@@ -23,6 +23,8 @@
 # and samples, qht/*.samples.json); what has finished by $LIMIT_S (default 560) s is pooled.
 # Pooling two calls (say ROUND=0, then ROUND=1): unpack each call's logs.tgz into its own folder and pool every
 # samples file together: node --import tsx test/bench/twin-pool.ts call1/qht/*.samples.json call2/qht/*.samples.json
+# (--phases 8 there adds the median over 8 phase draws of each window's simulation; PHASES, default 0, sets it here:
+# its re-simulations would take the pooling's time budget)
 set -u
 cd "$(dirname "$0")/../../.."
 T0=$(date +%s); LIMIT_S=${LIMIT_S:-560}; FIRST_CORE=${FIRST_CORE:-1}; CORES=${CORES:-3}
@@ -70,7 +72,7 @@ for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL -- -"$p" 2>/dev
     grep -E '^\||^live|^targets|^informational|FAILED|Error' "$W/$name.txt" 2>/dev/null | grep -v "^live instances" | head -80
   done
   echo "== pooled ($(ls "$W"/*.samples.json 2>/dev/null | wc -l) windows)"
-  ls "$W"/*.samples.json > /dev/null 2>&1 && taskset -c 0-$((FIRST_CORE > 0 ? FIRST_CORE - 1 : 0)) node --import tsx test/bench/twin-pool.ts "$W"/*.samples.json 2>&1
+  ls "$W"/*.samples.json > /dev/null 2>&1 && taskset -c 0-$((FIRST_CORE > 0 ? FIRST_CORE - 1 : 0)) node --import tsx test/bench/twin-pool.ts --phases "${PHASES:-0}" "$W"/*.samples.json 2>&1
   echo "== load"; awk 'NR % 6 == 1' "$W/load.txt" 2>/dev/null; echo "== done at $(( $(date +%s) - T0 )) s"; } >> "$W/summary.txt"
 cp "$W/summary.txt" "$OUT/summary.txt"
 tar -C "$(dirname "$W")" -czf "$OUT/logs.tgz" "$(basename "$W")"
