@@ -2,7 +2,8 @@
 # NATS credentials of a deploy/k8s cluster, one Secret per role, from fresh keys:
 #   deploy/k8s/nats-secrets.sh [cluster.yaml] [namespace]        (from the repository root)
 # runs `npm run gen:nats-auth` into a private temporary directory, then creates or replaces
-#   dynamollm-nats-auth            users.conf for the NATS pods (public keys and rights only)
+#   dynamollm-nats-auth            users.conf for the NATS pods (public keys and rights only) and routes.conf
+#                                  (the route password, fresh each run, and the routes carrying it)
 #   dynamollm-nats-keys-<role>     the seeds of that role's actors (cluster, pool, gateway, observer, admin);
 #                                  each workload mounts only its own role's
 #   dynamollm-nats-keys-node-<node>  one GPU node's seed and the seeds of the instances it may start; only that

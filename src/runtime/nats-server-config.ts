@@ -12,6 +12,7 @@
  * clusters on one server never meet (NATS accounts are separate subject spaces with their own JetStream).
  */
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { nkeys } from '@nats-io/transport-node';
 import { permissionsOf, type ActorIdentity, type Permissions, type Role } from '../../protocols/permissions.ts';
@@ -49,7 +50,11 @@ export interface ServerSpec {
   serverName: string;
   storeDir: string;
   maxFileStore?: string;
-  cluster?: { name: string; listen: string; routes: string[] };
+  /**
+   * the route listener; `routes` inline (a local cluster), or `include`: a generated file (renderRoutesFile) holding
+   * the route authorization and the routes with their credentials, relative to the config's directory.
+   */
+  cluster?: { name: string; listen: string; routes?: string[]; include?: string };
   /**
    * the server's `server_tags` (literal tags, or one `$NAME` expanded from the server's environment): in a cluster
    * each server holds one leasePlacementTag, on which the lease bucket of that index is placed (src/runtime/lease.ts).
@@ -129,7 +134,13 @@ export function renderServerConfig(s: ServerSpec): string {
     `ping_interval: "${l.pingIntervalS}s"`, `ping_max: ${l.pingMax}`, `write_deadline: "${l.writeDeadlineS}s"`, '',
   );
   if (s.cluster) {
-    out.push('cluster {', `  name: ${s.cluster.name}`, `  listen: ${s.cluster.listen}`, '  routes: [', ...s.cluster.routes.map((r) => `    ${r}`), '  ]', '}', '');
+    out.push('cluster {', `  name: ${s.cluster.name}`, `  listen: ${s.cluster.listen}`);
+    if (s.cluster.routes) out.push('  routes: [', ...s.cluster.routes.map((r) => `    ${r}`), '  ]');
+    if (s.cluster.include !== undefined) {
+      out.push('  # route authorization (a server joins only with the generated route secret) and the routes, their URLs', '  # carrying it: `npm run gen:nats-auth` writes this file');
+      out.push(`  include ${q(s.cluster.include)}`);
+    }
+    out.push('}', '');
   }
   out.push('# One account per cluster id: its subjects, KV buckets and streams are its own. No anonymous access.');
   out.push('accounts {');
@@ -196,12 +207,42 @@ const DEPLOY_DOC = [
   'nkey user per actor with only its own rights (protocols/permissions.ts: an instance reads only its own admit',
   'subject, a node agent writes only its own inventory key, ...). Generate it and the actors\' seed files with',
   '  npm run gen:nats-auth -- --config cluster.yaml --out DIR',
-  'then give DIR/nats-auth/users.conf to the servers and each actor its own seed (NATS_NKEY); docs/SECURITY.md.',
+  'then give DIR/nats-auth/users.conf and routes.conf to the servers and each actor its own seed (NATS_NKEY); docs/SECURITY.md.',
   'Rotate: run it again, replace the files, `nats-server --signal reload`, restart the actors.',
 ];
 
 /** The account of the deployment configs: its users come from the generated include file. */
 export const DEPLOY_USERS_INCLUDE = 'auth/users.conf';
+
+/** The deployment configs' route authorization and routes: generated per deployment (renderRoutesFile). */
+export const DEPLOY_ROUTES_INCLUDE = 'auth/routes.conf';
+
+/** The route URLs (without credentials) of the committed deployments, by `gen:nats-auth --routes` name. */
+export const DEPLOY_ROUTES = {
+  k8s: ['nats://nats-0.nats.dynamollm.svc:6222', 'nats://nats-1.nats.dynamollm.svc:6222', 'nats://nats-2.nats.dynamollm.svc:6222'],
+  hosts: ['nats-route://nats-0:6222', 'nats-route://nats-1:6222', 'nats-route://nats-2:6222'],
+} as const;
+
+/** The user name of the route authorization (one shared user: nats-server's cluster authorization takes one). */
+export const ROUTE_USER = 'route';
+
+/**
+ * The cluster block's generated include: the route authorization (user ROUTE_USER, `password`) every server requires
+ * of a connecting route, and the explicit routes with the same credentials in their URLs (nats-server does not send
+ * its cluster authorization on an explicitly listed route: the URL must carry it).
+ */
+export function renderRoutesFile(routes: readonly string[], password: string, header: string[]): string {
+  if (!/^[0-9a-f]{32,}$/.test(password)) throw new RangeError('route password: at least 32 hex digits');
+  const withCreds = routes.map((r) => {
+    const u = new URL(r);
+    if (u.username || u.password) throw new RangeError(`route ${r}: give it without credentials`);
+    u.username = ROUTE_USER;
+    u.password = password;
+    return u.href.replace(/\/$/, '');
+  });
+  return [...header.map((h) => (h ? `# ${h}` : '#')),
+    `authorization { user: ${ROUTE_USER}, password: ${q(password)}, timeout: 2 }`, 'routes: [', ...withCreds.map((r) => `  ${r}`), ']', ''].join('\n');
+}
 
 /** The three committed configs, by repository path. */
 export function committedConfigs(): Record<string, string> {
@@ -222,19 +263,20 @@ export function committedConfigs(): Record<string, string> {
       header: ['dynamollm NATS cluster config: 3 servers, JetStream replicated.', gen, '', ...DEPLOY_DOC, '',
         'Each server: DYN_NATS_NAME=nats-0 DYN_NATS_LEASE_TAG=dyn-lease-0 nats-server -c cluster.conf (nats-1 with',
         'dyn-lease-1, nats-2 with dyn-lease-2: each server its own tag; the leader leases keep one bucket on each), with',
-        'auth/users.conf beside it. Put TLS in front when the network is not trusted; keep the route port (6222) on a',
-        'private network.'],
+        'auth/users.conf and auth/routes.conf (`npm run gen:nats-auth -- ... --routes hosts`) beside it. Put TLS in front',
+        'when the network is not trusted; keep the route port (6222) and the monitoring port (8222) on a private network.'],
       listen: '0.0.0.0:4222',
       http: '0.0.0.0:8222',
       serverName: '$DYN_NATS_NAME',
       serverTags: [`$${LEASE_TAG_ENV}`],
       storeDir: '/var/lib/nats/jetstream',
-      cluster: { name: 'dynamollm', listen: '0.0.0.0:6222', routes: ['nats-route://nats-0:6222', 'nats-route://nats-1:6222', 'nats-route://nats-2:6222'] },
+      cluster: { name: 'dynamollm', listen: '0.0.0.0:6222', include: DEPLOY_ROUTES_INCLUDE },
       accounts: [deployAccount],
     }),
     'deploy/k8s/nats.conf': renderServerConfig({
       header: ['dynamollm NATS config for Kubernetes (kustomize configMapGenerator nats-config, key nats.conf).', gen, '', ...DEPLOY_DOC, '',
-        'The StatefulSet projects the Secret dynamollm-nats-auth (users.conf) to /etc/nats/auth and POD_NAME from the pod;',
+        'The StatefulSet projects the Secret dynamollm-nats-auth (users.conf, routes.conf) to /etc/nats/auth and POD_NAME',
+        'from the pod; NetworkPolicies (25-network-policies.yaml) admit routes from the NATS pods only;',
         `its start sets ${LEASE_TAG_ENV}=dyn-lease-<the pod's ordinal> (each server its own leader-lease bucket).`],
       listen: '0.0.0.0:4222',
       http: '0.0.0.0:8222',
@@ -242,7 +284,7 @@ export function committedConfigs(): Record<string, string> {
       serverTags: [`$${LEASE_TAG_ENV}`],
       storeDir: '/data/jetstream',
       maxFileStore: '10GB',
-      cluster: { name: 'dynamollm', listen: '0.0.0.0:6222', routes: ['nats://nats-0.nats.dynamollm.svc:6222', 'nats://nats-1.nats.dynamollm.svc:6222', 'nats://nats-2.nats.dynamollm.svc:6222'] },
+      cluster: { name: 'dynamollm', listen: '0.0.0.0:6222', include: DEPLOY_ROUTES_INCLUDE },
       accounts: [deployAccount],
     }),
   };
@@ -352,6 +394,8 @@ export const deploySeedDir = (role: Role, node?: string): string => (node === un
 export interface DeploymentAuth {
   /** DIR/nats-auth/users.conf: the servers' users (public keys and rights only; not secret). */
   usersFile: string;
+  /** DIR/nats-auth/routes.conf (0600): the route authorization and the routes with its password (secret). */
+  routesFile: string;
   creds: Map<string, ActorCredential>;
 }
 
@@ -362,7 +406,7 @@ export interface DeploymentAuth {
  * together in `outDir/keys-node-<node>/` (`node-<node>.nk`, `<instance id>.nk`: the node agent's
  * instanceKeysDir). New keys every call: re-running it rotates every credential.
  */
-export function deploymentAuth(a: ClusterActors, outDir: string): DeploymentAuth {
+export function deploymentAuth(a: ClusterActors, outDir: string, routes: readonly string[] = DEPLOY_ROUTES.k8s): DeploymentAuth {
   const instanceNode = new Map(possibleInstances(a).map((i) => [i.id, i.node]));
   const { users, creds } = actorUsers(a, (i) => {
     const node = i.role === 'node' ? i.id : i.role === 'instance' ? instanceNode.get(i.id ?? '') : undefined;
@@ -380,5 +424,15 @@ export function deploymentAuth(a: ClusterActors, outDir: string): DeploymentAuth
       `Actors: cluster ${a.clusterManagers.join(',')}; pool ${a.poolManagers.join(',')}; gateway ${a.gateways.join(',')}; node ${a.nodes.map((n) => n.id).join(',')}.`,
     ]),
   );
-  return { usersFile, creds };
+  const routesFile = join(outDir, 'nats-auth', 'routes.conf');
+  writeFileSync(
+    routesFile,
+    renderRoutesFile(routes, randomBytes(24).toString('hex'), [
+      `dynamollm NATS route credentials of cluster ${a.clusterId} (npm run gen:nats-auth): secret, for the NATS servers only.`,
+      'A server joins the cluster only with this password; every server of the cluster needs the same file.',
+    ]),
+    { mode: 0o600 },
+  );
+  chmodSync(routesFile, 0o600);
+  return { usersFile, routesFile, creds };
 }

@@ -20,6 +20,7 @@ import { gatewayDrainGraceMs, splitConfig } from '../../actors/gateway/config.ts
 import { leasePlacementTag } from '../../protocols/subjects.ts';
 import { shutdownLimitMs } from '../../src/runtime/actor.ts';
 import { NODE_AGENT_STOP_HOOK_MS } from '../../actors/node-agent/main.ts';
+import { routeUrls } from '../../src/cli/gen-nats-auth.ts';
 
 type Obj = Record<string, any>;
 
@@ -179,9 +180,11 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     const { cluster } = splitConfig(parse(cfg.data['cluster.yaml']), 'deploy/k8s/cluster.yaml');
     expect(cluster.nats.jetstreamReplicas).toBe(3);
     expect([cluster.nats.url].flat()).toHaveLength(3);
-    // R3 needs three JetStream servers in one cluster: the routes name every pod of the StatefulSet
+    // R3 needs three JetStream servers in one cluster: the routes (gen:nats-auth's routes.conf, which nats.conf's
+    // cluster block includes; its default names deploy/k8s's pods) name every pod of the StatefulSet
     const conf = cm.data['nats.conf'] as string;
-    const routes = /cluster\s*\{[^}]*routes:\s*\[([^\]]*)\]/.exec(conf)?.[1]?.trim().split(/\s+/) ?? [];
+    expect(/cluster\s*\{[^}]*\}/.exec(conf)?.[0]).toContain('include "auth/routes.conf"');
+    const routes = routeUrls(undefined);
     const ns = sts.metadata.namespace as string;
     expect(routes).toEqual(Array.from({ length: sts.spec.replicas as number }, (_, i) => `nats://nats-${i}.${sts.spec.serviceName as string}.${ns}.svc:6222`));
     // every actor that creates KV buckets or streams reads the same config (R3), none overrides it
@@ -219,10 +222,43 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     // the NATS servers read the users file, and no password at all
     const nats = find('StatefulSet', 'nats')!.spec.template.spec;
     const projected = nats.volumes.find((v: Obj) => v.name === 'config').projected.sources as Obj[];
-    expect(projected.find((x) => x.secret)?.secret).toEqual({ name: 'dynamollm-nats-auth', items: [{ key: 'users.conf', path: 'auth/users.conf' }] });
+    expect(projected.find((x) => x.secret)?.secret).toEqual({ name: 'dynamollm-nats-auth', items: [{ key: 'users.conf', path: 'auth/users.conf' }, { key: 'routes.conf', path: 'auth/routes.conf' }] });
     expect(readFileSync('deploy/k8s/nats.conf', 'utf8')).toContain('include "auth/users.conf"');
     // no Secret value is shipped: the gateway's keys are the operator's own (deploy/k8s/secrets.example.yaml)
     expect(objs.filter((o) => o.kind === 'Secret').map((o) => o.metadata.name)).toEqual([]);
+  });
+
+  it('NetworkPolicies: NATS clients from the actor pods only, routes from NATS pods only, monitoring from none; the gateway\'s HTTP port open; the route secret mounted', () => {
+    type Peer = { podSelector?: { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values: string[] }[] }; namespaceSelector?: unknown; ipBlock?: unknown };
+    type Rule = { from?: Peer[]; ports?: { port: number | string; protocol?: string }[] };
+    const policies = objs.filter((o) => o.kind === 'NetworkPolicy');
+    const natsLabels = find('StatefulSet', 'nats')!.spec.template.metadata.labels as Record<string, string>;
+    const selects = (p: Obj, labels: Record<string, string>) => Object.entries((p.spec.podSelector.matchLabels ?? {}) as Record<string, string>).every(([k, v]) => labels[k] === v) && !p.spec.podSelector.matchExpressions;
+    const onNats = policies.filter((p) => selects(p, natsLabels) && (p.spec.policyTypes as string[]).includes('Ingress'));
+    expect(onNats.length).toBeGreaterThan(0);
+    // what each port admits, over every policy selecting the NATS pods (a policy's rules are unioned)
+    const admits = (port: number): Peer[][] => onNats.flatMap((p) => (p.spec.ingress ?? []) as Rule[]).filter((r) => !r.ports || r.ports.some((x) => x.port === port)).map((r) => r.from ?? []);
+    // a rule with no `from`, or an empty one, admits every source
+    for (const port of [4222, 6222, 8222]) for (const from of admits(port)) expect(from.length, `port ${port}`).toBeGreaterThan(0);
+    const peerNames = (port: number) => admits(port).flat().map((peer) => {
+      expect(peer.namespaceSelector ?? peer.ipBlock, `port ${port}: pods of this namespace only`).toBeUndefined();
+      const m = peer.podSelector?.matchLabels?.['app.kubernetes.io/name'];
+      const e = peer.podSelector?.matchExpressions?.find((x) => x.key === 'app.kubernetes.io/name' && x.operator === 'In')?.values;
+      return m !== undefined ? [m] : e ?? ['<any pod>'];
+    }).flat().sort();
+    const actorPods = [...new Set(workloads.filter((w) => w.metadata.name !== 'nats').map((w) => w.spec.template.metadata.labels['app.kubernetes.io/name'] as string))].sort();
+    expect(peerNames(4222)).toEqual(actorPods);
+    expect(peerNames(6222)).toEqual(['nats']);
+    expect(admits(8222)).toEqual([]);
+    // the gateways: their HTTP port from anywhere, nothing else
+    const gwLabels = find('StatefulSet', 'gateway')!.spec.template.metadata.labels as Record<string, string>;
+    const gwRules = policies.filter((p) => selects(p, gwLabels)).flatMap((p) => (p.spec.ingress ?? []) as Rule[]);
+    expect(gwRules).toEqual([{ ports: [{ protocol: 'TCP', port: 8000 }] }]);
+    // the route secret beside nats.conf, where its include looks for it
+    const vol = (find('StatefulSet', 'nats')!.spec.template.spec.volumes as Obj[]).find((v) => v.name === 'config')!;
+    const items = (vol.projected.sources as Obj[]).find((s) => s.secret?.name === 'dynamollm-nats-auth')!.secret.items as { key: string; path: string }[];
+    expect(items).toContainEqual({ key: 'routes.conf', path: 'auth/routes.conf' });
+    expect(readFileSync('deploy/k8s/nats.conf', 'utf8')).toContain('include "auth/routes.conf"');
   });
 
   it('the images are the ones deploy/docker builds', () => {

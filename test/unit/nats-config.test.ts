@@ -8,7 +8,8 @@ import { writeFileSync } from 'node:fs';
 import { NATS_SERVER_LIVENESS, committedConfigs, deploymentAuth, possibleInstances, renderServerConfig, rolePasswordEnv } from '../../src/runtime/nats-server-config.ts';
 import { committedNodeAgents } from '../../src/cli/k8s-node-agents-file.ts';
 import { nodeAgentManifests, NodeNameError } from '../../src/runtime/k8s-node-agents.ts';
-import { deploymentActors } from '../../src/cli/gen-nats-auth.ts';
+import { deploymentActors, routeUrls } from '../../src/cli/gen-nats-auth.ts';
+import { statSync } from 'node:fs';
 import { ANSWERS, ROLES, permissionsOf, type Role } from '../../protocols/permissions.ts';
 import { CATALOG } from '../../protocols/catalog.ts';
 import { REPO_ROOT } from '../helpers/nats.ts';
@@ -110,6 +111,40 @@ describe('NATS server configs come from the one table of rights', () => {
       expect(c[path], path).toContain('include "auth/users.conf"');
       expect(c[path], path).not.toMatch(/users:|password|user:/);
     }
+  });
+  it('the deployment configs require route authorization: gen:nats-auth writes a fresh route password and routes carrying it (nats-server accepts them)', () => {
+    const c = committedConfigs();
+    for (const path of ['deploy/nats/cluster.conf', 'deploy/k8s/nats.conf']) {
+      const cluster = /^cluster \{\n([\s\S]*?)\n\}$/m.exec(c[path]!)?.[1] ?? '';
+      expect(cluster, path).toContain('include "auth/routes.conf"');
+      // no route without credentials in the committed file: the routes come with the password from the include
+      expect(cluster, path).not.toMatch(/routes:|nats(-route)?:\/\//);
+    }
+    const full = deploymentActors(readFileSync(join(REPO_ROOT, 'deploy/k8s/cluster.yaml'), 'utf8'), {});
+    const a = { ...full, pools: full.pools.slice(0, 1) };
+    const passwords: string[] = [];
+    for (const [which, hosts] of [['k8s', ['nats-0.nats.dynamollm.svc', 'nats-1.nats.dynamollm.svc', 'nats-2.nats.dynamollm.svc']], ['hosts', ['nats-0', 'nats-1', 'nats-2']]] as const) {
+      const out = mkdtempSync(join(tmpdir(), 'dyn-routes-'));
+      const auth = deploymentAuth(a, out, routeUrls(which));
+      const text = readFileSync(auth.routesFile, 'utf8');
+      expect(statSync(auth.routesFile).mode & 0o777).toBe(0o600);
+      const pw = /^authorization \{ user: route, password: "([0-9a-f]+)", timeout: 2 \}$/m.exec(text)?.[1];
+      expect(pw, which).toMatch(/^[0-9a-f]{48}$/);
+      passwords.push(pw!);
+      const scheme = which === 'k8s' ? 'nats' : 'nats-route';
+      expect(text.match(/^ {2}nats\S*$/gm)).toEqual(hosts.map((h) => `  ${scheme}://route:${pw}@${h}:6222`));
+      if (which === 'k8s') {
+        // the Kubernetes config with the generated files beside it, as the StatefulSet mounts them
+        const dir = mkdtempSync(join(tmpdir(), 'dyn-k8sconf-'));
+        writeFileSync(join(dir, 'nats.conf'), c['deploy/k8s/nats.conf']!);
+        spawnSync('cp', ['-r', join(out, 'nats-auth'), join(dir, 'auth')]);
+        const t = spawnSync(process.env.NATS_SERVER_BIN ?? 'nats-server', ['-c', join(dir, 'nats.conf'), '-t'], { env: { ...process.env, POD_NAME: 'nats-0', DYN_NATS_LEASE_TAG: 'dyn-lease-0' }, encoding: 'utf8' });
+        expect(`${t.stdout}${t.stderr}`).toMatch(/configuration file .* is valid/);
+      }
+    }
+    // each run its own password
+    expect(new Set(passwords).size).toBe(2);
+    expect(() => routeUrls('nats://user:pw@h:6222')).toThrow(RangeError);
   });
   it('least privilege: per-role inboxes, owners write their keys, control roles write events, instance reads its own admit', () => {
     const roles = ['gateway', 'cluster', 'pool', 'instance', 'node', 'observer'] as const;
