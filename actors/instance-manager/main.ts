@@ -15,6 +15,7 @@ import { profilePathOf, ConfigError, requireProfileCovers, type ClusterConfig } 
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { InstanceManager } from './instance-manager.ts';
+import { INSTANCE_DEADLINES } from './deadlines.ts';
 
 export const summary = 'instance manager: one engine and its GPU clocks';
 
@@ -101,7 +102,7 @@ export function createActor(o: ActorFactoryOptions): Actor {
   if (!o.extra.pool) throw new ConfigError('--set pool=POOL is required');
   const profile = requireProfileCovers(config, [tp]);
   return new InstanceActor(
-    { kind: 'instance', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas },
+    { ...INSTANCE_DEADLINES, kind: 'instance', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas },
     { config, profile, pool: o.extra.pool, tp: tp as 1 | 2 | 4 | 8, gpuIds, node: o.extra.node },
   );
 }

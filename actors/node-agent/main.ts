@@ -34,6 +34,7 @@ import { ConfigError, requireProfileCovers, type ClusterConfig } from '../common
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { launchArgs } from '../common/launch-args.ts';
+import { INSTANCE_SHUTDOWN_LIMIT_MS } from '../instance-manager/deadlines.ts';
 import { NATS_ENV_NAMES } from '../../src/runtime/nats-settings.ts';
 import { ADOPT_FILE_ENV, adoptionDir, pidAlive, pidIsChild, readRecords, recordPath, removeRecord, writeRecord } from '../../src/runtime/adoption.ts';
 
@@ -322,9 +323,10 @@ export class NodeAgent extends Actor {
 
 /**
  * ms an instance manager gets between its SIGTERM and its SIGKILL when it is stopped (a start_instance's graceMs is at
- * most this): its drain (requests in flight, 10 s), its engine's stop (5 s), its last status and its connection's close.
+ * most this): its own shutdown bound (actors/instance-manager/deadlines.ts: its drain, its engine's stop, its last status
+ * and its connection's close, by their deadlines) plus 3 s for the process's start of exit and its signal's delivery.
  */
-export const INSTANCE_STOP_GRACE_MS = 30_000;
+export const INSTANCE_STOP_GRACE_MS = INSTANCE_SHUTDOWN_LIMIT_MS + 3000;
 /**
  * A node agent's stop hook deadline (ActorOptions.stopHookMs), ms: its instance managers stop together within
  * INSTANCE_STOP_GRACE_MS, and 5 s for its records, its GPU reads and its last status. Its whole shutdown bound is
