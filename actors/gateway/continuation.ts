@@ -5,7 +5,7 @@
  */
 import { subjects } from '../../protocols/subjects.ts';
 import { DynError, RemoteError, type WireError } from '../../protocols/errors.ts';
-import type { InferenceRequest, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
+import type { InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
 import type { StreamState } from './legs.ts';
 
@@ -45,25 +45,38 @@ export function continuation(req: InferenceRequest, st: StreamState): InferenceR
 }
 
 /**
+ * A continuation whose counted prompt (the request's prompt and the text sent) leaves no token of the model's context:
+ * the request reached max_model_len, and its stream ends as vLLM ends one that does (finish_reason 'length'), not with
+ * a leg the engine refuses. Not retryable: the same prompt and text fill the context again.
+ */
+export class ContextFull extends DynError {
+  constructor(readonly promptTokens: number, readonly maxModelLen: number) {
+    super('invalid_request', `the prompt and the text sent (${promptTokens} tokens) fill the model's context (${maxModelLen}): nothing more can be generated`, { retryable: false });
+  }
+}
+
+/**
  * `req` (a continuation) with its prompt counted by an engine's tokenizer (its pool and prefill figures need it), and its
  * max_tokens (and min_tokens) at most the context length left after that prompt: the text sent may count more tokens
  * than were made (a retokenized text, a chat template's turn), and vLLM refuses a prompt plus max_tokens past it. No
- * answer: the estimate stands.
+ * answer: the estimate stands. No token of the context left: throws ContextFull.
  */
 export async function countedBy(tokenize: (r: TokenizeRequest) => Promise<TokenizeReply>, req: InferenceRequest): Promise<InferenceRequest> {
+  const tr: TokenizeRequest = { v: 1, model: req.model };
+  if (req.messages) tr.messages = req.messages;
+  else tr.prompt = req.prompt;
+  if (req.params) tr.params = req.params;
+  let r: TokenizeReply;
   try {
-    const tr: TokenizeRequest = { v: 1, model: req.model };
-    if (req.messages) tr.messages = req.messages;
-    else tr.prompt = req.prompt;
-    if (req.params) tr.params = req.params;
-    const r = await tokenize(tr);
-    if (!r.ok || r.count === undefined) return req;
-    const maxTokens = r.maxModelLen === undefined ? req.maxTokens : Math.max(1, Math.min(req.maxTokens, r.maxModelLen - r.count));
-    return { ...req, inputTokens: r.count, maxTokens, ...(req.minTokens !== undefined ? { minTokens: Math.min(req.minTokens, maxTokens) } : {}) };
+    r = await tokenize(tr);
   } catch {
     // no tokenizer answered: the estimate (the prompt's count plus the tokens sent) stands
+    return req;
   }
-  return req;
+  if (!r.ok || r.count === undefined) return req;
+  if (r.maxModelLen !== undefined && r.maxModelLen - r.count < 1) throw new ContextFull(r.count, r.maxModelLen);
+  const maxTokens = r.maxModelLen === undefined ? req.maxTokens : Math.min(req.maxTokens, r.maxModelLen - r.count);
+  return { ...req, inputTokens: r.count, maxTokens, ...(req.minTokens !== undefined ? { minTokens: Math.min(req.minTokens, maxTokens) } : {}) };
 }
 
 /**
@@ -78,6 +91,16 @@ export async function countedWithin(
   const next = await countedBy((r) => tokenize(r, timeoutMs), req);
   if (signal.aborted) throw new DynError('cancelled', 'client disconnected', { retryable: false });
   return next;
+}
+
+/**
+ * The chunk a stream (chunk `seq`, `usage` its tokens so far) ends with when its next leg could not start: a
+ * continuation that found the context full ends as vLLM's request at max_model_len (finish_reason 'length'), any other
+ * failure with its error (continuationError).
+ */
+export function continuationEnd(err: unknown, id: string, seq: number, usage: NonNullable<TokenChunk['usage']>): TokenChunk {
+  if (err instanceof ContextFull) return { v: 1, id, seq, text: '', tokens: 0, done: true, finishReason: 'length', stopReason: null, usage };
+  return { v: 1, id, seq, text: '', tokens: 0, done: true, finishReason: 'error', error: continuationError(err) };
 }
 
 /** The error a stream ends with when its next leg could not start: a refusal keeps its own class (overloaded, unavailable), not 'remote', in the gateway's words (the cluster's may name pools or instances). */

@@ -52,7 +52,7 @@ import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationError, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 export type { AdmissionCounters } from './legs.ts';
@@ -402,9 +402,8 @@ export class NatsBackend implements GatewayBackend {
       if (signal.aborted || finished || st.readerFailed) throw err;
       // the continuation could not be admitted, or a stream went silent: an explicit end, never a hang
       finished = true;
-      const w = continuationError(err);
       if (st.sent === 0 && st.legs === 0) throw err;
-      yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: 'error', error: w }];
+      yield [continuationEnd(err, req.id, st.out++, usageOf(st))];
     } finally {
       signal.removeEventListener('abort', onAbort);
       this.migrationText.release(st);

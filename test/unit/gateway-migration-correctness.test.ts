@@ -401,6 +401,24 @@ describe("the count of a continuation's prompt", () => {
     }
   });
 
+  it("a continuation whose counted prompt fills the context ends the stream as vLLM at max_model_len: finish_reason length, usage of the tokens made, no leg", async () => {
+    const dead = await engine(() => ({ events: [ev('a0 '), ev('a1 ')], dies: true }));
+    const { clock, bus, backend, legs } = setup(() => dead.url);
+    // the prompt (4,094 tokens) and the 2 tokens sent count the whole context: vLLM would stop this request with 'length'
+    bus.responders.set(subjects.tokenize(), (_m, reply) => reply({ v: 1, ok: true, count: 4096, maxModelLen: 4096 }));
+    try {
+      const { chunks, out } = await read(clock, backend, longReq('cl4', 4094, 100));
+      await until(() => out.done === true);
+      expect(out.error).toBeUndefined();
+      expect(chunks.map((c) => c.text).join('')).toBe('a0 a1 ');
+      expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'length', usage: { promptTokens: 4094, completionTokens: 2 } });
+      expect(chunks.at(-1)!.error).toBeUndefined();
+      expect(legs).toEqual(['cl4']);
+    } finally {
+      dead.close();
+    }
+  });
+
   it("a client that leaves while the continuation's prompt is counted ends the stream at once, and no leg is admitted", async () => {
     const dead = await engine(() => ({ events: [ev('a0 '), ev('a1 ')], dies: true }));
     const { clock, bus, backend, legs } = setup(() => dead.url);
