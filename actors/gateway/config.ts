@@ -182,6 +182,16 @@ export function checkExposure(g: GatewaySettings): void {
   }
 }
 
+/**
+ * The warning a gateway logs once bound to `port` when it serves a non-loopback address without API keys because
+ * gateway.allowUnauthenticated says so (anyone who reaches it can use the cluster); undefined otherwise.
+ */
+export function unauthenticatedWarning(g: Pick<GatewaySettings, 'apiKeys' | 'host' | 'allowUnauthenticated'>, port: number): string | undefined {
+  if (g.apiKeys.length > 0 || isLoopback(g.host) || !g.allowUnauthenticated) return undefined;
+  const host = g.host.includes(':') && !g.host.startsWith('[') ? `[${g.host}]` : g.host;
+  return `gateway serves UNAUTHENTICATED on ${host}:${port} (gateway.allowUnauthenticated: true, no API keys): anyone who reaches it can use the cluster`;
+}
+
 /** What the gateway's drain does past its delay and its streams' wait (router, elections, subscriptions, the port's close), ms. */
 export const DRAIN_MARGIN_MS = 5000;
 

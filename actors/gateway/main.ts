@@ -18,7 +18,7 @@ import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { profilePathOf, type ClusterConfig } from '../common/config.ts';
 import { promptSloOf } from '../../src/policy/classify.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
-import { applyOverrides, gatewayDrainGraceMs, splitConfig, type GatewaySettings } from './config.ts';
+import { applyOverrides, gatewayDrainGraceMs, splitConfig, unauthenticatedWarning, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
 import { JournalWriter, jetStreamAppend, readJournal, type JournalAppend } from './resume.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
@@ -250,6 +250,8 @@ export class GatewayActor extends Actor {
     const s = this.g.settings;
     this.bound = true;
     this.log.info({ port, auth: s.apiKeys.length > 0, natsConnected: this.connected, sinceProcessStartMs: Math.round(sinceProcessStart()) }, `gateway listening on http://${s.host === '0.0.0.0' ? '127.0.0.1' : s.host}:${port} (dashboard at /)`);
+    const open = unauthenticatedWarning(s, port);
+    if (open) this.log.warn({ host: s.host, port, allowUnauthenticated: true }, open);
     return true;
   }
 

@@ -10,7 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
-import { applyOverrides, gatewaySchema, isLoopback, splitConfig } from '../../actors/gateway/config.ts';
+import pino from 'pino';
+import { applyOverrides, gatewaySchema, isLoopback, splitConfig, unauthenticatedWarning } from '../../actors/gateway/config.ts';
+import { createActor as createGateway } from '../../actors/gateway/main.ts';
 import { runActor } from '../../src/cli/commands/actor.ts';
 import { ACTOR_REGISTRY } from '../../src/cli/actor-registry.ts';
 
@@ -52,6 +54,31 @@ describe('gateway exposure', () => {
     expect(() => applyOverrides(k8sGateway, {}, { DYNAMOLLM_API_KEYS: KEY, DYNAMOLLM_METRICS_TOKEN: secret.stringData.DYNAMOLLM_METRICS_TOKEN })).toThrow(/placeholder/);
     expect(() => applyOverrides(k8sGateway, {}, {})).toThrow(/no API keys are set/);
     expect(readFileSync('deploy/k8s/kustomization.yaml', 'utf8')).not.toMatch(/secrets\.example\.yaml\s*$/m);
+  });
+
+  it('a gateway started on a non-loopback address by allowUnauthenticated logs a warning naming its host and port', async () => {
+    const lines: { level: number; msg: string; host?: string; port?: number }[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as (typeof lines)[number]) });
+    const saved = process.env.DYNAMOLLM_API_KEYS;
+    delete process.env.DYNAMOLLM_API_KEYS;
+    // its start binds the port before it dials NATS (none answers here): the warning comes with the bind
+    const gw = createGateway({ id: 'gw-open', config: { gateway: { host: '0.0.0.0', port: 0, allowUnauthenticated: true, dashboard: false } }, nats: { servers: ['nats://127.0.0.1:1'] }, log, extra: {} });
+    const started = gw.start().catch(() => undefined);
+    try {
+      for (let t = 0; t < 5000 && !lines.some((l) => /gateway listening/.test(l.msg)); t += 10) await new Promise((r) => setTimeout(r, 10));
+      const warn = lines.find((l) => l.level === 40 && /UNAUTHENTICATED/.test(l.msg));
+      expect(warn, JSON.stringify(lines.map((l) => l.msg))).toBeDefined();
+      expect(warn!.msg).toContain(`0.0.0.0:${gw.port}`);
+      expect(warn!.msg).toContain('gateway.allowUnauthenticated: true');
+    } finally {
+      await gw.stop();
+      await started;
+      if (saved !== undefined) process.env.DYNAMOLLM_API_KEYS = saved;
+    }
+    // keys, or a loopback host: no warning
+    expect(unauthenticatedWarning({ host: '0.0.0.0', apiKeys: [KEY], allowUnauthenticated: true }, 8080)).toBeUndefined();
+    expect(unauthenticatedWarning({ host: '127.0.0.1', apiKeys: [], allowUnauthenticated: true }, 8080)).toBeUndefined();
+    expect(unauthenticatedWarning({ host: '::', apiKeys: [], allowUnauthenticated: true }, 8080)).toMatch(/on \[::\]:8080/);
   });
 
   it('`dynamollm actor gateway` on 0.0.0.0 without keys exits 2 with the reason, before any connection', async () => {
