@@ -26,7 +26,8 @@ import { percentile } from '../../src/sim/metrics.ts';
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(REPO, 'bin', 'dynamollm.js');
 const MODEL = 'llama3.1-8b';
-const SEQUENTIAL = 200;
+/** sequential streaming requests for TTFT (DYN_BENCH_SEQ); default 1,000, so that the p99 is the 10th largest, not one request. */
+const SEQUENTIAL = Number(process.env.DYN_BENCH_SEQ ?? 1000);
 const CONCURRENCY = 16;
 const THROUGHPUT_S = 8;
 /** seconds of closed-loop warm-up before the TTFT and throughput measurements (DYN_BENCH_WARM_S). Default 20. */
