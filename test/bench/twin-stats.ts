@@ -228,10 +228,10 @@ export interface WindowSamples {
   /**
    * the data path's time the window's simulation took (SimOptions.requestPathMs), ms, each measured in the window's
    * live run (twin.bench.ts), over how many live requests the hop to and from the engine was (0: none measured), and
-   * its medians as measured (twin.bench.ts engineHopOf: from the gateway's arrival stamp to the engine's receipt, and
-   * from the engine's first token to the gateway's read).
+   * its medians as measured (twin.bench.ts engineHopOf: from the gateway's arrival stamp to the engine's receipt, the
+   * same less a queue's wait, and from the engine's first token to the gateway's read).
    */
-  requestPathMs?: { toEngineMs: number; startToEngineMs: number; toClientMs: number; hopRequests: number; hopToEngineMs?: number; hopOutMs?: number };
+  requestPathMs?: { toEngineMs: number; startToEngineMs: number; toClientMs: number; hopRequests: number; hopToEngineMs?: number; hopPathMs?: number; hopOutMs?: number };
   /** what the window's simulation needs to be run again at other phases (twin-phases.ts); absent in older files. */
   simulation?: TwinSimulation;
 }

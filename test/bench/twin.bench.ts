@@ -196,24 +196,33 @@ export function admissionAgeOf(log: string, replayStartMs: number): number | und
  * it (the emulator's 'first token' line, relayed by its instance manager as 'engine output': receivedMs); `in`, from
  * its instance's start of it (startedMs) to that receipt, negative for a request its gateway started on a credit (in
  * its engine before its instance hears of it); `out`, from the engine's write of its first token (firstTokenMs) to its
- * gateway's read of it (the instance manager's line: the gateway's firstTokenMs). The medians over the requests
- * started after the replay's start, and how many of them started on a credit; undefined when the log has none (info level).
+ * gateway's read of it (the instance manager's line: the gateway's firstTokenMs); `path`, its `toEngine` less the time
+ * it waited in its instance's queue (from its admission, the admission line's ageMs after the arrival stamp, to its
+ * start; none for a request started on a credit), the data path's own time to the engine, which a live queue's wait
+ * never joins (the simulated instance machines queue by themselves), left out for a request without an admission line.
+ * The medians over the requests started after the replay's start (`path`'s undefined when none has an admission
+ * line), how many of them started on a credit and how many waited in a queue; undefined when the log has none (info level).
  */
-export function engineHopOf(log: string, replayStartMs: number): { toEngineMs: number; inMs: number; outMs: number; n: number; credited: number } | undefined {
+export function engineHopOf(log: string, replayStartMs: number): EngineHop | undefined {
   const legs = new Map<string, { arrivalMs: number; startedMs: number; firstTokenMs: number }>();
   const engine = new Map<string, { receivedMs: number; firstTokenMs: number }>();
   const credited = new Set<string>();
+  // each request's latest admission's age (a moved request's last instance admits it oldest)
+  const admittedAgeMs = new Map<string, number>();
   for (const line of log.split('\n')) {
     if (!line.startsWith('{')) continue;
-    const leg = line.includes('"msg":"leg first token"'), out = line.includes('"msg":"engine output"'), adm = line.includes('"admission":"credited_start"');
+    const leg = line.includes('"msg":"leg first token"'), out = line.includes('"msg":"engine output"'), adm = line.includes('"msg":"admission"');
     if (!leg && !out && !adm) continue;
-    let j: { rid?: unknown; arrivalMs?: unknown; startedMs?: unknown; firstTokenMs?: unknown; line?: unknown };
+    let j: { rid?: unknown; arrivalMs?: unknown; startedMs?: unknown; firstTokenMs?: unknown; line?: unknown; admission?: unknown; ageMs?: unknown };
     try {
       j = JSON.parse(line) as typeof j;
     } catch {
       continue;
     }
-    if (adm && typeof j.rid === 'string') credited.add(j.rid);
+    if (adm && typeof j.rid === 'string') {
+      if (j.admission === 'credited_start') credited.add(j.rid);
+      if (typeof j.ageMs === 'number') admittedAgeMs.set(j.rid, Math.max(j.ageMs, admittedAgeMs.get(j.rid) ?? -Infinity));
+    }
     if (leg && typeof j.rid === 'string' && typeof j.arrivalMs === 'number' && typeof j.startedMs === 'number' && typeof j.firstTokenMs === 'number' && j.startedMs >= replayStartMs) {
       legs.set(j.rid, { arrivalMs: j.arrivalMs, startedMs: j.startedMs, firstTokenMs: j.firstTokenMs });
     }
@@ -227,14 +236,18 @@ export function engineHopOf(log: string, replayStartMs: number): { toEngineMs: n
       if (typeof e.rid === 'string' && typeof e.receivedMs === 'number' && typeof e.firstTokenMs === 'number') engine.set(e.rid, { receivedMs: e.receivedMs, firstTokenMs: e.firstTokenMs });
     }
   }
-  const to: number[] = [], ins: number[] = [], outs: number[] = [];
-  let onCredit = 0;
+  const to: number[] = [], ins: number[] = [], outs: number[] = [], path: number[] = [];
+  let onCredit = 0, queued = 0;
   for (const [rid, l] of legs) {
     const e = engine.get(rid);
     if (!e) continue;
     to.push(e.receivedMs - l.arrivalMs);
     ins.push(e.receivedMs - l.startedMs);
     outs.push(l.firstTokenMs - e.firstTokenMs);
+    const age = admittedAgeMs.get(rid);
+    const waitMs = credited.has(rid) || age === undefined ? 0 : Math.max(0, l.startedMs - (l.arrivalMs + age));
+    if (age !== undefined || credited.has(rid)) path.push(e.receivedMs - l.arrivalMs - waitMs);
+    if (waitMs > 0) queued++;
     if (credited.has(rid)) onCredit++;
   }
   if (!to.length) return undefined;
@@ -242,7 +255,24 @@ export function engineHopOf(log: string, replayStartMs: number): { toEngineMs: n
     xs.sort((a, b) => a - b);
     return xs[Math.floor((xs.length - 1) / 2)]!;
   };
-  return { toEngineMs: median(to), inMs: median(ins), outMs: median(outs), n: to.length, credited: onCredit };
+  return { toEngineMs: median(to), inMs: median(ins), outMs: median(outs), ...(path.length ? { pathMs: median(path) } : {}), n: to.length, credited: onCredit, queued };
+}
+
+/** The live time to and from the engine (engineHopOf), ms. */
+export interface EngineHop { toEngineMs: number; inMs: number; outMs: number; pathMs?: number; n: number; credited: number; queued: number }
+
+/**
+ * The data path's time the simulation takes to the engine (SimOptions.requestPathMs), from the live admissions' median
+ * age and the live time to the engine: the simulated instance machine hears of a request the data path's own time to
+ * the engine after its send (hop.pathMs: a live queue's wait left out), or at the admissions' age when that is
+ * earlier, and starts it into its engine the rest later. Without the engine's time (info level), the admissions' age
+ * alone; without the admissions' ages, the instance's start to the engine (hop.inMs) after the admissions' age.
+ */
+export function simPathToEngine(toInstanceMs: number, hop: EngineHop | undefined): { toEngineMs: number; startToEngineMs: number } {
+  if (!hop) return { toEngineMs: toInstanceMs, startToEngineMs: 0 };
+  const pathMs = hop.pathMs ?? toInstanceMs + Math.max(0, hop.inMs);
+  const toEngineMs = Math.max(0, Math.min(toInstanceMs, pathMs));
+  return { toEngineMs, startToEngineMs: Math.max(0, pathMs - toEngineMs) };
 }
 
 /**
@@ -357,8 +387,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   const hop = engineHopOf(cluster.output(), live.startedAtMs);
   const gatewayOutMs = Number(process.env.TWIN_PATH_OUT_MS ?? 0.3);
   const toClientMs = gatewayOutMs + Math.max(0, hop?.outMs ?? 0);
-  const toEngineMs = hop ? Math.max(0, Math.min(toInstanceMs, hop.toEngineMs)) : toInstanceMs;
-  const startToEngineMs = hop ? Math.max(0, hop.toEngineMs - toEngineMs) : 0;
+  const { toEngineMs, startToEngineMs } = simPathToEngine(toInstanceMs, hop);
   // the live GPUs' clock change time (the clock events' applyMs, info level; TWIN_CLOCK_CHANGE_MS sets it), else the
   // simulator's default (a real H100's, costs.clockChangeMs)
   const clockChangeMs = process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? Number(process.env.TWIN_CLOCK_CHANGE_MS) : clockApplyOf(cluster.output());
@@ -462,7 +491,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       energyJ: { live: liveJ, sim: simJ },
       decisions: { live: Object.fromEntries(kinds.map(([k]) => [k, lr[k] ?? 0])), sim: Object.fromEntries(kinds) },
       blocks: samples.blocks(),
-      requestPathMs: { toEngineMs, startToEngineMs, toClientMs, hopRequests: hop?.n ?? 0, ...(hop ? { hopToEngineMs: hop.toEngineMs, hopOutMs: hop.outMs } : {}) },
+      requestPathMs: { toEngineMs, startToEngineMs, toClientMs, hopRequests: hop?.n ?? 0, ...(hop ? { hopToEngineMs: hop.toEngineMs, hopOutMs: hop.outMs, ...(hop.pathMs !== undefined ? { hopPathMs: hop.pathMs } : {}) } : {}) },
       // the simulation's options and the live phases, for twin-pool.ts --phases (the simulation at other phase draws)
       simulation: { options: simOpts, aligned: atLive, epochMs, statusIntervalMs: statusPhases?.intervalMs ?? c.liveness.statusIntervalMs, instances: phase?.ids.length ?? Math.floor(((spec.sim.servers ?? 1) * (spec.sim.gpusPerServer ?? 1)) / (spec.sim.instanceTp ?? 1)) },
     };
@@ -489,7 +518,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
       `simulated at the live epoch phases and ${statusScan.length} drawn status schedules: ${statusScan.length ? `energy ${Math.round(Math.min(...statusScan.map((x) => x.J)))}-${Math.round(Math.max(...statusScan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...statusScan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...statusScan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...statusScan.map((x) => x.clock))}-${Math.max(...statusScan.map((x) => x.clock))}` : '-'}`,
       `energy is modelled on both sides (emulated GPUs, src/model), not measured; both sides count energy and decisions over the live counters' span (the replay's first send to its last completion and ${COUNTER_WAIT_S} s more; the simulation runs its timers on to it, SimOptions.untilMs); live latency is wall time on this shared machine`,
-      `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(2)} ms to the instance (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age'} ${toInstanceMs.toFixed(1)} ms${hop && hop.toEngineMs < toInstanceMs ? `, or the engine's, when earlier` : ''}), ${startToEngineMs.toFixed(2)} ms from its start to the engine and ${toClientMs.toFixed(2)} ms from the engine's first token to the client (${gatewayOutMs} ms the gateway's own, TWIN_PATH_OUT_MS${hop ? `, and the engine's write to the gateway's read); measured in this window's live run, the medians over ${hop.n} requests (${hop.credited} started on a credit) of the instance managers' and the emulators' debug lines: to the engine ${hop.toEngineMs.toFixed(2)} ms from the gateway's arrival stamp, ${hop.inMs.toFixed(2)} ms from the instance's start, the first token ${hop.outMs.toFixed(2)} ms from the engine's write to the gateway's read` : `; no time to or from the engine: the live log has no engine timings, debug level)`}; and the live GPUs' clock change: ${clockChangeMs === undefined ? `- (the simulator's ${simOpts.costs?.clockChangeMs ?? 65} ms)` : `${clockChangeMs.toFixed(1)} ms (${process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? 'TWIN_CLOCK_CHANGE_MS' : 'the live clock events\' median applyMs'})`}; 'engine only': the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults); 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
+      `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(2)} ms to the instance (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age'} ${toInstanceMs.toFixed(1)} ms${toEngineMs < toInstanceMs ? `, or the path's to the engine, when earlier` : ''}), ${startToEngineMs.toFixed(2)} ms from its start to the engine and ${toClientMs.toFixed(2)} ms from the engine's first token to the client (${gatewayOutMs} ms the gateway's own, TWIN_PATH_OUT_MS${hop ? `, and the engine's write to the gateway's read); measured in this window's live run, the medians over ${hop.n} requests (${hop.credited} started on a credit, ${hop.queued} waited in a queue) of the instance managers' and the emulators' debug lines: to the engine ${hop.toEngineMs.toFixed(2)} ms from the gateway's arrival stamp, ${hop.pathMs?.toFixed(2) ?? '-'} ms less a queue's wait (the path's), ${hop.inMs.toFixed(2)} ms from the instance's start, the first token ${hop.outMs.toFixed(2)} ms from the engine's write to the gateway's read` : `; no time to or from the engine: the live log has no engine timings, debug level)`}; and the live GPUs' clock change: ${clockChangeMs === undefined ? `- (the simulator's ${simOpts.costs?.clockChangeMs ?? 65} ms)` : `${clockChangeMs.toFixed(1)} ms (${process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? 'TWIN_CLOCK_CHANGE_MS' : 'the live clock events\' median applyMs'})`}; 'engine only': the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults); 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
       `targets (issue 16): energy within 5%, p99 TTFT and TBT within 15% (a type's p99s judged from ${P99_JUDGED_FROM} live requests), decision counts within 10% (none on both sides: not judged): ${judged.filter((r) => r.target === 'met').length} of ${judged.length} judged rows met${judged.some((r) => r.target === 'not met') ? `; not met: ${judged.filter((r) => r.target === 'not met').map((r) => r.quantity).join(', ')}` : ''}`,
       `informational, not judged: the p99s of ${informational.length ? informational.join(', ') : 'no type'} (fewer than ${P99_JUDGED_FROM} live requests of the type in the window: its p99 is its largest one or two TTFTs and TBTs, a coincidence of a few requests; the pooled check over several windows, twin-pool.ts, judges them)`,
     ],

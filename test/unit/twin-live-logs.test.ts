@@ -6,7 +6,7 @@
  * 'leg first token' lines matched with their engines' relayed 'first token' lines, debug level).
  */
 import { describe, it, expect } from 'vitest';
-import { admissionAgeOf, clockApplyOf, engineHopOf } from '../bench/twin.bench.ts';
+import { admissionAgeOf, clockApplyOf, engineHopOf, simPathToEngine } from '../bench/twin.bench.ts';
 
 const line = (time: number, ageMs: number, moves = 0, admission = 'credited_start') =>
   JSON.stringify({ level: 20, time, actor: 'instance', id: 'pool-all-n0-g0x1', admission, rid: `r${time}`, type: 'SS', inputTokens: 90, moves, ageMs, taken: true, msg: 'admission' });
@@ -66,8 +66,40 @@ describe('twin check: the live time to and from the engine', () => {
       '{"level":20,"time":1500,"actor":"instance","stream":"stdout","line":"not json","msg":"engine output"}',
       'not json',
     ].join('\n');
-    // to the engine [6, 9, 10.5]: 9; in [-4, 6.5, 7]: 6.5; out [0.5, 0.75, 2]: 0.75
-    expect(engineHopOf(log, 1000)).toEqual({ toEngineMs: 9, inMs: 6.5, outMs: 0.75, n: 3, credited: 1 });
+    // to the engine [6, 9, 10.5]: 9; in [-4, 6.5, 7]: 6.5; out [0.5, 0.75, 2]: 0.75; the path's: c alone (a and b
+    // have no admission line: how long they waited is not known)
+    expect(engineHopOf(log, 1000)).toEqual({ toEngineMs: 9, inMs: 6.5, outMs: 0.75, pathMs: 6, n: 3, credited: 1, queued: 0 });
+  });
+
+  // an instance's admission of a request, ageMs after its gateway's arrival stamp
+  const admit = (rid: string, time: number, ageMs: number, moves = 0) => JSON.stringify({ level: 20, time, actor: 'instance', id: 'pool-all-n0-g0x1', admission: 'admit', rid, type: 'SS', moves, ageMs, taken: true, msg: 'admission' });
+
+  it('leaves a live queue\'s wait out of the path\'s time to the engine', () => {
+    const log = [
+      // admitted 1 ms after arrival and started at once: 1 ms to the instance, 1.5 from its start to the engine
+      admit('a', 1001, 1), leg('a', 1000, 1001, 1100), engine('a', 1002.5, 1099),
+      // admitted 1 ms after arrival, waited 800 ms in the queue, then 1.5 ms to the engine: its path 2.5, not 802.5
+      admit('b', 1011, 1), leg('b', 1010, 1811, 1900), engine('b', 1812.5, 1899),
+      admit('c', 1021, 1), leg('c', 1020, 1841, 1950), engine('c', 1842.5, 1949),
+      // moved once: its last instance admitted it 30 ms after arrival and started it 10 ms later
+      admit('d', 1031, 1), admit('d', 1060, 30, 1), leg('d', 1030, 1070, 1200), engine('d', 1071.5, 1199),
+    ].join('\n');
+    // to the engine [2.5, 41.5, 802.5, 822.5]: 41.5 (the queues' waits); the path's [2.5, 2.5, 2.5, 31.5]: 2.5
+    expect(engineHopOf(log, 1000)).toEqual({ toEngineMs: 41.5, inMs: 1.5, outMs: 1, pathMs: 2.5, n: 4, credited: 0, queued: 3 });
+  });
+
+  it('is not taken as the simulation\'s path to the engine with a queue\'s wait in it', () => {
+    // a window whose live instances queued most requests 827 ms: its simulated requests take the path's 2.5 ms, 1 to
+    // the instance and 1.5 from its start to the engine (the simulated instance machines queue by themselves)
+    const queuedHop = { toEngineMs: 828.19, inMs: 1.46, outMs: 2.02, pathMs: 2.5, n: 3987, credited: 1438, queued: 2400 };
+    expect(simPathToEngine(1, queuedHop)).toEqual({ toEngineMs: 1, startToEngineMs: 1.5 });
+    // without the admissions' lines: the instance's start to the engine after the admissions' age
+    const { pathMs: _, ...noPath } = queuedHop;
+    expect(simPathToEngine(1, noPath)).toEqual({ toEngineMs: 1, startToEngineMs: 1.46 });
+    // most requests on a credit, in their engines before their instances hear of them: the engine's time, none after
+    expect(simPathToEngine(3, { toEngineMs: 1.27, inMs: -1.84, outMs: 0.47, pathMs: 1.27, n: 3652, credited: 3327, queued: 0 })).toEqual({ toEngineMs: 1.27, startToEngineMs: 0 });
+    // no engine timings (info level): the admissions' age
+    expect(simPathToEngine(3, undefined)).toEqual({ toEngineMs: 3, startToEngineMs: 0 });
   });
 
   it('is undefined without the engines\' lines (an info-level log, or an engine that logs none)', () => {
