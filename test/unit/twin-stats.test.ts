@@ -184,12 +184,12 @@ describe('collecting and pooling windows', () => {
 
   it('judges a decision kind with none live and some simulated as outside; lists the data path each window simulated', () => {
     const fill = (c: WindowCollector) => c.addTtft('live', 'SS', 0, 5);
-    const a = { ...window('a', fill, [100, 100], [0, 0]), decisions: { live: { clock: 0, reshard: 0 }, sim: { clock: 0, reshard: 2 } }, requestPathMs: { toEngineMs: 4.5, startToEngineMs: 0.25, toClientMs: 1.4, hopRequests: 59, hopToEngineMs: 4.75, hopOutMs: 1.1 } };
+    const a = { ...window('a', fill, [100, 100], [0, 0]), decisions: { live: { clock: 0, reshard: 0 }, sim: { clock: 0, reshard: 2 } }, requestPathMs: { toEngineMs: 4.5, startToEngineMs: 0.25, toClientMs: 1.4, hopRequests: 59, hopToEngineMs: 4.75, hopPathMs: 4.5, hopOutMs: 1.1 } };
     const b = window('b', fill, [100, 100], [0, 0]);
     const report = poolReport([a, b], { resamples: 50 });
     expect(report).toContain('| decisions: reshard | 0 | 2 | - | | - | 10% | outside |');
     expect(report).toContain('| decisions: clock | 0 | 0 | - | | - | 10% | within |');
-    expect(report).toContain("a: 4.5 to the instance, 0.25 from its start to the engine, 1.40 from the engine to the client (medians over 59 live requests: 4.75 from the gateway's arrival stamp to the engine, 1.10 from the engine's first token to the gateway)");
+    expect(report).toContain("a: 4.5 to the instance, 0.25 from its start to the engine, 1.40 from the engine to the client (medians over 59 live requests: 4.75 from the gateway's arrival stamp to the engine, 4.50 less a queue's wait, 1.10 from the engine's first token to the gateway)");
   });
 
   it('counts a window shorter than its block as one block', () => {
