@@ -5,7 +5,7 @@
  * `dynamollm actor gateway --id gw-0 --config deploy/local.yaml [--set port=8001]`.
  */
 import type { NatsSettings } from '../../src/runtime/nats-settings.ts';
-import { Actor, shutdownLimitMs } from '../../src/runtime/actor.ts';
+import { Actor } from '../../src/runtime/actor.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
@@ -20,6 +20,7 @@ import { promptSloOf } from '../../src/policy/classify.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
 import { applyOverrides, gatewayDrainGraceMs, splitConfig, unauthenticatedWarning, type GatewaySettings } from './config.ts';
 import { GatewayServer } from './server.ts';
+import { gatewayShutdownLimitMs } from './deadlines.ts';
 import { JournalWriter, jetStreamAppend, readJournal, type JournalAppend } from './resume.ts';
 import { NatsBackend, type AdmissionCounters } from './nats-backend.ts';
 import { reportAs, type MigrationText } from './legs.ts';
@@ -447,7 +448,7 @@ export function workerCount(opts: ActorFactoryOptions): number {
  */
 export function workerStopGraceMs(opts: ActorFactoryOptions): number {
   const { gateway } = splitConfig(opts.config);
-  return shutdownLimitMs({ drainGraceMs: gatewayDrainGraceMs(applyOverrides(gateway, opts.extra)) });
+  return gatewayShutdownLimitMs(applyOverrides(gateway, opts.extra));
 }
 
 /** Entry for `dynamollm actor gateway` (src/cli/actor-registry.ts). */

@@ -1,6 +1,6 @@
 /**
  * An instance manager's shutdown deadlines (the ActorOptions its process runs with) and the bound they give: its node
- * agent's grace before SIGKILL (actors/node-agent/main.ts INSTANCE_STOP_GRACE_MS) is derived from it.
+ * agent's grace before SIGKILL (actors/node-agent/deadlines.ts INSTANCE_STOP_GRACE_MS) is derived from it.
  */
 import { shutdownLimitMs, type ActorOptions } from '../../src/runtime/actor.ts';
 

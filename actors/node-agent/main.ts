@@ -34,9 +34,11 @@ import { ConfigError, requireProfileCovers, type ClusterConfig } from '../common
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { launchArgs } from '../common/launch-args.ts';
-import { INSTANCE_SHUTDOWN_LIMIT_MS } from '../instance-manager/deadlines.ts';
+import { INSTANCE_STOP_GRACE_MS, NODE_AGENT_DEADLINES } from './deadlines.ts';
 import { NATS_ENV_NAMES } from '../../src/runtime/nats-settings.ts';
 import { ADOPT_FILE_ENV, adoptionDir, pidAlive, pidIsChild, readRecords, recordPath, removeRecord, writeRecord } from '../../src/runtime/adoption.ts';
+
+export { INSTANCE_STOP_GRACE_MS, NODE_AGENT_SHUTDOWN_LIMIT_MS, NODE_AGENT_STOP_HOOK_MS } from './deadlines.ts';
 
 /** NodeTelemetry period, ms (as the instances' InstanceTelemetry). */
 const TELEMETRY_MS = 1000;
@@ -70,7 +72,7 @@ export class NodeAgent extends Actor {
    * agent removes when it stops on purpose (its instance managers stopped with it).
    */
   constructor(opts: ActorOptions, private readonly config: ClusterConfig, readonly configPath: string) {
-    super({ stopHookMs: NODE_AGENT_STOP_HOOK_MS, ...opts });
+    super({ ...NODE_AGENT_DEADLINES, ...opts });
     const s = config.servers.find((x) => x.id === opts.id);
     if (!s) throw new ConfigError(`node ${opts.id} is not in config.servers (${config.servers.map((x) => x.id).join(', ')})`);
     this.#gpus = s.gpus;
@@ -321,18 +323,6 @@ export class NodeAgent extends Actor {
   }
 }
 
-/**
- * ms an instance manager gets between its SIGTERM and its SIGKILL when it is stopped (a start_instance's graceMs is at
- * most this): its own shutdown bound (actors/instance-manager/deadlines.ts: its drain, its engine's stop, its last status
- * and its connection's close, by their deadlines) plus 3 s for the process's start of exit and its signal's delivery.
- */
-export const INSTANCE_STOP_GRACE_MS = INSTANCE_SHUTDOWN_LIMIT_MS + 3000;
-/**
- * A node agent's stop hook deadline (ActorOptions.stopHookMs), ms: its instance managers stop together within
- * INSTANCE_STOP_GRACE_MS, and 5 s for its records, its GPU reads and its last status. Its whole shutdown bound is
- * src/runtime/actor.ts shutdownLimitMs of it (deploy/k8s: terminationGracePeriodSeconds covers it).
- */
-export const NODE_AGENT_STOP_HOOK_MS = INSTANCE_STOP_GRACE_MS + 5000;
 
 /** The adoption directory of node `id` (src/runtime/adoption.ts): per cluster id, NATS servers and node id. */
 export function nodeAdoptionDir(config: ClusterConfig, servers: readonly string[], id: string): string {

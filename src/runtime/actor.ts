@@ -30,6 +30,11 @@ export type { LifecycleState } from './lifecycle.ts';
 export const STOP_START_WAIT_MS = 2000;
 /** Default of ActorOptions.stopHookMs. */
 export const STOP_HOOK_MS = 15_000;
+/**
+ * What a supervisor's grace before SIGKILL adds to an actor's shutdown bound (shutdownLimitMs), ms: the process's start
+ * of exit and its signal's delivery.
+ */
+export const KILL_MARGIN_MS = 3000;
 
 export interface ActorOptions {
   kind: ActorKind;

@@ -16,10 +16,11 @@ import { join, resolve } from 'node:path';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
-import { gatewayDrainGraceMs, splitConfig } from '../../actors/gateway/config.ts';
+import { splitConfig } from '../../actors/gateway/config.ts';
 import { leasePlacementTag } from '../../protocols/subjects.ts';
 import { shutdownLimitMs } from '../../src/runtime/actor.ts';
-import { NODE_AGENT_STOP_HOOK_MS } from '../../actors/node-agent/main.ts';
+import { NODE_AGENT_SHUTDOWN_LIMIT_MS } from '../../actors/node-agent/deadlines.ts';
+import { gatewayShutdownLimitMs } from '../../actors/gateway/deadlines.ts';
 import { routeUrls } from '../../src/cli/gen-nats-auth.ts';
 
 type Obj = Record<string, any>;
@@ -136,10 +137,10 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     // gateway's drain from its settings (delay, streams, margin; its workers' primary kills them past the same bound),
     // the managers' defaults, the node agents' stop hook that waits for their instance managers
     const bound: Record<string, number> = {
-      gateway: shutdownLimitMs({ drainGraceMs: gatewayDrainGraceMs(gateway) }),
+      gateway: gatewayShutdownLimitMs(gateway),
       'cluster-manager': shutdownLimitMs({}),
       'pool-manager': shutdownLimitMs({}),
-      ...Object.fromEntries(NODES.map((n) => [`node-agent-${n}`, shutdownLimitMs({ stopHookMs: NODE_AGENT_STOP_HOOK_MS })])),
+      ...Object.fromEntries(NODES.map((n) => [`node-agent-${n}`, NODE_AGENT_SHUTDOWN_LIMIT_MS])),
     };
     for (const name of ACTORS) {
       const pod = workloads.find((o) => o.metadata.name === name)!.spec.template.spec;

@@ -13,8 +13,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { shutdownLimitMs } from '../../src/runtime/actor.ts';
-import { gatewayDrainGraceMs, gatewaySchema } from '../../actors/gateway/config.ts';
-import { NODE_AGENT_STOP_HOOK_MS } from '../../actors/node-agent/main.ts';
+import { gatewaySchema } from '../../actors/gateway/config.ts';
+import { NODE_AGENT_SHUTDOWN_LIMIT_MS } from '../../actors/node-agent/deadlines.ts';
+import { gatewayShutdownLimitMs } from '../../actors/gateway/deadlines.ts';
 import { EXIT_USAGE } from '../../src/cli/program.ts';
 
 const DIR = join('deploy', 'systemd');
@@ -89,10 +90,10 @@ describe('systemd units', () => {
 
   it('each actor unit gives its process its shutdown bound before SIGKILL (the gateway with its default drain settings)', () => {
     const bound: Record<string, number> = {
-      'dynamollm-gateway@.service': shutdownLimitMs({ drainGraceMs: gatewayDrainGraceMs(gatewaySchema.parse({})) }),
+      'dynamollm-gateway@.service': gatewayShutdownLimitMs(gatewaySchema.parse({})),
       'dynamollm-cluster@.service': shutdownLimitMs({}),
       'dynamollm-pool@.service': shutdownLimitMs({}),
-      'dynamollm-node-agent.service': shutdownLimitMs({ stopHookMs: NODE_AGENT_STOP_HOOK_MS }),
+      'dynamollm-node-agent.service': NODE_AGENT_SHUTDOWN_LIMIT_MS,
     };
     for (const [u, ms] of Object.entries(bound)) expect(Number(directives(u).get('TimeoutStopSec')![0]) * 1000, u).toBeGreaterThanOrEqual(ms);
   });

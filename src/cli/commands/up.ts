@@ -44,6 +44,9 @@ import { ClusterStatus, StatusRequest } from '../../../protocols/messages.ts';
 import { leasePlacementTag, subjects } from '../../../protocols/subjects.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from '../../../actors/gateway/config.ts';
 import { launchArgs } from '../../../actors/common/launch-args.ts';
+import { gatewayShutdownLimitMs } from '../../../actors/gateway/deadlines.ts';
+import { NODE_AGENT_SHUTDOWN_LIMIT_MS } from '../../../actors/node-agent/deadlines.ts';
+import { KILL_MARGIN_MS, shutdownLimitMs } from '../../runtime/actor.ts';
 import { cliArgs, REPO_ROOT } from '../../runtime/code-path.ts';
 
 const REPO = REPO_ROOT;
@@ -229,12 +232,15 @@ async function up(values: UpOptions): Promise<number> {
   // the children's output passes through up: on a terminal their logs are pretty too (DYNAMOLLM_LOG_PRETTY wins)
   const env = { DYNAMOLLM_LOG_LEVEL: process.env.DYNAMOLLM_LOG_LEVEL ?? 'warn', DYNAMOLLM_LOG_PRETTY: process.env.DYNAMOLLM_LOG_PRETTY ?? (process.stdout.isTTY ? '1' : '0') };
   const node = process.execPath;
+  // each child's grace before SIGKILL: its actor's shutdown bound by its deadlines plus KILL_MARGIN_MS (the managers run
+  // with the default deadlines; a node agent waits out its instance managers' drains and engines' stops)
+  const grace = { manager: shutdownLimitMs({}) + KILL_MARGIN_MS, node: NODE_AGENT_SHUTDOWN_LIMIT_MS + KILL_MARGIN_MS, gateway: gatewayShutdownLimitMs(settings) + KILL_MARGIN_MS };
   const children: ChildSpec[] = [
     ...managers.flatMap((i): ChildSpec[] => [
-      { name: `cluster-${i}`, group: 'cluster', command: node, args: launchArgs('cluster', ['--id', `cm-${i}`, '--config', clusterFile]), env, cwd: REPO },
-      { name: `pool-${i}`, group: 'pool', command: node, args: launchArgs('pool', ['--id', `pm-${i}`, '--config', clusterFile]), env, cwd: REPO },
+      { name: `cluster-${i}`, group: 'cluster', command: node, args: launchArgs('cluster', ['--id', `cm-${i}`, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: grace.manager },
+      { name: `pool-${i}`, group: 'pool', command: node, args: launchArgs('pool', ['--id', `pm-${i}`, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: grace.manager },
     ]),
-    ...cluster.servers.map((s): ChildSpec => ({ name: `node-${s.id}`, command: node, args: launchArgs('node', ['--id', s.id, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: 20_000 })),
+    ...cluster.servers.map((s): ChildSpec => ({ name: `node-${s.id}`, command: node, args: launchArgs('node', ['--id', s.id, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: grace.node })),
   ];
   // each replica: its process, and with gateway standbys more under the same id and credentials that wait for the
   // port; whichever holds it serves, and the one restarted after a death becomes a standby
@@ -247,7 +253,7 @@ async function up(values: UpOptions): Promise<number> {
         args: [...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--set', `port=${port === 0 ? 0 : port + i}`, ...(gatewayStandby ? ['--set', 'standby=true'] : [])],
         env,
         cwd: REPO,
-        stopGraceMs: 20_000,
+        stopGraceMs: grace.gateway,
       });
     }
   }
