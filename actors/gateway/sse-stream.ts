@@ -38,7 +38,8 @@ export interface SseContext {
  * last text chunk carries its finish_reason; the usage chunk (stream_options.include_usage) follows the
  * last choice's end, its completion tokens summed over the choices. The status line waits for the first
  * chunk: a request that fails before its first token gets an HTTP error status and an error body, not a 200
- * stream. A failure after it is an error event, then the end (no [DONE]). Resolves true when [DONE] was sent.
+ * stream. A failure after it is an error event, then `data: [DONE]`, as vLLM's server ends a stream that failed.
+ * Resolves true when the stream ended whole (every choice's end, then [DONE]); false when it failed or the client left.
  * A batch (the chunks that arrived together) is one write, and the batches of one turn after the first too
  * (SseWriter); a plain text token is framed from a template. One choice: the batches read from an engine come
  * to the sink from the socket's read (no await).
@@ -67,7 +68,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     const ev = framed ?? `data: ${JSON.stringify(obj)}\n\n`;
     w.add(r ? `id: ${eventId(id, r.next++)}\n${ev}` : ev);
   };
-  /** before the first byte: an HTTP error; after: an error event and the end of the stream. */
+  /** before the first byte: an HTTP error; after: an error event, then [DONE] (vLLM's end of a failed stream). */
   const fail = (e: HttpError): false => {
     r?.journal.stop('the stream ended with an error');
     if (!started) {
@@ -75,7 +76,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
       return false;
     }
     send({ error: { ...e.body().error, retryable: e.retryable } });
-    w.end();
+    w.end('data: [DONE]\n\n');
     return false;
   };
   const n = sources.length;

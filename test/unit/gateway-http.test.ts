@@ -249,6 +249,19 @@ describe('gateway errors', () => {
     expect(r.status).toBe(503);
   });
 
+  it("a mid-stream failure is an error event, then data: [DONE], as vLLM's server ends a failed stream", async () => {
+    const r = await fetch(base + '/v1/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+      body: JSON.stringify({ model: 'm1', prompt: 'MIDERROR', max_tokens: 10, stream: true }),
+    });
+    expect(r.status).toBe(200);
+    const events = (await r.text()).split('\n\n').filter((e) => e !== '');
+    expect(events.map((e) => e.slice(0, 6))).toEqual(['data: ', 'data: ', 'data: ', 'data: ']);
+    expect(JSON.parse(events[2]!.slice(6))).toMatchObject({ error: { code: 'engine_crashed', retryable: true } });
+    expect(events[3]).toBe('data: [DONE]');
+  });
+
   it('client disconnect aborts the request downstream', async () => {
     const before = backend.aborted.length;
     await new Promise<void>((resolve, reject) => {
