@@ -2,10 +2,11 @@
  * The pool leader's sleep-mode standby (src/policy/machines/pool-standby.ts), status period by status period: the
  * pool's arrivals are the increments of its instances' admission counters; a quiet pool tells the instances it does
  * not need to sleep (once each: one told to sleep that still reports ready is on its way), a burst wakes them, and a
- * wake it sent to an instance still reporting 'sleeping' reads as waking (not woken twice).
+ * wake it sent to an instance still reporting 'sleeping' reads as waking (not woken twice) until its bound, past which
+ * (the wake lost) the instance is woken again while the load needs it.
  */
 import { describe, expect, it } from 'vitest';
-import { initialPoolStandby, poolStandbyStep, type PoolStandbyConfig, type PoolStandbyState } from '../../src/policy/machines/pool-standby.ts';
+import { initialPoolStandby, poolStandbyStep, wakeBoundMs, type PoolStandbyConfig, type PoolStandbyState } from '../../src/policy/machines/pool-standby.ts';
 import type { InstanceStatus } from '../../protocols/control.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import { getModelSpec } from '../../src/model/catalog.ts';
@@ -62,6 +63,47 @@ describe('pool standby step', () => {
       cmds.push(...tick(t));
     }
     expect(cmds).toEqual([]);
+  });
+
+  it('a wake unanswered past its bound (lost, or failed on the engine) is sent again while the burst lasts', () => {
+    let s: PoolStandbyState = initialPoolStandby(0);
+    const ids = ['a', 'b', 'c'];
+    const states: Record<string, InstanceStatus['state']> = { a: 'ready', b: 'ready', c: 'ready' };
+    let seq = 0, admitted = 0;
+    const tick = (now: number) => {
+      seq++;
+      const r = poolStandbyStep(s, ids.map((id) => status(id, states[id]!, id === 'a' ? admitted : 0, seq)), now, cfg);
+      s = r.state;
+      for (const c of r.commands) if (c.op === 'sleep') states[c.instance] = 'sleeping';
+      return r.commands.map((c) => `${c.op} ${c.instance}`);
+    };
+    // quiet past the dwell: two of the three sleep
+    for (let t = 0; t <= 60_000; t += 500) tick(t);
+    const slept = ids.filter((id) => states[id] === 'sleeping').sort();
+    expect(slept.length).toBe(2);
+    // a burst on the awake one (200 req/s): both sleepers are woken at once, and neither wake is ever answered
+    const woken: { t: number; cmd: string }[] = [];
+    const bound = wakeBoundMs(cfg, 8, 1);
+    for (let t = 60_500; t <= 61_000 + 2 * bound; t += 500) {
+      admitted += 100;
+      for (const cmd of tick(t)) woken.push({ t, cmd });
+    }
+    const first = woken[0]!.t;
+    expect(woken.filter((w) => w.t === first).map((w) => w.cmd).sort()).toEqual(slept.map((id) => `wake ${id}`));
+    // no repeat within the bound; each sent again once past it
+    const again = woken.filter((w) => w.t > first);
+    expect(again.length).toBeGreaterThanOrEqual(2);
+    expect(again[0]!.t - first).toBeGreaterThan(bound);
+    expect(again[0]!.t - first).toBeLessThanOrEqual(bound + cfg.periodMs);
+    expect(again.filter((w) => w.t === again[0]!.t).map((w) => w.cmd).sort()).toEqual(slept.map((id) => `wake ${id}`));
+    // answered (ready): awake, not woken again
+    for (const id of slept) states[id] = 'ready';
+    const after: string[] = [];
+    for (let t = 62_000 + 2 * bound; t <= 62_000 + 3 * bound; t += 500) {
+      admitted += 100;
+      after.push(...tick(t).filter((c) => c.startsWith('wake')));
+    }
+    expect(after).toEqual([]);
   });
 
   it('an instance told to sleep that keeps reporting ready is not told again within the dwell', () => {

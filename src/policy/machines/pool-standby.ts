@@ -8,13 +8,15 @@
  * The leader sees an instance through its status: 'ready' is awake; 'sleeping' is asleep, or on its way to sleep
  * (finishing its requests) or waking after a wake this leader sent (a wake it sent and the instance still reports
  * 'sleeping': waking); one told to sleep that reports ready for two periods more did not (it was busy, or refused):
- * awake, its dwell counted from the command, so it is not told again before the dwell. Instances in any other state
- * (starting, draining, ...) are not the standby's.
+ * awake, its dwell counted from the command, so it is not told again before the dwell. A wake unanswered past
+ * `wakeBoundMs` (twice the modelled fall and wake at its level, plus four periods: the command lost, or the engine's
+ * wake failed) reads asleep again, so the plan wakes it again while the load needs it (a second wake of an instance
+ * already waking changes nothing there). Instances in any other state (starting, draining, ...) are not the standby's.
  */
 import type { InstanceStatus } from '../../../protocols/control.ts';
 import { REQUEST_TYPES, type RequestType } from '../../../protocols/request-types.ts';
 import type { Profile } from '../../model/profile-types.ts';
-import { level1SlotsPerServer, wakeTimeS, type SleepLevel } from '../../model/sleep.ts';
+import { level1SlotsPerServer, sleepTimeS, wakeTimeS, type SleepLevel } from '../../model/sleep.ts';
 import type { ModelSpec } from '../../model/types.ts';
 import { maxClockOf, maxLoadFn } from '../energy.ts';
 import { admittedBetween } from '../pool-shards.ts';
@@ -55,6 +57,14 @@ export function initialPoolStandby(now: number): PoolStandbyState {
   return { seen: new Map(), sent: new Map(), mix: {}, mixAtMs: now };
 }
 
+/**
+ * How long a wake this leader sent may go unanswered (the instance still reporting 'sleeping'), ms: twice the modelled
+ * fall and wake at `level` (a wake during the fall waits for it), plus four status periods.
+ */
+export function wakeBoundMs(cfg: Pick<PoolStandbyConfig, 'model' | 'periodMs'>, tp: number, level: SleepLevel): number {
+  return 2000 * (sleepTimeS(cfg.model, tp, level) + wakeTimeS(cfg.model, tp, level)) + 4 * cfg.periodMs;
+}
+
 /** One status period of the pool's standby: the arrivals counted, the plan made; the commands to send. */
 export function poolStandbyStep(prev: PoolStandbyState, statuses: readonly InstanceStatus[], now: number, cfg: PoolStandbyConfig): { state: PoolStandbyState; commands: StandbyCommand[] } {
   const s: PoolStandbyState = { ...prev, seen: new Map(prev.seen), sent: new Map(prev.sent), mix: { ...prev.mix } };
@@ -84,8 +94,10 @@ export function poolStandbyStep(prev: PoolStandbyState, statuses: readonly Insta
   const views: StandbyInstance[] = mine.map((x) => {
     const sent = s.sent.get(x.id);
     const level = sent?.level ?? 1;
-    // told to sleep less than two periods ago and still reporting ready: on its way (its status not sent yet)
-    const phase = x.state === 'ready' ? (sent?.op === 'sleep' && now - sent.atMs <= 2 * cfg.periodMs ? 'to-sleep' : 'awake') : sent?.op === 'wake' ? 'waking' : 'asleep';
+    // told to sleep less than two periods ago and still reporting ready: on its way (its status not sent yet); woken
+    // within its bound and still reporting sleeping: waking
+    const phase = x.state === 'ready' ? (sent?.op === 'sleep' && now - sent.atMs <= 2 * cfg.periodMs ? 'to-sleep' : 'awake')
+      : sent?.op === 'wake' && now - sent.atMs <= wakeBoundMs(cfg, x.tp, level) ? 'waking' : 'asleep';
     return {
       id: x.id, gpus: x.tp, capacity: instanceCapacity(maxLoad, x.tp, fmax, mix, cfg.headroom), phase, ...(phase === 'awake' ? {} : { level }),
       sinceMs: sent?.atMs ?? x.startedMs, wakeS: { 1: wakeTimeS(cfg.model, x.tp, 1), 2: wakeTimeS(cfg.model, x.tp, 2) }, outstanding: x.queued + x.running,
