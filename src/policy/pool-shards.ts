@@ -126,13 +126,6 @@ export function recordPoolArrivals(window: readonly PoolLoadSample[], counts: Pa
   return kept;
 }
 
-/** `gpus` in groups of `n`, in order (a last group of fewer left out): the instances that fill free GPUs. */
-export function gpuGroups(gpus: readonly number[], n: number): number[][] {
-  const out: number[][] = [];
-  for (let i = 0; i + n <= gpus.length; i += n) out.push(gpus.slice(i, i + n));
-  return out;
-}
-
 /** GPUs per server of a pool's grants for the global GPU numbering of its re-shard (largest granted index + 1). */
 export function grantGpusPerServer(a: { grants: readonly { gpuIds: readonly number[] }[] } | undefined): number {
   let m = 1;
@@ -345,12 +338,17 @@ export function stopsByLoad(current: readonly CurrentInstance[], units: StaggerU
 }
 
 /**
- * The units, in order, each unit that is not a stop and lands on GPUs an instance holds when it runs placed
- * instead on granted GPUs of the same server that nothing holds then (an aligned block of its TP when there is
- * one). Weights placed to stay where they are (the paper's NVLink re-shard) buy nothing to a pool that starts
- * engines anew (vLLM loads its shard on start): the placement that keeps a replaced engine serving while its
- * replacement starts does. As the executors run units: a unit's new instance holds its GPUs from then on, and the
- * instances it replaces (`from`) or stops are gone after it.
+ * The units, in order, each unit that is not a stop placed on an aligned block of its server (alignedBlock): the
+ * GPUs an instance id names (instanceIdOf, `g<first>x<tp>`) and the ones a cluster's credentials are made for
+ * (possibleInstances), so a unit whose GPUs are not one (matchReshard keeps weights in place: a TP4 on [0,1,2,3]
+ * splits into TP2s on [0,2] and [1,3]) is moved to one. A unit on GPUs an instance holds when it runs, or not on an
+ * aligned block, goes to a block of granted GPUs of its server that nothing holds then (its engine starts beside
+ * the ones it replaces, instead of after they drain: weights placed to stay where they are, the paper's NVLink
+ * re-shard, buy nothing to a pool that starts engines anew, vLLM loading its shard on start); without one, a unit
+ * not on an aligned block goes to one of the GPUs free once the instances it replaces are gone (they drain first).
+ * A unit no aligned block takes keeps its GPUs (the pool machine does not execute such a re-shard). As the
+ * executors run units: a unit's new instance holds its GPUs from then on, and the instances it replaces (`from`)
+ * or stops are gone after it.
  */
 export function startOnFreeGpus(current: CurrentInstance[], units: StaggerUnit[], granted: readonly number[], gpusPerServer: number): StaggerUnit[] {
   const holder = new Map<number, string>();
@@ -358,11 +356,17 @@ export function startOnFreeGpus(current: CurrentInstance[], units: StaggerUnit[]
   const out: StaggerUnit[] = [];
   for (const [k, unit] of units.entries()) {
     let u = unit;
-    if (u.kind !== 'stop' && u.gpus.some((g) => holder.has(g))) {
+    if (u.kind !== 'stop') {
       const server = Math.floor(u.gpus[0]! / gpusPerServer);
-      const free = [...new Set(granted)].filter((g) => Math.floor(g / gpusPerServer) === server && !holder.has(g)).sort((a, b) => a - b);
-      const block = alignedBlock(free, u.tp) ?? (free.length >= u.tp ? free.slice(0, u.tp) : undefined);
-      if (block) u = { ...u, gpus: block };
+      const base = server * gpusPerServer;
+      const aligned = isAlignedBlock(u.gpus.map((g) => g - base), u.tp);
+      if (!aligned || u.gpus.some((g) => holder.has(g))) {
+        const onServer = [...new Set(granted)].filter((g) => Math.floor(g / gpusPerServer) === server).sort((a, b) => a - b);
+        const replaced = new Set(u.from);
+        const block = alignedBlock(onServer.filter((g) => !holder.has(g)), u.tp, base)
+          ?? (aligned ? undefined : alignedBlock(onServer.filter((g) => !holder.has(g) || replaced.has(holder.get(g)!)), u.tp, base));
+        if (block) u = { ...u, gpus: block };
+      }
     }
     out.push(u);
     const gone = new Set(u.from);
@@ -372,15 +376,38 @@ export function startOnFreeGpus(current: CurrentInstance[], units: StaggerUnit[]
   return out;
 }
 
-/** The first `tp` consecutive GPUs of `free` (sorted) starting at a multiple of `tp`; undefined when there is none. */
-function alignedBlock(free: number[], tp: number): number[] | undefined {
+/** The first `tp` consecutive GPUs of `free` (sorted) starting at `base` plus a multiple of `tp`; undefined when there is none. */
+function alignedBlock(free: number[], tp: number, base = 0): number[] | undefined {
   const has = new Set(free);
   for (const g of free) {
-    if (g % tp !== 0) continue;
+    if ((g - base) % tp !== 0) continue;
     const b = Array.from({ length: tp }, (_, i) => g + i);
     if (b.every((x) => has.has(x))) return b;
   }
   return undefined;
+}
+
+/**
+ * Whether a server's GPUs `local` (its own indices, any order) are the aligned block of `tp` an instance id names:
+ * `tp` consecutive GPUs from a multiple of `tp` (instanceIdOf's `g<first>x<tp>` names these and no other GPUs).
+ */
+export function isAlignedBlock(local: readonly number[], tp: number): boolean {
+  const s = [...local].sort((a, b) => a - b);
+  return s.length === tp && s[0]! % tp === 0 && s.every((g, i) => g === s[0]! + i);
+}
+
+/**
+ * The aligned blocks of `tp` (isAlignedBlock) among a server's GPUs `free`, lowest first, disjoint: the instances a
+ * pool's reconciliation starts there.
+ */
+export function alignedGroups(free: readonly number[], tp: number): number[][] {
+  const left = [...new Set(free)].sort((a, b) => a - b);
+  const out: number[][] = [];
+  for (let b = alignedBlock(left, tp); b; b = alignedBlock(left, tp)) {
+    out.push(b);
+    for (const x of b) left.splice(left.indexOf(x), 1);
+  }
+  return out;
 }
 
 export type { StaggerUnit } from './sharding.ts';

@@ -78,18 +78,23 @@ describe('pool machine: timers, lead, reconciliation', () => {
     expect(nodeCmds(fx2).map((c) => c.instanceId)).toEqual([`${POOL}-node-0-g4x4`]);
   });
 
-  it('a start the node refused is retried by the next reconciliation; one never reporting is forgotten after the health deadline', () => {
+  it('a start the node refused is retried by a later reconciliation; one never reporting is stopped on its node after the health deadline', () => {
     const d = new Drive();
     const fx = d.lead(0, assignment([{ node: 'node-0', gpuIds: [0, 1, 2, 3] }]));
     const [cmd] = nodeCmds(fx);
     d.at(100, { type: 'node_result', cmd: cmd!, ok: false, purpose: 'reconcile' });
     expect(d.s.starting.size).toBe(0);
+    // its backoff (1 s after the refusal) is over by the next reconciliation
     const again = nodeCmds(d.at(2000, { type: 'reconcile' }));
     expect(again.map((c) => c.instanceId)).toEqual([`${POOL}-node-0-g0x4`]);
     d.at(2100, { type: 'node_result', cmd: again[0]!, ok: true, purpose: 'reconcile' });
     expect(nodeCmds(d.at(4000, { type: 'reconcile' }))).toEqual([]);
-    // healthDeadline (10 s) + 10 s without a status: its GPUs count as free again
-    expect(nodeCmds(d.at(22_200, { type: 'reconcile' })).map((c) => c.instanceId)).toEqual([`${POOL}-node-0-g0x4`]);
+    // healthDeadline (10 s) + 10 s without a status: stopped on its node (which holds its GPUs until then), then started anew
+    const stop = nodeCmds(d.at(22_200, { type: 'reconcile' }));
+    expect(stop.map((c) => [c.op, c.instanceId])).toEqual([['stop_instance', `${POOL}-node-0-g0x4`]]);
+    expect(nodeCmds(d.at(22_300, { type: 'reconcile' }))).toEqual([]);
+    d.at(22_400, { type: 'node_result', cmd: stop[0]!, ok: true, purpose: 'reconcile' });
+    expect(nodeCmds(d.at(24_200, { type: 'reconcile' })).map((c) => [c.op, c.instanceId])).toEqual([['start_instance', `${POOL}-node-0-g0x4`]]);
   });
 
   it('assignments: another pool\'s is an error, a stale epoch is ignored, a new one stops instances on GPUs no longer granted', () => {

@@ -126,9 +126,28 @@ describe('re-shard units on the pool\'s free GPUs', () => {
     expect(darkReshardUnit(cur, units)).toBeUndefined();
   });
 
-  it('with no free granted GPU the placement is the weight-keeping one', () => {
+  it('with no free granted GPU the units stay on the GPUs of the instances they replace, each on an aligned block', () => {
+    // the weight-keeping placement splits a TP8 into TP4s on [0,2,4,6] and [1,3,5,7]: GPUs no instance id names
+    // (instanceIdOf's g<first>x<tp>) and no credential is made for (possibleInstances)
     const one = [inst('c', all)];
-    expect(reshardSteps(one, [{ tp: 4, count: 2 }], 8, all)).toEqual(reshardSteps(one, [{ tp: 4, count: 2 }], 8));
+    expect(reshardSteps(one, [{ tp: 4, count: 2 }], 8).flat().map((u) => u.gpus)).toEqual([[0, 2, 4, 6], [1, 3, 5, 7]]);
+    const units = reshardSteps(one, [{ tp: 4, count: 2 }], 8, all).flat();
+    expect(units.map((u) => [u.gpus, u.from])).toEqual([[[0, 1, 2, 3], ['c']], [[4, 5, 6, 7], ['c']]]);
+    expect(darkReshardUnit(one, units)).toMatchObject({ tp: 4, from: ['c'] });
+  });
+
+  it('every unit that starts an instance lands on an aligned block (the twin run\'s 1xTP4 -> 2xTP2 started a TP2 on [1,3])', () => {
+    // the TP4 as the pool started it (its GPUs in order): the matching splits it into [0,2] and [1,3]
+    const t4 = [inst('t4', [0, 1, 2, 3])];
+    expect(reshardSteps(t4, [{ tp: 2, count: 2 }], 8).flat().map((u) => u.gpus)).toEqual([[0, 2], [1, 3]]);
+    expect(reshardSteps(t4, [{ tp: 2, count: 2 }], 8, all).flat().map((u) => u.gpus)).toEqual([[4, 5], [0, 1]]);
+    // its roles on GPUs 0,2,1,3 (a merge of two TP2s): [0,1] and [2,3], the second aligned as it is
+    expect(reshardSteps([inst('t4', [0, 2, 1, 3])], [{ tp: 2, count: 2 }], 8, all).flat().map((u) => u.gpus)).toEqual([[4, 5], [2, 3]]);
+    // a TP2 the matching placed on [0,2]: the TP2 a 2xTP2 layout adds goes to a free aligned block, not to [1,3]
+    expect(reshardSteps([inst('a', [0, 2])], [{ tp: 2, count: 2 }], 8, all).flat().map((u) => u.gpus)).toEqual([[4, 5]]);
+    // on a second server with no free GPU: aligned blocks of that server's own GPUs (the TP4 drains first)
+    const two = [inst('b', [8, 10, 9, 11])];
+    expect(reshardSteps(two, [{ tp: 2, count: 2 }], 8, [...all, 8, 9, 10, 11]).flat().map((u) => u.gpus)).toEqual([[8, 9], [10, 11]]);
   });
 });
 

@@ -10,8 +10,8 @@ import type { NodeCommand } from '../../../protocols/control.ts';
 import type { InstanceConfig } from '../types.ts';
 import type { CurrentInstance } from '../reshard-matching.ts';
 import { aliveInstances, poolEpochLoad, poolLoad } from './router.ts';
-import { instanceIdOf, nodeCmd } from './pool-reconcile.ts';
-import { darkReshardUnit, epochArrivalLoad, grantGpusPerServer, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, reshardSteps, unitSteps, windowPeak, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
+import { instanceIdOf, nodeCmd, startAnswered, stopUnreported } from './pool-reconcile.ts';
+import { darkReshardUnit, epochArrivalLoad, grantGpusPerServer, isAlignedBlock, guardedPoolLoad, planPoolShards, poolPrefixReuse, recordPoolArrivals, reshardSteps, unitSteps, windowPeak, type PoolShardDecision, type PoolShardInput, type StaggerUnit } from '../pool-shards.ts';
 import { milpFallback, milpSolveInput } from '../pool-shards-milp.ts';
 import type { Phase, PoolEffect, PoolMachineConfig, PoolMachineState, Step } from './pool-types.ts';
 
@@ -19,8 +19,10 @@ import type { Phase, PoolEffect, PoolMachineConfig, PoolMachineState, Step } fro
 export function nodeResult(s: PoolMachineState, fx: PoolEffect[], cmd: NodeCommand, ok: boolean, purpose: 'reconcile' | 'reshard', now: number, cfg: PoolMachineConfig): void {
   if (purpose === 'reconcile') {
     s.reconciling = Math.max(0, s.reconciling - 1);
-    // a start the node refused: its GPUs are free for the next reconciliation
-    if (!ok && cmd.op === 'start_instance') s.starting.delete(cmd.instanceId);
+    if (cmd.op !== 'start_instance') return;
+    // a start the node refused (its GPUs held): not starting, and the next start of it waits its backoff
+    if (!ok) s.starting.delete(cmd.instanceId);
+    startAnswered(s, cmd.instanceId, ok, now);
     return;
   }
   const r = s.reshard;
@@ -114,6 +116,12 @@ function beginReshard(s: PoolMachineState, fx: PoolEffect[], target: InstanceCon
   const [current, units] = reshardPlacement(s, target);
   if (units.some((u) => u.gpus.some((g) => !granted.has(g)))) {
     fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: re-shard placement leaves the granted GPUs; not executed`, decision: { target, units }, inputs: { grants: a.grants } });
+    return;
+  }
+  // an instance runs on an aligned block of its server (its id names those GPUs; the cluster's credentials are made for those ids)
+  const unaligned = units.find((u) => u.kind !== 'stop' && !isAlignedBlock(u.gpus.map((g) => g % gps), u.tp));
+  if (unaligned) {
+    fx.push({ kind: 'event', event: 'reshard', summary: `${cfg.pool}: re-shard places a TP${unaligned.tp} on GPUs [${unaligned.gpus.join(',')}], no aligned block (no instance id names them); not executed`, decision: { target, units }, inputs: { grants: a.grants } });
     return;
   }
   fx.push({
@@ -230,6 +238,8 @@ export function reshardAdvance(s: PoolMachineState, fx: PoolEffect[], now: numbe
       case 'ready': {
         const t = inst(p.id);
         done = (t?.alive === true && t.status.state === 'ready') || now > p.untilMs;
+        // past its wait without one status: the node is told to stop it (it holds the GPUs until then)
+        if (done && t?.alive !== true) stopUnreported(s, fx, p.id, 'reshard', cfg);
         break;
       }
     }

@@ -160,6 +160,11 @@ export interface PoolMachineState {
   diedHandled?: string[];
   /** instances a node was asked to start (not yet reporting): when, on which node and GPUs (a re-shard's may not be contiguous). */
   starting: Map<string, { atMs: number; node: string; gpuIds: number[] }>;
+  /**
+   * starts of its reconciliation a node refused (its GPUs still held), by instance id: how many in a row, and when
+   * the next may go (pool-reconcile.ts startBackoffMs). Replaced, never edited. Absent: none refused.
+   */
+  refusedStarts?: ReadonlyMap<string, { count: number; retryAtMs: number }>;
   /** the layout of the last re-shard (undefined: fill the grants with initialTp instances). */
   target?: InstanceConfig[];
   /** a re-shard the previous leader began and did not finish (its stored record): begun again to this target once the pool is settled. */
