@@ -91,11 +91,11 @@ describe('the simulated pool level: one pool machine for the pool', () => {
     expect(p.leader.state.reshard).toBeUndefined();
     expect(p.leader.state.target).toEqual([{ tp: 4, count: 2 }]);
     const starts = p.commands.filter((c) => c.purpose === 'reshard' && c.cmd.op === 'start_instance');
-    // on the GPUs the matching keeps the most weights in place on (policy matchReshard: TP8 -> TP4 on every other GPU)
-    expect(starts.map((c) => [c.node, c.cmd.gpuIds])).toEqual([['server-3', [0, 2, 4, 6]], ['server-3', [1, 3, 5, 7]]]);
+    // on aligned blocks of the TP8's GPUs (policy startOnFreeGpus; the matching keeps weights on every other GPU, which no instance id names)
+    expect(starts.map((c) => [c.node, c.cmd.gpuIds])).toEqual([['server-3', [0, 1, 2, 3]], ['server-3', [4, 5, 6, 7]]]);
     expect(p.drains.map((d) => d.id)).toEqual(['pool-MM-server-3-g0x8']);
     expect(p.drains[0]!.atMs).toBeGreaterThan(starts[0]!.atMs);
-    expect(p.insts.map((i) => [i.id, i.state])).toEqual([['pool-MM-server-3-g0x4', 'active'], ['pool-MM-server-3-g1x4', 'active']]);
+    expect(p.insts.map((i) => [i.id, i.state])).toEqual([['pool-MM-server-3-g0x4', 'active'], ['pool-MM-server-3-g4x4', 'active']]);
     // the burst window still holds the minutes before that epoch
     expect(p.leader.state.recentLoad[0]!.atMs).toBeLessThan(first.atMs - 30_000);
     // a new assignment of the same GPUs starts nothing: the layout is the machine's own re-shard's
