@@ -85,3 +85,14 @@ export function headDimOf(m: ModelSpec): number {
 export function kvBytesPerToken(m: ModelSpec): number {
   return 2 * m.layers * m.kvHeads * headDimOf(m) * m.dtypeBytes;
 }
+
+/** The TP degrees an engine serves a model at: vLLM's choices within a server (1, 2, 4, 8). */
+export const TP_CHOICES = [1, 2, 4, 8] as const;
+
+/**
+ * The TP degrees of TP_CHOICES a model can be sharded at: its attention heads split evenly over the GPUs, and its
+ * KV heads either split evenly or each replicated on a whole number of GPUs (vLLM's checks).
+ */
+export function tpDegreesOf(m: ModelSpec): number[] {
+  return TP_CHOICES.filter((tp) => m.heads % tp === 0 && (m.kvHeads % tp === 0 || tp % m.kvHeads === 0));
+}

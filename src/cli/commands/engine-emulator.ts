@@ -5,7 +5,8 @@
  * weight loading is over, then 200). Exits 0 on SIGTERM/SIGINT.
  */
 import type { Command } from 'commander';
-import { num, req, UsageError } from '../args.ts';
+import { num, req, tpArg, UsageError } from '../args.ts';
+import { getModelSpec } from '../../model/catalog.ts';
 import { action, type ExitCode } from '../program.ts';
 import { DEFAULT_SCHEDULER } from '../../model/scheduler.ts';
 
@@ -63,7 +64,7 @@ export function register(cmd: Command, exit: ExitCode): void {
 async function runEmulator(values: EmulatorOptions): Promise<number> {
   const model = req(values.model, 'model');
   const gpu = values.gpu ?? 'h100';
-  const tp = num(values.tp, 'tp');
+  const tp = tpArg(values.tp, getModelSpec(model));
   const port = num(values.port, 'port');
   const timeScale = num(values.timeScale, 'time-scale', 1);
   const posInt = (v: number, name: string) => {
@@ -74,12 +75,12 @@ async function runEmulator(values: EmulatorOptions): Promise<number> {
     if (!Number.isInteger(v) || v < 0) throw new UsageError(`--${name} must be an integer >= 0, got ${v}`);
     return v;
   };
-  posInt(tp, 'tp');
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0..65535, got ${port}`);
   if (!(timeScale > 0)) throw new UsageError(`--time-scale must be > 0, got ${timeScale}`);
   const { createPerfModel } = await import('../../model/index.ts');
   const { EmulatorServer } = await import('../../engine/emulator/server.ts');
   const perf = createPerfModel(model, gpu, { engine: values.calibrationEngine });
+  if (perf.kvCapacityTokens(tp) <= 0) throw new UsageError(`--tp ${tp}: ${model}'s weights leave no KV cache room on ${tp} ${gpu} (pick a larger --tp)`);
   // DYNAMOLLM_LOG_LEVEL=debug (an instance manager's engine inherits its environment): each streamed request's first
   // token, one JSON line on stdout (the manager logs its engine's lines at debug level)
   const { createLogger } = await import('../../runtime/logger.ts');

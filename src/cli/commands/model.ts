@@ -4,7 +4,7 @@
  * today's vLLM (CALIBRATION.currentEngine); --engine vllm-2023 gives the paper-era engine the shipped profiles use.
  */
 import type { Command } from 'commander';
-import { num, req, UsageError } from '../args.ts';
+import { num, req, tpArg, UsageError, wholeNum } from '../args.ts';
 import { action, jsonOption, type ExitCode } from '../program.ts';
 import { CALIBRATION } from '../../model/calibration.ts';
 import { createPerfModel } from '../../model/perf.ts';
@@ -39,15 +39,23 @@ export function register(cmd: Command, exit: ExitCode): void {
 
 function predict(values: PredictOptions): number {
   const perf = createPerfModel(req(values.model, 'model'), req(values.gpu, 'gpu'), { engine: values.engine ?? CALIBRATION.currentEngine });
-  const tp = num(values.tp, 'tp'), clock = num(values.clock, 'clock', perf.gpu.maxClockMhz), batch = num(values.batch, 'batch'), context = num(values.context, 'context');
-  if (batch < 1) throw new UsageError('--batch must be >= 1');
+  const tp = tpArg(values.tp, perf.model), clock = num(values.clock, 'clock', perf.gpu.maxClockMhz);
+  const batch = wholeNum(values.batch, 'batch', 1), context = wholeNum(values.context, 'context', 1);
+  const prompt = values.prompt !== undefined ? wholeNum(values.prompt, 'prompt', 1) : undefined;
+  const { minClockMhz: lo, maxClockMhz: hi } = perf.gpu;
+  if (!(clock >= lo && clock <= hi)) throw new UsageError(`--clock must be within ${perf.gpu.id}'s SM clock range ${lo}..${hi} MHz, got ${values.clock}`);
+  // the batch's KV cache must fit the GPUs' memory left after the weights (vLLM would not schedule it)
+  const kv = perf.kvCapacityTokens(tp);
+  if (batch * context > kv) {
+    throw new UsageError(`--batch ${batch} x --context ${context} = ${batch * context} KV tokens, over the ${kv}-token KV capacity of ${perf.model.id} on ${tp} ${perf.gpu.id}`);
+  }
   const step = { prefillTokens: 0, decodeSeqs: batch, decodeContextTokens: batch * context };
   const bd = perf.breakdown(step, tp, clock);
   const tbtMs = bd.totalMs;
   const powerW = bd.powerW;
   const out = {
     model: perf.model.id, gpu: perf.gpu.id, tp, clockMhz: clock, batch, context,
-    tbtMs: r(tbtMs), ttftMs: values.prompt !== undefined ? r(perf.ttftMs(num(values.prompt, 'prompt'), tp, clock)) : undefined,
+    tbtMs: r(tbtMs), ttftMs: prompt !== undefined ? r(perf.ttftMs(prompt, tp, clock)) : undefined,
     powerWPerGpu: r(powerW), instancePowerW: r(powerW * tp), joulesPerOutputToken: r((powerW * tp * tbtMs) / 1000 / batch),
     kvCapacityTokens: perf.kvCapacityTokens(tp), source: 'modelled (src/model, calibrated to public data)',
     engine: values.engine ?? CALIBRATION.currentEngine, gpuFamily: perf.gpu.family, effClockMhz: r(bd.effClockMhz),

@@ -6,7 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { inputFile, num } from '../args.ts';
+import { httpUrl, inputFile, nonNegativeNum, positiveNum, wholeNum } from '../args.ts';
 import { action, jsonOption, type ExitCode } from '../program.ts';
 import { formatSummary, replayTrace, type ReplayProgress } from '../../telemetry/replay.ts';
 import { sloSettingsOf } from './simulate.ts';
@@ -59,14 +59,21 @@ async function probe(url: string, apiKey: string | undefined): Promise<void> {
 
 async function replay(values: ReplayOptions): Promise<number> {
   const trace = inputFile(values.trace, '--trace');
-  const url = values.url.replace(/\/+$/, '');
+  const url = httpUrl(values.url, 'url').replace(/\/+$/, '');
+  // every argument is checked before the endpoint is probed: a bad one sends nothing
+  const speed = positiveNum(values.speed, 'speed');
+  const limit = values.limit !== undefined ? wholeNum(values.limit, 'limit', 1) : undefined;
+  const startS = values.start !== undefined ? nonNegativeNum(values.start, 'start') : undefined;
+  const durationS = values.duration !== undefined ? positiveNum(values.duration, 'duration') : undefined;
+  const timeScale = positiveNum(values.timeScale, 'time-scale');
+  const maxInflight = wholeNum(values.maxInflight, 'max-inflight', 1);
+  const slo = sloOption(values);
   const apiKey = values.apiKey ?? process.env.DYNAMOLLM_API_KEY ?? process.env.OPENAI_API_KEY;
   await probe(url, apiKey);
   const ac = new AbortController();
   const onSig = () => ac.abort();
   process.once('SIGINT', onSig);
   const tty = process.stderr.isTTY;
-  const limit = values.limit !== undefined ? num(values.limit, 'limit') : undefined;
   const bar = (p: ReplayProgress) => {
     const width = 30;
     const frac = limit ? Math.min(1, p.done / limit) : 0;
@@ -82,13 +89,13 @@ async function replay(values: ReplayOptions): Promise<number> {
     url,
     apiKey,
     model: values.model,
-    speed: num(values.speed, 'speed'),
+    speed,
     limit,
-    startS: values.start !== undefined ? num(values.start, 'start') : undefined,
-    durationS: values.duration !== undefined ? num(values.duration, 'duration') : undefined,
-    timeScale: num(values.timeScale, 'time-scale'),
-    maxInflight: num(values.maxInflight, 'max-inflight'),
-    ...sloOption(values),
+    startS,
+    durationS,
+    timeScale,
+    maxInflight,
+    ...slo,
     signal: ac.signal,
     onProgress: (p) => {
       // not a TTY (CI logs): a line every 5 s instead of a redrawn bar

@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { inputFile, num, req, UsageError } from '../args.ts';
+import { inputFile, nonNegativeNum, num, positiveNum, req, UsageError, wholeNum } from '../args.ts';
 import { action, jsonOption, type ExitCode } from '../program.ts';
 import { POLICY_NAMES, paperFiguresFor, type Fidelity, type PolicyName, type SimOptions, type TraceSource } from '../../sim/types.ts';
 import { simulateMany } from '../../sim/parallel.ts';
@@ -255,9 +255,9 @@ async function simulate(v: SimulateOptions): Promise<number> {
   }
   const carbon = v.carbon === undefined ? undefined : Number.isFinite(Number(v.carbon)) ? Number(v.carbon) : v.carbon;
   const base: Omit<SimOptions, 'policy'> = {
-    trace, model: req(v.model, 'model'), gpu: req(v.gpu, 'gpu'), servers: num(v.servers, 'servers'), fidelity,
-    ...sloSettingsOf(v), sloScale: num(v.sloScale, 'slo-scale'), rateScale: v.rateScale === 'auto' ? 'auto' : num(v.rateScale, 'rate-scale'),
-    gpuHourPrice: num(v.gpuHourPrice, 'gpu-hour-price'), carbon, seed, profilePath: v.profile !== undefined ? inputFile(v.profile, '--profile') : undefined,
+    trace, model: req(v.model, 'model'), gpu: req(v.gpu, 'gpu'), servers: wholeNum(v.servers, 'servers', 1), fidelity,
+    ...sloSettingsOf(v), sloScale: positiveNum(v.sloScale, 'slo-scale'), rateScale: v.rateScale === 'auto' ? 'auto' : positiveNum(v.rateScale, 'rate-scale'),
+    gpuHourPrice: nonNegativeNum(v.gpuHourPrice, 'gpu-hour-price'), carbon, seed, profilePath: v.profile !== undefined ? inputFile(v.profile, '--profile') : undefined,
     maxContext: v.maxContext === undefined ? undefined : num(v.maxContext, 'max-context'),
     prefixRouting: v.prefixRouting ?? false, prefixCaching: v.prefixCache,
     prefixBlockTokens: v.prefixBlockTokens === undefined ? undefined : num(v.prefixBlockTokens, 'prefix-block-tokens'),

@@ -29,7 +29,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { Command } from 'commander';
-import { num, readConfigFile, UsageError } from '../args.ts';
+import { num, oneOf, positiveNum, readConfigFile, UsageError } from '../args.ts';
 import { action, type ExitCode } from '../program.ts';
 import { createLogger } from '../../runtime/logger.ts';
 import { checkAuthorization, startOwnNats, startOwnNatsCluster, type NatsHandle } from '../../runtime/nats-launcher.ts';
@@ -87,8 +87,14 @@ export function register(cmd: Command, exit: ExitCode): void {
     .action(action(exit, (values: UpOptions) => up(values)));
 }
 
+/** pino's levels, as --log-level takes them. */
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
 async function up(values: UpOptions): Promise<number> {
-  const log = createLogger({ level: values.logLevel ?? process.env.DYNAMOLLM_LOG_LEVEL ?? 'info', name: 'up' });
+  // the flags up reads first are checked before anything starts
+  const logLevel = values.logLevel !== undefined ? oneOf(values.logLevel, 'log-level', LOG_LEVELS) : undefined;
+  const readyTimeoutS = positiveNum(values.readyTimeout, 'ready-timeout');
+  const log = createLogger({ level: logLevel ?? process.env.DYNAMOLLM_LOG_LEVEL ?? 'info', name: 'up' });
   const raw = ((values.config ? readConfigFile(values.config) : undefined) ?? {}) as Record<string, unknown>;
   const where = values.config ? `config ${values.config}` : 'default config';
   // validate once here so a bad file fails before anything starts
@@ -125,7 +131,6 @@ async function up(values: UpOptions): Promise<number> {
   if (port !== 0 && port + settings.replicas - 1 > 65535) {
     throw new UsageError(`--port ${port} with ${settings.replicas} gateway replicas needs ports ${port}..${port + settings.replicas - 1}: the last must be at most 65535`);
   }
-  const readyTimeoutS = num(values.readyTimeout, 'ready-timeout');
   const standbys = num(values.standbys, 'standbys');
   const natsNodes = num(values.natsNodes, 'nats-nodes');
   if (![1, 3, 5].includes(natsNodes)) throw new UsageError(`--nats-nodes must be 1, 3 or 5, got ${values.natsNodes}`);
