@@ -57,6 +57,8 @@ export type ChatMessageT = z.infer<typeof chatMessage>;
 
 const finiteNum = z.number().finite();
 const tokenIds = z.array(int);
+/** the longest `request_id` a client may send, characters (the gateway's bound; a choice's id adds its `<i>_` prefix). */
+export const REQUEST_ID_MAX = 256;
 /**
  * The request parameters of vLLM's OpenAI server (/v1/completions and /v1/chat/completions) that the gateway
  * carries to the engine unchanged, under vLLM's own names (vllm/entrypoints/openai/protocol.py). Structural
@@ -114,7 +116,8 @@ export const engineParams = z
     guided_decoding_backend: z.string().max(64).optional(),
     guided_whitespace_pattern: z.string().optional(),
     priority: z.number().int().optional(),
-    request_id: z.string().max(256).optional(),
+    /** the client's id (at most 256 characters, checked at the gateway); choice i of n > 1 carries `<i>_<id>` (childRequest). */
+    request_id: z.string().max(REQUEST_ID_MAX + 8).optional(),
     logits_processors: z.array(z.unknown()).optional(),
     return_tokens_as_token_ids: z.boolean().optional(),
     cache_salt: z.string().min(1).optional(),

@@ -6,11 +6,18 @@
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 import { subjects } from '../../protocols/subjects.ts';
 
-/** Choice i of a request of n: its own id, and seed + i when a seed is given (vLLM's child requests). */
+/**
+ * Choice i of a request of n: its own id, seed + i when a seed is given, and the client's `request_id` as vLLM names
+ * its child requests (`<i>_<request_id>`, vllm/v1/engine/parallel_sampling.py), so no two choices reach an engine
+ * under one id.
+ */
 export function childRequest(ir: InferenceRequest, i: number): InferenceRequest {
   const id = `${ir.id}_${i}`;
   const child: InferenceRequest = { ...ir, id, streamSubject: subjects.stream(id) };
-  if (ir.params?.seed !== undefined) child.params = { ...ir.params, seed: ir.params.seed + i };
+  const p = ir.params;
+  if (p?.seed !== undefined || p?.request_id !== undefined) {
+    child.params = { ...p, ...(p.seed !== undefined ? { seed: p.seed + i } : {}), ...(p.request_id !== undefined ? { request_id: `${i}_${p.request_id}` } : {}) };
+  }
   return child;
 }
 

@@ -8,7 +8,7 @@
  * it is the gateway's estimate for a leg whose instance died before reporting its energy.
  */
 import { DynError } from '../../protocols/errors.ts';
-import { CHAT_ONLY_PARAMS, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
+import { CHAT_ONLY_PARAMS, REQUEST_ID_MAX, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
 
 /** An error the gateway answers with; `status` is the HTTP status, `type`/`code` go into the JSON body. */
 export class HttpError extends Error {
@@ -277,6 +277,7 @@ function parseEngineParams(kind: ApiKind, body: Record<string, unknown>): Engine
     throw badRequest(`'${where}': ${issue.message}`, where);
   }
   const p = r.data;
+  if (p.request_id !== undefined && p.request_id.length > REQUEST_ID_MAX) throw badRequest(`'request_id' must be at most ${REQUEST_ID_MAX} characters`, 'request_id');
   if (kind === 'completion' && typeof p.logprobs === 'boolean') throw badRequest("'logprobs' must be an integer on /v1/completions", 'logprobs');
   if (kind === 'chat' && typeof p.logprobs === 'number') throw badRequest("'logprobs' must be a boolean on /v1/chat/completions (with top_logprobs)", 'logprobs');
   return p;

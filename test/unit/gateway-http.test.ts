@@ -128,6 +128,17 @@ describe('gateway OpenAI API (openai client)', () => {
     expect(c.usage?.completion_tokens).toBe(4);
   });
 
+  it("n choices: each choice's engine request carries its own request_id (<i>_<id>, vLLM's child ids); n 1 keeps it", async () => {
+    const before = backend.seen.length;
+    await client().completions.create({ model: 'm1', prompt: 'hello', max_tokens: 2, n: 3, request_id: 'abc' } as OpenAI.CompletionCreateParamsNonStreaming);
+    expect(backend.seen.slice(before).map((q) => q.params?.request_id).sort()).toEqual(['0_abc', '1_abc', '2_abc']);
+    await client().completions.create({ model: 'm1', prompt: 'hello', max_tokens: 2, request_id: 'abc' } as OpenAI.CompletionCreateParamsNonStreaming);
+    expect(backend.seen.at(-1)!.params?.request_id).toBe('abc');
+    const long = await post('/v1/completions', { model: 'm1', prompt: 'hello', max_tokens: 2, request_id: 'x'.repeat(257) });
+    expect(long.status).toBe(400);
+    expect(long.body.error?.param).toBe('request_id');
+  });
+
   it('n choices streamed: a role chunk per choice first, chunks with their index, a finish per choice, usage after the last', async () => {
     const s = await client().chat.completions.create({ model: 'm1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, n: 2, seed: 1, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } as OpenAI.ChatCompletionStreamOptions });
     const chunks = [];
