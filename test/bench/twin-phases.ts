@@ -44,17 +44,44 @@ export function median(xs: readonly number[]): number {
 /** A window's simulated TTFTs at one phase draw, by type and block of trace time (as WindowSamples.blocks.sim). */
 export type DrawBlocks = Record<string, Record<string, BlockSamples>>;
 
+/** A simulation's decision counts (SimResult.reconfigurations, the live counter's kinds as src/telemetry reconfigurationOf counts them). */
+interface Reconfigurations { clock: number; instanceStart: number; reshard: number; emergency: number }
+
 type Simulate = (opts: SimOptions, profile: undefined, hooks: { onRequest: (r: { arrivalMs: number; type: string; ttftMs: number }) => void }) => Promise<unknown>;
 
-/** Re-simulates a window at each draw, collecting its TTFTs in the window's blocks (arrival in trace time: sim time x speed). */
-export async function simulateDraws(w: WindowSamples, sim: TwinSimulation, draws: readonly PhaseOptions[], simulate: Simulate): Promise<DrawBlocks[]> {
+/** A window's decision counts at one phase draw, by the live counter's kind (as WindowSamples.decisions.sim). */
+export type DrawDecisions = Record<string, number>;
+
+/**
+ * Re-simulates a window at each draw, collecting its TTFTs in the window's blocks (arrival in trace time: sim time x
+ * speed); `decisions`, when given, gets each draw's decision counts in draw order.
+ */
+export async function simulateDraws(w: WindowSamples, sim: TwinSimulation, draws: readonly PhaseOptions[], simulate: Simulate, decisions?: DrawDecisions[]): Promise<DrawBlocks[]> {
   const out: DrawBlocks[] = [];
   for (const d of draws) {
     const c = new WindowCollector(w.blockS);
-    await simulate({ ...sim.options, ...d }, undefined, { onRequest: (r) => c.addTtft('sim', r.type, r.arrivalMs * w.speed, r.ttftMs) });
+    const r = await simulate({ ...sim.options, ...d }, undefined, { onRequest: (x) => c.addTtft('sim', x.type, x.arrivalMs * w.speed, x.ttftMs) });
     out.push(c.blocks().sim);
+    const k = typeof r === 'object' && r !== null && 'reconfigurations' in r ? (r.reconfigurations as Reconfigurations) : undefined;
+    if (decisions && k) decisions.push({ clock: k.clock, instance_start: k.instanceStart, reshard: k.reshard, emergency: k.emergency });
   }
   return out;
+}
+
+/**
+ * Each decision kind's count over the phase draws: per draw, the sum over the windows of that draw's count (window
+ * i's draw k in `draws[i][k]`), and the median over the draws (the simulator's point prediction, as the p99 TTFT's),
+ * against the windows' live sum. A decision count moves with the phases as a type's p99 does: where in its epoch a
+ * burst lands decides whether an instance's clock changes then.
+ */
+export function phaseMedianDecisions(windows: readonly WindowSamples[], draws: readonly (readonly DrawDecisions[])[]): { kind: string; live: number; perDraw: number[]; median: number }[] {
+  const K = draws[0]?.length ?? 0;
+  if (draws.length !== windows.length || draws.some((d) => d.length !== K)) throw new Error('phaseMedianDecisions: one list of draws per window, every window the same number');
+  const kinds = [...new Set(windows.flatMap((w, i) => [...Object.keys(w.decisions.live), ...draws[i]!.flatMap((d) => Object.keys(d))]))].sort();
+  return kinds.map((kind) => {
+    const perDraw = Array.from({ length: K }, (_, k) => draws.reduce((a, d) => a + (d[k]![kind] ?? 0), 0));
+    return { kind, live: windows.reduce((a, w) => a + (w.decisions.live[kind] ?? 0), 0), perDraw, median: median(perDraw) };
+  });
 }
 
 export interface PhaseMedianType {

@@ -7,14 +7,15 @@
  * re-simulates each window at K seeded phase draws of its instances' clock epochs and status reports with the options
  * its live run recorded (twin-phases.ts) and adds, per type, the pooled p99 TTFT of each draw, their median (the
  * simulator's point prediction) sim / live judged against 15%, and that median's paired block-bootstrap interval judged
- * as the others. Samples files without their simulation's options are rebuilt from their spec with --clock-change-ms MS.
+ * as the others, and each decision kind's count per draw (summed over the windows) and their median judged against
+ * 10%. Samples files without their simulation's options are rebuilt from their spec with --clock-change-ms MS.
  *   node --import tsx test/bench/twin-pool.ts [--phases K] [--clock-change-ms MS] FILE...
  *   (TWIN_RESAMPLES, default 1000; TWIN_MIN_P99_N, default 100)
  */
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { poolTypes, pooledSum, ttftQuantile, verdict, type WindowSamples } from './twin-stats.ts';
-import { legacySimulation, phaseDraws, phaseMedianTypes, simulateDraws, type DrawBlocks } from './twin-phases.ts';
+import { legacySimulation, phaseDraws, phaseMedianDecisions, phaseMedianTypes, simulateDraws, type DrawBlocks, type DrawDecisions } from './twin-phases.ts';
 
 const TARGET = { energy: 0.05, p99: 0.15, decisions: 0.1 };
 /**
@@ -30,7 +31,7 @@ const span = (lo: number, hi: number) => (Number.isFinite(lo) ? `${f3(lo)}-${f3(
 const within = (ratio: number, tol: number) => (Number.isFinite(ratio) ? (Math.abs(ratio - 1) <= tol ? 'within' : 'outside') : '-');
 
 /** The pooled report of windows (any groups), as markdown. */
-export function poolReport(windows: readonly WindowSamples[], opts: { resamples?: number; minP99N?: number; draws?: readonly (readonly DrawBlocks[])[] } = {}): string {
+export function poolReport(windows: readonly WindowSamples[], opts: { resamples?: number; minP99N?: number; draws?: readonly (readonly DrawBlocks[])[]; drawDecisions?: readonly (readonly DrawDecisions[])[] } = {}): string {
   const groups = new Map<string, WindowSamples[]>();
   for (const w of windows) groups.set(w.group, [...(groups.get(w.group) ?? []), w]);
   const out: string[] = [];
@@ -68,6 +69,7 @@ export function poolReport(windows: readonly WindowSamples[], opts: { resamples?
     out.push(`informational, not judged: the p99s of ${informational.length ? informational.join(', ') : 'no type'} (fewer than ${minN} requests of the type on a side over the pooled windows: its p99 would be its largest TTFT and TBT, one request's coincidence)`, '');
     out.push(`a p99's judgement is its interval's: 'within' when it lies inside [0.85, 1.15], 'outside' when wholly outside, 'undecided' otherwise; a type with fewer than ${minN} requests on a side is informational; energy and decisions are judged by the pooled sums`, '');
     if (opts.draws) out.push(...phaseSection(ws, ws.map((w) => opts.draws![windows.indexOf(w)]!), { resamples: opts.resamples ?? 1000, minN }));
+    if (opts.drawDecisions) out.push(...decisionSection(ws, ws.map((w) => opts.drawDecisions![windows.indexOf(w)]!)));
   }
   return out.join('\n');
 }
@@ -92,6 +94,21 @@ function phaseSection(ws: readonly WindowSamples[], draws: readonly (readonly Dr
   return out;
 }
 
+/** The phase-median decision counts of one group: `draws[i]`, window i's K draws. */
+function decisionSection(ws: readonly WindowSamples[], draws: readonly (readonly DrawDecisions[])[]): string[] {
+  const K = draws[0]?.length ?? 0;
+  const out = [`### decisions over ${K} phase draws`, '', `the same draws' decision counts: a draw's count sums its run of every window; the simulator's point prediction is the median over the draws (as the p99 TTFT's), judged against 10%; the row 'decisions' above is the simulation at the live phases, one draw`, ''];
+  out.push('| decisions | live | sim at the live phases / live | each draw / live (min-max) | median over draws | sim / live | point (10%) |', '|---|---|---|---|---|---|---|');
+  for (const d of phaseMedianDecisions(ws, draws)) {
+    const aligned = ws.reduce((a, w) => a + (w.decisions.sim[d.kind] ?? 0), 0);
+    const r = (x: number) => (d.live ? x / d.live : NaN);
+    const point = d.live === 0 ? (d.median === 0 ? 'within' : 'outside') : within(r(d.median), TARGET.decisions);
+    out.push(`| ${d.kind} | ${d.live} | ${f3(r(aligned))} | ${span(r(Math.min(...d.perDraw)), r(Math.max(...d.perDraw)))} | ${d.median} | ${f3(r(d.median))} | ${point} |`);
+  }
+  out.push('');
+  return out;
+}
+
 /** `--name value` from argv (removed from it), else undefined. */
 function option(argv: string[], name: string): string | undefined {
   const i = argv.indexOf(name);
@@ -112,17 +129,21 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   }
   const windows = files.map((f) => JSON.parse(readFileSync(f, 'utf8')) as WindowSamples);
   let draws: DrawBlocks[][] | undefined;
+  let drawDecisions: DrawDecisions[][] | undefined;
   if (K > 0) {
     const { simulate } = await import('../../src/sim/index.ts');
     const { TRACE, twinSpec } = await import('./twin.bench.ts');
     const { reshardSpec } = await import('./twin-reshard.bench.ts');
     const sims = windows.map((w) => w.simulation ?? legacySimulation(w, [twinSpec(), reshardSpec()], clock === undefined ? undefined : Number(clock), TRACE));
     draws = [];
+    drawDecisions = [];
     for (const [i, w] of windows.entries()) {
       const t0 = Date.now();
-      draws.push(await simulateDraws(w, sims[i]!, phaseDraws(K, sims[i]!, 16 + w.startS), simulate));
+      const decisions: DrawDecisions[] = [];
+      draws.push(await simulateDraws(w, sims[i]!, phaseDraws(K, sims[i]!, 16 + w.startS), simulate, decisions));
+      drawDecisions.push(decisions);
       process.stderr.write(`${files[i]}: ${K} phase draws simulated in ${((Date.now() - t0) / 1000).toFixed(1)} s${w.simulation ? '' : ' (options rebuilt from its spec)'}\n`);
     }
   }
-  process.stdout.write(poolReport(windows, { resamples: Number(process.env.TWIN_RESAMPLES ?? 1000), minP99N: Number(process.env.TWIN_MIN_P99_N ?? MIN_P99_N), ...(draws ? { draws } : {}) }) + '\n');
+  process.stdout.write(poolReport(windows, { resamples: Number(process.env.TWIN_RESAMPLES ?? 1000), minP99N: Number(process.env.TWIN_MIN_P99_N ?? MIN_P99_N), ...(draws ? { draws } : {}), ...(drawDecisions ? { drawDecisions } : {}) }) + '\n');
 }

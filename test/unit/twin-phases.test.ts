@@ -6,7 +6,7 @@
  * phase-median rows, and a samples file without its simulation's options is rebuilt from its spec or refused.
  */
 import { describe, expect, it } from 'vitest';
-import { legacySimulation, median, phaseDraws, phaseMedianTypes, simulateDraws, type DrawBlocks } from '../bench/twin-phases.ts';
+import { legacySimulation, median, phaseDraws, phaseMedianDecisions, phaseMedianTypes, simulateDraws, type DrawBlocks } from '../bench/twin-phases.ts';
 import { poolReport } from '../bench/twin-pool.ts';
 import { reshardSpec } from '../bench/twin-reshard.bench.ts';
 import { TRACE, twinSpec } from '../bench/twin.bench.ts';
@@ -118,6 +118,15 @@ describe('re-simulating a window', () => {
     expect(out).toEqual(draws.map((d) => ({ LM: { 0: { ttft: [(d.instanceEpochPhaseMs as number[])[0]], tbt: [] } }, LS: { 1: { ttft: [7], tbt: [] } } })));
   });
 
+  it("keeps each draw's decision counts by the live counter's kinds", async () => {
+    const w = window(0, 0);
+    const sim = { options: { policy: 'dynamollm' } as unknown as SimOptions, aligned: {}, epochMs: 5000, statusIntervalMs: 500, instances: 2 };
+    const decisions: Record<string, number>[] = [];
+    let k = 0;
+    await simulateDraws(w, sim, phaseDraws(3, sim, 16), async () => ({ reconfigurations: { clock: 10 + k++, instanceStart: 1, reshard: 2, emergency: 0 } }), decisions);
+    expect(decisions).toEqual([10, 11, 12].map((clock) => ({ clock, instance_start: 1, reshard: 2, emergency: 0 })));
+  });
+
   it('rebuilds the options of a samples file written without them from its spec, or says why it cannot', () => {
     const w: WindowSamples = { ...window(720, 0), group: 'deploy/twin.yaml, 720 s of trace at speed 2', windowS: 720, speed: 2, requestPathMs: { toEngineMs: 1, startToEngineMs: 0.2, toClientMs: 0.7, hopRequests: 10 } };
     const specs = [twinSpec(), reshardSpec()];
@@ -129,5 +138,21 @@ describe('re-simulating a window', () => {
     expect(s.options.requestPathMs).toEqual({ toEngineMs: 1, toClientMs: 0.7, startToEngineMs: 0.2 });
     expect(() => legacySimulation(w, specs, undefined, TRACE)).toThrow(/--clock-change-ms/);
     expect(() => legacySimulation({ ...w, group: 'deploy/other.yaml, 1 s' }, specs, 1, TRACE)).toThrow(/no twin spec/);
+  });
+});
+
+describe('decision counts over the phase draws', () => {
+  it("sums each draw over the windows and takes the median over the draws against the live sum", () => {
+    // a clock count that moves with the phase: the live phases' draw low (27 of 36), the draws around it
+    const a = { ...window(0, 0), decisions: { live: { clock: 36, reshard: 0 }, sim: { clock: 27, reshard: 0 } } };
+    const b = { ...window(360, 0), decisions: { live: { clock: 74, reshard: 0 }, sim: { clock: 73, reshard: 0 } } };
+    const d = (clocks: number[]) => clocks.map((clock) => ({ clock, reshard: 0 }));
+    const out = phaseMedianDecisions([a, b], [d([45, 36, 38, 33]), d([63, 89, 69, 58])]);
+    // per draw: 108, 125, 107, 91; median (107 + 108) / 2
+    expect(out).toEqual([{ kind: 'clock', live: 110, perDraw: [108, 125, 107, 91], median: 107.5 }, { kind: 'reshard', live: 0, perDraw: [0, 0, 0, 0], median: 0 }]);
+    const report = poolReport([a, b], { resamples: 50, minP99N: 10, drawDecisions: [d([45, 36, 38, 33]), d([63, 89, 69, 58])] });
+    expect(report).toContain('| clock | 110 | 0.909 | 0.827-1.136 | 107.5 | 0.977 | within |');
+    expect(report).toContain('| reshard | 0 | - | - | 0 | - | within |');
+    expect(() => phaseMedianDecisions([a, b], [d([1])])).toThrow(/one list of draws per window/);
   });
 });
