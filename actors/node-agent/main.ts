@@ -57,6 +57,8 @@ export class NodeAgent extends Actor {
   #insts = new Map<string, Inst>();
   /** when each instance's manager process last ended (ms, this clock), since this node agent started. */
   #exited = new Map<string, number>();
+  /** instances told to stop whose process has not exited yet (their GPUs still held). */
+  #stopping = new Set<string>();
   /** instances whose record names a process that is gone (ended while no node agent ran): not running, GPUs free. */
   #lost = new Map<string, Inst>();
   #timer?: unknown;
@@ -229,12 +231,14 @@ export class NodeAgent extends Actor {
 
   async #command(cmd: NodeCommand): Promise<Ack> {
     if (cmd.op === 'start_instance') {
+      this.#refuseStopping(cmd.instanceId);
       if (this.#insts.has(cmd.instanceId)) return this.#already(cmd.instanceId);
       if (!cmd.pool || !cmd.tp || !cmd.gpuIds || cmd.gpuIds.length !== cmd.tp) {
         throw new DynError('invalid_request', 'start_instance needs pool, tp and tp gpuIds', { retryable: false });
       }
       // the interval up to now is charged to the GPUs unallocated until now (checked again after the read)
       await this.#sampleMeter();
+      this.#refuseStopping(cmd.instanceId);
       if (this.#insts.has(cmd.instanceId)) return this.#already(cmd.instanceId);
       const free = new Set(this.free());
       const busy = cmd.gpuIds.filter((g) => !free.has(g));
@@ -264,14 +268,25 @@ export class NodeAgent extends Actor {
     // told to stop: a successor of this node agent must not adopt it. The GPUs come back to the inventory only
     // once the instance manager exited (it resets their clocks)
     removeRecord(this.adoptDir, inst.id);
+    if (this.#stopping.has(inst.id)) return { v: 1, ok: true, detail: { instanceId: inst.id, stopping: true } };
+    this.#stopping.add(inst.id);
     void this.#sup!.remove(inst.id).finally(async () => {
       await this.#sampleMeter();
+      this.#stopping.delete(inst.id);
       this.#insts.delete(inst.id);
       this.#exited.delete(inst.id);
       rmSync(join(this.adoptDir, 'live', inst.id), { force: true });
       void this.#status();
     });
     return { v: 1, ok: true, detail: { instanceId: inst.id } };
+  }
+
+  /**
+   * A start of an instance this node is stopping is refused (retryable) until its process has exited: answered
+   * `already`, the caller would wait for an instance that is about to end, its GPUs freed after that.
+   */
+  #refuseStopping(id: string): void {
+    if (this.#stopping.has(id)) throw new DynError('unavailable', `instance ${id} of ${this.id} is stopping`, { retryable: true, retryAfterS: 1 });
   }
 
   /**
