@@ -59,7 +59,7 @@ export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { InstanceEnergyMeters, type LegMark } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
-import { crossStopEvent, crossStopOf } from './stop-across.ts';
+import { crossStopEvent, crossStopOf, RelayedCrossStop } from './stop-across.ts';
 import { reopenLeg } from './reopen.ts';
 import { electionDeadline, type Elections } from './elections.ts';
 import type { NatsBackendOptions } from './backend-options.ts';
@@ -357,8 +357,8 @@ export class NatsBackend implements GatewayBackend {
     let finished = false;
     let told: Leg | undefined; // the leg the hook was told of: it hears of each leg once
     const tell = (c: TokenChunk) => hooks?.onLeg && told !== leg && hooks.onLeg(legOf((told = leg).req.id, { ...leg.admission, ...c }, st, this.clock.now()));
-    /** chunks of the current leg given to the client. */
-    let legOut = 0;
+    let legOut = 0; // chunks of the current leg given to the client (or held)
+    const relayStop = new RelayedCrossStop(req, st, () => usageOf(st)); // a stop string completing across legs (stop-across.ts)
     this.migrationText.claim(st);
     try {
       for (;;) {
@@ -379,9 +379,12 @@ export class NatsBackend implements GatewayBackend {
         }
         if (!c.grant) {
           if (legOut++ === 0) tell(c);
+          const x = relayStop.take(c, legOut === 1);
+          if (x === 'hold') continue;
           // relayed by the instance (or ended before it started); finished before given: a reader may stop at the last chunk
-          if (c.done || c.error) finished = true;
-          yield [relayedOut(c, req, st, this.migrationText)];
+          if (x.c.done || x.c.error) finished = true;
+          if (x.stopped) this.cancel(leg.req.id, 'a stop string completed across legs', leg.cancelSent);
+          yield [relayedOut(x.c, req, st, this.migrationText)];
           if (finished) return;
           continue;
         }

@@ -9,9 +9,10 @@
  * where the stop string starts (where it ends with include_stop_str_in_output). The part of it an earlier leg sent is
  * the client's already; the leg's part and everything after it are not sent. vLLM holds back the last characters of a
  * stream that could start a stop string (its stop_buffer_length) while excluding them from the output, so a real
- * engine's earlier leg sent less of one than the emulator's; the rule is the same.
+ * engine's earlier leg sent less of one than the emulator's; the rule is the same. A relayed leg's chunks (the instance
+ * publishes its engine's output over NATS) are watched so too (RelayedCrossStop), its leg then cancelled at its instance.
  */
-import type { InferenceRequest } from '../../protocols/messages.ts';
+import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 
 /** The watch of one continuation leg: what it has read of the leg's text while a stop string may start in `tail`. */
 export interface CrossStop {
@@ -93,4 +94,27 @@ export function crossStopEvent<C extends Piece>(w: CrossStop, ch: C): { ch: C; s
   const release = { ...ch, text, ...(tokens !== k ? { tokens } : {}) };
   if (typeof m === 'string' || w.tokens < w.minLeft) return { ch: w.held === '' ? ch : release, stopped: false, ended: true };
   return { ch: { ...release, text: text.slice(0, m.keep), tokens: Math.max(1, tokens), finishReason: 'stop', stopReason: m.stop }, stopped: true, ended: true };
+}
+
+/**
+ * The watch over a stream's relayed legs (each instance publishes its engine's output on the leg's stream subject): on
+ * a continuation's first chunk a watch begins (crossStopOf), and each chunk is read by it (crossStopEvent).
+ */
+export class RelayedCrossStop {
+  #w: CrossStop | undefined;
+  /** `st`: the stream's tokens and text sent so far and its legs before the current one; `usage`: the stream's usage. */
+  constructor(private readonly req: InferenceRequest, private readonly st: { readonly sent: number; readonly text: string; readonly legs: number }, private readonly usage: () => NonNullable<TokenChunk['usage']>) {}
+
+  /**
+   * What the client gets of the leg's chunk `c` (`first`: the leg's first): 'hold', or the chunk (`stopped`: a stop
+   * string ended the stream at it, so it is the stream's last, done with finish_reason 'stop' and the stream's usage).
+   */
+  take(c: TokenChunk, first: boolean): 'hold' | { c: TokenChunk; stopped: boolean } {
+    if (first) this.#w = this.st.legs > 0 ? crossStopOf(this.req, this.st.sent, this.st.text) : undefined;
+    const x = this.#w && !c.error && (c.text !== '' || c.finishReason) ? crossStopEvent(this.#w, c) : undefined;
+    if (x === 'hold') return x;
+    if (!x) return { c, stopped: false };
+    if (x.ended) this.#w = undefined;
+    return { c: x.stopped ? { ...x.ch, done: true, usage: this.usage() } : x.ch, stopped: x.stopped };
+  }
 }
