@@ -5,7 +5,7 @@
  */
 import { subjects } from '../../protocols/subjects.ts';
 import { DynError, RemoteError, type WireError } from '../../protocols/errors.ts';
-import type { InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
+import type { Admission, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
 import type { StreamState } from './legs.ts';
 
@@ -101,6 +101,32 @@ export async function countedWithin(
 export function continuationEnd(err: unknown, id: string, seq: number, usage: NonNullable<TokenChunk['usage']>): TokenChunk {
   if (err instanceof ContextFull) return { v: 1, id, seq, text: '', tokens: 0, done: true, finishReason: 'length', stopReason: null, usage };
   return { v: 1, id, seq, text: '', tokens: 0, done: true, finishReason: 'error', error: continuationError(err) };
+}
+
+/** A stream over before any leg of its own: its one chunk (NatsBackend's AdmittedStream, admitted by nobody). */
+export interface EndedStream {
+  readonly admission: Admission;
+  batches(): AsyncIterable<readonly TokenChunk[]>;
+  [Symbol.asyncIterator](): AsyncIterator<TokenChunk>;
+}
+
+/**
+ * A resumed stream whose counted prompt (the request's prompt and the journal's text) fills the context (`err` is
+ * ContextFull): it ends as vLLM's request at max_model_len, with continuationEnd's chunk (finish_reason 'length', chunk
+ * `seq`, `usage` its tokens so far), no leg admitted. Any other error is thrown.
+ */
+export function contextFullEnd(err: unknown, id: string, seq: () => number, usage: () => NonNullable<TokenChunk['usage']>): EndedStream {
+  if (!(err instanceof ContextFull)) throw err;
+  const end = continuationEnd(err, id, seq(), usage());
+  return {
+    admission: { v: 1, id, ok: true },
+    batches: async function* () {
+      yield [end];
+    },
+    [Symbol.asyncIterator]: async function* () {
+      yield end;
+    },
+  };
 }
 
 /** The error a stream ends with when its next leg could not start: a refusal keeps its own class (overloaded, unavailable), not 'remote', in the gateway's words (the cluster's may name pools or instances). */

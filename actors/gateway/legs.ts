@@ -15,7 +15,7 @@ import type { JournalLeg, ResumeFrom } from './resume.ts';
 import type { LegEnergy } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
 import { continuable } from '../../src/policy/drain-migration.ts';
-export { continuation, countedBy, countedWithin, continuationEnd, continuationError } from './continuation.ts';
+export { continuation, contextFullEnd, countedBy, countedWithin, continuationEnd, continuationError } from './continuation.ts';
 
 /** The control plane ended a leg (an error chunk on its stream subject while the gateway read the engine). */
 export class LegEnded extends Error {

@@ -52,7 +52,7 @@ import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 export type { AdmissionCounters } from './legs.ts';
@@ -319,8 +319,8 @@ export class NatsBackend implements GatewayBackend {
     await endForeignLeg(this.bus, this.legReportTimeoutMs, req, from, st, estimateFrom, this.counters, this.clock);
     this.counters.resumed++;
     if (!canMigrate(req, st, this.migrationLimit)) throw new DynError('unavailable', 'the stream cannot continue (nothing left to generate, or its text is past the migration cap)', { retryable: false });
-    const next = { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) };
-    return this.begin(req, signal, st, async () => this.reopen(req, await this.counted(next, signal), signal, from.leg?.instance), hooks);
+    const next = await this.counted({ ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal).catch((e: unknown) => contextFullEnd(e, req.id, () => st.out++, () => usageOf(st)));
+    return 'admission' in next ? next : this.begin(req, signal, st, () => this.reopen(req, next, signal, from.leg?.instance), hooks);
   }
 
   /** The stream of `req` from `st` once `open` admitted a leg (one that ends before it starts is sent again until firstByMs). */

@@ -419,6 +419,23 @@ describe("the count of a continuation's prompt", () => {
     }
   });
 
+  it("a resumed stream whose counted prompt and journaled text fill the context ends as vLLM at max_model_len: finish_reason length, no leg, no error", async () => {
+    const { clock, bus, backend, legs } = setup(() => undefined);
+    // the prompt (4,094 tokens) and the 2 tokens the journal holds count the whole context
+    bus.responders.set(subjects.tokenize(), (_m, reply) => reply({ v: 1, ok: true, count: 4096, maxModelLen: 4096 }));
+    const out: { chunks: TokenChunk[]; error?: unknown; done?: boolean } = { chunks: [] };
+    void (async () => {
+      for await (const c of await backend.resume(longReq('cl5', 4094, 100), { sent: 2, text: 'a0 a1 ', resumes: 0 }, new AbortController().signal)) out.chunks.push(c);
+    })().then(() => (out.done = true), (e: unknown) => Object.assign(out, { error: e, done: true }));
+    for (let i = 0; i < 100 && !out.done; i++) await run(clock, 10);
+    expect(out.error).toBeUndefined();
+    expect(out.chunks).toHaveLength(1);
+    expect(out.chunks[0]).toMatchObject({ seq: 0, text: '', done: true, finishReason: 'length', usage: { promptTokens: 4094, completionTokens: 2 } });
+    expect(out.chunks[0]!.error).toBeUndefined();
+    expect(legs).toEqual([]);
+    expect(backend.counters.resumed).toBe(1);
+  });
+
   it("a client that leaves while the continuation's prompt is counted ends the stream at once, and no leg is admitted", async () => {
     const dead = await engine(() => ({ events: [ev('a0 '), ev('a1 ')], dies: true }));
     const { clock, bus, backend, legs } = setup(() => dead.url);
