@@ -12,6 +12,11 @@
  * Each gateway's idle CPU is read over one 4-s window after the warm-up (garbage collection of the warm-up's garbage
  * can fall in it), so the ratio less idle (`ratioAoverB`) moves more between runs than the raw one (`rawRatioAoverB`:
  * the gateway's CPU per request or token with its idle CPU in it); both are printed.
+ * REQS=N: each block is N requests (16 clients) rather than blockSeconds, and the gateway's CPU is also read per pair of
+ * blocks (A then B, or B then A, back to back): `pairs` prints, per pair, A's CPU per request over B's, raw (no idle
+ * subtracted), for the gateway's main thread (`/proc/<pid>/task/<pid>/schedstat`, ns: the JavaScript, its system calls,
+ * the GC's main-thread part) and for the whole gateway process (utime + stime: V8's compiler and GC helper threads too),
+ * with their median, min and max. The other jobs on a shared host move each block's figure; a pair's ratio moves less.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -41,6 +46,14 @@ function cpuMs(pid: number): number {
     const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return 0;
+  }
+}
+/** CPU ns of a process's main thread (the event loop), from its schedstat. */
+function mainNs(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]);
   } catch {
     return 0;
   }
@@ -127,12 +140,14 @@ async function one(base: string): Promise<number> {
   if (!t.includes('[DONE]')) throw new Error(`a request did not end with [DONE]: ${t.slice(-300)}`);
   return 4;
 }
-/** Requests (RT: tokens) completed by the closed loop in `s` seconds. */
-async function loop(base: string, s: number): Promise<number> {
+const REQS = Number(process.env.REQS ?? 0);
+/** Requests (RT: tokens) completed by the closed loop in `s` seconds (REQS: once REQS requests were sent). */
+async function loop(base: string, s: number, reqs = 0): Promise<number> {
   let done = 0;
+  let sent = 0;
   const until = performance.now() + s * 1000;
   await Promise.all(Array.from({ length: CLIENTS }, async () => {
-    while (performance.now() < until) {
+    while (reqs > 0 ? sent++ < reqs : performance.now() < until) {
       const n = await one(base);
       done += RT ? n : n > 0 ? 1 : 0;
     }
@@ -149,7 +164,38 @@ const byRole = (pids: number[]) => {
 
 const A = await start(resolve(ra));
 const B = await start(resolve(rb));
-try {
+/**
+ * BOTH=1: both closed loops run at once (16 clients each) in every window of blockSeconds, after WARM seconds of the
+ * same, and each window's A over B is read from the same seconds: what the other jobs of a shared host do falls on
+ * both alike, and neither gateway idles between its blocks (an idle gateway warms up again: ABBA blocks of a few
+ * seconds put the block that follows the other cluster's two ~1.5x above the one before it).
+ */
+async function both(): Promise<void> {
+  const mainAll = (c: Cluster) => c.gw.reduce((a, p) => a + mainNs(p), 0);
+  await Promise.all([loop(A.base, Number(process.env.WARM ?? 30)), loop(B.base, Number(process.env.WARM ?? 30))]);
+  const w = { A: [] as [number, number, number][], B: [] as [number, number, number][] };
+  for (let i = 0; i < Number(blocksArg); i++) {
+    const m0 = { A: mainAll(A), B: mainAll(B) }, p0 = { A: sumCpu(A.gw), B: sumCpu(B.gw) };
+    const [da, db] = await Promise.all([loop(A.base, Number(secsArg)), loop(B.base, Number(secsArg))]);
+    w.A.push([mainAll(A) - m0.A, sumCpu(A.gw) - p0.A, da]);
+    w.B.push([mainAll(B) - m0.B, sumCpu(B.gw) - p0.B, db]);
+  }
+  const stats = (r: number[]) => {
+    const s = [...r].sort((x, y) => x - y);
+    return { median: +s[Math.floor(s.length / 2)]!.toFixed(3), min: +s[0]!.toFixed(3), max: +s[s.length - 1]!.toFixed(3), each: r.map((x) => +x.toFixed(3)) };
+  };
+  const ratio = (i: 0 | 1) => w.A.map((a, j) => a[i] / a[2] / (w.B[j]![i] / w.B[j]![2]));
+  const perReq = (k: 'A' | 'B', i: 0 | 1, scale: number) => +((w[k].reduce((s, x) => s + x[i], 0) * scale) / w[k].reduce((s, x) => s + x[2], 0)).toFixed(1);
+  const total = (i: 0 | 1) => +(perReq('A', i, 1) / perReq('B', i, 1)).toFixed(3);
+  console.log(JSON.stringify({
+    // us of CPU per request (raw: idle CPU included) and requests per window
+    mainThreadUsRequest: { A: perReq('A', 0, 1e-3), B: perReq('B', 0, 1e-3) }, processUsRequest: { A: perReq('A', 1, 1e3), B: perReq('B', 1, 1e3) },
+    requests: { A: w.A.map((x) => x[2]), B: w.B.map((x) => x[2]) },
+    mainThreadAoverB: { all: total(0), ...stats(ratio(0)) }, processAoverB: { all: total(1), ...stats(ratio(1)) },
+  }));
+}
+/** ABBA blocks of each cluster alone (the default). */
+async function abba(): Promise<void> {
   for (let w = 0; w < Number(process.env.WARM ?? 6) / 2; w++) for (const c of w % 2 ? [B, A] : [A, B]) await loop(c.base, 2);
   // each gateway's idle CPU, both over the same 4 s
   const ia = sumCpu(A.gw), ib = sumCpu(B.gw), ca = sumCpu(A.control), cb = sumCpu(B.control), ra = byRole(A.control), rb0 = byRole(B.control), it = performance.now();
@@ -164,10 +210,14 @@ try {
   const acc = { A: { cpu: 0, raw: 0, control: 0, done: 0, wall: 0, blocks: [] as number[] }, B: { cpu: 0, raw: 0, control: 0, done: 0, wall: 0, blocks: [] as number[] } };
   const order: ('A' | 'B')[] = [];
   for (let i = 0; i < Number(blocksArg); i++) order.push(...(i % 2 ? ['B', 'A'] as const : ['A', 'B'] as const));
+  /** per block: [gateway main-thread ns, gateway process ms, requests] */
+  const perBlock = { A: [] as [number, number, number][], B: [] as [number, number, number][] };
   for (const k of order) {
     const c = k === 'A' ? A : B;
+    const m0 = c.gw.reduce((a, p) => a + mainNs(p), 0);
     const g0 = sumCpu(c.gw), c0 = sumCpu(c.control), r0 = byRole(c.control), t0 = performance.now();
-    const done = await loop(c.base, Number(secsArg));
+    const done = await loop(c.base, Number(secsArg), REQS);
+    perBlock[k].push([c.gw.reduce((a, p) => a + mainNs(p), 0) - m0, sumCpu(c.gw) - g0, done]);
     const wall = (performance.now() - t0) / 1000;
     const raw = sumCpu(c.gw) - g0;
     const g = raw - idle[k] * wall;
@@ -192,12 +242,27 @@ try {
     rawByRole: Object.fromEntries(Object.entries(roleRaw[k]).map(([role, ms]) => [role, +((ms * 1000) / acc[k].done).toFixed(2)])),
   });
   const a = res('A'), b = res('B');
+  // per pair of blocks (i-th A block against the i-th B block: adjacent in the ABBA order), A's CPU per request over B's
+  const stats = (r: number[]) => {
+    const s = [...r].sort((x, y) => x - y);
+    return { median: +s[Math.floor(s.length / 2)]!.toFixed(3), min: +s[0]!.toFixed(3), max: +s[s.length - 1]!.toFixed(3), each: r.map((x) => +x.toFixed(3)) };
+  };
+  const pairRatio = (i: 0 | 1) => perBlock.A.map((ab, j) => ab[i] / ab[2] / (perBlock.B[j]![i] / perBlock.B[j]![2]));
+  const perReq = (k: 'A' | 'B', i: 0 | 1, scale: number) => +((perBlock[k].reduce((s, x) => s + x[i], 0) * scale) / perBlock[k].reduce((s, x) => s + x[2], 0)).toFixed(1);
   console.log(JSON.stringify({
+    pairs: {
+      mainThreadUsRequest: { A: perReq('A', 0, 1e-3), B: perReq('B', 0, 1e-3) }, processUsRequest: { A: perReq('A', 1, 1e3), B: perReq('B', 1, 1e3) },
+      mainThreadAoverB: stats(pairRatio(0)), processAoverB: stats(pairRatio(1)),
+    },
     idleMsPerS: { A: +idle.A.toFixed(1), B: +idle.B.toFixed(1) }, idleControlMsPerS: { A: +idleControl.A.toFixed(1), B: +idleControl.B.toFixed(1) }, A: a, B: b,
     ratioAoverB: +(acc.A.cpu / acc.A.done / (acc.B.cpu / acc.B.done)).toFixed(3),
     rawRoleRatioAoverB: Object.fromEntries(Object.keys(roleRaw.A).map((role) => [role, +((roleRaw.A[role]! / acc.A.done) / ((roleRaw.B[role] ?? NaN) / acc.B.done)).toFixed(3)])),
     roleRatioAoverB: Object.fromEntries(Object.keys(roleAcc.A).map((role) => [role, +((roleAcc.A[role]! / acc.A.done) / ((roleAcc.B[role] ?? NaN) / acc.B.done)).toFixed(3)])), rawRatioAoverB: +(acc.A.raw / acc.A.done / (acc.B.raw / acc.B.done)).toFixed(3), controlRatioAoverB: +(acc.A.control / acc.A.done / (acc.B.control / acc.B.done)).toFixed(3),
   }));
+}
+try {
+  if (process.env.BOTH === '1' && RT) throw new Error('BOTH=1 runs the short requests only');
+  await (process.env.BOTH === '1' ? both() : abba());
 } finally {
   A.up.kill('SIGINT');
   B.up.kill('SIGINT');

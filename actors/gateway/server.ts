@@ -42,7 +42,7 @@ import { probeResponse } from '../../src/runtime/health.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
 import { ApiKeys } from './auth.ts';
 export { apiKeyIdOf } from './auth.ts';
-import { countTokens, detokenizeRoute, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
+import { countTokens, detokenizeRoute, knownCount, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
 import { collectChoice, collectedBody } from './collect.ts';
 import { Cors } from './cors.ts';
 import { echoSource, echoedPrompt } from './echo.ts';
@@ -387,7 +387,7 @@ export class GatewayServer {
       this.opts.metrics?.gatewayInflight.set(this.inflight);
       // the engine's tokenizer counts the prompt (chat template applied); the context check happens here,
       // before anything is dispatched
-      const counted = await countTokens(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params, ac.signal);
+      const counted = knownCount(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params) ?? await countTokens(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params, ac.signal);
       inputTokens = counted.count;
       if (!parsed.maxTokensGiven) parsed.maxTokens = Math.max(1, Math.min(parsed.maxTokens, counted.maxModelLen - counted.count));
       if (inputTokens + parsed.maxTokens > counted.maxModelLen) {

@@ -22,6 +22,19 @@ export interface Tokenizers {
  * still fills the cache when it comes).
  */
 export async function countTokens(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params'], signal?: AbortSignal): Promise<TokenCount> {
+  return knownCount(counter, model, prompt, messages, params) ?? countAsked(counter, model, prompt, messages, params, signal);
+}
+
+/**
+ * The count when the counter knows it without a tokenizer (token ids, a cached prompt), taken synchronously: the
+ * request's handler awaits nothing for it. Throws countTokens's 400 for a truncation past the context length.
+ */
+export function knownCount(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params']): TokenCount | undefined {
+  const known = counter.known(model, prompt, messages, params);
+  return known && truncated(known, params?.truncate_prompt_tokens);
+}
+
+async function countAsked(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params'], signal?: AbortSignal): Promise<TokenCount> {
   try {
     const counting = counter.count(model, prompt, messages, params);
     return truncated(await (signal ? untilAborted(counting, signal) : counting), params?.truncate_prompt_tokens);

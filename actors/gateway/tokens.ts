@@ -57,23 +57,43 @@ export class PromptCounter {
     private readonly capacity = 8192,
   ) {}
 
-  /** Count a prompt (text or token ids) or a chat; throws what the tokenizer throws (a DynError / RemoteError). */
-  async count(model: string, prompt: string | number[] | undefined, messages: readonly ChatMessageIn[] | undefined, params?: EngineParams): Promise<TokenCount> {
-    const tp = templateParams(params);
-    const req: TokenizeRequest = { v: 1, model };
-    if (messages) req.messages = [...messages];
-    else req.prompt = prompt ?? '';
-    if (tp) req.params = tp;
+  /**
+   * The count known without asking a tokenizer: token ids once the model's context length is known, or a cached
+   * prompt; undefined when `count` must ask. (A request's count is taken here synchronously when it can be: no
+   * promise, nor a wait raced against the request's abort.)
+   */
+  known(model: string, prompt: string | number[] | undefined, messages: readonly ChatMessageIn[] | undefined, params?: EngineParams): TokenCount | undefined {
     // token ids need no tokenizer, but the context length does: ask once per model
-    const known = this.maxModelLen.get(model);
-    if (Array.isArray(prompt) && !messages && known !== undefined) return { count: prompt.length, maxModelLen: known };
-    const key = createHash('sha256').update(JSON.stringify([model, req.prompt, req.messages, tp])).digest('base64');
+    const len = this.maxModelLen.get(model);
+    if (Array.isArray(prompt) && !messages && len !== undefined) return { count: prompt.length, maxModelLen: len };
+    return this.cached(this.keyOf(model, prompt, messages, templateParams(params)));
+  }
+
+  private keyOf(model: string, prompt: string | number[] | undefined, messages: readonly ChatMessageIn[] | undefined, tp: EngineParams | undefined): string {
+    return createHash('sha256').update(JSON.stringify(messages ? [model, undefined, messages, tp] : [model, prompt ?? '', undefined, tp])).digest('base64');
+  }
+
+  private cached(key: string): TokenCount | undefined {
     const hit = this.cache.get(key);
     if (hit) {
       this.cache.delete(key);
       this.cache.set(key, hit); // most recently used last
-      return hit;
     }
+    return hit;
+  }
+
+  /** Count a prompt (text or token ids) or a chat; throws what the tokenizer throws (a DynError / RemoteError). */
+  async count(model: string, prompt: string | number[] | undefined, messages: readonly ChatMessageIn[] | undefined, params?: EngineParams): Promise<TokenCount> {
+    const tp = templateParams(params);
+    const len = this.maxModelLen.get(model);
+    if (Array.isArray(prompt) && !messages && len !== undefined) return { count: prompt.length, maxModelLen: len };
+    const req: TokenizeRequest = { v: 1, model };
+    if (messages) req.messages = [...messages];
+    else req.prompt = prompt ?? '';
+    if (tp) req.params = tp;
+    const key = this.keyOf(model, prompt, messages, tp);
+    const hit = this.cached(key);
+    if (hit) return hit;
     const r = await this.tokenize(req);
     if (!r.ok || r.count === undefined || r.maxModelLen === undefined) throw new TokenizeRefused(r.error?.message ?? 'the tokenizer refused the prompt', r.error?.code);
     const out = { count: r.count, maxModelLen: r.maxModelLen };

@@ -63,7 +63,8 @@ export class TelemetryMetrics {
 
   readonly requests: Counter<'model_name' | 'type' | 'pool' | 'outcome'>;
   readonly ttft: Histogram<'model_name' | 'type' | 'pool'>;
-  readonly gatewayTtft: Histogram<'model_name' | 'type' | 'pool'>;
+  /** one observation per request: a TokenHistogram, as gatewayTbt (prom-client's validates and hashes the labels on every one). */
+  readonly gatewayTtft: TokenHistogram<'model_name' | 'type' | 'pool'>;
   /** one observation per token: a TokenHistogram (prom-client's validates and hashes the labels on every one). */
   readonly gatewayTbt: TokenHistogram<'model_name' | 'type' | 'pool'>;
   readonly sloViolations: Counter<'model_name' | 'type' | 'pool'>;
@@ -99,7 +100,7 @@ export class TelemetryMetrics {
     }
     this.requests = new Counter({ name: 'dynamollm_requests_total', help: 'Finished requests by model, request type, pool and outcome (ok, rejected, failed, cancelled); cluster-wide.', labelNames: ['model_name', 'type', 'pool', 'outcome'], registers });
     this.ttft = new Histogram({ name: 'dynamollm_request_ttft_seconds', help: 'Time to first token of finished requests as their instance measured it, seconds; cluster-wide.', labelNames: ['model_name', 'type', 'pool'], buckets: TTFT_BUCKETS, registers });
-    this.gatewayTtft = new Histogram({ name: 'dynamollm_gateway_ttft_seconds', help: 'Time from accepting a request to relaying its first token, at this gateway replica, seconds.', labelNames: ['model_name', 'type', 'pool'], buckets: TTFT_BUCKETS, registers });
+    this.gatewayTtft = new TokenHistogram('dynamollm_gateway_ttft_seconds', 'Time from accepting a request to relaying its first token, at this gateway replica, seconds.', ['model_name', 'type', 'pool'], TTFT_BUCKETS, registers);
     this.gatewayTbt = new TokenHistogram('dynamollm_gateway_tbt_seconds', 'Time between consecutive tokens relayed by this gateway replica, one observation per token, seconds.', ['model_name', 'type', 'pool'], TBT_BUCKETS, registers);
     this.sloViolations = new Counter({ name: 'dynamollm_slo_violations_total', help: 'Finished requests that missed their TTFT or TBT SLO; cluster-wide.', labelNames: ['model_name', 'type', 'pool'], registers });
     this.rejections = new Counter({ name: 'dynamollm_rejections_total', help: 'Requests the cluster refused (admission control / emergency step 4); cluster-wide.', labelNames: ['model_name', 'type', 'pool'], registers });
