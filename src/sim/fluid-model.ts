@@ -5,6 +5,7 @@
  */
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
 import { interpolate, latencyWithinSlo, maxLoadOf, idlePowerOf } from '../model/profile.ts';
+import { SATURATED_MS } from '../model/generate.ts';
 import { sloOf } from '../policy/slo.ts';
 import type { LoadByType } from '../policy/types.ts';
 import { countArrivals } from '../policy/machines/instance.ts';
@@ -138,14 +139,14 @@ export abstract class SimFluidModel extends SimSleepStandby {
       const cnt = c[k] * share * n;
       if (cnt <= 0) continue;
       const t = REQUEST_TYPES[k];
-      const grid = cfg.grid[k]!;
       const m = cfg.ml[k]!;
-      const leq = Math.min(grid[grid.length - 1]!, Number.isFinite(u) && m > 0 ? u * m : grid[grid.length - 1]!);
+      const leq = this.fluidReadLoad(k, cnt, g.tp, g.clock, u, m);
+      if (leq === undefined) continue;
       if (!latencyFast(cfg, k, leq, lat) || (leq <= m && this.bendsPastSlo(k, lat[1]!, lat[3]!))) {
         const cell = leq <= m ? latencyWithinSlo(this.p, t, g.tp, g.clock, leq) : interpolate(this.p, t, g.tp, g.clock, leq);
         lat[0] = cell.ttftP50Ms; lat[1] = cell.ttftP99Ms; lat[2] = cell.tbtP50Ms; lat[3] = cell.tbtP99Ms;
       }
-      this.fluidLatency(k, cnt, lat[0]!, lat[1]!, lat[2]!, lat[3]!, u, outTok[k]!);
+      this.fluidLatency(k, cnt, lat[0]!, lat[1]!, lat[2]!, lat[3]!, outTok[k]!);
     }
   }
 
@@ -192,12 +193,12 @@ export abstract class SimFluidModel extends SimSleepStandby {
       const cnt = c[k] * share * n;
       if (cnt <= 0) continue;
       const t = REQUEST_TYPES[k];
-      const grid = this.p.loads[t]!;
       const m = maxLoadOf(this.p, t, g.tp, g.clock);
-      const leq = Math.min(grid[grid.length - 1], Number.isFinite(u) && m > 0 ? u * m : grid[grid.length - 1]);
+      const leq = this.fluidReadLoad(k, cnt, g.tp, g.clock, u, m);
+      if (leq === undefined) continue;
       const cell = leq <= m ? latencyWithinSlo(this.p, t, g.tp, g.clock, leq) : interpolate(this.p, t, g.tp, g.clock, leq);
       const outTok = Math.max(1, this.p.requestTypes.find((x) => x.type === t)?.outputTokens ?? 100);
-      this.fluidLatency(k, cnt, cell.ttftP50Ms, cell.ttftP99Ms, cell.tbtP50Ms, cell.tbtP99Ms, u, outTok);
+      this.fluidLatency(k, cnt, cell.ttftP50Ms, cell.ttftP99Ms, cell.tbtP50Ms, cell.tbtP99Ms, outTok);
     }
   }
 
@@ -211,26 +212,54 @@ export abstract class SimFluidModel extends SimSleepStandby {
   }
   protected specByK: (RequestTypeSpecLike | undefined)[] | undefined;
 
-  /** Latency and SLO accounting of `cnt` requests of type k read at one profile cell (utilisation u). */
-  protected fluidLatency(k: number, cnt: number, ttftP50: number, ttftP99: number, tbtP50: number, tbtP99: number, u: number, outTok: number): void {
+  /**
+   * The load to read latency at for `cnt` requests of type k on a (tp, clock) instance at utilisation u (load u x m,
+   * m its SLO max load): the load itself within the SLO limit; past it, the load where the profile's grid has an
+   * unsaturated cell there and above it, else the highest grid load below the first one the profile generator found
+   * saturated (latencies SATURATED_MS: interpolating toward it blends the sentinel in; a lower bound of the latency).
+   * undefined where the instance is saturated: a load past the grid, or at or past that first saturated grid load
+   * (the queue grows without bound, so no steady-state latency exists). Those requests are counted here as saturated
+   * (ledger `saturated`: SLO misses, above every modelled latency in the percentiles).
+   */
+  protected fluidReadLoad(k: number, cnt: number, tp: number, clock: number, u: number, m: number): number | undefined {
+    if (Number.isFinite(u) && m > 0 && u <= 1) return u * m;
+    const t = REQUEST_TYPES[k];
+    const loads = this.p.loads[t]!;
+    const load = Number.isFinite(u) && m > 0 ? u * m : Infinity;
+    const cs = this.p.clocksMhz;
+    const j = cs.findIndex((f) => f >= clock);
+    const clocks = cs[j] === clock ? [clock] : [cs[j - 1]!, cs[j]!];
+    const satFrom = loads.findIndex((x) => clocks.some((f) => {
+      const c = interpolate(this.p, t, tp, f, x);
+      return c.ttftP99Ms >= SATURATED_MS || c.tbtP99Ms >= SATURATED_MS;
+    }));
+    if (!(load > loads[loads.length - 1]! || (satFrom >= 0 && load >= loads[satFrom]!))) {
+      return satFrom > 0 && load > loads[satFrom - 1]! ? loads[satFrom - 1]! : load;
+    }
+    this.saturated[k] += cnt;
+    this.done[k] += cnt;
+    return undefined;
+  }
+
+  /** Latency and SLO accounting of `cnt` requests of type k read at one profile cell: the cell at their instance's load. */
+  protected fluidLatency(k: number, cnt: number, ttftP50: number, ttftP99: number, tbtP50: number, tbtP99: number, outTok: number): void {
     const t = REQUEST_TYPES[k];
     // profile percentiles spread over the requests: 50% at p50, 49% between, 1% at p99
-    const over = Number.isFinite(u) && u > 1 ? u : 1; // past SLO capacity the queue grows: scale
-    this.ttftHist[t].add(ttftP50 * over, 0.5 * cnt);
-    this.ttftHist[t].add(((ttftP50 + ttftP99) / 2) * over, 0.49 * cnt);
-    this.ttftHist[t].add(ttftP99 * over, 0.01 * cnt);
+    this.ttftHist[t].add(ttftP50, 0.5 * cnt);
+    this.ttftHist[t].add((ttftP50 + ttftP99) / 2, 0.49 * cnt);
+    this.ttftHist[t].add(ttftP99, 0.01 * cnt);
     this.tbt[t].add(tbtP50, 0.5 * cnt * outTok);
     this.tbt[t].add((tbtP50 + tbtP99) / 2, 0.49 * cnt * outTok);
     this.tbt[t].add(tbtP99, 0.01 * cnt * outTok);
     this.done[k] += cnt;
     // attainment from the same three points that feed the histograms (and so the p99 verdict): a point's
-    // requests meet the SLO when its TTFT and its TBT are inside. Before, u > 1 alone counted a share
-    // 1 - 1/u as missing (and halved the rest on a p99 TTFT miss); but u is load over the SLO max load, and
-    // for most types that limit is the p99 TBT (long prefills stalling decodes), not a throughput limit:
-    // conv hour, multi-pool, the LL pool at u ~ 1.2 met 100% in step (TTFT p99 357 ms) and 48% in fluid.
+    // requests meet the SLO when its TTFT and its TBT are inside. u > 1 (load over the SLO max load) is no miss by
+    // itself: for most types that limit is the p99 TBT (long prefills stalling decodes), not a throughput limit,
+    // and the cell read at the load says what the requests see (a throughput limit is a saturated cell:
+    // fluidSaturated).
     const { ttftMs: ttSlo, tbtMs: tbSlo } = sloOf(t, this.sloSettings);
     const midT = (ttftP50 + ttftP99) / 2, midB = (tbtP50 + tbtP99) / 2;
-    const ok = (ttftP50 * over <= ttSlo && tbtP50 <= tbSlo ? 0.5 : 0) + (midT * over <= ttSlo && midB <= tbSlo ? 0.49 : 0) + (ttftP99 * over <= ttSlo && tbtP99 <= tbSlo ? 0.01 : 0);
+    const ok = (ttftP50 <= ttSlo && tbtP50 <= tbSlo ? 0.5 : 0) + (midT <= ttSlo && midB <= tbSlo ? 0.49 : 0) + (ttftP99 <= ttSlo && tbtP99 <= tbSlo ? 0.01 : 0);
     this.sloOk[k] += cnt * ok;
   }
 

@@ -79,6 +79,8 @@ export abstract class SimLedger {
   protected readonly ttftHist = Object.fromEntries(REQUEST_TYPES.map((t) => [t, new LogHistogram()])) as Record<RequestType, LogHistogram>;
   protected readonly sloOk = new Float64Array(9);
   protected readonly done = new Float64Array(9);
+  /** fluid: requests by type read past their profile's saturation load (counted in done, never in sloOk). */
+  protected readonly saturated = new Float64Array(9);
   protected readonly reconf = { instanceStart: 0, instanceStop: 0, reshard: 0, clock: 0, emergency: 0 };
   /** drains: the pool's decision to the instance's GPUs free; requests migrated (./drain-migration.ts). */
   protected readonly drainLog = new DrainLog();
@@ -351,11 +353,17 @@ export abstract class SimLedger {
       }
       const th = new LogHistogram();
       for (const t of types) th.merge(this.ttftHist[t]);
-      return { ttftP50Ms: th.quantile(0.5), ttftP99Ms: th.quantile(0.99), tbtP50Ms: tb.quantile(0.5), tbtP99Ms: tb.quantile(0.99), requests: Math.round(requests) };
+      let sat = 0;
+      for (const t of types) sat += this.saturated[TYPE_INDEX[t]];
+      // the saturated requests sit above every modelled latency: a quantile among them is unbounded
+      const s = requests > 0 ? sat / requests : 0;
+      const q = (h: LogHistogram, x: number) => (x > 1 - s ? Infinity : h.quantile(x / (1 - s)));
+      return { ttftP50Ms: q(th, 0.5), ttftP99Ms: q(th, 0.99), tbtP50Ms: q(tb, 0.5), tbtP99Ms: q(tb, 0.99), requests: Math.round(requests), ...(sat > 0 ? { saturated: Math.round(sat) } : {}) };
     };
     const byType: Partial<Record<RequestType, LatencyStats>> = {};
     const slo: Partial<Record<RequestType, number>> = {};
-    let within = true;
+    // null until a type has requests enough to judge: nothing judged is not a pass
+    let within: boolean | null = null;
     for (const t of REQUEST_TYPES) {
       const k = TYPE_INDEX[t];
       if (this.done[k] <= 0) continue;
@@ -365,7 +373,7 @@ export abstract class SimLedger {
       // judge types with >= 100 requests (no meaningful p99 below); step: each TTFT against its own SLO (promptTtftSloMs)
       const typeSlo = sloOf(t, this.sloSettings);
       const ttftMiss = this.fidelity === 'step' ? percentile(this.ttftOverSlo[t], 0.99) > 1 : s.ttftP99Ms > typeSlo.ttftMs;
-      if (this.done[k] >= 100 && (ttftMiss || s.tbtP99Ms > typeSlo.tbtMs)) within = false;
+      if (this.done[k] >= 100) within = within !== false && !(ttftMiss || s.tbtP99Ms > typeSlo.tbtMs);
     }
     const allTtft = new LogHistogram();
     if (this.fidelity === 'step') for (const t of REQUEST_TYPES) for (const v of this.ttft[t]) allTtft.add(v);
@@ -375,9 +383,13 @@ export abstract class SimLedger {
     const price = this.o.gpuHourPrice ?? 2.5;
     const notes: string[] = [...this.notes];
     if (this.fidelity === 'fluid') notes.push('fluid fidelity: latency percentiles are profile-based estimates (interpolated profile cells), not simulated per request');
+    const sat = REQUEST_TYPES.filter((t) => this.saturated[TYPE_INDEX[t]] > 0);
+    if (sat.length) {
+      notes.push(`saturated: ${sat.map((t) => `${t} ${Math.round(this.saturated[TYPE_INDEX[t]])}`).join(', ')} requests reached instances loaded past their profile's saturation (their queues grow without bound): no latency modelled, each an SLO miss; a percentile among them is reported as saturated`);
+    }
     if (this.refusedOverContext > 0) notes.push(`${this.refusedOverContext} requests (${((100 * this.refusedOverContext) / Math.max(1, this.requests)).toFixed(1)}%) refused: prompt + output over the ${this.maxContext}-token context; not in latency or SLO attainment`);
     const so = this.sloSettings.slo;
-    notes.push(`SLO attainment: share of requests with TTFT <= SLO and mean TBT <= SLO (TTFT ${so.ttftMs.S}/${so.ttftMs.M}/${so.ttftMs.L} ms by input class, TBT ${so.tbtMs} ms: the cluster's SLO x${this.sloScale}); p99WithinSlo judges types with >= 100 requests`);
+    notes.push(`SLO attainment: share of requests with TTFT <= SLO and mean TBT <= SLO (TTFT ${so.ttftMs.S}/${so.ttftMs.M}/${so.ttftMs.L} ms by input class, TBT ${so.tbtMs} ms: the cluster's SLO x${this.sloScale}); p99WithinSlo judges types with >= 100 requests (null: none had)`);
     const totalCarbon = this.carbonG / 1000;
     return {
       policy: this.o.policy,

@@ -10,6 +10,10 @@ import { PAPER_ENERGY_VS_SINGLE, SERVER_BOOT_S, type SimResult } from './types.t
 
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 const f0 = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '-');
+/** a latency percentile: Infinity where it falls among saturated requests (fluid: SimResult latency.saturated). */
+const lat0 = (x: number) => (x === Infinity ? 'saturated' : f0(x));
+/** SimResult.p99WithinSlo in words: null when no type had requests enough to judge. */
+export const p99Verdict = (x: boolean | null) => (x === null ? 'not judged' : x ? 'yes' : 'no');
 
 export function relEnergy(r: SimResult, base: SimResult | undefined): number {
   return base ? (r.energyKWh / base.energyKWh - 1) * 100 : NaN;
@@ -25,8 +29,8 @@ export function table(results: SimResult[], paper: Partial<Record<string, number
       r.policy, r.fidelity, r.energyKWh.toFixed(2), base ? `${rel >= 0 ? '+' : ''}${rel.toFixed(1)}%` : '-',
       paper[r.policy] !== undefined ? `${paper[r.policy]! >= 0 ? '+' : ''}${paper[r.policy]}%` : '-',
       f1(r.avgPowerW / 1000), f1(r.p99PowerW / 1000), f1(r.gpuHours),
-      `${f0(r.latency.ttftP50Ms)}/${f0(r.latency.ttftP99Ms)}`, `${f0(r.latency.tbtP50Ms)}/${f0(r.latency.tbtP99Ms)}`,
-      att.length ? (Math.min(...att) * 100).toFixed(1) + '%' : '-', r.p99WithinSlo ? 'yes' : 'no',
+      `${lat0(r.latency.ttftP50Ms)}/${lat0(r.latency.ttftP99Ms)}`, `${lat0(r.latency.tbtP50Ms)}/${lat0(r.latency.tbtP99Ms)}`,
+      att.length ? (Math.min(...att) * 100).toFixed(1) + '%' : '-', p99Verdict(r.p99WithinSlo),
       `${r.reconfigurations.instanceStart}/${r.reconfigurations.reshard}/${r.reconfigurations.clock}/${r.reconfigurations.emergency}`,
       String(r.rejected), String(r.refusedOverContext ?? 0),
       r.prefixCache ? `${((100 * r.prefixCache.hitTokens) / Math.max(1, r.prefixCache.lookupTokens)).toFixed(1)}%` : '-',
@@ -185,7 +189,7 @@ export function html(results: SimResult[], title: string): string {
   for (const r of results) {
     parts.push(`<tr><td>${r.policy}</td>` + REQUEST_TYPES.map((t) => {
       const s = r.latency.byType[t];
-      return `<td>${s ? `${f0(s.ttftP99Ms)} / ${f0(s.tbtP99Ms)} / ${((r.sloAttainment[t] ?? 0) * 100).toFixed(1)}%` : '-'}</td>`;
+      return `<td>${s ? `${lat0(s.ttftP99Ms)} / ${lat0(s.tbtP99Ms)} / ${((r.sloAttainment[t] ?? 0) * 100).toFixed(1)}%` : '-'}</td>`;
     }).join('') + '</tr>');
   }
   parts.push('</table>', `<p>${results.flatMap((r) => r.notes).filter((v, i, a) => a.indexOf(v) === i).map(esc).join('<br>')}</p>`);

@@ -291,6 +291,11 @@ export interface LatencyStats {
   tbtP50Ms: number;
   tbtP99Ms: number;
   requests: number;
+  /**
+   * fluid: requests read at a load past their profile's saturation (their instance's queue grows without bound: no
+   * latency modelled, an SLO miss each); a percentile that falls among them is Infinity (null in JSON).
+   */
+  saturated?: number;
 }
 
 export interface SimSeries {
@@ -346,8 +351,8 @@ export interface SimResult {
   latency: LatencyStats & { byType: Partial<Record<RequestType, LatencyStats>> };
   /** fraction of requests of a type with TTFT and mean TBT within the SLO. */
   sloAttainment: Partial<Record<RequestType, number>>;
-  /** p99 TTFT and TBT of every type within its SLO. */
-  p99WithinSlo: boolean;
+  /** p99 TTFT and TBT of every judged type (>= 100 requests) within its SLO; null: no type had 100 requests. */
+  p99WithinSlo: boolean | null;
   reconfigurations: { instanceStart: number; instanceStop: number; reshard: number; clock: number; emergency: number };
   /** instances drained (a scale-in, a re-shard): time from the pool's decision to their GPUs free; requests migrated. */
   drains?: DrainSummary;
