@@ -106,6 +106,45 @@ describe('pool standby step', () => {
     expect(after).toEqual([]);
   });
 
+  it('40 MS req/s wakes what two TP2 8B instances lack: one sleeper at the 0.2 headroom (49.5 for two), two at 0.45 (34.0)', () => {
+    // test/integration/control-sleep-standby.test.ts's pool: 4 TP2 Llama-3.1-8B instances, statuses every 250 ms; the
+    // leader counts from 0, the instances are ready at 10 s, 3 sleep after the dwell, a burst begins at 165 s (a long
+    // idle history: the walk of the rate is small) and its step runs 200 ms after the statuses (a filling bucket's
+    // first read, 1.2 s into it, counts 1.25 s of arrivals: 4% over, where a step on the statuses' beat reads 25% over);
+    // a wake is answered 1 s after it is sent
+    const woken = (rate: number, headroom: number) => {
+      const tp2: PoolStandbyConfig = { profile: loadProfile('profiles/llama3.1-8b.h100.json'), model: getModelSpec('llama3.1-8b'), headroom, periodMs: 250 };
+      let s = initialPoolStandby(0);
+      const ids = ['a', 'b', 'c', 'd'];
+      const states: Record<string, InstanceStatus['state']> = { a: 'ready', b: 'ready', c: 'ready', d: 'ready' };
+      const readyAt = new Map<string, number>();
+      const wakes: string[] = [];
+      let seq = 0;
+      for (let t = 10_000; t <= 165_000 + 45_000; t += 250) {
+        for (const [id, at] of readyAt) {
+          if (t < at) continue;
+          states[id] = 'ready';
+          readyAt.delete(id);
+        }
+        const admitted = t >= 165_000 ? Math.floor(((t - 165_000) / 1000) * rate) : 0;
+        seq++;
+        const sts = ids.map((id) => ({ ...status(id, states[id]!, id === 'a' ? admitted : 0, seq), tp: 2 as const, gpuIds: [0, 1], admittedByType: { MS: id === 'a' ? admitted : 0 } }));
+        const r = poolStandbyStep(s, sts, t + 200, tp2);
+        s = r.state;
+        for (const c of r.commands) {
+          if (c.op === 'sleep') states[c.instance] = 'sleeping';
+          else if (!readyAt.has(c.instance)) {
+            readyAt.set(c.instance, t + 1000);
+            wakes.push(c.instance);
+          }
+        }
+      }
+      return new Set(wakes).size;
+    };
+    expect(woken(40, 0.2)).toBe(1);
+    expect(woken(40, 0.45)).toBeGreaterThanOrEqual(2);
+  });
+
   it('an instance told to sleep that keeps reporting ready is not told again within the dwell', () => {
     let s = initialPoolStandby(0);
     const cmds: string[] = [];
