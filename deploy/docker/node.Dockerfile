@@ -2,7 +2,9 @@
 # The GPU node image: the official vLLM OpenAI image plus Node.js and the node agent, which starts the
 # instance managers and their `vllm serve` engines (`dynamollm actor node`).
 # Build from the repository root:  docker build -f deploy/docker/node.Dockerfile -t dynamollm-node:0.1.0 .
-ARG VLLM_IMAGE=vllm/vllm-openai:v0.6.3
+# pinned to src/engine/vllm-version.ts VLLM_VERSION (test/unit/docker.test.ts): the release that knows the request
+# parameters the gateway forwards and the flags the instance manager passes to `vllm serve`
+ARG VLLM_IMAGE=vllm/vllm-openai:v0.11.2
 
 # ---- build: compile the TypeScript, keep the production dependencies only
 FROM node:20.19-bookworm-slim AS build

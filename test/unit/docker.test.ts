@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { VLLM_IMAGE, VLLM_VERSION } from '../../src/engine/vllm-version.ts';
 
 interface Instr { op: string; args: string; line: number }
 
@@ -81,6 +82,17 @@ for (const file of ['deploy/docker/control-plane.Dockerfile', 'deploy/docker/nod
 }
 
 describe('node image', () => {
+  it("pins the vLLM release VLLM_VERSION names, as README's real-vLLM section and deploy/docker/README.md say", () => {
+    const t = readFileSync('deploy/docker/node.Dockerfile', 'utf8');
+    expect(/^ARG VLLM_IMAGE=(.+)$/m.exec(t)?.[1]).toBe(VLLM_IMAGE);
+    expect(VLLM_IMAGE).toBe(`vllm/vllm-openai:${VLLM_VERSION}`);
+    const readme = readFileSync('README.md', 'utf8');
+    const section = readme.slice(readme.indexOf('## Running against real vLLM and GPUs'));
+    expect(section.slice(0, section.indexOf('\n## ', 3))).toContain(`vLLM ${VLLM_VERSION} (\`VLLM_VERSION\``);
+    expect(section).toContain(`\`${VLLM_IMAGE}\``);
+    expect(readFileSync('deploy/docker/README.md', 'utf8')).toContain(`default \`${VLLM_IMAGE}\``);
+  });
+
   it('is built on the official vLLM OpenAI image and adds Node', () => {
     const t = readFileSync('deploy/docker/node.Dockerfile', 'utf8');
     expect(t).toMatch(/^ARG VLLM_IMAGE=vllm\/vllm-openai:v[\d.]+$/m);
