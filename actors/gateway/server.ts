@@ -352,6 +352,8 @@ export class GatewayServer {
   }
 
   private async inferenceSlotted(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit, ac: AbortController, slots: { n: number }): Promise<void> {
+    // its receipt (the HTTP head parsed), for the debug log's time to its arrival stamp (the body's read, its parse, the prompt's count)
+    const receivedMs = this.opts.clock.now();
     const ct = req.headers['content-type'] ?? '';
     let parsed: ParsedRequest;
     let inputTokens: number;
@@ -424,6 +426,8 @@ export class GatewayServer {
     };
     if (parsed.kind === 'chat') ir.messages = parsed.messages;
     else ir.prompt = parsed.prompt;
+    // debug level: its receipt and its arrival stamp by request id (the twin check's time from the client's send to the stamp)
+    if (this.opts.log?.isLevelEnabled('debug')) this.opts.log.debug({ rid: id, receivedMs, arrivalMs: now, inputTokens }, 'request arrival');
     if (parsed.minTokens !== undefined) ir.minTokens = parsed.minTokens;
     if (parsed.ignoreEos !== undefined) ir.ignoreEos = parsed.ignoreEos;
     if (parsed.temperature !== undefined) ir.temperature = parsed.temperature;

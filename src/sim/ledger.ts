@@ -42,7 +42,7 @@ export abstract class SimLedger {
   protected readonly classifier: SimClassifier;
   /** SLO throughput kept free by provisioning, sharding, clock and dispatch choices; default 0.2. */
   protected readonly headroom: number;
-  /** step: the live data path's time from the client's send to the dispatch, and from the engine's token to the client, ms (SimOptions.requestPathMs). */
+  /** step: the live data path's time from the client's send to the dispatch (requestPathMs.toGatewayMs + toEngineMs), and from the engine's token to the client, ms (SimOptions.requestPathMs). */
   protected readonly pathToEngineMs: number;
   protected readonly pathToClientMs: number;
   /** step: from an instance machine's start of a request to its engine's receipt of it, ms (SimOptions.requestPathMs.startToEngineMs). */
@@ -159,10 +159,12 @@ export abstract class SimLedger {
     if (this.o.deadAfterMs !== undefined && !(this.o.deadAfterMs > 0 && Number.isFinite(this.o.deadAfterMs))) throw new RangeError(`deadAfterMs must be a finite number > 0 ms, got ${this.o.deadAfterMs}`);
     for (const ph of statusPhases) if (!(ph > 0 && ph <= statusEvery)) throw new RangeError(`instanceStatusPhaseMs must be in (0, ${statusEvery}] ms, got ${ph}`);
     if (this.o.instanceStatusPhaseMs !== undefined && (this.fidelity !== 'step' || !this.useDispatchPolicy || !statusPhases.length)) throw new RangeError('instanceStatusPhaseMs: step fidelity, the policy dispatch, at least one phase');
-    this.pathToEngineMs = this.o.requestPathMs?.toEngineMs ?? 0;
+    const toGatewayMs = this.o.requestPathMs?.toGatewayMs ?? 0, toEngineMs = this.o.requestPathMs?.toEngineMs ?? 0;
     this.pathToClientMs = this.o.requestPathMs?.toClientMs ?? 0;
     this.pathStartToEngineMs = this.o.requestPathMs?.startToEngineMs ?? 0;
-    for (const [k, v] of [['toEngineMs', this.pathToEngineMs], ['toClientMs', this.pathToClientMs], ['startToEngineMs', this.pathStartToEngineMs]] as const) if (!(v >= 0 && Number.isFinite(v))) throw new RangeError(`requestPathMs.${k} must be a finite number >= 0 ms, got ${v}`);
+    for (const [k, v] of [['toGatewayMs', toGatewayMs], ['toEngineMs', toEngineMs], ['toClientMs', this.pathToClientMs], ['startToEngineMs', this.pathStartToEngineMs]] as const) if (!(v >= 0 && Number.isFinite(v))) throw new RangeError(`requestPathMs.${k} must be a finite number >= 0 ms, got ${v}`);
+    // the send to the gateway's arrival stamp, then the stamp to the dispatch: one fixed delay before the instance
+    this.pathToEngineMs = toGatewayMs + toEngineMs;
     if ((this.pathToEngineMs || this.pathToClientMs || this.pathStartToEngineMs) && this.fidelity !== 'step') throw new RangeError('requestPathMs: step fidelity only');
     if (this.o.predictor === 'online' && this.fidelity !== 'step') throw new RangeError("the online predictor learns from completed requests: step fidelity only (--fidelity step)");
     this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, thresholds: this.classThresholds, model: this.o.model });

@@ -233,9 +233,12 @@ export interface SimOptions {
    * `startToEngineMs`: from its instance's start of a request to its engine's receipt of it (the grant to the gateway,
    * the gateway's engine request over HTTP, the engine's read of it): the engine takes it that much after the instance
    * machine started it, and its batching sees it then.
+   * `toGatewayMs`: from the client's send to the gateway's arrival stamp (the HTTP request's transfer and parse, the
+   * body's read, the prompt's token count: for a text prompt a call to an instance's tokenizer): a fixed delay before
+   * `toEngineMs` begins (the request reaches its dispatch `toGatewayMs + toEngineMs` after its send).
    * Each default 0 (the paper's simulation: TTFT is the engine's). The twin check passes the live cluster's.
    */
-  requestPathMs?: { toEngineMs?: number; toClientMs?: number; startToEngineMs?: number };
+  requestPathMs?: { toGatewayMs?: number; toEngineMs?: number; toClientMs?: number; startToEngineMs?: number };
   /**
    * The simulation runs on to at least this time, ms from the window's start: its timers (the instances' epochs and
    * ticks, statuses, samples) and its energy, past its last request's end. The twin check passes the span of the live

@@ -74,6 +74,10 @@ export interface ReplayRequestResult {
   tbtMs: number[];
   /** how late it was sent against its due time, ms (wall). */
   lateMs: number;
+  /** when it was sent (its TTFT's start), ms since the Unix epoch, sub-ms (the process's wall-clock origin + its monotonic time). */
+  sentAtMs?: number;
+  /** its response's id (the stream's first event's `id`: the gateway's request id, prefixed); undefined when none came. */
+  responseId?: string;
 }
 
 export interface TypeStats {
@@ -138,6 +142,8 @@ interface Result {
   energyJ: number;
   energySource?: string;
   error?: string;
+  sentAtMs?: number;
+  responseId?: string;
 }
 
 /** How long the replay waits after its last completion before its last read of the cluster's counters, s (telemetry lags by one status period). */
@@ -200,6 +206,7 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
   return new Promise<Result>((resolve) => {
     let settled = false;
     const t0 = performance.now();
+    res.sentAtMs = performance.timeOrigin + t0;
     let last = 0;
     let sawDone = false;
     let completionTokens = 0;
@@ -248,7 +255,7 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
               sawDone = true;
               continue;
             }
-            let j: { error?: { code?: string }; choices?: { text?: string }[]; usage?: { completion_tokens?: number; energy_joules?: number; energy_source?: string } };
+            let j: { id?: unknown; error?: { code?: string }; choices?: { text?: string }[]; usage?: { completion_tokens?: number; energy_joules?: number; energy_source?: string } };
             try {
               j = JSON.parse(data) as typeof j;
             } catch {
@@ -259,6 +266,7 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
               rq.destroy();
               return finish(REJECT_CODES.has(j.error.code ?? '') ? 'rejected' : 'failed', `stream_${j.error.code ?? 'error'}`);
             }
+            if (res.responseId === undefined && typeof j.id === 'string') res.responseId = j.id;
             // tokens this event brought: the growth of the running completion count (1 without usage)
             const total = j.usage?.completion_tokens;
             const k = total !== undefined ? total - completionTokens : 1;
@@ -357,7 +365,7 @@ export async function replayTrace(opts: ReplayOptions): Promise<ReplaySummary> {
           if (r.error) errors[r.error] = (errors[r.error] ?? 0) + 1;
           // the caller's callback runs after the counters; a throw from it is counted, not left as a request in flight
           try {
-            opts.onResult?.({ ...sent, type, inputTokens: rec.inputTokens, outcome: r.outcome, ...(r.ttftMs !== undefined ? { ttftMs: r.ttftMs } : {}), tbtMs: r.tbtMs });
+            opts.onResult?.({ ...sent, type, inputTokens: rec.inputTokens, outcome: r.outcome, ...(r.ttftMs !== undefined ? { ttftMs: r.ttftMs } : {}), tbtMs: r.tbtMs, ...(r.sentAtMs !== undefined ? { sentAtMs: r.sentAtMs } : {}), ...(r.responseId !== undefined ? { responseId: r.responseId } : {}) });
           } catch {
             errors.on_result_callback = (errors.on_result_callback ?? 0) + 1;
           }

@@ -163,7 +163,7 @@ export function legacySimulation(w: WindowSamples, specs: readonly TwinSimSpec[]
   const c = loadConfig(spec!.config);
   const p = w.requestPathMs!;
   return {
-    options: twinSimOptions(spec!, { fromS: w.startS, windowS: w.windowS, speed: w.speed, requestPathMs: { toEngineMs: p.toEngineMs, toClientMs: p.toClientMs, startToEngineMs: p.startToEngineMs }, clockChangeMs, trace }),
+    options: twinSimOptions(spec!, { fromS: w.startS, windowS: w.windowS, speed: w.speed, requestPathMs: { ...(p.toGatewayMs !== undefined ? { toGatewayMs: p.toGatewayMs } : {}), toEngineMs: p.toEngineMs, toClientMs: p.toClientMs, startToEngineMs: p.startToEngineMs }, clockChangeMs, trace }),
     aligned: {},
     epochMs: (spec!.sim.epochs?.instanceS ?? c.epochs.instanceS) * 1000,
     statusIntervalMs: c.liveness.statusIntervalMs,

@@ -226,12 +226,12 @@ export interface WindowSamples {
   /** per side, per type, per block index (its trace time from the window's first row / blockS). */
   blocks: Record<Side, Record<string, Record<string, BlockSamples>>>;
   /**
-   * the data path's time the window's simulation took (SimOptions.requestPathMs), ms, each measured in the window's
+   * the data path's time the window's simulation took (SimOptions.requestPathMs; toGatewayMs: twin.bench.ts gatewayInOf), ms, each measured in the window's
    * live run (twin.bench.ts), over how many live requests the hop to and from the engine was (0: none measured), and
    * its medians as measured (twin.bench.ts engineHopOf: from the gateway's arrival stamp to the engine's receipt, the
    * same less a queue's wait, and from the engine's first token to the gateway's read).
    */
-  requestPathMs?: { toEngineMs: number; startToEngineMs: number; toClientMs: number; hopRequests: number; hopToEngineMs?: number; hopPathMs?: number; hopOutMs?: number };
+  requestPathMs?: { toGatewayMs?: number; toEngineMs: number; startToEngineMs: number; toClientMs: number; hopRequests: number; hopToEngineMs?: number; hopPathMs?: number; hopOutMs?: number };
   /** what the window's simulation needs to be run again at other phases (twin-phases.ts); absent in older files. */
   simulation?: TwinSimulation;
 }

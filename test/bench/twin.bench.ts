@@ -12,8 +12,8 @@
  * Reports energy, TTFT (p50, p99) and p99 TBT per type and the decision counts side by side, as ratios simulated / live. Energy on
  * both sides is modelled (emulated GPUs; the simulator's power model), never measured. Latency on the live side
  * is wall time on this machine, shared by everything else running on it.
- * The simulation takes the live data path's times measured in the same live run (debug level): to the instance (the
- * admissions' median age), to the engine and from it to the gateway (engineHopOf); its notes say which it took.
+ * The simulation takes the live data path's times measured in the same live run (debug level): from the client's send to
+ * the gateway's arrival stamp (gatewayInOf), to the instance (the admissions' median age), to the engine and from it to the gateway (engineHopOf); its notes say which it took.
  * Targets (issue 16): energy within 5%, p99s within 15%, decision counts within 10%.
  * One window's per-type p99 rests on a few requests: TWIN_FROM_S moves the window into the trace and TWIN_SAMPLES
  * writes its samples, for the pooled check over several windows (twin-pool.ts, test/bench/device/quiet-host-twin.sh).
@@ -258,6 +258,44 @@ export function engineHopOf(log: string, replayStartMs: number): EngineHop | und
   return { toEngineMs: median(to), inMs: median(ins), outMs: median(outs), ...(path.length ? { pathMs: median(path) } : {}), n: to.length, credited: onCredit, queued };
 }
 
+/**
+ * The live data path's time before the gateway's arrival stamp (debug level), per request matched by id (all on the
+ * host's clock): `sendToStamp`, from the replay client's send (its TTFT's start; `sends`: the response id, the gateway's
+ * request id with its 'cmpl-' or 'chatcmpl-' prefix, to its send time) to the stamp (the gateway's 'request arrival'
+ * line: arrivalMs), which holds the HTTP request's transfer and parse, the body's read and the prompt's token count (a
+ * text prompt's: a call to an instance's tokenizer), none of which the time from the stamp counts; `receiptToStamp`,
+ * from the gateway's receipt of it (receivedMs, its HTTP head parsed) to the stamp. The medians over the requests that
+ * arrived after the replay's start (`sendToStamp`'s undefined when none matches a send); undefined when the log has
+ * none (info level).
+ */
+export function gatewayInOf(log: string, replayStartMs: number, sends: ReadonlyMap<string, number>): GatewayIn | undefined {
+  const toStamp: number[] = [], receipt: number[] = [];
+  const bare = new Map<string, number>();
+  for (const [id, at] of sends) bare.set(id.replace(/^(chat)?cmpl-/, ''), at);
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{') || !line.includes('"msg":"request arrival"')) continue;
+    let j: { rid?: unknown; receivedMs?: unknown; arrivalMs?: unknown };
+    try {
+      j = JSON.parse(line) as typeof j;
+    } catch {
+      continue;
+    }
+    if (typeof j.rid !== 'string' || typeof j.arrivalMs !== 'number' || typeof j.receivedMs !== 'number' || j.arrivalMs < replayStartMs) continue;
+    receipt.push(j.arrivalMs - j.receivedMs);
+    const sent = bare.get(j.rid);
+    if (sent !== undefined) toStamp.push(j.arrivalMs - sent);
+  }
+  if (!receipt.length) return undefined;
+  const median = (xs: number[]) => {
+    xs.sort((a, b) => a - b);
+    return xs[Math.floor((xs.length - 1) / 2)]!;
+  };
+  return { ...(toStamp.length ? { sendToStampMs: median(toStamp) } : {}), receiptToStampMs: median(receipt), n: receipt.length, matched: toStamp.length };
+}
+
+/** The live time before the gateway's arrival stamp (gatewayInOf), ms. */
+export interface GatewayIn { sendToStampMs?: number; receiptToStampMs: number; n: number; matched: number }
+
 /** The live time to and from the engine (engineHopOf), ms. */
 export interface EngineHop { toEngineMs: number; inMs: number; outMs: number; pathMs?: number; n: number; credited: number; queued: number }
 
@@ -348,10 +386,13 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   const cluster = await up(spec.config);
   const reqLog: string[] = [];
   let live;
+  // each live request's send time by its response id (gatewayInOf)
+  const sends = new Map<string, number>();
   const load0 = loadavg()[0];
   try {
     // TWIN_REQ_LOG=FILE: each request's TTFT on both sides as JSON lines ({side, atMs (wall ms after the window's start), type, ttftMs})
     const onResult = (r: ReplayRequestResult) => {
+      if (r.responseId !== undefined && r.sentAtMs !== undefined) sends.set(r.responseId, r.sentAtMs);
       if (process.env.TWIN_REQ_LOG) reqLog.push(JSON.stringify({ side: 'live', atMs: r.traceMs / speed, type: r.type, ttftMs: r.ttftMs ?? null, lateMs: r.lateMs }));
       // the replay's per-type quantiles are over its ok requests
       if (samples && r.outcome === 'ok' && r.ttftMs !== undefined) {
@@ -360,7 +401,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       }
     };
     const { slo, thresholds } = loadConfig(spec.config);
-    live = await replayTrace({ trace: TRACE, url: cluster.base, speed, startS: fromS, durationS: windowS, slo: { slo, thresholds }, ...(process.env.TWIN_REQ_LOG || samples ? { onResult } : {}) });
+    live = await replayTrace({ trace: TRACE, url: cluster.base, speed, startS: fromS, durationS: windowS, slo: { slo, thresholds }, onResult });
   } finally {
     await cluster.stop();
     if (process.env.TWIN_UP_LOG) writeFileSync(process.env.TWIN_UP_LOG, (live ? JSON.stringify({ twin: 'replay_start', time: live.startedAtMs }) + '\n' : '') + cluster.output());
@@ -388,13 +429,18 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
   const gatewayOutMs = Number(process.env.TWIN_PATH_OUT_MS ?? 0.3);
   const toClientMs = gatewayOutMs + Math.max(0, hop?.outMs ?? 0);
   const { toEngineMs, startToEngineMs } = simPathToEngine(toInstanceMs, hop);
+  // the time from the client's send to the gateway's arrival stamp (debug level; gatewayInOf), which the time from the
+  // stamp leaves out: the simulated request reaches its instance that much later (requestPathMs.toGatewayMs);
+  // TWIN_PATH_GATEWAY_MS sets it
+  const gwIn = gatewayInOf(cluster.output(), live.startedAtMs, sends);
+  const toGatewayMs = process.env.TWIN_PATH_GATEWAY_MS !== undefined ? Number(process.env.TWIN_PATH_GATEWAY_MS) : Math.max(0, gwIn?.sendToStampMs ?? gwIn?.receiptToStampMs ?? 0);
   // the live GPUs' clock change time (the clock events' applyMs, info level; TWIN_CLOCK_CHANGE_MS sets it), else the
   // simulator's default (a real H100's, costs.clockChangeMs)
   const clockChangeMs = process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? Number(process.env.TWIN_CLOCK_CHANGE_MS) : clockApplyOf(cluster.output());
   // the live cluster's SLOs, thresholds and instance limits, its data path's time and clock change, the trace window, and
   // the span the live counters cover (replay reads them before its first send and COUNTER_WAIT_S after its last
   // completion: the simulation counts its decisions and energy over the same time)
-  const simOpts: SimOptions = twinSimOptions(spec, { fromS, windowS, speed, requestPathMs: { toEngineMs, toClientMs, startToEngineMs }, ...(clockChangeMs !== undefined ? { clockChangeMs } : {}), untilMs: (live.wallS + COUNTER_WAIT_S) * 1000, trace: TRACE });
+  const simOpts: SimOptions = twinSimOptions(spec, { fromS, windowS, speed, requestPathMs: { toGatewayMs, toEngineMs, toClientMs, startToEngineMs }, ...(clockChangeMs !== undefined ? { clockChangeMs } : {}), untilMs: (live.wallS + COUNTER_WAIT_S) * 1000, trace: TRACE });
   // and their statuses at the live ones' schedules (debug level logs each status): which instance the dispatch picks
   // follows the load each instance's last status showed
   const statusPhases = phase ? statusPhasesOf(cluster.output(), live.startedAtMs, c.liveness.statusIntervalMs, phase.ids) : undefined;
@@ -491,7 +537,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       energyJ: { live: liveJ, sim: simJ },
       decisions: { live: Object.fromEntries(kinds.map(([k]) => [k, lr[k] ?? 0])), sim: Object.fromEntries(kinds) },
       blocks: samples.blocks(),
-      requestPathMs: { toEngineMs, startToEngineMs, toClientMs, hopRequests: hop?.n ?? 0, ...(hop ? { hopToEngineMs: hop.toEngineMs, hopOutMs: hop.outMs, ...(hop.pathMs !== undefined ? { hopPathMs: hop.pathMs } : {}) } : {}) },
+      requestPathMs: { toGatewayMs, toEngineMs, startToEngineMs, toClientMs, hopRequests: hop?.n ?? 0, ...(hop ? { hopToEngineMs: hop.toEngineMs, hopOutMs: hop.outMs, ...(hop.pathMs !== undefined ? { hopPathMs: hop.pathMs } : {}) } : {}) },
       // the simulation's options and the live phases, for twin-pool.ts --phases (the simulation at other phase draws)
       simulation: { options: simOpts, aligned: atLive, epochMs, statusIntervalMs: statusPhases?.intervalMs ?? c.liveness.statusIntervalMs, instances: phase?.ids.length ?? Math.floor(((spec.sim.servers ?? 1) * (spec.sim.gpusPerServer ?? 1)) / (spec.sim.instanceTp ?? 1)) },
     };
@@ -518,7 +564,7 @@ export async function runTwin(spec: TwinSpec): Promise<BenchSection> {
       `simulated at ${scan.length} phases ${scan.length ? `(${Math.round(scan[0]!.phaseMs)}-${Math.round(scan[scan.length - 1]!.phaseMs)} ms): energy ${Math.round(Math.min(...scan.map((x) => x.J)))}-${Math.round(Math.max(...scan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...scan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...scan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...scan.map((x) => x.clock))}-${Math.max(...scan.map((x) => x.clock))}` : ''}`,
       `simulated at the live epoch phases and ${statusScan.length} drawn status schedules: ${statusScan.length ? `energy ${Math.round(Math.min(...statusScan.map((x) => x.J)))}-${Math.round(Math.max(...statusScan.map((x) => x.J)))} J (sim / live ${ratio(Math.min(...statusScan.map((x) => x.J)), liveJ)}-${ratio(Math.max(...statusScan.map((x) => x.J)), liveJ)}), clock decisions ${Math.min(...statusScan.map((x) => x.clock))}-${Math.max(...statusScan.map((x) => x.clock))}` : '-'}`,
       `energy is modelled on both sides (emulated GPUs, src/model), not measured; both sides count energy and decisions over the live counters' span (the replay's first send to its last completion and ${COUNTER_WAIT_S} s more; the simulation runs its timers on to it, SimOptions.untilMs); live latency is wall time on this shared machine`,
-      `simulated with the live data path's time (SimOptions.requestPathMs): ${toEngineMs.toFixed(2)} ms to the instance (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age'} ${toInstanceMs.toFixed(1)} ms${toEngineMs < toInstanceMs ? `, or the path's to the engine, when earlier` : ''}), ${startToEngineMs.toFixed(2)} ms from its start to the engine and ${toClientMs.toFixed(2)} ms from the engine's first token to the client (${gatewayOutMs} ms the gateway's own, TWIN_PATH_OUT_MS${hop ? `, and the engine's write to the gateway's read); measured in this window's live run, the medians over ${hop.n} requests (${hop.credited} started on a credit, ${hop.queued} waited in a queue) of the instance managers' and the emulators' debug lines: to the engine ${hop.toEngineMs.toFixed(2)} ms from the gateway's arrival stamp, ${hop.pathMs?.toFixed(2) ?? '-'} ms less a queue's wait (the path's), ${hop.inMs.toFixed(2)} ms from the instance's start, the first token ${hop.outMs.toFixed(2)} ms from the engine's write to the gateway's read` : `; no time to or from the engine: the live log has no engine timings, debug level)`}; and the live GPUs' clock change: ${clockChangeMs === undefined ? `- (the simulator's ${simOpts.costs?.clockChangeMs ?? 65} ms)` : `${clockChangeMs.toFixed(1)} ms (${process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? 'TWIN_CLOCK_CHANGE_MS' : 'the live clock events\' median applyMs'})`}; 'engine only': the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults); 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
+      `simulated with the live data path's time (SimOptions.requestPathMs): ${toGatewayMs.toFixed(2)} ms from the client's send to the gateway's arrival stamp (${process.env.TWIN_PATH_GATEWAY_MS !== undefined ? 'TWIN_PATH_GATEWAY_MS' : gwIn ? `the medians of the gateway's debug lines: ${gwIn.sendToStampMs?.toFixed(2) ?? '-'} ms from the send over ${gwIn.matched} requests matched to the replay's sends, ${gwIn.receiptToStampMs.toFixed(2)} ms from the gateway's receipt over ${gwIn.n}` : 'none measured: the live log has no arrival lines, debug level'}), ${toEngineMs.toFixed(2)} ms to the instance (${process.env.TWIN_PATH_IN_MS !== undefined ? 'TWIN_PATH_IN_MS' : 'the live admissions\' median age'} ${toInstanceMs.toFixed(1)} ms${toEngineMs < toInstanceMs ? `, or the path's to the engine, when earlier` : ''}), ${startToEngineMs.toFixed(2)} ms from its start to the engine and ${toClientMs.toFixed(2)} ms from the engine's first token to the client (${gatewayOutMs} ms the gateway's own, TWIN_PATH_OUT_MS${hop ? `, and the engine's write to the gateway's read); measured in this window's live run, the medians over ${hop.n} requests (${hop.credited} started on a credit, ${hop.queued} waited in a queue) of the instance managers' and the emulators' debug lines: to the engine ${hop.toEngineMs.toFixed(2)} ms from the gateway's arrival stamp, ${hop.pathMs?.toFixed(2) ?? '-'} ms less a queue's wait (the path's), ${hop.inMs.toFixed(2)} ms from the instance's start, the first token ${hop.outMs.toFixed(2)} ms from the engine's write to the gateway's read` : `; no time to or from the engine: the live log has no engine timings, debug level)`}; and the live GPUs' clock change: ${clockChangeMs === undefined ? `- (the simulator's ${simOpts.costs?.clockChangeMs ?? 65} ms)` : `${clockChangeMs.toFixed(1)} ms (${process.env.TWIN_CLOCK_CHANGE_MS !== undefined ? 'TWIN_CLOCK_CHANGE_MS' : 'the live clock events\' median applyMs'})`}; 'engine only': the same simulation with the engine's TTFT alone and a real H100's clock change (the simulator's defaults); 'scans': the simulation's band (sim / live) over the ${scanned.length} phase and status scans above, each type's p99 over its few requests`,
       `targets (issue 16): energy within 5%, p99 TTFT and TBT within 15% (a type's p99s judged from ${P99_JUDGED_FROM} live requests), decision counts within 10% (none on both sides: not judged): ${judged.filter((r) => r.target === 'met').length} of ${judged.length} judged rows met${judged.some((r) => r.target === 'not met') ? `; not met: ${judged.filter((r) => r.target === 'not met').map((r) => r.quantity).join(', ')}` : ''}`,
       `informational, not judged: the p99s of ${informational.length ? informational.join(', ') : 'no type'} (fewer than ${P99_JUDGED_FROM} live requests of the type in the window: its p99 is its largest one or two TTFTs and TBTs, a coincidence of a few requests; the pooled check over several windows, twin-pool.ts, judges them)`,
     ],

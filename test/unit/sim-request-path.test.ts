@@ -53,6 +53,17 @@ describe('simulated data path (requestPathMs)', () => {
     expect(path.r.latency.byType.SS?.ttftP50Ms).toBeCloseTo((engine.r.latency.byType.SS?.ttftP50Ms ?? 0) + 11, 6);
   }, 60_000);
 
+  it('toGatewayMs (the send to the gateway\'s arrival stamp) delays the dispatch and each TTFT by exactly that much', async () => {
+    const engine = await run(opts({ toEngineMs: 7 }));
+    const gw = await run(opts({ toGatewayMs: 2.5, toEngineMs: 7 }));
+    expect(gw.ttft).toHaveLength(3);
+    for (let k = 0; k < 3; k++) expect(gw.ttft[k]! - engine.ttft[k]!).toBeCloseTo(2.5, 6);
+    // the instance machine admits it at its send + 2.5 + 7 ms; its arrival stays the client's send
+    expect(gw.admits.map((a) => a.now)).toEqual([9.5, 1009.5, 2009.5]);
+    expect(gw.admits.map((a) => a.arrivalMs)).toEqual([0, 1000, 2000]);
+    await expect(run(opts({ toGatewayMs: -1 }))).rejects.toThrow(/toGatewayMs/);
+  }, 60_000);
+
   it('a started request reaches its engine startToEngineMs after its instance started it', async () => {
     const engine = await run(opts());
     const hop = await run(opts({ startToEngineMs: 5 }));

@@ -3,10 +3,12 @@
  * (admissionAgeOf: the median age of the live instance managers' admissions after the replay's start, their debug
  * log, moved requests left out; nothing at info level) and the live GPUs' clock change time (clockApplyOf: the median
  * applyMs of the clock events, info level), and the time to and from the engine (engineHopOf: the instance managers'
- * 'leg first token' lines matched with their engines' relayed 'first token' lines, debug level).
+ * 'leg first token' lines matched with their engines' relayed 'first token' lines, debug level), and the time from the
+ * client's send to the gateway's arrival stamp (gatewayInOf: the gateway's 'request arrival' lines matched by request id
+ * with the replay's sends by response id, debug level).
  */
 import { describe, it, expect } from 'vitest';
-import { admissionAgeOf, clockApplyOf, engineHopOf, simPathToEngine } from '../bench/twin.bench.ts';
+import { admissionAgeOf, clockApplyOf, engineHopOf, gatewayInOf, simPathToEngine } from '../bench/twin.bench.ts';
 
 const line = (time: number, ageMs: number, moves = 0, admission = 'credited_start') =>
   JSON.stringify({ level: 20, time, actor: 'instance', id: 'pool-all-n0-g0x1', admission, rid: `r${time}`, type: 'SS', inputTokens: 90, moves, ageMs, taken: true, msg: 'admission' });
@@ -105,5 +107,28 @@ describe('twin check: the live time to and from the engine', () => {
   it('is undefined without the engines\' lines (an info-level log, or an engine that logs none)', () => {
     expect(engineHopOf([leg('a', 1000, 1004, 1100), credit('a', 1004)].join('\n'), 1000)).toBeUndefined();
     expect(engineHopOf('', 1000)).toBeUndefined();
+  });
+});
+
+describe('twin check: the live time before the gateway\'s arrival stamp', () => {
+  const arrival = (rid: string, receivedMs: number, arrivalMs: number) => JSON.stringify({ level: 20, time: arrivalMs, actor: 'gateway', rid, receivedMs, arrivalMs, inputTokens: 90, msg: 'request arrival' });
+  it('is the median of the stamp less the client\'s send, matched by response id, over the requests after the replay\'s start', () => {
+    const log = [
+      arrival('p', 900, 901), // the readiness probe, before the replay's start
+      arrival('a', 1000, 1002), arrival('b', 1010, 1013), arrival('c', 1020, 1021),
+      arrival('d', 1030, 1031), // no send matches it (its response never came): its receipt counts, its send cannot
+      '{"level":20,"time":1040,"msg":"leg first token","rid":"a"}',
+      'not json',
+    ].join('\n');
+    // the sends: 'cmpl-' and 'chatcmpl-' prefixed ids, sub-ms wall times; the probe's would be 899
+    const sends = new Map([['cmpl-a', 999.5], ['chatcmpl-b', 1009.25], ['cmpl-c', 1018], ['cmpl-p', 899]]);
+    // to the stamp: a 2.5, b 3.75, c 3 -> 3; from the receipt: a 2, b 3, c 1, d 1 -> 1 (the lower middle)
+    expect(gatewayInOf(log, 1000, sends)).toEqual({ sendToStampMs: 3, receiptToStampMs: 1, n: 4, matched: 3 });
+    // without the replay's sends: the gateway's own part alone
+    expect(gatewayInOf(log, 1000, new Map())).toEqual({ receiptToStampMs: 1, n: 4, matched: 0 });
+  });
+
+  it('is undefined without the gateway\'s arrival lines (an info-level log)', () => {
+    expect(gatewayInOf('{"level":30,"time":1001,"msg":"gateway listening"}\n', 1000, new Map([['cmpl-a', 999]]))).toBeUndefined();
   });
 });
