@@ -67,6 +67,14 @@ export const gatewaySchema = z
      */
     dataPath: z.enum(['direct', 'nats']).default('direct'),
     /**
+     * Who moves a directly streamed request's plain text events (docs/DATAPATH.md "Native data plane"): js, the
+     * gateway's JavaScript; native, one native thread (dist/native/relay.so, built by `npm run build` with a C
+     * compiler; the gateway refuses to start without it); auto, native where the library loads, else js with one log
+     * line. Eligible streams: one choice, streamed, not resumable, no per-event usage for the client, over plain
+     * HTTP/1.1 chunked on both sides; the rest stay on js. Default js.
+     */
+    dataPlane: z.enum(['auto', 'js', 'native']).default('js'),
+    /**
      * direct: the gateway follows the cluster's routing table and the instances' status, routes each request
      * itself with the cluster's and pools' own decisions and asks the chosen instance for admission (one round
      * trip; docs/DATAPATH.md); intake: every request goes through the cluster intake and its pool leader.
@@ -234,7 +242,7 @@ export function applyOverrides(g: GatewaySettings, extra: Record<string, string>
     }
     if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
     if (k === 'apiKeys' || k === 'models' || k === 'allowedOrigins' || k === 'allowedMethods' || k === 'allowedHeaders') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
-    else if (k === 'host' || k === 'metricsToken' || k === 'dataPath' || k === 'requestPlane') out[k] = v;
+    else if (k === 'host' || k === 'metricsToken' || k === 'dataPath' || k === 'dataPlane' || k === 'requestPlane') out[k] = v;
     else if (k === 'dashboard' || k === 'standby' || k === 'allowUnauthenticated' || k === 'allowCredentials') out[k] = v === 'true' || v === '1';
     else out[k] = Number(v);
   }

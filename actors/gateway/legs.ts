@@ -4,6 +4,7 @@
  * request whose engine or instance died (request migration, docs/DATAPATH.md); waiting for NATS to reconnect;
  * a request-reply retried inside a deadline.
  */
+import type { NativeOffer } from './data-plane.ts';
 import { randomBytes } from 'node:crypto';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
@@ -15,6 +16,7 @@ import type { JournalLeg, ResumeFrom } from './resume.ts';
 import type { LegEnergy } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
 import { continuable } from '../../src/policy/drain-migration.ts';
+export { accountSpan, nativeOf } from './native-leg.ts';
 export { continuation, contextFullEnd, countedBy, countedWithin, continuationEnd, continuationError } from './continuation.ts';
 
 /** The control plane ended a leg (an error chunk on its stream subject while the gateway read the engine). */
@@ -107,7 +109,7 @@ export interface StreamState {
  * from the engine socket's read, in stream order with the batches yielded. An exception it throws ends the stream
  * (the leg cancelled, no migration) and is what the iteration throws.
  */
-export type BatchSink = (batch: readonly TokenChunk[]) => void;
+export type BatchSink = ((batch: readonly TokenChunk[]) => void) & { native?: NativeOffer };
 
 /** Token timing of one leg, on the gateway's clock: first token (wall ms) and the gaps between tokens. */
 export interface LegTiming {

@@ -4,6 +4,7 @@
  * Prometheus metrics and the dashboard's live stream. Stateless: run any number of replicas.
  * `dynamollm actor gateway --id gw-0 --config deploy/local.yaml [--set port=8001]`.
  */
+import { loadDataPlane } from './data-plane.ts';
 import type { NatsSettings } from '../../src/runtime/nats-settings.ts';
 import { Actor } from '../../src/runtime/actor.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
@@ -141,8 +142,10 @@ export class GatewayActor extends Actor {
     const append: JournalAppend = (e, timeoutMs) => this.connected
       ? (this.append ??= jetStreamAppend(this.bus, this.clock))(e, timeoutMs)
       : Promise.reject(new DynError('unavailable', 'NATS is not connected yet', { retryable: true }));
+    const dataPlane = await loadDataPlane(s.dataPlane, this.log);
     this.server = new GatewayServer({
       backend: gate,
+      ...(dataPlane ? { dataPlane } : {}),
       clock: this.clock,
       port: s.port,
       host: s.host,

@@ -52,7 +52,7 @@ import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 export type { AdmissionCounters } from './legs.ts';
@@ -522,7 +522,7 @@ export class NatsBackend implements GatewayBackend {
     const broke = (cause: unknown) => new EngineStreamError(`engine stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause });
     try {
       if (sink) {
-        // pushed: each read's chunks go to the reader from the socket's read (no await per read)
+        // pushed: each read's chunks to the reader from the socket's read (no await); a first leg's may go native (data-plane.ts)
         await streamCompletionPush(target, engineReq, ac.signal, broke, (batch) => {
           const outs = onBatch(batch);
           try {
@@ -532,7 +532,7 @@ export class NatsBackend implements GatewayBackend {
             throw e;
           }
           if (stopped) throw STOPPED; // the engine call ends here (its connection closed: the engine aborts the request)
-        }).catch((e: unknown) => {
+        }, st.legs === 0 ? nativeOf(sink, (e) => (accountSpan(st, t, e, this.migrationText), e.usageJson !== undefined && (usageJson = e.usageJson))) : undefined).catch((e: unknown) => {
           if (e !== STOPPED) throw e;
         });
       } else {

@@ -506,6 +506,13 @@ export function textFrame(kind: ApiKind, id: string, created: number, model: str
  * for streamChunk(kind, id, created, model, {text, usage: continuousUsage(promptTokens, completionTokens)}, index).
  */
 export function textUsageFrame(kind: ApiKind, id: string, created: number, model: string, promptTokens: number, index = 0): (text: string, completionTokens: number) => string {
+  const [head, mid, tail] = textUsageParts(kind, id, created, model, promptTokens, index);
+  // the usage's members in continuousUsage's order; integers print as JSON.stringify prints them
+  return (text, completionTokens) => `${head}${JSON.stringify(text)}${mid}${completionTokens},"total_tokens":${promptTokens + completionTokens}}${tail}`;
+}
+
+/** textUsageFrame's parts: the bytes before the text's literal, between it and the completion count, after the usage. */
+export function textUsageParts(kind: ApiKind, id: string, created: number, model: string, promptTokens: number, index = 0): [string, string, string] {
   const MARK = JSON.stringify('\u0001');
   const UMARK = JSON.stringify('\u0002');
   const json = JSON.stringify(streamChunk(kind, id, created, model, { text: '\u0001', usage: '\u0002' as unknown as ContinuousUsage }, index));
@@ -514,9 +521,7 @@ export function textUsageFrame(kind: ApiKind, id: string, created: number, model
   const at = json.lastIndexOf(MARK, u);
   const head = `data: ${json.slice(0, at)}`;
   const mid = `${json.slice(at + MARK.length, u)}{"prompt_tokens":${JSON.stringify(promptTokens)},"completion_tokens":`;
-  const tail = `${json.slice(u + UMARK.length)}\n\n`;
-  // continuousUsage's members in its order; integers print as JSON.stringify prints them
-  return (text, completionTokens) => `${head}${JSON.stringify(text)}${mid}${completionTokens},"total_tokens":${promptTokens + completionTokens}}${tail}`;
+  return [head, mid, `${json.slice(u + UMARK.length)}\n\n`];
 }
 
 /** The event of a plain text token of choice `index`: textFrame's, or textUsageFrame's when `promptTokens` is given (continuous usage). */

@@ -2,6 +2,7 @@
  * What the gateway's HTTP server (server.ts) is built with: the backend it needs from the cluster (GatewayBackend:
  * NATS in production, a fake or the emulator in tests) and its options (GatewayServerOptions).
  */
+import type { NativeDataPlane } from './data-plane.ts';
 import type { Logger } from 'pino';
 import type { Clock } from '../../src/runtime/clock.ts';
 import type { DetokenizeReply, DetokenizeRequest, InferenceRequest, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
@@ -82,6 +83,8 @@ export interface GatewayServerOptions {
   /** time and timers (src/runtime/clock.ts): request arrival and give-up times, the /ws ticks, the drain's wait. Default the system clock. */ clock?: Clock;
   /** the resume journal (docs/PROTOCOL.md "Resumable streams"); absent: no stream is resumable, a Last-Event-ID gets 404. */
   journal?: StreamJournal;
+  /** the native data plane (gateway.dataPlane), when loaded (data-plane.ts). */
+  dataPlane?: NativeDataPlane;
   /** a request's SLO before its classification (its prompt's TTFT SLO, the TBT SLO): bounds its journal's waits. */
   sloOf?: (r: InferenceRequest) => JournalSlo;
 }

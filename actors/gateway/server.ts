@@ -488,7 +488,7 @@ export class GatewayServer {
   /** The token streams relayed as SSE (sse-stream.ts relaySse); resolves true when [DONE] was sent. */
   private streamSse(res: ServerResponse, route: string, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: AbortController, timers: StreamTimer[], hold?: HoldLimit, r?: Resumable): Promise<boolean> {
     const started = () => (hold?.begin(), this.count(route, 200));
-    return relaySse({ res, started, fail: (e: HttpError) => this.sendError(res, route, e) }, p, id, created, inputTokens, sources, ac, timers, r);
+    return relaySse({ res, started, fail: (e: HttpError) => this.sendError(res, route, e), plane: this.opts.dataPlane }, p, id, created, inputTokens, sources, ac, timers, r);
   }
 
   /**

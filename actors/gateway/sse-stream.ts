@@ -5,8 +5,10 @@
 import type { ServerResponse } from 'node:http';
 import type { TokenChunk, Usage } from '../../protocols/messages.ts';
 import {
-  HttpError, continuousUsage, httpErrorOfWire, plainTextFrame, roleChunk, streamChunk, toHttp, usageChunk, usageOfChoices, type ParsedRequest,
+  HttpError, continuousUsage, httpErrorOfWire, plainTextFrame, roleChunk, streamChunk, textFrame, textUsageParts, toHttp, usageChunk, usageOfChoices, type ParsedRequest,
 } from './openai.ts';
+import { nativeOffer, type ClientFrame, type NativeDataPlane } from './data-plane.ts';
+import type { BatchSink } from './legs.ts';
 import { inBatches, mergeStreams, READER_DONE, type TokenSource } from './choices.ts';
 import { SseWriter } from './sse-writer.ts';
 import type { StreamTimer } from './stream-timer.ts';
@@ -30,6 +32,8 @@ export interface SseContext {
   res: ServerResponse;
   started(): void;
   fail(e: HttpError): void;
+  /** the native data plane (gateway.dataPlane), when loaded: an eligible stream's plain text events go through it. */
+  plane?: NativeDataPlane;
 }
 
 /**
@@ -129,10 +133,16 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     return undefined;
   };
   let result: boolean | undefined; // one choice: the batches read from an engine come to `sink` from the socket's read (no await)
-  const sink = (batch: readonly TokenChunk[]): void => {
+  const sink: BatchSink = (batch: readonly TokenChunk[]): void => {
     result ??= onBatch(0, batch);
     if (result !== undefined) throw READER_DONE;
   };
+  // one choice, not journaled, on a plain socket: its plain text events may go native (data-plane.ts)
+  const native = n === 1 && !r && ctx.plane ? nativeOffer(ctx.plane, res, w, clientFrame(p, id, created, inputTokens, () => tokens[0]!), (e) => {
+    tokens[0]! += e.events;
+    timers[0]!.onSpan(e);
+  }) : undefined;
+  if (native) sink.native = native;
   try {
     if (n === 1) {
       for await (const batch of inBatches(sources[0]!, sink)) if ((result = onBatch(0, batch)) !== undefined) return result;
@@ -146,8 +156,19 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     if (ac.signal.aborted) return false;
     return fail(toHttp(err));
   } finally {
+    native?.close();
     w.drop();
   }
+}
+
+/** The client's plain text event for the native data plane: plainTextFrame's bytes, in parts. */
+function clientFrame(p: Framing, id: string, created: number, inputTokens: number, count: () => number): ClientFrame {
+  if (!p.continuousUsage) {
+    const [prefix, suffix] = textFrame(p.kind, id, created, p.model, 0);
+    return { prefix, suffix };
+  }
+  const [prefix, mid, suffix] = textUsageParts(p.kind, id, created, p.model, inputTokens, 0);
+  return { prefix, suffix, usage: { mid, promptTokens: inputTokens, count } };
 }
 
 /**

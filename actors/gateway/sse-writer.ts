@@ -107,6 +107,11 @@ export class SseWriter {
     if (!this.res.writableEnded) this.res.end(s);
   }
 
+  /** nothing held or queued: every event added is with the response (the native data plane's hand-off waits for it). */
+  get idle(): boolean {
+    return this.pending === '' && !this.queued && !this.gated && this.ending === undefined;
+  }
+
   /** drops what is held (the client went away, or the stream was ended elsewhere); an end asked for still goes out. */
   drop(): void {
     if (this.ending === undefined) this.pending = '';

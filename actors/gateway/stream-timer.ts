@@ -1,5 +1,6 @@
 /** The gateway's client-facing latency metrics (TTFT, TBT per token) of one token stream. */
 import { performance } from 'node:perf_hooks';
+import type { SpanEnd } from '../../src/engine/native-span.ts';
 import type { TokenChunk } from '../../protocols/messages.ts';
 import type { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 
@@ -19,6 +20,18 @@ export class StreamTimer {
     private readonly model: string,
     private readonly t0: number,
   ) {}
+
+  /** a span of the native data plane: one token per event, its first at `firstPerf`, then its gaps. */
+  onSpan(e: Pick<SpanEnd, 'events' | 'firstPerf' | 'gaps'>): void {
+    if (!this.tbt || e.events === 0 || this.last === undefined) return;
+    this.tbt.observe(Math.max(0, e.firstPerf! - this.last) / 1000);
+    let at = e.firstPerf!;
+    for (const g of e.gaps) {
+      this.tbt.observe(g / 1000);
+      at += g;
+    }
+    this.last = Math.max(this.last, at);
+  }
 
   onChunk(c: TokenChunk): void {
     const m = this.metrics;

@@ -14,6 +14,7 @@ import { SseParser } from './sse.ts';
 import { parseEvent, TextEventScanner } from './sse-event.ts';
 import { http1Request, type Http1Pool, type Http1Response } from './http1.ts';
 import { LeanAbort, type AbortLike } from './abort.ts';
+import type { EngineSide } from './native-span.ts';
 
 export { parseEvent } from './sse-event.ts';
 
@@ -169,6 +170,20 @@ class EngineEvents {
     if (!this.done) this.parser.push(buf, this.events);
   }
 
+  /** between events, nothing pending: where the native data plane may take the stream (its skeleton learnt). */
+  get clean(): boolean {
+    return !this.done && this.events.length === 0 && this.parser.clean;
+  }
+
+  skeleton(): ReturnType<TextEventScanner['skeleton']> {
+    return this.scanner.skeleton();
+  }
+
+  /** plain text events of one token each that the native data plane carried. */
+  carried(events: number): void {
+    this.tokenIndex += events;
+  }
+
   /** The chunks of the events pushed since the last take (undefined: none); throws EngineStreamError for a bad event. */
   take(): EngineChunk[] | undefined {
     const events = this.events;
@@ -205,9 +220,11 @@ export async function streamCompletionPush(
   signal: AbortLike | undefined,
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
   onBatch: (batch: EngineChunk[]) => void,
+  native?: NativeHook,
 ): Promise<void> {
   const { chat, body, ac, disarm, idle } = armCompletion(t, req, signal);
   const ev = new EngineEvents(chat);
+  let side: EngineSide | undefined;
   let lean: Http1Response | undefined;
   let sinkFailed = false;
   let sinkErr: unknown;
@@ -228,6 +245,7 @@ export async function streamCompletionPush(
             sinkErr = e;
             throw e;
           }
+          if (native && ev.clean) native.ready((side ??= engineSide(l, ev, idle, native)));
         }).then(resolve, reject);
       });
     } catch (err) {
@@ -244,6 +262,26 @@ export async function streamCompletionPush(
     // read to its [DONE]: the connection goes to the keep-alive pool once the rest of the message is in (within 1 s)
     if (lean) lean.close(ev.done && !sinkFailed ? 1000 : undefined);
   }
+}
+
+/** The native data plane's offer (actors/gateway/data-plane.ts NativeOffer), as the engine client sees it. */
+export interface NativeHook {
+  ready(side: EngineSide): void;
+  activity(): number | undefined;
+}
+
+/** A pushed stream's engine side for the native data plane. */
+function engineSide(l: Http1Response, ev: EngineEvents, idle: IdleWatch | undefined, native: NativeHook): EngineSide {
+  if (idle) idle.activity = () => native.activity();
+  return {
+    skeleton: () => ev.skeleton(),
+    detach: (reclaim) => (ev.clean ? l.detach(reclaim) : undefined),
+    account: (e) => {
+      ev.carried(e.events);
+      idle?.touch(e.events > 0);
+    },
+    attach: (rest, cancelled) => l.attach(rest, cancelled),
+  };
 }
 
 /**
@@ -277,6 +315,8 @@ function armCompletion(t: EngineTarget, req: EngineCompletionRequest, signal: Ab
 class IdleWatch {
   private lastMs = performance.now();
   private tokens = false;
+  /** the last event's time where another reader has the stream (the native data plane), checked when the timer fires. */
+  activity: (() => number | undefined) | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** when the armed check is due (performance.now()). */
   private dueMs = 0;
@@ -309,7 +349,7 @@ class IdleWatch {
     const now = performance.now();
     // a check that runs late ran after this process was stopped (src/policy/timer-stall.ts): the engine's bytes of
     // the stall wait unread in the socket, so the stall is not the engine's silence
-    this.lastMs = creditStall(this.lastMs, timerStallMs(this.dueMs, now));
+    this.lastMs = creditStall(Math.max(this.lastMs, this.activity?.() ?? 0), timerStallMs(this.dueMs, now));
     const left = idleLeftMs(this.b, this.lastMs, this.tokens, now);
     if (left > 0) return this.arm(left);
     const ms = this.tokens ? this.b.nextMs : this.b.firstMs;

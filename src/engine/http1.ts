@@ -18,6 +18,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import type { AbortLike } from './abort.ts';
+import type { Http1Request, Http1Response } from './http1-types.ts';
 
 export interface Http1PoolOptions {
   /** idle connections kept per host:port. Default 256. */
@@ -163,42 +164,7 @@ export class Http1Pool {
   }
 }
 
-export interface Http1Request {
-  host: string;
-  port: number;
-  method: 'POST' | 'GET';
-  path: string;
-  /** header name -> value; Host, Content-Length and Connection are set here. */
-  headers: Record<string, string>;
-  body: string;
-}
-
-/** A response being read: its status and headers, then its body's bytes. */
-export interface Http1Response {
-  status: number;
-  /** lower-case names; a repeated header's values joined with ', '. */
-  headers: Record<string, string>;
-  /** the next piece of the body, waiting for it; null at its end. Rejects when the exchange broke. */
-  next(): Promise<Buffer | null>;
-  /** the next piece already here, without waiting. */
-  take(): Buffer | undefined;
-  /** true once the whole message (body and framing) was read. */
-  readonly complete: boolean;
-  /**
-   * Push mode: every piece of the body from now on (those already queued first) goes to `onData` as the socket
-   * reads it, synchronously, instead of to next() and take(); the socket is never paused for the reader. A piece is
-   * a view of the shared read buffer, valid only until `onData` returns: a reader that keeps bytes copies them. Resolves
-   * at the end of the body, rejects when the exchange broke (an exception thrown by `onData` breaks it too, with
-   * that exception). Once the reader `close`s the exchange, pieces stop and the promise resolves.
-   */
-  pipe(onData: (b: Buffer) => void): Promise<void>;
-  /**
-   * The reader is done with the exchange. A complete response leaves its connection to the pool; an incomplete
-   * one with `drainMs` is read to its end in the background (its connection to the pool then) or closed after
-   * drainMs; without it, the connection is closed.
-   */
-  close(drainMs?: number): void;
-}
+export type { Http1Request, Http1Response } from './http1-types.ts';
 
 /** Header values must not break the request's framing (as node:http refuses them). */
 function checkHeader(name: string, value: string): void {
@@ -264,6 +230,8 @@ class Exchange implements Http1Response {
   /** the reader closed it with a drain window: discard the rest, then release. */
   private draining: NodeJS.Timeout | undefined;
   private readonly onAbort: (() => void) | undefined;
+  /** detached: takes the connection back before it is closed. */
+  private reclaim: (() => void) | undefined;
 
   constructor(private readonly pool: Http1Pool, private readonly socket: PooledSocket, private readonly signal: AbortLike | undefined) {
     this.headReady = new Promise<void>((res, rej) => {
@@ -314,7 +282,34 @@ class Exchange implements Http1Response {
     });
   }
 
+  detach(reclaim: () => void): number | undefined {
+    const h = (this.socket as unknown as { _handle: { fd: number; reading: boolean; readStop(): number } | null })._handle;
+    if (!this.sink || this.closed || this.err || this.complete || this.st !== St.Chunk || this.partial || this.q.length || !h?.reading || !(h.fd >= 0)) return undefined;
+    h.reading = false;
+    h.readStop();
+    this.reclaim = reclaim;
+    return h.fd;
+  }
+
+  attach(rest: Buffer, cancelled: boolean): void {
+    this.reclaim = undefined;
+    if (!cancelled && rest.length > 0) this.onData(rest);
+    const h = (this.socket as unknown as { _handle: { reading: boolean; readStart(): number } | null })._handle;
+    if (h && !h.reading && !this.socket.destroyed) {
+      h.reading = true;
+      h.readStart();
+    }
+  }
+
+  /** a detached connection is taken back before it is closed or failed. */
+  private taken(): void {
+    const r = this.reclaim;
+    this.reclaim = undefined;
+    r?.();
+  }
+
   close(drainMs?: number): void {
+    this.taken();
     if (this.closed) return;
     this.closed = true;
     this.q.length = 0;
@@ -368,6 +363,7 @@ class Exchange implements Http1Response {
   }
 
   private fail(e: Error, destroy: boolean): void {
+    this.taken();
     if (!this.err && !this.complete) {
       this.err = e;
       if (this.st === St.Head) this.headReject(e);

@@ -66,6 +66,12 @@ export class TextEventScanner {
     return { text: data.slice(p.length, i), tokenIndex, usageJson: data.slice(u, data.length - 1) };
   }
 
+  /** The learnt skeleton (the native data plane's: actors/gateway/data-plane.ts), undefined before one is learnt. */
+  skeleton(): { prefix: string; suffix?: string; mid?: string } | undefined {
+    if (this.prefix === undefined) return undefined;
+    return this.mid !== undefined ? { prefix: this.prefix, mid: this.mid } : { prefix: this.prefix, suffix: this.suffix };
+  }
+
   /**
    * After the full parse of `data` gave `chunk`: a plain text event becomes the skeleton, once a probe (the
    * same bytes with another text) parses to that other text and nothing else, so the literal found is the

@@ -12,6 +12,11 @@ export class SseParser {
   private data: string[] = [];
   private readonly dec = new StringDecoder('utf8');
 
+  /** nothing held between events: no partial line or event (the bytes pushed ended at an event's end). */
+  get clean(): boolean {
+    return this.rest === '' && this.data.length === 0;
+  }
+
   push(chunk: Uint8Array, out: string[]): void {
     const s = this.rest.length ? this.rest + this.dec.write(chunk as Buffer) : this.dec.write(chunk as Buffer);
     let pos = 0;

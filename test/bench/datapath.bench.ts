@@ -329,7 +329,10 @@ export async function bench(): Promise<BenchSection> {
       // own socket read and client write, as in the replay) and the replay's request shape; DYN_BENCH_REALTIME=0 leaves it out
       { key: 'direct-realtime', dataPath: 'direct', requestPlane: 'direct', realtime: true },
     ] as const;
-    let rt: (Awaited<ReturnType<typeof realtimeCpu>> & { credited: number }) | undefined;
+    // DYN_BENCH_DATAPLANE=native (or js,native: both in this run, alternating from the first) runs the real-time run with
+    // gateway.dataPlane set so (docs/DATAPATH.md "Native data plane"; needs dist/native/relay.so from npm run build)
+    const planes = (process.env.DYN_BENCH_DATAPLANE ?? 'js').split(',') as ('js' | 'native' | 'auto')[];
+    const rts = new Map<string, Awaited<ReturnType<typeof realtimeCpu>> & { credited: number }>();
     const wanted = (r: (typeof runs)[number]) => (r.realtime ? process.env.DYN_BENCH_REALTIME !== '0' && (!only || only.includes('direct') || realtimeOnly) : !only || only.includes(r.key));
     // the real-time run's baseline: the same emulator stepping in wall time, alone, under the same load (its own
     // socket read and write per token per stream, its batching model): the CPU per token a client of the engine
@@ -345,7 +348,7 @@ export async function bench(): Promise<BenchSection> {
       rtAlone = await realtimeCpu(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ control: [emu.pid!], gateway: [], roles: new Map([[emu.pid!, 'engine']]) }));
       emu.kill('SIGTERM');
     }
-    for (const { key, dataPath, requestPlane, realtime } of runs.filter(wanted)) {
+    for (const { key, dataPath, requestPlane, realtime, plane } of runs.filter(wanted).flatMap((r) => (r.realtime ? planes : ['js' as const]).map((plane) => ({ ...r, plane })))) {
       const dir = mkdtempSync(join(tmpdir(), 'dyn-bench-'));
       const cfg = join(dir, 'bench.json');
       writeFileSync(cfg, JSON.stringify({
@@ -359,7 +362,7 @@ export async function bench(): Promise<BenchSection> {
           args: realtime ? [] : ['--zero-delay'],
         },
         // DYN_BENCH_GATEWAY_WORKERS=N runs the gateway as N worker processes behind its port (gateway.workers)
-        gateway: { maxInflight: 4096, dataPath, requestPlane, workers: Number(process.env.DYN_BENCH_GATEWAY_WORKERS ?? 1) },
+        gateway: { maxInflight: 4096, dataPath, requestPlane, workers: Number(process.env.DYN_BENCH_GATEWAY_WORKERS ?? 1), dataPlane: plane },
       }));
       const gp = await freePort();
       upOut = '';
@@ -370,7 +373,7 @@ export async function bench(): Promise<BenchSection> {
       up.stderr!.on('data', (d: Buffer) => (upOut += d.toString()));
       await waitFor(() => upOut, 'cluster ready', 90_000);
       if (realtime) {
-        rt = { ...(await realtimeCpu(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!))), credited: await gatewayCount(gp, 'dynamollm_gateway_credited_total') };
+        rts.set(plane, { ...(await realtimeCpu(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!))), credited: await gatewayCount(gp, 'dynamollm_gateway_credited_total') });
         const exited = new Promise((r) => up.once('exit', r));
         up.kill('SIGINT');
         await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
@@ -387,7 +390,7 @@ export async function bench(): Promise<BenchSection> {
     }
 
     const f = (x: number) => x.toFixed(2);
-    const rtNote = rt ? [`direct, real-time engine, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process (its window's CPU less its idle rate, signed): ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; idle CPU ms per s over ${RT_IDLE_S} s: ${Object.entries(rt.idleByRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token${rtAlone ? `; the engine alone under the same load (the baseline): ${f(rtAlone.controlUs)} us CPU per token (marginal ${f(rtAlone.marginalUs)}), ${f(rtAlone.tokensPerS)} tokens/s; its engine through the path ${f(rt.engineUs)} us; x the engine alone's CPU per token: the control path ${f(rt.controlUs / rtAlone.controlUs)} (marginal ${f(rt.marginalUs / rtAlone.marginalUs)}), the gateway ${f(rt.gatewayUs / rtAlone.controlUs)} (marginal ${f(rt.gatewayMarginalUs / rtAlone.marginalUs)}); tokens/s x the engine alone ${f(rt.tokensPerS / rtAlone.tokensPerS)}` : ''}`] : [];
+    const rtNote = [...rts].map(([plane, rt]) => `direct, real-time engine${planes.length > 1 || plane !== 'js' ? `, gateway.dataPlane ${plane}` : ''}, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process (its window's CPU less its idle rate, signed): ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; idle CPU ms per s over ${RT_IDLE_S} s: ${Object.entries(rt.idleByRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token${rtAlone ? `; the engine alone under the same load (the baseline): ${f(rtAlone.controlUs)} us CPU per token (marginal ${f(rtAlone.marginalUs)}), ${f(rtAlone.tokensPerS)} tokens/s; its engine through the path ${f(rt.engineUs)} us; x the engine alone's CPU per token: the control path ${f(rt.controlUs / rtAlone.controlUs)} (marginal ${f(rt.marginalUs / rtAlone.marginalUs)}), the gateway ${f(rt.gatewayUs / rtAlone.controlUs)} (marginal ${f(rt.gatewayMarginalUs / rtAlone.marginalUs)}); tokens/s x the engine alone ${f(rt.tokensPerS / rtAlone.tokensPerS)}` : ''}`);
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (${realtimeOnly ? 'the emulator stepping in wall time' : 'zero-delay emulator; the real-time run: the emulator stepping in wall time'})`,

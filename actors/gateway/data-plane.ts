@@ -1,0 +1,299 @@
+/**
+ * The gateway's native data plane (`gateway.dataPlane`; docs/DATAPATH.md "Native data plane"): native/relay.c, built
+ * by `npm run build` into dist/native/relay.so and loaded through koffi, moves the plain text events of eligible
+ * streams from the engine's connection to the client's on one native thread, so the gateway's JavaScript does no
+ * read, parse or write per token of them.
+ *
+ * A span: JavaScript streams a request's first events itself (the status line, the headers, the chat role event, the
+ * first token: its TTFT, its first-token report; the engine's plain text event learnt as a skeleton), then, at a chunk
+ * boundary of the engine's response with nothing held for the client, hands both sockets to the native thread
+ * (NativeOffer.ready, from the engine client after a batch). The native thread ends the span at the first event that is
+ * not a plain text event of that skeleton (the finish, the usage, a tool call, an escape it does not pass as it is),
+ * when either connection ends, or when JavaScript takes the stream back (a cancel: the engine call's abort or deadline,
+ * the client's socket closed); each layer then accounts for the span's events (the engine client's token index, the
+ * leg's tokens, text and TBT, the client stream's tokens and TBT histogram), and the engine's bytes the thread read and
+ * did not consume go through the JavaScript pipeline as if just read: the end (usage, energy, [DONE], the leg's
+ * report) and a migration after an engine failure are the JavaScript path's.
+ *
+ * fd ownership: the native side works on dup'ed fds, and JavaScript stops its reads of both sockets for the span. A
+ * close by JavaScript takes the stream back first (http1.ts Exchange's `reclaim`, the client socket's 'close'), so no
+ * byte is written after JavaScript is done with a socket.
+ */
+import { existsSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
+import net from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { ConfigError } from '../common/config.ts';
+import type { EngineSide, SpanEnd } from '../../src/engine/native-span.ts';
+
+export type { EngineSide, SpanEnd } from '../../src/engine/native-span.ts';
+
+export type DataPlaneMode = 'auto' | 'js' | 'native';
+
+type Handle = { fd: number; reading: boolean; readStop(): number; readStart(): number };
+const handleOf = (s: net.Socket): Handle | undefined => (s as unknown as { _handle: Handle | null })._handle ?? undefined;
+const WHY = ['', 'other', 'engine_end', 'engine_error', 'client', 'removed'] as const;
+
+type Lib = {
+  start(): number;
+  add(c: number, e: number, ep: string, epn: number, es: string, esn: number, em: string, emn: number, cp: string, cpn: number, cs: string, csn: number, cm: string, cmn: number, prompt: number, count: number): number;
+  remove(h: number): number;
+  info(h: number, out: Float64Array): number;
+  copy(h: number, text: Buffer, rest: Buffer, pending: Buffer, usage: Buffer, gaps: Float32Array): number;
+  now(): number;
+  last(h: number): number;
+};
+
+/** The library's places: DYN_DATAPLANE_LIB, else dist/native/relay.so from the source tree or from dist. */
+function libraryPath(): string | undefined {
+  if (process.env.DYN_DATAPLANE_LIB !== undefined) return process.env.DYN_DATAPLANE_LIB || undefined;
+  const here = dirname(fileURLToPath(import.meta.url));
+  return [resolve(here, '../../dist/native/relay.so'), resolve(here, '../../native/relay.so')].find((p) => existsSync(p));
+}
+
+export class NativeDataPlane {
+  private readonly ends = new Map<number, (e: SpanEnd) => void>();
+  /** spans under way. */
+  get active(): number {
+    return this.ends.size;
+  }
+  private readonly info = new Float64Array(8);
+  /** performance.now() less the library's clock (both CLOCK_MONOTONIC, Node's from its time origin). */
+  private readonly offset: number;
+  /** spans handed over, and the events they carried (tests, the bench). */
+  spans = 0;
+  carried = 0;
+
+  private constructor(private readonly lib: Lib) {
+    const fd = lib.start();
+    if (fd < 0) throw new Error('dp_start failed');
+    this.offset = performance.now() - lib.now();
+    let partial = '';
+    const reader = new net.Socket({ fd, readable: true, writable: false });
+    reader.unref();
+    reader.on('data', (d: Buffer) => {
+      const lines = (partial + d.toString('latin1')).split('\n');
+      partial = lines.pop()!;
+      for (const l of lines) this.ended(Number(l));
+    });
+  }
+
+  /** The library loaded and its thread started; undefined when it is absent (`why` says so). */
+  static async load(path = libraryPath()): Promise<NativeDataPlane | { why: string }> {
+    if (!path) return { why: 'dist/native/relay.so not built (npm run build needs a C compiler)' };
+    try {
+      const { default: koffi } = await import('koffi');
+      const l = koffi.load(path);
+      const lib: Lib = {
+        start: l.func('int dp_start(void)') as Lib['start'],
+        add: l.func('int dp_add(int, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, double, double)') as Lib['add'],
+        remove: l.func('int dp_remove(int)') as Lib['remove'],
+        info: l.func('int dp_info(int, _Out_ double *)') as Lib['info'],
+        copy: l.func('int dp_copy(int, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ float *)') as Lib['copy'],
+        now: l.func('double dp_now(void)') as Lib['now'],
+        last: l.func('double dp_last(int)') as Lib['last'],
+      };
+      return new NativeDataPlane(lib);
+    } catch (err) {
+      return { why: `${path}: ${(err as Error).message}` };
+    }
+  }
+
+  /** A stream handed over: its handle, or undefined when the library refused it. Strings are passed as UTF-8 with their byte lengths. */
+  add(clientFd: number, engineFd: number, skel: { prefix: string; suffix?: string; mid?: string }, frame: ClientFrame, onEnd: (e: SpanEnd) => void): number | undefined {
+    const b = (s: string | undefined) => [s ?? '', Buffer.byteLength(s ?? '')] as const;
+    const u = frame.usage;
+    const h = this.lib.add(clientFd, engineFd, ...b(skel.prefix), ...b(skel.suffix), ...b(skel.mid), ...b(frame.prefix), ...b(frame.suffix), ...b(u?.mid), u?.promptTokens ?? 0, u?.count() ?? 0);
+    if (h < 0) return undefined;
+    this.ends.set(h, onEnd);
+    this.spans++;
+    return h;
+  }
+
+  /** JavaScript takes the stream back: out of the native thread's hands when this returns; its span's end. */
+  remove(h: number): SpanEnd | undefined {
+    if (this.lib.remove(h) < 0) return undefined;
+    this.ends.delete(h);
+    return this.collect(h);
+  }
+
+  /** The time of the span's last event (performance.now()), undefined before its first. */
+  lastEvent(h: number): number | undefined {
+    const t = this.lib.last(h);
+    return t > 0 ? t + this.offset : undefined;
+  }
+
+  private ended(h: number): void {
+    const onEnd = this.ends.get(h);
+    if (!onEnd) return; // taken back by remove already
+    this.ends.delete(h);
+    const e = this.collect(h);
+    if (e) onEnd(e);
+  }
+
+  private collect(h: number): SpanEnd | undefined {
+    const i = this.info;
+    if (this.lib.info(h, i) < 0) return undefined;
+    const [why, events, textN, restN, pendingN, usageN, first, last] = i as unknown as number[];
+    const text = Buffer.allocUnsafe(textN!), rest = Buffer.allocUnsafe(restN!), pending = Buffer.allocUnsafe(pendingN!), usage = Buffer.allocUnsafe(usageN!);
+    const gaps = new Float32Array(Math.max(0, events! - 1));
+    if (this.lib.copy(h, text, rest, pending, usage, gaps) < 0) return undefined;
+    const e: SpanEnd = { why: WHY[why!] as SpanEnd['why'], events: events!, text: textN ? (JSON.parse(`"${text.toString('utf8')}"`) as string) : '', gaps, rest, pending };
+    this.carried += events!;
+    if (usageN) e.usageJson = usage.toString('utf8');
+    if (events! > 0) [e.firstPerf, e.lastPerf] = [first! + this.offset, last! + this.offset];
+    return e;
+  }
+}
+
+/** `gateway.dataPlane` resolved at start: the native plane, or undefined for the JavaScript path (auto: one log line why). */
+export async function loadDataPlane(mode: DataPlaneMode, log?: { info(o: object, msg: string): void }): Promise<NativeDataPlane | undefined> {
+  if (mode === 'js') return undefined;
+  const got = await NativeDataPlane.load();
+  if (got instanceof NativeDataPlane) {
+    log?.info({ dataPlane: 'native' }, 'native data plane loaded');
+    return got;
+  }
+  if (mode === 'native') throw new ConfigError(`gateway.dataPlane is native but the library did not load: ${got.why}`);
+  log?.info({ dataPlane: 'js', why: got.why }, 'native data plane not available: streams stay on the JavaScript path');
+  return undefined;
+}
+
+/**
+ * The client's plain text event around its text's JSON literal (openai.ts textFrame); with continuous usage
+ * (textUsageParts) `suffix` follows the usage, whose completion count is `count()` at the hand-off plus one per event.
+ */
+export interface ClientFrame {
+  prefix: string;
+  suffix: string;
+  usage?: { mid: string; promptTokens: number; count(): number };
+}
+
+/** The client's side of a stream offered to the native plane (sse-stream.ts relaySse). */
+export interface ClientSide {
+  socket: net.Socket;
+  frame: ClientFrame;
+  /** nothing held for the client: no bytes in the SSE writer or the socket's buffer. */
+  idle(): boolean;
+  /** the span's events counted in the client's stream (tokens, TBT). */
+  account(e: SpanEnd): void;
+}
+
+/** hand-off attempts per stream before it stays on JavaScript (a client whose writes keep backing up). */
+const MAX_TRIES = 8;
+
+/**
+ * A stream's offer of its spans to the native plane: made by the HTTP layer for an eligible stream, passed down to
+ * the leg (which adds its own accounting, `leg`) and to the engine client, which calls `ready` after a batch at a
+ * chunk boundary. The hand-off runs after the turn's writes (setImmediate).
+ */
+export class NativeOffer {
+  /** the leg's accounting of a span (nats-backend.ts directLeg); set while a leg may hand over. */
+  leg: ((e: SpanEnd) => void) | undefined;
+  private handle: number | undefined;
+  private engine: EngineSide | undefined;
+  private scheduled = false;
+  private tries = 0;
+  private clientReading = false;
+  private done = false;
+
+  constructor(private readonly plane: NativeDataPlane, private readonly client: ClientSide) {}
+
+  /** The engine side is at a boundary after a batch: a hand-off is tried once the turn's writes are out. */
+  ready(engine: EngineSide): void {
+    if (this.done || this.scheduled || this.handle !== undefined || this.leg === undefined || this.tries >= MAX_TRIES) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.start(engine);
+    });
+  }
+
+  /** Nothing more is handed over (the stream's end), and a span under way is taken back. */
+  close(): void {
+    this.done = true;
+    this.reclaim();
+  }
+
+  /** The time of the span's last event, while one is under way (the engine call's idle deadline). */
+  activity(): number | undefined {
+    return this.handle === undefined ? undefined : this.plane.lastEvent(this.handle) ?? performance.now();
+  }
+
+  private start(engine: EngineSide): void {
+    if (this.done || this.handle !== undefined || this.leg === undefined) return;
+    this.tries++;
+    const s = this.client.socket;
+    const ch = handleOf(s);
+    const skel = engine.skeleton();
+    if (!skel || !ch || ch.fd < 0 || s.destroyed || !this.client.idle()) return;
+    const efd = engine.detach(() => this.reclaim(true));
+    if (efd === undefined) return;
+    this.clientReading = ch.reading;
+    if (ch.reading) {
+      ch.reading = false;
+      ch.readStop();
+    }
+    const h = this.plane.add(ch.fd, efd, skel, this.client.frame, (e) => this.end(e, false));
+    if (h === undefined) {
+      this.tries = MAX_TRIES;
+      this.restoreClient();
+      engine.attach(Buffer.alloc(0), false);
+      return;
+    }
+    this.handle = h;
+    this.engine = engine;
+    s.once('close', this.onClientClose);
+  }
+
+  private readonly onClientClose = (): void => this.reclaim();
+
+  /** the span taken back by JavaScript (`cancelled`: its engine connection is being closed). */
+  private reclaim(cancelled = false): void {
+    const h = this.handle;
+    if (h === undefined) return;
+    const e = this.plane.remove(h);
+    if (e) this.end(e, cancelled);
+  }
+
+  private end(e: SpanEnd, cancelled: boolean): void {
+    const engine = this.engine!;
+    this.handle = undefined;
+    this.engine = undefined;
+    this.client.socket.off('close', this.onClientClose);
+    engine.account(e);
+    this.leg?.(e);
+    this.client.account(e);
+    const s = this.client.socket;
+    if (e.pending.length > 0 && !s.destroyed) s.write(e.pending);
+    this.restoreClient();
+    // JavaScript reads again; a stream the native side left at an event it does not carry is not offered again
+    this.done ||= e.why !== 'other';
+    engine.attach(e.rest, cancelled);
+  }
+
+  private restoreClient(): void {
+    const ch = handleOf(this.client.socket);
+    if (this.clientReading && ch && !ch.reading && !this.client.socket.destroyed) {
+      ch.reading = true;
+      ch.readStart();
+    }
+    this.clientReading = false;
+  }
+}
+
+/** The offer of a stream whose client is `res` (relaySse), or undefined where its socket cannot be handed over (TLS, no chunked framing). */
+export function nativeOffer(plane: NativeDataPlane, res: ServerResponse, w: { readonly idle: boolean }, frame: ClientFrame, account: (e: SpanEnd) => void): NativeOffer | undefined {
+  const socket = res.socket;
+  if (!socket || socket instanceof TLSSocket) return undefined;
+  return new NativeOffer(plane, {
+    socket,
+    frame,
+    // the response chunked on its own socket (not a pipelined one waiting), nothing held for it
+    idle: () => w.idle && res.writableLength === 0 && !res.writableEnded && (res as unknown as { chunkedEncoding?: boolean }).chunkedEncoding === true && res.socket === socket,
+    account,
+  });
+}
