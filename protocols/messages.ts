@@ -57,6 +57,28 @@ export type ChatMessageT = z.infer<typeof chatMessage>;
 
 const finiteNum = z.number().finite();
 const tokenIds = z.array(int);
+/**
+ * vLLM's `structured_outputs` (vllm/sampling_params.py StructuredOutputsParams; the guided_* fields' successor): one
+ * constraint (json, regex, choice, grammar, json_object or structural_tag) and its options. vLLM refuses none or
+ * several constraints, and so does this schema.
+ */
+const structuredOutputs = z
+  .object({
+    json: z.union([z.string(), jsonObject]).optional(),
+    regex: z.string().optional(),
+    choice: z.array(z.string()).min(1).optional(),
+    grammar: z.string().optional(),
+    json_object: z.boolean().optional(),
+    structural_tag: z.string().optional(),
+    disable_fallback: z.boolean().optional(),
+    disable_any_whitespace: z.boolean().optional(),
+    disable_additional_properties: z.boolean().optional(),
+    whitespace_pattern: z.string().optional(),
+  })
+  .strict()
+  .refine((o) => ['json', 'regex', 'choice', 'grammar', 'json_object', 'structural_tag'].filter((k) => o[k as keyof typeof o] !== undefined).length === 1, {
+    message: 'takes exactly one constraint: json, regex, choice, grammar, json_object or structural_tag',
+  });
 /** the longest `request_id` a client may send, characters (the gateway's bound; a choice's id adds its `<i>_` prefix). */
 export const REQUEST_ID_MAX = 256;
 /**
@@ -114,6 +136,8 @@ export const engineParams = z
     guided_grammar: z.string().optional(),
     structural_tag: z.string().optional(),
     guided_decoding_backend: z.string().max(64).optional(),
+    /** vLLM's current structured-output constraint (StructuredOutputsParams): exactly one of its constraints. */
+    structured_outputs: structuredOutputs.optional(),
     guided_whitespace_pattern: z.string().optional(),
     priority: z.number().int().optional(),
     /** the client's id (at most 256 characters, checked at the gateway); choice i of n > 1 carries `<i>_<id>` (childRequest). */

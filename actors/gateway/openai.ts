@@ -269,9 +269,13 @@ function parseEngineParams(kind: ApiKind, body: Record<string, unknown>): Engine
   const r = engineParams.safeParse(rest);
   if (!r.success) {
     const issue = r.error.issues[0]!;
+    if (issue.code === 'unrecognized_keys' && issue.path.length > 0) {
+      const where = [...issue.path.map(String), issue.keys[0]!].join('.');
+      throw badRequest(`unsupported field '${where}': this gateway does not support it, and refuses it rather than dropping it silently`, where);
+    }
     if (issue.code === 'unrecognized_keys') {
       const k = issue.keys[0]!;
-      throw badRequest(`unsupported parameter '${k}': vLLM's OpenAI server does not accept it, and this gateway does not drop parameters silently`, k);
+      throw badRequest(`unsupported parameter '${k}': this gateway does not support it, and refuses it rather than dropping it silently`, k);
     }
     const where = issue.path.map(String).join('.');
     throw badRequest(`'${where}': ${issue.message}`, where);

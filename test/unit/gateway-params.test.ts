@@ -87,6 +87,32 @@ describe('gateway request parameters', () => {
     expect(mct.message).toContain('unsupported parameter');
   });
 
+  it("accepts vLLM's structured_outputs (one constraint, its documented fields) and carries it through the wire codec", () => {
+    const chat = { model: 'm', messages: [{ role: 'user', content: 'x' }] };
+    for (const so of [{ json: { type: 'object' }, disable_any_whitespace: true }, { regex: '[a-z]+' }, { choice: ['yes', 'no'] }, { grammar: 'root ::= "a"' }, { json_object: true }, { structural_tag: '{}' }, { json: '{"type":"string"}', whitespace_pattern: ' ?' }]) {
+      const p = parseOpenAiRequest('chat', { ...chat, structured_outputs: so });
+      expect(p.params).toEqual({ structured_outputs: so });
+      const wire = { v: 1 as const, id: 'r1', model: 'm', kind: 'chat' as const, messages: p.messages, inputTokens: 5, maxTokens: 5, arrivalMs: 1, giveUpAtMs: 2, streamSubject: 'dyn.v1.stream.r1', params: p.params };
+      expect(InferenceRequest.decode(InferenceRequest.encode(wire), 's').params).toEqual({ structured_outputs: so });
+    }
+    expect(parseOpenAiRequest('completion', { model: 'm', prompt: 'x', structured_outputs: { choice: ['a'] } }).params).toEqual({ structured_outputs: { choice: ['a'] } });
+    // none or two constraints, a wrong type, an unknown field: 400 naming it
+    for (const [so, param] of [[{}, 'structured_outputs'], [{ regex: 'a', choice: ['a'] }, 'structured_outputs'], [{ choice: 'a' }, 'structured_outputs.choice'], [{ regex: 'a', frob: 1 }, 'structured_outputs.frob']] as const) {
+      const e = refusal(() => parseOpenAiRequest('chat', { ...chat, structured_outputs: so }));
+      expect([e.status, e.param], JSON.stringify(so)).toEqual([400, param]);
+    }
+  });
+
+  it("refuses a parameter the gateway does not support in words that say so (not that vLLM refuses it)", () => {
+    const chat = { model: 'm', messages: [{ role: 'user', content: 'x' }] };
+    for (const k of ['store', 'metadata', 'service_tier']) {
+      const e = refusal(() => parseOpenAiRequest('chat', { ...chat, [k]: k === 'store' ? true : k === 'metadata' ? { a: 'b' } : 'auto' }));
+      expect([e.status, e.param]).toEqual([400, k]);
+      expect(e.message).toBe(`unsupported parameter '${k}': this gateway does not support it, and refuses it rather than dropping it silently`);
+      expect(e.message).not.toMatch(/vLLM/);
+    }
+  });
+
   it('folds streamed logprobs and tool call deltas into one answer', () => {
     let lp = mergeLogprobs(undefined, { tokens: [' a'], token_logprobs: [-1], top_logprobs: [{ ' a': -1 }], text_offset: [0] });
     lp = mergeLogprobs(lp, { tokens: [' b'], token_logprobs: [-2], top_logprobs: [{ ' b': -2 }], text_offset: [2] });

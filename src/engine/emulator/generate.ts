@@ -8,7 +8,8 @@
  *   'stop' and stop_reason the string; not before min_tokens, as vLLM;
  * - `logprobs` / `top_logprobs`: vLLM's shapes (completions: tokens, token_logprobs, top_logprobs,
  *   text_offset; chat: content[] of {token, logprob, bytes, top_logprobs[]});
- * - `response_format` json_object / json_schema, `guided_json`, `guided_choice`: valid JSON (the schema's
+ * - `response_format` json_object / json_schema, `guided_json`, `guided_choice`, `structured_outputs` (json, json_object,
+ *   choice): valid JSON (the schema's
  *   properties filled by type) or one of the choices;
  * - `tools` with tool_choice 'required' or a named function: one tool call whose arguments follow the tool's
  *   parameter schema (finish_reason 'tool_calls'; 'stop' for a named function, as vLLM);
@@ -152,14 +153,22 @@ export function plan(g: GenRequest): Plan {
     const js = isObj(rf.json_schema) ? rf.json_schema : {};
     schema = js.schema ?? js.json_schema ?? { type: 'object', properties: {} };
   } else if (rf !== undefined && rf.type !== 'text') throw new GenerationError(`response_format type '${String(rf.type)}' is not supported by the emulator`);
-  if (p.guided_json !== undefined) schema = typeof p.guided_json === 'string' ? JSON.parse(p.guided_json) : p.guided_json;
+  // vLLM's structured_outputs, read as the guided_* fields it replaces
+  const so = isObj(p.structured_outputs) ? p.structured_outputs : {};
+  const json = so.json ?? p.guided_json;
+  if (so.json_object === true) schema = { type: 'object', properties: {} };
+  if (json !== undefined) schema = typeof json === 'string' ? JSON.parse(json) : json;
   if (schema !== undefined) return finish(chop(JSON.stringify(valueFor(schema, rnd))), g, { topLogprobs, done: 'stop' });
-  if (Array.isArray(p.guided_choice) && p.guided_choice.length > 0) {
-    const c = String(p.guided_choice[Math.floor(rnd(5) * p.guided_choice.length) % p.guided_choice.length]);
+  const choice = so.choice ?? p.guided_choice;
+  if (Array.isArray(choice) && choice.length > 0) {
+    const c = String(choice[Math.floor(rnd(5) * choice.length) % choice.length]);
     return finish(chop(c), g, { topLogprobs, done: 'stop' });
   }
   for (const k of ['guided_regex', 'guided_grammar', 'structural_tag']) {
     if (p[k] !== undefined) throw new GenerationError(`'${k}' is not supported by the emulator`);
+  }
+  for (const k of ['regex', 'grammar', 'structural_tag']) {
+    if (so[k] !== undefined) throw new GenerationError(`'structured_outputs.${k}' is not supported by the emulator`);
   }
 
   // plain text: EOS after a geometric number of tokens (or exactly max_tokens with ignore_eos), then stop strings
