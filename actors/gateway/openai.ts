@@ -93,7 +93,10 @@ export interface ParsedRequest {
   /** completions: the prompt text, or token ids. */
   prompt?: string | number[];
   messages?: ChatMessageIn[];
-  /** 0: echo without generation (completions with echo; echo.ts). */
+  /**
+   * 0: echo without generation (completions with echo; echo.ts). A chat without max_tokens: CONTEXT_REST until its
+   * prompt is counted, then the context's rest (max_model_len - prompt tokens), as vLLM.
+   */
   maxTokens: number;
   /** choices to return (OpenAI's `n`); each is its own request to the cluster, as vLLM makes each its own child request. */
   n: number;
@@ -121,15 +124,21 @@ export interface ValidationLimits {
   maxTokensLimit?: number;
   /** largest `n` accepted (choices per request; each is a request to the cluster). Default 16. */
   maxN: number;
-  /** max_tokens when the client gives none: completions (OpenAI default 16), chat (tokens). */
+  /** max_tokens when a completion gives none (tokens). Default 16 (vLLM's and OpenAI's). */
   defaultMaxTokensCompletion: number;
-  defaultMaxTokensChat: number;
+  /**
+   * max_tokens when a chat gives none (tokens), shortened to fit the context. Default none: as vLLM, the context's
+   * rest (max_model_len - prompt tokens).
+   */
+  defaultMaxTokensChat?: number;
 }
+
+/** A chat's max_tokens without a default until its prompt is counted: then the context's rest (server.ts). */
+export const CONTEXT_REST = Number.MAX_SAFE_INTEGER;
 
 export const DEFAULT_LIMITS: ValidationLimits = {
   maxN: 16,
   defaultMaxTokensCompletion: 16,
-  defaultMaxTokensChat: 256,
 };
 
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
@@ -185,7 +194,7 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   if (given === 0 && body.logprobs !== undefined && body.logprobs !== null) {
     throw badRequest('logprobs with echo and max_tokens 0 are prompt logprobs, which are not supported: the cluster streams from the engine, and vLLM returns prompt logprobs only without streaming', 'logprobs');
   }
-  const maxTokens = given ?? (kind === 'chat' ? limits.defaultMaxTokensChat : limits.defaultMaxTokensCompletion);
+  const maxTokens = given ?? (kind === 'chat' ? (limits.defaultMaxTokensChat ?? CONTEXT_REST) : limits.defaultMaxTokensCompletion);
   const minTokens = optInt(body, 'min_tokens', 0, limits.maxTokensLimit);
   if (minTokens !== undefined && minTokens > maxTokens) throw badRequest(`'min_tokens' (${minTokens}) exceeds max_tokens (${maxTokens})`, 'min_tokens');
   const t = body.temperature;

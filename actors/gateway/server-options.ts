@@ -43,7 +43,7 @@ export interface GatewayServerOptions {
   host?: string;
   /**
    * accepted API keys (Authorization: Bearer <key>); empty = no auth. Default []. With keys, every endpoint
-   * but /healthz needs one: the API in the Authorization header, the dashboard (/, /api/live, /ws) also
+   * but the health probes (/healthz, /health, /livez, /readyz) needs one: the API in the Authorization header, the dashboard (/, /api/live, /ws) also
    * through the cookie `GET /?key=<key>` sets, /metrics also with `metricsToken`.
    */
   apiKeys?: string[];

@@ -1,6 +1,6 @@
 /**
  * The gateway's HTTP layer: OpenAI-compatible endpoints in front of an injectable backend (NATS to the
- * cluster in production, a fake or the emulator in tests), plus /healthz, /metrics, the dashboard at `/`
+ * cluster in production, a fake or the emulator in tests), plus /healthz, /health and /version (vLLM's), /metrics, the dashboard at `/`
  * and its WebSocket telemetry stream at `/ws`.
  *
  * Flow of one request: auth (Bearer, when keys are configured) -> body read with a size limit -> OpenAI
@@ -43,6 +43,8 @@ import { RateLimitedLog } from '../../src/runtime/logger.ts';
 import { ApiKeys } from './auth.ts';
 export { apiKeyIdOf } from './auth.ts';
 import { countTokens, detokenizeRoute, knownCount, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
+import { ModelList } from './models-route.ts';
+import { DYNAMOLLM_VERSION } from '../../src/runtime/version.ts';
 import { collectChoice, collectedBody } from './collect.ts';
 import { Cors } from './cors.ts';
 import { echoSource, echoedPrompt } from './echo.ts';
@@ -82,8 +84,7 @@ export class GatewayServer {
   private readonly counter: PromptCounter;
   private readonly tokenizers: Tokenizers;
   private readonly cors: Cors;
-  /** models whose context length /v1/models is asking their tokenizer for. */
-  private readonly modelLenAsked = new Set<string>();
+  private readonly modelList: ModelList;
 
   constructor(opts: GatewayServerOptions) {
     this.opts = {
@@ -96,6 +97,7 @@ export class GatewayServer {
     const tokenize = backend.tokenize ? (r: TokenizeRequest) => backend.tokenize!(r) : localTokenizer(opts.maxModelLen ?? 4096);
     this.counter = new PromptCounter(tokenize);
     this.tokenizers = { models: this.opts.models, tokenize, backend, counter: this.counter };
+    this.modelList = new ModelList(this.counter, this.opts.models, this.opts.clock);
     this.auth = new ApiKeys(opts.apiKeys, opts.metricsToken);
     this.cors = new Cors(opts.cors);
     // the timeouts below are enforced by a sweep every connectionsCheckingInterval (Node's default: 30 s)
@@ -242,7 +244,13 @@ export class GatewayServer {
       const ok = !this.leaving && (this.opts.backend.ready?.() ?? true);
       return this.sendJson(res, path, ok ? 200 : 503, { status: ok ? 'ok' : this.leaving ? 'draining' : 'backend unavailable', inflight: this.inflight, protocol: PROTOCOL_VERSION });
     }
-    // with API keys, everything below needs one (the health probe above does not)
+    if (method === 'GET' && path === '/health') {
+      // vLLM's: 200 and an empty body when it can serve, else 503; answered as /readyz is (as /healthz without a report)
+      const ok = !this.leaving && (this.opts.health ? this.opts.health().ready : (this.opts.backend.ready?.() ?? true));
+      this.count(path, ok ? 200 : 503);
+      return void res.writeHead(ok ? 200 : 503, { 'content-length': 0 }).end();
+    }
+    // with API keys, everything below needs one (the health probes above do not)
     if (method === 'GET' && path === '/' && url.searchParams.has('key')) return this.dashboardLogin(res, url.searchParams.get('key') ?? '');
     const readOnly = path === '/metrics' || path === '/api/live' || STATIC[path] !== undefined;
     if (readOnly && !this.auth.readAllowed(req, path === '/metrics')) {
@@ -256,6 +264,11 @@ export class GatewayServer {
       return void res.writeHead(200, { 'content-type': this.opts.metrics.contentType }).end(body);
     }
     if (method === 'GET' && STATIC[path]) return this.serveStatic(res, path, STATIC[path]!);
+    if (method === 'GET' && path === '/version') {
+      // vLLM's {"version": ...}, the package's version; not a health probe, so with API keys it needs one
+      const authErr = this.auth.check(req);
+      return authErr ? this.sendError(res, path, authErr) : this.sendJson(res, path, 200, { version: DYNAMOLLM_VERSION });
+    }
     if (method === 'GET' && path === '/api/live') {
       if (!this.opts.live) return this.sendError(res, path, new HttpError(404, 'live telemetry is not enabled', 'invalid_request_error', 'not_found'));
       return this.sendJson(res, path, 200, this.withWarnings(this.opts.live.snapshot(this.opts.clock.now())));
@@ -266,19 +279,8 @@ export class GatewayServer {
       if (authErr) return this.sendError(res, path, authErr);
       if (path === '/v1/models') {
         if (method !== 'GET') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
-        const created = Math.floor(this.opts.clock.now() / 1000);
-        const data = [];
-        for (const id of this.opts.models) {
-          // the engine's context length as its tokenizer last reported it; not known yet: asked in the background
-          // (one question per model at a time), the listing answers at once without it
-          const maxLen = this.counter.maxModelLen.get(id);
-          if (maxLen === undefined && !this.modelLenAsked.has(id)) {
-            this.modelLenAsked.add(id);
-            void countTokens(this.counter, id, '', undefined).catch(() => undefined).finally(() => this.modelLenAsked.delete(id));
-          }
-          data.push({ id, object: 'model', created, owned_by: 'dynamollm', root: id, parent: null, ...(maxLen !== undefined ? { max_model_len: maxLen } : {}) });
-        }
-        return this.sendJson(res, path, 200, { object: 'list', data });
+        // max_model_len as the engine's tokenizer reports it, waited for within a bound (models-route.ts)
+        return this.sendJson(res, path, 200, await this.modelList.list());
       }
       if (path === '/v1/completions' || path === '/v1/chat/completions') {
         if (method !== 'POST') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
@@ -392,6 +394,7 @@ export class GatewayServer {
       const counted = knownCount(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params) ?? await countTokens(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params, ac.signal);
       inputTokens = counted.count;
       if (!parsed.maxTokensGiven) parsed.maxTokens = Math.max(1, Math.min(parsed.maxTokens, counted.maxModelLen - counted.count));
+      if ((parsed.minTokens ?? 0) > parsed.maxTokens) throw badRequest(`'min_tokens' (${parsed.minTokens}) exceeds max_tokens (${parsed.maxTokens}: the context's rest)`, 'min_tokens');
       if (inputTokens + parsed.maxTokens > counted.maxModelLen) {
         this.opts.metrics?.gatewayRejections.inc({ reason: 'context_length' });
         throw new HttpError(
@@ -571,7 +574,7 @@ export class GatewayServer {
 
   private count(route: string, code: number): void {
     // routes are a closed set (unknown paths collapse) so a scanner cannot blow up label cardinality
-    const r = route.startsWith('/v1/') || route === '/healthz' || route === '/livez' || route === '/readyz' || route === '/metrics' || STATIC[route] || route === '/api/live' ? route : 'other';
+    const r = route.startsWith('/v1/') || route === '/healthz' || route === '/health' || route === '/version' || route === '/livez' || route === '/readyz' || route === '/metrics' || STATIC[route] || route === '/api/live' ? route : 'other';
     this.opts.metrics?.httpRequests.inc({ route: r, code: String(code) });
   }
 

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { request as httpRequest } from 'node:http';
 import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
 import { gatewaySchema, applyOverrides } from '../../actors/gateway/config.ts';
+import { MODELS_WAIT_MS } from '../../actors/gateway/models-route.ts';
 import type { InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
 
 /** A backend whose tokenizer answers only when told (release), and whose streams are one token. */
@@ -104,7 +105,10 @@ describe('/v1/models', () => {
     gw = new GatewayServer({ backend, port: 0, models: ['m'] });
     const port = await gw.listen();
     const list = async () => (await (await fetch(`http://127.0.0.1:${port}/v1/models`, { signal: AbortSignal.timeout(2000) })).json()) as { data: { id: string; max_model_len?: number }[] };
+    const t0 = Date.now();
     const first = await list();
+    // the listing waits for the context length at most MODELS_WAIT_MS, then answers without it
+    expect(Date.now() - t0).toBeLessThan(MODELS_WAIT_MS + 1500);
     expect(first.data).toHaveLength(1);
     expect(first.data[0]!.id).toBe('m');
     expect(first.data[0]!.max_model_len).toBeUndefined();
@@ -114,6 +118,21 @@ describe('/v1/models', () => {
     let known: number | undefined;
     for (let i = 0; i < 50 && known === undefined; i++) known = (await list()).data[0]!.max_model_len;
     expect(known).toBe(4096);
+  });
+
+  it("the first listing carries max_model_len when the tokenizer answers within the bound", async () => {
+    const backend = new HeldTokenizer();
+    backend.instant = true;
+    gw = new GatewayServer({ backend, port: 0, models: ['m'] });
+    const port = await gw.listen();
+    const first = (await (await fetch(`http://127.0.0.1:${port}/v1/models`, { signal: AbortSignal.timeout(2000) })).json()) as { data: { id: string; max_model_len?: number }[] };
+    expect(first.data).toMatchObject([{ id: 'm', max_model_len: 4096 }]);
+    // a gateway counting with its own tokenizer (no backend tokenizer) knows it at once too
+    await gw.close(100);
+    const own: GatewayBackend = { submit: backend.submit.bind(backend) };
+    gw = new GatewayServer({ backend: own, port: 0, models: ['m'], maxModelLen: 2048 });
+    const p2 = await gw.listen();
+    expect(((await (await fetch(`http://127.0.0.1:${p2}/v1/models`)).json()) as { data: { max_model_len?: number }[] }).data[0]!.max_model_len).toBe(2048);
   });
 });
 

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import { request as httpRequest } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
 import { DynError } from '../../protocols/errors.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
@@ -139,6 +140,20 @@ describe('gateway OpenAI API (openai client)', () => {
     expect(long.body.error?.param).toBe('request_id');
   });
 
+  it("max_tokens by default: a chat's is the context's rest (max_model_len - prompt tokens), a completion's 16, as vLLM", async () => {
+    // refused at admission (OVERLOAD): the request as submitted is what matters
+    expect((await post('/v1/chat/completions', { model: 'm1', messages: [{ role: 'user', content: 'OVERLOAD' }] })).status).toBe(429);
+    const chat = backend.seen.at(-1)!;
+    expect(chat.maxTokens).toBe(4096 - chat.inputTokens);
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'OVERLOAD' })).status).toBe(429);
+    expect(backend.seen.at(-1)!.maxTokens).toBe(16);
+    expect((await post('/v1/chat/completions', { model: 'm1', messages: [{ role: 'user', content: 'OVERLOAD' }], max_tokens: 7 })).status).toBe(429);
+    expect(backend.seen.at(-1)!.maxTokens).toBe(7);
+    // min_tokens past the context's rest is a 400
+    const m = await post('/v1/chat/completions', { model: 'm1', messages: [{ role: 'user', content: 'hi' }], min_tokens: 5000 });
+    expect([m.status, m.body.error?.param]).toEqual([400, 'min_tokens']);
+  });
+
   it('n choices streamed: a role chunk per choice first, chunks with their index, a finish per choice, usage after the last', async () => {
     const s = await client().chat.completions.create({ model: 'm1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, n: 2, seed: 1, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } as OpenAI.ChatCompletionStreamOptions });
     const chunks = [];
@@ -258,6 +273,17 @@ describe('gateway errors', () => {
     // non-streaming: the same failure is a 503 with Retry-After
     const r = await post('/v1/completions', { model: 'm1', prompt: 'MIDERROR', max_tokens: 10 });
     expect(r.status).toBe(503);
+  });
+
+  it("GET /health (vLLM's: 200, empty body) is open like /healthz; GET /version gives the package's version and needs a key", async () => {
+    const h = await fetch(base + '/health');
+    expect(h.status).toBe(200);
+    expect(await h.text()).toBe('');
+    expect((await fetch(base + '/version')).status).toBe(401);
+    const v = await fetch(base + '/version', { headers: { authorization: `Bearer ${KEY}` } });
+    expect(v.status).toBe(200);
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(await v.json()).toEqual({ version: pkg.version });
   });
 
   it("a mid-stream failure is an error event, then data: [DONE], as vLLM's server ends a failed stream", async () => {
