@@ -64,16 +64,10 @@ const tokenIds = z.array(int);
  */
 const structuredOutputs = z
   .object({
-    json: z.union([z.string(), jsonObject]).optional(),
-    regex: z.string().optional(),
-    choice: z.array(z.string()).min(1).optional(),
-    grammar: z.string().optional(),
-    json_object: z.boolean().optional(),
-    structural_tag: z.string().optional(),
-    disable_fallback: z.boolean().optional(),
-    disable_any_whitespace: z.boolean().optional(),
-    disable_additional_properties: z.boolean().optional(),
-    whitespace_pattern: z.string().optional(),
+    json: z.union([z.string(), jsonObject]).optional(), regex: z.string().optional(), choice: z.array(z.string()).min(1).optional(),
+    grammar: z.string().optional(), json_object: z.boolean().optional(), structural_tag: z.string().optional(),
+    disable_fallback: z.boolean().optional(), disable_any_whitespace: z.boolean().optional(),
+    disable_additional_properties: z.boolean().optional(), whitespace_pattern: z.string().optional(),
   })
   .strict()
   .refine((o) => ['json', 'regex', 'choice', 'grammar', 'json_object', 'structural_tag'].filter((k) => o[k as keyof typeof o] !== undefined).length === 1, {
@@ -229,7 +223,7 @@ export const inferenceRequest = z.object({
    * copies it into the leg's RequestRecord (`request`), so a consumer sums a request's legs without parsing ids.
    */
   request: id.optional(),
-  /** a readiness probe (`dynamollm up`'s first request; header x-dynamollm-probe: 1 on a one-token request): served as any
+  /** a readiness probe (`dynamollm up`'s first request; header x-dynamollm-probe with the run's probe token on a one-token request): served as any
    * request, but not traffic: the instance leaves it out of its load and its admission counter (status admittedByType,
    * whose first increments start the pool's re-shard epochs), and the intake's output predictor does not learn from it. */
   probe: z.boolean().optional(),

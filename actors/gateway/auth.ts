@@ -70,6 +70,15 @@ export class ApiKeys {
 }
 
 /**
+ * A matcher of the readiness probe's token (GatewayServerOptions.probeToken), compared in constant time; without a
+ * token nothing matches (no client may mark a probe).
+ */
+export function probeTokenMatcher(token: string | undefined): (given: string) => boolean {
+  const t = token ? Buffer.from(token) : undefined;
+  return (given) => t !== undefined && safeEqual(t, Buffer.from(given));
+}
+
+/**
  * The id a request's API key is accounted under (RequestRecord.apiKeyId): `key-` and the first 16 hex digits
  * of the key's SHA-256. It names the key in telemetry and ledgers without revealing it; an operator computes
  * it with `printf %s "$KEY" | sha256sum | cut -c1-16`.

@@ -153,6 +153,8 @@ export class GatewayActor extends Actor {
       cors: { allowedOrigins: s.allowedOrigins, allowedMethods: s.allowedMethods, allowedHeaders: s.allowedHeaders, allowCredentials: s.allowCredentials },
       bodyLimitBytes: s.bodyLimitBytes,
       metricsToken: s.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN,
+      // the readiness probe's token, given by `up` to its own gateways only (openai.ts probeOf)
+      probeToken: process.env.DYNAMOLLM_PROBE_TOKEN || undefined,
       headersTimeoutMs: s.headersTimeoutMs,
       bodyTimeoutMs: s.bodyTimeoutMs,
       maxInflight: s.maxInflight,

@@ -572,13 +572,18 @@ export function usageChunk(kind: ApiKind, id: string, created: number, model: st
 export const PROBE_HEADER = 'x-dynamollm-probe';
 
 /**
- * Whether the request is a readiness probe: header x-dynamollm-probe: 1 on a request for one token (max_tokens 1)
- * and one choice. A probe is served, but not counted as the cluster's traffic, so the mark is refused (400) on
- * anything larger: a client cannot hide its load behind it.
+ * Whether the request is a readiness probe: header x-dynamollm-probe carrying the gateway's probe token
+ * (GatewayServerOptions.probeToken, env DYNAMOLLM_PROBE_TOKEN: `up` makes one per run and gives it to its gateways
+ * alone) on a request for one token (max_tokens 1) and one choice. A probe is served, but not counted as the
+ * cluster's traffic (arrivals, the output predictor), so the mark is honoured only from the holder of that token
+ * (403 from anyone else, whatever their API key) and only on the smallest request (400 on anything larger): a tenant
+ * cannot hide its load behind it. `matches` compares the header with the token (in constant time: auth.ts).
  */
-export function probeOf(header: string | string[] | undefined, parsed: Pick<ParsedRequest, 'maxTokens' | 'maxTokensGiven' | 'n'>): boolean {
+export function probeOf(header: string | string[] | undefined, parsed: Pick<ParsedRequest, 'maxTokens' | 'maxTokensGiven' | 'n'>, matches: (given: string) => boolean): boolean {
   if (header === undefined) return false;
-  if (header !== '1') throw badRequest(`${PROBE_HEADER} takes the value 1 (a readiness probe)`);
+  if (typeof header !== 'string' || !matches(header)) {
+    throw new HttpError(403, `${PROBE_HEADER} is reserved for the cluster's own readiness probe (dynamollm up): send the request without it`, 'permission_error', 'probe_not_allowed');
+  }
   if (!parsed.maxTokensGiven || parsed.maxTokens !== 1 || parsed.n !== 1) throw badRequest(`${PROBE_HEADER} marks a readiness probe: one token (max_tokens 1) and one choice (n 1)`);
   return true;
 }

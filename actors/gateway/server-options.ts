@@ -51,6 +51,12 @@ export interface GatewayServerOptions {
   cors?: CorsSettings;
   /** read-only token accepted on /metrics only (Authorization: Bearer <token>), for a Prometheus scraper. */
   metricsToken?: string;
+  /**
+   * the readiness probe's token: a request whose header x-dynamollm-probe carries it is a probe (served, not counted
+   * as traffic; openai.ts probeOf). `up` makes one per run (env DYNAMOLLM_PROBE_TOKEN of its gateways). Default none:
+   * the header is refused (403) from everyone.
+   */
+  probeToken?: string;
   /** largest request body, bytes (413 above, not retryable). Default 512 KiB (below NATS max_payload). */
   bodyLimitBytes?: number;
   /** a client must send its request headers within this, ms (slow-loris). Default 5000. */

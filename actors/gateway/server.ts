@@ -40,7 +40,7 @@ import { PromptCounter, localTokenizer } from './tokens.ts';
 import { REPO_ROOT } from '../../src/runtime/code-path.ts';
 import { probeResponse } from '../../src/runtime/health.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
-import { ApiKeys } from './auth.ts';
+import { ApiKeys, probeTokenMatcher } from './auth.ts';
 export { apiKeyIdOf } from './auth.ts';
 import { countTokens, detokenizeRoute, knownCount, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
 import { ModelList } from './models-route.ts';
@@ -74,6 +74,7 @@ export class GatewayServer {
   private readonly limits: ValidationLimits;
   private readonly failLog: RateLimitedLog | undefined;
   private readonly auth: ApiKeys;
+  private readonly isProbeToken: (given: string) => boolean;
   private inflight = 0;
   /** leaving the load balancer (leave()): not ready, every answer closes its connection; requests still served. */
   private leaving = false;
@@ -99,6 +100,7 @@ export class GatewayServer {
     this.tokenizers = { models: this.opts.models, tokenize, backend, counter: this.counter };
     this.modelList = new ModelList(this.counter, this.opts.models, this.opts.clock);
     this.auth = new ApiKeys(opts.apiKeys, opts.metricsToken);
+    this.isProbeToken = probeTokenMatcher(opts.probeToken);
     this.cors = new Cors(opts.cors);
     // the timeouts below are enforced by a sweep every connectionsCheckingInterval (Node's default: 30 s)
     this.server = createServer({ connectionsCheckingInterval: 500 }, (req, res) => {
@@ -373,7 +375,7 @@ export class GatewayServer {
         throw badRequest(`request body is not valid JSON: ${(e as Error).message}`);
       }
       parsed = parseOpenAiRequest(kind, body, this.limits);
-      parsed.probe = probeOf(req.headers[PROBE_HEADER], parsed);
+      parsed.probe = probeOf(req.headers[PROBE_HEADER], parsed, this.isProbeToken);
       const optIn = resumableOf(req.headers[RESUMABLE_HEADER]);
       if (optIn === 'invalid') throw badRequest(`${RESUMABLE_HEADER} takes the value 1 (a resumable stream)`);
       opted = optIn;

@@ -54,9 +54,10 @@ const metrics = new TelemetryMetrics({ processMetrics: false });
 let gw: GatewayServer;
 let base: string;
 const KEY = 'sk-test-123';
+const PROBE_TOKEN = 'probe-token-0123456789abcdef';
 
 beforeAll(async () => {
-  gw = new GatewayServer({ backend, port: 0, host: '127.0.0.1', apiKeys: [KEY], bodyLimitBytes: 4096, models: ['m1'], metrics });
+  gw = new GatewayServer({ backend, port: 0, host: '127.0.0.1', apiKeys: [KEY], bodyLimitBytes: 4096, models: ['m1'], metrics, probeToken: PROBE_TOKEN });
   const port = await gw.listen();
   base = `http://127.0.0.1:${port}`;
 });
@@ -223,21 +224,25 @@ describe('gateway errors', () => {
     await expect(client().completions.create({ model: 'm1', prompt: 'x', max_tokens: 0 })).rejects.toMatchObject({ status: 400 });
   });
 
-  it("a readiness probe (x-dynamollm-probe: 1, up's first request) is one token of one choice, marked for the cluster; larger ones get 400", async () => {
-    const before = backend.seen.length;
-    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1 }, { 'x-dynamollm-probe': '1' })).status).toBe(200);
+  it("a readiness probe (x-dynamollm-probe: the probe token, up's first request) is one token of one choice, marked for the cluster; from any other client 403, larger ones 400", async () => {
+    const probe = { 'x-dynamollm-probe': PROBE_TOKEN };
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1 }, probe)).status).toBe(200);
     expect(backend.seen.at(-1)!.probe).toBe(true);
     expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1 })).status).toBe(200);
     expect(backend.seen.at(-1)!.probe).toBeUndefined();
-    const big = await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 50 }, { 'x-dynamollm-probe': '1' });
+    // an API client (a valid key) cannot mark its request a probe: it would hide its load from the planner
+    const before = backend.seen.length;
+    for (const v of ['1', 'yes', PROBE_TOKEN.slice(0, -1), `${PROBE_TOKEN}x`]) {
+      const r = await post('/v1/completions', { model: 'm1', prompt: 'x '.repeat(1000), max_tokens: 1 }, { 'x-dynamollm-probe': v });
+      expect([r.status, r.body.error?.code], v).toEqual([403, 'probe_not_allowed']);
+    }
+    expect(backend.seen.length).toBe(before);
+    const big = await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 50 }, probe);
     expect(big.status).toBe(400);
     expect(big.body.error?.message).toMatch(/x-dynamollm-probe.*max_tokens 1/);
-    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1, n: 2 }, { 'x-dynamollm-probe': '1' })).status).toBe(400);
-    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping' }, { 'x-dynamollm-probe': '1' })).status).toBe(400);
-    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1 }, { 'x-dynamollm-probe': 'yes' })).status).toBe(400);
-    expect(backend.seen.length).toBe(before + 2); // the refused ones reached no backend
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping', max_tokens: 1, n: 2 }, probe)).status).toBe(400);
+    expect((await post('/v1/completions', { model: 'm1', prompt: 'ping' }, probe)).status).toBe(400);
   });
-
   it('404 for an unknown model and an unknown route', async () => {
     const r = await post('/v1/completions', { model: 'gpt-9', prompt: 'x' });
     expect(r.status).toBe(404);

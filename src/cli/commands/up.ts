@@ -28,6 +28,7 @@
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { num, oneOf, positiveNum, readConfigFile, UsageError } from '../args.ts';
 import { action, type ExitCode } from '../program.ts';
@@ -247,6 +248,8 @@ async function up(values: UpOptions): Promise<number> {
     ]),
     ...cluster.servers.map((s): ChildSpec => ({ name: `node-${s.id}`, command: node, args: launchArgs('node', ['--id', s.id, '--config', clusterFile]), env, cwd: REPO, stopGraceMs: grace.node })),
   ];
+  // the readiness probe's token, for this run's gateways and up's first request only: no client can mark a probe
+  const probeToken = randomBytes(24).toString('hex');
   // each replica: its process, and with gateway standbys more under the same id and credentials that wait for the
   // port; whichever holds it serves, and the one restarted after a death becomes a standby
   for (let i = 0; i < gateway.replicas; i++) {
@@ -256,7 +259,7 @@ async function up(values: UpOptions): Promise<number> {
         group: `gateway-${i}`,
         command: node,
         args: [...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--set', `port=${port === 0 ? 0 : port + i}`, ...(gatewayStandby ? ['--set', 'standby=true'] : [])],
-        env,
+        env: { ...env, DYNAMOLLM_PROBE_TOKEN: probeToken },
         cwd: REPO,
         stopGraceMs: grace.gateway,
       });
@@ -322,7 +325,7 @@ async function up(values: UpOptions): Promise<number> {
   void (async () => {
     const st = await waitReady(observer, readyBy - Date.now(), () => stopping !== null);
     // "ready" means a request went through end to end: gateway, cluster manager, instance manager, engine
-    const first = st && gwUrl ? await firstRequest(gwUrl, model, gateway.apiKeys[0], readyBy, () => stopping !== null) : null;
+    const first = st && gwUrl ? await firstRequest(gwUrl, model, gateway.apiKeys[0], probeToken, readyBy, () => stopping !== null) : null;
     if (stopping) return;
     if (!st || (gwUrl && !first)) {
       process.stdout.write(`dynamollm: ${st ? 'no request succeeded' : 'no instance became ready'} within ${readyTimeoutS} s; still running (check the logs above)\n`);
@@ -347,15 +350,15 @@ async function up(values: UpOptions): Promise<number> {
 }
 
 /** Sends a one-token completion until one succeeds (200 with a choice); null on timeout or when stopped. */
-async function firstRequest(url: string, model: string, apiKey: string | undefined, until: number, stopped: () => boolean): Promise<{ ms: number } | null> {
+async function firstRequest(url: string, model: string, apiKey: string | undefined, probeToken: string, until: number, stopped: () => boolean): Promise<{ ms: number } | null> {
   while (Date.now() < until && !stopped()) {
     const t0 = Date.now();
     try {
       const res = await fetch(`${url}/v1/completions`, {
         method: 'POST',
-        // marked as a readiness probe: served end to end, not counted as the cluster's traffic (its first admission
-        // would start the pools' re-shard epochs before the first real request)
-        headers: { 'content-type': 'application/json', 'x-dynamollm-probe': '1', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
+        // marked as a readiness probe with this run's probe token: served end to end, not counted as the cluster's
+        // traffic (its first admission would start the pools' re-shard epochs before the first real request)
+        headers: { 'content-type': 'application/json', 'x-dynamollm-probe': probeToken, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
         body: JSON.stringify({ model, prompt: 'ping', max_tokens: 1 }),
         signal: AbortSignal.timeout(Math.max(1000, Math.min(30_000, until - Date.now()))),
       });
