@@ -75,11 +75,11 @@ const running = () => Number(/vllm:num_requests_running\{[^}]*\} ([\d.]+)/.exec(
 const request = (maxTokens: number, prompt = 'the native plane', continuous = false) => JSON.stringify({ model: 'm', prompt, max_tokens: maxTokens, ignore_eos: true, seed: 11, stream: true, stream_options: { include_usage: true, ...(continuous ? { continuous_usage_stats: true } : {}) } });
 
 /** The de-chunked response body of a streamed completion, read over a raw socket (`stopAfter`: close after that many text events). */
-async function stream(port: number, body: string, stopAfter?: number): Promise<{ head: string; body: string }> {
+async function stream(port: number, body: string, stopAfter?: number, path = '/v1/completions'): Promise<{ head: string; body: string }> {
   return new Promise((resolve, reject) => {
     const s = connect(port, '127.0.0.1');
     let raw = Buffer.alloc(0);
-    s.on('connect', () => s.write(`POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`));
+    s.on('connect', () => s.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`));
     const done = () => {
       const at = raw.indexOf('\r\n\r\n');
       const head = raw.subarray(0, at).toString();
@@ -193,6 +193,19 @@ describe('the native data plane', () => {
     expect(plane.carried - carried).toBeGreaterThanOrEqual(30);
     expect(normal(b.body)).toBe(normal(a.body));
     expect(events(b.body).filter((e) => e.choices[0]?.text).map((e) => e.usage!.completion_tokens)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+  });
+
+  it('a chat stream: the same bytes (its role event and deltas), its content native', async () => {
+    const js = await gateway(false, [emuUrl]);
+    const nat = await gateway(true, [emuUrl]);
+    const carried = plane.carried;
+    const chat = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'the native plane' }], max_tokens: 40, ignore_eos: true, seed: 11, stream: true, stream_options: { include_usage: true } });
+    const a = await stream(js.port, chat, undefined, '/v1/chat/completions');
+    const b = await stream(nat.port, chat, undefined, '/v1/chat/completions');
+    expect(plane.carried - carried).toBeGreaterThanOrEqual(30);
+    const norm = (x: string) => normal(x).replace(/"id":"chatcmpl-[^"]+"/g, '"id":"ID"');
+    expect(norm(b.body)).toBe(norm(a.body));
+    expect(b.body).toContain('"delta":{"content":');
   });
 
   it('passes escapes and multi-byte text as the JavaScript path frames them, and gives back an event it does not pass', async () => {
