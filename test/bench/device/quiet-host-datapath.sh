@@ -11,6 +11,8 @@ set -u
 cd "$(dirname "$0")/../../.."
 T0=$(date +%s); LIMIT_S=${LIMIT_S:-570}; DUR=${DUR:-400}; KILL_EVERY=${KILL_EVERY:-1.6}; SEED=${SEED:-6100}
 WORKERS=${WORKERS:-2}; REPLAY_SERVERS=${REPLAY_SERVERS:-2}; CHAOS=${CHAOS:-4}
+# DP_CORES: the data-path bench's cores; DATAPLANE: gateway.dataPlane of its real-time run (js,native: both, alternating)
+DP_CORES=${DP_CORES:-0-3}; DATAPLANE=${DATAPLANE:-js}
 mkdir -p /tmp/qh
 . test/bench/device/unpack.sh
 { echo "cores: $(nproc)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)  commit: $(cat .device/commit 2>/dev/null)"
@@ -24,8 +26,8 @@ done
 # the replay's cluster: deploy/replay.yaml with REPLAY_SERVERS servers of 8 GPUs (4 TP2 instances each)
 awk -v n="$REPLAY_SERVERS" '/^  - \{ id: n0, gpus: 8 \}/ { for (s = 0; s < n; s++) printf "  - { id: n%d, gpus: 8 }\n", s; next } { print }' \
   deploy/replay.yaml > /tmp/qh/replay-cfg.yaml
-taskset -c 0-3 bash -c "
-  DYN_BENCH_PATHS=direct node --import tsx test/bench/run.ts datapath > /tmp/qh/datapath-w1.txt 2>&1
+taskset -c "$DP_CORES" bash -c "
+  DYN_BENCH_PATHS=direct DYN_BENCH_DATAPLANE=$DATAPLANE node --import tsx test/bench/run.ts datapath > /tmp/qh/datapath-w1.txt 2>&1
   DYN_BENCH_PATHS=direct DYN_BENCH_REALTIME=0 DYN_BENCH_GATEWAY_WORKERS=$WORKERS node --import tsx test/bench/run.ts datapath > /tmp/qh/datapath-w$WORKERS.txt 2>&1
   CFG=/tmp/qh/replay-cfg.yaml DUR=600 SPEED=10 OUT=/tmp/qh/replay taskset -c 0,1 bash test/bench/device/replay-cpu.sh > /tmp/qh/replay.txt 2>&1" &
 while [ $(( $(date +%s) - T0 )) -lt "$LIMIT_S" ] && [ -n "$(jobs -r)" ]; do sleep 5; echo "$(date -u +%T) $(cut -d' ' -f1-3 /proc/loadavg)" >> /tmp/qh/load.txt; done
