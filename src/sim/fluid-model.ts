@@ -214,12 +214,15 @@ export abstract class SimFluidModel extends SimSleepStandby {
 
   /**
    * The load to read latency at for `cnt` requests of type k on a (tp, clock) instance at utilisation u (load u x m,
-   * m its SLO max load): the load itself within the SLO limit; past it, the load where the profile's grid has an
-   * unsaturated cell there and above it, else the highest grid load below the first one the profile generator found
-   * saturated (latencies SATURATED_MS: interpolating toward it blends the sentinel in; a lower bound of the latency).
-   * undefined where the instance is saturated: a load past the grid, or at or past that first saturated grid load
-   * (the queue grows without bound, so no steady-state latency exists). Those requests are counted here as saturated
-   * (ledger `saturated`: SLO misses, above every modelled latency in the percentiles).
+   * m its SLO max load): the load itself within the SLO limit; past it, the load where the grid holds no saturated
+   * cell at or above it, else the highest grid load below the first one the profile generator found saturated
+   * (latencies SATURATED_MS: interpolating toward it blends the sentinel in), and the grid's last load past the grid
+   * (whose last load is where every configuration missed the SLO, not saturation): a lower bound of the latency.
+   * (No SLO capacity to map u onto, m = 0 or u not finite, reads as a load past the grid.) undefined where the
+   * instance is saturated: a load at or past the first saturated grid load, where the queue grows without bound and
+   * no steady-state latency exists.
+   * Those requests are counted here as saturated (ledger `saturated`: SLO misses, above every modelled latency in
+   * the percentiles).
    */
   protected fluidReadLoad(k: number, cnt: number, tp: number, clock: number, u: number, m: number): number | undefined {
     if (Number.isFinite(u) && m > 0 && u <= 1) return u * m;
@@ -233,8 +236,10 @@ export abstract class SimFluidModel extends SimSleepStandby {
       const c = interpolate(this.p, t, tp, f, x);
       return c.ttftP99Ms >= SATURATED_MS || c.tbtP99Ms >= SATURATED_MS;
     }));
-    if (!(load > loads[loads.length - 1]! || (satFrom >= 0 && load >= loads[satFrom]!))) {
-      return satFrom > 0 && load > loads[satFrom - 1]! ? loads[satFrom - 1]! : load;
+    if (!(satFrom >= 0 && load >= loads[satFrom]!)) {
+      // below the first saturated grid load: at most the highest grid load below it (or the grid's last)
+      const top = satFrom > 0 ? loads[satFrom - 1]! : loads[loads.length - 1]!;
+      return Math.min(load, top);
     }
     this.saturated[k] += cnt;
     this.done[k] += cnt;
