@@ -189,7 +189,7 @@ describe('collecting and pooling windows', () => {
     const report = poolReport([a, b], { resamples: 50 });
     expect(report).toContain('| decisions: reshard | 0 | 2 | - | | - | 10% | outside |');
     expect(report).toContain('| decisions: clock | 0 | 0 | - | | - | 10% | within |');
-    expect(report).toContain("a: 4.5 to the instance, 0.25 from its start to the engine, 1.40 from the engine to the client (medians over 59 live requests: 4.75 from the gateway's arrival stamp to the engine, 4.50 less a queue's wait, 1.10 from the engine's first token to the gateway)");
+    expect(report).toContain("a: - from the client's send to the gateway's arrival stamp, 4.5 to the instance, 0.25 from its start to the engine, 1.40 from the engine to the client (medians over 59 live requests: 4.75 from the gateway's arrival stamp to the engine, 4.50 less a queue's wait, 1.10 from the engine's first token to the gateway)");
   });
 
   it('counts a window shorter than its block as one block', () => {
