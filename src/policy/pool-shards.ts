@@ -354,7 +354,8 @@ export function startOnFreeGpus(current: CurrentInstance[], units: StaggerUnit[]
   const holder = new Map<number, string>();
   for (const c of current) for (const g of c.gpus) holder.set(g, c.id);
   const out: StaggerUnit[] = [];
-  for (const [k, unit] of units.entries()) {
+  const todo = units.map((u) => ({ ...u }));
+  for (const [k, unit] of todo.entries()) {
     let u = unit;
     if (u.kind !== 'stop') {
       const server = Math.floor(u.gpus[0]! / gpusPerServer);
@@ -366,6 +367,10 @@ export function startOnFreeGpus(current: CurrentInstance[], units: StaggerUnit[]
         const block = alignedBlock(onServer.filter((g) => !holder.has(g)), u.tp, base)
           ?? (aligned ? undefined : alignedBlock(onServer.filter((g) => !holder.has(g) || replaced.has(holder.get(g)!)), u.tp, base));
         if (block) u = { ...u, gpus: block };
+        else if (!aligned) {
+          u = swapStopped(u, k, todo, onServer, holder, current, base);
+          if (!isAlignedBlock(u.gpus.map((g) => g - base), u.tp)) u = moveAside(u, k, out, onServer, holder, current, base);
+        }
       }
     }
     out.push(u);
@@ -374,6 +379,68 @@ export function startOnFreeGpus(current: CurrentInstance[], units: StaggerUnit[]
     if (u.kind !== 'stop') for (const g of u.gpus) holder.set(g, `unit-${k}`);
   }
   return out;
+}
+
+/**
+ * A unit `k` that no aligned block takes, placed on an aligned block whose other holders (instances the re-shard
+ * keeps) each move first to a free aligned block of their TP outside it (a re-shard unit of one instance, pushed to
+ * `out`, `holder` edited): free GPUs split across blocks are joined. The unit unchanged when no such moves exist.
+ */
+function moveAside(u: StaggerUnit, k: number, out: StaggerUnit[], onServer: number[], holder: Map<number, string>, current: CurrentInstance[], base: number): StaggerUnit {
+  const inst = new Map(current.map((c) => [c.id, c]));
+  const mine = new Set(u.from);
+  for (let b0 = base; b0 + u.tp <= base + Math.max(...onServer.map((g) => g - base + 1)); b0 += u.tp) {
+    const block = Array.from({ length: u.tp }, (_, i) => b0 + i);
+    if (!block.every((g) => onServer.includes(g))) continue;
+    const held = [...new Set(block.map((g) => holder.get(g)).filter((id): id is string => id !== undefined && !mine.has(id)))];
+    if (held.some((id) => !inst.has(id) || !inst.get(id)!.gpus.every((g) => block.includes(g)))) continue;
+    const taken = new Set(block);
+    const moves: StaggerUnit[] = [];
+    for (const id of held) {
+      const c = inst.get(id)!;
+      const to = alignedBlock(onServer.filter((g) => !holder.has(g) && !taken.has(g)), c.tp, base);
+      if (!to) break;
+      for (const g of to) taken.add(g);
+      moves.push({ kind: 'reshard', tp: c.tp, gpus: to, from: [id], savingJ: 0 });
+    }
+    if (moves.length !== held.length) continue;
+    for (const [m, v] of moves.entries()) {
+      out.push(v);
+      for (const g of inst.get(v.from[0]!)!.gpus) holder.delete(g);
+      for (const g of v.gpus) holder.set(g, `unit-${k}-move-${m}`);
+    }
+    return { ...u, gpus: block };
+  }
+  return u;
+}
+
+/**
+ * A unit `k` that no aligned block takes on free GPUs or on its own instances' GPUs, placed on an aligned block of
+ * GPUs free or held by its own instances or by instances a later stop unit of the re-shard stops (`todo`, edited):
+ * the unit replaces the instances that block holds, and each later stop that stopped one of them stops instead one
+ * of the unit's former instances of the same TP (the same instances retired, the new one on GPUs its id names).
+ * The unit unchanged when there is no such block or no such exchange.
+ */
+function swapStopped(u: StaggerUnit, k: number, todo: StaggerUnit[], onServer: number[], holder: Map<number, string>, current: CurrentInstance[], base: number): StaggerUnit {
+  const stopOf = new Map<string, StaggerUnit>();
+  for (const v of todo.slice(k + 1)) if (v.kind === 'stop' && v.from.length === 1) stopOf.set(v.from[0]!, v);
+  const mine = new Set(u.from);
+  const block = alignedBlock(onServer.filter((g) => !holder.has(g) || mine.has(holder.get(g)!) || stopOf.has(holder.get(g)!)), u.tp, base);
+  if (!block) return u;
+  const takes = [...new Set(block.map((g) => holder.get(g)).filter((id): id is string => id !== undefined))];
+  const into = takes.filter((id) => !mine.has(id));
+  const out = u.from.filter((id) => !takes.includes(id));
+  const inst = new Map(current.map((c) => [c.id, c]));
+  if (into.length !== out.length) return u;
+  const pairs: [StaggerUnit, CurrentInstance][] = [];
+  const left = [...out];
+  for (const id of into) {
+    const j = left.findIndex((o) => inst.get(o)?.tp === inst.get(id)?.tp);
+    if (j < 0) return u;
+    pairs.push([stopOf.get(id)!, inst.get(left.splice(j, 1)[0]!)!]);
+  }
+  for (const [stop, o] of pairs) Object.assign(stop, { from: [o.id], gpus: [...o.gpus], tp: o.tp });
+  return { ...u, gpus: block, from: takes };
 }
 
 /** The first `tp` consecutive GPUs of `free` (sorted) starting at `base` plus a multiple of `tp`; undefined when there is none. */

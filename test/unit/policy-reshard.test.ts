@@ -149,6 +149,22 @@ describe('re-shard units on the pool\'s free GPUs', () => {
     const two = [inst('b', [8, 10, 9, 11])];
     expect(reshardSteps(two, [{ tp: 2, count: 2 }], 8, [...all, 8, 9, 10, 11]).flat().map((u) => u.gpus)).toEqual([[8, 9], [10, 11]]);
   });
+
+  it('a unit with no aligned block of free GPUs takes one from an instance the re-shard stops, or moves a kept one aside', () => {
+    const aligned = (u: { tp: number; gpus: number[] }) => u.gpus[0]! % u.tp === 0 && u.gpus.every((g, i) => g === u.gpus[0]! + i);
+    // the simulated morning rise: 4xTP2 -> TP2+TP4; the matching merges [2,3] and [4,5] (no id names [2,4,3,5]), and
+    // every GPU is held: the TP4 replaces [4,5] and [6,7] instead, and the stop of [6,7] stops [2,3]
+    const four = [inst('a', [0, 1]), inst('b', [2, 3]), inst('c', [4, 5]), inst('d', [6, 7])];
+    const merged = reshardSteps(four, [{ tp: 2, count: 1 }, { tp: 4, count: 1 }], 8, all).flat();
+    expect(merged.map((u) => [u.kind, u.gpus, u.from])).toEqual([['reshard', [4, 5, 6, 7], ['c', 'd']], ['stop', [2, 3], ['b']]]);
+    // TP2s on [0,1] and [4,5] -> 2xTP2+TP4: free GPUs [2,3,6,7] hold no aligned TP4:
+    // the TP2 on [0,1] moves to [6,7] (its replacement serves before it drains) and the TP4 starts on [0,1,2,3]
+    const split = [inst('c', [4, 5]), inst('a', [0, 1])];
+    const moved = reshardSteps(split, [{ tp: 2, count: 2 }, { tp: 4, count: 1 }], 8, all).flat();
+    expect(moved.map((u) => [u.kind, u.gpus, u.from])).toEqual([['reshard', [6, 7], ['a']], ['start', [0, 1, 2, 3], []]]);
+    for (const u of [...merged, ...moved]) expect(aligned(u)).toBe(true);
+    expect(darkReshardUnit(split, moved)).toBeUndefined();
+  });
 });
 
 

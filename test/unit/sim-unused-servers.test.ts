@@ -61,10 +61,12 @@ describe('simulate: server power', () => {
       const perBootWs = (r.energyBreakdown!.serverBootKWh! * 3.6e6) / r.serverPower!.powerOns / (r === slow ? 600 : 120);
       expect(perBootWs).toBeGreaterThan(IDLE_SERVER_W * 0.99);
       expect(perBootWs).toBeLessThan(IDLE_SERVER_W * 1.01);
-      // powered on ahead: the pools got their servers when the plan wanted them, the same plans as powered (within 1% of
-      // its GPU-hours: grants go to powered servers only, so a pool may get other servers, and its machine moves its
-      // instances there as live)
-      expect(Math.abs(r.gpuHours / on.gpuHours - 1)).toBeLessThan(0.01);
+      // powered on ahead: the pools got their servers when the plan wanted them, the same plans as powered (within 1.5%
+      // of its GPU-hours: grants go to powered servers only, so a pool may get other servers, and its machine moves its
+      // instances there as live; instances start only on aligned GPU blocks, so the runs' placements differ, their
+      // instances' load samples differ (pool-LM's 0.9867 vs 0.99 req/s at 2105 s) and from then on some re-shard
+      // decisions: 163.25 powered, 165.25 off, 164.76 with 600-s boots, every re-shard decided executed in each)
+      expect(Math.abs(r.gpuHours / on.gpuHours - 1)).toBeLessThan(0.015);
       for (const [t, a] of Object.entries(on.sloAttainment)) expect(Math.abs((r.sloAttainment as Record<string, number>)[t]! - (a as number))).toBeLessThan(0.01);
       expect(r.energyKWh).toBeLessThan(on.energyKWh * 0.7);
     }
