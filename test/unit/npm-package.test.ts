@@ -31,10 +31,14 @@ describe('the npm package', () => {
       ...walk('data/calibration'),
       ...walk('src/telemetry/dashboard'),
       'deploy/local.yaml',
+      // the gateway's native data plane's source (its library, built by prepack's npm run build, below)
+      'native/relay.c',
     ];
+    expect(covered('dist/native/relay.so')).toBe(true);
     for (const p of runtime) expect(packed, p).toContain(p);
     // the control-plane image's runtime files (besides node_modules, package.json, dist) are the same set
-    const image = readFileSync('deploy/docker/control-plane.Dockerfile', 'utf8');
+    // the runtime stage: the last FROM's (the build stage's sources are compiled into dist)
+    const image = readFileSync('deploy/docker/control-plane.Dockerfile', 'utf8').split(/^FROM /m).at(-1)!;
     const copied = [...image.matchAll(/^COPY (?!--from)(\S+) /gm)].map((m) => m[1]!).filter((p) => !p.startsWith('package') && !p.startsWith('tsconfig') && !['src', 'actors', 'protocols'].includes(p));
     expect(copied.length).toBeGreaterThan(3);
     for (const p of copied) expect(covered(p) || covered(`${p}/`), p).toBe(true);
