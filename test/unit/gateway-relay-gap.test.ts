@@ -6,38 +6,10 @@
  * in order. A relayed leg the control plane ends retryably mid-stream (its instance died) continues the same way.
  */
 import { describe, expect, it } from 'vitest';
-import { ManualClock } from '../../src/runtime/clock.ts';
-import type { Bus } from '../../src/runtime/bus.ts';
-import { Cancel, TokenChunk, subjects, type InferenceRequest } from '../../protocols/index.ts';
-import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
-import { VirtualBus } from '../helpers/virtual-bus.ts';
-
-const START = 1_700_000_000_000;
-
-function setup() {
-  const clock = new ManualClock(START);
-  const bus = new VirtualBus(clock);
-  const backend = new NatsBackend(bus as unknown as Bus, { direct: false, admitTimeoutMs: 10_000, admitAttemptMs: 3000, chunkTimeoutMs: 30_000, clock });
-  /** every leg the intake admitted, in order */
-  const legs: InferenceRequest[] = [];
-  bus.responders.set(subjects.clusterIntake(), (m, reply) => {
-    const r = m as InferenceRequest;
-    legs.push(r);
-    reply({ v: 1, id: r.id, ok: true, pool: 'pool-all', instance: `i${legs.length - 1}`, type: 'SS' });
-  });
-  // an engine's tokenizer counts the continuation's prompt: a word a token
-  bus.responders.set(subjects.tokenize(), (m, reply) => reply({ v: 1, ok: true, count: ((m as { prompt?: string }).prompt ?? '').split(' ').filter(Boolean).length }));
-  const cancels: string[] = [];
-  bus.subscribe(subjects.cancelAll(), Cancel, (c) => cancels.push(c.id));
-  return { clock, bus, backend, legs, cancels };
-}
-
-async function run(clock: ManualClock, ms: number, stepMs = 5): Promise<void> {
-  for (let left = ms; left > 0; left -= stepMs) {
-    clock.advance(Math.min(stepMs, left));
-    await new Promise<void>((r) => setImmediate(r));
-  }
-}
+import type { ManualClock } from '../../src/runtime/clock.ts';
+import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import { TokenChunk, subjects, type InferenceRequest } from '../../protocols/index.ts';
+import { relayBackend as setup, runFor as run } from '../helpers/relay-backend.ts';
 
 /** A client reading the stream of `req` to its end: the chunks it got, and how the read ended. */
 async function client(clock: ManualClock, backend: NatsBackend, req: InferenceRequest) {

@@ -7,36 +7,8 @@
  * its instance (docs/DATAPATH.md "Request migration").
  */
 import { describe, expect, it } from 'vitest';
-import { ManualClock } from '../../src/runtime/clock.ts';
-import type { Bus } from '../../src/runtime/bus.ts';
-import { Cancel, TokenChunk, subjects, type InferenceRequest } from '../../protocols/index.ts';
-import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
-import { VirtualBus } from '../helpers/virtual-bus.ts';
-
-const START = 1_700_000_000_000;
-
-function setup() {
-  const clock = new ManualClock(START);
-  const bus = new VirtualBus(clock);
-  const backend = new NatsBackend(bus as unknown as Bus, { direct: false, admitTimeoutMs: 10_000, admitAttemptMs: 3000, chunkTimeoutMs: 30_000, clock });
-  const legs: InferenceRequest[] = [];
-  bus.responders.set(subjects.clusterIntake(), (m, reply) => {
-    const r = m as InferenceRequest;
-    legs.push(r);
-    reply({ v: 1, id: r.id, ok: true, pool: 'pool-all', instance: `i${legs.length - 1}`, type: 'SS' });
-  });
-  bus.responders.set(subjects.tokenize(), (m, reply) => reply({ v: 1, ok: true, count: ((m as { prompt?: string }).prompt ?? '').split(' ').filter(Boolean).length }));
-  const cancels: string[] = [];
-  bus.subscribe(subjects.cancelAll(), Cancel, (c) => cancels.push(c.id));
-  return { clock, bus, backend, legs, cancels };
-}
-
-async function run(clock: ManualClock, ms: number, stepMs = 5): Promise<void> {
-  for (let left = ms; left > 0; left -= stepMs) {
-    clock.advance(Math.min(stepMs, left));
-    await new Promise<void>((r) => setImmediate(r));
-  }
-}
+import { TokenChunk, subjects, type InferenceRequest } from '../../protocols/index.ts';
+import { relayBackend as setup, runFor as run } from '../helpers/relay-backend.ts';
 
 const chunk = (leg: InferenceRequest, seq: number, text: string, last = false): TokenChunk => ({
   v: 1, id: leg.id, seq, text, tokens: 1, ...(last ? { done: true, finishReason: 'length', usage: { promptTokens: leg.inputTokens, completionTokens: 4, energyJ: 1, energySource: 'modelled' as const } } : {}),
