@@ -12,24 +12,35 @@
  * replay's requests (token-id prompts, usage on every event): each token its own socket read and client write,
  * the per-event cost the zero-delay runs (many tokens per read) hide; CPU per token of the control path and of
  * the gateway alone, and as ratios against the same emulator serving the same load alone (its baseline, run first).
+ * The engine alone's closed loop runs before the paths and again after them; the throughput ratios are against the
+ * mean of the two, with a warning when they differ by over 20% (a host that was not quiet). Every closed loop reports
+ * each process role's cores busy and CPU per request (test/bench/datapath-cpu.ts: the gateway's workers and primary
+ * apart, each manager kind, the node agent, nats-server, the engine and this bench's own process, the load generator),
+ * with each role's busiest process and busiest main thread, so that the process at a core shows.
+ * Env: DYN_BENCH_PATHS, DYN_BENCH_REALTIME, DYN_BENCH_DATAPLANE, DYN_BENCH_GATEWAY_WORKERS (gateway.workers, default 1),
+ * DYN_BENCH_CLIENTS (closed-loop clients of the 4-token throughput run and its warm-up, default 16), DYN_BENCH_SEQ,
+ * DYN_BENCH_WARM_S and DYN_BENCH_RT_* (each at its constant below).
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { freePort } from '../helpers/net.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchSection } from './types.ts';
 import { percentile } from '../../src/sim/metrics.ts';
+import { cpuSnapshot, engineBaseline, hostCpuMs, loadTable, msByRole, roleLoads, sum, tree, wakes, type ProcTree, type WindowLoad } from './datapath-cpu.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(REPO, 'bin', 'dynamollm.js');
 const MODEL = 'llama3.1-8b';
 /** sequential streaming requests for TTFT (DYN_BENCH_SEQ); default 1,000, so that the p99 is the 10th largest, not one request. */
 const SEQUENTIAL = Number(process.env.DYN_BENCH_SEQ ?? 1000);
-const CONCURRENCY = 16;
+/** closed-loop clients of the 4-token throughput run and its warm-up (DYN_BENCH_CLIENTS). Default 16. */
+const CONCURRENCY = Number(process.env.DYN_BENCH_CLIENTS ?? 16);
 const THROUGHPUT_S = 8;
+/** gateway worker processes of every cluster run (DYN_BENCH_GATEWAY_WORKERS: gateway.workers). Default 1. */
+const GATEWAY_WORKERS = Number(process.env.DYN_BENCH_GATEWAY_WORKERS ?? 1);
 /** seconds of closed-loop warm-up before the TTFT and throughput measurements (DYN_BENCH_WARM_S). Default 20. */
 const WARM_S = Number(process.env.DYN_BENCH_WARM_S ?? 20);
 /** CPU per token: C_TOK closed-loop clients streaming TOK_LEN-token completions for TOK_S seconds. */
@@ -38,68 +49,6 @@ const TOK_LEN = 256;
 const TOK_S = 6;
 /** seconds of an idle cluster measured first. */
 const IDLE_S = 3;
-const CLK_TCK = 100;
-
-/** utime+stime of a process, ms (0 once it is gone). */
-function cpuMs(pid: number): number {
-  try {
-    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-  } catch {
-    return 0;
-  }
-}
-
-/** Voluntary context switches of a process's main thread (its event loop's waits that slept), 0 once it is gone. */
-function wakes(pid: number): number {
-  try {
-    return Number(/voluntary_ctxt_switches:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-  } catch {
-    return 0;
-  }
-}
-
-/** A control-path process's role for the real-time run's breakdown: its actor kind, `nats-server`, or `up`. */
-function roleOf(cmd: string): string {
-  const argv = cmd.split('\0');
-  const a = argv.indexOf('actor');
-  return a >= 0 ? argv[a + 1] ?? '?' : cmd.includes('nats-server') ? 'nats-server' : 'up';
-}
-
-/** pid's descendants, split into engines (the emulator processes) and the rest (the control path, NATS included); the gateway's among the latter. */
-function tree(root: number): { engines: number[]; control: number[]; gateway: number[]; roles: Map<number, string> } {
-  const parent = new Map<number, number>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
-      parent.set(Number(d), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {
-      /* gone */
-    }
-  }
-  const out = { engines: [] as number[], control: [root], gateway: [] as number[], roles: new Map<number, string>([[root, 'up']]) };
-  const walk = (p: number) => {
-    for (const [c, pp] of parent) {
-      if (pp !== p) continue;
-      let cmd = '';
-      try {
-        cmd = readFileSync(`/proc/${c}/cmdline`, 'utf8');
-      } catch {
-        /* gone */
-      }
-      (cmd.includes('engine-emulator') ? out.engines : out.control).push(c);
-      if (!cmd.includes('engine-emulator')) out.roles.set(c, roleOf(cmd));
-      if (cmd.includes('actor\0gateway\0')) out.gateway.push(c);
-      walk(c);
-    }
-  };
-  walk(root);
-  return out;
-}
-
-const sum = (pids: number[]) => pids.reduce((a, p) => a + cpuMs(p), 0);
 
 /** Closed-loop long streams; CPU of `pids()` over the window, per token. */
 async function cpuPerToken(base: string, model: string, pids: () => { engines: number[]; control: number[] }): Promise<{ controlUs: number; marginalUs: number; idleMsPerS: number; engineUs: number; tokensPerS: number }> {
@@ -218,11 +167,7 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
     while (performance.now() < warmUntil) await replayShaped(base, model);
   }));
   // each role's CPU (the gateway's, the instance manager's, nats-server's, ...), idle and in the window
-  const byRole = () => {
-    const r: Record<string, number> = {};
-    for (const pid of p.control) r[p.roles.get(pid) ?? '?'] = (r[p.roles.get(pid) ?? '?'] ?? 0) + cpuMs(pid);
-    return r;
-  };
+  const byRole = () => msByRole(cpuSnapshot(p.control), p.roles);
   const i0 = sum(p.control), ig0 = sum(p.gateway), ir0 = byRole(), it0 = performance.now();
   await new Promise((r) => setTimeout(r, RT_IDLE_S * 1000));
   const idleS = (performance.now() - it0) / 1000;
@@ -260,10 +205,11 @@ async function gatewayCount(port: number, name: string): Promise<number> {
 }
 
 /**
- * TTFT of sequential requests, then closed-loop throughput; with `pids`, the CPU of the gateway and of the
- * engine per completed request over the closed loop, less each one's idle CPU (us): what one request costs each.
+ * TTFT of sequential requests, then closed-loop throughput; the CPU of the gateway and of the engine per completed
+ * request over the closed loop, less each one's idle CPU (us): what one request costs each; and `load`: every
+ * process's CPU over the closed loop by role, this bench's own process (`client`, the load generator) among them.
  */
-async function measure(base: string, model: string, pids?: () => { engines: number[]; gateway: number[] }): Promise<{ p50: number; p99: number; rps: number; refused: number; gatewayUsPerReq?: number; engineUsPerReq?: number }> {
+async function measure(base: string, model: string, pids: () => ProcTree): Promise<{ p50: number; p99: number; rps: number; refused: number; gatewayUsPerReq: number; engineUsPerReq: number; load: WindowLoad }> {
   for (let i = 0; i < 20; i++) await one(base, model, 4); // warm-up
   // and a closed loop of WARM_S first: the gateway's CPU per request falls 3-4x over its first minute of load
   // (V8 compiling it; docs/DATAPATH.md), and what is measured is a long-running gateway's, not its start's
@@ -275,13 +221,14 @@ async function measure(base: string, model: string, pids?: () => { engines: numb
   for (let i = 0; i < SEQUENTIAL; i++) ttfts.push((await one(base, model, 4)).ttftMs);
   let done = 0;
   const refused = { n: 0 };
-  const p = pids?.();
+  const p = pids();
+  const all = [...p.control, ...p.engines, process.pid], roles = new Map([...p.roles, [process.pid, 'client (this bench)']]);
   // each process's own idle CPU first (heartbeats, statuses), taken out of its per-request figure
-  const ig0 = p ? sum(p.gateway) : 0, ie0 = p ? sum(p.engines) : 0, it0 = performance.now();
-  if (p) await new Promise((r) => setTimeout(r, IDLE_S * 1000));
+  const ig0 = sum(p.gateway), ie0 = sum(p.engines), it0 = performance.now();
+  await new Promise((r) => setTimeout(r, IDLE_S * 1000));
   const idleS = (performance.now() - it0) / 1000;
-  const idleGw = p ? (sum(p.gateway) - ig0) / idleS : 0, idleEng = p ? (sum(p.engines) - ie0) / idleS : 0;
-  const g0 = p ? sum(p.gateway) : 0, e0 = p ? sum(p.engines) : 0;
+  const idleGw = (sum(p.gateway) - ig0) / idleS, idleEng = (sum(p.engines) - ie0) / idleS;
+  const g0 = sum(p.gateway), e0 = sum(p.engines), s0 = cpuSnapshot(all), h0 = hostCpuMs();
   const until = performance.now() + THROUGHPUT_S * 1000;
   const t0 = performance.now();
   await Promise.all(
@@ -292,31 +239,43 @@ async function measure(base: string, model: string, pids?: () => { engines: numb
     }),
   );
   const wall = (performance.now() - t0) / 1000;
-  const cpu = p ? { gatewayUsPerReq: (Math.max(0, sum(p.gateway) - g0 - idleGw * wall) * 1000) / done, engineUsPerReq: (Math.max(0, sum(p.engines) - e0 - idleEng * wall) * 1000) / done } : {};
-  return { p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / ((performance.now() - t0) / 1000), refused: refused.n, ...cpu };
+  const s1 = cpuSnapshot(all), h1 = hostCpuMs();
+  const load = { wallS: wall, requests: done, hostCores: (h1.busyMs - h0.busyMs) / ((h1.allMs - h0.allMs) / os.cpus().length), hostCpus: os.cpus().length, roles: roleLoads(s0, s1, roles, wall, done) };
+  return {
+    p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / wall, refused: refused.n, load,
+    gatewayUsPerReq: (Math.max(0, sum(p.gateway) - g0 - idleGw * wall) * 1000) / done, engineUsPerReq: (Math.max(0, sum(p.engines) - e0 - idleEng * wall) * 1000) / done,
+  };
 }
 
 export async function bench(): Promise<BenchSection> {
   const procs: ChildProcess[] = [];
-  let emuOut = '';
   let upOut = '';
   try {
     // DYN_BENCH_PATHS=direct (a comma list) measures only those paths against the engine alone (A/B runs on a noisy
     // machine); DYN_BENCH_PATHS=direct-realtime only the real-time run (the gateway's per-event cost; no engine-alone baseline)
     const only = process.env.DYN_BENCH_PATHS?.split(',');
     const realtimeOnly = only !== undefined && only.every((k) => k === 'direct-realtime');
-    // 1. the engine alone
-    let direct: Awaited<ReturnType<typeof measure>> = { p50: NaN, p99: NaN, rps: NaN, refused: 0 };
-    let directCpu: Awaited<ReturnType<typeof cpuPerToken>> = { controlUs: NaN, marginalUs: NaN, idleMsPerS: NaN, engineUs: NaN, tokensPerS: NaN };
-    if (!realtimeOnly) {
+    // 1. the engine alone: measured before the paths and again after them (its closed-loop throughput only), the
+    // ratios' baseline the mean of the two, the pair's spread telling a host that was not quiet
+    const engineAlone = async (perToken: boolean) => {
       const emuPort = await freePort();
+      let out = '';
       const emu = spawn(process.execPath, [BIN, 'engine-emulator', '--model', MODEL, '--tp', '1', '--port', String(emuPort), '--zero-delay', '--served-model-name', MODEL], { stdio: ['ignore', 'pipe', 'pipe'] });
       procs.push(emu);
-      emu.stdout!.on('data', (d: Buffer) => (emuOut += d.toString()));
-      await waitFor(() => emuOut, '"listening"', 30_000);
-      direct = await measure(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ engines: [emu.pid!], gateway: [] }));
-      directCpu = await cpuPerToken(`http://127.0.0.1:${emuPort}`, MODEL, () => ({ engines: [emu.pid!], control: [] }));
+      emu.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      await waitFor(() => out, '"listening"', 30_000);
+      const alone: ProcTree = { engines: [emu.pid!], control: [], gateway: [], roles: new Map([[emu.pid!, 'engine']]) };
+      const m = await measure(`http://127.0.0.1:${emuPort}`, MODEL, () => alone);
+      const cpu = perToken ? await cpuPerToken(`http://127.0.0.1:${emuPort}`, MODEL, () => alone) : undefined;
       emu.kill('SIGTERM');
+      return { m, cpu };
+    };
+    let direct: Awaited<ReturnType<typeof measure>> = { p50: NaN, p99: NaN, rps: NaN, refused: 0, gatewayUsPerReq: NaN, engineUsPerReq: NaN, load: { wallS: NaN, requests: 0, hostCores: NaN, hostCpus: 0, roles: [] } };
+    let directCpu: Awaited<ReturnType<typeof cpuPerToken>> = { controlUs: NaN, marginalUs: NaN, idleMsPerS: NaN, engineUs: NaN, tokensPerS: NaN };
+    if (!realtimeOnly) {
+      const r = await engineAlone(true);
+      direct = r.m;
+      directCpu = r.cpu!;
     }
 
     // 2. the whole path, one instance with the same zero-delay engine, for each token path
@@ -362,7 +321,7 @@ export async function bench(): Promise<BenchSection> {
           args: realtime ? [] : ['--zero-delay'],
         },
         // DYN_BENCH_GATEWAY_WORKERS=N runs the gateway as N worker processes behind its port (gateway.workers)
-        gateway: { maxInflight: 4096, dataPath, requestPlane, workers: Number(process.env.DYN_BENCH_GATEWAY_WORKERS ?? 1), dataPlane: plane },
+        gateway: { maxInflight: 4096, dataPath, requestPlane, workers: GATEWAY_WORKERS, dataPlane: plane },
       }));
       const gp = await freePort();
       upOut = '';
@@ -389,12 +348,24 @@ export async function bench(): Promise<BenchSection> {
       await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
     }
 
+    // 3. the engine alone again, the same measurement after the paths
+    const after = realtimeOnly ? undefined : (await engineAlone(false)).m;
+    const base = engineBaseline(direct.rps, after?.rps ?? NaN);
+    if (base.warning) process.stderr.write(`${base.warning}\n`);
+    const baseRps = base.mean;
     const f = (x: number) => x.toFixed(2);
+    // each closed loop's CPU by role (which process is at a core), and the baseline's two measurements
+    const loadNotes = realtimeOnly ? [] : [
+      `The engine alone's closed-loop throughput (${CONCURRENCY} clients, ${THROUGHPUT_S} s, each after ${WARM_S} s of warm-up in a fresh emulator): ${f(direct.rps)} req/s before the paths, ${f(after!.rps)} after (they differ by ${f(base.spread * 100)}%); the throughput ratios are against their mean, ${f(baseRps)} req/s.${base.warning ? ` ${base.warning}.` : ''}`,
+      loadTable('the engine alone, before the paths', direct.load),
+      ...Object.entries(paths).map(([key, p]) => loadTable(`${key} path${key === 'direct' ? ` (${GATEWAY_WORKERS} gateway worker${GATEWAY_WORKERS > 1 ? 's' : ''})` : ''}`, p.load)),
+      loadTable('the engine alone, after the paths', after!.load),
+    ];
     const rtNote = [...rts].map(([plane, rt]) => `direct, real-time engine${planes.length > 1 || plane !== 'js' ? `, gateway.dataPlane ${plane}` : ''}, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process (its window's CPU less its idle rate, signed): ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; idle CPU ms per s over ${RT_IDLE_S} s: ${Object.entries(rt.idleByRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token${rtAlone ? `; the engine alone under the same load (the baseline): ${f(rtAlone.controlUs)} us CPU per token (marginal ${f(rtAlone.marginalUs)}), ${f(rtAlone.tokensPerS)} tokens/s; its engine through the path ${f(rt.engineUs)} us; x the engine alone's CPU per token: the control path ${f(rt.controlUs / rtAlone.controlUs)} (marginal ${f(rt.marginalUs / rtAlone.marginalUs)}), the gateway ${f(rt.gatewayUs / rtAlone.controlUs)} (marginal ${f(rt.gatewayMarginalUs / rtAlone.marginalUs)}); tokens/s x the engine alone ${f(rt.tokensPerS / rtAlone.tokensPerS)}` : ''}`);
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (${realtimeOnly ? 'the emulator stepping in wall time' : 'zero-delay emulator; the real-time run: the emulator stepping in wall time'})`,
-        notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(direct.rps)} (ratio ${f(p.rps / direct.rps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)}); routed ${p.routed} (on credits ${p.credited}), via intake ${p.viaIntake}; CPU per closed-loop 4-token request (less each process's idle CPU, after ${WARM_S} s of closed-loop warm-up): gateway ${f(p.gatewayUsPerReq ?? NaN)} us, its engine ${f(p.engineUsPerReq ?? NaN)} us (the engine alone: ${f(direct.engineUsPerReq ?? NaN)} us)`), ...rtNote],
+        notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(baseRps)} (ratio ${f(p.rps / baseRps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)}); routed ${p.routed} (on credits ${p.credited}), via intake ${p.viaIntake}; CPU per closed-loop 4-token request (less each process's idle CPU, after ${WARM_S} s of closed-loop warm-up): gateway ${f(p.gatewayUsPerReq ?? NaN)} us, its engine ${f(p.engineUsPerReq ?? NaN)} us (the engine alone: ${f(direct.engineUsPerReq ?? NaN)} us)`), ...loadNotes, ...rtNote],
         rows: [],
       };
     }
@@ -404,13 +375,14 @@ export async function bench(): Promise<BenchSection> {
       notes: [
         `After ${WARM_S} s of closed-loop warm-up, ${SEQUENTIAL} sequential streaming completions (8-token prompt, 4 output tokens) for TTFT; ${CONCURRENCY} closed-loop clients for ${THROUGHPUT_S} s for throughput; for CPU per token ${C_TOK} closed-loop clients streaming ${TOK_LEN}-token completions for ${TOK_S} s, CPU (utime+stime from /proc) of every process of the cluster but the engine (gateway, cluster/pool/instance managers, node agent, nats-server, up) per streamed token. Same emulator binary with --zero-delay everywhere; client, NATS and all actors share this machine's cores. direct (the defaults): the gateway routes each request itself and asks the instance for admission (gateway.requestPlane: direct, one round trip), then streams from the engine after the instance's grant (gateway.dataPath: direct); intake: the same token path, admission through the cluster intake -> pool leader -> instance (requestPlane: intake, three round trips); nats: the gateway's routing, the instance relays every token over NATS (dataPath: nats).`,
         `The idle cluster's own CPU (heartbeats, status, telemetry) is measured for ${IDLE_S} s first; "marginal" subtracts it from the window. Cluster processes' CPU ms per wall second when idle: direct ${f(d.cpu.idleMsPerS)}, intake ${f(k.cpu.idleMsPerS)}, nats ${f(n.cpu.idleMsPerS)}. Requests the gateway admitted through its own routing (of them on admission credits) / through the cluster intake (its metrics): direct ${d.routed} (${d.credited}) / ${d.viaIntake}, intake ${k.routed} (${k.credited}) / ${k.viaIntake}, nats ${n.routed} (${n.credited}) / ${n.viaIntake}. CPU per closed-loop 4-token request (less each process's idle CPU): the engine alone ${f(direct.engineUsPerReq ?? NaN)} us; direct: the gateway ${f(d.gatewayUsPerReq ?? NaN)} us, its engine ${f(d.engineUsPerReq ?? NaN)} us.`,
-        `direct: added TTFT p50 ${f(d.p50 - direct.p50)} ms, p99 ${f(d.p99 - direct.p99)} ms; throughput ratio path/engine ${f(d.rps / direct.rps)}; control path ${f(d.cpu.controlUs)} us CPU per streamed token (marginal ${f(d.cpu.marginalUs)}; ${f(d.cpu.controlUs / directCpu.engineUs)}x the engine's own ${f(directCpu.engineUs)} us when called alone)`,
-        `intake: added TTFT p50 ${f(k.p50 - direct.p50)} ms, p99 ${f(k.p99 - direct.p99)} ms; throughput ratio path/engine ${f(k.rps / direct.rps)}; control path ${f(k.cpu.controlUs)} us CPU per streamed token (marginal ${f(k.cpu.marginalUs)}); long-stream tokens/s ratio path/engine: direct ${f(d.cpu.tokensPerS / directCpu.tokensPerS)}, intake ${f(k.cpu.tokensPerS / directCpu.tokensPerS)}, nats ${f(n.cpu.tokensPerS / directCpu.tokensPerS)}`,
-        `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / direct.rps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
+        `direct: added TTFT p50 ${f(d.p50 - direct.p50)} ms, p99 ${f(d.p99 - direct.p99)} ms; throughput ratio path/engine ${f(d.rps / baseRps)}; control path ${f(d.cpu.controlUs)} us CPU per streamed token (marginal ${f(d.cpu.marginalUs)}; ${f(d.cpu.controlUs / directCpu.engineUs)}x the engine's own ${f(directCpu.engineUs)} us when called alone)`,
+        `intake: added TTFT p50 ${f(k.p50 - direct.p50)} ms, p99 ${f(k.p99 - direct.p99)} ms; throughput ratio path/engine ${f(k.rps / baseRps)}; control path ${f(k.cpu.controlUs)} us CPU per streamed token (marginal ${f(k.cpu.marginalUs)}); long-stream tokens/s ratio path/engine: direct ${f(d.cpu.tokensPerS / directCpu.tokensPerS)}, intake ${f(k.cpu.tokensPerS / directCpu.tokensPerS)}, nats ${f(n.cpu.tokensPerS / directCpu.tokensPerS)}`,
+        `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / baseRps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
+        ...loadNotes,
         ...rtNote,
       ],
       rows: [
-        { path: 'engine alone', 'TTFT p50 ms': f(direct.p50), 'TTFT p99 ms': f(direct.p99), 'max req/s': f(direct.rps), refused: direct.refused, 'control CPU us/token': '-', 'marginal us/token': '-', 'engine CPU us/token': f(directCpu.engineUs), 'tokens/s (long streams)': f(directCpu.tokensPerS) },
+        { path: 'engine alone', 'TTFT p50 ms': f(direct.p50), 'TTFT p99 ms': f(direct.p99), 'max req/s': f(baseRps), refused: direct.refused, 'control CPU us/token': '-', 'marginal us/token': '-', 'engine CPU us/token': f(directCpu.engineUs), 'tokens/s (long streams)': f(directCpu.tokensPerS) },
         { path: 'gateway -> instance admit -> grant; gateway <- engine (direct)', 'TTFT p50 ms': f(d.p50), 'TTFT p99 ms': f(d.p99), 'max req/s': f(d.rps), refused: d.refused, 'control CPU us/token': f(d.cpu.controlUs), 'marginal us/token': f(d.cpu.marginalUs), 'engine CPU us/token': f(d.cpu.engineUs), 'tokens/s (long streams)': f(d.cpu.tokensPerS) },
         { path: 'gateway -> intake -> pool -> instance -> grant; gateway <- engine (intake)', 'TTFT p50 ms': f(k.p50), 'TTFT p99 ms': f(k.p99), 'max req/s': f(k.rps), refused: k.refused, 'control CPU us/token': f(k.cpu.controlUs), 'marginal us/token': f(k.cpu.marginalUs), 'engine CPU us/token': f(k.cpu.engineUs), 'tokens/s (long streams)': f(k.cpu.tokensPerS) },
         { path: 'gateway -> instance admit -> engine, tokens over NATS (nats)', 'TTFT p50 ms': f(n.p50), 'TTFT p99 ms': f(n.p99), 'max req/s': f(n.rps), refused: n.refused, 'control CPU us/token': f(n.cpu.controlUs), 'marginal us/token': f(n.cpu.marginalUs), 'engine CPU us/token': f(n.cpu.engineUs), 'tokens/s (long streams)': f(n.cpu.tokensPerS) },
