@@ -126,7 +126,21 @@ export class OnlineOutputPredictor implements OutputLengthPredictor {
     let best = 0;
     if (d1 > d0 + 1e-12) best = 1;
     if (d2 > (best === 0 ? d0 : d1) + 1e-12) best = 2;
-    let cls = LENGTH_CLASSES[best]!;
+    return this.#estimate(f, LENGTH_CLASSES[best]!, mid, fine);
+  }
+
+  /**
+   * The prediction for an output class chosen elsewhere (the simulator's proxy classifier, src/sim/classifier.ts):
+   * `cls` capped by max_tokens, its token estimate as predict's (the mean output of that class as observed, capped by
+   * max_tokens).
+   */
+  predictClass(f: RequestFeatures, cls: LengthClass): Prediction {
+    const [kf, km] = this.keys(f);
+    return this.#estimate(f, cls, this.mid.get(km), this.fine.get(kf));
+  }
+
+  /** `cls` capped by max_tokens, and its token estimate: the class's mean at the finest level with evidence, else its default. */
+  #estimate(f: RequestFeatures, cls: LengthClass, mid: Hist | undefined, fine: Hist | undefined): Prediction {
     if (f.maxTokens !== undefined && f.maxTokens >= 0) {
       const capCls = outputClassOfTokens(f.maxTokens, this.th);
       if (ci(capCls) < ci(cls)) cls = capCls;

@@ -9,6 +9,12 @@
  *   max_tokens, the model), max_tokens capping the class, learning from each request that completes. max_tokens is
  *   the trace's output length, as `replay` sends it (ignore_eos). Step fidelity only (it learns from completions);
  *   the load template (the forecasts) counts the proxy's classes, the run's own classes being known only as it runs.
+ * With each class a predicted output length, tokens (`predTokens`: what the live router and intake put on
+ * InferenceRequest.predictedOutputTokens, which a draining instance reads, src/policy/drain-migration.ts): the online
+ * predictor's token estimate as classifyIntake takes it; under the proxy, with `predictTokens`, the same predictor's
+ * estimate for the proxy's class (OnlineOutputPredictor.predictClass: that class's mean output as observed so far,
+ * learning from completions as the online predictor does; its own random stream untouched); the oracle's, the true
+ * output. Each capped by max_tokens, the trace's output length.
  */
 import { REQUEST_TYPES, inputClassOf, outputClassOf, requestTypeOf, type LengthClass, type RequestType } from '../../protocols/request-types.ts';
 import { OnlineOutputPredictor, type RequestFeatures } from '../policy/predictor.ts';
@@ -38,6 +44,15 @@ export interface SimClassifierOptions {
   thresholds: ClassThresholds;
   /** the model name (a feature of the online predictor). */
   model: string;
+  /** the proxy's classes get a token estimate too (an online predictor learns the classes' mean outputs); the drain migration's input. */
+  predictTokens?: boolean;
+}
+
+export interface SimClassification {
+  type: RequestType;
+  pred: RequestType;
+  /** the predicted output length, tokens (absent: the proxy without `predictTokens`). */
+  predTokens?: number;
 }
 
 export class SimClassifier {
@@ -45,6 +60,8 @@ export class SimClassifier {
   readonly #seed: number;
   readonly #rand: () => number;
   readonly #online?: OnlineOutputPredictor;
+  /** the token estimates' predictor: the online one, or the proxy's (`predictTokens`). */
+  readonly #tokens?: OnlineOutputPredictor;
   readonly #features = new Map<string, RequestFeatures & { output: number }>();
   #templateRand?: () => number;
 
@@ -53,25 +70,35 @@ export class SimClassifier {
     this.#seed = o.seed + 7919;
     this.#rand = rng(this.#seed);
     if (o.predictor === 'online' && !o.oracle) this.#online = new OnlineOutputPredictor({ thresholds: o.thresholds });
+    this.#tokens = this.#online ?? (o.predictTokens && !o.oracle ? new OnlineOutputPredictor({ thresholds: o.thresholds }) : undefined);
   }
 
   /** The true type and the predicted one of a request (`id`: the online predictor learns when it completes); null: no class fits. */
-  classify(r: TraceRecord, id: string): { type: RequestType; pred: RequestType } | null {
+  classify(r: TraceRecord, id: string): SimClassification | null {
     const type = classifyCached(r.inputTokens, r.outputTokens, this.#o.thresholds);
     if (type === null) return null;
-    if (!this.#online) return { type, pred: this.#proxy(type, this.#rand) };
+    if (!this.#tokens) {
+      const pred = this.#proxy(type, this.#rand);
+      return this.#o.oracle && this.#o.predictTokens ? { type, pred, predTokens: Math.max(1, r.outputTokens) } : { type, pred };
+    }
     const f = { inputTokens: Math.max(1, r.inputTokens), maxTokens: Math.max(1, r.outputTokens), model: this.#o.model };
     if (this.#features.size >= FEATURES_KEPT) this.#features.delete(this.#features.keys().next().value!);
     this.#features.set(id, { ...f, output: f.maxTokens });
-    return { type, pred: WITH_OUTPUT[type][this.#online.predict(f).outputClass] };
+    // classifyIntake's predicted output: the prediction's tokens, capped by max_tokens (predict and predictClass cap them)
+    if (this.#online) {
+      const p = this.#online.predict(f);
+      return { type, pred: WITH_OUTPUT[type][p.outputClass], predTokens: p.tokens };
+    }
+    const pred = this.#proxy(type, this.#rand);
+    return { type, pred, predTokens: this.#tokens.predictClass(f, outputClassOf(pred)).tokens };
   }
 
   /** The request completed (the live intake learns from the records of completed requests). */
   completed(id: string): void {
     const f = this.#features.get(id);
-    if (!f || !this.#online) return;
+    if (!f || !this.#tokens) return;
     this.#features.delete(id);
-    this.#online.observe(f, f.output);
+    this.#tokens.observe(f, f.output);
   }
 
   /** The request ended without completing: nothing to learn from it. */

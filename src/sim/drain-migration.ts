@@ -1,8 +1,8 @@
 /**
  * Scale-in and re-shard with request migration (SimOptions.drainMigration, `simulate --drain-migrate-s S`): when a
  * pool drains an instance (a scale-in, a retired pool, a re-shard's old layout), the requests src/policy
- * legsToMigrate picks (the live instance manager's rule: a first token sent, remaining decode longer than S at the
- * TBT they have been getting) continue on the pool's
+ * legsToMigrate picks (the live instance manager's rule: a first token sent, an expected remaining decode, from the
+ * request's predicted output and max_tokens, longer than S at the TBT they have been getting) continue on the pool's
  * ready peers, as the live gateway's request migration continues a request whose instance went away
  * (docs/DATAPATH.md "Request migration"): the peer's prompt is the prompt plus the tokens already sent (prefilled
  * again: no KV transfer), its output the tokens left; the client's stream goes on (its TTFT stays the first leg's;
@@ -60,9 +60,13 @@ export interface DrainSummary {
 
 /**
  * The draining instance's requests src/policy legsToMigrate picks (the live instance manager's rule, on what the
- * instance knows: each request's first token and TBT samples), moved to its pool's peers; its queue evacuated. Every
- * simulated request is a direct leg whose prompt the gateway can extend. The continuation's prompt is the prompt plus
- * the tokens the engine did generate (what the gateway sent), its output the rest.
+ * instance knows: each request's first token and TBT samples, its predicted output and its max_tokens), moved to its
+ * pool's peers; its queue evacuated. The prediction is the classifier's (ReqState.predTokens: ./classifier.ts, the
+ * live router's token estimate for the class the sim predicted). The trace carries no request limit: max_tokens is
+ * the request's output length, as `replay` sends it (ignore_eos), the stand-in for a client that set max_tokens (a
+ * client that sets none lets a request run to the context, which only the prediction bounds). Every simulated request
+ * is a direct leg whose prompt the gateway can extend. The continuation's prompt is the prompt plus the tokens the
+ * engine did generate (what the gateway sent), its output the rest of its true output.
  */
 export function migrateDraining(inst: SimInstance, now: number, host: MigrationHost, cfg: DrainMigrationConfig, log: DrainLog): void {
   const core = inst.core, brain = inst.brain;
@@ -72,7 +76,10 @@ export function migrateDraining(inst: SimInstance, now: number, host: MigrationH
   for (const id of brain.s.running.keys()) {
     const r = core.requestOf(id), st = host.reqs.get(id);
     if (!r || !st || st.inst !== inst) continue;
-    legs.push({ id, ...(st.firstMs >= 0 ? { firstTokenMs: st.firstMs } : {}), tbtSumMs: st.tbtSum, tbtN: st.tbtN, maxTokens: r.outputTokens, continued: st.continued === true, movable: true });
+    legs.push({
+      id, ...(st.firstMs >= 0 ? { firstTokenMs: st.firstMs } : {}), tbtSumMs: st.tbtSum, tbtN: st.tbtN, maxTokens: r.outputTokens,
+      ...(st.predTokens !== undefined ? { predictedTokens: st.predTokens } : {}), continued: st.continued === true, movable: true,
+    });
   }
   for (const id of legsToMigrate(legs, now, [], cfg)) {
     const r = core.requestOf(id)!, st = host.reqs.get(id)!;

@@ -16,7 +16,7 @@ import type { CoreRequest } from '../engine/core-types.ts';
 import type { Admission, InferenceRequest } from '../../protocols/messages.ts';
 import type { SpillWalk } from '../policy/machines/cluster.ts';
 import { LogHistogram, percentile } from './metrics.ts';
-import { SimClassifier } from './classifier.ts';
+import { SimClassifier, type SimClassification } from './classifier.ts';
 import { OracleSolver } from './yardsticks.ts';
 import { forEachRecord, overContext, rng, simThresholds } from './trace.ts';
 import { type Fidelity, type InstanceLimits, type SimCosts, type SimEpochs, type SimOptions, type SimResult, type LatencyStats } from './types.ts';
@@ -119,7 +119,7 @@ export abstract class SimLedger {
   protected readonly useDispatchPolicy: boolean;
   /** step, policy dispatch: arrivals no instance admitted yet (a pool leader holds them), with the pools left to try. */
   protected leaderNow = 0;
-  protected readonly arriving = new Map<string, { r: CoreRequest; c: { type: RequestType; pred: RequestType }; slo: number; walk: SpillWalk<SimPool, Admission>; msg: InferenceRequest }>();
+  protected readonly arriving = new Map<string, { r: CoreRequest; c: SimClassification; slo: number; walk: SpillWalk<SimPool, Admission>; msg: InferenceRequest }>();
   protected readonly clockMemo = new Map<string, number>();
   /** instanceEpoch's scratch: the memo key's code units, the peak per type. */
   protected readonly clockCodes = new Uint16Array(19);
@@ -167,7 +167,7 @@ export abstract class SimLedger {
     this.pathToEngineMs = toGatewayMs + toEngineMs;
     if ((this.pathToEngineMs || this.pathToClientMs || this.pathStartToEngineMs) && this.fidelity !== 'step') throw new RangeError('requestPathMs: step fidelity only');
     if (this.o.predictor === 'online' && this.fidelity !== 'step') throw new RangeError("the online predictor learns from completed requests: step fidelity only (--fidelity step)");
-    this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, thresholds: this.classThresholds, model: this.o.model });
+    this.classifier = new SimClassifier({ predictor: this.o.predictor, accuracy: this.o.predictorAccuracy, seed: this.o.seed ?? 7, oracle: this.knobs.oracle, thresholds: this.classThresholds, model: this.o.model, predictTokens: this.o.drainMigration !== undefined && this.fidelity === 'step' });
   }
 
   // ---------------------------------------------------------------- load template

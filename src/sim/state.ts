@@ -181,6 +181,8 @@ export interface ReqState {
   ttftSloMs: number;
   type: RequestType;
   pred: RequestType;
+  /** its predicted output length, tokens (./classifier.ts predTokens; absent: none made). */
+  predTokens?: number;
   firstMs: number;
   lastMs: number;
   tbtSum: number;

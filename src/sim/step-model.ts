@@ -128,7 +128,7 @@ export abstract class SimStepModel extends SimClocks {
     const refuse = (code: 'overloaded' | 'unavailable', message: string): Admission => ({ v: 1, id: m.id, ok: false, error: { code, message, retryable: true, retryAfterS: this.limits.retryAfterS } });
     if (!r || (!arr && !old)) return refuse('unavailable', 'request gone');
     if (!inst.core?.canHold(r.promptTokens + r.outputTokens)) return refuse('overloaded', 'KV cache cannot hold the request');
-    const st: ReqState = old ?? { arrivalMs: r.arrivalMs, ttftSloMs: arr!.slo, type: arr!.c.type, pred: arr!.c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst, moves: 0 };
+    const st: ReqState = old ?? { arrivalMs: r.arrivalMs, ttftSloMs: arr!.slo, type: arr!.c.type, pred: arr!.c.pred, predTokens: arr!.c.predTokens, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst, moves: 0 };
     const from = old?.inst;
     const moves = st.moves;
     st.inst = inst;
@@ -330,7 +330,7 @@ export abstract class SimStepModel extends SimClocks {
       return;
     }
     let at: SimInstance = inst;
-    const st: ReqState = { arrivalMs, ttftSloMs: slo, type: c.type, pred: c.pred, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst: at, moves: 0 };
+    const st: ReqState = { arrivalMs, ttftSloMs: slo, type: c.type, pred: c.pred, predTokens: c.predTokens, firstMs: -1, lastMs: -1, tbtSum: 0, tbtN: 0, inst: at, moves: 0 };
     this.reqs.set(id, st);
     at.outstanding++;
     // the instance machine may refuse (backpressure, a full queue): the next instance of the pool, at most 4 tries

@@ -5,7 +5,9 @@
  * (more than drainMigrateS, 4 s here, of decode left) ends its leg with a retryable error and the gateway continues it on the
  * peer: the client sees one stream with every token once, the second leg on the other instance, and the drained
  * instance runs nothing soon after (it would otherwise hold the request for its whole decode). A short request is
- * left to finish where it is.
+ * left to finish where it is. The decode left is estimated from the request's predicted output (src/policy
+ * remainingTokens), which the gateway's router predicts from the outputs of the requests it served: one request of
+ * the long one's length served whole first teaches it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completionRequest as request, emulatedClusterConfig, expectOneStream, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
@@ -60,6 +62,13 @@ async function drainedMidStream(id: string, maxTokens: number, drainAt: number):
 
 describe('a drained instance hands its long requests to its peer (scaling.drainMigrateS)', () => {
   it('a long request continues on the peer: one stream, every token once; the drained instance runs nothing soon after', async () => {
+    // the router's predictor learns this prompt's output (300 tokens) from one request served whole: the drained
+    // request is predicted at 300 tokens, 270 left at the drain (a fresh predictor's 50 would leave it 20: it would stay)
+    const warm = `dm-warm-${Date.now()}`, warmChunks: TokenChunk[] = [];
+    for await (const c of await backend.submit(request(warm, 300), new AbortController().signal)) warmChunks.push(c);
+    expectOneStream(warmChunks, 300);
+    for (const until = Date.now() + 5000; !records.has(warm) && Date.now() < until; await sleep(100));
+    expect(records.get(warm)?.completionTokens).toBe(300);
     const migrated = backend.counters.migrated;
     const { chunks, victim, drainedAtMs } = await drainedMidStream(`dm-long-${Date.now()}`, 300, 30);
     try {
@@ -81,7 +90,7 @@ describe('a drained instance hands its long requests to its peer (scaling.drainM
     } finally {
       await command(victim, 'resume');
     }
-  }, 90_000);
+  }, 120_000);
 
   it('a request with less than drainMigrateS of decode left finishes on the drained instance', async () => {
     await h.waitReady(2, 30_000);

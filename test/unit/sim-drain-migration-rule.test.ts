@@ -1,7 +1,8 @@
 /**
  * The simulator's drain migration (src/sim/drain-migration.ts migrateDraining) picks the requests to hand to peers by
  * the live instance manager's rule, src/policy legsToMigrate, on what the instance knows (a first token sent, the
- * tokens counted from it at the request's TBT); the continuation carries the tokens the engine did generate.
+ * tokens counted from it at the request's TBT, its predicted output); the continuation carries the tokens the engine
+ * did generate.
  */
 import { describe, expect, it } from 'vitest';
 import type { CoreRequest } from '../../src/engine/core-types.ts';
@@ -9,7 +10,7 @@ import type { InferenceRequest } from '../../protocols/messages.ts';
 import { DrainLog, migrateDraining, type MigrationHost } from '../../src/sim/drain-migration.ts';
 import type { ReqState, SimInstance } from '../../src/sim/state.ts';
 
-function drainingInstance(reqs: { r: CoreRequest; generated: number; firstMs: number; tbtSum: number; tbtN: number }[]) {
+function drainingInstance(reqs: { r: CoreRequest; generated: number; firstMs: number; tbtSum: number; tbtN: number; predTokens?: number }[]) {
   const cancelled: string[] = [];
   const finished: string[] = [];
   const moved: InferenceRequest[] = [];
@@ -22,7 +23,7 @@ function drainingInstance(reqs: { r: CoreRequest; generated: number; firstMs: nu
   };
   const peer = { id: 'pool-i1', state: 'active', pool, brain: {} };
   pool.instances.push(inst, peer);
-  const states = new Map<string, ReqState>(reqs.map((x) => [x.r.id, { arrivalMs: 0, ttftSloMs: 500, type: 'SS', pred: 'SS', firstMs: x.firstMs, lastMs: x.firstMs, tbtSum: x.tbtSum, tbtN: x.tbtN, inst: inst as unknown as SimInstance, moves: 0 }]));
+  const states = new Map<string, ReqState>(reqs.map((x) => [x.r.id, { arrivalMs: 0, ttftSloMs: 500, type: 'SS', pred: 'SS', firstMs: x.firstMs, lastMs: x.firstMs, tbtSum: x.tbtSum, tbtN: x.tbtN, inst: inst as unknown as SimInstance, moves: 0, ...(x.predTokens !== undefined ? { predTokens: x.predTokens } : {}) }]));
   const host: MigrationHost = {
     reqs: states, admitted: new Map(),
     leaderOf: () => ({ move: (_from: string, rs: InferenceRequest[]) => { moved.push(...rs); return rs.map((r) => ({ id: r.id, instance: 'pool-i1' })); } }) as unknown as ReturnType<MigrationHost['leaderOf']>,
@@ -58,5 +59,17 @@ describe('simulated drain migration: the live rule', () => {
     migrateDraining(inst, 3000, host, { minRemainingS: 1.5 }, new DrainLog());
     expect(moved.map((r) => r.id)).toEqual(['a']);
     expect(moved[0]).toMatchObject({ inputTokens: 135, maxTokens: 5 });
+  });
+
+  it("the decision reads the request's predicted output as the live instance does, not its true output: one near its predicted end stays", () => {
+    // 41 tokens counted (2 s at 50 ms), 2,000 to generate in truth: predicted 60, 19 left (0.95 s) stays at 1 s;
+    // predicted 600, 559 left, moves; the continuation still carries the true rest
+    const { inst, host, moved } = drainingInstance([
+      { r: req('near', 2000), generated: 41, firstMs: 1000, tbtSum: 40 * 50, tbtN: 40, predTokens: 60 },
+      { r: req('long', 2000), generated: 41, firstMs: 1000, tbtSum: 40 * 50, tbtN: 40, predTokens: 600 },
+    ]);
+    migrateDraining(inst, 3000, host, { minRemainingS: 1 }, new DrainLog());
+    expect(moved.map((r) => r.id)).toEqual(['long']);
+    expect(moved[0]).toMatchObject({ inputTokens: 141, maxTokens: 1959 });
   });
 });
