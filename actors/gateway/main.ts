@@ -37,6 +37,7 @@ import { notifyReady } from '../../src/runtime/ready-notify.ts';
 import { sinceProcessStart } from '../../src/runtime/startup.ts';
 import { DynError } from '../../protocols/errors.ts';
 import { ConnectingBackend } from './connecting-backend.ts';
+import { firstTokenTrace } from '../../src/runtime/first-token-trace.ts';
 
 /** a resume reads its stream's journal within this, ms (past it the client gets a retryable 503). */
 const RESUME_READ_MS = 5000;
@@ -143,6 +144,9 @@ export class GatewayActor extends Actor {
       ? (this.append ??= jetStreamAppend(this.bus, this.clock))(e, timeoutMs)
       : Promise.reject(new DynError('unavailable', 'NATS is not connected yet', { retryable: true }));
     const dataPlane = await loadDataPlane(s.dataPlane, this.log);
+    // opt-in: each request's first token's path, as JSON lines to this file (src/runtime/first-token-trace.ts)
+    const traceFile = process.env.DYN_TRACE_FIRST_TOKEN;
+    if (traceFile) firstTokenTrace.start(traceFile);
     this.server = new GatewayServer({
       backend: gate,
       ...(dataPlane ? { dataPlane } : {}),
@@ -339,6 +343,7 @@ export class GatewayActor extends Actor {
     }
     this.log.info({ drainStreamsMs: s.drainStreamsMs, inflight: this.server?.inflightCount ?? 0 }, 'draining: closing the listener, waiting for the requests in flight');
     await this.server?.close(s.drainStreamsMs);
+    firstTokenTrace.stop();
     this.router?.stop();
     this.elections?.stop();
     await super.onDrain(signal);

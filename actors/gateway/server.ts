@@ -15,6 +15,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { newRequestId } from './request-id.ts';
+import { MARK, firstTokenTrace } from '../../src/runtime/first-token-trace.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -50,12 +51,7 @@ import { Cors } from './cors.ts';
 import { echoSource, echoedPrompt } from './echo.ts';
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
-const STATIC: Record<string, string> = {
-  '/': 'index.html',
-  '/index.html': 'index.html',
-  '/dashboard.js': 'dashboard.js',
-  '/dashboard.css': 'dashboard.css',
-};
+const STATIC: Record<string, string> = { '/': 'index.html', '/index.html': 'index.html', '/dashboard.js': 'dashboard.js', '/dashboard.css': 'dashboard.css' };
 const MIME: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
 
 /** The request target as a URL; undefined when the URL parser refuses it (e.g. `//a|b`, read as a host). */
@@ -196,9 +192,7 @@ export class GatewayServer {
 
   private onWs(ws: WebSocket): void {
     ws.on('error', () => ws.terminate());
-    ws.on('message', () => {
-      /* the stream is one-way; client messages are ignored */
-    });
+    ws.on('message', () => undefined); // the stream is one-way: client messages are ignored
     if (this.opts.live) ws.send(JSON.stringify(this.withWarnings(this.opts.live.snapshot(this.opts.clock.now(), 600))));
   }
 
@@ -358,6 +352,7 @@ export class GatewayServer {
   private async inferenceSlotted(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit, ac: AbortController, slots: { n: number }): Promise<void> {
     // its receipt (the HTTP head parsed), for the debug log's time to its arrival stamp (the body's read, its parse, the prompt's count)
     const receivedMs = this.opts.clock.now();
+    const tr = firstTokenTrace.on ? firstTokenTrace.begin() : undefined; // the first token's path (DYN_TRACE_FIRST_TOKEN)
     const ct = req.headers['content-type'] ?? '';
     let parsed: ParsedRequest;
     let inputTokens: number;
@@ -388,6 +383,7 @@ export class GatewayServer {
         this.opts.metrics?.gatewayRejections.inc({ reason: 'inflight_limit' });
         throw new HttpError(429, `gateway at its in-flight limit (${this.opts.maxInflight})`, 'rate_limit_error', 'overloaded', null, 1);
       }
+      tr?.mark(MARK.parsed);
       slots.n = parsed.n;
       this.inflight += parsed.n;
       this.opts.metrics?.gatewayInflight.set(this.inflight);
@@ -395,6 +391,7 @@ export class GatewayServer {
       // before anything is dispatched
       const counted = knownCount(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params) ?? await countTokens(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params, ac.signal);
       inputTokens = counted.count;
+      tr?.mark(MARK.counted);
       if (!parsed.maxTokensGiven) parsed.maxTokens = Math.max(1, Math.min(parsed.maxTokens, counted.maxModelLen - counted.count));
       if ((parsed.minTokens ?? 0) > parsed.maxTokens) throw badRequest(`'min_tokens' (${parsed.minTokens}) exceeds max_tokens (${parsed.maxTokens}: the context's rest)`, 'min_tokens');
       if (inputTokens + parsed.maxTokens > counted.maxModelLen) {
@@ -416,6 +413,7 @@ export class GatewayServer {
     if (hold.passed || ac.signal.aborted) return; // answered already, or the client left
 
     const id = newRequestId();
+    tr?.bind(id);
     const now = this.opts.clock.now();
     const t0 = performance.now();
     const ir: InferenceRequest = {
@@ -453,6 +451,7 @@ export class GatewayServer {
     const hooks: StreamHooks | undefined = journal ? { onLeg: (leg) => journal?.journal.leg(leg) } : undefined;
     try {
       const sources = echoed !== undefined ? irs.map((r) => echoSource(r, echoed)) : await submitAll<TokenSource>(irs, (r) => this.opts.backend.submit(r, ac.signal, hooks));
+      tr?.mark(MARK.routed);
       if (!Array.isArray(sources)) {
         if (ac.signal.aborted && !res.writable) return;
         journal?.journal.stop('the request was refused');

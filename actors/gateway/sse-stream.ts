@@ -15,6 +15,7 @@ import type { StreamTimer } from './stream-timer.ts';
 import { RESUMABLE_HEADER, eventId, foldJournal, replayAfter, type JournalHead, type JournalState } from './resume.ts';
 import type { JournalWriter } from './journal-writer.ts';
 import type { ResumeEntry } from '../../protocols/journal.ts';
+import { MARK, firstTokenTrace } from '../../src/runtime/first-token-trace.ts';
 
 /** How a stream's events are framed. */
 export type Framing = Pick<ParsedRequest, 'kind' | 'model' | 'continuousUsage' | 'includeUsage'>;
@@ -93,7 +94,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   let first = !(r && r.next > 0);
   const signal = ac.signal; // read once per batch: no listener of its own
   /** the chunks of choice i that came together; a boolean (the result) once the client's stream is over. */
-  const onBatch = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
+  const relayed = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
     if (signal.aborted) return false;
     for (const c of batch) {
       if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
@@ -132,6 +133,13 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     w.flush();
     return undefined;
   };
+  // the first token's path (src/runtime/first-token-trace.ts): the first batch's arrival, and its write to the client
+  const onBatch = !firstTokenTrace.on ? relayed : (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
+    firstTokenTrace.mark(id, MARK.event);
+    const x = relayed(i, batch);
+    firstTokenTrace.mark(id, MARK.firstWrite);
+    return x;
+  };
   let result: boolean | undefined; // one choice: the batches read from an engine come to `sink` from the socket's read (no await)
   const sink: BatchSink = (batch: readonly TokenChunk[]): void => {
     result ??= onBatch(0, batch);
@@ -158,6 +166,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   } finally {
     native?.close();
     w.drop();
+    if (firstTokenTrace.on) firstTokenTrace.ended();
   }
 }
 

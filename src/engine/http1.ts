@@ -19,6 +19,7 @@
 import { connect, type Socket } from 'node:net';
 import type { AbortLike } from './abort.ts';
 import type { Http1Request, Http1Response } from './http1-types.ts';
+import { MARK, firstTokenTrace } from '../runtime/first-token-trace.ts';
 
 export interface Http1PoolOptions {
   /** idle connections kept per host:port. Default 256. */
@@ -191,6 +192,8 @@ export async function http1Request(pool: Http1Pool, req: Http1Request, signal?: 
     const x = new Exchange(pool, socket, signal);
     socket._x = x;
     socket.write(wire);
+    // the first token's path (src/runtime/first-token-trace.ts): the request's x-request-id names its record
+    if (firstTokenTrace.on) firstTokenTrace.mark(x.traceId = req.headers['x-request-id'], MARK.written);
     try {
       await x.headReady;
       return x;
@@ -211,6 +214,8 @@ class Exchange implements Http1Response {
   headers: Record<string, string> = {};
   complete = false;
   gotBytes = false;
+  /** the first token trace's request id (only while it is on). */
+  traceId: string | undefined;
   readonly headReady: Promise<void>;
   private headResolve!: () => void;
   private headReject!: (e: Error) => void;
@@ -332,6 +337,7 @@ class Exchange implements Http1Response {
   // ---- the socket's side ----
 
   onData(b: Buffer): void {
+    if (this.traceId !== undefined && !this.gotBytes) firstTokenTrace.mark(this.traceId, MARK.engineBytes);
     this.gotBytes = true;
     try {
       this.parse(b);

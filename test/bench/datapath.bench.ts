@@ -29,6 +29,8 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchSection } from './types.ts';
 import { percentile } from '../../src/sim/metrics.ts';
+import { monoMs } from '../../src/runtime/first-token-trace.ts';
+import { clientTail, readTrace, traceBreakdown, type ClientSample } from './ttft-trace.ts';
 import { cpuSnapshot, engineBaseline, hostCpuMs, loadTable, msByRole, roleLoads, sum, tree, wakes, type ProcTree, type WindowLoad } from './datapath-cpu.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -43,6 +45,8 @@ const THROUGHPUT_S = 8;
 const GATEWAY_WORKERS = Number(process.env.DYN_BENCH_GATEWAY_WORKERS ?? 1);
 /** seconds of closed-loop warm-up before the TTFT and throughput measurements (DYN_BENCH_WARM_S). Default 20. */
 const WARM_S = Number(process.env.DYN_BENCH_WARM_S ?? 20);
+/** DYN_BENCH_TRACE_TTFT=1: the gateway traces each request's first token's path (DYN_TRACE_FIRST_TOKEN), joined with the sequential requests' client-side times (ttft-trace.ts). */
+const TRACE_TTFT = process.env.DYN_BENCH_TRACE_TTFT === '1';
 /** CPU per token: C_TOK closed-loop clients streaming TOK_LEN-token completions for TOK_S seconds. */
 const C_TOK = 16;
 const TOK_LEN = 256;
@@ -84,8 +88,9 @@ async function waitFor(out: () => string, needle: string, ms: number): Promise<v
   }
 }
 
-/** Streaming completion; resolves with ms to the first token and to the end. */
-async function one(base: string, model: string, maxTokens: number): Promise<{ ttftMs: number; totalMs: number }> {
+/** Streaming completion; resolves with ms to the first token and to the end, its send on CLOCK_MONOTONIC and its x-request-id. */
+async function one(base: string, model: string, maxTokens: number): Promise<{ ttftMs: number; totalMs: number } & ClientSample> {
+  const sendMono = monoMs();
   const t0 = performance.now();
   const r = await fetch(`${base}/v1/completions`, {
     method: 'POST',
@@ -101,7 +106,7 @@ async function one(base: string, model: string, maxTokens: number): Promise<{ tt
     if (ttft < 0 && /"text":"[^"]/.test(buf)) ttft = performance.now() - t0;
   }
   if (!buf.includes('[DONE]')) throw new Error(`stream ended without [DONE]: ${buf.slice(-400)}`);
-  return { ttftMs: ttft, totalMs: performance.now() - t0 };
+  return { ttftMs: ttft, totalMs: performance.now() - t0, sendMono, id: r.headers.get('x-request-id') };
 }
 
 /** one() that counts a refusal (HTTP 429/503: the cluster at capacity) instead of failing the section. */
@@ -209,7 +214,7 @@ async function gatewayCount(port: number, name: string): Promise<number> {
  * request over the closed loop, less each one's idle CPU (us): what one request costs each; and `load`: every
  * process's CPU over the closed loop by role, this bench's own process (`client`, the load generator) among them.
  */
-async function measure(base: string, model: string, pids: () => ProcTree): Promise<{ p50: number; p99: number; rps: number; refused: number; gatewayUsPerReq: number; engineUsPerReq: number; load: WindowLoad }> {
+async function measure(base: string, model: string, pids: () => ProcTree): Promise<{ p50: number; p99: number; rps: number; refused: number; gatewayUsPerReq: number; engineUsPerReq: number; load: WindowLoad; samples: ClientSample[] }> {
   for (let i = 0; i < 20; i++) await one(base, model, 4); // warm-up
   // and a closed loop of WARM_S first: the gateway's CPU per request falls 3-4x over its first minute of load
   // (V8 compiling it; docs/DATAPATH.md), and what is measured is a long-running gateway's, not its start's
@@ -217,8 +222,12 @@ async function measure(base: string, model: string, pids: () => ProcTree): Promi
   await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
     while (performance.now() < warmUntil) await oneOrRefused(base, model, 4, { n: 0 });
   }));
-  const ttfts: number[] = [];
-  for (let i = 0; i < SEQUENTIAL; i++) ttfts.push((await one(base, model, 4)).ttftMs);
+  const samples: ClientSample[] = [];
+  for (let i = 0; i < SEQUENTIAL; i++) {
+    const { sendMono, ttftMs, id } = await one(base, model, 4);
+    samples.push({ sendMono, ttftMs, id });
+  }
+  const ttfts = samples.map((x) => x.ttftMs);
   let done = 0;
   const refused = { n: 0 };
   const p = pids();
@@ -242,7 +251,7 @@ async function measure(base: string, model: string, pids: () => ProcTree): Promi
   const s1 = cpuSnapshot(all), h1 = hostCpuMs();
   const load = { wallS: wall, requests: done, hostCores: (h1.busyMs - h0.busyMs) / ((h1.allMs - h0.allMs) / os.cpus().length), hostCpus: os.cpus().length, roles: roleLoads(s0, s1, roles, wall, done) };
   return {
-    p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / wall, refused: refused.n, load,
+    p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / wall, refused: refused.n, load, samples,
     gatewayUsPerReq: (Math.max(0, sum(p.gateway) - g0 - idleGw * wall) * 1000) / done, engineUsPerReq: (Math.max(0, sum(p.engines) - e0 - idleEng * wall) * 1000) / done,
   };
 }
@@ -270,7 +279,7 @@ export async function bench(): Promise<BenchSection> {
       emu.kill('SIGTERM');
       return { m, cpu };
     };
-    let direct: Awaited<ReturnType<typeof measure>> = { p50: NaN, p99: NaN, rps: NaN, refused: 0, gatewayUsPerReq: NaN, engineUsPerReq: NaN, load: { wallS: NaN, requests: 0, hostCores: NaN, hostCpus: 0, roles: [] } };
+    let direct: Awaited<ReturnType<typeof measure>> = { p50: NaN, p99: NaN, rps: NaN, refused: 0, gatewayUsPerReq: NaN, engineUsPerReq: NaN, load: { wallS: NaN, requests: 0, hostCores: NaN, hostCpus: 0, roles: [] }, samples: [] };
     let directCpu: Awaited<ReturnType<typeof cpuPerToken>> = { controlUs: NaN, marginalUs: NaN, idleMsPerS: NaN, engineUs: NaN, tokensPerS: NaN };
     if (!realtimeOnly) {
       const r = await engineAlone(true);
@@ -280,6 +289,8 @@ export async function bench(): Promise<BenchSection> {
 
     // 2. the whole path, one instance with the same zero-delay engine, for each token path
     const paths: Record<string, Awaited<ReturnType<typeof measure>> & { cpu: Awaited<ReturnType<typeof cpuPerToken>>; routed: number; credited: number; viaIntake: number }> = {};
+    const traceNotes: string[] = [];
+    if (TRACE_TTFT && direct.samples.length) traceNotes.push(clientTail('engine alone', direct.samples));
     const runs = [
       { key: 'direct', dataPath: 'direct', requestPlane: 'direct', realtime: false },
       { key: 'intake', dataPath: 'direct', requestPlane: 'intake', realtime: false },
@@ -326,7 +337,8 @@ export async function bench(): Promise<BenchSection> {
       const gp = await freePort();
       upOut = '';
       // up starts its own private NATS (per-actor credentials)
-      const up = spawn(process.execPath, [BIN, 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' } });
+      const traceFile = TRACE_TTFT && !realtime ? join(dir, 'first-token.jsonl') : undefined;
+      const up = spawn(process.execPath, [BIN, 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error', ...(traceFile ? { DYN_TRACE_FIRST_TOKEN: traceFile } : {}) } });
       procs.push(up);
       up.stdout!.on('data', (d: Buffer) => (upOut += d.toString()));
       up.stderr!.on('data', (d: Buffer) => (upOut += d.toString()));
@@ -339,6 +351,11 @@ export async function bench(): Promise<BenchSection> {
         continue;
       }
       const m = await measure(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
+      if (traceFile) {
+        // the client's side kept next to the gateway's trace, for a look at single requests
+        writeFileSync(join(dir, 'client-ttft.jsonl'), m.samples.map((x) => JSON.stringify(x)).join('\n') + '\n');
+        traceNotes.push(clientTail(key, m.samples), ...traceBreakdown(m.samples, readTrace(traceFile)).map((t) => `${key}: ${t}`), `${key}: the trace ${traceFile}, the client's ${join(dir, 'client-ttft.jsonl')}`);
+      }
       const cpu = await cpuPerToken(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
       // how the gateway admitted the requests: its own routing (one round trip, or none on a credit) or the cluster intake
       const count = (name: string) => gatewayCount(gp, name);
@@ -365,7 +382,7 @@ export async function bench(): Promise<BenchSection> {
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (${realtimeOnly ? 'the emulator stepping in wall time' : 'zero-delay emulator; the real-time run: the emulator stepping in wall time'})`,
-        notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(baseRps)} (ratio ${f(p.rps / baseRps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)}); routed ${p.routed} (on credits ${p.credited}), via intake ${p.viaIntake}; CPU per closed-loop 4-token request (less each process's idle CPU, after ${WARM_S} s of closed-loop warm-up): gateway ${f(p.gatewayUsPerReq ?? NaN)} us, its engine ${f(p.engineUsPerReq ?? NaN)} us (the engine alone: ${f(direct.engineUsPerReq ?? NaN)} us)`), ...loadNotes, ...rtNote],
+        notes: [...Object.entries(paths).map(([key, p]) => `${key}: added TTFT p50 ${f(p.p50 - direct.p50)} ms, p99 ${f(p.p99 - direct.p99)} ms; req/s ${f(p.rps)} vs ${f(baseRps)} (ratio ${f(p.rps / baseRps)}); long-stream tokens/s ratio ${f(p.cpu.tokensPerS / directCpu.tokensPerS)}; control path ${f(p.cpu.controlUs)} us CPU per streamed token (marginal ${f(p.cpu.marginalUs)}); routed ${p.routed} (on credits ${p.credited}), via intake ${p.viaIntake}; CPU per closed-loop 4-token request (less each process's idle CPU, after ${WARM_S} s of closed-loop warm-up): gateway ${f(p.gatewayUsPerReq ?? NaN)} us, its engine ${f(p.engineUsPerReq ?? NaN)} us (the engine alone: ${f(direct.engineUsPerReq ?? NaN)} us)`), ...loadNotes, ...rtNote, ...traceNotes],
         rows: [],
       };
     }
@@ -380,6 +397,7 @@ export async function bench(): Promise<BenchSection> {
         `nats: added TTFT p50 ${f(n.p50 - direct.p50)} ms, p99 ${f(n.p99 - direct.p99)} ms; throughput ratio path/engine ${f(n.rps / baseRps)}; control path ${f(n.cpu.controlUs)} us CPU per streamed token (marginal ${f(n.cpu.marginalUs)}); direct/nats CPU per token ${f(d.cpu.controlUs / n.cpu.controlUs)}`,
         ...loadNotes,
         ...rtNote,
+        ...traceNotes,
       ],
       rows: [
         { path: 'engine alone', 'TTFT p50 ms': f(direct.p50), 'TTFT p99 ms': f(direct.p99), 'max req/s': f(baseRps), refused: direct.refused, 'control CPU us/token': '-', 'marginal us/token': '-', 'engine CPU us/token': f(directCpu.engineUs), 'tokens/s (long streams)': f(directCpu.tokensPerS) },
