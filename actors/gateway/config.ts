@@ -70,10 +70,10 @@ export const gatewaySchema = z
      * Who moves a directly streamed request's plain text events (docs/DATAPATH.md "Native data plane"): js, the
      * gateway's JavaScript; native, one native thread (dist/native/relay.so, built by `npm run build` with a C
      * compiler; the gateway refuses to start without it); auto, native where the library loads, else js with one log
-     * line. Eligible streams: one choice, streamed, not resumable, no per-event usage for the client, over plain
-     * HTTP/1.1 chunked on both sides; the rest stay on js. Default js.
+     * line. Eligible streams: one choice, streamed, not resumable, over plain
+     * HTTP/1.1 chunked on both sides; the rest stay on js. Default auto.
      */
-    dataPlane: z.enum(['auto', 'js', 'native']).default('js'),
+    dataPlane: z.enum(['auto', 'js', 'native']).default('auto'),
     /**
      * direct: the gateway follows the cluster's routing table and the instances' status, routes each request
      * itself with the cluster's and pools' own decisions and asks the chosen instance for admission (one round

@@ -54,6 +54,9 @@ function libraryPath(): string | undefined {
   return [resolve(here, '../../dist/native/relay.so'), resolve(here, '../../native/relay.so')].find((p) => existsSync(p));
 }
 
+/** the planes loaded in this process, by the library's absolute path (NativeDataPlane.load). */
+const loaded = new Map<string, Promise<NativeDataPlane | { why: string }>>();
+
 export class NativeDataPlane {
   private readonly ends = new Map<number, (e: SpanEnd) => void>();
   /** spans under way. */
@@ -63,7 +66,7 @@ export class NativeDataPlane {
   private readonly info = new Float64Array(8);
   /** performance.now() less the library's clock (both CLOCK_MONOTONIC, Node's from its time origin). */
   private readonly offset: number;
-  /** spans handed over, and the events they carried (tests, the bench). */
+  /** spans handed over, and the events they carried (the gateway's dynamollm_gateway_native_* metrics, tests, the bench). */
   spans = 0;
   carried = 0;
 
@@ -81,9 +84,20 @@ export class NativeDataPlane {
     });
   }
 
-  /** The library loaded and its thread started; undefined when it is absent (`why` says so). */
-  static async load(path = libraryPath()): Promise<NativeDataPlane | { why: string }> {
-    if (!path) return { why: 'dist/native/relay.so not built (npm run build needs a C compiler)' };
+  /**
+   * The library loaded and its thread started; undefined when it is absent (`why` says so). One plane per library per
+   * process (the library's thread and its handles are the process's): a later load of the same file, such as a
+   * gateway started again in the same process, is given the same plane.
+   */
+  static load(path = libraryPath()): Promise<NativeDataPlane | { why: string }> {
+    if (!path) return Promise.resolve({ why: 'dist/native/relay.so not built (npm run build needs a C compiler)' });
+    const key = resolve(path);
+    let p = loaded.get(key);
+    if (!p) loaded.set(key, (p = NativeDataPlane.open(key)));
+    return p;
+  }
+
+  private static async open(path: string): Promise<NativeDataPlane | { why: string }> {
     try {
       const { default: koffi } = await import('koffi');
       const l = koffi.load(path);

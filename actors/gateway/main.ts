@@ -4,7 +4,7 @@
  * Prometheus metrics and the dashboard's live stream. Stateless: run any number of replicas.
  * `dynamollm actor gateway --id gw-0 --config deploy/local.yaml [--set port=8001]`.
  */
-import { loadDataPlane } from './data-plane.ts';
+import { loadDataPlane, type NativeDataPlane } from './data-plane.ts';
 import type { NatsSettings } from '../../src/runtime/nats-settings.ts';
 import { Actor } from '../../src/runtime/actor.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
@@ -144,6 +144,7 @@ export class GatewayActor extends Actor {
       ? (this.append ??= jetStreamAppend(this.bus, this.clock))(e, timeoutMs)
       : Promise.reject(new DynError('unavailable', 'NATS is not connected yet', { retryable: true }));
     const dataPlane = await loadDataPlane(s.dataPlane, this.log);
+    dataPlaneMetrics(this.metrics, dataPlane);
     // opt-in: each request's first token's path, as JSON lines to this file (src/runtime/first-token-trace.ts)
     const traceFile = process.env.DYN_TRACE_FIRST_TOKEN;
     if (traceFile) firstTokenTrace.start(traceFile);
@@ -427,6 +428,29 @@ function heldForConnectMetric(m: TelemetryMetrics, gate: ConnectingBackend): voi
       this.inc(gate.held);
     },
   });
+}
+
+/** Which plane moves this replica's plain text events (gateway.dataPlane as resolved), and the native plane's spans and events, read at scrape time. */
+function dataPlaneMetrics(m: TelemetryMetrics, plane: NativeDataPlane | undefined): void {
+  new Gauge({
+    name: 'dynamollm_gateway_data_plane', help: 'The plane that moves this gateway process\'s eligible direct streams\' plain text events (gateway.dataPlane as resolved at its start; auto: native where dist/native/relay.so loaded): 1 for the plane in use, labelled plane="native" or "js"; a replica of several processes (gateway.workers) counts its processes on each.', labelNames: ['plane'], registers: [m.registry],
+    collect() {
+      this.set({ plane: plane ? 'native' : 'js' }, 1);
+    },
+  });
+  const def: [string, string, 'spans' | 'carried'][] = [
+    ['dynamollm_gateway_native_spans_total', 'Spans of streams this gateway process handed to the native data plane (docs/DATAPATH.md "Native data plane"): its thread moved their plain text events from the engine\'s connection to the client\'s; 0 on the JavaScript path.', 'spans'],
+    ['dynamollm_gateway_native_events_total', 'Plain text events (tokens) the native data plane of this gateway process moved in its spans, counted as each span ends.', 'carried'],
+  ];
+  for (const [name, help, key] of def) {
+    new Counter({
+      name, help, registers: [m.registry],
+      collect() {
+        this.reset();
+        this.inc(plane?.[key] ?? 0);
+      },
+    });
+  }
 }
 
 /** The text this replica's streams keep for migration (legs.ts MigrationText), read at scrape time. */

@@ -9,12 +9,14 @@
  *   `credited` report and still records it (tokens, TTFT, TBT, energy equal to the client's usage). The instance
  *   is idle below its max clock then, so the first request's start waits for the clock its prefill needs. The
  *   admission and the credited reports carry the request without its prompt (InferenceRequest.promptForm).
- * - A client that goes away cancels a credited request: recorded cancelled, its slot freed.
+ * - A client that goes away cancels a credited request: recorded cancelled, its slot freed; so does one whose
+ *   credited stream the gateway's native data plane carries when the client leaves (test/helpers/native-http.ts).
  * - The instance revokes its loans when it leaves `ready` (a drain): the gateway, told by the status, asks
  *   for admission again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { abortAfter, completionRequest, emulatedClusterConfig, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
+import { buildNativePlane, nativeHttpGateway } from '../helpers/native-http.ts';
 import { sleep, waitFor } from '../helpers/wait.ts';
 import type { Harness } from './control-harness.ts';
 import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
@@ -126,6 +128,41 @@ describe('admission credits', () => {
       if (running !== 0) await sleep(200);
     }
     expect(running).toBe(0);
+  }, 30_000);
+
+  it('on the native data plane through the gateway: a credited stream carried natively, its client gone mid-span, is recorded cancelled', async () => {
+    await run(request(`cr-warm-${Date.now()}`, 2)); // a loan in hand
+    const plane = await buildNativePlane();
+    const gw = await nativeHttpGateway(backend, plane);
+    try {
+      const credited0 = backend.counters.credited;
+      const spans = plane.spans;
+      let during = -1;
+      const got = await gw.stream(300, (words) => {
+        if (words >= 40 && during < 0) during = plane.active;
+      }, 40);
+      expect(got.aborted).toBe(true);
+      expect(got.finishes).toEqual([]);
+      expect(during).toBe(1);
+      expect(plane.spans).toBeGreaterThan(spans);
+      expect(backend.counters.credited - credited0).toBe(1);
+      expect(admitted.has(got.id)).toBe(false);
+      const rec = await waitFor(() => records.get(got.id), 5000, 'the cancelled record');
+      expect(rec.outcome).toBe('cancelled');
+      await waitFor(() => (plane.active === 0 ? true : undefined), 5000, 'the span taken back');
+      console.log(`native data plane: ${plane.spans - spans} spans, ${plane.carried} events carried natively`);
+      // the client's 40 words: the first was JavaScript's, the rest (up to what the client had read when it left) native
+      expect(plane.carried).toBeGreaterThan(0);
+      const instance = gw.serving.get(got.id);
+      let running = -1;
+      for (let i = 0; i < 30 && running !== 0; i++) {
+        running = statuses.findLast((s) => s.id === instance)?.running ?? -1;
+        if (running !== 0) await sleep(200);
+      }
+      expect(running).toBe(0);
+    } finally {
+      await gw.close();
+    }
   }, 30_000);
 
   it('a drain revokes the loans: the gateway asks for admission again', async () => {

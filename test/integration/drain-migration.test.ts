@@ -7,11 +7,13 @@
  * instance runs nothing soon after (it would otherwise hold the request for its whole decode). A short request is
  * left to finish where it is. The decode left is estimated from the request's predicted output (src/policy
  * remainingTokens), which the gateway's router predicts from the outputs of the requests it served: one request of
- * the long one's length served whole first teaches it.
+ * the long one's length served whole first teaches it. The same drain while the gateway's native data plane carries
+ * the stream (its HTTP layer on the plane, test/helpers/native-http.ts) continues it on the peer as well.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completionRequest as request, emulatedClusterConfig, expectOneStream, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
 import { sleep } from '../helpers/wait.ts';
+import { buildNativePlane, nativeHttpGateway } from '../helpers/native-http.ts';
 import type { Harness } from './control-harness.ts';
 import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { Ack, InstanceCommand, InstanceStatus, RequestRecord, controlSubjects, subjects, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
@@ -105,4 +107,48 @@ describe('a drained instance hands its long requests to its peer (scaling.drainM
       await command(victim, 'resume');
     }
   }, 90_000);
+
+  it('on the native data plane through the gateway: a drain mid-span continues the stream on the peer, every token once', async () => {
+    await h.waitReady(2, 30_000);
+    // the router's predictor learns the prompt's output (300 tokens) again (the short case served it 30)
+    const warm = `dm-nwarm-${Date.now()}`, warmChunks: TokenChunk[] = [];
+    for await (const c of await backend.submit(request(warm, 300), new AbortController().signal)) warmChunks.push(c);
+    expectOneStream(warmChunks, 300);
+    for (const until = Date.now() + 5000; !records.has(warm) && Date.now() < until; await sleep(100));
+    const plane = await buildNativePlane();
+    const gw = await nativeHttpGateway(backend, plane);
+    let victim = '';
+    try {
+      const migrated = backend.counters.migrated;
+      const spans = plane.spans;
+      let during = -1;
+      let drained: Promise<unknown> | undefined;
+      const got = await gw.stream(300, (words, id) => {
+        const serving = gw.serving.get(id);
+        if (victim || words < 30 || !serving) return;
+        // the drain lands while the native thread carries the stream: its leg's end takes the stream back
+        during = plane.active;
+        victim = serving;
+        drained = command(victim, 'drain');
+      });
+      await drained;
+      expect(got.error).toBeUndefined();
+      expect(victim).not.toBe('');
+      expect(during).toBe(1);
+      expect(plane.spans).toBeGreaterThan(spans);
+      console.log(`native data plane: ${plane.spans - spans} spans, ${plane.carried} events carried natively`);
+      expect(plane.active).toBe(0);
+      expect(backend.counters.migrated).toBe(migrated + 1);
+      expect(got.text.trim().split(/\s+/).length).toBe(300);
+      expect(got.finishes).toEqual(['length']);
+      expect(got.usage?.completion_tokens).toBe(300);
+      let leg2: Rec | undefined;
+      for (const until = Date.now() + 5000; !leg2 && Date.now() < until; await sleep(100)) leg2 = records.get(`${got.id}-m1`);
+      expect(leg2?.outcome).toBe('ok');
+      expect(leg2?.instance).not.toBe(victim);
+    } finally {
+      await gw.close();
+      if (victim) await command(victim, 'resume');
+    }
+  }, 120_000);
 });

@@ -3,11 +3,12 @@
  * `dynamollm actor gateway` process against a real nats-server: with 2 workers both serve the port (each a
  * replica with its own id, x-dynamollm-gateway), both hold their own NATS connection (their /livez says
  * connected), /metrics on any worker counts what every worker served (the primary aggregates their
- * registries), a SIGKILLed worker leaves the port serving and is restarted, and SIGTERM drains them all.
+ * registries) and each worker's data plane (gateway.dataPlane auto: native where dist/native/relay.so is built), a
+ * SIGKILLed worker leaves the port serving and is restarted, and SIGTERM drains them all.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -124,6 +125,9 @@ describe('gateway workers', () => {
       }
       // one process series per replica, not one per worker
       expect(text.body.match(/^# TYPE dynamollm_gateway_http_requests_total /gm)).toHaveLength(1);
+      // gateway.dataPlane auto (the default): each worker loaded the native plane `npm run build` built, or stayed on js without it
+      expect(text.body).toMatch(new RegExp(`^dynamollm_gateway_data_plane\\{plane="${existsSync('dist/native/relay.so') ? 'native' : 'js'}"\\} 2$`, 'm'));
+      expect(text.body).toMatch(/^dynamollm_gateway_native_spans_total 0$/m);
     }
   }, 60_000);
 

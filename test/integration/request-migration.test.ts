@@ -25,6 +25,8 @@
  *   it ends with an explicit retryable error, and the text it kept leaves the gateway's total.
  * - n choices through the gateway's HTTP layer: each choice is its own request, so the choice whose engine
  *   dies migrates on its own and every choice still ends complete, each with its own finish_reason.
+ * - One choice through the gateway's HTTP layer on the native data plane (test/helpers/native-http.ts): the engine
+ *   SIGKILLed while the native thread carries the stream, the stream continues on another leg, every token once.
  *
  * The gateway routes requests itself (GatewayRouter, the request plane of docs/DATAPATH.md), as the gateway
  * actor does by default: one request-reply to the chosen instance; the first case checks that neither the
@@ -35,6 +37,7 @@ import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { abortAfter, completionRequest as request, emulatedClusterConfig, expectOneStream, MODEL, PROMPT, servingPids as pidsServing, startGatewayCluster, type GatewayCluster } from '../helpers/gateway-cluster.ts';
 import { sleep, waitFor } from '../helpers/wait.ts';
+import { buildNativePlane, nativeHttpGateway } from '../helpers/native-http.ts';
 import type { Harness } from './control-harness.ts';
 import type { Bus } from '../../src/runtime/bus.ts';
 import OpenAI from 'openai';
@@ -511,6 +514,42 @@ describe('request migration (SIGKILL mid-stream)', () => {
       expect(usage?.completion_tokens).toBe(2 * max);
     } finally {
       await server.close(100);
+    }
+  }, 90_000);
+
+  it('on the native data plane through the gateway: the engine dies mid-span, the stream continues on another leg, every token once', async () => {
+    await h.waitReady(2, 60_000);
+    const plane = await buildNativePlane();
+    const gw = await nativeHttpGateway(backend, plane);
+    try {
+      const before = backend.counters.migrated;
+      const spans = plane.spans;
+      const max = 150;
+      let during = -1;
+      let killed = '';
+      const got = await gw.stream(max, (words, id) => {
+        const victim = gw.serving.get(id);
+        if (killed || words < 30 || !victim) return;
+        // the kill lands while the native thread carries the stream
+        during = plane.active;
+        killed = victim;
+        process.kill(servingPids(victim).engine, 'SIGKILL');
+      });
+      expect(got.error).toBeUndefined();
+      expect(killed).not.toBe('');
+      expect(during).toBe(1);
+      expect(plane.spans).toBeGreaterThan(spans);
+      console.log(`native data plane: ${plane.spans - spans} spans, ${plane.carried} events carried natively`);
+      expect(plane.active).toBe(0);
+      expect(backend.counters.migrated).toBeGreaterThanOrEqual(before + 1);
+      // every token once (one word each), one finish, the usage of the whole stream
+      expect(got.text.trim().split(/\s+/).length).toBe(max);
+      expect(got.finishes).toEqual(['length']);
+      expect(got.usage?.completion_tokens).toBe(max);
+      const leg1 = await waitFor(() => records.get(got.id), 5000, 'the first leg record');
+      expect(leg1).toMatchObject({ instance: killed, outcome: 'failed' });
+    } finally {
+      await gw.close();
     }
   }, 90_000);
 });

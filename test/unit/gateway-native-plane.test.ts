@@ -4,7 +4,8 @@
  * time, one event per read, with the library built here and without it. Checks: the client's bytes through the native
  * plane equal the JavaScript path's (the request id and `created` aside), the end (usage, modelled energy, the leg's
  * end report with its token and TBT counts) is JavaScript's, a client gone and a JavaScript-side cancel end the span,
- * an engine that dies mid-span continues on another engine with every token once, and the fallback without the library.
+ * an engine that dies mid-span continues on another engine with every token once, the fallback without the library,
+ * and one plane per process (a gateway started again is given the plane already loaded).
  */
 import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
@@ -287,6 +288,22 @@ describe('without the library', () => {
       expect(lines).toEqual([expect.objectContaining({ dataPlane: 'js' })]);
       await expect(loadDataPlane('native')).rejects.toThrow(/did not load/);
       expect(await loadDataPlane('js')).toBeUndefined();
+    } finally {
+      if (before === undefined) delete process.env.DYN_DATAPLANE_LIB;
+      else process.env.DYN_DATAPLANE_LIB = before;
+    }
+  });
+});
+
+describe('a gateway started again in the same process', () => {
+  it('is given the plane already loaded from the same library (one native thread per process)', async () => {
+    const before = process.env.DYN_DATAPLANE_LIB;
+    process.env.DYN_DATAPLANE_LIB = join(dir, 'relay.so');
+    try {
+      const lines: unknown[] = [];
+      expect(await loadDataPlane('native', { info: (o) => lines.push(o) })).toBe(plane);
+      expect(await loadDataPlane('auto', { info: (o) => lines.push(o) })).toBe(plane);
+      expect(lines).toEqual([expect.objectContaining({ dataPlane: 'native' }), expect.objectContaining({ dataPlane: 'native' })]);
     } finally {
       if (before === undefined) delete process.env.DYN_DATAPLANE_LIB;
       else process.env.DYN_DATAPLANE_LIB = before;
