@@ -12,7 +12,8 @@
  * chunk that is anything else (the finish, the usage, another shape, the terminating chunk) is not consumed: the
  * stream ends and JavaScript takes it back with the rest of the bytes read (dp_info, dp_copy). A stream also ends when
  * the engine's connection ends or fails, when the client's closes (EPOLLRDHUP), or when JavaScript removes it
- * (dp_remove). An end the thread decides is written as "<handle>\n" to the pipe dp_start returns.
+ * (dp_remove). An end the thread decides goes to a list of ended handles JavaScript takes with dp_ended, woken by a
+ * byte on the pipe dp_start returns (nonblocking: no write to it waits while the lock is held).
  *
  *   cc -O2 -Wall -Wextra -Werror -shared -fPIC -pthread -o dist/native/relay.so native/relay.c
  */
@@ -63,6 +64,7 @@ struct stream {
   struct buf gaps;                         /* float ms between events, from the second one */
   long long events;
   double first, last;
+  double drained; /* when the client last took the whole of what was framed after a wait */
   struct stream *next_dead;
 };
 
@@ -72,6 +74,8 @@ static uint16_t gens[SLOTS];
 static int ep = -1, done_w = -1, wake = -1;
 static struct stream *dead;
 static uint32_t next_slot;
+static struct buf ended; /* handles (uint32_t) of streams the thread ended, not yet taken by dp_ended */
+static int woken;        /* a wake byte is on the pipe, not yet followed by a dp_ended */
 
 static double now_ms(void) {
   struct timespec t;
@@ -261,13 +265,12 @@ static void unwatch(struct stream *st) {
   epoll_ctl(ep, EPOLL_CTL_DEL, st->cfd, NULL);
 }
 
-/* the thread ends a stream: out of epoll, its handle to the pipe */
+/* the thread ends a stream: out of epoll, its handle on the ended list, a wake byte on the pipe unless one is there */
 static void finish(struct stream *st, int reason) {
-  char line[16];
   unwatch(st);
   st->reason = reason;
-  int n = snprintf(line, sizeof line, "%u\n", st->handle);
-  if (write(done_w, line, (size_t)n) != n) perror("dp: report");
+  if (put(&ended, &st->handle, sizeof st->handle)) perror("dp: report");
+  if (!woken && write(done_w, "\n", 1) == 1) woken = 1;
 }
 
 /* what is framed to the client; -1 when the client's connection failed */
@@ -312,9 +315,17 @@ static void *loop(void *arg) {
       struct stream *st = e->st;
       if (st->dead || st->reason) continue; /* removed by JavaScript, or ended earlier in this batch */
       int r = 0;
+      size_t framed = st->out.n;
       if (e->client && (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) r = R_CLIENT;
       else if (flush(st) < 0) r = R_CLIENT;
       else if (st->out.n == 0) r = st->pend ? st->pend : pump(st);
+      else if (!e->client && (evs[i].events & (EPOLLHUP | EPOLLERR))) {
+        /* the engine's connection failed while the client is backed up: epoll reports it whatever the interest, so
+           the engine's fd leaves the set and the end waits for the client to take what was framed */
+        epoll_ctl(ep, EPOLL_CTL_DEL, st->efd, NULL);
+        if (!st->pend) st->pend = R_ENGINE_ERR;
+      }
+      if (framed && st->out.n == 0) st->drained = now_ms();
       if (r < 0) st->pend = -r, r = 0;
       if (r) {
         finish(st, r);
@@ -345,18 +356,40 @@ static struct stream *of(uint32_t h) {
 /* CLOCK_MONOTONIC in ms: the clock of the events' times (Node's performance.now() counts from it) */
 double dp_now(void) { return now_ms(); }
 
-/* start the thread; returns the fd JavaScript reads the ended streams' handles from, or -1 */
+/* start the thread; returns the fd whose bytes say streams ended (dp_ended), or -1 with nothing left open */
 int dp_start(void) {
-  int p[2];
+  int p[2] = {-1, -1};
   pthread_t t;
   if (ep >= 0) return -1;
-  if (pipe2(p, O_CLOEXEC) < 0 || (ep = epoll_create1(EPOLL_CLOEXEC)) < 0 || (wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) return -1;
   struct epoll_event we = {.events = EPOLLIN, .data.ptr = NULL};
-  if (epoll_ctl(ep, EPOLL_CTL_ADD, wake, &we) < 0) return -1;
+  if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0 || (ep = epoll_create1(EPOLL_CLOEXEC)) < 0 || (wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
+      epoll_ctl(ep, EPOLL_CTL_ADD, wake, &we) < 0)
+    goto fail;
   done_w = p[1];
-  if (pthread_create(&t, NULL, loop, NULL) != 0) return -1;
+  if (pthread_create(&t, NULL, loop, NULL) != 0) goto fail;
   pthread_detach(t);
   return p[0];
+fail:
+  if (p[0] >= 0) close(p[0]), close(p[1]);
+  if (ep >= 0) close(ep);
+  if (wake >= 0) close(wake);
+  ep = wake = done_w = -1;
+  return -1;
+}
+
+/* the handles of streams the thread ended since the last call, at most `cap` of them into out: their count */
+int dp_ended(uint32_t *out, int cap) {
+  pthread_mutex_lock(&mu);
+  size_t n = ended.n / sizeof(uint32_t);
+  if (n > (size_t)cap) n = (size_t)cap;
+  if (n) {
+    memcpy(out, ended.p, n * sizeof(uint32_t));
+    memmove(ended.p, ended.p + n * sizeof(uint32_t), ended.n - n * sizeof(uint32_t));
+    ended.n -= n * sizeof(uint32_t);
+  }
+  if (ended.n == 0) woken = 0;
+  pthread_mutex_unlock(&mu);
+  return (int)n;
 }
 
 /*
@@ -467,11 +500,15 @@ int dp_copy(int h, char *text, char *rest, char *pending, char *usage, float *ga
   return 0;
 }
 
-/* A stream's last event's time (dp_now's clock), or 0 before its first: the idle deadline's reading while native holds it. */
+/*
+ * A stream's engine activity for the idle deadline while native holds it (dp_now's clock): now while bytes framed for
+ * the client wait (the engine is not read then), else its last event's time or when the client last caught up,
+ * whichever is later; 0 before either.
+ */
 double dp_last(int h) {
   pthread_mutex_lock(&mu);
   struct stream *st = of((uint32_t)h);
-  double t = st ? st->last : 0;
+  double t = !st ? 0 : st->out.n ? now_ms() : st->last > st->drained ? st->last : st->drained;
   pthread_mutex_unlock(&mu);
   return t;
 }

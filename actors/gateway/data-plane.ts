@@ -45,6 +45,7 @@ type Lib = {
   copy(h: number, text: Buffer, rest: Buffer, pending: Buffer, usage: Buffer, gaps: Float32Array): number;
   now(): number;
   last(h: number): number;
+  ended(out: Uint32Array, cap: number): number;
 };
 
 /** The library's places: DYN_DATAPLANE_LIB, else dist/native/relay.so from the source tree or from dist. */
@@ -74,13 +75,15 @@ export class NativeDataPlane {
     const fd = lib.start();
     if (fd < 0) throw new Error('dp_start failed');
     this.offset = performance.now() - lib.now();
-    let partial = '';
+    // a byte on the pipe: streams ended, their handles on the library's list
     const reader = new net.Socket({ fd, readable: true, writable: false });
     reader.unref();
-    reader.on('data', (d: Buffer) => {
-      const lines = (partial + d.toString('latin1')).split('\n');
-      partial = lines.pop()!;
-      for (const l of lines) this.ended(Number(l));
+    const got = new Uint32Array(256);
+    reader.on('data', () => {
+      for (let n = got.length; n === got.length; ) {
+        n = lib.ended(got, got.length);
+        for (let k = 0; k < n; k++) this.ended(got[k]!);
+      }
     });
   }
 
@@ -109,6 +112,7 @@ export class NativeDataPlane {
         copy: l.func('int dp_copy(int, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ float *)') as Lib['copy'],
         now: l.func('double dp_now(void)') as Lib['now'],
         last: l.func('double dp_last(int)') as Lib['last'],
+        ended: l.func('int dp_ended(_Out_ uint32_t *, int)') as Lib['ended'],
       };
       return new NativeDataPlane(lib);
     } catch (err) {
@@ -134,7 +138,7 @@ export class NativeDataPlane {
     return this.collect(h);
   }
 
-  /** The time of the span's last event (performance.now()), undefined before its first. */
+  /** The span's engine activity (performance.now()): now while the client is backed up, else its last event or when the client caught up; undefined before either. */
   lastEvent(h: number): number | undefined {
     const t = this.lib.last(h);
     return t > 0 ? t + this.offset : undefined;
@@ -232,9 +236,12 @@ export class NativeOffer {
     this.reclaim();
   }
 
-  /** The time of the span's last event, while one is under way (the engine call's idle deadline). */
+  /**
+   * The span's engine activity, while one is under way (the engine call's idle deadline): its last event, or now
+   * while the client is backed up; undefined before either (the deadline keeps the last read before the hand-off).
+   */
   activity(): number | undefined {
-    return this.handle === undefined ? undefined : this.plane.lastEvent(this.handle) ?? performance.now();
+    return this.handle === undefined ? undefined : this.plane.lastEvent(this.handle);
   }
 
   private start(engine: EngineSide): void {

@@ -4,8 +4,9 @@
  * time, one event per read, with the library built here and without it. Checks: the client's bytes through the native
  * plane equal the JavaScript path's (the request id and `created` aside), the end (usage, modelled energy, the leg's
  * end report with its token and TBT counts) is JavaScript's, a client gone and a JavaScript-side cancel end the span,
- * an engine that dies mid-span continues on another engine with every token once, the fallback without the library,
- * and one plane per process (a gateway started again is given the plane already loaded).
+ * an engine that dies mid-span continues on another engine with every token once, an engine silent after the hand-off
+ * ends its leg at the idle bound and continues, a client that reads nothing past the idle bound keeps its one leg, the
+ * fallback without the library, and one plane per process (a gateway started again is given the plane already loaded).
  */
 import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
@@ -13,6 +14,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import koffi from 'koffi';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EmulatorServer } from '../../src/engine/emulator/server.ts';
 import { createPerfModel } from '../../src/model/index.ts';
@@ -20,6 +22,7 @@ import { systemClock, type ManualClock } from '../../src/runtime/clock.ts';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { TokenChunk, subjects, type InferenceRequest } from '../../protocols/index.ts';
 import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
+import type { NatsBackendOptions } from '../../actors/gateway/backend-options.ts';
 import { GatewayServer } from '../../actors/gateway/server.ts';
 import { NativeDataPlane, loadDataPlane } from '../../actors/gateway/data-plane.ts';
 import { VirtualBus } from '../helpers/virtual-bus.ts';
@@ -46,7 +49,7 @@ afterAll(async () => {
 });
 
 /** A gateway (HTTP layer + NatsBackend over an in-memory bus) whose legs are granted `engines[k]` for the k-th leg. */
-async function gateway(native: boolean, engines: string[], opts: { migrationLimit?: number } = {}) {
+async function gateway(native: boolean, engines: string[], opts: Pick<NatsBackendOptions, 'migrationLimit' | 'engineIdle'> = {}) {
   const bus = new VirtualBus(systemClock as unknown as ManualClock);
   const backend = new NatsBackend(bus as unknown as Bus, { direct: true, admitTimeoutMs: 10_000, admitAttemptMs: 3000, chunkTimeoutMs: 30_000, clock: systemClock, ...opts });
   const legs: InferenceRequest[] = [];
@@ -75,8 +78,11 @@ const running = () => Number(/vllm:num_requests_running\{[^}]*\} ([\d.]+)/.exec(
 
 const request = (maxTokens: number, prompt = 'the native plane', continuous = false) => JSON.stringify({ model: 'm', prompt, max_tokens: maxTokens, ignore_eos: true, seed: 11, stream: true, stream_options: { include_usage: true, ...(continuous ? { continuous_usage_stats: true } : {}) } });
 
-/** The de-chunked response body of a streamed completion, read over a raw socket (`stopAfter`: close after that many text events). */
-async function stream(port: number, body: string, stopAfter?: number, path = '/v1/completions'): Promise<{ head: string; body: string }> {
+/**
+ * The de-chunked response body of a streamed completion, read over a raw socket (`stopAfter`: close after that many
+ * text events; `pauseMs`: no read of the socket for that long after its first bytes).
+ */
+async function stream(port: number, body: string, stopAfter?: number, path = '/v1/completions', pauseMs?: number): Promise<{ head: string; body: string }> {
   return new Promise((resolve, reject) => {
     const s = connect(port, '127.0.0.1');
     let raw = Buffer.alloc(0);
@@ -95,6 +101,12 @@ async function stream(port: number, body: string, stopAfter?: number, path = '/v
       resolve({ head, body: out });
     };
     s.on('data', (d: Buffer) => {
+      if (pauseMs !== undefined && raw.length === 0) {
+        // the kernel's reads stopped, the stream told nothing (it would start them again to fill its buffer)
+        const h = (s as unknown as { _handle: { readStop(): number; readStart(): number } })._handle;
+        h.readStop();
+        setTimeout(() => h.readStart(), pauseMs);
+      }
       raw = Buffer.concat([raw, d]);
       // the response's end (its terminating chunk), or enough text events for a client that leaves
       if ((stopAfter !== undefined && (raw.toString().match(/"text":/g) ?? []).length >= stopAfter) || raw.subarray(-5).toString() === '0\r\n\r\n') {
@@ -119,9 +131,10 @@ const TEXTS = [' one', ' "two"', ' back\\slash', '\n\tthree', ' é😀', ' \u000
 /**
  * An engine streaming `texts` as vLLM's and the emulator's events (with the usage so far when asked), one event per
  * write 4 ms apart, then the finish, the usage with a modelled energy and [DONE]; `cutAfter`: the connection destroyed
- * after that many text events. Records each request's body.
+ * after that many text events; `hangAfter`: nothing more sent after that many, the connection left open. Records each
+ * request's body.
  */
-async function scripted(texts: string[], cutAfter?: number) {
+async function scripted(texts: string[], cutAfter?: number, hangAfter?: number) {
   const bodies: Record<string, unknown>[] = [];
   const server: Server = createServer((req, res) => {
     let raw = '';
@@ -142,6 +155,7 @@ async function scripted(texts: string[], cutAfter?: number) {
       let i = 0;
       const next = () => {
         if (cutAfter !== undefined && i === cutAfter) return void res.socket?.destroy();
+        if (i === hangAfter) return;
         if (i === out.length) return void res.end();
         res.write(out[i++]);
         setTimeout(next, 4);
@@ -274,6 +288,54 @@ describe('the native data plane', () => {
     expect(nat.legs[1]!.prompt).toBe(`the native plane${sent}`);
     expect(nat.legs[1]!.maxTokens).toBe(18);
     expect(events(got.body).at(-1)!.usage!.completion_tokens).toBe(30);
+    expect(got.body.endsWith('data: [DONE]\n\n')).toBe(true);
+  });
+  it("an engine silent after the hand-off: the idle deadline ends the leg and the stream continues on another engine", async () => {
+    const silent = await scripted(TEXTS, undefined, 1);
+    // the idle deadline 1 s between two tokens
+    const engineIdle = { settings: { firstTokenMultiple: 1, firstTokenFloorMs: 5000, nextTokenMultiple: 1, nextTokenFloorMs: 1000 }, fallback: { ttftMs: 1, tbtMs: 1 } };
+    const nat = await gateway(true, [silent.url, emuUrl], { engineIdle });
+    const spans = plane.spans;
+    const got = await Promise.race([stream(nat.port, request(20)), new Promise<undefined>((r) => setTimeout(r, 8000))]);
+    // the silent engine's stream was native when it went quiet
+    expect(plane.spans).toBeGreaterThan(spans);
+    expect(got).toBeDefined();
+    expect(nat.legs.length).toBe(2);
+    expect(nat.legs[1]!.prompt).toBe(`the native plane${TEXTS[0]}`);
+    expect(events(got!.body).filter((e) => e.choices?.[0]?.text).length).toBe(20);
+    expect(got!.body.endsWith('data: [DONE]\n\n')).toBe(true);
+  });
+  it('a client that reads nothing for longer than the idle bound: no stall, every token once it reads', async () => {
+    // one token, then 800 of 1000 bytes at once (more than the sockets between the gateway and the client hold)
+    const texts = [' first', ...Array.from({ length: 800 }, (_, i) => String(i % 10).repeat(1000))];
+    const server: Server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const ev = (o: object) => `data: ${JSON.stringify({ id: 'cmpl-engine', object: 'text_completion', created: 1, model: 'm', ...o })}\n\n`;
+        const text = (t: string) => ev({ choices: [{ index: 0, text: t, logprobs: null, finish_reason: null, stop_reason: null }] });
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(text(texts[0]!));
+        setTimeout(() => {
+          for (const t of texts.slice(1)) res.write(text(t));
+          res.write(ev({ choices: [{ index: 0, text: '', logprobs: null, finish_reason: 'length', stop_reason: null }] }));
+          res.end(`${ev({ choices: [], usage: { prompt_tokens: 3, completion_tokens: texts.length, total_tokens: 3 + texts.length } })}data: [DONE]\n\n`);
+        }, 100);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    closers.push(() => server.close());
+    const engineIdle = { settings: { firstTokenMultiple: 1, firstTokenFloorMs: 5000, nextTokenMultiple: 1, nextTokenFloorMs: 1000 }, fallback: { ttftMs: 1, tbtMs: 1 } };
+    const nat = await gateway(true, [`http://127.0.0.1:${(server.address() as AddressInfo).port}`, emuUrl], { engineIdle });
+    // a small send buffer on the client's socket as the span starts (its receive window on top)
+    const setsockopt = koffi.load('libc.so.6').func('int setsockopt(int, int, int, const int *, int)') as (fd: number, level: number, opt: number, v: number[], n: number) => number;
+    const add = plane.add.bind(plane);
+    plane.add = (c, ...rest) => (setsockopt(c, 1, 7, [16384], 4), add(c, ...rest));
+    const carried = plane.carried;
+    const got = await stream(nat.port, request(texts.length), undefined, '/v1/completions', 2500).finally(() => (plane.add = add));
+    // one leg: the engine was not taken for stalled while the client read nothing
+    expect(nat.legs.length).toBe(1);
+    expect(plane.carried - carried).toBeGreaterThan(700);
+    expect(textOf(got.body)).toBe(texts.join(''));
     expect(got.body.endsWith('data: [DONE]\n\n')).toBe(true);
   });
 });
