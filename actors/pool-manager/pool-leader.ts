@@ -6,21 +6,22 @@
  * the MILP solve, decision events and timers.
  *
  * Every replica tracks the pool's instances from their InstanceStatus (a standby has a warm view: the latest status of
- * each stepped before its sweep, its lead and a read of its view, ./statuses.ts); the
- * lease holder (leaseKeys.poolLeader) also serves dispatch (subjects.poolDispatch), moves
- * (subjects.poolMove) and commands (subjects.poolControl), publishes the pool's status, and keeps its list
- * of dispatched requests in the KV (jetstream.dispatchedBucket) for its successor.
+ * each stepped before its sweep, its lead and a read of its view, ./statuses.ts), and receives request records only
+ * while one can change its machine (./records.ts); the lease holder (leaseKeys.poolLeader) also serves dispatch
+ * (subjects.poolDispatch), moves (subjects.poolMove) and commands (subjects.poolControl), publishes the pool's status,
+ * and keeps its list of dispatched requests in the KV (jetstream.dispatchedBucket) for its successor.
  */
 import { suspectAfterMsOf } from '../../src/policy/suspect.ts';
 import type { Logger } from 'pino';
 import type { KV } from '@nats-io/kv';
 import {
   Ack, Admission, DispatchedEntry, ReshardRecord, InferenceRequest, InstanceCommand, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
-  RequestRecord, TokenChunk, ClientDisconnect, endedConnection, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
+  TokenChunk, ClientDisconnect, endedConnection, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type DispatchView as DispatchViewT, type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeContext, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { PoolStatuses } from './statuses.ts';
+import { PoolRecords } from './records.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { systemClock, within, type Clock } from '../../src/runtime/clock.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
@@ -29,7 +30,7 @@ import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { milpPlanner } from '../common/policy.ts';
 import { poolBurstWindowMs } from '../../src/policy/pool-shards.ts';
 import {
-  aliveInstances, initialPoolState, poolDispatchView, poolLinkProofGapMs, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
+  aliveInstances, initialPoolState, poolDispatchView, poolRecordsWanted, poolLinkProofGapMs, poolLoad, poolStep, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type StoredReshard,
 } from '../../src/policy/machines/pool.ts';
 import { heldNow, type HoldOutcome } from '../../src/policy/machines/router.ts';
 import { initialPoolStandby, poolStandbyStep, type PoolStandbyState } from '../../src/policy/machines/pool-standby.ts';
@@ -79,8 +80,9 @@ export class PoolLeader {
   #ref = 0;
   /** the lease's 'elected' and 'lost' so far: a lead's takeover and late reads (#becomeLeader, #readLate) end with it. */
   #leads = 0;
-  /** the instances' statuses, stepped as they come while the machine leads, else kept until read (./statuses.ts). */
+  /** the instances' statuses, stepped as they come while the machine leads, else kept until read (./statuses.ts); the records, only while wanted. */
   #statuses: PoolStatuses;
+  #records: PoolRecords;
   /** the sleep-mode standby's state while this replica leads (scaling.sleepStandby). */
   #standby?: PoolStandbyState;
 
@@ -110,6 +112,7 @@ export class PoolLeader {
     };
     this.#m = initialPoolState(o.types);
     this.#statuses = new PoolStatuses(o.bus, o.pool, this.#clock, (status, atMs) => this.#step({ type: 'status', status }, atMs));
+    this.#records = new PoolRecords(o.bus, o.pool, () => poolRecordsWanted(this.#m), (r) => this.#m.outstanding.has(r.id) && this.#step({ type: 'record', id: r.id, ...(r.instance ? { instance: r.instance } : {}) }));
     this.#lease = new LeaderLease({
       bus: o.bus,
       key: leaseKeys.poolLeader(o.pool),
@@ -153,16 +156,14 @@ export class PoolLeader {
         const conn = endedConnection(a);
         if (conn) this.#step({ type: 'conn_ended', conn });
       }, { capacity: 4096 }),
-      // a record changes the machine only for a request it dispatched (outstanding); with none outstanding and no
-      // dispatch in flight (the gateway routed them all) records are not even decoded
-      this.#bus.subscribe(subjects.telRequest(this.pool), RequestRecord, (r) => {
-        if (this.#m.outstanding.has(r.id)) this.#step({ type: 'record', id: r.id, ...(r.instance ? { instance: r.instance } : {}) });
-      }, { capacity: 8192, unwanted: () => this.#m.outstanding.size === 0 && this.#m.jobs.size === 0 }),
     );
     this.#step({ type: 'start' });
     this.#statuses.listen(false);
     this.#bus.on('status', this.#onLink);
-    this.#lease.on('elected', () => void this.#becomeLeader(++this.#leads));
+    this.#lease.on('elected', () => {
+      this.#records.hold(1); // the records' subscription held from the takeover's reads on: a record after its lead step reaches the machine
+      void this.#becomeLeader(++this.#leads).finally(() => this.#records.hold(-1));
+    });
     // each acknowledged renewal bounds the machine's lead (state leaseUntilMs): every decision checks it, no lease read
     this.#lease.on('renewed', (r: { untilMs: number }) => this.#step({ type: 'lease', untilMs: r.untilMs }));
     this.#lease.on('lost', () => this.#stepDown());
@@ -384,6 +385,7 @@ export class PoolLeader {
     const { state, effects } = poolStep(this.#m, ev, now, this.#mc);
     this.#m = state;
     if (state.leader !== this.#statuses.eager && !this.#timersStopped) this.#statuses.listen(state.leader);
+    this.#records.sync(ev.type === 'sweep'); // before the effects: an admit goes out after the records' SUB
     for (const e of effects) this.#perform(e);
   }
 
@@ -564,6 +566,7 @@ export class PoolLeader {
     this.#timersStopped = true;
     for (const h of [...this.#leaderHandles, ...this.#handles]) h.unsubscribe();
     this.#statuses.stop();
+    this.#records.stop();
     await this.#lease.stop().catch(() => {});
   }
 }
@@ -585,13 +588,10 @@ const LATE_READ_MAX_MS = 2000;
 
 /** dispatch calls a pool leader works on at once (held ones do not count: see #dispatchSlots). */
 export const DISPATCH_HANDLERS = 256;
-
 /** puts and deletes of the dispatched list in flight at most (past it an entry is not kept, or its admission waits for none). */
 const DISPATCHED_IN_FLIGHT_MAX = 4096;
-
 /** the longest an admission waits for its dispatched entry's store, ms (at most half timeouts.dispatchMs). */
 const DISPATCHED_STORE_MS = 1000;
-
 /** how long a dispatched entry stays in the store without its record, ms (requests give up well before). */
 const DISPATCHED_TTL_MS = 3_600_000;
 

@@ -268,6 +268,15 @@ export function poolTickWanted(s: PoolMachineState): boolean {
 }
 
 /**
+ * Whether a request record (subjects.telRequest) can change the machine: a 'record' acts only on an outstanding entry
+ * (a request it dispatched, or one of the dispatched list it adopted), and a dispatch under way (a job) makes one.
+ * Otherwise every record is another's (the gateway routed the request itself) and the shell need not receive it.
+ */
+export function poolRecordsWanted(s: PoolMachineState): boolean {
+  return s.outstanding.size > 0 || s.jobs.size > 0;
+}
+
+/**
  * The assignment the store holds, read by a new leader: taken when newer than the one held. A store of the cluster's
  * own (`ownStore`) is this run's; another (a shared NATS server keeps a previous run's KV) is this cluster's only when
  * an instance of the pool is alive or the planner already sent this replica one; otherwise the planner sends the

@@ -1,0 +1,117 @@
+/**
+ * A pool manager receives its pool's request records only while one can change its machine (actors/pool-manager/
+ * records.ts, policy poolRecordsWanted): a request the pool dispatched and has not seen the record of. Two pool
+ * managers (a leader and its standby) in the test process on a real nats-server with the project's permissions; the
+ * test plays the pool's one instance (statuses, an admission that says yes) and publishes the records. With nothing
+ * dispatched through the pool (the gateway routed every request itself), a burst of records reaches neither manager's
+ * connection; a request the leader dispatched has its record, published at once after its admission, reach the
+ * leader (its dispatched entry forgotten); once no dispatch is outstanding, the next burst reaches neither again.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { KV } from '@nats-io/kv';
+import { waitFor } from '../helpers/wait.ts';
+import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
+import { parseConfig } from '../../actors/common/config.ts';
+import {
+  Admission, InferenceRequest, InstanceStatus, RequestRecord, controlSubjects, dispatchedKeys, jetstream, subjects,
+  type InferenceRequest as Req, type InstanceStatus as Status,
+} from '../../protocols/index.ts';
+
+const POOL = 'pool-rec';
+const TYPES = ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] as const;
+const INST = `${POOL}-n0-g0x1`;
+const BURST = 200;
+let nats: TestNats;
+let admin: Bus;
+const buses = new Map<string, Bus>();
+const leaders: PoolLeader[] = [];
+let timer: NodeJS.Timeout | undefined;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function publishStatus(seq: number, startedMs: number): void {
+  const st: Status = {
+    v: 1, id: INST, pool: POOL, node: 'n0', tp: 1, gpuIds: [0], state: 'ready', startedMs, seq, sentMs: Date.now(), clockMhz: 1980, maxClockMhz: 1980,
+    queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
+  };
+  admin.publish(controlSubjects.instanceStatus(POOL, INST), InstanceStatus, st);
+}
+
+function record(id: string): RequestRecord {
+  return { v: 1, id, type: 'SS', pool: POOL, instance: INST, outcome: 'ok', promptTokens: 2000, completionTokens: 200, energyJ: 12.5, energySource: 'modelled', sloMet: true, finishedMs: Date.now() };
+}
+
+function request(id: string): Req {
+  const now = Date.now();
+  return { v: 1, id, model: 'llama2-70b', kind: 'completion', prompt: 'hello', inputTokens: 10, maxTokens: 20, arrivalMs: now, giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id), type: 'SS' };
+}
+
+async function manager(holder: string): Promise<PoolLeader> {
+  const bus = await Bus.connect({ servers: nats.url, name: holder, ...as('pool', holder), log: silentLogger() });
+  buses.set(holder, bus);
+  const config = parseConfig({ pools: [{ id: POOL, types: [...TYPES] }], liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 } });
+  const l = new PoolLeader({ pool: POOL, types: [...TYPES], holder, bus, config, log: silentLogger() });
+  leaders.push(l);
+  await l.start();
+  return l;
+}
+
+/** Messages each manager's connection received while `burst` records of requests no pool dispatched were published. */
+async function delivered(prefix: string): Promise<Record<string, number>> {
+  const before = new Map([...buses].map(([k, b]) => [k, b.nc.stats().inMsgs]));
+  for (let i = 0; i < BURST; i++) admin.publish(subjects.telRequest(POOL), RequestRecord, record(`${prefix}-${i}`));
+  await admin.nc.flush();
+  await sleep(300);
+  for (const b of buses.values()) await b.nc.flush();
+  return Object.fromEntries([...buses].map(([k, b]) => [k, b.nc.stats().inMsgs - before.get(k)!]));
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
+}, 30_000);
+
+afterAll(async () => {
+  if (timer) clearInterval(timer);
+  for (const l of leaders) await l.stop().catch(() => {});
+  for (const b of buses.values()) await b.close().catch(() => {});
+  await admin?.close();
+  await nats?.stop();
+}, 60_000);
+
+describe("a pool manager and its pool's request records", () => {
+  it('receives none while it has nothing dispatched, and the record of a request it dispatched', async () => {
+    const startedMs = Date.now();
+    let seq = 0;
+    timer = setInterval(() => publishStatus(++seq, startedMs), 250);
+    admin.serve(subjects.instanceAdmit(INST), InferenceRequest, Admission, async (r) => ({ v: 1 as const, id: r.id, ok: true, instance: INST }), { capacity: 256, concurrency: 16 });
+    await admin.nc.flush();
+    const leader = await manager('pm-a');
+    await waitFor(() => (leader.isLeader() && leader.view().ready.length === 1 ? true : undefined), 30_000, 'pm-a leads with the instance');
+    await manager('pm-b');
+    await sleep(1000);
+
+    // the gateway routed every request itself: their records reach neither manager (each status period's own messages only)
+    const idle = await delivered('routed');
+    console.log(`${BURST} records of requests the pool did not dispatch: messages received by the leader ${idle['pm-a']}, the standby ${idle['pm-b']}`);
+    expect(idle['pm-a']).toBeLessThan(BURST / 4);
+    expect(idle['pm-b']).toBeLessThan(BURST / 4);
+
+    // a request the leader dispatches: its record, published as soon as its admission is answered, reaches the leader
+    const kv: KV = await admin.kv(jetstream.dispatchedBucket, { ttl: 3_600_000 });
+    const id = 'via-pool-1';
+    const a = await admin.request(subjects.poolDispatch(POOL), InferenceRequest, request(id), Admission, { timeoutMs: 5000 });
+    expect(a.ok).toBe(true);
+    admin.publish(subjects.telRequest(POOL), RequestRecord, record(id));
+    await waitFor(async () => (!(await kv.get(dispatchedKeys.entry(POOL, id)))?.value.length ? true : undefined), 10_000, 'the dispatched entry forgotten at its record');
+
+    // nothing outstanding again: from the next sweep (deadAfterMs / 4) on, the records reach neither manager
+    await sleep(800);
+    const after = await delivered('routed-again');
+    console.log(`${BURST} records after the pool's dispatch ended: the leader ${after['pm-a']}, the standby ${after['pm-b']}`);
+    expect(after['pm-a']).toBeLessThan(BURST / 4);
+    expect(after['pm-b']).toBeLessThan(BURST / 4);
+  }, 120_000);
+});
