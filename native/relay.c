@@ -284,7 +284,11 @@ static int flush(struct stream *st) {
   return 0;
 }
 
-/* the engine's bytes to the client while nothing waits for the client; the reason the stream ends, or 0 */
+/*
+ * the engine's bytes to the client while nothing waits for the client; the reason the stream ends, or 0. A read shorter
+ * than the buffer took all the socket held: the next bytes wake the (level-triggered) epoll set, so no read is made to
+ * learn EAGAIN. Per engine event: one epoll_wait (shared by the streams ready together), one read, one send.
+ */
 static int pump(struct stream *st) {
   while (st->out.n == 0) {
     char tmp[16384];
@@ -295,6 +299,7 @@ static int pump(struct stream *st) {
     int stop = consume(st);
     if (flush(st) < 0) return R_CLIENT;
     if (stop) return st->out.n ? -stop : stop; /* negative: end once the client has what was framed */
+    if ((size_t)n < sizeof tmp) break;
   }
   return 0;
 }

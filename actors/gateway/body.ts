@@ -1,8 +1,10 @@
 /**
- * A request body read with a size limit (the gateway's HTTP layer, server.ts): past it a 413, not retryable.
+ * A request body read with a size limit (the gateway's HTTP layer, server.ts): past it a 413, not retryable; and its
+ * JSON value (parseJsonBody).
  */
 import type { IncomingMessage } from 'node:http';
 import { HttpError } from './openai.ts';
+import { keepIdsJson } from '../../src/engine/prompt-json.ts';
 
 /** A refused (413) body is read and discarded up to this multiple of the limit, then the socket is closed. */
 const DISCARD_FACTOR = 16;
@@ -61,4 +63,24 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       }
     });
   });
+}
+
+const PROMPT_IDS = '"prompt":[';
+
+/**
+ * JSON.parse(text), and a token-id prompt's JSON text kept with the array it gave (src/engine/prompt-json.ts
+ * keepIdsJson), for the engine's request: where the body's `prompt` is an array and the text spells `"prompt"` once,
+ * as `"prompt":[`, with no `\u` escape (so no other spelling of a key `prompt`), that one spelling is the body's own
+ * key, and its array runs to the first `]` when keepIdsJson finds only digits and commas in it.
+ */
+export function parseJsonBody(text: string): unknown {
+  const body: unknown = JSON.parse(text);
+  const prompt = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).prompt : undefined;
+  if (!Array.isArray(prompt) || prompt.length === 0) return body;
+  const at = text.indexOf(PROMPT_IDS);
+  if (at < 0 || text.indexOf('"prompt"') !== at || text.indexOf('"prompt"', at + 1) >= 0 || text.indexOf('\\u') >= 0) return body;
+  const open = at + PROMPT_IDS.length - 1;
+  const close = text.indexOf(']', open);
+  if (close > open) keepIdsJson(prompt as number[], text, open, close);
+  return body;
 }

@@ -31,7 +31,7 @@ import {
 import { childRequest, inBatches, submitAll, type TokenSource } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
 import { HoldLimit } from './hold-limit.ts';
-import { readBody } from './body.ts';
+import { parseJsonBody, readBody } from './body.ts';
 import { relaySse, replayPrelude, resumePlan, type Framing, type Resumable } from './sse-stream.ts';
 import { LAST_EVENT_ID_HEADER, RESUMABLE_HEADER, parseLastEventId, resumableOf, type StreamHooks } from './resume.ts';
 export type { ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
@@ -365,7 +365,7 @@ export class GatewayServer {
       const raw = await readBody(req, this.opts.bodyLimitBytes);
       let body: unknown;
       try {
-        body = JSON.parse(raw.toString('utf8'));
+        body = parseJsonBody(raw.toString('utf8'));
       } catch (e) {
         throw badRequest(`request body is not valid JSON: ${(e as Error).message}`);
       }

@@ -15,6 +15,7 @@ import { parseEvent, TextEventScanner } from './sse-event.ts';
 import { http1Request, type Http1Pool, type Http1Response } from './http1.ts';
 import { LeanAbort, type AbortLike } from './abort.ts';
 import type { EngineSide } from './native-span.ts';
+import { idsJson } from './prompt-json.ts';
 
 export { parseEvent } from './sse-event.ts';
 
@@ -49,6 +50,34 @@ export function completionBody(req: EngineCompletionRequest): Record<string, unk
   return body;
 }
 
+/** completionBody's members after the prompt: a `params` that names one of them (or the prompt) keeps its place for it. */
+const AFTER_PROMPT = ['prompt', 'messages', 'min_tokens', 'ignore_eos', 'temperature'];
+
+/**
+ * JSON.stringify(completionBody(req)), the engine call's bytes. A token-id prompt whose JSON text the gateway kept
+ * from the client's body (prompt-json.ts idsJson) is written as that text between the members before it and those
+ * after it, each stringified as completionBody orders them; any other request is completionBody's stringified.
+ */
+export function completionPayload(req: EngineCompletionRequest): string {
+  const ids = req.chat === undefined && Array.isArray(req.prompt) ? idsJson(req.prompt) : undefined;
+  const p = req.params;
+  if (ids === undefined || (p !== undefined && AFTER_PROMPT.some((k) => Object.hasOwn(p, k)))) return JSON.stringify(completionBody(req));
+  const head = JSON.stringify({
+    ...p,
+    model: req.model,
+    max_tokens: req.maxTokens,
+    stream: true,
+    stream_options: req.continuousUsage ? { include_usage: true, continuous_usage_stats: true } : { include_usage: true },
+  });
+  const tail: Record<string, unknown> = {};
+  if (req.minTokens !== undefined) tail.min_tokens = req.minTokens;
+  if (req.ignoreEos !== undefined) tail.ignore_eos = req.ignoreEos;
+  if (req.temperature !== undefined) tail.temperature = req.temperature;
+  const rest = JSON.stringify(tail);
+  // one flat string (join), not a rope of the pieces that its byte count and its write would each flatten
+  return [head.slice(0, -1), ',"prompt":', ids, rest.length > 2 ? ',' : '', rest.length > 2 ? rest.slice(1) : '}'].join('');
+}
+
 /**
  * Streams one completion. Errors: EngineHttpError (the engine answered non-2xx), EngineStreamError (an error
  * event), EngineTimeoutError (the deadline), EngineStalledError (silent past `req.idle`), the signal's reason when
@@ -73,7 +102,7 @@ export async function* streamCompletionBatches(
   signal: AbortLike | undefined,
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
 ): AsyncGenerator<EngineChunk[]> {
-  const { chat, body, ac, disarm, idle } = armCompletion(t, req, signal);
+  const { chat, payload, ac, disarm, idle } = armCompletion(t, req, signal);
   let http: ClientRequest | undefined;
   const onAc = () => http?.destroy(ac.signal.reason instanceof Error ? ac.signal.reason : new Error('aborted'));
   if (!t.pool) ac.signal.addEventListener('abort', onAc, { once: true });
@@ -82,7 +111,6 @@ export async function* streamCompletionBatches(
   let done = false;
   try {
     try {
-      const payload = JSON.stringify(body);
       const path = chat ? '/v1/chat/completions' : '/v1/completions';
       let bytes: { next(): Promise<Buffer | null>; take(): Buffer | undefined };
       if (t.pool) {
@@ -222,7 +250,7 @@ export async function streamCompletionPush(
   onBatch: (batch: EngineChunk[]) => void,
   native?: NativeHook,
 ): Promise<void> {
-  const { chat, body, ac, disarm, idle } = armCompletion(t, req, signal);
+  const { chat, payload, ac, disarm, idle } = armCompletion(t, req, signal);
   const ev = new EngineEvents(chat);
   let side: EngineSide | undefined;
   let lean: Http1Response | undefined;
@@ -230,7 +258,7 @@ export async function streamCompletionPush(
   let sinkErr: unknown;
   try {
     try {
-      const l = (lean = await leanCompletion(t, req, chat ? '/v1/chat/completions' : '/v1/completions', JSON.stringify(body), ac));
+      const l = (lean = await leanCompletion(t, req, chat ? '/v1/chat/completions' : '/v1/completions', payload, ac));
       await new Promise<void>((resolve, reject) => {
         l.pipe((buf) => {
           ev.push(buf);
@@ -285,7 +313,7 @@ function engineSide(l: Http1Response, ev: EngineEvents, idle: IdleWatch | undefi
 }
 
 /**
- * What both completion calls set up: the request's checks and body, and the engine call's own cancellation (the
+ * What both completion calls set up: the request's checks and body's bytes, and the engine call's own cancellation (the
  * caller's signal, its deadline, or its idle deadline; a LeanAbort, no EventTarget: abort.ts). `disarm` ends the
  * deadlines and the link.
  */
@@ -304,7 +332,7 @@ function armCompletion(t: EngineTarget, req: EngineCompletionRequest, signal: Ab
     idle?.stop();
     signal?.removeEventListener('abort', onAbort);
   };
-  return { chat: req.chat !== undefined, body: completionBody(req), ac, disarm, idle };
+  return { chat: req.chat !== undefined, payload: completionPayload(req), ac, disarm, idle };
 }
 
 /**

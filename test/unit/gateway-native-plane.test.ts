@@ -132,16 +132,18 @@ const TEXTS = [' one', ' "two"', ' back\\slash', '\n\tthree', ' é😀', ' \u000
  * An engine streaming `texts` as vLLM's and the emulator's events (with the usage so far when asked), one event per
  * write 4 ms apart, then the finish, the usage with a modelled energy and [DONE]; `cutAfter`: the connection destroyed
  * after that many text events; `hangAfter`: nothing more sent after that many, the connection left open. Records each
- * request's body.
+ * request's body, parsed and as sent.
  */
 async function scripted(texts: string[], cutAfter?: number, hangAfter?: number) {
   const bodies: Record<string, unknown>[] = [];
+  const raws: string[] = [];
   const server: Server = createServer((req, res) => {
     let raw = '';
     req.on('data', (b: Buffer) => (raw += b.toString()));
     req.on('end', () => {
       const body = JSON.parse(raw) as { prompt: string; stream_options?: { continuous_usage_stats?: boolean } };
       bodies.push(body);
+      raws.push(raw);
       const every = body.stream_options?.continuous_usage_stats === true;
       const ev = (o: object) => `data: ${JSON.stringify({ id: 'cmpl-engine', object: 'text_completion', created: 1, model: 'm', ...o })}\n\n`;
       const usage = (n: number) => (every ? { usage: { prompt_tokens: 3, total_tokens: 3 + n, completion_tokens: n } } : {});
@@ -165,7 +167,7 @@ async function scripted(texts: string[], cutAfter?: number, hangAfter?: number) 
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   closers.push(() => server.close());
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies, raws };
 }
 
 /** the first leg's end report (held a few ms before it is published) */
@@ -221,6 +223,20 @@ describe('the native data plane', () => {
     const norm = (x: string) => normal(x).replace(/"id":"chatcmpl-[^"]+"/g, '"id":"ID"');
     expect(norm(b.body)).toBe(norm(a.body));
     expect(b.body).toContain('"delta":{"content":');
+  });
+
+  it("sends the engine a token-id prompt's body as JSON.stringify writes it, whether the client's text of it is kept or not", async () => {
+    const engine = await scripted(TEXTS.slice(-3));
+    const nat = await gateway(true, [engine.url]);
+    const ids = Array.from({ length: 2000 }, (_, i) => (i * 7919) % 50_000);
+    const kept = request(3, ids as unknown as string, true); // the replay's shape: the ids' text kept from the client's body
+    const spaced = kept.replace(/,/g, ', '); // the same values in a text JSON.stringify would not write: parsed again
+    await stream(nat.port, kept);
+    await stream(nat.port, spaced);
+    expect(engine.raws).toHaveLength(2);
+    expect(engine.raws[0]).toBe(JSON.stringify(JSON.parse(engine.raws[0]!)));
+    expect(engine.raws[0]).toContain(`"prompt":${JSON.stringify(ids)}`);
+    expect(engine.raws[1]).toBe(engine.raws[0]);
   });
 
   it('passes escapes and multi-byte text as the JavaScript path frames them, and gives back an event it does not pass', async () => {

@@ -1,0 +1,28 @@
+/**
+ * native/relay.c's system calls per engine event: test/fixtures/native/relay-reads.c compiles the relay in with its
+ * read() counted and streams one text event per engine chunk, one at a time, as a real-time engine sends them. Each
+ * event costs one read of the engine's socket (a short read is all the socket held; the level-triggered epoll set
+ * reports the next bytes), none that returns EAGAIN, and the client gets every event's frame.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+let dir = '';
+let bin = '';
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'relay-reads-'));
+  bin = join(dir, 'relay-reads');
+  execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-I', 'native', '-o', bin, 'test/fixtures/native/relay-reads.c']);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+it('reads the engine once per event, with no read that finds the socket empty', () => {
+  const r = JSON.parse(execFileSync(bin, ['20'], { encoding: 'utf8' })) as { events: number; reads: number; eagain: number; ok: boolean };
+  expect(r.ok).toBe(true);
+  expect(r.eagain).toBe(0);
+  // one read per event, and the read that finds the engine's end
+  expect(r.reads).toBe(r.events + 1);
+});
