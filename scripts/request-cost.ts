@@ -29,9 +29,9 @@ const counter = new PromptCounter(async () => ({ v: 1, ok: true, count: 0, maxMo
 counter.maxModelLen.set('m', 8192);
 
 let sink = 0;
-const bodies: unknown[] = new Array(n);
-const parsed: ReturnType<typeof parseOpenAiRequest>[] = new Array(n);
-const payloads: string[] = new Array(n);
+const bodies: unknown[] = new Array<unknown>(n);
+const parsed: ReturnType<typeof parseOpenAiRequest>[] = new Array<ReturnType<typeof parseOpenAiRequest>>(n);
+const payloads: string[] = new Array<string>(n);
 const steps: Record<string, (i: number) => void> = {
   'decode + JSON.parse': (i) => {
     bodies[i] = (old ? JSON.parse : parseJsonBody)(raw.toString('utf8'));
