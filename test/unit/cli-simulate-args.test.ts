@@ -21,6 +21,10 @@ describe('dynamollm simulate: synthetic trace arguments', () => {
     expect(() => synthTraceOf('synth:conversation:1:5', { ...defaults, durationS: '0' }, 1)).toThrow(/--duration-s must be > 0/);
     expect(() => synthTraceOf('synth:conversation:1:5', { ...defaults, speed: '2' }, 1)).toThrow(/--speed: for a trace file only/);
     expect(() => synthTraceOf('synth:weekly:1:5', defaults, 1)).toThrow(/shape must be/);
+    // zero or negative days (or rate) is named as the synthetic trace's, not as a --start-s outside it
+    expect(() => synthTraceOf('synth:conversation:0:1', defaults, 1)).toThrow(/synthetic trace 'synth:conversation:0:1': DAYS must be > 0 .*got 0/);
+    expect(() => synthTraceOf('synth:conversation:-1:1', defaults, 1)).toThrow(/DAYS must be > 0/);
+    expect(() => synthTraceOf('synth:conversation:1:0', defaults, 1)).toThrow(/RPS must be > 0 .*got 0/);
   });
 
   it("a window holds the whole days' own requests in it, their times from the window's start", async () => {

@@ -211,13 +211,17 @@ export function synthTraceOf(traceArg: string, v: Pick<SimulateOptions, 'duratio
   const [, shape, days, rps] = traceArg.split(':');
   if (!['conversation', 'coding', 'flat', 'poisson'].includes(shape)) throw new UsageError(`synthetic shape must be conversation|coding|flat|poisson`);
   if (num(v.speed, 'speed') !== 1) throw new UsageError('--speed: for a trace file only; a synthetic trace runs at its own rate (synth:SHAPE:DAYS:RPS)');
-  const durationS = num(days, 'trace days') * 86400;
+  const nDays = num(days, 'trace days');
+  if (!(nDays > 0)) throw new UsageError(`synthetic trace '${traceArg}': DAYS must be > 0 (synth:SHAPE:DAYS:RPS, e.g. synth:${shape}:1:5), got ${days}`);
+  const meanRps = num(rps, 'trace rps');
+  if (!(meanRps > 0)) throw new UsageError(`synthetic trace '${traceArg}': RPS must be > 0 (synth:SHAPE:DAYS:RPS, e.g. synth:${shape}:1:5), got ${rps}`);
+  const durationS = nDays * 86400;
   const startS = num(v.startS, 'start-s');
   if (!(startS >= 0 && startS < durationS)) throw new UsageError(`--start-s must be >= 0 and within the trace's ${durationS} s, got ${v.startS}`);
   const windowS = v.durationS !== undefined ? num(v.durationS, 'duration-s') : undefined;
   if (windowS !== undefined && !(windowS > 0)) throw new UsageError(`--duration-s must be > 0, got ${v.durationS}`);
   return {
-    kind: 'synth', shape: shape as 'conversation', durationS, meanRps: num(rps, 'trace rps'), seed,
+    kind: 'synth', shape: shape as 'conversation', durationS, meanRps, seed,
     lengthsFromFile: v.lengthsFrom !== undefined ? inputFile(v.lengthsFrom, '--lengths-from') : undefined,
     ...(startS > 0 ? { startMs: startS * 1000 } : {}), ...(windowS !== undefined ? { durationMs: windowS * 1000 } : {}),
   };
