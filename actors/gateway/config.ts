@@ -39,6 +39,11 @@ export const gatewaySchema = z
     headersTimeoutMs: z.number().int().positive().default(5000),
     /** a client must send its whole request (headers and body) within this, ms; default 15000. */
     bodyTimeoutMs: z.number().int().positive().default(15_000),
+    /**
+     * a streaming client that reads nothing of the events it holds unsent (past 256 KiB, when the stream stops
+     * reading its engine) for this long is disconnected and its request cancelled, freeing the engine, ms; default 30000.
+     */
+    clientStallMs: z.number().int().positive().default(30_000),
     /** requests in flight per gateway replica before 429; default 1024. */
     maxInflight: z.number().int().positive().default(1024),
     /** a request's overall deadline, s; default 600. */

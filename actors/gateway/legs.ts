@@ -5,6 +5,7 @@
  * a request-reply retried inside a deadline.
  */
 import type { NativeOffer } from './data-plane.ts';
+import type { ReaderFlow } from '../../src/engine/client.ts';
 import { randomBytes } from 'node:crypto';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
@@ -107,9 +108,10 @@ export interface StreamState {
 /**
  * A reader's callback for the batches of a leg streamed from its engine (`batches(sink)`): called synchronously
  * from the engine socket's read, in stream order with the batches yielded. An exception it throws ends the stream
- * (the leg cancelled, no migration) and is what the iteration throws.
+ * (the leg cancelled, no migration) and is what the iteration throws. `flow`: the reader's client (client-flow.ts),
+ * whose backlog stops the engine's reads until it drains.
  */
-export type BatchSink = ((batch: readonly TokenChunk[]) => void) & { native?: NativeOffer };
+export type BatchSink = ((batch: readonly TokenChunk[]) => void) & { native?: NativeOffer; flow?: ReaderFlow };
 
 /** Token timing of one leg, on the gateway's clock: first token (wall ms) and the gaps between tokens. */
 export interface LegTiming {

@@ -162,6 +162,7 @@ export class GatewayActor extends Actor {
       probeToken: process.env.DYNAMOLLM_PROBE_TOKEN || undefined,
       headersTimeoutMs: s.headersTimeoutMs,
       bodyTimeoutMs: s.bodyTimeoutMs,
+      clientStallMs: s.clientStallMs,
       maxInflight: s.maxInflight,
       requestTimeoutMs: s.requestTimeoutS * 1000,
       holdLimitMs: s.holdLimitMs,

@@ -532,7 +532,7 @@ export class NatsBackend implements GatewayBackend {
             throw e;
           }
           if (stopped) throw STOPPED; // the engine call ends here (its connection closed: the engine aborts the request)
-        }, st.legs === 0 ? nativeOf(sink, (e) => (accountSpan(st, t, e, this.migrationText), e.usageJson !== undefined && (usageJson = e.usageJson))) : undefined).catch((e: unknown) => {
+        }, st.legs === 0 ? nativeOf(sink, (e) => (accountSpan(st, t, e, this.migrationText), e.usageJson !== undefined && (usageJson = e.usageJson))) : undefined, sink.flow).catch((e: unknown) => {
           if (e !== STOPPED) throw e;
         });
       } else {

@@ -63,6 +63,8 @@ export interface GatewayServerOptions {
   headersTimeoutMs?: number;
   /** a client must send its whole request (headers and body) within this, ms. Default 15000. */
   bodyTimeoutMs?: number;
+  /** a streaming client that reads nothing of what it holds unsent for this long is disconnected (its request cancelled), ms. Default 30000 (client-flow.ts). */
+  clientStallMs?: number;
   /** requests in flight at this replica before 429. Default 1024. */
   maxInflight?: number;
   /** a request (admission to last token) gets this long before its deadline, ms. Default 600000. */

@@ -492,7 +492,7 @@ export class GatewayServer {
   /** The token streams relayed as SSE (sse-stream.ts relaySse); resolves true when [DONE] was sent. */
   private streamSse(res: ServerResponse, route: string, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: AbortController, timers: StreamTimer[], hold?: HoldLimit, r?: Resumable): Promise<boolean> {
     const started = () => (hold?.begin(), this.count(route, 200));
-    return relaySse({ res, started, fail: (e: HttpError) => this.sendError(res, route, e), plane: this.opts.dataPlane }, p, id, created, inputTokens, sources, ac, timers, r);
+    return relaySse({ res, started, fail: (e: HttpError) => this.sendError(res, route, e), plane: this.opts.dataPlane, clientStallMs: this.opts.clientStallMs, clock: this.opts.clock }, p, id, created, inputTokens, sources, ac, timers, r);
   }
 
   /**
@@ -528,7 +528,7 @@ export class GatewayServer {
     if (plan.end) {
       // the stream had ended: its last events and [DONE]
       this.count(route, 200);
-      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': id });
       res.end(prelude + 'data: [DONE]\n\n');
       return;
     }

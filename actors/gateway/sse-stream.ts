@@ -11,6 +11,8 @@ import { nativeOffer, type ClientFrame, type NativeDataPlane } from './data-plan
 import type { BatchSink } from './legs.ts';
 import { inBatches, mergeStreams, READER_DONE, type TokenSource } from './choices.ts';
 import { SseWriter } from './sse-writer.ts';
+import { ClientFlow } from './client-flow.ts';
+import type { Clock } from '../../src/runtime/clock.ts';
 import type { StreamTimer } from './stream-timer.ts';
 import { RESUMABLE_HEADER, eventId, foldJournal, replayAfter, type JournalHead, type JournalState } from './resume.ts';
 import type { JournalWriter } from './journal-writer.ts';
@@ -35,6 +37,10 @@ export interface SseContext {
   fail(e: HttpError): void;
   /** the native data plane (gateway.dataPlane), when loaded: an eligible stream's plain text events go through it. */
   plane?: NativeDataPlane;
+  /** a client that reads nothing of what it holds for this long is disconnected, ms (client-flow.ts). */
+  clientStallMs?: number;
+  /** the stall watch's timers. */
+  clock?: Clock;
 }
 
 /**
@@ -59,11 +65,14 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   const res = ctx.res;
   let started = false;
   const w = new SseWriter(res, undefined, r?.journal);
+  // past CLIENT_HOLD_BYTES unsent to the client, the stream's engine reads wait for the client's drain
+  const flow = new ClientFlow(res, ctx.clientStallMs, ctx.clock);
   const start = () => {
     if (started) return;
     started = true;
-    // a draining gateway set `connection: close` (GatewayServer.leave): the stream's connection ends with it
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...(res.hasHeader('connection') ? {} : { connection: 'keep-alive' }), 'x-request-id': id });
+    // Connection is Node's (as uvicorn's h11 answers): keep-alive unless the client asked to close (or HTTP/1.0
+    // without keep-alive), or a draining gateway set `connection: close` (GatewayServer.leave)
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': id });
     ctx.started();
     if (r?.prelude) w.add(r.prelude);
   };
@@ -151,11 +160,18 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     timers[0]!.onSpan(e);
   }) : undefined;
   if (native) sink.native = native;
+  sink.flow = flow;
   try {
     if (n === 1) {
-      for await (const batch of inBatches(sources[0]!, sink)) if ((result = onBatch(0, batch)) !== undefined) return result;
+      for await (const batch of inBatches(sources[0]!, sink)) {
+        if ((result = onBatch(0, batch)) !== undefined) return result;
+        if (flow.blocked()) await flow.drained();
+      }
     } else {
-      for await (const { i, c } of mergeStreams(sources.map((s) => inBatches(s)))) if ((result = onBatch(i, c)) !== undefined) return result;
+      for await (const { i, c } of mergeStreams(sources.map((s) => inBatches(s)))) {
+        if ((result = onBatch(i, c)) !== undefined) return result;
+        if (flow.blocked()) await flow.drained();
+      }
     }
     if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
     return false;
@@ -165,6 +181,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     return fail(toHttp(err));
   } finally {
     native?.close();
+    flow.close();
     w.drop();
     if (firstTokenTrace.on) firstTokenTrace.ended();
   }

@@ -150,7 +150,11 @@ export async function* streamCompletionBatches(
         const batch = ev.take();
         idle?.touch(batch !== undefined);
         done = ev.done;
-        if (batch) yield batch;
+        if (!batch) continue;
+        // the time the consumer takes over a batch (a slow client) is not the engine's silence
+        idle?.hold();
+        yield batch;
+        idle?.release();
       }
     } catch (err) {
       if (signal?.aborted) throw signal.reason ?? err;
@@ -249,6 +253,7 @@ export async function streamCompletionPush(
   classify: (cause: unknown) => Promise<EngineError> | EngineError,
   onBatch: (batch: EngineChunk[]) => void,
   native?: NativeHook,
+  flow?: ReaderFlow,
 ): Promise<void> {
   const { chat, payload, ac, disarm, idle } = armCompletion(t, req, signal);
   const ev = new EngineEvents(chat);
@@ -273,6 +278,7 @@ export async function streamCompletionPush(
             sinkErr = e;
             throw e;
           }
+          if (flow?.blocked()) holdFor(l, flow, idle);
           if (native && ev.clean) native.ready((side ??= engineSide(l, ev, idle, native)));
         }).then(resolve, reject);
       });
@@ -290,6 +296,28 @@ export async function streamCompletionPush(
     // read to its [DONE]: the connection goes to the keep-alive pool once the rest of the message is in (within 1 s)
     if (lean) lean.close(ev.done && !sinkFailed ? 1000 : undefined);
   }
+}
+
+/**
+ * A pushed stream's reader as the engine client sees it (the gateway's client socket, actors/gateway/client-flow.ts):
+ * `blocked()` after a batch says the reader holds more unsent than it takes, and `onDrain` calls once it takes more.
+ */
+export interface ReaderFlow {
+  blocked(): boolean;
+  onDrain(fn: () => void): void;
+}
+
+/**
+ * The engine's reads stopped until the reader drains: its bytes wait in the kernel (TCP flow control slows the
+ * engine's writes), and the idle watch counts the wait as activity, not as the engine's silence.
+ */
+function holdFor(l: Http1Response, flow: ReaderFlow, idle: IdleWatch | undefined): void {
+  l.pause();
+  idle?.hold();
+  flow.onDrain(() => {
+    idle?.release();
+    l.resume();
+  });
 }
 
 /** The native data plane's offer (actors/gateway/data-plane.ts NativeOffer), as the engine client sees it. */
@@ -346,6 +374,10 @@ class IdleWatch {
   /** the last event's time where another reader has the stream (the native data plane), checked when the timer fires. */
   activity: (() => number | undefined) | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** the reader holds the stream (hold/release): the wait is not the engine's silence. */
+  private held = false;
+  /** a check ran while held: the release restarts the silence. */
+  private heldChecked = false;
   /** when the armed check is due (performance.now()). */
   private dueMs = 0;
   constructor(private readonly b: { firstMs: number; nextMs: number }, private readonly ac: LeanAbort) {
@@ -362,6 +394,19 @@ class IdleWatch {
     }
   }
 
+  /** the reader stopped taking the stream's bytes (a slow client): until release, the silence does not count. */
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    this.held = false;
+    if (this.heldChecked) {
+      this.heldChecked = false;
+      this.lastMs = performance.now();
+    }
+  }
+
   stop(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
@@ -375,6 +420,10 @@ class IdleWatch {
   private readonly check = (): void => {
     this.timer = undefined;
     const now = performance.now();
+    if (this.held) {
+      this.heldChecked = true;
+      this.lastMs = now;
+    }
     // a check that runs late ran after this process was stopped (src/policy/timer-stall.ts): the engine's bytes of
     // the stall wait unread in the socket, so the stall is not the engine's silence
     this.lastMs = creditStall(Math.max(this.lastMs, this.activity?.() ?? 0), timerStallMs(this.dueMs, now));

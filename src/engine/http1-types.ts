@@ -29,6 +29,9 @@ export interface Http1Response {
    * that exception). Once the reader `close`s the exchange, pieces stop and the promise resolves.
    */
   pipe(onData: (b: Buffer) => void): Promise<void>;
+  /** Push mode: the connection's reads stop (its bytes wait in the kernel) until `resume`. */
+  pause(): void;
+  resume(): void;
   /**
    * The reader is done with the exchange. A complete response leaves its connection to the pool; an incomplete
    * one with `drainMs` is read to its end in the background (its connection to the pool then) or closed after

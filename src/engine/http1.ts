@@ -287,6 +287,14 @@ class Exchange implements Http1Response {
     });
   }
 
+  pause(): void {
+    if (!this.closed && !this.socket.destroyed) this.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.closed && !this.socket.destroyed && this.socket.isPaused()) this.socket.resume();
+  }
+
   detach(reclaim: () => void): number | undefined {
     const h = (this.socket as unknown as { _handle: { fd: number; reading: boolean; readStop(): number } | null })._handle;
     if (!this.sink || this.closed || this.err || this.complete || this.st !== St.Chunk || this.partial || this.q.length || !h?.reading || !(h.fd >= 0)) return undefined;
