@@ -26,14 +26,20 @@ done
 # the replay's cluster: deploy/replay.yaml with REPLAY_SERVERS servers of 8 GPUs (4 TP2 instances each)
 awk -v n="$REPLAY_SERVERS" '/^  - \{ id: n0, gpus: 8 \}/ { for (s = 0; s < n; s++) printf "  - { id: n%d, gpus: 8 }\n", s; next } { print }' \
   deploy/replay.yaml > /tmp/qh/replay-cfg.yaml
+# REPLAY_CORES (two cores, e.g. 12,13): the replay runs there beside the bench, else after it on cores 0-1
+REPLAY_CORES=${REPLAY_CORES:-}
+REPLAY="CFG=/tmp/qh/replay-cfg.yaml DUR=600 SPEED=10 OUT=/tmp/qh/replay taskset -c ${REPLAY_CORES:-0,1} bash test/bench/device/replay-cpu.sh > /tmp/qh/replay.txt 2>&1"
+[ -n "$REPLAY_CORES" ] && bash -c "$REPLAY" &
+# SIM_CORES (e.g. 14-15): the drain-migration simulations (drain-sims.sh) beside the bench
+[ -n "${SIM_CORES:-}" ] && OUT=/tmp/qh/sims SIM_CORES=$SIM_CORES bash test/bench/device/drain-sims.sh &
 taskset -c "$DP_CORES" bash -c "
   DYN_BENCH_PATHS=direct DYN_BENCH_DATAPLANE=$DATAPLANE node --import tsx test/bench/run.ts datapath > /tmp/qh/datapath-w1.txt 2>&1
   DYN_BENCH_PATHS=direct DYN_BENCH_REALTIME=0 DYN_BENCH_GATEWAY_WORKERS=$WORKERS node --import tsx test/bench/run.ts datapath > /tmp/qh/datapath-w$WORKERS.txt 2>&1
-  CFG=/tmp/qh/replay-cfg.yaml DUR=600 SPEED=10 OUT=/tmp/qh/replay taskset -c 0,1 bash test/bench/device/replay-cpu.sh > /tmp/qh/replay.txt 2>&1" &
+  [ -z '$REPLAY_CORES' ] && $REPLAY" &
 while [ $(( $(date +%s) - T0 )) -lt "$LIMIT_S" ] && [ -n "$(jobs -r)" ]; do sleep 5; echo "$(date -u +%T) $(cut -d' ' -f1-3 /proc/loadavg)" >> /tmp/qh/load.txt; done
 { echo "== ended at $(( $(date +%s) - T0 )) s; still running: $(jobs -r | wc -l)"
   for f in /tmp/qh/chaos-*.json; do echo "== $f"; cat "$f"; echo; done
-  for f in /tmp/qh/datapath-*.txt; do echo "== $f"; grep -v '^#' "$f" | grep -E '^\||^##|FAILED|Error|note' ; done
+  for f in /tmp/qh/datapath-*.txt; do echo "== $f"; grep -v '^#' "$f" | grep -E '^\||^##|FAILED|Error|note|Closed loop|WARNING|TTFT|direct' ; done
   echo "== replay"; cat /tmp/qh/replay.txt 2>/dev/null | tail -40
   echo "== load"; awk 'NR % 6 == 1' /tmp/qh/load.txt; } >> /tmp/qh/summary.txt
 cp /tmp/qh/summary.txt "$OUT/summary.txt"
