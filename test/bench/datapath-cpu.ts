@@ -86,11 +86,20 @@ export function tree(root: number): ProcTree {
   return out;
 }
 
-/** CPU ms of a process and of its main thread (its event loop), at one moment. */
-export interface ProcCpu { procMs: number; mainMs: number }
+/** CPU ms of a process and of each of its threads (tid -> ms), at one moment. */
+export interface ProcCpu { procMs: number; threadMs: Map<number, number> }
 export type CpuSnapshot = Map<number, ProcCpu>;
 
-export const cpuSnapshot = (pids: number[]): CpuSnapshot => new Map(pids.map((p) => [p, { procMs: cpuMs(p), mainMs: cpuMs(p, p) }]));
+/** The thread ids of a process (none once it is gone). */
+function threadsOf(pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+export const cpuSnapshot = (pids: number[]): CpuSnapshot => new Map(pids.map((p) => [p, { procMs: cpuMs(p), threadMs: new Map(threadsOf(p).map((t) => [t, cpuMs(p, t)])) }]));
 
 /** CPU ms of the whole host, busy (not idle or iowait) and in all, from /proc/stat (every CPU, whatever this process's affinity). */
 export function hostCpuMs(): { busyMs: number; allMs: number } {
@@ -106,8 +115,18 @@ export function msByRole(snap: CpuSnapshot, roles: Map<number, string>): Record<
   return r;
 }
 
-/** One role over a window: cores busy summed over its processes, its busiest process's and busiest main thread's, CPU us per request. */
-export interface RoleLoad { role: string; processes: number; cores: number; busiestCores: number; busiestMainCores: number; usPerReq: number }
+/** One role over a window: cores busy summed over its processes, its busiest process's and busiest thread's, CPU us per request. */
+export interface RoleLoad { role: string; processes: number; cores: number; busiestCores: number; busiestThreadCores: number; usPerReq: number }
+
+/** The most CPU ms one thread spent between two snapshots of a process (threads in both only). */
+export function busiestThreadMs(before: Map<number, number>, after: Map<number, number>): number {
+  let most = 0;
+  for (const [tid, b] of before) {
+    const a = after.get(tid);
+    if (a !== undefined) most = Math.max(most, a - b);
+  }
+  return most;
+}
 
 /**
  * Each role's load between two snapshots over `wallS` seconds in which `requests` completed, busiest first. A process
@@ -119,13 +138,13 @@ export function roleLoads(before: CpuSnapshot, after: CpuSnapshot, roles: Map<nu
     const a = after.get(pid);
     if (!a) continue;
     const role = roles.get(pid) ?? '?';
-    const r = by.get(role) ?? { role, processes: 0, cores: 0, busiestCores: 0, busiestMainCores: 0, usPerReq: 0 };
-    const ms = a.procMs - b.procMs, mainMs = a.mainMs - b.mainMs;
+    const r = by.get(role) ?? { role, processes: 0, cores: 0, busiestCores: 0, busiestThreadCores: 0, usPerReq: 0 };
+    const ms = a.procMs - b.procMs, threadMs = busiestThreadMs(b.threadMs, a.threadMs);
     r.processes++;
     r.cores += ms / 1000 / wallS;
     r.usPerReq += (ms * 1000) / requests;
     r.busiestCores = Math.max(r.busiestCores, ms / 1000 / wallS);
-    r.busiestMainCores = Math.max(r.busiestMainCores, mainMs / 1000 / wallS);
+    r.busiestThreadCores = Math.max(r.busiestThreadCores, threadMs / 1000 / wallS);
     by.set(role, r);
   }
   return [...by.values()].sort((x, y) => y.cores - x.cores);
@@ -140,9 +159,9 @@ export function loadTable(target: string, w: WindowLoad): string {
   return [
     `Closed loop, ${target}: ${f(w.wallS)} s, ${w.requests} requests (${f(w.requests / w.wallS)} req/s); the host ${f(w.hostCores)} of ${w.hostCpus} CPUs busy (/proc/stat, every process); by role, cores busy (CPU s per wall s, /proc utime+stime) and CPU us per request:`,
     '',
-    '| role | processes | cores busy | busiest process | busiest main thread | CPU us/request |',
+    '| role | processes | cores busy | busiest process | busiest thread | CPU us/request |',
     '|---|---|---|---|---|---|',
-    ...w.roles.map((r) => `| ${r.role} | ${r.processes} | ${f(r.cores)} | ${f(r.busiestCores)} | ${f(r.busiestMainCores)} | ${f(r.usPerReq)} |`),
+    ...w.roles.map((r) => `| ${r.role} | ${r.processes} | ${f(r.cores)} | ${f(r.busiestCores)} | ${f(r.busiestThreadCores)} | ${f(r.usPerReq)} |`),
   ].join('\n');
 }
 

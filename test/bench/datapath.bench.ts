@@ -15,10 +15,14 @@
  * The engine alone's closed loop runs before the paths and again after them; the throughput ratios are against the
  * mean of the two, with a warning when they differ by over 20% (a host that was not quiet). Every closed loop reports
  * each process role's cores busy and CPU per request (test/bench/datapath-cpu.ts: the gateway's workers and primary
- * apart, each manager kind, the node agent, nats-server, the engine and this bench's own process, the load generator),
- * with each role's busiest process and busiest main thread, so that the process at a core shows.
+ * apart, each manager kind, the node agent, nats-server, the engine and this bench's own process, the load generator,
+ * its client threads included), with each role's busiest process and busiest thread, so that the thread at a core shows.
+ * The 4-token closed loop and its warm-up run in DYN_BENCH_CLIENT_THREADS worker threads (test/bench/closed-loop.ts,
+ * the lean HTTP/1.1 client of src/engine/http1.ts), so that the load generator is not the loop's bound; the sequential
+ * TTFT requests run one at a time in the main thread (fetch).
  * Env: DYN_BENCH_PATHS, DYN_BENCH_REALTIME, DYN_BENCH_DATAPLANE, DYN_BENCH_GATEWAY_WORKERS (gateway.workers, default 1),
- * DYN_BENCH_CLIENTS (closed-loop clients of the 4-token throughput run and its warm-up, default 16), DYN_BENCH_SEQ,
+ * DYN_BENCH_CLIENTS (closed-loop clients of the 4-token throughput run and its warm-up, default 16),
+ * DYN_BENCH_CLIENT_THREADS (the worker threads they are spread over, default 4), DYN_BENCH_SEQ,
  * DYN_BENCH_WARM_S and DYN_BENCH_RT_* (each at its constant below).
  */
 import { freePort } from '../helpers/net.ts';
@@ -31,6 +35,8 @@ import type { BenchSection } from './types.ts';
 import { percentile } from '../../src/sim/metrics.ts';
 import { monoMs } from '../../src/runtime/first-token-trace.ts';
 import { clientTail, readTrace, traceBreakdown, type ClientSample } from './ttft-trace.ts';
+import { completionBody } from './closed-loop-client.ts';
+import { LoopThreads } from './closed-loop.ts';
 import { cpuSnapshot, engineBaseline, hostCpuMs, loadTable, msByRole, roleLoads, sum, tree, wakes, type ProcTree, type WindowLoad } from './datapath-cpu.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -41,6 +47,11 @@ const SEQUENTIAL = Number(process.env.DYN_BENCH_SEQ ?? 1000);
 /** closed-loop clients of the 4-token throughput run and its warm-up (DYN_BENCH_CLIENTS). Default 16. */
 const CONCURRENCY = Number(process.env.DYN_BENCH_CLIENTS ?? 16);
 const THROUGHPUT_S = 8;
+/**
+ * worker threads of the 4-token closed loop and its warm-up (DYN_BENCH_CLIENT_THREADS), CONCURRENCY clients spread
+ * over them (test/bench/closed-loop.ts), so that the load generator is not the loop's bound. Default 4.
+ */
+const CLIENT_THREADS = Number(process.env.DYN_BENCH_CLIENT_THREADS ?? 4);
 /** gateway worker processes of every cluster run (DYN_BENCH_GATEWAY_WORKERS: gateway.workers). Default 1. */
 const GATEWAY_WORKERS = Number(process.env.DYN_BENCH_GATEWAY_WORKERS ?? 1);
 /** seconds of closed-loop warm-up before the TTFT and throughput measurements (DYN_BENCH_WARM_S). Default 20. */
@@ -214,22 +225,18 @@ async function gatewayCount(port: number, name: string): Promise<number> {
  * request over the closed loop, less each one's idle CPU (us): what one request costs each; and `load`: every
  * process's CPU over the closed loop by role, this bench's own process (`client`, the load generator) among them.
  */
-async function measure(base: string, model: string, pids: () => ProcTree): Promise<{ p50: number; p99: number; rps: number; refused: number; gatewayUsPerReq: number; engineUsPerReq: number; load: WindowLoad; samples: ClientSample[] }> {
+async function measure(base: string, model: string, pids: () => ProcTree, loop: LoopThreads): Promise<{ p50: number; p99: number; rps: number; refused: number; gatewayUsPerReq: number; engineUsPerReq: number; load: WindowLoad; samples: ClientSample[] }> {
   for (let i = 0; i < 20; i++) await one(base, model, 4); // warm-up
   // and a closed loop of WARM_S first: the gateway's CPU per request falls 3-4x over its first minute of load
   // (V8 compiling it; docs/DATAPATH.md), and what is measured is a long-running gateway's, not its start's
-  const warmUntil = performance.now() + WARM_S * 1000;
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (performance.now() < warmUntil) await oneOrRefused(base, model, 4, { n: 0 });
-  }));
+  const body = completionBody(model, 4);
+  await loop.run(base, body, CONCURRENCY, WARM_S);
   const samples: ClientSample[] = [];
   for (let i = 0; i < SEQUENTIAL; i++) {
     const { sendMono, ttftMs, id } = await one(base, model, 4);
     samples.push({ sendMono, ttftMs, id });
   }
   const ttfts = samples.map((x) => x.ttftMs);
-  let done = 0;
-  const refused = { n: 0 };
   const p = pids();
   const all = [...p.control, ...p.engines, process.pid], roles = new Map([...p.roles, [process.pid, 'client (this bench)']]);
   // each process's own idle CPU first (heartbeats, statuses), taken out of its per-request figure
@@ -238,26 +245,20 @@ async function measure(base: string, model: string, pids: () => ProcTree): Promi
   const idleS = (performance.now() - it0) / 1000;
   const idleGw = (sum(p.gateway) - ig0) / idleS, idleEng = (sum(p.engines) - ie0) / idleS;
   const g0 = sum(p.gateway), e0 = sum(p.engines), s0 = cpuSnapshot(all), h0 = hostCpuMs();
-  const until = performance.now() + THROUGHPUT_S * 1000;
   const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < until) {
-        if (await oneOrRefused(base, model, 4, refused)) done++;
-      }
-    }),
-  );
+  const { done, refused } = await loop.run(base, body, CONCURRENCY, THROUGHPUT_S);
   const wall = (performance.now() - t0) / 1000;
   const s1 = cpuSnapshot(all), h1 = hostCpuMs();
   const load = { wallS: wall, requests: done, hostCores: (h1.busyMs - h0.busyMs) / ((h1.allMs - h0.allMs) / os.cpus().length), hostCpus: os.cpus().length, roles: roleLoads(s0, s1, roles, wall, done) };
   return {
-    p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / wall, refused: refused.n, load, samples,
+    p50: percentile(ttfts, 0.5), p99: percentile(ttfts, 0.99), rps: done / wall, refused, load, samples,
     gatewayUsPerReq: (Math.max(0, sum(p.gateway) - g0 - idleGw * wall) * 1000) / done, engineUsPerReq: (Math.max(0, sum(p.engines) - e0 - idleEng * wall) * 1000) / done,
   };
 }
 
 export async function bench(): Promise<BenchSection> {
   const procs: ChildProcess[] = [];
+  const loop = new LoopThreads(CLIENT_THREADS);
   let upOut = '';
   try {
     // DYN_BENCH_PATHS=direct (a comma list) measures only those paths against the engine alone (A/B runs on a noisy
@@ -274,7 +275,7 @@ export async function bench(): Promise<BenchSection> {
       emu.stdout!.on('data', (d: Buffer) => (out += d.toString()));
       await waitFor(() => out, '"listening"', 30_000);
       const alone: ProcTree = { engines: [emu.pid!], control: [], gateway: [], roles: new Map([[emu.pid!, 'engine']]) };
-      const m = await measure(`http://127.0.0.1:${emuPort}`, MODEL, () => alone);
+      const m = await measure(`http://127.0.0.1:${emuPort}`, MODEL, () => alone, loop);
       const cpu = perToken ? await cpuPerToken(`http://127.0.0.1:${emuPort}`, MODEL, () => alone) : undefined;
       emu.kill('SIGTERM');
       return { m, cpu };
@@ -350,7 +351,7 @@ export async function bench(): Promise<BenchSection> {
         await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
         continue;
       }
-      const m = await measure(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!));
+      const m = await measure(`http://127.0.0.1:${gp}`, MODEL, () => tree(up.pid!), loop);
       if (traceFile) {
         // the client's side kept next to the gateway's trace, for a look at single requests
         writeFileSync(join(dir, 'client-ttft.jsonl'), m.samples.map((x) => JSON.stringify(x)).join('\n') + '\n');
@@ -408,5 +409,6 @@ export async function bench(): Promise<BenchSection> {
     };
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+    await loop.close();
   }
 }
