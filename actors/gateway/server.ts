@@ -337,9 +337,11 @@ export class GatewayServer {
     hold.onPass(() => ac.abort(new DynError('unavailable', 'the request did not start within the gateway\'s hold limit', { retryable: true, retryAfterS: 1 })));
     this.aborts.add(ac);
     const slots = { n: 0 };
+    const tr = firstTokenTrace.on ? firstTokenTrace.begin() : -1; // the first token's path (DYN_TRACE_FIRST_TOKEN): its slot
     try {
-      await this.inferenceSlotted(req, res, route, kind, hold, ac, slots);
+      await this.inferenceSlotted(req, res, route, kind, hold, ac, slots, tr);
     } finally {
+      if (tr >= 0) firstTokenTrace.end(tr);
       res.off('close', onClose);
       this.aborts.delete(ac);
       if (slots.n > 0) {
@@ -349,10 +351,9 @@ export class GatewayServer {
     }
   }
 
-  private async inferenceSlotted(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit, ac: AbortController, slots: { n: number }): Promise<void> {
+  private async inferenceSlotted(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit, ac: AbortController, slots: { n: number }, tr: number): Promise<void> {
     // its receipt (the HTTP head parsed), for the debug log's time to its arrival stamp (the body's read, its parse, the prompt's count)
     const receivedMs = this.opts.clock.now();
-    const tr = firstTokenTrace.on ? firstTokenTrace.begin() : undefined; // the first token's path (DYN_TRACE_FIRST_TOKEN)
     const ct = req.headers['content-type'] ?? '';
     let parsed: ParsedRequest;
     let inputTokens: number;
@@ -383,7 +384,7 @@ export class GatewayServer {
         this.opts.metrics?.gatewayRejections.inc({ reason: 'inflight_limit' });
         throw new HttpError(429, `gateway at its in-flight limit (${this.opts.maxInflight})`, 'rate_limit_error', 'overloaded', null, 1);
       }
-      tr?.mark(MARK.parsed);
+      if (tr >= 0) firstTokenTrace.markAt(tr, MARK.parsed);
       slots.n = parsed.n;
       this.inflight += parsed.n;
       this.opts.metrics?.gatewayInflight.set(this.inflight);
@@ -391,7 +392,7 @@ export class GatewayServer {
       // before anything is dispatched
       const counted = knownCount(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params) ?? await countTokens(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params, ac.signal);
       inputTokens = counted.count;
-      tr?.mark(MARK.counted);
+      if (tr >= 0) firstTokenTrace.markAt(tr, MARK.counted);
       if (!parsed.maxTokensGiven) parsed.maxTokens = Math.max(1, Math.min(parsed.maxTokens, counted.maxModelLen - counted.count));
       if ((parsed.minTokens ?? 0) > parsed.maxTokens) throw badRequest(`'min_tokens' (${parsed.minTokens}) exceeds max_tokens (${parsed.maxTokens}: the context's rest)`, 'min_tokens');
       if (inputTokens + parsed.maxTokens > counted.maxModelLen) {
@@ -413,7 +414,7 @@ export class GatewayServer {
     if (hold.passed || ac.signal.aborted) return; // answered already, or the client left
 
     const id = newRequestId();
-    tr?.bind(id);
+    if (tr >= 0) firstTokenTrace.bind(tr, id);
     const now = this.opts.clock.now();
     const t0 = performance.now();
     const ir: InferenceRequest = {
@@ -451,7 +452,7 @@ export class GatewayServer {
     const hooks: StreamHooks | undefined = journal ? { onLeg: (leg) => journal?.journal.leg(leg) } : undefined;
     try {
       const sources = echoed !== undefined ? irs.map((r) => echoSource(r, echoed)) : await submitAll<TokenSource>(irs, (r) => this.opts.backend.submit(r, ac.signal, hooks));
-      tr?.mark(MARK.routed);
+      if (tr >= 0) firstTokenTrace.markAt(tr, MARK.routed);
       if (!Array.isArray(sources)) {
         if (ac.signal.aborted && !res.writable) return;
         journal?.journal.stop('the request was refused');

@@ -7,8 +7,11 @@
  * `performance.now()` at each point of its first token's path (SEGMENTS, in order), the event loop's active time
  * in the gap since the previous stream's end (the loop's idle time from libuv's metrics: what ran on the loop while
  * the request was on its way), and the garbage collections (perf_hooks `gc` entries) that overlapped the gap and the
- * request's own window. Completed records are appended to the file as JSON lines about every second and at exit;
- * at most `cap` records wait (open or done): past it, new ones are counted as dropped, not kept.
+ * request's own window. A request's record is complete at its end (answered, refused or failed: `end`, from the
+ * gateway's HTTP layer) and appended to the file as a JSON line by the flush about every second and at exit (one
+ * never ended, after STALE_MS); at most `cap` records wait (open or ended): past it, new ones are counted as
+ * dropped, not kept. The records live in typed arrays allocated at the start (FirstTokenTrace), not in an object per
+ * request.
  */
 import { appendFile, appendFileSync } from 'node:fs';
 import { performance, PerformanceObserver } from 'node:perf_hooks';
@@ -19,7 +22,6 @@ export type Segment = (typeof SEGMENTS)[number];
 /** index of each mark in a record's `t`. */
 export const MARK = { head: 0, parsed: 1, counted: 2, routed: 3, written: 4, engineBytes: 5, event: 6, firstWrite: 7 } as const;
 const N = SEGMENTS.length;
-const LAST = N - 1;
 
 /** One line of the trace file. */
 export interface FirstTokenLine {
@@ -38,21 +40,6 @@ export interface FirstTokenLine {
   gcMs: number;
 }
 
-/** A request's record; `mark` and `bind` are the server's (head, parsed, counted, routed); later marks go by request id. */
-export class FirstTokenRecord {
-  readonly t = new Float64Array(N);
-  id = '';
-  constructor(readonly gapMs: number, readonly loopBusyMs: number, private readonly trace: FirstTokenTrace) {}
-  mark(i: number): void {
-    if (this.t[i] === 0) this.t[i] = performance.now();
-  }
-  /** the request's id, by which the later marks find the record. */
-  bind(id: string): void {
-    this.id = id;
-    this.trace.bind(this);
-  }
-}
-
 /** CLOCK_MONOTONIC, ms (process.hrtime: comparable across the processes of one host). */
 export function monoMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
@@ -60,15 +47,37 @@ export function monoMs(): number {
 
 const GC_RING = 4096;
 const STALE_MS = 60_000;
+/** ms a record waits after its end before it is written, so that the GC entries of its window are in. */
+const SETTLE_MS = 200;
 
+/**
+ * The trace's records live in typed arrays allocated at its start, one slot per request (its marks, its gap's and
+ * loop's ms, its end): a request costs the trace no object of its own, so that what it measures (the scavenges of the
+ * gateway's young generation, whose pause grows with what survives them) is not inflated by the trace itself. A
+ * request's slot is taken at its head (begin) and given back once its line is written, after its end (end).
+ */
 export class FirstTokenTrace {
   /** whether marks are recorded: the one check each mark site makes. */
   on = false;
   dropped = 0;
   private file = '';
-  private cap = 10_000;
-  private readonly open = new Map<string, FirstTokenRecord>();
-  private done: FirstTokenRecord[] = [];
+  private cap = 0;
+  /** each slot's marks, N per slot (performance.now() ms; 0: not reached). */
+  private t = new Float64Array(0);
+  private gapMs = new Float64Array(0);
+  private busyMs = new Float64Array(0);
+  /** each slot's end (performance.now() ms; 0: not ended). */
+  private endMs = new Float64Array(0);
+  /** each slot's request id ('' until bound). */
+  private ids: string[] = [];
+  /** free slots, a stack. */
+  private free = new Int32Array(0);
+  private freeN = 0;
+  /** slots taken, in order of their heads (the flush writes the ended ones, and the stale ones). */
+  private taken = new Int32Array(0);
+  private takenN = 0;
+  /** the open records' slots by request id (the later marks find theirs by id). */
+  private readonly open = new Map<string, number>();
   private readonly gc = new Float64Array(GC_RING * 2);
   private gcN = 0;
   private lastEndMs = 0;
@@ -79,11 +88,21 @@ export class FirstTokenTrace {
   private observer: PerformanceObserver | undefined;
   private readonly onExit = () => this.flush(true);
 
-  /** Starts recording to `file` (appended to), flushing every `flushMs`. */
+  /** Starts recording to `file` (appended to), flushing every `flushMs`; at most `cap` records wait (open or ended). */
   start(file: string, opts: { cap?: number; flushMs?: number } = {}): void {
     if (this.on) return;
     this.file = file;
-    this.cap = opts.cap ?? 10_000;
+    const cap = (this.cap = opts.cap ?? 10_000);
+    this.t = new Float64Array(cap * N);
+    this.gapMs = new Float64Array(cap);
+    this.busyMs = new Float64Array(cap);
+    this.endMs = new Float64Array(cap);
+    this.ids = new Array<string>(cap).fill('');
+    this.free = new Int32Array(cap);
+    for (let i = 0; i < cap; i++) this.free[i] = cap - 1 - i;
+    this.freeN = cap;
+    this.taken = new Int32Array(cap);
+    this.takenN = 0;
     this.on = true;
     this.lastEndMs = performance.now();
     this.lastIdleMs = performance.nodeTiming.idleTime;
@@ -112,32 +131,59 @@ export class FirstTokenTrace {
     this.open.clear();
   }
 
-  /** A record at a request head's arrival (call only when `on`); undefined past the cap. */
-  begin(): FirstTokenRecord | undefined {
-    if (this.open.size + this.done.length >= this.cap) {
+  /** Records waiting to be written (open or ended). */
+  get held(): number {
+    return this.takenN;
+  }
+
+  /** A record at a request head's arrival (call only when `on`): its slot, or -1 past the cap. */
+  begin(): number {
+    if (this.freeN === 0) {
       this.dropped++;
-      return undefined;
+      return -1;
     }
+    const s = this.free[--this.freeN]!;
+    this.taken[this.takenN++] = s;
     const now = performance.now();
     const idle = performance.nodeTiming.idleTime;
     const gap = now - this.lastEndMs;
-    const r = new FirstTokenRecord(gap, Math.max(0, gap - (idle - this.lastIdleMs)), this);
-    r.t[0] = now;
-    return r;
+    this.t.fill(0, s * N, s * N + N);
+    this.t[s * N] = now;
+    this.gapMs[s] = gap;
+    this.busyMs[s] = Math.max(0, gap - (idle - this.lastIdleMs));
+    this.endMs[s] = 0;
+    this.ids[s] = '';
+    return s;
   }
 
-  bind(r: FirstTokenRecord): void {
-    this.open.set(r.id, r);
+  /** mark `i` of the record in `slot` (the server's: parsed, counted, routed), its first time only. */
+  markAt(slot: number, i: number): void {
+    if (slot < 0 || this.endMs[slot] !== 0) return;
+    const k = slot * N + i;
+    if (this.t[k] === 0) this.t[k] = performance.now();
   }
 
-  /** mark `i` of the request `id` (its first time only); the last one completes the record. */
+  /** the request's id, by which the later marks find the record. */
+  bind(slot: number, id: string): void {
+    if (slot < 0 || this.endMs[slot] !== 0) return;
+    this.ids[slot] = id;
+    this.open.set(id, slot);
+  }
+
+  /** mark `i` of the request `id` (its first time only). */
   mark(id: string | undefined, i: number): void {
-    const r = id === undefined ? undefined : this.open.get(id);
-    if (!r || r.t[i] !== 0) return;
-    r.t[i] = performance.now();
-    if (i !== LAST) return;
-    this.open.delete(id!);
-    this.done.push(r);
+    const s = id === undefined ? undefined : this.open.get(id);
+    if (s === undefined) return;
+    const k = s * N + i;
+    if (this.t[k] === 0) this.t[k] = performance.now();
+  }
+
+  /** The request's end (answered, refused or failed): its record is complete, written by the next flush. */
+  end(slot: number): void {
+    if (slot < 0 || this.endMs[slot] !== 0) return;
+    this.endMs[slot] = performance.now();
+    const id = this.ids[slot]!;
+    if (id !== '' && this.open.get(id) === slot) this.open.delete(id);
   }
 
   /** a stream's end: the next request's gap starts here. */
@@ -157,31 +203,48 @@ export class FirstTokenTrace {
     return ms;
   }
 
-  /** One record as its line. */
-  line(r: FirstTokenRecord): FirstTokenLine {
-    const h = r.t[0]!;
+  /** The record in `slot` as its line. */
+  private line(slot: number): FirstTokenLine {
+    const b = slot * N;
+    const h = this.t[b]!;
     let last = h;
-    const marks = Array.from(r.t, (v) => (v === 0 ? null : (last = Math.max(last, v), v - h)));
+    const marks: (number | null)[] = [];
+    for (let i = 0; i < N; i++) {
+      const v = this.t[b + i]!;
+      if (v === 0) marks.push(null);
+      else {
+        last = Math.max(last, v);
+        marks.push(v - h);
+      }
+    }
     return {
-      id: r.id, pid: process.pid, headMonoMs: this.mono + h, marks, gapMs: r.gapMs, loopBusyMs: r.loopBusyMs,
-      gcGapMs: this.gcWithin(h - r.gapMs, h), gcMs: this.gcWithin(h, last),
+      id: this.ids[slot]!, pid: process.pid, headMonoMs: this.mono + h, marks, gapMs: this.gapMs[slot]!, loopBusyMs: this.busyMs[slot]!,
+      gcGapMs: this.gcWithin(h - this.gapMs[slot]!, h), gcMs: this.gcWithin(h, last),
     };
   }
 
-  /** Writes the completed records (at exit: the open ones too; otherwise those completed over 200 ms ago, their GC entries in). */
+  /** Writes the ended records (over SETTLE_MS after their end: their GC entries in) and the stale ones (open over STALE_MS); at exit, every one. */
   flush(sync: boolean): void {
     const now = performance.now();
-    const out: FirstTokenRecord[] = [];
-    const keep: FirstTokenRecord[] = [];
-    for (const r of this.done) (sync || now - r.t[LAST]! > 200 ? out : keep).push(r);
-    this.done = keep;
-    for (const [id, r] of this.open) {
-      if (!sync && now - r.t[0]! < STALE_MS) continue;
-      this.open.delete(id);
-      out.push(r);
+    let text = '';
+    let kept = 0;
+    for (let j = 0; j < this.takenN; j++) {
+      const s = this.taken[j]!;
+      const e = this.endMs[s]!;
+      const due = sync || (e !== 0 ? now - e > SETTLE_MS : now - this.t[s * N]! > STALE_MS);
+      if (!due) {
+        this.taken[kept++] = s;
+        continue;
+      }
+      // bound but never ended (stale, or at exit): no longer found by id
+      const id = this.ids[s]!;
+      if (id !== '' && this.open.get(id) === s) this.open.delete(id);
+      if (id !== '') text += JSON.stringify(this.line(s)) + '\n';
+      this.ids[s] = '';
+      this.free[this.freeN++] = s;
     }
-    if (out.length === 0) return;
-    const text = out.map((r) => JSON.stringify(this.line(r))).join('\n') + '\n';
+    this.takenN = kept;
+    if (text === '') return;
     if (sync) appendFileSync(this.file, text);
     else appendFile(this.file, text, () => {});
   }

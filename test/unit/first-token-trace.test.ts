@@ -1,8 +1,9 @@
 /**
  * The first token trace (src/runtime/first-token-trace.ts, DYN_TRACE_FIRST_TOKEN): on, a streamed request through the
  * gateway's HTTP layer gets one line with every mark of its first token's path, in order (the engine's request written
- * and its first bytes read by the lean HTTP/1.1 client, src/engine/http1.ts, to an engine stand-in on loopback); off,
- * nothing is recorded or written.
+ * and its first bytes read by the lean HTTP/1.1 client, src/engine/http1.ts, to an engine stand-in on loopback); a
+ * request that ends without a first token (refused) is written by the flush after its end, and its record is held no
+ * more; off, nothing is recorded or written.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
@@ -14,6 +15,7 @@ import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.
 import { Http1Pool, http1Request } from '../../src/engine/http1.ts';
 import { SEGMENTS, firstTokenTrace, monoMs, type FirstTokenLine } from '../../src/runtime/first-token-trace.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import { DynError } from '../../protocols/errors.ts';
 
 /** A backend that asks an engine stand-in for each request (its x-request-id the request's id) and streams its answer as one token. */
 class EngineBacked implements GatewayBackend {
@@ -77,6 +79,29 @@ describe('first token trace', () => {
     expect(l.gapMs).toBeGreaterThanOrEqual(l.loopBusyMs);
     expect(l.loopBusyMs).toBeGreaterThanOrEqual(0);
     expect(l.gcMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it('a request refused after its admission was asked: written by the flush after its end, its record held no more', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'ftt-')), 'trace.jsonl');
+    firstTokenTrace.start(file, { flushMs: 60_000 });
+    const refusing: GatewayBackend = { submit: () => Promise.reject(new DynError('unavailable', 'no capacity', { retryable: true })) };
+    const gw = new GatewayServer({ backend: refusing, port: 0, host: '127.0.0.1', models: ['m1'] });
+    closers.push(() => gw.close(0));
+    const url = `http://127.0.0.1:${await gw.listen()}`;
+    const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm1', prompt: 'hello there', max_tokens: 1, stream: true }) });
+    await res.text();
+    expect(res.status).toBe(503);
+    // its end is past the settle window: the flush writes it, and nothing of it waits (not until the stale limit, a minute)
+    await new Promise((r) => setTimeout(r, 300));
+    firstTokenTrace.flush(false);
+    expect(firstTokenTrace.held).toBe(0);
+    for (let i = 0; i < 50 && !existsSync(file); i++) await new Promise((r) => setTimeout(r, 20));
+    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as FirstTokenLine);
+    expect(lines).toHaveLength(1);
+    const m = lines[0]!.marks;
+    expect(m[0]).toBe(0);
+    expect(m[3], 'routed').not.toBeNull();
+    expect(m.slice(4)).toEqual([null, null, null, null]);
   });
 
   it('off: nothing is recorded or written', async () => {
