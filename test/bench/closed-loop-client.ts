@@ -31,13 +31,13 @@ function checkDone(status: number, tail: string): void {
   if (!tail.includes('[DONE]')) throw new Error(`stream ended without [DONE]: ${tail}`);
 }
 
-/** A requester of `kind` that posts `body` to `${base}/v1/completions`. */
-export function requester(kind: ClientKind, base: string, body: string): Requester {
+/** A requester of `kind` that posts `body` to `${base}/v1/completions`, with `extra()`'s headers on each request (scripts/emulator-shapes.ts). */
+export function requester(kind: ClientKind, base: string, body: string, extra?: () => Record<string, string>): Requester {
   const u = new URL('/v1/completions', base);
   const host = u.hostname, port = Number(u.port);
   if (kind === 'fetch') {
     const send = async (): Promise<boolean> => {
-      const r = await fetch(u, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      const r = await fetch(u, { method: 'POST', headers: { 'content-type': 'application/json', ...extra?.() }, body });
       const text = await r.text();
       if (isRefusal(r.status)) return refusedPause().then(() => false);
       checkDone(r.status, text.slice(-TAIL));
@@ -49,7 +49,7 @@ export function requester(kind: ClientKind, base: string, body: string): Request
     const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
     const headers = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
     const send = () => new Promise<boolean>((resolve, reject) => {
-      const req = http.request({ host, port, method: 'POST', path: u.pathname, headers, agent }, (res) => {
+      const req = http.request({ host, port, method: 'POST', path: u.pathname, headers: extra ? { ...headers, ...extra() } : headers, agent }, (res) => {
         let tail = '';
         res.setEncoding('latin1');
         res.on('data', (s: string) => (tail = (tail + s).slice(-TAIL)));
@@ -72,7 +72,7 @@ export function requester(kind: ClientKind, base: string, body: string): Request
   const pool = new Http1Pool();
   const headers = { 'content-type': 'application/json' };
   const send = async (): Promise<boolean> => {
-    const r = await http1Request(pool, { host, port, method: 'POST', path: u.pathname, headers, body });
+    const r = await http1Request(pool, { host, port, method: 'POST', path: u.pathname, headers: extra ? { ...headers, ...extra() } : headers, body });
     let tail = '';
     await r.pipe((b) => (tail = (tail + b.toString('latin1')).slice(-TAIL)));
     r.close();
