@@ -23,6 +23,7 @@ import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { descendants } from '../test/bench/datapath-cpu.ts';
 
 const [ra, rb, blocksArg = '8', secsArg = '4'] = process.argv.slice(2);
 if (!ra || !rb || !(Number(blocksArg) >= 1) || !(Number(secsArg) > 0)) throw new Error('usage: gateway-ab.ts <treeA> <treeB> [blocks] [blockSeconds]');
@@ -60,21 +61,7 @@ function mainNs(pid: number): number {
 }
 /** `root`'s descendants but the engines (the emulator processes): the control path, NATS included. */
 function controlPids(root: number): number[] {
-  const parent = new Map<number, number>();
-  const cmd = new Map<number, string>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
-      parent.set(Number(d), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]));
-      cmd.set(Number(d), readFileSync(`/proc/${d}/cmdline`, 'utf8'));
-    } catch {
-      // the process ended while we read it
-    }
-  }
-  const out = [root];
-  for (let i = 0; i < out.length; i++) for (const [c, pp] of parent) if (pp === out[i] && !cmd.get(c)!.includes('engine-emulator')) out.push(c);
-  return out;
+  return [root, ...descendants(root).filter((d) => !d.cmd.includes('engine-emulator')).map((d) => d.pid)];
 }
 /** The gateway actors that `up` (pid `parent`) spawned: the serving process and its standby (gateway.standby). */
 function gatewayPids(parent: number): number[] {

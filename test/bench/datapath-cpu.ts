@@ -54,6 +54,19 @@ export interface ProcTree { engines: number[]; control: number[]; gateway: numbe
  * among the control path's (its standby, its primary and workers included).
  */
 export function tree(root: number): ProcTree {
+  const out: ProcTree = { engines: [], control: [root], gateway: [], roles: new Map([[root, 'up']]) };
+  for (const { pid, parent, cmd } of descendants(root)) {
+    const role = roleOf(cmd, out.roles.get(parent));
+    (role === 'engine' ? out.engines : out.control).push(pid);
+    out.roles.set(pid, role);
+    if (role === 'gateway-worker') out.roles.set(parent, 'gateway-primary');
+    if (cmd.includes('actor\0gateway\0')) out.gateway.push(pid);
+  }
+  return out;
+}
+
+/** root's descendants from /proc, each after its parent (depth first), with its command line (NUL-separated; '' when it ended while read). */
+export function descendants(root: number): { pid: number; parent: number; cmd: string }[] {
   const parent = new Map<number, number>();
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
@@ -64,7 +77,7 @@ export function tree(root: number): ProcTree {
       /* gone */
     }
   }
-  const out: ProcTree = { engines: [], control: [root], gateway: [], roles: new Map([[root, 'up']]) };
+  const out: { pid: number; parent: number; cmd: string }[] = [];
   const walk = (p: number) => {
     for (const [c, pp] of parent) {
       if (pp !== p) continue;
@@ -74,11 +87,7 @@ export function tree(root: number): ProcTree {
       } catch {
         /* gone */
       }
-      const role = roleOf(cmd, out.roles.get(p));
-      (role === 'engine' ? out.engines : out.control).push(c);
-      out.roles.set(c, role);
-      if (role === 'gateway-worker') out.roles.set(p, 'gateway-primary');
-      if (cmd.includes('actor\0gateway\0')) out.gateway.push(c);
+      out.push({ pid: c, parent: p, cmd });
       walk(c);
     }
   };

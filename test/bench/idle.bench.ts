@@ -8,11 +8,12 @@
  * Linux only (/proc).
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../helpers/net.ts';
+import { descendants } from './datapath-cpu.ts';
 import type { BenchSection } from './types.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -47,34 +48,11 @@ function sample(pid: number): Sample {
 
 /** root and its descendants, each named by its role: `up`, `nats-server`, `engine`, `<actor kind>:<id>`. */
 function processes(root: number): { pid: number; name: string }[] {
-  const parent = new Map<number, number>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
-      parent.set(Number(d), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {
-      /* gone */
-    }
-  }
-  const out = [{ pid: root, name: 'up' }];
-  const walk = (p: number) => {
-    for (const [c, pp] of parent) {
-      if (pp !== p) continue;
-      let argv: string[] = [];
-      try {
-        argv = readFileSync(`/proc/${c}/cmdline`, 'utf8').split('\0');
-      } catch {
-        /* gone */
-      }
-      const a = argv.indexOf('actor'), id = argv.indexOf('--id');
-      const name = argv.includes('engine-emulator') ? 'engine' : a >= 0 ? `${argv[a + 1]}:${id >= 0 ? argv[id + 1] : '?'}` : (argv[0] ?? '?').split('/').pop()!;
-      out.push({ pid: c, name });
-      walk(c);
-    }
-  };
-  walk(root);
-  return out;
+  return [{ pid: root, name: 'up' }, ...descendants(root).map(({ pid, cmd }) => {
+    const argv = cmd.split('\0');
+    const a = argv.indexOf('actor'), id = argv.indexOf('--id');
+    return { pid, name: argv.includes('engine-emulator') ? 'engine' : a >= 0 ? `${argv[a + 1]}:${id >= 0 ? argv[id + 1] : '?'}` : (argv[0] ?? '?').split('/').pop()! };
+  })];
 }
 
 export async function bench(): Promise<BenchSection> {
