@@ -95,7 +95,9 @@ describe('first token trace', () => {
     await new Promise((r) => setTimeout(r, 300));
     firstTokenTrace.flush(false);
     expect(firstTokenTrace.held).toBe(0);
-    for (let i = 0; i < 50 && !existsSync(file); i++) await new Promise((r) => setTimeout(r, 20));
+    // the flush appends asynchronously: the file may exist before its line is written
+    const written = () => existsSync(file) && readFileSync(file, 'utf8').endsWith('\n');
+    for (let i = 0; i < 100 && !written(); i++) await new Promise((r) => setTimeout(r, 20));
     const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as FirstTokenLine);
     expect(lines).toHaveLength(1);
     const m = lines[0]!.marks;
