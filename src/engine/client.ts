@@ -50,32 +50,24 @@ export function completionBody(req: EngineCompletionRequest): Record<string, unk
   return body;
 }
 
-/** completionBody's members after the prompt: a `params` that names one of them (or the prompt) keeps its place for it. */
-const AFTER_PROMPT = ['prompt', 'messages', 'min_tokens', 'ignore_eos', 'temperature'];
+/** The prompt's place in completionBody's JSON, replaced there by the kept text of a token-id prompt. */
+const PROMPT_SLOT = '\u0000dynamollm-prompt\u0000';
+const PROMPT_SLOT_JSON = JSON.stringify(PROMPT_SLOT);
 
 /**
  * JSON.stringify(completionBody(req)), the engine call's bytes. A token-id prompt whose JSON text the gateway kept
- * from the client's body (prompt-json.ts idsJson) is written as that text between the members before it and those
- * after it, each stringified as completionBody orders them; any other request is completionBody's stringified.
+ * from the client's body (prompt-json.ts idsJson) is written as that text at the prompt's place in completionBody's
+ * JSON (its 2,000 ids not stringified again); any other request is completionBody's stringified.
  */
 export function completionPayload(req: EngineCompletionRequest): string {
   const ids = req.chat === undefined && Array.isArray(req.prompt) ? idsJson(req.prompt) : undefined;
-  const p = req.params;
-  if (ids === undefined || (p !== undefined && AFTER_PROMPT.some((k) => Object.hasOwn(p, k)))) return JSON.stringify(completionBody(req));
-  const head = JSON.stringify({
-    ...p,
-    model: req.model,
-    max_tokens: req.maxTokens,
-    stream: true,
-    stream_options: req.continuousUsage ? { include_usage: true, continuous_usage_stats: true } : { include_usage: true },
-  });
-  const tail: Record<string, unknown> = {};
-  if (req.minTokens !== undefined) tail.min_tokens = req.minTokens;
-  if (req.ignoreEos !== undefined) tail.ignore_eos = req.ignoreEos;
-  if (req.temperature !== undefined) tail.temperature = req.temperature;
-  const rest = JSON.stringify(tail);
+  if (ids === undefined) return JSON.stringify(completionBody(req));
+  const json = JSON.stringify(completionBody({ ...req, prompt: PROMPT_SLOT }));
+  const at = json.indexOf(PROMPT_SLOT_JSON);
+  // the slot once only (a parameter could spell it too): else the ids are stringified as any prompt
+  if (at < 0 || json.indexOf(PROMPT_SLOT_JSON, at + 1) >= 0) return JSON.stringify(completionBody(req));
   // one flat string (join), not a rope of the pieces that its byte count and its write would each flatten
-  return [head.slice(0, -1), ',"prompt":', ids, rest.length > 2 ? ',' : '', rest.length > 2 ? rest.slice(1) : '}'].join('');
+  return [json.slice(0, at), ids, json.slice(at + PROMPT_SLOT_JSON.length)].join('');
 }
 
 /**
