@@ -59,16 +59,28 @@ async function contender(server: number, role: 'cluster' | 'pool', holder: strin
   return l;
 }
 
-/** The server (index) leading each lease stream that exists: the one replicated bucket's, or each one-replica bucket's. */
+/**
+ * The server (index) leading each lease stream that exists: the one replicated bucket's, or each one-replica bucket's.
+ * A server just restarted or thawed leaves the meta group without a leader for a while (JetStream answers "temporarily
+ * unavailable"), so this asks again until every lease stream names its leader, for up to 30 s.
+ */
 async function leaseStreamHosts(): Promise<Map<string, number>> {
-  const jsm = await jetstreamManager(admin.nc, { timeout: 2000 });
-  const out = new Map<string, number>();
-  for (const b of [jetstream.leasesBucket, ...leaseBuckets(3)]) {
-    const leader = await jsm.streams.info(`KV_${b}`).then((i) => i.cluster?.leader, () => undefined);
-    const index = cluster.servers.findIndex((_, j) => leader?.endsWith(`-${j}`));
-    if (index >= 0) out.set(b, index);
+  const buckets = [jetstream.leasesBucket, ...leaseBuckets(3)];
+  let out = new Map<string, number>();
+  for (const end = Date.now() + 30_000; Date.now() < end; await sleep(250)) {
+    out = new Map();
+    const jsm = await jetstreamManager(admin.nc, { timeout: 2000, checkAPI: false });
+    let unknown = 0;
+    for (const b of buckets) {
+      const info = await jsm.streams.info(`KV_${b}`).then((i) => ({ leader: i.cluster?.leader }), (e: unknown) => ((e as Error).message.includes('not found') ? undefined : { leader: undefined }));
+      if (!info) continue; // no such bucket in this layout
+      const index = cluster.servers.findIndex((_, j) => info.leader?.endsWith(`-${j}`));
+      if (index >= 0) out.set(b, index);
+      else unknown++;
+    }
+    if (unknown === 0 && out.size > 0) return out;
   }
-  return out;
+  throw new Error(`lease streams without a known leader after 30 s: ${JSON.stringify([...out])}`);
 }
 
 describe('a lease on a majority of one-replica buckets, one per NATS server', () => {
