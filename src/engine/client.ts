@@ -432,8 +432,15 @@ async function leanCompletion(t: EngineTarget & { pool: Http1Pool }, req: Engine
   if (req.requestId) headers['x-request-id'] = req.requestId;
   if (t.apiKey) headers.authorization = `Bearer ${t.apiKey}`;
   const r = await http1Request(t.pool, { host: t.host, port: t.port, method: 'POST', path, headers, body: payload }, ac.signal);
-  if (r.status < 200 || r.status >= 300) throw new EngineHttpError(r.status, await readLean(r), 'completion');
-  return r;
+  if (r.status >= 200 && r.status < 300) return r;
+  let text: string;
+  try {
+    text = await readLean(r);
+  } finally {
+    // read to its end: the connection goes back to the pool; cut or aborted: it is closed
+    r.close();
+  }
+  throw new EngineHttpError(r.status, text, 'completion');
 }
 
 /** A lean response's body as text (an error answer), at most 64 KiB kept. */

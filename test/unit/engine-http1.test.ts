@@ -393,4 +393,26 @@ describe('streamCompletionPush', () => {
     await new Promise((res) => (conns[1]!.destroyed ? res(undefined) : conns[1]!.once('close', res)));
     expect(p.idleCount).toBe(0);
   });
+
+  it('an engine answer that is not 2xx is an EngineHttpError with its body, and its connection goes back to the pool; one cut mid-body is closed', async () => {
+    const bad = '{"error":{"message":"bad"}}';
+    const { port, conns } = await raw((s, _req, n) => {
+      if (n < 6) s.write(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${bad.length}\r\n\r\n${bad}`);
+      else s.end(`HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n{"error"`, () => s.destroy());
+    });
+    const p = pool();
+    const t = { host: '127.0.0.1', port, pool: p, defaultTimeoutMs: 5000 };
+    for (let i = 0; i < 3; i++) {
+      await expect(streamCompletionPush(t, req, undefined, classify, () => undefined)).rejects.toMatchObject({ name: 'EngineHttpError', status: 400, body: bad });
+      await expect((async () => {
+        for await (const b of streamCompletionBatches(t, req, undefined, classify)) expect(b).toBeUndefined();
+      })()).rejects.toMatchObject({ name: 'EngineHttpError', status: 400 });
+    }
+    // six error answers over one kept-alive connection, idle in the pool
+    expect(conns.length).toBe(1);
+    expect(p.idleCount).toBe(1);
+    await expect(streamCompletionPush(t, req, undefined, classify, () => undefined)).rejects.toThrow();
+    await new Promise((res) => (conns[0]!.destroyed ? res(undefined) : conns[0]!.once('close', res)));
+    expect(p.idleCount).toBe(0);
+  });
 });
