@@ -54,7 +54,9 @@ const SETTLE_MS = 200;
  * The trace's records live in typed arrays allocated at its start, one slot per request (its marks, its gap's and
  * loop's ms, its end): a request costs the trace no object of its own, so that what it measures (the scavenges of the
  * gateway's young generation, whose pause grows with what survives them) is not inflated by the trace itself. A
- * request's slot is taken at its head (begin) and given back once its line is written, after its end (end).
+ * request's slot is taken at its head (begin) and given back once its line is written, after its end (end) or once
+ * stale. A request holds its record's handle: its slot and the slot's generation, which changes when the slot is given
+ * back, so that a request that outlives its stale record (a stream over STALE_MS) marks or ends no later request's.
  */
 export class FirstTokenTrace {
   /** whether marks are recorded: the one check each mark site makes. */
@@ -70,6 +72,8 @@ export class FirstTokenTrace {
   private endMs = new Float64Array(0);
   /** each slot's request id ('' until bound). */
   private ids: string[] = [];
+  /** each slot's generation: how many times it was given back. */
+  private gen = new Uint32Array(0);
   /** free slots, a stack. */
   private free = new Int32Array(0);
   private freeN = 0;
@@ -98,6 +102,7 @@ export class FirstTokenTrace {
     this.busyMs = new Float64Array(cap);
     this.endMs = new Float64Array(cap);
     this.ids = new Array<string>(cap).fill('');
+    this.gen = new Uint32Array(cap);
     this.free = new Int32Array(cap);
     for (let i = 0; i < cap; i++) this.free[i] = cap - 1 - i;
     this.freeN = cap;
@@ -136,7 +141,7 @@ export class FirstTokenTrace {
     return this.takenN;
   }
 
-  /** A record at a request head's arrival (call only when `on`): its slot, or -1 past the cap. */
+  /** A record at a request head's arrival (call only when `on`): its handle (>= 0), or -1 past the cap. */
   begin(): number {
     if (this.freeN === 0) {
       this.dropped++;
@@ -153,18 +158,27 @@ export class FirstTokenTrace {
     this.busyMs[s] = Math.max(0, gap - (idle - this.lastIdleMs));
     this.endMs[s] = 0;
     this.ids[s] = '';
-    return s;
+    return this.gen[s]! * this.cap + s;
   }
 
-  /** mark `i` of the record in `slot` (the server's: parsed, counted, routed), its first time only. */
-  markAt(slot: number, i: number): void {
+  /** the slot of the record `h` names, or -1: no record (past the cap), or its slot given back since (written stale). */
+  private slotOf(h: number): number {
+    if (h < 0) return -1;
+    const s = h % this.cap;
+    return this.gen[s] === (h - s) / this.cap ? s : -1;
+  }
+
+  /** mark `i` of the record `h` (the server's: parsed, counted, routed), its first time only. */
+  markAt(h: number, i: number): void {
+    const slot = this.slotOf(h);
     if (slot < 0 || this.endMs[slot] !== 0) return;
     const k = slot * N + i;
     if (this.t[k] === 0) this.t[k] = performance.now();
   }
 
   /** the request's id, by which the later marks find the record. */
-  bind(slot: number, id: string): void {
+  bind(h: number, id: string): void {
+    const slot = this.slotOf(h);
     if (slot < 0 || this.endMs[slot] !== 0) return;
     this.ids[slot] = id;
     this.open.set(id, slot);
@@ -179,7 +193,8 @@ export class FirstTokenTrace {
   }
 
   /** The request's end (answered, refused or failed): its record is complete, written by the next flush. */
-  end(slot: number): void {
+  end(h: number): void {
+    const slot = this.slotOf(h);
     if (slot < 0 || this.endMs[slot] !== 0) return;
     this.endMs[slot] = performance.now();
     const id = this.ids[slot]!;
@@ -241,6 +256,7 @@ export class FirstTokenTrace {
       if (id !== '' && this.open.get(id) === s) this.open.delete(id);
       if (id !== '') text += JSON.stringify(this.line(s)) + '\n';
       this.ids[s] = '';
+      this.gen[s] = this.gen[s]! + 1;
       this.free[this.freeN++] = s;
     }
     this.takenN = kept;

@@ -5,7 +5,7 @@
  * request that ends without a first token (refused) is written by the flush after its end, and its record is held no
  * more; off, nothing is recorded or written.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
 import { Http1Pool, http1Request } from '../../src/engine/http1.ts';
-import { SEGMENTS, firstTokenTrace, monoMs, type FirstTokenLine } from '../../src/runtime/first-token-trace.ts';
+import { performance } from 'node:perf_hooks';
+import { MARK, SEGMENTS, FirstTokenTrace, firstTokenTrace, monoMs, type FirstTokenLine } from '../../src/runtime/first-token-trace.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 import { DynError } from '../../protocols/errors.ts';
 
@@ -34,6 +35,7 @@ class EngineBacked implements GatewayBackend {
 
 const closers: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
+  vi.restoreAllMocks();
   firstTokenTrace.stop();
   for (const c of closers.splice(0)) await c();
 });
@@ -104,6 +106,43 @@ describe('first token trace', () => {
     expect(m[0]).toBe(0);
     expect(m[3], 'routed').not.toBeNull();
     expect(m.slice(4)).toEqual([null, null, null, null]);
+  });
+
+  it('a request that outlives its stale record (a stream over a minute) marks and ends no later request whose record took its slot', async () => {
+    let now = 1000;
+    vi.spyOn(performance, 'now').mockImplementation(() => now);
+    const file = join(mkdtempSync(join(tmpdir(), 'ftt-')), 'trace.jsonl');
+    const tr = new FirstTokenTrace();
+    closers.push(() => tr.stop());
+    tr.start(file, { cap: 4, flushMs: 3_600_000 });
+    const a = tr.begin();
+    tr.bind(a, 'long');
+    tr.markAt(a, MARK.parsed);
+    now += 61_000;
+    // open over a minute: written stale, its slot given back
+    tr.flush(false);
+    expect(tr.held).toBe(0);
+    const b = tr.begin();
+    tr.bind(b, 'next');
+    now += 5;
+    // the long stream goes on and ends: nothing of it reaches the next request's record
+    tr.markAt(a, MARK.counted);
+    tr.end(a);
+    now += 5;
+    tr.markAt(b, MARK.counted);
+    tr.mark('next', MARK.routed);
+    now += 5;
+    tr.end(b);
+    expect(tr.held).toBe(1);
+    now += 300;
+    tr.flush(false);
+    expect(tr.held).toBe(0);
+    const lines = () => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as FirstTokenLine) : []);
+    for (let i = 0; i < 100 && lines().length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    const byId = new Map(lines().map((l) => [l.id, l]));
+    expect([...byId.keys()].sort()).toEqual(['long', 'next']);
+    expect(byId.get('long')!.marks.slice(0, 3)).toEqual([0, 0, null]);
+    expect(byId.get('next')!.marks.slice(0, 4)).toEqual([0, null, 10, 10]);
   });
 
   it('off: nothing is recorded or written', async () => {
