@@ -45,6 +45,7 @@ import { ApiKeys, probeTokenMatcher } from './auth.ts';
 export { apiKeyIdOf } from './auth.ts';
 import { countTokens, detokenizeRoute, knownCount, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
 import { ModelList } from './models-route.ts';
+import { routeLabel } from './route-label.ts';
 import { DYNAMOLLM_VERSION } from '../../src/runtime/version.ts';
 import { collectChoice, collectedBody } from './collect.ts';
 import { Cors } from './cors.ts';
@@ -575,9 +576,7 @@ export class GatewayServer {
   }
 
   private count(route: string, code: number): void {
-    // routes are a closed set (unknown paths collapse) so a scanner cannot blow up label cardinality
-    const r = route.startsWith('/v1/') || route === '/healthz' || route === '/health' || route === '/version' || route === '/livez' || route === '/readyz' || route === '/metrics' || STATIC[route] || route === '/api/live' ? route : 'other';
-    this.opts.metrics?.httpRequests.inc({ route: r, code: String(code) });
+    this.opts.metrics?.httpRequests.inc({ route: routeLabel(route), code: String(code) });
   }
 
   private sendJson(res: ServerResponse, route: string, status: number, body: unknown): void {

@@ -332,4 +332,30 @@ describe('gateway errors', () => {
     expect(m).toMatch(/dynamollm_gateway_http_requests_total\{route="\/v1\/completions",code="401"\} [1-9]/);
     expect(m).toMatch(/dynamollm_gateway_rejections_total\{reason="overloaded"\} [1-9]/);
   });
+
+  it("metrics label a request's route from the gateway's routes, every other path `other` (401, 404, preflight): made-up paths add no series", async () => {
+    const read = async () => {
+      const text = await (await fetch(base + '/metrics', { headers: { authorization: `Bearer ${KEY}` } })).text();
+      const by = new Map<string, number>();
+      for (const m of text.matchAll(/^dynamollm_gateway_http_requests_total\{route="([^"]*)",code="(\d+)"\} (\S+)$/gm)) by.set(`${m[1]} ${m[2]}`, Number(m[3]));
+      return by;
+    };
+    const was = await read();
+    for (let i = 0; i < 10; i++) expect((await fetch(`${base}/v1/scan-${i}`)).status).toBe(401);
+    expect((await fetch(`${base}/v1/scan-keyed`, { headers: { authorization: `Bearer ${KEY}` } })).status).toBe(404);
+    expect((await fetch(`${base}/scan-root`)).status).toBe(404);
+    const pre = await fetch(`${base}/v1/scan-preflight`, { method: 'OPTIONS', headers: { origin: 'http://x.example', 'access-control-request-method': 'POST' } });
+    await pre.text();
+    expect((await fetch(`${base}/tokenize`, { headers: { authorization: `Bearer ${KEY}` } })).status).toBe(405);
+    const now = await read();
+    const labels = new Set([...now.keys()].map((k) => k.split(' ')[0]));
+    expect([...labels].filter((r) => r.includes('scan'))).toEqual([]);
+    const served = ['/v1/completions', '/v1/chat/completions', '/v1/models', '/tokenize', '/detokenize', '/health', '/healthz', '/livez', '/readyz', '/metrics', '/version', '/api/live', '/', '/index.html', '/dashboard.js', '/dashboard.css', 'other'];
+    expect([...labels].filter((r) => !served.includes(r))).toEqual([]);
+    const grew = (k: string) => (now.get(k) ?? 0) - (was.get(k) ?? 0);
+    expect(grew('other 401')).toBe(10);
+    expect(grew('other 404')).toBe(2);
+    expect(grew(`other ${pre.status}`)).toBe(1);
+    expect(grew('/tokenize 405')).toBe(1);
+  });
 });
