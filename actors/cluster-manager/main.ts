@@ -1,7 +1,8 @@
 /**
  * Cluster manager (`cluster --id ID --config FILE`; run any number of replicas).
  * Every replica: intake (subjects.clusterIntake, queue group) -> classify (input class known, output class
- * from the online predictor, which learns from RequestRecords) -> pool of that type (routing table from the
+ * from the online predictor, which learns from the RequestRecords of the requests it classified, received only while it
+ * awaits one: ../common/record-intake.ts) -> pool of that type (routing table from the
  * pool assignments in the inventory KV) -> poolDispatch, retried while a pool leader fails over; a pool
  * that refuses as overloaded spills to the next pool serving longer requests.
  * The lease holder (leaseKeys.clusterPlanner) also: creates the events stream, keeps the GPU inventory
@@ -14,7 +15,7 @@ import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import {
-  Ack, Admission, ClusterStatus, RoutingTable, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, NodeTelemetry, PoolAssignment, PoolCommand, PoolStatus, RequestRecord,
+  Ack, Admission, ClusterStatus, RoutingTable, ClusterTelemetry, EnergyLedger, PoolTelemetry, InferenceRequest, InstanceStatus, InstanceTelemetry, NodeStatus, NodeTelemetry, PoolAssignment, PoolCommand, PoolStatus, type RequestRecord,
   StatusRequest, ClientDisconnect, CLUSTER_INTAKE_QUEUE, controlSubjects, inventoryKeys, jetstream, leaseKeys, subjects, toWireError,
   type PoolTelemetry as PoolTelemetryT, type PoolAssignment as PoolAssignmentT, type PoolStatus as PoolStatusT, type NodeStatus as NodeStatusT, type RequestType,
 } from '../../protocols/index.ts';
@@ -41,6 +42,8 @@ import { stallSafeInterval } from '../../src/runtime/stall-interval.ts';
 import { LinkWatcher } from '../common/link-watcher.ts';
 import { HeardInstances, heardNow, observation, prefixReuse, silentMs, type Heard, type Observation } from './observation.ts';
 import { Leads } from './leads.ts';
+import { RecordIntake } from '../common/record-intake.ts';
+import { AwaitedRecords, recordDueMs } from '../../src/policy/awaited-records.ts';
 
 const INSECURE_NATS_WARNING = 'NATS does not enforce authorization (--insecure-nats): anyone who reaches it can read every prompt, change GPU clocks and stop instances';
 
@@ -48,6 +51,8 @@ export const summary = 'cluster manager: intake, classification, routing; leader
 
 /** period of the leader's PoolTelemetry and ClusterTelemetry (the instances' InstanceTelemetry period too). */
 const TELEMETRY_MS = 1000;
+/** period of the sweep that forgets the awaited records past due and gives the records' subscription up while none is awaited. */
+const RECORDS_SWEEP_MS = 1000;
 
 export class ClusterManager extends Actor {
   #c: ClusterConfig;
@@ -55,7 +60,9 @@ export class ClusterManager extends Actor {
   #dispatcher?: PoolDispatcher;
   #evt!: EventPublisher;
   #predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(loadConfig()) });
-  #features = new Map<string, { inputTokens: number; maxTokens: number; model: string; tenant?: string }>();
+  /** the requests intake classified whose record the predictor awaits (policy AwaitedRecords); the records' subscription is held only while there is one. */
+  #awaited = new AwaitedRecords<{ inputTokens: number; maxTokens: number; model: string; tenant?: string }>();
+  #records?: RecordIntake;
   #lease!: LeaderLease;
   #timers: unknown[] = [];
   /** the leads of the planner lease: what the lead in place armed, stopped with it (./leads.ts). */
@@ -111,8 +118,10 @@ export class ClusterManager extends Actor {
     this.#reader = { bus: this.bus, clock: this.clock, log: this.log, abandoned: () => this.#stopped };
     this.#loaded = this.#loadAssignments();
     this.serve(subjects.clusterIntake(), InferenceRequest, Admission, (r) => this.#intakeOnce(r), { queue: CLUSTER_INTAKE_QUEUE, capacity: 8192, concurrency: 512 });
-    // the predictor learns from the requests intake classified: records of others (the gateway routed them) are not decoded
-    this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => this.#learn(r), { capacity: 8192, expectSubject: (r) => subjects.telRequest(r.pool), unwanted: () => this.#features.size === 0 });
+    // the predictor learns from the requests intake classified: the records of others (the gateway routed them) are not
+    // received while none is awaited; one past due is forgotten, and the subscription given up, at the next sweep
+    this.#records = new RecordIntake(this.bus, { subject: subjects.telRequestAll(), wanted: () => this.#awaited.recordsWanted(), onRecord: (r) => this.#learn(r), expectSubject: (r) => subjects.telRequest(r.pool) });
+    this.#timers.push(this.clock.setInterval(() => (this.#awaited.expire(this.clock.now()), this.#records?.sync(true)), RECORDS_SWEEP_MS));
     // a node's lost instances: the leader starts again at once those its assignments still want (./lost-instances.ts)
     const lost = new LostInstances({ bus: this.bus, log: this.log, evt: this.#evt, timeoutMs: c.timeouts.controlMs, deciding: () => this.#deciding && this.#lease.isLeader(), assignments: () => this.#m.assignments });
     this.subscribe(controlSubjects.nodeStatusAll(), NodeStatus, (s) => {
@@ -149,8 +158,9 @@ export class ClusterManager extends Actor {
   #classify(r: InferenceRequest): { type: RequestType; predicted: number } {
     const f = { inputTokens: r.inputTokens, maxTokens: r.maxTokens, model: r.model, tenant: r.tenant };
     const { type, predicted } = classifyIntake(r, this.#predictor, this.#c);
-    if (this.#features.size > 50_000) this.#features.delete(this.#features.keys().next().value!);
-    if (!r.probe) this.#features.set(r.id, f); // the predictor learns from traffic, not from a readiness probe
+    if (r.probe) return { type, predicted }; // the predictor learns from traffic, not from a readiness probe
+    this.#awaited.await(r.id, f, recordDueMs(r, this.clock.now()));
+    this.#records?.sync(false); // before the dispatch: its SUB precedes the dispatch request on this connection
     return { type, predicted };
   }
 
@@ -204,10 +214,8 @@ export class ClusterManager extends Actor {
   }
 
   #learn(rec: RequestRecord): void {
-    const f = this.#features.get(rec.id);
-    if (!f || rec.outcome !== 'ok') return;
-    this.#features.delete(rec.id);
-    this.#predictor.observe(f, rec.completionTokens);
+    const f = this.#awaited.take(rec.id, rec.outcome);
+    if (f) this.#predictor.observe(f, rec.completionTokens);
   }
 
   protected override heartbeatMeta() {
@@ -575,6 +583,7 @@ export class ClusterManager extends Actor {
     this.#link?.stop();
     for (const w of this.#watches) w.stop();
     for (const t of this.#timers) this.clock.clearInterval(t);
+    this.#records?.stop();
     this.#leads?.end();
     this.#instances?.latest.unsubscribe();
     await this.#lease?.stop().catch(() => {});

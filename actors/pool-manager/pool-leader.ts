@@ -7,7 +7,7 @@
  *
  * Every replica tracks the pool's instances from their InstanceStatus (a standby has a warm view: the latest status of
  * each stepped before its sweep, its lead and a read of its view, ./statuses.ts), and receives request records only
- * while one can change its machine (./records.ts); the lease holder (leaseKeys.poolLeader) also serves dispatch
+ * while one can change its machine (../common/record-intake.ts); the lease holder (leaseKeys.poolLeader) also serves dispatch
  * (subjects.poolDispatch), moves (subjects.poolMove) and commands (subjects.poolControl), publishes the pool's status,
  * and keeps its list of dispatched requests in the KV (jetstream.dispatchedBucket) for its successor.
  */
@@ -17,11 +17,11 @@ import type { KV } from '@nats-io/kv';
 import {
   Ack, Admission, DispatchedEntry, ReshardRecord, InferenceRequest, InstanceCommand, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
   TokenChunk, ClientDisconnect, endedConnection, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
-  type DispatchView as DispatchViewT, type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestType, type WireError,
+  type DispatchView as DispatchViewT, type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestRecord, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeContext, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { PoolStatuses } from './statuses.ts';
-import { PoolRecords } from './records.ts';
+import { RecordIntake } from '../common/record-intake.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { systemClock, within, type Clock } from '../../src/runtime/clock.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
@@ -82,7 +82,7 @@ export class PoolLeader {
   #leads = 0;
   /** the instances' statuses, stepped as they come while the machine leads, else kept until read (./statuses.ts); the records, only while wanted. */
   #statuses: PoolStatuses;
-  #records: PoolRecords;
+  #records: RecordIntake;
   /** the sleep-mode standby's state while this replica leads (scaling.sleepStandby). */
   #standby?: PoolStandbyState;
 
@@ -112,7 +112,8 @@ export class PoolLeader {
     };
     this.#m = initialPoolState(o.types);
     this.#statuses = new PoolStatuses(o.bus, o.pool, this.#clock, (status, atMs) => this.#step({ type: 'status', status }, atMs));
-    this.#records = new PoolRecords(o.bus, o.pool, () => poolRecordsWanted(this.#m), (r) => this.#m.outstanding.has(r.id) && this.#step({ type: 'record', id: r.id, ...(r.instance ? { instance: r.instance } : {}) }));
+    const onRecord = (r: RequestRecord) => this.#m.outstanding.has(r.id) && this.#step({ type: 'record', id: r.id, ...(r.instance ? { instance: r.instance } : {}) });
+    this.#records = new RecordIntake(o.bus, { subject: subjects.telRequest(o.pool), wanted: () => poolRecordsWanted(this.#m), onRecord });
     this.#lease = new LeaderLease({
       bus: o.bus,
       key: leaseKeys.poolLeader(o.pool),
@@ -585,7 +586,6 @@ const unreadable = (err: unknown): StoredStateUnreadable => (err instanceof Stor
 const TAKEOVER_READ_ATTEMPT_MS = 1000;
 /** the longest wait between two reads of the pool state a lead began without, ms. */
 const LATE_READ_MAX_MS = 2000;
-
 /** dispatch calls a pool leader works on at once (held ones do not count: see #dispatchSlots). */
 export const DISPATCH_HANDLERS = 256;
 /** puts and deletes of the dispatched list in flight at most (past it an entry is not kept, or its admission waits for none). */

@@ -1,6 +1,6 @@
 /**
- * A pool manager receives its pool's request records only while one can change its machine (actors/pool-manager/
- * records.ts, policy poolRecordsWanted): a request the pool dispatched and has not seen the record of. Two pool
+ * A pool manager receives its pool's request records only while one can change its machine (actors/common/
+ * record-intake.ts, policy poolRecordsWanted): a request the pool dispatched and has not seen the record of. Two pool
  * managers (a leader and its standby) in the test process on a real nats-server with the project's permissions; the
  * test plays the pool's one instance (statuses, an admission that says yes) and publishes the records. With nothing
  * dispatched through the pool (the gateway routed every request itself), a burst of records reaches neither manager's

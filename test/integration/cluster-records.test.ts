@@ -1,0 +1,143 @@
+/**
+ * A cluster manager receives request records only while its predictor awaits one (actors/common/record-intake.ts,
+ * policy AwaitedRecords): the record of a request its intake classified. Two cluster managers (the planner and its
+ * standby) in the test process on a real nats-server with the project's permissions; the test plays the pool's one
+ * instance (its statuses), the pool leader (a dispatch that admits the request and publishes its record before it
+ * answers) and the gateway (intake requests, and the records of the requests it routed itself). With nothing
+ * classified, a burst of records reaches neither manager's connection; the records of requests the cluster dispatched
+ * reach the manager that classified each, and its predictor learns from them; once none is awaited, the next burst
+ * reaches neither again.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/wait.ts';
+import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import { ClusterManager } from '../../actors/cluster-manager/main.ts';
+import { parseConfig } from '../../actors/common/config.ts';
+import {
+  Admission, ClusterStatus, InferenceRequest, InstanceStatus, RequestRecord, StatusRequest, controlSubjects, subjects,
+  type InferenceRequest as Req, type InstanceStatus as Status,
+} from '../../protocols/index.ts';
+
+const POOL = 'pool-all';
+const TYPES = ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] as const;
+const INST = `${POOL}-n0-g0x1`;
+const BURST = 200;
+/** requests through the cluster intake (the queue group spreads them over both managers). */
+const VIA_INTAKE = 6;
+let nats: TestNats;
+let admin: Bus;
+const managers: Probe[] = [];
+let timer: NodeJS.Timeout | undefined;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const config = parseConfig({
+  model: 'llama3.1-8b', gpu: 'h100', servers: [{ id: 'n0', gpus: 1 }], pools: [{ id: POOL, types: [...TYPES] }],
+  epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
+  liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 1500 },
+  engine: { kind: 'emulator', initialTp: 1 },
+});
+
+/** A cluster manager whose connection's counters and predictor's observations the test reads. */
+class Probe extends ClusterManager {
+  inMsgs(): number {
+    return this.bus.nc.stats().inMsgs;
+  }
+  flush(): Promise<void> {
+    return this.bus.nc.flush();
+  }
+  learned(): number {
+    return this.heartbeatMeta().predictorObservations;
+  }
+}
+
+function publishStatus(seq: number, startedMs: number): void {
+  const st: Status = {
+    v: 1, id: INST, pool: POOL, node: 'n0', tp: 1, gpuIds: [0], state: 'ready', startedMs, seq, sentMs: Date.now(), clockMhz: 1980, maxClockMhz: 1980,
+    queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
+  };
+  admin.publish(controlSubjects.instanceStatus(POOL, INST), InstanceStatus, st);
+}
+
+function record(id: string): RequestRecord {
+  return { v: 1, id, type: 'SS', pool: POOL, instance: INST, outcome: 'ok', promptTokens: 10, completionTokens: 17, energyJ: 12.5, energySource: 'modelled', sloMet: true, finishedMs: Date.now() };
+}
+
+function request(id: string): Req {
+  const now = Date.now();
+  return { v: 1, id, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello', inputTokens: 10, maxTokens: 20, arrivalMs: now, giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id) };
+}
+
+async function manager(id: string): Promise<Probe> {
+  const m = new Probe({ kind: 'cluster', id, servers: nats.url, ...as('cluster', id), log: silentLogger(), heartbeatMs: 1000 }, config, undefined);
+  managers.push(m);
+  await m.start();
+  return m;
+}
+
+/** Messages each manager's connection received while `BURST` records of requests no manager classified were published. */
+async function delivered(prefix: string): Promise<number[]> {
+  const before = managers.map((m) => m.inMsgs());
+  for (let i = 0; i < BURST; i++) admin.publish(subjects.telRequest(POOL), RequestRecord, record(`${prefix}-${i}`));
+  await admin.nc.flush();
+  await sleep(300);
+  for (const m of managers) await m.flush();
+  return managers.map((m, i) => m.inMsgs() - before[i]!);
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
+}, 30_000);
+
+afterAll(async () => {
+  if (timer) clearInterval(timer);
+  for (const m of managers) await m.stop().catch(() => {});
+  await admin?.close();
+  await nats?.stop();
+}, 60_000);
+
+describe('cluster managers and the request records', () => {
+  it('receive none while no record is awaited, and the record of a request they dispatched, which the predictor learns', async () => {
+    const startedMs = Date.now();
+    let seq = 0;
+    timer = setInterval(() => publishStatus(++seq, startedMs), 250);
+    // the pool leader: admits each request, and its instance's record goes out before the admission is answered
+    const dispatched: string[] = [];
+    admin.serve(subjects.poolDispatch(POOL), InferenceRequest, Admission, async (r) => {
+      dispatched.push(r.id);
+      admin.publish(subjects.telRequest(POOL), RequestRecord, record(r.id));
+      return { v: 1 as const, id: r.id, ok: true, instance: INST, pool: POOL };
+    }, { capacity: 256, concurrency: 16 });
+    await admin.nc.flush();
+    const status = () => admin.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).catch(() => undefined);
+    await manager('cm-0');
+    await waitFor(async () => ((await status())?.leader === 'cm-0' ? true : undefined), 30_000, 'cm-0 leads');
+    await manager('cm-1');
+    await sleep(1000);
+
+    // the gateway routed every request itself: their records reach neither manager (their own periodic traffic only)
+    const idle = await delivered('routed');
+    console.log(`${BURST} records of requests the gateway routed: messages received by the planner ${idle[0]}, the standby ${idle[1]}`);
+    expect(idle[0]).toBeLessThan(BURST / 4);
+    expect(idle[1]).toBeLessThan(BURST / 4);
+
+    // requests through the intake: each one's record, published while its dispatch is under way, is learned
+    for (let i = 0; i < VIA_INTAKE; i++) {
+      const a = await admin.request(subjects.clusterIntake(), InferenceRequest, request(`via-intake-${i}`), Admission, { timeoutMs: 10_000 });
+      expect(a.ok, JSON.stringify(a.error)).toBe(true);
+    }
+    expect(dispatched).toHaveLength(VIA_INTAKE);
+    await waitFor(() => (managers.reduce((n, m) => n + m.learned(), 0) === VIA_INTAKE ? true : undefined), 10_000, 'each dispatched request learned from its record');
+    console.log(`${VIA_INTAKE} requests through the intake: learned by the planner ${managers[0]!.learned()}, the standby ${managers[1]!.learned()}`);
+
+    // none awaited any more: from the next sweep (1 s) on, the records reach neither manager
+    await sleep(2200);
+    const after = await delivered('routed-again');
+    console.log(`${BURST} records once none is awaited: the planner ${after[0]}, the standby ${after[1]}`);
+    expect(after[0]).toBeLessThan(BURST / 4);
+    expect(after[1]).toBeLessThan(BURST / 4);
+    expect(managers.reduce((n, m) => n + m.learned(), 0)).toBe(VIA_INTAKE);
+  }, 120_000);
+});
