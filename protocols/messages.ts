@@ -373,16 +373,19 @@ export const fastTokenChunkCheck: (c: Record<string, unknown>) => boolean = fast
 /**
  * gateway -> the instance that granted a direct request (subjects.instanceLeg): the first token's arrival
  * (published, no reply) and the leg's end (request -> LegReply with the energy to put in usage). Times are
- * the gateway's wall clock, like the request's arrivalMs.
+ * the gateway's wall clock, like the request's arrivalMs. Also a relayed request's `credit` (src/policy/relay-flow.ts).
  */
 export const legReport = z.object({
   v,
   id,
   /**
    * started: the gateway took the grant and opened the engine stream; first_token; end; credited: the gateway
-   * started `request` on a credit this instance lent it (`credit`), and streams it from the engine already.
+   * started `request` on a credit this instance lent it (`credit`), and streams it from the engine already. credit:
+   * the chunks of a request it relays it may publish in all (`creditBytes`); past it, it waits for a larger grant.
    */
-  phase: z.enum(['started', 'first_token', 'end', 'credited']),
+  phase: z.enum(['started', 'first_token', 'end', 'credited', 'credit']),
+  /** credit: the grant, in bytes of chunks as src/policy/relay-flow.ts heldBytesOf counts them, since the leg began. */
+  creditBytes: int.optional(),
   /** credited: the request (as the gateway would have asked for its admission). */
   request: inferenceRequest.optional(),
   /** credited: whose credit of which epoch; `topUp`: a request (-> LegReply.credit), not a publish. */

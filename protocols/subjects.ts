@@ -38,7 +38,7 @@ export const subjects = {
   instanceAdmit: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.admit`,
   /** every instance's admissions (observers, tests). */
   instanceAdmitAll: () => `${ROOT}.inst.*.admit`,
-  /** gateway -> the instance that granted a direct request: LegReport (first token: no reply; end: -> LegReply; credited: a credit spent). */
+  /** gateway -> the instance that granted a direct request: LegReport (first token: no reply; end: -> LegReply; credited: a credit spent); a relayed request's credit (no reply). */
   instanceLeg: (instance: string) => `${ROOT}.inst.${token(instance, 'instance')}.leg`,
   /** every instance's leg reports (observers, tests). */
   instanceLegAll: () => `${ROOT}.inst.*.leg`,

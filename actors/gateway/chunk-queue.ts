@@ -1,7 +1,20 @@
-/** The gateway's buffer of one leg's token chunks (actors/gateway/nats-backend.ts): bounded, one reader, silence-timed. */
+/**
+ * The gateway's buffer of one leg's token chunks (actors/gateway/nats-backend.ts): bounded in chunks and, with a flow
+ * (relay-flow.ts), in bytes; one reader, silence-timed.
+ */
 import { DynError } from '../../protocols/errors.ts';
 import type { TokenChunk } from '../../protocols/messages.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
+import { heldBytesOf } from '../../src/policy/relay-flow.ts';
+
+/** What watches a queue's chunks (relay-flow.ts RelayFlow): each pushed and taken with its bytes (heldBytesOf). */
+export interface QueueFlow {
+  /** `c` arrives, the queue then holding `held` bytes: 'overflow' refuses it and ends the queue. */
+  pushed(c: TokenChunk, bytes: number, held: number): 'overflow' | undefined;
+  taken(bytes: number): void;
+  /** the queue is over (failed, or its leg left): no more reports. */
+  close(): void;
+}
 
 /** A bounded single-consumer queue of chunks with an end/failure. */
 export class ChunkQueue {
@@ -9,17 +22,33 @@ export class ChunkQueue {
   private waiter: (() => void) | null = null;
   private ended = false;
   failure: DynError | null = null;
-  /** `clock`: the silence timeouts' time and timers (src/runtime/clock.ts). */
-  constructor(private readonly capacity: number, private readonly clock: Clock = systemClock) {}
+  /** the chunks' memory held (heldBytesOf), with a flow. */
+  bytes = 0;
+  /** `clock`: the silence timeouts' time and timers (src/runtime/clock.ts); `flow`: told of the bytes held. */
+  constructor(private readonly capacity: number, private readonly clock: Clock = systemClock, private readonly flow?: QueueFlow) {}
   /** the next chunk already here, without waiting. */
   take(): TokenChunk | undefined {
-    return this.items.shift();
+    const c = this.items.shift();
+    if (c && this.flow) {
+      const b = heldBytesOf(c);
+      this.bytes -= b;
+      this.flow.taken(b);
+    }
+    return c;
   }
   push(c: TokenChunk): void {
     if (this.ended) return;
     if (this.items.length >= this.capacity) {
-      this.fail(new DynError('mailbox_full', `token stream buffer full (${this.capacity} chunks)`, { retryable: true }));
+      this.fail(new DynError('mailbox_full', `token stream buffer full (${this.capacity} chunks)`, { retryable: true, retryAfterS: 1 }));
       return;
+    }
+    if (this.flow) {
+      const b = heldBytesOf(c);
+      if (this.flow.pushed(c, b, this.bytes + b) === 'overflow') {
+        this.fail(new DynError('mailbox_full', `the stream's client takes its tokens slower than they came: ${this.bytes + b} bytes held at the gateway, past its bound`, { retryable: true, retryAfterS: 1 }));
+        return;
+      }
+      this.bytes += b;
     }
     this.items.push(c);
     this.wake();
@@ -28,7 +57,12 @@ export class ChunkQueue {
     if (this.ended) return;
     this.failure = e;
     this.ended = true;
+    this.flow?.close();
     this.wake();
+  }
+  /** the leg left (its subscription ended): nobody reads what it holds; its flow reports no more. */
+  close(): void {
+    this.flow?.close();
   }
   private wake(): void {
     const w = this.waiter;
@@ -48,7 +82,7 @@ export class ChunkQueue {
   async nextWatched(idleMs: number, everyMs: number, gone: () => boolean): Promise<TokenChunk | null | 'gone'> {
     const until = this.clock.now() + idleMs;
     for (;;) {
-      if (this.items.length) return this.items.shift()!;
+      if (this.items.length) return this.take()!;
       if (this.failure) throw this.failure;
       if (this.ended) return null;
       const left = until - this.clock.now();

@@ -33,9 +33,9 @@ export function reportAs(bus: Bus, gateway: NonNullable<LegReport['gateway']>): 
   reporters.set(bus, gateway);
 }
 
-/** `rep` with its gateway process named (an end report needs none: the leg is over). */
+/** `rep` with its gateway process named where it says the leg is taken (an end or a relay flow report needs none). */
 function stamped(bus: Bus, rep: LegReport): LegReport {
-  const gateway = rep.phase === 'end' || rep.gateway ? undefined : reporters.get(bus);
+  const gateway = rep.gateway || !(rep.phase === 'started' || rep.phase === 'first_token' || rep.phase === 'credited') ? undefined : reporters.get(bus);
   return gateway ? { ...rep, gateway } : rep;
 }
 

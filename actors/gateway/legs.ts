@@ -57,6 +57,10 @@ export interface AdmissionCounters {
   energyEstimated: number;
   /** relayed legs (the NATS data path) ended at a missing chunk (relayGapChunk): continued on another leg, or ended with a retryable error. */
   relayGaps: number;
+  /** times a relayed leg's instance used its whole credit window (its client behind): it waits for the next grant (relay-flow.ts). */
+  relayWaits: number;
+  /** relayed legs ended because their hold at the gateway passed RELAY_HOLD_BYTES (their instance did not wait for its grant). */
+  relayOverflows: number;
 }
 
 /** An engine URL's host and port, parsed once per URL (a grant names one of a few engines; bounded). */

@@ -51,11 +51,11 @@ import { continuousUsage } from '../../src/engine/sse-event.ts';
 import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
+import { RelayFlow } from './relay-flow.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
 import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
-export type { AdmissionCounters } from './legs.ts';
 import { StreamListeners } from './stream-listeners.ts';
 import { InstanceEnergyMeters, type LegMark } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
@@ -65,6 +65,7 @@ import { electionDeadline, type Elections } from './elections.ts';
 import type { NatsBackendOptions } from './backend-options.ts';
 import { DEFAULT_ENGINE_IDLE, engineIdleBounds, type EngineIdleSettings, type IdleSlo } from '../../src/policy/engine-liveness.ts';
 export type { NatsBackendOptions } from './backend-options.ts';
+export type { AdmissionCounters } from './legs.ts';
 
 /**
  * The token stream of an admitted request, with the admission the cluster granted (pool, instance). Read it
@@ -101,7 +102,7 @@ interface Leg {
 interface LegRoute { exclude?: string; intake?: boolean }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0, resumed: 0, energyEstimated: 0, relayGaps: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0, resumed: 0, energyEstimated: 0, relayGaps: 0, relayWaits: 0, relayOverflows: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -123,15 +124,14 @@ export class NatsBackend implements GatewayBackend {
   private readonly elections: Elections | undefined;
   private readonly clock: Clock;
   private readonly streams: StreamListeners;
-  /** the instances' energy meters: a leg whose instance dies before answering its end report is charged an estimate (leg-energy.ts). */
-  private readonly meters: InstanceEnergyMeters;
+  /** the instances' energy meters: a leg whose instance dies before its end report's answer is charged an estimate (leg-energy.ts). */ private readonly meters: InstanceEnergyMeters;
   /** keep-alive connections to the engines this gateway streams from (one per concurrent stream; the lean HTTP/1.1 client). */
   private readonly pool = new Http1Pool({ maxIdlePerHost: 256, idleTimeoutMs: 4_000 });
+  private readonly held = new Set<ChunkQueue>();
+  /** bytes of relayed chunks the legs' queues hold for clients that have not taken them (each at most RELAY_HOLD_BYTES). */
+  relayHeldBytes = (): number => [...this.held].reduce((n, q) => n + q.bytes, 0);
 
-  constructor(
-    private readonly bus: Bus,
-    opts: NatsBackendOptions = {},
-  ) {
+  constructor(private readonly bus: Bus, opts: NatsBackendOptions = {}) {
     this.admitTimeoutMs = opts.admitTimeoutMs ?? 10_000;
     this.admitAttemptMs = Math.min(opts.admitAttemptMs ?? 3000, this.admitTimeoutMs);
     this.chunkTimeoutMs = opts.chunkTimeoutMs ?? 60_000;
@@ -185,10 +185,8 @@ export class NatsBackend implements GatewayBackend {
   }
 
   private cancel(id: string, reason: string, sent?: { done: boolean }): void {
-    if (sent) {
-      if (sent.done) return;
-      sent.done = true;
-    }
+    if (sent?.done) return;
+    if (sent) sent.done = true;
     flushLegReports(this.bus); // the held leg reports first: a Cancel never overtakes its leg's end
     try {
       this.bus.publish(subjects.cancel(id), Cancel, { v: 1, id, reason: reason.slice(0, 512) });
@@ -248,7 +246,7 @@ export class NatsBackend implements GatewayBackend {
   private async openLeg(req: InferenceRequest, signal: AbortSignal, o: LegRoute = {}): Promise<Leg> {
     const subject = subjects.stream(req.id);
     const msg: InferenceRequest = { ...req, streamSubject: subject };
-    const q = new ChunkQueue(this.capacity, this.clock);
+    const q = new ChunkQueue(this.capacity, this.clock, new RelayFlow(this.bus, msg.id, this.clock, this.counters, () => this.cancel(msg.id, 'its client fell behind past the relay bound', leg.cancelSent)));
     const order = new LegOrder();
     let granted: ((c: TokenChunk) => void) | undefined;
     const grant = new Promise<TokenChunk>((r) => (granted = r));
@@ -267,7 +265,9 @@ export class NatsBackend implements GatewayBackend {
       if (took === 'gap') this.counters.relayGaps++; // the leg ends at the missing chunk (retryable), continued from before it
       q.push(took === 'gap' ? relayGapChunk(msg.id, order.gapAt!) : c);
     };
-    leg.sub = this.streams.listen(subject, msg.id, onChunk);
+    const sub = this.streams.listen(subject, msg.id, onChunk);
+    this.held.add(q);
+    leg.sub = { unsubscribe: () => (this.held.delete(q), q.close(), sub.unsubscribe()) };
     const admission = this.admit(msg, signal, o, leg);
     let adm: Admission | TokenChunk | 'timed_out';
     try {

@@ -12,6 +12,7 @@ import { timerStallMs } from '../../src/policy/timer-stall.ts';
 import { machineRequest } from './machine-io.ts';
 import { watchLeg } from './gateway-watch.ts';
 import type { Held, LegHost, Running } from './running.ts';
+import { relayCredit } from './relay-pause.ts';
 
 /**
  * A direct request: the gateway streams it from the engine itself (docs/DATAPATH.md). The instance grants
@@ -78,9 +79,10 @@ export async function runDirectLeg(h: LegHost, q: Held, r: Running, credited: bo
   }
 }
 
-/** The gateway's report on a direct request this instance granted: its first token, or its end (-> energy). */
+/** The gateway's report on a direct request this instance granted: its first token, or its end (-> energy); or a relayed one's credit (relay-pause.ts). */
 export function legReport(h: LegHost, rep: LegReportT): LegReplyT {
   if (rep.phase === 'credited') return creditedReport(h, rep);
+  if (rep.phase === 'credit') return relayCredit(h, rep);
   const r = h.running.get(rep.id);
   if (!r?.req.direct) return { v: 1, ok: false, error: { code: 'not_found', message: `instance ${h.id} holds no direct request ${rep.id}`, retryable: false } };
   r.gatewayStarted = true;

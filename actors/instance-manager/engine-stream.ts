@@ -10,6 +10,8 @@ import { chunkExtras } from '../../src/engine/engine.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
 import { engineIdleBounds } from '../../src/policy/engine-liveness.ts';
 import { TTFT_TRACE, type Held, type LegHost, type Running } from './running.ts';
+import { whileNoCredit } from './relay-pause.ts';
+import { heldBytesOf, RELAY_TURN_CHUNKS, RELAY_WINDOW_BYTES } from '../../src/policy/relay-flow.ts';
 
 /** Streams request `q` (running as `r`) from the engine to its stream subject; at its end, the manager's bookkeeping (LegHost.ended). */
 export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise<void> {
@@ -22,6 +24,12 @@ export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise
   let stopReason: string | number | null | undefined;
   let usage: { promptTokens: number; completionTokens: number; energyJoules?: number } | undefined;
   let completion = 0;
+  /** the engine's events read, for a turn every RELAY_TURN_CHUNKS of them; the bytes published against the gateway's credit */
+  let events = 0, sent = 0;
+  const publish = (chunk: TokenChunk) => {
+    sent += heldBytesOf(chunk);
+    h.bus.publish(req.streamSubject, TokenChunk, chunk);
+  };
   /** the engine's last text event (it carries finish_reason): sent as the done chunk itself */
   let tail: TokenChunk | undefined;
   const remainingMs = Math.max(1000, req.giveUpAtMs - clock.now());
@@ -37,7 +45,7 @@ export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise
     const chunk: TokenChunk = { ...base, seq: r.seq++, text: p.text, tokens: p.n };
     if (p.n > 1) chunk.tokenOffsetsMs = p.offsets;
     try {
-      h.bus.publish(req.streamSubject, TokenChunk, chunk);
+      publish(chunk);
     } catch (err) {
       h.log.debug({ id: req.id, err: (err as Error).message }, 'token chunk not published');
     }
@@ -110,13 +118,13 @@ export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise
         h.sampleTtft(chunk.ttftMs!);
         // the engine's last text goes out with the end (finish_reason on the last text chunk, as vLLM's)
         if (ch.finishReason) tail = chunk;
-        else h.bus.publish(req.streamSubject, TokenChunk, chunk);
+        else publish(chunk);
       } else if (coalesceMs <= 0 || extra || ch.finishReason) {
         flush();
         const chunk: TokenChunk = { ...base, seq: r.seq++, text: ch.text, tokens: k, ...extra };
         if (offs && k > 1) chunk.tokenOffsetsMs = offs.map((o) => o - offs[0]!);
         if (ch.finishReason) tail = chunk;
-        else h.bus.publish(req.streamSubject, TokenChunk, chunk);
+        else publish(chunk);
       } else {
         if (!pend) {
           pend = { text: '', n: 0, t0: at(0), offsets: [] };
@@ -126,6 +134,13 @@ export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise
         pend.n += k;
         for (let i = 0; i < k; i++) pend.offsets.push(Math.round((at(i) - pend.t0) * 1000) / 1000);
         if (t - pend.t0 >= coalesceMs) flush();
+      }
+      // the gateway's credit window (relay-pause.ts): past its grant, the engine is not read until a larger one;
+      // its grants are read between turns, one at least every RELAY_TURN_CHUNKS events
+      if (++events % RELAY_TURN_CHUNKS === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      if (sent >= (r.creditBytes ?? RELAY_WINDOW_BYTES)) {
+        flush();
+        await whileNoCredit(h, r, sent);
       }
     }
     flush();

@@ -38,6 +38,12 @@ export interface Running {
   gatewayStarted?: boolean;
   /** a direct request: stops watching its gateway process (gateway-watch.ts). */
   unwatchGateway?: () => void;
+  /** a relayed request: the bytes of chunks its gateway lets it publish (relay-pause.ts; RELAY_WINDOW_BYTES until a grant). */
+  creditBytes?: number;
+  /** a relayed request: when its gateway's last grant came, ms. */
+  creditHeardMs?: number;
+  /** ends the wait of a relayed request for its credit (a grant came). */
+  wake?: () => void;
 }
 
 export const newRunning = (req: ClassifiedRequest, now: number): Running => ({ req, ac: new AbortController(), seq: 0, startedMs: now, tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 });

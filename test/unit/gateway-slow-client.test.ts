@@ -8,7 +8,7 @@
  * clientStallMs and its request cancelled (its engine connection closed, the Cancel published).
  */
 import { createServer, type Server } from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock, type ManualClock } from '../../src/runtime/clock.ts';
 import type { Bus } from '../../src/runtime/bus.ts';
@@ -17,6 +17,7 @@ import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { GatewayServer } from '../../actors/gateway/server.ts';
 import { CLIENT_HOLD_BYTES } from '../../actors/gateway/client-flow.ts';
 import { VirtualBus } from '../helpers/virtual-bus.ts';
+import { slowClient, sseEvents } from '../helpers/slow-client.ts';
 
 const closers: (() => unknown)[] = [];
 afterEach(async () => {
@@ -91,34 +92,7 @@ async function gateway(url: string, clientStallMs: number) {
 const bodyOf = (n: number) => JSON.stringify({ model: 'm', prompt: 'a slow client', max_tokens: N, ignore_eos: true, stream: true, n });
 
 /** A client that sends the request (`n` choices) and reads nothing (its socket paused) until `read()`. */
-function client(port: number, n = 1) {
-  const BODY = bodyOf(n);
-  const s = connect(port, '127.0.0.1');
-  s.pause();
-  let raw = Buffer.alloc(0);
-  const ended = new Promise<void>((resolve) => s.on('close', () => resolve()));
-  s.on('error', () => undefined);
-  s.on('connect', () => s.write(`POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(BODY)}\r\nconnection: close\r\n\r\n${BODY}`));
-  return {
-    read: () => {
-      s.on('data', (d: Buffer) => (raw = Buffer.concat([raw, d])));
-      s.resume();
-    },
-    ended,
-    body: (): string => {
-      const at = raw.indexOf('\r\n\r\n');
-      let b = raw.subarray(at + 4), out = '';
-      while (b.length > 0) {
-        const nl = b.indexOf('\r\n');
-        const n = parseInt(b.subarray(0, nl).toString(), 16);
-        if (!(n > 0)) break;
-        out += b.subarray(nl + 2, nl + 2 + n).toString();
-        b = b.subarray(nl + 2 + n + 2);
-      }
-      return out;
-    },
-  };
-}
+const client = (port: number, n = 1) => slowClient(port, bodyOf(n));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -141,7 +115,7 @@ describe('a client that stops reading', () => {
     c.read();
     await c.ended;
     const body = c.body();
-    const evs = body.split('\n\n').filter((x) => x.startsWith('data: {')).map((x) => JSON.parse(x.slice(6)) as { choices: { index: number; text: string; finish_reason: string | null }[]; error?: unknown });
+    const evs = sseEvents(body);
     expect(evs.some((x) => x.error)).toBe(false);
     const whole = Array.from({ length: N }, (_, i) => tok(i)).join('');
     for (let i = 0; i < n; i++) {

@@ -1,0 +1,42 @@
+/**
+ * A streaming HTTP client that sends its request and reads nothing (its socket paused) until `read()`: the slow
+ * client of the gateway's flow control tests (test/unit/gateway-slow-client.test.ts: the direct data path;
+ * test/integration/gateway-nats-slow-client.test.ts: the NATS data path).
+ */
+import { connect } from 'node:net';
+
+/** A client that POSTs `body` to `path` on `port` (connection: close) and reads nothing until `read()`. */
+export function slowClient(port: number, body: string, path = '/v1/completions') {
+  const s = connect(port, '127.0.0.1');
+  s.pause();
+  let raw = Buffer.alloc(0);
+  const ended = new Promise<void>((resolve) => s.on('close', () => resolve()));
+  s.on('error', () => undefined);
+  s.on('connect', () => s.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`));
+  return {
+    socket: s,
+    read: () => {
+      s.on('data', (d: Buffer) => (raw = Buffer.concat([raw, d])));
+      s.resume();
+    },
+    ended,
+    /** the response's body so far, its chunked framing removed. */
+    body: (): string => {
+      const at = raw.indexOf('\r\n\r\n');
+      let b = raw.subarray(at + 4), out = '';
+      while (b.length > 0) {
+        const nl = b.indexOf('\r\n');
+        const n = parseInt(b.subarray(0, nl).toString(), 16);
+        if (!(n > 0)) break;
+        out += b.subarray(nl + 2, nl + 2 + n).toString();
+        b = b.subarray(nl + 2 + n + 2);
+      }
+      return out;
+    },
+  };
+}
+
+/** The SSE events of a body (its `data: {...}` events, parsed). */
+export function sseEvents<T = { choices: { index: number; text: string; finish_reason: string | null }[]; error?: unknown }>(body: string): T[] {
+  return body.split('\n\n').filter((x) => x.startsWith('data: {')).map((x) => JSON.parse(x.slice(6)) as T);
+}
