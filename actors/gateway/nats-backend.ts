@@ -325,8 +325,8 @@ export class NatsBackend implements GatewayBackend {
 
   /** The stream of `req` from `st` once `open` admitted a leg (one that ends before it starts is sent again until firstByMs). */
   private async begin(req: InferenceRequest, signal: AbortSignal, st: StreamState, open: () => Promise<Leg>, hooks?: StreamHooks): Promise<AdmittedStream> {
-    // the stream's current leg (the stream loop moves it to each new leg): the one an abort wakes and cancels
-    const cur: { leg?: Leg } = {};
+    // the stream's current leg (the stream loop moves it to each new leg): the one an abort wakes and cancels; its reader's batches
+    const cur: { leg?: Leg; batches?: AsyncGenerator<TokenChunk[]> } = {};
     const onAbort = () => {
       // the client went away, or the gateway gave up on the request (its hold limit): the reason says which
       const failed = signal.reason instanceof DynError ? signal.reason : new DynError('cancelled', 'client disconnected', { retryable: false });
@@ -334,6 +334,7 @@ export class NatsBackend implements GatewayBackend {
       leg?.q.fail(failed);
       if (leg) this.cancel(leg.req.id, failed.message, leg.cancelSent);
       leg?.onAbort?.();
+      if (!cur.batches) leg?.sub.unsubscribe(); // never read (another choice of its request refused): no stream's `finally` lets the leg go
     };
     signal.addEventListener('abort', onAbort, { once: true });
     const firstByMs = this.clock.now() + Math.max(this.admitTimeoutMs, this.holdLimitMs);
@@ -341,8 +342,7 @@ export class NatsBackend implements GatewayBackend {
       signal.removeEventListener('abort', onAbort);
       throw err;
     }));
-    let batches: AsyncGenerator<TokenChunk[]> | undefined;
-    const read = (sink?: BatchSink) => (batches ??= this.stream(req, cur as { leg: Leg }, signal, onAbort, firstByMs, st, hooks, sink));
+    const read = (sink?: BatchSink) => (cur.batches ??= this.stream(req, cur as { leg: Leg }, signal, onAbort, firstByMs, st, hooks, sink));
     return { admission: opened.admission, batches: read, [Symbol.asyncIterator]: () => flatten(read())[Symbol.asyncIterator]() };
   }
 

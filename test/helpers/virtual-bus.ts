@@ -36,6 +36,11 @@ export class VirtualBus extends EventEmitter {
     super();
   }
 
+  /** the pattern of each subscription held now. */
+  get subscribed(): string[] {
+    return [...this.#subs].map((s) => s.pattern);
+  }
+
   subscribe<T>(pattern: string, codec: Codec<T>, handler: (m: T, s: string) => void): { unsubscribe(): void } {
     const s = { pattern, codec: codec as Codec<unknown>, handler: handler as (m: unknown, s: string) => void };
     this.#subs.add(s);
