@@ -396,8 +396,8 @@ export const legReport = z.object({
    * grace for a resume on another gateway (which ends it itself), not at the request's give-up time.
    */
   gateway: z.object({ id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), startedMs: nonneg }).optional(),
-  /** the end: how the leg ended ('failed': the engine's stream broke; the request continues elsewhere or fails). */
-  outcome: z.enum(['ok', 'failed', 'cancelled']).optional(),
+  /** the end: how the leg ended ('failed': the engine's stream broke; 'timed_out': the request reached giveUpAtMs). */
+  outcome: z.enum(['ok', 'failed', 'cancelled', 'timed_out']).optional(),
   firstTokenMs: nonneg.optional(),
   tbtSumMs: nonneg.optional(),
   tbtMaxMs: nonneg.optional(),

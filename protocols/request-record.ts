@@ -33,7 +33,7 @@ export const requestRecord = z.object({
   type: requestType,
   pool: z.string().max(128),
   instance: z.string().max(128).optional(),
-  outcome: z.enum(['ok', 'rejected', 'failed', 'cancelled']),
+  outcome: z.enum(['ok', 'rejected', 'failed', 'cancelled', 'timed_out']),
   promptTokens: int,
   completionTokens: int,
   ttftMs: nonneg.optional(),

@@ -14,7 +14,7 @@ export async function collectChoice(stream: AsyncIterable<readonly TokenChunk[]>
   let last: TokenChunk | undefined;
   read: for await (const batch of stream) {
     for (const c of batch) {
-      if (c.error) throw httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS);
+      if (c.error) throw httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS, false, c.error.retryable);
       hold.begin(); // its answer is being made: no longer held
       timer.onChunk(c);
       out.text += c.text;

@@ -36,7 +36,7 @@ export interface LegPlace {
  * or type is not known (a record needs both).
  */
 export function estimatedLegRecord(
-  req: Pick<InferenceRequest, 'id' | 'model' | 'apiKeyId' | 'tenant'>, leg: InferenceRequest, place: LegPlace, outcome: 'ok' | 'failed',
+  req: Pick<InferenceRequest, 'id' | 'model' | 'apiKeyId' | 'tenant'>, leg: InferenceRequest, place: LegPlace, outcome: 'ok' | 'failed' | 'timed_out',
   t: Timing, completionTokens: number, energy: LegEnergy | undefined, finishedMs: number,
 ): RequestRecord | undefined {
   const pool = place.pool ?? leg.pool;

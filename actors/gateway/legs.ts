@@ -13,6 +13,7 @@ import { subjects } from '../../protocols/subjects.ts';
 import { Cancel, LegReply, type InferenceRequest, type TokenChunk } from '../../protocols/messages.ts';
 import { DynError, type WireError } from '../../protocols/errors.ts';
 import type { EngineChunk, EngineCompletionRequest } from '../../src/engine/engine.ts';
+import { EngineHttpError, EngineTimeoutError } from '../../src/engine/errors.ts';
 import type { JournalLeg, ResumeFrom } from './resume.ts';
 import type { LegEnergy } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
@@ -194,11 +195,23 @@ export function engineRequestOf(lr: InferenceRequest, nowMs: number, idle: Engin
 }
 
 /**
- * A request may continue on a peer: legs left (`limit`), its text kept, no tool-call or reasoning output sent (opaque),
- * tokens still to make, a prompt it can extend without changing what the model must write (continuable).
+ * Whether request `req` has reached its give-up time (the gateway's requestTimeoutS after its arrival) at `now`: it may
+ * not move to another leg (canMigrate, reopenLeg), and a leg that ends with a retryable error ends the stream with
+ * DEADLINE_ERROR instead (legFailure, deadlineChunk).
  */
-export function canMigrate(req: InferenceRequest, st: StreamState, limit: number): boolean {
-  if (st.legs - (st.resumes ?? 0) >= limit || !st.keepText || st.opaque || st.sent >= req.maxTokens) return false;
+export const pastDeadline = (req: Pick<InferenceRequest, 'giveUpAtMs'>, now: number): boolean => now >= req.giveUpAtMs;
+
+/** A request's end at its give-up time: another attempt of the same request would take as long again, so not retryable. */
+export const DEADLINE_ERROR: Readonly<WireError> = Object.freeze({ code: 'timeout', message: 'the request did not finish within its time limit (the gateway\'s requestTimeoutS)', retryable: false });
+export const deadlineError = (): DynError => new DynError(DEADLINE_ERROR.code, DEADLINE_ERROR.message, { retryable: false });
+
+/**
+ * A request may continue on a peer at `now`: before its give-up time (pastDeadline), legs left (`limit`), its text kept,
+ * no tool-call or reasoning output sent (opaque), tokens still to make, a prompt it can extend without changing what the
+ * model must write (continuable).
+ */
+export function canMigrate(req: InferenceRequest, st: StreamState, limit: number, now: number): boolean {
+  if (pastDeadline(req, now) || st.legs - (st.resumes ?? 0) >= limit || !st.keepText || st.opaque || st.sent >= req.maxTokens) return false;
   // echo would repeat the prompt (and the text already sent) at the start of the next leg; a token-id prompt takes no
   // text; guided decoding would start its grammar again after the text already sent
   return continuable(req);
@@ -394,7 +407,26 @@ export function chargeLeg(
  * instead of that wait.
  */
 export function canRedrive(req: InferenceRequest, st: StreamState, firstByMs: number, now: number, admitTimeoutMs: number, migrationLimit: number): boolean {
-  return now + Math.min(admitTimeoutMs, 5000) < req.giveUpAtMs && (st.sent > 0 || now < firstByMs) && canMigrate(req, st, migrationLimit);
+  return now + Math.min(admitTimeoutMs, 5000) < req.giveUpAtMs && (st.sent > 0 || now < firstByMs) && canMigrate(req, st, migrationLimit, now);
+}
+
+/**
+ * How a direct leg whose engine call failed with `err` ends (`ended`: the instance's own end of it): the instance's
+ * error, a refusal of the engine (400: not retryable), else a retryable engine failure that may migrate; but at or past
+ * the request's give-up time (the engine call's deadline fired, EngineTimeoutError, or `now` is past it) a retryable end
+ * is the request's timeout, DEADLINE_ERROR, and its leg's outcome 'timed_out' (not a crash).
+ */
+export function legFailure(err: unknown, ended: WireError | undefined, req: InferenceRequest, now: number): { w: WireError; outcome: 'failed' | 'timed_out' } {
+  const w: WireError = ended
+    ?? (err instanceof EngineHttpError && !err.retryable
+      ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
+      : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: 1 });
+  return w.retryable && (err instanceof EngineTimeoutError || pastDeadline(req, now)) ? { w: { ...DEADLINE_ERROR }, outcome: 'timed_out' } : { w, outcome: 'failed' };
+}
+
+/** Why a resumed stream cannot continue: its give-up time has passed (the timeout), or nothing lets it (canMigrate). */
+export function cannotContinue(req: InferenceRequest, now: number): DynError {
+  return pastDeadline(req, now) ? deadlineError() : new DynError('unavailable', 'the stream cannot continue (nothing left to generate, or its text is past the migration cap)', { retryable: false });
 }
 
 /** The client's usage at the end of the stream: tokens and energy summed over its legs. */

@@ -42,18 +42,17 @@ import { subjects } from '../../protocols/subjects.ts';
 import {
   Admission, Cancel, DetokenizeReply, DetokenizeRequest, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest, type LegReply,
 } from '../../protocols/messages.ts';
-import type { WireError } from '../../protocols/errors.ts';
 import { streamCompletionBatches, streamCompletionPush } from '../../src/engine/client.ts';
 import { Http1Pool } from '../../src/engine/http1.ts';
 import { LeanAbort } from '../../src/engine/abort.ts';
 import { chunkExtras, type EngineChunk } from '../../src/engine/engine.ts';
 import { continuousUsage } from '../../src/engine/sse-event.ts';
-import { EngineHttpError, EngineStreamError } from '../../src/engine/errors.ts';
+import { EngineStreamError } from '../../src/engine/errors.ts';
 import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { RelayFlow } from './relay-flow.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -318,7 +317,7 @@ export class NatsBackend implements GatewayBackend {
     const estimateFrom = (instance: string, startedMs: number) => ((m) => m && (() => this.meters.estimate(m)))(this.meters.markAt(instance, startedMs));
     await endForeignLeg(this.bus, this.legReportTimeoutMs, req, from, st, estimateFrom, this.counters, this.clock);
     this.counters.resumed++;
-    if (!canMigrate(req, st, this.migrationLimit)) throw new DynError('unavailable', 'the stream cannot continue (nothing left to generate, or its text is past the migration cap)', { retryable: false });
+    if (!canMigrate(req, st, this.migrationLimit, this.clock.now())) throw cannotContinue(req, this.clock.now());
     const next = await this.counted({ ...continuation(req, st), ...(this.direct ? { direct: true } : {}) }, signal).catch((e: unknown) => contextFullEnd(e, req.id, () => st.out++, () => usageOf(st)));
     return 'admission' in next ? next : this.begin(req, signal, st, () => this.reopen(req, next, signal, from.leg?.instance), hooks);
   }
@@ -368,7 +367,7 @@ export class NatsBackend implements GatewayBackend {
         // a leg ended before it started (its instance died holding it, no peer took it) is sent again as a new leg; a relayed
         // leg lost mid-stream (a chunk missing, its instance or engine gone) continues on a new leg, as a direct one does
         const redrive = !c.grant && c.error?.retryable && legOut === 0 && canRedrive(req, st, firstByMs, this.clock.now(), this.admitTimeoutMs, this.migrationLimit);
-        const lost = !c.grant && legOut > 0 && legLost(c) && canMigrate(req, st, this.migrationLimit) && this.clock.now() < req.giveUpAtMs;
+        const lost = !c.grant && legOut > 0 && legLost(c) && canMigrate(req, st, this.migrationLimit, this.clock.now());
         if (redrive || lost) {
           leg.sub.unsubscribe();
           if (lost) this.cancel(leg.req.id, `its relayed leg was lost (${c.error!.message})`, leg.cancelSent);
@@ -384,7 +383,7 @@ export class NatsBackend implements GatewayBackend {
           // relayed by the instance (or ended before it started); finished before given: a reader may stop at the last chunk
           if (x.c.done || x.c.error) finished = true;
           if (x.stopped) this.cancel(leg.req.id, 'a stop string completed across legs', leg.cancelSent);
-          yield [relayedOut(x.c, req, st, this.migrationText)];
+          yield [relayedOut(x.c, req, st, this.migrationText, this.clock.now())];
           if (finished) return;
           continue;
         }
@@ -453,7 +452,7 @@ export class NatsBackend implements GatewayBackend {
     const lr = leg.req;
     // silent past its idle deadline (a frozen engine), the leg ends as an engine failure and migrates (docs/DATAPATH.md "A hung engine")
     // the engine's count of the tokens it made is asked for where a break continues the stream (or a stop string may cross into it)
-    const engineReq = engineRequestOf(lr, this.clock.now(), engineIdleBounds(lr.slo, this.engineIdle.fallback, this.engineIdle.settings), st.legs > 0 || canMigrate(req, st, this.migrationLimit));
+    const engineReq = engineRequestOf(lr, this.clock.now(), engineIdleBounds(lr.slo, this.engineIdle.fallback, this.engineIdle.settings), st.legs > 0 || canMigrate(req, st, this.migrationLimit, this.clock.now()));
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
     const sentBefore = st.sent;
     const offsetBase = st.legs > 0 ? codePointLength(st.text) : 0; // a continuation's logprobs text_offset: past the text before it
@@ -480,7 +479,7 @@ export class NatsBackend implements GatewayBackend {
     let cross = st.legs > 0 ? crossStopOf(req, st.sent, st.text) : undefined;
     let stopped = false;
     // the leg's energy into the stream's; an estimate (no instance records that leg) goes out as its record (leg-record.ts)
-    const charge = (reply: LegReply | undefined, engineJ: number | undefined, outcome: 'ok' | 'failed', fallback?: 'measured') => publishLegRecord(this.bus, estimatedLegRecord(
+    const charge = (reply: LegReply | undefined, engineJ: number | undefined, outcome: 'ok' | 'failed' | 'timed_out', fallback?: 'measured') => publishLegRecord(this.bus, estimatedLegRecord(
       req, lr, { instance: instance!, pool: grant.pool ?? leg.admission.pool, type: grant.type ?? leg.admission.type }, outcome, t, usage?.completionTokens ?? t.tokens, chargeLeg(st, reply, engineJ, estimate, this.counters, fallback), this.clock.now()));
     /** one read's events: the client's chunks of those that carry tokens (the engine's last one kept as `tail`). */
     const onBatch = (batch: readonly EngineChunk[]): TokenChunk[] => {
@@ -571,14 +570,13 @@ export class NatsBackend implements GatewayBackend {
       counted();
       // the engine's count of the tokens it made (continuous usage: several in an event, or some whose text it held back)
       if (usage?.completionTokens !== undefined) st.sent = Math.max(st.sent, sentBefore + usage.completionTokens);
+      // a retryable end at the request's give-up time is its timeout (legFailure): no migration, outcome 'timed_out'
+      const { w: failure, outcome } = legFailure(err, ended, req, this.clock.now());
+      let w = failure;
       // the instance learns how its leg ended (it ended it itself when it sent the error)
-      if (!ended && instance) charge(await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'failed', t, usage), undefined, 'failed');
+      if (!ended && instance) charge(await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, outcome, t, usage), undefined, outcome);
       st.promptTokens ??= req.inputTokens;
-      let w: WireError = ended
-        ?? (err instanceof EngineHttpError && !err.retryable
-          ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
-          : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: 1 });
-      if (w.retryable && canMigrate(req, st, this.migrationLimit)) return 'migrate';
+      if (w.retryable && canMigrate(req, st, this.migrationLimit, this.clock.now())) return 'migrate';
       if (w.retryable && st.opaque) w = { ...w, message: `${w.message} (not continued on another instance: it had sent a tool call or reasoning)` };
       if (ended || instance) st.ended = true; // the instance ended the leg, or has its end report
       yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w }];

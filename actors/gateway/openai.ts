@@ -39,7 +39,7 @@ export function toHttp(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
   if (err instanceof DynError) {
     const remote = (err as DynError & { remoteCode?: string }).remoteCode;
-    return httpErrorOfWire(remote ?? err.code, err.message, err.retryAfterS, remote === undefined);
+    return httpErrorOfWire(remote ?? err.code, err.message, err.retryAfterS, remote === undefined, err.retryable);
   }
   return new HttpError(500, (err as Error)?.message ?? 'internal error', 'internal_error', 'internal');
 }
@@ -47,15 +47,16 @@ export function toHttp(err: unknown): HttpError {
 /**
  * Maps a wire error code (Admission refusal, stream error, runtime error) to the HTTP answer. Capacity
  * refusals are 429 (the cluster is up but full: back off), absent or unreachable services 503; both carry
- * Retry-After. The cluster's own retryAfterS wins over the defaults. Only a refused request (400/404) keeps
+ * Retry-After; a request past its own time limit (`retryable` false: legs.ts DEADLINE_ERROR) is a 504 without it.
+ * The cluster's own retryAfterS wins over the defaults. Only a refused request (400/404) keeps
  * the cluster's message (the engine's or the validator's words about the request); every other answer says
  * what happened in fixed words, so no internal name (instance, pool, URL) reaches the client.
  */
 // `code` is a wire ErrorCode or any other string (a peer's newer code): `ErrorCode | string` would read as string
-export function httpErrorOfWire(code: string, message: string, retryAfterS?: number, own = false): HttpError {
+export function httpErrorOfWire(code: string, message: string, retryAfterS?: number, own = false, retryable?: boolean): HttpError {
   // the gateway's own errors (not a remote's) keep their words: they name nothing internal
   if (own && code !== 'invalid_request' && code !== 'protocol' && code !== 'not_found') {
-    const e = httpErrorOfWire(code, message, retryAfterS);
+    const e = httpErrorOfWire(code, message, retryAfterS, false, retryable);
     return new HttpError(e.status, message, e.type, e.code, e.param, e.retryAfterS);
   }
   switch (code) {
@@ -72,6 +73,8 @@ export function httpErrorOfWire(code: string, message: string, retryAfterS?: num
     case 'no_responders':
       return new HttpError(503, 'no instance is available to serve this request: retry later', 'service_unavailable', code, null, retryAfterS ?? 2);
     case 'timeout':
+      // the request's own time limit (requestTimeoutS) ran out: 504, not retryable (it would take as long again)
+      if (retryable === false) return new HttpError(504, 'the request did not finish within its time limit', 'timeout_error', code);
       return new HttpError(503, 'the cluster did not answer in time: retry later', 'service_unavailable', code, null, retryAfterS ?? 2);
     case 'engine_crashed':
       return new HttpError(503, 'the engine serving this request failed: retry', 'service_unavailable', code, null, retryAfterS ?? 2);

@@ -5,7 +5,7 @@
  * sent (relayedOut).
  */
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
-import { sentEvent, type MigrationText, type StreamState } from './legs.ts';
+import { DEADLINE_ERROR, pastDeadline, sentEvent, type MigrationText, type StreamState } from './legs.ts';
 
 /**
  * Which chunks of a leg's stream subject go to its reader, in order. A request moved between instances may repeat a
@@ -63,10 +63,12 @@ export function legLost(c: TokenChunk): boolean {
 /**
  * A chunk a relayed leg sent, as the client's stream numbers it (`st.out`). What it carries counts as sent (sentEvent:
  * the next leg's continuation starts after it; a tool call or reasoning makes the stream opaque), and a last leg's
- * usage counts the whole stream: the client's prompt, every leg's completion tokens.
+ * usage counts the whole stream: the client's prompt, every leg's completion tokens. A retryable error at `now` past
+ * the request's give-up time is the request's timeout (DEADLINE_ERROR, not retryable), as a direct leg's (legFailure).
  */
-export function relayedOut(c: TokenChunk, req: InferenceRequest, st: StreamState, text: MigrationText): TokenChunk {
+export function relayedOut(c: TokenChunk, req: InferenceRequest, st: StreamState, text: MigrationText, now: number): TokenChunk {
   sentEvent(st, c, text);
   const usage = c.usage && st.legs > 0 ? { ...c.usage, promptTokens: req.inputTokens, completionTokens: st.sent } : c.usage;
-  return { ...c, seq: st.out++, ...(usage ? { usage } : {}) };
+  const error = c.error?.retryable && pastDeadline(req, now) ? { error: { ...DEADLINE_ERROR } } : {};
+  return { ...c, seq: st.out++, ...(usage ? { usage } : {}), ...error };
 }

@@ -6,8 +6,10 @@ import type { Clock } from '../../src/runtime/clock.ts';
 import { DynError, RemoteError } from '../../protocols/errors.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
+import { deadlineError, pastDeadline } from './legs.ts';
 
 /**
+ * Nothing at or past `req`'s give-up time (pastDeadline): that is the request's timeout (not retryable). Else
  * `open(next)` until it admits the leg, while what failed is retryable (no ready instance while the dead ones restart,
  * a manager failing over) and the next attempt starts at least `attemptMs` before `req`'s give-up time; the pause
  * between attempts doubles from 250 ms to 2 s, or is what the refusal asked for. After a refusal nothing holds the
@@ -16,6 +18,7 @@ import type { InferenceRequest } from '../../protocols/messages.ts';
 export async function reopenLeg<L>(
   open: (leg: InferenceRequest) => Promise<L>, clock: Clock, attemptMs: number, req: InferenceRequest, next: InferenceRequest, signal: AbortSignal,
 ): Promise<L> {
+  if (pastDeadline(req, clock.now())) throw deadlineError();
   const until = req.giveUpAtMs - attemptMs;
   let wait = 250;
   let leg = next;

@@ -106,7 +106,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   const relayed = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
     if (signal.aborted) return false;
     for (const c of batch) {
-      if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS));
+      if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS, false, c.error.retryable));
       if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
         return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
       }

@@ -64,7 +64,7 @@ export async function runDirectLeg(h: LegHost, q: Held, r: Running, credited: bo
     else h.bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: h.id, pool: h.pool, type: req.type, grant });
     // the energy the gateway was told (and put in the client's usage), not a later reading
     const { rep, energyJ, energySource } = await end;
-    const outcome = rep.outcome === 'ok' ? 'ok' : rep.outcome === 'cancelled' ? 'cancelled' : 'failed';
+    const outcome = rep.outcome === 'ok' || rep.outcome === 'cancelled' || rep.outcome === 'timed_out' ? rep.outcome : 'failed';
     // the engine's own count of the prompt when the gateway had it (usage.prompt_tokens)
     h.record(rep.promptTokens !== undefined ? { ...req, inputTokens: rep.promptTokens } : req, req.type, outcome, r, rep.completionTokens ?? 0, energyJ, energySource);
     ok = outcome === 'ok';

@@ -34,7 +34,7 @@ export interface InstanceIdentity {
   tp: number;
 }
 
-const OUTCOMES = ['ok', 'rejected', 'failed', 'cancelled'] as const;
+const OUTCOMES = ['ok', 'rejected', 'failed', 'cancelled', 'timed_out'] as const;
 
 export function instanceMetrics(id: InstanceIdentity, snapshot: () => InstanceMetricsSnapshot | undefined): { registry: Registry; text(): Promise<string> } {
   const registry = new Registry();
@@ -101,7 +101,7 @@ export function instanceMetrics(id: InstanceIdentity, snapshot: () => InstanceMe
     },
   });
   new Counter({
-    name: 'dynamollm_instance_requests_total', help: 'Requests the instance finished, by outcome (ok, rejected, failed, cancelled).', labelNames: ['outcome'], registers,
+    name: 'dynamollm_instance_requests_total', help: 'Requests the instance finished, by outcome (ok, rejected, failed, cancelled, timed_out).', labelNames: ['outcome'], registers,
     collect() {
       const s = snap();
       if (!s) return;

@@ -60,7 +60,7 @@ export interface LiveSnapshot {
   baselineSource: string | null;
   series: SeriesPoint[];
   slo: Record<string, { total: number; met: number }>;
-  requests: { ok: number; rejected: number; failed: number; cancelled: number };
+  requests: { ok: number; rejected: number; failed: number; cancelled: number; timed_out: number };
   events: { atMs: number; kind: string; actor: string; summary: string }[];
 }
 
@@ -77,7 +77,7 @@ export class LiveState {
   private readonly series: SeriesPoint[] = [];
   private readonly events: LiveSnapshot['events'] = [];
   private readonly slo: Record<string, { total: number; met: number }> = {};
-  private readonly requests = { ok: 0, rejected: 0, failed: 0, cancelled: 0 };
+  private readonly requests = { ok: 0, rejected: 0, failed: 0, cancelled: 0, timed_out: 0 };
   private energyJ = 0;
   private baselineEnergyJ = 0;
   private lastTickMs: number | null = null;

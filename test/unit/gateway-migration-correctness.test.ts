@@ -33,7 +33,7 @@ const fresh = (): StreamState => ({ out: 0, sent: 0, text: '', textBytes: 0, kee
 const kept = () => new MigrationText({ maxBytes: 1 << 20, maxTotalBytes: 1 << 24 });
 const chatReq = (params?: InferenceRequest['params']): InferenceRequest => ({
   v: 1, id: 'c1', model: 'm', kind: 'chat', messages: [{ role: 'user', content: 'weather?' }], inputTokens: 5, maxTokens: 100,
-  arrivalMs: 0, giveUpAtMs: 60_000, streamSubject: subjects.stream('c1'), ...(params ? { params } : {}),
+  arrivalMs: START, giveUpAtMs: START + 60_000, streamSubject: subjects.stream('c1'), ...(params ? { params } : {}),
 });
 const call0 = { index: 0, id: 'chatcmpl-tool-1', type: 'function', function: { name: 'get_weather', arguments: '' } };
 
@@ -42,12 +42,12 @@ describe('sentEvent: tool-call and reasoning deltas', () => {
     const mt = kept();
     const st = fresh();
     expect(sentEvent(st, { text: 'Let me check. ' }, mt)).toBe(1);
-    expect(canMigrate(chatReq(), st, 3)).toBe(true);
+    expect(canMigrate(chatReq(), st, 3, START)).toBe(true);
     expect(sentEvent(st, { text: '', toolCalls: [call0] }, mt)).toBe(1);
     expect(sentEvent(st, { text: '', toolCalls: [{ index: 0, function: { arguments: '{"ci' } }], tokens: 3 }, mt)).toBe(3);
     expect(st.sent).toBe(5);
     expect(st.opaque).toBe(true);
-    expect(canMigrate(chatReq(), st, 3)).toBe(false);
+    expect(canMigrate(chatReq(), st, 3, START)).toBe(false);
     // the text it kept left the gateway's total at once
     expect(mt.totalBytes).toBe(0);
   });
@@ -56,10 +56,10 @@ describe('sentEvent: tool-call and reasoning deltas', () => {
     const st = fresh();
     const mt = kept();
     expect(sentEvent(st, { text: '', reasoning: '' }, mt)).toBe(0);
-    expect(canMigrate(chatReq(), st, 3)).toBe(true);
+    expect(canMigrate(chatReq(), st, 3, START)).toBe(true);
     expect(sentEvent(st, { text: '', reasoning: 'The user asks' }, mt)).toBe(1);
     expect(st.sent).toBe(1);
-    expect(canMigrate(chatReq(), st, 3)).toBe(false);
+    expect(canMigrate(chatReq(), st, 3, START)).toBe(false);
   });
 
   it("an engine event of several tool-call tokens carries their count (the emulator's token offsets)", () => {
@@ -78,7 +78,7 @@ describe('guided decoding and tools', () => {
     for (const params of structured) {
       expect(guided(params), JSON.stringify(params)).toBe(true);
       expect(continuable(chatReq(params)), JSON.stringify(params)).toBe(false);
-      expect(canMigrate(chatReq(params), fresh(), 3), JSON.stringify(params)).toBe(false);
+      expect(canMigrate(chatReq(params), fresh(), 3, START), JSON.stringify(params)).toBe(false);
       expect(continuable({ prompt: 'x', params }), JSON.stringify(params)).toBe(false);
     }
     expect(continuable(chatReq({ response_format: { type: 'text' } }))).toBe(true);

@@ -42,11 +42,11 @@ describe('MigrationText: the per-stream cap, UTF-8 bytes', () => {
     const mt = new MigrationText({ maxBytes: 16, maxTotalBytes: 1 << 20 });
     const st = streamed(mt, 'é', 8); // 8 characters, 16 bytes: at the cap
     expect(st.textBytes).toBe(16);
-    expect(canMigrate(req, st, 3)).toBe(true);
+    expect(canMigrate(req, st, 3, 0)).toBe(true);
     mt.append(st, 'é'); // 9 characters (under 16), 18 bytes (over 16)
     expect(st.keepText).toBe(false);
     expect(st.text).toBe('');
-    expect(canMigrate(req, st, 3)).toBe(false);
+    expect(canMigrate(req, st, 3, 0)).toBe(false);
     expect(mt.totalBytes).toBe(0);
     expect(mt.dropped).toBe(1);
   });
@@ -56,7 +56,7 @@ describe('MigrationText: the per-stream cap, UTF-8 bytes', () => {
     const st = streamed(mt, '🙂', 3);
     expect([st.keepText, st.textBytes, st.text]).toEqual([true, 12, '🙂🙂🙂']);
     mt.append(st, '🙂');
-    expect(canMigrate(req, st, 3)).toBe(false);
+    expect(canMigrate(req, st, 3, 0)).toBe(false);
   });
 
   it('a stream that stopped keeping text keeps nothing more, and its later pieces are not counted', () => {
@@ -77,8 +77,8 @@ describe('MigrationText: the bound across streams', () => {
     expect([a.keepText, b.keepText]).toEqual([true, true]);
     mt.append(b, 'y'); // 31: past the total, though b itself holds 11 of its 100
     expect(b.keepText).toBe(false);
-    expect(canMigrate(req, b, 3)).toBe(false);
-    expect(canMigrate(req, a, 3)).toBe(true);
+    expect(canMigrate(req, b, 3, 0)).toBe(false);
+    expect(canMigrate(req, a, 3, 0)).toBe(true);
     expect(a.text).toBe('x'.repeat(20));
     expect(mt.totalBytes).toBe(20);
     expect(mt.dropped).toBe(1);
@@ -126,8 +126,8 @@ describe('MigrationText: the bound across streams', () => {
 describe('the per-stream cap of a resume and of the journal, UTF-8 bytes', () => {
   it('resumedState: journal text over the cap in bytes (under it in characters) cannot migrate', () => {
     const from: ResumeFrom = { sent: 9, text: 'é'.repeat(9), resumes: 0 }
-    expect(canMigrate(req, resumedState(req, from, 18), 3)).toBe(true);
-    expect(canMigrate(req, resumedState(req, from, 16), 3)).toBe(false);
+    expect(canMigrate(req, resumedState(req, from, 18), 3, 0)).toBe(true);
+    expect(canMigrate(req, resumedState(req, from, 16), 3, 0)).toBe(false);
   });
 
   it('JournalWriter stops the journal once its text passes the cap in bytes', async () => {
