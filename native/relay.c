@@ -101,6 +101,16 @@ static int set(struct buf *b, const char *p, int n) {
   return n < 0 ? -1 : put(b, p, (size_t)n);
 }
 
+/* v's digits in `base` (10 or 16, lowercase) at p, as printf's %llu and %llx write them: their count */
+static size_t digits(char *p, unsigned long long v, unsigned base) {
+  char t[24];
+  size_t n = 0;
+  do t[n++] = "0123456789abcdef"[v % base], v /= base;
+  while (v);
+  for (size_t i = 0; i < n; i++) p[i] = t[n - 1 - i];
+  return n;
+}
+
 /* the length of a JSON string body at p (to its closing quote) that JSON.stringify writes as it is; -1 if none */
 static long body_len(const unsigned char *p, size_t n) {
   size_t i = 0;
@@ -170,8 +180,11 @@ static int event(struct stream *st, const char *d, size_t n, int *empty, const c
   if (st->cmid.n) {
     /* the client's usage so far, as JSON.stringify writes its integers */
     char num[64];
-    int k = snprintf(num, sizeof num, "%lld,\"total_tokens\":%lld}", st->count, st->prompt + st->count);
-    if (put(&st->out, st->cmid.p, st->cmid.n) || put(&st->out, num, (size_t)k)) return -1;
+    size_t k = digits(num, (unsigned long long)st->count, 10);
+    memcpy(num + k, ",\"total_tokens\":", 16), k += 16;
+    k += digits(num + k, (unsigned long long)(st->prompt + st->count), 10);
+    num[k++] = '}';
+    if (put(&st->out, st->cmid.p, st->cmid.n) || put(&st->out, num, k)) return -1;
   }
   if (put(&st->out, st->csuf.p, st->csuf.n)) return -1;
   if (u) *uo = u, *uno = un;
@@ -230,7 +243,8 @@ static int consume(struct stream *st) {
     size_t dn = st->out.n - data0;
     if (dn == 0) st->out.n = out0;
     else {
-      fl = snprintf(frame, sizeof frame, "%zx\r\n", dn);
+      fl = (int)digits(frame, dn, 16);
+      frame[fl++] = '\r', frame[fl++] = '\n';
       /* the size line moved to sit right before the data */
       memmove(st->out.p + out0 + 12 - (size_t)fl, frame, (size_t)fl);
       memmove(st->out.p + out0, st->out.p + out0 + 12 - (size_t)fl, (size_t)fl + dn);
@@ -372,6 +386,7 @@ int dp_start(void) {
     goto fail;
   done_w = p[1];
   if (pthread_create(&t, NULL, loop, NULL) != 0) goto fail;
+  pthread_setname_np(t, "dp-relay"); /* its name in /proc/<pid>/task/<tid>/comm, perf and top: its CPU told from Node's threads */
   pthread_detach(t);
   return p[0];
 fail:

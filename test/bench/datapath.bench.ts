@@ -11,7 +11,9 @@
  * token over NATS). With the direct path, the same path again with the emulator stepping in wall time and the
  * replay's requests (token-id prompts, usage on every event): each token its own socket read and client write,
  * the per-event cost the zero-delay runs (many tokens per read) hide; CPU per token of the control path and of
- * the gateway alone, and as ratios against the same emulator serving the same load alone (its baseline, run first).
+ * the gateway alone, and as ratios against the same emulator serving the same load alone (its baseline, run first);
+ * the serving gateway's CPU per token by thread (its main thread, the native plane's dp-relay, V8's and libuv's
+ * threads) and the engine alone's, with each thread's context switches per token (test/bench/thread-cpu.ts).
  * The engine alone's closed loop runs before the paths and again after them; the throughput ratios are against the
  * mean of the two, with a warning when they differ by over 20% (a host that was not quiet). Every closed loop reports
  * each process role's cores busy and CPU per request (test/bench/datapath-cpu.ts: the gateway's workers and primary
@@ -38,6 +40,7 @@ import { clientTail, readTrace, traceBreakdown, type ClientSample } from './ttft
 import { completionBody } from './closed-loop-client.ts';
 import { LoopThreads } from './closed-loop.ts';
 import { cpuSnapshot, engineBaseline, hostCpuMs, loadTable, msByRole, roleLoads, sum, tree, wakes, type ProcTree, type WindowLoad } from './datapath-cpu.ts';
+import { threadCounters, threadRows, threadTable } from './thread-cpu.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(REPO, 'bin', 'dynamollm.js');
@@ -175,7 +178,7 @@ async function replayShaped(base: string, model: string): Promise<boolean> {
  * for RT_IDLE_S first: at ~1,000 tokens/s the idle cluster's ~100 ms per second is ~100 us per token by itself.
  * `byRole`: each process kind's marginal CPU per token, signed; `idleByRole`: its idle CPU, ms per s.
  */
-async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[]; engines?: number[]; roles: Map<number, string> }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; engineUs: number; tokensPerS: number; byRole: Record<string, number>; idleByRole: Record<string, number>; gatewayWakesPerToken: number }> {
+async function realtimeCpu(base: string, model: string, pids: () => { control: number[]; gateway: number[]; engines?: number[]; roles: Map<number, string> }): Promise<{ controlUs: number; gatewayUs: number; marginalUs: number; gatewayMarginalUs: number; engineUs: number; tokensPerS: number; byRole: Record<string, number>; idleByRole: Record<string, number>; gatewayWakesPerToken: number; threads: string }> {
   const p = pids();
   for (let i = 0; i < 4; i++) await replayShaped(base, model); // warm-up: a few alone, then the closed loop
   const warmUntil = performance.now() + RT_WARM_S * 1000;
@@ -184,11 +187,14 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
   }));
   // each role's CPU (the gateway's, the instance manager's, nats-server's, ...), idle and in the window
   const byRole = () => msByRole(cpuSnapshot(p.control), p.roles);
-  const i0 = sum(p.control), ig0 = sum(p.gateway), ir0 = byRole(), it0 = performance.now();
+  // each thread of the gateway's processes (of the engine's, for the engine alone): the busiest process's split by thread
+  const split = p.gateway.length ? p.gateway : p.control;
+  const threads = () => new Map(split.map((q) => [q, threadCounters(q)]));
+  const th0 = threads(), i0 = sum(p.control), ig0 = sum(p.gateway), ir0 = byRole(), it0 = performance.now();
   await new Promise((r) => setTimeout(r, RT_IDLE_S * 1000));
   const idleS = (performance.now() - it0) / 1000;
-  const idle = (sum(p.control) - i0) / idleS, idleGw = (sum(p.gateway) - ig0) / idleS, ir1 = byRole();
-  const c0 = sum(p.control), g0 = sum(p.gateway), e0 = sum(p.engines ?? []), r0 = byRole(), w0 = p.gateway.reduce((a, q) => a + wakes(q), 0), t0 = performance.now();
+  const idle = (sum(p.control) - i0) / idleS, idleGw = (sum(p.gateway) - ig0) / idleS, ir1 = byRole(), th1 = threads();
+  const th2 = threads(), c0 = sum(p.control), g0 = sum(p.gateway), e0 = sum(p.engines ?? []), r0 = byRole(), w0 = p.gateway.reduce((a, q) => a + wakes(q), 0), t0 = performance.now();
   const until = t0 + RT_S * 1000;
   let tokens = 0;
   await Promise.all(Array.from({ length: RT_CLIENTS }, async () => {
@@ -197,7 +203,10 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
     }
   }));
   const wall = (performance.now() - t0) / 1000;
-  const control = sum(p.control) - c0, gateway = sum(p.gateway) - g0, engine = sum(p.engines ?? []) - e0, r1 = byRole();
+  const control = sum(p.control) - c0, gateway = sum(p.gateway) - g0, engine = sum(p.engines ?? []) - e0, r1 = byRole(), th3 = threads();
+  const busiest = split.map((q) => ({ q, rows: threadRows(q, { i0: th0.get(q)!, i1: th1.get(q)!, l0: th2.get(q)!, l1: th3.get(q)! }, idleS, wall, tokens) }))
+    .sort((x, y) => y.rows.reduce((a, r) => a + r.us, 0) - x.rows.reduce((a, r) => a + r.us, 0))[0];
+  const threadNote = busiest ? threadTable(`By thread, the busiest ${p.gateway.length ? 'gateway process (the serving one)' : 'process'} (pid ${busiest.q}; /proc/<pid>/task/*: schedstat, utime, stime, context switches; idle over ${idleS.toFixed(1)} s, loaded over ${wall.toFixed(1)} s, ${tokens} tokens):`, busiest.rows) : '';
   const gatewayWakes = p.gateway.reduce((a, q) => a + wakes(q), 0) - w0;
   // marginal CPU per token of each role: its window's CPU less its idle rate over the window
   const roles: Record<string, number> = {};
@@ -210,7 +219,7 @@ async function realtimeCpu(base: string, model: string, pids: () => { control: n
   return {
     controlUs: (control * 1000) / tokens, gatewayUs: (gateway * 1000) / tokens, tokensPerS: tokens / wall,
     marginalUs: (Math.max(0, control - idle * wall) * 1000) / tokens, gatewayMarginalUs: (Math.max(0, gateway - idleGw * wall) * 1000) / tokens,
-    engineUs: (engine * 1000) / tokens, byRole: roles, idleByRole, gatewayWakesPerToken: gatewayWakes / tokens,
+    engineUs: (engine * 1000) / tokens, byRole: roles, idleByRole, gatewayWakesPerToken: gatewayWakes / tokens, threads: threadNote,
   };
 }
 
@@ -379,7 +388,8 @@ export async function bench(): Promise<BenchSection> {
       ...Object.entries(paths).map(([key, p]) => loadTable(`${key} path${key === 'direct' ? ` (${GATEWAY_WORKERS} gateway worker${GATEWAY_WORKERS > 1 ? 's' : ''})` : ''}`, p.load)),
       loadTable('the engine alone, after the paths', after!.load),
     ];
-    const rtNote = [...rts].map(([plane, rt]) => `direct, real-time engine${planes.length > 1 || plane !== 'js' ? `, gateway.dataPlane ${plane}` : ''}, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process (its window's CPU less its idle rate, signed): ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; idle CPU ms per s over ${RT_IDLE_S} s: ${Object.entries(rt.idleByRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token${rtAlone ? `; the engine alone under the same load (the baseline): ${f(rtAlone.controlUs)} us CPU per token (marginal ${f(rtAlone.marginalUs)}), ${f(rtAlone.tokensPerS)} tokens/s; its engine through the path ${f(rt.engineUs)} us; x the engine alone's CPU per token: the control path ${f(rt.controlUs / rtAlone.controlUs)} (marginal ${f(rt.marginalUs / rtAlone.marginalUs)}), the gateway ${f(rt.gatewayUs / rtAlone.controlUs)} (marginal ${f(rt.gatewayMarginalUs / rtAlone.marginalUs)}); tokens/s x the engine alone ${f(rt.tokensPerS / rtAlone.tokensPerS)}` : ''}`);
+    const rtNote = [...rts].flatMap(([plane, rt]) => [`direct, real-time engine${planes.length > 1 || plane !== 'js' ? `, gateway.dataPlane ${plane}` : ''}, the replay's requests (${RT_CLIENTS} closed-loop clients, ${RT_PROMPT}-token-id prompts, ${RT_LEN} tokens, usage on every event, ${RT_S} s after ${RT_WARM_S} s of warm-up): control path ${f(rt.controlUs)} us CPU per streamed token (marginal ${f(rt.marginalUs)}), the gateway ${f(rt.gatewayUs)} us (marginal ${f(rt.gatewayMarginalUs)}); ${f(rt.tokensPerS)} tokens/s; ${rt.credited} requests started on admission credits; marginal us per token by process (its window's CPU less its idle rate, signed): ${Object.entries(rt.byRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; idle CPU ms per s over ${RT_IDLE_S} s: ${Object.entries(rt.idleByRole).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; the gateway's main thread slept and woke ${f(rt.gatewayWakesPerToken)} times per token${rtAlone ? `; the engine alone under the same load (the baseline): ${f(rtAlone.controlUs)} us CPU per token (marginal ${f(rtAlone.marginalUs)}), ${f(rtAlone.tokensPerS)} tokens/s; its engine through the path ${f(rt.engineUs)} us; x the engine alone's CPU per token: the control path ${f(rt.controlUs / rtAlone.controlUs)} (marginal ${f(rt.marginalUs / rtAlone.marginalUs)}), the gateway ${f(rt.gatewayUs / rtAlone.controlUs)} (marginal ${f(rt.gatewayMarginalUs / rtAlone.marginalUs)}); tokens/s x the engine alone ${f(rt.tokensPerS / rtAlone.tokensPerS)}` : ''}`, rt.threads]);
+    if (rtAlone) rtNote.push(rtAlone.threads.replace('By thread,', 'The engine alone under the same load, by thread:'));
     if (only) {
       return {
         title: `Data path (${only.join(', ')} only) vs the engine alone (${realtimeOnly ? 'the emulator stepping in wall time' : 'zero-delay emulator; the real-time run: the emulator stepping in wall time'})`,

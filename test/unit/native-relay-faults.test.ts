@@ -3,9 +3,10 @@
  * an engine reset while the client is backed up (no busy loop, the end reported once the client reads), many ends
  * JavaScript has not read yet (no call blocks), a failed dp_start (nothing left open, a later start works), and a
  * client backed up past the idle bound (the span's activity is now). Blocking and fd-limit cases run in a child process.
+ * The thread is named `dp-relay` (its CPU and context switches told apart from Node's threads in /proc, perf and top).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +93,11 @@ const count = (got: string) => got.match(/\{"t":"\d+"\}/g)?.length ?? 0;
 const burst = (n: number, size: number) => Array.from({ length: n }, (_, i) => chunk(EV(String(i % 10).repeat(size)))).join('');
 
 describe("the native thread's faults", () => {
+  it('its thread is named dp-relay: one thread of the process, told from the unnamed Node threads in /proc', () => {
+    const names = readdirSync('/proc/self/task').map((t) => readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim());
+    expect(names.filter((n) => n === 'dp-relay')).toHaveLength(1);
+  });
+
   it('an engine reset while the client is backed up: no busy loop, the end reported once the client reads', async () => {
     const s = await span();
     s.engine.write(burst(400, 1000));
