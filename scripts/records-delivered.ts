@@ -4,8 +4,10 @@
  * port (NATS_SERVER_BIN: a wrapper adding `-m`), `clients` closed-loop clients streaming short completions through the
  * gateway for `seconds`. Each connection's `out_msgs` (nats-server /connz: messages sent to that client) over an idle
  * window of the same length, then over the loaded window; printed per connection: the loaded window's messages, the
- * idle one's, and (loaded - idle) per completed request. `plane`: the gateway's requestPlane (direct: the gateway
- * routes each request itself, the default; intake: every request through the cluster intake and the pool leader).
+ * idle one's, and (loaded - idle) per completed request; a gateway's connection also per subscription (its subject),
+ * which tells its messages apart: the records (`dyn.v1.tel.req.*`), its reply inbox, the rest. `plane`: the gateway's
+ * requestPlane (direct: the gateway routes each request itself, the default; intake: every request through the
+ * cluster intake and the pool leader).
  *
  *   nice -n 10 npx tsx scripts/records-delivered.ts [seconds=20] [clients=16] [plane=direct]
  */
@@ -67,8 +69,16 @@ try {
     return done;
   };
   const connz = async (): Promise<Map<string, number>> => {
-    const j = (await (await fetch(`http://127.0.0.1:${monitor}/connz?limit=4096`)).json()) as { connections: { cid: number; name?: string; out_msgs: number }[] };
-    return new Map(j.connections.map((c) => [`${c.name ?? '-'} #${c.cid}`, c.out_msgs]));
+    const j = (await (await fetch(`http://127.0.0.1:${monitor}/connz?limit=4096&subs=detail`)).json()) as {
+      connections: { cid: number; name?: string; out_msgs: number; subscriptions_list_detail?: { subject: string; sid: string; msgs: number }[] }[];
+    };
+    const m = new Map<string, number>();
+    for (const c of j.connections) {
+      m.set(`${c.name ?? '-'} #${c.cid}`, c.out_msgs);
+      // the gateway's, per subscription: which subjects its messages come on
+      if (c.name?.startsWith('gateway/')) for (const d of c.subscriptions_list_detail ?? []) m.set(`${c.name} #${c.cid} sub ${d.subject} (sid ${d.sid})`, d.msgs);
+    }
+    return m;
   };
   await loop(3); // warm-up
   const i0 = await connz();
@@ -82,6 +92,7 @@ try {
   for (const [k, v] of [...l1].sort((a, b) => a[0].localeCompare(b[0]))) {
     if (!l0.has(k) || !i0.has(k) || !i1.has(k)) continue;
     const loaded = v - l0.get(k)!, idle = i1.get(k)! - i0.get(k)!;
+    if (k.includes(' sub ') && loaded === 0 && idle === 0) continue; // a subscription that got nothing
     console.log(`${k} | ${loaded} | ${idle} | ${((loaded - idle) / requests).toFixed(2)}`);
   }
 } finally {
