@@ -403,8 +403,8 @@ export function parseConfig(raw: unknown, where = 'config'): ClusterConfig {
 /** Contradictions between fields, each naming its keys (parseConfig refuses a config with any). */
 export function crossFieldErrors(c: ClusterConfig): string[] {
   const out: string[] = [];
-  if (!(c.model in MODELS)) out.push(`model: unknown model '${c.model}'${didYouMean(c.model, Object.keys(MODELS))} (known: ${Object.keys(MODELS).join(', ')})`);
-  if (!(c.gpu in GPUS)) out.push(`gpu: unknown gpu '${c.gpu}'${didYouMean(c.gpu, Object.keys(GPUS))} (known: ${Object.keys(GPUS).join(', ')})`);
+  if (!Object.hasOwn(MODELS, c.model)) out.push(`model: unknown model '${c.model}'${didYouMean(c.model, Object.keys(MODELS))} (known: ${Object.keys(MODELS).join(', ')})`);
+  if (!Object.hasOwn(GPUS, c.gpu)) out.push(`gpu: unknown gpu '${c.gpu}'${didYouMean(c.gpu, Object.keys(GPUS))} (known: ${Object.keys(GPUS).join(', ')})`);
   const ids = new Set<string>();
   c.servers.forEach((s, i) => {
     if (ids.has(s.id)) out.push(`servers.${i}.id: duplicate server id '${s.id}'`);

@@ -65,13 +65,13 @@ export const GPUS: Readonly<Record<string, GpuSpec>> = Object.freeze({
 });
 
 export function getModelSpec(id: string): ModelSpec {
-  const m = MODELS[id];
+  const m = Object.hasOwn(MODELS, id) ? MODELS[id] : undefined;
   if (!m) throw new UnknownIdError(`unknown model '${id}'; known models: ${Object.keys(MODELS).join(', ')}`);
   return m;
 }
 
 export function getGpuSpec(id: string): GpuSpec {
-  const g = GPUS[id];
+  const g = Object.hasOwn(GPUS, id) ? GPUS[id] : undefined;
   if (!g) throw new UnknownIdError(`unknown gpu '${id}'; known gpus: ${Object.keys(GPUS).join(', ')}`);
   return g;
 }

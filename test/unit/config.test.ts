@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig, checkProfileCovers, ConfigError, defaultConfig } from '../../actors/common/config.ts';
 import { splitConfig } from '../../actors/gateway/config.ts';
+import { getGpuSpec, getModelSpec } from '../../src/model/catalog.ts';
 
 const err = (raw: unknown): string => {
   try {
@@ -70,6 +71,12 @@ describe('config validation', () => {
     expect(err({ model: 'gpt-99' })).toMatch(/model: unknown model 'gpt-99'.*known: .*llama2-70b/);
     expect(err({ model: 'lama2-70b' })).toMatch(/did you mean 'llama2-70b'\?/);
     expect(err({ gpu: 'h300' })).toMatch(/gpu: unknown gpu 'h300'/);
+    // names of the catalogs' inherited members are not models or GPUs
+    expect(err({ model: 'toString' })).toMatch(/model: unknown model 'toString'/);
+    expect(err({ model: '__proto__' })).toMatch(/model: unknown model '__proto__'/);
+    expect(err({ gpu: 'constructor' })).toMatch(/gpu: unknown gpu 'constructor'/);
+    expect(() => getModelSpec('hasOwnProperty')).toThrow(/unknown model 'hasOwnProperty'/);
+    expect(() => getGpuSpec('valueOf')).toThrow(/unknown gpu 'valueOf'/);
   });
 
   it('duplicate server ids, a type in two pools, a type in none', () => {

@@ -25,14 +25,14 @@
  * section (actors/gateway/config.ts); see deploy/local.yaml. Without --config: Llama2-70B on 4 emulated
  * 8xH100 servers, time-scale 1, gateway on :8000.
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { num, oneOf, positiveNum, readConfigFile, UsageError } from '../args.ts';
 import { action, type ExitCode } from '../program.ts';
 import { createLogger } from '../../runtime/logger.ts';
+import { defaultRunDir, ensurePrivateDir, UnsafeDirError, writePrivateFile } from '../../runtime/private-dir.ts';
 import { checkAuthorization, startOwnNats, startOwnNatsCluster, type NatsHandle } from '../../runtime/nats-launcher.ts';
 import { localClusterAuth, renderServerConfig } from '../../runtime/nats-server-config.ts';
 import { actorNatsSettings, NATS_ENV_NAMES, settingsEnv, type NatsSettings } from '../../runtime/nats-settings.ts';
@@ -80,7 +80,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--insecure-nats', 'run on a server that does not enforce authorization (warned at start, in status, dashboard)')
     .option('--nats-nodes <n>', 'servers of the private NATS: 1, or 3 / 5 clustered on this host with JetStream R3 (one may die without an outage)', '1')
     .option('--port <n>', 'gateway HTTP port (overrides gateway.port). Default 8000')
-    .option('--run-dir <dir>', 'where the derived actor config and NATS data go. Default $TMPDIR/dynamollm/')
+    .option('--run-dir <dir>', 'where the derived actor config and NATS data go. Default $TMPDIR/dynamollm-<uid>/ (made 0700; a folder of another user or writable by others is refused)')
     .option('--ready-timeout <s>', 'how long to wait for the first request to succeed, s', '600')
     .option('--standbys <n>', 'standby cluster managers and standby pool managers (each takes over its leader\'s lease)', '1')
     .option('--gateway-standbys <n>', 'standby processes per gateway replica (0..3): started and waiting, one takes the replica\'s port over when the serving process dies (gateway.standby; not with gateway.workers above 1 or port 0)', '1')
@@ -145,8 +145,14 @@ async function up(values: UpOptions): Promise<number> {
   // the managers: index 0 leads first, the others are standbys with warm state (same config, same roles)
   const managers = Array.from({ length: standbys + 1 }, (_, i) => i);
 
-  const runDir = resolve(values.runDir ?? join(tmpdir(), 'dynamollm'));
-  mkdirSync(runDir, { recursive: true });
+  // the derived configs carry the gateway's keys: a folder only this user can read and change (src/runtime/private-dir.ts)
+  const runDir = resolve(values.runDir ?? defaultRunDir());
+  try {
+    ensurePrivateDir(runDir);
+  } catch (e) {
+    if (e instanceof UnsafeDirError) throw new UsageError(e.message);
+    throw e;
+  }
   const clusterId = cluster.clusterId;
   const stateDir = join(runDir, `${clusterId}-${process.pid}`);
 
@@ -230,9 +236,9 @@ async function up(values: UpOptions): Promise<number> {
 
   const clusterFile = join(runDir, `cluster-${process.pid}.json`);
   // the pool leaders hold a request while no instance is ready as long as the gateway waits for it (holdLimitMs)
-  writeFileSync(clusterFile, JSON.stringify({ ...clusterRaw, gateway: { holdLimitMs: gateway.holdLimitMs } }, null, 2));
+  writePrivateFile(clusterFile, JSON.stringify({ ...clusterRaw, gateway: { holdLimitMs: gateway.holdLimitMs } }, null, 2));
   const gatewayFile = join(runDir, `gateway-${process.pid}.json`);
-  writeFileSync(gatewayFile, JSON.stringify({ ...clusterRaw, gateway: { ...gateway, port } }, null, 2));
+  writePrivateFile(gatewayFile, JSON.stringify({ ...clusterRaw, gateway: { ...gateway, port } }, null, 2));
 
 
   // the children's output passes through up: on a terminal their logs are pretty too (DYNAMOLLM_LOG_PRETTY wins)
