@@ -13,7 +13,10 @@
  * stream ends and JavaScript takes it back with the rest of the bytes read (dp_info, dp_copy). A stream also ends when
  * the engine's connection ends or fails, when the client's closes (EPOLLRDHUP), or when JavaScript removes it
  * (dp_remove). An end the thread decides goes to a list of ended handles JavaScript takes with dp_ended, woken by a
- * byte on the pipe dp_start returns (nonblocking: no write to it waits while the lock is held).
+ * byte on the pipe dp_start returns (nonblocking: no write to it waits while the lock is held). A client that takes
+ * less than what was framed for it stops the engine's reads (the bytes held: one read's events) until it takes the
+ * rest; dp_stalled says since when it took nothing, for JavaScript's stall watch (which takes the stream back and cuts
+ * the client).
  *
  *   cc -O2 -Wall -Wextra -Werror -shared -fPIC -pthread -o dist/native/relay.so native/relay.c
  */
@@ -65,6 +68,7 @@ struct stream {
   long long events;
   double first, last;
   double drained; /* when the client last took the whole of what was framed after a wait */
+  double stalled; /* while out holds bytes: when the client last took any of them, or when they began to wait */
   struct stream *next_dead;
 };
 
@@ -287,14 +291,23 @@ static void finish(struct stream *st, int reason) {
   if (!woken && write(done_w, "\n", 1) == 1) woken = 1;
 }
 
-/* what is framed to the client; -1 when the client's connection failed */
+/*
+ * what is framed to the client; -1 when the client's connection failed. A client that takes less than all of it is
+ * backed up: `stalled` is then the time it last took bytes (dp_stalled; the clock is read only on this path).
+ */
 static int flush(struct stream *st) {
+  size_t off = st->off;
   while (st->off < st->out.n) {
     ssize_t n = send(st->cfd, st->out.p + st->off, st->out.n - st->off, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EINTR) return -1;
+      if (st->off != off || st->stalled == 0) st->stalled = now_ms();
+      return 0;
+    }
     st->off += (size_t)n;
   }
   st->off = st->out.n = 0;
+  st->stalled = 0;
   return 0;
 }
 
@@ -529,6 +542,19 @@ double dp_last(int h) {
   pthread_mutex_lock(&mu);
   struct stream *st = of((uint32_t)h);
   double t = !st ? 0 : st->out.n ? now_ms() : st->last > st->drained ? st->last : st->drained;
+  pthread_mutex_unlock(&mu);
+  return t;
+}
+
+/*
+ * A stream's client stall (dp_now's clock; the stall watch, data-plane.ts): while bytes framed for the client wait
+ * (the engine is not read then), the time the client last took any of them, or when they began to wait; 0 while
+ * nothing waits for the client, or for a handle that is unknown.
+ */
+double dp_stalled(int h) {
+  pthread_mutex_lock(&mu);
+  struct stream *st = of((uint32_t)h);
+  double t = st && st->out.n ? st->stalled : 0;
   pthread_mutex_unlock(&mu);
   return t;
 }

@@ -10,7 +10,8 @@
  * (NativeOffer.ready, from the engine client after a batch). The native thread ends the span at the first event that is
  * not a plain text event of that skeleton (the finish, the usage, a tool call, an escape it does not pass as it is),
  * when either connection ends, or when JavaScript takes the stream back (a cancel: the engine call's abort or deadline,
- * the client's socket closed); each layer then accounts for the span's events (the engine client's token index, the
+ * the client's socket closed, a client that took nothing of what the thread framed for it for gateway.clientStallMs,
+ * NativeOffer's stall watch); each layer then accounts for the span's events (the engine client's token index, the
  * leg's tokens, text and TBT, the client stream's tokens and TBT histogram), and the engine's bytes the thread read and
  * did not consume go through the JavaScript pipeline as if just read: the end (usage, energy, [DONE], the leg's
  * report) and a migration after an engine failure are the JavaScript path's.
@@ -27,6 +28,8 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { ConfigError } from '../common/config.ts';
+import { DEFAULT_CLIENT_STALL_MS } from './client-flow.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import type { EngineSide, SpanEnd } from '../../src/engine/native-span.ts';
 
 export type { EngineSide, SpanEnd } from '../../src/engine/native-span.ts';
@@ -45,6 +48,7 @@ type Lib = {
   copy(h: number, text: Buffer, rest: Buffer, pending: Buffer, usage: Buffer, gaps: Float32Array): number;
   now(): number;
   last(h: number): number;
+  stalled(h: number): number;
   ended(out: Uint32Array, cap: number): number;
 };
 
@@ -112,6 +116,7 @@ export class NativeDataPlane {
         copy: l.func('int dp_copy(int, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ float *)') as Lib['copy'],
         now: l.func('double dp_now(void)') as Lib['now'],
         last: l.func('double dp_last(int)') as Lib['last'],
+        stalled: l.func('double dp_stalled(int)') as Lib['stalled'],
         ended: l.func('int dp_ended(_Out_ uint32_t *, int)') as Lib['ended'],
       };
       return new NativeDataPlane(lib);
@@ -141,6 +146,12 @@ export class NativeDataPlane {
   /** The span's engine activity (performance.now()): now while the client is backed up, else its last event or when the client caught up; undefined before either. */
   lastEvent(h: number): number | undefined {
     const t = this.lib.last(h);
+    return t > 0 ? t + this.offset : undefined;
+  }
+
+  /** While bytes framed for the span's client wait: since when it took none of them (performance.now()); else undefined. */
+  stalledSince(h: number): number | undefined {
+    const t = this.lib.stalled(h);
     return t > 0 ? t + this.offset : undefined;
   }
 
@@ -198,6 +209,10 @@ export interface ClientSide {
   idle(): boolean;
   /** the span's events counted in the client's stream (tokens, TBT). */
   account(e: SpanEnd): void;
+  /** a client that takes nothing of what a span framed for it for this long is disconnected, ms (gateway.clientStallMs). */
+  stallMs: number;
+  /** the stall watch's timers (the times it compares are the native thread's, performance.now()'s clock). */
+  clock: Clock;
 }
 
 /** hand-off attempts per stream before it stays on JavaScript (a client whose writes keep backing up). */
@@ -217,6 +232,8 @@ export class NativeOffer {
   private tries = 0;
   private clientReading = false;
   private done = false;
+  /** the span's stall watch (check). */
+  private watch: unknown;
 
   constructor(private readonly plane: NativeDataPlane, private readonly client: ClientSide) {}
 
@@ -268,9 +285,32 @@ export class NativeOffer {
     this.handle = h;
     this.engine = engine;
     s.once('close', this.onClientClose);
+    this.arm(this.client.stallMs);
   }
 
   private readonly onClientClose = (): void => this.reclaim();
+
+  private arm(ms: number): void {
+    this.watch = this.client.clock.setTimeout(this.check, ms);
+  }
+
+  /**
+   * The span's stall watch, ClientFlow's bound on the JavaScript path (client-flow.ts): a client that has taken none
+   * of the bytes the native thread framed for it for stallMs (the engine's reads stopped meanwhile) is disconnected.
+   * The stream is taken back first, then the client's socket is destroyed, nothing pending written to it; its 'close'
+   * cancels the request as for a client that went away (the engine's request ended, the Cancel published).
+   */
+  private readonly check = (): void => {
+    this.watch = undefined;
+    const h = this.handle;
+    if (h === undefined) return;
+    const since = this.plane.stalledSince(h);
+    const left = since === undefined ? this.client.stallMs : since + this.client.stallMs - performance.now();
+    if (left > 0) return this.arm(left);
+    const e = this.plane.remove(h);
+    this.client.socket.destroy();
+    if (e) this.end(e, false);
+  };
 
   /** the span taken back by JavaScript (`cancelled`: its engine connection is being closed). */
   private reclaim(cancelled = false): void {
@@ -284,6 +324,8 @@ export class NativeOffer {
     const engine = this.engine!;
     this.handle = undefined;
     this.engine = undefined;
+    if (this.watch !== undefined) this.client.clock.clearTimeout(this.watch);
+    this.watch = undefined;
     this.client.socket.off('close', this.onClientClose);
     engine.account(e);
     this.leg?.(e);
@@ -307,7 +349,7 @@ export class NativeOffer {
 }
 
 /** The offer of a stream whose client is `res` (relaySse), or undefined where its socket cannot be handed over (TLS, no chunked framing). */
-export function nativeOffer(plane: NativeDataPlane, res: ServerResponse, w: { readonly idle: boolean }, frame: ClientFrame, account: (e: SpanEnd) => void): NativeOffer | undefined {
+export function nativeOffer(plane: NativeDataPlane, res: ServerResponse, w: { readonly idle: boolean }, frame: ClientFrame, account: (e: SpanEnd) => void, stallMs = DEFAULT_CLIENT_STALL_MS, clock: Clock = systemClock): NativeOffer | undefined {
   const socket = res.socket;
   if (!socket || socket instanceof TLSSocket) return undefined;
   return new NativeOffer(plane, {
@@ -316,5 +358,7 @@ export function nativeOffer(plane: NativeDataPlane, res: ServerResponse, w: { re
     // the response chunked on its own socket (not a pipelined one waiting), nothing held for it
     idle: () => w.idle && res.writableLength === 0 && !res.writableEnded && (res as unknown as { chunkedEncoding?: boolean }).chunkedEncoding === true && res.socket === socket,
     account,
+    stallMs,
+    clock,
   });
 }

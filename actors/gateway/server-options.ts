@@ -63,7 +63,7 @@ export interface GatewayServerOptions {
   headersTimeoutMs?: number;
   /** a client must send its whole request (headers and body) within this, ms. Default 15000. */
   bodyTimeoutMs?: number;
-  /** a streaming client that reads nothing of what it holds unsent for this long is disconnected (its request cancelled), ms. Default 30000 (client-flow.ts). */
+  /** a streaming client that reads nothing of what it holds unsent for this long is disconnected (its request cancelled), ms. Default 30000 (client-flow.ts; on the native data plane, data-plane.ts NativeOffer). */
   clientStallMs?: number;
   /** requests in flight at this replica before 429. Default 1024. */
   maxInflight?: number;

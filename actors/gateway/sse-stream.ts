@@ -158,7 +158,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   const native = n === 1 && !r && ctx.plane ? nativeOffer(ctx.plane, res, w, clientFrame(p, id, created, inputTokens, () => tokens[0]!), (e) => {
     tokens[0]! += e.events;
     timers[0]!.onSpan(e);
-  }) : undefined;
+  }, ctx.clientStallMs, ctx.clock) : undefined;
   if (native) sink.native = native;
   sink.flow = flow;
   try {

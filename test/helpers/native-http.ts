@@ -5,29 +5,13 @@
  * its one-choice streams are eligible). The server learns which instance admitted each request (for a kill or a drain
  * of the one serving it).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import OpenAI from 'openai';
-import { NativeDataPlane } from '../../actors/gateway/data-plane.ts';
+import type { NativeDataPlane } from '../../actors/gateway/data-plane.ts';
 import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
 import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
 import { MODEL, PROMPT } from './gateway-cluster.ts';
 
-/** native/relay.c built with cc into a temporary directory, loaded (one plane per process and library file). */
-export async function buildNativePlane(): Promise<NativeDataPlane> {
-  const dir = mkdtempSync(join(tmpdir(), 'dp-'));
-  try {
-    execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', '-pthread', '-o', join(dir, 'relay.so'), 'native/relay.c']);
-    const p = await NativeDataPlane.load(join(dir, 'relay.so'));
-    if (!(p instanceof NativeDataPlane)) throw new Error(p.why);
-    return p;
-  } finally {
-    // loaded (mapped) already: the file is not needed any more
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+export { buildNativePlane } from './native-plane.ts';
 
 export interface HttpStreamed {
   /** the cluster's request id (the chunks' `cmpl-<id>`) */

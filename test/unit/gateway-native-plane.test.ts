@@ -18,14 +18,9 @@ import koffi from 'koffi';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EmulatorServer } from '../../src/engine/emulator/server.ts';
 import { createPerfModel } from '../../src/model/index.ts';
-import { systemClock, type ManualClock } from '../../src/runtime/clock.ts';
-import type { Bus } from '../../src/runtime/bus.ts';
-import { TokenChunk, subjects, type InferenceRequest } from '../../protocols/index.ts';
-import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
-import type { NatsBackendOptions } from '../../actors/gateway/backend-options.ts';
-import { GatewayServer } from '../../actors/gateway/server.ts';
+import { TokenChunk, subjects } from '../../protocols/index.ts';
 import { NativeDataPlane, loadDataPlane } from '../../actors/gateway/data-plane.ts';
-import { VirtualBus } from '../helpers/virtual-bus.ts';
+import { grantedGateway, type GrantedGatewayOptions } from '../helpers/granted-gateway.ts';
 
 let dir = '';
 let plane: NativeDataPlane;
@@ -49,29 +44,8 @@ afterAll(async () => {
 });
 
 /** A gateway (HTTP layer + NatsBackend over an in-memory bus) whose legs are granted `engines[k]` for the k-th leg. */
-async function gateway(native: boolean, engines: string[], opts: Pick<NatsBackendOptions, 'migrationLimit' | 'engineIdle'> = {}) {
-  const bus = new VirtualBus(systemClock as unknown as ManualClock);
-  const backend = new NatsBackend(bus as unknown as Bus, { direct: true, admitTimeoutMs: 10_000, admitAttemptMs: 3000, chunkTimeoutMs: 30_000, clock: systemClock, ...opts });
-  const legs: InferenceRequest[] = [];
-  const published: { subject: string; msg: unknown }[] = [];
-  const seen = bus.publish.bind(bus);
-  bus.publish = (subject, codec, msg) => {
-    published.push({ subject, msg });
-    seen(subject, codec, msg);
-  };
-  bus.responders.set(subjects.clusterIntake(), (m, reply) => {
-    const leg = m as InferenceRequest;
-    if (!legs.some((l) => l.id === leg.id)) legs.push(leg);
-    const k = legs.findIndex((l) => l.id === leg.id);
-    reply({ v: 1, id: leg.id, ok: true, pool: 'p', instance: `i${k}`, type: 'SS' });
-    bus.publish(subjects.stream(leg.id), TokenChunk, { v: 1, id: leg.id, seq: 0, text: '', tokens: 0, instance: `i${k}`, pool: 'p', type: 'SS', grant: { url: engines[Math.min(k, engines.length - 1)]!, apiKey: 'k'.repeat(16), reportWithinMs: 5000 } });
-  });
-  bus.responders.set(subjects.tokenize(), (_m, reply) => reply({ v: 1, ok: true, count: 12, maxModelLen: 8192 }));
-  const gw = new GatewayServer({ backend, port: 0, host: '127.0.0.1', models: ['m'], clock: systemClock, ...(native ? { dataPlane: plane } : {}) });
-  const port = await gw.listen();
-  closers.push(() => gw.close(100), () => backend.close());
-  return { port, bus, legs, published, backend };
-}
+const gateway = (native: boolean, engines: string[], backend: GrantedGatewayOptions['backend'] = {}) =>
+  grantedGateway(engines, { closers, backend, ...(native ? { gateway: { dataPlane: plane } } : {}) });
 
 /** the emulator's requests running (its vllm:num_requests_running) */
 const running = () => Number(/vllm:num_requests_running\{[^}]*\} ([\d.]+)/.exec(emu.metricsText())?.[1] ?? NaN);

@@ -5,23 +5,28 @@
  * for it stay bounded (its engine reads stop; the engine's own socket holds the rest), and the engine's idle watch
  * (a short bound here) does not take the wait for a stalled engine: once the client reads again every token arrives,
  * once, in order, on the first leg, without an error. A client that never reads again is disconnected after
- * clientStallMs and its request cancelled (its engine connection closed, the Cancel published).
+ * clientStallMs and its request cancelled (its engine connection closed, the Cancel published, no request left in
+ * flight) while another client's stream on the same gateway runs to its end: on the JavaScript path and on the
+ * native data plane (actors/gateway/data-plane.ts NativeOffer's stall watch, native/relay.c dp_stalled), where the
+ * stalled client's bytes wait in the native thread and the kernel, not in the response's buffer.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
-import { systemClock, type ManualClock } from '../../src/runtime/clock.ts';
-import type { Bus } from '../../src/runtime/bus.ts';
-import { TokenChunk, subjects, type InferenceRequest } from '../../protocols/index.ts';
-import { NatsBackend } from '../../actors/gateway/nats-backend.ts';
-import { GatewayServer } from '../../actors/gateway/server.ts';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { subjects } from '../../protocols/index.ts';
 import { CLIENT_HOLD_BYTES } from '../../actors/gateway/client-flow.ts';
-import { VirtualBus } from '../helpers/virtual-bus.ts';
+import type { NativeDataPlane, SpanEnd } from '../../actors/gateway/data-plane.ts';
+import { grantedGateway } from '../helpers/granted-gateway.ts';
+import { buildNativePlane } from '../helpers/native-plane.ts';
 import { slowClient, sseEvents } from '../helpers/slow-client.ts';
 
 const closers: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
+});
+let plane: NativeDataPlane;
+beforeAll(async () => {
+  plane = await buildNativePlane();
 });
 
 /** tokens of the generation, about 13 MB of events: far more than loopback's socket buffers to the client hold (some MB) */
@@ -29,12 +34,26 @@ const N = 40_000;
 const PAD = ' 0123456789abcdef'.repeat(10);
 const tok = (i: number) => `${PAD}${i}`;
 
-/** An engine writing N text events (vLLM's completion events) in bursts, then the finish and [DONE]; `closed`: the response closed before its end; `connClosed`: a connection closed. */
+/** What the engine saw of a request: `closed`, its response closed before its end; `connClosed`, its connection closed; `res`, its response. */
+type Seen = { prompt: string; closed: boolean; ended: boolean; connClosed: boolean; res: ServerResponse };
+
+/**
+ * An engine writing max_tokens text events (vLLM's completion events), the first alone, then the rest in bursts (150
+ * events, about 50 KB, per write: each an HTTP chunk the native thread carries), then the finish and [DONE]; `seen`
+ * its first request's view of it, `all` every request's.
+ */
 async function engine() {
-  const seen = { closed: false, ended: false, connClosed: false };
+  const all: Seen[] = [];
   const server: Server = createServer((req, res) => {
-    req.resume();
+    let raw = '';
+    req.on('data', (b: Buffer) => (raw += b.toString()));
     req.on('end', () => {
+      const body = JSON.parse(raw) as { prompt: string; max_tokens: number };
+      const n = body.max_tokens;
+      const seen: Seen = { prompt: body.prompt, closed: false, ended: false, connClosed: false, res };
+      all.push(seen);
+      // the gateway's connection to the engine closed (a stream read to its end leaves it kept alive in the gateway's pool)
+      req.socket.on('close', () => (seen.connClosed = true));
       const ev = (o: object) => `data: ${JSON.stringify({ id: 'cmpl-engine', object: 'text_completion', created: 1, model: 'm', ...o })}\n\n`;
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.on('close', () => (seen.closed = !seen.ended));
@@ -42,57 +61,37 @@ async function engine() {
       const burst = () => {
         if (res.destroyed) return;
         let s = '';
-        for (const end = Math.min(N, i + 500); i < end; i++) s += ev({ choices: [{ index: 0, text: tok(i), logprobs: null, finish_reason: null, stop_reason: null }] });
+        for (const end = Math.min(n, i + 150); i < end; i++) s += ev({ choices: [{ index: 0, text: tok(i), logprobs: null, finish_reason: null, stop_reason: null }] });
         res.write(s);
-        if (i < N) return void setImmediate(burst);
+        if (i < n) return void setImmediate(burst);
         res.write(ev({ choices: [{ index: 0, text: '', logprobs: null, finish_reason: 'length', stop_reason: null }] }));
-        res.write(ev({ choices: [], usage: { prompt_tokens: 3, completion_tokens: N, total_tokens: 3 + N, energy_joules: 2.5, energy_source: 'modelled' } }));
+        res.write(ev({ choices: [], usage: { prompt_tokens: 3, completion_tokens: n, total_tokens: 3 + n, energy_joules: 2.5, energy_source: 'modelled' } }));
         seen.ended = true;
         res.end('data: [DONE]\n\n');
       };
-      burst();
+      // the first token alone (the engine's response at a chunk boundary after it: where a stream may go native)
+      res.write(ev({ choices: [{ index: 0, text: tok(i++), logprobs: null, finish_reason: null, stop_reason: null }] }));
+      setTimeout(burst, 20);
     });
   });
-  // the gateway's connection to the engine closed (a stream read to its end leaves it kept alive in the gateway's pool)
-  server.on('connection', (s: Socket) => s.on('close', () => (seen.connClosed = true)));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   closers.push(() => new Promise<void>((r) => server.close(() => r())), () => server.closeAllConnections());
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, all, get seen(): Seen { return all[0]!; } };
 }
 
-/** A gateway whose legs are granted `url`, its engine idle bound between tokens 300 ms, and its client sockets. */
-async function gateway(url: string, clientStallMs: number) {
-  const bus = new VirtualBus(systemClock as unknown as ManualClock);
-  const backend = new NatsBackend(bus as unknown as Bus, {
-    direct: true, admitTimeoutMs: 10_000, admitAttemptMs: 3000, chunkTimeoutMs: 30_000, clock: systemClock,
-    engineIdle: { settings: { firstTokenMultiple: 1, firstTokenFloorMs: 5000, nextTokenMultiple: 1, nextTokenFloorMs: 300 }, fallback: { ttftMs: 100, tbtMs: 10 } },
+/** A gateway whose legs are granted `url`, its engine idle bound between tokens 300 ms, and its client sockets; `native`: on the native data plane. */
+const gateway = (url: string, clientStallMs: number, native = false) =>
+  grantedGateway([url], {
+    closers,
+    backend: { engineIdle: { settings: { firstTokenMultiple: 1, firstTokenFloorMs: 5000, nextTokenMultiple: 1, nextTokenFloorMs: 300 }, fallback: { ttftMs: 100, tbtMs: 10 } } },
+    gateway: { clientStallMs, limits: { maxTokensLimit: 1_000_000 }, ...(native ? { dataPlane: plane } : {}) },
+    tokenize: { count: 3, maxModelLen: 1_000_000 },
   });
-  const legs: InferenceRequest[] = [];
-  const published: { subject: string; msg: unknown }[] = [];
-  const pub = bus.publish.bind(bus);
-  bus.publish = (subject, codec, msg) => {
-    published.push({ subject, msg });
-    pub(subject, codec, msg);
-  };
-  bus.responders.set(subjects.clusterIntake(), (m, reply) => {
-    const leg = m as InferenceRequest;
-    legs.push(leg);
-    reply({ v: 1, id: leg.id, ok: true, pool: 'p', instance: `i${legs.length - 1}`, type: 'SS' });
-    bus.publish(subjects.stream(leg.id), TokenChunk, { v: 1, id: leg.id, seq: 0, text: '', tokens: 0, instance: `i${legs.length - 1}`, pool: 'p', type: 'SS', grant: { url, apiKey: 'k'.repeat(16), reportWithinMs: 5000 } });
-  });
-  bus.responders.set(subjects.tokenize(), (_m, reply) => reply({ v: 1, ok: true, count: 3, maxModelLen: 1_000_000 }));
-  const gw = new GatewayServer({ backend, port: 0, host: '127.0.0.1', models: ['m'], clock: systemClock, clientStallMs, limits: { maxTokensLimit: 1_000_000 } });
-  const clients: Socket[] = [];
-  (gw as unknown as { server: Server }).server.on('connection', (s: Socket) => clients.push(s));
-  const port = await gw.listen();
-  closers.push(() => gw.close(100), () => backend.close());
-  return { port, legs, published, clients };
-}
 
-const bodyOf = (n: number) => JSON.stringify({ model: 'm', prompt: 'a slow client', max_tokens: N, ignore_eos: true, stream: true, n });
+const bodyOf = (n: number, prompt = 'a slow client', maxTokens = N) => JSON.stringify({ model: 'm', prompt, max_tokens: maxTokens, ignore_eos: true, stream: true, n });
 
 /** A client that sends the request (`n` choices) and reads nothing (its socket paused) until `read()`. */
-const client = (port: number, n = 1) => slowClient(port, bodyOf(n));
+const client = (port: number, n = 1, prompt?: string, maxTokens?: number) => slowClient(port, bodyOf(n, prompt, maxTokens));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -116,7 +115,7 @@ describe('a client that stops reading', () => {
     await c.ended;
     const body = c.body();
     const evs = sseEvents(body);
-    expect(evs.some((x) => x.error)).toBe(false);
+    expect(evs.find((x) => x.error)).toBeUndefined();
     const whole = Array.from({ length: N }, (_, i) => tok(i)).join('');
     for (let i = 0; i < n; i++) {
       const mine = evs.filter((x) => x.choices[0]?.index === i);
@@ -128,21 +127,68 @@ describe('a client that stops reading', () => {
     expect(e.seen.closed).toBe(false);
   }, 30_000);
 
-  it('disconnects a client that reads nothing for clientStallMs and cancels its request', async () => {
+  it.each(['js', 'native'] as const)('disconnects a client that reads nothing for clientStallMs and cancels its request; another client streams on (%s)', async (mode) => {
     const e = await engine();
-    const g = await gateway(e.url, 400);
-    client(g.port);
+    const g = await gateway(e.url, 400, mode === 'native');
+    const spans = plane.spans;
+    // the spans the gateway took back from the native thread
+    const taken: SpanEnd[] = [];
+    const remove = plane.remove.bind(plane);
+    plane.remove = (h) => {
+      const x = remove(h);
+      if (x) taken.push(x);
+      return x;
+    };
+    closers.push(() => (plane.remove = remove));
     const t0 = performance.now();
+    client(g.port);
+    // another client, reading, once the first one's engine is streaming
+    let other: ReturnType<typeof client> | undefined;
+    let backlog = 0;
     // (the client, paused, does not see its socket's end: the gateway's side of it does)
-    while (!g.clients[0]?.destroyed && performance.now() - t0 < 10_000) await sleep(10);
+    while (!g.clients[0]?.destroyed && performance.now() - t0 < 15_000) {
+      await sleep(10);
+      if (!other && e.all.length === 1) (other = client(g.port, 1, 'a reading client', 4000)).read();
+      backlog = Math.max(backlog, e.all[0]?.res.writableLength ?? 0);
+    }
     const ms = performance.now() - t0;
-    // past the stall bound, and long before the generation's end or any keep-alive timeout
+    // past the stall bound, and long before the request's deadline (600 s)
     expect(ms).toBeGreaterThan(400);
-    expect(ms).toBeLessThan(5000);
+    expect(ms).toBeLessThan(10_000);
+    // the gateway stopped reading the stalled stream's engine: its bytes waited at the engine
+    expect(backlog).toBeGreaterThan(0);
+    // the other client's stream ran to its end: every token once, in order
+    await other!.ended;
+    const body = other!.body();
+    const evs = sseEvents(body);
+    expect(evs.map((x) => x.choices[0]?.text ?? '').join('')).toBe(Array.from({ length: 4000 }, (_, i) => tok(i)).join(''));
+    expect(body.endsWith('data: [DONE]\n\n')).toBe(true);
+    // the stalled request cancelled: its engine connection closed, the Cancel published, its in-flight slot given back
     for (let t = 0; t < 100 && !e.seen.connClosed; t++) await sleep(10);
     expect(e.seen.connClosed).toBe(true);
+    expect(e.seen.prompt).toBe('a slow client');
     const cancel = g.published.find((p) => p.subject === subjects.cancel(g.legs[0]!.id));
     expect(cancel?.msg).toMatchObject({ reason: 'client disconnected' });
-    expect(g.legs).toHaveLength(1);
-  }, 30_000);
+    expect(g.gw.inflightCount).toBe(0);
+    // the other one's leg ended whole
+    for (let t = 0; t < 100 && !legEnd(g.published, 'i1'); t++) await sleep(10);
+    expect(legEnd(g.published, 'i1')).toMatchObject({ outcome: 'ok', completionTokens: 4000 });
+    expect(legEnd(g.published, 'i0')).toBeUndefined();
+    expect(g.legs).toHaveLength(2);
+    if (mode === 'js') return;
+    // both streams went native, and the stalled one was taken back from the native thread at the cut, which held
+    // one engine read's events for it (the rest wait in the kernel's buffers and at the engine)
+    expect(plane.spans - spans).toBeGreaterThanOrEqual(2);
+    const cut = taken.find((x) => x.why === 'removed');
+    expect(cut).toBeDefined();
+    expect(cut!.events).toBeGreaterThan(0);
+    expect(cut!.events).toBeLessThan(N / 2);
+    expect(cut!.pending.length).toBeGreaterThan(0);
+    expect(cut!.pending.length + cut!.rest.length).toBeLessThan(256 * 1024);
+    expect(plane.active).toBe(0);
+  }, 60_000);
 });
+
+/** a leg's end report (published a few ms after its end) */
+const legEnd = (published: { subject: string; msg: unknown }[], instance: string) =>
+  published.find((p) => p.subject === subjects.instanceLeg(instance) && (p.msg as { phase: string }).phase === 'end')?.msg;

@@ -1,8 +1,9 @@
 /**
  * The native data plane's thread (native/relay.c through actors/gateway/data-plane.ts) under faults, on real sockets:
  * an engine reset while the client is backed up (no busy loop, the end reported once the client reads), many ends
- * JavaScript has not read yet (no call blocks), a failed dp_start (nothing left open, a later start works), and a
- * client backed up past the idle bound (the span's activity is now). Blocking and fd-limit cases run in a child process.
+ * JavaScript has not read yet (no call blocks), a failed dp_start (nothing left open, a later start works), a
+ * client backed up past the idle bound (the span's activity is now), and a client that reads nothing (since when it
+ * took nothing, for the stall watch). Blocking and fd-limit cases run in a child process.
  * The thread is named `dp-relay` (its CPU and context switches told apart from Node's threads in /proc, perf and top).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -135,6 +136,27 @@ describe("the native thread's faults", () => {
     expect(count(s.got())).toBe(400);
     // caught up: its activity is when it caught up (after the pause)
     expect(plane.lastEvent(s.h)!).toBeGreaterThan(at);
+    s.engine.end();
+    for (let i = 0; i < 300 && !s.ended(); i++) await sleep(10);
+    expect(s.ended()).toMatchObject({ why: 'engine_end', events: 400 });
+  });
+
+  it("a client that reads nothing: the span says since when it took nothing (JavaScript's stall watch), and nothing once it caught up", async () => {
+    const s = await span();
+    expect(plane.stalledSince(s.h)).toBeUndefined();
+    s.engine.write(burst(400, 1000));
+    // the kernel's buffers toward the client fill (each send that takes some bytes moves the time), then nothing moves
+    for (let i = 0; i < 300 && !(performance.now() - (plane.stalledSince(s.h) ?? Infinity) > 200); i++) await sleep(10);
+    const since = plane.stalledSince(s.h)!;
+    expect(performance.now() - since).toBeGreaterThan(200);
+    await sleep(300);
+    // the client took nothing meanwhile: the same time, however often the thread ran
+    expect(plane.stalledSince(s.h)).toBe(since);
+    expect(performance.now() - since).toBeGreaterThan(500);
+    startReads(s.client);
+    for (let i = 0; i < 300 && count(s.got()) < 400; i++) await sleep(10);
+    expect(count(s.got())).toBe(400);
+    expect(plane.stalledSince(s.h)).toBeUndefined();
     s.engine.end();
     for (let i = 0; i < 300 && !s.ended(); i++) await sleep(10);
     expect(s.ended()).toMatchObject({ why: 'engine_end', events: 400 });
