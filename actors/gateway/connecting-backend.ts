@@ -18,6 +18,7 @@ import type { DetokenizeReply, DetokenizeRequest, InferenceRequest, TokenizeRepl
 import type { TokenSource } from './choices.ts';
 import type { ResumeFrom, StreamHooks } from './resume.ts';
 import type { GatewayBackend } from './server-options.ts';
+import type { AbortLike } from '../../src/runtime/abort.ts';
 
 /** The backend a connected gateway serves with (NatsBackend): every optional call of GatewayBackend present. */
 export type ConnectedBackend = Required<Pick<GatewayBackend, 'resume' | 'ready' | 'tokenize' | 'detokenize'>> & GatewayBackend;
@@ -59,12 +60,12 @@ export class ConnectingBackend implements GatewayBackend {
     return refused;
   }
 
-  submit(req: InferenceRequest, signal: AbortSignal, hooks?: StreamHooks): Promise<TokenSource> {
+  submit(req: InferenceRequest, signal: AbortLike, hooks?: StreamHooks): Promise<TokenSource> {
     if (this.#backend) return this.#backend.submit(req, signal, hooks);
     return this.#connected(signal).then((b) => b.submit(req, signal, hooks));
   }
 
-  resume(req: InferenceRequest, from: ResumeFrom, signal: AbortSignal, hooks?: StreamHooks): Promise<TokenSource> {
+  resume(req: InferenceRequest, from: ResumeFrom, signal: AbortLike, hooks?: StreamHooks): Promise<TokenSource> {
     if (this.#backend) return this.#backend.resume(req, from, signal, hooks);
     return this.#connected(signal).then((b) => b.resume(req, from, signal, hooks));
   }
@@ -80,7 +81,7 @@ export class ConnectingBackend implements GatewayBackend {
   }
 
   /** `f` once connected (at once when it is), held as a call to the backend is: the resume journal's read. */
-  whenConnected<T>(f: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  whenConnected<T>(f: () => Promise<T>, signal?: AbortLike): Promise<T> {
     if (this.#backend) return f();
     return this.#connected(signal).then(() => f());
   }
@@ -91,7 +92,7 @@ export class ConnectingBackend implements GatewayBackend {
   }
 
   /** Resolves with the connected backend once attached; rejects past holdMs, on `signal`'s abort, on fail(), or at once when `capacity` calls wait. */
-  #connected(signal?: AbortSignal): Promise<ConnectedBackend> {
+  #connected(signal?: AbortLike): Promise<ConnectedBackend> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (signal?.aborted) return Promise.reject(abortError(signal));
     if (this.#waiting.size >= this.o.capacity) {
@@ -119,6 +120,6 @@ export class ConnectingBackend implements GatewayBackend {
 }
 
 /** The abort's reason when it is an Error (the hold limit's DynError), else a non-retryable `cancelled`. */
-function abortError(signal: AbortSignal): Error {
+function abortError(signal: AbortLike): Error {
   return signal.reason instanceof Error ? signal.reason : new DynError('cancelled', 'client disconnected', { retryable: false });
 }

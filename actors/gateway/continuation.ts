@@ -8,6 +8,7 @@ import { DynError, RemoteError, type WireError } from '../../protocols/errors.ts
 import type { Admission, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRequest } from '../../protocols/messages.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
 import type { StreamState } from './legs.ts';
+import type { AbortLike } from '../../src/runtime/abort.ts';
 
 const MAX_ID = 128;
 
@@ -85,7 +86,7 @@ export async function countedBy(tokenize: (r: TokenizeRequest) => Promise<Tokeni
  * client's leaving (`signal`), after which it throws a non-retryable 'cancelled' instead of giving the next leg.
  */
 export async function countedWithin(
-  tokenize: (r: TokenizeRequest, timeoutMs: number) => Promise<TokenizeReply>, req: InferenceRequest, attemptMs: number, signal: AbortSignal, clock: Pick<Clock, 'now'>,
+  tokenize: (r: TokenizeRequest, timeoutMs: number) => Promise<TokenizeReply>, req: InferenceRequest, attemptMs: number, signal: AbortLike, clock: Pick<Clock, 'now'>,
 ): Promise<InferenceRequest> {
   const timeoutMs = Math.max(1, Math.min(attemptMs, req.giveUpAtMs - clock.now()));
   const next = await countedBy((r) => tokenize(r, timeoutMs), req);

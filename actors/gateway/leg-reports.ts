@@ -33,10 +33,14 @@ export function reportAs(bus: Bus, gateway: NonNullable<LegReport['gateway']>): 
   reporters.set(bus, gateway);
 }
 
-/** `rep` with its gateway process named where it says the leg is taken (an end or a relay flow report needs none). */
+/**
+ * `rep` with its gateway process named where it says the leg is taken (an end or a relay flow report needs none):
+ * named in place, as its last member (the reports are this module's callers' own objects, sent once: no copy of each).
+ */
 function stamped(bus: Bus, rep: LegReport): LegReport {
   const gateway = rep.gateway || !(rep.phase === 'started' || rep.phase === 'first_token' || rep.phase === 'credited') ? undefined : reporters.get(bus);
-  return gateway ? { ...rep, gateway } : rep;
+  if (gateway) rep.gateway = gateway;
+  return rep;
 }
 
 /**

@@ -194,6 +194,14 @@ export function engineRequestOf(lr: InferenceRequest, nowMs: number, idle: Engin
   };
 }
 
+/** `c` with where its leg ran (the grant's instance, pool and type, those it names), in that order. */
+export function placedChunk(c: TokenChunk, grant: Pick<TokenChunk, 'instance' | 'pool' | 'type'>): TokenChunk {
+  if (grant.instance) c.instance = grant.instance;
+  if (grant.pool) c.pool = grant.pool;
+  if (grant.type) c.type = grant.type;
+  return c;
+}
+
 /**
  * Whether request `req` has reached its give-up time (the gateway's requestTimeoutS after its arrival) at `now`: it may
  * not move to another leg (canMigrate, reopenLeg), and a leg that ends with a retryable error ends the stream with
@@ -296,7 +304,7 @@ export function silentLegEnd(err: unknown, id: string, cancel: () => void): Toke
 }
 
 /** Resolves once NATS is connected (at once when it is), false when `ms` passed first (on `clock`) or the bus closed. */
-export function waitConnected(bus: Pick<Bus, 'connected' | 'closed'>, ms: number, signal: AbortSignal, clock: Clock = systemClock): Promise<boolean> {
+export function waitConnected(bus: Pick<Bus, 'connected' | 'closed'>, ms: number, signal: AbortLike, clock: Clock = systemClock): Promise<boolean> {
   if (bus.connected) return Promise.resolve(true);
   return new Promise((resolve) => {
     const done = (v: boolean) => {
@@ -328,14 +336,13 @@ export const fixed = (ms: number) => (): number => ms;
  */
 export async function retrying<R>(
   bus: Pick<Bus, 'connected' | 'closed'>, counters: { retries: number; heldForReconnect: number }, until: () => number, attemptMs: number,
-  signal: AbortSignal | undefined, send: (timeoutMs: number) => Promise<R>, again: (r: R) => boolean = () => false, clock: Clock = systemClock,
+  signal: AbortLike | undefined, send: (timeoutMs: number) => Promise<R>, again: (r: R) => boolean = () => false, clock: Clock = systemClock,
 ): Promise<R> {
-  const never = new AbortController().signal;
   let wait = 50;
   for (let attempt = 0; ; attempt++) {
     if (!bus.connected) {
       if (attempt === 0) counters.heldForReconnect++;
-      if (!(await waitConnected(bus, until() - clock.now(), signal ?? never, clock))) {
+      if (!(await waitConnected(bus, until() - clock.now(), signal ?? new LeanAbort(), clock))) {
         if (signal?.aborted) throw new DynError('cancelled', 'client disconnected', { retryable: false });
         throw new DynError('unavailable', 'the gateway lost its connection to the cluster and it did not come back in time', { retryable: true, retryAfterS: 1 });
       }
@@ -375,6 +382,7 @@ export async function firstOrLocal<R extends { ok: boolean; error?: WireError }>
 }
 
 import { endReport } from './leg-reports.ts';
+import { LeanAbort, type AbortLike } from '../../src/runtime/abort.ts';
 export { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, legReport, reportAs } from './leg-reports.ts';
 
 /**

@@ -44,7 +44,7 @@ import {
 } from '../../protocols/messages.ts';
 import { streamCompletionBatches, streamCompletionPush } from '../../src/engine/client.ts';
 import { Http1Pool } from '../../src/engine/http1.ts';
-import { LeanAbort } from '../../src/engine/abort.ts';
+import { LeanAbort, type AbortLike } from '../../src/runtime/abort.ts';
 import { chunkExtras, type EngineChunk } from '../../src/engine/engine.ts';
 import { continuousUsage } from '../../src/engine/sse-event.ts';
 import { EngineStreamError } from '../../src/engine/errors.ts';
@@ -52,7 +52,7 @@ import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { RelayFlow } from './relay-flow.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, placedChunk, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -195,7 +195,7 @@ export class NatsBackend implements GatewayBackend {
   }
 
   /** The admission of `msg`: the gateway's own routing (`leg.holder` set when it admitted), else the cluster intake's. */
-  private async admit(msg: InferenceRequest, signal: AbortSignal, o: LegRoute, leg: Leg): Promise<RoutedAdmission | 'timed_out'> {
+  private async admit(msg: InferenceRequest, signal: AbortLike, o: LegRoute, leg: Leg): Promise<RoutedAdmission | 'timed_out'> {
     if (this.router && !o.intake) {
       const a = await admitRouted(this.bus, this.router, msg, signal, this.directAdmitMs, o.exclude);
       if (a !== 'timed_out' && a !== 'intake' && a.ok) {
@@ -220,7 +220,7 @@ export class NatsBackend implements GatewayBackend {
    * nor the request's give-up time. A refusal that retrying cannot fix (overloaded, rejected, invalid) is returned
    * as it came.
    */
-  private async admitIntake(msg: InferenceRequest, signal: AbortSignal, leg: Leg): Promise<Admission> {
+  private async admitIntake(msg: InferenceRequest, signal: AbortLike, leg: Leg): Promise<Admission> {
     const start = this.clock.now();
     const base = start + this.admitTimeoutMs;
     const held = () => Math.max(base, leg.heldUntilMs ?? 0);
@@ -242,9 +242,9 @@ export class NatsBackend implements GatewayBackend {
    * admission says yes, or earlier when the instance's grant arrives (the grant proves the admission; its
    * reply is still on its way back through the pool and cluster managers).
    */
-  private async openLeg(req: InferenceRequest, signal: AbortSignal, o: LegRoute = {}): Promise<Leg> {
+  private async openLeg(req: InferenceRequest, signal: AbortLike, o: LegRoute = {}, direct = false): Promise<Leg> {
     const subject = subjects.stream(req.id);
-    const msg: InferenceRequest = { ...req, streamSubject: subject };
+    const msg: InferenceRequest = direct ? { ...req, direct: true, streamSubject: subject } : { ...req, streamSubject: subject }; // one copy
     const q = new ChunkQueue(this.capacity, this.clock, new RelayFlow(this.bus, msg.id, this.clock, this.counters, () => this.cancel(msg.id, 'its client fell behind past the relay bound', leg.cancelSent)));
     const order = new LegOrder();
     let granted: ((c: TokenChunk) => void) | undefined;
@@ -283,7 +283,7 @@ export class NatsBackend implements GatewayBackend {
       this.cancel(msg.id, 'admission not confirmed');
       const suffix = '-i';
       const id = req.id.slice(0, 128 - suffix.length) + suffix;
-      return this.openLeg({ ...req, id, streamSubject: subjects.stream(id) }, signal, { ...o, intake: true });
+      return this.openLeg({ ...req, id, streamSubject: subjects.stream(id) }, signal, { ...o, intake: true }, direct);
     }
     if ('seq' in adm) {
       // granted first: the grant proves the admission, and says where it landed; the reply no longer matters
@@ -306,13 +306,13 @@ export class NatsBackend implements GatewayBackend {
     return leg;
   }
 
-  async submit(req: InferenceRequest, signal: AbortSignal, hooks?: StreamHooks): Promise<AdmittedStream> {
-    return this.begin(req, signal, { out: 0, sent: 0, text: '', textBytes: 0, keepText: true, energyJ: 0, legs: 0 }, () => this.openLeg(this.direct ? { ...req, direct: true } : req, signal), hooks);
+  async submit(req: InferenceRequest, signal: AbortLike, hooks?: StreamHooks): Promise<AdmittedStream> {
+    return this.begin(req, signal, { out: 0, sent: 0, text: '', textBytes: 0, keepText: true, energyJ: 0, legs: 0 }, () => this.openLeg(req, signal, {}, this.direct), hooks);
   }
 
   /** Continues a stream another gateway carried (resume.ts): that gateway's leg ended on its behalf (legs.ts endForeignLeg),
    * then a new leg with the prompt plus the journal's text (a migration, not counted against migrationLimit). */
-  async resume(req: InferenceRequest, from: ResumeFrom, signal: AbortSignal, hooks?: StreamHooks): Promise<AdmittedStream> {
+  async resume(req: InferenceRequest, from: ResumeFrom, signal: AbortLike, hooks?: StreamHooks): Promise<AdmittedStream> {
     const st = resumedState(req, from, this.migrationMaxBytes);
     const estimateFrom = (instance: string, startedMs: number) => ((m) => m && (() => this.meters.estimate(m)))(this.meters.markAt(instance, startedMs));
     await endForeignLeg(this.bus, this.legReportTimeoutMs, req, from, st, estimateFrom, this.counters, this.clock);
@@ -323,7 +323,7 @@ export class NatsBackend implements GatewayBackend {
   }
 
   /** The stream of `req` from `st` once `open` admitted a leg (one that ends before it starts is sent again until firstByMs). */
-  private async begin(req: InferenceRequest, signal: AbortSignal, st: StreamState, open: () => Promise<Leg>, hooks?: StreamHooks): Promise<AdmittedStream> {
+  private async begin(req: InferenceRequest, signal: AbortLike, st: StreamState, open: () => Promise<Leg>, hooks?: StreamHooks): Promise<AdmittedStream> {
     // the stream's current leg (the stream loop moves it to each new leg): the one an abort wakes and cancels; its reader's batches
     const cur: { leg?: Leg; batches?: AsyncGenerator<TokenChunk[]> } = {};
     const onAbort = () => {
@@ -346,7 +346,7 @@ export class NatsBackend implements GatewayBackend {
   }
 
   /** The client's stream over one or more legs from `st` (new or resumed), in batches (those read from an engine mid-stream to `sink`, when given). */
-  private async *stream(req: InferenceRequest, cur: { leg: Leg }, signal: AbortSignal, onAbort: () => void, firstByMs: number, st: StreamState, hooks?: StreamHooks, sink?: BatchSink): AsyncGenerator<TokenChunk[]> {
+  private async *stream(req: InferenceRequest, cur: { leg: Leg }, signal: AbortLike, onAbort: () => void, firstByMs: number, st: StreamState, hooks?: StreamHooks, sink?: BatchSink): AsyncGenerator<TokenChunk[]> {
     let leg = cur.leg;
     /** the stream goes on with `next`: an abort that came while it was being admitted ends it at once. */
     const moveTo = (next: Leg) => {
@@ -436,11 +436,11 @@ export class NatsBackend implements GatewayBackend {
    * Streams one granted leg from its engine. Returns 'done' when the request ended (its final chunk
    * yielded: success or an error that cannot migrate), 'migrate' when it must continue on a peer.
    */
-  private async *directLeg(req: InferenceRequest, leg: Leg, grant: TokenChunk, st: StreamState, signal: AbortSignal, sink?: BatchSink): AsyncGenerator<TokenChunk[], 'done' | 'migrate'> {
+  private async *directLeg(req: InferenceRequest, leg: Leg, grant: TokenChunk, st: StreamState, signal: AbortLike, sink?: BatchSink): AsyncGenerator<TokenChunk[], 'done' | 'migrate'> {
     const instance = grant.instance;
     const estimate = instance ? ((m: LegMark) => () => this.meters.estimate(m))(this.meters.mark(instance)) : undefined;
     const url = engineAddress(grant.grant!.url);
-    // the leg's cancellation (the client went away, the instance ended the leg): no EventTarget (src/engine/abort.ts)
+    // the leg's cancellation (the client went away, the instance ended the leg): no EventTarget (src/runtime/abort.ts)
     const ac = new LeanAbort();
     const stopLeg = (c: TokenChunk) => {
       if (c.error || c.done) ac.abort(new LegEnded(c.error ?? { code: 'unavailable', message: 'the instance ended the request', retryable: true }));
@@ -553,12 +553,11 @@ export class NatsBackend implements GatewayBackend {
       if (usage?.completionTokens !== undefined) st.sent = Math.max(st.sent, sentBefore + usage.completionTokens);
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;
       const fr = finishReason === 'length' || finishReason === 'tool_calls' ? finishReason : 'stop';
-      const where = { ...(grant.instance ? { instance: grant.instance } : {}), ...(grant.pool ? { pool: grant.pool } : {}), ...(grant.type ? { type: grant.type } : {}) };
       if (instance) st.ended = true; // the instance has the end report: no Cancel when the reader stops at this chunk
-      yield [{
-        ...(tail ?? { v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, ...where }), done: true, finishReason: fr, stopReason: stopReason ?? null,
-        usage: usageOf(st),
-      }];
+      // the engine's last text chunk (this leg's own object, not sent yet) ends the stream itself, completed in place
+      const last: TokenChunk = tail ?? placedChunk({ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0 }, grant);
+      Object.assign(last, { done: true, finishReason: fr, stopReason: stopReason ?? null, usage: usageOf(st) });
+      yield [last];
       return 'done';
     } catch (err) {
       leg.onControl = () => {};
@@ -588,11 +587,11 @@ export class NatsBackend implements GatewayBackend {
   }
 
   /** The continuation's prompt counted by an engine's tokenizer: one attempt within tokenizeTimeoutMs and admitAttemptMs (continuation.ts countedWithin). */
-  private counted = (req: InferenceRequest, signal: AbortSignal): Promise<InferenceRequest> => countedWithin((r, timeoutMs) => this.local ? this.tokenize(r)
+  private counted = (req: InferenceRequest, signal: AbortLike): Promise<InferenceRequest> => countedWithin((r, timeoutMs) => this.local ? this.tokenize(r)
     : this.bus.request(subjects.tokenize(), TokenizeRequest, r, TokenizeReply, { timeoutMs, signal }), req, Math.min(this.tokenizeTimeoutMs, this.admitAttemptMs), signal, this.clock);
 
   /** The next leg of a request already streaming (reopen.ts); the gateway's own routing tries another instance than the previous leg's first (intake decides freely). */
-  private reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortSignal, previous?: string): Promise<Leg> {
+  private reopen(req: InferenceRequest, next: InferenceRequest, signal: AbortLike, previous?: string): Promise<Leg> {
     return reopenLeg((l) => this.openLeg(l, signal, previous !== undefined ? { exclude: previous } : {}), this.clock, this.admitAttemptMs, req, next, signal);
   }
 }

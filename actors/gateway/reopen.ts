@@ -7,6 +7,7 @@ import { DynError, RemoteError } from '../../protocols/errors.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import type { InferenceRequest } from '../../protocols/messages.ts';
 import { deadlineError, pastDeadline } from './legs.ts';
+import type { AbortLike } from '../../src/runtime/abort.ts';
 
 /**
  * Nothing at or past `req`'s give-up time (pastDeadline): that is the request's timeout (not retryable). Else
@@ -16,7 +17,7 @@ import { deadlineError, pastDeadline } from './legs.ts';
  * leg id; after anything else it may be held (and was cancelled), so the next attempt asks under a new id.
  */
 export async function reopenLeg<L>(
-  open: (leg: InferenceRequest) => Promise<L>, clock: Clock, attemptMs: number, req: InferenceRequest, next: InferenceRequest, signal: AbortSignal,
+  open: (leg: InferenceRequest) => Promise<L>, clock: Clock, attemptMs: number, req: InferenceRequest, next: InferenceRequest, signal: AbortLike,
 ): Promise<L> {
   if (pastDeadline(req, clock.now())) throw deadlineError();
   const until = req.giveUpAtMs - attemptMs;

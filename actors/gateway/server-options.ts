@@ -13,6 +13,7 @@ import type { ValidationLimits } from './openai.ts';
 import type { TokenSource } from './choices.ts';
 import type { JournalSlo, ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
 import type { CorsSettings } from './cors.ts';
+import type { AbortLike } from '../../src/runtime/abort.ts';
 
 /** What the gateway needs from the cluster. */
 export interface GatewayBackend {
@@ -21,9 +22,9 @@ export interface GatewayBackend {
    * a chunk with `done` or `error`); rejects with a DynError when refused. Aborting `signal` cancels it
    * downstream and ends the stream.
    */
-  submit(req: InferenceRequest, signal: AbortSignal, hooks?: StreamHooks): Promise<TokenSource>;
+  submit(req: InferenceRequest, signal: AbortLike, hooks?: StreamHooks): Promise<TokenSource>;
   /** Continues a resumable stream from `from` as a new leg (the stream's usage sums every leg); absent: resumes are refused. */
-  resume?(req: InferenceRequest, from: ResumeFrom, signal: AbortSignal, hooks?: StreamHooks): Promise<TokenSource>;
+  resume?(req: InferenceRequest, from: ResumeFrom, signal: AbortLike, hooks?: StreamHooks): Promise<TokenSource>;
   /** false while the backend cannot reach the cluster (healthz answers 503). Default true. */
   ready?(): boolean;
   /**

@@ -50,6 +50,7 @@ import { DYNAMOLLM_VERSION } from '../../src/runtime/version.ts';
 import { collectChoice, collectedBody } from './collect.ts';
 import { Cors } from './cors.ts';
 import { echoSource, echoedPrompt } from './echo.ts';
+import { LeanAbort } from '../../src/runtime/abort.ts';
 
 const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
 const STATIC: Record<string, string> = { '/': 'index.html', '/index.html': 'index.html', '/dashboard.js': 'dashboard.js', '/dashboard.css': 'dashboard.css' };
@@ -78,7 +79,7 @@ export class GatewayServer {
   /** closing (close()): the listener is closed and new requests get 503. */
   private draining = false;
   private liveTimer: unknown;
-  private readonly aborts = new Set<AbortController>();
+  private readonly aborts = new Set<LeanAbort>();
   private readonly counter: PromptCounter;
   private readonly tokenizers: Tokenizers;
   private readonly cors: Cors;
@@ -330,7 +331,7 @@ export class GatewayServer {
   private async inferenceHeld(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit): Promise<void> {
     // from its start, the client's leaving (or the hold limit) aborts what is under way for the request: the prompt's
     // count, its admission, its legs; and its slots of maxInflight, taken at the in-flight check, are given back at its end
-    const ac = new AbortController();
+    const ac = new LeanAbort(); // (no EventTarget: src/runtime/abort.ts)
     const onClose = () => {
       if (!res.writableEnded) ac.abort(new DynError('cancelled', 'client disconnected', { retryable: false }));
     };
@@ -352,7 +353,7 @@ export class GatewayServer {
     }
   }
 
-  private async inferenceSlotted(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit, ac: AbortController, slots: { n: number }, tr: number): Promise<void> {
+  private async inferenceSlotted(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit, ac: LeanAbort, slots: { n: number }, tr: number): Promise<void> {
     // its receipt (the HTTP head parsed), for the debug log's time to its arrival stamp (the body's read, its parse, the prompt's count)
     const receivedMs = this.opts.clock.now();
     const ct = req.headers['content-type'] ?? '';
@@ -477,7 +478,7 @@ export class GatewayServer {
   }
 
   /** The whole answer as one JSON response: every choice, with its index. Resolves true when it was sent. */
-  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: AbortController, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
+  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: LeanAbort, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
     let got: { out: ChoiceOut; tokens: number; usage?: Usage }[];
     try {
       got = await Promise.all(streams.map((s, i) => collectChoice(s, timers[i]!, hold)));
@@ -492,7 +493,7 @@ export class GatewayServer {
   }
 
   /** The token streams relayed as SSE (sse-stream.ts relaySse); resolves true when [DONE] was sent. */
-  private streamSse(res: ServerResponse, route: string, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: AbortController, timers: StreamTimer[], hold?: HoldLimit, r?: Resumable): Promise<boolean> {
+  private streamSse(res: ServerResponse, route: string, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: LeanAbort, timers: StreamTimer[], hold?: HoldLimit, r?: Resumable): Promise<boolean> {
     const started = () => (hold?.begin(), this.count(route, 200));
     return relaySse({ res, started, fail: (e: HttpError) => this.sendError(res, route, e), plane: this.opts.dataPlane, clientStallMs: this.opts.clientStallMs, clock: this.opts.clock }, p, id, created, inputTokens, sources, ac, timers, r);
   }
@@ -534,7 +535,7 @@ export class GatewayServer {
       res.end(prelude + 'data: [DONE]\n\n');
       return;
     }
-    const ac = new AbortController();
+    const ac = new LeanAbort();
     this.aborts.add(ac);
     this.inflight++;
     this.opts.metrics?.gatewayInflight.set(this.inflight);

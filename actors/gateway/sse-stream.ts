@@ -18,6 +18,7 @@ import { RESUMABLE_HEADER, eventId, foldJournal, replayAfter, type JournalHead, 
 import type { JournalWriter } from './journal-writer.ts';
 import type { ResumeEntry } from '../../protocols/journal.ts';
 import { MARK, firstTokenTrace } from '../../src/runtime/first-token-trace.ts';
+import type { AbortLike } from '../../src/runtime/abort.ts';
 
 /** How a stream's events are framed. */
 export type Framing = Pick<ParsedRequest, 'kind' | 'model' | 'continuousUsage' | 'includeUsage'>;
@@ -61,7 +62,7 @@ export interface SseContext {
  * resumability. A resumed stream sends `r.prelude`
  * (the events the client missed) with its status line, and numbers its events from `r.next`.
  */
-export async function relaySse(ctx: SseContext, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: AbortController, timers: StreamTimer[], r?: Resumable): Promise<boolean> {
+export async function relaySse(ctx: SseContext, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: { readonly signal: AbortLike }, timers: StreamTimer[], r?: Resumable): Promise<boolean> {
   const res = ctx.res;
   let started = false;
   const w = new SseWriter(res, undefined, r?.journal);

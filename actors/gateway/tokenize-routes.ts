@@ -7,6 +7,7 @@ import { engineParams, type DetokenizeReply, type DetokenizeRequest, type Tokeni
 import { HttpError, badRequest, httpErrorOfWire, parseOpenAiRequest, toHttp, type ParsedRequest } from './openai.ts';
 import { readBody } from './body.ts';
 import { TokenizeRefused, localDetokenize, type PromptCounter, type TokenCount } from './tokens.ts';
+import type { AbortLike } from '../../src/runtime/abort.ts';
 
 /** What the tokenizer routes use: the served models, the tokenizer, the backend (its detokenizer; absent: the emulator's), the prompt counter. */
 export interface Tokenizers {
@@ -21,7 +22,7 @@ export interface Tokenizers {
  * client left, the hold limit passed) ends the wait at once with the signal's reason (the count, under its own deadline,
  * still fills the cache when it comes).
  */
-export async function countTokens(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params'], signal?: AbortSignal): Promise<TokenCount> {
+export async function countTokens(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params'], signal?: AbortLike): Promise<TokenCount> {
   return knownCount(counter, model, prompt, messages, params) ?? countAsked(counter, model, prompt, messages, params, signal);
 }
 
@@ -34,7 +35,7 @@ export function knownCount(counter: PromptCounter, model: string, prompt: string
   return known && truncated(known, params?.truncate_prompt_tokens);
 }
 
-async function countAsked(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params'], signal?: AbortSignal): Promise<TokenCount> {
+async function countAsked(counter: PromptCounter, model: string, prompt: string | number[] | undefined, messages: ParsedRequest['messages'], params?: ParsedRequest['params'], signal?: AbortLike): Promise<TokenCount> {
   try {
     const counting = counter.count(model, prompt, messages, params);
     return truncated(await (signal ? untilAborted(counting, signal) : counting), params?.truncate_prompt_tokens);
@@ -59,7 +60,7 @@ function truncated(c: TokenCount, k: number | undefined): TokenCount {
 }
 
 /** `p`, or a rejection with the signal's reason once `signal` aborts, whichever comes first. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+function untilAborted<T>(p: Promise<T>, signal: AbortLike): Promise<T> {
   if (signal.aborted) {
     p.catch(() => undefined);
     return Promise.reject(signal.reason as Error);

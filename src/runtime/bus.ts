@@ -24,6 +24,7 @@ import { connectionOptions, type NatsSettings } from './nats-settings.ts';
 import { JetStreamMover } from './jetstream-move.ts';
 import { answeringFirst, firstConnect, NATS_DIAL_TIMEOUT_MS, skipSilentOnReconnect } from './nats-dial.ts';
 import { linkUp, ReplyHold, type ReplyHoldCounters } from './reply-hold.ts';
+import type { AbortLike } from './abort.ts';
 
 /** How long Bus.drain waits for an orderly drain before it closes the connection (ms). */
 export const BUS_DRAIN_TIMEOUT_MS = 5000;
@@ -234,7 +235,7 @@ export class Bus extends EventEmitter {
     reqCodec: Codec<Q>,
     msg: Q,
     resCodec: Codec<R>,
-    opts: { timeoutMs: number; signal?: AbortSignal },
+    opts: { timeoutMs: number; signal?: AbortLike },
   ): Promise<R> {
     if (!(opts?.timeoutMs > 0)) throw new RangeError(`request to ${subject}: timeoutMs must be > 0`);
     if (opts.signal?.aborted) throw new CancelledError(`request to ${subject} cancelled before sending`);
@@ -347,9 +348,7 @@ export class Bus extends EventEmitter {
       capacity: opts.capacity ?? DEFAULT_CAPACITY,
       concurrency: opts.concurrency ?? 1,
       name: `sub ${subject}`,
-      handler: async ({ msg, subject: s }) => {
-        await handler(msg, s);
-      },
+      handler: ({ msg, subject: s }) => handler(msg, s),
       onError: (err, item) => {
         this.counters.handlerErrors++;
         this.log.error({ subject: item.subject, err }, 'subscriber handler failed');
@@ -524,7 +523,7 @@ export class Bus extends EventEmitter {
   }
 }
 
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal, subject: string): Promise<T> {
+function raceAbort<T>(p: Promise<T>, signal: AbortLike, subject: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(new CancelledError(`request to ${subject} cancelled`, signal.reason));
     signal.addEventListener('abort', onAbort, { once: true });

@@ -4,6 +4,7 @@
  * and never sleep.
  */
 import { TimeoutError } from './errors.ts';
+import type { AbortLike } from './abort.ts';
 
 export interface Clock {
   /** ms since epoch. */
@@ -13,16 +14,16 @@ export interface Clock {
   setInterval(fn: () => void, ms: number): unknown;
   clearInterval(h: unknown): void;
   /** Resolves after `ms`; rejects with the signal's reason when aborted first. */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+  sleep(ms: number, signal?: AbortLike): Promise<void>;
 }
 
 /** The reason an AbortSignal carries: an Error (a DOMException 'AbortError' unless abort() was given another value, then kept as the cause). */
-function abortReason(signal: AbortSignal | undefined): Error {
+function abortReason(signal: AbortLike | undefined): Error {
   const r: unknown = signal?.reason;
   return r instanceof Error ? r : new Error('aborted', { cause: r });
 }
 
-function sleepWith(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+function sleepWith(clock: Clock, ms: number, signal?: AbortLike): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     if (signal?.aborted) {
       reject(abortReason(signal));
@@ -100,7 +101,7 @@ export class ManualClock implements Clock {
   clearInterval(h: unknown): void {
     this.#timers.delete(h as number);
   }
-  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  sleep(ms: number, signal?: AbortLike): Promise<void> {
     return sleepWith(this, ms, signal);
   }
   /** Number of pending timers (for tests that check nothing leaks). */

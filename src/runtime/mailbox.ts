@@ -9,7 +9,8 @@ export interface MailboxOptions<T> {
   capacity: number;
   /** max items handled at once. Default 1. */
   concurrency?: number;
-  handler: (item: T) => Promise<void>;
+  /** a handler that returns no promise is done when it returns. */
+  handler: (item: T) => Promise<void> | void;
   /** called with a handler's rejection; the mailbox keeps going. */
   onError?: (err: unknown, item: T) => void;
   /** names the mailbox in the overflow error. */
@@ -65,16 +66,31 @@ export class Mailbox<T> {
 
   #run(item: T): void {
     this.#running++;
-    // the handler runs now; a synchronous throw becomes a rejection with the same value
-    const p = new Promise<void>((resolve) => {
-      resolve(this.#opts.handler(item));
-    });
-    p.catch((err: unknown) => this.#opts.onError?.(err, item)).finally(() => {
-      this.#running--;
-      this.handled++;
-      this.#pump();
-    });
+    // the handler runs now; a synchronous throw becomes a rejection with the same value. Its end is taken one
+    // microtask after it settles (one promise and reaction per item, not a chain of four)
+    let r: Promise<void> | void;
+    try {
+      r = this.#opts.handler(item);
+    } catch (err) {
+      queueMicrotask(() => this.#failed(err, item));
+      return;
+    }
+    Promise.resolve(r).then(this.#ended, (err: unknown) => this.#failed(err, item));
   }
+
+  #failed(err: unknown, item: T): void {
+    try {
+      this.#opts.onError?.(err, item);
+    } finally {
+      this.#ended();
+    }
+  }
+
+  readonly #ended = (): void => {
+    this.#running--;
+    this.handled++;
+    this.#pump();
+  };
 
   #pump(): void {
     while (this.#running < this.concurrency && this.size > 0) {

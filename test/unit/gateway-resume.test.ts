@@ -18,6 +18,7 @@ import { GatewayServer, type GatewayBackend, type ResumeFrom, type StreamHooks, 
 import { DEFAULT_JOURNAL_TIMING, JournalWriter, eventId, foldJournal, journalBounds, parseLastEventId, replayAfter, resumableOf, type JournalAppend } from '../../actors/gateway/resume.ts';
 import { ResumeEntry } from '../../protocols/journal.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
+import type { AbortLike } from '../../src/runtime/abort.ts';
 
 /** the journal's waits bounded by half the request's SLO (gateway.journal.sloShare 0.5; the default is 0: the caps alone). */
 const SLO_BOUND = { ...DEFAULT_JOURNAL_TIMING, sloShare: 0.5 };
@@ -309,7 +310,7 @@ const word = (i: number) => ` w${i}`;
 
 /** A backend whose request yields ` w<i>` for i from where it starts to `max`, one token per batch, every 15 ms. */
 function fakeBackend(log: { resumed: ResumeFrom[]; legs: string[] }, max = MAX): GatewayBackend {
-  async function* gen(req: InferenceRequest, from: number, signal: AbortSignal): AsyncGenerator<TokenChunk[]> {
+  async function* gen(req: InferenceRequest, from: number, signal: AbortLike): AsyncGenerator<TokenChunk[]> {
     for (let i = from; i < max; i++) {
       await new Promise((r) => setTimeout(r, 15));
       if (signal.aborted) return;
@@ -317,7 +318,7 @@ function fakeBackend(log: { resumed: ResumeFrom[]; legs: string[] }, max = MAX):
       yield [{ v: 1, id: req.id, seq: i, text: word(i), tokens: 1, ...(last ? { done: true, finishReason: 'length' as const, usage: { promptTokens: 3, completionTokens: max, energyJ: 5, energySource: 'modelled' as const } } : {}) }];
     }
   }
-  const stream = (req: InferenceRequest, from: number, signal: AbortSignal) => {
+  const stream = (req: InferenceRequest, from: number, signal: AbortLike) => {
     const g = gen(req, from, signal);
     return { batches: () => g, [Symbol.asyncIterator]: () => { throw new Error('batches only'); } } as unknown as AsyncIterable<TokenChunk> & { batches(): AsyncIterable<readonly TokenChunk[]> };
   };

@@ -29,6 +29,10 @@ describe('a direct request sent without its prompt', () => {
       expect(rest).toEqual(want);
       // a valid message, a fraction of the bytes for a 2,000-id prompt
       expect(InferenceRequestCodec.decode(InferenceRequestCodec.encode(lean))).toEqual(lean);
+      // the same bytes as the request's other members in their order, then the form (the members copied one by one)
+      const { prompt: _p3, messages: _m3, ...others } = req as InferenceRequest;
+      expect(Object.keys(lean)).toEqual([...Object.keys(others), 'promptForm']);
+      expect(Buffer.from(InferenceRequestCodec.encode(lean))).toEqual(Buffer.from(InferenceRequestCodec.encode({ ...others, promptForm: form })));
     }
     expect(InferenceRequestCodec.encode(withoutPrompt(ids)).length * 10).toBeLessThan(InferenceRequestCodec.encode(ids).length);
     // the request as the client sent it is left as it was

@@ -99,6 +99,39 @@ describe('Mailbox', () => {
     expect(errors.length).toBe(4);
     expect(mb.handled).toBe(20);
   });
+
+  it('takes a handler that returns no promise as done when it returns, one at a time, its throw to onError', async () => {
+    const seen: string[] = [];
+    const errors: [unknown, number][] = [];
+    let running = 0;
+    const mb = new Mailbox<number>({
+      capacity: 100,
+      concurrency: 1,
+      handler: (n) => {
+        if (n % 2 === 0) {
+          // an async one among them: the next waits for its end
+          running++;
+          return new Promise<void>((r) => setTimeout(() => {
+            seen.push(`async ${n} alone ${running === 1}`);
+            running--;
+            r();
+          }, 2));
+        }
+        seen.push(`sync ${n} alone ${running === 0}`);
+        if (n === 5) throw new Error('bad 5');
+      },
+      onError: (e, item) => errors.push([e, item]),
+    });
+    for (let i = 1; i <= 7; i++) mb.offer(i);
+    expect(mb.inFlight).toBe(1);
+    await mb.idle();
+    expect(seen).toEqual(['sync 1 alone true', 'async 2 alone true', 'sync 3 alone true', 'async 4 alone true', 'sync 5 alone true', 'async 6 alone true', 'sync 7 alone true']);
+    expect(errors).toHaveLength(1);
+    expect((errors[0]![0] as Error).message).toBe('bad 5');
+    expect(errors[0]![1]).toBe(5);
+    expect(mb.handled).toBe(7);
+    expect(mb.inFlight).toBe(0);
+  });
 });
 
 function hb(id: string, seq: number, startedMs: number, state: Heartbeat['state'] = 'running'): Heartbeat {

@@ -1,0 +1,208 @@
+/**
+ * The gateway's JavaScript heap allocation per short request: bytes allocated in the serving gateway process over SEQ
+ * sequential streamed 4-token requests (the datapath bench's direct-path one-instance cluster, zero-delay emulator, as
+ * test/bench/gateway-gc.ts), its scavenges per 1,000 of them, and with PROFILE the allocation sites (V8's sampling heap
+ * profiler keeping the samples of objects scavenges and full collections freed: every allocation, not only the live).
+ *
+ * Bytes allocated are counted in the gateway itself: a module every node process of the cluster imports (NODE_OPTIONS)
+ * starts a window on the first SIGUSR2 and ends it on the second; over the window, the heap's used bytes at its end less
+ * at its start plus what each garbage collection freed (v8.GCProfiler's before and after each). The figure is V8's
+ * heap only (a Buffer's bytes outside it are not in it, its JavaScript object is). The gateway's background work (NATS
+ * pings, heartbeats, timers) is measured over an idle window of IDLE_S seconds and subtracted at its rate.
+ *
+ * Run with one tree or several (each built: `npm run build`; its bin/ runs its dist/); RUNS rounds, the trees in turn
+ * (A B A B ...), each a fresh cluster:
+ *   nice -n 10 npx tsx scripts/gateway-alloc.ts [treeA [treeB ...]]
+ * Env: SEQ (1000), RUNS (3), WARM_S (closed-loop warm-up, 8: the young generation grows to its cap as in a serving
+ * gateway), IDLE_S (3), PROFILE=<bytes> (the sampling interval, e.g. 512; prints the top sites by self bytes and by the
+ * innermost frame in the project's dist/ or a package), TOP (25).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { freePort } from '../test/helpers/net.ts';
+import { tree } from '../test/bench/datapath-cpu.ts';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const TREES = process.argv.length > 2 ? process.argv.slice(2).map((t) => resolve(t)) : [REPO];
+const MODEL = 'llama3.1-8b';
+const SEQ = Number(process.env.SEQ ?? 1000);
+const RUNS = Number(process.env.RUNS ?? 3);
+const WARM_S = Number(process.env.WARM_S ?? 8);
+const IDLE_S = Number(process.env.IDLE_S ?? 3);
+const PROFILE = process.env.PROFILE ? Number(process.env.PROFILE) : undefined;
+const TOP = Number(process.env.TOP ?? 25);
+const CLIENTS = 16;
+
+/** The window's module (plain JavaScript: every process of the cluster imports it through NODE_OPTIONS). */
+const PRELOAD = `
+import { renameSync, writeFileSync } from 'node:fs';
+import v8 from 'node:v8';
+import { Session } from 'node:inspector';
+const dir = process.env.DYN_ALLOC_DIR, every = Number(process.env.DYN_ALLOC_PROFILE ?? 0);
+let w;
+process.on('SIGUSR2', () => {
+  if (!w) {
+    let session;
+    if (every > 0) {
+      session = new Session();
+      session.connect();
+      session.post('HeapProfiler.startSampling', { samplingInterval: every, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    }
+    const gc = new v8.GCProfiler();
+    gc.start();
+    w = { session, gc, used: v8.getHeapStatistics().used_heap_size, t0: performance.now() };
+    writeFileSync(dir + '/started-' + process.pid, '');
+    return;
+  }
+  const used = v8.getHeapStatistics().used_heap_size, ms = performance.now() - w.t0;
+  const { statistics } = w.gc.stop();
+  let freed = 0, scavenges = 0, full = 0;
+  for (const s of statistics) {
+    freed += s.beforeGC.heapStatistics.usedHeapSize - s.afterGC.heapStatistics.usedHeapSize;
+    if (s.gcType === 'Scavenge' || s.gcType === 'MinorMarkCompact') scavenges++;
+    else full++;
+  }
+  const out = { pid: process.pid, ms, allocated: used - w.used + freed, scavenges, full };
+  const done = (profile) => {
+    // written whole, then renamed: the bench reads it once it is there
+    writeFileSync(dir + '/window-' + process.pid + '.tmp', JSON.stringify({ ...out, profile }));
+    renameSync(dir + '/window-' + process.pid + '.tmp', dir + '/window-' + process.pid + '.json');
+    w = undefined;
+  };
+  if (w.session) w.session.post('HeapProfiler.stopSampling', (err, r) => { w.session.disconnect(); done(err ? undefined : r.profile); });
+  else done(undefined);
+});
+`;
+
+async function one(base: string): Promise<void> {
+  const r = await fetch(`${base}/v1/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: MODEL, prompt: [1, 2, 3, 4, 5, 6, 7, 8], max_tokens: 4, ignore_eos: true, stream: true }),
+  });
+  if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+  let n = 0;
+  for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) n += part.length;
+  if (n === 0) throw new Error('an empty stream');
+}
+
+interface Frame { functionName: string; url: string; lineNumber: number; columnNumber: number }
+interface Node { callFrame: Frame; selfSize: number; children: Node[] }
+interface Window { pid: number; ms: number; allocated: number; scavenges: number; full: number; profile?: { head: Node } }
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** One window over every gateway process: SIGUSR2, `work`, SIGUSR2; the busiest process's window. */
+async function window(dir: string, pids: number[], work: () => Promise<void>): Promise<Window> {
+  const file = (k: string, p: number) => join(dir, `${k}-${p}${k === 'window' ? '.json' : ''}`);
+  for (const p of pids) process.kill(p, 'SIGUSR2');
+  for (const until = Date.now() + 10_000; !pids.every((p) => existsSync(file('started', p)));) {
+    if (Date.now() > until) throw new Error('the gateway did not start its window');
+    await sleep(20);
+  }
+  await work();
+  for (const p of pids) process.kill(p, 'SIGUSR2');
+  for (const until = Date.now() + 30_000; !pids.every((p) => existsSync(file('window', p)));) {
+    if (Date.now() > until) throw new Error('the gateway did not end its window');
+    await sleep(20);
+  }
+  const ws = pids.map((p) => JSON.parse(readFileSync(file('window', p), 'utf8')) as Window);
+  for (const p of pids) for (const k of ['started', 'window']) rmSync(file(k, p), { force: true });
+  await sleep(100);
+  return ws.sort((a, b) => b.allocated - a.allocated)[0]!;
+}
+
+/** Self bytes by site, and by the innermost frame of the project's code or a package (`own`). */
+function sites(head: Node, treeDir: string): { self: Map<string, number>; own: Map<string, number>; total: number } {
+  const self = new Map<string, number>(), own = new Map<string, number>();
+  let total = 0;
+  const name = (f: Frame) => {
+    const u = f.url.replace(pathToFileURL(treeDir).href + '/', '').replace(/^file:\/\/.*node_modules\//, 'node_modules/');
+    return `${f.functionName || '(anonymous)'} ${u || '(native)'}:${f.lineNumber + 1}`;
+  };
+  const mine = (f: Frame) => f.url.includes('/dist/') || f.url.includes('node_modules/');
+  const walk = (n: Node, ownSite: string) => {
+    const s = name(n.callFrame);
+    const o = mine(n.callFrame) ? s : ownSite;
+    if (n.selfSize > 0) {
+      total += n.selfSize;
+      self.set(s, (self.get(s) ?? 0) + n.selfSize);
+      own.set(o, (own.get(o) ?? 0) + n.selfSize);
+    }
+    for (const c of n.children) walk(c, o);
+  };
+  walk(head, '(outside the project)');
+  return { self, own, total };
+}
+
+function top(m: Map<string, number>, total: number, per: number): string {
+  return [...m].sort((a, b) => b[1] - a[1]).slice(0, TOP)
+    .map(([k, v]) => `    ${(v / per).toFixed(0).padStart(7)} B/req ${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`).join('\n');
+}
+
+async function run(treeDir: string): Promise<{ perReq: number; scavPerK: number; idlePerS: number; raw: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'gateway-alloc-'));
+  const cfg = join(dir, 'bench.json');
+  writeFileSync(cfg, JSON.stringify({
+    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json', servers: [{ id: 'n0', gpus: 1 }],
+    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+    epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
+    engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: ['--zero-delay'] },
+    gateway: { maxInflight: 4096, dataPath: 'direct', requestPlane: 'direct', workers: 1, dataPlane: 'js' },
+  }));
+  const preload = join(dir, 'alloc-window.mjs');
+  writeFileSync(preload, PRELOAD);
+  const gp = await freePort();
+  let out = '';
+  const up = spawn(process.execPath, [join(treeDir, 'bin', 'dynamollm.js'), 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir, '--gateway-standbys', '0'], {
+    stdio: ['ignore', 'pipe', 'pipe'], cwd: treeDir,
+    env: { ...process.env, NODE_OPTIONS: `--import=${pathToFileURL(preload).href}`, DYNAMOLLM_LOG_LEVEL: 'error', DYN_ALLOC_DIR: dir, DYN_ALLOC_PROFILE: String(PROFILE ?? 0) },
+  });
+  up.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  up.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  try {
+    for (const until = Date.now() + 120_000; !out.includes('cluster ready');) {
+      if (Date.now() > until || up.exitCode !== null) throw new Error(out.slice(-3000));
+      await sleep(200);
+    }
+    const base = `http://127.0.0.1:${gp}`;
+    const gw = tree(up.pid!).gateway;
+    for (let i = 0; i < 20; i++) await one(base);
+    const warmUntil = performance.now() + WARM_S * 1000;
+    await Promise.all(Array.from({ length: CLIENTS }, async () => {
+      while (performance.now() < warmUntil) await one(base);
+    }));
+    for (let i = 0; i < 200; i++) await one(base);
+    await sleep(300);
+    const idle = await window(dir, gw, () => sleep(IDLE_S * 1000));
+    const idlePerMs = idle.allocated / idle.ms;
+    const w = await window(dir, gw, async () => {
+      for (let i = 0; i < SEQ; i++) await one(base);
+    });
+    const perReq = (w.allocated - idlePerMs * w.ms) / SEQ;
+    const scavPerK = (w.scavenges * 1000) / SEQ;
+    process.stdout.write(`${new Date().toISOString()} ${treeDir}: ${SEQ} sequential requests in ${(w.ms / 1000).toFixed(2)} s: ` +
+      `${(w.allocated / SEQ).toFixed(0)} B allocated per request raw, ${(idlePerMs * 1000).toFixed(0)} B/s idle, ` +
+      `${perReq.toFixed(0)} B per request less idle; ${w.scavenges} scavenges (${scavPerK.toFixed(1)} per 1,000), ${w.full} full GCs\n`);
+    if (w.profile) {
+      const s = sites(w.profile.head, treeDir);
+      process.stdout.write(`  sampled ${(s.total / SEQ).toFixed(0)} B per request (interval ${PROFILE} B); by site (self):\n${top(s.self, s.total, SEQ)}\n` +
+        `  by the innermost frame of the project's dist/ or a package:\n${top(s.own, s.total, SEQ)}\n`);
+      writeFileSync(join(dir, 'profile.json'), JSON.stringify(w.profile));
+      process.stdout.write(`  profile: ${join(dir, 'profile.json')}\n`);
+    }
+    return { perReq, scavPerK, idlePerS: idlePerMs * 1000, raw: w.allocated / SEQ };
+  } finally {
+    const exited = new Promise((r) => up.once('exit', r));
+    up.kill('SIGINT');
+    await Promise.race([exited, sleep(30_000)]);
+  }
+}
+
+const results = new Map<string, { perReq: number; scavPerK: number }[]>(TREES.map((t) => [t, []]));
+for (let r = 0; r < RUNS; r++) for (const t of TREES) results.get(t)!.push(await run(t));
+for (const [t, rs] of results) {
+  process.stdout.write(`${t}: B per request less idle ${rs.map((x) => x.perReq.toFixed(0)).join(', ')}; scavenges per 1,000 ${rs.map((x) => x.scavPerK.toFixed(1)).join(', ')}\n`);
+}
