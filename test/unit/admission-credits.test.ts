@@ -47,7 +47,7 @@ describe('admission credits: the instance lends', () => {
     const fx = d.at(1, { type: 'admit', req: req(), lendTo: 'gw-a' });
     expect(starts(fx)).toHaveLength(1);
     // 8 slots, 1 running: 7 free, half of them is 3 (the per-gateway bound is 3 too)
-    expect(lent(fx)?.loan).toEqual({ epoch: 0, total: 3, ttlMs: TTL });
+    expect(lent(fx)?.loan).toEqual({ epoch: 0, total: 3, spent: 0, ttlMs: TTL });
     expect(creditsOutstanding(d.s.credits, T0 + 1)).toBe(3);
     // the 3 seats are the gateway's: 4 more admissions start, the next ones queue
     const started = [0, 1, 2, 3, 4, 5].map(() => starts(d.at(2, { type: 'admit', req: req() })).length);
@@ -78,7 +78,7 @@ describe('admission credits: the instance lends', () => {
     expect(d.at(6, { type: 'credited_start', req: r, gateway: 'gw-a', epoch: 0 })).toEqual([]);
     // top-up: 8 - 2 running - 2 outstanding = 4 free, half is 2, capped at 3 unspent: cumulative total 1 spent + 3
     const t = lent(d.at(7, { type: 'credited_start', req: req(), gateway: 'gw-a', epoch: 0, topUp: true }));
-    expect(t?.loan).toEqual({ epoch: 0, total: 5, ttlMs: TTL });
+    expect(t?.loan).toEqual({ epoch: 0, total: 5, spent: 2, ttlMs: TTL });
   });
 
   it('a credit spent after a revocation is still started (the engine has it), counted as an overdraft', () => {
@@ -155,5 +155,68 @@ describe('admission credits: the gateway spends', () => {
     give(2);
     creditStatus(lines, { id: 'i0', startedMs: 7, state: 'draining', creditEpoch: 2 });
     expect(lines.has('i0')).toBe(false);
+  });
+
+  it('after a quiet spell that lapses the line, the next loan lets the gateway start only what it lends, never the credits spent before', () => {
+    const d = new Drive().ready();
+    const lines: CreditLines = new Map();
+    const ctx = { grant, pool: 'p', startedMs: 7 };
+    // the gateway spends every credit it holds (each a credited start at the instance); returns how many, and the overdrafts
+    const spendAll = (ms: number) => {
+      const before = d.s.credits.overdrafts;
+      let n = 0;
+      for (let c = creditSpend(lines, 'i0', T0 + ms); c; c = creditSpend(lines, 'i0', T0 + ms), n++) {
+        d.at(ms, { type: 'credited_start', req: req(), gateway: 'gw-a', epoch: c.epoch });
+      }
+      return { n, overdrafts: d.s.credits.overdrafts - before };
+    };
+    const finishAll = (ms: number) => { for (const id of [...d.s.running.keys()]) d.at(ms, { type: 'finished', id, ok: true }); };
+    let t = 1;
+    for (let round = 0; round < 20; round++, t += 100) {
+      const loan = lent(d.at(t, { type: 'admit', req: req(), lendTo: 'gw-a' }))!.loan;
+      creditReceived(lines, 'i0', loan, ctx, T0 + t);
+      expect(spendAll(t + 1)).toEqual({ n: 3, overdrafts: 0 });
+      finishAll(t + 50);
+    }
+    expect(d.s.credits.loans.get('gw-a')?.spent).toBe(60);
+    // quiet past the ttl: the gateway's line lapses; the instance's epoch stays
+    t += TTL + CREDIT_SLACK_MS + 5000;
+    expect(creditSpend(lines, 'i0', T0 + t)).toBeUndefined();
+    expect(lines.has('i0')).toBe(false);
+    expect(d.s.credits.epoch).toBe(0);
+    const loan = lent(d.at(t, { type: 'admit', req: req(), lendTo: 'gw-a' }))!.loan;
+    creditReceived(lines, 'i0', loan, ctx, T0 + t);
+    expect(spendAll(t + 1)).toEqual({ n: 3, overdrafts: 0 });
+    expect(d.s.running.size).toBeLessThanOrEqual(cfg.maxInEngine);
+    expect(loan).toEqual({ epoch: 0, total: 63, spent: 60, ttlMs: TTL });
+  });
+
+  it('loans in any order never let a gateway without a line spend more than one loan lent', () => {
+    const ctx = { grant, pool: 'p', startedMs: 7 };
+    const older = { epoch: 0, total: 40, spent: 37, ttlMs: 1000 };
+    const newer = { epoch: 0, total: 44, spent: 41, ttlMs: 1000 };
+    const spendable = (lines: CreditLines, now: number) => { let n = 0; while (creditSpend(lines, 'i0', now)) n++; return n; };
+    // in order, a fresh line (a gateway restarted under its id): the newer loan's 3, the older one ignored
+    const a: CreditLines = new Map();
+    creditReceived(a, 'i0', older, ctx, 0);
+    creditReceived(a, 'i0', newer, ctx, 0);
+    expect(spendable(a, 1)).toBe(3);
+    // the older one after the newer: ignored
+    const b: CreditLines = new Map();
+    creditReceived(b, 'i0', newer, ctx, 0);
+    creditReceived(b, 'i0', older, ctx, 0);
+    expect(spendable(b, 1)).toBe(3);
+    // the older one after the newer's line lapsed: its own 3 at most
+    const c: CreditLines = new Map();
+    creditReceived(c, 'i0', newer, ctx, 0);
+    expect(creditSpend(c, 'i0', 2000)).toBeUndefined();
+    creditReceived(c, 'i0', older, ctx, 2000);
+    expect(spendable(c, 2001)).toBe(3);
+    // a line of the same epoch whose own count is ahead of the loan's (credited reports on their way) keeps its own
+    const e: CreditLines = new Map();
+    creditReceived(e, 'i0', { epoch: 0, total: 4, spent: 0, ttlMs: 1000 }, ctx, 0);
+    expect(spendable(e, 1)).toBe(4);
+    creditReceived(e, 'i0', { epoch: 0, total: 6, spent: 2, ttlMs: 1000 }, ctx, 2);
+    expect(spendable(e, 3)).toBe(2);
   });
 });

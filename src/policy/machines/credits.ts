@@ -9,11 +9,14 @@
  * `credited` report (the request itself, no reply waited for), and streams from the engine at once with the
  * grant it keeps from the loan; past its credits it asks the instance for admission, and that reply lends again.
  *
- * Loans are cumulative per (epoch, gateway): the instance says "your credits total T in epoch e" and the
- * gateway counts what it spent in e, so a loan renewed while spent credits are still on their way is never
- * counted twice. A credit spent after a revocation or a lapse the gateway had not heard of yet (at most the
- * credits in flight during one status) is still started: the engine has the request; the instance counts it
- * as an overdraft.
+ * Loans are cumulative per (epoch, gateway): the instance says "your credits total T in epoch e, S of them
+ * spent as I count" and the gateway counts what it spent in e, taking the larger of its count and S, so a loan
+ * renewed while spent credits are still on their way is never counted twice, and a gateway that holds no line
+ * (it lapsed, the instance went quiet, the gateway restarted) starts from the instance's count: whatever the
+ * order loans arrive in, one never lets the gateway spend more than the T - S it was lent. A credit spent after
+ * a revocation or a lapse the gateway had not heard of yet (at most the credits in flight during one status, or
+ * a loan's T - S for a loan delivered after a later one's line lapsed) is still started: the engine has the
+ * request; the instance counts it as an overdraft.
  *
  * Both sides are here, pure: the instance machine (instance.ts) holds a `CreditLedger`, the gateway's router
  * machine (router.ts) its `CreditLines`. No I/O, no clock: `now` comes in.
@@ -25,6 +28,8 @@ export interface CreditLoan {
   epoch: number;
   /** credits lent to this gateway in this epoch, cumulative (spent ones included). */
   total: number;
+  /** of `total`, those the instance counted spent when it lent (a gateway without a line starts from it); absent: 0. */
+  spent?: number;
   /** how long after the gateway receives it the loan may be spent, ms. */
   ttlMs: number;
 }
@@ -78,7 +83,7 @@ export function lendCredits(ledger: CreditLedger, gateway: string, free: number,
   const next: GatewayLoan = { total: l.spent + want, spent: l.spent, untilMs: now + cfg.ttlMs + CREDIT_SLACK_MS };
   const loans = new Map(base.loans);
   loans.set(gateway, next);
-  return { ledger: { ...base, loans }, loan: { epoch: base.epoch, total: next.total, ttlMs: cfg.ttlMs } };
+  return { ledger: { ...base, loans }, loan: { epoch: base.epoch, total: next.total, spent: next.spent, ttlMs: cfg.ttlMs } };
 }
 
 /** What lending reads of the instance machine's state (instance-types.ts InstanceMachineState). */
@@ -145,14 +150,18 @@ export interface CreditLine {
 
 export type CreditLines = Map<string, CreditLine>;
 
-/** A loan arrived (an admission or a top-up reply of `instance`): kept with the grant it came with. */
+/**
+ * A loan arrived (an admission or a top-up reply of `instance`): kept with the grant it came with. Spent: the
+ * larger of the line's own count (same process and epoch) and the loan's, so the loan's unspent credits are at
+ * most `total - spent` as the instance lent them, even when the gateway's line lapsed or was dropped meanwhile.
+ */
 export function creditReceived(lines: CreditLines, instance: string, loan: CreditLoan, ctx: { grant: CreditGrant; pool: string; startedMs?: number }, now: number): void {
   const prev = lines.get(instance);
   const sameProcess = prev !== undefined && prev.startedMs === ctx.startedMs;
   if (sameProcess && loan.epoch < prev.epoch) return; // a loan of a revoked epoch, overtaken by a newer one
   const same = sameProcess && prev.epoch === loan.epoch;
   if (same && loan.total < prev.total) return; // an older loan overtaken by a newer one
-  const spent = same ? prev.spent : 0;
+  const spent = Math.max(same ? prev.spent : 0, loan.spent ?? 0);
   lines.set(instance, {
     epoch: loan.epoch, total: loan.total, spent, lent: Math.max(0, loan.total - spent), expiresMs: now + loan.ttlMs,
     grant: ctx.grant, pool: ctx.pool, ...(ctx.startedMs !== undefined ? { startedMs: ctx.startedMs } : {}), topUpAsked: false,
