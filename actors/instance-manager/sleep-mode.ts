@@ -40,7 +40,7 @@ export class LifecycleCommands {
         if (st === 'ready' || st === 'sleeping') this.d.lifecycle('draining', cmd.reason);
         return { v: 1, ok: true, detail: { queued: this.d.queued(), running: this.d.running() } };
       case 'resume':
-        // an instance that is stopping stays stopping
+        // an instance that is stopping stays stopping; one whose engine sleeps turns 'sleeping' and serves once woken (the machine's)
         if (st === 'draining' && !stopping) this.d.lifecycle('ready', cmd.reason);
         return { v: 1, ok: true };
       case 'sleep':

@@ -133,4 +133,57 @@ describe('instance machine: sleep mode', () => {
     expect(d.at(500, { type: 'wake', why: 'x' })).toEqual([]);
     expect(d.s.lifecycle).toBe('draining');
   });
+
+  it('a resume of a drained instance whose engine sleeps wakes the engine first: sleeping (out of dispatch) until it is awake, then ready', () => {
+    const d = new Drive();
+    d.at(1000, { type: 'sleep', level: 1, why: 'standby' });
+    d.at(1200, { type: 'engine_slept', ok: true });
+    d.at(2000, { type: 'lifecycle', state: 'draining', why: 're-shard (old leader)' });
+    expect(d.s.sleep?.phase).toBe('asleep');
+    // the new leader resumes the orphan drain
+    const fx = d.at(3000, { type: 'lifecycle', state: 'ready', why: 'new leader resumes' });
+    expect(engineCalls(fx)).toEqual([{ kind: 'engine_wake' }]);
+    expect(fx).toContainEqual({ kind: 'status' });
+    expect(d.s.lifecycle).toBe('sleeping');
+    expect(d.at(3100, { type: 'admit', req: req('a', 3100) }).find((e) => e.kind === 'refused')).toBeDefined();
+    // the pool's wake meanwhile asks nothing more of the engine
+    expect(engineCalls(d.at(3200, { type: 'wake', why: 'pool wake' }))).toEqual([]);
+    d.at(4000, { type: 'engine_woke', ok: true });
+    expect(d.s.lifecycle).toBe('ready');
+    expect(d.s.sleep).toBeUndefined();
+    expect(d.at(4100, { type: 'admit', req: req('b', 4100) }).find((e) => e.kind === 'start')).toBeDefined();
+  });
+
+  it('a resume while the engine falls asleep or wakes: ready only once the engine is awake; a failed wake leaves it sleeping for the pool to wake', () => {
+    // falling: drained during the fall, resumed before the sleep call answers
+    const f = new Drive();
+    f.at(1000, { type: 'sleep', level: 1, why: 'standby' });
+    f.at(1100, { type: 'lifecycle', state: 'draining', why: 're-shard' });
+    expect(engineCalls(f.at(1200, { type: 'lifecycle', state: 'ready', why: 'resume' }))).toEqual([]);
+    expect(f.s.lifecycle).toBe('sleeping');
+    expect(engineCalls(f.at(1500, { type: 'engine_slept', ok: true }))).toEqual([{ kind: 'engine_wake' }]);
+    f.at(2000, { type: 'engine_woke', ok: true });
+    expect(f.s.lifecycle).toBe('ready');
+    // waking: drained while a wake is under way, resumed before it answers
+    const w = new Drive();
+    w.at(1000, { type: 'sleep', level: 1, why: 'standby' });
+    w.at(1100, { type: 'engine_slept', ok: true });
+    w.at(1200, { type: 'wake', why: 'load rises' });
+    w.at(1300, { type: 'lifecycle', state: 'draining', why: 're-shard' });
+    expect(engineCalls(w.at(1400, { type: 'lifecycle', state: 'ready', why: 'resume' }))).toEqual([]);
+    expect(w.s.lifecycle).toBe('sleeping');
+    w.at(2000, { type: 'engine_woke', ok: true });
+    expect(w.s.lifecycle).toBe('ready');
+    // a failed wake of a resume: sleeping, asleep; the pool's wake wakes it
+    const x = new Drive();
+    x.at(1000, { type: 'sleep', level: 1, why: 'standby' });
+    x.at(1100, { type: 'engine_slept', ok: true });
+    x.at(1200, { type: 'lifecycle', state: 'draining', why: 're-shard' });
+    x.at(1300, { type: 'lifecycle', state: 'ready', why: 'resume' });
+    x.at(1400, { type: 'engine_woke', ok: false, error: 'HTTP 500' });
+    expect([x.s.lifecycle, x.s.sleep?.phase]).toEqual(['sleeping', 'asleep']);
+    expect(engineCalls(x.at(1500, { type: 'wake', why: 'pool wake' }))).toEqual([{ kind: 'engine_wake' }]);
+    x.at(1600, { type: 'engine_woke', ok: true });
+    expect(x.s.lifecycle).toBe('ready');
+  });
 });

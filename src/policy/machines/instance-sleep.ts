@@ -9,6 +9,8 @@
  *   engine wakes (engine_wake) and the instance serves once it has; a failed wake leaves it asleep, a failed sleep
  *   serves again;
  * - a drain (or any other lifecycle) ends a wait to sleep; an engine asleep stays so (the pool stops the instance);
+ * - a return to 'ready' (a resume of a drained instance) while the engine is asleep, falling asleep or waking: the
+ *   instance turns 'sleeping' (out of dispatch) and the engine wakes as for the pool's wake; it serves once awake;
  * - an engine crash ends any sleep under way (the restarted engine is awake): once ready again the instance can sleep.
  * The live instance manager performs engine_sleep / engine_wake on its engine (actors/instance-manager/sleep-mode.ts),
  * the simulator on its engine model with src/model/sleep.ts's times (src/sim/sleep-standby.ts).
@@ -17,8 +19,19 @@ import { revokeCredits } from './credits.ts';
 import { pump } from './instance-admission.ts';
 import { SLEEP_DRAIN_DEADLINE_MS, type InstanceEffect, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState } from './instance-types.ts';
 
-/** A lifecycle change: loans revoked, the change published, the status sent, the queue pumped. */
+/**
+ * A lifecycle change: loans revoked, the change published, the status sent, the queue pumped. 'ready' with the
+ * engine not awake (asleep, falling, waking) is a wake: 'sleeping' until engine_woke.
+ */
 export function changeLifecycle(s: InstanceMachineState, fx: InstanceEffect[], state: InstanceLifecycle, why: string, now: number, cfg: InstanceMachineConfig): void {
+  const z = s.sleep;
+  if (state === 'ready' && z && z.phase !== 'to-sleep') {
+    state = 'sleeping';
+    if (z.phase === 'asleep') {
+      s.sleep = { ...z, phase: 'waking', wake: why };
+      fx.push({ kind: 'engine_wake' });
+    } else s.sleep = { ...z, wake: why };
+  }
   if (s.lifecycle === state) return;
   const from = s.lifecycle;
   s.lifecycle = state;
