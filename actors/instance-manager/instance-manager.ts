@@ -203,8 +203,11 @@ export class InstanceManager {
   /** One machine transition; performs its effects. Resolves once the clock changes it asked for are applied. */
   #step(ev: InstanceEvent): { effects: InstanceEffect[]; applied: Promise<void> } {
     const now = this.#clock.now();
-    const { state, effects } = instanceStep(this.#m, ev, now, this.#cfg);
-    if (ev.type === 'admit' || ev.type === 'credited_start') this.#log.debug(admissionLog(ev, this.#m, effects, now), 'admission');
+    const m = this.#m, admission = ev.type === 'admit' || ev.type === 'credited_start';
+    // the state the admission met, for the debug log; the step edits it in place (the manager keeps no earlier state)
+    const met = admission && this.#log.isLevelEnabled('debug') ? { clockMhz: m.clockMhz, queued: m.queue.length, running: m.running.size } : undefined;
+    const { state, effects } = instanceStep(m, ev, now, this.#cfg, true);
+    if (met && admission) this.#log.debug(admissionLog(ev, met, effects, now), 'admission');
     this.#m = state;
     let applied: Promise<void> | undefined;
     for (const e of effects) {
@@ -364,12 +367,8 @@ export class InstanceManager {
     return a;
   }
 
-  #watchCancel(id: string): void {
-    this.#cancelable.add(id);
-  }
-  #unwatchCancel(id: string): void {
-    this.#cancelable.delete(id);
-  }
+  #watchCancel(id: string): void { this.#cancelable.add(id); }
+  #unwatchCancel(id: string): void { this.#cancelable.delete(id); }
 
   /** `pre`: its running record, made at the machine's start while the clock was set. */
   async #run(q: Held, pre?: Running): Promise<void> {

@@ -73,10 +73,10 @@ export function maxClockOf(m: Pick<InstanceMachineState, 'supportedMhz'>): numbe
  * it was taken. The twin check (test/bench/twin.bench.ts, TWIN_LOG_LEVEL=debug) lines these up with the simulated
  * instances' admissions.
  */
-export function admissionLog(ev: Extract<InstanceEvent, { type: 'admit' | 'credited_start' }>, m: InstanceMachineState, effects: InstanceEffect[], now: number): Record<string, unknown> {
+export function admissionLog(ev: Extract<InstanceEvent, { type: 'admit' | 'credited_start' }>, m: { clockMhz: number; queued: number; running: number }, effects: InstanceEffect[], now: number): Record<string, unknown> {
   const r = ev.req;
   return {
-    admission: ev.type, rid: r.id, type: r.type, inputTokens: r.inputTokens, moves: r.moves, ageMs: now - r.arrivalMs, clockMhz: m.clockMhz, queued: m.queue.length, running: m.running.size,
+    admission: ev.type, rid: r.id, type: r.type, inputTokens: r.inputTokens, moves: r.moves, ageMs: now - r.arrivalMs, clockMhz: m.clockMhz, queued: m.queued, running: m.running,
     taken: effects.some((e) => (e.kind === 'admitted' || e.kind === 'start') && e.id === r.id),
   };
 }

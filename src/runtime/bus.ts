@@ -287,6 +287,11 @@ export class Bus extends EventEmitter {
             done(t0, err);
             return;
           }
+          // a publication (no reply subject) is answered by nobody: its reply is not encoded
+          if (!m.reply) {
+            done(t0);
+            return;
+          }
           let bytes: Uint8Array;
           try {
             bytes = resCodec.encode(res);

@@ -138,6 +138,20 @@ describe('a handler that releases its place (ServeContext.release)', () => {
     expect((await held).id).toBe('rel-held');
     expect(srv.counters.mailboxOverflows).toBe(0);
   });
+
+  it('encodes no reply to a publication (no reply subject): only a request\'s reply is encoded and checked', async () => {
+    const srv = await bus('instance', 'srv-pub');
+    const cli = await bus('pool', 'cli-pub');
+    const handled: string[] = [];
+    // a reply the Admission codec rejects: a request's answer is an error; a publication's is never encoded
+    srv.serve(subjects.instanceAdmit('pub'), InferenceRequest, Admission, async (r) => (handled.push(r.id), { v: 1, id: r.id, ok: 'not a boolean' } as unknown as Admission));
+    await srv.nc.flush();
+    for (const id of ['pub-a', 'pub-b', 'pub-c']) cli.publish(subjects.instanceAdmit('pub'), InferenceRequest, req(id));
+    const err = await rejection(cli.request(subjects.instanceAdmit('pub'), InferenceRequest, req('pub-req'), Admission, { timeoutMs: 3000 }));
+    expect(handled).toEqual(['pub-a', 'pub-b', 'pub-c', 'pub-req']);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect(srv.counters.handlerErrors).toBe(1);
+  });
 });
 
 describe('bad payloads on every subject', () => {

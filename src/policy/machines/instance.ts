@@ -54,10 +54,13 @@ export function initialInstanceState(nowMs: number): InstanceMachineState {
 
 /**
  * One transition. The state passed in is not modified: the machine works on a copy (collections copied
- * on write) and returns it.
+ * on write) and returns it. `inPlace`: the transition edits the state passed in and returns it (the same decisions
+ * and effects), for an owner that keeps no earlier state: the instance manager, whose running map and queue a copy
+ * per admission, start and end would copy three times per request (test/unit/instance-step-in-place.test.ts).
  */
-export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now: number, cfg: InstanceMachineConfig): InstanceStepResult {
-  const s = copyFor(prev, ev.type);
+export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now: number, cfg: InstanceMachineConfig, inPlace = false): InstanceStepResult {
+  const held = prev.running.size > 0 || prev.queue.length > 0;
+  const s = inPlace ? prev : copyFor(prev, ev.type);
   const fx: InstanceEffect[] = [];
   switch (ev.type) {
     case 'start':
@@ -181,7 +184,7 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
     fx.push({ kind: 'arm_timer', timer: 'tick', everyMs: cfg.tickMs ?? 100 });
   }
   // a draining instance that has just emptied says so at once: the pool stops it on that status, not a status period later
-  if ((s.lifecycle === 'draining' || s.lifecycle === 'sleeping') && !s.running.size && !s.queue.length && (prev.running.size || prev.queue.length) && !fx.some((e) => e.kind === 'status')) fx.push({ kind: 'status' });
+  if ((s.lifecycle === 'draining' || s.lifecycle === 'sleeping') && !s.running.size && !s.queue.length && held && !fx.some((e) => e.kind === 'status')) fx.push({ kind: 'status' });
   return { state: s, effects: fx };
 }
 
