@@ -379,10 +379,10 @@ export const legReport = z.object({
   v,
   id,
   /**
-   * started: the gateway took the grant and opened the engine stream; first_token; end; credited: the gateway
-   * started `request` on a credit this instance lent it (`credit`), and streams it from the engine already. credit:
-   * the chunks of a request it relays it may publish in all (`creditBytes`); past it, it waits for a larger grant.
-   */
+   * started: the gateway took the grant and opened the engine stream; first_token; end; credited: the gateway started `request` on a
+   * credit this instance lent it (`credit`), and streams it from the engine already (with `firstTokenMs` it is the first-token report
+   * too, with `outcome` the end report too: a short leg's reports in one message). credit: the chunks of a relayed request
+   * it may publish in all (`creditBytes`); past it, it waits for a larger grant. */
   phase: z.enum(['started', 'first_token', 'end', 'credited', 'credit']),
   /** credit: the grant, in bytes of chunks as src/policy/relay-flow.ts heldBytesOf counts them, since the leg began. */
   creditBytes: int.optional(),

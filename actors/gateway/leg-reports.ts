@@ -1,6 +1,8 @@
 /**
  * The gateway's leg reports to the instance that granted a direct leg (LegReport: started, first token, credited, end):
- * held for up to LEG_REPORT_HOLD_MS and published together, or asked as a request where a reply is wanted.
+ * held for up to LEG_REPORT_HOLD_MS and published together, or asked as a request where a reply is wanted. A leg's
+ * later report joins its report still held (joinHeld): a short leg's credited start, first token and end go out as one
+ * message, which the instance reads as all three (actors/instance-manager/direct-legs.ts legReport).
  */
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock } from '../../src/runtime/clock.ts';
@@ -20,7 +22,10 @@ export const LEG_REPORT_HOLD_MS = 2;
 export const LEG_REPORT_BATCH = 256;
 /** the held reports' codec: built here from checked values, packed without the sender's check (the instance validates them). */
 const HeldReport = senderTrusted(LegReport);
-const heldReports = new WeakMap<Bus, { instance: string; rep: LegReport }[]>();
+/** a held report (`dropped`: an end asked as a request carries what it said). */
+interface Held { instance: string; rep: LegReport; dropped?: boolean }
+/** each bus's held reports in their order, and the one held of each leg (by `instance id`). */
+const heldReports = new WeakMap<Bus, { q: Held[]; byLeg: Map<string, Held> }>();
 /** the gateway process each bus reports for (reportAs). */
 const reporters = new WeakMap<Bus, NonNullable<LegReport['gateway']>>();
 
@@ -47,23 +52,56 @@ function stamped(bus: Bus, rep: LegReport): LegReport {
  * A leg report (first token, started, an end without reply) to the instance that granted the leg; no reply.
  * Held for LEG_REPORT_HOLD_MS from the first one held, or until LEG_REPORT_BATCH are held, and then published
  * together: the NATS client writes what it is given in one tick with one socket write, so the reports of every leg
- * that started or ended in that window cost one write, not one each. A leg's reports keep their order.
+ * that started or ended in that window cost one write, not one each. A leg's reports keep their order, and one that
+ * finds the leg's earlier report still held joins it (joinHeld): one message, not two.
  */
 export function legReport(bus: Bus, instance: string, rep: LegReport): void {
-  let q = heldReports.get(bus);
-  if (!q) heldReports.set(bus, (q = []));
-  q.push({ instance, rep });
+  let h = heldReports.get(bus);
+  if (!h) heldReports.set(bus, (h = { q: [], byLeg: new Map() }));
+  const key = `${instance} ${rep.id}`;
+  const prev = h.byLeg.get(key);
+  if (prev && joinHeld(prev, rep)) return;
+  const e: Held = { instance, rep };
+  h.q.push(e);
+  h.byLeg.set(key, e);
   // on the wall clock, as the socket's write is: a test's ManualClock does not hold the reports (nor did the turn's end)
-  if (q.length === 1) systemClock.setTimeout(() => flushLegReports(bus), LEG_REPORT_HOLD_MS);
-  else if (q.length >= LEG_REPORT_BATCH) flushLegReports(bus);
+  if (h.q.length === 1) systemClock.setTimeout(() => flushLegReports(bus), LEG_REPORT_HOLD_MS);
+  else if (h.q.length >= LEG_REPORT_BATCH) flushLegReports(bus);
+}
+
+/** The fields of a leg's end report (LegReport 'end') that a held credited report takes on when the end joins it. */
+const END_FIELDS = ['outcome', 'firstTokenMs', 'tbtSumMs', 'tbtMaxMs', 'tbtN', 'completionTokens', 'promptTokens', 'engineEnergyJ'] as const;
+
+/**
+ * `next`, a later report of the leg whose report `held` is not published yet, joins it; false: it cannot (it goes out
+ * after it). A credited report takes on a first token's time and an end's fields (the instance reads a credited report
+ * that carries them as the start, the first token and the end); a started or first-token report is replaced by the
+ * leg's first token or end (each says the leg was taken, the end carries the first token's time).
+ */
+function joinHeld(held: Held, next: LegReport): boolean {
+  const was = held.rep;
+  // a relayed leg's credit (relay-flow.ts) goes out as it is
+  if (held.dropped || was.phase === 'end' || was.phase === 'credit' || next.phase === 'credited' || next.phase === 'credit') return false;
+  if (was.phase === 'credited') {
+    if (was.outcome !== undefined) return false;
+    if (next.phase === 'first_token') was.firstTokenMs ??= next.firstTokenMs;
+    else if (next.phase === 'end') for (const k of END_FIELDS) if (next[k] !== undefined) (was as Record<string, unknown>)[k] = next[k];
+    return true;
+  }
+  if (next.phase === 'started') return true;
+  if (was.phase === 'first_token' && next.phase === 'first_token') return true;
+  held.rep = next;
+  return true;
 }
 
 /** Publishes the held leg reports now (before a report that asks for a reply, so it cannot overtake them). */
 export function flushLegReports(bus: Bus): void {
-  const q = heldReports.get(bus);
-  if (!q || q.length === 0) return;
-  heldReports.set(bus, []);
-  for (const { instance, rep } of q) {
+  const h = heldReports.get(bus);
+  if (!h || h.q.length === 0) return;
+  const q = h.q;
+  heldReports.set(bus, { q: [], byLeg: new Map() });
+  for (const { instance, rep, dropped } of q) {
+    if (dropped) continue;
     try {
       bus.publish(subjects.instanceLeg(instance), HeldReport, stamped(bus, rep));
     } catch {
@@ -107,6 +145,9 @@ export function endReport(bus: Bus, timeoutMs: number, instance: string, id: str
 }
 
 async function endRequest(bus: Bus, timeoutMs: number, instance: string, rep: LegReport): Promise<LegReply | undefined> {
+  // the leg's started or first-token report still held is not sent: the end says the leg was taken, and its first token
+  const held = heldReports.get(bus)?.byLeg.get(`${instance} ${rep.id}`);
+  if (held && (held.rep.phase === 'started' || held.rep.phase === 'first_token')) held.dropped = true;
   flushLegReports(bus);
   try {
     return await bus.request(subjects.instanceLeg(instance), LegReport, rep, LegReply, { timeoutMs });

@@ -79,15 +79,27 @@ export async function runDirectLeg(h: LegHost, q: Held, r: Running, credited: bo
   }
 }
 
-/** The gateway's report on a direct request this instance granted: its first token, or its end (-> energy); or a relayed one's credit (relay-pause.ts). */
+/**
+ * The gateway's report on a direct request this instance granted: its first token, or its end (-> energy); or a relayed
+ * one's credit (relay-pause.ts). A credited report that carries a first token's time or an end's outcome is those
+ * reports too (the gateway joins a short leg's reports into one message: actors/gateway/leg-reports.ts).
+ */
 export function legReport(h: LegHost, rep: LegReportT): LegReplyT {
-  if (rep.phase === 'credited') return creditedReport(h, rep);
   if (rep.phase === 'credit') return relayCredit(h, rep);
+  if (rep.phase !== 'credited') return legProgress(h, rep, rep.phase);
+  const started = creditedReport(h, rep);
+  if (!started.ok || (rep.outcome === undefined && rep.firstTokenMs === undefined)) return started;
+  const then = legProgress(h, rep, rep.outcome !== undefined ? 'end' : 'first_token');
+  return then.ok && started.credit ? { ...then, credit: started.credit } : then;
+}
+
+/** A leg's first token or end (`phase`: what `rep` says of it). */
+function legProgress(h: LegHost, rep: LegReportT, phase: Exclude<LegReportT['phase'], 'credited' | 'credit'>): LegReplyT {
   const r = h.running.get(rep.id);
   if (!r?.req.direct) return { v: 1, ok: false, error: { code: 'not_found', message: `instance ${h.id} holds no direct request ${rep.id}`, retryable: false } };
   r.gatewayStarted = true;
-  if (rep.phase !== 'end') watchLeg(h.gateways, r, rep.gateway);
-  if (rep.phase === 'started') return { v: 1, ok: true };
+  if (phase !== 'end') watchLeg(h.gateways, r, rep.gateway);
+  if (phase === 'started') return { v: 1, ok: true };
   if (rep.firstTokenMs !== undefined && r.firstTokenMs === undefined) {
     r.firstTokenMs = rep.firstTokenMs;
     // when its gateway took it, when this instance started it and when its gateway read its first token (the twin
@@ -96,7 +108,7 @@ export function legReport(h: LegHost, rep: LegReportT): LegReplyT {
     h.sampleTtft(Math.max(0, rep.firstTokenMs - r.req.arrivalMs));
     h.step({ type: 'first_token', id: rep.id });
   }
-  if (rep.phase === 'first_token') return { v: 1, ok: true };
+  if (phase === 'first_token') return { v: 1, ok: true };
   r.tbtSum = rep.tbtSumMs ?? 0;
   r.tbtMax = rep.tbtMaxMs ?? 0;
   r.tbtN = rep.tbtN ?? 0;
@@ -126,7 +138,8 @@ function creditedReport(h: LegHost, rep: LegReportT): LegReplyT {
   h.held.set(req.id, { req, admittedMs: h.clock.now() });
   h.watchCancel(req.id);
   const { effects } = h.step({ type: 'credited_start', req: machineRequest(req), gateway: credit.gateway, epoch: credit.epoch, ...(credit.topUp ? { topUp: true } : {}) });
-  watchLeg(h.gateways, h.running.get(req.id), rep.gateway);
+  // a report that carries the leg's end too needs no watch of the gateway streaming it
+  if (rep.outcome === undefined) watchLeg(h.gateways, h.running.get(req.id), rep.gateway);
   const lent = effects.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent' && e.id === req.id);
   return lent ? { v: 1, ok: true, credit: lent.loan } : { v: 1, ok: true };
 }

@@ -112,6 +112,23 @@ describe('admission credits', () => {
     }
   }, 80_000);
 
+  it('a credited report that carries the first token and the end (a short leg\'s reports joined) is the start and the end: recorded at once, nothing left running', async () => {
+    const instance = (await waitFor(() => statuses.findLast((s) => s.state === 'ready'), 20_000, 'a ready instance')).id;
+    const epoch = statuses.findLast((s) => s.id === instance)?.creditEpoch ?? 0;
+    const id = `cr-joined-${Date.now()}`;
+    const { prompt: _p, ...asked } = request(id, 4);
+    const arrivalMs = asked.arrivalMs;
+    const rep: LegReport = {
+      v: 1, id, phase: 'credited', request: { ...asked, direct: true, promptForm: 'text' }, credit: { gateway: 'gw-cred', epoch },
+      outcome: 'ok', firstTokenMs: arrivalMs + 3, tbtSumMs: 6, tbtMaxMs: 2, tbtN: 3, completionTokens: 4, promptTokens: 9, engineEnergyJ: 0.25,
+    };
+    h.bus.publish(subjects.instanceLeg(instance), LegReport, rep);
+    const rec = await waitFor(() => records.get(id), 5000, 'the record of the joined report');
+    expect(rec).toMatchObject({ outcome: 'ok', instance, completionTokens: 4, promptTokens: 9, energyJ: 0.25, energySource: 'modelled', ttftMs: 3, tbtMeanMs: 2, tbtMaxMs: 2, sloMet: true });
+    // its seat is free again: a status names it neither running nor queued
+    await waitFor(() => statuses.find((s) => s.id === instance && s.sentMs > rec.finishedMs && !s.runningIds.includes(id) && !s.queuedIds.includes(id)), 5000, 'a status without it');
+  }, 30_000);
+
   it('a client that goes away cancels a credited request (recorded cancelled, slot freed)', async () => {
     await run(request(`cr-warm-${Date.now()}`, 2)); // a loan in hand (the previous case may have spent it)
     const credited0 = backend.counters.credited;

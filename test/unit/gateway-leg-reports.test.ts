@@ -1,10 +1,11 @@
 /**
  * The gateway's leg reports (actors/gateway/leg-reports.ts): held for LEG_REPORT_HOLD_MS (past the event-loop turn)
  * and published together, in their order; at once when LEG_REPORT_BATCH are held; before an end report that asks for
- * a reply.
+ * a reply. A leg's later report joins its report still held: a short credited leg's start, first token and end go out
+ * as one message.
  */
 import { describe, expect, it } from 'vitest';
-import { LEG_REPORT_BATCH, endReport, flushLegReports, legReport } from '../../actors/gateway/legs.ts';
+import { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, legReport } from '../../actors/gateway/legs.ts';
 import { LEG_REPORT_HOLD_MS } from '../../actors/gateway/leg-reports.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import type { LegReport } from '../../protocols/messages.ts';
@@ -52,11 +53,39 @@ describe('leg reports', () => {
     expect(sent).toHaveLength(0);
     legReport(bus, 'i1', first('last'));
     expect(sent).toHaveLength(LEG_REPORT_BATCH);
+    legReport(bus, 'i1', first('y'));
     legReport(bus, 'i1', first('x'));
     await endReport(bus, 100, 'i1', 'x', 'ok', timing as never, undefined);
-    expect(sent.slice(-2).map((s) => [s.rep.id, s.rep.phase, s.kind])).toEqual([['x', 'first_token', 'pub'], ['x', 'end', 'req']]);
+    // the held reports go first; x's first token not at all: its end, asked as a request, carries its time
+    expect(sent.slice(-2).map((s) => [s.rep.id, s.rep.phase, s.kind])).toEqual([['y', 'first_token', 'pub'], ['x', 'end', 'req']]);
+    expect(sent[sent.length - 1]!.rep.firstTokenMs).toBe(5);
     flushLegReports(bus);
     await held();
     expect(sent).toHaveLength(LEG_REPORT_BATCH + 2);
+  });
+
+  it('join the leg\'s report still held: a short credited leg is one message with its first token and end', async () => {
+    const { sent, bus } = fakeBus();
+    const req = { v: 1, id: 'c', model: 'm', kind: 'completion', inputTokens: 8, maxTokens: 4, arrivalMs: 1, giveUpAtMs: 2, streamSubject: subjects.stream('c'), direct: true } as const;
+    const credited = { req, gateway: 'gw-0', epoch: 3 };
+    creditedReport(bus, 'i1', 'c', credited as never, { url: 'http://e', apiKey: 'k' }, undefined, 100, undefined);
+    legReport(bus, 'i2', { v: 1, id: 'o', phase: 'started' });
+    legReport(bus, 'i1', first('c'));
+    endReport(bus, 0, 'i1', 'c', 'ok', timing as never, { promptTokens: 8, completionTokens: 4, energyJoules: 1.5 });
+    // another leg's started and first token, then its end: the end alone, in the started one's place
+    legReport(bus, 'i2', first('o'));
+    endReport(bus, 0, 'i2', 'o', 'ok', timing as never, { promptTokens: 8, completionTokens: 4, energyJoules: 0.5 });
+    // a leg whose end is out already: a later report of it is its own message
+    legReport(bus, 'i1', { v: 1, id: 'c', phase: 'started' });
+    await held();
+    expect(sent.map((s) => [s.subject, s.rep.id, s.rep.phase, s.kind])).toEqual([
+      [subjects.instanceLeg('i1'), 'c', 'credited', 'pub'],
+      [subjects.instanceLeg('i2'), 'o', 'end', 'pub'],
+      [subjects.instanceLeg('i1'), 'c', 'started', 'pub'],
+    ]);
+    expect(sent[0]!.rep).toMatchObject({
+      request: req, credit: { gateway: 'gw-0', epoch: 3 }, outcome: 'ok', firstTokenMs: 5, tbtSumMs: 3, tbtMaxMs: 1, tbtN: 3, completionTokens: 4, promptTokens: 8, engineEnergyJ: 1.5,
+    });
+    expect(sent[1]!.rep).toMatchObject({ outcome: 'ok', firstTokenMs: 5, completionTokens: 4, engineEnergyJ: 0.5 });
   });
 });
