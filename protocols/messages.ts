@@ -172,10 +172,8 @@ export const inferenceRequest = z.object({
   apiKeyId: z.string().max(64).regex(/^[A-Za-z0-9_-]+$/).optional(),
   /** wall time the gateway accepted it (ms since epoch). */
   arrivalMs: nonneg,
-  /**
-   * The client's give-up time (ms since epoch): past it nobody waits for the answer any more (the gateway's
-   * request timeout, 600 s by default). Not the SLO: that is `slo` and `ttftDeadlineMs`.
-   */
+  /** The client's give-up time (ms since epoch): past it nobody waits for the answer any more (the gateway's
+   * request timeout, 600 s by default). Not the SLO: that is `slo` and `ttftDeadlineMs`. */
   giveUpAtMs: nonneg,
   /** where the instance sends TokenChunks, subjects.stream(id): checked by the instance so a request cannot aim tokens elsewhere. */
   streamSubject: z.string().max(256).regex(STREAM_SUBJECT, 'streamSubject must be dyn.v1.stream.<request id>'),
@@ -211,11 +209,12 @@ export const inferenceRequest = z.object({
    * stream subject. The instance never keeps it (a request it hands on is granted on the stream subject).
    */
   replyGrant: z.boolean().optional(),
-  /**
-   * set by a gateway with replyGrant: its id, asking the instance to lend it admission credits
-   * (Admission.credit; docs/DATAPATH.md "Admission credits"). The instance never keeps it.
-   */
+  /** set by a gateway with replyGrant: its id, asking the instance to lend it admission credits
+   * (Admission.credit; docs/DATAPATH.md "Admission credits"). The instance never keeps it. */
   creditTo: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/).optional(),
+  /** set by a gateway that grants relay credit (LegReport `credit`; docs/DATAPATH.md): an instance streaming the leg paces it
+   * by the grants (src/policy/relay-flow.ts) and marks its first chunk (TokenChunk.relayCredit). Absent: unpaced. */
+  relayCredit: z.boolean().optional(),
   /** a migrated request's leg number (1 = the first continuation): its prompt already holds the tokens sent. */
   migration: int.optional(),
   /**
@@ -363,6 +362,8 @@ export const tokenChunk = z.object({
    * of giving up at its own intake budget. Not a token.
    */
   hold: z.object({ forMs: nonneg }).optional(),
+  /** the first chunk of a leg its instance paces by the gateway's grants (InferenceRequest.relayCredit): the gateway grants it. */
+  relayCredit: z.boolean().optional(),
 });
 export type TokenChunk = z.infer<typeof tokenChunk>;
 
@@ -384,7 +385,7 @@ export const legReport = z.object({
    * too, with `outcome` the end report too: a short leg's reports in one message). credit: the chunks of a relayed request
    * it may publish in all (`creditBytes`); past it, it waits for a larger grant. */
   phase: z.enum(['started', 'first_token', 'end', 'credited', 'credit']),
-  /** credit: the grant, in bytes of chunks as src/policy/relay-flow.ts heldBytesOf counts them, since the leg began. */
+  /** credit: the grant, in bytes of chunks (relay-flow.ts heldBytesOf) since the leg began; for a leg whose first chunk had relayCredit. */
   creditBytes: int.optional(),
   /** credited: the request (as the gateway would have asked for its admission). */
   request: inferenceRequest.optional(),
@@ -489,7 +490,6 @@ export const nodeTelemetry = z.object({
 });
 export type NodeTelemetry = z.infer<typeof nodeTelemetry>;
 export const NodeTelemetry = codec('NodeTelemetry', nodeTelemetry);
-
 
 /** One pool, as the cluster leader sees it from its instances' telemetry and its pool leader's status. */
 export const poolTelemetry = z.object({

@@ -61,6 +61,7 @@ export function fastTokenChunk(c: Record<string, unknown>): boolean {
         break;
       // optional fields: `undefined` is what zod's .optional() accepts as absent
       case 'done':
+      case 'relayCredit':
         if (x !== undefined && typeof x !== 'boolean') return false;
         break;
       case 'finishReason':

@@ -244,7 +244,8 @@ export class NatsBackend implements GatewayBackend {
    */
   private async openLeg(req: InferenceRequest, signal: AbortLike, o: LegRoute = {}, direct = false): Promise<Leg> {
     const subject = subjects.stream(req.id);
-    const msg: InferenceRequest = direct ? { ...req, direct: true, streamSubject: subject } : { ...req, streamSubject: subject }; // one copy
+    // relayCredit: an instance that streams the leg itself paces it by this gateway's grants (relay-flow.ts); one copy
+    const msg: InferenceRequest = direct ? { ...req, direct: true, streamSubject: subject, relayCredit: true } : { ...req, streamSubject: subject, relayCredit: true };
     const q = new ChunkQueue(this.capacity, this.clock, new RelayFlow(this.bus, msg.id, this.clock, this.counters, () => this.cancel(msg.id, 'its client fell behind past the relay bound', leg.cancelSent)));
     const order = new LegOrder();
     let granted: ((c: TokenChunk) => void) | undefined;

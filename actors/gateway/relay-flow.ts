@@ -5,7 +5,10 @@
  * subjects.instanceLeg, published at once). Once a window's worth has arrived, a leg silent for RELAY_GRANT_REPEAT_MS gets
  * its grant again (its instance may be waiting on a grant that was lost; it learns its gateway still holds the leg). A
  * hold past RELAY_HOLD_BYTES ends the leg (the queue fails it: retryable mailbox_full) and cancels it at its instance
- * (`onOverflow`). The instance is the one that sent the leg's chunks (TokenChunk.instance).
+ * (`onOverflow`). The instance is the one that sent the leg's chunks (TokenChunk.instance). Only a leg whose instance
+ * paces it (its first chunk's TokenChunk.relayCredit, for a request that asked with InferenceRequest.relayCredit) gets
+ * grants and the bound: an instance that does not pace sends no mark, gets no grants (it would refuse a `credit` report)
+ * and its leg is bounded by the queue's chunks alone.
  */
 import type { Bus } from '../../src/runtime/bus.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
@@ -27,6 +30,8 @@ export class RelayFlow implements QueueFlow {
   private waited = false;
   private instance: string | undefined;
   private timer: unknown;
+  /** the leg's instance paces it by the grants (its first chunk said so) */
+  private paced = false;
 
   constructor(
     private readonly bus: Bus,
@@ -39,7 +44,8 @@ export class RelayFlow implements QueueFlow {
 
   pushed(c: TokenChunk, bytes: number, held: number): 'overflow' | undefined {
     if (c.instance) this.instance = c.instance;
-    if (this.closed) return undefined;
+    if (c.relayCredit) this.paced = true;
+    if (this.closed || !this.paced) return undefined;
     if (relayOverflow(held)) {
       this.counters.relayOverflows++;
       this.close();
@@ -55,7 +61,7 @@ export class RelayFlow implements QueueFlow {
 
   taken(bytes: number): void {
     this.took += bytes;
-    const next = this.closed ? undefined : relayGrant(this.took, this.granted);
+    const next = this.closed || !this.paced ? undefined : relayGrant(this.took, this.granted);
     if (next === undefined) return;
     this.granted = next;
     this.waited = false;

@@ -10,8 +10,8 @@ import { chunkExtras } from '../../src/engine/engine.ts';
 import { EngineHttpError } from '../../src/engine/errors.ts';
 import { engineIdleBounds } from '../../src/policy/engine-liveness.ts';
 import { TTFT_TRACE, type Held, type LegHost, type Running } from './running.ts';
-import { whileNoCredit } from './relay-pause.ts';
-import { heldBytesOf, RELAY_TURN_CHUNKS, RELAY_WINDOW_BYTES } from '../../src/policy/relay-flow.ts';
+import { pastCredit, relayPaced, whileNoCredit } from './relay-pause.ts';
+import { heldBytesOf, RELAY_TURN_CHUNKS } from '../../src/policy/relay-flow.ts';
 
 /** Streams request `q` (running as `r`) from the engine to its stream subject; at its end, the manager's bookkeeping (LegHost.ended). */
 export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise<void> {
@@ -26,9 +26,12 @@ export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise
   let completion = 0;
   /** the engine's events read, for a turn every RELAY_TURN_CHUNKS of them; the bytes published against the gateway's credit */
   let events = 0, sent = 0;
+  /** the leg is paced by its gateway's grants (relay-pause.ts): its first chunk says so, the gateway then grants and bounds it */
+  let mark = relayPaced(r);
   const publish = (chunk: TokenChunk) => {
     sent += heldBytesOf(chunk);
-    h.bus.publish(req.streamSubject, TokenChunk, chunk);
+    h.bus.publish(req.streamSubject, TokenChunk, mark ? { ...chunk, relayCredit: true } : chunk);
+    mark = false;
   };
   /** the engine's last text event (it carries finish_reason): sent as the done chunk itself */
   let tail: TokenChunk | undefined;
@@ -138,7 +141,7 @@ export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise
       // the gateway's credit window (relay-pause.ts): past its grant, the engine is not read until a larger one;
       // its grants are read between turns, one at least every RELAY_TURN_CHUNKS events
       if (++events % RELAY_TURN_CHUNKS === 0) await new Promise<void>((resolve) => setImmediate(resolve));
-      if (sent >= (r.creditBytes ?? RELAY_WINDOW_BYTES)) {
+      if (pastCredit(r, sent)) {
         flush();
         await whileNoCredit(h, r, sent);
       }

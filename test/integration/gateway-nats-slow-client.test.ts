@@ -7,6 +7,8 @@
  * one pause's lease), and another client's stream on the same instance and gateway completes whole. After
  * `clientStallMs` without a read the client is disconnected and its request cancelled end to end: the instance records
  * it `cancelled` with fewer tokens than asked for (its engine request aborted), and the gateway holds nothing for it.
+ * A request from a gateway that grants no credit (no InferenceRequest.relayCredit, as an older gateway's during a rolling
+ * upgrade) is streamed whole by the same instance, unpaced, and not ended at the grant lapse.
  */
 import type { Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -16,9 +18,9 @@ import { slowClient, sseEvents } from '../helpers/slow-client.ts';
 import { sleep } from '../helpers/wait.ts';
 import { GatewayServer } from '../../actors/gateway/server.ts';
 import { CLIENT_HOLD_BYTES } from '../../actors/gateway/client-flow.ts';
-import { RELAY_GRANT_LAPSE_MS, RELAY_HOLD_BYTES, RELAY_WINDOW_BYTES } from '../../src/policy/relay-flow.ts';
+import { RELAY_GRANT_LAPSE_MS, RELAY_HOLD_BYTES, RELAY_WINDOW_BYTES, heldBytesOf } from '../../src/policy/relay-flow.ts';
 import { systemClock } from '../../src/runtime/clock.ts';
-import { RequestRecord, TokenChunk, subjects, type RequestRecord as RecordT } from '../../protocols/index.ts';
+import { Admission, InferenceRequest, RequestRecord, TokenChunk, subjects, type InferenceRequest as InferenceRequestT, type RequestRecord as RecordT, type TokenChunk as TokenChunkT } from '../../protocols/index.ts';
 
 /** the stalled request's tokens: far more than the client's socket and the kernel's buffers take (~3 MB of events) */
 const MAX_TOKENS = 100_000;
@@ -103,4 +105,33 @@ describe('a client that stops reading a relayed stream', () => {
     expect(cluster.backend.counters.relayOverflows).toBe(0);
     c.socket.destroy();
   }, 120_000);
+});
+
+describe('a request from a gateway that grants no credit (a rolling upgrade: no InferenceRequest.relayCredit)', () => {
+  it('is streamed whole and unpaced, past a window and past the grant lapse, with no grant', async () => {
+    const id = 'old-gw-1', n = 5000;
+    const chunks: TokenChunkT[] = [];
+    let end: (() => void) | undefined;
+    const ended = new Promise<void>((resolve) => (end = resolve));
+    const bus = cluster.h.bus;
+    const sub = bus.subscribe(subjects.stream(id), TokenChunk, (c) => {
+      chunks.push(c);
+      if (c.done || c.error) end!();
+    }, { capacity: 2 * n });
+    const now = Date.now();
+    const req: InferenceRequestT = {
+      v: 1, id, model: MODEL, kind: 'completion', prompt: PROMPT, inputTokens: 8, maxTokens: n, ignoreEos: true,
+      arrivalMs: now, giveUpAtMs: now + 60_000, streamSubject: subjects.stream(id),
+    };
+    const a = await bus.request(subjects.clusterIntake(), InferenceRequest, req, Admission, { timeoutMs: 15_000 });
+    expect(a.ok).toBe(true);
+    await Promise.race([ended, sleep(RELAY_GRANT_LAPSE_MS + 10_000)]);
+    sub.unsubscribe();
+    const last = chunks.at(-1);
+    expect(last?.error).toBeUndefined();
+    expect(last?.done).toBe(true);
+    expect(chunks.reduce((k, c) => k + c.tokens, 0)).toBe(n);
+    expect(chunks.reduce((k, c) => k + heldBytesOf(c), 0)).toBeGreaterThan(2 * RELAY_WINDOW_BYTES);
+    expect(chunks.some((c) => c.relayCredit !== undefined)).toBe(false);
+  }, 60_000);
 });

@@ -44,7 +44,7 @@ function validChunk(r: () => number): Record<string, unknown> {
 
 function mutate(c: Record<string, unknown>, r: () => number): Record<string, unknown> {
   const out: Record<string, unknown> = structuredClone(c);
-  const keys = ['v', 'id', 'seq', 'text', 'tokens', 'done', 'finishReason', 'usage', 'instance', 'pool', 'type', 'ttftMs', 'tokenOffsetsMs', 'error', 'extra'];
+  const keys = ['v', 'id', 'seq', 'text', 'tokens', 'done', 'finishReason', 'usage', 'instance', 'pool', 'type', 'ttftMs', 'tokenOffsetsMs', 'relayCredit', 'error', 'extra'];
   const n = 1 + Math.floor(r() * 2);
   for (let i = 0; i < n; i++) {
     const k = keys[Math.floor(r() * keys.length)]!;

@@ -16,8 +16,9 @@ import { newRunning } from '../../actors/instance-manager/running.ts';
 import { RELAY_GRANT_LAPSE_MS, RELAY_GRANT_REPEAT_MS, RELAY_HOLD_BYTES, RELAY_WINDOW_BYTES, heldBytesOf, relayGrant } from '../../src/policy/relay-flow.ts';
 import { VirtualBus } from '../helpers/virtual-bus.ts';
 
-const chunk = (seq: number): TokenChunk => ({ v: 1, id: 'r1', seq, text: ' word', tokens: 1, instance: 'i0' });
-const PER = heldBytesOf(chunk(0));
+/** a chunk of leg r1 from instance i0; its first (seq 0) says the instance paces the leg (`paced`, as a pacing instance's). */
+const chunk = (seq: number, paced = true): TokenChunk => ({ v: 1, id: 'r1', seq, text: ' word', tokens: 1, instance: 'i0', ...(paced && seq === 0 ? { relayCredit: true } : {}) });
+const PER = heldBytesOf(chunk(1));
 
 function gatewayLeg() {
   const clock = new ManualClock();
@@ -81,7 +82,7 @@ function instance() {
   const clock = new ManualClock();
   const running = new Map<string, Running>();
   const h = { id: 'i0', clock, running } as unknown as LegHost;
-  const r = newRunning({ id: 'r1' } as Running['req'], clock.now());
+  const r = newRunning({ id: 'r1', relayCredit: true } as Running['req'], clock.now());
   running.set('r1', r);
   return { clock, h, r };
 }
