@@ -209,6 +209,10 @@ class Http1ProtocolError extends Http1Error {}
 
 const enum St { Head, Chunk, ChunkData, ChunkEnd, Trailer, Length, Close, Done }
 
+/** The last final head parsed: an engine sends the same head request after request (its headers frozen, shared). */
+let lastHead: { text: string; status: number; headers: Record<string, string>; keepAlive: boolean } | undefined;
+const ignore = (): undefined => undefined; // headReady's rejection nobody waits for
+
 class Exchange implements Http1Response {
   status = 0;
   headers: Record<string, string> = {};
@@ -244,7 +248,7 @@ class Exchange implements Http1Response {
       this.headReject = rej;
     });
     // a rejection nobody waits for (the body broke after the head) is not unhandled
-    this.headReady.catch(() => undefined);
+    this.headReady.catch(ignore);
     if (signal) {
       this.onAbort = () => this.fail(signal.reason instanceof Error ? signal.reason : new Http1Error('aborted', 'ABORT_ERR'), true);
       signal.addEventListener('abort', this.onAbort, { once: true });
@@ -540,6 +544,10 @@ class Exchange implements Http1Response {
 
   /** Parses a head; true when it was an informational (1xx) one, to be skipped. */
   private head(text: string): boolean {
+    if (lastHead?.text === text) {
+      ({ status: this.status, headers: this.headers, keepAlive: this.keepAlive } = lastHead);
+      return false;
+    }
     const lines = text.split('\r\n');
     const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0]!);
     if (!m) throw new Http1ProtocolError(`not an HTTP/1.x response: ${JSON.stringify(lines[0]!.slice(0, 80))}`, 'HPE_INVALID_CONSTANT');
@@ -555,9 +563,10 @@ class Exchange implements Http1Response {
       h[k] = h[k] === undefined ? v : `${h[k]}, ${v}`;
     }
     this.status = status;
-    this.headers = h;
+    this.headers = Object.freeze(h);
     const conn = (h.connection ?? '').toLowerCase();
     this.keepAlive = m[1] === '1' ? !/\bclose\b/.test(conn) : /\bkeep-alive\b/.test(conn);
+    lastHead = { text, status, headers: this.headers, keepAlive: this.keepAlive };
     return false;
   }
 

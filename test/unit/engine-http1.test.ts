@@ -416,3 +416,39 @@ describe('streamCompletionPush', () => {
     expect(p.idleCount).toBe(0);
   });
 });
+
+describe('response heads', () => {
+  it('reads a head seen before as that head (its headers, status, keep-alive), and any other head anew', async () => {
+    // the same head twice on one kept connection, then another head (another status, a header more, a close)
+    const heads = [
+      'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-one: 1\r\ncontent-length: 2\r\n\r\n',
+      'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-one: 1\r\ncontent-length: 2\r\n\r\n',
+      'HTTP/1.1 201 Created\r\ncontent-type: text/plain\r\nx-two: 2\r\nConnection: close\r\ncontent-length: 2\r\n\r\n',
+      'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-one: 1\r\ncontent-length: 2\r\n\r\n',
+    ];
+    const { port } = await raw((s, _req, n) => {
+      s.write(`${heads[n]!}${n}!`);
+      if (n === 2) s.end();
+    });
+    const p = pool();
+    const got: { status: number; headers: Record<string, string>; body: string }[] = [];
+    for (let i = 0; i < heads.length; i++) {
+      const r = await http1Request(p, post(port));
+      got.push({ status: r.status, headers: r.headers, body: await body(r) });
+      r.close();
+      await tick(5);
+    }
+    const one = { 'content-type': 'text/event-stream', 'x-one': '1', 'content-length': '2' };
+    expect(got.map((g) => g.status)).toEqual([200, 200, 201, 200]);
+    expect(got[0]!.headers).toEqual(one);
+    expect(got[1]!.headers).toEqual(one);
+    expect(got[2]!.headers).toEqual({ 'content-type': 'text/plain', 'x-two': '2', connection: 'close', 'content-length': '2' });
+    expect(got[3]!.headers).toEqual(one);
+    expect(got.map((g) => g.body)).toEqual(['0!', '1!', '2!', '3!']);
+    // a head's headers are read, never written: no response's reader changes another's
+    expect(() => {
+      (got[1]!.headers as Record<string, string>)['x-one'] = 'changed';
+    }).toThrow(TypeError);
+    expect(got[0]!.headers['x-one']).toBe('1');
+  });
+});
