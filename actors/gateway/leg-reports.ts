@@ -23,7 +23,7 @@ export const LEG_REPORT_BATCH = 256;
 /** the held reports' codec: built here from checked values, packed without the sender's check (the instance validates them). */
 const HeldReport = senderTrusted(LegReport);
 /** a held report (`dropped`: an end asked as a request carries what it said). */
-interface Held { instance: string; rep: LegReport; dropped?: boolean }
+interface Held { instance: string; rep: LegReport; dropped?: boolean; joinable?: boolean }
 /** each bus's held reports in their order, and the one held of each leg (by `instance id`). */
 const heldReports = new WeakMap<Bus, { q: Held[]; byLeg: Map<string, Held> }>();
 /** the gateway process each bus reports for (reportAs). */
@@ -55,13 +55,13 @@ function stamped(bus: Bus, rep: LegReport): LegReport {
  * that started or ended in that window cost one write, not one each. A leg's reports keep their order, and one that
  * finds the leg's earlier report still held joins it (joinHeld): one message, not two.
  */
-export function legReport(bus: Bus, instance: string, rep: LegReport): void {
+export function legReport(bus: Bus, instance: string, rep: LegReport, joinable = false): void {
   let h = heldReports.get(bus);
   if (!h) heldReports.set(bus, (h = { q: [], byLeg: new Map() }));
   const key = `${instance} ${rep.id}`;
   const prev = h.byLeg.get(key);
   if (prev && joinHeld(prev, rep)) return;
-  const e: Held = { instance, rep };
+  const e: Held = { instance, rep, ...(joinable ? { joinable } : {}) };
   h.q.push(e);
   h.byLeg.set(key, e);
   // on the wall clock, as the socket's write is: a test's ManualClock does not hold the reports (nor did the turn's end)
@@ -83,7 +83,8 @@ function joinHeld(held: Held, next: LegReport): boolean {
   // a relayed leg's credit (relay-flow.ts) goes out as it is
   if (held.dropped || was.phase === 'end' || was.phase === 'credit' || next.phase === 'credited' || next.phase === 'credit') return false;
   if (was.phase === 'credited') {
-    if (was.outcome !== undefined) return false;
+    // an instance that did not say it reads a joined credited report (CreditLoan.joins) gets each report alone
+    if (!held.joinable || was.outcome !== undefined) return false;
     if (next.phase === 'first_token') was.firstTokenMs ??= next.firstTokenMs;
     else if (next.phase === 'end') for (const k of END_FIELDS) if (next[k] !== undefined) (was as Record<string, unknown>)[k] = next[k];
     return true;
@@ -119,7 +120,7 @@ export function creditedReport(
   bus: Bus, instance: string, id: string, c: NonNullable<RoutedAdmission['credited']>, grant: CreditGrant, startedMs: number | undefined, timeoutMs: number, router: RequestRouter | undefined,
 ): void {
   const rep: LegReport = { v: 1, id, phase: 'credited', request: c.req, credit: { gateway: c.gateway, epoch: c.epoch, ...(c.topUp ? { topUp: true } : {}) } };
-  if (!c.topUp) return legReport(bus, instance, rep);
+  if (!c.topUp) return legReport(bus, instance, rep, c.joins === true);
   flushLegReports(bus);
   const ctx = { grant, pool: c.req.pool ?? '', ...(startedMs !== undefined ? { startedMs } : {}) };
   const loan = (l: LegReply['credit']) => router?.creditLoan?.(instance, l, ctx);

@@ -35,7 +35,7 @@ export interface RequestRouter {
   /** this gateway's id, which the instances lend admission credits to (absent: it asks for none). */
   readonly creditId?: string;
   /** A credit of `instance` spent, when one is there (policy creditSpend). */
-  spendCredit?(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean } | undefined;
+  spendCredit?(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean } | undefined;
   /** A loan of `instance` arrived (an admission reply, a top-up reply); undefined: a top-up that brought none. */
   creditLoan?(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number }): void;
 }
@@ -146,7 +146,7 @@ export class GatewayRouter implements RequestRouter {
     return routerCapacityComing(this.#s, this.clock.now(), this.#cfg, holdMs);
   }
 
-  spendCredit(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean } | undefined {
+  spendCredit(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean } | undefined {
     return this.#s.credits.size ? creditSpend(this.#s.credits, instance, this.clock.now()) : undefined;
   }
 
@@ -168,7 +168,7 @@ const DIRECT_TRIES = 4;
  */
 export type RoutedAdmission = Admission & {
   /** started on a credit the instance lent (no admission asked): the request to report as credited, and the credit. */
-  credited?: { req: InferenceRequest; gateway: string; epoch: number; topUp: boolean };
+  credited?: { req: InferenceRequest; gateway: string; epoch: number; topUp: boolean; joins?: boolean };
 };
 
 /**
@@ -210,7 +210,7 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
       if (c && creditTo !== undefined) {
         return {
           v: 1, id: msg.id, ok: true, instance: id, pool, type: plan.req.type, grant: c.grant, ...(c.startedMs !== undefined ? { startedMs: c.startedMs } : {}),
-          credited: { req: { ...sent, pool }, gateway: creditTo, epoch: c.epoch, topUp: c.topUp },
+          credited: { req: { ...sent, pool }, gateway: creditTo, epoch: c.epoch, topUp: c.topUp, ...(c.joins ? { joins: true } : {}) },
         };
       }
       let a: Admission;

@@ -67,7 +67,7 @@ describe('leg reports', () => {
   it('join the leg\'s report still held: a short credited leg is one message with its first token and end', async () => {
     const { sent, bus } = fakeBus();
     const req = { v: 1, id: 'c', model: 'm', kind: 'completion', inputTokens: 8, maxTokens: 4, arrivalMs: 1, giveUpAtMs: 2, streamSubject: subjects.stream('c'), direct: true } as const;
-    const credited = { req, gateway: 'gw-0', epoch: 3 };
+    const credited = { req, gateway: 'gw-0', epoch: 3, joins: true };
     creditedReport(bus, 'i1', 'c', credited as never, { url: 'http://e', apiKey: 'k' }, undefined, 100, undefined);
     legReport(bus, 'i2', { v: 1, id: 'o', phase: 'started' });
     legReport(bus, 'i1', first('c'));
@@ -87,5 +87,19 @@ describe('leg reports', () => {
       request: req, credit: { gateway: 'gw-0', epoch: 3 }, outcome: 'ok', firstTokenMs: 5, tbtSumMs: 3, tbtMaxMs: 1, tbtN: 3, completionTokens: 4, promptTokens: 8, engineEnergyJ: 1.5,
     });
     expect(sent[1]!.rep).toMatchObject({ outcome: 'ok', firstTokenMs: 5, completionTokens: 4, engineEnergyJ: 0.5 });
+  });
+
+  it('keep a credited report alone where the lending instance did not say it reads a joined one (CreditLoan.joins: an older instance)', async () => {
+    const { sent, bus } = fakeBus();
+    const req = { v: 1, id: 'c', model: 'm', kind: 'completion', inputTokens: 8, maxTokens: 4, arrivalMs: 1, giveUpAtMs: 2, streamSubject: subjects.stream('c'), direct: true } as const;
+    creditedReport(bus, 'i1', 'c', { req, gateway: 'gw-0', epoch: 3 } as never, { url: 'http://e', apiKey: 'k' }, undefined, 100, undefined);
+    legReport(bus, 'i1', first('c'));
+    endReport(bus, 0, 'i1', 'c', 'ok', timing as never, { promptTokens: 8, completionTokens: 4, energyJoules: 1.5 });
+    await held();
+    // the first token's report gives way to the end (which carries its time), as for any leg; the credited one stays alone
+    expect(sent.map((s) => [s.rep.id, s.rep.phase])).toEqual([['c', 'credited'], ['c', 'end']]);
+    expect(sent[0]!.rep.outcome).toBeUndefined();
+    expect(sent[0]!.rep.firstTokenMs).toBeUndefined();
+    expect(sent[1]!.rep).toMatchObject({ outcome: 'ok', firstTokenMs: 5, completionTokens: 4, engineEnergyJ: 1.5 });
   });
 });
