@@ -11,14 +11,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers/wait.ts';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
+import { okRecord, publishReadyStatus, shortRequest } from '../helpers/record-fixtures.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { ClusterManager } from '../../actors/cluster-manager/main.ts';
 import { parseConfig } from '../../actors/common/config.ts';
-import {
-  Admission, ClusterStatus, InferenceRequest, InstanceStatus, RequestRecord, StatusRequest, controlSubjects, subjects,
-  type InferenceRequest as Req, type InstanceStatus as Status,
-} from '../../protocols/index.ts';
+import { Admission, ClusterStatus, InferenceRequest, RequestRecord, StatusRequest, subjects } from '../../protocols/index.ts';
 
 const POOL = 'pool-all';
 const TYPES = ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] as const;
@@ -52,22 +50,9 @@ class Probe extends ClusterManager {
   }
 }
 
-function publishStatus(seq: number, startedMs: number): void {
-  const st: Status = {
-    v: 1, id: INST, pool: POOL, node: 'n0', tp: 1, gpuIds: [0], state: 'ready', startedMs, seq, sentMs: Date.now(), clockMhz: 1980, maxClockMhz: 1980,
-    queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
-  };
-  admin.publish(controlSubjects.instanceStatus(POOL, INST), InstanceStatus, st);
-}
-
-function record(id: string): RequestRecord {
-  return { v: 1, id, type: 'SS', pool: POOL, instance: INST, outcome: 'ok', promptTokens: 10, completionTokens: 17, energyJ: 12.5, energySource: 'modelled', sloMet: true, finishedMs: Date.now() };
-}
-
-function request(id: string): Req {
-  const now = Date.now();
-  return { v: 1, id, model: 'llama3.1-8b', kind: 'completion', prompt: 'hello', inputTokens: 10, maxTokens: 20, arrivalMs: now, giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id) };
-}
+const publishStatus = (seq: number, startedMs: number) => publishReadyStatus(admin, POOL, INST, seq, startedMs);
+const record = (id: string) => okRecord(id, POOL, INST, { prompt: 10, completion: 17 });
+const request = (id: string) => shortRequest(id, 'llama3.1-8b');
 
 async function manager(id: string): Promise<Probe> {
   const m = new Probe({ kind: 'cluster', id, servers: nats.url, ...as('cluster', id), log: silentLogger(), heartbeatMs: 1000 }, config, undefined);

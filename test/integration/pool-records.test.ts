@@ -11,14 +11,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KV } from '@nats-io/kv';
 import { waitFor } from '../helpers/wait.ts';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
+import { okRecord, publishReadyStatus, shortRequest } from '../helpers/record-fixtures.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
 import { parseConfig } from '../../actors/common/config.ts';
-import {
-  Admission, InferenceRequest, InstanceStatus, RequestRecord, controlSubjects, dispatchedKeys, jetstream, subjects,
-  type InferenceRequest as Req, type InstanceStatus as Status,
-} from '../../protocols/index.ts';
+import { Admission, InferenceRequest, RequestRecord, dispatchedKeys, jetstream, subjects } from '../../protocols/index.ts';
 
 const POOL = 'pool-rec';
 const TYPES = ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] as const;
@@ -31,22 +29,9 @@ const leaders: PoolLeader[] = [];
 let timer: NodeJS.Timeout | undefined;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function publishStatus(seq: number, startedMs: number): void {
-  const st: Status = {
-    v: 1, id: INST, pool: POOL, node: 'n0', tp: 1, gpuIds: [0], state: 'ready', startedMs, seq, sentMs: Date.now(), clockMhz: 1980, maxClockMhz: 1980,
-    queued: 0, running: 0, queuedIds: [], runningIds: [], loadByType: {},
-  };
-  admin.publish(controlSubjects.instanceStatus(POOL, INST), InstanceStatus, st);
-}
-
-function record(id: string): RequestRecord {
-  return { v: 1, id, type: 'SS', pool: POOL, instance: INST, outcome: 'ok', promptTokens: 2000, completionTokens: 200, energyJ: 12.5, energySource: 'modelled', sloMet: true, finishedMs: Date.now() };
-}
-
-function request(id: string): Req {
-  const now = Date.now();
-  return { v: 1, id, model: 'llama2-70b', kind: 'completion', prompt: 'hello', inputTokens: 10, maxTokens: 20, arrivalMs: now, giveUpAtMs: now + 120_000, streamSubject: subjects.stream(id), type: 'SS' };
-}
+const publishStatus = (seq: number, startedMs: number) => publishReadyStatus(admin, POOL, INST, seq, startedMs);
+const record = (id: string) => okRecord(id, POOL, INST, { prompt: 2000, completion: 200 });
+const request = (id: string) => shortRequest(id, 'llama2-70b', 'SS');
 
 async function manager(holder: string): Promise<PoolLeader> {
   const bus = await Bus.connect({ servers: nats.url, name: holder, ...as('pool', holder), log: silentLogger() });
