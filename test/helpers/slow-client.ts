@@ -21,19 +21,21 @@ export function slowClient(port: number, body: string, path = '/v1/completions')
     },
     ended,
     /** the response's body so far, its chunked framing removed. */
-    body: (): string => {
-      const at = raw.indexOf('\r\n\r\n');
-      let b = raw.subarray(at + 4), out = '';
-      while (b.length > 0) {
-        const nl = b.indexOf('\r\n');
-        const n = parseInt(b.subarray(0, nl).toString(), 16);
-        if (!(n > 0)) break;
-        out += b.subarray(nl + 2, nl + 2 + n).toString();
-        b = b.subarray(nl + 2 + n + 2);
-      }
-      return out;
-    },
+    body: (): string => dechunk(raw.subarray(raw.indexOf('\r\n\r\n') + 4)),
   };
+}
+
+/** An HTTP/1.1 chunked body's bytes without their framing (up to the last whole chunk or the terminal one). */
+export function dechunk(framed: Buffer): string {
+  let b = framed, out = '';
+  while (b.length > 0) {
+    const nl = b.indexOf('\r\n');
+    const n = parseInt(b.subarray(0, nl).toString(), 16);
+    if (!(n > 0)) break;
+    out += b.subarray(nl + 2, nl + 2 + n).toString();
+    b = b.subarray(nl + 2 + n + 2);
+  }
+  return out;
 }
 
 /** The SSE events of a body (its `data: {...}` events, parsed). */

@@ -21,6 +21,7 @@ import { createPerfModel } from '../../src/model/index.ts';
 import { TokenChunk, subjects } from '../../protocols/index.ts';
 import { NativeDataPlane, loadDataPlane } from '../../actors/gateway/data-plane.ts';
 import { grantedGateway, type GrantedGatewayOptions } from '../helpers/granted-gateway.ts';
+import { dechunk } from '../helpers/slow-client.ts';
 
 let dir = '';
 let plane: NativeDataPlane;
@@ -63,16 +64,7 @@ async function stream(port: number, body: string, stopAfter?: number, path = '/v
     s.on('connect', () => s.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`));
     const done = () => {
       const at = raw.indexOf('\r\n\r\n');
-      const head = raw.subarray(0, at).toString();
-      let b = raw.subarray(at + 4), out = '';
-      while (b.length > 0) {
-        const nl = b.indexOf('\r\n');
-        const n = parseInt(b.subarray(0, nl).toString(), 16);
-        if (!(n > 0)) break;
-        out += b.subarray(nl + 2, nl + 2 + n).toString();
-        b = b.subarray(nl + 2 + n + 2);
-      }
-      resolve({ head, body: out });
+      resolve({ head: raw.subarray(0, at).toString(), body: dechunk(raw.subarray(at + 4)) });
     };
     s.on('data', (d: Buffer) => {
       if (pauseMs !== undefined && raw.length === 0) {
