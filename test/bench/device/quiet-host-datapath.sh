@@ -2,7 +2,7 @@
 # One call on the lent GPU machine's 16 cores (its GPU unused: engines and GPUs emulated, energy modelled) for issue
 # 19's figures and issue 13's long chaos run: four every-kind chaos runs side by side pinned to cores 4-15 (as
 # quiet-host.sh), and on cores 0-3 one after another the data-path bench with one gateway process and with
-# $WORKERS gateway workers, then on cores 0-1 the conversation replay at --speed 10 against $REPLAY_SERVERS emulated
+# each of $WORKERS (a list, e.g. "4 8") gateway workers, then on cores 0-1 the conversation replay at --speed 10 against $REPLAY_SERVERS emulated
 # 8-GPU servers (the replay client on the same two cores). Pack first (WITH_TSX=1 bash
 # test/bench/device/pack-replay.sh; npm run build), run there with carry [".device","dist"]:
 #   bash test/bench/device/quiet-host-datapath.sh
@@ -34,7 +34,7 @@ REPLAY="CFG=/tmp/qh/replay-cfg.yaml DUR=600 SPEED=10 OUT=/tmp/qh/replay taskset 
 [ -n "${SIM_CORES:-}" ] && OUT=/tmp/qh/sims SIM_CORES=$SIM_CORES bash test/bench/device/drain-sims.sh &
 taskset -c "$DP_CORES" bash -c "
   DYN_BENCH_PATHS=direct DYN_BENCH_DATAPLANE=$DATAPLANE node --import tsx test/bench/run.ts datapath > /tmp/qh/datapath-w1.txt 2>&1
-  DYN_BENCH_PATHS=direct DYN_BENCH_REALTIME=0 DYN_BENCH_GATEWAY_WORKERS=$WORKERS node --import tsx test/bench/run.ts datapath > /tmp/qh/datapath-w$WORKERS.txt 2>&1
+  for w in $WORKERS; do DYN_BENCH_PATHS=direct DYN_BENCH_REALTIME=0 DYN_BENCH_GATEWAY_WORKERS=\$w node --import tsx test/bench/run.ts datapath > /tmp/qh/datapath-w\$w.txt 2>&1; done
   [ -z '$REPLAY_CORES' ] && $REPLAY" &
 while [ $(( $(date +%s) - T0 )) -lt "$LIMIT_S" ] && [ -n "$(jobs -r)" ]; do sleep 5; echo "$(date -u +%T) $(cut -d' ' -f1-3 /proc/loadavg)" >> /tmp/qh/load.txt; done
 { echo "== ended at $(( $(date +%s) - T0 )) s; still running: $(jobs -r | wc -l)"
