@@ -222,7 +222,6 @@ export class GatewayActor extends Actor {
       v: 1 as const, kind: 'gateway' as const, id: this.id, atMs: this.clock.now(), ...(router ? router.view() : { routing: false, pools: [] }),
     }), { capacity: 16, concurrency: 1 });
     this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
-      router?.learn(r);
       this.metrics.onRequest(r);
       this.live.onRequest(r);
     }, { capacity: 16384, expectSubject: (r) => subjects.telRequest(r.pool) });

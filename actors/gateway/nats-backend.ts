@@ -267,7 +267,7 @@ export class NatsBackend implements GatewayBackend {
     };
     const sub = this.streams.listen(subject, msg.id, onChunk);
     this.held.add(q);
-    leg.sub = { unsubscribe: () => (this.held.delete(q), q.close(), sub.unsubscribe()) };
+    leg.sub = { unsubscribe: () => (this.held.delete(q), q.close(), sub.unsubscribe(), this.router?.learn?.(msg.id, undefined)) }; // not learned: forgotten
     const admission = this.admit(msg, signal, o, leg);
     let adm: Admission | TokenChunk | 'timed_out';
     try {
@@ -383,6 +383,7 @@ export class NatsBackend implements GatewayBackend {
           if (x === 'hold') continue;
           // relayed by the instance (or ended before it started); finished before given: a reader may stop at the last chunk
           if (x.c.done || x.c.error) finished = true;
+          if (x.c.done && !x.c.error) this.router?.learn?.(leg.req.id, c.usage?.completionTokens); // the leg's tokens, the instance's count
           if (x.stopped) this.cancel(leg.req.id, 'a stop string completed across legs', leg.cancelSent);
           yield [relayedOut(x.c, req, st, this.migrationText, this.clock.now())];
           if (finished) return;
@@ -550,6 +551,7 @@ export class NatsBackend implements GatewayBackend {
         ? endReport(this.bus, 0, instance, lr.id, 'ok', t, usage) && { v: 1 as const, ok: true, energyJ: usage.energyJoules, energySource: 'modelled' as const }
         : await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'ok', t, usage);
       charge(reply, usage?.energyJoules, 'ok', 'measured');
+      this.router?.learn?.(lr.id, usage?.completionTokens ?? t.tokens); // the leg's tokens, as the instance records them
       // the engine's count of the leg's tokens where it has one (a tool parser's delta may hold several, or wait for more)
       if (usage?.completionTokens !== undefined) st.sent = Math.max(st.sent, sentBefore + usage.completionTokens);
       st.promptTokens ??= usage?.promptTokens ?? req.inputTokens;

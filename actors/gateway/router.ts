@@ -2,15 +2,15 @@
  * The gateway's own routing (docs/DATAPATH.md "Request plane"): the shell of src/policy/machines/router.ts.
  * It follows the routing table the cluster leader publishes and every instance's status, classifies a
  * request as intake does (src/policy/classify.ts classifyIntake, with its own online output predictor that
- * learns from the records of the requests it routed), and says which pools and instances to ask. The
+ * learns from the ends of the legs it routed, as its backend streams them), and says which pools and instances to ask. The
  * gateway's backend (nats-backend.ts) then asks the chosen instance for admission directly; whatever this
  * view cannot decide (no table yet, no ready instance in it) goes to the cluster intake.
  */
 import { suspectAfterMsOf } from '../../src/policy/suspect.ts';
 import type { Bus, SubscribeHandle } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
-import { Admission, ClientDisconnect, InferenceRequest, InstanceStatus, endedConnection, RoutingTable, controlSubjects, subjects, type DispatchView, type DynError, type RequestRecord, type RequestType } from '../../protocols/index.ts';
-import { OnlineOutputPredictor } from '../../src/policy/predictor.ts';
+import { Admission, ClientDisconnect, InferenceRequest, InstanceStatus, endedConnection, RoutingTable, controlSubjects, subjects, type DispatchView, type DynError, type RequestType } from '../../protocols/index.ts';
+import { OnlineOutputPredictor, type PredictorAccuracy } from '../../src/policy/predictor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHeard, routerHolderGone, routerLink, routerPick, routerPools, routerStatus, routerSweep, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { spillNext, spillPasses } from '../../src/policy/machines/cluster.ts';
@@ -28,6 +28,8 @@ export interface RequestRouter {
   pick(pool: string, req: ClassifiedRequest, exclude: ReadonlySet<string>, spill?: boolean): string | undefined;
   /** The instance did not answer (no responders): out of the view until its next status. */
   gone(pool: string, instance: string): void;
+  /** A leg of this gateway ended: its completion tokens when it ended ok (the output predictor learns them), undefined when not. */
+  learn?(id: string, completionTokens: number | undefined): void;
   /** The process of `instance` that admitted a request at `admittedMs` (started at `startedMs`) is gone: dead, or replaced by a new process. */
   holderGone(instance: string, startedMs: number | undefined, admittedMs: number): boolean;
   /** No instance ready, and one seen less than `holdMs` ago is starting, restarting or dead (policy routerCapacityComing). */
@@ -40,7 +42,7 @@ export interface RequestRouter {
   creditLoan?(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number }): void;
 }
 
-/** requests whose features are kept for the predictor until their record (bounded). */
+/** legs whose features are kept for the predictor until their stream's end (bounded). */
 const FEATURES_KEPT = 50_000;
 
 export class GatewayRouter implements RequestRouter {
@@ -103,12 +105,20 @@ export class GatewayRouter implements RequestRouter {
     return routerView(this.#s, this.clock.now(), this.#cfg);
   }
 
-  /** A finished request's record (the gateway reads them all for its metrics): the predictor learns from the ones it routed. */
-  learn(rec: RequestRecord): void {
-    const f = this.#features.get(rec.id);
+  /**
+   * A leg's end, as this gateway streamed it (nats-backend.ts): a leg it routed that ended ok teaches the predictor its
+   * completion tokens (the engine's count, the instance's record's own); any other end (undefined) lets its features go.
+   */
+  learn(id: string, completionTokens: number | undefined): void {
+    const f = this.#features.get(id);
     if (!f) return;
-    this.#features.delete(rec.id);
-    if (rec.outcome === 'ok') this.#predictor.observe(f, rec.completionTokens);
+    this.#features.delete(id);
+    if (completionTokens !== undefined) this.#predictor.observe(f, completionTokens);
+  }
+
+  /** The output predictor's observations and accuracy (the legs it learned from). */
+  predictorAccuracy(): PredictorAccuracy {
+    return this.#predictor.accuracy();
   }
 
   plan(req: InferenceRequest): { req: ClassifiedRequest; pools: string[] } | undefined {

@@ -73,10 +73,7 @@ beforeAll(async () => {
     backend: () => ({ chunkTimeoutMs: 20_000 }),
   });
   ({ h, gw, backend, router } = cluster);
-  h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
-    records.set(r.id, r);
-    router.learn(r);
-  }, { capacity: 4096 });
+  h.bus.subscribe(subjects.telRequestAll(), RequestRecord, (r) => void records.set(r.id, r), { capacity: 4096 });
   h.bus.subscribe(subjects.clusterIntake(), InferenceRequestCodec, (r) => void viaIntake.add(r.id), { capacity: 4096 });
   h.bus.subscribe(subjects.poolDispatch('pool-all'), InferenceRequestCodec, (r) => void viaDispatch.add(r.id), { capacity: 4096 });
   h.bus.subscribe(subjects.streamAll(), TokenChunkCodec, (c) => void onStream.set(c.id, [...(onStream.get(c.id) ?? []), c]), { capacity: 65536 });
