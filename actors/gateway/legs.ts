@@ -18,7 +18,9 @@ import type { JournalLeg, ResumeFrom } from './resume.ts';
 import type { LegEnergy } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
 import { continuable } from '../../src/policy/drain-migration.ts';
+import { deadlineEnd, deadlineError, pastDeadline } from '../../src/policy/deadline.ts';
 export { accountSpan, nativeOf } from './native-leg.ts';
+export { DEADLINE_ERROR, deadlineError, pastDeadline } from '../../src/policy/deadline.ts';
 export { continuation, contextFullEnd, countedBy, countedWithin, continuationEnd, continuationError } from './continuation.ts';
 
 /** The control plane ended a leg (an error chunk on its stream subject while the gateway read the engine). */
@@ -201,17 +203,6 @@ export function placedChunk(c: TokenChunk, grant: Pick<TokenChunk, 'instance' | 
   if (grant.type) c.type = grant.type;
   return c;
 }
-
-/**
- * Whether request `req` has reached its give-up time (the gateway's requestTimeoutS after its arrival) at `now`: it may
- * not move to another leg (canMigrate, reopenLeg), and a leg that ends with a retryable error ends the stream with
- * DEADLINE_ERROR instead (legFailure, deadlineChunk).
- */
-export const pastDeadline = (req: Pick<InferenceRequest, 'giveUpAtMs'>, now: number): boolean => now >= req.giveUpAtMs;
-
-/** A request's end at its give-up time: another attempt of the same request would take as long again, so not retryable. */
-export const DEADLINE_ERROR: Readonly<WireError> = Object.freeze({ code: 'timeout', message: 'the request did not finish within its time limit (the gateway\'s requestTimeoutS)', retryable: false });
-export const deadlineError = (): DynError => new DynError(DEADLINE_ERROR.code, DEADLINE_ERROR.message, { retryable: false });
 
 /**
  * A request may continue on a peer at `now`: before its give-up time (pastDeadline), legs left (`limit`), its text kept,
@@ -429,7 +420,7 @@ export function legFailure(err: unknown, ended: WireError | undefined, req: Infe
     ?? (err instanceof EngineHttpError && !err.retryable
       ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
       : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: 1 });
-  return w.retryable && (err instanceof EngineTimeoutError || pastDeadline(req, now)) ? { w: { ...DEADLINE_ERROR }, outcome: 'timed_out' } : { w, outcome: 'failed' };
+  return deadlineEnd(w, err instanceof EngineTimeoutError, req, now);
 }
 
 /** Why a resumed stream cannot continue: its give-up time has passed (the timeout), or nothing lets it (canMigrate). */

@@ -7,7 +7,8 @@
 import { appendFileSync } from 'node:fs';
 import { TokenChunk, toWireError, type WireError } from '../../protocols/index.ts';
 import { chunkExtras } from '../../src/engine/engine.ts';
-import { EngineHttpError } from '../../src/engine/errors.ts';
+import { EngineHttpError, EngineTimeoutError } from '../../src/engine/errors.ts';
+import { deadlineEnd } from '../../src/policy/deadline.ts';
 import { engineIdleBounds } from '../../src/policy/engine-liveness.ts';
 import { TTFT_TRACE, type Held, type LegHost, type Running } from './running.ts';
 import { pastCredit, relayPaced, whileNoCredit } from './relay-pause.ts';
@@ -167,13 +168,16 @@ export async function streamFromEngine(h: LegHost, q: Held, r: Running): Promise
     // the wire message reaches the client: the engine's own words for a refused request, nothing internal
     // (instance ids, URLs) otherwise; the details go to this log
     if (!aborted) h.log.warn({ id: req.id, err: (err as Error)?.message ?? String(err) }, 'engine call failed');
-    const w: WireError = aborted
+    const ended: WireError = aborted
       ? toWireError(r.ac.signal.reason)
       : err instanceof EngineHttpError && !err.retryable
         ? { code: 'invalid_request', message: err.engineMessage, retryable: false }
         : { code: 'engine_crashed', message: 'the engine serving this request failed; retry', retryable: true, retryAfterS: h.config.emergency.retryAfterS };
+    // a retryable end at or past the request's give-up time (the engine call's deadline fired) is the request's
+    // timeout, not retryable, and its record 'timed_out', as the gateway ends a direct leg (src/policy/deadline.ts)
+    const { w, outcome } = deadlineEnd(ended, !aborted && err instanceof EngineTimeoutError, req, clock.now());
     h.running.delete(req.id);
-    h.finishWithError(req, r.seq, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
+    h.finishWithError(req, r.seq, w, w.code === 'cancelled' ? 'cancelled' : outcome, r);
     return;
   } finally {
     const timer = (pend as { timer?: unknown } | null)?.timer;

@@ -406,7 +406,7 @@ export class InstanceManager {
     if (arr.length > 2000) arr.splice(0, arr.length - 2000);
   }
 
-  #finishWithError(req: ClassifiedRequest, seq: number, error: WireError, outcome: 'rejected' | 'failed' | 'cancelled', r?: Running): void {
+  #finishWithError(req: ClassifiedRequest, seq: number, error: WireError, outcome: 'rejected' | 'failed' | 'cancelled' | 'timed_out', r?: Running): void {
     this.#unwatchCancel(req.id);
     const type = req.type;
     try {

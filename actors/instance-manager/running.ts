@@ -85,5 +85,5 @@ export interface LegHost {
   /** the request's RequestRecord, and the instance's counters. */
   record(req: ClassifiedRequest, type: RequestType, outcome: RequestRecord['outcome'], r: Running | undefined, completionTokens: number, energyJ: number, energySource: 'measured' | 'modelled'): void;
   /** ends a request with an error chunk on its stream subject, and its record. */
-  finishWithError(req: ClassifiedRequest, seq: number, error: WireError, outcome: 'rejected' | 'failed' | 'cancelled', r?: Running): void;
+  finishWithError(req: ClassifiedRequest, seq: number, error: WireError, outcome: 'rejected' | 'failed' | 'cancelled' | 'timed_out', r?: Running): void;
 }
