@@ -3,6 +3,10 @@
  * to begin, from its arrival. docs/DATAPATH.md "Holds have a limit".
  */
 import type { Clock } from '../../src/runtime/clock.ts';
+import { DynError } from '../../protocols/errors.ts';
+
+/** The abort reason of a request past its hold limit (answered with a 503 already). */
+export const holdPassed = (): DynError => new DynError('unavailable', 'the request did not start within the gateway\'s hold limit', { retryable: true, retryAfterS: 1 });
 
 /**
  * A request's hold limit at the gateway: `ms` after the request arrived, unless its answer has begun (begin(): its

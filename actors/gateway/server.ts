@@ -6,18 +6,16 @@
  * Flow of one request: auth (Bearer, when keys are configured) -> body read with a size limit -> OpenAI
  * validation -> in-flight bound -> backend.submit (admission; a refusal becomes 429/503 with Retry-After)
  * -> tokens streamed as SSE, or collected into one JSON response. A client that disconnects aborts the
- * request's AbortSignal, which the backend turns into a Cancel downstream.
- *
- * Its parts: server-options.ts (GatewayBackend, GatewayServerOptions), auth.ts (API keys, the dashboard cookie, the
- * metrics token), tokenize-routes.ts (/tokenize, /detokenize, the prompt count), collect.ts (the non-streamed
- * answer), sse-stream.ts and sse-writer.ts (the SSE stream), resume.ts (resumable streams), openai.ts (validation).
+ * request's AbortSignal, which the backend turns into a Cancel downstream. Its parts: server-options.ts (GatewayBackend,
+ * GatewayServerOptions), auth.ts (API keys, the dashboard cookie, the metrics token), tokenize-routes.ts (/tokenize,
+ * /detokenize, the prompt count), collect.ts (the non-streamed answer), sse-stream.ts and sse-writer.ts (the SSE stream),
+ * resume.ts (resumable streams), openai.ts (validation), drain.ts (the requests in flight, cut at a drain's end),
+ * static-files.ts (the dashboard's files).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { newRequestId } from './request-id.ts';
 import { MARK, firstTokenTrace } from '../../src/runtime/first-token-trace.ts';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { systemClock } from '../../src/runtime/clock.ts';
@@ -30,7 +28,7 @@ import {
 } from './openai.ts';
 import { childRequest, inBatches, submitAll, type TokenSource } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
-import { HoldLimit } from './hold-limit.ts';
+import { HoldLimit, holdPassed } from './hold-limit.ts';
 import { parseJsonBody, readBody } from './body.ts';
 import { relaySse, replayPrelude, resumePlan, type Framing, type Resumable } from './sse-stream.ts';
 import { LAST_EVENT_ID_HEADER, RESUMABLE_HEADER, parseLastEventId, resumableOf, type StreamHooks } from './resume.ts';
@@ -38,7 +36,7 @@ export type { ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
 import type { GatewayServerOptions } from './server-options.ts';
 export type { GatewayBackend, GatewayServerOptions } from './server-options.ts';
 import { PromptCounter, localTokenizer } from './tokens.ts';
-import { REPO_ROOT } from '../../src/runtime/code-path.ts';
+import { STATIC, staticFile } from './static-files.ts';
 import { probeResponse } from '../../src/runtime/health.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
 import { ApiKeys, probeTokenMatcher } from './auth.ts';
@@ -50,11 +48,9 @@ import { DYNAMOLLM_VERSION } from '../../src/runtime/version.ts';
 import { collectChoice, collectedBody } from './collect.ts';
 import { Cors } from './cors.ts';
 import { echoSource, echoedPrompt } from './echo.ts';
-import { LeanAbort } from '../../src/runtime/abort.ts';
+import { LeanAbort, type AbortLike } from '../../src/runtime/abort.ts';
+import { InFlight } from './drain.ts';
 
-const STATIC_DIR = join(REPO_ROOT, 'src', 'telemetry', 'dashboard');
-const STATIC: Record<string, string> = { '/': 'index.html', '/index.html': 'index.html', '/dashboard.js': 'dashboard.js', '/dashboard.css': 'dashboard.css' };
-const MIME: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
 
 /** The request target as a URL; undefined when the URL parser refuses it (e.g. `//a|b`, read as a host). */
 function requestUrl(target: string | undefined): URL | undefined {
@@ -79,7 +75,7 @@ export class GatewayServer {
   /** closing (close()): the listener is closed and new requests get 503. */
   private draining = false;
   private liveTimer: unknown;
-  private readonly aborts = new Set<LeanAbort>();
+  private readonly aborts = new InFlight();
   private readonly counter: PromptCounter;
   private readonly tokenizers: Tokenizers;
   private readonly cors: Cors;
@@ -165,8 +161,8 @@ export class GatewayServer {
 
   /**
    * Stops taking requests: closes the listener (a new connection is refused; the idle kept-alive ones are closed, and
-   * a request on another gets a retryable 503), waits up to graceMs for the in-flight ones, then cancels the rest and
-   * closes every connection.
+   * a request on another gets a retryable 503), waits up to graceMs for the in-flight ones, then cancels the rest, each
+   * answered with a retryable error (drain.ts), and closes every connection once those answers are sent.
    */
   async close(graceMs = 10_000): Promise<void> {
     this.leaving = true;
@@ -179,7 +175,7 @@ export class GatewayServer {
     });
     const until = this.opts.clock.now() + graceMs;
     while (this.inflight > 0 && this.opts.clock.now() < until) await this.opts.clock.sleep(50);
-    for (const a of this.aborts) a.abort(new DynError('unavailable', 'gateway shutting down', { retryable: true }));
+    await this.aborts.cut(this.opts.clock);
     for (const c of this.wss?.clients ?? []) c.terminate();
     this.wss?.close();
     this.server.closeAllConnections();
@@ -318,14 +314,20 @@ export class GatewayServer {
   }
 
   private async inference(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {
-    if (req.headers[LAST_EVENT_ID_HEADER] !== undefined) return this.resumeStream(req, res, route, kind);
-    // its wait for its answer to begin is bounded (holdLimitMs): then a retryable 503, and what is under way for it
-    // (the prompt's count, its admission, its legs) is cancelled
+    // its wait for its answer to begin is bounded (holdLimitMs), a resume's too: then a retryable 503, and what is
+    // under way for it (the prompt's count, its admission, its legs; a resume's next leg) is cancelled
     const hold = new HoldLimit(this.opts.clock, this.opts.holdLimitMs, () => !res.headersSent && !res.destroyed, () => {
       this.opts.metrics?.gatewayRejections.inc({ reason: 'hold_limit' });
       this.sendError(res, route, new HttpError(503, `the request did not start within the gateway's hold limit (${Math.round(this.opts.holdLimitMs / 1000)} s): retry`, 'service_unavailable', 'unavailable', null, 1));
     });
-    return this.inferenceHeld(req, res, route, kind, hold).finally(() => hold.clear());
+    const held = req.headers[LAST_EVENT_ID_HEADER] !== undefined ? this.resumeStream(req, res, route, kind, hold) : this.inferenceHeld(req, res, route, kind, hold);
+    return held.finally(() => hold.clear());
+  }
+
+  /** The answer of a request aborted before its response began: the drain's error (close()), or none (the client left, or it was answered). */
+  private endAborted(res: ServerResponse, route: string, signal: AbortLike): void {
+    const e = this.aborts.answerOf(signal.reason);
+    if (e) this.sendError(res, route, e);
   }
 
   private async inferenceHeld(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit): Promise<void> {
@@ -336,8 +338,8 @@ export class GatewayServer {
       if (!res.writableEnded) ac.abort(new DynError('cancelled', 'client disconnected', { retryable: false }));
     };
     res.on('close', onClose);
-    hold.onPass(() => ac.abort(new DynError('unavailable', 'the request did not start within the gateway\'s hold limit', { retryable: true, retryAfterS: 1 })));
-    this.aborts.add(ac);
+    hold.onPass(() => ac.abort(holdPassed()));
+    this.aborts.add(ac, res);
     const slots = { n: 0 };
     const tr = firstTokenTrace.on ? firstTokenTrace.begin() : -1; // the first token's path (DYN_TRACE_FIRST_TOKEN): its slot
     try {
@@ -413,7 +415,7 @@ export class GatewayServer {
       if (err instanceof HttpError && err.status === 413) res.setHeader('connection', 'close');
       return this.sendError(res, route, err);
     }
-    if (hold.passed || ac.signal.aborted) return; // answered already, or the client left
+    if (hold.passed || ac.signal.aborted) return this.endAborted(res, route, ac.signal); // answered already, the client left, or the drain
 
     const id = newRequestId();
     if (tr >= 0) firstTokenTrace.bind(tr, id);
@@ -483,11 +485,11 @@ export class GatewayServer {
     try {
       got = await Promise.all(streams.map((s, i) => collectChoice(s, timers[i]!, hold)));
     } catch (err) {
-      if (ac.signal.aborted) return false;
-      this.sendError(res, route, toHttp(err));
+      if (ac.signal.aborted) this.endAborted(res, route, ac.signal);
+      else this.sendError(res, route, toHttp(err));
       return false;
     }
-    if (ac.signal.aborted) return false;
+    if (ac.signal.aborted) return (this.endAborted(res, route, ac.signal), false);
     this.sendJson(res, route, 200, collectedBody(p, id, created, inputTokens, got));
     return true;
   }
@@ -495,15 +497,16 @@ export class GatewayServer {
   /** The token streams relayed as SSE (sse-stream.ts relaySse); resolves true when [DONE] was sent. */
   private streamSse(res: ServerResponse, route: string, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: LeanAbort, timers: StreamTimer[], hold?: HoldLimit, r?: Resumable): Promise<boolean> {
     const started = () => (hold?.begin(), this.count(route, 200));
-    return relaySse({ res, started, fail: (e: HttpError) => this.sendError(res, route, e), plane: this.opts.dataPlane, clientStallMs: this.opts.clientStallMs, clock: this.opts.clock }, p, id, created, inputTokens, sources, ac, timers, r);
+    return relaySse({ res, started, fail: (e: HttpError) => this.sendError(res, route, e), aborted: this.aborts.answerOf, plane: this.opts.dataPlane, clientStallMs: this.opts.clientStallMs, clock: this.opts.clock }, p, id, created, inputTokens, sources, ac, timers, r);
   }
 
   /**
    * A reconnect with `Last-Event-ID: <request id>:<event index>` (docs/PROTOCOL.md "Resumable streams"): the stream's
    * journal is read (the body is ignored), the events after the client's last are sent again, and the generation goes
-   * on as a new leg (backend.resume), journaled as the next writer generation. Refusals: resumePlan; 503 (retryable).
+   * on as a new leg (backend.resume), journaled as the next writer generation. Refusals: resumePlan; 503 (retryable),
+   * the hold limit's among them: the missed events go with the status line, at the new leg's first token.
    */
-  private async resumeStream(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {
+  private async resumeStream(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit): Promise<void> {
     const journalOf = this.opts.journal;
     const backend = this.opts.backend;
     let found: Extract<ReturnType<typeof resumePlan>, { state: unknown }>;
@@ -523,6 +526,7 @@ export class GatewayServer {
       if (err instanceof HttpError && err.status === 413) res.setHeader('connection', 'close');
       return this.sendError(res, route, err);
     }
+    if (hold.passed) return; // answered: a 503
     const { state: s, plan, id } = found;
     const { head } = s;
     const p: Framing = { kind: head.req.kind, model: head.req.model, includeUsage: head.includeUsage, continuousUsage: head.continuousUsage };
@@ -536,7 +540,8 @@ export class GatewayServer {
       return;
     }
     const ac = new LeanAbort();
-    this.aborts.add(ac);
+    hold.onPass(() => ac.abort(holdPassed()));
+    this.aborts.add(ac, res);
     this.inflight++;
     this.opts.metrics?.gatewayInflight.set(this.inflight);
     const onClose = () => {
@@ -551,12 +556,12 @@ export class GatewayServer {
       try {
         stream = await backend.resume!(head.req, { sent: plan.sent, text: plan.text, ...(s.leg ? { leg: s.leg } : {}), resumes: s.gen }, ac.signal, { onLeg: (leg) => writer.leg(leg) });
       } catch (err) {
-        if (ac.signal.aborted && !res.writable) return;
+        if (ac.signal.aborted) return this.endAborted(res, route, ac.signal);
         this.opts.metrics?.gatewayRejections.inc({ reason: err instanceof DynError ? err.code : 'internal' });
         return this.sendError(res, route, toHttp(err));
       }
       const timer = new StreamTimer(this.opts.metrics, p.model, performance.now());
-      await this.streamSse(res, route, p, id, head.created, inputTokens, [stream], ac, [timer], undefined, r);
+      await this.streamSse(res, route, p, id, head.created, inputTokens, [stream], ac, [timer], hold, r);
     } finally {
       res.off('close', onClose);
       this.inflight--;
@@ -566,14 +571,10 @@ export class GatewayServer {
   }
 
   private async serveStatic(res: ServerResponse, route: string, file: string): Promise<void> {
-    try {
-      const body = await readFile(join(STATIC_DIR, file));
-      this.count(route, 200);
-      res.writeHead(200, { 'content-type': MIME[file.split('.').pop()!] ?? 'application/octet-stream', 'cache-control': 'no-cache' });
-      res.end(body);
-    } catch {
-      this.sendError(res, route, new HttpError(404, `${file} not found`, 'invalid_request_error', 'not_found'));
-    }
+    const f = await staticFile(file);
+    if (!f) return this.sendError(res, route, new HttpError(404, `${file} not found`, 'invalid_request_error', 'not_found'));
+    this.count(route, 200);
+    res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-cache' }).end(f.body);
   }
 
   private count(route: string, code: number): void {

@@ -36,6 +36,8 @@ export interface SseContext {
   res: ServerResponse;
   started(): void;
   fail(e: HttpError): void;
+  /** the answer a request aborted for `reason` still gets (the gateway's drain: a retryable error); undefined: none (the client left, or it was answered). */
+  aborted?(reason: unknown): HttpError | undefined;
   /** the native data plane (gateway.dataPlane), when loaded: an eligible stream's plain text events go through it. */
   plane?: NativeDataPlane;
   /** a client that reads nothing of what it holds for this long is disconnected, ms (client-flow.ts). */
@@ -61,6 +63,10 @@ export interface SseContext {
  * (SseWriter's gate); an event the journal does not keep (logprobs, tool calls, reasoning, an error) ends its
  * resumability. A resumed stream sends `r.prelude`
  * (the events the client missed) with its status line, and numbers its events from `r.next`.
+ *
+ * A request aborted (ac) ends without a word, unless ctx.aborted gives its answer (a gateway's drain): that error, as
+ * any failure's; a resumable stream's error event then has no id and its journal is kept, so its client resumes it
+ * (Last-Event-ID: its last event's id) on another replica.
  */
 export async function relaySse(ctx: SseContext, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: { readonly signal: AbortLike }, timers: StreamTimer[], r?: Resumable): Promise<boolean> {
   const res = ctx.res;
@@ -83,16 +89,27 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     const ev = framed ?? `data: ${JSON.stringify(obj)}\n\n`;
     w.add(r ? `id: ${eventId(id, r.next++)}\n${ev}` : ev);
   };
-  /** before the first byte: an HTTP error; after: an error event, then [DONE] (vLLM's end of a failed stream). */
-  const fail = (e: HttpError): false => {
-    r?.journal.stop('the stream ended with an error');
+  /**
+   * before the first byte: an HTTP error; after: an error event, then [DONE] (vLLM's end of a failed stream). `resume`
+   * (the drain's error): a resumable stream stays resumable from the client's last event (its error event without id).
+   */
+  const fail = (e: HttpError, resume = false): false => {
+    const kept = resume && started && r !== undefined;
+    if (!kept) r?.journal.stop('the stream ended with an error');
     if (!started) {
       ctx.fail(e);
       return false;
     }
-    send({ error: { ...e.body().error, retryable: e.retryable } });
+    const error = { ...e.body().error, retryable: e.retryable };
+    if (kept) w.add(`data: ${JSON.stringify({ error: { ...error, message: `${e.message}: resume the stream on another replica (Last-Event-ID)` } })}\n\n`);
+    else send({ error });
     w.end('data: [DONE]\n\n');
     return false;
+  };
+  /** the request was aborted: ctx.aborted's answer, if any, while the client's connection is open. */
+  const onAbort = (): false => {
+    const e = ctx.aborted?.(ac.signal.reason);
+    return e && !res.destroyed ? fail(e, true) : false;
   };
   const n = sources.length;
   const tokens = new Array<number>(n).fill(0);
@@ -105,7 +122,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   const signal = ac.signal; // read once per batch: no listener of its own
   /** the chunks of choice i that came together; a boolean (the result) once the client's stream is over. */
   const relayed = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
-    if (signal.aborted) return false;
+    if (signal.aborted) return onAbort();
     for (const c of batch) {
       if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS, false, c.error.retryable));
       if (c.done && (c.finishReason === 'error' || c.finishReason === 'cancelled')) {
@@ -174,11 +191,10 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
         if (flow.blocked()) await flow.drained();
       }
     }
-    if (!ac.signal.aborted) fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
-    return false;
+    return ac.signal.aborted ? onAbort() : fail(new HttpError(502, 'token stream ended without a final chunk', 'internal_error', 'incomplete_stream'));
   } catch (err) {
     if (err === READER_DONE) return result!;
-    if (ac.signal.aborted) return false;
+    if (ac.signal.aborted) return onAbort();
     return fail(toHttp(err));
   } finally {
     native?.close();

@@ -3,11 +3,14 @@
  * answer has not begun `holdLimitMs` after it arrived gets a retryable 503 with Retry-After, and what was under way
  * for it is cancelled (the backend's signal aborted with a retryable `unavailable`), whatever it waited on: a
  * prompt count, an admission that never came back, an admitted stream whose first token never came. A request
- * whose first token came within the limit is not cut, streamed or not, however long it then runs. Real HTTP on
- * loopback; the server's timers on a ManualClock, advanced to the millisecond.
+ * whose first token came within the limit is not cut, streamed or not, however long it then runs. A resume
+ * (Last-Event-ID) whose next leg no instance admits gets the same 503 at the limit. Real HTTP on loopback; the server's
+ * timers on a ManualClock, advanced to the millisecond.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
+import { GatewayServer, type GatewayBackend, type StreamJournal } from '../../actors/gateway/server.ts';
+import { JournalWriter } from '../../actors/gateway/resume.ts';
+import type { ResumeEntry } from '../../protocols/journal.ts';
 import { ManualClock } from '../../src/runtime/clock.ts';
 import { DynError } from '../../protocols/errors.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
@@ -30,6 +33,12 @@ class HeldBackend implements GatewayBackend {
     // no instance's tokenizer answers (it stays held as long as the test runs)
     this.tokenizeWait ??= new Promise<void>(() => {});
     return this.tokenizeWait.then(() => answer);
+  }
+
+  /** a resume's next leg: admitted never (no instance takes it), until the request is aborted. */
+  resume(_req: InferenceRequest, _from: unknown, signal: AbortSignal): Promise<AsyncIterable<TokenChunk>> {
+    this.signals.push(signal);
+    return new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
   }
 
   submit(req: InferenceRequest, signal: AbortSignal): Promise<AsyncIterable<TokenChunk>> {
@@ -69,8 +78,8 @@ afterEach(async () => {
 const logged: Record<string, unknown>[] = [];
 const log = createLogger({ level: 'info', pretty: false, destination: new Writable({ write: (b: Buffer, _e, cb) => (logged.push(JSON.parse(b.toString()) as Record<string, unknown>), cb()) }) });
 
-async function start(backend: HeldBackend, clock: ManualClock): Promise<string> {
-  const gw = new GatewayServer({ backend, clock, port: 0, host: '127.0.0.1', models: ['m1'], holdLimitMs: LIMIT_MS, log });
+async function start(backend: HeldBackend, clock: ManualClock, journal?: StreamJournal): Promise<string> {
+  const gw = new GatewayServer({ backend, clock, port: 0, host: '127.0.0.1', models: ['m1'], holdLimitMs: LIMIT_MS, log, ...(journal ? { journal } : {}) });
   servers.push(gw);
   return `http://127.0.0.1:${await gw.listen()}`;
 }
@@ -85,10 +94,10 @@ async function until(f: () => boolean, what: string): Promise<void> {
 }
 
 /** A completion request whose outcome (status and body, or the stream's text) is recorded when it comes. */
-function send(base: string, stream: boolean): { done: () => boolean; result: Promise<{ status: number; retryAfter: string | null; body: string }> } {
+function send(base: string, stream: boolean, lastEventId?: string): { done: () => boolean; result: Promise<{ status: number; retryAfter: string | null; body: string }> } {
   let finished = false;
   const result = fetch(`${base}/v1/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
+    method: 'POST', headers: { 'content-type': 'application/json', ...(lastEventId !== undefined ? { 'last-event-id': lastEventId } : {}) },
     body: JSON.stringify({ model: 'm1', prompt: 'hello there', max_tokens: 8, stream }),
   }).then(async (r) => ({ status: r.status, retryAfter: r.headers.get('retry-after'), body: await r.text() })).finally(() => (finished = true));
   return { done: () => finished, result };
@@ -162,4 +171,29 @@ describe('gateway hold limit (holdLimitMs from arrival)', () => {
       expect(backend.signals[0]!.aborted).toBe(false);
     });
   }
+
+  it('a resume (Last-Event-ID) whose next leg no instance admits: the same 503 at the limit, nothing sent before it, the leg\'s wait cancelled', async () => {
+    const clock = new ManualClock();
+    const backend = new HeldBackend();
+    // another replica's stream r1, its client holding event 0 of it
+    const entries: ResumeEntry[] = [
+      { v: 1, id: 'r1', gen: 0, head: { req: { v: 1, id: 'r1', model: 'm1', kind: 'completion', prompt: 'hello there', inputTokens: 3, maxTokens: 8, arrivalMs: 0, giveUpAtMs: 600_000, streamSubject: 'dyn.v1.stream.r1' }, created: 1, includeUsage: false, continuousUsage: false } },
+      { v: 1, id: 'r1', gen: 0, from: 0, events: [{ text: ' a', tokens: 1 }, { text: ' b', tokens: 1 }] },
+    ];
+    const journal: StreamJournal = { writer: (id, gen) => new JournalWriter(async () => {}, id, gen, 1 << 20), read: async (id) => entries.filter((e) => e.id === id) };
+    const base = await start(backend, clock, journal);
+    const r = send(base, true, 'r1:0');
+    await until(() => backend.signals.length === 1, 'the resume');
+    clock.advance(LIMIT_MS - 1);
+    await settle();
+    expect(r.done()).toBe(false);
+    expect(backend.signals[0]!.aborted).toBe(false);
+    clock.advance(1);
+    const out = await r.result;
+    expect(out.status).toBe(503);
+    expect(out.retryAfter).toBe('1');
+    expect(JSON.parse(out.body)).toMatchObject({ error: { code: 'unavailable', type: 'service_unavailable' } });
+    expect(backend.signals[0]!.aborted).toBe(true);
+    expect(backend.signals[0]!.reason).toMatchObject({ code: 'unavailable', retryable: true });
+  });
 });
