@@ -7,7 +7,7 @@ import { codec } from './codec.ts';
 import { REQUEST_TYPES } from './request-types.ts';
 import { ACTOR_KINDS, EVENT_KINDS, ROOT } from './subjects.ts';
 import { FINISH_REASONS, MAX_CHUNK_TOKENS, fastTokenChunk } from './token-chunk-check.ts';
-import { RequestRecord, requestRecord } from './request-record.ts';
+import { RequestRecord, legOutcome, requestRecord } from './request-record.ts';
 
 export { FINISH_REASONS, MAX_CHUNK_TOKENS, RequestRecord, requestRecord };
 
@@ -398,7 +398,7 @@ export const legReport = z.object({
    */
   gateway: z.object({ id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), startedMs: nonneg }).optional(),
   /** the end: how the leg ended ('failed': the engine's stream broke; 'timed_out': the request reached giveUpAtMs). */
-  outcome: z.enum(['ok', 'failed', 'cancelled', 'timed_out']).optional(),
+  outcome: legOutcome.optional(),
   firstTokenMs: nonneg.optional(),
   tbtSumMs: nonneg.optional(),
   tbtMaxMs: nonneg.optional(),

@@ -6,12 +6,23 @@
 import { z } from 'zod';
 import { codec } from './codec.ts';
 import { REQUEST_TYPES } from './request-types.ts';
+import { openEnum } from './open-enum.ts';
 
 const v = z.literal(1);
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9_-]+$/);
 const nonneg = z.number().finite().nonnegative();
 const int = z.number().int().nonnegative();
 const requestType = z.enum(REQUEST_TYPES);
+
+/**
+ * How a request or leg ended (RequestRecord.outcome; 'timed_out': at its give-up time). Open enums (protocols/open-enum.ts):
+ * a reader takes a value newer than these as 'failed' and keeps the record.
+ */
+export const RECORD_OUTCOMES = ['ok', 'rejected', 'failed', 'cancelled', 'timed_out'] as const;
+/** How a direct leg ended (LegReport.outcome, its end report): RECORD_OUTCOMES but 'rejected'. */
+export const LEG_OUTCOMES = ['ok', 'failed', 'cancelled', 'timed_out'] as const;
+export const recordOutcome = openEnum(RECORD_OUTCOMES, 'failed');
+export const legOutcome = openEnum(LEG_OUTCOMES, 'failed');
 
 /**
  * One finished (or failed) request, or one leg of a request that migrated, for latency/SLO/energy accounting
@@ -33,7 +44,7 @@ export const requestRecord = z.object({
   type: requestType,
   pool: z.string().max(128),
   instance: z.string().max(128).optional(),
-  outcome: z.enum(['ok', 'rejected', 'failed', 'cancelled', 'timed_out']),
+  outcome: recordOutcome,
   promptTokens: int,
   completionTokens: int,
   ttftMs: nonneg.optional(),
