@@ -8,6 +8,9 @@
  * - the listener closes once the delay has passed, not before (a new connection is refused from then on);
  * - a stream in flight at the SIGTERM streams on past the listener's close and ends whole;
  * - the process exits 0 once that stream has ended, within the delay and gateway.drainStreamsMs.
+ * Another gateway process, drainDelayMs 0 and drainStreamsMs 1 s, gets its SIGTERM while a stream and a non-streamed
+ * request each have 200 tokens to go: at the grace's end the stream ends with a retryable error event, `[DONE]` and
+ * its chunked body's end, the other request gets a 503 with Retry-After, and the process exits 0.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request, type IncomingHttpHeaders } from 'node:http';
@@ -34,8 +37,12 @@ const TOKEN_MS = 100;
 let nats: TestNats;
 let cluster: Bus;
 let gw: ChildProcess;
+/** the port of the gateway under test (call, accepts). */
 let port: number;
 let out = '';
+const spawned: ChildProcess[] = [];
+/** the scripted streams under way (a cancelled request's stream goes on: stopped before the cluster's connection closes). */
+const streams = new Set<NodeJS.Timeout>();
 
 /** The scripted cluster: intake streaming `maxTokens` tokens TOKEN_MS apart, the tokenizer, and a status with one ready instance. */
 async function startCluster(url: string): Promise<Bus> {
@@ -49,11 +56,13 @@ async function startCluster(url: string): Promise<Bus> {
         return;
       }
       clearInterval(t);
+      streams.delete(t);
       bus.publish(req.streamSubject, TokenChunk, {
         v: 1, id: req.id, seq, text: '', tokens: 0, done: true, finishReason: 'length',
         usage: { promptTokens: req.inputTokens, completionTokens: req.maxTokens, energyJ: 1.5, energySource: 'modelled' },
       });
     }, TOKEN_MS);
+    streams.add(t);
     return Promise.resolve({ v: 1 as const, id: req.id, ok: true, type: 'SS' as const, pool: 'pool-SS', instance: 'i-0' });
   }, { queue: CLUSTER_INTAKE_QUEUE });
   const tokenize = localTokenizer(4096);
@@ -117,28 +126,36 @@ function sseText(body: string): { text: string; done: boolean } {
 
 const tokens = (n: number) => Array.from({ length: n }, (_, i) => ` t${i}`).join('');
 
-beforeAll(async () => {
-  nats = await startNatsServer();
-  cluster = await startCluster(nats.url);
+/** A gateway process with these drain settings, once it answers /readyz 200; `port` becomes its port. */
+async function startGateway(drainDelayMs: number, drainStreamsMs: number): Promise<ChildProcess> {
   port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'dyn-gw-drain-'));
   const cfg = join(dir, 'cluster.json');
-  writeFileSync(cfg, JSON.stringify({ servers: [{ id: 'n0', gpus: 8 }], gateway: { port, drainDelayMs: DRAIN_DELAY_MS, drainStreamsMs: DRAIN_STREAMS_MS } }));
-  gw = spawn(process.execPath, launchArgs('gateway', ['--id', 'gw-drain', '--config', cfg]), {
+  writeFileSync(cfg, JSON.stringify({ servers: [{ id: 'n0', gpus: 8 }], gateway: { port, drainDelayMs, drainStreamsMs } }));
+  const p = spawn(process.execPath, launchArgs('gateway', ['--id', 'gw-drain', '--config', cfg]), {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'info', DYNAMOLLM_LOG_PRETTY: '0', NATS_URL: nats.url, NATS_USER: 'gateway', NATS_PASSWORD: creds('gateway').pass },
   });
-  gw.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  spawned.push(p);
+  out = '';
+  p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   for (const end = Date.now() + 60_000; ;) {
     const ready = await call('GET', '/readyz').then((r) => r.status === 200, () => false);
-    if (ready) break;
+    if (ready) return p;
     if (Date.now() > end) throw new Error(`the gateway was not ready within 60 s; its log:\n${out}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  cluster = await startCluster(nats.url);
+  gw = await startGateway(DRAIN_DELAY_MS, DRAIN_STREAMS_MS);
 }, 90_000);
 
 afterAll(async () => {
-  if (gw?.pid && gw.exitCode === null && gw.signalCode === null) killTree([gw.pid]);
+  for (const p of spawned) if (p.pid && p.exitCode === null && p.signalCode === null) killTree([p.pid]);
+  for (const t of streams) clearInterval(t);
   await cluster?.close();
   await nats?.stop();
 });
@@ -203,5 +220,37 @@ describe('gateway drain on SIGTERM (gateway.drainDelayMs)', () => {
     expect(exit.atMs).toBeGreaterThanOrEqual(s.endMs);
     expect(exit.atMs - killAt).toBeLessThan(DRAIN_DELAY_MS + DRAIN_STREAMS_MS);
     expect(out).toMatch(/not ready, serving on until the load balancer has let go of this replica/);
+  }, 90_000);
+
+  it('past gateway.drainStreamsMs: a stream under way ends with a retryable error event, [DONE] and its chunked end; a JSON request gets a 503 with Retry-After', async () => {
+    const CUT_STREAMS_MS = 1000;
+    const p = await startGateway(0, CUT_STREAMS_MS);
+    let started!: () => void;
+    const firstTokens = new Promise<void>((r) => (started = r));
+    // (call rejects on a connection cut before the body's end: it resolves only on a whole chunked body)
+    const stream = call('POST', '/v1/completions', { model: 'llama2-70b', prompt: 'a long answer', max_tokens: 200, stream: true }, (soFar) => {
+      if (sseText(soFar.slice(0, soFar.lastIndexOf('\n\n') + 1)).text.length >= tokens(3).length) started();
+    });
+    const plain = call('POST', '/v1/completions', { model: 'llama2-70b', prompt: 'a long answer, not streamed', max_tokens: 200 });
+    await firstTokens;
+    const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+    const killAt = Date.now();
+    p.kill('SIGTERM');
+
+    const s = await stream;
+    expect(s.status).toBe(200);
+    const data = s.body.split('\n\n').filter((b) => b.startsWith('data: ')).map((b) => b.slice('data: '.length));
+    expect(data.at(-1)).toBe('[DONE]');
+    expect((JSON.parse(data.at(-2)!) as { error: unknown }).error).toMatchObject({ code: 'unavailable', type: 'service_unavailable', retryable: true });
+    const text = sseText(data.slice(0, -2).map((d) => `data: ${d}\n`).join('')).text;
+    expect(text.length).toBeGreaterThanOrEqual(tokens(3).length);
+    expect(tokens(200).startsWith(text)).toBe(true);
+    const j = await plain;
+    expect(j.status, j.body).toBe(503);
+    expect(j.headers['retry-after']).toBe('1');
+    expect((JSON.parse(j.body) as { error: { code: string } }).error.code).toBe('unavailable');
+    console.log(`drainStreamsMs ${CUT_STREAMS_MS}: the stream's error event and end came ${s.endMs - killAt} ms after the SIGTERM, the 503 ${j.endMs - killAt} ms`);
+    expect(s.endMs - killAt).toBeGreaterThanOrEqual(CUT_STREAMS_MS);
+    expect(await exited).toBe(0);
   }, 90_000);
 });
