@@ -5,7 +5,7 @@
  * message, which the instance reads as all three (actors/instance-manager/direct-legs.ts legReport).
  */
 import type { Bus } from '../../src/runtime/bus.ts';
-import { systemClock } from '../../src/runtime/clock.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import { senderTrusted } from '../../protocols/codec.ts';
 import { LegReply, LegReport } from '../../protocols/messages.ts';
@@ -125,6 +125,24 @@ export function creditedReport(
   const ctx = { grant, pool: c.req.pool ?? '', ...(startedMs !== undefined ? { startedMs } : {}) };
   const loan = (l: LegReply['credit']) => router?.creditLoan?.(instance, l, ctx);
   bus.request(subjects.instanceLeg(instance), LegReport, stamped(bus, rep), LegReply, { timeoutMs }).then((r) => loan(r.ok ? r.credit : undefined), () => loan(undefined));
+}
+
+/**
+ * A direct leg's start told to its instance, called right after the engine request's write (in the same turn: nothing
+ * that could cancel the leg comes between), so that no report and no top-up request precedes the engine request. On a
+ * credit: the credited report (creditedReport). Otherwise the instance holds the seat only briefly for a grant nobody
+ * takes: the first token's report says it is taken, and 'started' does when the first token is slow to come (after
+ * the grant's reportWithinMs, unless `firstSeen`; at once for an instance that gives no delay). Returns that timer.
+ */
+export function legStarted(
+  bus: Bus, clock: Clock, instance: string, id: string, credited: RoutedAdmission['credited'], grant: CreditGrant, startedMs: number | undefined,
+  timeoutMs: number, router: RequestRouter | undefined, firstSeen: () => boolean,
+): unknown {
+  const within = grant.reportWithinMs;
+  if (credited) creditedReport(bus, instance, id, credited, grant, startedMs, timeoutMs, router);
+  else if (within === undefined) legReport(bus, instance, { v: 1, id, phase: 'started' });
+  else return clock.setTimeout(() => firstSeen() || legReport(bus, instance, { v: 1, id, phase: 'started' }), within);
+  return undefined;
 }
 
 /**

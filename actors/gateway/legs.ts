@@ -374,7 +374,7 @@ export async function firstOrLocal<R extends { ok: boolean; error?: WireError }>
 
 import { endReport } from './leg-reports.ts';
 import { LeanAbort, type AbortLike } from '../../src/runtime/abort.ts';
-export { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, legReport, reportAs } from './leg-reports.ts';
+export { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, legReport, legStarted, reportAs } from './leg-reports.ts';
 
 /**
  * Adds a leg's energy to `st`: its instance's figure in its answer to the end report, else the engine's own figure

@@ -52,7 +52,7 @@ import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { RelayFlow } from './relay-flow.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, creditedReport, endReport, placedChunk, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, legStarted, endReport, placedChunk, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -458,16 +458,9 @@ export class NatsBackend implements GatewayBackend {
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
     const sentBefore = st.sent;
     const offsetBase = st.legs > 0 ? codePointLength(st.text) : 0; // a continuation's logprobs text_offset: past the text before it
-    // the instance holds the seat only briefly for a grant nobody takes: the first-token report says it is taken,
-    // and 'started' does when the first token is slow to come (at once for an instance that gives no delay)
-    const within = grant.grant!.reportWithinMs;
     let startTimer: unknown;
-    // started on a credit: the instance learns of the request from its credited report (a top-up asks for a new loan)
-    if (leg.credited && instance) creditedReport(this.bus, instance, lr.id, leg.credited, grant.grant!, leg.holder?.startedMs, this.legReportTimeoutMs, this.router);
-    else if (instance) {
-      if (within === undefined) legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'started' });
-      else startTimer = this.clock.setTimeout(() => t.firstMs === undefined && legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'started' }), within);
-    }
+    // told right after the engine request's write, in the same turn (leg-reports.ts legStarted)
+    const tellStart = () => instance && (startTimer = legStarted(this.bus, this.clock, instance, lr.id, leg.credited, grant.grant!, leg.holder?.startedMs, this.legReportTimeoutMs, this.router, () => t.firstMs !== undefined));
     /** the first token's report waits for the end of its batch: a leg that ends in that batch says it in its end report. */
     let firstPending = false;
     let usage: EngineChunk['usage'];
@@ -515,30 +508,37 @@ export class NatsBackend implements GatewayBackend {
         if (ch.finishReason) tail = out; // the engine's last text goes out as the done chunk itself, as vLLM's
         else outs.push(out);
       }
-      if (firstPending && !finishReason && instance) legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'first_token', firstTokenMs: t.firstMs! });
-      firstPending = false;
       return outs;
     };
+    // the first token's report once its batch went to the reader (none when that batch ended the leg: its end says it)
+    const tellFirst = () => (firstPending && !finishReason && instance && legReport(this.bus, instance, { v: 1, id: lr.id, phase: 'first_token', firstTokenMs: t.firstMs! }), (firstPending = false));
     const target = { host: url.host, port: url.port, pool: this.pool, apiKey: grant.grant!.apiKey, defaultTimeoutMs: 600_000 };
     const broke = (cause: unknown) => new EngineStreamError(`engine stream broke: ${(cause as Error)?.message ?? String(cause)}`, { cause });
     try {
       if (sink) {
         // pushed: each read's chunks to the reader from the socket's read (no await); a first leg's may go native (data-plane.ts)
-        await streamCompletionPush(target, engineReq, ac.signal, broke, (batch) => {
+        const call = streamCompletionPush(target, engineReq, ac.signal, broke, (batch) => {
           const outs = onBatch(batch);
           try {
             if (outs.length) sink(outs);
           } catch (e) {
             st.readerFailed = true;
             throw e;
+          } finally {
+            tellFirst(); // the client's write first: the report is held anyway (leg-reports.ts)
           }
           if (stopped) throw STOPPED; // the engine call ends here (its connection closed: the engine aborts the request)
-        }, st.legs === 0 ? nativeOf(sink, (e) => (accountSpan(st, t, e, this.migrationText), e.usageJson !== undefined && (usageJson = e.usageJson))) : undefined, sink.flow).catch((e: unknown) => {
+        }, st.legs === 0 ? nativeOf(sink, (e) => (accountSpan(st, t, e, this.migrationText), e.usageJson !== undefined && (usageJson = e.usageJson))) : undefined, sink.flow);
+        // the engine request is written (streamCompletionPush writes it before its first await): now the leg's start
+        tellStart();
+        await call.catch((e: unknown) => {
           if (e !== STOPPED) throw e;
         });
       } else {
+        tellStart();
         for await (const batch of streamCompletionBatches(target, engineReq, ac.signal, broke)) {
           const outs = onBatch(batch);
+          tellFirst();
           if (outs.length) yield outs;
           if (stopped) break;
         }

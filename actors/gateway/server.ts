@@ -350,7 +350,7 @@ export class GatewayServer {
       this.aborts.delete(ac);
       if (slots.n > 0) {
         this.inflight -= slots.n;
-        this.opts.metrics?.gatewayInflight.set(this.inflight);
+        this.opts.metrics?.inflightSoon(() => this.inflight);
       }
     }
   }
@@ -391,7 +391,7 @@ export class GatewayServer {
       if (tr >= 0) firstTokenTrace.markAt(tr, MARK.parsed);
       slots.n = parsed.n;
       this.inflight += parsed.n;
-      this.opts.metrics?.gatewayInflight.set(this.inflight);
+      this.opts.metrics?.inflightSoon(() => this.inflight);
       // the engine's tokenizer counts the prompt (chat template applied); the context check happens here,
       // before anything is dispatched
       const counted = knownCount(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params) ?? await countTokens(this.counter, parsed.model, parsed.prompt, parsed.messages, parsed.params, ac.signal);
@@ -543,7 +543,7 @@ export class GatewayServer {
     hold.onPass(() => ac.abort(holdPassed()));
     this.aborts.add(ac, res);
     this.inflight++;
-    this.opts.metrics?.gatewayInflight.set(this.inflight);
+    this.opts.metrics?.inflightSoon(() => this.inflight);
     const onClose = () => {
       if (!res.writableEnded) ac.abort(new DynError('cancelled', 'client disconnected', { retryable: false }));
     };
@@ -566,7 +566,7 @@ export class GatewayServer {
       res.off('close', onClose);
       this.inflight--;
       this.aborts.delete(ac);
-      this.opts.metrics?.gatewayInflight.set(this.inflight);
+      this.opts.metrics?.inflightSoon(() => this.inflight);
     }
   }
 

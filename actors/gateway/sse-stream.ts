@@ -80,7 +80,6 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     // Connection is Node's (as uvicorn's h11 answers): keep-alive unless the client asked to close (or HTTP/1.0
     // without keep-alive), or a draining gateway set `connection: close` (GatewayServer.leave)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': id });
-    ctx.started();
     if (r?.prelude) w.add(r.prelude);
   };
   /** an event: `obj` as JSON, or `framed` (a whole event already framed). */
@@ -115,13 +114,32 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   const tokens = new Array<number>(n).fill(0);
   if (r) tokens[0] = r.sent;
   const usages = new Array<Usage | undefined>(n);
-  const plain = sources.map((_, i) => plainTextFrame(p.kind, id, created, p.model, i, p.continuousUsage ? inputTokens : undefined));
+  // each choice's plain text event template, made at its first text event (not before the engine call)
+  const plain: ReturnType<typeof plainTextFrame>[] = [];
+  const plainOf = (i: number) => (plain[i] ??= plainTextFrame(p.kind, id, created, p.model, i, p.continuousUsage ? inputTokens : undefined));
   let ended = 0;
   // a resumed chat stream had its role chunk (event 0)
   let first = !(r && r.next > 0);
   const signal = ac.signal; // read once per batch: no listener of its own
-  /** the chunks of choice i that came together; a boolean (the result) once the client's stream is over. */
+  /** chunks of the batch given to the client so far (relayBatch), timed once it is written (relayed). */
+  let timed = 0;
+  /**
+   * The chunks of choice i that came together; a boolean (the result) once the client's stream is over. The batch's
+   * bytes go to the client first; then the bookkeeping of its status line (ctx.started: the hold limit's end, the
+   * response's count) and its chunks' times (the TTFT and TBT histograms, from the time of the write).
+   */
   const relayed = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
+    const before = started;
+    timed = 0;
+    try {
+      return relayBatch(i, batch);
+    } finally {
+      if (firstTokenTrace.on) firstTokenTrace.mark(id, MARK.firstWrite);
+      if (started && !before) ctx.started();
+      for (let k = 0; k < timed; k++) timers[i]!.onChunk(batch[k]!);
+    }
+  };
+  const relayBatch = (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
     if (signal.aborted) return onAbort();
     for (const c of batch) {
       if (c.error) return fail(httpErrorOfWire(c.error.code, c.error.message, c.error.retryAfterS, false, c.error.retryable));
@@ -133,11 +151,11 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
       }
       first = false;
       tokens[i]! += c.tokens;
-      timers[i]!.onChunk(c);
+      timed++;
       const extras = !!c.toolCalls || !!c.logprobs || c.reasoning !== undefined;
       if (!c.done && c.text.length > 0 && !extras) {
         if (r) r.journal.text(r.next, c.text, c.tokens);
-        send(undefined, plain[i]!(c.text, tokens[i]!));
+        send(undefined, plainOf(i)(c.text, tokens[i]!));
         continue;
       }
       if (r && extras) r.journal.stop('an event the journal does not keep (logprobs, tool calls or reasoning)');
@@ -163,9 +181,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   // the first token's path (src/runtime/first-token-trace.ts): the first batch's arrival, and its write to the client
   const onBatch = !firstTokenTrace.on ? relayed : (i: number, batch: readonly TokenChunk[]): boolean | undefined => {
     firstTokenTrace.mark(id, MARK.event);
-    const x = relayed(i, batch);
-    firstTokenTrace.mark(id, MARK.firstWrite);
-    return x;
+    return relayed(i, batch); // (which marks the first write)
   };
   let result: boolean | undefined; // one choice: the batches read from an engine come to `sink` from the socket's read (no await)
   const sink: BatchSink = (batch: readonly TokenChunk[]): void => {

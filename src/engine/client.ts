@@ -247,15 +247,18 @@ export async function streamCompletionPush(
   native?: NativeHook,
   flow?: ReaderFlow,
 ): Promise<void> {
-  const { chat, payload, ac, disarm, idle } = armCompletion(t, req, signal);
+  const { chat, payload, ac, arm } = prepareCompletion(req, signal);
   const ev = new EngineEvents(chat);
+  // the request written first (leanCompletion writes it before its first await), then its deadlines and abort link
+  const sent = leanCompletion(t, req, chat ? '/v1/chat/completions' : '/v1/completions', payload, ac);
+  const { disarm, idle } = arm(t);
   let side: EngineSide | undefined;
   let lean: Http1Response | undefined;
   let sinkFailed = false;
   let sinkErr: unknown;
   try {
     try {
-      const l = (lean = await leanCompletion(t, req, chat ? '/v1/chat/completions' : '/v1/completions', payload, ac));
+      const l = (lean = await sent);
       await new Promise<void>((resolve, reject) => {
         l.pipe((buf) => {
           ev.push(buf);
@@ -338,21 +341,35 @@ function engineSide(l: Http1Response, ev: EngineEvents, idle: IdleWatch | undefi
  * deadlines and the link.
  */
 function armCompletion(t: EngineTarget, req: EngineCompletionRequest, signal: AbortLike | undefined) {
+  const c = prepareCompletion(req, signal);
+  return { ...c, ...c.arm(t) };
+}
+
+/**
+ * armCompletion in two steps, for a caller that writes the engine request in between (streamCompletionPush): the checks,
+ * the body and the call's cancellation (already aborted when the caller's signal is), then `arm`: the deadlines and
+ * the link to the caller's signal, set once the request is on its socket, in the same turn (no abort comes between).
+ */
+function prepareCompletion(req: EngineCompletionRequest, signal: AbortLike | undefined) {
   if (!(req.maxTokens >= 1)) throw new RangeError('maxTokens must be >= 1');
-  const timeoutMs = req.timeoutMs ?? t.defaultTimeoutMs;
   const ac = new LeanAbort();
-  // the error (and its stack) is made when the deadline passes, not for every request
-  const timer = setTimeout(() => ac.abort(new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`)), timeoutMs);
-  const onAbort = () => ac.abort(signal!.reason);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  if (signal?.aborted) onAbort();
-  const idle = req.idle ? new IdleWatch(req.idle, ac) : undefined;
-  const disarm = () => {
-    clearTimeout(timer);
-    idle?.stop();
-    signal?.removeEventListener('abort', onAbort);
+  if (signal?.aborted) ac.abort(signal.reason);
+  const arm = (t: EngineTarget) => {
+    const timeoutMs = req.timeoutMs ?? t.defaultTimeoutMs;
+    // the error (and its stack) is made when the deadline passes, not for every request
+    const timer = setTimeout(() => ac.abort(new EngineTimeoutError(`completion exceeded its ${timeoutMs} ms deadline`)), timeoutMs);
+    const onAbort = () => ac.abort(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+    const idle = req.idle ? new IdleWatch(req.idle, ac) : undefined;
+    const disarm = () => {
+      clearTimeout(timer);
+      idle?.stop();
+      signal?.removeEventListener('abort', onAbort);
+    };
+    return { disarm, idle };
   };
-  return { chat: req.chat !== undefined, payload: completionPayload(req), ac, disarm, idle };
+  return { chat: req.chat !== undefined, payload: completionPayload(req), ac, arm };
 }
 
 /**

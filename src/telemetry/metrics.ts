@@ -125,6 +125,22 @@ export class TelemetryMetrics {
     this.gatewayInflight = new Gauge({ name: 'dynamollm_gateway_inflight_requests', help: 'Requests in flight at this gateway replica.', registers });
   }
 
+  /** gatewayInflight's update is scheduled (inflightSoon). */
+  #inflightDue = false;
+
+  /**
+   * gatewayInflight set to `n()` once per event-loop turn (setImmediate), not in the turn a request starts in: the
+   * gateway's HTTP layer calls it at each in-flight change, and the request's engine call goes first.
+   */
+  inflightSoon(n: () => number): void {
+    if (this.#inflightDue) return;
+    this.#inflightDue = true;
+    setImmediate(() => {
+      this.#inflightDue = false;
+      this.gatewayInflight.set(n());
+    });
+  }
+
   onInstance(t: InstanceTelemetry, nowMs = Date.now()): void {
     const prev = this.seen.get(t.id);
     const labels = { pool: t.pool, instance: t.id, source: t.energySource };
