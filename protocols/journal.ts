@@ -40,7 +40,7 @@ export const resumeEntry = z.object({
   /** plain text events (a text delta each), in order. */
   events: z.array(z.object({ text: z.string(), tokens: int })).max(MAX_RESUME_EVENTS).optional(),
   /**
-   * the leg now generating: its id and instance (a resume ends it there: LegReport end, then Cancel), the legs before it
+   * the leg now generating: its id and instance (a resume ends it there: LegReport end with `resumed`, then Cancel), the legs before it
    * (migrations and resumes), the tokens sent before it, and the energy of the legs before it (J); `energyEstimatedJ`:
    * of that energy, the gateway's estimate for legs whose instance did not answer their energy (absent: none).
    * `startedMs` (the writer's wall clock), `pool` and `type`: when and where the leg started streaming; a resume whose

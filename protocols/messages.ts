@@ -391,12 +391,12 @@ export const legReport = z.object({
   request: inferenceRequest.optional(),
   /** credited: whose credit of which epoch; `topUp`: a request (-> LegReply.credit), not a publish. */
   credit: z.object({ gateway: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), epoch: int, topUp: z.boolean().optional() }).optional(),
-  /**
-   * started, first_token, credited: the gateway process that streams the leg from the engine (its Heartbeat's id and
-   * startedMs). Once that process's heartbeats have lapsed, the instance ends the leg and frees its seat after a
-   * grace for a resume on another gateway (which ends it itself), not at the request's give-up time.
-   */
+  /** started, first_token, credited: the gateway process streaming the leg from the engine (its Heartbeat's id and startedMs): once its
+   * heartbeats have lapsed, the instance ends the leg after a grace for a resume on another gateway, not at the give-up time. */
   gateway: z.object({ id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), startedMs: nonneg }).optional(),
+  /** end: from the gateway a client resumed the stream on, for the leg another gateway streams: the instance ends that gateway's
+   * engine call too (a non-retryable error chunk on the leg's stream subject), then records the leg as this report says. */
+  resumed: z.boolean().optional(),
   /** the end: how the leg ended ('failed': the engine's stream broke; 'timed_out': the request reached giveUpAtMs). */
   outcome: legOutcome.optional(),
   firstTokenMs: nonneg.optional(),

@@ -147,12 +147,14 @@ export function legStarted(
 
 /**
  * The leg's end to its instance, which answers with the energy it attributes to the leg (undefined: not known).
- * `timeoutMs` 0: published, no reply asked for (the gateway knows the energy already); returns true.
+ * `timeoutMs` 0: published, no reply asked for (the gateway knows the energy already); returns true. `resumed`: the
+ * end of a leg another gateway streams, from the gateway its client resumed the stream on (LegReport.resumed).
  */
 export function endReport(bus: Bus, timeoutMs: 0, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage']): true;
-export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage']): Promise<LegReply | undefined>;
-export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage']): Promise<LegReply | undefined> | true {
+export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage'], resumed?: boolean): Promise<LegReply | undefined>;
+export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage'], resumed?: boolean): Promise<LegReply | undefined> | true {
   const rep: LegReport = { v: 1, id, phase: 'end', outcome, completionTokens: usage?.completionTokens ?? t.tokens, tbtSumMs: t.tbtSum, tbtMaxMs: t.tbtMax, tbtN: t.tbtN };
+  if (resumed) rep.resumed = true;
   if (t.firstMs !== undefined) rep.firstTokenMs = t.firstMs;
   if (usage?.promptTokens !== undefined) rep.promptTokens = usage.promptTokens;
   if (usage?.energyJoules !== undefined) rep.engineEnergyJ = usage.energyJoules;

@@ -451,14 +451,15 @@ export function resumedState(req: InferenceRequest, from: ResumeFrom, maxTextByt
 }
 
 /**
- * The leg another gateway streamed until it died (a resumed stream's `from.leg`), ended on its behalf: an end report
- * ('failed', the tokens the journal has of it) to its instance, which records the leg once and frees its engine slot
- * now instead of at the request's deadline; the energy it answers goes into `st`. An answer without a figure (the
- * instance ended the leg already, when the dead gateway's heartbeats lapsed, and recorded it): nothing added. No
- * answer (the instance died too): the leg is charged the estimate from that instance's telemetry since the leg's
- * start (`estimateFrom(instance, leg.startedMs)`: InstanceEnergyMeters.markAt), counted in `energyEstimatedJ`, and
- * the gateway publishes the leg's record with it (leg-record.ts), as for a leg of its own. Then a Cancel, for an
- * engine that still runs it.
+ * The leg another gateway streamed (a resumed stream's `from.leg`: that gateway died, or its client's connection did),
+ * ended on its behalf: an end report ('failed', the tokens the journal has of it, `resumed`) to its instance, which
+ * stops that gateway's engine call if it still runs (an error chunk on the leg's stream subject, which a direct leg's
+ * gateway obeys), records the leg once and frees its engine slot now instead of at the request's deadline; the
+ * energy it answers goes into `st`. An answer without a figure (the instance ended the leg already, when the dead
+ * gateway's heartbeats lapsed, and recorded it): nothing added. No answer (the instance died too): the leg is charged
+ * the estimate from that instance's telemetry since the leg's start (`estimateFrom(instance, leg.startedMs)`:
+ * InstanceEnergyMeters.markAt), counted in `energyEstimatedJ`, and the gateway publishes the leg's record with it
+ * (leg-record.ts), as for a leg of its own. Then a Cancel, for a relayed leg (its instance stops streaming it).
  */
 export async function endForeignLeg(
   bus: Bus, timeoutMs: number, req: InferenceRequest, from: ResumeFrom, st: StreamState,
@@ -468,7 +469,7 @@ export async function endForeignLeg(
   if (!leg) return;
   if (leg.instance) {
     const t: LegTiming = { tokens: Math.max(0, from.sent - leg.sentBefore), tbtSum: 0, tbtMax: 0, tbtN: 0 };
-    const reply = await endReport(bus, timeoutMs, leg.instance, leg.id, 'failed', t, undefined);
+    const reply = await endReport(bus, timeoutMs, leg.instance, leg.id, 'failed', t, undefined, true);
     if (reply?.ok) chargeLeg(st, reply, undefined, undefined, counters);
     const estimate = !reply && leg.startedMs !== undefined ? estimateFrom?.(leg.instance, leg.startedMs) : undefined;
     const e = estimate && chargeLeg(st, undefined, undefined, estimate, counters);
@@ -477,7 +478,7 @@ export async function endForeignLeg(
       publishLegRecord(bus, estimatedLegRecord(req, legReq, { instance: leg.instance, ...(leg.pool ? { pool: leg.pool } : {}), ...(leg.type ? { type: leg.type } : {}) }, 'failed', t, t.tokens, e, clock.now()));
     }
   }
-  // in case its engine still runs it (an instance that did not answer)
+  // a relayed leg (the instance streams it: its end report is not_found) ends here, as does one whose instance was slow to answer
   try {
     bus.publish(subjects.cancel(leg.id), Cancel, { v: 1, id: leg.id, reason: 'its stream was resumed on another gateway' });
   } catch {

@@ -94,7 +94,8 @@ export interface JournalState {
  * (a gateway still writing after a resume took its stream over); an entry's events replace those from its
  * `from` on (the resuming writer continues after what it read); an entry that starts past the events held means
  * entries are missing from what was read (`gap`; a writer appends in order, each entry once held before the next);
- * the last unresumable range marked counts (a closing marker follows its opening one).
+ * the last unresumable range marked counts (a closing marker follows its opening one). A later generation drops an
+ * older one's stop (the older writer's client got an error once that resume ended its leg) and its open range.
  */
 export function foldJournal(entries: Iterable<ResumeEntry>): JournalState | undefined {
   let s: JournalState | undefined;
@@ -103,6 +104,9 @@ export function foldJournal(entries: Iterable<ResumeEntry>): JournalState | unde
     if (!s || e.gen < s.gen) continue;
     // a later writer resumed past the ranges closed before it; one an older writer left open is not its client's
     if (e.gen > s.gen && s.unresumable && s.unresumable.until === undefined) delete s.unresumable;
+    // nor is an older writer's stop: its resume read none (else it was refused), so it came later (the older writer's
+    // leg ended by that resume: its error)
+    if (e.gen > s.gen) delete s.stop;
     s.gen = e.gen;
     if (e.events && e.from !== undefined) {
       const at = e.from - s.base;

@@ -116,8 +116,27 @@ function legProgress(h: LegHost, rep: LegReportT, phase: Exclude<LegReportT['pha
   if (r.tbtN > 0) h.sampleTbt(r.tbtSum / r.tbtN);
   const energyJ = rep.engineEnergyJ ?? r.energyJ;
   const energySource = rep.engineEnergyJ !== undefined || h.gpuKind() === 'emulated' ? 'modelled' : 'measured';
+  if (rep.resumed && r.legEnd) endElsewhere(h, r);
   r.legEnd?.({ rep, energyJ, energySource });
   return { v: 1, ok: true, energyJ, energySource };
+}
+
+/**
+ * A direct leg whose client resumed its stream on another gateway, which reported its end (LegReport.resumed): the
+ * gateway that streams it (its client's connection half dead, no reset) drops its engine call on this error chunk on
+ * the leg's stream subject, not retryable (it neither migrates nor reopens the leg), so the engine runs no request the
+ * instance no longer counts. That gateway sends no end report of its own: the leg's record is the resumed one's.
+ */
+function endElsewhere(h: LegHost, r: Running): void {
+  const req = r.req;
+  try {
+    h.bus.publish(req.streamSubject, TokenChunk, {
+      v: 1, id: req.id, seq: 1, text: '', tokens: 0, done: true, finishReason: 'cancelled',
+      error: { code: 'cancelled', message: 'the stream was resumed on another gateway', retryable: false }, instance: h.id, pool: h.pool, type: req.type,
+    });
+  } catch (err) {
+    h.log.warn({ id: req.id, err: (err as Error).message }, 'could not publish the error chunk');
+  }
 }
 
 /**

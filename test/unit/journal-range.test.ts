@@ -3,7 +3,8 @@
  * an entry the journal does not hold within giveUpMs opens a range (the client stops waiting, an open marker goes
  * right after the entry in flight, the appends go on: a resume from any id is refused); once the journal holds every
  * event the client was sent, regain closes it at the next event (a resume from before it is refused, from it on
- * served, the client waits for the journal again); a later silence opens another.
+ * served, the client waits for the journal again); a later silence opens another. A stop the older writer appended
+ * after a resume took its stream over (its leg ended by that resume: its error) does not refuse a later resume.
  */
 import { describe, expect, it } from 'vitest';
 import { resumePlan } from '../../actors/gateway/sse-stream.ts';
@@ -79,5 +80,24 @@ describe('JournalWriter: unresumable ranges', () => {
     for (let t = 0; t < 60 && foldJournal(held)?.unresumable?.from !== 3; t++) await new Promise((r) => setTimeout(r, 50));
     expect(foldJournal(held)!.unresumable).toMatchObject({ from: 3 });
     expect(resumePlan(held, { id: 'r1', index: 2 }, 'completion', undefined)).toMatchObject({ error: { status: 410 } });
+  });
+});
+
+describe('the fold across writer generations', () => {
+  it('the stop an older writer wrote after a resume took its stream over (its leg ended by that resume) is not the later writer\'s', () => {
+    const ev = (...t: string[]) => t.map((text) => ({ text, tokens: 1 }));
+    // the resume read the head and ' a b'; then the gateway still streaming it got its instance's error and stopped its
+    // journal, before the resumed writer's first entry
+    const entries: ResumeEntry[] = [{ v: 1, id: 'r1', gen: 0, head: head() }, { v: 1, id: 'r1', gen: 0, from: 0, events: ev(' a', ' b') }, { v: 1, id: 'r1', gen: 0, stop: 'the stream ended with an error' }];
+    expect(foldJournal(entries)!.stop).toBeDefined();
+    entries.push({ v: 1, id: 'r1', gen: 1, leg: { id: 'r1-g1abcm1', instance: 'i0', legs: 1, sentBefore: 2, energyJ: 1 } }, { v: 1, id: 'r1', gen: 1, from: 2, events: ev(' c') });
+    const s = foldJournal(entries)!;
+    expect(s.stop).toBeUndefined();
+    expect(s.events.map((e) => e.text).join('')).toBe(' a b c');
+    // the resumed writer's client, cut after ' c', resumes again: served
+    const again = resumePlan(entries, { id: 'r1', index: 2 }, 'completion', undefined);
+    expect('error' in again ? again.error.message : again.plan.next).toBe(3);
+    // the resumed writer's own stop counts
+    expect(foldJournal([...entries, { v: 1, id: 'r1', gen: 1, stop: 'an error' }])!.stop).toBe('an error');
   });
 });
