@@ -8,88 +8,57 @@
  * reach the manager that classified each, and its predictor learns from them; once none is awaited, the next burst
  * reaches neither again.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers/wait.ts';
-import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
 import { okRecord, publishReadyStatus, shortRequest } from '../helpers/record-fixtures.ts';
-import { Bus } from '../../src/runtime/bus.ts';
-import { silentLogger } from '../../src/runtime/logger.ts';
+import { clusterTestConfig, managerSuite, recordsDelivered, startClusterManager } from '../helpers/manager-suite.ts';
+import type { Bus } from '../../src/runtime/bus.ts';
 import { ClusterManager } from '../../actors/cluster-manager/main.ts';
-import { parseConfig } from '../../actors/common/config.ts';
 import { Admission, ClusterStatus, InferenceRequest, RequestRecord, StatusRequest, subjects } from '../../protocols/index.ts';
 
 const POOL = 'pool-all';
-const TYPES = ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] as const;
 const INST = `${POOL}-n0-g0x1`;
 const BURST = 200;
 /** requests through the cluster intake (the queue group spreads them over both managers). */
 const VIA_INTAKE = 6;
-let nats: TestNats;
-let admin: Bus;
+const suite = managerSuite();
 const managers: Probe[] = [];
-let timer: NodeJS.Timeout | undefined;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const config = parseConfig({
-  model: 'llama3.1-8b', gpu: 'h100', servers: [{ id: 'n0', gpus: 1 }], pools: [{ id: POOL, types: [...TYPES] }],
-  epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
-  liveness: { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 1500 },
-  engine: { kind: 'emulator', initialTp: 1 },
-});
+const config = clusterTestConfig(POOL, 1, { statusIntervalMs: 250, deadAfterMs: 2000, leaseTtlMs: 1500 });
 
-/** A cluster manager whose connection's counters and predictor's observations the test reads. */
+/** A cluster manager whose connection and predictor's observations the test reads. */
 class Probe extends ClusterManager {
-  inMsgs(): number {
-    return this.bus.nc.stats().inMsgs;
-  }
-  flush(): Promise<void> {
-    return this.bus.nc.flush();
+  nc(): Bus['nc'] {
+    return this.bus.nc;
   }
   learned(): number {
     return this.heartbeatMeta().predictorObservations;
   }
 }
 
-const publishStatus = (seq: number, startedMs: number) => publishReadyStatus(admin, POOL, INST, seq, startedMs);
+const publishStatus = (seq: number, startedMs: number) => publishReadyStatus(suite.admin, POOL, INST, seq, startedMs);
 const record = (id: string) => okRecord(id, POOL, INST, { prompt: 10, completion: 17 });
 const request = (id: string) => shortRequest(id, 'llama3.1-8b');
 
 async function manager(id: string): Promise<Probe> {
-  const m = new Probe({ kind: 'cluster', id, servers: nats.url, ...as('cluster', id), log: silentLogger(), heartbeatMs: 1000 }, config, undefined);
+  const m = await startClusterManager(suite, id, config, Probe);
   managers.push(m);
-  await m.start();
   return m;
 }
 
 /** Messages each manager's connection received while `BURST` records of requests no manager classified were published. */
-async function delivered(prefix: string): Promise<number[]> {
-  const before = managers.map((m) => m.inMsgs());
-  for (let i = 0; i < BURST; i++) admin.publish(subjects.telRequest(POOL), RequestRecord, record(`${prefix}-${i}`));
-  await admin.nc.flush();
-  await sleep(300);
-  for (const m of managers) await m.flush();
-  return managers.map((m, i) => m.inMsgs() - before[i]!);
-}
-
-beforeAll(async () => {
-  nats = await startNatsServer();
-  admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
-}, 30_000);
-
-afterAll(async () => {
-  if (timer) clearInterval(timer);
-  for (const m of managers) await m.stop().catch(() => {});
-  await admin?.close();
-  await nats?.stop();
-}, 60_000);
+const delivered = (prefix: string): Promise<number[]> =>
+  recordsDelivered(suite, POOL, Array.from({ length: BURST }, (_, i) => record(`${prefix}-${i}`)), managers.map((m) => m.nc()));
 
 describe('cluster managers and the request records', () => {
   it('receive none while no record is awaited, and the record of a request they dispatched, which the predictor learns', async () => {
     const startedMs = Date.now();
     let seq = 0;
-    timer = setInterval(() => publishStatus(++seq, startedMs), 250);
+    suite.every(250, () => publishStatus(++seq, startedMs));
     // the pool leader: admits each request, and its instance's record goes out before the admission is answered
     const dispatched: string[] = [];
+    const admin = suite.admin;
     admin.serve(subjects.poolDispatch(POOL), InferenceRequest, Admission, async (r) => {
       dispatched.push(r.id);
       admin.publish(subjects.telRequest(POOL), RequestRecord, record(r.id));

@@ -7,30 +7,18 @@
  * instance's latest status, each heard as of its arrival: an instance silent since before the takeover leaves its view
  * deadAfterMs after its last status, not after the standby decoded it.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { waitFor } from '../helpers/wait.ts';
-import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
-import { Bus } from '../../src/runtime/bus.ts';
-import { silentLogger } from '../../src/runtime/logger.ts';
+import { clusterTestConfig, managerSuite, startClusterManager } from '../helpers/manager-suite.ts';
 import { ClusterManager } from '../../actors/cluster-manager/main.ts';
-import { parseConfig } from '../../actors/common/config.ts';
 import { ClusterStatus, InstanceStatus, StatusRequest, controlSubjects, subjects, type InstanceStatus as Status } from '../../protocols/index.ts';
 
 const POOL = 'pool-all';
-const TYPES = ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] as const;
 const DEAD_AFTER_MS = 4000;
 const A = `${POOL}-n0-g0x1`, B = `${POOL}-n0-g1x1`;
-let nats: TestNats;
-let admin: Bus;
-const managers: ClusterManager[] = [];
-let timer: NodeJS.Timeout | undefined;
+const suite = managerSuite();
 
-const config = parseConfig({
-  model: 'llama3.1-8b', gpu: 'h100', servers: [{ id: 'n0', gpus: 2 }], pools: [{ id: POOL, types: [...TYPES] }],
-  epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
-  liveness: { statusIntervalMs: 250, deadAfterMs: DEAD_AFTER_MS, leaseTtlMs: 1500 },
-  engine: { kind: 'emulator', initialTp: 1 },
-});
+const config = clusterTestConfig(POOL, 2, { statusIntervalMs: 250, deadAfterMs: DEAD_AFTER_MS, leaseTtlMs: 1500 });
 
 const startedMs = Date.now();
 const seqs = new Map<string, number>();
@@ -41,34 +29,17 @@ function publish(id: string, gpu: number, queued: number): void {
     v: 1, id, pool: POOL, node: 'n0', tp: 1, gpuIds: [gpu], state: 'ready', startedMs, seq, sentMs: Date.now(), clockMhz: 1980, maxClockMhz: 1980,
     queued, running: 0, queuedIds: [], runningIds: [], loadByType: {},
   };
-  admin.publish(controlSubjects.instanceStatus(POOL, id), InstanceStatus, st);
+  suite.admin.publish(controlSubjects.instanceStatus(POOL, id), InstanceStatus, st);
 }
 
-async function manager(id: string): Promise<ClusterManager> {
-  const m = new ClusterManager({ kind: 'cluster', id, servers: nats.url, ...as('cluster', id), log: silentLogger(), heartbeatMs: 1000 }, config, undefined);
-  managers.push(m);
-  await m.start();
-  return m;
-}
+const manager = (id: string): Promise<ClusterManager> => startClusterManager(suite, id, config, ClusterManager);
 
-const status = () => admin.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).catch(() => undefined);
+const status = () => suite.admin.request(subjects.clusterStatus(), StatusRequest, { v: 1 }, ClusterStatus, { timeoutMs: 1000 }).catch(() => undefined);
 const instancesOf = (st: ClusterStatus) => new Map(st.pools.flatMap((p) => p.instances).map((i) => [i.id, i]));
-
-beforeAll(async () => {
-  nats = await startNatsServer();
-  admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
-}, 30_000);
-
-afterAll(async () => {
-  if (timer) clearInterval(timer);
-  for (const m of managers) await m.stop().catch(() => {});
-  await admin?.close();
-  await nats?.stop();
-}, 60_000);
 
 describe('cluster managers and the instances\' statuses', () => {
   it('decode a status only when they read the view, and the standby takes over with each instance\'s latest, heard as of its arrival', async () => {
-    timer = setInterval(() => (publish(A, 0, 0), publish(B, 1, 0)), 250);
+    suite.every(250, () => (publish(A, 0, 0), publish(B, 1, 0)));
     const leader = await manager('cm-0');
     await waitFor(async () => ((await status())?.leader === 'cm-0' ? true : undefined), 30_000, 'cm-0 leads');
     await waitFor(async () => ((s) => (s && instancesOf(s).size === 2 ? true : undefined))(await status()), 30_000, 'cm-0 sees both instances');
@@ -76,14 +47,14 @@ describe('cluster managers and the instances\' statuses', () => {
     await new Promise((r) => setTimeout(r, 1000));
 
     // a burst: 2 x 100 statuses in ~2 s, to both managers; the leader reads its view once a second (its telemetry)
-    clearInterval(timer);
+    suite.stopEvery();
     const decode = vi.spyOn(InstanceStatus, 'decode');
     for (let i = 1; i <= 100; i++) {
       publish(A, 0, i);
       publish(B, 1, 1000 + i);
       await new Promise((r) => setTimeout(r, 20));
     }
-    await admin.nc.flush();
+    await suite.admin.nc.flush();
     await new Promise((r) => setTimeout(r, 200));
     const decoded = decode.mock.calls.length;
     decode.mockRestore();
@@ -91,7 +62,7 @@ describe('cluster managers and the instances\' statuses', () => {
     expect(decoded).toBeLessThan(40); // each replica decoding each status: 400
 
     // B falls silent; A goes on; the leader stops and the standby takes over
-    timer = setInterval(() => publish(A, 0, 7), 250);
+    suite.every(250, () => publish(A, 0, 7));
     const bLastMs = Date.now();
     await leader.stop();
     const answers: { atMs: number; st: ClusterStatus }[] = [];

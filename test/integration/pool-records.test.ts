@@ -7,70 +7,44 @@
  * connection; a request the leader dispatched has its record, published at once after its admission, reach the
  * leader (its dispatched entry forgotten); once no dispatch is outstanding, the next burst reaches neither again.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { KV } from '@nats-io/kv';
 import { waitFor } from '../helpers/wait.ts';
-import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
 import { okRecord, publishReadyStatus, shortRequest } from '../helpers/record-fixtures.ts';
-import { Bus } from '../../src/runtime/bus.ts';
-import { silentLogger } from '../../src/runtime/logger.ts';
-import { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
-import { parseConfig } from '../../actors/common/config.ts';
+import { managerSuite, recordsDelivered, startPoolLeader } from '../helpers/manager-suite.ts';
+import type { Bus } from '../../src/runtime/bus.ts';
+import type { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
 import { Admission, InferenceRequest, RequestRecord, dispatchedKeys, jetstream, subjects } from '../../protocols/index.ts';
 
 const POOL = 'pool-rec';
-const TYPES = ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] as const;
 const INST = `${POOL}-n0-g0x1`;
 const BURST = 200;
-let nats: TestNats;
-let admin: Bus;
+const suite = managerSuite();
 const buses = new Map<string, Bus>();
-const leaders: PoolLeader[] = [];
-let timer: NodeJS.Timeout | undefined;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const publishStatus = (seq: number, startedMs: number) => publishReadyStatus(admin, POOL, INST, seq, startedMs);
+const publishStatus = (seq: number, startedMs: number) => publishReadyStatus(suite.admin, POOL, INST, seq, startedMs);
 const record = (id: string) => okRecord(id, POOL, INST, { prompt: 2000, completion: 200 });
 const request = (id: string) => shortRequest(id, 'llama2-70b', 'SS');
 
 async function manager(holder: string): Promise<PoolLeader> {
-  const bus = await Bus.connect({ servers: nats.url, name: holder, ...as('pool', holder), log: silentLogger() });
+  const { leader, bus } = await startPoolLeader(suite, POOL, holder, { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 });
   buses.set(holder, bus);
-  const config = parseConfig({ pools: [{ id: POOL, types: [...TYPES] }], liveness: { statusIntervalMs: 250, deadAfterMs: 1500, leaseTtlMs: 1500 } });
-  const l = new PoolLeader({ pool: POOL, types: [...TYPES], holder, bus, config, log: silentLogger() });
-  leaders.push(l);
-  await l.start();
-  return l;
+  return leader;
 }
 
 /** Messages each manager's connection received while `burst` records of requests no pool dispatched were published. */
 async function delivered(prefix: string): Promise<Record<string, number>> {
-  const before = new Map([...buses].map(([k, b]) => [k, b.nc.stats().inMsgs]));
-  for (let i = 0; i < BURST; i++) admin.publish(subjects.telRequest(POOL), RequestRecord, record(`${prefix}-${i}`));
-  await admin.nc.flush();
-  await sleep(300);
-  for (const b of buses.values()) await b.nc.flush();
-  return Object.fromEntries([...buses].map(([k, b]) => [k, b.nc.stats().inMsgs - before.get(k)!]));
+  const got = await recordsDelivered(suite, POOL, Array.from({ length: BURST }, (_, i) => record(`${prefix}-${i}`)), [...buses.values()].map((b) => b.nc));
+  return Object.fromEntries([...buses.keys()].map((k, i) => [k, got[i]!]));
 }
-
-beforeAll(async () => {
-  nats = await startNatsServer();
-  admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
-}, 30_000);
-
-afterAll(async () => {
-  if (timer) clearInterval(timer);
-  for (const l of leaders) await l.stop().catch(() => {});
-  for (const b of buses.values()) await b.close().catch(() => {});
-  await admin?.close();
-  await nats?.stop();
-}, 60_000);
 
 describe("a pool manager and its pool's request records", () => {
   it('receives none while it has nothing dispatched, and the record of a request it dispatched', async () => {
     const startedMs = Date.now();
     let seq = 0;
-    timer = setInterval(() => publishStatus(++seq, startedMs), 250);
+    suite.every(250, () => publishStatus(++seq, startedMs));
+    const admin = suite.admin;
     admin.serve(subjects.instanceAdmit(INST), InferenceRequest, Admission, async (r) => ({ v: 1 as const, id: r.id, ok: true, instance: INST }), { capacity: 256, concurrency: 16 });
     await admin.nc.flush();
     const leader = await manager('pm-a');

@@ -6,24 +6,16 @@
  * view counts an instance's silence from its last status's arrival (suspected 3 status intervals after it, not after
  * the standby decoded it), and the standby takes over with each instance's latest status and the silent one's death.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { waitFor } from '../helpers/wait.ts';
-import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
-import { Bus } from '../../src/runtime/bus.ts';
-import { silentLogger } from '../../src/runtime/logger.ts';
-import { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
-import { parseConfig } from '../../actors/common/config.ts';
+import { managerSuite, startPoolLeader } from '../helpers/manager-suite.ts';
+import type { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
 import { InstanceStatus, controlSubjects, type InstanceStatus as Status } from '../../protocols/index.ts';
 
 const POOL = 'pool-sb';
-const TYPES = ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] as const;
 const A = `${POOL}-n0-g0x1`, B = `${POOL}-n0-g1x1`;
 const DEAD_AFTER_MS = 3000;
-let nats: TestNats;
-let admin: Bus;
-const buses: Bus[] = [];
-const leaders: PoolLeader[] = [];
-let timer: NodeJS.Timeout | undefined;
+const suite = managerSuite();
 
 const startedMs = Date.now();
 const seqs = new Map<string, number>();
@@ -34,35 +26,15 @@ function publish(id: string, gpu: number, queued: number): void {
     v: 1, id, pool: POOL, node: 'n0', tp: 1, gpuIds: [gpu], state: 'ready', startedMs, seq, sentMs: Date.now(), clockMhz: 1980, maxClockMhz: 1980,
     queued, running: 0, queuedIds: [], runningIds: [], loadByType: {},
   };
-  admin.publish(controlSubjects.instanceStatus(POOL, id), InstanceStatus, st);
+  suite.admin.publish(controlSubjects.instanceStatus(POOL, id), InstanceStatus, st);
 }
 
-async function manager(holder: string): Promise<PoolLeader> {
-  const bus = await Bus.connect({ servers: nats.url, name: holder, ...as('pool', holder), log: silentLogger() });
-  buses.push(bus);
-  const config = parseConfig({ pools: [{ id: POOL, types: [...TYPES] }], liveness: { statusIntervalMs: 250, deadAfterMs: DEAD_AFTER_MS, leaseTtlMs: 1500 } });
-  const l = new PoolLeader({ pool: POOL, types: [...TYPES], holder, bus, config, log: silentLogger() });
-  leaders.push(l);
-  await l.start();
-  return l;
-}
-
-beforeAll(async () => {
-  nats = await startNatsServer();
-  admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
-}, 30_000);
-
-afterAll(async () => {
-  if (timer) clearInterval(timer);
-  for (const l of leaders) await l.stop().catch(() => {});
-  for (const b of buses) await b.close().catch(() => {});
-  await admin?.close();
-  await nats?.stop();
-}, 60_000);
+const manager = async (holder: string): Promise<PoolLeader> =>
+  (await startPoolLeader(suite, POOL, holder, { statusIntervalMs: 250, deadAfterMs: DEAD_AFTER_MS, leaseTtlMs: 1500 })).leader;
 
 describe('a pool manager standby and the instances\' statuses', () => {
   it('decodes a status only when it reads its view, counts silence from arrival, and takes over with the latest of each', async () => {
-    timer = setInterval(() => (publish(A, 0, 0), publish(B, 1, 0)), 250);
+    suite.every(250, () => (publish(A, 0, 0), publish(B, 1, 0)));
     const first = await manager('pm-a');
     await waitFor(() => (first.isLeader() && first.view().ready.length === 2 ? true : undefined), 30_000, 'pm-a leads with both instances');
     const standby = await manager('pm-b');
@@ -71,14 +43,14 @@ describe('a pool manager standby and the instances\' statuses', () => {
     expect(standby.view().ready.sort()).toEqual([A, B]);
 
     // a burst: 2 x 100 statuses in ~2 s to both managers; the leader steps each, the standby reads at its sweeps
-    clearInterval(timer);
+    suite.stopEvery();
     const decode = vi.spyOn(InstanceStatus, 'decode');
     for (let i = 1; i <= 100; i++) {
       publish(A, 0, i);
       publish(B, 1, 1000 + i);
       await new Promise((r) => setTimeout(r, 20));
     }
-    await admin.nc.flush();
+    await suite.admin.nc.flush();
     await new Promise((r) => setTimeout(r, 200));
     const decoded = decode.mock.calls.length;
     decode.mockRestore();
@@ -87,7 +59,7 @@ describe('a pool manager standby and the instances\' statuses', () => {
     expect(decoded).toBeLessThan(260); // each replica stepping each status: 400
 
     // B falls silent, A goes on: 1.5 s on, the standby's view has B suspected since 3 status intervals after its last status
-    timer = setInterval(() => publish(A, 0, 7), 250);
+    suite.every(250, () => publish(A, 0, 7));
     const bLastMs = Date.now();
     await new Promise((r) => setTimeout(r, 1500));
     const view = standby.view();
