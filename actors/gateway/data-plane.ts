@@ -192,7 +192,7 @@ export async function loadDataPlane(mode: DataPlaneMode, log?: { info(o: object,
 }
 
 /**
- * The client's plain text event around its text's JSON literal (openai.ts textFrame); with continuous usage
+ * The client's plain text event around its text's JSON literal (sse-frames.ts textFrame); with continuous usage
  * (textUsageParts) `suffix` follows the usage, whose completion count is `count()` at the hand-off plus one per event.
  */
 export interface ClientFrame {
@@ -204,7 +204,8 @@ export interface ClientFrame {
 /** The client's side of a stream offered to the native plane (sse-stream.ts relaySse). */
 export interface ClientSide {
   socket: net.Socket;
-  frame: ClientFrame;
+  /** the client's frame, made at the first hand-off (most short streams have none). */
+  frame(): ClientFrame;
   /** nothing held for the client: no bytes in the SSE writer or the socket's buffer. */
   idle(): boolean;
   /** the span's events counted in the client's stream (tokens, TBT). */
@@ -275,7 +276,7 @@ export class NativeOffer {
       ch.reading = false;
       ch.readStop();
     }
-    const h = this.plane.add(ch.fd, efd, skel, this.client.frame, (e) => this.end(e, false));
+    const h = this.plane.add(ch.fd, efd, skel, this.client.frame(), (e) => this.end(e, false));
     if (h === undefined) {
       this.tries = MAX_TRIES;
       this.restoreClient();
@@ -349,7 +350,7 @@ export class NativeOffer {
 }
 
 /** The offer of a stream whose client is `res` (relaySse), or undefined where its socket cannot be handed over (TLS, no chunked framing). */
-export function nativeOffer(plane: NativeDataPlane, res: ServerResponse, w: { readonly idle: boolean }, frame: ClientFrame, account: (e: SpanEnd) => void, stallMs = DEFAULT_CLIENT_STALL_MS, clock: Clock = systemClock): NativeOffer | undefined {
+export function nativeOffer(plane: NativeDataPlane, res: ServerResponse, w: { readonly idle: boolean }, frame: () => ClientFrame, account: (e: SpanEnd) => void, stallMs = DEFAULT_CLIENT_STALL_MS, clock: Clock = systemClock): NativeOffer | undefined {
   const socket = res.socket;
   if (!socket || socket instanceof TLSSocket) return undefined;
   return new NativeOffer(plane, {

@@ -360,7 +360,7 @@ export interface ChoiceOut {
 }
 
 /** An engine-side cancel or error never reaches a finished response. */
-const finishOut = (f: FinishReason | undefined): 'stop' | 'length' | 'tool_calls' => (f === 'length' || f === 'tool_calls' ? f : 'stop');
+export const finishOut = (f: FinishReason | undefined): 'stop' | 'length' | 'tool_calls' => (f === 'length' || f === 'tool_calls' ? f : 'stop');
 
 /**
  * Concatenates the logprobs of consecutive chunks: completions ({tokens, token_logprobs, top_logprobs,
@@ -501,50 +501,6 @@ export function streamChunk(kind: ApiKind, id: string, created: number, model: s
     choices: [{ index, delta, logprobs: part.logprobs ?? null, finish_reason, ...stop }],
     ...usage,
   };
-}
-
-/**
- * The SSE event of a plain text token, split around its JSON-encoded text: `data: ` + the exact bytes
- * JSON.stringify gives for streamChunk(kind, id, created, model, {text}, index), so the text is the only thing
- * encoded per token.
- */
-export function textFrame(kind: ApiKind, id: string, created: number, model: string, index = 0): [string, string] {
-  const MARK = JSON.stringify('\u0001');
-  const json = JSON.stringify(streamChunk(kind, id, created, model, { text: '\u0001' }, index));
-  // the last match: the text comes after the id and model, which could hold anything
-  const at = json.lastIndexOf(MARK);
-  return [`data: ${json.slice(0, at)}`, `${json.slice(at + MARK.length)}\n\n`];
-}
-
-/**
- * textFrame for a stream with continuous usage (stream_options.continuous_usage_stats): the event of a plain
- * text token with the usage so far, `frame(text, completionTokens)` giving the exact bytes JSON.stringify gives
- * for streamChunk(kind, id, created, model, {text, usage: continuousUsage(promptTokens, completionTokens)}, index).
- */
-export function textUsageFrame(kind: ApiKind, id: string, created: number, model: string, promptTokens: number, index = 0): (text: string, completionTokens: number) => string {
-  const [head, mid, tail] = textUsageParts(kind, id, created, model, promptTokens, index);
-  // the usage's members in continuousUsage's order; integers print as JSON.stringify prints them
-  return (text, completionTokens) => `${head}${JSON.stringify(text)}${mid}${completionTokens},"total_tokens":${promptTokens + completionTokens}}${tail}`;
-}
-
-/** textUsageFrame's parts: the bytes before the text's literal, between it and the completion count, after the usage. */
-export function textUsageParts(kind: ApiKind, id: string, created: number, model: string, promptTokens: number, index = 0): [string, string, string] {
-  const MARK = JSON.stringify('\u0001');
-  const UMARK = JSON.stringify('\u0002');
-  const json = JSON.stringify(streamChunk(kind, id, created, model, { text: '\u0001', usage: '\u0002' as unknown as ContinuousUsage }, index));
-  // the usage is the event's last member, the text the last string before it
-  const u = json.lastIndexOf(UMARK);
-  const at = json.lastIndexOf(MARK, u);
-  const head = `data: ${json.slice(0, at)}`;
-  const mid = `${json.slice(at + MARK.length, u)}{"prompt_tokens":${JSON.stringify(promptTokens)},"completion_tokens":`;
-  return [head, mid, `${json.slice(u + UMARK.length)}\n\n`];
-}
-
-/** The event of a plain text token of choice `index`: textFrame's, or textUsageFrame's when `promptTokens` is given (continuous usage). */
-export function plainTextFrame(kind: ApiKind, id: string, created: number, model: string, index: number, promptTokens?: number): (text: string, completionTokens: number) => string {
-  if (promptTokens !== undefined) return textUsageFrame(kind, id, created, model, promptTokens, index);
-  const [a, b] = textFrame(kind, id, created, model, index);
-  return (text) => a + JSON.stringify(text) + b;
 }
 
 /** vLLM's first chat chunk of each choice: the assistant role with empty content, before any token. */

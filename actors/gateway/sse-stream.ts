@@ -4,9 +4,8 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { TokenChunk, Usage } from '../../protocols/messages.ts';
-import {
-  HttpError, continuousUsage, httpErrorOfWire, plainTextFrame, roleChunk, streamChunk, textFrame, textUsageParts, toHttp, usageChunk, usageOfChoices, type ParsedRequest,
-} from './openai.ts';
+import { HttpError, continuousUsage, httpErrorOfWire, roleChunk, streamChunk, toHttp, usageChunk, usageOfChoices, type ParsedRequest } from './openai.ts';
+import { finishTextFrame, plainTextFrame, textFrame, textUsageParts } from './sse-frames.ts';
 import { nativeOffer, type ClientFrame, type NativeDataPlane } from './data-plane.ts';
 import type { BatchSink } from './legs.ts';
 import { inBatches, mergeStreams, READER_DONE, type TokenSource } from './choices.ts';
@@ -160,19 +159,20 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
       }
       if (r && extras) r.journal.stop('an event the journal does not keep (logprobs, tool calls or reasoning)');
       const usage = p.continuousUsage ? continuousUsage(inputTokens, tokens[i]!) : undefined;
-      const piece = { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage };
       if (c.done) {
         // the choice's last chunk: its last text (the instance sends it with the end) and finish_reason, as vLLM's
         const finish = c.finishReason ?? 'stop';
         r?.journal.end({ at: r.next, text: c.text, tokens: c.tokens, finish, stopReason: c.stopReason ?? null, ...(c.usage ? { usage: c.usage } : {}) });
-        send(streamChunk(p.kind, id, created, p.model, { ...piece, finish, stopReason: c.stopReason }, i));
+        // plain text alone: written member by member (finishTextFrame), else the chunk stringified
+        if (!extras && !usage) send(undefined, finishTextFrame(p.kind, id, created, p.model, i, c.text, finish, c.stopReason));
+        else send(streamChunk(p.kind, id, created, p.model, { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage, finish, stopReason: c.stopReason }, i));
         usages[i] = c.usage;
         if (++ended < n) continue;
         if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
         w.end('data: [DONE]\n\n');
         return true;
       }
-      if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, piece, i));
+      if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage }, i));
     }
     r?.journal.flush();
     w.flush();
@@ -189,7 +189,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     if (result !== undefined) throw READER_DONE;
   };
   // one choice, not journaled, on a plain socket: its plain text events may go native (data-plane.ts)
-  const native = n === 1 && !r && ctx.plane ? nativeOffer(ctx.plane, res, w, clientFrame(p, id, created, inputTokens, () => tokens[0]!), (e) => {
+  const native = n === 1 && !r && ctx.plane ? nativeOffer(ctx.plane, res, w, () => clientFrame(p, id, created, inputTokens, () => tokens[0]!), (e) => {
     tokens[0]! += e.events;
     timers[0]!.onSpan(e);
   }, ctx.clientStallMs, ctx.clock) : undefined;

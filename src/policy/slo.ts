@@ -85,5 +85,10 @@ export type ClassifiedRequest = InferenceRequest & Required<Pick<InferenceReques
  */
 export function withSlo(req: InferenceRequest, type: RequestType, s: Pick<SloSettings, 'slo'>): ClassifiedRequest {
   const slo = requestSloOf(type, req.inputTokens, s);
-  return { ...req, type, slo, ttftDeadlineMs: req.arrivalMs + slo.ttftMs };
+  // a copy, then its new members (Node 20's V8 adds a member to a spread's copy on its slow path: ~2 us per request)
+  const out = Object.assign({}, req) as ClassifiedRequest;
+  out.type = type;
+  out.slo = slo;
+  out.ttftDeadlineMs = req.arrivalMs + slo.ttftMs;
+  return out;
 }

@@ -19,6 +19,7 @@ import { Ack, type Codec, unpackRaw, PROTOCOL_VERSION } from '../../protocols/in
 import { ProtocolError, RemoteError, toWireError, DynError } from '../../protocols/errors.ts';
 import { TimeoutError, NoRespondersError, CancelledError, ConnectionClosedError } from './errors.ts';
 import { Mailbox } from './mailbox.ts';
+import { RequestMux } from './request-mux.ts';
 import { ServiceResponder, type EndpointStats, type ServiceIdentityOpts } from './service.ts';
 import { connectionOptions, type NatsSettings } from './nats-settings.ts';
 import { JetStreamMover } from './jetstream-move.ts';
@@ -110,10 +111,15 @@ export class Bus extends EventEmitter {
   #handles = new Set<{ unsubscribe(): void; drain(): Promise<void> }>();
   #service?: ServiceResponder;
   readonly #replies: ReplyHold;
+  /** this bus's requests: one reply subscription, no nats.js request objects (request-mux.ts). */
+  readonly #requests: RequestMux;
 
-  private constructor(nc: NatsConnection, log: Logger, protocolLogIntervalMs: number) {
+  private constructor(nc: NatsConnection, log: Logger, protocolLogIntervalMs: number, inboxPrefix?: string) {
     super();
     this.nc = nc;
+    this.#requests = new RequestMux(nc, inboxPrefix);
+    // a connection that closed for good fails its requests in flight at once
+    void nc.closed().then(() => this.#requests.close(), () => this.#requests.close());
     this.log = log;
     this.#protocolLog = new RateLimitedLog(log, protocolLogIntervalMs);
     this.#replies = new ReplyHold(this.counters, log, () => nc.isClosed() || linkUp(nc, this.#connected));
@@ -150,7 +156,7 @@ export class Bus extends EventEmitter {
     // a reconnect passes over the servers that do not answer while another does (nats-dial.ts)
     const steering = skipSilentOnReconnect(nc, dialMs, opts.log);
     opts.log.debug({ server: nc.getServer() }, 'nats connected');
-    const bus = new Bus(nc, opts.log, opts.protocolLogIntervalMs ?? 10_000);
+    const bus = new Bus(nc, opts.log, opts.protocolLogIntervalMs ?? 10_000, opts.inboxPrefix);
     bus.#jsMover = new JetStreamMover(nc, conn.servers, opts.log, steering);
     return bus;
   }
@@ -178,6 +184,7 @@ export class Bus extends EventEmitter {
             if (e instanceof natsErrors.PermissionViolationError) {
               this.#rateLimitedWarn(`perm:${e.operation}:${e.subject}`, { subject: e.subject, operation: e.operation }, 'nats permission violation');
               this.emit('permission_error', { subject: e.subject, operation: e.operation, message: e.message });
+              if (e.operation === 'publish') this.#requests.failSubject(e.subject, e.message);
             } else {
               this.#rateLimitedWarn('server-error', { err: e?.message }, 'nats server error');
             }
@@ -242,7 +249,7 @@ export class Bus extends EventEmitter {
     const data = reqCodec.encode(msg);
     let reply: Msg;
     try {
-      const p = this.nc.request(subject, data, { timeout: opts.timeoutMs });
+      const p = this.#requests.request(subject, data, opts.timeoutMs);
       reply = opts.signal ? await raceAbort(p, opts.signal, subject) : await p;
     } catch (err) {
       throw mapRequestError(err, subject, opts.timeoutMs);
@@ -521,6 +528,7 @@ export class Bus extends EventEmitter {
 
   async #closeNow(): Promise<void> {
     this.#replies.drop();
+    this.#requests.close();
     for (const h of [...this.#handles]) h.unsubscribe();
     this.#service?.stop();
     this.#abort.abort(new CancelledError('bus closing'));

@@ -9,7 +9,8 @@
  *   (only with include_usage, as vLLM) puts the running usage on every chunk.
  */
 import { describe, expect, it } from 'vitest';
-import { continuousUsage, parseOpenAiRequest, plainTextFrame, roleChunk, streamChunk, textFrame, textUsageFrame, usageChunk, usageOut } from '../../actors/gateway/openai.ts';
+import { continuousUsage, parseOpenAiRequest, roleChunk, streamChunk, usageChunk, usageOut } from '../../actors/gateway/openai.ts';
+import { finishTextFrame, plainTextFrame, textFrame, textUsageFrame } from '../../actors/gateway/sse-frames.ts';
 
 const keys = (o: object) => Object.keys(o).sort();
 
@@ -73,6 +74,24 @@ describe('plain text token frames', () => {
           const [pre, post] = textFrame(kind, id!, 1700000000, model!, index);
           for (const text of texts) {
             expect(pre + JSON.stringify(text) + post).toBe(`data: ${JSON.stringify(streamChunk(kind, id!, 1700000000, model!, { text }, index))}\n\n`);
+          }
+        }
+      }
+    }
+  });
+
+  it("a choice's plain last event: the exact bytes JSON.stringify gives for the chunk with its finish and stop reason", () => {
+    const texts = [' hello', '', '"', '\\', '\n\t', '\u0001', 'é😀', '"finish_reason":"x"'];
+    for (const kind of ['completion', 'chat'] as const) {
+      for (const [id, model] of [['r1', 'm'], ['a"b\u0001', 'mo\u0001del"']]) {
+        for (const index of [0, 3]) {
+          for (const finish of ['stop', 'length', 'tool_calls', 'cancelled', 'error'] as const) {
+            for (const stopReason of [undefined, null, 'END"\n', 128001]) {
+              for (const text of texts) {
+                expect(finishTextFrame(kind, id!, 1700000000, model!, index, text, finish, stopReason))
+                  .toBe(`data: ${JSON.stringify(streamChunk(kind, id!, 1700000000, model!, { text, finish, stopReason }, index))}\n\n`);
+              }
+            }
           }
         }
       }

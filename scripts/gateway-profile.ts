@@ -1,0 +1,151 @@
+/**
+ * A V8 CPU profile of the serving gateway under the closed loop of short requests (the datapath bench's direct-path
+ * one-instance cluster, zero-delay emulator, 16 clients of streamed 4-token completions of an 8-token-id prompt, as
+ * scripts/gateway-ab.ts), taken after WARM_S seconds of that load so that V8 has optimised the hot path.
+ *
+ * A module every node process of the cluster imports (NODE_OPTIONS) starts the inspector's sampling profiler on the
+ * first SIGUSR2 and writes the profile on the second; only the gateway is signalled. Prints the busy samples' self
+ * time by function and by file (the project's dist/ files, packages, Node internals), and the profile's path (open it
+ * in Chrome's DevTools).
+ *   npm run build; nice -n 5 npx tsx scripts/gateway-profile.ts [tree]
+ * Env: WARM_S (60), PROFILE_S (20), INTERVAL_US (200), TOP (40), PLANE (the gateway's dataPlane, default auto).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { freePort } from '../test/helpers/net.ts';
+import { tree } from '../test/bench/datapath-cpu.ts';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const TREE = resolve(process.argv[2] ?? REPO);
+const MODEL = 'llama3.1-8b';
+const WARM_S = Number(process.env.WARM_S ?? 60);
+const PROFILE_S = Number(process.env.PROFILE_S ?? 20);
+const INTERVAL_US = Number(process.env.INTERVAL_US ?? 200);
+const TOP = Number(process.env.TOP ?? 40);
+const CLIENTS = 16;
+
+const PRELOAD = `
+import { writeFileSync, renameSync } from 'node:fs';
+import { Session } from 'node:inspector';
+const dir = process.env.DYN_PROF_DIR, every = Number(process.env.DYN_PROF_INTERVAL ?? 200);
+let session;
+process.on('SIGUSR2', () => {
+  if (!session) {
+    session = new Session();
+    session.connect();
+    session.post('Profiler.enable');
+    session.post('Profiler.setSamplingInterval', { interval: every });
+    session.post('Profiler.start');
+    writeFileSync(dir + '/started-' + process.pid, '');
+    return;
+  }
+  session.post('Profiler.stop', (err, r) => {
+    writeFileSync(dir + '/p.tmp', JSON.stringify(err ? {} : r.profile));
+    renameSync(dir + '/p.tmp', dir + '/profile-' + process.pid + '.cpuprofile');
+    session.disconnect();
+    session = undefined;
+  });
+});
+`;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function one(base: string): Promise<void> {
+  const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: MODEL, prompt: [1, 2, 3, 4, 5, 6, 7, 8], max_tokens: 4, ignore_eos: true, stream: true }) });
+  const t = await r.text();
+  if (!t.includes('[DONE]')) throw new Error(`a request did not end with [DONE]: ${t.slice(-300)}`);
+}
+async function loop(base: string, s: number): Promise<number> {
+  let done = 0;
+  const until = performance.now() + s * 1000;
+  await Promise.all(Array.from({ length: CLIENTS }, async () => {
+    while (performance.now() < until) {
+      await one(base);
+      done++;
+    }
+  }));
+  return done;
+}
+
+interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }
+interface Profile { nodes: Node[]; samples: number[]; timeDeltas: number[] }
+function fileOf(url: string): string {
+  if (!url) return '(native/vm)';
+  const i = url.indexOf('/dist/');
+  if (i >= 0) return url.slice(i + 6);
+  const n = url.lastIndexOf('/node_modules/');
+  if (n >= 0) return url.slice(n + 14).split('/').slice(0, url.slice(n + 14).startsWith('@') ? 2 : 1).join('/') + ' (pkg)';
+  if (url.startsWith('node:')) return url;
+  return url.replace(/^file:\/\//, '');
+}
+function summarize(p: Profile, reqs: number): string {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const selfFn = new Map<string, number>();
+  const selfFile = new Map<string, number>();
+  let busy = 0, total = 0;
+  for (const id of p.samples) {
+    const n = byId.get(id)!;
+    total++;
+    const name = n.callFrame.functionName;
+    if (name === '(idle)') continue;
+    busy++;
+    const f = fileOf(n.callFrame.url);
+    const key = `${name || '(anon)'} ${f}:${n.callFrame.lineNumber + 1}`;
+    selfFn.set(key, (selfFn.get(key) ?? 0) + 1);
+    selfFile.set(f, (selfFile.get(f) ?? 0) + 1);
+  }
+  const top = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k)
+    .map(([key, v]) => `  ${((100 * v) / busy).toFixed(1).padStart(5)}%  ${key}`).join('\n');
+  return `${total} samples, ${busy} busy (${((100 * busy) / total).toFixed(0)}%), ${reqs} requests in the window\n` +
+    `self time by function (share of busy samples):\n${top(selfFn, TOP)}\nself time by file:\n${top(selfFile, TOP)}\n`;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'gateway-profile-'));
+const cfg = join(dir, 'bench.json');
+writeFileSync(cfg, JSON.stringify({
+  model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json', servers: [{ id: 'n0', gpus: 1 }],
+  pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
+  epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
+  engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: ['--zero-delay'] },
+  gateway: { maxInflight: 4096, dataPath: 'direct', requestPlane: 'direct', ...(process.env.PLANE ? { dataPlane: process.env.PLANE } : {}) },
+}));
+const preload = join(dir, 'profile-window.mjs');
+writeFileSync(preload, PRELOAD);
+const gp = await freePort();
+let out = '';
+const up = spawn(process.execPath, [join(TREE, 'bin', 'dynamollm.js'), 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir, '--gateway-standbys', '0'], {
+  stdio: ['ignore', 'pipe', 'pipe'], cwd: TREE,
+  env: { ...process.env, NODE_OPTIONS: `--import=${pathToFileURL(preload).href}`, DYNAMOLLM_LOG_LEVEL: 'error', DYN_PROF_DIR: dir, DYN_PROF_INTERVAL: String(INTERVAL_US) },
+});
+up.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+up.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+try {
+  for (const until = Date.now() + 120_000; !out.includes('cluster ready');) {
+    if (Date.now() > until || up.exitCode !== null) throw new Error(out.slice(-3000));
+    await sleep(200);
+  }
+  const base = `http://127.0.0.1:${gp}`;
+  const gw = tree(up.pid!).gateway[0]!;
+  const warm = await loop(base, WARM_S);
+  process.kill(gw, 'SIGUSR2');
+  for (const until = Date.now() + 10_000; !existsSync(join(dir, `started-${gw}`));) {
+    if (Date.now() > until) throw new Error('the gateway did not start its profiler');
+    await sleep(20);
+  }
+  const reqs = await loop(base, PROFILE_S);
+  process.kill(gw, 'SIGUSR2');
+  const file = join(dir, `profile-${gw}.cpuprofile`);
+  for (const until = Date.now() + 30_000; !existsSync(file);) {
+    if (Date.now() > until) throw new Error('no profile');
+    await sleep(100);
+  }
+  process.stdout.write(`${new Date().toISOString()} ${TREE}: warm-up ${warm} requests in ${WARM_S} s, profiled ${reqs} in ${PROFILE_S} s (${(reqs / PROFILE_S).toFixed(0)} req/s)\n`);
+  process.stdout.write(summarize(JSON.parse(readFileSync(file, 'utf8')) as Profile, reqs));
+  process.stdout.write(`profile: ${file}\n`);
+} finally {
+  const exited = new Promise((r) => up.once('exit', r));
+  up.kill('SIGINT');
+  await Promise.race([exited, sleep(30_000)]);
+}
