@@ -244,8 +244,7 @@ export class NatsBackend implements GatewayBackend {
    */
   private async openLeg(req: InferenceRequest, signal: AbortLike, o: LegRoute = {}, direct = false): Promise<Leg> {
     const subject = subjects.stream(req.id);
-    // relayCredit: an instance that streams the leg itself paces it by this gateway's grants (relay-flow.ts); one copy
-    // (Object.assign: Node 20's V8 adds a member to a spread's copy on its slow path, ~2 us per request)
+    // relayCredit: the instance paces a leg it streams by this gateway's grants (relay-flow.ts); one copy (Object.assign: a spread's members added take V8's slow path)
     const msg: InferenceRequest = Object.assign({}, req, direct ? { direct: true, streamSubject: subject, relayCredit: true } : { streamSubject: subject, relayCredit: true });
     const q = new ChunkQueue(this.capacity, this.clock, new RelayFlow(this.bus, msg.id, this.clock, this.counters, () => this.cancel(msg.id, 'its client fell behind past the relay bound', leg.cancelSent)));
     const order = new LegOrder();
