@@ -10,3 +10,4 @@ export * from './dispatch-view.ts';
 export * from './service.ts';
 export * from './permissions.ts';
 export * from './nats-advisory.ts';
+export * from './leg-batch.ts';

@@ -2,13 +2,15 @@
  * The gateway's leg reports to the instance that granted a direct leg (LegReport: started, first token, credited, end):
  * held for up to LEG_REPORT_HOLD_MS and published together, or asked as a request where a reply is wanted. A leg's
  * later report joins its report still held (joinHeld): a short leg's credited start, first token and end go out as one
- * message, which the instance reads as all three (actors/instance-manager/direct-legs.ts legReport).
+ * message, which the instance reads as all three (actors/instance-manager/direct-legs.ts legReport). The reports held for
+ * an instance whose loan says it reads them (CreditLoan.batches) go out as one LegReportBatch (protocols/leg-batch.ts).
  */
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import { senderTrusted } from '../../protocols/codec.ts';
 import { LegReply, LegReport } from '../../protocols/messages.ts';
+import { LegReportBatch } from '../../protocols/leg-batch.ts';
 import type { EngineChunk } from '../../src/engine/engine.ts';
 import type { CreditGrant } from '../../src/policy/machines/credits.ts';
 import type { RequestRouter, RoutedAdmission } from './router.ts';
@@ -22,8 +24,12 @@ export const LEG_REPORT_HOLD_MS = 2;
 export const LEG_REPORT_BATCH = 256;
 /** the held reports' codec: built here from checked values, packed without the sender's check (the instance validates them). */
 const HeldReport = senderTrusted(LegReport);
-/** a held report (`dropped`: an end asked as a request carries what it said). */
-interface Held { instance: string; rep: LegReport; dropped?: boolean; joinable?: boolean }
+const HeldBatch = senderTrusted(LegReportBatch);
+/**
+ * a held report (`dropped`: an end asked as a request carries what it said; `batches`: a credited report on a loan of an
+ * instance process that reads a LegReportBatch: the window's reports to that instance go out as one).
+ */
+interface Held { instance: string; rep: LegReport; dropped?: boolean; joinable?: boolean; batches?: boolean }
 /** each bus's held reports in their order, and the one held of each leg (by `instance id`). */
 const heldReports = new WeakMap<Bus, { q: Held[]; byLeg: Map<string, Held> }>();
 /** the gateway process each bus reports for (reportAs). */
@@ -55,13 +61,13 @@ function stamped(bus: Bus, rep: LegReport): LegReport {
  * that started or ended in that window cost one write, not one each. A leg's reports keep their order, and one that
  * finds the leg's earlier report still held joins it (joinHeld): one message, not two.
  */
-export function legReport(bus: Bus, instance: string, rep: LegReport, joinable = false): void {
+export function legReport(bus: Bus, instance: string, rep: LegReport, joinable = false, batches = false): void {
   let h = heldReports.get(bus);
   if (!h) heldReports.set(bus, (h = { q: [], byLeg: new Map() }));
   const key = `${instance} ${rep.id}`;
   const prev = h.byLeg.get(key);
   if (prev && joinHeld(prev, rep)) return;
-  const e: Held = { instance, rep, ...(joinable ? { joinable } : {}) };
+  const e: Held = { instance, rep, ...(joinable ? { joinable } : {}), ...(batches ? { batches } : {}) };
   h.q.push(e);
   h.byLeg.set(key, e);
   // on the wall clock, as the socket's write is: a test's ManualClock does not hold the reports (nor did the turn's end)
@@ -101,13 +107,28 @@ export function flushLegReports(bus: Bus): void {
   if (!h || h.q.length === 0) return;
   const q = h.q;
   heldReports.set(bus, { q: [], byLeg: new Map() });
+  // the instances a held credited report says read a batch, and their reports (in their order)
+  let batched: Map<string, LegReport[]> | undefined;
+  for (const e of q) if (e.batches && !e.dropped) (batched ??= new Map()).set(e.instance, []);
   for (const { instance, rep, dropped } of q) {
     if (dropped) continue;
-    try {
-      bus.publish(subjects.instanceLeg(instance), HeldReport, stamped(bus, rep));
-    } catch {
-      // the connection is gone: the instance frees the slot at the request's deadline
+    const b = batched?.get(instance);
+    if (b) {
+      b.push(stamped(bus, rep));
+      continue;
     }
+    publishLeg(bus, instance, rep);
+  }
+  if (batched) for (const [instance, reports] of batched) publishLeg(bus, instance, reports.length === 1 ? reports[0]! : { v: 1, reports });
+}
+
+/** A held report, or a batch of them, on the instance's leg subject. */
+function publishLeg(bus: Bus, instance: string, m: LegReport | LegReportBatch): void {
+  try {
+    if ('reports' in m) bus.publish(subjects.instanceLeg(instance), HeldBatch, m);
+    else bus.publish(subjects.instanceLeg(instance), HeldReport, stamped(bus, m));
+  } catch {
+    // the connection is gone: the instance frees the slot at the request's deadline
   }
 }
 
@@ -120,7 +141,7 @@ export function creditedReport(
   bus: Bus, instance: string, id: string, c: NonNullable<RoutedAdmission['credited']>, grant: CreditGrant, startedMs: number | undefined, timeoutMs: number, router: RequestRouter | undefined,
 ): void {
   const rep: LegReport = { v: 1, id, phase: 'credited', request: c.req, credit: { gateway: c.gateway, epoch: c.epoch, ...(c.topUp ? { topUp: true } : {}) } };
-  if (!c.topUp) return legReport(bus, instance, rep, c.joins === true);
+  if (!c.topUp) return legReport(bus, instance, rep, c.joins === true, c.batches === true);
   flushLegReports(bus);
   const ctx = { grant, pool: c.req.pool ?? '', ...(startedMs !== undefined ? { startedMs } : {}) };
   const loan = (l: LegReply['credit']) => router?.creditLoan?.(instance, l, ctx);

@@ -37,7 +37,7 @@ export interface RequestRouter {
   /** this gateway's id, which the instances lend admission credits to (absent: it asks for none). */
   readonly creditId?: string;
   /** A credit of `instance` spent, when one is there (policy creditSpend). */
-  spendCredit?(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean } | undefined;
+  spendCredit?(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean; batches?: boolean } | undefined;
   /** A loan of `instance` arrived (an admission reply, a top-up reply); undefined: a top-up that brought none. */
   creditLoan?(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number }): void;
 }
@@ -156,7 +156,7 @@ export class GatewayRouter implements RequestRouter {
     return routerCapacityComing(this.#s, this.clock.now(), this.#cfg, holdMs);
   }
 
-  spendCredit(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean } | undefined {
+  spendCredit(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean; batches?: boolean } | undefined {
     return this.#s.credits.size ? creditSpend(this.#s.credits, instance, this.clock.now()) : undefined;
   }
 
@@ -178,7 +178,7 @@ const DIRECT_TRIES = 4;
  */
 export type RoutedAdmission = Admission & {
   /** started on a credit the instance lent (no admission asked): the request to report as credited, and the credit. */
-  credited?: { req: InferenceRequest; gateway: string; epoch: number; topUp: boolean; joins?: boolean };
+  credited?: { req: InferenceRequest; gateway: string; epoch: number; topUp: boolean; joins?: boolean; batches?: boolean };
 };
 
 /** A copy of `o` with `k` set to `v` (Object.assign, then the member: Node 20's V8 adds a member to a spread's copy on its slow path, ~2 us). */
@@ -227,7 +227,7 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
       if (c && creditTo !== undefined) {
         return {
           v: 1, id: msg.id, ok: true, instance: id, pool, type: plan.req.type, grant: c.grant, ...(c.startedMs !== undefined ? { startedMs: c.startedMs } : {}),
-          credited: { req: withMember(sent, 'pool', pool), gateway: creditTo, epoch: c.epoch, topUp: c.topUp, ...(c.joins ? { joins: true } : {}) },
+          credited: { req: withMember(sent, 'pool', pool), gateway: creditTo, epoch: c.epoch, topUp: c.topUp, ...(c.joins ? { joins: true } : {}), ...(c.batches ? { batches: true } : {}) },
         };
       }
       let a: Admission;

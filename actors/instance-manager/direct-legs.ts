@@ -5,7 +5,7 @@
  * on an admission credit the instance lent). The manager holds the request (instance-manager.ts #runDirect); its end goes
  * back to the manager's bookkeeping (LegHost.ended).
  */
-import { DynError, TokenChunk, subjects, toWireError, type Grant as GrantT, type LegReply as LegReplyT, type LegReport as LegReportT } from '../../protocols/index.ts';
+import { DynError, TokenChunk, isLegBatch, subjects, toWireError, type Grant as GrantT, type LegMessage, type LegReply as LegReplyT, type LegReport as LegReportT } from '../../protocols/index.ts';
 import type { InstanceEffect } from '../../src/policy/machines/instance.ts';
 import { classified } from '../../src/policy/classify.ts';
 import { timerStallMs } from '../../src/policy/timer-stall.ts';
@@ -14,69 +14,111 @@ import { watchLeg } from './gateway-watch.ts';
 import type { Held, LegHost, Running } from './running.ts';
 import { relayCredit } from './relay-pause.ts';
 
+/** how often the direct legs' give-up deadlines are checked, ms (one interval per instance, armed while legs run). */
+export const LEG_SWEEP_MS = 1000;
+/** the direct legs of each instance with their give-up deadlines (on its clock), and the interval that checks them. */
+const legSweeps = new WeakMap<LegHost, { due: Map<Running, number>; timer?: unknown }>();
+
+function sweepOf(h: LegHost): { due: Map<Running, number>; timer?: unknown } {
+  let w = legSweeps.get(h);
+  if (!w) legSweeps.set(h, (w = { due: new Map() }));
+  return w;
+}
+
+/** Aborts the legs of `h` past their give-up deadline (a gateway that died mid-stream never reports). */
+function sweepLegs(h: LegHost): void {
+  const w = sweepOf(h);
+  const now = h.clock.now();
+  for (const [r, dueMs] of w.due) if (now >= dueMs) r.ac.abort(new DynError('timeout', 'no report from the gateway streaming this request', { retryable: true }));
+}
+
 /**
  * A direct request: the gateway streams it from the engine itself (docs/DATAPATH.md). The instance grants
  * it (the engine's URL and key, on the request's own stream subject), counts it as running in the engine
  * until the gateway reports the leg's end (or its deadline passes), and keeps its admission, cancel,
  * energy and SLO accounting: the report carries the first token's time, the token gaps and the counts.
  * An abort (cancel, evacuation, stop) ends it with an error chunk on the stream subject, which the gateway
- * obeys by dropping its engine call.
+ * obeys by dropping its engine call. The end report ends it at once (its record, the machine's `finished`); an
+ * abort ends it one microtask later (out of the machine step that aborted it).
  */
-export async function runDirectLeg(h: LegHost, q: Held, r: Running, credited: boolean): Promise<void> {
+export function runDirectLeg(h: LegHost, q: Held, r: Running, credited: boolean): undefined {
   const req = q.req;
   const clock = h.clock;
-  let ok = false;
-  let timer: unknown;
+  const sweep = sweepOf(h);
   let startTimer: unknown;
-  try {
-    const end = new Promise<{ rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }>((resolve, reject) => {
-      r.legEnd = resolve;
-      const abort = () => reject(r.ac.signal.reason instanceof Error ? r.ac.signal.reason : new DynError('cancelled', 'aborted', { retryable: false }));
-      if (r.ac.signal.aborted) abort();
-      else r.ac.signal.addEventListener('abort', abort, { once: true });
-      // a gateway that died mid-stream never reports: the slot is freed at the client's give-up time
-      timer = clock.setTimeout(
-        () => r.ac.abort(new DynError('timeout', 'no report from the gateway streaming this request', { retryable: true })),
-        Math.max(1000, req.giveUpAtMs - clock.now()) + 5000,
-      );
-      // nor does one that had gone (or given up) before the grant came: its seat is freed within directStartMs (a
-      // credited leg was started by its gateway: no grant to wait for)
-      if (!r.gatewayStarted) {
-        // a check that runs late ran after this process was stopped (src/policy/timer-stall.ts): the gateway's report
-        // may wait unread in the socket, so the window starts again at the resume
-        const armStart = (ms: number) => {
-          const dueMs = clock.now() + ms;
-          startTimer = clock.setTimeout(() => {
-            const stall = timerStallMs(dueMs, clock.now());
-            if (r.gatewayStarted) return;
-            if (stall > 0) armStart(stall);
-            else r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
-          }, ms);
-        };
-        armStart(h.config.timeouts.directStartMs);
+  let over = false;
+  const finish = (end: { rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' } | undefined, err?: unknown): void => {
+    if (over) return;
+    over = true;
+    r.legEnd = undefined;
+    r.ac.onAbort = undefined;
+    let ok = false;
+    try {
+      if (!end) throw err;
+      const { rep, energyJ, energySource } = end;
+      const outcome = rep.outcome === 'ok' || rep.outcome === 'cancelled' || rep.outcome === 'timed_out' ? rep.outcome : 'failed';
+      // the engine's own count of the prompt when the gateway had it (usage.prompt_tokens)
+      h.record(rep.promptTokens !== undefined ? { ...req, inputTokens: rep.promptTokens } : req, req.type, outcome, r, rep.completionTokens ?? 0, energyJ, energySource);
+      ok = outcome === 'ok';
+    } catch (e) {
+      const w = toWireError(e);
+      h.finishWithError(req, 1, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
+    } finally {
+      sweep.due.delete(r);
+      if (sweep.due.size === 0 && sweep.timer !== undefined) {
+        clock.clearInterval(sweep.timer);
+        sweep.timer = undefined;
       }
-    });
-    // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs
-    const grant: GrantT = { url: h.engine.baseUrl, apiKey: h.engineApiKey!, reportWithinMs: Math.floor(h.config.timeouts.directStartMs / 2) };
-    // started by its own admission, for a gateway that asked for the grant in the reply: no message of its own
-    const inReply = h.replyGrants.get(req.id);
-    if (credited || r.ac.signal.aborted) { /* the gateway has the grant of its loan; an aborted one gets its error */ } else if (inReply) inReply.grant = grant;
-    else h.bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: h.id, pool: h.pool, type: req.type, grant });
-    // the energy the gateway was told (and put in the client's usage), not a later reading
-    const { rep, energyJ, energySource } = await end;
-    const outcome = rep.outcome === 'ok' || rep.outcome === 'cancelled' || rep.outcome === 'timed_out' ? rep.outcome : 'failed';
-    // the engine's own count of the prompt when the gateway had it (usage.prompt_tokens)
-    h.record(rep.promptTokens !== undefined ? { ...req, inputTokens: rep.promptTokens } : req, req.type, outcome, r, rep.completionTokens ?? 0, energyJ, energySource);
-    ok = outcome === 'ok';
-  } catch (err) {
-    const w = toWireError(err);
-    h.finishWithError(req, 1, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
-  } finally {
-    if (timer !== undefined) clock.clearTimeout(timer);
-    if (startTimer !== undefined) clock.clearTimeout(startTimer);
-    r.unwatchGateway?.();
-    h.ended(req.id, ok);
+      if (startTimer !== undefined) clock.clearTimeout(startTimer);
+      r.unwatchGateway?.();
+      h.ended(req.id, ok);
+    }
+  };
+  // the energy the gateway was told (and put in the client's usage), not a later reading
+  r.legEnd = (end) => finish(end);
+  const aborted = (reason: unknown) => queueMicrotask(() => finish(undefined, reason instanceof Error ? reason : new DynError('cancelled', 'aborted', { retryable: false })));
+  if (r.ac.aborted) aborted(r.ac.reason);
+  else r.ac.onAbort = aborted;
+  // a gateway that died mid-stream never reports: the slot is freed at the client's give-up time (the sweep, LEG_SWEEP_MS)
+  sweep.due.set(r, clock.now() + Math.max(1000, req.giveUpAtMs - clock.now()) + 5000);
+  sweep.timer ??= clock.setInterval(() => sweepLegs(h), LEG_SWEEP_MS);
+  // nor does one that had gone (or given up) before the grant came: its seat is freed within directStartMs (a
+  // credited leg was started by its gateway: no grant to wait for)
+  if (!r.gatewayStarted) {
+    // a check that runs late ran after this process was stopped (src/policy/timer-stall.ts): the gateway's report
+    // may wait unread in the socket, so the window starts again at the resume
+    const armStart = (ms: number) => {
+      const dueMs = clock.now() + ms;
+      startTimer = clock.setTimeout(() => {
+        const stall = timerStallMs(dueMs, clock.now());
+        if (r.gatewayStarted) return;
+        if (stall > 0) armStart(stall);
+        else r.ac.abort(new DynError('timeout', 'no gateway took the grant of this request', { retryable: true }));
+      }, ms);
+    };
+    armStart(h.config.timeouts.directStartMs);
   }
+  // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs
+  const grant: GrantT = { url: h.engine.baseUrl, apiKey: h.engineApiKey!, reportWithinMs: Math.floor(h.config.timeouts.directStartMs / 2) };
+  // started by its own admission, for a gateway that asked for the grant in the reply: no message of its own
+  const inReply = h.replyGrants.get(req.id);
+  if (credited || r.ac.aborted) { /* the gateway has the grant of its loan; an aborted one gets its error */ } else if (inReply) inReply.grant = grant;
+  else h.bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: h.id, pool: h.pool, type: req.type, grant });
+  return undefined;
+}
+
+/** A message on the instance's leg subject: one report, or a gateway's batch of them, each handled in its order. */
+export function legMessage(h: LegHost, m: LegMessage): LegReplyT {
+  if (!isLegBatch(m)) return legReport(h, m);
+  for (const rep of m.reports) {
+    try {
+      const r = legReport(h, rep);
+      if (!r.ok) h.log.debug({ rid: rep.id, phase: rep.phase, err: r.error?.message }, 'leg report of a batch refused');
+    } catch (err) {
+      h.log.error({ rid: rep.id, phase: rep.phase, err }, 'leg report of a batch failed');
+    }
+  }
+  return { v: 1, ok: true };
 }
 
 /**

@@ -42,7 +42,7 @@ export function legOf(r: RunningView): RunningLeg {
  * A drained instance's part (`minS` = scaling.drainMigrateS; nothing when unset): its queue to its peers (`evacuate`),
  * then the legs src/policy legsToMigrate picks ended with a retryable 'unavailable' error, which their gateways migrate.
  */
-export function endForPeers(minS: number | undefined, instance: string, running: ReadonlyMap<string, RunningView & { ac: AbortController }>, now: number, tbtSamplesMs: readonly number[], evacuate: () => void): void {
+export function endForPeers(minS: number | undefined, instance: string, running: ReadonlyMap<string, RunningView & { ac: { abort(reason?: unknown): void } }>, now: number, tbtSamplesMs: readonly number[], evacuate: () => void): void {
   if (minS === undefined) return;
   evacuate();
   const gone = new DynError('unavailable', `instance ${instance} is draining: the request continues on a peer`, { retryable: true, retryAfterS: 0 });

@@ -80,7 +80,7 @@ export class GatewayWatch {
 }
 
 /** A direct leg (its abort, and where its unwatch is kept) ends once `gateway`, the process streaming it, is gone past the grace. */
-export function watchLeg(w: GatewayWatch, leg: { ac: AbortController; unwatchGateway?: () => void } | undefined, gateway: GatewayProcess | undefined): void {
+export function watchLeg(w: GatewayWatch, leg: { ac: { abort(reason?: unknown): void }; unwatchGateway?: () => void } | undefined, gateway: GatewayProcess | undefined): void {
   if (!leg || !gateway || leg.unwatchGateway) return;
   leg.unwatchGateway = w.watch(gateway, () => leg.ac.abort(new DynError('timeout', 'the gateway streaming this request is gone and no resume ended it', { retryable: true })));
 }

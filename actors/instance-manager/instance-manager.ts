@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import {
   Admission, Cancel, InferenceRequest, InstanceCommand, InstanceStatus, InstanceTelemetry, MoveReply, MoveRequest,
   RequestRecord, TokenChunk, Ack, controlSubjects, subjects, DynError, toWireError,
-  TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply, TOKENIZER_QUEUE, LegReport, LegReply,
+  TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply, TOKENIZER_QUEUE, LegMessage, LegReply,
   type Grant as GrantT,
   type InstanceCommand as InstanceCommandT, type RequestType, type WireError,
 } from '../../protocols/index.ts';
@@ -48,7 +48,7 @@ import { GpuReads } from './gpu-reads.ts';
 import { requestShareJ } from '../../src/policy/energy.ts';
 import { newRunning, TTFT_TRACE, type Held, type LegHost, type Running } from './running.ts';
 import { streamFromEngine } from './engine-stream.ts';
-import { legReport, runDirectLeg } from './direct-legs.ts';
+import { legMessage, runDirectLeg } from './direct-legs.ts';
 import { instanceStatus, instanceTelemetry, requestRecord } from './status.ts';
 import type { InstanceMetricsSnapshot } from './metrics.ts';
 export type { InstanceMetricsSnapshot } from './metrics.ts';
@@ -231,7 +231,7 @@ export class InstanceManager {
       case 'start': {
         const h = this.#held.get(e.id);
         // a credited start is in the engine already: the instance counts it now (its end report may follow at once)
-        if (h && e.credited) return void this.#runDirect(h, true);
+        if (h && e.credited) return this.#runDirect(h, true);
         // the clock the prefill backlog needs is set before the prompt goes to the engine; the request counts as
         // running from the machine's start meanwhile (status, a sleep, a stop, a cancel: an abort ends it unstarted)
         if (h && clockFirst) {
@@ -298,7 +298,8 @@ export class InstanceManager {
       }),
       bus.serve(subjects.instanceControl(this.id), InstanceCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
       // the gateway's reports on the direct requests this instance granted (first token, end)
-      bus.serve(subjects.instanceLeg(this.id), LegReport, LegReply, async (rep) => legReport(this.#host, rep), { capacity: this.#o.config.engine.maxQueued + this.#o.config.engine.maxInEngine, concurrency: 64 }),
+      // (one, or a gateway's batch: CreditLoan.batches); a publication (no reply asked) in its message's callback, no mailbox slot
+      bus.serve(subjects.instanceLeg(this.id), LegMessage, LegReply, async (m) => legMessage(this.#host, m), { capacity: this.#o.config.engine.maxQueued + this.#o.config.engine.maxInEngine, concurrency: 64, publication: (m) => void legMessage(this.#host, m) }),
       // the gateway counts prompts with the engine's tokenizer (any instance of the model answers)
       bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => engineTokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
       bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => engineDetokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
@@ -391,7 +392,7 @@ export class InstanceManager {
   }
 
   /** A direct request (direct-legs.ts runDirectLeg): granted to the gateway, running until its report of the end. */
-  async #runDirect(q: Held, credited = false, pre?: Running): Promise<void> {
+  #runDirect(q: Held, credited = false, pre?: Running): undefined {
     const req = q.req;
     const r = pre ?? newRunning(req, this.#clock.now());
     // a gateway that started it on a credit has the grant and took it

@@ -17,10 +17,46 @@ import type { GatewayWatch } from './gateway-watch.ts';
 /** diagnosis: a file to append one line per request's TTFT breakdown to (arrival, admission, start, first token). */
 export const TTFT_TRACE = process.env.DYNAMOLLM_TTFT_TRACE;
 
+/**
+ * A running request's abort: `abort(reason)` as an AbortController's, whose AbortController is made only when its
+ * `signal` is read (a request the instance streams from the engine hands it to the engine call); a direct leg, which
+ * reads no signal, is told of its abort through `onAbort` (one call, the first abort's reason).
+ */
+export class RunAbort {
+  #ac?: AbortController;
+  #reason: unknown;
+  #aborted = false;
+  /** called once, at the first abort, with its reason. */
+  onAbort?: (reason: unknown) => void;
+
+  get signal(): AbortSignal {
+    if (!this.#ac) {
+      this.#ac = new AbortController();
+      if (this.#aborted) this.#ac.abort(this.#reason);
+    }
+    return this.#ac.signal;
+  }
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+  get reason(): unknown {
+    return this.#reason;
+  }
+  abort(reason?: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason ?? new DOMException('This operation was aborted', 'AbortError');
+    this.#ac?.abort(this.#reason);
+    const f = this.onAbort;
+    this.onAbort = undefined;
+    f?.(this.#reason);
+  }
+}
+
 /** A request running in the engine (or granted to a gateway that streams it), with its measures. */
 export interface Running {
   req: ClassifiedRequest;
-  ac: AbortController;
+  ac: RunAbort;
   seq: number;
   startedMs: number;
   /** first token's arrival, ms since epoch on the injected clock (TTFT). */
@@ -32,7 +68,7 @@ export interface Running {
   tbtN: number;
   /** energy attributed from the GPU counter while it ran, J. */
   energyJ: number;
-  /** a direct request (the gateway reads the engine): resolves with the gateway's report of the leg's end and the energy replied. */
+  /** a direct request (the gateway reads the engine): ends it with the gateway's report of the leg's end and the energy replied. */
   legEnd?: (end: { rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }) => void;
   /** a direct request: the gateway said it took the grant (LegReport 'started', or any later report). */
   gatewayStarted?: boolean;
@@ -46,7 +82,7 @@ export interface Running {
   wake?: () => void;
 }
 
-export const newRunning = (req: ClassifiedRequest, now: number): Running => ({ req, ac: new AbortController(), seq: 0, startedMs: now, tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 });
+export const newRunning = (req: ClassifiedRequest, now: number): Running => ({ req, ac: new RunAbort(), seq: 0, startedMs: now, tbtSum: 0, tbtMax: 0, tbtN: 0, energyJ: 0 });
 
 /** A request the instance holds (queued, running or being moved): its body and when it came in. */
 export interface Held {

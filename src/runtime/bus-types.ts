@@ -10,6 +10,15 @@ export interface MailboxOpts {
   concurrency?: number;
 }
 
+export interface ServeOpts<Q> extends MailboxOpts {
+  /**
+   * A publication (a message without a reply subject: nobody reads an answer) handled at once in the message's
+   * callback by this synchronous handler, while nothing waits in the mailbox (a message queued before it is handled
+   * first: the order holds): no mailbox slot, promise or reply. A throw is counted (handlerErrors) and logged.
+   */
+  publication?: (req: Q, subject: string) => void;
+}
+
 export interface SubscribeOpts<T> extends MailboxOpts {
   /**
    * Identity check at intake: the subject a message must have arrived on, given what it claims (e.g. an

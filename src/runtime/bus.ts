@@ -11,8 +11,8 @@ import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { KV, KvOptions } from '@nats-io/kv';
 import { KvOpens, openKv } from './kv-open.ts';
 import { LatestPayloads, type LatestHandle, type LatestOpts } from './bus-latest.ts';
-import type { MailboxOpts, ServeHandle, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
-export type { MailboxOpts, ServeHandle, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
+import type { ServeHandle, ServeOpts, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
+export type { MailboxOpts, ServeHandle, ServeOpts, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
 import type { Logger } from 'pino';
 import { RateLimitedLog } from './logger.ts';
 import { Ack, type Codec, unpackRaw, PROTOCOL_VERSION } from '../../protocols/index.ts';
@@ -268,7 +268,7 @@ export class Bus extends EventEmitter {
     reqCodec: Codec<Q>,
     resCodec: Codec<R>,
     handler: (req: Q, ctx: ServeContext) => Promise<R>,
-    opts: MailboxOpts = {},
+    opts: ServeOpts<Q> = {},
   ): ServeHandle {
     const ac = new AbortController();
     const onBusAbort = () => ac.abort(new CancelledError('bus closing'));
@@ -330,6 +330,17 @@ export class Bus extends EventEmitter {
           this.#badPayload(m.subject, e);
           errorReply(m, e instanceof ProtocolError ? e : new ProtocolError(String(e), { subject: m.subject }));
           done(t0, e);
+          return;
+        }
+        if (opts.publication && !m.reply && mailbox.size === 0) {
+          try {
+            opts.publication(req, m.subject);
+            done(t0);
+          } catch (e) {
+            this.counters.handlerErrors++;
+            this.log.error({ subject: m.subject, err: e }, 'handler failed');
+            done(t0, e);
+          }
           return;
         }
         try {

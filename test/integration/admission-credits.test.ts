@@ -20,7 +20,7 @@ import { buildNativePlane, nativeHttpGateway } from '../helpers/native-http.ts';
 import { sleep, waitFor } from '../helpers/wait.ts';
 import type { Harness } from './control-harness.ts';
 import type { NatsBackend } from '../../actors/gateway/nats-backend.ts';
-import { Ack, InferenceRequest as InferenceRequestCodec, InstanceCommand, InstanceStatus, LegReport, RequestRecord, controlSubjects, subjects, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
+import { Ack, InferenceRequest as InferenceRequestCodec, InstanceCommand, InstanceStatus, LegMessage, LegReport, LegReportBatch, RequestRecord, controlSubjects, isLegBatch, subjects, type InferenceRequest, type RequestRecord as Rec, type TokenChunk } from '../../protocols/index.ts';
 
 let cluster: GatewayCluster;
 let h: Harness;
@@ -52,9 +52,12 @@ beforeAll(async () => {
     admitted.add(r.id);
     sent(r);
   }, { capacity: 4096 });
-  h.bus.subscribe(subjects.instanceLegAll(), LegReport, (r) => {
-    legReports.set(r.id, [...(legReports.get(r.id) ?? []), r.phase]);
-    if (r.request) sent(r.request);
+  // one report, or a batch of those the gateway held for the instance (CreditLoan.batches)
+  h.bus.subscribe(subjects.instanceLegAll(), LegMessage, (m) => {
+    for (const r of isLegBatch(m) ? m.reports : [m]) {
+      legReports.set(r.id, [...(legReports.get(r.id) ?? []), r.phase]);
+      if (r.request) sent(r.request);
+    }
   }, { capacity: 4096 });
   h.bus.subscribe(controlSubjects.instanceStatusAll(), InstanceStatus, (st) => void statuses.push(st), { capacity: 4096 });
 }, 90_000);
@@ -127,6 +130,25 @@ describe('admission credits', () => {
     expect(rec).toMatchObject({ outcome: 'ok', instance, completionTokens: 4, promptTokens: 9, energyJ: 0.25, energySource: 'modelled', ttftMs: 3, tbtMeanMs: 2, tbtMaxMs: 2, sloMet: true });
     // its seat is free again: a status names it neither running nor queued
     await waitFor(() => statuses.find((s) => s.id === instance && s.sentMs > rec.finishedMs && !s.runningIds.includes(id) && !s.queuedIds.includes(id)), 5000, 'a status without it');
+  }, 30_000);
+
+  it('a LegReportBatch (the reports a gateway held for the instance) is read report by report, in its order: each leg recorded, none left running', async () => {
+    const instance = (await waitFor(() => statuses.findLast((s) => s.state === 'ready'), 20_000, 'a ready instance')).id;
+    const epoch = statuses.findLast((s) => s.id === instance)?.creditEpoch ?? 0;
+    const [a, b] = ['a', 'b'].map((k) => `cr-batch-${k}-${Date.now()}`) as [string, string];
+    const credited = (id: string): LegReport => {
+      const { prompt: _p, ...asked } = request(id, 4);
+      return { v: 1, id, phase: 'credited', request: { ...asked, direct: true, promptForm: 'text' }, credit: { gateway: 'gw-cred', epoch } };
+    };
+    const end = (id: string, energyJ: number): LegReport => ({ v: 1, id, phase: 'end', outcome: 'ok', firstTokenMs: Date.now(), tbtSumMs: 6, tbtMaxMs: 2, tbtN: 3, completionTokens: 4, promptTokens: 9, engineEnergyJ: energyJ });
+    // a's start joined with its end; b's start, then its end (its leg's later report, after the credited one went out)
+    h.bus.publish(subjects.instanceLeg(instance), LegReportBatch, { v: 1, reports: [{ ...credited(a), ...end(a, 0.25), phase: 'credited' }, credited(b), end(b, 0.5)] });
+    const ra = await waitFor(() => records.get(a), 5000, 'the record of a');
+    const rb = await waitFor(() => records.get(b), 5000, 'the record of b');
+    expect(ra).toMatchObject({ outcome: 'ok', instance, completionTokens: 4, promptTokens: 9, energyJ: 0.25, energySource: 'modelled' });
+    expect(rb).toMatchObject({ outcome: 'ok', instance, completionTokens: 4, promptTokens: 9, energyJ: 0.5, energySource: 'modelled' });
+    const after = Math.max(ra.finishedMs, rb.finishedMs);
+    await waitFor(() => statuses.find((s) => s.id === instance && s.sentMs > after && !s.runningIds.some((id) => id === a || id === b)), 5000, 'a status without them');
   }, 30_000);
 
   it('a client that goes away cancels a credited request (recorded cancelled, slot freed)', async () => {

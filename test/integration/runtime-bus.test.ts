@@ -152,6 +152,29 @@ describe('a handler that releases its place (ServeContext.release)', () => {
     expect(err).toBeInstanceOf(RemoteError);
     expect(srv.counters.handlerErrors).toBe(1);
   });
+
+  it('a server with a `publication` handler handles a publication in its callback (no mailbox slot), a request through the mailbox, in their order', async () => {
+    const srv = await bus('instance', 'srv-inline');
+    const cli = await bus('pool', 'cli-inline');
+    const seen: string[] = [];
+    const h = srv.serve(subjects.instanceAdmit('inline'), InferenceRequest, Admission, async (r) => (seen.push(`req ${r.id}`), { v: 1, id: r.id, ok: true }), {
+      publication: (r) => {
+        if (r.id === 'in-bad') throw new Error('a failing publication');
+        seen.push(`pub ${r.id}`);
+      },
+    });
+    await srv.nc.flush();
+    for (const id of ['in-a', 'in-bad', 'in-b']) cli.publish(subjects.instanceAdmit('inline'), InferenceRequest, req(id));
+    const a = await cli.request(subjects.instanceAdmit('inline'), InferenceRequest, req('in-req'), Admission, { timeoutMs: 3000 });
+    cli.publish(subjects.instanceAdmit('inline'), InferenceRequest, req('in-c'));
+    await cli.nc.flush();
+    await srv.nc.flush();
+    expect(a).toMatchObject({ id: 'in-req', ok: true });
+    expect(seen).toEqual(['pub in-a', 'pub in-b', 'req in-req', 'pub in-c']);
+    // the mailbox handled the request alone; the failing publication was counted, the next ones still handled
+    expect(h.mailbox.handled).toBe(1);
+    expect(srv.counters.handlerErrors).toBe(1);
+  });
 });
 
 describe('bad payloads on every subject', () => {

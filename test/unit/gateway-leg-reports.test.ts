@@ -2,13 +2,15 @@
  * The gateway's leg reports (actors/gateway/leg-reports.ts): held for LEG_REPORT_HOLD_MS (past the event-loop turn)
  * and published together, in their order; at once when LEG_REPORT_BATCH are held; before an end report that asks for
  * a reply. A leg's later report joins its report still held: a short credited leg's start, first token and end go out
- * as one message.
+ * as one message. The reports held for an instance whose loan says it reads a batch (CreditLoan.batches) go out as one
+ * LegReportBatch; an instance that did not say so (an older one) gets each report alone.
  */
 import { describe, expect, it } from 'vitest';
 import { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, legReport } from '../../actors/gateway/legs.ts';
 import { LEG_REPORT_HOLD_MS } from '../../actors/gateway/leg-reports.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import type { LegReport } from '../../protocols/messages.ts';
+import { LegMessage, type LegReportBatch } from '../../protocols/leg-batch.ts';
 import type { Bus } from '../../src/runtime/bus.ts';
 
 function fakeBus() {
@@ -101,5 +103,31 @@ describe('leg reports', () => {
     expect(sent[0]!.rep.outcome).toBeUndefined();
     expect(sent[0]!.rep.firstTokenMs).toBeUndefined();
     expect(sent[1]!.rep).toMatchObject({ outcome: 'ok', firstTokenMs: 5, completionTokens: 4, engineEnergyJ: 1.5 });
+  });
+
+  it('to an instance whose loan says `batches`: the window\'s reports to it as one LegReportBatch, in their order; to another, each alone', async () => {
+    const { sent, bus } = fakeBus();
+    const req = (id: string) => ({ v: 1, id, model: 'm', kind: 'completion', inputTokens: 8, maxTokens: 4, arrivalMs: 1, giveUpAtMs: 2, streamSubject: subjects.stream(id), direct: true }) as const;
+    // i1 lent on a loan with batches (a newer instance), i2 without (an older one)
+    creditedReport(bus, 'i1', 'a', { req: req('a'), gateway: 'gw-0', epoch: 3, joins: true, batches: true } as never, { url: 'http://e', apiKey: 'k' }, undefined, 100, undefined);
+    endReport(bus, 0, 'i1', 'z', 'ok', timing as never, { promptTokens: 8, completionTokens: 4, energyJoules: 0.5 });
+    creditedReport(bus, 'i2', 'b', { req: req('b'), gateway: 'gw-0', epoch: 5, joins: true } as never, { url: 'http://e', apiKey: 'k' }, undefined, 100, undefined);
+    legReport(bus, 'i2', first('y'));
+    legReport(bus, 'i1', first('a'));
+    creditedReport(bus, 'i1', 'c', { req: req('c'), gateway: 'gw-0', epoch: 3, joins: true, batches: true } as never, { url: 'http://e', apiKey: 'k' }, undefined, 100, undefined);
+    await held();
+    expect(sent.map((s) => s.subject)).toEqual([subjects.instanceLeg('i2'), subjects.instanceLeg('i2'), subjects.instanceLeg('i1')]);
+    expect(sent.slice(0, 2).map((s) => [s.rep.id, s.rep.phase])).toEqual([['b', 'credited'], ['y', 'first_token']]);
+    const batch = sent[2]!.rep as unknown as LegReportBatch;
+    // a's first token joined its credited report; z's end (a leg of no credit) rides in the batch, in its place
+    expect(batch.reports.map((r) => [r.id, r.phase])).toEqual([['a', 'credited'], ['z', 'end'], ['c', 'credited']]);
+    expect(batch.reports[0]).toMatchObject({ firstTokenMs: 5, request: req('a') });
+    // what the instance decodes on its leg subject: the batch, checked
+    expect(LegMessage.check(batch)).toEqual(batch);
+    expect(() => LegMessage.check({ v: 1, reports: [] })).toThrow(/LegReportBatch/);
+    // the next window holds one report for i1: it goes alone, a LegReport as ever
+    creditedReport(bus, 'i1', 'd', { req: req('d'), gateway: 'gw-0', epoch: 3, joins: true, batches: true } as never, { url: 'http://e', apiKey: 'k' }, undefined, 100, undefined);
+    await held();
+    expect(sent.slice(3).map((s) => [s.subject, s.rep.id, s.rep.phase])).toEqual([[subjects.instanceLeg('i1'), 'd', 'credited']]);
   });
 });

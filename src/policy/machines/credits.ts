@@ -34,6 +34,8 @@ export interface CreditLoan {
   ttlMs: number;
   /** the instance reads a credited report that carries the leg's first token and end as all three; absent: each alone. */
   joins?: true;
+  /** the instance reads the leg reports held for it as one LegReportBatch (protocols/leg-batch.ts); absent: each alone. */
+  batches?: true;
 }
 
 export interface CreditConfig {
@@ -85,7 +87,7 @@ export function lendCredits(ledger: CreditLedger, gateway: string, free: number,
   const next: GatewayLoan = { total: l.spent + want, spent: l.spent, untilMs: now + cfg.ttlMs + CREDIT_SLACK_MS };
   const loans = new Map(base.loans);
   loans.set(gateway, next);
-  return { ledger: { ...base, loans }, loan: { epoch: base.epoch, total: next.total, spent: next.spent, ttlMs: cfg.ttlMs, joins: true } };
+  return { ledger: { ...base, loans }, loan: { epoch: base.epoch, total: next.total, spent: next.spent, ttlMs: cfg.ttlMs, joins: true, batches: true } };
 }
 
 /** What lending reads of the instance machine's state (instance-types.ts InstanceMachineState). */
@@ -150,6 +152,8 @@ export interface CreditLine {
   topUpAsked: boolean;
   /** the lender reads a credited report joined with the leg's first token and end (CreditLoan.joins). */
   joins?: boolean;
+  /** the lender reads a LegReportBatch (CreditLoan.batches). */
+  batches?: boolean;
 }
 
 export type CreditLines = Map<string, CreditLine>;
@@ -169,7 +173,7 @@ export function creditReceived(lines: CreditLines, instance: string, loan: Credi
   lines.set(instance, {
     epoch: loan.epoch, total: loan.total, spent, lent: Math.max(0, loan.total - spent), expiresMs: now + loan.ttlMs,
     grant: ctx.grant, pool: ctx.pool, ...(ctx.startedMs !== undefined ? { startedMs: ctx.startedMs } : {}), topUpAsked: false,
-    ...(loan.joins ? { joins: true } : {}),
+    ...(loan.joins ? { joins: true } : {}), ...(loan.batches ? { batches: true } : {}),
   });
 }
 
@@ -183,7 +187,7 @@ export function creditTopUpFailed(lines: CreditLines, instance: string): void {
  * Spends a credit of `instance` when one is there (not expired): the grant to stream with, the epoch to name in
  * the credited report, and whether that report should ask for a top-up (half of the last loan spent, none asked).
  */
-export function creditSpend(lines: CreditLines, instance: string, now: number): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean } | undefined {
+export function creditSpend(lines: CreditLines, instance: string, now: number): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean; batches?: boolean } | undefined {
   const l = lines.get(instance);
   if (!l) return undefined;
   if (now > l.expiresMs) {
@@ -194,7 +198,7 @@ export function creditSpend(lines: CreditLines, instance: string, now: number): 
   l.spent++;
   const topUp = !l.topUpAsked && (l.total - l.spent) * 2 <= l.lent;
   if (topUp) l.topUpAsked = true;
-  return { grant: l.grant, epoch: l.epoch, ...(l.startedMs !== undefined ? { startedMs: l.startedMs } : {}), topUp, ...(l.joins ? { joins: true } : {}) };
+  return { grant: l.grant, epoch: l.epoch, ...(l.startedMs !== undefined ? { startedMs: l.startedMs } : {}), topUp, ...(l.joins ? { joins: true } : {}), ...(l.batches ? { batches: true } : {}) };
 }
 
 /** An instance's status: a later credit epoch, or another process under the id, voids its loan. */
