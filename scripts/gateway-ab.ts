@@ -18,29 +18,20 @@
  * the GC's main-thread part) and for the whole gateway process (utime + stime: V8's compiler and GC helper threads too),
  * with their median, min and max. The other jobs on a shared host move each block's figure; a pair's ratio moves less.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { descendants } from '../test/bench/datapath-cpu.ts';
+import { BENCH_MODEL as MODEL, startBenchCluster } from './bench-cluster.ts';
 
 const [ra, rb, blocksArg = '8', secsArg = '4'] = process.argv.slice(2);
 if (!ra || !rb || !(Number(blocksArg) >= 1) || !(Number(secsArg) > 0)) throw new Error('usage: gateway-ab.ts <treeA> <treeB> [blocks] [blockSeconds]');
-const MODEL = 'llama3.1-8b';
 const RT = process.env.RT === '1';
 const CLIENTS = RT ? 32 : 16;
 /** the replay's request shape (test/bench/datapath.bench.ts, realtimeCpu). */
 const RT_PROMPT = Array.from({ length: 2000 }, (_, i) => 100 + i);
 const RT_LEN = 200;
 
-const freePort = () => new Promise<number>((ok) => {
-  const s = net.createServer();
-  s.listen(0, () => {
-    const a = s.address();
-    s.close(() => ok(typeof a === 'object' && a ? a.port : 0));
-  });
-});
 /** CPU ms (utime + stime) of a process, from /proc (clock ticks of 10 ms). */
 function cpuMs(pid: number): number {
   try {
@@ -91,24 +82,8 @@ function roleOf(pid: number): string {
 }
 interface Cluster { up: ChildProcess; base: string; gw: number[]; control: number[] }
 async function start(tree: string): Promise<Cluster> {
-  const dir = mkdtempSync(join(tmpdir(), 'gateway-ab-'));
-  const cfg = join(dir, 'cluster.json');
-  writeFileSync(cfg, JSON.stringify({
-    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json', servers: [{ id: 'n0', gpus: 1 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
-    engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: RT ? [] : ['--zero-delay'] },
-    gateway: { maxInflight: 4096, dataPath: 'direct', requestPlane: 'direct' },
-  }));
-  const port = await freePort();
-  let out = '';
-  const up = spawn(process.execPath, [join(tree, 'bin', 'dynamollm.js'), 'up', '--config', cfg, '--port', String(port), '--run-dir', dir], { cwd: tree, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error' } });
-  up.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  up.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  for (const t0 = Date.now(); !out.includes('cluster ready'); await new Promise((r) => setTimeout(r, 200))) {
-    if (Date.now() - t0 > 120_000 || up.exitCode !== null) throw new Error(`${tree}: the cluster did not start: ${out.slice(-1500)}`);
-  }
-  return { up, base: `http://127.0.0.1:${port}`, gw: gatewayPids(up.pid!), control: controlPids(up.pid!) };
+  const { up, base } = await startBenchCluster({ tree, name: 'gateway-ab', engineArgs: RT ? [] : ['--zero-delay'] });
+  return { up, base, gw: gatewayPids(up.pid!), control: controlPids(up.pid!) };
 }
 /** One request; the tokens it streamed (0 when refused: 429/503, the emulated cluster at its capacity). */
 async function one(base: string): Promise<number> {

@@ -17,17 +17,14 @@
  * gateway), IDLE_S (3), PROFILE=<bytes> (the sampling interval, e.g. 512; prints the top sites by self bytes and by the
  * innermost frame in the project's dist/ or a package), TOP (25).
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { freePort } from '../test/helpers/net.ts';
 import { tree } from '../test/bench/datapath-cpu.ts';
+import { BENCH_MODEL as MODEL, startBenchCluster } from './bench-cluster.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TREES = process.argv.length > 2 ? process.argv.slice(2).map((t) => resolve(t)) : [REPO];
-const MODEL = 'llama3.1-8b';
 const SEQ = Number(process.env.SEQ ?? 1000);
 const RUNS = Number(process.env.RUNS ?? 3);
 const WARM_S = Number(process.env.WARM_S ?? 8);
@@ -143,31 +140,17 @@ function top(m: Map<string, number>, total: number, per: number): string {
 }
 
 async function run(treeDir: string): Promise<{ perReq: number; scavPerK: number; idlePerS: number; raw: number }> {
-  const dir = mkdtempSync(join(tmpdir(), 'gateway-alloc-'));
-  const cfg = join(dir, 'bench.json');
-  writeFileSync(cfg, JSON.stringify({
-    model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json', servers: [{ id: 'n0', gpus: 1 }],
-    pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-    epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
-    engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: ['--zero-delay'] },
-    gateway: { maxInflight: 4096, dataPath: 'direct', requestPlane: 'direct', workers: 1, dataPlane: 'js' },
-  }));
-  const preload = join(dir, 'alloc-window.mjs');
-  writeFileSync(preload, PRELOAD);
-  const gp = await freePort();
-  let out = '';
-  const up = spawn(process.execPath, [join(treeDir, 'bin', 'dynamollm.js'), 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir, '--gateway-standbys', '0'], {
-    stdio: ['ignore', 'pipe', 'pipe'], cwd: treeDir,
-    env: { ...process.env, NODE_OPTIONS: `--import=${pathToFileURL(preload).href}`, DYNAMOLLM_LOG_LEVEL: 'error', DYN_ALLOC_DIR: dir, DYN_ALLOC_PROFILE: String(PROFILE ?? 0) },
+  const c = await startBenchCluster({
+    tree: treeDir, name: 'gateway-alloc', gateway: { workers: 1, dataPlane: 'js' }, upArgs: ['--gateway-standbys', '0'],
+    env: (dir) => {
+      const preload = join(dir, 'alloc-window.mjs');
+      writeFileSync(preload, PRELOAD);
+      return { NODE_OPTIONS: `--import=${pathToFileURL(preload).href}`, DYN_ALLOC_DIR: dir, DYN_ALLOC_PROFILE: String(PROFILE ?? 0) };
+    },
   });
-  up.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  up.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const { dir, up } = c;
   try {
-    for (const until = Date.now() + 120_000; !out.includes('cluster ready');) {
-      if (Date.now() > until || up.exitCode !== null) throw new Error(out.slice(-3000));
-      await sleep(200);
-    }
-    const base = `http://127.0.0.1:${gp}`;
+    const base = c.base;
     const gw = tree(up.pid!).gateway;
     for (let i = 0; i < 20; i++) await one(base);
     const warmUntil = performance.now() + WARM_S * 1000;
@@ -195,9 +178,7 @@ async function run(treeDir: string): Promise<{ perReq: number; scavPerK: number;
     }
     return { perReq, scavPerK, idlePerS: idlePerMs * 1000, raw: w.allocated / SEQ };
   } finally {
-    const exited = new Promise((r) => up.once('exit', r));
-    up.kill('SIGINT');
-    await Promise.race([exited, sleep(30_000)]);
+    await c.stop();
   }
 }
 

@@ -8,17 +8,13 @@
  * PLANE (gateway.dataPlane, js), NODE_FLAGS (more NODE_OPTIONS for every process, e.g. --max-semi-space-size=4).
  * Run: `npm run build && nice -n 10 node --import tsx test/bench/gateway-gc.ts` (the cluster runs dist/).
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { freePort } from '../helpers/net.ts';
 import { cpuMs, tree } from './datapath-cpu.ts';
+import { BENCH_MODEL as MODEL, startBenchCluster } from '../../scripts/bench-cluster.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = join(REPO, 'bin', 'dynamollm.js');
-const MODEL = 'llama3.1-8b';
 const WARM_S = Number(process.env.WARM_S ?? 12);
 const SEQ = Number(process.env.SEQ ?? 1000);
 const CLOSED_S = Number(process.env.CLOSED_S ?? 6);
@@ -68,47 +64,33 @@ function summary(name: string, gcs: Gc[], n: number): string {
     `${kib(s.map((g) => g.survived))} KiB surviving; full GCs ${gcs.length - s.length}`;
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'gateway-gc-'));
-const cfg = join(dir, 'bench.json');
-writeFileSync(cfg, JSON.stringify({
-  model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json', servers: [{ id: 'n0', gpus: 1 }],
-  pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-  epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
-  engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: ['--zero-delay'] },
-  gateway: { maxInflight: 4096, dataPath: process.env.DATAPATH ?? 'direct', requestPlane: 'direct', workers: 1, dataPlane: process.env.PLANE ?? 'js' },
-}));
-const gp = await freePort();
-let out = '';
-const traceFile = process.env.TRACE === '1' ? join(dir, 'first-token.jsonl') : undefined;
-const preload = join(dir, 'trace-gc.mjs');
-writeFileSync(preload, "import { setFlagsFromString } from 'node:v8';\nsetFlagsFromString('--trace-gc');\nsetFlagsFromString('--trace-gc-nvp');\n");
-const flags = [`--import=${pathToFileURL(preload).href}`, ...(process.env.NODE_FLAGS ? process.env.NODE_FLAGS.split(' ') : [])].join(' ');
-const up = spawn(process.execPath, [BIN, 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir, '--gateway-standbys', '0'], {
-  stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO,
-  env: { ...process.env, NODE_OPTIONS: flags, DYNAMOLLM_LOG_LEVEL: 'error', ...(traceFile ? { DYN_TRACE_FIRST_TOKEN: traceFile } : {}) },
+let traceFile: string | undefined;
+let flags = '';
+const c = await startBenchCluster({
+  tree: REPO, name: 'gateway-gc', gateway: { dataPath: process.env.DATAPATH ?? 'direct', workers: 1, dataPlane: process.env.PLANE ?? 'js' }, upArgs: ['--gateway-standbys', '0'],
+  env: (dir) => {
+    traceFile = process.env.TRACE === '1' ? join(dir, 'first-token.jsonl') : undefined;
+    const preload = join(dir, 'trace-gc.mjs');
+    writeFileSync(preload, "import { setFlagsFromString } from 'node:v8';\nsetFlagsFromString('--trace-gc');\nsetFlagsFromString('--trace-gc-nvp');\n");
+    flags = [`--import=${pathToFileURL(preload).href}`, ...(process.env.NODE_FLAGS ? process.env.NODE_FLAGS.split(' ') : [])].join(' ');
+    return { NODE_OPTIONS: flags, ...(traceFile ? { DYN_TRACE_FIRST_TOKEN: traceFile } : {}) };
+  },
 });
-up.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-up.stderr!.on('data', (d: Buffer) => (out += d.toString()));
 const settle = () => new Promise((r) => setTimeout(r, 300));
 try {
-  const until = Date.now() + 120_000;
-  while (!out.includes('cluster ready')) {
-    if (Date.now() > until) throw new Error(out.slice(-3000));
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  const base = `http://127.0.0.1:${gp}`;
-  const gw = tree(up.pid!).gateway;
+  const base = c.base;
+  const gw = tree(c.up.pid!).gateway;
   for (let i = 0; i < 20; i++) await one(base);
   const warmUntil = performance.now() + WARM_S * 1000;
   await Promise.all(Array.from({ length: CLIENTS }, async () => {
     while (performance.now() < warmUntil) await one(base);
   }));
   await settle();
-  const o1 = out.length;
+  const o1 = c.output().length;
   const ttfts: number[] = [];
   for (let i = 0; i < SEQ; i++) ttfts.push(await one(base));
   await settle();
-  const o2 = out.length;
+  const o2 = c.output().length;
   const c0 = gw.reduce((a, p) => a + cpuMs(p), 0);
   const t0 = performance.now();
   let n = 0;
@@ -126,12 +108,10 @@ try {
   process.stdout.write([
     `${new Date().toISOString()}: NODE_OPTIONS '${flags}'; the first token trace ${traceFile ? 'on' : 'off'}; dataPath ${process.env.DATAPATH ?? 'direct'}, dataPlane ${process.env.PLANE ?? 'js'}`,
     `${SEQ} sequential requests: TTFT p50 ${pct(ttfts, 0.5).toFixed(3)} p99 ${pct(ttfts, 0.99).toFixed(3)} ms`,
-    summary('  the gateway', mine(out.slice(o1, o2)), SEQ),
+    summary('  the gateway', mine(c.output().slice(o1, o2)), SEQ),
     `closed loop, ${CLIENTS} clients, ${CLOSED_S} s: ${n} requests (${(n / wall).toFixed(0)} req/s), the gateway's CPU ${((cpu * 1000) / n).toFixed(1)} us per request`,
-    summary('  the gateway', mine(out.slice(o2)), n),
+    summary('  the gateway', mine(c.output().slice(o2)), n),
   ].join('\n') + '\n');
 } finally {
-  const exited = new Promise((r) => up.once('exit', r));
-  up.kill('SIGINT');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+  await c.stop();
 }
