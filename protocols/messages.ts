@@ -8,8 +8,9 @@ import { REQUEST_TYPES } from './request-types.ts';
 import { ACTOR_KINDS, EVENT_KINDS, ROOT } from './subjects.ts';
 import { FINISH_REASONS, MAX_CHUNK_TOKENS, fastTokenChunk } from './token-chunk-check.ts';
 import { RequestRecord, legOutcome, requestRecord } from './request-record.ts';
+import { REQUEST_TTFT_BUCKETS_S, requestCounts, type RequestCountGroup, type RequestCounts } from './request-counts.ts';
 
-export { FINISH_REASONS, MAX_CHUNK_TOKENS, RequestRecord, requestRecord };
+export { FINISH_REASONS, MAX_CHUNK_TOKENS, REQUEST_TTFT_BUCKETS_S, RequestRecord, requestCounts, requestRecord, type RequestCountGroup, type RequestCounts };
 
 /** A token stream subject: `dyn.v1.stream.<request id>` (never another subject: an instance publishes there). */
 export const STREAM_SUBJECT = new RegExp(`^${ROOT.replace('.', '\\.')}\\.stream\\.[A-Za-z0-9_-]{1,128}$`);
@@ -458,15 +459,14 @@ export const instanceTelemetry = z.object({
    * many ms before sentMs (power sums that include it say so: stalePowerW); the next good reading adds the energy since.
    */
   gpuStaleMs: nonneg.optional(),
-  queued: int,
-  running: int,
+  queued: int, running: int,
   kvUsage: nonneg.optional(),
   loadByType,
-  ttftP99Ms: nonneg.optional(),
-  tbtP99Ms: nonneg.optional(),
+  ttftP99Ms: nonneg.optional(), tbtP99Ms: nonneg.optional(),
   emergency: z.string().max(64).optional(),
   state: z.string().max(32),
   sentMs: nonneg,
+  /** the sums of the request records this manager published since it started (protocols/request-counts.ts). */ requests: requestCounts.optional(),
 });
 export type InstanceTelemetry = z.infer<typeof instanceTelemetry>;
 export const InstanceTelemetry = codec('InstanceTelemetry', instanceTelemetry);

@@ -7,9 +7,10 @@
  * idle one's, and (loaded - idle) per completed request; a gateway's connection also per subscription (its subject),
  * which tells its messages apart: the records (`dyn.v1.tel.req.*`), its reply inbox, the rest. `plane`: the gateway's
  * requestPlane (direct: the gateway routes each request itself, the default; intake: every request through the
- * cluster intake and the pool leader).
+ * cluster intake and the pool leader). `workers`: the gateway's worker processes (gateway.workers), each its own
+ * connection (`gateway/<id>-w<i>`).
  *
- *   nice -n 10 npx tsx scripts/records-delivered.ts [seconds=20] [clients=16] [plane=direct]
+ *   nice -n 10 npx tsx scripts/records-delivered.ts [seconds=20] [clients=16] [plane=direct] [workers=1]
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -23,7 +24,8 @@ const MODEL = 'llama3.1-8b';
 const seconds = Number(process.argv[2] ?? 20);
 const clients = Number(process.argv[3] ?? 16);
 const plane = process.argv[4] ?? 'direct';
-if (!(seconds > 0) || !(clients > 0) || !['direct', 'intake'].includes(plane)) throw new Error('usage: records-delivered.ts [seconds>0] [clients>0] [direct|intake]');
+const workers = Number(process.argv[5] ?? 1);
+if (!(seconds > 0) || !(clients > 0) || !['direct', 'intake'].includes(plane) || !(workers >= 1)) throw new Error('usage: records-delivered.ts [seconds>0] [clients>0] [direct|intake] [workers>=1]');
 
 const dir = mkdtempSync(join(tmpdir(), 'records-delivered-'));
 const monitor = await freePort();
@@ -36,7 +38,7 @@ writeFileSync(cfg, JSON.stringify({
   pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
   epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
   engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000 },
-  gateway: { maxInflight: 4096, requestPlane: plane },
+  gateway: { maxInflight: 4096, requestPlane: plane, workers },
 }));
 const gp = await freePort();
 const up = spawn(process.execPath, [join(REPO, 'bin', 'dynamollm.js'), 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir], {
@@ -87,7 +89,7 @@ try {
   const l0 = await connz();
   const requests = await loop(seconds);
   const l1 = await connz();
-  console.log(`${new Date().toISOString()} requestPlane ${plane}, ${clients} clients, ${seconds} s: ${requests} requests (${(requests / seconds).toFixed(1)}/s)`);
+  console.log(`${new Date().toISOString()} requestPlane ${plane}, ${workers} gateway worker(s), ${clients} clients, ${seconds} s: ${requests} requests (${(requests / seconds).toFixed(1)}/s)`);
   console.log('connection | messages loaded | messages idle | per request (loaded - idle)');
   for (const [k, v] of [...l1].sort((a, b) => a[0].localeCompare(b[0]))) {
     if (!l0.has(k) || !i0.has(k) || !i1.has(k)) continue;

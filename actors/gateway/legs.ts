@@ -58,6 +58,9 @@ export interface AdmissionCounters {
   resumed: number;
   /** legs whose instance died before answering their end report: their energy estimated from its telemetry (leg-energy.ts). */
   energyEstimated: number;
+  /** the estimated energy of those legs (each one's record's energyEstimatedJ) by its source, J. */
+  estimatedMeasuredJ: number;
+  estimatedModelledJ: number;
   /** relayed legs (the NATS data path) ended at a missing chunk (relayGapChunk): continued on another leg, or ended with a retryable error. */
   relayGaps: number;
   /** times a relayed leg's instance used its whole credit window (its client behind): it waits for the next grant (relay-flow.ts). */
@@ -376,6 +379,9 @@ import { endReport } from './leg-reports.ts';
 import { LeanAbort, type AbortLike } from '../../src/runtime/abort.ts';
 export { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, legReport, legStarted, reportAs } from './leg-reports.ts';
 
+/** The legs charged an estimate, and their estimated joules by source (AdmissionCounters'). */
+type EstimateCounters = Pick<AdmissionCounters, 'energyEstimated'> & Partial<Pick<AdmissionCounters, 'estimatedMeasuredJ' | 'estimatedModelledJ'>>;
+
 /**
  * Adds a leg's energy to `st`: its instance's figure in its answer to the end report, else the engine's own figure
  * (`engineJ`, modelled); with neither (the instance died before answering, or answered without a figure: a restarted
@@ -385,11 +391,13 @@ export { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, legReport
  * gateway's to publish (leg-record.ts).
  */
 export function chargeLeg(
-  st: StreamState, reply: LegReply | undefined, engineJ: number | undefined, estimate: (() => LegEnergy | undefined) | undefined, counters: { energyEstimated: number }, fallback?: 'measured',
+  st: StreamState, reply: LegReply | undefined, engineJ: number | undefined, estimate: (() => LegEnergy | undefined) | undefined, counters: EstimateCounters, fallback?: 'measured',
 ): LegEnergy | undefined {
   const e = reply?.energyJ === undefined && engineJ === undefined ? estimate?.() : undefined;
   if (e) {
     counters.energyEstimated++;
+    const k = e.energySource === 'measured' ? 'estimatedMeasuredJ' : 'estimatedModelledJ';
+    counters[k] = (counters[k] ?? 0) + e.energyJ;
     st.energyJ += e.energyJ;
     st.energyEstimatedJ = (st.energyEstimatedJ ?? 0) + e.energyJ;
   }
@@ -463,7 +471,7 @@ export function resumedState(req: InferenceRequest, from: ResumeFrom, maxTextByt
  */
 export async function endForeignLeg(
   bus: Bus, timeoutMs: number, req: InferenceRequest, from: ResumeFrom, st: StreamState,
-  estimateFrom?: (instance: string, startedMs: number) => (() => LegEnergy | undefined) | undefined, counters: { energyEstimated: number } = { energyEstimated: 0 }, clock: Pick<Clock, 'now'> = systemClock,
+  estimateFrom?: (instance: string, startedMs: number) => (() => LegEnergy | undefined) | undefined, counters: EstimateCounters = { energyEstimated: 0 }, clock: Pick<Clock, 'now'> = systemClock,
 ): Promise<void> {
   const leg = from.leg;
   if (!leg) return;

@@ -1,6 +1,6 @@
 /**
  * The gateway actor: OpenAI-compatible HTTP (GatewayServer) in front of the cluster over NATS
- * (NatsBackend), aggregating the cluster's telemetry (instances, finished requests, decision events) into
+ * (NatsBackend), aggregating the cluster's telemetry (instances and their request counts, nodes, decision events) into
  * Prometheus metrics and the dashboard's live stream. Stateless: run any number of replicas.
  * `dynamollm actor gateway --id gw-0 --config deploy/local.yaml [--set port=8001]`.
  */
@@ -11,7 +11,7 @@ import type { Clock } from '../../src/runtime/clock.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import type { LoadSummary } from '../../src/runtime/heartbeat.ts';
 import { subjects } from '../../protocols/subjects.ts';
-import { ClusterStatus, DecisionEvent, InstanceTelemetry, NodeTelemetry, RequestRecord, StatusRequest } from '../../protocols/messages.ts';
+import { ClusterStatus, DecisionEvent, InstanceTelemetry, NodeTelemetry, StatusRequest } from '../../protocols/messages.ts';
 import { DispatchView } from '../../protocols/dispatch-view.ts';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
@@ -205,7 +205,9 @@ export class GatewayActor extends Actor {
     // counts it ready); nothing before the port is bound, so a waiting standby costs an idle connection and no telemetry
     if (this.portTaken) notifyReady();
     if (!(await this.binding)) return; // stopped while waiting: nothing was started
-    // the telemetry's arrival times on the gateway's clock (their staleness, the live stream's series)
+    // the telemetry's arrival times on the gateway's clock (their staleness, the live stream's series); the cluster's
+    // request series come from the instances' request counts in it (InstanceTelemetry.requests): no RequestRecord is
+    // read here, so a gateway process's work per request is its own requests' (docs/DATAPATH.md "Gateway workers")
     this.subscribe(subjects.telInstanceAll(), InstanceTelemetry, (t) => {
       const now = this.clock.now();
       this.metrics.onInstance(t, now);
@@ -224,10 +226,6 @@ export class GatewayActor extends Actor {
     this.serve(subjects.dispatchView('gateway', this.id), StatusRequest, DispatchView, () => Promise.resolve({
       v: 1 as const, kind: 'gateway' as const, id: this.id, atMs: this.clock.now(), ...(router ? router.view() : { routing: false, pools: [] }),
     }), { capacity: 16, concurrency: 1 });
-    this.subscribe(subjects.telRequestAll(), RequestRecord, (r) => {
-      this.metrics.onRequest(r);
-      this.live.onRequest(r);
-    }, { capacity: 16384, expectSubject: (r) => subjects.telRequest(r.pool) });
     this.subscribe(subjects.eventAll(), DecisionEvent, (e) => {
       this.metrics.onEvent(e);
       this.live.onEvent(e);
@@ -421,7 +419,15 @@ function failoverMetrics(m: TelemetryMetrics, c: AdmissionCounters): void {
         this.inc(c[key]);
       },
     });
-  }
+  }  new Counter({
+    name: 'dynamollm_gateway_estimated_leg_energy_joules_total', labelNames: ['source'], registers: [m.registry],
+    help: 'Energy this gateway replica estimated for request legs whose instance died before answering their end report (the records it published for them, RequestRecord.energyEstimatedJ), joules, by source; the cluster\'s request energy is dynamollm_request_energy_joules_total (the instances\') plus this, summed over the replicas.',
+    collect() {
+      this.reset();
+      this.inc({ source: 'measured' }, c.estimatedMeasuredJ);
+      this.inc({ source: 'modelled' }, c.estimatedModelledJ);
+    },
+  });
 }
 
 /** The calls this replica held at its start until its first NATS connection (connecting-backend.ts), read at scrape time. */

@@ -51,6 +51,7 @@ import { streamFromEngine } from './engine-stream.ts';
 import { legMessage, runDirectLeg } from './direct-legs.ts';
 import { instanceStatus, instanceTelemetry, requestRecord } from './status.ts';
 import type { InstanceMetricsSnapshot } from './metrics.ts';
+import { RequestTally } from '../../src/telemetry/request-counts.ts';
 export type { InstanceMetricsSnapshot } from './metrics.ts';
 
 export type InstanceState = InstanceLifecycle;
@@ -130,9 +131,8 @@ export class InstanceManager {
   /** the move to peers in flight (the machine allows one). */
   #moveDone: Promise<void> = Promise.resolve();
   #reads: GpuReads;
-  #outcomes: Partial<Record<RequestRecord['outcome'], number>> = {};
-  #promptTokens = 0;
-  #completionTokens = 0;
+  /** the sums of the records it published: its telemetry's request counts, its /metrics' outcomes and tokens. */
+  readonly #tally = new RequestTally();
   #seq = 0;
   #ttfts: number[] = [];
   #tbts: number[] = [];
@@ -192,7 +192,7 @@ export class InstanceManager {
     return {
       clockMhz: this.#m.clockMhz, maxClockMhz: maxClockOf(this.#m), powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, gpuReadFailures: this.#reads.failures,
       energySource: !this.#gpu || this.#gpu.kind === 'emulated' ? 'modelled' : 'measured', queued: this.queued, running: this.#running.size,
-      outcomes: { ...this.#outcomes }, promptTokens: this.#promptTokens, completionTokens: this.#completionTokens,
+      outcomes: { ...this.#tally.outcomes }, promptTokens: this.#tally.promptTokens, completionTokens: this.#tally.completionTokens,
     };
   }
 
@@ -422,10 +422,8 @@ export class InstanceManager {
   }
 
   #record(req: ClassifiedRequest, type: RequestType, outcome: RequestRecord['outcome'], r: Running | undefined, completionTokens: number, energyJ: number, energySource: 'measured' | 'modelled'): void {
-    this.#outcomes[outcome] = (this.#outcomes[outcome] ?? 0) + 1;
-    this.#promptTokens += req.inputTokens;
-    this.#completionTokens += completionTokens;
     const rec = requestRecord(this, req, type, outcome, r, completionTokens, energyJ, energySource, this.#clock.now());
+    this.#tally.add(rec);
     try {
       this.#bus.publish(subjects.telRequest(this.pool), RequestRecord, rec);
     } catch (err) {
@@ -550,7 +548,7 @@ export class InstanceManager {
     for (const r of this.#running.values()) r.energyJ += requestShareJ(deltaJ, this.#running.size);
     const now = this.#clock.now();
     const tel = instanceTelemetry(this.#o, this.#m, this.#cfg, this.#running.size, {
-      now, powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, emulatedGpu: gpu.kind === 'emulated', staleMs, ttfts: this.#ttfts, tbts: this.#tbts,
+      now, powerW: this.#reads.powerW, energyJ: this.#reads.energyJ, emulatedGpu: gpu.kind === 'emulated', staleMs, ttfts: this.#ttfts, tbts: this.#tbts, requests: this.#tally.counts(this.startedMs),
     });
     this.#ttfts = this.#ttfts.slice(-500);
     this.#tbts = this.#tbts.slice(-500);

@@ -3,7 +3,7 @@
  * measures: InstanceStatus (liveness and the dispatch view), InstanceTelemetry, and each request's RequestRecord.
  * Pure builders; the manager publishes them (instance-manager.ts).
  */
-import type { InstanceStatus, InstanceTelemetry, RequestRecord, RequestType } from '../../protocols/index.ts';
+import type { InstanceStatus, InstanceTelemetry, RequestCounts, RequestRecord, RequestType } from '../../protocols/index.ts';
 import type { NatsConnectionId } from '../../protocols/nats-advisory.ts';
 import { currentLoad, pendingPrefillTokens, projectedLoad, type InstanceMachineConfig, type InstanceMachineState } from '../../src/policy/machines/instance.ts';
 import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
@@ -40,10 +40,13 @@ export function instanceStatus(
   return st;
 }
 
-/** The telemetry the instance publishes now: its GPU's reads, its load, the p99 TTFT and TBT of its recent samples. */
+/**
+ * The telemetry the instance publishes now: its GPU's reads, its load, the p99 TTFT and TBT of its recent samples, and
+ * the sums of the request records it published since it started (`requests`: what the gateways' request series read).
+ */
 export function instanceTelemetry(
   o: StatusIdentity, m: InstanceMachineState, cfg: InstanceMachineConfig, running: number,
-  p: { now: number; powerW: number; energyJ: number; emulatedGpu: boolean; staleMs: number | undefined; ttfts: number[]; tbts: number[] },
+  p: { now: number; powerW: number; energyJ: number; emulatedGpu: boolean; staleMs: number | undefined; ttfts: number[]; tbts: number[]; requests?: RequestCounts },
 ): InstanceTelemetry {
   const now = p.now;
   const tel: InstanceTelemetry = {
@@ -58,6 +61,7 @@ export function instanceTelemetry(
   if (t1 !== undefined) tel.ttftP99Ms = t1;
   if (t2 !== undefined) tel.tbtP99Ms = t2;
   if (m.emergencyStepName) tel.emergency = m.emergencyStepName;
+  if (p.requests) tel.requests = p.requests;
   return tel;
 }
 

@@ -10,8 +10,13 @@
  * An instance whose GPU read failed (InstanceTelemetry.gpuStaleMs) shows its last successful reading marked with
  * its age (`gpuStaleMs` in the snapshot's instance), and that reading's part of the cluster's power is said apart
  * (`stalePowerW`); its repeated energy counter adds nothing, and its next good reading adds what was spent meanwhile.
+ *
+ * The requests by outcome and the SLO attainment are the instances' request counts (InstanceTelemetry.requests,
+ * src/telemetry/request-counts.ts), as the Prometheus series: each instance process's from its start, read from
+ * its telemetry (no RequestRecord); a leg a gateway estimated (its instance died) is in no count, its next leg is.
  */
-import type { DecisionEvent, InstanceTelemetry, NodeTelemetry, RequestRecord } from '../../protocols/messages.ts';
+import type { DecisionEvent, InstanceTelemetry, NodeTelemetry } from '../../protocols/messages.ts';
+import { RequestCountDeltas } from './request-counts.ts';
 import { REQUEST_TYPES, type RequestType } from '../../protocols/request-types.ts';
 import type { Profile } from '../model/profile-types.ts';
 import { idlePowerOf, interpolate } from '../model/profile.ts';
@@ -78,6 +83,8 @@ export class LiveState {
   private readonly events: LiveSnapshot['events'] = [];
   private readonly slo: Record<string, { total: number; met: number }> = {};
   private readonly requests = { ok: 0, rejected: 0, failed: 0, cancelled: 0, timed_out: 0 };
+  /** the instances' request counts taken so far. */
+  private readonly counted = new RequestCountDeltas();
   private energyJ = 0;
   private baselineEnergyJ = 0;
   private lastTickMs: number | null = null;
@@ -100,6 +107,13 @@ export class LiveState {
     }
     // the first message of an instance only sets its reference: energy before we watched is not ours
     this.inst.set(t.id, { t, seenMs: nowMs, lastEnergyJ: t.energyJ });
+    if (!t.requests) return;
+    for (const d of this.counted.take(t.id, t.requests)) {
+      for (const o of Object.keys(this.requests) as (keyof LiveSnapshot['requests'])[]) this.requests[o] += d.outcomes[o];
+      const s = this.slo[d.type]!;
+      s.total += d.outcomes.ok;
+      s.met += Math.max(0, d.outcomes.ok - d.sloMissed);
+    }
   }
 
   /** A node's GPUs that no instance holds: their power and energy count in the cluster's. */
@@ -114,17 +128,6 @@ export class LiveState {
     let w = 0;
     for (const n of this.nodes.values()) if (nowMs - n.seenMs <= this.staleAfterMs) w += n.powerW;
     return w;
-  }
-
-  /** One request record; a gateway's record of a dead leg (`energyEstimatedJ`) is not an outcome (its next leg's is). */
-  onRequest(r: RequestRecord): void {
-    if (r.energyEstimatedJ !== undefined) return;
-    this.requests[r.outcome]++;
-    if (r.outcome === 'ok') {
-      const s = this.slo[r.type]!;
-      s.total++;
-      if (r.sloMet) s.met++;
-    }
   }
 
   onEvent(e: DecisionEvent): void {

@@ -1,6 +1,12 @@
 /**
  * Prometheus metrics of a dynamollm cluster (prom-client), fed from the telemetry the actors publish on
- * NATS (InstanceTelemetry, RequestRecord, DecisionEvent) and from the gateway's own HTTP layer.
+ * NATS (InstanceTelemetry, NodeTelemetry, DecisionEvent) and from the gateway's own HTTP layer. The cluster's
+ * request series (requests by outcome, rejections, SLO violations, the instances' TTFT histogram, request energy)
+ * come from the request counts each instance carries in its telemetry (InstanceTelemetry.requests,
+ * src/telemetry/request-counts.ts): a gateway reads no RequestRecord, and every replica, started whenever, exports
+ * the same cumulative values (an instance's process counted from its start; a restarted one added from 0; a silent
+ * one's counts stay). The energy a gateway estimated for a leg whose instance died (the record it publishes) is in
+ * its own dynamollm_gateway_estimated_leg_energy_joules_total, not in the cluster-wide request energy.
  *
  * Names follow Prometheus conventions: base units (seconds, joules, watts, hertz), `_total` for counters.
  * Every energy series has a `source` label: 'measured' (GPU counter) or 'modelled' (emulated GPU); request
@@ -26,13 +32,14 @@
  * ones (every worker aggregates the same NATS telemetry) taken once (their max), the process series as
  * prom-client aggregates them (summed, or its own rule); so the replica looks as one process would.
  */
-import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { TokenHistogram } from './token-histogram.ts';
-import type { DecisionEvent, InstanceTelemetry, NodeTelemetry, RequestRecord } from '../../protocols/messages.ts';
+import { REQUEST_TTFT_BUCKETS_S, type DecisionEvent, type InstanceTelemetry, type NodeTelemetry } from '../../protocols/messages.ts';
 import { reconfigurationOf } from './reconfiguration.ts';
+import { RequestCountDeltas, type RequestCountDelta } from './request-counts.ts';
 
-/** TTFT buckets, seconds: 10 ms .. 30 s (SLOs are 250 ms / 400 ms / 2 s). */
-const TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 1, 1.5, 2, 3, 5, 10, 30];
+/** TTFT buckets, seconds: 10 ms .. 30 s (SLOs are 250 ms / 400 ms / 2 s); the instances count their requests' in the same. */
+const TTFT_BUCKETS = REQUEST_TTFT_BUCKETS_S;
 /** TBT buckets, seconds: 1 ms .. 2 s (SLO 100 ms). */
 /** prom-client default gauges named `_total` (a counter's suffix; promtool refuses them on a gauge). */
 const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
@@ -62,7 +69,8 @@ export class TelemetryMetrics {
   private readonly seen = new Map<string, InstanceSeen>();
 
   readonly requests: Counter<'model_name' | 'type' | 'pool' | 'outcome'>;
-  readonly ttft: Histogram<'model_name' | 'type' | 'pool'>;
+  /** the instances' request TTFTs, added by bucket from their counts (a TokenHistogram: prom-client's takes one observation at a time). */
+  readonly ttft: TokenHistogram<'model_name' | 'type' | 'pool'>;
   /** one observation per request: a TokenHistogram, as gatewayTbt (prom-client's validates and hashes the labels on every one). */
   readonly gatewayTtft: TokenHistogram<'model_name' | 'type' | 'pool'>;
   /** one observation per token: a TokenHistogram (prom-client's validates and hashes the labels on every one). */
@@ -99,7 +107,7 @@ export class TelemetryMetrics {
       for (const n of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(`dynamollm_process_${n}`);
     }
     this.requests = new Counter({ name: 'dynamollm_requests_total', help: 'Finished requests by model, request type, pool and outcome (ok, rejected, failed, cancelled); cluster-wide.', labelNames: ['model_name', 'type', 'pool', 'outcome'], registers });
-    this.ttft = new Histogram({ name: 'dynamollm_request_ttft_seconds', help: 'Time to first token of finished requests as their instance measured it, seconds; cluster-wide.', labelNames: ['model_name', 'type', 'pool'], buckets: TTFT_BUCKETS, registers });
+    this.ttft = new TokenHistogram('dynamollm_request_ttft_seconds', 'Time to first token of finished requests as their instance measured it, seconds; cluster-wide.', ['model_name', 'type', 'pool'], TTFT_BUCKETS, registers);
     this.gatewayTtft = new TokenHistogram('dynamollm_gateway_ttft_seconds', 'Time from accepting a request to relaying its first token, at this gateway replica, seconds.', ['model_name', 'type', 'pool'], TTFT_BUCKETS, registers);
     this.gatewayTbt = new TokenHistogram('dynamollm_gateway_tbt_seconds', 'Time between consecutive tokens relayed by this gateway replica, one observation per token, seconds.', ['model_name', 'type', 'pool'], TBT_BUCKETS, registers);
     this.sloViolations = new Counter({ name: 'dynamollm_slo_violations_total', help: 'Finished requests that missed their TTFT or TBT SLO; cluster-wide.', labelNames: ['model_name', 'type', 'pool'], registers });
@@ -161,6 +169,7 @@ export class TelemetryMetrics {
     this.instanceTp.set(il, t.tp);
     this.gpuReadingAge.set(il, (t.gpuStaleMs ?? 0) / 1000);
     this.seen.set(t.id, { pool: t.pool, gpus: [...t.gpus], energyJ: t.energyJ, source: t.energySource, seenMs: nowMs });
+    if (t.requests) for (const d of this.counted.take(t.id, t.requests)) this.onRequests(t.pool, d);
     this.lastPower.set(t.id, { powerW: t.powerW, stale: t.gpuStaleMs !== undefined });
     this.updateClusterPower(nowMs);
   }
@@ -229,25 +238,17 @@ export class TelemetryMetrics {
     this.updateClusterPower(nowMs);
   }
 
-  /**
-   * One request record. A gateway's record of a leg whose instance died (`energyEstimatedJ`) is not an outcome: the
-   * request goes on as its next leg, which its instance records; only its energy counts.
-   */
-  onRequest(r: RequestRecord): void {
-    const model = r.model ?? '';
-    const l = { model_name: model, type: r.type, pool: r.pool };
-    // each series' labels as one literal (a spread of `l` copies it through a slower path, per record)
-    if (r.energyEstimatedJ !== undefined) {
-      this.requestEnergy.inc({ model_name: model, type: r.type, pool: r.pool, source: r.energySource }, r.energyJ);
-      return;
-    }
-    this.requests.inc({ model_name: model, type: r.type, pool: r.pool, outcome: r.outcome });
-    if (r.outcome === 'rejected') this.rejections.inc(l);
-    if (r.outcome === 'ok') {
-      if (r.ttftMs !== undefined) this.ttft.observe(l, r.ttftMs / 1000);
-      if (!r.sloMet) this.sloViolations.inc(l);
-    }
-    this.requestEnergy.inc({ model_name: model, type: r.type, pool: r.pool, source: r.energySource }, r.energyJ);
+  /** the instances' request counts taken so far (what each one's telemetry adds). */
+  private readonly counted = new RequestCountDeltas();
+
+  /** What an instance of `pool` recorded since its last counts: added to the cluster-wide request series. */
+  private onRequests(pool: string, d: RequestCountDelta): void {
+    const l = { model_name: d.model, type: d.type, pool };
+    for (const [outcome, n] of Object.entries(d.outcomes)) if (n > 0) this.requests.inc({ ...l, outcome }, n);
+    if (d.outcomes.rejected > 0) this.rejections.inc(l, d.outcomes.rejected);
+    if (d.sloMissed > 0) this.sloViolations.inc(l, d.sloMissed);
+    if (d.ttftCount > 0) this.ttft.add(l, d.ttft, d.ttftSumS);
+    for (const source of ['measured', 'modelled'] as const) if (d.energyJ[source] > 0) this.requestEnergy.inc({ ...l, source }, d.energyJ[source]);
   }
 
   onEvent(e: DecisionEvent): void {

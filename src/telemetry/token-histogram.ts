@@ -3,7 +3,8 @@
  * search and three additions on that label set's own counts, where prom-client's Histogram validates and
  * hashes the labels on every observation. It registers in a prom-client Registry as its own metrics do (a
  * `get()` giving the same value list prom-client's Histogram gives: cumulative `_bucket` series with `le`,
- * then `+Inf`, `_sum` and `_count` per label set), so /metrics prints it the same way.
+ * then `+Inf`, `_sum` and `_count` per label set), so /metrics prints it the same way. `add` takes observations
+ * counted elsewhere by bucket (the instances' request TTFTs, src/telemetry/request-counts.ts).
  */
 import type { Registry } from 'prom-client';
 
@@ -44,15 +45,7 @@ export class TokenHistogram<L extends string> {
 
   /** The series of these label values (looked up once: keep the child for a stream's tokens). */
   labels(l: Record<L, string>): TokenHistogramChild {
-    const key = this.labelNames.map((n) => l[n]).join('\u0000');
-    let s = this.series.get(key);
-    if (!s) {
-      const labels: Record<string, string> = {};
-      for (const n of this.labelNames) labels[n] = l[n];
-      s = { labels, counts: new Array<number>(this.bounds.length + 1).fill(0), sum: 0, count: 0 };
-      this.series.set(key, s);
-    }
-    const series = s;
+    const series = this.seriesOf(l);
     const bounds = this.bounds;
     return {
       observe(value: number): void {
@@ -68,6 +61,29 @@ export class TokenHistogram<L extends string> {
 
   observe(l: Record<L, string>, value: number): void {
     this.labels(l).observe(value);
+  }
+
+  /** Adds observations counted elsewhere: `counts` per bucket of this histogram's (not cumulative; the last slot past the largest), their sum. */
+  add(l: Record<L, string>, counts: readonly number[], sum: number): void {
+    const s = this.seriesOf(l);
+    for (let i = 0; i < s.counts.length; i++) {
+      const n = counts[i] ?? 0;
+      s.counts[i]! += n;
+      s.count += n;
+    }
+    s.sum += sum;
+  }
+
+  private seriesOf(l: Record<L, string>): Series {
+    const key = this.labelNames.map((n) => l[n]).join('\u0000');
+    let s = this.series.get(key);
+    if (!s) {
+      const labels: Record<string, string> = {};
+      for (const n of this.labelNames) labels[n] = l[n];
+      s = { labels, counts: new Array<number>(this.bounds.length + 1).fill(0), sum: 0, count: 0 };
+      this.series.set(key, s);
+    }
+    return s;
   }
 
   reset(): void {

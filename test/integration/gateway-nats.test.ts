@@ -15,11 +15,12 @@ import { startNatsServer, type TestNats } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { subjects, CLUSTER_INTAKE_QUEUE, TOKENIZER_QUEUE } from '../../protocols/subjects.ts';
-import { Admission, Cancel, InferenceRequest, InstanceTelemetry, RequestRecord, DecisionEvent, TokenChunk, TokenizeReply, TokenizeRequest, type Admission as AdmissionT } from '../../protocols/messages.ts';
+import { Admission, Cancel, InferenceRequest, InstanceTelemetry, DecisionEvent, TokenChunk, TokenizeReply, TokenizeRequest, type Admission as AdmissionT } from '../../protocols/messages.ts';
 import { localTokenizer } from '../../actors/gateway/tokens.ts';
 import { GatewayActor } from '../../actors/gateway/main.ts';
 import { splitConfig } from '../../actors/gateway/config.ts';
 import { parsePrometheusText } from '../../src/telemetry/prom-parse.ts';
+import { RequestTally } from '../../src/telemetry/request-counts.ts';
 
 let nats: TestNats;
 let cluster: Bus;
@@ -149,9 +150,12 @@ describe('gateway over NATS', () => {
       v: 1, id: 'i-0', pool: 'pool-SS', tp: 8, gpus: [0, 1, 2, 3, 4, 5, 6, 7], clockMhz: 1400, maxClockMhz: 1980, powerW: 3200, energyJ,
       energySource: 'modelled', queued: 0, running: 1, loadByType: { SS: 2 }, state: 'running', sentMs: Date.now(),
     });
+    // the instance's request counts (InstanceTelemetry.requests) after the record of one request: the gateway reads no record
+    const tally = new RequestTally();
+    tally.add({ v: 1, id: 'r1', type: 'SS', pool: 'pool-SS', outcome: 'ok', promptTokens: 10, completionTokens: 5, ttftMs: 80, tbtMeanMs: 20, energyJ: 3, energySource: 'modelled', sloMet: true, finishedMs: Date.now() });
     cluster.publish(subjects.telInstance('i-0'), InstanceTelemetry, tel(100));
-    cluster.publish(subjects.telInstance('i-0'), InstanceTelemetry, tel(400));
-    cluster.publish(subjects.telRequest('pool-SS'), RequestRecord, { v: 1, id: 'r1', type: 'SS', pool: 'pool-SS', outcome: 'ok', promptTokens: 10, completionTokens: 5, ttftMs: 80, tbtMeanMs: 20, energyJ: 3, energySource: 'modelled', sloMet: true, finishedMs: Date.now() });
+    cluster.publish(subjects.telInstance('i-0'), InstanceTelemetry, { ...tel(400), requests: tally.counts(1) });
+    cluster.publish(subjects.telInstance('i-0'), InstanceTelemetry, { ...tel(400), requests: tally.counts(1) });
     cluster.publish(subjects.event('clock', 'i-0'), DecisionEvent, { v: 1, kind: 'clock', actor: 'i-0', atMs: Date.now(), summary: 'clock 1980 -> 1400 MHz', decision: {}, inputs: {} });
     const until = Date.now() + 4000;
     while (Date.now() < until && !snaps.some((s) => s.requests.ok === 1 && s.pools.length === 1 && s.events.length === 1)) await new Promise((r) => setTimeout(r, 50));

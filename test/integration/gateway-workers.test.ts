@@ -3,7 +3,8 @@
  * `dynamollm actor gateway` process against a real nats-server: with 2 workers both serve the port (each a
  * replica with its own id, x-dynamollm-gateway), both hold their own NATS connection (their /livez says
  * connected), /metrics on any worker counts what every worker served (the primary aggregates their
- * registries) and each worker's data plane (gateway.dataPlane auto: native where dist/native/relay.so is built), a
+ * registries), the cluster's request series once (from the instances' request counts in their telemetry, monotonic
+ * across an instance's restart; the records on the wire read by no worker), and each worker's data plane (gateway.dataPlane auto: native where dist/native/relay.so is built), a
  * SIGKILLed worker leaves the port serving and is restarted, and SIGTERM drains them all.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -16,6 +17,11 @@ import { startNatsServer, type TestNats } from '../helpers/nats.ts';
 import { freePort } from '../helpers/net.ts';
 import { descendants, killTree, suitePids } from '../helpers/procs.ts';
 import { launchArgs } from '../../actors/common/launch-args.ts';
+import { Bus } from '../../src/runtime/bus.ts';
+import { silentLogger } from '../../src/runtime/logger.ts';
+import { RequestTally } from '../../src/telemetry/request-counts.ts';
+import { subjects } from '../../protocols/subjects.ts';
+import { InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
 
 let nats: TestNats;
 let gw: ChildProcess;
@@ -146,6 +152,54 @@ describe('gateway workers', () => {
     expect(workerPids()).toHaveLength(2);
     expect(workerPids()).not.toContain(before[0]);
     expect([...ids].sort()).toEqual(['gw-k-w0', 'gw-k-w1']);
+  }, 90_000);
+
+  it("counts the cluster's requests from the instances' request counts: once per replica, monotonic across an instance restart, no record read", async () => {
+    const admin = await Bus.connect({ servers: nats.url, ...nats.creds('admin'), name: 'test-instance', log: silentLogger() });
+    const rec = (id: string, over: Partial<RequestRecord> = {}): RequestRecord => ({
+      v: 1, id, model: 'm', type: 'SS', pool: 'pool-SS', instance: 'i-c', outcome: 'ok', promptTokens: 10, completionTokens: 4, ttftMs: 80, energyJ: 2, energySource: 'modelled', sloMet: true, finishedMs: Date.now(), ...over,
+    });
+    // the instance's telemetry with its counts, 4 times (every worker hears each), and the value /metrics gives on every answer
+    const publish = async (startedMs: number, tally: RequestTally) => {
+      for (let i = 0; i < 4; i++) {
+        admin.publish(subjects.telInstance('i-c'), InstanceTelemetry, {
+          v: 1, id: 'i-c', pool: 'pool-SS', tp: 1, gpus: [0], clockMhz: 1980, maxClockMhz: 1980, powerW: 300, energyJ: 100, energySource: 'modelled',
+          queued: 0, running: 0, loadByType: {}, state: 'running', sentMs: Date.now(), requests: tally.counts(startedMs),
+        });
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const series = (body: string, name: string, labels: string) => Number(new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, 'm').exec(body)?.[1] ?? NaN);
+    const read = async () => {
+      const { body } = await get('/metrics');
+      return {
+        ok: series(body, 'dynamollm_requests_total', 'model_name="m",type="SS",pool="pool-SS",outcome="ok"'),
+        rejected: series(body, 'dynamollm_rejections_total', 'model_name="m",type="SS",pool="pool-SS"'),
+        energyJ: series(body, 'dynamollm_request_energy_joules_total', 'model_name="m",type="SS",pool="pool-SS",source="modelled"'),
+        ttfts: series(body, 'dynamollm_request_ttft_seconds_count', 'model_name="m",type="SS",pool="pool-SS"'),
+      };
+    };
+    /** until /metrics says `ok` requests, then several answers (any worker's primary, the workers' registries): each the same */
+    const settled = async (ok: number) => {
+      await until(async () => ((await read()).ok === ok ? true : undefined), 20_000);
+      return Promise.all(Array.from({ length: 4 }, read));
+    };
+    try {
+      // records on the wire, as instances publish them for their consumers: no gateway counts them
+      for (let i = 0; i < 5; i++) admin.publish(subjects.telRequest('pool-SS'), RequestRecord, rec(`stray-${i}`));
+      const first = new RequestTally();
+      for (let i = 0; i < 3; i++) first.add(rec(`a-${i}`));
+      first.add(rec('a-rej', { outcome: 'rejected', ttftMs: undefined, energyJ: 0, sloMet: false }));
+      await publish(1000, first);
+      expect(await settled(3)).toEqual(Array(4).fill({ ok: 3, rejected: 1, energyJ: 6, ttfts: 3 }));
+      // the instance restarted (another start time): its counts from 0 add to what the first process counted
+      const second = new RequestTally();
+      for (let i = 0; i < 2; i++) second.add(rec(`b-${i}`));
+      await publish(2000, second);
+      expect(await settled(5)).toEqual(Array(4).fill({ ok: 5, rejected: 1, energyJ: 10, ttfts: 5 }));
+    } finally {
+      await admin.close();
+    }
   }, 90_000);
 
   it('SIGTERM drains every worker and the primary exits 0', async () => {

@@ -1,7 +1,7 @@
 /**
  * The Grafana dashboard is correct with several gateway replicas: a real Prometheus (Debian `prometheus`)
  * scrapes two gateway actors on a real nats-server, fed by one scripted cluster (intake, tokenizer and
- * telemetry on NATS). Every panel query of deploy/grafana/dynamollm.json is rendered; cluster-wide series read
+ * telemetry on NATS, its instances' request counts in it). Every panel query of deploy/grafana/dynamollm.json is rendered; cluster-wide series read
  * the same through both replicas as through one (no double counting), per-replica series add up over the
  * replicas; the naive sums the dashboard avoids would double count (so the check can fail).
  */
@@ -16,7 +16,8 @@ import { freePort } from '../helpers/net.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { subjects, CLUSTER_INTAKE_QUEUE, TOKENIZER_QUEUE } from '../../protocols/subjects.ts';
-import { Admission, DecisionEvent, InferenceRequest, InstanceTelemetry, RequestRecord, TokenChunk, TokenizeReply, TokenizeRequest, type Admission as AdmissionT } from '../../protocols/messages.ts';
+import { Admission, DecisionEvent, InferenceRequest, InstanceTelemetry, RequestRecord, TokenChunk, TokenizeReply, TokenizeRequest, type Admission as AdmissionT, type RequestRecord as RequestRecordT } from '../../protocols/messages.ts';
+import { RequestTally } from '../../src/telemetry/request-counts.ts';
 import { GatewayActor } from '../../actors/gateway/main.ts';
 import { splitConfig } from '../../actors/gateway/config.ts';
 import { localTokenizer } from '../../actors/gateway/tokens.ts';
@@ -54,6 +55,8 @@ beforeAll(async () => {
   const tokenize = localTokenizer(4096);
   cluster.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => tokenize(req), { queue: TOKENIZER_QUEUE });
   let n = 0;
+  const tallies = new Map(Object.keys(POWER).map((id) => [id, new RequestTally()]));
+  const started = Date.now();
   cluster.serve(subjects.clusterIntake(), InferenceRequest, Admission, async (req): Promise<AdmissionT> => {
     const inst = n++ % 2 === 0 ? 'i-a' : 'i-b';
     setTimeout(() => {
@@ -62,10 +65,14 @@ beforeAll(async () => {
         v: 1, id: req.id, seq: TOKENS, text: '', tokens: 0, done: true, finishReason: 'length', pool: 'pool-SS', type: 'SS',
         usage: { promptTokens: req.inputTokens, completionTokens: TOKENS, energyJ: 2, energySource: 'modelled' },
       });
-      cluster.publish(subjects.telRequest('pool-SS'), RequestRecord, {
+      // the record goes out as an instance's does (for the records' consumers), and into the instance's request counts,
+      // which its telemetry carries: what the gateways read
+      const rec: RequestRecordT = {
         v: 1, id: req.id, type: 'SS', pool: 'pool-SS', instance: inst, model: req.model, outcome: 'ok', promptTokens: req.inputTokens,
         completionTokens: TOKENS, ttftMs: 50, energyJ: 2, energySource: 'modelled', sloMet: true, finishedMs: Date.now(),
-      });
+      };
+      cluster.publish(subjects.telRequest('pool-SS'), RequestRecord, rec);
+      tallies.get(inst)!.add(rec);
     }, 5);
     return { v: 1, id: req.id, ok: true, type: 'SS', pool: 'pool-SS', instance: inst };
   }, { queue: CLUSTER_INTAKE_QUEUE });
@@ -74,7 +81,7 @@ beforeAll(async () => {
     for (const [id, powerW] of Object.entries(POWER)) {
       cluster.publish(subjects.telInstance(id), InstanceTelemetry, {
         v: 1, id, pool: 'pool-SS', tp: 1, gpus: [id === 'i-a' ? 0 : 1], clockMhz: 1980, maxClockMhz: 1980, powerW, energyJ,
-        energySource: 'modelled', queued: 1, running: 2, loadByType: { SS: 1 }, state: 'running', sentMs: Date.now(),
+        energySource: 'modelled', queued: 1, running: 2, loadByType: { SS: 1 }, state: 'running', sentMs: Date.now(), requests: tallies.get(id)!.counts(started),
       });
     }
   };

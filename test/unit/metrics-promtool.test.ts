@@ -4,6 +4,7 @@
  * (vllm/v1/metrics/loggers.py: a counter declared under its `_total` name, model_name and engine labels).
  */
 import { describe, expect, it } from 'vitest';
+import { RequestTally } from '../../src/telemetry/request-counts.ts';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { EmulatorServer } from '../../src/engine/emulator/server.ts';
 import { createPerfModel } from '../../src/model/index.ts';
@@ -32,8 +33,9 @@ const VLLM: Record<string, [string, string]> = {
 describe('promtool check metrics', () => {
   it('is clean on the gateway /metrics', async () => {
     const m = new TelemetryMetrics();
-    m.onInstance({ v: 1, id: 'i1', pool: 'p', tp: 1, gpus: [0], clockMhz: 1200, maxClockMhz: 1980, powerW: 300, energyJ: 10, energySource: 'modelled', queued: 0, running: 1, loadByType: {}, state: 'running', sentMs: 0 });
-    m.onRequest({ v: 1, id: 'r', type: 'SS', pool: 'p', model: 'm', outcome: 'ok', promptTokens: 1, completionTokens: 2, ttftMs: 10, energyJ: 1, energySource: 'modelled', sloMet: false, finishedMs: 1 });
+    const tally = new RequestTally();
+    tally.add({ v: 1, id: 'r', type: 'SS', pool: 'p', model: 'm', outcome: 'ok', promptTokens: 1, completionTokens: 2, ttftMs: 10, energyJ: 1, energySource: 'modelled', sloMet: false, finishedMs: 1 });
+    m.onInstance({ v: 1, id: 'i1', pool: 'p', tp: 1, gpus: [0], clockMhz: 1200, maxClockMhz: 1980, powerW: 300, energyJ: 10, energySource: 'modelled', queued: 0, running: 1, loadByType: {}, state: 'running', sentMs: 0, requests: tally.counts(1) });
     m.onEvent({ v: 1, kind: 'clock', actor: 'a', atMs: 1, summary: 's', decision: {}, inputs: {} });
     m.gatewayTtft.observe({ model_name: 'm', type: 'SS', pool: 'p' }, 0.1);
     m.gatewayTbt.observe({ model_name: 'm', type: 'SS', pool: 'p' }, 0.02);

@@ -2,7 +2,8 @@
  * A gateway replica run as worker processes answers /metrics for all of them (aggregateWorkerMetrics,
  * src/telemetry/metrics.ts): what each worker served (dynamollm_gateway_*, histograms and the per-token
  * TokenHistogram included) is summed, the cluster-wide series every worker aggregates from the same NATS
- * telemetry are counted once (their max: a worker restarted later has counted less), process series summed.
+ * telemetry are counted once (their max: each worker adds the instances' request counts, InstanceTelemetry.requests,
+ * from the same telemetry), process series summed.
  * The IPC between the workers and the primary is checked on real processes by
  * test/integration/gateway-workers.test.ts.
  */
@@ -10,11 +11,16 @@ import { describe, expect, it } from 'vitest';
 import { aggregateWorkerMetrics, TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { parsePrometheusText } from '../../src/telemetry/prom-parse.ts';
 import type { InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
+import { RequestTally } from '../../src/telemetry/request-counts.ts';
 
-const inst = (energyJ: number): InstanceTelemetry => ({
-  v: 1, id: 'i1', pool: 'p-short', tp: 2, gpus: [0, 1], clockMhz: 1200, maxClockMhz: 1980, powerW: 800, energyJ,
-  energySource: 'modelled', queued: 0, running: 1, loadByType: { SS: 1 }, state: 'running', sentMs: 0,
-});
+const inst = (energyJ: number, ...recs: RequestRecord[]): InstanceTelemetry => {
+  const tally = new RequestTally();
+  for (const r of recs) tally.add(r);
+  return {
+    v: 1, id: 'i1', pool: 'p-short', tp: 2, gpus: [0, 1], clockMhz: 1200, maxClockMhz: 1980, powerW: 800, energyJ,
+    energySource: 'modelled', queued: 0, running: 1, loadByType: { SS: 1 }, state: 'running', sentMs: 0, requests: tally.counts(7),
+  };
+};
 const rec = (id: string): RequestRecord => ({
   v: 1, id, type: 'SS', pool: 'p-short', outcome: 'ok', promptTokens: 100, completionTokens: 50, ttftMs: 120,
   tbtMeanMs: 30, tbtMaxMs: 60, energyJ: 40, energySource: 'modelled', sloMet: true, finishedMs: 0,
@@ -27,10 +33,9 @@ describe('aggregateWorkerMetrics', () => {
   it('sums what each worker served and counts the shared cluster telemetry once', async () => {
     const w0 = new TelemetryMetrics();
     const w1 = new TelemetryMetrics();
-    // the same cluster telemetry reaches both workers; w1 started later and saw one record less
-    for (const w of [w0, w1]) w.onInstance(inst(500), 0);
-    for (const id of ['a', 'b', 'c']) w0.onRequest(rec(id));
-    for (const id of ['b', 'c']) w1.onRequest(rec(id));
+    // the same cluster telemetry reaches both workers; w1 started later and missed the first message
+    w0.onInstance(inst(300, rec('a')), 0);
+    for (const w of [w0, w1]) w.onInstance(inst(500, rec('a'), rec('b'), rec('c')), 0);
     // what each served
     w0.httpRequests.inc({ route: '/v1/completions', code: '200' }, 3);
     w1.httpRequests.inc({ route: '/v1/completions', code: '200' }, 4);

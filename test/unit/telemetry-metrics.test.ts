@@ -1,6 +1,8 @@
 /**
  * Telemetry -> Prometheus metrics and the dashboard's live state: families present and parseable by a
- * strict text-format parser, energy counters from cumulative per-instance counters (incl. restarts),
+ * strict text-format parser, energy counters from cumulative per-instance counters (incl. restarts), the
+ * cluster's request series from the instances' request counts (InstanceTelemetry.requests, made by the
+ * instance's own RequestTally: added once, monotonic across a restart, kept when the instance goes silent),
  * stale instances dropped, SinglePool baseline above the cluster's own power at low load.
  */
 import { describe, expect, it } from 'vitest';
@@ -9,6 +11,7 @@ import { LiveState } from '../../src/telemetry/live.ts';
 import { parsePrometheusText, PromParseError } from '../../src/telemetry/prom-parse.ts';
 import { loadProfile } from '../../src/telemetry/profile-io.ts';
 import type { DecisionEvent, InstanceTelemetry, RequestRecord } from '../../protocols/messages.ts';
+import { RequestTally } from '../../src/telemetry/request-counts.ts';
 
 const inst = (id: string, energyJ: number, over: Partial<InstanceTelemetry> = {}): InstanceTelemetry => ({
   v: 1, id, pool: 'p-short', tp: 4, gpus: [0, 1, 2, 3], clockMhz: 1200, maxClockMhz: 1980, powerW: 1600, energyJ,
@@ -18,6 +21,12 @@ const rec = (over: Partial<RequestRecord> = {}): RequestRecord => ({
   v: 1, id: 'r1', type: 'SS', pool: 'p-short', outcome: 'ok', promptTokens: 100, completionTokens: 50, ttftMs: 120,
   tbtMeanMs: 30, tbtMaxMs: 60, energyJ: 40, energySource: 'modelled', sloMet: true, finishedMs: 0, ...over,
 });
+/** the request counts an instance process started at `startedMs` carries after publishing `recs`. */
+const counts = (startedMs: number, ...recs: RequestRecord[]) => {
+  const t = new RequestTally();
+  for (const r of recs) t.add(r);
+  return t.counts(startedMs);
+};
 const evt = (kind: DecisionEvent['kind'], decision: Record<string, unknown> = {}): DecisionEvent => ({ v: 1, kind, actor: 'pool-a', atMs: 1, summary: `${kind} happened`, decision, inputs: {} });
 
 const value = (fams: ReturnType<typeof parsePrometheusText>, fam: string, name: string, labels: Record<string, string>) =>
@@ -26,14 +35,9 @@ const value = (fams: ReturnType<typeof parsePrometheusText>, fam: string, name: 
 describe('TelemetryMetrics', () => {
   it('exposes every family, parseable, with the right values', async () => {
     const m = new TelemetryMetrics();
-    m.onInstance(inst('i1', 1000), 0);
-    m.onInstance(inst('i1', 1500), 1000);
+    m.onInstance(inst('i1', 1000, { requests: counts(5, rec()) }), 0);
+    m.onInstance(inst('i1', 1500, { requests: counts(5, rec(), rec({ ttftMs: 900, sloMet: false }), rec({ outcome: 'rejected', ttftMs: undefined, tbtMeanMs: undefined, energyJ: 0 })) }), 1000);
     m.onInstance(inst('i2', 200, { pool: 'p-long', tp: 8, gpus: [4, 5, 6, 7, 8, 9, 10, 11], powerW: 4000, clockMhz: 1980 }), 1000);
-    m.onRequest(rec());
-    m.onRequest(rec({ ttftMs: 900, sloMet: false }));
-    m.onRequest(rec({ outcome: 'rejected', ttftMs: undefined, tbtMeanMs: undefined, energyJ: 0 }));
-    // a gateway's record of a leg whose instance died: its energy counts, it is not a request's outcome
-    m.onRequest(rec({ id: 'r2', outcome: 'failed', ttftMs: undefined, energyJ: 7, energyEstimatedJ: 7, sloMet: false }));
     m.onEvent(evt('reshard', { take: true, target: [] }));
     m.onEvent(evt('clock', { clockMhz: 1400, from: 1980 }));
     m.onEvent(evt('lease'));
@@ -60,13 +64,37 @@ describe('TelemetryMetrics', () => {
     expect(value(fams, 'dynamollm_cluster_power_watts', 'dynamollm_cluster_power_watts', {})).toBe(5600);
     expect(value(fams, 'dynamollm_requests_total', 'dynamollm_requests_total', { type: 'SS', outcome: 'ok' })).toBe(2);
     expect(value(fams, 'dynamollm_requests_total', 'dynamollm_requests_total', { type: 'SS', outcome: 'failed' })).toBeUndefined();
-    expect(value(fams, 'dynamollm_request_energy_joules_total', 'dynamollm_request_energy_joules_total', { type: 'SS', source: 'modelled' })).toBe(40 + 40 + 0 + 7);
+    expect(value(fams, 'dynamollm_request_energy_joules_total', 'dynamollm_request_energy_joules_total', { type: 'SS', source: 'modelled' })).toBe(40 + 40 + 0);
     expect(value(fams, 'dynamollm_slo_violations_total', 'dynamollm_slo_violations_total', { type: 'SS' })).toBe(1);
     expect(value(fams, 'dynamollm_rejections_total', 'dynamollm_rejections_total', { type: 'SS' })).toBe(1);
     expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_bucket', { le: '0.25' })).toBe(1);
+    expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_bucket', { le: '1' })).toBe(2);
     expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_count', {})).toBe(2);
+    expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_sum', {})).toBeCloseTo(1.02, 9);
     expect(value(fams, 'dynamollm_reconfigurations_total', 'dynamollm_reconfigurations_total', { kind: 'reshard' })).toBe(1);
     expect(fams.get('dynamollm_reconfigurations_total')!.samples.map((s) => [s.labels.kind, s.value])).toEqual([['reshard', 1], ['clock', 1], ['instance_start', 1]]);
+  });
+
+  it("the request series add each instance process's counts once: repeated counts add nothing, a restart adds from 0, a silent instance's stay", async () => {
+    const m = new TelemetryMetrics({ processMetrics: false, staleAfterMs: 5000 });
+    const ok = (n: number) => Array.from({ length: n }, (_, i) => rec({ id: `r${i}` }));
+    const requests = async () => value(parsePrometheusText(await m.text()), 'dynamollm_requests_total', 'dynamollm_requests_total', { type: 'SS', outcome: 'ok' });
+    m.onInstance(inst('i1', 10, { requests: counts(100, ...ok(3)) }), 0);
+    m.onInstance(inst('i1', 20, { requests: counts(100, ...ok(3)) }), 1000);
+    expect(await requests()).toBe(3);
+    m.onInstance(inst('i1', 30, { requests: counts(100, ...ok(5)) }), 2000);
+    expect(await requests()).toBe(5);
+    // the manager restarted (another start time): its counts start from 0, all added
+    m.onInstance(inst('i1', 5, { requests: counts(3000, ...ok(2)) }), 3000);
+    expect(await requests()).toBe(7);
+    // silent past staleAfterMs: its gauges go, what it counted stays; heard again, only its growth is added
+    m.sweep(60_000);
+    expect(await requests()).toBe(7);
+    m.onInstance(inst('i1', 6, { requests: counts(3000, ...ok(4)) }), 61_000);
+    expect(await requests()).toBe(9);
+    const fams = parsePrometheusText(await m.text());
+    expect(value(fams, 'dynamollm_request_energy_joules_total', 'dynamollm_request_energy_joules_total', { type: 'SS', source: 'modelled' })).toBe(9 * 40);
+    expect(value(fams, 'dynamollm_request_ttft_seconds', 'dynamollm_request_ttft_seconds_count', {})).toBe(9);
   });
 
   it('a manager restart (energy counter drops) keeps the counter monotonic', async () => {
@@ -139,10 +167,9 @@ describe('LiveState', () => {
     const live = new LiveState({ profile, clusterGpus: 32 });
     live.onInstance(inst('i1', 1000, { powerW: 1200 }), 0);
     live.tick(0);
-    live.onInstance(inst('i1', 2200, { powerW: 1200 }), 1000);
-    live.onRequest(rec());
-    live.onRequest(rec({ type: 'LL', sloMet: false }));
-    live.onRequest(rec({ id: 'r2', outcome: 'failed', energyJ: 7, energyEstimatedJ: 7, sloMet: false }));
+    live.onInstance(inst('i1', 2200, { powerW: 1200, requests: counts(5, rec(), rec({ type: 'LL', sloMet: false })) }), 1000);
+    // the same counts again add nothing
+    live.onInstance(inst('i1', 2200, { powerW: 1200, requests: counts(5, rec(), rec({ type: 'LL', sloMet: false })) }), 1000);
     live.onEvent(evt('scale'));
     live.tick(1000);
     const s = live.snapshot(1000);
@@ -151,7 +178,7 @@ describe('LiveState', () => {
     expect(s.pools[0]!.instances[0]).toMatchObject({ id: 'i1', tp: 4, clockMhz: 1200 });
     expect(s.slo.SS).toEqual({ total: 1, met: 1 });
     expect(s.slo.LL).toEqual({ total: 1, met: 0 });
-    expect(s.requests.failed).toBe(0);
+    expect(s.requests).toEqual({ ok: 2, rejected: 0, failed: 0, cancelled: 0, timed_out: 0 });
     expect(s.events[0]!.summary).toBe('scale happened');
     // 4 TP8 instances at max clock idle at least as much as one TP4 at 1200 MHz: the baseline is higher
     expect(s.series.at(-1)!.baselinePowerW!).toBeGreaterThan(1200);
