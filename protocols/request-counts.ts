@@ -8,6 +8,7 @@
  */
 import { z } from 'zod';
 import { REQUEST_TYPES } from './request-types.ts';
+import { OPEN_ENUM_MAX_CHARS } from './open-enum.ts';
 
 const nonneg = z.number().finite().nonnegative();
 const int = z.number().int().nonnegative();
@@ -20,8 +21,11 @@ export const requestCountGroup = z.object({
   /** the model name the requests asked for (RequestRecord.model; '' when none). */
   model: z.string().max(256),
   type: z.enum(REQUEST_TYPES),
-  /** records by outcome (an absent outcome: none). */
-  outcomes: z.object({ ok: int, rejected: int, failed: int, cancelled: int, timed_out: int }).partial(),
+  /**
+   * records by outcome (RequestRecord.outcome, an open enum: a reader takes an outcome it does not know as 'failed',
+   * as it takes such a record; an absent outcome: none).
+   */
+  outcomes: z.record(z.string().max(OPEN_ENUM_MAX_CHARS), int),
   /** of the `ok` records, those that missed their TTFT or TBT SLO (RequestRecord.sloMet false). */
   sloMissed: int,
   /**

@@ -7,8 +7,11 @@
  *   stays added when the instance goes silent; it remembers the last counts of at most `maxInstances` instances.
  */
 import { REQUEST_TTFT_BUCKETS_S, type RequestCountGroup, type RequestCounts, type RequestRecord } from '../../protocols/messages.ts';
+import { RECORD_OUTCOMES } from '../../protocols/request-record.ts';
 
-const OUTCOMES = ['ok', 'rejected', 'failed', 'cancelled', 'timed_out'] as const;
+type Outcome = (typeof RECORD_OUTCOMES)[number];
+/** an outcome as counted: one this reader does not know (a newer instance's) as 'failed', as the record codec takes it. */
+const outcomeOf = (k: string): Outcome => ((RECORD_OUTCOMES as readonly string[]).includes(k) ? k as Outcome : 'failed');
 /** groups an instance counts (the schema's bound): a model name and type past it is not counted. */
 const MAX_GROUPS = 256;
 
@@ -63,7 +66,7 @@ export class RequestTally {
 export interface RequestCountDelta {
   model: string;
   type: RequestCountGroup['type'];
-  outcomes: Record<(typeof OUTCOMES)[number], number>;
+  outcomes: Record<Outcome, number>;
   sloMissed: number;
   /** TTFTs by slot of REQUEST_TTFT_BUCKETS_S (not cumulative), their sum (s) and count. */
   ttft: number[];
@@ -85,7 +88,11 @@ const pos = (a: number, b: number | undefined) => Math.max(0, a - (b ?? 0));
 function deltaOf(g: RequestCountGroup, prev: RequestCountGroup | undefined): RequestCountDelta {
   const outcomes = { ok: 0, rejected: 0, failed: 0, cancelled: 0, timed_out: 0 };
   let any = false;
-  for (const o of OUTCOMES) any = (outcomes[o] = pos(g.outcomes[o] ?? 0, prev?.outcomes[o])) > 0 || any;
+  for (const [k, n] of Object.entries(g.outcomes)) {
+    const d = pos(n, prev?.outcomes[k]);
+    outcomes[outcomeOf(k)] += d;
+    any ||= d > 0;
+  }
   const ttft = g.ttft.map((n, i) => pos(n, prev?.ttft[i]));
   const ttftCount = ttft.reduce((a, b) => a + b, 0);
   const energyJ = { measured: pos(g.energyJ.measured ?? 0, prev?.energyJ.measured), modelled: pos(g.energyJ.modelled ?? 0, prev?.energyJ.modelled) };
@@ -95,7 +102,7 @@ function deltaOf(g: RequestCountGroup, prev: RequestCountGroup | undefined): Req
 
 /** Whether `g` is below `prev` somewhere (the same process cannot count down: another one reusing its start time). */
 function shrank(g: RequestCountGroup, prev: RequestCountGroup): boolean {
-  for (const o of OUTCOMES) if ((g.outcomes[o] ?? 0) < (prev.outcomes[o] ?? 0)) return true;
+  for (const [k, n] of Object.entries(prev.outcomes)) if ((g.outcomes[k] ?? 0) < n) return true;
   return g.sloMissed < prev.sloMissed || g.ttft.some((n, i) => n < (prev.ttft[i] ?? 0));
 }
 

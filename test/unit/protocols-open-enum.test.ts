@@ -5,7 +5,7 @@
  * non-TypeScript reader validates with) admit a newer value too.
  */
 import { describe, expect, it } from 'vitest';
-import { LegReport, ProtocolError, RequestRecord, packRaw } from '../../protocols/index.ts';
+import { InstanceTelemetry, LegReport, ProtocolError, RequestRecord, packRaw } from '../../protocols/index.ts';
 import { LEG_OUTCOMES, RECORD_OUTCOMES } from '../../protocols/request-record.ts';
 import { OPEN_ENUM_MAX_CHARS } from '../../protocols/open-enum.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
@@ -48,10 +48,12 @@ describe('an open enum read by the codec', () => {
     expect(() => LegReport.decode(packRaw({ ...report, phase: 'paused' }))).toThrow(ProtocolError);
   });
 
-  it("the dashboard's counts take the decoded record as a failure", () => {
+  it("the dashboard's counts take an instance's count of a newer outcome as failures", () => {
     const live = new LiveState();
-    live.onRequest(RequestRecord.decode(packRaw({ ...record, outcome: 'preempted' })));
-    expect(live.snapshot().requests).toEqual({ ok: 0, rejected: 0, failed: 1, cancelled: 0, timed_out: 0 });
+    const counts = { startedMs: 1, groups: [{ model: 'm', type: 'SS' as const, outcomes: { ok: 2, preempted: 3 }, sloMissed: 0, ttft: [], ttftSumS: 0, energyJ: {} }] };
+    const tel = InstanceTelemetry.decode(packRaw({ ...SAMPLES.InstanceTelemetry as InstanceTelemetry, requests: counts }));
+    live.onInstance(tel);
+    expect(live.snapshot().requests).toEqual({ ok: 2, rejected: 0, failed: 3, cancelled: 0, timed_out: 0 });
   });
 });
 
