@@ -578,6 +578,7 @@ export class InstanceManager {
       this.#step({ type: 'fail_queued', error: { code: 'unavailable', message: gone.message, retryable: true, retryAfterS: this.#o.config.emergency.retryAfterS } });
       for (const r of this.#running.values()) r.ac.abort(gone);
       await this.#clock.sleep(50);
+      await this.#telemetry().catch(() => {}); // its last request counts, the stop's records in them
       this.#timers.clear();
       try {
         await this.#gpu?.resetClocks();
