@@ -100,9 +100,9 @@ describe('dynamollm up + openai client', () => {
   });
 
   it('/metrics parses and has the families', async () => {
-    // instances publish telemetry once a second: wait (bounded) until the first reached the gateway
+    // instances publish telemetry once a second, their request counts in it: wait (bounded) until it reached the gateway
     let fams = parsePrometheusText(await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text());
-    for (let i = 0; i < 50 && !(fams.get('dynamollm_gpu_power_watts')?.samples.length); i++) {
+    for (let i = 0; i < 50 && !(fams.get('dynamollm_gpu_power_watts')?.samples.length && fams.get('dynamollm_requests_total')?.samples.length); i++) {
       await new Promise((r) => setTimeout(r, 200));
       fams = parsePrometheusText(await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text());
     }
