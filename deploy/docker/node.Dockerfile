@@ -6,15 +6,19 @@
 # parameters the gateway forwards and the flags the instance manager passes to `vllm serve`
 ARG VLLM_IMAGE=vllm/vllm-openai:v0.11.2
 
-# ---- build: compile the TypeScript, keep the production dependencies only
+# ---- build: compile the TypeScript (npm run build: both tsconfigs, then scripts/build-native.mjs, which finds no C
+# compiler here and leaves the gateway's native relay out: the node agent does not use it), keep the production
+# dependencies only
 FROM node:20.19-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json tsconfig.build.json tsconfig.types.json ./
 COPY src ./src
 COPY actors ./actors
 COPY protocols ./protocols
+COPY native ./native
+COPY scripts/build-native.mjs ./scripts/build-native.mjs
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 # ---- Node.js runtime to add to the vLLM image (one binary; glibc-linked, as the vLLM image's Ubuntu)
