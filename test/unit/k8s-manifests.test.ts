@@ -262,6 +262,36 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     expect(readFileSync('deploy/k8s/nats.conf', 'utf8')).toContain('include "auth/routes.conf"');
   });
 
+  it('NetworkPolicy node-agent: the engines on the pod IP admit the gateway pods only, on the ephemeral ports their `--port 0` takes', () => {
+    type Rule = { from?: { podSelector?: { matchLabels?: Record<string, string>; matchExpressions?: unknown[] }; namespaceSelector?: unknown; ipBlock?: unknown }[]; ports?: { port?: number; endPort?: number; protocol?: string }[] };
+    const policies = objs.filter((o) => o.kind === 'NetworkPolicy' && (o.spec.policyTypes as string[]).includes('Ingress'));
+    const gwLabels = find('StatefulSet', 'gateway')!.spec.template.metadata.labels as Record<string, string>;
+    const agents = workloads.filter((w) => isNodeAgent(w.metadata.name));
+    expect(agents.map((w) => w.metadata.name).sort()).toEqual(NODES.map((n) => `node-agent-${n}`).sort());
+    for (const w of agents) {
+      const labels = w.spec.template.metadata.labels as Record<string, string>;
+      const env = (w.spec.template.spec.containers[0].env as Obj[]).find((e) => e.name === 'DYNAMOLLM_ENGINE_HOST');
+      expect(env?.valueFrom?.fieldRef?.fieldPath, 'engines listen on the pod IP').toBe('status.podIP');
+      // the kernel's default ephemeral range, which the policy's port range is
+      expect(JSON.stringify(w.spec.template.spec.securityContext ?? {})).not.toContain('ip_local_port_range');
+      const on = policies.filter((p) => !p.spec.podSelector.matchExpressions && Object.entries((p.spec.podSelector.matchLabels ?? {}) as Record<string, string>).every(([k, v]) => labels[k] === v));
+      expect(on.length, `${w.metadata.name}: a policy selects its pods`).toBeGreaterThan(0);
+      const rules = on.flatMap((p) => (p.spec.ingress ?? []) as Rule[]);
+      expect(rules.length).toBeGreaterThan(0);
+      for (const r of rules) {
+        // a rule without `from` (or ports) admits every source (or port)
+        expect(r.from?.length, `${w.metadata.name}: sources named`).toBeGreaterThan(0);
+        for (const peer of r.from!) {
+          expect(peer.namespaceSelector ?? peer.ipBlock ?? peer.podSelector?.matchExpressions, 'pods of this namespace by label only').toBeUndefined();
+          expect(peer.podSelector?.matchLabels, 'the gateway pods only').toEqual({ 'app.kubernetes.io/name': gwLabels['app.kubernetes.io/name'] });
+        }
+        expect(r.ports).toEqual([{ protocol: 'TCP', port: 32768, endPort: 60999 }]);
+      }
+    }
+    // the engines take the port the kernel gives them, which the instance manager learns from their output
+    expect(readFileSync('actors/instance-manager/main.ts', 'utf8')).toMatch(/gpuIds: this\.a\.gpuIds, port: 0,/);
+  });
+
   it('the images are the ones deploy/docker builds', () => {
     const images = new Set(workloads.flatMap((w) => w.spec.template.spec.containers.map((c: Obj) => c.image.replace(/:.*$/, ''))));
     expect([...images].sort()).toEqual(['dynamollm-control-plane', 'dynamollm-node', 'nats']);
