@@ -9,7 +9,7 @@ import { ACTOR_KINDS, EVENT_KINDS, ROOT } from './subjects.ts';
 import { FINISH_REASONS, MAX_CHUNK_TOKENS, fastTokenChunk } from './token-chunk-check.ts';
 import { RequestRecord, legOutcome, requestRecord } from './request-record.ts';
 import { REQUEST_TTFT_BUCKETS_S, requestCounts, type RequestCountGroup, type RequestCounts } from './request-counts.ts';
-
+import { rangedNumber } from './sampling-limits.ts';
 export { FINISH_REASONS, MAX_CHUNK_TOKENS, REQUEST_TTFT_BUCKETS_S, RequestRecord, requestCounts, requestRecord, type RequestCountGroup, type RequestCounts };
 
 /** A token stream subject: `dyn.v1.stream.<request id>` (never another subject: an instance publishes there). */
@@ -86,15 +86,15 @@ export const REQUEST_ID_MAX = 256;
 export const engineParams = z
   .object({
     // OpenAI sampling
-    top_p: finiteNum.optional(),
-    frequency_penalty: finiteNum.optional(),
-    presence_penalty: finiteNum.optional(),
+    top_p: rangedNumber('top_p').optional(),
+    frequency_penalty: rangedNumber('frequency_penalty').optional(),
+    presence_penalty: rangedNumber('presence_penalty').optional(),
     logit_bias: z.record(finiteNum).optional(),
-    seed: z.number().int().optional(),
-    stop: z.union([z.string(), z.array(z.string()).max(64)]).optional(),
+    seed: rangedNumber('seed').optional(),
+    stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(64)]).optional(),
     /** completions: an integer (top alternatives per token); chat: a boolean (with top_logprobs). */
-    logprobs: z.union([z.boolean(), int]).optional(),
-    top_logprobs: int.optional(),
+    logprobs: z.union([z.boolean(), rangedNumber('logprobs')]).optional(),
+    top_logprobs: rangedNumber('top_logprobs').optional(),
     echo: z.boolean().optional(),
     user: z.string().max(256).optional(),
     response_format: jsonObject.optional(),
@@ -105,9 +105,9 @@ export const engineParams = z
     reasoning_effort: z.string().max(32).optional(),
     include_reasoning: z.boolean().optional(),
     // vLLM sampling extras
-    top_k: z.number().int().optional(),
-    min_p: finiteNum.optional(),
-    repetition_penalty: finiteNum.optional(),
+    top_k: rangedNumber('top_k').optional(),
+    min_p: rangedNumber('min_p').optional(),
+    repetition_penalty: rangedNumber('repetition_penalty').optional(),
     length_penalty: finiteNum.optional(),
     stop_token_ids: tokenIds.optional(),
     include_stop_str_in_output: z.boolean().optional(),
@@ -164,7 +164,7 @@ export const inferenceRequest = z.object({
   maxTokens: z.number().int().positive(),
   minTokens: int.optional(),
   ignoreEos: z.boolean().optional(),
-  temperature: z.number().finite().optional(),
+  temperature: rangedNumber('temperature').optional(),
   /** every other parameter of the client's request, for the engine (see engineParams). */
   params: engineParams.optional(),
   tenant: z.string().max(128).optional(),

@@ -8,6 +8,8 @@
  * it is the gateway's estimate for a leg whose instance died before reporting its energy.
  */
 import { DynError } from '../../protocols/errors.ts';
+import { compileFastCheck } from '../../protocols/fast-check.ts';
+import { SAMPLING_RANGES, inRange, samplingError } from '../../protocols/sampling-limits.ts';
 import { CHAT_ONLY_PARAMS, REQUEST_ID_MAX, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
 
 /** An error the gateway answers with; `status` is the HTTP status, `type`/`code` go into the JSON body. */
@@ -182,6 +184,8 @@ const REFUSED: Record<string, (v: unknown) => string | null> = {
   kv_transfer_params: () => 'kv_transfer_params is not supported: the cluster does not run disaggregated prefill',
 };
 
+const fastEngineParams = compileFastCheck(engineParams);
+
 /** Validates the decoded JSON body of /v1/completions or /v1/chat/completions. Throws HttpError(400). */
 export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: ValidationLimits = DEFAULT_LIMITS): ParsedRequest {
   if (!isObj(body)) throw badRequest('request body must be a JSON object');
@@ -202,8 +206,8 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   if (minTokens !== undefined && minTokens > maxTokens) throw badRequest(`'min_tokens' (${minTokens}) exceeds max_tokens (${maxTokens})`, 'min_tokens');
   const t = body.temperature;
   // vLLM (SamplingParams): any non-negative temperature
-  if (t !== undefined && t !== null && (typeof t !== 'number' || !Number.isFinite(t) || t < 0)) {
-    throw badRequest(`'temperature' must be a non-negative number, got ${JSON.stringify(t)}`, 'temperature');
+  if (t !== undefined && t !== null && (typeof t !== 'number' || !inRange(SAMPLING_RANGES.temperature, t))) {
+    throw badRequest(`${SAMPLING_RANGES.temperature.says}, got ${JSON.stringify(t)}.`, 'temperature');
   }
   const stream = optBool(body, 'stream') ?? false;
   let includeUsage = false;
@@ -278,6 +282,11 @@ function parseEngineParams(kind: ApiKind, body: Record<string, unknown>): Engine
     any = true;
   }
   if (!any) return undefined;
+  // vLLM's ranges (protocols/sampling-limits.ts), with vLLM's messages, before the schema's type checks
+  const bad = samplingError(kind, rest);
+  if (bad) throw badRequest(bad.message, bad.param);
+  // the compiled check vouches for the common body; zod decides (and words the error) for any other
+  if (fastEngineParams(rest)) return checkedParams(kind, rest as EngineParams);
   const r = engineParams.safeParse(rest);
   if (!r.success) {
     const issue = r.error.issues[0]!;
@@ -292,7 +301,11 @@ function parseEngineParams(kind: ApiKind, body: Record<string, unknown>): Engine
     const where = issue.path.map(String).join('.');
     throw badRequest(`'${where}': ${issue.message}`, where);
   }
-  const p = r.data;
+  return checkedParams(kind, r.data);
+}
+
+/** The checks of engine parameters that the schema does not make (the API's logprobs type, request_id's length). */
+function checkedParams(kind: ApiKind, p: EngineParams): EngineParams {
   if (p.request_id !== undefined && p.request_id.length > REQUEST_ID_MAX) throw badRequest(`'request_id' must be at most ${REQUEST_ID_MAX} characters`, 'request_id');
   if (kind === 'completion' && typeof p.logprobs === 'boolean') throw badRequest("'logprobs' must be an integer on /v1/completions", 'logprobs');
   if (kind === 'chat' && typeof p.logprobs === 'number') throw badRequest("'logprobs' must be a boolean on /v1/chat/completions (with top_logprobs)", 'logprobs');

@@ -18,6 +18,7 @@
  *   when not streamed) and the rest as content. `include_reasoning` is not modelled.
  */
 import { hash3, outputLength, tokenText, uniform } from './text.ts';
+import { MAX_LOGPROBS } from '../../../protocols/sampling-limits.ts';
 
 export interface GenRequest {
   chat: boolean;
@@ -126,7 +127,7 @@ export function plan(g: GenRequest): Plan {
   if (g.chat) {
     if (p.logprobs === true) topLogprobs = typeof p.top_logprobs === 'number' ? p.top_logprobs : 0;
   } else if (typeof p.logprobs === 'number') topLogprobs = p.logprobs;
-  if (topLogprobs !== null && topLogprobs > 20) throw new GenerationError(`top logprobs of ${topLogprobs} requested; at most 20 are served`);
+  if (topLogprobs !== null && topLogprobs > MAX_LOGPROBS) throw new GenerationError(`Requested sample logprobs of ${topLogprobs}, which is greater than max allowed: ${MAX_LOGPROBS}`);
 
   // tool calls
   const tools = Array.isArray(p.tools) ? (p.tools as unknown[]).filter(isObj) : [];

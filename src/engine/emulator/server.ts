@@ -21,6 +21,7 @@ import { hash3 } from './text.ts';
 import { chatDelta, chatMessage, logprobsOf, plan, type Plan } from './generate.ts';
 import { decodeTokens, encodeChat, encodeText, tokenStrings, type TemplateMessage } from './tokenizer.ts';
 import { promptBlockHashes } from '../prefix-cache.ts';
+import { samplingError } from '../../../protocols/sampling-limits.ts';
 
 export interface EmulatorOptions {
   perf: PerfModel;
@@ -81,7 +82,7 @@ export interface EmulatorOptions {
 const wallMs = () => performance.timeOrigin + performance.now();
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly type = 'BadRequestError') {
+  constructor(readonly status: number, message: string, readonly type = 'BadRequestError', readonly param: string | null = null) {
     super(message);
   }
 }
@@ -162,7 +163,7 @@ export class EmulatorServer {
       if (!res.writableEnded) res.end();
       return;
     }
-    this.json(res, status, { error: { message, type, param: null, code: status } });
+    this.json(res, status, { error: { message, type, param: err instanceof HttpError ? err.param : null, code: status } });
   }
 
   private json(res: ServerResponse, status: number, body: unknown): void {
@@ -288,6 +289,9 @@ export class EmulatorServer {
     if (body.model !== this.servedModelName) {
       throw new HttpError(404, `The model \`${String(body.model)}\` does not exist.`, 'NotFoundError');
     }
+    // vLLM's sampling ranges (protocols/sampling-limits.ts): out of range is a 400 naming the parameter
+    const bad = samplingError(chat ? 'chat' : 'completion', body);
+    if (bad) throw new HttpError(400, bad.message, 'BadRequestError', bad.param);
     const maxLen = this.opts.perf.model.maxContext;
     const ids = truncatedIds(this.promptIds(body, chat), body.truncate_prompt_tokens, maxLen);
     const promptTokens = ids.length;
