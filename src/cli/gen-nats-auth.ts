@@ -9,9 +9,12 @@
  *                                deploy/nats's hosts nats-0..2 (hosts), or the route URLs given
  *   DIR/keys-<role>/...          each actor's nkey seed (NATS_NKEY), one directory per role
  * The default replica ids are the pod names of deploy/k8s's StatefulSets (cluster-manager-0, -1, ...).
+ * With the k8s routes (the default) it exits 1 when users.conf and routes.conf together exceed what one Kubernetes
+ * Secret holds (1 MiB; deploy/k8s/nats-secrets.sh puts both in dynamollm-nats-auth): fewer pools or nodes, or serve
+ * users.conf from a volume (docs/SECURITY.md "Limits").
  * Every run makes new keys: running it again and rolling the servers and actors rotates every credential.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
@@ -31,6 +34,17 @@ export function routeUrls(v: string | undefined): string[] {
   for (const u of urls) if (!/^nats(-route)?:\/\/[^\s@/]+:\d+$/.test(u)) throw new RangeError(`--routes: '${u}' is not nats://host:port or nats-route://host:port`);
   if (urls.length === 0) throw new RangeError('--routes: no route');
   return urls;
+}
+
+/** The most data one Kubernetes Secret holds (the API server refuses a larger one). */
+export const SECRET_MAX_BYTES = 1024 * 1024;
+
+/** Why the Secret dynamollm-nats-auth cannot hold `files` (their sizes together above SECRET_MAX_BYTES), or undefined. */
+export function secretTooLarge(files: string[]): string | undefined {
+  const bytes = files.reduce((n, f) => n + statSync(f).size, 0);
+  if (bytes <= SECRET_MAX_BYTES) return undefined;
+  return `${files.join(' + ')}: ${bytes} bytes, above the ${SECRET_MAX_BYTES} bytes one Kubernetes Secret holds ` +
+    '(dynamollm-nats-auth, deploy/k8s/nats-secrets.sh): configure fewer pools or nodes, or serve users.conf from a volume (docs/SECURITY.md "Limits")';
 }
 
 const ids = (v: string | undefined, prefix: string): string[] => (v ?? `${prefix}-0,${prefix}-1`).split(',').map((s) => s.trim()).filter(Boolean);
@@ -72,6 +86,11 @@ function main(): number {
       `           ${auth.routesFile} (as auth/routes.conf: route password, secret)\n` +
       `  actors:  ${out}/keys-<role>/ (seed files, mode 0600; NATS_NKEY)\n`,
   );
+  const tooLarge = secretTooLarge([auth.usersFile, auth.routesFile]);
+  if (tooLarge && (values.routes ?? 'k8s') === 'k8s') {
+    process.stderr.write(`gen:nats-auth: ${tooLarge}\n`);
+    return 1;
+  }
   return 0;
 }
 
