@@ -28,14 +28,14 @@ describe('generated protocol files', () => {
   it('every message of the catalog has a schema', () => {
     const names = new Set(Object.keys(messageSchemas()));
     for (const e of CATALOG) {
-      for (const m of [e.message, ...(e.reply ?? '').split(' | ')].map((s) => s.replace(/ \(JSON\)$/, '')).filter((s) => /^[A-Z]\w+$/.test(s))) {
+      for (const m of [...e.message.split(' | '), ...(e.reply ?? '').split(' | ')].map((s) => s.replace(/ \(JSON\)$/, '')).filter((s) => /^[A-Z]\w+$/.test(s))) {
         expect(names.has(m), `${e.subject}: ${m}`).toBe(true);
       }
     }
   });
 
   it('every message schema travels on a subject or KV key of the catalog', () => {
-    const named = new Set(CATALOG.flatMap((e) => [e.message, ...(e.reply ?? '').split(' | ')].map((s) => s.replace(/ \(JSON\)$/, ''))));
+    const named = new Set(CATALOG.flatMap((e) => [...e.message.split(' | '), ...(e.reply ?? '').split(' | ')].map((s) => s.replace(/ \(JSON\)$/, ''))));
     expect(Object.keys(messageSchemas()).filter((m) => !named.has(m))).toEqual([]);
   });
 });
