@@ -14,6 +14,8 @@ interface Series {
   counts: number[];
   sum: number;
   count: number;
+  /** its observer (labels() gives it, no object made per call). */
+  child: TokenHistogramChild;
 }
 
 export interface TokenHistogramChild {
@@ -43,20 +45,9 @@ export class TokenHistogram<L extends string> {
     for (const r of registers) r.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
   }
 
-  /** The series of these label values (looked up once: keep the child for a stream's tokens). */
+  /** The series of these label values (looked up once: keep the child for a stream's tokens): its one child, made with it. */
   labels(l: Record<L, string>): TokenHistogramChild {
-    const series = this.seriesOf(l);
-    const bounds = this.bounds;
-    return {
-      observe(value: number): void {
-        if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
-        let i = 0;
-        while (i < bounds.length && value > bounds[i]!) i++;
-        series.counts[i]!++;
-        series.sum += value;
-        series.count++;
-      },
-    };
+    return this.seriesOf(l).child;
   }
 
   observe(l: Record<L, string>, value: number): void {
@@ -75,15 +66,26 @@ export class TokenHistogram<L extends string> {
   }
 
   private seriesOf(l: Record<L, string>): Series {
-    const key = this.labelNames.map((n) => l[n]).join('\u0000');
-    let s = this.series.get(key);
-    if (!s) {
-      const labels: Record<string, string> = {};
-      for (const n of this.labelNames) labels[n] = l[n];
-      s = { labels, counts: new Array<number>(this.bounds.length + 1).fill(0), sum: 0, count: 0 };
-      this.series.set(key, s);
-    }
-    return s;
+    let key = '';
+    for (const n of this.labelNames) key += `${l[n]}\u0000`;
+    const s = this.series.get(key);
+    if (s) return s;
+    const labels: Record<string, string> = {};
+    for (const n of this.labelNames) labels[n] = l[n];
+    const series: Series = { labels, counts: new Array<number>(this.bounds.length + 1).fill(0), sum: 0, count: 0, child: undefined as unknown as TokenHistogramChild };
+    const bounds = this.bounds;
+    series.child = {
+      observe(value: number): void {
+        if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+        let i = 0;
+        while (i < bounds.length && value > bounds[i]!) i++;
+        series.counts[i]!++;
+        series.sum += value;
+        series.count++;
+      },
+    };
+    this.series.set(key, series);
+    return series;
   }
 
   reset(): void {

@@ -25,6 +25,25 @@ function samples(text: string): string[] {
 }
 
 describe('TokenHistogram', () => {
+  it("gives one child per label set (none made per call), each counting into its own series; a reset starts new ones", async () => {
+    const r = new Registry();
+    const h = new TokenHistogram(NAME, 'h', ['model_name', 'type', 'pool'], BUCKETS, [r]);
+    const a = h.labels({ model_name: 'm', type: 'SS', pool: 'p' });
+    expect(h.labels({ model_name: 'm', type: 'SS', pool: 'p' })).toBe(a);
+    // label values that a separator joining them would run together are other series
+    const b = h.labels({ model_name: 'm', type: 'S', pool: 'Sp' });
+    const c = h.labels({ model_name: 'mS', type: 'S', pool: 'p' });
+    expect(new Set([a, b, c]).size).toBe(3);
+    a.observe(0.004);
+    h.labels({ model_name: 'm', type: 'SS', pool: 'p' }).observe(0.2);
+    b.observe(0.004);
+    const count = async () => (await h.get()).values.filter((v) => v.metricName === `${NAME}_count`).map((v) => `${v.labels.type}/${v.labels.pool}:${v.value}`).sort();
+    expect(await count()).toEqual(['S/Sp:1', 'S/p:0', 'SS/p:2']);
+    h.reset();
+    expect(h.labels({ model_name: 'm', type: 'SS', pool: 'p' })).not.toBe(a);
+    expect(await count()).toEqual(['SS/p:0']);
+  });
+
   it("exposes the samples prom-client's Histogram exposes for the same observations", async () => {
     const ra = new Registry(), rb = new Registry();
     const a = new Histogram({ name: NAME, help: 'h', labelNames: ['model_name', 'type', 'pool'], buckets: BUCKETS, registers: [ra] });

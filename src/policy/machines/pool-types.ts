@@ -74,7 +74,11 @@ export interface PoolMachineConfig {
 }
 
 /** `stateSinceMs`: when its process's status first said its state; `deadMs`: when this view took it for dead (alive false); both ms, what a view reports as out since (policy outOfDispatchSince). */
-export interface TrackedInstance { status: InstanceStatus; lastSeenMs: number; alive: boolean; stateSinceMs?: number; deadMs?: number }
+export interface TrackedInstance {
+  status: InstanceStatus; lastSeenMs: number; alive: boolean; stateSinceMs?: number; deadMs?: number;
+  /** the status as received, copied once (countDispatched), and the requests this view sent the instance since it: `status` is it with them counted. */
+  received?: InstanceStatus; dispatched?: { n: number; tokens: number };
+}
 /** A dispatched request: the instance it went to, and that instance's process (startedMs) as the leader saw it. */
 export interface Outstanding { req: InferenceRequest; instance: string; atMs: number; startedMs?: number }
 /** An entry of the stored list of dispatched requests (what a successor adopts). */

@@ -130,10 +130,16 @@ export function trackedStatus(t: TrackedInstance | undefined, st: InstanceStatus
 /** The instance as its view counts it once a request of `inputTokens` went to it (until its next status says). */
 export function countDispatched(t: TrackedInstance, inputTokens: number): TrackedInstance {
   const st = t.status;
-  // the status's copy with its own members replaced (a member added to a spread's copy takes V8's slow path)
-  const status = { ...st, queued: st.queued + 1 };
-  if (st.pendingPrefillTokens !== undefined) status.pendingPrefillTokens = st.pendingPrefillTokens + inputTokens;
-  return { ...t, status };
+  // every count is a copy of the status as received (copied once: a decoded message's members are a dictionary, and V8
+  // copies one fast object many times on its fast path, not a chain of copies of copies), the view's requests added
+  const received = t.received ?? { ...st };
+  const n = (t.dispatched?.n ?? 0) + 1, tokens = (t.dispatched?.tokens ?? 0) + inputTokens;
+  const status = { ...received, queued: received.queued + n };
+  if (received.pendingPrefillTokens !== undefined) status.pendingPrefillTokens = received.pendingPrefillTokens + tokens;
+  const out = { ...t, status };
+  out.received = received;
+  out.dispatched = { n, tokens };
+  return out;
 }
 
 export interface RouterConfig {
