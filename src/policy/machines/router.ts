@@ -136,10 +136,8 @@ export function countDispatched(t: TrackedInstance, inputTokens: number): Tracke
   const n = (t.dispatched?.n ?? 0) + 1, tokens = (t.dispatched?.tokens ?? 0) + inputTokens;
   const status = { ...received, queued: received.queued + n };
   if (received.pendingPrefillTokens !== undefined) status.pendingPrefillTokens = received.pendingPrefillTokens + tokens;
-  const out = { ...t, status };
-  out.received = received;
-  out.dispatched = { n, tokens };
-  return out;
+  // a literal, not a spread of `t` with members added (V8's slow path, ~0.5 us per request)
+  return { status, lastSeenMs: t.lastSeenMs, alive: t.alive, stateSinceMs: t.stateSinceMs, deadMs: t.deadMs, received, dispatched: { n, tokens } };
 }
 
 export interface RouterConfig {
