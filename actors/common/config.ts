@@ -203,6 +203,12 @@ export const configSchema = z
          * The instance manager reports the engine's prefix-cache counters (InstanceStatus.prefixCacheTokens).
          */
         prefixCaching: z.boolean().optional(),
+        /**
+         * vllm: sleep mode, which scaling.sleepStandby puts engines in: passes --enable-sleep-mode and runs the engine
+         * with VLLM_SERVER_DEV_MODE=1 (vLLM serves /sleep, /wake_up and /is_sleeping only then); default: on when
+         * scaling.sleepStandby is, or when engine.args has --enable-sleep-mode. The emulator always serves sleep mode.
+         */
+        enableSleep: z.boolean().optional(),
       }).strict()
       .default({}),
     gpuBackend: z.enum(['emulated', 'nvml', 'smi']).default('emulated'),
@@ -271,7 +277,7 @@ export const configSchema = z
         /**
          * keep the instances a pool's forecast does not need before a wake asleep through vLLM's sleep mode (the pool
          * leader's 'sleep' / 'wake' commands, src/policy/machines/pool-standby.ts; the engines need sleep mode:
-         * engine.enableSleep for vLLM, always on for the emulator). Default false: in the simulator it saved 0.2% on
+         * engine.enableSleep for vLLM, on by default with this, always on for the emulator). Default false: in the simulator it saved 0.2% on
          * the coding hour and cost 0.3% on the conversation hour (docs/SIMULATION.md).
          */
         sleepStandby: z.boolean().default(false),
@@ -405,6 +411,7 @@ export function crossFieldErrors(c: ClusterConfig): string[] {
   const out: string[] = [];
   if (!Object.hasOwn(MODELS, c.model)) out.push(`model: unknown model '${c.model}'${didYouMean(c.model, Object.keys(MODELS))} (known: ${Object.keys(MODELS).join(', ')})`);
   if (!Object.hasOwn(GPUS, c.gpu)) out.push(`gpu: unknown gpu '${c.gpu}'${didYouMean(c.gpu, Object.keys(GPUS))} (known: ${Object.keys(GPUS).join(', ')})`);
+  if (c.scaling.sleepStandby && c.engine.kind === 'vllm' && c.engine.enableSleep === false) out.push('scaling.sleepStandby: the standby puts engines to sleep, and engine.enableSleep is false (vLLM serves /sleep only in sleep mode)');
   const ids = new Set<string>();
   c.servers.forEach((s, i) => {
     if (ids.has(s.id)) out.push(`servers.${i}.id: duplicate server id '${s.id}'`);

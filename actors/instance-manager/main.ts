@@ -5,13 +5,12 @@
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { randomBytes } from 'node:crypto';
 import { createEngine } from '../../src/engine/index.ts';
-import { getModelSpec } from '../../src/model/catalog.ts';
 import type { instanceMetrics } from './metrics.ts';
 import { createGpuControl } from '../../src/gpu/index.ts';
 import { FollowingGpuControl } from '../../src/gpu/following.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
-import { engineOfProfile } from '../../src/model/perf.ts';
 import { profilePathOf, ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
+import { engineConfigOf } from './engine-config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { InstanceManager } from './instance-manager.ts';
@@ -31,24 +30,7 @@ class InstanceActor extends Actor {
     if (!profile) this.log.warn({ profile: profilePathOf(c) }, 'no profile: the instance stays at max clock');
     // the engine refuses /v1 calls without this key; the gateways that stream a direct request get it in the grant
     const engineApiKey = randomBytes(24).toString('base64url');
-    const engine = createEngine({
-      // vLLM loads engine.model (a Hugging Face repo or a local path; default the catalog's HF name of the model)
-      // and serves it under the cluster's model id; the emulator takes the model id itself
-      kind: c.engine.kind, model: c.engine.kind === 'vllm' ? (c.engine.model ?? getModelSpec(c.model).name) : c.model, gpu: c.gpu, tp: this.a.tp, gpuIds: this.a.gpuIds, port: 0,
-      host: engineHost(c, this.a.node),
-      apiKey: engineApiKey,
-      timeScale: c.engine.timeScale, servedModelName: c.model, startupDelayMs: c.engine.startupDelayMs, healthDeadlineMs: c.engine.healthDeadlineMs,
-      // engine.args are extra arguments after `vllm serve <model> --tensor-parallel-size N --port P ...`
-      ...(c.engine.command ? { command: c.engine.command } : {}), ...(c.engine.args ? { extraArgs: c.engine.args } : {}),
-      restart: { initialBackoffMs: 200, maxBackoffMs: 5000 },
-      ...(c.engine.streamInterval > 1 ? { streamInterval: c.engine.streamInterval } : {}),
-      // the engine schedules with the budget the profile describes (absent in older profiles: the engine's default)
-      ...(profile?.scheduler ? { scheduler: profile.scheduler } : {}),
-      // an emulated engine runs the performance model the profile was generated from (one model, not two)
-      ...(profile && profile.source.kind === 'model' ? { calibrationEngine: engineOfProfile(profile) } : {}),
-      ...(c.engine.longPrefillTokenThreshold > 0 ? { longPrefillTokenThreshold: c.engine.longPrefillTokenThreshold } : {}),
-      ...(c.engine.prefixCaching !== undefined ? { prefixCaching: c.engine.prefixCaching } : {}),
-    });
+    const engine = createEngine(engineConfigOf(c, { tp: this.a.tp, gpuIds: this.a.gpuIds, node: this.a.node, apiKey: engineApiKey, profile }));
     this.im = new InstanceManager({
       id: this.id, pool: this.a.pool, node: this.a.node, tp: this.a.tp, gpuIds: this.a.gpuIds, config: c, bus: this.bus, log: this.log,
       engine, profile, engineApiKey,
@@ -107,10 +89,4 @@ export function createActor(o: ActorFactoryOptions): Actor {
   );
 }
 
-/**
- * Where this instance's engine listens, which is also the URL a gateway streaming a direct request is granted:
- * its server's `address`, else env DYNAMOLLM_ENGINE_HOST (the node agent's, e.g. its pod IP), else 127.0.0.1.
- */
-export function engineHost(c: ClusterConfig, node: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return c.servers.find((s) => s.id === node)?.address ?? (env.DYNAMOLLM_ENGINE_HOST || undefined) ?? '127.0.0.1';
-}
+export { engineHost } from './engine-config.ts';
