@@ -150,6 +150,7 @@ export const gatewaySchema = z
      * CORS, as vLLM's --allowed-origins, --allowed-methods, --allowed-headers, --allow-credentials (actors/gateway/cors.ts),
      * with vLLM's defaults: any origin, method and header ('*'), no credentials. An origin is '*', 'null' or
      * scheme://host[:port] as a browser sends it (no path, no trailing slash). A preflight is answered without an API key.
+     * /ws admits a browser page from the gateway's own host or an origin allowedOrigins names ('*' names none: ws-origin.ts).
      */
     allowedOrigins: z.array(z.string().regex(/^(\*|null|[a-z][a-z0-9+.-]*:\/\/[^\s/]+)$/i, "an origin is '*', 'null' or scheme://host[:port] (no path, no trailing slash)")).default(['*']),
     allowedMethods: z.array(z.string().regex(HTTP_TOKEN, 'a method is an HTTP token (e.g. GET, POST) or *')).default(['*']),

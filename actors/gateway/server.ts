@@ -47,6 +47,7 @@ import { routeLabel } from './route-label.ts';
 import { DYNAMOLLM_VERSION } from '../../src/runtime/version.ts';
 import { collectChoice, collectedBody } from './collect.ts';
 import { Cors } from './cors.ts';
+import { wsUpgradeRefusal } from './ws-origin.ts';
 import { echoSource, echoedPrompt } from './echo.ts';
 import { LeanAbort, type AbortLike } from '../../src/runtime/abort.ts';
 import { InFlight } from './drain.ts';
@@ -119,10 +120,8 @@ export class GatewayServer {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
         return;
       }
-      if (!this.auth.readAllowed(req)) {
-        socket.end('HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nConnection: close\r\n\r\n');
-        return;
-      }
+      const refused = wsUpgradeRefusal(req, this.opts.cors?.allowedOrigins, () => this.auth.readAllowed(req)); // ws-origin.ts: 403, 401
+      if (refused) return void socket.end(refused);
       // (the socket has no data listener until handleUpgrade binds one: nothing it sends meanwhile is lost)
       import('ws').then((m) => (this.wss ??= new m.WebSocketServer({ noServer: true, maxPayload: 4096 })).handleUpgrade(req, socket, head, (ws) => this.onWs(ws)), () => socket.destroy());
     });

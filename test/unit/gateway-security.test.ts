@@ -2,7 +2,8 @@
  * Issue 12, the HTTP front door: with API keys every endpoint but /healthz needs one (a read-only metrics
  * token works on /metrics only; the dashboard takes the key once through /?key=, then a cookie), the default
  * bind is loopback, slow-loris clients are cut within seconds, and a body above the limit (which sits below
- * NATS max_payload) gets a 413 that does not ask for a retry.
+ * NATS max_payload) gets a 413 that does not ask for a retry. /ws refuses a browser page of another origin (the
+ * dashboard's cookie rides on any same-site upgrade, another port or subdomain included).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Socket } from 'node:net';
@@ -13,6 +14,7 @@ import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
 import { NATS_MAX_PAYLOAD_BYTES } from '../../src/runtime/nats-server-config.ts';
+import { wsOriginAllowed } from '../../actors/gateway/ws-origin.ts';
 
 class EchoBackend implements GatewayBackend {
   async submit(req: InferenceRequest): Promise<AsyncIterable<TokenChunk>> {
@@ -166,5 +168,57 @@ describe('a request target the URL parser refuses', () => {
     expect(await raw('DELETE //n|-CO HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
     expect(await raw('GET //n|-CO HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
     expect((await get('/healthz')).status).toBe(200);
+  });
+});
+
+/** The status an upgrade to /ws on `p` gets: 101 opened, else the refusal's. */
+const wsAt = (p: number, headers: Record<string, string>) =>
+  new Promise<number>((resolve) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${p}/ws`, { headers });
+    ws.on('open', () => {
+      ws.close();
+      resolve(101);
+    });
+    ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+    ws.on('error', () => resolve(-1));
+  });
+
+describe('/ws and the Origin of a browser page', () => {
+  it("opens for the gateway's own origin; 403 for another port, a sibling host or an opaque origin, with the user's cookie; a key header without Origin opens", async () => {
+    const c = (await get(`/?key=${KEY}`)).headers.get('set-cookie')!.split(';')[0]!;
+    expect(await wsAt(port, { cookie: c, origin: `http://127.0.0.1:${port}` })).toBe(101);
+    expect(await wsAt(port, { cookie: c, origin: `https://127.0.0.1:${port}` })).toBe(101); // a TLS proxy in front keeps the host
+    for (const origin of [`http://127.0.0.1:${port + 1}`, `http://evil.127.0.0.1.nip.io:${port}`, 'http://127.0.0.1', 'null', 'not a url']) {
+      expect(await wsAt(port, { cookie: c, origin }), origin).toBe(403);
+    }
+    expect(await wsAt(port, { ...bearer(KEY) })).toBe(101);
+    expect(await wsAt(port, { origin: `http://127.0.0.1:${port}` })).toBe(401);
+  });
+
+  it("opens for an origin gateway.allowedOrigins names; '*' names none", async () => {
+    const other = new GatewayServer({
+      backend: new EchoBackend(), port: 0, apiKeys: [KEY], models: ['m1'], metrics: new TelemetryMetrics({ processMetrics: false }), live: new LiveState(),
+      cors: { allowedOrigins: ['*', 'https://dash.example.com'], allowedMethods: ['*'], allowedHeaders: ['*'], allowCredentials: true },
+    });
+    const p = await other.listen();
+    try {
+      const c = `dynamollm_key=${KEY}`;
+      expect(await wsAt(p, { cookie: c, origin: 'https://dash.example.com' })).toBe(101);
+      expect(await wsAt(p, { cookie: c, origin: 'https://evil.example.com' })).toBe(403);
+      expect(await wsAt(p, { cookie: c, origin: 'http://dash.example.com' })).toBe(403);
+    } finally {
+      await other.close(100);
+    }
+  });
+
+  it('wsOriginAllowed: a default port written out or left off is the same origin; no Origin is no browser', () => {
+    expect(wsOriginAllowed('http://gw.example', 'gw.example:80', [])).toBe(true);
+    expect(wsOriginAllowed('https://gw.example:443', 'gw.example', [])).toBe(true);
+    expect(wsOriginAllowed('http://gw.example:8000', 'gw.example', [])).toBe(false);
+    expect(wsOriginAllowed('http://a.gw.example', 'gw.example', [])).toBe(false);
+    expect(wsOriginAllowed('http://gw.example', undefined, [])).toBe(false);
+    expect(wsOriginAllowed('chrome-extension://abc', 'abc', [])).toBe(false);
+    expect(wsOriginAllowed(undefined, 'gw.example', [])).toBe(true);
+    expect(wsOriginAllowed('null', 'gw.example', ['null'])).toBe(true);
   });
 });
