@@ -57,8 +57,9 @@ export function runDirectLeg(h: LegHost, q: Held, r: Running, credited: boolean)
       if (!end) throw err;
       const { rep, energyJ, energySource } = end;
       const outcome = rep.outcome === 'ok' || rep.outcome === 'cancelled' || rep.outcome === 'timed_out' ? rep.outcome : 'failed';
-      // the engine's own count of the prompt when the gateway had it (usage.prompt_tokens)
-      h.record(rep.promptTokens !== undefined ? { ...req, inputTokens: rep.promptTokens } : req, req.type, outcome, r, rep.completionTokens ?? 0, energyJ, energySource);
+      // the engine's own count of the prompt when the gateway had it (usage.prompt_tokens): the leg is over, its held body takes it
+      if (rep.promptTokens !== undefined) req.inputTokens = rep.promptTokens;
+      h.record(req, req.type, outcome, r, rep.completionTokens ?? 0, energyJ, energySource);
       ok = outcome === 'ok';
     } catch (e) {
       const w = toWireError(e);
@@ -181,6 +182,8 @@ function endElsewhere(h: LegHost, r: Running): void {
   }
 }
 
+const withoutWishes = ({ replyGrant: _g, creditTo: _c, ...wire }: NonNullable<LegReportT['request']>) => wire;
+
 /**
  * A request a gateway started on a credit this instance lent it (docs/DATAPATH.md "Admission credits"): it
  * is checked as an admission is (its own stream subject, a direct request), then held and counted as running
@@ -194,8 +197,8 @@ function creditedReport(h: LegHost, rep: LegReportT): LegReplyT {
     return { v: 1, ok: false, error: { code: 'invalid_request', message: `instance ${h.id}: a credited report carries its direct request (its own stream subject) and credit`, retryable: false } };
   }
   if (h.held.has(asked.id)) return { v: 1, ok: true };
-  const { replyGrant: _g, creditTo: _c, ...wire } = asked;
-  const req = classified(wire, h.config);
+  // an admission's wishes are not the held request's (a credited report carries none: no copy then)
+  const req = classified(asked.replyGrant === undefined && asked.creditTo === undefined ? asked : withoutWishes(asked), h.config);
   h.held.set(req.id, { req, admittedMs: h.clock.now() });
   h.watchCancel(req.id);
   const { effects } = h.step({ type: 'credited_start', req: machineRequest(req), gateway: credit.gateway, epoch: credit.epoch, ...(credit.topUp ? { topUp: true } : {}) });

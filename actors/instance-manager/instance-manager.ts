@@ -49,7 +49,7 @@ import { requestShareJ } from '../../src/policy/energy.ts';
 import { newRunning, TTFT_TRACE, type Held, type LegHost, type Running } from './running.ts';
 import { streamFromEngine } from './engine-stream.ts';
 import { legMessage, runDirectLeg } from './direct-legs.ts';
-import { instanceStatus, instanceTelemetry, requestRecord } from './status.ts';
+import { RecordCodec, instanceStatus, instanceTelemetry, requestRecord } from './status.ts';
 import type { InstanceMetricsSnapshot } from './metrics.ts';
 import { RequestTally } from '../../src/telemetry/request-counts.ts';
 export type { InstanceMetricsSnapshot } from './metrics.ts';
@@ -425,7 +425,7 @@ export class InstanceManager {
     const rec = requestRecord(this, req, type, outcome, r, completionTokens, energyJ, energySource, this.#clock.now());
     this.#tally.add(rec);
     try {
-      this.#bus.publish(subjects.telRequest(this.pool), RequestRecord, rec);
+      this.#bus.publish(subjects.telRequest(this.pool), RecordCodec, rec);
     } catch (err) {
       this.#log.warn({ err: (err as Error).message }, 'request record not published');
     }

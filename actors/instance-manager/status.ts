@@ -3,7 +3,7 @@
  * measures: InstanceStatus (liveness and the dispatch view), InstanceTelemetry, and each request's RequestRecord.
  * Pure builders; the manager publishes them (instance-manager.ts).
  */
-import type { InstanceStatus, InstanceTelemetry, RequestCounts, RequestRecord, RequestType } from '../../protocols/index.ts';
+import { RequestRecord, senderTrusted, type InstanceStatus, type InstanceTelemetry, type RequestCounts, type RequestType } from '../../protocols/index.ts';
 import type { NatsConnectionId } from '../../protocols/nats-advisory.ts';
 import { currentLoad, pendingPrefillTokens, projectedLoad, type InstanceMachineConfig, type InstanceMachineState } from '../../src/policy/machines/instance.ts';
 import { creditsOutstanding } from '../../src/policy/machines/credits.ts';
@@ -66,6 +66,9 @@ export function instanceTelemetry(
 }
 
 /** A request's record: its outcome, tokens, energy, TTFT and TBT against its SLO. */
+/** the instance's request records, built by requestRecord from its own values: packed without the sender-side check (each reader's decode validates). */
+export const RecordCodec = senderTrusted(RequestRecord);
+
 export function requestRecord(
   o: Pick<StatusIdentity, 'id' | 'pool'>, req: ClassifiedRequest, type: RequestType, outcome: RequestRecord['outcome'], r: Running | undefined,
   completionTokens: number, energyJ: number, energySource: 'measured' | 'modelled', finishedMs: number,
