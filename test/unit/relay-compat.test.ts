@@ -34,7 +34,7 @@ function instanceStream(paced: boolean) {
   const errors: WireError[] = [];
   const outcomes: string[] = [];
   const req = {
-    v: 1, id: 'r1', model: 'm', kind: 'completion', prompt: 'p', inputTokens: 1, maxTokens: TOKENS, arrivalMs: 0, giveUpAtMs: 600_000,
+    v: 1, id: 'r1', model: 'm', kind: 'completion', prompt: 'p', inputTokens: 1, maxTokens: TOKENS, arrivalMs: clock.now(), giveUpAtMs: clock.now() + 600_000,
     streamSubject: subjects.stream('r1'), type: 'SS', slo: { ttftMs: 1000, tbtMs: 100 }, ...(paced ? { relayCredit: true } : {}),
   } as unknown as Running['req'];
   const r = newRunning(req, clock.now());
