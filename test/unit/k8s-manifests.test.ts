@@ -22,6 +22,7 @@ import { shutdownLimitMs } from '../../src/runtime/actor.ts';
 import { NODE_AGENT_SHUTDOWN_LIMIT_MS } from '../../actors/node-agent/deadlines.ts';
 import { gatewayShutdownLimitMs } from '../../actors/gateway/deadlines.ts';
 import { routeUrls } from '../../src/cli/gen-nats-auth.ts';
+import { engineConfigOf } from '../../actors/instance-manager/engine-config.ts';
 
 type Obj = Record<string, any>;
 
@@ -289,7 +290,8 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
       }
     }
     // the engines take the port the kernel gives them, which the instance manager learns from their output
-    expect(readFileSync('actors/instance-manager/main.ts', 'utf8')).toMatch(/gpuIds: this\.a\.gpuIds, port: 0,/);
+    const { cluster } = splitConfig(parse(readFileSync('deploy/k8s/cluster.yaml', 'utf8')), 'deploy/k8s/cluster.yaml');
+    expect(engineConfigOf(cluster, { tp: 1, gpuIds: [0], node: NODES[0]!, apiKey: 'k', profile: undefined }, { DYNAMOLLM_ENGINE_HOST: '10.0.0.7' }).port).toBe(0);
   });
 
   it('the images are the ones deploy/docker builds', () => {
