@@ -16,6 +16,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { one } from '../test/bench/ttft-trace.ts';
 import { freePort } from '../test/helpers/net.ts';
 
 /** each target's tree and the environment its cluster gets (`KEY=VALUE,KEY=VALUE@tree`: the same tree with and without a setting). */
@@ -70,24 +71,8 @@ async function engineAlone(tree: string): Promise<Target> {
   return { name: 'engine alone', base: `http://127.0.0.1:${port}`, proc: emu, ttfts: [] };
 }
 
-/** One streamed 4-token completion: ms to its first token (the datapath bench's `one`). */
-async function one(base: string): Promise<number> {
-  const t0 = performance.now();
-  const r = await fetch(`${base}/v1/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: MODEL, prompt: [1, 2, 3, 4, 5, 6, 7, 8], max_tokens: 4, ignore_eos: true, stream: true }),
-  });
-  if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}: ${await r.text()}`);
-  let ttft = -1;
-  const dec = new TextDecoder();
-  let buf = '';
-  for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) {
-    buf += dec.decode(part, { stream: true });
-    if (ttft < 0 && /"text":"[^"]/.test(buf)) ttft = performance.now() - t0;
-  }
-  if (!buf.includes('[DONE]')) throw new Error(`stream ended without [DONE]: ${buf.slice(-400)}`);
-  return ttft;
-}
+/** One streamed 4-token completion: ms to its first token (the datapath bench's probe). */
+const ttftOf = async (base: string): Promise<number> => (await one(base, MODEL, 4)).ttftMs;
 
 const q = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -99,10 +84,10 @@ try {
   targets.push(await engineAlone(trees[0]!.tree));
   for (const [i, t] of trees.entries()) targets.push(await cluster(t.tree, `${String.fromCharCode(65 + i)} ${t.arg}`, t.env));
   for (const t of targets) {
-    for (let i = 0; i < 20; i++) await one(t.base);
+    for (let i = 0; i < 20; i++) await ttftOf(t.base);
     const until = performance.now() + WARM_S * 1000;
     await Promise.all(Array.from({ length: 16 }, async () => {
-      while (performance.now() < until) await one(t.base);
+      while (performance.now() < until) await ttftOf(t.base);
     }));
   }
   await sleep(500);
@@ -111,7 +96,7 @@ try {
     const n = Math.min(BLOCK, SEQ - round * BLOCK);
     for (let k = 0; k < targets.length; k++) {
       const t = targets[(k + round) % targets.length]!;
-      for (let i = 0; i < n; i++) t.ttfts.push(await one(t.base));
+      for (let i = 0; i < n; i++) t.ttfts.push(await ttftOf(t.base));
     }
   }
   const base = targets[0]!.ttfts;

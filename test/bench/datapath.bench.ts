@@ -35,8 +35,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchSection } from './types.ts';
 import { percentile } from '../../src/sim/metrics.ts';
-import { monoMs } from '../../src/runtime/first-token-trace.ts';
-import { clientTail, readTrace, traceBreakdown, type ClientSample } from './ttft-trace.ts';
+import { clientTail, one, readTrace, traceBreakdown, type ClientSample } from './ttft-trace.ts';
 import { completionBody } from './closed-loop-client.ts';
 import { LoopThreads } from './closed-loop.ts';
 import { cpuSnapshot, engineBaseline, hostCpuMs, loadTable, msByRole, roleLoads, sum, tree, wakes, type ProcTree, type WindowLoad } from './datapath-cpu.ts';
@@ -100,27 +99,6 @@ async function waitFor(out: () => string, needle: string, ms: number): Promise<v
     if (Date.now() > until) throw new Error(`timed out waiting for '${needle}':\n${out().slice(-2000)}`);
     await new Promise((r) => setTimeout(r, 200));
   }
-}
-
-/** Streaming completion; resolves with ms to the first token and to the end, its send on CLOCK_MONOTONIC and its x-request-id. */
-async function one(base: string, model: string, maxTokens: number): Promise<{ ttftMs: number; totalMs: number } & ClientSample> {
-  const sendMono = monoMs();
-  const t0 = performance.now();
-  const r = await fetch(`${base}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model, prompt: [1, 2, 3, 4, 5, 6, 7, 8], max_tokens: maxTokens, ignore_eos: true, stream: true }),
-  });
-  if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}: ${await r.text()}`);
-  let ttft = -1;
-  const dec = new TextDecoder();
-  let buf = '';
-  for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) {
-    buf += dec.decode(part, { stream: true });
-    if (ttft < 0 && /"text":"[^"]/.test(buf)) ttft = performance.now() - t0;
-  }
-  if (!buf.includes('[DONE]')) throw new Error(`stream ended without [DONE]: ${buf.slice(-400)}`);
-  return { ttftMs: ttft, totalMs: performance.now() - t0, sendMono, id: r.headers.get('x-request-id') };
 }
 
 /** one() that counts a refusal (HTTP 429/503: the cluster at capacity) instead of failing the section. */

@@ -7,7 +7,7 @@
  * (the client's send to the gateway's head, the gateway's first write to the client's first token).
  */
 import { readFileSync } from 'node:fs';
-import { SEGMENTS, type FirstTokenLine } from '../../src/runtime/first-token-trace.ts';
+import { SEGMENTS, monoMs, type FirstTokenLine } from '../../src/runtime/first-token-trace.ts';
 import { percentile } from '../../src/sim/metrics.ts';
 
 /** One sequential request as the client saw it. */
@@ -92,4 +92,25 @@ export function traceBreakdown(samples: ClientSample[], trace: Map<string, First
     `TTFT trace (DYN_BENCH_TRACE_TTFT): ${joined.length} of ${samples.length} sequential requests joined with the gateway's marks by request id; the slowest ${slow.length} (TTFT >= ${us(slow[slow.length - 1]!.ttftMs)} us) against all: TTFT median ${us(med(slow.map((j) => j.ttftMs)))} vs ${us(med(joined.map((j) => j.ttftMs)))} us; median per segment, us (slowest vs all): ${rows.join('; ')}`,
     `TTFT trace, the slowest ${slow.length}: ${gc} with a garbage collection in the gateway (from the previous stream's end to the first write; all: ${gcAll} of ${joined.length}); ${busy} arrived while the gateway's loop was busy (over ${BUSY_MS * 1000} us active since the previous stream's end; all: ${busyAll}), its active time median ${us(med(slow.map((j) => j.g.loopBusyMs)))} vs ${us(med(joined.map((j) => j.g.loopBusyMs)))} us; outside the gateway's own marks (client send -> head, first write -> client's first token): ${(share(slow) * 100).toFixed(1)}% of their TTFT (all: ${(share(joined) * 100).toFixed(1)}%), median ${us(med(slow.map(outside)))} vs ${us(med(joined.map(outside)))} us${clockOk ? '' : ' (a negative send -> head: the clocks do not agree, the split between the two outside segments is unreliable)'}; their largest segment: ${[...largest].sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k} ${n}`).join(', ')}`,
   ];
+}
+
+/** Streaming completion; resolves with ms to the first token and to the end, its send on CLOCK_MONOTONIC and its x-request-id. */
+export async function one(base: string, model: string, maxTokens: number): Promise<{ ttftMs: number; totalMs: number } & ClientSample> {
+  const sendMono = monoMs();
+  const t0 = performance.now();
+  const r = await fetch(`${base}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model, prompt: [1, 2, 3, 4, 5, 6, 7, 8], max_tokens: maxTokens, ignore_eos: true, stream: true }),
+  });
+  if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}: ${await r.text()}`);
+  let ttft = -1;
+  const dec = new TextDecoder();
+  let buf = '';
+  for await (const part of r.body as unknown as AsyncIterable<Uint8Array>) {
+    buf += dec.decode(part, { stream: true });
+    if (ttft < 0 && /"text":"[^"]/.test(buf)) ttft = performance.now() - t0;
+  }
+  if (!buf.includes('[DONE]')) throw new Error(`stream ended without [DONE]: ${buf.slice(-400)}`);
+  return { ttftMs: ttft, totalMs: performance.now() - t0, sendMono, id: r.headers.get('x-request-id') };
 }
