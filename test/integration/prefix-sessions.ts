@@ -62,6 +62,12 @@ export interface SessionsResult {
   requestEnergyJ: number;
   /** turns after a session's first served by the instance that served its previous turn. */
   sameInstanceShare: number;
+  /**
+   * the same share were each turn placed on an instance at random with the run's own spread (the sum over instances
+   * of its share of the requests, squared): what sameInstanceShare reads without any stickiness, high when the load
+   * sits on few instances (an energy-packing pick at low load).
+   */
+  chanceSameShare: number;
   wallS: number;
 }
 
@@ -234,10 +240,12 @@ export async function startSessionsCluster(o: ClusterOptions = {}): Promise<Sess
             if (at[t]?.instance !== undefined && at[t]!.instance === at[t - 1]?.instance) same++;
           }
         }
+        const placed = perInstance.reduce((a, p) => a + p.requests, 0);
+        const chanceSameShare = placed ? perInstance.reduce((a, p) => a + (p.requests / placed) ** 2, 0) : 0;
         return {
           routing: r.routing, requests, failed: errors.length, retried, errors: errors.slice(0, 5), lookupTokens, hitTokens, hitShare: lookupTokens > 0 ? hitTokens / lookupTokens : 0,
           perInstance, ttftP50Ms: pct(ttfts, 0.5), ttftP90Ms: pct(ttfts, 0.9), ttftP99Ms: pct(ttfts, 0.99), energyJ, energyPerRequestJ: ok ? energyJ / ok : NaN,
-          requestEnergyJ, sameInstanceShare: next ? same / next : 0, wallS,
+          requestEnergyJ, sameInstanceShare: next ? same / next : 0, chanceSameShare, wallS,
         };
       } finally {
         await gw.stop().catch(() => undefined);
