@@ -9,19 +9,24 @@ import { connect } from 'node:net';
 export function slowClient(port: number, body: string, path = '/v1/completions') {
   const s = connect(port, '127.0.0.1');
   s.pause();
-  let raw = Buffer.alloc(0);
+  // the reads kept as they come and joined once per body(): a copy of all so far per read would make the client's
+  // own CPU grow with the square of the stream, and a client busy copying reads too late for the gateway's stall bound
+  const reads: Buffer[] = [];
   const ended = new Promise<void>((resolve) => s.on('close', () => resolve()));
   s.on('error', () => undefined);
   s.on('connect', () => s.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`));
   return {
     socket: s,
     read: () => {
-      s.on('data', (d: Buffer) => (raw = Buffer.concat([raw, d])));
+      s.on('data', (d: Buffer) => void reads.push(d));
       s.resume();
     },
     ended,
     /** the response's body so far, its chunked framing removed. */
-    body: (): string => dechunk(raw.subarray(raw.indexOf('\r\n\r\n') + 4)),
+    body: (): string => {
+      const raw = Buffer.concat(reads);
+      return dechunk(raw.subarray(raw.indexOf('\r\n\r\n') + 4));
+    },
   };
 }
 
