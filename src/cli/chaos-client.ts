@@ -9,8 +9,13 @@
  * a stream that breaks after its response began (its replica died) is resumed on the next replica with
  * `Last-Event-ID`, the id of the last whole event it got, as EventSource reconnects; counted in `resumed`. A resume
  * refused for good (404, 410) while the client has no text yet is the request sent again from the start, counted in
- * `resent`: the user lost nothing. A stream that breaks without an id to resume from, or whose resumes are spent, is a failure, reported as `broken`
- * with the replica that served it. The whole text is then checked: the emulated engine makes one word per token and
+ * `resent`: the user lost nothing. A stream that ends with a retryable error event without an `id:` line (a draining
+ * replica's cut: docs/PROTOCOL.md "A draining replica") while the client has an event id is resumed the same way,
+ * counted in `resumed` and in `resumedOnError`: its journal was kept, so nothing is lost or repeated. The resumes
+ * (after a break, a retryable error event or a 503/429 answer to a resume) are at most `maxRetries`, all of them within
+ * the request's `deadlineMs`. A stream that breaks without an id to resume from, or whose resumes are spent, is a failure, reported as `broken`
+ * with the replica that served it; an error event with an id (its stream ended: not resumable), not retryable, or
+ * after the resumes are spent is a failure, `event`. The whole text is then checked: the emulated engine makes one word per token and
  * the requests ask for exactly max_tokens (ignore_eos), so a lost token shows as fewer words and a duplicated one
  * as more; the event ids must run 0, 1, 2, ... without a gap or a repeat. Either is a failure (`tokens`).
  */
@@ -30,8 +35,10 @@ export interface Outcome {
   kind?: string;
   /** where it failed (absent when ok or hung). */
   failure?: FailureClass;
-  /** broken: the stream had an event id to resume from, but its resumes were spent. */
+  /** broken, or a resumable error event: the stream had an event id to resume from, but its resumes were spent. */
   resumesSpent?: boolean;
+  /** event: the error event said `retryable: true`. */
+  retryable?: boolean;
   hung: boolean;
   error?: string;
   code?: string;
@@ -40,8 +47,10 @@ export interface Outcome {
   replica: number;
   /** connection errors before any response byte, each sent again to the next replica. */
   retries: number;
-  /** resumes of a broken stream on the next replica (Last-Event-ID). */
+  /** resumes of a stream on the next replica (Last-Event-ID): after a break, a retryable error event without an id, or a 503/429 answer to a resume. */
   resumed: number;
+  /** of `resumed`, those after a retryable error event without an id (a draining replica's cut). */
+  resumedOnError?: number;
   /** sent again from the start: a resume refused (404, 410) before the client had any text (nothing lost or repeated). */
   resent: number;
   /** the stream broke after its response began and could not be resumed (its connection reset or closed before [DONE]), at this time, ms. */
@@ -106,12 +115,20 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
   let replica = firstReplica(o.urls.length);
   let retries = 0;
   let resumed = 0;
+  let resumedOnError = 0;
   let resent = 0;
   const got: Got = { text: '', next: 0, idsInOrder: true };
   const body = JSON.stringify({ model: o.model, prompt: 'Tell me about energy-efficient inference. '.repeat(4), max_tokens: o.maxTokens, stream: true, ignore_eos: true });
   const next = () => (replica = (replica + 1) % o.urls.length);
   const pause = (n: number) => new Promise((res) => setTimeout(res, Math.min(1000, 100 * n)));
   try {
+    const x = await loop();
+    return resumedOnError > 0 ? { ...x, resumedOnError } : x;
+  } finally {
+    clearTimeout(t);
+  }
+
+  async function loop(): Promise<Outcome> {
     for (;;) {
       let r: Response;
       try {
@@ -158,7 +175,20 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
       const end = await read(r, got, ac.signal);
       if (end.kind === 'hung') return { ok: false, hung: true, replica, retries, resumed, resent };
       const checked = { words: words(got.text), idsInOrder: got.idsInOrder };
-      if (end.kind === 'error') return { ok: false, hung: false, failure: 'event', error: end.error, ...(end.code ? { code: end.code } : {}), replica, retries, resumed, resent, ...checked };
+      if (end.kind === 'error') {
+        // a retryable error event without an id (a draining replica's cut): the stream stays resumable from the last event
+        const resumable = end.retryable && !end.withId && got.lastId !== undefined;
+        if (resumable && resumed < maxRetries) {
+          resumed++;
+          resumedOnError++;
+          next();
+          continue;
+        }
+        return {
+          ok: false, hung: false, failure: 'event', error: end.error, ...(end.code ? { code: end.code } : {}), ...(end.retryable ? { retryable: true } : {}),
+          ...(resumable ? { resumesSpent: true } : {}), replica, retries, resumed, resent, ...checked,
+        };
+      }
       if (end.kind === 'done') {
         if (checked.words !== o.maxTokens || !checked.idsInOrder) {
           return { ok: false, hung: false, failure: 'tokens', error: 'tokens', code: `${checked.words} words for ${o.maxTokens} tokens${checked.idsInOrder ? '' : ', event ids out of order'}`, replica, retries, resumed, resent, ...checked };
@@ -174,27 +204,45 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
       }
       return { ok: false, hung: false, failure: 'broken', error: 'stream broken', code: end.code, replica, retries, resumed, resent, brokenAtMs: Date.now(), ...(got.lastId !== undefined ? { resumesSpent: true } : {}), ...checked };
     }
-  } finally {
-    clearTimeout(t);
   }
 }
 
 /** Words of a text: the emulated engine makes one per token. */
 export const words = (text: string): number => text.split(/\s+/).filter((w) => w.length > 0).length;
 
+/** A stream's error event: its code (or 'stream error'), the start of its message, whether it said `retryable: true` and had an `id:` line. */
+export interface StreamError { error: string; code?: string; retryable: boolean; withId: boolean }
+
+/** The error event of `data` (an event's data), or undefined when it is none (no `error` member). */
+export function streamError(data: string, withId: boolean): StreamError | undefined {
+  if (!/"error"\s*:/.test(data)) return undefined;
+  let e: { code?: unknown; message?: unknown; retryable?: unknown } | undefined;
+  try {
+    e = (JSON.parse(data) as { error?: typeof e }).error;
+  } catch {
+    // not JSON: its code and message as far as they read
+  }
+  const code = typeof e?.code === 'string' ? e.code : /"code"\s*:\s*"([^"]+)"/.exec(data)?.[1];
+  const message = typeof e?.message === 'string' ? e.message.slice(0, 80) : /"message"\s*:\s*"([^"]{0,80})/.exec(data)?.[1];
+  return { error: code ?? 'stream error', ...(message ? { code: message } : {}), retryable: e?.retryable === true, withId };
+}
+
 /**
  * Reads one response's SSE events into `got` (whole events only: a resume repeats a cut one): the text of a
  * completion's choices[0].text or a chat chunk's choices[0].delta.content; the event ids where the stream has them.
+ * Stops at the first error event (what follows it is `[DONE]`).
  */
-export async function read(r: Response, got: Got, signal: AbortSignal): Promise<{ kind: 'done' | 'hung' } | { kind: 'broken'; code: string } | { kind: 'error'; error: string; code?: string }> {
+export async function read(r: Response, got: Got, signal: AbortSignal): Promise<{ kind: 'done' | 'hung' } | { kind: 'broken'; code: string } | ({ kind: 'error' } & StreamError)> {
   let buf = '';
   const dec = new TextDecoder();
-  const take = (block: string): 'done' | { error: string; code?: string } | undefined => {
+  const take = (block: string): 'done' | StreamError | undefined => {
     let data = '';
+    let withId = false;
     for (const line of block.split('\n')) {
       // an empty id (SSE: the last event id reset): the stream stopped being resumable, nothing to resume from
       if (line === 'id:' || line === 'id: ') delete got.lastId;
       else if (line.startsWith('id: ')) {
+        withId = true;
         const m = EVENT_ID.exec(line.slice(4));
         if (!m || Number(m[2]) !== got.next) got.idsInOrder = false;
         got.next = m ? Number(m[2]) + 1 : got.next + 1;
@@ -202,10 +250,8 @@ export async function read(r: Response, got: Got, signal: AbortSignal): Promise<
       } else if (line.startsWith('data: ')) data += line.slice(6);
     }
     if (data === '[DONE]') return 'done';
-    if (/"error"\s*:/.test(data)) {
-      const message = /"message"\s*:\s*"([^"]{0,80})/.exec(data)?.[1];
-      return { error: /"code"\s*:\s*"([^"]+)"/.exec(data)?.[1] ?? 'stream error', ...(message ? { code: message } : {}) };
-    }
+    const error = streamError(data, withId);
+    if (error) return error;
     try {
       const c = JSON.parse(data) as { choices?: { text?: string; delta?: { content?: string | null } }[] };
       got.text += c.choices?.[0]?.text ?? c.choices?.[0]?.delta?.content ?? '';

@@ -89,7 +89,10 @@ export function failureCause(o: Outcome, kills: readonly KillSeen[]): { cause: s
     case 'status':
       return system(`refused: ${o.error}${o.code ? ` ${o.code}` : ''}${kind === 'resumable' ? '' : ', the client\'s retries spent or not retryable'}`);
     case 'event':
-      return system(`the stream ended with an error event: ${o.error}`);
+      if (o.resumesSpent) return system(`the stream ended with a retryable error event without an id (${o.error}), its resumes spent`);
+      if (!o.retryable) return system(`the stream ended with an error event: ${o.error}`);
+      // retryable, but not resumable: the event had an id (its stream ended there), or the stream had none (not opted in)
+      return system(`the stream ended with a retryable error event, not resumable (${kind === 'resumable' ? 'the event had an id: the stream ended' : 'no event id: not opted in'}): ${o.error}`);
     case 'tokens':
       return system('the stream ended with [DONE], a token lost or duplicated');
     case 'answer':
@@ -106,8 +109,26 @@ export function failureCause(o: Outcome, kills: readonly KillSeen[]): { cause: s
   }
 }
 
-/** Sent, ok, failed, hung, broken (of the failed), client retries and resumes of one kind of request. */
-export interface KindFigures { sent: number; ok: number; failed: number; hung: number; broken: number; unavoidable: number; clientRetries: number; resumed: number }
+/**
+ * Sent, ok, failed, hung, broken (of the failed), client retries and resumes of one kind of request: `resumed` every
+ * resume, `resumedOnError` those after a retryable error event without an id (a draining replica's cut), `okAfterResume`
+ * the requests ok (in `ok`, not failed) that needed one or more.
+ */
+export interface KindFigures { sent: number; ok: number; failed: number; hung: number; broken: number; unavoidable: number; clientRetries: number; resumed: number; resumedOnError: number; okAfterResume: number }
+
+/**
+ * The resumes of a run's streams (Last-Event-ID on the next replica): every resume (`resumes`), those after a retryable
+ * error event without an id (`onErrorEvent`: a draining replica's cut), the requests that needed one or more
+ * (`requests`), and of them those ok (`okAfterResume`: counted in the run's ok, not in its failed).
+ */
+export function resumeFigures(results: readonly Outcome[]): { resumes: number; onErrorEvent: number; requests: number; okAfterResume: number } {
+  return {
+    resumes: results.reduce((n, o) => n + o.resumed, 0),
+    onErrorEvent: results.reduce((n, o) => n + (o.resumedOnError ?? 0), 0),
+    requests: results.filter((o) => o.resumed > 0).length,
+    okAfterResume: results.filter((o) => o.ok && o.resumed > 0).length,
+  };
+}
 
 /** The report's figures per kind of request (only the kinds sent), and the failures counted by cause. */
 export function mixReport(results: readonly Outcome[], kills: readonly KillSeen[]): {
@@ -121,12 +142,14 @@ export function mixReport(results: readonly Outcome[], kills: readonly KillSeen[
   let failedUnavoidable = 0;
   for (const o of results) {
     const kind = (o.kind ?? 'resumable') as RequestKind;
-    const f = (byKind[kind] ??= { sent: 0, ok: 0, failed: 0, hung: 0, broken: 0, unavoidable: 0, clientRetries: 0, resumed: 0 });
+    const f = (byKind[kind] ??= { sent: 0, ok: 0, failed: 0, hung: 0, broken: 0, unavoidable: 0, clientRetries: 0, resumed: 0, resumedOnError: 0, okAfterResume: 0 });
     f.sent++;
     f.clientRetries += o.retries;
     f.resumed += o.resumed;
+    f.resumedOnError += o.resumedOnError ?? 0;
     if (o.ok) {
       f.ok++;
+      if (o.resumed > 0) f.okAfterResume++;
       continue;
     }
     if (o.hung) f.hung++;

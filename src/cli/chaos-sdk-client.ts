@@ -156,7 +156,8 @@ async function attempt(o: SdkOptions, startMs: number): Promise<Outcome> {
       const x = await read(r, got, ac.signal);
       if (x.kind === 'hung') return end({ ok: false, hung: true });
       const checked = { words: words(got.text), idsInOrder: got.idsInOrder };
-      if (x.kind === 'error') return end({ ok: false, hung: false, failure: 'event', error: x.error, ...(x.code ? { code: x.code } : {}), ...checked });
+      // an SDK raises the stream's error event, retryable or not: it has no event id to resume from (no opt-in)
+      if (x.kind === 'error') return end({ ok: false, hung: false, failure: 'event', error: x.error, ...(x.code ? { code: x.code } : {}), ...(x.retryable ? { retryable: true } : {}), ...checked });
       if (x.kind === 'broken') return end({ ok: false, hung: false, failure: 'broken', error: 'stream broken', code: x.code, brokenAtMs: Date.now(), ...checked });
       if (checked.words !== o.maxTokens || !checked.idsInOrder) {
         return end({ ok: false, hung: false, failure: 'tokens', error: 'tokens', code: `${checked.words} words for ${o.maxTokens} tokens${checked.idsInOrder ? '' : ', event ids out of order'}`, ...checked });

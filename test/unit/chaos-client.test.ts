@@ -6,6 +6,9 @@
  * completes; one that breaks with no event id to resume from is a failure, reported as broken with the replica
  * that served it, and a broken stream right after a kill of its replica counts as broken by that gateway's death.
  * The text is checked: max_tokens words (one per token), ids in order; a duplicated token fails the request.
+ * A stream that ends with a retryable error event without an id (a draining replica's cut) is resumed on the next
+ * replica from its last event id, counted as resumed on an error event, and ok; an error event with an id, or not
+ * retryable, or once the resumes are spent, is a failure.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -27,7 +30,7 @@ const event = (i: number, ids: boolean) => `${ids ? `id: req1:${i}\n` : ''}data:
  * when given); 'reset' closes the connection before a response; 'break' sends 2 events and dies; 'noids' the same
  * without id lines; 'replayAll' answers a resume with the whole stream again (a duplicating server).
  */
-async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll' | 'breakEmpty' | 'notFound' | 'idReset'): Promise<{ url: string; hits: () => number; lastIds: (string | undefined)[] }> {
+async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll' | 'breakEmpty' | 'notFound' | 'idReset' | 'drain' | 'errorWithId' | 'errorFinal'): Promise<{ url: string; hits: () => number; lastIds: (string | undefined)[] }> {
   let hits = 0;
   const lastIds: (string | undefined)[] = [];
   const s = createServer((req, res) => {
@@ -55,6 +58,14 @@ async function gateway(mode: 'ok' | 'reset' | 'break' | 'noids' | 'replayAll' | 
     if (mode === 'idReset') {
       res.write(event(0, true) + ': not resumable: the journal did not hold an entry within 50 ms\nid:\n' + event(1, false));
       return setTimeout(() => req.socket.destroy(), 20);
+    }
+    // 'drain': 2 events, then a draining gateway's cut (a retryable error event without an id) and [DONE], its body whole;
+    // 'errorWithId': the same error event with its id (the stream ended); 'errorFinal': without an id, not retryable
+    if (mode === 'drain' || mode === 'errorWithId' || mode === 'errorFinal') {
+      const from = last !== undefined ? Number(last.split(':')[1]) + 1 : 0;
+      const retryable = mode !== 'errorFinal';
+      const error = `data: {"error":{"message":"gateway shutting down: resume the stream on another replica (Last-Event-ID)","type":"service_unavailable","param":null,"code":"unavailable","retryable":${retryable}}}\n\n`;
+      return res.end(event(from, ids) + event(from + 1, ids) + (mode === 'errorWithId' ? `id: req1:${from + 2}\n` : '') + error + 'data: [DONE]\n\n');
     }
     if (mode === 'break' || mode === 'noids') {
       res.write(event(0, ids) + event(1, ids));
@@ -154,5 +165,52 @@ describe('chaos load generator', () => {
     let o = await oneRequest({ ...opts, urls });
     if (broken.hits() === 0) o = await oneRequest({ ...opts, urls });
     expect(o).toMatchObject({ ok: false, error: 'tokens', resumed: 1, words: WORDS + 2, idsInOrder: false });
+  });
+
+  it('a stream cut by a retryable error event without an id (a draining replica) is resumed on the next replica from its last event id: ok, counted as resumed on an error event', async () => {
+    const draining = await gateway('drain');
+    const live = await gateway('ok');
+    const urls = [draining.url, live.url];
+    let o = await oneRequest({ ...opts, urls });
+    if (draining.hits() === 0) o = await oneRequest({ ...opts, urls });
+    expect(o).toMatchObject({ ok: true, hung: false, replica: 1, retries: 0, resumed: 1, resumedOnError: 1, resent: 0, words: WORDS, idsInOrder: true });
+    expect(o.failure).toBeUndefined();
+    // resumed after event 1, the last one with an id: events 2 and 3 from the live replica, each once
+    expect(live.lastIds.at(-1)).toBe('req1:1');
+  });
+
+  it('a resumed stream cut again by a draining replica is resumed again from its new last event id, every token once', async () => {
+    const a = await gateway('drain');
+    const b = await gateway('drain');
+    const live = await gateway('ok');
+    const urls = [a.url, b.url, live.url];
+    let o = await oneRequest({ ...opts, urls, maxTokens: WORDS });
+    // until the request starts on replica 0 (the replicas in turn)
+    while (a.hits() === 0) o = await oneRequest({ ...opts, urls, maxTokens: WORDS });
+    expect(o).toMatchObject({ ok: true, replica: 2, resumed: 2, resumedOnError: 2, words: WORDS, idsInOrder: true });
+    expect(b.lastIds.at(-1)).toBe('req1:1');
+    expect(live.lastIds.at(-1)).toBe('req1:3');
+  });
+
+  it('an error event with an id (its stream ended), or not retryable, is a failure, not resumed', async () => {
+    for (const mode of ['errorWithId', 'errorFinal'] as const) {
+      const failing = await gateway(mode);
+      const live = await gateway('ok');
+      const urls = [failing.url, live.url];
+      let o = await oneRequest({ ...opts, urls });
+      if (failing.hits() === 0) o = await oneRequest({ ...opts, urls });
+      expect(o, mode).toMatchObject({ ok: false, hung: false, failure: 'event', error: 'unavailable', replica: 0, resumed: 0 });
+      expect(o.retryable, mode).toBe(mode === 'errorWithId' ? true : undefined);
+      expect(o.resumesSpent, mode).toBeUndefined();
+      expect(live.lastIds.filter((x) => x !== undefined), mode).toEqual([]);
+    }
+  });
+
+  it('a stream cut by draining replicas past its resumes is a failure with its resumes spent, within maxRetries', async () => {
+    const a = await gateway('drain');
+    const b = await gateway('drain');
+    const o = await oneRequest({ ...opts, urls: [a.url, b.url], maxTokens: 100, maxRetries: 2 });
+    expect(o).toMatchObject({ ok: false, hung: false, failure: 'event', error: 'unavailable', retryable: true, resumesSpent: true, resumed: 2, resumedOnError: 2, words: 6, idsInOrder: true });
+    expect(a.hits() + b.hits()).toBe(3);
   });
 });

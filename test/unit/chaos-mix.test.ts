@@ -9,7 +9,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DEFAULT_MIX, failureCause, mixReport, parseMix, pickKind } from '../../src/cli/chaos-mix.ts';
+import { DEFAULT_MIX, failureCause, mixReport, parseMix, pickKind, resumeFigures } from '../../src/cli/chaos-mix.ts';
 import { sdkBackoffMs, sdkRequest, sdkRetries, type SdkKind } from '../../src/cli/chaos-sdk-client.ts';
 import { freePort } from '../helpers/net.ts';
 
@@ -21,7 +21,7 @@ afterAll(async () => {
 const N = 4;
 const text = (n: number) => Array.from({ length: n }, (_, i) => ` w${i}`);
 
-type Mode = 'ok' | 'short' | 'usageShort' | 'dup' | 'break' | '503' | '400' | 'error';
+type Mode = 'ok' | 'short' | 'usageShort' | 'dup' | 'break' | '503' | '400' | 'error' | 'drain';
 
 /** A gateway stand-in answering every request in `mode` ('503': with retry-after-ms 5), recording each request's path, headers and body. */
 async function gateway(mode: Mode): Promise<{ url: string; seen: { path: string; headers: IncomingMessage['headers']; body: Record<string, unknown> }[] }> {
@@ -59,6 +59,8 @@ async function gateway(mode: Mode): Promise<{ url: string; seen: { path: string;
         res.write(out + ev(words[0]!) + ev(words[1]!));
         return setTimeout(() => req.socket.destroy(), 20);
       }
+      // a draining gateway's cut of a stream not opted in to resumption: a retryable error event (no ids), [DONE]
+      if (mode === 'drain') return res.end(out + ev(words[0]!) + 'data: {"error":{"message":"gateway shutting down","type":"service_unavailable","param":null,"code":"unavailable","retryable":true}}\n\ndata: [DONE]\n\n');
       if (mode === 'error') return res.end(out + ev(words[0]!) + 'data: {"error":{"message":"engine died","code":"timeout"}}\n\n');
       for (const w of words) out += ev(w);
       if (mode === 'dup') out += ev(words[1]!);
@@ -133,6 +135,12 @@ describe('chaos --mix: the SDK kinds', () => {
     const o = await sdkRequest({ ...opts, kind: 'chat', urls: [err.url] });
     expect(o).toMatchObject({ ok: false, failure: 'event', error: 'timeout' });
     expect(failureCause(o, [])).toEqual({ cause: 'the stream ended with an error event: timeout', unavoidable: false });
+    // a draining replica's retryable error event: an SDK raises it (no event id to resume from), sent once
+    const draining = await gateway('drain');
+    const cut = await sdkRequest({ ...opts, kind: 'stream', urls: [draining.url] });
+    expect(cut).toMatchObject({ ok: false, failure: 'event', error: 'unavailable', retryable: true, resumed: 0, words: 1 });
+    expect(draining.seen.length).toBe(1);
+    expect(failureCause(cut, [])).toEqual({ cause: 'the stream ended with a retryable error event, not resumable (no event id: not opted in): unavailable', unavoidable: false });
   });
 
   it('a refused connection and a retryable status are retried on the next replica, max_retries times; a 400 is not', async () => {
@@ -182,19 +190,27 @@ describe('chaos --mix: the SDK kinds', () => {
       await sdkRequest({ ...opts, kind: 'nonstream', urls: [short.url] }),
       await sdkRequest({ ...opts, kind: 'chat', urls: [broken.url] }),
       { ok: false, hung: true, replica: 0, retries: 0, resumed: 0, resent: 0 },
+      // resumable streams: one resumed after a break and after a draining replica's error event, ok; one whose
+      // resumes ran out on such events; one ended by a retryable error event with an id (not resumable)
+      { ok: true, hung: false, replica: 1, retries: 0, resumed: 2, resumedOnError: 1, resent: 0 },
+      { ok: false, hung: false, failure: 'event' as const, error: 'unavailable', retryable: true, resumesSpent: true, replica: 0, retries: 0, resumed: 4, resumedOnError: 4, resent: 0 },
+      { ok: false, hung: false, failure: 'event' as const, error: 'unavailable', retryable: true, replica: 0, retries: 0, resumed: 0, resent: 0 },
     ];
     const kills = [{ kind: 'gateway', id: 'gw-0', atMs: outs[2]!.brokenAtMs! - 50 }];
     const r = mixReport(outs, kills);
     expect(r.byKind).toEqual({
-      nonstream: { sent: 2, ok: 1, failed: 1, hung: 0, broken: 0, unavoidable: 0, clientRetries: 0, resumed: 0 },
-      chat: { sent: 1, ok: 0, failed: 1, hung: 0, broken: 1, unavoidable: 1, clientRetries: 0, resumed: 0 },
-      resumable: { sent: 1, ok: 0, failed: 0, hung: 1, broken: 0, unavoidable: 0, clientRetries: 0, resumed: 0 },
+      nonstream: { sent: 2, ok: 1, failed: 1, hung: 0, broken: 0, unavoidable: 0, clientRetries: 0, resumed: 0, resumedOnError: 0, okAfterResume: 0 },
+      chat: { sent: 1, ok: 0, failed: 1, hung: 0, broken: 1, unavoidable: 1, clientRetries: 0, resumed: 0, resumedOnError: 0, okAfterResume: 0 },
+      resumable: { sent: 4, ok: 1, failed: 2, hung: 1, broken: 0, unavoidable: 0, clientRetries: 0, resumed: 6, resumedOnError: 5, okAfterResume: 1 },
     });
     expect(r.failureCauses).toEqual({
       'the answer is not whole (words or usage.completion_tokens short of max_tokens, or more)': { n: 1, unavoidable: false },
       'stream broke after its response began, not resumable: its gateway died': { n: 1, unavoidable: true },
       'hung: no end within the deadline': { n: 1, unavoidable: false },
+      'the stream ended with a retryable error event without an id (unavailable), its resumes spent': { n: 1, unavoidable: false },
+      'the stream ended with a retryable error event, not resumable (the event had an id: the stream ended): unavailable': { n: 1, unavoidable: false },
     });
-    expect([r.failedUnavoidable, r.failedBySystem]).toEqual([1, 2]);
+    expect([r.failedUnavoidable, r.failedBySystem]).toEqual([1, 4]);
+    expect(resumeFigures(outs)).toEqual({ resumes: 6, onErrorEvent: 5, requests: 2, okAfterResume: 1 });
   });
 });

@@ -3,7 +3,7 @@
  * gateway replicas (as a client behind a load balancer): resumable streamed completions (chaos-client.ts), or a mix
  * of those and what an OpenAI SDK sends, streamed and not, completions and chat (--mix: chaos-mix.ts),
  * while random processes of the chosen kinds are SIGKILLed on a schedule. Prints one JSON report: requests
- * sent/ok/failed/hung, the streams broken after their response began that the client resumed on another replica
+ * sent/ok/failed/hung, the streams broken or cut by a retryable error event that the client resumed on another replica
  * (Last-Event-ID) and those it could not (and of them those a gateway's death explains), the streams with a lost
  * or duplicated token, all of it per kind of request, and each failure's cause (and whether any server could avoid it),
  * the gateways' own retries, migrations and holds (their /metrics, scraped through the run and summed over each
@@ -35,7 +35,7 @@ import { splitConfig } from '../../../actors/gateway/config.ts';
 import { poolsOf } from '../../../actors/common/config.ts';
 import { rng } from '../../sim/trace.ts';
 import { brokenByGatewayDeath, type Outcome } from '../chaos-client.ts';
-import { DEFAULT_MIX, failureCause, mixOptions, mixReport, mixRequest, pickKind, REQUEST_KINDS } from '../chaos-mix.ts';
+import { DEFAULT_MIX, failureCause, mixOptions, mixReport, mixRequest, pickKind, REQUEST_KINDS, resumeFigures } from '../chaos-mix.ts';
 import { refusalCauses } from '../chaos-refusals.ts';
 import { Pauses, pauseOptions, victimSignal } from '../chaos-pause.ts';
 import { CounterScraper } from '../chaos-counters.ts';
@@ -451,8 +451,8 @@ async function chaos(v: ChaosOptions): Promise<number> {
       clientRetries: results.reduce((n, o) => n + o.retries, 0),
       // requests sent again from the start, their resume refused (404, 410) before they had any text: retried, nothing lost
       clientResent: { resends: results.reduce((n, o) => n + o.resent, 0), okAfterResend: results.filter((o) => o.ok && o.resent > 0).length },
-      // broken streams the client resumed on the next replica (Last-Event-ID), and the requests that needed it
-      resumed: { resumes: results.reduce((n, o) => n + o.resumed, 0), requests: results.filter((o) => o.resumed > 0).length, okAfterResume: results.filter((o) => o.ok && o.resumed > 0).length },
+      // streams the client resumed on the next replica (Last-Event-ID), after a break or a retryable error event (chaos-mix.ts resumeFigures)
+      resumed: resumeFigures(results),
       // streams that ended with [DONE] but with a token lost or duplicated (words != max_tokens) or their event ids out of order (failed too)
       lostOrDuplicated: results.filter((o) => o.error === 'tokens').length,
       retried: metrics.retries, migrated: metrics.migrated, gatewayResumed: metrics.resumed, heldForReconnect: metrics.held, poolHolds: metrics.poolHolds, electionHolds: metrics.electionHolds, localTokenized: metrics.localTokenized,
