@@ -231,10 +231,8 @@ export const inferenceRequest = z.object({
 export type InferenceRequest = z.infer<typeof inferenceRequest>;
 export const InferenceRequest = codec('InferenceRequest', inferenceRequest);
 
-/**
- * Ask an instance to count a prompt with its engine's tokenizer (vLLM's /tokenize; chat: the chat template
- * applied). `params` carries the template's options (add_generation_prompt, tools, chat_template...).
- */
+/** Ask an instance to count a prompt with its engine's tokenizer (vLLM's /tokenize; chat: the chat template applied).
+ * `params` carries the template's options (add_generation_prompt, tools, chat_template...). */
 export const tokenizeRequest = z.object({
   v,
   model: z.string().min(1).max(256),
@@ -254,6 +252,8 @@ export const tokenizeReply = z.object({
   count: int.optional(),
   /** the engine's context length (vLLM max_model_len). */
   maxModelLen: int.optional(),
+  /** the engine's `--max-logprobs` (alternatives per token a request may ask for); absent: vLLM's default, 20. */
+  maxLogprobs: int.optional(),
   tokens: z.array(int).optional(),
   tokenStrs: z.array(z.string()).optional(),
   error: wireError.optional(),

@@ -12,6 +12,7 @@ import type { Profile } from '../../src/model/profile-types.ts';
 import { parseYaml } from '../../src/runtime/yaml.ts';
 import { z } from 'zod';
 import { REQUEST_TYPES } from '../../protocols/request-types.ts';
+import { MAX_LOGPROBS_CEILING } from '../../protocols/sampling-limits.ts';
 import { GPUS, MODELS } from '../../src/model/catalog.ts';
 
 export class ConfigError extends Error {
@@ -203,6 +204,8 @@ export const configSchema = z
          * The instance manager reports the engine's prefix-cache counters (InstanceStatus.prefixCacheTokens).
          */
         prefixCaching: z.boolean().optional(),
+        /** vLLM's --max-logprobs, passed to the engine: most alternatives per token (logprobs / top_logprobs); absent: 20. */
+        maxLogprobs: z.number().int().min(0).max(MAX_LOGPROBS_CEILING).optional(),
         /**
          * vllm: sleep mode, which scaling.sleepStandby puts engines in: passes --enable-sleep-mode and runs the engine
          * with VLLM_SERVER_DEV_MODE=1 (vLLM serves /sleep, /wake_up and /is_sleeping only then); default: on when

@@ -28,6 +28,7 @@ import { reportAs, type MigrationText } from './legs.ts';
 import { GatewayRouter } from './router.ts';
 import { ElectionWatch } from './elections.ts';
 import { localDetokenize, localTokenizer } from './tokens.ts';
+import { maxLogprobsOf } from '../common/engine-limits.ts';
 import { getModelSpec } from '../../src/model/catalog.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { Counter, Gauge } from 'prom-client';
@@ -245,8 +246,8 @@ export class GatewayActor extends Actor {
       // a prompt waits for a tokenizer while an instance starts, as long as a pool holds a request for one
       tokenizeHoldMs: Math.min(this.g.cluster.engine.healthDeadlineMs, s.requestTimeoutS * 1000, s.holdLimitMs), holdLimitMs: s.holdLimitMs,
       // emulated engines tokenize with the emulator's tokenizer, which the gateway has too (loaded on first use): a
-      // prompt no instance counts at once is counted here, with the engines' own answer (context length included)
-      ...(emulatedTokenizer(this.g.cluster) ? { localTokenizer: { tokenize: localTokenizer(getModelSpec(this.g.cluster.model).maxContext), detokenize: localDetokenize } } : {}),
+      // prompt no instance counts at once is counted here, with the engines' own answer (context length and logprobs bound included)
+      ...(emulatedTokenizer(this.g.cluster) ? { localTokenizer: { tokenize: localTokenizer(getModelSpec(this.g.cluster.model).maxContext, maxLogprobsOf(this.g.cluster.engine)), detokenize: localDetokenize } } : {}),
       ...(router ? { router, directAdmitMs: this.g.cluster.timeouts.dispatchMs } : {}),
       engineIdle: { settings: this.g.cluster.timeouts.engineIdle, fallback: { ttftMs: this.g.cluster.slo.ttftMs.L, tbtMs: this.g.cluster.slo.tbtMs } },
     });

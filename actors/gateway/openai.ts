@@ -9,6 +9,7 @@
  */
 import { DynError } from '../../protocols/errors.ts';
 import { compileFastCheck } from '../../protocols/fast-check.ts';
+import type { ZodIssue } from 'zod';
 import { SAMPLING_RANGES, inRange, samplingError } from '../../protocols/sampling-limits.ts';
 import { CHAT_ONLY_PARAMS, REQUEST_ID_MAX, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
 
@@ -282,26 +283,48 @@ function parseEngineParams(kind: ApiKind, body: Record<string, unknown>): Engine
     any = true;
   }
   if (!any) return undefined;
-  // vLLM's ranges (protocols/sampling-limits.ts), with vLLM's messages, before the schema's type checks
+  return checkedParams(kind, engineParamsOf(kind, rest));
+}
+
+/**
+ * Engine parameters checked as every route checks them: vLLM's ranges with vLLM's messages (protocols/sampling-limits.ts;
+ * the logprobs bound, the engine's `--max-logprobs`, once the prompt is counted: tokenize-routes.ts engineLimitsError),
+ * then the schema's names and types in the gateway's words (engineParamsIssue).
+ */
+export function engineParamsOf(kind: ApiKind, rest: Record<string, unknown>): EngineParams {
   const bad = samplingError(kind, rest);
   if (bad) throw badRequest(bad.message, bad.param);
-  // the compiled check vouches for the common body; zod decides (and words the error) for any other
-  if (fastEngineParams(rest)) return checkedParams(kind, rest as EngineParams);
-  const r = engineParams.safeParse(rest);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    if (issue.code === 'unrecognized_keys' && issue.path.length > 0) {
-      const where = [...issue.path.map(String), issue.keys[0]!].join('.');
-      throw badRequest(`unsupported field '${where}': this gateway does not support it, and refuses it rather than dropping it silently`, where);
-    }
-    if (issue.code === 'unrecognized_keys') {
-      const k = issue.keys[0]!;
-      throw badRequest(`unsupported parameter '${k}': this gateway does not support it, and refuses it rather than dropping it silently`, k);
-    }
-    const where = issue.path.map(String).join('.');
-    throw badRequest(`'${where}': ${issue.message}`, where);
+  // vLLM's chat template rule (ChatCompletionRequest, TokenizeChatRequest)
+  if (kind === 'chat' && rest.continue_final_message === true && rest.add_generation_prompt === true) {
+    throw badRequest('Cannot set both `continue_final_message` and `add_generation_prompt` to True.', 'continue_final_message');
   }
-  return checkedParams(kind, r.data);
+  // the compiled check vouches for the common body; zod decides for any other
+  if (fastEngineParams(rest)) return rest as EngineParams;
+  const r = engineParams.safeParse(rest);
+  if (!r.success) throw engineParamsIssue(r.error.issues[0]!);
+  return r.data;
+}
+
+const TYPE_WORDS: Record<string, string> = { boolean: 'a boolean', string: 'a string', number: 'a number', integer: 'an integer', array: 'an array', object: 'a JSON object' };
+
+/** A schema issue of the engine parameters as the 400 words it: the parameter, and what it must be. */
+export function engineParamsIssue(issue: ZodIssue): HttpError {
+  if (issue.code === 'unrecognized_keys') {
+    const where = [...issue.path.map(String), issue.keys[0]!].join('.');
+    return badRequest(`unsupported ${issue.path.length > 0 ? 'field' : 'parameter'} '${where}': this gateway does not support it, and refuses it rather than dropping it silently`, where);
+  }
+  const where = issue.path.map(String).join('.');
+  if (issue.code === 'invalid_type' && issue.received !== 'undefined') {
+    return badRequest(`'${where}' must be ${TYPE_WORDS[issue.expected] ?? issue.expected}, got ${issue.received}`, where);
+  }
+  if (issue.code === 'too_big' || issue.code === 'too_small') {
+    const most = issue.code === 'too_big';
+    const bound = Number(issue.code === 'too_big' ? issue.maximum : issue.minimum);
+    const incl = issue.inclusive ? '' : ' (exclusive)';
+    const what = issue.type === 'string' ? ' characters' : issue.type === 'array' ? ' items' : '';
+    return badRequest(`'${where}' must be ${most ? 'at most' : 'at least'} ${bound}${what}${incl}`, where);
+  }
+  return badRequest(`'${where}': ${issue.message}`, where);
 }
 
 /** The checks of engine parameters that the schema does not make (the API's logprobs type, request_id's length). */

@@ -77,6 +77,8 @@ export interface GatewayServerOptions {
   limits?: Partial<ValidationLimits>;
   /** context length for the built-in tokenizer (a backend without tokenize()); default 4096. */
   maxModelLen?: number;
+  /** the logprobs bound the built-in tokenizer reports (vLLM's `--max-logprobs`); default vLLM's, 20. */
+  maxLogprobs?: number;
   metrics?: TelemetryMetrics;
   /** the /metrics text where not `metrics`' own (a worker: its replica's workers aggregated). */ metricsText?: () => Promise<string>;
   live?: LiveState;

@@ -41,7 +41,7 @@ import { probeResponse } from '../../src/runtime/health.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
 import { ApiKeys, probeTokenMatcher } from './auth.ts';
 export { apiKeyIdOf } from './auth.ts';
-import { countTokens, detokenizeRoute, knownCount, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
+import { countTokens, detokenizeRoute, engineLimitsError, knownCount, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
 import { ModelList } from './models-route.ts';
 import { routeLabel } from './route-label.ts';
 import { DYNAMOLLM_VERSION } from '../../src/runtime/version.ts';
@@ -90,7 +90,7 @@ export class GatewayServer {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.failLog = opts.log ? new RateLimitedLog(opts.log) : undefined;
     const backend = this.opts.backend;
-    const tokenize = backend.tokenize ? (r: TokenizeRequest) => backend.tokenize!(r) : localTokenizer(opts.maxModelLen ?? 4096);
+    const tokenize = backend.tokenize ? (r: TokenizeRequest) => backend.tokenize!(r) : localTokenizer(opts.maxModelLen ?? 4096, opts.maxLogprobs);
     this.counter = new PromptCounter(tokenize);
     this.tokenizers = { models: this.opts.models, tokenize, backend, counter: this.counter };
     this.modelList = new ModelList(this.counter, this.opts.models, this.opts.clock);
@@ -398,15 +398,10 @@ export class GatewayServer {
       if (tr >= 0) firstTokenTrace.markAt(tr, MARK.counted);
       if (!parsed.maxTokensGiven) parsed.maxTokens = Math.max(1, Math.min(parsed.maxTokens, counted.maxModelLen - counted.count));
       if ((parsed.minTokens ?? 0) > parsed.maxTokens) throw badRequest(`'min_tokens' (${parsed.minTokens}) exceeds max_tokens (${parsed.maxTokens}: the context's rest)`, 'min_tokens');
-      if (inputTokens + parsed.maxTokens > counted.maxModelLen) {
-        this.opts.metrics?.gatewayRejections.inc({ reason: 'context_length' });
-        throw new HttpError(
-          400,
-          `This model's maximum context length is ${counted.maxModelLen} tokens. However, you requested ${inputTokens + parsed.maxTokens} tokens ` +
-            `(${inputTokens} in the ${kind === 'chat' ? 'messages' : 'prompt'}, ${parsed.maxTokens} in the completion). Please reduce the length of the ${kind === 'chat' ? 'messages' : 'prompt'} or completion.`,
-          'invalid_request_error', 'context_length_exceeded', kind === 'chat' ? 'messages' : 'prompt',
-        );
-      }
+      // the context length, then the logprobs bound of the model's instances (vLLM's 400s)
+      const beyond = engineLimitsError(this.counter, parsed, counted);
+      if (beyond?.code === 'context_length_exceeded') this.opts.metrics?.gatewayRejections.inc({ reason: 'context_length' });
+      if (beyond) throw beyond;
       if (parsed.maxTokens === 0) echoed = await echoedPrompt(this.tokenizers, parsed);
     } catch (err) {
       if (hold.passed) return; // answered already

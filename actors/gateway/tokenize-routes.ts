@@ -3,9 +3,10 @@
  * before it is dispatched (the engine's tokenizer through the backend, else the emulator's: tokens.ts).
  */
 import type { IncomingMessage } from 'node:http';
-import { engineParams, type DetokenizeReply, type DetokenizeRequest, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
-import { HttpError, badRequest, httpErrorOfWire, parseOpenAiRequest, toHttp, type ParsedRequest } from './openai.ts';
+import { type DetokenizeReply, type DetokenizeRequest, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
+import { HttpError, badRequest, engineParamsOf, httpErrorOfWire, parseOpenAiRequest, toHttp, type ParsedRequest } from './openai.ts';
 import { readBody } from './body.ts';
+import { MAX_LOGPROBS, MAX_LOGPROBS_CEILING, logprobsLimitError } from '../../protocols/sampling-limits.ts';
 import { TokenizeRefused, localDetokenize, type PromptCounter, type TokenCount } from './tokens.ts';
 import type { AbortLike } from '../../src/runtime/abort.ts';
 
@@ -59,6 +60,27 @@ function truncated(c: TokenCount, k: number | undefined): TokenCount {
   return keep < c.count ? { count: keep, maxModelLen: c.maxModelLen } : c;
 }
 
+/**
+ * The request against its engine's limits once its prompt is counted, in vLLM's order: the context length (prompt and
+ * max_tokens within max_model_len), then the logprobs bound, `--max-logprobs` as the model's instances report it with
+ * their counts (TokenizeReply.maxLogprobs; none reported: vLLM's default, 20), at most MAX_LOGPROBS_CEILING.
+ * vLLM's 400 for the first one broken, or undefined.
+ */
+export function engineLimitsError(counter: PromptCounter, parsed: ParsedRequest, counted: TokenCount): HttpError | undefined {
+  const chat = parsed.kind === 'chat';
+  const asked = counted.count + parsed.maxTokens;
+  if (asked > counted.maxModelLen) {
+    return new HttpError(
+      400,
+      `This model's maximum context length is ${counted.maxModelLen} tokens. However, you requested ${asked} tokens ` +
+        `(${counted.count} in the ${chat ? 'messages' : 'prompt'}, ${parsed.maxTokens} in the completion). Please reduce the length of the ${chat ? 'messages' : 'prompt'} or completion.`,
+      'invalid_request_error', 'context_length_exceeded', chat ? 'messages' : 'prompt',
+    );
+  }
+  const lp = logprobsLimitError(parsed.params, Math.min(counter.maxLogprobs.get(parsed.model) ?? MAX_LOGPROBS, MAX_LOGPROBS_CEILING));
+  return lp && badRequest(lp.message, lp.param);
+}
+
 /** `p`, or a rejection with the signal's reason once `signal` aborts, whichever comes first. */
 function untilAborted<T>(p: Promise<T>, signal: AbortLike): Promise<T> {
   if (signal.aborted) {
@@ -96,33 +118,34 @@ function servedModel(models: string[], body: Record<string, unknown>): string {
   return model;
 }
 
-/** vLLM's POST /tokenize: {model, prompt} or {model, messages, add_generation_prompt, tools...} -> {count, max_model_len, tokens, token_strs}. */
+/**
+ * vLLM's POST /tokenize: {model, prompt} or {model, messages, add_generation_prompt, tools...} -> {count, max_model_len,
+ * tokens, token_strs}. The fields of vLLM's TokenizeCompletionRequest / TokenizeChatRequest, and any other engine
+ * parameter, are checked as the completions routes check theirs (openai.ts engineParamsOf: vLLM's ranges and
+ * messages, the same 400 body).
+ */
 export async function tokenizeRoute(t: Tokenizers, body: Record<string, unknown>): Promise<unknown> {
   const model = servedModel(t.models, body);
   const req: TokenizeRequest = { v: 1, model, returnTokens: true };
   const { model: _m, prompt, messages, return_token_strs, ...rest } = body;
+  const kind = messages !== undefined ? 'chat' : 'completion';
   if (messages !== undefined) {
     const p = parseOpenAiRequest('chat', { model, messages });
     req.messages = p.messages;
   } else if (typeof prompt === 'string' || Array.isArray(prompt)) {
     req.prompt = parseOpenAiRequest('completion', { model, prompt }).prompt;
   } else throw badRequest("'prompt' or 'messages' is required", 'prompt');
+  if (return_token_strs !== undefined && return_token_strs !== null && typeof return_token_strs !== 'boolean') {
+    throw badRequest(`'return_token_strs' must be a boolean, got ${Array.isArray(return_token_strs) ? 'array' : typeof return_token_strs}`, 'return_token_strs');
+  }
   if (return_token_strs === true) req.returnTokenStrs = true;
   const params = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null && v !== undefined));
-  if (Object.keys(params).length > 0) {
-    const r = engineParams.safeParse(params);
-    if (!r.success) {
-      const issue = r.error.issues[0]!;
-      const k = issue.code === 'unrecognized_keys' ? issue.keys[0]! : issue.path.map(String).join('.');
-      throw badRequest(`'${k}': ${issue.code === 'unrecognized_keys' ? 'not a /tokenize parameter' : issue.message}`, k);
-    }
-    req.params = r.data;
-  }
+  if (Object.keys(params).length > 0) req.params = engineParamsOf(kind, params);
   const r = await t.tokenize(req).catch((err: unknown) => {
     throw toHttp(err);
   });
   if (!r.ok) throw r.error ? httpErrorOfWire(r.error.code, r.error.message, r.error.retryAfterS) : new HttpError(503, 'the tokenizer did not answer', 'service_unavailable', 'unavailable');
-  if (r.maxModelLen !== undefined) t.counter.maxModelLen.set(model, r.maxModelLen);
+  t.counter.learn(model, r);
   return { count: r.count, max_model_len: r.maxModelLen, tokens: r.tokens ?? [], token_strs: r.tokenStrs ?? null };
 }
 

@@ -51,6 +51,8 @@ export class PromptCounter {
   private readonly cache = new Map<string, TokenCount>();
   /** the context length each model's engine reported (for /v1/models). */
   readonly maxModelLen = new Map<string, number>();
+  /** the logprobs bound (`--max-logprobs`) each model's instances reported with their counts (engine-limits.ts). */
+  readonly maxLogprobs = new Map<string, number>();
 
   constructor(
     private readonly tokenize: TokenizeFn,
@@ -97,10 +99,16 @@ export class PromptCounter {
     const r = await this.tokenize(req);
     if (!r.ok || r.count === undefined || r.maxModelLen === undefined) throw new TokenizeRefused(r.error?.message ?? 'the tokenizer refused the prompt', r.error?.code);
     const out = { count: r.count, maxModelLen: r.maxModelLen };
-    this.maxModelLen.set(model, r.maxModelLen);
+    this.learn(model, r);
     if (this.cache.size >= this.capacity) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(key, out);
     return out;
+  }
+
+  /** The engine limits a tokenizer's answer reports, kept per model: its context length and its logprobs bound. */
+  learn(model: string, r: Pick<TokenizeReply, 'maxModelLen' | 'maxLogprobs'>): void {
+    if (r.maxModelLen !== undefined) this.maxModelLen.set(model, r.maxModelLen);
+    if (r.maxLogprobs !== undefined) this.maxLogprobs.set(model, r.maxLogprobs);
   }
 }
 
@@ -117,9 +125,10 @@ export class TokenizeRefused extends Error {
 
 /**
  * The emulator's tokenizer (Llama's BPE, Llama-2 chat template) in-process, for a gateway whose backend has no
- * tokenizer (tests with a scripted backend): the same counts an emulated engine's /tokenize gives.
+ * tokenizer (tests with a scripted backend): the same counts an emulated engine's /tokenize gives, and the limits
+ * its instances report (`maxLogprobs`: engine.maxLogprobs; absent: the engine's default).
  */
-export function localTokenizer(maxModelLen: number): TokenizeFn {
+export function localTokenizer(maxModelLen: number, maxLogprobs?: number): TokenizeFn {
   return async (req) => {
     const { encodeChat, encodeText, tokenStrings } = await loadTokenizer();
     try {
@@ -128,7 +137,7 @@ export function localTokenizer(maxModelLen: number): TokenizeFn {
         : Array.isArray(req.prompt)
           ? req.prompt
           : encodeText(req.prompt ?? '', req.params?.add_special_tokens !== false);
-      const out: TokenizeReply = { v: 1, ok: true, count: ids.length, maxModelLen };
+      const out: TokenizeReply = { v: 1, ok: true, count: ids.length, maxModelLen, ...(maxLogprobs !== undefined ? { maxLogprobs } : {}) };
       if (req.returnTokens) out.tokens = ids;
       if (req.returnTokenStrs) out.tokenStrs = tokenStrings(ids);
       return out;

@@ -47,6 +47,8 @@ export function engineConfigOf(c: ClusterConfig, a: InstanceEngine, env: NodeJS.
     ...(profile && profile.source.kind === 'model' ? { calibrationEngine: engineOfProfile(profile) } : {}),
     ...(c.engine.longPrefillTokenThreshold > 0 ? { longPrefillTokenThreshold: c.engine.longPrefillTokenThreshold } : {}),
     ...(c.engine.prefixCaching !== undefined ? { prefixCaching: c.engine.prefixCaching } : {}),
+    // the bound the instance reports to the gateways with each count (engineTokenize: maxLogprobsOf)
+    ...(c.engine.maxLogprobs !== undefined ? { maxLogprobs: c.engine.maxLogprobs } : {}),
   };
 }
 

@@ -31,6 +31,7 @@ import { LifecycleCommands } from './sleep-mode.ts';
 import type { GpuControl } from '../../src/gpu/index.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import type { ClusterConfig } from '../common/config.ts';
+import { maxLogprobsOf } from '../common/engine-limits.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { classified } from '../../src/policy/classify.ts';
 import type { ClassifiedRequest } from '../../src/policy/slo.ts';
@@ -301,7 +302,7 @@ export class InstanceManager {
       // (one, or a gateway's batch: CreditLoan.batches); a publication (no reply asked) in its message's callback, no mailbox slot
       bus.serve(subjects.instanceLeg(this.id), LegMessage, LegReply, async (m) => legMessage(this.#host, m), { capacity: this.#o.config.engine.maxQueued + this.#o.config.engine.maxInEngine, concurrency: 64, publication: (m) => void legMessage(this.#host, m) }),
       // the gateway counts prompts with the engine's tokenizer (any instance of the model answers)
-      bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => engineTokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
+      bus.serve(subjects.tokenize(), TokenizeRequest, TokenizeReply, (req) => engineTokenize(this.#o.engine, req, maxLogprobsOf(this.#o.config.engine)), { queue: TOKENIZER_QUEUE, capacity: 256, concurrency: 8 }),
       bus.serve(subjects.detokenize(), DetokenizeRequest, DetokenizeReply, (req) => engineDetokenize(this.#o.engine, req), { queue: TOKENIZER_QUEUE, capacity: 64, concurrency: 4 }),
       // peers of the pool: whether anyone has room (backpressure, emergency step 3 needs somebody to move to)
       bus.subscribe(controlSubjects.instanceStatusPool(this.pool), InstanceStatus, (s) => {

@@ -40,11 +40,15 @@ export function machineRequest(req: ClassifiedRequest): MachineRequest {
   return { id: req.id, type: req.type, inputTokens: req.inputTokens, arrivalMs: req.arrivalMs, ttftDeadlineMs: req.ttftDeadlineMs, ttftSloMs: req.slo.ttftMs, moves: req.moves ?? 0, ...(req.probe ? { probe: true } : {}) };
 }
 
-/** vLLM's /tokenize on the instance's engine; a refused prompt is an invalid_request reply with the engine's words. */
-export async function engineTokenize(engine: Engine, req: TokenizeRequest): Promise<TokenizeReply> {
+/**
+ * vLLM's /tokenize on the instance's engine, with the engine's limits: its context length (the engine's answer) and its
+ * logprobs bound (`maxLogprobs`: the `--max-logprobs` it runs with, engine-limits.ts maxLogprobsOf). A refused prompt
+ * is an invalid_request reply with the engine's words.
+ */
+export async function engineTokenize(engine: Engine, req: TokenizeRequest, maxLogprobs?: number): Promise<TokenizeReply> {
   try {
     const r = await engine.tokenize({ model: req.model, prompt: req.prompt, chat: req.messages, params: req.params, returnTokenStrs: req.returnTokenStrs });
-    const out: TokenizeReply = { v: 1, ok: true, count: r.count, maxModelLen: r.maxModelLen };
+    const out: TokenizeReply = { v: 1, ok: true, count: r.count, maxModelLen: r.maxModelLen, ...(maxLogprobs !== undefined ? { maxLogprobs } : {}) };
     if (req.returnTokens) out.tokens = r.tokens;
     if (req.returnTokenStrs && r.tokenStrs) out.tokenStrs = r.tokenStrs;
     return out;

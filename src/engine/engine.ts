@@ -236,6 +236,8 @@ export interface EngineConfig {
   prefixCaching?: boolean;
   /** vLLM `--long-prefill-token-threshold` (both kinds) when > 0: a long prompt takes at most this many tokens per step. */
   longPrefillTokenThreshold?: number;
+  /** vLLM `--max-logprobs` (both kinds) when given: most alternatives per token a request may ask for; absent: the engine's default, 20. */
+  maxLogprobs?: number;
   /** deadline for /health after spawn, ms (a real 70B instance takes minutes). */
   healthDeadlineMs: number;
   /** pass --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1, and allow sleep()/wakeUp(). */

@@ -32,6 +32,13 @@ function longPrefillArgs(cfg: EngineConfig): string[] {
   return ['--long-prefill-token-threshold', String(t)];
 }
 
+function maxLogprobsArgs(cfg: EngineConfig): string[] {
+  const n = cfg.maxLogprobs;
+  if (n === undefined) return [];
+  if (!(Number.isInteger(n) && n >= 0)) throw new EngineConfigError(`maxLogprobs must be an integer >= 0, got ${n}`);
+  return ['--max-logprobs', String(n)];
+}
+
 /** Command, arguments and environment an EngineConfig spawns (exported for logs and tests). */
 export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
   if (!Number.isInteger(cfg.tp) || cfg.tp < 1) throw new EngineConfigError(`tp must be a positive integer, got ${cfg.tp}`);
@@ -58,6 +65,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
       ...schedulerArgs(cfg),
       ...longPrefillArgs(cfg),
+      ...maxLogprobsArgs(cfg),
       ...(cfg.prefixCaching ? ['--enable-prefix-caching'] : []),
       '--exit-on-stdin-close',
     ];
@@ -70,6 +78,7 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
       ...(cfg.streamInterval && cfg.streamInterval > 1 ? ['--stream-interval', String(cfg.streamInterval)] : []),
       ...schedulerArgs(cfg),
       ...longPrefillArgs(cfg),
+      ...maxLogprobsArgs(cfg),
       ...(cfg.prefixCaching === true ? ['--enable-prefix-caching'] : cfg.prefixCaching === false ? ['--no-enable-prefix-caching'] : []),
     ];
   } else {

@@ -1,11 +1,14 @@
 /**
  * vLLM's ranges of the sampling parameters (protocols/sampling-limits.ts): the gateway refuses a value outside them
  * with vLLM's 400 naming the parameter before the request is classified or dispatched, the emulator answers the
- * same 400, and the wire schema refuses it too; the bounds themselves (top_k -1 and 0, top_p 1, penalties +-2,
- * int64 seeds, 20 logprobs) pass.
+ * same 400, and the wire schema refuses it too (the logprobs bound, each engine's own --max-logprobs, once the prompt is
+ * counted: gateway-max-logprobs.test.ts); the bounds themselves (top_k -1 and 0, top_p 1, penalties +-2, int64 seeds,
+ * 20 logprobs) pass.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HttpError, parseOpenAiRequest } from '../../actors/gateway/openai.ts';
+import { engineLimitsError } from '../../actors/gateway/tokenize-routes.ts';
+import { PromptCounter, localTokenizer } from '../../actors/gateway/tokens.ts';
 import { InferenceRequest } from '../../protocols/messages.ts';
 import { EmulatorServer } from '../../src/engine/emulator/server.ts';
 import { createPerfModel } from '../../src/model/index.ts';
@@ -44,6 +47,15 @@ const ACCEPTED: [Kind, Record<string, unknown>][] = [
   ['chat', { top_k: 1, top_logprobs: 0, stop: ['\n'] }],
 ];
 
+/** the gateway's checks before dispatch: the body's, then (the prompt counted) the engine's limits, vLLM's default logprobs bound */
+const counter = new PromptCounter(localTokenizer(4096));
+const gatewayChecks = (kind: Kind, body: Record<string, unknown>) => {
+  const p = parseOpenAiRequest(kind, body);
+  const beyond = engineLimitsError(counter, p, { count: 1, maxModelLen: 4096 });
+  if (beyond) throw beyond;
+  return p;
+};
+
 const refusal = (f: () => unknown): HttpError => {
   try {
     f();
@@ -57,14 +69,14 @@ const refusal = (f: () => unknown): HttpError => {
 describe('sampling parameter ranges', () => {
   it("the gateway refuses a value out of vLLM's range with a 400 naming it, and carries the bounds", () => {
     for (const [kind, extra, param, says] of REFUSED) {
-      const e = refusal(() => parseOpenAiRequest(kind, { ...baseOf(kind), ...extra }));
+      const e = refusal(() => gatewayChecks(kind, { ...baseOf(kind), ...extra }));
       expect(e.status, param).toBe(400);
       expect(e.param, JSON.stringify(extra)).toBe(param);
       expect(e.message, JSON.stringify(extra)).toContain(says);
     }
     for (const [kind, extra] of ACCEPTED) {
       const { temperature, ...params } = extra;
-      const p = parseOpenAiRequest(kind, { ...baseOf(kind), ...extra });
+      const p = gatewayChecks(kind, { ...baseOf(kind), ...extra });
       expect(p.params).toEqual(params);
       expect(p.temperature).toBe(temperature);
     }
@@ -72,7 +84,7 @@ describe('sampling parameter ranges', () => {
 
   it('the wire schema of the parameters holds the same bounds', () => {
     const wire = (params: Record<string, unknown>) => ({ v: 1 as const, id: 'r1', model: 'm', kind: 'completion' as const, prompt: 'x', inputTokens: 1, maxTokens: 2, arrivalMs: 1, giveUpAtMs: 2, streamSubject: 'dyn.v1.stream.r1', params });
-    for (const params of [{ top_p: 5 }, { top_k: -7 }, { presence_penalty: 99 }, { min_p: 3 }, { repetition_penalty: -1 }, { logprobs: 999 }, { top_logprobs: 500 }, { seed: 1e30 }, { stop: '' }]) {
+    for (const params of [{ top_p: 5 }, { top_k: -7 }, { presence_penalty: 99 }, { min_p: 3 }, { repetition_penalty: -1 }, { logprobs: -1 }, { top_logprobs: -2 }, { logprobs: 2.5 }, { seed: 1e30 }, { stop: '' }]) {
       expect(() => InferenceRequest.encode(wire(params) as never), JSON.stringify(params)).toThrow();
     }
     const ok = wire(ACCEPTED[0]![1]);

@@ -23,6 +23,7 @@ interface EmulatorOptions {
   maxNumSeqs?: string;
   maxNumBatchedTokens?: string;
   longPrefillTokenThreshold?: string;
+  maxLogprobs?: string;
   maxWaiting?: string;
   streamInterval?: string;
   tokenOffsets?: boolean;
@@ -48,6 +49,7 @@ export function register(cmd: Command, exit: ExitCode): void {
     .option('--max-num-seqs <n>', 'vLLM max_num_seqs', String(DEFAULT_SCHEDULER.maxNumSeqs))
     .option('--max-num-batched-tokens <n>', 'vLLM max_num_batched_tokens (chunked prefill budget)', String(DEFAULT_SCHEDULER.maxNumBatchedTokens))
     .option('--long-prefill-token-threshold <n>', 'vLLM long_prefill_token_threshold: a prompt with more tokens left gets at most N per step; 0 = off', '0')
+    .option('--max-logprobs <n>', "vLLM's --max-logprobs: most alternatives per token a request may ask for (logprobs / top_logprobs; more is vLLM's 400)", '20')
     .option('--max-waiting <n>', 'bound of the waiting queue (503 beyond it)', '4096')
     .option('--stream-interval <n>', "vLLM's --stream-interval: the first token streams at once, later ones in events of N tokens", '1')
     .option('--no-token-offsets', "events of several tokens do not say when each was made (as vLLM's: only stream_options.continuous_usage_stats tells their count)")
@@ -95,6 +97,7 @@ async function runEmulator(values: EmulatorOptions): Promise<number> {
     maxNumSeqs: posInt(num(values.maxNumSeqs, 'max-num-seqs', DEFAULT_SCHEDULER.maxNumSeqs), 'max-num-seqs'),
     maxNumBatchedTokens: posInt(num(values.maxNumBatchedTokens, 'max-num-batched-tokens', DEFAULT_SCHEDULER.maxNumBatchedTokens), 'max-num-batched-tokens'),
     longPrefillTokenThreshold: nonNegInt(num(values.longPrefillTokenThreshold, 'long-prefill-token-threshold', 0), 'long-prefill-token-threshold'),
+    maxLogprobs: nonNegInt(num(values.maxLogprobs, 'max-logprobs', 20), 'max-logprobs'),
     maxWaiting: posInt(num(values.maxWaiting, 'max-waiting', 4096), 'max-waiting'),
     zeroDelay: values.zeroDelay ?? false,
     streamInterval: posInt(num(values.streamInterval, 'stream-interval', 1), 'stream-interval'),

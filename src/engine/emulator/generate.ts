@@ -18,7 +18,7 @@
  *   when not streamed) and the rest as content. `include_reasoning` is not modelled.
  */
 import { hash3, outputLength, tokenText, uniform } from './text.ts';
-import { MAX_LOGPROBS } from '../../../protocols/sampling-limits.ts';
+import { MAX_LOGPROBS, tooManyLogprobs } from '../../../protocols/sampling-limits.ts';
 
 export interface GenRequest {
   chat: boolean;
@@ -33,6 +33,8 @@ export interface GenRequest {
   params: Record<string, unknown>;
   /** the server runs a reasoning parser: a chat's plain-text output opens with reasoning. */
   reasoning?: boolean;
+  /** the server's --max-logprobs; default MAX_LOGPROBS, vLLM's 20. */
+  maxLogprobs?: number;
 }
 
 export interface ToolCallPlan {
@@ -127,7 +129,8 @@ export function plan(g: GenRequest): Plan {
   if (g.chat) {
     if (p.logprobs === true) topLogprobs = typeof p.top_logprobs === 'number' ? p.top_logprobs : 0;
   } else if (typeof p.logprobs === 'number') topLogprobs = p.logprobs;
-  if (topLogprobs !== null && topLogprobs > MAX_LOGPROBS) throw new GenerationError(`Requested sample logprobs of ${topLogprobs}, which is greater than max allowed: ${MAX_LOGPROBS}`);
+  const maxLogprobs = g.maxLogprobs ?? MAX_LOGPROBS;
+  if (topLogprobs !== null && topLogprobs > maxLogprobs) throw new GenerationError(tooManyLogprobs(topLogprobs, maxLogprobs));
 
   // tool calls
   const tools = Array.isArray(p.tools) ? (p.tools as unknown[]).filter(isObj) : [];

@@ -21,7 +21,7 @@ import { hash3 } from './text.ts';
 import { chatDelta, chatMessage, logprobsOf, plan, type Plan } from './generate.ts';
 import { decodeTokens, encodeChat, encodeText, tokenStrings, type TemplateMessage } from './tokenizer.ts';
 import { promptBlockHashes } from '../prefix-cache.ts';
-import { samplingError } from '../../../protocols/sampling-limits.ts';
+import { MAX_LOGPROBS, samplingError } from '../../../protocols/sampling-limits.ts';
 
 export interface EmulatorOptions {
   perf: PerfModel;
@@ -40,6 +40,8 @@ export interface EmulatorOptions {
   maxNumBatchedTokens?: number;
   /** vLLM long_prefill_token_threshold (0 = off, the default). */
   longPrefillTokenThreshold?: number;
+  /** vLLM's --max-logprobs: most alternatives per token a request may ask for (more: vLLM's 400); default 20 (vLLM's -1, the whole vocabulary, is not modelled). */
+  maxLogprobs?: number;
   /** bound of the waiting queue; default 4096. */
   maxWaiting?: number;
   zeroDelay?: boolean;
@@ -116,6 +118,7 @@ export class EmulatorServer {
   private readonly created = Math.floor(Date.now() / 1000);
   private loadTimer: NodeJS.Timeout | null = null;
   private readonly streamInterval: number;
+  private readonly maxLogprobs: number;
   private readonly sleepMode: EmulatedSleepMode;
 
   constructor(readonly opts: EmulatorOptions) {
@@ -130,6 +133,8 @@ export class EmulatorServer {
     this.servedModelName = opts.servedModelName ?? opts.perf.model.name;
     this.seed = opts.seed ?? 1;
     this.streamInterval = opts.streamInterval ?? 1;
+    this.maxLogprobs = opts.maxLogprobs ?? MAX_LOGPROBS;
+    if (!(Number.isInteger(this.maxLogprobs) && this.maxLogprobs >= 0)) throw new RangeError(`maxLogprobs must be an integer >= 0, got ${this.maxLogprobs}`);
     if (!(Number.isInteger(this.streamInterval) && this.streamInterval >= 1)) throw new RangeError(`streamInterval must be an integer >= 1, got ${this.streamInterval}`);
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
@@ -290,7 +295,7 @@ export class EmulatorServer {
       throw new HttpError(404, `The model \`${String(body.model)}\` does not exist.`, 'NotFoundError');
     }
     // vLLM's sampling ranges (protocols/sampling-limits.ts): out of range is a 400 naming the parameter
-    const bad = samplingError(chat ? 'chat' : 'completion', body);
+    const bad = samplingError(chat ? 'chat' : 'completion', body, this.maxLogprobs);
     if (bad) throw new HttpError(400, bad.message, 'BadRequestError', bad.param);
     const maxLen = this.opts.perf.model.maxContext;
     const ids = truncatedIds(this.promptIds(body, chat), body.truncate_prompt_tokens, maxLen);
@@ -358,7 +363,7 @@ export class EmulatorServer {
     const reqNo = ++this.reqNo;
     let pl: Plan;
     try {
-      pl = plan({ chat, serverSeed: this.seed, reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params: body, reasoning: this.opts.reasoningParser !== undefined });
+      pl = plan({ chat, serverSeed: this.seed, reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params: body, reasoning: this.opts.reasoningParser !== undefined, maxLogprobs: this.maxLogprobs });
     } catch (e) {
       if (e instanceof RangeError || e instanceof SyntaxError) throw new HttpError(400, e.message);
       throw e;
@@ -491,7 +496,7 @@ export class EmulatorServer {
     try {
       for (let i = 0; i < p.n; i++) {
         const params = seed === undefined ? body : { ...body, seed: seed + i };
-        plans.push(plan({ chat, serverSeed: this.seed, reqNo: ++this.reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params, reasoning: this.opts.reasoningParser !== undefined }));
+        plans.push(plan({ chat, serverSeed: this.seed, reqNo: ++this.reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params, reasoning: this.opts.reasoningParser !== undefined, maxLogprobs: this.maxLogprobs }));
       }
     } catch (e) {
       if (e instanceof RangeError || e instanceof SyntaxError) throw new HttpError(400, e.message);
