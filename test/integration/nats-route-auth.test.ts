@@ -22,8 +22,9 @@ afterAll(async () => {
 /** deploy/nats/cluster.conf with its listeners on loopback ports (nothing else changed). */
 const shipped = (routePort: number, httpPort: number): string => {
   const text = readFileSync(join(REPO_ROOT, 'deploy/nats/cluster.conf'), 'utf8');
-  const out = text.replace(/^http: 0\.0\.0\.0:8222$/m, `http: 127.0.0.1:${httpPort}`).replace(/^ {2}listen: 0\.0\.0\.0:6222$/m, `  listen: 127.0.0.1:${routePort}`);
+  const out = text.replace(/^http: 127\.0\.0\.1:8222$/m, `http: 127.0.0.1:${httpPort}`).replace(/^ {2}listen: 0\.0\.0\.0:6222$/m, `  listen: 127.0.0.1:${routePort}`);
   expect(out).toContain(`listen: 127.0.0.1:${routePort}`);
+  expect(out).toContain(`http: 127.0.0.1:${httpPort}`);
   return out;
 };
 

@@ -105,6 +105,12 @@ describe('NATS server configs come from the one table of rights', () => {
       expect(text, path).toContain('imports: [ { stream: { account: SYS, subject: "$SYS.ACCOUNT.dynamollm.DISCONNECT" }, to: "dyn.v1.ctl.connend" } ]');
     }
   });
+  it('the host cluster config serves its unauthenticated monitoring port on the loopback interface only; the Kubernetes one on the pod IP for the kubelet\'s probes, no pod admitted (25-network-policies.yaml)', () => {
+    const c = committedConfigs();
+    expect(c['deploy/nats/cluster.conf']!.match(/^http: .*$/gm)).toEqual(['http: 127.0.0.1:8222']);
+    expect(readFileSync(join(REPO_ROOT, 'deploy/nats/cluster.conf'), 'utf8').match(/^http: .*$/gm)).toEqual(['http: 127.0.0.1:8222']);
+    expect(c['deploy/k8s/nats.conf']!.match(/^http: .*$/gm)).toEqual(['http: 0.0.0.0:8222']);
+  });
   it('the deployment configs hold no user of their own: per-actor users from the generated include only', () => {
     const c = committedConfigs();
     for (const path of ['deploy/nats/cluster.conf', 'deploy/k8s/nats.conf']) {
