@@ -294,6 +294,63 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     expect(engineConfigOf(cluster, { tp: 1, gpuIds: [0], node: NODES[0]!, apiKey: 'k', profile: undefined }, { DYNAMOLLM_ENGINE_HOST: '10.0.0.7' }).port).toBe(0);
   });
 
+  it('NetworkPolicies: every workload of the render is selected by an ingress policy, and what each admits is this table (the managers\' health port: the labelled metrics scraper only)', () => {
+    type Expr = { key: string; operator: string; values?: string[] };
+    type Sel = { matchLabels?: Record<string, string>; matchExpressions?: Expr[] };
+    type Peer = { podSelector?: Sel; namespaceSelector?: Sel; ipBlock?: { cidr: string; except?: string[] } };
+    type Rule = { from?: Peer[]; ports?: { port?: number | string; endPort?: number; protocol?: string }[] };
+    /** a label selector's match (an empty selector matches everything) */
+    const matches = (sel: Sel, labels: Record<string, string>): boolean =>
+      Object.entries(sel.matchLabels ?? {}).every(([k, v]) => labels[k] === v) &&
+      (sel.matchExpressions ?? []).every((e) => {
+        if (e.operator === 'In') return e.values!.includes(labels[e.key]!);
+        if (e.operator === 'NotIn') return !e.values!.includes(labels[e.key]!);
+        if (e.operator === 'Exists') return e.key in labels;
+        if (e.operator === 'DoesNotExist') return !(e.key in labels);
+        throw new Error(`operator ${e.operator}`);
+      });
+    const selText = (sel: Sel) => [...Object.entries(sel.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`), ...(sel.matchExpressions ?? []).map((e) => `${e.key} ${e.operator} (${[...(e.values ?? [])].sort().join(',')})`)].sort().join(',');
+    const ns = find('Namespace', 'dynamollm')!.metadata.name as string;
+    const podLabels = (w: Obj) => w.spec.template.metadata.labels as Record<string, string>;
+    /** a source as the table names it: this namespace's workloads a podSelector matches, else the selectors */
+    const peerText = (peer: Peer): string => {
+      if (peer.ipBlock) return `ipBlock ${peer.ipBlock.cidr}${peer.ipBlock.except ? ` except ${peer.ipBlock.except.join(',')}` : ''}`;
+      if (peer.namespaceSelector) return `namespaces{${selText(peer.namespaceSelector)}} pods{${selText(peer.podSelector ?? {})}}`;
+      const ws = workloads.filter((w) => w.metadata.namespace === ns && matches(peer.podSelector!, podLabels(w))).map((w) => w.metadata.name as string).sort();
+      return `workloads ${ws.length ? ws.join(',') : '<none>'}`;
+    };
+    const portText = (p: NonNullable<Rule['ports']>[number]) => `${p.protocol ?? 'TCP'}/${p.port ?? '*'}${p.endPort ? `-${p.endPort}` : ''}`;
+    const policies = objs.filter((o) => o.kind === 'NetworkPolicy' && (o.spec.policyTypes as string[]).includes('Ingress'));
+    const admitted = (w: Obj): string[] => {
+      const on = policies.filter((p) => p.metadata.namespace === w.metadata.namespace && matches(p.spec.podSelector as Sel, podLabels(w)));
+      expect(on.length, `${w.metadata.name as string}: an ingress policy selects its pods`).toBeGreaterThan(0);
+      return [...new Set(on.flatMap((p) => ((p.spec.ingress ?? []) as Rule[]).flatMap((r) =>
+        (r.ports ?? [{ port: 'every port' }]).flatMap((port) => (r.from?.length ? r.from : [undefined]).map((peer) => `${portText(port)} <- ${peer ? peerText(peer) : 'any source'}`)))))].sort();
+    };
+    const agents = NODES.map((n) => `node-agent-${n}`);
+    const actorsText = `workloads ${[...ACTORS].sort().join(',')}`;
+    const scraper = 'namespaces{dynamollm.io/metrics-scraper=true} pods{app.kubernetes.io/name=prometheus}';
+    const want: Record<string, string[]> = {
+      nats: [`TCP/4222 <- ${actorsText}`, 'TCP/6222 <- workloads nats'],
+      'cluster-manager': [`TCP/8081 <- ${scraper}`],
+      'pool-manager': [`TCP/8081 <- ${scraper}`],
+      gateway: ['TCP/8000 <- any source'],
+      ...Object.fromEntries(agents.map((a) => [a, ['TCP/32768-60999 <- workloads gateway']])),
+    };
+    expect(Object.fromEntries(workloads.map((w) => [w.metadata.name as string, admitted(w)]))).toEqual(want);
+    // a pod of the namespace that no policy names admits nothing: a default deny selects every pod
+    expect(policies.filter((p) => Object.keys(p.spec.podSelector).length === 0 && (p.spec.ingress ?? []).length === 0).map((p) => p.metadata.namespace)).toContain(ns);
+    // the admitted port is the managers' health port, the one their /metrics is served and scraped on
+    for (const name of ['cluster-manager', 'pool-manager']) {
+      const pod = workloads.find((o) => o.metadata.name === name)!.spec.template;
+      const c = pod.spec.containers[0];
+      expect(c.ports.find((p: Obj) => p.name === 'health').containerPort, name).toBe(8081);
+      const args = c.args as string[];
+      expect(args[args.indexOf('--health') + 1], name).toBe('8081');
+      if (pod.metadata.annotations?.['prometheus.io/port']) expect(pod.metadata.annotations['prometheus.io/port'], name).toBe('8081');
+    }
+  });
+
   it('the images are the ones deploy/docker builds', () => {
     const images = new Set(workloads.flatMap((w) => w.spec.template.spec.containers.map((c: Obj) => c.image.replace(/:.*$/, ''))));
     expect([...images].sort()).toEqual(['dynamollm-control-plane', 'dynamollm-node', 'nats']);
