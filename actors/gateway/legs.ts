@@ -67,6 +67,8 @@ export interface AdmissionCounters {
   relayWaits: number;
   /** relayed legs ended because their hold at the gateway passed RELAY_HOLD_BYTES (their instance did not wait for its grant). */
   relayOverflows: number;
+  /** chunks ignored because another instance than the leg's own sent them (relay-order.ts LegOrder.own: a second admission of the same leg id). */
+  otherCopies: number;
 }
 
 /** An engine URL's host and port, parsed once per URL (a grant names one of a few engines; bounded). */

@@ -101,7 +101,7 @@ interface Leg {
 interface LegRoute { exclude?: string; intake?: boolean }
 
 export class NatsBackend implements GatewayBackend {
-  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0, resumed: 0, energyEstimated: 0, estimatedMeasuredJ: 0, estimatedModelledJ: 0, relayGaps: 0, relayWaits: 0, relayOverflows: 0 };
+  readonly counters: AdmissionCounters = { retries: 0, heldForReconnect: 0, foreignTerminals: 0, migrated: 0, routed: 0, credited: 0, viaIntake: 0, holderDied: 0, poolHolds: 0, electionHolds: 0, localTokenized: 0, resumed: 0, energyEstimated: 0, estimatedMeasuredJ: 0, estimatedModelledJ: 0, relayGaps: 0, relayWaits: 0, relayOverflows: 0, otherCopies: 0 };
   private readonly admitTimeoutMs: number;
   private readonly admitAttemptMs: number;
   private readonly chunkTimeoutMs: number;
@@ -257,12 +257,12 @@ export class NatsBackend implements GatewayBackend {
         leg.heldUntilMs = Math.max(leg.heldUntilMs ?? 0, this.clock.now() + c.hold.forMs + this.admitTimeoutMs);
         return;
       }
+      if (!order.own(c) && ++this.counters.otherCopies) return; // another instance's copy of this leg id: never this leg's
       if (leg.onControl) return leg.onControl(c);
       if (c.grant) granted?.(c);
       const took = order.take(c);
-      if (took === 'drop') return;
-      if (took === 'foreign') this.counters.foreignTerminals++;
-      if (took === 'gap') this.counters.relayGaps++; // the leg ends at the missing chunk (retryable), continued from before it
+      if (took === 'drop' || took === 'other') return;
+      if (took !== 'take') this.counters[took === 'foreign' ? 'foreignTerminals' : 'relayGaps']++; // a gap: the leg ends at the missing chunk (retryable), continued from before it
       q.push(took === 'gap' ? relayGapChunk(msg.id, order.gapAt!) : c);
     };
     const sub = this.streams.listen(subject, msg.id, onChunk);

@@ -8,8 +8,11 @@ import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 import { DEADLINE_ERROR, pastDeadline, sentEvent, type MigrationText, type StreamState } from './legs.ts';
 
 /**
- * Which chunks of a leg's stream subject go to its reader, in order. A request moved between instances may repeat a
- * seq: the first copy wins. A terminal chunk (done or error) ends the stream whoever sends it ('foreign': the pool
+ * Which chunks of a leg's stream subject go to its reader, in order. A leg belongs to the instance of its first grant or
+ * token (`owner`): a chunk another instance names is a second admission's copy of the same leg id (a pool leader that
+ * died between an admit and its stored entry, an instance declared dead that still serves), and is ignored ('other'),
+ * terminal or not, so two generations never mix and another copy's end never ends the leg. The pool leader's end of a
+ * dead instance's leg names that instance. A request moved between instances may repeat a seq: the first copy wins. A terminal chunk (done or error) ends the stream whoever sends it ('foreign': the pool
  * leader ending a dead instance's stream numbers it from that instance's last status, a seq the gateway may already
  * have). Relayed (no grant came: the instance publishes the tokens, numbered 0, 1, ... per leg), a chunk past the one
  * expected next is a 'gap' (NATS dropped one, a reconnect, a slow consumer, a sender numbering its end ahead of the
@@ -19,10 +22,26 @@ export class LegOrder {
   readonly #seen = new Set<number>();
   #next = 0;
   #direct = false;
+  /** the instance the leg belongs to: the one named by its first grant or token chunk. */
+  owner?: string;
   /** the seq of the relayed chunk that never came, once a gap was seen. */
   gapAt?: number;
 
-  take(c: TokenChunk): 'take' | 'foreign' | 'drop' | 'gap' {
+  /**
+   * Whether `c` is the leg's own (a chunk that names no instance, or its owner's; the first grant or token names the
+   * owner), else another instance's copy of the leg, to be ignored. A terminal chunk names no owner: the pool leader
+   * ends a leg that never started in its dead instance's name.
+   */
+  own(c: TokenChunk): boolean {
+    const i = c.instance;
+    if (i === undefined) return true;
+    if (this.owner !== undefined) return i === this.owner;
+    if (c.grant || (!c.done && !c.error)) this.owner = i;
+    return true;
+  }
+
+  take(c: TokenChunk): 'take' | 'foreign' | 'drop' | 'gap' | 'other' {
+    if (!this.own(c)) return 'other';
     if (this.gapAt !== undefined) return 'drop';
     if (c.grant) this.#direct = true;
     let took: 'take' | 'foreign' = 'take';

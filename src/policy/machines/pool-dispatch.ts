@@ -8,7 +8,7 @@ import type { Admission, InferenceRequest } from '../../../protocols/messages.ts
 import type { WireError } from '../../../protocols/errors.ts';
 import { dispatchRequest } from '../dispatch.ts';
 import { aliveAt, capacityComing, countDispatched, dispatchViews, type DispatchViewOf } from './router.ts';
-import { refusal, UNSEEN, type DispatchJob, type MoveJob, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState } from './pool-types.ts';
+import { refusal, UNSEEN, type DispatchJob, type MoveJob, type PoolEffect, type PoolEvent, type PoolMachineConfig, type PoolMachineState, type TrackedInstance } from './pool-types.ts';
 
 /** Tries of one dispatch (the chosen instance, then the next best on each refusal). */
 const DISPATCH_TRIES = 4;
@@ -50,7 +50,35 @@ export function dispatch(s: PoolMachineState, fx: PoolEffect[], ref: number, req
       return;
     }
   }
+  const holder = now - (s.ledAtMs ?? -Infinity) < HELD_IDS_AFTER_LEAD_MS ? heldBy(s, req.id) : undefined;
+  if (holder) return adoptHeld(s, fx, ref, req, holder, now, cfg);
   newJob(s, fx, { req, origin: { kind: 'dispatch', ref }, exclude: new Set(), tried: new Set(), attempts: 0 }, now, cfg);
+}
+
+/**
+ * How long after it took the lead a leader looks for a dispatch's id in its live instances' statuses, ms: the longest a
+ * gateway sends an admission again under the same id (its holdLimitMs, 60 s by default).
+ */
+export const HELD_IDS_AFTER_LEAD_MS = 60_000;
+
+/**
+ * The live instance whose last status lists `id` as queued or running: a predecessor admitted it there and died before
+ * its dispatched entry was stored (this leader's list lacks it), and the caller sends it again under the same id.
+ */
+export function heldBy(s: PoolMachineState, id: string): TrackedInstance | undefined {
+  for (const t of s.instances.values()) if (t.alive && (t.status.queuedIds.includes(id) || t.status.runningIds.includes(id))) return t;
+  return undefined;
+}
+
+/** A dispatch of a request a live instance holds already: its entry stored for that instance and the admission answered, never a second admission. */
+function adoptHeld(s: PoolMachineState, fx: PoolEffect[], ref: number, req: InferenceRequest, t: TrackedInstance, now: number, cfg: PoolMachineConfig): void {
+  const instance = t.status.id;
+  const proc = t.status.startedMs !== UNSEEN ? { startedMs: t.status.startedMs } : {};
+  const r = { ...req, pool: cfg.pool };
+  s.outstanding.set(req.id, { req: r, instance, atMs: now, ...proc });
+  fx.push({ kind: 'persist_dispatched', req: r, instance, atMs: now, ...proc });
+  fx.push({ kind: 'event', event: 'failure', summary: `${cfg.pool}: request ${req.id} is held by ${instance} already (admitted before this leader's list knew it)`, decision: { instance, adopted: true }, inputs: { pool: cfg.pool, id: req.id } });
+  fx.push({ kind: 'reply', ref, admission: { v: 1, id: req.id, ok: true, pool: cfg.pool, instance } });
 }
 
 export function newJob(s: PoolMachineState, fx: PoolEffect[], j: DispatchJob, now: number, cfg: PoolMachineConfig): void {
