@@ -9,6 +9,7 @@ import type { Admission, InferenceRequest, TokenChunk, TokenizeReply, TokenizeRe
 import type { Clock } from '../../src/runtime/clock.ts';
 import type { StreamState } from './legs.ts';
 import type { AbortLike } from '../../src/runtime/abort.ts';
+import { rerunnable } from '../../src/policy/drain-migration.ts';
 
 const MAX_ID = 128;
 
@@ -17,6 +18,8 @@ const MAX_ID = 128;
  * continued: the client's own final assistant message when it asked for continue_final_message, else a new one).
  */
 export function continuation(req: InferenceRequest, st: StreamState): InferenceRequest {
+  // nothing reached the client: the tokens an engine counted for a leg that broke (its text held back) are not the client's
+  if (rerunnable(st)) st.sent = 0;
   const n = st.legs;
   const suffix = st.legTag ? `-${st.legTag}m${n}` : `-m${n}`;
   const id = req.id.slice(0, MAX_ID - suffix.length) + suffix;

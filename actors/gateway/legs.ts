@@ -17,7 +17,7 @@ import { EngineHttpError, EngineTimeoutError } from '../../src/engine/errors.ts'
 import type { JournalLeg, ResumeFrom } from './resume.ts';
 import type { LegEnergy } from './leg-energy.ts';
 import { estimatedLegRecord, publishLegRecord } from './leg-record.ts';
-import { continuable } from '../../src/policy/drain-migration.ts';
+import { continuable, rerunnable } from '../../src/policy/drain-migration.ts';
 import { deadlineEnd, deadlineError, pastDeadline } from '../../src/policy/deadline.ts';
 export { accountSpan, nativeOf } from './native-leg.ts';
 export { DEADLINE_ERROR, deadlineError, pastDeadline } from '../../src/policy/deadline.ts';
@@ -210,12 +210,20 @@ export function placedChunk(c: TokenChunk, grant: Pick<TokenChunk, 'instance' | 
 }
 
 /**
- * A request may continue on a peer at `now`: before its give-up time (pastDeadline), legs left (`limit`), its text kept,
- * no tool-call or reasoning output sent (opaque), tokens still to make, a prompt it can extend without changing what the
- * model must write (continuable).
+ * A request may go on as a new leg at `now`: before its give-up time (pastDeadline) and with legs left (`limit`), either
+ * as it came when nothing reached its client (rerunnable: continuable or not), or continued on a peer (canContinue).
  */
 export function canMigrate(req: InferenceRequest, st: StreamState, limit: number, now: number): boolean {
-  if (pastDeadline(req, now) || st.legs - (st.resumes ?? 0) >= limit || !st.keepText || st.opaque || st.sent >= req.maxTokens) return false;
+  if (pastDeadline(req, now) || st.legs - (st.resumes ?? 0) >= limit) return false;
+  return rerunnable(st) || canContinue(req, st);
+}
+
+/**
+ * A stream the client has text of may continue on a peer: its text kept, no tool-call or reasoning output sent (opaque),
+ * tokens still to make, a prompt it can extend without changing what the model must write (continuable).
+ */
+export function canContinue(req: InferenceRequest, st: StreamState): boolean {
+  if (!st.keepText || st.opaque || st.sent >= req.maxTokens) return false;
   // echo would repeat the prompt (and the text already sent) at the start of the next leg; a token-id prompt takes no
   // text; guided decoding would start its grammar again after the text already sent
   return continuable(req);

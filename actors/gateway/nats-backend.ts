@@ -52,7 +52,7 @@ import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { RelayFlow } from './relay-flow.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, legStarted, endReport, placedChunk, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, canContinue, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, legStarted, endReport, placedChunk, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -371,7 +371,7 @@ export class NatsBackend implements GatewayBackend {
         const lost = !c.grant && legOut > 0 && legLost(c) && canMigrate(req, st, this.migrationLimit, this.clock.now());
         if (redrive || lost) {
           leg.sub.unsubscribe();
-          if (lost) this.cancel(leg.req.id, `its relayed leg was lost (${c.error!.message})`, leg.cancelSent);
+          this.cancel(leg.req.id, `its leg was ${lost ? 'lost' : 'ended before it started'} (${c.error!.message})`, leg.cancelSent); // a live instance may still hold it
           [legOut, st.legs, this.counters.migrated] = [0, st.legs + 1, this.counters.migrated + 1];
           const next = { ...continuation(req, st), ...(this.direct ? { direct: true } : {}) };
           moveTo(await this.reopen(req, lost ? await this.counted(next, signal) : next, signal, leg.admission.instance));
@@ -454,7 +454,7 @@ export class NatsBackend implements GatewayBackend {
     const lr = leg.req;
     // silent past its idle deadline (a frozen engine), the leg ends as an engine failure and migrates (docs/DATAPATH.md "A hung engine")
     // the engine's count of the tokens it made is asked for where a break continues the stream (or a stop string may cross into it)
-    const engineReq = engineRequestOf(lr, this.clock.now(), engineIdleBounds(lr.slo, this.engineIdle.fallback, this.engineIdle.settings), st.legs > 0 || canMigrate(req, st, this.migrationLimit, this.clock.now()));
+    const engineReq = engineRequestOf(lr, this.clock.now(), engineIdleBounds(lr.slo, this.engineIdle.fallback, this.engineIdle.settings), st.legs > 0 || (canMigrate(req, st, this.migrationLimit, this.clock.now()) && canContinue(req, st)));
     const t: LegTiming = { tokens: 0, tbtSum: 0, tbtMax: 0, tbtN: 0 };
     const sentBefore = st.sent;
     const offsetBase = st.legs > 0 ? codePointLength(st.text) : 0; // a continuation's logprobs text_offset: past the text before it
@@ -578,7 +578,7 @@ export class NatsBackend implements GatewayBackend {
       // the instance learns how its leg ended (it ended it itself when it sent the error)
       if (!ended && instance) charge(await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, outcome, t, usage), undefined, outcome);
       st.promptTokens ??= req.inputTokens;
-      if (w.retryable && canMigrate(req, st, this.migrationLimit, this.clock.now())) return 'migrate';
+      if (w.retryable && canMigrate(req, st, this.migrationLimit, this.clock.now())) return (ended && this.cancel(lr.id, `ended by the control plane, continued on a new leg (${ended.message})`, leg.cancelSent), 'migrate');
       if (w.retryable && st.opaque) w = { ...w, message: `${w.message} (not continued on another instance: it had sent a tool call or reasoning)` };
       if (ended || instance) st.ended = true; // the instance ended the leg, or has its end report
       yield [{ v: 1, id: req.id, seq: st.out++, text: '', tokens: 0, done: true, finishReason: w.code === 'cancelled' ? 'cancelled' : 'error', error: w }];

@@ -87,6 +87,16 @@ export function continuable(req: { messages?: unknown; prompt?: unknown; promptF
   return req.promptForm !== 'ids';
 }
 
+/**
+ * Whether a stream of which nothing reached its client (no chunk out, no text, none dropped past a migration cap, not a
+ * resumed stream's continuation) may start again as the same request on a new leg, continuable or not: the new leg
+ * carries nothing of the broken one, so an echo, a token-id prompt or a guided request is re-run as it came
+ * (actors/gateway/legs.ts canMigrate).
+ */
+export function rerunnable(st: { out: number; text: string; keepText: boolean; opaque?: boolean; resumes?: number }): boolean {
+  return st.out === 0 && st.text === '' && st.keepText && !st.opaque && !st.resumes;
+}
+
 /** A request running on a draining instance, as the instance knows it: legsToMigrate's input. */
 export interface RunningLeg {
   id: string;

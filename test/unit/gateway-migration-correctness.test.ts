@@ -74,11 +74,13 @@ describe('guided decoding and tools', () => {
     { response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } } },
     { guided_json: { type: 'object' } }, { guided_regex: '[a-z]+' }, { guided_choice: ['a', 'b'] }, { guided_grammar: 'root ::= "a"' }, { structural_tag: '{}' },
   ];
-  it('a request with guided decoding is not continuable, and does not migrate', () => {
+  it('a request with guided decoding is not continuable: it migrates only while nothing reached its client', () => {
     for (const params of structured) {
       expect(guided(params), JSON.stringify(params)).toBe(true);
       expect(continuable(chatReq(params)), JSON.stringify(params)).toBe(false);
-      expect(canMigrate(chatReq(params), fresh(), 3, START), JSON.stringify(params)).toBe(false);
+      // text sent: no continuation; nothing sent yet: the request runs again as it came (rerunnable)
+      expect(canMigrate(chatReq(params), { ...fresh(), out: 1, sent: 1, text: '{' }, 3, START), JSON.stringify(params)).toBe(false);
+      expect(canMigrate(chatReq(params), fresh(), 3, START), JSON.stringify(params)).toBe(true);
       expect(continuable({ prompt: 'x', params }), JSON.stringify(params)).toBe(false);
     }
     expect(continuable(chatReq({ response_format: { type: 'text' } }))).toBe(true);
