@@ -296,15 +296,16 @@ export function holderGoneChunk(id: string): TokenChunk {
 }
 
 /**
- * The next leg of a stream the client already has tokens of, silent since its admission for chunkTimeoutMs (the
- * ChunkQueue's retryable timeout), as its retryable end, after `cancel` (its instance may hold it): the stream loop sends
- * it again as a new leg, as one ended before it started (its instance died holding it, nobody left to end it), instead
- * of ending the client's stream. Any other error is thrown.
+ * A leg silent for chunkTimeoutMs (the ChunkQueue's retryable timeout) as its retryable end, after `cancel` (its instance
+ * may hold it or still serve it), instead of ending the client's stream: the next leg of a stream the client already
+ * has tokens of, silent since its admission, is sent again as one ended before it started (its instance died holding
+ * it, nobody left to end it); a relayed leg silent mid-stream (`started`) ends as lost (`unavailable`, legLost) and
+ * continues on a new leg from the text sent. Any other error is thrown.
  */
-export function silentLegEnd(err: unknown, id: string, cancel: () => void): TokenChunk {
+export function silentLegEnd(err: unknown, id: string, cancel: () => void, started = false): TokenChunk {
   if (!(err instanceof DynError) || err.code !== 'timeout') throw err;
   cancel();
-  return { v: 1, id, seq: 0, text: '', tokens: 0, done: true, finishReason: 'error', error: { code: 'timeout', message: err.message, retryable: true, retryAfterS: 1 } };
+  return { v: 1, id, seq: 0, text: '', tokens: 0, done: true, finishReason: 'error', error: { code: started ? 'unavailable' : 'timeout', message: err.message, retryable: true, retryAfterS: 1 } };
 }
 
 /** Resolves once NATS is connected (at once when it is), false when `ms` passed first (on `clock`) or the bus closed. */

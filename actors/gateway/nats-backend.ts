@@ -362,8 +362,8 @@ export class NatsBackend implements GatewayBackend {
     this.migrationText.claim(st);
     try {
       for (;;) {
-        // a stream's next leg silent since its admission (no grant, no token) is sent again, as one ended before it started
-        const c = legOut > 0 || st.sent === 0 ? await this.nextChunk(leg) : await this.nextChunk(leg).catch((e: unknown) => silentLegEnd(e, leg.req.id, () => this.cancel(leg.req.id, 'no answer since its admission', leg.cancelSent)));
+        // a stream's next leg silent since its admission is sent again, as one ended before it started; a relayed leg silent mid-stream is lost
+        const c = legOut === 0 && st.sent === 0 ? await this.nextChunk(leg) : await this.nextChunk(leg).catch((e: unknown) => silentLegEnd(e, leg.req.id, () => this.cancel(leg.req.id, legOut > 0 ? 'silent mid-stream' : 'no answer since its admission', leg.cancelSent), legOut > 0));
         if (!c) return;
         // a leg ended before it started (its instance died holding it, no peer took it) is sent again as a new leg; a relayed
         // leg lost mid-stream (a chunk missing, its instance or engine gone) continues on a new leg, as a direct one does

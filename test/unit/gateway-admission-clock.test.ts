@@ -8,8 +8,8 @@
  *   request's give-up time, and holds that follow one another never past holdLimitMs;
  * - a leader election under way (ElectionWatch on the managers' heartbeats) extends it until the successor leads;
  * - a request sent while NATS is down is held until the connection is back, inside the same budget;
- * - a stream silent for chunkTimeoutMs ends with a retryable timeout (its last chunk, once a token was sent), a chunk
- *   before it resets the wait;
+ * - a stream silent for chunkTimeoutMs that cannot continue on a new leg ends with a retryable error (its last chunk,
+ *   once a token was sent), a chunk before it resets the wait;
  * - a request whose legs end before they start is sent again as a new leg only until holdLimitMs;
  * - a prompt's tokenize is retried past its deadline while the router (GatewayRouter on the instances' statuses)
  *   expects an instance, up to tokenizeHoldMs;
@@ -263,8 +263,9 @@ describe('gateway admission on a virtual clock', () => {
     expect(backend.counters.heldForReconnect).toBe(2);
   });
 
-  it('a stream silent for chunkTimeoutMs ends with a retryable timeout; a chunk before it starts the wait again', async () => {
-    const { clock, bus, backend } = setup({ chunkTimeoutMs: 30_000 });
+  it('a stream silent for chunkTimeoutMs ends with a retryable error where it cannot continue; a chunk before it starts the wait again', async () => {
+    // migrationLimit 0: the silent leg is lost and cannot continue on a new leg (test/unit/gateway-relay-silent.test.ts: it does)
+    const { clock, bus, backend } = setup({ chunkTimeoutMs: 30_000, migrationLimit: 0 });
     bus.responders.set(subjects.clusterIntake(), (m, reply) => reply(admitted((m as InferenceRequest).id)));
     const req = request(clock);
     const stream = await (async () => {
@@ -285,7 +286,7 @@ describe('gateway admission on a virtual clock', () => {
     await run(clock, 200);
     // a token was sent: the end is the stream's last chunk (as on the direct path), not a failed read
     expect(read.error).toBeUndefined();
-    expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'error', error: { code: 'timeout', retryable: true } });
+    expect(chunks.at(-1)).toMatchObject({ done: true, finishReason: 'error', error: { code: 'unavailable', retryable: true } });
     // 30 s after the last chunk (at 29 s), not 30 s after the first wait began
     expect(read.atMs! - base).toBeGreaterThanOrEqual(59_000);
     expect(read.atMs! - base).toBeLessThanOrEqual(59_010);
