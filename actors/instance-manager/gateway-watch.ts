@@ -6,7 +6,9 @@
  * whose gateway process (LegReport.gateway: id and startedMs; two processes of one replica, a serving one and its
  * standby, beat under the same id) has not beaten for GONE_AFTER_MS, plus `timeouts.resumeGraceMs` for a resume
  * on another gateway (which ends the leg itself), is ended. Only a process seen beating counts as gone when it goes
- * silent: one never heard of (no heartbeat read yet, or none allowed) keeps the give-up time as its bound.
+ * silent: one never heard of (no heartbeat read yet, or none allowed) keeps the give-up time as its bound. The silence
+ * this instance manager hears while its own NATS link is down is its own: no leg ends meanwhile, and back, every
+ * gateway's silence counts from the link's return (the outage added to its last beat), as the router's linkDown rule.
  */
 import { DynError, Heartbeat, subjects } from '../../protocols/index.ts';
 import type { LegReport } from '../../protocols/messages.ts';
@@ -37,6 +39,9 @@ export class GatewayWatch {
   /** when the next check is due (start's interval), on this clock; undefined: checks are called by hand. */
   #dueMs: number | undefined;
   #sub?: SubscribeHandle;
+  /** when this process's link went down (the bus's disconnect), until its reconnect. */
+  #downMs: number | undefined;
+  #onStatus?: (s: { type: string }) => void;
 
   constructor(private readonly clock: Clock, private readonly graceMs: number) {}
 
@@ -44,10 +49,32 @@ export class GatewayWatch {
     this.#sub = bus.subscribe(subjects.heartbeatsOf('gateway'), Heartbeat, (hb) => this.observe(hb), { capacity: 1024, expectSubject: (hb) => subjects.heartbeat(hb.kind, hb.id) });
     this.#dueMs = this.clock.now() + CHECK_MS;
     this.#timer = this.clock.setInterval(() => this.check(), CHECK_MS);
+    this.#onStatus = (s) => {
+      if (s.type === 'disconnect' || s.type === 'staleConnection') this.link(false);
+      else if (s.type === 'reconnect') this.link(true);
+    };
+    bus.on('status', this.#onStatus);
+    this.#bus = bus;
+  }
+
+  #bus?: Bus;
+
+  /** This process's own link went down (false) or came back (true): the outage is nobody's silence but its own. */
+  link(up: boolean): void {
+    const now = this.clock.now();
+    if (!up) {
+      this.#downMs ??= now;
+      return;
+    }
+    if (this.#downMs === undefined) return;
+    const outage = now - this.#downMs;
+    this.#downMs = undefined;
+    for (const [key, at] of this.#beats) this.#beats.set(key, creditStall(at, outage));
   }
 
   stop(): void {
     this.#sub?.unsubscribe();
+    if (this.#onStatus) this.#bus?.off('status', this.#onStatus);
     if (this.#timer !== undefined) this.clock.clearInterval(this.#timer);
     this.#timer = undefined;
   }
@@ -70,6 +97,7 @@ export class GatewayWatch {
     const stall = this.#dueMs === undefined ? 0 : timerStallMs(this.#dueMs, now);
     if (this.#dueMs !== undefined) this.#dueMs = now + CHECK_MS;
     if (stall > 0) for (const [key, at] of this.#beats) this.#beats.set(key, creditStall(at, stall));
+    if (this.#downMs !== undefined) return; // cut off: no gateway is heard, none is judged
     for (const [k, leg] of this.#legs) {
       if (!gatewayGone(this.#beats.get(leg.key), now, this.graceMs)) continue;
       this.#legs.delete(k);
