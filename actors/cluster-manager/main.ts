@@ -10,6 +10,7 @@
  * merges), publishes PoolAssignments (KV + PoolCommand) and answers clusterStatus; with a power driver
  * (config `power.driver`), powers servers off and on as the scaling machine decides (./power-driver.ts).
  */
+import { busPingMs } from '../../src/policy/bus-keepalive.ts';
 import type { KV } from '@nats-io/kv';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
@@ -594,5 +595,5 @@ export class ClusterManager extends Actor {
 export function createActor(o: ActorFactoryOptions): ClusterManager {
   const config = parseConfig(o.config ?? {});
   const profile = requireProfileCovers(config, [config.engine.initialTp]);
-  return new ClusterManager({ kind: 'cluster', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, profile);
+  return new ClusterManager({ kind: 'cluster', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, natsPingMs: busPingMs(config.liveness.deadAfterMs), jetstreamReplicas: config.nats.jetstreamReplicas }, config, profile);
 }

@@ -4,6 +4,7 @@
  * Default (`defaultConfig()`): Llama2-70B on 4 emulated 8xH100 servers, the paper's epochs and SLOs.
  */
 import { instanceStatusMs, suspectAfterMsOf, SUSPECT_INTERVALS } from '../../src/policy/suspect.ts';
+import { deathWindowProblem } from '../../src/policy/bus-keepalive.ts';
 import { DEFAULT_HEADROOM } from '../../src/policy/types.ts';
 import { DEFAULT_ENGINE_HEALTH, DEFAULT_ENGINE_IDLE } from '../../src/policy/engine-liveness.ts';
 import { existsSync, readFileSync } from 'node:fs';
@@ -113,9 +114,9 @@ export const configSchema = z
         /** status/heartbeat period of instances, pools and nodes, ms; default 1000. */
         statusIntervalMs: pos.default(1000),
         /**
-         * an actor silent this long is dead, ms; default 3000 (3 missed statuses of 1 s). Shorter values give
-         * false deaths when a loaded machine delays timers; a test that needs a faster verdict shortens
-         * statusIntervalMs and keeps several missed statuses in this window.
+         * an actor silent this long is dead, ms; default 3000 (3 missed statuses of 1 s); at least 850 ms: the NATS
+         * pings follow it (src/policy/bus-keepalive.ts). Shorter values give false deaths when a loaded machine delays
+         * timers; a test that needs a faster verdict shortens statusIntervalMs and keeps several missed statuses in it.
          */
         deadAfterMs: pos.default(3000),
         /**
@@ -439,6 +440,7 @@ export function crossFieldErrors(c: ClusterConfig): string[] {
   if (l.deadAfterMs < 2 * l.statusIntervalMs) {
     out.push(`liveness.deadAfterMs: ${l.deadAfterMs} ms must be at least 2 x liveness.statusIntervalMs (${l.statusIntervalMs} ms): one late status would declare an actor dead`);
   }
+  for (const p of [deathWindowProblem(l.deadAfterMs)]) if (p) out.push(p); // a silent NATS node's stale detection and reconnect fit in the window
   const inst = instanceStatusMs(l);
   if (inst < 50) out.push(`liveness.instanceStatusIntervalMs: ${inst} ms is below 50 ms: every dispatcher decodes each instance's status`);
   if (l.deadAfterMs < 2 * inst) out.push(`liveness.deadAfterMs: ${l.deadAfterMs} ms must be at least 2 x the instances' status interval (${inst} ms): one late status would declare an instance dead`);

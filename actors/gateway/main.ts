@@ -40,6 +40,7 @@ import { DynError } from '../../protocols/errors.ts';
 import { ConnectingBackend } from './connecting-backend.ts';
 import { firstTokenTrace } from '../../src/runtime/first-token-trace.ts';
 import { shortLivedHeap } from '../../src/runtime/heap-tuning.ts';
+import { busPingMs } from '../../src/policy/bus-keepalive.ts';
 
 /** a resume reads its stream's journal within this, ms (past it the client gets a retryable 503). */
 const RESUME_READ_MS = 5000;
@@ -99,7 +100,7 @@ export class GatewayActor extends Actor {
   private append?: JournalAppend;
 
   constructor(private readonly g: GatewayActorOptions) {
-    super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: gatewayDrainGraceMs(g.settings), clock: g.clock, jetstreamReplicas: g.cluster.nats.jetstreamReplicas });
+    super({ kind: 'gateway', id: g.id, nats: g.nats, servers: g.servers, user: g.user, pass: g.pass, log: g.log, drainGraceMs: gatewayDrainGraceMs(g.settings), clock: g.clock, jetstreamReplicas: g.cluster.nats.jetstreamReplicas, natsPingMs: busPingMs(g.cluster.liveness.deadAfterMs) });
     // a request's objects born young, not pretenured (src/runtime/heap-tuning.ts): short scavenges on the first token's path
     shortLivedHeap();
     let profile;

@@ -2,6 +2,7 @@
  * `instance` actor process: `--id ID --config FILE --pool P --tp N --gpus 0,1[,..] [--node N]`.
  * Owns one engine process (config.engine) and its GPUs' clocks (config.gpuBackend).
  */
+import { busPingMs } from '../../src/policy/bus-keepalive.ts';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import { randomBytes } from 'node:crypto';
 import { createEngine } from '../../src/engine/index.ts';
@@ -84,7 +85,7 @@ export function createActor(o: ActorFactoryOptions): Actor {
   if (!o.extra.pool) throw new ConfigError('--set pool=POOL is required');
   const profile = requireProfileCovers(config, [tp]);
   return new InstanceActor(
-    { ...INSTANCE_DEADLINES, kind: 'instance', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas },
+    { ...INSTANCE_DEADLINES, kind: 'instance', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, natsPingMs: busPingMs(config.liveness.deadAfterMs), jetstreamReplicas: config.nats.jetstreamReplicas },
     { config, profile, pool: o.extra.pool, tp: tp as 1 | 2 | 4 | 8, gpuIds, node: o.extra.node },
   );
 }

@@ -22,6 +22,7 @@
  * record kept, so a successor of this node agent lists it too) until a leader decides: the cluster leader answers the
  * first status that lists it with a start under its id (its GPUs still granted to its pool) or a stop (forget it).
  */
+import { busPingMs } from '../../src/policy/bus-keepalive.ts';
 import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
@@ -381,5 +382,5 @@ export function createActor(o: ActorFactoryOptions): NodeAgent {
   const { servers, ...auth } = o.nats;
   const path = nodeConfigPath(nodeAdoptionDir(config, servers, o.id));
   writeNodeConfig(path, JSON.stringify({ ...config, nats: { ...config.nats, url: servers, ...auth } }));
-  return new NodeAgent({ kind: 'node', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, path);
+  return new NodeAgent({ kind: 'node', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, natsPingMs: busPingMs(config.liveness.deadAfterMs), jetstreamReplicas: config.nats.jetstreamReplicas }, config, path);
 }

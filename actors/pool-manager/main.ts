@@ -3,6 +3,7 @@
  * pool (each with its own lease), so one process can stand for all pools on a small machine; run two such
  * processes for standby leaders. With `--health HOST:PORT` it serves its /metrics there (metrics.ts).
  */
+import { busPingMs } from '../../src/policy/bus-keepalive.ts';
 import { Actor, type ActorOptions } from '../../src/runtime/actor.ts';
 import type { Profile } from '../../src/model/profile-types.ts';
 import { poolsOf, ConfigError, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
@@ -60,5 +61,5 @@ export class PoolManager extends Actor {
 export function createActor(o: ActorFactoryOptions): PoolManager {
   const config = parseConfig(o.config ?? {});
   const profile = requireProfileCovers(config, [config.engine.initialTp]);
-  return new PoolManager({ kind: 'pool', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, jetstreamReplicas: config.nats.jetstreamReplicas }, config, profile, o.extra.pools ? o.extra.pools.split(',') : undefined);
+  return new PoolManager({ kind: 'pool', id: o.id, nats: o.nats, log: o.log, heartbeatMs: config.liveness.statusIntervalMs, natsPingMs: busPingMs(config.liveness.deadAfterMs), jetstreamReplicas: config.nats.jetstreamReplicas }, config, profile, o.extra.pools ? o.extra.pools.split(',') : undefined);
 }

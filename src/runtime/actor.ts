@@ -52,6 +52,8 @@ export interface ActorOptions {
   clock?: Clock;
   /** heartbeat period, ms. Default 1000. */
   heartbeatMs?: number;
+  /** its NATS connection's ping period, ms (src/policy/bus-keepalive.ts busPingMs of liveness.deadAfterMs). Default that of a 3 s window. */
+  natsPingMs?: number;
   /** replicas of the KV buckets and streams this actor creates (JetStream R1/R3/R5). Default 1. */
   jetstreamReplicas?: number;
   /** time in-flight work gets to finish on drain, ms. Default 10000. */
@@ -149,6 +151,7 @@ export abstract class Actor {
           inboxPrefix: inboxPrefix(this.kind, this.id),
           log: this.log,
           firstConnectMs: this.opts.firstConnectMs ?? ACTOR_FIRST_CONNECT_MS,
+          ...(this.opts.natsPingMs !== undefined ? { pingIntervalMs: this.opts.natsPingMs } : {}),
           signal: this.#startAbort.signal,
         });
         const connect = sinceProcessStart();

@@ -5,6 +5,7 @@
  * a bad payload is answered with a typed error (requests) or counted (publications), logged once per
  * subject per `protocolLogIntervalMs`, and never stops the subscription.
  */
+import { BUS_MAX_PING_OUT, DEFAULT_BUS_PING_MS } from '../policy/bus-keepalive.ts';
 import { EventEmitter } from 'node:events';
 import { connect, errors as natsErrors, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
@@ -50,6 +51,7 @@ export interface BusConnectOptions {
   connectTimeoutMs?: number;
   /** how long the first connect is retried while no server takes it, ms (nats-dial.ts firstConnect). Default 0: one attempt. */
   firstConnectMs?: number;
+  /** the keep-alive's ping period, ms (src/policy/bus-keepalive.ts busPingMs of the actor's liveness.deadAfterMs); default that of a 3 s window. */ pingIntervalMs?: number;
   /** ends the first connect's retries (CancelledError). */
   signal?: AbortSignal;
   /** min ms between two log lines about bad payloads on one subject (default 10000). */
@@ -144,10 +146,9 @@ export class Bus extends EventEmitter {
       maxReconnectAttempts: reconnect ? -1 : 0,
       reconnectTimeWait: 250,
       timeout: dialMs,
-      // a stale connection is detected within ~3 s (ping every 1 s, 3 outstanding) so a partitioned
-      // actor learns quickly that it is cut off.
-      pingInterval: 1000,
-      maxPingOut: 3,
+      // a silent server is left for another within BUS_MAX_PING_OUT + 1 ping periods, well inside the death window (src/policy/bus-keepalive.ts)
+      pingInterval: opts.pingIntervalMs ?? DEFAULT_BUS_PING_MS,
+      maxPingOut: BUS_MAX_PING_OUT,
       // no Error (with its captured stack) made up front for every request and subscription timer: the bus
       // maps each failure to its own error class anyway, and those stacks were a visible share of the
       // request plane's CPU (docs/DATAPATH.md)
@@ -572,9 +573,7 @@ function mapRequestError(err: unknown, subject: string, timeoutMs: number): Erro
     if (err.isNoResponders() || err.cause instanceof natsErrors.NoRespondersError) return new NoRespondersError(subject, err);
     if (err.cause instanceof natsErrors.TimeoutError) return new TimeoutError(subject, timeoutMs, err);
   }
-  if (err instanceof natsErrors.ClosedConnectionError || err instanceof natsErrors.DrainingConnectionError) {
-    return new ConnectionClosedError(`request to ${subject}: ${(err as Error).message}`, err);
-  }
+  if (err instanceof natsErrors.ClosedConnectionError || err instanceof natsErrors.DrainingConnectionError) return new ConnectionClosedError(`request to ${subject}: ${(err as Error).message}`, err);
   return new ConnectionClosedError(`request to ${subject} failed: ${(err as Error)?.message ?? String(err)}`, err);
 }
 

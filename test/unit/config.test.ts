@@ -39,7 +39,7 @@ describe('config validation', () => {
     const m = err({ liveness: { statusIntervalMs: 5000, deadAfterMs: 1000, leaseTtlMs: 100 } });
     expect(m).toMatch(/liveness\.deadAfterMs: 1000 ms must be at least 2 x liveness\.statusIntervalMs \(5000 ms\)/);
     expect(m).toMatch(/liveness\.leaseTtlMs: 100 ms is below 500 ms/);
-    expect(() => parseConfig({ liveness: { statusIntervalMs: 250, instanceStatusIntervalMs: 100, deadAfterMs: 500, leaseTtlMs: 500 } })).not.toThrow();
+    expect(() => parseConfig({ liveness: { statusIntervalMs: 250, instanceStatusIntervalMs: 100, deadAfterMs: 1000, leaseTtlMs: 500 } })).not.toThrow();
   });
 
   it('the instances\' status interval and the suspicion: too short or too long against each other is refused', () => {
@@ -49,7 +49,7 @@ describe('config validation', () => {
     expect(err({ liveness: { instanceStatusIntervalMs: 20 } })).toMatch(/liveness\.instanceStatusIntervalMs: 20 ms is below 50 ms/);
     // the defaults: the instances every 250 ms (or statusIntervalMs where shorter), suspected after 3 of them
     expect(() => parseConfig({ liveness: { statusIntervalMs: 1000, deadAfterMs: 3000, instanceStatusIntervalMs: 250, suspectAfterMs: 750 } })).not.toThrow();
-    expect(() => parseConfig({ liveness: { statusIntervalMs: 100, deadAfterMs: 400 } })).not.toThrow();
+    expect(() => parseConfig({ liveness: { statusIntervalMs: 100, deadAfterMs: 900 } })).not.toThrow();
     // a suspicion as long as the death or longer: never suspected before dead, set or derived
     expect(err({ liveness: { suspectAfterMs: 3000 } })).toMatch(/liveness\.suspectAfterMs: 3000 ms \(set\) must be below liveness\.deadAfterMs \(3000 ms\)/);
     expect(err({ liveness: { suspectAfterMs: 5000 } })).toMatch(/liveness\.suspectAfterMs: 5000 ms \(set\) must be below liveness\.deadAfterMs \(3000 ms\)/);
