@@ -80,6 +80,20 @@ static struct stream *dead;
 static uint32_t next_slot;
 static struct buf ended; /* handles (uint32_t) of streams the thread ended, not yet taken by dp_ended */
 static int woken;        /* a wake byte is on the pipe, not yet followed by a dp_ended */
+static int ndead;        /* streams on the dead list */
+/* dead streams the thread frees after its next batch of events; past this many, dp_copy wakes it to free them */
+#define DEAD_MAX 64
+
+/*
+ * Node's event loop (libuv), where the library is loaded into Node: a watcher whose reads libuv stopped stays in the
+ * loop's epoll set until its next event wakes the loop, which then takes it out. dp_add takes the engine's fd out of that
+ * set itself, so the engine's first event of the span wakes only the native thread (libuv adds it back when JavaScript
+ * reads again). Weak: absent outside Node (test/fixtures/native/relay-reads.c), where nothing is taken out.
+ */
+extern void *uv_default_loop(void) __attribute__((weak));
+extern int uv_backend_fd(const void *loop) __attribute__((weak));
+static int loop_ep = -1;   /* the epoll set of the loop of the thread that started the library */
+static pthread_t loop_thread;
 
 static double now_ms(void) {
   struct timespec t;
@@ -367,6 +381,7 @@ static void *loop(void *arg) {
       interest(st, 1, EPOLLRDHUP | (st->out.n ? EPOLLOUT : 0));
     }
     /* streams removed before this point are out of the epoll set: no later batch names them */
+    ndead = 0;
     while (dead) {
       struct stream *st = dead;
       dead = st->next_dead;
@@ -398,6 +413,11 @@ int dp_start(void) {
       epoll_ctl(ep, EPOLL_CTL_ADD, wake, &we) < 0)
     goto fail;
   done_w = p[1];
+  if (uv_default_loop && uv_backend_fd) {
+    void *l = uv_default_loop();
+    loop_ep = l ? uv_backend_fd(l) : -1;
+    loop_thread = pthread_self();
+  }
   if (pthread_create(&t, NULL, loop, NULL) != 0) goto fail;
   pthread_setname_np(t, "dp-relay"); /* its name in /proc/<pid>/task/<tid>/comm, perf and top: its CPU told from Node's threads */
   pthread_detach(t);
@@ -406,7 +426,7 @@ fail:
   if (p[0] >= 0) close(p[0]), close(p[1]);
   if (ep >= 0) close(ep);
   if (wake >= 0) close(wake);
-  ep = wake = done_w = -1;
+  ep = wake = done_w = loop_ep = -1;
   return -1;
 }
 
@@ -429,11 +449,13 @@ int dp_ended(uint32_t *out, int cap) {
  * Hand a stream over: the engine's response is read from engine_fd at a chunk boundary, the client's events go to
  * client_fd (both dup'ed here). emid (continuous usage) or esuf: the engine's skeleton around the text's body; cpre
  * and csuf: the client's frame around the text's literal; cmid (the client's continuous usage): the bytes between the
- * literal and its completion count, `prompt` its prompt tokens and `count` its completion tokens so far. The stream's
- * handle, or -1.
+ * literal and its completion count, `prompt` its prompt tokens and `count` its completion tokens so far. `unwatch`: the
+ * engine's fd is taken out of the calling thread's Node loop's epoll set (where the caller is the thread that started
+ * the library, and libuv's watcher of it waits for nothing: its reads stopped, no write pending). The stream's handle,
+ * or -1.
  */
 int dp_add(int client_fd, int engine_fd, const char *epre, int epn, const char *esuf, int esn, const char *emid, int emn, const char *cpre, int cpn,
-           const char *csuf, int csn, const char *cmid, int cmn, double prompt, double count) {
+           const char *csuf, int csn, const char *cmid, int cmn, double prompt, double count, int unwatch) {
   struct stream *st = calloc(1, sizeof *st);
   if (!st) return -1;
   st->cfd = st->efd = -1;
@@ -472,6 +494,8 @@ int dp_add(int client_fd, int engine_fd, const char *epre, int epn, const char *
   }
   slots[s] = st;
   pthread_mutex_unlock(&mu);
+  /* the engine's fd out of Node's loop's epoll set (its reads stopped): an error only says it was not there */
+  if (unwatch && loop_ep >= 0 && pthread_equal(pthread_self(), loop_thread)) epoll_ctl(loop_ep, EPOLL_CTL_DEL, engine_fd, NULL);
   return (int)st->handle;
 fail:
   if (st->cfd >= 0) close(st->cfd);
@@ -526,10 +550,11 @@ int dp_copy(int h, char *text, char *rest, char *pending, char *usage, float *ga
   slots[st->handle & 0xffff] = NULL;
   st->dead = 1;
   st->next_dead = dead, dead = st;
+  /* the thread frees it after its batch (one it is in may still name it): its next one, woken here only when many wait */
+  int many = ++ndead >= DEAD_MAX;
   pthread_mutex_unlock(&mu);
-  /* the thread frees it after its batch (one it is in may still name it) */
   uint64_t one = 1;
-  if (write(wake, &one, sizeof one) < 0) return 0;
+  if (many && write(wake, &one, sizeof one) < 0) return 0;
   return 0;
 }
 

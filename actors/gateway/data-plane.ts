@@ -16,9 +16,11 @@
  * did not consume go through the JavaScript pipeline as if just read: the end (usage, energy, [DONE], the leg's
  * report) and a migration after an engine failure are the JavaScript path's.
  *
- * fd ownership: the native side works on dup'ed fds, and JavaScript stops its reads of both sockets for the span. A
- * close by JavaScript takes the stream back first (http1.ts Exchange's `reclaim`, the client socket's 'close'), so no
- * byte is written after JavaScript is done with a socket.
+ * fd ownership: the native side works on dup'ed fds. JavaScript stops its reads of the engine's socket for the span (its
+ * fd leaves Node's epoll set at the hand-off: the span's engine events wake the native thread alone); the client's
+ * socket is read as on the JavaScript path (a client sends nothing while its response streams, and its close is seen
+ * by both sides), so the span costs its epoll set no change. A close by JavaScript takes the stream back first (http1.ts
+ * Exchange's `reclaim`, the client socket's 'close'), so no byte is written after JavaScript is done with a socket.
  */
 import { existsSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
@@ -36,13 +38,13 @@ export type { EngineSide, SpanEnd } from '../../src/engine/native-span.ts';
 
 export type DataPlaneMode = 'auto' | 'js' | 'native';
 
-type Handle = { fd: number; reading: boolean; readStop(): number; readStart(): number };
+type Handle = { fd: number };
 const handleOf = (s: net.Socket): Handle | undefined => (s as unknown as { _handle: Handle | null })._handle ?? undefined;
 const WHY = ['', 'other', 'engine_end', 'engine_error', 'client', 'removed'] as const;
 
 type Lib = {
   start(): number;
-  add(c: number, e: number, ep: string, epn: number, es: string, esn: number, em: string, emn: number, cp: string, cpn: number, cs: string, csn: number, cm: string, cmn: number, prompt: number, count: number): number;
+  add(c: number, e: number, ep: string, epn: number, es: string, esn: number, em: string, emn: number, cp: string, cpn: number, cs: string, csn: number, cm: string, cmn: number, prompt: number, count: number, unwatch: number): number;
   remove(h: number): number;
   info(h: number, out: Float64Array): number;
   copy(h: number, text: Buffer, rest: Buffer, pending: Buffer, usage: Buffer, gaps: Float32Array): number;
@@ -110,7 +112,7 @@ export class NativeDataPlane {
       const l = koffi.load(path);
       const lib: Lib = {
         start: l.func('int dp_start(void)') as Lib['start'],
-        add: l.func('int dp_add(int, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, double, double)') as Lib['add'],
+        add: l.func('int dp_add(int, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, double, double, int)') as Lib['add'],
         remove: l.func('int dp_remove(int)') as Lib['remove'],
         info: l.func('int dp_info(int, _Out_ double *)') as Lib['info'],
         copy: l.func('int dp_copy(int, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ uint8_t *, _Out_ float *)') as Lib['copy'],
@@ -125,11 +127,15 @@ export class NativeDataPlane {
     }
   }
 
-  /** A stream handed over: its handle, or undefined when the library refused it. Strings are passed as UTF-8 with their byte lengths. */
+  /**
+   * A stream handed over: its handle, or undefined when the library refused it. Strings are passed as UTF-8 with their
+   * byte lengths. The engine's fd (its reads stopped, nothing written pending: EngineSide.detach) leaves Node's epoll
+   * set here, so its events of the span wake the native thread alone.
+   */
   add(clientFd: number, engineFd: number, skel: { prefix: string; suffix?: string; mid?: string }, frame: ClientFrame, onEnd: (e: SpanEnd) => void): number | undefined {
     const b = (s: string | undefined) => [s ?? '', Buffer.byteLength(s ?? '')] as const;
     const u = frame.usage;
-    const h = this.lib.add(clientFd, engineFd, ...b(skel.prefix), ...b(skel.suffix), ...b(skel.mid), ...b(frame.prefix), ...b(frame.suffix), ...b(u?.mid), u?.promptTokens ?? 0, u?.count() ?? 0);
+    const h = this.lib.add(clientFd, engineFd, ...b(skel.prefix), ...b(skel.suffix), ...b(skel.mid), ...b(frame.prefix), ...b(frame.suffix), ...b(u?.mid), u?.promptTokens ?? 0, u?.count() ?? 0, 1);
     if (h < 0) return undefined;
     this.ends.set(h, onEnd);
     this.spans++;
@@ -231,7 +237,6 @@ export class NativeOffer {
   private engine: EngineSide | undefined;
   private scheduled = false;
   private tries = 0;
-  private clientReading = false;
   private done = false;
   /** the span's stall watch (check). */
   private watch: unknown;
@@ -271,15 +276,9 @@ export class NativeOffer {
     if (!skel || !ch || ch.fd < 0 || s.destroyed || !this.client.idle()) return;
     const efd = engine.detach(() => this.reclaim(true));
     if (efd === undefined) return;
-    this.clientReading = ch.reading;
-    if (ch.reading) {
-      ch.reading = false;
-      ch.readStop();
-    }
     const h = this.plane.add(ch.fd, efd, skel, this.client.frame(), (e) => this.end(e, false));
     if (h === undefined) {
       this.tries = MAX_TRIES;
-      this.restoreClient();
       engine.attach(Buffer.alloc(0), false);
       return;
     }
@@ -333,19 +332,9 @@ export class NativeOffer {
     this.client.account(e);
     const s = this.client.socket;
     if (e.pending.length > 0 && !s.destroyed) s.write(e.pending);
-    this.restoreClient();
-    // JavaScript reads again; a stream the native side left at an event it does not carry is not offered again
+    // JavaScript reads the engine again; a stream the native side left at an event it does not carry is not offered again
     this.done ||= e.why !== 'other';
     engine.attach(e.rest, cancelled);
-  }
-
-  private restoreClient(): void {
-    const ch = handleOf(this.client.socket);
-    if (this.clientReading && ch && !ch.reading && !this.client.socket.destroyed) {
-      ch.reading = true;
-      ch.readStart();
-    }
-    this.clientReading = false;
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * The gateway's leg reports to the instance that granted a direct leg (LegReport: started, first token, credited, end):
- * held for up to LEG_REPORT_HOLD_MS and published together, or asked as a request where a reply is wanted. A leg's
+ * held for up to LEG_REPORT_HOLD_MS while reports come often, else to the end of the event-loop turn, and published
+ * together, or asked as a request where a reply is wanted. A leg's
  * later report joins its report still held (joinHeld): a short leg's credited start, first token and end go out as one
  * message, which the instance reads as all three (actors/instance-manager/direct-legs.ts legReport). The reports held for
  * an instance whose loan says it reads them (CreditLoan.batches) go out as one LegReportBatch (protocols/leg-batch.ts).
@@ -16,8 +17,9 @@ import type { CreditGrant } from '../../src/policy/machines/credits.ts';
 import type { RequestRouter, RoutedAdmission } from './router.ts';
 import type { LegTiming } from './legs.ts';
 /**
- * How long a leg report without a reply is held at most, ms: the reports of every leg that starts or ends within it go
- * out in one socket write (a closed loop of short requests makes ~2 reports per request).
+ * How long a leg report without a reply is held at most, ms, while the last reports were published within it: the
+ * reports of every leg that starts or ends within it go out in one socket write (a closed loop of short requests makes
+ * ~2 reports per request).
  */
 export const LEG_REPORT_HOLD_MS = 2;
 /** Leg reports held at most: past it the held ones are published at once. */
@@ -30,8 +32,11 @@ const HeldBatch = senderTrusted(LegReportBatch);
  * instance process that reads a LegReportBatch: the window's reports to that instance go out as one).
  */
 interface Held { instance: string; rep: LegReport; dropped?: boolean; joinable?: boolean; batches?: boolean }
-/** each bus's held reports in their order, and the one held of each leg (by `instance id`). */
-const heldReports = new WeakMap<Bus, { q: Held[]; byLeg: Map<string, Held> }>();
+/**
+ * each bus's held reports in their order, the one held of each leg (by `instance id`), and when held reports were last
+ * published (systemClock.now()).
+ */
+const heldReports = new WeakMap<Bus, { q: Held[]; byLeg: Map<string, Held>; last: number }>();
 /** the gateway process each bus reports for (reportAs). */
 const reporters = new WeakMap<Bus, NonNullable<LegReport['gateway']>>();
 
@@ -56,23 +61,30 @@ function stamped(bus: Bus, rep: LegReport): LegReport {
 
 /**
  * A leg report (first token, started, an end without reply) to the instance that granted the leg; no reply.
- * Held for LEG_REPORT_HOLD_MS from the first one held, or until LEG_REPORT_BATCH are held, and then published
- * together: the NATS client writes what it is given in one tick with one socket write, so the reports of every leg
- * that started or ended in that window cost one write, not one each. A leg's reports keep their order, and one that
- * finds the leg's earlier report still held joins it (joinHeld): one message, not two.
+ * While reports come often (the last ones were published within LEG_REPORT_HOLD_MS), held for LEG_REPORT_HOLD_MS from
+ * the first one held, or until LEG_REPORT_BATCH are held, and then published together: the NATS client writes what it
+ * is given in one tick with one socket write, so the reports of every leg that started or ended in that window cost one
+ * write, not one each. After a quieter spell, the report and those of the same event-loop turn are published at the
+ * end of that turn: a window would hold it alone and wake the idle loop for its timer. A leg's reports keep their
+ * order, and one that finds the leg's earlier report still held joins it (joinHeld): one message, not two.
  */
 export function legReport(bus: Bus, instance: string, rep: LegReport, joinable = false, batches = false): void {
   let h = heldReports.get(bus);
-  if (!h) heldReports.set(bus, (h = { q: [], byLeg: new Map() }));
+  if (!h) heldReports.set(bus, (h = { q: [], byLeg: new Map(), last: -Infinity }));
   const key = `${instance} ${rep.id}`;
   const prev = h.byLeg.get(key);
   if (prev && joinHeld(prev, rep)) return;
   const e: Held = { instance, rep, ...(joinable ? { joinable } : {}), ...(batches ? { batches } : {}) };
   h.q.push(e);
   h.byLeg.set(key, e);
-  // on the wall clock, as the socket's write is: a test's ManualClock does not hold the reports (nor did the turn's end)
-  if (h.q.length === 1) systemClock.setTimeout(() => flushLegReports(bus), LEG_REPORT_HOLD_MS);
-  else if (h.q.length >= LEG_REPORT_BATCH) flushLegReports(bus);
+  // on the wall clock, as the socket's write is: a test's ManualClock does not hold the reports (nor the turn's end)
+  if (h.q.length === 1) {
+    // (these reports' own flush: not a later window's, when these went out earlier at the bound or before a request)
+    const q = h.q;
+    const flush = () => heldReports.get(bus)?.q === q && flushLegReports(bus);
+    if (systemClock.now() - h.last < LEG_REPORT_HOLD_MS) systemClock.setTimeout(flush, LEG_REPORT_HOLD_MS);
+    else setImmediate(flush);
+  } else if (h.q.length >= LEG_REPORT_BATCH) flushLegReports(bus);
 }
 
 /** The fields of a leg's end report (LegReport 'end') that a held credited report takes on when the end joins it. */
@@ -106,7 +118,7 @@ export function flushLegReports(bus: Bus): void {
   const h = heldReports.get(bus);
   if (!h || h.q.length === 0) return;
   const q = h.q;
-  heldReports.set(bus, { q: [], byLeg: new Map() });
+  heldReports.set(bus, { q: [], byLeg: new Map(), last: systemClock.now() });
   // the instances a held credited report says read a batch, and their reports (in their order)
   let batched: Map<string, LegReport[]> | undefined;
   for (const e of q) if (e.batches && !e.dropped) (batched ??= new Map()).set(e.instance, []);

@@ -185,6 +185,8 @@ class EngineEvents {
   private readonly scanner: TextEventScanner;
   private tokenIndex = 0;
   done = false;
+  /** the choice's finish was read: the usage and [DONE] may follow, no text event. */
+  private finished = false;
 
   constructor(private readonly chat: boolean) {
     this.scanner = new TextEventScanner(chat);
@@ -194,9 +196,12 @@ class EngineEvents {
     if (!this.done) this.parser.push(buf, this.events);
   }
 
-  /** between events, nothing pending: where the native data plane may take the stream (its skeleton learnt). */
+  /**
+   * between events, nothing pending, before the choice's finish: where the native data plane may take the stream (its
+   * skeleton learnt; after the finish it would only hand back the usage event).
+   */
   get clean(): boolean {
-    return !this.done && this.events.length === 0 && this.parser.clean;
+    return !this.done && !this.finished && this.events.length === 0 && this.parser.clean;
   }
 
   skeleton(): ReturnType<TextEventScanner['skeleton']> {
@@ -224,6 +229,7 @@ class EngineEvents {
       let chunk = this.scanner.scan(data, this.tokenIndex);
       if (chunk === undefined) this.scanner.learn(data, (chunk = parseEvent(data, this.chat, this.tokenIndex)));
       if (!chunk) continue; // e.g. the chat role-only first delta
+      if (chunk.finishReason !== undefined) this.finished = true;
       this.tokenIndex += chunk.tokens ?? (chunk.text !== '' ? 1 : 0);
       (batch ??= []).push(chunk);
     }

@@ -39,7 +39,7 @@ export interface Http1Response {
    */
   close(drainMs?: number): void;
   /**
-   * A piped chunked body at a chunk boundary, nothing held: the connection's fd with its reads stopped (the native data
+   * A piped chunked body at a chunk boundary, nothing held, nothing written pending: the connection's fd with its reads stopped (the native data
    * plane's, actors/gateway/data-plane.ts), `reclaim` called before any close or failure until `attach`; else undefined.
    */
   detach(reclaim: () => void): number | undefined;

@@ -300,8 +300,8 @@ class Exchange implements Http1Response {
   }
 
   detach(reclaim: () => void): number | undefined {
-    const h = (this.socket as unknown as { _handle: { fd: number; reading: boolean; readStop(): number } | null })._handle;
-    if (!this.sink || this.closed || this.err || this.complete || this.st !== St.Chunk || this.partial || this.q.length || !h?.reading || !(h.fd >= 0)) return undefined;
+    const h = (this.socket as unknown as { _handle: { fd: number; reading: boolean; writeQueueSize: number; readStop(): number } | null })._handle;
+    if (!this.sink || this.closed || this.err || this.complete || this.st !== St.Chunk || this.partial || this.q.length || !h?.reading || !(h.fd >= 0) || h.writeQueueSize > 0) return undefined;
     h.reading = false;
     h.readStop();
     this.reclaim = reclaim;

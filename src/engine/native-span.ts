@@ -27,7 +27,7 @@ export interface SpanEnd {
 export interface EngineSide {
   /** the engine's plain text event around its text's body: `prefix`, then `suffix` or (continuous usage) `mid` and the usage. */
   skeleton(): { prefix: string; suffix?: string; mid?: string } | undefined;
-  /** the connection's fd with its reads stopped, `reclaim` called before any close or failure of it; undefined when not at a boundary now. */
+  /** the connection's fd with its reads stopped and no write pending, `reclaim` called before any close or failure of it; undefined when not at a boundary now. */
   detach(reclaim: () => void): number | undefined;
   /** the span's events counted (token index, idle deadline). */
   account(e: SpanEnd): void;

@@ -115,9 +115,9 @@ async function oneOrRefused(base: string, model: string, maxTokens: number, refu
 }
 
 /** The replay's requests (src/telemetry/replay.ts): token-id prompts, min_tokens = max_tokens, usage on every event. */
-const RT_CLIENTS = 32;
+export const RT_CLIENTS = 32;
 const RT_PROMPT = 2000;
-const RT_LEN = 200;
+export const RT_LEN = 200;
 /** seconds of the real-time run's measured window (DYN_BENCH_RT_S). Default 12. */
 const RT_S = Number(process.env.DYN_BENCH_RT_S ?? 12);
 /** seconds of closed-loop warm-up of the real-time run before its idle and measured windows (DYN_BENCH_RT_WARM_S): what is measured is a warmed gateway's per-event cost, not V8 compiling it. Default 6. */
@@ -132,7 +132,7 @@ const RT_WARM_S = Number(process.env.DYN_BENCH_RT_WARM_S ?? 6);
 const RT_IDLE_S = Number(process.env.DYN_BENCH_RT_IDLE_S ?? 10);
 
 /** One replay-shaped request; false when refused (429/503: the emulated cluster at its capacity, as in the replay). */
-async function replayShaped(base: string, model: string): Promise<boolean> {
+export async function replayShaped(base: string, model: string): Promise<boolean> {
   const r = await fetch(`${base}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

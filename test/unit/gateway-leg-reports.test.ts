@@ -1,11 +1,13 @@
 /**
- * The gateway's leg reports (actors/gateway/leg-reports.ts): held for LEG_REPORT_HOLD_MS (past the event-loop turn)
- * and published together, in their order; at once when LEG_REPORT_BATCH are held; before an end report that asks for
- * a reply. A leg's later report joins its report still held: a short credited leg's start, first token and end go out
+ * The gateway's leg reports (actors/gateway/leg-reports.ts): while reports come often, held for LEG_REPORT_HOLD_MS
+ * (past the event-loop turn) and published together, in their order; after a quieter spell, published at the end of
+ * the turn with no timer armed (no wake-up of an idle loop for it); at once when LEG_REPORT_BATCH are held; before an
+ * end report that asks for a reply. A leg's later report joins its report still held: a short credited leg's start, first token and end go out
  * as one message. The reports held for an instance whose loan says it reads a batch (CreditLoan.batches) go out as one
  * LegReportBatch; an instance that did not say so (an older one) gets each report alone.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { systemClock } from '../../src/runtime/clock.ts';
 import { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, legReport } from '../../actors/gateway/legs.ts';
 import { LEG_REPORT_HOLD_MS } from '../../actors/gateway/leg-reports.ts';
 import { subjects } from '../../protocols/subjects.ts';
@@ -27,11 +29,17 @@ const first = (id: string): LegReport => ({ v: 1, id, phase: 'first_token', firs
 const timing = { tokens: 4, tbtSum: 3, tbtMax: 1, tbtN: 3, firstMs: 5 };
 
 describe('leg reports', () => {
-  it('are held past the end of the turn, for LEG_REPORT_HOLD_MS, then published together in their order', async () => {
+  it('while reports come often: held past the end of the turn, for LEG_REPORT_HOLD_MS, then published together in their order', async () => {
     const { sent, bus } = fakeBus();
+    // reports published a moment ago (the clock stands still meanwhile)
+    const now = vi.spyOn(systemClock, 'now').mockReturnValue(1_000_000);
+    legReport(bus, 'i0', first('z'));
+    flushLegReports(bus);
+    sent.length = 0;
     legReport(bus, 'i1', first('a'));
     endReport(bus, 0, 'i2', 'b', 'ok', timing as never, { promptTokens: 8, completionTokens: 4, energyJoules: 1.5 });
     legReport(bus, 'i1', { v: 1, id: 'c', phase: 'started' });
+    now.mockRestore();
     expect(sent).toEqual([]);
     await turn();
     // the turn's end does not publish them: the legs that start or end in the next ms share their write
@@ -47,6 +55,25 @@ describe('leg reports', () => {
     expect(sent[1]!.rep).toMatchObject({ outcome: 'ok', completionTokens: 4, promptTokens: 8, engineEnergyJ: 1.5, firstTokenMs: 5 });
     await held();
     expect(sent).toHaveLength(4);
+  });
+
+  it('after a quieter spell: published at the end of the turn with the turn\'s others, no timer armed', async () => {
+    const { sent, bus } = fakeBus();
+    const timers = vi.spyOn(systemClock, 'setTimeout');
+    try {
+      legReport(bus, 'i1', first('a'));
+      endReport(bus, 0, 'i2', 'b', 'ok', timing as never, { promptTokens: 8, completionTokens: 4, energyJoules: 1.5 });
+      expect(sent).toEqual([]);
+      await turn();
+      expect(sent.map((s) => [s.subject, s.rep.id, s.rep.phase])).toEqual([
+        [subjects.instanceLeg('i1'), 'a', 'first_token'],
+        [subjects.instanceLeg('i2'), 'b', 'end'],
+      ]);
+      // nothing waits on a timer to wake the loop for them
+      expect(timers).not.toHaveBeenCalled();
+    } finally {
+      timers.mockRestore();
+    }
   });
 
   it('are published at once at the bound, and before an end that asks for a reply', async () => {

@@ -177,7 +177,7 @@ describe('the library in a process of its own', () => {
   it('thousands of ends JavaScript has not read: no call blocks, every end is reported', () => {
     const r = child(`
 const start = lib.func('int dp_start(void)');
-const add = lib.func('int dp_add(int, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, double, double)');
+const add = lib.func('int dp_add(int, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, double, double, int)');
 const socketpair = libc.func('int socketpair(int, int, int, _Out_ int *)');
 const close = libc.func('int close(int)');
 const fcntl = libc.func('int fcntl(int, int, int)');
@@ -190,7 +190,7 @@ for (let i = 0; i < N; i++) {
   if (socketpair(1, 1, 0, c) || socketpair(1, 1, 0, e)) process.exit(3);
   // both peers gone: the thread ends the span at once
   close(c[1]), close(e[1]);
-  if (add(c[0], e[0], '{"text":"', 9, '"}', 2, '', 0, '{"t":', 5, '}', 1, '', 0, 0, 0) < 0) process.exit(4);
+  if (add(c[0], e[0], '{"text":"', 9, '"}', 2, '', 0, '{"t":', 5, '}', 1, '', 0, 0, 0, 0) < 0) process.exit(4);
   close(c[0]), close(e[0]);
 }
 Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);

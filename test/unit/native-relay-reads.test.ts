@@ -4,7 +4,8 @@
  * event costs one read of the engine's socket (a short read is all the socket held; the level-triggered epoll set
  * reports the next bytes), none that returns EAGAIN, and the client gets every event's frame: on Unix socket pairs and
  * on loopback TCP connections. The thread formats no number with snprintf per event (its hex chunk sizes and usage
- * counts written digit by digit: the same bytes, without printf's parse of a format).
+ * counts written digit by digit: the same bytes, without printf's parse of a format). A span costs the caller's
+ * thread (the gateway's JavaScript thread) no write: taking an ended stream back does not wake the native thread.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -42,4 +43,11 @@ it('on loopback TCP connections (the gateway\'s engine and client sockets) too: 
   expect(r.ok).toBe(true);
   expect(r.eagain).toBe(0);
   expect(r.reads).toBe(r.events + 1);
+});
+
+it("costs the caller's thread, from the hand-off to the span taken back, its two epoll adds and dups, no write (no wake-up of the native thread)", () => {
+  const r = JSON.parse(execFileSync(bin, ['20'], { encoding: 'utf8' })) as { ok: boolean; caller: { write: number; close: number; fcntl: number; epoll_ctl: number } };
+  expect(r.ok).toBe(true);
+  // dp_add: the engine's and the client's fds dup'ed and added to the thread's epoll set; dp_copy: the dups closed
+  expect(r.caller).toEqual({ write: 0, close: 2, fcntl: 2, epoll_ctl: 2 });
 });
