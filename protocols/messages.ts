@@ -41,14 +41,14 @@ export const Ack = codec('Ack', ack);
 const jsonObject = z.record(z.unknown());
 
 /**
- * One chat message as the client sent it (OpenAI/vLLM shape): content is a string, an array of content parts
- * (`{type: 'text', text}`, images...) or null (an assistant turn that only called tools). Fields other than
- * these pass through unchanged to the engine's chat template.
+ * One chat message as the client sent it (OpenAI/vLLM shape): any role (vLLM's custom message: `ipython`, `function`...),
+ * content a string, an array of content parts (`{type: 'text', text}`, images..., or a plain string) or null (an
+ * assistant turn that only called tools). Fields other than these pass through unchanged to the engine's chat template.
  */
 export const chatMessage = z
   .object({
-    role: z.enum(['system', 'user', 'assistant', 'tool', 'developer']),
-    content: z.union([z.string(), z.array(jsonObject), z.null()]).optional(),
+    role: z.string(),
+    content: z.union([z.string(), z.array(z.union([z.string(), jsonObject])), z.null()]).optional(),
     name: z.string().max(256).optional(),
     tool_calls: z.array(jsonObject).optional(),
     tool_call_id: z.string().max(256).optional(),
@@ -80,8 +80,8 @@ export const REQUEST_ID_MAX = 256;
  * The request parameters of vLLM's OpenAI server (/v1/completions and /v1/chat/completions) that the gateway
  * carries to the engine unchanged, under vLLM's own names (vllm/entrypoints/openai/protocol.py). Structural
  * fields (model, prompt, messages, max_tokens, stream, stream_options) and the ones the cluster itself reads
- * (min_tokens, ignore_eos, temperature) travel as InferenceRequest fields instead. Unknown names are refused:
- * the gateway answers 400 naming them rather than dropping them.
+ * (min_tokens, ignore_eos, temperature) travel as InferenceRequest fields instead. Strict: a name vLLM's request
+ * models do not define never gets here (the gateway ignores it as vLLM does, and says so: actors/gateway/ignored-fields.ts).
  */
 export const engineParams = z
   .object({
@@ -91,12 +91,12 @@ export const engineParams = z
     presence_penalty: rangedNumber('presence_penalty').optional(),
     logit_bias: z.record(finiteNum).optional(),
     seed: rangedNumber('seed').optional(),
-    stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(64)]).optional(),
+    stop: z.union([z.string().min(1), z.array(z.string().min(1))]).optional(),
     /** completions: an integer (top alternatives per token); chat: a boolean (with top_logprobs). */
     logprobs: z.union([z.boolean(), rangedNumber('logprobs')]).optional(),
     top_logprobs: rangedNumber('top_logprobs').optional(),
     echo: z.boolean().optional(),
-    user: z.string().max(256).optional(),
+    user: z.string().optional(),
     response_format: jsonObject.optional(),
     // chat: tools
     tools: z.array(jsonObject).optional(),

@@ -3,8 +3,17 @@
  * JSON value (parseJsonBody).
  */
 import type { IncomingMessage } from 'node:http';
-import { HttpError } from './openai.ts';
+import { HttpError, invalidRequest } from './openai.ts';
 import { keepIdsJson } from '../../src/engine/prompt-json.ts';
+
+/**
+ * vLLM's validate_json_request: the media type of a JSON route's body must be exactly `application/json` (any case,
+ * parameters allowed), else vLLM's 400 of a request that fails validation (thrown).
+ */
+export function requireJsonContentType(contentType: string | undefined): void {
+  const media = (contentType ?? '').toLowerCase().split(';', 1)[0]!.trim();
+  if (media !== 'application/json') throw invalidRequest("Unsupported Media Type: Only 'application/json' is allowed");
+}
 
 /** A refused (413) body is read and discarded up to this multiple of the limit, then the socket is closed. */
 const DISCARD_FACTOR = 16;

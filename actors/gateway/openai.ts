@@ -8,34 +8,14 @@
  * it is the gateway's estimate for a leg whose instance died before reporting its energy.
  */
 import { DynError } from '../../protocols/errors.ts';
+import { HttpError, badRequest, invalidRequest } from './http-error.ts';
 import { compileFastCheck } from '../../protocols/fast-check.ts';
 import type { ZodIssue } from 'zod';
 import { SAMPLING_RANGES, inRange, samplingError } from '../../protocols/sampling-limits.ts';
-import { CHAT_ONLY_PARAMS, REQUEST_ID_MAX, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
+import { crossFieldError, fieldsOf, laxBools, streamOptionsOf, unknownFields, type CheckRefusal, type StreamOptionsRead } from './request-checks.ts';
+import { REQUEST_ID_MAX, chatMessage, engineParams, type ChatMessageT, type EngineParams, type FinishReasonT, type Usage } from '../../protocols/messages.ts';
 
-/** An error the gateway answers with; `status` is the HTTP status, `type`/`code` go into the JSON body. */
-export class HttpError extends Error {
-  override name = 'HttpError';
-  readonly retryable: boolean;
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly type: string = 'invalid_request_error',
-    readonly code: string | null = null,
-    readonly param: string | null = null,
-    /** seconds for the Retry-After header (429/503). */
-    readonly retryAfterS?: number,
-  ) {
-    super(message);
-    this.retryable = status === 429 || status === 503;
-  }
-  body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
-    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
-  }
-}
-
-export const badRequest = (message: string, param: string | null = null, code: string | null = null) =>
-  new HttpError(400, message, 'invalid_request_error', code, param);
+export { ERROR_CODE_HEADER, HttpError, VALIDATION_ERROR_TYPE, badRequest, invalidRequest, type ErrorBody } from './http-error.ts';
 
 /** Any error as the HTTP answer the client gets: a DynError by its (remote) code, anything else a 500. */
 export function toHttp(err: unknown): HttpError {
@@ -120,6 +100,8 @@ export interface ParsedRequest {
   /** stream_options.continuous_usage_stats (with include_usage, as vLLM): every chunk carries the usage so far. */
   continuousUsage: boolean;
   user?: string;
+  /** the body's fields vLLM's request model does not define, which vLLM ignores and so does the gateway (ignored-fields.ts). */
+  ignored: string[];
 }
 
 export interface ValidationLimits {
@@ -128,7 +110,10 @@ export interface ValidationLimits {
    * max_tokens over max_model_len is the context-length 400, checked once the prompt is counted).
    */
   maxTokensLimit?: number;
-  /** largest `n` accepted (choices per request; each is a request to the cluster). Default 16. */
+  /**
+   * largest `n` accepted (choices per request; each is a request to the cluster, and takes a slot of the in-flight
+   * limit). vLLM has no bound; the gateway's is its in-flight limit (GatewayServerOptions.maxInflight, default 1024).
+   */
   maxN: number;
   /** max_tokens when a completion gives none (tokens). Default 16 (vLLM's and OpenAI's). */
   defaultMaxTokensCompletion: number;
@@ -143,7 +128,7 @@ export interface ValidationLimits {
 export const CONTEXT_REST = Number.MAX_SAFE_INTEGER;
 
 export const DEFAULT_LIMITS: ValidationLimits = {
-  maxN: 16,
+  maxN: 1024,
   defaultMaxTokensCompletion: 16,
 };
 
@@ -165,16 +150,16 @@ function optBool(body: Record<string, unknown>, name: string): boolean | undefin
   return v;
 }
 
-/** Fields the gateway reads itself; every other field is an engine parameter (engineParams). */
-const STRUCTURAL = new Set([
-  'model', 'prompt', 'messages', 'max_tokens', 'max_completion_tokens', 'stream', 'stream_options', 'n', 'min_tokens',
-  'ignore_eos', 'temperature',
-]);
+/** Fields the gateway reads itself, per request model; every other field vLLM's model defines is an engine parameter (engineParams). */
+const STRUCTURAL = {
+  completion: new Set(['model', 'prompt', 'max_tokens', 'stream', 'stream_options', 'n', 'min_tokens', 'ignore_eos', 'temperature']),
+  chat: new Set(['model', 'messages', 'max_tokens', 'max_completion_tokens', 'stream', 'stream_options', 'n', 'min_tokens', 'ignore_eos', 'temperature']),
+};
 
 /**
  * Parameters vLLM accepts that this cluster cannot honour, with the reason the 400 gives: the cluster streams
  * each choice from the engine and relays it (no beam search, no best-of selection, no prompt logprobs, which
- * vLLM only returns without streaming, no disaggregated-prefill hand-over).
+ * vLLM only returns without streaming, no disaggregated-prefill hand-over, no token ids in the answer).
  */
 const REFUSED: Record<string, (v: unknown) => string | null> = {
   best_of: (v) => (v === 1 ? null : 'best_of other than 1 is not supported: the cluster streams every choice it samples (no best-of selection)'),
@@ -183,17 +168,29 @@ const REFUSED: Record<string, (v: unknown) => string | null> = {
   prompt_embeds: () => 'prompt_embeds is not supported: send the prompt as text or token ids',
   suffix: () => 'suffix is not supported (vLLM does not support it either)',
   kv_transfer_params: () => 'kv_transfer_params is not supported: the cluster does not run disaggregated prefill',
+  return_token_ids: (v) => (v === false ? null : 'return_token_ids is not supported: the gateway relays the engine\'s text, not its token ids'),
 };
 
 const fastEngineParams = compileFastCheck(engineParams);
 
-/** Validates the decoded JSON body of /v1/completions or /v1/chat/completions. Throws HttpError(400). */
+const refusal = (r: CheckRefusal | undefined): void => {
+  if (r) throw invalidRequest(r.message, r.param);
+};
+
+/**
+ * Validates the decoded JSON body of /v1/completions or /v1/chat/completions. Throws HttpError(400). As vLLM: a field
+ * its request model does not define is ignored (ParsedRequest.ignored); `model` may be absent (`''`: the served
+ * model answers, server.ts). `body` is changed: lax booleans are written back as booleans.
+ */
 export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: ValidationLimits = DEFAULT_LIMITS): ParsedRequest {
   if (!isObj(body)) throw badRequest('request body must be a JSON object');
-  const model = body.model;
-  if (typeof model !== 'string' || model.length === 0) throw badRequest("'model' is required and must be a non-empty string", 'model');
-  if (model.length > 256) throw badRequest("'model' is too long", 'model');
-  const n = optInt(body, 'n', 1, limits.maxN) ?? 1;
+  refusal(crossFieldError(kind, body));
+  refusal(laxBools(kind, body));
+  const ignored = unknownFields(kind, body);
+  const model = body.model ?? '';
+  if (typeof model !== 'string') throw invalidRequest("'model': Input should be a valid string", 'model');
+  const n = optInt(body, 'n', 1) ?? 1;
+  if (n > limits.maxN) throw badRequest(`n must be at most ${limits.maxN} (the gateway's in-flight limit), got ${n}.`, 'n');
   // vLLM: best_of, when given, must be at least n (and this cluster supports only best_of 1)
   if (n > 1 && body.best_of === 1) throw badRequest(`best_of must be greater than or equal to n, got n=${n} and best_of=1`, 'best_of');
   // vLLM: /v1/completions with echo takes max_tokens 0 (the prompt alone: echo.ts)
@@ -211,20 +208,10 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
     throw badRequest(`${SAMPLING_RANGES.temperature.says}, got ${JSON.stringify(t)}.`, 'temperature');
   }
   const stream = optBool(body, 'stream') ?? false;
-  let includeUsage = false;
-  let continuousUsage = false;
-  const so = body.stream_options;
-  if (so !== undefined && so !== null) {
-    if (!isObj(so)) throw badRequest("'stream_options' must be an object", 'stream_options');
-    if (!stream) throw badRequest("'stream_options' is only allowed when 'stream' is true", 'stream_options');
-    for (const k of Object.keys(so)) {
-      if (k === 'include_usage' || k === 'continuous_usage_stats') continue;
-      throw badRequest(`'stream_options.${k}' is not supported (include_usage, continuous_usage_stats)`, `stream_options.${k}`);
-    }
-    includeUsage = optBool(so, 'include_usage') ?? false;
-    // vLLM: continuous usage only together with include_usage
-    continuousUsage = includeUsage && (optBool(so, 'continuous_usage_stats') ?? false);
-  }
+  const so = streamOptionsOf(body.stream_options, stream);
+  if ('message' in so) refusal(so);
+  const { includeUsage, continuousUsage } = so as StreamOptionsRead;
+  ignored.push(...(so as StreamOptionsRead).ignored);
   const params = parseEngineParams(kind, body);
   const user = params?.user;
   const out: ParsedRequest = {
@@ -240,6 +227,7 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
     ignoreEos: optBool(body, 'ignore_eos'),
     temperature: typeof t === 'number' ? t : undefined,
     user: user !== undefined ? user.slice(0, 128) : undefined,
+    ignored,
   };
   if (params) out.params = params;
   if (kind === 'completion') {
@@ -266,19 +254,19 @@ export function parseOpenAiRequest(kind: ApiKind, body: unknown, limits: Validat
   return out;
 }
 
-/** The engine parameters of a request body: everything but the structural fields, checked against vLLM's names and types. */
+/**
+ * The engine parameters of a request body: the fields of vLLM's request model that the gateway does not read itself,
+ * checked against vLLM's types and ranges (fields vLLM's model does not define are left out: ParsedRequest.ignored).
+ */
 function parseEngineParams(kind: ApiKind, body: Record<string, unknown>): EngineParams | undefined {
   const rest: Record<string, unknown> = {};
   let any = false;
+  const known = fieldsOf(kind);
   for (const [k, v] of Object.entries(body)) {
-    // max_completion_tokens is a chat field: on /v1/completions it is an unknown name like any other (refused below)
-    if ((STRUCTURAL.has(k) && (k !== 'max_completion_tokens' || kind === 'chat')) || v === null || v === undefined) continue;
+    if (STRUCTURAL[kind].has(k) || !known.has(k) || v === null || v === undefined) continue;
     const refused = REFUSED[k]?.(v);
     if (refused) throw badRequest(refused, k);
     if (REFUSED[k]) continue; // the default value of a refused parameter: nothing to carry
-    if (kind === 'completion' && (CHAT_ONLY_PARAMS as readonly string[]).includes(k)) {
-      throw badRequest(`'${k}' is a chat parameter: use /v1/chat/completions`, k);
-    }
     rest[k] = v;
     any = true;
   }
@@ -294,10 +282,6 @@ function parseEngineParams(kind: ApiKind, body: Record<string, unknown>): Engine
 export function engineParamsOf(kind: ApiKind, rest: Record<string, unknown>): EngineParams {
   const bad = samplingError(kind, rest);
   if (bad) throw badRequest(bad.message, bad.param);
-  // vLLM's chat template rule (ChatCompletionRequest, TokenizeChatRequest)
-  if (kind === 'chat' && rest.continue_final_message === true && rest.add_generation_prompt === true) {
-    throw badRequest('Cannot set both `continue_final_message` and `add_generation_prompt` to True.', 'continue_final_message');
-  }
   // the compiled check vouches for the common body; zod decides for any other
   if (fastEngineParams(rest)) return rest as EngineParams;
   const r = engineParams.safeParse(rest);

@@ -24,12 +24,12 @@ import { PROTOCOL_VERSION } from '../../protocols/codec.ts';
 import type { Usage, InferenceRequest, TokenChunk, TokenizeRequest } from '../../protocols/messages.ts';
 import { subjects } from '../../protocols/subjects.ts';
 import {
-  HttpError, badRequest, probeOf, PROBE_HEADER, parseOpenAiRequest, toHttp, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
+  ERROR_CODE_HEADER, HttpError, badRequest, probeOf, PROBE_HEADER, parseOpenAiRequest, toHttp, DEFAULT_LIMITS, type ApiKind, type ChoiceOut, type ParsedRequest, type ValidationLimits,
 } from './openai.ts';
 import { childRequest, inBatches, submitAll, type TokenSource } from './choices.ts';
 import { StreamTimer } from './stream-timer.ts';
 import { HoldLimit, holdPassed } from './hold-limit.ts';
-import { parseJsonBody, readBody } from './body.ts';
+import { parseJsonBody, readBody, requireJsonContentType } from './body.ts';
 import { relaySse, replayPrelude, resumePlan, type Framing, type Resumable } from './sse-stream.ts';
 import { LAST_EVENT_ID_HEADER, RESUMABLE_HEADER, parseLastEventId, resumableOf, type StreamHooks } from './resume.ts';
 export type { ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
@@ -51,7 +51,7 @@ import { wsUpgradeRefusal } from './ws-origin.ts';
 import { echoSource, echoedPrompt } from './echo.ts';
 import { LeanAbort, type AbortLike } from '../../src/runtime/abort.ts';
 import { InFlight } from './drain.ts';
-
+import { IgnoredFields } from './ignored-fields.ts';
 
 /** The request target as a URL; undefined when the URL parser refuses it (e.g. `//a|b`, read as a host). */
 function requestUrl(target: string | undefined): URL | undefined {
@@ -81,13 +81,15 @@ export class GatewayServer {
   private readonly tokenizers: Tokenizers;
   private readonly cors: Cors;
   private readonly modelList: ModelList;
+  private readonly ignored: IgnoredFields;
 
   constructor(opts: GatewayServerOptions) {
     this.opts = {
       port: 8000, host: '127.0.0.1', bodyLimitBytes: 512 * 1024, maxInflight: 1024, requestTimeoutMs: 600_000, holdLimitMs: 60_000,
       models: ['llama2-70b'], liveTickMs: 1000, clock: systemClock, ...opts,
     };
-    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.limits = { ...DEFAULT_LIMITS, maxN: this.opts.maxInflight, ...opts.limits };
+    this.ignored = new IgnoredFields(opts.metrics?.gatewayIgnoredFields, opts.log);
     this.failLog = opts.log ? new RateLimitedLog(opts.log) : undefined;
     const backend = this.opts.backend;
     const tokenize = backend.tokenize ? (r: TokenizeRequest) => backend.tokenize!(r) : localTokenizer(opts.maxModelLen ?? 4096, opts.maxLogprobs);
@@ -285,7 +287,9 @@ export class GatewayServer {
       if (authErr) return this.sendError(res, path, authErr);
       if (method !== 'POST') return this.sendError(res, path, new HttpError(405, `method ${method} not allowed on ${path}`));
       try {
-        return this.sendJson(res, path, 200, path === '/tokenize' ? await tokenizeRoute(this.tokenizers, await readJson(req, this.opts.bodyLimitBytes)) : await detokenizeRoute(this.tokenizers, await readJson(req, this.opts.bodyLimitBytes)));
+        const ignored: string[] = [];
+        const out = await (path === '/tokenize' ? tokenizeRoute : detokenizeRoute)(this.tokenizers, await readJson(req, this.opts.bodyLimitBytes), ignored);
+        return (this.ignored.note(path, ignored, res), this.sendJson(res, path, 200, out));
       } catch (err) {
         return this.sendError(res, path, err);
       }
@@ -357,7 +361,6 @@ export class GatewayServer {
   private async inferenceSlotted(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind, hold: HoldLimit, ac: LeanAbort, slots: { n: number }, tr: number): Promise<void> {
     // its receipt (the HTTP head parsed), for the debug log's time to its arrival stamp (the body's read, its parse, the prompt's count)
     const receivedMs = this.opts.clock.now();
-    const ct = req.headers['content-type'] ?? '';
     let parsed: ParsedRequest;
     let inputTokens: number;
     let echoed: string | undefined; // the prompt's text, for echo without generation
@@ -365,7 +368,7 @@ export class GatewayServer {
     let opted = false;
     try {
       if (this.draining) throw new HttpError(503, 'gateway is shutting down', 'service_unavailable', 'unavailable', null, 1);
-      if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
+      requireJsonContentType(req.headers['content-type']);
       const raw = await readBody(req, this.opts.bodyLimitBytes);
       let body: unknown;
       try {
@@ -374,6 +377,8 @@ export class GatewayServer {
         throw badRequest(`request body is not valid JSON: ${(e as Error).message}`);
       }
       parsed = parseOpenAiRequest(kind, body, this.limits);
+      this.ignored.note(route, parsed.ignored, res);
+      if (parsed.model === '') parsed.model = this.opts.models[0]!; // as vLLM: no model, the (first) served model
       parsed.probe = probeOf(req.headers[PROBE_HEADER], parsed, this.isProbeToken);
       const optIn = resumableOf(req.headers[RESUMABLE_HEADER]);
       if (optIn === 'invalid') throw badRequest(`${RESUMABLE_HEADER} takes the value 1 (a resumable stream)`);
@@ -381,7 +386,7 @@ export class GatewayServer {
       // one streamed choice, and a journal to keep it in: otherwise the stream is vLLM's as it is
       resumable = optIn && parsed.stream && parsed.n === 1 && this.opts.journal !== undefined && parsed.maxTokens > 0;
       if (!this.opts.models.includes(parsed.model)) {
-        throw new HttpError(404, `The model '${parsed.model}' does not exist (served: ${this.opts.models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
+        throw new HttpError(404, `The model \`${parsed.model}\` does not exist.`, 'invalid_request_error', 'model_not_found', 'model');
       }
       if (this.inflight + parsed.n > this.opts.maxInflight) {
         this.opts.metrics?.gatewayRejections.inc({ reason: 'inflight_limit' });
@@ -589,6 +594,7 @@ export class GatewayServer {
     if (e.status >= 500 || e.status === 429) this.opts.log?.info({ route, status: e.status, code: e.code, cause: (err as Error)?.message, remoteCode: (err as { remoteCode?: string }).remoteCode }, 'request refused');
     if (e.retryAfterS !== undefined) res.setHeader('retry-after', String(Math.max(1, Math.ceil(e.retryAfterS))));
     if (e.status === 401) res.setHeader('www-authenticate', 'Bearer');
+    if (e.code) res.setHeader(ERROR_CODE_HEADER, e.code);
     this.sendJson(res, route, e.status, e.body());
   }
 }

@@ -88,7 +88,8 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     w.add(r ? `id: ${eventId(id, r.next++)}\n${ev}` : ev);
   };
   /**
-   * before the first byte: an HTTP error; after: an error event, then [DONE] (vLLM's end of a failed stream). `resume`
+   * before the first byte: an HTTP error; after: an error event, then [DONE] (vLLM's end of a failed stream): vLLM's
+   * error body, and `retryable` (whether the same request may succeed if sent again: docs/PROTOCOL.md). `resume`
    * (the drain's error): a resumable stream stays resumable from the client's last event (its error event without id).
    */
   const fail = (e: HttpError, resume = false): false => {

@@ -4,8 +4,10 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { type DetokenizeReply, type DetokenizeRequest, type TokenizeReply, type TokenizeRequest } from '../../protocols/messages.ts';
-import { HttpError, badRequest, engineParamsOf, httpErrorOfWire, parseOpenAiRequest, toHttp, type ParsedRequest } from './openai.ts';
-import { readBody } from './body.ts';
+import { HttpError, badRequest, engineParamsOf, httpErrorOfWire, invalidRequest, parseOpenAiRequest, toHttp, type ParsedRequest } from './openai.ts';
+import { generationPrompt } from './request-checks.ts';
+import { BOOL_FIELDS, DETOKENIZE_FIELDS, TOKENIZE_CHAT_FIELDS, TOKENIZE_COMPLETION_FIELDS, laxBool } from '../../protocols/vllm-request-fields.ts';
+import { readBody, requireJsonContentType } from './body.ts';
 import { MAX_LOGPROBS, MAX_LOGPROBS_CEILING, logprobsLimitError } from '../../protocols/sampling-limits.ts';
 import { TokenizeRefused, localDetokenize, type PromptCounter, type TokenCount } from './tokens.ts';
 import type { AbortLike } from '../../src/runtime/abort.ts';
@@ -94,10 +96,9 @@ function untilAborted<T>(p: Promise<T>, signal: AbortLike): Promise<T> {
   });
 }
 
-/** The request body as a JSON object, within bodyLimitBytes (415 without a JSON content type, 400 for anything but an object). */
+/** The request body as a JSON object, within bodyLimitBytes (400 without a JSON content type, as vLLM, or for anything but an object). */
 export async function readJson(req: IncomingMessage, bodyLimitBytes: number): Promise<Record<string, unknown>> {
-  const ct = req.headers['content-type'] ?? '';
-  if (!/^application\/json\b/i.test(ct)) throw new HttpError(415, "Content-Type must be 'application/json'", 'invalid_request_error', 'unsupported_media_type');
+  requireJsonContentType(req.headers['content-type']);
   const raw = await readBody(req, bodyLimitBytes);
   let body: unknown;
   try {
@@ -111,20 +112,42 @@ export async function readJson(req: IncomingMessage, bodyLimitBytes: number): Pr
 
 /** The model a tokenizer route names (default the first served); 404 for one not served. */
 function servedModel(models: string[], body: Record<string, unknown>): string {
-  const model = body.model ?? models[0];
+  const model = body.model === undefined || body.model === null || body.model === '' ? models[0] : body.model;
   if (typeof model !== 'string' || !models.includes(model)) {
-    throw new HttpError(404, `The model '${JSON.stringify(model) ?? 'undefined'}' does not exist (served: ${models.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
+    throw new HttpError(404, `The model \`${typeof model === 'string' ? model : JSON.stringify(model)}\` does not exist.`, 'invalid_request_error', 'model_not_found', 'model');
   }
   return model;
 }
 
 /**
- * vLLM's POST /tokenize: {model, prompt} or {model, messages, add_generation_prompt, tools...} -> {count, max_model_len,
- * tokens, token_strs}. The fields of vLLM's TokenizeCompletionRequest / TokenizeChatRequest, and any other engine
- * parameter, are checked as the completions routes check theirs (openai.ts engineParamsOf: vLLM's ranges and
- * messages, the same 400 body).
+ * Checks `body` as vLLM's request model of the route (`known`: its fields) does: a field outside it goes to `ignored`
+ * (vLLM ignores it), and is left out; booleans are read as pydantic's lax bool reads them. The fields kept.
  */
-export async function tokenizeRoute(t: Tokenizers, body: Record<string, unknown>): Promise<unknown> {
+function knownFields(body: Record<string, unknown>, known: ReadonlySet<string>, ignored: string[]): Record<string, unknown> {
+  const kept: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(body)) {
+    if (!known.has(k)) ignored.push(k);
+    else if (BOOL_FIELDS.has(k) && v !== null && v !== undefined) {
+      const b = laxBool(v);
+      if (b === undefined) throw invalidRequest(`'${k}': Input should be a valid boolean`, k);
+      kept[k] = b;
+    } else kept[k] = v;
+  }
+  return kept;
+}
+
+/**
+ * vLLM's POST /tokenize: {model, prompt} or {model, messages, add_generation_prompt, tools...} -> {count, max_model_len,
+ * tokens, token_strs}. The fields vLLM's TokenizeCompletionRequest / TokenizeChatRequest do not define are added to
+ * `ignored` (vLLM ignores them).
+ */
+export async function tokenizeRoute(t: Tokenizers, raw: Record<string, unknown>, ignored: string[] = []): Promise<unknown> {
+  const chat = raw.messages !== undefined;
+  if (chat) {
+    const r = generationPrompt(raw);
+    if (r) throw invalidRequest(r.message, r.param);
+  }
+  const body = knownFields(raw, chat ? TOKENIZE_CHAT_FIELDS : TOKENIZE_COMPLETION_FIELDS, ignored);
   const model = servedModel(t.models, body);
   const req: TokenizeRequest = { v: 1, model, returnTokens: true };
   const { model: _m, prompt, messages, return_token_strs, ...rest } = body;
@@ -149,8 +172,9 @@ export async function tokenizeRoute(t: Tokenizers, body: Record<string, unknown>
   return { count: r.count, max_model_len: r.maxModelLen, tokens: r.tokens ?? [], token_strs: r.tokenStrs ?? null };
 }
 
-/** vLLM's POST /detokenize: {model, tokens} -> {prompt}. */
-export async function detokenizeRoute(t: Tokenizers, body: Record<string, unknown>): Promise<unknown> {
+/** vLLM's POST /detokenize: {model, tokens} -> {prompt}; the fields vLLM's DetokenizeRequest does not define are added to `ignored`. */
+export async function detokenizeRoute(t: Tokenizers, raw: Record<string, unknown>, ignored: string[] = []): Promise<unknown> {
+  const body = knownFields(raw, DETOKENIZE_FIELDS, ignored);
   const model = servedModel(t.models, body);
   const tokens = body.tokens;
   if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0)) throw badRequest("'tokens' must be an array of token ids", 'tokens');

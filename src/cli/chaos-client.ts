@@ -153,7 +153,7 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
       }
       if (!r.ok || !r.body) {
         const text = await r.text().catch(() => '');
-        const code = /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1];
+        const code = errorCause(r, text);
         const message = /"message"\s*:\s*"([^"]{0,80})/.exec(text)?.[1];
         // a resume the cluster could not take yet (no instance, the journal not answering): again, on the next replica
         if (got.lastId !== undefined && (r.status === 503 || r.status === 429) && resumed < maxRetries) {
@@ -207,6 +207,11 @@ async function attempt(o: ClientOptions, attempts: NonNullable<Outcome['attempts
   }
 }
 
+/** An error answer's cause: the gateway's x-dynamollm-error-code header, else a string `code` of its body. */
+export function errorCause(r: Response, text: string): string | undefined {
+  return r.headers.get('x-dynamollm-error-code') ?? /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1];
+}
+
 /** Words of a text: the emulated engine makes one per token. */
 export const words = (text: string): number => text.split(/\s+/).filter((w) => w.length > 0).length;
 
@@ -222,7 +227,8 @@ export function streamError(data: string, withId: boolean): StreamError | undefi
   } catch {
     // not JSON: its code and message as far as they read
   }
-  const code = typeof e?.code === 'string' ? e.code : /"code"\s*:\s*"([^"]+)"/.exec(data)?.[1];
+  // vLLM's error body: `code` the HTTP status the error would have had
+  const code = typeof e?.code === 'string' || typeof e?.code === 'number' ? String(e.code) : /"code"\s*:\s*"?([^",}]+)/.exec(data)?.[1];
   const message = typeof e?.message === 'string' ? e.message.slice(0, 80) : /"message"\s*:\s*"([^"]{0,80})/.exec(data)?.[1];
   return { error: code ?? 'stream error', ...(message ? { code: message } : {}), retryable: e?.retryable === true, withId };
 }

@@ -17,7 +17,7 @@
  * - an answer: status 200, choices[0].text (completion) or choices[0].message.content (chat) of max_tokens words,
  *   and usage.completion_tokens == max_tokens (`answer`).
  */
-import { causeOf, firstReplica, read, words, type ClientOptions, type Got, type Outcome } from './chaos-client.ts';
+import { causeOf, errorCause, firstReplica, read, words, type ClientOptions, type Got, type Outcome } from './chaos-client.ts';
 
 /** The kinds of request sent as an SDK sends them: streamed completion, streamed chat, answer of each. */
 export const SDK_KINDS = ['stream', 'chat', 'nonstream', 'chat-nonstream'] as const;
@@ -135,7 +135,7 @@ async function attempt(o: SdkOptions, startMs: number): Promise<Outcome> {
         const text = await r.text().catch(() => '');
         if (sdkRetries(r.status, r.headers.get('x-should-retry')) && (await again(`http ${r.status}`, r.headers))) continue;
         if (ac.signal.aborted) return end({ ok: false, hung: true });
-        const code = /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1];
+        const code = errorCause(r, text);
         const message = /"message"\s*:\s*"([^"]{0,80})/.exec(text)?.[1];
         return end({ ok: false, hung: false, failure: 'status', error: `http ${r.status}`, ...(code ? { code } : {}), ...(message ? { message } : {}) });
       }

@@ -17,8 +17,8 @@ export type EngineState = 'created' | 'starting' | 'ready' | 'sleeping' | 'resta
 
 /** A chat message as the client sent it (content: text, content parts, or null); other fields pass through. */
 export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant' | 'tool' | 'developer';
-  content?: string | Record<string, unknown>[] | null;
+  role: string;
+  content?: string | (string | Record<string, unknown>)[] | null;
   [field: string]: unknown;
 }
 

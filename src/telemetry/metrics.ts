@@ -94,6 +94,7 @@ export class TelemetryMetrics {
   readonly events: Counter<'kind'>;
   readonly httpRequests: Counter<'route' | 'code'>;
   readonly gatewayRejections: Counter<'reason'>;
+  readonly gatewayIgnoredFields: Counter<'field'>;
   readonly gatewayInflight: Gauge;
   readonly gatewayJournalTimeouts: Counter<'wait'>;
 
@@ -129,6 +130,7 @@ export class TelemetryMetrics {
     this.events = new Counter({ name: 'dynamollm_decision_events_total', help: 'Decision events on the event stream, by kind.', labelNames: ['kind'], registers });
     this.httpRequests = new Counter({ name: 'dynamollm_gateway_http_requests_total', help: 'HTTP requests answered by this gateway replica, by route and status code.', labelNames: ['route', 'code'], registers });
     this.gatewayRejections = new Counter({ name: 'dynamollm_gateway_rejections_total', help: 'Requests this gateway refused before or at admission, by reason.', labelNames: ['reason'], registers });
+    this.gatewayIgnoredFields = new Counter({ name: 'dynamollm_gateway_ignored_request_fields_total', help: "Request fields this gateway accepted and ignored, as vLLM ignores a field its request model does not define (named in the response header x-dynamollm-ignored-fields), by field: the name, or other past 64 characters or 32 distinct names.", labelNames: ['field'], registers });
     this.gatewayJournalTimeouts = new Counter({ name: 'dynamollm_gateway_journal_timeouts_total', help: "Resumable streams whose journal did not hold an entry within its bound (gateway.journal: a share of the request's SLO), by wait: head (served without resumption, x-dynamollm-resumable: 0), write (resumability ended mid-stream, event ids reset).", labelNames: ['wait'], registers });
     this.gatewayInflight = new Gauge({ name: 'dynamollm_gateway_inflight_requests', help: 'Requests in flight at this gateway replica.', registers });
   }

@@ -365,6 +365,6 @@ describe('the journal\'s NATS node killed, then the gateway carrying a resumable
     log('resume with nats down', r.status, text.slice(0, 300));
     expect(r.status, text).toBe(503);
     expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-    expect(JSON.parse(text)).toMatchObject({ error: { type: 'service_unavailable' } });
+    expect(JSON.parse(text)).toMatchObject({ error: { type: 'ServiceUnavailableError', code: 503 } });
   }, 60_000);
 });

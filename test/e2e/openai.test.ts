@@ -5,7 +5,8 @@
  * what comes back through the gateway: stop strings (finish_reason, stop_reason), seed, logprobs in vLLM's
  * shapes, response_format JSON, tools with tool_choice 'required'; usage.prompt_tokens equals /tokenize for
  * the same prompt; /v1/models reports max_model_len; over-long requests are a 400 before dispatch (also when
- * streamed); unknown parameters a 400 naming them.
+ * streamed), in vLLM's error body; a parameter the cluster cannot honour a 400 naming it, a field vLLM does not define
+ * ignored as vLLM ignores it, and named in x-dynamollm-ignored-fields.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
@@ -21,7 +22,11 @@ const client = () => new OpenAI({ apiKey: KEY, baseURL: `${cluster.base}/v1`, ma
 type Vllm = { ignore_eos?: boolean; stop_reason?: string | number | null };
 const post = async (path: string, body: unknown) => {
   const r = await fetch(`${cluster.base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` }, body: JSON.stringify(body) });
-  return { status: r.status, type: r.headers.get('content-type'), body: (await r.json()) as Record<string, unknown> };
+  return { status: r.status, type: r.headers.get('content-type'), ignored: r.headers.get('x-dynamollm-ignored-fields'), cause: r.headers.get('x-dynamollm-error-code'), text: await r.text() };
+};
+const postJson = async (path: string, body: unknown) => {
+  const r = await post(path, body);
+  return { ...r, body: JSON.parse(r.text) as Record<string, unknown> };
 };
 
 beforeAll(async () => {
@@ -212,54 +217,58 @@ describe('real token counts and honest errors', () => {
   it('usage.prompt_tokens equals /tokenize for the same prompt; /v1/models reports max_model_len; /detokenize round-trips', async () => {
     const c = client();
     const prompt = 'The quick brown fox jumps over the lazy dog.';
-    const t = await post('/tokenize', { model, prompt });
+    const t = await postJson('/tokenize', { model, prompt });
     expect(t.status).toBe(200);
     expect(t.body.count).toBe((t.body.tokens as number[]).length);
     const r = await c.completions.create({ model, prompt, max_tokens: 3 });
     expect(r.usage!.prompt_tokens).toBe(t.body.count);
     const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'What is DynamoLLM?' }];
-    const tc = await post('/tokenize', { model, messages });
+    const tc = await postJson('/tokenize', { model, messages });
     const chat = await c.chat.completions.create({ model, messages, max_tokens: 3 });
     expect(chat.usage!.prompt_tokens).toBe(tc.body.count);
     const models = await c.models.list();
     expect((models.data[0] as unknown as { max_model_len: number }).max_model_len).toBe(4096);
     expect(t.body.max_model_len).toBe(4096);
-    expect((await post('/detokenize', { model, tokens: t.body.tokens })).body.prompt).toBe(prompt);
+    expect((await postJson('/detokenize', { model, tokens: t.body.tokens })).body.prompt).toBe(prompt);
   });
 
-  it('prompt + max_tokens over max_model_len is a 400 before dispatch, in OpenAI\'s error shape, streamed or not', async () => {
+  it('prompt + max_tokens over max_model_len is a 400 before dispatch, in vLLM\'s error body, streamed or not', async () => {
     const prompt = 'energy '.repeat(3000); // ~3000 tokens
     for (const stream of [false, true]) {
-      const r = await post('/v1/completions', { model, prompt, max_tokens: 2000, stream });
+      const r = await postJson('/v1/completions', { model, prompt, max_tokens: 2000, stream });
       expect(r.status).toBe(400);
       expect(r.type).toMatch(/application\/json/);
-      const e = r.body.error as { message: string; type: string; param: string | null; code: string | null };
-      expect(e).toMatchObject({ type: 'invalid_request_error', param: 'prompt', code: 'context_length_exceeded' });
+      expect(r.cause).toBe('context_length_exceeded');
+      const e = r.body.error as { message: string; type: string; param: string | null; code: number };
+      expect(e).toMatchObject({ type: 'BadRequestError', param: 'prompt', code: 400 });
       expect(e.message).toMatch(/maximum context length is 4096 tokens/);
       expect(e.message).not.toMatch(/pool-|inst|node|n0|http:/);
     }
-    await expect(client().chat.completions.create({ model, messages: [{ role: 'user', content: prompt }], max_tokens: 2000 })).rejects.toMatchObject({ status: 400, code: 'context_length_exceeded' });
+    await expect(client().chat.completions.create({ model, messages: [{ role: 'user', content: prompt }], max_tokens: 2000 })).rejects.toMatchObject({ status: 400, code: 400, type: 'BadRequestError' });
   });
 
   it('a streamed request the engine refuses before its first token is an HTTP 400 with the engine\'s words, no internal id', async () => {
     // dispatched to an instance, whose engine (the emulator) refuses guided_regex
     for (const stream of [true, false]) {
-      const r = await post('/v1/chat/completions', { model, messages: [{ role: 'user', content: 'x' }], guided_regex: '[a-z]+', stream });
+      const r = await postJson('/v1/chat/completions', { model, messages: [{ role: 'user', content: 'x' }], guided_regex: '[a-z]+', stream });
       expect(r.status).toBe(400);
       expect(r.type).toMatch(/application\/json/);
-      const e = r.body.error as { message: string; type: string; code: string | null };
+      const e = r.body.error as { message: string; type: string; code: number };
       expect(e.message).toBe("'guided_regex' is not supported by the emulator");
       expect(e.message).not.toMatch(/pool-|inst|n0-g|http:/);
     }
   });
 
-  it('a parameter the cluster cannot honour, or an unknown one, is a 400 naming it', async () => {
-    const n = await post('/v1/chat/completions', { model, messages: [{ role: 'user', content: 'x' }], n: 999 });
+  it('a parameter the cluster cannot honour is a 400 naming it; a field vLLM does not define is ignored, and named', async () => {
+    const n = await postJson('/v1/chat/completions', { model, messages: [{ role: 'user', content: 'x' }], use_beam_search: true });
     expect(n.status).toBe(400);
-    expect((n.body.error as { param: string }).param).toBe('n');
-    const u = await post('/v1/completions', { model, prompt: 'x', frobnicate: true, stream: true });
-    expect(u.status).toBe(400);
-    expect((u.body.error as { param: string; message: string }).param).toBe('frobnicate');
+    expect((n.body.error as { param: string }).param).toBe('use_beam_search');
+    const u = await post('/v1/completions', { model, prompt: 'x', max_tokens: 2, frobnicate: true, stream: true });
+    expect([u.status, u.ignored]).toEqual([200, 'frobnicate']);
+    expect(u.text.endsWith('data: [DONE]\n\n')).toBe(true);
+    // the official client: a chat with store: false (OpenAI's field, not vLLM's) and no model is answered
+    const c = await client().chat.completions.create({ messages: [{ role: 'user', content: 'x' }], max_tokens: 2, store: false } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    expect(c.model).toBe(model);
   });
 });
 

@@ -241,14 +241,14 @@ describe('gateway drain on SIGTERM (gateway.drainDelayMs)', () => {
     expect(s.status).toBe(200);
     const data = s.body.split('\n\n').filter((b) => b.startsWith('data: ')).map((b) => b.slice('data: '.length));
     expect(data.at(-1)).toBe('[DONE]');
-    expect((JSON.parse(data.at(-2)!) as { error: unknown }).error).toMatchObject({ code: 'unavailable', type: 'service_unavailable', retryable: true });
+    expect((JSON.parse(data.at(-2)!) as { error: unknown }).error).toMatchObject({ code: 503, type: 'ServiceUnavailableError', retryable: true });
     const text = sseText(data.slice(0, -2).map((d) => `data: ${d}\n`).join('')).text;
     expect(text.length).toBeGreaterThanOrEqual(tokens(3).length);
     expect(tokens(200).startsWith(text)).toBe(true);
     const j = await plain;
     expect(j.status, j.body).toBe(503);
     expect(j.headers['retry-after']).toBe('1');
-    expect((JSON.parse(j.body) as { error: { code: string } }).error.code).toBe('unavailable');
+    expect([(JSON.parse(j.body) as { error: { code: number } }).error.code, j.headers['x-dynamollm-error-code']]).toEqual([503, 'unavailable']);
     console.log(`drainStreamsMs ${CUT_STREAMS_MS}: the stream's error event and end came ${s.endMs - killAt} ms after the SIGTERM, the 503 ${j.endMs - killAt} ms`);
     expect(s.endMs - killAt).toBeGreaterThanOrEqual(CUT_STREAMS_MS);
     expect(await exited).toBe(0);

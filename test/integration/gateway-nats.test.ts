@@ -113,7 +113,8 @@ describe('gateway over NATS', () => {
     const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'llama2-70b', prompt: 'FULL' }) });
     expect(r.status).toBe(429);
     expect(r.headers.get('retry-after')).toBe('2');
-    expect(((await r.json()) as { error: { code: string } }).error.code).toBe('overloaded');
+    expect(r.headers.get('x-dynamollm-error-code')).toBe('overloaded');
+    expect(((await r.json()) as { error: { code: number; type: string } }).error).toMatchObject({ code: 429, type: 'Too Many Requests' });
   });
 
   it('a silent stream ends with an explicit retryable error (503)', async () => {

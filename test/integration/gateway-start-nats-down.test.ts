@@ -150,7 +150,7 @@ describe('a gateway started while NATS is down', () => {
     const expired = await shortHeld;
     expect(expired.status).toBe(503);
     expect(expired.retryAfter).toBe('1');
-    expect(expired.body.error).toMatchObject({ code: 'unavailable', type: 'service_unavailable' });
+    expect(expired.body.error).toMatchObject({ code: 503, type: 'ServiceUnavailableError' });
     expect((expired.body.error as { message: string }).message).toMatch(/hold limit/);
     expect(expired.ms).toBeGreaterThanOrEqual(2900);
     expect(expired.ms).toBeLessThan(15_000);

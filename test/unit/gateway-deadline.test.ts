@@ -94,8 +94,8 @@ describe('a stream at its deadline', () => {
     const endedMs = performance.now() - t0;
     const events = text.split('\n\n').filter(Boolean);
     expect(events.at(-1)).toBe('data: [DONE]');
-    const last = JSON.parse(events.at(-2)!.replace(/^data: /, '')) as { error: { code: string; retryable: boolean; message: string } };
-    expect(last.error).toMatchObject({ code: 'timeout', retryable: false });
+    const last = JSON.parse(events.at(-2)!.replace(/^data: /, '')) as { error: { code: number; retryable: boolean; message: string } };
+    expect(last.error).toMatchObject({ code: 504, type: 'Gateway Timeout', retryable: false });
     expect(last.error.message).toMatch(/time limit/);
     // tokens streamed until the deadline, then the end: no second leg, no second engine call
     expect(events.filter((e) => e.includes('"text":" t')).length).toBeGreaterThan(10);
@@ -118,7 +118,8 @@ describe('a stream at its deadline', () => {
     const r = await fetch(`http://127.0.0.1:${g.port}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body(false) });
     expect(r.status).toBe(504);
     expect(r.headers.get('retry-after')).toBeNull();
-    expect(((await r.json()) as { error: { code: string } }).error.code).toBe('timeout');
+    expect(r.headers.get('x-dynamollm-error-code')).toBe('timeout');
+    expect(((await r.json()) as { error: { code: number } }).error.code).toBe(504);
     expect(g.legs).toHaveLength(1);
     expect(engine.calls).toHaveLength(1);
     expect(g.backend.counters.migrated).toBe(0);

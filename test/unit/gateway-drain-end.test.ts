@@ -116,13 +116,13 @@ describe('a drain past its grace: the requests under way end with a retryable er
     const evs = events(dechunk(s.framed()));
     expect(evs.at(-1)!.data).toBe('[DONE]');
     const error = JSON.parse(evs.at(-2)!.data) as { error: Record<string, unknown> };
-    expect(error.error).toMatchObject({ code: 'unavailable', type: 'service_unavailable', retryable: true });
+    expect(error.error).toMatchObject({ code: 503, type: 'ServiceUnavailableError', retryable: true });
     expect((JSON.parse(evs[0]!.data) as { choices: { text: string }[] }).choices[0]!.text).toBe(' first');
 
     const out = await plain;
     expect(out.status).toBe(503);
     expect(out.retryAfter).toBe('1');
-    expect(JSON.parse(out.body)).toMatchObject({ error: { code: 'unavailable', type: 'service_unavailable' } });
+    expect(JSON.parse(out.body)).toMatchObject({ error: { code: 503, type: 'ServiceUnavailableError' } });
     // both requests were cancelled downstream with the drain's retryable reason
     for (const sig of b.signals) expect(sig.reason).toMatchObject({ code: 'unavailable', retryable: true });
   });
@@ -145,7 +145,7 @@ describe('a drain past its grace: the requests under way end with a retryable er
     const evs = events(dechunk(s.framed()));
     expect(evs.map((e) => e.id)).toEqual([eventId(rid, 0), undefined, undefined]);
     const error = JSON.parse(evs[1]!.data) as { error: { code: string; retryable: boolean; message: string } };
-    expect(error.error).toMatchObject({ code: 'unavailable', retryable: true });
+    expect(error.error).toMatchObject({ code: 503, retryable: true });
     expect(error.error.message).toContain('Last-Event-ID');
     expect(evs[2]!.data).toBe('[DONE]');
     expect(entries.filter((e) => e.id === rid && e.stop !== undefined)).toEqual([]);

@@ -144,12 +144,12 @@ describe('max_tokens and truncate_prompt_tokens against the context length (vLLM
     const port = await gw.listen();
     const post = async (body: Record<string, unknown>) => {
       const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', prompt: 'hello', ...body }) });
-      return { status: r.status, body: (await r.json()) as { error?: { param: string | null; code: string | null; message: string } } };
+      return { status: r.status, cause: r.headers.get('x-dynamollm-error-code'), body: (await r.json()) as { error?: { param: string | null; code: number; message: string } } };
     };
     expect((await post({ max_tokens: 4091 })).status).toBe(200);
     expect(backend.submitted.at(-1)!.maxTokens).toBe(4091);
     const over = await post({ max_tokens: 4092 });
-    expect([over.status, over.body.error?.code]).toEqual([400, 'context_length_exceeded']);
+    expect([over.status, over.body.error?.code, over.cause]).toEqual([400, 400, 'context_length_exceeded']);
     expect((await post({ max_tokens: 3, truncate_prompt_tokens: -1 })).status).toBe(200);
     expect(backend.submitted.at(-1)!.params).toEqual({ truncate_prompt_tokens: -1 });
     expect(backend.submitted.at(-1)!.inputTokens).toBe(5);

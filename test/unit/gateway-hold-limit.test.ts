@@ -123,7 +123,7 @@ describe('gateway hold limit (holdLimitMs from arrival)', () => {
       const out = await r.result;
       expect(out.status).toBe(503);
       expect(out.retryAfter).toBe('1');
-      expect(JSON.parse(out.body)).toMatchObject({ error: { code: 'unavailable', type: 'service_unavailable' } });
+      expect(JSON.parse(out.body)).toMatchObject({ error: { code: 503, type: 'ServiceUnavailableError' } });
       expect(backend.signals[0]!.aborted).toBe(true);
       expect(backend.signals[0]!.reason).toBeInstanceOf(DynError);
       expect(backend.signals[0]!.reason).toMatchObject({ code: 'unavailable', retryable: true });
@@ -192,7 +192,7 @@ describe('gateway hold limit (holdLimitMs from arrival)', () => {
     const out = await r.result;
     expect(out.status).toBe(503);
     expect(out.retryAfter).toBe('1');
-    expect(JSON.parse(out.body)).toMatchObject({ error: { code: 'unavailable', type: 'service_unavailable' } });
+    expect(JSON.parse(out.body)).toMatchObject({ error: { code: 503, type: 'ServiceUnavailableError' } });
     expect(backend.signals[0]!.aborted).toBe(true);
     expect(backend.signals[0]!.reason).toMatchObject({ code: 'unavailable', retryable: true });
   });

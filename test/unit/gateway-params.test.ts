@@ -1,7 +1,7 @@
 /**
  * The gateway's OpenAI request parser: every parameter vLLM's OpenAI server accepts is carried to the engine
- * unchanged (InferenceRequest.params, validated by protocols/), and one the cluster cannot honour, or an
- * unknown one, is a 400 that names it. Response helpers fold logprobs and tool call deltas as OpenAI does.
+ * unchanged (InferenceRequest.params, validated by protocols/), one the cluster cannot honour is a 400 that names it,
+ * and one vLLM's request model does not define is ignored as vLLM ignores it (ParsedRequest.ignored). Response helpers fold logprobs and tool call deltas as OpenAI does.
  */
 import { describe, expect, it } from 'vitest';
 import { HttpError, mergeLogprobs, mergeToolCalls, parseOpenAiRequest } from '../../actors/gateway/openai.ts';
@@ -42,21 +42,19 @@ describe('gateway request parameters', () => {
     expect(parseOpenAiRequest('completion', { model: 'm', prompt: 'x', seed: null, stop: null }).params).toBeUndefined();
   });
 
-  it('refuses what the cluster cannot honour and unknown parameters with a 400 naming them', () => {
+  it('refuses what the cluster cannot honour with a 400 naming it', () => {
     const cases: [kind: 'chat' | 'completion', extra: Record<string, unknown>, param: string][] = [
-      ['chat', { n: 17 }, 'n'],
+      ['chat', { n: 1025 }, 'n'],
       ['completion', { n: 2, best_of: 1 }, 'best_of'],
       ['completion', { best_of: 3 }, 'best_of'],
       ['chat', { use_beam_search: true }, 'use_beam_search'],
       ['completion', { prompt_logprobs: 1 }, 'prompt_logprobs'],
       ['completion', { suffix: 'x' }, 'suffix'],
-      ['chat', { frobnicate: 1 }, 'frobnicate'],
-      ['chat', { metadata: { a: 'b' } }, 'metadata'],
-      ['completion', { tools: [] }, 'tools'],
+      ['completion', { return_token_ids: true }, 'return_token_ids'],
+      ['chat', { return_token_ids: true }, 'return_token_ids'],
       ['chat', { seed: 'seven' }, 'seed'],
       ['chat', { logprobs: 2 }, 'logprobs'],
       ['completion', { logprobs: true }, 'logprobs'],
-      ['chat', { stream: true, stream_options: { include_usage: true, frobnicate: true } }, 'stream_options.frobnicate'],
     ];
     for (const [kind, extra, param] of cases) {
       const base = kind === 'chat' ? { model: 'm', messages: [{ role: 'user', content: 'x' }] } : { model: 'm', prompt: 'x' };
@@ -82,9 +80,9 @@ describe('gateway request parameters', () => {
     expect(parseOpenAiRequest('completion', { model: 'm', prompt: 'x', max_tokens: 100_000 }).maxTokens).toBe(100_000);
     expect(parseOpenAiRequest('chat', { ...chat, max_completion_tokens: 50_000 }).maxTokens).toBe(50_000);
     expect(refusal(() => parseOpenAiRequest('completion', { model: 'm', prompt: 'x', max_tokens: 0 })).param).toBe('max_tokens');
-    const mct = refusal(() => parseOpenAiRequest('completion', { model: 'm', prompt: 'x', max_completion_tokens: 5 }));
-    expect([mct.status, mct.param]).toEqual([400, 'max_completion_tokens']);
-    expect(mct.message).toContain('unsupported parameter');
+    // max_completion_tokens is not a field of vLLM's CompletionRequest: ignored, the default 16 applies
+    const mct = parseOpenAiRequest('completion', { model: 'm', prompt: 'x', max_completion_tokens: 5 });
+    expect([mct.maxTokens, mct.maxTokensGiven, mct.ignored, mct.params]).toEqual([16, false, ['max_completion_tokens'], undefined]);
   });
 
   it("accepts vLLM's structured_outputs (one constraint, its documented fields) and carries it through the wire codec", () => {
@@ -103,14 +101,16 @@ describe('gateway request parameters', () => {
     }
   });
 
-  it("refuses a parameter the gateway does not support in words that say so (not that vLLM refuses it)", () => {
+  it("ignores a field vLLM's request model does not define, as vLLM does, and names it (ParsedRequest.ignored)", () => {
     const chat = { model: 'm', messages: [{ role: 'user', content: 'x' }] };
-    for (const k of ['store', 'metadata', 'service_tier']) {
-      const e = refusal(() => parseOpenAiRequest('chat', { ...chat, [k]: k === 'store' ? true : k === 'metadata' ? { a: 'b' } : 'auto' }));
-      expect([e.status, e.param]).toEqual([400, k]);
-      expect(e.message).toBe(`unsupported parameter '${k}': this gateway does not support it, and refuses it rather than dropping it silently`);
-      expect(e.message).not.toMatch(/vLLM/);
-    }
+    const p = parseOpenAiRequest('chat', { ...chat, store: false, metadata: { a: 'b' }, service_tier: 'auto', prompt: 'p', suffix: 's', seed: 3 });
+    expect(p.ignored).toEqual(['store', 'metadata', 'service_tier', 'prompt', 'suffix']);
+    expect(p.params).toEqual({ seed: 3 });
+    // a chat-only field on /v1/completions, and stream_options' unknown keys
+    const c = parseOpenAiRequest('completion', { model: 'm', prompt: 'x', tools: [], top_logprobs: 2, messages: [], stream: true, stream_options: { include_usage: true, frobnicate: true } });
+    expect(c.ignored).toEqual(['tools', 'top_logprobs', 'messages', 'stream_options.frobnicate']);
+    expect([c.params, c.includeUsage]).toEqual([undefined, true]);
+    expect(parseOpenAiRequest('chat', chat).ignored).toEqual([]);
   });
 
   it('folds streamed logprobs and tool call deltas into one answer', () => {

@@ -72,7 +72,7 @@ describe('the journal fold and the replay', () => {
     // a journal that ends before the client's last event: the same (the client was sent only what the journal held)
     const behind = resumePlan(entries.slice(0, 2), { id: 'r1', index: 3 }, 'completion', undefined);
     expect('error' in behind && behind.error).toMatchObject({ status: 503, retryAfterS: 1 });
-    expect('error' in behind && behind.error.body().error.code).toBe('journal_behind');
+    expect('error' in behind && [behind.error.code, behind.error.body().error.code]).toEqual(['journal_behind', 503]);
     // a stream that stopped being resumable: 410
     const stopped = resumePlan([...entries.slice(0, 2), { v: 1, id: 'r1', gen: 0, stop: 'an error' }], { id: 'r1', index: 0 }, 'completion', undefined);
     expect('error' in stopped && stopped.error.status).toBe(410);
@@ -531,7 +531,8 @@ describe('resume through the HTTP layer of another replica', () => {
     for (const last of [reset - 1, until - 1]) {
       const r = await resume(last);
       expect(r.status).toBe(410);
-      expect(((await r.json()) as { error: { code: string } }).error.code).toBe('stream_not_resumable');
+      expect(r.headers.get('x-dynamollm-error-code')).toBe('stream_not_resumable');
+      expect(((await r.json()) as { error: { code: number } }).error.code).toBe(410);
     }
     // from the last id the client has: every remaining token once, ids from the next index on
     const r2 = await resume(first.length - 1);
@@ -583,7 +584,8 @@ describe('resume through the HTTP layer of another replica', () => {
 
     const r404 = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'last-event-id': 'nosuchstream:3' }, body });
     expect(r404.status).toBe(404);
-    expect(await r404.json()).toMatchObject({ error: { code: 'stream_not_found', type: 'invalid_request_error' } });
+    expect(r404.headers.get('x-dynamollm-error-code')).toBe('stream_not_found');
+    expect(await r404.json()).toMatchObject({ error: { code: 404, type: 'NotFoundError' } });
     const r400 = await fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'last-event-id': 'no id' }, body });
     expect(r400.status).toBe(400);
     expect(log.resumed).toHaveLength(0);

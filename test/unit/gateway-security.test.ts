@@ -147,7 +147,8 @@ describe('body limit below NATS max_payload', () => {
     });
     expect(r.status).toBe(413);
     expect(r.headers.get('retry-after')).toBeNull();
-    expect(((await r.json()) as { error: { code: string } }).error.code).toBe('request_too_large');
+    expect(r.headers.get('x-dynamollm-error-code')).toBe('request_too_large');
+    expect(((await r.json()) as { error: { code: number } }).error.code).toBe(413);
   });
 });
 

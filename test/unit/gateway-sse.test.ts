@@ -59,8 +59,9 @@ describe('SSE chunks shaped like vLLM', () => {
     expect(roleChunk('r3', 7, 'm', continuousUsage(5, 0)).usage).toEqual({ prompt_tokens: 5, completion_tokens: 0, total_tokens: 5 });
     const body = (so: Record<string, unknown>) => parseOpenAiRequest('completion', { model: 'm', prompt: 'x', stream: true, stream_options: so });
     expect(body({ include_usage: true, continuous_usage_stats: true }).continuousUsage).toBe(true);
-    // vLLM: continuous usage only together with include_usage
-    expect(body({ continuous_usage_stats: true }).continuousUsage).toBe(false);
+    // vLLM: continuous usage only together with include_usage, which is true unless set otherwise
+    expect(body({ continuous_usage_stats: true }).continuousUsage).toBe(true);
+    expect(body({ include_usage: false, continuous_usage_stats: true }).continuousUsage).toBe(false);
     expect(body({ include_usage: true }).continuousUsage).toBe(false);
   });
 });

@@ -324,8 +324,9 @@ export class EmulatorServer {
       minTokens,
       ignoreEos: body.ignore_eos === true,
       stream: body.stream === true,
-      includeUsage: so?.include_usage === true,
-      continuousUsage: so?.include_usage === true && so.continuous_usage_stats === true,
+      // vLLM's StreamOptions: include_usage true unless set otherwise
+      includeUsage: so !== undefined && so !== null && (so.include_usage === undefined || so.include_usage === true),
+      continuousUsage: so !== undefined && so !== null && (so.include_usage === undefined || so.include_usage === true) && so.continuous_usage_stats === true,
       n,
       ...(this.opts.enablePrefixCaching ? { prefixHashes: promptBlockHashes(ids, this.opts.blockSize ?? 16) } : {}),
     };

@@ -53,13 +53,14 @@ export interface TemplateMessage {
   tool_calls?: unknown;
 }
 
-/** The text of a message's content: a string, or its text parts joined (RangeError for other part types). */
+/** The text of a message's content: a string, or its text parts (or plain-string parts) joined (RangeError for other part types). */
 export function contentText(content: unknown, i = 0): string {
   if (typeof content === 'string') return content;
   if (content === null || content === undefined) return '';
   if (Array.isArray(content)) {
     return content
       .map((p: unknown, j) => {
+        if (typeof p === 'string') return p; // a plain-string part (vLLM: its text)
         const part = p as { type?: unknown; text?: unknown };
         if (part?.type !== 'text' || typeof part.text !== 'string') throw new RangeError(`messages[${i}].content[${j}]: the emulator takes text parts only`);
         return part.text;
