@@ -20,6 +20,7 @@ import { emulatorMetricsText } from './metrics-text.ts';
 import { hash3 } from './text.ts';
 import { chatDelta, chatMessage, logprobsOf, plan, type Plan } from './generate.ts';
 import { decodeTokens, encodeChat, encodeText, tokenStrings, type TemplateMessage } from './tokenizer.ts';
+import { echoOf, echoedText, type Echo } from './echo.ts';
 import { promptBlockHashes } from '../prefix-cache.ts';
 import { MAX_LOGPROBS, samplingError } from '../../../protocols/sampling-limits.ts';
 
@@ -105,6 +106,8 @@ interface ParsedRequest {
   n: number;
   /** the prompt's full-block hashes (prefix caching on). */
   prefixHashes?: number[];
+  /** completions' echo (./echo.ts). */
+  echo?: Echo;
 }
 
 export class EmulatorServer {
@@ -306,7 +309,9 @@ export class EmulatorServer {
       if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new HttpError(400, `'${name}' must be an integer >= ${min}`);
       return v;
     };
-    const maxTokens = body.max_completion_tokens !== undefined ? intField('max_completion_tokens', 16, 1) : intField('max_tokens', 16, 1);
+    const echo = echoOf(body, chat, ids);
+    if (typeof echo === 'string') throw new HttpError(400, echo, 'BadRequestError', 'logprobs');
+    const maxTokens = body.max_completion_tokens !== undefined ? intField('max_completion_tokens', 16, 1) : intField('max_tokens', 16, echo ? 0 : 1);
     const minTokens = intField('min_tokens', 0, 0);
     if (minTokens > maxTokens) throw new HttpError(400, `min_tokens (${minTokens}) must be <= max_tokens (${maxTokens})`);
     const n = intField('n', 1, 1);
@@ -329,6 +334,7 @@ export class EmulatorServer {
       continuousUsage: so !== undefined && so !== null && (so.include_usage === undefined || so.include_usage === true) && so.continuous_usage_stats === true,
       n,
       ...(this.opts.enablePrefixCaching ? { prefixHashes: promptBlockHashes(ids, this.opts.blockSize ?? 16) } : {}),
+      ...(echo ? { echo } : {}),
     };
   }
 
@@ -364,7 +370,7 @@ export class EmulatorServer {
     const reqNo = ++this.reqNo;
     let pl: Plan;
     try {
-      pl = plan({ chat, serverSeed: this.seed, reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params: body, reasoning: this.opts.reasoningParser !== undefined, maxLogprobs: this.maxLogprobs });
+      pl = plan({ chat, serverSeed: this.seed, reqNo, promptHash: p.promptHash, maxTokens: Math.max(1, p.maxTokens), minTokens: p.minTokens, ignoreEos: p.ignoreEos, params: body, reasoning: this.opts.reasoningParser !== undefined, maxLogprobs: this.maxLogprobs });
     } catch (e) {
       if (e instanceof RangeError || e instanceof SyntaxError) throw new HttpError(400, e.message);
       throw e;
@@ -393,7 +399,7 @@ export class EmulatorServer {
     // continuous usage (vLLM's UsageInfo, its field order): the event's last member, the tokens made through it
     const usageSoFar = (n: number) => p.continuousUsage ? `,"usage":{"prompt_tokens":${p.promptTokens},"total_tokens":${p.promptTokens + n},"completion_tokens":${n},"prompt_tokens_details":null}` : '';
     const tokenEvent = (from: number, to: number, fr: string | null, offsetsMs: number[] | null) => {
-      const text = pl.pieces.slice(from, to).join('');
+      const text = echoedText(pl.pieces, from, to, p.echo);
       const offs = (offsetsMs && this.opts.tokenOffsets !== false ? `,"dynamollm_token_offsets_ms":[${offsetsMs.join(',')}]` : '') + usageSoFar(to);
       if (plain) return head + JSON.stringify(text) + (fr === null ? tailMid : tailOf(fr)) + offs + '}\n\n';
       const logprobs = logprobsOf(pl, chat, lpKey, from, to, textOffset(from));
@@ -461,7 +467,7 @@ export class EmulatorServer {
             // one write: the last token, the usage and [DONE]
             res.end(last + (p.includeUsage ? `data: ${JSON.stringify({ id, object, created, model, choices: [], usage })}\n\n` : '') + 'data: [DONE]\n\n');
           } else {
-            const text = pl.pieces.join('');
+            const text = echoedText(pl.pieces, 0, outputTokens, p.echo);
             const logprobs = logprobsOf(pl, chat, lpKey, 0, outputTokens, 0);
             this.json(res, 200, chat
               ? { id, object: 'chat.completion', created, model, choices: [{ index: 0, message: chatMessage(pl), logprobs, finish_reason: finishReason, stop_reason: stopReason }], usage }
@@ -497,7 +503,7 @@ export class EmulatorServer {
     try {
       for (let i = 0; i < p.n; i++) {
         const params = seed === undefined ? body : { ...body, seed: seed + i };
-        plans.push(plan({ chat, serverSeed: this.seed, reqNo: ++this.reqNo, promptHash: p.promptHash, maxTokens: p.maxTokens, minTokens: p.minTokens, ignoreEos: p.ignoreEos, params, reasoning: this.opts.reasoningParser !== undefined, maxLogprobs: this.maxLogprobs }));
+        plans.push(plan({ chat, serverSeed: this.seed, reqNo: ++this.reqNo, promptHash: p.promptHash, maxTokens: Math.max(1, p.maxTokens), minTokens: p.minTokens, ignoreEos: p.ignoreEos, params, reasoning: this.opts.reasoningParser !== undefined, maxLogprobs: this.maxLogprobs }));
       }
     } catch (e) {
       if (e instanceof RangeError || e instanceof SyntaxError) throw new HttpError(400, e.message);
@@ -511,7 +517,7 @@ export class EmulatorServer {
     /** choice i's output tokens [from, to): text, logprobs, tool call pieces */
     const part = (i: number, from: number, to: number) => {
       const pl = plans[i]!;
-      const text = pl.pieces.slice(from, to).join('');
+      const text = echoedText(pl.pieces, from, to, p.echo);
       return { pl, text, logprobs: logprobsOf(pl, chat, hash3(this.seed, first + i, 0x1a9), from, to, pl.pieces.slice(0, from).join('').length) };
     };
     const choiceEvent = (i: number, index: number, fr: string | null) => {
