@@ -57,7 +57,7 @@ struct stream {
   int reason, dead;
   int pend; /* the end to report once the client has what was framed */
   struct buf epre, esuf, emid, cpre, csuf; /* esuf unused when emid is set (continuous usage) */
-  struct buf cmid;                         /* the client's continuous usage: the bytes before its completion count */
+  struct buf cmid;                         /* the client's continuous usage: the bytes before its total count */
   long long prompt, count;                 /* its prompt tokens, the completion tokens so far */
   struct buf in;                           /* engine bytes read, not consumed */
   struct buf out;                          /* client bytes framed, not written */
@@ -196,12 +196,12 @@ static int event(struct stream *st, const char *d, size_t n, int *empty, const c
     return -1;
   st->count++;
   if (st->cmid.n) {
-    /* the client's usage so far, as JSON.stringify writes its integers */
-    char num[64];
-    size_t k = digits(num, (unsigned long long)st->count, 10);
-    memcpy(num + k, ",\"total_tokens\":", 16), k += 16;
-    k += digits(num + k, (unsigned long long)(st->prompt + st->count), 10);
-    num[k++] = '}';
+    /* the client's usage so far in vLLM's order (its total, then its completion count), as JSON.stringify writes
+       integers; csuf holds the usage's members after the count and the event's end */
+    char num[80];
+    size_t k = digits(num, (unsigned long long)(st->prompt + st->count), 10);
+    memcpy(num + k, ",\"completion_tokens\":", 21), k += 21;
+    k += digits(num + k, (unsigned long long)st->count, 10);
     if (put(&st->out, st->cmid.p, st->cmid.n) || put(&st->out, num, k)) return -1;
   }
   if (put(&st->out, st->csuf.p, st->csuf.n)) return -1;
@@ -449,10 +449,10 @@ int dp_ended(uint32_t *out, int cap) {
  * Hand a stream over: the engine's response is read from engine_fd at a chunk boundary, the client's events go to
  * client_fd (both dup'ed here). emid (continuous usage) or esuf: the engine's skeleton around the text's body; cpre
  * and csuf: the client's frame around the text's literal; cmid (the client's continuous usage): the bytes between the
- * literal and its completion count, `prompt` its prompt tokens and `count` its completion tokens so far. `unwatch`: the
- * engine's fd is taken out of the calling thread's Node loop's epoll set (where the caller is the thread that started
- * the library, and libuv's watcher of it waits for nothing: its reads stopped, no write pending). The stream's handle,
- * or -1.
+ * literal and its total count (its completion count follows the total), `prompt` its prompt tokens and `count` its
+ * completion tokens so far. `unwatch`: the engine's fd is taken out of the calling thread's Node loop's epoll set
+ * (where the caller is the thread that started the library, and libuv's watcher of it waits for nothing: its reads
+ * stopped, no write pending). The stream's handle, or -1.
  */
 int dp_add(int client_fd, int engine_fd, const char *epre, int epn, const char *esuf, int esn, const char *emid, int emn, const char *cpre, int cpn,
            const char *csuf, int csn, const char *cmid, int cmn, double prompt, double count, int unwatch) {

@@ -12,6 +12,9 @@ const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9_-]+$/);
 const nonneg = z.number().finite().nonnegative();
 const int = z.number().int().nonnegative();
 
+/** the longest response id a journal head keeps, characters (Node's default header limit, 16 KiB, bounds an X-Request-Id below it). */
+export const RESPONSE_ID_MAX = 16384;
+
 /** events one ResumeEntry carries at most (one engine read's events: far fewer). */
 export const MAX_RESUME_EVENTS = 4096;
 
@@ -34,6 +37,10 @@ export const resumeEntry = z.object({
     created: int,
     includeUsage: z.boolean(),
     continuousUsage: z.boolean(),
+    /** the events' id after `cmpl-` / `chatcmpl-` when it is not `id`: the client's (X-Request-Id, else request_id; Node's header limit bounds it). */
+    responseId: z.string().max(RESPONSE_ID_MAX).optional(),
+    /** a chat's role in its role chunk when it is not `assistant` (add_generation_prompt false: the last message's). */
+    role: z.string().max(256).optional(),
   }).optional(),
   /** the index of `events[0]`: a reader keeps the events before it and replaces those from it on. */
   from: int.optional(),

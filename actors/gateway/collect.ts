@@ -3,7 +3,9 @@
  * response of every choice with its usage.
  */
 import type { TokenChunk, Usage } from '../../protocols/messages.ts';
-import { HttpError, chatResponse, completionResponse, httpErrorOfWire, mergeLogprobs, mergeToolCalls, usageOfChoices, type ChoiceOut, type ParsedRequest } from './openai.ts';
+import { HttpError, httpErrorOfWire, mergeLogprobs, mergeToolCalls, usageOfChoices, type ChoiceOut } from './openai.ts';
+import { chatResponse, completionResponse } from './responses.ts';
+import type { Framing } from './sse-stream.ts';
 import type { StreamTimer } from './stream-timer.ts';
 import type { HoldLimit } from './hold-limit.ts';
 
@@ -36,9 +38,10 @@ export async function collectChoice(stream: AsyncIterable<readonly TokenChunk[]>
 }
 
 
-/** The response body of the gathered choices (`got`, in choice order). */
-export function collectedBody(p: ParsedRequest, id: string, created: number, inputTokens: number, got: { out: ChoiceOut; tokens: number; usage?: Usage }[]): unknown {
+/** The response body of the gathered choices (`got`, in choice order) of request `id`, named by its response id. */
+export function collectedBody(p: Framing, id: string, created: number, inputTokens: number, got: { out: ChoiceOut; tokens: number; usage?: Usage }[]): unknown {
   const usage = usageOfChoices(got.map((g) => g.usage), inputTokens, got.map((g) => g.tokens));
   const outs = got.map((g) => g.out);
-  return p.kind === 'chat' ? chatResponse(id, created, p.model, outs, usage) : completionResponse(id, created, p.model, outs, usage);
+  const rid = p.responseId ?? id;
+  return p.kind === 'chat' ? chatResponse(rid, created, p.model, outs, usage, p.role) : completionResponse(rid, created, p.model, outs, usage);
 }

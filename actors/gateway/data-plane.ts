@@ -199,7 +199,8 @@ export async function loadDataPlane(mode: DataPlaneMode, log?: { info(o: object,
 
 /**
  * The client's plain text event around its text's JSON literal (sse-frames.ts textFrame); with continuous usage
- * (textUsageParts) `suffix` follows the usage, whose completion count is `count()` at the hand-off plus one per event.
+ * (textUsageParts) `usage.mid` leads to the usage's total (prompt plus completion tokens), then `,"completion_tokens":` and
+ * the count (`count()` at the hand-off plus one per event), then `suffix`.
  */
 export interface ClientFrame {
   prefix: string;

@@ -1,6 +1,6 @@
 /**
  * The OpenAI wire format of the gateway: request validation (completions and chat completions), the
- * OpenAI-style JSON error body, and the response / SSE chunk shapes. Pure: no I/O, so every rule here is
+ * OpenAI-style JSON error body and the usage (the response / SSE chunk shapes: ./responses.ts). Pure: no I/O, so every rule here is
  * unit-tested without a server.
  *
  * Extension: `usage` carries `energy_joules` (the request's GPU energy) and `energy_source`
@@ -321,10 +321,11 @@ function checkedParams(kind: ApiKind, p: EngineParams): EngineParams {
 
 export type FinishReason = FinishReasonT;
 
+/** vLLM's UsageInfo members in its order (prompt, total, completion), then the energy extension. */
 export interface UsageOut {
   prompt_tokens: number;
-  completion_tokens: number;
   total_tokens: number;
+  completion_tokens: number;
   /** GPU energy of this request, J. */
   energy_joules: number;
   /** where energy_joules came from: 'measured' (GPU counter) or 'modelled' (emulated GPU). */
@@ -341,8 +342,8 @@ export function usageOut(u: Usage | undefined, promptTokens: number, completionT
   const c = u?.completionTokens ?? completionTokens;
   return {
     prompt_tokens: p,
-    completion_tokens: c,
     total_tokens: p + c,
+    completion_tokens: c,
     energy_joules: Math.round((u?.energyJ ?? 0) * 1000) / 1000,
     energy_source: u?.energySource ?? 'modelled',
     ...(u?.energyEstimatedJ ? { energy_estimated_joules: Math.round(u.energyEstimatedJ * 1000) / 1000 } : {}),
@@ -360,8 +361,8 @@ export function usageOfChoices(us: readonly (Usage | undefined)[], promptTokens:
   const estimated = us.reduce((a, u) => a + (u?.energyEstimatedJ ?? 0), 0);
   return {
     prompt_tokens: p,
-    completion_tokens: c,
     total_tokens: p + c,
+    completion_tokens: c,
     energy_joules: Math.round(us.reduce((a, u) => a + (u?.energyJ ?? 0), 0) * 1000) / 1000,
     energy_source: each.length > 0 && each.every((u) => u.energy_source === 'measured') ? 'measured' : 'modelled',
     ...(estimated > 0 ? { energy_estimated_joules: Math.round(estimated * 1000) / 1000 } : {}),
@@ -430,122 +431,6 @@ export function mergeToolCalls(acc: Record<string, unknown>[], deltas: readonly 
   }
 }
 
-/** The response of one or several choices (`n`), each with its index, as vLLM's server gives it. */
-export function completionResponse(id: string, created: number, model: string, c: ChoiceOut | readonly ChoiceOut[], usage: UsageOut) {
-  const cs = Array.isArray(c) ? (c as readonly ChoiceOut[]) : [c as ChoiceOut];
-  return {
-    id: `cmpl-${id}`,
-    object: 'text_completion' as const,
-    created,
-    model,
-    choices: cs.map((x, index) => ({ index, text: x.text, logprobs: x.logprobs ?? null, finish_reason: finishOut(x.finish), stop_reason: x.stopReason ?? null })),
-    usage,
-  };
-}
-
-export function chatResponse(id: string, created: number, model: string, c: ChoiceOut | readonly ChoiceOut[], usage: UsageOut) {
-  const cs = Array.isArray(c) ? (c as readonly ChoiceOut[]) : [c as ChoiceOut];
-  const choice = (x: ChoiceOut, index: number) => {
-    const calls = x.toolCalls?.filter(Boolean) ?? [];
-    const message: Record<string, unknown> = {
-      role: 'assistant' as const,
-      content: calls.length > 0 && x.text === '' ? null : x.text,
-      refusal: null,
-      tool_calls: calls,
-    };
-    if (x.reasoning !== undefined) message.reasoning_content = x.reasoning;
-    return { index, message, logprobs: x.logprobs ?? null, finish_reason: finishOut(x.finish), stop_reason: x.stopReason ?? null };
-  };
-  return {
-    id: `chatcmpl-${id}`,
-    object: 'chat.completion' as const,
-    created,
-    model,
-    choices: cs.map(choice),
-    usage,
-  };
-}
-
-/** What one SSE event carries: a piece of the answer, and (with `finish`) the end of it. */
-export interface StreamPart {
-  text?: string;
-  finish?: FinishReason;
-  stopReason?: string | number | null;
-  logprobs?: Record<string, unknown>;
-  toolCalls?: Record<string, unknown>[];
-  reasoning?: string;
-  /** stream_options.continuous_usage_stats: the usage so far (vLLM's three counts, no extension). */
-  usage?: ContinuousUsage;
-}
-
-export interface ContinuousUsage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-}
-
-export const continuousUsage = (promptTokens: number, completionTokens: number): ContinuousUsage => ({
-  prompt_tokens: promptTokens,
-  completion_tokens: completionTokens,
-  total_tokens: promptTokens + completionTokens,
-});
-
-/**
- * One SSE event, shaped as vLLM's OpenAI server shapes it (pydantic, exclude_unset): completions carry
- * `stop_reason` on every chunk (null until the end); chat chunks carry it only on the closing one. The
- * closing chunk holds the last piece of text (if any) together with finish_reason. No field vLLM does not send.
- */
-export function streamChunk(kind: ApiKind, id: string, created: number, model: string, part: StreamPart, index = 0) {
-  const finish_reason = part.finish ? finishOut(part.finish) : null;
-  const usage = part.usage ? { usage: part.usage } : {};
-  if (kind === 'completion') {
-    return {
-      id: `cmpl-${id}`,
-      object: 'text_completion' as const,
-      created,
-      model,
-      choices: [{ index, text: part.text ?? '', logprobs: part.logprobs ?? null, finish_reason, stop_reason: part.finish ? (part.stopReason ?? null) : null }],
-      ...usage,
-    };
-  }
-  const delta: Record<string, unknown> = {};
-  if (part.text !== undefined && (part.text !== '' || !part.toolCalls)) delta.content = part.text;
-  if (part.reasoning !== undefined) delta.reasoning_content = part.reasoning;
-  if (part.toolCalls) delta.tool_calls = part.toolCalls;
-  const stop = part.finish ? { stop_reason: part.stopReason ?? null } : {};
-  return {
-    id: `chatcmpl-${id}`,
-    object: 'chat.completion.chunk' as const,
-    created,
-    model,
-    choices: [{ index, delta, logprobs: part.logprobs ?? null, finish_reason, ...stop }],
-    ...usage,
-  };
-}
-
-/** vLLM's first chat chunk of each choice: the assistant role with empty content, before any token. */
-export function roleChunk(id: string, created: number, model: string, usage?: ContinuousUsage, index = 0) {
-  return {
-    id: `chatcmpl-${id}`,
-    object: 'chat.completion.chunk' as const,
-    created,
-    model,
-    choices: [{ index, delta: { role: 'assistant' as const, content: '' }, logprobs: null, finish_reason: null }],
-    ...(usage ? { usage } : {}),
-  };
-}
-
-/** The trailing usage chunk of stream_options.include_usage: empty choices, usage set. */
-export function usageChunk(kind: ApiKind, id: string, created: number, model: string, usage: UsageOut) {
-  return {
-    id: kind === 'chat' ? `chatcmpl-${id}` : `cmpl-${id}`,
-    object: kind === 'chat' ? ('chat.completion.chunk' as const) : ('text_completion' as const),
-    created,
-    model,
-    choices: [],
-    usage,
-  };
-}
 
 /** The header that marks a readiness probe (`dynamollm up`'s first request): InferenceRequest.probe. */
 export const PROBE_HEADER = 'x-dynamollm-probe';

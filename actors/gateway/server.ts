@@ -14,7 +14,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { newRequestId } from './request-id.ts';
+import { newRequestId, requestIdHeader } from './request-id.ts';
 import { MARK, firstTokenTrace } from '../../src/runtime/first-token-trace.ts';
 import type { AddressInfo } from 'node:net';
 import type { WebSocket, WebSocketServer } from 'ws';
@@ -30,7 +30,7 @@ import { childRequest, inBatches, submitAll, type TokenSource } from './choices.
 import { StreamTimer } from './stream-timer.ts';
 import { HoldLimit, holdPassed } from './hold-limit.ts';
 import { parseJsonBody, readBody, requireJsonContentType } from './body.ts';
-import { relaySse, replayPrelude, resumePlan, type Framing, type Resumable } from './sse-stream.ts';
+import { framingOf, headFraming, journalHeadOf, relaySse, replayPrelude, resumePlan, type Framing, type Resumable } from './sse-stream.ts';
 import { LAST_EVENT_ID_HEADER, RESUMABLE_HEADER, parseLastEventId, resumableOf, type StreamHooks } from './resume.ts';
 export type { ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
 import type { GatewayServerOptions } from './server-options.ts';
@@ -416,7 +416,7 @@ export class GatewayServer {
     }
     if (hold.passed || ac.signal.aborted) return this.endAborted(res, route, ac.signal); // answered already, the client left, or the drain
 
-    const id = newRequestId();
+    const id = newRequestId(), f = framingOf(parsed, req.headers['x-request-id'], id);
     if (tr >= 0) firstTokenTrace.bind(tr, id);
     const now = this.opts.clock.now();
     const t0 = performance.now();
@@ -451,7 +451,7 @@ export class GatewayServer {
     const created = Math.floor(now / 1000);
     let journal: Resumable | undefined = resumable ? { journal: this.opts.journal!.writer(id, 0, this.opts.sloOf?.(ir)), next: 0, sent: 0, prelude: '' } : undefined;
     // the head is appended while the request is admitted, and held by the journal before the stream's first event
-    const headHeld = journal?.journal.head({ req: ir, created, includeUsage: parsed.includeUsage, continuousUsage: parsed.continuousUsage });
+    const headHeld = journal?.journal.head(journalHeadOf(ir, created, f));
     const hooks: StreamHooks | undefined = journal ? { onLeg: (leg) => journal?.journal.leg(leg) } : undefined;
     try {
       const sources = echoed !== undefined ? irs.map((r) => echoSource(r, echoed)) : await submitAll<TokenSource>(irs, (r) => this.opts.backend.submit(r, ac.signal, hooks));
@@ -470,8 +470,8 @@ export class GatewayServer {
       if (opted && parsed.stream) res.setHeader(RESUMABLE_HEADER, journal ? '1' : '0');
       const timers = sources.map(() => new StreamTimer(this.opts.metrics, parsed.model, t0));
       complete = parsed.stream
-        ? await this.streamSse(res, route, parsed, id, created, inputTokens, sources, ac, timers, hold, journal)
-        : await this.collect(res, route, parsed, id, created, inputTokens, sources.map((s) => inBatches(s)), ac, timers, hold);
+        ? await this.streamSse(res, route, f, id, created, inputTokens, sources, ac, timers, hold, journal)
+        : await this.collect(res, route, f, id, created, inputTokens, sources.map((s) => inBatches(s)), ac, timers, hold);
     } finally {
       // a request that did not complete ends its other choices (an admitted choice nobody reads is cancelled)
       if (!complete && n > 1 && !ac.signal.aborted) ac.abort(new DynError('cancelled', 'another choice of the request failed', { retryable: false }));
@@ -479,7 +479,7 @@ export class GatewayServer {
   }
 
   /** The whole answer as one JSON response: every choice, with its index. Resolves true when it was sent. */
-  private async collect(res: ServerResponse, route: string, p: ParsedRequest, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: LeanAbort, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
+  private async collect(res: ServerResponse, route: string, p: Framing, id: string, created: number, inputTokens: number, streams: AsyncIterable<readonly TokenChunk[]>[], ac: LeanAbort, timers: StreamTimer[], hold: HoldLimit): Promise<boolean> {
     let got: { out: ChoiceOut; tokens: number; usage?: Usage }[];
     try {
       got = await Promise.all(streams.map((s, i) => collectChoice(s, timers[i]!, hold)));
@@ -489,7 +489,7 @@ export class GatewayServer {
       return false;
     }
     if (ac.signal.aborted) return (this.endAborted(res, route, ac.signal), false);
-    this.sendJson(res, route, 200, collectedBody(p, id, created, inputTokens, got));
+    this.sendJson(res.setHeader('x-request-id', requestIdHeader(p.responseId ?? id, id)), route, 200, collectedBody(p, id, created, inputTokens, got));
     return true;
   }
 
@@ -528,13 +528,13 @@ export class GatewayServer {
     if (hold.passed) return; // answered: a 503
     const { state: s, plan, id } = found;
     const { head } = s;
-    const p: Framing = { kind: head.req.kind, model: head.req.model, includeUsage: head.includeUsage, continuousUsage: head.continuousUsage };
+    const p = headFraming(head);
     const inputTokens = head.req.inputTokens;
     const prelude = replayPrelude(id, head, plan);
     if (plan.end) {
       // the stream had ended: its last events and [DONE]
       this.count(route, 200);
-      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': id });
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': requestIdHeader(p.responseId ?? id, id) });
       res.end(prelude + 'data: [DONE]\n\n');
       return;
     }

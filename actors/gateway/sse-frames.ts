@@ -1,9 +1,10 @@
 /**
- * The SSE events of plain text written member by member as JSON.stringify writes streamChunk's (openai.ts): a text
+ * The SSE events of plain text written member by member as JSON.stringify writes streamChunk's (responses.ts): a text
  * token's frame around its text's JSON literal (from a template per stream), with continuous usage, and a choice's
  * plain last event; no object is built and stringified per event.
  */
-import { finishOut, streamChunk, type ApiKind, type ContinuousUsage, type FinishReason } from './openai.ts';
+import { finishOut, type ApiKind, type FinishReason } from './openai.ts';
+import { continuousUsage, streamChunk } from './responses.ts';
 
 /**
  * The SSE event of a plain text token, split around its JSON-encoded text: `data: ` + the exact bytes
@@ -13,8 +14,8 @@ import { finishOut, streamChunk, type ApiKind, type ContinuousUsage, type Finish
 export function textFrame(kind: ApiKind, id: string, created: number, model: string, index = 0): [string, string] {
   // written member by member as JSON.stringify writes them (no object built and stringified per request)
   return kind === 'completion'
-    ? [`${eventHead(kind, id, created, model, index)}"text":`, ',"logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n']
-    : [`${eventHead(kind, id, created, model, index)}"delta":{"content":`, '},"logprobs":null,"finish_reason":null}]}\n\n'];
+    ? [`${eventHead(kind, id, created, model, index)}"text":`, ',"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}],"usage":null}\n\n']
+    : [`${eventHead(kind, id, created, model, index)}"delta":{"content":`, '},"logprobs":null,"finish_reason":null,"token_ids":null}]}\n\n'];
 }
 
 /** JSON literals of the models served (a handful): the client's model is one the gateway serves. */
@@ -39,10 +40,10 @@ function eventHead(kind: ApiKind, id: string, created: number, model: string, in
  * JSON.stringify gives for streamChunk(kind, id, created, model, { text, finish, stopReason }, index), written member by member.
  */
 export function finishTextFrame(kind: ApiKind, id: string, created: number, model: string, index: number, text: string, finish: FinishReason, stopReason: string | number | null | undefined): string {
-  const end = `,"logprobs":null,"finish_reason":"${finishOut(finish)}","stop_reason":${JSON.stringify(stopReason ?? null)}}]}\n\n`;
+  const reasons = `,"logprobs":null,"finish_reason":"${finishOut(finish)}","stop_reason":${JSON.stringify(stopReason ?? null)}`;
   return kind === 'completion'
-    ? `${eventHead(kind, id, created, model, index)}"text":${JSON.stringify(text)}${end}`
-    : `${eventHead(kind, id, created, model, index)}"delta":{"content":${JSON.stringify(text)}}${end}`;
+    ? `${eventHead(kind, id, created, model, index)}"text":${JSON.stringify(text)}${reasons},"prompt_token_ids":null,"token_ids":null}],"usage":null}\n\n`
+    : `${eventHead(kind, id, created, model, index)}"delta":{"content":${JSON.stringify(text)}}${reasons},"token_ids":null}]}\n\n`;
 }
 
 /**
@@ -52,21 +53,26 @@ export function finishTextFrame(kind: ApiKind, id: string, created: number, mode
  */
 export function textUsageFrame(kind: ApiKind, id: string, created: number, model: string, promptTokens: number, index = 0): (text: string, completionTokens: number) => string {
   const [head, mid, tail] = textUsageParts(kind, id, created, model, promptTokens, index);
-  // the usage's members in continuousUsage's order; integers print as JSON.stringify prints them
-  return (text, completionTokens) => `${head}${JSON.stringify(text)}${mid}${completionTokens},"total_tokens":${promptTokens + completionTokens}}${tail}`;
+  // the usage's counts in vLLM's order (total, then completion); integers print as JSON.stringify prints them
+  return (text, completionTokens) => `${head}${JSON.stringify(text)}${mid}${promptTokens + completionTokens}${COMPLETION_TOKENS}${completionTokens}${tail}`;
 }
 
-/** textUsageFrame's parts: the bytes before the text's literal, between it and the completion count, after the usage. */
+/** The bytes between a continuous usage's total and its completion count (the native plane writes the same: native/relay.c). */
+const COMPLETION_TOKENS = ',"completion_tokens":';
+
+/**
+ * textUsageFrame's parts: the bytes before the text's literal, those between it and the usage's total (ending
+ * `"total_tokens":`), and those after the usage's completion count (its members after it, the event's end).
+ */
 export function textUsageParts(kind: ApiKind, id: string, created: number, model: string, promptTokens: number, index = 0): [string, string, string] {
   const MARK = JSON.stringify('\u0001');
-  const UMARK = JSON.stringify('\u0002');
-  const json = JSON.stringify(streamChunk(kind, id, created, model, { text: '\u0001', usage: '\u0002' as unknown as ContinuousUsage }, index));
+  const json = JSON.stringify(streamChunk(kind, id, created, model, { text: '\u0001', usage: continuousUsage(promptTokens, 0) }, index));
   // the usage is the event's last member, the text the last string before it
-  const u = json.lastIndexOf(UMARK);
+  const u = json.lastIndexOf('"usage":');
   const at = json.lastIndexOf(MARK, u);
-  const head = `data: ${json.slice(0, at)}`;
-  const mid = `${json.slice(at + MARK.length, u)}{"prompt_tokens":${JSON.stringify(promptTokens)},"completion_tokens":`;
-  return [head, mid, `${json.slice(u + UMARK.length)}\n\n`];
+  const total = json.indexOf('"total_tokens":', u) + '"total_tokens":'.length;
+  const count = json.indexOf(`${COMPLETION_TOKENS}0`, total) + COMPLETION_TOKENS.length + 1;
+  return [`data: ${json.slice(0, at)}`, json.slice(at + MARK.length, total), `${json.slice(count)}\n\n`];
 }
 
 /** The event of a plain text token of choice `index`: textFrame's, or textUsageFrame's when `promptTokens` is given (continuous usage). */

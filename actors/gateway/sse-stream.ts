@@ -4,7 +4,9 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { TokenChunk, Usage } from '../../protocols/messages.ts';
-import { HttpError, continuousUsage, httpErrorOfWire, roleChunk, streamChunk, toHttp, usageChunk, usageOfChoices, type ParsedRequest } from './openai.ts';
+import { HttpError, httpErrorOfWire, toHttp, usageOfChoices, type ParsedRequest } from './openai.ts';
+import { chatRole, continuousUsage, roleChunk, streamChunk, usageChunk } from './responses.ts';
+import { requestIdHeader, responseIdOf } from './request-id.ts';
 import { finishTextFrame, plainTextFrame, textFrame, textUsageParts } from './sse-frames.ts';
 import { nativeOffer, type ClientFrame, type NativeDataPlane } from './data-plane.ts';
 import type { BatchSink } from './legs.ts';
@@ -19,8 +21,33 @@ import type { ResumeEntry } from '../../protocols/journal.ts';
 import { MARK, firstTokenTrace } from '../../src/runtime/first-token-trace.ts';
 import type { AbortLike } from '../../src/runtime/abort.ts';
 
-/** How a stream's events are framed. */
-export type Framing = Pick<ParsedRequest, 'kind' | 'model' | 'continuousUsage' | 'includeUsage'>;
+/** How a request's answer is framed. */
+export type Framing = Pick<ParsedRequest, 'kind' | 'model' | 'continuousUsage' | 'includeUsage'> & {
+  /** the id its events and body name after `cmpl-` / `chatcmpl-` (request-id.ts responseIdOf); absent: the request's id. */
+  responseId?: string;
+  /** a chat answer's role (responses.ts chatRole); absent: assistant. */
+  role?: string;
+};
+
+/** The framing of request `id`: the client's id (its X-Request-Id header `header`, else its request_id) and a chat's role. */
+export function framingOf(p: ParsedRequest, header: string | string[] | undefined, id: string): Framing {
+  const f: Framing = { kind: p.kind, model: p.model, includeUsage: p.includeUsage, continuousUsage: p.continuousUsage, responseId: responseIdOf(header, p.params?.request_id, id) };
+  if (p.kind === 'chat') f.role = chatRole(p);
+  return f;
+}
+
+/** The journal head of a request framed as `f` (the response id and role kept where they are not the defaults). */
+export function journalHeadOf(req: JournalHead['req'], created: number, f: Framing): JournalHead {
+  const head: JournalHead = { req, created, includeUsage: f.includeUsage, continuousUsage: f.continuousUsage };
+  if (f.responseId !== undefined && f.responseId !== req.id) head.responseId = f.responseId;
+  if (f.role !== undefined && f.role !== 'assistant') head.role = f.role;
+  return head;
+}
+
+/** A resumed stream's framing, from its journal head. */
+export function headFraming(head: JournalHead): Framing {
+  return { kind: head.req.kind, model: head.req.model, includeUsage: head.includeUsage, continuousUsage: head.continuousUsage, responseId: head.responseId ?? head.req.id, ...(head.role ? { role: head.role } : {}) };
+}
 
 /** A resumable stream's state in relaySse: its journal writer, the next event's index, the tokens sent before, events to send first. */
 export interface Resumable {
@@ -69,6 +96,7 @@ export interface SseContext {
  */
 export async function relaySse(ctx: SseContext, p: Framing, id: string, created: number, inputTokens: number, sources: TokenSource[], ac: { readonly signal: AbortLike }, timers: StreamTimer[], r?: Resumable): Promise<boolean> {
   const res = ctx.res;
+  const rid = p.responseId ?? id; // the events' id (the client's); `id` names the request inside the cluster and the SSE ids
   let started = false;
   const w = new SseWriter(res, undefined, r?.journal);
   // past CLIENT_HOLD_BYTES unsent to the client, the stream's engine reads wait for the client's drain
@@ -78,7 +106,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     started = true;
     // Connection is Node's (as uvicorn's h11 answers): keep-alive unless the client asked to close (or HTTP/1.0
     // without keep-alive), or a draining gateway set `connection: close` (GatewayServer.leave)
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': id });
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': requestIdHeader(rid, id) });
     if (r?.prelude) w.add(r.prelude);
   };
   /** an event: `obj` as JSON, or `framed` (a whole event already framed). */
@@ -116,7 +144,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
   const usages = new Array<Usage | undefined>(n);
   // each choice's plain text event template, made at its first text event (not before the engine call)
   const plain: ReturnType<typeof plainTextFrame>[] = [];
-  const plainOf = (i: number) => (plain[i] ??= plainTextFrame(p.kind, id, created, p.model, i, p.continuousUsage ? inputTokens : undefined));
+  const plainOf = (i: number) => (plain[i] ??= plainTextFrame(p.kind, rid, created, p.model, i, p.continuousUsage ? inputTokens : undefined));
   let ended = 0;
   // a resumed chat stream had its role chunk (event 0)
   let first = !(r && r.next > 0);
@@ -147,7 +175,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
         return fail(new HttpError(503, `request ended early (${c.finishReason})`, 'service_unavailable', c.finishReason, null, 1));
       }
       if (first && p.kind === 'chat') {
-        for (let j = 0; j < n; j++) send(roleChunk(id, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined, j));
+        for (let j = 0; j < n; j++) send(roleChunk(rid, created, p.model, p.continuousUsage ? continuousUsage(inputTokens, 0) : undefined, j, p.role));
       }
       first = false;
       tokens[i]! += c.tokens;
@@ -165,15 +193,15 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
         const finish = c.finishReason ?? 'stop';
         r?.journal.end({ at: r.next, text: c.text, tokens: c.tokens, finish, stopReason: c.stopReason ?? null, ...(c.usage ? { usage: c.usage } : {}) });
         // plain text alone: written member by member (finishTextFrame), else the chunk stringified
-        if (!extras && !usage) send(undefined, finishTextFrame(p.kind, id, created, p.model, i, c.text, finish, c.stopReason));
-        else send(streamChunk(p.kind, id, created, p.model, { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage, finish, stopReason: c.stopReason }, i));
+        if (!extras && !usage) send(undefined, finishTextFrame(p.kind, rid, created, p.model, i, c.text, finish, c.stopReason));
+        else send(streamChunk(p.kind, rid, created, p.model, { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage, finish, stopReason: c.stopReason }, i));
         usages[i] = c.usage;
         if (++ended < n) continue;
-        if (p.includeUsage) send(usageChunk(p.kind, id, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
+        if (p.includeUsage) send(usageChunk(p.kind, rid, created, p.model, usageOfChoices(usages, inputTokens, tokens)));
         w.end('data: [DONE]\n\n');
         return true;
       }
-      if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, id, created, p.model, { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage }, i));
+      if (c.text.length > 0 || c.toolCalls || c.logprobs || c.reasoning !== undefined) send(streamChunk(p.kind, rid, created, p.model, { text: c.text, logprobs: c.logprobs, toolCalls: c.toolCalls, reasoning: c.reasoning, usage }, i));
     }
     r?.journal.flush();
     w.flush();
@@ -190,7 +218,7 @@ export async function relaySse(ctx: SseContext, p: Framing, id: string, created:
     if (result !== undefined) throw READER_DONE;
   };
   // one choice, not journaled, on a plain socket: its plain text events may go native (data-plane.ts)
-  const native = n === 1 && !r && ctx.plane ? nativeOffer(ctx.plane, res, w, () => clientFrame(p, id, created, inputTokens, () => tokens[0]!), (e) => {
+  const native = n === 1 && !r && ctx.plane ? nativeOffer(ctx.plane, res, w, () => clientFrame(p, rid, created, inputTokens, () => tokens[0]!), (e) => {
     tokens[0]! += e.events;
     timers[0]!.onSpan(e);
   }, ctx.clientStallMs, ctx.clock) : undefined;
@@ -239,7 +267,8 @@ export function replayPrelude(id: string, head: JournalHead, plan: Extract<Retur
   const kind = head.req.kind;
   const model = head.req.model;
   const inputTokens = head.req.inputTokens;
-  const frame = plainTextFrame(kind, id, head.created, model, 0, head.continuousUsage ? inputTokens : undefined);
+  const rid = head.responseId ?? id; // the events' id: the client's, as the first time
+  const frame = plainTextFrame(kind, rid, head.created, model, 0, head.continuousUsage ? inputTokens : undefined);
   let out = '';
   for (const e of plan.events) out += `id: ${eventId(id, e.index)}\n${frame(e.text, e.upTo)}`;
   const end = plan.end;
@@ -247,9 +276,9 @@ export function replayPrelude(id: string, head: JournalHead, plan: Extract<Retur
   const total = plan.sent + end.tokens;
   if (plan.endEvents.includes(end.at)) {
     const usage = head.continuousUsage ? continuousUsage(inputTokens, total) : undefined;
-    out += `id: ${eventId(id, end.at)}\ndata: ${JSON.stringify(streamChunk(kind, id, head.created, model, { text: end.text, finish: end.finish, stopReason: end.stopReason, usage }))}\n\n`;
+    out += `id: ${eventId(id, end.at)}\ndata: ${JSON.stringify(streamChunk(kind, rid, head.created, model, { text: end.text, finish: end.finish, stopReason: end.stopReason, usage }))}\n\n`;
   }
-  if (plan.endEvents.includes(end.at + 1)) out += `id: ${eventId(id, end.at + 1)}\ndata: ${JSON.stringify(usageChunk(kind, id, head.created, model, usageOfChoices([end.usage], inputTokens, [total])))}\n\n`;
+  if (plan.endEvents.includes(end.at + 1)) out += `id: ${eventId(id, end.at + 1)}\ndata: ${JSON.stringify(usageChunk(kind, rid, head.created, model, usageOfChoices([end.usage], inputTokens, [total])))}\n\n`;
   return out;
 }
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { continuousUsage, parseEvent, TextEventScanner } from '../../src/engine/sse-event.ts';
 import type { EngineChunk } from '../../src/engine/engine.ts';
-import { streamChunk } from '../../actors/gateway/openai.ts';
+import { streamChunk } from '../../actors/gateway/responses.ts';
 import { textFrame } from '../../actors/gateway/sse-frames.ts';
 
 /** What streamCompletionBatches makes of a stream's events: with the fast path (scan, else parse and learn) or the full parse only. */

@@ -57,11 +57,11 @@ const request = (maxTokens: number, prompt = 'the native plane', continuous = fa
  * The de-chunked response body of a streamed completion, read over a raw socket (`stopAfter`: close after that many
  * text events; `pauseMs`: no read of the socket for that long after its first bytes).
  */
-async function stream(port: number, body: string, stopAfter?: number, path = '/v1/completions', pauseMs?: number): Promise<{ head: string; body: string }> {
+async function stream(port: number, body: string, stopAfter?: number, path = '/v1/completions', pauseMs?: number, headers = ''): Promise<{ head: string; body: string }> {
   return new Promise((resolve, reject) => {
     const s = connect(port, '127.0.0.1');
     let raw = Buffer.alloc(0);
-    s.on('connect', () => s.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`));
+    s.on('connect', () => s.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${headers}\r\n${body}`));
     const done = () => {
       const at = raw.indexOf('\r\n\r\n');
       resolve({ head: raw.subarray(0, at).toString(), body: dechunk(raw.subarray(at + 4)) });
@@ -176,6 +176,10 @@ describe('the native data plane', () => {
     expect(plane.carried - carried).toBeGreaterThanOrEqual(30);
     expect(normal(b.body)).toBe(normal(a.body));
     expect(events(b.body).filter((e) => e.choices[0]?.text).map((e) => e.usage!.completion_tokens)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    // vLLM's usage so far on a completion chunk (exclude_unset False): its counts in its order, prompt_tokens_details null
+    const p = events(b.body)[0]!.usage!.prompt_tokens;
+    const usages = [...b.body.matchAll(/"usage":(\{[^}]*\})\}\n\n/g)].map((m) => m[1]).slice(0, 40);
+    expect(usages).toEqual(Array.from({ length: 40 }, (_, i) => `{"prompt_tokens":${p},"total_tokens":${p + i + 1},"completion_tokens":${i + 1},"prompt_tokens_details":null}`));
   });
 
   it('a chat stream: the same bytes (its role event and deltas), its content native', async () => {
@@ -259,8 +263,12 @@ describe('the native data plane', () => {
     const dying = await scripted(texts, 12);
     const nat = await gateway(true, [dying.url, emuUrl]);
     const carried = plane.carried;
-    const got = await stream(nat.port, request(30));
+    const got = await stream(nat.port, request(30), undefined, undefined, undefined, 'x-request-id: client-9\r\n');
     expect(plane.carried - carried).toBeGreaterThanOrEqual(6);
+    // the client's id names every event, the native ones and the continuation's, and the header; the legs have the cluster's
+    expect(new Set(events(got.body).map((e) => e.id))).toEqual(new Set(['cmpl-client-9']));
+    expect(got.head).toMatch(/\r\nx-request-id: client-9\r\n/i);
+    expect(nat.legs.map((l) => l.id)).not.toContain('client-9');
     const evs = events(got.body).filter((e) => e.choices?.[0]?.text);
     expect(evs.length).toBe(30);
     const sent = texts.slice(0, 12).join('');
