@@ -1,22 +1,25 @@
 /**
- * A V8 CPU profile of the serving gateway under the closed loop of short requests (the datapath bench's direct-path
+ * A V8 CPU profile of the serving gateway (ROLE=instance: the instance manager) under the closed loop of short requests (the datapath bench's direct-path
  * one-instance cluster, zero-delay emulator, 16 clients of streamed 4-token completions of an 8-token-id prompt, as
  * scripts/gateway-ab.ts), taken after WARM_S seconds of that load so that V8 has optimised the hot path.
  *
  * A module every node process of the cluster imports (NODE_OPTIONS) starts the inspector's sampling profiler on the
- * first SIGUSR2 and writes the profile on the second; only the gateway is signalled. Prints the busy samples' self
+ * first SIGUSR2 and writes the profile on the second; only the profiled process is signalled. Prints the busy samples' self
  * time by function and by file (the project's dist/ files, packages, Node internals), and the profile's path (open it
  * in Chrome's DevTools).
  *   npm run build; nice -n 5 npx tsx scripts/gateway-profile.ts [tree]
- * Env: WARM_S (60), PROFILE_S (20), INTERVAL_US (200), TOP (40), PLANE (the gateway's dataPlane, default auto).
+ * Env: WARM_S (60), PROFILE_S (20), INTERVAL_US (200), TOP (40), PLANE (the gateway's dataPlane, default auto), ROLE
+ * (gateway, or instance: the process of `actor instance`), PERF=1 (Linux `perf record -F 1999 -g` of the process over the
+ * window instead, every node process started with --perf-basic-prof: CPU time, the kernel's share included, where V8's
+ * sampler counts wall time; prints `perf report`'s shares by object and by symbol).
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { freePort } from '../test/helpers/net.ts';
-import { tree } from '../test/bench/datapath-cpu.ts';
+import { descendants, tree } from '../test/bench/datapath-cpu.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TREE = resolve(process.argv[2] ?? REPO);
@@ -26,6 +29,9 @@ const PROFILE_S = Number(process.env.PROFILE_S ?? 20);
 const INTERVAL_US = Number(process.env.INTERVAL_US ?? 200);
 const TOP = Number(process.env.TOP ?? 40);
 const CLIENTS = 16;
+const ROLE = process.env.ROLE ?? 'gateway';
+const PERF = process.env.PERF === '1';
+if (ROLE !== 'gateway' && ROLE !== 'instance') throw new Error(`ROLE is gateway or instance, not ${ROLE}`);
 
 const PRELOAD = `
 import { writeFileSync, renameSync } from 'node:fs';
@@ -117,7 +123,7 @@ const gp = await freePort();
 let out = '';
 const up = spawn(process.execPath, [join(TREE, 'bin', 'dynamollm.js'), 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir, '--gateway-standbys', '0'], {
   stdio: ['ignore', 'pipe', 'pipe'], cwd: TREE,
-  env: { ...process.env, NODE_OPTIONS: `--import=${pathToFileURL(preload).href}`, DYNAMOLLM_LOG_LEVEL: 'error', DYN_PROF_DIR: dir, DYN_PROF_INTERVAL: String(INTERVAL_US) },
+  env: { ...process.env, NODE_OPTIONS: `--import=${pathToFileURL(preload).href}${PERF ? ' --perf-basic-prof' : ''}`, DYNAMOLLM_LOG_LEVEL: 'error', DYN_PROF_DIR: dir, DYN_PROF_INTERVAL: String(INTERVAL_US) },
 });
 up.stdout!.on('data', (d: Buffer) => (out += d.toString()));
 up.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -127,12 +133,24 @@ try {
     await sleep(200);
   }
   const base = `http://127.0.0.1:${gp}`;
-  const gw = tree(up.pid!).gateway[0]!;
+  const gw = ROLE === 'gateway' ? tree(up.pid!).gateway[0]! : descendants(up.pid!).find((d) => d.cmd.includes('actor\0instance\0'))?.pid;
+  if (gw === undefined) throw new Error(`no ${ROLE} process under up`);
   const warm = await loop(base, WARM_S);
-  process.kill(gw, 'SIGUSR2');
-  for (const until = Date.now() + 10_000; !existsSync(join(dir, `started-${gw}`));) {
-    if (Date.now() > until) throw new Error('the gateway did not start its profiler');
-    await sleep(20);
+  if (PERF) {
+    const data = join(dir, 'perf.data');
+    const rec = spawn('perf', ['record', '-F', '1999', '-g', '-p', String(gw), '-o', data, '--', 'sleep', String(PROFILE_S)], { stdio: 'ignore' });
+    const recorded = new Promise<number | null>((r) => rec.once('exit', r));
+    const reqs = await loop(base, PROFILE_S);
+    if ((await recorded) !== 0) throw new Error('perf record failed');
+    const report = (sort: string) => execFileSync('perf', ['report', '-i', data, '--no-children', '-g', 'none', '--sort', sort], { encoding: 'utf8', maxBuffer: 1 << 26 })
+      .split('\n').filter((l) => l.trim() && !l.startsWith('#')).slice(0, TOP).join('\n');
+    process.stdout.write(`${new Date().toISOString()} ${TREE}, ${ROLE} pid ${gw}: warm-up ${warm} requests in ${WARM_S} s, perf over ${reqs} in ${PROFILE_S} s (${(reqs / PROFILE_S).toFixed(0)} req/s)\n`);
+    process.stdout.write(`by object:\n${report('dso')}\nby symbol:\n${report('sym')}\nperf data: ${data}\n`);
+  } else {
+    process.kill(gw, 'SIGUSR2');
+    for (const until = Date.now() + 10_000; !existsSync(join(dir, `started-${gw}`));) {
+      if (Date.now() > until) throw new Error(`the ${ROLE} process did not start its profiler`);
+      await sleep(20);
   }
   const reqs = await loop(base, PROFILE_S);
   process.kill(gw, 'SIGUSR2');
@@ -141,9 +159,10 @@ try {
     if (Date.now() > until) throw new Error('no profile');
     await sleep(100);
   }
-  process.stdout.write(`${new Date().toISOString()} ${TREE}: warm-up ${warm} requests in ${WARM_S} s, profiled ${reqs} in ${PROFILE_S} s (${(reqs / PROFILE_S).toFixed(0)} req/s)\n`);
+  process.stdout.write(`${new Date().toISOString()} ${TREE}, ${ROLE} pid ${gw}: warm-up ${warm} requests in ${WARM_S} s, profiled ${reqs} in ${PROFILE_S} s (${(reqs / PROFILE_S).toFixed(0)} req/s)\n`);
   process.stdout.write(summarize(JSON.parse(readFileSync(file, 'utf8')) as Profile, reqs));
   process.stdout.write(`profile: ${file}\n`);
+  }
 } finally {
   const exited = new Promise((r) => up.once('exit', r));
   up.kill('SIGINT');

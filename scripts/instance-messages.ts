@@ -130,7 +130,7 @@ for (const tree of TREES) {
   let out = '';
   const up = spawn(process.execPath, [join(tree, 'bin', 'dynamollm.js'), 'up', '--config', cfg, '--port', String(port), '--run-dir', dir], {
     cwd: tree, stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error', DYN_IMSG_DIR: dir, DYN_IMSG_PROFILE: PROFILE ? '1' : '0', NODE_OPTIONS: `--import ${join(dir, 'preload.mjs')}` },
+    env: { ...process.env, DYNAMOLLM_LOG_LEVEL: 'error', DYN_IMSG_DIR: dir, DYN_IMSG_PROFILE: PROFILE ? '1' : '0', NODE_OPTIONS: `--import ${join(dir, 'preload.mjs')} ${process.env.NODE_OPTS ?? ''}` },
   });
   up.stdout.on('data', (d: Buffer) => (out += d.toString()));
   up.stderr.on('data', (d: Buffer) => (out += d.toString()));
