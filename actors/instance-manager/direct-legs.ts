@@ -25,9 +25,18 @@ function sweepOf(h: LegHost): { due: Map<Running, number>; timer?: unknown } {
   return w;
 }
 
-/** Aborts the legs of `h` past their give-up deadline (a gateway that died mid-stream never reports). */
+/**
+ * Aborts the legs of `h` past their give-up deadline (a gateway that died mid-stream never reports); with none left it
+ * disarms: a leg's end leaves it armed, so legs that start and end between two sweeps (a short leg's reports in one
+ * message) arm and clear no timer of their own.
+ */
 function sweepLegs(h: LegHost): void {
   const w = sweepOf(h);
+  if (w.due.size === 0) {
+    if (w.timer !== undefined) h.clock.clearInterval(w.timer);
+    w.timer = undefined;
+    return;
+  }
   const now = h.clock.now();
   for (const [r, dueMs] of w.due) if (now >= dueMs) r.ac.abort(new DynError('timeout', 'no report from the gateway streaming this request', { retryable: true }));
 }
@@ -66,10 +75,6 @@ export function runDirectLeg(h: LegHost, q: Held, r: Running, credited: boolean)
       h.finishWithError(req, 1, w, w.code === 'cancelled' ? 'cancelled' : 'failed', r);
     } finally {
       sweep.due.delete(r);
-      if (sweep.due.size === 0 && sweep.timer !== undefined) {
-        clock.clearInterval(sweep.timer);
-        sweep.timer = undefined;
-      }
       if (startTimer !== undefined) clock.clearTimeout(startTimer);
       r.unwatchGateway?.();
       h.ended(req.id, ok);
@@ -99,11 +104,13 @@ export function runDirectLeg(h: LegHost, q: Held, r: Running, credited: boolean)
     };
     armStart(h.config.timeouts.directStartMs);
   }
+  // the gateway has the grant of its loan; an aborted one gets its error
+  if (credited || r.ac.aborted) return undefined;
   // the gateway says it took the grant with its first-token report, or with 'started' after half of directStartMs
   const grant: GrantT = { url: h.engine.baseUrl, apiKey: h.engineApiKey!, reportWithinMs: Math.floor(h.config.timeouts.directStartMs / 2) };
   // started by its own admission, for a gateway that asked for the grant in the reply: no message of its own
   const inReply = h.replyGrants.get(req.id);
-  if (credited || r.ac.aborted) { /* the gateway has the grant of its loan; an aborted one gets its error */ } else if (inReply) inReply.grant = grant;
+  if (inReply) inReply.grant = grant;
   else h.bus.publish(req.streamSubject, TokenChunk, { v: 1, id: req.id, seq: 0, text: '', tokens: 0, instance: h.id, pool: h.pool, type: req.type, grant });
   return undefined;
 }
@@ -147,9 +154,10 @@ function legProgress(h: LegHost, rep: LegReportT, phase: Exclude<LegReportT['pha
     r.firstTokenMs = rep.firstTokenMs;
     // when its gateway took it, when this instance started it and when its gateway read its first token (the twin
     // check, test/bench/twin.bench.ts engineHopOf: the data path's time to and from the engine)
-    h.log.debug({ rid: rep.id, arrivalMs: r.req.arrivalMs, startedMs: r.startedMs, firstTokenMs: rep.firstTokenMs }, 'leg first token');
+    if (h.log.isLevelEnabled('debug')) h.log.debug({ rid: rep.id, arrivalMs: r.req.arrivalMs, startedMs: r.startedMs, firstTokenMs: rep.firstTokenMs }, 'leg first token');
     h.sampleTtft(Math.max(0, rep.firstTokenMs - r.req.arrivalMs));
-    h.step({ type: 'first_token', id: rep.id });
+    // a report that ends the leg too ends it below (the machine's `finished`): its prefill mark would not outlive the step
+    if (phase !== 'end' || !r.legEnd) h.step({ type: 'first_token', id: rep.id });
   }
   if (phase === 'first_token') return { v: 1, ok: true };
   r.tbtSum = rep.tbtSumMs ?? 0;

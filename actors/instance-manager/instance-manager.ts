@@ -40,7 +40,7 @@ import { NamedTimers } from '../../src/runtime/named-timers.ts';
 import {
   initialInstanceState, instanceStep, type InstanceEffect, type InstanceEvent, type InstanceLifecycle, type InstanceMachineConfig, type InstanceMachineState,
 } from '../../src/policy/machines/instance.ts';
-import { admissionLog, engineDetokenize, engineTokenize, instanceMachineConfig, machineRequest, maxClockOf } from './machine-io.ts';
+import { APPLIED, admissionLog, engineDetokenize, engineTokenize, instanceMachineConfig, machineRequest, maxClockOf } from './machine-io.ts';
 import { PrefixCacheScrape } from './prefix-scrape.ts';
 import { GatewayWatch } from './gateway-watch.ts';
 import { EngineHealth } from './engine-health.ts';
@@ -215,7 +215,7 @@ export class InstanceManager {
       const p = this.#perform(e, applied);
       if (p) applied = p;
     }
-    return { effects, applied: applied ?? Promise.resolve() };
+    return { effects, applied: applied ?? APPLIED };
   }
 
   /** `clockFirst`: a clock change this step asked for before the effect (a request starts once it is applied). */

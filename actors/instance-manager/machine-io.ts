@@ -14,6 +14,9 @@ import type { ClusterConfig } from '../common/config.ts';
 import { suspectAfterMsOf } from '../../src/policy/suspect.ts';
 import type { ClassifiedRequest } from '../../src/policy/slo.ts';
 
+/** the `applied` of a machine step that asked for no clock change (no promise made for each of a request's steps). */
+export const APPLIED: Promise<void> = Promise.resolve();
+
 /** An engine call's failure as the client may see it: the engine's own message for a refusal, nothing internal. */
 export function engineWireError(err: unknown): WireError {
   if (err instanceof EngineHttpError && !err.retryable) return { code: 'invalid_request', message: err.engineMessage, retryable: false };
