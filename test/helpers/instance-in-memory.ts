@@ -49,6 +49,9 @@ export async function inMemoryInstance(o: { clock?: Clock; keepRecords?: boolean
       return { unsubscribe() {} };
     },
     subscribe: () => ({ unsubscribe() {} }),
+    // the connection's status events (a disconnect, a reconnect): none here
+    on() {},
+    off() {},
     publish<T>(subject: string, codec: Codec<T>, msg: T) {
       const b = codec.encode(msg);
       if (subject !== recordSubject) other.n++;
