@@ -61,6 +61,8 @@ export const dispatchedKeys = {
   /** the pool leader's last re-shard (ReshardRecord): three tokens, so no request's entry (two) is ever it. */
   reshard: (pool: string) => `${token(pool, 'pool')}.reshard.target`,
 } as const;
+/** how long a dispatched entry stays in its bucket without its record, ms (the bucket's TTL; requests give up well before). */
+export const DISPATCHED_TTL_MS = 3_600_000;
 
 /** GPUs of one server given to a pool. */
 export const gpuGrant = z.object({ node: id, gpuIds: z.array(int).max(64) });

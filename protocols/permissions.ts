@@ -85,8 +85,11 @@ function serviceSubs(kind: ActorKind, id: string | undefined): string[] {
   return SERVICE_VERBS.flatMap((v) => [serviceSubjects.control(v), serviceSubjects.control(v, name), wild(serviceSubjects.control(v, name, idOr(id)))]);
 }
 
-/** JetStream API rights to open (create if missing) and read a KV bucket: no write to any key. */
-function kvUse(bucket: string): string[] {
+/**
+ * The JetStream owner's rights on a KV bucket (the cluster manager's): create its stream (the first creator of a stream
+ * defines the subjects it captures, so no other role may), read it, and watch it. No write to any key.
+ */
+function kvOwn(bucket: string): string[] {
   const st = `KV_${bucket}`;
   return [
     '$JS.API.INFO',
@@ -103,19 +106,30 @@ function kvUse(bucket: string): string[] {
   ];
 }
 /**
- * JetStream API rights to read a KV bucket that exists, and nothing more: its stream info (how the bucket is read,
- * src/runtime/kv-open.ts), a key's record (kv.get: a stream message get, or a direct get) and its own watch (kv.watch: an
- * ephemeral push consumer created with a name, its filter inside the bucket's keys, delivered to the reader's
- * own inbox; its info, its delete, its flow control). No stream creation, no key write, no purge.
+ * Rights to bind a KV bucket that exists and nothing more: its stream info (src/runtime/kv-open.ts asks it, and an
+ * actor that may not create the bucket waits for it by it). An actor that only writes its own keys (a node agent) has
+ * this and its keys' publish: no read, no consumer (nats-server checks neither a push consumer's deliver subject nor a
+ * JetStream API request's reply subject against the caller's rights, so either would carry the bytes of a key it wrote
+ * to any subject of the account).
  */
-function kvRead(bucket: string): string[] {
+const kvBind = (bucket: string): string[] => [`$JS.API.STREAM.INFO.KV_${bucket}`];
+/** Rights to read keys of a KV bucket that exists: bind it, and kv.get (a stream message get, or a direct get). No consumer. */
+function kvGet(bucket: string): string[] {
+  const st = `KV_${bucket}`;
+  return [...kvBind(bucket), `$JS.API.STREAM.MSG.GET.${st}`, `$JS.API.DIRECT.GET.${st}`, `$JS.API.DIRECT.GET.${st}.>`];
+}
+/**
+ * JetStream API rights to read a KV bucket that exists, and nothing more: kvGet, and its own watch or key listing (kv.watch,
+ * kv.keys: an ordered push consumer created with a name and its filter in the API subject, the filter inside `keys` of the
+ * bucket, delivered to the reader's own inbox; its info, its delete, its flow control). No stream creation, no key
+ * write, no purge. The consumer's deliver subject is not confined by nats-server 2.9/2.10 (its body, unchecked): what
+ * such a consumer could deliver elsewhere is dropped by every actor's Bus (src/runtime/jetstream-origin.ts).
+ */
+function kvRead(bucket: string, keys = '>'): string[] {
   const st = `KV_${bucket}`;
   return [
-    `$JS.API.STREAM.INFO.${st}`,
-    `$JS.API.STREAM.MSG.GET.${st}`,
-    `$JS.API.DIRECT.GET.${st}`,
-    `$JS.API.DIRECT.GET.${st}.>`,
-    `$JS.API.CONSUMER.CREATE.${st}.*.${kvKeySubject(bucket, '>')}`,
+    ...kvGet(bucket),
+    `$JS.API.CONSUMER.CREATE.${st}.*.${kvKeySubject(bucket, keys)}`,
     `$JS.API.CONSUMER.INFO.${st}.*`,
     `$JS.API.CONSUMER.DELETE.${st}.*`,
     `$JS.FC.${st}.>`,
@@ -199,8 +213,11 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           ...eventsOf(id === undefined ? undefined : [id]), hbOwn('cluster'),
           // intake tells the caller of a request it holds for a pool's election (a hold notice on its stream subject)
           wild(subjects.stream(ANY)),
-          ...allLeaseBuckets().flatMap((b) => [...kvUse(b), ...kvWrite(b, [leaseKeys.clusterPlanner()])]),
-          ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.pool(ANY)), inventoryKeys.energy()]),
+          // the owner of the KV buckets and streams: it creates them (actors/common/jetstream-setup.ts), the dispatched
+          // requests' bucket too (the pool leaders write it)
+          ...allLeaseBuckets().flatMap((b) => [...kvOwn(b), ...kvWrite(b, [leaseKeys.clusterPlanner()])]),
+          ...kvOwn(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.pool(ANY)), inventoryKeys.energy()]),
+          `$JS.API.STREAM.INFO.KV_${jetstream.dispatchedBucket}`, `$JS.API.STREAM.CREATE.KV_${jetstream.dispatchedBucket}`,
           `$JS.API.STREAM.INFO.${jetstream.eventsStream}`, `$JS.API.STREAM.CREATE.${jetstream.eventsStream}`,
           `$JS.API.STREAM.INFO.${jetstream.requestsStream}`, `$JS.API.STREAM.CREATE.${jetstream.requestsStream}`,
           `$JS.API.STREAM.INFO.${jetstream.resumeStream}`, `$JS.API.STREAM.CREATE.${jetstream.resumeStream}`,
@@ -226,10 +243,12 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           // a pool leader ends the token streams of an instance that died holding them
           wild(subjects.stream(ANY)),
           ...eventsOf(pools), ...P(controlSubjects.poolStatus), hbOwn('pool'),
-          ...allLeaseBuckets().flatMap((b) => [...kvUse(b), ...kvWrite(b, P(leaseKeys.poolLeader))]),
-          ...kvUse(jetstream.inventoryBucket),
-          // the leader's list of dispatched requests (its successor re-dispatches or ends them)
-          ...kvUse(jetstream.dispatchedBucket), ...kvWrite(jetstream.dispatchedBucket, P(dispatchedKeys.pool)),
+          // the buckets exist (the cluster manager makes them): a pool manager binds them, reads and writes its keys
+          ...allLeaseBuckets().flatMap((b) => [...kvGet(b), ...kvWrite(b, P(leaseKeys.poolLeader))]),
+          ...kvGet(jetstream.inventoryBucket),
+          // the leader's list of dispatched requests (its successor lists and re-dispatches or ends them)
+          ...(pools === undefined ? kvRead(jetstream.dispatchedBucket) : pools.flatMap((p) => kvRead(jetstream.dispatchedBucket, dispatchedKeys.pool(p)))),
+          ...kvWrite(jetstream.dispatchedBucket, P(dispatchedKeys.pool)),
           ...replyInboxes('pool'),
         ]),
         subscribe: uniq([
@@ -261,18 +280,21 @@ export function permissionsOf(a: ActorIdentity): Permissions {
       return {
         publish: uniq([
           wild(controlSubjects.nodeStatus(I)), wild(subjects.telNode(I)), ...eventsOf(id === undefined ? undefined : [id]), hbOwn('node'),
-          ...kvUse(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.node(I))]),
+          // its inventory key: written, never read (kvBind)
+          ...kvBind(jetstream.inventoryBucket), ...kvWrite(jetstream.inventoryBucket, [wild(inventoryKeys.node(I))]),
           ...replyInboxes('node'),
         ]),
         subscribe: uniq([wild(subjects.nodeControl(I)), inboxOf('node', id), ...serviceSubs('node', id)]),
         allowResponses: true,
       };
     case 'observer': {
-      // read-only consumers of the events and per-request streams
+      // read-only consumers of the events and per-request streams (the consumer SDK's pull consumers, named, with their
+      // filter in the API subject: src/client): made, read, acknowledged; never deleted (an ephemeral one ends after its
+      // inactive threshold, a durable one stays until an admin deletes it), so no other reader's durable goes
       const consume = (st: string) => [
         `$JS.API.STREAM.INFO.${st}`, `$JS.API.STREAM.MSG.GET.${st}`, `$JS.API.DIRECT.GET.${st}`, `$JS.API.DIRECT.GET.${st}.>`,
-        `$JS.API.CONSUMER.CREATE.${st}`, `$JS.API.CONSUMER.CREATE.${st}.>`, `$JS.API.CONSUMER.INFO.${st}.>`, `$JS.API.CONSUMER.DELETE.${st}.>`,
-        `$JS.API.CONSUMER.MSG.NEXT.${st}.>`, `$JS.ACK.${st}.>`, `$JS.FC.${st}.>`,
+        `$JS.API.CONSUMER.CREATE.${st}.>`, `$JS.API.CONSUMER.INFO.${st}.*`,
+        `$JS.API.CONSUMER.MSG.NEXT.${st}.*`, `$JS.ACK.${st}.>`, `$JS.FC.${st}.>`,
       ];
       return {
         publish: uniq([
@@ -282,7 +304,7 @@ export function permissionsOf(a: ActorIdentity): Permissions {
           ...SERVICE_VERBS.flatMap((v) => [serviceSubjects.control(v), `${serviceSubjects.control(v)}.*`, `${serviceSubjects.control(v)}.*.*`]),
           '$JS.API.INFO', ...consume(jetstream.eventsStream), ...consume(jetstream.requestsStream),
           // who leads: the lease records (dynamollm chaos times a new leader by them)
-          ...allLeaseBuckets().flatMap(kvRead),
+          ...allLeaseBuckets().flatMap((b) => kvRead(b)),
         ]),
         subscribe: uniq([subjects.telAll(), subjects.eventAll(), subjects.heartbeatAll(), inboxOf('observer', id)]),
         allowResponses: false,

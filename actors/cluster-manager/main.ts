@@ -27,7 +27,8 @@ import { clusterStep, keepSilentForMs, initialClusterState, intakePools, spillNe
 import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterConfig } from '../common/config.ts';
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
-import { eventPublisher, ensureEventsStream, ensureRequestsStream, ensureResumeStream, type EventPublisher } from '../common/events.ts';
+import { eventPublisher, type EventPublisher } from '../common/events.ts';
+import { setUpJetStreamInBackground } from '../common/jetstream-setup.ts';
 import { classifyIntake } from '../../src/policy/classify.ts';
 import { thresholdsOf, withSlo } from '../../src/policy/slo.ts';
 import { PoolDispatcher } from './dispatch.ts';
@@ -416,11 +417,10 @@ export class ClusterManager extends Actor {
   async #lead(gen: number): Promise<void> {
     const current = () => this.#leads.current(gen);
     this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
-    // the streams exist from the first planner on; made sure of beside the lead, not before it: each stream API call
-    // waits out JetStream's 5-s deadline when the stream's server does not answer, and the status waited for them
-    void ensureEventsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'events stream not created'));
-    void ensureRequestsStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'request-records stream not created'));
-    void ensureResumeStream(this.bus).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'resume journal stream not created'));
+    // the buckets and streams (only the cluster manager makes them) exist from the first planner on; made sure of beside
+    // the lead, not before it: each stream API call waits out JetStream's 5-s deadline when the stream's server does not
+    // answer, and the status waited for them
+    void setUpJetStreamInBackground(this.bus, this.log, () => !current());
     // the stored assignments in the machine before it leads, then a previous run's state cleared from the store;
     // their reads (and the ledger's) retried for timeouts.takeoverReadMs from when the liveness window lets them start
     await this.#loaded;

@@ -297,7 +297,7 @@ export class InstanceManager {
         capacity: this.#o.config.engine.maxQueued,
         concurrency: 16,
       }),
-      bus.serve(subjects.instanceControl(this.id), InstanceCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
+      bus.serve(subjects.instanceControl(this.id), InstanceCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64, requestsOnly: true }),
       // the gateway's reports on the direct requests this instance granted (first token, end)
       // (one, or a gateway's batch: CreditLoan.batches); a publication (no reply asked) in its message's callback, no mailbox slot
       bus.serve(subjects.instanceLeg(this.id), LegMessage, LegReply, async (m) => legMessage(this.#host, m), { capacity: this.#o.config.engine.maxQueued + this.#o.config.engine.maxInEngine, concurrency: 64, publication: (m) => void legMessage(this.#host, m) }),

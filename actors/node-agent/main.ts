@@ -105,7 +105,7 @@ export class NodeAgent extends Actor {
     });
     await this.#sup.start();
     this.#adopt();
-    this.serve(subjects.nodeControl(this.id), NodeCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64, concurrency: 4 });
+    this.serve(subjects.nodeControl(this.id), NodeCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64, concurrency: 4, requestsOnly: true });
     this.#timer = this.clock.setInterval(() => void this.#status(), this.config.liveness.statusIntervalMs);
     await this.#status();
     await this.#openMeter();

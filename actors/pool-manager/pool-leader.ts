@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import type { KV } from '@nats-io/kv';
 import {
   Ack, Admission, DispatchedEntry, ReshardRecord, InferenceRequest, InstanceCommand, MoveReply, MoveRequest, NodeCommand, PoolAssignment, PoolCommand, PoolStatus,
-  TokenChunk, ClientDisconnect, endedConnection, controlSubjects, dispatchedKeys, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
+  TokenChunk, ClientDisconnect, endedConnection, controlSubjects, dispatchedKeys, DISPATCHED_TTL_MS, inventoryKeys, jetstream, leaseKeys, subjects, DynError, toWireError,
   type DispatchView as DispatchViewT, type InstanceStatus as InstanceStatusT, type PoolAssignment as PoolAssignmentT, type RequestRecord, type RequestType, type WireError,
 } from '../../protocols/index.ts';
 import type { Bus, ServeContext, ServeHandle, SubscribeHandle } from '../../src/runtime/bus.ts';
@@ -219,7 +219,7 @@ export class PoolLeader {
     this.#leaderHandles.push(
       this.#bus.serve(subjects.poolDispatch(this.pool), InferenceRequest, Admission, (r, ctx) => this.#dispatch(r, ctx), opts),
       this.#bus.serve(subjects.poolMove(this.pool), MoveRequest, MoveReply, (m) => this.#ask<MoveReply>((ref) => ({ type: 'move', ref, from: m.from, requests: m.requests })), { capacity: 256, concurrency: 16 }),
-      this.#bus.serve(subjects.poolControl(this.pool), PoolCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64 }),
+      this.#bus.serve(subjects.poolControl(this.pool), PoolCommand, Ack, (cmd) => this.#command(cmd), { capacity: 64, requestsOnly: true }),
     );
   }
 
@@ -592,8 +592,6 @@ export const DISPATCH_HANDLERS = 256;
 const DISPATCHED_IN_FLIGHT_MAX = 4096;
 /** the longest an admission waits for its dispatched entry's store, ms (at most half timeouts.dispatchMs). */
 const DISPATCHED_STORE_MS = 1000;
-/** how long a dispatched entry stays in the store without its record, ms (requests give up well before). */
-const DISPATCHED_TTL_MS = 3_600_000;
 
 const TIMER_EVENTS: Record<'sweep' | 'tick' | 'reconcile' | 'reshard', PoolEvent> = {
   sweep: { type: 'sweep' }, tick: { type: 'tick' }, reconcile: { type: 'reconcile' }, reshard: { type: 'reshard_epoch' },

@@ -7,6 +7,7 @@ import { cliArgs } from '../runtime/code-path.ts';
 import type { EngineConfig } from './engine.ts';
 import { DEFAULT_RESTART, VllmEngine, type ProcessEngineSpec } from './vllm.ts';
 import { EngineConfigError } from './errors.ts';
+import { engineBaseEnv } from './engine-env.ts';
 
 export * from './engine.ts';
 export * from './errors.ts';
@@ -86,7 +87,8 @@ export function engineSpec(cfg: EngineConfig): ProcessEngineSpec {
   }
   args = [...args, ...(cfg.extraArgs ?? [])];
   const env: NodeJS.ProcessEnv = {
-    ...process.env,
+    // no NATS credential, API key or token of dynamollm's (engine-env.ts): only the engine's own key below
+    ...engineBaseEnv(),
     CUDA_VISIBLE_DEVICES: cfg.gpuIds.join(','),
     // vLLM exposes /sleep, /wake_up and /is_sleeping only in dev mode
     ...(cfg.enableSleep ? { VLLM_SERVER_DEV_MODE: '1' } : {}),

@@ -11,7 +11,7 @@
  */
 import type { Logger } from 'pino';
 import { inboxPrefix, serviceName, type ActorKind, type Codec } from '../../protocols/index.ts';
-import { BUS_DRAIN_TIMEOUT_MS, Bus, type MailboxOpts, type ServeContext, type ServeHandle, type SubscribeHandle, type SubscribeOpts } from './bus.ts';
+import { BUS_DRAIN_TIMEOUT_MS, Bus, type ServeContext, type ServeHandle, type ServeOpts, type SubscribeHandle, type SubscribeOpts } from './bus.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { LifecycleError } from './errors.ts';
 import { Heartbeater, type LoadSummary } from './heartbeat.ts';
@@ -156,6 +156,8 @@ export abstract class Actor {
         });
         const connect = sinceProcessStart();
         this.#bus.jetstreamReplicas = this.opts.jetstreamReplicas ?? 1;
+        // the cluster manager owns the KV buckets and streams (creates them); every other actor waits for them
+        this.#bus.createsJetStream = this.kind === 'cluster';
         // the NATS Service API: `nats micro ls` lists this actor, with every subject it serves as an endpoint
         this.#bus.startService({
           name: serviceName(this.kind),
@@ -371,7 +373,7 @@ export abstract class Actor {
     reqCodec: Codec<Q>,
     resCodec: Codec<R>,
     handler: (req: Q, ctx: ServeContext) => Promise<R>,
-    opts?: MailboxOpts,
+    opts?: ServeOpts<Q>,
   ): ServeHandle {
     const h = this.bus.serve(subject, reqCodec, resCodec, handler, opts);
     this.#handles.push(h);

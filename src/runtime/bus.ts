@@ -11,9 +11,10 @@ import { connect, errors as natsErrors, type Msg, type NatsConnection, type Subs
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { KV, KvOptions } from '@nats-io/kv';
 import { KvOpens, openKv } from './kv-open.ts';
+import { jetStreamOrigin } from './jetstream-origin.ts';
 import { LatestPayloads, type LatestHandle, type LatestOpts } from './bus-latest.ts';
-import type { ServeHandle, ServeOpts, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
-export type { MailboxOpts, ServeHandle, ServeOpts, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
+import type { BusConnectOptions, ServeHandle, ServeOpts, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
+export type { BusConnectOptions, MailboxOpts, ServeHandle, ServeOpts, SubscribeHandle, SubscribeOpts } from './bus-types.ts';
 import type { Logger } from 'pino';
 import { RateLimitedLog } from './logger.ts';
 import { Ack, type Codec, unpackRaw, PROTOCOL_VERSION } from '../../protocols/index.ts';
@@ -31,34 +32,6 @@ import type { AbortLike } from './abort.ts';
 /** How long Bus.drain waits for an orderly drain before it closes the connection (ms). */
 export const BUS_DRAIN_TIMEOUT_MS = 5000;
 
-export interface BusConnectOptions {
-  /** server URL(s) and credentials (src/runtime/nats-settings.ts); or the plain fields below. */
-  settings?: NatsSettings;
-  servers?: string | string[];
-  /** connection name, shown by the server (`nats server report connections`). */
-  name: string;
-  /**
-   * prefix of this connection's reply inboxes (protocols' inboxPrefix(kind, id)); the server lets each
-   * actor subscribe only under its own. Default `_INBOX` (admin tools).
-   */
-  inboxPrefix?: string;
-  user?: string;
-  pass?: string;
-  log: Logger;
-  /** reconnect forever after a disconnect (default true). */
-  reconnect?: boolean;
-  /** deadline of one connection attempt to one server (first connect and reconnects), ms. Default NATS_DIAL_TIMEOUT_MS. */
-  connectTimeoutMs?: number;
-  /** how long the first connect is retried while no server takes it, ms (nats-dial.ts firstConnect). Default 0: one attempt. */
-  firstConnectMs?: number;
-  /** the keep-alive's ping period, ms (src/policy/bus-keepalive.ts busPingMs of the actor's liveness.deadAfterMs); default that of a 3 s window. */ pingIntervalMs?: number;
-  /** ends the first connect's retries (CancelledError). */
-  signal?: AbortSignal;
-  /** min ms between two log lines about bad payloads on one subject (default 10000). */
-  protocolLogIntervalMs?: number;
-  /** try the servers in the order given (default: random, spreading clients); those answering first either way (nats-dial.ts). */
-  noRandomize?: boolean;
-}
 
 export interface ServeContext {
   subject: string;
@@ -323,6 +296,7 @@ export class Bus extends EventEmitter {
           this.log.warn({ subject, err: err.message }, 'serve subscription error');
           return;
         }
+        if (this.#fromJetStream(m) || (opts.requestsOnly && !m.reply && this.#badPayload(m.subject, new Error('a command without a reply subject')))) return;
         const t0 = process.hrtime.bigint();
         let req: Q;
         try {
@@ -385,7 +359,7 @@ export class Bus extends EventEmitter {
           this.log.warn({ subject, err: err.message }, 'subscription error');
           return;
         }
-        if (opts.unwanted?.(m.subject)) return;
+        if (opts.unwanted?.(m.subject) || this.#fromJetStream(m)) return;
         const msg = this.#decodeChecked(codec, m.data, m.subject, opts.expectSubject);
         if (msg === undefined) return;
         try {
@@ -409,7 +383,10 @@ export class Bus extends EventEmitter {
       this.counters.mailboxOverflows++;
       this.#rateLimitedWarn(`overflow:${subject}`, { subject: s, capacity: opts.maxSubjects }, 'latest payloads full, dropping publication');
     });
-    const sub = this.nc.subscribe(subject, { callback: (err, m) => (err ? this.log.warn({ subject, err: err.message }, 'subscription error') : kept.offer(m.subject, m.data)) });
+    const sub = this.nc.subscribe(subject, { callback: (err, m) => {
+      if (err) this.log.warn({ subject, err: err.message }, 'subscription error');
+      else if (!this.#fromJetStream(m)) kept.offer(m.subject, m.data);
+    } });
     const handle = this.#track(subject, sub, new Mailbox<never>({ capacity: 1, name: `latest ${subject}`, handler: async () => {} }), () => kept.clear());
     return kept.handle(subject, handle, (data, s) => this.#decodeChecked(codec, data, s, opts.expectSubject));
   }
@@ -470,10 +447,15 @@ export class Bus extends EventEmitter {
     return false;
   }
 
-  #badPayload(subject: string, err: unknown): void {
+  /** Counted and logged (rate-limited); true: the caller drops the message. */
+  #badPayload(subject: string, err: unknown): true {
     this.counters.protocolErrors++;
     this.#rateLimitedWarn(`protocol:${subject}`, { subject, err: (err as Error).message }, 'bad payload refused');
+    return true;
   }
+
+  /** A message JetStream delivered (jetstream-origin.ts): counted as a protocol error, logged, dropped. */
+  #fromJetStream = (m: Msg): boolean => ((why) => why !== undefined && this.#badPayload(m.subject, new Error(`delivered by JetStream (${why}), refused`)))(jetStreamOrigin(m.reply, m.headers));
 
   #rateLimitedWarn(key: string, obj: Record<string, unknown>, msg: string): void {
     // one entry per key; keys carry subjects (request ids among them): the map is bounded
@@ -493,10 +475,12 @@ export class Bus extends EventEmitter {
 
   /** replicas of the KV buckets and streams created through this bus (a clustered NATS: 3). Default 1. */
   jetstreamReplicas = 1;
+  /** whether kv() creates a missing bucket (the JetStream owner: cluster manager, admin); else it fails retryably (kv-open.ts). */
+  createsJetStream = true;
 
-  /** Open a KV bucket, bound when it exists, else created (kv-open.ts; kvBucketOptions of opts.replicas ?? jetstreamReplicas). Shared per name (KvOpens). */
+  /** Open a KV bucket, bound when it exists, else created where createsJetStream (kv-open.ts; kvBucketOptions of opts.replicas ?? jetstreamReplicas). Shared per name (KvOpens). */
   kv(bucket: string, opts?: Partial<KvOptions>): Promise<KV> {
-    return this.#kvs.open(bucket, () => openKv(this.nc, bucket, { ...kvBucketOptions(opts?.replicas ?? this.jetstreamReplicas), ...opts }));
+    return this.#kvs.open(bucket, () => openKv(this.nc, bucket, { ...kvBucketOptions(opts?.replicas ?? this.jetstreamReplicas), ...opts }, this.createsJetStream));
   }
 
   /**

@@ -9,6 +9,12 @@
  * through its own leader), and the bucket is bound (`Kvm.open`: no API call); when that fails (no such bucket yet,
  * no answer) the bucket is created through `Kvm.create`.
  *
+ * Only the JetStream owner creates (`create`: the cluster manager, an admin's setup, actors/common/jetstream-setup.ts):
+ * the first creator of a bucket's stream defines the subjects it captures, so an actor of another role (whose NATS user
+ * may not create streams, protocols/permissions.ts) binds a bucket that exists and otherwise fails with
+ * KvBucketMissing, retryable: its caller tries again at its next attempt, within its own deadline, until the cluster
+ * manager has made the bucket.
+ *
  * How a bucket is read follows its stream: one replica made with direct get is read by direct get, a replicated one
  * (kvBucketOptions: made without) by a stream message get through its leader. A one-replica bucket is never probed
  * or read by a stream message get where it can be avoided: nats-server before 2.9.15 lists a stream before its store
@@ -20,6 +26,15 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
 import { systemClock, type Clock } from './clock.ts';
+import { DynError } from '../../protocols/errors.ts';
+
+/** A bucket that does not exist (or did not answer) opened by an actor that may not create it: retry later. */
+export class KvBucketMissing extends DynError {
+  override name = 'KvBucketMissing';
+  constructor(readonly bucket: string, cause?: unknown) {
+    super('unavailable', `KV bucket ${bucket} does not exist yet (or its stream did not answer within ${PROBE_MS} ms): the cluster manager creates it; retry`, { retryable: true, retryAfterS: 1, cause });
+  }
+}
 
 /** deadline of the stream info probe, ms: past it the bucket is opened by `create`. */
 const PROBE_MS = 1000;
@@ -31,16 +46,20 @@ export const KV_OPEN_AGAIN_MS = PROBE_MS;
  */
 const MAX_OPENS_IN_FLIGHT = 12;
 
-export async function openKv(nc: NatsConnection, bucket: string, opts: Partial<KvOptions>): Promise<KV> {
+/** Opens `bucket`; creates it where missing when `create` (the JetStream owner), else fails with KvBucketMissing (retryable). */
+export async function openKv(nc: NatsConnection, bucket: string, opts: Partial<KvOptions>, create = true): Promise<KV> {
   let direct: boolean | undefined;
+  let probeErr: unknown;
   try {
     const info = await (await jetstreamManager(nc, { timeout: PROBE_MS, checkAPI: false })).streams.info(`KV_${bucket}`);
     // direct get where the stream has it and no follower could answer it before the last write reached it
     direct = info.config.allow_direct && info.config.num_replicas <= 1;
-  } catch {
+  } catch (err) {
     direct = undefined;
+    probeErr = err;
   }
   if (direct !== undefined) return new Kvm(nc).open(bucket, { ...opts, allow_direct: direct });
+  if (!create) throw new KvBucketMissing(bucket, probeErr);
   return new Kvm(nc).create(bucket, opts);
 }
 
