@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll } from 'vitest';
 import { startNatsServer, as, type TestNats } from './nats.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { ClusterManager } from '../../actors/cluster-manager/main.ts';
@@ -53,6 +54,8 @@ export function managerSuite(): ManagerSuite {
   beforeAll(async () => {
     nats = await startNatsServer();
     admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
+    // the buckets, as the cluster manager (or a deploy's admin) makes them: a pool manager may not
+    await setUpBuckets(admin);
   }, 30_000);
   afterAll(async () => {
     s.stopEvery();

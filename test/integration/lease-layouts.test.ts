@@ -31,8 +31,10 @@ beforeAll(async () => {
     b.jetstreamReplicas = 3;
     buses.push(b);
   }
-  // the buckets of both layouts
-  const b0 = buses[0]!;
+  // the buckets of both layouts, made by an admin (a pool manager may not create a bucket)
+  const b0 = await Bus.connect({ servers: cluster.urls[0]!, name: 'lease-layouts-admin', ...as('admin'), log: silentLogger() });
+  b0.jetstreamReplicas = 3;
+  buses.push(b0);
   await bucketsWhenReady(b0, () => Promise.all([leaseBucketsOf(b0), openLeaseBucket(b0, leaseBuckets(1)[0]!, 0, 1)]));
 }, 60_000);
 

@@ -33,7 +33,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   cluster = await startNatsCluster(3);
-  const admin = await bus(0, 'lease-minority-admin');
+  // the buckets, made by an admin (a pool manager may not create a bucket)
+  const admin = await Bus.connect({ servers: cluster.urls[0]!, name: 'lease-minority-admin', ...as('admin'), log: silentLogger() });
+  admin.jetstreamReplicas = 3;
+  buses.push(admin);
   await bucketsWhenReady(admin, () => leaseBucketsOf(admin));
 }, 60_000);
 

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { startNatsServer, REPO_ROOT, type TestNats } from '../helpers/nats.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
@@ -22,6 +23,8 @@ let child: ChildProcess | undefined;
 beforeAll(async () => {
   nats = await startNatsServer();
   admin = await Bus.connect({ servers: nats.url, name: 'lease-restart-admin', ...nats.as('admin'), log: silentLogger() });
+  // the buckets, as the cluster manager makes them (a pool manager may not create one)
+  await setUpBuckets(admin);
 });
 afterAll(async () => {
   child?.kill('SIGKILL');

@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsServer, type TestNats } from '../helpers/nats.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
@@ -18,6 +19,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   nats = await startNatsServer();
+  // the buckets, as the cluster manager makes them (a pool manager may not create one)
+  const admin = await Bus.connect({ servers: nats.url, name: 'lease-standby-admin', ...nats.as('admin'), log: silentLogger() });
+  buses.push(admin);
+  await setUpBuckets(admin);
 });
 afterAll(async () => {
   await Promise.all(buses.map((b) => b.close()));

@@ -11,6 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KV } from '@nats-io/kv';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
@@ -32,6 +33,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 beforeAll(async () => {
   nats = await startNatsServer();
   admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
+  // the buckets, as the cluster manager (or a deploy's admin) makes them: a pool manager may not
+  await setUpBuckets(admin);
 }, 30_000);
 
 afterAll(async () => {

@@ -11,6 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor as until } from '../helpers/wait.ts';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { DISPATCH_HANDLERS, PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
@@ -36,6 +37,8 @@ let admitted = 0;
 beforeAll(async () => {
   nats = await startNatsServer();
   admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
+  // the buckets, as the cluster manager (or a deploy's admin) makes them: a pool manager may not
+  await setUpBuckets(admin);
   pm = await Bus.connect({ servers: nats.url, name: 'pm-burst', ...as('pool', 'pm-burst'), log: silentLogger() });
 }, 30_000);
 

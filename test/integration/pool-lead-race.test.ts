@@ -14,6 +14,7 @@ import { createInbox } from '@nats-io/nats-core';
 import { sleep, waitUntil } from '../helpers/wait.ts';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
 import { startStallProxy, type StallProxy } from '../helpers/stall-proxy.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
@@ -34,6 +35,8 @@ beforeAll(async () => {
   nats = await startNatsServer();
   proxy = await startStallProxy(nats.url);
   admin = await Bus.connect({ servers: nats.url, name: 'pool-race-admin', ...nats.as('admin'), log: silentLogger() });
+  // the buckets, as the cluster manager (or a deploy's admin) makes them: a pool manager may not
+  await setUpBuckets(admin);
 }, 30_000);
 
 afterAll(async () => {

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
 import { startStallProxy, type StallProxy } from '../helpers/stall-proxy.ts';
 import { instanceStatusMaker } from '../helpers/instance-status.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
@@ -32,6 +33,8 @@ beforeAll(async () => {
   nats = await startNatsServer();
   proxy = await startStallProxy(nats.url);
   admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
+  // the buckets, as the cluster manager (or a deploy's admin) makes them: a pool manager may not
+  await setUpBuckets(admin);
   bus = await Bus.connect({ servers: proxy.url, name: 'pm-stall', ...as('pool', 'pm-stall'), log: silentLogger() });
 }, 30_000);
 

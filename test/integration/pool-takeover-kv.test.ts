@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sleep, waitFor as until } from '../helpers/wait.ts';
 import { startNatsServer, as, type TestNats } from '../helpers/nats.ts';
 import { startStallProxy } from '../helpers/stall-proxy.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { PoolLeader } from '../../actors/pool-manager/pool-leader.ts';
@@ -31,6 +32,8 @@ const leaders: PoolLeader[] = [];
 beforeAll(async () => {
   nats = await startNatsServer();
   admin = await Bus.connect({ servers: nats.url, name: 'test-admin', ...nats.creds('admin'), log: silentLogger() });
+  // the buckets, as the cluster manager (or a deploy's admin) makes them: a pool manager may not
+  await setUpBuckets(admin);
 }, 30_000);
 
 afterAll(async () => {
