@@ -9,6 +9,7 @@ import {
 } from '../../src/runtime/index.ts';
 import { Ack, Admission, InferenceRequest, type InferenceRequest as InferenceRequestMsg, RequestRecord, StatusRequest, ClusterStatus, packRaw, subjects, leaseKeys, type Codec } from '../../protocols/index.ts';
 import { SAMPLES, CODECS } from '../fixtures/actors/samples.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 
 let nats: TestNats;
 const buses: Bus[] = [];
@@ -20,6 +21,8 @@ async function bus(role: Role, name: string = role): Promise<Bus> {
 
 beforeAll(async () => {
   nats = await startNatsServer();
+  // the buckets, as the cluster manager makes them (a pool manager's lease may not create one)
+  await setUpBuckets(await bus('admin'));
 });
 afterAll(async () => {
   await Promise.all(buses.map((b) => b.close()));
