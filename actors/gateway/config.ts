@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { ConfigError, formatIssues, parseConfig, type ClusterConfig } from '../common/config.ts';
 import { DEFAULT_JOURNAL_TIMING } from './journal-writer.ts';
+import { isAddressOrCidr } from './forwarded.ts';
 
 /** an HTTP token (RFC 9110): a method or a field name; '*' is one too. */
 const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -158,6 +159,16 @@ export const gatewaySchema = z
     allowCredentials: z.boolean().default(false),
     /** model ids served (/v1/models); default [the cluster's model]. */
     models: z.array(z.string().min(1)).optional(),
+    /**
+     * the dashboard cookie's Secure flag (the browser sends it over https only): true, false, or auto, when the
+     * connection is TLS or a proxy of trustedProxies sends X-Forwarded-Proto: https (actors/gateway/forwarded.ts). Default auto.
+     */
+    cookieSecure: z.union([z.literal('auto'), z.boolean()]).default('auto'),
+    /**
+     * addresses or CIDRs of the TLS-terminating proxies in front of the gateway (an ingress controller's pods, a load
+     * balancer) whose X-Forwarded-Proto is believed; the header from any other peer is ignored. Default [].
+     */
+    trustedProxies: z.array(z.string().refine(isAddressOrCidr, 'a trusted proxy is an IP address or CIDR (10.0.0.0/8, fd00::/8)')).default([]),
     /** serve the dashboard and /ws; default true. */
     dashboard: z.boolean().default(true),
   })
@@ -247,8 +258,9 @@ export function applyOverrides(g: GatewaySettings, extra: Record<string, string>
       continue;
     }
     if (!(k in gatewaySchema.shape)) throw new ConfigError(`--set ${k}: not a gateway setting (${Object.keys(gatewaySchema.shape).join(', ')})`);
-    if (k === 'apiKeys' || k === 'models' || k === 'allowedOrigins' || k === 'allowedMethods' || k === 'allowedHeaders') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
+    if (k === 'apiKeys' || k === 'models' || k === 'allowedOrigins' || k === 'allowedMethods' || k === 'allowedHeaders' || k === 'trustedProxies') out[k] = v.split(',').map((s) => s.trim()).filter(Boolean);
     else if (k === 'host' || k === 'metricsToken' || k === 'dataPath' || k === 'dataPlane' || k === 'requestPlane') out[k] = v;
+    else if (k === 'cookieSecure') out[k] = v === 'auto' ? v : v === 'true' || v === '1';
     else if (k === 'dashboard' || k === 'standby' || k === 'allowUnauthenticated' || k === 'allowCredentials') out[k] = v === 'true' || v === '1';
     else out[k] = Number(v);
   }

@@ -160,6 +160,8 @@ export class GatewayActor extends Actor {
       port: s.port,
       host: s.host,
       apiKeys: s.apiKeys,
+      cookieSecure: s.cookieSecure,
+      trustedProxies: s.trustedProxies,
       cors: { allowedOrigins: s.allowedOrigins, allowedMethods: s.allowedMethods, allowedHeaders: s.allowedHeaders, allowCredentials: s.allowCredentials },
       bodyLimitBytes: s.bodyLimitBytes,
       metricsToken: s.metricsToken ?? process.env.DYNAMOLLM_METRICS_TOKEN,

@@ -6,7 +6,7 @@
 const ROUTES: ReadonlySet<string> = new Set([
   '/v1/completions', '/v1/chat/completions', '/v1/models', '/tokenize', '/detokenize',
   '/health', '/healthz', '/livez', '/readyz', '/metrics', '/version', '/api/live',
-  '/', '/index.html', '/dashboard.js', '/dashboard.css',
+  '/', '/index.html', '/dashboard.js', '/dashboard.css', '/login',
 ]);
 
 export function routeLabel(path: string): string {

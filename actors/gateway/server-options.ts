@@ -14,6 +14,7 @@ import type { TokenSource } from './choices.ts';
 import type { JournalSlo, ResumeFrom, StreamHooks, StreamJournal } from './resume.ts';
 import type { CorsSettings } from './cors.ts';
 import type { AbortLike } from '../../src/runtime/abort.ts';
+import type { CookieSecure } from './forwarded.ts';
 
 /** What the gateway needs from the cluster. */
 export interface GatewayBackend {
@@ -45,9 +46,13 @@ export interface GatewayServerOptions {
   /**
    * accepted API keys (Authorization: Bearer <key>); empty = no auth. Default []. With keys, every endpoint
    * but the health probes (/healthz, /health, /livez, /readyz) needs one: the API in the Authorization header, the dashboard (/, /api/live, /ws) also
-   * through the cookie `GET /?key=<key>` sets, /metrics also with `metricsToken`.
+   * through the cookie a login (POST /login, dashboard-login.ts) sets, /metrics also with `metricsToken`.
    */
   apiKeys?: string[];
+  /** the dashboard cookie's Secure flag: true, false, or auto (default): when the browser came over https (forwarded.ts). */
+  cookieSecure?: CookieSecure;
+  /** addresses or CIDRs of the proxies whose X-Forwarded-Proto is believed (forwarded.ts); default none. */
+  trustedProxies?: string[];
   /** CORS (cors.ts), as vLLM's --allowed-origins, --allowed-methods, --allowed-headers, --allow-credentials. Default vLLM's: any origin, method and header, no credentials. */
   cors?: CorsSettings;
   /** read-only token accepted on /metrics only (Authorization: Bearer <token>), for a Prometheus scraper. */

@@ -40,6 +40,7 @@ import { STATIC, staticFile } from './static-files.ts';
 import { probeResponse } from '../../src/runtime/health.ts';
 import { RateLimitedLog } from '../../src/runtime/logger.ts';
 import { ApiKeys, probeTokenMatcher } from './auth.ts';
+import { LOGIN_PATH, dashboardLogin, keyInUrlError, loginPage, trustedProxies, writeAnswer, type LoginAnswer, type LoginSettings } from './dashboard-login.ts';
 export { apiKeyIdOf } from './auth.ts';
 import { countTokens, detokenizeRoute, engineLimitsError, knownCount, readJson, tokenizeRoute, type Tokenizers } from './tokenize-routes.ts';
 import { ModelList } from './models-route.ts';
@@ -80,6 +81,7 @@ export class GatewayServer {
   private readonly counter: PromptCounter;
   private readonly tokenizers: Tokenizers;
   private readonly cors: Cors;
+  private readonly login: LoginSettings;
   private readonly modelList: ModelList;
   private readonly ignored: IgnoredFields;
 
@@ -99,6 +101,7 @@ export class GatewayServer {
     this.auth = new ApiKeys(opts.apiKeys, opts.metricsToken);
     this.isProbeToken = probeTokenMatcher(opts.probeToken);
     this.cors = new Cors(opts.cors);
+    this.login = { enabled: this.auth.enabled, isKey: (b) => this.auth.isKey(b), cookieSecure: opts.cookieSecure ?? 'auto', trusted: trustedProxies(opts.trustedProxies ?? []), allowedOrigins: opts.cors?.allowedOrigins ?? [] };
     // the timeouts below are enforced by a sweep every connectionsCheckingInterval (Node's default: 30 s)
     this.server = createServer({ connectionsCheckingInterval: 500 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
@@ -246,10 +249,12 @@ export class GatewayServer {
       return void res.writeHead(ok ? 200 : 503, { 'content-length': 0 }).end();
     }
     // with API keys, everything below needs one (the health probes above do not)
-    if (method === 'GET' && path === '/' && url.searchParams.has('key')) return this.dashboardLogin(res, url.searchParams.get('key') ?? '');
+    if (path === LOGIN_PATH) return this.answer(res, path, dashboardLogin(req, this.login)); // dashboard-login.ts
+    if (method === 'GET' && path === '/' && url.searchParams.has('key')) return this.sendError(res, path, keyInUrlError());
     const readOnly = path === '/metrics' || path === '/api/live' || STATIC[path] !== undefined;
     if (readOnly && !this.auth.readAllowed(req, path === '/metrics')) {
-      return this.sendError(res, path, new HttpError(401, STATIC[path] ? 'API key required: open /?key=<API key> once' : 'API key required: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key'));
+      if (method === 'GET' && (path === '/' || path === '/index.html')) return this.answer(res, path, loginPage(401));
+      return this.sendError(res, path, new HttpError(401, STATIC[path] ? `API key required: log in at / (POST ${LOGIN_PATH})` : 'API key required: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key'));
     }
     if (method === 'GET' && path === '/metrics') {
       if (!this.opts.metrics) return this.sendError(res, path, new HttpError(404, 'metrics are not enabled', 'invalid_request_error', 'not_found'));
@@ -304,16 +309,9 @@ export class GatewayServer {
     res.writeHead(p.status, { ...p.headers, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(p.body) }).end(p.body);
   }
 
-  /** `GET /?key=<key>`: a valid key becomes an HttpOnly cookie for the dashboard, then back to `/`. */
-  private dashboardLogin(res: ServerResponse, key: string): void {
-    if (this.auth.enabled && !this.auth.isKey(Buffer.from(key))) return this.sendError(res, '/', new HttpError(401, 'invalid API key', 'invalid_request_error', 'invalid_api_key'));
-    this.count('/', 303);
-    res.writeHead(303, {
-      location: '/',
-      'set-cookie': `dynamollm_key=${encodeURIComponent(key)}; HttpOnly; SameSite=Strict; Path=/`,
-      'cache-control': 'no-store',
-    });
-    res.end();
+  /** An answer of dashboard-login.ts as it is, or the error it threw. */
+  private answer(res: ServerResponse, route: string, a: LoginAnswer | Promise<LoginAnswer>): Promise<void> {
+    return Promise.resolve(a).then((r) => this.count(route, writeAnswer(res, r)), (err: unknown) => this.sendError(res, route, err));
   }
 
   private async inference(req: IncomingMessage, res: ServerResponse, route: string, kind: ApiKind): Promise<void> {

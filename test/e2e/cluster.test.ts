@@ -147,8 +147,11 @@ describe('dashboard in a real browser', () => {
     });
     try {
       const page = await browser.newPage();
-      // with API keys the dashboard needs one: /?key= sets its cookie once
-      await page.goto(`${base}/?key=${KEY}`);
+      // with API keys the dashboard needs one: its login form (POST /login) sets its cookie once
+      await page.goto(`${base}/`);
+      await page.fill('input[name=key]', KEY);
+      await page.click('button[type=submit]');
+      await page.waitForSelector('#conn', { timeout: 10_000 }); // the dashboard, not the login form
       await page.waitForFunction(() => document.getElementById('conn')?.textContent === 'live', null, { timeout: 10_000 });
       await page.waitForFunction(() => (document.querySelectorAll('#instances tbody tr td').length ?? 0) > 3, null, { timeout: 10_000 });
       const energy0 = await page.textContent('#energy-now');

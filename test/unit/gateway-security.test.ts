@@ -1,6 +1,6 @@
 /**
  * Issue 12, the HTTP front door: with API keys every endpoint but /healthz needs one (a read-only metrics
- * token works on /metrics only; the dashboard takes the key once through /?key=, then a cookie), the default
+ * token works on /metrics only; the dashboard takes the key once through POST /login, then a cookie), the default
  * bind is loopback, slow-loris clients are cut within seconds, and a body above the limit (which sits below
  * NATS max_payload) gets a 413 that does not ask for a retry. /ws refuses a browser page of another origin (the
  * dashboard's cookie rides on any same-site upgrade, another port or subdomain included).
@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Socket } from 'node:net';
 import WebSocket from 'ws';
 import { GatewayServer, type GatewayBackend } from '../../actors/gateway/server.ts';
-import { gatewaySchema } from '../../actors/gateway/config.ts';
+import { applyOverrides, gatewaySchema } from '../../actors/gateway/config.ts';
 import type { InferenceRequest, TokenChunk } from '../../protocols/messages.ts';
 import { TelemetryMetrics } from '../../src/telemetry/metrics.ts';
 import { LiveState } from '../../src/telemetry/live.ts';
@@ -46,6 +46,14 @@ afterAll(async () => {
 
 const get = (path: string, headers: Record<string, string> = {}) => fetch(`${base}${path}`, { headers, redirect: 'manual' });
 const bearer = (k: string) => ({ authorization: `Bearer ${k}` });
+/** POST /login with `key` as the dashboard's form sends it, or as JSON. */
+const login = (key: string, as: 'form' | 'json' = 'form', headers: Record<string, string> = {}, at = base) =>
+  fetch(`${at}/login`, {
+    method: 'POST',
+    headers: { 'content-type': as === 'form' ? 'application/x-www-form-urlencoded' : 'application/json', ...headers },
+    body: as === 'form' ? new URLSearchParams({ key }).toString() : JSON.stringify({ key }),
+    redirect: 'manual',
+  });
 
 describe('every endpoint but the health probe needs a key', () => {
   it('binds loopback by default', () => {
@@ -71,13 +79,47 @@ describe('every endpoint but the health probe needs a key', () => {
     expect(r.status).toBe(401);
   });
 
-  it('the dashboard: /?key= with a valid key sets an HttpOnly cookie that opens /, /api/live and /ws', async () => {
-    expect((await get('/?key=sk-wrong-key-000')).status).toBe(401);
-    const login = await get(`/?key=${KEY}`);
-    expect(login.status).toBe(303);
-    const cookie = login.headers.get('set-cookie')!;
-    expect(cookie).toMatch(/HttpOnly/);
-    const c = cookie.split(';')[0]!;
+  it('the dashboard: GET / without a key answers the login form; POST /login (form or JSON) with a valid key sets an HttpOnly cookie that opens /, /api/live and /ws; a key in the URL is refused', async () => {
+    const page = await get('/');
+    expect(page.status).toBe(401);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    const html = await page.text();
+    expect(html).toMatch(/<form method="post" action="\/login">[\s\S]*name="key"/);
+    // under a no-referrer policy a browser posts the form with Origin: null, which the origin check refuses
+    expect(html).not.toMatch(/no-referrer/);
+    // a key in the URL: 400 and no cookie, even a valid one
+    for (const k of [KEY, 'sk-wrong-key-000']) {
+      const r = await get(`/?key=${k}`);
+      expect(r.status, k).toBe(400);
+      expect(r.headers.get('set-cookie'), k).toBeNull();
+      expect(((await r.json()) as { error: { message: string } }).error.message, k).toMatch(/API key in the URL is refused.*POST \/login/);
+    }
+    // a wrong key: the form again (401), no cookie
+    const wrong = await login('sk-wrong-key-000');
+    expect(wrong.status).toBe(401);
+    expect(wrong.headers.get('set-cookie')).toBeNull();
+    expect(await wrong.text()).toContain('invalid API key');
+    expect((await login('sk-wrong-key-000', 'json')).status).toBe(401);
+    const form = await login(KEY);
+    expect(form.status).toBe(303);
+    expect(form.headers.get('location')).toBe('/');
+    const json = await login(KEY, 'json');
+    expect(json.status).toBe(204);
+    for (const r of [form, json]) {
+      const cookie = r.headers.get('set-cookie')!;
+      expect(cookie).toMatch(/^dynamollm_key=[^;]+; HttpOnly; SameSite=Strict; Path=\/$/); // plain http from a peer no proxy list names: no Secure
+    }
+    // not a form or JSON, no key, or a GET with the key: refused without a cookie
+    const text = await fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: `key=${KEY}`, redirect: 'manual' });
+    expect(text.status).toBe(415);
+    expect((await fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}', redirect: 'manual' })).status).toBe(400);
+    expect((await fetch(`${base}/login`, { method: 'PUT', redirect: 'manual' })).status).toBe(405);
+    // a login posted from a page of another origin: 403
+    const cross = await fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', origin: 'https://evil.example' }, body: `key=${KEY}`, redirect: 'manual' });
+    expect(cross.status).toBe(403);
+    expect(cross.headers.get('set-cookie')).toBeNull();
+    expect((await login(KEY, 'form', { origin: `http://127.0.0.1:${port}` })).status).toBe(303);
+    const c = form.headers.get('set-cookie')!.split(';')[0]!;
     expect((await get('/', { cookie: c })).status).toBe(200);
     expect((await get('/api/live', { cookie: c })).status).toBe(200);
     const wsStatus = (headers: Record<string, string>) =>
@@ -186,7 +228,7 @@ const wsAt = (p: number, headers: Record<string, string>) =>
 
 describe('/ws and the Origin of a browser page', () => {
   it("opens for the gateway's own origin; 403 for another port, a sibling host or an opaque origin, with the user's cookie; a key header without Origin opens", async () => {
-    const c = (await get(`/?key=${KEY}`)).headers.get('set-cookie')!.split(';')[0]!;
+    const c = (await login(KEY)).headers.get('set-cookie')!.split(';')[0]!;
     expect(await wsAt(port, { cookie: c, origin: `http://127.0.0.1:${port}` })).toBe(101);
     expect(await wsAt(port, { cookie: c, origin: `https://127.0.0.1:${port}` })).toBe(101); // a TLS proxy in front keeps the host
     for (const origin of [`http://127.0.0.1:${port + 1}`, `http://evil.127.0.0.1.nip.io:${port}`, 'http://127.0.0.1', 'null', 'not a url']) {
@@ -221,5 +263,55 @@ describe('/ws and the Origin of a browser page', () => {
     expect(wsOriginAllowed('chrome-extension://abc', 'abc', [])).toBe(false);
     expect(wsOriginAllowed(undefined, 'gw.example', [])).toBe(true);
     expect(wsOriginAllowed('null', 'gw.example', ['null'])).toBe(true);
+  });
+});
+
+describe("the dashboard cookie's Secure flag (gateway.cookieSecure, gateway.trustedProxies)", () => {
+  const serve = async (opts: { cookieSecure?: 'auto' | boolean; trustedProxies?: string[] }) => {
+    const s = new GatewayServer({ backend: new EchoBackend(), port: 0, apiKeys: [KEY], models: ['m1'], ...opts });
+    return { s, at: `http://127.0.0.1:${await s.listen()}` };
+  };
+  const cookieOf = async (at: string, headers: Record<string, string> = {}) => (await login(KEY, 'form', headers, at)).headers.get('set-cookie') ?? '';
+
+  it('auto: Secure when a trusted proxy says X-Forwarded-Proto: https; not from an untrusted peer, nor for http', async () => {
+    const trusted = await serve({ trustedProxies: ['127.0.0.0/8'] });
+    const untrusted = await serve({ trustedProxies: ['10.0.0.0/8', 'fd00::/8'] });
+    try {
+      expect(await cookieOf(trusted.at, { 'x-forwarded-proto': 'https' })).toMatch(/; Secure$/);
+      expect(await cookieOf(trusted.at, { 'x-forwarded-proto': 'https, http' })).toMatch(/; Secure$/);
+      expect(await cookieOf(trusted.at, { 'x-forwarded-proto': 'http' })).not.toMatch(/Secure/);
+      expect(await cookieOf(trusted.at)).not.toMatch(/Secure/);
+      // the header from a peer the list does not name is the client's own word: ignored
+      expect(await cookieOf(untrusted.at, { 'x-forwarded-proto': 'https' })).not.toMatch(/Secure/);
+      expect(await cookieOf(base, { 'x-forwarded-proto': 'https' })).not.toMatch(/Secure/); // default: no proxy trusted
+    } finally {
+      await trusted.s.close(100);
+      await untrusted.s.close(100);
+    }
+  });
+
+  it('true sets Secure on every login, false on none', async () => {
+    const on = await serve({ cookieSecure: true });
+    const off = await serve({ cookieSecure: false, trustedProxies: ['127.0.0.1'] });
+    try {
+      expect(await cookieOf(on.at)).toMatch(/^dynamollm_key=[^;]+; HttpOnly; SameSite=Strict; Path=\/; Secure$/);
+      expect(await cookieOf(off.at, { 'x-forwarded-proto': 'https' })).not.toMatch(/Secure/);
+    } finally {
+      await on.s.close(100);
+      await off.s.close(100);
+    }
+  });
+
+  it('the config: cookieSecure auto by default, true/false/auto through --set; trustedProxies addresses or CIDRs only', () => {
+    const d = gatewaySchema.parse({});
+    expect(d.cookieSecure).toBe('auto');
+    expect(d.trustedProxies).toEqual([]);
+    expect(applyOverrides(d, { cookieSecure: 'true', trustedProxies: '10.0.0.0/8, fd00::/8,192.168.1.7' }, {})).toMatchObject({ cookieSecure: true, trustedProxies: ['10.0.0.0/8', 'fd00::/8', '192.168.1.7'] });
+    expect(applyOverrides(d, { cookieSecure: 'false' }, {}).cookieSecure).toBe(false);
+    expect(applyOverrides(d, { cookieSecure: 'auto' }, {}).cookieSecure).toBe('auto');
+    for (const bad of ['10.0.0.0/33', 'fd00::/129', 'proxy.local', '10.0.0.1/8/1', '']) {
+      expect(() => gatewaySchema.parse({ trustedProxies: [bad] }), bad).toThrow(/IP address or CIDR/);
+    }
+    expect(() => gatewaySchema.parse({ cookieSecure: 'yes' })).toThrow();
   });
 });

@@ -351,6 +351,23 @@ describe('deploy/k8s rendered by kubectl kustomize', () => {
     }
   });
 
+  it('the optional TLS Ingress example validates and fronts the gateway Service\'s HTTP port; the shipped config parses its Secure-cookie settings', async () => {
+    const docs = parseAllDocuments(readFileSync('deploy/k8s/ingress-tls.example.yaml', 'utf8')).map((d) => d.toJSON() as Obj);
+    expect(docs.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(['Ingress/gateway']);
+    const ing = docs[0]!;
+    const mod = (await import(modelPath(ing))) as Record<string, new (d: Obj) => { validate(): void }>;
+    new mod[ing.kind]!(ing).validate();
+    const svc = find('Service', ing.spec.rules[0].http.paths[0].backend.service.name)!;
+    expect(svc.metadata.namespace).toBe(ing.metadata.namespace);
+    expect((svc.spec.ports as Obj[]).map((p) => p.name)).toContain(ing.spec.rules[0].http.paths[0].backend.service.port.name);
+    expect(ing.spec.tls[0].hosts).toEqual([ing.spec.rules[0].host]);
+    expect(ing.metadata.annotations['nginx.ingress.kubernetes.io/proxy-buffering']).toBe('off');
+    // not part of the kustomization: an example to edit
+    expect(parse(readFileSync('deploy/k8s/kustomization.yaml', 'utf8')).resources).not.toContain('ingress-tls.example.yaml');
+    const { gateway } = splitConfig(parse(readFileSync('deploy/k8s/cluster.yaml', 'utf8')), 'deploy/k8s/cluster.yaml');
+    expect(gateway.cookieSecure).toBe('auto');
+  });
+
   it('the images are the ones deploy/docker builds', () => {
     const images = new Set(workloads.flatMap((w) => w.spec.template.spec.containers.map((c: Obj) => c.image.replace(/:.*$/, ''))));
     expect([...images].sort()).toEqual(['dynamollm-control-plane', 'dynamollm-node', 'nats']);
