@@ -41,7 +41,7 @@ describe('timer stall rule', () => {
     const clock = new StoppableClock(T0);
     const GRACE = 1000;
     const w = new GatewayWatch(clock, GRACE);
-    const bus = { subscribe: () => ({ unsubscribe() {} }) } as unknown as Bus;
+    const bus = { subscribe: () => ({ unsubscribe() {} }), on() {}, off() {} } as unknown as Bus;
     w.start(bus);
     const gw = { id: 'gw-0', startedMs: T0 - 60_000 };
     const beat = (seq: number): Heartbeat => ({ v: 1, kind: 'gateway', id: gw.id, seq, startedMs: gw.startedMs, sentMs: clock.now(), state: 'running', load: { queued: 0, running: 0 } });
