@@ -230,11 +230,16 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
         if ((rs.statusCode ?? 0) !== 200) {
           rs.on('data', (d: string) => (buf += d));
           rs.on('end', () => {
-            let code = '';
-            try {
-              code = (JSON.parse(buf) as { error?: { code?: string } }).error?.code ?? '';
-            } catch {
-              /* not JSON */
+            // the cause: the gateway's x-dynamollm-error-code header (its body is vLLM's, whose code is the status),
+            // else a string code of another server's body
+            let code = typeof rs.headers['x-dynamollm-error-code'] === 'string' ? rs.headers['x-dynamollm-error-code'] : '';
+            if (!code) {
+              try {
+                const c = (JSON.parse(buf) as { error?: { code?: unknown } }).error?.code;
+                if (typeof c === 'string') code = c;
+              } catch {
+                /* not JSON */
+              }
             }
             finish(REJECT_STATUS.has(rs.statusCode!) ? 'rejected' : 'failed', `http_${rs.statusCode}${code ? `_${code}` : ''}`);
           });
@@ -255,7 +260,7 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
               sawDone = true;
               continue;
             }
-            let j: { id?: unknown; error?: { code?: string }; choices?: { text?: string }[]; usage?: { completion_tokens?: number; energy_joules?: number; energy_source?: string } };
+            let j: { id?: unknown; error?: { code?: string | number; retryable?: boolean }; choices?: { text?: string }[]; usage?: { completion_tokens?: number; energy_joules?: number; energy_source?: string } };
             try {
               j = JSON.parse(data) as typeof j;
             } catch {
@@ -264,7 +269,10 @@ function oneRequest(o: { url: string; apiKey?: string; model: string; rec: Trace
             }
             if (j.error) {
               rq.destroy();
-              return finish(REJECT_CODES.has(j.error.code ?? '') ? 'rejected' : 'failed', `stream_${j.error.code ?? 'error'}`);
+              // vLLM's error event (code: the status; the gateway adds `retryable`), or a cause's name in `code`
+              const c = j.error.code;
+              const rejected = j.error.retryable === true || (typeof c === 'number' ? REJECT_STATUS.has(c) : REJECT_CODES.has(c ?? ''));
+              return finish(rejected ? 'rejected' : 'failed', `stream_${c ?? 'error'}`);
             }
             if (res.responseId === undefined && typeof j.id === 'string') res.responseId = j.id;
             // tokens this event brought: the growth of the running completion count (1 without usage)
