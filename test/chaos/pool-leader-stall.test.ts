@@ -14,6 +14,7 @@
  * Expected: no request is admitted twice, no stream of the (live) instance gets an error chunk, every dispatch sent
  * during the stall gets exactly one admission, and only pm-1 publishes the pool's status after the resume.
  */
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHarness, type Harness } from '../integration/control-harness.ts';
 import {
@@ -71,6 +72,8 @@ beforeAll(async () => {
     engine: { kind: 'emulator', initialTp: 2 },
     liveness: { statusIntervalMs: 100, deadAfterMs: 1000, leaseTtlMs: TTL_MS },
   });
+  // the buckets, as a deploy's admin step makes them (no cluster manager runs here, and a pool manager may not)
+  await setUpBuckets(h.bus);
   h.bus.serve(subjects.instanceAdmit(INSTANCE), InferenceRequest, Admission, async (r) => {
     admits.set(r.id, (admits.get(r.id) ?? 0) + 1);
     return { v: 1 as const, id: r.id, ok: true, instance: INSTANCE };
