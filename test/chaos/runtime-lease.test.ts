@@ -6,6 +6,7 @@
  * processes ever claim leadership at overlapping times: every term belongs to one holder, and ordered by
  * send time, claimed terms never go back.
  */
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
 import { startNatsServer, REPO_ROOT, type TestNats } from '../helpers/nats.ts';
@@ -20,6 +21,10 @@ let bus: Bus;
 beforeAll(async () => {
   nats = await startNatsServer();
   bus = await Bus.connect({ servers: nats.url, name: 'chaos-observer', ...nats.as('observer'), log: silentLogger() });
+  // the lease buckets, as the cluster manager or a deploy's admin makes them: a pool manager may not
+  const admin = await Bus.connect({ servers: nats.url, name: 'chaos-setup', ...nats.as('admin'), log: silentLogger() });
+  await setUpBuckets(admin);
+  await admin.close();
 });
 afterAll(async () => {
   await bus?.close();

@@ -7,6 +7,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startNatsServer, type TestNats } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { LeaderLease } from '../../src/runtime/lease.ts';
+import { setUpBuckets } from '../../actors/common/jetstream-setup.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
 import { jetstream, leaseKeys } from '../../protocols/index.ts';
 
@@ -20,6 +21,8 @@ async function bus(name: string, role: 'pool' | 'admin' = 'pool'): Promise<Bus> 
 
 beforeAll(async () => {
   nats = await startNatsServer();
+  // the lease buckets, as the cluster manager or a deploy's admin makes them: a pool manager may not
+  await setUpBuckets(await bus('setup', 'admin'));
 });
 afterAll(async () => {
   await Promise.all(buses.map((b) => b.close()));
