@@ -5,6 +5,7 @@
  * blocks after an interleaved warm-up; each gateway's CPU (utime + stime from /proc) per request, less its idle CPU.
  * Run it twice with the trees swapped: the cluster started first comes out a few percent worse.
  *   npm run build (in both trees); WARM=40 npx tsx scripts/gateway-ab.ts <treeA> <treeB> [blocks] [blockSeconds]
+ * A tree given as `KEY=VALUE,...@tree` runs its cluster with that environment (one tree with and without a setting).
  * Each role (gateway, instance, cluster, pool, node, nats-server, up) is also reported alone (`byRole` and `roleRatioAoverB` less idle, `rawByRole` and `rawRoleRatioAoverB` with it).
  * RT=1: the datapath bench's real-time run instead (the emulator stepping in wall time, 32 closed-loop clients sending
  * the replay's requests: 2,000 token-id prompts, 200 tokens, usage on every event): CPU per streamed token of the
@@ -25,7 +26,13 @@ import { descendants } from '../test/bench/datapath-cpu.ts';
 import { BENCH_MODEL as MODEL, startBenchCluster } from './bench-cluster.ts';
 
 const [ra, rb, blocksArg = '8', secsArg = '4'] = process.argv.slice(2);
-if (!ra || !rb || !(Number(blocksArg) >= 1) || !(Number(secsArg) > 0)) throw new Error('usage: gateway-ab.ts <treeA> <treeB> [blocks] [blockSeconds]');
+if (!ra || !rb || !(Number(blocksArg) >= 1) || !(Number(secsArg) > 0)) throw new Error('usage: gateway-ab.ts [KEY=VALUE,...@]<treeA> [KEY=VALUE,...@]<treeB> [blocks] [blockSeconds]');
+/** a tree and the environment its cluster gets (`KEY=VALUE,KEY=VALUE@tree`: the same tree with and without a setting). */
+function target(arg: string): { tree: string; env: Record<string, string> } {
+  const at = arg.lastIndexOf('@');
+  const env = at < 0 ? {} : Object.fromEntries(arg.slice(0, at).split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  return { tree: resolve(at < 0 ? arg : arg.slice(at + 1)), env };
+}
 const RT = process.env.RT === '1';
 const CLIENTS = RT ? 32 : 16;
 /** the replay's request shape (test/bench/datapath.bench.ts, realtimeCpu). */
@@ -81,8 +88,8 @@ function roleOf(pid: number): string {
   }
 }
 interface Cluster { up: ChildProcess; base: string; gw: number[]; control: number[] }
-async function start(tree: string): Promise<Cluster> {
-  const { up, base } = await startBenchCluster({ tree, name: 'gateway-ab', engineArgs: RT ? [] : ['--zero-delay'] });
+async function start({ tree, env }: { tree: string; env: Record<string, string> }): Promise<Cluster> {
+  const { up, base } = await startBenchCluster({ tree, name: 'gateway-ab', engineArgs: RT ? [] : ['--zero-delay'], env: () => env });
   return { up, base, gw: gatewayPids(up.pid!), control: controlPids(up.pid!) };
 }
 /** One request; the tokens it streamed (0 when refused: 429/503, the emulated cluster at its capacity). */
@@ -124,8 +131,8 @@ const byRole = (pids: number[]) => {
   return r;
 };
 
-const A = await start(resolve(ra));
-const B = await start(resolve(rb));
+const A = await start(target(ra));
+const B = await start(target(rb));
 /**
  * BOTH=1: both closed loops run at once (16 clients each) in every window of blockSeconds, after WARM seconds of the
  * same, and each window's A over B is read from the same seconds: what the other jobs of a shared host do falls on

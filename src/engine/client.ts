@@ -10,6 +10,7 @@ import type { EngineChunk, EngineCompletionRequest } from './engine.ts';
 import { EngineError, EngineHttpError, EngineStalledError, EngineStreamError, EngineTimeoutError } from './errors.ts';
 import { idleLeftMs } from '../policy/engine-liveness.ts';
 import { creditStall, timerStallMs } from '../policy/timer-stall.ts';
+import { spanWorthOffering } from '../policy/span-offer.ts';
 import { SseParser } from './sse.ts';
 import { parseEvent, TextEventScanner } from './sse-event.ts';
 import { http1Request, type Http1Pool, type Http1Response } from './http1.ts';
@@ -208,6 +209,11 @@ class EngineEvents {
     return this.scanner.skeleton();
   }
 
+  /** tokens read so far (the events' and the native data plane's). */
+  get tokens(): number {
+    return this.tokenIndex;
+  }
+
   /** plain text events of one token each that the native data plane carried. */
   carried(events: number): void {
     this.tokenIndex += events;
@@ -280,7 +286,8 @@ export async function streamCompletionPush(
             throw e;
           }
           if (flow?.blocked()) holdFor(l, flow, idle);
-          if (native && ev.clean) native.ready((side ??= engineSide(l, ev, idle, native)));
+          // a stream with only a few tokens left stays on JavaScript (src/policy/span-offer.ts)
+          if (native && ev.clean && spanWorthOffering(req.maxTokens, ev.tokens)) native.ready((side ??= engineSide(l, ev, idle, native)));
         }).then(resolve, reject);
       });
     } catch (err) {

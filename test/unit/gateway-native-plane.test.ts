@@ -5,7 +5,8 @@
  * plane equal the JavaScript path's (the request id and `created` aside), the end (usage, modelled energy, the leg's
  * end report with its token and TBT counts) is JavaScript's, a client gone and a JavaScript-side cancel end the span,
  * an engine that dies mid-span continues on another engine with every token once, an engine silent after the hand-off
- * ends its leg at the idle bound and continues, a client that reads nothing past the idle bound keeps its one leg, the
+ * ends its leg at the idle bound and continues, a client that reads nothing past the idle bound keeps its one leg, a
+ * stream with fewer than NATIVE_SPAN_MIN_LEFT tokens left after its first event is not handed over, the
  * fallback without the library, and one plane per process (a gateway started again is given the plane already loaded).
  */
 import { execFileSync } from 'node:child_process';
@@ -20,6 +21,7 @@ import { EmulatorServer } from '../../src/engine/emulator/server.ts';
 import { createPerfModel } from '../../src/model/index.ts';
 import { TokenChunk, subjects } from '../../protocols/index.ts';
 import { NativeDataPlane, loadDataPlane } from '../../actors/gateway/data-plane.ts';
+import { NATIVE_SPAN_MIN_LEFT } from '../../src/policy/span-offer.ts';
 import { grantedGateway, type GrantedGatewayOptions } from '../helpers/granted-gateway.ts';
 import { dechunk } from '../helpers/slow-client.ts';
 
@@ -165,6 +167,24 @@ describe('the native data plane', () => {
     const end = (await endReport(nat.published)) as { completionTokens: number; tbtN: number; tbtSumMs: number; outcome: string };
     expect(end).toMatchObject({ outcome: 'ok', completionTokens: 40, tbtN: 39 });
     expect(end.tbtSumMs).toBeGreaterThan(0);
+  });
+
+  it('keeps a stream with fewer than NATIVE_SPAN_MIN_LEFT tokens left on JavaScript, and offers one with that many', async () => {
+    // one event per engine write: after the first token's read the stream is at a chunk boundary with max_tokens - 1 left
+    const short = TEXTS.slice(8, 8 + NATIVE_SPAN_MIN_LEFT);
+    const engine = await scripted(short);
+    const js = await gateway(false, [engine.url]);
+    const nat = await gateway(true, [engine.url]);
+    const spans = plane.spans;
+    const a = await stream(js.port, request(short.length));
+    const b = await stream(nat.port, request(short.length));
+    expect(plane.spans).toBe(spans);
+    expect(normal(b.body)).toBe(normal(a.body));
+    expect(textOf(b.body)).toBe(short.join(''));
+    const longer = TEXTS.slice(8, 9 + NATIVE_SPAN_MIN_LEFT);
+    const c = await stream((await gateway(true, [(await scripted(longer)).url])).port, request(longer.length));
+    expect(plane.spans).toBeGreaterThan(spans);
+    expect(textOf(c.body)).toBe(longer.join(''));
   });
 
   it("with the client's usage on every event (continuous_usage_stats): the same bytes, its counts native", async () => {
