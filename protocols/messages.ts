@@ -390,8 +390,8 @@ export const legReport = z.object({
   creditBytes: int.optional(),
   /** credited: the request (as the gateway would have asked for its admission). */
   request: inferenceRequest.optional(),
-  /** credited: whose credit of which epoch; `topUp`: a request (-> LegReply.credit), not a publish. */
-  credit: z.object({ gateway: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), epoch: int, topUp: z.boolean().optional() }).optional(),
+  /** credited: whose credit of which epoch; `topUp`: a request (-> LegReply.credit), not a publish, for `want` credits (its pace: policy credits.ts). */
+  credit: z.object({ gateway: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), epoch: int, topUp: z.boolean().optional(), want: z.number().int().min(1).max(1024).optional() }).optional(),
   /** started, first_token, credited: the gateway process streaming the leg from the engine (its Heartbeat's id and startedMs): once its
    * heartbeats have lapsed, the instance ends the leg after a grace for a resume on another gateway, not at the give-up time. */
   gateway: z.object({ id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/), startedMs: nonneg }).optional(),

@@ -173,9 +173,9 @@ export const configSchema = z
         /** bound of the instance manager's own admission queue (not-yet-started requests); default 256. */
         maxQueued: z.number().int().positive().default(256),
         /**
-         * admission credits (docs/DATAPATH.md): most immediate starts an instance lends one gateway at once (sized
-         * from its free engine slots, only while its queue is empty), count; default 16; 0 lends none (every
-         * routed request asks for admission).
+         * admission credits (docs/DATAPATH.md): immediate starts an instance lends one gateway at once, count: at most
+         * this or the credits the gateway spends in a few loan round trips (its pace), whichever is larger, and half the
+         * free engine slots (only while its queue is empty); default 16; 0 lends none (every routed request asks for admission).
          */
         gatewayCredits: z.number().int().nonnegative().default(16),
         /** how long a gateway may spend a loan of credits after receiving it, ms; default 2000. */

@@ -36,10 +36,12 @@ export interface RequestRouter {
   capacityComing?(holdMs: number): boolean;
   /** this gateway's id, which the instances lend admission credits to (absent: it asks for none). */
   readonly creditId?: string;
+  /** the router's time (a loan's round trip is timed on it). */
+  readonly clock?: Clock;
   /** A credit of `instance` spent, when one is there (policy creditSpend). */
-  spendCredit?(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean; batches?: boolean } | undefined;
+  spendCredit?(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; want?: number; joins?: boolean; batches?: boolean } | undefined;
   /** A loan of `instance` arrived (an admission reply, a top-up reply); undefined: a top-up that brought none. */
-  creditLoan?(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number }): void;
+  creditLoan?(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number; tripMs?: number }): void;
 }
 
 /** legs whose features are kept for the predictor until their stream's end (bounded). */
@@ -55,7 +57,7 @@ export class GatewayRouter implements RequestRouter {
   readonly creditId?: string;
 
   /** `creditId`: this gateway's id, to be lent admission credits under (absent: none asked); `clock`: the view's time (src/runtime/clock.ts). */
-  constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile, creditId?: string, private readonly clock: Clock = systemClock) {
+  constructor(private readonly bus: Bus, private readonly config: ClusterConfig, profile?: Profile, creditId?: string, readonly clock: Clock = systemClock) {
     if (creditId !== undefined && config.engine.gatewayCredits > 0) this.creditId = creditId;
     this.#cfg = { ...(profile ? { profile } : {}), headroom: config.policy.headroom, deadAfterMs: config.liveness.deadAfterMs, suspectAfterMs: suspectAfterMsOf(config.liveness), prefixRouting: config.policy.prefixRouting ?? config.engine.prefixCaching === true };
     this.#predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(config) });
@@ -156,11 +158,11 @@ export class GatewayRouter implements RequestRouter {
     return routerCapacityComing(this.#s, this.clock.now(), this.#cfg, holdMs);
   }
 
-  spendCredit(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean; batches?: boolean } | undefined {
+  spendCredit(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; want?: number; joins?: boolean; batches?: boolean } | undefined {
     return this.#s.credits.size ? creditSpend(this.#s.credits, instance, this.clock.now()) : undefined;
   }
 
-  creditLoan(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number }): void {
+  creditLoan(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number; tripMs?: number }): void {
     if (loan) creditReceived(this.#s.credits, instance, loan, ctx, this.clock.now());
     else creditTopUpFailed(this.#s.credits, instance);
   }
@@ -178,7 +180,7 @@ const DIRECT_TRIES = 4;
  */
 export type RoutedAdmission = Admission & {
   /** started on a credit the instance lent (no admission asked): the request to report as credited, and the credit. */
-  credited?: { req: InferenceRequest; gateway: string; epoch: number; topUp: boolean; joins?: boolean; batches?: boolean };
+  credited?: { req: InferenceRequest; gateway: string; epoch: number; topUp: boolean; want?: number; joins?: boolean; batches?: boolean };
 };
 
 /** A copy of `o` with `k` set to `v` (Object.assign, then the member: Node 20's V8 adds a member to a spread's copy on its slow path, ~2 us). */
@@ -210,6 +212,7 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
   // what the instance is sent: a direct request without its prompt (the router's pick reads the prompt: plan.req)
   const sent = msg.direct ? withoutPrompt(plan.req) : plan.req;
   const tried = new Set<string>(exclude ? [exclude] : []);
+  const clock = router.clock ?? systemClock;
   // policy spillPasses, spillNext: along the chain a pool whose every instance is at its SLO cap is passed over; every
   // pool passed over or refusing, the chain again without that (the first pool takes it at its cap); a pool's answer
   // (its last instance's) other than overloaded ends the walk
@@ -227,15 +230,17 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
       if (c && creditTo !== undefined) {
         return {
           v: 1, id: msg.id, ok: true, instance: id, pool, type: plan.req.type, grant: c.grant, ...(c.startedMs !== undefined ? { startedMs: c.startedMs } : {}),
-          credited: { req: withMember(sent, 'pool', pool), gateway: creditTo, epoch: c.epoch, topUp: c.topUp, ...(c.joins ? { joins: true } : {}), ...(c.batches ? { batches: true } : {}) },
+          credited: { req: withMember(sent, 'pool', pool), gateway: creditTo, epoch: c.epoch, topUp: c.topUp, ...(c.want !== undefined ? { want: c.want } : {}), ...(c.joins ? { joins: true } : {}), ...(c.batches ? { batches: true } : {}) },
         };
       }
       let a: Admission;
+      let askedMs = 0;
       try {
         // a direct request asks for its grant in the reply (one message less when it starts at once), and for credits
         const asked = withMember(sent, 'pool', pool);
         if (msg.direct) asked.replyGrant = true;
         if (creditTo !== undefined) asked.creditTo = creditTo;
+        askedMs = clock.now();
         a = await bus.request(subjects.instanceAdmit(id), InferenceRequest, asked, Admission, { timeoutMs, signal });
       } catch (err) {
         const code = (err as DynError).code;
@@ -247,7 +252,7 @@ export async function admitRouted(bus: Bus, router: RequestRouter, msg: Inferenc
         if (signal.aborted) throw err;
         return 'intake';
       }
-      if (a.ok && a.grant && a.credit) router.creditLoan?.(id, a.credit, { grant: a.grant, pool, ...(a.startedMs !== undefined ? { startedMs: a.startedMs } : {}) });
+      if (a.ok && a.grant && a.credit) router.creditLoan?.(id, a.credit, { grant: a.grant, pool, ...(a.startedMs !== undefined ? { startedMs: a.startedMs } : {}), tripMs: clock.now() - askedMs });
       if (a.ok) {
         // the reply's members but the loan, one by one (a rest and a spread with members added take V8's slow path)
         const admitted: Record<string, unknown> = {};

@@ -18,6 +18,13 @@
  * a loan's T - S for a loan delivered after a later one's line lapsed) is still started: the engine has the
  * request; the instance counts it as an overdraft.
  *
+ * A loan's size follows the gateway's pace (docs/DATAPATH.md "Admission credits"): the gateway keeps the rate it spends
+ * an instance's credits at and how long that instance's top-ups take to come back, asks for the next one while the
+ * credits left would last `CREDIT_RENEW_TRIPS` such round trips, and names what it wants (`want`: the credits it would
+ * spend in `CREDIT_LOAN_TRIPS` of them). The instance lends at least `perGateway`, up to that want, and never more than
+ * the unspent credits plus half of its free seats: a fast gateway is not starved between top-ups, and the seats it
+ * reserves are at most what it spends in a few round trips.
+ *
  * Both sides are here, pure: the instance machine (instance.ts) holds a `CreditLedger`, the gateway's router
  * machine (router.ts) its `CreditLines`. No I/O, no clock: `now` comes in.
  */
@@ -50,7 +57,7 @@ export const CREDIT_SLACK_MS = 1000;
 /** Gateways an instance lends to at once; a loan to one more revokes them all (a new epoch). */
 export const MAX_CREDIT_GATEWAYS = 64;
 
-interface GatewayLoan { total: number; spent: number; untilMs: number }
+interface GatewayLoan { total: number; spent: number; untilMs: number; /** the gateway's last top-up's want (its pace). */ want?: number }
 
 /** The instance's side: its credit epoch and each gateway's loan in it. Treated as immutable (copied on write). */
 export interface CreditLedger {
@@ -75,16 +82,18 @@ export function creditsOutstanding(ledger: CreditLedger, now: number): number {
 
 /**
  * Lends `gateway` credits: its unspent ones plus half the seats `free` leaves (free = engine slots less the
- * requests running and queued and the credits outstanding), at most `cfg.perGateway` unspent. `free` is the
- * caller's: it lends only while its queue is empty and it is ready. Returns the new ledger and the loan to tell.
+ * requests running and queued and the credits outstanding), at most the larger of `cfg.perGateway` and what the
+ * gateway wants (`want`, its top-up's; else its last one's, kept with its loan) unspent. `free` is the caller's: it
+ * lends only while its queue is empty and it is ready. Returns the new ledger and the loan to tell.
  */
-export function lendCredits(ledger: CreditLedger, gateway: string, free: number, now: number, cfg: CreditConfig): { ledger: CreditLedger; loan: CreditLoan } {
+export function lendCredits(ledger: CreditLedger, gateway: string, free: number, now: number, cfg: CreditConfig, want?: number): { ledger: CreditLedger; loan: CreditLoan } {
   let base = ledger;
   if (!ledger.loans.has(gateway) && ledger.loans.size >= MAX_CREDIT_GATEWAYS) base = revokeCredits(ledger);
   const l = base.loans.get(gateway) ?? { total: 0, spent: 0, untilMs: 0 };
   const own = unspent(l, now);
-  const want = Math.max(own, Math.min(cfg.perGateway, own + Math.floor(Math.max(0, free) / 2)));
-  const next: GatewayLoan = { total: l.spent + want, spent: l.spent, untilMs: now + cfg.ttlMs + CREDIT_SLACK_MS };
+  const wants = Math.min(MAX_CREDIT_WANT, Math.max(0, want ?? l.want ?? 0));
+  const size = Math.max(own, Math.min(Math.max(cfg.perGateway, wants), own + Math.floor(Math.max(0, free) / 2)));
+  const next: GatewayLoan = { total: l.spent + size, spent: l.spent, untilMs: now + cfg.ttlMs + CREDIT_SLACK_MS, ...(wants > 0 ? { want: wants } : {}) };
   const loans = new Map(base.loans);
   loans.set(gateway, next);
   return { ledger: { ...base, loans }, loan: { epoch: base.epoch, total: next.total, spent: next.spent, ttlMs: cfg.ttlMs, joins: true, batches: true } };
@@ -106,10 +115,10 @@ export interface LendingView {
  * requests and the credits outstanding) only while it is ready, holds no queue, moves nothing and no
  * emergency step holds; else a loan of the unspent credits alone. Undefined: credits are off (`cfg`).
  */
-export function lendFor(s: LendingView, gateway: string, now: number, maxInEngine: number, cfg: CreditConfig | undefined): { ledger: CreditLedger; loan: CreditLoan } | undefined {
+export function lendFor(s: LendingView, gateway: string, now: number, maxInEngine: number, cfg: CreditConfig | undefined, want?: number): { ledger: CreditLedger; loan: CreditLoan } | undefined {
   if (!cfg || cfg.perGateway <= 0) return undefined;
   const calm = s.lifecycle === 'ready' && s.queue.length === 0 && !s.moving && s.emergency.level === 0 && s.emergencyStepName === undefined;
-  return lendCredits(s.credits, gateway, calm ? maxInEngine - s.running.size - creditsOutstanding(s.credits, now) : 0, now, cfg);
+  return lendCredits(s.credits, gateway, calm ? maxInEngine - s.running.size - creditsOutstanding(s.credits, now) : 0, now, cfg, want);
 }
 
 /** A credited start: spends one of `gateway`'s credits of `epoch`; `overdraft` when none was there to spend (revoked, lapsed, spent). */
@@ -154,7 +163,41 @@ export interface CreditLine {
   joins?: boolean;
   /** the lender reads a LegReportBatch (CreditLoan.batches). */
   batches?: boolean;
+  /** the gateway's pace at this instance (creditPace), kept across loans. */
+  pace: CreditPace;
 }
+
+/** How fast a gateway spends one instance's credits, and how long that instance's loans take to come back. */
+export interface CreditPace {
+  /** mean time between two spends, ms (EWMA); absent: fewer than two spends yet. */
+  gapMs?: number;
+  /** the last spend's time. */
+  lastSpendMs?: number;
+  /** mean round trip of a top-up or an admission that lent, ms (EWMA); absent: none timed yet. */
+  tripMs?: number;
+  /** when the top-up in flight was asked. */
+  askedMs?: number;
+}
+
+/** A top-up is asked while the credits left would last this many loan round trips at the gateway's pace. */
+export const CREDIT_RENEW_TRIPS = 2;
+/** A top-up wants the credits the gateway spends in this many loan round trips. */
+export const CREDIT_LOAN_TRIPS = 4;
+/** The most credits a gateway asks one instance for (the instance's free seats bound it too). */
+export const MAX_CREDIT_WANT = 1024;
+/** EWMA weights: of a new gap between spends, of a new loan round trip. */
+const GAP_WEIGHT = 1 / 16;
+const TRIP_WEIGHT = 1 / 4;
+/** Gaps longer than this are idleness, not pace: they reset the gap's mean to it. */
+const IDLE_GAP_MS = 1000;
+
+/** The credits the gateway spends in `trips` loan round trips at its pace; 0 while either is unknown. */
+export function creditsForTrips(p: CreditPace, trips: number): number {
+  if (p.gapMs === undefined || p.tripMs === undefined) return 0;
+  return Math.min(MAX_CREDIT_WANT, Math.ceil((trips * p.tripMs) / Math.max(p.gapMs, 0.01)));
+}
+
+const ewma = (mean: number | undefined, x: number, w: number) => (mean === undefined ? x : mean + w * (x - mean));
 
 export type CreditLines = Map<string, CreditLine>;
 
@@ -163,8 +206,13 @@ export type CreditLines = Map<string, CreditLine>;
  * larger of the line's own count (same process and epoch) and the loan's, so the loan's unspent credits are at
  * most `total - spent` as the instance lent them, even when the gateway's line lapsed or was dropped meanwhile.
  */
-export function creditReceived(lines: CreditLines, instance: string, loan: CreditLoan, ctx: { grant: CreditGrant; pool: string; startedMs?: number }, now: number): void {
+export function creditReceived(lines: CreditLines, instance: string, loan: CreditLoan, ctx: { grant: CreditGrant; pool: string; startedMs?: number; tripMs?: number }, now: number): void {
   const prev = lines.get(instance);
+  // the round trip: the top-up in flight's, else the admission's that lent (the caller timed it)
+  const pace: CreditPace = prev ? prev.pace : {};
+  const trip = prev?.pace.askedMs !== undefined ? now - prev.pace.askedMs : ctx.tripMs;
+  if (trip !== undefined && trip >= 0) pace.tripMs = ewma(pace.tripMs, trip, TRIP_WEIGHT);
+  delete pace.askedMs;
   const sameProcess = prev !== undefined && prev.startedMs === ctx.startedMs;
   if (sameProcess && loan.epoch < prev.epoch) return; // a loan of a revoked epoch, overtaken by a newer one
   const same = sameProcess && prev.epoch === loan.epoch;
@@ -173,32 +221,50 @@ export function creditReceived(lines: CreditLines, instance: string, loan: Credi
   lines.set(instance, {
     epoch: loan.epoch, total: loan.total, spent, lent: Math.max(0, loan.total - spent), expiresMs: now + loan.ttlMs,
     grant: ctx.grant, pool: ctx.pool, ...(ctx.startedMs !== undefined ? { startedMs: ctx.startedMs } : {}), topUpAsked: false,
-    ...(loan.joins ? { joins: true } : {}), ...(loan.batches ? { batches: true } : {}),
+    ...(loan.joins ? { joins: true } : {}), ...(loan.batches ? { batches: true } : {}), pace,
   });
 }
 
 /** A top-up asked of `instance` got no loan back (no reply, an error): another may be asked. */
 export function creditTopUpFailed(lines: CreditLines, instance: string): void {
   const l = lines.get(instance);
-  if (l) l.topUpAsked = false;
+  if (l) {
+    l.topUpAsked = false;
+    delete l.pace.askedMs;
+  }
 }
 
 /**
  * Spends a credit of `instance` when one is there (not expired): the grant to stream with, the epoch to name in
- * the credited report, and whether that report should ask for a top-up (half of the last loan spent, none asked).
+ * the credited report, and whether that report should ask for a top-up (none asked, and half of the last loan spent
+ * or the credits left would last under `CREDIT_RENEW_TRIPS` round trips at the gateway's pace) with the credits it
+ * wants (`want`, CREDIT_LOAN_TRIPS' worth; absent while the pace is unknown).
  */
-export function creditSpend(lines: CreditLines, instance: string, now: number): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; joins?: boolean; batches?: boolean } | undefined {
+export function creditSpend(lines: CreditLines, instance: string, now: number): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; want?: number; joins?: boolean; batches?: boolean } | undefined {
   const l = lines.get(instance);
   if (!l) return undefined;
   if (now > l.expiresMs) {
     lines.delete(instance);
     return undefined;
   }
+  const p = l.pace;
+  // the pace counts every request routed here while a line is held, spent or not (a miss is demand too)
+  if (p.lastSpendMs !== undefined) {
+    const gap = now - p.lastSpendMs;
+    p.gapMs = gap > IDLE_GAP_MS ? gap : ewma(p.gapMs, gap, GAP_WEIGHT);
+  }
+  p.lastSpendMs = now;
   if (l.total - l.spent <= 0) return undefined;
   l.spent++;
-  const topUp = !l.topUpAsked && (l.total - l.spent) * 2 <= l.lent;
-  if (topUp) l.topUpAsked = true;
-  return { grant: l.grant, epoch: l.epoch, ...(l.startedMs !== undefined ? { startedMs: l.startedMs } : {}), topUp, ...(l.joins ? { joins: true } : {}), ...(l.batches ? { batches: true } : {}) };
+  const left = l.total - l.spent;
+  const topUp = !l.topUpAsked && (left * 2 <= l.lent || left < creditsForTrips(p, CREDIT_RENEW_TRIPS));
+  let want = 0;
+  if (topUp) {
+    l.topUpAsked = true;
+    p.askedMs = now;
+    want = creditsForTrips(p, CREDIT_LOAN_TRIPS);
+  }
+  return { grant: l.grant, epoch: l.epoch, ...(l.startedMs !== undefined ? { startedMs: l.startedMs } : {}), topUp, ...(want > 0 ? { want } : {}), ...(l.joins ? { joins: true } : {}), ...(l.batches ? { batches: true } : {}) };
 }
 
 /** An instance's status: a later credit epoch, or another process under the id, voids its loan. */

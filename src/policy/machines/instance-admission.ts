@@ -71,8 +71,8 @@ export function pump(s: InstanceMachineState, fx: InstanceEffect[], now: number,
 }
 
 /** Lends `gateway` credits (credits.ts lendFor); the loan goes in the reply of `id`. */
-export function lend(s: InstanceMachineState, fx: InstanceEffect[], id: string, gateway: string, now: number, cfg: InstanceMachineConfig): void {
-  const lent = lendFor(s, gateway, now, cfg.maxInEngine, cfg.credits);
+export function lend(s: InstanceMachineState, fx: InstanceEffect[], id: string, gateway: string, now: number, cfg: InstanceMachineConfig, want?: number): void {
+  const lent = lendFor(s, gateway, now, cfg.maxInEngine, cfg.credits, want);
   if (lent) [s.credits, fx[fx.length]] = [lent.ledger, { kind: 'lent', id, gateway, loan: lent.loan }];
 }
 
@@ -84,7 +84,7 @@ export function creditedStart(s: InstanceMachineState, fx: InstanceEffect[], ev:
   countArrival(s, ev.req);
   fx.push({ kind: 'start', id: ev.req.id, credited: true });
   prefillRise(s, fx, now, cfg);
-  if (ev.topUp) lend(s, fx, ev.req.id, ev.gateway, now, cfg);
+  if (ev.topUp) lend(s, fx, ev.req.id, ev.gateway, now, cfg, ev.want);
 }
 
 /**

@@ -157,8 +157,8 @@ export type InstanceEvent =
   | { type: 'lifecycle'; state: InstanceLifecycle; why: string }
   /** `lendTo`: the gateway that asked (InferenceRequest.creditTo) is lent credits when the request starts at once. */
   | { type: 'admit'; req: MachineRequest; lendTo?: string }
-  /** a gateway started this request on a credit of `epoch` (LegReport 'credited'); `topUp`: it asks for a new loan. */
-  | { type: 'credited_start'; req: MachineRequest; gateway: string; epoch: number; topUp?: boolean }
+  /** a gateway started this request on a credit of `epoch` (LegReport 'credited'); `topUp`: it asks for a new loan, of `want` credits (its pace). */
+  | { type: 'credited_start'; req: MachineRequest; gateway: string; epoch: number; topUp?: boolean; want?: number }
   | { type: 'first_token'; id: string }
   /** a request left the engine (any outcome); `ok`: it completed (its time counts in the service EWMA). */
   | { type: 'finished'; id: string; ok: boolean }
