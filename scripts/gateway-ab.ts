@@ -18,11 +18,16 @@
  * subtracted), for the gateway's main thread (`/proc/<pid>/task/<pid>/schedstat`, ns: the JavaScript, its system calls,
  * the GC's main-thread part) and for the whole gateway process (utime + stime: V8's compiler and GC helper threads too),
  * with their median, min and max. The other jobs on a shared host move each block's figure; a pair's ratio moves less.
+ * `threads` (ABBA runs): the gateway processes' CPU per request (RT: per token) by thread group, raw (schedstat of
+ * /proc/<pid>/task/*): `main`, `dpRelay` (the native data plane's thread), `nodeThreads` (Node's unnamed threads or V8's
+ * named ones: V8's platform workers, the compiler's jobs and the collector's helpers, with libuv's pool), `other`; and per group A over B, over all blocks and per pair of blocks.
+ * DYNAMOLLM_GATEWAY_NODE_FLAGS=<flags>@tree runs that cluster's gateways with those node flags (actors/gateway/node-flags.ts).
  */
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { descendants } from '../test/bench/datapath-cpu.ts';
+import { threadCounters } from '../test/bench/thread-cpu.ts';
 import { BENCH_MODEL as MODEL, startBenchCluster } from './bench-cluster.ts';
 
 const [ra, rb, blocksArg = '8', secsArg = '4'] = process.argv.slice(2);
@@ -57,6 +62,17 @@ function mainNs(pid: number): number {
     return 0;
   }
 }
+const GROUPS = ['main', 'dpRelay', 'nodeThreads', 'other'] as const;
+type Groups = Record<(typeof GROUPS)[number], number>;
+/** CPU ms (schedstat) of the processes' threads by group: main, dp-relay, Node's and V8's threads (V8's platform workers, libuv's pool), the rest. */
+function threadGroups(pids: number[]): Groups {
+  const g: Groups = { main: 0, dpRelay: 0, nodeThreads: 0, other: 0 };
+  for (const p of pids) {
+    for (const [tid, t] of threadCounters(p)) g[tid === p ? 'main' : t.comm === 'dp-relay' ? 'dpRelay' : t.comm === 'node' || t.comm.startsWith('V8 ') ? 'nodeThreads' : 'other'] += t.runMs;
+  }
+  return g;
+}
+const minus = (a: Groups, b: Groups): Groups => ({ main: a.main - b.main, dpRelay: a.dpRelay - b.dpRelay, nodeThreads: a.nodeThreads - b.nodeThreads, other: a.other - b.other });
 /** `root`'s descendants but the engines (the emulator processes): the control path, NATS included. */
 function controlPids(root: number): number[] {
   return [root, ...descendants(root).filter((d) => !d.cmd.includes('engine-emulator')).map((d) => d.pid)];
@@ -133,6 +149,7 @@ const byRole = (pids: number[]) => {
 
 const A = await start(target(ra));
 const B = await start(target(rb));
+for (const [k, c] of [['A', A], ['B', B]] as const) process.stderr.write(`${k}: gateway ${c.gw.map((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').slice(1, 4).join(' ')).join('; ')}\n`);
 /**
  * BOTH=1: both closed loops run at once (16 clients each) in every window of blockSeconds, after WARM seconds of the
  * same, and each window's A over B is read from the same seconds: what the other jobs of a shared host do falls on
@@ -181,12 +198,16 @@ async function abba(): Promise<void> {
   for (let i = 0; i < Number(blocksArg); i++) order.push(...(i % 2 ? ['B', 'A'] as const : ['A', 'B'] as const));
   /** per block: [gateway main-thread ns, gateway process ms, requests] */
   const perBlock = { A: [] as [number, number, number][], B: [] as [number, number, number][] };
+  /** per block: the gateway processes' thread groups' CPU ms */
+  const groupBlocks = { A: [] as Groups[], B: [] as Groups[] };
   for (const k of order) {
     const c = k === 'A' ? A : B;
+    const th0 = threadGroups(c.gw);
     const m0 = c.gw.reduce((a, p) => a + mainNs(p), 0);
     const g0 = sumCpu(c.gw), c0 = sumCpu(c.control), r0 = byRole(c.control), t0 = performance.now();
     const done = await loop(c.base, Number(secsArg), REQS);
     perBlock[k].push([c.gw.reduce((a, p) => a + mainNs(p), 0) - m0, sumCpu(c.gw) - g0, done]);
+    groupBlocks[k].push(minus(threadGroups(c.gw), th0));
     const wall = (performance.now() - t0) / 1000;
     const raw = sumCpu(c.gw) - g0;
     const g = raw - idle[k] * wall;
@@ -218,7 +239,14 @@ async function abba(): Promise<void> {
   };
   const pairRatio = (i: 0 | 1) => perBlock.A.map((ab, j) => ab[i] / ab[2] / (perBlock.B[j]![i] / perBlock.B[j]![2]));
   const perReq = (k: 'A' | 'B', i: 0 | 1, scale: number) => +((perBlock[k].reduce((s, x) => s + x[i], 0) * scale) / perBlock[k].reduce((s, x) => s + x[2], 0)).toFixed(1);
+  const groupPer = (k: 'A' | 'B', g: (typeof GROUPS)[number]) => (groupBlocks[k].reduce((s, x) => s + x[g], 0) * 1000) / perBlock[k].reduce((s, x) => s + x[2], 0);
+  const threads = {
+    usPer: Object.fromEntries((['A', 'B'] as const).map((k) => [k, Object.fromEntries(GROUPS.map((g) => [g, +groupPer(k, g).toFixed(2)]))])),
+    AoverB: Object.fromEntries(GROUPS.map((g) => [g, +(groupPer('A', g) / groupPer('B', g)).toFixed(3)])),
+    pairAoverB: Object.fromEntries(GROUPS.map((g) => [g, stats(groupBlocks.A.map((a, j) => a[g] / perBlock.A[j]![2] / (groupBlocks.B[j]![g] / perBlock.B[j]![2])))])),
+  };
   console.log(JSON.stringify({
+    threads,
     pairs: {
       mainThreadUsRequest: { A: perReq('A', 0, 1e-3), B: perReq('B', 0, 1e-3) }, processUsRequest: { A: perReq('A', 1, 1e3), B: perReq('B', 1, 1e3) },
       mainThreadAoverB: stats(pairRatio(0)), processAoverB: stats(pairRatio(1)),

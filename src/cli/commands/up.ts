@@ -46,6 +46,7 @@ import { leasePlacementTag, subjects } from '../../../protocols/subjects.ts';
 import { applyOverrides, splitConfig, type GatewaySettings } from '../../../actors/gateway/config.ts';
 import { launchArgs } from '../../../actors/common/launch-args.ts';
 import { gatewayShutdownLimitMs } from '../../../actors/gateway/deadlines.ts';
+import { GATEWAY_NODE_FLAGS_ENV, gatewayNodeFlags } from '../../../actors/gateway/node-flags.ts';
 import { NODE_AGENT_SHUTDOWN_LIMIT_MS } from '../../../actors/node-agent/deadlines.ts';
 import { KILL_MARGIN_MS, shutdownLimitMs } from '../../runtime/actor.ts';
 import { cliArgs, REPO_ROOT } from '../../runtime/code-path.ts';
@@ -264,7 +265,7 @@ async function up(values: UpOptions): Promise<number> {
         name,
         group: `gateway-${i}`,
         command: node,
-        args: [...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--set', `port=${port === 0 ? 0 : port + i}`, ...(gatewayStandby ? ['--set', 'standby=true'] : [])],
+        args: [...gatewayNodeFlags(process.env[GATEWAY_NODE_FLAGS_ENV]), ...cliArgs(), 'actor', 'gateway', '--id', `gw-${i}`, '--config', gatewayFile, '--set', `port=${port === 0 ? 0 : port + i}`, ...(gatewayStandby ? ['--set', 'standby=true'] : [])],
         env: { ...env, DYNAMOLLM_PROBE_TOKEN: probeToken },
         cwd: REPO,
         stopGraceMs: grace.gateway,
