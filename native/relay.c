@@ -246,9 +246,10 @@ static int consume(struct stream *st) {
     size_t data0 = st->out.n;
     while (ok && at < size) {
       const char *e = d + at;
-      const char *end = memmem(e, size - at, "\n\n", 2);
+      /* the event's end: its first newline, which must be followed by another (its data is one line) */
+      const char *end = memchr(e, '\n', size - at);
       int empty = 0;
-      if (!end || end - e < 6 || memcmp(e, "data: ", 6) != 0 || memchr(e, '\n', (size_t)(end - e)) ||
+      if (!end || (size_t)(end - d) + 1 >= size || end[1] != '\n' || end - e < 6 || memcmp(e, "data: ", 6) != 0 ||
           event(st, e + 6, (size_t)(end - e) - 6, &empty, &lu, &lun)) { ok = 0; break; }
       if (!empty) got++;
       at = (size_t)(end - d) + 2;

@@ -4,7 +4,8 @@
  * event costs one read of the engine's socket (a short read is all the socket held; the level-triggered epoll set
  * reports the next bytes), none that returns EAGAIN, and the client gets every event's frame: on Unix socket pairs and
  * on loopback TCP connections. The thread formats no number with snprintf per event (its hex chunk sizes and usage
- * counts written digit by digit: the same bytes, without printf's parse of a format). A span costs the caller's
+ * counts written digit by digit: the same bytes, without printf's parse of a format), and finds each event's end with
+ * one memchr for its newline, no memmem for "\n\n" (glibc's two-byte needle loop steps byte by byte). A span costs the caller's
  * thread (the gateway's JavaScript thread) no write: taking an ended stream back does not wake the native thread.
  */
 import { execFileSync } from 'node:child_process';
@@ -35,6 +36,13 @@ it("writes each client chunk's size line without printf (its digits written dire
   // ok: every client chunk, its hex size line included, is what the harness's own snprintf("%x") expects
   expect(r.ok).toBe(true);
   expect(r.formats).toBe(0);
+});
+
+it("finds each event's end with memchr, no memmem per event, the bytes the same", () => {
+  const r = JSON.parse(execFileSync(bin, ['20'], { encoding: 'utf8' })) as { ok: boolean; scans: number };
+  // ok: every client chunk is the event's frame, and the span ended at the engine's end with its 20 events
+  expect(r.ok).toBe(true);
+  expect(r.scans).toBe(0);
 });
 
 it('on loopback TCP connections (the gateway\'s engine and client sockets) too: one read per event, none that finds the socket empty', () => {
