@@ -1,15 +1,20 @@
 /**
- * `dynamollm up` starts each gateway process with the node flags of DYNAMOLLM_GATEWAY_NODE_FLAGS
- * (actors/gateway/node-flags.ts) before the CLI's module, and no other child with them. NATS is not started (a stub
- * handle) and the supervisor only records the children it is given.
+ * The children `dynamollm up` supervises. Each gets a grace before SIGKILL that covers the shutdown bound of the actor
+ * that child runs: the actor built as its process builds it (the kind, id, config file and settings of its command
+ * line), its shutdownLimitMs(). A node agent's bound waits out its instance managers' drains and engines' stops (77 s), a
+ * gateway's its drain delay and its streams' wait. Each gateway process starts with the node flags of
+ * DYNAMOLLM_GATEWAY_NODE_FLAGS (actors/gateway/node-flags.ts) before the CLI's module, and no other child with them.
+ * NATS is not started (a stub handle) and the supervisor only records the children it is given.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
+import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { configure, ExitCode, runProgram } from '../../src/cli/program.ts';
 import type { ChildSpec } from '../../src/runtime/supervisor.ts';
+import { ACTOR_REGISTRY } from '../../src/cli/actor-registry.ts';
 import { cliArgs } from '../../src/runtime/code-path.ts';
 
 const given: ChildSpec[] = [];
@@ -28,13 +33,17 @@ vi.mock('../../src/runtime/supervisor.ts', async (importActual) => {
 });
 const { register } = await import('../../src/cli/commands/up.ts');
 
-const runDir = mkdtempSync(join(tmpdir(), 'up-node-flags-'));
-afterAll(() => rmSync(runDir, { recursive: true, force: true }));
+const runDir = mkdtempSync(join(tmpdir(), 'up-children-'));
+const cleanup: string[] = [runDir];
+afterAll(() => {
+  for (const d of cleanup) rmSync(d, { recursive: true, force: true });
+});
 afterEach(() => {
   given.length = 0;
   delete process.env.DYNAMOLLM_GATEWAY_NODE_FLAGS;
 });
 
+/** The children `up` gives its supervisor. */
 async function children(): Promise<ChildSpec[]> {
   const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
   try {
@@ -47,6 +56,43 @@ async function children(): Promise<ChildSpec[]> {
   }
   return [...given];
 }
+
+/** The shutdown bound of the actor a child's command line runs (`... actor <kind> --id ID --config FILE --set k=v ...`). */
+async function boundOf(c: ChildSpec): Promise<number> {
+  const args = c.args ?? [];
+  const at = args.indexOf('actor');
+  const kind = args[at + 1]!;
+  const flag = (name: string) => args[args.indexOf(name) + 1]!;
+  const extra: Record<string, string> = {};
+  args.forEach((a, i) => {
+    if (a !== '--set') return;
+    const kv = args[i + 1]!;
+    extra[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
+  });
+  const mod = await ACTOR_REGISTRY[kind]!();
+  const actor = await mod.createActor({ id: flag('--id'), config: JSON.parse(readFileSync(flag('--config'), 'utf8')), nats: { servers: ['nats://127.0.0.1:1'] }, log: pino({ level: 'silent' }), extra });
+  const adoptDir = (actor as { adoptDir?: string }).adoptDir;
+  if (adoptDir) cleanup.push(adoptDir);
+  return actor.shutdownLimitMs();
+}
+
+describe('up: a child\'s grace before SIGKILL', () => {
+  it('covers the shutdown bound of the actor it runs (node agents, gateways, managers)', async () => {
+    const given = await children();
+    const kinds = new Set(given.map((c) => c.name.replace(/-.*/, '')));
+    expect([...kinds].sort()).toEqual(['cluster', 'gateway', 'node', 'pool']);
+    const short: string[] = [];
+    for (const c of given) {
+      const bound = await boundOf(c);
+      // a child without its own grace gets the supervisor's default, 10 s
+      if ((c.stopGraceMs ?? 10_000) < bound) short.push(`${c.name}: grace ${c.stopGraceMs ?? 'default 10000'} ms < its actor's shutdown bound ${bound} ms`);
+    }
+    expect(short).toEqual([]);
+    const node = given.find((c) => c.name.startsWith('node-'))!;
+    expect(await boundOf(node)).toBe(77_000);
+  });
+});
+
 /** a child's node flags: its args before the CLI's (tsx's import and the module from source, the module from dist/). */
 function flagsOf(c: ChildSpec): string[] {
   const args = c.args ?? [], cli = cliArgs();
