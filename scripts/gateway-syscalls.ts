@@ -20,10 +20,11 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BENCH_MODEL, startBenchCluster } from './bench-cluster.ts';
+import { startBenchCluster } from './bench-cluster.ts';
+import { ReplayLoad } from './replay-load.ts';
 import { cpuMs, tree } from '../test/bench/datapath-cpu.ts';
 import { threadCounters } from '../test/bench/thread-cpu.ts';
-import { RT_CLIENTS, RT_LEN, replayShaped } from '../test/bench/datapath.bench.ts';
+import { RT_CLIENTS, RT_LEN } from '../test/bench/datapath.bench.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** the built tree whose gateway runs (an A/B against another commit's build): argv[2], default this one. */
@@ -36,34 +37,6 @@ const STRACE_S = Number(process.env.STRACE_S ?? 30);
 const KEEP = process.env.KEEP === '1';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** The closed loop: RT_CLIENTS clients of replay-shaped requests while `on`; `done` counts the completed ones. */
-class Load {
-  done = 0;
-  /** requests that failed (a connection the gateway closed as it was reused: the client's retry is the next request) */
-  failed = 0;
-  private on = false;
-  private clients: Promise<void>[] = [];
-  constructor(private readonly base: string) {}
-  /** the clients start spread over `spreadMs` (a request's length): their requests' starts and ends spread over time, not in waves */
-  start(spreadMs: number): void {
-    this.on = true;
-    this.clients = Array.from({ length: RT_CLIENTS }, async (_, k) => {
-      await sleep((k * spreadMs) / RT_CLIENTS);
-      while (this.on) {
-        try {
-          if (await replayShaped(this.base, BENCH_MODEL)) this.done++;
-        } catch {
-          this.failed++;
-        }
-      }
-    });
-  }
-  async stop(): Promise<void> {
-    this.on = false;
-    await Promise.all(this.clients);
-  }
-}
 
 /**
  * The main thread's system calls by name over `s` seconds (strace on that thread alone), and `requests`: the requests
@@ -93,7 +66,7 @@ async function straced(pid: number, s: number, file: string): Promise<{ calls: M
 
 const main = async () => {
   const c = await startBenchCluster({ tree: TREE, name: 'gw-syscalls', engineArgs: [], gateway: { dataPlane: PLANE } });
-  const load = new Load(c.base);
+  const load = new ReplayLoad(c.base);
   try {
     const gws = tree(c.up.pid!).gateway;
     const cpu0 = new Map(gws.map((p) => [p, cpuMs(p)]));

@@ -18,10 +18,11 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { BENCH_MODEL, startBenchCluster } from './bench-cluster.ts';
+import { startBenchCluster } from './bench-cluster.ts';
+import { ReplayLoad } from './replay-load.ts';
 import { cpuMs, tree } from '../test/bench/datapath-cpu.ts';
 import { threadCounters, type ThreadCounters } from '../test/bench/thread-cpu.ts';
-import { RT_CLIENTS, RT_LEN, replayShaped } from '../test/bench/datapath.bench.ts';
+import { RT_LEN } from '../test/bench/datapath.bench.ts';
 
 const TREES = process.argv.slice(2).map((t) => resolve(t));
 const WARM_S = Number(process.env.WARM_S ?? 20);
@@ -31,32 +32,6 @@ const ROUNDS = Number(process.env.ROUNDS ?? 1);
 const PERF_S = Number(process.env.PERF_S ?? 0);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** The closed loop: RT_CLIENTS clients of replay-shaped requests while `on`; `done` counts the completed ones. */
-class Load {
-  done = 0;
-  failed = 0;
-  private on = false;
-  private clients: Promise<void>[] = [];
-  constructor(private readonly base: string) {}
-  start(spreadMs: number): void {
-    this.on = true;
-    this.clients = Array.from({ length: RT_CLIENTS }, async (_, k) => {
-      await sleep((k * spreadMs) / RT_CLIENTS);
-      while (this.on) {
-        try {
-          if (await replayShaped(this.base, BENCH_MODEL)) this.done++;
-        } catch {
-          this.failed++;
-        }
-      }
-    });
-  }
-  async stop(): Promise<void> {
-    this.on = false;
-    await Promise.all(this.clients);
-  }
-}
 
 /** One thread's system calls over `s` seconds (strace on it alone): counts by name, and the notable returns. */
 async function straced(tid: number, s: number, file: string): Promise<Map<string, number>> {
@@ -89,7 +64,7 @@ interface Result { tree: string; tokens: number; wall: number; th: ThreadCounter
 
 async function measure(t: string): Promise<Result> {
   const c = await startBenchCluster({ tree: t, name: 'relay-syscalls', engineArgs: [], gateway: { dataPlane: 'native' } });
-  const load = new Load(c.base);
+  const load = new ReplayLoad(c.base);
   try {
     const gws = tree(c.up.pid!).gateway;
     const cpu0 = new Map(gws.map((p) => [p, cpuMs(p)]));
