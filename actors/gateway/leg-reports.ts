@@ -152,7 +152,7 @@ function publishLeg(bus: Bus, instance: string, m: LegReport | LegReportBatch): 
 export function creditedReport(
   bus: Bus, instance: string, id: string, c: NonNullable<RoutedAdmission['credited']>, grant: CreditGrant, startedMs: number | undefined, timeoutMs: number, router: RequestRouter | undefined,
 ): void {
-  const rep: LegReport = { v: 1, id, phase: 'credited', request: c.req, credit: { gateway: c.gateway, epoch: c.epoch, ...(c.topUp ? { topUp: true } : {}), ...(c.topUp && c.want !== undefined ? { want: c.want } : {}) } };
+  const rep: LegReport = { v: 1, id, phase: 'credited', request: c.req, credit: { gateway: c.gateway, epoch: c.epoch, ...(c.topUp ? { topUp: true } : {}), ...(c.want !== undefined ? { want: c.want } : {}) } };
   if (!c.topUp) return legReport(bus, instance, rep, c.joins === true, c.batches === true);
   flushLegReports(bus);
   const ctx = { grant, pool: c.req.pool ?? '', ...(startedMs !== undefined ? { startedMs } : {}) };

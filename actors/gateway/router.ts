@@ -14,7 +14,7 @@ import { OnlineOutputPredictor, type PredictorAccuracy } from '../../src/policy/
 import type { Profile } from '../../src/model/profile-types.ts';
 import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHeard, routerHolderGone, routerLink, routerPick, routerPools, routerStatus, routerSweep, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { spillNext, spillPasses } from '../../src/policy/machines/cluster.ts';
-import { creditReceived, creditSpend, creditTopUpFailed, type CreditGrant } from '../../src/policy/machines/credits.ts';
+import { creditReceived, creditSpend, creditTopUpFailed, type CreditSpent, type LoanContext } from '../../src/policy/machines/credits.ts';
 import { classifyIntake } from '../../src/policy/classify.ts';
 import { thresholdsOf, withSlo, type ClassifiedRequest } from '../../src/policy/slo.ts';
 import type { ClusterConfig } from '../common/config.ts';
@@ -39,9 +39,9 @@ export interface RequestRouter {
   /** the router's time (a loan's round trip is timed on it). */
   readonly clock?: Clock;
   /** A credit of `instance` spent, when one is there (policy creditSpend). */
-  spendCredit?(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; want?: number; joins?: boolean; batches?: boolean } | undefined;
+  spendCredit?(instance: string): CreditSpent | undefined;
   /** A loan of `instance` arrived (an admission reply, a top-up reply); undefined: a top-up that brought none. */
-  creditLoan?(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number; tripMs?: number }): void;
+  creditLoan?(instance: string, loan: Admission['credit'], ctx: LoanContext): void;
 }
 
 /** legs whose features are kept for the predictor until their stream's end (bounded). */
@@ -158,11 +158,11 @@ export class GatewayRouter implements RequestRouter {
     return routerCapacityComing(this.#s, this.clock.now(), this.#cfg, holdMs);
   }
 
-  spendCredit(instance: string): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; want?: number; joins?: boolean; batches?: boolean } | undefined {
+  spendCredit(instance: string): CreditSpent | undefined {
     return this.#s.credits.size ? creditSpend(this.#s.credits, instance, this.clock.now()) : undefined;
   }
 
-  creditLoan(instance: string, loan: Admission['credit'], ctx: { grant: CreditGrant; pool: string; startedMs?: number; tripMs?: number }): void {
+  creditLoan(instance: string, loan: Admission['credit'], ctx: LoanContext): void {
     if (loan) creditReceived(this.#s.credits, instance, loan, ctx, this.clock.now());
     else creditTopUpFailed(this.#s.credits, instance);
   }

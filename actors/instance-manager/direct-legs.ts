@@ -209,7 +209,7 @@ function creditedReport(h: LegHost, rep: LegReportT): LegReplyT {
   const req = classified(asked.replyGrant === undefined && asked.creditTo === undefined ? asked : withoutWishes(asked), h.config);
   h.held.set(req.id, { req, admittedMs: h.clock.now() });
   h.watchCancel(req.id);
-  const { effects } = h.step({ type: 'credited_start', req: machineRequest(req), gateway: credit.gateway, epoch: credit.epoch, ...(credit.topUp ? { topUp: true } : {}), ...(credit.topUp && credit.want !== undefined ? { want: credit.want } : {}) });
+  const { effects } = h.step({ type: 'credited_start', req: machineRequest(req), gateway: credit.gateway, epoch: credit.epoch, ...(credit.topUp ? { topUp: true } : {}), ...(credit.want !== undefined ? { want: credit.want } : {}) });
   // a report that carries the leg's end too needs no watch of the gateway streaming it
   if (rep.outcome === undefined) watchLeg(h.gateways, h.running.get(req.id), rep.gateway);
   const lent = effects.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent' && e.id === req.id);

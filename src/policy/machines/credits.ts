@@ -201,12 +201,18 @@ const ewma = (mean: number | undefined, x: number, w: number) => (mean === undef
 
 export type CreditLines = Map<string, CreditLine>;
 
+/** What came with a loan: the grant to stream with, the pool, the lender's process, and the round trip the caller timed (an admission's). */
+export interface LoanContext { grant: CreditGrant; pool: string; startedMs?: number; tripMs?: number }
+
+/** A credit spent (creditSpend): the grant, the epoch and lender to name in the credited report, and whether it asks for a top-up of `want`. */
+export interface CreditSpent { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; want?: number; joins?: boolean; batches?: boolean }
+
 /**
  * A loan arrived (an admission or a top-up reply of `instance`): kept with the grant it came with. Spent: the
  * larger of the line's own count (same process and epoch) and the loan's, so the loan's unspent credits are at
  * most `total - spent` as the instance lent them, even when the gateway's line lapsed or was dropped meanwhile.
  */
-export function creditReceived(lines: CreditLines, instance: string, loan: CreditLoan, ctx: { grant: CreditGrant; pool: string; startedMs?: number; tripMs?: number }, now: number): void {
+export function creditReceived(lines: CreditLines, instance: string, loan: CreditLoan, ctx: LoanContext, now: number): void {
   const prev = lines.get(instance);
   // the round trip: the top-up in flight's, else the admission's that lent (the caller timed it)
   const pace: CreditPace = prev ? prev.pace : {};
@@ -240,7 +246,7 @@ export function creditTopUpFailed(lines: CreditLines, instance: string): void {
  * or the credits left would last under `CREDIT_RENEW_TRIPS` round trips at the gateway's pace) with the credits it
  * wants (`want`, CREDIT_LOAN_TRIPS' worth; absent while the pace is unknown).
  */
-export function creditSpend(lines: CreditLines, instance: string, now: number): { grant: CreditGrant; epoch: number; startedMs?: number; topUp: boolean; want?: number; joins?: boolean; batches?: boolean } | undefined {
+export function creditSpend(lines: CreditLines, instance: string, now: number): CreditSpent | undefined {
   const l = lines.get(instance);
   if (!l) return undefined;
   if (now > l.expiresMs) {
