@@ -19,6 +19,8 @@ export interface BenchClusterOptions {
   name: string;
   /** gateway settings over the bench's (maxInflight 4096, dataPath and requestPlane direct). */
   gateway?: Record<string, unknown>;
+  /** engine settings over the bench's (maxInEngine 64, maxQueued 1024, the emulator). */
+  engine?: Record<string, unknown>;
   /** the emulator's arguments (default: --zero-delay). */
   engineArgs?: string[];
   /** `up` arguments after the config, port and run dir (e.g. --gateway-standbys 0). */
@@ -48,7 +50,7 @@ export async function startBenchCluster(o: BenchClusterOptions): Promise<BenchCl
     model: BENCH_MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json', servers: [{ id: 'n0', gpus: 1 }],
     pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
     epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
-    engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: o.engineArgs ?? ['--zero-delay'] },
+    engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: o.engineArgs ?? ['--zero-delay'], ...o.engine },
     gateway: { maxInflight: 4096, dataPath: 'direct', requestPlane: 'direct', ...o.gateway },
   }));
   const port = await freePort();

@@ -1,11 +1,12 @@
 // A closed loop of N raw-socket clients (kept-alive, one request at a time each) against the bench's one-instance cluster
 // (scripts/bench-cluster.ts) with W gateway workers, gateway.dataPlane PLANE: per request the client's send to its first
 // byte and to its end, so that the time outside the gateway's own first-token marks shows. Run from the repo root:
-//   W=8 N=16 S=8 WARM=8 PLANE=js node --import tsx test/bench/device/client-split.mts
+//   W=8 N=16 S=8 WARM=8 PLANE=js [CREDITS=0] node --import tsx test/bench/device/client-split.mts
+// CREDITS: the instance's engine.gatewayCredits (0: every request takes the admission round trip).
 import net from 'node:net';
 import { startBenchCluster, BENCH_MODEL } from '../../../scripts/bench-cluster.ts';
 const W = Number(process.env.W ?? 1), N = Number(process.env.N ?? 4), S = Number(process.env.S ?? 10), WARM = Number(process.env.WARM ?? 8);
-const c = await startBenchCluster({ tree: process.cwd(), name: 'lat', gateway: { workers: W, dataPlane: process.env.PLANE ?? 'native' } });
+const c = await startBenchCluster({ tree: process.cwd(), name: 'lat', gateway: { workers: W, dataPlane: process.env.PLANE ?? 'native' }, ...(process.env.CREDITS ? { engine: { gatewayCredits: Number(process.env.CREDITS) } } : {}) });
 const u = new URL(c.base);
 const body = JSON.stringify({ model: BENCH_MODEL, prompt: [1, 2, 3, 4, 5, 6, 7, 8], max_tokens: 4, ignore_eos: true, stream: true });
 const reqText = `POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
