@@ -22,6 +22,8 @@
  * /proc/<pid>/task/*): `main`, `dpRelay` (the native data plane's thread), `nodeThreads` (Node's unnamed threads or V8's
  * named ones: V8's platform workers, the compiler's jobs and the collector's helpers, with libuv's pool), `other`; and per group A over B, over all blocks and per pair of blocks.
  * DYNAMOLLM_GATEWAY_NODE_FLAGS=<flags>@tree runs that cluster's gateways with those node flags (actors/gateway/node-flags.ts).
+ * With `--trace-gc` among them (ABBA runs), `scavenges` prints that cluster's gateway scavenges per 1,000 requests (RT:
+ * per 1,000 tokens) over the blocks and per block, counted from the trace lines `up` relays (V8 prints one per GC).
  */
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
@@ -103,10 +105,16 @@ function roleOf(pid: number): string {
     return '?';
   }
 }
-interface Cluster { up: ChildProcess; base: string; gw: number[]; control: number[] }
+interface Cluster { up: ChildProcess; base: string; gw: number[]; control: number[]; output: () => string }
 async function start({ tree, env }: { tree: string; env: Record<string, string> }): Promise<Cluster> {
-  const { up, base } = await startBenchCluster({ tree, name: 'gateway-ab', engineArgs: RT ? [] : ['--zero-delay'], env: () => env });
-  return { up, base, gw: gatewayPids(up.pid!), control: controlPids(up.pid!) };
+  const bc = await startBenchCluster({ tree, name: 'gateway-ab', engineArgs: RT ? [] : ['--zero-delay'], env: () => env });
+  return { up: bc.up, base: bc.base, gw: gatewayPids(bc.up.pid!), control: controlPids(bc.up.pid!), output: () => bc.output() };
+}
+/** The gateway processes' scavenges in `--trace-gc` lines of the cluster's output from character `from` on. */
+function scavenges(c: Cluster, from: number): number {
+  let n = 0;
+  for (const m of c.output().slice(from).matchAll(/^\[(\d+):0x[0-9a-f]+\]\s+[\d.]+ ms: Scavenge/gm)) if (c.gw.includes(Number(m[1]))) n++;
+  return n;
 }
 /** One request; the tokens it streamed (0 when refused: 429/503, the emulated cluster at its capacity). */
 async function one(base: string): Promise<number> {
@@ -200,12 +208,15 @@ async function abba(): Promise<void> {
   const perBlock = { A: [] as [number, number, number][], B: [] as [number, number, number][] };
   /** per block: the gateway processes' thread groups' CPU ms */
   const groupBlocks = { A: [] as Groups[], B: [] as Groups[] };
+  /** per block: the gateway processes' scavenges (--trace-gc among their node flags) */
+  const gcBlocks = { A: [] as number[], B: [] as number[] };
   for (const k of order) {
     const c = k === 'A' ? A : B;
     const th0 = threadGroups(c.gw);
     const m0 = c.gw.reduce((a, p) => a + mainNs(p), 0);
-    const g0 = sumCpu(c.gw), c0 = sumCpu(c.control), r0 = byRole(c.control), t0 = performance.now();
+    const g0 = sumCpu(c.gw), c0 = sumCpu(c.control), r0 = byRole(c.control), t0 = performance.now(), o0 = c.output().length;
     const done = await loop(c.base, Number(secsArg), REQS);
+    gcBlocks[k].push(scavenges(c, o0));
     perBlock[k].push([c.gw.reduce((a, p) => a + mainNs(p), 0) - m0, sumCpu(c.gw) - g0, done]);
     groupBlocks[k].push(minus(threadGroups(c.gw), th0));
     const wall = (performance.now() - t0) / 1000;
@@ -245,8 +256,10 @@ async function abba(): Promise<void> {
     AoverB: Object.fromEntries(GROUPS.map((g) => [g, +(groupPer('A', g) / groupPer('B', g)).toFixed(3)])),
     pairAoverB: Object.fromEntries(GROUPS.map((g) => [g, stats(groupBlocks.A.map((a, j) => a[g] / perBlock.A[j]![2] / (groupBlocks.B[j]![g] / perBlock.B[j]![2])))])),
   };
+  const per1000 = (k: 'A' | 'B') => +((gcBlocks[k].reduce((s, x) => s + x, 0) * 1000) / perBlock[k].reduce((s, x) => s + x[2], 0)).toFixed(2);
   console.log(JSON.stringify({
     threads,
+    scavenges: { per1000: { A: per1000('A'), B: per1000('B') }, blocks: gcBlocks },
     pairs: {
       mainThreadUsRequest: { A: perReq('A', 0, 1e-3), B: perReq('B', 0, 1e-3) }, processUsRequest: { A: perReq('A', 1, 1e3), B: perReq('B', 1, 1e3) },
       mainThreadAoverB: stats(pairRatio(0)), processAoverB: stats(pairRatio(1)),
