@@ -19,11 +19,10 @@
  * of the window the profiled process's main thread CPU (schedstat).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { freePort } from '../test/helpers/net.ts';
+import { BENCH_MODEL, startBenchCluster } from './bench-cluster.ts';
 import { descendants, tree } from '../test/bench/datapath-cpu.ts';
 import { threadCounters } from '../test/bench/thread-cpu.ts';
 import { ReplayLoad } from './replay-load.ts';
@@ -31,7 +30,7 @@ import { RT_LEN } from '../test/bench/datapath.bench.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TREE = resolve(process.argv[2] ?? REPO);
-const MODEL = 'llama3.1-8b';
+const MODEL = BENCH_MODEL;
 const WARM_S = Number(process.env.WARM_S ?? 60);
 const PROFILE_S = Number(process.env.PROFILE_S ?? 20);
 const INTERVAL_US = Number(process.env.INTERVAL_US ?? 200);
@@ -142,31 +141,17 @@ function summarize(p: Profile, reqs: number): string {
     `inclusive time by the project's functions (share of busy samples with it on the stack):\n${top(inclFn, TOP)}\n`;
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'gateway-profile-'));
-const cfg = join(dir, 'bench.json');
-writeFileSync(cfg, JSON.stringify({
-  model: MODEL, gpu: 'h100', profile: 'profiles/llama3.1-8b.h100.tp1.json', servers: [{ id: 'n0', gpus: 1 }],
-  pools: [{ id: 'pool-all', types: ['SS', 'SM', 'SL', 'MS', 'MM', 'ML', 'LS', 'LM', 'LL'] }],
-  epochs: { clusterS: 3600, poolS: 3600, instanceS: 5 },
-  engine: { kind: 'emulator', initialTp: 1, maxInEngine: 64, maxQueued: 1024, healthDeadlineMs: 30_000, args: RT ? [] : ['--zero-delay'] },
-  gateway: { maxInflight: 4096, dataPath: 'direct', requestPlane: 'direct', ...(PLANE ? { dataPlane: PLANE } : {}) },
-}));
-const preload = join(dir, 'profile-window.mjs');
-writeFileSync(preload, PRELOAD);
-const gp = await freePort();
-let out = '';
-const up = spawn(process.execPath, [join(TREE, 'bin', 'dynamollm.js'), 'up', '--config', cfg, '--port', String(gp), '--run-dir', dir, '--gateway-standbys', '0'], {
-  stdio: ['ignore', 'pipe', 'pipe'], cwd: TREE,
-  env: { ...process.env, NODE_OPTIONS: `--import=${pathToFileURL(preload).href}${PERF ? ' --perf-basic-prof' : ''}`, DYNAMOLLM_LOG_LEVEL: 'error', DYN_PROF_DIR: dir, DYN_PROF_INTERVAL: String(INTERVAL_US) },
+// the datapath bench's one-instance cluster (scripts/bench-cluster.ts), every process of it loading the profiler's preload
+const c = await startBenchCluster({
+  tree: TREE, name: 'gateway-profile', engineArgs: RT ? [] : ['--zero-delay'], gateway: PLANE ? { dataPlane: PLANE } : {}, upArgs: ['--gateway-standbys', '0'],
+  env: (dir) => {
+    const preload = join(dir, 'profile-window.mjs');
+    writeFileSync(preload, PRELOAD);
+    return { NODE_OPTIONS: `--import=${pathToFileURL(preload).href}${PERF ? ' --perf-basic-prof' : ''}`, DYN_PROF_DIR: dir, DYN_PROF_INTERVAL: String(INTERVAL_US) };
+  },
 });
-up.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-up.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+const { up, base, dir } = c;
 try {
-  for (const until = Date.now() + 120_000; !out.includes('cluster ready');) {
-    if (Date.now() > until || up.exitCode !== null) throw new Error(out.slice(-3000));
-    await sleep(200);
-  }
-  const base = `http://127.0.0.1:${gp}`;
   const gw = ROLE === 'gateway' ? tree(up.pid!).gateway[0]! : descendants(up.pid!).find((d) => d.cmd.includes('actor\0instance\0'))?.pid;
   if (gw === undefined) throw new Error(`no ${ROLE} process under up`);
   const warm = await loop(base, WARM_S);
@@ -215,7 +200,5 @@ try {
   }
 } finally {
   await replay?.stop();
-  const exited = new Promise((r) => up.once('exit', r));
-  up.kill('SIGINT');
-  await Promise.race([exited, sleep(30_000)]);
+  await c.stop();
 }

@@ -1,5 +1,6 @@
 /**
- * The real-time run's closed loop for the measuring scripts (scripts/gateway-syscalls.ts, scripts/relay-syscalls.ts):
+ * The real-time run's closed loop for the measuring scripts (scripts/gateway-syscalls.ts, scripts/relay-syscalls.ts,
+ * scripts/gateway-profile.ts RT=1):
  * RT_CLIENTS clients of replay-shaped requests (test/bench/datapath.bench.ts) while it is on.
  */
 import { BENCH_MODEL } from './bench-cluster.ts';
