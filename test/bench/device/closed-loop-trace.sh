@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine's 16 cores (GPU unused; engines emulated): the data-path bench's closed loop
 # (DYN_BENCH_REALTIME=0) once per arm of $ARMS, each gateway process tracing every request's first-token path
-# (DYN_TRACE_FIRST_TOKEN), and where the closed loop's requests spend their time (trace-segments.mjs: routed after an
+# (DYN_TRACE_FIRST_TOKEN), and where the closed loop's requests spend their time (trace-segments.ts: routed after an
 # admission round trip or a queue wait, the engine's first bytes, ...). An arm: `<workers>` or `<workers>g` (nats-server
 # at GOMAXPROCS=$PROCS). CLIENTS: the closed loop's clients, WARM: its warm-up seconds. Pack first
 # (WITH_TSX=1 bash test/bench/device/pack-replay.sh; npm run build), run there with carry [".device","dist"]:
@@ -23,7 +23,7 @@ for arm in $ARMS; do
     DYN_BENCH_GATEWAY_WORKERS="$w" DYN_BENCH_CLIENTS="$CLIENTS" DYN_BENCH_WARM_S="$WARM" \
     node --import tsx test/bench/run.ts datapath > /tmp/ct/run-$arm.txt 2>&1
   grep -v '^#' /tmp/ct/run-$arm.txt | grep -E '^\||Closed loop|WARNING|direct:' >> /tmp/ct/summary.txt
-  node test/bench/device/trace-segments.mjs /tmp/ct/trace-$arm.jsonl >> /tmp/ct/summary.txt 2>&1
+  node --import tsx test/bench/device/trace-segments.ts /tmp/ct/trace-$arm.jsonl >> /tmp/ct/summary.txt 2>&1
 done
 echo "== ended at $(( $(date +%s) - T0 )) s, $(date -u +%T)" >> /tmp/ct/summary.txt
 cp /tmp/ct/summary.txt "$OUT/summary.txt"
