@@ -49,6 +49,9 @@ export interface ConnectOptions {
   inboxPrefix?: string;
 }
 
+/** how long caughtUp() waits for acks sent and not yet applied by the server before it answers false. */
+const CAUGHT_UP_ACK_MS = 2000;
+
 /** One validated message of a live subscription. */
 export interface Received<T> {
   value: T;
@@ -82,7 +85,8 @@ export interface StreamSubscription<T> extends AsyncIterable<StreamReceived<T>> 
   readonly invalid: number;
   /** the consumer's name on the server. */
   readonly consumer: string;
-  /** true when the consumer has nothing left to deliver and nothing unacknowledged (asks the server). */
+  /** true when the consumer has nothing left to deliver and nothing unacknowledged (asks the server; acks sent here and
+   * not yet applied there are waited for, up to 2 s). */
   caughtUp(): Promise<boolean>;
   stop(): Promise<void>;
 }
@@ -266,8 +270,13 @@ export class DynamoClient {
     const consumer = await jsClient(this.nc).consumers.get(stream, name);
     const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.min(256, o.maxAckPending ?? 1000) });
     let invalid = 0;
+    // the stream sequence of the last message taken from the consumer, and how many of those taken are not yet acked
+    // or nak'd here: what caughtUp() needs to tell an ack still on its way to the server from a message unanswered
+    let lastSeq = 0;
+    let unsettled = 0;
     async function* iterate(): AsyncGenerator<StreamReceived<T>> {
       for await (const m of messages as AsyncIterable<JsMsg>) {
+        lastSeq = m.seq;
         let value: T;
         try {
           value = codec.decode(m.data, m.subject);
@@ -280,9 +289,16 @@ export class DynamoClient {
           m.ack();
           continue;
         }
+        let settled = false;
+        const settle = () => {
+          if (settled) return;
+          settled = true;
+          unsettled--;
+        };
+        unsettled++;
         yield {
           value, subject: m.subject, seq: m.seq, time: m.time, redelivered: m.redelivered,
-          ack: () => m.ack(), nak: (d?: number) => m.nak(d),
+          ack: () => (settle(), m.ack()), nak: (d?: number) => (settle(), m.nak(d)),
         };
       }
     }
@@ -292,8 +308,17 @@ export class DynamoClient {
         return invalid;
       },
       caughtUp: async () => {
-        const i = await jsm.consumers.info(stream, name);
-        return i.num_pending === 0 && i.num_ack_pending === 0;
+        // an ack is a publish the server applies after it reads it: when every message delivered has been taken and
+        // answered here, acks the server still counts as pending are on their way, and it is asked again until they
+        // land (or CAUGHT_UP_ACK_MS passes: then an answer was lost, and the consumer is not caught up)
+        const until = Date.now() + CAUGHT_UP_ACK_MS;
+        for (;;) {
+          const i = await jsm.consumers.info(stream, name);
+          if (i.num_pending === 0 && i.num_ack_pending === 0) return true;
+          const inFlight = i.num_pending === 0 && unsettled === 0 && i.delivered.stream_seq <= lastSeq;
+          if (!inFlight || Date.now() >= until) return false;
+          await new Promise((r) => setTimeout(r, 20));
+        }
       },
       stop: async () => {
         await messages.close().catch(() => {});

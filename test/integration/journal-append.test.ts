@@ -6,7 +6,9 @@
  * the server stopped an append is refused within its deadline. A JournalWriter over these appends sends an entry
  * refused while the stream was missing again until the stream holds it.
  */
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/wait.ts';
 import { startNatsServer, type TestNats } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
@@ -14,6 +16,12 @@ import { ensureResumeStream } from '../../actors/common/events.ts';
 import { JournalWriter, foldJournal, jetStreamAppend, readJournal } from '../../actors/gateway/resume.ts';
 import { inboxPrefix } from '../../protocols/index.ts';
 import type { ResumeEntry } from '../../protocols/journal.ts';
+
+/** the process's state letter from /proc/<pid>/stat (R, S, T for stopped, ...). */
+function processState(pid: number): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).charAt(0);
+}
 
 let nats: TestNats;
 let admin: Bus;
@@ -72,6 +80,9 @@ describe('jetStreamAppend', () => {
     // the server stopped (SIGSTOP): the entry is sent, no answer comes; then the connection closes under it
     process.kill(nats.pid, 'SIGSTOP');
     try {
+      // kill() returns once the signal is queued; the server's threads stop when the kernel next runs them (on a
+      // loaded host, later): the entry is sent only once the process reads as stopped
+      await waitFor(() => (processState(nats.pid) === 'T' ? true : undefined), 5000, 'nats-server stopped');
       const waiting = append(head('j7'), 20_000);
       const settled = waiting.then(() => 'held', (e: unknown) => (e as Error).message);
       await new Promise((r) => setTimeout(r, 200));
