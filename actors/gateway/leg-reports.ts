@@ -74,7 +74,9 @@ export function legReport(bus: Bus, instance: string, rep: LegReport, joinable =
   const key = `${instance} ${rep.id}`;
   const prev = h.byLeg.get(key);
   if (prev && joinHeld(prev, rep)) return;
-  const e: Held = { instance, rep, ...(joinable ? { joinable } : {}), ...(batches ? { batches } : {}) };
+  const e: Held = { instance, rep };
+  if (joinable) e.joinable = true;
+  if (batches) e.batches = true;
   h.q.push(e);
   h.byLeg.set(key, e);
   // on the wall clock, as the socket's write is: a test's ManualClock does not hold the reports (nor the turn's end)

@@ -175,6 +175,17 @@ export async function* flatten(batches: AsyncIterable<readonly TokenChunk[]>): A
   for await (const b of batches) yield* b;
 }
 
+/**
+ * An admitted stream (NatsBackend's AdmittedStream): its admission, its batches, and its chunks one by one. A class: an
+ * object literal with a computed `[Symbol.asyncIterator]` member is built on V8's slow path, once per request.
+ */
+export class AdmittedBatches<A> {
+  constructor(readonly admission: A, readonly batches: (sink?: BatchSink) => AsyncIterable<readonly TokenChunk[]>) {}
+  [Symbol.asyncIterator](): AsyncIterator<TokenChunk> {
+    return flatten(this.batches())[Symbol.asyncIterator]();
+  }
+}
+
 /** What the cluster or the connection answered that another attempt (same id) can fix: a dead or moving manager. */
 export function retryableAdmission(code: string | undefined): boolean {
   return code === 'timeout' || code === 'no_responders' || code === 'unavailable';

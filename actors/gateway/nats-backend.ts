@@ -52,7 +52,7 @@ import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { RelayFlow } from './relay-flow.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, canContinue, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, legStarted, endReport, placedChunk, engineDown, firstOrLocal, fixed, flatten, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, canContinue, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, legStarted, endReport, placedChunk, engineDown, firstOrLocal, fixed, AdmittedBatches, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -343,7 +343,7 @@ export class NatsBackend implements GatewayBackend {
       throw err;
     }));
     const read = (sink?: BatchSink) => (cur.batches ??= this.stream(req, cur as { leg: Leg }, signal, onAbort, firstByMs, st, hooks, sink));
-    return { admission: opened.admission, batches: read, [Symbol.asyncIterator]: () => flatten(read())[Symbol.asyncIterator]() };
+    return new AdmittedBatches(opened.admission, read);
   }
 
   /** The client's stream over one or more legs from `st` (new or resumed), in batches (those read from an engine mid-stream to `sink`, when given). */

@@ -6,7 +6,7 @@
  * JSON.parse's.
  */
 import { describe, expect, it } from 'vitest';
-import { parseJsonBody } from '../../actors/gateway/body.ts';
+import { KEEP_MIN_IDS, parseJsonBody } from '../../actors/gateway/body.ts';
 import { completionBody, completionPayload } from '../../src/engine/client.ts';
 import { idsJson } from '../../src/engine/prompt-json.ts';
 import type { EngineCompletionRequest } from '../../src/engine/engine.ts';
@@ -25,11 +25,21 @@ describe('parseJsonBody', () => {
     const { body, json } = kept(replay);
     expect(body).toEqual(JSON.parse(replay));
     expect(json).toBe(JSON.stringify(ids));
-    for (const t of ['{"prompt":[0],"model":"m"}', '{"model":"m","prompt":[5,0,10,9007199254740991]}', '{"prompt":[1,2,3]}']) {
+    const pad = Array.from({ length: KEEP_MIN_IDS }, (_, i) => i).join(',');
+    for (const t of [`{"prompt":[0,${pad}],"model":"m"}`, `{"model":"m","prompt":[5,0,10,9007199254740991,${pad}]}`, `{"prompt":[${pad}]}`]) {
       const k = kept(t);
       expect(k.body).toEqual(JSON.parse(t));
       expect(k.json).toBe(JSON.stringify(k.body.prompt));
     }
+  });
+
+  it('keeps no text of a prompt shorter than KEEP_MIN_IDS ids (JSON.stringify writes it for less)', () => {
+    for (const n of [1, 8, KEEP_MIN_IDS - 1]) {
+      const { body, json } = kept(JSON.stringify({ model: 'm', prompt: Array.from({ length: n }, (_, i) => i + 100) }));
+      expect(Array.isArray(body.prompt)).toBe(true);
+      expect(json, String(n)).toBeUndefined();
+    }
+    expect(kept(JSON.stringify({ prompt: Array.from({ length: KEEP_MIN_IDS }, (_, i) => i) })).json).toBeDefined();
   });
 
   it('keeps no text that JSON.stringify would not write for the body’s own prompt', () => {
@@ -52,13 +62,16 @@ describe('parseJsonBody', () => {
       '{"s":"\\"prompt\\":[3]","prompt":[1,2]}',
       '[{"prompt":[1,2]}]',
     ];
-    for (const t of cases) {
+    // each array's ids after KEEP_MIN_IDS canonical ones: long enough to be kept, were it not for what each case tests
+    const long = (t: string) => t.replace(/\[(?=[\d-])/g, `[${Array.from({ length: KEEP_MIN_IDS }, (_, i) => i).join(',')},`);
+    for (const c of cases) {
+      const t = long(c);
       const { body, json } = kept(t);
       expect(body, t).toEqual(JSON.parse(t));
       if (json !== undefined) expect(json, t).toBe(JSON.stringify(body.prompt));
     }
     // each of these has the one canonical spelling elsewhere than the body's own prompt, or none
-    for (const t of cases.slice(0, 13)) expect(kept(t).json, t).toBeUndefined();
+    for (const t of cases.slice(0, 13)) expect(kept(long(t)).json, t).toBeUndefined();
   });
 
   it("throws JSON.parse's error for a body that is not JSON", () => {
@@ -99,10 +112,11 @@ describe('completionPayload', () => {
     same(base([1, 2, 3]));
     same(base('hello'));
     same({ ...base(undefined), chat: [{ role: 'user', content: 'hi' }] });
-    const prompt = (parseJsonBody('{"prompt":[1,2,3]}') as { prompt: number[] }).prompt;
+    const prompt = (parseJsonBody(JSON.stringify({ prompt: Array.from({ length: KEEP_MIN_IDS }, () => 1).concat([2, 3]) })) as { prompt: number[] }).prompt;
+    expect(idsJson(prompt)).toBeDefined();
     prompt.push(4);
     expect(idsJson(prompt)).toBeUndefined();
-    expect(completionPayload(base(prompt))).toContain('"prompt":[1,2,3,4]');
+    expect(completionPayload(base(prompt))).toContain(',1,2,3,4]');
     same(base(prompt));
   });
 });
