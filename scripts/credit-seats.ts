@@ -5,7 +5,7 @@
  * instance's MAX seats), and a one-way NATS delay of RTT/2 for every report, admission and loan. A request that finds no
  * credit asks for admission (one round trip; queued at the instance while running requests and credits outstanding
  * fill its seats). Prints, per (G, C, RTT): requests per second, the share routed without a credit, the share queued.
- *   npx tsx scripts/credit-seats.ts            env: MAX (64), PER (16: engine.gatewayCredits), SERVICE_MS (1), SIM_S (5)
+ *   npx tsx scripts/credit-seats.ts   env: MAX (64), PER (16: engine.gatewayCredits), SERVICE_MS (1), SIM_S (5), HOLD_MS (0)
  * The instance hears of a credited start RTT/2 after it and of an end RTT/2 after it, so a request holds its seat
  * from start to end shifted by RTT/2, and the credits spent on the way still count as outstanding: the seats the
  * loans need grow with the rate times the round trip, on top of the requests running.
@@ -16,6 +16,12 @@ const MAX = Number(process.env.MAX ?? 64);
 const PER = Number(process.env.PER ?? 16);
 const SERVICE_MS = Number(process.env.SERVICE_MS ?? 1);
 const SIM_MS = Number(process.env.SIM_S ?? 5) * 1000;
+/**
+ * the gateway's hold of the reports that want no reply (a credited start without a top-up, an end), ms: while reports
+ * come often they go out together at the end of a window of this length (actors/gateway/leg-reports.ts), modelled as
+ * windows back to back, so that a leg's reports keep their order.
+ */
+const HOLD_MS = Number(process.env.HOLD_MS ?? 0);
 /** the client's turnaround between two requests, ms. */
 const THINK_MS = 0.02;
 
@@ -68,6 +74,7 @@ function simulate(G: number, C: number, rttMs: number): { reqPerS: number; uncre
   const cfg = { perGateway: PER, ttlMs: 2000 };
   const ctx = { grant: { url: '', apiKey: '' }, pool: 'p' };
   let sent = 0, uncredited = 0, queued = 0, done = 0;
+  const hold = () => (HOLD_MS > 0 ? Math.ceil(ag.now / HOLD_MS) * HOLD_MS - ag.now : 0);
   const seatsTaken = () => running.size + creditsOutstanding(ledger, ag.now);
   const lend = (g: number, want?: number) => {
     const r = lendCredits(ledger, `g${g}`, waiting.length === 0 ? MAX - seatsTaken() : 0, ag.now, cfg, want);
@@ -80,7 +87,7 @@ function simulate(G: number, C: number, rttMs: number): { reqPerS: number; uncre
   // the engine serves it; the end reaches the instance d later; the client sends its next request
   const serve = (id: number, g: number) => ag.at(ag.now + SERVICE_MS, () => {
     if (ag.now <= SIM_MS) done++;
-    ag.at(ag.now + d, () => (running.delete(id), admitWaiting()));
+    ag.at(ag.now + d + hold(), () => (running.delete(id), admitWaiting()));
     ag.at(ag.now + THINK_MS, () => send(g));
   });
   const send = (g: number) => {
@@ -89,7 +96,7 @@ function simulate(G: number, C: number, rttMs: number): { reqPerS: number; uncre
     const spent = creditSpend(lines[g]!, 'i', ag.now);
     if (spent) {
       serve(id, g);
-      ag.at(ag.now + d, () => {
+      ag.at(ag.now + d + (spent.topUp ? 0 : hold()), () => {
         ledger = spendCredit(ledger, `g${g}`, spent.epoch, ag.now).ledger;
         running.add(id);
         if (spent.topUp) {
@@ -117,7 +124,7 @@ function simulate(G: number, C: number, rttMs: number): { reqPerS: number; uncre
   return { reqPerS: done / (SIM_MS / 1000), uncredited: uncredited / sent, queued: queued / sent };
 }
 
-console.log(`seats ${MAX}, engine.gatewayCredits ${PER}, service ${SERVICE_MS} ms, ${SIM_MS / 1000} s simulated`);
+console.log(`seats ${MAX}, engine.gatewayCredits ${PER}, service ${SERVICE_MS} ms, reports held up to ${HOLD_MS} ms, ${SIM_MS / 1000} s simulated`);
 console.log('| gateways x clients | round trip (ms) | req/s | without a credit | queued at the instance |\n|---|---|---|---|---|');
 for (const [G, C] of [[1, 16], [4, 4], [8, 2]] as const) {
   for (const rtt of [0.3, 1, 3, 6]) {
