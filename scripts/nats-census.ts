@@ -29,10 +29,13 @@ const WARM = Number(process.env.WARM ?? 5);
 const IDLE = Number(process.env.IDLE ?? 8);
 const CLIENTS = Number(process.env.CLIENTS ?? 16);
 
+/** The NATS protocol parser the preload uses (its file URL: the preload is written to the run dir). */
+const WIRE = new URL('../test/bench/nats-wire.mjs', import.meta.url).href;
+
 /** The module every process of the cluster imports (plain JavaScript). */
 const PRELOAD = `
 import fs from 'node:fs';
-import net from 'node:net';
+import { tapNats } from '${WIRE}';
 import { syncBuiltinESMExports } from 'node:module';
 const dir = process.env.DYN_CENSUS_DIR;
 const a = process.argv.indexOf('actor');
@@ -49,59 +52,30 @@ if (role === 'up') {
 const counts = {};
 const inc = (k) => { counts[k] = (counts[k] ?? 0) + 1; };
 const key = (s) => s.replace(/-w\\d+/g, '-w*').replace(/^(_INBOX\\.[^.]+\\.[^.]+)\\..*$/, '$1.<id>').split('.').map((t) => (t.length >= 16 || /^\\d{3,}$/.test(t) ? '<id>' : t)).join('.');
-const state = new WeakMap();
-function parse(sock, d, out) {
-  let st = state.get(sock);
-  if (!st) {
-    if (out) return;
-    const s0 = typeof d === 'string' ? d : Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1');
-    if (!s0.startsWith('INFO ')) { state.set(sock, null); return; }
-    st = { in: { buf: '', skip: 0 }, out: { buf: '', skip: 0 }, sids: new Map() };
-    state.set(sock, st);
-  }
-  if (st === null) return;
-  const p = out ? st.out : st.in;
-  inc(out ? 'socket writes' : 'socket reads');
-  p.buf += typeof d === 'string' ? d : Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1');
-  for (;;) {
-    if (p.skip > 0) {
-      const n = Math.min(p.skip, p.buf.length);
-      if (p.leg !== undefined) p.leg += p.buf.slice(0, n);
-      p.buf = p.buf.slice(n); p.skip -= n;
-      if (p.skip > 0) return;
-      if (p.leg !== undefined) {
-        const t = p.leg; p.leg = undefined;
-        for (const ph of ['credited', 'first_token', 'started', 'end', 'credit']) {
-          const m = t.split(String.fromCharCode(0xa0 + ph.length) + ph).length - 1;
-          if (m) counts['leg report ' + ph] = (counts['leg report ' + ph] ?? 0) + m;
-        }
+const sids = new WeakMap();
+const sidsOf = (sock) => sids.get(sock) ?? (sids.set(sock, new Map()), sids.get(sock));
+const phases = ['credited', 'first_token', 'started', 'end', 'credit'];
+function onOp({ sock, out, op, subject, reply, fields }) {
+  if (op === 'MSG' || op === 'HMSG' || op === 'PUB' || op === 'HPUB') {
+    inc((out ? 'out ' : 'in ') + (reply !== undefined ? 'req ' : '') + key(subject));
+    // a leg report's phases, counted in its msgpack (a batch holds several): the fixstr of each phase's name
+    if (out && subject.endsWith('.leg')) return (t) => {
+      for (const ph of phases) {
+        const m = t.split(String.fromCharCode(0xa0 + ph.length) + ph).length - 1;
+        if (m) counts['leg report ' + ph] = (counts['leg report ' + ph] ?? 0) + m;
       }
-    }
-    const e = p.buf.indexOf('\\r\\n');
-    if (e < 0) return;
-    const line = p.buf.slice(0, e); p.buf = p.buf.slice(e + 2);
-    const f = line.split(' ').filter(Boolean);
-    const op = (f[0] ?? '').toUpperCase();
-    if (op === 'MSG' || op === 'HMSG' || op === 'PUB' || op === 'HPUB') {
-      p.skip = Number(f[f.length - 1]) + 2;
-      const isMsg = op.endsWith('MSG');
-      const hasReply = f.length > (op === 'MSG' ? 4 : op === 'HMSG' ? 5 : op === 'PUB' ? 3 : 4);
-      inc((isMsg ? 'in ' : 'out ') + (hasReply ? 'req ' : '') + key(f[1]));
-      if (out && f[1].endsWith('.leg')) p.leg = '';
-    } else if (op === 'SUB' && out) {
-      const sid = f[f.length - 1]; st.sids.set(sid, f[1]);
-      inc('sub ' + key(f[1]) + (f.length > 3 ? ' q' : ''));
-    } else if (op === 'UNSUB' && out) {
-      inc('unsub ' + key(st.sids.get(f[1]) ?? '?') + (f.length > 2 ? ' max' : ''));
-    } else if (op === 'PING' || op === 'PONG') inc((out ? 'out ' : 'in ') + op);
-  }
+    };
+  } else if (op === 'SUB' && out) {
+    sidsOf(sock).set(fields[fields.length - 1], subject);
+    inc('sub ' + key(subject) + (fields.length > 3 ? ' q' : ''));
+  } else if (op === 'UNSUB' && out) {
+    inc('unsub ' + key(sidsOf(sock).get(fields[1]) ?? '?') + (fields.length > 2 ? ' max' : ''));
+  } else if (op === 'PING' || op === 'PONG') inc((out ? 'out ' : 'in ') + op);
+  return undefined;
 }
 if (dir && role !== 'other') {
   fs.writeFileSync(dir + '/census-pid-' + process.pid, role);
-  const w = net.Socket.prototype.write;
-  net.Socket.prototype.write = function (d, ...r) { try { parse(this, d, true); } catch {} return w.call(this, d, ...r); };
-  const em = net.Socket.prototype.emit;
-  net.Socket.prototype.emit = function (ev, d, ...r) { if (ev === 'data') try { parse(this, d, false); } catch {} return em.call(this, ev, d, ...r); };
+  tapNats({ onChunk: (out) => inc(out ? 'socket writes' : 'socket reads'), onOp });
   let seq = 0;
   process.on('SIGUSR2', () => {
     fs.writeFileSync(dir + '/census-' + process.pid + '-' + seq++ + '.json', JSON.stringify({ pid: process.pid, role, counts, cpu: process.cpuUsage() }));

@@ -1,38 +1,44 @@
-// NODE_OPTIONS="--import ./test/bench/device/nats-latency.mjs" NATSLAT=<file>: each gateway process times its admission
-// requests on its NATS socket (the PUB written to the reply read) and the instance manager each admission it answers
-// (the MSG read to the reply written), appending percentiles to NATSLAT every 3 s: what lies outside both is
-// nats-server and the kernel between them.
-import net from 'node:net';
+// NODE_OPTIONS="--import ./test/bench/device/nats-latency.mjs" NATSLAT=<file>: each gateway process times, on its NATS
+// socket, its admission requests (`.admit`) and its credit top-ups (a `.leg` report asked as a request), from the PUB
+// written to the reply read; the instance manager each one it answers, from the MSG read to the reply written. Every
+// 3 s each process appends its percentiles per kind to NATSLAT: what lies outside both is nats-server and the kernel
+// between them. The protocol is parsed whole (test/bench/nats-wire.mjs): a line split over two reads is counted.
 import { appendFileSync } from 'node:fs';
+import { tapNats } from '../nats-wire.mjs';
+
 const a = process.argv.indexOf('actor');
-if (a >= 0 && (process.argv[a + 1] === 'gateway' || process.argv[a + 1] === 'instance')) {
-  const role = process.argv[a + 1];
-  const pend = new Map(); const ds = [];
-  const now = () => performance.now();
-  const scan = (d, out) => {
-    const s = typeof d === 'string' ? d : Buffer.from(d.buffer ?? d, d.byteOffset ?? 0, d.byteLength ?? d.length).toString('latin1');
-    if (s.length > 65536) return;
-    const re = out ? /(?:^|\r\n)H?PUB ([^ \r\n]+)(?: ([^ \r\n]+))? \d+(?: \d+)?\r\n/g : /(?:^|\r\n)H?MSG ([^ \r\n]+) [^ \r\n]+(?: ([^ \r\n]+))? \d+(?: \d+)?\r\n/g;
-    for (const m of s.matchAll(re)) {
-      const subj = m[1]; let reply = m[2];
-      // a PUB with one number after subject: no reply; regex captured the byte count? guard
-      if (reply && /^\d+$/.test(reply)) reply = undefined;
-      if (role === 'gateway') {
-        if (out && subj.endsWith('.admit') && reply) pend.set(reply, now());
-        else if (!out && pend.has(subj)) { ds.push(now() - pend.get(subj)); pend.delete(subj); }
-      } else {
-        if (!out && subj.endsWith('.admit') && reply) pend.set(reply, now());
-        else if (out && pend.has(subj)) { ds.push(now() - pend.get(subj)); pend.delete(subj); }
+const role = a >= 0 ? process.argv[a + 1] : undefined;
+if (role === 'gateway' || role === 'instance') {
+  const pend = new Map();
+  const samples = { admit: [], topup: [] };
+  const kindOf = (subject) => (subject.endsWith('.admit') ? 'admit' : subject.endsWith('.leg') ? 'topup' : undefined);
+  // the gateway asks (written) and is answered (read); the instance is asked (read) and answers (written)
+  const asks = role === 'gateway';
+  tapNats({
+    onOp: ({ out, op, subject, reply }) => {
+      if (subject === undefined) return;
+      if (out === asks && reply !== undefined && (op === 'PUB' || op === 'HPUB' || op === 'MSG' || op === 'HMSG')) {
+        const kind = kindOf(subject);
+        if (kind) pend.set(reply, { kind, t: performance.now() });
+      } else if (out !== asks) {
+        const p = pend.get(subject);
+        if (p) {
+          pend.delete(subject);
+          samples[p.kind].push(performance.now() - p.t);
+        }
       }
-    }
-  };
-  const w = net.Socket.prototype.write;
-  net.Socket.prototype.write = function (d, ...r) { try { scan(d, true); } catch {} return w.call(this, d, ...r); };
-  const e = net.Socket.prototype.emit;
-  net.Socket.prototype.emit = function (ev, d, ...r) { if (ev === 'data') try { scan(d, false); } catch {} return e.call(this, ev, d, ...r); };
+      return undefined;
+    },
+  });
   setInterval(() => {
-    if (ds.length < 50) return;
-    const x = ds.splice(0).sort((p, q) => p - q); const q = (p) => x[Math.floor(p * (x.length - 1))].toFixed(3);
-    appendFileSync(process.env.NATSLAT, `${role} ${process.pid} n=${x.length} p10 ${q(.1)} p50 ${q(.5)} p90 ${q(.9)} p99 ${q(.99)}\n`);
+    for (const [kind, ds] of Object.entries(samples)) {
+      if (ds.length < 50) continue;
+      const x = ds.splice(0).sort((p, q) => p - q);
+      const q = (p) => x[Math.floor(p * (x.length - 1))].toFixed(3);
+      appendFileSync(process.env.NATSLAT, `${role} ${process.pid} ${kind} n=${x.length} p10 ${q(0.1)} p50 ${q(0.5)} p90 ${q(0.9)} p99 ${q(0.99)}\n`);
+    }
+    // a request never answered (its deadline passed) is not a sample
+    const old = performance.now() - 60_000;
+    for (const [k, p] of pend) if (p.t < old) pend.delete(k);
   }, 3000).unref();
 }
