@@ -8,7 +8,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { jetstream as js } from '@nats-io/jetstream';
+import { jetstream as js, jetstreamManager } from '@nats-io/jetstream';
 import { startNatsServer, type TestNats } from '../helpers/nats.ts';
 import { Bus } from '../../src/runtime/bus.ts';
 import { silentLogger } from '../../src/runtime/logger.ts';
@@ -271,16 +271,20 @@ export function harnessOver(x: { nats: TestNats; bus: Bus; cfgPath: string; conf
       throw new Error(`cluster not ready in ${timeoutMs} ms: ${notReady(n, last, { t0, first: firstAt, last: lastAt }, asked)}`);
     },
     async streamEvents() {
+      // read up to the stream's last message as its info gives it: a fetch returns what came within its expiry, and a
+      // short one (a stream whose leader was just elected) is not the end; one that brings nothing is an error to retry
       const out: DecisionEvent[] = [];
+      const last = (await (await jetstreamManager(bus.nc)).streams.info(jetstream.eventsStream)).state.last_seq;
       const c = await js(bus.nc).consumers.get(jetstream.eventsStream);
-      for (;;) {
+      for (let seq = 0; seq < last;) {
         const batch = await c.fetch({ max_messages: 1000, expires: 1000 });
         let n = 0;
         for await (const m of batch) {
           n++;
+          seq = m.seq;
           out.push(DecisionEvent.decode(m.data));
         }
-        if (n < 1000) break;
+        if (n === 0) throw new Error(`the events stream gave nothing past sequence ${seq} of ${last}`);
       }
       return out;
     },
