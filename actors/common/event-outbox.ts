@@ -1,0 +1,154 @@
+/**
+ * The decision events of one actor on their way into the events stream, in order, each stored once.
+ *
+ * An event is published with JetStream's acknowledgement and a message id (`Nats-Msg-Id`: the actor, this
+ * publisher's start, its count) and held until the stream acknowledges it. A publication the stream did not take (no
+ * stream yet: the first planner's lease event comes before its setup made the stream; no stream leader: the seconds
+ * after a NATS cluster heals or a server restarts; no answer within ACK_TIMEOUT_MS) is sent again after a backoff,
+ * RETRY_MIN_MS doubling to RETRY_MAX_MS; one sent again after the stream stored it but its acknowledgement was lost
+ * is dropped by the stream (the same message id within its duplicate window, 2 minutes). A live subscriber of the
+ * events' subjects (core NATS) may get such an event twice, with the same message id.
+ *
+ * The outbox holds `max` events at most (EVENT_OUTBOX_MAX): past it the oldest go, counted and logged. It sends one
+ * event at a time, so the stream keeps each actor's events in the order they were decided. It stops when its bus closes.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Bus } from '../../src/runtime/bus.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
+
+export const EVENT_OUTBOX_MAX = 4096;
+export const ACK_TIMEOUT_MS = 5000;
+export const RETRY_MIN_MS = 250;
+export const RETRY_MAX_MS = 5000;
+
+export interface EventOutboxOpts {
+  max?: number;
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  ackTimeoutMs?: number;
+  /** the retries' and idle()'s timers (default the system's; unref'd where the handle can be) */
+  clock?: Clock;
+}
+
+interface Held {
+  subject: string;
+  data: Uint8Array;
+  id: string;
+}
+
+export class EventOutbox {
+  readonly #bus: Bus;
+  readonly #log: Logger;
+  readonly #prefix: string;
+  readonly #max: number;
+  readonly #retryMinMs: number;
+  readonly #retryMaxMs: number;
+  readonly #ackTimeoutMs: number;
+  readonly #clock: Clock;
+  #queue: Held[] = [];
+  #head = 0;
+  #count = 0;
+  #sending = false;
+  #idle: (() => void)[] = [];
+  /** events stored by the stream; events dropped (the outbox full, or a publication no retry can mend); sends again */
+  readonly counters = { stored: 0, dropped: 0, retries: 0 };
+
+  constructor(bus: Bus, actor: string, log: Logger, opts: EventOutboxOpts = {}) {
+    this.#bus = bus;
+    this.#log = log;
+    this.#clock = opts.clock ?? systemClock;
+    this.#prefix = `${actor}.${this.#clock.now().toString(36)}${randomBytes(4).toString('hex')}`;
+    this.#max = opts.max ?? EVENT_OUTBOX_MAX;
+    this.#retryMinMs = opts.retryMinMs ?? RETRY_MIN_MS;
+    this.#retryMaxMs = opts.retryMaxMs ?? RETRY_MAX_MS;
+    this.#ackTimeoutMs = opts.ackTimeoutMs ?? ACK_TIMEOUT_MS;
+  }
+
+  /** events held (not yet acknowledged by the stream) */
+  get held(): number {
+    return this.#queue.length - this.#head;
+  }
+
+  /** Hold `data` for `subject` and send it after those held before it. Never throws. */
+  push(subject: string, data: Uint8Array): void {
+    if (this.#bus.closed) return;
+    if (this.held >= this.#max) {
+      // the oldest not on its way (the head is, while a send waits for its acknowledgement)
+      if (this.#sending && this.held > 1) this.#queue.splice(this.#head + 1, 1);
+      else this.#head++;
+      this.counters.dropped++;
+      if (this.counters.dropped === 1 || this.counters.dropped % 1000 === 0) {
+        this.#log.warn({ dropped: this.counters.dropped, max: this.#max }, 'decision events outbox full: the oldest events dropped');
+      }
+    }
+    this.#queue.push({ subject, data, id: `${this.#prefix}.${this.#count++}` });
+    if (!this.#sending) void this.#send();
+  }
+
+  /** Resolves once every event held now was stored or dropped, or the bus closed; false when `ms` passed first. */
+  idle(ms: number): Promise<boolean> {
+    if (!this.#sending) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const t = this.#timer(() => resolve(false), ms);
+      this.#idle.push(() => {
+        this.#clock.clearTimeout(t);
+        resolve(true);
+      });
+    });
+  }
+
+  async #send(): Promise<void> {
+    this.#sending = true;
+    let waitMs = this.#retryMinMs;
+    while (this.held > 0 && !this.#bus.closed) {
+      const e = this.#queue[this.#head]!;
+      try {
+        await this.#bus.jetstream().publish(e.subject, e.data, { msgID: e.id, timeout: this.#ackTimeoutMs });
+        this.counters.stored++;
+        this.#take(e);
+        waitMs = this.#retryMinMs;
+      } catch (err) {
+        if (this.#bus.closed) break;
+        if (!retryable(err)) {
+          this.counters.dropped++;
+          this.#log.warn({ err: (err as Error).message, subject: e.subject }, 'decision event refused by the stream: dropped');
+          this.#take(e);
+          continue;
+        }
+        this.counters.retries++;
+        this.#log.debug({ err: (err as Error).message, subject: e.subject, held: this.held, waitMs }, 'decision event not stored yet: sent again');
+        await new Promise<void>((r) => this.#timer(r, waitMs));
+        waitMs = Math.min(this.#retryMaxMs, waitMs * 2);
+      }
+    }
+    this.#sending = false;
+    for (const f of this.#idle.splice(0)) f();
+  }
+
+  /** a timer that keeps no process alive by itself (the outbox's work ends with its bus) */
+  #timer(fn: () => void, ms: number): unknown {
+    const t = this.#clock.setTimeout(fn, ms);
+    (t as { unref?: () => void })?.unref?.();
+    return t;
+  }
+
+  /** `e` (the head unless the full outbox dropped it meanwhile) leaves the outbox */
+  #take(e: Held): void {
+    if (this.#queue[this.#head] === e) this.#head++;
+    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+}
+
+/**
+ * Whether a failed publication may be stored when sent again: no responders (no stream yet), no answer in time, the
+ * stream without a leader or JetStream unavailable (503), a connection between servers. Not: a payload over the
+ * server's limit, a refused subject (no stream would take it again).
+ */
+export function retryable(err: unknown): boolean {
+  const m = ((err as { message?: string })?.message ?? '').toLowerCase();
+  return !(m.includes('max_payload') || m.includes('maximum payload') || m.includes('permissions violation'));
+}
