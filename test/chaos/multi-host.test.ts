@@ -190,7 +190,7 @@ function watchLeaders(): () => void {
     on = false;
   };
 }
-/** no split brain: each lease term of the cluster planner (its 'lease' decision events) names one leader */
+/** no split brain: each lease term of the cluster planner (its cluster managers' 'lease' decision events; a pool's have terms of their own) names one leader */
 async function expectOnePlannerPerTerm(): Promise<void> {
   const leaders = new Map<number, Set<string>>();
   // Right after a heal nats-server 2.9 answers JetStream requests "temporarily unavailable" for some seconds
@@ -200,7 +200,9 @@ async function expectOnePlannerPerTerm(): Promise<void> {
   // and a consumer's creation timed out for over 30 s once: read the events once JetStream answers, within 90 s.
   let events: Awaited<ReturnType<Harness['streamEvents']>> | undefined;
   // a fetch while the stream has no leader expires empty rather than failing: a read without one lease event is read again
-  const hasLease = (evs: NonNullable<typeof events>) => evs.some((e) => e.kind === 'lease');
+  const planners = new Set(HOSTS.map((x) => `cm-${x.i}`));
+  const plannerLease = (e: NonNullable<typeof events>[number]) => e.kind === 'lease' && planners.has(e.actor);
+  const hasLease = (evs: NonNullable<typeof events>) => evs.some(plannerLease);
   for (const until = Date.now() + 90_000; !events;) {
     try {
       const read = await h.streamEvents();
@@ -212,7 +214,7 @@ async function expectOnePlannerPerTerm(): Promise<void> {
   }
   for (const e of events) {
     const d = e.decision as { leader?: string | null; term?: number };
-    if (e.kind !== 'lease' || !d.leader || d.term === undefined) continue;
+    if (!plannerLease(e) || !d.leader || d.term === undefined) continue;
     (leaders.get(d.term) ?? leaders.set(d.term, new Set()).get(d.term)!).add(d.leader);
   }
   expect(leaders.size).toBeGreaterThan(0);
@@ -231,9 +233,10 @@ const VIEWS = (): Followed[] => [
  * that arrival (750 ms here). A view whose own NATS node died with the host hears nobody until it reconnects, and its
  * dispatch keeps every instance meanwhile (the all-silent fallback): it takes the victim out once it hears a peer
  * again, within one status interval (250 ms) of its reconnect. The bound is their sum plus SLACK_MS for the statuses'
- * delivery and timers running late on the loaded 2-core VM.
+ * delivery, this process's 50-ms samples of the views and timers running late on the loaded 2-core VM (under CI, over
+ * 100 ms); 1,200 ms stays under the 1,750 ms and more the death verdict alone would take.
  */
-const SLACK_MS = 100;
+const SLACK_MS = 200;
 const LEAVE_BOUND_MS = suspectAfterMsOf(config.liveness) + instanceStatusMs(config.liveness) + SLACK_MS;
 const POOL = config.pools[0]!.id;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
