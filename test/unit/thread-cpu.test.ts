@@ -32,10 +32,11 @@ describe('threadCounters', () => {
   });
 
   it("a busy worker thread is a row of its own, with the worker's CPU", async () => {
-    // the worker: its tid, then ~150 ms of CPU on a message
+    // the worker: its tid, then ~150 ms of CPU on a message; its listener stays, so its thread lives until terminate()
+    // (with none left it would end on its own, and a loaded machine reads the threads after it is gone)
     const w = new Worker(`const { parentPort } = require('node:worker_threads'); const { readFileSync, readlinkSync } = require('node:fs');
       const run = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1e6;
-      parentPort.once('message', () => {
+      parentPort.on('message', () => {
         const start = run(), end = performance.now() + 10000; let x = 0;
         while (run() - start < 150 && performance.now() < end) for (let i = 0; i < 1e4; i++) x += Math.sqrt(x + i);
         parentPort.postMessage(x);
