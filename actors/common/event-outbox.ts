@@ -10,7 +10,8 @@
  * events' subjects (core NATS) may get such an event twice, with the same message id.
  *
  * The outbox holds `max` events at most (EVENT_OUTBOX_MAX): past it the oldest go, counted and logged. It sends one
- * event at a time, so the stream keeps each actor's events in the order they were decided. It stops when its bus closes.
+ * event at a time, so the stream keeps each actor's events in the order they were decided. A drain of its bus waits
+ * DRAIN_WAIT_MS at most for the events held; it stops when its bus closes.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -21,6 +22,8 @@ export const EVENT_OUTBOX_MAX = 4096;
 export const ACK_TIMEOUT_MS = 5000;
 export const RETRY_MIN_MS = 250;
 export const RETRY_MAX_MS = 5000;
+/** how long a drain of the bus waits for the events held (Bus.beforeDrain), ms: within its own deadline (BUS_DRAIN_TIMEOUT_MS) */
+export const DRAIN_WAIT_MS = 3000;
 
 export interface EventOutboxOpts {
   max?: number;
@@ -100,6 +103,8 @@ export class EventOutbox {
 
   async #send(): Promise<void> {
     this.#sending = true;
+    // a drain of the bus (an actor stopping) waits for what is held, the events of its last decisions among them
+    const undrained = this.#bus.beforeDrain(() => this.idle(DRAIN_WAIT_MS));
     let waitMs = this.#retryMinMs;
     while (this.held > 0 && !this.#bus.closed) {
       const e = this.#queue[this.#head]!;
@@ -123,6 +128,7 @@ export class EventOutbox {
       }
     }
     this.#sending = false;
+    undrained();
     for (const f of this.#idle.splice(0)) f();
   }
 

@@ -94,6 +94,25 @@ describe('the decision events outbox', () => {
     expect(seqOf(await stored(id))).toEqual([0, 1, 2, 3, 4, 5]);
   }, 60_000);
 
+  it("an actor's bus draining waits for the events held", async () => {
+    await ensureEventsStream(admin);
+    const id = 'inst-drain';
+    const bus = await instanceBus(id);
+    // events on a subject of the actor's that no stream takes yet: held, sent again every 50-100 ms
+    const jsm = await jetstreamManager(admin.nc);
+    const subject = subjects.event('clock', id);
+    const outbox = new EventOutbox(bus, id, silentLogger(), { retryMinMs: 50, retryMaxMs: 100 });
+    const enc = (n: number) => DecisionEvent.encode({ v: 1, kind: 'clock', actor: id, atMs: n, summary: '', decision: { n }, inputs: {} });
+    await jsm.streams.delete(jetstream.eventsStream);
+    for (let n = 0; n < 4; n++) outbox.push(subject, enc(n));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(outbox.held).toBe(4);
+    await ensureEventsStream(admin);
+    await bus.drain();
+    expect(outbox.held).toBe(0);
+    expect(seqOf(await stored(id))).toEqual([0, 1, 2, 3]);
+  }, 30_000);
+
   it('past its bound drops the oldest events not on their way, counted', async () => {
     const id = 'inst-full';
     const bus = await instanceBus(id);
