@@ -284,11 +284,10 @@ export type Grant = z.infer<typeof grant>;
 
 /**
  * Admission credits an instance lends one gateway (docs/DATAPATH.md "Admission credits"; policy src/policy/machines/credits.ts): in credit
- * epoch `epoch` this gateway may start `total` requests in all (cumulative, the spent ones included) without asking, within `ttlMs` of
- * receiving this loan; `spent` of them spent as the instance counted when it lent (the gateway takes the larger of its count and it);
- * `joins`: it reads a credited report carrying the leg's first token and end as all three (absent: each alone); `batches`: it reads a LegReportBatch on its leg subject (protocols/leg-batch.ts). A later `creditEpoch` revokes it.
+ * epoch `epoch` this gateway may start `total` requests in all (cumulative, the spent ones included) without asking, within `ttlMs` of receiving this loan; `spent` of them spent as the instance counted when it lent (the gateway takes the larger of its count and it);
+ * `joins`: it reads a credited report carrying the leg's first token and end as all three (absent: each alone); `batches`: it reads a LegReportBatch on its leg subject (protocols/leg-batch.ts); `recycles`: it adds a credited leg's seat its gateway kept to this loan (LegReport.recycled). A later `creditEpoch` revokes it.
  */
-export const creditLoan = z.object({ epoch: int, total: int, spent: int.optional(), ttlMs: int, joins: z.literal(true).optional(), batches: z.literal(true).optional() });
+export const creditLoan = z.object({ epoch: int, total: int, spent: int.optional(), ttlMs: int, joins: z.literal(true).optional(), batches: z.literal(true).optional(), recycles: z.literal(true).optional() });
 export type CreditLoan = z.infer<typeof creditLoan>;
 
 /** Answer to intake/dispatch/admit: accepted (tokens will follow on streamSubject) or refused. */
@@ -400,6 +399,7 @@ export const legReport = z.object({
   resumed: z.boolean().optional(),
   /** the end: how the leg ended ('failed': the engine's stream broke; 'timed_out': the request reached giveUpAtMs). */
   outcome: legOutcome.optional(),
+  recycled: z.literal(true).optional(), // an end of a credited leg: its gateway keeps the seat as one more credit of the loan, as the instance does (policy creditRecycle)
   firstTokenMs: nonneg.optional(),
   tbtSumMs: nonneg.optional(),
   tbtMaxMs: nonneg.optional(),

@@ -10,7 +10,7 @@
  * from start to end shifted by RTT/2, and the credits spent on the way still count as outstanding: the seats the
  * loans need grow with the rate times the round trip, on top of the requests running.
  */
-import { creditReceived, creditSpend, creditsOutstanding, initialCreditLedger, lendCredits, spendCredit, type CreditLedger, type CreditLines } from '../src/policy/machines/credits.ts';
+import { CREDIT_RENEW_TRIPS, creditReceived, creditsForTrips, creditSpend, creditsOutstanding, initialCreditLedger, lendCredits, spendCredit, type CreditLedger, type CreditLines } from '../src/policy/machines/credits.ts';
 
 const MAX = Number(process.env.MAX ?? 64);
 const PER = Number(process.env.PER ?? 16);
@@ -22,6 +22,13 @@ const SIM_MS = Number(process.env.SIM_S ?? 5) * 1000;
  * windows back to back, so that a leg's reports keep their order.
  */
 const HOLD_MS = Number(process.env.HOLD_MS ?? 0);
+/**
+ * RECYCLE=1: a credited request's end gives its seat back to the gateway that spent it when that gateway's line holds
+ * fewer credits than its pace spends in CREDIT_RENEW_TRIPS loan round trips: the gateway adds one credit to its line when
+ * its leg ends and says so in the end's report, and the instance adds one to that gateway's loan when it reads it (while
+ * the loan is of the same epoch and live). A study of the rule, not the policy's.
+ */
+const RECYCLE = process.env.RECYCLE === '1';
 /** the client's turnaround between two requests, ms. */
 const THINK_MS = 0.02;
 
@@ -64,7 +71,7 @@ class Agenda {
 }
 const before = (a: { t: number; n: number }, b: { t: number; n: number }) => a.t < b.t || (a.t === b.t && a.n < b.n);
 
-function simulate(G: number, C: number, rttMs: number): { reqPerS: number; uncredited: number; queued: number } {
+function simulate(G: number, C: number, rttMs: number): { reqPerS: number; uncredited: number; queued: number; overdrafts: number } {
   const ag = new Agenda();
   const d = rttMs / 2;
   let ledger: CreditLedger = initialCreditLedger();
@@ -85,9 +92,22 @@ function simulate(G: number, C: number, rttMs: number): { reqPerS: number; uncre
     while (waiting.length && seatsTaken() < MAX) waiting.shift()!();
   };
   // the engine serves it; the end reaches the instance d later; the client sends its next request
-  const serve = (id: number, g: number) => ag.at(ag.now + SERVICE_MS, () => {
+  const serve = (id: number, g: number, epoch?: number) => ag.at(ag.now + SERVICE_MS, () => {
     if (ag.now <= SIM_MS) done++;
-    ag.at(ag.now + d + hold(), () => (running.delete(id), admitWaiting()));
+    const line = lines[g]!.get('i');
+    // the gateway keeps the seat only while its line holds fewer credits than its pace spends in CREDIT_RENEW_TRIPS round
+    // trips (at least one), and says so in the end's report; the instance adds it to that gateway's loan
+    const keep = RECYCLE && epoch !== undefined && line !== undefined && line.epoch === epoch && ag.now <= line.expiresMs &&
+      line.total - line.spent < Math.max(1, creditsForTrips(line.pace, CREDIT_RENEW_TRIPS));
+    if (keep) line.total++;
+    ag.at(ag.now + d + hold(), () => {
+      running.delete(id);
+      const l = ledger.loans.get(`g${g}`);
+      if (keep && l && ledger.epoch === epoch && ag.now <= l.untilMs) {
+        ledger = { ...ledger, loans: new Map(ledger.loans).set(`g${g}`, { ...l, total: l.total + 1 }) };
+      }
+      admitWaiting();
+    });
     ag.at(ag.now + THINK_MS, () => send(g));
   });
   const send = (g: number) => {
@@ -95,7 +115,7 @@ function simulate(G: number, C: number, rttMs: number): { reqPerS: number; uncre
     const id = sent++;
     const spent = creditSpend(lines[g]!, 'i', ag.now);
     if (spent) {
-      serve(id, g);
+      serve(id, g, spent.epoch);
       ag.at(ag.now + d + (spent.topUp ? 0 : hold()), () => {
         ledger = spendCredit(ledger, `g${g}`, spent.epoch, ag.now).ledger;
         running.add(id);
@@ -121,14 +141,14 @@ function simulate(G: number, C: number, rttMs: number): { reqPerS: number; uncre
   };
   for (let g = 0; g < G; g++) for (let c = 0; c < C; c++) ag.at((g * C + c) * 0.01, () => send(g));
   ag.run();
-  return { reqPerS: done / (SIM_MS / 1000), uncredited: uncredited / sent, queued: queued / sent };
+  return { reqPerS: done / (SIM_MS / 1000), uncredited: uncredited / sent, queued: queued / sent, overdrafts: ledger.overdrafts / sent };
 }
 
-console.log(`seats ${MAX}, engine.gatewayCredits ${PER}, service ${SERVICE_MS} ms, reports held up to ${HOLD_MS} ms, ${SIM_MS / 1000} s simulated`);
-console.log('| gateways x clients | round trip (ms) | req/s | without a credit | queued at the instance |\n|---|---|---|---|---|');
+console.log(`seats ${MAX}, engine.gatewayCredits ${PER}, service ${SERVICE_MS} ms, reports held up to ${HOLD_MS} ms, ${SIM_MS / 1000} s simulated${RECYCLE ? ', ends recycle their seats' : ''}`);
+console.log('| gateways x clients | round trip (ms) | req/s | without a credit | queued at the instance | overdrafts |\n|---|---|---|---|---|---|');
 for (const [G, C] of [[1, 16], [4, 4], [8, 2]] as const) {
   for (const rtt of [0.3, 1, 3, 6]) {
     const r = simulate(G, C, rtt);
-    console.log(`| ${G} x ${C} | ${rtt} | ${r.reqPerS.toFixed(0)} | ${(r.uncredited * 100).toFixed(1)}% | ${(r.queued * 100).toFixed(1)}% |`);
+    console.log(`| ${G} x ${C} | ${rtt} | ${r.reqPerS.toFixed(0)} | ${(r.uncredited * 100).toFixed(1)}% | ${(r.queued * 100).toFixed(1)}% | ${(r.overdrafts * 100).toFixed(2)}% |`);
   }
 }

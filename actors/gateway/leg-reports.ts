@@ -90,7 +90,7 @@ export function legReport(bus: Bus, instance: string, rep: LegReport, joinable =
 }
 
 /** The fields of a leg's end report (LegReport 'end') that a held credited report takes on when the end joins it. */
-const END_FIELDS = ['outcome', 'firstTokenMs', 'tbtSumMs', 'tbtMaxMs', 'tbtN', 'completionTokens', 'promptTokens', 'engineEnergyJ'] as const;
+const END_FIELDS = ['outcome', 'firstTokenMs', 'tbtSumMs', 'tbtMaxMs', 'tbtN', 'completionTokens', 'promptTokens', 'engineEnergyJ', 'recycled'] as const;
 
 /**
  * `next`, a later report of the leg whose report `held` is not published yet, joins it; false: it cannot (it goes out
@@ -181,15 +181,27 @@ export function legStarted(
 }
 
 /**
- * The leg's end to its instance, which answers with the energy it attributes to the leg (undefined: not known).
- * `timeoutMs` 0: published, no reply asked for (the gateway knows the energy already); returns true. `resumed`: the
- * end of a leg another gateway streams, from the gateway its client resumed the stream on (LegReport.resumed).
+ * Whether a leg that ended well keeps its seat for this gateway's next request on `instance` (its end report's `recycled`):
+ * a leg started on a credit (`credited`) whose line the router keeps it in (policy creditRecycle).
  */
-export function endReport(bus: Bus, timeoutMs: 0, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage']): true;
-export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage'], resumed?: boolean): Promise<LegReply | undefined>;
-export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage'], resumed?: boolean): Promise<LegReply | undefined> | true {
+export function keptSeat(router: RequestRouter | undefined, instance: string | undefined, credited: RoutedAdmission['credited'], startedMs: number | undefined): boolean {
+  return instance !== undefined && credited !== undefined && (router?.recycleCredit?.(instance, credited.epoch, startedMs) ?? false);
+}
+
+/** What else an end report says: `resumed`, the end of a leg another gateway streams, from the gateway its client resumed
+ * the stream on (LegReport.resumed); `recycled`, the gateway kept the credited leg's seat (LegReport.recycled). */
+export interface EndFlags { resumed?: boolean; recycled?: boolean }
+
+/**
+ * The leg's end to its instance, which answers with the energy it attributes to the leg (undefined: not known).
+ * `timeoutMs` 0: published, no reply asked for (the gateway knows the energy already); returns true.
+ */
+export function endReport(bus: Bus, timeoutMs: 0, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage'], flags?: EndFlags): true;
+export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage'], flags?: EndFlags): Promise<LegReply | undefined>;
+export function endReport(bus: Bus, timeoutMs: number, instance: string, id: string, outcome: 'ok' | 'failed' | 'timed_out', t: LegTiming, usage: EngineChunk['usage'], flags: EndFlags = {}): Promise<LegReply | undefined> | true {
   const rep: LegReport = { v: 1, id, phase: 'end', outcome, completionTokens: usage?.completionTokens ?? t.tokens, tbtSumMs: t.tbtSum, tbtMaxMs: t.tbtMax, tbtN: t.tbtN };
-  if (resumed) rep.resumed = true;
+  if (flags.resumed) rep.resumed = true;
+  if (flags.recycled) rep.recycled = true;
   if (t.firstMs !== undefined) rep.firstTokenMs = t.firstMs;
   if (usage?.promptTokens !== undefined) rep.promptTokens = usage.promptTokens;
   if (usage?.energyJoules !== undefined) rep.engineEnergyJ = usage.energyJoules;

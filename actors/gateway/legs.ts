@@ -399,7 +399,7 @@ export async function firstOrLocal<R extends { ok: boolean; error?: WireError }>
 
 import { endReport } from './leg-reports.ts';
 import { LeanAbort, type AbortLike } from '../../src/runtime/abort.ts';
-export { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, legReport, legStarted, reportAs } from './leg-reports.ts';
+export { LEG_REPORT_BATCH, creditedReport, endReport, flushLegReports, keptSeat, legReport, legStarted, reportAs } from './leg-reports.ts';
 
 /** The legs charged an estimate, and their estimated joules by source (AdmissionCounters'). */
 type EstimateCounters = Pick<AdmissionCounters, 'energyEstimated'> & Partial<Pick<AdmissionCounters, 'estimatedMeasuredJ' | 'estimatedModelledJ'>>;
@@ -499,7 +499,7 @@ export async function endForeignLeg(
   if (!leg) return;
   if (leg.instance) {
     const t: LegTiming = { tokens: Math.max(0, from.sent - leg.sentBefore), tbtSum: 0, tbtMax: 0, tbtN: 0 };
-    const reply = await endReport(bus, timeoutMs, leg.instance, leg.id, 'failed', t, undefined, true);
+    const reply = await endReport(bus, timeoutMs, leg.instance, leg.id, 'failed', t, undefined, { resumed: true });
     if (reply?.ok) chargeLeg(st, reply, undefined, undefined, counters);
     const estimate = !reply && leg.startedMs !== undefined ? estimateFrom?.(leg.instance, leg.startedMs) : undefined;
     const e = estimate && chargeLeg(st, undefined, undefined, estimate, counters);

@@ -52,7 +52,7 @@ import type { GatewayBackend, ResumeFrom, StreamHooks } from './server.ts';
 import { ChunkQueue } from './chunk-queue.ts';
 import { RelayFlow } from './relay-flow.ts';
 import { LegOrder, legLost, relayGapChunk, relayedOut } from './relay-order.ts';
-import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, canContinue, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, legStarted, endReport, placedChunk, engineDown, firstOrLocal, fixed, AdmittedBatches, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
+import { accountSpan, nativeOf, LegEnded, MigrationText, canRedrive, canContinue, cannotContinue, legFailure, sentEvent, engineRequestOf, chargeLeg, usageOf, countedWithin, continuationEnd, contextFullEnd, endForeignLeg, legOf, resumedState, silentLegEnd, engineAddress, canMigrate, continuation, legStarted, endReport, keptSeat, placedChunk, engineDown, firstOrLocal, fixed, AdmittedBatches, flushLegReports, holderGoneChunk, legReport, retryableAdmission, retrying, timeTokens, type AdmissionCounters, type BatchSink, type LegTiming, type StreamState } from './legs.ts';
 import { admitRouted, type RequestRouter, type RoutedAdmission } from './router.ts';
 import { codePointLength, shiftTextOffsets } from './openai.ts';
 import { StreamListeners } from './stream-listeners.ts';
@@ -545,11 +545,11 @@ export class NatsBackend implements GatewayBackend {
       }
       leg.onControl = () => {};
       counted();
-      // an engine that gave its own energy figure (the emulator's modelled one) is what the instance would answer:
-      // the end is told without waiting for a reply, and the client's last chunk goes out a round trip sooner
+      const flags = { recycled: keptSeat(this.router, instance, leg.credited, leg.holder?.startedMs) };
+      // an engine's own energy figure (the emulator's modelled one) is what the instance would answer: told without a reply, the last chunk a trip sooner
       const reply = !instance ? undefined : usage?.energyJoules !== undefined
-        ? endReport(this.bus, 0, instance, lr.id, 'ok', t, usage) && { v: 1 as const, ok: true, energyJ: usage.energyJoules, energySource: 'modelled' as const }
-        : await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'ok', t, usage);
+        ? endReport(this.bus, 0, instance, lr.id, 'ok', t, usage, flags) && { v: 1 as const, ok: true, energyJ: usage.energyJoules, energySource: 'modelled' as const }
+        : await endReport(this.bus, this.legReportTimeoutMs, instance, lr.id, 'ok', t, usage, flags);
       charge(reply, usage?.energyJoules, 'ok', 'measured');
       this.router?.learn?.(lr.id, usage?.completionTokens ?? t.tokens); // the leg's tokens, as the instance records them
       // the engine's count of the leg's tokens where it has one (a tool parser's delta may hold several, or wait for more)

@@ -14,7 +14,7 @@ import { OnlineOutputPredictor, type PredictorAccuracy } from '../../src/policy/
 import type { Profile } from '../../src/model/profile-types.ts';
 import { initialRouterState, routerCapacityComing, routerConnectionEnded, routerGone, routerHeard, routerHolderGone, routerLink, routerPick, routerPools, routerStatus, routerSweep, routerTable, routerView, type RouterConfig, type RouterState } from '../../src/policy/machines/router.ts';
 import { spillNext, spillPasses } from '../../src/policy/machines/cluster.ts';
-import { creditReceived, creditSpend, creditTopUpFailed, type CreditSpent, type LoanContext } from '../../src/policy/machines/credits.ts';
+import { creditReceived, creditRecycle, creditSpend, creditTopUpFailed, type CreditSpent, type LoanContext } from '../../src/policy/machines/credits.ts';
 import { classifyIntake } from '../../src/policy/classify.ts';
 import { thresholdsOf, withSlo, type ClassifiedRequest } from '../../src/policy/slo.ts';
 import type { ClusterConfig } from '../common/config.ts';
@@ -42,6 +42,8 @@ export interface RequestRouter {
   spendCredit?(instance: string): CreditSpent | undefined;
   /** A loan of `instance` arrived (an admission reply, a top-up reply); undefined: a top-up that brought none. */
   creditLoan?(instance: string, loan: Admission['credit'], ctx: LoanContext): void;
+  /** A leg started on a credit of `epoch` ended well: whether the gateway keeps its seat as a credit (policy creditRecycle). */
+  recycleCredit?(instance: string, epoch: number, startedMs: number | undefined): boolean;
 }
 
 /** legs whose features are kept for the predictor until their stream's end (bounded). */
@@ -160,6 +162,10 @@ export class GatewayRouter implements RequestRouter {
 
   spendCredit(instance: string): CreditSpent | undefined {
     return this.#s.credits.size ? creditSpend(this.#s.credits, instance, this.clock.now()) : undefined;
+  }
+
+  recycleCredit(instance: string, epoch: number, startedMs: number | undefined): boolean {
+    return this.#s.credits.size ? creditRecycle(this.#s.credits, instance, epoch, startedMs, this.clock.now()) : false;
   }
 
   creditLoan(instance: string, loan: Admission['credit'], ctx: LoanContext): void {

@@ -168,6 +168,8 @@ function legProgress(h: LegHost, rep: LegReportT, phase: Exclude<LegReportT['pha
   const energyJ = rep.engineEnergyJ ?? r.energyJ;
   const energySource = rep.engineEnergyJ !== undefined || h.gpuKind() === 'emulated' ? 'modelled' : 'measured';
   if (rep.resumed && r.legEnd) endElsewhere(h, r);
+  // a credited leg's seat its gateway kept (LegReport.recycled): back in that gateway's loan before the end frees it
+  if (rep.recycled && r.credit && r.legEnd) h.step({ type: 'credit_recycled', gateway: r.credit.gateway, epoch: r.credit.epoch });
   r.legEnd?.({ rep, energyJ, energySource });
   return { v: 1, ok: true, energyJ, energySource };
 }
@@ -210,8 +212,10 @@ function creditedReport(h: LegHost, rep: LegReportT): LegReplyT {
   h.held.set(req.id, { req, admittedMs: h.clock.now() });
   h.watchCancel(req.id);
   const { effects } = h.step({ type: 'credited_start', req: machineRequest(req), gateway: credit.gateway, epoch: credit.epoch, ...(credit.topUp ? { topUp: true } : {}), ...(credit.want !== undefined ? { want: credit.want } : {}) });
+  const r = h.running.get(req.id);
+  if (r) r.credit = { gateway: credit.gateway, epoch: credit.epoch };
   // a report that carries the leg's end too needs no watch of the gateway streaming it
-  if (rep.outcome === undefined) watchLeg(h.gateways, h.running.get(req.id), rep.gateway);
+  if (rep.outcome === undefined) watchLeg(h.gateways, r, rep.gateway);
   const lent = effects.find((e): e is Extract<InstanceEffect, { kind: 'lent' }> => e.kind === 'lent' && e.id === req.id);
   return lent ? { v: 1, ok: true, credit: lent.loan } : { v: 1, ok: true };
 }

@@ -72,6 +72,8 @@ export interface Running {
   legEnd?: (end: { rep: LegReportT; energyJ: number; energySource: 'measured' | 'modelled' }) => void;
   /** a direct request: the gateway said it took the grant (LegReport 'started', or any later report). */
   gatewayStarted?: boolean;
+  /** a direct request its gateway started on a credit: whose, of which epoch (a seat its end report keeps goes back to that loan). */
+  credit?: { gateway: string; epoch: number };
   /** a direct request: stops watching its gateway process (gateway-watch.ts). */
   unwatchGateway?: () => void;
   /** a relayed request: the bytes of chunks its gateway lets it publish (relay-pause.ts; RELAY_WINDOW_BYTES until a grant). */

@@ -47,7 +47,7 @@ describe('admission credits: the instance lends', () => {
     const fx = d.at(1, { type: 'admit', req: req(), lendTo: 'gw-a' });
     expect(starts(fx)).toHaveLength(1);
     // 8 slots, 1 running: 7 free, half of them is 3 (the per-gateway bound is 3 too)
-    expect(lent(fx)?.loan).toEqual({ epoch: 0, total: 3, spent: 0, ttlMs: TTL, joins: true, batches: true });
+    expect(lent(fx)?.loan).toEqual({ epoch: 0, total: 3, spent: 0, ttlMs: TTL, joins: true, batches: true, recycles: true });
     expect(creditsOutstanding(d.s.credits, T0 + 1)).toBe(3);
     // the 3 seats are the gateway's: 4 more admissions start, the next ones queue
     const started = [0, 1, 2, 3, 4, 5].map(() => starts(d.at(2, { type: 'admit', req: req() })).length);
@@ -78,7 +78,7 @@ describe('admission credits: the instance lends', () => {
     expect(d.at(6, { type: 'credited_start', req: r, gateway: 'gw-a', epoch: 0 })).toEqual([]);
     // top-up: 8 - 2 running - 2 outstanding = 4 free, half is 2, capped at 3 unspent: cumulative total 1 spent + 3
     const t = lent(d.at(7, { type: 'credited_start', req: req(), gateway: 'gw-a', epoch: 0, topUp: true }));
-    expect(t?.loan).toEqual({ epoch: 0, total: 5, spent: 2, ttlMs: TTL, joins: true, batches: true });
+    expect(t?.loan).toEqual({ epoch: 0, total: 5, spent: 2, ttlMs: TTL, joins: true, batches: true, recycles: true });
   });
 
   it('a credit spent after a revocation is still started (the engine has it), counted as an overdraft', () => {
@@ -188,7 +188,7 @@ describe('admission credits: the gateway spends', () => {
     creditReceived(lines, 'i0', loan, ctx, T0 + t);
     expect(spendAll(t + 1)).toEqual({ n: 3, overdrafts: 0 });
     expect(d.s.running.size).toBeLessThanOrEqual(cfg.maxInEngine);
-    expect(loan).toEqual({ epoch: 0, total: 63, spent: 60, ttlMs: TTL, joins: true, batches: true });
+    expect(loan).toEqual({ epoch: 0, total: 63, spent: 60, ttlMs: TTL, joins: true, batches: true, recycles: true });
   });
 
   it('loans in any order never let a gateway without a line spend more than one loan lent', () => {

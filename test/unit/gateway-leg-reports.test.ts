@@ -100,7 +100,7 @@ describe('leg reports', () => {
     creditedReport(bus, 'i1', 'c', credited as never, { url: 'http://e', apiKey: 'k' }, undefined, 100, undefined);
     legReport(bus, 'i2', { v: 1, id: 'o', phase: 'started' });
     legReport(bus, 'i1', first('c'));
-    endReport(bus, 0, 'i1', 'c', 'ok', timing as never, { promptTokens: 8, completionTokens: 4, energyJoules: 1.5 });
+    endReport(bus, 0, 'i1', 'c', 'ok', timing as never, { promptTokens: 8, completionTokens: 4, energyJoules: 1.5 }, { recycled: true });
     // another leg's started and first token, then its end: the end alone, in the started one's place
     legReport(bus, 'i2', first('o'));
     endReport(bus, 0, 'i2', 'o', 'ok', timing as never, { promptTokens: 8, completionTokens: 4, energyJoules: 0.5 });
@@ -114,8 +114,10 @@ describe('leg reports', () => {
     ]);
     expect(sent[0]!.rep).toMatchObject({
       request: req, credit: { gateway: 'gw-0', epoch: 3 }, outcome: 'ok', firstTokenMs: 5, tbtSumMs: 3, tbtMaxMs: 1, tbtN: 3, completionTokens: 4, promptTokens: 8, engineEnergyJ: 1.5,
+      recycled: true, // the end kept its seat (policy creditRecycle): the joined report says so
     });
     expect(sent[1]!.rep).toMatchObject({ outcome: 'ok', firstTokenMs: 5, completionTokens: 4, engineEnergyJ: 0.5 });
+    expect(sent[1]!.rep.recycled).toBeUndefined();
   });
 
   it('keep a credited report alone where the lending instance did not say it reads a joined one (CreditLoan.joins: an older instance)', async () => {

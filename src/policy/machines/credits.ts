@@ -43,6 +43,8 @@ export interface CreditLoan {
   joins?: true;
   /** the instance reads the leg reports held for it as one LegReportBatch (protocols/leg-batch.ts); absent: each alone. */
   batches?: true;
+  /** the instance takes a credited leg's seat back into this gateway's loan when its end report says the gateway kept it (creditRecycle). */
+  recycles?: true;
 }
 
 export interface CreditConfig {
@@ -96,7 +98,7 @@ export function lendCredits(ledger: CreditLedger, gateway: string, free: number,
   const next: GatewayLoan = { total: l.spent + size, spent: l.spent, untilMs: now + cfg.ttlMs + CREDIT_SLACK_MS, ...(wants > 0 ? { want: wants } : {}) };
   const loans = new Map(base.loans);
   loans.set(gateway, next);
-  return { ledger: { ...base, loans }, loan: { epoch: base.epoch, total: next.total, spent: next.spent, ttlMs: cfg.ttlMs, joins: true, batches: true } };
+  return { ledger: { ...base, loans }, loan: { epoch: base.epoch, total: next.total, spent: next.spent, ttlMs: cfg.ttlMs, joins: true, batches: true, recycles: true } };
 }
 
 /** What lending reads of the instance machine's state (instance-types.ts InstanceMachineState). */
@@ -128,6 +130,20 @@ export function spendCredit(ledger: CreditLedger, gateway: string, epoch: number
   const loans = new Map(ledger.loans);
   loans.set(gateway, { ...l, spent: l.spent + 1 });
   return { ledger: { ...ledger, loans }, overdraft: false };
+}
+
+/**
+ * The end of a leg `gateway` started on a credit of `epoch`, whose report says the gateway kept its seat (creditRecycle):
+ * that gateway's loan one credit larger, so the seat the leg held stays reserved for it (not freed for the queue or other
+ * loans). An end of a revoked epoch or a lapsed loan frees its seat as any end does (a credit the gateway spends on it
+ * is an overdraft, counted).
+ */
+export function recycleCredit(ledger: CreditLedger, gateway: string, epoch: number, now: number): CreditLedger {
+  const l = epoch === ledger.epoch ? ledger.loans.get(gateway) : undefined;
+  if (!l || now > l.untilMs) return ledger;
+  const loans = new Map(ledger.loans);
+  loans.set(gateway, { ...l, total: l.total + 1 });
+  return { ...ledger, loans };
 }
 
 /** Every loan void: a new epoch (the instance publishes it in its status). Unchanged when nothing is lent. */
@@ -163,6 +179,8 @@ export interface CreditLine {
   joins?: boolean;
   /** the lender reads a LegReportBatch (CreditLoan.batches). */
   batches?: boolean;
+  /** the lender takes a kept seat back into the loan (CreditLoan.recycles). */
+  recycles?: boolean;
   /** the gateway's pace at this instance (creditPace), kept across loans. */
   pace: CreditPace;
 }
@@ -227,8 +245,24 @@ export function creditReceived(lines: CreditLines, instance: string, loan: Credi
   lines.set(instance, {
     epoch: loan.epoch, total: loan.total, spent, lent: Math.max(0, loan.total - spent), expiresMs: now + loan.ttlMs,
     grant: ctx.grant, pool: ctx.pool, ...(ctx.startedMs !== undefined ? { startedMs: ctx.startedMs } : {}), topUpAsked: false,
-    ...(loan.joins ? { joins: true } : {}), ...(loan.batches ? { batches: true } : {}), pace,
+    ...(loan.joins ? { joins: true } : {}), ...(loan.batches ? { batches: true } : {}), ...(loan.recycles ? { recycles: true } : {}), pace,
   });
+}
+
+/**
+ * A leg started on a credit of `epoch` from `instance` (the process `startedMs`) ended well: the gateway keeps its seat,
+ * its line one credit larger, while the line holds fewer unspent credits than its pace spends in CREDIT_RENEW_TRIPS loan
+ * round trips (at least one), for a lender that takes seats back (CreditLoan.recycles), in the line's epoch and process,
+ * before it expires. True: the leg's end report says so (LegReport.recycled), and the instance adds the credit too
+ * (recycleCredit). A busy gateway then starts its next request on the seat its last one left, without waiting for a top-up's
+ * round trip; one that holds enough credits gives the seat back to the instance.
+ */
+export function creditRecycle(lines: CreditLines, instance: string, epoch: number, startedMs: number | undefined, now: number): boolean {
+  const l = lines.get(instance);
+  if (!l?.recycles || l.epoch !== epoch || now > l.expiresMs || l.startedMs !== startedMs) return false;
+  if (l.total - l.spent >= Math.max(1, creditsForTrips(l.pace, CREDIT_RENEW_TRIPS))) return false;
+  l.total++;
+  return true;
 }
 
 /** A top-up asked of `instance` got no loan back (no reply, an error): another may be asked. */

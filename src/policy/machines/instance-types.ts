@@ -159,6 +159,8 @@ export type InstanceEvent =
   | { type: 'admit'; req: MachineRequest; lendTo?: string }
   /** a gateway started this request on a credit of `epoch` (LegReport 'credited'); `topUp`: it asks for a new loan, of `want` credits (its pace). */
   | { type: 'credited_start'; req: MachineRequest; gateway: string; epoch: number; topUp?: boolean; want?: number }
+  /** the end report of a leg `gateway` started on a credit of `epoch` says it kept the leg's seat (LegReport.recycled): back in its loan. */
+  | { type: 'credit_recycled'; gateway: string; epoch: number }
   | { type: 'first_token'; id: string }
   /** a request left the engine (any outcome); `ok`: it completed (its time counts in the service EWMA). */
   | { type: 'finished'; id: string; ok: boolean }

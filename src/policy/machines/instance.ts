@@ -32,7 +32,7 @@
  */
 import { initialEmergencyState } from '../emergency.ts';
 export { closeWindow, countArrivals, currentLoad, epochLoad, projectedLoad, type LoadWindow } from './instance-load.ts';
-import { initialCreditLedger } from './credits.ts';
+import { initialCreditLedger, recycleCredit } from './credits.ts';
 import { maxClockOf, type InstanceEvent, type InstanceEffect, type InstanceMachineConfig, type InstanceMachineState, type InstanceStepResult } from './instance-types.ts';
 export type { InstanceEffect, InstanceEvent, InstanceLifecycle, InstanceMachineConfig, InstanceMachineState, InstanceStepResult, MachineError, MachineRequest, PeerStatus } from './instance-types.ts';
 export { SLEEP_DRAIN_DEADLINE_MS, type SleepMode } from './instance-types.ts';
@@ -93,6 +93,9 @@ export function instanceStep(prev: InstanceMachineState, ev: InstanceEvent, now:
       break;
     case 'credited_start':
       creditedStart(s, fx, ev, now, cfg);
+      break;
+    case 'credit_recycled':
+      s.credits = recycleCredit(s.credits, ev.gateway, ev.epoch, now);
       break;
     case 'first_token': {
       const r = s.running.get(ev.id);
