@@ -10,8 +10,9 @@
  * events' subjects (core NATS) may get such an event twice, with the same message id.
  *
  * The outbox holds `max` events at most (EVENT_OUTBOX_MAX): past it the oldest go, counted and logged. It sends one
- * event at a time, so the stream keeps each actor's events in the order they were decided. A drain of its bus waits
- * DRAIN_WAIT_MS at most for the events held; it stops when its bus closes.
+ * event at a time, so the stream keeps each actor's events in the order they were decided. A drain of its bus sends
+ * what it holds at once and waits DRAIN_WAIT_MS at most for it, not at all once a send finds no stream (a process
+ * run without the cluster manager that makes it); it stops when its bus closes.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -24,6 +25,8 @@ export const RETRY_MIN_MS = 250;
 export const RETRY_MAX_MS = 5000;
 /** how long a drain of the bus waits for the events held (Bus.beforeDrain), ms: within its own deadline (BUS_DRAIN_TIMEOUT_MS) */
 export const DRAIN_WAIT_MS = 3000;
+/** the longest wait between two sends while the bus drains, ms */
+const DRAIN_RETRY_MS = 100;
 
 export interface EventOutboxOpts {
   max?: number;
@@ -53,6 +56,10 @@ export class EventOutbox {
   #head = 0;
   #count = 0;
   #sending = false;
+  /** the bus drains: a send no stream takes (no responders) ends the outbox's work rather than waiting for one */
+  #draining = false;
+  /** cuts the backoff's wait short (a drain) */
+  #wake?: () => void;
   #idle: (() => void)[] = [];
   /** events stored by the stream; events dropped (the outbox full, or a publication no retry can mend); sends again */
   readonly counters = { stored: 0, dropped: 0, retries: 0 };
@@ -104,7 +111,11 @@ export class EventOutbox {
   async #send(): Promise<void> {
     this.#sending = true;
     // a drain of the bus (an actor stopping) waits for what is held, the events of its last decisions among them
-    const undrained = this.#bus.beforeDrain(() => this.idle(DRAIN_WAIT_MS));
+    const undrained = this.#bus.beforeDrain(() => {
+      this.#draining = true;
+      this.#wake?.();
+      return this.idle(DRAIN_WAIT_MS);
+    });
     let waitMs = this.#retryMinMs;
     while (this.held > 0 && !this.#bus.closed) {
       const e = this.#queue[this.#head]!;
@@ -114,7 +125,8 @@ export class EventOutbox {
         this.#take(e);
         waitMs = this.#retryMinMs;
       } catch (err) {
-        if (this.#bus.closed) break;
+        // closed; or draining with no stream to take the events (none made yet): nothing to wait for
+        if (this.#bus.closed || (this.#draining && noResponders(err))) break;
         if (!retryable(err)) {
           this.counters.dropped++;
           this.#log.warn({ err: (err as Error).message, subject: e.subject }, 'decision event refused by the stream: dropped');
@@ -123,7 +135,11 @@ export class EventOutbox {
         }
         this.counters.retries++;
         this.#log.debug({ err: (err as Error).message, subject: e.subject, held: this.held, waitMs }, 'decision event not stored yet: sent again');
-        await new Promise<void>((r) => this.#timer(r, waitMs));
+        // a drain cuts the wait short once, and waits at most DRAIN_RETRY_MS from there
+        await new Promise<void>((r) => {
+          const t = this.#timer(() => ((this.#wake = undefined), r()), this.#draining ? Math.min(waitMs, DRAIN_RETRY_MS) : waitMs);
+          this.#wake = () => (this.#clock.clearTimeout(t), (this.#wake = undefined), r());
+        });
         waitMs = Math.min(this.#retryMaxMs, waitMs * 2);
       }
     }
@@ -147,6 +163,12 @@ export class EventOutbox {
       this.#head = 0;
     }
   }
+}
+
+/** nobody listens on the subject: no stream takes it (nats.js reports it as JetStream not enabled, its cause no responders) */
+function noResponders(err: unknown): boolean {
+  const e = err as { name?: string; message?: string; cause?: { name?: string } } | undefined;
+  return e?.cause?.name === 'NoRespondersError' || /no responders|jetstream is not enabled/i.test(e?.message ?? '');
 }
 
 /**

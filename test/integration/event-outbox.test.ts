@@ -113,6 +113,21 @@ describe('the decision events outbox', () => {
     expect(seqOf(await stored(id))).toEqual([0, 1, 2, 3]);
   }, 30_000);
 
+  it('a drain with no stream to take the events held does not wait for one', async () => {
+    const id = 'inst-nostream';
+    const bus = await instanceBus(id);
+    const outbox = new EventOutbox(bus, id, silentLogger(), { retryMinMs: 5000, retryMaxMs: 5000 });
+    const enc = (n: number) => DecisionEvent.encode({ v: 1, kind: 'clock', actor: id, atMs: n, summary: '', decision: { n }, inputs: {} });
+    await (await jetstreamManager(admin.nc)).streams.delete(jetstream.eventsStream);
+    for (let n = 0; n < 3; n++) outbox.push(subjects.event('clock', id), enc(n));
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = performance.now();
+    await bus.drain();
+    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(outbox.held).toBe(3);
+    await ensureEventsStream(admin);
+  }, 30_000);
+
   it('past its bound drops the oldest events not on their way, counted', async () => {
     const id = 'inst-full';
     const bus = await instanceBus(id);
