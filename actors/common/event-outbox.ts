@@ -2,7 +2,11 @@
  * The decision events of one actor on their way into the events stream, in order, each stored once.
  *
  * An event is published with JetStream's acknowledgement and a message id (`Nats-Msg-Id`: the actor, this
- * publisher's start, its count) and held until the stream acknowledges it. A publication the stream did not take (no
+ * publisher's start, its count) and held until the stream acknowledges it. The first send, and the first after one the
+ * stream did not acknowledge, asks the stream's info first and holds the events while it is not there, so that the
+ * live subscribers of the events' subjects do not get an event again at each retry while no stream takes it; and one
+ * sent whose acknowledgement did not come in time is looked for in the stream (the last event of its subject) before it
+ * is sent again. A publication the stream did not take (no
  * stream yet: the first planner's lease event comes before its setup made the stream; no stream leader: the seconds
  * after a NATS cluster heals or a server restarts; no answer within ACK_TIMEOUT_MS) is sent again after a backoff,
  * RETRY_MIN_MS doubling to RETRY_MAX_MS; one sent again after the stream stored it but its acknowledgement was lost
@@ -18,6 +22,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
+import { eventsStreamGet, eventsStreamInfo } from '../../protocols/permissions.ts';
 
 export const EVENT_OUTBOX_MAX = 4096;
 export const ACK_TIMEOUT_MS = 5000;
@@ -41,6 +46,8 @@ interface Held {
   subject: string;
   data: Uint8Array;
   id: string;
+  /** published once at least (its acknowledgement did not come) */
+  sent?: boolean;
 }
 
 export class EventOutbox {
@@ -56,6 +63,8 @@ export class EventOutbox {
   #head = 0;
   #count = 0;
   #sending = false;
+  /** the events stream answered its info: events go out; until then (and after a send it did not acknowledge) it is asked first */
+  #streamSeen = false;
   /** the bus drains: a send no stream takes (no responders) ends the outbox's work rather than waiting for one */
   #draining = false;
   /** cuts the backoff's wait short (a drain) */
@@ -93,7 +102,7 @@ export class EventOutbox {
       }
     }
     this.#queue.push({ subject, data, id: `${this.#prefix}.${this.#count++}` });
-    if (!this.#sending) void this.#send();
+    if (!this.#sending) void this.#send().catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'decision events outbox stopped'));
   }
 
   /** Resolves once every event held now was stored or dropped, or the bus closed; false when `ms` passed first. */
@@ -120,13 +129,22 @@ export class EventOutbox {
     while (this.held > 0 && !this.#bus.closed) {
       const e = this.#queue[this.#head]!;
       try {
-        await this.#bus.jetstream().publish(e.subject, e.data, { msgID: e.id, timeout: this.#ackTimeoutMs });
+        // a publication no stream takes would still reach the live subscribers, again at each retry: the stream first
+        if (!this.#streamSeen) this.#streamSeen = await this.#streamThere();
+        if (!this.#streamSeen) throw new NoStream();
+        // one whose acknowledgement did not come may be stored: the stream's last event of its subject says
+        if (!(e.sent && (await this.#storedLast(e)))) {
+          e.sent = true;
+          await this.#bus.jetstream().publish(e.subject, e.data, { msgID: e.id, timeout: this.#ackTimeoutMs });
+        }
         this.counters.stored++;
         this.#take(e);
         waitMs = this.#retryMinMs;
       } catch (err) {
+        // not acknowledged: whether the stream is there is asked again before the next send
+        this.#streamSeen = false;
         // closed; or draining with no stream to take the events (none made yet): nothing to wait for
-        if (this.#bus.closed || (this.#draining && noResponders(err))) break;
+        if (this.#bus.closed || (this.#draining && (err instanceof NoStream || noResponders(err)))) break;
         if (!retryable(err)) {
           this.counters.dropped++;
           this.#log.warn({ err: (err as Error).message, subject: e.subject }, 'decision event refused by the stream: dropped');
@@ -148,6 +166,32 @@ export class EventOutbox {
     for (const f of this.#idle.splice(0)) f();
   }
 
+  /** Whether the events stream is there (its info answered); false when not, or unknown (no answer in time). */
+  async #streamThere(): Promise<boolean> {
+    try {
+      const r = await this.#bus.nc.request(eventsStreamInfo(), new Uint8Array(0), { timeout: this.#ackTimeoutMs });
+      const info = JSON.parse(new TextDecoder().decode(r.data)) as { error?: { code?: number } };
+      return info.error === undefined;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Whether the stream's last event on `e`'s subject is `e` (its message id): one sent whose acknowledgement did not
+   * come, stored all the same. The outbox sends one event at a time, so a later one of this actor is not there yet.
+   */
+  async #storedLast(e: Held): Promise<boolean> {
+    try {
+      const r = await this.#bus.nc.request(eventsStreamGet(), new TextEncoder().encode(JSON.stringify({ last_by_subj: e.subject })), { timeout: this.#ackTimeoutMs });
+      const got = JSON.parse(new TextDecoder().decode(r.data)) as { message?: { hdrs?: string } };
+      const hdrs = got.message?.hdrs;
+      return hdrs !== undefined && Buffer.from(hdrs, 'base64').toString('latin1').includes(`Nats-Msg-Id: ${e.id}\r\n`);
+    } catch {
+      return false;
+    }
+  }
+
   /** a timer that keeps no process alive by itself (the outbox's work ends with its bus) */
   #timer(fn: () => void, ms: number): unknown {
     const t = this.#clock.setTimeout(fn, ms);
@@ -162,6 +206,13 @@ export class EventOutbox {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
     }
+  }
+}
+
+/** The events stream is not there (or did not answer): nothing was sent. */
+class NoStream extends Error {
+  constructor() {
+    super('the events stream is not there (not made yet, or no answer to its info)');
   }
 }
 
