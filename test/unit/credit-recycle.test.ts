@@ -119,6 +119,17 @@ describe('a credited seat kept by its gateway: the gateway', () => {
     expect(lines.get('i1')!.total - lines.get('i1')!.spent).toBe(20);
   });
 
+  it('a top-up lent before the instance read the seats kept since answers the top-up: the line keeps its total', () => {
+    const lines = line();
+    // the second of 4 spends asks for a top-up (half the loan spent)
+    const spends = [0, 1, 2, 3].map((i) => creditSpend(lines, 'i1', T0 + 1 + i)?.topUp);
+    expect(spends).toEqual([false, true, false, false]);
+    expect(creditRecycle(lines, 'i1', 2, 11, T0 + 6)).toBe(true);
+    // the instance lent when it had counted 2 spent, with nothing free and no kept seat read yet: 4 in all
+    creditReceived(lines, 'i1', loan({ total: 4, spent: 2 }), ctx, T0 + 9);
+    expect(lines.get('i1')).toMatchObject({ total: 5, spent: 4, topUpAsked: false, expiresMs: T0 + 9 + TTL });
+  });
+
   it('keeps nothing for a lender that does not take seats back, another epoch or process, or an expired line', () => {
     const spentAll = (l: CreditLines) => {
       while (creditSpend(l, 'i1', T0 + 1)) { /* spend */ }

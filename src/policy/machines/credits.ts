@@ -240,10 +240,13 @@ export function creditReceived(lines: CreditLines, instance: string, loan: Credi
   const sameProcess = prev !== undefined && prev.startedMs === ctx.startedMs;
   if (sameProcess && loan.epoch < prev.epoch) return; // a loan of a revoked epoch, overtaken by a newer one
   const same = sameProcess && prev.epoch === loan.epoch;
-  if (same && loan.total < prev.total) return; // an older loan overtaken by a newer one
+  // a loan smaller than the line: an older one overtaken by a newer one; or, on a line that keeps seats (creditRecycle),
+  // one lent before the instance read the seats kept since: the line keeps its total, and the loan answers its top-up
+  if (same && loan.total < prev.total && !prev.recycles) return;
+  const total = same ? Math.max(prev.total, loan.total) : loan.total;
   const spent = Math.max(same ? prev.spent : 0, loan.spent ?? 0);
   lines.set(instance, {
-    epoch: loan.epoch, total: loan.total, spent, lent: Math.max(0, loan.total - spent), expiresMs: now + loan.ttlMs,
+    epoch: loan.epoch, total, spent, lent: Math.max(0, total - spent), expiresMs: now + loan.ttlMs,
     grant: ctx.grant, pool: ctx.pool, ...(ctx.startedMs !== undefined ? { startedMs: ctx.startedMs } : {}), topUpAsked: false,
     ...(loan.joins ? { joins: true } : {}), ...(loan.batches ? { batches: true } : {}), ...(loan.recycles ? { recycles: true } : {}), pace,
   });
