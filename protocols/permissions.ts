@@ -142,18 +142,13 @@ function kvRead(bucket: string, keys = '>'): string[] {
  */
 export const resumeDirectGet = (): string => `$JS.API.DIRECT.GET.${jetstream.resumeStream}`;
 export const resumeLeaderGet = (): string => `$JS.API.STREAM.MSG.GET.${jetstream.resumeStream}`;
-/** The events stream's info: an event publisher asks whether the stream is there before it sends (actors/common/event-outbox.ts). */
-export const eventsStreamInfo = (): string => `$JS.API.STREAM.INFO.${jetstream.eventsStream}`;
-/** A message of the events stream by its leader: an event publisher reads its subject's last to see whether an unacknowledged send was stored. */
-export const eventsStreamGet = (): string => `$JS.API.STREAM.MSG.GET.${jetstream.eventsStream}`;
 
 /** Write right on some keys of a bucket (a KV put is a publish on `$KV.<bucket>.<key>`). */
 const kvWrite = (bucket: string, keys: string[]): string[] => keys.map((k) => kvKeySubject(bucket, k));
 
-/** Publishing one's decision events; asking whether the events stream is there (its info) and what it holds last of a subject (an unacknowledged send's). */
 function eventsOf(ids: string[] | undefined): string[] {
-  if (ids === undefined) return [`${ROOT}.evt.*.*`, eventsStreamInfo(), eventsStreamGet()];
-  return [...ids.map((id) => `${ROOT}.evt.*.${token(id)}`), eventsStreamInfo(), eventsStreamGet()];
+  if (ids === undefined) return [`${ROOT}.evt.*.*`];
+  return ids.map((id) => `${ROOT}.evt.*.${token(id)}`);
 }
 
 const uniq = (xs: string[]): string[] => [...new Set(xs)];

@@ -7,21 +7,17 @@ import type { Logger } from 'pino';
 import { DecisionEvent, jetstream, subjects, type EventKind } from '../../protocols/index.ts';
 import type { Bus } from '../../src/runtime/bus.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
-import { EventOutbox } from './event-outbox.ts';
 
 export type EventPublisher = (kind: EventKind, summary: string, decision: Record<string, unknown>, inputs: Record<string, unknown>) => void;
 
-/**
- * A publisher for one actor (events stamped by `clock`), through an EventOutbox (each event stored once, in order,
- * sent again while the stream does not take it). Never throws (an event that cannot be sent is logged, the decision stands).
- */
-export function eventPublisher(bus: Bus, actor: string, log: Logger, clock: Clock = systemClock, outbox = new EventOutbox(bus, actor, log)): EventPublisher {
+/** A publisher for one actor (events stamped by `clock`). Never throws (an event that cannot be sent is logged, the decision stands). */
+export function eventPublisher(bus: Bus, actor: string, log: Logger, clock: Clock = systemClock): EventPublisher {
   return (kind, summary, decision, inputs) => {
     const ev: DecisionEvent = { v: 1, kind, actor, atMs: clock.now(), summary: summary.slice(0, 1024), decision, inputs };
     // the inputs too at debug level (the twin check compares the two sides' decisions event by event)
     log.info({ event: kind, decision, ...(log.isLevelEnabled('debug') ? { inputs } : {}) }, summary);
     try {
-      outbox.push(subjects.event(kind, actor), DecisionEvent.encode(ev));
+      bus.publish(subjects.event(kind, actor), DecisionEvent, ev);
     } catch (err) {
       log.warn({ err: (err as Error).message, kind }, 'decision event not published');
     }
@@ -31,8 +27,7 @@ export function eventPublisher(bus: Bus, actor: string, log: Logger, clock: Cloc
 /**
  * Retention of the JetStream streams (docs/PROTOCOL.md): whichever limit is reached first removes the
  * oldest messages (discard 'old'), so a full stream never refuses a publication and never slows a publisher
- * (the telemetry and records with core NATS, fire-and-forget, the server appending; the decision events through an
- * EventOutbox, acknowledged). File storage, one replica by default.
+ * (actors publish with core NATS, fire-and-forget; the server appends). File storage, one replica by default.
  */
 export const STREAM_RETENTION = {
   /** DYN_V1_EVENTS: decision events, a few per minute per actor. */

@@ -496,7 +496,6 @@ export class Bus extends EventEmitter {
       });
       const orderly = (async () => {
         await Promise.allSettled([...this.#handles].map((h) => h.drain()));
-        await Promise.allSettled([...this.#beforeDrain].map((f) => f()));
         this.#service?.stop();
         this.#abort.abort(new CancelledError('bus closing'));
         if (!this.nc.isClosed()) {
@@ -516,16 +515,6 @@ export class Bus extends EventEmitter {
     })();
     return this.#closing;
   }
-
-  /**
-   * Work drain() waits for once its handlers are done and before the connection drains (an outbox's held messages:
-   * actors/common/event-outbox.ts), within its deadline. Returns the call that takes it back.
-   */
-  beforeDrain(fn: () => Promise<unknown>): () => void {
-    this.#beforeDrain.add(fn);
-    return () => this.#beforeDrain.delete(fn);
-  }
-  readonly #beforeDrain = new Set<() => Promise<unknown>>();
 
   /** Close now (running handlers see their signal aborted). Idempotent. */
   close(): Promise<void> {
