@@ -28,7 +28,7 @@ import { loadConfig, poolsOf, profilePathOf, requireProfileCovers, type ClusterC
 import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
-import { setUpJetStreamInBackground } from '../common/jetstream-setup.ts';
+import { eventsStreamBeforeLead, setUpJetStreamInBackground } from '../common/jetstream-setup.ts';
 import { classifyIntake } from '../../src/policy/classify.ts';
 import { thresholdsOf, withSlo } from '../../src/policy/slo.ts';
 import { PoolDispatcher } from './dispatch.ts';
@@ -152,6 +152,7 @@ export class ClusterManager extends Actor {
       this.#ledgerPending = false;
       this.#evt('lease', `${this.id} lost the cluster planner lease`, { leader: null }, {});
     });
+    await eventsStreamBeforeLead(this.bus, this.clock); // the first planner's lease event stored (jetstream-setup.ts)
     await this.#lease.start();
   }
 

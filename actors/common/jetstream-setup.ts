@@ -26,6 +26,22 @@ export async function setUpJetStream(bus: Bus): Promise<void> {
   await Promise.all([setUpBuckets(bus), ensureEventsStream(bus), ensureRequestsStream(bus), ensureResumeStream(bus)]);
 }
 
+/** how long a cluster manager replica waits for the events stream to be made before it contends for the planner lease, ms */
+export const EVENTS_STREAM_WAIT_MS = 2000;
+
+/**
+ * The events stream made (when missing) before a replica contends for the planner lease, so that the first planner's
+ * lease event is stored (an event published before the stream exists reaches live subscribers only). Bounded by
+ * EVENTS_STREAM_WAIT_MS (a stream API call waits out JetStream's 5-s deadline when its server does not answer); the
+ * lead makes sure of it again beside its setup (setUpJetStreamInBackground).
+ */
+export function eventsStreamBeforeLead(bus: Bus, clock: Clock = systemClock): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const t = clock.setTimeout(resolve, EVENTS_STREAM_WAIT_MS);
+    void ensureEventsStream(bus).catch(() => {}).finally(() => (clock.clearTimeout(t), resolve()));
+  });
+}
+
 /** attempts of the cluster manager's setup at most, SETUP_RETRY_MS apart (each call bounded by nats.js's deadline). */
 const SETUP_ATTEMPTS = 30;
 const SETUP_RETRY_MS = 2000;
