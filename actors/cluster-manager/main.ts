@@ -29,7 +29,6 @@ import { parseConfig } from '../common/config.ts';
 import type { ActorFactoryOptions } from '../../src/runtime/actor-factory.ts';
 import { eventPublisher, type EventPublisher } from '../common/events.ts';
 import { eventsStreamBeforeLead, setUpJetStreamInBackground } from '../common/jetstream-setup.ts';
-import { LeaseEvents } from './lease-events.ts';
 import { classifyIntake } from '../../src/policy/classify.ts';
 import { thresholdsOf, withSlo } from '../../src/policy/slo.ts';
 import { PoolDispatcher } from './dispatch.ts';
@@ -62,7 +61,6 @@ export class ClusterManager extends Actor {
   /** intake's dispatch to the pool leaders (dispatch.ts), made at start. */
   #dispatcher?: PoolDispatcher;
   #evt!: EventPublisher;
-  readonly #leaseEvents = new LeaseEvents((...a) => this.#evt(...a));
   #predictor = new OnlineOutputPredictor({ thresholds: thresholdsOf(loadConfig()) });
   /** the requests intake classified whose record the predictor awaits (policy AwaitedRecords); the records' subscription is held only while there is one. */
   #awaited = new AwaitedRecords<{ inputTokens: number; maxTokens: number; model: string; tenant?: string }>();
@@ -152,9 +150,9 @@ export class ClusterManager extends Actor {
       this.#leads.next(); // the lead's timers and status service stop; a lead still in its setup arms nothing
       this.#deciding = false;
       this.#ledgerPending = false;
-      this.#leaseEvents.lost(`${this.id} lost the cluster planner lease`);
+      this.#evt('lease', `${this.id} lost the cluster planner lease`, { leader: null }, {});
     });
-    this.#leaseEvents.streamMade = await eventsStreamBeforeLead(this.bus, this.clock); // its lease events stored (lease-events.ts)
+    await eventsStreamBeforeLead(this.bus, this.clock); // the first planner's lease event stored (jetstream-setup.ts)
     await this.#lease.start();
   }
 
@@ -421,7 +419,8 @@ export class ClusterManager extends Actor {
     const current = () => this.#leads.current(gen);
     // the buckets and streams (only the cluster manager makes them) made sure of beside the lead, not before it: each stream
     // API call waits out JetStream's 5-s deadline when the stream's server does not answer, and the status waited for them
-    this.#leaseEvents.elected(`${this.id} is the cluster planner`, this.#lease.term(), this.id, setUpJetStreamInBackground(this.bus, this.log, () => !current()));
+    this.#evt('lease', `${this.id} is the cluster planner`, { leader: this.id, term: this.#lease.term() }, {});
+    void setUpJetStreamInBackground(this.bus, this.log, () => !current());
     // the stored assignments in the machine before it leads, then a previous run's state cleared from the store;
     // their reads (and the ledger's) retried for timeouts.takeoverReadMs from when the liveness window lets them start
     await this.#loaded;

@@ -31,15 +31,15 @@ export const EVENTS_STREAM_WAIT_MS = 2000;
 
 /**
  * The events stream made (when missing) before a replica contends for the planner lease, so that the first planner's
- * lease event is stored (an event published before the stream exists reaches live subscribers only); true once it
- * is there. Bounded by EVENTS_STREAM_WAIT_MS (a stream API call waits out JetStream's 5-s deadline when its server does
- * not answer): past it the lead's setup makes it (setUpJetStreamInBackground), and an election's event published before
- * then reaches live subscribers only (actors/cluster-manager/lease-events.ts).
+ * lease event is stored (an event published before the stream exists reaches live subscribers only). Bounded by
+ * EVENTS_STREAM_WAIT_MS (a stream API call waits out JetStream's 5-s deadline when its server does not answer): past it
+ * the lead's setup makes it (setUpJetStreamInBackground), and an election's event published before then reaches live
+ * subscribers only.
  */
-export function eventsStreamBeforeLead(bus: Bus, clock: Clock = systemClock): Promise<boolean> {
-  return new Promise<boolean>((resolve) => {
-    const t = clock.setTimeout(() => resolve(false), EVENTS_STREAM_WAIT_MS);
-    ensureEventsStream(bus).then(() => (clock.clearTimeout(t), resolve(true)), () => (clock.clearTimeout(t), resolve(false)));
+export function eventsStreamBeforeLead(bus: Bus, clock: Clock = systemClock): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const t = clock.setTimeout(resolve, EVENTS_STREAM_WAIT_MS);
+    void ensureEventsStream(bus).catch(() => {}).finally(() => (clock.clearTimeout(t), resolve()));
   });
 }
 
