@@ -15,19 +15,26 @@
  *   nice -n 10 npx tsx scripts/gateway-alloc.ts [treeA [treeB ...]]
  * Env: SEQ (1000), RUNS (3), WARM_S (closed-loop warm-up, 8: the young generation grows to its cap as in a serving
  * gateway), IDLE_S (3), PROFILE=<bytes> (the sampling interval, e.g. 512; prints the top sites by self bytes and by the
- * innermost frame in the project's dist/ or a package), TOP (25).
+ * innermost frame in the project's dist/ or a package), TOP (25). RT=1: the datapath bench's real-time run's load
+ * instead (the emulator stepping in wall time, the native data plane, RT_CLIENTS closed-loop clients of the replay's
+ * requests: 2,000-token-id prompts, 200 tokens, usage on every event; scripts/replay-load.ts): WARM_S (default 60) of it,
+ * then a window of WINDOW_S (30) seconds with the load on, per request completed in it.
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { tree } from '../test/bench/datapath-cpu.ts';
 import { BENCH_MODEL as MODEL, startBenchCluster } from './bench-cluster.ts';
+import { ReplayLoad } from './replay-load.ts';
+import { RT_LEN } from '../test/bench/datapath.bench.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TREES = process.argv.length > 2 ? process.argv.slice(2).map((t) => resolve(t)) : [REPO];
 const SEQ = Number(process.env.SEQ ?? 1000);
 const RUNS = Number(process.env.RUNS ?? 3);
-const WARM_S = Number(process.env.WARM_S ?? 8);
+const RT = process.env.RT === '1';
+const WARM_S = Number(process.env.WARM_S ?? (RT ? 60 : 8));
+const WINDOW_S = Number(process.env.WINDOW_S ?? 30);
 const IDLE_S = Number(process.env.IDLE_S ?? 3);
 const PROFILE = process.env.PROFILE ? Number(process.env.PROFILE) : undefined;
 const TOP = Number(process.env.TOP ?? 25);
@@ -141,7 +148,8 @@ function top(m: Map<string, number>, total: number, per: number): string {
 
 async function run(treeDir: string): Promise<{ perReq: number; scavPerK: number; idlePerS: number; raw: number }> {
   const c = await startBenchCluster({
-    tree: treeDir, name: 'gateway-alloc', gateway: { workers: 1, dataPlane: 'js' }, upArgs: ['--gateway-standbys', '0'],
+    tree: treeDir, name: 'gateway-alloc', gateway: { workers: 1, dataPlane: RT ? 'native' : 'js' }, upArgs: ['--gateway-standbys', '0'],
+    ...(RT ? { engineArgs: [] } : {}),
     env: (dir) => {
       const preload = join(dir, 'alloc-window.mjs');
       writeFileSync(preload, PRELOAD);
@@ -152,6 +160,7 @@ async function run(treeDir: string): Promise<{ perReq: number; scavPerK: number;
   try {
     const base = c.base;
     const gw = tree(up.pid!).gateway;
+    if (RT) return await realtime(treeDir, c, gw);
     for (let i = 0; i < 20; i++) await one(base);
     const warmUntil = performance.now() + WARM_S * 1000;
     await Promise.all(Array.from({ length: CLIENTS }, async () => {
@@ -169,17 +178,44 @@ async function run(treeDir: string): Promise<{ perReq: number; scavPerK: number;
     process.stdout.write(`${new Date().toISOString()} ${treeDir}: ${SEQ} sequential requests in ${(w.ms / 1000).toFixed(2)} s: ` +
       `${(w.allocated / SEQ).toFixed(0)} B allocated per request raw, ${(idlePerMs * 1000).toFixed(0)} B/s idle, ` +
       `${perReq.toFixed(0)} B per request less idle; ${w.scavenges} scavenges (${scavPerK.toFixed(1)} per 1,000), ${w.full} full GCs\n`);
-    if (w.profile) {
-      const s = sites(w.profile.head, treeDir);
-      process.stdout.write(`  sampled ${(s.total / SEQ).toFixed(0)} B per request (interval ${PROFILE} B); by site (self):\n${top(s.self, s.total, SEQ)}\n` +
-        `  by the innermost frame of the project's dist/ or a package:\n${top(s.own, s.total, SEQ)}\n`);
-      writeFileSync(join(dir, 'profile.json'), JSON.stringify(w.profile));
-      process.stdout.write(`  profile: ${join(dir, 'profile.json')}\n`);
-    }
+    report(treeDir, dir, w, SEQ);
     return { perReq, scavPerK, idlePerS: idlePerMs * 1000, raw: w.allocated / SEQ };
   } finally {
     await c.stop();
   }
+}
+
+/** The window's allocation sites (PROFILE), per request, and the profile's file. */
+function report(treeDir: string, dir: string, w: Window, per: number): void {
+  if (!w.profile) return;
+  const s = sites(w.profile.head, treeDir);
+  process.stdout.write(`  sampled ${(s.total / per).toFixed(0)} B per request (interval ${PROFILE} B); by site (self):\n${top(s.self, s.total, per)}\n` +
+    `  by the innermost frame of the project's dist/ or a package:\n${top(s.own, s.total, per)}\n`);
+  writeFileSync(join(dir, 'profile.json'), JSON.stringify(w.profile));
+  process.stdout.write(`  profile: ${join(dir, 'profile.json')}\n`);
+}
+
+/** RT=1: WARM_S of the replay's load, an idle window, then WINDOW_S with the load on; per request completed in it. */
+async function realtime(treeDir: string, c: Awaited<ReturnType<typeof startBenchCluster>>, gw: number[]): Promise<{ perReq: number; scavPerK: number; idlePerS: number; raw: number }> {
+  const sleepS = (s: number) => sleep(s * 1000);
+  const idle = await window(c.dir, gw, () => sleepS(IDLE_S));
+  const idlePerMs = idle.allocated / idle.ms;
+  const load = new ReplayLoad(c.base);
+  load.start(RT_LEN * 28);
+  await sleepS(WARM_S);
+  let done = 0;
+  const w = await window(c.dir, gw, async () => {
+    const d0 = load.done;
+    await sleepS(WINDOW_S);
+    done = load.done - d0;
+  });
+  await load.stop();
+  const perReq = (w.allocated - idlePerMs * w.ms) / done;
+  process.stdout.write(`${new Date().toISOString()} ${c.dir}: ${done} replay-shaped requests (${load.failed} failed) in ${(w.ms / 1000).toFixed(2)} s: ` +
+    `${(w.allocated / done).toFixed(0)} B allocated per request raw, ${(idlePerMs * 1000).toFixed(0)} B/s idle, ${perReq.toFixed(0)} B per request less idle ` +
+    `(${(perReq / RT_LEN).toFixed(0)} B per token); ${w.scavenges} scavenges, ${w.full} full GCs\n`);
+  report(treeDir, c.dir, w, done);
+  return { perReq, scavPerK: (w.scavenges * 1000) / done, idlePerS: idlePerMs * 1000, raw: w.allocated / done };
 }
 
 const results = new Map<string, { perReq: number; scavPerK: number }[]>(TREES.map((t) => [t, []]));

@@ -16,7 +16,9 @@
  * load instead: the emulator stepping in wall time, RT_CLIENTS closed-loop clients of the replay's requests, 2,000-token-id
  * prompts, 200 tokens, usage on every event, scripts/replay-load.ts; PLANE default native). Both print the busy samples'
  * inclusive time by function too (the project's functions: the share of samples with it on the stack), and per request
- * of the window the profiled process's main thread CPU (schedstat).
+ * of the window the profiled process's main thread CPU (schedstat). IDLE=1: no load at all (the idle cluster's own work:
+ * heartbeats, statuses, telemetry, leases), the main thread's CPU given per second; ROLE may then name any actor kind
+ * (gateway, instance, pool, cluster, node).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -39,8 +41,9 @@ const CLIENTS = 16;
 const ROLE = process.env.ROLE ?? 'gateway';
 const PERF = process.env.PERF === '1';
 const RT = process.env.RT === '1';
+const IDLE = process.env.IDLE === '1';
 const PLANE = process.env.PLANE ?? (RT ? 'native' : undefined);
-if (ROLE !== 'gateway' && ROLE !== 'instance') throw new Error(`ROLE is gateway or instance, not ${ROLE}`);
+if (!['gateway', 'instance', ...(IDLE ? ['pool', 'cluster', 'node'] : [])].includes(ROLE)) throw new Error(`ROLE is gateway or instance${IDLE ? ', pool, cluster or node' : ''}, not ${ROLE}`);
 
 const PRELOAD = `
 import { writeFileSync, renameSync } from 'node:fs';
@@ -76,6 +79,7 @@ async function one(base: string): Promise<void> {
 }
 let replay: ReplayLoad | undefined;
 async function loop(base: string, s: number): Promise<number> {
+  if (IDLE) return (await sleep(s * 1000), 0);
   if (RT) {
     if (!replay) {
       replay = new ReplayLoad(base);
@@ -152,7 +156,7 @@ const c = await startBenchCluster({
 });
 const { up, base, dir } = c;
 try {
-  const gw = ROLE === 'gateway' ? tree(up.pid!).gateway[0]! : descendants(up.pid!).find((d) => d.cmd.includes('actor\0instance\0'))?.pid;
+  const gw = ROLE === 'gateway' ? tree(up.pid!).gateway[0]! : descendants(up.pid!).find((d) => d.cmd.includes(`actor\0${ROLE}\0`))?.pid;
   if (gw === undefined) throw new Error(`no ${ROLE} process under up`);
   const warm = await loop(base, WARM_S);
   if (PERF) {
@@ -161,7 +165,7 @@ try {
     const recorded = new Promise<number | null>((r) => rec.once('exit', r));
     const m0 = mainMs(gw);
     const reqs = await loop(base, PROFILE_S);
-    const perReq = (mainMs(gw) - m0) / reqs;
+    const perReq = (mainMs(gw) - m0) / (IDLE ? PROFILE_S : reqs);
     if ((await recorded) !== 0) throw new Error('perf record failed');
     const lines = (sort: string, ...more: string[]) => execFileSync('perf', ['report', '-i', data, '--no-children', '-g', 'none', '--sort', sort, ...more], { encoding: 'utf8', maxBuffer: 1 << 26 })
       .split('\n').filter((l) => l.trim() && !l.startsWith('#'));
@@ -175,7 +179,7 @@ try {
       if (m) tiers.set(m[2]!, (tiers.get(m[2]!) ?? 0) + Number(m[1]));
     }
     const tierLine = [['~', 'interpreter'], ['^', 'Sparkplug'], ['+', 'Maglev'], ['*', 'TurboFan']].map(([k, n]) => `${n} ${(tiers.get(k!) ?? 0).toFixed(2)}%`).join(', ');
-    process.stdout.write(`${new Date().toISOString()} ${TREE}, ${ROLE} pid ${gw}: warm-up ${warm} requests in ${WARM_S} s, perf over ${reqs} in ${PROFILE_S} s (${(reqs / PROFILE_S).toFixed(1)} req/s), main thread ${perReq.toFixed(3)} ms CPU per request\n`);
+    process.stdout.write(`${new Date().toISOString()} ${TREE}, ${ROLE} pid ${gw}: warm-up ${warm} requests in ${WARM_S} s, perf over ${reqs} in ${PROFILE_S} s (${(reqs / PROFILE_S).toFixed(1)} req/s), main thread ${perReq.toFixed(3)} ms CPU per ${IDLE ? 'second (idle)' : 'request'}\n`);
     process.stdout.write(`by thread:\n${report('pid')}\nby object:\n${report('dso')}\nby symbol:\n${report('sym')}\n` +
       `the main thread (tid ${gw}) by object (shares of all samples):\n${mine('dso').slice(0, TOP).join('\n')}\nthe main thread by symbol:\n${mine('sym').slice(0, TOP).join('\n')}\n` +
       `the main thread's JavaScript self time by V8 tier (shares of all samples): ${tierLine}\nperf data: ${data}\n`);
@@ -187,14 +191,14 @@ try {
   }
   const m0 = mainMs(gw);
   const reqs = await loop(base, PROFILE_S);
-  const perReq = (mainMs(gw) - m0) / reqs;
+  const perReq = (mainMs(gw) - m0) / (IDLE ? PROFILE_S : reqs);
   process.kill(gw, 'SIGUSR2');
   const file = join(dir, `profile-${gw}.cpuprofile`);
   for (const until = Date.now() + 30_000; !existsSync(file);) {
     if (Date.now() > until) throw new Error('no profile');
     await sleep(100);
   }
-  process.stdout.write(`${new Date().toISOString()} ${TREE}, ${ROLE} pid ${gw}: warm-up ${warm} requests in ${WARM_S} s, profiled ${reqs} in ${PROFILE_S} s (${(reqs / PROFILE_S).toFixed(1)} req/s), main thread ${perReq.toFixed(3)} ms CPU per request (the profiler's own included)\n`);
+  process.stdout.write(`${new Date().toISOString()} ${TREE}, ${ROLE} pid ${gw}: warm-up ${warm} requests in ${WARM_S} s, profiled ${reqs} in ${PROFILE_S} s (${(reqs / PROFILE_S).toFixed(1)} req/s), main thread ${perReq.toFixed(3)} ms CPU per ${IDLE ? 'second (idle)' : 'request'} (the profiler's own included)\n`);
   process.stdout.write(summarize(JSON.parse(readFileSync(file, 'utf8')) as Profile, reqs));
   process.stdout.write(`profile: ${file}\n`);
   }
