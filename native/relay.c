@@ -21,6 +21,7 @@
  *   cc -O2 -Wall -Wextra -Werror -shared -fPIC -pthread -o dist/native/relay.so native/relay.c
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -419,6 +420,11 @@ int dp_start(void) {
     loop_ep = l ? uv_backend_fd(l) : -1;
     loop_thread = pthread_self();
   }
+  /* this library stays mapped while its thread lives, that is to the process's end: its loader (koffi) unloads it
+   * once its last handle is collected, at the latest at the process's exit, and the thread woken after that would run
+   * unmapped code. A reference of its own, marked never to be unloaded (none where it is built into a program). */
+  Dl_info self;
+  if (dladdr((void *)dp_start, &self) && self.dli_fname) dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
   if (pthread_create(&t, NULL, loop, NULL) != 0) goto fail;
   pthread_setname_np(t, "dp-relay"); /* its name in /proc/<pid>/task/<tid>/comm, perf and top: its CPU told from Node's threads */
   pthread_detach(t);

@@ -164,12 +164,13 @@ describe("the native thread's faults", () => {
 });
 
 /** a child process running `body` (ESM, `koffi`, `lib` the library at `so`, `libc`) with a deadline: its stdout, or its failure */
-function child(body: string): { ok: boolean; out: string } {
+function child(body: string, o: { nodeArgs?: string[]; lib?: boolean } = {}): { ok: boolean; out: string } {
   const src = `import koffi from 'koffi';
-const lib = koffi.load(${JSON.stringify(so)});
+const SO = ${JSON.stringify(so)};
+${o.lib === false ? '' : 'const lib = koffi.load(SO);'}
 const libc = koffi.load('libc.so.6');
 ${body}`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', src], { cwd: process.cwd(), timeout: 20_000, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...(o.nodeArgs ?? []), '--input-type=module', '-e', src], { cwd: process.cwd(), timeout: 20_000, encoding: 'utf8' });
   return { ok: r.status === 0, out: `${r.stdout}${r.stderr}${r.signal ? ` (${r.signal})` : ''}` };
 }
 
@@ -201,6 +202,44 @@ for (let k = got.length; k === got.length; n += k) k = ended(got, got.length);
 console.log('ended', n);
 `);
     expect(r.out).toContain('ended 3000');
+    expect(r.ok).toBe(true);
+  });
+
+  it('the library stays mapped while its thread lives: its handles collected (koffi unloads it then), a later event is relayed', () => {
+    const r = child(`
+import { readFileSync } from 'node:fs';
+const socketpair = libc.func('int socketpair(int, int, int, _Out_ int *)');
+const write = libc.func('int write(int, const char *, int)');
+const read = libc.func('int read(int, _Out_ uint8_t *, int)');
+const mapped = () => readFileSync('/proc/self/maps', 'utf8').includes(SO);
+const c = [0, 0], e = [0, 0];
+// every handle of the library: once they are collected koffi closes it (dlclose)
+let lib = koffi.load(SO);
+let start = lib.func('int dp_start(void)');
+let add = lib.func('int dp_add(int, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, const char *, int, double, double, int)');
+if (start() < 0) process.exit(2);
+if (socketpair(1, 1, 0, c) || socketpair(1, 1, 0, e)) process.exit(3);
+if (add(c[0], e[0], '{"text":"', 9, '"}', 2, '', 0, '{"t":', 5, '}', 1, '', 0, 0, 0, 0) < 0) process.exit(4);
+lib = start = add = undefined;
+for (let i = 0; i < 5; i++) {
+  globalThis.gc();
+  await new Promise((r) => setTimeout(r, 20));
+}
+const out = ['mapped:' + mapped()];
+// an engine event: the thread wakes and relays it to the client
+const ev = 'data: {"text":"a"}\\n\\n';
+const ch = Buffer.byteLength(ev).toString(16) + '\\r\\n' + ev + '\\r\\n';
+write(e[1], ch, Buffer.byteLength(ch));
+const got = Buffer.alloc(256);
+let n = -1;
+for (let i = 0; i < 100 && n <= 0; i++) {
+  await new Promise((r) => setTimeout(r, 10));
+  n = read(c[1], got, got.length);
+}
+out.push('relayed:' + (n > 0 && got.subarray(0, n).toString().includes('{"t":"a"}')));
+console.log(out.join(' '));
+`, { nodeArgs: ['--expose-gc'], lib: false });
+    expect(r.out.trim()).toBe('mapped:true relayed:true');
     expect(r.ok).toBe(true);
   });
 
