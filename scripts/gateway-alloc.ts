@@ -211,7 +211,7 @@ async function realtime(treeDir: string, c: Awaited<ReturnType<typeof startBench
   });
   await load.stop();
   const perReq = (w.allocated - idlePerMs * w.ms) / done;
-  process.stdout.write(`${new Date().toISOString()} ${c.dir}: ${done} replay-shaped requests (${load.failed} failed) in ${(w.ms / 1000).toFixed(2)} s: ` +
+  process.stdout.write(`${new Date().toISOString()} ${treeDir}: ${done} replay-shaped requests (${load.failed} failed) in ${(w.ms / 1000).toFixed(2)} s: ` +
     `${(w.allocated / done).toFixed(0)} B allocated per request raw, ${(idlePerMs * 1000).toFixed(0)} B/s idle, ${perReq.toFixed(0)} B per request less idle ` +
     `(${(perReq / RT_LEN).toFixed(0)} B per token); ${w.scavenges} scavenges, ${w.full} full GCs\n`);
   report(treeDir, c.dir, w, done);
